@@ -1,0 +1,266 @@
+//! `divergence diff OURS REF`: compare two dumps and report the first op where they diverge.
+//!
+//! Glue only: open both dumps ([`divergence_dump`]), plan the execution order and compare each
+//! probe pair ([`divergence_diff`], pure), render ([`divergence_render`]). Probe pairs are read
+//! and compared in parallel, one pair per rayon task, so memory stays near the largest tensor
+//! pair times the number of threads and no dump is ever held whole.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, Result};
+use clap::{Args, ValueEnum};
+use divergence_diff::{
+    DiffConfig, DumpNames, OpResult, Report, ReportContext, Side, Tolerance, ValuesRef, Which,
+};
+use divergence_dump::{Dump, Format as DumpFormat, Tensor, Values};
+use divergence_render::TableOptions;
+use rayon::prelude::*;
+
+use crate::exit::{self, Exit};
+
+/// Output format of the report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// A table if stdout is a terminal, else JSON.
+    Auto,
+    /// A comfy-table report for a terminal.
+    Table,
+    /// The stable JSON schema of docs/report-schema.md.
+    Json,
+    /// GitHub-flavoured Markdown, for CI step summaries.
+    Markdown,
+}
+
+/// When to color the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Color {
+    /// Color when stdout is a terminal and NO_COLOR is unset.
+    Auto,
+    Always,
+    Never,
+}
+
+/// Arguments of `divergence diff`.
+#[derive(Debug, Args)]
+#[command(after_long_help = format!("{AFTER_HELP}\n{}", divergence_diff::DECISION_RULE))]
+pub struct DiffArgs {
+    /// The port's dump (.npz, .npy or .safetensors).
+    pub ours: PathBuf,
+    /// The reference's dump (.npz, .npy or .safetensors).
+    #[arg(value_name = "REF")]
+    pub reference: PathBuf,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Auto)]
+    pub format: Format,
+    /// Relative tolerance (overrides the dtype preset; the preset's atol stays unless --atol).
+    #[arg(long)]
+    pub rtol: Option<f64>,
+    /// Absolute tolerance (overrides the dtype preset; the preset's rtol stays unless --rtol).
+    #[arg(long)]
+    pub atol: Option<f64>,
+    /// Flag any difference at all (bit-exact porting).
+    #[arg(long, conflicts_with_all = ["rtol", "atol"])]
+    pub exact: bool,
+    /// Show every op instead of the compact view.
+    #[arg(long)]
+    pub all: bool,
+    /// Only ops of this layer (table and Markdown).
+    #[arg(long)]
+    pub layer: Option<usize>,
+    /// Only ops whose name matches this regex (table and Markdown).
+    #[arg(long)]
+    pub grep: Option<String>,
+    /// Ops shown before and after the first divergence in the compact view.
+    #[arg(long, default_value_t = 3)]
+    pub context: usize,
+    /// When to color the table.
+    #[arg(long, value_enum, default_value_t = Color::Auto)]
+    pub color: Color,
+    /// Also write the JSON report to this file (a CI artifact).
+    #[arg(long, value_name = "FILE")]
+    pub json_out: Option<PathBuf>,
+    /// Also write the Markdown report to this file (e.g. "$GITHUB_STEP_SUMMARY").
+    #[arg(long, value_name = "FILE")]
+    pub markdown_out: Option<PathBuf>,
+    /// Checkpoint directory: annotate the k_norm amplification section with each layer's
+    /// norm weight gains (see `divergence inspect`).
+    #[arg(long, value_name = "DIR")]
+    pub model: Option<PathBuf>,
+    /// Re-run whenever either file changes (stop with Ctrl-C).
+    #[arg(long)]
+    pub watch: bool,
+}
+
+const AFTER_HELP: &str = "Exit codes: 0 = no divergence, 1 = divergence found, 2 = error.\n\nThe decision rule (docs/tolerances.md has the per-dtype presets):";
+
+pub fn run(args: DiffArgs) -> Result<Exit> {
+    if !args.watch {
+        return diff_once(&args);
+    }
+    let mut last = None;
+    loop {
+        let stamp = stamps(&[&args.ours, &args.reference]);
+        if Some(&stamp) != last.as_ref() {
+            // Clear the screen, then report (errors are shown and the watch goes on).
+            print!("\x1b[2J\x1b[H");
+            match diff_once(&args) {
+                Ok(_) => {}
+                Err(err) if exit::is_broken_pipe(&err) => return Ok(Exit::Clean),
+                Err(err) => exit::print_error(&err),
+            }
+            let _ = std::io::stdout().flush();
+            eprintln!("watching {} and {} (Ctrl-C to stop)", args.ours.display(), args.reference.display());
+            last = Some(stamp);
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// Modification time and length of each file (None for a file that is missing right now).
+fn stamps(paths: &[&Path]) -> Vec<Option<(SystemTime, u64)>> {
+    paths
+        .iter()
+        .map(|p| std::fs::metadata(p).ok().and_then(|m| Some((m.modified().ok()?, m.len()))))
+        .collect()
+}
+
+fn diff_once(args: &DiffArgs) -> Result<Exit> {
+    let report = build_report(args)?;
+    let stdout = std::io::stdout();
+    let is_tty = stdout.is_terminal();
+    let format = match args.format {
+        Format::Auto if is_tty => Format::Table,
+        Format::Auto => Format::Json,
+        other => other,
+    };
+    let color = match args.color {
+        Color::Always => true,
+        Color::Never => false,
+        Color::Auto => is_tty && std::env::var_os("NO_COLOR").is_none(),
+    };
+    let opts = TableOptions {
+        color,
+        all: args.all,
+        layer: args.layer,
+        grep: args.grep.clone(),
+        context: args.context,
+        width: None,
+    };
+    if let Some(path) = &args.json_out {
+        write_file(path, |out| divergence_render::render_json(&report, out))?;
+    }
+    if let Some(path) = &args.markdown_out {
+        let md_opts = TableOptions { color: false, ..opts.clone() };
+        write_file(path, |out| divergence_render::render_markdown(&report, &md_opts, out))?;
+    }
+    let mut out = stdout.lock();
+    let rendered = match format {
+        Format::Table | Format::Auto => divergence_render::render_table(&report, &opts, &mut out),
+        Format::Json => divergence_render::render_json(&report, &mut out),
+        Format::Markdown => divergence_render::render_markdown(&report, &opts, &mut out),
+    };
+    match rendered.and_then(|()| out.flush()) {
+        Ok(()) => {}
+        Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => {}
+        Err(err) => return Err(err).context("writing the report to stdout"),
+    }
+    Ok(if report.first_divergence.is_some() { Exit::Found } else { Exit::Clean })
+}
+
+fn write_file(path: &Path, render: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) -> Result<()> {
+    let file = std::fs::File::create(path).with_context(|| format!("{}: cannot create", path.display()))?;
+    let mut out = std::io::BufWriter::new(file);
+    render(&mut out)
+        .and_then(|()| out.flush())
+        .with_context(|| format!("{}: cannot write", path.display()))
+}
+
+/// Opens both dumps, compares every probe pair in parallel and assembles the report.
+pub fn build_report(args: &DiffArgs) -> Result<Report> {
+    let tolerance = if args.exact {
+        Tolerance::Exact
+    } else if args.rtol.is_some() || args.atol.is_some() {
+        Tolerance::Manual { rtol: args.rtol, atol: args.atol }
+    } else {
+        Tolerance::Auto
+    };
+    for (flag, value) in [("--rtol", args.rtol), ("--atol", args.atol)] {
+        if let Some(v) = value {
+            anyhow::ensure!(v.is_finite() && v >= 0.0, "{flag} must be a finite number >= 0, got {v}");
+        }
+    }
+    let cfg = DiffConfig { tolerance, ..DiffConfig::default() };
+    // Open both first, in parallel: header parsing only, no tensor is read yet.
+    let (ours, reference) = rayon::join(|| Dump::open(&args.ours), || Dump::open(&args.reference));
+    let (ours, reference) = (ours?, reference?);
+
+    let plan = divergence_diff::plan_order(&dump_names(&ours), &dump_names(&reference));
+
+    let ops: Vec<OpResult> = plan
+        .order
+        .par_iter()
+        .map(|name| compare_probe(name, &ours, &reference, &cfg))
+        .collect();
+
+    let mut ctx = ReportContext::new(
+        args.ours.display().to_string(),
+        args.reference.display().to_string(),
+        plan.source,
+    );
+    ctx.warnings = plan.warnings;
+    ctx.ours_input_ids = ours.meta().and_then(|m| m.input_ids.clone());
+    ctx.ref_input_ids = reference.meta().and_then(|m| m.input_ids.clone());
+    let mut report = divergence_diff::assemble(ops, ctx, &cfg);
+    if let Some(dir) = &args.model {
+        let gains = divergence_inspect::norm_gains(dir)?;
+        for row in &mut report.amplification.rows {
+            let layer = gains.iter().find(|g| g.layer == row.layer);
+            row.weight_gain = layer.and_then(|g| if row.kind == "k" { g.k_gain() } else { g.q_gain() });
+        }
+    }
+    Ok(report)
+}
+
+/// What the order planner needs to know of one dump.
+fn dump_names(dump: &Dump) -> DumpNames<'_> {
+    let meta_order = dump.meta().map(|m| m.order.as_slice()).filter(|o| !o.is_empty());
+    DumpNames {
+        meta_order,
+        names: dump.names(),
+        // A safetensors header is a JSON object: without our metadata the order is lost.
+        file_order_preserved: dump.format() != DumpFormat::Safetensors || meta_order.is_some(),
+    }
+}
+
+/// Reads one probe from each side (whichever exist) and compares them. Never fails: a probe
+/// that cannot be read becomes an `unreadable` row naming the file and the problem.
+fn compare_probe(name: &str, ours: &Dump, reference: &Dump, cfg: &DiffConfig) -> OpResult {
+    let read = |dump: &Dump| -> Option<Result<(Tensor, String), String>> {
+        dump.shape(name)?;
+        let dtype = dump.original_dtype(name).unwrap_or_default();
+        Some(dump.read(name).map(|t| (t, dtype)).map_err(|e| e.to_string()))
+    };
+    let (o, r) = rayon::join(|| read(ours), || read(reference));
+    let o = match o.transpose() {
+        Ok(t) => t,
+        Err(msg) => return divergence_diff::unreadable(name, Which::Ours, msg),
+    };
+    let r = match r.transpose() {
+        Ok(t) => t,
+        Err(msg) => return divergence_diff::unreadable(name, Which::Ref, msg),
+    };
+    divergence_diff::compare(name, o.as_ref().map(side), r.as_ref().map(side), cfg)
+}
+
+fn side((tensor, dtype): &(Tensor, String)) -> Side<'_> {
+    Side {
+        shape: &tensor.shape,
+        values: match &tensor.values {
+            Values::F32(v) => ValuesRef::F32(v),
+            Values::F64(v) => ValuesRef::F64(v),
+        },
+        dtype,
+    }
+}

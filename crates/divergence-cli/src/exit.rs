@@ -1,0 +1,49 @@
+//! Exit codes and error printing shared by every subcommand.
+//!
+//! Like `diff(1)` and ripgrep: 0 = clean, 1 = something found, 2 = error.
+//! A broken pipe (`divergence diff ... | head`) is not an error.
+
+use std::process::ExitCode;
+
+/// What a subcommand reports to the shell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// No divergence (diff), nothing flagged (inspect), or success (run).
+    Clean = 0,
+    /// A divergence was found (diff) or something was flagged (inspect).
+    Found = 1,
+    /// Unreadable input, bad arguments, or any other failure.
+    Error = 2,
+}
+
+impl From<Exit> for ExitCode {
+    fn from(code: Exit) -> ExitCode {
+        ExitCode::from(code as u8)
+    }
+}
+
+/// Prints an error chain on one line: `error: outer: inner: root cause`.
+pub fn print_error(err: &anyhow::Error) {
+    let mut line = String::from("error: ");
+    for (i, cause) in err.chain().enumerate() {
+        let text = cause.to_string();
+        // anyhow contexts often repeat their cause; do not print it twice.
+        if i > 0 {
+            if line.ends_with(&text) {
+                continue;
+            }
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    eprintln!("{line}");
+}
+
+/// True if the error is a broken pipe (the reader went away): not worth an error.
+pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}

@@ -1,0 +1,60 @@
+//! `divergence`: find where a model port numerically diverges from its reference.
+//!
+//! A thin binary: argument parsing and glue over the library crates
+//! (`divergence-dump`, `divergence-diff`, `divergence-render`, `divergence-qwen3`,
+//! `divergence-inspect`). Every subcommand returns an [`Exit`] code; errors are printed
+//! as one line per cause and exit with code 2.
+
+mod cmd;
+mod exit;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::exit::Exit;
+
+/// Find the first op where a model port numerically diverges from its reference.
+///
+/// Exit codes: 0 = no divergence (inspect: nothing flagged), 1 = divergence found
+/// (inspect: something flagged), 2 = error (unreadable file, bad arguments).
+#[derive(Debug, Parser)]
+#[command(name = "divergence", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Compare two dumps and report the first op where they diverge.
+    Diff(cmd::diff::DiffArgs),
+    /// Run the instrumented candle Qwen3 model and dump every probe.
+    Run(cmd::run::RunArgs),
+    /// Lint a checkpoint (config.json + *.safetensors) before blaming the kernels.
+    Inspect(cmd::inspect::InspectArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            // --help and --version are not errors; everything else is a usage error (2).
+            let code = if err.use_stderr() { Exit::Error } else { Exit::Clean };
+            let _ = err.print();
+            return code.into();
+        }
+    };
+    let result = match cli.command {
+        Command::Diff(args) => cmd::diff::run(args),
+        Command::Run(args) => cmd::run::run(args),
+        Command::Inspect(args) => cmd::inspect::run(args),
+    };
+    match result {
+        Ok(code) => code.into(),
+        Err(err) => {
+            exit::print_error(&err);
+            Exit::Error.into()
+        }
+    }
+}

@@ -1,0 +1,466 @@
+//! Comparing one probe: shape rules, tolerance resolution, metrics and the per-op verdict.
+//!
+//! [`compare`] turns the two sides of one probe into an [`OpResult`] row and never fails: a probe
+//! present on one side only, with mismatching shapes, or with values that do not fill its shape is a
+//! row with the matching [`Status`]. [`unreadable`] makes the row for a probe the caller could not read.
+
+use std::sync::LazyLock;
+
+use regex::Regex;
+use serde::{Deserialize, Serialize};
+
+use crate::metrics::{self, Params, ValuesRef};
+use crate::DiffConfig;
+
+/// One side of a probe: its shape, values and *original* dtype name (e.g. `"bfloat16"` for a tensor
+/// stored as f32 because npy has no bf16).
+#[derive(Debug, Clone, Copy)]
+pub struct Side<'a> {
+    /// Shape as stored.
+    pub shape: &'a [usize],
+    /// Values, row-major, `shape.iter().product()` of them.
+    pub values: ValuesRef<'a>,
+    /// Original dtype name, torch-style: `"float32"`, `"bfloat16"`, `"int64"`, ...
+    pub dtype: &'a str,
+}
+
+/// Which dump a message is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Which {
+    /// Our port's dump.
+    Ours,
+    /// The reference dump.
+    Ref,
+}
+
+impl Which {
+    /// `"ours"` or `"ref"`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Which::Ours => "ours",
+            Which::Ref => "ref",
+        }
+    }
+}
+
+/// The verdict of one op.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Within tolerance.
+    Ok,
+    /// The norm-wise error exceeds the tolerance (or, in exact mode, some element differs).
+    Diverged,
+    /// Shapes differ even after dropping size-1 dimensions.
+    ShapeMismatch,
+    /// NaN/Inf at different positions on the two sides.
+    Nonfinite,
+    /// Present in our dump only.
+    OnlyOurs,
+    /// Present in the reference dump only.
+    OnlyRef,
+    /// One side could not be read (or its values do not fill its shape).
+    Unreadable,
+}
+
+impl Status {
+    /// True for the statuses that count as a divergence (and can be the first divergence):
+    /// `diverged`, `shape_mismatch`, `nonfinite`.
+    pub fn is_divergence(self) -> bool {
+        matches!(
+            self,
+            Status::Diverged | Status::ShapeMismatch | Status::Nonfinite
+        )
+    }
+
+    /// The snake_case name used in JSON (`"shape_mismatch"`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Diverged => "diverged",
+            Status::ShapeMismatch => "shape_mismatch",
+            Status::Nonfinite => "nonfinite",
+            Status::OnlyOurs => "only_ours",
+            Status::OnlyRef => "only_ref",
+            Status::Unreadable => "unreadable",
+        }
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One row of the report: the comparison of one probe. Every float is finite or `None` (`null`).
+/// Field meanings, units and null rules: `docs/report-schema.md`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OpResult {
+    /// Probe name.
+    pub name: String,
+    /// Verdict.
+    pub status: Status,
+    /// Why the row is not `ok` (one line); `None` for `ok`.
+    pub reason: Option<String>,
+    /// `N` when the name contains `layers.N`.
+    pub layer: Option<usize>,
+    /// The reference's shape (ours' when the probe is only in ours).
+    pub shape: Option<Vec<usize>>,
+    /// Ours' shape when it differs from `shape` (e.g. `[1, T, H]` vs `[T, H]`).
+    pub shape_ours: Option<Vec<usize>>,
+    /// Original dtype of our side.
+    pub dtype_ours: Option<String>,
+    /// Original dtype of the reference side.
+    pub dtype_ref: Option<String>,
+    /// Elements per side (when the sides are aligned), else the present side's count.
+    pub numel: Option<u64>,
+    /// Elements finite on both sides: the `n` of the decision rule.
+    pub n_compared: Option<u64>,
+    /// Relative tolerance applied.
+    pub rtol: Option<f64>,
+    /// Absolute tolerance applied.
+    pub atol: Option<f64>,
+    /// `||ours||_2` over the compared elements (over all finite elements when not aligned).
+    pub ours_l2: Option<f64>,
+    /// `||ref||_2`, same rule.
+    pub ref_l2: Option<f64>,
+    /// `||ours - ref||_2`.
+    pub diff_l2: Option<f64>,
+    /// `atol * sqrt(n) + rtol * ||ref||_2`: the op diverges when `diff_l2` exceeds it.
+    pub tol_threshold: Option<f64>,
+    /// `max |ours - ref|`.
+    pub max_abs_err: Option<f64>,
+    /// Multi-dimensional index (in the reference's shape) of the first element attaining it.
+    pub max_abs_err_index: Option<Vec<usize>>,
+    /// `mean |ours - ref|`.
+    pub mean_abs_err: Option<f64>,
+    /// `||ours - ref||_2 / ||ref||_2`.
+    pub rel_l2_err: Option<f64>,
+    /// `max |ours - ref| / max(|ref|, guard)`.
+    pub max_rel_err: Option<f64>,
+    /// Cosine similarity; `None` when either side is all zeros.
+    pub cosine: Option<f64>,
+    /// NaN count in ours.
+    pub nan_ours: Option<u64>,
+    /// ±Inf count in ours.
+    pub inf_ours: Option<u64>,
+    /// NaN count in the reference.
+    pub nan_ref: Option<u64>,
+    /// ±Inf count in the reference.
+    pub inf_ref: Option<u64>,
+    /// Positions where the non-finite masks differ.
+    pub nonfinite_mismatch: Option<u64>,
+    /// Fraction of compared elements with `|o - r| > atol + rtol * |r|`.
+    pub frac_outside_tol: Option<f64>,
+}
+
+impl OpResult {
+    /// A row with only the name, status and reason set.
+    fn bare(name: &str, status: Status, reason: Option<String>) -> OpResult {
+        OpResult {
+            name: name.to_string(),
+            status,
+            reason,
+            layer: parse_layer(name),
+            shape: None,
+            shape_ours: None,
+            dtype_ours: None,
+            dtype_ref: None,
+            numel: None,
+            n_compared: None,
+            rtol: None,
+            atol: None,
+            ours_l2: None,
+            ref_l2: None,
+            diff_l2: None,
+            tol_threshold: None,
+            max_abs_err: None,
+            max_abs_err_index: None,
+            mean_abs_err: None,
+            rel_l2_err: None,
+            max_rel_err: None,
+            cosine: None,
+            nan_ours: None,
+            inf_ours: None,
+            nan_ref: None,
+            inf_ref: None,
+            nonfinite_mismatch: None,
+            frac_outside_tol: None,
+        }
+    }
+}
+
+static LAYER_RE: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"(?:^|\.)layers\.(\d+)(?:\.|$)").expect("static regex"));
+
+/// The layer index of a probe name containing `layers.N` (`model.layers.3.mlp` -> 3).
+pub fn parse_layer(name: &str) -> Option<usize> {
+    LAYER_RE.captures(name).and_then(|c| c[1].parse().ok())
+}
+
+/// Formats a number as `1.234e-05` (fixed width mantissa, signed two-digit exponent): the one
+/// number format of reasons and renderers, so snapshots are stable.
+pub fn sci(x: f64) -> String {
+    if !x.is_finite() {
+        return format!("{x}");
+    }
+    let s = format!("{x:.3e}");
+    match s.split_once('e') {
+        Some((mantissa, exp)) => {
+            let e: i32 = exp.parse().unwrap_or(0);
+            let sign = if e < 0 { '-' } else { '+' };
+            format!("{mantissa}e{sign}{:02}", e.unsigned_abs())
+        }
+        None => s,
+    }
+}
+
+fn finite(x: f64) -> Option<f64> {
+    x.is_finite().then_some(x)
+}
+
+fn squeezed(shape: &[usize]) -> Vec<usize> {
+    shape.iter().copied().filter(|&d| d != 1).collect()
+}
+
+/// Row-major unravel of a flat index.
+fn unravel(mut flat: u64, shape: &[usize]) -> Vec<usize> {
+    let mut idx = vec![0usize; shape.len()];
+    for (slot, &dim) in idx.iter_mut().zip(shape).rev() {
+        let d = dim.max(1) as u64;
+        *slot = (flat % d) as usize;
+        flat /= d;
+    }
+    idx
+}
+
+fn numel(shape: &[usize]) -> Option<usize> {
+    shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d))
+}
+
+fn check_len(side: &Side<'_>, which: Which) -> Result<(), String> {
+    match numel(side.shape) {
+        Some(n) if n == side.values.len() => Ok(()),
+        _ => Err(format!(
+            "{}: {} values do not fill shape {:?}",
+            which.label(),
+            side.values.len(),
+            side.shape
+        )),
+    }
+}
+
+fn fmt_shape(shape: &[usize]) -> String {
+    format!("{shape:?}")
+}
+
+/// Compares one probe. `ours`/`reference` are `None` when the probe is missing from that dump.
+/// Never fails: every problem is a row status (see [`Status`]).
+pub fn compare(
+    name: &str,
+    ours: Option<Side<'_>>,
+    reference: Option<Side<'_>>,
+    cfg: &DiffConfig,
+) -> OpResult {
+    let (o, r) = match (ours, reference) {
+        (Some(o), Some(r)) => (o, r),
+        (Some(o), None) => return one_side(name, &o, Which::Ours),
+        (None, Some(r)) => return one_side(name, &r, Which::Ref),
+        (None, None) => {
+            return OpResult::bare(
+                name,
+                Status::Unreadable,
+                Some("no data on either side".to_string()),
+            )
+        }
+    };
+    for (side, which) in [(&o, Which::Ours), (&r, Which::Ref)] {
+        if let Err(msg) = check_len(side, which) {
+            let mut row = OpResult::bare(name, Status::Unreadable, Some(msg));
+            row.dtype_ours = Some(o.dtype.to_string());
+            row.dtype_ref = Some(r.dtype.to_string());
+            return row;
+        }
+    }
+    let tol = cfg.tolerance.resolve(o.dtype, r.dtype);
+    let mut row = OpResult::bare(name, Status::Ok, None);
+    row.shape = Some(r.shape.to_vec());
+    if o.shape != r.shape {
+        row.shape_ours = Some(o.shape.to_vec());
+    }
+    row.dtype_ours = Some(o.dtype.to_string());
+    row.dtype_ref = Some(r.dtype.to_string());
+    row.rtol = Some(tol.rtol);
+    row.atol = Some(tol.atol);
+
+    if o.shape != r.shape && squeezed(o.shape) != squeezed(r.shape) {
+        let so = metrics::side_stats(o.values);
+        let sr = metrics::side_stats(r.values);
+        row.status = Status::ShapeMismatch;
+        row.reason = Some(format!(
+            "shape mismatch: ours {} vs ref {}",
+            fmt_shape(o.shape),
+            fmt_shape(r.shape)
+        ));
+        row.ours_l2 = finite(so.sum_sq.sqrt());
+        row.ref_l2 = finite(sr.sum_sq.sqrt());
+        row.nan_ours = Some(so.nan);
+        row.inf_ours = Some(so.inf);
+        row.nan_ref = Some(sr.nan);
+        row.inf_ref = Some(sr.inf);
+        return row;
+    }
+
+    let params = Params {
+        rtol: tol.rtol,
+        atol: tol.atol,
+        rel_guard: tol.rel_guard,
+    };
+    let acc = metrics::accumulate(o.values, r.values, &params, cfg.chunk_len);
+    let n = acc.n_finite;
+    let ours_l2 = acc.sum_o2.sqrt();
+    let ref_l2 = acc.sum_r2.sqrt();
+    let diff_l2 = acc.sum_d2.sqrt();
+    let threshold = tol.atol * (n as f64).sqrt() + tol.rtol * ref_l2;
+    row.numel = Some(acc.n);
+    row.n_compared = Some(n);
+    row.ours_l2 = finite(ours_l2);
+    row.ref_l2 = finite(ref_l2);
+    row.diff_l2 = finite(diff_l2);
+    row.tol_threshold = finite(threshold);
+    row.max_abs_err = finite(acc.max_abs_d);
+    row.max_abs_err_index = acc.max_abs_d_index.map(|i| unravel(i, r.shape));
+    let mean = if n == 0 {
+        0.0
+    } else {
+        acc.sum_abs_d / n as f64
+    };
+    row.mean_abs_err = finite(mean);
+    row.rel_l2_err = if ref_l2 > 0.0 {
+        finite(diff_l2 / ref_l2)
+    } else if diff_l2 == 0.0 {
+        Some(0.0)
+    } else {
+        None
+    };
+    row.max_rel_err = finite(acc.max_rel);
+    row.cosine = if ours_l2 > 0.0 && ref_l2 > 0.0 {
+        finite((acc.dot / (ours_l2 * ref_l2)).clamp(-1.0, 1.0))
+    } else {
+        None
+    };
+    row.nan_ours = Some(acc.nan_o);
+    row.inf_ours = Some(acc.inf_o);
+    row.nan_ref = Some(acc.nan_r);
+    row.inf_ref = Some(acc.inf_r);
+    row.nonfinite_mismatch = Some(acc.nonfinite_mismatch);
+    row.frac_outside_tol = Some(if n == 0 {
+        0.0
+    } else {
+        acc.n_outside as f64 / n as f64
+    });
+
+    if acc.nonfinite_mismatch > 0 {
+        row.status = Status::Nonfinite;
+        row.reason = Some(format!(
+            "non-finite values differ at {} of {} positions (ours: {} NaN, {} Inf; ref: {} NaN, {} Inf)",
+            acc.nonfinite_mismatch, acc.n, acc.nan_o, acc.inf_o, acc.nan_r, acc.inf_r
+        ));
+    } else if tol.exact {
+        if acc.n_outside > 0 {
+            row.status = Status::Diverged;
+            row.reason = Some(format!(
+                "{} of {} elements differ (exact mode); max |ours - ref| = {}",
+                acc.n_outside,
+                acc.n,
+                sci(acc.max_abs_d)
+            ));
+        }
+    } else if diff_l2 > threshold || (diff_l2.is_nan() && n > 0) {
+        row.status = Status::Diverged;
+        row.reason = Some(format!(
+            "||ours - ref|| = {} > tolerance {} (atol*sqrt(n) + rtol*||ref||); rel L2 err {}",
+            sci(diff_l2),
+            sci(threshold),
+            row.rel_l2_err.map_or_else(|| "undefined".to_string(), sci)
+        ));
+    }
+    row
+}
+
+fn one_side(name: &str, side: &Side<'_>, which: Which) -> OpResult {
+    let status = match which {
+        Which::Ours => Status::OnlyOurs,
+        Which::Ref => Status::OnlyRef,
+    };
+    let mut row = OpResult::bare(
+        name,
+        status,
+        Some(format!("present only in {}", which.label())),
+    );
+    row.shape = Some(side.shape.to_vec());
+    let stats = match check_len(side, which) {
+        Ok(()) => Some(metrics::side_stats(side.values)),
+        Err(_) => None,
+    };
+    let l2 = stats.and_then(|s| finite(s.sum_sq.sqrt()));
+    match which {
+        Which::Ours => {
+            row.dtype_ours = Some(side.dtype.to_string());
+            row.ours_l2 = l2;
+            row.nan_ours = stats.map(|s| s.nan);
+            row.inf_ours = stats.map(|s| s.inf);
+        }
+        Which::Ref => {
+            row.dtype_ref = Some(side.dtype.to_string());
+            row.ref_l2 = l2;
+            row.nan_ref = stats.map(|s| s.nan);
+            row.inf_ref = stats.map(|s| s.inf);
+        }
+    }
+    row.numel = Some(side.values.len() as u64);
+    row
+}
+
+/// The row of a probe that could not be read from one dump (`message` says why, one line).
+pub fn unreadable(name: &str, side: Which, message: String) -> OpResult {
+    OpResult::bare(
+        name,
+        Status::Unreadable,
+        Some(format!("{}: {message}", side.label())),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layer_parsing() {
+        assert_eq!(parse_layer("model.layers.3.self_attn.k_norm"), Some(3));
+        assert_eq!(parse_layer("layers.12"), Some(12));
+        assert_eq!(parse_layer("model.layers.7"), Some(7));
+        assert_eq!(parse_layer("model.sublayers.3.x"), None);
+        assert_eq!(parse_layer("model.layers.x"), None);
+        assert_eq!(parse_layer("lm_head"), None);
+    }
+
+    #[test]
+    fn sci_format() {
+        assert_eq!(sci(0.0), "0.000e+00");
+        assert_eq!(sci(1.0), "1.000e+00");
+        assert_eq!(sci(12345.0), "1.234e+04"); // round-half-even of 1.2345
+        assert_eq!(sci(-0.000123456), "-1.235e-04");
+        assert_eq!(sci(1e-300), "1.000e-300");
+    }
+
+    #[test]
+    fn unravel_row_major() {
+        assert_eq!(unravel(0, &[]), Vec::<usize>::new());
+        assert_eq!(unravel(5, &[2, 3]), vec![1, 2]);
+        assert_eq!(unravel(23, &[2, 3, 4]), vec![1, 2, 3]);
+        assert_eq!(unravel(13, &[2, 3, 4]), vec![1, 0, 1]);
+    }
+}

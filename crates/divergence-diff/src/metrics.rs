@@ -1,0 +1,465 @@
+//! The hot loop: one pass over both sides' values, accumulating every metric in f64.
+//!
+//! The kernel is generic over the element types of the two sides and monomorphized for the four
+//! `f32`/`f64` combinations of [`ValuesRef`], so the inner loop never branches on the type. Values
+//! are processed in blocks of [`BLOCK`] elements with [`LANES`] independent accumulators per metric
+//! (which the compiler vectorizes); a block whose sums come out non-finite is redone with a careful
+//! per-element loop that counts NaN/Inf and skips them. Slices longer than the configured chunk length
+//! are split into chunks processed in parallel with rayon; the per-chunk accumulators are merged in
+//! chunk order, so results do not depend on the number of threads.
+
+use rayon::prelude::*;
+
+/// One side's values, widened by the dump reader to `f32` (f16, bf16, small ints, bool) or `f64`.
+#[derive(Debug, Clone, Copy)]
+pub enum ValuesRef<'a> {
+    /// Values stored as (or widened exactly to) `f32`.
+    F32(&'a [f32]),
+    /// Values stored as (or widened to) `f64`.
+    F64(&'a [f64]),
+}
+
+impl ValuesRef<'_> {
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        match self {
+            ValuesRef::F32(v) => v.len(),
+            ValuesRef::F64(v) => v.len(),
+        }
+    }
+
+    /// True when there are no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Number of independent accumulators per metric in the fast loop.
+pub const LANES: usize = 8;
+/// Elements per block: the unit of the finite fast path and of the max-index rescan.
+pub const BLOCK: usize = 2048;
+/// Default number of elements per rayon task (see `DiffConfig::chunk_len`).
+pub const DEFAULT_CHUNK_LEN: usize = 1 << 18;
+
+/// The tolerance parameters the kernel needs for the element-wise counts.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Params {
+    pub rtol: f64,
+    pub atol: f64,
+    pub rel_guard: f64,
+}
+
+/// Raw sums of one comparison; merged across blocks and chunks.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Accumulator {
+    /// Elements seen.
+    pub n: u64,
+    /// Elements finite on both sides (the ones every metric is computed over).
+    pub n_finite: u64,
+    pub sum_o2: f64,
+    pub sum_r2: f64,
+    pub sum_d2: f64,
+    pub sum_abs_d: f64,
+    pub dot: f64,
+    pub max_abs_d: f64,
+    /// Flat index of the first element attaining `max_abs_d`.
+    pub max_abs_d_index: Option<u64>,
+    pub max_rel: f64,
+    /// Elements with `|o - r| > atol + rtol * |r|`.
+    pub n_outside: u64,
+    pub nan_o: u64,
+    pub inf_o: u64,
+    pub nan_r: u64,
+    pub inf_r: u64,
+    /// Positions where the non-finite masks differ (one side non-finite, or NaN vs Inf, or +Inf vs -Inf).
+    pub nonfinite_mismatch: u64,
+}
+
+impl Accumulator {
+    /// Folds `other` (which covers later elements) into `self`.
+    pub fn merge(&mut self, other: &Accumulator) {
+        self.n += other.n;
+        self.n_finite += other.n_finite;
+        self.sum_o2 += other.sum_o2;
+        self.sum_r2 += other.sum_r2;
+        self.sum_d2 += other.sum_d2;
+        self.sum_abs_d += other.sum_abs_d;
+        self.dot += other.dot;
+        if let Some(idx) = other.max_abs_d_index {
+            if self.max_abs_d_index.is_none() || other.max_abs_d > self.max_abs_d {
+                self.max_abs_d = other.max_abs_d;
+                self.max_abs_d_index = Some(idx);
+            }
+        }
+        if other.max_rel > self.max_rel {
+            self.max_rel = other.max_rel;
+        }
+        self.n_outside += other.n_outside;
+        self.nan_o += other.nan_o;
+        self.inf_o += other.inf_o;
+        self.nan_r += other.nan_r;
+        self.inf_r += other.inf_r;
+        self.nonfinite_mismatch += other.nonfinite_mismatch;
+    }
+}
+
+/// An element type the kernel reads.
+trait Elem: Copy + Send + Sync {
+    fn wide(self) -> f64;
+}
+
+impl Elem for f32 {
+    #[inline(always)]
+    fn wide(self) -> f64 {
+        f64::from(self)
+    }
+}
+
+impl Elem for f64 {
+    #[inline(always)]
+    fn wide(self) -> f64 {
+        self
+    }
+}
+
+/// Compares two equally long value slices. `chunk_len` is the rayon task size.
+pub(crate) fn accumulate(
+    ours: ValuesRef<'_>,
+    reference: ValuesRef<'_>,
+    params: &Params,
+    chunk_len: usize,
+) -> Accumulator {
+    match (ours, reference) {
+        (ValuesRef::F32(o), ValuesRef::F32(r)) => run(o, r, params, chunk_len),
+        (ValuesRef::F32(o), ValuesRef::F64(r)) => run(o, r, params, chunk_len),
+        (ValuesRef::F64(o), ValuesRef::F32(r)) => run(o, r, params, chunk_len),
+        (ValuesRef::F64(o), ValuesRef::F64(r)) => run(o, r, params, chunk_len),
+    }
+}
+
+fn run<A: Elem, B: Elem>(o: &[A], r: &[B], p: &Params, chunk_len: usize) -> Accumulator {
+    let n = o.len().min(r.len());
+    let chunk = chunk_len.max(1);
+    if n <= chunk {
+        return chunk_acc(&o[..n], &r[..n], 0, p);
+    }
+    let parts: Vec<Accumulator> = (0..n.div_ceil(chunk))
+        .into_par_iter()
+        .map(|c| {
+            let start = c * chunk;
+            let end = (start + chunk).min(n);
+            chunk_acc(&o[start..end], &r[start..end], start as u64, p)
+        })
+        .collect();
+    let mut acc = Accumulator::default();
+    for part in &parts {
+        acc.merge(part);
+    }
+    acc
+}
+
+/// One chunk, on the widest vector unit available: the same code compiled for AVX2 when the CPU
+/// has it (runtime detection), else for the baseline target. Both compute the same IEEE operations
+/// in the same order (lane count is fixed by [`LANES`], not by the vector width), so results do not
+/// depend on the CPU.
+fn chunk_acc<A: Elem, B: Elem>(o: &[A], r: &[B], base: u64, p: &Params) -> Accumulator {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2, checked just above.
+            return unsafe { chunk_acc_avx2(o, r, base, p) };
+        }
+    }
+    chunk_acc_portable(o, r, base, p)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn chunk_acc_avx2<A: Elem, B: Elem>(o: &[A], r: &[B], base: u64, p: &Params) -> Accumulator {
+    chunk_acc_portable(o, r, base, p)
+}
+
+#[inline(always)]
+fn chunk_acc_portable<A: Elem, B: Elem>(o: &[A], r: &[B], base: u64, p: &Params) -> Accumulator {
+    let mut acc = Accumulator::default();
+    for (i, (ob, rb)) in o.chunks(BLOCK).zip(r.chunks(BLOCK)).enumerate() {
+        let block_base = base + (i * BLOCK) as u64;
+        if !fast_block(ob, rb, block_base, p, &mut acc) {
+            slow_block(ob, rb, block_base, p, &mut acc);
+        }
+    }
+    acc
+}
+
+/// The vectorizable path for blocks where every value is finite. Returns false (and leaves `acc`
+/// untouched) when the block holds a NaN or Inf.
+#[inline(always)]
+fn fast_block<A: Elem, B: Elem>(
+    o: &[A],
+    r: &[B],
+    base: u64,
+    p: &Params,
+    acc: &mut Accumulator,
+) -> bool {
+    let mut o2 = [0.0f64; LANES];
+    let mut r2 = [0.0f64; LANES];
+    let mut d2 = [0.0f64; LANES];
+    let mut sad = [0.0f64; LANES];
+    let mut dot = [0.0f64; LANES];
+    let mut mx = [0.0f64; LANES];
+    let mut mr = [0.0f64; LANES];
+    let mut out = [0u64; LANES];
+    let (rtol, atol, guard) = (p.rtol, p.atol, p.rel_guard);
+    let oc = o.chunks_exact(LANES);
+    let rc = r.chunks_exact(LANES);
+    let (orem, rrem) = (oc.remainder(), rc.remainder());
+    for (ob, rb) in oc.zip(rc) {
+        for j in 0..LANES {
+            let x = ob[j].wide();
+            let y = rb[j].wide();
+            let d = x - y;
+            let a = d.abs();
+            let ay = y.abs();
+            o2[j] += x * x;
+            r2[j] += y * y;
+            d2[j] += d * d;
+            sad[j] += a;
+            dot[j] += x * y;
+            mx[j] = if a > mx[j] { a } else { mx[j] };
+            let rel = a / if ay > guard { ay } else { guard };
+            mr[j] = if rel > mr[j] { rel } else { mr[j] };
+            out[j] += u64::from(a > atol + rtol * ay);
+        }
+    }
+    for (x, y) in orem.iter().zip(rrem) {
+        let (x, y) = (x.wide(), y.wide());
+        let d = x - y;
+        let a = d.abs();
+        let ay = y.abs();
+        o2[0] += x * x;
+        r2[0] += y * y;
+        d2[0] += d * d;
+        sad[0] += a;
+        dot[0] += x * y;
+        mx[0] = if a > mx[0] { a } else { mx[0] };
+        let rel = a / if ay > guard { ay } else { guard };
+        mr[0] = if rel > mr[0] { rel } else { mr[0] };
+        out[0] += u64::from(a > atol + rtol * ay);
+    }
+    let so2: f64 = o2.iter().sum();
+    let sr2: f64 = r2.iter().sum();
+    // A NaN or Inf in either side makes its sum of squares non-finite (so does an f64 value above
+    // ~1e154, which the careful path then handles correctly as finite).
+    if !(so2.is_finite() && sr2.is_finite()) {
+        return false;
+    }
+    let len = o.len() as u64;
+    acc.n += len;
+    acc.n_finite += len;
+    acc.sum_o2 += so2;
+    acc.sum_r2 += sr2;
+    acc.sum_d2 += d2.iter().sum::<f64>();
+    acc.sum_abs_d += sad.iter().sum::<f64>();
+    acc.dot += dot.iter().sum::<f64>();
+    acc.n_outside += out.iter().sum::<u64>();
+    let bmr = mr.iter().fold(0.0f64, |m, &v| if v > m { v } else { m });
+    if bmr > acc.max_rel {
+        acc.max_rel = bmr;
+    }
+    let bmx = mx.iter().fold(0.0f64, |m, &v| if v > m { v } else { m });
+    if len > 0 && (acc.max_abs_d_index.is_none() || bmx > acc.max_abs_d) {
+        // Rescan this block for the first element attaining the maximum (rare: only when it grows).
+        let at = o
+            .iter()
+            .zip(r)
+            .position(|(x, y)| (x.wide() - y.wide()).abs() == bmx)
+            .unwrap_or(0);
+        acc.max_abs_d = bmx;
+        acc.max_abs_d_index = Some(base + at as u64);
+    }
+    true
+}
+
+/// The careful per-element path: counts NaN/Inf per side and skips positions not finite on both.
+fn slow_block<A: Elem, B: Elem>(o: &[A], r: &[B], base: u64, p: &Params, acc: &mut Accumulator) {
+    for (i, (x, y)) in o.iter().zip(r).enumerate() {
+        let (x, y) = (x.wide(), y.wide());
+        acc.n += 1;
+        let (fx, fy) = (x.is_finite(), y.is_finite());
+        if !fx {
+            if x.is_nan() {
+                acc.nan_o += 1;
+            } else {
+                acc.inf_o += 1;
+            }
+        }
+        if !fy {
+            if y.is_nan() {
+                acc.nan_r += 1;
+            } else {
+                acc.inf_r += 1;
+            }
+        }
+        if !(fx && fy) {
+            let same = (x.is_nan() && y.is_nan()) || (!fx && !fy && x == y);
+            if !same {
+                acc.nonfinite_mismatch += 1;
+            }
+            continue;
+        }
+        let d = x - y;
+        let a = d.abs();
+        let ay = y.abs();
+        acc.n_finite += 1;
+        acc.sum_o2 += x * x;
+        acc.sum_r2 += y * y;
+        acc.sum_d2 += d * d;
+        acc.sum_abs_d += a;
+        acc.dot += x * y;
+        if acc.max_abs_d_index.is_none() || a > acc.max_abs_d {
+            acc.max_abs_d = a;
+            acc.max_abs_d_index = Some(base + i as u64);
+        }
+        let rel = a / ay.max(p.rel_guard);
+        if rel > acc.max_rel {
+            acc.max_rel = rel;
+        }
+        if a > p.atol + p.rtol * ay {
+            acc.n_outside += 1;
+        }
+    }
+}
+
+/// Per-side statistics for rows where the two sides cannot be aligned (shape mismatch, one side only).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct SideStats {
+    /// Sum of squares of the finite values.
+    pub sum_sq: f64,
+    pub nan: u64,
+    pub inf: u64,
+}
+
+pub(crate) fn side_stats(values: ValuesRef<'_>) -> SideStats {
+    fn go<A: Elem>(v: &[A]) -> SideStats {
+        v.par_chunks(DEFAULT_CHUNK_LEN)
+            .map(|c| {
+                let mut s = SideStats::default();
+                for x in c {
+                    let x = x.wide();
+                    if x.is_finite() {
+                        s.sum_sq += x * x;
+                    } else if x.is_nan() {
+                        s.nan += 1;
+                    } else {
+                        s.inf += 1;
+                    }
+                }
+                s
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .fold(SideStats::default(), |a, b| SideStats {
+                sum_sq: a.sum_sq + b.sum_sq,
+                nan: a.nan + b.nan,
+                inf: a.inf + b.inf,
+            })
+    }
+    match values {
+        ValuesRef::F32(v) => go(v),
+        ValuesRef::F64(v) => go(v),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const P: Params = Params {
+        rtol: 0.1,
+        atol: 0.01,
+        rel_guard: 1e-6,
+    };
+
+    #[test]
+    fn hand_computed_sums() {
+        // o = [1, 2, 3], r = [1, 2.5, 2]: d = [0, -0.5, 1]
+        let o = [1.0f32, 2.0, 3.0];
+        let r = [1.0f64, 2.5, 2.0];
+        let a = accumulate(ValuesRef::F32(&o), ValuesRef::F64(&r), &P, 1024);
+        assert_eq!(a.n, 3);
+        assert_eq!(a.n_finite, 3);
+        assert_eq!(a.sum_o2, 14.0);
+        assert_eq!(a.sum_r2, 1.0 + 6.25 + 4.0);
+        assert_eq!(a.sum_d2, 1.25);
+        assert_eq!(a.sum_abs_d, 1.5);
+        assert_eq!(a.dot, 1.0 + 5.0 + 6.0);
+        assert_eq!(a.max_abs_d, 1.0);
+        assert_eq!(a.max_abs_d_index, Some(2));
+        // rel errors: 0, 0.5/2.5 = 0.2, 1/2 = 0.5
+        assert_eq!(a.max_rel, 0.5);
+        // tolerance per element: 0.01 + 0.1*|r| = [0.11, 0.26, 0.21] -> outside: idx 1 and 2
+        assert_eq!(a.n_outside, 2);
+    }
+
+    #[test]
+    fn chunked_equals_single_pass_and_keeps_first_max_index() {
+        let o: Vec<f32> = (0..10_000).map(|i| (i % 7) as f32).collect();
+        let r: Vec<f32> = (0..10_000).map(|i| (i % 5) as f32).collect();
+        let one = accumulate(ValuesRef::F32(&o), ValuesRef::F32(&r), &P, usize::MAX);
+        let many = accumulate(ValuesRef::F32(&o), ValuesRef::F32(&r), &P, 333);
+        assert_eq!(one.n, many.n);
+        assert_eq!(one.max_abs_d, many.max_abs_d);
+        assert_eq!(one.max_abs_d_index, many.max_abs_d_index);
+        // first element where |i%7 - i%5| == 6 is i=6 (6 vs 1 -> 5)? compute directly
+        let expect = (0..10_000usize)
+            .map(|i| ((i % 7) as f64 - (i % 5) as f64).abs())
+            .enumerate()
+            .fold(
+                (0usize, -1.0f64),
+                |(bi, bm), (i, v)| if v > bm { (i, v) } else { (bi, bm) },
+            );
+        assert_eq!(one.max_abs_d_index, Some(expect.0 as u64));
+        assert_eq!(one.max_abs_d, expect.1);
+        assert!((one.sum_d2 - many.sum_d2).abs() < 1e-9 * one.sum_d2);
+    }
+
+    #[test]
+    fn nonfinite_classification() {
+        let n = f32::NAN;
+        let i = f32::INFINITY;
+        let o = [n, 1.0, i, i, 2.0, n];
+        let r = [n, n, i, -i, 2.0, i];
+        let a = accumulate(ValuesRef::F32(&o), ValuesRef::F32(&r), &P, 1024);
+        assert_eq!((a.nan_o, a.inf_o, a.nan_r, a.inf_r), (2, 2, 2, 3));
+        // equal: NaN/NaN (0), +Inf/+Inf (2); mismatch: 1 (finite vs NaN), 3 (+Inf vs -Inf), 5 (NaN vs Inf)
+        assert_eq!(a.nonfinite_mismatch, 3);
+        assert_eq!(a.n_finite, 1);
+        assert_eq!(a.sum_o2, 4.0);
+        assert_eq!(a.max_abs_d_index, Some(4));
+    }
+
+    #[test]
+    fn dispatched_and_portable_paths_agree_bit_for_bit() {
+        let o: Vec<f32> = (0..5000).map(|i| ((i as f32) * 0.37).sin() * 3.0).collect();
+        let mut r: Vec<f64> = o.iter().map(|&x| f64::from(x) * 1.001 + 1e-4).collect();
+        r[777] = f64::NAN;
+        let dispatched = chunk_acc(&o, &r, 10, &P);
+        let portable = chunk_acc_portable(&o, &r, 10, &P);
+        assert_eq!(dispatched, portable);
+        assert_eq!(dispatched.nonfinite_mismatch, 1);
+    }
+
+    #[test]
+    fn side_stats_counts() {
+        let v = [3.0f64, f64::NAN, 4.0, f64::NEG_INFINITY];
+        let s = side_stats(ValuesRef::F64(&v));
+        assert_eq!(
+            s,
+            SideStats {
+                sum_sq: 25.0,
+                nan: 1,
+                inf: 1
+            }
+        );
+    }
+}

@@ -1,0 +1,390 @@
+//! Execution order: which op comes first.
+//!
+//! [`plan_order`] is a pure function of what the two dumps say about themselves: the reference's
+//! metadata order wins, else ours', else the files' entry order (the reference's, then names only in
+//! ours). Names present in the files but absent from the chosen metadata order are appended (and
+//! warned about). A safetensors file without metadata has lost its order (its keys are sorted), so
+//! its names are naturally sorted (`layers.2` < `layers.10`) with a warning.
+
+use std::cmp::Ordering;
+use std::collections::HashSet;
+
+use serde::{Deserialize, Serialize};
+
+/// What one dump says about its probes.
+#[derive(Debug, Clone, Copy)]
+pub struct DumpNames<'a> {
+    /// The metadata `"order"` (execution order), when the dump carries one.
+    pub meta_order: Option<&'a [String]>,
+    /// Probe names in file order (never `__meta__`).
+    pub names: &'a [String],
+    /// False when the file order is meaningless (safetensors keys are stored sorted).
+    pub file_order_preserved: bool,
+}
+
+/// Where the execution order came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderSource {
+    /// The reference's metadata `"order"`.
+    RefMeta,
+    /// Our metadata `"order"` (the reference has none).
+    OursMeta,
+    /// The reference file's entry order (npz), then names only in ours.
+    RefFile,
+    /// Our file's entry order (the reference's file order is lost), then names only in the reference.
+    OursFile,
+    /// No order anywhere: natural sort of all names.
+    NaturalSort,
+}
+
+impl OrderSource {
+    /// A short human description ("reference metadata").
+    pub fn describe(self) -> &'static str {
+        match self {
+            OrderSource::RefMeta => "reference metadata",
+            OrderSource::OursMeta => "our metadata (the reference has none)",
+            OrderSource::RefFile => "reference file entry order",
+            OrderSource::OursFile => "our file entry order (the reference's is lost)",
+            OrderSource::NaturalSort => "natural sort of names (no order recorded)",
+        }
+    }
+}
+
+/// The planned execution order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OrderPlan {
+    /// Every probe name of either dump, once, in execution order.
+    pub order: Vec<String>,
+    /// Where the order came from.
+    pub source: OrderSource,
+    /// Things the user should know (appended names, lost order, ...), one line each.
+    pub warnings: Vec<String>,
+}
+
+/// Compares names in natural order: digit runs compare as numbers (`layers.2` < `layers.10`).
+pub fn natural_cmp(a: &str, b: &str) -> Ordering {
+    let (mut a, mut b) = (a.as_bytes(), b.as_bytes());
+    loop {
+        match (a.first(), b.first()) {
+            (None, None) => return Ordering::Equal,
+            (None, Some(_)) => return Ordering::Less,
+            (Some(_), None) => return Ordering::Greater,
+            (Some(x), Some(y)) if x.is_ascii_digit() && y.is_ascii_digit() => {
+                let la = a.iter().take_while(|c| c.is_ascii_digit()).count();
+                let lb = b.iter().take_while(|c| c.is_ascii_digit()).count();
+                let (da, db) = (&a[..la], &b[..lb]);
+                let ta = trim_zeros(da);
+                let tb = trim_zeros(db);
+                let ord = ta
+                    .len()
+                    .cmp(&tb.len())
+                    .then_with(|| ta.cmp(tb))
+                    .then_with(|| la.cmp(&lb));
+                if ord != Ordering::Equal {
+                    return ord;
+                }
+                a = &a[la..];
+                b = &b[lb..];
+            }
+            (Some(x), Some(y)) => {
+                if x != y {
+                    return x.cmp(y);
+                }
+                a = &a[1..];
+                b = &b[1..];
+            }
+        }
+    }
+}
+
+fn trim_zeros(d: &[u8]) -> &[u8] {
+    let k = d.iter().take_while(|&&c| c == b'0').count();
+    &d[k.min(d.len().saturating_sub(1))..]
+}
+
+/// Names in the dump's file order, or naturally sorted when that order is lost.
+fn file_order(d: &DumpNames<'_>) -> Vec<String> {
+    let mut v = d.names.to_vec();
+    if !d.file_order_preserved {
+        v.sort_by(|a, b| natural_cmp(a, b));
+    }
+    v
+}
+
+fn list_some(names: &[String]) -> String {
+    const SHOWN: usize = 5;
+    let mut s = names
+        .iter()
+        .take(SHOWN)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if names.len() > SHOWN {
+        s.push_str(&format!(", ... ({} more)", names.len() - SHOWN));
+    }
+    s
+}
+
+/// Plans the execution order of the union of both dumps' probes. Pure; see the module doc.
+pub fn plan_order(ours: &DumpNames<'_>, reference: &DumpNames<'_>) -> OrderPlan {
+    let present: HashSet<&str> = ours
+        .names
+        .iter()
+        .chain(reference.names)
+        .map(String::as_str)
+        .collect();
+    let mut warnings = Vec::new();
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut order: Vec<String> = Vec::new();
+    let mut push = |name: &String, order: &mut Vec<String>| {
+        if present.contains(name.as_str()) && seen.insert(name.clone()) {
+            order.push(name.clone());
+        }
+    };
+
+    let meta = match (reference.meta_order, ours.meta_order) {
+        (Some(m), _) if !m.is_empty() => {
+            Some((m, OrderSource::RefMeta, "the reference's", ours.meta_order))
+        }
+        (_, Some(m)) if !m.is_empty() => Some((m, OrderSource::OursMeta, "our", None)),
+        _ => None,
+    };
+
+    let source = if let Some((base, source, whose, other_meta)) = meta {
+        let absent: Vec<String> = base
+            .iter()
+            .filter(|n| !present.contains(n.as_str()))
+            .cloned()
+            .collect();
+        for name in base {
+            push(name, &mut order);
+        }
+        let before = order.len();
+        // Extras: the reference file's names, then our metadata order, then our file's names.
+        for name in file_order(reference)
+            .iter()
+            .chain(other_meta.unwrap_or(&[]))
+            .chain(file_order(ours).iter())
+        {
+            push(name, &mut order);
+        }
+        if order.len() > before {
+            let extra = &order[before..];
+            warnings.push(format!(
+                "{} probe(s) present in the files but missing from {whose} metadata order were appended at the end: {}",
+                extra.len(),
+                list_some(extra)
+            ));
+        }
+        if !absent.is_empty() {
+            warnings.push(format!(
+                "{} name(s) in {whose} metadata order are in neither file: {}",
+                absent.len(),
+                list_some(&absent)
+            ));
+        }
+        source
+    } else if reference.file_order_preserved || !ours.file_order_preserved {
+        let natural = !reference.file_order_preserved;
+        let mut names: Vec<String> = file_order(reference)
+            .into_iter()
+            .chain(file_order(ours))
+            .collect();
+        if natural {
+            names.sort_by(|a, b| natural_cmp(a, b));
+        }
+        for name in &names {
+            push(name, &mut order);
+        }
+        if natural {
+            warnings.push(
+                "neither dump records its execution order (safetensors without metadata keeps keys sorted): \
+                 ops are in natural name order, so the \"first\" divergence may not be the earliest op"
+                    .to_string(),
+            );
+            OrderSource::NaturalSort
+        } else {
+            if !ours.file_order_preserved && ours.names.iter().any(|n| !reference.names.contains(n))
+            {
+                warnings.push(
+                    "our dump has no recorded order (safetensors without metadata): names only in ours are \
+                     appended in natural order"
+                        .to_string(),
+                );
+            }
+            OrderSource::RefFile
+        }
+    } else {
+        for name in file_order(ours).iter().chain(file_order(reference).iter()) {
+            push(name, &mut order);
+        }
+        warnings.push(
+            "the reference dump has no recorded order (safetensors without metadata): using our file's entry order"
+                .to_string(),
+        );
+        OrderSource::OursFile
+    };
+    OrderPlan {
+        order,
+        source,
+        warnings,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn natural_sort() {
+        let mut v = s(&[
+            "layers.10.a",
+            "layers.2.b",
+            "layers.2.a",
+            "embed",
+            "layers.1",
+            "x01",
+            "x1",
+        ]);
+        v.sort_by(|a, b| natural_cmp(a, b));
+        assert_eq!(
+            v,
+            s(&[
+                "embed",
+                "layers.1",
+                "layers.2.a",
+                "layers.2.b",
+                "layers.10.a",
+                "x1",
+                "x01"
+            ])
+        );
+        assert_eq!(natural_cmp("a", "a"), Ordering::Equal);
+        assert_eq!(natural_cmp("a2", "a10"), Ordering::Less);
+    }
+
+    #[test]
+    fn ref_meta_order_wins_and_extras_are_appended() {
+        let ref_names = s(&["c", "a", "b", "r_extra"]);
+        let ours_names = s(&["a", "b", "c", "o_extra"]);
+        let ref_meta = s(&["a", "b", "c", "ghost"]);
+        let ours_meta = s(&["c", "b", "a", "o_extra"]);
+        let plan = plan_order(
+            &DumpNames {
+                meta_order: Some(&ours_meta),
+                names: &ours_names,
+                file_order_preserved: true,
+            },
+            &DumpNames {
+                meta_order: Some(&ref_meta),
+                names: &ref_names,
+                file_order_preserved: true,
+            },
+        );
+        assert_eq!(plan.source, OrderSource::RefMeta);
+        assert_eq!(plan.order, s(&["a", "b", "c", "r_extra", "o_extra"]));
+        assert_eq!(plan.warnings.len(), 2);
+        assert!(
+            plan.warnings[0].contains("2 probe(s)"),
+            "{:?}",
+            plan.warnings
+        );
+        assert!(plan.warnings[0].contains("r_extra, o_extra"));
+        assert!(plan.warnings[1].contains("ghost"));
+    }
+
+    #[test]
+    fn ours_meta_when_ref_has_none() {
+        let ref_names = s(&["b", "a"]);
+        let ours_names = s(&["a", "b"]);
+        let ours_meta = s(&["b", "a"]);
+        let plan = plan_order(
+            &DumpNames {
+                meta_order: Some(&ours_meta),
+                names: &ours_names,
+                file_order_preserved: true,
+            },
+            &DumpNames {
+                meta_order: None,
+                names: &ref_names,
+                file_order_preserved: true,
+            },
+        );
+        assert_eq!(plan.source, OrderSource::OursMeta);
+        assert_eq!(plan.order, s(&["b", "a"]));
+        assert!(plan.warnings.is_empty());
+    }
+
+    #[test]
+    fn file_order_fallback() {
+        let ref_names = s(&["z", "a", "m"]);
+        let ours_names = s(&["a", "only_ours", "z"]);
+        let empty: Vec<String> = vec![];
+        let plan = plan_order(
+            &DumpNames {
+                meta_order: Some(&empty),
+                names: &ours_names,
+                file_order_preserved: true,
+            },
+            &DumpNames {
+                meta_order: None,
+                names: &ref_names,
+                file_order_preserved: true,
+            },
+        );
+        assert_eq!(plan.source, OrderSource::RefFile);
+        assert_eq!(plan.order, s(&["z", "a", "m", "only_ours"]));
+        assert!(plan.warnings.is_empty());
+    }
+
+    #[test]
+    fn lost_order_natural_sort_with_warning() {
+        let ref_names = s(&["layers.10.x", "layers.2.x", "embed"]);
+        let ours_names = s(&["layers.10.x", "layers.2.x", "embed", "layers.3.x"]);
+        let plan = plan_order(
+            &DumpNames {
+                meta_order: None,
+                names: &ours_names,
+                file_order_preserved: false,
+            },
+            &DumpNames {
+                meta_order: None,
+                names: &ref_names,
+                file_order_preserved: false,
+            },
+        );
+        assert_eq!(plan.source, OrderSource::NaturalSort);
+        assert_eq!(
+            plan.order,
+            s(&["embed", "layers.2.x", "layers.3.x", "layers.10.x"])
+        );
+        assert_eq!(plan.warnings.len(), 1);
+        assert!(plan.warnings[0].contains("natural name order"));
+    }
+
+    #[test]
+    fn ours_file_order_when_ref_lost_it() {
+        let ref_names = s(&["a", "b", "r"]);
+        let ours_names = s(&["b", "a"]);
+        let plan = plan_order(
+            &DumpNames {
+                meta_order: None,
+                names: &ours_names,
+                file_order_preserved: true,
+            },
+            &DumpNames {
+                meta_order: None,
+                names: &ref_names,
+                file_order_preserved: false,
+            },
+        );
+        assert_eq!(plan.source, OrderSource::OursFile);
+        assert_eq!(plan.order, s(&["b", "a", "r"]));
+        assert_eq!(plan.warnings.len(), 1);
+    }
+}

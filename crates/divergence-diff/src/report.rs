@@ -1,0 +1,234 @@
+//! The report: every op row plus what a reader needs first (first divergence, summary, warnings).
+//!
+//! [`assemble`] is pure: it takes the rows in execution order and the [`ReportContext`] (labels,
+//! order source, warnings, input_ids of both runs) and finds the first divergence, counts statuses,
+//! lists one-side names and builds the amplification section. The JSON form is documented field by
+//! field in `docs/report-schema.md` (`"schema": "divergence-report/1"`).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::amplification::{amplification, Amplification};
+use crate::compare::{OpResult, Status};
+use crate::order::OrderSource;
+use crate::tolerance::Tolerance;
+use crate::DiffConfig;
+
+/// Value of the `"schema"` field.
+pub const SCHEMA: &str = "divergence-report/1";
+
+/// What the caller knows beyond the rows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReportContext {
+    /// Label of our dump (usually its path).
+    pub ours_label: String,
+    /// Label of the reference dump (usually its path).
+    pub ref_label: String,
+    /// Where the execution order came from ([`crate::OrderPlan::source`]).
+    pub order_source: OrderSource,
+    /// Warnings gathered so far (e.g. [`crate::OrderPlan::warnings`]), one line each.
+    pub warnings: Vec<String>,
+    /// Our metadata `input_ids`, if any.
+    pub ours_input_ids: Option<Vec<i64>>,
+    /// The reference's metadata `input_ids`, if any.
+    pub ref_input_ids: Option<Vec<i64>>,
+    /// Max |weight| per norm op name (`model.layers.0.self_attn.k_norm` -> 96.5), for the
+    /// amplification section's `weight_gain`; empty unless the CLI read the checkpoint.
+    pub norm_weight_gains: BTreeMap<String, f64>,
+}
+
+impl ReportContext {
+    /// A context with labels and order source; everything else empty.
+    pub fn new(
+        ours_label: impl Into<String>,
+        ref_label: impl Into<String>,
+        order_source: OrderSource,
+    ) -> Self {
+        ReportContext {
+            ours_label: ours_label.into(),
+            ref_label: ref_label.into(),
+            order_source,
+            warnings: Vec::new(),
+            ours_input_ids: None,
+            ref_input_ids: None,
+            norm_weight_gains: BTreeMap::new(),
+        }
+    }
+}
+
+/// The earliest diverging op.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FirstDivergence {
+    /// Probe name.
+    pub name: String,
+    /// Index into `ops`.
+    pub index: usize,
+    /// `diverged`, `shape_mismatch` or `nonfinite`.
+    pub status: Status,
+    /// The row's reason.
+    pub reason: String,
+    /// Layer, when the name has `layers.N`.
+    pub layer: Option<usize>,
+}
+
+/// Status counts over `ops`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    /// Rows in `ops`.
+    pub total: usize,
+    /// Rows present and readable on both sides (ok + diverged).
+    pub compared: usize,
+    /// Rows within tolerance.
+    pub ok: usize,
+    /// Rows that diverge in any way (`diverged` + `shape_mismatch` + `nonfinite`).
+    pub diverged: usize,
+    /// Of `diverged`: shape mismatches.
+    pub shape_mismatch: usize,
+    /// Of `diverged`: non-finite mask mismatches.
+    pub nonfinite: usize,
+    /// Rows only in ours.
+    pub only_ours: usize,
+    /// Rows only in the reference.
+    pub only_ref: usize,
+    /// Rows that could not be read.
+    pub unreadable: usize,
+}
+
+/// The whole diff. Field order is the JSON field order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    /// Always [`SCHEMA`].
+    pub schema: String,
+    /// Label of our dump.
+    pub ours: String,
+    /// Label of the reference dump.
+    #[serde(rename = "ref")]
+    pub reference: String,
+    /// The tolerance mode (`{"mode": "auto"}`, `{"mode": "manual", "rtol": .., "atol": ..}`, `{"mode": "exact"}`).
+    pub tolerance: Tolerance,
+    /// Where the execution order came from.
+    pub order_source: OrderSource,
+    /// True when both dumps carry input_ids and they differ: the comparison is meaningless.
+    pub input_ids_mismatch: bool,
+    /// Warnings, one line each; an input_ids mismatch is always first.
+    pub warnings: Vec<String>,
+    /// The earliest diverging op, or `None`.
+    pub first_divergence: Option<FirstDivergence>,
+    /// Status counts.
+    pub summary: Summary,
+    /// Names present only in our dump, in execution order.
+    pub only_ours: Vec<String>,
+    /// Names present only in the reference dump, in execution order.
+    pub only_ref: Vec<String>,
+    /// q_norm / k_norm amplification per layer.
+    pub amplification: Amplification,
+    /// One row per probe, in execution order.
+    pub ops: Vec<OpResult>,
+}
+
+impl Report {
+    /// True when some op diverges (the CLI's exit code 1).
+    pub fn has_divergence(&self) -> bool {
+        self.first_divergence.is_some()
+    }
+
+    /// The first diverging row.
+    pub fn first_divergence_op(&self) -> Option<&OpResult> {
+        self.first_divergence
+            .as_ref()
+            .and_then(|f| self.ops.get(f.index))
+    }
+
+    /// Sets the weight-gain annotation of the amplification row of `norm_name`; false if none.
+    pub fn set_weight_gain(&mut self, norm_name: &str, gain: f64) -> bool {
+        self.amplification.set_weight_gain(norm_name, gain)
+    }
+}
+
+fn input_ids_warning(ours: &[i64], reference: &[i64]) -> Option<String> {
+    if ours == reference {
+        return None;
+    }
+    let first = ours
+        .iter()
+        .zip(reference)
+        .position(|(a, b)| a != b)
+        .unwrap_or(ours.len().min(reference.len()));
+    Some(format!(
+        "INPUT_IDS MISMATCH: the two runs saw different inputs (ours: {} tokens, ref: {} tokens, first difference at position {first}); this comparison is meaningless",
+        ours.len(),
+        reference.len()
+    ))
+}
+
+/// Builds the report from the rows (in execution order). Pure and infallible.
+pub fn assemble(ops: Vec<OpResult>, ctx: ReportContext, cfg: &DiffConfig) -> Report {
+    let mut warnings = Vec::new();
+    let mut input_ids_mismatch = false;
+    if let (Some(o), Some(r)) = (&ctx.ours_input_ids, &ctx.ref_input_ids) {
+        if let Some(w) = input_ids_warning(o, r) {
+            input_ids_mismatch = true;
+            warnings.push(w);
+        }
+    }
+    warnings.extend(ctx.warnings);
+
+    let first_divergence = ops
+        .iter()
+        .enumerate()
+        .find(|(_, o)| o.status.is_divergence())
+        .map(|(i, o)| FirstDivergence {
+            name: o.name.clone(),
+            index: i,
+            status: o.status,
+            reason: o.reason.clone().unwrap_or_default(),
+            layer: o.layer,
+        });
+    let mut summary = Summary {
+        total: ops.len(),
+        ..Summary::default()
+    };
+    let mut only_ours = Vec::new();
+    let mut only_ref = Vec::new();
+    for op in &ops {
+        match op.status {
+            Status::Ok => summary.ok += 1,
+            Status::Diverged => summary.diverged += 1,
+            Status::ShapeMismatch => {
+                summary.diverged += 1;
+                summary.shape_mismatch += 1;
+            }
+            Status::Nonfinite => {
+                summary.diverged += 1;
+                summary.nonfinite += 1;
+            }
+            Status::OnlyOurs => {
+                summary.only_ours += 1;
+                only_ours.push(op.name.clone());
+            }
+            Status::OnlyRef => {
+                summary.only_ref += 1;
+                only_ref.push(op.name.clone());
+            }
+            Status::Unreadable => summary.unreadable += 1,
+        }
+    }
+    summary.compared = summary.ok + summary.diverged;
+    let amplification = amplification(&ops, cfg.amplification_threshold, &ctx.norm_weight_gains);
+    Report {
+        schema: SCHEMA.to_string(),
+        ours: ctx.ours_label,
+        reference: ctx.ref_label,
+        tolerance: cfg.tolerance,
+        order_source: ctx.order_source,
+        input_ids_mismatch,
+        warnings,
+        first_divergence,
+        summary,
+        only_ours,
+        only_ref,
+        amplification,
+        ops,
+    }
+}

@@ -1,0 +1,227 @@
+//! Tolerances: the decision rule, the per-dtype presets and how a mode resolves for one op.
+//!
+//! The presets live in one table, [`PRESETS`], so they can be recalibrated from measured noise
+//! floors in one place (see `docs/tolerances.md`). A preset is chosen by the *coarsest* of the two
+//! sides' original dtypes (`bfloat16` > `float16` > `float32` > `float64` > integers).
+
+use serde::{Deserialize, Serialize};
+
+/// The decision rule, stated once. The CLI reuses it for `--help`; `docs/tolerances.md` repeats it.
+pub const DECISION_RULE: &str = "\
+An op diverges when (1) its shapes differ (after dropping size-1 dimensions), \
+(2) NaN/Inf appear at different positions on the two sides (the non-finite masks differ; \
+NaN vs NaN or the same Inf at the same position is equal), or \
+(3) the norm-wise error exceeds the tolerance: ||ours - ref||_2 > atol * sqrt(n) + rtol * ||ref||_2, \
+over the n elements finite on both sides, accumulated in f64. \
+rtol/atol default to a preset for the coarsest of the two sides' original dtypes \
+(float64/float32: rtol 1e-3, atol 1e-6; float16: rtol 1e-2, atol 1e-4; bfloat16: rtol 4e-2, atol 1e-3; \
+integers: exact); --rtol/--atol override one or both, --exact flags any element that differs. \
+The first divergence is the earliest diverging op in execution order; probes present on one side only \
+are listed but are never the first divergence.";
+
+/// Precision class of a dtype, ordered from finest to coarsest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DTypeClass {
+    /// Integers and bool: compared exactly.
+    Int,
+    /// `float64`.
+    F64,
+    /// `float32`; also the fallback for dtype names we do not know.
+    F32,
+    /// `float16`.
+    F16,
+    /// `bfloat16` (and float8 types, which we have no finer preset for).
+    BF16,
+}
+
+impl DTypeClass {
+    /// The class of a torch-style dtype name (`"float32"`, `"bfloat16"`, `"torch.float16"`, `"int64"`).
+    ///
+    /// Unknown names give `None`; [`DTypeClass::of`] maps them to [`DTypeClass::F32`].
+    pub fn from_name(name: &str) -> Option<DTypeClass> {
+        let n = name.trim();
+        let n = n.strip_prefix("torch.").unwrap_or(n).to_ascii_lowercase();
+        let class = match n.as_str() {
+            "float64" | "double" | "f64" => DTypeClass::F64,
+            "float32" | "float" | "f32" => DTypeClass::F32,
+            "float16" | "half" | "f16" => DTypeClass::F16,
+            "bfloat16" | "bf16" => DTypeClass::BF16,
+            "bool" => DTypeClass::Int,
+            _ if n.starts_with("float8") => DTypeClass::BF16,
+            _ if n.starts_with("int") || n.starts_with("uint") => DTypeClass::Int,
+            _ => return None,
+        };
+        Some(class)
+    }
+
+    /// Like [`DTypeClass::from_name`], with unknown names treated as `float32`.
+    pub fn of(name: &str) -> DTypeClass {
+        DTypeClass::from_name(name).unwrap_or(DTypeClass::F32)
+    }
+
+    /// The preset of this class from [`PRESETS`].
+    pub fn preset(self) -> Preset {
+        // PRESETS has one entry per class, in declaration order.
+        PRESETS[self as usize]
+    }
+}
+
+/// One row of the preset table.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Preset {
+    /// The dtype class this row applies to.
+    pub class: DTypeClass,
+    /// Relative tolerance (fraction of `||ref||_2`).
+    pub rtol: f64,
+    /// Absolute tolerance per element (multiplied by `sqrt(n)` in the norm-wise rule).
+    pub atol: f64,
+}
+
+/// THE tolerance presets, one per [`DTypeClass`] in class order.
+///
+/// These are STARTING values, to be recalibrated from measured noise floors on real transformers
+/// dumps (float64 vs float32 runs, sdpa vs eager, bf16 runs); `docs/tolerances.md` documents them and
+/// holds the table of measurements. Change them here and nowhere else.
+pub const PRESETS: [Preset; 5] = [
+    Preset {
+        class: DTypeClass::Int,
+        rtol: 0.0,
+        atol: 0.0,
+    },
+    Preset {
+        class: DTypeClass::F64,
+        rtol: 1e-3,
+        atol: 1e-6,
+    },
+    Preset {
+        class: DTypeClass::F32,
+        rtol: 1e-3,
+        atol: 1e-6,
+    },
+    Preset {
+        class: DTypeClass::F16,
+        rtol: 1e-2,
+        atol: 1e-4,
+    },
+    Preset {
+        class: DTypeClass::BF16,
+        rtol: 4e-2,
+        atol: 1e-3,
+    },
+];
+
+/// Lower bound of the max-relative-error guard (used for the `Int` class, whose preset atol is 0).
+pub const REL_ERR_GUARD_MIN: f64 = 1e-6;
+
+/// How ops are judged.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(tag = "mode", rename_all = "snake_case")]
+pub enum Tolerance {
+    /// Per-op presets from [`PRESETS`] by the coarsest dtype of the two sides.
+    #[default]
+    Auto,
+    /// User-given `--rtol` / `--atol`; a `None` field keeps the op's preset value.
+    Manual {
+        /// Relative tolerance, or `None` for the preset's.
+        rtol: Option<f64>,
+        /// Absolute tolerance, or `None` for the preset's.
+        atol: Option<f64>,
+    },
+    /// Bit-exact: any element that differs (as f64-widened values) is a divergence.
+    Exact,
+}
+
+/// A tolerance resolved for one op.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resolved {
+    /// Relative tolerance used.
+    pub rtol: f64,
+    /// Absolute tolerance used.
+    pub atol: f64,
+    /// True in [`Tolerance::Exact`] mode.
+    pub exact: bool,
+    /// The coarser of the two dtype classes, which picked the preset.
+    pub class: DTypeClass,
+    /// Guard of the max relative error: `|o - r| / max(|r|, guard)`.
+    pub rel_guard: f64,
+}
+
+impl Tolerance {
+    /// Resolves this mode for an op whose sides have the given original dtype names.
+    pub fn resolve(&self, dtype_ours: &str, dtype_ref: &str) -> Resolved {
+        let class = DTypeClass::of(dtype_ours).max(DTypeClass::of(dtype_ref));
+        let preset = class.preset();
+        let rel_guard = preset.atol.max(REL_ERR_GUARD_MIN);
+        let (rtol, atol, exact) = match *self {
+            Tolerance::Auto => (preset.rtol, preset.atol, false),
+            Tolerance::Manual { rtol, atol } => (
+                rtol.unwrap_or(preset.rtol),
+                atol.unwrap_or(preset.atol),
+                false,
+            ),
+            Tolerance::Exact => (0.0, 0.0, true),
+        };
+        Resolved {
+            rtol,
+            atol,
+            exact,
+            class,
+            rel_guard,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presets_are_indexed_by_class() {
+        for (i, p) in PRESETS.iter().enumerate() {
+            assert_eq!(p.class as usize, i);
+        }
+    }
+
+    #[test]
+    fn coarsest_dtype_picks_the_preset() {
+        let r = Tolerance::Auto.resolve("float16", "float32");
+        assert_eq!((r.rtol, r.atol, r.class), (1e-2, 1e-4, DTypeClass::F16));
+        let r = Tolerance::Auto.resolve("float32", "bfloat16");
+        assert_eq!((r.rtol, r.atol), (4e-2, 1e-3));
+        let r = Tolerance::Auto.resolve("float64", "float32");
+        assert_eq!((r.rtol, r.atol, r.class), (1e-3, 1e-6, DTypeClass::F32));
+        let r = Tolerance::Auto.resolve("int64", "int64");
+        assert_eq!((r.rtol, r.atol, r.rel_guard), (0.0, 0.0, 1e-6));
+        let r = Tolerance::Auto.resolve("int64", "torch.bfloat16");
+        assert_eq!(r.class, DTypeClass::BF16);
+        assert_eq!(r.rel_guard, 1e-3);
+        // unknown names behave like float32
+        assert_eq!(
+            Tolerance::Auto.resolve("weird", "float64").class,
+            DTypeClass::F32
+        );
+    }
+
+    #[test]
+    fn manual_keeps_the_preset_for_a_missing_field() {
+        let t = Tolerance::Manual {
+            rtol: Some(0.5),
+            atol: None,
+        };
+        let r = t.resolve("bfloat16", "bfloat16");
+        assert_eq!((r.rtol, r.atol, r.exact), (0.5, 1e-3, false));
+        let t = Tolerance::Manual {
+            rtol: None,
+            atol: Some(0.25),
+        };
+        let r = t.resolve("float32", "float32");
+        assert_eq!((r.rtol, r.atol), (1e-3, 0.25));
+    }
+
+    #[test]
+    fn exact_is_zero_tolerance() {
+        let r = Tolerance::Exact.resolve("bfloat16", "float32");
+        assert_eq!((r.rtol, r.atol, r.exact), (0.0, 0.0, true));
+    }
+}

@@ -1,0 +1,285 @@
+//! Property tests: identity, symmetry, monotonicity of the first divergence in the tolerance, and
+//! agreement with a plain-loop f64 oracle (including the rayon-chunked path).
+
+use divergence_diff::*;
+use proptest::prelude::*;
+
+fn side<'a>(shape: &'a [usize], v: &'a [f32]) -> Option<Side<'a>> {
+    Some(Side {
+        shape,
+        values: ValuesRef::F32(v),
+        dtype: "float32",
+    })
+}
+
+/// Finite values of varied magnitude, sometimes NaN/Inf when `special` is set.
+fn value(special: bool) -> BoxedStrategy<f32> {
+    if special {
+        prop_oneof![
+            20 => -1e3f32..1e3f32,
+            2 => Just(0.0f32),
+            1 => Just(f32::NAN),
+            1 => Just(f32::INFINITY),
+            1 => Just(f32::NEG_INFINITY),
+        ]
+        .boxed()
+    } else {
+        prop_oneof![4 => -10f32..10f32, 1 => -1e-3f32..1e-3f32, 1 => -1e4f32..1e4f32].boxed()
+    }
+}
+
+fn pair(max_len: usize, special: bool) -> impl Strategy<Value = (Vec<f32>, Vec<f32>)> {
+    (0..max_len).prop_flat_map(move |n| {
+        (
+            prop::collection::vec(value(special), n),
+            prop::collection::vec(value(special), n),
+        )
+    })
+}
+
+/// The oracle: one obvious loop in f64.
+struct Oracle {
+    o2: f64,
+    r2: f64,
+    d2: f64,
+    sad: f64,
+    dot: f64,
+    max_ad: f64,
+    max_idx: Option<usize>,
+    max_rel: f64,
+    outside: u64,
+    n: u64,
+    nan_o: u64,
+    inf_o: u64,
+    mismatch: u64,
+}
+
+fn oracle(o: &[f32], r: &[f32], rtol: f64, atol: f64, guard: f64) -> Oracle {
+    let mut k = Oracle {
+        o2: 0.0,
+        r2: 0.0,
+        d2: 0.0,
+        sad: 0.0,
+        dot: 0.0,
+        max_ad: 0.0,
+        max_idx: None,
+        max_rel: 0.0,
+        outside: 0,
+        n: 0,
+        nan_o: 0,
+        inf_o: 0,
+        mismatch: 0,
+    };
+    for i in 0..o.len() {
+        let (x, y) = (o[i] as f64, r[i] as f64);
+        if x.is_nan() {
+            k.nan_o += 1;
+        } else if x.is_infinite() {
+            k.inf_o += 1;
+        }
+        if !x.is_finite() || !y.is_finite() {
+            let equal = (x.is_nan() && y.is_nan()) || (x.is_infinite() && x == y);
+            if !equal {
+                k.mismatch += 1;
+            }
+            continue;
+        }
+        let d = x - y;
+        k.n += 1;
+        k.o2 += x * x;
+        k.r2 += y * y;
+        k.d2 += d * d;
+        k.sad += d.abs();
+        k.dot += x * y;
+        if k.max_idx.is_none() || d.abs() > k.max_ad {
+            k.max_ad = d.abs();
+            k.max_idx = Some(i);
+        }
+        k.max_rel = k.max_rel.max(d.abs() / y.abs().max(guard));
+        if d.abs() > atol + rtol * y.abs() {
+            k.outside += 1;
+        }
+    }
+    k
+}
+
+fn approx(got: Option<f64>, want: f64) -> bool {
+    match got {
+        Some(g) => (g - want).abs() <= 1e-9 * want.abs().max(1e-300) + 1e-12,
+        None => false,
+    }
+}
+
+fn check_against_oracle(o: &[f32], r: &[f32], chunk_len: usize) -> Result<(), TestCaseError> {
+    let cfg = DiffConfig {
+        chunk_len,
+        ..DiffConfig::default()
+    };
+    let shape = [o.len()];
+    let row = compare("x", side(&shape, o), side(&shape, r), &cfg);
+    let k = oracle(o, r, 1e-3, 1e-6, 1e-6);
+    prop_assert_eq!(row.n_compared, Some(k.n));
+    prop_assert_eq!(row.nan_ours, Some(k.nan_o));
+    prop_assert_eq!(row.inf_ours, Some(k.inf_o));
+    prop_assert_eq!(row.nonfinite_mismatch, Some(k.mismatch));
+    prop_assert!(
+        approx(row.ours_l2, k.o2.sqrt()),
+        "ours_l2 {:?} vs {}",
+        row.ours_l2,
+        k.o2.sqrt()
+    );
+    prop_assert!(approx(row.ref_l2, k.r2.sqrt()));
+    prop_assert!(approx(row.diff_l2, k.d2.sqrt()));
+    prop_assert_eq!(row.max_abs_err, Some(k.max_ad));
+    prop_assert_eq!(row.max_abs_err_index, k.max_idx.map(|i| vec![i]));
+    prop_assert_eq!(row.max_rel_err, Some(k.max_rel));
+    let mean = if k.n == 0 { 0.0 } else { k.sad / k.n as f64 };
+    prop_assert!(approx(row.mean_abs_err, mean));
+    let frac = if k.n == 0 {
+        0.0
+    } else {
+        k.outside as f64 / k.n as f64
+    };
+    prop_assert_eq!(row.frac_outside_tol, Some(frac));
+    if k.o2 > 0.0 && k.r2 > 0.0 {
+        let cos = (k.dot / (k.o2.sqrt() * k.r2.sqrt())).clamp(-1.0, 1.0);
+        let got = row.cosine.unwrap();
+        prop_assert!((got - cos).abs() < 1e-9, "cosine {} vs {}", got, cos);
+    } else {
+        prop_assert_eq!(row.cosine, None);
+    }
+    let expect = if k.mismatch > 0 {
+        Status::Nonfinite
+    } else if k.d2.sqrt() > 1e-6 * (k.n as f64).sqrt() + 1e-3 * k.r2.sqrt() {
+        Status::Diverged
+    } else {
+        Status::Ok
+    };
+    // the decision may only differ from the oracle's when the error sits on the threshold
+    let margin = (k.d2.sqrt() - (1e-6 * (k.n as f64).sqrt() + 1e-3 * k.r2.sqrt())).abs();
+    if margin > 1e-9 * k.d2.sqrt().max(1e-300) {
+        prop_assert_eq!(row.status, expect);
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn identical_inputs_are_ok_with_zero_error((a, _b) in pair(300, true)) {
+        let shape = [a.len()];
+        for tol in [Tolerance::Auto, Tolerance::Exact, Tolerance::Manual { rtol: Some(0.0), atol: Some(0.0) }] {
+            let cfg = DiffConfig { tolerance: tol, chunk_len: 37, ..DiffConfig::default() };
+            let row = compare("x", side(&shape, &a), side(&shape, &a), &cfg);
+            prop_assert_eq!(row.status, Status::Ok);
+            prop_assert_eq!(row.diff_l2, Some(0.0));
+            prop_assert_eq!(row.max_abs_err, Some(0.0));
+            prop_assert_eq!(row.mean_abs_err, Some(0.0));
+            prop_assert_eq!(row.max_rel_err, Some(0.0));
+            prop_assert_eq!(row.frac_outside_tol, Some(0.0));
+            prop_assert_eq!(row.rel_l2_err, Some(0.0));
+            prop_assert_eq!(row.nonfinite_mismatch, Some(0));
+            if let Some(c) = row.cosine {
+                prop_assert!((c - 1.0).abs() < 1e-12);
+            }
+        }
+    }
+
+    #[test]
+    fn symmetric_metrics_are_symmetric((a, b) in pair(300, true), chunk in 1usize..100) {
+        let cfg = DiffConfig { chunk_len: chunk, ..DiffConfig::default() };
+        let shape = [a.len()];
+        let ab = compare("x", side(&shape, &a), side(&shape, &b), &cfg);
+        let ba = compare("x", side(&shape, &b), side(&shape, &a), &cfg);
+        prop_assert_eq!(ab.max_abs_err, ba.max_abs_err);
+        prop_assert_eq!(ab.max_abs_err_index, ba.max_abs_err_index);
+        prop_assert_eq!(ab.mean_abs_err, ba.mean_abs_err);
+        prop_assert_eq!(ab.diff_l2, ba.diff_l2);
+        prop_assert_eq!(ab.cosine, ba.cosine);
+        prop_assert_eq!(ab.nonfinite_mismatch, ba.nonfinite_mismatch);
+        prop_assert_eq!(ab.ours_l2, ba.ref_l2);
+    }
+
+    #[test]
+    fn metrics_agree_with_the_oracle((a, b) in pair(400, true), chunk in 1usize..64) {
+        check_against_oracle(&a, &b, chunk)?;
+        check_against_oracle(&a, &b, usize::MAX)?;
+    }
+
+    #[test]
+    fn metrics_agree_with_the_oracle_on_close_inputs(a in prop::collection::vec(value(false), 0..3000), noise in prop::collection::vec(-1e-3f32..1e-3f32, 3000), chunk in 100usize..2000) {
+        let b: Vec<f32> = a.iter().zip(&noise).map(|(x, e)| x * (1.0 + e)).collect();
+        check_against_oracle(&a, &b, chunk)?;
+    }
+
+    #[test]
+    fn loosening_never_moves_the_first_divergence_earlier(
+        ops in prop::collection::vec(
+            (prop::collection::vec(-10f32..10f32, 1..20), prop::collection::vec(-1f32..1f32, 20), 0u32..6),
+            1..12,
+        ),
+        rtol in 0.0f64..0.5,
+        atol in 0.0f64..0.5,
+        more_rtol in 0.0f64..0.5,
+        more_atol in 0.0f64..0.5,
+    ) {
+        // op i: ref = x, ours = x + scale * noise, with scale 10^-k
+        let data: Vec<(Vec<f32>, Vec<f32>)> = ops
+            .iter()
+            .map(|(x, n, k)| {
+                let s = 10f32.powi(-(*k as i32));
+                (x.iter().zip(n).map(|(a, e)| a + s * e).collect(), x.clone())
+            })
+            .collect();
+        let first = |tol: Tolerance| {
+            let cfg = DiffConfig { tolerance: tol, ..DiffConfig::default() };
+            let rows: Vec<OpResult> = data
+                .iter()
+                .enumerate()
+                .map(|(i, (o, r))| compare(&format!("op{i}"), side(&[o.len()], o), side(&[r.len()], r), &cfg))
+                .collect();
+            assemble(rows, ReportContext::new("o", "r", OrderSource::RefMeta), &cfg)
+                .first_divergence
+                .map_or(usize::MAX, |f| f.index)
+        };
+        let tight = first(Tolerance::Manual { rtol: Some(rtol), atol: Some(atol) });
+        let loose = first(Tolerance::Manual { rtol: Some(rtol + more_rtol), atol: Some(atol + more_atol) });
+        let exact = first(Tolerance::Exact);
+        let auto = first(Tolerance::Auto);
+        prop_assert!(loose >= tight, "loose {} < tight {}", loose, tight);
+        prop_assert!(tight >= exact && auto >= exact);
+    }
+}
+
+#[test]
+fn large_tensor_uses_chunks_and_matches_the_oracle() {
+    // 3M elements: several default-size chunks processed by rayon, with NaNs in a few places.
+    let n = 3_000_000usize;
+    let a: Vec<f32> = (0..n).map(|i| ((i as f32) * 0.001).sin()).collect();
+    let mut b: Vec<f32> = a
+        .iter()
+        .enumerate()
+        .map(|(i, x)| x + 1e-5 * ((i % 97) as f32 - 48.0))
+        .collect();
+    b[1_234_567] = f32::NAN;
+    b[2_999_999] += 0.5;
+    let mut a2 = a.clone();
+    a2[1_234_567] = f32::NAN;
+    check_against_oracle(&a2, &b, divergence_diff::metrics::DEFAULT_CHUNK_LEN).unwrap();
+    check_against_oracle(&a, &b, 4096).unwrap();
+    let cfg = DiffConfig::default();
+    let row = compare(
+        "x",
+        side(&[3, 1_000_000], &a2),
+        side(&[3, 1_000_000], &b),
+        &cfg,
+    );
+    assert_eq!(row.max_abs_err_index, Some(vec![2, 999_999]));
+    // NaN at the same position on both sides; ||d|| ~ 0.7 is far below rtol * ||ref|| ~ 1.2
+    assert_eq!(row.status, Status::Ok);
+    assert_eq!(
+        (row.nan_ours, row.nan_ref, row.n_compared),
+        (Some(1), Some(1), Some(n as u64 - 1))
+    );
+}

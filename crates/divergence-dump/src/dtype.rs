@@ -1,0 +1,178 @@
+//! Element types: the storage [`DType`] of a tensor, the widened [`Values`] a reader returns, a
+//! read [`Tensor`], and the borrowed [`TensorData`] a writer accepts.
+//!
+//! Widening is exact except for 64-bit integers: f16, bf16, i16, i8, u8 and bool become f32;
+//! f64 and i32 become f64; i64 becomes f64 (exact up to 2^53).
+
+use std::fmt;
+
+/// How a tensor is stored in the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum DType {
+    F64,
+    F32,
+    F16,
+    BF16,
+    I64,
+    I32,
+    I16,
+    I8,
+    U8,
+    Bool,
+}
+
+impl DType {
+    /// All dtypes, for iteration in tests and docs.
+    pub const ALL: [DType; 10] = [
+        DType::F64,
+        DType::F32,
+        DType::F16,
+        DType::BF16,
+        DType::I64,
+        DType::I32,
+        DType::I16,
+        DType::I8,
+        DType::U8,
+        DType::Bool,
+    ];
+
+    /// The torch-style name without `torch.`: `"float32"`, `"bfloat16"`, `"bool"`, ...
+    pub fn name(self) -> &'static str {
+        match self {
+            DType::F64 => "float64",
+            DType::F32 => "float32",
+            DType::F16 => "float16",
+            DType::BF16 => "bfloat16",
+            DType::I64 => "int64",
+            DType::I32 => "int32",
+            DType::I16 => "int16",
+            DType::I8 => "int8",
+            DType::U8 => "uint8",
+            DType::Bool => "bool",
+        }
+    }
+
+    /// Inverse of [`DType::name`]; also accepts a `torch.` prefix.
+    pub fn from_name(s: &str) -> Option<DType> {
+        let s = s.strip_prefix("torch.").unwrap_or(s);
+        DType::ALL.into_iter().find(|d| d.name() == s)
+    }
+
+    /// Bytes per element in storage.
+    pub fn size_bytes(self) -> usize {
+        match self {
+            DType::F64 | DType::I64 => 8,
+            DType::F32 | DType::I32 => 4,
+            DType::F16 | DType::BF16 | DType::I16 => 2,
+            DType::I8 | DType::U8 | DType::Bool => 1,
+        }
+    }
+
+    /// Whether [`Values`] for this dtype are `F64` (f64, i64, i32) rather than `F32`.
+    pub fn widens_to_f64(self) -> bool {
+        matches!(self, DType::F64 | DType::I64 | DType::I32)
+    }
+}
+
+impl fmt::Display for DType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Tensor values in C (row-major) order, widened to f32 or f64.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Values {
+    F32(Vec<f32>),
+    F64(Vec<f64>),
+}
+
+impl Values {
+    pub fn len(&self) -> usize {
+        match self {
+            Values::F32(v) => v.len(),
+            Values::F64(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Element `i` as f64 (exact for both variants).
+    pub fn get(&self, i: usize) -> Option<f64> {
+        match self {
+            Values::F32(v) => v.get(i).map(|&x| f64::from(x)),
+            Values::F64(v) => v.get(i).copied(),
+        }
+    }
+
+    /// All elements as f64 (a copy; exact).
+    pub fn to_f64_vec(&self) -> Vec<f64> {
+        match self {
+            Values::F32(v) => v.iter().map(|&x| f64::from(x)).collect(),
+            Values::F64(v) => v.clone(),
+        }
+    }
+}
+
+/// One tensor read from a dump.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tensor {
+    /// Shape in C order; `[]` for a 0-d array (one element).
+    pub shape: Vec<usize>,
+    /// The dtype the file stores (see `Dump::original_dtype` for the dtype before export).
+    pub dtype: DType,
+    pub values: Values,
+}
+
+/// Borrowed tensor data handed to `DumpWriter::add`, in C order.
+#[derive(Debug, Clone, Copy)]
+pub enum TensorData<'a> {
+    F64(&'a [f64]),
+    F32(&'a [f32]),
+    F16(&'a [half::f16]),
+    BF16(&'a [half::bf16]),
+    I64(&'a [i64]),
+    I32(&'a [i32]),
+    U8(&'a [u8]),
+    Bool(&'a [bool]),
+}
+
+impl TensorData<'_> {
+    pub fn len(&self) -> usize {
+        match self {
+            TensorData::F64(v) => v.len(),
+            TensorData::F32(v) => v.len(),
+            TensorData::F16(v) => v.len(),
+            TensorData::BF16(v) => v.len(),
+            TensorData::I64(v) => v.len(),
+            TensorData::I32(v) => v.len(),
+            TensorData::U8(v) => v.len(),
+            TensorData::Bool(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The dtype of the data as given (before any npz bf16 -> f32 conversion).
+    pub fn dtype(&self) -> DType {
+        match self {
+            TensorData::F64(_) => DType::F64,
+            TensorData::F32(_) => DType::F32,
+            TensorData::F16(_) => DType::F16,
+            TensorData::BF16(_) => DType::BF16,
+            TensorData::I64(_) => DType::I64,
+            TensorData::I32(_) => DType::I32,
+            TensorData::U8(_) => DType::U8,
+            TensorData::Bool(_) => DType::Bool,
+        }
+    }
+}
+
+/// Number of elements of `shape` (1 for `[]`), or `None` on overflow.
+pub(crate) fn element_count(shape: &[usize]) -> Option<usize> {
+    shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d))
+}

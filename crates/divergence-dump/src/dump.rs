@@ -1,0 +1,243 @@
+//! [`Dump`]: an opened dump file (npz, npy or safetensors) whose tensors are read one at a time.
+//!
+//! `open` memory-maps the file, parses the directory (zip central directory, npy header or
+//! safetensors header) and every tensor header once, and keeps per-tensor offsets. `read` then
+//! decodes one tensor from the map; it takes `&self` and touches no shared mutable state, so
+//! `Dump` is `Send + Sync` and many threads can read from it at once.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use memmap2::Mmap;
+
+use crate::dtype::{DType, Tensor};
+use crate::entry::{self, Entry};
+use crate::error::{DumpError, Location};
+use crate::meta::{Meta, META_ENTRY};
+use crate::npy;
+use crate::npz;
+use crate::safetensors;
+
+/// The container format of a dump.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// A zip of `.npy` members, as written by `numpy.savez` / `numpy.savez_compressed`.
+    Npz,
+    /// A single `.npy` array: a dump with one tensor named after the file stem.
+    Npy,
+    /// A safetensors file.
+    Safetensors,
+}
+
+/// An opened dump. See the module docs.
+#[derive(Debug)]
+pub struct Dump {
+    path: PathBuf,
+    format: Format,
+    map: Mmap,
+    names: Vec<String>,
+    entries: Vec<Entry>,
+    index: HashMap<String, usize>,
+    meta: Option<Meta>,
+}
+
+impl Dump {
+    /// Open a dump. The format comes from the extension (`.npz`, `.npy`, `.safetensors`, any
+    /// case); for other extensions it is sniffed from the first bytes.
+    pub fn open(path: &Path) -> Result<Dump, DumpError> {
+        let md = std::fs::metadata(path).map_err(|e| DumpError::io(path, &e))?;
+        if md.is_dir() {
+            return Err(DumpError::IsDirectory {
+                path: path.to_path_buf(),
+            });
+        }
+        if md.len() == 0 {
+            return Err(DumpError::EmptyFile {
+                path: path.to_path_buf(),
+            });
+        }
+        let file = File::open(path).map_err(|e| DumpError::io(path, &e))?;
+        // SAFETY: the map is read-only; if another process truncates the file while we hold
+        // the map, reads fault (SIGBUS) - the usual caveat of memory-mapped readers.
+        let map = unsafe { Mmap::map(&file) }.map_err(|e| DumpError::io(path, &e))?;
+        if map.is_empty() {
+            return Err(DumpError::EmptyFile {
+                path: path.to_path_buf(),
+            });
+        }
+
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase);
+        let format = match ext.as_deref() {
+            Some("npz") => Format::Npz,
+            Some("npy") => Format::Npy,
+            Some("safetensors") => Format::Safetensors,
+            _ => sniff(&map).ok_or_else(|| DumpError::UnknownFormat {
+                path: path.to_path_buf(),
+            })?,
+        };
+
+        let (entries, meta) = match format {
+            Format::Npz => open_npz(path, &map)?,
+            Format::Npy => {
+                let name = path
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let at = Location::file(path);
+                // A single .npy has nothing else in it: a header problem is the file's problem.
+                let info = entry::npy_info(&map, 0, &at)?;
+                (
+                    vec![Entry {
+                        name,
+                        at,
+                        info: Ok(info),
+                    }],
+                    None,
+                )
+            }
+            Format::Safetensors => safetensors::read_entries(path, &map)?,
+        };
+
+        let mut index = HashMap::with_capacity(entries.len());
+        for (i, e) in entries.iter().enumerate() {
+            if index.insert(e.name.clone(), i).is_some() {
+                return Err(DumpError::DuplicateEntry {
+                    path: path.to_path_buf(),
+                    entry: e.at.entry.clone().unwrap_or_else(|| e.name.clone()),
+                    name: e.name.clone(),
+                });
+            }
+        }
+        let names = entries.iter().map(|e| e.name.clone()).collect();
+        Ok(Dump {
+            path: path.to_path_buf(),
+            format,
+            map,
+            names,
+            entries,
+            index,
+            meta,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn format(&self) -> Format {
+        self.format
+    }
+
+    /// Tensor names in file order (npz member order, safetensors data order); never `__meta__`.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// Shape of a tensor; `None` if there is no such tensor or its header is unreadable.
+    pub fn shape(&self, name: &str) -> Option<&[usize]> {
+        self.info(name).map(|i| i.shape.as_slice())
+    }
+
+    /// Stored dtype of a tensor; `None` if there is no such tensor or its header is unreadable.
+    pub fn dtype(&self, name: &str) -> Option<DType> {
+        self.info(name).map(|i| i.dtype)
+    }
+
+    pub fn meta(&self) -> Option<&Meta> {
+        self.meta.as_ref()
+    }
+
+    /// The dtype before export: `meta.dtypes[name]` if present, else the stored dtype's name.
+    pub fn original_dtype(&self, name: &str) -> Option<String> {
+        if let Some(d) = self.meta.as_ref().and_then(|m| m.dtypes.get(name)) {
+            return Some(d.clone());
+        }
+        self.dtype(name).map(|d| d.name().to_string())
+    }
+
+    /// Read and decode one tensor (C order, widened values).
+    pub fn read(&self, name: &str) -> Result<Tensor, DumpError> {
+        let e = self
+            .index
+            .get(name)
+            .and_then(|&i| self.entries.get(i))
+            .ok_or_else(|| DumpError::NoSuchTensor {
+                path: self.path.clone(),
+                name: name.to_string(),
+            })?;
+        let info = e.info.as_ref().map_err(Clone::clone)?;
+        entry::read_entry(&self.map, info, &e.at)
+    }
+
+    fn info(&self, name: &str) -> Option<&entry::EntryInfo> {
+        let i = *self.index.get(name)?;
+        self.entries.get(i)?.info.as_ref().ok()
+    }
+}
+
+/// Guess the format from the first bytes.
+fn sniff(buf: &[u8]) -> Option<Format> {
+    if npz::has_zip_magic(buf) {
+        Some(Format::Npz)
+    } else if buf.starts_with(npy::MAGIC) {
+        Some(Format::Npy)
+    } else if safetensors::looks_like_safetensors(buf) {
+        Some(Format::Safetensors)
+    } else {
+        None
+    }
+}
+
+fn open_npz(path: &Path, map: &[u8]) -> Result<(Vec<Entry>, Option<Meta>), DumpError> {
+    let members = npz::read_members(path, map)?;
+    let mut entries = Vec::with_capacity(members.len());
+    let mut meta = None;
+    for m in &members {
+        if m.name.ends_with('/') && m.uncompressed_size == 0 {
+            continue; // a directory entry
+        }
+        let name = m.name.strip_suffix(".npy").unwrap_or(&m.name).to_string();
+        let at = Location::entry(path, &m.name);
+        let info = entry::member_info(map, m, &at);
+        if name == META_ENTRY {
+            if meta.is_some() {
+                return Err(DumpError::DuplicateEntry {
+                    path: path.to_path_buf(),
+                    entry: m.name.clone(),
+                    name,
+                });
+            }
+            meta = Some(read_meta(path, map, info, &at)?);
+            continue;
+        }
+        entries.push(Entry { name, at, info });
+    }
+    Ok((entries, meta))
+}
+
+fn read_meta(
+    path: &Path,
+    map: &[u8],
+    info: Result<entry::EntryInfo, DumpError>,
+    at: &Location,
+) -> Result<Meta, DumpError> {
+    let info = info?;
+    if !matches!(info.dtype, DType::U8 | DType::I8) || info.shape.len() != 1 {
+        return Err(DumpError::BadMeta {
+            path: path.to_path_buf(),
+            detail: format!(
+                "{META_ENTRY} must be a 1-d uint8 array of utf-8 json, found {} with shape {:?}",
+                info.dtype, info.shape
+            ),
+        });
+    }
+    let bytes = entry::raw_bytes(map, &info, at)?;
+    Meta::from_json(&bytes).map_err(|detail| DumpError::BadMeta {
+        path: path.to_path_buf(),
+        detail,
+    })
+}

@@ -1,0 +1,211 @@
+//! The one error type of this crate, [`DumpError`].
+//!
+//! Every message is a single lowercase line that starts with the file path and says what is
+//! wrong, with no trailing period (`ref.npz: entry 'a.npy': object arrays (pickles) are not
+//! supported`). Errors are `Clone` so that a problem found in one entry while opening a dump can
+//! be stored and handed out again by every `read` of that entry.
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::dtype::DType;
+
+/// Where an error happened: a file, and optionally an entry (a zip member such as `a.npy`, or a
+/// tensor name in a safetensors file) inside it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    pub path: PathBuf,
+    pub entry: Option<String>,
+}
+
+impl Location {
+    pub(crate) fn file(path: &Path) -> Location {
+        Location {
+            path: path.to_path_buf(),
+            entry: None,
+        }
+    }
+
+    pub(crate) fn entry(path: &Path, entry: &str) -> Location {
+        Location {
+            path: path.to_path_buf(),
+            entry: Some(entry.to_string()),
+        }
+    }
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.path.display())?;
+        if let Some(entry) = &self.entry {
+            write!(f, ": entry '{entry}'")?;
+        }
+        Ok(())
+    }
+}
+
+/// Everything that can go wrong while reading or writing a dump.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum DumpError {
+    #[error("{}: no such file", path.display())]
+    NotFound { path: PathBuf },
+
+    #[error("{}: is a directory, not a dump file", path.display())]
+    IsDirectory { path: PathBuf },
+
+    #[error("{}: empty file (0 bytes), not a dump", path.display())]
+    EmptyFile { path: PathBuf },
+
+    /// An operating-system error; `message` is the lowercased text of the `io::Error`.
+    #[error("{}: {message}", path.display())]
+    Io {
+        path: PathBuf,
+        kind: io::ErrorKind,
+        message: String,
+    },
+
+    #[error("{}: not a zip archive (a .npz must be a zip file written by numpy.savez)", path.display())]
+    NotZip { path: PathBuf },
+
+    #[error("{}: truncated zip archive ({detail})", path.display())]
+    TruncatedZip { path: PathBuf, detail: String },
+
+    #[error("{}: corrupt zip archive ({detail})", path.display())]
+    CorruptZip { path: PathBuf, detail: String },
+
+    #[error("{}: unknown file format (not a .npz zip archive, a .npy array or a .safetensors file)", path.display())]
+    UnknownFormat { path: PathBuf },
+
+    #[error("{}: invalid safetensors file ({detail})", path.display())]
+    Safetensors { path: PathBuf, detail: String },
+
+    #[error("{}: invalid divergence metadata ({detail})", path.display())]
+    BadMeta { path: PathBuf, detail: String },
+
+    /// Two entries give the same tensor name (`a.npy` and `a`, or `a.npy` twice).
+    #[error("{}: duplicate entry '{entry}' (tensor name '{name}' appears twice)", path.display())]
+    DuplicateEntry {
+        path: PathBuf,
+        entry: String,
+        name: String,
+    },
+
+    #[error("{}: no tensor named '{name}'", path.display())]
+    NoSuchTensor { path: PathBuf, name: String },
+
+    #[error("{at}: corrupt npy header ({detail})")]
+    CorruptNpyHeader { at: Location, detail: String },
+
+    #[error("{at}: object arrays (pickles) are not supported")]
+    ObjectArray { at: Location },
+
+    #[error("{at}: unsupported dtype '{dtype}' (supported: float64, float32, float16, bfloat16 (safetensors only), int64, int32, int16, int8, uint8, bool)")]
+    UnsupportedDtype { at: Location, dtype: String },
+
+    #[error("{at}: shape {shape:?} is too large (the element count overflows)")]
+    ShapeTooLarge { at: Location, shape: Vec<u64> },
+
+    #[error("{at}: data is {have} bytes, shape {shape:?} of {dtype} needs {need}")]
+    DataSize {
+        at: Location,
+        have: u64,
+        shape: Vec<usize>,
+        dtype: DType,
+        need: u64,
+    },
+
+    /// Deflate data that does not decompress, or a CRC-32 mismatch.
+    #[error("{at}: corrupt compressed data ({detail})")]
+    CorruptData { at: Location, detail: String },
+
+    /// A zip entry this reader cannot handle (encrypted, unknown compression method).
+    #[error("{at}: {detail}")]
+    UnsupportedEntry { at: Location, detail: String },
+
+    #[error("{at}: cannot allocate {bytes} bytes for the tensor")]
+    OutOfMemory { at: Location, bytes: u64 },
+
+    #[error("{}: cannot write a dump with this extension (use .npz or .safetensors)", path.display())]
+    UnsupportedExtension { path: PathBuf },
+
+    #[error("{}: invalid tensor name '{name}' ({reason})", path.display())]
+    InvalidName {
+        path: PathBuf,
+        name: String,
+        reason: String,
+    },
+
+    #[error("{}: tensor '{name}' was already added (names must be unique)", path.display())]
+    DuplicateName { path: PathBuf, name: String },
+
+    #[error("{}: tensor '{name}': {len} values given, shape {shape:?} needs {need}", path.display())]
+    DataLength {
+        path: PathBuf,
+        name: String,
+        len: usize,
+        shape: Vec<usize>,
+        need: String,
+    },
+
+    #[error("{}: cannot write dump ({detail})", path.display())]
+    Write { path: PathBuf, detail: String },
+}
+
+impl DumpError {
+    /// The file this error is about.
+    pub fn path(&self) -> &Path {
+        use DumpError::*;
+        match self {
+            NotFound { path }
+            | IsDirectory { path }
+            | EmptyFile { path }
+            | Io { path, .. }
+            | NotZip { path }
+            | TruncatedZip { path, .. }
+            | CorruptZip { path, .. }
+            | UnknownFormat { path }
+            | Safetensors { path, .. }
+            | BadMeta { path, .. }
+            | DuplicateEntry { path, .. }
+            | NoSuchTensor { path, .. }
+            | UnsupportedExtension { path }
+            | InvalidName { path, .. }
+            | DuplicateName { path, .. }
+            | DataLength { path, .. }
+            | Write { path, .. } => path,
+            CorruptNpyHeader { at, .. }
+            | ObjectArray { at }
+            | UnsupportedDtype { at, .. }
+            | ShapeTooLarge { at, .. }
+            | DataSize { at, .. }
+            | CorruptData { at, .. }
+            | UnsupportedEntry { at, .. }
+            | OutOfMemory { at, .. } => &at.path,
+        }
+    }
+
+    /// Map an `io::Error` on `path` to the matching variant, with a lowercase message.
+    pub(crate) fn io(path: &Path, err: &io::Error) -> DumpError {
+        let path = path.to_path_buf();
+        match err.kind() {
+            io::ErrorKind::NotFound => DumpError::NotFound { path },
+            io::ErrorKind::IsADirectory => DumpError::IsDirectory { path },
+            kind => DumpError::Io {
+                path,
+                kind,
+                message: lowercase_first(&err.to_string()),
+            },
+        }
+    }
+}
+
+/// `"Permission denied (os error 13)"` -> `"permission denied (os error 13)"`.
+pub(crate) fn lowercase_first(s: &str) -> String {
+    let mut chars = s.chars();
+    match chars.next() {
+        Some(c) => c.to_lowercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}

@@ -1,0 +1,38 @@
+//! Read and write intermediate-tensor dumps for `divergence`: `.npz` (numpy.savez /
+//! savez_compressed), single `.npy` arrays and `.safetensors`, plus the dump metadata ([`Meta`]).
+//!
+//! The contract (probe names, metadata fields, execution order) is in `docs/dump-format.md`.
+//!
+//! Reading: [`Dump::open`] memory-maps the file and parses all headers once; [`Dump::read`]
+//! decodes one tensor at a time into widened [`Values`] in C order (Fortran-order arrays are
+//! transposed, big-endian arrays byte-swapped). `Dump` is `Send + Sync`. Writing:
+//! [`DumpWriter`] streams npz members to disk, or buffers a safetensors file until `finish`.
+//! Errors are one lowercase line naming the file ([`DumpError`]); no input makes this crate panic.
+
+mod convert;
+mod dtype;
+mod dump;
+mod entry;
+mod error;
+mod meta;
+mod npy;
+mod npz;
+mod safetensors;
+mod writer;
+
+pub use dtype::{DType, Tensor, TensorData, Values};
+pub use dump::{Dump, Format};
+pub use error::{DumpError, Location};
+pub use meta::{Meta, FORMAT_TAG, META_ENTRY, SAFETENSORS_META_KEY};
+pub use writer::DumpWriter;
+
+#[cfg(test)]
+mod tests {
+    fn assert_send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn dump_is_send_and_sync() {
+        assert_send_sync::<super::Dump>();
+        assert_send_sync::<super::DumpError>();
+    }
+}

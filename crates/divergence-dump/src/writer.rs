@@ -1,0 +1,262 @@
+//! [`DumpWriter`]: writes a dump as `.npz` (streamed, stored members) or `.safetensors`
+//! (buffered, written by `finish`).
+//!
+//! npz: each `add` writes one stored (uncompressed) zip member `name.npy` (npy 1.0, or 2.0 when
+//! the header needs it) straight to the file, so the dump is never held in memory. bf16 has no
+//! npy dtype and is stored as f32 (exact) with `meta.dtypes[name] = "bfloat16"`; f16 stays f16.
+//! `finish` writes `__meta__.npy` and the zip central directory. The result loads with
+//! `numpy.load`.
+//!
+//! safetensors: tensors keep their dtype (BF16 and F16 native) and are buffered until `finish`,
+//! which writes the file with the metadata JSON under `__metadata__["divergence"]`.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use zip::write::SimpleFileOptions;
+use zip::{CompressionMethod, ZipWriter};
+
+use crate::convert::{encode_le, npz_storage_dtype};
+use crate::dtype::{element_count, DType, TensorData};
+use crate::error::{lowercase_first, DumpError};
+use crate::meta::{Meta, FORMAT_TAG, META_ENTRY, SAFETENSORS_META_KEY};
+use crate::npy;
+
+/// Writes a dump; see the module docs. Call [`DumpWriter::finish`] to complete the file.
+pub struct DumpWriter {
+    path: PathBuf,
+    inner: Inner,
+    /// Names in add order, with the dtype each was given in.
+    added: Vec<(String, DType)>,
+    seen: HashSet<String>,
+}
+
+enum Inner {
+    Npz(Box<ZipWriter<BufWriter<File>>>),
+    Safetensors(Vec<Buffered>),
+}
+
+/// A tensor waiting for `finish` (safetensors).
+struct Buffered {
+    name: String,
+    dtype: ::safetensors::Dtype,
+    shape: Vec<usize>,
+    bytes: Vec<u8>,
+}
+
+impl ::safetensors::View for &Buffered {
+    fn dtype(&self) -> ::safetensors::Dtype {
+        self.dtype
+    }
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn data(&self) -> std::borrow::Cow<'_, [u8]> {
+        std::borrow::Cow::Borrowed(&self.bytes)
+    }
+    fn data_len(&self) -> usize {
+        self.bytes.len()
+    }
+}
+
+impl std::fmt::Debug for DumpWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DumpWriter")
+            .field("path", &self.path)
+            .field("tensors", &self.added.len())
+            .finish()
+    }
+}
+
+impl DumpWriter {
+    /// Create (truncate) `path`; the format comes from the extension, `.npz` or `.safetensors`.
+    pub fn create(path: &Path) -> Result<DumpWriter, DumpError> {
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase);
+        let is_npz = match ext.as_deref() {
+            Some("npz") => true,
+            Some("safetensors") => false,
+            _ => {
+                return Err(DumpError::UnsupportedExtension {
+                    path: path.to_path_buf(),
+                })
+            }
+        };
+        let file = File::create(path).map_err(|e| write_err(path, &e))?;
+        let inner = if is_npz {
+            Inner::Npz(Box::new(ZipWriter::new(BufWriter::with_capacity(
+                1 << 20,
+                file,
+            ))))
+        } else {
+            Inner::Safetensors(Vec::new())
+        };
+        Ok(DumpWriter {
+            path: path.to_path_buf(),
+            inner,
+            added: Vec::new(),
+            seen: HashSet::new(),
+        })
+    }
+
+    /// Add a tensor (C order). Names must be unique and non-empty; `__meta__` is reserved.
+    pub fn add(
+        &mut self,
+        name: &str,
+        shape: &[usize],
+        data: TensorData<'_>,
+    ) -> Result<(), DumpError> {
+        self.check_name(name)?;
+        let need = element_count(shape);
+        if need != Some(data.len()) {
+            return Err(DumpError::DataLength {
+                path: self.path.clone(),
+                name: name.to_string(),
+                len: data.len(),
+                shape: shape.to_vec(),
+                need: need.map_or_else(|| "more than fit in memory".to_string(), |n| n.to_string()),
+            });
+        }
+        match &mut self.inner {
+            Inner::Npz(zip) => {
+                let storage = npz_storage_dtype(&data);
+                let header = npy::write_header(npy::descr(storage).unwrap_or("<f4"), shape);
+                let total = (header.len() as u64).saturating_add(
+                    (data.len() as u64).saturating_mul(storage.size_bytes() as u64),
+                );
+                let opts = SimpleFileOptions::default()
+                    .compression_method(CompressionMethod::Stored)
+                    .large_file(total >= u64::from(u32::MAX));
+                let path = &self.path;
+                let zerr = |e: zip::result::ZipError| DumpError::Write {
+                    path: path.clone(),
+                    detail: format!("tensor '{name}': {}", lowercase_first(&e.to_string())),
+                };
+                zip.start_file(format!("{name}.npy"), opts).map_err(zerr)?;
+                zip.write_all(&header).map_err(|e| write_err(path, &e))?;
+                encode_le(&data, true, |b| zip.write_all(b)).map_err(|e| write_err(path, &e))?;
+            }
+            Inner::Safetensors(tensors) => {
+                let mut bytes = Vec::new();
+                let n_bytes = data.len().saturating_mul(data.dtype().size_bytes());
+                bytes
+                    .try_reserve_exact(n_bytes)
+                    .map_err(|_| DumpError::Write {
+                        path: self.path.clone(),
+                        detail: format!("cannot allocate {n_bytes} bytes for tensor '{name}'"),
+                    })?;
+                encode_le(&data, false, |b| {
+                    bytes.extend_from_slice(b);
+                    Ok(())
+                })
+                .map_err(|e| write_err(&self.path, &e))?;
+                tensors.push(Buffered {
+                    name: name.to_string(),
+                    dtype: st_dtype(data.dtype()),
+                    shape: shape.to_vec(),
+                    bytes,
+                });
+            }
+        }
+        self.seen.insert(name.to_string());
+        self.added.push((name.to_string(), data.dtype()));
+        Ok(())
+    }
+
+    /// Complete the file. Fills `meta.format` (`"divergence-dump/1"`), `meta.order` (add order)
+    /// if empty, and `meta.dtypes[name]` (dtype as given to `add`) for every tensor not already
+    /// in it; then writes the metadata and closes the file.
+    pub fn finish(self, mut meta: Meta) -> Result<(), DumpError> {
+        meta.format = FORMAT_TAG.to_string();
+        if meta.order.is_empty() {
+            meta.order = self.added.iter().map(|(n, _)| n.clone()).collect();
+        }
+        for (name, dtype) in &self.added {
+            meta.dtypes
+                .entry(name.clone())
+                .or_insert_with(|| dtype.name().to_string());
+        }
+        let json = meta.to_json();
+        let path = self.path;
+        match self.inner {
+            Inner::Npz(mut zip) => {
+                let bytes = json.as_bytes();
+                let header = npy::write_header("|u1", &[bytes.len()]);
+                let zerr = |e: zip::result::ZipError| DumpError::Write {
+                    path: path.clone(),
+                    detail: lowercase_first(&e.to_string()),
+                };
+                let opts =
+                    SimpleFileOptions::default().compression_method(CompressionMethod::Stored);
+                zip.start_file(format!("{META_ENTRY}.npy"), opts)
+                    .map_err(zerr)?;
+                zip.write_all(&header).map_err(|e| write_err(&path, &e))?;
+                zip.write_all(bytes).map_err(|e| write_err(&path, &e))?;
+                let mut out = zip.finish().map_err(zerr)?;
+                out.flush().map_err(|e| write_err(&path, &e))?;
+            }
+            Inner::Safetensors(tensors) => {
+                let info = HashMap::from([(SAFETENSORS_META_KEY.to_string(), json)]);
+                let data = tensors.iter().map(|t| (t.name.as_str(), t));
+                ::safetensors::serialize_to_file(data, Some(info), &path).map_err(|e| {
+                    DumpError::Write {
+                        path: path.clone(),
+                        detail: e.to_string(),
+                    }
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    fn check_name(&self, name: &str) -> Result<(), DumpError> {
+        let invalid = |reason: &str| DumpError::InvalidName {
+            path: self.path.clone(),
+            name: name.to_string(),
+            reason: reason.to_string(),
+        };
+        if name.is_empty() {
+            return Err(invalid("empty"));
+        }
+        if name == META_ENTRY || name == "__metadata__" {
+            return Err(invalid("reserved for metadata"));
+        }
+        if name.ends_with('/') || name.contains('\0') {
+            return Err(invalid("must not end with '/' or contain NUL"));
+        }
+        if self.seen.contains(name) {
+            return Err(DumpError::DuplicateName {
+                path: self.path.clone(),
+                name: name.to_string(),
+            });
+        }
+        Ok(())
+    }
+}
+
+fn st_dtype(d: DType) -> ::safetensors::Dtype {
+    use ::safetensors::Dtype as S;
+    match d {
+        DType::F64 => S::F64,
+        DType::F32 => S::F32,
+        DType::F16 => S::F16,
+        DType::BF16 => S::BF16,
+        DType::I64 => S::I64,
+        DType::I32 => S::I32,
+        DType::I16 => S::I16,
+        DType::I8 => S::I8,
+        DType::U8 => S::U8,
+        DType::Bool => S::BOOL,
+    }
+}
+
+fn write_err(path: &Path, e: &std::io::Error) -> DumpError {
+    DumpError::Write {
+        path: path.to_path_buf(),
+        detail: lowercase_first(&e.to_string()),
+    }
+}

@@ -1,0 +1,213 @@
+//! `divergence_inspect`: lint a checkpoint (config.json + *.safetensors) before blaming the
+//! kernels.
+//!
+//! Half of the "numerical instability" in a port comes from the checkpoint loader, not the
+//! math: tensors applied that the config disables, transposed weights, garbage read from the
+//! wrong offset. [`inspect`] streams over every tensor (memory-mapped, reduced in parallel
+//! chunks without materialising it) and reports
+//!
+//! - per tensor: dtype, shape, min / max / mean / std and NaN / Inf counts (f64 accumulation),
+//!   flagging non-finite values and magnitudes above [`InspectOptions::max_abs`];
+//! - against config.json (qwen3, qwen2, llama, mistral): unused tensors (a bias while
+//!   `attention_bias` is false: a port must not apply it), missing tensors, shapes that
+//!   contradict the config, transposed weights, `lm_head.weight` vs `tie_word_embeddings`;
+//! - per layer: the norm weights' gains ([`LayerGains`]); large q_norm / k_norm gains get an
+//!   info note, because they amplify any upstream error.
+//!
+//! [`norm_gains`] reads only the norm weights; `divergence diff --model DIR` uses it to annotate
+//! its k_norm amplification section. [`render`] turns a [`Report`] into a table or JSON.
+//!
+//! Invariant: everything that can be reported is a [`Finding`]; [`InspectError`] is only for
+//! input that cannot be read at all.
+
+mod checkpoint;
+mod checks;
+mod config;
+mod error;
+mod names;
+pub mod render;
+mod report;
+mod stats;
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+
+use rayon::prelude::*;
+
+pub use crate::error::InspectError;
+pub use crate::names::natural_cmp;
+pub use crate::report::{
+    ConfigSummary, Finding, FindingKind, LayerGains, NormStat, Report, Severity, Summary,
+    TensorReport, TensorStats, Thresholds,
+};
+
+use crate::checkpoint::Entry;
+use crate::names::NormKind;
+
+/// Thresholds of the lint.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InspectOptions {
+    /// Finite values with |x| above this are flagged as extreme (error). Default 1e6.
+    pub max_abs: f64,
+    /// q_norm / k_norm max |w| above this gets an info note. Default 10.
+    pub norm_gain: f64,
+}
+
+impl Default for InspectOptions {
+    fn default() -> Self {
+        InspectOptions {
+            max_abs: 1e6,
+            norm_gain: 10.0,
+        }
+    }
+}
+
+/// Lints the checkpoint at `path`: a directory with config.json and `*.safetensors` (sharded
+/// via `model.safetensors.index.json`, or every `*.safetensors` in it), or one `.safetensors`
+/// file with config.json next to it.
+///
+/// Errors only when the input cannot be read (missing path, no config.json, unparsable JSON,
+/// corrupt safetensors); everything else is a finding in the report.
+pub fn inspect(path: &Path, opts: &InspectOptions) -> Result<Report, InspectError> {
+    let layout = checkpoint::locate(path)?;
+    if !layout.config.is_file() {
+        return Err(InspectError::MissingConfig {
+            path: layout.config.clone(),
+        });
+    }
+    let cfg = config::load(&layout.config)?;
+    let shards = checkpoint::map_shards(&layout)?;
+    let (entries, mut findings) = checkpoint::entries(&shards, layout.index.as_ref())?;
+
+    let stats: Vec<Option<TensorStats>> = entries
+        .par_iter()
+        .map(|e| stats::tensor_stats(e.dtype, e.data))
+        .collect();
+
+    findings.extend(cfg.notes.iter().cloned());
+    for (e, s) in entries.iter().zip(&stats) {
+        match s {
+            Some(s) => findings.extend(checks::check_values(&e.name, s, opts.max_abs)),
+            None => findings.push(Finding {
+                severity: Severity::Info,
+                kind: FindingKind::UnsupportedDtype,
+                tensor: Some(e.name.clone()),
+                message: format!("values not decoded for dtype {:?}: no statistics", e.dtype),
+            }),
+        }
+    }
+    if let Some(dims) = &cfg.dims {
+        findings.extend(checks::check_structure(&cfg, dims, &entries));
+    }
+    let layers = gains_from(&entries, &stats);
+    let names: Vec<&str> = entries.iter().map(|e| e.name.as_str()).collect();
+    findings.extend(checks::check_gains(
+        &layers,
+        opts.norm_gain,
+        checks::detect_prefix(&names),
+    ));
+
+    findings.sort_by(|a, b| {
+        a.severity
+            .cmp(&b.severity)
+            .then_with(|| match (&a.tensor, &b.tensor) {
+                (None, None) => std::cmp::Ordering::Equal,
+                (None, Some(_)) => std::cmp::Ordering::Less,
+                (Some(_), None) => std::cmp::Ordering::Greater,
+                (Some(x), Some(y)) => natural_cmp(x, y),
+            })
+    });
+
+    let flagged: HashSet<&str> = findings
+        .iter()
+        .filter(|f| f.severity != Severity::Info)
+        .filter_map(|f| f.tensor.as_deref())
+        .collect();
+    let tensors: Vec<TensorReport> = entries
+        .iter()
+        .zip(stats)
+        .map(|(e, stats)| TensorReport {
+            name: e.name.clone(),
+            file: shards[e.shard].file_name.clone(),
+            dtype: format!("{:?}", e.dtype),
+            shape: e.shape.clone(),
+            stats,
+            flagged: flagged.contains(e.name.as_str()),
+        })
+        .collect();
+    let count = |s: Severity| findings.iter().filter(|f| f.severity == s).count();
+    let summary = Summary {
+        files: shards.len(),
+        tensors: tensors.len(),
+        parameters: entries
+            .iter()
+            .map(|e| e.shape.iter().product::<usize>() as u64)
+            .sum(),
+        bytes: entries.iter().map(|e| e.data.len() as u64).sum(),
+        errors: count(Severity::Error),
+        warnings: count(Severity::Warning),
+        infos: count(Severity::Info),
+        flagged_tensors: tensors.iter().filter(|t| t.flagged).count(),
+    };
+    Ok(Report {
+        path: path.display().to_string(),
+        files: shards.iter().map(|s| s.file_name.clone()).collect(),
+        config: Some(cfg.summary),
+        thresholds: Thresholds {
+            max_abs: opts.max_abs,
+            norm_gain: opts.norm_gain,
+        },
+        findings,
+        layers,
+        tensors,
+        summary,
+    })
+}
+
+/// The norm weights of every decoder layer of the checkpoint at `path` (same layouts as
+/// [`inspect`]; config.json is not needed), in layer order. Only the norm tensors are read.
+///
+/// For the diff command: `layer.k_gain()` is the max |w| of `model.layers.N.self_attn.k_norm`,
+/// the factor by which an error in k before k_norm can come out larger after it.
+pub fn norm_gains(path: &Path) -> Result<Vec<LayerGains>, InspectError> {
+    let layout = checkpoint::locate(path)?;
+    let shards = checkpoint::map_shards(&layout)?;
+    let (entries, _) = checkpoint::entries(&shards, None)?;
+    let norms: Vec<Entry<'_>> = entries
+        .into_iter()
+        .filter(|e| names::layer_norm(&e.name).is_some())
+        .collect();
+    let stats: Vec<Option<TensorStats>> = norms
+        .par_iter()
+        .map(|e| stats::tensor_stats(e.dtype, e.data))
+        .collect();
+    Ok(gains_from(&norms, &stats))
+}
+
+/// Groups the stats of the norm weights among `entries` by layer.
+fn gains_from(entries: &[Entry<'_>], stats: &[Option<TensorStats>]) -> Vec<LayerGains> {
+    let mut layers: BTreeMap<usize, LayerGains> = BTreeMap::new();
+    for (e, s) in entries.iter().zip(stats) {
+        let (Some((layer, kind)), Some(s)) = (names::layer_norm(&e.name), s) else {
+            continue;
+        };
+        let (Some(max_abs), Some(mean), Some(std)) = (s.max_abs, s.mean, s.std) else {
+            continue;
+        };
+        let stat = Some(NormStat { max_abs, mean, std });
+        let g = layers.entry(layer).or_insert(LayerGains {
+            layer,
+            input_layernorm: None,
+            post_attention_layernorm: None,
+            q_norm: None,
+            k_norm: None,
+        });
+        match kind {
+            NormKind::Input => g.input_layernorm = stat,
+            NormKind::PostAttention => g.post_attention_layernorm = stat,
+            NormKind::Q => g.q_norm = stat,
+            NormKind::K => g.k_norm = stat,
+        }
+    }
+    layers.into_values().collect()
+}

@@ -1,0 +1,301 @@
+//! Renderers of an inspect [`Report`]: a compact terminal table (comfy-table) and JSON.
+//!
+//! Both write to any `io::Write`, so tests render into a `Vec<u8>`. The caller decides about
+//! colour ([`TableOptions::color`], only on a terminal) and width; without a width the table
+//! is not wrapped, which keeps piped output and snapshots stable.
+
+use std::io::{self, Write};
+
+use comfy_table::presets::UTF8_FULL_CONDENSED;
+use comfy_table::{Attribute, Cell, CellAlignment, Color, ContentArrangement, Table};
+
+use crate::checks::fmt_num;
+use crate::report::{NormStat, Report, Severity, TensorReport};
+
+/// How to render the table.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TableOptions {
+    /// ANSI colours (severities, flagged values). Only when writing to a terminal.
+    pub color: bool,
+    /// List every tensor, not only the flagged ones.
+    pub all: bool,
+    /// Wrap tables to this many columns; `None` = do not wrap.
+    pub width: Option<u16>,
+}
+
+/// The width of the terminal on stdout, if stdout is one (for [`TableOptions::width`]).
+pub fn terminal_width() -> Option<u16> {
+    Table::new().width()
+}
+
+/// Writes the report as pretty-printed JSON (the [`Report`] struct, field for field) and a
+/// trailing newline.
+pub fn render_json(report: &Report, out: &mut dyn Write) -> io::Result<()> {
+    serde_json::to_writer_pretty(&mut *out, report)?;
+    writeln!(out)
+}
+
+fn new_table(opts: &TableOptions) -> Table {
+    let mut t = Table::new();
+    t.load_style(UTF8_FULL_CONDENSED);
+    match opts.width {
+        Some(w) => {
+            t.set_content_arrangement(ContentArrangement::Dynamic);
+            t.set_width(w);
+        }
+        None => {
+            t.set_content_arrangement(ContentArrangement::Disabled);
+        }
+    }
+    if opts.color {
+        t.enforce_styling();
+    } else {
+        t.force_no_tty();
+    }
+    t
+}
+
+fn colored(text: String, color: Option<Color>, opts: &TableOptions) -> Cell {
+    let cell = Cell::new(text);
+    match (opts.color, color) {
+        (true, Some(c)) => cell.fg(c),
+        _ => cell,
+    }
+}
+
+fn num(x: Option<f64>) -> String {
+    x.map_or_else(|| "-".to_string(), fmt_num)
+}
+
+fn right(cell: Cell) -> Cell {
+    cell.set_alignment(CellAlignment::Right)
+}
+
+fn severity_color(s: Severity) -> Color {
+    match s {
+        Severity::Error => Color::Red,
+        Severity::Warning => Color::Yellow,
+        Severity::Info => Color::Cyan,
+    }
+}
+
+fn plural(n: usize, word: &str) -> String {
+    if n == 1 {
+        format!("{n} {word}")
+    } else {
+        format!("{n} {word}s")
+    }
+}
+
+fn header(report: &Report) -> Vec<String> {
+    let mut lines = vec![format!("checkpoint: {}", report.path)];
+    if let Some(c) = &report.config {
+        let mut parts = vec![c
+            .model_type
+            .clone()
+            .unwrap_or_else(|| "unknown model_type".to_string())];
+        let mut field = |label: &str, v: Option<usize>| {
+            if let Some(v) = v {
+                parts.push(format!("{label} {v}"));
+            }
+        };
+        field("layers", c.num_hidden_layers);
+        field("hidden", c.hidden_size);
+        field("heads", c.num_attention_heads);
+        field("kv heads", c.num_key_value_heads);
+        field("head_dim", c.head_dim);
+        field("intermediate", c.intermediate_size);
+        field("vocab", c.vocab_size);
+        parts.push(format!("attention_bias {}", c.attention_bias));
+        parts.push(format!("tie_word_embeddings {}", c.tie_word_embeddings));
+        lines.push(format!("config: {}", parts.join(", ")));
+    }
+    let s = &report.summary;
+    lines.push(format!(
+        "files: {} ({}, {}, {} parameters, {})",
+        report.files.join(", "),
+        plural(s.files, "file"),
+        plural(s.tensors, "tensor"),
+        s.parameters,
+        human_bytes(s.bytes)
+    ));
+    lines
+}
+
+fn human_bytes(b: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut v = b as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+/// Writes the compact table: header, findings, norm gains per layer, tensor statistics
+/// (flagged tensors only unless `opts.all`), and a one-line verdict.
+pub fn render_table(report: &Report, opts: &TableOptions, out: &mut dyn Write) -> io::Result<()> {
+    for line in header(report) {
+        writeln!(out, "{line}")?;
+    }
+    let s = &report.summary;
+
+    // Findings.
+    writeln!(out)?;
+    if report.findings.is_empty() {
+        writeln!(out, "findings: none")?;
+    } else {
+        writeln!(
+            out,
+            "findings: {}, {}, {}",
+            plural(s.errors, "error"),
+            plural(s.warnings, "warning"),
+            plural(s.infos, "info")
+        )?;
+        let mut t = new_table(opts);
+        t.set_header(vec!["severity", "tensor", "message"]);
+        for f in &report.findings {
+            t.add_row(vec![
+                colored(
+                    f.severity.name().to_string(),
+                    Some(severity_color(f.severity)),
+                    opts,
+                ),
+                Cell::new(f.tensor.clone().unwrap_or_else(|| "-".to_string())),
+                Cell::new(&f.message),
+            ]);
+        }
+        writeln!(out, "{t}")?;
+    }
+
+    // Norm gains.
+    if !report.layers.is_empty() {
+        writeln!(out)?;
+        let threshold = report.thresholds.norm_gain;
+        writeln!(
+            out,
+            "norm gains per layer: max |w| (std); * = gain above {}: an error before that norm can come out up to that many times larger",
+            fmt_num(threshold)
+        )?;
+        let mut t = new_table(opts);
+        t.set_header(vec![
+            "layer",
+            "input_layernorm",
+            "post_attention_layernorm",
+            "q_norm",
+            "k_norm",
+        ]);
+        let gain_cell = |n: Option<NormStat>, highlight: bool| -> Cell {
+            let Some(n) = n else {
+                return right(Cell::new("-"));
+            };
+            let high = highlight && n.max_abs > threshold;
+            let text = format!(
+                "{} ({}){}",
+                fmt_num(n.max_abs),
+                fmt_num(n.std),
+                if high { " *" } else { "" }
+            );
+            let cell = right(colored(text, high.then_some(Color::Red), opts));
+            if high && opts.color {
+                cell.add_attribute(Attribute::Bold)
+            } else {
+                cell
+            }
+        };
+        for l in &report.layers {
+            t.add_row(vec![
+                right(Cell::new(l.layer)),
+                gain_cell(l.input_layernorm, false),
+                gain_cell(l.post_attention_layernorm, false),
+                gain_cell(l.q_norm, true),
+                gain_cell(l.k_norm, true),
+            ]);
+        }
+        writeln!(out, "{t}")?;
+    }
+
+    // Tensor statistics.
+    writeln!(out)?;
+    let rows: Vec<&TensorReport> = report
+        .tensors
+        .iter()
+        .filter(|t| opts.all || t.flagged)
+        .collect();
+    if rows.is_empty() {
+        writeln!(
+            out,
+            "tensors: none flagged ({}; --all to list them)",
+            plural(s.tensors, "tensor")
+        )?;
+    } else {
+        if opts.all {
+            writeln!(out, "tensors: all {}", s.tensors)?;
+        } else {
+            writeln!(
+                out,
+                "tensors: {} of {} flagged (--all to list every tensor)",
+                s.flagged_tensors, s.tensors
+            )?;
+        }
+        let mut t = new_table(opts);
+        t.set_header(vec![
+            "tensor", "dtype", "shape", "min", "max", "mean", "std", "nan", "inf",
+        ]);
+        for r in rows {
+            let shape = format!("{:?}", r.shape);
+            let name_cell = colored(r.name.clone(), r.flagged.then_some(Color::Red), opts);
+            let cells = match &r.stats {
+                Some(st) => {
+                    let extreme = st.max_abs.is_some_and(|m| m > report.thresholds.max_abs);
+                    let bad = |b: bool| b.then_some(Color::Red);
+                    vec![
+                        name_cell,
+                        Cell::new(&r.dtype),
+                        Cell::new(shape),
+                        right(colored(num(st.min), bad(extreme), opts)),
+                        right(colored(num(st.max), bad(extreme), opts)),
+                        right(Cell::new(num(st.mean))),
+                        right(Cell::new(num(st.std))),
+                        right(colored(st.nan.to_string(), bad(st.nan > 0), opts)),
+                        right(colored(
+                            (st.pos_inf + st.neg_inf).to_string(),
+                            bad(st.pos_inf + st.neg_inf > 0),
+                            opts,
+                        )),
+                    ]
+                }
+                None => {
+                    let mut v = vec![name_cell, Cell::new(&r.dtype), Cell::new(shape)];
+                    v.extend((0..6).map(|_| right(Cell::new("-"))));
+                    v
+                }
+            };
+            t.add_row(cells);
+        }
+        writeln!(out, "{t}")?;
+    }
+
+    writeln!(out)?;
+    let verdict = if report.flagged() { "FLAGGED" } else { "clean" };
+    let verdict = if opts.color {
+        let code = if report.flagged() { "31;1" } else { "32;1" };
+        format!("\x1b[{code}m{verdict}\x1b[0m")
+    } else {
+        verdict.to_string()
+    };
+    writeln!(
+        out,
+        "result: {verdict}: {}, {}, {}; {} of {} tensors flagged",
+        plural(s.errors, "error"),
+        plural(s.warnings, "warning"),
+        plural(s.infos, "info"),
+        s.flagged_tensors,
+        s.tensors
+    )
+}

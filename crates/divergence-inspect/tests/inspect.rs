@@ -1,0 +1,846 @@
+//! End-to-end tests of `divergence_inspect` on checkpoints written by the tests: a clean tiny
+//! Qwen3 and variants with one planted loader bug each.
+
+mod fixture;
+
+use std::path::Path;
+
+use divergence_inspect::render::{render_json, render_table, TableOptions};
+use divergence_inspect::{
+    inspect, norm_gains, Finding, FindingKind, InspectError, InspectOptions, Report, Severity,
+};
+use fixture::Fixture;
+use safetensors::Dtype;
+
+fn run(f: &Fixture) -> Report {
+    let dir = tempfile::tempdir().unwrap();
+    f.write(dir.path());
+    inspect(dir.path(), &InspectOptions::default()).expect("inspect should succeed")
+}
+
+fn only<'a>(report: &'a Report, kind: FindingKind, tensor: &str) -> &'a Finding {
+    let hits: Vec<&Finding> = report
+        .findings
+        .iter()
+        .filter(|f| f.kind == kind && f.tensor.as_deref() == Some(tensor))
+        .collect();
+    assert_eq!(
+        hits.len(),
+        1,
+        "expected one {kind:?} finding for {tensor}, got {:#?}",
+        report.findings
+    );
+    hits[0]
+}
+
+const BIAS: &str = "model.layers.0.self_attn.q_proj.bias";
+
+#[test]
+fn clean_checkpoint_has_no_findings() {
+    let r = run(&Fixture::qwen3());
+    assert_eq!(r.findings, vec![], "clean fixture flagged");
+    assert!(!r.flagged());
+    assert_eq!(r.summary.tensors, 1 + 2 * 11 + 1);
+    assert_eq!(r.summary.files, 1);
+    assert_eq!(r.summary.flagged_tensors, 0);
+    assert!(r.tensors.iter().all(|t| !t.flagged && t.stats.is_some()));
+    // Every tensor has its stats; spot-check one against its construction (BF16 in [-0.05, 0.05]).
+    let q = r
+        .tensors
+        .iter()
+        .find(|t| t.name == "model.layers.0.self_attn.q_proj.weight")
+        .unwrap();
+    assert_eq!(q.dtype, "BF16");
+    assert_eq!(q.shape, vec![128, 64]);
+    let s = q.stats.as_ref().unwrap();
+    assert_eq!(s.count, 128 * 64);
+    assert!(
+        s.max.unwrap() <= 0.0502 && s.min.unwrap() >= -0.0502,
+        "{s:?}"
+    );
+    assert!(
+        s.mean.unwrap().abs() < 0.005 && (s.std.unwrap() - 0.05 / 3f64.sqrt()).abs() < 0.003,
+        "{s:?}"
+    );
+    // Norm gains: two layers, all four norms.
+    assert_eq!(r.layers.len(), 2);
+    for (i, l) in r.layers.iter().enumerate() {
+        assert_eq!(l.layer, i);
+        assert!(l.input_layernorm.is_some() && l.post_attention_layernorm.is_some());
+        let k = l.k_gain().unwrap();
+        assert!((1.0..=1.5).contains(&k), "k gain {k}");
+    }
+    let c = r.config.as_ref().unwrap();
+    assert_eq!(
+        (c.head_dim, c.num_key_value_heads, c.tie_word_embeddings),
+        (Some(32), Some(2), true)
+    );
+}
+
+#[test]
+fn planted_bias_is_extreme_and_unused() {
+    let mut f = Fixture::qwen3();
+    f.set_bf16(BIAS, &[128], &[1e30; 128]);
+    let r = run(&f);
+    assert!(r.flagged());
+    let extreme = only(&r, FindingKind::ExtremeValue, BIAS);
+    assert_eq!(extreme.severity, Severity::Error);
+    assert!(
+        extreme
+            .message
+            .contains("extreme values: max |x| = 1.000e30 > 1e6"),
+        "{}",
+        extreme.message
+    );
+    let unused = only(&r, FindingKind::UnusedTensor, BIAS);
+    assert_eq!(unused.severity, Severity::Warning);
+    assert!(
+        unused.message.contains("attention_bias is false"),
+        "{}",
+        unused.message
+    );
+    assert!(
+        unused.message.contains("a port must not apply it"),
+        "{}",
+        unused.message
+    );
+    assert_eq!(r.findings.len(), 2, "{:#?}", r.findings);
+    assert_eq!(
+        (
+            r.summary.errors,
+            r.summary.warnings,
+            r.summary.flagged_tensors
+        ),
+        (1, 1, 1)
+    );
+    let t = r.tensors.iter().find(|t| t.name == BIAS).unwrap();
+    assert!(t.flagged);
+    // 1e30 rounds to the nearest bf16.
+    let expected = f64::from(half::bf16::from_f32(1e30).to_f32());
+    assert_eq!(t.stats.as_ref().unwrap().max, Some(expected));
+}
+
+#[test]
+fn max_abs_threshold_is_configurable() {
+    let mut f = Fixture::qwen3();
+    f.poke("model.layers.1.mlp.up_proj.weight", 3, 500.0);
+    let r = run(&f);
+    assert!(r.findings.is_empty(), "500 < 1e6: {:#?}", r.findings);
+    let dir = tempfile::tempdir().unwrap();
+    f.write(dir.path());
+    let r = inspect(
+        dir.path(),
+        &InspectOptions {
+            max_abs: 100.0,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let e = only(
+        &r,
+        FindingKind::ExtremeValue,
+        "model.layers.1.mlp.up_proj.weight",
+    );
+    assert!(e.message.contains("max |x| = 500 > 1e2"), "{}", e.message);
+}
+
+#[test]
+fn nan_in_weight_is_an_error() {
+    let mut f = Fixture::qwen3();
+    let name = "model.layers.1.mlp.gate_proj.weight";
+    f.poke(name, 17, f32::NAN).poke(name, 18, f32::NEG_INFINITY);
+    let r = run(&f);
+    let nf = only(&r, FindingKind::NonFinite, name);
+    assert_eq!(nf.severity, Severity::Error);
+    assert!(
+        nf.message.contains("1 NaN, 1 -Inf in 8192 values"),
+        "{}",
+        nf.message
+    );
+    let s = r
+        .tensors
+        .iter()
+        .find(|t| t.name == name)
+        .unwrap()
+        .stats
+        .clone()
+        .unwrap();
+    assert_eq!((s.nan, s.pos_inf, s.neg_inf), (1, 0, 1));
+    assert!(
+        s.mean.unwrap().is_finite(),
+        "moments skip non-finite values"
+    );
+    assert_eq!(r.findings.len(), 1);
+    assert!(r.flagged());
+}
+
+#[test]
+fn transposed_down_proj_is_called_transposed() {
+    let mut f = Fixture::qwen3();
+    let name = "model.layers.0.mlp.down_proj.weight";
+    f.transpose(name);
+    let r = run(&f);
+    let t = only(&r, FindingKind::Transposed, name);
+    assert_eq!(t.severity, Severity::Error);
+    assert!(
+        t.message.starts_with("transposed: stored [128, 64], config implies [64, 128] = [hidden_size, intermediate_size]"),
+        "{}",
+        t.message
+    );
+    assert_eq!(r.findings.len(), 1, "{:#?}", r.findings);
+}
+
+#[test]
+fn missing_tensor_is_an_error() {
+    let mut f = Fixture::qwen3();
+    let name = "model.layers.1.mlp.up_proj.weight";
+    f.remove(name);
+    let r = run(&f);
+    let m = only(&r, FindingKind::MissingTensor, name);
+    assert_eq!(m.severity, Severity::Error);
+    assert!(
+        m.message.starts_with(
+            "missing: a qwen3 model with this config.json needs it (expected shape [128, 64]"
+        ),
+        "{}",
+        m.message
+    );
+    assert_eq!(r.findings.len(), 1);
+}
+
+#[test]
+fn high_k_norm_gain_is_info_not_flagged() {
+    let mut f = Fixture::qwen3();
+    let name = "model.layers.0.self_attn.k_norm.weight";
+    f.poke(name, 5, 96.5);
+    let r = run(&f);
+    assert_eq!(r.layers[0].k_gain(), Some(96.5));
+    assert!(r.layers[1].k_gain().unwrap() < 2.0);
+    let g = only(&r, FindingKind::HighNormGain, name);
+    assert_eq!(g.severity, Severity::Info);
+    assert!(
+        g.message
+            .starts_with("k_norm gain up to 96.5 (layer 0; 1 of 2 layers above 10)"),
+        "{}",
+        g.message
+    );
+    assert!(g.message.contains("up to 96.5x larger"), "{}", g.message);
+    assert_eq!(r.findings.len(), 1);
+    assert!(!r.flagged(), "an info note must not make inspect exit 1");
+    assert_eq!(r.summary.infos, 1);
+    // The table shows it marked.
+    let mut out = Vec::new();
+    render_table(&r, &TableOptions::default(), &mut out).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert!(text.contains("96.5 ("), "{text}");
+    assert!(text.contains(" *"), "{text}");
+    assert!(text.contains("result: clean"), "{text}");
+}
+
+#[test]
+fn sharded_checkpoint_with_index() {
+    let f = Fixture::qwen3();
+    let dir = tempfile::tempdir().unwrap();
+    f.write_sharded(dir.path());
+    let r = inspect(dir.path(), &InspectOptions::default()).unwrap();
+    assert_eq!(r.findings, vec![]);
+    assert_eq!(
+        r.files,
+        vec![
+            "model-00001-of-00002.safetensors",
+            "model-00002-of-00002.safetensors"
+        ]
+    );
+    assert_eq!(r.summary.tensors, 24);
+    let norm = r
+        .tensors
+        .iter()
+        .find(|t| t.name == "model.norm.weight")
+        .unwrap();
+    assert_eq!(norm.file, "model-00002-of-00002.safetensors");
+    // Natural order across shards: layer 0 before layer 1, embed first.
+    assert_eq!(r.tensors[0].name, "model.embed_tokens.weight");
+}
+
+#[test]
+fn sharded_checkpoint_flags_bugs_in_any_shard_and_index_mismatches() {
+    let mut f = Fixture::qwen3();
+    f.poke("model.layers.1.self_attn.v_proj.weight", 0, f32::NAN);
+    let dir = tempfile::tempdir().unwrap();
+    f.write_sharded(dir.path());
+    // The index claims a tensor that no shard has.
+    let index_path = dir.path().join("model.safetensors.index.json");
+    let mut index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&index_path).unwrap()).unwrap();
+    index["weight_map"]["model.layers.0.self_attn.q_proj.bias"] =
+        "model-00001-of-00002.safetensors".into();
+    std::fs::write(&index_path, serde_json::to_vec(&index).unwrap()).unwrap();
+    let r = inspect(dir.path(), &InspectOptions::default()).unwrap();
+    only(
+        &r,
+        FindingKind::NonFinite,
+        "model.layers.1.self_attn.v_proj.weight",
+    );
+    let m = only(
+        &r,
+        FindingKind::IndexMismatch,
+        "model.layers.0.self_attn.q_proj.bias",
+    );
+    assert_eq!(m.message, "model.safetensors.index.json says it is in model-00001-of-00002.safetensors, but no shard has it");
+}
+
+#[test]
+fn all_safetensors_in_dir_without_index() {
+    let f = Fixture::qwen3();
+    let dir = tempfile::tempdir().unwrap();
+    f.write_sharded(dir.path());
+    std::fs::remove_file(dir.path().join("model.safetensors.index.json")).unwrap();
+    let r = inspect(dir.path(), &InspectOptions::default()).unwrap();
+    assert_eq!(r.findings, vec![]);
+    assert_eq!(r.summary.files, 2);
+}
+
+#[test]
+fn index_naming_a_missing_shard_is_an_error() {
+    let f = Fixture::qwen3();
+    let dir = tempfile::tempdir().unwrap();
+    f.write_sharded(dir.path());
+    std::fs::remove_file(dir.path().join("model-00002-of-00002.safetensors")).unwrap();
+    let err = inspect(dir.path(), &InspectOptions::default()).unwrap_err();
+    assert!(matches!(err, InspectError::MissingShard { .. }));
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{}: names shard model-00002-of-00002.safetensors, which does not exist",
+            dir.path().join("model.safetensors.index.json").display()
+        )
+    );
+}
+
+#[test]
+fn duplicate_tensor_across_shards() {
+    let f = Fixture::qwen3();
+    let dir = tempfile::tempdir().unwrap();
+    f.write(dir.path());
+    let mut extra = Fixture {
+        config: f.config.clone(),
+        tensors: Default::default(),
+    };
+    extra.tensors.insert(
+        "model.norm.weight".into(),
+        f.tensors["model.norm.weight"].clone(),
+    );
+    let views = extra.tensors.iter().map(|(n, t)| {
+        (
+            n.clone(),
+            safetensors::tensor::TensorView::new(t.dtype, t.shape.clone(), &t.data).unwrap(),
+        )
+    });
+    safetensors::serialize_to_file(views, None, &dir.path().join("extra.safetensors")).unwrap();
+    let r = inspect(dir.path(), &InspectOptions::default()).unwrap();
+    let d = only(&r, FindingKind::DuplicateTensor, "model.norm.weight");
+    assert!(
+        d.message
+            .contains("stored twice, in extra.safetensors and model.safetensors"),
+        "{}",
+        d.message
+    );
+}
+
+#[test]
+fn head_dim_derived_instead_of_read_is_explained() {
+    let mut f = Fixture::qwen3();
+    // A port that used hidden / heads = 16 as head_dim would export q_proj as [64, 64].
+    let name = "model.layers.0.self_attn.q_proj.weight";
+    f.set_bf16(name, &[64, 64], &[0.01; 64 * 64]);
+    let r = run(&f);
+    let m = only(&r, FindingKind::ShapeMismatch, name);
+    assert_eq!(
+        m.message,
+        "shape [64, 64] contradicts config.json: expected [128, 64] = [num_attention_heads * head_dim, hidden_size] \
+         (as if head_dim were hidden_size / num_attention_heads = 16; config.json says head_dim = 32)"
+    );
+}
+
+#[test]
+fn kv_heads_and_vocab_mismatches() {
+    let mut f = Fixture::qwen3();
+    f.set_bf16(
+        "model.layers.1.self_attn.k_proj.weight",
+        &[128, 64],
+        &[0.01; 128 * 64],
+    );
+    f.set_bf16("model.embed_tokens.weight", &[300, 64], &[0.01; 300 * 64]);
+    let r = run(&f);
+    let k = only(
+        &r,
+        FindingKind::ShapeMismatch,
+        "model.layers.1.self_attn.k_proj.weight",
+    );
+    assert!(
+        k.message
+            .contains("expected [64, 64] = [num_key_value_heads * head_dim, hidden_size]"),
+        "{}",
+        k.message
+    );
+    let v = only(&r, FindingKind::ShapeMismatch, "model.embed_tokens.weight");
+    assert!(
+        v.message
+            .contains("expected [256, 64] = [vocab_size, hidden_size]"),
+        "{}",
+        v.message
+    );
+}
+
+#[test]
+fn tied_embeddings_checks() {
+    // tie true + a different lm_head: warning.
+    let mut f = Fixture::qwen3();
+    f.set_bf16("lm_head.weight", &[256, 64], &[0.02; 256 * 64]);
+    let r = run(&f);
+    let t = only(&r, FindingKind::TiedEmbeddings, "lm_head.weight");
+    assert_eq!(t.severity, Severity::Warning);
+    assert!(
+        t.message
+            .contains("tie_word_embeddings is true but lm_head.weight is stored and differs"),
+        "{}",
+        t.message
+    );
+    assert!(t.message.contains("must not apply"), "{}", t.message);
+
+    // tie true + an exact copy: info only.
+    let mut f = Fixture::qwen3();
+    let emb = f.tensors["model.embed_tokens.weight"].clone();
+    f.tensors.insert("lm_head.weight".into(), emb);
+    let r = run(&f);
+    assert_eq!(
+        only(&r, FindingKind::TiedEmbeddings, "lm_head.weight").severity,
+        Severity::Info
+    );
+    assert!(!r.flagged());
+
+    // tie false + no lm_head: error.
+    let mut f = Fixture::qwen3();
+    f.config["tie_word_embeddings"] = false.into();
+    let r = run(&f);
+    let t = only(&r, FindingKind::TiedEmbeddings, "lm_head.weight");
+    assert_eq!(t.severity, Severity::Error);
+    assert!(
+        t.message
+            .starts_with("missing: tie_word_embeddings is false"),
+        "{}",
+        t.message
+    );
+
+    // tie false + lm_head of the right shape: clean.
+    f.set_bf16("lm_head.weight", &[256, 64], &[0.02; 256 * 64]);
+    assert_eq!(run(&f).findings, vec![]);
+}
+
+#[test]
+fn extra_layer_and_llama_rules() {
+    let mut f = Fixture::qwen3();
+    f.set_f32("model.layers.2.input_layernorm.weight", &[64], &[1.0; 64]);
+    let r = run(&f);
+    let u = only(
+        &r,
+        FindingKind::UnusedTensor,
+        "model.layers.2.input_layernorm.weight",
+    );
+    assert!(
+        u.message
+            .contains("layer 2 is beyond num_hidden_layers = 2"),
+        "{}",
+        u.message
+    );
+
+    // The same tensors read as a llama config: q_norm / k_norm are not llama's.
+    let mut f = Fixture::qwen3();
+    f.config["model_type"] = "llama".into();
+    let r = run(&f);
+    let u = only(
+        &r,
+        FindingKind::UnusedTensor,
+        "model.layers.0.self_attn.k_norm.weight",
+    );
+    assert!(
+        u.message
+            .contains("llama has no q_norm / k_norm (only qwen3 does)"),
+        "{}",
+        u.message
+    );
+    assert_eq!(r.summary.warnings, 4);
+
+    // qwen2 needs q/k/v biases.
+    let mut f = Fixture::qwen3();
+    f.config["model_type"] = "qwen2".into();
+    let r = run(&f);
+    only(
+        &r,
+        FindingKind::MissingTensor,
+        "model.layers.0.self_attn.q_proj.bias",
+    );
+    only(
+        &r,
+        FindingKind::MissingTensor,
+        "model.layers.1.self_attn.v_proj.bias",
+    );
+}
+
+#[test]
+fn unknown_model_type_only_gets_statistics() {
+    let mut f = Fixture::qwen3();
+    f.config["model_type"] = "gpt_neox".into();
+    f.poke("model.norm.weight", 0, f32::INFINITY);
+    let r = run(&f);
+    let note = r
+        .findings
+        .iter()
+        .find(|f| f.kind == FindingKind::Config)
+        .unwrap();
+    assert_eq!(note.severity, Severity::Info);
+    assert!(
+        note.message.contains("\"gpt_neox\" is not one we know"),
+        "{}",
+        note.message
+    );
+    only(&r, FindingKind::NonFinite, "model.norm.weight");
+    assert_eq!(r.findings.len(), 2);
+}
+
+#[test]
+fn qwen3_without_head_dim_uses_transformers_default_128() {
+    let mut f = Fixture::qwen3();
+    f.config.as_object_mut().unwrap().remove("head_dim");
+    let r = run(&f);
+    let note = r
+        .findings
+        .iter()
+        .find(|f| f.kind == FindingKind::Config)
+        .unwrap();
+    assert_eq!(note.severity, Severity::Warning);
+    assert!(
+        note.message
+            .contains("defaults it to 128, not hidden_size / num_attention_heads = 16"),
+        "{}",
+        note.message
+    );
+    assert_eq!(r.config.as_ref().unwrap().head_dim, Some(128));
+    assert!(r
+        .findings
+        .iter()
+        .any(|f| f.kind == FindingKind::ShapeMismatch));
+}
+
+#[test]
+fn bare_prefix_checkpoint() {
+    let f = Fixture::qwen3();
+    let mut bare = Fixture {
+        config: f.config.clone(),
+        tensors: Default::default(),
+    };
+    for (n, t) in &f.tensors {
+        bare.tensors
+            .insert(n.trim_start_matches("model.").to_string(), t.clone());
+    }
+    let r = run(&bare);
+    assert_eq!(r.findings, vec![]);
+    assert_eq!(r.layers.len(), 2);
+}
+
+#[test]
+fn integer_and_f64_tensors_have_stats() {
+    let mut f = Fixture::qwen3();
+    f.set_raw(
+        "model.extra_ids",
+        Dtype::I64,
+        &[3],
+        [-1i64, 5, 11]
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect(),
+    );
+    f.set_raw(
+        "model.extra_f64",
+        Dtype::F64,
+        &[2],
+        [0.5f64, 1.5].iter().flat_map(|x| x.to_le_bytes()).collect(),
+    );
+    f.set_raw(
+        "model.extra_f16",
+        Dtype::F16,
+        &[2],
+        [half::f16::from_f32(-2.0), half::f16::NAN]
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect(),
+    );
+    let r = run(&f);
+    let st = |n: &str| {
+        r.tensors
+            .iter()
+            .find(|t| t.name == n)
+            .unwrap()
+            .stats
+            .clone()
+            .unwrap()
+    };
+    assert_eq!(
+        (
+            st("model.extra_ids").min,
+            st("model.extra_ids").max,
+            st("model.extra_ids").mean
+        ),
+        (Some(-1.0), Some(11.0), Some(5.0))
+    );
+    assert_eq!(st("model.extra_f64").std, Some(0.5));
+    assert_eq!(
+        (st("model.extra_f16").nan, st("model.extra_f16").min),
+        (1, Some(-2.0))
+    );
+    only(&r, FindingKind::NonFinite, "model.extra_f16");
+    only(&r, FindingKind::UnusedTensor, "model.extra_ids");
+}
+
+// ---- unreadable input ------------------------------------------------------------------
+
+#[test]
+fn missing_dir_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("nope");
+    let err = inspect(&p, &InspectOptions::default()).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("{}: no such file or directory", p.display())
+    );
+}
+
+#[test]
+fn missing_config_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    Fixture::qwen3().write(dir.path());
+    std::fs::remove_file(dir.path().join("config.json")).unwrap();
+    let err = inspect(dir.path(), &InspectOptions::default()).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{}: not found (a model directory needs config.json)",
+            dir.path().join("config.json").display()
+        )
+    );
+    // norm_gains does not need config.json.
+    let gains = norm_gains(dir.path()).unwrap();
+    assert_eq!(gains.len(), 2);
+}
+
+#[test]
+fn unparsable_config_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    Fixture::qwen3().write(dir.path());
+    std::fs::write(
+        dir.path().join("config.json"),
+        b"{\"model_type\": \"qwen3\",",
+    )
+    .unwrap();
+    let err = inspect(dir.path(), &InspectOptions::default()).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.starts_with(&format!(
+            "{}: invalid json: ",
+            dir.path().join("config.json").display()
+        )),
+        "{msg}"
+    );
+    assert!(!msg.contains('\n'));
+}
+
+#[test]
+fn corrupt_safetensors_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    Fixture::qwen3().write(dir.path());
+    let st = dir.path().join("model.safetensors");
+    let bytes = std::fs::read(&st).unwrap();
+    // Truncated: header intact, data cut short.
+    std::fs::write(&st, &bytes[..bytes.len() - 100]).unwrap();
+    let err = inspect(dir.path(), &InspectOptions::default()).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("{}: corrupt safetensors file: data section is shorter than the header says (truncated file?)", st.display())
+    );
+    // Garbage header length.
+    std::fs::write(&st, [0xFFu8; 16]).unwrap();
+    let err = inspect(dir.path(), &InspectOptions::default()).unwrap_err();
+    assert!(
+        err.to_string().starts_with(&format!(
+            "{}: corrupt safetensors file: header",
+            st.display()
+        )),
+        "{err}"
+    );
+    // Empty.
+    std::fs::write(&st, []).unwrap();
+    let err = inspect(dir.path(), &InspectOptions::default()).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("{}: corrupt safetensors file: empty file", st.display())
+    );
+}
+
+#[test]
+fn no_safetensors_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    Fixture::qwen3().write_config(dir.path());
+    let err = inspect(dir.path(), &InspectOptions::default()).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{}: no *.safetensors files in the model directory",
+            dir.path().display()
+        )
+    );
+}
+
+#[test]
+fn single_file_path_is_accepted_and_other_files_are_not() {
+    let dir = tempfile::tempdir().unwrap();
+    Fixture::qwen3().write(dir.path());
+    let r = inspect(
+        &dir.path().join("model.safetensors"),
+        &InspectOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(r.findings, vec![]);
+    let err = inspect(&dir.path().join("config.json"), &InspectOptions::default()).unwrap_err();
+    assert!(err.to_string().ends_with("config.json: not a model directory (expected a directory with config.json and *.safetensors)"), "{err}");
+}
+
+// ---- norm_gains (the diff command's entry point) ---------------------------------------
+
+#[test]
+fn norm_gains_reports_max_abs_per_layer() {
+    let mut f = Fixture::qwen3();
+    f.poke("model.layers.0.self_attn.k_norm.weight", 0, 96.5);
+    f.poke("model.layers.1.self_attn.q_norm.weight", 3, -20.25);
+    let dir = tempfile::tempdir().unwrap();
+    f.write_sharded(dir.path());
+    let g = norm_gains(dir.path()).unwrap();
+    assert_eq!(g.len(), 2);
+    assert_eq!(g[0].k_gain(), Some(96.5));
+    assert_eq!(g[1].q_gain(), Some(20.25), "gain is max |w|, sign ignored");
+    assert_eq!(g[1].layer, 1);
+}
+
+// ---- rendering ---------------------------------------------------------------------------
+
+fn flagged_report() -> Report {
+    let mut f = Fixture::qwen3();
+    f.set_bf16(BIAS, &[128], &[1e30; 128]);
+    f.poke("model.layers.0.self_attn.k_norm.weight", 5, 96.5);
+    f.transpose("model.layers.1.mlp.down_proj.weight");
+    let mut r = run(&f);
+    r.path = "[fixture]".to_string();
+    r
+}
+
+#[test]
+fn table_snapshot() {
+    let r = flagged_report();
+    let mut out = Vec::new();
+    render_table(&r, &TableOptions::default(), &mut out).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert!(!text.contains('\x1b'), "no colour without a terminal");
+    insta::assert_snapshot!("flagged_table", text);
+}
+
+#[test]
+fn table_all_lists_every_tensor_and_color_adds_ansi() {
+    let r = flagged_report();
+    let mut out = Vec::new();
+    render_table(
+        &r,
+        &TableOptions {
+            all: true,
+            color: true,
+            width: None,
+        },
+        &mut out,
+    )
+    .unwrap();
+    let text = String::from_utf8(out).unwrap();
+    for t in &r.tensors {
+        assert!(text.contains(&t.name), "{} missing", t.name);
+    }
+    assert!(text.contains('\x1b'));
+}
+
+#[test]
+fn json_snapshot_and_fields() {
+    let r = flagged_report();
+    let mut out = Vec::new();
+    render_json(&r, &mut out).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    // Round trip.
+    let back: Report = serde_json::from_str(&text).unwrap();
+    assert_eq!(back, r);
+    // Field by field.
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["path"], "[fixture]");
+    assert_eq!(v["summary"]["errors"], 2);
+    assert_eq!(v["summary"]["warnings"], 1);
+    assert_eq!(v["summary"]["infos"], 1);
+    assert_eq!(v["summary"]["flagged_tensors"], 2);
+    assert_eq!(v["thresholds"]["max_abs"], 1e6);
+    let findings = v["findings"].as_array().unwrap();
+    assert_eq!(findings.len(), 4);
+    assert_eq!(findings[0]["severity"], "error");
+    assert_eq!(findings[0]["kind"], "extreme_value");
+    assert_eq!(findings[0]["tensor"], BIAS);
+    assert_eq!(findings[1]["kind"], "transposed");
+    assert_eq!(findings[1]["tensor"], "model.layers.1.mlp.down_proj.weight");
+    assert_eq!(findings[2]["severity"], "warning");
+    assert_eq!(findings[2]["kind"], "unused_tensor");
+    assert_eq!(findings[3]["severity"], "info");
+    assert_eq!(findings[3]["kind"], "high_norm_gain");
+    assert_eq!(v["layers"][0]["k_norm"]["max_abs"], 96.5);
+    assert_eq!(v["layers"][1]["layer"], 1);
+    assert_eq!(v["config"]["model_type"], "qwen3");
+    assert_eq!(v["config"]["head_dim"], 32);
+    let bias = v["tensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == BIAS)
+        .unwrap();
+    assert_eq!(bias["dtype"], "BF16");
+    assert_eq!(bias["shape"], serde_json::json!([128]));
+    assert_eq!(bias["flagged"], true);
+    assert_eq!(bias["stats"]["nan"], 0);
+    insta::assert_snapshot!("flagged_json", text);
+}
+
+// ---- the committed fixture ----------------------------------------------------------------
+
+#[test]
+fn committed_tiny_qwen3_fixture_is_clean() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/tiny-qwen3");
+    if !dir.join("config.json").is_file() || !dir.join("model.safetensors").is_file() {
+        eprintln!("skipping: {} not there yet", dir.display());
+        return;
+    }
+    let r = inspect(&dir, &InspectOptions::default()).unwrap();
+    assert!(!r.flagged(), "committed fixture flagged: {:#?}", r.findings);
+    assert!(
+        r.tensors.iter().all(|t| t.dtype == "BF16"),
+        "fixture is BF16"
+    );
+    let n_layers = r
+        .config
+        .as_ref()
+        .and_then(|c| c.num_hidden_layers)
+        .expect("config has num_hidden_layers");
+    assert_eq!(r.layers.len(), n_layers, "one norm-gain row per layer");
+    assert!(r
+        .layers
+        .iter()
+        .all(|l| l.k_gain().is_some() && l.q_gain().is_some()));
+}

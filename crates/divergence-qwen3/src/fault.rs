@@ -1,0 +1,511 @@
+//! Injectable porting faults: the bugs people really make when porting Qwen3, on purpose.
+//!
+//! Each fault is applied at the exact op where a buggy port would commit it, so
+//! `divergence diff` must name that op (or the probe right after it) as the first divergence.
+//!
+//! # Syntax
+//!
+//! `NAME[=VALUE][@LAYERS]`, repeatable on the command line (`--inject a --inject b`):
+//!
+//! - `LAYERS` limits a per-layer fault to some decoder layers: `@3`, `@0-2`, `@0,5,7-9`.
+//!   Without it the fault hits every layer (and, for the norm faults, also the final
+//!   `model.norm`). Faults that are not per layer (`embed-scale`, `rope-theta`, `transpose`)
+//!   take no `@`.
+//! - Values: `rope-theta=10000`, `attn-bias=1e30`, `rms-eps=1e-5`, `act=gelu`,
+//!   `transpose=model.layers.1.mlp.down_proj`.
+//!
+//! | fault | what the port does wrong | enters at |
+//! |---|---|---|
+//! | `embed-scale` | multiplies embeddings by 1/sqrt(hidden) | `model.embed_tokens` |
+//! | `rope-theta=V` | RoPE base V instead of config.json's | `model.rotary_emb` |
+//! | `rope-interleaved` | GPT-J pair rotation instead of rotate-half | `...self_attn.rope_q` |
+//! | `skip-q-norm` / `skip-k-norm` | forgets q_norm / k_norm (output = input) | `...q_norm` / `...k_norm` |
+//! | `attn-bias=V` | applies a bias of V to q/k/v projections | `...q_proj` |
+//! | `transpose=MODULE` | uses that weight with the wrong layout (see below) | `MODULE` |
+//! | `act=gelu` | wrong MLP activation (exact erf GELU) | `...mlp.act_fn` |
+//! | `gqa-tile` | tiles kv heads (k0,k1,k0,k1) instead of repeat-interleave (k0,k0,k1,k1) | `...self_attn.attn_out` |
+//! | `rms-eps=V` | RMSNorm epsilon V | the first norm |
+//! | `late-rounding` | RMSNorm multiplies by the weight in f32 and rounds once (fused kernel) | the first norm (bf16/f16 only) |
+//! | `f16-accum` | RMSNorm variance summed in a half type instead of f32 | the first norm |
+//!
+//! `transpose=MODULE` reinterprets the stored `[out, in]` buffer as `[in, out]` and transposes
+//! it back to `[out, in]`: for a square weight this is exactly `Wᵀ`; for a non-square weight it
+//! is the "loaded a Conv1D-layout checkpoint without transposing" bug (same bytes, wrong
+//! strides), which keeps the shape so the port still runs. MODULE is any linear layer
+//! (`q_proj`..`down_proj`, `lm_head`) or `model.embed_tokens`.
+//!
+//! `f16-accum` sums the squares in bf16 when the activations are bf16, and in f16 otherwise
+//! (so it also shows up in an f32 run). `late-rounding` is a no-op for f32 activations.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// The MLP activation a faulty port may use instead of silu.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// Exact (erf) GELU, transformers' "gelu".
+    Gelu,
+    /// tanh-approximated GELU, transformers' "gelu_pytorch_tanh".
+    GeluTanh,
+    /// ReLU.
+    Relu,
+}
+
+impl Activation {
+    fn name(self) -> &'static str {
+        match self {
+            Activation::Gelu => "gelu",
+            Activation::GeluTanh => "gelu-tanh",
+            Activation::Relu => "relu",
+        }
+    }
+}
+
+/// One porting fault (without its layer restriction).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Fault {
+    EmbedScale,
+    RopeTheta(f64),
+    RopeInterleaved,
+    SkipKNorm,
+    SkipQNorm,
+    AttnBias(f64),
+    Transpose(String),
+    Act(Activation),
+    GqaTile,
+    RmsEps(f64),
+    LateRounding,
+    F16Accum,
+}
+
+/// The accepted spellings, for error messages and `--help`.
+pub const VALID_FAULTS: &str = "embed-scale, rope-theta=V, rope-interleaved, skip-k-norm, \
+skip-q-norm, attn-bias=V, transpose=MODULE, act=gelu|gelu-tanh|relu, gqa-tile, rms-eps=V, \
+late-rounding, f16-accum (per-layer faults take @N, @N-M or @N,M-K)";
+
+impl Fault {
+    /// The fault's name, as typed before `=`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Fault::EmbedScale => "embed-scale",
+            Fault::RopeTheta(_) => "rope-theta",
+            Fault::RopeInterleaved => "rope-interleaved",
+            Fault::SkipKNorm => "skip-k-norm",
+            Fault::SkipQNorm => "skip-q-norm",
+            Fault::AttnBias(_) => "attn-bias",
+            Fault::Transpose(_) => "transpose",
+            Fault::Act(_) => "act",
+            Fault::GqaTile => "gqa-tile",
+            Fault::RmsEps(_) => "rms-eps",
+            Fault::LateRounding => "late-rounding",
+            Fault::F16Accum => "f16-accum",
+        }
+    }
+
+    /// False for faults that act once on the whole model and so take no `@LAYERS`.
+    pub fn is_per_layer(&self) -> bool {
+        !matches!(
+            self,
+            Fault::EmbedScale | Fault::RopeTheta(_) | Fault::Transpose(_)
+        )
+    }
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Fault::RopeTheta(v) | Fault::AttnBias(v) | Fault::RmsEps(v) => {
+                write!(f, "{}={v:e}", self.name())
+            }
+            Fault::Transpose(m) => write!(f, "transpose={m}"),
+            Fault::Act(a) => write!(f, "act={}", a.name()),
+            _ => f.write_str(self.name()),
+        }
+    }
+}
+
+/// A fault plus the decoder layers it is limited to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FaultSpec {
+    pub fault: Fault,
+    /// Inclusive layer ranges; `None` = every layer (and the final norm).
+    pub layers: Option<Vec<(usize, usize)>>,
+}
+
+impl FaultSpec {
+    /// Does this fault act at this place? `layer` is `None` for ops outside the decoder
+    /// layers (embeddings, final norm, lm_head): only unrestricted faults act there.
+    pub fn applies_to(&self, layer: Option<usize>) -> bool {
+        match (&self.layers, layer) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(ranges), Some(l)) => ranges.iter().any(|&(a, b)| a <= l && l <= b),
+        }
+    }
+
+    /// The highest layer named in `@LAYERS`, if any.
+    pub fn max_layer(&self) -> Option<usize> {
+        self.layers
+            .as_ref()
+            .and_then(|r| r.iter().map(|&(_, b)| b).max())
+    }
+}
+
+impl fmt::Display for FaultSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.fault)?;
+        if let Some(ranges) = &self.layers {
+            let parts: Vec<String> = ranges
+                .iter()
+                .map(|&(a, b)| {
+                    if a == b {
+                        a.to_string()
+                    } else {
+                        format!("{a}-{b}")
+                    }
+                })
+                .collect();
+            write!(f, "@{}", parts.join(","))?;
+        }
+        Ok(())
+    }
+}
+
+/// A `--inject` value that does not parse.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("invalid --inject {input:?}: {message}; valid faults: {VALID_FAULTS}")]
+pub struct FaultParseError {
+    pub input: String,
+    pub message: String,
+}
+
+impl FromStr for FaultSpec {
+    type Err = FaultParseError;
+
+    fn from_str(input: &str) -> Result<Self, Self::Err> {
+        let err = |message: String| FaultParseError {
+            input: input.to_string(),
+            message,
+        };
+        let s = input.trim();
+        let (head, layers) = match s.split_once('@') {
+            Some((h, l)) => (h, Some(parse_layers(l).map_err(err)?)),
+            None => (s, None),
+        };
+        let (name, value) = match head.split_once('=') {
+            Some((n, v)) => (n.trim(), Some(v.trim())),
+            None => (head.trim(), None),
+        };
+        let need = |what: &str| -> Result<&str, FaultParseError> {
+            match value {
+                Some(v) if !v.is_empty() => Ok(v),
+                _ => Err(err(format!("{name} needs a value: {name}={what}"))),
+            }
+        };
+        let none = || -> Result<(), FaultParseError> {
+            match value {
+                None => Ok(()),
+                Some(_) => Err(err(format!("{name} takes no value"))),
+            }
+        };
+        let number = |what: &str| -> Result<f64, FaultParseError> {
+            let v = need(what)?;
+            let x: f64 = v
+                .parse()
+                .map_err(|_| err(format!("{name}: {v:?} is not a number")))?;
+            if x.is_finite() {
+                Ok(x)
+            } else {
+                Err(err(format!("{name}: {v:?} is not finite")))
+            }
+        };
+        let fault = match name {
+            "embed-scale" => none().map(|_| Fault::EmbedScale)?,
+            "rope-theta" => {
+                let v = number("THETA")?;
+                if v <= 0.0 {
+                    return Err(err(format!("rope-theta must be positive, got {v}")));
+                }
+                Fault::RopeTheta(v)
+            }
+            "rope-interleaved" => none().map(|_| Fault::RopeInterleaved)?,
+            "skip-k-norm" => none().map(|_| Fault::SkipKNorm)?,
+            "skip-q-norm" => none().map(|_| Fault::SkipQNorm)?,
+            "attn-bias" => Fault::AttnBias(number("MAGNITUDE")?),
+            "transpose" => {
+                let m = need("MODULE")?;
+                if m.contains(char::is_whitespace) {
+                    return Err(err(format!("transpose: {m:?} is not a module path")));
+                }
+                Fault::Transpose(m.to_string())
+            }
+            "act" => match need("gelu")? {
+                "gelu" => Fault::Act(Activation::Gelu),
+                "gelu-tanh" | "gelu_pytorch_tanh" => Fault::Act(Activation::GeluTanh),
+                "relu" => Fault::Act(Activation::Relu),
+                other => {
+                    return Err(err(format!(
+                        "act: unknown activation {other:?} (gelu, gelu-tanh, relu)"
+                    )))
+                }
+            },
+            "gqa-tile" => none().map(|_| Fault::GqaTile)?,
+            "rms-eps" => {
+                let v = number("EPS")?;
+                if v < 0.0 {
+                    return Err(err(format!("rms-eps must be >= 0, got {v}")));
+                }
+                Fault::RmsEps(v)
+            }
+            "late-rounding" => none().map(|_| Fault::LateRounding)?,
+            "f16-accum" => none().map(|_| Fault::F16Accum)?,
+            "" => return Err(err("empty fault name".to_string())),
+            other => return Err(err(format!("unknown fault {other:?}"))),
+        };
+        if layers.is_some() && !fault.is_per_layer() {
+            return Err(err(format!(
+                "{} acts on the whole model and takes no @LAYERS",
+                fault.name()
+            )));
+        }
+        Ok(FaultSpec { fault, layers })
+    }
+}
+
+fn parse_layers(text: &str) -> Result<Vec<(usize, usize)>, String> {
+    let mut ranges = Vec::new();
+    for part in text.split(',') {
+        let part = part.trim();
+        let parse = |s: &str| -> Result<usize, String> {
+            s.trim()
+                .parse::<usize>()
+                .map_err(|_| format!("layer {s:?} is not a layer index (use @N, @N-M or @N,M-K)"))
+        };
+        let range = match part.split_once('-') {
+            Some((a, b)) => (parse(a)?, parse(b)?),
+            None => {
+                let n = parse(part)?;
+                (n, n)
+            }
+        };
+        if range.0 > range.1 {
+            return Err(format!("layer range {part:?} is empty"));
+        }
+        ranges.push(range);
+    }
+    Ok(ranges)
+}
+
+/// All faults of one run, with the queries the model asks at each op.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Faults {
+    specs: Vec<FaultSpec>,
+}
+
+impl Faults {
+    /// No faults: the correct port.
+    pub fn none() -> Faults {
+        Faults::default()
+    }
+
+    pub fn new(specs: Vec<FaultSpec>) -> Faults {
+        Faults { specs }
+    }
+
+    pub fn specs(&self) -> &[FaultSpec] {
+        &self.specs
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.specs.is_empty()
+    }
+
+    fn find(&self, layer: Option<usize>, pred: impl Fn(&Fault) -> bool) -> Option<&Fault> {
+        self.specs
+            .iter()
+            .filter(|s| s.applies_to(layer) && pred(&s.fault))
+            .map(|s| &s.fault)
+            .last()
+    }
+
+    fn has(&self, layer: Option<usize>, pred: impl Fn(&Fault) -> bool) -> bool {
+        self.find(layer, pred).is_some()
+    }
+
+    pub fn embed_scale(&self) -> bool {
+        self.has(None, |f| matches!(f, Fault::EmbedScale))
+    }
+
+    pub fn rope_theta(&self) -> Option<f64> {
+        match self.find(None, |f| matches!(f, Fault::RopeTheta(_))) {
+            Some(Fault::RopeTheta(v)) => Some(*v),
+            _ => None,
+        }
+    }
+
+    pub fn rope_interleaved(&self, layer: usize) -> bool {
+        self.has(Some(layer), |f| matches!(f, Fault::RopeInterleaved))
+    }
+
+    pub fn skip_k_norm(&self, layer: usize) -> bool {
+        self.has(Some(layer), |f| matches!(f, Fault::SkipKNorm))
+    }
+
+    pub fn skip_q_norm(&self, layer: usize) -> bool {
+        self.has(Some(layer), |f| matches!(f, Fault::SkipQNorm))
+    }
+
+    pub fn attn_bias(&self, layer: usize) -> Option<f64> {
+        match self.find(Some(layer), |f| matches!(f, Fault::AttnBias(_))) {
+            Some(Fault::AttnBias(v)) => Some(*v),
+            _ => None,
+        }
+    }
+
+    /// Is the weight of this module (a probe name) to be used with the wrong layout?
+    pub fn transpose(&self, module: &str) -> bool {
+        self.has(None, |f| matches!(f, Fault::Transpose(m) if m == module))
+    }
+
+    /// Every module named by a `transpose=` fault.
+    pub fn transpose_targets(&self) -> Vec<&str> {
+        self.specs
+            .iter()
+            .filter_map(|s| match &s.fault {
+                Fault::Transpose(m) => Some(m.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    pub fn act(&self, layer: usize) -> Option<Activation> {
+        match self.find(Some(layer), |f| matches!(f, Fault::Act(_))) {
+            Some(Fault::Act(a)) => Some(*a),
+            _ => None,
+        }
+    }
+
+    pub fn gqa_tile(&self, layer: usize) -> bool {
+        self.has(Some(layer), |f| matches!(f, Fault::GqaTile))
+    }
+
+    /// RMSNorm faults for a norm in `layer` (`None` = the final `model.norm`).
+    pub fn rms_eps(&self, layer: Option<usize>) -> Option<f64> {
+        match self.find(layer, |f| matches!(f, Fault::RmsEps(_))) {
+            Some(Fault::RmsEps(v)) => Some(*v),
+            _ => None,
+        }
+    }
+
+    pub fn late_rounding(&self, layer: Option<usize>) -> bool {
+        self.has(layer, |f| matches!(f, Fault::LateRounding))
+    }
+
+    pub fn f16_accum(&self, layer: Option<usize>) -> bool {
+        self.has(layer, |f| matches!(f, Fault::F16Accum))
+    }
+
+    /// The specs as strings, for the dump's producer metadata.
+    pub fn to_strings(&self) -> Vec<String> {
+        self.specs.iter().map(|s| s.to_string()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> FaultSpec {
+        s.parse().unwrap_or_else(|e| panic!("{s}: {e}"))
+    }
+
+    #[test]
+    fn parses_every_fault() {
+        assert_eq!(parse("embed-scale").fault, Fault::EmbedScale);
+        assert_eq!(parse("rope-theta=10000").fault, Fault::RopeTheta(10000.0));
+        assert_eq!(parse("rope-interleaved").fault, Fault::RopeInterleaved);
+        assert_eq!(parse("skip-k-norm").fault, Fault::SkipKNorm);
+        assert_eq!(parse("skip-q-norm").fault, Fault::SkipQNorm);
+        assert_eq!(parse("attn-bias=1e30").fault, Fault::AttnBias(1e30));
+        assert_eq!(
+            parse("transpose=model.layers.1.mlp.down_proj").fault,
+            Fault::Transpose("model.layers.1.mlp.down_proj".into())
+        );
+        assert_eq!(parse("act=gelu").fault, Fault::Act(Activation::Gelu));
+        assert_eq!(parse("gqa-tile").fault, Fault::GqaTile);
+        assert_eq!(parse("rms-eps=1e-5").fault, Fault::RmsEps(1e-5));
+        assert_eq!(parse("late-rounding").fault, Fault::LateRounding);
+        assert_eq!(parse("f16-accum").fault, Fault::F16Accum);
+    }
+
+    #[test]
+    fn parses_layer_ranges() {
+        let s = parse("skip-k-norm@0");
+        assert_eq!(s.layers, Some(vec![(0, 0)]));
+        assert!(s.applies_to(Some(0)) && !s.applies_to(Some(1)) && !s.applies_to(None));
+        let s = parse("gqa-tile@1-2");
+        assert_eq!(s.layers, Some(vec![(1, 2)]));
+        assert!(!s.applies_to(Some(0)) && s.applies_to(Some(2)) && !s.applies_to(Some(3)));
+        let s = parse("rms-eps=0.1@0,3-4");
+        assert_eq!(s.layers, Some(vec![(0, 0), (3, 4)]));
+        assert_eq!(s.max_layer(), Some(4));
+        let s = parse("late-rounding");
+        assert!(s.applies_to(None) && s.applies_to(Some(27)));
+    }
+
+    #[test]
+    fn display_round_trips() {
+        for text in [
+            "embed-scale",
+            "rope-theta=1e4",
+            "attn-bias=1e30@0",
+            "transpose=lm_head",
+            "act=gelu@1-2",
+            "skip-k-norm@0,2-3",
+            "rms-eps=1e-2",
+            "f16-accum",
+        ] {
+            let spec = parse(text);
+            let again = parse(&spec.to_string());
+            assert_eq!(spec, again, "{text} -> {spec}");
+        }
+    }
+
+    #[test]
+    fn errors_are_clear() {
+        let cases = [
+            ("skip-v-norm", "unknown fault \"skip-v-norm\""),
+            ("rope-theta", "rope-theta needs a value"),
+            ("rope-theta=abc", "\"abc\" is not a number"),
+            ("rope-theta=-1", "must be positive"),
+            ("embed-scale=2", "takes no value"),
+            ("embed-scale@0", "takes no @LAYERS"),
+            ("transpose=lm_head@0", "takes no @LAYERS"),
+            ("skip-k-norm@x", "not a layer index"),
+            ("skip-k-norm@3-1", "is empty"),
+            ("act=swiglu", "unknown activation"),
+            ("attn-bias=inf", "not finite"),
+            ("", "empty fault name"),
+        ];
+        for (input, want) in cases {
+            let err = input.parse::<FaultSpec>().unwrap_err().to_string();
+            assert!(err.contains(want), "{input:?}: {err}");
+            assert!(
+                err.contains("valid faults: embed-scale"),
+                "{input:?}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn queries_respect_layers() {
+        let faults = Faults::new(vec![parse("skip-k-norm@1"), parse("rms-eps=0.5")]);
+        assert!(!faults.skip_k_norm(0));
+        assert!(faults.skip_k_norm(1));
+        assert_eq!(faults.rms_eps(None), Some(0.5));
+        assert_eq!(faults.rms_eps(Some(3)), Some(0.5));
+        let faults = Faults::new(vec![parse("late-rounding@0")]);
+        assert!(faults.late_rounding(Some(0)));
+        assert!(!faults.late_rounding(None));
+    }
+}

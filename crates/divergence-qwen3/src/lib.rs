@@ -1,0 +1,30 @@
+//! `divergence-qwen3`: a candle Qwen3 with a named probe point after every op, and
+//! injectable porting faults.
+//!
+//! The model mirrors `transformers/models/qwen3/modeling_qwen3.py` of transformers 5.17.0
+//! (see [`model`] for the deliberate deviations). Probe names equal transformers'
+//! `named_modules()` paths plus the extra leaves of the dump contract (`rope_q`, `rope_k`,
+//! `attn_out`, `attn_residual`), in the same execution order as `scripts/dump_reference.py`
+//! writes them, so a dump of this model diffs directly against a transformers dump.
+//!
+//! Entry point for the CLI: [`run_to_dump`] with [`RunOptions`].
+
+pub mod checkpoint;
+pub mod config;
+pub mod error;
+pub mod fault;
+pub mod model;
+pub mod ops;
+pub mod probe;
+pub mod run;
+
+pub use checkpoint::Checkpoint;
+pub use config::Config;
+pub use error::Error;
+pub use fault::{Activation, Fault, FaultParseError, FaultSpec, Faults, VALID_FAULTS};
+pub use model::{ModelOptions, Qwen3};
+pub use ops::Policy;
+pub use probe::{DumpRecorder, HostData, MemoryRecorder, Probes, Recorded, Recorder};
+pub use run::{
+    parse_ids, read_ids_file, run_to_dump, DeviceKind, Precision, RunOptions, RunSummary,
+};

@@ -1,0 +1,548 @@
+//! The Qwen3 forward pass, one struct per PyTorch module, with a probe after every named op.
+//!
+//! Mirrors `transformers/models/qwen3/modeling_qwen3.py` of transformers **5.17.0**
+//! (`Qwen3ForCausalLM` with `attn_implementation="eager"`), prefill only.
+//!
+//! Deliberate deviations from that file:
+//! - no KV cache, no padding/attention mask input, batch size 1: one prefill over `input_ids`,
+//!   positions `0..T`;
+//! - only full attention (configs with sliding-window layers are rejected) and the "default"
+//!   RoPE type;
+//! - the causal mask is added as `-inf` in f32 after the scores are widened for softmax
+//!   (transformers adds `finfo(dtype).min` in the activation dtype first; the softmax result is
+//!   the same, since both underflow `exp` to 0);
+//! - with `tie_word_embeddings` *or* no `lm_head.weight` in the checkpoint, `lm_head` uses
+//!   `model.embed_tokens.weight` (transformers would initialize a missing untied head randomly);
+//! - the rounding points follow the chosen [`Policy`]; `Policy::Torch` reproduces transformers',
+//!   `Policy::Fused` does not, on purpose;
+//! - faults ([`crate::fault`]) are applied only when asked for.
+//!
+//! Probe names are the `VarBuilder::prefix()` of each module, which spells the PyTorch module
+//! path, so they equal transformers' `named_modules()` names with no mapping table.
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{Module, VarBuilder};
+
+use crate::checkpoint::Checkpoint;
+use crate::config::Config;
+use crate::error::{CandleContext, Error};
+use crate::fault::Faults;
+use crate::ops::{self, NormMode, Policy, Rope};
+use crate::probe::Probes;
+
+/// How to build the model.
+#[derive(Debug, Clone)]
+pub struct ModelOptions {
+    pub dtype: DType,
+    pub policy: Policy,
+    pub faults: Faults,
+}
+
+/// Loads weights through the VarBuilder after checking them against the checkpoint headers.
+struct Loader<'a> {
+    ckpt: &'a Checkpoint,
+    faults: &'a Faults,
+    /// Every module a `transpose=` fault may name, and whether one did.
+    transposable: Vec<String>,
+}
+
+impl Loader<'_> {
+    fn get(&self, vb: &VarBuilder, name: &str, shape: &[usize]) -> Result<Tensor, Error> {
+        let full = format!("{}.{name}", vb.prefix());
+        let info = self.ckpt.check(&full, shape)?;
+        vb.get(shape, name)
+            .ctx(|| format!("{}: loading {full}", info.file.display()))
+    }
+
+    /// A weight matrix `[out, in]`, with the `transpose` fault applied if it names `vb`.
+    fn matrix(&mut self, vb: &VarBuilder, out: usize, inp: usize) -> Result<Tensor, Error> {
+        let prefix = vb.prefix();
+        let w = self.get(vb, "weight", &[out, inp])?;
+        let w = if self.faults.transpose(&prefix) {
+            // Same buffer read as [in, out], transposed back: W^T when square.
+            w.reshape((inp, out))
+                .and_then(|t| t.t())
+                .and_then(|t| t.contiguous())
+                .ctx(|| format!("transpose fault on {prefix}"))?
+        } else {
+            w
+        };
+        self.transposable.push(prefix);
+        Ok(w)
+    }
+
+    fn linear(
+        &mut self,
+        vb: VarBuilder,
+        inp: usize,
+        out: usize,
+        bias: bool,
+    ) -> Result<Linear, Error> {
+        let weight = self.matrix(&vb, out, inp)?;
+        let bias = if bias {
+            Some(self.get(&vb, "bias", &[out])?)
+        } else {
+            None
+        };
+        Ok(Linear {
+            inner: candle_nn::Linear::new(weight, bias),
+            name: vb.prefix(),
+        })
+    }
+
+    fn norm(
+        &self,
+        vb: VarBuilder,
+        size: usize,
+        layer: Option<usize>,
+        cfg: &Config,
+        policy: Policy,
+    ) -> Result<RmsNorm, Error> {
+        let weight = self.get(&vb, "weight", &[size])?;
+        let mode = NormMode {
+            policy,
+            eps: self.faults.rms_eps(layer).unwrap_or(cfg.rms_norm_eps),
+            late_rounding: self.faults.late_rounding(layer),
+            half_accum: self.faults.f16_accum(layer),
+        };
+        Ok(RmsNorm {
+            weight,
+            mode,
+            name: vb.prefix(),
+        })
+    }
+}
+
+/// `nn.Linear` (weight `[out, in]`).
+#[derive(Debug, Clone)]
+struct Linear {
+    inner: candle_nn::Linear,
+    name: String,
+}
+
+impl Linear {
+    fn forward(&self, x: &Tensor) -> Result<Tensor, Error> {
+        self.inner.forward(x).ctx(|| self.name.clone())
+    }
+}
+
+/// `Qwen3RMSNorm`.
+#[derive(Debug, Clone)]
+struct RmsNorm {
+    weight: Tensor,
+    mode: NormMode,
+    name: String,
+}
+
+impl RmsNorm {
+    fn forward(&self, x: &Tensor) -> Result<Tensor, Error> {
+        ops::rms_norm(x, &self.weight, self.mode).ctx(|| self.name.clone())
+    }
+}
+
+/// `Qwen3Attention` (eager).
+#[derive(Debug, Clone)]
+struct Attention {
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    o_proj: Linear,
+    q_norm: RmsNorm,
+    k_norm: RmsNorm,
+    n_heads: usize,
+    n_kv_heads: usize,
+    head_dim: usize,
+    scaling: f64,
+    policy: Policy,
+    // faults of this layer
+    bias: Option<f64>,
+    skip_q_norm: bool,
+    skip_k_norm: bool,
+    rope_interleaved: bool,
+    gqa_tile: bool,
+    // probe names
+    name: String,
+    rope_q: String,
+    rope_k: String,
+    attn_out: String,
+}
+
+impl Attention {
+    fn project(&self, lin: &Linear, x: &Tensor) -> Result<Tensor, Error> {
+        let y = lin.forward(x)?;
+        match self.bias {
+            // Fault attn-bias: a bias of magnitude V that Qwen3 does not have.
+            Some(v) => (y + v).ctx(|| format!("{}: attn-bias fault", lin.name)),
+            None => Ok(y),
+        }
+    }
+
+    fn forward(&self, x: &Tensor, rope: &Rope, probes: &mut Probes) -> Result<Tensor, Error> {
+        let (b, t, _) = x.dims3().ctx(|| self.name.clone())?;
+        let ctx = || self.name.clone();
+        let hd = self.head_dim;
+
+        let q = self.project(&self.q_proj, x)?;
+        probes.record(&self.q_proj.name, &q)?;
+        let q = q.reshape((b, t, self.n_heads, hd)).ctx(ctx)?;
+        let q = if self.skip_q_norm {
+            q
+        } else {
+            self.q_norm.forward(&q)?
+        };
+        probes.record(&self.q_norm.name, &q)?;
+
+        let k = self.project(&self.k_proj, x)?;
+        probes.record(&self.k_proj.name, &k)?;
+        let k = k.reshape((b, t, self.n_kv_heads, hd)).ctx(ctx)?;
+        let k = if self.skip_k_norm {
+            k
+        } else {
+            self.k_norm.forward(&k)?
+        };
+        probes.record(&self.k_norm.name, &k)?;
+
+        let v = self.project(&self.v_proj, x)?;
+        probes.record(&self.v_proj.name, &v)?;
+
+        let q = q.transpose(1, 2).ctx(ctx)?;
+        let k = k.transpose(1, 2).ctx(ctx)?;
+        let v = v
+            .reshape((b, t, self.n_kv_heads, hd))
+            .and_then(|v| v.transpose(1, 2))
+            .ctx(ctx)?;
+
+        let q = rope
+            .apply(&q, self.policy, self.rope_interleaved)
+            .ctx(|| self.rope_q.clone())?;
+        probes.record(&self.rope_q, &q)?;
+        let k = rope
+            .apply(&k, self.policy, self.rope_interleaved)
+            .ctx(|| self.rope_k.clone())?;
+        probes.record(&self.rope_k, &k)?;
+
+        let n_rep = self.n_heads / self.n_kv_heads;
+        let k = ops::repeat_kv(&k, n_rep, self.gqa_tile).ctx(ctx)?;
+        let v = ops::repeat_kv(&v, n_rep, self.gqa_tile).ctx(ctx)?;
+        let out = ops::attention(&q, &k, &v, self.scaling, self.policy)
+            .and_then(|o| o.transpose(1, 2))
+            .and_then(|o| o.reshape((b, t, self.n_heads * hd)))
+            .ctx(|| self.attn_out.clone())?;
+        probes.record(&self.attn_out, &out)?;
+
+        let out = self.o_proj.forward(&out)?;
+        probes.record(&self.o_proj.name, &out)?;
+        probes.record(&self.name, &out)?;
+        Ok(out)
+    }
+}
+
+/// `Qwen3MLP`: `down(act(gate(x)) * up(x))`.
+#[derive(Debug, Clone)]
+struct Mlp {
+    gate_proj: Linear,
+    up_proj: Linear,
+    down_proj: Linear,
+    act: Option<crate::fault::Activation>,
+    policy: Policy,
+    name: String,
+    act_name: String,
+}
+
+impl Mlp {
+    fn forward(&self, x: &Tensor, probes: &mut Probes) -> Result<Tensor, Error> {
+        let gate = self.gate_proj.forward(x)?;
+        probes.record(&self.gate_proj.name, &gate)?;
+        let act = ops::activation(&gate, self.act, self.policy).ctx(|| self.act_name.clone())?;
+        probes.record(&self.act_name, &act)?;
+        let up = self.up_proj.forward(x)?;
+        probes.record(&self.up_proj.name, &up)?;
+        let h = (act * up).ctx(|| self.name.clone())?;
+        let out = self.down_proj.forward(&h)?;
+        probes.record(&self.down_proj.name, &out)?;
+        probes.record(&self.name, &out)?;
+        Ok(out)
+    }
+}
+
+/// `Qwen3DecoderLayer`.
+#[derive(Debug, Clone)]
+struct DecoderLayer {
+    input_layernorm: RmsNorm,
+    self_attn: Attention,
+    post_attention_layernorm: RmsNorm,
+    mlp: Mlp,
+    name: String,
+    attn_residual: String,
+}
+
+impl DecoderLayer {
+    fn forward(&self, x: &Tensor, rope: &Rope, probes: &mut Probes) -> Result<Tensor, Error> {
+        let h = self.input_layernorm.forward(x)?;
+        probes.record(&self.input_layernorm.name, &h)?;
+        let attn = self.self_attn.forward(&h, rope, probes)?;
+        let x = (x + attn).ctx(|| self.attn_residual.clone())?;
+        probes.record(&self.attn_residual, &x)?;
+        let h = self.post_attention_layernorm.forward(&x)?;
+        probes.record(&self.post_attention_layernorm.name, &h)?;
+        let m = self.mlp.forward(&h, probes)?;
+        let out = (x + m).ctx(|| self.name.clone())?;
+        probes.record(&self.name, &out)?;
+        Ok(out)
+    }
+}
+
+/// `Qwen3ForCausalLM`, prefill only.
+#[derive(Debug, Clone)]
+pub struct Qwen3 {
+    cfg: Config,
+    dtype: DType,
+    device: Device,
+    embed: Tensor,
+    embed_scale: bool,
+    rope_theta: f64,
+    layers: Vec<DecoderLayer>,
+    norm: RmsNorm,
+    lm_head: Linear,
+    embed_name: String,
+    rotary_name: String,
+    model_name: String,
+}
+
+impl Qwen3 {
+    /// Loads the weights of `ckpt` onto `device` in `opts.dtype` (mmap'd, through `VarBuilder`).
+    pub fn load(ckpt: &Checkpoint, device: &Device, opts: &ModelOptions) -> Result<Qwen3, Error> {
+        let cfg = &ckpt.config;
+        let faults = &opts.faults;
+        for spec in faults.specs() {
+            if let Some(max) = spec.max_layer() {
+                if max >= cfg.num_hidden_layers {
+                    return Err(Error::FaultTarget {
+                        spec: spec.to_string(),
+                        message: format!(
+                            "layer {max} does not exist ({} has {} layers)",
+                            ckpt.config_path.display(),
+                            cfg.num_hidden_layers
+                        ),
+                    });
+                }
+            }
+        }
+        // SAFETY: the files are mmap'd read-only; like every mmap user we rely on nobody
+        // truncating them while the model is alive.
+        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&ckpt.files, opts.dtype, device) }
+            .map_err(|err| Error::Safetensors {
+                path: ckpt.dir.clone(),
+                message: err.to_string(),
+            })?;
+        let mut loader = Loader {
+            ckpt,
+            faults,
+            transposable: Vec::new(),
+        };
+        let policy = opts.policy;
+        let (h, hd) = (cfg.hidden_size, cfg.head_dim());
+        let (nh, nkv) = (cfg.num_attention_heads, cfg.num_kv_heads());
+        let vb_m = vb.pp("model");
+
+        let vb_e = vb_m.pp("embed_tokens");
+        let embed = loader.matrix(&vb_e, cfg.vocab_size, h)?;
+        let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
+        for i in 0..cfg.num_hidden_layers {
+            let vb_l = vb_m.pp("layers").pp(i);
+            let vb_a = vb_l.pp("self_attn");
+            let bias = cfg.attention_bias;
+            let a = &vb_a;
+            let self_attn = Attention {
+                q_proj: loader.linear(a.pp("q_proj"), h, nh * hd, bias)?,
+                k_proj: loader.linear(a.pp("k_proj"), h, nkv * hd, bias)?,
+                v_proj: loader.linear(a.pp("v_proj"), h, nkv * hd, bias)?,
+                o_proj: loader.linear(a.pp("o_proj"), nh * hd, h, bias)?,
+                q_norm: loader.norm(a.pp("q_norm"), hd, Some(i), cfg, policy)?,
+                k_norm: loader.norm(a.pp("k_norm"), hd, Some(i), cfg, policy)?,
+                n_heads: nh,
+                n_kv_heads: nkv,
+                head_dim: hd,
+                scaling: (hd as f64).powf(-0.5),
+                policy,
+                bias: faults.attn_bias(i),
+                skip_q_norm: faults.skip_q_norm(i),
+                skip_k_norm: faults.skip_k_norm(i),
+                rope_interleaved: faults.rope_interleaved(i),
+                gqa_tile: faults.gqa_tile(i),
+                name: a.prefix(),
+                rope_q: a.pp("rope_q").prefix(),
+                rope_k: a.pp("rope_k").prefix(),
+                attn_out: a.pp("attn_out").prefix(),
+            };
+            let vb_mlp = vb_l.pp("mlp");
+            let mlp = Mlp {
+                gate_proj: loader.linear(
+                    vb_mlp.pp("gate_proj"),
+                    h,
+                    cfg.intermediate_size,
+                    false,
+                )?,
+                up_proj: loader.linear(vb_mlp.pp("up_proj"), h, cfg.intermediate_size, false)?,
+                down_proj: loader.linear(
+                    vb_mlp.pp("down_proj"),
+                    cfg.intermediate_size,
+                    h,
+                    false,
+                )?,
+                act: faults.act(i).or(match cfg.hidden_act.as_str() {
+                    "gelu" => Some(crate::fault::Activation::Gelu),
+                    _ => None,
+                }),
+                policy,
+                name: vb_mlp.prefix(),
+                act_name: vb_mlp.pp("act_fn").prefix(),
+            };
+            layers.push(DecoderLayer {
+                input_layernorm: loader.norm(
+                    vb_l.pp("input_layernorm"),
+                    h,
+                    Some(i),
+                    cfg,
+                    policy,
+                )?,
+                self_attn,
+                post_attention_layernorm: loader.norm(
+                    vb_l.pp("post_attention_layernorm"),
+                    h,
+                    Some(i),
+                    cfg,
+                    policy,
+                )?,
+                mlp,
+                name: vb_l.prefix(),
+                attn_residual: vb_l.pp("attn_residual").prefix(),
+            });
+        }
+        let norm = loader.norm(vb_m.pp("norm"), h, None, cfg, policy)?;
+        let vb_head = vb.pp("lm_head");
+        let lm_head = if cfg.tie_word_embeddings || !ckpt.contains("lm_head.weight") {
+            // Tied: the head reads embed_tokens' weight (a transpose fault on lm_head still
+            // applies to the head's copy only).
+            let w = if faults.transpose("model.embed_tokens") {
+                loader.get(&vb_e, "weight", &[cfg.vocab_size, h])?
+            } else {
+                embed.clone()
+            };
+            let w = if faults.transpose("lm_head") {
+                w.reshape((h, cfg.vocab_size))
+                    .and_then(|t| t.t())
+                    .and_then(|t| t.contiguous())
+                    .ctx(|| "transpose fault on lm_head".to_string())?
+            } else {
+                w
+            };
+            loader.transposable.push("lm_head".to_string());
+            Linear {
+                inner: candle_nn::Linear::new(w, None),
+                name: vb_head.prefix(),
+            }
+        } else {
+            loader.linear(vb_head.clone(), h, cfg.vocab_size, false)?
+        };
+        for target in faults.transpose_targets() {
+            if !loader.transposable.iter().any(|m| m == target) {
+                return Err(Error::FaultTarget {
+                    spec: format!("transpose={target}"),
+                    message: format!(
+                        "no linear layer or embedding named {target:?} (e.g. \
+                         model.layers.0.mlp.down_proj, model.layers.0.self_attn.q_proj, \
+                         lm_head, model.embed_tokens)"
+                    ),
+                });
+            }
+        }
+        Ok(Qwen3 {
+            cfg: cfg.clone(),
+            dtype: opts.dtype,
+            device: device.clone(),
+            embed,
+            embed_scale: faults.embed_scale(),
+            rope_theta: faults.rope_theta().unwrap_or(cfg.rope_theta()),
+            layers,
+            norm,
+            lm_head,
+            embed_name: vb_e.prefix(),
+            rotary_name: vb_m.pp("rotary_emb").prefix(),
+            model_name: vb_m.prefix(),
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// One prefill over `input_ids` (batch 1); returns the logits `[1, T, vocab]`.
+    pub fn forward(&self, input_ids: &[u32], probes: &mut Probes) -> Result<Tensor, Error> {
+        let t = input_ids.len();
+        if t == 0 {
+            return Err(Error::InputIds {
+                source_name: "input ids".to_string(),
+                message: "no tokens".to_string(),
+            });
+        }
+        if let Some(&bad) = input_ids
+            .iter()
+            .find(|&&id| id as usize >= self.cfg.vocab_size)
+        {
+            return Err(Error::InputIds {
+                source_name: "input ids".to_string(),
+                message: format!(
+                    "token id {bad} is outside the vocabulary (vocab_size {})",
+                    self.cfg.vocab_size
+                ),
+            });
+        }
+        let ids = Tensor::new(input_ids, &self.device).ctx(|| "input ids".to_string())?;
+        let x = self
+            .embed
+            .index_select(&ids, 0)
+            .and_then(|x| x.unsqueeze(0))
+            .ctx(|| self.embed_name.clone())?;
+        let x = if self.embed_scale {
+            // Fault embed-scale: the wrong "scale by 1/sqrt(hidden)" advice.
+            let s = 1.0 / (self.cfg.hidden_size as f64).sqrt();
+            ops::scale(&x, s, Policy::Torch).ctx(|| "embed-scale fault".to_string())?
+        } else {
+            x
+        };
+        probes.record(&self.embed_name, &x)?;
+
+        let rope = Rope::new(
+            self.rope_theta,
+            self.cfg.head_dim(),
+            t,
+            self.dtype,
+            &self.device,
+        )
+        .ctx(|| self.rotary_name.clone())?;
+        if probes.enabled() {
+            let cos = rope.cos.unsqueeze(0).ctx(|| self.rotary_name.clone())?;
+            probes.record(&self.rotary_name, &cos)?;
+        }
+
+        let mut x = x;
+        for layer in &self.layers {
+            x = layer.forward(&x, &rope, probes)?;
+        }
+        let x = self.norm.forward(&x)?;
+        probes.record(&self.norm.name, &x)?;
+        probes.record(&self.model_name, &x)?;
+        let logits = self.lm_head.forward(&x)?;
+        probes.record(&self.lm_head.name, &logits)?;
+        Ok(logits)
+    }
+}

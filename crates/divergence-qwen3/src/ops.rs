@@ -1,0 +1,457 @@
+//! The numerics of one forward pass, under a selectable precision [`Policy`].
+//!
+//! With [`Policy::Torch`] every op rounds where transformers 5.17 (`modeling_qwen3.py`,
+//! PyTorch 2.11 CPU kernels) rounds, so a bf16 run can match the reference bit for bit:
+//!
+//! - RMSNorm: widen to f32, `sum(x²) / n` in f32, `x * (1 / sqrt(var + eps))` in f32, round to
+//!   the activation dtype, *then* multiply by the weight in the activation dtype (two roundings).
+//! - RoPE: cos/sin in f32 (see [`rope_tables`]), rounded to the activation dtype;
+//!   `q * cos + rotate_half(q) * sin` in the activation dtype.
+//! - Elementwise ops on bf16/f16 (silu, the attention scaling) are computed in f32 and rounded
+//!   once, like PyTorch's `opmath` kernels; candle's own bf16 `silu` rounds after every step
+//!   and its `affine` first rounds the scalar to bf16, so neither is used here.
+//! - Softmax in f32, then rounded (`softmax(dtype=torch.float32).to(query.dtype)`).
+//!
+//! [`Policy::Fused`] does what typical fused kernels do: `candle_nn::ops::rms_norm`,
+//! `candle_nn::rotary_emb::rope` and `candle_nn::ops::softmax_last_dim` in the activation dtype.
+
+use candle_core::{DType, Device, Tensor, D};
+
+use crate::fault::Activation;
+
+/// Where the forward pass rounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Policy {
+    /// Round exactly where transformers rounds (the default).
+    #[default]
+    Torch,
+    /// candle's fused kernels: rms_norm, rope, softmax in the activation dtype.
+    Fused,
+}
+
+impl Policy {
+    pub fn name(self) -> &'static str {
+        match self {
+            Policy::Torch => "torch",
+            Policy::Fused => "fused",
+        }
+    }
+}
+
+impl std::str::FromStr for Policy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "torch" => Ok(Policy::Torch),
+            "fused" => Ok(Policy::Fused),
+            other => Err(format!("unknown policy {other:?} (torch, fused)")),
+        }
+    }
+}
+
+/// How one RMSNorm is computed (policy plus the faults that hit it).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct NormMode {
+    pub policy: Policy,
+    pub eps: f64,
+    /// Fault `late-rounding`: multiply by the weight in f32, round once.
+    pub late_rounding: bool,
+    /// Fault `f16-accum`: sum the squares in a half type.
+    pub half_accum: bool,
+}
+
+/// Divides by `n` (not multiply by 1/n: that differs when n is not a power of two).
+fn div_scalar(x: &Tensor, n: usize) -> candle_core::Result<Tensor> {
+    let n = Tensor::new(n as f32, x.device())?.to_dtype(x.dtype())?;
+    x.broadcast_div(&n)
+}
+
+/// RMSNorm over the last dimension, `weight` in the activation dtype.
+pub fn rms_norm(x: &Tensor, weight: &Tensor, mode: NormMode) -> candle_core::Result<Tensor> {
+    let dt = x.dtype();
+    let n = x.dim(D::Minus1)?;
+    if mode.policy == Policy::Fused && !mode.late_rounding && !mode.half_accum {
+        return candle_nn::ops::rms_norm(&x.contiguous()?, weight, mode.eps as f32);
+    }
+    let xf = x.to_dtype(DType::F32)?;
+    let sum = if mode.half_accum {
+        let half = if dt == DType::BF16 {
+            DType::BF16
+        } else {
+            DType::F16
+        };
+        x.to_dtype(half)?
+            .sqr()?
+            .sum_keepdim(D::Minus1)?
+            .to_dtype(DType::F32)?
+    } else {
+        xf.sqr()?.sum_keepdim(D::Minus1)?
+    };
+    let var = div_scalar(&sum, n)?;
+    // torch: variance + eps (eps rounded to f32), rsqrt = 1 / sqrt in f32.
+    let inv = (var + mode.eps)?.sqrt()?.recip()?;
+    let normed = xf.broadcast_mul(&inv)?;
+    if mode.late_rounding {
+        normed
+            .broadcast_mul(&weight.to_dtype(DType::F32)?)?
+            .to_dtype(dt)
+    } else {
+        normed.to_dtype(dt)?.broadcast_mul(weight)
+    }
+}
+
+/// cos and sin tables `[T, head_dim]` in f32, as `Qwen3RotaryEmbedding` computes them:
+/// `inv_freq = 1 / theta^(arange(0, d, 2) / d)` in f32, `freqs = inv_freq * pos` in f32,
+/// `emb = cat(freqs, freqs)`, `cos(emb)`, `sin(emb)`.
+///
+/// The transcendental functions are evaluated in f64 and rounded to f32 (correctly rounded,
+/// where PyTorch's vectorized f32 `pow`/`cos`/`sin` are within 1 ulp): a rare last-bit
+/// difference in f32, invisible after rounding to bf16 in every case measured.
+pub fn rope_tables(theta: f64, head_dim: usize, seq_len: usize) -> (Vec<f32>, Vec<f32>) {
+    let half = head_dim / 2;
+    let inv_freq: Vec<f32> = (0..half)
+        .map(|i| {
+            let exponent = (2 * i) as f32 / head_dim as f32;
+            let p = (theta as f32 as f64).powf(exponent as f64) as f32;
+            1.0f32 / p
+        })
+        .collect();
+    let mut cos = Vec::with_capacity(seq_len * head_dim);
+    let mut sin = Vec::with_capacity(seq_len * head_dim);
+    for pos in 0..seq_len {
+        for rep in 0..2 {
+            let _ = rep;
+            for &f in &inv_freq {
+                let angle = f * pos as f32;
+                cos.push((angle as f64).cos() as f32);
+                sin.push((angle as f64).sin() as f32);
+            }
+        }
+    }
+    (cos, sin)
+}
+
+/// RoPE tables on the device, in the activation dtype.
+#[derive(Debug, Clone)]
+pub struct Rope {
+    /// `[T, head_dim]` (the `cos` that `model.rotary_emb` outputs, without the batch dim).
+    pub cos: Tensor,
+    pub sin: Tensor,
+}
+
+impl Rope {
+    pub fn new(
+        theta: f64,
+        head_dim: usize,
+        seq_len: usize,
+        dtype: DType,
+        device: &Device,
+    ) -> candle_core::Result<Rope> {
+        let (cos, sin) = rope_tables(theta, head_dim, seq_len);
+        let cos = Tensor::from_vec(cos, (seq_len, head_dim), device)?.to_dtype(dtype)?;
+        let sin = Tensor::from_vec(sin, (seq_len, head_dim), device)?.to_dtype(dtype)?;
+        Ok(Rope { cos, sin })
+    }
+
+    fn halves(&self) -> candle_core::Result<(Tensor, Tensor)> {
+        let d = self.cos.dim(1)?;
+        Ok((
+            self.cos.narrow(1, 0, d / 2)?.contiguous()?,
+            self.sin.narrow(1, 0, d / 2)?.contiguous()?,
+        ))
+    }
+
+    /// Applies RoPE to `x: [B, heads, T, head_dim]`.
+    pub fn apply(
+        &self,
+        x: &Tensor,
+        policy: Policy,
+        interleaved: bool,
+    ) -> candle_core::Result<Tensor> {
+        if interleaved {
+            // Fault rope-interleaved: GPT-J style rotation of pairs (x[2i], x[2i+1]).
+            let (cos, sin) = self.halves()?;
+            return candle_nn::rotary_emb::rope_i(&x.contiguous()?, &cos, &sin);
+        }
+        match policy {
+            Policy::Fused => {
+                let (cos, sin) = self.halves()?;
+                candle_nn::rotary_emb::rope(&x.contiguous()?, &cos, &sin)
+            }
+            Policy::Torch => {
+                let cos = self.cos.unsqueeze(0)?.unsqueeze(0)?;
+                let sin = self.sin.unsqueeze(0)?.unsqueeze(0)?;
+                x.broadcast_mul(&cos)? + rotate_half(x)?.broadcast_mul(&sin)?
+            }
+        }
+    }
+}
+
+/// `cat(-x2, x1)` over the last dimension.
+pub fn rotate_half(x: &Tensor) -> candle_core::Result<Tensor> {
+    let d = x.dim(D::Minus1)?;
+    let x1 = x.narrow(D::Minus1, 0, d / 2)?;
+    let x2 = x.narrow(D::Minus1, d / 2, d - d / 2)?;
+    Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)
+}
+
+/// Runs `f` in f32 and rounds the result once to `x`'s dtype (PyTorch's opmath).
+fn in_f32(
+    x: &Tensor,
+    f: impl Fn(&Tensor) -> candle_core::Result<Tensor>,
+) -> candle_core::Result<Tensor> {
+    let dt = x.dtype();
+    if dt == DType::F32 || dt == DType::F64 {
+        return f(x);
+    }
+    f(&x.to_dtype(DType::F32)?)?.to_dtype(dt)
+}
+
+/// `x * s` computed as PyTorch does for a tensor times a Python float.
+pub fn scale(x: &Tensor, s: f64, policy: Policy) -> candle_core::Result<Tensor> {
+    match policy {
+        // candle's affine rounds the scalar to the tensor dtype first.
+        Policy::Fused => x.affine(s, 0.0),
+        Policy::Torch => in_f32(x, |t| t.affine(s, 0.0)),
+    }
+}
+
+/// The MLP activation: silu (Qwen3), or a faulty replacement.
+pub fn activation(
+    x: &Tensor,
+    fault: Option<Activation>,
+    policy: Policy,
+) -> candle_core::Result<Tensor> {
+    let f = |t: &Tensor| match fault {
+        None => t.silu(),
+        Some(Activation::Gelu) => t.gelu_erf(),
+        Some(Activation::GeluTanh) => t.gelu(),
+        Some(Activation::Relu) => t.relu(),
+    };
+    match policy {
+        Policy::Fused => f(x),
+        Policy::Torch => in_f32(x, f),
+    }
+}
+
+/// Expands kv heads `[B, kv, T, D]` to `[B, kv * n_rep, T, D]`.
+///
+/// `tile = false` is transformers' `repeat_kv` (repeat-interleave: k0,k0,k1,k1);
+/// `tile = true` is the `gqa-tile` fault (k0,k1,k0,k1).
+pub fn repeat_kv(x: &Tensor, n_rep: usize, tile: bool) -> candle_core::Result<Tensor> {
+    if n_rep == 1 {
+        return Ok(x.clone());
+    }
+    let (b, kv, t, d) = x.dims4()?;
+    if tile {
+        let copies = vec![x; n_rep];
+        Tensor::cat(&copies, 1)
+    } else {
+        x.unsqueeze(2)?
+            .broadcast_as((b, kv, n_rep, t, d))?
+            .reshape((b, kv * n_rep, t, d))
+    }
+}
+
+/// Causal mask `[T, T]`: 0 on and below the diagonal, -inf above.
+pub fn causal_mask(t: usize, dtype: DType, device: &Device) -> candle_core::Result<Tensor> {
+    let mask: Vec<f32> = (0..t)
+        .flat_map(|i| (0..t).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
+        .collect();
+    Tensor::from_vec(mask, (t, t), device)?.to_dtype(dtype)
+}
+
+/// Eager attention on `q: [B, H, T, D]`, `k`, `v: [B, H, T, D]` (kv already expanded).
+/// Returns `[B, H, T, D]`.
+pub fn attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    scaling: f64,
+    policy: Policy,
+) -> candle_core::Result<Tensor> {
+    let dt = q.dtype();
+    let t = q.dim(2)?;
+    let scores = q.contiguous()?.matmul(&k.t()?.contiguous()?)?;
+    let scores = scale(&scores, scaling, policy)?;
+    let probs = match policy {
+        Policy::Torch => {
+            let mask = causal_mask(t, DType::F32, q.device())?;
+            let s = scores.to_dtype(DType::F32)?.broadcast_add(&mask)?;
+            candle_nn::ops::softmax_last_dim(&s)?.to_dtype(dt)?
+        }
+        Policy::Fused => {
+            let mask = causal_mask(t, dt, q.device())?;
+            candle_nn::ops::softmax_last_dim(&scores.broadcast_add(&mask)?)?
+        }
+    };
+    probs.matmul(&v.contiguous()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mode(policy: Policy) -> NormMode {
+        NormMode {
+            policy,
+            eps: 1e-6,
+            late_rounding: false,
+            half_accum: false,
+        }
+    }
+
+    #[test]
+    fn rms_norm_hand_values_f32() {
+        // x = [3, 4]: mean(x²) = 12.5, 1/sqrt(12.5 + 1e-6) = 0.28284270...
+        let dev = Device::Cpu;
+        let x = Tensor::new(&[[3f32, 4.0]], &dev).unwrap();
+        let w = Tensor::new(&[1f32, 2.0], &dev).unwrap();
+        for policy in [Policy::Torch, Policy::Fused] {
+            let y: Vec<Vec<f32>> = rms_norm(&x, &w, mode(policy)).unwrap().to_vec2().unwrap();
+            let r = 1.0 / (12.5f64 + 1e-6).sqrt();
+            assert!((y[0][0] as f64 - 3.0 * r).abs() < 1e-6, "{policy:?} {y:?}");
+            assert!((y[0][1] as f64 - 8.0 * r).abs() < 1e-6, "{policy:?} {y:?}");
+        }
+    }
+
+    #[test]
+    fn rms_norm_bf16_rounds_before_the_weight() {
+        // x = [1, 3], w = 1.125: x * rsqrt(mean(x²) + eps) = [0.4472, 1.3416]. transformers
+        // rounds that to bf16 [0.4473, 1.3438] and then multiplies: [0.50390625, 1.515625]
+        // (values checked with torch 2.11). Multiplying in f32 and rounding once (a fused
+        // kernel, fault late-rounding) gives [0.50390625, 1.5078125].
+        let dev = Device::Cpu;
+        let x = Tensor::new(&[[1f32, 3.0]], &dev)
+            .unwrap()
+            .to_dtype(DType::BF16)
+            .unwrap();
+        let w = Tensor::new(&[1.125f32, 1.125], &dev)
+            .unwrap()
+            .to_dtype(DType::BF16)
+            .unwrap();
+        let got = |m: NormMode| -> Vec<f32> {
+            rms_norm(&x, &w, m)
+                .unwrap()
+                .to_dtype(DType::F32)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap()
+        };
+        assert_eq!(got(mode(Policy::Torch)), vec![0.50390625, 1.515625]);
+        let late = NormMode {
+            late_rounding: true,
+            ..mode(Policy::Torch)
+        };
+        assert_eq!(got(late), vec![0.50390625, 1.5078125]);
+    }
+
+    #[test]
+    fn rope_tables_hand_values() {
+        // head_dim 4, theta 10000: inv_freq = [1, 1/100]; position 1: angles [1, 0.01, 1, 0.01].
+        let (cos, sin) = rope_tables(10_000.0, 4, 2);
+        assert_eq!(&cos[..4], &[1.0, 1.0, 1.0, 1.0]);
+        assert_eq!(&sin[..4], &[0.0, 0.0, 0.0, 0.0]);
+        let want_cos = [1f64.cos(), 0.01f64.cos(), 1f64.cos(), 0.01f64.cos()];
+        let want_sin = [1f64.sin(), 0.01f64.sin(), 1f64.sin(), 0.01f64.sin()];
+        for i in 0..4 {
+            assert!((cos[4 + i] as f64 - want_cos[i]).abs() < 1e-7, "{cos:?}");
+            assert!((sin[4 + i] as f64 - want_sin[i]).abs() < 1e-7, "{sin:?}");
+        }
+    }
+
+    #[test]
+    fn rope_rotate_half_hand_values_and_fused_agree() {
+        // One head, head_dim 4, position 1, theta 10000: pairs (x0, x2) and (x1, x3) rotate.
+        let dev = Device::Cpu;
+        let rope = Rope::new(10_000.0, 4, 2, DType::F32, &dev).unwrap();
+        let x = Tensor::new(&[1f32, 2.0, 3.0, 4.0, 1.0, 2.0, 3.0, 4.0], &dev)
+            .unwrap()
+            .reshape((1, 1, 2, 4))
+            .unwrap();
+        let torch: Vec<f32> = rope
+            .apply(&x, Policy::Torch, false)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        // position 0 is the identity
+        assert_eq!(&torch[..4], &[1.0, 2.0, 3.0, 4.0]);
+        let (c0, s0, c1, s1) = (1f64.cos(), 1f64.sin(), 0.01f64.cos(), 0.01f64.sin());
+        let want = [
+            1.0 * c0 - 3.0 * s0,
+            2.0 * c1 - 4.0 * s1,
+            3.0 * c0 + 1.0 * s0,
+            4.0 * c1 + 2.0 * s1,
+        ];
+        for i in 0..4 {
+            assert!((torch[4 + i] as f64 - want[i]).abs() < 1e-6, "{torch:?}");
+        }
+        let fused: Vec<f32> = rope
+            .apply(&x, Policy::Fused, false)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        for (a, b) in torch.iter().zip(&fused) {
+            assert!((a - b).abs() < 1e-6, "{torch:?} {fused:?}");
+        }
+        // Interleaved pairs (x0, x1), (x2, x3): a different result at position 1.
+        let inter: Vec<f32> = rope
+            .apply(&x, Policy::Torch, true)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let want_i = [1.0 * c0 - 2.0 * s0, 1.0 * s0 + 2.0 * c0];
+        assert!((inter[4] as f64 - want_i[0]).abs() < 1e-6, "{inter:?}");
+        assert!((inter[5] as f64 - want_i[1]).abs() < 1e-6, "{inter:?}");
+    }
+
+    #[test]
+    fn repeat_kv_interleaves_and_tile_tiles() {
+        let dev = Device::Cpu;
+        // two kv heads, values 0 and 1
+        let x = Tensor::new(&[0f32, 1.0], &dev)
+            .unwrap()
+            .reshape((1, 2, 1, 1))
+            .unwrap();
+        let flat = |t: Tensor| -> Vec<f32> { t.flatten_all().unwrap().to_vec1().unwrap() };
+        assert_eq!(
+            flat(repeat_kv(&x, 2, false).unwrap()),
+            vec![0.0, 0.0, 1.0, 1.0]
+        );
+        assert_eq!(
+            flat(repeat_kv(&x, 2, true).unwrap()),
+            vec![0.0, 1.0, 0.0, 1.0]
+        );
+    }
+
+    #[test]
+    fn attention_is_causal() {
+        let dev = Device::Cpu;
+        // T = 2, D = 1: first position can only see itself.
+        let q = Tensor::new(&[1f32, 1.0], &dev)
+            .unwrap()
+            .reshape((1, 1, 2, 1))
+            .unwrap();
+        let k = q.clone();
+        let v = Tensor::new(&[10f32, 20.0], &dev)
+            .unwrap()
+            .reshape((1, 1, 2, 1))
+            .unwrap();
+        let out: Vec<f32> = attention(&q, &k, &v, 1.0, Policy::Torch)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert_eq!(out[0], 10.0);
+        assert!((out[1] - 15.0).abs() < 1e-5, "{out:?}");
+    }
+}

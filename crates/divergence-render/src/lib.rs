@@ -1,0 +1,67 @@
+//! `divergence-render`: turns a diff [`Report`] into a terminal table, JSON or Markdown.
+//!
+//! Renderers are separate from the work: all three consume the same [`Report`] value and write to
+//! any `&mut dyn Write`, so tests render into a `Vec<u8>`. Numbers use fixed formats (`1.234e-05`,
+//! cosine with 6 decimals) so output is stable enough for snapshots. Nothing here decides anything:
+//! statuses, the first divergence and the amplification marks come from `divergence-diff`.
+
+mod json;
+mod markdown;
+mod table;
+mod view;
+
+use std::io::{self, Write};
+
+pub use divergence_diff::Report;
+
+/// Options of the table and Markdown views (a config struct, not boolean parameters).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableOptions {
+    /// ANSI colors (the CLI sets this when stdout is a terminal). Without color the first
+    /// divergence is still marked with `>>`.
+    pub color: bool,
+    /// Show every op instead of the compact view (context around the first divergence).
+    pub all: bool,
+    /// Only ops of this layer (names containing `layers.N`) in the ops table and amplification.
+    pub layer: Option<usize>,
+    /// Only ops whose name matches: a regex when the text contains one of `^$*+?()[]{}|\`,
+    /// else a plain substring (so `layers.3.` does not match `layers.30.`).
+    pub grep: Option<String>,
+    /// Ops shown before and after the first divergence in the compact view.
+    pub context: usize,
+    /// Wrap tables to this width; `None` never wraps (stable output for pipes and snapshots).
+    pub width: Option<u16>,
+}
+
+impl Default for TableOptions {
+    fn default() -> Self {
+        TableOptions {
+            color: false,
+            all: false,
+            layer: None,
+            grep: None,
+            context: 3,
+            width: None,
+        }
+    }
+}
+
+/// Renders the human view: header, first divergence, ops around it (or all / filtered ops),
+/// per-layer lines, amplification, one-side names and a summary line.
+pub fn render_table(report: &Report, opts: &TableOptions, out: &mut dyn Write) -> io::Result<()> {
+    table::render(report, opts, out)
+}
+
+/// Renders the report as pretty JSON (schema `divergence-report/1`, see `docs/report-schema.md`).
+pub fn render_json(report: &Report, out: &mut dyn Write) -> io::Result<()> {
+    json::render(report, out)
+}
+
+/// Renders GitHub-flavoured Markdown for CI step summaries.
+pub fn render_markdown(
+    report: &Report,
+    opts: &TableOptions,
+    out: &mut dyn Write,
+) -> io::Result<()> {
+    markdown::render(report, opts, out)
+}

@@ -1,0 +1,284 @@
+//! What the table and Markdown views share: number formats, op selection (context window, filters),
+//! per-layer summaries and short labels.
+
+use std::collections::BTreeMap;
+
+use divergence_diff::{sci, OpResult, Report, Status, Tolerance};
+use regex::Regex;
+
+use crate::TableOptions;
+
+/// Names listed per one-side list before truncating.
+pub(crate) const MAX_LISTED_NAMES: usize = 10;
+
+/// `1.234e-05`, or `-` for null.
+pub(crate) fn num(x: Option<f64>) -> String {
+    x.map_or_else(|| "-".to_string(), sci)
+}
+
+/// Cosine with 6 decimals, or `-`.
+pub(crate) fn cos(x: Option<f64>) -> String {
+    x.map_or_else(|| "-".to_string(), |c| format!("{c:.6}"))
+}
+
+/// Percentage with 2 decimals, or `-`.
+pub(crate) fn pct(x: Option<f64>) -> String {
+    x.map_or_else(|| "-".to_string(), |f| format!("{:.2}%", f * 100.0))
+}
+
+pub(crate) fn shape(s: &[usize]) -> String {
+    let inner: Vec<String> = s.iter().map(|d| d.to_string()).collect();
+    format!("[{}]", inner.join(","))
+}
+
+/// Shape column: the reference's shape, plus ours' when it differs.
+pub(crate) fn shape_cell(op: &OpResult) -> String {
+    match (&op.shape, &op.shape_ours) {
+        (Some(r), Some(o)) => format!("{} ours {}", shape(r), shape(o)),
+        (Some(r), None) => shape(r),
+        (None, _) => "-".to_string(),
+    }
+}
+
+pub(crate) fn short_dtype(d: &str) -> String {
+    let d = d.strip_prefix("torch.").unwrap_or(d);
+    match d {
+        "float64" => "f64".into(),
+        "float32" => "f32".into(),
+        "float16" => "f16".into(),
+        "bfloat16" => "bf16".into(),
+        "bool" => "bool".into(),
+        _ => {
+            if let Some(bits) = d.strip_prefix("uint") {
+                format!("u{bits}")
+            } else if let Some(bits) = d.strip_prefix("int") {
+                format!("i{bits}")
+            } else {
+                d.to_string()
+            }
+        }
+    }
+}
+
+/// `bf16` when both sides agree, else `bf16/f32` (ours/ref).
+pub(crate) fn dtype_cell(op: &OpResult) -> String {
+    match (&op.dtype_ours, &op.dtype_ref) {
+        (Some(o), Some(r)) if o == r => short_dtype(o),
+        (Some(o), Some(r)) => format!("{}/{}", short_dtype(o), short_dtype(r)),
+        (Some(o), None) => short_dtype(o),
+        (None, Some(r)) => short_dtype(r),
+        (None, None) => "-".into(),
+    }
+}
+
+pub(crate) fn tolerance_text(t: &Tolerance) -> String {
+    match t {
+        Tolerance::Auto => "auto (per-dtype presets, coarsest dtype of the two sides)".into(),
+        Tolerance::Manual { rtol, atol } => format!(
+            "manual: rtol {}, atol {}",
+            rtol.map_or_else(|| "preset".to_string(), sci),
+            atol.map_or_else(|| "preset".to_string(), sci)
+        ),
+        Tolerance::Exact => "exact (any differing element diverges)".into(),
+    }
+}
+
+/// The input_ids warning, if flagged (by contract the first warning).
+pub(crate) fn input_ids_warning(report: &Report) -> Option<&str> {
+    if report.input_ids_mismatch {
+        Some(
+            report
+                .warnings
+                .first()
+                .map_or("INPUT_IDS MISMATCH", String::as_str),
+        )
+    } else {
+        None
+    }
+}
+
+/// The warnings other than the input_ids one.
+pub(crate) fn other_warnings(report: &Report) -> &[String] {
+    if report.input_ids_mismatch && !report.warnings.is_empty() {
+        &report.warnings[1..]
+    } else {
+        &report.warnings
+    }
+}
+
+/// A name filter from `--layer` / `--grep`.
+pub(crate) struct Filter {
+    layer: Option<usize>,
+    grep: Option<Grep>,
+}
+
+enum Grep {
+    Substring(String),
+    Regex(Regex),
+}
+
+impl Filter {
+    pub(crate) fn new(opts: &TableOptions) -> Filter {
+        let grep = opts.grep.as_ref().map(|g| {
+            let looks_like_regex = g.chars().any(|c| "^$*+?()[]{}|\\".contains(c));
+            match Regex::new(g) {
+                Ok(re) if looks_like_regex => Grep::Regex(re),
+                _ => Grep::Substring(g.clone()),
+            }
+        });
+        Filter {
+            layer: opts.layer,
+            grep,
+        }
+    }
+
+    pub(crate) fn is_active(&self) -> bool {
+        self.layer.is_some() || self.grep.is_some()
+    }
+
+    pub(crate) fn matches(&self, op: &OpResult) -> bool {
+        if self.layer.is_some() && op.layer != self.layer {
+            return false;
+        }
+        match &self.grep {
+            Some(Grep::Substring(s)) => op.name.contains(s.as_str()),
+            Some(Grep::Regex(re)) => re.is_match(&op.name),
+            None => true,
+        }
+    }
+
+    pub(crate) fn layer_ok(&self, layer: usize) -> bool {
+        self.layer.is_none_or(|l| l == layer)
+    }
+}
+
+/// Which ops the ops table shows, and its title.
+pub(crate) struct Selection {
+    pub title: String,
+    pub indices: Vec<usize>,
+}
+
+pub(crate) fn select_ops(report: &Report, opts: &TableOptions) -> Option<Selection> {
+    let filter = Filter::new(opts);
+    let total = report.ops.len();
+    if filter.is_active() {
+        let indices: Vec<usize> = (0..total)
+            .filter(|&i| filter.matches(&report.ops[i]))
+            .collect();
+        let mut what = Vec::new();
+        if let Some(l) = opts.layer {
+            what.push(format!("layer {l}"));
+        }
+        if let Some(g) = &opts.grep {
+            what.push(format!("matching `{g}`"));
+        }
+        return Some(Selection {
+            title: format!("Ops of {} ({} of {total})", what.join(", "), indices.len()),
+            indices,
+        });
+    }
+    if opts.all {
+        return Some(Selection {
+            title: format!("All ops ({total})"),
+            indices: (0..total).collect(),
+        });
+    }
+    let first = report.first_divergence.as_ref()?.index;
+    let lo = first.saturating_sub(opts.context);
+    let hi = (first + opts.context).min(total.saturating_sub(1));
+    Some(Selection {
+        title: format!("Ops around the first divergence (#{lo}..#{hi} of {total})"),
+        indices: (lo..=hi).collect(),
+    })
+}
+
+/// The op name without its `...layers.N.` prefix, for per-layer lines.
+pub(crate) fn short_name(name: &str, layer: usize) -> String {
+    let key = format!("layers.{layer}");
+    match name.find(&format!("{key}.")) {
+        Some(pos) => name[pos + key.len() + 1..].to_string(),
+        None if name.ends_with(&key) => "(layer output)".to_string(),
+        None => name.to_string(),
+    }
+}
+
+/// One line of the per-layer view.
+pub(crate) struct LayerLine {
+    pub layer: usize,
+    pub ops: usize,
+    pub diverged: usize,
+    pub status: String,
+    pub worst_rel: Option<f64>,
+    pub worst_op: Option<String>,
+    pub first_bad: Option<String>,
+}
+
+pub(crate) fn layer_lines(report: &Report) -> Vec<LayerLine> {
+    let mut by_layer: BTreeMap<usize, Vec<&OpResult>> = BTreeMap::new();
+    for op in &report.ops {
+        if let Some(l) = op.layer {
+            by_layer.entry(l).or_default().push(op);
+        }
+    }
+    by_layer
+        .into_iter()
+        .map(|(layer, ops)| {
+            let diverged = ops.iter().filter(|o| o.status.is_divergence()).count();
+            let first_bad = ops.iter().find(|o| o.status.is_divergence());
+            let incomplete = ops.iter().any(|o| {
+                matches!(
+                    o.status,
+                    Status::OnlyOurs | Status::OnlyRef | Status::Unreadable
+                )
+            });
+            let status = match first_bad {
+                Some(op) => op.status.to_string(),
+                None if incomplete => "incomplete".to_string(),
+                None => "ok".to_string(),
+            };
+            let worst = ops
+                .iter()
+                .filter_map(|o| o.rel_l2_err.map(|r| (r, o)))
+                .fold(None::<(f64, &&OpResult)>, |acc, (r, o)| match acc {
+                    Some((best, _)) if best >= r => acc,
+                    _ => Some((r, o)),
+                });
+            LayerLine {
+                layer,
+                ops: ops.len(),
+                diverged,
+                status,
+                worst_rel: worst.map(|(r, _)| r),
+                worst_op: worst.map(|(_, o)| short_name(&o.name, layer)),
+                first_bad: first_bad.map(|o| short_name(&o.name, layer)),
+            }
+        })
+        .collect()
+}
+
+/// `a, b, c ... and 7 more`.
+pub(crate) fn name_list(names: &[String], quote: &str) -> String {
+    let shown: Vec<String> = names
+        .iter()
+        .take(MAX_LISTED_NAMES)
+        .map(|n| format!("{quote}{n}{quote}"))
+        .collect();
+    let mut s = shown.join(", ");
+    if names.len() > MAX_LISTED_NAMES {
+        s.push_str(&format!(" ... and {} more", names.len() - MAX_LISTED_NAMES));
+    }
+    s
+}
+
+pub(crate) fn summary_line(report: &Report) -> String {
+    let s = &report.summary;
+    let mut line = format!(
+        "{} ops: {} ok, {} diverged ({} shape mismatch, {} non-finite), {} only in ours, {} only in ref, {} unreadable",
+        s.total, s.ok, s.diverged, s.shape_mismatch, s.nonfinite, s.only_ours, s.only_ref, s.unreadable
+    );
+    match &report.first_divergence {
+        Some(f) => line.push_str(&format!("; first divergence: {} (#{})", f.name, f.index)),
+        None => line.push_str("; no divergence"),
+    }
+    line
+}

@@ -1,0 +1,416 @@
+//! Snapshot tests of the three renderers over reports built by the real engine, plus the JSON
+//! deserialized and asserted field by field.
+
+use divergence_diff::*;
+use divergence_render::{render_json, render_markdown, render_table, TableOptions};
+
+/// A deterministic "activation": values of moderate size, no zeros.
+fn act(n: usize, seed: u32) -> Vec<f32> {
+    (0..n)
+        .map(|i| ((i as f32 + 1.0) * 0.37 + seed as f32 * 1.3).sin() * 2.0 + 0.1)
+        .collect()
+}
+
+/// ours = ref * (1 + eps) element-wise pattern.
+fn perturb(r: &[f32], eps: f32) -> Vec<f32> {
+    r.iter()
+        .enumerate()
+        .map(|(i, x)| x * (1.0 + eps * (((i % 5) as f32) - 2.0) / 2.0))
+        .collect()
+}
+
+struct Op {
+    name: &'static str,
+    ours: Option<(Vec<usize>, Vec<f32>)>,
+    reference: Option<(Vec<usize>, Vec<f32>)>,
+}
+
+fn op(name: &'static str, shape: &[usize], seed: u32, eps: f32) -> Op {
+    let n = shape.iter().product();
+    let r = act(n, seed);
+    Op {
+        name,
+        ours: Some((shape.to_vec(), perturb(&r, eps))),
+        reference: Some((shape.to_vec(), r)),
+    }
+}
+
+fn build(ops: &[Op], dtype: &str, ctx: ReportContext, cfg: &DiffConfig) -> Report {
+    fn side<'a>(s: &'a Option<(Vec<usize>, Vec<f32>)>, dtype: &'a str) -> Option<Side<'a>> {
+        s.as_ref().map(|(shape, v)| Side {
+            shape: shape.as_slice(),
+            values: ValuesRef::F32(v.as_slice()),
+            dtype,
+        })
+    }
+    let rows = ops
+        .iter()
+        .map(|o| compare(o.name, side(&o.ours, dtype), side(&o.reference, dtype), cfg))
+        .collect();
+    assemble(rows, ctx, cfg)
+}
+
+fn layer_ops(l: usize, k_norm_eps: f32) -> Vec<Op> {
+    let names: [&'static str; 6] = match l {
+        0 => [
+            "model.layers.0.self_attn.q_proj",
+            "model.layers.0.self_attn.k_proj",
+            "model.layers.0.self_attn.q_norm",
+            "model.layers.0.self_attn.k_norm",
+            "model.layers.0.self_attn",
+            "model.layers.0",
+        ],
+        1 => [
+            "model.layers.1.self_attn.q_proj",
+            "model.layers.1.self_attn.k_proj",
+            "model.layers.1.self_attn.q_norm",
+            "model.layers.1.self_attn.k_norm",
+            "model.layers.1.self_attn",
+            "model.layers.1",
+        ],
+        _ => [
+            "model.layers.2.self_attn.q_proj",
+            "model.layers.2.self_attn.k_proj",
+            "model.layers.2.self_attn.q_norm",
+            "model.layers.2.self_attn.k_norm",
+            "model.layers.2.self_attn",
+            "model.layers.2",
+        ],
+    };
+    let s = l as u32 * 10;
+    vec![
+        op(names[0], &[1, 4, 16], s + 1, 1e-4),
+        op(names[1], &[1, 4, 8], s + 2, 1e-4),
+        op(names[2], &[1, 4, 2, 8], s + 3, 2e-4),
+        op(names[3], &[1, 4, 1, 8], s + 4, k_norm_eps),
+        op(names[4], &[1, 4, 16], s + 5, 3e-4),
+        op(names[5], &[1, 4, 16], s + 6, 3e-4),
+    ]
+}
+
+fn clean_report() -> Report {
+    let cfg = DiffConfig::default();
+    let mut ops = vec![op("model.embed_tokens", &[1, 4, 16], 0, 0.0)];
+    for l in 0..3 {
+        ops.extend(layer_ops(l, 2e-4));
+    }
+    ops.push(op("model.norm", &[1, 4, 16], 90, 1e-4));
+    ops.push(op("lm_head", &[1, 4, 32], 91, 1e-4));
+    let names: Vec<String> = ops.iter().map(|o| o.name.to_string()).collect();
+    let plan = plan_order(
+        &DumpNames {
+            meta_order: Some(&names),
+            names: &names,
+            file_order_preserved: true,
+        },
+        &DumpNames {
+            meta_order: Some(&names),
+            names: &names,
+            file_order_preserved: true,
+        },
+    );
+    let mut ctx = ReportContext::new("ours.npz", "ref.npz", plan.source);
+    ctx.ours_input_ids = Some(vec![151643, 9707, 11, 1879]);
+    ctx.ref_input_ids = Some(vec![151643, 9707, 11, 1879]);
+    build(&ops, "float32", ctx, &cfg)
+}
+
+fn divergent_report() -> Report {
+    let cfg = DiffConfig::default();
+    let mut ops = vec![op("model.embed_tokens", &[1, 4, 16], 0, 0.0)];
+    ops.extend(layer_ops(0, 2e-4));
+    // layer 1: k_norm amplifies a small k_proj error ~200x -> first divergence, marked
+    ops.extend(layer_ops(1, 1e-1));
+    let mut l2 = layer_ops(2, 2e-4);
+    // layer 2: the attention output has a transposed shape
+    let r = act(64, 99);
+    l2[4] = Op {
+        name: "model.layers.2.self_attn",
+        ours: Some((vec![1, 16, 4], r.clone())),
+        reference: Some((vec![1, 4, 16], r)),
+    };
+    ops.extend(l2);
+    // NaN in ours only in the final norm
+    let r = act(64, 90);
+    let mut o = r.clone();
+    o[5] = f32::NAN;
+    o[17] = f32::INFINITY;
+    ops.push(Op {
+        name: "model.norm",
+        ours: Some((vec![1, 4, 16], o)),
+        reference: Some((vec![1, 4, 16], r)),
+    });
+    ops.push(Op {
+        name: "model.layers.2.mlp.act_fn",
+        ours: None,
+        reference: Some((vec![1, 4, 48], act(192, 7))),
+    });
+    ops.push(Op {
+        name: "model.rotary_emb",
+        ours: None,
+        reference: Some((vec![1, 4, 8], act(32, 8))),
+    });
+    ops.push(Op {
+        name: "debug.extra_probe",
+        ours: Some((vec![3], vec![1.0, 2.0, 3.0])),
+        reference: None,
+    });
+    ops.push(op("lm_head", &[1, 4, 32], 91, 5e-1));
+    let mut ctx = ReportContext::new("ours.npz", "ref.npz", OrderSource::RefMeta);
+    ctx.warnings.push("1 probe(s) present in the files but missing from the reference's metadata order were appended at the end: debug.extra_probe".into());
+    ctx.norm_weight_gains
+        .insert("model.layers.1.self_attn.k_norm".into(), 96.5);
+    let mut report = build(&ops, "bfloat16", ctx, &cfg);
+    // an unreadable probe is a row too
+    report = assemble(
+        {
+            let mut rows = report.ops.clone();
+            rows.insert(
+                2,
+                unreadable(
+                    "model.layers.0.input_layernorm",
+                    Which::Ref,
+                    "truncated zip entry".into(),
+                ),
+            );
+            rows
+        },
+        ReportContext {
+            ours_label: report.ours.clone(),
+            ref_label: report.reference.clone(),
+            order_source: report.order_source,
+            warnings: report.warnings.clone(),
+            ours_input_ids: None,
+            ref_input_ids: None,
+            norm_weight_gains: [("model.layers.1.self_attn.k_norm".to_string(), 96.5)].into(),
+        },
+        &cfg,
+    );
+    report
+}
+
+fn input_ids_report() -> Report {
+    let cfg = DiffConfig {
+        tolerance: Tolerance::Manual {
+            rtol: Some(1e-2),
+            atol: None,
+        },
+        ..DiffConfig::default()
+    };
+    let ops = vec![
+        op("model.embed_tokens", &[1, 4, 16], 0, 0.5),
+        op("lm_head", &[1, 4, 32], 91, 0.5),
+    ];
+    let mut ctx = ReportContext::new(
+        "ours.safetensors",
+        "ref.safetensors",
+        OrderSource::NaturalSort,
+    );
+    ctx.warnings.push("neither dump records its execution order (safetensors without metadata keeps keys sorted): ops are in natural name order, so the \"first\" divergence may not be the earliest op".into());
+    ctx.ours_input_ids = Some(vec![151643, 9707, 11, 1879]);
+    ctx.ref_input_ids = Some(vec![151643, 9707, 12, 1879]);
+    build(&ops, "float32", ctx, &cfg)
+}
+
+fn table(report: &Report, opts: &TableOptions) -> String {
+    let mut buf = Vec::new();
+    render_table(report, opts, &mut buf).unwrap();
+    String::from_utf8(buf).unwrap()
+}
+fn markdown(report: &Report, opts: &TableOptions) -> String {
+    let mut buf = Vec::new();
+    render_markdown(report, opts, &mut buf).unwrap();
+    String::from_utf8(buf).unwrap()
+}
+fn json(report: &Report) -> String {
+    let mut buf = Vec::new();
+    render_json(report, &mut buf).unwrap();
+    String::from_utf8(buf).unwrap()
+}
+
+#[test]
+fn clean_snapshots() {
+    let r = clean_report();
+    assert!(r.first_divergence.is_none());
+    insta::assert_snapshot!("clean_table", table(&r, &TableOptions::default()));
+    insta::assert_snapshot!("clean_markdown", markdown(&r, &TableOptions::default()));
+    insta::assert_snapshot!("clean_json", json(&r));
+}
+
+#[test]
+fn divergent_snapshots() {
+    let r = divergent_report();
+    insta::assert_snapshot!("divergent_table", table(&r, &TableOptions::default()));
+    insta::assert_snapshot!("divergent_markdown", markdown(&r, &TableOptions::default()));
+    insta::assert_snapshot!("divergent_json", json(&r));
+}
+
+#[test]
+fn input_ids_snapshots() {
+    let r = input_ids_report();
+    let t = table(&r, &TableOptions::default());
+    assert!(t.starts_with("!!! INPUT_IDS MISMATCH"), "{t}");
+    let m = markdown(&r, &TableOptions::default());
+    assert!(m.starts_with("> [!CAUTION]\n> **INPUT_IDS MISMATCH"), "{m}");
+    insta::assert_snapshot!("input_ids_table", t);
+    insta::assert_snapshot!("input_ids_markdown", m);
+    insta::assert_snapshot!("input_ids_json", json(&r));
+}
+
+#[test]
+fn table_options_all_layer_grep() {
+    let r = divergent_report();
+    let all = TableOptions {
+        all: true,
+        ..TableOptions::default()
+    };
+    insta::assert_snapshot!("divergent_table_all", table(&r, &all));
+    let layer = TableOptions {
+        layer: Some(2),
+        ..TableOptions::default()
+    };
+    let t = table(&r, &layer);
+    assert!(t.contains("Ops of layer 2 (7 of 25)"), "{t}");
+    assert!(
+        t.contains("model.layers.2.self_attn.k_norm")
+            && !t.contains("model.layers.1.self_attn.q_proj ")
+    );
+    // substring: dots are literal
+    let grep = TableOptions {
+        grep: Some("k_norm".into()),
+        ..TableOptions::default()
+    };
+    insta::assert_snapshot!("divergent_table_grep", table(&r, &grep));
+    let re = TableOptions {
+        grep: Some(r"layers\.[01]\.self_attn\.k_".into()),
+        ..TableOptions::default()
+    };
+    let t = table(&r, &re);
+    assert!(
+        t.contains("matching `layers\\.[01]\\.self_attn\\.k_` (4 of 25)"),
+        "{t}"
+    );
+}
+
+#[test]
+fn color_only_when_asked_and_marker_without_color() {
+    let r = divergent_report();
+    let plain = table(&r, &TableOptions::default());
+    assert!(!plain.contains('\x1b'));
+    assert!(
+        plain.contains("│ >> ┆ 11 ┆ model.layers.1.self_attn.k_norm"),
+        "first divergence row is marked without color"
+    );
+    let colored = table(
+        &r,
+        &TableOptions {
+            color: true,
+            ..TableOptions::default()
+        },
+    );
+    assert!(colored.contains("\x1b["));
+    assert!(colored.contains(">>"));
+}
+
+#[test]
+fn json_deserializes_field_by_field() {
+    let r = divergent_report();
+    let text = json(&r);
+    let back: Report = serde_json::from_str(&text).unwrap();
+    assert_eq!(back, r);
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["schema"], "divergence-report/1");
+    assert_eq!(v["ours"], "ours.npz");
+    assert_eq!(v["ref"], "ref.npz");
+    assert_eq!(v["tolerance"], serde_json::json!({"mode": "auto"}));
+    assert_eq!(v["order_source"], "ref_meta");
+    assert_eq!(v["input_ids_mismatch"], false);
+    let fd = &v["first_divergence"];
+    assert_eq!(fd["name"], "model.layers.1.self_attn.k_norm");
+    assert_eq!(fd["status"], "diverged");
+    assert_eq!(fd["layer"], 1);
+    let idx = fd["index"].as_u64().unwrap() as usize;
+    assert_eq!(v["ops"][idx]["name"], "model.layers.1.self_attn.k_norm");
+    let op = &v["ops"][idx];
+    assert_eq!(op["shape"], serde_json::json!([1, 4, 1, 8]));
+    assert_eq!(op["shape_ours"], serde_json::Value::Null);
+    assert_eq!(op["dtype_ours"], "bfloat16");
+    assert_eq!(
+        (op["rtol"].as_f64(), op["atol"].as_f64()),
+        (Some(4e-2), Some(1e-3))
+    );
+    assert!(op["rel_l2_err"].as_f64().unwrap() > 4e-2);
+    assert!(op["cosine"].as_f64().unwrap() < 1.0);
+    assert_eq!(op["max_abs_err_index"].as_array().unwrap().len(), 4);
+    let s = &v["summary"];
+    assert_eq!(s["total"], 25);
+    assert_eq!(s["diverged"], 4); // k_norm layer 1, shape mismatch, nonfinite, lm_head
+    assert_eq!(s["shape_mismatch"], 1);
+    assert_eq!(s["nonfinite"], 1);
+    assert_eq!(
+        (
+            s["only_ours"].as_u64(),
+            s["only_ref"].as_u64(),
+            s["unreadable"].as_u64()
+        ),
+        (Some(1), Some(2), Some(1))
+    );
+    assert_eq!(v["only_ours"], serde_json::json!(["debug.extra_probe"]));
+    assert_eq!(
+        v["only_ref"],
+        serde_json::json!(["model.layers.2.mlp.act_fn", "model.rotary_emb"])
+    );
+    let sm = v["ops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["status"] == "shape_mismatch")
+        .unwrap();
+    assert_eq!(sm["name"], "model.layers.2.self_attn");
+    assert_eq!(sm["shape_ours"], serde_json::json!([1, 16, 4]));
+    let nf = v["ops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["status"] == "nonfinite")
+        .unwrap();
+    assert_eq!(
+        (
+            nf["nan_ours"].as_u64(),
+            nf["inf_ours"].as_u64(),
+            nf["nan_ref"].as_u64()
+        ),
+        (Some(1), Some(1), Some(0))
+    );
+    let amp = &v["amplification"];
+    assert_eq!(amp["threshold"], 10.0);
+    assert_eq!(amp["marked"], 1);
+    let marked: Vec<&serde_json::Value> = amp["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["marked"] == true)
+        .collect();
+    assert_eq!(marked.len(), 1);
+    assert_eq!(marked[0]["layer"], 1);
+    assert_eq!(marked[0]["kind"], "k");
+    assert_eq!(marked[0]["weight_gain"], 96.5);
+    assert!(marked[0]["ratio"].as_f64().unwrap() > 10.0);
+    assert_eq!(v["warnings"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn width_wraps_tables() {
+    let r = divergent_report();
+    let t = table(
+        &r,
+        &TableOptions {
+            width: Some(100),
+            ..TableOptions::default()
+        },
+    );
+    for line in t.lines().filter(|l| l.starts_with(['┌', '│', '╞', '└'])) {
+        assert!(line.chars().count() <= 100, "{line}");
+    }
+    assert!(t.contains("k_norm"));
+}

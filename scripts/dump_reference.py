@@ -1,0 +1,838 @@
+#!/usr/bin/env python3
+"""Export every intermediate tensor of a transformers causal LM as a divergence dump.
+
+    python scripts/dump_reference.py --model DIR --ids 1,2,3 --dtype float32 --attn eager --out ref.npz
+    python scripts/dump_reference.py --config fixtures/configs/qwen3-0.6b.json --seed 0 \
+        --save-model /tmp/qwen3-rand --ids 1,2,3 --out ref.npz
+
+Probes are module paths as `named_modules()` gives them; every module that returns a tensor is
+recorded (tuples / ModelOutput keep their first tensor) in execution order (forward-hook order,
+i.e. a module is recorded when it returns, so children come before their parent). Values that no
+module returns are captured by wrapping transformers' own functions (never copying them):
+
+    <attn>.rope_q / <attn>.rope_k   outputs of the modeling module's `apply_rotary_pos_emb`
+    <attn>.attn_out                 output of the attention interface (eager_attention_forward or
+                                    the ALL_ATTENTION_FUNCTIONS entry), reshaped to [B, T, heads*head_dim]
+                                    exactly as the attention module does before o_proj
+    <layer>.attn_residual           input of <layer>.post_attention_layernorm (forward pre-hook),
+                                    recorded only after checking it equals layer input + self_attn output
+
+A module called more than once keeps its FIRST call (later calls are counted and reported on stderr
+and in the metadata field "repeated_calls"). The root module (name "") is not recorded: its output is
+the logits, already recorded as `lm_head`.
+
+The dump contract is docs/dump-format.md / docs/reference-exporter.md ("divergence-dump/1").
+No network access is ever attempted (HF_HUB_OFFLINE, local_files_only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import re
+import sys
+import zipfile
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+import numpy as np  # noqa: E402
+
+FORMAT = "divergence-dump/1"
+SCRIPT = "scripts/dump_reference.py"
+DTYPES = ("float32", "bfloat16", "float16", "float64")
+PLANTED_BUGS = {
+    "embed-scale": "embeddings scaled by 1/sqrt(hidden_size) (forward hook on model.embed_tokens "
+    "multiplies its output); Qwen3 does not scale embeddings",
+}
+
+
+class UserError(Exception):
+    """A problem with the user's input: printed as one line, exit code 2."""
+
+
+def _one_line(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    text = " ".join(text.split())
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def torch_dtype(name: str):
+    import torch
+
+    return {
+        "float32": torch.float32,
+        "bfloat16": torch.bfloat16,
+        "float16": torch.float16,
+        "float64": torch.float64,
+    }[name]
+
+
+def dtype_name(dt) -> str:
+    return str(dt).replace("torch.", "")
+
+
+# --------------------------------------------------------------------------------------------
+# token ids
+
+
+def parse_ids(text: str, what: str = "--ids") -> list[int]:
+    parts = [p for p in re.split(r"[\s,]+", text.strip()) if p]
+    if not parts:
+        raise UserError(f"{what}: no token ids given")
+    ids = []
+    for p in parts:
+        try:
+            ids.append(int(p, 10))
+        except ValueError:
+            raise UserError(f"{what}: {p!r} is not an integer token id") from None
+    for i in ids:
+        if i < 0:
+            raise UserError(f"{what}: token id {i} is negative")
+    return ids
+
+
+def check_ids_in_vocab(ids: list[int], vocab: int) -> None:
+    bad = [i for i in ids if i >= vocab]
+    if bad:
+        raise UserError(
+            f"token id {bad[0]} is out of range for vocab size {vocab} (max id {vocab - 1})"
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# realistic random init
+
+
+def _rng(seed: int, name: str) -> np.random.Generator:
+    """One independent, order-free stream per parameter: seeded by (seed, sha256(name))."""
+    h = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "little")
+    return np.random.default_rng([int(seed), h])
+
+
+def _layer_index(name: str) -> int | None:
+    m = re.search(r"(?:^|\.)(?:layers|h|blocks|layer)\.(\d+)(?:\.|$)", name)
+    return int(m.group(1)) if m else None
+
+
+def _bf16_round(x: float) -> float:
+    import torch
+
+    return float(torch.tensor(x, dtype=torch.float32).to(torch.bfloat16).float())
+
+
+def k_norm_gains(seed: int, name: str, head_dim: int) -> np.ndarray:
+    """Per-channel k_norm weight like the real Qwen3-0.6B: ~1 with spread, a few extreme gains.
+
+    layer 0: three channels at 96.5 (the real maximum), ~0.75x and ~0.5x of it;
+    layer l > 0: max drawn uniformly in [20, 45] (rounded to 0.5), plus two channels at ~0.6x / ~0.35x.
+    """
+    rng = _rng(seed, name)
+    w = np.exp(rng.normal(0.0, 0.25, head_dim)).astype(np.float64)  # lognormal around 1
+    layer = _layer_index(name) or 0
+    top = 96.5 if layer == 0 else round(rng.uniform(20.0, 45.0) * 2) / 2
+    n_hot = min(3, head_dim)
+    chans = rng.choice(head_dim, size=n_hot, replace=False)
+    ratios = [1.0, 0.75, 0.5] if layer == 0 else [1.0, 0.6, 0.35]
+    for c, r in zip(chans, ratios):
+        w[c] = top * r * (1.0 + (0.0 if r == 1.0 else rng.uniform(-0.05, 0.05)))
+    return w
+
+
+def q_norm_gains(seed: int, name: str, head_dim: int) -> np.ndarray:
+    """q_norm: lognormal around 1 (sigma 0.3) with two channels between 3 and 8."""
+    rng = _rng(seed, name)
+    w = np.exp(rng.normal(0.0, 0.3, head_dim)).astype(np.float64)
+    chans = rng.choice(head_dim, size=min(2, head_dim), replace=False)
+    for c in chans:
+        w[c] = rng.uniform(3.0, 8.0)
+    return w
+
+
+def realistic_qwen3_init(model, seed: int, storage_dtype=None, initializer_range: float | None = None) -> dict:
+    """Seeded, platform-independent, "realistic" random weights for Qwen3 / Llama-family models.
+
+    * Linear weights and embeddings: N(0, std), std = initializer_range * sqrt(1024 / fan_in) capped at
+      0.1 (0.02 for a 1024-wide model like Qwen3-0.6B, 0.08 for the 64-wide tiny model, so activations
+      have the same scale as in a 1024-wide model). fan_in = the last dim.
+    * biases: 0.
+    * RMSNorm weights (1-D params with "norm" in the name): 1 + 0.1 * N(0, 1).
+    * q_norm: see q_norm_gains; k_norm: see k_norm_gains (layer 0 max exactly 96.5).
+    * k_proj rows that feed a k_norm channel of gain g > 4 are scaled by 1/g (every kv head), as a
+      trained model keeps those pre-norm activations small: after k_norm those channels have an ordinary
+      magnitude, but an absolute error entering them is multiplied by g (layer 0 of tiny-qwen3: a uniform
+      error before k_norm comes out ~19x larger in relative L2 terms).
+    Random numbers come from numpy PCG64 streams keyed by (seed, parameter name), generated in float32,
+    so the weights are byte-identical on every machine; they are then rounded to `storage_dtype`
+    (e.g. bfloat16) so a saved checkpoint holds exactly the weights that were run.
+    Returns {"k_norm_max": {layer: max}, "q_norm_max": {...}} for documentation.
+    """
+    import torch
+
+    cfg = model.config
+    ir = initializer_range if initializer_range is not None else getattr(cfg, "initializer_range", 0.02) or 0.02
+    params = dict(model.named_parameters())  # tied weights appear once
+    values: dict[str, np.ndarray] = {}
+    info = {"k_norm_max": {}, "q_norm_max": {}}
+
+    for name, p in params.items():
+        shape = tuple(p.shape)
+        rng = _rng(seed, name)
+        if name.endswith("k_norm.weight") and len(shape) == 1:
+            v = k_norm_gains(seed, name, shape[0])
+            info["k_norm_max"][_layer_index(name)] = float(v.max())
+        elif name.endswith("q_norm.weight") and len(shape) == 1:
+            v = q_norm_gains(seed, name, shape[0])
+            info["q_norm_max"][_layer_index(name)] = float(v.max())
+        elif len(shape) == 1 and "norm" in name.lower():
+            v = 1.0 + 0.1 * rng.standard_normal(shape, dtype=np.float32)
+        elif len(shape) == 1:
+            v = np.zeros(shape, dtype=np.float32)
+        else:
+            fan_in = shape[-1]
+            std = min(0.1, ir * math.sqrt(1024.0 / fan_in))
+            v = rng.standard_normal(shape, dtype=np.float32) * np.float32(std)
+        values[name] = np.asarray(v, dtype=np.float32)
+
+    # shrink k_proj rows feeding high-gain k_norm channels
+    for name in list(values):
+        if not name.endswith("k_proj.weight"):
+            continue
+        kn = name[: -len("k_proj.weight")] + "k_norm.weight"
+        if kn not in values:
+            continue
+        gains = values[kn].astype(np.float64)
+        hd = gains.shape[0]
+        w = values[name]
+        if w.shape[0] % hd:
+            continue
+        scale = np.where(gains > 4.0, 1.0 / gains, 1.0).astype(np.float32)
+        values[name] = (w.reshape(-1, hd, w.shape[1]) * scale[None, :, None]).reshape(w.shape)
+
+    with torch.no_grad():
+        for name, p in params.items():
+            t = torch.from_numpy(values[name])
+            if storage_dtype is not None:
+                t = t.to(storage_dtype)
+            p.copy_(t.to(p.dtype))
+    # k_norm maxima after rounding to the storage dtype
+    for key, table in (("k_norm.weight", "k_norm_max"), ("q_norm.weight", "q_norm_max")):
+        for name, p in params.items():
+            if name.endswith(key):
+                info[table][_layer_index(name)] = float(p.detach().float().max())
+    return info
+
+
+# --------------------------------------------------------------------------------------------
+# model loading
+
+
+def _import_transformers():
+    import transformers
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    return transformers
+
+
+def load_config_file(path: Path):
+    transformers = _import_transformers()
+    if not path.is_file():
+        raise UserError(f"{path}: config file not found")
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"{path}: not a valid JSON config ({_one_line(e)})") from None
+    if not isinstance(data, dict) or "model_type" not in data:
+        raise UserError(f"{path}: config has no \"model_type\"; transformers cannot build a model from it")
+    try:
+        return transformers.AutoConfig.for_model(**data)
+    except Exception as e:  # noqa: BLE001 - any failure is a bad config
+        raise UserError(f"{path}: transformers cannot build a config from it ({_one_line(e)})") from None
+
+
+def load_model(args):
+    """Returns (model, source_label, extra_producer_fields)."""
+    import torch
+
+    transformers = _import_transformers()
+    dtype = torch_dtype(args.dtype)
+    if args.model is not None:
+        d = Path(args.model)
+        if not d.exists():
+            raise UserError(f"{d}: model directory not found")
+        if not d.is_dir():
+            raise UserError(f"{d}: not a directory (pass a local model directory with config.json)")
+        if not (d / "config.json").is_file():
+            raise UserError(f"{d}: no config.json in model directory")
+        if not any(d.glob("*.safetensors")):
+            raise UserError(f"{d}: no *.safetensors weights in model directory")
+        try:
+            config = transformers.AutoConfig.from_pretrained(str(d), local_files_only=True)
+        except Exception as e:  # noqa: BLE001
+            raise UserError(f"{d / 'config.json'}: transformers cannot build a config from it ({_one_line(e)})") from None
+        try:
+            model = transformers.AutoModelForCausalLM.from_pretrained(
+                str(d), config=config, dtype=dtype, attn_implementation=args.attn, local_files_only=True
+            )
+        except Exception as e:  # noqa: BLE001
+            raise UserError(f"{d}: transformers cannot load this model ({_one_line(e)})") from None
+        return model, d.name, {}
+
+    path = Path(args.config)
+    config = load_config_file(path)
+    storage = args.save_dtype or _config_dtype(config) or args.dtype
+    torch.manual_seed(args.seed)
+    try:
+        model = transformers.AutoModelForCausalLM.from_config(
+            config, dtype=torch.float32, attn_implementation=args.attn
+        )
+    except Exception as e:  # noqa: BLE001
+        raise UserError(f"{path}: transformers cannot build a causal LM from this config ({_one_line(e)})") from None
+    info = realistic_qwen3_init(model, args.seed, storage_dtype=torch_dtype(storage))
+    if args.save_model:
+        save_model(model, Path(args.save_model), storage)
+    model = model.to(dtype)
+    extra = {
+        "init": "realistic_qwen3_init",
+        "seed": args.seed,
+        "weights_dtype": storage,
+        "k_norm_max": {str(k): v for k, v in info["k_norm_max"].items()},
+    }
+    return model, path.name, extra
+
+
+def _config_dtype(config) -> str | None:
+    dt = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
+    if dt is None:
+        return None
+    name = dtype_name(dt)
+    return name if name in DTYPES else None
+
+
+def save_model(model, out_dir: Path, storage: str) -> None:
+    """config.json + model.safetensors (tied tensors stored once, like the real checkpoints)."""
+    import torch
+    from safetensors.torch import save_file
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    dt = torch_dtype(storage)
+    cfg = model.config
+    cfg.dtype = dt
+    cfg.save_pretrained(str(out_dir))
+    # Also write the keys that real checkpoints (and readers of transformers-4 configs, like our candle
+    # port) use: "torch_dtype" and a top-level "rope_theta". transformers 5 reads them back unchanged.
+    cfg_path = out_dir / "config.json"
+    data = json.loads(cfg_path.read_text())
+    data.setdefault("torch_dtype", storage)
+    rope = data.get("rope_parameters") or {}
+    if isinstance(rope, dict) and rope.get("rope_type", "default") == "default" and "rope_theta" in rope:
+        data.setdefault("rope_theta", rope["rope_theta"])
+    cfg_path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    seen: set[int] = set()
+    tensors = {}
+    for name, t in model.state_dict().items():  # tied tensors (lm_head = embed_tokens) keep their first name
+        if t.data_ptr() in seen:
+            continue
+        seen.add(t.data_ptr())
+        tensors[name] = t.detach().to("cpu", dt).contiguous()
+    save_file(tensors, str(out_dir / "model.safetensors"), metadata={"format": "pt"})
+
+
+# --------------------------------------------------------------------------------------------
+# recording
+
+
+def first_tensor(out):
+    import torch
+
+    if isinstance(out, torch.Tensor):
+        return out
+    try:
+        from transformers.utils import ModelOutput
+    except ImportError:  # pragma: no cover
+        ModelOutput = ()  # noqa: N806
+    if ModelOutput and isinstance(out, ModelOutput):
+        for v in out.values():
+            if isinstance(v, torch.Tensor):
+                return v
+        return None
+    if isinstance(out, (tuple, list)):
+        for v in out:
+            if isinstance(v, torch.Tensor):
+                return v
+    return None
+
+
+def parse_layers(spec: str) -> set[int]:
+    out: set[int] = set()
+    for part in spec.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        m = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
+        if not m:
+            raise UserError(f"--layers: {part!r} is not a layer number or range like 0-3")
+        a = int(m.group(1))
+        b = int(m.group(2)) if m.group(2) else a
+        if b < a:
+            raise UserError(f"--layers: empty range {part!r}")
+        out.update(range(a, b + 1))
+    if not out:
+        raise UserError("--layers: no layers given")
+    return out
+
+
+class Recorder:
+    """Context manager: hooks + wrappers that record probes in execution order; restores on exit."""
+
+    def __init__(self, model, keep=None, progress: bool = False):
+        self.model = model
+        self.keep = keep or (lambda name: True)
+        self.progress = progress
+        self.order: list[str] = []
+        self.tensors: dict = {}
+        self.dtypes: dict[str, str] = {}
+        self.repeated: dict[str, int] = {}
+        self.warnings: list[str] = []
+        self.names = {id(m): n for n, m in model.named_modules()}
+        self.stack: list[str] = []
+        self._layer_inputs: dict[str, object] = {}
+        self._attn_outputs: dict[str, object] = {}
+        self._n_layers = 0
+        self._exit = ExitStack()
+
+    # -- storage
+    def record(self, name: str, t) -> None:
+        if name in self.tensors or name in self.repeated:
+            self.repeated[name] = self.repeated.get(name, 1) + 1
+            return
+        if not self.keep(name):
+            self.tensors[name] = None  # marks "seen" so later calls count as repeats
+            return
+        self.tensors[name] = t.detach().to("cpu", copy=True)
+        self.dtypes[name] = dtype_name(t.dtype)
+        self.order.append(name)
+
+    def result(self):
+        return [(n, self.tensors[n]) for n in self.order]
+
+    # -- hooks
+    def __enter__(self):
+        try:
+            self._install()
+        except BaseException:
+            self._exit.close()
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        self._exit.close()
+        return False
+
+    def _install(self):
+        import torch
+
+        model = self.model
+        modules = list(model.named_modules())
+        layer_lists = [m for _, m in modules if isinstance(m, torch.nn.ModuleList)]
+        layer_ids = set()
+        for ml in layer_lists:
+            for child in ml:
+                layer_ids.add(id(child))
+        self._n_layers = max((len(ml) for ml in layer_lists), default=0)
+
+        # attn_residual candidates: <layer>.post_attention_layernorm where <layer> has .self_attn
+        post_ln: dict[int, str] = {}
+        for name, m in modules:
+            if hasattr(m, "self_attn") and hasattr(m, "post_attention_layernorm"):
+                post_ln[id(m.post_attention_layernorm)] = name
+
+        handles = []
+        for name, m in modules:
+            if name == "":
+                continue
+
+            def pre(mod, args, kwargs, name=name):
+                self.stack.append(name)
+                if name in self._watch_layers:
+                    hs = args[0] if args else kwargs.get("hidden_states")
+                    self._layer_inputs[name] = hs
+                layer = post_ln.get(id(mod))
+                if layer is not None:
+                    hs = args[0] if args else kwargs.get("hidden_states")
+                    self._record_attn_residual(layer, hs)
+
+            def post(mod, args, out, name=name):
+                if self.stack and self.stack[-1] == name:
+                    self.stack.pop()
+                t = first_tensor(out)
+                if t is not None:
+                    if name in self._attn_watch:
+                        self._attn_outputs[self._attn_watch[name]] = t
+                    self.record(name, t)
+                if self.progress and id(mod) in layer_ids:
+                    idx = name.rsplit(".", 1)[-1]
+                    print(f"\r[dump_reference] layer {idx} / {self._n_layers}", end="", file=sys.stderr, flush=True)
+
+            handles.append(m.register_forward_pre_hook(pre, with_kwargs=True))
+            handles.append(m.register_forward_hook(post))
+        self._watch_layers = set(post_ln.values())
+        self._attn_watch = {f"{layer}.self_attn": layer for layer in post_ln.values()}
+        for h in handles:
+            self._exit.callback(h.remove)
+        self._exit.callback(self.stack.clear)
+        self._patch_functions()
+
+    def _record_attn_residual(self, layer: str, hs) -> None:
+        import torch
+
+        x = self._layer_inputs.pop(layer, None)
+        a = self._attn_outputs.pop(layer, None)
+        if not isinstance(hs, torch.Tensor):
+            return
+        if isinstance(x, torch.Tensor) and isinstance(a, torch.Tensor) and x.shape == hs.shape == a.shape:
+            if torch.equal(x + a, hs):
+                self.record(f"{layer}.attn_residual", hs)
+                return
+        self.warnings.append(
+            f"{layer}.post_attention_layernorm input is not layer input + self_attn output; attn_residual not recorded"
+        )
+
+    def _patch_functions(self):
+        import torch
+
+        mods = {}
+        for m in self.model.modules():
+            pm = sys.modules.get(type(m).__module__)
+            if pm is not None:
+                mods[pm.__name__] = pm
+        seen_ifaces = set()
+        impl = getattr(self.model.config, "_attn_implementation", None) or "eager"
+        for pm in mods.values():
+            orig = getattr(pm, "apply_rotary_pos_emb", None)
+            if callable(orig):
+                self._patch_attr(pm, "apply_rotary_pos_emb", self._wrap_rope(orig))
+            orig = getattr(pm, "eager_attention_forward", None)
+            if callable(orig):
+                self._patch_attr(pm, "eager_attention_forward", self._wrap_attn(orig))
+            iface = getattr(pm, "ALL_ATTENTION_FUNCTIONS", None)
+            if iface is not None and id(iface) not in seen_ifaces and impl != "eager":
+                seen_ifaces.add(id(iface))
+                try:
+                    fn = iface[impl]
+                except KeyError:
+                    fn = None
+                if fn is not None:
+                    local = iface._local_mapping
+                    missing = object()
+                    prev = local.get(impl, missing)
+                    iface[impl] = self._wrap_attn(fn)
+
+                    def restore(local=local, impl=impl, prev=prev, missing=missing):
+                        if prev is missing:
+                            local.pop(impl, None)
+                        else:
+                            local[impl] = prev
+
+                    self._exit.callback(restore)
+
+    def _patch_attr(self, obj, attr, new):
+        old = getattr(obj, attr)
+        setattr(obj, attr, new)
+        self._exit.callback(setattr, obj, attr, old)
+
+    def _current_module(self) -> str | None:
+        return self.stack[-1] if self.stack else None
+
+    def _wrap_rope(self, orig):
+        import torch
+
+        def apply_rotary_pos_emb(*args, **kwargs):
+            out = orig(*args, **kwargs)
+            prefix = self._current_module()
+            if (
+                prefix is not None
+                and isinstance(out, tuple)
+                and len(out) == 2
+                and all(isinstance(t, torch.Tensor) for t in out)
+            ):
+                self.record(f"{prefix}.rope_q", out[0])
+                self.record(f"{prefix}.rope_k", out[1])
+            return out
+
+        apply_rotary_pos_emb.__wrapped__ = orig
+        return apply_rotary_pos_emb
+
+    def _wrap_attn(self, orig):
+        import torch
+
+        def attention_forward(module, *args, **kwargs):
+            out = orig(module, *args, **kwargs)
+            name = self.names.get(id(module))
+            t = first_tensor(out)
+            if name is not None and isinstance(t, torch.Tensor) and t.dim() == 4:
+                # the attention modules do attn_output.reshape(*input_shape, -1) before o_proj;
+                # interfaces return [B, T, heads, head_dim]
+                self.record(f"{name}.attn_out", t.reshape(t.shape[0], t.shape[1], -1))
+            return out
+
+        attention_forward.__wrapped__ = orig
+        return attention_forward
+
+
+@contextmanager
+def planted_bug(model, bug: str | None):
+    """Plants a known bug with a forward hook (registered before the recorder's hooks)."""
+    if bug is None:
+        yield
+        return
+    if bug != "embed-scale":
+        raise UserError(f"--plant-bug: unknown bug {bug!r}")
+    emb = model.get_input_embeddings()
+    scale = 1.0 / math.sqrt(model.config.hidden_size)
+
+    def hook(mod, args, out):
+        return out * scale
+
+    h = emb.register_forward_hook(hook)
+    try:
+        yield
+    finally:
+        h.remove()
+
+
+def run_dump(model, ids: list[int], *, keep=None, progress=False, bug: str | None = None, device="cpu"):
+    """Runs one forward pass and returns (probes [(name, tensor)], dtypes, recorder)."""
+    import torch
+
+    model.eval()
+    input_ids = torch.tensor([ids], dtype=torch.long, device=device)
+    with torch.no_grad(), planted_bug(model, bug), Recorder(model, keep=keep, progress=progress) as rec:
+        model(input_ids=input_ids, use_cache=False)
+    if progress and rec._n_layers:
+        print(file=sys.stderr)
+    return rec.result(), rec.dtypes, rec
+
+
+# --------------------------------------------------------------------------------------------
+# writing
+
+
+def build_meta(order, dtypes, ids, model, producer_extra: dict, args_dtype, attn, device) -> dict:
+    import torch
+    import transformers
+
+    producer = {
+        "name": "transformers",
+        "transformers": transformers.__version__,
+        "torch": torch.__version__,
+        "dtype": args_dtype,
+        "attn": attn,
+        "device": device,
+        "script": SCRIPT,
+    }
+    producer.update(producer_extra)
+    try:
+        cfg = json.loads(model.config.to_json_string(use_diff=False))
+    except Exception:  # noqa: BLE001
+        cfg = json.loads(json.dumps(model.config.to_dict(), default=str))
+    cfg.pop("_name_or_path", None)  # a local path: not part of the model, breaks reproducibility
+    return {
+        "format": FORMAT,
+        "order": list(order),
+        "dtypes": {n: dtypes[n] for n in order},
+        "input_ids": list(ids),
+        "producer": producer,
+        "model": cfg,
+    }
+
+
+def _np_array(t):
+    import torch
+
+    if t.dtype == torch.bfloat16:
+        return t.float().numpy()  # exact
+    return t.numpy()
+
+
+def write_npz(path: Path, probes, meta: dict) -> None:
+    """Uncompressed npz: `name.npy` per probe in execution order, then `__meta__.npy` (uint8 JSON)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+        entries = [(n, _np_array(t)) for n, t in probes]
+        entries.append(("__meta__", np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)))
+        for name, arr in entries:
+            info = zipfile.ZipInfo(name + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_STORED
+            with zf.open(info, "w", force_zip64=arr.nbytes > 2**31) as f:
+                np.lib.format.write_array(f, np.ascontiguousarray(arr), allow_pickle=False)
+    os.replace(tmp, path)
+
+
+def write_safetensors(path: Path, probes, meta: dict) -> None:
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {n: t.contiguous() for n, t in probes}
+    save_file(tensors, str(path), metadata={"divergence": json.dumps(meta)})
+
+
+def write_dump(path: Path, probes, meta: dict) -> None:
+    if path.suffix == ".npz":
+        write_npz(path, probes, meta)
+    elif path.suffix == ".safetensors":
+        write_safetensors(path, probes, meta)
+    else:
+        raise UserError(f"{path}: output must end in .npz or .safetensors")
+
+
+# --------------------------------------------------------------------------------------------
+# CLI
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="dump_reference.py",
+        description="Dump every intermediate tensor of a transformers causal LM (divergence-dump/1).",
+    )
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--model", help="local HF model directory (config.json + *.safetensors)")
+    src.add_argument("--config", help="config.json to build a randomly initialised model from (see --seed)")
+    p.add_argument("--seed", type=int, default=0, help="seed for --config init (default 0)")
+    p.add_argument("--save-model", metavar="DIR", help="with --config: write config.json + model.safetensors")
+    p.add_argument("--save-dtype", choices=DTYPES, help="with --config: weight storage dtype "
+                   "(default: the config's dtype, else --dtype); weights are rounded to it before running")
+    ids = p.add_mutually_exclusive_group(required=True)
+    ids.add_argument("--ids", help="token ids, e.g. 1,2,3")
+    ids.add_argument("--ids-file", help="file of whitespace/comma separated token ids")
+    ids.add_argument("--prompt", help="text, tokenized with the tokenizer in --model DIR")
+    p.add_argument("--dtype", choices=DTYPES, default="float32")
+    p.add_argument("--attn", choices=("eager", "sdpa"), default="eager")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (cuda:N)")
+    p.add_argument("--out", required=True, help="output .npz or .safetensors")
+    p.add_argument("--only", metavar="REGEX", help="keep only probes whose name matches (re.search)")
+    p.add_argument("--layers", metavar="SPEC", help="keep probes of these layers (e.g. 0-3,7) + non-layer probes")
+    p.add_argument("--plant-bug", choices=sorted(PLANTED_BUGS), help="plant a known bug (demo fixtures)")
+    p.add_argument("--quiet", action="store_true", help="no progress / summary on stderr")
+    return p
+
+
+def make_keep(only: str | None, layers: str | None):
+    rx = None
+    if only is not None:
+        try:
+            rx = re.compile(only)
+        except re.error as e:
+            raise UserError(f"--only: bad regex {only!r} ({e})") from None
+    lay = parse_layers(layers) if layers is not None else None
+
+    def keep(name: str) -> bool:
+        if rx is not None and not rx.search(name):
+            return False
+        if lay is not None:
+            li = _layer_index(name)
+            if li is not None and li not in lay:
+                return False
+        return True
+
+    return keep
+
+
+def get_ids(args) -> list[int]:
+    if args.ids is not None:
+        return parse_ids(args.ids, "--ids")
+    if args.ids_file is not None:
+        f = Path(args.ids_file)
+        try:
+            text = f.read_text()
+        except OSError as e:
+            raise UserError(f"{f}: cannot read ids file ({e.strerror})") from None
+        return parse_ids(text, str(f))
+    if args.model is None:
+        raise UserError("--prompt needs --model DIR with a tokenizer in it")
+    d = Path(args.model)
+    tok_files = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+    if not any((d / f).is_file() for f in tok_files):
+        raise UserError(f"{d}: no tokenizer files for --prompt (expected one of {', '.join(tok_files)}); use --ids")
+    transformers = _import_transformers()
+    try:
+        tok = transformers.AutoTokenizer.from_pretrained(args.model, local_files_only=True)
+    except Exception as e:  # noqa: BLE001
+        raise UserError(f"{args.model}: no usable tokenizer for --prompt ({_one_line(e)})") from None
+    ids = tok(args.prompt)["input_ids"]
+    if not ids:
+        raise UserError("--prompt: tokenizer produced no tokens")
+    return list(ids)
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _main(args)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def _main(args) -> int:
+    if args.model is not None and (args.save_model or args.save_dtype):
+        raise UserError("--save-model / --save-dtype only apply to --config")
+    out = Path(args.out)
+    if out.suffix not in (".npz", ".safetensors"):
+        raise UserError(f"{out}: output must end in .npz or .safetensors")
+    keep = make_keep(args.only, args.layers)
+    if args.model is not None and not Path(args.model).is_dir():
+        raise UserError(f"{args.model}: model directory not found")
+    ids = get_ids(args)
+
+    import torch
+
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {args.device}: CUDA is not available")
+    torch.manual_seed(args.seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+    model, source, extra = load_model(args)
+    vocab = model.get_input_embeddings().num_embeddings
+    check_ids_in_vocab(ids, vocab)
+    model = model.to(args.device)
+    extra = {"model_source": source, **extra}
+    if args.plant_bug:
+        extra["name"] = "transformers+planted-bug"
+        extra["planted_bug"] = PLANTED_BUGS[args.plant_bug]
+    progress = not args.quiet and sys.stderr.isatty()
+    if not args.quiet:
+        n_layers = getattr(model.config, "num_hidden_layers", "?")
+        print(f"running {type(model).__name__} ({n_layers} layers) on {len(ids)} tokens, {args.dtype}, "
+              f"{args.attn}, {args.device}", file=sys.stderr)
+    probes, dtypes, rec = run_dump(model, ids, keep=keep, progress=progress, bug=args.plant_bug, device=args.device)
+    if not probes:
+        raise UserError("no probes recorded (check --only / --layers)")
+    meta = build_meta([n for n, _ in probes], dtypes, ids, model, extra, args.dtype, args.attn, args.device)
+    if rec.repeated:
+        meta["repeated_calls"] = dict(rec.repeated)
+    if rec.warnings:
+        meta["warnings"] = list(rec.warnings)
+    write_dump(out, probes, meta)
+    if not args.quiet:
+        for w in rec.warnings:
+            print(f"warning: {w}", file=sys.stderr)
+        if rec.repeated:
+            print(f"note: {len(rec.repeated)} module(s) ran more than once; first call kept", file=sys.stderr)
+        print(f"wrote {len(probes)} probes ({len(ids)} tokens, {args.dtype}, {args.attn}) to {out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

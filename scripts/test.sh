@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Runs every test of the project: the README's test command and what CI runs (.ci/run).
+#
+#   bash scripts/test.sh
+#
+# 1. Rust: format check, clippy (warnings are errors), the whole workspace's tests (unit,
+#    property, snapshot, CLI and the candle-vs-transformers integration tests on the committed
+#    fixtures).
+# 2. Python: sets up .venv (torch + transformers from PyPI, see scripts/setup_venv.sh), runs the
+#    exporter's pytest suite against real transformers, then regenerates every committed fixture
+#    with real transformers and checks it against the committed files.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+section() { printf '\n=== %s\n' "$*"; }
+
+section "cargo fmt --check"
+cargo fmt --all -- --check
+
+section "cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+section "cargo test"
+cargo build --workspace --locked
+cargo test --workspace --locked
+
+section "python venv"
+bash scripts/setup_venv.sh
+
+section "pytest (reference exporter, real transformers)"
+DIVERGENCE_BIN="$PWD/target/debug/divergence" .venv/bin/python -m pytest tests/python -q
+
+section "fixtures: regenerate with real transformers and check"
+DIVERGENCE_BIN="$PWD/target/debug/divergence" .venv/bin/python scripts/make_fixtures.py --check
+
+section "docs/ci.md example"
+bash docs/ci-example.sh "$PWD/target/debug/divergence"
