@@ -301,7 +301,14 @@ def load_model(args):
     info = realistic_qwen3_init(model, args.seed, storage_dtype=torch_dtype(storage))
     if args.save_model:
         save_model(model, Path(args.save_model), storage)
+    # from_pretrained(dtype=...) keeps RoPE's inv_freq buffers in float32; a plain .to(dtype)
+    # would round them too (bf16 inv_freq changes cos/sin beyond position ~16), so restore them.
+    rope_buffers = {
+        m: m.inv_freq.detach().clone() for m in model.modules() if isinstance(getattr(m, "inv_freq", None), torch.Tensor)
+    }
     model = model.to(dtype)
+    for m, inv_freq in rope_buffers.items():
+        m.inv_freq = inv_freq
     extra = {
         "init": "realistic_qwen3_init",
         "seed": args.seed,

@@ -59,10 +59,15 @@ open(f"{sys.argv[1]}/ids512.txt", "w").write(" ".join(map(str, ids[:int(sys.argv
 open(f"{sys.argv[1]}/ids64.txt", "w").write(" ".join(map(str, ids[:64])) + "\n")
 EOF
 
-# 1+2. random model, transformers bf16 eager reference on cuda
-step ref_bf16 $PY scripts/dump_reference.py --config "$CONFIG" --seed 0 \
-  --save-model "$MODEL" --save-dtype bfloat16 --ids-file "$W/ids64.txt" --dtype bfloat16 \
-  --attn eager --device "$DEVICE" --out "$W/ref.bf16.npz" --quiet
+# 1. random model (the dump of this step is a throwaway: one token, one probe)
+step make_model $PY scripts/dump_reference.py --config "$CONFIG" --seed 0 \
+  --save-model "$MODEL" --save-dtype bfloat16 --ids 1 --only '^model\.embed_tokens$' \
+  --out "$W/throwaway.npz" --quiet
+# 2. transformers bf16 eager reference on the GPU, loaded back with from_pretrained (--model):
+#    a model built in f32 and cast with .to(bfloat16) (the --config path) has its RoPE inv_freq
+#    rounded to bf16, which from_pretrained(dtype=bfloat16) does not do.
+step ref_bf16 $PY scripts/dump_reference.py --model "$MODEL" --ids-file "$W/ids64.txt" \
+  --dtype bfloat16 --attn eager --device "$DEVICE" --out "$W/ref.bf16.npz" --quiet
 # warm-up: the first CUDA process JIT-loads candle's kernels
 step warmup "$BIN" run --model "$MODEL" --ids 1,2,3 --device "$DEVICE" --dtype bf16
 step ours_bf16 "$BIN" run --model "$MODEL" --ids-file "$W/ids64.txt" --device "$DEVICE" --dtype bf16 \

@@ -40,7 +40,11 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(err) => {
             // --help and --version are not errors; everything else is a usage error (2).
-            let code = if err.use_stderr() { Exit::Error } else { Exit::Clean };
+            let code = if err.use_stderr() {
+                Exit::Error
+            } else {
+                Exit::Clean
+            };
             let _ = err.print();
             return code.into();
         }

@@ -177,7 +177,13 @@ impl Attention {
         }
     }
 
-    fn forward(&self, x: &Tensor, rope: &Rope, probes: &mut Probes) -> Result<Tensor, Error> {
+    fn forward(
+        &self,
+        x: &Tensor,
+        rope: &Rope,
+        mask: &Tensor,
+        probes: &mut Probes,
+    ) -> Result<Tensor, Error> {
         let (b, t, _) = x.dims3().ctx(|| self.name.clone())?;
         let ctx = || self.name.clone();
         let hd = self.head_dim;
@@ -224,7 +230,7 @@ impl Attention {
         let n_rep = self.n_heads / self.n_kv_heads;
         let k = ops::repeat_kv(&k, n_rep, self.gqa_tile).ctx(ctx)?;
         let v = ops::repeat_kv(&v, n_rep, self.gqa_tile).ctx(ctx)?;
-        let out = ops::attention(&q, &k, &v, self.scaling, self.policy)
+        let out = ops::attention(&q, &k, &v, mask, self.scaling, self.policy)
             .and_then(|o| o.transpose(1, 2))
             .and_then(|o| o.reshape((b, t, self.n_heads * hd)))
             .ctx(|| self.attn_out.clone())?;
@@ -277,10 +283,16 @@ struct DecoderLayer {
 }
 
 impl DecoderLayer {
-    fn forward(&self, x: &Tensor, rope: &Rope, probes: &mut Probes) -> Result<Tensor, Error> {
+    fn forward(
+        &self,
+        x: &Tensor,
+        rope: &Rope,
+        mask: &Tensor,
+        probes: &mut Probes,
+    ) -> Result<Tensor, Error> {
         let h = self.input_layernorm.forward(x)?;
         probes.record(&self.input_layernorm.name, &h)?;
-        let attn = self.self_attn.forward(&h, rope, probes)?;
+        let attn = self.self_attn.forward(&h, rope, mask, probes)?;
         let x = (x + attn).ctx(|| self.attn_residual.clone())?;
         probes.record(&self.attn_residual, &x)?;
         let h = self.post_attention_layernorm.forward(&x)?;
@@ -297,6 +309,7 @@ impl DecoderLayer {
 pub struct Qwen3 {
     cfg: Config,
     dtype: DType,
+    policy: Policy,
     device: Device,
     embed: Tensor,
     embed_scale: bool,
@@ -460,6 +473,7 @@ impl Qwen3 {
         Ok(Qwen3 {
             cfg: cfg.clone(),
             dtype: opts.dtype,
+            policy,
             device: device.clone(),
             embed,
             embed_scale: faults.embed_scale(),
@@ -534,9 +548,11 @@ impl Qwen3 {
             probes.record(&self.rotary_name, &cos)?;
         }
 
+        let mask = ops::attention_mask(t, self.dtype, self.policy, &self.device)
+            .ctx(|| "causal mask".to_string())?;
         let mut x = x;
         for layer in &self.layers {
-            x = layer.forward(&x, &rope, probes)?;
+            x = layer.forward(&x, &rope, &mask, probes)?;
         }
         let x = self.norm.forward(&x)?;
         probes.record(&self.norm.name, &x)?;

@@ -261,29 +261,39 @@ pub fn causal_mask(t: usize, dtype: DType, device: &Device) -> candle_core::Resu
     Tensor::from_vec(mask, (t, t), device)?.to_dtype(dtype)
 }
 
-/// Eager attention on `q: [B, H, T, D]`, `k`, `v: [B, H, T, D]` (kv already expanded).
-/// Returns `[B, H, T, D]`.
+/// The causal mask in the dtype [`attention`] adds it in: f32 for the torch policy (added
+/// after widening the scores for softmax), the activation dtype for the fused policy.
+pub fn attention_mask(
+    t: usize,
+    dtype: DType,
+    policy: Policy,
+    device: &Device,
+) -> candle_core::Result<Tensor> {
+    match policy {
+        Policy::Torch => causal_mask(t, DType::F32, device),
+        Policy::Fused => causal_mask(t, dtype, device),
+    }
+}
+
+/// Eager attention on `q: [B, H, T, D]`, `k`, `v: [B, H, T, D]` (kv already expanded), with
+/// `mask` from [`attention_mask`]. Returns `[B, H, T, D]`.
 pub fn attention(
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
+    mask: &Tensor,
     scaling: f64,
     policy: Policy,
 ) -> candle_core::Result<Tensor> {
     let dt = q.dtype();
-    let t = q.dim(2)?;
     let scores = q.contiguous()?.matmul(&k.t()?.contiguous()?)?;
     let scores = scale(&scores, scaling, policy)?;
     let probs = match policy {
         Policy::Torch => {
-            let mask = causal_mask(t, DType::F32, q.device())?;
-            let s = scores.to_dtype(DType::F32)?.broadcast_add(&mask)?;
+            let s = scores.to_dtype(DType::F32)?.broadcast_add(mask)?;
             candle_nn::ops::softmax_last_dim(&s)?.to_dtype(dt)?
         }
-        Policy::Fused => {
-            let mask = causal_mask(t, dt, q.device())?;
-            candle_nn::ops::softmax_last_dim(&scores.broadcast_add(&mask)?)?
-        }
+        Policy::Fused => candle_nn::ops::softmax_last_dim(&scores.broadcast_add(mask)?)?,
     };
     probs.matmul(&v.contiguous()?)
 }
@@ -445,7 +455,8 @@ mod tests {
             .unwrap()
             .reshape((1, 1, 2, 1))
             .unwrap();
-        let out: Vec<f32> = attention(&q, &k, &v, 1.0, Policy::Torch)
+        let mask = attention_mask(2, DType::F32, Policy::Torch, &dev).unwrap();
+        let out: Vec<f32> = attention(&q, &k, &v, &mask, 1.0, Policy::Torch)
             .unwrap()
             .flatten_all()
             .unwrap()

@@ -259,3 +259,39 @@ fn meta(opts: &RunOptions, ckpt: &Checkpoint, device: &Device, faults: &Faults) 
         ..Meta::default()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_ids_in_every_spelling() {
+        assert_eq!(parse_ids("1,2,3", "--ids").unwrap(), vec![1, 2, 3]);
+        assert_eq!(parse_ids(" 1 2\n3 ", "f").unwrap(), vec![1, 2, 3]);
+        assert_eq!(parse_ids("[1, 2, 3]", "f").unwrap(), vec![1, 2, 3]);
+        let err = parse_ids("1,x", "ids.txt").unwrap_err().to_string();
+        assert_eq!(err, "ids.txt: \"x\" is not a token id");
+        let err = parse_ids("  ", "ids.txt").unwrap_err().to_string();
+        assert_eq!(err, "ids.txt: no token ids");
+        assert!(parse_ids("-1", "f").is_err());
+    }
+
+    #[test]
+    fn parses_devices_and_dtypes() {
+        assert_eq!("cpu".parse::<DeviceKind>().unwrap(), DeviceKind::Cpu);
+        assert_eq!("cuda".parse::<DeviceKind>().unwrap(), DeviceKind::Cuda(0));
+        assert_eq!("cuda:1".parse::<DeviceKind>().unwrap(), DeviceKind::Cuda(1));
+        assert!("tpu".parse::<DeviceKind>().is_err());
+        assert_eq!("bf16".parse::<Precision>().unwrap(), Precision::BF16);
+        assert_eq!("float32".parse::<Precision>().unwrap(), Precision::F32);
+        assert!("f8".parse::<Precision>().is_err());
+        assert_eq!("fused".parse::<Policy>().unwrap(), Policy::Fused);
+    }
+
+    #[cfg(not(feature = "cuda"))]
+    #[test]
+    fn cuda_without_the_feature_is_a_clear_error() {
+        let err = DeviceKind::Cuda(0).open().unwrap_err().to_string();
+        assert!(err.contains("rebuild with --features cuda"), "{err}");
+    }
+}

@@ -1,0 +1,527 @@
+//! End-to-end tests of the `divergence` binary: every output format, every exit code, and the
+//! bad-input suite. Runs the real binary on the committed transformers fixtures (made by
+//! scripts/make_fixtures.py) and on small dumps written here with `divergence_dump`.
+//!
+//! Snapshots hold stdout, stderr and the exit code together; temp paths are redacted.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use divergence_dump::{DumpWriter, Meta, TensorData};
+use serde_json::Value;
+
+/// The workspace root: fixture paths in snapshots are relative to it.
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("workspace root")
+}
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    /// stdout, stderr and the exit code in one string, for snapshots.
+    fn transcript(&self) -> String {
+        format!(
+            "exit: {}\n--- stdout\n{}--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", self.stdout))
+    }
+}
+
+fn divergence(args: &[&str]) -> Run {
+    let out = Command::new(env!("CARGO_BIN_EXE_divergence"))
+        .args(args)
+        .current_dir(root())
+        .env_remove("NO_COLOR")
+        .output()
+        .expect("run divergence");
+    Run {
+        code: out.status.code().expect("exit code"),
+        stdout: String::from_utf8(out.stdout).expect("utf-8 stdout"),
+        stderr: String::from_utf8(out.stderr).expect("utf-8 stderr"),
+    }
+}
+
+fn redact(text: &str, dir: &Path) -> String {
+    text.replace(&dir.display().to_string(), "[TMP]")
+}
+
+const DEMO_OURS: &str = "fixtures/demo/ours.npz";
+const DEMO_REF: &str = "fixtures/demo/ref.npz";
+const F32_EAGER: &str = "fixtures/ref/tiny-qwen3.f32.eager.npz";
+
+// ---------------------------------------------------------------- formats on the demo
+
+#[test]
+fn demo_table_points_at_embed_tokens() {
+    let run = divergence(&[
+        "diff", DEMO_OURS, DEMO_REF, "--format", "table", "--color", "never",
+    ]);
+    assert_eq!(run.code, 1, "{}", run.transcript());
+    assert!(
+        run.stdout
+            .contains(">> FIRST DIVERGENCE: model.embed_tokens"),
+        "{}",
+        run.stdout
+    );
+    insta::assert_snapshot!("demo_table", run.transcript());
+}
+
+#[test]
+fn demo_json_names_the_first_divergence() {
+    let run = divergence(&["diff", DEMO_OURS, DEMO_REF, "--format", "json"]);
+    assert_eq!(run.code, 1, "{}", run.transcript());
+    let report = run.json();
+    assert_eq!(report["schema"], "divergence-report/1");
+    assert_eq!(report["first_divergence"]["name"], "model.embed_tokens");
+    assert_eq!(report["first_divergence"]["index"], 0);
+    let ops = report["ops"].as_array().expect("ops");
+    assert_eq!(ops.len(), 81);
+    let embed = &ops[0];
+    assert_eq!(embed["name"], "model.embed_tokens");
+    assert_eq!(embed["status"], "diverged");
+    assert_eq!(embed["shape"], serde_json::json!([1, 16, 64]));
+    // ours = ref / sqrt(64): the relative L2 error is exactly 1 - 1/8 (to f32 rounding).
+    let rel = embed["rel_l2_err"].as_f64().expect("rel_l2_err");
+    assert!((rel - 0.875).abs() < 1e-6, "rel_l2_err {rel}");
+    let ratio = embed["ours_l2"].as_f64().unwrap() / embed["ref_l2"].as_f64().unwrap();
+    assert!((ratio - 0.125).abs() < 1e-6, "norm ratio {ratio}");
+    for key in [
+        "max_abs_err",
+        "cosine",
+        "mean_abs_err",
+        "max_rel_err",
+        "frac_outside_tol",
+    ] {
+        assert!(embed[key].is_number(), "{key} missing: {embed}");
+    }
+    // The cosine is 1: a pure scale bug keeps the direction.
+    assert!((embed["cosine"].as_f64().unwrap() - 1.0).abs() < 1e-6);
+}
+
+#[test]
+fn demo_markdown() {
+    let run = divergence(&["diff", DEMO_OURS, DEMO_REF, "--format", "markdown"]);
+    assert_eq!(run.code, 1);
+    assert!(run.stdout.contains("model.embed_tokens"));
+    insta::assert_snapshot!("demo_markdown", run.transcript());
+}
+
+#[test]
+fn auto_format_is_json_when_piped() {
+    let run = divergence(&["diff", DEMO_OURS, DEMO_REF]);
+    assert_eq!(run.code, 1);
+    assert_eq!(run.json()["first_divergence"]["name"], "model.embed_tokens");
+}
+
+#[test]
+fn filters_layer_and_grep() {
+    let run = divergence(&[
+        "diff", DEMO_OURS, DEMO_REF, "--format", "table", "--color", "never", "--all", "--layer",
+        "2", "--grep", "k_",
+    ]);
+    assert_eq!(run.code, 1);
+    insta::assert_snapshot!("filters_layer_grep", run.transcript());
+}
+
+#[test]
+fn json_and_markdown_artifacts() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("report.json");
+    let md = dir.path().join("summary.md");
+    let run = divergence(&[
+        "diff",
+        DEMO_OURS,
+        DEMO_REF,
+        "--format",
+        "table",
+        "--color",
+        "never",
+        "--json-out",
+        json.to_str().unwrap(),
+        "--markdown-out",
+        md.to_str().unwrap(),
+    ]);
+    assert_eq!(run.code, 1);
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(report["first_divergence"]["name"], "model.embed_tokens");
+    assert!(std::fs::read_to_string(&md)
+        .unwrap()
+        .contains("model.embed_tokens"));
+}
+
+#[test]
+fn color_only_when_asked_or_on_a_tty() {
+    let plain = divergence(&["diff", DEMO_OURS, DEMO_REF, "--format", "table"]);
+    assert!(
+        !plain.stdout.contains('\x1b'),
+        "piped output must not be colored"
+    );
+    let colored = divergence(&[
+        "diff", DEMO_OURS, DEMO_REF, "--format", "table", "--color", "always",
+    ]);
+    assert!(colored.stdout.contains('\x1b'));
+}
+
+// ---------------------------------------------------------------- legitimate noise vs bugs, on real transformers dumps
+
+#[test]
+fn legitimate_noise_is_not_a_divergence() {
+    for (ours, reference) in [
+        ("fixtures/ref/tiny-qwen3.f64.eager.npz", F32_EAGER),
+        ("fixtures/ref/tiny-qwen3.f32.sdpa.npz", F32_EAGER),
+        (
+            "fixtures/ref/tiny-qwen3.bf16.sdpa.npz",
+            "fixtures/ref/tiny-qwen3.bf16.eager.npz",
+        ),
+        ("fixtures/ref/tiny-qwen3.bf16.eager.npz", F32_EAGER),
+    ] {
+        let run = divergence(&["diff", ours, reference, "--format", "json"]);
+        assert_eq!(run.code, 0, "{ours} vs {reference}: {}", run.stdout);
+        assert_eq!(run.json()["first_divergence"], Value::Null);
+    }
+}
+
+#[test]
+fn exact_flags_any_difference() {
+    // sdpa and eager agree bit for bit until the attention itself.
+    let run = divergence(&[
+        "diff",
+        "fixtures/ref/tiny-qwen3.f32.sdpa.npz",
+        F32_EAGER,
+        "--format",
+        "json",
+        "--exact",
+    ]);
+    assert_eq!(run.code, 1);
+    let report = run.json();
+    let first = report["first_divergence"]["name"].as_str().unwrap();
+    assert_eq!(first, "model.layers.0.self_attn.attn_out", "{first}");
+    // The same dump against itself is clean even when exact.
+    let same = divergence(&["diff", F32_EAGER, F32_EAGER, "--exact", "--format", "json"]);
+    assert_eq!(same.code, 0);
+}
+
+#[test]
+fn safetensors_and_npz_of_the_same_run_are_identical() {
+    let run = divergence(&[
+        "diff",
+        "fixtures/ref/tiny-qwen3.bf16.eager.safetensors",
+        "fixtures/ref/tiny-qwen3.bf16.eager.npz",
+        "--exact",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stdout);
+    let report = run.json();
+    assert_eq!(report["summary"]["compared"], 81);
+    assert_eq!(report["ops"][0]["dtype_ours"], "bfloat16");
+    assert_eq!(report["ops"][0]["dtype_ref"], "bfloat16");
+}
+
+#[test]
+fn tolerance_overrides() {
+    // Loose enough, the demo's scale bug (rel err 0.875) passes; tighter it does not.
+    let loose = divergence(&[
+        "diff", DEMO_OURS, DEMO_REF, "--rtol", "1.0", "--format", "json",
+    ]);
+    assert_eq!(loose.code, 0, "{}", loose.stdout);
+    let tight = divergence(&[
+        "diff", DEMO_OURS, DEMO_REF, "--rtol", "0.5", "--format", "json",
+    ]);
+    assert_eq!(tight.code, 1);
+    let bad = divergence(&["diff", DEMO_OURS, DEMO_REF, "--rtol=-1"]);
+    assert_eq!(bad.code, 2);
+    assert_eq!(
+        bad.stderr,
+        "error: --rtol must be a finite number >= 0, got -1\n"
+    );
+    let both = divergence(&["diff", DEMO_OURS, DEMO_REF, "--exact", "--rtol", "1"]);
+    assert_eq!(both.code, 2);
+}
+
+#[test]
+fn model_annotates_the_k_norm_weight_gain() {
+    let run = divergence(&[
+        "diff",
+        DEMO_OURS,
+        DEMO_REF,
+        "--format",
+        "json",
+        "--model",
+        "fixtures/tiny-qwen3",
+    ]);
+    assert_eq!(run.code, 1);
+    let rows = run.json()["amplification"]["rows"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let k0 = rows
+        .iter()
+        .find(|r| r["layer"] == 0 && r["kind"] == "k")
+        .expect("layer 0 k row");
+    assert_eq!(k0["weight_gain"], 96.5);
+    assert!(rows.iter().all(|r| r["weight_gain"].is_number()));
+}
+
+// ---------------------------------------------------------------- dumps written here
+
+fn write_dump(path: &Path, tensors: &[(&str, &[usize], &[f32])], input_ids: Option<Vec<i64>>) {
+    let mut w = DumpWriter::create(path).unwrap();
+    for (name, shape, data) in tensors {
+        w.add(name, shape, TensorData::F32(data)).unwrap();
+    }
+    w.finish(Meta {
+        input_ids,
+        ..Meta::default()
+    })
+    .unwrap();
+}
+
+#[test]
+fn table_reports_nan_shapes_and_one_sided_names_without_crashing() {
+    let dir = tempfile::tempdir().unwrap();
+    let ours = dir.path().join("ours.npz");
+    let reference = dir.path().join("ref.npz");
+    let ones = [1.0f32; 6];
+    write_dump(
+        &reference,
+        &[
+            ("a", &[1, 2, 3], &ones),
+            ("b", &[2, 3], &ones),
+            ("c", &[6], &ones),
+            ("only_ref", &[1], &[1.0]),
+        ],
+        Some(vec![1, 2, 3]),
+    );
+    let mut nan = ones;
+    nan[4] = f32::NAN;
+    write_dump(
+        &ours,
+        &[
+            ("a", &[2, 3], &ones),
+            ("b", &[3, 2], &ones),
+            ("c", &[6], &nan),
+            ("only_ours", &[1], &[1.0]),
+        ],
+        Some(vec![1, 2, 3]),
+    );
+    let args = ["diff", ours.to_str().unwrap(), reference.to_str().unwrap()];
+    let run = divergence(&[&args[..], &["--format", "json"]].concat());
+    assert_eq!(run.code, 1);
+    let report = run.json();
+    // [1,2,3] vs [2,3] is the same tensor; [3,2] vs [2,3] is a shape mismatch.
+    assert_eq!(report["ops"][0]["status"], "ok");
+    assert_eq!(report["ops"][1]["status"], "shape_mismatch");
+    assert_eq!(report["ops"][2]["status"], "nonfinite");
+    assert_eq!(report["ops"][2]["nan_ours"], 1);
+    assert_eq!(report["first_divergence"]["name"], "b");
+    assert_eq!(report["only_ours"], serde_json::json!(["only_ours"]));
+    assert_eq!(report["only_ref"], serde_json::json!(["only_ref"]));
+    let table = divergence(
+        &[
+            &args[..],
+            &["--format", "table", "--color", "never", "--all"],
+        ]
+        .concat(),
+    );
+    assert_eq!(table.code, 1);
+    insta::assert_snapshot!(
+        "nan_shape_one_sided",
+        redact(&table.transcript(), dir.path())
+    );
+}
+
+#[test]
+fn different_input_ids_are_said_loudly() {
+    let dir = tempfile::tempdir().unwrap();
+    let ours = dir.path().join("ours.npz");
+    let reference = dir.path().join("ref.npz");
+    write_dump(&reference, &[("a", &[2], &[1.0, 2.0])], Some(vec![1, 2, 3]));
+    write_dump(&ours, &[("a", &[2], &[1.0, 2.0])], Some(vec![1, 2, 4]));
+    let run = divergence(&[
+        "diff",
+        ours.to_str().unwrap(),
+        reference.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    let report = run.json();
+    assert_eq!(report["input_ids_mismatch"], true);
+    let table = divergence(&[
+        "diff",
+        ours.to_str().unwrap(),
+        reference.to_str().unwrap(),
+        "--format",
+        "table",
+    ]);
+    let first_lines: String = table.stdout.lines().take(8).collect::<Vec<_>>().join("\n");
+    assert!(
+        first_lines.to_lowercase().contains("input_ids"),
+        "the warning must come first:\n{}",
+        table.stdout
+    );
+}
+
+#[test]
+fn empty_and_zero_dim_tensors() {
+    let dir = tempfile::tempdir().unwrap();
+    let ours = dir.path().join("ours.npz");
+    let reference = dir.path().join("ref.npz");
+    write_dump(
+        &reference,
+        &[("empty", &[0, 4], &[]), ("scalar", &[], &[2.0])],
+        None,
+    );
+    write_dump(
+        &ours,
+        &[("empty", &[0, 4], &[]), ("scalar", &[], &[2.0])],
+        None,
+    );
+    let run = divergence(&[
+        "diff",
+        ours.to_str().unwrap(),
+        reference.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.transcript());
+    assert_eq!(run.json()["summary"]["compared"], 2);
+}
+
+// ---------------------------------------------------------------- errors: exit 2, one line naming the file
+
+#[test]
+fn bad_input_is_one_line_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let truncated = dir.path().join("truncated.npz");
+    let full = std::fs::read(root().join(DEMO_REF)).unwrap();
+    std::fs::write(&truncated, &full[..full.len() / 2]).unwrap();
+    let garbage = dir.path().join("garbage.npz");
+    std::fs::write(&garbage, b"this is not a zip file at all").unwrap();
+    let empty = dir.path().join("empty.npz");
+    std::fs::write(&empty, b"").unwrap();
+    let mut transcripts = String::new();
+    for bad in [
+        truncated.to_str().unwrap(),
+        garbage.to_str().unwrap(),
+        empty.to_str().unwrap(),
+        "no/such/file.npz",
+    ] {
+        let run = divergence(&["diff", bad, DEMO_REF]);
+        assert_eq!(run.code, 2, "{bad}: {}", run.transcript());
+        assert_eq!(run.stdout, "");
+        assert_eq!(run.stderr.lines().count(), 1, "{bad}: {}", run.stderr);
+        assert!(
+            run.stderr.contains(bad),
+            "the error must name the file: {}",
+            run.stderr
+        );
+        assert!(!run.stderr.contains("panicked"));
+        transcripts.push_str(&redact(&run.transcript(), dir.path()));
+    }
+    insta::assert_snapshot!("bad_input", transcripts);
+}
+
+#[test]
+fn a_corrupt_entry_is_a_row_not_a_crash() {
+    // An object array (a pickle) in one entry: that probe is unreadable, the rest compares.
+    let dir = tempfile::tempdir().unwrap();
+    let ours = dir.path().join("ours.npz");
+    let reference = dir.path().join("ref.npz");
+    write_dump(
+        &reference,
+        &[("a", &[2], &[1.0, 2.0]), ("b", &[2], &[1.0, 2.0])],
+        None,
+    );
+    // Patch the npy header of entry 'b' in ours to claim an object dtype.
+    write_dump(
+        &ours,
+        &[("a", &[2], &[1.0, 2.0]), ("b", &[2], &[1.0, 2.0])],
+        None,
+    );
+    let mut bytes = std::fs::read(&ours).unwrap();
+    let header = b"'descr': '<f4'";
+    let at = bytes
+        .windows(header.len())
+        .rposition(|w| w == header)
+        .expect("npy header of b");
+    bytes[at..at + header.len()].copy_from_slice(b"'descr': '|O' ");
+    std::fs::write(&ours, &bytes).unwrap();
+    let run = divergence(&[
+        "diff",
+        ours.to_str().unwrap(),
+        reference.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.transcript());
+    let report = run.json();
+    assert_eq!(report["ops"][0]["status"], "ok");
+    assert_eq!(report["ops"][1]["status"], "unreadable");
+    assert_eq!(report["summary"]["unreadable"], 1);
+}
+
+#[test]
+fn usage_errors_exit_2_and_help_exits_0() {
+    let run = divergence(&["diff", DEMO_OURS]);
+    assert_eq!(run.code, 2);
+    let run = divergence(&["diff", DEMO_OURS, DEMO_REF, "--no-such-flag"]);
+    assert_eq!(run.code, 2);
+    let help = divergence(&["diff", "--help"]);
+    assert_eq!(help.code, 0);
+    assert!(help
+        .stdout
+        .contains("Exit codes: 0 = no divergence, 1 = divergence found, 2 = error"));
+    assert!(
+        help.stdout
+            .contains("the norm-wise error exceeds the tolerance"),
+        "the decision rule is in --help"
+    );
+}
+
+#[test]
+fn broken_pipe_is_not_an_error() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_divergence"))
+        .args(["diff", DEMO_OURS, DEMO_REF, "--format", "table", "--all"])
+        .current_dir(root())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // the reader goes away before anything is written
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("error"),
+        "{stderr}"
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the verdict still decides the exit code"
+    );
+}
+
+// ---------------------------------------------------------------- inspect
+
+#[test]
+fn inspect_the_committed_fixture() {
+    let run = divergence(&["inspect", "fixtures/tiny-qwen3", "--format", "json"]);
+    assert_eq!(run.code, 0, "{}", run.transcript());
+    let missing = divergence(&["inspect", "no/such/model"]);
+    assert_eq!(missing.code, 2);
+    assert_eq!(missing.stderr.lines().count(), 1);
+    assert!(missing.stderr.contains("no/such/model"));
+}
