@@ -3,15 +3,20 @@
 #
 #   bash scripts/test.sh
 #
+# 0. Sets up .venv (torch + transformers from PyPI, see scripts/setup_venv.sh): the Rust tests
+#    also load what our writer wrote with real numpy/safetensors.
 # 1. Rust: format check, clippy (warnings are errors), the whole workspace's tests (unit,
 #    property, snapshot, CLI and the candle-vs-transformers integration tests on the committed
 #    fixtures).
-# 2. Python: sets up .venv (torch + transformers from PyPI, see scripts/setup_venv.sh), runs the
-#    exporter's pytest suite against real transformers, then regenerates every committed fixture
-#    with real transformers and checks it against the committed files.
+# 2. Python: the exporter's pytest suite against real transformers, then every committed fixture
+#    regenerated with real transformers and checked against the committed files.
+# 3. The worked CI example of docs/ci.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 section() { printf '\n=== %s\n' "$*"; }
+
+section "python venv"
+bash scripts/setup_venv.sh
 
 section "cargo fmt --check"
 cargo fmt --all -- --check
@@ -22,9 +27,6 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 section "cargo test"
 cargo build --workspace --locked
 cargo test --workspace --locked
-
-section "python venv"
-bash scripts/setup_venv.sh
 
 section "pytest (reference exporter, real transformers)"
 DIVERGENCE_BIN="$PWD/target/debug/divergence" .venv/bin/python -m pytest tests/python -q

@@ -525,3 +525,63 @@ fn inspect_the_committed_fixture() {
     assert_eq!(missing.stderr.lines().count(), 1);
     assert!(missing.stderr.contains("no/such/model"));
 }
+
+// ---------------------------------------------------------------- --watch
+
+#[test]
+fn watch_reruns_when_a_file_changes() {
+    use std::io::Read;
+    use std::sync::mpsc;
+    use std::time::{Duration, Instant};
+
+    let dir = tempfile::tempdir().unwrap();
+    let ours = dir.path().join("ours.npz");
+    let reference = dir.path().join("ref.npz");
+    write_dump(&reference, &[("a", &[2], &[1.0, 2.0])], None);
+    write_dump(&ours, &[("a", &[2], &[1.0, 2.0])], None);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_divergence"))
+        .args([
+            "diff",
+            ours.to_str().unwrap(),
+            reference.to_str().unwrap(),
+            "--watch",
+            "--format",
+            "json",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Collect stdout on a thread; each report starts with the clear-screen sequence.
+    let mut stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = String::new();
+    let mut wait_for = |reports: usize| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while seen.matches("\x1b[2J").count() < reports || !seen.trim_end().ends_with('}') {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(chunk) => seen.push_str(&String::from_utf8_lossy(&chunk)),
+                Err(_) => panic!("no report #{reports} within 20 s; got:\n{seen}"),
+            }
+        }
+        seen.rsplit("\x1b[2J\x1b[H").next().unwrap().to_string()
+    };
+    let first: Value = serde_json::from_str(&wait_for(1)).unwrap();
+    assert_eq!(first["first_divergence"], Value::Null);
+    // The port changes: the watcher re-runs and now reports the divergence.
+    std::thread::sleep(Duration::from_millis(1100)); // a new mtime even on coarse clocks
+    write_dump(&ours, &[("a", &[2], &[1.0, 3.0])], None);
+    let second: Value = serde_json::from_str(&wait_for(2)).unwrap();
+    assert_eq!(second["first_divergence"]["name"], "a");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

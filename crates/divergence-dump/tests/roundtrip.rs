@@ -333,6 +333,12 @@ print(json.dumps(out))
 /// Load a written file with numpy (npz) or safetensors+torch and compare with what we read.
 fn check_with_python(path: &Path) {
     let Some(py) = python() else {
+        // CI sets up the venv before the Rust tests (scripts/test.sh): there this must run.
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI is set but there is no python venv to check {} with numpy",
+            path.display()
+        );
         eprintln!(
             "SKIPPED: no python venv (set DIVERGENCE_PYTHON) to check {} with numpy",
             path.display()
