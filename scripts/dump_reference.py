@@ -682,7 +682,8 @@ def write_npz(path: Path, probes, meta: dict) -> None:
         for name, arr in entries:
             info = zipfile.ZipInfo(name + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
             info.compress_type = zipfile.ZIP_STORED
-            with zf.open(info, "w", force_zip64=arr.nbytes > 2**31) as f:
+            # zip64 once header + data could pass zipfile.ZIP64_LIMIT (2**31 - 1 bytes).
+            with zf.open(info, "w", force_zip64=arr.nbytes + 4096 > zipfile.ZIP64_LIMIT) as f:
                 np.lib.format.write_array(f, np.ascontiguousarray(arr), allow_pickle=False)
     os.replace(tmp, path)
 

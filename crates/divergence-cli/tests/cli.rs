@@ -357,6 +357,10 @@ fn different_input_ids_are_said_loudly() {
         "--format",
         "json",
     ]);
+    // The tensors are equal, but the comparison is meaningless: an error, never a pass.
+    assert_eq!(run.code, 2, "{}", run.transcript());
+    assert!(run.stderr.contains("different input_ids"), "{}", run.stderr);
+    assert_eq!(run.stderr.lines().count(), 1);
     let report = run.json();
     assert_eq!(report["input_ids_mismatch"], true);
     let table = divergence(&[
@@ -493,25 +497,54 @@ fn usage_errors_exit_2_and_help_exits_0() {
 
 #[test]
 fn broken_pipe_is_not_an_error() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_divergence"))
-        .args(["diff", DEMO_OURS, DEMO_REF, "--format", "table", "--all"])
-        .current_dir(root())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    drop(child.stdout.take()); // the reader goes away before anything is written
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    for format in ["table", "json", "markdown"] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_divergence"))
+            .args(["diff", DEMO_OURS, DEMO_REF, "--format", format, "--all"])
+            .current_dir(root())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take()); // the reader goes away before anything is written
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !stderr.contains("panicked") && !stderr.contains("error"),
+            "{format}: {stderr}"
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{format}: the verdict still decides the exit code"
+        );
+    }
+}
+
+#[test]
+fn nothing_compared_is_an_error_not_a_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let ours = dir.path().join("ours.npz");
+    let reference = dir.path().join("ref.npz");
+    write_dump(
+        &reference,
+        &[("model.embed_tokens", &[2], &[1.0, 2.0])],
+        None,
+    );
+    write_dump(&ours, &[("embeddings", &[2], &[1.0, 2.0])], None);
+    let run = divergence(&[
+        "diff",
+        ours.to_str().unwrap(),
+        reference.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    assert_eq!(run.code, 2, "{}", run.transcript());
     assert!(
-        !stderr.contains("panicked") && !stderr.contains("error"),
-        "{stderr}"
+        run.stderr.contains("no probe was compared"),
+        "{}",
+        run.stderr
     );
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "the verdict still decides the exit code"
-    );
+    assert_eq!(run.json()["summary"]["compared"], 0);
 }
 
 // ---------------------------------------------------------------- inspect
@@ -563,25 +596,77 @@ fn watch_reruns_when_a_file_changes() {
             }
         }
     });
+    // Piped, the reports follow one another as JSON documents (the screen is cleared only
+    // on a terminal), so the stream stays parseable.
     let mut seen = String::new();
-    let mut wait_for = |reports: usize| {
+    let mut wait_for = |reports: usize| -> Value {
         let deadline = Instant::now() + Duration::from_secs(20);
-        while seen.matches("\x1b[2J").count() < reports || !seen.trim_end().ends_with('}') {
+        loop {
+            let docs: Vec<Value> = serde_json::Deserializer::from_str(&seen)
+                .into_iter::<Value>()
+                .map_while(Result::ok)
+                .collect();
+            assert!(
+                !seen.contains('\x1b'),
+                "no terminal escapes when piped: {seen:?}"
+            );
+            if docs.len() >= reports {
+                return docs[reports - 1].clone();
+            }
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
                 Ok(chunk) => seen.push_str(&String::from_utf8_lossy(&chunk)),
                 Err(_) => panic!("no report #{reports} within 20 s; got:\n{seen}"),
             }
         }
-        seen.rsplit("\x1b[2J\x1b[H").next().unwrap().to_string()
     };
-    let first: Value = serde_json::from_str(&wait_for(1)).unwrap();
+    let first = wait_for(1);
     assert_eq!(first["first_divergence"], Value::Null);
     // The port changes: the watcher re-runs and now reports the divergence.
     std::thread::sleep(Duration::from_millis(1100)); // a new mtime even on coarse clocks
     write_dump(&ours, &[("a", &[2], &[1.0, 3.0])], None);
-    let second: Value = serde_json::from_str(&wait_for(2)).unwrap();
+    let second = wait_for(2);
     assert_eq!(second["first_divergence"]["name"], "a");
     child.kill().unwrap();
     child.wait().unwrap();
+}
+
+#[test]
+fn two_npy_files_compare_whatever_their_names() {
+    let dir = tempfile::tempdir().unwrap();
+    // A .npy written by hand: magic, version 1.0, header padded to 64 bytes, then the data.
+    let write_npy = |path: &Path, values: &[f32]| {
+        let dict = format!(
+            "{{'descr': '<f4', 'fortran_order': False, 'shape': ({},), }}",
+            values.len()
+        );
+        let mut header = dict.into_bytes();
+        while (10 + header.len() + 1) % 64 != 0 {
+            header.push(b' ');
+        }
+        header.push(b'\n');
+        let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+        bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+        bytes.extend_from_slice(&header);
+        for v in values {
+            bytes.extend_from_slice(&v.to_le_bytes());
+        }
+        std::fs::write(path, bytes).unwrap();
+    };
+    let ours = dir.path().join("my_kernel_out.npy");
+    let reference = dir.path().join("torch_out.npy");
+    write_npy(&ours, &[1.0, 2.0, 3.5]);
+    write_npy(&reference, &[1.0, 2.0, 3.0]);
+    let run = divergence(&[
+        "diff",
+        ours.to_str().unwrap(),
+        reference.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    assert_eq!(run.code, 1, "{}", run.transcript());
+    let report = run.json();
+    assert_eq!(report["summary"]["compared"], 1);
+    assert_eq!(report["first_divergence"]["name"], "torch_out");
+    assert_eq!(report["ops"][0]["max_abs_err"], 0.5);
 }

@@ -378,6 +378,17 @@ pub fn compare(
                 sci(acc.max_abs_d)
             ));
         }
+    } else if n > 0 && !(diff_l2.is_finite() && threshold.is_finite()) {
+        // The sums of squares overflowed f64 (|values| above ~1e154): the norm-wise rule
+        // cannot be evaluated. Equal tensors stay ok; any difference at that magnitude is
+        // reported rather than passed.
+        if acc.max_abs_d > 0.0 {
+            row.status = Status::Diverged;
+            row.reason = Some(format!(
+                "values too large for the norm-wise rule (the sums of squares overflow f64); max |ours - ref| = {}",
+                sci(acc.max_abs_d)
+            ));
+        }
     } else if diff_l2 > threshold || (diff_l2.is_nan() && n > 0) {
         row.status = Status::Diverged;
         row.reason = Some(format!(

@@ -248,8 +248,9 @@ fn fast_block<A: Elem, B: Elem>(
     }
     let so2: f64 = o2.iter().sum();
     let sr2: f64 = r2.iter().sum();
-    // A NaN or Inf in either side makes its sum of squares non-finite (so does an f64 value above
-    // ~1e154, which the careful path then handles correctly as finite).
+    // A NaN or Inf in either side makes its sum of squares non-finite: the careful path then
+    // separates the non-finite elements. (An f64 value above ~1e154 also overflows the sums;
+    // compare() reports such an op by its max |ours - ref| instead of the norm-wise rule.)
     if !(so2.is_finite() && sr2.is_finite()) {
         return false;
     }

@@ -650,3 +650,35 @@ fn report_json_has_no_nan_and_round_trips() {
     assert_eq!(v["tolerance"]["mode"], "auto");
     assert_eq!(v["order_source"], "ref_meta");
 }
+
+#[test]
+fn values_whose_squares_overflow_f64_are_still_judged() {
+    // |x| > ~1.3e154: the sums of squares overflow, the norm-wise rule cannot be evaluated.
+    let cfg = DiffConfig::default();
+    let differ = compare(
+        "big",
+        f64s(&[1], &[1e160], "float64"),
+        f64s(&[1], &[2e160], "float64"),
+        &cfg,
+    );
+    assert_eq!(differ.status, Status::Diverged);
+    assert!(
+        differ.reason.as_deref().unwrap_or("").contains("overflow"),
+        "{:?}",
+        differ.reason
+    );
+    let flipped = compare(
+        "big",
+        f64s(&[1], &[-1e200], "float64"),
+        f64s(&[1], &[1e200], "float64"),
+        &cfg,
+    );
+    assert_eq!(flipped.status, Status::Diverged);
+    let equal = compare(
+        "big",
+        f64s(&[2], &[1e200, 3.0], "float64"),
+        f64s(&[2], &[1e200, 3.0], "float64"),
+        &cfg,
+    );
+    assert_eq!(equal.status, Status::Ok);
+}

@@ -22,10 +22,13 @@ pub const SAFETENSORS_META_KEY: &str = "divergence";
 #[serde(default)]
 pub struct Meta {
     /// `"divergence-dump/1"`.
+    #[serde(deserialize_with = "null_as_default")]
     pub format: String,
     /// Probe names in execution order.
+    #[serde(deserialize_with = "null_as_default")]
     pub order: Vec<String>,
     /// Probe name -> original dtype name ("bfloat16" for a tensor stored as f32 in npz).
+    #[serde(deserialize_with = "null_as_default")]
     pub dtypes: BTreeMap<String, String>,
     /// Token ids of the input (flattened, batch 1).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -52,5 +55,30 @@ impl Meta {
     pub fn to_json(&self) -> String {
         // Serializing plain strings, maps and serde_json values cannot fail.
         serde_json::to_string(self).unwrap_or_else(|_| String::from("{}"))
+    }
+}
+
+/// A JSON `null` reads as the field's default, like a missing field ("every field is optional").
+fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn null_fields_read_as_missing() {
+        let m = Meta::from_json(
+            br#"{"format": null, "order": null, "dtypes": null, "input_ids": null}"#,
+        )
+        .expect("nulls are accepted");
+        assert_eq!(m, Meta::default());
+        let m = Meta::from_json(br#"{"order": ["a", "b"]}"#).expect("partial metadata");
+        assert_eq!(m.order, ["a", "b"]);
     }
 }

@@ -1,45 +1,7 @@
 //! Tensor-name helpers: natural ordering and decoder-layer parsing.
 
-use std::cmp::Ordering;
-
-/// Compares names so that digit runs compare as numbers: `layers.2` < `layers.10`.
-pub fn natural_cmp(a: &str, b: &str) -> Ordering {
-    let (mut a, mut b) = (a.as_bytes(), b.as_bytes());
-    loop {
-        match (a.first(), b.first()) {
-            (None, None) => return Ordering::Equal,
-            (None, Some(_)) => return Ordering::Less,
-            (Some(_), None) => return Ordering::Greater,
-            (Some(x), Some(y)) if x.is_ascii_digit() && y.is_ascii_digit() => {
-                let da = a.iter().take_while(|c| c.is_ascii_digit()).count();
-                let db = b.iter().take_while(|c| c.is_ascii_digit()).count();
-                let (na, nb) = (trim_zeros(&a[..da]), trim_zeros(&b[..db]));
-                let ord = na
-                    .len()
-                    .cmp(&nb.len())
-                    .then_with(|| na.cmp(nb))
-                    .then(da.cmp(&db));
-                if ord != Ordering::Equal {
-                    return ord;
-                }
-                a = &a[da..];
-                b = &b[db..];
-            }
-            (Some(x), Some(y)) => {
-                if x != y {
-                    return x.cmp(y);
-                }
-                a = &a[1..];
-                b = &b[1..];
-            }
-        }
-    }
-}
-
-fn trim_zeros(digits: &[u8]) -> &[u8] {
-    let start = digits.iter().take_while(|&&c| c == b'0').count();
-    &digits[start..]
-}
+/// Natural order of names (`layers.2` < `layers.10`): the diff engine's, so both commands sort alike.
+pub use divergence_diff::natural_cmp;
 
 /// The norm weights of a decoder layer that the gains table reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

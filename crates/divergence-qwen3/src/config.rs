@@ -2,12 +2,18 @@
 //!
 //! Field names are the ones `transformers.Qwen3Config` (5.17) writes. RoPE parameters are
 //! resolved the way `RotaryEmbeddingConfigMixin.convert_rope_params_to_dict` does:
-//! `rope_parameters` (or the legacy `rope_scaling`) first, then a top-level `rope_theta`, then
-//! the default 10000. Everything this port does not implement (sliding-window layers, scaled
+//! the legacy `rope_scaling` if present, else `rope_parameters`, then a top-level `rope_theta`,
+//! then the default 10000. Missing `head_dim` / `num_key_value_heads` take `Qwen3Config`'s field
+//! defaults (128 / 32), as transformers does. Everything this port does not implement (sliding-window layers, scaled
 //! RoPE variants, activations other than silu/gelu) is rejected by [`Config::validate`] with an
 //! error naming config.json, instead of silently computing something else.
 
 use std::path::Path;
+
+/// `Qwen3Config.head_dim`'s default in transformers 5.17 (configuration_qwen3.py).
+const QWEN3_DEFAULT_HEAD_DIM: usize = 128;
+/// `Qwen3Config.num_key_value_heads`'s default in transformers 5.17.
+const QWEN3_DEFAULT_KV_HEADS: usize = 32;
 
 use serde::Deserialize;
 
@@ -34,10 +40,12 @@ pub struct Config {
     pub intermediate_size: usize,
     pub num_hidden_layers: usize,
     pub num_attention_heads: usize,
-    /// Defaults to `num_attention_heads` (as in `Qwen3Config.__post_init__`).
+    /// Missing: 32, `Qwen3Config`'s field default (its `__post_init__` only replaces an
+    /// explicit `null`, with `num_attention_heads`).
     #[serde(default)]
     pub num_key_value_heads: Option<usize>,
-    /// Qwen3 sets it explicitly (128 for Qwen3-0.6B, where hidden/heads would be 64).
+    /// Qwen3 sets it explicitly (128 for Qwen3-0.6B, where hidden/heads would be 64); missing,
+    /// `Qwen3Config` defaults it to 128 (it never derives it from hidden/heads).
     #[serde(default)]
     pub head_dim: Option<usize>,
     #[serde(default = "default_hidden_act")]
@@ -167,20 +175,20 @@ impl Config {
 
     /// Number of key/value heads (GQA groups).
     pub fn num_kv_heads(&self) -> usize {
-        self.num_key_value_heads.unwrap_or(self.num_attention_heads)
+        self.num_key_value_heads.unwrap_or(QWEN3_DEFAULT_KV_HEADS)
     }
 
-    /// Size of one attention head: `head_dim` from config.json, else hidden/heads.
+    /// Size of one attention head: `head_dim` from config.json, else `Qwen3Config`'s default.
     pub fn head_dim(&self) -> usize {
-        self.head_dim
-            .unwrap_or(self.hidden_size / self.num_attention_heads.max(1))
+        self.head_dim.unwrap_or(QWEN3_DEFAULT_HEAD_DIM)
     }
 
     /// RoPE base, resolved as transformers does.
     pub fn rope_theta(&self) -> f64 {
-        self.rope_parameters
+        // transformers: `rope_scaling or rope_parameters` (the legacy key wins when both exist).
+        self.rope_scaling
             .as_ref()
-            .or(self.rope_scaling.as_ref())
+            .or(self.rope_parameters.as_ref())
             .and_then(|p| p.rope_theta)
             .or(self.rope_theta)
             .unwrap_or(10_000.0)
@@ -188,9 +196,10 @@ impl Config {
 
     /// RoPE type ("default" unless config.json says otherwise).
     pub fn rope_type(&self) -> String {
-        self.rope_parameters
+        // transformers: `rope_scaling or rope_parameters` (the legacy key wins when both exist).
+        self.rope_scaling
             .as_ref()
-            .or(self.rope_scaling.as_ref())
+            .or(self.rope_parameters.as_ref())
             .and_then(|p| p.rope_type.clone().or_else(|| p.legacy_type.clone()))
             .unwrap_or_else(|| "default".to_string())
     }
@@ -232,8 +241,29 @@ mod tests {
             "layer_types": ["full_attention"]}"#;
         let cfg = Config::from_json_str(text, Path::new("c.json")).unwrap();
         assert_eq!(cfg.rope_theta(), 5000.0);
-        assert_eq!(cfg.head_dim(), 4);
         assert!(!cfg.tie_word_embeddings);
+    }
+
+    #[test]
+    fn missing_fields_take_qwen3config_defaults_not_derived_values() {
+        // transformers 5.17: Qwen3Config(head_dim=128, num_key_value_heads=32) when absent; it
+        // never derives head_dim from hidden/heads (here that would be 4).
+        let text = r#"{"vocab_size": 10, "hidden_size": 256, "intermediate_size": 16,
+            "num_hidden_layers": 1, "num_attention_heads": 64}"#;
+        let cfg = Config::from_json_str(text, Path::new("c.json")).unwrap();
+        assert_eq!(cfg.head_dim(), 128);
+        assert_eq!(cfg.num_kv_heads(), 32);
+    }
+
+    #[test]
+    fn legacy_rope_scaling_wins_over_rope_parameters() {
+        // modeling_rope_utils: `rope_scaling or rope_parameters`.
+        let text = r#"{"vocab_size": 10, "hidden_size": 8, "intermediate_size": 16,
+            "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1,
+            "rope_scaling": {"rope_type": "default", "rope_theta": 2000.0},
+            "rope_parameters": {"rope_type": "default", "rope_theta": 5000.0}}"#;
+        let cfg = Config::from_json_str(text, Path::new("c.json")).unwrap();
+        assert_eq!(cfg.rope_theta(), 2000.0);
     }
 
     #[test]
@@ -248,7 +278,7 @@ mod tests {
     #[test]
     fn rejects_sliding_window_and_scaled_rope() {
         let base = r#""vocab_size": 10, "hidden_size": 8, "intermediate_size": 16,
-            "num_hidden_layers": 2, "num_attention_heads": 2"#;
+            "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1"#;
         let sliding =
             format!(r#"{{{base}, "layer_types": ["full_attention", "sliding_attention"]}}"#);
         let err = Config::from_json_str(&sliding, Path::new("c.json")).unwrap_err();

@@ -85,10 +85,11 @@ pub(crate) fn render(report: &Report, opts: &TableOptions, out: &mut dyn Write) 
             for &i in &sel.indices {
                 let op = &report.ops[i];
                 let is_first = first == Some(i);
+                // A `|` in a name would split the table cell: escape it (GFM allows `\|` in code).
                 let name = if is_first {
-                    format!("**{}**", code(&op.name))
+                    format!("**{}**", cell(&code(&op.name)))
                 } else {
-                    code(&op.name)
+                    cell(&code(&op.name))
                 };
                 writeln!(
                     out,

@@ -185,7 +185,9 @@ pub(crate) fn select_ops(report: &Report, opts: &TableOptions) -> Option<Selecti
     }
     let first = report.first_divergence.as_ref()?.index;
     let lo = first.saturating_sub(opts.context);
-    let hi = (first + opts.context).min(total.saturating_sub(1));
+    let hi = first
+        .saturating_add(opts.context)
+        .min(total.saturating_sub(1));
     Some(Selection {
         title: format!("Ops around the first divergence (#{lo}..#{hi} of {total})"),
         indices: (lo..=hi).collect(),

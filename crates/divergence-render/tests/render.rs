@@ -414,3 +414,24 @@ fn width_wraps_tables() {
     }
     assert!(t.contains("k_norm"));
 }
+
+#[test]
+fn huge_context_does_not_overflow() {
+    let r = divergent_report();
+    let first = r
+        .first_divergence
+        .as_ref()
+        .expect("a first divergence")
+        .index;
+    assert!(first > 0, "the window must start after #0 for this test");
+    let opts = TableOptions {
+        context: usize::MAX,
+        ..TableOptions::default()
+    };
+    let t = table(&r, &opts);
+    let total = r.ops.len();
+    assert!(
+        t.contains(&format!("(#0..#{} of {total})", total - 1)),
+        "{t}"
+    );
+}

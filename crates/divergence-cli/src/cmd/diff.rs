@@ -93,24 +93,34 @@ pub struct DiffArgs {
     pub watch: bool,
 }
 
-const AFTER_HELP: &str = "Exit codes: 0 = no divergence, 1 = divergence found, 2 = error.\n\nThe decision rule (docs/tolerances.md has the per-dtype presets):";
+const AFTER_HELP: &str = "Exit codes: 0 = no divergence, 1 = divergence found, 2 = error \
+(including a comparison that cannot mean anything: the dumps share no probe name, or they \
+record different input_ids; the report is still printed).\n\n\
+The decision rule (docs/tolerances.md has the per-dtype presets):";
 
 pub fn run(args: DiffArgs) -> Result<Exit> {
     if !args.watch {
-        return diff_once(&args);
+        return match diff_once(&args)? {
+            Outcome::Verdict(code) => Ok(code),
+            // The reader went away (`divergence diff ... | head`): the verdict still stands.
+            Outcome::ReaderGone(code) => Ok(code),
+        };
     }
     let mut last = None;
+    let clear = std::io::stdout().is_terminal();
     loop {
         let stamp = stamps(&[&args.ours, &args.reference]);
         if Some(&stamp) != last.as_ref() {
-            // Clear the screen, then report (errors are shown and the watch goes on).
-            print!("\x1b[2J\x1b[H");
+            // Clear the screen (terminals only), then report; errors are shown and the watch
+            // goes on, until the reader of stdout goes away.
+            if clear && write_stdout(b"\x1b[2J\x1b[H").is_err() {
+                return Ok(Exit::Clean);
+            }
             match diff_once(&args) {
-                Ok(_) => {}
-                Err(err) if exit::is_broken_pipe(&err) => return Ok(Exit::Clean),
+                Ok(Outcome::Verdict(_)) => {}
+                Ok(Outcome::ReaderGone(_)) => return Ok(Exit::Clean),
                 Err(err) => exit::print_error(&err),
             }
-            let _ = std::io::stdout().flush();
             eprintln!(
                 "watching {} and {} (Ctrl-C to stop)",
                 args.ours.display(),
@@ -120,6 +130,19 @@ pub fn run(args: DiffArgs) -> Result<Exit> {
         }
         std::thread::sleep(Duration::from_millis(300));
     }
+}
+
+/// What one comparison ended with.
+enum Outcome {
+    /// The report was written; this is the exit code it calls for.
+    Verdict(Exit),
+    /// The report was cut short because stdout's reader went away (a broken pipe).
+    ReaderGone(Exit),
+}
+
+fn write_stdout(bytes: &[u8]) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(bytes).and_then(|()| out.flush())
 }
 
 /// Modification time and length of each file (None for a file that is missing right now).
@@ -134,7 +157,7 @@ fn stamps(paths: &[&Path]) -> Vec<Option<(SystemTime, u64)>> {
         .collect()
 }
 
-fn diff_once(args: &DiffArgs) -> Result<Exit> {
+fn diff_once(args: &DiffArgs) -> Result<Outcome> {
     let report = build_report(args)?;
     let stdout = std::io::stdout();
     let is_tty = stdout.is_terminal();
@@ -168,6 +191,7 @@ fn diff_once(args: &DiffArgs) -> Result<Exit> {
             divergence_render::render_markdown(&report, &md_opts, out)
         })?;
     }
+    let code = verdict(&report);
     let mut out = stdout.lock();
     let rendered = match format {
         Format::Table | Format::Auto => divergence_render::render_table(&report, &opts, &mut out),
@@ -176,14 +200,39 @@ fn diff_once(args: &DiffArgs) -> Result<Exit> {
     };
     match rendered.and_then(|()| out.flush()) {
         Ok(()) => {}
-        Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => {}
+        Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => {
+            return Ok(Outcome::ReaderGone(code))
+        }
         Err(err) => return Err(err).context("writing the report to stdout"),
     }
-    Ok(if report.first_divergence.is_some() {
+    drop(out);
+    if code == Exit::Error {
+        // The report says why at its top; repeat it as the one-line error CI logs show.
+        let why = if report.input_ids_mismatch {
+            "the two dumps record different input_ids: the comparison is meaningless"
+        } else {
+            "no probe was compared (no name in common, or none readable)"
+        };
+        eprintln!(
+            "error: {} vs {}: {why}",
+            args.ours.display(),
+            args.reference.display()
+        );
+    }
+    Ok(Outcome::Verdict(code))
+}
+
+/// The exit code a report calls for. A comparison that cannot mean anything is an error, not
+/// a pass: different input_ids, or no probe compared at all (no name in common, empty dumps,
+/// every probe unreadable).
+fn verdict(report: &Report) -> Exit {
+    if report.input_ids_mismatch || report.summary.compared == 0 {
+        Exit::Error
+    } else if report.first_divergence.is_some() {
         Exit::Found
     } else {
         Exit::Clean
-    })
+    }
 }
 
 fn write_file(
@@ -226,12 +275,25 @@ pub fn build_report(args: &DiffArgs) -> Result<Report> {
     let (ours, reference) = rayon::join(|| Dump::open(&args.ours), || Dump::open(&args.reference));
     let (ours, reference) = (ours?, reference?);
 
-    let plan = divergence_diff::plan_order(&dump_names(&ours), &dump_names(&reference));
+    // Two single-tensor .npy files (named after their files) compare with each other, whatever
+    // their names: the row takes the reference's name.
+    let npy_pair = ours.format() == DumpFormat::Npy && reference.format() == DumpFormat::Npy;
+    let mut ours_names = dump_names(&ours);
+    if npy_pair {
+        ours_names.names = reference.names();
+    }
+    let plan = divergence_diff::plan_order(&ours_names, &dump_names(&reference));
+    let ours_name = |name: &str| -> String {
+        match ours.names() {
+            [only] if npy_pair => only.clone(),
+            _ => name.to_string(),
+        }
+    };
 
     let ops: Vec<OpResult> = plan
         .order
         .par_iter()
-        .map(|name| compare_probe(name, &ours, &reference, &cfg))
+        .map(|name| compare_probe(name, &ours_name(name), &ours, &reference, &cfg))
         .collect();
 
     let mut ctx = ReportContext::new(
@@ -275,8 +337,15 @@ fn dump_names(dump: &Dump) -> DumpNames<'_> {
 
 /// Reads one probe from each side (whichever exist) and compares them. Never fails: a probe
 /// that cannot be read becomes an `unreadable` row naming the file and the problem.
-fn compare_probe(name: &str, ours: &Dump, reference: &Dump, cfg: &DiffConfig) -> OpResult {
-    let read = |dump: &Dump| -> Option<Result<(Tensor, String), String>> {
+/// `ours_name` is the probe's name in ours: `name`, except for a pair of `.npy` files.
+fn compare_probe(
+    name: &str,
+    ours_name: &str,
+    ours: &Dump,
+    reference: &Dump,
+    cfg: &DiffConfig,
+) -> OpResult {
+    let read = |dump: &Dump, name: &str| -> Option<Result<(Tensor, String), String>> {
         // A damaged entry is still listed (its read fails): only a name absent from the
         // file makes this side missing.
         if !dump.names().iter().any(|n| n == name) {
@@ -289,7 +358,7 @@ fn compare_probe(name: &str, ours: &Dump, reference: &Dump, cfg: &DiffConfig) ->
                 .map_err(|e| e.to_string()),
         )
     };
-    let (o, r) = rayon::join(|| read(ours), || read(reference));
+    let (o, r) = rayon::join(|| read(ours, ours_name), || read(reference, name));
     let o = match o.transpose() {
         Ok(t) => t,
         Err(msg) => return divergence_diff::unreadable(name, Which::Ours, msg),
