@@ -53,6 +53,12 @@ fn divergence(args: &[&str]) -> Run {
     }
 }
 
+/// `divergence diff OURS REF ARGS...` on two files of a test's temp dir.
+fn diff_files(ours: &Path, reference: &Path, args: &[&str]) -> Run {
+    let (ours, reference) = (ours.to_str().unwrap(), reference.to_str().unwrap());
+    divergence(&[&["diff", ours, reference][..], args].concat())
+}
+
 fn redact(text: &str, dir: &Path) -> String {
     text.replace(&dir.display().to_string(), "[TMP]")
 }
@@ -350,26 +356,14 @@ fn different_input_ids_are_said_loudly() {
     let reference = dir.path().join("ref.npz");
     write_dump(&reference, &[("a", &[2], &[1.0, 2.0])], Some(vec![1, 2, 3]));
     write_dump(&ours, &[("a", &[2], &[1.0, 2.0])], Some(vec![1, 2, 4]));
-    let run = divergence(&[
-        "diff",
-        ours.to_str().unwrap(),
-        reference.to_str().unwrap(),
-        "--format",
-        "json",
-    ]);
+    let run = diff_files(&ours, &reference, &["--format", "json"]);
     // The tensors are equal, but the comparison is meaningless: an error, never a pass.
     assert_eq!(run.code, 2, "{}", run.transcript());
     assert!(run.stderr.contains("different input_ids"), "{}", run.stderr);
     assert_eq!(run.stderr.lines().count(), 1);
     let report = run.json();
     assert_eq!(report["input_ids_mismatch"], true);
-    let table = divergence(&[
-        "diff",
-        ours.to_str().unwrap(),
-        reference.to_str().unwrap(),
-        "--format",
-        "table",
-    ]);
+    let table = diff_files(&ours, &reference, &["--format", "table"]);
     let first_lines: String = table.stdout.lines().take(8).collect::<Vec<_>>().join("\n");
     assert!(
         first_lines.to_lowercase().contains("input_ids"),
@@ -393,13 +387,7 @@ fn empty_and_zero_dim_tensors() {
         &[("empty", &[0, 4], &[]), ("scalar", &[], &[2.0])],
         None,
     );
-    let run = divergence(&[
-        "diff",
-        ours.to_str().unwrap(),
-        reference.to_str().unwrap(),
-        "--format",
-        "json",
-    ]);
+    let run = diff_files(&ours, &reference, &["--format", "json"]);
     assert_eq!(run.code, 0, "{}", run.transcript());
     assert_eq!(run.json()["summary"]["compared"], 2);
 }
@@ -463,13 +451,7 @@ fn a_corrupt_entry_is_a_row_not_a_crash() {
         .expect("npy header of b");
     bytes[at..at + header.len()].copy_from_slice(b"'descr': '|O' ");
     std::fs::write(&ours, &bytes).unwrap();
-    let run = divergence(&[
-        "diff",
-        ours.to_str().unwrap(),
-        reference.to_str().unwrap(),
-        "--format",
-        "json",
-    ]);
+    let run = diff_files(&ours, &reference, &["--format", "json"]);
     assert_eq!(run.code, 0, "{}", run.transcript());
     let report = run.json();
     assert_eq!(report["ops"][0]["status"], "ok");
@@ -531,13 +513,7 @@ fn nothing_compared_is_an_error_not_a_pass() {
         None,
     );
     write_dump(&ours, &[("embeddings", &[2], &[1.0, 2.0])], None);
-    let run = divergence(&[
-        "diff",
-        ours.to_str().unwrap(),
-        reference.to_str().unwrap(),
-        "--format",
-        "json",
-    ]);
+    let run = diff_files(&ours, &reference, &["--format", "json"]);
     assert_eq!(run.code, 2, "{}", run.transcript());
     assert!(
         run.stderr.contains("no probe was compared"),
@@ -657,13 +633,7 @@ fn two_npy_files_compare_whatever_their_names() {
     let reference = dir.path().join("torch_out.npy");
     write_npy(&ours, &[1.0, 2.0, 3.5]);
     write_npy(&reference, &[1.0, 2.0, 3.0]);
-    let run = divergence(&[
-        "diff",
-        ours.to_str().unwrap(),
-        reference.to_str().unwrap(),
-        "--format",
-        "json",
-    ]);
+    let run = diff_files(&ours, &reference, &["--format", "json"]);
     assert_eq!(run.code, 1, "{}", run.transcript());
     let report = run.json();
     assert_eq!(report["summary"]["compared"], 1);
