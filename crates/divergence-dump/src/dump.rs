@@ -137,6 +137,11 @@ impl Dump {
         &self.names
     }
 
+    /// True if the dump lists this tensor, even one whose entry cannot be read.
+    pub fn contains(&self, name: &str) -> bool {
+        self.index.contains_key(name)
+    }
+
     /// Shape of a tensor; `None` if there is no such tensor or its header is unreadable.
     pub fn shape(&self, name: &str) -> Option<&[usize]> {
         self.info(name).map(|i| i.shape.as_slice())

@@ -3,21 +3,22 @@
 //! Field names are the ones `transformers.Qwen3Config` (5.17) writes. RoPE parameters are
 //! resolved the way `RotaryEmbeddingConfigMixin.convert_rope_params_to_dict` does:
 //! the legacy `rope_scaling` if present, else `rope_parameters`, then a top-level `rope_theta`,
-//! then the default 10000. Missing `head_dim` / `num_key_value_heads` take `Qwen3Config`'s field
-//! defaults (128 / 32), as transformers does. Everything this port does not implement (sliding-window layers, scaled
-//! RoPE variants, activations other than silu/gelu) is rejected by [`Config::validate`] with an
-//! error naming config.json, instead of silently computing something else.
+//! then the default 10000. Missing `head_dim` / `num_key_value_heads` take `Qwen3Config`'s
+//! field defaults (128 / 32), as transformers does. Everything this port does not implement
+//! (sliding-window layers, scaled RoPE variants, activations other than silu/gelu) is rejected
+//! by [`Config::validate`] with an error naming config.json, instead of silently computing
+//! something else.
 
 use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::error::Error;
 
 /// `Qwen3Config.head_dim`'s default in transformers 5.17 (configuration_qwen3.py).
 const QWEN3_DEFAULT_HEAD_DIM: usize = 128;
 /// `Qwen3Config.num_key_value_heads`'s default in transformers 5.17.
 const QWEN3_DEFAULT_KV_HEADS: usize = 32;
-
-use serde::Deserialize;
-
-use crate::error::Error;
 
 /// RoPE parameters as transformers 5 stores them (`rope_parameters`) or as older configs do
 /// (`rope_scaling`).

@@ -283,17 +283,15 @@ pub fn build_report(args: &DiffArgs) -> Result<Report> {
         ours_names.names = reference.names();
     }
     let plan = divergence_diff::plan_order(&ours_names, &dump_names(&reference));
-    let ours_name = |name: &str| -> String {
-        match ours.names() {
-            [only] if npy_pair => only.clone(),
-            _ => name.to_string(),
-        }
+    let ours_single = match ours.names() {
+        [only] if npy_pair => Some(only.as_str()),
+        _ => None,
     };
 
     let ops: Vec<OpResult> = plan
         .order
         .par_iter()
-        .map(|name| compare_probe(name, &ours_name(name), &ours, &reference, &cfg))
+        .map(|name| compare_probe(name, ours_single.unwrap_or(name), &ours, &reference, &cfg))
         .collect();
 
     let mut ctx = ReportContext::new(
@@ -348,7 +346,7 @@ fn compare_probe(
     let read = |dump: &Dump, name: &str| -> Option<Result<(Tensor, String), String>> {
         // A damaged entry is still listed (its read fails): only a name absent from the
         // file makes this side missing.
-        if !dump.names().iter().any(|n| n == name) {
+        if !dump.contains(name) {
             return None;
         }
         let dtype = dump.original_dtype(name).unwrap_or_default();
