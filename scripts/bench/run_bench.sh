@@ -5,15 +5,16 @@
 # `cat` of both files, `divergence diff`, and the numpy script a user would write instead
 # (scripts/bench/numpy_diff.py, same metrics). Each command runs RUNS times with the page cache
 # warm and, where /proc/sys/vm/drop_caches is writable (root), RUNS times cold (caches dropped
-# before each run). The table gives the median and min wall time, the peak RSS (GNU time; it
-# counts the file pages a memory map touched) and the peak anonymous memory (RssAnon, sampled
-# from /proc every 2 ms by scripts/bench/peak_anon.py: the memory the process itself allocated).
+# before each run). The table gives the median, min and max wall time (ns clock), then, from one
+# more untimed run, the peak RSS (GNU time; it counts the file pages a memory map touched) and
+# the peak anonymous memory (RssAnon, sampled from /proc every 2 ms by
+# scripts/bench/peak_anon.py: the memory the process itself allocated).
 #
 #   bash scripts/bench/run_bench.sh [WORKDIR] [RUNS]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 WORK=${1:-/tmp/divergence-bench}
-RUNS=${2:-5}
+RUNS=${2:-10}
 PY=${PYTHON:-.venv/bin/python}
 BIN=target/release/divergence
 
@@ -24,14 +25,22 @@ CAN_DROP=
 if (sync && echo 3 > /proc/sys/vm/drop_caches) 2>/dev/null; then CAN_DROP=1; fi
 
 measure() { # label, cold|warm, command...
-  local label=$1 cache=$2; shift 2
+  local label=$1 cache=$2 t0 t1 anon; shift 2
   [ "$cache" = cold ] && [ -z "$CAN_DROP" ] && return
   "$@" >/dev/null 2>&1 || true   # warm the page cache (and the numpy import)
+  # Timed runs, nothing else running beside them (ns clock; GNU time only has 10 ms).
   for _ in $(seq "$RUNS"); do
     [ "$cache" = cold ] && sync && echo 3 > /proc/sys/vm/drop_caches
-    anon=$("$PY" scripts/bench/peak_anon.py /usr/bin/time -f "%e %M" -o "$WORK/time.txt" "$@")
-    echo "$label $cache $(cat "$WORK/time.txt") $anon"
+    t0=$(date +%s%N)
+    "$@" >/dev/null 2>&1 || true
+    t1=$(date +%s%N)
+    echo "$label $cache time $(( (t1 - t0) / 1000 ))"
   done
+  # One more run for memory: GNU time's peak RSS and peak_anon.py's sampled RssAnon (the
+  # sampler costs CPU, so this run is not timed).
+  [ "$cache" = cold ] && sync && echo 3 > /proc/sys/vm/drop_caches
+  anon=$("$PY" scripts/bench/peak_anon.py /usr/bin/time -f "%M" -o "$WORK/time.txt" "$@")
+  echo "$label $cache mem $(cat "$WORK/time.txt") $anon"
 }
 
 {
@@ -46,18 +55,19 @@ measure() { # label, cold|warm, command...
 "$PY" - "$WORK" <<'PY'
 import os, statistics, sys
 work = sys.argv[1]
-rows = {}
+rows, mem = {}, {}
 for line in open(os.path.join(work, "raw.txt")):
-    label, cache, secs, kb, anon_kb = line.split()
-    rows.setdefault((label, cache), []).append((float(secs), int(kb), int(anon_kb)))
+    label, cache, kind, *vals = line.split()
+    if kind == "time":
+        rows.setdefault((label, cache), []).append(int(vals[0]) / 1e6)
+    else:
+        mem[(label, cache)] = (int(vals[0]) / 1024, int(vals[1]) / 1024)
 size = sum(os.path.getsize(os.path.join(work, f)) for f in ("ours.npz", "ref.npz")) / 1e6
-print(f"two dumps, {size:.0f} MB together, {os.cpu_count()} cores\n")
-print("| command | page cache | median wall (s) | min wall (s) | MB/s (median) | peak RSS (MB) | peak anon (MB) |")
-print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
-for (label, cache), vals in rows.items():
-    secs = [v[0] for v in vals]
+print(f"two dumps, {size:.0f} MB together, {os.cpu_count()} cores, {len(next(iter(rows.values())))} timed runs each\n")
+print("| command | page cache | median wall (s) | min wall (s) | max wall (s) | MB/s (median) | peak RSS (MB) | peak anon (MB) |")
+print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+for (label, cache), secs in rows.items():
     med = statistics.median(secs)
-    rss = max(v[1] for v in vals) / 1024
-    anon = max(v[2] for v in vals) / 1024
-    print(f"| {label} | {cache} | {med:.2f} | {min(secs):.2f} | {size / med:.0f} | {rss:.0f} | {anon:.0f} |")
+    rss, anon = mem[(label, cache)]
+    print(f"| {label} | {cache} | {med:.3f} | {min(secs):.3f} | {max(secs):.3f} | {size / med:.0f} | {rss:.0f} | {anon:.0f} |")
 PY

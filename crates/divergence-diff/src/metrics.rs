@@ -1,7 +1,9 @@
 //! The hot loop: one pass over both sides' values, accumulating every metric in f64.
 //!
-//! The kernel is generic over the element types of the two sides and monomorphized for the four
-//! `f32`/`f64` combinations of [`ValuesRef`], so the inner loop never branches on the type. Values
+//! The kernel is generic over the element types of the two sides and monomorphized for every
+//! combination of [`ValuesRef`] variants, so the inner loop never branches on the type. The
+//! little-endian byte variants let a caller hand over a tensor straight from a memory-mapped
+//! file, at any alignment, without decoding it into a new buffer first. Values
 //! are processed in blocks of [`BLOCK`] elements with [`LANES`] independent accumulators per metric
 //! (which the compiler vectorizes); a block whose sums come out non-finite is redone with a careful
 //! per-element loop that counts NaN/Inf and skips them. Slices longer than the configured chunk length
@@ -10,13 +12,20 @@
 
 use rayon::prelude::*;
 
-/// One side's values, widened by the dump reader to `f32` (f16, bf16, small ints, bool) or `f64`.
+/// One side's values: decoded (`f32`, `f64`) or raw little-endian elements borrowed as they are
+/// stored (`*Le`, any alignment), row-major.
 #[derive(Debug, Clone, Copy)]
 pub enum ValuesRef<'a> {
     /// Values stored as (or widened exactly to) `f32`.
     F32(&'a [f32]),
     /// Values stored as (or widened to) `f64`.
     F64(&'a [f64]),
+    /// IEEE binary32 elements, little-endian bytes.
+    F32Le(&'a [[u8; 4]]),
+    /// IEEE binary64 elements, little-endian bytes.
+    F64Le(&'a [[u8; 8]]),
+    /// bfloat16 elements (the top half of a binary32), little-endian bytes.
+    Bf16Le(&'a [[u8; 2]]),
 }
 
 impl ValuesRef<'_> {
@@ -25,6 +34,9 @@ impl ValuesRef<'_> {
         match self {
             ValuesRef::F32(v) => v.len(),
             ValuesRef::F64(v) => v.len(),
+            ValuesRef::F32Le(v) => v.len(),
+            ValuesRef::F64Le(v) => v.len(),
+            ValuesRef::Bf16Le(v) => v.len(),
         }
     }
 
@@ -103,22 +115,62 @@ impl Accumulator {
     }
 }
 
-/// An element type the kernel reads.
+/// An element type the kernel reads: `Raw` is how one element sits in the slice, `wide` widens
+/// it to f64 exactly. Implemented by marker types so that two encodings with the same raw
+/// layout (say f16 and bf16, both `[u8; 2]`) stay distinct.
 trait Elem: Copy + Send + Sync {
-    fn wide(self) -> f64;
+    type Raw: Copy + Send + Sync;
+    fn wide(raw: Self::Raw) -> f64;
 }
 
-impl Elem for f32 {
+#[derive(Clone, Copy)]
+struct F32;
+#[derive(Clone, Copy)]
+struct F64;
+#[derive(Clone, Copy)]
+struct F32Le;
+#[derive(Clone, Copy)]
+struct F64Le;
+#[derive(Clone, Copy)]
+struct Bf16Le;
+
+impl Elem for F32 {
+    type Raw = f32;
     #[inline(always)]
-    fn wide(self) -> f64 {
-        f64::from(self)
+    fn wide(raw: f32) -> f64 {
+        f64::from(raw)
     }
 }
 
-impl Elem for f64 {
+impl Elem for F64 {
+    type Raw = f64;
     #[inline(always)]
-    fn wide(self) -> f64 {
-        self
+    fn wide(raw: f64) -> f64 {
+        raw
+    }
+}
+
+impl Elem for F32Le {
+    type Raw = [u8; 4];
+    #[inline(always)]
+    fn wide(raw: [u8; 4]) -> f64 {
+        f64::from(f32::from_le_bytes(raw))
+    }
+}
+
+impl Elem for F64Le {
+    type Raw = [u8; 8];
+    #[inline(always)]
+    fn wide(raw: [u8; 8]) -> f64 {
+        f64::from_le_bytes(raw)
+    }
+}
+
+impl Elem for Bf16Le {
+    type Raw = [u8; 2];
+    #[inline(always)]
+    fn wide(raw: [u8; 2]) -> f64 {
+        f64::from(f32::from_bits(u32::from(u16::from_le_bytes(raw)) << 16))
     }
 }
 
@@ -129,26 +181,37 @@ pub(crate) fn accumulate(
     params: &Params,
     chunk_len: usize,
 ) -> Accumulator {
-    match (ours, reference) {
-        (ValuesRef::F32(o), ValuesRef::F32(r)) => run(o, r, params, chunk_len),
-        (ValuesRef::F32(o), ValuesRef::F64(r)) => run(o, r, params, chunk_len),
-        (ValuesRef::F64(o), ValuesRef::F32(r)) => run(o, r, params, chunk_len),
-        (ValuesRef::F64(o), ValuesRef::F64(r)) => run(o, r, params, chunk_len),
+    fn with_ref<A: Elem>(o: &[A::Raw], r: ValuesRef<'_>, p: &Params, c: usize) -> Accumulator {
+        match r {
+            ValuesRef::F32(r) => run::<A, F32>(o, r, p, c),
+            ValuesRef::F64(r) => run::<A, F64>(o, r, p, c),
+            ValuesRef::F32Le(r) => run::<A, F32Le>(o, r, p, c),
+            ValuesRef::F64Le(r) => run::<A, F64Le>(o, r, p, c),
+            ValuesRef::Bf16Le(r) => run::<A, Bf16Le>(o, r, p, c),
+        }
+    }
+    let (p, c) = (params, chunk_len);
+    match ours {
+        ValuesRef::F32(o) => with_ref::<F32>(o, reference, p, c),
+        ValuesRef::F64(o) => with_ref::<F64>(o, reference, p, c),
+        ValuesRef::F32Le(o) => with_ref::<F32Le>(o, reference, p, c),
+        ValuesRef::F64Le(o) => with_ref::<F64Le>(o, reference, p, c),
+        ValuesRef::Bf16Le(o) => with_ref::<Bf16Le>(o, reference, p, c),
     }
 }
 
-fn run<A: Elem, B: Elem>(o: &[A], r: &[B], p: &Params, chunk_len: usize) -> Accumulator {
+fn run<A: Elem, B: Elem>(o: &[A::Raw], r: &[B::Raw], p: &Params, chunk_len: usize) -> Accumulator {
     let n = o.len().min(r.len());
     let chunk = chunk_len.max(1);
     if n <= chunk {
-        return chunk_acc(&o[..n], &r[..n], 0, p);
+        return chunk_acc::<A, B>(&o[..n], &r[..n], 0, p);
     }
     let parts: Vec<Accumulator> = (0..n.div_ceil(chunk))
         .into_par_iter()
         .map(|c| {
             let start = c * chunk;
             let end = (start + chunk).min(n);
-            chunk_acc(&o[start..end], &r[start..end], start as u64, p)
+            chunk_acc::<A, B>(&o[start..end], &r[start..end], start as u64, p)
         })
         .collect();
     let mut acc = Accumulator::default();
@@ -162,30 +225,55 @@ fn run<A: Elem, B: Elem>(o: &[A], r: &[B], p: &Params, chunk_len: usize) -> Accu
 /// has it (runtime detection), else for the baseline target. Both compute the same IEEE operations
 /// in the same order (lane count is fixed by [`LANES`], not by the vector width), so results do not
 /// depend on the CPU.
-fn chunk_acc<A: Elem, B: Elem>(o: &[A], r: &[B], base: u64, p: &Params) -> Accumulator {
+fn chunk_acc<A: Elem, B: Elem>(o: &[A::Raw], r: &[B::Raw], base: u64, p: &Params) -> Accumulator {
     #[cfg(target_arch = "x86_64")]
     {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU supports AVX-512F, checked just above.
+            return unsafe { chunk_acc_avx512::<A, B>(o, r, base, p) };
+        }
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU supports AVX2, checked just above.
-            return unsafe { chunk_acc_avx2(o, r, base, p) };
+            return unsafe { chunk_acc_avx2::<A, B>(o, r, base, p) };
         }
     }
-    chunk_acc_portable(o, r, base, p)
+    chunk_acc_portable::<A, B>(o, r, base, p)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn chunk_acc_avx512<A: Elem, B: Elem>(
+    o: &[A::Raw],
+    r: &[B::Raw],
+    base: u64,
+    p: &Params,
+) -> Accumulator {
+    chunk_acc_portable::<A, B>(o, r, base, p)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn chunk_acc_avx2<A: Elem, B: Elem>(o: &[A], r: &[B], base: u64, p: &Params) -> Accumulator {
-    chunk_acc_portable(o, r, base, p)
+unsafe fn chunk_acc_avx2<A: Elem, B: Elem>(
+    o: &[A::Raw],
+    r: &[B::Raw],
+    base: u64,
+    p: &Params,
+) -> Accumulator {
+    chunk_acc_portable::<A, B>(o, r, base, p)
 }
 
 #[inline(always)]
-fn chunk_acc_portable<A: Elem, B: Elem>(o: &[A], r: &[B], base: u64, p: &Params) -> Accumulator {
+fn chunk_acc_portable<A: Elem, B: Elem>(
+    o: &[A::Raw],
+    r: &[B::Raw],
+    base: u64,
+    p: &Params,
+) -> Accumulator {
     let mut acc = Accumulator::default();
     for (i, (ob, rb)) in o.chunks(BLOCK).zip(r.chunks(BLOCK)).enumerate() {
         let block_base = base + (i * BLOCK) as u64;
-        if !fast_block(ob, rb, block_base, p, &mut acc) {
-            slow_block(ob, rb, block_base, p, &mut acc);
+        if !fast_block::<A, B>(ob, rb, block_base, p, &mut acc) {
+            slow_block::<A, B>(ob, rb, block_base, p, &mut acc);
         }
     }
     acc
@@ -195,8 +283,8 @@ fn chunk_acc_portable<A: Elem, B: Elem>(o: &[A], r: &[B], base: u64, p: &Params)
 /// untouched) when the block holds a NaN or Inf.
 #[inline(always)]
 fn fast_block<A: Elem, B: Elem>(
-    o: &[A],
-    r: &[B],
+    o: &[A::Raw],
+    r: &[B::Raw],
     base: u64,
     p: &Params,
     acc: &mut Accumulator,
@@ -215,8 +303,8 @@ fn fast_block<A: Elem, B: Elem>(
     let (orem, rrem) = (oc.remainder(), rc.remainder());
     for (ob, rb) in oc.zip(rc) {
         for j in 0..LANES {
-            let x = ob[j].wide();
-            let y = rb[j].wide();
+            let x = A::wide(ob[j]);
+            let y = B::wide(rb[j]);
             let d = x - y;
             let a = d.abs();
             let ay = y.abs();
@@ -232,7 +320,7 @@ fn fast_block<A: Elem, B: Elem>(
         }
     }
     for (x, y) in orem.iter().zip(rrem) {
-        let (x, y) = (x.wide(), y.wide());
+        let (x, y) = (A::wide(*x), B::wide(*y));
         let d = x - y;
         let a = d.abs();
         let ay = y.abs();
@@ -273,7 +361,7 @@ fn fast_block<A: Elem, B: Elem>(
         let at = o
             .iter()
             .zip(r)
-            .position(|(x, y)| (x.wide() - y.wide()).abs() == bmx)
+            .position(|(&x, &y)| (A::wide(x) - B::wide(y)).abs() == bmx)
             .unwrap_or(0);
         acc.max_abs_d = bmx;
         acc.max_abs_d_index = Some(base + at as u64);
@@ -282,9 +370,15 @@ fn fast_block<A: Elem, B: Elem>(
 }
 
 /// The careful per-element path: counts NaN/Inf per side and skips positions not finite on both.
-fn slow_block<A: Elem, B: Elem>(o: &[A], r: &[B], base: u64, p: &Params, acc: &mut Accumulator) {
-    for (i, (x, y)) in o.iter().zip(r).enumerate() {
-        let (x, y) = (x.wide(), y.wide());
+fn slow_block<A: Elem, B: Elem>(
+    o: &[A::Raw],
+    r: &[B::Raw],
+    base: u64,
+    p: &Params,
+    acc: &mut Accumulator,
+) {
+    for (i, (&x, &y)) in o.iter().zip(r).enumerate() {
+        let (x, y) = (A::wide(x), B::wide(y));
         acc.n += 1;
         let (fx, fy) = (x.is_finite(), y.is_finite());
         if !fx {
@@ -341,12 +435,12 @@ pub(crate) struct SideStats {
 }
 
 pub(crate) fn side_stats(values: ValuesRef<'_>) -> SideStats {
-    fn go<A: Elem>(v: &[A]) -> SideStats {
+    fn go<A: Elem>(v: &[A::Raw]) -> SideStats {
         v.par_chunks(DEFAULT_CHUNK_LEN)
             .map(|c| {
                 let mut s = SideStats::default();
-                for x in c {
-                    let x = x.wide();
+                for &x in c {
+                    let x = A::wide(x);
                     if x.is_finite() {
                         s.sum_sq += x * x;
                     } else if x.is_nan() {
@@ -366,8 +460,11 @@ pub(crate) fn side_stats(values: ValuesRef<'_>) -> SideStats {
             })
     }
     match values {
-        ValuesRef::F32(v) => go(v),
-        ValuesRef::F64(v) => go(v),
+        ValuesRef::F32(v) => go::<F32>(v),
+        ValuesRef::F64(v) => go::<F64>(v),
+        ValuesRef::F32Le(v) => go::<F32Le>(v),
+        ValuesRef::F64Le(v) => go::<F64Le>(v),
+        ValuesRef::Bf16Le(v) => go::<Bf16Le>(v),
     }
 }
 
@@ -444,10 +541,69 @@ mod tests {
         let o: Vec<f32> = (0..5000).map(|i| ((i as f32) * 0.37).sin() * 3.0).collect();
         let mut r: Vec<f64> = o.iter().map(|&x| f64::from(x) * 1.001 + 1e-4).collect();
         r[777] = f64::NAN;
-        let dispatched = chunk_acc(&o, &r, 10, &P);
-        let portable = chunk_acc_portable(&o, &r, 10, &P);
+        let dispatched = chunk_acc::<F32, F64>(&o, &r, 10, &P);
+        let portable = chunk_acc_portable::<F32, F64>(&o, &r, 10, &P);
         assert_eq!(dispatched, portable);
         assert_eq!(dispatched.nonfinite_mismatch, 1);
+    }
+
+    /// Little-endian bytes of each element, after `pad` leading bytes (to misalign them).
+    fn le_bytes<const N: usize>(pad: usize, elems: impl Iterator<Item = [u8; N]>) -> Vec<u8> {
+        let mut out = vec![0xAA; pad];
+        elems.for_each(|e| out.extend_from_slice(&e));
+        out
+    }
+
+    #[test]
+    fn borrowed_bytes_match_decoded_values_at_any_alignment() {
+        let mut o: Vec<f32> = (0..5000).map(|i| ((i as f32) * 0.37).sin() * 3.0).collect();
+        let mut r: Vec<f64> = o.iter().map(|&x| f64::from(x) * 1.001 + 1e-4).collect();
+        o[12] = f32::INFINITY;
+        r[4000] = f64::NAN;
+        let decoded = accumulate(ValuesRef::F32(&o), ValuesRef::F64(&r), &P, 1000);
+        for pad in 0..8 {
+            let ob = le_bytes(pad, o.iter().map(|x| x.to_le_bytes()));
+            let rb = le_bytes(pad + 3, r.iter().map(|x| x.to_le_bytes()));
+            let (oc, _) = ob[pad..].as_chunks::<4>();
+            let (rc, _) = rb[pad + 3..].as_chunks::<8>();
+            let borrowed = accumulate(ValuesRef::F32Le(oc), ValuesRef::F64Le(rc), &P, 1000);
+            assert_eq!(borrowed, decoded, "pad {pad}");
+            let mixed = accumulate(ValuesRef::F32(&o), ValuesRef::F64Le(rc), &P, 1000);
+            assert_eq!(mixed, decoded, "pad {pad}");
+        }
+        assert_eq!(
+            side_stats(ValuesRef::F32(&o)),
+            side_stats(ValuesRef::F32Le(
+                le_bytes(0, o.iter().map(|x| x.to_le_bytes()))
+                    .as_chunks::<4>()
+                    .0
+            ))
+        );
+    }
+
+    #[test]
+    fn bf16_bytes_widen_exactly() {
+        // bf16 is the top 16 bits of an f32: these values are exact in bf16.
+        let vals = [
+            1.0f32,
+            -2.5,
+            0.0078125,
+            96.5,
+            -0.0,
+            2f32.powi(127),
+            f32::NAN,
+        ];
+        let bits = le_bytes(
+            1,
+            vals.iter()
+                .map(|x| ((x.to_bits() >> 16) as u16).to_le_bytes()),
+        );
+        let (b, _) = bits[1..].as_chunks::<2>();
+        let from_bytes = accumulate(ValuesRef::Bf16Le(b), ValuesRef::F32(&vals), &P, 1024);
+        let from_f32 = accumulate(ValuesRef::F32(&vals), ValuesRef::F32(&vals), &P, 1024);
+        assert_eq!(from_bytes, from_f32);
+        assert_eq!(from_bytes.sum_d2, 0.0);
+        assert_eq!(from_bytes.nan_o, 1);
     }
 
     #[test]

@@ -126,6 +126,63 @@ pub struct Tensor {
     pub values: Values,
 }
 
+/// A tensor's values as `Dump::view` gives them: the stored bytes themselves when they can be
+/// used as they are (uncompressed, little-endian, C order, f32 / f64 / bf16), else decoded.
+///
+/// The borrowed variants point into the memory map at whatever alignment the file has (an npz
+/// member's data is rarely 4-byte aligned), hence byte arrays rather than `&[f32]`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ValuesView<'a> {
+    /// Little-endian IEEE binary32 elements.
+    F32Le(&'a [[u8; 4]]),
+    /// Little-endian IEEE binary64 elements.
+    F64Le(&'a [[u8; 8]]),
+    /// Little-endian bfloat16 elements.
+    Bf16Le(&'a [[u8; 2]]),
+    /// Decoded and widened (deflated members, big-endian or Fortran-order arrays, f16, integers,
+    /// bool).
+    Decoded(Values),
+}
+
+impl ValuesView<'_> {
+    pub fn len(&self) -> usize {
+        match self {
+            ValuesView::F32Le(v) => v.len(),
+            ValuesView::F64Le(v) => v.len(),
+            ValuesView::Bf16Le(v) => v.len(),
+            ValuesView::Decoded(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Decoded values (a copy for the borrowed variants; bf16 widens exactly to f32).
+    pub fn to_values(&self) -> Values {
+        match self {
+            ValuesView::F32Le(v) => Values::F32(v.iter().map(|b| f32::from_le_bytes(*b)).collect()),
+            ValuesView::F64Le(v) => Values::F64(v.iter().map(|b| f64::from_le_bytes(*b)).collect()),
+            ValuesView::Bf16Le(v) => Values::F32(
+                v.iter()
+                    .map(|b| f32::from_bits(u32::from(u16::from_le_bytes(*b)) << 16))
+                    .collect(),
+            ),
+            ValuesView::Decoded(v) => v.clone(),
+        }
+    }
+}
+
+/// One tensor as `Dump::view` gives it, borrowing from the dump where it can.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TensorView<'a> {
+    /// Shape in C order; `[]` for a 0-d array (one element).
+    pub shape: Vec<usize>,
+    /// The dtype the file stores.
+    pub dtype: DType,
+    pub values: ValuesView<'a>,
+}
+
 /// Borrowed tensor data handed to `DumpWriter::add`, in C order.
 #[derive(Debug, Clone, Copy)]
 pub enum TensorData<'a> {

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use memmap2::Mmap;
 
-use crate::dtype::{DType, Tensor};
+use crate::dtype::{DType, Tensor, TensorView};
 use crate::entry::{self, Entry};
 use crate::error::{DumpError, Location};
 use crate::meta::{Meta, META_ENTRY};
@@ -176,6 +176,22 @@ impl Dump {
             })?;
         let info = e.info.as_ref().map_err(Clone::clone)?;
         entry::read_entry(&self.map, info, &e.at)
+    }
+
+    /// One tensor without a copy where possible: the stored bytes, borrowed from the memory
+    /// map, for uncompressed little-endian C-order f32 / f64 / bf16 tensors; decoded like
+    /// [`Dump::read`] otherwise. The fast path of `divergence diff`.
+    pub fn view(&self, name: &str) -> Result<TensorView<'_>, DumpError> {
+        let e = self
+            .index
+            .get(name)
+            .and_then(|&i| self.entries.get(i))
+            .ok_or_else(|| DumpError::NoSuchTensor {
+                path: self.path.clone(),
+                name: name.to_string(),
+            })?;
+        let info = e.info.as_ref().map_err(Clone::clone)?;
+        entry::view_entry(&self.map, info, &e.at)
     }
 
     fn info(&self, name: &str) -> Option<&entry::EntryInfo> {

@@ -10,7 +10,7 @@ use flate2::read::DeflateDecoder;
 use flate2::CrcReader;
 
 use crate::convert::{alloc_values, decode_into, fortran_to_c, Endian};
-use crate::dtype::{DType, Tensor};
+use crate::dtype::{DType, Tensor, TensorView, ValuesView};
 use crate::error::{DumpError, Location};
 use crate::npy::{self, NpyLayout};
 use crate::npz::{ZipMember, METHOD_DEFLATE, METHOD_STORED};
@@ -251,6 +251,50 @@ fn stream(
             Ok(())
         }
     }
+}
+
+/// An entry's values without a copy where the stored bytes are usable as they are (uncompressed,
+/// little-endian, C order, f32 / f64 / bf16); every other entry is decoded by [`read_entry`].
+pub(crate) fn view_entry<'a>(
+    file: &'a [u8],
+    info: &EntryInfo,
+    at: &Location,
+) -> Result<TensorView<'a>, DumpError> {
+    let c_order = !info.fortran || info.shape.len() < 2;
+    let borrowable = matches!(info.dtype, DType::F32 | DType::F64 | DType::BF16);
+    let (Source::Bytes { start, len }, Endian::Little, true, true) =
+        (&info.source, info.endian, c_order, borrowable)
+    else {
+        let t = read_entry(file, info, at)?;
+        return Ok(TensorView {
+            shape: t.shape,
+            dtype: t.dtype,
+            values: ValuesView::Decoded(t.values),
+        });
+    };
+    let need = info.n_elems.saturating_mul(info.dtype.size_bytes());
+    let Some(bytes) = file
+        .get(*start..start.saturating_add(*len))
+        .and_then(|b| b.get(..need))
+    else {
+        return Err(DumpError::DataSize {
+            at: at.clone(),
+            have: *len as u64,
+            shape: info.shape.clone(),
+            dtype: info.dtype,
+            need: need as u64,
+        });
+    };
+    let values = match info.dtype {
+        DType::F32 => ValuesView::F32Le(bytes.as_chunks().0),
+        DType::F64 => ValuesView::F64Le(bytes.as_chunks().0),
+        _ => ValuesView::Bf16Le(bytes.as_chunks().0),
+    };
+    Ok(TensorView {
+        shape: info.shape.clone(),
+        dtype: info.dtype,
+        values,
+    })
 }
 
 /// Read and decode an entry into a C-order [`Tensor`].

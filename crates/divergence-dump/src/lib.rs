@@ -5,7 +5,8 @@
 //!
 //! Reading: [`Dump::open`] memory-maps the file and parses all headers once; [`Dump::read`]
 //! decodes one tensor at a time into widened [`Values`] in C order (Fortran-order arrays are
-//! transposed, big-endian arrays byte-swapped). `Dump` is `Send + Sync`. Writing:
+//! transposed, big-endian arrays byte-swapped); [`Dump::view`] returns the stored bytes
+//! themselves, borrowed from the map, where they need no decoding ([`ValuesView`]). `Dump` is `Send + Sync`. Writing:
 //! [`DumpWriter`] streams npz members to disk, or buffers a safetensors file until `finish`.
 //! Errors are one lowercase line naming the file ([`DumpError`]); no input makes this crate panic.
 
@@ -20,7 +21,7 @@ mod npz;
 mod safetensors;
 mod writer;
 
-pub use dtype::{DType, Tensor, TensorData, Values};
+pub use dtype::{DType, Tensor, TensorData, TensorView, Values, ValuesView};
 pub use dump::{Dump, Format};
 pub use error::{DumpError, Location};
 pub use meta::{Meta, FORMAT_TAG, META_ENTRY, SAFETENSORS_META_KEY};

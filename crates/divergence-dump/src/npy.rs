@@ -1,9 +1,14 @@
 //! The `.npy` array format (versions 1.0, 2.0 and 3.0): parsing a header into an [`NpyLayout`]
 //! and writing headers for the npz writer.
 //!
-//! The header dict is parsed by `npyz` (dtype, order, shape). Because `npyz` multiplies the
-//! shape without overflow checks, the shape is first checked here with the same Python-literal
+//! Headers in the exact form numpy writes (`{'descr': '<f4', 'fortran_order': False, 'shape':
+//! (2, 3), }`, keys in that order) take a hand-written fast path ([`parse_canonical`]): a dump
+//! has hundreds of members, and the general parser below costs more than reading a small
+//! tensor. Any other header, and any header the fast path has doubts about, goes to the general
+//! path: the dict is parsed by `npyz` (dtype, order, shape). Because `npyz` multiplies the
+//! shape without overflow checks, the shape is first checked there with the same Python-literal
 //! parser (`py_literal`), so a header claiming shape `[2**40, 2**40]` is an error, not a panic.
+//! The fast path only ever accepts what the general path accepts, with the same result (tested).
 //! Format reference: numpy/lib/format.py (numpy 2.x).
 
 use npyz::{Endianness, TypeChar};
@@ -20,7 +25,7 @@ pub(crate) const MAGIC: &[u8; 6] = b"\x93NUMPY";
 const MAX_HEADER: usize = 1 << 20;
 
 /// What the header says about the array that follows it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) struct NpyLayout {
     /// Bytes from the start of the npy data to the first element.
     pub header_len: usize,
@@ -108,6 +113,97 @@ pub(crate) fn parse_header(bytes: &[u8], at: &Location) -> Result<NpyLayout, Dum
     let text =
         std::str::from_utf8(text).map_err(|_| corrupt(at, "header text is not valid utf-8"))?;
     let text = text.trim_end_matches(['\n', ' ', '\0']);
+    if let Some((dtype, endian, fortran, shape)) = parse_canonical(text) {
+        let n_elems = shape.iter().product::<usize>(); // checked in parse_canonical
+        return Ok(NpyLayout {
+            header_len,
+            shape,
+            n_elems,
+            dtype,
+            endian,
+            fortran,
+        });
+    }
+    parse_general(bytes, header_len, text, at)
+}
+
+/// The header dict in exactly the form `numpy.lib.format` writes it, keys in numpy's order:
+/// `{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }` (`text` without its padding).
+/// `None` for anything else, including dtypes we do not read and shapes whose byte count
+/// could overflow: the general path then decides, and words the error.
+fn parse_canonical(text: &str) -> Option<(DType, Endian, bool, Vec<usize>)> {
+    let rest = text.strip_prefix("{'descr': '")?;
+    let (descr, rest) = rest.split_once('\'')?;
+    let (dtype, endian) = match descr.as_bytes() {
+        [order @ (b'<' | b'>'), kind, size] => {
+            let dtype = match (kind, size) {
+                (b'f', b'8') => DType::F64,
+                (b'f', b'4') => DType::F32,
+                (b'f', b'2') => DType::F16,
+                (b'i', b'8') => DType::I64,
+                (b'i', b'4') => DType::I32,
+                (b'i', b'2') => DType::I16,
+                _ => return None,
+            };
+            let endian = if *order == b'<' {
+                Endian::Little
+            } else {
+                Endian::Big
+            };
+            (dtype, endian)
+        }
+        b"|i1" => (DType::I8, Endian::Little),
+        b"|u1" => (DType::U8, Endian::Little),
+        b"|b1" => (DType::Bool, Endian::Little),
+        _ => return None,
+    };
+    let rest = rest.strip_prefix(", 'fortran_order': ")?;
+    let (fortran, rest) = if let Some(r) = rest.strip_prefix("False") {
+        (false, r)
+    } else {
+        (true, rest.strip_prefix("True")?)
+    };
+    let rest = rest.strip_prefix(", 'shape': (")?;
+    let (dims, rest) = rest.split_once(')')?;
+    if rest != ", }" {
+        return None;
+    }
+    // "()", "(3,)" or "(2, 3)": numbers separated by ", ", a trailing "," only for one dimension.
+    let mut shape = Vec::new();
+    let mut product_nonzero = 1usize;
+    if !dims.is_empty() {
+        let one = dims.strip_suffix(',');
+        let list = one.unwrap_or(dims);
+        for d in list.split(", ") {
+            if d.is_empty() || d.len() > 19 || !d.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            if d.len() > 1 && d.starts_with('0') {
+                return None; // not a python int literal
+            }
+            let d: usize = d.parse().ok()?;
+            if d != 0 {
+                product_nonzero = product_nonzero.checked_mul(d)?;
+            }
+            shape.push(d);
+        }
+        if (shape.len() == 1) != one.is_some() {
+            return None;
+        }
+    }
+    // Keep byte counts (x8) in range, as `checked_shape` does.
+    product_nonzero.checked_mul(8)?;
+    Some((dtype, endian, fortran, shape))
+}
+
+/// Any header dict numpy can read: parsed by `py_literal` (shape, with overflow checks) and
+/// `npyz` (dtype and order).
+fn parse_general(
+    bytes: &[u8],
+    header_len: usize,
+    text: &str,
+    at: &Location,
+) -> Result<NpyLayout, DumpError> {
     let shape = checked_shape(text, at)?;
     let n_elems = shape.iter().product::<usize>(); // checked in checked_shape
 
@@ -287,6 +383,110 @@ mod tests {
             assert_eq!(l.shape, shape);
             assert_eq!(l.dtype, DType::F32);
             assert!(!l.fortran);
+        }
+    }
+
+    /// Both paths on one header text (wrapped into a v1 header, padded like numpy pads).
+    fn both_paths(dict: &str) -> (Option<NpyLayout>, Result<NpyLayout, String>) {
+        let unpadded = 10 + dict.len() + 1;
+        let padded = unpadded.div_ceil(64) * 64;
+        let mut h = MAGIC.to_vec();
+        h.extend_from_slice(&[1, 0]);
+        h.extend_from_slice(&((padded - 10) as u16).to_le_bytes());
+        h.extend_from_slice(dict.as_bytes());
+        h.resize(padded - 1, b' ');
+        h.push(b'\n');
+        let text = std::str::from_utf8(&h[10..])
+            .unwrap()
+            .trim_end_matches(['\n', ' ']);
+        let fast = parse_canonical(text).map(|(dtype, endian, fortran, shape)| NpyLayout {
+            header_len: padded,
+            n_elems: shape.iter().product(),
+            shape,
+            dtype,
+            endian,
+            fortran,
+        });
+        let general = parse_general(&h, padded, text, &at()).map_err(|e| e.to_string());
+        (fast, general)
+    }
+
+    #[test]
+    fn fast_path_agrees_with_the_general_parser() {
+        let descrs = [
+            "<f8", "<f4", "<f2", ">f8", ">f4", ">f2", "<i8", "<i4", "<i2", ">i8", ">i4", ">i2",
+            "|i1", "|u1", "|b1",
+        ];
+        let shapes = [
+            "()",
+            "(0,)",
+            "(3,)",
+            "(128, 1024)",
+            "(1, 128, 151936)",
+            "(3, 0, 2)",
+        ];
+        for descr in descrs {
+            for order in ["False", "True"] {
+                for shape in shapes {
+                    let dict = format!(
+                        "{{'descr': '{descr}', 'fortran_order': {order}, 'shape': {shape}, }}"
+                    );
+                    let (fast, general) = both_paths(&dict);
+                    let fast = fast.unwrap_or_else(|| panic!("fast path refused {dict}"));
+                    assert_eq!(Ok(fast), general, "{dict}");
+                }
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 500, failure_persistence: None, ..Default::default() })]
+        #[test]
+        fn fast_path_agrees_on_random_shapes(
+            dims in proptest::collection::vec(
+                proptest::prop_oneof![0usize..5, 0usize..200_000, proptest::prelude::any::<usize>()],
+                0..5,
+            ),
+            descr in proptest::sample::select(vec!["<f4", ">f8", "|u1", "<i2"]),
+        ) {
+            let shape = match dims.len() {
+                1 => format!("({},)", dims[0]),
+                _ => format!("({})", dims.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")),
+            };
+            let dict = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
+            let (fast, general) = both_paths(&dict);
+            if let Some(fast) = fast {
+                proptest::prop_assert_eq!(Ok(fast), general);
+            } else {
+                proptest::prop_assert!(general.is_err(), "fast path refused a good header: {}", dict);
+            }
+        }
+    }
+
+    #[test]
+    fn fast_path_leaves_everything_else_to_the_general_parser() {
+        for dict in [
+            // other key order, spacing, dtypes, literals
+            "{'shape': (3,), 'fortran_order': False, 'descr': '<f4', }",
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (3,)}",
+            "{'descr':'<f4', 'fortran_order': False, 'shape': (3,), }",
+            "{'descr': '=f4', 'fortran_order': False, 'shape': (3,), }",
+            "{'descr': '<u4', 'fortran_order': False, 'shape': (3,), }",
+            "{'descr': '|O', 'fortran_order': False, 'shape': (3,), }",
+            "{'descr': '<c8', 'fortran_order': False, 'shape': (3,), }",
+            "{'descr': '<f4', 'fortran_order': 0, 'shape': (3,), }",
+            "{'descr': '<f4', 'fortran_order': False, 'shape': [3], }",
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (3), }",
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3,), }",
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (03,), }",
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (-3,), }",
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (2,3), }",
+            // overflowing shapes: the general path words the error
+            "{'descr': '<f8', 'fortran_order': False, 'shape': (1099511627776, 1099511627776), }",
+            "{'descr': '<f8', 'fortran_order': False, 'shape': (99999999999999999999,), }",
+        ] {
+            let (fast, _) = both_paths(dict);
+            assert_eq!(fast, None, "{dict}");
         }
     }
 

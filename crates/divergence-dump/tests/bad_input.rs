@@ -37,7 +37,7 @@ fn p(path: &Path) -> String {
 /// A .npy file with the given header dict and data bytes.
 fn npy_with(dict: &str, data: &[u8]) -> Vec<u8> {
     let mut text = dict.as_bytes().to_vec();
-    while (10 + text.len() + 1) % 64 != 0 {
+    while !(10 + text.len() + 1).is_multiple_of(64) {
         text.push(b' ');
     }
     text.push(b'\n');

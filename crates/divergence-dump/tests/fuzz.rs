@@ -32,12 +32,22 @@ fn exercise(path: &Path) {
             for name in d.names() {
                 let _ = d.shape(name);
                 let _ = d.original_dtype(name);
-                match d.read(name) {
-                    Ok(t) => {
+                match (d.read(name), d.view(name)) {
+                    (Ok(t), Ok(v)) => {
                         let n: usize = t.shape.iter().product();
                         assert_eq!(n, t.values.len(), "{name}: shape and values disagree");
+                        assert_eq!(v.values.len(), n, "{name}: view has the wrong length");
+                        assert_eq!(
+                            bits(&v.values.to_values()),
+                            bits(&t.values),
+                            "{name}: view vs read"
+                        );
                     }
-                    Err(e) => assert!(e.to_string().starts_with(&prefix), "{e}"),
+                    (Err(e), Err(ev)) => {
+                        assert!(e.to_string().starts_with(&prefix), "{e}");
+                        assert_eq!(e.to_string(), ev.to_string(), "{name}: view vs read error");
+                    }
+                    (t, v) => panic!("{name}: read {:?} but view {:?}", t.err(), v.err()),
                 }
             }
         }
@@ -100,4 +110,9 @@ fn every_truncation_of_a_small_npz_never_panics() {
         std::fs::write(&path, &bytes[..len]).unwrap();
         exercise(&path);
     }
+}
+
+/// Values as bit patterns, so that NaN equals NaN.
+fn bits(v: &divergence_dump::Values) -> Vec<u64> {
+    v.to_f64_vec().iter().map(|x| x.to_bits()).collect()
 }

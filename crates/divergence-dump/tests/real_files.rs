@@ -4,7 +4,7 @@
 mod common;
 
 use common::{assert_tensor, data, expected};
-use divergence_dump::{DType, Dump, Format, Meta, Values};
+use divergence_dump::{DType, Dump, Format, Meta, Values, ValuesView};
 
 fn check_file(file: &str) -> Dump {
     let exp = expected();
@@ -27,6 +27,14 @@ fn check_file(file: &str) -> Dump {
         assert_tensor(&format!("{file}:{name}"), &t, &want["tensors"][name]);
         assert_eq!(dump.shape(name), Some(t.shape.as_slice()));
         assert_eq!(dump.dtype(name), Some(t.dtype));
+        // The zero-copy view holds the same values as the decoded read.
+        let v = dump.view(name).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((&v.shape, v.dtype), (&t.shape, t.dtype), "{file}:{name}");
+        assert_eq!(
+            bits(&v.values.to_values()),
+            bits(&t.values),
+            "{file}:{name}: view vs read"
+        );
     }
     match &want["meta"] {
         serde_json::Value::Null => assert!(dump.meta().is_none(), "{file}: no meta expected"),
@@ -52,6 +60,45 @@ fn numpy_savez_all_dtypes_and_layouts() {
     assert!(matches!(d.read("i32").unwrap().values, Values::F64(_)));
     assert!(matches!(d.read("i16").unwrap().values, Values::F32(_)));
     assert!(matches!(d.read("f16").unwrap().values, Values::F32(_)));
+}
+
+/// Which tensors `Dump::view` borrows from the map, and which it decodes.
+fn borrowed(dump: &Dump, name: &str) -> bool {
+    !matches!(
+        dump.view(name).unwrap_or_else(|e| panic!("{e}")).values,
+        ValuesView::Decoded(_)
+    )
+}
+
+#[test]
+fn view_borrows_exactly_the_stored_little_endian_c_order_floats() {
+    let d = Dump::open(&data("savez.npz")).unwrap();
+    for name in [
+        "f64",
+        "f32",
+        "scalar",
+        "empty",
+        "model.layers.0.self_attn.k_norm",
+    ] {
+        assert!(borrowed(&d, name), "savez.npz:{name} should be borrowed");
+    }
+    // f16 and integers widen, big-endian swaps, Fortran order transposes: all decoded.
+    for name in ["f16", "i64", "i32", "bool", "fortran", "be_f32", "be_f64"] {
+        assert!(!borrowed(&d, name), "savez.npz:{name} should be decoded");
+    }
+    let d = Dump::open(&data("savez_compressed.npz")).unwrap();
+    assert!(!borrowed(&d, "f32"), "deflated members are decoded");
+    let d = Dump::open(&data("st_meta.safetensors")).unwrap();
+    assert!(
+        borrowed(&d, "model.embed_tokens"),
+        "bf16 in safetensors is borrowed"
+    );
+    assert!(borrowed(&d, "lm_head"));
+    assert!(
+        !borrowed(&d, "model.layers.0.self_attn.q_norm"),
+        "f16 is decoded"
+    );
+    assert!(!borrowed(&d, "input_ids"));
 }
 
 #[test]
@@ -166,4 +213,9 @@ fn zip64_end_records_and_central_directory_fields() {
     // structure of one over 4 GiB (zip64 end records, zip64 sizes and offsets)
     check_file("zip64.npz");
     check_file("zip64_compressed.npz");
+}
+
+/// Values as bit patterns, so that NaN equals NaN.
+fn bits(v: &divergence_dump::Values) -> Vec<u64> {
+    v.to_f64_vec().iter().map(|x| x.to_bits()).collect()
 }

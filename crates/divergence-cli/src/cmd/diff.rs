@@ -14,7 +14,7 @@ use clap::{Args, ValueEnum};
 use divergence_diff::{
     DiffConfig, DumpNames, OpResult, Report, ReportContext, Side, Tolerance, ValuesRef, Which,
 };
-use divergence_dump::{Dump, Format as DumpFormat, Tensor, Values};
+use divergence_dump::{Dump, Format as DumpFormat, TensorView, Values, ValuesView};
 use divergence_render::TableOptions;
 use rayon::prelude::*;
 
@@ -336,6 +336,8 @@ fn dump_names(dump: &Dump) -> DumpNames<'_> {
 /// Reads one probe from each side (whichever exist) and compares them. Never fails: a probe
 /// that cannot be read becomes an `unreadable` row naming the file and the problem.
 /// `ours_name` is the probe's name in ours: `name`, except for a pair of `.npy` files.
+/// Stored little-endian floats are compared straight from the memory maps ([`Dump::view`]):
+/// no copy, no allocation.
 fn compare_probe(
     name: &str,
     ours_name: &str,
@@ -343,20 +345,7 @@ fn compare_probe(
     reference: &Dump,
     cfg: &DiffConfig,
 ) -> OpResult {
-    let read = |dump: &Dump, name: &str| -> Option<Result<(Tensor, String), String>> {
-        // A damaged entry is still listed (its read fails): only a name absent from the
-        // file makes this side missing.
-        if !dump.contains(name) {
-            return None;
-        }
-        let dtype = dump.original_dtype(name).unwrap_or_default();
-        Some(
-            dump.read(name)
-                .map(|t| (t, dtype))
-                .map_err(|e| e.to_string()),
-        )
-    };
-    let (o, r) = rayon::join(|| read(ours, ours_name), || read(reference, name));
+    let (o, r) = rayon::join(|| read_side(ours, ours_name), || read_side(reference, name));
     let o = match o.transpose() {
         Ok(t) => t,
         Err(msg) => return divergence_diff::unreadable(name, Which::Ours, msg),
@@ -368,12 +357,31 @@ fn compare_probe(
     divergence_diff::compare(name, o.as_ref().map(side), r.as_ref().map(side), cfg)
 }
 
-fn side((tensor, dtype): &(Tensor, String)) -> Side<'_> {
+/// One side of a probe: `None` when the dump lacks the name, else its view (borrowed where the
+/// bytes allow, decoded otherwise) and original dtype, or the read error's one line.
+fn read_side<'a>(dump: &'a Dump, name: &str) -> Option<Result<(TensorView<'a>, String), String>> {
+    // A damaged entry is still listed (its read fails): only a name absent from the file
+    // makes this side missing.
+    if !dump.contains(name) {
+        return None;
+    }
+    let dtype = dump.original_dtype(name).unwrap_or_default();
+    Some(
+        dump.view(name)
+            .map(|t| (t, dtype))
+            .map_err(|e| e.to_string()),
+    )
+}
+
+fn side<'a>((tensor, dtype): &'a (TensorView<'_>, String)) -> Side<'a> {
     Side {
         shape: &tensor.shape,
         values: match &tensor.values {
-            Values::F32(v) => ValuesRef::F32(v),
-            Values::F64(v) => ValuesRef::F64(v),
+            ValuesView::F32Le(v) => ValuesRef::F32Le(v),
+            ValuesView::F64Le(v) => ValuesRef::F64Le(v),
+            ValuesView::Bf16Le(v) => ValuesRef::Bf16Le(v),
+            ValuesView::Decoded(Values::F32(v)) => ValuesRef::F32(v),
+            ValuesView::Decoded(Values::F64(v)) => ValuesRef::F64(v),
         },
         dtype,
     }
