@@ -221,10 +221,10 @@ fn run<A: Elem, B: Elem>(o: &[A::Raw], r: &[B::Raw], p: &Params, chunk_len: usiz
     acc
 }
 
-/// One chunk, on the widest vector unit available: the same code compiled for AVX2 when the CPU
-/// has it (runtime detection), else for the baseline target. Both compute the same IEEE operations
-/// in the same order (lane count is fixed by [`LANES`], not by the vector width), so results do not
-/// depend on the CPU.
+/// One chunk, on the widest vector unit available: the same code compiled for AVX-512F or AVX2
+/// when the CPU has it (runtime detection), else for the baseline target. All compute the same
+/// IEEE operations in the same order (lane count is fixed by [`LANES`], not by the vector width;
+/// no FMA contraction), so results do not depend on the CPU.
 fn chunk_acc<A: Elem, B: Elem>(o: &[A::Raw], r: &[B::Raw], base: u64, p: &Params) -> Accumulator {
     #[cfg(target_arch = "x86_64")]
     {
@@ -545,6 +545,20 @@ mod tests {
         let portable = chunk_acc_portable::<F32, F64>(&o, &r, 10, &P);
         assert_eq!(dispatched, portable);
         assert_eq!(dispatched.nonfinite_mismatch, 1);
+        // Each vector build this CPU can run, not only the one dispatch picks.
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU supports AVX2, checked just above.
+                let avx2 = unsafe { chunk_acc_avx2::<F32, F64>(&o, &r, 10, &P) };
+                assert_eq!(avx2, portable);
+            }
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                // SAFETY: the CPU supports AVX-512F, checked just above.
+                let avx512 = unsafe { chunk_acc_avx512::<F32, F64>(&o, &r, 10, &P) };
+                assert_eq!(avx512, portable);
+            }
+        }
     }
 
     /// Little-endian bytes of each element, after `pad` leading bytes (to misalign them).

@@ -6,8 +6,9 @@
 //! Reading: [`Dump::open`] memory-maps the file and parses all headers once; [`Dump::read`]
 //! decodes one tensor at a time into widened [`Values`] in C order (Fortran-order arrays are
 //! transposed, big-endian arrays byte-swapped); [`Dump::view`] returns the stored bytes
-//! themselves, borrowed from the map, where they need no decoding ([`ValuesView`]). `Dump` is `Send + Sync`. Writing:
-//! [`DumpWriter`] streams npz members to disk, or buffers a safetensors file until `finish`.
+//! themselves, borrowed from the map, where they need no decoding ([`ValuesView`]). `Dump` is
+//! `Send + Sync`. Writing: [`DumpWriter`] streams npz members to disk, or buffers a safetensors
+//! file until `finish`.
 //! Errors are one lowercase line naming the file ([`DumpError`]); no input makes this crate panic.
 
 mod convert;

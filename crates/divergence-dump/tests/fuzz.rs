@@ -6,7 +6,7 @@ mod common;
 
 use std::path::Path;
 
-use common::data;
+use common::{bits, data};
 use divergence_dump::Dump;
 use proptest::prelude::*;
 
@@ -110,9 +110,4 @@ fn every_truncation_of_a_small_npz_never_panics() {
         std::fs::write(&path, &bytes[..len]).unwrap();
         exercise(&path);
     }
-}
-
-/// Values as bit patterns, so that NaN equals NaN.
-fn bits(v: &divergence_dump::Values) -> Vec<u64> {
-    v.to_f64_vec().iter().map(|x| x.to_bits()).collect()
 }

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{assert_tensor, data, expected};
+use common::{assert_tensor, bits, data, expected};
 use divergence_dump::{DType, Dump, Format, Meta, Values, ValuesView};
 
 fn check_file(file: &str) -> Dump {
@@ -213,9 +213,4 @@ fn zip64_end_records_and_central_directory_fields() {
     // structure of one over 4 GiB (zip64 end records, zip64 sizes and offsets)
     check_file("zip64.npz");
     check_file("zip64_compressed.npz");
-}
-
-/// Values as bit patterns, so that NaN equals NaN.
-fn bits(v: &divergence_dump::Values) -> Vec<u64> {
-    v.to_f64_vec().iter().map(|x| x.to_bits()).collect()
 }

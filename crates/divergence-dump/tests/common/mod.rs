@@ -63,3 +63,8 @@ pub fn assert_tensor(label: &str, t: &Tensor, want: &serde_json::Value) {
         .collect();
     assert_values(label, &t.values, &values);
 }
+
+/// Values as bit patterns, so that NaN equals NaN.
+pub fn bits(v: &Values) -> Vec<u64> {
+    v.to_f64_vec().iter().map(|x| x.to_bits()).collect()
+}
