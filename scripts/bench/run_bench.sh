@@ -11,14 +11,17 @@
 # scripts/bench/peak_anon.py: the memory the process itself allocated).
 #
 #   bash scripts/bench/run_bench.sh [WORKDIR] [RUNS]
+#   BIN=/path/to/divergence PYTHON=python3 bash scripts/bench/run_bench.sh ...   # no cargo
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 WORK=${1:-/tmp/divergence-bench}
 RUNS=${2:-10}
 PY=${PYTHON:-.venv/bin/python}
-BIN=target/release/divergence
-
-cargo build --release -q -p divergence-cli
+# BIN: a prebuilt binary (e.g. on the GPU machine, which has no Rust); default: build it here.
+if [ -z "${BIN:-}" ]; then
+  BIN=target/release/divergence
+  cargo build --release -q -p divergence-cli
+fi
 [ -f "$WORK/ref.npz" ] || "$PY" scripts/bench/make_bench_dumps.py "$WORK"
 
 CAN_DROP=
@@ -39,8 +42,12 @@ measure() { # label, cold|warm, command...
   # One more run for memory: GNU time's peak RSS and peak_anon.py's sampled RssAnon (the
   # sampler costs CPU, so this run is not timed).
   [ "$cache" = cold ] && sync && echo 3 > /proc/sys/vm/drop_caches
-  anon=$("$PY" scripts/bench/peak_anon.py /usr/bin/time -f "%M" -o "$WORK/time.txt" "$@")
-  echo "$label $cache mem $(cat "$WORK/time.txt") $anon"
+  if [ -x /usr/bin/time ]; then
+    anon=$("$PY" scripts/bench/peak_anon.py /usr/bin/time -f "%M" -o "$WORK/time.txt" "$@")
+    echo "$label $cache mem $(cat "$WORK/time.txt") $anon"
+  else # no GNU time (the GPU machine): peak anon only
+    echo "$label $cache mem -1 $("$PY" scripts/bench/peak_anon.py "$@")"
+  fi
 }
 
 {
@@ -69,5 +76,6 @@ print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
 for (label, cache), secs in rows.items():
     med = statistics.median(secs)
     rss, anon = mem[(label, cache)]
-    print(f"| {label} | {cache} | {med:.3f} | {min(secs):.3f} | {max(secs):.3f} | {size / med:.0f} | {rss:.0f} | {anon:.0f} |")
+    rss = f"{rss:.0f}" if rss >= 0 else "n/a"
+    print(f"| {label} | {cache} | {med:.3f} | {min(secs):.3f} | {max(secs):.3f} | {size / med:.0f} | {rss} | {anon:.0f} |")
 PY
