@@ -81,4 +81,38 @@ fn main() {
     );
     let s = t.elapsed().as_secs_f64();
     println!("f32/f64: {s:.3} s, {:.2} GB/s", (n * 12) as f64 / 1e9 / s);
+    // f16 and bf16 stored bytes (as borrowed from a memory-mapped dump) vs f32.
+    let h: Vec<[u8; 2]> = a
+        .iter()
+        .map(|&x| half::f16::from_f32(x).to_le_bytes())
+        .collect();
+    let bf: Vec<[u8; 2]> = a
+        .iter()
+        .map(|&x| half::bf16::from_f32(x).to_le_bytes())
+        .collect();
+    for (label, values) in [
+        ("f16", ValuesRef::F16Le(&h)),
+        ("bf16", ValuesRef::Bf16Le(&bf)),
+    ] {
+        let t = Instant::now();
+        let _ = compare(
+            "x",
+            Some(Side {
+                shape: &shape,
+                values,
+                dtype: label,
+            }),
+            Some(Side {
+                shape: &shape,
+                values: ValuesRef::F32(&b),
+                dtype: "float32",
+            }),
+            &cfg,
+        );
+        let s = t.elapsed().as_secs_f64();
+        println!(
+            "{label} bytes/f32: {s:.3} s, {:.2} GB/s",
+            (n * 6) as f64 / 1e9 / s
+        );
+    }
 }

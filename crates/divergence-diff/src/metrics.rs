@@ -26,6 +26,8 @@ pub enum ValuesRef<'a> {
     F64Le(&'a [[u8; 8]]),
     /// bfloat16 elements (the top half of a binary32), little-endian bytes.
     Bf16Le(&'a [[u8; 2]]),
+    /// IEEE binary16 elements, little-endian bytes.
+    F16Le(&'a [[u8; 2]]),
 }
 
 impl ValuesRef<'_> {
@@ -37,6 +39,7 @@ impl ValuesRef<'_> {
             ValuesRef::F32Le(v) => v.len(),
             ValuesRef::F64Le(v) => v.len(),
             ValuesRef::Bf16Le(v) => v.len(),
+            ValuesRef::F16Le(v) => v.len(),
         }
     }
 
@@ -133,6 +136,8 @@ struct F32Le;
 struct F64Le;
 #[derive(Clone, Copy)]
 struct Bf16Le;
+#[derive(Clone, Copy)]
+struct F16Le;
 
 impl Elem for F32 {
     type Raw = f32;
@@ -174,6 +179,36 @@ impl Elem for Bf16Le {
     }
 }
 
+impl Elem for F16Le {
+    type Raw = [u8; 2];
+    #[inline(always)]
+    fn wide(raw: [u8; 2]) -> f64 {
+        f64::from(f16_to_f32(u16::from_le_bytes(raw)))
+    }
+}
+
+/// Exact binary16 -> binary32, written with integer operations and selects so that it
+/// vectorizes (a table or per-element CPU-feature check would not), and without arithmetic on
+/// subnormal floats (slow on x86): normal numbers get their exponent rebiased (15 -> 127),
+/// subnormals are `mantissa * 2^-24` (an exact integer conversion and a power-of-two scale),
+/// Inf and NaN keep their mantissa bits under an all-ones exponent.
+#[inline(always)]
+fn f16_to_f32(h: u16) -> f32 {
+    let exp = h & 0x7c00;
+    let man = u32::from(h & 0x03ff);
+    let normal = f32::from_bits((u32::from(h & 0x7fff) << 13) + (112 << 23));
+    let subnormal = man as f32 * f32::from_bits(0x3380_0000); // 2^-24
+    let special = f32::from_bits(0x7f80_0000 | (man << 13));
+    let magnitude = if exp == 0 {
+        subnormal
+    } else if exp == 0x7c00 {
+        special
+    } else {
+        normal
+    };
+    f32::from_bits(magnitude.to_bits() | (u32::from(h & 0x8000) << 16))
+}
+
 /// Compares two equally long value slices. `chunk_len` is the rayon task size.
 pub(crate) fn accumulate(
     ours: ValuesRef<'_>,
@@ -188,6 +223,7 @@ pub(crate) fn accumulate(
             ValuesRef::F32Le(r) => run::<A, F32Le>(o, r, p, c),
             ValuesRef::F64Le(r) => run::<A, F64Le>(o, r, p, c),
             ValuesRef::Bf16Le(r) => run::<A, Bf16Le>(o, r, p, c),
+            ValuesRef::F16Le(r) => run::<A, F16Le>(o, r, p, c),
         }
     }
     let (p, c) = (params, chunk_len);
@@ -197,6 +233,7 @@ pub(crate) fn accumulate(
         ValuesRef::F32Le(o) => with_ref::<F32Le>(o, reference, p, c),
         ValuesRef::F64Le(o) => with_ref::<F64Le>(o, reference, p, c),
         ValuesRef::Bf16Le(o) => with_ref::<Bf16Le>(o, reference, p, c),
+        ValuesRef::F16Le(o) => with_ref::<F16Le>(o, reference, p, c),
     }
 }
 
@@ -465,6 +502,7 @@ pub(crate) fn side_stats(values: ValuesRef<'_>) -> SideStats {
         ValuesRef::F32Le(v) => go::<F32Le>(v),
         ValuesRef::F64Le(v) => go::<F64Le>(v),
         ValuesRef::Bf16Le(v) => go::<Bf16Le>(v),
+        ValuesRef::F16Le(v) => go::<F16Le>(v),
     }
 }
 
@@ -618,6 +656,37 @@ mod tests {
         assert_eq!(from_bytes, from_f32);
         assert_eq!(from_bytes.sum_d2, 0.0);
         assert_eq!(from_bytes.nan_o, 1);
+    }
+
+    #[test]
+    fn f16_widening_is_exact_for_every_bit_pattern() {
+        for h in 0..=u16::MAX {
+            let want = half::f16::from_bits(h).to_f32();
+            let got = f16_to_f32(h);
+            if want.is_nan() {
+                assert!(got.is_nan(), "{h:#06x}");
+            } else {
+                assert_eq!(got.to_bits(), want.to_bits(), "{h:#06x}: {got} vs {want}");
+            }
+        }
+    }
+
+    #[test]
+    fn f16_bytes_match_decoded_values() {
+        let mut vals: Vec<half::f16> = (0..3000)
+            .map(|i| half::f16::from_f32(((i as f32) * 0.37).sin() * 60.0))
+            .collect();
+        vals[5] = half::f16::from_bits(0x0001); // the smallest subnormal
+        vals[6] = half::f16::NEG_INFINITY;
+        vals[7] = half::f16::NAN;
+        let r: Vec<f32> = vals.iter().map(|x| x.to_f32() * 1.01).collect();
+        let decoded: Vec<f32> = vals.iter().map(|x| x.to_f32()).collect();
+        let bytes = le_bytes(3, vals.iter().map(|x| x.to_le_bytes()));
+        let (b, _) = bytes[3..].as_chunks::<2>();
+        let from_bytes = accumulate(ValuesRef::F16Le(b), ValuesRef::F32(&r), &P, 1000);
+        let from_f32 = accumulate(ValuesRef::F32(&decoded), ValuesRef::F32(&r), &P, 1000);
+        assert_eq!(from_bytes, from_f32);
+        assert_eq!((from_bytes.nan_o, from_bytes.inf_o), (1, 1));
     }
 
     #[test]

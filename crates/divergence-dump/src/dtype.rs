@@ -127,7 +127,7 @@ pub struct Tensor {
 }
 
 /// A tensor's values as `Dump::view` gives them: the stored bytes themselves when they can be
-/// used as they are (uncompressed, little-endian, C order, f32 / f64 / bf16), else decoded.
+/// used as they are (uncompressed, little-endian, C order, f32 / f64 / f16 / bf16), else decoded.
 ///
 /// The borrowed variants point into the memory map at whatever alignment the file has (an npz
 /// member's data is rarely 4-byte aligned), hence byte arrays rather than `&[f32]`.
@@ -139,7 +139,9 @@ pub enum ValuesView<'a> {
     F64Le(&'a [[u8; 8]]),
     /// Little-endian bfloat16 elements.
     Bf16Le(&'a [[u8; 2]]),
-    /// Decoded and widened (deflated members, big-endian or Fortran-order arrays, f16, integers,
+    /// Little-endian IEEE binary16 elements.
+    F16Le(&'a [[u8; 2]]),
+    /// Decoded and widened (deflated members, big-endian or Fortran-order arrays, integers,
     /// bool).
     Decoded(Values),
 }
@@ -150,6 +152,7 @@ impl ValuesView<'_> {
             ValuesView::F32Le(v) => v.len(),
             ValuesView::F64Le(v) => v.len(),
             ValuesView::Bf16Le(v) => v.len(),
+            ValuesView::F16Le(v) => v.len(),
             ValuesView::Decoded(v) => v.len(),
         }
     }
@@ -158,7 +161,7 @@ impl ValuesView<'_> {
         self.len() == 0
     }
 
-    /// Decoded values (a copy for the borrowed variants; bf16 widens exactly to f32).
+    /// Decoded values (a copy for the borrowed variants; f16 and bf16 widen exactly to f32).
     pub fn to_values(&self) -> Values {
         match self {
             ValuesView::F32Le(v) => Values::F32(v.iter().map(|b| f32::from_le_bytes(*b)).collect()),
@@ -166,6 +169,11 @@ impl ValuesView<'_> {
             ValuesView::Bf16Le(v) => Values::F32(
                 v.iter()
                     .map(|b| f32::from_bits(u32::from(u16::from_le_bytes(*b)) << 16))
+                    .collect(),
+            ),
+            ValuesView::F16Le(v) => Values::F32(
+                v.iter()
+                    .map(|b| half::f16::from_le_bytes(*b).to_f32())
                     .collect(),
             ),
             ValuesView::Decoded(v) => v.clone(),

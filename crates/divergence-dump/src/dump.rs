@@ -179,7 +179,7 @@ impl Dump {
     }
 
     /// One tensor without a copy where possible: the stored bytes, borrowed from the memory
-    /// map, for uncompressed little-endian C-order f32 / f64 / bf16 tensors; decoded like
+    /// map, for uncompressed little-endian C-order f32 / f64 / f16 / bf16 tensors; decoded like
     /// [`Dump::read`] otherwise. The fast path of `divergence diff`.
     pub fn view(&self, name: &str) -> Result<TensorView<'_>, DumpError> {
         let e = self

@@ -254,14 +254,18 @@ fn stream(
 }
 
 /// An entry's values without a copy where the stored bytes are usable as they are (uncompressed,
-/// little-endian, C order, f32 / f64 / bf16); every other entry is decoded by [`read_entry`].
+/// little-endian, C order, f32 / f64 / f16 / bf16); every other entry is decoded by
+/// [`read_entry`].
 pub(crate) fn view_entry<'a>(
     file: &'a [u8],
     info: &EntryInfo,
     at: &Location,
 ) -> Result<TensorView<'a>, DumpError> {
     let c_order = !info.fortran || info.shape.len() < 2;
-    let borrowable = matches!(info.dtype, DType::F32 | DType::F64 | DType::BF16);
+    let borrowable = matches!(
+        info.dtype,
+        DType::F32 | DType::F64 | DType::F16 | DType::BF16
+    );
     let (Source::Bytes { start, len }, Endian::Little, true, true) =
         (&info.source, info.endian, c_order, borrowable)
     else {
@@ -288,6 +292,7 @@ pub(crate) fn view_entry<'a>(
     let values = match info.dtype {
         DType::F32 => ValuesView::F32Le(bytes.as_chunks().0),
         DType::F64 => ValuesView::F64Le(bytes.as_chunks().0),
+        DType::F16 => ValuesView::F16Le(bytes.as_chunks().0),
         _ => ValuesView::Bf16Le(bytes.as_chunks().0),
     };
     Ok(TensorView {

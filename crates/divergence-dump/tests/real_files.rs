@@ -76,14 +76,17 @@ fn view_borrows_exactly_the_stored_little_endian_c_order_floats() {
     for name in [
         "f64",
         "f32",
+        "f16",
         "scalar",
         "empty",
         "model.layers.0.self_attn.k_norm",
     ] {
         assert!(borrowed(&d, name), "savez.npz:{name} should be borrowed");
     }
-    // f16 and integers widen, big-endian swaps, Fortran order transposes: all decoded.
-    for name in ["f16", "i64", "i32", "bool", "fortran", "be_f32", "be_f64"] {
+    // Integers widen, big-endian swaps, Fortran order transposes: all decoded.
+    for name in [
+        "i64", "i32", "bool", "fortran", "be_f32", "be_f64", "be_f16",
+    ] {
         assert!(!borrowed(&d, name), "savez.npz:{name} should be decoded");
     }
     let d = Dump::open(&data("savez_compressed.npz")).unwrap();
@@ -95,8 +98,8 @@ fn view_borrows_exactly_the_stored_little_endian_c_order_floats() {
     );
     assert!(borrowed(&d, "lm_head"));
     assert!(
-        !borrowed(&d, "model.layers.0.self_attn.q_norm"),
-        "f16 is decoded"
+        borrowed(&d, "model.layers.0.self_attn.q_norm"),
+        "f16 in safetensors is borrowed"
     );
     assert!(!borrowed(&d, "input_ids"));
 }

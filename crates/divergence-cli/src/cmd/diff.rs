@@ -88,7 +88,8 @@ pub struct DiffArgs {
     /// norm weight gains (see `divergence inspect`).
     #[arg(long, value_name = "DIR")]
     pub model: Option<PathBuf>,
-    /// Re-run whenever either file changes (stop with Ctrl-C).
+    /// Re-run whenever either file changes, once the change has held for 0.3 s (a dump still
+    /// being written is not read half-way); stop with Ctrl-C.
     #[arg(long)]
     pub watch: bool,
 }
@@ -106,11 +107,16 @@ pub fn run(args: DiffArgs) -> Result<Exit> {
             Outcome::ReaderGone(code) => Ok(code),
         };
     }
+    // `last`: the stamps of the files last compared; `polled`: those of the previous poll. A
+    // change is compared once it has held for a whole poll interval, so a dump that is still
+    // being written (truncated, then growing) is not read half-way, over and over.
     let mut last = None;
+    let mut polled = None;
     let clear = std::io::stdout().is_terminal();
     loop {
         let stamp = stamps(&[&args.ours, &args.reference]);
-        if Some(&stamp) != last.as_ref() {
+        let settled = last.is_none() || polled.as_ref() == Some(&stamp);
+        if settled && Some(&stamp) != last.as_ref() {
             // Clear the screen (terminals only), then report; errors are shown and the watch
             // goes on, until the reader of stdout goes away.
             if clear && write_stdout(b"\x1b[2J\x1b[H").is_err() {
@@ -126,8 +132,9 @@ pub fn run(args: DiffArgs) -> Result<Exit> {
                 args.ours.display(),
                 args.reference.display()
             );
-            last = Some(stamp);
+            last = Some(stamp.clone());
         }
+        polled = Some(stamp);
         std::thread::sleep(Duration::from_millis(300));
     }
 }
@@ -380,6 +387,7 @@ fn side<'a>((tensor, dtype): &'a (TensorView<'_>, String)) -> Side<'a> {
             ValuesView::F32Le(v) => ValuesRef::F32Le(v),
             ValuesView::F64Le(v) => ValuesRef::F64Le(v),
             ValuesView::Bf16Le(v) => ValuesRef::Bf16Le(v),
+            ValuesView::F16Le(v) => ValuesRef::F16Le(v),
             ValuesView::Decoded(Values::F32(v)) => ValuesRef::F32(v),
             ValuesView::Decoded(Values::F64(v)) => ValuesRef::F64(v),
         },
