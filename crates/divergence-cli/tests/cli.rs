@@ -529,6 +529,14 @@ fn nothing_compared_is_an_error_not_a_pass() {
 fn inspect_the_committed_fixture() {
     let run = divergence(&["inspect", "fixtures/tiny-qwen3", "--format", "json"]);
     assert_eq!(run.code, 0, "{}", run.transcript());
+    let md = divergence(&["inspect", "fixtures/tiny-qwen3", "--format", "markdown"]);
+    assert_eq!(md.code, 0, "{}", md.transcript());
+    assert!(
+        md.stdout.starts_with("### divergence inspect: clean\n"),
+        "{}",
+        md.stdout
+    );
+    assert!(md.stdout.contains("| layer |"), "{}", md.stdout);
     let missing = divergence(&["inspect", "no/such/model"]);
     assert_eq!(missing.code, 2);
     assert_eq!(missing.stderr.lines().count(), 1);

@@ -1,12 +1,13 @@
-//! Renderers of an inspect [`Report`]: a compact terminal table (comfy-table) and JSON.
+//! Renderers of an inspect [`Report`]: a compact terminal table (comfy-table), the same content
+//! as GitHub-flavoured Markdown (for CI step summaries), and JSON.
 //!
-//! Both write to any `io::Write`, so tests render into a `Vec<u8>`. The caller decides about
+//! All write to any `io::Write`, so tests render into a `Vec<u8>`. The caller decides about
 //! colour ([`TableOptions::color`], only on a terminal) and width; without a width the table
 //! is not wrapped, which keeps piped output and snapshots stable.
 
 use std::io::{self, Write};
 
-use comfy_table::presets::UTF8_FULL_CONDENSED;
+use comfy_table::presets::{ASCII_MARKDOWN, UTF8_FULL_CONDENSED};
 use comfy_table::{Attribute, Cell, CellAlignment, Color, ContentArrangement, Table};
 
 use crate::checks::fmt_num;
@@ -35,8 +36,21 @@ pub fn render_json(report: &Report, out: &mut dyn Write) -> io::Result<()> {
     writeln!(out)
 }
 
-fn new_table(opts: &TableOptions) -> Table {
+/// Terminal table or Markdown: the one switch between the two renderers.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Terminal,
+    Markdown,
+}
+
+fn new_table(opts: &TableOptions, mode: Mode) -> Table {
     let mut t = Table::new();
+    if mode == Mode::Markdown {
+        t.load_style(ASCII_MARKDOWN);
+        t.set_content_arrangement(ContentArrangement::Disabled);
+        t.force_no_tty();
+        return t;
+    }
     t.load_style(UTF8_FULL_CONDENSED);
     match opts.width {
         Some(w) => {
@@ -140,10 +154,55 @@ fn human_bytes(b: u64) -> String {
 /// Writes the compact table: header, findings, norm gains per layer, tensor statistics
 /// (flagged tensors only unless `opts.all`), and a one-line verdict.
 pub fn render_table(report: &Report, opts: &TableOptions, out: &mut dyn Write) -> io::Result<()> {
-    for line in header(report) {
-        writeln!(out, "{line}")?;
+    render(report, opts, Mode::Terminal, out)
+}
+
+/// Writes the same report as GitHub-flavoured Markdown (e.g. to `$GITHUB_STEP_SUMMARY`): a
+/// heading with the verdict, then the sections of [`render_table`] as paragraphs and pipe
+/// tables. `all` lists every tensor; colour and width do not apply.
+pub fn render_markdown(report: &Report, all: bool, out: &mut dyn Write) -> io::Result<()> {
+    let opts = TableOptions {
+        color: false,
+        all,
+        width: None,
+    };
+    let verdict = if report.flagged() { "FLAGGED" } else { "clean" };
+    writeln!(out, "### divergence inspect: {verdict}\n")?;
+    render(report, &opts, Mode::Markdown, out)
+}
+
+/// Markdown escapes for text inside a pipe table or a paragraph (`|` would end a cell, `*` and
+/// `` ` `` would start emphasis or code); the terminal gets the text as it is.
+fn esc(text: &str, mode: Mode) -> String {
+    match mode {
+        Mode::Terminal => text.to_string(),
+        Mode::Markdown => {
+            let mut out = String::with_capacity(text.len());
+            for c in text.chars() {
+                if matches!(c, '|' | '*' | '`' | '\\' | '<' | '_') {
+                    out.push('\\');
+                }
+                out.push(c);
+            }
+            out
+        }
+    }
+}
+
+fn render(report: &Report, opts: &TableOptions, mode: Mode, out: &mut dyn Write) -> io::Result<()> {
+    let md = mode == Mode::Markdown;
+    // A text line: as it is on a terminal; in Markdown, escaped, with a hard line break
+    // (the lines of one block stay together) and a blank line after the last one.
+    let header = header(report);
+    for (i, line) in header.iter().enumerate() {
+        match mode {
+            Mode::Terminal => writeln!(out, "{line}")?,
+            Mode::Markdown if i + 1 < header.len() => writeln!(out, "{}  ", esc(line, mode))?,
+            Mode::Markdown => writeln!(out, "{}", esc(line, mode))?,
+        }
     }
     let s = &report.summary;
+    let cell = |text: &str| Cell::new(esc(text, mode));
 
     // Findings.
     writeln!(out)?;
@@ -157,7 +216,10 @@ pub fn render_table(report: &Report, opts: &TableOptions, out: &mut dyn Write) -
             plural(s.warnings, "warning"),
             plural(s.infos, "info")
         )?;
-        let mut t = new_table(opts);
+        if md {
+            writeln!(out)?;
+        }
+        let mut t = new_table(opts, mode);
         t.set_header(vec!["severity", "tensor", "message"]);
         for f in &report.findings {
             t.add_row(vec![
@@ -166,8 +228,8 @@ pub fn render_table(report: &Report, opts: &TableOptions, out: &mut dyn Write) -
                     Some(severity_color(f.severity)),
                     opts,
                 ),
-                Cell::new(f.tensor.clone().unwrap_or_else(|| "-".to_string())),
-                Cell::new(&f.message),
+                cell(f.tensor.as_deref().unwrap_or("-")),
+                cell(&f.message),
             ]);
         }
         writeln!(out, "{t}")?;
@@ -177,12 +239,15 @@ pub fn render_table(report: &Report, opts: &TableOptions, out: &mut dyn Write) -
     if !report.layers.is_empty() {
         writeln!(out)?;
         let threshold = report.thresholds.norm_gain;
-        writeln!(
-            out,
+        let title = format!(
             "norm gains per layer: max |w| (std); * = gain above {}: an error before that norm can come out up to that many times larger",
             fmt_num(threshold)
-        )?;
-        let mut t = new_table(opts);
+        );
+        writeln!(out, "{}", esc(&title, mode))?;
+        if md {
+            writeln!(out)?;
+        }
+        let mut t = new_table(opts, mode);
         t.set_header(vec![
             "layer",
             "input_layernorm",
@@ -201,7 +266,7 @@ pub fn render_table(report: &Report, opts: &TableOptions, out: &mut dyn Write) -
                 fmt_num(n.std),
                 if high { " *" } else { "" }
             );
-            let cell = right(colored(text, high.then_some(Color::Red), opts));
+            let cell = right(colored(esc(&text, mode), high.then_some(Color::Red), opts));
             if high && opts.color {
                 cell.add_attribute(Attribute::Bold)
             } else {
@@ -243,21 +308,24 @@ pub fn render_table(report: &Report, opts: &TableOptions, out: &mut dyn Write) -
                 s.flagged_tensors, s.tensors
             )?;
         }
-        let mut t = new_table(opts);
+        if md {
+            writeln!(out)?;
+        }
+        let mut t = new_table(opts, mode);
         t.set_header(vec![
             "tensor", "dtype", "shape", "min", "max", "mean", "std", "nan", "inf",
         ]);
         for r in rows {
             let shape = format!("{:?}", r.shape);
-            let name_cell = colored(r.name.clone(), r.flagged.then_some(Color::Red), opts);
+            let name_cell = colored(esc(&r.name, mode), r.flagged.then_some(Color::Red), opts);
             let cells = match &r.stats {
                 Some(st) => {
                     let extreme = st.max_abs.is_some_and(|m| m > report.thresholds.max_abs);
                     let bad = |b: bool| b.then_some(Color::Red);
                     vec![
                         name_cell,
-                        Cell::new(&r.dtype),
-                        Cell::new(shape),
+                        cell(&r.dtype),
+                        cell(&shape),
                         right(colored(num(st.min), bad(extreme), opts)),
                         right(colored(num(st.max), bad(extreme), opts)),
                         right(Cell::new(num(st.mean))),
@@ -271,7 +339,7 @@ pub fn render_table(report: &Report, opts: &TableOptions, out: &mut dyn Write) -
                     ]
                 }
                 None => {
-                    let mut v = vec![name_cell, Cell::new(&r.dtype), Cell::new(shape)];
+                    let mut v = vec![name_cell, cell(&r.dtype), cell(&shape)];
                     v.extend((0..6).map(|_| right(Cell::new("-"))));
                     v
                 }
@@ -283,7 +351,9 @@ pub fn render_table(report: &Report, opts: &TableOptions, out: &mut dyn Write) -
 
     writeln!(out)?;
     let verdict = if report.flagged() { "FLAGGED" } else { "clean" };
-    let verdict = if opts.color {
+    let verdict = if md {
+        format!("**{verdict}**")
+    } else if opts.color {
         let code = if report.flagged() { "31;1" } else { "32;1" };
         format!("\x1b[{code}m{verdict}\x1b[0m")
     } else {

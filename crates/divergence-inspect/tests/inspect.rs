@@ -5,7 +5,7 @@ mod fixture;
 
 use std::path::Path;
 
-use divergence_inspect::render::{render_json, render_table, TableOptions};
+use divergence_inspect::render::{render_json, render_markdown, render_table, TableOptions};
 use divergence_inspect::{
     inspect, norm_gains, Finding, FindingKind, InspectError, InspectOptions, Report, Severity,
 };
@@ -750,6 +750,34 @@ fn table_snapshot() {
     let text = String::from_utf8(out).unwrap();
     assert!(!text.contains('\x1b'), "no colour without a terminal");
     insta::assert_snapshot!("flagged_table", text);
+}
+
+#[test]
+fn markdown_snapshot_is_pipe_tables_with_escaped_cells() {
+    let r = flagged_report();
+    let mut out = Vec::new();
+    render_markdown(&r, false, &mut out).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert!(
+        text.starts_with("### divergence inspect: FLAGGED\n\n"),
+        "{text}"
+    );
+    assert!(!text.contains('\x1b'), "no colour in Markdown");
+    assert!(!text.contains('│'), "no box drawing in Markdown");
+    // Every table row has the same number of unescaped cell separators as its header.
+    for block in text.split("\n\n").filter(|b| b.starts_with('|')) {
+        let cells = |line: &str| line.replace("\\|", "").matches('|').count();
+        let mut lines = block.lines();
+        let head = cells(lines.next().unwrap());
+        for line in lines {
+            assert_eq!(cells(line), head, "{line}");
+        }
+    }
+    // The k_norm gain marker and the tensor names survive escaping.
+    assert!(text.contains("96.5 (") && text.contains(" \\*"), "{text}");
+    assert!(text.contains("self\\_attn"), "{text}");
+    assert!(text.contains("**FLAGGED**"), "{text}");
+    insta::assert_snapshot!("flagged_markdown", text);
 }
 
 #[test]

@@ -8,7 +8,9 @@ use std::io::{BufWriter, IsTerminal, Write};
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
-use divergence_inspect::render::{render_json, render_table, terminal_width, TableOptions};
+use divergence_inspect::render::{
+    render_json, render_markdown, render_table, terminal_width, TableOptions,
+};
 use divergence_inspect::{inspect, InspectOptions};
 
 use crate::exit::{is_broken_pipe, Exit};
@@ -22,6 +24,8 @@ pub enum Format {
     Table,
     /// The whole report as JSON.
     Json,
+    /// The tables as GitHub-flavoured Markdown (e.g. `>> "$GITHUB_STEP_SUMMARY"`).
+    Markdown,
 }
 
 /// When to colour the table.
@@ -90,10 +94,10 @@ pub fn run(args: InspectArgs) -> anyhow::Result<Exit> {
 
     let stdout = std::io::stdout();
     let tty = stdout.is_terminal();
-    let json = match args.format {
-        Format::Json => true,
-        Format::Table => false,
-        Format::Auto => !tty,
+    let format = match args.format {
+        Format::Auto if tty => Format::Table,
+        Format::Auto => Format::Json,
+        other => other,
     };
     let color = match args.color {
         ColorChoice::Always => true,
@@ -107,10 +111,10 @@ pub fn run(args: InspectArgs) -> anyhow::Result<Exit> {
     };
 
     let mut out = BufWriter::new(stdout.lock());
-    let written = if json {
-        render_json(&report, &mut out)
-    } else {
-        render_table(&report, &table_opts, &mut out)
+    let written = match format {
+        Format::Json => render_json(&report, &mut out),
+        Format::Markdown => render_markdown(&report, args.all, &mut out),
+        Format::Table | Format::Auto => render_table(&report, &table_opts, &mut out),
     }
     .and_then(|()| out.flush());
     match written {
