@@ -191,8 +191,9 @@ fn esc(text: &str, mode: Mode) -> String {
 
 fn render(report: &Report, opts: &TableOptions, mode: Mode, out: &mut dyn Write) -> io::Result<()> {
     let md = mode == Mode::Markdown;
-    // A text line: as it is on a terminal; in Markdown, escaped, with a hard line break
-    // (the lines of one block stay together) and a blank line after the last one.
+    // The header lines: as they are on a terminal; in Markdown, escaped and ended by a hard
+    // line break (two spaces) so they stay one block. The blank line before each section below
+    // separates the blocks.
     let header = header(report);
     for (i, line) in header.iter().enumerate() {
         match mode {
