@@ -166,22 +166,21 @@ impl Dump {
 
     /// Read and decode one tensor (C order, widened values).
     pub fn read(&self, name: &str) -> Result<Tensor, DumpError> {
-        let e = self
-            .index
-            .get(name)
-            .and_then(|&i| self.entries.get(i))
-            .ok_or_else(|| DumpError::NoSuchTensor {
-                path: self.path.clone(),
-                name: name.to_string(),
-            })?;
-        let info = e.info.as_ref().map_err(Clone::clone)?;
-        entry::read_entry(&self.map, info, &e.at)
+        let (info, at) = self.readable(name)?;
+        entry::read_entry(&self.map, info, at)
     }
 
     /// One tensor without a copy where possible: the stored bytes, borrowed from the memory
     /// map, for uncompressed little-endian C-order f32 / f64 / f16 / bf16 tensors; decoded like
     /// [`Dump::read`] otherwise. The fast path of `divergence diff`.
     pub fn view(&self, name: &str) -> Result<TensorView<'_>, DumpError> {
+        let (info, at) = self.readable(name)?;
+        entry::view_entry(&self.map, info, at)
+    }
+
+    /// The layout and location of a named entry, or why it cannot be read (not in the dump,
+    /// or damaged: the error found at open time).
+    fn readable(&self, name: &str) -> Result<(&entry::EntryInfo, &Location), DumpError> {
         let e = self
             .index
             .get(name)
@@ -191,7 +190,7 @@ impl Dump {
                 name: name.to_string(),
             })?;
         let info = e.info.as_ref().map_err(Clone::clone)?;
-        entry::view_entry(&self.map, info, &e.at)
+        Ok((info, &e.at))
     }
 
     fn info(&self, name: &str) -> Option<&entry::EntryInfo> {

@@ -176,6 +176,27 @@ pub(crate) fn raw_bytes(
     Ok(out)
 }
 
+/// The first `need` of the `len` uncompressed bytes at `start`, or a size error when the file
+/// holds fewer.
+fn stored_bytes<'a>(
+    file: &'a [u8],
+    info: &EntryInfo,
+    at: &Location,
+    start: usize,
+    len: usize,
+    need: usize,
+) -> Result<&'a [u8], DumpError> {
+    file.get(start..start.saturating_add(len))
+        .and_then(|b| b.get(..need))
+        .ok_or_else(|| DumpError::DataSize {
+            at: at.clone(),
+            have: len as u64,
+            shape: info.shape.clone(),
+            dtype: info.dtype,
+            need: need as u64,
+        })
+}
+
 /// Hand the `need` element bytes of an entry to `f`, in chunks of whole elements.
 fn stream(
     file: &[u8],
@@ -186,19 +207,7 @@ fn stream(
 ) -> Result<(), DumpError> {
     match info.source {
         Source::Bytes { start, len } => {
-            let bytes = file
-                .get(start..start.saturating_add(len))
-                .and_then(|b| b.get(..need));
-            let Some(bytes) = bytes else {
-                return Err(DumpError::DataSize {
-                    at: at.clone(),
-                    have: len as u64,
-                    shape: info.shape.clone(),
-                    dtype: info.dtype,
-                    need: need as u64,
-                });
-            };
-            f(bytes);
+            f(stored_bytes(file, info, at, start, len, need)?);
             Ok(())
         }
         Source::Deflate {
@@ -277,18 +286,7 @@ pub(crate) fn view_entry<'a>(
         });
     };
     let need = info.n_elems.saturating_mul(info.dtype.size_bytes());
-    let Some(bytes) = file
-        .get(*start..start.saturating_add(*len))
-        .and_then(|b| b.get(..need))
-    else {
-        return Err(DumpError::DataSize {
-            at: at.clone(),
-            have: *len as u64,
-            shape: info.shape.clone(),
-            dtype: info.dtype,
-            need: need as u64,
-        });
-    };
+    let bytes = stored_bytes(file, info, at, *start, *len, need)?;
     let values = match info.dtype {
         DType::F32 => ValuesView::F32Le(bytes.as_chunks().0),
         DType::F64 => ValuesView::F64Le(bytes.as_chunks().0),
