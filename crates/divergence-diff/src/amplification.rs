@@ -7,25 +7,23 @@
 //! ratio exceeds `DiffConfig::amplification_threshold` is marked.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::LazyLock;
 
-use regex::Regex;
+use divergence_names::{Op, QkKind};
 use serde::{Deserialize, Serialize};
 
 use crate::compare::OpResult;
 
-static QK_RE: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"^(?P<prefix>.*\blayers\.(?P<layer>\d+)\.self_attn)\.(?P<op>[qk]_(?:proj|norm))$")
-        .expect("static regex")
-});
+/// Max |weight| of each layer's q_norm / k_norm, from the checkpoint (`diff --model DIR`):
+/// the annotation of [`AmplificationRow::weight_gain`].
+pub type NormWeightGains = BTreeMap<(usize, QkKind), f64>;
 
 /// One q or k pair of one layer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AmplificationRow {
     /// Layer index.
     pub layer: usize,
-    /// `"q"` or `"k"`.
-    pub kind: String,
+    /// q or k (`"q"` / `"k"` in JSON).
+    pub kind: QkKind,
     /// Name of the projection op (`model.layers.0.self_attn.k_proj`): the norm's input side.
     pub proj: String,
     /// Name of the norm op (`model.layers.0.self_attn.k_norm`): the output side.
@@ -66,36 +64,26 @@ fn ratio(num: Option<f64>, den: Option<f64>) -> Option<f64> {
     }
 }
 
-/// Builds the section from the rows (in execution order). `weight_gains` maps norm op names to the
-/// max |weight| of that norm.
-pub fn amplification(
-    ops: &[OpResult],
-    threshold: f64,
-    weight_gains: &BTreeMap<String, f64>,
-) -> Amplification {
+/// Builds the section from the rows (in execution order). `weight_gains` holds the max |weight|
+/// of each layer's norms, when the checkpoint was read.
+pub fn amplification(ops: &[OpResult], threshold: f64, weight_gains: &NormWeightGains) -> Amplification {
     let by_name: HashMap<&str, &OpResult> = ops.iter().map(|o| (o.name.as_str(), o)).collect();
     let mut rows = Vec::new();
     for op in ops {
-        let Some(c) = QK_RE.captures(&op.name) else {
+        let Op::QkNorm(kind) = Op::of(&op.name) else {
             continue;
         };
-        let which = &c["op"];
-        if !which.ends_with("_norm") {
-            continue;
-        }
-        let kind = &which[..1];
-        let Ok(layer) = c["layer"].parse::<usize>() else {
+        let (Some(layer), Some(proj_name)) = (op.layer, divergence_names::sibling(&op.name, Op::QkProj(kind))) else {
             continue;
         };
-        let proj_name = format!("{}.{kind}_proj", &c["prefix"]);
         let Some(proj) = by_name.get(proj_name.as_str()) else {
             continue;
         };
         let r = ratio(op.rel_l2_err, proj.rel_l2_err);
         rows.push(AmplificationRow {
             layer,
-            kind: kind.to_string(),
-            proj: proj_name.clone(),
+            kind,
+            proj: proj_name,
             norm: op.name.clone(),
             proj_rel_err: proj.rel_l2_err,
             norm_rel_err: op.rel_l2_err,
@@ -103,7 +91,7 @@ pub fn amplification(
             proj_abs_err: proj.diff_l2,
             norm_abs_err: op.diff_l2,
             abs_err_gain: ratio(op.diff_l2, proj.diff_l2),
-            weight_gain: weight_gains.get(&op.name).copied(),
+            weight_gain: weight_gains.get(&(layer, kind)).copied(),
             marked: r.is_some_and(|x| x > threshold),
         });
     }
@@ -112,18 +100,5 @@ pub fn amplification(
         threshold,
         marked,
         rows,
-    }
-}
-
-impl Amplification {
-    /// Sets the weight-gain annotation of the row whose norm op is `norm_name`; false if none.
-    pub fn set_weight_gain(&mut self, norm_name: &str, gain: f64) -> bool {
-        match self.rows.iter_mut().find(|r| r.norm == norm_name) {
-            Some(row) => {
-                row.weight_gain = Some(gain);
-                true
-            }
-            None => false,
-        }
     }
 }

@@ -4,9 +4,7 @@
 //! present on one side only, with mismatching shapes, or with values that do not fill its shape is a
 //! row with the matching [`Status`]. [`unreadable`] makes the row for a probe the caller could not read.
 
-use std::sync::LazyLock;
 
-use regex::Regex;
 use serde::{Deserialize, Serialize};
 
 use crate::metrics::{self, Params, ValuesRef};
@@ -163,7 +161,7 @@ impl OpResult {
             name: name.to_string(),
             status,
             reason,
-            layer: parse_layer(name),
+            layer: divergence_names::layer_index(name),
             shape: None,
             shape_ours: None,
             dtype_ours: None,
@@ -190,14 +188,6 @@ impl OpResult {
             frac_outside_tol: None,
         }
     }
-}
-
-static LAYER_RE: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"(?:^|\.)layers\.(\d+)(?:\.|$)").expect("static regex"));
-
-/// The layer index of a probe name containing `layers.N` (`model.layers.3.mlp` -> 3).
-pub fn parse_layer(name: &str) -> Option<usize> {
-    LAYER_RE.captures(name).and_then(|c| c[1].parse().ok())
 }
 
 /// Formats a number as `1.234e-05` (fixed width mantissa, signed two-digit exponent): the one
@@ -447,16 +437,6 @@ pub fn unreadable(name: &str, side: Which, message: String) -> OpResult {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn layer_parsing() {
-        assert_eq!(parse_layer("model.layers.3.self_attn.k_norm"), Some(3));
-        assert_eq!(parse_layer("layers.12"), Some(12));
-        assert_eq!(parse_layer("model.layers.7"), Some(7));
-        assert_eq!(parse_layer("model.sublayers.3.x"), None);
-        assert_eq!(parse_layer("model.layers.x"), None);
-        assert_eq!(parse_layer("lm_head"), None);
-    }
 
     #[test]
     fn sci_format() {

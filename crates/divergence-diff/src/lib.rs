@@ -36,8 +36,9 @@ pub mod order;
 pub mod report;
 pub mod tolerance;
 
-pub use amplification::{Amplification, AmplificationRow};
-pub use compare::{compare, parse_layer, sci, unreadable, OpResult, Side, Status, Which};
+pub use amplification::{Amplification, AmplificationRow, NormWeightGains};
+pub use divergence_names::QkKind;
+pub use compare::{compare, sci, unreadable, OpResult, Side, Status, Which};
 pub use metrics::ValuesRef;
 pub use order::{natural_cmp, plan_order, DumpNames, OrderPlan, OrderSource};
 pub use report::{assemble, FirstDivergence, Report, ReportContext, Summary, SCHEMA};

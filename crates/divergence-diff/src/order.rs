@@ -6,7 +6,6 @@
 //! warned about). A safetensors file without metadata has lost its order (its keys are sorted), so
 //! its names are naturally sorted (`layers.2` < `layers.10`) with a warning.
 
-use std::cmp::Ordering;
 use std::collections::HashSet;
 
 use serde::{Deserialize, Serialize};
@@ -62,46 +61,8 @@ pub struct OrderPlan {
     pub warnings: Vec<String>,
 }
 
-/// Compares names in natural order: digit runs compare as numbers (`layers.2` < `layers.10`).
-pub fn natural_cmp(a: &str, b: &str) -> Ordering {
-    let (mut a, mut b) = (a.as_bytes(), b.as_bytes());
-    loop {
-        match (a.first(), b.first()) {
-            (None, None) => return Ordering::Equal,
-            (None, Some(_)) => return Ordering::Less,
-            (Some(_), None) => return Ordering::Greater,
-            (Some(x), Some(y)) if x.is_ascii_digit() && y.is_ascii_digit() => {
-                let la = a.iter().take_while(|c| c.is_ascii_digit()).count();
-                let lb = b.iter().take_while(|c| c.is_ascii_digit()).count();
-                let (da, db) = (&a[..la], &b[..lb]);
-                let ta = trim_zeros(da);
-                let tb = trim_zeros(db);
-                let ord = ta
-                    .len()
-                    .cmp(&tb.len())
-                    .then_with(|| ta.cmp(tb))
-                    .then_with(|| la.cmp(&lb));
-                if ord != Ordering::Equal {
-                    return ord;
-                }
-                a = &a[la..];
-                b = &b[lb..];
-            }
-            (Some(x), Some(y)) => {
-                if x != y {
-                    return x.cmp(y);
-                }
-                a = &a[1..];
-                b = &b[1..];
-            }
-        }
-    }
-}
-
-fn trim_zeros(d: &[u8]) -> &[u8] {
-    let k = d.iter().take_while(|&&c| c == b'0').count();
-    &d[k.min(d.len().saturating_sub(1))..]
-}
+/// Natural order of names (`layers.2` < `layers.10`), from [`divergence_names`].
+pub use divergence_names::natural_cmp;
 
 /// Names in the dump's file order, or naturally sorted when that order is lost.
 fn file_order(d: &DumpNames<'_>) -> Vec<String> {
@@ -235,6 +196,7 @@ pub fn plan_order(ours: &DumpNames<'_>, reference: &DumpNames<'_>) -> OrderPlan 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::cmp::Ordering;
 
     fn s(v: &[&str]) -> Vec<String> {
         v.iter().map(|x| x.to_string()).collect()

@@ -5,11 +5,9 @@
 //! lists one-side names and builds the amplification section. The JSON form is documented field by
 //! field in `docs/report-schema.md` (`"schema": "divergence-report/1"`).
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 
-use crate::amplification::{amplification, Amplification};
+use crate::amplification::{amplification, Amplification, NormWeightGains};
 use crate::compare::{OpResult, Status};
 use crate::order::OrderSource;
 use crate::tolerance::Tolerance;
@@ -33,9 +31,9 @@ pub struct ReportContext {
     pub ours_input_ids: Option<Vec<i64>>,
     /// The reference's metadata `input_ids`, if any.
     pub ref_input_ids: Option<Vec<i64>>,
-    /// Max |weight| per norm op name (`model.layers.0.self_attn.k_norm` -> 96.5), for the
-    /// amplification section's `weight_gain`; empty unless the CLI read the checkpoint.
-    pub norm_weight_gains: BTreeMap<String, f64>,
+    /// Max |weight| of each layer's q_norm / k_norm (`(0, K)` -> 96.5), for the amplification
+    /// section's `weight_gain`; empty unless the CLI read the checkpoint (`--model DIR`).
+    pub norm_weight_gains: NormWeightGains,
 }
 
 impl ReportContext {
@@ -52,7 +50,7 @@ impl ReportContext {
             warnings: Vec::new(),
             ours_input_ids: None,
             ref_input_ids: None,
-            norm_weight_gains: BTreeMap::new(),
+            norm_weight_gains: NormWeightGains::new(),
         }
     }
 }
@@ -138,11 +136,6 @@ impl Report {
         self.first_divergence
             .as_ref()
             .and_then(|f| self.ops.get(f.index))
-    }
-
-    /// Sets the weight-gain annotation of the amplification row of `norm_name`; false if none.
-    pub fn set_weight_gain(&mut self, norm_name: &str, gain: f64) -> bool {
-        self.amplification.set_weight_gain(norm_name, gain)
     }
 }
 

@@ -32,6 +32,7 @@ mod stats;
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
+use divergence_names::QkKind;
 use rayon::prelude::*;
 
 pub use crate::error::InspectError;
@@ -182,6 +183,20 @@ pub fn norm_gains(path: &Path) -> Result<Vec<LayerGains>, InspectError> {
         .map(|e| stats::tensor_stats(e.dtype, e.data))
         .collect();
     Ok(gains_from(&norms, &stats))
+}
+
+/// The max |w| of every layer's q_norm / k_norm of the checkpoint at `path`, keyed as the diff
+/// report's amplification section wants them: what `divergence diff --model DIR` annotates.
+pub fn qk_norm_gains(path: &Path) -> Result<BTreeMap<(usize, QkKind), f64>, InspectError> {
+    let mut out = BTreeMap::new();
+    for g in norm_gains(path)? {
+        for kind in [QkKind::Q, QkKind::K] {
+            if let Some(gain) = g.qk_gain(kind) {
+                out.insert((g.layer, kind), gain);
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Groups the stats of the norm weights among `entries` by layer.

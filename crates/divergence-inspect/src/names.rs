@@ -1,7 +1,9 @@
-//! Tensor-name helpers: natural ordering and decoder-layer parsing.
+//! Tensor-name helpers: the norm weights of a decoder layer, over [`divergence_names`].
 
-/// Natural order of names (`layers.2` < `layers.10`): the diff engine's, so both commands sort alike.
-pub use divergence_diff::natural_cmp;
+use divergence_names::{Op, Param, QkKind};
+
+/// Natural order of names (`layers.2` < `layers.10`): the one every command sorts with.
+pub use divergence_names::natural_cmp;
 
 /// The norm weights of a decoder layer that the gains table reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -14,44 +16,22 @@ pub(crate) enum NormKind {
 
 /// `(layer index, norm kind)` for names like `model.layers.3.self_attn.k_norm.weight`.
 pub(crate) fn layer_norm(name: &str) -> Option<(usize, NormKind)> {
-    let parts: Vec<&str> = name.split('.').collect();
-    let pos = parts.iter().position(|p| *p == "layers")?;
-    let layer = parts.get(pos + 1)?.parse::<usize>().ok()?;
-    let kind = match &parts[pos + 2..] {
-        ["input_layernorm", "weight"] => NormKind::Input,
-        ["post_attention_layernorm", "weight"] => NormKind::PostAttention,
-        ["self_attn", "q_norm", "weight"] => NormKind::Q,
-        ["self_attn", "k_norm", "weight"] => NormKind::K,
+    let (op, Param::Weight) = Op::of_param(name)? else {
+        return None;
+    };
+    let kind = match op {
+        Op::InputLayernorm => NormKind::Input,
+        Op::PostAttentionLayernorm => NormKind::PostAttention,
+        Op::QkNorm(QkKind::Q) => NormKind::Q,
+        Op::QkNorm(QkKind::K) => NormKind::K,
         _ => return None,
     };
-    Some((layer, kind))
+    Some((divergence_names::layer_index(name)?, kind))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn natural_order() {
-        let mut v = vec![
-            "layers.10.a",
-            "layers.2.b",
-            "layers.2.a",
-            "embed",
-            "layers.1.z",
-        ];
-        v.sort_by(|a, b| natural_cmp(a, b));
-        assert_eq!(
-            v,
-            [
-                "embed",
-                "layers.1.z",
-                "layers.2.a",
-                "layers.2.b",
-                "layers.10.a"
-            ]
-        );
-    }
 
     #[test]
     fn parses_layer_norms() {
@@ -64,6 +44,7 @@ mod tests {
             Some((0, NormKind::Input))
         );
         assert_eq!(layer_norm("model.layers.3.self_attn.k_proj.weight"), None);
+        assert_eq!(layer_norm("model.layers.3.self_attn.k_norm.bias"), None);
         assert_eq!(layer_norm("model.norm.weight"), None);
     }
 }

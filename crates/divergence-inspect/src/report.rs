@@ -4,6 +4,7 @@
 //! by the renderers in [`render`](crate::render). The JSON output is this struct, field for
 //! field.
 
+use divergence_names::QkKind;
 use serde::{Deserialize, Serialize};
 
 /// How bad a finding is. `Error` and `Warning` make the report "flagged" (exit 1);
@@ -143,6 +144,14 @@ impl LayerGains {
     /// max |w| of this layer's k_norm, if it has one.
     pub fn k_gain(&self) -> Option<f64> {
         self.k_norm.map(|n| n.max_abs)
+    }
+
+    /// max |w| of this layer's q_norm or k_norm.
+    pub fn qk_gain(&self, kind: QkKind) -> Option<f64> {
+        match kind {
+            QkKind::Q => self.q_gain(),
+            QkKind::K => self.k_gain(),
+        }
     }
 }
 

@@ -6,7 +6,7 @@
 
 use std::io::{self, Write};
 
-use divergence_diff::{Report, Status};
+use divergence_diff::{QkKind, Report, Status};
 
 use crate::view::{self, cos, num, pct};
 use crate::TableOptions;
@@ -154,7 +154,7 @@ pub(crate) fn render(report: &Report, opts: &TableOptions, out: &mut dyn Write) 
     let rows: Vec<_> = amp
         .rows
         .iter()
-        .filter(|r| filter.layer_ok(r.layer) && (opts.all || r.kind == "k" || r.marked))
+        .filter(|r| filter.layer_ok(r.layer) && (opts.all || r.kind == QkKind::K || r.marked))
         .collect();
     if amp.rows.is_empty() {
         writeln!(out, "No q/k proj + norm pairs in the dumps.")?;

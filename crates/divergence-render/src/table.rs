@@ -8,7 +8,7 @@
 use std::io::{self, Write};
 
 use comfy_table::{presets, Attribute, Cell, CellAlignment, Color, ContentArrangement, Table};
-use divergence_diff::{OpResult, Report, Status};
+use divergence_diff::{OpResult, QkKind, Report, Status};
 
 use crate::view::{self, cos, num, pct};
 use crate::TableOptions;
@@ -245,7 +245,7 @@ pub(crate) fn render(report: &Report, opts: &TableOptions, out: &mut dyn Write) 
     let rows: Vec<_> = amp
         .rows
         .iter()
-        .filter(|r| filter.layer_ok(r.layer) && (opts.all || r.kind == "k" || r.marked))
+        .filter(|r| filter.layer_ok(r.layer) && (opts.all || r.kind == QkKind::K || r.marked))
         .collect();
     writeln!(
         out,

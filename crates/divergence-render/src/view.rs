@@ -194,16 +194,6 @@ pub(crate) fn select_ops(report: &Report, opts: &TableOptions) -> Option<Selecti
     })
 }
 
-/// The op name without its `...layers.N.` prefix, for per-layer lines.
-pub(crate) fn short_name(name: &str, layer: usize) -> String {
-    let key = format!("layers.{layer}");
-    match name.find(&format!("{key}.")) {
-        Some(pos) => name[pos + key.len() + 1..].to_string(),
-        None if name.ends_with(&key) => "(layer output)".to_string(),
-        None => name.to_string(),
-    }
-}
-
 /// One line of the per-layer view.
 pub(crate) struct LayerLine {
     pub layer: usize,
@@ -251,8 +241,8 @@ pub(crate) fn layer_lines(report: &Report) -> Vec<LayerLine> {
                 diverged,
                 status,
                 worst_rel: worst.map(|(r, _)| r),
-                worst_op: worst.map(|(_, o)| short_name(&o.name, layer)),
-                first_bad: first_bad.map(|o| short_name(&o.name, layer)),
+                worst_op: worst.map(|(_, o)| divergence_names::short_name(&o.name).to_string()),
+                first_bad: first_bad.map(|o| divergence_names::short_name(&o.name).to_string()),
             }
         })
         .collect()

@@ -158,8 +158,7 @@ fn divergent_report() -> Report {
     ops.push(op("lm_head", &[1, 4, 32], 91, 5e-1));
     let mut ctx = ReportContext::new("ours.npz", "ref.npz", OrderSource::RefMeta);
     ctx.warnings.push("1 probe(s) present in the files but missing from the reference's metadata order were appended at the end: debug.extra_probe".into());
-    ctx.norm_weight_gains
-        .insert("model.layers.1.self_attn.k_norm".into(), 96.5);
+    ctx.norm_weight_gains.insert((1, QkKind::K), 96.5);
     let mut report = build(&ops, "bfloat16", ctx, &cfg);
     // an unreadable probe is a row too
     report = assemble(
@@ -182,7 +181,7 @@ fn divergent_report() -> Report {
             warnings: report.warnings.clone(),
             ours_input_ids: None,
             ref_input_ids: None,
-            norm_weight_gains: [("model.layers.1.self_attn.k_norm".to_string(), 96.5)].into(),
+            norm_weight_gains: [((1, QkKind::K), 96.5)].into(),
         },
         &cfg,
     );

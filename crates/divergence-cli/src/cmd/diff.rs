@@ -309,20 +309,10 @@ pub fn build_report(args: &DiffArgs) -> Result<Report> {
     ctx.warnings = plan.warnings;
     ctx.ours_input_ids = ours.meta().and_then(|m| m.input_ids.clone());
     ctx.ref_input_ids = reference.meta().and_then(|m| m.input_ids.clone());
-    let mut report = divergence_diff::assemble(ops, ctx, &cfg);
     if let Some(dir) = &args.model {
-        let gains = divergence_inspect::norm_gains(dir)?;
-        for row in &mut report.amplification.rows {
-            let layer = gains.iter().find(|g| g.layer == row.layer);
-            row.weight_gain = layer.and_then(|g| {
-                if row.kind == "k" {
-                    g.k_gain()
-                } else {
-                    g.q_gain()
-                }
-            });
-        }
+        ctx.norm_weight_gains = divergence_inspect::qk_norm_gains(dir)?;
     }
+    let report = divergence_diff::assemble(ops, ctx, &cfg);
     Ok(report)
 }
 

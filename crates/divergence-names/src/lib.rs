@@ -1,0 +1,427 @@
+//! `divergence-names`: what a probe or checkpoint tensor name says, in one place.
+//!
+//! Dumps name probes by their PyTorch module path (`model.layers.3.self_attn.k_norm`, plus the
+//! extra leaves of the dump contract: `rope_q`, `rope_k`, `attn_out`, `attn_residual`), and
+//! checkpoints name weights the same way with a `.weight` / `.bias` suffix. Every crate that
+//! needs to know "which layer", "is this k_norm", "what is its projection" or "which name sorts
+//! first" asks this crate, so the conventions of the HF Llama family (Qwen3, Qwen2, Llama,
+//! Mistral) are written down once:
+//!
+//! - [`natural_cmp`]: `layers.2` < `layers.10` (the order of every sorted name list);
+//! - [`layer_index`] / [`split_layer`]: the `layers.N` segment;
+//! - [`Op`]: the op kind of a probe (or of a weight, with [`Param`]), [`QkKind`] for q / k;
+//! - [`sibling`]: another op of the same layer (`k_norm` -> `k_proj`).
+//!
+//! No dependencies beyond serde (for [`QkKind`]'s `"q"` / `"k"` JSON form); no I/O.
+
+use std::cmp::Ordering;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// Natural order of names: runs of digits compare as numbers (`layers.2` < `layers.10`), the
+/// rest byte by byte. Total and consistent with equality of the strings (`01` and `1` compare
+/// by length after the numeric value, so distinct strings never compare equal).
+pub fn natural_cmp(a: &str, b: &str) -> Ordering {
+    let (mut a, mut b) = (a.as_bytes(), b.as_bytes());
+    loop {
+        match (a.first(), b.first()) {
+            (None, None) => return Ordering::Equal,
+            (None, Some(_)) => return Ordering::Less,
+            (Some(_), None) => return Ordering::Greater,
+            (Some(x), Some(y)) if x.is_ascii_digit() && y.is_ascii_digit() => {
+                let la = a.iter().take_while(|c| c.is_ascii_digit()).count();
+                let lb = b.iter().take_while(|c| c.is_ascii_digit()).count();
+                let (da, db) = (&a[..la], &b[..lb]);
+                let ta = trim_zeros(da);
+                let tb = trim_zeros(db);
+                let ord = ta
+                    .len()
+                    .cmp(&tb.len())
+                    .then_with(|| ta.cmp(tb))
+                    .then_with(|| la.cmp(&lb));
+                if ord != Ordering::Equal {
+                    return ord;
+                }
+                a = &a[la..];
+                b = &b[lb..];
+            }
+            (Some(x), Some(y)) => {
+                if x != y {
+                    return x.cmp(y);
+                }
+                a = &a[1..];
+                b = &b[1..];
+            }
+        }
+    }
+}
+
+fn trim_zeros(d: &[u8]) -> &[u8] {
+    let k = d.iter().take_while(|&&c| c == b'0').count();
+    &d[k.min(d.len().saturating_sub(1))..]
+}
+
+/// A name split at its `layers.N` segment (the first one, as a whole dot-separated segment).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LayerSplit<'a> {
+    /// Everything up to and including `layers.N` (`model.layers.3`).
+    pub prefix: &'a str,
+    /// N.
+    pub layer: usize,
+    /// What follows `layers.N.` (`self_attn.k_norm`), empty for the layer's own output.
+    pub rest: &'a str,
+}
+
+/// Splits `name` at its `layers.N` segment: `model.layers.3.mlp` -> (`model.layers.3`, 3,
+/// `mlp`). `None` when no dot-separated `layers` segment is followed by a decimal index
+/// (`model.sublayers.3.x`, `layers.x`, `lm_head`).
+pub fn split_layer(name: &str) -> Option<LayerSplit<'_>> {
+    let mut start = 0;
+    for seg in name.split('.') {
+        let seg_end = start + seg.len();
+        if seg == "layers" {
+            let idx_start = seg_end + 1;
+            if idx_start <= name.len() {
+                let tail = &name[idx_start..];
+                let idx_len = tail.find('.').unwrap_or(tail.len());
+                let idx = &tail[..idx_len];
+                if !idx.is_empty() && idx.bytes().all(|b| b.is_ascii_digit()) {
+                    if let Ok(layer) = idx.parse::<usize>() {
+                        let prefix_end = idx_start + idx_len;
+                        let rest = name.get(prefix_end + 1..).unwrap_or("");
+                        return Some(LayerSplit {
+                            prefix: &name[..prefix_end],
+                            layer,
+                            rest,
+                        });
+                    }
+                }
+            }
+        }
+        start = seg_end + 1;
+    }
+    None
+}
+
+/// The layer index of a name containing a `layers.N` segment (`model.layers.3.mlp` -> 3).
+pub fn layer_index(name: &str) -> Option<usize> {
+    split_layer(name).map(|s| s.layer)
+}
+
+/// q or k: the two heads-side tensors that Qwen3 normalises before RoPE.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QkKind {
+    Q,
+    K,
+}
+
+impl QkKind {
+    /// `"q"` or `"k"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QkKind::Q => "q",
+            QkKind::K => "k",
+        }
+    }
+}
+
+impl fmt::Display for QkKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A weight's parameter suffix in a checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Param {
+    Weight,
+    Bias,
+}
+
+/// The op kind of a probe of the HF Llama-family naming (Qwen3, Qwen2, Llama, Mistral).
+/// Names this crate does not know are [`Op::Other`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Op {
+    /// `model.embed_tokens`.
+    EmbedTokens,
+    /// `model.rotary_emb` (the cos/sin table).
+    RotaryEmb,
+    /// `layers.N.input_layernorm`.
+    InputLayernorm,
+    /// `layers.N.self_attn.{q,k}_proj`.
+    QkProj(QkKind),
+    /// `layers.N.self_attn.v_proj`.
+    VProj,
+    /// `layers.N.self_attn.{q,k}_norm` (Qwen3).
+    QkNorm(QkKind),
+    /// `layers.N.self_attn.rope_{q,k}` (dump-contract leaf: q / k after RoPE).
+    Rope(QkKind),
+    /// `layers.N.self_attn.attn_out` (dump-contract leaf: attention before o_proj).
+    AttnOut,
+    /// `layers.N.self_attn.o_proj`.
+    OProj,
+    /// `layers.N.self_attn` (the attention block's output).
+    SelfAttn,
+    /// `layers.N.attn_residual` (dump-contract leaf: residual after attention).
+    AttnResidual,
+    /// `layers.N.post_attention_layernorm`.
+    PostAttentionLayernorm,
+    /// `layers.N.mlp.gate_proj`.
+    GateProj,
+    /// `layers.N.mlp.up_proj`.
+    UpProj,
+    /// `layers.N.mlp.act_fn`.
+    ActFn,
+    /// `layers.N.mlp.down_proj`.
+    DownProj,
+    /// `layers.N.mlp`.
+    Mlp,
+    /// `layers.N` (the decoder layer's output).
+    Layer,
+    /// `model.norm` (the final norm).
+    FinalNorm,
+    /// `lm_head`.
+    LmHead,
+    /// Anything else.
+    Other,
+}
+
+impl Op {
+    /// The op kind of a probe name (a module path, no `.weight` suffix).
+    pub fn of(name: &str) -> Op {
+        if let Some(split) = split_layer(name) {
+            return Op::in_layer(split.rest);
+        }
+        let last = name.rsplit('.').next().unwrap_or(name);
+        match last {
+            "embed_tokens" => Op::EmbedTokens,
+            "rotary_emb" => Op::RotaryEmb,
+            "norm" => Op::FinalNorm,
+            "lm_head" => Op::LmHead,
+            _ => Op::Other,
+        }
+    }
+
+    /// The op kind and parameter of a checkpoint tensor name
+    /// (`model.layers.0.self_attn.k_norm.weight` -> (`QkNorm(K)`, `Weight`)).
+    pub fn of_param(name: &str) -> Option<(Op, Param)> {
+        let (module, param) = if let Some(m) = name.strip_suffix(".weight") {
+            (m, Param::Weight)
+        } else if let Some(m) = name.strip_suffix(".bias") {
+            (m, Param::Bias)
+        } else {
+            return None;
+        };
+        Some((Op::of(module), param))
+    }
+
+    fn in_layer(rest: &str) -> Op {
+        use QkKind::{K, Q};
+        match rest {
+            "" => Op::Layer,
+            "input_layernorm" => Op::InputLayernorm,
+            "self_attn.q_proj" => Op::QkProj(Q),
+            "self_attn.k_proj" => Op::QkProj(K),
+            "self_attn.v_proj" => Op::VProj,
+            "self_attn.q_norm" => Op::QkNorm(Q),
+            "self_attn.k_norm" => Op::QkNorm(K),
+            "self_attn.rope_q" => Op::Rope(Q),
+            "self_attn.rope_k" => Op::Rope(K),
+            "self_attn.attn_out" => Op::AttnOut,
+            "self_attn.o_proj" => Op::OProj,
+            "self_attn" => Op::SelfAttn,
+            "attn_residual" => Op::AttnResidual,
+            "post_attention_layernorm" => Op::PostAttentionLayernorm,
+            "mlp.gate_proj" => Op::GateProj,
+            "mlp.up_proj" => Op::UpProj,
+            "mlp.act_fn" => Op::ActFn,
+            "mlp.down_proj" => Op::DownProj,
+            "mlp" => Op::Mlp,
+            _ => Op::Other,
+        }
+    }
+
+    /// The module path of this op relative to its decoder layer (`self_attn.k_norm`), for ops
+    /// that live in a layer; `None` for the others.
+    pub fn layer_path(self) -> Option<&'static str> {
+        use QkKind::{K, Q};
+        Some(match self {
+            Op::Layer => "",
+            Op::InputLayernorm => "input_layernorm",
+            Op::QkProj(Q) => "self_attn.q_proj",
+            Op::QkProj(K) => "self_attn.k_proj",
+            Op::VProj => "self_attn.v_proj",
+            Op::QkNorm(Q) => "self_attn.q_norm",
+            Op::QkNorm(K) => "self_attn.k_norm",
+            Op::Rope(Q) => "self_attn.rope_q",
+            Op::Rope(K) => "self_attn.rope_k",
+            Op::AttnOut => "self_attn.attn_out",
+            Op::OProj => "self_attn.o_proj",
+            Op::SelfAttn => "self_attn",
+            Op::AttnResidual => "attn_residual",
+            Op::PostAttentionLayernorm => "post_attention_layernorm",
+            Op::GateProj => "mlp.gate_proj",
+            Op::UpProj => "mlp.up_proj",
+            Op::ActFn => "mlp.act_fn",
+            Op::DownProj => "mlp.down_proj",
+            Op::Mlp => "mlp",
+            Op::EmbedTokens | Op::RotaryEmb | Op::FinalNorm | Op::LmHead | Op::Other => {
+                return None
+            }
+        })
+    }
+
+    /// True for the RMSNorms of a decoder layer and the final norm.
+    pub fn is_norm(self) -> bool {
+        matches!(
+            self,
+            Op::InputLayernorm | Op::PostAttentionLayernorm | Op::QkNorm(_) | Op::FinalNorm
+        )
+    }
+}
+
+/// The name of another op of the same decoder layer as `name`
+/// (`sibling("model.layers.0.self_attn.k_norm", Op::QkProj(K))` ->
+/// `model.layers.0.self_attn.k_proj`). `None` when `name` is in no layer or `op` lives outside
+/// layers.
+pub fn sibling(name: &str, op: Op) -> Option<String> {
+    let split = split_layer(name)?;
+    let path = op.layer_path()?;
+    Some(if path.is_empty() {
+        split.prefix.to_string()
+    } else {
+        format!("{}.{path}", split.prefix)
+    })
+}
+
+/// The op name relative to its layer (`model.layers.3.self_attn.k_norm` -> `self_attn.k_norm`),
+/// `(layer output)` for the layer itself, the whole name outside layers.
+pub fn short_name(name: &str) -> &str {
+    match split_layer(name) {
+        Some(s) if s.rest.is_empty() => "(layer output)",
+        Some(s) => s.rest,
+        None => name,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn natural_order() {
+        let mut v = vec!["layers.10.a", "layers.2.b", "layers.2.a", "embed", "layers.1.z"];
+        v.sort_by(|a, b| natural_cmp(a, b));
+        assert_eq!(
+            v,
+            ["embed", "layers.1.z", "layers.2.a", "layers.2.b", "layers.10.a"]
+        );
+        assert_eq!(natural_cmp("a01", "a1"), Ordering::Greater);
+        assert_eq!(natural_cmp("a1", "a1"), Ordering::Equal);
+    }
+
+    #[test]
+    fn layer_indices() {
+        assert_eq!(layer_index("model.layers.3.self_attn.k_norm"), Some(3));
+        assert_eq!(layer_index("layers.12"), Some(12));
+        assert_eq!(layer_index("model.layers.7"), Some(7));
+        assert_eq!(layer_index("model.sublayers.3.x"), None);
+        assert_eq!(layer_index("model.layers.x"), None);
+        assert_eq!(layer_index("model.layers."), None);
+        assert_eq!(layer_index("model.layers"), None);
+        assert_eq!(layer_index("lm_head"), None);
+        assert_eq!(layer_index("model.layers.99999999999999999999999.x"), None);
+        let s = split_layer("model.layers.3.self_attn.k_norm").unwrap();
+        assert_eq!((s.prefix, s.layer, s.rest), ("model.layers.3", 3, "self_attn.k_norm"));
+        let s = split_layer("layers.0").unwrap();
+        assert_eq!((s.prefix, s.layer, s.rest), ("layers.0", 0, ""));
+    }
+
+    #[test]
+    fn op_kinds() {
+        use QkKind::{K, Q};
+        assert_eq!(Op::of("model.layers.3.self_attn.k_norm"), Op::QkNorm(K));
+        assert_eq!(Op::of("layers.3.self_attn.q_proj"), Op::QkProj(Q));
+        assert_eq!(Op::of("model.layers.0.self_attn.rope_k"), Op::Rope(K));
+        assert_eq!(Op::of("model.layers.0"), Op::Layer);
+        assert_eq!(Op::of("model.layers.0.mlp.act_fn"), Op::ActFn);
+        assert_eq!(Op::of("model.embed_tokens"), Op::EmbedTokens);
+        assert_eq!(Op::of("model.norm"), Op::FinalNorm);
+        assert_eq!(Op::of("lm_head"), Op::LmHead);
+        assert_eq!(Op::of("model.layers.0.self_attn.k_normx"), Op::Other);
+        assert_eq!(
+            Op::of_param("model.layers.3.self_attn.k_norm.weight"),
+            Some((Op::QkNorm(K), Param::Weight))
+        );
+        assert_eq!(
+            Op::of_param("model.layers.3.self_attn.q_proj.bias"),
+            Some((Op::QkProj(Q), Param::Bias))
+        );
+        assert_eq!(Op::of_param("model.layers.3.self_attn.q_proj"), None);
+        assert!(Op::QkNorm(K).is_norm() && !Op::QkProj(K).is_norm());
+    }
+
+    #[test]
+    fn siblings_and_short_names() {
+        assert_eq!(
+            sibling("model.layers.0.self_attn.k_norm", Op::QkProj(QkKind::K)).as_deref(),
+            Some("model.layers.0.self_attn.k_proj")
+        );
+        assert_eq!(sibling("model.layers.4.mlp", Op::Layer).as_deref(), Some("model.layers.4"));
+        assert_eq!(sibling("lm_head", Op::Layer), None);
+        assert_eq!(sibling("model.layers.4.mlp", Op::LmHead), None);
+        assert_eq!(short_name("model.layers.3.self_attn.k_norm"), "self_attn.k_norm");
+        assert_eq!(short_name("model.layers.3"), "(layer output)");
+        assert_eq!(short_name("lm_head"), "lm_head");
+    }
+
+    #[test]
+    fn every_layer_op_round_trips_through_its_path() {
+        use QkKind::{K, Q};
+        for op in [
+            Op::Layer,
+            Op::InputLayernorm,
+            Op::QkProj(Q),
+            Op::QkProj(K),
+            Op::VProj,
+            Op::QkNorm(Q),
+            Op::QkNorm(K),
+            Op::Rope(Q),
+            Op::Rope(K),
+            Op::AttnOut,
+            Op::OProj,
+            Op::SelfAttn,
+            Op::AttnResidual,
+            Op::PostAttentionLayernorm,
+            Op::GateProj,
+            Op::UpProj,
+            Op::ActFn,
+            Op::DownProj,
+            Op::Mlp,
+        ] {
+            let name = sibling("model.layers.5.mlp", op).unwrap();
+            assert_eq!(Op::of(&name), op, "{name}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn natural_cmp_is_a_total_order(a in "[a-c0-2.]{0,6}", b in "[a-c0-2.]{0,6}", c in "[a-c0-2.]{0,6}") {
+            prop_assert_eq!(natural_cmp(&a, &b), natural_cmp(&b, &a).reverse());
+            prop_assert_eq!(natural_cmp(&a, &b) == Ordering::Equal, a == b);
+            if natural_cmp(&a, &b) != Ordering::Greater && natural_cmp(&b, &c) != Ordering::Greater {
+                prop_assert_ne!(natural_cmp(&a, &c), Ordering::Greater);
+            }
+        }
+
+        #[test]
+        fn split_layer_never_panics(name in "\\PC{0,40}") {
+            if let Some(s) = split_layer(&name) {
+                prop_assert!(name.starts_with(s.prefix));
+            }
+        }
+    }
+}
