@@ -101,7 +101,7 @@ fn plural(n: usize, word: &str) -> String {
     }
 }
 
-fn header(report: &Report) -> Vec<String> {
+fn header_lines(report: &Report) -> Vec<String> {
     let mut lines = vec![format!("checkpoint: {}", report.path)];
     if let Some(c) = &report.config {
         let mut parts = vec![c
@@ -189,38 +189,107 @@ fn esc(text: &str, mode: Mode) -> String {
     }
 }
 
+/// One section of an inspect report.
+#[derive(Clone, Copy)]
+enum Section {
+    /// Checkpoint path, config summary, files.
+    Header,
+    /// The findings table (or "none").
+    Findings,
+    /// Norm gains per layer.
+    NormGains,
+    /// Tensor statistics (flagged tensors, or all).
+    Tensors,
+    /// The one-line result.
+    Verdict,
+}
+
+/// The order of the sections, in both modes.
+const SECTIONS: [Section; 5] = [
+    Section::Header,
+    Section::Findings,
+    Section::NormGains,
+    Section::Tensors,
+    Section::Verdict,
+];
+
 fn render(report: &Report, opts: &TableOptions, mode: Mode, out: &mut dyn Write) -> io::Result<()> {
-    let md = mode == Mode::Markdown;
-    // The header lines: as they are on a terminal; in Markdown, escaped and ended by a hard
-    // line break (two spaces) so they stay one block. The blank line before each section below
-    // separates the blocks.
-    let header = header(report);
-    for (i, line) in header.iter().enumerate() {
-        match mode {
-            Mode::Terminal => writeln!(out, "{line}")?,
-            Mode::Markdown if i + 1 < header.len() => writeln!(out, "{}  ", esc(line, mode))?,
-            Mode::Markdown => writeln!(out, "{}", esc(line, mode))?,
+    let mut w = Sections {
+        report,
+        opts,
+        mode,
+        out,
+    };
+    for section in SECTIONS {
+        match section {
+            Section::Header => w.header()?,
+            Section::Findings => w.findings()?,
+            Section::NormGains => w.norm_gains()?,
+            Section::Tensors => w.tensors()?,
+            Section::Verdict => w.verdict()?,
         }
     }
-    let s = &report.summary;
-    let cell = |text: &str| Cell::new(esc(text, mode));
+    Ok(())
+}
 
-    // Findings.
-    writeln!(out)?;
-    if report.findings.is_empty() {
-        writeln!(out, "findings: none")?;
-    } else {
-        writeln!(
-            out,
+/// Writes the sections of one report in one mode.
+struct Sections<'a> {
+    report: &'a Report,
+    opts: &'a TableOptions,
+    mode: Mode,
+    out: &'a mut dyn Write,
+}
+
+impl Sections<'_> {
+    fn md(&self) -> bool {
+        self.mode == Mode::Markdown
+    }
+
+    /// A text cell, escaped for the mode.
+    fn cell(&self, text: &str) -> Cell {
+        Cell::new(esc(text, self.mode))
+    }
+
+    /// A section's title line; in Markdown followed by the blank line a table needs.
+    fn title(&mut self, text: &str) -> io::Result<()> {
+        writeln!(self.out, "{text}")?;
+        if self.md() {
+            writeln!(self.out)?;
+        }
+        Ok(())
+    }
+
+    /// The header lines: as they are on a terminal; in Markdown, escaped and ended by a hard
+    /// line break (two spaces) so they stay one block. The blank line before each section
+    /// below separates the blocks.
+    fn header(&mut self) -> io::Result<()> {
+        let header = header_lines(self.report);
+        for (i, line) in header.iter().enumerate() {
+            match self.mode {
+                Mode::Terminal => writeln!(self.out, "{line}")?,
+                Mode::Markdown if i + 1 < header.len() => {
+                    writeln!(self.out, "{}  ", esc(line, self.mode))?
+                }
+                Mode::Markdown => writeln!(self.out, "{}", esc(line, self.mode))?,
+            }
+        }
+        Ok(())
+    }
+
+    fn findings(&mut self) -> io::Result<()> {
+        let (report, opts) = (self.report, self.opts);
+        let s = &report.summary;
+        writeln!(self.out)?;
+        if report.findings.is_empty() {
+            return writeln!(self.out, "findings: none");
+        }
+        self.title(&format!(
             "findings: {}, {}, {}",
             plural(s.errors, "error"),
             plural(s.warnings, "warning"),
             plural(s.infos, "info")
-        )?;
-        if md {
-            writeln!(out)?;
-        }
-        let mut t = new_table(opts, mode);
+        ))?;
+        let mut t = new_table(opts, self.mode);
         t.set_header(vec!["severity", "tensor", "message"]);
         for f in &report.findings {
             t.add_row(vec![
@@ -229,25 +298,25 @@ fn render(report: &Report, opts: &TableOptions, mode: Mode, out: &mut dyn Write)
                     Some(severity_color(f.severity)),
                     opts,
                 ),
-                cell(f.tensor.as_deref().unwrap_or("-")),
-                cell(&f.message),
+                self.cell(f.tensor.as_deref().unwrap_or("-")),
+                self.cell(&f.message),
             ]);
         }
-        writeln!(out, "{t}")?;
+        writeln!(self.out, "{t}")
     }
 
-    // Norm gains.
-    if !report.layers.is_empty() {
-        writeln!(out)?;
+    fn norm_gains(&mut self) -> io::Result<()> {
+        let (report, opts, mode) = (self.report, self.opts, self.mode);
+        if report.layers.is_empty() {
+            return Ok(());
+        }
+        writeln!(self.out)?;
         let threshold = report.thresholds.norm_gain;
         let title = format!(
             "norm gains per layer: max |w| (std); * = gain above {}: an error before that norm can come out up to that many times larger",
             fmt_num(threshold)
         );
-        writeln!(out, "{}", esc(&title, mode))?;
-        if md {
-            writeln!(out)?;
-        }
+        self.title(&esc(&title, mode))?;
         let mut t = new_table(opts, mode);
         t.set_header(vec![
             "layer",
@@ -283,90 +352,95 @@ fn render(report: &Report, opts: &TableOptions, mode: Mode, out: &mut dyn Write)
                 gain_cell(l.k_norm, true),
             ]);
         }
-        writeln!(out, "{t}")?;
+        writeln!(self.out, "{t}")
     }
 
-    // Tensor statistics.
-    writeln!(out)?;
-    let rows: Vec<&TensorReport> = report
-        .tensors
-        .iter()
-        .filter(|t| opts.all || t.flagged)
-        .collect();
-    if rows.is_empty() {
-        writeln!(
-            out,
-            "tensors: none flagged ({}; --all to list them)",
-            plural(s.tensors, "tensor")
-        )?;
-    } else {
+    fn tensors(&mut self) -> io::Result<()> {
+        let (report, opts) = (self.report, self.opts);
+        let s = &report.summary;
+        writeln!(self.out)?;
+        let rows: Vec<&TensorReport> = report
+            .tensors
+            .iter()
+            .filter(|t| opts.all || t.flagged)
+            .collect();
+        if rows.is_empty() {
+            return writeln!(
+                self.out,
+                "tensors: none flagged ({}; --all to list them)",
+                plural(s.tensors, "tensor")
+            );
+        }
         if opts.all {
-            writeln!(out, "tensors: all {}", s.tensors)?;
+            self.title(&format!("tensors: all {}", s.tensors))?;
         } else {
-            writeln!(
-                out,
+            self.title(&format!(
                 "tensors: {} of {} flagged (--all to list every tensor)",
                 s.flagged_tensors, s.tensors
-            )?;
+            ))?;
         }
-        if md {
-            writeln!(out)?;
-        }
-        let mut t = new_table(opts, mode);
+        let mut t = new_table(opts, self.mode);
         t.set_header(vec![
             "tensor", "dtype", "shape", "min", "max", "mean", "std", "nan", "inf",
         ]);
         for r in rows {
-            let shape = format!("{:?}", r.shape);
-            let name_cell = colored(esc(&r.name, mode), r.flagged.then_some(Color::Red), opts);
-            let cells = match &r.stats {
-                Some(st) => {
-                    let extreme = st.max_abs.is_some_and(|m| m > report.thresholds.max_abs);
-                    let bad = |b: bool| b.then_some(Color::Red);
-                    vec![
-                        name_cell,
-                        cell(&r.dtype),
-                        cell(&shape),
-                        right(colored(num(st.min), bad(extreme), opts)),
-                        right(colored(num(st.max), bad(extreme), opts)),
-                        right(Cell::new(num(st.mean))),
-                        right(Cell::new(num(st.std))),
-                        right(colored(st.nan.to_string(), bad(st.nan > 0), opts)),
-                        right(colored(
-                            (st.pos_inf + st.neg_inf).to_string(),
-                            bad(st.pos_inf + st.neg_inf > 0),
-                            opts,
-                        )),
-                    ]
-                }
-                None => {
-                    let mut v = vec![name_cell, cell(&r.dtype), cell(&shape)];
-                    v.extend((0..6).map(|_| right(Cell::new("-"))));
-                    v
-                }
-            };
-            t.add_row(cells);
+            t.add_row(self.tensor_row(r));
         }
-        writeln!(out, "{t}")?;
+        writeln!(self.out, "{t}")
     }
 
-    writeln!(out)?;
-    let verdict = if report.flagged() { "FLAGGED" } else { "clean" };
-    let verdict = if md {
-        format!("**{verdict}**")
-    } else if opts.color {
-        let code = if report.flagged() { "31;1" } else { "32;1" };
-        format!("\x1b[{code}m{verdict}\x1b[0m")
-    } else {
-        verdict.to_string()
-    };
-    writeln!(
-        out,
-        "result: {verdict}: {}, {}, {}; {} of {} tensors flagged",
-        plural(s.errors, "error"),
-        plural(s.warnings, "warning"),
-        plural(s.infos, "info"),
-        s.flagged_tensors,
-        s.tensors
-    )
+    /// One row of the tensor statistics table.
+    fn tensor_row(&self, r: &TensorReport) -> Vec<Cell> {
+        let (opts, mode) = (self.opts, self.mode);
+        let shape = format!("{:?}", r.shape);
+        let name_cell = colored(esc(&r.name, mode), r.flagged.then_some(Color::Red), opts);
+        let Some(st) = &r.stats else {
+            let mut v = vec![name_cell, self.cell(&r.dtype), self.cell(&shape)];
+            v.extend((0..6).map(|_| right(Cell::new("-"))));
+            return v;
+        };
+        let extreme = st
+            .max_abs
+            .is_some_and(|m| m > self.report.thresholds.max_abs);
+        let bad = |b: bool| b.then_some(Color::Red);
+        vec![
+            name_cell,
+            self.cell(&r.dtype),
+            self.cell(&shape),
+            right(colored(num(st.min), bad(extreme), opts)),
+            right(colored(num(st.max), bad(extreme), opts)),
+            right(Cell::new(num(st.mean))),
+            right(Cell::new(num(st.std))),
+            right(colored(st.nan.to_string(), bad(st.nan > 0), opts)),
+            right(colored(
+                (st.pos_inf + st.neg_inf).to_string(),
+                bad(st.pos_inf + st.neg_inf > 0),
+                opts,
+            )),
+        ]
+    }
+
+    fn verdict(&mut self) -> io::Result<()> {
+        let report = self.report;
+        let s = &report.summary;
+        writeln!(self.out)?;
+        let verdict = if report.flagged() { "FLAGGED" } else { "clean" };
+        let verdict = if self.md() {
+            format!("**{verdict}**")
+        } else if self.opts.color {
+            let code = if report.flagged() { "31;1" } else { "32;1" };
+            format!("\x1b[{code}m{verdict}\x1b[0m")
+        } else {
+            verdict.to_string()
+        };
+        writeln!(
+            self.out,
+            "result: {verdict}: {}, {}, {}; {} of {} tensors flagged",
+            plural(s.errors, "error"),
+            plural(s.warnings, "warning"),
+            plural(s.infos, "info"),
+            s.flagged_tensors,
+            s.tensors
+        )
+    }
 }
