@@ -86,18 +86,18 @@ pub fn amplification(
         let Some(proj) = by_name.get(proj_name.as_str()) else {
             continue;
         };
-        let r = ratio(op.rel_l2_err, proj.rel_l2_err);
+        let r = ratio(op.errors.rel_l2_err, proj.errors.rel_l2_err);
         rows.push(AmplificationRow {
             layer,
             kind,
             proj: proj_name,
             norm: op.name.clone(),
-            proj_rel_err: proj.rel_l2_err,
-            norm_rel_err: op.rel_l2_err,
+            proj_rel_err: proj.errors.rel_l2_err,
+            norm_rel_err: op.errors.rel_l2_err,
             ratio: r,
-            proj_abs_err: proj.diff_l2,
-            norm_abs_err: op.diff_l2,
-            abs_err_gain: ratio(op.diff_l2, proj.diff_l2),
+            proj_abs_err: proj.rule.diff_l2,
+            norm_abs_err: op.rule.diff_l2,
+            abs_err_gain: ratio(op.rule.diff_l2, proj.rule.diff_l2),
             weight_gain: weight_gains.get(&(layer, kind)).copied(),
             marked: r.is_some_and(|x| x > threshold),
         });

@@ -93,6 +93,10 @@ impl std::fmt::Display for Status {
 
 /// One row of the report: the comparison of one probe. Every float is finite or `None` (`null`).
 /// Field meanings, units and null rules: `docs/report-schema.md`.
+///
+/// The optional fields are grouped by what they describe ([`TensorInfo`], [`RuleTerms`],
+/// [`ErrorMetrics`], [`NonFiniteCounts`]); each group is `#[serde(flatten)]`ed, so the JSON row
+/// is flat and its keys keep the documented order (`name` ... `frac_outside_tol`, tested).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OpResult {
     /// Probe name.
@@ -103,6 +107,26 @@ pub struct OpResult {
     pub reason: Option<String>,
     /// `N` when the name contains `layers.N`.
     pub layer: Option<usize>,
+    /// Shapes, dtypes and element count of the two sides.
+    #[serde(flatten)]
+    pub tensor: TensorInfo,
+    /// The terms of the norm-wise decision rule.
+    #[serde(flatten)]
+    pub rule: RuleTerms,
+    /// Error metrics (diagnostics; the verdict comes from [`RuleTerms`]).
+    #[serde(flatten)]
+    pub errors: ErrorMetrics,
+    /// NaN / Inf counts.
+    #[serde(flatten)]
+    pub nonfinite: NonFiniteCounts,
+    /// Fraction of compared elements with `|o - r| > atol + rtol * |r|` (an element-wise
+    /// diagnostic; last in the JSON row, after the non-finite counts, as documented).
+    pub frac_outside_tol: Option<f64>,
+}
+
+/// What the two sides of a row are: shapes, dtypes, element count.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TensorInfo {
     /// The reference's shape (ours' when the probe is only in ours).
     pub shape: Option<Vec<usize>>,
     /// Ours' shape when it differs from `shape` (e.g. `[1, T, H]` vs `[T, H]`).
@@ -113,6 +137,11 @@ pub struct OpResult {
     pub dtype_ref: Option<String>,
     /// Elements per side (when the sides are aligned), else the present side's count.
     pub numel: Option<u64>,
+}
+
+/// The terms of the decision rule `||ours - ref||_2 > atol * sqrt(n) + rtol * ||ref||_2`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RuleTerms {
     /// Elements finite on both sides: the `n` of the decision rule.
     pub n_compared: Option<u64>,
     /// Relative tolerance applied.
@@ -127,6 +156,11 @@ pub struct OpResult {
     pub diff_l2: Option<f64>,
     /// `atol * sqrt(n) + rtol * ||ref||_2`: the op diverges when `diff_l2` exceeds it.
     pub tol_threshold: Option<f64>,
+}
+
+/// Error metrics over the compared elements.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ErrorMetrics {
     /// `max |ours - ref|`.
     pub max_abs_err: Option<f64>,
     /// Multi-dimensional index (in the reference's shape) of the first element attaining it.
@@ -139,6 +173,11 @@ pub struct OpResult {
     pub max_rel_err: Option<f64>,
     /// Cosine similarity; `None` when either side is all zeros.
     pub cosine: Option<f64>,
+}
+
+/// NaN / ±Inf counts of both sides and where their masks differ.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NonFiniteCounts {
     /// NaN count in ours.
     pub nan_ours: Option<u64>,
     /// ±Inf count in ours.
@@ -149,8 +188,6 @@ pub struct OpResult {
     pub inf_ref: Option<u64>,
     /// Positions where the non-finite masks differ.
     pub nonfinite_mismatch: Option<u64>,
-    /// Fraction of compared elements with `|o - r| > atol + rtol * |r|`.
-    pub frac_outside_tol: Option<f64>,
 }
 
 impl OpResult {
@@ -161,29 +198,10 @@ impl OpResult {
             status,
             reason,
             layer: divergence_names::layer_index(name),
-            shape: None,
-            shape_ours: None,
-            dtype_ours: None,
-            dtype_ref: None,
-            numel: None,
-            n_compared: None,
-            rtol: None,
-            atol: None,
-            ours_l2: None,
-            ref_l2: None,
-            diff_l2: None,
-            tol_threshold: None,
-            max_abs_err: None,
-            max_abs_err_index: None,
-            mean_abs_err: None,
-            rel_l2_err: None,
-            max_rel_err: None,
-            cosine: None,
-            nan_ours: None,
-            inf_ours: None,
-            nan_ref: None,
-            inf_ref: None,
-            nonfinite_mismatch: None,
+            tensor: TensorInfo::default(),
+            rule: RuleTerms::default(),
+            errors: ErrorMetrics::default(),
+            nonfinite: NonFiniteCounts::default(),
             frac_outside_tol: None,
         }
     }
@@ -268,21 +286,21 @@ pub fn compare(
     for (side, which) in [(&o, Which::Ours), (&r, Which::Ref)] {
         if let Err(msg) = check_len(side, which) {
             let mut row = OpResult::bare(name, Status::Unreadable, Some(msg));
-            row.dtype_ours = Some(o.dtype.to_string());
-            row.dtype_ref = Some(r.dtype.to_string());
+            row.tensor.dtype_ours = Some(o.dtype.to_string());
+            row.tensor.dtype_ref = Some(r.dtype.to_string());
             return row;
         }
     }
     let tol = cfg.tolerance.resolve(o.dtype, r.dtype);
     let mut row = OpResult::bare(name, Status::Ok, None);
-    row.shape = Some(r.shape.to_vec());
+    row.tensor.shape = Some(r.shape.to_vec());
     if o.shape != r.shape {
-        row.shape_ours = Some(o.shape.to_vec());
+        row.tensor.shape_ours = Some(o.shape.to_vec());
     }
-    row.dtype_ours = Some(o.dtype.to_string());
-    row.dtype_ref = Some(r.dtype.to_string());
-    row.rtol = Some(tol.rtol);
-    row.atol = Some(tol.atol);
+    row.tensor.dtype_ours = Some(o.dtype.to_string());
+    row.tensor.dtype_ref = Some(r.dtype.to_string());
+    row.rule.rtol = Some(tol.rtol);
+    row.rule.atol = Some(tol.atol);
 
     if o.shape != r.shape && squeezed(o.shape) != squeezed(r.shape) {
         let so = metrics::side_stats(o.values);
@@ -293,12 +311,12 @@ pub fn compare(
             fmt_shape(o.shape),
             fmt_shape(r.shape)
         ));
-        row.ours_l2 = finite(so.sum_sq.sqrt());
-        row.ref_l2 = finite(sr.sum_sq.sqrt());
-        row.nan_ours = Some(so.nan);
-        row.inf_ours = Some(so.inf);
-        row.nan_ref = Some(sr.nan);
-        row.inf_ref = Some(sr.inf);
+        row.rule.ours_l2 = finite(so.sum_sq.sqrt());
+        row.rule.ref_l2 = finite(sr.sum_sq.sqrt());
+        row.nonfinite.nan_ours = Some(so.nan);
+        row.nonfinite.inf_ours = Some(so.inf);
+        row.nonfinite.nan_ref = Some(sr.nan);
+        row.nonfinite.inf_ref = Some(sr.inf);
         return row;
     }
 
@@ -313,38 +331,38 @@ pub fn compare(
     let ref_l2 = acc.sum_r2.sqrt();
     let diff_l2 = acc.sum_d2.sqrt();
     let threshold = tol.atol * (n as f64).sqrt() + tol.rtol * ref_l2;
-    row.numel = Some(acc.n);
-    row.n_compared = Some(n);
-    row.ours_l2 = finite(ours_l2);
-    row.ref_l2 = finite(ref_l2);
-    row.diff_l2 = finite(diff_l2);
-    row.tol_threshold = finite(threshold);
-    row.max_abs_err = finite(acc.max_abs_d);
-    row.max_abs_err_index = acc.max_abs_d_index.map(|i| unravel(i, r.shape));
+    row.tensor.numel = Some(acc.n);
+    row.rule.n_compared = Some(n);
+    row.rule.ours_l2 = finite(ours_l2);
+    row.rule.ref_l2 = finite(ref_l2);
+    row.rule.diff_l2 = finite(diff_l2);
+    row.rule.tol_threshold = finite(threshold);
+    row.errors.max_abs_err = finite(acc.max_abs_d);
+    row.errors.max_abs_err_index = acc.max_abs_d_index.map(|i| unravel(i, r.shape));
     let mean = if n == 0 {
         0.0
     } else {
         acc.sum_abs_d / n as f64
     };
-    row.mean_abs_err = finite(mean);
-    row.rel_l2_err = if ref_l2 > 0.0 {
+    row.errors.mean_abs_err = finite(mean);
+    row.errors.rel_l2_err = if ref_l2 > 0.0 {
         finite(diff_l2 / ref_l2)
     } else if diff_l2 == 0.0 {
         Some(0.0)
     } else {
         None
     };
-    row.max_rel_err = finite(acc.max_rel);
-    row.cosine = if ours_l2 > 0.0 && ref_l2 > 0.0 {
+    row.errors.max_rel_err = finite(acc.max_rel);
+    row.errors.cosine = if ours_l2 > 0.0 && ref_l2 > 0.0 {
         finite((acc.dot / (ours_l2 * ref_l2)).clamp(-1.0, 1.0))
     } else {
         None
     };
-    row.nan_ours = Some(acc.nan_o);
-    row.inf_ours = Some(acc.inf_o);
-    row.nan_ref = Some(acc.nan_r);
-    row.inf_ref = Some(acc.inf_r);
-    row.nonfinite_mismatch = Some(acc.nonfinite_mismatch);
+    row.nonfinite.nan_ours = Some(acc.nan_o);
+    row.nonfinite.inf_ours = Some(acc.inf_o);
+    row.nonfinite.nan_ref = Some(acc.nan_r);
+    row.nonfinite.inf_ref = Some(acc.inf_r);
+    row.nonfinite.nonfinite_mismatch = Some(acc.nonfinite_mismatch);
     row.frac_outside_tol = Some(if n == 0 {
         0.0
     } else {
@@ -384,7 +402,9 @@ pub fn compare(
             "||ours - ref|| = {} > tolerance {} (atol*sqrt(n) + rtol*||ref||); rel L2 err {}",
             sci(diff_l2),
             sci(threshold),
-            row.rel_l2_err.map_or_else(|| "undefined".to_string(), sci)
+            row.errors
+                .rel_l2_err
+                .map_or_else(|| "undefined".to_string(), sci)
         ));
     }
     row
@@ -400,7 +420,7 @@ fn one_side(name: &str, side: &Side<'_>, which: Which) -> OpResult {
         status,
         Some(format!("present only in {}", which.label())),
     );
-    row.shape = Some(side.shape.to_vec());
+    row.tensor.shape = Some(side.shape.to_vec());
     let stats = match check_len(side, which) {
         Ok(()) => Some(metrics::side_stats(side.values)),
         Err(_) => None,
@@ -408,19 +428,19 @@ fn one_side(name: &str, side: &Side<'_>, which: Which) -> OpResult {
     let l2 = stats.and_then(|s| finite(s.sum_sq.sqrt()));
     match which {
         Which::Ours => {
-            row.dtype_ours = Some(side.dtype.to_string());
-            row.ours_l2 = l2;
-            row.nan_ours = stats.map(|s| s.nan);
-            row.inf_ours = stats.map(|s| s.inf);
+            row.tensor.dtype_ours = Some(side.dtype.to_string());
+            row.rule.ours_l2 = l2;
+            row.nonfinite.nan_ours = stats.map(|s| s.nan);
+            row.nonfinite.inf_ours = stats.map(|s| s.inf);
         }
         Which::Ref => {
-            row.dtype_ref = Some(side.dtype.to_string());
-            row.ref_l2 = l2;
-            row.nan_ref = stats.map(|s| s.nan);
-            row.inf_ref = stats.map(|s| s.inf);
+            row.tensor.dtype_ref = Some(side.dtype.to_string());
+            row.rule.ref_l2 = l2;
+            row.nonfinite.nan_ref = stats.map(|s| s.nan);
+            row.nonfinite.inf_ref = stats.map(|s| s.inf);
         }
     }
-    row.numel = Some(side.values.len() as u64);
+    row.tensor.numel = Some(side.values.len() as u64);
     row
 }
 

@@ -37,7 +37,10 @@ pub mod report;
 pub mod tolerance;
 
 pub use amplification::{Amplification, AmplificationRow, NormWeightGains};
-pub use compare::{compare, sci, unreadable, OpResult, Side, Status, Which};
+pub use compare::{
+    compare, sci, unreadable, ErrorMetrics, NonFiniteCounts, OpResult, RuleTerms, Side, Status,
+    TensorInfo, Which,
+};
 pub use divergence_names::QkKind;
 pub use metrics::ValuesRef;
 pub use order::{natural_cmp, plan_order, DumpNames, OrderPlan, OrderSource};

@@ -32,23 +32,31 @@ fn metrics_match_hand_computation() {
         f64s(&[3], &[1.0, 2.0, 3.0], "float64"),
         &cfg,
     );
-    close(row.ours_l2, 3.0);
-    close(row.ref_l2, 14f64.sqrt());
-    close(row.diff_l2, 1.0);
-    close(row.max_abs_err, 1.0);
-    assert_eq!(row.max_abs_err_index, Some(vec![2]));
-    close(row.mean_abs_err, 1.0 / 3.0);
-    close(row.rel_l2_err, 1.0 / 14f64.sqrt());
-    close(row.max_rel_err, 1.0 / 3.0);
-    close(row.cosine, 11.0 / (3.0 * 14f64.sqrt()));
+    close(row.rule.ours_l2, 3.0);
+    close(row.rule.ref_l2, 14f64.sqrt());
+    close(row.rule.diff_l2, 1.0);
+    close(row.errors.max_abs_err, 1.0);
+    assert_eq!(row.errors.max_abs_err_index, Some(vec![2]));
+    close(row.errors.mean_abs_err, 1.0 / 3.0);
+    close(row.errors.rel_l2_err, 1.0 / 14f64.sqrt());
+    close(row.errors.max_rel_err, 1.0 / 3.0);
+    close(row.errors.cosine, 11.0 / (3.0 * 14f64.sqrt()));
     close(row.frac_outside_tol, 1.0 / 3.0);
     // coarsest dtype is float32: rtol 1e-3, atol 1e-6
-    assert_eq!((row.rtol, row.atol), (Some(1e-3), Some(1e-6)));
-    close(row.tol_threshold, 1e-6 * 3f64.sqrt() + 1e-3 * 14f64.sqrt());
+    assert_eq!((row.rule.rtol, row.rule.atol), (Some(1e-3), Some(1e-6)));
+    close(
+        row.rule.tol_threshold,
+        1e-6 * 3f64.sqrt() + 1e-3 * 14f64.sqrt(),
+    );
     assert_eq!(row.status, Status::Diverged);
-    assert_eq!((row.numel, row.n_compared), (Some(3), Some(3)));
+    assert_eq!((row.tensor.numel, row.rule.n_compared), (Some(3), Some(3)));
     assert_eq!(
-        (row.nan_ours, row.inf_ours, row.nan_ref, row.inf_ref),
+        (
+            row.nonfinite.nan_ours,
+            row.nonfinite.inf_ours,
+            row.nonfinite.nan_ref,
+            row.nonfinite.inf_ref
+        ),
         (Some(0), Some(0), Some(0), Some(0))
     );
     assert!(row
@@ -68,13 +76,13 @@ fn max_index_is_multi_dim_in_ref_shape_and_first_on_ties() {
         f32s(&[2, 3], &r, "float32"),
         &cfg,
     );
-    assert_eq!(row.shape, Some(vec![2, 3]));
-    assert_eq!(row.shape_ours, Some(vec![1, 2, 3]));
-    assert_eq!(row.max_abs_err_index, Some(vec![1, 1]));
+    assert_eq!(row.tensor.shape, Some(vec![2, 3]));
+    assert_eq!(row.tensor.shape_ours, Some(vec![1, 2, 3]));
+    assert_eq!(row.errors.max_abs_err_index, Some(vec![1, 1]));
     // ref is all zeros: rel L2 undefined, cosine undefined, max rel err uses the guard (1e-6)
-    assert_eq!(row.rel_l2_err, None);
-    assert_eq!(row.cosine, None);
-    close(row.max_rel_err, 5.0 / 1e-6);
+    assert_eq!(row.errors.rel_l2_err, None);
+    assert_eq!(row.errors.cosine, None);
+    close(row.errors.max_rel_err, 5.0 / 1e-6);
     assert_eq!(row.status, Status::Diverged);
 }
 
@@ -88,7 +96,7 @@ fn guard_of_max_rel_err_depends_on_dtype_class() {
         f64s(&[1], &[1e-5], "float32"),
         &cfg,
     );
-    let got = row.max_rel_err.unwrap();
+    let got = row.errors.max_rel_err.unwrap();
     assert!((got - 0.1).abs() < 1e-6, "{got}");
 }
 
@@ -103,8 +111,8 @@ fn squeeze_and_shape_mismatch() {
         &cfg,
     );
     assert_eq!(ok.status, Status::Ok);
-    assert_eq!(ok.shape, Some(vec![3, 1, 2]));
-    assert_eq!(ok.shape_ours, Some(vec![1, 3, 2]));
+    assert_eq!(ok.tensor.shape, Some(vec![3, 1, 2]));
+    assert_eq!(ok.tensor.shape_ours, Some(vec![1, 3, 2]));
     let bad = compare(
         "x",
         f32s(&[2, 3], &v, "float32"),
@@ -116,9 +124,9 @@ fn squeeze_and_shape_mismatch() {
         bad.reason.as_deref(),
         Some("shape mismatch: ours [2, 3] vs ref [3, 2]")
     );
-    close(bad.ours_l2, 91f64.sqrt());
-    close(bad.ref_l2, 91f64.sqrt());
-    assert_eq!(bad.diff_l2, None);
+    close(bad.rule.ours_l2, 91f64.sqrt());
+    close(bad.rule.ref_l2, 91f64.sqrt());
+    assert_eq!(bad.rule.diff_l2, None);
     assert!(bad.status.is_divergence());
     // values that do not fill the shape: unreadable, not a panic
     let short = compare(
@@ -146,11 +154,15 @@ fn nonfinite_one_side_vs_both_sides() {
     );
     assert_eq!(one.status, Status::Nonfinite);
     assert_eq!(
-        (one.nan_ours, one.nan_ref, one.nonfinite_mismatch),
+        (
+            one.nonfinite.nan_ours,
+            one.nonfinite.nan_ref,
+            one.nonfinite.nonfinite_mismatch
+        ),
         (Some(1), Some(0), Some(1))
     );
-    assert_eq!(one.n_compared, Some(2));
-    close(one.diff_l2, 0.0);
+    assert_eq!(one.rule.n_compared, Some(2));
+    close(one.rule.diff_l2, 0.0);
     assert_eq!(
         one.reason.as_deref(),
         Some(
@@ -167,11 +179,16 @@ fn nonfinite_one_side_vs_both_sides() {
     );
     assert_eq!(both.status, Status::Ok);
     assert_eq!(
-        (both.nan_ours, both.inf_ours, both.nan_ref, both.inf_ref),
+        (
+            both.nonfinite.nan_ours,
+            both.nonfinite.inf_ours,
+            both.nonfinite.nan_ref,
+            both.nonfinite.inf_ref
+        ),
         (Some(1), Some(1), Some(1), Some(1))
     );
-    assert_eq!(both.n_compared, Some(2));
-    close(both.ref_l2, 10f64.sqrt());
+    assert_eq!(both.rule.n_compared, Some(2));
+    close(both.rule.ref_l2, 10f64.sqrt());
     // +Inf vs -Inf is a mismatch
     let signs = compare(
         "x",
@@ -204,21 +221,29 @@ fn empty_and_zero_dim_tensors() {
         &cfg,
     );
     assert_eq!(e.status, Status::Ok);
-    assert_eq!((e.numel, e.n_compared), (Some(0), Some(0)));
+    assert_eq!((e.tensor.numel, e.rule.n_compared), (Some(0), Some(0)));
     assert_eq!(
-        (e.ours_l2, e.ref_l2, e.diff_l2, e.max_abs_err),
+        (
+            e.rule.ours_l2,
+            e.rule.ref_l2,
+            e.rule.diff_l2,
+            e.errors.max_abs_err
+        ),
         (Some(0.0), Some(0.0), Some(0.0), Some(0.0))
     );
     assert_eq!(
         (
-            e.mean_abs_err,
-            e.rel_l2_err,
-            e.max_rel_err,
+            e.errors.mean_abs_err,
+            e.errors.rel_l2_err,
+            e.errors.max_rel_err,
             e.frac_outside_tol
         ),
         (Some(0.0), Some(0.0), Some(0.0), Some(0.0))
     );
-    assert_eq!((e.cosine, e.max_abs_err_index.clone()), (None, None));
+    assert_eq!(
+        (e.errors.cosine, e.errors.max_abs_err_index.clone()),
+        (None, None)
+    );
     let json = serde_json::to_string(&e).unwrap();
     assert!(
         !json.contains("NaN") && !json.contains("Infinity"),
@@ -234,11 +259,11 @@ fn empty_and_zero_dim_tensors() {
         &cfg,
     );
     assert_eq!(z.status, Status::Diverged);
-    assert_eq!(z.shape, Some(vec![]));
-    assert_eq!(z.max_abs_err_index, Some(vec![]));
-    close(z.max_abs_err, 0.5);
-    close(z.rel_l2_err, 0.2);
-    close(z.cosine, 1.0);
+    assert_eq!(z.tensor.shape, Some(vec![]));
+    assert_eq!(z.errors.max_abs_err_index, Some(vec![]));
+    close(z.errors.max_abs_err, 0.5);
+    close(z.errors.rel_l2_err, 0.2);
+    close(z.errors.cosine, 1.0);
     // 0-d vs [1]: squeezes to the same shape
     let s = compare(
         "s",
@@ -271,7 +296,7 @@ fn exact_mode_flags_one_ulp() {
         &exact,
     );
     assert_eq!(row.status, Status::Diverged);
-    assert_eq!((row.rtol, row.atol), (Some(0.0), Some(0.0)));
+    assert_eq!((row.rule.rtol, row.rule.atol), (Some(0.0), Some(0.0)));
     assert!(row
         .reason
         .unwrap()
@@ -311,7 +336,7 @@ fn manual_tolerance_overrides_one_field() {
         f32s(&[3], &r, "float32"),
         &loose,
     );
-    assert_eq!((row.rtol, row.atol), (Some(0.1), Some(1e-6)));
+    assert_eq!((row.rule.rtol, row.rule.atol), (Some(0.1), Some(1e-6)));
     assert_eq!(row.status, Status::Ok);
     let row = compare(
         "x",
@@ -354,8 +379,8 @@ fn one_side_rows_and_first_divergence() {
         ),
     ];
     assert_eq!(ops[1].status, Status::OnlyRef);
-    close(ops[1].ref_l2, 5.0);
-    assert_eq!(ops[1].ours_l2, None);
+    close(ops[1].rule.ref_l2, 5.0);
+    assert_eq!(ops[1].rule.ours_l2, None);
     assert_eq!(ops[2].reason.as_deref(), Some("ref: truncated zip entry"));
     let report = assemble(
         ops,

@@ -118,23 +118,23 @@ fn check_against_oracle(o: &[f32], r: &[f32], chunk_len: usize) -> Result<(), Te
     let shape = [o.len()];
     let row = compare("x", side(&shape, o), side(&shape, r), &cfg);
     let k = oracle(o, r, 1e-3, 1e-6, 1e-6);
-    prop_assert_eq!(row.n_compared, Some(k.n));
-    prop_assert_eq!(row.nan_ours, Some(k.nan_o));
-    prop_assert_eq!(row.inf_ours, Some(k.inf_o));
-    prop_assert_eq!(row.nonfinite_mismatch, Some(k.mismatch));
+    prop_assert_eq!(row.rule.n_compared, Some(k.n));
+    prop_assert_eq!(row.nonfinite.nan_ours, Some(k.nan_o));
+    prop_assert_eq!(row.nonfinite.inf_ours, Some(k.inf_o));
+    prop_assert_eq!(row.nonfinite.nonfinite_mismatch, Some(k.mismatch));
     prop_assert!(
-        approx(row.ours_l2, k.o2.sqrt()),
+        approx(row.rule.ours_l2, k.o2.sqrt()),
         "ours_l2 {:?} vs {}",
-        row.ours_l2,
+        row.rule.ours_l2,
         k.o2.sqrt()
     );
-    prop_assert!(approx(row.ref_l2, k.r2.sqrt()));
-    prop_assert!(approx(row.diff_l2, k.d2.sqrt()));
-    prop_assert_eq!(row.max_abs_err, Some(k.max_ad));
-    prop_assert_eq!(row.max_abs_err_index, k.max_idx.map(|i| vec![i]));
-    prop_assert_eq!(row.max_rel_err, Some(k.max_rel));
+    prop_assert!(approx(row.rule.ref_l2, k.r2.sqrt()));
+    prop_assert!(approx(row.rule.diff_l2, k.d2.sqrt()));
+    prop_assert_eq!(row.errors.max_abs_err, Some(k.max_ad));
+    prop_assert_eq!(row.errors.max_abs_err_index, k.max_idx.map(|i| vec![i]));
+    prop_assert_eq!(row.errors.max_rel_err, Some(k.max_rel));
     let mean = if k.n == 0 { 0.0 } else { k.sad / k.n as f64 };
-    prop_assert!(approx(row.mean_abs_err, mean));
+    prop_assert!(approx(row.errors.mean_abs_err, mean));
     let frac = if k.n == 0 {
         0.0
     } else {
@@ -143,10 +143,10 @@ fn check_against_oracle(o: &[f32], r: &[f32], chunk_len: usize) -> Result<(), Te
     prop_assert_eq!(row.frac_outside_tol, Some(frac));
     if k.o2 > 0.0 && k.r2 > 0.0 {
         let cos = (k.dot / (k.o2.sqrt() * k.r2.sqrt())).clamp(-1.0, 1.0);
-        let got = row.cosine.unwrap();
+        let got = row.errors.cosine.unwrap();
         prop_assert!((got - cos).abs() < 1e-9, "cosine {} vs {}", got, cos);
     } else {
-        prop_assert_eq!(row.cosine, None);
+        prop_assert_eq!(row.errors.cosine, None);
     }
     let expect = if k.mismatch > 0 {
         Status::Nonfinite
@@ -173,14 +173,14 @@ proptest! {
             let cfg = DiffConfig { tolerance: tol, chunk_len: 37, ..DiffConfig::default() };
             let row = compare("x", side(&shape, &a), side(&shape, &a), &cfg);
             prop_assert_eq!(row.status, Status::Ok);
-            prop_assert_eq!(row.diff_l2, Some(0.0));
-            prop_assert_eq!(row.max_abs_err, Some(0.0));
-            prop_assert_eq!(row.mean_abs_err, Some(0.0));
-            prop_assert_eq!(row.max_rel_err, Some(0.0));
+            prop_assert_eq!(row.rule.diff_l2, Some(0.0));
+            prop_assert_eq!(row.errors.max_abs_err, Some(0.0));
+            prop_assert_eq!(row.errors.mean_abs_err, Some(0.0));
+            prop_assert_eq!(row.errors.max_rel_err, Some(0.0));
             prop_assert_eq!(row.frac_outside_tol, Some(0.0));
-            prop_assert_eq!(row.rel_l2_err, Some(0.0));
-            prop_assert_eq!(row.nonfinite_mismatch, Some(0));
-            if let Some(c) = row.cosine {
+            prop_assert_eq!(row.errors.rel_l2_err, Some(0.0));
+            prop_assert_eq!(row.nonfinite.nonfinite_mismatch, Some(0));
+            if let Some(c) = row.errors.cosine {
                 prop_assert!((c - 1.0).abs() < 1e-12);
             }
         }
@@ -192,13 +192,13 @@ proptest! {
         let shape = [a.len()];
         let ab = compare("x", side(&shape, &a), side(&shape, &b), &cfg);
         let ba = compare("x", side(&shape, &b), side(&shape, &a), &cfg);
-        prop_assert_eq!(ab.max_abs_err, ba.max_abs_err);
-        prop_assert_eq!(ab.max_abs_err_index, ba.max_abs_err_index);
-        prop_assert_eq!(ab.mean_abs_err, ba.mean_abs_err);
-        prop_assert_eq!(ab.diff_l2, ba.diff_l2);
-        prop_assert_eq!(ab.cosine, ba.cosine);
-        prop_assert_eq!(ab.nonfinite_mismatch, ba.nonfinite_mismatch);
-        prop_assert_eq!(ab.ours_l2, ba.ref_l2);
+        prop_assert_eq!(ab.errors.max_abs_err, ba.errors.max_abs_err);
+        prop_assert_eq!(ab.errors.max_abs_err_index, ba.errors.max_abs_err_index);
+        prop_assert_eq!(ab.errors.mean_abs_err, ba.errors.mean_abs_err);
+        prop_assert_eq!(ab.rule.diff_l2, ba.rule.diff_l2);
+        prop_assert_eq!(ab.errors.cosine, ba.errors.cosine);
+        prop_assert_eq!(ab.nonfinite.nonfinite_mismatch, ba.nonfinite.nonfinite_mismatch);
+        prop_assert_eq!(ab.rule.ours_l2, ba.rule.ref_l2);
     }
 
     #[test]
@@ -275,11 +275,15 @@ fn large_tensor_uses_chunks_and_matches_the_oracle() {
         side(&[3, 1_000_000], &b),
         &cfg,
     );
-    assert_eq!(row.max_abs_err_index, Some(vec![2, 999_999]));
+    assert_eq!(row.errors.max_abs_err_index, Some(vec![2, 999_999]));
     // NaN at the same position on both sides; ||d|| ~ 0.7 is far below rtol * ||ref|| ~ 1.2
     assert_eq!(row.status, Status::Ok);
     assert_eq!(
-        (row.nan_ours, row.nan_ref, row.n_compared),
+        (
+            row.nonfinite.nan_ours,
+            row.nonfinite.nan_ref,
+            row.rule.n_compared
+        ),
         (Some(1), Some(1), Some(n as u64 - 1))
     );
 }

@@ -7,15 +7,17 @@
 
 mod json;
 mod markdown;
+mod sections;
 mod table;
 mod view;
 
 use std::io::{self, Write};
 
 pub use divergence_diff::Report;
+pub use regex::Regex;
 
 /// Options of the table and Markdown views (a config struct, not boolean parameters).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct TableOptions {
     /// ANSI colors (the CLI sets this when stdout is a terminal). Without color the first
     /// divergence is still marked with `>>`.
@@ -24,12 +26,18 @@ pub struct TableOptions {
     pub all: bool,
     /// Only ops of this layer (names containing `layers.N`) in the ops table and amplification.
     pub layer: Option<usize>,
-    /// Only ops whose name matches: a regex when the text contains one of `^$*+?()[]{}|\`,
-    /// else a plain substring (so `layers.3.` does not match `layers.30.`).
-    pub grep: Option<String>,
+    /// Only ops whose name matches this regex (unanchored: `k_norm` matches any name containing
+    /// it; `.` matches any character, so write `layers\.3\.` or use `layer`). The caller parses
+    /// it, so an invalid pattern is the caller's error, never a silent fallback.
+    pub grep: Option<Regex>,
     /// Ops shown before and after the first divergence in the compact view.
     pub context: usize,
-    /// Wrap tables to this width; `None` never wraps (stable output for pipes and snapshots).
+    /// Fit the table view to this many columns (the terminal's width); `None` never wraps
+    /// (stable output for pipes and snapshots). Text lines wrap between words; the ops table
+    /// drops columns, first cosine, then dtype, shape, ||ref||, ||ours||, out tol and `#`,
+    /// then wraps the op name, and only below 16 characters for the name drops max|o-r| and
+    /// status; the mark, the op name and rel err always stay. No table wraps a number. The
+    /// Markdown view ignores it.
     pub width: Option<u16>,
 }
 
@@ -64,4 +72,19 @@ pub fn render_markdown(
     out: &mut dyn Write,
 ) -> io::Result<()> {
     markdown::render(report, opts, out)
+}
+
+/// The layers (`layers.N` in a name) that have at least one op in the report, ascending: lets a
+/// caller reject a [`TableOptions::layer`] the dumps do not have.
+pub fn layers_present(report: &Report) -> Vec<usize> {
+    view::layers_present(report)
+}
+
+/// How many ops the filters of `opts` ([`TableOptions::layer`], [`TableOptions::grep`]) select;
+/// `None` when neither is set.
+pub fn matching_ops(report: &Report, opts: &TableOptions) -> Option<usize> {
+    let filter = view::Filter::new(opts);
+    filter
+        .is_active()
+        .then(|| report.ops.iter().filter(|op| filter.matches(op)).count())
 }

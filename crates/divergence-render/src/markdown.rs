@@ -1,14 +1,16 @@
 //! The Markdown view for CI step summaries (GitHub-flavoured tables).
 //!
-//! A headline (✅ / ❌), the input_ids warning first when flagged, a short facts list, the ops table
-//! (compact like the table view), per-layer lines in a collapsed block, the amplification section,
-//! the one-side names and the summary line.
+//! The sections of [`crate::sections::SECTIONS`]: the input_ids warning first when flagged, a
+//! headline (✅ / ❌) with a short facts list (which carries the first divergence's facts), the ops
+//! table (compact like the table view), per-layer lines in a collapsed block, the amplification
+//! section, the names not compared and the summary line.
 
 use std::io::{self, Write};
 
-use divergence_diff::{QkKind, Report, Status};
+use divergence_diff::Report;
 
-use crate::view::{self, cos, num, pct};
+use crate::sections::Sections;
+use crate::view::{self, cos, num, OpsColumn, OPS_COLUMNS};
 use crate::TableOptions;
 
 /// Escapes text for a table cell.
@@ -21,97 +23,134 @@ fn code(text: &str) -> String {
 }
 
 pub(crate) fn render(report: &Report, opts: &TableOptions, out: &mut dyn Write) -> io::Result<()> {
-    if let Some(w) = view::input_ids_warning(report) {
-        writeln!(out, "> [!CAUTION]")?;
-        writeln!(out, "> **{}**", cell(w))?;
-        writeln!(out)?;
-    }
-    match &report.first_divergence {
-        Some(f) => {
-            let layer = f.layer.map_or_else(String::new, |l| format!(", layer {l}"));
-            writeln!(
-                out,
-                "## ❌ First divergence at {} (#{}{layer})",
-                code(&f.name),
-                f.index
-            )?;
-        }
-        None => writeln!(
-            out,
-            "## ✅ No divergence ({} ops compared)",
-            report.summary.compared
-        )?,
-    }
-    writeln!(out)?;
-    writeln!(out, "- **ours:** {}", code(&report.ours))?;
-    writeln!(out, "- **ref:** {}", code(&report.reference))?;
-    writeln!(
-        out,
-        "- **tolerance:** {}",
-        view::tolerance_text(&report.tolerance)
-    )?;
-    writeln!(out, "- **order:** {}", report.order_source.describe())?;
-    if let (Some(f), Some(op)) = (&report.first_divergence, report.first_divergence_op()) {
-        writeln!(out, "- **reason:** {}", f.reason)?;
-        writeln!(
-            out,
-            "- **‖ours‖** {} · **‖ref‖** {} · **max abs err** {}{} · **rel L2 err** {} · **cosine** {}",
-            num(op.ours_l2),
-            num(op.ref_l2),
-            num(op.max_abs_err),
-            op.max_abs_err_index.as_ref().map_or_else(String::new, |ix| format!(" at `{ix:?}`")),
-            num(op.rel_l2_err),
-            cos(op.cosine)
-        )?;
-    }
-    for w in view::other_warnings(report) {
-        writeln!(out)?;
-        writeln!(out, "> ⚠️ {}", w)?;
-    }
-    writeln!(out)?;
+    Markdown { report, opts, out }.write_all()
+}
 
-    if let Some(sel) = view::select_ops(report, opts) {
-        writeln!(out, "### {}", sel.title)?;
-        writeln!(out)?;
-        if sel.indices.is_empty() {
-            writeln!(out, "(none)")?;
-        } else {
-            writeln!(
-                out,
-                "| | # | op | status | shape | dtype | ‖ours‖ | ‖ref‖ | max abs err | rel err | cosine | out tol |"
-            )?;
-            writeln!(out, "|---|--:|---|---|---|---|--:|--:|--:|--:|--:|--:|")?;
-            let first = report.first_divergence.as_ref().map(|f| f.index);
-            for &i in &sel.indices {
-                let op = &report.ops[i];
-                let is_first = first == Some(i);
+struct Markdown<'a> {
+    report: &'a Report,
+    opts: &'a TableOptions,
+    out: &'a mut dyn Write,
+}
+
+impl Markdown<'_> {
+    /// One row of the ops table.
+    fn ops_row(&mut self, i: usize, is_first: bool) -> io::Result<()> {
+        let op = &self.report.ops[i];
+        let mut line = String::from("|");
+        for col in OPS_COLUMNS {
+            let text = match col {
+                OpsColumn::Mark => if is_first { "➡️" } else { "" }.to_string(),
                 // A `|` in a name would split the table cell: escape it (GFM allows `\|` in code).
-                let name = if is_first {
-                    format!("**{}**", cell(&code(&op.name)))
-                } else {
-                    cell(&code(&op.name))
-                };
+                OpsColumn::Name if is_first => format!("**{}**", cell(&code(&op.name))),
+                OpsColumn::Name => cell(&code(&op.name)),
+                OpsColumn::Shape | OpsColumn::Dtype => cell(&col.text(i, op, is_first)),
+                _ => col.text(i, op, is_first),
+            };
+            line.push_str(&format!(" {text} |"));
+        }
+        writeln!(self.out, "{line}")
+    }
+}
+
+impl Sections for Markdown<'_> {
+    fn input_ids_alert(&mut self) -> io::Result<()> {
+        if let Some(w) = view::input_ids_warning(self.report) {
+            writeln!(self.out, "> [!CAUTION]")?;
+            writeln!(self.out, "> **{}**", cell(w))?;
+            writeln!(self.out)?;
+        }
+        Ok(())
+    }
+
+    /// The verdict headline, then the facts list (with the first divergence's) and warnings.
+    fn header(&mut self) -> io::Result<()> {
+        let (report, out) = (self.report, &mut *self.out);
+        match &report.first_divergence {
+            Some(f) => {
+                let layer = f.layer.map_or_else(String::new, |l| format!(", layer {l}"));
                 writeln!(
                     out,
-                    "| {} | {i} | {name} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-                    if is_first { "➡️" } else { "" },
-                    op.status,
-                    cell(&view::shape_cell(op)),
-                    cell(&view::dtype_cell(op)),
-                    num(op.ours_l2),
-                    num(op.ref_l2),
-                    num(op.max_abs_err),
-                    num(op.rel_l2_err),
-                    cos(op.cosine),
-                    pct(op.frac_outside_tol),
+                    "## ❌ First divergence at {} (#{}{layer})",
+                    code(&f.name),
+                    f.index
                 )?;
             }
+            None => writeln!(
+                out,
+                "## ✅ No divergence ({} ops compared)",
+                report.summary.compared
+            )?,
         }
         writeln!(out)?;
+        writeln!(out, "- **ours:** {}", code(&report.ours))?;
+        writeln!(out, "- **ref:** {}", code(&report.reference))?;
+        writeln!(
+            out,
+            "- **tolerance:** {}",
+            view::tolerance_text(&report.tolerance)
+        )?;
+        writeln!(out, "- **order:** {}", report.order_source.describe())?;
+        if let (Some(f), Some(op)) = (&report.first_divergence, report.first_divergence_op()) {
+            writeln!(out, "- **reason:** {}", f.reason)?;
+            writeln!(
+                out,
+                "- **‖ours‖** {} · **‖ref‖** {} · **max abs err** {}{} · **rel L2 err** {} · **cosine** {}",
+                num(op.rule.ours_l2),
+                num(op.rule.ref_l2),
+                num(op.errors.max_abs_err),
+                op.errors.max_abs_err_index.as_ref().map_or_else(String::new, |ix| format!(" at `{ix:?}`")),
+                num(op.errors.rel_l2_err),
+                cos(op.errors.cosine)
+            )?;
+        }
+        for w in view::other_warnings(report) {
+            writeln!(out)?;
+            writeln!(out, "> ⚠️ {}", w)?;
+        }
+        writeln!(out)
     }
 
-    let lines = view::layer_lines(report);
-    if !lines.is_empty() {
+    /// Part of the Markdown header (the headline is the verdict).
+    fn first_divergence(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn ops(&mut self) -> io::Result<()> {
+        let Some(sel) = view::select_ops(self.report, self.opts) else {
+            return Ok(());
+        };
+        writeln!(self.out, "### {}", sel.title)?;
+        writeln!(self.out)?;
+        if sel.indices.is_empty() {
+            writeln!(self.out, "(none)")?;
+        } else {
+            let mut header = String::from("|");
+            for col in OPS_COLUMNS {
+                match col.markdown_label() {
+                    "" => header.push_str(" |"),
+                    label => header.push_str(&format!(" {label} |")),
+                }
+            }
+            writeln!(self.out, "{header}")?;
+            let align: Vec<&str> = OPS_COLUMNS
+                .iter()
+                .map(|c| if c.right_aligned() { "--:" } else { "---" })
+                .collect();
+            writeln!(self.out, "|{}|", align.join("|"))?;
+            let first = self.report.first_divergence.as_ref().map(|f| f.index);
+            for &i in &sel.indices {
+                self.ops_row(i, first == Some(i))?;
+            }
+        }
+        writeln!(self.out)
+    }
+
+    fn per_layer(&mut self) -> io::Result<()> {
+        let lines = view::layer_lines(self.report);
+        if lines.is_empty() {
+            return Ok(());
+        }
+        let out = &mut *self.out;
         writeln!(
             out,
             "<details><summary>Per layer ({} layers)</summary>",
@@ -138,72 +177,68 @@ pub(crate) fn render(report: &Report, opts: &TableOptions, out: &mut dyn Write) 
         }
         writeln!(out)?;
         writeln!(out, "</details>")?;
-        writeln!(out)?;
+        writeln!(out)
     }
 
-    let amp = &report.amplification;
-    writeln!(out, "### Amplification through q_norm / k_norm")?;
-    writeln!(out)?;
-    writeln!(
-        out,
-        "Marked when norm rel err / proj rel err > {}: **{} marked**.",
-        amp.threshold, amp.marked
-    )?;
-    writeln!(out)?;
-    let filter = view::Filter::new(opts);
-    let rows: Vec<_> = amp
-        .rows
-        .iter()
-        .filter(|r| filter.layer_ok(r.layer) && (opts.all || r.kind == QkKind::K || r.marked))
-        .collect();
-    if amp.rows.is_empty() {
-        writeln!(out, "No q/k proj + norm pairs in the dumps.")?;
-    } else {
+    fn amplification(&mut self) -> io::Result<()> {
+        let amp = &self.report.amplification;
+        let out = &mut *self.out;
+        writeln!(out, "### Amplification through q_norm / k_norm")?;
+        writeln!(out)?;
         writeln!(
             out,
-            "| | layer | q/k | proj rel err | norm rel err | ratio | abs err gain | weight gain |"
+            "Marked when norm rel err / proj rel err > {}: **{} marked**.",
+            amp.threshold, amp.marked
         )?;
-        writeln!(out, "|---|--:|---|--:|--:|--:|--:|--:|")?;
-        for r in rows {
+        writeln!(out)?;
+        if amp.rows.is_empty() {
+            writeln!(out, "No q/k proj + norm pairs in the dumps.")?;
+        } else {
             writeln!(
                 out,
-                "| {} | {} | {} | {} | {} | {} | {} | {} |",
-                if r.marked { "⚠️ amplified" } else { "" },
-                r.layer,
-                r.kind,
-                num(r.proj_rel_err),
-                num(r.norm_rel_err),
-                num(r.ratio),
-                num(r.abs_err_gain),
-                num(r.weight_gain),
+                "| | layer | q/k | proj rel err | norm rel err | ratio | abs err gain | weight gain |"
             )?;
+            writeln!(out, "|---|--:|---|--:|--:|--:|--:|--:|")?;
+            for r in view::amplification_rows(self.report, self.opts) {
+                writeln!(
+                    out,
+                    "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                    if r.marked { "⚠️ amplified" } else { "" },
+                    r.layer,
+                    r.kind,
+                    num(r.proj_rel_err),
+                    num(r.norm_rel_err),
+                    num(r.ratio),
+                    num(r.abs_err_gain),
+                    num(r.weight_gain),
+                )?;
+            }
         }
+        writeln!(out)
     }
-    writeln!(out)?;
 
-    if !report.only_ours.is_empty() {
-        writeln!(
-            out,
-            "**Only in ours ({}):** {}",
-            report.only_ours.len(),
-            view::name_list(&report.only_ours, "`")
-        )?;
-        writeln!(out)?;
+    fn not_compared(&mut self) -> io::Result<()> {
+        let (report, out) = (self.report, &mut *self.out);
+        for (label, names) in [("ours", &report.only_ours), ("ref", &report.only_ref)] {
+            if !names.is_empty() {
+                writeln!(
+                    out,
+                    "**Only in {label} ({}):** {}",
+                    names.len(),
+                    view::name_list(names, "`")
+                )?;
+                writeln!(out)?;
+            }
+        }
+        for op in view::unreadable_ops(report) {
+            let why = op.reason.as_deref().unwrap_or("unreadable");
+            writeln!(out, "**Unreadable:** {}: {}", code(&op.name), why)?;
+            writeln!(out)?;
+        }
+        Ok(())
     }
-    if !report.only_ref.is_empty() {
-        writeln!(
-            out,
-            "**Only in ref ({}):** {}",
-            report.only_ref.len(),
-            view::name_list(&report.only_ref, "`")
-        )?;
-        writeln!(out)?;
+
+    fn summary(&mut self) -> io::Result<()> {
+        writeln!(self.out, "**Summary:** {}", view::summary_line(self.report))
     }
-    for op in report.ops.iter().filter(|o| o.status == Status::Unreadable) {
-        let why = op.reason.as_deref().unwrap_or("unreadable");
-        writeln!(out, "**Unreadable:** {}: {}", code(&op.name), why)?;
-        writeln!(out)?;
-    }
-    writeln!(out, "**Summary:** {}", view::summary_line(report))?;
-    Ok(())
 }

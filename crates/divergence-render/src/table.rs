@@ -1,57 +1,156 @@
 //! The terminal view (comfy-table): compact by default, colors only when asked.
 //!
-//! Layout: the input_ids warning (if any) as the very first line; a header block (files, tolerance
-//! mode, order source, warnings); the first-divergence summary; the ops table (context around the
-//! first divergence, or every / filtered op); one line per layer; the q/k-norm amplification
-//! section; names present on one side only; the summary line.
+//! The sections of [`crate::sections::SECTIONS`]: the input_ids warning (if any) as the very first
+//! line; a header block (files, tolerance mode, order source, warnings); the first-divergence
+//! summary; the ops table (context around the first divergence, or every / filtered op); one line
+//! per layer; the q/k-norm amplification section; names not compared; the summary line.
+//!
+//! With [`TableOptions::width`] set, everything fits that width: text lines wrap between words,
+//! the ops table drops columns in [`DROP_ORDER`] (then wraps the op name), and no table ever
+//! wraps a number.
 
 use std::io::{self, Write};
 
-use comfy_table::{presets, Attribute, Cell, CellAlignment, Color, ContentArrangement, Table};
-use divergence_diff::{OpResult, QkKind, Report, Status};
+use comfy_table::{
+    presets, Attribute, Cell, CellAlignment, Color, ColumnConstraint, ContentArrangement, Table,
+    Width,
+};
+use divergence_diff::{Report, Status};
 
-use crate::view::{self, cos, num, pct};
+use crate::sections::Sections;
+use crate::view::{self, cos, num, pct, OpsColumn, OPS_COLUMNS};
 use crate::TableOptions;
-
-/// ANSI styling for the lines outside the tables.
-fn paint(text: &str, code: &str, color: bool) -> String {
-    if color {
-        format!("\x1b[{code}m{text}\x1b[0m")
-    } else {
-        text.to_string()
-    }
-}
 
 const BOLD_RED: &str = "1;31";
 const BOLD_GREEN: &str = "1;32";
 const YELLOW: &str = "33";
 const BOLD: &str = "1";
 
-fn new_table(opts: &TableOptions) -> Table {
-    let mut t = Table::new();
-    t.load_style(presets::UTF8_FULL_CONDENSED);
-    t.force_no_tty();
-    if opts.color {
-        t.enforce_styling();
-    }
-    match opts.width {
-        Some(w) => {
-            t.set_width(w);
-            t.set_content_arrangement(ContentArrangement::Dynamic);
-        }
-        None => {
-            t.set_content_arrangement(ContentArrangement::Disabled);
-        }
-    }
-    t
+/// The ops table's columns in the order they are dropped when the table is wider than
+/// [`TableOptions::width`]: the cosine, dtype, shape and norms first, the op name, mark and
+/// rel err never. The columns from [`FIRST_KEPT`] on (max err, status) are dropped only when the
+/// op name would otherwise get fewer than [`NAME_MIN`] characters.
+pub(crate) const DROP_ORDER: [OpsColumn; 9] = [
+    OpsColumn::Cosine,
+    OpsColumn::Dtype,
+    OpsColumn::Shape,
+    OpsColumn::RefL2,
+    OpsColumn::OursL2,
+    OpsColumn::OutTol,
+    OpsColumn::Index,
+    OpsColumn::MaxAbsErr,
+    OpsColumn::Status,
+];
+
+/// Index in [`DROP_ORDER`] of the first column kept while the op name can wrap instead.
+const FIRST_KEPT: usize = 7;
+
+/// The narrowest the op name column gets (it wraps, between characters) before max err and
+/// status are dropped.
+const NAME_MIN: usize = 16;
+
+/// The narrowest a column of the per-layer or amplification table gets when fitting a width:
+/// its widest cell (numbers, statuses and op names never wrap) or the longest word of its header
+/// (headers wrap between words).
+fn min_width<'a>(header: &str, cells: impl Iterator<Item = &'a str>) -> usize {
+    let widest = cells.map(|c| c.chars().count()).max().unwrap_or(0);
+    let word = header.split(' ').map(|w| w.chars().count()).max();
+    widest.max(word.unwrap_or(0))
 }
 
-fn status_color(status: Status) -> Option<Color> {
+/// Width of a comfy-table `UTF8_FULL_CONDENSED` table with these content widths: each column
+/// has one space of padding on each side and a border after it, plus the left border.
+fn table_width(content_widths: impl Iterator<Item = usize>) -> usize {
+    let (sum, n) = content_widths.fold((0, 0), |(s, n), w| (s + w, n + 1));
+    sum + 3 * n + 1
+}
+
+/// The ops-table columns that fit `width`, left to right (see [`DROP_ORDER`]); `widths` is
+/// indexed like [`OPS_COLUMNS`].
+pub(crate) fn fit_ops_columns(widths: &[usize], width: usize) -> Vec<OpsColumn> {
+    let of = |c: OpsColumn| widths[OPS_COLUMNS.iter().position(|&k| k == c).unwrap_or(0)];
+    let total = |cols: &[OpsColumn]| table_width(cols.iter().map(|&c| of(c)));
+    let name = of(OpsColumn::Name);
+    let mut cols = OPS_COLUMNS.to_vec();
+    for (rank, drop) in DROP_ORDER.iter().enumerate() {
+        let full = total(&cols);
+        if full <= width {
+            break;
+        }
+        if rank >= FIRST_KEPT && full - name + name.min(NAME_MIN) <= width {
+            break;
+        }
+        cols.retain(|c| c != drop);
+    }
+    cols
+}
+
+/// Char ranges of `chars`, one per output line: greedy word wrap to `width` (continuation lines
+/// will be indented by `hang`). A word longer than a line stays whole.
+fn wrap_ranges(chars: &[char], width: Option<usize>, hang: usize) -> Vec<(usize, usize)> {
+    let Some(width) = width.filter(|&w| chars.len() > w) else {
+        return vec![(0, chars.len())];
+    };
+    let mut words = Vec::new();
+    let mut i = 0;
+    while i < chars.len() {
+        if chars[i] == ' ' {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < chars.len() && chars[i] != ' ' {
+            i += 1;
+        }
+        words.push((start, i));
+    }
+    let mut lines = Vec::new();
+    // (start, end, offset): the current line's range and the columns before `start`.
+    let (mut start, mut end, mut offset) = (0, 0, 0);
+    for (ws, we) in words {
+        if end > start && offset + (we - start) > width {
+            lines.push((start, end));
+            (start, offset) = (ws, hang);
+        }
+        end = we;
+    }
+    lines.push((start, end));
+    lines
+}
+
+/// Breaks an op name into lines of at most `room` characters, after a `.` where one fits
+/// (`model.layers.0.self_attn.` / `q_proj`), else anywhere.
+fn break_name(name: &str, room: usize) -> String {
+    let chars: Vec<char> = name.chars().collect();
+    let room = room.max(1);
+    let mut lines = Vec::new();
+    let mut start = 0;
+    while chars.len() - start > room {
+        let end = (start + 1..=start + room)
+            .rev()
+            .find(|&e| chars[e - 1] == '.')
+            .unwrap_or(start + room);
+        lines.push(chars[start..end].iter().collect::<String>());
+        start = end;
+    }
+    lines.push(chars[start..].iter().collect());
+    lines.join("\n")
+}
+
+/// ANSI styling for the lines outside the tables.
+fn paint(text: &str, code: Option<&str>, color: bool) -> String {
+    match code {
+        Some(code) if color && !text.is_empty() => format!("\x1b[{code}m{text}\x1b[0m"),
+        _ => text.to_string(),
+    }
+}
+
+fn status_color(status: Status) -> Color {
     match status {
-        Status::Ok => Some(Color::Green),
-        Status::Diverged | Status::ShapeMismatch | Status::Nonfinite => Some(Color::Red),
-        Status::OnlyOurs | Status::OnlyRef => Some(Color::Yellow),
-        Status::Unreadable => Some(Color::Magenta),
+        Status::Ok => Color::Green,
+        Status::Diverged | Status::ShapeMismatch | Status::Nonfinite => Color::Red,
+        Status::OnlyOurs | Status::OnlyRef => Color::Yellow,
+        Status::Unreadable => Color::Magenta,
     }
 }
 
@@ -59,153 +158,307 @@ fn right(text: String) -> Cell {
     Cell::new(text).set_alignment(CellAlignment::Right)
 }
 
-fn ops_table(report: &Report, indices: &[usize], opts: &TableOptions) -> Table {
-    let mut t = new_table(opts);
-    t.set_header(vec![
-        "", "#", "op", "status", "shape", "dtype", "||ours||", "||ref||", "max|o-r|", "rel err",
-        "cosine", "out tol",
-    ]);
-    let first = report.first_divergence.as_ref().map(|f| f.index);
-    for &i in indices {
-        let op: &OpResult = &report.ops[i];
-        let is_first = first == Some(i);
-        let mut status = Cell::new(op.status.as_str());
-        if opts.color {
-            if let Some(c) = status_color(op.status) {
-                status = status.fg(c);
-            }
-        }
-        let mut name = Cell::new(&op.name);
-        let mut mark = Cell::new(if is_first { ">>" } else { "" });
-        if is_first && opts.color {
-            name = name.fg(Color::Red).add_attribute(Attribute::Bold);
-            mark = mark.fg(Color::Red).add_attribute(Attribute::Bold);
-        }
-        t.add_row(vec![
-            mark,
-            right(i.to_string()),
-            name,
-            status,
-            Cell::new(view::shape_cell(op)),
-            Cell::new(view::dtype_cell(op)),
-            right(num(op.ours_l2)),
-            right(num(op.ref_l2)),
-            right(num(op.max_abs_err)),
-            right(num(op.rel_l2_err)),
-            right(cos(op.cosine)),
-            right(pct(op.frac_outside_tol)),
-        ]);
-    }
-    t
+fn count(x: Option<u64>) -> String {
+    x.map_or_else(|| "-".to_string(), |n| n.to_string())
 }
 
 pub(crate) fn render(report: &Report, opts: &TableOptions, out: &mut dyn Write) -> io::Result<()> {
-    let c = opts.color;
-    if let Some(w) = view::input_ids_warning(report) {
-        writeln!(out, "{}", paint(&format!("!!! {w} !!!"), BOLD_RED, c))?;
-        writeln!(out)?;
-    }
+    Terminal { report, opts, out }.write_all()
+}
 
-    // Header block.
-    writeln!(out, "{}", paint("divergence report", BOLD, c))?;
-    writeln!(out, "  ours:      {}", report.ours)?;
-    writeln!(out, "  ref:       {}", report.reference)?;
-    writeln!(
-        out,
-        "  tolerance: {}",
-        view::tolerance_text(&report.tolerance)
-    )?;
-    writeln!(out, "  order:     {}", report.order_source.describe())?;
-    for w in view::other_warnings(report) {
-        writeln!(out, "{}", paint(&format!("warning: {w}"), YELLOW, c))?;
-    }
-    writeln!(out)?;
+struct Terminal<'a> {
+    report: &'a Report,
+    opts: &'a TableOptions,
+    out: &'a mut dyn Write,
+}
 
-    // First divergence.
-    match (&report.first_divergence, report.first_divergence_op()) {
-        (Some(f), Some(op)) => {
-            let layer = f.layer.map_or_else(String::new, |l| format!(", layer {l}"));
-            writeln!(
-                out,
-                "{} {}  (#{} of {}{layer})",
-                paint(">> FIRST DIVERGENCE:", BOLD_RED, c),
-                paint(&f.name, BOLD, c),
-                f.index,
-                report.ops.len()
-            )?;
-            writeln!(out, "  status       {}", f.status)?;
-            writeln!(out, "  reason       {}", f.reason)?;
-            writeln!(
-                out,
-                "  shape        {}   dtype ours {}, ref {}   rtol {}, atol {}",
-                view::shape_cell(op),
-                op.dtype_ours.as_deref().unwrap_or("-"),
-                op.dtype_ref.as_deref().unwrap_or("-"),
-                num(op.rtol),
-                num(op.atol)
-            )?;
-            writeln!(
-                out,
-                "  ||ours||     {}   ||ref|| {}",
-                num(op.ours_l2),
-                num(op.ref_l2)
-            )?;
-            let at = op
-                .max_abs_err_index
-                .as_ref()
-                .map_or_else(String::new, |ix| format!(" at {ix:?}"));
-            writeln!(out, "  max |o-r|    {}{at}", num(op.max_abs_err))?;
-            writeln!(
-                out,
-                "  rel L2 err   {}   max rel err {}   outside tol {}",
-                num(op.rel_l2_err),
-                num(op.max_rel_err),
-                pct(op.frac_outside_tol)
-            )?;
-            writeln!(out, "  cosine       {}", cos(op.cosine))?;
-            writeln!(
-                out,
-                "  NaN/Inf      ours {}/{}, ref {}/{}",
-                count(op.nan_ours),
-                count(op.inf_ours),
-                count(op.nan_ref),
-                count(op.inf_ref)
-            )?;
+impl Terminal<'_> {
+    /// Writes one line made of styled spans, wrapped to the width (continuation lines indented
+    /// by `hang`); each run of one style is painted once.
+    fn spans(&mut self, spans: &[(&str, Option<&str>)], hang: usize) -> io::Result<()> {
+        let mut chars = Vec::new();
+        let mut styles = Vec::new();
+        for &(text, style) in spans {
+            for ch in text.chars() {
+                chars.push(ch);
+                styles.push(style);
+            }
         }
-        _ => {
-            writeln!(
-                out,
-                "{}",
-                paint(
-                    &format!(
-                        "NO DIVERGENCE: all {} compared ops are within tolerance",
-                        report.summary.compared
-                    ),
-                    BOLD_GREEN,
-                    c
-                )
-            )?;
+        let width = self.opts.width.map(usize::from);
+        for (n, (start, end)) in wrap_ranges(&chars, width, hang).into_iter().enumerate() {
+            let mut line = if n == 0 {
+                String::new()
+            } else {
+                " ".repeat(hang)
+            };
+            let mut i = start;
+            while i < end {
+                let style = styles[i];
+                let j = (i..end).find(|&j| styles[j] != style).unwrap_or(end);
+                let run: String = chars[i..j].iter().collect();
+                line.push_str(&paint(&run, style, self.opts.color));
+                i = j;
+            }
+            writeln!(self.out, "{line}")?;
         }
+        Ok(())
     }
-    writeln!(out)?;
 
-    // Ops table.
-    if let Some(sel) = view::select_ops(report, opts) {
-        writeln!(out, "{}", paint(&sel.title, BOLD, c))?;
+    /// One line in one style (or none), wrapped with a hanging indent.
+    fn line(&mut self, text: &str, style: Option<&str>, hang: usize) -> io::Result<()> {
+        self.spans(&[(text, style)], hang)
+    }
+
+    fn blank(&mut self) -> io::Result<()> {
+        writeln!(self.out)
+    }
+
+    fn table(&self) -> Table {
+        let mut t = Table::new();
+        t.load_style(presets::UTF8_FULL_CONDENSED);
+        t.force_no_tty();
+        if self.opts.color {
+            t.enforce_styling();
+        }
+        match self.opts.width {
+            Some(w) => {
+                t.set_width(w);
+                t.set_content_arrangement(ContentArrangement::Dynamic);
+            }
+            None => {
+                t.set_content_arrangement(ContentArrangement::Disabled);
+            }
+        }
+        t
+    }
+
+    /// A table of `rows` (each cell with its text) fitted to the width: columns are kept at
+    /// least [`min_width`] wide (comfy-table wraps only headers, between words), and the
+    /// columns of `drop_order` (indices) are dropped, in that order, while even the minimum
+    /// widths do not fit.
+    fn fitted(
+        &self,
+        header: &[&str],
+        rows: Vec<Vec<(String, Cell)>>,
+        drop_order: &[usize],
+    ) -> Table {
+        let mins: Vec<usize> = (0..header.len())
+            .map(|c| min_width(header[c], rows.iter().map(|r| r[c].0.as_str())))
+            .collect();
+        let mut kept: Vec<usize> = (0..header.len()).collect();
+        if let Some(w) = self.opts.width.map(usize::from) {
+            for d in drop_order {
+                if table_width(kept.iter().map(|&c| mins[c])) <= w {
+                    break;
+                }
+                kept.retain(|c| c != d);
+            }
+        }
+        let mut t = self.table();
+        t.set_header(kept.iter().map(|&c| header[c]).collect::<Vec<_>>());
+        for row in rows {
+            let mut cells: Vec<Option<Cell>> = row.into_iter().map(|(_, c)| Some(c)).collect();
+            t.add_row(
+                kept.iter()
+                    .filter_map(|&c| cells[c].take())
+                    .collect::<Vec<_>>(),
+            );
+        }
+        if self.opts.width.is_some() {
+            for (k, &c) in kept.iter().enumerate() {
+                if let (Some(col), Ok(w)) = (t.column_mut(k), u16::try_from(mins[c] + 2)) {
+                    col.set_constraint(ColumnConstraint::LowerBoundary(Width::Fixed(w)));
+                }
+            }
+        }
+        t
+    }
+
+    fn ops_table(&self, indices: &[usize]) -> Table {
+        let (report, opts) = (self.report, self.opts);
+        let first = report.first_divergence.as_ref().map(|f| f.index);
+        let texts: Vec<Vec<String>> = indices
+            .iter()
+            .map(|&i| {
+                let op = &report.ops[i];
+                OPS_COLUMNS
+                    .iter()
+                    .map(|c| c.text(i, op, first == Some(i)))
+                    .collect()
+            })
+            .collect();
+        let widths: Vec<usize> = OPS_COLUMNS
+            .iter()
+            .enumerate()
+            .map(|(k, c)| {
+                texts
+                    .iter()
+                    .map(|r| r[k].chars().count())
+                    .chain([c.label().chars().count()])
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        let cols = match opts.width {
+            Some(w) => fit_ops_columns(&widths, usize::from(w)),
+            None => OPS_COLUMNS.to_vec(),
+        };
+        // The room the op name has when even the kept columns are too wide.
+        let name_room = opts.width.map(usize::from).and_then(|w| {
+            let of = |c: OpsColumn| widths[OPS_COLUMNS.iter().position(|&k| k == c).unwrap_or(0)];
+            let name = of(OpsColumn::Name);
+            let others = table_width(cols.iter().map(|&c| of(c))) - name;
+            (others + name > w).then(|| w.saturating_sub(others).max(NAME_MIN.min(name)))
+        });
+        let mut t = self.table();
+        // The columns are chosen to fit: lay them out as they are.
+        t.set_content_arrangement(ContentArrangement::Disabled);
+        t.set_header(cols.iter().map(|c| c.label()).collect::<Vec<_>>());
+        for (row, &i) in texts.into_iter().zip(indices) {
+            let op = &report.ops[i];
+            let is_first = first == Some(i);
+            let cells: Vec<Cell> = OPS_COLUMNS
+                .iter()
+                .zip(row)
+                .filter(|(c, _)| cols.contains(c))
+                .map(|(&c, text)| {
+                    let text = match name_room {
+                        Some(room) if c == OpsColumn::Name => break_name(&text, room),
+                        _ => text,
+                    };
+                    let mut cell = if c.right_aligned() {
+                        right(text)
+                    } else {
+                        Cell::new(text)
+                    };
+                    if opts.color {
+                        match c {
+                            OpsColumn::Status => cell = cell.fg(status_color(op.status)),
+                            OpsColumn::Mark | OpsColumn::Name if is_first => {
+                                cell = cell.fg(Color::Red).add_attribute(Attribute::Bold)
+                            }
+                            _ => {}
+                        }
+                    }
+                    cell
+                })
+                .collect();
+            t.add_row(cells);
+        }
+        t
+    }
+}
+
+impl Sections for Terminal<'_> {
+    fn input_ids_alert(&mut self) -> io::Result<()> {
+        if let Some(w) = view::input_ids_warning(self.report) {
+            self.line(&format!("!!! {w} !!!"), Some(BOLD_RED), 4)?;
+            self.blank()?;
+        }
+        Ok(())
+    }
+
+    fn header(&mut self) -> io::Result<()> {
+        let report = self.report;
+        self.line("divergence report", Some(BOLD), 0)?;
+        self.line(&format!("  ours:      {}", report.ours), None, 13)?;
+        self.line(&format!("  ref:       {}", report.reference), None, 13)?;
+        let tolerance = view::tolerance_text(&report.tolerance);
+        self.line(&format!("  tolerance: {tolerance}"), None, 13)?;
+        let order = report.order_source.describe();
+        self.line(&format!("  order:     {order}"), None, 13)?;
+        for w in view::other_warnings(report) {
+            self.line(&format!("warning: {w}"), Some(YELLOW), 9)?;
+        }
+        self.blank()
+    }
+
+    fn first_divergence(&mut self) -> io::Result<()> {
+        let report = self.report;
+        let (Some(f), Some(op)) = (&report.first_divergence, report.first_divergence_op()) else {
+            let text = format!(
+                "NO DIVERGENCE: all {} compared ops are within tolerance",
+                report.summary.compared
+            );
+            self.line(&text, Some(BOLD_GREEN), 2)?;
+            return self.blank();
+        };
+        let layer = f.layer.map_or_else(String::new, |l| format!(", layer {l}"));
+        let place = format!("  (#{} of {}{layer})", f.index, report.ops.len());
+        self.spans(
+            &[
+                (">> FIRST DIVERGENCE:", Some(BOLD_RED)),
+                (" ", None),
+                (&f.name, Some(BOLD)),
+                (&place, None),
+            ],
+            4,
+        )?;
+        const HANG: usize = 15;
+        self.line(&format!("  status       {}", f.status), None, HANG)?;
+        self.line(&format!("  reason       {}", f.reason), None, HANG)?;
+        let (t, rule, e, nf) = (&op.tensor, &op.rule, &op.errors, &op.nonfinite);
+        let text = format!(
+            "  shape        {}   dtype ours {}, ref {}   rtol {}, atol {}",
+            view::shape_cell(op),
+            t.dtype_ours.as_deref().unwrap_or("-"),
+            t.dtype_ref.as_deref().unwrap_or("-"),
+            num(rule.rtol),
+            num(rule.atol)
+        );
+        self.line(&text, None, HANG)?;
+        let text = format!(
+            "  ||ours||     {}   ||ref|| {}",
+            num(rule.ours_l2),
+            num(rule.ref_l2)
+        );
+        self.line(&text, None, HANG)?;
+        let at = e
+            .max_abs_err_index
+            .as_ref()
+            .map_or_else(String::new, |ix| format!(" at {ix:?}"));
+        let text = format!("  max |o-r|    {}{at}", num(e.max_abs_err));
+        self.line(&text, None, HANG)?;
+        let text = format!(
+            "  rel L2 err   {}   max rel err {}   outside tol {}",
+            num(e.rel_l2_err),
+            num(e.max_rel_err),
+            pct(op.frac_outside_tol)
+        );
+        self.line(&text, None, HANG)?;
+        self.line(&format!("  cosine       {}", cos(e.cosine)), None, HANG)?;
+        let text = format!(
+            "  NaN/Inf      ours {}/{}, ref {}/{}",
+            count(nf.nan_ours),
+            count(nf.inf_ours),
+            count(nf.nan_ref),
+            count(nf.inf_ref)
+        );
+        self.line(&text, None, HANG)?;
+        self.blank()
+    }
+
+    fn ops(&mut self) -> io::Result<()> {
+        let Some(sel) = view::select_ops(self.report, self.opts) else {
+            return Ok(());
+        };
+        self.line(&sel.title, Some(BOLD), 2)?;
         if sel.indices.is_empty() {
-            writeln!(out, "  (none)")?;
+            writeln!(self.out, "  (none)")?;
         } else {
-            writeln!(out, "{}", ops_table(report, &sel.indices, opts))?;
+            let t = self.ops_table(&sel.indices);
+            writeln!(self.out, "{t}")?;
         }
-        writeln!(out)?;
+        self.blank()
     }
 
-    // Per layer.
-    let lines = view::layer_lines(report);
-    if !lines.is_empty() {
-        writeln!(out, "{}", paint("Per layer", BOLD, c))?;
-        let mut t = new_table(opts);
-        t.set_header(vec![
+    fn per_layer(&mut self) -> io::Result<()> {
+        let lines = view::layer_lines(self.report);
+        if lines.is_empty() {
+            return Ok(());
+        }
+        self.line("Per layer", Some(BOLD), 2)?;
+        let header = [
             "layer",
             "ops",
             "status",
@@ -213,63 +466,55 @@ pub(crate) fn render(report: &Report, opts: &TableOptions, out: &mut dyn Write) 
             "worst rel err",
             "in op",
             "first diverging op",
-        ]);
-        for l in &lines {
-            let mut status = Cell::new(&l.status);
-            if c {
-                status = status.fg(if l.diverged > 0 {
-                    Color::Red
-                } else if l.status == "ok" {
-                    Color::Green
-                } else {
-                    Color::Yellow
-                });
-            }
-            t.add_row(vec![
-                right(l.layer.to_string()),
-                right(l.ops.to_string()),
-                status,
-                right(l.diverged.to_string()),
-                right(num(l.worst_rel)),
-                Cell::new(l.worst_op.as_deref().unwrap_or("-")),
-                Cell::new(l.first_bad.as_deref().unwrap_or("-")),
-            ]);
-        }
-        writeln!(out, "{t}")?;
-        writeln!(out)?;
+        ];
+        let rows = lines
+            .iter()
+            .map(|l| {
+                let mut status = Cell::new(&l.status);
+                if self.opts.color {
+                    status = status.fg(if l.diverged > 0 {
+                        Color::Red
+                    } else if l.status == "ok" {
+                        Color::Green
+                    } else {
+                        Color::Yellow
+                    });
+                }
+                let worst_op = l.worst_op.clone().unwrap_or_else(|| "-".into());
+                let first_bad = l.first_bad.clone().unwrap_or_else(|| "-".into());
+                vec![
+                    (l.layer.to_string(), right(l.layer.to_string())),
+                    (l.ops.to_string(), right(l.ops.to_string())),
+                    (l.status.clone(), status),
+                    (l.diverged.to_string(), right(l.diverged.to_string())),
+                    (num(l.worst_rel), right(num(l.worst_rel))),
+                    (worst_op.clone(), Cell::new(worst_op)),
+                    (first_bad.clone(), Cell::new(first_bad)),
+                ]
+            })
+            .collect();
+        // Narrow terminals lose "in op" (the worst op) first, then the worst rel err.
+        let t = self.fitted(&header, rows, &[5, 4]);
+        writeln!(self.out, "{t}")?;
+        self.blank()
     }
 
-    // Amplification.
-    let amp = &report.amplification;
-    let filter = view::Filter::new(opts);
-    let rows: Vec<_> = amp
-        .rows
-        .iter()
-        .filter(|r| filter.layer_ok(r.layer) && (opts.all || r.kind == QkKind::K || r.marked))
-        .collect();
-    writeln!(
-        out,
-        "{}",
-        paint(
-            &format!(
-                "Amplification through q_norm/k_norm (marked when norm rel err / proj rel err > {}; {} marked)",
-                amp.threshold, amp.marked
-            ),
-            BOLD,
-            c
-        )
-    )?;
-    if amp.rows.is_empty() {
-        writeln!(out, "  no q/k proj + norm pairs in the dumps")?;
-    } else {
-        if !opts.all {
-            writeln!(
-                out,
-                "  k rows, and q rows when marked (--all shows every row)"
-            )?;
+    fn amplification(&mut self) -> io::Result<()> {
+        let amp = &self.report.amplification;
+        let title = format!(
+            "Amplification through q_norm/k_norm (marked when norm rel err / proj rel err > {}; {} marked)",
+            amp.threshold, amp.marked
+        );
+        self.line(&title, Some(BOLD), 2)?;
+        if amp.rows.is_empty() {
+            writeln!(self.out, "  no q/k proj + norm pairs in the dumps")?;
+            return self.blank();
         }
-        let mut t = new_table(opts);
-        t.set_header(vec![
+        if !self.opts.all {
+            let text = "  k rows, and q rows when marked (--all shows every row)";
+            self.line(text, None, 2)?;
+        }
+        let header = [
             "",
             "layer",
             "q/k",
@@ -278,81 +523,130 @@ pub(crate) fn render(report: &Report, opts: &TableOptions, out: &mut dyn Write) 
             "ratio",
             "abs err gain",
             "weight gain",
-        ]);
-        for r in rows {
-            let mut mark = Cell::new(if r.marked { "AMPLIFIED" } else { "" });
-            if r.marked && c {
-                mark = mark.fg(Color::Red).add_attribute(Attribute::Bold);
+        ];
+        let rows = view::amplification_rows(self.report, self.opts)
+            .into_iter()
+            .map(|r| {
+                let text = if r.marked { "AMPLIFIED" } else { "" };
+                let mut mark = Cell::new(text);
+                if r.marked && self.opts.color {
+                    mark = mark.fg(Color::Red).add_attribute(Attribute::Bold);
+                }
+                let mut row = vec![
+                    (text.to_string(), mark),
+                    (r.layer.to_string(), right(r.layer.to_string())),
+                    (r.kind.to_string(), Cell::new(r.kind.to_string())),
+                ];
+                for x in [
+                    r.proj_rel_err,
+                    r.norm_rel_err,
+                    r.ratio,
+                    r.abs_err_gain,
+                    r.weight_gain,
+                ] {
+                    row.push((num(x), right(num(x))));
+                }
+                row
+            })
+            .collect();
+        // Narrow terminals lose the abs err gain first, then the weight gain; the ratio that
+        // decides the mark stays.
+        let t = self.fitted(&header, rows, &[6, 7]);
+        writeln!(self.out, "{t}")?;
+        self.blank()
+    }
+
+    fn not_compared(&mut self) -> io::Result<()> {
+        let report = self.report;
+        for (label, names) in [("ours", &report.only_ours), ("ref", &report.only_ref)] {
+            if !names.is_empty() {
+                let text = format!(
+                    "Only in {label} ({}): {}",
+                    names.len(),
+                    view::name_list(names, "")
+                );
+                self.line(&text, Some(YELLOW), 2)?;
             }
-            t.add_row(vec![
-                mark,
-                right(r.layer.to_string()),
-                Cell::new(r.kind),
-                right(num(r.proj_rel_err)),
-                right(num(r.norm_rel_err)),
-                right(num(r.ratio)),
-                right(num(r.abs_err_gain)),
-                right(num(r.weight_gain)),
-            ]);
         }
-        writeln!(out, "{t}")?;
-    }
-    writeln!(out)?;
-
-    // One-side names.
-    if !report.only_ours.is_empty() {
-        writeln!(
-            out,
-            "{}",
-            paint(
-                &format!(
-                    "Only in ours ({}): {}",
-                    report.only_ours.len(),
-                    view::name_list(&report.only_ours, "")
-                ),
-                YELLOW,
-                c
-            )
-        )?;
-    }
-    if !report.only_ref.is_empty() {
-        writeln!(
-            out,
-            "{}",
-            paint(
-                &format!(
-                    "Only in ref ({}): {}",
-                    report.only_ref.len(),
-                    view::name_list(&report.only_ref, "")
-                ),
-                YELLOW,
-                c
-            )
-        )?;
+        for op in view::unreadable_ops(report) {
+            let why = op.reason.as_deref().unwrap_or("unreadable");
+            self.line(&format!("Unreadable: {}: {why}", op.name), Some(YELLOW), 2)?;
+        }
+        Ok(())
     }
 
-    for op in report.ops.iter().filter(|o| o.status == Status::Unreadable) {
-        let why = op.reason.as_deref().unwrap_or("unreadable");
-        writeln!(
-            out,
-            "{}",
-            paint(&format!("Unreadable: {}: {why}", op.name), YELLOW, c)
-        )?;
+    fn summary(&mut self) -> io::Result<()> {
+        let code = if self.report.has_divergence() {
+            BOLD_RED
+        } else {
+            BOLD_GREEN
+        };
+        let text = format!("Summary: {}", view::summary_line(self.report));
+        self.line(&text, Some(code), 2)
     }
-
-    let code = if report.has_divergence() {
-        BOLD_RED
-    } else {
-        BOLD_GREEN
-    };
-    writeln!(
-        out,
-        "{}",
-        paint(&format!("Summary: {}", view::summary_line(report)), code, c)
-    )?;
-    Ok(())
 }
 
-fn count(x: Option<u64>) -> String {
-    x.map_or_else(|| "-".to_string(), |n| n.to_string())
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wrapped(text: &str, width: Option<usize>, hang: usize) -> Vec<String> {
+        let chars: Vec<char> = text.chars().collect();
+        wrap_ranges(&chars, width, hang)
+            .into_iter()
+            .map(|(s, e)| chars[s..e].iter().collect())
+            .collect()
+    }
+
+    #[test]
+    fn wraps_between_words_only() {
+        assert_eq!(wrapped("  a  b c", None, 4), ["  a  b c"]);
+        assert_eq!(wrapped("  a  b c", Some(8), 4), ["  a  b c"]);
+        assert_eq!(
+            wrapped("  reason   1.234e-05 > 2.000e-01 x", Some(20), 4),
+            ["  reason   1.234e-05", "> 2.000e-01 x"]
+        );
+        // A word longer than the line stays whole, on its own line.
+        assert_eq!(
+            wrapped("ab averyveryverylongword cd", Some(10), 2),
+            ["ab", "averyveryverylongword", "cd"]
+        );
+    }
+
+    #[test]
+    fn ops_columns_drop_in_priority_order() {
+        // mark, #, op, status, shape, dtype, ours, ref, max, rel, cosine, out tol
+        let widths = [2, 2, 31, 8, 9, 5, 9, 9, 9, 9, 8, 7];
+        let full = table_width(widths.iter().copied());
+        assert_eq!(fit_ops_columns(&widths, full), OPS_COLUMNS.to_vec());
+        let without_cosine: Vec<_> = OPS_COLUMNS
+            .into_iter()
+            .filter(|&c| c != OpsColumn::Cosine)
+            .collect();
+        assert_eq!(fit_ops_columns(&widths, full - 1), without_cosine);
+        use OpsColumn::*;
+        assert_eq!(
+            fit_ops_columns(&widths, 80),
+            [Mark, Index, Name, Status, MaxAbsErr, RelErr]
+        );
+        // Narrower: the name wraps down to NAME_MIN before max err and status go.
+        assert_eq!(
+            fit_ops_columns(&widths, 66),
+            [Mark, Name, Status, MaxAbsErr, RelErr]
+        );
+        assert_eq!(fit_ops_columns(&widths, 40), [Mark, Name, RelErr]);
+    }
+
+    #[test]
+    fn names_break_after_dots() {
+        assert_eq!(
+            break_name("model.layers.0.self_attn.q_proj", 40),
+            "model.layers.0.self_attn.q_proj"
+        );
+        assert_eq!(
+            break_name("model.layers.0.self_attn.q_proj", 30),
+            "model.layers.0.self_attn.\nq_proj"
+        );
+        assert_eq!(break_name("abcdefgh", 3), "abc\ndef\ngh");
+    }
 }

@@ -1,9 +1,9 @@
 //! What the table and Markdown views share: number formats, op selection (context window, filters),
 //! per-layer summaries and short labels.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-use divergence_diff::{sci, OpResult, Report, Status, Tolerance};
+use divergence_diff::{sci, AmplificationRow, OpResult, QkKind, Report, Status, Tolerance};
 use regex::Regex;
 
 use crate::TableOptions;
@@ -33,7 +33,7 @@ pub(crate) fn shape(s: &[usize]) -> String {
 
 /// Shape column: the reference's shape, plus ours' when it differs.
 pub(crate) fn shape_cell(op: &OpResult) -> String {
-    match (&op.shape, &op.shape_ours) {
+    match (&op.tensor.shape, &op.tensor.shape_ours) {
         (Some(r), Some(o)) => format!("{} ours {}", shape(r), shape(o)),
         (Some(r), None) => shape(r),
         (None, _) => "-".to_string(),
@@ -62,7 +62,7 @@ pub(crate) fn short_dtype(d: &str) -> String {
 
 /// `bf16` when both sides agree, else `bf16/f32` (ours/ref).
 pub(crate) fn dtype_cell(op: &OpResult) -> String {
-    match (&op.dtype_ours, &op.dtype_ref) {
+    match (&op.tensor.dtype_ours, &op.tensor.dtype_ref) {
         (Some(o), Some(r)) if o == r => short_dtype(o),
         (Some(o), Some(r)) => format!("{}/{}", short_dtype(o), short_dtype(r)),
         (Some(o), None) => short_dtype(o),
@@ -107,28 +107,16 @@ pub(crate) fn other_warnings(report: &Report) -> &[String] {
 }
 
 /// A name filter from `--layer` / `--grep`.
-pub(crate) struct Filter {
+pub(crate) struct Filter<'a> {
     layer: Option<usize>,
-    grep: Option<Grep>,
+    grep: Option<&'a Regex>,
 }
 
-enum Grep {
-    Substring(String),
-    Regex(Regex),
-}
-
-impl Filter {
-    pub(crate) fn new(opts: &TableOptions) -> Filter {
-        let grep = opts.grep.as_ref().map(|g| {
-            let looks_like_regex = g.chars().any(|c| "^$*+?()[]{}|\\".contains(c));
-            match Regex::new(g) {
-                Ok(re) if looks_like_regex => Grep::Regex(re),
-                _ => Grep::Substring(g.clone()),
-            }
-        });
+impl<'a> Filter<'a> {
+    pub(crate) fn new(opts: &'a TableOptions) -> Filter<'a> {
         Filter {
             layer: opts.layer,
-            grep,
+            grep: opts.grep.as_ref(),
         }
     }
 
@@ -140,15 +128,133 @@ impl Filter {
         if self.layer.is_some() && op.layer != self.layer {
             return false;
         }
-        match &self.grep {
-            Some(Grep::Substring(s)) => op.name.contains(s.as_str()),
-            Some(Grep::Regex(re)) => re.is_match(&op.name),
-            None => true,
-        }
+        self.grep.is_none_or(|re| re.is_match(&op.name))
     }
 
     pub(crate) fn layer_ok(&self, layer: usize) -> bool {
         self.layer.is_none_or(|l| l == layer)
+    }
+}
+
+/// The layers that have at least one op, ascending.
+pub(crate) fn layers_present(report: &Report) -> Vec<usize> {
+    let layers: BTreeSet<usize> = report.ops.iter().filter_map(|op| op.layer).collect();
+    layers.into_iter().collect()
+}
+
+/// The amplification rows shown: those of the `--layer` filter; k rows, and q rows only when
+/// marked, unless `--all`.
+pub(crate) fn amplification_rows<'r>(
+    report: &'r Report,
+    opts: &TableOptions,
+) -> Vec<&'r AmplificationRow> {
+    let filter = Filter::new(opts);
+    report
+        .amplification
+        .rows
+        .iter()
+        .filter(|r| filter.layer_ok(r.layer) && (opts.all || r.kind == QkKind::K || r.marked))
+        .collect()
+}
+
+/// The rows that could not be read, in report order.
+pub(crate) fn unreadable_ops(report: &Report) -> impl Iterator<Item = &OpResult> {
+    report.ops.iter().filter(|o| o.status == Status::Unreadable)
+}
+
+/// A column of the ops table, in both views.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OpsColumn {
+    /// `>>` (terminal) / `➡️` (Markdown) on the first divergence.
+    Mark,
+    /// The row's index in `ops`.
+    Index,
+    /// The op name.
+    Name,
+    Status,
+    Shape,
+    Dtype,
+    OursL2,
+    RefL2,
+    MaxAbsErr,
+    RelErr,
+    Cosine,
+    OutTol,
+}
+
+/// The ops table's columns, left to right (both views).
+pub(crate) const OPS_COLUMNS: [OpsColumn; 12] = [
+    OpsColumn::Mark,
+    OpsColumn::Index,
+    OpsColumn::Name,
+    OpsColumn::Status,
+    OpsColumn::Shape,
+    OpsColumn::Dtype,
+    OpsColumn::OursL2,
+    OpsColumn::RefL2,
+    OpsColumn::MaxAbsErr,
+    OpsColumn::RelErr,
+    OpsColumn::Cosine,
+    OpsColumn::OutTol,
+];
+
+impl OpsColumn {
+    /// The terminal table's header.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            OpsColumn::Mark => "",
+            OpsColumn::Index => "#",
+            OpsColumn::Name => "op",
+            OpsColumn::Status => "status",
+            OpsColumn::Shape => "shape",
+            OpsColumn::Dtype => "dtype",
+            OpsColumn::OursL2 => "||ours||",
+            OpsColumn::RefL2 => "||ref||",
+            OpsColumn::MaxAbsErr => "max|o-r|",
+            OpsColumn::RelErr => "rel err",
+            OpsColumn::Cosine => "cosine",
+            OpsColumn::OutTol => "out tol",
+        }
+    }
+
+    /// The Markdown table's header.
+    pub(crate) fn markdown_label(self) -> &'static str {
+        match self {
+            OpsColumn::OursL2 => "‖ours‖",
+            OpsColumn::RefL2 => "‖ref‖",
+            OpsColumn::MaxAbsErr => "max abs err",
+            other => other.label(),
+        }
+    }
+
+    /// Numbers (and the index) are right-aligned.
+    pub(crate) fn right_aligned(self) -> bool {
+        !matches!(
+            self,
+            OpsColumn::Mark
+                | OpsColumn::Name
+                | OpsColumn::Status
+                | OpsColumn::Shape
+                | OpsColumn::Dtype
+        )
+    }
+
+    /// The cell's text, unstyled and unescaped (`i` is the row's index in `ops`).
+    pub(crate) fn text(self, i: usize, op: &OpResult, is_first: bool) -> String {
+        match self {
+            OpsColumn::Mark => if is_first { ">>" } else { "" }.to_string(),
+            OpsColumn::Index => i.to_string(),
+            OpsColumn::Name => op.name.clone(),
+            OpsColumn::Status => op.status.as_str().to_string(),
+            OpsColumn::Shape => shape_cell(op),
+            OpsColumn::Dtype => dtype_cell(op),
+            OpsColumn::OursL2 => num(op.rule.ours_l2),
+            OpsColumn::RefL2 => num(op.rule.ref_l2),
+            OpsColumn::MaxAbsErr => num(op.errors.max_abs_err),
+            OpsColumn::RelErr => num(op.errors.rel_l2_err),
+            OpsColumn::Cosine => cos(op.errors.cosine),
+            OpsColumn::OutTol => pct(op.frac_outside_tol),
+        }
     }
 }
 
@@ -170,7 +276,7 @@ pub(crate) fn select_ops(report: &Report, opts: &TableOptions) -> Option<Selecti
             what.push(format!("layer {l}"));
         }
         if let Some(g) = &opts.grep {
-            what.push(format!("matching `{g}`"));
+            what.push(format!("matching `{}`", g.as_str()));
         }
         return Some(Selection {
             title: format!("Ops of {} ({} of {total})", what.join(", "), indices.len()),
@@ -230,7 +336,7 @@ pub(crate) fn layer_lines(report: &Report) -> Vec<LayerLine> {
             };
             let worst = ops
                 .iter()
-                .filter_map(|o| o.rel_l2_err.map(|r| (r, o)))
+                .filter_map(|o| o.errors.rel_l2_err.map(|r| (r, o)))
                 .fold(None::<(f64, &&OpResult)>, |acc, (r, o)| match acc {
                     Some((best, _)) if best >= r => acc,
                     _ => Some((r, o)),

@@ -2,7 +2,9 @@
 //! deserialized and asserted field by field.
 
 use divergence_diff::*;
-use divergence_render::{render_json, render_markdown, render_table, TableOptions};
+use divergence_render::{
+    layers_present, matching_ops, render_json, render_markdown, render_table, Regex, TableOptions,
+};
 
 /// A deterministic "activation": values of moderate size, no zeros.
 fn act(n: usize, seed: u32) -> Vec<f32> {
@@ -274,14 +276,13 @@ fn table_options_all_layer_grep() {
         t.contains("model.layers.2.self_attn.k_norm")
             && !t.contains("model.layers.1.self_attn.q_proj ")
     );
-    // substring: dots are literal
     let grep = TableOptions {
-        grep: Some("k_norm".into()),
+        grep: Some(Regex::new("k_norm").unwrap()),
         ..TableOptions::default()
     };
     insta::assert_snapshot!("divergent_table_grep", table(&r, &grep));
     let re = TableOptions {
-        grep: Some(r"layers\.[01]\.self_attn\.k_".into()),
+        grep: Some(Regex::new(r"layers\.[01]\.self_attn\.k_").unwrap()),
         ..TableOptions::default()
     };
     let t = table(&r, &re);
@@ -433,4 +434,171 @@ fn huge_context_does_not_overflow() {
         t.contains(&format!("(#0..#{} of {total})", total - 1)),
         "{t}"
     );
+}
+
+/// The keys of a JSON object in document order (serde_json's `Value` sorts them).
+struct Keys(Vec<String>);
+
+impl<'de> serde::Deserialize<'de> for Keys {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Keys, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Keys;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Keys, A::Error> {
+                let mut keys = Vec::new();
+                while let Some((k, _)) = map.next_entry::<String, serde::de::IgnoredAny>()? {
+                    keys.push(k);
+                }
+                Ok(Keys(keys))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// The field names of the `ops[]` table of docs/report-schema.md, in order.
+fn documented_row_keys() -> Vec<String> {
+    let doc = include_str!("../../../docs/report-schema.md");
+    let section = doc
+        .split("## `ops[]`")
+        .nth(1)
+        .expect("docs/report-schema.md has an `ops[]` section");
+    let section = section.split("\n## ").next().unwrap_or(section);
+    section
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `"))
+        .filter_map(|l| l.split_once('`').map(|(name, _)| name.to_string()))
+        .collect()
+}
+
+#[test]
+fn json_rows_have_exactly_the_documented_keys_in_order() {
+    let documented = documented_row_keys();
+    assert_eq!(documented.len(), 28, "{documented:?}");
+    assert_eq!(
+        (documented[0].as_str(), documented[27].as_str()),
+        ("name", "frac_outside_tol")
+    );
+    // Every kind of row (ok, diverged, shape mismatch, non-finite, one side, unreadable) writes
+    // every key, nulls included, in the documented order.
+    let r = divergent_report();
+    let statuses: std::collections::BTreeSet<&str> =
+        r.ops.iter().map(|op| op.status.as_str()).collect();
+    assert_eq!(statuses.len(), 7, "{statuses:?}");
+    for op in &r.ops {
+        let text = serde_json::to_string(op).unwrap();
+        let Keys(keys) = serde_json::from_str(&text).unwrap();
+        assert_eq!(keys, documented, "{}", op.name);
+    }
+    // And the pretty report writes its rows the same way.
+    #[derive(serde::Deserialize)]
+    struct Rows {
+        ops: Vec<Keys>,
+    }
+    let rows: Rows = serde_json::from_str(&json(&r)).unwrap();
+    assert_eq!(rows.ops.len(), r.ops.len());
+    for Keys(keys) in rows.ops {
+        assert_eq!(keys, documented);
+    }
+}
+
+#[test]
+fn grep_is_a_regex_and_the_filter_reports_matches() {
+    let r = divergent_report();
+    // `.` is a regex wildcard: `layers.1.` also matches `layers.1X` names, as documented.
+    let dot = TableOptions {
+        grep: Some(Regex::new("layers.1.self_attn$").unwrap()),
+        ..TableOptions::default()
+    };
+    assert_eq!(matching_ops(&r, &dot), Some(1));
+    let t = table(&r, &dot);
+    assert!(
+        t.contains("matching `layers.1.self_attn$` (1 of 25)"),
+        "{t}"
+    );
+    let none = TableOptions {
+        grep: Some(Regex::new("^nothing$").unwrap()),
+        ..TableOptions::default()
+    };
+    assert_eq!(matching_ops(&r, &none), Some(0));
+    assert!(table(&r, &none).contains("  (none)"));
+    assert_eq!(matching_ops(&r, &TableOptions::default()), None);
+    let layer7 = TableOptions {
+        layer: Some(7),
+        ..TableOptions::default()
+    };
+    assert_eq!(matching_ops(&r, &layer7), Some(0));
+    let layer2 = TableOptions {
+        layer: Some(2),
+        ..TableOptions::default()
+    };
+    assert_eq!(matching_ops(&r, &layer2), Some(7));
+    assert_eq!(layers_present(&r), vec![0, 1, 2]);
+    assert_eq!(layers_present(&input_ids_report()), Vec::<usize>::new());
+}
+
+fn at_width(width: u16, all: bool) -> TableOptions {
+    TableOptions {
+        width: Some(width),
+        all,
+        ..TableOptions::default()
+    }
+}
+
+/// Asserts that no table cell holds a cut number: a cell made of number characters only is a
+/// whole `1.234e-05`, `0.997346`, `81.25%` or integer.
+fn assert_numbers_whole(table_text: &str) {
+    let number_chars = Regex::new(r"^-?[0-9][-+0-9.e%]*$").unwrap();
+    let whole = Regex::new(r"^(-?\d\.\d{3}e[+-]\d{2}|\d\.\d{6}|\d+\.\d{2}%|\d+)$").unwrap();
+    for line in table_text.lines().filter(|l| l.starts_with('│')) {
+        for cell in line.split(['│', '┆']).map(str::trim) {
+            if number_chars.is_match(cell) {
+                assert!(whole.is_match(cell), "cut number `{cell}` in {line}");
+            }
+        }
+    }
+}
+
+#[test]
+fn table_fits_80_and_120_columns() {
+    let r = divergent_report();
+    let wide = table(&r, &TableOptions::default());
+    assert!(
+        wide.lines().any(|l| l.chars().count() > 140),
+        "the unlimited table is wider than any terminal here"
+    );
+    for width in [80u16, 120] {
+        for all in [false, true] {
+            let t = table(&r, &at_width(width, all));
+            for line in t.lines() {
+                assert!(
+                    line.chars().count() <= usize::from(width),
+                    "{width} cols: {line}"
+                );
+            }
+            assert_numbers_whole(&t);
+            // The kept columns: op name, status, max err, rel err.
+            assert!(t.contains("rel err") && t.contains("max|o-r|") && t.contains("status"));
+            assert!(t.contains("model.layers.1.self_attn.k_norm"), "{t}");
+        }
+    }
+    let t80 = table(&r, &at_width(80, false));
+    let ops_header = t80
+        .lines()
+        .find(|l| l.contains("┆ op "))
+        .expect("an ops table");
+    assert!(
+        !ops_header.contains("cosine") && !ops_header.contains("||ref||"),
+        "{ops_header}"
+    );
+    assert!(
+        table(&r, &at_width(200, false)) == wide,
+        "a wide terminal changes nothing"
+    );
+    insta::assert_snapshot!("divergent_table_80", t80);
+    insta::assert_snapshot!("divergent_table_120", table(&r, &at_width(120, false)));
+    insta::assert_snapshot!("divergent_table_all_80", table(&r, &at_width(80, true)));
 }

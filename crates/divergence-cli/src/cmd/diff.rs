@@ -182,7 +182,12 @@ fn diff_once(args: &DiffArgs) -> Result<Outcome> {
         color,
         all: args.all,
         layer: args.layer,
-        grep: args.grep.clone(),
+        grep: args
+            .grep
+            .as_deref()
+            .map(divergence_render::Regex::new)
+            .transpose()
+            .context("invalid --grep regex")?,
         context: args.context,
         width: None,
     };
