@@ -585,6 +585,24 @@ fn table_fits_80_and_120_columns() {
             assert!(t.contains("model.layers.1.self_attn.k_norm"), "{t}");
         }
     }
+    // With color, the visible text (escape codes stripped) fits too.
+    let ansi = Regex::new("\x1b\\[[0-9;]*m").unwrap();
+    let colored = table(
+        &r,
+        &TableOptions {
+            color: true,
+            ..at_width(80, false)
+        },
+    );
+    assert!(colored.contains('\x1b'));
+    for line in colored.lines() {
+        let visible = ansi.replace_all(line, "");
+        assert!(visible.chars().count() <= 80, "{visible}");
+    }
+    assert_eq!(
+        ansi.replace_all(&colored, ""),
+        table(&r, &at_width(80, false))
+    );
     let t80 = table(&r, &at_width(80, false));
     let ops_header = t80
         .lines()
