@@ -247,6 +247,33 @@ pub fn canonical_cmp(a: &str, b: &str) -> Ordering {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn canonical_cmp_is_a_total_order(
+            a in "(model\\.)?(layers\\.[0-2]\\.)?(self_attn\\.k_norm|mlp|norm|x|lm_head|embed_tokens)?",
+            b in "(model\\.)?(layers\\.[0-2]\\.)?(self_attn\\.k_norm|mlp|norm|x|lm_head|embed_tokens)?",
+            c in "(model\\.)?(layers\\.[0-2]\\.)?(self_attn\\.k_norm|mlp|norm|x|lm_head|embed_tokens)?",
+        ) {
+            prop_assert_eq!(canonical_cmp(&a, &b), canonical_cmp(&b, &a).reverse());
+            prop_assert_eq!(canonical_cmp(&a, &b) == Ordering::Equal, a == b);
+            if canonical_cmp(&a, &b) != Ordering::Greater && canonical_cmp(&b, &c) != Ordering::Greater {
+                prop_assert_ne!(canonical_cmp(&a, &c), Ordering::Greater);
+            }
+        }
+
+        #[test]
+        fn dataflow_never_panics_and_stays_in_bounds(names in proptest::collection::vec(
+            "(model\\.)?(layers\\.[0-3]\\.)?(self_attn\\.(k_norm|k_proj|rope_k|attn_out)|mlp|attn_residual|norm|x)?", 0..30)
+        ) {
+            let df = Dataflow::new(&names);
+            prop_assert_eq!(df.len(), names.len());
+            for i in 0..names.len() {
+                prop_assert!(df.inputs(i).iter().all(|&j| j < names.len() && j != i));
+            }
+        }
+    }
 
     /// The probe order `scripts/dump_reference.py` writes for a 2-layer Qwen3.
     fn qwen3(layers: usize) -> Vec<String> {
