@@ -689,3 +689,74 @@ fn borrowed_and_decoded_tensors_give_the_same_report() {
         "ours deflated"
     );
 }
+
+/// A safetensors file as other tools write it: no `__metadata__`, so no execution order (the
+/// format keeps keys sorted).
+fn write_bare_safetensors(path: &Path, tensors: &[(&str, &[usize], &[f32])]) {
+    let mut header = serde_json::Map::new();
+    let mut data = Vec::new();
+    for (name, shape, values) in tensors {
+        let start = data.len();
+        for v in *values {
+            data.extend_from_slice(&v.to_le_bytes());
+        }
+        header.insert(
+            name.to_string(),
+            serde_json::json!({"dtype": "F32", "shape": shape, "data_offsets": [start, data.len()]}),
+        );
+    }
+    let mut header = serde_json::to_vec(&Value::Object(header)).unwrap();
+    while header.len() % 8 != 0 {
+        header.push(b' ');
+    }
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(&header);
+    bytes.extend_from_slice(&data);
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn a_pair_without_recorded_order_follows_the_forward_pass_not_the_alphabet() {
+    // Both sides wrong from the embedding on: sorted keys would put lm_head first and call it
+    // the first divergence; the canonical forward order names model.embed_tokens.
+    let dir = tempfile::tempdir().unwrap();
+    let (ours, reference) = (
+        dir.path().join("o.safetensors"),
+        dir.path().join("r.safetensors"),
+    );
+    let good: &[f32] = &[1.0, 2.0, 3.0, 4.0];
+    let bad: &[f32] = &[1.5, 2.0, 3.0, 4.0];
+    let names = [
+        "lm_head",
+        "model.embed_tokens",
+        "model.layers.0",
+        "model.layers.0.input_layernorm",
+        "model.norm",
+    ];
+    let shape: &[usize] = &[1, 4];
+    let r: Vec<(&str, &[usize], &[f32])> = names.iter().map(|n| (*n, shape, good)).collect();
+    let o: Vec<(&str, &[usize], &[f32])> = names.iter().map(|n| (*n, shape, bad)).collect();
+    write_bare_safetensors(&reference, &r);
+    write_bare_safetensors(&ours, &o);
+    let run = diff_files(&ours, &reference, &["--format", "json"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let json = run.json();
+    assert_eq!(json["order_source"], "canonical");
+    assert_eq!(json["first_divergence"]["name"], "model.embed_tokens");
+    let order: Vec<&str> = json["ops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|op| op["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        order,
+        [
+            "model.embed_tokens",
+            "model.layers.0.input_layernorm",
+            "model.layers.0",
+            "model.norm",
+            "lm_head"
+        ]
+    );
+}

@@ -4,7 +4,10 @@
 //! metadata order wins, else ours', else the files' entry order (the reference's, then names only in
 //! ours). Names present in the files but absent from the chosen metadata order are appended (and
 //! warned about). A safetensors file without metadata has lost its order (its keys are sorted), so
-//! its names are naturally sorted (`layers.2` < `layers.10`) with a warning.
+//! its names are put in the canonical forward order of the HF Llama family
+//! ([`divergence_names::dataflow::canonical_cmp`]: `model.embed_tokens` first, `lm_head` last),
+//! or naturally sorted (`layers.2` < `layers.10`) when no name is one the table knows, with a
+//! warning either way.
 
 use std::collections::HashSet;
 
@@ -33,7 +36,11 @@ pub enum OrderSource {
     RefFile,
     /// Our file's entry order (the reference's file order is lost), then names only in the reference.
     OursFile,
-    /// No order anywhere: natural sort of all names.
+    /// No order anywhere: the canonical forward order of the HF Llama family
+    /// ([`divergence_names::dataflow::canonical_cmp`]: embeddings, layers in index order with
+    /// their ops in forward order, final norm, lm_head), unknown names after, naturally sorted.
+    Canonical,
+    /// No order anywhere and no name the canonical order knows: natural sort of all names.
     NaturalSort,
 }
 
@@ -45,6 +52,7 @@ impl OrderSource {
             OrderSource::OursMeta => "our metadata (the reference has none)",
             OrderSource::RefFile => "reference file entry order",
             OrderSource::OursFile => "our file entry order (the reference's is lost)",
+            OrderSource::Canonical => "canonical Llama-family forward order (no order recorded)",
             OrderSource::NaturalSort => "natural sort of names (no order recorded)",
         }
     }
@@ -64,11 +72,13 @@ pub struct OrderPlan {
 /// Natural order of names (`layers.2` < `layers.10`), from [`divergence_names`].
 pub use divergence_names::natural_cmp;
 
-/// Names in the dump's file order, or naturally sorted when that order is lost.
+use divergence_names::dataflow::canonical_cmp;
+
+/// Names in the dump's file order, or in canonical forward order when that order is lost.
 fn file_order(d: &DumpNames<'_>) -> Vec<String> {
     let mut v = d.names.to_vec();
     if !d.file_order_preserved {
-        v.sort_by(|a, b| natural_cmp(a, b));
+        v.sort_by(|a, b| canonical_cmp(a, b));
     }
     v
 }
@@ -147,30 +157,45 @@ pub fn plan_order(ours: &DumpNames<'_>, reference: &DumpNames<'_>) -> OrderPlan 
         }
         source
     } else if reference.file_order_preserved || !ours.file_order_preserved {
-        let natural = !reference.file_order_preserved;
+        let lost = !reference.file_order_preserved;
         let mut names: Vec<String> = file_order(reference)
             .into_iter()
             .chain(file_order(ours))
             .collect();
-        if natural {
+        let known = names
+            .iter()
+            .any(|n| divergence_names::Op::of(n) != divergence_names::Op::Other);
+        if lost && known {
+            names.sort_by(|a, b| canonical_cmp(a, b));
+        } else if lost {
             names.sort_by(|a, b| natural_cmp(a, b));
         }
         for name in &names {
             push(name, &mut order);
         }
-        if natural {
-            warnings.push(
-                "neither dump records its execution order (safetensors without metadata keeps keys sorted): \
-                 ops are in natural name order, so the \"first\" divergence may not be the earliest op"
-                    .to_string(),
-            );
-            OrderSource::NaturalSort
+        if lost {
+            if known {
+                warnings.push(
+                    "neither dump records its execution order (safetensors without metadata keeps keys sorted): \
+                     ops are in the canonical Llama-family forward order (embeddings, layers, final norm, lm_head; \
+                     unknown names after, in natural order)"
+                        .to_string(),
+                );
+                OrderSource::Canonical
+            } else {
+                warnings.push(
+                    "neither dump records its execution order (safetensors without metadata keeps keys sorted): \
+                     ops are in natural name order, so the \"first\" divergence may not be the earliest op"
+                        .to_string(),
+                );
+                OrderSource::NaturalSort
+            }
         } else {
             if !ours.file_order_preserved && ours.names.iter().any(|n| !reference.names.contains(n))
             {
                 warnings.push(
                     "our dump has no recorded order (safetensors without metadata): names only in ours are \
-                     appended in natural order"
+                     appended in canonical forward order"
                         .to_string(),
                 );
             }
@@ -327,6 +352,48 @@ mod tests {
         );
         assert_eq!(plan.warnings.len(), 1);
         assert!(plan.warnings[0].contains("natural name order"));
+    }
+
+    #[test]
+    fn lost_order_of_llama_names_is_the_canonical_forward_order() {
+        // safetensors keeps keys sorted: lm_head would come first, and be "the first divergence".
+        let sorted = s(&[
+            "lm_head",
+            "model.embed_tokens",
+            "model.layers.0",
+            "model.layers.0.input_layernorm",
+            "model.layers.0.mlp",
+            "model.layers.0.self_attn.k_norm",
+            "model.layers.0.self_attn.k_proj",
+            "model.layers.10.input_layernorm",
+            "model.layers.2.input_layernorm",
+            "model.norm",
+            "x.custom",
+        ]);
+        let names = DumpNames {
+            meta_order: None,
+            names: &sorted,
+            file_order_preserved: false,
+        };
+        let plan = plan_order(&names, &names);
+        assert_eq!(plan.source, OrderSource::Canonical);
+        assert_eq!(
+            plan.order,
+            s(&[
+                "model.embed_tokens",
+                "model.layers.0.input_layernorm",
+                "model.layers.0.self_attn.k_proj",
+                "model.layers.0.self_attn.k_norm",
+                "model.layers.0.mlp",
+                "model.layers.0",
+                "model.layers.2.input_layernorm",
+                "model.layers.10.input_layernorm",
+                "model.norm",
+                "lm_head",
+                "x.custom",
+            ])
+        );
+        assert!(plan.warnings[0].contains("canonical Llama-family forward order"));
     }
 
     #[test]

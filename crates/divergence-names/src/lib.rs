@@ -10,9 +10,13 @@
 //! - [`natural_cmp`]: `layers.2` < `layers.10` (the order of every sorted name list);
 //! - [`layer_index`] / [`split_layer`]: the `layers.N` segment;
 //! - [`Op`]: the op kind of a probe (or of a weight, with [`Param`]), [`QkKind`] for q / k;
-//! - [`sibling`]: another op of the same layer (`k_norm` -> `k_proj`).
+//! - [`sibling`]: another op of the same layer (`k_norm` -> `k_proj`);
+//! - [`dataflow`]: which probes feed which (`k_norm <- k_proj <- input_layernorm <- previous
+//!   layer`), and the canonical execution order of a dump that records none.
 //!
 //! No dependencies beyond serde (for [`QkKind`]'s `"q"` / `"k"` JSON form); no I/O.
+
+pub mod dataflow;
 
 use std::cmp::Ordering;
 use std::fmt;
@@ -182,6 +186,8 @@ pub enum Op {
     Layer,
     /// `model.norm` (the final norm).
     FinalNorm,
+    /// `model` (the base model's output, `last_hidden_state`: the final norm's output).
+    Backbone,
     /// `lm_head`.
     LmHead,
     /// Anything else.
@@ -199,6 +205,7 @@ impl Op {
             "embed_tokens" => Op::EmbedTokens,
             "rotary_emb" => Op::RotaryEmb,
             "norm" => Op::FinalNorm,
+            "model" => Op::Backbone,
             "lm_head" => Op::LmHead,
             _ => Op::Other,
         }
@@ -267,9 +274,12 @@ impl Op {
             Op::ActFn => "mlp.act_fn",
             Op::DownProj => "mlp.down_proj",
             Op::Mlp => "mlp",
-            Op::EmbedTokens | Op::RotaryEmb | Op::FinalNorm | Op::LmHead | Op::Other => {
-                return None
-            }
+            Op::EmbedTokens
+            | Op::RotaryEmb
+            | Op::FinalNorm
+            | Op::Backbone
+            | Op::LmHead
+            | Op::Other => return None,
         })
     }
 
@@ -365,6 +375,7 @@ mod tests {
         assert_eq!(Op::of("model.layers.0.mlp.act_fn"), Op::ActFn);
         assert_eq!(Op::of("model.embed_tokens"), Op::EmbedTokens);
         assert_eq!(Op::of("model.norm"), Op::FinalNorm);
+        assert_eq!(Op::of("model"), Op::Backbone);
         assert_eq!(Op::of("lm_head"), Op::LmHead);
         assert_eq!(Op::of("model.layers.0.self_attn.k_normx"), Op::Other);
         assert_eq!(

@@ -1,0 +1,453 @@
+//! Dataflow of the HF Llama-family forward pass: which probe feeds which, and the canonical
+//! execution order of a dump that records none.
+//!
+//! The table is written once, at the level of [`Op`]s (Qwen3, Qwen2, Llama and Mistral share it;
+//! models without q_norm / k_norm simply lack those probes):
+//!
+//! ```text
+//! input_layernorm(L)      <- resid(L)            resid(0) = embed_tokens, resid(L) = layers.L-1
+//! q_proj, k_proj, v_proj  <- input_layernorm
+//! q_norm / k_norm         <- q_proj / k_proj
+//! rope_q / rope_k         <- q_norm / k_norm, rotary_emb
+//! attn_out                <- rope_q, rope_k, v_proj
+//! o_proj                  <- attn_out
+//! self_attn               <- o_proj
+//! attn_residual           <- resid(L), self_attn
+//! post_attention_layernorm<- attn_residual
+//! gate_proj, up_proj      <- post_attention_layernorm
+//! act_fn                  <- gate_proj
+//! down_proj               <- act_fn, up_proj
+//! mlp                     <- down_proj
+//! layers.L                <- attn_residual, mlp
+//! norm                    <- layers.(last)
+//! model (last_hidden)     <- norm
+//! lm_head                 <- model
+//! embed_tokens, rotary_emb: sources (token ids, positions)
+//! ```
+//!
+//! It is resolved against the names a dump actually has: an input that was not dumped is
+//! replaced by *its* inputs, recursively (a Llama dump has no `k_norm`, so `rope_k <- k_proj`;
+//! a dump without `attn_residual` gives `post_attention_layernorm <- layers.L-1, self_attn`).
+//! A name this table does not know takes the op before it in execution order as its input.
+
+use std::cmp::Ordering;
+use std::collections::HashMap;
+
+use crate::{natural_cmp, split_layer, Op, QkKind};
+
+/// A node of the forward pass: an op, in a layer or not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Node {
+    Global(Op),
+    InLayer(Op, usize),
+}
+
+/// The structural inputs of a node (before resolution against the names present).
+fn structural_inputs(node: Node, last_layer: Option<usize>) -> Vec<Node> {
+    use QkKind::{K, Q};
+    let resid = |layer: usize| {
+        if layer == 0 {
+            Node::Global(Op::EmbedTokens)
+        } else {
+            Node::InLayer(Op::Layer, layer - 1)
+        }
+    };
+    match node {
+        Node::Global(op) => match op {
+            Op::FinalNorm => last_layer
+                .map(|l| vec![Node::InLayer(Op::Layer, l)])
+                .unwrap_or_default(),
+            Op::Backbone => vec![Node::Global(Op::FinalNorm)],
+            Op::LmHead => vec![Node::Global(Op::Backbone)],
+            _ => Vec::new(),
+        },
+        Node::InLayer(op, l) => {
+            let at = |op| Node::InLayer(op, l);
+            match op {
+                Op::InputLayernorm => vec![resid(l)],
+                Op::QkProj(_) | Op::VProj => vec![at(Op::InputLayernorm)],
+                Op::QkNorm(k) => vec![at(Op::QkProj(k))],
+                Op::Rope(k) => vec![at(Op::QkNorm(k)), Node::Global(Op::RotaryEmb)],
+                Op::AttnOut => vec![at(Op::Rope(Q)), at(Op::Rope(K)), at(Op::VProj)],
+                Op::OProj => vec![at(Op::AttnOut)],
+                Op::SelfAttn => vec![at(Op::OProj)],
+                Op::AttnResidual => vec![resid(l), at(Op::SelfAttn)],
+                Op::PostAttentionLayernorm => vec![at(Op::AttnResidual)],
+                Op::GateProj | Op::UpProj => vec![at(Op::PostAttentionLayernorm)],
+                Op::ActFn => vec![at(Op::GateProj)],
+                Op::DownProj => vec![at(Op::ActFn), at(Op::UpProj)],
+                Op::Mlp => vec![at(Op::DownProj)],
+                Op::Layer => vec![at(Op::AttnResidual), at(Op::Mlp)],
+                _ => Vec::new(),
+            }
+        }
+    }
+}
+
+/// Which probes feed which, for one dump's names in execution order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dataflow {
+    inputs: Vec<Vec<usize>>,
+    fallback: Vec<bool>,
+}
+
+impl Dataflow {
+    /// Resolves the table against `order` (every probe name once, in execution order).
+    pub fn new(order: &[String]) -> Dataflow {
+        let mut nodes: HashMap<Node, usize> = HashMap::new();
+        let mut node_of = Vec::with_capacity(order.len());
+        let mut last_layer = None;
+        for (i, name) in order.iter().enumerate() {
+            let op = Op::of(name);
+            let node = match (op, split_layer(name)) {
+                (Op::Other, _) => None,
+                (_, Some(s)) => Some(Node::InLayer(op, s.layer)),
+                (_, None) => Some(Node::Global(op)),
+            };
+            if let Some(Node::InLayer(_, l)) = node {
+                last_layer = Some(last_layer.map_or(l, |m: usize| m.max(l)));
+            }
+            if let Some(n) = node {
+                // The first probe of a node wins (a dump has each name once; two prefixes for
+                // one op would be odd, and the earlier is the better guess).
+                nodes.entry(n).or_insert(i);
+            }
+            node_of.push(node);
+        }
+        let mut memo: HashMap<Node, Vec<usize>> = HashMap::new();
+        let mut inputs = Vec::with_capacity(order.len());
+        let mut fallback = Vec::with_capacity(order.len());
+        for (i, node) in node_of.iter().enumerate() {
+            let resolved = match node {
+                Some(n) => {
+                    let mut v = Vec::new();
+                    for input in structural_inputs(*n, last_layer) {
+                        v.extend(resolve(input, &nodes, last_layer, &mut memo));
+                    }
+                    v.sort_unstable();
+                    v.dedup();
+                    v.retain(|&j| j != i);
+                    v
+                }
+                None => Vec::new(),
+            };
+            let is_source = matches!(node, Some(Node::Global(Op::EmbedTokens | Op::RotaryEmb)));
+            if resolved.is_empty() && !is_source && i > 0 {
+                inputs.push(vec![i - 1]);
+                fallback.push(true);
+            } else {
+                inputs.push(resolved);
+                fallback.push(false);
+            }
+        }
+        Dataflow { inputs, fallback }
+    }
+
+    /// The indices (into the order given to [`Dataflow::new`]) of the probes that feed probe
+    /// `i`, ascending; empty for sources (`embed_tokens`, `rotary_emb`, the first probe).
+    pub fn inputs(&self, i: usize) -> &[usize] {
+        self.inputs.get(i).map_or(&[], Vec::as_slice)
+    }
+
+    /// True when probe `i`'s input is only a guess: the op before it in execution order (its
+    /// name is not in the table, or nothing that feeds it was dumped).
+    pub fn is_fallback(&self, i: usize) -> bool {
+        self.fallback.get(i).copied().unwrap_or(false)
+    }
+
+    /// Number of probes.
+    pub fn len(&self) -> usize {
+        self.inputs.len()
+    }
+
+    /// True when there are no probes.
+    pub fn is_empty(&self) -> bool {
+        self.inputs.is_empty()
+    }
+}
+
+/// The present probes that carry `node`'s value: the node's own probe, else (recursively) those
+/// of its inputs.
+fn resolve(
+    node: Node,
+    nodes: &HashMap<Node, usize>,
+    last_layer: Option<usize>,
+    memo: &mut HashMap<Node, Vec<usize>>,
+) -> Vec<usize> {
+    if let Some(&i) = nodes.get(&node) {
+        return vec![i];
+    }
+    if let Some(v) = memo.get(&node) {
+        return v.clone();
+    }
+    // Mark as in progress (empty) so that a malformed graph can never recurse forever.
+    memo.insert(node, Vec::new());
+    let mut v = Vec::new();
+    for input in structural_inputs(node, last_layer) {
+        v.extend(resolve(input, nodes, last_layer, memo));
+    }
+    v.sort_unstable();
+    v.dedup();
+    memo.insert(node, v.clone());
+    v
+}
+
+/// Where a name sits in a canonical forward pass: (stage, layer, rank). Stage 0: embeddings and
+/// RoPE table; 1: decoder layers in index order; 2: final norm, base-model output, lm_head;
+/// 3: names outside layers that the table does not know.
+fn canonical_key(name: &str) -> (u8, usize, u8) {
+    use QkKind::{K, Q};
+    let op = Op::of(name);
+    if let Some(s) = split_layer(name) {
+        let rank = match op {
+            Op::InputLayernorm => 0,
+            Op::QkProj(Q) => 1,
+            Op::QkNorm(Q) => 2,
+            Op::QkProj(K) => 3,
+            Op::QkNorm(K) => 4,
+            Op::VProj => 5,
+            Op::Rope(Q) => 6,
+            Op::Rope(K) => 7,
+            Op::AttnOut => 8,
+            Op::OProj => 9,
+            Op::SelfAttn => 10,
+            Op::AttnResidual => 11,
+            Op::PostAttentionLayernorm => 12,
+            Op::GateProj => 13,
+            Op::ActFn => 14,
+            Op::UpProj => 15,
+            Op::DownProj => 16,
+            Op::Mlp => 17,
+            Op::Layer => 19,
+            // Unknown ops of a layer: after its known ones, before the layer's output.
+            _ => 18,
+        };
+        return (1, s.layer, rank);
+    }
+    match op {
+        Op::EmbedTokens => (0, 0, 0),
+        Op::RotaryEmb => (0, 0, 1),
+        Op::FinalNorm => (2, 0, 0),
+        Op::Backbone => (2, 0, 1),
+        Op::LmHead => (2, 0, 2),
+        _ => (3, 0, 0),
+    }
+}
+
+/// The canonical execution order of the HF Llama family (what `scripts/dump_reference.py`
+/// records), for dumps that record none: embeddings first, layers in index order with their
+/// ops in forward order, then the final norm and `lm_head`; ties (unknown names) in natural
+/// order. A total order, consistent with string equality.
+pub fn canonical_cmp(a: &str, b: &str) -> Ordering {
+    canonical_key(a)
+        .cmp(&canonical_key(b))
+        .then_with(|| natural_cmp(a, b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn canonical_cmp_is_a_total_order(
+            a in "(model\\.)?(layers\\.[0-2]\\.)?(self_attn\\.k_norm|mlp|norm|x|lm_head|embed_tokens)?",
+            b in "(model\\.)?(layers\\.[0-2]\\.)?(self_attn\\.k_norm|mlp|norm|x|lm_head|embed_tokens)?",
+            c in "(model\\.)?(layers\\.[0-2]\\.)?(self_attn\\.k_norm|mlp|norm|x|lm_head|embed_tokens)?",
+        ) {
+            prop_assert_eq!(canonical_cmp(&a, &b), canonical_cmp(&b, &a).reverse());
+            prop_assert_eq!(canonical_cmp(&a, &b) == Ordering::Equal, a == b);
+            if canonical_cmp(&a, &b) != Ordering::Greater && canonical_cmp(&b, &c) != Ordering::Greater {
+                prop_assert_ne!(canonical_cmp(&a, &c), Ordering::Greater);
+            }
+        }
+
+        #[test]
+        fn dataflow_never_panics_and_stays_in_bounds(names in proptest::collection::vec(
+            "(model\\.)?(layers\\.[0-3]\\.)?(self_attn\\.(k_norm|k_proj|rope_k|attn_out)|mlp|attn_residual|norm|x)?", 0..30)
+        ) {
+            let df = Dataflow::new(&names);
+            prop_assert_eq!(df.len(), names.len());
+            for i in 0..names.len() {
+                prop_assert!(df.inputs(i).iter().all(|&j| j < names.len() && j != i));
+            }
+        }
+    }
+
+    /// The probe order `scripts/dump_reference.py` writes for a 2-layer Qwen3.
+    fn qwen3(layers: usize) -> Vec<String> {
+        let mut v = vec![
+            "model.embed_tokens".to_string(),
+            "model.rotary_emb".to_string(),
+        ];
+        for l in 0..layers {
+            for op in [
+                "input_layernorm",
+                "self_attn.q_proj",
+                "self_attn.q_norm",
+                "self_attn.k_proj",
+                "self_attn.k_norm",
+                "self_attn.v_proj",
+                "self_attn.rope_q",
+                "self_attn.rope_k",
+                "self_attn.attn_out",
+                "self_attn.o_proj",
+                "self_attn",
+                "attn_residual",
+                "post_attention_layernorm",
+                "mlp.gate_proj",
+                "mlp.act_fn",
+                "mlp.up_proj",
+                "mlp.down_proj",
+                "mlp",
+            ] {
+                v.push(format!("model.layers.{l}.{op}"));
+            }
+            v.push(format!("model.layers.{l}"));
+        }
+        v.extend(["model.norm", "model", "lm_head"].map(String::from));
+        v
+    }
+
+    fn inputs_of(order: &[String], name: &str) -> Vec<String> {
+        let df = Dataflow::new(order);
+        let i = order.iter().position(|n| n == name).unwrap();
+        df.inputs(i).iter().map(|&j| order[j].clone()).collect()
+    }
+
+    #[test]
+    fn qwen3_table() {
+        let o = qwen3(2);
+        assert_eq!(inputs_of(&o, "model.embed_tokens"), Vec::<String>::new());
+        assert_eq!(inputs_of(&o, "model.rotary_emb"), Vec::<String>::new());
+        assert_eq!(
+            inputs_of(&o, "model.layers.0.input_layernorm"),
+            ["model.embed_tokens"]
+        );
+        assert_eq!(
+            inputs_of(&o, "model.layers.1.input_layernorm"),
+            ["model.layers.0"]
+        );
+        assert_eq!(
+            inputs_of(&o, "model.layers.1.self_attn.k_norm"),
+            ["model.layers.1.self_attn.k_proj"]
+        );
+        assert_eq!(
+            inputs_of(&o, "model.layers.1.self_attn.k_proj"),
+            ["model.layers.1.input_layernorm"]
+        );
+        assert_eq!(
+            inputs_of(&o, "model.layers.0.self_attn.rope_k"),
+            ["model.rotary_emb", "model.layers.0.self_attn.k_norm"]
+        );
+        assert_eq!(
+            inputs_of(&o, "model.layers.0.self_attn.attn_out"),
+            [
+                "model.layers.0.self_attn.v_proj",
+                "model.layers.0.self_attn.rope_q",
+                "model.layers.0.self_attn.rope_k"
+            ]
+        );
+        assert_eq!(
+            inputs_of(&o, "model.layers.1.attn_residual"),
+            ["model.layers.0", "model.layers.1.self_attn"]
+        );
+        assert_eq!(
+            inputs_of(&o, "model.layers.1.mlp.down_proj"),
+            ["model.layers.1.mlp.act_fn", "model.layers.1.mlp.up_proj"]
+        );
+        assert_eq!(
+            inputs_of(&o, "model.layers.1"),
+            ["model.layers.1.attn_residual", "model.layers.1.mlp"]
+        );
+        assert_eq!(inputs_of(&o, "model.norm"), ["model.layers.1"]);
+        assert_eq!(inputs_of(&o, "model"), ["model.norm"]);
+        assert_eq!(inputs_of(&o, "lm_head"), ["model"]);
+        let df = Dataflow::new(&o);
+        assert!((0..o.len()).all(|i| !df.is_fallback(i)));
+        // every input comes earlier in the exporter's order
+        assert!((0..o.len()).all(|i| df.inputs(i).iter().all(|&j| j < i)));
+    }
+
+    #[test]
+    fn missing_probes_are_bridged_by_their_inputs() {
+        // A Llama-style dump: no q_norm/k_norm, no contract leaves, no base-model output.
+        let o: Vec<String> = qwen3(2)
+            .into_iter()
+            .filter(|n| {
+                !(n.ends_with("_norm")
+                    || n.ends_with("rope_q")
+                    || n.ends_with("rope_k")
+                    || n.ends_with("attn_out")
+                    || n.ends_with("attn_residual")
+                    || n == "model")
+            })
+            .collect();
+        assert_eq!(
+            inputs_of(&o, "model.layers.0.self_attn.o_proj"),
+            // attn_out <- rope_q, rope_k, v_proj; rope <- (k_norm <- k_proj), rotary_emb
+            [
+                "model.rotary_emb",
+                "model.layers.0.self_attn.q_proj",
+                "model.layers.0.self_attn.k_proj",
+                "model.layers.0.self_attn.v_proj"
+            ]
+        );
+        assert_eq!(
+            inputs_of(&o, "model.layers.1.post_attention_layernorm"),
+            ["model.layers.0", "model.layers.1.self_attn"]
+        );
+        assert_eq!(inputs_of(&o, "lm_head"), ["model.norm"]);
+    }
+
+    #[test]
+    fn unknown_names_fall_back_to_the_previous_op() {
+        let o: Vec<String> = [
+            "model.embed_tokens",
+            "my.custom.op",
+            "model.layers.0.input_layernorm",
+        ]
+        .map(String::from)
+        .to_vec();
+        let df = Dataflow::new(&o);
+        assert_eq!(df.inputs(1), [0]);
+        assert!(df.is_fallback(1));
+        assert_eq!(df.inputs(2), [0]);
+        assert!(!df.is_fallback(2));
+        assert_eq!(df.inputs(0), [] as [usize; 0]);
+        assert_eq!(df.inputs(99), [] as [usize; 0]);
+        assert!(Dataflow::new(&[]).is_empty());
+    }
+
+    #[test]
+    fn prefixless_names_work_too() {
+        let o: Vec<String> = [
+            "embed_tokens",
+            "layers.0.input_layernorm",
+            "layers.0.self_attn.k_proj",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(inputs_of(&o, "layers.0.input_layernorm"), ["embed_tokens"]);
+        assert_eq!(
+            inputs_of(&o, "layers.0.self_attn.k_proj"),
+            ["layers.0.input_layernorm"]
+        );
+    }
+
+    #[test]
+    fn canonical_order_restores_the_exporters_order() {
+        let o = qwen3(12);
+        let mut sorted = o.clone();
+        sorted.sort_by(|a, b| natural_cmp(a, b)); // what a safetensors file gives back
+        assert_eq!(sorted[0], "lm_head");
+        sorted.sort_by(|a, b| canonical_cmp(a, b));
+        assert_eq!(sorted, o);
+        assert_eq!(canonical_cmp("x.unknown", "lm_head"), Ordering::Greater);
+        assert_eq!(
+            canonical_cmp("model.layers.0.self_attn.weird", "model.layers.0"),
+            Ordering::Less
+        );
+    }
+}
