@@ -272,3 +272,39 @@ impl TensorData<'_> {
 pub(crate) fn element_count(shape: &[usize]) -> Option<usize> {
     shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_view_hands_out_its_values_borrowed_or_decoded() {
+        let bytes = [
+            half::f16::from_f32(1.5).to_le_bytes(),
+            half::f16::NEG_INFINITY.to_le_bytes(),
+            // a signalling NaN widens to a quiet one, as `half` (and `Dump::read`) give it
+            0x7d01u16.to_le_bytes(),
+        ];
+        let stored = TensorView::stored(vec![3], DType::F16, ValuesRef::F16Le(&bytes));
+        assert!(stored.is_borrowed());
+        assert_eq!(stored.values(), ValuesRef::F16Le(&bytes));
+        let Values::F32(wide) = stored.to_values() else {
+            panic!("f16 widens to f32")
+        };
+        let want: Vec<u32> = bytes
+            .iter()
+            .map(|b| half::f16::from_le_bytes(*b).to_f32().to_bits())
+            .collect();
+        assert_eq!(wide.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), want);
+
+        let decoded = TensorView::decoded(Tensor {
+            shape: vec![2],
+            dtype: DType::I32,
+            values: Values::F64(vec![-3.0, 7.0]),
+        });
+        assert!(!decoded.is_borrowed());
+        assert_eq!(decoded.values(), ValuesRef::F64(&[-3.0, 7.0]));
+        assert_eq!(decoded.to_values(), Values::F64(vec![-3.0, 7.0]));
+        assert_eq!(ValuesRef::from(&decoded.to_values()).len(), 2);
+    }
+}
