@@ -1,53 +1,21 @@
 //! The hot loop: one pass over both sides' values, accumulating every metric in f64.
 //!
-//! The kernel is generic over the element types of the two sides and monomorphized for every
-//! combination of [`ValuesRef`] variants, so the inner loop never branches on the type. The
-//! little-endian byte variants let a caller hand over a tensor straight from a memory-mapped
-//! file, at any alignment, without decoding it into a new buffer first. Values
-//! are processed in blocks of [`BLOCK`] elements with [`LANES`] independent accumulators per metric
-//! (which the compiler vectorizes); a block whose sums come out non-finite is redone with a careful
-//! per-element loop that counts NaN/Inf and skips them. Slices longer than the configured chunk length
-//! are split into chunks processed in parallel with rayon; the per-chunk accumulators are merged in
-//! chunk order, so results do not depend on the number of threads.
+//! The kernel is generic over the element encodings of the two sides ([`Elem`]) and
+//! monomorphized for every combination of [`ValuesRef`] variants (two nested [`Visit`]s), so
+//! the inner loop never branches on the type. The little-endian byte variants let a caller
+//! hand over a tensor straight from a memory-mapped file, at any alignment, without decoding it
+//! into a new buffer first. Values are processed in blocks of [`BLOCK`] elements with [`LANES`]
+//! independent accumulators per metric ([`Lanes`], which the compiler vectorizes); a block
+//! whose sums come out non-finite is redone with a careful per-element loop that counts
+//! NaN/Inf and skips them. Both loops update their sums with the same [`Lanes::step`]. Slices
+//! longer than the configured chunk length are split into chunks processed in parallel with
+//! rayon ([`fold_chunks`]); the per-chunk accumulators are merged in chunk order, so results do
+//! not depend on the number of threads. Widening, the step and the chunking live in
+//! `divergence-values`, shared with the dump reader and the checkpoint statistics.
 
-use rayon::prelude::*;
+use divergence_values::{fold_chunks, Elem, Lanes, Tol, Visit};
 
-/// One side's values: decoded (`f32`, `f64`) or raw little-endian elements borrowed as they are
-/// stored (`*Le`, any alignment), row-major.
-#[derive(Debug, Clone, Copy)]
-pub enum ValuesRef<'a> {
-    /// Values stored as (or widened exactly to) `f32`.
-    F32(&'a [f32]),
-    /// Values stored as (or widened to) `f64`.
-    F64(&'a [f64]),
-    /// IEEE binary32 elements, little-endian bytes.
-    F32Le(&'a [[u8; 4]]),
-    /// IEEE binary64 elements, little-endian bytes.
-    F64Le(&'a [[u8; 8]]),
-    /// bfloat16 elements (the top half of a binary32), little-endian bytes.
-    Bf16Le(&'a [[u8; 2]]),
-    /// IEEE binary16 elements, little-endian bytes.
-    F16Le(&'a [[u8; 2]]),
-}
-
-impl ValuesRef<'_> {
-    /// Number of elements.
-    pub fn len(&self) -> usize {
-        match self {
-            ValuesRef::F32(v) => v.len(),
-            ValuesRef::F64(v) => v.len(),
-            ValuesRef::F32Le(v) => v.len(),
-            ValuesRef::F64Le(v) => v.len(),
-            ValuesRef::Bf16Le(v) => v.len(),
-            ValuesRef::F16Le(v) => v.len(),
-        }
-    }
-
-    /// True when there are no elements.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
+pub use divergence_values::ValuesRef;
 
 /// Number of independent accumulators per metric in the fast loop.
 pub const LANES: usize = 8;
@@ -57,12 +25,7 @@ pub const BLOCK: usize = 2048;
 pub const DEFAULT_CHUNK_LEN: usize = 1 << 18;
 
 /// The tolerance parameters the kernel needs for the element-wise counts.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) struct Params {
-    pub rtol: f64,
-    pub atol: f64,
-    pub rel_guard: f64,
-}
+pub(crate) type Params = Tol;
 
 /// Raw sums of one comparison; merged across blocks and chunks.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -116,97 +79,32 @@ impl Accumulator {
         self.inf_r += other.inf_r;
         self.nonfinite_mismatch += other.nonfinite_mismatch;
     }
-}
 
-/// An element type the kernel reads: `Raw` is how one element sits in the slice, `wide` widens
-/// it to f64 exactly. Implemented by marker types so that two encodings with the same raw
-/// layout (say f16 and bf16, both `[u8; 2]`) stay distinct.
-trait Elem: Copy + Send + Sync {
-    type Raw: Copy + Send + Sync;
-    fn wide(raw: Self::Raw) -> f64;
-}
-
-#[derive(Clone, Copy)]
-struct F32;
-#[derive(Clone, Copy)]
-struct F64;
-#[derive(Clone, Copy)]
-struct F32Le;
-#[derive(Clone, Copy)]
-struct F64Le;
-#[derive(Clone, Copy)]
-struct Bf16Le;
-#[derive(Clone, Copy)]
-struct F16Le;
-
-impl Elem for F32 {
-    type Raw = f32;
-    #[inline(always)]
-    fn wide(raw: f32) -> f64 {
-        f64::from(raw)
+    /// The running sums as one lane, to continue them element by element.
+    fn lane(&self) -> Lanes<1> {
+        Lanes {
+            sum_o2: [self.sum_o2],
+            sum_r2: [self.sum_r2],
+            sum_d2: [self.sum_d2],
+            sum_abs_d: [self.sum_abs_d],
+            dot: [self.dot],
+            max_abs_d: [self.max_abs_d],
+            max_rel: [self.max_rel],
+            n_outside: [self.n_outside],
+        }
     }
-}
 
-impl Elem for F64 {
-    type Raw = f64;
-    #[inline(always)]
-    fn wide(raw: f64) -> f64 {
-        raw
+    /// Stores the sums of [`Accumulator::lane`] back.
+    fn set_lane(&mut self, l: &Lanes<1>) {
+        [self.sum_o2] = l.sum_o2;
+        [self.sum_r2] = l.sum_r2;
+        [self.sum_d2] = l.sum_d2;
+        [self.sum_abs_d] = l.sum_abs_d;
+        [self.dot] = l.dot;
+        [self.max_abs_d] = l.max_abs_d;
+        [self.max_rel] = l.max_rel;
+        [self.n_outside] = l.n_outside;
     }
-}
-
-impl Elem for F32Le {
-    type Raw = [u8; 4];
-    #[inline(always)]
-    fn wide(raw: [u8; 4]) -> f64 {
-        f64::from(f32::from_le_bytes(raw))
-    }
-}
-
-impl Elem for F64Le {
-    type Raw = [u8; 8];
-    #[inline(always)]
-    fn wide(raw: [u8; 8]) -> f64 {
-        f64::from_le_bytes(raw)
-    }
-}
-
-impl Elem for Bf16Le {
-    type Raw = [u8; 2];
-    #[inline(always)]
-    fn wide(raw: [u8; 2]) -> f64 {
-        f64::from(f32::from_bits(u32::from(u16::from_le_bytes(raw)) << 16))
-    }
-}
-
-impl Elem for F16Le {
-    type Raw = [u8; 2];
-    #[inline(always)]
-    fn wide(raw: [u8; 2]) -> f64 {
-        f64::from(f16_to_f32(u16::from_le_bytes(raw)))
-    }
-}
-
-/// Exact binary16 -> binary32, written with integer operations and selects so that it
-/// vectorizes (a table or per-element CPU-feature check would not), and without arithmetic on
-/// subnormal floats (slow on x86): normal numbers get their exponent rebiased (15 -> 127),
-/// subnormals are `mantissa * 2^-24` (an exact integer conversion and a power-of-two scale),
-/// Inf and NaN keep their mantissa bits under an all-ones exponent.
-#[inline(always)]
-fn f16_to_f32(h: u16) -> f32 {
-    let exp = h & 0x7c00;
-    let man = u32::from(h & 0x03ff);
-    let normal = f32::from_bits((u32::from(h & 0x7fff) << 13) + (112 << 23));
-    let subnormal = man as f32 * f32::from_bits(0x3380_0000); // 2^-24
-    let special = f32::from_bits(0x7f80_0000 | (man << 13));
-    let magnitude = if exp == 0 {
-        subnormal
-    } else if exp == 0x7c00 {
-        special
-    } else {
-        normal
-    };
-    f32::from_bits(magnitude.to_bits() | (u32::from(h & 0x8000) << 16))
 }
 
 /// Compares two equally long value slices. `chunk_len` is the rayon task size.
@@ -216,52 +114,55 @@ pub(crate) fn accumulate(
     params: &Params,
     chunk_len: usize,
 ) -> Accumulator {
-    fn with_ref<A: Elem>(o: &[A::Raw], r: ValuesRef<'_>, p: &Params, c: usize) -> Accumulator {
-        match r {
-            ValuesRef::F32(r) => run::<A, F32>(o, r, p, c),
-            ValuesRef::F64(r) => run::<A, F64>(o, r, p, c),
-            ValuesRef::F32Le(r) => run::<A, F32Le>(o, r, p, c),
-            ValuesRef::F64Le(r) => run::<A, F64Le>(o, r, p, c),
-            ValuesRef::Bf16Le(r) => run::<A, Bf16Le>(o, r, p, c),
-            ValuesRef::F16Le(r) => run::<A, F16Le>(o, r, p, c),
+    /// Dispatch on ours' encoding, then on the reference's ([`Pair`]).
+    struct Ours<'r, 'p> {
+        reference: ValuesRef<'r>,
+        p: &'p Params,
+        chunk_len: usize,
+    }
+    struct Pair<'o, 'p, A: Elem> {
+        o: &'o [A::Raw],
+        p: &'p Params,
+        chunk_len: usize,
+    }
+    impl Visit for Ours<'_, '_> {
+        type Out = Accumulator;
+        fn visit<A: Elem>(self, o: &[A::Raw]) -> Accumulator {
+            let (p, chunk_len) = (self.p, self.chunk_len);
+            self.reference.visit(Pair::<A> { o, p, chunk_len })
         }
     }
-    let (p, c) = (params, chunk_len);
-    match ours {
-        ValuesRef::F32(o) => with_ref::<F32>(o, reference, p, c),
-        ValuesRef::F64(o) => with_ref::<F64>(o, reference, p, c),
-        ValuesRef::F32Le(o) => with_ref::<F32Le>(o, reference, p, c),
-        ValuesRef::F64Le(o) => with_ref::<F64Le>(o, reference, p, c),
-        ValuesRef::Bf16Le(o) => with_ref::<Bf16Le>(o, reference, p, c),
-        ValuesRef::F16Le(o) => with_ref::<F16Le>(o, reference, p, c),
+    impl<A: Elem> Visit for Pair<'_, '_, A> {
+        type Out = Accumulator;
+        fn visit<B: Elem>(self, r: &[B::Raw]) -> Accumulator {
+            run::<A, B>(self.o, r, self.p, self.chunk_len)
+        }
     }
+    ours.visit(Ours {
+        reference,
+        p: params,
+        chunk_len,
+    })
 }
 
 fn run<A: Elem, B: Elem>(o: &[A::Raw], r: &[B::Raw], p: &Params, chunk_len: usize) -> Accumulator {
     let n = o.len().min(r.len());
-    let chunk = chunk_len.max(1);
-    if n <= chunk {
-        return chunk_acc::<A, B>(&o[..n], &r[..n], 0, p);
-    }
-    let parts: Vec<Accumulator> = (0..n.div_ceil(chunk))
-        .into_par_iter()
-        .map(|c| {
-            let start = c * chunk;
-            let end = (start + chunk).min(n);
-            chunk_acc::<A, B>(&o[start..end], &r[start..end], start as u64, p)
-        })
-        .collect();
-    let mut acc = Accumulator::default();
-    for part in &parts {
-        acc.merge(part);
-    }
-    acc
+    fold_chunks(
+        n,
+        chunk_len,
+        Accumulator::default(),
+        |c| chunk_acc::<A, B>(&o[c.clone()], &r[c.clone()], c.start as u64, p),
+        |mut acc, part| {
+            acc.merge(&part);
+            acc
+        },
+    )
 }
 
 /// One chunk, on the widest vector unit available: the same code compiled for AVX-512F or AVX2
 /// when the CPU has it (runtime detection), else for the baseline target. All compute the same
 /// IEEE operations in the same order (lane count is fixed by [`LANES`], not by the vector width;
-/// no FMA contraction), so results do not depend on the CPU.
+/// no FMA contraction; one inlined [`Lanes::step`]), so results do not depend on the CPU.
 fn chunk_acc<A: Elem, B: Elem>(o: &[A::Raw], r: &[B::Raw], base: u64, p: &Params) -> Accumulator {
     #[cfg(target_arch = "x86_64")]
     {
@@ -326,53 +227,21 @@ fn fast_block<A: Elem, B: Elem>(
     p: &Params,
     acc: &mut Accumulator,
 ) -> bool {
-    let mut o2 = [0.0f64; LANES];
-    let mut r2 = [0.0f64; LANES];
-    let mut d2 = [0.0f64; LANES];
-    let mut sad = [0.0f64; LANES];
-    let mut dot = [0.0f64; LANES];
-    let mut mx = [0.0f64; LANES];
-    let mut mr = [0.0f64; LANES];
-    let mut out = [0u64; LANES];
-    let (rtol, atol, guard) = (p.rtol, p.atol, p.rel_guard);
+    let tol = *p;
+    let mut l = Lanes::<LANES>::ZERO;
     let oc = o.chunks_exact(LANES);
     let rc = r.chunks_exact(LANES);
     let (orem, rrem) = (oc.remainder(), rc.remainder());
     for (ob, rb) in oc.zip(rc) {
         for j in 0..LANES {
-            let x = A::wide(ob[j]);
-            let y = B::wide(rb[j]);
-            let d = x - y;
-            let a = d.abs();
-            let ay = y.abs();
-            o2[j] += x * x;
-            r2[j] += y * y;
-            d2[j] += d * d;
-            sad[j] += a;
-            dot[j] += x * y;
-            mx[j] = if a > mx[j] { a } else { mx[j] };
-            let rel = a / if ay > guard { ay } else { guard };
-            mr[j] = if rel > mr[j] { rel } else { mr[j] };
-            out[j] += u64::from(a > atol + rtol * ay);
+            l.step(j, A::wide(ob[j]), B::wide(rb[j]), &tol);
         }
     }
     for (x, y) in orem.iter().zip(rrem) {
-        let (x, y) = (A::wide(*x), B::wide(*y));
-        let d = x - y;
-        let a = d.abs();
-        let ay = y.abs();
-        o2[0] += x * x;
-        r2[0] += y * y;
-        d2[0] += d * d;
-        sad[0] += a;
-        dot[0] += x * y;
-        mx[0] = if a > mx[0] { a } else { mx[0] };
-        let rel = a / if ay > guard { ay } else { guard };
-        mr[0] = if rel > mr[0] { rel } else { mr[0] };
-        out[0] += u64::from(a > atol + rtol * ay);
+        l.step(0, A::wide(*x), B::wide(*y), &tol);
     }
-    let so2: f64 = o2.iter().sum();
-    let sr2: f64 = r2.iter().sum();
+    let so2: f64 = l.sum_o2.iter().sum();
+    let sr2: f64 = l.sum_r2.iter().sum();
     // A NaN or Inf in either side makes its sum of squares non-finite: the careful path then
     // separates the non-finite elements. (An f64 value above ~1e154 also overflows the sums;
     // compare() reports such an op by its max |ours - ref| instead of the norm-wise rule.)
@@ -384,15 +253,21 @@ fn fast_block<A: Elem, B: Elem>(
     acc.n_finite += len;
     acc.sum_o2 += so2;
     acc.sum_r2 += sr2;
-    acc.sum_d2 += d2.iter().sum::<f64>();
-    acc.sum_abs_d += sad.iter().sum::<f64>();
-    acc.dot += dot.iter().sum::<f64>();
-    acc.n_outside += out.iter().sum::<u64>();
-    let bmr = mr.iter().fold(0.0f64, |m, &v| if v > m { v } else { m });
+    acc.sum_d2 += l.sum_d2.iter().sum::<f64>();
+    acc.sum_abs_d += l.sum_abs_d.iter().sum::<f64>();
+    acc.dot += l.dot.iter().sum::<f64>();
+    acc.n_outside += l.n_outside.iter().sum::<u64>();
+    let bmr = l
+        .max_rel
+        .iter()
+        .fold(0.0f64, |m, &v| if v > m { v } else { m });
     if bmr > acc.max_rel {
         acc.max_rel = bmr;
     }
-    let bmx = mx.iter().fold(0.0f64, |m, &v| if v > m { v } else { m });
+    let bmx = l
+        .max_abs_d
+        .iter()
+        .fold(0.0f64, |m, &v| if v > m { v } else { m });
     if len > 0 && (acc.max_abs_d_index.is_none() || bmx > acc.max_abs_d) {
         // Rescan this block for the first element attaining the maximum (rare: only when it grows).
         let at = o
@@ -414,6 +289,8 @@ fn slow_block<A: Elem, B: Elem>(
     p: &Params,
     acc: &mut Accumulator,
 ) {
+    // The sums continue element by element from the accumulator's, in one lane.
+    let mut l = acc.lane();
     for (i, (&x, &y)) in o.iter().zip(r).enumerate() {
         let (x, y) = (A::wide(x), B::wide(y));
         acc.n += 1;
@@ -439,27 +316,16 @@ fn slow_block<A: Elem, B: Elem>(
             }
             continue;
         }
-        let d = x - y;
-        let a = d.abs();
-        let ay = y.abs();
         acc.n_finite += 1;
-        acc.sum_o2 += x * x;
-        acc.sum_r2 += y * y;
-        acc.sum_d2 += d * d;
-        acc.sum_abs_d += a;
-        acc.dot += x * y;
-        if acc.max_abs_d_index.is_none() || a > acc.max_abs_d {
-            acc.max_abs_d = a;
+        let max_before = l.max_abs_d[0];
+        let a = l.step(0, x, y, p);
+        // The first finite element sets the maximum; later ones only a strictly larger one.
+        if acc.max_abs_d_index.is_none() || a > max_before {
+            l.max_abs_d[0] = a;
             acc.max_abs_d_index = Some(base + i as u64);
         }
-        let rel = a / ay.max(p.rel_guard);
-        if rel > acc.max_rel {
-            acc.max_rel = rel;
-        }
-        if a > p.atol + p.rtol * ay {
-            acc.n_outside += 1;
-        }
     }
+    acc.set_lane(&l);
 }
 
 /// Per-side statistics for rows where the two sides cannot be aligned (shape mismatch, one side only).
@@ -472,42 +338,43 @@ pub(crate) struct SideStats {
 }
 
 pub(crate) fn side_stats(values: ValuesRef<'_>) -> SideStats {
-    fn go<A: Elem>(v: &[A::Raw]) -> SideStats {
-        v.par_chunks(DEFAULT_CHUNK_LEN)
-            .map(|c| {
-                let mut s = SideStats::default();
-                for &x in c {
-                    let x = A::wide(x);
-                    if x.is_finite() {
-                        s.sum_sq += x * x;
-                    } else if x.is_nan() {
-                        s.nan += 1;
-                    } else {
-                        s.inf += 1;
+    struct Go;
+    impl Visit for Go {
+        type Out = SideStats;
+        fn visit<A: Elem>(self, v: &[A::Raw]) -> SideStats {
+            fold_chunks(
+                v.len(),
+                DEFAULT_CHUNK_LEN,
+                SideStats::default(),
+                |c| {
+                    let mut s = SideStats::default();
+                    for &x in &v[c] {
+                        let x = A::wide(x);
+                        if x.is_finite() {
+                            s.sum_sq += x * x;
+                        } else if x.is_nan() {
+                            s.nan += 1;
+                        } else {
+                            s.inf += 1;
+                        }
                     }
-                }
-                s
-            })
-            .collect::<Vec<_>>()
-            .into_iter()
-            .fold(SideStats::default(), |a, b| SideStats {
-                sum_sq: a.sum_sq + b.sum_sq,
-                nan: a.nan + b.nan,
-                inf: a.inf + b.inf,
-            })
+                    s
+                },
+                |a, b| SideStats {
+                    sum_sq: a.sum_sq + b.sum_sq,
+                    nan: a.nan + b.nan,
+                    inf: a.inf + b.inf,
+                },
+            )
+        }
     }
-    match values {
-        ValuesRef::F32(v) => go::<F32>(v),
-        ValuesRef::F64(v) => go::<F64>(v),
-        ValuesRef::F32Le(v) => go::<F32Le>(v),
-        ValuesRef::F64Le(v) => go::<F64Le>(v),
-        ValuesRef::Bf16Le(v) => go::<Bf16Le>(v),
-        ValuesRef::F16Le(v) => go::<F16Le>(v),
-    }
+    values.visit(Go)
 }
 
 #[cfg(test)]
 mod tests {
+    use divergence_values::elem::{F32, F64};
+
     use super::*;
 
     const P: Params = Params {
@@ -659,19 +526,6 @@ mod tests {
     }
 
     #[test]
-    fn f16_widening_is_exact_for_every_bit_pattern() {
-        for h in 0..=u16::MAX {
-            let want = half::f16::from_bits(h).to_f32();
-            let got = f16_to_f32(h);
-            if want.is_nan() {
-                assert!(got.is_nan(), "{h:#06x}");
-            } else {
-                assert_eq!(got.to_bits(), want.to_bits(), "{h:#06x}: {got} vs {want}");
-            }
-        }
-    }
-
-    #[test]
     fn f16_bytes_match_decoded_values() {
         let mut vals: Vec<half::f16> = (0..3000)
             .map(|i| half::f16::from_f32(((i as f32) * 0.37).sin() * 60.0))
@@ -687,6 +541,107 @@ mod tests {
         let from_f32 = accumulate(ValuesRef::F32(&decoded), ValuesRef::F32(&r), &P, 1000);
         assert_eq!(from_bytes, from_f32);
         assert_eq!((from_bytes.nan_o, from_bytes.inf_o), (1, 1));
+    }
+
+    /// A deterministic pseudo-random stream (no libm, so the same bits on every platform).
+    fn lcg(seed: u64) -> impl FnMut() -> u32 {
+        let mut s = seed;
+        move || {
+            s = s
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (s >> 32) as u32
+        }
+    }
+
+    /// Every field of an accumulator as bits, for exact comparison with stored values.
+    fn fingerprint(a: &Accumulator) -> Vec<u64> {
+        vec![
+            a.n,
+            a.n_finite,
+            a.sum_o2.to_bits(),
+            a.sum_r2.to_bits(),
+            a.sum_d2.to_bits(),
+            a.sum_abs_d.to_bits(),
+            a.dot.to_bits(),
+            a.max_abs_d.to_bits(),
+            a.max_abs_d_index.unwrap_or(u64::MAX),
+            a.max_rel.to_bits(),
+            a.n_outside,
+            a.nan_o,
+            a.inf_o,
+            a.nan_r,
+            a.inf_r,
+            a.nonfinite_mismatch,
+        ]
+    }
+
+    /// Results of the kernel on fixed inputs of every element type (several chunks and blocks,
+    /// a lane remainder, subnormals, NaN and Inf), compared bit for bit with the values the
+    /// kernel gave before it moved its widening and per-element step to `divergence-values`.
+    #[test]
+    fn results_match_stored_values_bit_for_bit() {
+        const N: usize = 20_003;
+        let mut next = lcg(42);
+        let o: Vec<f32> = (0..N)
+            .map(|_| (next() as i32 >> 8) as f32 * 2f32.powi(-17))
+            .collect();
+        let mut r: Vec<f64> = o
+            .iter()
+            .map(|&x| f64::from(x) * (1.0 + f64::from(next() >> 12) * 2f64.powi(-30)))
+            .collect();
+        r[9_000] = f64::NAN;
+        r[15_000] = f64::NEG_INFINITY;
+        // bf16: the top half of each f32; f16: random patterns (about 3% NaN / Inf, some
+        // subnormals), at odd byte offsets.
+        let bf: Vec<[u8; 2]> = o
+            .iter()
+            .map(|x| ((x.to_bits() >> 16) as u16).to_le_bytes())
+            .collect();
+        let h: Vec<[u8; 2]> = (0..N)
+            .map(|i| {
+                let bits = next() as u16;
+                // mostly moderate magnitudes, so that most blocks take the fast path
+                let bits = if i % 512 == 0 { bits } else { bits & 0xbbff };
+                bits.to_le_bytes()
+            })
+            .collect();
+        let ob = le_bytes(1, o.iter().map(|x| x.to_le_bytes()));
+        let rb = le_bytes(3, r.iter().map(|x| x.to_le_bytes()));
+        let (o_le, _) = ob[1..].as_chunks::<4>();
+        let (r_le, _) = rb[3..].as_chunks::<8>();
+        let cases: [(&str, ValuesRef<'_>, ValuesRef<'_>); 5] = [
+            ("f32/f64", ValuesRef::F32(&o), ValuesRef::F64(&r)),
+            (
+                "f32le/f64le",
+                ValuesRef::F32Le(o_le),
+                ValuesRef::F64Le(r_le),
+            ),
+            ("bf16/f32", ValuesRef::Bf16Le(&bf), ValuesRef::F32(&o)),
+            ("f16/bf16", ValuesRef::F16Le(&h), ValuesRef::Bf16Le(&bf)),
+            ("f64/f16", ValuesRef::F64(&r), ValuesRef::F16Le(&h)),
+        ];
+        let got: Vec<(&str, Vec<u64>, [u64; 3])> = cases
+            .iter()
+            .map(|&(label, a, b)| {
+                let s = side_stats(a);
+                (
+                    label,
+                    fingerprint(&accumulate(a, b, &P, 5_000)),
+                    [s.sum_sq.to_bits(), s.nan, s.inf],
+                )
+            })
+            .collect();
+        // (case, fingerprint of accumulate(), side_stats() of ours: sum_sq bits, nan, inf)
+        #[rustfmt::skip]
+        let want: Vec<(&str, Vec<u64>, [u64; 3])> = vec![
+            ("f32/f64", vec![20003, 20001, 4718043027652936581, 4718050057212316034, 4620944520898545376, 4644136791393058701, 4718046541298969140, 4589077994544177152, 12221, 4562136932013873330, 0, 0, 0, 1, 1, 2], [4718043077454020777, 0, 0]),
+            ("f32le/f64le", vec![20003, 20001, 4718043027652936581, 4718050057212316034, 4620944520898545376, 4644136791393058701, 4718046541298969140, 4589077994544177152, 12221, 4562136932013873330, 0, 0, 0, 1, 1, 2], [4718043077454020777, 0, 0]),
+            ("bf16/f32", vec![20003, 20003, 4718006424229533963, 4718043077454020483, 4642568943966775296, 4655038511907340288, 4718024718932111534, 4598174394911555584, 4583, 4575517037707324124, 0, 0, 0, 0, 0, 0], [4718006424229533963, 0, 0]),
+            ("f16/bf16", vec![20003, 20001, 4751502470818202161, 4718005498998577419, 4751525724541383107, 4694719894799428608, 4702403753886296259, 4678922357056733184, 15872, 4654799284010757544, 19991, 2, 0, 0, 0, 2], [4751502470818202145, 2, 0]),
+            ("f64/f16", vec![20003, 19999, 4718049124938619480, 4751502470817766552, 4751525866486304461, 4694736675073505113, 4702432905600943722, 4678922324115007888, 15872, 4723175809762486344, 19989, 1, 1, 2, 0, 4], [4718050057212316043, 1, 1]),
+        ];
+        assert_eq!(got, want);
     }
 
     #[test]

@@ -7,6 +7,8 @@
 
 use std::collections::TryReserveError;
 
+use divergence_values::{bf16_to_f32, f16_to_f32};
+
 use crate::dtype::{DType, TensorData, Values};
 
 /// Byte order of stored elements.
@@ -48,14 +50,10 @@ pub(crate) fn decode_into(out: &mut Values, bytes: &[u8], dtype: DType, endian: 
         Values::F32(v) => match (dtype, big) {
             (DType::F32, false) => ext(v, bytes, f32::from_le_bytes),
             (DType::F32, true) => ext(v, bytes, f32::from_be_bytes),
-            (DType::F16, false) => ext(v, bytes, |b| half::f16::from_le_bytes(b).to_f32()),
-            (DType::F16, true) => ext(v, bytes, |b| half::f16::from_be_bytes(b).to_f32()),
-            (DType::BF16, false) => ext(v, bytes, |b| {
-                f32::from_bits(u32::from(u16::from_le_bytes(b)) << 16)
-            }),
-            (DType::BF16, true) => ext(v, bytes, |b| {
-                f32::from_bits(u32::from(u16::from_be_bytes(b)) << 16)
-            }),
+            (DType::F16, false) => ext(v, bytes, |b| f16_to_f32(u16::from_le_bytes(b))),
+            (DType::F16, true) => ext(v, bytes, |b| f16_to_f32(u16::from_be_bytes(b))),
+            (DType::BF16, false) => ext(v, bytes, |b| bf16_to_f32(u16::from_le_bytes(b))),
+            (DType::BF16, true) => ext(v, bytes, |b| bf16_to_f32(u16::from_be_bytes(b))),
             (DType::I16, false) => ext(v, bytes, |b| f32::from(i16::from_le_bytes(b))),
             (DType::I16, true) => ext(v, bytes, |b| f32::from(i16::from_be_bytes(b))),
             (DType::I8, _) => v.extend(bytes.iter().map(|&b| f32::from(b as i8))),

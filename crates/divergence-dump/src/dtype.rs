@@ -1,10 +1,14 @@
 //! Element types: the storage [`DType`] of a tensor, the widened [`Values`] a reader returns, a
-//! read [`Tensor`], and the borrowed [`TensorData`] a writer accepts.
+//! read [`Tensor`], a [`TensorView`] (whose values are a [`ValuesRef`], borrowed from the file
+//! where they can be), and the borrowed [`TensorData`] a writer accepts.
 //!
 //! Widening is exact except for 64-bit integers: f16, bf16, i16, i8, u8 and bool become f32;
-//! f64 and i32 become f64; i64 becomes f64 (exact up to 2^53).
+//! f64 and i32 become f64; i64 becomes f64 (exact up to 2^53). f16 and bf16 widen with
+//! `divergence-values`' functions, the ones the diff kernel uses on stored bytes.
 
 use std::fmt;
+
+use divergence_values::{bf16_to_f32, f16_to_f32, ValuesRef};
 
 /// How a tensor is stored in the file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -126,69 +130,96 @@ pub struct Tensor {
     pub values: Values,
 }
 
-/// A tensor's values as `Dump::view` gives them: the stored bytes themselves when they can be
-/// used as they are (uncompressed, little-endian, C order, f32 / f64 / f16 / bf16), else decoded.
-///
-/// The borrowed variants point into the memory map at whatever alignment the file has (an npz
-/// member's data is rarely 4-byte aligned), hence byte arrays rather than `&[f32]`.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ValuesView<'a> {
-    /// Little-endian IEEE binary32 elements.
-    F32Le(&'a [[u8; 4]]),
-    /// Little-endian IEEE binary64 elements.
-    F64Le(&'a [[u8; 8]]),
-    /// Little-endian bfloat16 elements.
-    Bf16Le(&'a [[u8; 2]]),
-    /// Little-endian IEEE binary16 elements.
-    F16Le(&'a [[u8; 2]]),
-    /// Decoded and widened (deflated members, big-endian or Fortran-order arrays, integers,
-    /// bool).
-    Decoded(Values),
-}
-
-impl ValuesView<'_> {
-    pub fn len(&self) -> usize {
-        match self {
-            ValuesView::F32Le(v) => v.len(),
-            ValuesView::F64Le(v) => v.len(),
-            ValuesView::Bf16Le(v) => v.len(),
-            ValuesView::F16Le(v) => v.len(),
-            ValuesView::Decoded(v) => v.len(),
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Decoded values (a copy for the borrowed variants; f16 and bf16 widen exactly to f32).
-    pub fn to_values(&self) -> Values {
-        match self {
-            ValuesView::F32Le(v) => Values::F32(v.iter().map(|b| f32::from_le_bytes(*b)).collect()),
-            ValuesView::F64Le(v) => Values::F64(v.iter().map(|b| f64::from_le_bytes(*b)).collect()),
-            ValuesView::Bf16Le(v) => Values::F32(
-                v.iter()
-                    .map(|b| f32::from_bits(u32::from(u16::from_le_bytes(*b)) << 16))
-                    .collect(),
-            ),
-            ValuesView::F16Le(v) => Values::F32(
-                v.iter()
-                    .map(|b| half::f16::from_le_bytes(*b).to_f32())
-                    .collect(),
-            ),
-            ValuesView::Decoded(v) => v.clone(),
+impl<'a> From<&'a Values> for ValuesRef<'a> {
+    fn from(v: &'a Values) -> ValuesRef<'a> {
+        match v {
+            Values::F32(v) => ValuesRef::F32(v),
+            Values::F64(v) => ValuesRef::F64(v),
         }
     }
 }
 
-/// One tensor as `Dump::view` gives it, borrowing from the dump where it can.
+impl From<ValuesRef<'_>> for Values {
+    /// A decoded copy: f16 and bf16 widen exactly to f32.
+    fn from(v: ValuesRef<'_>) -> Values {
+        match v {
+            ValuesRef::F32(v) => Values::F32(v.to_vec()),
+            ValuesRef::F64(v) => Values::F64(v.to_vec()),
+            ValuesRef::F32Le(v) => Values::F32(v.iter().map(|b| f32::from_le_bytes(*b)).collect()),
+            ValuesRef::F64Le(v) => Values::F64(v.iter().map(|b| f64::from_le_bytes(*b)).collect()),
+            ValuesRef::Bf16Le(v) => Values::F32(
+                v.iter()
+                    .map(|b| bf16_to_f32(u16::from_le_bytes(*b)))
+                    .collect(),
+            ),
+            ValuesRef::F16Le(v) => Values::F32(
+                v.iter()
+                    .map(|b| f16_to_f32(u16::from_le_bytes(*b)))
+                    .collect(),
+            ),
+        }
+    }
+}
+
+/// One tensor as `Dump::view` gives it, borrowing from the dump where it can: the stored bytes
+/// themselves when they can be used as they are (uncompressed, little-endian, C order, f32 /
+/// f64 / f16 / bf16; at whatever alignment the file has), else a decoded buffer it owns.
+/// Either way [`TensorView::values`] hands out the values as a [`ValuesRef`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct TensorView<'a> {
     /// Shape in C order; `[]` for a 0-d array (one element).
     pub shape: Vec<usize>,
     /// The dtype the file stores.
     pub dtype: DType,
-    pub values: ValuesView<'a>,
+    data: ViewData<'a>,
+}
+
+/// Where a [`TensorView`]'s values are.
+#[derive(Debug, Clone, PartialEq)]
+enum ViewData<'a> {
+    /// Borrowed from the file: one of the little-endian `*Le` variants.
+    Stored(ValuesRef<'a>),
+    /// Decoded and widened (deflated members, big-endian or Fortran-order arrays, integers,
+    /// bool).
+    Decoded(Values),
+}
+
+impl<'a> TensorView<'a> {
+    /// A view of stored bytes.
+    pub(crate) fn stored(shape: Vec<usize>, dtype: DType, values: ValuesRef<'a>) -> Self {
+        TensorView {
+            shape,
+            dtype,
+            data: ViewData::Stored(values),
+        }
+    }
+
+    /// A view of a decoded tensor.
+    pub(crate) fn decoded(t: Tensor) -> Self {
+        TensorView {
+            shape: t.shape,
+            dtype: t.dtype,
+            data: ViewData::Decoded(t.values),
+        }
+    }
+
+    /// The values: the stored bytes or the decoded buffer.
+    pub fn values(&self) -> ValuesRef<'_> {
+        match &self.data {
+            ViewData::Stored(v) => *v,
+            ViewData::Decoded(v) => v.into(),
+        }
+    }
+
+    /// True when the values are borrowed from the file (no copy was made).
+    pub fn is_borrowed(&self) -> bool {
+        matches!(self.data, ViewData::Stored(_))
+    }
+
+    /// The values decoded, as [`Dump::read`](crate::Dump::read) gives them (a copy).
+    pub fn to_values(&self) -> Values {
+        self.values().into()
+    }
 }
 
 /// Borrowed tensor data handed to `DumpWriter::add`, in C order.
@@ -240,4 +271,40 @@ impl TensorData<'_> {
 /// Number of elements of `shape` (1 for `[]`), or `None` on overflow.
 pub(crate) fn element_count(shape: &[usize]) -> Option<usize> {
     shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_view_hands_out_its_values_borrowed_or_decoded() {
+        let bytes = [
+            half::f16::from_f32(1.5).to_le_bytes(),
+            half::f16::NEG_INFINITY.to_le_bytes(),
+            // a signalling NaN widens to a quiet one, as `half` (and `Dump::read`) give it
+            0x7d01u16.to_le_bytes(),
+        ];
+        let stored = TensorView::stored(vec![3], DType::F16, ValuesRef::F16Le(&bytes));
+        assert!(stored.is_borrowed());
+        assert_eq!(stored.values(), ValuesRef::F16Le(&bytes));
+        let Values::F32(wide) = stored.to_values() else {
+            panic!("f16 widens to f32")
+        };
+        let want: Vec<u32> = bytes
+            .iter()
+            .map(|b| half::f16::from_le_bytes(*b).to_f32().to_bits())
+            .collect();
+        assert_eq!(wide.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), want);
+
+        let decoded = TensorView::decoded(Tensor {
+            shape: vec![2],
+            dtype: DType::I32,
+            values: Values::F64(vec![-3.0, 7.0]),
+        });
+        assert!(!decoded.is_borrowed());
+        assert_eq!(decoded.values(), ValuesRef::F64(&[-3.0, 7.0]));
+        assert_eq!(decoded.to_values(), Values::F64(vec![-3.0, 7.0]));
+        assert_eq!(ValuesRef::from(&decoded.to_values()).len(), 2);
+    }
 }

@@ -6,11 +6,12 @@
 
 use std::io::{self, Read};
 
+use divergence_values::ValuesRef;
 use flate2::read::DeflateDecoder;
 use flate2::CrcReader;
 
 use crate::convert::{alloc_values, decode_into, fortran_to_c, Endian};
-use crate::dtype::{DType, Tensor, TensorView, ValuesView};
+use crate::dtype::{DType, Tensor, TensorView};
 use crate::error::{DumpError, Location};
 use crate::npy::{self, NpyLayout};
 use crate::npz::{ZipMember, METHOD_DEFLATE, METHOD_STORED};
@@ -278,26 +279,17 @@ pub(crate) fn view_entry<'a>(
     let (Source::Bytes { start, len }, Endian::Little, true, true) =
         (&info.source, info.endian, c_order, borrowable)
     else {
-        let t = read_entry(file, info, at)?;
-        return Ok(TensorView {
-            shape: t.shape,
-            dtype: t.dtype,
-            values: ValuesView::Decoded(t.values),
-        });
+        return read_entry(file, info, at).map(TensorView::decoded);
     };
     let need = info.n_elems.saturating_mul(info.dtype.size_bytes());
     let bytes = stored_bytes(file, info, at, *start, *len, need)?;
     let values = match info.dtype {
-        DType::F32 => ValuesView::F32Le(bytes.as_chunks().0),
-        DType::F64 => ValuesView::F64Le(bytes.as_chunks().0),
-        DType::F16 => ValuesView::F16Le(bytes.as_chunks().0),
-        _ => ValuesView::Bf16Le(bytes.as_chunks().0),
+        DType::F32 => ValuesRef::F32Le(bytes.as_chunks().0),
+        DType::F64 => ValuesRef::F64Le(bytes.as_chunks().0),
+        DType::F16 => ValuesRef::F16Le(bytes.as_chunks().0),
+        _ => ValuesRef::Bf16Le(bytes.as_chunks().0),
     };
-    Ok(TensorView {
-        shape: info.shape.clone(),
-        dtype: info.dtype,
-        values,
-    })
+    Ok(TensorView::stored(info.shape.clone(), info.dtype, values))
 }
 
 /// Read and decode an entry into a C-order [`Tensor`].

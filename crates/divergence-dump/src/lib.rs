@@ -6,7 +6,8 @@
 //! Reading: [`Dump::open`] memory-maps the file and parses all headers once; [`Dump::read`]
 //! decodes one tensor at a time into widened [`Values`] in C order (Fortran-order arrays are
 //! transposed, big-endian arrays byte-swapped); [`Dump::view`] returns the stored bytes
-//! themselves, borrowed from the map, where they need no decoding ([`ValuesView`]). `Dump` is
+//! themselves, borrowed from the map, where they need no decoding ([`TensorView::values`], a
+//! [`ValuesRef`] of `divergence-values`, the type the diff engine compares). `Dump` is
 //! `Send + Sync`. Writing: [`DumpWriter`] streams npz members to disk, or buffers a safetensors
 //! file until `finish`.
 //! Errors are one lowercase line naming the file ([`DumpError`]); no input makes this crate panic.
@@ -22,7 +23,8 @@ mod npz;
 mod safetensors;
 mod writer;
 
-pub use dtype::{DType, Tensor, TensorData, TensorView, Values, ValuesView};
+pub use divergence_values::ValuesRef;
+pub use dtype::{DType, Tensor, TensorData, TensorView, Values};
 pub use dump::{Dump, Format};
 pub use error::{DumpError, Location};
 pub use meta::{Meta, FORMAT_TAG, META_ENTRY, SAFETENSORS_META_KEY};

@@ -36,9 +36,9 @@ fn exercise(path: &Path) {
                     (Ok(t), Ok(v)) => {
                         let n: usize = t.shape.iter().product();
                         assert_eq!(n, t.values.len(), "{name}: shape and values disagree");
-                        assert_eq!(v.values.len(), n, "{name}: view has the wrong length");
+                        assert_eq!(v.values().len(), n, "{name}: view has the wrong length");
                         assert_eq!(
-                            bits(&v.values.to_values()),
+                            bits(&v.to_values()),
                             bits(&t.values),
                             "{name}: view vs read"
                         );

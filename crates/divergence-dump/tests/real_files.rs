@@ -4,7 +4,7 @@
 mod common;
 
 use common::{assert_tensor, bits, data, expected};
-use divergence_dump::{DType, Dump, Format, Meta, Values, ValuesView};
+use divergence_dump::{DType, Dump, Format, Meta, Values};
 
 fn check_file(file: &str) -> Dump {
     let exp = expected();
@@ -31,7 +31,7 @@ fn check_file(file: &str) -> Dump {
         let v = dump.view(name).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!((&v.shape, v.dtype), (&t.shape, t.dtype), "{file}:{name}");
         assert_eq!(
-            bits(&v.values.to_values()),
+            bits(&v.to_values()),
             bits(&t.values),
             "{file}:{name}: view vs read"
         );
@@ -64,10 +64,9 @@ fn numpy_savez_all_dtypes_and_layouts() {
 
 /// Which tensors `Dump::view` borrows from the map, and which it decodes.
 fn borrowed(dump: &Dump, name: &str) -> bool {
-    !matches!(
-        dump.view(name).unwrap_or_else(|e| panic!("{e}")).values,
-        ValuesView::Decoded(_)
-    )
+    dump.view(name)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .is_borrowed()
 }
 
 #[test]

@@ -1,13 +1,15 @@
 //! Streaming statistics over the raw little-endian bytes of a safetensors tensor.
 //!
-//! Values are decoded one at a time to f64 (BF16/F16 via their bit patterns and `half`,
-//! integers and bool by value) and never collected: a tensor is cut into chunks of
-//! [`CHUNK_ELEMS`] elements, each chunk is reduced in two cache-hot passes (sum / min / max /
-//! non-finite counts, then the sum of squared deviations from the chunk mean), and chunks
-//! are merged with Chan et al.'s parallel variance formula. Chunks run on rayon; the merge
-//! is sequential in chunk order, so results are bit-for-bit reproducible.
+//! Values are decoded one at a time to f64 (floats by the exact widening of
+//! `divergence-values`, the one `diff` and the dump reader use; integers and bool by value)
+//! and never collected: a tensor is cut into chunks of [`CHUNK_ELEMS`] elements, each chunk is
+//! reduced in two cache-hot passes (sum / min / max / non-finite counts, then the sum of
+//! squared deviations from the chunk mean), and chunks are merged with Chan et al.'s parallel
+//! variance formula. Chunks run on rayon ([`fold_chunks`], as `diff`'s kernel); the merge is
+//! sequential in chunk order, so results are bit-for-bit reproducible.
 
-use rayon::prelude::*;
+use divergence_values::elem::{Bf16Le, F16Le, F32Le, F64Le};
+use divergence_values::{fold_chunks, Elem};
 use safetensors::Dtype;
 
 use crate::report::TensorStats;
@@ -153,21 +155,14 @@ fn chunk_fn(dtype: Dtype) -> Option<(usize, ChunkFn)> {
         Dtype::I8 => (1, |b| chunk_stats(b, |r| f64::from(i8::from_le_bytes(r)))),
         Dtype::I16 => (2, |b| chunk_stats(b, |r| f64::from(i16::from_le_bytes(r)))),
         Dtype::U16 => (2, |b| chunk_stats(b, |r| f64::from(u16::from_le_bytes(r)))),
-        Dtype::F16 => (2, |b| {
-            chunk_stats(b, |r| half::f16::from_le_bytes(r).to_f64())
-        }),
-        Dtype::BF16 => (2, |b| {
-            // bf16 is the upper half of an f32: exact and faster than a table.
-            chunk_stats(b, |r| {
-                f64::from(f32::from_bits(u32::from(u16::from_le_bytes(r)) << 16))
-            })
-        }),
+        Dtype::F16 => (2, |b| chunk_stats(b, F16Le::wide)),
+        Dtype::BF16 => (2, |b| chunk_stats(b, Bf16Le::wide)),
         Dtype::I32 => (4, |b| chunk_stats(b, |r| f64::from(i32::from_le_bytes(r)))),
         Dtype::U32 => (4, |b| chunk_stats(b, |r| f64::from(u32::from_le_bytes(r)))),
-        Dtype::F32 => (4, |b| chunk_stats(b, |r| f64::from(f32::from_le_bytes(r)))),
+        Dtype::F32 => (4, |b| chunk_stats(b, F32Le::wide)),
         Dtype::I64 => (8, |b| chunk_stats(b, |r| i64::from_le_bytes(r) as f64)),
         Dtype::U64 => (8, |b| chunk_stats(b, |r| u64::from_le_bytes(r) as f64)),
-        Dtype::F64 => (8, |b| chunk_stats(b, f64::from_le_bytes)),
+        Dtype::F64 => (8, |b| chunk_stats(b, F64Le::wide)),
         _ => return None,
     };
     Some(f)
@@ -177,13 +172,14 @@ fn chunk_fn(dtype: Dtype) -> Option<(usize, ChunkFn)> {
 /// Chunks are reduced in parallel (rayon) and merged in order.
 pub(crate) fn tensor_stats(dtype: Dtype, data: &[u8]) -> Option<TensorStats> {
     let (width, f) = chunk_fn(dtype)?;
-    let partials: Vec<Partial> = data.par_chunks(CHUNK_ELEMS * width).map(f).collect();
-    Some(
-        partials
-            .into_iter()
-            .fold(Partial::EMPTY, Partial::merge)
-            .finish(),
-    )
+    let stats = fold_chunks(
+        data.len() / width,
+        CHUNK_ELEMS,
+        Partial::EMPTY,
+        |c| f(&data[c.start * width..c.end * width]),
+        Partial::merge,
+    );
+    Some(stats.finish())
 }
 
 #[cfg(test)]
@@ -273,6 +269,80 @@ mod tests {
 
         let s = tensor_stats(Dtype::I8, &[0xFF, 0x02]).unwrap();
         assert_eq!((s.min, s.max), (Some(-1.0), Some(2.0)));
+    }
+
+    /// Fixed inputs of every float dtype and one integer dtype (more than two chunks, NaN,
+    /// Inf, subnormal f16), compared bit for bit with the statistics computed before the
+    /// widening moved to `divergence-values`.
+    #[test]
+    fn results_match_stored_values_bit_for_bit() {
+        let n = CHUNK_ELEMS * 2 + 1001;
+        let mut s = 7u64;
+        let mut next = move || {
+            s = s
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (s >> 32) as u32
+        };
+        let mut f: Vec<f32> = (0..n)
+            .map(|_| (next() as i32 >> 8) as f32 * 2f32.powi(-17) + 3.0)
+            .collect();
+        f[10] = f32::NAN;
+        f[n - 1] = f32::NEG_INFINITY;
+        let f32_bytes = bytes_f32(&f);
+        let f64_bytes: Vec<u8> = f
+            .iter()
+            .flat_map(|&x| (f64::from(x) * 1.25).to_le_bytes())
+            .collect();
+        let bf16_bytes: Vec<u8> = f
+            .iter()
+            .flat_map(|x| ((x.to_bits() >> 16) as u16).to_le_bytes())
+            .collect();
+        let f16_bytes: Vec<u8> = (0..n)
+            .flat_map(|i| {
+                let bits = next() as u16;
+                let bits = if i % 4096 == 0 { bits } else { bits & 0xbbff };
+                bits.to_le_bytes()
+            })
+            .collect();
+        let i32_bytes: Vec<u8> = (0..n).flat_map(|_| (next() as i32).to_le_bytes()).collect();
+        let got: Vec<(Dtype, [u64; 9])> = [
+            (Dtype::F32, &f32_bytes),
+            (Dtype::F64, &f64_bytes),
+            (Dtype::BF16, &bf16_bytes),
+            (Dtype::F16, &f16_bytes),
+            (Dtype::I32, &i32_bytes),
+        ]
+        .into_iter()
+        .map(|(dtype, bytes)| {
+            let t = tensor_stats(dtype, bytes).expect("decoded dtype");
+            let b = |x: Option<f64>| x.map_or(u64::MAX, f64::to_bits);
+            (
+                dtype,
+                [
+                    t.count,
+                    t.nan,
+                    t.pos_inf,
+                    t.neg_inf,
+                    b(t.min),
+                    b(t.max),
+                    b(t.mean),
+                    b(t.std),
+                    b(t.max_abs),
+                ],
+            )
+        })
+        .collect();
+        // count, nan, +inf, -inf, then the bits of min, max, mean, std, max |x|
+        #[rustfmt::skip]
+        let want: Vec<(Dtype, [u64; 9])> = vec![
+            (Dtype::F32, [525289, 1, 0, 1, 13857153838806466560, 4634415106690646016, 4614112490647881181, 4630402736556596209, 4634415106690646016]),
+            (Dtype::F64, [525289, 1, 0, 1, 13858438069193015296, 4635593779129090048, 4615845008609847125, 4631704216368370376, 4635593779129090048]),
+            (Dtype::BF16, [525289, 1, 0, 1, 13857118656581861376, 4634379938424684544, 4614092193382724966, 4630389005086063349, 4634379938424684544]),
+            (Dtype::F16, [525289, 3, 0, 0, 13901688459925389312, 4676733126326616064, 4589255866966382312, 4639390261899105724, 4678316423070613504]),
+            (Dtype::I32, [525289, 0, 0, 0, 13970166021177212928, 4746793994560733184, 13927407706010493687, 4742980018293301918, 4746793994560733184]),
+        ];
+        assert_eq!(got, want);
     }
 
     #[test]

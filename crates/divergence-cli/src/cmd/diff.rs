@@ -12,9 +12,9 @@ use std::time::{Duration, SystemTime};
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use divergence_diff::{
-    DiffConfig, DumpNames, OpResult, Report, ReportContext, Side, Tolerance, ValuesRef, Which,
+    DiffConfig, DumpNames, OpResult, Report, ReportContext, Side, Tolerance, Which,
 };
-use divergence_dump::{Dump, Format as DumpFormat, TensorView, Values, ValuesView};
+use divergence_dump::{Dump, Format as DumpFormat, TensorView};
 use divergence_render::TableOptions;
 use rayon::prelude::*;
 
@@ -378,14 +378,7 @@ fn read_side<'a>(dump: &'a Dump, name: &str) -> Option<Result<(TensorView<'a>, S
 fn side<'a>((tensor, dtype): &'a (TensorView<'_>, String)) -> Side<'a> {
     Side {
         shape: &tensor.shape,
-        values: match &tensor.values {
-            ValuesView::F32Le(v) => ValuesRef::F32Le(v),
-            ValuesView::F64Le(v) => ValuesRef::F64Le(v),
-            ValuesView::Bf16Le(v) => ValuesRef::Bf16Le(v),
-            ValuesView::F16Le(v) => ValuesRef::F16Le(v),
-            ValuesView::Decoded(Values::F32(v)) => ValuesRef::F32(v),
-            ValuesView::Decoded(Values::F64(v)) => ValuesRef::F64(v),
-        },
+        values: tensor.values(),
         dtype,
     }
 }
