@@ -21,11 +21,17 @@ bash scripts/setup_venv.sh
 section "cargo fmt --check"
 cargo fmt --all -- --check
 
+# clippy checks every target (tests included) with the same features as the test build; its
+# dependency pass is a `check` (metadata only, no code generation), which no later build can
+# reuse, so candle is compiled once for it and once for the tests.
 section "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+# `cargo test` builds every binary too (target/debug/divergence, used below): no separate
+# `cargo build`. That one compiled candle a second time: without the dev-dependencies, features
+# of crates under candle unify differently (serde_json, getrandom, once_cell), so nothing of
+# the test build's candle was reused.
 section "cargo test"
-cargo build --workspace --locked
 cargo test --workspace --locked
 
 section "pytest (reference exporter, real transformers)"

@@ -39,6 +39,23 @@ pub fn print_error(err: &anyhow::Error) {
     eprintln!("{line}");
 }
 
+/// A flag value rejected by its value parser (`--rtol=-1`, `--grep '['`, see `cmd::parse`) as
+/// one line naming the flag: `error: --rtol must be a finite number >= 0, got -1`. `None` for
+/// every other clap error, which keeps clap's own message (usage line, tips).
+pub fn value_error_line(err: &clap::Error) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if err.kind() != ErrorKind::ValueValidation {
+        return None;
+    }
+    // clap names the argument with its value placeholder: `--rtol <RTOL>`.
+    let ContextValue::String(arg) = err.get(ContextKind::InvalidArg)? else {
+        return None;
+    };
+    let flag = arg.split_whitespace().next()?;
+    let why = std::error::Error::source(err)?;
+    Some(format!("error: {flag} {why}"))
+}
+
 /// True if the error is a broken pipe (the reader went away): not worth an error.
 pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
     err.chain().any(|cause| {

@@ -39,6 +39,11 @@ fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(err) => {
+            // A rejected flag value is one line; other usage errors keep clap's help.
+            if let Some(line) = exit::value_error_line(&err) {
+                eprintln!("{line}");
+                return Exit::Error.into();
+            }
             // --help and --version are not errors; everything else is a usage error (2).
             let code = if err.use_stderr() {
                 Exit::Error

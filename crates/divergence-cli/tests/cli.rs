@@ -40,12 +40,17 @@ impl Run {
 }
 
 fn divergence(args: &[&str]) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_divergence"))
-        .args(args)
-        .current_dir(root())
-        .env_remove("NO_COLOR")
-        .output()
-        .expect("run divergence");
+    divergence_with_no_color(args, None)
+}
+
+/// `divergence ARGS...` with NO_COLOR set to this value (`None`: unset).
+fn divergence_with_no_color(args: &[&str], no_color: Option<&str>) -> Run {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_divergence"));
+    cmd.args(args).current_dir(root()).env_remove("NO_COLOR");
+    if let Some(value) = no_color {
+        cmd.env("NO_COLOR", value);
+    }
+    let out = cmd.output().expect("run divergence");
     Run {
         code: out.status.code().expect("exit code"),
         stdout: String::from_utf8(out.stdout).expect("utf-8 stdout"),
@@ -178,6 +183,79 @@ fn color_only_when_asked_or_on_a_tty() {
         "diff", DEMO_OURS, DEMO_REF, "--format", "table", "--color", "always",
     ]);
     assert!(colored.stdout.contains('\x1b'));
+    // --color always wins over NO_COLOR, for both commands (one shared set of output flags).
+    for args in [
+        &[
+            "diff", DEMO_OURS, DEMO_REF, "--format", "table", "--color", "always",
+        ][..],
+        &[
+            "inspect",
+            "fixtures/tiny-qwen3",
+            "--format",
+            "table",
+            "--color",
+            "always",
+        ][..],
+    ] {
+        let run = divergence_with_no_color(args, Some("1"));
+        assert!(run.stdout.contains('\x1b'), "{args:?}");
+        let never = divergence_with_no_color(&[args, &["--color", "never"]].concat(), Some(""));
+        assert!(!never.stdout.contains('\x1b'), "{args:?}");
+    }
+}
+
+#[test]
+fn bad_flag_values_are_one_line_usage_errors() {
+    // Numeric flags of both commands are checked by the same value parsers; a bad --grep regex
+    // is an error, not a silent substring match. One line naming the flag, exit 2.
+    let mut transcripts = String::new();
+    for args in [
+        &["diff", DEMO_OURS, DEMO_REF, "--rtol", "-1"][..],
+        &["diff", DEMO_OURS, DEMO_REF, "--atol", "nan"][..],
+        &["diff", DEMO_OURS, DEMO_REF, "--atol", "1e-3x"][..],
+        &["diff", DEMO_OURS, DEMO_REF, "--grep", "*norm"][..],
+        &["diff", DEMO_OURS, DEMO_REF, "--grep", "["][..],
+        &["inspect", "fixtures/tiny-qwen3", "--max-abs", "0"][..],
+        &["inspect", "fixtures/tiny-qwen3", "--gain-threshold=-1"][..],
+        &["inspect", "fixtures/tiny-qwen3", "--gain-threshold", "inf"][..],
+    ] {
+        let run = divergence(args);
+        assert_eq!(run.code, 2, "{args:?}: {}", run.transcript());
+        assert_eq!(run.stdout, "", "{args:?}");
+        assert_eq!(run.stderr.lines().count(), 1, "{args:?}: {}", run.stderr);
+        assert!(
+            run.stderr.starts_with("error: --"),
+            "{args:?}: {}",
+            run.stderr
+        );
+        transcripts.push_str(&format!(
+            "$ divergence {}\n{}",
+            args.join(" "),
+            run.transcript()
+        ));
+    }
+    insta::assert_snapshot!("bad_flag_values", transcripts);
+}
+
+#[test]
+fn a_layer_the_dumps_lack_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let ours = dir.path().join("ours.npz");
+    let reference = dir.path().join("ref.npz");
+    let tensors: &[(&str, &[usize], &[f32])] = &[
+        ("model.embed_tokens", &[2], &[1.0, 2.0]),
+        ("model.layers.0.mlp", &[2], &[1.0, 2.0]),
+        ("model.layers.1.mlp", &[2], &[1.0, 2.0]),
+    ];
+    write_dump(&reference, tensors, None);
+    write_dump(&ours, tensors, None);
+    let run = diff_files(&ours, &reference, &["--format", "table", "--layer", "7"]);
+    assert_eq!(run.code, 2, "{}", run.transcript());
+    assert_eq!(run.stdout, "");
+    assert_eq!(run.stderr, "error: --layer 7: the dumps have layers 0-1\n");
+    let ok = diff_files(&ours, &reference, &["--format", "table", "--layer", "1"]);
+    assert_eq!(ok.code, 0, "{}", ok.transcript());
+    assert!(ok.stdout.contains("model.layers.1.mlp"), "{}", ok.stdout);
 }
 
 // ---------------------------------------------------------------- legitimate noise vs bugs, on real transformers dumps
@@ -474,6 +552,13 @@ fn usage_errors_exit_2_and_help_exits_0() {
         help.stdout
             .contains("the norm-wise error exceeds the tolerance"),
         "the decision rule is in --help"
+    );
+    // ... with the preset numbers, written from divergence_diff::PRESETS (lines may wrap).
+    let words = help.stdout.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        words.contains("bfloat16: rtol 4e-2, atol 1e-3"),
+        "{}",
+        help.stdout
     );
 }
 

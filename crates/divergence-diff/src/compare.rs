@@ -6,8 +6,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::DiffConfig;
 use crate::metrics::{self, Params, ValuesRef};
-use crate::DiffConfig;
 
 /// One side of a probe: its shape, values and *original* dtype name (e.g. `"bfloat16"` for a tensor
 /// stored as f32 because npy has no bf16).

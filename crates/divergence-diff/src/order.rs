@@ -8,8 +8,12 @@
 //! ([`divergence_names::dataflow::canonical_cmp`]: `model.embed_tokens` first, `lm_head` last),
 //! or naturally sorted (`layers.2` < `layers.10`) when no name is one the table knows, with a
 //! warning either way.
+//!
+//! One naming rule lives here too: two single-tensor files (`.npy`, each named after its file)
+//! are the same probe whatever their names; the row takes the reference's name and
+//! [`OrderPlan::ours_name`] gives the name to read from ours.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -22,6 +26,9 @@ pub struct DumpNames<'a> {
     pub names: &'a [String],
     /// False when the file order is meaningless (safetensors keys are stored sorted).
     pub file_order_preserved: bool,
+    /// The dump is one tensor named after its file (a `.npy`): two such dumps are compared
+    /// with each other whatever their names.
+    pub single_tensor_file: bool,
 }
 
 /// Where the execution order came from.
@@ -67,6 +74,29 @@ pub struct OrderPlan {
     pub source: OrderSource,
     /// Things the user should know (appended names, lost order, ...), one line each.
     pub warnings: Vec<String>,
+    /// Probes whose name in ours differs from the row's name: `(row name, name in ours)`.
+    /// Only a pair of single-tensor files makes one ([`DumpNames::single_tensor_file`]).
+    pub renamed_in_ours: Vec<(String, String)>,
+}
+
+impl OrderPlan {
+    /// The name to read from ours for the row `name` of [`OrderPlan::order`]: `name` itself,
+    /// except for a renamed probe ([`OrderPlan::renamed_in_ours`]).
+    pub fn ours_name<'a>(&'a self, name: &'a str) -> &'a str {
+        self.renamed_in_ours
+            .iter()
+            .find(|(row, _)| row == name)
+            .map_or(name, |(_, ours)| ours.as_str())
+    }
+
+    /// The layers (`layers.N`) that some probe of either dump belongs to, ascending: what
+    /// `--layer` can pick.
+    pub fn layers(&self) -> BTreeSet<usize> {
+        self.order
+            .iter()
+            .filter_map(|name| divergence_names::layer_index(name))
+            .collect()
+    }
 }
 
 /// Natural order of names (`layers.2` < `layers.10`), from [`divergence_names`].
@@ -99,6 +129,23 @@ fn list_some(names: &[String]) -> String {
 
 /// Plans the execution order of the union of both dumps' probes. Pure; see the module doc.
 pub fn plan_order(ours: &DumpNames<'_>, reference: &DumpNames<'_>) -> OrderPlan {
+    if ours.single_tensor_file && reference.single_tensor_file {
+        if let ([o], [r]) = (ours.names, reference.names) {
+            // Two single-tensor files (named after their files) are one probe: the row takes
+            // the reference's name.
+            let renamed_in_ours = if o == r {
+                Vec::new()
+            } else {
+                vec![(r.clone(), o.clone())]
+            };
+            return OrderPlan {
+                order: vec![r.clone()],
+                source: OrderSource::RefFile,
+                warnings: Vec::new(),
+                renamed_in_ours,
+            };
+        }
+    }
     let present: HashSet<&str> = ours
         .names
         .iter()
@@ -215,6 +262,7 @@ pub fn plan_order(ours: &DumpNames<'_>, reference: &DumpNames<'_>) -> OrderPlan 
         order,
         source,
         warnings,
+        renamed_in_ours: Vec::new(),
     }
 }
 
@@ -266,11 +314,13 @@ mod tests {
                 meta_order: Some(&ours_meta),
                 names: &ours_names,
                 file_order_preserved: true,
+                single_tensor_file: false,
             },
             &DumpNames {
                 meta_order: Some(&ref_meta),
                 names: &ref_names,
                 file_order_preserved: true,
+                single_tensor_file: false,
             },
         );
         assert_eq!(plan.source, OrderSource::RefMeta);
@@ -295,11 +345,13 @@ mod tests {
                 meta_order: Some(&ours_meta),
                 names: &ours_names,
                 file_order_preserved: true,
+                single_tensor_file: false,
             },
             &DumpNames {
                 meta_order: None,
                 names: &ref_names,
                 file_order_preserved: true,
+                single_tensor_file: false,
             },
         );
         assert_eq!(plan.source, OrderSource::OursMeta);
@@ -317,11 +369,13 @@ mod tests {
                 meta_order: Some(&empty),
                 names: &ours_names,
                 file_order_preserved: true,
+                single_tensor_file: false,
             },
             &DumpNames {
                 meta_order: None,
                 names: &ref_names,
                 file_order_preserved: true,
+                single_tensor_file: false,
             },
         );
         assert_eq!(plan.source, OrderSource::RefFile);
@@ -338,11 +392,13 @@ mod tests {
                 meta_order: None,
                 names: &ours_names,
                 file_order_preserved: false,
+                single_tensor_file: false,
             },
             &DumpNames {
                 meta_order: None,
                 names: &ref_names,
                 file_order_preserved: false,
+                single_tensor_file: false,
             },
         );
         assert_eq!(plan.source, OrderSource::NaturalSort);
@@ -374,6 +430,7 @@ mod tests {
             meta_order: None,
             names: &sorted,
             file_order_preserved: false,
+            single_tensor_file: false,
         };
         let plan = plan_order(&names, &names);
         assert_eq!(plan.source, OrderSource::Canonical);
@@ -405,11 +462,13 @@ mod tests {
                 meta_order: None,
                 names: &ours_names,
                 file_order_preserved: true,
+                single_tensor_file: false,
             },
             &DumpNames {
                 meta_order: None,
                 names: &ref_names,
                 file_order_preserved: false,
+                single_tensor_file: false,
             },
         );
         assert_eq!(plan.source, OrderSource::OursFile);

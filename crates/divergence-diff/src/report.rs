@@ -9,9 +9,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::amplification::{amplification, Amplification, NormWeightGains};
 use crate::compare::{OpResult, Status};
+use crate::config::DiffConfig;
 use crate::order::OrderSource;
 use crate::tolerance::Tolerance;
-use crate::DiffConfig;
 
 /// Value of the `"schema"` field.
 pub const SCHEMA: &str = "divergence-report/1";

@@ -6,18 +6,55 @@
 
 use serde::{Deserialize, Serialize};
 
-/// The decision rule, stated once. The CLI reuses it for `--help`; `docs/tolerances.md` repeats it.
-pub const DECISION_RULE: &str = "\
-An op diverges when (1) its shapes differ (after dropping size-1 dimensions), \
+/// The decision rule, stated once, with the numbers of [`PRESETS`] (generated from the table, so
+/// the two cannot drift). The CLI prints it in `divergence diff --help`; `docs/tolerances.md`
+/// explains it at length.
+pub fn decision_rule() -> String {
+    format!(
+        "An op diverges when (1) its shapes differ (after dropping size-1 dimensions), \
 (2) NaN/Inf appear at different positions on the two sides (the non-finite masks differ; \
 NaN vs NaN or the same Inf at the same position is equal), or \
 (3) the norm-wise error exceeds the tolerance: ||ours - ref||_2 > atol * sqrt(n) + rtol * ||ref||_2, \
 over the n elements finite on both sides, accumulated in f64. \
 rtol/atol default to a preset for the coarsest of the two sides' original dtypes \
-(float64/float32: rtol 1e-3, atol 1e-6; float16: rtol 1e-2, atol 1e-4; bfloat16: rtol 4e-2, atol 1e-3; \
-integers: exact); --rtol/--atol override one or both, --exact flags any element that differs. \
+({}); --rtol/--atol override one or both, --exact flags any element that differs. \
 The first divergence is the earliest diverging op in execution order; probes present on one side only \
-are listed but are never the first divergence.";
+are listed but are never the first divergence.",
+        preset_summary()
+    )
+}
+
+/// `float64/float32: rtol 1e-3, atol 1e-6; ...; integers: exact`: the floating-point classes
+/// from finest to coarsest (neighbours with equal values share one entry), then the integers.
+fn preset_summary() -> String {
+    let (ints, floats): (Vec<Preset>, Vec<Preset>) =
+        PRESETS.iter().partition(|p| p.class == DTypeClass::Int);
+    let mut groups: Vec<(Vec<&str>, Preset)> = Vec::new();
+    for p in floats.into_iter().chain(ints) {
+        match groups.last_mut() {
+            Some((names, last))
+                if last.class != DTypeClass::Int
+                    && p.class != DTypeClass::Int
+                    && (last.rtol, last.atol) == (p.rtol, p.atol) =>
+            {
+                names.push(p.class.label())
+            }
+            _ => groups.push((vec![p.class.label()], p)),
+        }
+    }
+    groups
+        .iter()
+        .map(|(names, p)| {
+            let values = if p.rtol == 0.0 && p.atol == 0.0 {
+                "exact".to_string()
+            } else {
+                format!("rtol {:e}, atol {:e}", p.rtol, p.atol)
+            };
+            format!("{}: {values}", names.join("/"))
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
 
 /// Precision class of a dtype, ordered from finest to coarsest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -58,6 +95,17 @@ impl DTypeClass {
     /// Like [`DTypeClass::from_name`], with unknown names treated as `float32`.
     pub fn of(name: &str) -> DTypeClass {
         DTypeClass::from_name(name).unwrap_or(DTypeClass::F32)
+    }
+
+    /// The name of this class in the docs and `--help`: `float32`, ..., `integers`.
+    pub fn label(self) -> &'static str {
+        match self {
+            DTypeClass::Int => "integers",
+            DTypeClass::F64 => "float64",
+            DTypeClass::F32 => "float32",
+            DTypeClass::F16 => "float16",
+            DTypeClass::BF16 => "bfloat16",
+        }
     }
 
     /// The preset of this class from [`PRESETS`].
@@ -148,6 +196,20 @@ pub struct Resolved {
 }
 
 impl Tolerance {
+    /// The mode the CLI flags ask for: `--exact` wins (clap rejects it together with
+    /// `--rtol` / `--atol`), then any of `--rtol` / `--atol` ([`Tolerance::Manual`]; the other
+    /// keeps the preset), else [`Tolerance::Auto`]. The values are validated by the caller
+    /// (finite, >= 0).
+    pub fn from_flags(exact: bool, rtol: Option<f64>, atol: Option<f64>) -> Tolerance {
+        if exact {
+            Tolerance::Exact
+        } else if rtol.is_some() || atol.is_some() {
+            Tolerance::Manual { rtol, atol }
+        } else {
+            Tolerance::Auto
+        }
+    }
+
     /// Resolves this mode for an op whose sides have the given original dtype names.
     pub fn resolve(&self, dtype_ours: &str, dtype_ref: &str) -> Resolved {
         let class = DTypeClass::of(dtype_ours).max(DTypeClass::of(dtype_ref));
@@ -217,6 +279,52 @@ mod tests {
         };
         let r = t.resolve("float32", "float32");
         assert_eq!((r.rtol, r.atol), (1e-3, 0.25));
+    }
+
+    #[test]
+    fn flags_pick_the_mode() {
+        assert_eq!(Tolerance::from_flags(false, None, None), Tolerance::Auto);
+        assert_eq!(
+            Tolerance::from_flags(false, Some(0.5), None),
+            Tolerance::Manual {
+                rtol: Some(0.5),
+                atol: None
+            }
+        );
+        assert_eq!(
+            Tolerance::from_flags(false, None, Some(0.0)),
+            Tolerance::Manual {
+                rtol: None,
+                atol: Some(0.0)
+            }
+        );
+        assert_eq!(Tolerance::from_flags(true, None, None), Tolerance::Exact);
+        assert_eq!(
+            Tolerance::from_flags(true, Some(1.0), None),
+            Tolerance::Exact
+        );
+    }
+
+    #[test]
+    fn decision_rule_states_every_preset() {
+        let rule = decision_rule();
+        for p in PRESETS {
+            let entry = if p.class == DTypeClass::Int {
+                format!("{}: exact", p.class.label())
+            } else {
+                format!("rtol {:e}, atol {:e}", p.rtol, p.atol)
+            };
+            assert!(rule.contains(&entry), "{entry} missing from: {rule}");
+            assert!(rule.contains(p.class.label()), "{:?}: {rule}", p.class);
+        }
+        // The text as it reads today (the presets of the table above).
+        assert!(
+            rule.contains(
+                "(float64/float32: rtol 1e-3, atol 1e-6; float16: rtol 1e-2, atol 1e-4; \
+                 bfloat16: rtol 4e-2, atol 1e-3; integers: exact)"
+            ),
+            "{rule}"
+        );
     }
 
     #[test]

@@ -61,11 +61,13 @@ fn diff_files(ours: &Path, reference: &Path, tolerance: Tolerance) -> Report {
             meta_order: ours.meta().map(|m| m.order.as_slice()),
             names: ours.names(),
             file_order_preserved: true,
+            single_tensor_file: false,
         },
         &DumpNames {
             meta_order: reference.meta().map(|m| m.order.as_slice()),
             names: reference.names(),
             file_order_preserved: true,
+            single_tensor_file: false,
         },
     );
     let cfg = DiffConfig {

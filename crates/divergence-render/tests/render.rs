@@ -104,11 +104,13 @@ fn clean_report() -> Report {
             meta_order: Some(&names),
             names: &names,
             file_order_preserved: true,
+            single_tensor_file: false,
         },
         &DumpNames {
             meta_order: Some(&names),
             names: &names,
             file_order_preserved: true,
+            single_tensor_file: false,
         },
     );
     let mut ctx = ReportContext::new("ours.npz", "ref.npz", plan.source);

@@ -1,64 +1,46 @@
 //! `divergence diff OURS REF`: compare two dumps and report the first op where they diverge.
 //!
 //! Glue only: open both dumps ([`divergence_dump`]), plan the execution order and compare each
-//! probe pair ([`divergence_diff`], pure), render ([`divergence_render`]). Probe pairs are read
-//! and compared in parallel, one pair per rayon task, so memory stays near the largest tensor
-//! pair times the number of threads and no dump is ever held whole.
+//! probe pair ([`divergence_diff`], pure), render ([`divergence_render`]) as the shared output
+//! flags say ([`crate::cmd::output`]). Probe pairs are read and compared in parallel, one pair
+//! per rayon task, so memory stays near the largest tensor pair times the number of threads and
+//! no dump is ever held whole.
 
-use std::io::{IsTerminal, Write};
+use std::collections::BTreeSet;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result};
-use clap::{Args, ValueEnum};
+use clap::Args;
 use divergence_diff::{
     DiffConfig, DumpNames, OpResult, Report, ReportContext, Side, Tolerance, Which,
 };
 use divergence_dump::{Dump, Format as DumpFormat, TensorView};
 use divergence_render::TableOptions;
 use rayon::prelude::*;
+use regex::Regex;
 
+use crate::cmd::output::{Format, Output, OutputArgs};
+use crate::cmd::parse;
 use crate::exit::{self, Exit};
-
-/// Output format of the report.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Format {
-    /// A table if stdout is a terminal, else JSON.
-    Auto,
-    /// A comfy-table report for a terminal.
-    Table,
-    /// The stable JSON schema of docs/report-schema.md.
-    Json,
-    /// GitHub-flavoured Markdown, for CI step summaries.
-    Markdown,
-}
-
-/// When to color the table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Color {
-    /// Color when stdout is a terminal and NO_COLOR is unset.
-    Auto,
-    Always,
-    Never,
-}
 
 /// Arguments of `divergence diff`.
 #[derive(Debug, Args)]
-#[command(after_long_help = format!("{AFTER_HELP}\n{}", divergence_diff::DECISION_RULE))]
+#[command(after_long_help = format!("{AFTER_HELP}\n{}", divergence_diff::decision_rule()))]
 pub struct DiffArgs {
     /// The port's dump (.npz, .npy or .safetensors).
     pub ours: PathBuf,
     /// The reference's dump (.npz, .npy or .safetensors).
     #[arg(value_name = "REF")]
     pub reference: PathBuf,
-    /// Output format.
-    #[arg(long, value_enum, default_value_t = Format::Auto)]
-    pub format: Format,
+    #[command(flatten)]
+    pub output: OutputArgs,
     /// Relative tolerance (overrides the dtype preset; the preset's atol stays unless --atol).
-    #[arg(long)]
+    #[arg(long, value_parser = parse::non_negative, allow_negative_numbers = true)]
     pub rtol: Option<f64>,
     /// Absolute tolerance (overrides the dtype preset; the preset's rtol stays unless --rtol).
-    #[arg(long)]
+    #[arg(long, value_parser = parse::non_negative, allow_negative_numbers = true)]
     pub atol: Option<f64>,
     /// Flag any difference at all (bit-exact porting).
     #[arg(long, conflicts_with_all = ["rtol", "atol"])]
@@ -69,15 +51,13 @@ pub struct DiffArgs {
     /// Only ops of this layer (table and Markdown).
     #[arg(long)]
     pub layer: Option<usize>,
-    /// Only ops whose name matches this regex (table and Markdown).
-    #[arg(long)]
-    pub grep: Option<String>,
+    /// Only ops whose name matches this regex (table and Markdown); text without any of
+    /// `^$*+?()[]{}|\` matches as a plain substring.
+    #[arg(long, value_name = "REGEX", value_parser = parse::grep)]
+    pub grep: Option<Regex>,
     /// Ops shown before and after the first divergence in the compact view.
     #[arg(long, default_value_t = 3)]
     pub context: usize,
-    /// When to color the table.
-    #[arg(long, value_enum, default_value_t = Color::Auto)]
-    pub color: Color,
     /// Also write the JSON report to this file (a CI artifact).
     #[arg(long, value_name = "FILE")]
     pub json_out: Option<PathBuf>,
@@ -100,8 +80,9 @@ record different input_ids; the report is still printed).\n\n\
 The decision rule (docs/tolerances.md has the per-dtype presets):";
 
 pub fn run(args: DiffArgs) -> Result<Exit> {
+    let output = args.output.resolve();
     if !args.watch {
-        return match diff_once(&args)? {
+        return match diff_once(&args, &output)? {
             Outcome::Verdict(code) => Ok(code),
             // The reader went away (`divergence diff ... | head`): the verdict still stands.
             Outcome::ReaderGone(code) => Ok(code),
@@ -112,17 +93,16 @@ pub fn run(args: DiffArgs) -> Result<Exit> {
     // being written (truncated, then growing) is not read half-way, over and over.
     let mut last = None;
     let mut polled = None;
-    let clear = std::io::stdout().is_terminal();
     loop {
         let stamp = stamps(&[&args.ours, &args.reference]);
         let settled = last.is_none() || polled.as_ref() == Some(&stamp);
         if settled && Some(&stamp) != last.as_ref() {
             // Clear the screen (terminals only), then report; errors are shown and the watch
             // goes on, until the reader of stdout goes away.
-            if clear && write_stdout(b"\x1b[2J\x1b[H").is_err() {
+            if output.terminal && write_stdout(b"\x1b[2J\x1b[H").is_err() {
                 return Ok(Exit::Clean);
             }
-            match diff_once(&args) {
+            match diff_once(&args, &output) {
                 Ok(Outcome::Verdict(_)) => {}
                 Ok(Outcome::ReaderGone(_)) => return Ok(Exit::Clean),
                 Err(err) => exit::print_error(&err),
@@ -164,32 +144,15 @@ fn stamps(paths: &[&Path]) -> Vec<Option<(SystemTime, u64)>> {
         .collect()
 }
 
-fn diff_once(args: &DiffArgs) -> Result<Outcome> {
+fn diff_once(args: &DiffArgs, output: &Output) -> Result<Outcome> {
     let report = build_report(args)?;
-    let stdout = std::io::stdout();
-    let is_tty = stdout.is_terminal();
-    let format = match args.format {
-        Format::Auto if is_tty => Format::Table,
-        Format::Auto => Format::Json,
-        other => other,
-    };
-    let color = match args.color {
-        Color::Always => true,
-        Color::Never => false,
-        Color::Auto => is_tty && std::env::var_os("NO_COLOR").is_none(),
-    };
     let opts = TableOptions {
-        color,
+        color: output.color,
         all: args.all,
         layer: args.layer,
-        grep: args
-            .grep
-            .as_deref()
-            .map(divergence_render::Regex::new)
-            .transpose()
-            .context("invalid --grep regex")?,
+        grep: args.grep.clone(),
         context: args.context,
-        width: None,
+        width: output.width,
     };
     if let Some(path) = &args.json_out {
         write_file(path, |out| divergence_render::render_json(&report, out))?;
@@ -197,6 +160,7 @@ fn diff_once(args: &DiffArgs) -> Result<Outcome> {
     if let Some(path) = &args.markdown_out {
         let md_opts = TableOptions {
             color: false,
+            width: None,
             ..opts.clone()
         };
         write_file(path, |out| {
@@ -204,9 +168,9 @@ fn diff_once(args: &DiffArgs) -> Result<Outcome> {
         })?;
     }
     let code = verdict(&report);
-    let mut out = stdout.lock();
-    let rendered = match format {
-        Format::Table | Format::Auto => divergence_render::render_table(&report, &opts, &mut out),
+    let mut out = std::io::stdout().lock();
+    let rendered = match output.format {
+        Format::Table => divergence_render::render_table(&report, &opts, &mut out),
         Format::Json => divergence_render::render_json(&report, &mut out),
         Format::Markdown => divergence_render::render_markdown(&report, &opts, &mut out),
     };
@@ -261,49 +225,22 @@ fn write_file(
 
 /// Opens both dumps, compares every probe pair in parallel and assembles the report.
 pub fn build_report(args: &DiffArgs) -> Result<Report> {
-    let tolerance = if args.exact {
-        Tolerance::Exact
-    } else if args.rtol.is_some() || args.atol.is_some() {
-        Tolerance::Manual {
-            rtol: args.rtol,
-            atol: args.atol,
-        }
-    } else {
-        Tolerance::Auto
-    };
-    for (flag, value) in [("--rtol", args.rtol), ("--atol", args.atol)] {
-        if let Some(v) = value {
-            anyhow::ensure!(
-                v.is_finite() && v >= 0.0,
-                "{flag} must be a finite number >= 0, got {v}"
-            );
-        }
-    }
     let cfg = DiffConfig {
-        tolerance,
+        tolerance: Tolerance::from_flags(args.exact, args.rtol, args.atol),
         ..DiffConfig::default()
     };
     // Open both first, in parallel: header parsing only, no tensor is read yet.
     let (ours, reference) = rayon::join(|| Dump::open(&args.ours), || Dump::open(&args.reference));
     let (ours, reference) = (ours?, reference?);
-
-    // Two single-tensor .npy files (named after their files) compare with each other, whatever
-    // their names: the row takes the reference's name.
-    let npy_pair = ours.format() == DumpFormat::Npy && reference.format() == DumpFormat::Npy;
-    let mut ours_names = dump_names(&ours);
-    if npy_pair {
-        ours_names.names = reference.names();
+    let plan = divergence_diff::plan_order(&dump_names(&ours), &dump_names(&reference));
+    if let Some(layer) = args.layer {
+        check_layer(layer, &plan.layers())?;
     }
-    let plan = divergence_diff::plan_order(&ours_names, &dump_names(&reference));
-    let ours_single = match ours.names() {
-        [only] if npy_pair => Some(only.as_str()),
-        _ => None,
-    };
 
     let ops: Vec<OpResult> = plan
         .order
         .par_iter()
-        .map(|name| compare_probe(name, ours_single.unwrap_or(name), &ours, &reference, &cfg))
+        .map(|name| compare_probe(name, plan.ours_name(name), &ours, &reference, &cfg))
         .collect();
 
     let mut ctx = ReportContext::new(
@@ -317,8 +254,40 @@ pub fn build_report(args: &DiffArgs) -> Result<Report> {
     if let Some(dir) = &args.model {
         ctx.norm_weight_gains = divergence_inspect::qk_norm_gains(dir)?;
     }
-    let report = divergence_diff::assemble(ops, ctx, &cfg);
-    Ok(report)
+    Ok(divergence_diff::assemble(ops, ctx, &cfg))
+}
+
+/// `--layer N` must name a layer of the dumps: `--layer 7: the dumps have layers 0-1`.
+fn check_layer(layer: usize, layers: &BTreeSet<usize>) -> Result<()> {
+    if layers.contains(&layer) {
+        return Ok(());
+    }
+    match layers.len() {
+        0 => anyhow::bail!("--layer {layer}: the dumps have no layers.N probes"),
+        1 => anyhow::bail!("--layer {layer}: the dumps have layer {}", ranges(layers)),
+        _ => anyhow::bail!("--layer {layer}: the dumps have layers {}", ranges(layers)),
+    }
+}
+
+/// `0-3, 5, 7-8`: ascending numbers as runs.
+fn ranges(numbers: &BTreeSet<usize>) -> String {
+    let mut runs: Vec<(usize, usize)> = Vec::new();
+    for &n in numbers {
+        match runs.last_mut() {
+            Some((_, hi)) if *hi + 1 == n => *hi = n,
+            _ => runs.push((n, n)),
+        }
+    }
+    runs.iter()
+        .map(|&(lo, hi)| {
+            if lo == hi {
+                lo.to_string()
+            } else {
+                format!("{lo}-{hi}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// What the order planner needs to know of one dump.
@@ -332,12 +301,14 @@ fn dump_names(dump: &Dump) -> DumpNames<'_> {
         names: dump.names(),
         // A safetensors header is a JSON object: without our metadata the order is lost.
         file_order_preserved: dump.format() != DumpFormat::Safetensors || meta_order.is_some(),
+        // A .npy holds one tensor, named after its file.
+        single_tensor_file: dump.format() == DumpFormat::Npy,
     }
 }
 
 /// Reads one probe from each side (whichever exist) and compares them. Never fails: a probe
 /// that cannot be read becomes an `unreadable` row naming the file and the problem.
-/// `ours_name` is the probe's name in ours: `name`, except for a pair of `.npy` files.
+/// `ours_name` is the probe's name in ours ([`divergence_diff::OrderPlan::ours_name`]).
 /// Stored little-endian floats are compared straight from the memory maps ([`Dump::view`]):
 /// no copy, no allocation.
 fn compare_probe(
@@ -380,5 +351,23 @@ fn side<'a>((tensor, dtype): &'a (TensorView<'_>, String)) -> Side<'a> {
         shape: &tensor.shape,
         values: tensor.values(),
         dtype,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layers_are_named_as_runs() {
+        let set = |v: &[usize]| v.iter().copied().collect::<BTreeSet<usize>>();
+        assert_eq!(ranges(&set(&[0, 1])), "0-1");
+        assert_eq!(ranges(&set(&[0, 1, 2, 3, 5, 7, 8])), "0-3, 5, 7-8");
+        assert_eq!(ranges(&set(&[4])), "4");
+        assert!(check_layer(1, &set(&[0, 1])).is_ok());
+        let err = |layer, v: &[usize]| check_layer(layer, &set(v)).unwrap_err().to_string();
+        assert_eq!(err(7, &[0, 1]), "--layer 7: the dumps have layers 0-1");
+        assert_eq!(err(7, &[3]), "--layer 7: the dumps have layer 3");
+        assert_eq!(err(0, &[]), "--layer 0: the dumps have no layers.N probes");
     }
 }

@@ -1,5 +1,8 @@
-//! One module per subcommand: its clap arguments and its `run` function.
+//! One module per subcommand (its clap arguments and its `run` function), plus what they
+//! share: the output flags ([`output`]) and the value parsers ([`parse`]).
 
 pub mod diff;
 pub mod inspect;
+pub mod output;
+pub mod parse;
 pub mod run;

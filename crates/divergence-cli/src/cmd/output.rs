@@ -1,0 +1,191 @@
+//! The output arguments every reporting subcommand shares (`--format`, `--color`), and what
+//! they resolve to.
+//!
+//! Two levels, as in ripgrep's low-level / high-level arguments: [`OutputArgs`] is what the user
+//! typed (flattened into `diff` and `inspect` with `#[command(flatten)]`), [`Output`] is what the
+//! renderers need, decided once from the flags and the environment: the format after `auto`, the
+//! colour after `NO_COLOR`, and the terminal width (only when stdout is a terminal).
+
+use std::ffi::OsString;
+use std::io::IsTerminal;
+
+use clap::{Args, ValueEnum};
+
+/// `--format`: what the user asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FormatChoice {
+    /// `table` if stdout is a terminal, `json` otherwise.
+    Auto,
+    /// Tables for a terminal (fitted to its width).
+    Table,
+    /// The whole report as JSON (`diff`: the stable schema of docs/report-schema.md).
+    Json,
+    /// The tables as GitHub-flavoured Markdown, for CI step summaries
+    /// (e.g. `>> "$GITHUB_STEP_SUMMARY"`).
+    Markdown,
+}
+
+/// `--color`: what the user asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorChoice {
+    /// Colour when stdout is a terminal and NO_COLOR is unset or empty (no-color.org).
+    Auto,
+    /// Always colour, even when piped or with NO_COLOR set.
+    Always,
+    /// Never colour.
+    Never,
+}
+
+/// The output flags of `divergence diff` and `divergence inspect`.
+#[derive(Debug, Clone, Args)]
+pub struct OutputArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = FormatChoice::Auto)]
+    pub format: FormatChoice,
+    /// When to colour the table.
+    #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
+    pub color: ColorChoice,
+}
+
+/// A resolved output format: never `auto`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Table,
+    Json,
+    Markdown,
+}
+
+/// What the renderers need, decided once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Output {
+    pub format: Format,
+    /// stdout is a terminal (`--watch` clears the screen only there).
+    pub terminal: bool,
+    /// ANSI colours in the table.
+    pub color: bool,
+    /// The terminal's width in columns when stdout is a terminal, else `None` (never wrap: stable
+    /// output for pipes, files and snapshots).
+    pub width: Option<u16>,
+}
+
+/// What the resolution looks at besides the flags.
+#[derive(Debug, Clone, Default)]
+struct Env {
+    stdout_is_terminal: bool,
+    /// The terminal's width (asked only when stdout is a terminal).
+    width: Option<u16>,
+    no_color: Option<OsString>,
+}
+
+impl Env {
+    fn current() -> Env {
+        let stdout_is_terminal = std::io::stdout().is_terminal();
+        let width = if stdout_is_terminal {
+            terminal_size::terminal_size_of(std::io::stdout()).map(|(w, _)| w.0)
+        } else {
+            None
+        };
+        Env {
+            stdout_is_terminal,
+            width,
+            no_color: std::env::var_os("NO_COLOR"),
+        }
+    }
+}
+
+impl OutputArgs {
+    /// Resolves the flags against this process's stdout and environment.
+    pub fn resolve(&self) -> Output {
+        self.resolve_in(&Env::current())
+    }
+
+    fn resolve_in(&self, env: &Env) -> Output {
+        let tty = env.stdout_is_terminal;
+        let format = match self.format {
+            FormatChoice::Auto if tty => Format::Table,
+            FormatChoice::Auto | FormatChoice::Json => Format::Json,
+            FormatChoice::Table => Format::Table,
+            FormatChoice::Markdown => Format::Markdown,
+        };
+        // no-color.org: NO_COLOR disables colour when it is present and not empty.
+        let no_color = env.no_color.as_ref().is_some_and(|v| !v.is_empty());
+        let color = match self.color {
+            ColorChoice::Always => true,
+            ColorChoice::Never => false,
+            ColorChoice::Auto => tty && !no_color,
+        };
+        Output {
+            format,
+            terminal: tty,
+            color,
+            width: if tty { env.width } else { None },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(format: FormatChoice, color: ColorChoice) -> OutputArgs {
+        OutputArgs { format, color }
+    }
+
+    fn terminal(no_color: Option<&str>) -> Env {
+        Env {
+            stdout_is_terminal: true,
+            width: Some(120),
+            no_color: no_color.map(OsString::from),
+        }
+    }
+
+    fn pipe(no_color: Option<&str>) -> Env {
+        Env {
+            stdout_is_terminal: false,
+            // A width asked of some other stream must not leak into piped output.
+            width: Some(120),
+            no_color: no_color.map(OsString::from),
+        }
+    }
+
+    #[test]
+    fn auto_format_is_a_table_on_a_terminal_and_json_when_piped() {
+        let auto = args(FormatChoice::Auto, ColorChoice::Auto);
+        assert_eq!(auto.resolve_in(&terminal(None)).format, Format::Table);
+        assert_eq!(auto.resolve_in(&pipe(None)).format, Format::Json);
+        for (choice, format) in [
+            (FormatChoice::Table, Format::Table),
+            (FormatChoice::Json, Format::Json),
+            (FormatChoice::Markdown, Format::Markdown),
+        ] {
+            let a = args(choice, ColorChoice::Auto);
+            assert_eq!(a.resolve_in(&terminal(None)).format, format);
+            assert_eq!(a.resolve_in(&pipe(None)).format, format);
+        }
+    }
+
+    #[test]
+    fn no_color_disables_auto_colour_only_when_not_empty() {
+        let auto = args(FormatChoice::Table, ColorChoice::Auto);
+        assert!(auto.resolve_in(&terminal(None)).color);
+        // no-color.org: an empty NO_COLOR does not disable colour.
+        assert!(auto.resolve_in(&terminal(Some(""))).color);
+        assert!(!auto.resolve_in(&terminal(Some("1"))).color);
+        assert!(!auto.resolve_in(&pipe(None)).color);
+    }
+
+    #[test]
+    fn always_and_never_override_the_environment() {
+        let always = args(FormatChoice::Table, ColorChoice::Always);
+        assert!(always.resolve_in(&pipe(Some("1"))).color);
+        let never = args(FormatChoice::Table, ColorChoice::Never);
+        assert!(!never.resolve_in(&terminal(None)).color);
+    }
+
+    #[test]
+    fn width_only_when_stdout_is_a_terminal() {
+        let table = args(FormatChoice::Table, ColorChoice::Never);
+        assert_eq!(table.resolve_in(&terminal(None)).width, Some(120));
+        assert_eq!(table.resolve_in(&pipe(None)).width, None);
+    }
+}

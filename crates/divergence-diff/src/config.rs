@@ -1,0 +1,32 @@
+//! Settings of one diff run: [`DiffConfig`], the config struct `compare` and `assemble` take.
+//!
+//! Its own module (not `lib.rs`) so that the engine's modules import it sideways, never from
+//! the crate root.
+
+use crate::metrics;
+use crate::tolerance::Tolerance;
+
+/// Default ratio above which an amplification row is marked.
+pub const DEFAULT_AMPLIFICATION_THRESHOLD: f64 = 10.0;
+
+/// Settings of one diff run (a config struct rather than boolean parameters).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DiffConfig {
+    /// How ops are judged (CLI: `--rtol`, `--atol`, `--exact`; see [`Tolerance::from_flags`]).
+    pub tolerance: Tolerance,
+    /// `norm rel err / proj rel err` above which an amplification row is marked (default 10).
+    pub amplification_threshold: f64,
+    /// Elements per rayon task in the metrics loop; a tensor longer than this is split into chunks
+    /// processed in parallel. A tuning knob only: results do not depend on it beyond f64 rounding.
+    pub chunk_len: usize,
+}
+
+impl Default for DiffConfig {
+    fn default() -> Self {
+        DiffConfig {
+            tolerance: Tolerance::Auto,
+            amplification_threshold: DEFAULT_AMPLIFICATION_THRESHOLD,
+            chunk_len: metrics::DEFAULT_CHUNK_LEN,
+        }
+    }
+}

@@ -1,0 +1,74 @@
+//! The order planner: the naming rule for single-tensor files (two `.npy` files are one probe
+//! whatever their names; the row takes the reference's name; in any other dump a name is a
+//! name), and the layers a plan can filter on.
+
+use divergence_diff::*;
+
+fn names(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+fn dump(names: &[String], single_tensor_file: bool) -> DumpNames<'_> {
+    DumpNames {
+        meta_order: None,
+        names,
+        file_order_preserved: true,
+        single_tensor_file,
+    }
+}
+
+#[test]
+fn two_single_tensor_files_are_one_probe_named_after_the_reference() {
+    let (ours, reference) = (names(&["my_kernel_out"]), names(&["torch_out"]));
+    let plan = plan_order(&dump(&ours, true), &dump(&reference, true));
+    assert_eq!(plan.order, names(&["torch_out"]));
+    assert_eq!(plan.source, OrderSource::RefFile);
+    assert!(plan.warnings.is_empty());
+    assert_eq!(
+        plan.renamed_in_ours,
+        vec![("torch_out".to_string(), "my_kernel_out".to_string())]
+    );
+    assert_eq!(plan.ours_name("torch_out"), "my_kernel_out");
+    // A name the plan does not rename reads as itself.
+    assert_eq!(plan.ours_name("other"), "other");
+}
+
+#[test]
+fn same_named_single_tensor_files_need_no_rename() {
+    let both = names(&["x"]);
+    let plan = plan_order(&dump(&both, true), &dump(&both, true));
+    assert_eq!(plan.order, names(&["x"]));
+    assert!(plan.renamed_in_ours.is_empty());
+    assert_eq!(plan.ours_name("x"), "x");
+}
+
+#[test]
+fn the_rule_needs_both_sides_to_be_single_tensor_files() {
+    let (ours, reference) = (names(&["a"]), names(&["b"]));
+    for (o, r) in [(true, false), (false, true), (false, false)] {
+        let plan = plan_order(&dump(&ours, o), &dump(&reference, r));
+        assert_eq!(plan.order, names(&["b", "a"]), "ours {o}, ref {r}");
+        assert!(plan.renamed_in_ours.is_empty());
+        assert_eq!(plan.ours_name("b"), "b");
+    }
+}
+
+#[test]
+fn the_plan_lists_the_layers_of_both_dumps() {
+    let ours = names(&[
+        "model.embed_tokens",
+        "model.layers.0.mlp",
+        "model.layers.3.mlp",
+    ]);
+    let reference = names(&[
+        "model.embed_tokens",
+        "model.layers.1.self_attn.k_norm",
+        "lm_head",
+    ]);
+    let plan = plan_order(&dump(&ours, false), &dump(&reference, false));
+    assert_eq!(plan.layers().into_iter().collect::<Vec<_>>(), vec![0, 1, 3]);
+    let none = names(&["a", "b"]);
+    assert!(plan_order(&dump(&none, false), &dump(&none, false))
+        .layers()
+        .is_empty());
+}
