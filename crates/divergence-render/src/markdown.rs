@@ -9,9 +9,9 @@ use std::io::{self, Write};
 
 use divergence_diff::Report;
 
+use crate::options::TableOptions;
 use crate::sections::Sections;
 use crate::view::{self, cos, num, OpsColumn, OPS_COLUMNS};
-use crate::TableOptions;
 
 /// Escapes text for a table cell.
 fn cell(text: &str) -> String {

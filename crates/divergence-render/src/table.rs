@@ -17,9 +17,9 @@ use comfy_table::{
 };
 use divergence_diff::{Report, Status};
 
+use crate::options::TableOptions;
 use crate::sections::Sections;
 use crate::view::{self, cos, num, pct, OpsColumn, OPS_COLUMNS};
-use crate::TableOptions;
 
 const BOLD_RED: &str = "1;31";
 const BOLD_GREEN: &str = "1;32";

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use divergence_diff::{sci, AmplificationRow, OpResult, QkKind, Report, Status, Tolerance};
 use regex::Regex;
 
-use crate::TableOptions;
+use crate::options::TableOptions;
 
 /// Names listed per one-side list before truncating.
 pub(crate) const MAX_LISTED_NAMES: usize = 10;
