@@ -49,9 +49,9 @@ struct Loader<'a> {
 impl Loader<'_> {
     fn get(&self, vb: &VarBuilder, name: &str, shape: &[usize]) -> Result<Tensor, Error> {
         let full = format!("{}.{name}", vb.prefix());
-        let info = self.ckpt.check(&full, shape)?;
+        let file = self.ckpt.check(&full, shape)?;
         vb.get(shape, name)
-            .ctx(|| format!("{}: loading {full}", info.file.display()))
+            .ctx(|| format!("{}: loading {full}", file.display()))
     }
 
     /// A weight matrix `[out, in]`, with the `transpose` fault applied if it names `vb`.
