@@ -72,7 +72,7 @@ impl Config {
                 .unwrap_or("num_attention_heads");
             return Err(bad(format!("{null} is null, expected a positive integer")));
         };
-        let cfg_out = Config {
+        let c = Config {
             vocab_size: dims.vocab,
             hidden_size: dims.hidden,
             intermediate_size: dims.intermediate,
@@ -87,7 +87,6 @@ impl Config {
             rope_theta: cfg.rope_theta,
             rope_type: cfg.rope_type.clone(),
         };
-        let c = &cfg_out;
         let plain = |message: String| Error::Config {
             path: path.to_path_buf(),
             message,
@@ -137,7 +136,7 @@ impl Config {
         } else if cfg.use_sliding_window {
             return Err(unsupported("use_sliding_window: true".to_string()));
         }
-        Ok(cfg_out)
+        Ok(c)
     }
 
     /// Number of key/value heads (GQA groups).
