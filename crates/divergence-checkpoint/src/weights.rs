@@ -187,7 +187,7 @@ impl Weights {
             let start = 8 + header_len;
             let mut names: Vec<(String, &safetensors::tensor::TensorInfo)> =
                 metadata.tensors().into_iter().collect();
-            names.sort_by(|a, b| a.1.data_offsets.cmp(&b.1.data_offsets));
+            names.sort_by_key(|a| a.1.data_offsets);
             for (name, info) in names {
                 if let Some(&first) = by_name.get(&name) {
                     let first: &TensorInfo = &tensors[first];
