@@ -5,9 +5,9 @@
 
 use std::collections::HashMap;
 
-use crate::checkpoint::Entry;
 use crate::config::{expected_tensors, unused_reason, Dims, Expected, ModelConfig};
 use crate::report::{Finding, FindingKind, LayerGains, Severity, TensorStats};
+use crate::Entry;
 
 fn finding(severity: Severity, kind: FindingKind, tensor: &str, message: String) -> Finding {
     Finding {

@@ -1,70 +1,20 @@
-//! `config.json` of a Llama-family checkpoint, and the tensors it implies.
+//! `config.json` as `divergence inspect` reads it: the parsed [`Config`] of
+//! [`divergence_checkpoint`] (one parser and one set of transformers defaults for every
+//! command) turned into findings, and the tensors it implies.
 //!
-//! Mirrors the transformers 5.17 configuration and modeling files of `qwen3`, `qwen2`,
-//! `llama` and `mistral` (`configuration_*.py` defaults, `nn.Linear(in, out)` weights stored
-//! as `[out, in]`). Deliberate simplifications: only the dense decoder layout
-//! (`model.layers.N.{self_attn,mlp}`); MoE and vision towers are out of scope, and an
-//! unknown `model_type` skips the structural checks with an info note.
+//! Lenient on purpose: malformed fields, missing required fields and defaults worth knowing
+//! become findings (`FindingKind::Config`), and the report goes on. Tensor layouts mirror the
+//! transformers 5.17 modeling files of `qwen3`, `qwen2`, `llama` and `mistral`
+//! (`nn.Linear(in, out)` weights stored as `[out, in]`). Deliberate simplifications: only the
+//! dense decoder layout (`model.layers.N.{self_attn,mlp}`); MoE and vision towers are out of
+//! scope, and an unknown `model_type` skips the structural checks with an info note.
 
-use std::path::Path;
+pub(crate) use divergence_checkpoint::Dims;
+use divergence_checkpoint::{Config, Family, QWEN3_DEFAULT_HEAD_DIM};
 
-use serde_json::{Map, Value};
-
-use crate::error::InspectError;
 use crate::report::{ConfigSummary, Finding, FindingKind, Severity};
 
-/// The architectures whose tensor layout we know.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Family {
-    Qwen3,
-    Qwen2,
-    Llama,
-    Mistral,
-}
-
-impl Family {
-    fn from_model_type(model_type: &str) -> Option<Family> {
-        match model_type {
-            "qwen3" => Some(Family::Qwen3),
-            "qwen2" => Some(Family::Qwen2),
-            "llama" => Some(Family::Llama),
-            "mistral" => Some(Family::Mistral),
-            _ => None,
-        }
-    }
-
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            Family::Qwen3 => "qwen3",
-            Family::Qwen2 => "qwen2",
-            Family::Llama => "llama",
-            Family::Mistral => "mistral",
-        }
-    }
-
-    /// transformers' default `num_key_value_heads` when config.json has none.
-    fn default_kv_heads(self, heads: usize) -> usize {
-        match self {
-            Family::Qwen3 | Family::Qwen2 => 32,
-            Family::Mistral => 8,
-            Family::Llama => heads,
-        }
-    }
-}
-
-/// The dimensions every structural check needs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Dims {
-    pub hidden: usize,
-    pub layers: usize,
-    pub heads: usize,
-    pub kv_heads: usize,
-    pub head_dim: usize,
-    pub intermediate: usize,
-    pub vocab: usize,
-}
-
-/// A parsed config.json.
+/// config.json as the lint uses it.
 #[derive(Debug, Clone)]
 pub(crate) struct ModelConfig {
     pub summary: ConfigSummary,
@@ -87,63 +37,16 @@ fn note(severity: Severity, message: String) -> Finding {
     }
 }
 
-/// Reads and interprets `path` (a config.json). Unreadable or unparsable files are errors;
-/// missing or malformed fields become findings.
-pub(crate) fn load(path: &Path) -> Result<ModelConfig, InspectError> {
-    let bytes = std::fs::read(path).map_err(|source| InspectError::Io {
-        path: path.to_path_buf(),
-        error: source,
-    })?;
-    let value: Value = serde_json::from_slice(&bytes).map_err(|source| InspectError::Json {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let Value::Object(obj) = value else {
-        return Err(InspectError::BadJson {
-            path: path.to_path_buf(),
-            message: "expected a json object".to_string(),
-        });
-    };
-    Ok(interpret(&obj))
-}
-
-/// Interprets a config object (public to the crate for tests).
-pub(crate) fn interpret(obj: &Map<String, Value>) -> ModelConfig {
-    let mut notes = Vec::new();
-    let mut usize_field = |key: &str| -> Option<usize> {
-        match obj.get(key) {
-            None | Some(Value::Null) => None,
-            Some(v) => match v.as_u64().and_then(|n| usize::try_from(n).ok()) {
-                Some(n) if n > 0 => Some(n),
-                _ => {
-                    notes.push(note(
-                        Severity::Error,
-                        format!("config.json: {key} is {v}, expected a positive integer"),
-                    ));
-                    None
-                }
-            },
-        }
-    };
-    let hidden = usize_field("hidden_size");
-    let layers = usize_field("num_hidden_layers");
-    let heads = usize_field("num_attention_heads");
-    let kv_heads_raw = usize_field("num_key_value_heads");
-    let head_dim_raw = usize_field("head_dim");
-    let intermediate = usize_field("intermediate_size");
-    let vocab = usize_field("vocab_size");
-    let bool_field =
-        |key: &str, default: bool| obj.get(key).and_then(Value::as_bool).unwrap_or(default);
-    let attention_bias = bool_field("attention_bias", false);
-    let mlp_bias = bool_field("mlp_bias", false);
-    let tie_word_embeddings = bool_field("tie_word_embeddings", false);
-    let model_type = obj
-        .get("model_type")
-        .and_then(Value::as_str)
-        .map(str::to_string);
-
-    let family = model_type.as_deref().and_then(Family::from_model_type);
-    match (&model_type, family) {
+/// Turns the parsed config into what the lint needs, with a finding for every malformed
+/// field, every missing required field and every default worth knowing.
+pub(crate) fn interpret(cfg: &Config) -> ModelConfig {
+    let mut notes: Vec<Finding> = cfg
+        .issues
+        .iter()
+        .map(|issue| note(Severity::Error, format!("config.json: {issue}")))
+        .collect();
+    let family = cfg.family;
+    match (&cfg.model_type, family) {
         (None, _) => notes.push(note(
             Severity::Info,
             "config.json has no model_type: config checks skipped, only tensor statistics"
@@ -152,123 +55,74 @@ pub(crate) fn interpret(obj: &Map<String, Value>) -> ModelConfig {
         (Some(t), None) => notes.push(note(
             Severity::Info,
             format!(
-                "model_type {t:?} is not one we know (qwen3, qwen2, llama, mistral): config checks skipped, only tensor statistics"
+                "model_type {t:?} is not one we know ({}): config checks skipped, only tensor statistics",
+                Family::KNOWN
             ),
         )),
         _ => {}
     }
-
-    // Defaults as transformers 5.17 applies them.
-    let kv_heads = match (kv_heads_raw, family, heads) {
-        (Some(k), _, _) => Some(k),
-        (None, Some(f), Some(h)) => {
-            let k = f.default_kv_heads(h);
+    let (hidden, heads) = (cfg.hidden_size, cfg.num_attention_heads);
+    let kv_heads = cfg.num_kv_heads(family);
+    if let (None, Some(f), Some(k)) = (cfg.num_key_value_heads, family, kv_heads) {
+        let message = if cfg.is_null("num_key_value_heads") {
+            format!("config.json has num_key_value_heads: null: transformers uses num_attention_heads = {k} for {}", f.name())
+        } else {
+            format!(
+                "config.json has no num_key_value_heads: transformers defaults it to {k} for {}",
+                f.name()
+            )
+        };
+        notes.push(note(Severity::Info, message));
+    }
+    let head_dim = cfg.head_dim(family);
+    if let (None, Some(Family::Qwen3), Some(h), Some(n)) = (cfg.head_dim, family, hidden, heads) {
+        // Qwen3Config declares head_dim: int = 128; it does not derive it.
+        if h / n != QWEN3_DEFAULT_HEAD_DIM {
             notes.push(note(
-                Severity::Info,
-                format!("config.json has no num_key_value_heads: transformers defaults it to {k} for {}", f.name()),
+                Severity::Warning,
+                format!(
+                    "config.json has no head_dim: transformers' Qwen3Config defaults it to {QWEN3_DEFAULT_HEAD_DIM}, not hidden_size / num_attention_heads = {}",
+                    h / n
+                ),
             ));
-            Some(k)
         }
-        (None, None, h) => h,
-        (None, Some(_), None) => None,
-    };
-    let head_dim = match (head_dim_raw, family, hidden, heads) {
-        (Some(d), _, _, _) => Some(d),
-        (None, Some(Family::Qwen3), hidden, heads) => {
-            // Qwen3Config declares head_dim: int = 128; it does not derive it.
-            if let (Some(h), Some(n)) = (hidden, heads) {
-                if h / n != 128 {
-                    notes.push(note(
-                        Severity::Warning,
-                        format!(
-                            "config.json has no head_dim: transformers' Qwen3Config defaults it to 128, not hidden_size / num_attention_heads = {}",
-                            h / n
-                        ),
-                    ));
-                }
-            }
-            Some(128)
-        }
-        (None, _, Some(h), Some(n)) => Some(h / n),
-        _ => None,
-    };
+    }
 
     let summary = ConfigSummary {
-        model_type: model_type.clone(),
+        model_type: cfg.model_type.clone(),
         hidden_size: hidden,
-        num_hidden_layers: layers,
+        num_hidden_layers: cfg.num_hidden_layers,
         num_attention_heads: heads,
         num_key_value_heads: kv_heads,
         head_dim,
-        intermediate_size: intermediate,
-        vocab_size: vocab,
-        attention_bias,
-        tie_word_embeddings,
+        intermediate_size: cfg.intermediate_size,
+        vocab_size: cfg.vocab_size,
+        attention_bias: cfg.attention_bias,
+        tie_word_embeddings: cfg.tie_word_embeddings,
     };
 
-    let dims = match family {
-        None => None,
-        Some(f) => {
-            let required = [
-                ("hidden_size", hidden),
-                ("num_hidden_layers", layers),
-                ("num_attention_heads", heads),
-                ("intermediate_size", intermediate),
-                ("vocab_size", vocab),
-            ];
-            let missing: Vec<&str> = required
-                .iter()
-                .filter(|(key, v)| v.is_none() && !obj.contains_key(*key))
-                .map(|(key, _)| *key)
-                .collect();
-            if !missing.is_empty() {
-                notes.push(note(
-                    Severity::Error,
-                    format!(
-                        "config.json ({}) has no {}: shape checks skipped",
-                        f.name(),
-                        missing.join(", ")
-                    ),
-                ));
-            }
-            match (
-                hidden,
-                layers,
-                heads,
-                kv_heads,
-                head_dim,
-                intermediate,
-                vocab,
-            ) {
-                (
-                    Some(hidden),
-                    Some(layers),
-                    Some(heads),
-                    Some(kv_heads),
-                    Some(head_dim),
-                    Some(intermediate),
-                    Some(vocab),
-                ) => Some(Dims {
-                    hidden,
-                    layers,
-                    heads,
-                    kv_heads,
-                    head_dim,
-                    intermediate,
-                    vocab,
-                }),
-                _ => None,
-            }
+    let dims = family.and_then(|f| {
+        let missing = cfg.missing_required();
+        if !missing.is_empty() {
+            notes.push(note(
+                Severity::Error,
+                format!(
+                    "config.json ({}) has no {}: shape checks skipped",
+                    f.name(),
+                    missing.join(", ")
+                ),
+            ));
         }
-    };
+        cfg.dims(family)
+    });
 
     ModelConfig {
         summary,
         family,
         dims,
-        attention_bias,
-        mlp_bias,
-        tie_word_embeddings,
+        attention_bias: cfg.attention_bias,
+        mlp_bias: cfg.mlp_bias,
+        tie_word_embeddings: cfg.tie_word_embeddings,
         notes,
     }
 }

@@ -20,7 +20,6 @@
 //! Invariant: everything that can be reported is a [`Finding`]; [`InspectError`] is only for
 //! input that cannot be read at all.
 
-mod checkpoint;
 mod checks;
 mod config;
 mod error;
@@ -32,6 +31,7 @@ mod stats;
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
+use divergence_checkpoint::{Anomaly, Checkpoint, Dtype, Layout, Weights};
 use divergence_names::QkKind;
 use rayon::prelude::*;
 
@@ -42,8 +42,64 @@ pub use crate::report::{
     TensorReport, TensorStats, Thresholds,
 };
 
-use crate::checkpoint::Entry;
 use crate::names::NormKind;
+
+/// One tensor, borrowed from its shard's memory map.
+#[derive(Debug, Clone)]
+pub(crate) struct Entry<'a> {
+    pub name: String,
+    pub shard: usize,
+    pub dtype: Dtype,
+    pub shape: Vec<usize>,
+    pub data: &'a [u8],
+}
+
+/// Every tensor of `weights` (natural name order), or those whose name `keep` accepts.
+fn entries<'a>(weights: &'a Weights, keep: impl Fn(&str) -> bool) -> Vec<Entry<'a>> {
+    weights
+        .tensors()
+        .iter()
+        .filter(|t| keep(&t.name))
+        .map(|t| Entry {
+            name: t.name.clone(),
+            shard: t.shard,
+            dtype: t.dtype,
+            shape: t.shape.clone(),
+            data: weights.data(t),
+        })
+        .collect()
+}
+
+/// Findings about which files were read: files the layout leaves out (info) and what the
+/// shards and the index disagree about.
+fn layout_findings(layout: &Layout, weights: &Weights) -> Vec<Finding> {
+    let mut out: Vec<Finding> = layout
+        .ignored
+        .iter()
+        .map(|ignored| Finding {
+            severity: Severity::Info,
+            kind: FindingKind::IgnoredFile,
+            tensor: None,
+            message: ignored.to_string(),
+        })
+        .collect();
+    for anomaly in weights.anomalies() {
+        let (severity, kind) = match anomaly {
+            Anomaly::Duplicate { .. } => (Severity::Error, FindingKind::DuplicateTensor),
+            Anomaly::NotInShards { .. } => (Severity::Error, FindingKind::IndexMismatch),
+            Anomaly::WrongShard { .. } | Anomaly::NotInIndex { .. } => {
+                (Severity::Warning, FindingKind::IndexMismatch)
+            }
+        };
+        out.push(Finding {
+            severity,
+            kind,
+            tensor: Some(anomaly.tensor().to_string()),
+            message: anomaly.to_string(),
+        });
+    }
+    out
+}
 
 /// Thresholds of the lint.
 #[derive(Debug, Clone, PartialEq)]
@@ -63,22 +119,24 @@ impl Default for InspectOptions {
     }
 }
 
-/// Lints the checkpoint at `path`: a directory with config.json and `*.safetensors` (sharded
-/// via `model.safetensors.index.json`, or every `*.safetensors` in it), or one `.safetensors`
-/// file with config.json next to it.
+/// Lints the checkpoint at `path`: a directory with config.json and `model.safetensors`, or
+/// shards named by `model.safetensors.index.json`, or else every `*.safetensors` in it (the
+/// rule of [`divergence_checkpoint::Layout`], shared with `divergence run`); or one
+/// `.safetensors` file with config.json next to it. Files the rule leaves out are info
+/// findings.
 ///
 /// Errors only when the input cannot be read (missing path, no config.json, unparsable JSON,
 /// corrupt safetensors); everything else is a finding in the report.
 pub fn inspect(path: &Path, opts: &InspectOptions) -> Result<Report, InspectError> {
-    let layout = checkpoint::locate(path)?;
-    if !layout.config.is_file() {
-        return Err(InspectError::MissingConfig {
-            path: layout.config.clone(),
-        });
-    }
-    let cfg = config::load(&layout.config)?;
-    let shards = checkpoint::map_shards(&layout)?;
-    let (entries, mut findings) = checkpoint::entries(&shards, layout.index.as_ref())?;
+    let Checkpoint {
+        layout,
+        config,
+        weights,
+    } = Checkpoint::open(path)?;
+    let cfg = config::interpret(&config);
+    let shards = weights.shards();
+    let entries = entries(&weights, |_| true);
+    let mut findings = layout_findings(&layout, &weights);
 
     let stats: Vec<Option<TensorStats>> = entries
         .par_iter()
@@ -171,13 +229,8 @@ pub fn inspect(path: &Path, opts: &InspectOptions) -> Result<Report, InspectErro
 /// For the diff command: `layer.k_gain()` is the max |w| of `model.layers.N.self_attn.k_norm`,
 /// the factor by which an error in k before k_norm can come out larger after it.
 pub fn norm_gains(path: &Path) -> Result<Vec<LayerGains>, InspectError> {
-    let layout = checkpoint::locate(path)?;
-    let shards = checkpoint::map_shards(&layout)?;
-    let (entries, _) = checkpoint::entries(&shards, None)?;
-    let norms: Vec<Entry<'_>> = entries
-        .into_iter()
-        .filter(|e| names::layer_norm(&e.name).is_some())
-        .collect();
+    let weights = Weights::open(&Layout::locate(path)?)?;
+    let norms = entries(&weights, |name| names::layer_norm(name).is_some());
     let stats: Vec<Option<TensorStats>> = norms
         .par_iter()
         .map(|e| stats::tensor_stats(e.dtype, e.data))

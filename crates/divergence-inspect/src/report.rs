@@ -55,6 +55,9 @@ pub enum FindingKind {
     DuplicateTensor,
     /// `model.safetensors.index.json` and the shards disagree.
     IndexMismatch,
+    /// A file of the checkpoint directory that is not read (`model.safetensors.index.json`
+    /// next to `model.safetensors`, a `*.safetensors` the index does not name).
+    IgnoredFile,
     /// Statistics not computed for this dtype (e.g. FP8).
     UnsupportedDtype,
     /// Something about config.json itself (unknown model_type, missing or defaulted fields).

@@ -322,6 +322,12 @@ fn duplicate_tensor_across_shards() {
     let f = Fixture::qwen3();
     let dir = tempfile::tempdir().unwrap();
     f.write(dir.path());
+    // Not model.safetensors (that alone would be read, see the next test): every *.safetensors.
+    std::fs::rename(
+        dir.path().join("model.safetensors"),
+        dir.path().join("weights.safetensors"),
+    )
+    .unwrap();
     let mut extra = Fixture {
         config: f.config.clone(),
         tensors: Default::default(),
@@ -341,10 +347,43 @@ fn duplicate_tensor_across_shards() {
     let d = only(&r, FindingKind::DuplicateTensor, "model.norm.weight");
     assert!(
         d.message
-            .contains("stored twice, in extra.safetensors and model.safetensors"),
+            .contains("stored twice, in extra.safetensors and weights.safetensors"),
         "{}",
         d.message
     );
+}
+
+#[test]
+fn next_to_model_safetensors_other_files_are_ignored_and_said() {
+    // transformers' rule: model.safetensors first, then the index; a stray *.safetensors and
+    // an index next to model.safetensors are not read, and the report says so (info).
+    let f = Fixture::qwen3();
+    let dir = tempfile::tempdir().unwrap();
+    f.write(dir.path());
+    let mut poisoned = Fixture {
+        config: f.config.clone(),
+        tensors: f.tensors.clone(),
+    };
+    poisoned.poke("model.norm.weight", 0, f32::NAN);
+    poisoned.write_sharded(dir.path());
+    let r = inspect(dir.path(), &InspectOptions::default()).unwrap();
+    assert_eq!(r.files, vec!["model.safetensors"]);
+    assert!(!r.flagged(), "{:#?}", r.findings);
+    let ignored: Vec<&str> = r
+        .findings
+        .iter()
+        .filter(|f| f.kind == FindingKind::IgnoredFile)
+        .map(|f| f.message.as_str())
+        .collect();
+    assert_eq!(
+        ignored,
+        vec![
+            "model.safetensors.index.json is not read: model.safetensors is read instead (transformers reads model.safetensors first)",
+            "model-00001-of-00002.safetensors is not read: only model.safetensors is read",
+            "model-00002-of-00002.safetensors is not read: only model.safetensors is read",
+        ]
+    );
+    assert_eq!(r.summary.infos, 3);
 }
 
 #[test]

@@ -1,211 +1,180 @@
-//! The Qwen3 configuration, deserialized straight from a Hugging Face `config.json`.
+//! The Qwen3 configuration this port runs: config.json as parsed by
+//! [`divergence_checkpoint::Config`] (the one parser, with `Qwen3Config`'s defaults and
+//! transformers' RoPE resolution), resolved for [`Family::Qwen3`] and validated strictly.
 //!
-//! Field names are the ones `transformers.Qwen3Config` (5.17) writes. RoPE parameters are
-//! resolved the way `RotaryEmbeddingConfigMixin.convert_rope_params_to_dict` does:
-//! the legacy `rope_scaling` if present, else `rope_parameters`, then a top-level `rope_theta`,
-//! then the default 10000. Missing `head_dim` / `num_key_value_heads` take `Qwen3Config`'s
-//! field defaults (128 / 32), as transformers does. Everything this port does not implement
-//! (sliding-window layers, scaled RoPE variants, activations other than silu/gelu) is rejected
-//! by [`Config::validate`] with an error naming config.json, instead of silently computing
-//! something else.
+//! Whatever `model_type` says, missing fields take `Qwen3Config`'s defaults (transformers 5.17):
+//! `head_dim` 128 (never hidden/heads), `num_key_value_heads` 32 (an explicit `null`:
+//! `num_attention_heads`). Everything this port does not implement (sliding-window layers,
+//! scaled RoPE variants, activations other than silu/gelu), every malformed field and every
+//! missing required field is rejected by [`Config::from_parsed`] with an error naming
+//! config.json, instead of silently computing something else.
 
 use std::path::Path;
 
-use serde::Deserialize;
+use divergence_checkpoint::Family;
 
 use crate::error::Error;
 
-/// `Qwen3Config.head_dim`'s default in transformers 5.17 (configuration_qwen3.py).
-const QWEN3_DEFAULT_HEAD_DIM: usize = 128;
-/// `Qwen3Config.num_key_value_heads`'s default in transformers 5.17.
-const QWEN3_DEFAULT_KV_HEADS: usize = 32;
-
-/// RoPE parameters as transformers 5 stores them (`rope_parameters`) or as older configs do
-/// (`rope_scaling`).
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
-pub struct RopeParameters {
-    #[serde(default)]
-    pub rope_theta: Option<f64>,
-    #[serde(default)]
-    pub rope_type: Option<String>,
-    /// Older spelling of `rope_type`.
-    #[serde(default, rename = "type")]
-    pub legacy_type: Option<String>,
-}
-
-/// The subset of `Qwen3Config` that the forward pass needs.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+/// The subset of `Qwen3Config` that the forward pass needs, resolved and validated.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub vocab_size: usize,
     pub hidden_size: usize,
     pub intermediate_size: usize,
     pub num_hidden_layers: usize,
     pub num_attention_heads: usize,
-    /// Missing: 32, `Qwen3Config`'s field default (its `__post_init__` only replaces an
-    /// explicit `null`, with `num_attention_heads`).
-    #[serde(default)]
-    pub num_key_value_heads: Option<usize>,
-    /// Qwen3 sets it explicitly (128 for Qwen3-0.6B, where hidden/heads would be 64); missing,
-    /// `Qwen3Config` defaults it to 128 (it never derives it from hidden/heads).
-    #[serde(default)]
-    pub head_dim: Option<usize>,
-    #[serde(default = "default_hidden_act")]
+    num_key_value_heads: usize,
+    head_dim: usize,
     pub hidden_act: String,
-    #[serde(default = "default_max_position_embeddings")]
-    pub max_position_embeddings: usize,
-    #[serde(default = "default_rms_norm_eps")]
     pub rms_norm_eps: f64,
-    #[serde(default)]
     pub tie_word_embeddings: bool,
-    #[serde(default)]
     pub attention_bias: bool,
-    #[serde(default)]
-    pub rope_theta: Option<f64>,
-    #[serde(default)]
-    pub rope_parameters: Option<RopeParameters>,
-    #[serde(default)]
-    pub rope_scaling: Option<RopeParameters>,
-    #[serde(default)]
-    pub use_sliding_window: bool,
-    #[serde(default)]
-    pub layer_types: Option<Vec<String>>,
-}
-
-fn default_hidden_act() -> String {
-    "silu".to_string()
-}
-fn default_max_position_embeddings() -> usize {
-    32768
-}
-fn default_rms_norm_eps() -> f64 {
-    1e-6
+    rope_theta: f64,
+    rope_type: String,
 }
 
 impl Config {
     /// Reads and validates `config.json`.
     pub fn from_file(path: &Path) -> Result<Config, Error> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let cfg = Config::from_json_str(&text, path)?;
-        Ok(cfg)
+        let parsed = divergence_checkpoint::Config::load(path).map_err(invalid)?;
+        Config::from_parsed(&parsed)
     }
 
     /// Parses and validates a config from JSON text; `path` only labels errors.
     pub fn from_json_str(text: &str, path: &Path) -> Result<Config, Error> {
-        let cfg: Config = serde_json::from_str(text).map_err(|err| Error::Config {
-            path: path.to_path_buf(),
-            message: format!("not a valid Qwen3 config: {err}"),
-        })?;
-        cfg.validate(path)?;
-        Ok(cfg)
+        let parsed = divergence_checkpoint::Config::parse(text, path).map_err(invalid)?;
+        Config::from_parsed(&parsed)
     }
 
-    /// Checks the invariants the forward pass relies on.
-    pub fn validate(&self, path: &Path) -> Result<(), Error> {
+    /// Resolves `cfg` for Qwen3 and checks the invariants the forward pass relies on.
+    pub fn from_parsed(cfg: &divergence_checkpoint::Config) -> Result<Config, Error> {
+        let path = cfg.path.as_path();
         let bad = |message: String| Error::Config {
             path: path.to_path_buf(),
-            message,
+            message: format!("not a valid Qwen3 config: {message}"),
         };
         let unsupported = |message: String| Error::Unsupported {
             path: path.to_path_buf(),
             message,
         };
-        for (name, value) in [
-            ("vocab_size", self.vocab_size),
-            ("hidden_size", self.hidden_size),
-            ("intermediate_size", self.intermediate_size),
-            ("num_hidden_layers", self.num_hidden_layers),
-            ("num_attention_heads", self.num_attention_heads),
-            ("num_key_value_heads", self.num_kv_heads()),
-            ("head_dim", self.head_dim()),
-        ] {
-            if value == 0 {
-                return Err(bad(format!("{name} must be positive")));
-            }
+        if let Some(issue) = cfg.issues.first() {
+            return Err(bad(issue.to_string()));
         }
-        if !self.num_attention_heads.is_multiple_of(self.num_kv_heads()) {
-            return Err(bad(format!(
+        if let Some(key) = cfg.missing_required().first() {
+            return Err(bad(format!("missing field {key}")));
+        }
+        let family = Some(Family::Qwen3);
+        let Some(dims) = cfg.dims(family) else {
+            // Required fields are present and well-formed, so only a null one is left.
+            let null = divergence_checkpoint::REQUIRED
+                .into_iter()
+                .find(|k| cfg.is_null(k))
+                .unwrap_or("num_attention_heads");
+            return Err(bad(format!("{null} is null, expected a positive integer")));
+        };
+        let c = Config {
+            vocab_size: dims.vocab,
+            hidden_size: dims.hidden,
+            intermediate_size: dims.intermediate,
+            num_hidden_layers: dims.layers,
+            num_attention_heads: dims.heads,
+            num_key_value_heads: dims.kv_heads,
+            head_dim: dims.head_dim,
+            hidden_act: cfg.hidden_act.clone(),
+            rms_norm_eps: cfg.rms_norm_eps,
+            tie_word_embeddings: cfg.tie_word_embeddings,
+            attention_bias: cfg.attention_bias,
+            rope_theta: cfg.rope_theta,
+            rope_type: cfg.rope_type.clone(),
+        };
+        let plain = |message: String| Error::Config {
+            path: path.to_path_buf(),
+            message,
+        };
+        if !c.num_attention_heads.is_multiple_of(c.num_key_value_heads) {
+            return Err(plain(format!(
                 "num_attention_heads ({}) is not a multiple of num_key_value_heads ({})",
-                self.num_attention_heads,
-                self.num_kv_heads()
+                c.num_attention_heads, c.num_key_value_heads
             )));
         }
-        if !self.head_dim().is_multiple_of(2) {
-            return Err(bad(format!(
+        if !c.head_dim.is_multiple_of(2) {
+            return Err(plain(format!(
                 "head_dim ({}) must be even for RoPE",
-                self.head_dim()
+                c.head_dim
             )));
         }
-        if !(self.rms_norm_eps.is_finite() && self.rms_norm_eps >= 0.0) {
-            return Err(bad(format!(
+        if !(c.rms_norm_eps.is_finite() && c.rms_norm_eps >= 0.0) {
+            return Err(plain(format!(
                 "rms_norm_eps ({}) must be finite and >= 0",
-                self.rms_norm_eps
+                c.rms_norm_eps
             )));
         }
-        let theta = self.rope_theta();
-        if !(theta.is_finite() && theta > 0.0) {
-            return Err(bad(format!(
-                "rope_theta ({theta}) must be finite and positive"
+        if !(c.rope_theta.is_finite() && c.rope_theta > 0.0) {
+            return Err(plain(format!(
+                "rope_theta ({}) must be finite and positive",
+                c.rope_theta
             )));
         }
-        let rope_type = self.rope_type();
-        if rope_type != "default" {
+        if c.rope_type != "default" {
             return Err(unsupported(format!(
-                "rope_type {rope_type:?} (only \"default\" RoPE is implemented)"
+                "rope_type {:?} (only \"default\" RoPE is implemented)",
+                c.rope_type
             )));
         }
-        if !matches!(self.hidden_act.as_str(), "silu" | "swish" | "gelu") {
+        if !matches!(c.hidden_act.as_str(), "silu" | "swish" | "gelu") {
             return Err(unsupported(format!(
                 "hidden_act {:?} (expected \"silu\")",
-                self.hidden_act
+                c.hidden_act
             )));
         }
-        if let Some(types) = &self.layer_types {
+        if let Some(types) = &cfg.layer_types {
             if let Some(t) = types.iter().find(|t| t.as_str() != "full_attention") {
                 return Err(unsupported(format!(
                     "layer_types contains {t:?} (only full attention is implemented)"
                 )));
             }
-        } else if self.use_sliding_window {
+        } else if cfg.use_sliding_window {
             return Err(unsupported("use_sliding_window: true".to_string()));
         }
-        Ok(())
+        Ok(c)
     }
 
     /// Number of key/value heads (GQA groups).
     pub fn num_kv_heads(&self) -> usize {
-        self.num_key_value_heads.unwrap_or(QWEN3_DEFAULT_KV_HEADS)
+        self.num_key_value_heads
     }
 
     /// Size of one attention head: `head_dim` from config.json, else `Qwen3Config`'s default.
     pub fn head_dim(&self) -> usize {
-        self.head_dim.unwrap_or(QWEN3_DEFAULT_HEAD_DIM)
+        self.head_dim
     }
 
     /// RoPE base, resolved as transformers does.
     pub fn rope_theta(&self) -> f64 {
-        // transformers: `rope_scaling or rope_parameters` (the legacy key wins when both exist).
-        self.rope_scaling
-            .as_ref()
-            .or(self.rope_parameters.as_ref())
-            .and_then(|p| p.rope_theta)
-            .or(self.rope_theta)
-            .unwrap_or(10_000.0)
+        self.rope_theta
     }
 
-    /// RoPE type ("default" unless config.json says otherwise).
+    /// RoPE type ("default": anything else is rejected).
     pub fn rope_type(&self) -> String {
-        // transformers: `rope_scaling or rope_parameters` (the legacy key wins when both exist).
-        self.rope_scaling
-            .as_ref()
-            .or(self.rope_parameters.as_ref())
-            .and_then(|p| p.rope_type.clone().or_else(|| p.legacy_type.clone()))
-            .unwrap_or_else(|| "default".to_string())
+        self.rope_type.clone()
     }
 }
 
+/// config.json that does not even parse: the checkpoint error, labelled as this model's.
+pub(crate) fn invalid(err: divergence_checkpoint::Error) -> Error {
+    use divergence_checkpoint::Error as E;
+    match err {
+        E::Json { path, source } => Error::Config {
+            path,
+            message: format!("not a valid Qwen3 config: invalid json: {source}"),
+        },
+        E::BadJson { path, message } => Error::Config {
+            path,
+            message: format!("not a valid Qwen3 config: {message}"),
+        },
+        other => Error::Checkpoint(other),
+    }
+}
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,44 +8,23 @@ use std::path::PathBuf;
 /// Everything that can go wrong while loading or running the model.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// A file could not be read (config.json, the shard index, the ids file).
+    /// A file could not be read (the ids file).
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    /// config.json (or the shard index) is not the JSON we expect.
+    /// config.json is not a Qwen3 config this port can run.
     #[error("{path}: {message}")]
     Config { path: PathBuf, message: String },
-    /// The checkpoint directory has no weights at all.
-    #[error("{dir}: no model.safetensors or model.safetensors.index.json")]
-    NoWeights { dir: PathBuf },
-    /// A safetensors file could not be opened or parsed.
+    /// The checkpoint cannot be located or read, or lacks a tensor the model needs
+    /// (`divergence_checkpoint`'s message, unchanged).
+    #[error(transparent)]
+    Checkpoint(#[from] divergence_checkpoint::Error),
+    /// candle could not map the safetensors files.
     #[error("{path}: cannot read safetensors: {message}")]
     Safetensors { path: PathBuf, message: String },
-    /// The model needs a tensor the checkpoint does not have.
-    #[error("{dir}: missing tensor {name} (expected shape {expected:?})")]
-    MissingTensor {
-        dir: PathBuf,
-        name: String,
-        expected: Vec<usize>,
-    },
-    /// A tensor has the wrong shape for the config.
-    #[error("{path}: tensor {name} has shape {found:?}, config.json implies {expected:?}")]
-    ShapeMismatch {
-        path: PathBuf,
-        name: String,
-        expected: Vec<usize>,
-        found: Vec<usize>,
-    },
-    /// A tensor has a dtype we cannot load (ints, f8, ...).
-    #[error("{path}: tensor {name} has unsupported dtype {dtype}")]
-    TensorDType {
-        path: PathBuf,
-        name: String,
-        dtype: String,
-    },
     /// The config asks for something this port does not implement.
     #[error("{path}: unsupported: {message}")]
     Unsupported { path: PathBuf, message: String },

@@ -296,6 +296,33 @@ fn parse_layers(text: &str) -> Result<Vec<(usize, usize)>, String> {
     Ok(ranges)
 }
 
+/// The RMSNorm faults that act on one norm.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct NormFaults {
+    /// `rms-eps=V`: epsilon V instead of config.json's.
+    pub rms_eps: Option<f64>,
+    /// `late-rounding`.
+    pub late_rounding: bool,
+    /// `f16-accum`.
+    pub f16_accum: bool,
+}
+
+/// Every per-layer fault that acts in one decoder layer, resolved once when the layer is
+/// built (the `transpose` fault is by module and is applied by the weight loader).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct LayerFaults {
+    /// `attn-bias=V` on q/k/v.
+    pub attn_bias: Option<f64>,
+    pub skip_q_norm: bool,
+    pub skip_k_norm: bool,
+    pub rope_interleaved: bool,
+    pub gqa_tile: bool,
+    /// `act=...` instead of silu.
+    pub act: Option<Activation>,
+    /// The faults of the layer's four norms (input, post-attention, q_norm, k_norm).
+    pub norm: NormFaults,
+}
+
 /// All faults of one run, with the queries the model asks at each op.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Faults {
@@ -405,6 +432,28 @@ impl Faults {
         self.has(layer, |f| matches!(f, Fault::F16Accum))
     }
 
+    /// The RMSNorm faults of a norm in `layer` (`None` = the final `model.norm`).
+    pub fn norm(&self, layer: Option<usize>) -> NormFaults {
+        NormFaults {
+            rms_eps: self.rms_eps(layer),
+            late_rounding: self.late_rounding(layer),
+            f16_accum: self.f16_accum(layer),
+        }
+    }
+
+    /// Every per-layer fault of decoder layer `layer`.
+    pub fn layer(&self, layer: usize) -> LayerFaults {
+        LayerFaults {
+            attn_bias: self.attn_bias(layer),
+            skip_q_norm: self.skip_q_norm(layer),
+            skip_k_norm: self.skip_k_norm(layer),
+            rope_interleaved: self.rope_interleaved(layer),
+            gqa_tile: self.gqa_tile(layer),
+            act: self.act(layer),
+            norm: self.norm(Some(layer)),
+        }
+    }
+
     /// The specs as strings, for the dump's producer metadata.
     pub fn to_strings(&self) -> Vec<String> {
         self.specs.iter().map(|s| s.to_string()).collect()
@@ -507,5 +556,23 @@ mod tests {
         let faults = Faults::new(vec![parse("late-rounding@0")]);
         assert!(faults.late_rounding(Some(0)));
         assert!(!faults.late_rounding(None));
+    }
+
+    #[test]
+    fn layer_faults_gather_the_queries_of_one_layer() {
+        let faults = Faults::new(vec![
+            parse("skip-k-norm@1"),
+            parse("act=relu@1"),
+            parse("rms-eps=0.5@0"),
+            parse("attn-bias=2"),
+        ]);
+        let l1 = faults.layer(1);
+        assert!(l1.skip_k_norm && !l1.skip_q_norm);
+        assert_eq!(l1.act, Some(Activation::Relu));
+        assert_eq!(l1.attn_bias, Some(2.0));
+        assert_eq!(l1.norm, NormFaults::default());
+        assert_eq!(faults.layer(0).norm.rms_eps, Some(0.5));
+        assert_eq!(faults.norm(None).rms_eps, None);
+        assert_eq!(Faults::none().layer(3), LayerFaults::default());
     }
 }

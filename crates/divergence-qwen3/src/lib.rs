@@ -21,7 +21,9 @@ pub mod run;
 pub use checkpoint::Checkpoint;
 pub use config::Config;
 pub use error::Error;
-pub use fault::{Activation, Fault, FaultParseError, FaultSpec, Faults, VALID_FAULTS};
+pub use fault::{
+    Activation, Fault, FaultParseError, FaultSpec, Faults, LayerFaults, NormFaults, VALID_FAULTS,
+};
 pub use model::{ModelOptions, Qwen3};
 pub use ops::Policy;
 pub use probe::{DumpRecorder, HostData, MemoryRecorder, Probes, Recorded, Recorder};

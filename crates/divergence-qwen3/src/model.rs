@@ -20,13 +20,15 @@
 //! Probe names are the `VarBuilder::prefix()` of each module, which spells the PyTorch module
 //! path, so they equal transformers' `named_modules()` names with no mapping table.
 
+use std::cell::RefCell;
+
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{Module, VarBuilder};
 
 use crate::checkpoint::Checkpoint;
 use crate::config::Config;
 use crate::error::{CandleContext, Error};
-use crate::fault::Faults;
+use crate::fault::{Activation, Faults, LayerFaults, NormFaults};
 use crate::ops::{self, NormMode, Policy, Rope};
 use crate::probe::Probes;
 
@@ -38,27 +40,50 @@ pub struct ModelOptions {
     pub faults: Faults,
 }
 
-/// Loads weights through the VarBuilder after checking them against the checkpoint headers.
-struct Loader<'a> {
+/// What every module's weights are loaded with, shared by all the [`Vb`]s of one load.
+struct LoadCtx<'a> {
     ckpt: &'a Checkpoint,
     faults: &'a Faults,
-    /// Every module a `transpose=` fault may name, and whether one did.
-    transposable: Vec<String>,
+    policy: Policy,
+    /// Every module a `transpose=` fault may name (checked after the load).
+    transposable: RefCell<Vec<String>>,
 }
 
-impl Loader<'_> {
-    fn get(&self, vb: &VarBuilder, name: &str, shape: &[usize]) -> Result<Tensor, Error> {
-        let full = format!("{}.{name}", vb.prefix());
-        let info = self.ckpt.check(&full, shape)?;
-        vb.get(shape, name)
-            .ctx(|| format!("{}: loading {full}", info.file.display()))
+/// A `VarBuilder` that checks each weight against the checkpoint headers before loading it
+/// (so a missing or misshapen tensor is an error naming it and its file) and applies the
+/// `transpose` fault: what each module's `new(cfg, vb, faults)` gets, as in candle's models.
+#[derive(Clone)]
+struct Vb<'a> {
+    inner: VarBuilder<'a>,
+    ctx: &'a LoadCtx<'a>,
+}
+
+impl<'a> Vb<'a> {
+    fn pp(&self, name: impl ToString) -> Vb<'a> {
+        Vb {
+            inner: self.inner.pp(name),
+            ctx: self.ctx,
+        }
     }
 
-    /// A weight matrix `[out, in]`, with the `transpose` fault applied if it names `vb`.
-    fn matrix(&mut self, vb: &VarBuilder, out: usize, inp: usize) -> Result<Tensor, Error> {
-        let prefix = vb.prefix();
-        let w = self.get(vb, "weight", &[out, inp])?;
-        let w = if self.faults.transpose(&prefix) {
+    /// The module path, which is also the probe name.
+    fn prefix(&self) -> String {
+        self.inner.prefix()
+    }
+
+    fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor, Error> {
+        let full = format!("{}.{name}", self.prefix());
+        let file = self.ctx.ckpt.check(&full, shape)?;
+        self.inner
+            .get(shape, name)
+            .ctx(|| format!("{}: loading {full}", file.display()))
+    }
+
+    /// A weight matrix `[out, in]`, with the `transpose` fault applied if it names this module.
+    fn matrix(&self, out: usize, inp: usize) -> Result<Tensor, Error> {
+        let prefix = self.prefix();
+        let w = self.get("weight", &[out, inp])?;
+        let w = if self.ctx.faults.transpose(&prefix) {
             // Same buffer read as [in, out], transposed back: W^T when square.
             w.reshape((inp, out))
                 .and_then(|t| t.t())
@@ -67,48 +92,37 @@ impl Loader<'_> {
         } else {
             w
         };
-        self.transposable.push(prefix);
+        self.ctx.transposable.borrow_mut().push(prefix);
         Ok(w)
     }
 
-    fn linear(
-        &mut self,
-        vb: VarBuilder,
-        inp: usize,
-        out: usize,
-        bias: bool,
-    ) -> Result<Linear, Error> {
-        let weight = self.matrix(&vb, out, inp)?;
+    /// `nn.Linear(inp, out, bias)` at this module.
+    fn linear(&self, inp: usize, out: usize, bias: bool) -> Result<Linear, Error> {
+        let weight = self.matrix(out, inp)?;
         let bias = if bias {
-            Some(self.get(&vb, "bias", &[out])?)
+            Some(self.get("bias", &[out])?)
         } else {
             None
         };
         Ok(Linear {
             inner: candle_nn::Linear::new(weight, bias),
-            name: vb.prefix(),
+            name: self.prefix(),
         })
     }
 
-    fn norm(
-        &self,
-        vb: VarBuilder,
-        size: usize,
-        layer: Option<usize>,
-        cfg: &Config,
-        policy: Policy,
-    ) -> Result<RmsNorm, Error> {
-        let weight = self.get(&vb, "weight", &[size])?;
+    /// `Qwen3RMSNorm(size)` at this module.
+    fn rms_norm(&self, size: usize, cfg: &Config, faults: &NormFaults) -> Result<RmsNorm, Error> {
+        let weight = self.get("weight", &[size])?;
         let mode = NormMode {
-            policy,
-            eps: self.faults.rms_eps(layer).unwrap_or(cfg.rms_norm_eps),
-            late_rounding: self.faults.late_rounding(layer),
-            half_accum: self.faults.f16_accum(layer),
+            policy: self.ctx.policy,
+            eps: faults.rms_eps.unwrap_or(cfg.rms_norm_eps),
+            late_rounding: faults.late_rounding,
+            half_accum: faults.f16_accum,
         };
         Ok(RmsNorm {
             weight,
             mode,
-            name: vb.prefix(),
+            name: self.prefix(),
         })
     }
 }
@@ -154,12 +168,7 @@ struct Attention {
     head_dim: usize,
     scaling: f64,
     policy: Policy,
-    // faults of this layer
-    bias: Option<f64>,
-    skip_q_norm: bool,
-    skip_k_norm: bool,
-    rope_interleaved: bool,
-    gqa_tile: bool,
+    faults: LayerFaults,
     // probe names
     name: String,
     rope_q: String,
@@ -168,9 +177,33 @@ struct Attention {
 }
 
 impl Attention {
+    fn new(cfg: &Config, vb: Vb, faults: &LayerFaults) -> Result<Attention, Error> {
+        let (h, hd) = (cfg.hidden_size, cfg.head_dim());
+        let (nh, nkv) = (cfg.num_attention_heads, cfg.num_kv_heads());
+        let bias = cfg.attention_bias;
+        Ok(Attention {
+            q_proj: vb.pp("q_proj").linear(h, nh * hd, bias)?,
+            k_proj: vb.pp("k_proj").linear(h, nkv * hd, bias)?,
+            v_proj: vb.pp("v_proj").linear(h, nkv * hd, bias)?,
+            o_proj: vb.pp("o_proj").linear(nh * hd, h, bias)?,
+            q_norm: vb.pp("q_norm").rms_norm(hd, cfg, &faults.norm)?,
+            k_norm: vb.pp("k_norm").rms_norm(hd, cfg, &faults.norm)?,
+            n_heads: nh,
+            n_kv_heads: nkv,
+            head_dim: hd,
+            scaling: (hd as f64).powf(-0.5),
+            policy: vb.ctx.policy,
+            faults: *faults,
+            name: vb.prefix(),
+            rope_q: vb.pp("rope_q").prefix(),
+            rope_k: vb.pp("rope_k").prefix(),
+            attn_out: vb.pp("attn_out").prefix(),
+        })
+    }
+
     fn project(&self, lin: &Linear, x: &Tensor) -> Result<Tensor, Error> {
         let y = lin.forward(x)?;
-        match self.bias {
+        match self.faults.attn_bias {
             // Fault attn-bias: a bias of magnitude V that Qwen3 does not have.
             Some(v) => (y + v).ctx(|| format!("{}: attn-bias fault", lin.name)),
             None => Ok(y),
@@ -191,7 +224,7 @@ impl Attention {
         let q = self.project(&self.q_proj, x)?;
         probes.record(&self.q_proj.name, &q)?;
         let q = q.reshape((b, t, self.n_heads, hd)).ctx(ctx)?;
-        let q = if self.skip_q_norm {
+        let q = if self.faults.skip_q_norm {
             q
         } else {
             self.q_norm.forward(&q)?
@@ -201,7 +234,7 @@ impl Attention {
         let k = self.project(&self.k_proj, x)?;
         probes.record(&self.k_proj.name, &k)?;
         let k = k.reshape((b, t, self.n_kv_heads, hd)).ctx(ctx)?;
-        let k = if self.skip_k_norm {
+        let k = if self.faults.skip_k_norm {
             k
         } else {
             self.k_norm.forward(&k)?
@@ -219,17 +252,17 @@ impl Attention {
             .ctx(ctx)?;
 
         let q = rope
-            .apply(&q, self.policy, self.rope_interleaved)
+            .apply(&q, self.policy, self.faults.rope_interleaved)
             .ctx(|| self.rope_q.clone())?;
         probes.record(&self.rope_q, &q)?;
         let k = rope
-            .apply(&k, self.policy, self.rope_interleaved)
+            .apply(&k, self.policy, self.faults.rope_interleaved)
             .ctx(|| self.rope_k.clone())?;
         probes.record(&self.rope_k, &k)?;
 
         let n_rep = self.n_heads / self.n_kv_heads;
-        let k = ops::repeat_kv(&k, n_rep, self.gqa_tile).ctx(ctx)?;
-        let v = ops::repeat_kv(&v, n_rep, self.gqa_tile).ctx(ctx)?;
+        let k = ops::repeat_kv(&k, n_rep, self.faults.gqa_tile).ctx(ctx)?;
+        let v = ops::repeat_kv(&v, n_rep, self.faults.gqa_tile).ctx(ctx)?;
         let out = ops::attention(&q, &k, &v, mask, self.scaling, self.policy)
             .and_then(|o| o.transpose(1, 2))
             .and_then(|o| o.reshape((b, t, self.n_heads * hd)))
@@ -249,13 +282,29 @@ struct Mlp {
     gate_proj: Linear,
     up_proj: Linear,
     down_proj: Linear,
-    act: Option<crate::fault::Activation>,
+    act: Option<Activation>,
     policy: Policy,
     name: String,
     act_name: String,
 }
 
 impl Mlp {
+    fn new(cfg: &Config, vb: Vb, faults: &LayerFaults) -> Result<Mlp, Error> {
+        let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
+        Ok(Mlp {
+            gate_proj: vb.pp("gate_proj").linear(h, i, false)?,
+            up_proj: vb.pp("up_proj").linear(h, i, false)?,
+            down_proj: vb.pp("down_proj").linear(i, h, false)?,
+            act: faults.act.or(match cfg.hidden_act.as_str() {
+                "gelu" => Some(Activation::Gelu),
+                _ => None,
+            }),
+            policy: vb.ctx.policy,
+            name: vb.prefix(),
+            act_name: vb.pp("act_fn").prefix(),
+        })
+    }
+
     fn forward(&self, x: &Tensor, probes: &mut Probes) -> Result<Tensor, Error> {
         let gate = self.gate_proj.forward(x)?;
         probes.record(&self.gate_proj.name, &gate)?;
@@ -283,6 +332,26 @@ struct DecoderLayer {
 }
 
 impl DecoderLayer {
+    fn new(cfg: &Config, vb: Vb, faults: &LayerFaults) -> Result<DecoderLayer, Error> {
+        let h = cfg.hidden_size;
+        // Load order (attention, MLP, norms) decides which error a broken checkpoint reports
+        // first; kept as it was.
+        let self_attn = Attention::new(cfg, vb.pp("self_attn"), faults)?;
+        let mlp = Mlp::new(cfg, vb.pp("mlp"), faults)?;
+        Ok(DecoderLayer {
+            input_layernorm: vb.pp("input_layernorm").rms_norm(h, cfg, &faults.norm)?,
+            self_attn,
+            post_attention_layernorm: vb.pp("post_attention_layernorm").rms_norm(
+                h,
+                cfg,
+                &faults.norm,
+            )?,
+            mlp,
+            name: vb.prefix(),
+            attn_residual: vb.pp("attn_residual").prefix(),
+        })
+    }
+
     fn forward(
         &self,
         x: &Tensor,
@@ -302,6 +371,36 @@ impl DecoderLayer {
         probes.record(&self.name, &out)?;
         Ok(out)
     }
+}
+
+/// `lm_head`: its own weight, or `model.embed_tokens`' when tied or when the checkpoint has
+/// none (see the module docs).
+fn lm_head(cfg: &Config, vb: Vb, vb_e: &Vb, embed: &Tensor) -> Result<Linear, Error> {
+    let (h, vocab) = (cfg.hidden_size, cfg.vocab_size);
+    let ctx = vb.ctx;
+    if !cfg.tie_word_embeddings && ctx.ckpt.contains("lm_head.weight") {
+        return vb.linear(h, vocab, false);
+    }
+    // Tied: the head reads embed_tokens' weight (a transpose fault on lm_head still applies to
+    // the head's copy only).
+    let w = if ctx.faults.transpose("model.embed_tokens") {
+        vb_e.get("weight", &[vocab, h])?
+    } else {
+        embed.clone()
+    };
+    let w = if ctx.faults.transpose("lm_head") {
+        w.reshape((h, vocab))
+            .and_then(|t| t.t())
+            .and_then(|t| t.contiguous())
+            .ctx(|| "transpose fault on lm_head".to_string())?
+    } else {
+        w
+    };
+    ctx.transposable.borrow_mut().push("lm_head".to_string());
+    Ok(Linear {
+        inner: candle_nn::Linear::new(w, None),
+        name: vb.prefix(),
+    })
 }
 
 /// `Qwen3ForCausalLM`, prefill only.
@@ -348,118 +447,28 @@ impl Qwen3 {
                 path: ckpt.dir.clone(),
                 message: err.to_string(),
             })?;
-        let mut loader = Loader {
+        let ctx = LoadCtx {
             ckpt,
             faults,
-            transposable: Vec::new(),
+            policy: opts.policy,
+            transposable: RefCell::new(Vec::new()),
         };
-        let policy = opts.policy;
-        let (h, hd) = (cfg.hidden_size, cfg.head_dim());
-        let (nh, nkv) = (cfg.num_attention_heads, cfg.num_kv_heads());
+        let vb = Vb {
+            inner: vb,
+            ctx: &ctx,
+        };
+        let (h, vocab) = (cfg.hidden_size, cfg.vocab_size);
         let vb_m = vb.pp("model");
-
         let vb_e = vb_m.pp("embed_tokens");
-        let embed = loader.matrix(&vb_e, cfg.vocab_size, h)?;
-        let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
-        for i in 0..cfg.num_hidden_layers {
-            let vb_l = vb_m.pp("layers").pp(i);
-            let vb_a = vb_l.pp("self_attn");
-            let bias = cfg.attention_bias;
-            let a = &vb_a;
-            let self_attn = Attention {
-                q_proj: loader.linear(a.pp("q_proj"), h, nh * hd, bias)?,
-                k_proj: loader.linear(a.pp("k_proj"), h, nkv * hd, bias)?,
-                v_proj: loader.linear(a.pp("v_proj"), h, nkv * hd, bias)?,
-                o_proj: loader.linear(a.pp("o_proj"), nh * hd, h, bias)?,
-                q_norm: loader.norm(a.pp("q_norm"), hd, Some(i), cfg, policy)?,
-                k_norm: loader.norm(a.pp("k_norm"), hd, Some(i), cfg, policy)?,
-                n_heads: nh,
-                n_kv_heads: nkv,
-                head_dim: hd,
-                scaling: (hd as f64).powf(-0.5),
-                policy,
-                bias: faults.attn_bias(i),
-                skip_q_norm: faults.skip_q_norm(i),
-                skip_k_norm: faults.skip_k_norm(i),
-                rope_interleaved: faults.rope_interleaved(i),
-                gqa_tile: faults.gqa_tile(i),
-                name: a.prefix(),
-                rope_q: a.pp("rope_q").prefix(),
-                rope_k: a.pp("rope_k").prefix(),
-                attn_out: a.pp("attn_out").prefix(),
-            };
-            let vb_mlp = vb_l.pp("mlp");
-            let mlp = Mlp {
-                gate_proj: loader.linear(
-                    vb_mlp.pp("gate_proj"),
-                    h,
-                    cfg.intermediate_size,
-                    false,
-                )?,
-                up_proj: loader.linear(vb_mlp.pp("up_proj"), h, cfg.intermediate_size, false)?,
-                down_proj: loader.linear(
-                    vb_mlp.pp("down_proj"),
-                    cfg.intermediate_size,
-                    h,
-                    false,
-                )?,
-                act: faults.act(i).or(match cfg.hidden_act.as_str() {
-                    "gelu" => Some(crate::fault::Activation::Gelu),
-                    _ => None,
-                }),
-                policy,
-                name: vb_mlp.prefix(),
-                act_name: vb_mlp.pp("act_fn").prefix(),
-            };
-            layers.push(DecoderLayer {
-                input_layernorm: loader.norm(
-                    vb_l.pp("input_layernorm"),
-                    h,
-                    Some(i),
-                    cfg,
-                    policy,
-                )?,
-                self_attn,
-                post_attention_layernorm: loader.norm(
-                    vb_l.pp("post_attention_layernorm"),
-                    h,
-                    Some(i),
-                    cfg,
-                    policy,
-                )?,
-                mlp,
-                name: vb_l.prefix(),
-                attn_residual: vb_l.pp("attn_residual").prefix(),
-            });
-        }
-        let norm = loader.norm(vb_m.pp("norm"), h, None, cfg, policy)?;
-        let vb_head = vb.pp("lm_head");
-        let lm_head = if cfg.tie_word_embeddings || !ckpt.contains("lm_head.weight") {
-            // Tied: the head reads embed_tokens' weight (a transpose fault on lm_head still
-            // applies to the head's copy only).
-            let w = if faults.transpose("model.embed_tokens") {
-                loader.get(&vb_e, "weight", &[cfg.vocab_size, h])?
-            } else {
-                embed.clone()
-            };
-            let w = if faults.transpose("lm_head") {
-                w.reshape((h, cfg.vocab_size))
-                    .and_then(|t| t.t())
-                    .and_then(|t| t.contiguous())
-                    .ctx(|| "transpose fault on lm_head".to_string())?
-            } else {
-                w
-            };
-            loader.transposable.push("lm_head".to_string());
-            Linear {
-                inner: candle_nn::Linear::new(w, None),
-                name: vb_head.prefix(),
-            }
-        } else {
-            loader.linear(vb_head.clone(), h, cfg.vocab_size, false)?
-        };
+        let embed = vb_e.matrix(vocab, h)?;
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|i| DecoderLayer::new(cfg, vb_m.pp("layers").pp(i), &faults.layer(i)))
+            .collect::<Result<Vec<_>, Error>>()?;
+        let norm = vb_m.pp("norm").rms_norm(h, cfg, &faults.norm(None))?;
+        let lm_head = lm_head(cfg, vb.pp("lm_head"), &vb_e, &embed)?;
+        let transposable = ctx.transposable.borrow();
         for target in faults.transpose_targets() {
-            if !loader.transposable.iter().any(|m| m == target) {
+            if !transposable.iter().any(|m| m == target) {
                 return Err(Error::FaultTarget {
                     spec: format!("transpose={target}"),
                     message: format!(
@@ -470,10 +479,10 @@ impl Qwen3 {
                 });
             }
         }
-        Ok(Qwen3 {
+        let model = Qwen3 {
             cfg: cfg.clone(),
             dtype: opts.dtype,
-            policy,
+            policy: opts.policy,
             device: device.clone(),
             embed,
             embed_scale: faults.embed_scale(),
@@ -484,7 +493,8 @@ impl Qwen3 {
             embed_name: vb_e.prefix(),
             rotary_name: vb_m.pp("rotary_emb").prefix(),
             model_name: vb_m.prefix(),
-        })
+        };
+        Ok(model)
     }
 
     pub fn config(&self) -> &Config {

@@ -135,6 +135,9 @@ pub struct RunSummary {
     pub forward_times: Vec<Duration>,
     /// Greedy next token (argmax of the last position's logits).
     pub next_token: u32,
+    /// Files of the checkpoint directory that were not read, one line each (e.g. an index
+    /// next to `model.safetensors`), for the CLI to mention.
+    pub ignored: Vec<String>,
 }
 
 impl RunSummary {
@@ -235,6 +238,7 @@ pub fn run_to_dump(opts: &RunOptions) -> Result<RunSummary, Error> {
         load_time,
         forward_times,
         next_token,
+        ignored: ckpt.ignored.iter().map(ToString::to_string).collect(),
     })
 }
 

@@ -103,10 +103,10 @@ fn broken_checkpoints_are_named_errors() {
     );
     assert!(err.contains("model.safetensors"), "{err}");
 
-    // no weights at all
+    // no weights at all (the rule every command shares ends with "every *.safetensors")
     std::fs::remove_file(dir.path().join("model.safetensors")).expect("rm");
     let err = run_dir(dir.path()).expect_err("no weights").to_string();
-    assert!(err.contains("no model.safetensors"), "{err}");
+    assert!(err.contains("no *.safetensors files"), "{err}");
 
     // bad config
     std::fs::write(dir.path().join("config.json"), "{not json").expect("write");
@@ -143,4 +143,31 @@ fn probes_off_and_on_give_the_same_logits() {
         .and_then(|t| t.to_vec1())
         .expect("logits");
     assert_eq!(rec.get("lm_head").expect("lm_head").data.to_f32(), off);
+}
+
+#[test]
+fn a_tensor_stored_twice_is_an_error_not_a_silent_choice() {
+    // No model.safetensors and no index: every *.safetensors is read (the rule every command
+    // shares); candle would load the last copy, inspect lists the first, so run refuses.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tensors = load_tensors();
+    candle_core::safetensors::save(&tensors, dir.path().join("a.safetensors")).expect("save");
+    let norm: HashMap<String, Tensor> = [(
+        "model.norm.weight".to_string(),
+        tensors["model.norm.weight"].clone(),
+    )]
+    .into_iter()
+    .collect();
+    candle_core::safetensors::save(&norm, dir.path().join("b.safetensors")).expect("save");
+    write_config(dir.path(), |_| {});
+    let err = run_dir(dir.path()).expect_err("duplicate").to_string();
+    assert!(
+        err.contains(
+            "tensor model.norm.weight is stored twice, in a.safetensors and b.safetensors"
+        ),
+        "{err}"
+    );
+    // Without the duplicate the same directory runs.
+    std::fs::remove_file(dir.path().join("b.safetensors")).expect("rm");
+    run_dir(dir.path()).expect("runs");
 }

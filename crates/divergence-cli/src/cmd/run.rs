@@ -34,7 +34,9 @@ Examples:
 #[derive(Debug, Args)]
 #[command(after_long_help = AFTER_HELP)]
 pub struct RunArgs {
-    /// Hugging Face checkpoint directory (config.json + model.safetensors or shards).
+    /// Hugging Face checkpoint: a directory with config.json and model.safetensors, or shards
+    /// with model.safetensors.index.json, or any *.safetensors (the same rule as inspect); or
+    /// one .safetensors file with config.json next to it.
     #[arg(long, value_name = "DIR")]
     pub model: PathBuf,
     /// Token ids, e.g. 1,2,3.
@@ -85,6 +87,9 @@ pub fn run(args: RunArgs) -> Result<Exit> {
     };
     let summary = run_to_dump(&opts)
         .with_context(|| format!("divergence run --model {}", args.model.display()))?;
+    for note in &summary.ignored {
+        eprintln!("divergence run: note: {note}");
+    }
     let what = match &summary.out {
         Some(path) => format!("{} probes -> {}", summary.probes, path.display()),
         None => "probes off".to_string(),

@@ -1,0 +1,569 @@
+//! `config.json` of a Llama-family checkpoint, parsed once for every command.
+//!
+//! Field names and defaults are those of transformers 5.17's `configuration_qwen3.py`,
+//! `configuration_qwen2.py`, `configuration_llama.py` and `configuration_mistral.py`
+//! ([`Family`]). Parsing is lenient: a field that is missing is `None`, a field of the wrong
+//! type is `None` plus a [`FieldIssue`]; nothing fails once the file is a JSON object. What a
+//! caller does with that differs on purpose: `divergence inspect` turns issues and missing
+//! fields into findings, the Qwen3 model rejects what it cannot run (`divergence_qwen3::Config`).
+//!
+//! Resolved the way transformers does:
+//! - RoPE (`RotaryEmbeddingConfigMixin.convert_rope_params_to_dict`): the legacy
+//!   `rope_scaling` if it is a non-empty object, else `rope_parameters`; in it `rope_theta`,
+//!   else the top-level `rope_theta`, else 10000; `rope_type`, else its older spelling `type`,
+//!   else "default".
+//! - `num_key_value_heads`: an explicit `null` means `num_attention_heads` (`__post_init__`);
+//!   a missing one takes the family's field default ([`Family::default_kv_heads`]).
+//! - `head_dim`: Qwen3 declares `head_dim: int = 128` and never derives it; the others derive
+//!   `hidden_size // num_attention_heads`.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{Map, Value};
+
+use crate::error::Error;
+
+/// The architectures whose config and tensor layout we know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Family {
+    Qwen3,
+    Qwen2,
+    Llama,
+    Mistral,
+}
+
+impl Family {
+    /// The families we know, for messages.
+    pub const KNOWN: &'static str = "qwen3, qwen2, llama, mistral";
+
+    /// The family of a config.json `model_type`.
+    pub fn from_model_type(model_type: &str) -> Option<Family> {
+        match model_type {
+            "qwen3" => Some(Family::Qwen3),
+            "qwen2" => Some(Family::Qwen2),
+            "llama" => Some(Family::Llama),
+            "mistral" => Some(Family::Mistral),
+            _ => None,
+        }
+    }
+
+    /// The `model_type` spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Qwen3 => "qwen3",
+            Family::Qwen2 => "qwen2",
+            Family::Llama => "llama",
+            Family::Mistral => "mistral",
+        }
+    }
+
+    /// transformers' `num_key_value_heads` when config.json has none: the field default of
+    /// `Qwen3Config` / `Qwen2Config` (32) and `MistralConfig` (8); `LlamaConfig`'s is `None`,
+    /// which `__post_init__` replaces with `num_attention_heads`.
+    pub fn default_kv_heads(self, heads: Option<usize>) -> Option<usize> {
+        match self {
+            Family::Qwen3 | Family::Qwen2 => Some(32),
+            Family::Mistral => Some(8),
+            Family::Llama => heads,
+        }
+    }
+
+    /// transformers' `head_dim` when config.json has none: 128 for Qwen3 (`head_dim: int =
+    /// 128`), `hidden_size // num_attention_heads` for the others.
+    pub fn default_head_dim(self, hidden: Option<usize>, heads: Option<usize>) -> Option<usize> {
+        match self {
+            Family::Qwen3 => Some(QWEN3_DEFAULT_HEAD_DIM),
+            _ => derived_head_dim(hidden, heads),
+        }
+    }
+}
+
+/// `Qwen3Config.head_dim`'s default in transformers 5.17.
+pub const QWEN3_DEFAULT_HEAD_DIM: usize = 128;
+/// RoPE base when config.json gives none (`RotaryEmbeddingConfigMixin.default_theta`).
+pub const DEFAULT_ROPE_THETA: f64 = 10_000.0;
+/// The fields every known family needs and that have no usable default.
+pub const REQUIRED: [&str; 5] = [
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+    "vocab_size",
+];
+
+fn derived_head_dim(hidden: Option<usize>, heads: Option<usize>) -> Option<usize> {
+    match (hidden, heads) {
+        (Some(h), Some(n)) if n > 0 => Some(h / n),
+        _ => None,
+    }
+}
+
+/// A field of config.json with a value of the wrong type (`"hidden_size": "abc"`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FieldIssue {
+    /// The key, dotted inside objects (`rope_scaling.rope_theta`).
+    pub key: String,
+    pub value: Value,
+    /// What was expected ("a positive integer").
+    pub expected: &'static str,
+}
+
+impl std::fmt::Display for FieldIssue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} is {}, expected {}",
+            self.key, self.value, self.expected
+        )
+    }
+}
+
+/// The dimensions every structural check and every model needs, resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dims {
+    pub hidden: usize,
+    pub layers: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    pub intermediate: usize,
+    pub vocab: usize,
+}
+
+/// A parsed config.json. Integer fields are `None` when missing or malformed (see `issues`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The file, for messages.
+    pub path: PathBuf,
+    /// The JSON object as written (for a dump's `model` metadata).
+    pub json: Value,
+    pub model_type: Option<String>,
+    /// The family of `model_type`, if we know it.
+    pub family: Option<Family>,
+    pub vocab_size: Option<usize>,
+    pub hidden_size: Option<usize>,
+    pub intermediate_size: Option<usize>,
+    pub num_hidden_layers: Option<usize>,
+    pub num_attention_heads: Option<usize>,
+    /// As written; see [`Config::num_kv_heads`] for the resolved value.
+    pub num_key_value_heads: Option<usize>,
+    /// As written; see [`Config::head_dim`] for the resolved value.
+    pub head_dim: Option<usize>,
+    pub max_position_embeddings: Option<usize>,
+    /// Default "silu" (all four families).
+    pub hidden_act: String,
+    /// Default 1e-6 (all four families).
+    pub rms_norm_eps: f64,
+    /// Default false (all four families).
+    pub tie_word_embeddings: bool,
+    /// Default false. (qwen2 has q/k/v biases and mistral none, whatever it says.)
+    pub attention_bias: bool,
+    /// Default false (llama only).
+    pub mlp_bias: bool,
+    /// Resolved RoPE base (see the module docs).
+    pub rope_theta: f64,
+    /// Resolved RoPE type ("default" unless config.json says otherwise).
+    pub rope_type: String,
+    pub use_sliding_window: bool,
+    pub layer_types: Option<Vec<String>>,
+    /// Fields with a value of the wrong type, in the order read.
+    pub issues: Vec<FieldIssue>,
+}
+
+impl Config {
+    /// Reads `path`. A missing file, unreadable or unparsable JSON, or JSON that is not an
+    /// object is an error; everything else is a field of the result.
+    pub fn load(path: &Path) -> Result<Config, Error> {
+        let bytes = std::fs::read(path).map_err(|error| {
+            if error.kind() == std::io::ErrorKind::NotFound {
+                Error::MissingConfig {
+                    path: path.to_path_buf(),
+                }
+            } else {
+                Error::Io {
+                    path: path.to_path_buf(),
+                    error,
+                }
+            }
+        })?;
+        let value: Value = serde_json::from_slice(&bytes).map_err(|source| Error::Json {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::from_value(value, path)
+    }
+
+    /// Parses config.json text; `path` only labels errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, Error> {
+        let value: Value = serde_json::from_str(text).map_err(|source| Error::Json {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::from_value(value, path)
+    }
+
+    /// Interprets a parsed config.json; fails only if it is not an object.
+    pub fn from_value(value: Value, path: &Path) -> Result<Config, Error> {
+        let Value::Object(obj) = &value else {
+            return Err(Error::BadJson {
+                path: path.to_path_buf(),
+                message: "expected a json object".to_string(),
+            });
+        };
+        let mut r = Reader {
+            obj,
+            prefix: "",
+            issues: Vec::new(),
+        };
+        // Read in this order so that issues come out in a stable, meaningful order.
+        let hidden_size = r.positive("hidden_size");
+        let num_hidden_layers = r.positive("num_hidden_layers");
+        let num_attention_heads = r.positive("num_attention_heads");
+        let num_key_value_heads = r.positive("num_key_value_heads");
+        let head_dim = r.positive("head_dim");
+        let intermediate_size = r.positive("intermediate_size");
+        let vocab_size = r.positive("vocab_size");
+        let max_position_embeddings = r.positive("max_position_embeddings");
+        let model_type = r.string("model_type");
+        let hidden_act = r.string("hidden_act").unwrap_or_else(|| "silu".to_string());
+        let rms_norm_eps = r.number("rms_norm_eps").unwrap_or(1e-6);
+        let tie_word_embeddings = r.boolean("tie_word_embeddings").unwrap_or(false);
+        let attention_bias = r.boolean("attention_bias").unwrap_or(false);
+        let mlp_bias = r.boolean("mlp_bias").unwrap_or(false);
+        let use_sliding_window = r.boolean("use_sliding_window").unwrap_or(false);
+        let layer_types = r.strings("layer_types");
+        let top_theta = r.number("rope_theta");
+        // transformers: `rope_scaling or rope_parameters` (an empty dict is falsy).
+        let scaling = r.object("rope_scaling").filter(|o| !o.is_empty());
+        let parameters = r.object("rope_parameters");
+        let (rope_theta, rope_type) = match scaling
+            .map(|o| ("rope_scaling", o))
+            .or(parameters.map(|o| ("rope_parameters", o)))
+        {
+            Some((key, rope)) => {
+                let mut inner = Reader {
+                    obj: rope,
+                    prefix: key,
+                    issues: Vec::new(),
+                };
+                let theta = inner.number("rope_theta");
+                let ty = inner.string("rope_type").or_else(|| inner.string("type"));
+                r.issues.append(&mut inner.issues);
+                (theta, ty)
+            }
+            None => (None, None),
+        };
+        let issues = r.issues;
+        Ok(Config {
+            path: path.to_path_buf(),
+            family: model_type.as_deref().and_then(Family::from_model_type),
+            model_type,
+            vocab_size,
+            hidden_size,
+            intermediate_size,
+            num_hidden_layers,
+            num_attention_heads,
+            num_key_value_heads,
+            head_dim,
+            max_position_embeddings,
+            hidden_act,
+            rms_norm_eps,
+            tie_word_embeddings,
+            attention_bias,
+            mlp_bias,
+            rope_theta: rope_theta.or(top_theta).unwrap_or(DEFAULT_ROPE_THETA),
+            rope_type: rope_type.unwrap_or_else(|| "default".to_string()),
+            use_sliding_window,
+            layer_types,
+            issues,
+            json: value,
+        })
+    }
+
+    /// Whether config.json has `key` at the top level (even as `null`).
+    pub fn has(&self, key: &str) -> bool {
+        self.json.get(key).is_some()
+    }
+
+    /// Whether config.json sets `key` to `null` explicitly.
+    pub fn is_null(&self, key: &str) -> bool {
+        self.json.get(key) == Some(&Value::Null)
+    }
+
+    /// The [`REQUIRED`] fields that config.json does not have at all.
+    pub fn missing_required(&self) -> Vec<&'static str> {
+        REQUIRED.into_iter().filter(|k| !self.has(k)).collect()
+    }
+
+    /// Number of key/value heads as transformers resolves it for `family` (`None`: no
+    /// default, as for an unknown model_type: `num_attention_heads`).
+    pub fn num_kv_heads(&self, family: Option<Family>) -> Option<usize> {
+        let heads = self.num_attention_heads;
+        match (self.num_key_value_heads, family) {
+            (Some(k), _) => Some(k),
+            _ if self.is_null("num_key_value_heads") => heads,
+            (None, Some(f)) => f.default_kv_heads(heads),
+            (None, None) => heads,
+        }
+    }
+
+    /// Size of one attention head as transformers resolves it for `family` (`None`:
+    /// `hidden_size / num_attention_heads`).
+    pub fn head_dim(&self, family: Option<Family>) -> Option<usize> {
+        let (hidden, heads) = (self.hidden_size, self.num_attention_heads);
+        match (self.head_dim, family) {
+            (Some(d), _) => Some(d),
+            (None, Some(f)) => f.default_head_dim(hidden, heads),
+            (None, None) => derived_head_dim(hidden, heads),
+        }
+    }
+
+    /// All dimensions resolved for `family`, if every one is known.
+    pub fn dims(&self, family: Option<Family>) -> Option<Dims> {
+        Some(Dims {
+            hidden: self.hidden_size?,
+            layers: self.num_hidden_layers?,
+            heads: self.num_attention_heads?,
+            kv_heads: self.num_kv_heads(family)?,
+            head_dim: self.head_dim(family)?,
+            intermediate: self.intermediate_size?,
+            vocab: self.vocab_size?,
+        })
+    }
+}
+
+/// Reads typed fields of one JSON object, recording values of the wrong type.
+struct Reader<'a> {
+    obj: &'a Map<String, Value>,
+    /// Dotted prefix of issue keys ("" at the top level).
+    prefix: &'static str,
+    issues: Vec<FieldIssue>,
+}
+
+impl<'a> Reader<'a> {
+    /// The value of `key`, `None` if missing or null, else `parse` of it or an issue.
+    fn field<T>(
+        &mut self,
+        key: &str,
+        expected: &'static str,
+        parse: impl FnOnce(&'a Value) -> Option<T>,
+    ) -> Option<T> {
+        let v = match self.obj.get(key) {
+            None | Some(Value::Null) => return None,
+            Some(v) => v,
+        };
+        let parsed = parse(v);
+        if parsed.is_none() {
+            let key = if self.prefix.is_empty() {
+                key.to_string()
+            } else {
+                format!("{}.{key}", self.prefix)
+            };
+            self.issues.push(FieldIssue {
+                key,
+                value: v.clone(),
+                expected,
+            });
+        }
+        parsed
+    }
+
+    fn positive(&mut self, key: &str) -> Option<usize> {
+        self.field(key, "a positive integer", |v| {
+            v.as_u64()
+                .and_then(|n| usize::try_from(n).ok())
+                .filter(|&n| n > 0)
+        })
+    }
+
+    fn number(&mut self, key: &str) -> Option<f64> {
+        self.field(key, "a number", Value::as_f64)
+    }
+
+    fn boolean(&mut self, key: &str) -> Option<bool> {
+        self.field(key, "true or false", Value::as_bool)
+    }
+
+    fn string(&mut self, key: &str) -> Option<String> {
+        self.field(key, "a string", |v| v.as_str().map(str::to_string))
+    }
+
+    fn strings(&mut self, key: &str) -> Option<Vec<String>> {
+        self.field(key, "a list of strings", |v| {
+            v.as_array()?
+                .iter()
+                .map(|s| s.as_str().map(str::to_string))
+                .collect()
+        })
+    }
+
+    fn object(&mut self, key: &str) -> Option<&'a Map<String, Value>> {
+        self.field(key, "an object", Value::as_object)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Config {
+        Config::parse(text, Path::new("c.json")).unwrap()
+    }
+
+    /// The real Qwen3-0.6B config.json (as on the Hub, transformers 4.51 era).
+    const QWEN3_06B: &str = r#"{
+      "architectures": ["Qwen3ForCausalLM"], "attention_bias": false, "attention_dropout": 0.0,
+      "bos_token_id": 151643, "eos_token_id": 151645, "head_dim": 128, "hidden_act": "silu",
+      "hidden_size": 1024, "initializer_range": 0.02, "intermediate_size": 3072,
+      "max_position_embeddings": 40960, "max_window_layers": 28, "model_type": "qwen3",
+      "num_attention_heads": 16, "num_hidden_layers": 28, "num_key_value_heads": 8,
+      "rms_norm_eps": 1e-06, "rope_scaling": null, "rope_theta": 1000000, "sliding_window": null,
+      "tie_word_embeddings": true, "torch_dtype": "bfloat16", "transformers_version": "4.51.0",
+      "use_cache": true, "use_sliding_window": false, "vocab_size": 151936
+    }"#;
+
+    #[test]
+    fn parses_real_qwen3_06b_config() {
+        let cfg = parse(QWEN3_06B);
+        assert_eq!(cfg.family, Some(Family::Qwen3));
+        assert_eq!(cfg.head_dim(cfg.family), Some(128));
+        assert_eq!(cfg.num_kv_heads(cfg.family), Some(8));
+        assert_eq!(cfg.rope_theta, 1_000_000.0);
+        assert_eq!(cfg.rope_type, "default");
+        assert!(cfg.tie_word_embeddings);
+        assert_eq!(cfg.rms_norm_eps, 1e-6);
+        assert_eq!(cfg.issues, vec![]);
+        let d = cfg.dims(cfg.family).unwrap();
+        assert_eq!(
+            (d.hidden, d.heads, d.head_dim, d.kv_heads),
+            (1024, 16, 128, 8)
+        );
+    }
+
+    #[test]
+    fn transformers5_rope_parameters_win_over_top_level_theta() {
+        let cfg = parse(
+            r#"{"rope_theta": 7.0, "rope_parameters": {"rope_theta": 5000.0, "rope_type": "default"}}"#,
+        );
+        assert_eq!(cfg.rope_theta, 5000.0);
+        assert!(!cfg.tie_word_embeddings);
+        // Without a rope dict: the top-level value, else 10000.
+        assert_eq!(parse(r#"{"rope_theta": 7.0}"#).rope_theta, 7.0);
+        assert_eq!(parse("{}").rope_theta, 10_000.0);
+        // A rope dict without rope_theta falls back to the top-level one (setdefault).
+        let cfg = parse(r#"{"rope_theta": 7.0, "rope_parameters": {"rope_type": "default"}}"#);
+        assert_eq!(cfg.rope_theta, 7.0);
+    }
+
+    #[test]
+    fn legacy_rope_scaling_wins_over_rope_parameters() {
+        // modeling_rope_utils: `rope_scaling or rope_parameters`.
+        let cfg = parse(
+            r#"{"rope_scaling": {"rope_type": "default", "rope_theta": 2000.0},
+                "rope_parameters": {"rope_type": "default", "rope_theta": 5000.0}}"#,
+        );
+        assert_eq!(cfg.rope_theta, 2000.0);
+        // ... unless it is empty (falsy in Python) or null.
+        let cfg = parse(r#"{"rope_scaling": {}, "rope_parameters": {"rope_theta": 5000.0}}"#);
+        assert_eq!(cfg.rope_theta, 5000.0);
+        let cfg = parse(r#"{"rope_scaling": {"type": "yarn", "factor": 4.0}}"#);
+        assert_eq!(cfg.rope_type, "yarn");
+    }
+
+    #[test]
+    fn missing_fields_take_qwen3config_defaults_not_derived_values() {
+        // transformers 5.17: Qwen3Config(head_dim=128, num_key_value_heads=32) when absent; it
+        // never derives head_dim from hidden/heads (here that would be 4).
+        let cfg = parse(
+            r#"{"vocab_size": 10, "hidden_size": 256, "intermediate_size": 16,
+            "num_hidden_layers": 1, "num_attention_heads": 64}"#,
+        );
+        assert_eq!(cfg.head_dim(Some(Family::Qwen3)), Some(128));
+        assert_eq!(cfg.num_kv_heads(Some(Family::Qwen3)), Some(32));
+    }
+
+    #[test]
+    fn family_defaults_follow_transformers() {
+        let cfg = parse(r#"{"hidden_size": 256, "num_attention_heads": 16}"#);
+        let kv = |f| cfg.num_kv_heads(Some(f));
+        let hd = |f| cfg.head_dim(Some(f));
+        assert_eq!(
+            (
+                kv(Family::Qwen3),
+                kv(Family::Qwen2),
+                kv(Family::Mistral),
+                kv(Family::Llama)
+            ),
+            (Some(32), Some(32), Some(8), Some(16))
+        );
+        assert_eq!(
+            (
+                hd(Family::Qwen3),
+                hd(Family::Qwen2),
+                hd(Family::Mistral),
+                hd(Family::Llama)
+            ),
+            (Some(128), Some(16), Some(16), Some(16))
+        );
+        // Unknown family: no defaults, only what can be derived.
+        assert_eq!(
+            (cfg.num_kv_heads(None), cfg.head_dim(None)),
+            (Some(16), Some(16))
+        );
+    }
+
+    #[test]
+    fn explicit_null_kv_heads_means_num_attention_heads() {
+        // Qwen3Config.__post_init__: `if self.num_key_value_heads is None: = num_attention_heads`.
+        let cfg = parse(r#"{"num_attention_heads": 16, "num_key_value_heads": null}"#);
+        assert_eq!(cfg.num_kv_heads(Some(Family::Qwen3)), Some(16));
+        assert_eq!(cfg.num_kv_heads(Some(Family::Mistral)), Some(16));
+        assert!(cfg.issues.is_empty());
+    }
+
+    #[test]
+    fn malformed_fields_are_issues_not_errors() {
+        let cfg = parse(
+            r#"{"hidden_size": "abc", "num_hidden_layers": 0, "tie_word_embeddings": "yes",
+                "rope_parameters": {"rope_theta": "big"}, "model_type": "qwen3"}"#,
+        );
+        let issues: Vec<String> = cfg.issues.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            issues,
+            vec![
+                "hidden_size is \"abc\", expected a positive integer",
+                "num_hidden_layers is 0, expected a positive integer",
+                "tie_word_embeddings is \"yes\", expected true or false",
+                "rope_parameters.rope_theta is \"big\", expected a number",
+            ]
+        );
+        assert_eq!(cfg.hidden_size, None);
+        assert!(!cfg.tie_word_embeddings);
+        assert_eq!(
+            cfg.missing_required(),
+            vec!["num_attention_heads", "intermediate_size", "vocab_size"]
+        );
+        assert_eq!(cfg.dims(cfg.family), None);
+    }
+
+    #[test]
+    fn unreadable_configs_are_errors_naming_the_file() {
+        let err = Config::parse("{not json", Path::new("m/config.json")).unwrap_err();
+        assert!(
+            err.to_string().starts_with("m/config.json: invalid json: "),
+            "{err}"
+        );
+        let err = Config::parse("[1]", Path::new("m/config.json")).unwrap_err();
+        assert_eq!(err.to_string(), "m/config.json: expected a json object");
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("config.json");
+        let err = Config::load(&p).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{}: not found (a model directory needs config.json)",
+                p.display()
+            )
+        );
+    }
+}

@@ -1,0 +1,273 @@
+//! Where a checkpoint's files are: one rule for every command.
+//!
+//! For a directory, the rule of transformers 5.17 (`modeling_utils._get_resolved_checkpoint_files`
+//! for a local folder): `model.safetensors` if it exists, else `model.safetensors.index.json`
+//! (its `weight_map` names the shards). A directory with neither keeps `divergence inspect`'s
+//! extension: every `*.safetensors` in it, in natural name order. A single `.safetensors` path
+//! is that file alone, with `config.json` looked up next to it.
+//!
+//! Files of the directory that the rule does not read (an index next to `model.safetensors`,
+//! a stray `*.safetensors` the index does not name) are listed in [`Layout::ignored`], so that
+//! callers can say so instead of silently reading something else than the user expects.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use divergence_names::natural_cmp;
+use serde_json::Value;
+
+use crate::error::Error;
+
+/// The single-file checkpoint transformers writes.
+pub const SINGLE_FILE: &str = "model.safetensors";
+/// The shard index transformers writes.
+pub const INDEX_FILE: &str = "model.safetensors.index.json";
+/// The config transformers writes.
+pub const CONFIG_FILE: &str = "config.json";
+
+/// Which rule chose the files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The path was one `.safetensors` file.
+    File,
+    /// `model.safetensors` in the directory.
+    Single,
+    /// `model.safetensors.index.json` in the directory.
+    Index,
+    /// Neither: every `*.safetensors` in the directory.
+    AllFiles,
+}
+
+/// The shard index: its path and its `weight_map` (tensor name -> file name).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Index {
+    pub path: PathBuf,
+    pub weight_map: BTreeMap<String, String>,
+}
+
+impl Index {
+    /// The index's file name, for messages.
+    pub fn file_name(&self) -> String {
+        file_name(&self.path)
+    }
+}
+
+/// A file of the checkpoint directory that the rule does not read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ignored {
+    pub path: PathBuf,
+    /// Why, as a phrase ("model.safetensors is read instead").
+    pub reason: String,
+}
+
+impl std::fmt::Display for Ignored {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} is not read: {}", file_name(&self.path), self.reason)
+    }
+}
+
+/// Where a checkpoint's files are.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Layout {
+    /// The directory of the checkpoint (the parent of a single-file path).
+    pub dir: PathBuf,
+    /// `config.json` (not checked to exist: [`crate::Config::load`] does).
+    pub config: PathBuf,
+    pub source: Source,
+    /// The safetensors files to read, in reading order.
+    pub shards: Vec<PathBuf>,
+    /// The shard index, when [`Source::Index`].
+    pub index: Option<Index>,
+    /// Files of the directory that are not read, and why.
+    pub ignored: Vec<Ignored>,
+}
+
+/// The last component of `path`, or the whole path.
+pub(crate) fn file_name(path: &Path) -> String {
+    path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
+}
+
+fn is_safetensors(path: &Path) -> bool {
+    path.extension().and_then(|e| e.to_str()) == Some("safetensors")
+}
+
+/// What the path given is: one `.safetensors` file, or a directory.
+enum Kind {
+    File { dir: PathBuf },
+    Dir,
+}
+
+fn classify(path: &Path) -> Result<Kind, Error> {
+    let meta = std::fs::metadata(path).map_err(|error| {
+        if error.kind() == std::io::ErrorKind::NotFound {
+            Error::NotFound {
+                path: path.to_path_buf(),
+            }
+        } else {
+            Error::Io {
+                path: path.to_path_buf(),
+                error,
+            }
+        }
+    })?;
+    if meta.is_dir() {
+        return Ok(Kind::Dir);
+    }
+    if !meta.is_file() || !is_safetensors(path) {
+        return Err(Error::NotAModel {
+            path: path.to_path_buf(),
+        });
+    }
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    Ok(Kind::File { dir })
+}
+
+impl Layout {
+    /// The `config.json` of the checkpoint at `path` (in the directory, or next to the
+    /// `.safetensors` file), without looking for weights: so that callers can read the config
+    /// first and report a broken config.json before missing weights (not checked to exist).
+    pub fn config_path(path: &Path) -> Result<PathBuf, Error> {
+        Ok(match classify(path)? {
+            Kind::File { dir } => dir.join(CONFIG_FILE),
+            Kind::Dir => path.join(CONFIG_FILE),
+        })
+    }
+
+    /// Finds the files of the checkpoint at `path` (a directory or one `.safetensors` file).
+    pub fn locate(path: &Path) -> Result<Layout, Error> {
+        if let Kind::File { dir } = classify(path)? {
+            return Ok(Layout {
+                config: dir.join(CONFIG_FILE),
+                dir,
+                source: Source::File,
+                shards: vec![path.to_path_buf()],
+                index: None,
+                ignored: Vec::new(),
+            });
+        }
+        let dir = path.to_path_buf();
+        let all = list_safetensors(&dir)?;
+        let single = dir.join(SINGLE_FILE);
+        let index_path = dir.join(INDEX_FILE);
+        let (source, shards, index) = if single.is_file() {
+            (Source::Single, vec![single], None)
+        } else if index_path.is_file() {
+            let index = read_index(&index_path)?;
+            let mut files: Vec<&String> = index.weight_map.values().collect();
+            files.sort_by(|a, b| natural_cmp(a, b));
+            files.dedup();
+            let mut shards = Vec::with_capacity(files.len());
+            for file in files {
+                let shard = dir.join(file);
+                if !shard.is_file() {
+                    return Err(Error::MissingShard {
+                        index: index_path,
+                        shard: file.clone(),
+                    });
+                }
+                shards.push(shard);
+            }
+            if shards.is_empty() {
+                return Err(Error::BadJson {
+                    path: index_path,
+                    message: "weight_map is empty".to_string(),
+                });
+            }
+            (Source::Index, shards, Some(index))
+        } else if all.is_empty() {
+            return Err(Error::NoSafetensors { path: dir });
+        } else {
+            (Source::AllFiles, all.clone(), None)
+        };
+
+        let mut ignored = Vec::new();
+        if source == Source::Single && index_path.is_file() {
+            ignored.push(Ignored {
+                path: index_path,
+                reason: format!(
+                    "{SINGLE_FILE} is read instead (transformers reads {SINGLE_FILE} first)"
+                ),
+            });
+        }
+        let read_instead = match source {
+            Source::Single => format!("only {SINGLE_FILE} is read"),
+            _ => format!("{INDEX_FILE} does not name it"),
+        };
+        for path in all {
+            if !shards.contains(&path) {
+                ignored.push(Ignored {
+                    path,
+                    reason: read_instead.clone(),
+                });
+            }
+        }
+        Ok(Layout {
+            config: dir.join(CONFIG_FILE),
+            dir,
+            source,
+            shards,
+            index,
+            ignored,
+        })
+    }
+}
+
+/// Every `*.safetensors` file in `dir`, in natural name order.
+fn list_safetensors(dir: &Path) -> Result<Vec<PathBuf>, Error> {
+    let io = |error| Error::Io {
+        path: dir.to_path_buf(),
+        error,
+    };
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io)? {
+        let p = entry.map_err(io)?.path();
+        if is_safetensors(&p) && p.is_file() {
+            out.push(p);
+        }
+    }
+    out.sort_by(|a, b| natural_cmp(&a.to_string_lossy(), &b.to_string_lossy()));
+    Ok(out)
+}
+
+/// Reads `model.safetensors.index.json`: its `weight_map`, whose files must be plain names in
+/// the checkpoint directory.
+fn read_index(path: &Path) -> Result<Index, Error> {
+    let bytes = std::fs::read(path).map_err(|error| Error::Io {
+        path: path.to_path_buf(),
+        error,
+    })?;
+    let value: Value = serde_json::from_slice(&bytes).map_err(|source| Error::Json {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let bad = |message: String| Error::BadJson {
+        path: path.to_path_buf(),
+        message,
+    };
+    let map = value
+        .get("weight_map")
+        .and_then(Value::as_object)
+        .ok_or_else(|| bad("no weight_map object".to_string()))?;
+    let mut weight_map = BTreeMap::new();
+    for (name, file) in map {
+        let file = file
+            .as_str()
+            .ok_or_else(|| bad(format!("weight_map[{name:?}] is not a file name")))?;
+        if file.contains('/') || file.contains('\\') || file == ".." || file.is_empty() {
+            return Err(bad(format!(
+                "weight_map[{name:?}] = {file:?} is not a file name in this directory"
+            )));
+        }
+        weight_map.insert(name.clone(), file.to_string());
+    }
+    Ok(Index {
+        path: path.to_path_buf(),
+        weight_map,
+    })
+}

@@ -1,0 +1,291 @@
+//! The layout rule and the readers on checkpoints written by the test: which files are read,
+//! which are ignored (and said so), header errors naming the file, anomalies.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use divergence_checkpoint::{Anomaly, Checkpoint, Error, Layout, Source, Weights};
+use safetensors::tensor::TensorView;
+use safetensors::Dtype;
+
+const CONFIG: &str = r#"{"model_type": "qwen3", "hidden_size": 4, "num_hidden_layers": 1,
+    "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 2,
+    "intermediate_size": 8, "vocab_size": 16}"#;
+
+/// Writes a safetensors file of F32 tensors `names`, each `[2]` and filled with `value`.
+fn write_st(path: &Path, names: &[&str], value: f32) {
+    let data: Vec<u8> = [value, value]
+        .iter()
+        .flat_map(|x| x.to_le_bytes())
+        .collect();
+    let views: Vec<(String, TensorView<'_>)> = names
+        .iter()
+        .map(|n| {
+            (
+                n.to_string(),
+                TensorView::new(Dtype::F32, vec![2], &data).unwrap(),
+            )
+        })
+        .collect();
+    safetensors::serialize_to_file(views, None, path).unwrap();
+}
+
+fn write_index(dir: &Path, map: &[(&str, &str)]) {
+    let weight_map: BTreeMap<&str, &str> = map.iter().copied().collect();
+    let index = serde_json::json!({"metadata": {}, "weight_map": weight_map});
+    std::fs::write(dir.join("model.safetensors.index.json"), index.to_string()).unwrap();
+}
+
+fn names(paths: &[std::path::PathBuf]) -> Vec<String> {
+    paths
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// A directory with model.safetensors, shards + index and a stray file: transformers'
+/// order, model.safetensors first; the others are listed as ignored, with the reason.
+#[test]
+fn single_file_wins_over_index_and_the_rest_is_ignored_visibly() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("config.json"), CONFIG).unwrap();
+    write_st(&dir.path().join("model.safetensors"), &["a", "b"], 1.0);
+    write_st(
+        &dir.path().join("model-00001-of-00002.safetensors"),
+        &["a"],
+        2.0,
+    );
+    write_st(
+        &dir.path().join("model-00002-of-00002.safetensors"),
+        &["b"],
+        2.0,
+    );
+    write_index(
+        dir.path(),
+        &[
+            ("a", "model-00001-of-00002.safetensors"),
+            ("b", "model-00002-of-00002.safetensors"),
+        ],
+    );
+    let layout = Layout::locate(dir.path()).unwrap();
+    assert_eq!(layout.source, Source::Single);
+    assert_eq!(names(&layout.shards), vec!["model.safetensors"]);
+    let ignored: Vec<String> = layout.ignored.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        ignored,
+        vec![
+            "model.safetensors.index.json is not read: model.safetensors is read instead (transformers reads model.safetensors first)",
+            "model-00001-of-00002.safetensors is not read: only model.safetensors is read",
+            "model-00002-of-00002.safetensors is not read: only model.safetensors is read",
+        ]
+    );
+    let ckpt = Checkpoint::open(dir.path()).unwrap();
+    let a = ckpt.weights.get("a").unwrap();
+    assert_eq!(ckpt.weights.data(a), &1f32.to_le_bytes().repeat(2)[..]);
+
+    // Without model.safetensors: the index decides; a stray file it does not name is ignored.
+    std::fs::remove_file(dir.path().join("model.safetensors")).unwrap();
+    write_st(
+        &dir.path().join("consolidated.safetensors"),
+        &["a", "b"],
+        3.0,
+    );
+    let layout = Layout::locate(dir.path()).unwrap();
+    assert_eq!(layout.source, Source::Index);
+    assert_eq!(
+        names(&layout.shards),
+        vec![
+            "model-00001-of-00002.safetensors",
+            "model-00002-of-00002.safetensors"
+        ]
+    );
+    assert_eq!(
+        layout.ignored[0].to_string(),
+        "consolidated.safetensors is not read: model.safetensors.index.json does not name it"
+    );
+    let w = Weights::open(&layout).unwrap();
+    assert_eq!(w.anomalies(), &[]);
+    assert_eq!(
+        w.file_name(w.get("b").unwrap()),
+        "model-00002-of-00002.safetensors"
+    );
+}
+
+#[test]
+fn without_single_file_or_index_every_safetensors_is_read_in_natural_order() {
+    let dir = tempfile::tempdir().unwrap();
+    for (i, file) in [
+        "part-10.safetensors",
+        "part-2.safetensors",
+        "part-1.safetensors",
+    ]
+    .iter()
+    .enumerate()
+    {
+        write_st(&dir.path().join(file), &[&format!("t{i}")], 1.0);
+    }
+    std::fs::write(dir.path().join("notes.txt"), "x").unwrap();
+    let layout = Layout::locate(dir.path()).unwrap();
+    assert_eq!(layout.source, Source::AllFiles);
+    assert_eq!(
+        names(&layout.shards),
+        vec![
+            "part-1.safetensors",
+            "part-2.safetensors",
+            "part-10.safetensors"
+        ]
+    );
+    assert!(layout.ignored.is_empty());
+
+    // A single .safetensors path: that file alone, config.json next to it.
+    let one = dir.path().join("part-2.safetensors");
+    let layout = Layout::locate(&one).unwrap();
+    assert_eq!(layout.source, Source::File);
+    assert_eq!(layout.shards, vec![one]);
+    assert_eq!(layout.config, dir.path().join("config.json"));
+}
+
+#[test]
+fn unreadable_layouts_are_one_line_errors_naming_the_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let nope = dir.path().join("nope");
+    assert_eq!(
+        Layout::locate(&nope).unwrap_err().to_string(),
+        format!("{}: no such file or directory", nope.display())
+    );
+    std::fs::write(dir.path().join("config.json"), CONFIG).unwrap();
+    assert_eq!(
+        Layout::locate(dir.path()).unwrap_err().to_string(),
+        format!(
+            "{}: no *.safetensors files in the model directory",
+            dir.path().display()
+        )
+    );
+    let cfg = dir.path().join("config.json");
+    assert!(matches!(
+        Layout::locate(&cfg).unwrap_err(),
+        Error::NotAModel { .. }
+    ));
+    write_index(dir.path(), &[("a", "missing.safetensors")]);
+    assert_eq!(
+        Layout::locate(dir.path()).unwrap_err().to_string(),
+        format!(
+            "{}: names shard missing.safetensors, which does not exist",
+            dir.path().join("model.safetensors.index.json").display()
+        )
+    );
+    write_index(dir.path(), &[("a", "../x.safetensors")]);
+    let err = Layout::locate(dir.path()).unwrap_err().to_string();
+    assert!(
+        err.contains("is not a file name in this directory"),
+        "{err}"
+    );
+}
+
+#[test]
+fn corrupt_headers_are_errors_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = dir.path().join("model.safetensors");
+    write_st(&st, &["a", "b"], 1.0);
+    let bytes = std::fs::read(&st).unwrap();
+    let open = || Weights::open(&Layout::locate(dir.path()).unwrap());
+    std::fs::write(&st, &bytes[..bytes.len() - 3]).unwrap();
+    assert_eq!(
+        open().unwrap_err().to_string(),
+        format!("{}: corrupt safetensors file: data section is shorter than the header says (truncated file?)", st.display())
+    );
+    std::fs::write(&st, [0xFFu8; 16]).unwrap();
+    assert_eq!(
+        open().unwrap_err().to_string(),
+        format!(
+            "{}: corrupt safetensors file: header length is larger than the file allows",
+            st.display()
+        )
+    );
+    std::fs::write(&st, [1u8, 2, 3]).unwrap();
+    assert_eq!(
+        open().unwrap_err().to_string(),
+        format!(
+            "{}: corrupt safetensors file: file too small to hold a safetensors header",
+            st.display()
+        )
+    );
+    std::fs::write(&st, []).unwrap();
+    assert_eq!(
+        open().unwrap_err().to_string(),
+        format!("{}: corrupt safetensors file: empty file", st.display())
+    );
+}
+
+#[test]
+fn duplicates_and_index_disagreements_are_anomalies() {
+    let dir = tempfile::tempdir().unwrap();
+    write_st(&dir.path().join("s-1.safetensors"), &["a", "b", "x"], 1.0);
+    write_st(&dir.path().join("s-2.safetensors"), &["b", "c"], 2.0);
+    write_index(
+        dir.path(),
+        &[
+            ("a", "s-1.safetensors"),
+            ("b", "s-2.safetensors"),
+            ("c", "s-2.safetensors"),
+            ("gone", "s-1.safetensors"),
+        ],
+    );
+    let w = Weights::open(&Layout::locate(dir.path()).unwrap()).unwrap();
+    let found: Vec<(String, String)> = w
+        .anomalies()
+        .iter()
+        .map(|a| (a.tensor().to_string(), a.to_string()))
+        .collect();
+    assert_eq!(
+        found,
+        vec![
+            ("b".into(), "stored twice, in s-1.safetensors and s-2.safetensors: which copy a loader gets depends on the loader".into()),
+            ("b".into(), "model.safetensors.index.json says it is in s-2.safetensors, but it is in s-1.safetensors".into()),
+            ("gone".into(), "model.safetensors.index.json says it is in s-1.safetensors, but no shard has it".into()),
+            ("x".into(), "in s-1.safetensors but not listed in model.safetensors.index.json: loaders that follow the index will not load it".into()),
+        ]
+    );
+    assert!(matches!(w.anomalies()[0], Anomaly::Duplicate { .. }));
+    // The first copy is the one listed.
+    assert_eq!(w.file_name(w.get("b").unwrap()), "s-1.safetensors");
+    let order: Vec<&str> = w.tensors().iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(order, vec!["a", "b", "c", "x"]);
+}
+
+#[test]
+fn check_names_the_tensor_and_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = dir.path().join("model.safetensors");
+    let ids: Vec<u8> = [1i64, 2].iter().flat_map(|x| x.to_le_bytes()).collect();
+    let data: Vec<u8> = [0f32; 2].iter().flat_map(|x| x.to_le_bytes()).collect();
+    safetensors::serialize_to_file(
+        vec![
+            ("w", TensorView::new(Dtype::F32, vec![2], &data).unwrap()),
+            ("ids", TensorView::new(Dtype::I64, vec![2], &ids).unwrap()),
+        ],
+        None,
+        &st,
+    )
+    .unwrap();
+    let w = Weights::open(&Layout::locate(dir.path()).unwrap()).unwrap();
+    assert!(w.check("w", &[2]).is_ok());
+    assert_eq!(
+        w.check("w", &[3]).unwrap_err().to_string(),
+        format!(
+            "{}: tensor w has shape [2], config.json implies [3]",
+            st.display()
+        )
+    );
+    assert_eq!(
+        w.check("v", &[2]).unwrap_err().to_string(),
+        format!(
+            "{}: missing tensor v (expected shape [2])",
+            dir.path().display()
+        )
+    );
+    assert_eq!(
+        w.check("ids", &[2]).unwrap_err().to_string(),
+        format!("{}: tensor ids has unsupported dtype I64", st.display())
+    );
+}
