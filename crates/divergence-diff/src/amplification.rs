@@ -66,14 +66,21 @@ fn ratio(num: Option<f64>, den: Option<f64>) -> Option<f64> {
 
 /// Builds the section from the rows (in execution order). `weight_gains` holds the max |weight|
 /// of each layer's norms, when the checkpoint was read.
-pub fn amplification(ops: &[OpResult], threshold: f64, weight_gains: &NormWeightGains) -> Amplification {
+pub fn amplification(
+    ops: &[OpResult],
+    threshold: f64,
+    weight_gains: &NormWeightGains,
+) -> Amplification {
     let by_name: HashMap<&str, &OpResult> = ops.iter().map(|o| (o.name.as_str(), o)).collect();
     let mut rows = Vec::new();
     for op in ops {
         let Op::QkNorm(kind) = Op::of(&op.name) else {
             continue;
         };
-        let (Some(layer), Some(proj_name)) = (op.layer, divergence_names::sibling(&op.name, Op::QkProj(kind))) else {
+        let (Some(layer), Some(proj_name)) = (
+            op.layer,
+            divergence_names::sibling(&op.name, Op::QkProj(kind)),
+        ) else {
             continue;
         };
         let Some(proj) = by_name.get(proj_name.as_str()) else {

@@ -4,7 +4,6 @@
 //! present on one side only, with mismatching shapes, or with values that do not fill its shape is a
 //! row with the matching [`Status`]. [`unreadable`] makes the row for a probe the caller could not read.
 
-
 use serde::{Deserialize, Serialize};
 
 use crate::metrics::{self, Params, ValuesRef};

@@ -37,8 +37,8 @@ pub mod report;
 pub mod tolerance;
 
 pub use amplification::{Amplification, AmplificationRow, NormWeightGains};
-pub use divergence_names::QkKind;
 pub use compare::{compare, sci, unreadable, OpResult, Side, Status, Which};
+pub use divergence_names::QkKind;
 pub use metrics::ValuesRef;
 pub use order::{natural_cmp, plan_order, DumpNames, OrderPlan, OrderSource};
 pub use report::{assemble, FirstDivergence, Report, ReportContext, Summary, SCHEMA};

@@ -488,7 +488,7 @@ fn amplification_pairs_marks_and_annotates() {
     assert!(!k1.marked);
     assert_eq!(amp.marked, 1);
     assert_eq!(report.amplification.rows[2].weight_gain, None); // layer 1: no gain given
-    // a lower threshold marks layer 1 too
+                                                                // a lower threshold marks layer 1 too
     let cfg2 = DiffConfig {
         amplification_threshold: 1.5,
         ..DiffConfig::default()

@@ -313,11 +313,23 @@ mod tests {
 
     #[test]
     fn natural_order() {
-        let mut v = vec!["layers.10.a", "layers.2.b", "layers.2.a", "embed", "layers.1.z"];
+        let mut v = vec![
+            "layers.10.a",
+            "layers.2.b",
+            "layers.2.a",
+            "embed",
+            "layers.1.z",
+        ];
         v.sort_by(|a, b| natural_cmp(a, b));
         assert_eq!(
             v,
-            ["embed", "layers.1.z", "layers.2.a", "layers.2.b", "layers.10.a"]
+            [
+                "embed",
+                "layers.1.z",
+                "layers.2.a",
+                "layers.2.b",
+                "layers.10.a"
+            ]
         );
         assert_eq!(natural_cmp("a01", "a1"), Ordering::Greater);
         assert_eq!(natural_cmp("a1", "a1"), Ordering::Equal);
@@ -335,7 +347,10 @@ mod tests {
         assert_eq!(layer_index("lm_head"), None);
         assert_eq!(layer_index("model.layers.99999999999999999999999.x"), None);
         let s = split_layer("model.layers.3.self_attn.k_norm").unwrap();
-        assert_eq!((s.prefix, s.layer, s.rest), ("model.layers.3", 3, "self_attn.k_norm"));
+        assert_eq!(
+            (s.prefix, s.layer, s.rest),
+            ("model.layers.3", 3, "self_attn.k_norm")
+        );
         let s = split_layer("layers.0").unwrap();
         assert_eq!((s.prefix, s.layer, s.rest), ("layers.0", 0, ""));
     }
@@ -370,10 +385,16 @@ mod tests {
             sibling("model.layers.0.self_attn.k_norm", Op::QkProj(QkKind::K)).as_deref(),
             Some("model.layers.0.self_attn.k_proj")
         );
-        assert_eq!(sibling("model.layers.4.mlp", Op::Layer).as_deref(), Some("model.layers.4"));
+        assert_eq!(
+            sibling("model.layers.4.mlp", Op::Layer).as_deref(),
+            Some("model.layers.4")
+        );
         assert_eq!(sibling("lm_head", Op::Layer), None);
         assert_eq!(sibling("model.layers.4.mlp", Op::LmHead), None);
-        assert_eq!(short_name("model.layers.3.self_attn.k_norm"), "self_attn.k_norm");
+        assert_eq!(
+            short_name("model.layers.3.self_attn.k_norm"),
+            "self_attn.k_norm"
+        );
         assert_eq!(short_name("model.layers.3"), "(layer output)");
         assert_eq!(short_name("lm_head"), "lm_head");
     }

@@ -287,7 +287,7 @@ pub(crate) fn render(report: &Report, opts: &TableOptions, out: &mut dyn Write) 
             t.add_row(vec![
                 mark,
                 right(r.layer.to_string()),
-                Cell::new(&r.kind),
+                Cell::new(r.kind),
                 right(num(r.proj_rel_err)),
                 right(num(r.norm_rel_err)),
                 right(num(r.ratio)),
