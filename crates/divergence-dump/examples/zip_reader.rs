@@ -34,9 +34,7 @@ const CHUNK: usize = 1 << 18;
 /// Fold bytes into a checksum (a wrapping sum of the bytes: the same however the stream is cut
 /// into chunks, and vectorised, so that it costs about what touching the bytes costs).
 fn fold(acc: u64, bytes: &[u8]) -> u64 {
-    bytes
-        .iter()
-        .fold(acc, |a, &b| a.wrapping_add(u64::from(b)))
+    bytes.iter().fold(acc, |a, &b| a.wrapping_add(u64::from(b)))
 }
 
 /// Read `r` to its end in chunks, folding every byte.

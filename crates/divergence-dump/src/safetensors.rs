@@ -48,14 +48,17 @@ pub(crate) fn read_entries(
         .as_ref()
         .and_then(|m| m.get(SAFETENSORS_META_KEY))
     {
-        Some(json) if json.len() > MAX_META_BYTES => return Err(DumpError::BadMeta {
-            path: path.to_path_buf(),
-            detail: format!(
-                "'{SAFETENSORS_META_KEY}' is {} bytes, more than the {} MiB allowed for metadata",
-                json.len(),
-                MAX_META_BYTES >> 20
-            ),
-        }),
+        Some(json) if json.len() > MAX_META_BYTES => {
+            let mib = MAX_META_BYTES >> 20;
+            let detail = format!(
+                "'{SAFETENSORS_META_KEY}' is {} bytes, more than the {mib} MiB allowed for metadata",
+                json.len()
+            );
+            return Err(DumpError::BadMeta {
+                path: path.to_path_buf(),
+                detail,
+            });
+        }
         Some(json) => {
             Some(
                 Meta::from_json(json.as_bytes()).map_err(|detail| DumpError::BadMeta {
