@@ -28,14 +28,12 @@ No network access is ever attempted (HF_HUB_OFFLINE, local_files_only).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import math
 import os
 import re
 import sys
 import zipfile
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -49,10 +47,6 @@ import numpy as np  # noqa: E402
 FORMAT = "divergence-dump/1"
 SCRIPT = "scripts/dump_reference.py"
 DTYPES = ("float32", "bfloat16", "float16", "float64")
-PLANTED_BUGS = {
-    "embed-scale": "embeddings scaled by 1/sqrt(hidden_size) (forward hook on model.embed_tokens "
-    "multiplies its output); Qwen3 does not scale embeddings",
-}
 
 
 class UserError(Exception):
@@ -109,126 +103,12 @@ def check_ids_in_vocab(ids: list[int], vocab: int) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# realistic random init
-
-
-def _rng(seed: int, name: str) -> np.random.Generator:
-    """One independent, order-free stream per parameter: seeded by (seed, sha256(name))."""
-    h = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "little")
-    return np.random.default_rng([int(seed), h])
+# probe names
 
 
 def _layer_index(name: str) -> int | None:
     m = re.search(r"(?:^|\.)(?:layers|h|blocks|layer)\.(\d+)(?:\.|$)", name)
     return int(m.group(1)) if m else None
-
-
-def _bf16_round(x: float) -> float:
-    import torch
-
-    return float(torch.tensor(x, dtype=torch.float32).to(torch.bfloat16).float())
-
-
-def k_norm_gains(seed: int, name: str, head_dim: int) -> np.ndarray:
-    """Per-channel k_norm weight like the real Qwen3-0.6B: ~1 with spread, a few extreme gains.
-
-    layer 0: three channels at 96.5 (the real maximum), ~0.75x and ~0.5x of it;
-    layer l > 0: max drawn uniformly in [20, 45] (rounded to 0.5), plus two channels at ~0.6x / ~0.35x.
-    """
-    rng = _rng(seed, name)
-    w = np.exp(rng.normal(0.0, 0.25, head_dim)).astype(np.float64)  # lognormal around 1
-    layer = _layer_index(name) or 0
-    top = 96.5 if layer == 0 else round(rng.uniform(20.0, 45.0) * 2) / 2
-    n_hot = min(3, head_dim)
-    chans = rng.choice(head_dim, size=n_hot, replace=False)
-    ratios = [1.0, 0.75, 0.5] if layer == 0 else [1.0, 0.6, 0.35]
-    for c, r in zip(chans, ratios):
-        w[c] = top * r * (1.0 + (0.0 if r == 1.0 else rng.uniform(-0.05, 0.05)))
-    return w
-
-
-def q_norm_gains(seed: int, name: str, head_dim: int) -> np.ndarray:
-    """q_norm: lognormal around 1 (sigma 0.3) with two channels between 3 and 8."""
-    rng = _rng(seed, name)
-    w = np.exp(rng.normal(0.0, 0.3, head_dim)).astype(np.float64)
-    chans = rng.choice(head_dim, size=min(2, head_dim), replace=False)
-    for c in chans:
-        w[c] = rng.uniform(3.0, 8.0)
-    return w
-
-
-def realistic_qwen3_init(model, seed: int, storage_dtype=None, initializer_range: float | None = None) -> dict:
-    """Seeded, platform-independent, "realistic" random weights for Qwen3 / Llama-family models.
-
-    * Linear weights and embeddings: N(0, std), std = initializer_range * sqrt(1024 / fan_in) capped at
-      0.1 (0.02 for a 1024-wide model like Qwen3-0.6B, 0.08 for the 64-wide tiny model, so activations
-      have the same scale as in a 1024-wide model). fan_in = the last dim.
-    * biases: 0.
-    * RMSNorm weights (1-D params with "norm" in the name): 1 + 0.1 * N(0, 1).
-    * q_norm: see q_norm_gains; k_norm: see k_norm_gains (layer 0 max exactly 96.5).
-    * k_proj rows that feed a k_norm channel of gain g > 4 are scaled by 1/g (every kv head), as a
-      trained model keeps those pre-norm activations small: after k_norm those channels have an ordinary
-      magnitude, but an absolute error entering them is multiplied by g (layer 0 of tiny-qwen3: a uniform
-      error before k_norm comes out ~19x larger in relative L2 terms).
-    Random numbers come from numpy PCG64 streams keyed by (seed, parameter name), generated in float32,
-    so the weights are byte-identical on every machine; they are then rounded to `storage_dtype`
-    (e.g. bfloat16) so a saved checkpoint holds exactly the weights that were run.
-    Returns {"k_norm_max": {layer: max}, "q_norm_max": {...}} for documentation.
-    """
-    import torch
-
-    cfg = model.config
-    ir = initializer_range if initializer_range is not None else getattr(cfg, "initializer_range", 0.02) or 0.02
-    params = dict(model.named_parameters())  # tied weights appear once
-    values: dict[str, np.ndarray] = {}
-    info = {"k_norm_max": {}, "q_norm_max": {}}
-
-    for name, p in params.items():
-        shape = tuple(p.shape)
-        rng = _rng(seed, name)
-        if name.endswith("k_norm.weight") and len(shape) == 1:
-            v = k_norm_gains(seed, name, shape[0])
-            info["k_norm_max"][_layer_index(name)] = float(v.max())
-        elif name.endswith("q_norm.weight") and len(shape) == 1:
-            v = q_norm_gains(seed, name, shape[0])
-            info["q_norm_max"][_layer_index(name)] = float(v.max())
-        elif len(shape) == 1 and "norm" in name.lower():
-            v = 1.0 + 0.1 * rng.standard_normal(shape, dtype=np.float32)
-        elif len(shape) == 1:
-            v = np.zeros(shape, dtype=np.float32)
-        else:
-            fan_in = shape[-1]
-            std = min(0.1, ir * math.sqrt(1024.0 / fan_in))
-            v = rng.standard_normal(shape, dtype=np.float32) * np.float32(std)
-        values[name] = np.asarray(v, dtype=np.float32)
-
-    # shrink k_proj rows feeding high-gain k_norm channels
-    for name in list(values):
-        if not name.endswith("k_proj.weight"):
-            continue
-        kn = name[: -len("k_proj.weight")] + "k_norm.weight"
-        if kn not in values:
-            continue
-        gains = values[kn].astype(np.float64)
-        hd = gains.shape[0]
-        w = values[name]
-        if w.shape[0] % hd:
-            continue
-        scale = np.where(gains > 4.0, 1.0 / gains, 1.0).astype(np.float32)
-        values[name] = (w.reshape(-1, hd, w.shape[1]) * scale[None, :, None]).reshape(w.shape)
-
-    with torch.no_grad():
-        for name, p in params.items():
-            t = torch.from_numpy(values[name])
-            if storage_dtype is not None:
-                t = t.to(storage_dtype)
-            p.copy_(t.to(p.dtype))
-    # k_norm maxima after rounding to the storage dtype
-    for key, table in (("k_norm.weight", "k_norm_max"), ("q_norm.weight", "q_norm_max")):
-        for name, p in params.items():
-            if name.endswith(key):
-                info[table][_layer_index(name)] = float(p.detach().float().max())
-    return info
 
 
 # --------------------------------------------------------------------------------------------
@@ -298,6 +178,8 @@ def load_model(args):
         )
     except Exception as e:  # noqa: BLE001
         raise UserError(f"{path}: transformers cannot build a causal LM from this config ({_one_line(e)})") from None
+    from realistic_init import realistic_qwen3_init
+
     info = realistic_qwen3_init(model, args.seed, storage_dtype=torch_dtype(storage))
     if args.save_model:
         save_model(model, Path(args.save_model), storage)
@@ -597,34 +479,13 @@ class Recorder:
         return attention_forward
 
 
-@contextmanager
-def planted_bug(model, bug: str | None):
-    """Plants a known bug with a forward hook (registered before the recorder's hooks)."""
-    if bug is None:
-        yield
-        return
-    if bug != "embed-scale":
-        raise UserError(f"--plant-bug: unknown bug {bug!r}")
-    emb = model.get_input_embeddings()
-    scale = 1.0 / math.sqrt(model.config.hidden_size)
-
-    def hook(mod, args, out):
-        return out * scale
-
-    h = emb.register_forward_hook(hook)
-    try:
-        yield
-    finally:
-        h.remove()
-
-
-def run_dump(model, ids: list[int], *, keep=None, progress=False, bug: str | None = None, device="cpu"):
+def run_dump(model, ids: list[int], *, keep=None, progress=False, device="cpu"):
     """Runs one forward pass and returns (probes [(name, tensor)], dtypes, recorder)."""
     import torch
 
     model.eval()
     input_ids = torch.tensor([ids], dtype=torch.long, device=device)
-    with torch.no_grad(), planted_bug(model, bug), Recorder(model, keep=keep, progress=progress) as rec:
+    with torch.no_grad(), Recorder(model, keep=keep, progress=progress) as rec:
         model(input_ids=input_ids, use_cache=False)
     if progress and rec._n_layers:
         print(file=sys.stderr)
@@ -731,7 +592,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output .npz or .safetensors")
     p.add_argument("--only", metavar="REGEX", help="keep only probes whose name matches (re.search)")
     p.add_argument("--layers", metavar="SPEC", help="keep probes of these layers (e.g. 0-3,7) + non-layer probes")
-    p.add_argument("--plant-bug", choices=sorted(PLANTED_BUGS), help="plant a known bug (demo fixtures)")
     p.add_argument("--quiet", action="store_true", help="no progress / summary on stderr")
     return p
 
@@ -784,16 +644,21 @@ def get_ids(args) -> list[int]:
     return list(ids)
 
 
-def main(argv=None) -> int:
+def main(argv=None, *, prepare_model=None) -> int:
+    """The command line. `prepare_model(model) -> dict`, for scripts that drive the exporter
+    in-process, is called once the model is loaded (before any hook of the recorder is
+    registered, so forward hooks it adds run first and their effect is what gets recorded); the
+    dict it returns is merged into the metadata's `producer`. scripts/make_fixtures.py plants
+    the demo fixture's bug with it."""
     args = build_parser().parse_args(argv)
     try:
-        return _main(args)
+        return _main(args, prepare_model)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 
 
-def _main(args) -> int:
+def _main(args, prepare_model=None) -> int:
     if args.model is not None and (args.save_model or args.save_dtype):
         raise UserError("--save-model / --save-dtype only apply to --config")
     out = Path(args.out)
@@ -816,15 +681,14 @@ def _main(args) -> int:
     check_ids_in_vocab(ids, vocab)
     model = model.to(args.device)
     extra = {"model_source": source, **extra}
-    if args.plant_bug:
-        extra["name"] = "transformers+planted-bug"
-        extra["planted_bug"] = PLANTED_BUGS[args.plant_bug]
+    if prepare_model is not None:
+        extra.update(prepare_model(model))
     progress = not args.quiet and sys.stderr.isatty()
     if not args.quiet:
         n_layers = getattr(model.config, "num_hidden_layers", "?")
         print(f"running {type(model).__name__} ({n_layers} layers) on {len(ids)} tokens, {args.dtype}, "
               f"{args.attn}, {args.device}", file=sys.stderr)
-    probes, dtypes, rec = run_dump(model, ids, keep=keep, progress=progress, bug=args.plant_bug, device=args.device)
+    probes, dtypes, rec = run_dump(model, ids, keep=keep, progress=progress, device=args.device)
     if not probes:
         raise UserError("no probes recorded (check --only / --layers)")
     meta = build_meta([n for n, _ in probes], dtypes, ids, model, extra, args.dtype, args.attn, args.device)

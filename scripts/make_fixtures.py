@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shutil
 import sys
 import tempfile
@@ -32,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import dump_reference as dr  # noqa: E402
 import numpy as np  # noqa: E402
+from realistic_init import realistic_qwen3_init  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 SEED = 0
@@ -156,12 +158,37 @@ def make_tiny_qwen3(root: Path, log) -> dict:
     cfg = dr.load_config_file(root / "configs" / "tiny-qwen3.json")
     torch.manual_seed(SEED)
     model = transformers.AutoModelForCausalLM.from_config(cfg, dtype=torch.float32, attn_implementation="eager")
-    info = dr.realistic_qwen3_init(model, SEED, storage_dtype=torch.bfloat16)
+    info = realistic_qwen3_init(model, SEED, storage_dtype=torch.bfloat16)
     dr.save_model(model, root / "tiny-qwen3", "bfloat16")
     ids = make_ids(SEED, N_IDS, TINY_QWEN3["vocab_size"])
     (root / "tiny-qwen3" / "ids.txt").write_text(" ".join(map(str, ids)) + "\n")
     log(f"tiny-qwen3: k_norm max per layer {info['k_norm_max']}, q_norm max {info['q_norm_max']}")
     return info
+
+
+# --------------------------------------------------------------------------------------------
+# the planted bug of the demo pair
+
+
+PLANTED_BUGS = {
+    "embed-scale": "embeddings scaled by 1/sqrt(hidden_size) (forward hook on model.embed_tokens "
+    "multiplies its output); Qwen3 does not scale embeddings",
+}
+
+
+def plant_bug(bug: str):
+    """A `prepare_model` for dump_reference.main: plants `bug` with a forward hook (registered
+    before the recorder's hooks, so the recorded output is the buggy one) and returns the
+    producer fields that say so."""
+
+    def prepare(model) -> dict:
+        if bug != "embed-scale":
+            raise ValueError(f"unknown planted bug {bug!r}")
+        scale = 1.0 / math.sqrt(model.config.hidden_size)
+        model.get_input_embeddings().register_forward_hook(lambda mod, args, out: out * scale)
+        return {"name": "transformers+planted-bug", "planted_bug": PLANTED_BUGS[bug]}
+
+    return prepare
 
 
 def run_dump(root: Path, rel: str, dtype: str, attn: str, bug: str | None = None) -> None:
@@ -170,9 +197,7 @@ def run_dump(root: Path, rel: str, dtype: str, attn: str, bug: str | None = None
         "--ids-file", str(root / "tiny-qwen3" / "ids.txt"),
         "--dtype", dtype, "--attn", attn, "--out", str(root / rel), "--quiet",
     ]
-    if bug:
-        argv += ["--plant-bug", bug]
-    rc = dr.main(argv)
+    rc = dr.main(argv, prepare_model=plant_bug(bug) if bug else None)
     if rc != 0:
         raise SystemExit(f"make_fixtures: dump_reference failed for {rel} (exit {rc})")
 

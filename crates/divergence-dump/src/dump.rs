@@ -14,7 +14,7 @@ use memmap2::Mmap;
 use crate::dtype::{DType, Tensor, TensorView};
 use crate::entry::{self, Entry};
 use crate::error::{DumpError, Location};
-use crate::meta::{Meta, META_ENTRY};
+use crate::meta::{Meta, MAX_META_BYTES, META_ENTRY};
 use crate::npy;
 use crate::npz;
 use crate::safetensors;
@@ -50,6 +50,13 @@ impl Dump {
         if md.is_dir() {
             return Err(DumpError::IsDirectory {
                 path: path.to_path_buf(),
+            });
+        }
+        // Before opening: opening a FIFO blocks, and a device such as /dev/zero reports 0 bytes.
+        if !md.is_file() {
+            return Err(DumpError::NotRegularFile {
+                path: path.to_path_buf(),
+                kind: file_kind(&md.file_type()),
             });
         }
         if md.len() == 0 {
@@ -199,6 +206,28 @@ impl Dump {
     }
 }
 
+/// What a file that is neither a regular file nor a directory is, for the error message.
+fn file_kind(t: &std::fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if t.is_fifo() {
+            return "a named pipe (fifo)";
+        }
+        if t.is_char_device() {
+            return "a character device";
+        }
+        if t.is_block_device() {
+            return "a block device";
+        }
+        if t.is_socket() {
+            return "a socket";
+        }
+    }
+    let _ = t;
+    "a special file"
+}
+
 /// Guess the format from the first bytes.
 fn sniff(buf: &[u8]) -> Option<Format> {
     if npz::has_zip_magic(buf) {
@@ -252,6 +281,16 @@ fn read_meta(
             detail: format!(
                 "{META_ENTRY} must be a 1-d uint8 array of utf-8 json, found {} with shape {:?}",
                 info.dtype, info.shape
+            ),
+        });
+    }
+    if info.n_elems > MAX_META_BYTES {
+        return Err(DumpError::BadMeta {
+            path: path.to_path_buf(),
+            detail: format!(
+                "{META_ENTRY} is {} bytes, more than the {} MiB allowed for metadata",
+                info.n_elems,
+                MAX_META_BYTES >> 20
             ),
         });
     }

@@ -21,7 +21,9 @@ use crate::npz::{ZipMember, METHOD_DEFLATE, METHOD_STORED};
 pub(crate) enum Source {
     /// Uncompressed element bytes at `start..start + len` of the file.
     Bytes { start: usize, len: usize },
-    /// A deflated npz member; the npy header (`header_len` bytes) comes first in the stream.
+    /// A deflated npz member; the npy header (`header_len` bytes) comes first in the stream,
+    /// and the stream holds exactly `total_len` bytes (header and elements, as the npy header
+    /// implies and the zip directory repeats): inflating stops the moment it yields more.
     Deflate {
         start: usize,
         compressed_len: usize,
@@ -132,6 +134,15 @@ pub(crate) fn member_info(
             let have = m.uncompressed_size.saturating_sub(header_len as u64);
             if have < l.data_len() as u64 {
                 return Err(short_data(at, &l, have));
+            }
+            // numpy writes exactly header + elements; a directory that claims more would have
+            // us inflate bytes nobody reads (a deflate bomb hides behind such a claim).
+            let implied = header_len as u64 + l.data_len() as u64;
+            if m.uncompressed_size > implied {
+                return Err(corrupt(format!(
+                    "the zip directory says {} bytes uncompressed, the npy header implies {implied}",
+                    m.uncompressed_size
+                )));
             }
             let source = Source::Deflate {
                 start: m.data_start,
@@ -244,12 +255,21 @@ fn stream(
                 f(chunk);
                 done += n;
             }
-            // Whatever follows the elements still counts for the size and the CRC.
-            let tail = io::copy(&mut z, &mut io::sink()).map_err(|e| corrupt(e.to_string()))?;
-            let total = skipped + done as u64 + tail;
-            if total != total_len {
+            // The stream must end here: inflate at most one byte more, never the rest of a
+            // stream that lies about its size (a deflate bomb stops after one byte, not 64 GiB).
+            let total = skipped + done as u64;
+            let rest = total_len.saturating_sub(total);
+            let tail = io::copy(&mut (&mut z).take(rest + 1), &mut io::sink())
+                .map_err(|e| corrupt(e.to_string()))?;
+            if tail > rest {
                 return Err(corrupt(format!(
-                    "inflated to {total} bytes, the zip directory says {total_len}"
+                    "inflates past the {total_len} bytes the npy header and the zip directory declare (a deflate bomb?); stopped there"
+                )));
+            }
+            if total + tail != total_len {
+                return Err(corrupt(format!(
+                    "inflated to {} bytes, the zip directory says {total_len}",
+                    total + tail
                 )));
             }
             if z.crc().sum() != crc32 {

@@ -58,6 +58,10 @@ pub enum DumpError {
     #[error("{}: empty file (0 bytes), not a dump", path.display())]
     EmptyFile { path: PathBuf },
 
+    /// A FIFO, a device (`/dev/zero`), a socket: never read, not even opened.
+    #[error("{}: not a regular file ({kind}), not a dump", path.display())]
+    NotRegularFile { path: PathBuf, kind: &'static str },
+
     /// An operating-system error; `message` is the lowercased text of the `io::Error`.
     #[error("{}: {message}", path.display())]
     Io {
@@ -106,6 +110,17 @@ pub enum DumpError {
 
     #[error("{at}: shape {shape:?} is too large (the element count overflows)")]
     ShapeTooLarge { at: Location, shape: Vec<u64> },
+
+    /// One dimension does not even fit in 64 bits; `dim` is the number as written.
+    #[error("{at}: dimension {dim} in 'shape' is too large (it overflows 64 bits)")]
+    DimensionTooLarge { at: Location, dim: String },
+
+    #[error("{at}: shape has {dims} dimensions, more than the {max} this reader accepts")]
+    TooManyDimensions {
+        at: Location,
+        dims: usize,
+        max: usize,
+    },
 
     #[error("{at}: data is {have} bytes, shape {shape:?} of {dtype} needs {need}")]
     DataSize {
@@ -161,6 +176,7 @@ impl DumpError {
             NotFound { path }
             | IsDirectory { path }
             | EmptyFile { path }
+            | NotRegularFile { path, .. }
             | Io { path, .. }
             | NotZip { path }
             | TruncatedZip { path, .. }
@@ -179,6 +195,8 @@ impl DumpError {
             | ObjectArray { at }
             | UnsupportedDtype { at, .. }
             | ShapeTooLarge { at, .. }
+            | DimensionTooLarge { at, .. }
+            | TooManyDimensions { at, .. }
             | DataSize { at, .. }
             | CorruptData { at, .. }
             | UnsupportedEntry { at, .. }
@@ -199,6 +217,18 @@ impl DumpError {
             },
         }
     }
+}
+
+/// `text` on one line (whitespace runs, newlines included, become one space), cut to about
+/// `max` characters with `...`: for details that come from other crates (parsers that draw
+/// caret diagrams) and for quoting what a file holds.
+pub(crate) fn brief(text: &str, max: usize) -> String {
+    let one: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if one.chars().count() <= max {
+        return one;
+    }
+    let cut: String = one.chars().take(max.saturating_sub(3)).collect();
+    format!("{cut}...")
 }
 
 /// `"Permission denied (os error 13)"` -> `"permission denied (os error 13)"`.

@@ -30,6 +30,13 @@ pub use error::{DumpError, Location};
 pub use meta::{Meta, FORMAT_TAG, META_ENTRY, SAFETENSORS_META_KEY};
 pub use writer::DumpWriter;
 
+/// Not a public API: the zip member reader, exposed for `examples/zip_reader.rs` (the
+/// measurement behind keeping it, docs/performance.md). May change at any time.
+#[doc(hidden)]
+pub mod internals {
+    pub use crate::npz::{read_members, ZipMember, METHOD_DEFLATE, METHOD_STORED};
+}
+
 #[cfg(test)]
 mod tests {
     fn assert_send_sync<T: Send + Sync>() {}

@@ -17,6 +17,10 @@ pub const META_ENTRY: &str = "__meta__";
 /// The key inside a safetensors `__metadata__` map that holds the metadata JSON.
 pub const SAFETENSORS_META_KEY: &str = "divergence";
 
+/// Largest metadata JSON read (64 MiB; a real dump's is a few hundred KiB): checked against
+/// the size a header declares, before anything is inflated or allocated.
+pub const MAX_META_BYTES: usize = 64 << 20;
+
 /// Dump metadata. Every field is optional in the JSON.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default)]
@@ -31,7 +35,10 @@ pub struct Meta {
     #[serde(deserialize_with = "null_as_default")]
     pub dtypes: BTreeMap<String, String>,
     /// Token ids of the input (flattened, batch 1).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "token_ids"
+    )]
     pub input_ids: Option<Vec<i64>>,
     /// Who made the dump, e.g. `{"name":"transformers","torch":"2.11.0","dtype":"bfloat16"}`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -58,6 +65,53 @@ impl Meta {
     }
 }
 
+/// `input_ids`: JSON integers in the i64 range. serde_json reads an integer beyond u64 as a
+/// float, so its own error would call `10^30` "floating point `1e30`": say what it is.
+fn token_ids<'de, D>(deserializer: D) -> Result<Option<Vec<i64>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    use serde::de::{Error, Visitor};
+
+    struct Id(i64);
+    struct IdVisitor;
+    impl Visitor<'_> for IdVisitor {
+        type Value = Id;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an integer token id")
+        }
+        fn visit_i64<E: Error>(self, v: i64) -> Result<Id, E> {
+            Ok(Id(v))
+        }
+        fn visit_u64<E: Error>(self, v: u64) -> Result<Id, E> {
+            i64::try_from(v)
+                .map(Id)
+                .map_err(|_| out_of_range(&v.to_string()))
+        }
+        fn visit_f64<E: Error>(self, v: f64) -> Result<Id, E> {
+            if v.is_finite() && v.fract() == 0.0 && v.abs() >= 9.2e18 {
+                Err(out_of_range(&format!("{v:e}")))
+            } else {
+                Err(E::custom(format!(
+                    "input_ids: {v} is not an integer token id"
+                )))
+            }
+        }
+    }
+    fn out_of_range<E: Error>(v: &str) -> E {
+        E::custom(format!(
+            "input_ids: integer {v} is out of range for a token id (64-bit signed)"
+        ))
+    }
+    impl<'de> Deserialize<'de> for Id {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Id, D::Error> {
+            d.deserialize_any(IdVisitor)
+        }
+    }
+    let ids = Option::<Vec<Id>>::deserialize(deserializer)?;
+    Ok(ids.map(|v| v.into_iter().map(|i| i.0).collect()))
+}
+
 /// A JSON `null` reads as the field's default, like a missing field ("every field is optional").
 fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
 where
@@ -80,5 +134,34 @@ mod tests {
         assert_eq!(m, Meta::default());
         let m = Meta::from_json(br#"{"order": ["a", "b"]}"#).expect("partial metadata");
         assert_eq!(m.order, ["a", "b"]);
+    }
+
+    #[test]
+    fn token_ids_out_of_range_are_called_integers() {
+        let m = Meta::from_json(br#"{"input_ids": [1, -2, 9223372036854775807]}"#).unwrap();
+        assert_eq!(m.input_ids, Some(vec![1, -2, i64::MAX]));
+        let e =
+            Meta::from_json(br#"{"input_ids": [1, 1000000000000000000000000000000]}"#).unwrap_err();
+        assert!(
+            e.contains("input_ids: integer 1e30 is out of range for a token id (64-bit signed)"),
+            "{e}"
+        );
+        assert!(!e.contains("floating point"), "{e}");
+        let e = Meta::from_json(br#"{"input_ids": [18446744073709551615]}"#).unwrap_err();
+        assert!(
+            e.contains("integer 18446744073709551615 is out of range"),
+            "{e}"
+        );
+        let e = Meta::from_json(br#"{"input_ids": [1.5]}"#).unwrap_err();
+        assert!(
+            e.contains("input_ids: 1.5 is not an integer token id"),
+            "{e}"
+        );
+        assert_eq!(
+            Meta::from_json(br#"{"input_ids": null}"#)
+                .unwrap()
+                .input_ids,
+            None
+        );
     }
 }

@@ -16,13 +16,22 @@ use py_literal::Value;
 
 use crate::convert::Endian;
 use crate::dtype::DType;
-use crate::error::{DumpError, Location};
+use crate::error::{brief, lowercase_first, DumpError, Location};
 
 /// The npy magic string.
 pub(crate) const MAGIC: &[u8; 6] = b"\x93NUMPY";
 
 /// Largest header we accept (numpy itself refuses more than 10000 bytes by default).
 const MAX_HEADER: usize = 1 << 20;
+
+/// Most dimensions a shape may have. numpy stops at 64 (`NPY_MAXDIMS`); we accept far more
+/// (a v2 header of tens of thousands of unit dimensions reads), but refuse to hand a header
+/// beyond this to the literal parser, which cannot parse such a tuple (a 150,000-dimension
+/// shape failed there as a "syntax error").
+pub(crate) const MAX_DIMS: usize = 32_768;
+
+/// How much of an offending header an error quotes.
+const QUOTE: usize = 80;
 
 /// What the header says about the array that follows it.
 #[derive(Debug, Clone, PartialEq)]
@@ -102,10 +111,11 @@ pub(crate) fn parse_header(bytes: &[u8], at: &Location) -> Result<NpyLayout, Dum
     let header_len = header_len(bytes, at)?;
     let pre = if bytes.get(6) == Some(&1) { 10 } else { 12 };
     let Some(text) = bytes.get(pre..header_len) else {
+        let what = if at.entry.is_some() { "entry" } else { "file" };
         return Err(corrupt(
             at,
             format!(
-                "header is cut short: needs {header_len} bytes, entry has {}",
+                "header is cut short: needs {header_len} bytes, the {what} has {}",
                 bytes.len()
             ),
         ));
@@ -190,6 +200,9 @@ fn parse_canonical(text: &str) -> Option<(DType, Endian, bool, Vec<usize>)> {
         if (shape.len() == 1) != one.is_some() {
             return None;
         }
+        if shape.len() > MAX_DIMS {
+            return None;
+        }
     }
     // Keep byte counts (x8) in range, as `checked_shape` does.
     product_nonzero.checked_mul(8)?;
@@ -204,19 +217,33 @@ fn parse_general(
     text: &str,
     at: &Location,
 ) -> Result<NpyLayout, DumpError> {
-    let shape = checked_shape(text, at)?;
+    let (shape, descr) = checked_shape(text, at)?;
     let n_elems = shape.iter().product::<usize>(); // checked in checked_shape
 
     // The shape is sane, so npyz cannot overflow; let it read dtype and order.
     let header = npyz::NpyHeader::from_reader(bytes.get(..header_len).unwrap_or_default())
-        .map_err(|e| corrupt(at, crate::error::lowercase_first(&e.to_string())))?;
+        .map_err(|e| {
+            let msg = brief(&lowercase_first(&e.to_string()), QUOTE);
+            match &descr {
+                // npyz's "invalid type string: Invalid type-string" does not say which
+                Some(d) if msg.contains("type string") || msg.contains("type-string") => corrupt(
+                    at,
+                    format!(
+                        "invalid 'descr' '{}' ({})",
+                        brief(d, 40),
+                        msg.trim_end_matches('.')
+                    ),
+                ),
+                _ => corrupt(at, msg),
+            }
+        })?;
     let npyz::DType::Plain(ts) = header.dtype() else {
         return Err(if header.uses_pickled_array() {
             DumpError::ObjectArray { at: at.clone() }
         } else {
             DumpError::UnsupportedDtype {
                 at: at.clone(),
-                dtype: header.dtype().descr(),
+                dtype: brief(&header.dtype().descr(), QUOTE),
             }
         });
     };
@@ -259,15 +286,92 @@ fn parse_general(
     })
 }
 
-/// Pull `'shape'` out of the header dict and check that no product of dimensions overflows
-/// (zeros skipped, since npyz also computes strides from prefix products).
-fn checked_shape(text: &str, at: &Location) -> Result<Vec<usize>, DumpError> {
-    let value: Value = text.parse().map_err(|e: py_literal::ParseError| {
-        corrupt(at, format!("not a python dict literal: {e}"))
-    })?;
-    let Value::Dict(items) = value else {
-        return Err(corrupt(at, "header is not a python dict"));
+/// How many items the `'shape'` tuple of a header dict lists, counted without parsing the
+/// dict (`None` when there is no recognisable `'shape': (...)`).
+fn count_dims(text: &str) -> Option<usize> {
+    let key = text.find("'shape'").or_else(|| text.find("\"shape\""))?;
+    let rest = text
+        .get(key + 7..)?
+        .trim_start()
+        .strip_prefix(':')?
+        .trim_start();
+    let close = match rest.chars().next()? {
+        '(' => ')',
+        '[' => ']',
+        _ => return None,
     };
+    let inner = rest.get(1..)?.split(close).next()?;
+    Some(inner.split(',').filter(|d| !d.trim().is_empty()).count())
+}
+
+/// The header text around byte `col` (1-based column of a parse error), quoted briefly.
+fn quote_around(text: &str, col: usize) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    let start = col.saturating_sub(QUOTE / 2).min(chars.len());
+    let end = (start + QUOTE).min(chars.len());
+    let window: String = chars.get(start..end).unwrap_or_default().iter().collect();
+    let mut q = brief(&window, QUOTE + 3);
+    if start > 0 {
+        q.insert_str(0, "...");
+    }
+    if end < chars.len() && !q.ends_with("...") {
+        q.push_str("...");
+    }
+    q
+}
+
+/// A py_literal parse error on one line: pest's caret diagram reduced to its column, and the
+/// header quoted around it.
+fn literal_error(e: &py_literal::ParseError, text: &str) -> String {
+    if let py_literal::ParseError::Syntax(msg) = e {
+        // pest: " --> 1:23\n  |\n1 | {'descr'...\n  |       ^---\n  |\n  = expected ..."
+        let col = msg
+            .split("-->")
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .and_then(|lc| lc.split(':').nth(1))
+            .and_then(|c| c.parse::<usize>().ok());
+        if let Some(col) = col {
+            return format!(
+                "header is not a python dict literal (syntax error at column {col}): '{}'",
+                quote_around(text, col)
+            );
+        }
+    }
+    let what = match e {
+        py_literal::ParseError::Syntax(_) => "syntax error".to_string(),
+        other => brief(&other.to_string(), QUOTE),
+    };
+    format!(
+        "header is not a python dict literal ({what}): '{}'",
+        brief(text, QUOTE)
+    )
+}
+
+/// Pull `'shape'` out of the header dict and check that no product of dimensions overflows
+/// (zeros skipped, since npyz also computes strides from prefix products). Also returns the
+/// `'descr'` string, if it is one, for error messages.
+fn checked_shape(text: &str, at: &Location) -> Result<(Vec<usize>, Option<String>), DumpError> {
+    if let Some(dims) = count_dims(text).filter(|&n| n > MAX_DIMS) {
+        return Err(DumpError::TooManyDimensions {
+            at: at.clone(),
+            dims,
+            max: MAX_DIMS,
+        });
+    }
+    let value: Value = text
+        .parse()
+        .map_err(|e: py_literal::ParseError| corrupt(at, literal_error(&e, text)))?;
+    let Value::Dict(items) = value else {
+        return Err(corrupt(
+            at,
+            format!("header is not a python dict: '{}'", brief(text, QUOTE)),
+        ));
+    };
+    let descr = items.iter().find_map(|(k, v)| match (k, v) {
+        (Value::String(k), Value::String(d)) if k == "descr" => Some(d.clone()),
+        _ => None,
+    });
     let shape = items
         .iter()
         .find(|(k, _)| matches!(k, Value::String(s) if s == "shape"))
@@ -288,8 +392,20 @@ fn checked_shape(text: &str, at: &Location) -> Result<Vec<usize>, DumpError> {
         if text.starts_with('-') {
             return Err(corrupt(at, format!("negative dimension {text} in 'shape'")));
         }
-        // A dimension beyond u64 is reported as too large, like an overflowing product.
-        raw.push(text.parse::<u64>().unwrap_or(u64::MAX));
+        let Ok(d) = text.parse::<u64>() else {
+            return Err(DumpError::DimensionTooLarge {
+                at: at.clone(),
+                dim: brief(&text, 40),
+            });
+        };
+        raw.push(d);
+    }
+    if raw.len() > MAX_DIMS {
+        return Err(DumpError::TooManyDimensions {
+            at: at.clone(),
+            dims: raw.len(),
+            max: MAX_DIMS,
+        });
     }
     let too_large = || DumpError::ShapeTooLarge {
         at: at.clone(),
@@ -308,7 +424,7 @@ fn checked_shape(text: &str, at: &Location) -> Result<Vec<usize>, DumpError> {
     if product_nonzero.checked_mul(8).is_none() {
         return Err(too_large());
     }
-    Ok(shape)
+    Ok((shape, descr))
 }
 
 /// The npy `descr` for a stored dtype (bf16 has none: npz stores it as f32).
@@ -503,6 +619,29 @@ mod tests {
         assert!(matches!(
             parse_header(&h, &at()),
             Err(DumpError::ShapeTooLarge { .. })
+        ));
+    }
+
+    /// A v2 header whose dict is not in numpy's key order, so the general parser reads it.
+    fn general_v2(dims: usize) -> Vec<u8> {
+        let shape = vec!["1"; dims].join(", ");
+        let dict = format!("{{'shape': ({shape}), 'fortran_order': False, 'descr': '<f4'}}");
+        let mut h = MAGIC.to_vec();
+        h.extend_from_slice(&[2, 0]);
+        h.extend_from_slice(&(dict.len() as u32 + 1).to_le_bytes());
+        h.extend_from_slice(dict.as_bytes());
+        h.push(b'\n');
+        h.extend_from_slice(&[0; 4]);
+        h
+    }
+
+    #[test]
+    fn the_dimension_limit_is_within_what_the_literal_parser_reads() {
+        let l = parse_header(&general_v2(MAX_DIMS), &at()).unwrap();
+        assert_eq!(l.shape.len(), MAX_DIMS);
+        assert!(matches!(
+            parse_header(&general_v2(MAX_DIMS + 1), &at()),
+            Err(DumpError::TooManyDimensions { dims, max: MAX_DIMS, .. }) if dims == MAX_DIMS + 1
         ));
     }
 

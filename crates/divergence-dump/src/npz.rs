@@ -13,8 +13,8 @@ use std::path::Path;
 use crate::error::DumpError;
 
 /// Compression methods we read.
-pub(crate) const METHOD_STORED: u16 = 0;
-pub(crate) const METHOD_DEFLATE: u16 = 8;
+pub const METHOD_STORED: u16 = 0;
+pub const METHOD_DEFLATE: u16 = 8;
 
 const SIG_LOCAL: &[u8; 4] = b"PK\x03\x04";
 const SIG_CENTRAL: &[u8; 4] = b"PK\x01\x02";
@@ -24,7 +24,7 @@ const SIG_ZIP64_LOCATOR: &[u8; 4] = b"PK\x06\x07";
 
 /// One member of the archive, located in the file.
 #[derive(Debug, Clone)]
-pub(crate) struct ZipMember {
+pub struct ZipMember {
     pub name: String,
     pub method: u16,
     pub encrypted: bool,
@@ -66,7 +66,7 @@ pub(crate) fn has_zip_magic(buf: &[u8]) -> bool {
 }
 
 /// Parse the central directory of the zip archive `buf` (the whole file).
-pub(crate) fn read_members(path: &Path, buf: &[u8]) -> Result<Vec<ZipMember>, DumpError> {
+pub fn read_members(path: &Path, buf: &[u8]) -> Result<Vec<ZipMember>, DumpError> {
     let truncated = |detail: &str| DumpError::TruncatedZip {
         path: path.to_path_buf(),
         detail: detail.to_string(),

@@ -12,8 +12,8 @@ use safetensors::{Dtype, SafeTensors};
 use crate::convert::Endian;
 use crate::dtype::DType;
 use crate::entry::{Entry, EntryInfo, Source};
-use crate::error::{DumpError, Location};
-use crate::meta::{Meta, SAFETENSORS_META_KEY};
+use crate::error::{brief, DumpError, Location};
+use crate::meta::{Meta, MAX_META_BYTES, SAFETENSORS_META_KEY};
 
 /// Header size field length.
 const N_LEN: usize = 8;
@@ -31,7 +31,7 @@ pub(crate) fn read_entries(
     let (header, metadata) =
         SafeTensors::read_metadata(buf).map_err(|e| DumpError::Safetensors {
             path: path.to_path_buf(),
-            detail: e.to_string(),
+            detail: diagnose(buf).unwrap_or_else(|| brief(&e.to_string(), 200)),
         })?;
     let data_start = N_LEN + header; // read_metadata checked that the header fits in the file
                                      // JSON objects may repeat a key and the safetensors crate keeps the last one silently.
@@ -48,6 +48,17 @@ pub(crate) fn read_entries(
         .as_ref()
         .and_then(|m| m.get(SAFETENSORS_META_KEY))
     {
+        Some(json) if json.len() > MAX_META_BYTES => {
+            let mib = MAX_META_BYTES >> 20;
+            let detail = format!(
+                "'{SAFETENSORS_META_KEY}' is {} bytes, more than the {mib} MiB allowed for metadata",
+                json.len()
+            );
+            return Err(DumpError::BadMeta {
+                path: path.to_path_buf(),
+                detail,
+            });
+        }
         Some(json) => {
             Some(
                 Meta::from_json(json.as_bytes()).map_err(|detail| DumpError::BadMeta {
@@ -116,6 +127,75 @@ pub(crate) fn read_entries(
         entries.push(Entry { name, at, info });
     }
     Ok((entries, meta))
+}
+
+/// A one-line reason for a file the safetensors crate refused, naming the tensor at fault: the
+/// crate's own errors for shapes and offsets do not name it, and its error for an unknown dtype
+/// lists every valid one. Repeats the crate's checks in its order (tensors sorted by offsets).
+/// `None` when the header is not a JSON object or nothing tensor-specific is wrong: the crate's
+/// message is used then.
+fn diagnose(buf: &[u8]) -> Option<String> {
+    use serde_json::Value;
+
+    let n = usize::try_from(u64::from_le_bytes(buf.get(..N_LEN)?.try_into().ok()?)).ok()?;
+    let header = buf.get(N_LEN..N_LEN.checked_add(n)?)?;
+    let data_len = buf.len() - N_LEN - n;
+    let map: serde_json::Map<String, Value> = serde_json::from_slice(header).ok()?;
+    let mut tensors = Vec::with_capacity(map.len());
+    for (name, v) in &map {
+        if name == "__metadata__" {
+            continue;
+        }
+        let q = brief(name, 60);
+        let field = |key: &str| v.get(key).cloned().unwrap_or(Value::Null);
+        let dtype: Dtype = match field("dtype") {
+            Value::String(d) => match serde_json::from_value(Value::String(d.clone())) {
+                Ok(dtype) => dtype,
+                Err(_) => return Some(format!("tensor '{q}': unknown dtype '{}'", brief(&d, 20))),
+            },
+            _ => return Some(format!("tensor '{q}': 'dtype' is missing or not a string")),
+        };
+        let Ok(shape) = serde_json::from_value::<Vec<usize>>(field("shape")) else {
+            return Some(format!(
+                "tensor '{q}': 'shape' is missing or not a list of non-negative integers"
+            ));
+        };
+        let Ok((start, end)) = serde_json::from_value::<(usize, usize)>(field("data_offsets"))
+        else {
+            return Some(format!(
+                "tensor '{q}': 'data_offsets' is missing or not two non-negative integers"
+            ));
+        };
+        tensors.push((q, dtype, shape, start, end));
+    }
+    tensors.sort_by_key(|t| (t.3, t.4));
+    let mut at = 0usize;
+    for (q, dtype, shape, start, end) in tensors {
+        if start != at || end < start {
+            return Some(format!(
+                "tensor '{q}': data_offsets [{start}, {end}] do not run from where the previous tensor ends ({at})"
+            ));
+        }
+        at = end;
+        let bits = shape
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .and_then(|n| n.checked_mul(dtype.bitsize()));
+        let Some(bits) = bits else {
+            return Some(format!(
+                "overflow computing the size of tensor '{q}' (shape {shape:?} of {dtype})"
+            ));
+        };
+        let need = bits.div_ceil(8);
+        if end - start != need {
+            return Some(format!(
+                "tensor '{q}': shape {shape:?} of {dtype} needs {need} bytes, data_offsets [{start}, {end}] give {}",
+                end - start
+            ));
+        }
+    }
+    (at != data_len)
+        .then(|| format!("the tensors cover {at} bytes of data, the file holds {data_len}"))
 }
 
 /// The first key that appears twice at the top level of the JSON header, if any.

@@ -434,3 +434,356 @@ fn duplicate_safetensors_keys() {
         )
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// issue #16: bombs, one-line errors, messages that mislead
+
+/// Writes bits LSB-first, as deflate packs them.
+struct Bits {
+    out: Vec<u8>,
+    acc: u64,
+    n: u32,
+}
+
+impl Bits {
+    fn new() -> Bits {
+        Bits {
+            out: Vec::new(),
+            acc: 0,
+            n: 0,
+        }
+    }
+    fn put(&mut self, value: u32, n: u32) {
+        self.acc |= u64::from(value) << self.n;
+        self.n += n;
+        while self.n >= 8 {
+            self.out.push(self.acc as u8);
+            self.acc >>= 8;
+            self.n -= 8;
+        }
+    }
+    /// A Huffman code: most significant bit first.
+    fn code(&mut self, code: u32, n: u32) {
+        self.put(code.reverse_bits() >> (32 - n), n);
+    }
+    /// A literal byte in the fixed Huffman code.
+    fn literal(&mut self, b: u8) {
+        match b {
+            0..=143 => self.code(0x30 + u32::from(b), 8),
+            _ => self.code(0x190 + u32::from(b) - 144, 9),
+        }
+    }
+    fn finish(mut self) -> Vec<u8> {
+        if self.n > 0 {
+            self.out.push(self.acc as u8);
+        }
+        self.out
+    }
+}
+
+/// A raw deflate stream (one fixed-Huffman block) that inflates to `prefix` followed by
+/// `zeros` zero bytes (rounded up to a multiple of 258): 13 bits per 258 bytes of output.
+fn zero_bomb(prefix: &[u8], zeros: u64) -> Vec<u8> {
+    let mut b = Bits::new();
+    b.put(1, 1); // final block
+    b.put(1, 2); // fixed Huffman codes
+    for &x in prefix {
+        b.literal(x);
+    }
+    b.literal(0);
+    for _ in 0..zeros.div_ceil(258) {
+        b.code(0b1100_0101, 8); // length code 285: 258 bytes
+        b.code(0, 5); // distance code 0: distance 1
+    }
+    b.code(0, 7); // end of block
+    b.finish()
+}
+
+/// A zip of deflated members `(name, compressed bytes, claimed uncompressed size)`, written by
+/// hand so that the directory can lie.
+fn raw_zip(members: &[(&str, &[u8], u32)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut central = Vec::new();
+    for &(name, data, claimed) in members {
+        let offset = out.len() as u32;
+        let common = |v: &mut Vec<u8>| {
+            v.extend_from_slice(&20u16.to_le_bytes()); // version needed
+            v.extend_from_slice(&0u16.to_le_bytes()); // flags
+            v.extend_from_slice(&8u16.to_le_bytes()); // deflate
+            v.extend_from_slice(&[0; 4]); // time, date
+            v.extend_from_slice(&0u32.to_le_bytes()); // crc (never reached)
+            v.extend_from_slice(&(data.len() as u32).to_le_bytes());
+            v.extend_from_slice(&claimed.to_le_bytes());
+            v.extend_from_slice(&(name.len() as u16).to_le_bytes());
+            v.extend_from_slice(&0u16.to_le_bytes()); // extra length
+        };
+        out.extend_from_slice(b"PK\x03\x04");
+        common(&mut out);
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(data);
+        central.extend_from_slice(b"PK\x01\x02");
+        central.extend_from_slice(&20u16.to_le_bytes()); // version made by
+        common(&mut central);
+        central.extend_from_slice(&[0; 6]); // comment length, disk, internal attributes
+        central.extend_from_slice(&0u32.to_le_bytes()); // external attributes
+        central.extend_from_slice(&offset.to_le_bytes());
+        central.extend_from_slice(name.as_bytes());
+    }
+    let cd_offset = out.len() as u32;
+    out.extend_from_slice(&central);
+    out.extend_from_slice(b"PK\x05\x06");
+    out.extend_from_slice(&[0; 4]);
+    out.extend_from_slice(&(members.len() as u16).to_le_bytes());
+    out.extend_from_slice(&(members.len() as u16).to_le_bytes());
+    out.extend_from_slice(&(central.len() as u32).to_le_bytes());
+    out.extend_from_slice(&cd_offset.to_le_bytes());
+    out.extend_from_slice(&0u16.to_le_bytes());
+    out
+}
+
+#[test]
+fn deflate_bomb_stops_at_the_declared_size() {
+    let dir = tempfile::tempdir().unwrap();
+    // shape (4,) of f32: the npy header implies 128 + 16 bytes, and the directory says so; the
+    // stream goes on with 4 GiB of zeros (27 MB compressed with fixed Huffman codes).
+    let npy = npy_with(
+        "{'descr': '<f4', 'fortran_order': False, 'shape': (4,), }",
+        &[0; 16],
+    );
+    let bomb = zero_bomb(&npy, 4 << 30);
+    let f = write(
+        dir.path(),
+        "bomb.npz",
+        &raw_zip(&[("x.npy", &bomb, npy.len() as u32)]),
+    );
+    let start = std::time::Instant::now();
+    let d = Dump::open(&f).unwrap();
+    assert_eq!(d.shape("x"), Some(&[4usize][..]));
+    let e = d.read("x").unwrap_err().to_string();
+    let v = d.view("x").unwrap_err().to_string();
+    let took = start.elapsed();
+    assert_eq!(
+        e,
+        format!("{}: entry 'x.npy': corrupt compressed data (inflates past the 144 bytes the npy header and the zip directory declare (a deflate bomb?); stopped there)", p(&f))
+    );
+    assert_eq!(v, e);
+    // inflating the 4 GiB takes seconds even in release builds; stopping takes microseconds
+    assert!(took < std::time::Duration::from_secs(2), "took {took:?}");
+
+    // a directory that claims more than the npy header implies is refused before inflating
+    let f = write(
+        dir.path(),
+        "claims.npz",
+        &raw_zip(&[("x.npy", &bomb, 1 << 30)]),
+    );
+    assert_eq!(
+        read_err(&f, "x"),
+        format!("{}: entry 'x.npy': corrupt compressed data (the zip directory says 1073741824 bytes uncompressed, the npy header implies 144)", p(&f))
+    );
+}
+
+#[test]
+fn metadata_bomb_is_refused_before_inflating() {
+    let dir = tempfile::tempdir().unwrap();
+    // __meta__ claiming 1 GB of JSON (the header and directory agree); the stream holds zeros
+    let npy = npy_with(
+        "{'descr': '|u1', 'fortran_order': False, 'shape': (1000000000,), }",
+        &[],
+    );
+    let bomb = zero_bomb(&npy, 1_000_000_000);
+    let claimed = (npy.len() + 1_000_000_000) as u32;
+    let f = write(
+        dir.path(),
+        "meta.npz",
+        &raw_zip(&[("__meta__.npy", &bomb, claimed)]),
+    );
+    let start = std::time::Instant::now();
+    assert_eq!(
+        open_err(&f),
+        format!("{}: invalid divergence metadata (__meta__ is 1000000000 bytes, more than the 64 MiB allowed for metadata)", p(&f))
+    );
+    assert!(start.elapsed() < std::time::Duration::from_secs(2));
+}
+
+#[cfg(unix)]
+#[test]
+fn fifo_and_devices_are_not_regular_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("pipe.npz");
+    let ok = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if ok {
+        // opening a FIFO for reading would block: it must not even be opened
+        assert_eq!(
+            open_err(&fifo),
+            format!(
+                "{}: not a regular file (a named pipe (fifo)), not a dump",
+                p(&fifo)
+            )
+        );
+    }
+    let zero = Path::new("/dev/zero");
+    if zero.exists() {
+        assert_eq!(
+            open_err(zero),
+            "/dev/zero: not a regular file (a character device), not a dump"
+        );
+    }
+}
+
+#[test]
+fn npy_header_syntax_errors_are_one_short_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let npy = npy_with(
+        "{'descr': '<f4', 'fortran_order': False, 'shape': (3,), oops }",
+        &[0; 12],
+    );
+    let f = write(dir.path(), "syntax.npy", &npy);
+    let m = open_err(&f);
+    assert!(
+        m.starts_with(&format!(
+            "{}: corrupt npy header (header is not a python dict literal (syntax error at column ",
+            p(&f)
+        )),
+        "{m}"
+    );
+    assert!(m.contains("oops"), "{m}");
+    assert!(!m.contains('\n') && !m.contains('^'), "{m}");
+
+    // a long header is quoted around the error, not echoed in full
+    let long = format!(
+        "{{'descr': '<f4', 'fortran_order': False, 'shape': (3,), 'x': '{}', @ }}",
+        "a".repeat(1800)
+    );
+    let f = write(dir.path(), "long.npy", &npy_with(&long, &[0; 12]));
+    let m = open_err(&f);
+    assert!(!m.contains('\n'), "{m}");
+    assert!(m.len() < p(&f).len() + 200, "{} chars: {m}", m.len());
+    assert!(m.contains("@"), "{m}");
+}
+
+#[test]
+fn too_many_dimensions_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let dims = vec!["1"; 150_000].join(", ");
+    let dict = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({dims}), }}");
+    // a v2 header (the dict is longer than 65535 bytes)
+    let mut text = dict.into_bytes();
+    while !(12 + text.len() + 1).is_multiple_of(64) {
+        text.push(b' ');
+    }
+    text.push(b'\n');
+    let mut npy = b"\x93NUMPY\x02\x00".to_vec();
+    npy.extend_from_slice(&(text.len() as u32).to_le_bytes());
+    npy.extend_from_slice(&text);
+    npy.extend_from_slice(&[0; 4]);
+    let f = write(dir.path(), "dims.npy", &npy);
+    assert_eq!(
+        open_err(&f),
+        format!(
+            "{}: shape has 150000 dimensions, more than the 32768 this reader accepts",
+            p(&f)
+        )
+    );
+}
+
+#[test]
+fn a_dimension_beyond_64_bits_is_printed_as_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let npy = npy_with(
+        "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 1180591620717411303424), }",
+        &[],
+    );
+    let f = write(dir.path(), "dim.npy", &npy);
+    assert_eq!(
+        open_err(&f),
+        format!(
+            "{}: dimension 1180591620717411303424 in 'shape' is too large (it overflows 64 bits)",
+            p(&f)
+        )
+    );
+}
+
+#[test]
+fn a_bad_descr_is_quoted() {
+    let dir = tempfile::tempdir().unwrap();
+    let npy = npy_with(
+        "{'descr': 'zz9', 'fortran_order': False, 'shape': (3,), }",
+        &[0; 12],
+    );
+    let f = write(dir.path(), "descr.npy", &npy);
+    let m = open_err(&f);
+    assert!(
+        m.starts_with(&format!(
+            "{}: corrupt npy header (invalid 'descr' 'zz9' (",
+            p(&f)
+        )),
+        "{m}"
+    );
+}
+
+#[test]
+fn a_single_npy_is_a_file_not_an_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut npy = b"\x93NUMPY\x01\x00".to_vec();
+    npy.extend_from_slice(&1000u16.to_le_bytes());
+    npy.extend_from_slice(b"{'descr': '<f4', ");
+    let f = write(dir.path(), "cut.npy", &npy);
+    let m = open_err(&f);
+    assert_eq!(
+        m,
+        format!(
+            "{}: corrupt npy header (header is cut short: needs 1010 bytes, the file has 27)",
+            p(&f)
+        )
+    );
+    assert!(!m.contains("entry"), "{m}");
+}
+
+fn safetensors_with(header: &str, data: &[u8]) -> Vec<u8> {
+    let mut st = (header.len() as u64).to_le_bytes().to_vec();
+    st.extend_from_slice(header.as_bytes());
+    st.extend_from_slice(data);
+    st
+}
+
+#[test]
+fn safetensors_errors_name_the_tensor() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"w":{"dtype":"F32","shape":[2],"data_offsets":[4,8]}}"#,
+            "tensor 'w': shape [2] of F32 needs 8 bytes, data_offsets [4, 8] give 4",
+        ),
+        (
+            r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"b":{"dtype":"F32","shape":[1],"data_offsets":[8,12]}}"#,
+            "tensor 'b': data_offsets [8, 12] do not run from where the previous tensor ends (4)",
+        ),
+        (
+            r#"{"w":{"dtype":"X99","shape":[1],"data_offsets":[0,4]}}"#,
+            "tensor 'w': unknown dtype 'X99'",
+        ),
+        (
+            r#"{"w":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}}"#,
+            "tensor 'w': 'shape' is missing or not a list of non-negative integers",
+        ),
+        (
+            r#"{"x":{"dtype":"F32","shape":[1099511627776,1099511627776],"data_offsets":[0,8]}}"#,
+            "overflow computing the size of tensor 'x' (shape [1099511627776, 1099511627776] of F32)",
+        ),
+    ];
+    for (i, (header, detail)) in cases.iter().enumerate() {
+        let f = write(
+            dir.path(),
+            &format!("{i}.safetensors"),
+            &safetensors_with(header, &[0; 8]),
+        );
+        assert_eq!(
+            open_err(&f),
+            format!("{}: invalid safetensors file ({detail})", p(&f))
+        );
+    }
+}
