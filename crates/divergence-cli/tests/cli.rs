@@ -791,7 +791,7 @@ fn write_bare_safetensors(path: &Path, tensors: &[(&str, &[usize], &[f32])]) {
         );
     }
     let mut header = serde_json::to_vec(&Value::Object(header)).unwrap();
-    while header.len() % 8 != 0 {
+    while !header.len().is_multiple_of(8) {
         header.push(b' ');
     }
     let mut bytes = (header.len() as u64).to_le_bytes().to_vec();

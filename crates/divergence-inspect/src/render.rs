@@ -24,11 +24,6 @@ pub struct TableOptions {
     pub width: Option<u16>,
 }
 
-/// The width of the terminal on stdout, if stdout is one (for [`TableOptions::width`]).
-pub fn terminal_width() -> Option<u16> {
-    Table::new().width()
-}
-
 /// Writes the report as pretty-printed JSON (the [`Report`] struct, field for field) and a
 /// trailing newline.
 pub fn render_json(report: &Report, out: &mut dyn Write) -> io::Result<()> {

@@ -24,8 +24,9 @@ use crate::exit::{is_broken_pipe, Exit};
 /// 2 = unreadable input (missing directory, no config.json, bad JSON, corrupt safetensors).
 #[derive(Debug, Args)]
 pub struct InspectArgs {
-    /// Model directory (config.json + *.safetensors, sharded via model.safetensors.index.json
-    /// or every *.safetensors in it), or one .safetensors file with config.json next to it.
+    /// Model directory, read as transformers does: model.safetensors, else the shards of
+    /// model.safetensors.index.json, else every *.safetensors in it (files left out are
+    /// reported); or one .safetensors file with config.json next to it.
     #[arg(value_name = "PATH")]
     pub path: PathBuf,
 
