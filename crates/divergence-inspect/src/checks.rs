@@ -71,20 +71,6 @@ pub(crate) fn check_values(name: &str, stats: &TensorStats, max_abs: f64) -> Vec
     out
 }
 
-/// Which prefix the checkpoint uses for the decoder: "model." (CausalLM export) or ""
-/// (bare model export).
-pub(crate) fn detect_prefix(names: &[&str]) -> &'static str {
-    let bare = names
-        .iter()
-        .any(|n| n.starts_with("layers.") || n.starts_with("embed_tokens."));
-    let prefixed = names.iter().any(|n| n.starts_with("model."));
-    if bare && !prefixed {
-        ""
-    } else {
-        "model."
-    }
-}
-
 fn shape_str(shape: &[usize]) -> String {
     let inner: Vec<String> = shape.iter().map(usize::to_string).collect();
     format!("[{}]", inner.join(", "))
@@ -159,7 +145,7 @@ pub(crate) fn check_structure(
 ) -> Vec<Finding> {
     let mut out = Vec::new();
     let names: Vec<&str> = tensors.iter().map(|e| e.name.as_str()).collect();
-    let prefix = detect_prefix(&names);
+    let prefix = divergence_names::model_prefix(names.iter().copied());
     let by_name: HashMap<&str, &Entry<'_>> = tensors.iter().map(|e| (e.name.as_str(), e)).collect();
     let expected = expected_tensors(cfg, dims, prefix);
     let family = cfg.family.map_or("model", |f| f.name());

@@ -11,6 +11,7 @@
 
 pub(crate) use divergence_checkpoint::Dims;
 use divergence_checkpoint::{Config, Family, QWEN3_DEFAULT_HEAD_DIM};
+use divergence_names::{Op, Param};
 
 use crate::report::{ConfigSummary, Finding, FindingKind, Severity};
 
@@ -244,33 +245,22 @@ pub(crate) fn expected_tensors(cfg: &ModelConfig, dims: &Dims, prefix: &str) -> 
 /// "not used by the config: ".
 pub(crate) fn unused_reason(cfg: &ModelConfig, dims: &Dims, name: &str) -> String {
     let family = cfg.family.map_or("this model", Family::name);
-    let parts: Vec<&str> = name.split('.').collect();
-    if let Some(pos) = parts.iter().position(|p| *p == "layers") {
-        if let Some(idx) = parts.get(pos + 1).and_then(|p| p.parse::<usize>().ok()) {
-            if idx >= dims.layers {
-                return format!("layer {idx} is beyond num_hidden_layers = {}", dims.layers);
-            }
+    if let Some(idx) = divergence_names::layer_index(name) {
+        if idx >= dims.layers {
+            return format!("layer {idx} is beyond num_hidden_layers = {}", dims.layers);
         }
     }
-    let is_bias = name.ends_with(".bias");
-    let attn_proj = ["q_proj", "k_proj", "v_proj", "o_proj"]
-        .iter()
-        .any(|p| name.contains(&format!("self_attn.{p}.")));
-    if is_bias && attn_proj {
-        return match cfg.family {
+    match Op::of_param(name) {
+        Some((Op::QkProj(_) | Op::VProj | Op::OProj, Param::Bias)) => match cfg.family {
             Some(Family::Qwen2) => "qwen2 has bias on q/k/v only, not on o_proj".to_string(),
             Some(Family::Mistral) => "mistral attention has no bias".to_string(),
             _ => "attention_bias is false in config.json".to_string(),
-        };
-    }
-    if is_bias && name.contains(".mlp.") {
-        return match cfg.family {
+        },
+        Some((Op::GateProj | Op::UpProj | Op::DownProj, Param::Bias)) => match cfg.family {
             Some(Family::Llama) => "mlp_bias is false in config.json".to_string(),
             _ => format!("{family} mlp has no bias"),
-        };
+        },
+        Some((Op::QkNorm(_), _)) => format!("{family} has no q_norm / k_norm (only qwen3 does)"),
+        _ => format!("a {family} model with this config.json has no such tensor"),
     }
-    if name.contains("self_attn.q_norm.") || name.contains("self_attn.k_norm.") {
-        return format!("{family} has no q_norm / k_norm (only qwen3 does)");
-    }
-    format!("a {family} model with this config.json has no such tensor")
 }

@@ -163,7 +163,7 @@ pub fn inspect(path: &Path, opts: &InspectOptions) -> Result<Report, InspectErro
     findings.extend(checks::check_gains(
         &layers,
         opts.norm_gain,
-        checks::detect_prefix(&names),
+        divergence_names::model_prefix(names.iter().copied()),
     ));
 
     findings.sort_by(|a, b| {

@@ -306,6 +306,22 @@ pub fn sibling(name: &str, op: Op) -> Option<String> {
     })
 }
 
+/// The prefix of a checkpoint's module paths: `""` when its names start at `layers.` /
+/// `embed_tokens.` (a bare decoder, no `model.` anywhere), else `"model."` (the HF
+/// `*ForCausalLM` layout, also the default when nothing tells).
+pub fn model_prefix<'a>(names: impl IntoIterator<Item = &'a str>) -> &'static str {
+    let (mut bare, mut prefixed) = (false, false);
+    for n in names {
+        bare |= n.starts_with("layers.") || n.starts_with("embed_tokens.");
+        prefixed |= n.starts_with("model.");
+    }
+    if bare && !prefixed {
+        ""
+    } else {
+        "model."
+    }
+}
+
 /// The op name relative to its layer (`model.layers.3.self_attn.k_norm` -> `self_attn.k_norm`),
 /// `(layer output)` for the layer itself, the whole name outside layers.
 pub fn short_name(name: &str) -> &str {
@@ -388,6 +404,20 @@ mod tests {
         );
         assert_eq!(Op::of_param("model.layers.3.self_attn.q_proj"), None);
         assert!(Op::QkNorm(K).is_norm() && !Op::QkProj(K).is_norm());
+    }
+
+    #[test]
+    fn model_prefixes() {
+        assert_eq!(
+            model_prefix(["layers.0.mlp.up_proj.weight", "embed_tokens.weight"]),
+            ""
+        );
+        assert_eq!(
+            model_prefix(["model.layers.0.mlp.up_proj.weight", "lm_head.weight"]),
+            "model."
+        );
+        assert_eq!(model_prefix(["layers.0.x", "model.norm.weight"]), "model.");
+        assert_eq!(model_prefix([]), "model.");
     }
 
     #[test]
