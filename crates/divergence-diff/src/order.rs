@@ -269,38 +269,9 @@ pub fn plan_order(ours: &DumpNames<'_>, reference: &DumpNames<'_>) -> OrderPlan 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::cmp::Ordering;
 
     fn s(v: &[&str]) -> Vec<String> {
         v.iter().map(|x| x.to_string()).collect()
-    }
-
-    #[test]
-    fn natural_sort() {
-        let mut v = s(&[
-            "layers.10.a",
-            "layers.2.b",
-            "layers.2.a",
-            "embed",
-            "layers.1",
-            "x01",
-            "x1",
-        ]);
-        v.sort_by(|a, b| natural_cmp(a, b));
-        assert_eq!(
-            v,
-            s(&[
-                "embed",
-                "layers.1",
-                "layers.2.a",
-                "layers.2.b",
-                "layers.10.a",
-                "x1",
-                "x01"
-            ])
-        );
-        assert_eq!(natural_cmp("a", "a"), Ordering::Equal);
-        assert_eq!(natural_cmp("a2", "a10"), Ordering::Less);
     }
 
     #[test]

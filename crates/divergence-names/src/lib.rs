@@ -345,18 +345,25 @@ mod tests {
             "layers.2.a",
             "embed",
             "layers.1.z",
+            "layers.1",
+            "x01",
+            "x1",
         ];
         v.sort_by(|a, b| natural_cmp(a, b));
         assert_eq!(
             v,
             [
                 "embed",
+                "layers.1",
                 "layers.1.z",
                 "layers.2.a",
                 "layers.2.b",
-                "layers.10.a"
+                "layers.10.a",
+                "x1",
+                "x01"
             ]
         );
+        assert_eq!(natural_cmp("a2", "a10"), Ordering::Less);
         assert_eq!(natural_cmp("a01", "a1"), Ordering::Greater);
         assert_eq!(natural_cmp("a1", "a1"), Ordering::Equal);
     }

@@ -179,17 +179,10 @@ pub(crate) fn invalid(err: divergence_checkpoint::Error) -> Error {
 mod tests {
     use super::*;
 
-    /// The real Qwen3-0.6B config.json (as on the Hub, transformers 4.51 era).
-    const QWEN3_06B: &str = r#"{
-      "architectures": ["Qwen3ForCausalLM"], "attention_bias": false, "attention_dropout": 0.0,
-      "bos_token_id": 151643, "eos_token_id": 151645, "head_dim": 128, "hidden_act": "silu",
-      "hidden_size": 1024, "initializer_range": 0.02, "intermediate_size": 3072,
-      "max_position_embeddings": 40960, "max_window_layers": 28, "model_type": "qwen3",
-      "num_attention_heads": 16, "num_hidden_layers": 28, "num_key_value_heads": 8,
-      "rms_norm_eps": 1e-06, "rope_scaling": null, "rope_theta": 1000000, "sliding_window": null,
-      "tie_word_embeddings": true, "torch_dtype": "bfloat16", "transformers_version": "4.51.0",
-      "use_cache": true, "use_sliding_window": false, "vocab_size": 151936
-    }"#;
+    /// The Qwen3-0.6B config.json as transformers writes it (`fixtures/configs/`, made by
+    /// scripts/make_fixtures.py from the Hub's; the Hub's own text, with an integer
+    /// rope_theta, is tested in `divergence-checkpoint`).
+    const QWEN3_06B: &str = include_str!("../../../fixtures/configs/qwen3-0.6b.json");
 
     #[test]
     fn parses_real_qwen3_06b_config() {
