@@ -100,7 +100,7 @@ fn tooltip(i: usize, op: &OpResult) -> String {
 /// The error-growth plot. `standalone` for a file of its own (`--plot`).
 pub(crate) fn growth(report: &Report, standalone: bool) -> String {
     let ops = &report.ops;
-    let (width, height) = (1320.0, 430.0);
+    let (width, height) = (1320.0, 408.0);
     let (left, right, top) = (64.0, 16.0, 44.0);
     let y_bot = 300.0; // the lowest decade
     let y_zero = y_bot + 22.0;
@@ -402,18 +402,29 @@ pub(crate) fn heatmap(report: &Report) -> Option<String> {
     if kinds.is_empty() {
         return None;
     }
+    // The colour scale spans the cells and the ops' tolerances, so that a report within
+    // tolerance reads pale whatever its absolute error level.
+    let tolerances: Vec<f64> = report
+        .ops
+        .iter()
+        .filter(|o| o.layer.is_some())
+        .filter_map(rel_tolerance)
+        .collect();
     let axis = LogAxis::around(
         cells
             .values()
-            .flat_map(|r| r.iter().filter_map(|(_, c)| c.worst)),
+            .flat_map(|r| r.iter().filter_map(|(_, c)| c.worst))
+            .chain(tolerances.iter().copied()),
     );
-    let (left, top) = (56.0, 96.0);
+    // Room for the rotated column labels (about 6.6 px per character at 12 px, at 50 degrees).
+    let longest = kinds.iter().map(|k| kind_label(*k).len()).max().unwrap_or(0) as f64;
+    let (left, top) = (56.0, 16.0 + longest * 6.6 * 0.77);
     let cw = ((1200.0 - left) / kinds.len() as f64).clamp(34.0, 64.0);
     let ch = 18.0;
     let grid_w = cw * kinds.len() as f64;
     let grid_h = ch * cells.len() as f64;
-    let legend_top = top + grid_h + 24.0;
-    let width = (left + grid_w + 20.0).max(560.0);
+    let legend_top = top + grid_h + 30.0;
+    let width = (left + grid_w + 20.0 + longest * 6.6 * 0.64).max(560.0);
     let height = legend_top + 64.0;
     let mut svg = Svg::new(
         width,
@@ -505,6 +516,14 @@ pub(crate) fn heatmap(report: &Report) -> Option<String> {
         let lx = left + lw * (e - axis.lo) as f64 / (axis.hi - axis.lo) as f64;
         svg.line(lx, legend_top + 12.0, lx, legend_top + 16.0, "stroke=\"#555\"");
         svg.power_of_ten(lx + 10.0, legend_top + 30.0, e);
+    }
+    // The median tolerance of the layer ops, marked on the colour bar.
+    let mut sorted = tolerances;
+    sorted.sort_by(f64::total_cmp);
+    if let Some(&tol) = sorted.get(sorted.len() / 2) {
+        let tx = left + lw * axis.frac(tol).clamp(0.0, 1.0);
+        svg.line(tx, legend_top - 4.0, tx, legend_top + 12.0, &format!("stroke=\"{TOL}\" stroke-width=\"2\""));
+        svg.text(tx, legend_top - 7.0, "middle", &format!("fill=\"{TOL}\" font-size=\"10\""), "tolerance");
     }
     svg.text(
         left,
