@@ -34,7 +34,10 @@ const DEMO_REF: &str = "fixtures/demo/ref.npz";
 fn embedded_json(page: &str) -> Value {
     let start = "<script type=\"application/json\" id=\"report\">";
     let a = page.find(start).expect("embedded report") + start.len();
-    let b = page[a..].find("</script>").expect("end of the embedded report") + a;
+    let b = page[a..]
+        .find("</script>")
+        .expect("end of the embedded report")
+        + a;
     serde_json::from_str(&page[a..b]).expect("embedded JSON parses")
 }
 

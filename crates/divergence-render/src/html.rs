@@ -68,17 +68,17 @@ box.addEventListener('input',filter);only.addEventListener('change',filter);filt
 /// Renders the whole HTML report.
 pub(crate) fn render(report: &Report, out: &mut dyn Write) -> io::Result<()> {
     let mut h = String::with_capacity(64 * 1024 + report.ops.len() * 1024);
-    let title = format!(
-        "divergence: {} vs {}",
-        report.ours, report.reference
-    );
+    let title = format!("divergence: {} vs {}", report.ours, report.reference);
     h.push_str("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n");
     h.push_str("<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n");
     h.push_str(&format!("<title>{}</title>\n", escape(&title)));
     h.push_str(&format!("<style>{CSS}</style>\n</head>\n<body>\n"));
     h.push_str("<h1>divergence report</h1>\n");
     if let Some(w) = view::input_ids_warning(report) {
-        h.push_str(&format!("<section class=\"alert\">{}</section>\n", escape(w)));
+        h.push_str(&format!(
+            "<section class=\"alert\">{}</section>\n",
+            escape(w)
+        ));
     }
     header(report, &mut h);
     first_divergence(report, &mut h);
@@ -93,10 +93,7 @@ pub(crate) fn render(report: &Report, out: &mut dyn Write) -> io::Result<()> {
     amplification(report, &mut h);
     ops_table(report, &mut h);
     not_compared(report, &mut h);
-    h.push_str(&format!(
-        "<p>{}</p>\n",
-        escape(&view::summary_line(report))
-    ));
+    h.push_str(&format!("<p>{}</p>\n", escape(&view::summary_line(report))));
     h.push_str("<script type=\"application/json\" id=\"report\">");
     h.push_str(&embedded_json(report)?);
     h.push_str("</script>\n");
@@ -159,7 +156,11 @@ fn first_divergence(report: &Report, h: &mut String) {
     kv(
         h,
         "‖ours‖ / ‖ref‖",
-        &format!("{} / {}", view::num(op.rule.ours_l2), view::num(op.rule.ref_l2)),
+        &format!(
+            "{} / {}",
+            view::num(op.rule.ours_l2),
+            view::num(op.rule.ref_l2)
+        ),
     );
     let at = op
         .errors
@@ -256,7 +257,10 @@ fn ops_table(report: &Report, h: &mut String) {
         if first == Some(i) {
             class.push("fd");
         }
-        if matches!(divergence_names::Op::of(&op.name), divergence_names::Op::QkNorm(_)) {
+        if matches!(
+            divergence_names::Op::of(&op.name),
+            divergence_names::Op::QkNorm(_)
+        ) {
             class.push("qk");
         }
         h.push_str(&format!(
@@ -314,7 +318,14 @@ mod tests {
 
     #[test]
     fn exact_numbers_round_trip() {
-        for x in [0.005218273174308169, 1e-300, 0.0, 1.0, 123456.789, f64::MIN_POSITIVE] {
+        for x in [
+            0.005218273174308169,
+            1e-300,
+            0.0,
+            1.0,
+            123456.789,
+            f64::MIN_POSITIVE,
+        ] {
             assert_eq!(exact(x).parse::<f64>().unwrap().to_bits(), x.to_bits());
         }
     }

@@ -58,7 +58,9 @@ impl LogAxis {
     pub(crate) fn labelled(self) -> Vec<i32> {
         let span = self.hi - self.lo;
         let step = ((span + 7) / 8).max(1);
-        (self.lo..=self.hi).filter(|e| (e - self.lo) % step == 0).collect()
+        (self.lo..=self.hi)
+            .filter(|e| (e - self.lo) % step == 0)
+            .collect()
     }
 }
 
@@ -180,7 +182,13 @@ pub(crate) fn growth(report: &Report, standalone: bool) -> String {
         );
         let mid = (x(first) + x(last)) / 2.0;
         if mid - last_label >= min_gap {
-            svg.text(mid, y_layers, "middle", "fill=\"#333\"", &format!("L{layer}"));
+            svg.text(
+                mid,
+                y_layers,
+                "middle",
+                "fill=\"#333\"",
+                &format!("L{layer}"),
+            );
             last_label = mid;
         }
     }
@@ -189,7 +197,10 @@ pub(crate) fn growth(report: &Report, standalone: bool) -> String {
         y_layers + 22.0,
         "middle",
         "fill=\"#333\"",
-        &format!("op, in execution order ({} ops; L = decoder layer)", ops.len()),
+        &format!(
+            "op, in execution order ({} ops; L = decoder layer)",
+            ops.len()
+        ),
     );
 
     // Tolerance: a step line, one level per op (it depends on the op's n and ||ref||).
@@ -307,7 +318,13 @@ pub(crate) fn growth(report: &Report, standalone: bool) -> String {
         &format!("fill=\"#fff\" stroke=\"{QK}\" stroke-width=\"2\""),
         None,
     );
-    svg.text(lx + 138.0, ly + 4.0, "start", "fill=\"#333\"", "q_norm / k_norm");
+    svg.text(
+        lx + 138.0,
+        ly + 4.0,
+        "start",
+        "fill=\"#333\"",
+        "q_norm / k_norm",
+    );
     svg.line(
         lx + 248.0,
         ly,
@@ -417,7 +434,11 @@ pub(crate) fn heatmap(report: &Report) -> Option<String> {
             .chain(tolerances.iter().copied()),
     );
     // Room for the rotated column labels (about 6.6 px per character at 12 px, at 50 degrees).
-    let longest = kinds.iter().map(|k| kind_label(*k).len()).max().unwrap_or(0) as f64;
+    let longest = kinds
+        .iter()
+        .map(|k| kind_label(*k).len())
+        .max()
+        .unwrap_or(0) as f64;
     let (left, top) = (56.0, 16.0 + longest * 6.6 * 0.77);
     let cw = ((1200.0 - left) / kinds.len() as f64).clamp(34.0, 64.0);
     let ch = 18.0;
@@ -473,7 +494,11 @@ pub(crate) fn heatmap(report: &Report) -> Option<String> {
             } else {
                 "stroke=\"#fff\" stroke-width=\"1\""
             };
-            let tip = format!("layer {layer}, {}\n{}", kind_label(*kind), cell.names.join("\n"));
+            let tip = format!(
+                "layer {layer}, {}\n{}",
+                kind_label(*kind),
+                cell.names.join("\n")
+            );
             svg.rect(
                 x + 0.75,
                 y + 0.75,
@@ -483,9 +508,8 @@ pub(crate) fn heatmap(report: &Report) -> Option<String> {
                 Some(&tip),
             );
             let mark = match cell.worst {
-                Some(v) if v == 0.0 => Some("0"),
-                None if cell.missing => Some("n/a"),
-                _ => None,
+                Some(v) => (v == 0.0).then_some("0"),
+                None => cell.missing.then_some("n/a"),
             };
             if let Some(m) = mark {
                 svg.text(
@@ -514,7 +538,13 @@ pub(crate) fn heatmap(report: &Report) -> Option<String> {
     }
     for e in axis.labelled() {
         let lx = left + lw * (e - axis.lo) as f64 / (axis.hi - axis.lo) as f64;
-        svg.line(lx, legend_top + 12.0, lx, legend_top + 16.0, "stroke=\"#555\"");
+        svg.line(
+            lx,
+            legend_top + 12.0,
+            lx,
+            legend_top + 16.0,
+            "stroke=\"#555\"",
+        );
         svg.power_of_ten(lx + 10.0, legend_top + 30.0, e);
     }
     // The median tolerance of the layer ops, marked on the colour bar.
@@ -522,8 +552,20 @@ pub(crate) fn heatmap(report: &Report) -> Option<String> {
     sorted.sort_by(f64::total_cmp);
     if let Some(&tol) = sorted.get(sorted.len() / 2) {
         let tx = left + lw * axis.frac(tol).clamp(0.0, 1.0);
-        svg.line(tx, legend_top - 4.0, tx, legend_top + 12.0, &format!("stroke=\"{TOL}\" stroke-width=\"2\""));
-        svg.text(tx, legend_top - 7.0, "middle", &format!("fill=\"{TOL}\" font-size=\"10\""), "tolerance");
+        svg.line(
+            tx,
+            legend_top - 4.0,
+            tx,
+            legend_top + 12.0,
+            &format!("stroke=\"{TOL}\" stroke-width=\"2\""),
+        );
+        svg.text(
+            tx,
+            legend_top - 7.0,
+            "middle",
+            &format!("fill=\"{TOL}\" font-size=\"10\""),
+            "tolerance",
+        );
     }
     svg.text(
         left,
@@ -533,10 +575,29 @@ pub(crate) fn heatmap(report: &Report) -> Option<String> {
         "worst rel L2 error of the cell (log scale)",
     );
     let kx = left + lw + 30.0;
-    svg.rect(kx, legend_top, 18.0, 12.0, "fill=\"#fff\" stroke=\"#999\"", None);
-    svg.text(kx + 24.0, legend_top + 10.0, "start", "fill=\"#333\"", "0 (exact)");
+    svg.rect(
+        kx,
+        legend_top,
+        18.0,
+        12.0,
+        "fill=\"#fff\" stroke=\"#999\"",
+        None,
+    );
+    svg.text(
+        kx + 24.0,
+        legend_top + 10.0,
+        "start",
+        "fill=\"#333\"",
+        "0 (exact)",
+    );
     svg.rect(kx + 100.0, legend_top, 18.0, 12.0, "fill=\"#d0d0d0\"", None);
-    svg.text(kx + 124.0, legend_top + 10.0, "start", "fill=\"#333\"", "n/a (not compared)");
+    svg.text(
+        kx + 124.0,
+        legend_top + 10.0,
+        "start",
+        "fill=\"#333\"",
+        "n/a (not compared)",
+    );
     svg.rect(
         kx,
         legend_top + 22.0,

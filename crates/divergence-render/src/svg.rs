@@ -47,10 +47,10 @@ impl Svg {
             ""
         };
         let mut buf = String::new();
-        let _ = write!(
+        let _ = writeln!(
             buf,
             "<svg{ns} width=\"{w}\" height=\"{h}\" viewBox=\"0 0 {w} {h}\" role=\"img\" aria-label=\"{label}\" \
-             font-family=\"system-ui, -apple-system, 'Segoe UI', Roboto, Helvetica, Arial, sans-serif\" font-size=\"12\">\n",
+             font-family=\"system-ui, -apple-system, 'Segoe UI', Roboto, Helvetica, Arial, sans-serif\" font-size=\"12\">",
             w = n(width),
             h = n(height),
             label = escape(label),
@@ -71,7 +71,15 @@ impl Svg {
     }
 
     /// A rectangle, with an optional tooltip.
-    pub(crate) fn rect(&mut self, x: f64, y: f64, w: f64, h: f64, style: &str, title: Option<&str>) {
+    pub(crate) fn rect(
+        &mut self,
+        x: f64,
+        y: f64,
+        w: f64,
+        h: f64,
+        style: &str,
+        title: Option<&str>,
+    ) {
         let _ = write!(
             self.buf,
             "<rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" {style}",

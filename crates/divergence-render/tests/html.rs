@@ -114,7 +114,9 @@ fn assert_well_formed(doc: &str) {
         assert!(!tag.contains('<'), "< inside a tag: {tag}");
         rest = &rest[gt + 1..];
         if let Some(name) = tag.strip_prefix('/') {
-            let open = stack.pop().unwrap_or_else(|| panic!("</{name}> closes nothing"));
+            let open = stack
+                .pop()
+                .unwrap_or_else(|| panic!("</{name}> closes nothing"));
             assert_eq!(open, name, "</{name}> closes <{open}>");
             continue;
         }
@@ -140,7 +142,11 @@ fn assert_well_formed(doc: &str) {
 fn embeds_exactly_the_json_report() {
     let report = report();
     let page = html(&report);
-    let embedded = between(&page, "<script type=\"application/json\" id=\"report\">", "</script>");
+    let embedded = between(
+        &page,
+        "<script type=\"application/json\" id=\"report\">",
+        "</script>",
+    );
     let mut json = Vec::new();
     render_json(&report, &mut json).unwrap();
     let expected: Value = serde_json::from_slice(&json).unwrap();
@@ -164,16 +170,23 @@ fn the_table_shows_exactly_the_numbers_of_the_json_report() {
     let mut checked = 0;
     for (i, row) in rows.iter().enumerate() {
         let tr = &row[..row.find('>').unwrap()];
-        assert_eq!(unescape(attr(tr, "data-name").unwrap()), ops[i]["name"].as_str().unwrap());
+        assert_eq!(
+            unescape(attr(tr, "data-name").unwrap()),
+            ops[i]["name"].as_str().unwrap()
+        );
         for td in row.split("<td").skip(1) {
             let open = &td[..td.find('>').unwrap()];
             let text = &td[open.len() + 1..td.find("</td>").unwrap()];
-            let Some(key) = attr(open, "data-k") else { continue };
+            let Some(key) = attr(open, "data-k") else {
+                continue;
+            };
             let want = &ops[i][key];
             match attr(open, "data-v") {
                 Some(v) => {
                     let got: f64 = v.parse().unwrap();
-                    let want = want.as_f64().unwrap_or_else(|| panic!("{key} of #{i} is null"));
+                    let want = want
+                        .as_f64()
+                        .unwrap_or_else(|| panic!("{key} of #{i} is null"));
                     assert_eq!(got.to_bits(), want.to_bits(), "{key} of #{i}");
                     if key != "cosine" && key != "frac_outside_tol" {
                         assert_eq!(text, sci(want), "{key} of #{i}");
@@ -187,7 +200,10 @@ fn the_table_shows_exactly_the_numbers_of_the_json_report() {
             }
         }
     }
-    assert!(checked >= 6 * (ops.len() - 1), "only {checked} numbers checked");
+    assert!(
+        checked >= 6 * (ops.len() - 1),
+        "only {checked} numbers checked"
+    );
 }
 
 #[test]
@@ -203,7 +219,13 @@ fn self_contained_well_formed_and_escaped() {
     assert!(page.contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;&amp;&quot;"));
     assert!(page.contains("ours &lt;b&gt;.npz"));
     // Sections of the issue.
-    for id in ["id=\"growth\"", "id=\"heatmap\"", "id=\"ops-table\"", "id=\"filter\"", "id=\"first-divergence\""] {
+    for id in [
+        "id=\"growth\"",
+        "id=\"heatmap\"",
+        "id=\"ops-table\"",
+        "id=\"filter\"",
+        "id=\"first-divergence\"",
+    ] {
         assert!(page.contains(id), "{id}");
     }
 }
@@ -233,14 +255,24 @@ fn growth_svg_standalone_marks_zero_null_and_first_divergence() {
     assert!(svg.contains("&lt;script&gt;"));
     assert!(!svg.contains("<script"));
     // q_norm / k_norm are diamonds (paths with a tooltip).
-    assert_eq!(svg.matches("<path d=\"M").count() - 1, 3, "3 norms + the legend's diamond");
+    assert_eq!(
+        svg.matches("<path d=\"M").count() - 1,
+        3,
+        "3 norms + the legend's diamond"
+    );
 }
 
 #[test]
 fn heatmap_has_a_cell_per_layer_and_op_kind_and_a_legend() {
     let page = html(&report());
     let heat = between(&page, "<section id=\"heatmap\">", "</section>");
-    for label in [">q_proj</text>", ">k_norm</text>", ">output</text>", ">L0</text>", ">L1</text>"] {
+    for label in [
+        ">q_proj</text>",
+        ">k_norm</text>",
+        ">output</text>",
+        ">L0</text>",
+        ">L1</text>",
+    ] {
         assert!(heat.contains(label), "{label}");
     }
     // Diverged cells have a black border; the legend explains colours, 0 and n/a.
@@ -252,7 +284,11 @@ fn heatmap_has_a_cell_per_layer_and_op_kind_and_a_legend() {
 #[test]
 fn an_empty_report_still_renders() {
     let cfg = DiffConfig::default();
-    let report = assemble(Vec::new(), ReportContext::new("a", "b", OrderSource::RefMeta), &cfg);
+    let report = assemble(
+        Vec::new(),
+        ReportContext::new("a", "b", OrderSource::RefMeta),
+        &cfg,
+    );
     let page = html(&report);
     assert_well_formed(&page);
     assert!(page.contains("No divergence"));

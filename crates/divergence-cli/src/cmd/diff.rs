@@ -178,7 +178,9 @@ fn diff_once(args: &DiffArgs, output: &Output) -> Result<Outcome> {
         write_file(path, |out| divergence_render::render_html(&report, out))?;
     }
     if let Some(path) = &args.plot {
-        write_file(path, |out| divergence_render::render_growth_svg(&report, out))?;
+        write_file(path, |out| {
+            divergence_render::render_growth_svg(&report, out)
+        })?;
     }
     let code = verdict(&report);
     let mut out = std::io::stdout().lock();

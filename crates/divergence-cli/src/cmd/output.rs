@@ -205,7 +205,10 @@ mod tests {
     fn html_is_rejected_by_commands_that_write_none() {
         let html = args(FormatChoice::Html, ColorChoice::Auto).resolve_in(&pipe(None));
         let err = html.reject_html("inspect").unwrap_err().to_string();
-        assert!(err.starts_with("--format html: only `divergence diff`"), "{err}");
+        assert!(
+            err.starts_with("--format html: only `divergence diff`"),
+            "{err}"
+        );
         assert!(!err.contains('\n'));
         let json = args(FormatChoice::Json, ColorChoice::Auto).resolve_in(&pipe(None));
         assert!(json.reject_html("inspect").is_ok());
