@@ -64,6 +64,13 @@ pub struct DiffArgs {
     /// Also write the Markdown report to this file (e.g. "$GITHUB_STEP_SUMMARY").
     #[arg(long, value_name = "FILE")]
     pub markdown_out: Option<PathBuf>,
+    /// Also write the HTML report to this file: one self-contained page with the error-growth
+    /// plot, the layers x op-kind heatmap and a sortable, filterable table of every op.
+    #[arg(long, value_name = "FILE")]
+    pub html_out: Option<PathBuf>,
+    /// Also write the error-growth plot alone to this SVG file (rel err per op, log scale).
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
     /// Checkpoint directory: annotate the k_norm amplification section with each layer's
     /// norm weight gains (see `divergence inspect`).
     #[arg(long, value_name = "DIR")]
@@ -167,12 +174,21 @@ fn diff_once(args: &DiffArgs, output: &Output) -> Result<Outcome> {
             divergence_render::render_markdown(&report, &md_opts, out)
         })?;
     }
+    if let Some(path) = &args.html_out {
+        write_file(path, |out| divergence_render::render_html(&report, out))?;
+    }
+    if let Some(path) = &args.plot {
+        write_file(path, |out| {
+            divergence_render::render_growth_svg(&report, out)
+        })?;
+    }
     let code = verdict(&report);
     let mut out = std::io::stdout().lock();
     let rendered = match output.format {
         Format::Table => divergence_render::render_table(&report, &opts, &mut out),
         Format::Json => divergence_render::render_json(&report, &mut out),
         Format::Markdown => divergence_render::render_markdown(&report, &opts, &mut out),
+        Format::Html => divergence_render::render_html(&report, &mut out),
     };
     match rendered.and_then(|()| out.flush()) {
         Ok(()) => {}

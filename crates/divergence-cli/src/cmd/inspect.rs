@@ -47,6 +47,8 @@ pub struct InspectArgs {
 }
 
 pub fn run(args: InspectArgs) -> anyhow::Result<Exit> {
+    let output = args.output.resolve();
+    output.reject_html("inspect")?;
     let opts = InspectOptions {
         max_abs: args.max_abs,
         norm_gain: args.gain_threshold,
@@ -59,7 +61,6 @@ pub fn run(args: InspectArgs) -> anyhow::Result<Exit> {
         Exit::Clean
     };
 
-    let output = args.output.resolve();
     let table_opts = TableOptions {
         color: output.color,
         all: args.all,
@@ -70,7 +71,8 @@ pub fn run(args: InspectArgs) -> anyhow::Result<Exit> {
     let written = match output.format {
         Format::Json => render_json(&report, &mut out),
         Format::Markdown => render_markdown(&report, args.all, &mut out),
-        Format::Table => render_table(&report, &table_opts, &mut out),
+        // Html was rejected above, before any work.
+        Format::Table | Format::Html => render_table(&report, &table_opts, &mut out),
     }
     .and_then(|()| out.flush());
     match written {

@@ -23,6 +23,9 @@ pub enum FormatChoice {
     /// The tables as GitHub-flavoured Markdown, for CI step summaries
     /// (e.g. `>> "$GITHUB_STEP_SUMMARY"`).
     Markdown,
+    /// `diff` only: one self-contained HTML page with plots and a sortable table
+    /// (docs/html-report.md).
+    Html,
 }
 
 /// `--color`: what the user asked for.
@@ -53,6 +56,8 @@ pub enum Format {
     Table,
     Json,
     Markdown,
+    /// `diff` only ([`Output::reject_html`] for the other commands).
+    Html,
 }
 
 /// What the renderers need, decided once.
@@ -66,6 +71,18 @@ pub struct Output {
     /// The terminal's width in columns when stdout is a terminal, else `None` (never wrap: stable
     /// output for pipes, files and snapshots).
     pub width: Option<u16>,
+}
+
+impl Output {
+    /// The one-line error of a command that writes no HTML (`inspect`), for `--format html`.
+    pub fn reject_html(&self, command: &str) -> anyhow::Result<()> {
+        if self.format == Format::Html {
+            anyhow::bail!(
+                "--format html: only `divergence diff` writes HTML; `divergence {command}` writes table, json or markdown"
+            );
+        }
+        Ok(())
+    }
 }
 
 /// What the resolution looks at besides the flags.
@@ -106,6 +123,7 @@ impl OutputArgs {
             FormatChoice::Auto | FormatChoice::Json => Format::Json,
             FormatChoice::Table => Format::Table,
             FormatChoice::Markdown => Format::Markdown,
+            FormatChoice::Html => Format::Html,
         };
         // no-color.org: NO_COLOR disables colour when it is present and not empty.
         let no_color = env.no_color.as_ref().is_some_and(|v| !v.is_empty());
@@ -157,6 +175,7 @@ mod tests {
             (FormatChoice::Table, Format::Table),
             (FormatChoice::Json, Format::Json),
             (FormatChoice::Markdown, Format::Markdown),
+            (FormatChoice::Html, Format::Html),
         ] {
             let a = args(choice, ColorChoice::Auto);
             assert_eq!(a.resolve_in(&terminal(None)).format, format);
@@ -180,6 +199,19 @@ mod tests {
         assert!(always.resolve_in(&pipe(Some("1"))).color);
         let never = args(FormatChoice::Table, ColorChoice::Never);
         assert!(!never.resolve_in(&terminal(None)).color);
+    }
+
+    #[test]
+    fn html_is_rejected_by_commands_that_write_none() {
+        let html = args(FormatChoice::Html, ColorChoice::Auto).resolve_in(&pipe(None));
+        let err = html.reject_html("inspect").unwrap_err().to_string();
+        assert!(
+            err.starts_with("--format html: only `divergence diff`"),
+            "{err}"
+        );
+        assert!(!err.contains('\n'));
+        let json = args(FormatChoice::Json, ColorChoice::Auto).resolve_in(&pipe(None));
+        assert!(json.reject_html("inspect").is_ok());
     }
 
     #[test]

@@ -1,0 +1,332 @@
+//! The HTML report: one self-contained file (inline CSS, SVG and a little vanilla JS; no URL,
+//! no network) with the header, the first divergence, the error-growth plot, the layers ×
+//! op-kind heatmap, the amplification table and every op in a table that sorts on a header
+//! click and filters by a regex typed into a box.
+//!
+//! The JSON report is embedded verbatim (`<script type="application/json" id="report">`, with
+//! `<`, `>` and `&` written as `\u003c` ... so no string can close the element), and every
+//! number cell of the ops table carries the exact value (`data-v`, shortest round-trip form),
+//! so a test can check that the page shows exactly the numbers of the JSON report. Every name
+//! and message is escaped: a probe name is user data.
+
+use std::io::{self, Write};
+
+use divergence_diff::{sci, OpResult, Report};
+
+use crate::plot;
+use crate::svg::escape;
+use crate::view::{self, OpsColumn, OPS_COLUMNS};
+
+const CSS: &str = r#"
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;margin:24px 32px;color:#1d1d1f;background:#fafafa}
+h1{font-size:22px;margin:0 0 12px}h2{font-size:17px;margin:28px 0 8px}
+section{background:#fff;border:1px solid #e2e2e2;border-radius:6px;padding:12px 16px;margin:0 0 16px;overflow-x:auto}
+dl.kv{display:grid;grid-template-columns:max-content auto;gap:2px 16px;margin:0}dl.kv dt{color:#666}dl.kv dd{margin:0;font-family:ui-monospace,Menlo,Consolas,monospace}
+.alert{background:#fde8e4;border-color:#d55e00;color:#8a2c00;font-weight:bold}
+.first{border-left:6px solid #d55e00}.clean{border-left:6px solid #0072b2}
+.warn{color:#8a5a00}
+table{border-collapse:collapse;font-size:13px}th,td{padding:3px 8px;border-bottom:1px solid #eee;white-space:nowrap}
+th{background:#f3f3f3;text-align:left;position:sticky;top:0}
+#ops th{cursor:pointer;user-select:none}#ops th:hover{background:#e6e6e6}
+#ops th[aria-sort=ascending]::after{content:" \25B2"}#ops th[aria-sort=descending]::after{content:" \25BC"}
+td.n{text-align:right;font-family:ui-monospace,Menlo,Consolas,monospace}
+tr.diverged td.s,tr.shape_mismatch td.s,tr.nonfinite td.s{color:#d55e00;font-weight:bold}
+tr.fd{background:#fff1e8}tr.qk td.name{font-weight:bold;color:#6c3483}
+.controls{margin:0 0 8px}.controls input[type=text]{width:28em;padding:3px 6px;font:inherit}
+#count{color:#666;margin-left:12px}.bad{color:#d55e00}
+"#;
+
+const JS: &str = r#"
+(function(){
+var table=document.getElementById('ops-table');if(!table)return;
+var tbody=table.tBodies[0],rows=Array.prototype.slice.call(tbody.rows);
+var box=document.getElementById('filter'),only=document.getElementById('only-div'),count=document.getElementById('count');
+var col=-1,asc=true;
+table.tHead.addEventListener('click',function(e){
+ var th=e.target.closest('th');if(!th)return;var c=th.cellIndex;
+ asc=(c===col)?!asc:true;col=c;var num=th.getAttribute('data-type')==='num';
+ var key=function(r){var td=r.cells[c];if(num){var v=td.getAttribute('data-v');return v===null?null:parseFloat(v);}return td.textContent;};
+ var sorted=rows.slice().sort(function(a,b){var x=key(a),y=key(b);
+  if(x===null&&y===null)return 0;if(x===null)return 1;if(y===null)return -1;
+  var d=num?x-y:x.localeCompare(y);return asc?d:-d;});
+ sorted.forEach(function(r){tbody.appendChild(r);});
+ Array.prototype.forEach.call(table.tHead.rows[0].cells,function(h){h.removeAttribute('aria-sort');});
+ th.setAttribute('aria-sort',asc?'ascending':'descending');
+});
+function filter(){
+ var q=box.value,re=null;try{re=new RegExp(q,'i');}catch(err){re=null;}
+ box.style.background=re?'':'#fde8e4';var shown=0;
+ rows.forEach(function(r){var name=r.getAttribute('data-name');
+  var ok=(!re||re.test(name))&&(!only.checked||r.getAttribute('data-div')==='1');
+  r.hidden=!ok;if(ok)shown++;});
+ count.textContent=shown+' of '+rows.length+' ops';
+}
+box.addEventListener('input',filter);only.addEventListener('change',filter);filter();
+})();
+"#;
+
+/// Renders the whole HTML report.
+pub(crate) fn render(report: &Report, out: &mut dyn Write) -> io::Result<()> {
+    let mut h = String::with_capacity(64 * 1024 + report.ops.len() * 1024);
+    let title = format!("divergence: {} vs {}", report.ours, report.reference);
+    h.push_str("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n");
+    h.push_str("<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n");
+    h.push_str(&format!("<title>{}</title>\n", escape(&title)));
+    h.push_str(&format!("<style>{CSS}</style>\n</head>\n<body>\n"));
+    h.push_str("<h1>divergence report</h1>\n");
+    if let Some(w) = view::input_ids_warning(report) {
+        h.push_str(&format!(
+            "<section class=\"alert\">{}</section>\n",
+            escape(w)
+        ));
+    }
+    header(report, &mut h);
+    first_divergence(report, &mut h);
+    h.push_str("<h2>Error growth along the forward pass</h2>\n<section id=\"growth\">\n");
+    h.push_str(&plot::growth(report, false));
+    h.push_str("</section>\n");
+    if let Some(svg) = plot::heatmap(report) {
+        h.push_str("<h2>Per layer and op kind</h2>\n<section id=\"heatmap\">\n");
+        h.push_str(&svg);
+        h.push_str("</section>\n");
+    }
+    amplification(report, &mut h);
+    ops_table(report, &mut h);
+    not_compared(report, &mut h);
+    h.push_str(&format!("<p>{}</p>\n", escape(&view::summary_line(report))));
+    h.push_str("<script type=\"application/json\" id=\"report\">");
+    h.push_str(&embedded_json(report)?);
+    h.push_str("</script>\n");
+    h.push_str(&format!("<script>{JS}</script>\n</body>\n</html>\n"));
+    out.write_all(h.as_bytes())
+}
+
+/// The report as compact JSON that cannot end its `<script>` element: `<`, `>` and `&` (only
+/// ever inside JSON strings) are written as `\u003c`, `\u003e`, `\u0026`; parsing it gives the
+/// same value as `render_json`'s output.
+pub(crate) fn embedded_json(report: &Report) -> io::Result<String> {
+    let json = serde_json::to_string(report).map_err(io::Error::from)?;
+    Ok(json
+        .replace('<', "\\u003c")
+        .replace('>', "\\u003e")
+        .replace('&', "\\u0026"))
+}
+
+fn kv(h: &mut String, key: &str, value: &str) {
+    h.push_str(&format!(
+        "<dt>{}</dt><dd>{}</dd>\n",
+        escape(key),
+        escape(value)
+    ));
+}
+
+fn header(report: &Report, h: &mut String) {
+    h.push_str("<section id=\"header\">\n<dl class=\"kv\">\n");
+    kv(h, "ours", &report.ours);
+    kv(h, "ref", &report.reference);
+    kv(h, "tolerance", &view::tolerance_text(&report.tolerance));
+    kv(h, "order", report.order_source.describe());
+    kv(h, "summary", &view::summary_line(report));
+    h.push_str("</dl>\n");
+    for w in view::other_warnings(report) {
+        h.push_str(&format!("<p class=\"warn\">warning: {}</p>\n", escape(w)));
+    }
+    h.push_str("</section>\n");
+}
+
+fn first_divergence(report: &Report, h: &mut String) {
+    let (Some(first), Some(op)) = (&report.first_divergence, report.first_divergence_op()) else {
+        h.push_str("<section class=\"clean\"><b>No divergence</b>: every compared op is within tolerance.</section>\n");
+        return;
+    };
+    h.push_str("<section class=\"first\" id=\"first-divergence\">\n");
+    h.push_str(&format!(
+        "<h2 style=\"margin-top:0\">First divergence: <span class=\"bad\">{}</span> (#{} of {})</h2>\n<dl class=\"kv\">\n",
+        escape(&first.name),
+        first.index,
+        report.ops.len()
+    ));
+    kv(h, "status", first.status.as_str());
+    kv(h, "reason", &first.reason);
+    if let Some(l) = first.layer {
+        kv(h, "layer", &l.to_string());
+    }
+    kv(h, "shape", &view::shape_cell(op));
+    kv(h, "dtype", &view::dtype_cell(op));
+    kv(
+        h,
+        "‖ours‖ / ‖ref‖",
+        &format!(
+            "{} / {}",
+            view::num(op.rule.ours_l2),
+            view::num(op.rule.ref_l2)
+        ),
+    );
+    let at = op
+        .errors
+        .max_abs_err_index
+        .as_ref()
+        .map(|i| format!(" at {}", view::shape(i)))
+        .unwrap_or_default();
+    kv(
+        h,
+        "max |o-r|",
+        &format!("{}{at}", view::num(op.errors.max_abs_err)),
+    );
+    kv(
+        h,
+        "rel L2 err",
+        &format!(
+            "{} (tolerance {})",
+            view::num(op.errors.rel_l2_err),
+            view::num(plot::rel_tolerance(op))
+        ),
+    );
+    kv(h, "cosine", &view::cos(op.errors.cosine));
+    kv(h, "outside tol", &view::pct(op.frac_outside_tol));
+    h.push_str("</dl>\n</section>\n");
+}
+
+fn amplification(report: &Report, h: &mut String) {
+    let a = &report.amplification;
+    if a.rows.is_empty() {
+        return;
+    }
+    h.push_str(&format!(
+        "<h2>q_norm / k_norm amplification ({} marked, ratio &gt; {})</h2>\n<section id=\"amplification\">\n<table>\n<thead><tr><th>layer</th><th>q/k</th><th>proj rel err</th><th>norm rel err</th><th>ratio</th><th>abs err gain</th><th>norm weight gain</th><th></th></tr></thead>\n<tbody>\n",
+        a.marked,
+        escape(&sci(a.threshold))
+    ));
+    for r in &a.rows {
+        h.push_str(&format!(
+            "<tr><td class=\"n\">{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"bad\">{}</td></tr>\n",
+            r.layer,
+            r.kind,
+            view::num(r.proj_rel_err),
+            view::num(r.norm_rel_err),
+            view::num(r.ratio),
+            view::num(r.abs_err_gain),
+            view::num(r.weight_gain),
+            if r.marked { "amplified" } else { "" }
+        ));
+    }
+    h.push_str("</tbody>\n</table>\n</section>\n");
+}
+
+/// The JSON key and exact value behind a number column (`None`: not a number column of the
+/// JSON row; the value is `None` for null). The index is the row's position, not a JSON field.
+pub(crate) fn column_value(col: OpsColumn, op: &OpResult) -> Option<(&'static str, Option<f64>)> {
+    Some(match col {
+        OpsColumn::OursL2 => ("ours_l2", op.rule.ours_l2),
+        OpsColumn::RefL2 => ("ref_l2", op.rule.ref_l2),
+        OpsColumn::MaxAbsErr => ("max_abs_err", op.errors.max_abs_err),
+        OpsColumn::RelErr => ("rel_l2_err", op.errors.rel_l2_err),
+        OpsColumn::Cosine => ("cosine", op.errors.cosine),
+        OpsColumn::OutTol => ("frac_outside_tol", op.frac_outside_tol),
+        _ => return None,
+    })
+}
+
+/// The shortest text that parses back to exactly `x` (`5.218273174308169e-3`).
+pub(crate) fn exact(x: f64) -> String {
+    format!("{x:e}")
+}
+
+fn ops_table(report: &Report, h: &mut String) {
+    let columns: Vec<OpsColumn> = OPS_COLUMNS
+        .iter()
+        .copied()
+        .filter(|c| *c != OpsColumn::Mark)
+        .collect();
+    let first = report.first_divergence.as_ref().map(|f| f.index);
+    h.push_str(&format!(
+        "<h2>All ops ({})</h2>\n<section id=\"ops\">\n<div class=\"controls\"><input type=\"text\" id=\"filter\" placeholder=\"filter op names (regex, e.g. layers\\.3\\.|k_norm)\" aria-label=\"filter op names\"> <label><input type=\"checkbox\" id=\"only-div\"> diverging only</label><span id=\"count\"></span></div>\n<table id=\"ops-table\">\n<thead><tr>",
+        report.ops.len()
+    ));
+    for c in &columns {
+        let num = c.right_aligned();
+        h.push_str(&format!(
+            "<th{}>{}</th>",
+            if num { " data-type=\"num\"" } else { "" },
+            escape(c.label())
+        ));
+    }
+    h.push_str("</tr></thead>\n<tbody>\n");
+    for (i, op) in report.ops.iter().enumerate() {
+        let mut class = vec![op.status.as_str()];
+        if first == Some(i) {
+            class.push("fd");
+        }
+        if matches!(
+            divergence_names::Op::of(&op.name),
+            divergence_names::Op::QkNorm(_)
+        ) {
+            class.push("qk");
+        }
+        h.push_str(&format!(
+            "<tr id=\"op-{i}\" class=\"{}\" data-name=\"{}\" data-div=\"{}\">",
+            class.join(" "),
+            escape(&op.name),
+            u8::from(op.status.is_divergence())
+        ));
+        for c in &columns {
+            let text = escape(&c.text(i, op, first == Some(i)));
+            let cls = match c {
+                OpsColumn::Name => " class=\"name\"",
+                OpsColumn::Status => " class=\"s\"",
+                _ if c.right_aligned() => " class=\"n\"",
+                _ => "",
+            };
+            let data = match (c, column_value(*c, op)) {
+                (OpsColumn::Index, _) => format!(" data-v=\"{i}\""),
+                (_, Some((key, Some(v)))) => format!(" data-k=\"{key}\" data-v=\"{}\"", exact(v)),
+                (_, Some((key, None))) => format!(" data-k=\"{key}\""),
+                (_, None) => String::new(),
+            };
+            h.push_str(&format!("<td{cls}{data}>{text}</td>"));
+        }
+        h.push_str("</tr>\n");
+    }
+    h.push_str("</tbody>\n</table>\n</section>\n");
+}
+
+fn not_compared(report: &Report, h: &mut String) {
+    let unreadable: Vec<&OpResult> = view::unreadable_ops(report).collect();
+    if report.only_ours.is_empty() && report.only_ref.is_empty() && unreadable.is_empty() {
+        return;
+    }
+    h.push_str("<h2>Not compared</h2>\n<section id=\"not-compared\">\n<dl class=\"kv\">\n");
+    if !report.only_ours.is_empty() {
+        kv(h, "only in ours", &report.only_ours.join(", "));
+    }
+    if !report.only_ref.is_empty() {
+        kv(h, "only in ref", &report.only_ref.join(", "));
+    }
+    for op in unreadable {
+        kv(
+            h,
+            &format!("unreadable {}", op.name),
+            op.reason.as_deref().unwrap_or("-"),
+        );
+    }
+    h.push_str("</dl>\n</section>\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exact_numbers_round_trip() {
+        for x in [
+            0.005218273174308169,
+            1e-300,
+            0.0,
+            1.0,
+            123456.789,
+            f64::MIN_POSITIVE,
+        ] {
+            assert_eq!(exact(x).parse::<f64>().unwrap().to_bits(), x.to_bits());
+        }
+    }
+}

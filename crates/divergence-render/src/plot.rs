@@ -1,0 +1,650 @@
+//! The two drawings of the HTML report, as SVG: the error-growth plot (relative L2 error of every
+//! op along execution order, log scale, with the per-op tolerance) and the layers × op-kind
+//! heatmap. Both read only the [`Report`]; op kinds come from [`divergence_names::Op`].
+//!
+//! A log axis cannot show 0 or a missing value: ops with a rel err of exactly 0 are drawn on a
+//! separate `0` row under the axis, ops without one (not compared, shape mismatch, ...) on an
+//! `n/a` row, never at -inf.
+
+use std::collections::BTreeMap;
+
+use divergence_diff::{sci, OpResult, Report};
+use divergence_names::Op;
+
+use crate::svg::Svg;
+
+/// Marker colours (colour-blind safe pairs: blue / vermillion / purple).
+const OK: &str = "#0072b2";
+const BAD: &str = "#d55e00";
+const QK: &str = "#8e44ad";
+const TOL: &str = "#009e73";
+const GRID: &str = "#e3e3e3";
+const AXIS: &str = "#555";
+
+/// A log10 axis over whole decades `[lo, hi]`, drawn from `y_bot` (lo) up to `y_top` (hi).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct LogAxis {
+    pub lo: i32,
+    pub hi: i32,
+}
+
+impl LogAxis {
+    /// The decades around every finite positive value (`-6..0` when there is none).
+    pub(crate) fn around(values: impl IntoIterator<Item = f64>) -> LogAxis {
+        let (mut min, mut max) = (f64::INFINITY, 0.0f64);
+        for v in values {
+            if v.is_finite() && v > 0.0 {
+                min = min.min(v);
+                max = max.max(v);
+            }
+        }
+        if max == 0.0 {
+            return LogAxis { lo: -6, hi: 0 };
+        }
+        let lo = min.log10().floor() as i32;
+        let mut hi = max.log10().ceil() as i32;
+        if hi <= lo {
+            hi = lo + 1;
+        }
+        LogAxis { lo, hi }
+    }
+
+    /// Where `v` (> 0) lies on the axis: 0 at `lo`, 1 at `hi`.
+    pub(crate) fn frac(self, v: f64) -> f64 {
+        (v.log10() - self.lo as f64) / (self.hi - self.lo) as f64
+    }
+
+    /// The labelled decades: every one up to 8 decades, then every 2nd, 3rd, ... (at most 9).
+    pub(crate) fn labelled(self) -> Vec<i32> {
+        let span = self.hi - self.lo;
+        let step = ((span + 7) / 8).max(1);
+        (self.lo..=self.hi)
+            .filter(|e| (e - self.lo) % step == 0)
+            .collect()
+    }
+}
+
+/// The rel-err tolerance of a row: the decision threshold over `||ref||`
+/// (`(atol*sqrt(n) + rtol*||ref||) / ||ref||`); `None` when either is missing or not positive.
+pub(crate) fn rel_tolerance(op: &OpResult) -> Option<f64> {
+    match (op.rule.tol_threshold, op.rule.ref_l2) {
+        (Some(t), Some(r)) if t > 0.0 && r > 0.0 => Some(t / r).filter(|x| x.is_finite()),
+        _ => None,
+    }
+}
+
+fn is_qk_norm(op: &OpResult) -> bool {
+    matches!(Op::of(&op.name), Op::QkNorm(_))
+}
+
+/// Runs of consecutive ops of one layer: `(layer, first index, last index)`.
+fn layer_spans(ops: &[OpResult]) -> Vec<(usize, usize, usize)> {
+    let mut spans: Vec<(usize, usize, usize)> = Vec::new();
+    for (i, op) in ops.iter().enumerate() {
+        let Some(l) = op.layer else { continue };
+        match spans.last_mut() {
+            Some((layer, _, last)) if *layer == l && *last + 1 == i => *last = i,
+            _ => spans.push((l, i, i)),
+        }
+    }
+    spans
+}
+
+fn tooltip(i: usize, op: &OpResult) -> String {
+    let rel = op.errors.rel_l2_err.map_or_else(|| "-".to_string(), sci);
+    let tol = rel_tolerance(op).map_or_else(|| "-".to_string(), sci);
+    format!(
+        "#{i} {}\nstatus {}\nrel err {rel} (tolerance {tol})",
+        op.name, op.status
+    )
+}
+
+/// The error-growth plot. `standalone` for a file of its own (`--plot`).
+pub(crate) fn growth(report: &Report, standalone: bool) -> String {
+    let ops = &report.ops;
+    let (width, height) = (1320.0, 408.0);
+    let (left, right, top) = (64.0, 16.0, 44.0);
+    let y_bot = 300.0; // the lowest decade
+    let y_zero = y_bot + 22.0;
+    let y_na = y_zero + 18.0;
+    let y_layers = y_na + 24.0;
+    let pw = width - left - right;
+    let count = ops.len().max(1) as f64;
+    let x = |i: usize| left + (i as f64 + 0.5) * pw / count;
+    let axis = LogAxis::around(
+        ops.iter()
+            .filter_map(|o| o.errors.rel_l2_err)
+            .chain(ops.iter().filter_map(rel_tolerance)),
+    );
+    let y = |v: f64| y_bot - axis.frac(v) * (y_bot - top);
+
+    let mut svg = Svg::new(
+        width,
+        height,
+        standalone,
+        "relative L2 error of every op along execution order, log scale",
+    );
+    svg.rect(0.0, 0.0, width, height, "fill=\"#fff\"", None);
+    // Decade grid and labels.
+    for e in axis.lo..=axis.hi {
+        let yy = y_bot - (e - axis.lo) as f64 / (axis.hi - axis.lo) as f64 * (y_bot - top);
+        svg.line(
+            left,
+            yy,
+            width - right,
+            yy,
+            &format!("stroke=\"{GRID}\" stroke-width=\"1\""),
+        );
+    }
+    for e in axis.labelled() {
+        let yy = y_bot - (e - axis.lo) as f64 / (axis.hi - axis.lo) as f64 * (y_bot - top);
+        svg.power_of_ten(left - 8.0, yy + 4.0, e);
+    }
+    svg.text(left - 8.0, y_zero + 4.0, "end", "fill=\"#333\"", "0");
+    svg.text(left - 8.0, y_na + 4.0, "end", "fill=\"#333\"", "n/a");
+    svg.line(
+        left,
+        y_zero - 11.0,
+        width - right,
+        y_zero - 11.0,
+        &format!("stroke=\"{AXIS}\" stroke-width=\"1\""),
+    );
+    svg.line(
+        left,
+        top,
+        left,
+        y_na + 8.0,
+        &format!("stroke=\"{AXIS}\" stroke-width=\"1\""),
+    );
+    svg.text(
+        14.0,
+        (top + y_bot) / 2.0,
+        "middle",
+        &format!(
+            "fill=\"#333\" transform=\"rotate(-90 14 {})\"",
+            crate::svg::n((top + y_bot) / 2.0)
+        ),
+        "rel L2 error",
+    );
+
+    // Layer boundaries and labels (thinned out so that labels never touch).
+    let spans = layer_spans(ops);
+    let min_gap = 30.0;
+    let mut last_label = f64::NEG_INFINITY;
+    for &(layer, first, last) in &spans {
+        let x0 = x(first) - 0.5 * pw / count;
+        svg.line(
+            x0,
+            top,
+            x0,
+            y_na + 8.0,
+            "stroke=\"#bbb\" stroke-width=\"1\" stroke-dasharray=\"3 3\"",
+        );
+        let mid = (x(first) + x(last)) / 2.0;
+        if mid - last_label >= min_gap {
+            svg.text(
+                mid,
+                y_layers,
+                "middle",
+                "fill=\"#333\"",
+                &format!("L{layer}"),
+            );
+            last_label = mid;
+        }
+    }
+    svg.text(
+        left + pw / 2.0,
+        y_layers + 22.0,
+        "middle",
+        "fill=\"#333\"",
+        &format!(
+            "op, in execution order ({} ops; L = decoder layer)",
+            ops.len()
+        ),
+    );
+
+    // Tolerance: a step line, one level per op (it depends on the op's n and ||ref||).
+    let half = 0.5 * pw / count;
+    let mut run: Vec<(f64, f64)> = Vec::new();
+    let flush = |svg: &mut Svg, run: &mut Vec<(f64, f64)>| {
+        svg.polyline(
+            run,
+            &format!("stroke=\"{TOL}\" stroke-width=\"1.5\" stroke-dasharray=\"5 3\""),
+        );
+        run.clear();
+    };
+    for (i, op) in ops.iter().enumerate() {
+        match rel_tolerance(op) {
+            Some(t) => {
+                run.push((x(i) - half, y(t)));
+                run.push((x(i) + half, y(t)));
+            }
+            None => flush(&mut svg, &mut run),
+        }
+    }
+    flush(&mut svg, &mut run);
+
+    // The error line, broken where an op has no positive error.
+    let mut line: Vec<(f64, f64)> = Vec::new();
+    for (i, op) in ops.iter().enumerate() {
+        match op.errors.rel_l2_err.filter(|v| *v > 0.0) {
+            Some(v) => line.push((x(i), y(v))),
+            None => {
+                svg.polyline(&line, "stroke=\"#888\" stroke-width=\"1\"");
+                line.clear();
+            }
+        }
+    }
+    svg.polyline(&line, "stroke=\"#888\" stroke-width=\"1\"");
+
+    // First divergence.
+    if let Some(first) = &report.first_divergence {
+        let fx = x(first.index);
+        svg.line(
+            fx,
+            top - 6.0,
+            fx,
+            y_na + 8.0,
+            &format!("stroke=\"{BAD}\" stroke-width=\"1.5\""),
+        );
+        let anchor = if fx > left + pw * 0.6 { "end" } else { "start" };
+        let dx = if anchor == "end" { -4.0 } else { 4.0 };
+        svg.text(
+            fx + dx,
+            top - 10.0,
+            anchor,
+            &format!("fill=\"{BAD}\" font-weight=\"bold\""),
+            &format!("first divergence: #{} {}", first.index, first.name),
+        );
+    }
+
+    // Markers.
+    let r = if ops.len() > 200 { 2.2 } else { 3.2 };
+    for (i, op) in ops.iter().enumerate() {
+        let colour = if op.status.is_divergence() { BAD } else { OK };
+        let tip = tooltip(i, op);
+        let cx = x(i);
+        let cy = match op.errors.rel_l2_err {
+            Some(v) if v > 0.0 => y(v),
+            Some(_) => y_zero,
+            None => y_na,
+        };
+        if is_qk_norm(op) {
+            let s = r + 2.5;
+            let d = format!(
+                "M{} {}L{} {}L{} {}L{} {}Z",
+                crate::svg::n(cx),
+                crate::svg::n(cy - s),
+                crate::svg::n(cx + s),
+                crate::svg::n(cy),
+                crate::svg::n(cx),
+                crate::svg::n(cy + s),
+                crate::svg::n(cx - s),
+                crate::svg::n(cy)
+            );
+            svg.path(
+                &d,
+                &format!("fill=\"{colour}\" stroke=\"{QK}\" stroke-width=\"2\""),
+                Some(&tip),
+            );
+        } else if op.errors.rel_l2_err.is_some_and(|v| v > 0.0) {
+            svg.circle(cx, cy, r, &format!("fill=\"{colour}\""), Some(&tip));
+        } else {
+            // 0 and n/a: hollow, so they read as "not on the axis".
+            svg.circle(
+                cx,
+                cy,
+                r,
+                &format!("fill=\"#fff\" stroke=\"{colour}\" stroke-width=\"1.5\""),
+                Some(&tip),
+            );
+        }
+    }
+
+    // Legend, top right.
+    let lx = width - right - 560.0;
+    let ly = 14.0;
+    svg.circle(lx, ly, 3.5, &format!("fill=\"{OK}\""), None);
+    svg.text(lx + 8.0, ly + 4.0, "start", "fill=\"#333\"", "ok");
+    svg.circle(lx + 44.0, ly, 3.5, &format!("fill=\"{BAD}\""), None);
+    svg.text(lx + 52.0, ly + 4.0, "start", "fill=\"#333\"", "diverged");
+    let d = format!(
+        "M{} {}l5 5l-5 5l-5 -5Z",
+        crate::svg::n(lx + 128.0),
+        crate::svg::n(ly - 5.0)
+    );
+    svg.path(
+        &d,
+        &format!("fill=\"#fff\" stroke=\"{QK}\" stroke-width=\"2\""),
+        None,
+    );
+    svg.text(
+        lx + 138.0,
+        ly + 4.0,
+        "start",
+        "fill=\"#333\"",
+        "q_norm / k_norm",
+    );
+    svg.line(
+        lx + 248.0,
+        ly,
+        lx + 276.0,
+        ly,
+        &format!("stroke=\"{TOL}\" stroke-width=\"1.5\" stroke-dasharray=\"5 3\""),
+    );
+    svg.text(
+        lx + 282.0,
+        ly + 4.0,
+        "start",
+        "fill=\"#333\"",
+        "tolerance (atol·√n + rtol·‖ref‖) / ‖ref‖",
+    );
+    svg.finish()
+}
+
+/// The column label of an op kind: the last part of its path in the layer (`k_norm`, `mlp`),
+/// `output` for the layer's own output.
+fn kind_label(op: Op) -> &'static str {
+    match op.layer_path() {
+        Some("") => "output",
+        Some(path) => path.rsplit('.').next().unwrap_or(path),
+        None => "other",
+    }
+}
+
+/// One cell of the heatmap: the worst rel err of its ops, and whether any diverges.
+#[derive(Default)]
+struct Cell {
+    worst: Option<f64>,
+    diverged: bool,
+    names: Vec<String>,
+    missing: bool,
+}
+
+/// A sequential colour (pale yellow -> dark red) for `t` in [0, 1].
+pub(crate) fn colour(t: f64) -> String {
+    const STOPS: [(u8, u8, u8); 5] = [
+        (255, 255, 204),
+        (254, 217, 118),
+        (253, 141, 60),
+        (227, 26, 28),
+        (128, 0, 38),
+    ];
+    let t = t.clamp(0.0, 1.0) * (STOPS.len() - 1) as f64;
+    let i = (t.floor() as usize).min(STOPS.len() - 2);
+    let f = t - i as f64;
+    let (a, b) = (STOPS[i], STOPS[i + 1]);
+    let mix = |x: u8, y: u8| (x as f64 + (y as f64 - x as f64) * f).round() as u8;
+    format!(
+        "#{:02x}{:02x}{:02x}",
+        mix(a.0, b.0),
+        mix(a.1, b.1),
+        mix(a.2, b.2)
+    )
+}
+
+/// The layers × op-kind heatmap of rel err (log colour scale), or `None` when no op is in a
+/// layer.
+pub(crate) fn heatmap(report: &Report) -> Option<String> {
+    // Op kinds in order of first appearance; q / k variants keep their own columns.
+    let mut kinds: Vec<Op> = Vec::new();
+    let mut cells: BTreeMap<usize, Vec<(Op, Cell)>> = BTreeMap::new();
+    for op in &report.ops {
+        let Some(layer) = op.layer else { continue };
+        let kind = Op::of(&op.name);
+        if !kinds.contains(&kind) {
+            kinds.push(kind);
+        }
+        let row = cells.entry(layer).or_default();
+        let cell = match row.iter().position(|(k, _)| *k == kind) {
+            Some(p) => &mut row[p].1,
+            None => {
+                row.push((kind, Cell::default()));
+                &mut row.last_mut()?.1
+            }
+        };
+        if let Some(v) = op.errors.rel_l2_err {
+            cell.worst = Some(cell.worst.map_or(v, |w: f64| w.max(v)));
+        } else {
+            cell.missing = true;
+        }
+        cell.diverged |= op.status.is_divergence();
+        cell.names.push(format!(
+            "{} ({}, rel err {})",
+            op.name,
+            op.status,
+            op.errors.rel_l2_err.map_or_else(|| "-".to_string(), sci)
+        ));
+    }
+    if kinds.is_empty() {
+        return None;
+    }
+    // The colour scale spans the cells and the ops' tolerances, so that a report within
+    // tolerance reads pale whatever its absolute error level.
+    let tolerances: Vec<f64> = report
+        .ops
+        .iter()
+        .filter(|o| o.layer.is_some())
+        .filter_map(rel_tolerance)
+        .collect();
+    let axis = LogAxis::around(
+        cells
+            .values()
+            .flat_map(|r| r.iter().filter_map(|(_, c)| c.worst))
+            .chain(tolerances.iter().copied()),
+    );
+    // Room for the rotated column labels (about 6.6 px per character at 12 px, at 50 degrees).
+    let longest = kinds
+        .iter()
+        .map(|k| kind_label(*k).len())
+        .max()
+        .unwrap_or(0) as f64;
+    let (left, top) = (56.0, 16.0 + longest * 6.6 * 0.77);
+    let cw = ((1200.0 - left) / kinds.len() as f64).clamp(34.0, 64.0);
+    let ch = 18.0;
+    let grid_w = cw * kinds.len() as f64;
+    let grid_h = ch * cells.len() as f64;
+    let legend_top = top + grid_h + 30.0;
+    let width = (left + grid_w + 20.0 + longest * 6.6 * 0.64).max(560.0);
+    let height = legend_top + 64.0;
+    let mut svg = Svg::new(
+        width,
+        height,
+        false,
+        "relative L2 error per layer and op kind, log colour scale",
+    );
+    svg.rect(0.0, 0.0, width, height, "fill=\"#fff\"", None);
+    for (c, kind) in kinds.iter().enumerate() {
+        let cx = left + (c as f64 + 0.5) * cw;
+        let qk = matches!(kind, Op::QkNorm(_));
+        let weight = if qk { " font-weight=\"bold\"" } else { "" };
+        svg.text(
+            cx + 4.0,
+            top - 6.0,
+            "start",
+            &format!(
+                "fill=\"#333\" transform=\"rotate(-50 {} {})\"{weight}",
+                crate::svg::n(cx + 4.0),
+                crate::svg::n(top - 6.0)
+            ),
+            kind_label(*kind),
+        );
+    }
+    for (r, (layer, row)) in cells.iter().enumerate() {
+        let y = top + r as f64 * ch;
+        svg.text(
+            left - 6.0,
+            y + ch / 2.0 + 4.0,
+            "end",
+            "fill=\"#333\"",
+            &format!("L{layer}"),
+        );
+        for (c, kind) in kinds.iter().enumerate() {
+            let x = left + c as f64 * cw;
+            let Some((_, cell)) = row.iter().find(|(k, _)| k == kind) else {
+                continue;
+            };
+            let fill = match cell.worst {
+                Some(v) if v > 0.0 => colour(axis.frac(v)),
+                Some(_) => "#ffffff".to_string(),
+                None => "#d0d0d0".to_string(),
+            };
+            let stroke = if cell.diverged {
+                "stroke=\"#000\" stroke-width=\"1.5\""
+            } else {
+                "stroke=\"#fff\" stroke-width=\"1\""
+            };
+            let tip = format!(
+                "layer {layer}, {}\n{}",
+                kind_label(*kind),
+                cell.names.join("\n")
+            );
+            svg.rect(
+                x + 0.75,
+                y + 0.75,
+                cw - 1.5,
+                ch - 1.5,
+                &format!("fill=\"{fill}\" {stroke}"),
+                Some(&tip),
+            );
+            let mark = match cell.worst {
+                Some(v) => (v == 0.0).then_some("0"),
+                None => cell.missing.then_some("n/a"),
+            };
+            if let Some(m) = mark {
+                svg.text(
+                    x + cw / 2.0,
+                    y + ch / 2.0 + 4.0,
+                    "middle",
+                    "fill=\"#555\" font-size=\"10\"",
+                    m,
+                );
+            }
+        }
+    }
+    // Legend: the colour scale over the decades, then 0 / n/a / diverged.
+    let lw = 300.0;
+    let steps = 60;
+    for s in 0..steps {
+        let t = (s as f64 + 0.5) / steps as f64;
+        svg.rect(
+            left + lw * s as f64 / steps as f64,
+            legend_top,
+            lw / steps as f64 + 0.3,
+            12.0,
+            &format!("fill=\"{}\"", colour(t)),
+            None,
+        );
+    }
+    for e in axis.labelled() {
+        let lx = left + lw * (e - axis.lo) as f64 / (axis.hi - axis.lo) as f64;
+        svg.line(
+            lx,
+            legend_top + 12.0,
+            lx,
+            legend_top + 16.0,
+            "stroke=\"#555\"",
+        );
+        svg.power_of_ten(lx + 10.0, legend_top + 30.0, e);
+    }
+    // The median tolerance of the layer ops, marked on the colour bar.
+    let mut sorted = tolerances;
+    sorted.sort_by(f64::total_cmp);
+    if let Some(&tol) = sorted.get(sorted.len() / 2) {
+        let tx = left + lw * axis.frac(tol).clamp(0.0, 1.0);
+        svg.line(
+            tx,
+            legend_top - 4.0,
+            tx,
+            legend_top + 12.0,
+            &format!("stroke=\"{TOL}\" stroke-width=\"2\""),
+        );
+        svg.text(
+            tx,
+            legend_top - 7.0,
+            "middle",
+            &format!("fill=\"{TOL}\" font-size=\"10\""),
+            "tolerance",
+        );
+    }
+    svg.text(
+        left,
+        legend_top + 48.0,
+        "start",
+        "fill=\"#333\"",
+        "worst rel L2 error of the cell (log scale)",
+    );
+    let kx = left + lw + 30.0;
+    svg.rect(
+        kx,
+        legend_top,
+        18.0,
+        12.0,
+        "fill=\"#fff\" stroke=\"#999\"",
+        None,
+    );
+    svg.text(
+        kx + 24.0,
+        legend_top + 10.0,
+        "start",
+        "fill=\"#333\"",
+        "0 (exact)",
+    );
+    svg.rect(kx + 100.0, legend_top, 18.0, 12.0, "fill=\"#d0d0d0\"", None);
+    svg.text(
+        kx + 124.0,
+        legend_top + 10.0,
+        "start",
+        "fill=\"#333\"",
+        "n/a (not compared)",
+    );
+    svg.rect(
+        kx,
+        legend_top + 22.0,
+        18.0,
+        12.0,
+        "fill=\"#fff\" stroke=\"#000\" stroke-width=\"1.5\"",
+        None,
+    );
+    svg.text(
+        kx + 24.0,
+        legend_top + 32.0,
+        "start",
+        "fill=\"#333\"",
+        "diverged (black border)",
+    );
+    Some(svg.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use divergence_names::QkKind;
+
+    #[test]
+    fn axis_spans_whole_decades_and_skips_zero() {
+        let a = LogAxis::around([3e-7, 0.0, 0.2, f64::NAN]);
+        assert_eq!(a, LogAxis { lo: -7, hi: 0 });
+        assert_eq!(a.labelled(), (-7..=0).collect::<Vec<_>>());
+        assert_eq!(LogAxis::around([0.0]), LogAxis { lo: -6, hi: 0 });
+        assert_eq!(LogAxis::around([1e-3]), LogAxis { lo: -3, hi: -2 });
+        let wide = LogAxis::around([1e-30, 1.0]);
+        assert!(wide.labelled().len() <= 9);
+        assert_eq!(wide.labelled()[0], -30);
+    }
+
+    #[test]
+    fn colours_run_from_pale_to_dark() {
+        assert_eq!(colour(0.0), "#ffffcc");
+        assert_eq!(colour(1.0), "#800026");
+        assert_eq!(colour(2.0), "#800026");
+    }
+
+    #[test]
+    fn kind_labels() {
+        assert_eq!(kind_label(Op::QkNorm(QkKind::K)), "k_norm");
+        assert_eq!(kind_label(Op::Layer), "output");
+        assert_eq!(kind_label(Op::Mlp), "mlp");
+        assert_eq!(kind_label(Op::LmHead), "other");
+    }
+}

@@ -1,0 +1,299 @@
+//! The HTML report and the growth-plot SVG: the page embeds exactly the JSON report, its table
+//! shows exactly the report's numbers, it names no URL, its tags balance, user data (probe names)
+//! is escaped, and ops with no error (0) or none (null) are drawn on their own rows.
+
+use divergence_diff::*;
+use divergence_render::{render_growth_svg, render_html, render_json};
+use serde_json::Value;
+
+/// A deterministic "activation": values of moderate size, no zeros.
+fn act(n: usize, seed: u32) -> Vec<f32> {
+    (0..n)
+        .map(|i| ((i as f32 + 1.0) * 0.37 + seed as f32 * 1.3).sin() * 2.0 + 0.1)
+        .collect()
+}
+
+const EVIL: &str = "model.layers.1.<script>alert('x')</script>&\"";
+
+/// ops: embed (exact: rel err 0), two layers with q/k projections and norms, a probe whose
+/// name carries markup, one only in the reference (null errors), layer 1 diverging.
+fn report() -> Report {
+    let cfg = DiffConfig::default();
+    let names = [
+        "model.embed_tokens",
+        "model.layers.0.self_attn.q_proj",
+        "model.layers.0.self_attn.q_norm",
+        "model.layers.0.self_attn.k_proj",
+        "model.layers.0.self_attn.k_norm",
+        "model.layers.0",
+        "model.layers.1.self_attn.k_proj",
+        "model.layers.1.self_attn.k_norm",
+        EVIL,
+        "model.layers.1",
+        "model.norm",
+    ];
+    let mut rows = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let r = act(64, i as u32);
+        let eps = match i {
+            0 => 0.0,
+            7.. => 0.05,
+            _ => 1e-5 * (i as f32),
+        };
+        let o: Vec<f32> = r
+            .iter()
+            .enumerate()
+            .map(|(j, x)| x * (1.0 + eps * ((j % 3) as f32 - 1.0)))
+            .collect();
+        let side = |v: &'static [f32]| Side {
+            shape: &[1, 64],
+            values: ValuesRef::F32(v),
+            dtype: "float32",
+        };
+        let (o, r): (&'static [f32], &'static [f32]) = (o.leak(), r.leak());
+        rows.push(compare(name, Some(side(o)), Some(side(r)), &cfg));
+    }
+    let only = act(64, 99).leak();
+    rows.push(compare(
+        "lm_head",
+        None,
+        Some(Side {
+            shape: &[1, 64],
+            values: ValuesRef::F32(only),
+            dtype: "float32",
+        }),
+        &cfg,
+    ));
+    let ctx = ReportContext::new("ours <b>.npz", "ref.npz", OrderSource::RefMeta);
+    assemble(rows, ctx, &cfg)
+}
+
+fn html(report: &Report) -> String {
+    let mut out = Vec::new();
+    render_html(report, &mut out).unwrap();
+    String::from_utf8(out).unwrap()
+}
+
+/// The text between the first `start` and the next `end` after it.
+fn between<'a>(s: &'a str, start: &str, end: &str) -> &'a str {
+    let a = s.find(start).unwrap_or_else(|| panic!("no {start}")) + start.len();
+    let b = s[a..].find(end).unwrap_or_else(|| panic!("no {end}")) + a;
+    &s[a..b]
+}
+
+/// The value of attribute `name` in a tag's text.
+fn attr<'a>(tag: &'a str, name: &str) -> Option<&'a str> {
+    let key = format!(" {name}=\"");
+    let a = tag.find(&key)? + key.len();
+    Some(&tag[a..a + tag[a..].find('"')?])
+}
+
+fn unescape(s: &str) -> String {
+    s.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&amp;", "&")
+}
+
+/// A well-formedness check of the tags the renderer emits: every element is closed in order
+/// (void elements and `/>` aside), script and style contents are skipped, and no `<` or `>`
+/// appears in text or attribute values (everything there is escaped).
+fn assert_well_formed(doc: &str) {
+    const VOID: [&str; 4] = ["meta", "input", "br", "!DOCTYPE"];
+    let mut stack: Vec<String> = Vec::new();
+    let mut rest = doc;
+    while let Some(lt) = rest.find('<') {
+        assert!(
+            !rest[..lt].contains('>'),
+            "stray > in text before: {}",
+            &rest[lt..(lt + 60).min(rest.len())]
+        );
+        let gt = rest[lt..].find('>').expect("unclosed tag") + lt;
+        let tag = &rest[lt + 1..gt];
+        assert!(!tag.contains('<'), "< inside a tag: {tag}");
+        rest = &rest[gt + 1..];
+        if let Some(name) = tag.strip_prefix('/') {
+            let open = stack
+                .pop()
+                .unwrap_or_else(|| panic!("</{name}> closes nothing"));
+            assert_eq!(open, name, "</{name}> closes <{open}>");
+            continue;
+        }
+        let name: String = tag
+            .chars()
+            .take_while(|c| !c.is_whitespace() && *c != '/')
+            .collect();
+        if tag.ends_with('/') || VOID.contains(&name.as_str()) {
+            continue;
+        }
+        if name == "script" || name == "style" {
+            let close = format!("</{name}>");
+            let end = rest.find(&close).expect("unclosed script/style");
+            rest = &rest[end + close.len()..];
+            continue;
+        }
+        stack.push(name);
+    }
+    assert!(stack.is_empty(), "unclosed: {stack:?}");
+}
+
+#[test]
+fn embeds_exactly_the_json_report() {
+    let report = report();
+    let page = html(&report);
+    let embedded = between(
+        &page,
+        "<script type=\"application/json\" id=\"report\">",
+        "</script>",
+    );
+    let mut json = Vec::new();
+    render_json(&report, &mut json).unwrap();
+    let expected: Value = serde_json::from_slice(&json).unwrap();
+    let got: Value = serde_json::from_str(embedded).unwrap();
+    assert_eq!(got, expected);
+    // Markup in strings cannot end the script element early.
+    assert!(!embedded.contains('<') && !embedded.contains('>'));
+}
+
+#[test]
+fn the_table_shows_exactly_the_numbers_of_the_json_report() {
+    let report = report();
+    let page = html(&report);
+    let mut json = Vec::new();
+    render_json(&report, &mut json).unwrap();
+    let json: Value = serde_json::from_slice(&json).unwrap();
+    let ops = json["ops"].as_array().unwrap();
+    let tbody = between(&page, "<table id=\"ops-table\">", "</table>");
+    let rows: Vec<&str> = tbody.split("<tr id=\"op-").skip(1).collect();
+    assert_eq!(rows.len(), ops.len());
+    let mut checked = 0;
+    for (i, row) in rows.iter().enumerate() {
+        let tr = &row[..row.find('>').unwrap()];
+        assert_eq!(
+            unescape(attr(tr, "data-name").unwrap()),
+            ops[i]["name"].as_str().unwrap()
+        );
+        for td in row.split("<td").skip(1) {
+            let open = &td[..td.find('>').unwrap()];
+            let text = &td[open.len() + 1..td.find("</td>").unwrap()];
+            let Some(key) = attr(open, "data-k") else {
+                continue;
+            };
+            let want = &ops[i][key];
+            match attr(open, "data-v") {
+                Some(v) => {
+                    let got: f64 = v.parse().unwrap();
+                    let want = want
+                        .as_f64()
+                        .unwrap_or_else(|| panic!("{key} of #{i} is null"));
+                    assert_eq!(got.to_bits(), want.to_bits(), "{key} of #{i}");
+                    if key != "cosine" && key != "frac_outside_tol" {
+                        assert_eq!(text, sci(want), "{key} of #{i}");
+                    }
+                    checked += 1;
+                }
+                None => {
+                    assert!(want.is_null(), "{key} of #{i}: {want}");
+                    assert_eq!(text, "-");
+                }
+            }
+        }
+    }
+    assert!(
+        checked >= 6 * (ops.len() - 1),
+        "only {checked} numbers checked"
+    );
+}
+
+#[test]
+fn self_contained_well_formed_and_escaped() {
+    let page = html(&report());
+    for needle in ["http://", "https://", "src=", "href=", "@import", "url("] {
+        assert!(!page.contains(needle), "the page contains {needle}");
+    }
+    assert_well_formed(&page);
+    // The only script elements are ours; the evil name appears escaped, never raw.
+    assert_eq!(page.matches("<script").count(), 2);
+    assert!(!page.contains("<script>alert"));
+    assert!(page.contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;&amp;&quot;"));
+    assert!(page.contains("ours &lt;b&gt;.npz"));
+    // Sections of the issue.
+    for id in [
+        "id=\"growth\"",
+        "id=\"heatmap\"",
+        "id=\"ops-table\"",
+        "id=\"filter\"",
+        "id=\"first-divergence\"",
+    ] {
+        assert!(page.contains(id), "{id}");
+    }
+}
+
+#[test]
+fn growth_svg_standalone_marks_zero_null_and_first_divergence() {
+    let report = report();
+    let mut out = Vec::new();
+    render_growth_svg(&report, &mut out).unwrap();
+    let svg = String::from_utf8(out).unwrap();
+    assert!(svg.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""));
+    assert_well_formed(&svg);
+    // No coordinate came from log10(0) or a null.
+    for bad in ["NaN", "inf", "-inf"] {
+        assert!(!svg.contains(bad), "{bad} in the SVG");
+    }
+    // The embed op (rel err 0) sits on the `0` row, lm_head (only in ref) on the `n/a` row.
+    assert!(svg.contains(">0</text>") && svg.contains(">n/a</text>"));
+    assert!(report.ops[0].errors.rel_l2_err == Some(0.0));
+    assert!(report.ops.last().unwrap().errors.rel_l2_err.is_none());
+    let first = report.first_divergence.as_ref().unwrap();
+    assert!(svg.contains(&format!("first divergence: #{} ", first.index)));
+    // Layer labels and the tolerance legend.
+    assert!(svg.contains(">L0</text>") && svg.contains(">L1</text>"));
+    assert!(svg.contains("tolerance"));
+    // Tooltips name every op, escaped.
+    assert!(svg.contains("&lt;script&gt;"));
+    assert!(!svg.contains("<script"));
+    // q_norm / k_norm are diamonds (paths with a tooltip).
+    assert_eq!(
+        svg.matches("<path d=\"M").count() - 1,
+        3,
+        "3 norms + the legend's diamond"
+    );
+}
+
+#[test]
+fn heatmap_has_a_cell_per_layer_and_op_kind_and_a_legend() {
+    let page = html(&report());
+    let heat = between(&page, "<section id=\"heatmap\">", "</section>");
+    for label in [
+        ">q_proj</text>",
+        ">k_norm</text>",
+        ">output</text>",
+        ">L0</text>",
+        ">L1</text>",
+    ] {
+        assert!(heat.contains(label), "{label}");
+    }
+    // Diverged cells have a black border; the legend explains colours, 0 and n/a.
+    assert!(heat.contains("stroke=\"#000\""));
+    assert!(heat.contains("worst rel L2 error"));
+    assert!(heat.contains("n/a (not compared)"));
+}
+
+#[test]
+fn an_empty_report_still_renders() {
+    let cfg = DiffConfig::default();
+    let report = assemble(
+        Vec::new(),
+        ReportContext::new("a", "b", OrderSource::RefMeta),
+        &cfg,
+    );
+    let page = html(&report);
+    assert_well_formed(&page);
+    assert!(page.contains("No divergence"));
+    assert!(!page.contains("id=\"heatmap\""));
+    let mut out = Vec::new();
+    render_growth_svg(&report, &mut out).unwrap();
+    assert_well_formed(&String::from_utf8(out).unwrap());
+}
