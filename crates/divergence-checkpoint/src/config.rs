@@ -91,6 +91,30 @@ pub const REQUIRED: [&str; 5] = [
     "vocab_size",
 ];
 
+/// Upper bounds on the integer fields of config.json that size anything (the tensors
+/// `inspect` expects, a model's buffers). Generous: the largest public models are far below
+/// (Llama 3.1 405B: 126 layers, hidden 16384, intermediate 53248; vocabularies up to ~262k;
+/// head_dim ≤ 256). A value above its cap is a [`FieldIssue`] with `cap` set and the field is
+/// `None`, as for a malformed one, so nothing is ever sized by it (docs/inspect.md).
+pub const SANITY_CAPS: [(&str, usize); 8] = [
+    ("hidden_size", 1 << 20),
+    ("num_hidden_layers", 10_000),
+    ("num_attention_heads", 1 << 16),
+    ("num_key_value_heads", 1 << 16),
+    ("head_dim", 1 << 16),
+    ("intermediate_size", 1 << 22),
+    ("vocab_size", 1 << 24),
+    ("max_position_embeddings", 1 << 30),
+];
+
+/// The [`SANITY_CAPS`] bound of `key`, if it has one.
+pub fn sanity_cap(key: &str) -> Option<usize> {
+    SANITY_CAPS
+        .iter()
+        .find(|(k, _)| *k == key)
+        .map(|&(_, cap)| cap)
+}
+
 fn derived_head_dim(hidden: Option<usize>, heads: Option<usize>) -> Option<usize> {
     match (hidden, heads) {
         (Some(h), Some(n)) if n > 0 => Some(h / n),
@@ -106,15 +130,24 @@ pub struct FieldIssue {
     pub value: Value,
     /// What was expected ("a positive integer").
     pub expected: &'static str,
+    /// Set when the value has the right type but exceeds this [`SANITY_CAPS`] bound.
+    pub cap: Option<usize>,
 }
 
 impl std::fmt::Display for FieldIssue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} is {}, expected {}",
-            self.key, self.value, self.expected
-        )
+        match self.cap {
+            Some(cap) => write!(
+                f,
+                "{} is {}, above the sanity cap of {cap} (real models are far below it)",
+                self.key, self.value
+            ),
+            None => write!(
+                f,
+                "{} is {}, expected {}",
+                self.key, self.value, self.expected
+            ),
+        }
     }
 }
 
@@ -363,17 +396,31 @@ impl<'a> Reader<'a> {
                 key,
                 value: v.clone(),
                 expected,
+                cap: None,
             });
         }
         parsed
     }
 
+    /// A positive integer, `None` plus an issue above its [`SANITY_CAPS`] bound.
     fn positive(&mut self, key: &str) -> Option<usize> {
-        self.field(key, "a positive integer", |v| {
+        let n = self.field(key, "a positive integer", |v| {
             v.as_u64()
                 .and_then(|n| usize::try_from(n).ok())
                 .filter(|&n| n > 0)
-        })
+        })?;
+        match sanity_cap(key) {
+            Some(cap) if n > cap => {
+                self.issues.push(FieldIssue {
+                    key: key.to_string(),
+                    value: Value::from(n),
+                    expected: "a positive integer",
+                    cap: Some(cap),
+                });
+                None
+            }
+            _ => Some(n),
+        }
     }
 
     fn number(&mut self, key: &str) -> Option<f64> {
@@ -438,6 +485,35 @@ mod tests {
             (d.hidden, d.heads, d.head_dim, d.kv_heads),
             (1024, 16, 128, 8)
         );
+    }
+
+    #[test]
+    fn values_above_the_sanity_caps_are_issues_not_sizes() {
+        let cfg = parse(
+            r#"{"model_type": "qwen3", "num_hidden_layers": 1000000000000, "hidden_size": 10000,
+                "vocab_size": 1e12, "intermediate_size": 4194305, "head_dim": 65536}"#,
+        );
+        assert_eq!(cfg.num_hidden_layers, None);
+        assert_eq!(cfg.vocab_size, None);
+        assert_eq!(cfg.intermediate_size, None);
+        // at the cap is fine
+        assert_eq!((cfg.hidden_size, cfg.head_dim), (Some(10000), Some(65536)));
+        let messages: Vec<String> = cfg.issues.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            messages,
+            [
+                "num_hidden_layers is 1000000000000, above the sanity cap of 10000 (real models are far below it)",
+                "intermediate_size is 4194305, above the sanity cap of 4194304 (real models are far below it)",
+                "vocab_size is 1000000000000.0, expected a positive integer",
+            ]
+        );
+        assert_eq!(cfg.dims(cfg.family), None);
+        assert_eq!(sanity_cap("num_hidden_layers"), Some(10_000));
+        assert_eq!(sanity_cap("rope_theta"), None);
+        // every field that is read as a positive integer has a cap
+        for key in REQUIRED {
+            assert!(sanity_cap(key).is_some(), "{key}");
+        }
     }
 
     #[test]

@@ -22,7 +22,8 @@ mod weights;
 use std::path::Path;
 
 pub use crate::config::{
-    Config, Dims, Family, FieldIssue, DEFAULT_ROPE_THETA, QWEN3_DEFAULT_HEAD_DIM, REQUIRED,
+    sanity_cap, Config, Dims, Family, FieldIssue, DEFAULT_ROPE_THETA, QWEN3_DEFAULT_HEAD_DIM,
+    REQUIRED, SANITY_CAPS,
 };
 pub use crate::error::Error;
 pub use crate::layout::{Ignored, Index, Layout, Source, CONFIG_FILE, INDEX_FILE, SINGLE_FILE};

@@ -470,6 +470,55 @@ fn empty_and_zero_dim_tensors() {
     assert_eq!(run.json()["summary"]["compared"], 2);
 }
 
+#[test]
+fn a_probe_nan_everywhere_on_both_sides_is_not_a_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let ours = dir.path().join("ours.npz");
+    let reference = dir.path().join("ref.npz");
+    let nan = [f32::NAN; 6];
+    let tensors: [(&str, &[usize], &[f32]); 2] = [
+        (
+            "model.embed_tokens",
+            &[2, 3],
+            &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
+        ),
+        ("model.layers.0.mlp", &[2, 3], &nan),
+    ];
+    write_dump(&reference, &tensors, None);
+    write_dump(&ours, &tensors, None);
+    let run = diff_files(&ours, &reference, &["--format", "json"]);
+    assert_eq!(run.code, 1, "{}", run.transcript());
+    let report = run.json();
+    assert_eq!(report["ops"][0]["status"], "ok");
+    let row = &report["ops"][1];
+    assert_eq!(row["status"], "no_finite");
+    assert_eq!(
+        (row["n_compared"].clone(), row["nan_ref"].clone()),
+        (0.into(), 6.into())
+    );
+    assert_eq!(report["summary"]["no_finite"], 1);
+    assert_eq!(report["summary"]["diverged"], 1);
+    assert_eq!(report["first_divergence"]["status"], "no_finite");
+    assert_eq!(report["first_divergence"]["name"], "model.layers.0.mlp");
+    for format in ["table", "markdown"] {
+        let run = diff_files(
+            &ours,
+            &reference,
+            &["--format", format, "--color", "never", "--all"],
+        );
+        assert_eq!(run.code, 1, "{}", run.transcript());
+        assert!(
+            run.stdout.contains("no_finite"),
+            "{format}:\n{}",
+            run.stdout
+        );
+        assert!(
+            run.stdout.contains("0 non-finite, 1 with no finite value)"),
+            "{format}:\n{}",
+            run.stdout
+        );
+    }
+}
 // ---------------------------------------------------------------- errors: exit 2, one line naming the file
 
 #[test]

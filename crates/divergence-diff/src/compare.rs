@@ -53,6 +53,9 @@ pub enum Status {
     ShapeMismatch,
     /// NaN/Inf at different positions on the two sides.
     Nonfinite,
+    /// Both sides have elements, all non-finite (NaN/Inf at the same positions): nothing could be
+    /// compared, which usually means the reference itself is broken. Counts as a divergence.
+    NoFinite,
     /// Present in our dump only.
     OnlyOurs,
     /// Present in the reference dump only.
@@ -63,11 +66,11 @@ pub enum Status {
 
 impl Status {
     /// True for the statuses that count as a divergence (and can be the first divergence):
-    /// `diverged`, `shape_mismatch`, `nonfinite`.
+    /// `diverged`, `shape_mismatch`, `nonfinite`, `no_finite`.
     pub fn is_divergence(self) -> bool {
         matches!(
             self,
-            Status::Diverged | Status::ShapeMismatch | Status::Nonfinite
+            Status::Diverged | Status::ShapeMismatch | Status::Nonfinite | Status::NoFinite
         )
     }
 
@@ -78,6 +81,7 @@ impl Status {
             Status::Diverged => "diverged",
             Status::ShapeMismatch => "shape_mismatch",
             Status::Nonfinite => "nonfinite",
+            Status::NoFinite => "no_finite",
             Status::OnlyOurs => "only_ours",
             Status::OnlyRef => "only_ref",
             Status::Unreadable => "unreadable",
@@ -374,6 +378,15 @@ pub fn compare(
         row.reason = Some(format!(
             "non-finite values differ at {} of {} positions (ours: {} NaN, {} Inf; ref: {} NaN, {} Inf)",
             acc.nonfinite_mismatch, acc.n, acc.nan_o, acc.inf_o, acc.nan_r, acc.inf_r
+        ));
+    } else if n == 0 && acc.n > 0 {
+        // Same non-finite mask on both sides, and it covers every element: a probe that is
+        // NaN/Inf everywhere compares nothing and must not pass as `ok` (an empty tensor, with
+        // nothing to compare in the first place, stays `ok`).
+        row.status = Status::NoFinite;
+        row.reason = Some(format!(
+            "no finite value on either side: all {} elements are NaN or Inf on both (ours: {} NaN, {} Inf; ref: {} NaN, {} Inf); nothing was compared",
+            acc.n, acc.nan_o, acc.inf_o, acc.nan_r, acc.inf_r
         ));
     } else if tol.exact {
         if acc.n_outside > 0 {

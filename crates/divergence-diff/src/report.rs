@@ -62,7 +62,7 @@ pub struct FirstDivergence {
     pub name: String,
     /// Index into `ops`.
     pub index: usize,
-    /// `diverged`, `shape_mismatch` or `nonfinite`.
+    /// `diverged`, `shape_mismatch`, `nonfinite` or `no_finite`.
     pub status: Status,
     /// The row's reason.
     pub reason: String,
@@ -79,12 +79,14 @@ pub struct Summary {
     pub compared: usize,
     /// Rows within tolerance.
     pub ok: usize,
-    /// Rows that diverge in any way (`diverged` + `shape_mismatch` + `nonfinite`).
+    /// Rows that diverge in any way (`diverged` + `shape_mismatch` + `nonfinite` + `no_finite`).
     pub diverged: usize,
     /// Of `diverged`: shape mismatches.
     pub shape_mismatch: usize,
     /// Of `diverged`: non-finite mask mismatches.
     pub nonfinite: usize,
+    /// Of `diverged`: rows with no finite element on either side (`no_finite`).
+    pub no_finite: usize,
     /// Rows only in ours.
     pub only_ours: usize,
     /// Rows only in the reference.
@@ -195,6 +197,10 @@ pub fn assemble(ops: Vec<OpResult>, ctx: ReportContext, cfg: &DiffConfig) -> Rep
             Status::Nonfinite => {
                 summary.diverged += 1;
                 summary.nonfinite += 1;
+            }
+            Status::NoFinite => {
+                summary.diverged += 1;
+                summary.no_finite += 1;
             }
             Status::OnlyOurs => {
                 summary.only_ours += 1;

@@ -212,6 +212,143 @@ fn nonfinite_one_side_vs_both_sides() {
 }
 
 #[test]
+fn no_finite_element_on_either_side() {
+    let cfg = DiffConfig::default();
+    let (nan, inf) = (f32::NAN, f32::INFINITY);
+    // NaN everywhere on both sides: nothing compared, not `ok`
+    let all_nan = compare(
+        "x",
+        f32s(&[2, 2], &[nan; 4], "float32"),
+        f64s(&[2, 2], &[f64::NAN; 4], "float64"),
+        &cfg,
+    );
+    assert_eq!(all_nan.status, Status::NoFinite);
+    assert!(all_nan.status.is_divergence());
+    assert_eq!(all_nan.status.as_str(), "no_finite");
+    assert_eq!(
+        (all_nan.tensor.numel, all_nan.rule.n_compared),
+        (Some(4), Some(0))
+    );
+    assert_eq!(
+        all_nan.reason.as_deref(),
+        Some("no finite value on either side: all 4 elements are NaN or Inf on both (ours: 4 NaN, 0 Inf; ref: 4 NaN, 0 Inf); nothing was compared")
+    );
+    let json = serde_json::to_value(&all_nan).unwrap();
+    assert_eq!(json["status"], "no_finite");
+    let back: OpResult = serde_json::from_value(json).unwrap();
+    assert_eq!(back, all_nan);
+    // NaN and Inf mixed, same mask; a 0-d NaN; exact mode: all the same verdict
+    let mixed = compare(
+        "x",
+        f32s(&[3], &[nan, inf, -inf], "float32"),
+        f32s(&[3], &[nan, inf, -inf], "bfloat16"),
+        &cfg,
+    );
+    assert_eq!(mixed.status, Status::NoFinite);
+    let scalar = compare(
+        "x",
+        f32s(&[], &[nan], "float32"),
+        f32s(&[], &[nan], "float32"),
+        &cfg,
+    );
+    assert_eq!(scalar.status, Status::NoFinite);
+    let exact = DiffConfig {
+        tolerance: Tolerance::Exact,
+        ..DiffConfig::default()
+    };
+    let e = compare(
+        "x",
+        f32s(&[2], &[nan; 2], "float32"),
+        f32s(&[2], &[nan; 2], "float32"),
+        &exact,
+    );
+    assert_eq!(e.status, Status::NoFinite);
+    // no finite value on one side only: the masks differ, that is `nonfinite`
+    let one = compare(
+        "x",
+        f32s(&[2], &[nan; 2], "float32"),
+        f32s(&[2], &[1.0, 2.0], "float32"),
+        &cfg,
+    );
+    assert_eq!(one.status, Status::Nonfinite);
+    // an empty tensor has nothing to compare and no non-finite value: it stays `ok`
+    let empty = compare(
+        "x",
+        f32s(&[0], &[], "float32"),
+        f32s(&[0], &[], "float32"),
+        &cfg,
+    );
+    assert_eq!(empty.status, Status::Ok);
+    // one finite element at the same position is enough to compare
+    let some = compare(
+        "x",
+        f32s(&[2], &[nan, 1.0], "float32"),
+        f32s(&[2], &[nan, 1.0], "float32"),
+        &cfg,
+    );
+    assert_eq!(some.status, Status::Ok);
+}
+
+#[test]
+fn no_finite_counts_and_is_first_only_when_nothing_earlier_diverged() {
+    let cfg = DiffConfig::default();
+    let nan = [f32::NAN; 2];
+    let v = [1.0f32, 2.0];
+    let row = |name: &str, o: &[f32], r: &[f32]| {
+        compare(
+            name,
+            f32s(&[2], o, "float32"),
+            f32s(&[2], r, "float32"),
+            &cfg,
+        )
+    };
+    let ctx = || ReportContext::new("o.npz", "r.npz", OrderSource::RefMeta);
+    // no_finite first, a real divergence later: the no_finite row is the first divergence
+    let report = assemble(
+        vec![
+            row("model.embed_tokens", &v, &v),
+            row("model.layers.0.mlp", &nan, &nan),
+            row("model.layers.1.mlp", &v, &[3.0, 5.0]),
+        ],
+        ctx(),
+        &cfg,
+    );
+    let first = report.first_divergence.clone().unwrap();
+    assert_eq!((first.index, first.status), (1, Status::NoFinite));
+    assert!(report.has_divergence());
+    let s = &report.summary;
+    assert_eq!(
+        (
+            s.total,
+            s.compared,
+            s.ok,
+            s.diverged,
+            s.no_finite,
+            s.nonfinite
+        ),
+        (3, 3, 1, 2, 1, 0)
+    );
+    let json = serde_json::to_value(&report).unwrap();
+    assert_eq!(json["summary"]["no_finite"], 1);
+    assert_eq!(json["first_divergence"]["status"], "no_finite");
+    // a real divergence earlier stays the first
+    let report = assemble(
+        vec![
+            row("model.layers.0.mlp", &v, &[3.0, 5.0]),
+            row("model.layers.1.mlp", &nan, &nan),
+        ],
+        ctx(),
+        &cfg,
+    );
+    let first = report.first_divergence.clone().unwrap();
+    assert_eq!((first.index, first.status), (0, Status::Diverged));
+    assert_eq!((report.summary.diverged, report.summary.no_finite), (2, 1));
+    // alone, it still makes the run diverge (exit code 1 in the CLI)
+    let report = assemble(vec![row("model.norm", &nan, &nan)], ctx(), &cfg);
+    assert!(report.has_divergence());
+}
+
+#[test]
 fn empty_and_zero_dim_tensors() {
     let cfg = DiffConfig::default();
     let e = compare(

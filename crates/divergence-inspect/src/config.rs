@@ -114,6 +114,22 @@ pub(crate) fn interpret(cfg: &Config) -> ModelConfig {
                 ),
             ));
         }
+        // Present but unusable (malformed, or above its sanity cap): already an error above.
+        let unusable: Vec<&str> = cfg
+            .issues
+            .iter()
+            .map(|i| i.key.as_str())
+            .filter(|k| divergence_checkpoint::REQUIRED.contains(k))
+            .collect();
+        if !unusable.is_empty() {
+            notes.push(note(
+                Severity::Info,
+                format!(
+                    "shape checks skipped: config.json's {} not usable (see the config error)",
+                    unusable.join(", ")
+                ),
+            ));
+        }
         cfg.dims(family)
     });
 

@@ -38,8 +38,8 @@ use rayon::prelude::*;
 pub use crate::error::InspectError;
 pub use crate::names::natural_cmp;
 pub use crate::report::{
-    ConfigSummary, Finding, FindingKind, LayerGains, NormStat, Report, Severity, Summary,
-    TensorReport, TensorStats, Thresholds,
+    ConfigSummary, Finding, FindingKind, LayerGains, LeftOut, NormStat, Report, Severity, Summary,
+    TensorReport, TensorStats, Thresholds, MAX_FINDINGS_PER_KIND,
 };
 
 use crate::names::NormKind;
@@ -208,6 +208,7 @@ pub fn inspect(path: &Path, opts: &InspectOptions) -> Result<Report, InspectErro
         infos: count(Severity::Info),
         flagged_tensors: tensors.iter().filter(|t| t.flagged).count(),
     };
+    let (findings, findings_left_out) = cap_per_kind(findings, MAX_FINDINGS_PER_KIND);
     Ok(Report {
         path: path.display().to_string(),
         files: shards.iter().map(|s| s.file_name.clone()).collect(),
@@ -217,10 +218,40 @@ pub fn inspect(path: &Path, opts: &InspectOptions) -> Result<Report, InspectErro
             norm_gain: opts.norm_gain,
         },
         findings,
+        findings_left_out,
         layers,
         tensors,
         summary,
     })
+}
+
+/// Keeps the first `max` findings of each kind (in order) and counts the rest per kind, in
+/// the order the kinds first appear.
+fn cap_per_kind(findings: Vec<Finding>, max: usize) -> (Vec<Finding>, Vec<LeftOut>) {
+    let mut seen: Vec<(FindingKind, usize)> = Vec::new();
+    let mut kept = Vec::new();
+    for f in findings {
+        let i = match seen.iter().position(|(k, _)| *k == f.kind) {
+            Some(i) => i,
+            None => {
+                seen.push((f.kind, 0));
+                seen.len() - 1
+            }
+        };
+        seen[i].1 += 1;
+        if seen[i].1 <= max {
+            kept.push(f);
+        }
+    }
+    let left_out = seen
+        .into_iter()
+        .filter(|&(_, n)| n > max)
+        .map(|(kind, n)| LeftOut {
+            kind,
+            count: n - max,
+        })
+        .collect();
+    (kept, left_out)
 }
 
 /// The norm weights of every decoder layer of the checkpoint at `path` (same layouts as

@@ -11,7 +11,12 @@ use comfy_table::presets::{ASCII_MARKDOWN, UTF8_FULL_CONDENSED};
 use comfy_table::{Attribute, Cell, CellAlignment, Color, ContentArrangement, Table};
 
 use crate::checks::fmt_num;
-use crate::report::{NormStat, Report, Severity, TensorReport};
+use crate::report::{FindingKind, NormStat, Report, Severity, TensorReport};
+
+/// At most this many findings of one kind are listed in the table and Markdown; the rest are
+/// one "… and N more" row per kind (the JSON lists up to
+/// [`MAX_FINDINGS_PER_KIND`](crate::MAX_FINDINGS_PER_KIND) of each).
+pub const MAX_SHOWN_PER_KIND: usize = 20;
 
 /// How to render the table.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -286,7 +291,19 @@ impl Sections<'_> {
         ))?;
         let mut t = new_table(opts, self.mode);
         t.set_header(vec!["severity", "tensor", "message"]);
+        let mut shown: Vec<(FindingKind, usize)> = Vec::new();
         for f in &report.findings {
+            let i = match shown.iter().position(|(k, _)| *k == f.kind) {
+                Some(i) => i,
+                None => {
+                    shown.push((f.kind, 0));
+                    shown.len() - 1
+                }
+            };
+            shown[i].1 += 1;
+            if shown[i].1 > MAX_SHOWN_PER_KIND {
+                continue;
+            }
             t.add_row(vec![
                 colored(
                     f.severity.name().to_string(),
@@ -296,6 +313,22 @@ impl Sections<'_> {
                 self.cell(f.tensor.as_deref().unwrap_or("-")),
                 self.cell(&f.message),
             ]);
+        }
+        for (kind, _) in shown {
+            let more = report
+                .finding_count(kind)
+                .saturating_sub(MAX_SHOWN_PER_KIND);
+            if more > 0 {
+                t.add_row(vec![
+                    self.cell("…"),
+                    self.cell("-"),
+                    self.cell(&format!(
+                        "… and {more} more {} findings (the JSON output lists up to {} per kind)",
+                        kind.name(),
+                        crate::MAX_FINDINGS_PER_KIND
+                    )),
+                ]);
+            }
         }
         writeln!(self.out, "{t}")
     }

@@ -64,6 +64,39 @@ pub enum FindingKind {
     Config,
 }
 
+impl FindingKind {
+    /// The snake_case name used in JSON (`"unused_tensor"`).
+    pub fn name(self) -> &'static str {
+        match self {
+            FindingKind::NonFinite => "non_finite",
+            FindingKind::ExtremeValue => "extreme_value",
+            FindingKind::UnusedTensor => "unused_tensor",
+            FindingKind::MissingTensor => "missing_tensor",
+            FindingKind::ShapeMismatch => "shape_mismatch",
+            FindingKind::Transposed => "transposed",
+            FindingKind::TiedEmbeddings => "tied_embeddings",
+            FindingKind::HighNormGain => "high_norm_gain",
+            FindingKind::DuplicateTensor => "duplicate_tensor",
+            FindingKind::IndexMismatch => "index_mismatch",
+            FindingKind::IgnoredFile => "ignored_file",
+            FindingKind::UnsupportedDtype => "unsupported_dtype",
+            FindingKind::Config => "config",
+        }
+    }
+}
+
+/// At most this many findings of one [`FindingKind`] are kept in a [`Report`] (and so in its
+/// JSON); the rest are counted in [`Report::findings_left_out`]. Bounds the report of a
+/// checkpoint with, say, 100,000 unused tensors.
+pub const MAX_FINDINGS_PER_KIND: usize = 1000;
+
+/// Findings of one kind left out of [`Report::findings`] (beyond [`MAX_FINDINGS_PER_KIND`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeftOut {
+    pub kind: FindingKind,
+    pub count: usize,
+}
+
 /// One thing the lint has to say.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Finding {
@@ -180,6 +213,7 @@ pub struct Summary {
     pub tensors: usize,
     pub parameters: u64,
     pub bytes: u64,
+    /// Findings by severity, including those left out of `findings`.
     pub errors: usize,
     pub warnings: usize,
     pub infos: usize,
@@ -204,8 +238,13 @@ pub struct Report {
     pub files: Vec<String>,
     pub config: Option<ConfigSummary>,
     pub thresholds: Thresholds,
-    /// Sorted by severity (errors first), then tensor name in natural order.
+    /// Sorted by severity (errors first), then tensor name in natural order; at most
+    /// [`MAX_FINDINGS_PER_KIND`] of each kind (the first in this order).
     pub findings: Vec<Finding>,
+    /// Per kind, the findings beyond [`MAX_FINDINGS_PER_KIND`] not listed in `findings` (still
+    /// counted in `summary`); empty for almost every checkpoint.
+    #[serde(default)]
+    pub findings_left_out: Vec<LeftOut>,
     /// One entry per layer index that has at least one norm weight, in layer order.
     pub layers: Vec<LayerGains>,
     /// Every tensor, in natural name order.
@@ -217,6 +256,18 @@ impl Report {
     /// True if any finding is an error or a warning: `divergence inspect` then exits 1.
     pub fn flagged(&self) -> bool {
         self.findings.iter().any(|f| f.severity != Severity::Info)
+    }
+
+    /// How many findings of `kind` exist in all: those in `findings` and those left out.
+    pub fn finding_count(&self, kind: FindingKind) -> usize {
+        let listed = self.findings.iter().filter(|f| f.kind == kind).count();
+        let left_out: usize = self
+            .findings_left_out
+            .iter()
+            .filter(|l| l.kind == kind)
+            .map(|l| l.count)
+            .sum();
+        listed + left_out
     }
 
     /// Findings that name `tensor`.

@@ -911,3 +911,107 @@ fn committed_tiny_qwen3_fixture_is_clean() {
         .iter()
         .all(|l| l.k_gain().is_some() && l.q_gain().is_some()));
 }
+
+/// Renders `r` as table, Markdown and JSON; returns the three texts.
+fn render_all(r: &Report) -> [String; 3] {
+    let (mut table, mut md, mut json) = (Vec::new(), Vec::new(), Vec::new());
+    render_table(r, &TableOptions::default(), &mut table).unwrap();
+    render_markdown(r, false, &mut md).unwrap();
+    render_json(r, &mut json).unwrap();
+    [table, md, json].map(|b| String::from_utf8(b).unwrap())
+}
+
+#[test]
+fn huge_layer_counts_are_config_errors_not_sizes() {
+    for (value, shown) in [
+        (
+            serde_json::json!(1e12),
+            "1000000000000.0, expected a positive integer",
+        ),
+        (
+            serde_json::json!(1_000_000_000_000u64),
+            "1000000000000, above the sanity cap of 10000",
+        ),
+        (
+            serde_json::json!(1_000_000),
+            "1000000, above the sanity cap of 10000",
+        ),
+    ] {
+        let mut f = Fixture::qwen3();
+        f.config["num_hidden_layers"] = value;
+        let r = run(&f);
+        let config: Vec<&Finding> = r
+            .findings
+            .iter()
+            .filter(|f| f.kind == FindingKind::Config)
+            .collect();
+        assert_eq!(config.len(), 2, "{config:#?}");
+        assert_eq!(config[0].severity, Severity::Error);
+        assert_eq!(
+            config[0].message,
+            format!("config.json: num_hidden_layers is {shown}")
+                + if shown.contains("cap") {
+                    " (real models are far below it)"
+                } else {
+                    ""
+                }
+        );
+        assert_eq!(config[1].severity, Severity::Info);
+        assert_eq!(
+            config[1].message,
+            "shape checks skipped: config.json's num_hidden_layers not usable (see the config error)"
+        );
+        // no structural finding at all: nothing was sized by the bad value
+        assert_eq!(r.findings.len(), 2, "{:#?}", r.findings);
+        assert!(r.flagged());
+        for text in render_all(&r) {
+            assert!(text.len() < 20_000, "{} bytes", text.len());
+        }
+    }
+}
+
+#[test]
+fn findings_are_capped_per_kind() {
+    // 3000 layers (under the cap) against a 2-layer checkpoint: 2998 * 11 missing tensors
+    let mut f = Fixture::qwen3();
+    f.config["num_hidden_layers"] = serde_json::json!(3000);
+    let r = run(&f);
+    let missing = 2998 * 11;
+    assert_eq!(r.finding_count(FindingKind::MissingTensor), missing);
+    let listed = r
+        .findings
+        .iter()
+        .filter(|f| f.kind == FindingKind::MissingTensor)
+        .count();
+    assert_eq!(listed, divergence_inspect::MAX_FINDINGS_PER_KIND);
+    assert_eq!(
+        r.findings_left_out,
+        vec![divergence_inspect::LeftOut {
+            kind: FindingKind::MissingTensor,
+            count: missing - 1000
+        }]
+    );
+    // the summary counts every finding, listed or not
+    assert_eq!(r.summary.errors, missing);
+    // the first ones in natural order are kept
+    assert_eq!(
+        r.findings[0].tensor.as_deref(),
+        Some("model.layers.2.input_layernorm.weight")
+    );
+    let [table, md, json] = render_all(&r);
+    for text in [&table, &md] {
+        assert_eq!(text.matches("missing: a qwen3").count(), 20, "{text}");
+        // (Markdown escapes the `_` of `missing_tensor`)
+        let more = format!("… and {} more missing", missing - 20);
+        assert_eq!(text.matches(&more).count(), 1, "{text}");
+        assert!(
+            text.contains("tensor findings (the JSON output lists up to 1000 per kind)"),
+            "{text}"
+        );
+        assert!(text.len() < 20_000, "{} bytes", text.len());
+    }
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["findings"].as_array().unwrap().len(), 1000);
+    assert_eq!(v["findings_left_out"][0]["kind"], "missing_tensor");
+    assert_eq!(v["findings_left_out"][0]["count"], missing - 1000);
+}

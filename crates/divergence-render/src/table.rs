@@ -148,7 +148,9 @@ fn paint(text: &str, code: Option<&str>, color: bool) -> String {
 fn status_color(status: Status) -> Color {
     match status {
         Status::Ok => Color::Green,
-        Status::Diverged | Status::ShapeMismatch | Status::Nonfinite => Color::Red,
+        Status::Diverged | Status::ShapeMismatch | Status::Nonfinite | Status::NoFinite => {
+            Color::Red
+        }
         Status::OnlyOurs | Status::OnlyRef => Color::Yellow,
         Status::Unreadable => Color::Magenta,
     }

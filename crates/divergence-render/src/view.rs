@@ -370,8 +370,14 @@ pub(crate) fn name_list(names: &[String], quote: &str) -> String {
 
 pub(crate) fn summary_line(report: &Report) -> String {
     let s = &report.summary;
+    // `no finite value` only when there are some, so the usual line keeps its shape.
+    let no_finite = if s.no_finite > 0 {
+        format!(", {} with no finite value", s.no_finite)
+    } else {
+        String::new()
+    };
     let mut line = format!(
-        "{} ops: {} ok, {} diverged ({} shape mismatch, {} non-finite), {} only in ours, {} only in ref, {} unreadable",
+        "{} ops: {} ok, {} diverged ({} shape mismatch, {} non-finite{no_finite}), {} only in ours, {} only in ref, {} unreadable",
         s.total, s.ok, s.diverged, s.shape_mismatch, s.nonfinite, s.only_ours, s.only_ref, s.unreadable
     );
     match &report.first_divergence {
