@@ -41,10 +41,11 @@ pub mod compare;
 pub mod config;
 pub mod metrics;
 pub mod order;
+pub mod origin;
 pub mod report;
 pub mod tolerance;
 
-pub use amplification::{Amplification, AmplificationRow, NormWeightGains};
+pub use amplification::{AmpVerdict, Amplification, AmplificationRow, NormWeightGains};
 pub use compare::{
     compare, sci, unreadable, ErrorMetrics, NonFiniteCounts, OpResult, RuleTerms, Side, Status,
     TensorInfo, Which,
@@ -52,6 +53,7 @@ pub use compare::{
 pub use config::{DiffConfig, DEFAULT_AMPLIFICATION_THRESHOLD};
 pub use divergence_names::QkKind;
 pub use metrics::ValuesRef;
+pub use origin::{ChainLink, Origin, Role, BIRTH_GROWTH};
 pub use order::{natural_cmp, plan_order, DumpNames, OrderPlan, OrderSource};
 pub use report::{assemble, FirstDivergence, Report, ReportContext, Summary, SCHEMA};
 pub use tolerance::{decision_rule, DTypeClass, Preset, Tolerance, PRESETS, REL_ERR_GUARD_MIN};

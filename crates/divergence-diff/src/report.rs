@@ -5,12 +5,14 @@
 //! lists one-side names and builds the amplification section. The JSON form is documented field by
 //! field in `docs/report-schema.md` (`"schema": "divergence-report/1"`).
 
+use divergence_names::dataflow::Dataflow;
 use serde::{Deserialize, Serialize};
 
 use crate::amplification::{amplification, Amplification, NormWeightGains};
 use crate::compare::{OpResult, Status};
 use crate::config::DiffConfig;
 use crate::order::OrderSource;
+use crate::origin::{local_growths, origin, Origin};
 use crate::tolerance::Tolerance;
 
 /// Value of the `"schema"` field.
@@ -113,6 +115,8 @@ pub struct Report {
     pub warnings: Vec<String>,
     /// The earliest diverging op, or `None`.
     pub first_divergence: Option<FirstDivergence>,
+    /// Where the first divergence's error was born ([`crate::origin`]), or `None`.
+    pub origin: Option<Origin>,
     /// Status counts.
     pub summary: Summary,
     /// Names present only in our dump, in execution order.
@@ -156,7 +160,7 @@ fn input_ids_warning(ours: &[i64], reference: &[i64]) -> Option<String> {
 }
 
 /// Builds the report from the rows (in execution order). Pure and infallible.
-pub fn assemble(ops: Vec<OpResult>, ctx: ReportContext, cfg: &DiffConfig) -> Report {
+pub fn assemble(mut ops: Vec<OpResult>, ctx: ReportContext, cfg: &DiffConfig) -> Report {
     let mut warnings = Vec::new();
     let mut input_ids_mismatch = false;
     if let (Some(o), Some(r)) = (&ctx.ours_input_ids, &ctx.ref_input_ids) {
@@ -208,6 +212,15 @@ pub fn assemble(ops: Vec<OpResult>, ctx: ReportContext, cfg: &DiffConfig) -> Rep
         }
     }
     summary.compared = summary.ok + summary.diverged;
+    let names: Vec<String> = ops.iter().map(|o| o.name.clone()).collect();
+    let flow = Dataflow::new(&names);
+    let growths = local_growths(&ops, &flow);
+    let origin = first_divergence
+        .as_ref()
+        .and_then(|f| origin(&ops, &flow, &growths, f.index));
+    for (op, g) in ops.iter_mut().zip(growths) {
+        op.local_growth = g;
+    }
     let amplification = amplification(&ops, cfg.amplification_threshold, &ctx.norm_weight_gains);
     Report {
         schema: SCHEMA.to_string(),
@@ -218,6 +231,7 @@ pub fn assemble(ops: Vec<OpResult>, ctx: ReportContext, cfg: &DiffConfig) -> Rep
         input_ids_mismatch,
         warnings,
         first_divergence,
+        origin,
         summary,
         only_ours,
         only_ref,
