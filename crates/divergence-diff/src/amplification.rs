@@ -126,10 +126,7 @@ pub fn amplification(
         };
         let r = ratio(op.errors.rel_l2_err, proj.errors.rel_l2_err);
         let verdict = r.filter(|&x| x > threshold).map(|_| {
-            let material = proj
-                .errors
-                .rel_l2_err
-                .is_some_and(|e| e > amp_noise(proj));
+            let material = proj.errors.rel_l2_err.is_some_and(|e| e > amp_noise(proj));
             if material {
                 AmpVerdict::Amplified
             } else {

@@ -53,7 +53,7 @@ pub use compare::{
 pub use config::{DiffConfig, DEFAULT_AMPLIFICATION_THRESHOLD};
 pub use divergence_names::QkKind;
 pub use metrics::ValuesRef;
-pub use origin::{ChainLink, Origin, Role, BIRTH_GROWTH};
 pub use order::{natural_cmp, plan_order, DumpNames, OrderPlan, OrderSource};
+pub use origin::{ChainLink, Origin, Role, BIRTH_GROWTH};
 pub use report::{assemble, FirstDivergence, Report, ReportContext, Summary, SCHEMA};
 pub use tolerance::{decision_rule, DTypeClass, Preset, Tolerance, PRESETS, REL_ERR_GUARD_MIN};

@@ -242,7 +242,14 @@ mod tests {
     fn born_at_the_first_divergence_itself() {
         // skip-k-norm: k_proj carries f32 noise, k_norm is wrong.
         let (g, o) = run(
-            [Some(0.0), Some(0.0), Some(1e-7), Some(2e-7), Some(0.9), Some(0.9)],
+            [
+                Some(0.0),
+                Some(0.0),
+                Some(1e-7),
+                Some(2e-7),
+                Some(0.9),
+                Some(0.9),
+            ],
             4,
         );
         let o = o.expect("origin");
@@ -259,7 +266,14 @@ mod tests {
     fn born_upstream_and_carried() {
         // Born at input_layernorm (under tolerance), carried to rope_k where it crosses.
         let (_, o) = run(
-            [Some(0.0), Some(0.0), Some(5e-4), Some(6e-4), Some(7e-4), Some(2e-3)],
+            [
+                Some(0.0),
+                Some(0.0),
+                Some(5e-4),
+                Some(6e-4),
+                Some(7e-4),
+                Some(2e-3),
+            ],
             5,
         );
         let o = o.expect("origin");
@@ -281,7 +295,14 @@ mod tests {
     fn amplified_through_k_norm() {
         // Born at input_layernorm, amplified x100 by k_norm, crosses at rope_k.
         let (_, o) = run(
-            [Some(0.0), Some(0.0), Some(5e-5), Some(6e-5), Some(6e-3), Some(6e-3)],
+            [
+                Some(0.0),
+                Some(0.0),
+                Some(5e-5),
+                Some(6e-5),
+                Some(6e-3),
+                Some(6e-3),
+            ],
             5,
         );
         let o = o.expect("origin");
@@ -301,7 +322,14 @@ mod tests {
     #[test]
     fn an_exact_input_gives_a_finite_growth() {
         let (g, _) = run(
-            [Some(0.0), Some(0.0), Some(0.0), Some(0.5), Some(0.5), Some(0.5)],
+            [
+                Some(0.0),
+                Some(0.0),
+                Some(0.0),
+                Some(0.5),
+                Some(0.5),
+                Some(0.5),
+            ],
             3,
         );
         // Exact embed and norm: growth over the floor, finite.

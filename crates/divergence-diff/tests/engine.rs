@@ -538,14 +538,25 @@ fn amplification_tells_introduced_from_amplified() {
         v
     };
     let sh = [100usize];
-    let row = |name: &str, o: &[f64]| compare(name, f64s(&sh, o, "float32"), f64s(&sh, &r, "float32"), &cfg);
+    let row = |name: &str, o: &[f64]| {
+        compare(
+            name,
+            f64s(&sh, o, "float32"),
+            f64s(&sh, &r, "float32"),
+            &cfg,
+        )
+    };
     let ops = vec![
         row("model.layers.0.self_attn.k_proj", &bump(1e-7)),
         row("model.layers.0.self_attn.k_norm", &bump(5.0)),
         row("model.layers.1.self_attn.k_proj", &bump(1e-3)),
         row("model.layers.1.self_attn.k_norm", &bump(1.0)),
     ];
-    let report = assemble(ops, ReportContext::new("o", "r", OrderSource::RefMeta), &cfg);
+    let report = assemble(
+        ops,
+        ReportContext::new("o", "r", OrderSource::RefMeta),
+        &cfg,
+    );
     let amp = &report.amplification;
     assert!(amp.rows[0].ratio.unwrap() > 1e7);
     assert_eq!(amp.rows[0].verdict, Some(AmpVerdict::Introduced));

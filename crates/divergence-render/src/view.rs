@@ -153,7 +153,9 @@ pub(crate) fn amplification_rows<'r>(
         .amplification
         .rows
         .iter()
-        .filter(|r| filter.layer_ok(r.layer) && (opts.all || r.kind == QkKind::K || r.verdict.is_some()))
+        .filter(|r| {
+            filter.layer_ok(r.layer) && (opts.all || r.kind == QkKind::K || r.verdict.is_some())
+        })
         .collect()
 }
 
