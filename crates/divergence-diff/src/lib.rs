@@ -2,8 +2,8 @@
 //!
 //! Given the two sides of every probe (already read by the caller), it computes per-op metrics in
 //! f64, decides per op whether it diverges ([`decision_rule`]), plans the execution order
-//! ([`plan_order`]), finds the first divergence and the q/k-norm amplification, and assembles a
-//! serializable [`Report`].
+//! ([`plan_order`]), finds the first divergence, where its error was born ([`origin`]) and the
+//! q/k-norm amplification, and assembles a serializable [`Report`].
 //!
 //! Architecture invariants: this crate does no I/O and never returns an error. A probe that is
 //! missing on one side, unreadable, misshapen or full of NaN is a row with a status, not an `Err`.

@@ -2,7 +2,8 @@
 //!
 //! [`assemble`] is pure: it takes the rows in execution order and the [`ReportContext`] (labels,
 //! order source, warnings, input_ids of both runs) and finds the first divergence, counts statuses,
-//! lists one-side names and builds the amplification section. The JSON form is documented field by
+//! lists one-side names, gives every row its local growth, traces the origin of the first divergence
+//! ([`crate::origin`]) and builds the amplification section. The JSON form is documented field by
 //! field in `docs/report-schema.md` (`"schema": "divergence-report/1"`).
 
 use divergence_names::dataflow::Dataflow;
