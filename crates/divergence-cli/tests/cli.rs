@@ -97,6 +97,10 @@ fn demo_json_names_the_first_divergence() {
     assert_eq!(report["schema"], "divergence-report/1");
     assert_eq!(report["first_divergence"]["name"], "model.embed_tokens");
     assert_eq!(report["first_divergence"]["index"], 0);
+    // The embeddings are a source: the error is born where it crosses the line.
+    assert_eq!(report["origin"]["name"], "model.embed_tokens");
+    assert_eq!(report["origin"]["chain"][0]["role"], "born");
+    assert_eq!(report["ops"][0]["local_growth"], report["origin"]["growth"]);
     let ops = report["ops"].as_array().expect("ops");
     assert_eq!(ops.len(), 81);
     let embed = &ops[0];

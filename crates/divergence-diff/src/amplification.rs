@@ -4,7 +4,10 @@
 //! ~96 in Qwen3-0.6B layer 0), so an error that is tiny at `k_proj` can be much larger after `k_norm`.
 //! Per layer and per q/k we pair `<prefix>.{q,k}_proj` with `<prefix>.{q,k}_norm` and report both
 //! relative L2 errors, their ratio, and the absolute error gain `||Δ norm|| / ||Δ proj||`. A pair whose
-//! ratio exceeds `DiffConfig::amplification_threshold` is marked.
+//! ratio exceeds `DiffConfig::amplification_threshold` gets a [`AmpVerdict`]: `amplified` when the
+//! projection's error is material (above [`amp_noise`]), and only those rows are marked;
+//! `introduced` when the projection carries only f32 accumulation noise, so the norm's output
+//! error was made at the norm (a skipped or rescaled norm), not amplified by it.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -12,6 +15,8 @@ use divergence_names::{Op, QkKind};
 use serde::{Deserialize, Serialize};
 
 use crate::compare::OpResult;
+use crate::origin::{class_noise_floor, noise_floor};
+use crate::tolerance::DTypeClass;
 
 /// Max |weight| of each layer's q_norm / k_norm, from the checkpoint (`diff --model DIR`):
 /// the annotation of [`AmplificationRow::weight_gain`].
@@ -42,8 +47,39 @@ pub struct AmplificationRow {
     pub abs_err_gain: Option<f64>,
     /// Optional annotation: max |weight| of this norm, from the checkpoint (`--model DIR`).
     pub weight_gain: Option<f64>,
-    /// True when `ratio > threshold`.
+    /// `amplified` or `introduced` when `ratio > threshold` (see [`AmpVerdict`]), else `None`.
+    pub verdict: Option<AmpVerdict>,
+    /// True when the verdict is `amplified`.
     pub marked: bool,
+}
+
+/// The projection error at or below which a norm's output error counts as introduced at the
+/// norm: the f32 noise level, [`crate::origin::class_noise_floor`] of `float32` (1e-6; 1e-12
+/// for a float64 pair). It is the f32 floor for bf16 / f16 rows too: one rounding of a bf16
+/// element already moves the relative error of a small tensor well above it, and a real norm
+/// amplifies such rounding-level differences (docs/origin.md).
+pub fn amp_noise(proj: &OpResult) -> f64 {
+    noise_floor(proj).min(class_noise_floor(DTypeClass::F32))
+}
+
+/// What the norm did to the error, when its ratio exceeds the threshold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AmpVerdict {
+    /// The projection's error is above its noise floor and the norm made it larger.
+    Amplified,
+    /// The projection's error is at the noise floor: the norm's error was made at the norm.
+    Introduced,
+}
+
+impl AmpVerdict {
+    /// `"amplified"` or `"introduced"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AmpVerdict::Amplified => "amplified",
+            AmpVerdict::Introduced => "introduced",
+        }
+    }
 }
 
 /// The amplification section of the report.
@@ -51,8 +87,10 @@ pub struct AmplificationRow {
 pub struct Amplification {
     /// Ratio above which a row is marked.
     pub threshold: f64,
-    /// Number of marked rows.
+    /// Number of marked (`amplified`) rows.
     pub marked: usize,
+    /// Number of `introduced` rows (over the threshold, from a projection error at noise level).
+    pub introduced: usize,
     /// One row per (layer, q/k) pair with both ops present, in the norm ops' execution order.
     pub rows: Vec<AmplificationRow>,
 }
@@ -87,6 +125,14 @@ pub fn amplification(
             continue;
         };
         let r = ratio(op.errors.rel_l2_err, proj.errors.rel_l2_err);
+        let verdict = r.filter(|&x| x > threshold).map(|_| {
+            let material = proj.errors.rel_l2_err.is_some_and(|e| e > amp_noise(proj));
+            if material {
+                AmpVerdict::Amplified
+            } else {
+                AmpVerdict::Introduced
+            }
+        });
         rows.push(AmplificationRow {
             layer,
             kind,
@@ -99,13 +145,19 @@ pub fn amplification(
             norm_abs_err: op.rule.diff_l2,
             abs_err_gain: ratio(op.rule.diff_l2, proj.rule.diff_l2),
             weight_gain: weight_gains.get(&(layer, kind)).copied(),
-            marked: r.is_some_and(|x| x > threshold),
+            verdict,
+            marked: verdict == Some(AmpVerdict::Amplified),
         });
     }
     let marked = rows.iter().filter(|r| r.marked).count();
+    let introduced = rows
+        .iter()
+        .filter(|r| r.verdict == Some(AmpVerdict::Introduced))
+        .count();
     Amplification {
         threshold,
         marked,
+        introduced,
         rows,
     }
 }

@@ -100,7 +100,7 @@ impl std::fmt::Display for Status {
 ///
 /// The optional fields are grouped by what they describe ([`TensorInfo`], [`RuleTerms`],
 /// [`ErrorMetrics`], [`NonFiniteCounts`]); each group is `#[serde(flatten)]`ed, so the JSON row
-/// is flat and its keys keep the documented order (`name` ... `frac_outside_tol`, tested).
+/// is flat and its keys keep the documented order (`name` ... `local_growth`, tested).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OpResult {
     /// Probe name.
@@ -126,6 +126,9 @@ pub struct OpResult {
     /// Fraction of compared elements with `|o - r| > atol + rtol * |r|` (an element-wise
     /// diagnostic; last in the JSON row, after the non-finite counts, as documented).
     pub frac_outside_tol: Option<f64>,
+    /// Relative L2 error over the largest of its inputs' (dataflow), each input raised to the
+    /// noise floor; set by [`crate::assemble`] (`crate::origin::local_growths`), last in the row.
+    pub local_growth: Option<f64>,
 }
 
 /// What the two sides of a row are: shapes, dtypes, element count.
@@ -207,6 +210,7 @@ impl OpResult {
             errors: ErrorMetrics::default(),
             nonfinite: NonFiniteCounts::default(),
             frac_outside_tol: None,
+            local_growth: None,
         }
     }
 }

@@ -2,8 +2,8 @@
 //!
 //! Given the two sides of every probe (already read by the caller), it computes per-op metrics in
 //! f64, decides per op whether it diverges ([`decision_rule`]), plans the execution order
-//! ([`plan_order`]), finds the first divergence and the q/k-norm amplification, and assembles a
-//! serializable [`Report`].
+//! ([`plan_order`]), finds the first divergence, where its error was born ([`origin`]) and the
+//! q/k-norm amplification, and assembles a serializable [`Report`].
 //!
 //! Architecture invariants: this crate does no I/O and never returns an error. A probe that is
 //! missing on one side, unreadable, misshapen or full of NaN is a row with a status, not an `Err`.
@@ -41,10 +41,11 @@ pub mod compare;
 pub mod config;
 pub mod metrics;
 pub mod order;
+pub mod origin;
 pub mod report;
 pub mod tolerance;
 
-pub use amplification::{Amplification, AmplificationRow, NormWeightGains};
+pub use amplification::{AmpVerdict, Amplification, AmplificationRow, NormWeightGains};
 pub use compare::{
     compare, sci, unreadable, ErrorMetrics, NonFiniteCounts, OpResult, RuleTerms, Side, Status,
     TensorInfo, Which,
@@ -53,5 +54,6 @@ pub use config::{DiffConfig, DEFAULT_AMPLIFICATION_THRESHOLD};
 pub use divergence_names::QkKind;
 pub use metrics::ValuesRef;
 pub use order::{natural_cmp, plan_order, DumpNames, OrderPlan, OrderSource};
+pub use origin::{ChainLink, Origin, Role, BIRTH_GROWTH};
 pub use report::{assemble, FirstDivergence, Report, ReportContext, Summary, SCHEMA};
 pub use tolerance::{decision_rule, DTypeClass, Preset, Tolerance, PRESETS, REL_ERR_GUARD_MIN};

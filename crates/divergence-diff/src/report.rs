@@ -2,15 +2,18 @@
 //!
 //! [`assemble`] is pure: it takes the rows in execution order and the [`ReportContext`] (labels,
 //! order source, warnings, input_ids of both runs) and finds the first divergence, counts statuses,
-//! lists one-side names and builds the amplification section. The JSON form is documented field by
+//! lists one-side names, gives every row its local growth, traces the origin of the first divergence
+//! ([`crate::origin`]) and builds the amplification section. The JSON form is documented field by
 //! field in `docs/report-schema.md` (`"schema": "divergence-report/1"`).
 
+use divergence_names::dataflow::Dataflow;
 use serde::{Deserialize, Serialize};
 
 use crate::amplification::{amplification, Amplification, NormWeightGains};
 use crate::compare::{OpResult, Status};
 use crate::config::DiffConfig;
 use crate::order::OrderSource;
+use crate::origin::{local_growths, origin, Origin};
 use crate::tolerance::Tolerance;
 
 /// Value of the `"schema"` field.
@@ -115,6 +118,8 @@ pub struct Report {
     pub warnings: Vec<String>,
     /// The earliest diverging op, or `None`.
     pub first_divergence: Option<FirstDivergence>,
+    /// Where the first divergence's error was born ([`crate::origin`]), or `None`.
+    pub origin: Option<Origin>,
     /// Status counts.
     pub summary: Summary,
     /// Names present only in our dump, in execution order.
@@ -158,7 +163,7 @@ fn input_ids_warning(ours: &[i64], reference: &[i64]) -> Option<String> {
 }
 
 /// Builds the report from the rows (in execution order). Pure and infallible.
-pub fn assemble(ops: Vec<OpResult>, ctx: ReportContext, cfg: &DiffConfig) -> Report {
+pub fn assemble(mut ops: Vec<OpResult>, ctx: ReportContext, cfg: &DiffConfig) -> Report {
     let mut warnings = Vec::new();
     let mut input_ids_mismatch = false;
     if let (Some(o), Some(r)) = (&ctx.ours_input_ids, &ctx.ref_input_ids) {
@@ -214,6 +219,15 @@ pub fn assemble(ops: Vec<OpResult>, ctx: ReportContext, cfg: &DiffConfig) -> Rep
         }
     }
     summary.compared = summary.ok + summary.diverged;
+    let names: Vec<String> = ops.iter().map(|o| o.name.clone()).collect();
+    let flow = Dataflow::new(&names);
+    let growths = local_growths(&ops, &flow);
+    let origin = first_divergence
+        .as_ref()
+        .and_then(|f| origin(&ops, &flow, &growths, f.index));
+    for (op, g) in ops.iter_mut().zip(growths) {
+        op.local_growth = g;
+    }
     let amplification = amplification(&ops, cfg.amplification_threshold, &ctx.norm_weight_gains);
     Report {
         schema: SCHEMA.to_string(),
@@ -224,6 +238,7 @@ pub fn assemble(ops: Vec<OpResult>, ctx: ReportContext, cfg: &DiffConfig) -> Rep
         input_ids_mismatch,
         warnings,
         first_divergence,
+        origin,
         summary,
         only_ours,
         only_ref,

@@ -663,6 +663,49 @@ fn amplification_pairs_marks_and_annotates() {
     assert_eq!(again.amplification.marked, 2);
 }
 
+#[test]
+fn amplification_tells_introduced_from_amplified() {
+    // A projection error at f32 noise (1e-8 relative, under the 1e-6 floor) and a norm error of
+    // 0.5: the error was introduced at the norm (a skipped k_norm), not amplified.
+    let cfg = DiffConfig::default();
+    let r = vec![1.0f64; 100];
+    let bump = |d: f64| {
+        let mut v = r.clone();
+        v[0] += d;
+        v
+    };
+    let sh = [100usize];
+    let row = |name: &str, o: &[f64]| {
+        compare(
+            name,
+            f64s(&sh, o, "float32"),
+            f64s(&sh, &r, "float32"),
+            &cfg,
+        )
+    };
+    let ops = vec![
+        row("model.layers.0.self_attn.k_proj", &bump(1e-7)),
+        row("model.layers.0.self_attn.k_norm", &bump(5.0)),
+        row("model.layers.1.self_attn.k_proj", &bump(1e-3)),
+        row("model.layers.1.self_attn.k_norm", &bump(1.0)),
+    ];
+    let report = assemble(
+        ops,
+        ReportContext::new("o", "r", OrderSource::RefMeta),
+        &cfg,
+    );
+    let amp = &report.amplification;
+    assert!(amp.rows[0].ratio.unwrap() > 1e7);
+    assert_eq!(amp.rows[0].verdict, Some(AmpVerdict::Introduced));
+    assert!(!amp.rows[0].marked);
+    assert_eq!(amp.rows[1].verdict, Some(AmpVerdict::Amplified));
+    assert!(amp.rows[1].marked);
+    assert_eq!((amp.marked, amp.introduced), (1, 1));
+    let json = serde_json::to_value(amp).unwrap();
+    assert_eq!(json["rows"][0]["verdict"], "introduced");
+    assert_eq!(json["rows"][1]["verdict"], "amplified");
+}
+
 // ---- synthetic noise-vs-bug separation (not a calibration: real noise floors are measured on
 // transformers dumps, see docs/tolerances.md) ----
 

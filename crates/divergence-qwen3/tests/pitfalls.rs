@@ -124,6 +124,99 @@ fn check_f32(fault: &str, want: &str) {
     assert_eq!(first(&report).as_deref(), Some(want), "--inject {fault}");
 }
 
+/// One gross fault in f32: the first divergence's error is born at `born` (the op where the
+/// fault enters), and the chain runs from there to the first divergence.
+fn check_origin(fault: &str, born: &str) -> Report {
+    let report = diff_run(
+        Precision::F32,
+        Policy::Torch,
+        &[fault],
+        "tiny-qwen3.f32.eager.npz",
+        Tolerance::Auto,
+    );
+    let origin = report
+        .origin
+        .as_ref()
+        .unwrap_or_else(|| panic!("--inject {fault}: no origin"));
+    assert_eq!(origin.name, born, "--inject {fault}: {origin:?}");
+    assert!(
+        origin
+            .growth
+            .is_some_and(|g| g > divergence_diff::BIRTH_GROWTH),
+        "--inject {fault}: {origin:?}"
+    );
+    let first = report.first_divergence.as_ref().expect("a divergence");
+    assert_eq!(origin.chain.last().map(|l| l.index), Some(first.index));
+    assert_eq!(report.ops[origin.index].local_growth, origin.growth);
+    report
+}
+
+#[test]
+fn origin_is_the_op_where_the_fault_enters() {
+    check_origin("embed-scale", "model.embed_tokens");
+    check_origin("rope-theta=10000", "model.rotary_emb");
+    check_origin("act=gelu", "model.layers.0.mlp.act_fn");
+    check_origin("skip-k-norm@1", "model.layers.1.self_attn.k_norm");
+}
+
+#[test]
+fn origin_of_an_error_under_tolerance_is_upstream_of_the_first_divergence() {
+    // f16-accum: the first norm is off by ~6e-4 (inside rtol 1e-3); it crosses the line only at
+    // layer 0's act_fn. The origin walks back to the norm.
+    let report = check_origin("f16-accum", "model.layers.0.input_layernorm");
+    let origin = report.origin.as_ref().expect("origin");
+    assert!(origin.chain.len() > 2, "{origin:?}");
+    assert_eq!(
+        report.first_divergence.as_ref().map(|f| f.name.as_str()),
+        Some("model.layers.0.mlp.act_fn")
+    );
+}
+
+#[test]
+fn skipped_k_norm_is_introduced_not_amplified() {
+    let report = check_origin("skip-k-norm@1", "model.layers.1.self_attn.k_norm");
+    let amp = &report.amplification;
+    let row = amp
+        .rows
+        .iter()
+        .find(|r| r.layer == 1 && r.kind == divergence_diff::QkKind::K)
+        .expect("layer 1 k row");
+    assert!(row.ratio.is_some_and(|r| r > amp.threshold), "{row:?}");
+    assert_eq!(
+        row.verdict,
+        Some(divergence_diff::AmpVerdict::Introduced),
+        "{row:?}"
+    );
+    assert!(!row.marked);
+}
+
+#[test]
+fn clean_f32_rows_grow_by_less_than_the_birth_threshold() {
+    let report = diff_run(
+        Precision::F32,
+        Policy::Torch,
+        &[],
+        "tiny-qwen3.f32.eager.npz",
+        Tolerance::Auto,
+    );
+    assert_eq!(report.origin, None);
+    let mut worst = (0.0f64, String::new());
+    let mut max_rel = 0.0f64;
+    for op in &report.ops {
+        if let Some(g) = op.local_growth {
+            if g > worst.0 {
+                worst = (g, op.name.clone());
+            }
+        }
+        max_rel = max_rel.max(op.errors.rel_l2_err.unwrap_or(0.0));
+    }
+    assert!(worst.0 < divergence_diff::BIRTH_GROWTH, "{worst:?}");
+    assert_eq!(
+        report.amplification.introduced + report.amplification.marked,
+        0
+    );
+}
+
 #[test]
 fn no_fault_f32_has_no_divergence() {
     let report = diff_run(

@@ -92,6 +92,9 @@ impl Sections for Markdown<'_> {
         writeln!(out, "- **order:** {}", report.order_source.describe())?;
         if let (Some(f), Some(op)) = (&report.first_divergence, report.first_divergence_op()) {
             writeln!(out, "- **reason:** {}", f.reason)?;
+            if let Some(text) = view::origin_text(report) {
+                writeln!(out, "- **origin:** {}", cell(&text))?;
+            }
             writeln!(
                 out,
                 "- **‖ours‖** {} · **‖ref‖** {} · **max abs err** {}{} · **rel L2 err** {} · **cosine** {}",
@@ -187,8 +190,8 @@ impl Sections for Markdown<'_> {
         writeln!(out)?;
         writeln!(
             out,
-            "Marked when norm rel err / proj rel err > {}: **{} marked**.",
-            amp.threshold, amp.marked
+            "Marked when norm rel err / proj rel err > {} and the proj error is above noise: **{} marked**, {} introduced at the norm (proj error at noise level).",
+            amp.threshold, amp.marked, amp.introduced
         )?;
         writeln!(out)?;
         if amp.rows.is_empty() {
@@ -203,7 +206,11 @@ impl Sections for Markdown<'_> {
                 writeln!(
                     out,
                     "| {} | {} | {} | {} | {} | {} | {} | {} |",
-                    if r.marked { "⚠️ amplified" } else { "" },
+                    match r.verdict {
+                        Some(divergence_diff::AmpVerdict::Amplified) => "⚠️ amplified",
+                        Some(divergence_diff::AmpVerdict::Introduced) => "introduced",
+                        None => "",
+                    },
                     r.layer,
                     r.kind,
                     num(r.proj_rel_err),

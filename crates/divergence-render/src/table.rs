@@ -28,9 +28,9 @@ const BOLD: &str = "1";
 
 /// The ops table's columns in the order they are dropped when the table is wider than
 /// [`TableOptions::width`]: the cosine, dtype, shape and norms first, the op name, mark and
-/// rel err never. The columns from [`FIRST_KEPT`] on (max err, status) are dropped only when the
-/// op name would otherwise get fewer than [`NAME_MIN`] characters.
-pub(crate) const DROP_ORDER: [OpsColumn; 9] = [
+/// rel err never. The columns from [`FIRST_KEPT`] on (the born / carried mark, max err, status)
+/// are dropped only when the op name would otherwise get fewer than [`NAME_MIN`] characters.
+pub(crate) const DROP_ORDER: [OpsColumn; 10] = [
     OpsColumn::Cosine,
     OpsColumn::Dtype,
     OpsColumn::Shape,
@@ -38,6 +38,7 @@ pub(crate) const DROP_ORDER: [OpsColumn; 9] = [
     OpsColumn::OursL2,
     OpsColumn::OutTol,
     OpsColumn::Index,
+    OpsColumn::Origin,
     OpsColumn::MaxAbsErr,
     OpsColumn::Status,
 ];
@@ -398,6 +399,9 @@ impl Sections for Terminal<'_> {
         )?;
         const HANG: usize = 15;
         self.line(&format!("  status       {}", f.status), None, HANG)?;
+        if let Some(text) = view::origin_text(report) {
+            self.line(&format!("  origin       {text}"), None, HANG)?;
+        }
         self.line(&format!("  reason       {}", f.reason), None, HANG)?;
         let (t, rule, e, nf) = (&op.tensor, &op.rule, &op.errors, &op.nonfinite);
         let text = format!(
@@ -504,8 +508,8 @@ impl Sections for Terminal<'_> {
     fn amplification(&mut self) -> io::Result<()> {
         let amp = &self.report.amplification;
         let title = format!(
-            "Amplification through q_norm/k_norm (marked when norm rel err / proj rel err > {}; {} marked)",
-            amp.threshold, amp.marked
+            "Amplification through q_norm/k_norm (marked when norm rel err / proj rel err > {} and the proj error is above noise; {} marked, {} introduced at the norm)",
+            amp.threshold, amp.marked, amp.introduced
         );
         self.line(&title, Some(BOLD), 2)?;
         if amp.rows.is_empty() {
@@ -513,7 +517,7 @@ impl Sections for Terminal<'_> {
             return self.blank();
         }
         if !self.opts.all {
-            let text = "  k rows, and q rows when marked (--all shows every row)";
+            let text = "  k rows, and q rows over the ratio (--all shows every row)";
             self.line(text, None, 2)?;
         }
         let header = [
@@ -529,7 +533,7 @@ impl Sections for Terminal<'_> {
         let rows = view::amplification_rows(self.report, self.opts)
             .into_iter()
             .map(|r| {
-                let text = if r.marked { "AMPLIFIED" } else { "" };
+                let text = view::verdict_text(r);
                 let mut mark = Cell::new(text);
                 if r.marked && self.opts.color {
                     mark = mark.fg(Color::Red).add_attribute(Attribute::Bold);
@@ -617,8 +621,8 @@ mod tests {
 
     #[test]
     fn ops_columns_drop_in_priority_order() {
-        // mark, #, op, status, shape, dtype, ours, ref, max, rel, cosine, out tol
-        let widths = [2, 2, 31, 8, 9, 5, 9, 9, 9, 9, 8, 7];
+        // mark, #, op, status, shape, dtype, ours, ref, max, rel, origin, cosine, out tol
+        let widths = [2, 2, 31, 8, 9, 5, 9, 9, 9, 9, 7, 8, 7];
         let full = table_width(widths.iter().copied());
         assert_eq!(fit_ops_columns(&widths, full), OPS_COLUMNS.to_vec());
         let without_cosine: Vec<_> = OPS_COLUMNS
@@ -629,9 +633,10 @@ mod tests {
         use OpsColumn::*;
         assert_eq!(
             fit_ops_columns(&widths, 80),
-            [Mark, Index, Name, Status, MaxAbsErr, RelErr]
+            [Mark, Name, Status, MaxAbsErr, RelErr, Origin]
         );
-        // Narrower: the name wraps down to NAME_MIN before max err and status go.
+        // Narrower: the name wraps down to NAME_MIN before the born / carried mark, max err and
+        // status go.
         assert_eq!(
             fit_ops_columns(&widths, 66),
             [Mark, Name, Status, MaxAbsErr, RelErr]

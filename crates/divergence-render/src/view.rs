@@ -153,7 +153,9 @@ pub(crate) fn amplification_rows<'r>(
         .amplification
         .rows
         .iter()
-        .filter(|r| filter.layer_ok(r.layer) && (opts.all || r.kind == QkKind::K || r.marked))
+        .filter(|r| {
+            filter.layer_ok(r.layer) && (opts.all || r.kind == QkKind::K || r.verdict.is_some())
+        })
         .collect()
 }
 
@@ -180,10 +182,12 @@ pub(crate) enum OpsColumn {
     RelErr,
     Cosine,
     OutTol,
+    /// `born` / `carried` ([`divergence_diff::origin::row_role`]).
+    Origin,
 }
 
 /// The ops table's columns, left to right (both views).
-pub(crate) const OPS_COLUMNS: [OpsColumn; 12] = [
+pub(crate) const OPS_COLUMNS: [OpsColumn; 13] = [
     OpsColumn::Mark,
     OpsColumn::Index,
     OpsColumn::Name,
@@ -194,6 +198,7 @@ pub(crate) const OPS_COLUMNS: [OpsColumn; 12] = [
     OpsColumn::RefL2,
     OpsColumn::MaxAbsErr,
     OpsColumn::RelErr,
+    OpsColumn::Origin,
     OpsColumn::Cosine,
     OpsColumn::OutTol,
 ];
@@ -214,6 +219,7 @@ impl OpsColumn {
             OpsColumn::RelErr => "rel err",
             OpsColumn::Cosine => "cosine",
             OpsColumn::OutTol => "out tol",
+            OpsColumn::Origin => "error",
         }
     }
 
@@ -236,6 +242,7 @@ impl OpsColumn {
                 | OpsColumn::Status
                 | OpsColumn::Shape
                 | OpsColumn::Dtype
+                | OpsColumn::Origin
         )
     }
 
@@ -254,7 +261,43 @@ impl OpsColumn {
             OpsColumn::RelErr => num(op.errors.rel_l2_err),
             OpsColumn::Cosine => cos(op.errors.cosine),
             OpsColumn::OutTol => pct(op.frac_outside_tol),
+            OpsColumn::Origin => divergence_diff::origin::row_role(op)
+                .map_or("", |r| r.as_str())
+                .to_string(),
         }
+    }
+}
+
+/// The origin line of the first divergence: `crossed the line at X; born at Y (#i, local
+/// growth ×G); amplified through Z`, or `born here (local growth ×G)` when the first divergence
+/// is its own origin; `None` without an origin.
+pub(crate) fn origin_text(report: &Report) -> Option<String> {
+    let (o, f) = (report.origin.as_ref()?, report.first_divergence.as_ref()?);
+    let growth = format!("local growth ×{}", num(o.growth));
+    let mut text = if o.index == f.index {
+        format!("born here ({growth})")
+    } else {
+        format!(
+            "crossed the line at {}; born at {} (#{}, {growth})",
+            f.name, o.name, o.index
+        )
+    };
+    let amplified: Vec<String> = o
+        .amplified_through()
+        .map(|l| format!("{} (×{})", l.name, num(l.local_growth)))
+        .collect();
+    if !amplified.is_empty() {
+        text.push_str(&format!("; amplified through {}", amplified.join(", ")));
+    }
+    Some(text)
+}
+
+/// The amplification row's verdict text: `AMPLIFIED` / `introduced` (terminal) or empty.
+pub(crate) fn verdict_text(r: &AmplificationRow) -> &'static str {
+    match r.verdict {
+        Some(divergence_diff::AmpVerdict::Amplified) => "AMPLIFIED",
+        Some(divergence_diff::AmpVerdict::Introduced) => "introduced",
+        None => "",
     }
 }
 

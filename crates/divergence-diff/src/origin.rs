@@ -1,0 +1,369 @@
+//! Origin tracing: where the first divergence's error was born (docs/origin.md).
+//!
+//! Each row gets a *local growth* ([`local_growths`]): its relative L2 error over the largest
+//! relative L2 error of its inputs (the dataflow of [`divergence_names::dataflow::Dataflow`]),
+//! each input error first raised to the row's noise floor ([`noise_floor`]) so that an exact
+//! input (error 0) does not make the growth infinite. A source (`embed_tokens`, `rotary_emb`)
+//! has no inputs: its growth is its own error over the floor. `None` when the row has no
+//! relative error.
+//!
+//! [`origin`] walks back from the first divergence, each step to the input that carried the
+//! largest error, while that error is above its noise floor. On this chain (earliest first) the
+//! error was *born* at the first op whose growth exceeds [`BIRTH_GROWTH`], and *amplified* at
+//! every later op that exceeds it too; the other ops *carried* it.
+
+use divergence_names::dataflow::Dataflow;
+use serde::{Deserialize, Serialize};
+
+use crate::compare::OpResult;
+use crate::tolerance::DTypeClass;
+
+/// Local growth above which an op adds error of its own (born or amplified there).
+pub const BIRTH_GROWTH: f64 = 10.0;
+
+/// The relative L2 error a row of this dtype class shows from rounding alone (measured ranges
+/// in docs/origin.md): below it, an error is noise.
+pub fn class_noise_floor(class: DTypeClass) -> f64 {
+    match class {
+        DTypeClass::F64 => 1e-12,
+        DTypeClass::Int | DTypeClass::F32 => 1e-6,
+        DTypeClass::F16 => 1e-3,
+        DTypeClass::BF16 => 4e-3,
+    }
+}
+
+/// The noise floor of a row: that of the coarser of its two dtypes (unknown dtypes: float32).
+pub fn noise_floor(op: &OpResult) -> f64 {
+    let class = |d: &Option<String>| DTypeClass::of(d.as_deref().unwrap_or("float32"));
+    class_noise_floor(class(&op.tensor.dtype_ours).max(class(&op.tensor.dtype_ref)))
+}
+
+/// The local growth of every row (indexed like `ops`, which is in execution order).
+pub fn local_growths(ops: &[OpResult], flow: &Dataflow) -> Vec<Option<f64>> {
+    (0..ops.len())
+        .map(|i| {
+            let own = ops[i].errors.rel_l2_err?;
+            let floor = noise_floor(&ops[i]);
+            let inputs = flow.inputs(i);
+            let carried = if inputs.is_empty() {
+                0.0
+            } else {
+                // Inputs without an error (one side only, unreadable) say nothing; when none
+                // has one, the growth is unknown.
+                inputs
+                    .iter()
+                    .filter_map(|&j| ops.get(j).and_then(|o| o.errors.rel_l2_err))
+                    .reduce(f64::max)?
+            };
+            Some(own / carried.max(floor)).filter(|g| g.is_finite())
+        })
+        .collect()
+}
+
+/// What an op on the origin chain did to the error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// The op where the error was born (the origin).
+    Born,
+    /// After the origin, an op whose growth also exceeds [`BIRTH_GROWTH`].
+    Amplified,
+    /// An op that passed on the error it was given.
+    Carried,
+}
+
+impl Role {
+    /// `"born"`, `"amplified"`, `"carried"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Born => "born",
+            Role::Amplified => "amplified",
+            Role::Carried => "carried",
+        }
+    }
+}
+
+/// One op of the origin chain.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChainLink {
+    /// Probe name.
+    pub name: String,
+    /// Index into `ops`.
+    pub index: usize,
+    /// Its local growth.
+    pub local_growth: Option<f64>,
+    /// What it did to the error.
+    pub role: Role,
+}
+
+/// Where the first divergence's error was born.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Origin {
+    /// Probe name of the op where the error was born.
+    pub name: String,
+    /// Its index into `ops`.
+    pub index: usize,
+    /// Its local growth.
+    pub growth: Option<f64>,
+    /// The ops from the origin to the first divergence (both included), in execution order.
+    pub chain: Vec<ChainLink>,
+}
+
+impl Origin {
+    /// The ops after the origin that amplified the error.
+    pub fn amplified_through(&self) -> impl Iterator<Item = &ChainLink> {
+        self.chain.iter().filter(|l| l.role == Role::Amplified)
+    }
+}
+
+/// The origin of the first divergence (`first`, an index into `ops`), from the rows' errors,
+/// the dataflow and [`local_growths`]. `None` when the first divergence has no relative error
+/// (a shape mismatch).
+pub fn origin(
+    ops: &[OpResult],
+    flow: &Dataflow,
+    growths: &[Option<f64>],
+    first: usize,
+) -> Option<Origin> {
+    let rel = |i: usize| ops.get(i).and_then(|o| o.errors.rel_l2_err);
+    rel(first)?;
+    let mut back = vec![first];
+    let mut cur = first;
+    loop {
+        // The input that carried the most error, if that error is more than noise. Ties go
+        // to the later input (the closer op).
+        let next = flow
+            .inputs(cur)
+            .iter()
+            .filter_map(|&j| rel(j).map(|r| (r, j)))
+            .filter(|&(r, j)| r > noise_floor(&ops[j]))
+            .fold(None::<(f64, usize)>, |acc, x| match acc {
+                Some(a) if a.0 > x.0 => Some(a),
+                _ => Some(x),
+            });
+        // Inputs precede their op in execution order; the check keeps a bad table from looping.
+        match next {
+            Some((_, j)) if j < cur && !back.contains(&j) => {
+                back.push(j);
+                cur = j;
+            }
+            _ => break,
+        }
+    }
+    back.reverse();
+    let growth = |i: usize| growths.get(i).copied().flatten();
+    let born = back
+        .iter()
+        .position(|&i| growth(i).is_some_and(|g| g > BIRTH_GROWTH))
+        .unwrap_or(0);
+    let chain: Vec<ChainLink> = back[born..]
+        .iter()
+        .enumerate()
+        .map(|(k, &i)| ChainLink {
+            name: ops[i].name.clone(),
+            index: i,
+            local_growth: growth(i),
+            role: if k == 0 {
+                Role::Born
+            } else if growth(i).is_some_and(|g| g > BIRTH_GROWTH) {
+                Role::Amplified
+            } else {
+                Role::Carried
+            },
+        })
+        .collect();
+    let o = &chain[0];
+    Some(Origin {
+        name: o.name.clone(),
+        index: o.index,
+        growth: o.local_growth,
+        chain,
+    })
+}
+
+/// The per-row mark of the ops table: `born` when the row's local growth exceeds
+/// [`BIRTH_GROWTH`] (its error rose above what its inputs carried), `carried` when its error
+/// is above its noise floor without such growth; `None` otherwise (noise, or no error).
+pub fn row_role(op: &OpResult) -> Option<Role> {
+    let rel = op.errors.rel_l2_err?;
+    match op.local_growth {
+        Some(g) if g > BIRTH_GROWTH => Some(Role::Born),
+        Some(_) if rel > noise_floor(op) => Some(Role::Carried),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compare::Status;
+
+    fn row(name: &str, rel: Option<f64>) -> OpResult {
+        let mut op = crate::compare::unreadable(name, crate::compare::Which::Ours, String::new());
+        op.status = Status::Ok;
+        op.reason = None;
+        op.tensor.dtype_ours = Some("float32".into());
+        op.tensor.dtype_ref = Some("float32".into());
+        op.errors.rel_l2_err = rel;
+        op
+    }
+
+    const L0: &str = "model.layers.0.";
+
+    /// embed -> input_layernorm -> k_proj -> k_norm -> rope_k (with rotary_emb).
+    fn chain(errs: [Option<f64>; 6]) -> (Vec<OpResult>, Dataflow) {
+        let names = [
+            "model.embed_tokens".to_string(),
+            "model.rotary_emb".to_string(),
+            format!("{L0}input_layernorm"),
+            format!("{L0}self_attn.k_proj"),
+            format!("{L0}self_attn.k_norm"),
+            format!("{L0}self_attn.rope_k"),
+        ];
+        let ops: Vec<OpResult> = names.iter().zip(errs).map(|(n, e)| row(n, e)).collect();
+        (ops, Dataflow::new(&names))
+    }
+
+    fn run(errs: [Option<f64>; 6], first: usize) -> (Vec<Option<f64>>, Option<Origin>) {
+        let (ops, flow) = chain(errs);
+        let g = local_growths(&ops, &flow);
+        let o = origin(&ops, &flow, &g, first);
+        (g, o)
+    }
+
+    fn roles(o: &Origin) -> Vec<(&str, Role)> {
+        o.chain
+            .iter()
+            .map(|l| (divergence_names::short_name(&l.name), l.role))
+            .collect()
+    }
+
+    #[test]
+    fn born_at_the_first_divergence_itself() {
+        // skip-k-norm: k_proj carries f32 noise, k_norm is wrong.
+        let (g, o) = run(
+            [
+                Some(0.0),
+                Some(0.0),
+                Some(1e-7),
+                Some(2e-7),
+                Some(0.9),
+                Some(0.9),
+            ],
+            4,
+        );
+        let o = o.expect("origin");
+        assert_eq!(o.index, 4);
+        assert_eq!(o.chain.len(), 1);
+        assert_eq!(o.chain[0].role, Role::Born);
+        // 0.9 over the f32 floor 1e-6 (k_proj's 2e-7 is below it).
+        let growth = o.growth.expect("growth");
+        assert!((growth - 9e5).abs() < 1.0, "{growth}");
+        assert_eq!(g[4], o.growth);
+    }
+
+    #[test]
+    fn born_upstream_and_carried() {
+        // Born at input_layernorm (under tolerance), carried to rope_k where it crosses.
+        let (_, o) = run(
+            [
+                Some(0.0),
+                Some(0.0),
+                Some(5e-4),
+                Some(6e-4),
+                Some(7e-4),
+                Some(2e-3),
+            ],
+            5,
+        );
+        let o = o.expect("origin");
+        assert_eq!(o.name, format!("{L0}input_layernorm"));
+        assert!((o.growth.unwrap() - 500.0).abs() < 1e-6);
+        assert_eq!(
+            roles(&o),
+            [
+                ("input_layernorm", Role::Born),
+                ("self_attn.k_proj", Role::Carried),
+                ("self_attn.k_norm", Role::Carried),
+                ("self_attn.rope_k", Role::Carried),
+            ]
+        );
+        assert_eq!(o.amplified_through().count(), 0);
+    }
+
+    #[test]
+    fn amplified_through_k_norm() {
+        // Born at input_layernorm, amplified x100 by k_norm, crosses at rope_k.
+        let (_, o) = run(
+            [
+                Some(0.0),
+                Some(0.0),
+                Some(5e-5),
+                Some(6e-5),
+                Some(6e-3),
+                Some(6e-3),
+            ],
+            5,
+        );
+        let o = o.expect("origin");
+        assert_eq!(
+            roles(&o),
+            [
+                ("input_layernorm", Role::Born),
+                ("self_attn.k_proj", Role::Carried),
+                ("self_attn.k_norm", Role::Amplified),
+                ("self_attn.rope_k", Role::Carried),
+            ]
+        );
+        let amp: Vec<&str> = o.amplified_through().map(|l| l.name.as_str()).collect();
+        assert_eq!(amp, [format!("{L0}self_attn.k_norm")]);
+    }
+
+    #[test]
+    fn an_exact_input_gives_a_finite_growth() {
+        let (g, _) = run(
+            [
+                Some(0.0),
+                Some(0.0),
+                Some(0.0),
+                Some(0.5),
+                Some(0.5),
+                Some(0.5),
+            ],
+            3,
+        );
+        // Exact embed and norm: growth over the floor, finite.
+        assert_eq!(g[2], Some(0.0));
+        assert_eq!(g[3], Some(0.5 / 1e-6));
+        assert!(g.iter().flatten().all(|x| x.is_finite()));
+        // A source's growth is its own error over the floor.
+        assert_eq!(g[0], Some(0.0));
+    }
+
+    #[test]
+    fn no_error_metric_means_no_growth_and_no_origin() {
+        let (g, o) = run([None, Some(0.0), None, None, Some(0.3), Some(0.3)], 3);
+        assert_eq!(g[2], None, "no own error");
+        assert_eq!(g[3], None, "no own error");
+        assert_eq!(g[4], None, "its only input has no error");
+        assert_eq!(o, None);
+    }
+
+    #[test]
+    fn row_roles() {
+        let mut op = row("x", Some(1e-2));
+        op.local_growth = Some(1e4);
+        assert_eq!(row_role(&op), Some(Role::Born));
+        op.local_growth = Some(1.5);
+        assert_eq!(row_role(&op), Some(Role::Carried));
+        op.errors.rel_l2_err = Some(1e-7);
+        assert_eq!(row_role(&op), None);
+    }
+
+    #[test]
+    fn bf16_rows_have_the_bf16_floor() {
+        let mut op = row("x", Some(1e-3));
+        op.tensor.dtype_ours = Some("bfloat16".into());
+        assert_eq!(noise_floor(&op), 4e-3);
+    }
+}
