@@ -125,14 +125,18 @@ pub fn amplification(
             continue;
         };
         let r = ratio(op.errors.rel_l2_err, proj.errors.rel_l2_err);
-        let verdict = r.filter(|&x| x > threshold).map(|_| {
-            let material = proj.errors.rel_l2_err.is_some_and(|e| e > amp_noise(proj));
-            if material {
-                AmpVerdict::Amplified
-            } else {
-                AmpVerdict::Introduced
+        // Amplified: the projection's error is material and the norm's is `threshold` times
+        // larger. Introduced: the projection's error is at noise level (or exactly 0, where the
+        // ratio is undefined) and the norm's is `threshold` times that noise level: the error
+        // was made at the norm.
+        let noise = amp_noise(proj);
+        let verdict = match (op.errors.rel_l2_err, proj.errors.rel_l2_err) {
+            (Some(_), Some(p)) if p > noise => {
+                r.filter(|&x| x > threshold).map(|_| AmpVerdict::Amplified)
             }
-        });
+            (Some(n), Some(_)) => (n > threshold * noise).then_some(AmpVerdict::Introduced),
+            _ => None,
+        };
         rows.push(AmplificationRow {
             layer,
             kind,

@@ -688,6 +688,12 @@ fn amplification_tells_introduced_from_amplified() {
         row("model.layers.0.self_attn.k_norm", &bump(5.0)),
         row("model.layers.1.self_attn.k_proj", &bump(1e-3)),
         row("model.layers.1.self_attn.k_norm", &bump(1.0)),
+        // a bit-exact projection (ratio undefined) and a wrong norm: introduced too
+        row("model.layers.2.self_attn.k_proj", &r),
+        row("model.layers.2.self_attn.k_norm", &bump(1.0)),
+        // a bit-exact projection and a norm error at noise level: nothing to say
+        row("model.layers.3.self_attn.k_proj", &r),
+        row("model.layers.3.self_attn.k_norm", &bump(1e-7)),
     ];
     let report = assemble(
         ops,
@@ -700,7 +706,10 @@ fn amplification_tells_introduced_from_amplified() {
     assert!(!amp.rows[0].marked);
     assert_eq!(amp.rows[1].verdict, Some(AmpVerdict::Amplified));
     assert!(amp.rows[1].marked);
-    assert_eq!((amp.marked, amp.introduced), (1, 1));
+    assert_eq!(amp.rows[2].ratio, None);
+    assert_eq!(amp.rows[2].verdict, Some(AmpVerdict::Introduced));
+    assert_eq!(amp.rows[3].verdict, None);
+    assert_eq!((amp.marked, amp.introduced), (1, 2));
     let json = serde_json::to_value(amp).unwrap();
     assert_eq!(json["rows"][0]["verdict"], "introduced");
     assert_eq!(json["rows"][1]["verdict"], "amplified");

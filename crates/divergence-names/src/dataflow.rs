@@ -5,7 +5,8 @@
 //! models without q_norm / k_norm simply lack those probes):
 //!
 //! ```text
-//! input_layernorm(L)      <- resid(L)            resid(0) = embed_tokens, resid(L) = layers.L-1
+//! input_layernorm(L)      <- resid(L)            resid(L) = the output of the closest earlier
+//!                                                layer with probes (layers.L-1), else embed_tokens
 //! q_proj, k_proj, v_proj  <- input_layernorm
 //! q_norm / k_norm         <- q_proj / k_proj
 //! rope_q / rope_k         <- q_norm / k_norm, rotary_emb
@@ -31,7 +32,7 @@
 //! A name this table does not know takes the op before it in execution order as its input.
 
 use std::cmp::Ordering;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use crate::{natural_cmp, split_layer, Op, QkKind};
 
@@ -42,19 +43,35 @@ enum Node {
     InLayer(Op, usize),
 }
 
-/// The structural inputs of a node (before resolution against the names present).
-fn structural_inputs(node: Node, last_layer: Option<usize>) -> Vec<Node> {
-    use QkKind::{K, Q};
-    let resid = |layer: usize| {
-        if layer == 0 {
-            Node::Global(Op::EmbedTokens)
-        } else {
-            Node::InLayer(Op::Layer, layer - 1)
+/// The decoder layers a dump has probes in.
+struct Layers {
+    present: BTreeSet<usize>,
+}
+
+impl Layers {
+    fn last(&self) -> Option<usize> {
+        self.present.last().copied()
+    }
+
+    /// The residual stream entering layer `l`: the output of the closest earlier layer that
+    /// has probes (the layer before it in a full dump), else the embeddings. Skipping layers
+    /// without probes keeps resolution shallow whatever the indices (`layers.1000000` alone).
+    fn resid(&self, l: usize) -> Node {
+        match self.present.range(..l).next_back() {
+            Some(&m) => Node::InLayer(Op::Layer, m),
+            None => Node::Global(Op::EmbedTokens),
         }
-    };
+    }
+}
+
+/// The structural inputs of a node (before resolution against the names present).
+fn structural_inputs(node: Node, layers: &Layers) -> Vec<Node> {
+    use QkKind::{K, Q};
+    let resid = |layer: usize| layers.resid(layer);
     match node {
         Node::Global(op) => match op {
-            Op::FinalNorm => last_layer
+            Op::FinalNorm => layers
+                .last()
                 .map(|l| vec![Node::InLayer(Op::Layer, l)])
                 .unwrap_or_default(),
             Op::Backbone => vec![Node::Global(Op::FinalNorm)],
@@ -96,7 +113,7 @@ impl Dataflow {
     pub fn new(order: &[String]) -> Dataflow {
         let mut nodes: HashMap<Node, usize> = HashMap::new();
         let mut node_of = Vec::with_capacity(order.len());
-        let mut last_layer = None;
+        let mut present = BTreeSet::new();
         for (i, name) in order.iter().enumerate() {
             let op = Op::of(name);
             let node = match (op, split_layer(name)) {
@@ -105,7 +122,7 @@ impl Dataflow {
                 (_, None) => Some(Node::Global(op)),
             };
             if let Some(Node::InLayer(_, l)) = node {
-                last_layer = Some(last_layer.map_or(l, |m: usize| m.max(l)));
+                present.insert(l);
             }
             if let Some(n) = node {
                 // The first probe of a node wins (a dump has each name once; two prefixes for
@@ -114,6 +131,7 @@ impl Dataflow {
             }
             node_of.push(node);
         }
+        let layers = Layers { present };
         let mut memo: HashMap<Node, Vec<usize>> = HashMap::new();
         let mut inputs = Vec::with_capacity(order.len());
         let mut fallback = Vec::with_capacity(order.len());
@@ -121,8 +139,8 @@ impl Dataflow {
             let resolved = match node {
                 Some(n) => {
                     let mut v = Vec::new();
-                    for input in structural_inputs(*n, last_layer) {
-                        v.extend(resolve(input, &nodes, last_layer, &mut memo));
+                    for input in structural_inputs(*n, &layers) {
+                        v.extend(resolve(input, &nodes, &layers, &mut memo));
                     }
                     v.sort_unstable();
                     v.dedup();
@@ -171,7 +189,7 @@ impl Dataflow {
 fn resolve(
     node: Node,
     nodes: &HashMap<Node, usize>,
-    last_layer: Option<usize>,
+    layers: &Layers,
     memo: &mut HashMap<Node, Vec<usize>>,
 ) -> Vec<usize> {
     if let Some(&i) = nodes.get(&node) {
@@ -183,8 +201,8 @@ fn resolve(
     // Mark as in progress (empty) so that a malformed graph can never recurse forever.
     memo.insert(node, Vec::new());
     let mut v = Vec::new();
-    for input in structural_inputs(node, last_layer) {
-        v.extend(resolve(input, nodes, last_layer, memo));
+    for input in structural_inputs(node, layers) {
+        v.extend(resolve(input, nodes, layers, memo));
     }
     v.sort_unstable();
     v.dedup();
@@ -418,6 +436,41 @@ mod tests {
         assert_eq!(df.inputs(0), [] as [usize; 0]);
         assert_eq!(df.inputs(99), [] as [usize; 0]);
         assert!(Dataflow::new(&[]).is_empty());
+    }
+
+    #[test]
+    fn huge_or_sparse_layer_indices_resolve_without_deep_recursion() {
+        // One probe at layer 10^6 (or usize::MAX): its residual input is the embedding, not
+        // a walk down a million absent layers (which overflowed the stack).
+        for big in ["1000000", "18446744073709551615"] {
+            let o: Vec<String> = [
+                "model.embed_tokens".to_string(),
+                format!("model.layers.{big}.input_layernorm"),
+                "model.norm".to_string(),
+            ]
+            .to_vec();
+            assert_eq!(
+                inputs_of(&o, &format!("model.layers.{big}.input_layernorm")),
+                ["model.embed_tokens"]
+            );
+            // layers.N's output is not dumped: bridged by its residual (the embedding) and
+            // its attention / MLP path (back to input_layernorm).
+            assert_eq!(
+                inputs_of(&o, "model.norm"),
+                [
+                    "model.embed_tokens".to_string(),
+                    format!("model.layers.{big}.input_layernorm")
+                ]
+            );
+        }
+        // Sparse layers: layer 7's residual input is layer 3's output.
+        let o: Vec<String> = ["model.layers.3", "model.layers.7.input_layernorm"]
+            .map(String::from)
+            .to_vec();
+        assert_eq!(
+            inputs_of(&o, "model.layers.7.input_layernorm"),
+            ["model.layers.3"]
+        );
     }
 
     #[test]

@@ -193,8 +193,9 @@ fn amplification(report: &Report, h: &mut String) {
         return;
     }
     h.push_str(&format!(
-        "<h2>q_norm / k_norm amplification ({} marked, ratio &gt; {})</h2>\n<section id=\"amplification\">\n<table>\n<thead><tr><th>layer</th><th>q/k</th><th>proj rel err</th><th>norm rel err</th><th>ratio</th><th>abs err gain</th><th>norm weight gain</th><th></th></tr></thead>\n<tbody>\n",
+        "<h2>q_norm / k_norm amplification ({} amplified, {} introduced at the norm; ratio &gt; {})</h2>\n<section id=\"amplification\">\n<table>\n<thead><tr><th>layer</th><th>q/k</th><th>proj rel err</th><th>norm rel err</th><th>ratio</th><th>abs err gain</th><th>norm weight gain</th><th></th></tr></thead>\n<tbody>\n",
         a.marked,
+        a.introduced,
         escape(&sci(a.threshold))
     ));
     for r in &a.rows {
@@ -207,7 +208,7 @@ fn amplification(report: &Report, h: &mut String) {
             view::num(r.ratio),
             view::num(r.abs_err_gain),
             view::num(r.weight_gain),
-            if r.marked { "amplified" } else { "" }
+            r.verdict.map_or("", |v| v.as_str())
         ));
     }
     h.push_str("</tbody>\n</table>\n</section>\n");

@@ -6,7 +6,8 @@
 
 use std::fmt::Write as _;
 
-/// Escapes text for HTML / XML content and attribute values (`&`, `<`, `>`, `"`, `'`).
+/// Escapes text for HTML / XML content and attribute values (`&`, `<`, `>`, `"`, `'`;
+/// control characters other than newline and tab become U+FFFD).
 pub(crate) fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
@@ -16,6 +17,9 @@ pub(crate) fn escape(s: &str) -> String {
             '>' => out.push_str("&gt;"),
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&#39;"),
+            // XML 1.0 forbids most control characters, even escaped: a probe name holding
+            // one must not make `--plot FILE.svg` unreadable.
+            c if c.is_control() && c != '\n' && c != '\t' => out.push('\u{FFFD}'),
             _ => out.push(c),
         }
     }
@@ -173,6 +177,11 @@ mod tests {
             escape("<script>alert('x') & \"y\"</script>"),
             "&lt;script&gt;alert(&#39;x&#39;) &amp; &quot;y&quot;&lt;/script&gt;"
         );
+    }
+
+    #[test]
+    fn control_characters_do_not_reach_the_xml() {
+        assert_eq!(escape("a\u{1}b\u{7f}c\nd\te"), "a\u{FFFD}b\u{FFFD}c\nd\te");
     }
 
     #[test]
