@@ -4,29 +4,11 @@
 //!
 //! The files that must not be read are corrupt, so a command that reads them fails.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .expect("workspace root")
-}
+use std::path::Path;
 
-/// Exit code, stdout, stderr.
-fn divergence(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_divergence"))
-        .args(args)
-        .current_dir(root())
-        .output()
-        .expect("run divergence");
-    (
-        out.status.code().expect("exit code"),
-        String::from_utf8(out.stdout).expect("utf-8"),
-        String::from_utf8(out.stderr).expect("utf-8"),
-    )
-}
+use common::{divergence, root};
 
 fn run(dir: &Path) -> (i32, String, String) {
     divergence(&["run", "--model", dir.to_str().unwrap(), "--ids", "1,2,3"])

@@ -4,19 +4,14 @@
 //!
 //! Snapshots hold stdout, stderr and the exit code together; temp paths are redacted.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
+mod common;
+
+use common::root;
 use divergence_dump::{DumpWriter, Meta, TensorData};
 use serde_json::Value;
-
-/// The workspace root: fixture paths in snapshots are relative to it.
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .expect("workspace root")
-}
 
 struct Run {
     code: i32,

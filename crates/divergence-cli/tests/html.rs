@@ -2,31 +2,10 @@
 //! those of every other format, the files are written, the page embeds exactly the JSON report;
 //! `inspect` refuses `--format html` in one line.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
 
+use common::divergence;
 use serde_json::Value;
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .expect("workspace root")
-}
-
-/// (exit code, stdout, stderr)
-fn divergence(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_divergence"))
-        .args(args)
-        .current_dir(root())
-        .output()
-        .expect("run divergence");
-    (
-        out.status.code().expect("exit code"),
-        String::from_utf8(out.stdout).expect("utf-8 stdout"),
-        String::from_utf8(out.stderr).expect("utf-8 stderr"),
-    )
-}
 
 const DEMO_OURS: &str = "fixtures/demo/ours.npz";
 const DEMO_REF: &str = "fixtures/demo/ref.npz";

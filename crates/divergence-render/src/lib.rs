@@ -56,18 +56,3 @@ pub fn render_markdown(
 ) -> io::Result<()> {
     markdown::render(report, opts, out)
 }
-
-/// The layers (`layers.N` in a name) that have at least one op in the report, ascending: lets a
-/// caller reject a [`TableOptions::layer`] the dumps do not have.
-pub fn layers_present(report: &Report) -> Vec<usize> {
-    view::layers_present(report)
-}
-
-/// How many ops the filters of `opts` ([`TableOptions::layer`], [`TableOptions::grep`]) select;
-/// `None` when neither is set.
-pub fn matching_ops(report: &Report, opts: &TableOptions) -> Option<usize> {
-    let filter = view::Filter::new(opts);
-    filter
-        .is_active()
-        .then(|| report.ops.iter().filter(|op| filter.matches(op)).count())
-}

@@ -1,7 +1,7 @@
 //! What the table and Markdown views share: number formats, op selection (context window, filters),
 //! per-layer summaries and short labels.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use divergence_diff::{sci, AmplificationRow, OpResult, QkKind, Report, Status, Tolerance};
 use regex::Regex;
@@ -134,12 +134,6 @@ impl<'a> Filter<'a> {
     pub(crate) fn layer_ok(&self, layer: usize) -> bool {
         self.layer.is_none_or(|l| l == layer)
     }
-}
-
-/// The layers that have at least one op, ascending.
-pub(crate) fn layers_present(report: &Report) -> Vec<usize> {
-    let layers: BTreeSet<usize> = report.ops.iter().filter_map(|op| op.layer).collect();
-    layers.into_iter().collect()
 }
 
 /// The amplification rows shown: those of the `--layer` filter; k rows, and q rows only when

@@ -2,9 +2,7 @@
 //! deserialized and asserted field by field.
 
 use divergence_diff::*;
-use divergence_render::{
-    layers_present, matching_ops, render_json, render_markdown, render_table, Regex, TableOptions,
-};
+use divergence_render::{render_json, render_markdown, render_table, Regex, TableOptions};
 
 /// A deterministic "activation": values of moderate size, no zeros.
 fn act(n: usize, seed: u32) -> Vec<f32> {
@@ -508,14 +506,13 @@ fn json_rows_have_exactly_the_documented_keys_in_order() {
 }
 
 #[test]
-fn grep_is_a_regex_and_the_filter_reports_matches() {
+fn grep_is_a_regex() {
     let r = divergent_report();
     // `.` is a regex wildcard: `layers.1.` also matches `layers.1X` names, as documented.
     let dot = TableOptions {
         grep: Some(Regex::new("layers.1.self_attn$").unwrap()),
         ..TableOptions::default()
     };
-    assert_eq!(matching_ops(&r, &dot), Some(1));
     let t = table(&r, &dot);
     assert!(
         t.contains("matching `layers.1.self_attn$` (1 of 25)"),
@@ -525,21 +522,7 @@ fn grep_is_a_regex_and_the_filter_reports_matches() {
         grep: Some(Regex::new("^nothing$").unwrap()),
         ..TableOptions::default()
     };
-    assert_eq!(matching_ops(&r, &none), Some(0));
     assert!(table(&r, &none).contains("  (none)"));
-    assert_eq!(matching_ops(&r, &TableOptions::default()), None);
-    let layer7 = TableOptions {
-        layer: Some(7),
-        ..TableOptions::default()
-    };
-    assert_eq!(matching_ops(&r, &layer7), Some(0));
-    let layer2 = TableOptions {
-        layer: Some(2),
-        ..TableOptions::default()
-    };
-    assert_eq!(matching_ops(&r, &layer2), Some(7));
-    assert_eq!(layers_present(&r), vec![0, 1, 2]);
-    assert_eq!(layers_present(&input_ids_report()), Vec::<usize>::new());
 }
 
 fn at_width(width: u16, all: bool) -> TableOptions {
