@@ -140,12 +140,16 @@ def load_config_file(path: Path):
         raise UserError(f"{path}: transformers cannot build a config from it ({_one_line(e)})") from None
 
 
-def load_model(args):
-    """Returns (model, source_label, extra_producer_fields)."""
+def load_model(args, dtype_name_: str | None = None, *, save: bool = True):
+    """Returns (model, source_label, extra_producer_fields), in `dtype_name_` (default --dtype).
+
+    Called a second time with the truth dtype for --truth-out: the same weights (the checkpoint,
+    or the --config init with the same seed, rounded to the same storage dtype), run in a wider
+    dtype."""
     import torch
 
     transformers = _import_transformers()
-    dtype = torch_dtype(args.dtype)
+    dtype = torch_dtype(dtype_name_ or args.dtype)
     if args.model is not None:
         d = Path(args.model)
         if not d.exists():
@@ -180,8 +184,8 @@ def load_model(args):
         raise UserError(f"{path}: transformers cannot build a causal LM from this config ({_one_line(e)})") from None
     from realistic_init import realistic_qwen3_init
 
-    info = realistic_qwen3_init(model, args.seed, storage_dtype=torch_dtype(storage))
-    if args.save_model:
+    info = realistic_qwen3_init(model, args.seed, storage_dtype=torch_dtype(storage), norm_gains=args.norm_gains)
+    if args.save_model and save:
         save_model(model, Path(args.save_model), storage)
     # from_pretrained(dtype=...) keeps RoPE's inv_freq buffers in float32; a plain .to(dtype)
     # would round them too (bf16 inv_freq changes cos/sin beyond position ~16), so restore them.
@@ -197,6 +201,8 @@ def load_model(args):
         "weights_dtype": storage,
         "k_norm_max": {str(k): v for k, v in info["k_norm_max"].items()},
     }
+    if not args.norm_gains:
+        extra["norm_gains"] = False
     return model, path.name, extra
 
 
@@ -579,6 +585,8 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--model", help="local HF model directory (config.json + *.safetensors)")
     src.add_argument("--config", help="config.json to build a randomly initialised model from (see --seed)")
     p.add_argument("--seed", type=int, default=0, help="seed for --config init (default 0)")
+    p.add_argument("--no-norm-gains", dest="norm_gains", action="store_false",
+                   help="with --config: plain q_norm/k_norm weights (~1) instead of Qwen3-0.6B-like gains up to 96.5")
     p.add_argument("--save-model", metavar="DIR", help="with --config: write config.json + model.safetensors")
     p.add_argument("--save-dtype", choices=DTYPES, help="with --config: weight storage dtype "
                    "(default: the config's dtype, else --dtype); weights are rounded to it before running")
@@ -593,6 +601,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", metavar="REGEX", help="keep only probes whose name matches (re.search)")
     p.add_argument("--layers", metavar="SPEC", help="keep probes of these layers (e.g. 0-3,7) + non-layer probes")
     p.add_argument("--quiet", action="store_true", help="no progress / summary on stderr")
+    p.add_argument("--truth-out", metavar="FILE", help="also run the same model on the same ids in "
+                   "--truth-dtype (same --attn, same device) and write that dump to FILE: the high-precision "
+                   "truth for `divergence diff --truth` (docs/tolerances.md)")
+    p.add_argument("--truth-dtype", choices=("float64", "float32"), default="float64",
+                   help="dtype of the --truth-out run (default float64)")
     return p
 
 
@@ -659,11 +672,17 @@ def main(argv=None, *, prepare_model=None) -> int:
 
 
 def _main(args, prepare_model=None) -> int:
-    if args.model is not None and (args.save_model or args.save_dtype):
-        raise UserError("--save-model / --save-dtype only apply to --config")
+    if args.model is not None and (args.save_model or args.save_dtype or not args.norm_gains):
+        raise UserError("--save-model / --save-dtype / --no-norm-gains only apply to --config")
     out = Path(args.out)
     if out.suffix not in (".npz", ".safetensors"):
         raise UserError(f"{out}: output must end in .npz or .safetensors")
+    truth_out = Path(args.truth_out) if args.truth_out else None
+    if truth_out is not None:
+        if truth_out.suffix not in (".npz", ".safetensors"):
+            raise UserError(f"{truth_out}: --truth-out must end in .npz or .safetensors")
+        if truth_out.resolve() == out.resolve():
+            raise UserError(f"{truth_out}: --truth-out is the same file as --out")
     keep = make_keep(args.only, args.layers)
     if args.model is not None and not Path(args.model).is_dir():
         raise UserError(f"{args.model}: model directory not found")
@@ -697,13 +716,46 @@ def _main(args, prepare_model=None) -> int:
     if rec.warnings:
         meta["warnings"] = list(rec.warnings)
     write_dump(out, probes, meta)
+    if truth_out is not None:
+        # Free the main run first: the truth model is a second full copy of the weights.
+        del probes, rec, model
+        import gc
+
+        gc.collect()
+        write_truth(args, ids, keep, progress, truth_out, out)
     if not args.quiet:
-        for w in rec.warnings:
+        for w in meta.get("warnings", []):
             print(f"warning: {w}", file=sys.stderr)
-        if rec.repeated:
-            print(f"note: {len(rec.repeated)} module(s) ran more than once; first call kept", file=sys.stderr)
-        print(f"wrote {len(probes)} probes ({len(ids)} tokens, {args.dtype}, {args.attn}) to {out}", file=sys.stderr)
+        if meta.get("repeated_calls"):
+            print(f"note: {len(meta['repeated_calls'])} module(s) ran more than once; first call kept", file=sys.stderr)
+        print(f"wrote {len(meta['order'])} probes ({len(ids)} tokens, {args.dtype}, {args.attn}) to {out}",
+              file=sys.stderr)
     return 0
+
+
+def write_truth(args, ids: list[int], keep, progress: bool, truth_out: Path, main_out: Path) -> None:
+    """--truth-out: the same model (same weights, same attention implementation, same device),
+    run in --truth-dtype on the same ids, with the same hooks. No `prepare_model` hook: the truth
+    is the *reference* model, whatever was planted in the main run."""
+    import time
+
+    import torch
+
+    t0 = time.perf_counter()
+    torch.manual_seed(args.seed)
+    model, source, extra = load_model(args, args.truth_dtype, save=False)
+    model = model.to(args.device)
+    extra = {"model_source": source, **extra, "truth_of": str(main_out), "truth_for_dtype": args.dtype}
+    if not args.quiet:
+        print(f"truth run: {args.truth_dtype}, {args.attn}, {args.device}", file=sys.stderr)
+    probes, dtypes, rec = run_dump(model, ids, keep=keep, progress=progress, device=args.device)
+    meta = build_meta([n for n, _ in probes], dtypes, ids, model, extra, args.truth_dtype, args.attn, args.device)
+    if rec.repeated:
+        meta["repeated_calls"] = dict(rec.repeated)
+    write_dump(truth_out, probes, meta)
+    if not args.quiet:
+        print(f"wrote truth dump ({len(probes)} probes, {args.truth_dtype}, {time.perf_counter() - t0:.1f} s) "
+              f"to {truth_out}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -51,7 +51,8 @@ def q_norm_gains(seed: int, name: str, head_dim: int) -> np.ndarray:
     return w
 
 
-def realistic_qwen3_init(model, seed: int, storage_dtype=None, initializer_range: float | None = None) -> dict:
+def realistic_qwen3_init(model, seed: int, storage_dtype=None, initializer_range: float | None = None,
+                         norm_gains: bool = True) -> dict:
     """Seeded, platform-independent, "realistic" random weights for Qwen3 / Llama-family models.
 
     * Linear weights and embeddings: N(0, std), std = initializer_range * sqrt(1024 / fan_in) capped at
@@ -67,6 +68,8 @@ def realistic_qwen3_init(model, seed: int, storage_dtype=None, initializer_range
     Random numbers come from numpy PCG64 streams keyed by (seed, parameter name), generated in float32,
     so the weights are byte-identical on every machine; they are then rounded to `storage_dtype`
     (e.g. bfloat16) so a saved checkpoint holds exactly the weights that were run.
+    With `norm_gains=False` (exporter flag --no-norm-gains), q_norm / k_norm get the plain RMSNorm
+    weights (1 + 0.1 * N(0, 1)) and k_proj is not rescaled: the same model without Qwen3's gains.
     Returns {"k_norm_max": {layer: max}, "q_norm_max": {...}} for documentation.
     """
     import torch
@@ -80,7 +83,9 @@ def realistic_qwen3_init(model, seed: int, storage_dtype=None, initializer_range
     for name, p in params.items():
         shape = tuple(p.shape)
         rng = _rng(seed, name)
-        if name.endswith("k_norm.weight") and len(shape) == 1:
+        if not norm_gains and len(shape) == 1 and name.endswith(("k_norm.weight", "q_norm.weight")):
+            v = 1.0 + 0.1 * rng.standard_normal(shape, dtype=np.float32)
+        elif name.endswith("k_norm.weight") and len(shape) == 1:
             v = k_norm_gains(seed, name, shape[0])
             info["k_norm_max"][dr._layer_index(name)] = float(v.max())
         elif name.endswith("q_norm.weight") and len(shape) == 1:
@@ -97,7 +102,7 @@ def realistic_qwen3_init(model, seed: int, storage_dtype=None, initializer_range
         values[name] = np.asarray(v, dtype=np.float32)
 
     # shrink k_proj rows feeding high-gain k_norm channels
-    for name in list(values):
+    for name in list(values) if norm_gains else []:
         if not name.endswith("k_proj.weight"):
             continue
         kn = name[: -len("k_proj.weight")] + "k_norm.weight"

@@ -7,7 +7,10 @@ MLP 3072, vocab 151936). The values are random (the benchmark measures I/O and a
 not numerics); "ours" is "ref" plus a small relative perturbation, so nothing diverges and
 every op is fully compared.
 
-    python scripts/bench/make_bench_dumps.py OUTDIR [--tokens 128]
+    python scripts/bench/make_bench_dumps.py OUTDIR [--tokens 128] [--truth]
+
+With --truth also a third dump, truth.npz: the same probes in float64 (ref plus another
+perturbation of the same size), the high-precision run `divergence diff --truth` reads.
 """
 import argparse
 import json
@@ -51,18 +54,25 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("outdir")
     ap.add_argument("--tokens", type=int, default=128)
+    ap.add_argument("--truth", action="store_true", help="also write truth.npz (float64)")
     a = ap.parse_args()
     os.makedirs(a.outdir, exist_ok=True)
     rng = np.random.default_rng(0)
     names = [n for n, _ in probes(a.tokens)]
-    ref, ours = {}, {}
+    ref, ours, truth = {}, {}, {}
     for name, shape in probes(a.tokens):
         r = rng.standard_normal(shape, dtype=np.float32)
         ref[name] = r
         ours[name] = r * (1 + 1e-6 * rng.standard_normal(shape, dtype=np.float32))
-    for tag, d in (("ref", ref), ("ours", ours)):
+        if a.truth:
+            # as far from ref as ours is (ratio ~1.4): nothing diverges, every op is fully compared
+            truth[name] = r.astype(np.float64) * (1 + 1e-6 * rng.standard_normal(shape))
+    sides = [("ref", ref, "float32"), ("ours", ours, "float32")]
+    if a.truth:
+        sides.append(("truth", truth, "float64"))
+    for tag, d, dtype in sides:
         meta = {"format": "divergence-dump/1", "order": names,
-                "dtypes": {n: "float32" for n in names},
+                "dtypes": {n: dtype for n in names},
                 "producer": {"name": "scripts/bench/make_bench_dumps.py", "side": tag}}
         d["__meta__"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
         path = os.path.join(a.outdir, f"{tag}.npz")

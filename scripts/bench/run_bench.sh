@@ -10,7 +10,11 @@
 # the peak anonymous memory (RssAnon, sampled from /proc every 2 ms by
 # scripts/bench/peak_anon.py: the memory the process itself allocated).
 #
+# With TRUTH=1 it also writes a float64 truth dump of the same probes and times `cat` of the
+# three files against `divergence diff ours ref --truth truth` (the three-way mode).
+#
 #   bash scripts/bench/run_bench.sh [WORKDIR] [RUNS]
+#   TRUTH=1 bash scripts/bench/run_bench.sh [WORKDIR] [RUNS]
 #   BIN=/path/to/divergence PYTHON=python3 bash scripts/bench/run_bench.sh ...   # no cargo
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -22,7 +26,11 @@ if [ -z "${BIN:-}" ]; then
   BIN=target/release/divergence
   cargo build --release -q -p divergence-cli
 fi
-[ -f "$WORK/ref.npz" ] || "$PY" scripts/bench/make_bench_dumps.py "$WORK"
+if [ -n "${TRUTH:-}" ]; then
+  [ -f "$WORK/truth.npz" ] || "$PY" scripts/bench/make_bench_dumps.py "$WORK" --truth
+else
+  [ -f "$WORK/ref.npz" ] || "$PY" scripts/bench/make_bench_dumps.py "$WORK"
+fi
 
 CAN_DROP=
 if (sync && echo 3 > /proc/sys/vm/drop_caches) 2>/dev/null; then CAN_DROP=1; fi
@@ -44,7 +52,7 @@ measure() { # label, cold|warm, command...
   [ "$cache" = cold ] && sync && echo 3 > /proc/sys/vm/drop_caches
   if [ -x /usr/bin/time ]; then
     anon=$("$PY" scripts/bench/peak_anon.py /usr/bin/time -f "%M" -o "$WORK/time.txt" "$@")
-    echo "$label $cache mem $(cat "$WORK/time.txt") $anon"
+    echo "$label $cache mem $(tail -n 1 "$WORK/time.txt") $anon"
   else # no GNU time (the GPU machine): peak anon only
     echo "$label $cache mem -1 $("$PY" scripts/bench/peak_anon.py "$@")"
   fi
@@ -52,6 +60,12 @@ measure() { # label, cold|warm, command...
 
 {
   for cache in warm cold; do
+    if [ -n "${TRUTH:-}" ]; then
+      measure cat-3 $cache cat "$WORK/ours.npz" "$WORK/ref.npz" "$WORK/truth.npz"
+      measure divergence-truth $cache "$BIN" diff "$WORK/ours.npz" "$WORK/ref.npz" --truth "$WORK/truth.npz" --format json
+      measure divergence-truth-1-thread $cache env RAYON_NUM_THREADS=1 "$BIN" diff "$WORK/ours.npz" "$WORK/ref.npz" --truth "$WORK/truth.npz" --format json
+      continue
+    fi
     measure cat $cache cat "$WORK/ours.npz" "$WORK/ref.npz"
     measure divergence $cache "$BIN" diff "$WORK/ours.npz" "$WORK/ref.npz" --format json
     measure divergence-1-thread $cache env RAYON_NUM_THREADS=1 "$BIN" diff "$WORK/ours.npz" "$WORK/ref.npz" --format json
@@ -69,13 +83,20 @@ for line in open(os.path.join(work, "raw.txt")):
         rows.setdefault((label, cache), []).append(int(vals[0]) / 1e6)
     else:
         mem[(label, cache)] = (int(vals[0]) / 1024, int(vals[1]) / 1024)
-size = sum(os.path.getsize(os.path.join(work, f)) for f in ("ours.npz", "ref.npz")) / 1e6
-print(f"two dumps, {size:.0f} MB together, {os.cpu_count()} cores, {len(next(iter(rows.values())))} timed runs each\n")
+size2 = sum(os.path.getsize(os.path.join(work, f)) for f in ("ours.npz", "ref.npz")) / 1e6
+three = any(label.startswith(("cat-3", "divergence-truth")) for label, _ in rows)
+size3 = size2 + (os.path.getsize(os.path.join(work, "truth.npz")) / 1e6 if three else 0)
+if three:
+    print(f"three dumps (ours, ref f32; truth f64), {size3:.0f} MB together, {os.cpu_count()} cores, "
+          f"{len(next(iter(rows.values())))} timed runs each\n")
+else:
+    print(f"two dumps, {size2:.0f} MB together, {os.cpu_count()} cores, {len(next(iter(rows.values())))} timed runs each\n")
 print("| command | page cache | median wall (s) | min wall (s) | max wall (s) | MB/s (median) | peak RSS (MB) | peak anon (MB) |")
 print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
 for (label, cache), secs in rows.items():
     med = statistics.median(secs)
     rss, anon = mem[(label, cache)]
     rss = f"{rss:.0f}" if rss >= 0 else "n/a"
+    size = size3 if label.startswith(("cat-3", "divergence-truth")) else size2
     print(f"| {label} | {cache} | {med:.3f} | {min(secs):.3f} | {max(secs):.3f} | {size / med:.0f} | {rss} | {anon:.0f} |")
 PY

@@ -363,3 +363,62 @@ def test_unbuildable_config_exit_2(tmp_path, capsys):
     no_type.write_text("{}")
     assert dr.main(["--config", str(no_type), "--ids", "1", "--out", str(tmp_path / "x.npz")]) == 2
     assert "no \"model_type\"" in _one_error_line(capsys.readouterr().err)
+
+
+# ---------------------------------------------------------------------------------------------
+# --truth-out: the high-precision truth of `divergence diff --truth`
+
+
+def test_truth_out_is_the_float64_run_of_the_same_model(tmp_path):
+    truth = tmp_path / "truth.npz"
+    out = dump(tmp_path, "--model", TINY, "--ids-file", TINY / "ids.txt", "--dtype", "bfloat16",
+               "--truth-out", truth)
+    names, ref, meta = read_npz(out)
+    tnames, t, tmeta = read_npz(truth)
+    assert tnames == names and tmeta["order"] == meta["order"]
+    assert tmeta["input_ids"] == meta["input_ids"] == tiny_ids()
+    assert set(tmeta["dtypes"].values()) == {"float64"}
+    assert tmeta["producer"]["truth_of"] == str(out) and tmeta["producer"]["truth_for_dtype"] == "bfloat16"
+    assert tmeta["producer"]["attn"] == meta["producer"]["attn"] == "eager"
+    # bit for bit the committed float64 eager fixture: the same model, same ids, same hooks
+    _, fixture, _ = read_npz(FIXTURES / "ref/tiny-qwen3.f64.eager.npz")
+    for n in names:
+        assert t[n].dtype == np.float64
+        np.testing.assert_array_equal(t[n], fixture[n], err_msg=n)
+
+
+def test_truth_out_float32_and_filters(tmp_path):
+    truth = tmp_path / "truth.safetensors"
+    dump(tmp_path, "--model", TINY, "--ids", "5,6,7", "--dtype", "float16", "--layers", "0",
+         "--truth-out", truth, "--truth-dtype", "float32")
+    from safetensors.numpy import load_file
+
+    t = load_file(str(truth))
+    assert t and all(a.dtype == np.float32 for a in t.values())
+    assert not any(".layers.1." in n for n in t)
+
+
+@pytest.mark.parametrize(
+    "extra,needle",
+    [
+        (["--truth-out", "t.txt"], "t.txt: --truth-out must end in .npz or .safetensors"),
+        (["--truth-out", "x.npz"], "--truth-out is the same file as --out"),
+    ],
+)
+def test_truth_out_errors(tmp_path, capsys, extra, needle, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rc = dr.main(["--model", str(TINY), "--ids", "1", "--out", "x.npz", *extra])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert needle in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_no_norm_gains_gives_plain_qk_norms(tmp_path):
+    cfg = FIXTURES / "configs/tiny-qwen3.json"
+    dump(tmp_path, "--config", cfg, "--seed", "3", "--ids", "1,2", "--no-norm-gains", "--save-model", tmp_path / "m")
+    from safetensors.torch import load_file
+
+    w = load_file(str(tmp_path / "m/model.safetensors"))
+    kn = w["model.layers.0.self_attn.k_norm.weight"].float()
+    assert kn.max() < 2.0  # the realistic init puts 96.5 here
+    assert dr.main(["--model", str(TINY), "--ids", "1", "--no-norm-gains", "--out", str(tmp_path / "y.npz")]) == 2

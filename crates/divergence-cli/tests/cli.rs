@@ -89,7 +89,7 @@ fn demo_json_names_the_first_divergence() {
     let run = divergence(&["diff", DEMO_OURS, DEMO_REF, "--format", "json"]);
     assert_eq!(run.code, 1, "{}", run.transcript());
     let report = run.json();
-    assert_eq!(report["schema"], "divergence-report/1");
+    assert_eq!(report["schema"], "divergence-report/2");
     assert_eq!(report["first_divergence"]["name"], "model.embed_tokens");
     assert_eq!(report["first_divergence"]["index"], 0);
     // The embeddings are a source: the error is born where it crosses the line.

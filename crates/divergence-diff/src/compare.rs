@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::DiffConfig;
 use crate::metrics::{self, Params, ValuesRef};
+use crate::tolerance::{truth_floor, truth_noise, DTypeClass, Tolerance, REL_ERR_GUARD_MIN};
 
 /// One side of a probe: its shape, values and *original* dtype name (e.g. `"bfloat16"` for a tensor
 /// stored as f32 because npy has no bf16).
@@ -123,6 +124,9 @@ pub struct OpResult {
     /// NaN / Inf counts.
     #[serde(flatten)]
     pub nonfinite: NonFiniteCounts,
+    /// Both sides' errors against the truth run (`--truth` only).
+    #[serde(flatten)]
+    pub truth: TruthMetrics,
     /// Fraction of compared elements with `|o - r| > atol + rtol * |r|` (an element-wise
     /// diagnostic; last in the JSON row, after the non-finite counts, as documented).
     pub frac_outside_tol: Option<f64>,
@@ -197,6 +201,21 @@ pub struct NonFiniteCounts {
     pub nonfinite_mismatch: Option<u64>,
 }
 
+/// Both sides judged against a high-precision truth run of the reference (`--truth`;
+/// [`crate::tolerance::truth_rule`]). All `None` without `--truth`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TruthMetrics {
+    /// `||ours - truth||_2 / ||truth||_2`.
+    pub ours_truth_rel_err: Option<f64>,
+    /// `||ref - truth||_2 / ||truth||_2`.
+    pub ref_truth_rel_err: Option<f64>,
+    /// `ours_truth_rel_err / max(ref_truth_rel_err, half the unit roundoff of ref's dtype)`.
+    pub noise_ratio: Option<f64>,
+    /// Why this row could not use the truth (not in the truth dump, shape or dtype does not
+    /// fit): it was judged by the presets instead. `None` when the truth was used (or not given).
+    pub truth_problem: Option<String>,
+}
+
 impl OpResult {
     /// A row with only the name, status and reason set.
     fn bare(name: &str, status: Status, reason: Option<String>) -> OpResult {
@@ -209,6 +228,7 @@ impl OpResult {
             rule: RuleTerms::default(),
             errors: ErrorMetrics::default(),
             nonfinite: NonFiniteCounts::default(),
+            truth: TruthMetrics::default(),
             frac_outside_tol: None,
             local_growth: None,
         }
@@ -425,6 +445,125 @@ pub fn compare(
         ));
     }
     row
+}
+
+/// [`compare`], then, in truth mode ([`Tolerance::Truth`]), the three-way verdict: both sides'
+/// errors against `truth` and their ratio decide a row the two-way comparison left `ok` or
+/// `diverged` ([`crate::tolerance::truth_rule`]). Shape and non-finite verdicts stand. A
+/// `truth` that is missing (`None`), misshapen, not finer than the reference or not finite
+/// where the reference is leaves the preset's verdict, with `truth_problem` saying why.
+/// Outside truth mode this is [`compare`].
+pub fn compare_with_truth(
+    name: &str,
+    ours: Option<Side<'_>>,
+    reference: Option<Side<'_>>,
+    truth: Option<Side<'_>>,
+    cfg: &DiffConfig,
+) -> OpResult {
+    let mut row = compare(name, ours, reference, cfg);
+    let Tolerance::Truth { ratio } = cfg.tolerance else {
+        return row;
+    };
+    let (Some(o), Some(r)) = (ours, reference) else {
+        return row;
+    };
+    if !matches!(row.status, Status::Ok | Status::Diverged) {
+        return row;
+    }
+    let t = match truth {
+        Some(t) => t,
+        None => {
+            row.truth.truth_problem = Some("not in the truth dump".to_string());
+            return row;
+        }
+    };
+    let (ref_class, truth_class) = (DTypeClass::of(r.dtype), DTypeClass::of(t.dtype));
+    let problem = if check_len(&t, Which::Ref).is_err() {
+        Some(format!(
+            "truth: {} values do not fill shape {}",
+            t.values.len(),
+            fmt_shape(t.shape)
+        ))
+    } else if squeezed(t.shape) != squeezed(r.shape) {
+        Some(format!(
+            "truth shape {} differs from ref {}",
+            fmt_shape(t.shape),
+            fmt_shape(r.shape)
+        ))
+    } else if ref_class != DTypeClass::Int
+        && (truth_class == DTypeClass::Int || truth_class >= ref_class)
+    {
+        Some(format!(
+            "truth is {}, not finer than ref's {}",
+            t.dtype, r.dtype
+        ))
+    } else {
+        None
+    };
+    if let Some(p) = problem {
+        row.truth.truth_problem = Some(p);
+        return row;
+    }
+    let params = Params {
+        rtol: 0.0,
+        atol: 0.0,
+        rel_guard: REL_ERR_GUARD_MIN,
+    };
+    let ot = metrics::accumulate(o.values, t.values, &params, cfg.chunk_len);
+    let rt = metrics::accumulate(r.values, t.values, &params, cfg.chunk_len);
+    if ot.nonfinite_mismatch > 0 || rt.nonfinite_mismatch > 0 {
+        row.truth.truth_problem = Some(format!(
+            "NaN/Inf of the truth at other positions than ref's ({} positions) or ours' ({})",
+            rt.nonfinite_mismatch, ot.nonfinite_mismatch
+        ));
+        return row;
+    }
+    let truth_l2 = rt.sum_r2.sqrt();
+    let rel = |d2: f64| {
+        if truth_l2 > 0.0 {
+            d2.sqrt() / truth_l2
+        } else if d2 == 0.0 {
+            0.0
+        } else {
+            f64::INFINITY
+        }
+    };
+    let (e_ours, e_ref) = (rel(ot.sum_d2), rel(rt.sum_d2));
+    let noise_ratio = e_ours / e_ref.max(truth_floor(ref_class));
+    row.truth.ours_truth_rel_err = finite(e_ours);
+    row.truth.ref_truth_rel_err = finite(e_ref);
+    row.truth.noise_ratio = finite(noise_ratio);
+    let excess = e_ours - e_ref;
+    if noise_ratio > ratio && excess > truth_noise(truth_class) {
+        row.status = Status::Diverged;
+        row.reason = Some(format!(
+            "ours is {}x less accurate than ref against the truth (noise ratio > {}): \
+             ||ours - truth||/||truth|| = {} vs ref {}",
+            sci_short(noise_ratio),
+            sci_short(ratio),
+            sci(e_ours),
+            sci(e_ref)
+        ));
+    } else {
+        row.status = Status::Ok;
+        row.reason = None;
+    }
+    row
+}
+
+/// A ratio as `2.4` / `130` / `1.2e+06`: 2 significant digits, scientific beyond 1e5.
+fn sci_short(x: f64) -> String {
+    if !x.is_finite() {
+        return format!("{x}");
+    }
+    if x.abs() >= 1e5 {
+        return format!("{x:.1e}");
+    }
+    if x.abs() >= 10.0 {
+        format!("{x:.0}")
+    } else {
+        format!("{x:.1}")
+    }
 }
 
 fn one_side(name: &str, side: &Side<'_>, which: Which) -> OpResult {

@@ -22,7 +22,7 @@
 //! let plan = plan_order(&dump, &dump);
 //! // --rtol 1e-2 (the preset's atol stays)
 //! let cfg = DiffConfig {
-//!     tolerance: Tolerance::from_flags(false, Some(1e-2), None),
+//!     tolerance: Tolerance::from_flags(false, Some(1e-2), None, None),
 //!     ..DiffConfig::default()
 //! };
 //! let (o, r) = ([1.0f32, 2.0], [1.0f32, 2.0]);
@@ -47,13 +47,18 @@ pub mod tolerance;
 
 pub use amplification::{AmpVerdict, Amplification, AmplificationRow, NormWeightGains};
 pub use compare::{
-    compare, sci, unreadable, ErrorMetrics, NonFiniteCounts, OpResult, RuleTerms, Side, Status,
-    TensorInfo, Which,
+    compare, compare_with_truth, sci, unreadable, ErrorMetrics, NonFiniteCounts, OpResult,
+    RuleTerms, Side, Status, TensorInfo, TruthMetrics, Which,
 };
 pub use config::{DiffConfig, DEFAULT_AMPLIFICATION_THRESHOLD};
 pub use divergence_names::QkKind;
 pub use metrics::ValuesRef;
 pub use order::{natural_cmp, plan_order, DumpNames, OrderPlan, OrderSource};
 pub use origin::{ChainLink, Origin, Role, BIRTH_GROWTH};
-pub use report::{assemble, FirstDivergence, Report, ReportContext, Summary, SCHEMA};
-pub use tolerance::{decision_rule, DTypeClass, Preset, Tolerance, PRESETS, REL_ERR_GUARD_MIN};
+pub use report::{
+    assemble, FirstDifference, FirstDivergence, JudgedWith, Report, ReportContext, Summary, SCHEMA,
+};
+pub use tolerance::{
+    decision_rule, truth_floor, truth_rule, unit_roundoff, DTypeClass, Preset, Tolerance,
+    DEFAULT_NOISE_RATIO, PRESETS, REL_ERR_GUARD_MIN,
+};

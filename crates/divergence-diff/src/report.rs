@@ -4,7 +4,7 @@
 //! order source, warnings, input_ids of both runs) and finds the first divergence, counts statuses,
 //! lists one-side names, gives every row its local growth, traces the origin of the first divergence
 //! ([`crate::origin`]) and builds the amplification section. The JSON form is documented field by
-//! field in `docs/report-schema.md` (`"schema": "divergence-report/1"`).
+//! field in `docs/report-schema.md` (`"schema": "divergence-report/2"`).
 
 use divergence_names::dataflow::Dataflow;
 use serde::{Deserialize, Serialize};
@@ -14,10 +14,10 @@ use crate::compare::{OpResult, Status};
 use crate::config::DiffConfig;
 use crate::order::OrderSource;
 use crate::origin::{local_growths, origin, Origin};
-use crate::tolerance::Tolerance;
+use crate::tolerance::{DTypeClass, Tolerance};
 
 /// Value of the `"schema"` field.
-pub const SCHEMA: &str = "divergence-report/1";
+pub const SCHEMA: &str = "divergence-report/2";
 
 /// What the caller knows beyond the rows.
 #[derive(Debug, Clone, PartialEq)]
@@ -73,6 +73,32 @@ pub struct FirstDivergence {
     pub layer: Option<usize>,
 }
 
+/// The first op whose two sides differ at all (any element, a shape, a NaN position), whether
+/// or not that is over the tolerance: where the two runs stop being bit-identical.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FirstDifference {
+    /// Probe name.
+    pub name: String,
+    /// Index into `ops`.
+    pub index: usize,
+    /// `max |ours - ref|` there (`None` for a shape or NaN/Inf mismatch).
+    pub max_abs_err: Option<f64>,
+}
+
+/// How many compared ops were judged with which rtol / atol (the presets by dtype class, or the
+/// manual values), so the header can say what "auto" meant for this pair.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JudgedWith {
+    /// The coarser dtype class of the two sides.
+    pub class: DTypeClass,
+    /// Relative tolerance applied.
+    pub rtol: f64,
+    /// Absolute tolerance applied.
+    pub atol: f64,
+    /// Compared rows judged by these values (in truth mode: rows without a usable truth).
+    pub ops: usize,
+}
+
 /// Status counts over `ops`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Summary {
@@ -120,6 +146,10 @@ pub struct Report {
     pub first_divergence: Option<FirstDivergence>,
     /// Where the first divergence's error was born ([`crate::origin`]), or `None`.
     pub origin: Option<Origin>,
+    /// The first op whose sides differ at all, or `None` when every compared op is bit-identical.
+    pub first_difference: Option<FirstDifference>,
+    /// The rtol / atol the compared ops were judged with, per dtype class (empty in exact mode).
+    pub judged_with: Vec<JudgedWith>,
     /// Status counts.
     pub summary: Summary,
     /// Names present only in our dump, in execution order.
@@ -160,6 +190,88 @@ fn input_ids_warning(ours: &[i64], reference: &[i64]) -> Option<String> {
         ours.len(),
         reference.len()
     ))
+}
+
+/// In truth mode, the rows that were compared without a usable truth (judged by the presets),
+/// as one warning line: never a silent fallback.
+fn truth_warning(ops: &[OpResult], tolerance: &Tolerance) -> Option<String> {
+    if !matches!(tolerance, Tolerance::Truth { .. }) {
+        return None;
+    }
+    let without: Vec<&OpResult> = ops
+        .iter()
+        .filter(|o| o.truth.truth_problem.is_some())
+        .collect();
+    let first = without.first()?;
+    let more = if without.len() > 1 {
+        format!(" (and {} more)", without.len() - 1)
+    } else {
+        String::new()
+    };
+    Some(format!(
+        "TRUTH NOT USED for {} of {} compared ops, judged by the fixed presets instead: {}: {}{more}",
+        without.len(),
+        ops.iter()
+            .filter(|o| matches!(o.status, Status::Ok | Status::Diverged))
+            .count(),
+        first.name,
+        first.truth.truth_problem.as_deref().unwrap_or("")
+    ))
+}
+
+fn first_difference(ops: &[OpResult]) -> Option<FirstDifference> {
+    ops.iter().enumerate().find_map(|(i, o)| {
+        let differs = match o.status {
+            Status::ShapeMismatch | Status::Nonfinite => true,
+            Status::Ok | Status::Diverged | Status::NoFinite => {
+                o.errors.max_abs_err.is_some_and(|m| m > 0.0)
+                    || o.nonfinite.nonfinite_mismatch.is_some_and(|n| n > 0)
+                    // max_abs_err overflowed (null) although something was compared
+                    || (o.errors.max_abs_err.is_none() && o.status == Status::Diverged)
+            }
+            _ => false,
+        };
+        differs.then(|| FirstDifference {
+            name: o.name.clone(),
+            index: i,
+            max_abs_err: o.errors.max_abs_err,
+        })
+    })
+}
+
+fn judged_with(ops: &[OpResult], tolerance: &Tolerance) -> Vec<JudgedWith> {
+    if matches!(tolerance, Tolerance::Exact) {
+        return Vec::new();
+    }
+    let truth_mode = matches!(tolerance, Tolerance::Truth { .. });
+    let mut out: Vec<JudgedWith> = Vec::new();
+    for o in ops {
+        if !matches!(o.status, Status::Ok | Status::Diverged) {
+            continue;
+        }
+        if truth_mode && o.truth.truth_problem.is_none() {
+            continue;
+        }
+        let (Some(rtol), Some(atol)) = (o.rule.rtol, o.rule.atol) else {
+            continue;
+        };
+        let class = |d: &Option<String>| DTypeClass::of(d.as_deref().unwrap_or("float32"));
+        let class = class(&o.tensor.dtype_ours).max(class(&o.tensor.dtype_ref));
+        match out
+            .iter_mut()
+            .find(|j| j.class == class && j.rtol == rtol && j.atol == atol)
+        {
+            Some(j) => j.ops += 1,
+            None => out.push(JudgedWith {
+                class,
+                rtol,
+                atol,
+                ops: 1,
+            }),
+        }
+    }
+    out.sort_by(|a, b| b.class.cmp(&a.class).then(b.ops.cmp(&a.ops)));
+    out
 }
 
 /// Builds the report from the rows (in execution order). Pure and infallible.
@@ -219,6 +331,11 @@ pub fn assemble(mut ops: Vec<OpResult>, ctx: ReportContext, cfg: &DiffConfig) ->
         }
     }
     summary.compared = summary.ok + summary.diverged;
+    if let Some(w) = truth_warning(&ops, &cfg.tolerance) {
+        warnings.push(w);
+    }
+    let first_difference = first_difference(&ops);
+    let judged_with = judged_with(&ops, &cfg.tolerance);
     let names: Vec<String> = ops.iter().map(|o| o.name.clone()).collect();
     let flow = Dataflow::new(&names);
     let growths = local_growths(&ops, &flow);
@@ -239,6 +356,8 @@ pub fn assemble(mut ops: Vec<OpResult>, ctx: ReportContext, cfg: &DiffConfig) ->
         warnings,
         first_divergence,
         origin,
+        first_difference,
+        judged_with,
         summary,
         only_ours,
         only_ref,

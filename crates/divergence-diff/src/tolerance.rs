@@ -178,6 +178,58 @@ pub enum Tolerance {
     },
     /// Bit-exact: any element that differs (as f64-widened values) is a divergence.
     Exact,
+    /// Three-way: each side is judged by its distance to a high-precision truth run of the
+    /// reference model; an op diverges when ours is more than `ratio` times less accurate than
+    /// the reference ([`truth_rule`]). Rows without a usable truth fall back to the presets.
+    Truth {
+        /// The noise ratio `k` above which an op diverges ([`DEFAULT_NOISE_RATIO`]).
+        ratio: f64,
+    },
+}
+
+/// THE default `k` of the three-way rule: an op diverges when ours' error against the truth
+/// exceeds `k` times the reference's own (measured on clean runs and on every fault of the
+/// catalogue: docs/tolerances.md, "Three-way verdicts").
+pub const DEFAULT_NOISE_RATIO: f64 = 3.0;
+
+/// The floor of the reference's error in the noise ratio: half the unit roundoff of its dtype
+/// class (bf16 2^-9, f16 2^-12, f32 2^-25), about the relative L2 error one rounding to that
+/// dtype leaves (its RMS is ~u/sqrt(3)). The reference's error against the truth is raised to
+/// it before dividing, so an op the reference computes exactly (an embedding lookup) or with a
+/// single rounding (a table) keeps a meaningful ratio: one rounding of ours there is noise.
+pub fn truth_floor(class: DTypeClass) -> f64 {
+    unit_roundoff(class) / 2.0
+}
+
+/// The unit roundoff of a class (half an ulp at 1, relative). Integers: `REL_ERR_GUARD_MIN`.
+pub fn unit_roundoff(class: DTypeClass) -> f64 {
+    match class {
+        DTypeClass::Int => REL_ERR_GUARD_MIN,
+        DTypeClass::F64 => f64::EPSILON / 2.0,
+        DTypeClass::F32 => f32::EPSILON as f64 / 2.0,
+        DTypeClass::F16 => 2f64.powi(-11),
+        DTypeClass::BF16 => 2f64.powi(-8),
+    }
+}
+
+/// The relative error below which a difference is the truth run's own noise: an op whose
+/// excess error (ours' minus the reference's, relative to `||truth||`) is below it never
+/// diverges in truth mode (the per-class noise floors of `crate::origin`).
+pub fn truth_noise(class: DTypeClass) -> f64 {
+    crate::origin::class_noise_floor(class)
+}
+
+/// The three-way rule, stated once (`divergence diff --help` with `--truth`, docs/tolerances.md).
+pub fn truth_rule() -> String {
+    format!(
+        "With --truth TRUTH (a run of the reference model in float64/float32 on the same ids): \
+per op, e_ours = ||ours - truth|| / ||truth|| and e_ref = ||ref - truth|| / ||truth||; \
+noise_ratio = e_ours / max(e_ref, u/2), u = the unit roundoff of ref's dtype (u/2: bf16 2^-9, f16 2^-12, f32 2^-25). \
+The op diverges when noise_ratio > k (default {DEFAULT_NOISE_RATIO}, --noise-ratio) and e_ours - e_ref exceeds \
+the truth dtype's noise (f64 1e-12, f32 1e-6): ours is materially less accurate than the reference. \
+A port more accurate than the reference never diverges. Shape and NaN/Inf rules are unchanged; \
+ops missing from TRUTH (or whose truth does not fit) are judged by the presets and listed in a warning."
+    )
 }
 
 /// A tolerance resolved for one op.
@@ -196,12 +248,19 @@ pub struct Resolved {
 }
 
 impl Tolerance {
-    /// The mode the CLI flags ask for: `--exact` wins (clap rejects it together with
-    /// `--rtol` / `--atol`), then any of `--rtol` / `--atol` ([`Tolerance::Manual`]; the other
-    /// keeps the preset), else [`Tolerance::Auto`]. The values are validated by the caller
-    /// (finite, >= 0).
-    pub fn from_flags(exact: bool, rtol: Option<f64>, atol: Option<f64>) -> Tolerance {
-        if exact {
+    /// The mode the CLI flags ask for: `--truth` (`truth_ratio`, clap rejects it with the
+    /// others) wins, then `--exact` (clap rejects it together with `--rtol` / `--atol`), then
+    /// any of `--rtol` / `--atol` ([`Tolerance::Manual`]; the other keeps the preset), else
+    /// [`Tolerance::Auto`]. The values are validated by the caller (finite, >= 0).
+    pub fn from_flags(
+        exact: bool,
+        rtol: Option<f64>,
+        atol: Option<f64>,
+        truth_ratio: Option<f64>,
+    ) -> Tolerance {
+        if let Some(ratio) = truth_ratio {
+            Tolerance::Truth { ratio }
+        } else if exact {
             Tolerance::Exact
         } else if rtol.is_some() || atol.is_some() {
             Tolerance::Manual { rtol, atol }
@@ -223,6 +282,8 @@ impl Tolerance {
                 false,
             ),
             Tolerance::Exact => (0.0, 0.0, true),
+            // The presets still drive the element-wise diagnostic and the fallback rows.
+            Tolerance::Truth { .. } => (preset.rtol, preset.atol, false),
         };
         Resolved {
             rtol,
@@ -283,25 +344,35 @@ mod tests {
 
     #[test]
     fn flags_pick_the_mode() {
-        assert_eq!(Tolerance::from_flags(false, None, None), Tolerance::Auto);
         assert_eq!(
-            Tolerance::from_flags(false, Some(0.5), None),
+            Tolerance::from_flags(false, None, None, None),
+            Tolerance::Auto
+        );
+        assert_eq!(
+            Tolerance::from_flags(false, Some(0.5), None, None),
             Tolerance::Manual {
                 rtol: Some(0.5),
                 atol: None
             }
         );
         assert_eq!(
-            Tolerance::from_flags(false, None, Some(0.0)),
+            Tolerance::from_flags(false, None, Some(0.0), None),
             Tolerance::Manual {
                 rtol: None,
                 atol: Some(0.0)
             }
         );
-        assert_eq!(Tolerance::from_flags(true, None, None), Tolerance::Exact);
         assert_eq!(
-            Tolerance::from_flags(true, Some(1.0), None),
+            Tolerance::from_flags(true, None, None, None),
             Tolerance::Exact
+        );
+        assert_eq!(
+            Tolerance::from_flags(true, Some(1.0), None, None),
+            Tolerance::Exact
+        );
+        assert_eq!(
+            Tolerance::from_flags(true, None, None, Some(3.0)),
+            Tolerance::Truth { ratio: 3.0 }
         );
     }
 
@@ -325,6 +396,18 @@ mod tests {
             ),
             "{rule}"
         );
+    }
+
+    #[test]
+    fn unit_roundoffs_are_half_an_ulp() {
+        assert_eq!(unit_roundoff(DTypeClass::BF16), 0.00390625);
+        assert_eq!(unit_roundoff(DTypeClass::F16), 0.00048828125);
+        assert_eq!(unit_roundoff(DTypeClass::F32), 2f64.powi(-24));
+        assert_eq!(unit_roundoff(DTypeClass::F64), 2f64.powi(-53));
+        // truth mode keeps the presets for the element-wise diagnostic
+        let r = Tolerance::Truth { ratio: 3.0 }.resolve("bfloat16", "bfloat16");
+        assert_eq!((r.rtol, r.atol, r.exact), (4e-2, 1e-3, false));
+        assert!(truth_rule().contains(&format!("default {DEFAULT_NOISE_RATIO}")));
     }
 
     #[test]

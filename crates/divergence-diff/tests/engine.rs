@@ -540,7 +540,7 @@ fn one_side_rows_and_first_divergence() {
         (s.only_ours, s.only_ref, s.unreadable, s.nonfinite),
         (1, 1, 1, 0)
     );
-    assert_eq!(report.schema, "divergence-report/1");
+    assert_eq!(report.schema, "divergence-report/2");
     assert!(!report.input_ids_mismatch);
 }
 

@@ -27,6 +27,9 @@
 //! | `rms-eps=V` | RMSNorm epsilon V | the first norm |
 //! | `late-rounding` | RMSNorm multiplies by the weight in f32 and rounds once (fused kernel) | the first norm (bf16/f16 only) |
 //! | `f16-accum` | RMSNorm variance summed in a half type instead of f32 | the first norm |
+//! | `bf16-accum` | every Linear keeps its dot-product accumulator in a half type (see below) | the first `q_proj` |
+//! | `bf16-variance` | RMSNorm squares and sums the variance in bf16 (whatever the activation dtype) | the first norm |
+//! | `early-cast` | RMSNorm rounds `rsqrt(var + eps)` to the activation dtype and normalises there | the first norm (bf16/f16 only) |
 //!
 //! `transpose=MODULE` reinterprets the stored `[out, in]` buffer as `[in, out]` and transposes
 //! it back to `[out, in]`: for a square weight this is exactly `Wᵀ`; for a non-square weight it
@@ -35,7 +38,15 @@
 //! (`q_proj`..`down_proj`, `lm_head`) or `model.embed_tokens`.
 //!
 //! `f16-accum` sums the squares in bf16 when the activations are bf16, and in f16 otherwise
-//! (so it also shows up in an f32 run). `late-rounding` is a no-op for f32 activations.
+//! (so it also shows up in an f32 run). `late-rounding` and `early-cast` are no-ops for f32
+//! activations.
+//!
+//! `bf16-accum` ("accumulate matmuls in bf16", the guide's first precision point): each
+//! `x @ Wᵀ` is computed in k-tiles of [`ACCUM_TILE`] (= 16, a tensor-core MMA's k step); a
+//! tile's dot products are exact-ish (f32), but the running sum across tiles is kept in the
+//! half type, rounded after every tile, as a kernel that stores its accumulator in bf16 does.
+//! The half type is f16 for f16 activations and bf16 otherwise (so it also shows in an f32
+//! run). Every Linear of the layers it names, plus `lm_head` without `@`.
 
 use std::fmt;
 use std::str::FromStr;
@@ -76,12 +87,20 @@ pub enum Fault {
     RmsEps(f64),
     LateRounding,
     F16Accum,
+    Bf16Accum,
+    Bf16Variance,
+    EarlyCast,
 }
+
+/// The k-tile of the `bf16-accum` fault: products are summed in f32 within a tile, the running
+/// sum across tiles in the half type.
+pub const ACCUM_TILE: usize = 16;
 
 /// The accepted spellings, for error messages and `--help`.
 pub const VALID_FAULTS: &str = "embed-scale, rope-theta=V, rope-interleaved, skip-k-norm, \
 skip-q-norm, attn-bias=V, transpose=MODULE, act=gelu|gelu-tanh|relu, gqa-tile, rms-eps=V, \
-late-rounding, f16-accum (per-layer faults take @N, @N-M or @N,M-K)";
+late-rounding, f16-accum, bf16-accum, bf16-variance, early-cast (per-layer faults take @N, @N-M \
+or @N,M-K)";
 
 impl Fault {
     /// The fault's name, as typed before `=`.
@@ -99,6 +118,9 @@ impl Fault {
             Fault::RmsEps(_) => "rms-eps",
             Fault::LateRounding => "late-rounding",
             Fault::F16Accum => "f16-accum",
+            Fault::Bf16Accum => "bf16-accum",
+            Fault::Bf16Variance => "bf16-variance",
+            Fault::EarlyCast => "early-cast",
         }
     }
 
@@ -259,6 +281,9 @@ impl FromStr for FaultSpec {
             }
             "late-rounding" => none().map(|_| Fault::LateRounding)?,
             "f16-accum" => none().map(|_| Fault::F16Accum)?,
+            "bf16-accum" => none().map(|_| Fault::Bf16Accum)?,
+            "bf16-variance" => none().map(|_| Fault::Bf16Variance)?,
+            "early-cast" => none().map(|_| Fault::EarlyCast)?,
             "" => return Err(err("empty fault name".to_string())),
             other => return Err(err(format!("unknown fault {other:?}"))),
         };
@@ -305,6 +330,10 @@ pub struct NormFaults {
     pub late_rounding: bool,
     /// `f16-accum`.
     pub f16_accum: bool,
+    /// `bf16-variance`.
+    pub bf16_variance: bool,
+    /// `early-cast`.
+    pub early_cast: bool,
 }
 
 /// Every per-layer fault that acts in one decoder layer, resolved once when the layer is
@@ -321,6 +350,8 @@ pub struct LayerFaults {
     pub act: Option<Activation>,
     /// The faults of the layer's four norms (input, post-attention, q_norm, k_norm).
     pub norm: NormFaults,
+    /// `bf16-accum` on the layer's seven Linears.
+    pub bf16_accum: bool,
 }
 
 /// All faults of one run, with the queries the model asks at each op.
@@ -432,12 +463,19 @@ impl Faults {
         self.has(layer, |f| matches!(f, Fault::F16Accum))
     }
 
+    /// `bf16-accum` on the Linears of `layer` (`None` = `lm_head`).
+    pub fn bf16_accum(&self, layer: Option<usize>) -> bool {
+        self.has(layer, |f| matches!(f, Fault::Bf16Accum))
+    }
+
     /// The RMSNorm faults of a norm in `layer` (`None` = the final `model.norm`).
     pub fn norm(&self, layer: Option<usize>) -> NormFaults {
         NormFaults {
             rms_eps: self.rms_eps(layer),
             late_rounding: self.late_rounding(layer),
             f16_accum: self.f16_accum(layer),
+            bf16_variance: self.has(layer, |f| matches!(f, Fault::Bf16Variance)),
+            early_cast: self.has(layer, |f| matches!(f, Fault::EarlyCast)),
         }
     }
 
@@ -451,6 +489,7 @@ impl Faults {
             gqa_tile: self.gqa_tile(layer),
             act: self.act(layer),
             norm: self.norm(Some(layer)),
+            bf16_accum: self.bf16_accum(Some(layer)),
         }
     }
 
@@ -485,6 +524,9 @@ mod tests {
         assert_eq!(parse("rms-eps=1e-5").fault, Fault::RmsEps(1e-5));
         assert_eq!(parse("late-rounding").fault, Fault::LateRounding);
         assert_eq!(parse("f16-accum").fault, Fault::F16Accum);
+        assert_eq!(parse("bf16-accum").fault, Fault::Bf16Accum);
+        assert_eq!(parse("bf16-variance@1").fault, Fault::Bf16Variance);
+        assert_eq!(parse("early-cast").fault, Fault::EarlyCast);
     }
 
     #[test]

@@ -107,6 +107,7 @@ impl<'a> Vb<'a> {
         Ok(Linear {
             inner: candle_nn::Linear::new(weight, bias),
             name: self.prefix(),
+            half_accum: false,
         })
     }
 
@@ -118,6 +119,8 @@ impl<'a> Vb<'a> {
             eps: faults.rms_eps.unwrap_or(cfg.rms_norm_eps),
             late_rounding: faults.late_rounding,
             half_accum: faults.f16_accum,
+            bf16_variance: faults.bf16_variance,
+            early_cast: faults.early_cast,
         };
         Ok(RmsNorm {
             weight,
@@ -132,10 +135,33 @@ impl<'a> Vb<'a> {
 struct Linear {
     inner: candle_nn::Linear,
     name: String,
+    /// Fault `bf16-accum`: the accumulator kept in a half type between k-tiles.
+    half_accum: bool,
 }
 
 impl Linear {
+    /// This Linear with fault `bf16-accum` set or not.
+    fn accumulating_in_half(mut self, on: bool) -> Linear {
+        self.half_accum = on;
+        self
+    }
+
     fn forward(&self, x: &Tensor) -> Result<Tensor, Error> {
+        if self.half_accum {
+            let acc = if x.dtype() == DType::F16 {
+                DType::F16
+            } else {
+                DType::BF16
+            };
+            return ops::linear_half_accum(
+                x,
+                self.inner.weight(),
+                self.inner.bias(),
+                acc,
+                crate::fault::ACCUM_TILE,
+            )
+            .ctx(|| format!("{}: bf16-accum fault", self.name));
+        }
         self.inner.forward(x).ctx(|| self.name.clone())
     }
 }
@@ -182,10 +208,22 @@ impl Attention {
         let (nh, nkv) = (cfg.num_attention_heads, cfg.num_kv_heads());
         let bias = cfg.attention_bias;
         Ok(Attention {
-            q_proj: vb.pp("q_proj").linear(h, nh * hd, bias)?,
-            k_proj: vb.pp("k_proj").linear(h, nkv * hd, bias)?,
-            v_proj: vb.pp("v_proj").linear(h, nkv * hd, bias)?,
-            o_proj: vb.pp("o_proj").linear(nh * hd, h, bias)?,
+            q_proj: vb
+                .pp("q_proj")
+                .linear(h, nh * hd, bias)?
+                .accumulating_in_half(faults.bf16_accum),
+            k_proj: vb
+                .pp("k_proj")
+                .linear(h, nkv * hd, bias)?
+                .accumulating_in_half(faults.bf16_accum),
+            v_proj: vb
+                .pp("v_proj")
+                .linear(h, nkv * hd, bias)?
+                .accumulating_in_half(faults.bf16_accum),
+            o_proj: vb
+                .pp("o_proj")
+                .linear(nh * hd, h, bias)?
+                .accumulating_in_half(faults.bf16_accum),
             q_norm: vb.pp("q_norm").rms_norm(hd, cfg, &faults.norm)?,
             k_norm: vb.pp("k_norm").rms_norm(hd, cfg, &faults.norm)?,
             n_heads: nh,
@@ -292,9 +330,18 @@ impl Mlp {
     fn new(cfg: &Config, vb: Vb, faults: &LayerFaults) -> Result<Mlp, Error> {
         let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
         Ok(Mlp {
-            gate_proj: vb.pp("gate_proj").linear(h, i, false)?,
-            up_proj: vb.pp("up_proj").linear(h, i, false)?,
-            down_proj: vb.pp("down_proj").linear(i, h, false)?,
+            gate_proj: vb
+                .pp("gate_proj")
+                .linear(h, i, false)?
+                .accumulating_in_half(faults.bf16_accum),
+            up_proj: vb
+                .pp("up_proj")
+                .linear(h, i, false)?
+                .accumulating_in_half(faults.bf16_accum),
+            down_proj: vb
+                .pp("down_proj")
+                .linear(i, h, false)?
+                .accumulating_in_half(faults.bf16_accum),
             act: faults.act.or(match cfg.hidden_act.as_str() {
                 "gelu" => Some(Activation::Gelu),
                 _ => None,
@@ -400,6 +447,7 @@ fn lm_head(cfg: &Config, vb: Vb, vb_e: &Vb, embed: &Tensor) -> Result<Linear, Er
     Ok(Linear {
         inner: candle_nn::Linear::new(w, None),
         name: vb.prefix(),
+        half_accum: false,
     })
 }
 
@@ -465,7 +513,8 @@ impl Qwen3 {
             .map(|i| DecoderLayer::new(cfg, vb_m.pp("layers").pp(i), &faults.layer(i)))
             .collect::<Result<Vec<_>, Error>>()?;
         let norm = vb_m.pp("norm").rms_norm(h, cfg, &faults.norm(None))?;
-        let lm_head = lm_head(cfg, vb.pp("lm_head"), &vb_e, &embed)?;
+        let lm_head = lm_head(cfg, vb.pp("lm_head"), &vb_e, &embed)?
+            .accumulating_in_half(faults.bf16_accum(None));
         let transposable = ctx.transposable.borrow();
         for target in faults.transpose_targets() {
             if !transposable.iter().any(|m| m == target) {

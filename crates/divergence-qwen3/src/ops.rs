@@ -58,6 +58,18 @@ pub struct NormMode {
     pub late_rounding: bool,
     /// Fault `f16-accum`: sum the squares in a half type.
     pub half_accum: bool,
+    /// Fault `bf16-variance`: square and sum in bf16, whatever the activation dtype.
+    pub bf16_variance: bool,
+    /// Fault `early-cast`: round `1 / sqrt(var + eps)` to the activation dtype and normalise
+    /// there (`x * inv` in bf16), instead of normalising in f32.
+    pub early_cast: bool,
+}
+
+impl NormMode {
+    /// True when a fault changes how the norm computes (the fused kernel cannot be used).
+    fn faulty(&self) -> bool {
+        self.late_rounding || self.half_accum || self.bf16_variance || self.early_cast
+    }
 }
 
 /// Divides by `n` (not multiply by 1/n: that differs when n is not a power of two).
@@ -70,26 +82,31 @@ fn div_scalar(x: &Tensor, n: usize) -> candle_core::Result<Tensor> {
 pub fn rms_norm(x: &Tensor, weight: &Tensor, mode: NormMode) -> candle_core::Result<Tensor> {
     let dt = x.dtype();
     let n = x.dim(D::Minus1)?;
-    if mode.policy == Policy::Fused && !mode.late_rounding && !mode.half_accum {
+    if mode.policy == Policy::Fused && !mode.faulty() {
         return candle_nn::ops::rms_norm(&x.contiguous()?, weight, mode.eps as f32);
     }
     let xf = x.to_dtype(DType::F32)?;
-    let sum = if mode.half_accum {
-        let half = if dt == DType::BF16 {
+    let sum = if mode.half_accum || mode.bf16_variance {
+        let half = if dt == DType::BF16 || mode.bf16_variance {
             DType::BF16
         } else {
             DType::F16
         };
-        x.to_dtype(half)?
-            .sqr()?
-            .sum_keepdim(D::Minus1)?
-            .to_dtype(DType::F32)?
+        // Squares rounded to the half type, summed one by one in it (every add rounded):
+        // written out rather than `sum_keepdim`, whose accumulator is the half type on the
+        // CPU but f32 in candle's CUDA kernel, so the fault is the same bug on both devices.
+        sum_last_dim_in(&x.to_dtype(half)?.sqr()?, half)?.to_dtype(DType::F32)?
     } else {
         xf.sqr()?.sum_keepdim(D::Minus1)?
     };
     let var = div_scalar(&sum, n)?;
     // torch: variance + eps (eps rounded to f32), rsqrt = 1 / sqrt in f32.
     let inv = (var + mode.eps)?.sqrt()?.recip()?;
+    if mode.early_cast {
+        // The guide's "bad" RMSNorm: the factor is cast back early and the normalisation runs
+        // in the activation dtype (one more rounding of the factor, then x * inv rounded).
+        return x.broadcast_mul(&inv.to_dtype(dt)?)?.broadcast_mul(weight);
+    }
     let normed = xf.broadcast_mul(&inv)?;
     if mode.late_rounding {
         normed
@@ -97,6 +114,52 @@ pub fn rms_norm(x: &Tensor, weight: &Tensor, mode: NormMode) -> candle_core::Res
             .to_dtype(dt)
     } else {
         normed.to_dtype(dt)?.broadcast_mul(weight)
+    }
+}
+
+/// The sum over the last dimension (kept, size 1) accumulated element by element in `acc`:
+/// `s = round(s + x_i)` for i = 0, 1, ... (faults `f16-accum`, `bf16-variance`).
+pub fn sum_last_dim_in(x: &Tensor, acc: DType) -> candle_core::Result<Tensor> {
+    let x = x.to_dtype(acc)?;
+    let n = x.dim(D::Minus1)?;
+    let mut sum = Tensor::zeros(x.narrow(D::Minus1, 0, 1)?.shape(), acc, x.device())?;
+    for i in 0..n {
+        sum = (sum + x.narrow(D::Minus1, i, 1)?)?;
+    }
+    Ok(sum)
+}
+
+/// `x @ wᵀ` (+ bias) with the accumulator kept in `acc` between k-tiles of `tile` (fault
+/// `bf16-accum`): each tile's dot products in f32, the running sum rounded to `acc` after every
+/// tile; the result in x's dtype. `w` is `[out, in]`.
+pub fn linear_half_accum(
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    acc: DType,
+    tile: usize,
+) -> candle_core::Result<Tensor> {
+    let k = x.dim(D::Minus1)?;
+    let xf = x.to_dtype(DType::F32)?;
+    let wf = w.to_dtype(DType::F32)?;
+    let mut sum: Option<Tensor> = None;
+    for k0 in (0..k).step_by(tile.max(1)) {
+        let len = tile.max(1).min(k - k0);
+        let xs = xf.narrow(D::Minus1, k0, len)?.contiguous()?;
+        let ws = wf.narrow(1, k0, len)?.t()?.contiguous()?;
+        let part = xs.broadcast_matmul(&ws)?.to_dtype(acc)?;
+        sum = Some(match sum {
+            None => part,
+            Some(s) => (s + part)?,
+        });
+    }
+    let out = match sum {
+        Some(s) => s.to_dtype(x.dtype())?,
+        None => xf.broadcast_matmul(&wf.t()?)?.to_dtype(x.dtype())?,
+    };
+    match bias {
+        Some(b) => out.broadcast_add(b),
+        None => Ok(out),
     }
 }
 
@@ -308,6 +371,8 @@ mod tests {
             eps: 1e-6,
             late_rounding: false,
             half_accum: false,
+            bf16_variance: false,
+            early_cast: false,
         }
     }
 
@@ -356,6 +421,115 @@ mod tests {
             ..mode(Policy::Torch)
         };
         assert_eq!(got(late), vec![0.50390625, 1.5078125]);
+        // early-cast: rsqrt(5 + 1e-6) = 0.44721 rounded to bf16 0.447265625, then x * inv in
+        // bf16 ([0.447265625, 1.3418] -> 1.34375) and * 1.125: [0.50390625, 1.515625]; here it
+        // agrees with the reference on both elements, it is a rounding-point change only.
+        let early = NormMode {
+            early_cast: true,
+            ..mode(Policy::Torch)
+        };
+        assert_eq!(got(early), vec![0.50390625, 1.515625]);
+    }
+
+    #[test]
+    fn bf16_variance_sums_in_bf16() {
+        // 1 + 32 * 2^-9 summed in bf16 element by element: every 2^-9 is lost against 1 (half
+        // an ulp of 1 is 2^-8), so the variance is 1/33 instead of (1 + 1/16)/33.
+        let dev = Device::Cpu;
+        let mut v = vec![1f32];
+        v.extend(std::iter::repeat_n(2f32.powi(-9).sqrt(), 32));
+        let x = Tensor::new(v.as_slice(), &dev)
+            .unwrap()
+            .reshape((1, 33))
+            .unwrap();
+        let w = Tensor::ones(33, DType::F32, &dev).unwrap();
+        let first = |m: NormMode| -> f32 {
+            rms_norm(&x, &w, m)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()[0]
+        };
+        let exact = first(mode(Policy::Torch));
+        let bf16 = first(NormMode {
+            bf16_variance: true,
+            ..mode(Policy::Torch)
+        });
+        let want_exact = (33.0f64 / (1.0 + 32.0 * 2f64.powi(-9))).sqrt();
+        assert!(
+            (exact as f64 - want_exact).abs() < 1e-3,
+            "{exact} vs {want_exact}"
+        );
+        assert!(bf16 > exact * 1.02, "bf16 variance {bf16} vs {exact}");
+    }
+
+    #[test]
+    fn the_written_out_half_sum_is_candles_cpu_bf16_sum() {
+        let dev = Device::Cpu;
+        let v: Vec<f32> = (0..300)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
+            .collect();
+        let x = Tensor::new(v.as_slice(), &dev)
+            .unwrap()
+            .reshape((3, 100))
+            .unwrap()
+            .to_dtype(DType::BF16)
+            .unwrap();
+        let ours: Vec<f32> = sum_last_dim_in(&x, DType::BF16)
+            .unwrap()
+            .to_dtype(DType::F32)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let candle: Vec<f32> = x
+            .sum_keepdim(D::Minus1)
+            .unwrap()
+            .to_dtype(DType::F32)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert_eq!(ours, candle);
+    }
+
+    #[test]
+    fn half_accumulation_loses_what_a_tile_cannot_hold() {
+        // x = [1, 2^-9 x 16], w = ones: the exact dot product is 1 + 16 * 2^-9 = 1.03125.
+        // In one tile of 16+ (f32) it survives; accumulated in bf16 one product at a time
+        // every 2^-9 is lost against 1 (half an ulp of 1 in bf16 is 2^-8).
+        let dev = Device::Cpu;
+        let mut v = vec![1f32];
+        v.extend(std::iter::repeat_n(2f32.powi(-9), 16));
+        let x = Tensor::new(v.as_slice(), &dev)
+            .unwrap()
+            .reshape((1, 17))
+            .unwrap();
+        let w = Tensor::ones((1, 17), DType::F32, &dev).unwrap();
+        let dot = |tile: usize| -> f32 {
+            linear_half_accum(&x, &w, None, DType::BF16, tile)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()[0]
+        };
+        assert_eq!(dot(1), 1.0);
+        assert_eq!(dot(17), 1.03125);
+        // tile 16: [1, 15 x 2^-9] = 1.029296875 -> bf16 1.03125 (ulp 2^-7), + 2^-9 -> 1.03125
+        assert_eq!(dot(16), 1.03125);
+        // a bias is added after the accumulation
+        let b = Tensor::new(&[0.5f32], &dev).unwrap();
+        let y: Vec<f32> = linear_half_accum(&x, &w, Some(&b), DType::BF16, 1)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert_eq!(y, vec![1.5]);
     }
 
     #[test]

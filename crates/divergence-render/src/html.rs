@@ -15,7 +15,7 @@ use divergence_diff::{sci, OpResult, Report};
 
 use crate::plot;
 use crate::svg::escape;
-use crate::view::{self, OpsColumn, OPS_COLUMNS};
+use crate::view::{self, OpsColumn};
 
 const CSS: &str = r#"
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;margin:24px 32px;color:#1d1d1f;background:#fafafa}
@@ -125,18 +125,28 @@ fn header(report: &Report, h: &mut String) {
     kv(h, "ours", &report.ours);
     kv(h, "ref", &report.reference);
     kv(h, "tolerance", &view::tolerance_text(&report.tolerance));
+    if let Some(judged) = view::judged_text(report) {
+        kv(h, "judged", &judged);
+    }
+    kv(h, "first difference", &view::first_difference_text(report));
     kv(h, "order", report.order_source.describe());
     kv(h, "summary", &view::summary_line(report));
     h.push_str("</dl>\n");
     for w in view::other_warnings(report) {
         h.push_str(&format!("<p class=\"warn\">warning: {}</p>\n", escape(w)));
     }
+    if let Some(note) = view::preset_note(report) {
+        h.push_str(&format!("<p class=\"note\">note: {}</p>\n", escape(note)));
+    }
     h.push_str("</section>\n");
 }
 
 fn first_divergence(report: &Report, h: &mut String) {
     let (Some(first), Some(op)) = (&report.first_divergence, report.first_divergence_op()) else {
-        h.push_str("<section class=\"clean\"><b>No divergence</b>: every compared op is within tolerance.</section>\n");
+        h.push_str(&format!(
+            "<section class=\"clean\"><b>No divergence</b>: every compared op is {}.</section>\n",
+            escape(&view::clean_text(report))
+        ));
         return;
     };
     h.push_str("<section class=\"first\" id=\"first-divergence\">\n");
@@ -224,6 +234,9 @@ pub(crate) fn column_value(col: OpsColumn, op: &OpResult) -> Option<(&'static st
         OpsColumn::RelErr => ("rel_l2_err", op.errors.rel_l2_err),
         OpsColumn::Cosine => ("cosine", op.errors.cosine),
         OpsColumn::OutTol => ("frac_outside_tol", op.frac_outside_tol),
+        OpsColumn::TruthOurs => ("ours_truth_rel_err", op.truth.ours_truth_rel_err),
+        OpsColumn::TruthRef => ("ref_truth_rel_err", op.truth.ref_truth_rel_err),
+        OpsColumn::NoiseRatio => ("noise_ratio", op.truth.noise_ratio),
         _ => return None,
     })
 }
@@ -234,9 +247,8 @@ pub(crate) fn exact(x: f64) -> String {
 }
 
 fn ops_table(report: &Report, h: &mut String) {
-    let columns: Vec<OpsColumn> = OPS_COLUMNS
-        .iter()
-        .copied()
+    let columns: Vec<OpsColumn> = view::ops_columns(report)
+        .into_iter()
         .filter(|c| *c != OpsColumn::Mark)
         .collect();
     let first = report.first_divergence.as_ref().map(|f| f.index);

@@ -28,7 +28,7 @@ pub fn render_table(report: &Report, opts: &TableOptions, out: &mut dyn Write) -
     table::render(report, opts, out)
 }
 
-/// Renders the report as pretty JSON (schema `divergence-report/1`, see `docs/report-schema.md`).
+/// Renders the report as pretty JSON (schema `divergence-report/2`, see `docs/report-schema.md`).
 pub fn render_json(report: &Report, out: &mut dyn Write) -> io::Result<()> {
     json::render(report, out)
 }

@@ -11,7 +11,7 @@ use divergence_diff::Report;
 
 use crate::options::TableOptions;
 use crate::sections::Sections;
-use crate::view::{self, cos, num, OpsColumn, OPS_COLUMNS};
+use crate::view::{self, cos, num, OpsColumn};
 
 /// Escapes text for a table cell.
 fn cell(text: &str) -> String {
@@ -37,7 +37,7 @@ impl Markdown<'_> {
     fn ops_row(&mut self, i: usize, is_first: bool) -> io::Result<()> {
         let op = &self.report.ops[i];
         let mut line = String::from("|");
-        for col in OPS_COLUMNS {
+        for col in view::ops_columns(self.report) {
             let text = match col {
                 OpsColumn::Mark => if is_first { "➡️" } else { "" }.to_string(),
                 // A `|` in a name would split the table cell: escape it (GFM allows `\|` in code).
@@ -89,6 +89,14 @@ impl Sections for Markdown<'_> {
             "- **tolerance:** {}",
             view::tolerance_text(&report.tolerance)
         )?;
+        if let Some(judged) = view::judged_text(report) {
+            writeln!(out, "- **judged:** {judged}")?;
+        }
+        writeln!(
+            out,
+            "- **first difference:** {}",
+            cell(&view::first_difference_text(report))
+        )?;
         writeln!(out, "- **order:** {}", report.order_source.describe())?;
         if let (Some(f), Some(op)) = (&report.first_divergence, report.first_divergence_op()) {
             writeln!(out, "- **reason:** {}", f.reason)?;
@@ -105,10 +113,17 @@ impl Sections for Markdown<'_> {
                 num(op.errors.rel_l2_err),
                 cos(op.errors.cosine)
             )?;
+            if let Some(text) = view::truth_line(op) {
+                writeln!(out, "- **vs truth:** {}", cell(&text))?;
+            }
         }
         for w in view::other_warnings(report) {
             writeln!(out)?;
             writeln!(out, "> ⚠️ {}", w)?;
+        }
+        if let Some(note) = view::preset_note(report) {
+            writeln!(out)?;
+            writeln!(out, "> ℹ️ {note}")?;
         }
         writeln!(out)
     }
@@ -127,15 +142,16 @@ impl Sections for Markdown<'_> {
         if sel.indices.is_empty() {
             writeln!(self.out, "(none)")?;
         } else {
+            let columns = view::ops_columns(self.report);
             let mut header = String::from("|");
-            for col in OPS_COLUMNS {
+            for &col in &columns {
                 match col.markdown_label() {
                     "" => header.push_str(" |"),
                     label => header.push_str(&format!(" {label} |")),
                 }
             }
             writeln!(self.out, "{header}")?;
-            let align: Vec<&str> = OPS_COLUMNS
+            let align: Vec<&str> = columns
                 .iter()
                 .map(|c| if c.right_aligned() { "--:" } else { "---" })
                 .collect();

@@ -19,7 +19,9 @@ use divergence_diff::{Report, Status};
 
 use crate::options::TableOptions;
 use crate::sections::Sections;
-use crate::view::{self, cos, num, pct, OpsColumn, OPS_COLUMNS};
+#[cfg(test)]
+use crate::view::OPS_COLUMNS;
+use crate::view::{self, cos, num, pct, OpsColumn};
 
 const BOLD_RED: &str = "1;31";
 const BOLD_GREEN: &str = "1;32";
@@ -30,21 +32,26 @@ const BOLD: &str = "1";
 /// [`TableOptions::width`]: the cosine, dtype, shape and norms first, the op name, mark and
 /// rel err never. The columns from [`FIRST_KEPT`] on (the born / carried mark, max err, status)
 /// are dropped only when the op name would otherwise get fewer than [`NAME_MIN`] characters.
-pub(crate) const DROP_ORDER: [OpsColumn; 10] = [
+/// In truth mode the two errors against the truth go before the index, the noise ratio only
+/// after max err.
+pub(crate) const DROP_ORDER: [OpsColumn; 13] = [
     OpsColumn::Cosine,
     OpsColumn::Dtype,
     OpsColumn::Shape,
     OpsColumn::RefL2,
     OpsColumn::OursL2,
     OpsColumn::OutTol,
+    OpsColumn::TruthRef,
+    OpsColumn::TruthOurs,
     OpsColumn::Index,
     OpsColumn::Origin,
     OpsColumn::MaxAbsErr,
+    OpsColumn::NoiseRatio,
     OpsColumn::Status,
 ];
 
 /// Index in [`DROP_ORDER`] of the first column kept while the op name can wrap instead.
-const FIRST_KEPT: usize = 7;
+const FIRST_KEPT: usize = 9;
 
 /// The narrowest the op name column gets (it wraps, between characters) before max err and
 /// status are dropped.
@@ -66,14 +73,17 @@ fn table_width(content_widths: impl Iterator<Item = usize>) -> usize {
     sum + 3 * n + 1
 }
 
-/// The ops-table columns that fit `width`, left to right (see [`DROP_ORDER`]); `widths` is
-/// indexed like [`OPS_COLUMNS`].
-pub(crate) fn fit_ops_columns(widths: &[usize], width: usize) -> Vec<OpsColumn> {
-    let of = |c: OpsColumn| widths[OPS_COLUMNS.iter().position(|&k| k == c).unwrap_or(0)];
+/// The columns of `all` that fit `width`, left to right (see [`DROP_ORDER`]); `widths` is
+/// indexed like `all`.
+pub(crate) fn fit_ops_columns(all: &[OpsColumn], widths: &[usize], width: usize) -> Vec<OpsColumn> {
+    let of = |c: OpsColumn| all.iter().position(|&k| k == c).map_or(0, |i| widths[i]);
     let total = |cols: &[OpsColumn]| table_width(cols.iter().map(|&c| of(c)));
     let name = of(OpsColumn::Name);
-    let mut cols = OPS_COLUMNS.to_vec();
+    let mut cols = all.to_vec();
     for (rank, drop) in DROP_ORDER.iter().enumerate() {
+        if !cols.contains(drop) {
+            continue;
+        }
         let full = total(&cols);
         if full <= width {
             break;
@@ -280,17 +290,17 @@ impl Terminal<'_> {
     fn ops_table(&self, indices: &[usize]) -> Table {
         let (report, opts) = (self.report, self.opts);
         let first = report.first_divergence.as_ref().map(|f| f.index);
+        let all = view::ops_columns(report);
         let texts: Vec<Vec<String>> = indices
             .iter()
             .map(|&i| {
                 let op = &report.ops[i];
-                OPS_COLUMNS
-                    .iter()
+                all.iter()
                     .map(|c| c.text(i, op, first == Some(i)))
                     .collect()
             })
             .collect();
-        let widths: Vec<usize> = OPS_COLUMNS
+        let widths: Vec<usize> = all
             .iter()
             .enumerate()
             .map(|(k, c)| {
@@ -303,12 +313,12 @@ impl Terminal<'_> {
             })
             .collect();
         let cols = match opts.width {
-            Some(w) => fit_ops_columns(&widths, usize::from(w)),
-            None => OPS_COLUMNS.to_vec(),
+            Some(w) => fit_ops_columns(&all, &widths, usize::from(w)),
+            None => all.clone(),
         };
         // The room the op name has when even the kept columns are too wide.
         let name_room = opts.width.map(usize::from).and_then(|w| {
-            let of = |c: OpsColumn| widths[OPS_COLUMNS.iter().position(|&k| k == c).unwrap_or(0)];
+            let of = |c: OpsColumn| all.iter().position(|&k| k == c).map_or(0, |i| widths[i]);
             let name = of(OpsColumn::Name);
             let others = table_width(cols.iter().map(|&c| of(c))) - name;
             (others + name > w).then(|| w.saturating_sub(others).max(NAME_MIN.min(name)))
@@ -320,7 +330,7 @@ impl Terminal<'_> {
         for (row, &i) in texts.into_iter().zip(indices) {
             let op = &report.ops[i];
             let is_first = first == Some(i);
-            let cells: Vec<Cell> = OPS_COLUMNS
+            let cells: Vec<Cell> = all
                 .iter()
                 .zip(row)
                 .filter(|(c, _)| cols.contains(c))
@@ -368,10 +378,18 @@ impl Sections for Terminal<'_> {
         self.line(&format!("  ref:       {}", report.reference), None, 13)?;
         let tolerance = view::tolerance_text(&report.tolerance);
         self.line(&format!("  tolerance: {tolerance}"), None, 13)?;
+        if let Some(judged) = view::judged_text(report) {
+            self.line(&format!("  judged:    {judged}"), None, 13)?;
+        }
+        let first_diff = view::first_difference_text(report);
+        self.line(&format!("  differs:   first at {first_diff}"), None, 13)?;
         let order = report.order_source.describe();
         self.line(&format!("  order:     {order}"), None, 13)?;
         for w in view::other_warnings(report) {
             self.line(&format!("warning: {w}"), Some(YELLOW), 9)?;
+        }
+        if let Some(note) = view::preset_note(report) {
+            self.line(&format!("note: {note}"), None, 6)?;
         }
         self.blank()
     }
@@ -380,8 +398,9 @@ impl Sections for Terminal<'_> {
         let report = self.report;
         let (Some(f), Some(op)) = (&report.first_divergence, report.first_divergence_op()) else {
             let text = format!(
-                "NO DIVERGENCE: all {} compared ops are within tolerance",
-                report.summary.compared
+                "NO DIVERGENCE: all {} compared ops are {}",
+                report.summary.compared,
+                view::clean_text(report)
             );
             self.line(&text, Some(BOLD_GREEN), 2)?;
             return self.blank();
@@ -404,13 +423,17 @@ impl Sections for Terminal<'_> {
         }
         self.line(&format!("  reason       {}", f.reason), None, HANG)?;
         let (t, rule, e, nf) = (&op.tensor, &op.rule, &op.errors, &op.nonfinite);
+        let judged = match (&report.tolerance, op.truth.noise_ratio) {
+            (divergence_diff::Tolerance::Truth { ratio }, Some(_)) => {
+                format!("noise ratio limit {}", view::ratio(Some(*ratio)))
+            }
+            _ => format!("rtol {}, atol {}", num(rule.rtol), num(rule.atol)),
+        };
         let text = format!(
-            "  shape        {}   dtype ours {}, ref {}   rtol {}, atol {}",
+            "  shape        {}   dtype ours {}, ref {}   {judged}",
             view::shape_cell(op),
             t.dtype_ours.as_deref().unwrap_or("-"),
             t.dtype_ref.as_deref().unwrap_or("-"),
-            num(rule.rtol),
-            num(rule.atol)
         );
         self.line(&text, None, HANG)?;
         let text = format!(
@@ -433,6 +456,9 @@ impl Sections for Terminal<'_> {
         );
         self.line(&text, None, HANG)?;
         self.line(&format!("  cosine       {}", cos(e.cosine)), None, HANG)?;
+        if let Some(text) = view::truth_line(op) {
+            self.line(&format!("  vs truth     {text}"), None, HANG)?;
+        }
         let text = format!(
             "  NaN/Inf      ours {}/{}, ref {}/{}",
             count(nf.nan_ours),
@@ -623,25 +649,39 @@ mod tests {
     fn ops_columns_drop_in_priority_order() {
         // mark, #, op, status, shape, dtype, ours, ref, max, rel, origin, cosine, out tol
         let widths = [2, 2, 31, 8, 9, 5, 9, 9, 9, 9, 7, 8, 7];
+        let all: Vec<OpsColumn> = OPS_COLUMNS.into_iter().filter(|c| !c.is_truth()).collect();
+        let fit = |w| fit_ops_columns(&all, &widths, w);
         let full = table_width(widths.iter().copied());
-        assert_eq!(fit_ops_columns(&widths, full), OPS_COLUMNS.to_vec());
-        let without_cosine: Vec<_> = OPS_COLUMNS
-            .into_iter()
+        assert_eq!(fit(full), all);
+        let without_cosine: Vec<_> = all
+            .iter()
+            .copied()
             .filter(|&c| c != OpsColumn::Cosine)
             .collect();
-        assert_eq!(fit_ops_columns(&widths, full - 1), without_cosine);
+        assert_eq!(fit(full - 1), without_cosine);
         use OpsColumn::*;
-        assert_eq!(
-            fit_ops_columns(&widths, 80),
-            [Mark, Name, Status, MaxAbsErr, RelErr, Origin]
-        );
+        assert_eq!(fit(80), [Mark, Name, Status, MaxAbsErr, RelErr, Origin]);
         // Narrower: the name wraps down to NAME_MIN before the born / carried mark, max err and
         // status go.
+        assert_eq!(fit(66), [Mark, Name, Status, MaxAbsErr, RelErr]);
+        assert_eq!(fit(40), [Mark, Name, RelErr]);
+    }
+
+    #[test]
+    fn truth_columns_drop_before_the_index_but_the_ratio_stays() {
+        // mark, #, op, status, shape, dtype, ours, ref, max, rel, o~t, r~t, ratio, origin, cos, tol
+        let widths = [2, 2, 31, 8, 9, 5, 9, 9, 9, 9, 10, 9, 7, 7, 8, 7];
+        let fit = |w| fit_ops_columns(&OPS_COLUMNS, &widths, w);
+        use OpsColumn::*;
         assert_eq!(
-            fit_ops_columns(&widths, 66),
-            [Mark, Name, Status, MaxAbsErr, RelErr]
+            fit(100),
+            [Mark, Index, Name, Status, MaxAbsErr, RelErr, NoiseRatio, Origin]
         );
-        assert_eq!(fit_ops_columns(&widths, 40), [Mark, Name, RelErr]);
+        assert_eq!(
+            fit(99),
+            [Mark, Name, Status, MaxAbsErr, RelErr, NoiseRatio, Origin]
+        );
+        assert_eq!(fit(60), [Mark, Name, Status, RelErr, NoiseRatio]);
     }
 
     #[test]

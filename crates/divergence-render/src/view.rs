@@ -3,7 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use divergence_diff::{sci, AmplificationRow, OpResult, QkKind, Report, Status, Tolerance};
+use divergence_diff::{
+    sci, AmplificationRow, DTypeClass, OpResult, QkKind, Report, Status, Tolerance,
+};
 use regex::Regex;
 
 use crate::options::TableOptions;
@@ -80,7 +82,120 @@ pub(crate) fn tolerance_text(t: &Tolerance) -> String {
             atol.map_or_else(|| "preset".to_string(), sci)
         ),
         Tolerance::Exact => "exact (any differing element diverges)".into(),
+        Tolerance::Truth { ratio } => format!(
+            "truth (three-way: an op diverges when ours is more than {}x less accurate than ref against the truth run)",
+            ratio_text(*ratio)
+        ),
     }
+}
+
+/// What "no divergence" means in this report's mode: `within tolerance`, or, with `--truth`,
+/// `as accurate as the reference (noise ratio <= 3.0 against the truth)`.
+pub(crate) fn clean_text(report: &Report) -> String {
+    match report.tolerance {
+        Tolerance::Truth { ratio: k } => format!(
+            "as accurate as the reference (noise ratio <= {} against the truth)",
+            ratio_text(k)
+        ),
+        _ => "within tolerance".to_string(),
+    }
+}
+
+/// A ratio with 2 significant digits: `2.4`, `130`, `1.2e+06`, `-` for null.
+pub(crate) fn ratio(x: Option<f64>) -> String {
+    x.map_or_else(|| "-".to_string(), ratio_text)
+}
+
+fn ratio_text(x: f64) -> String {
+    if !x.is_finite() || x.abs() >= 1e5 {
+        sci(x)
+    } else if x.abs() >= 10.0 {
+        format!("{x:.0}")
+    } else {
+        format!("{x:.1}")
+    }
+}
+
+/// What the compared ops were judged with: `bfloat16 preset rtol 4.000e-02, atol 1.000e-03
+/// (77 ops); integers exact (1 op)`; `None` when nothing was judged by a tolerance.
+pub(crate) fn judged_text(report: &Report) -> Option<String> {
+    if report.judged_with.is_empty() {
+        return None;
+    }
+    let manual = matches!(report.tolerance, Tolerance::Manual { .. });
+    let parts: Vec<String> = report
+        .judged_with
+        .iter()
+        .map(|j| {
+            let ops = if j.ops == 1 { "op" } else { "ops" };
+            let what = if j.rtol == 0.0 && j.atol == 0.0 {
+                "exact".to_string()
+            } else {
+                format!("rtol {}, atol {}", sci(j.rtol), sci(j.atol))
+            };
+            let kind = if manual { "" } else { " preset" };
+            format!("{}{kind} {what} ({} {ops})", j.class.label(), j.ops)
+        })
+        .collect();
+    let prefix = if matches!(report.tolerance, Tolerance::Truth { .. }) {
+        "without a usable truth: "
+    } else {
+        ""
+    };
+    Some(format!("{prefix}{}", parts.join("; ")))
+}
+
+/// The note shown when a half-precision pair was judged by a fixed preset (not `--truth`, not
+/// `--exact`): how to get a noise-aware verdict.
+pub(crate) fn preset_note(report: &Report) -> Option<&'static str> {
+    let half = report
+        .judged_with
+        .iter()
+        .any(|j| matches!(j.class, DTypeClass::BF16 | DTypeClass::F16));
+    (half && !matches!(report.tolerance, Tolerance::Truth { .. })).then_some(
+        "bf16/f16 ops were judged by a fixed preset that cannot tell noise from a precision bug on every model; \
+for a noise-aware verdict pass --truth (dump_reference.py --truth-out truth.npz)",
+    )
+}
+
+/// `NAME (#i, max |o-r| X)` for the first op whose sides differ at all, or the text saying
+/// every compared op is bit-identical.
+pub(crate) fn first_difference_text(report: &Report) -> String {
+    match &report.first_difference {
+        Some(d) => match d.max_abs_err {
+            Some(m) => format!("{} (#{}, max |o-r| {})", d.name, d.index, sci(m)),
+            None => format!("{} (#{})", d.name, d.index),
+        },
+        None if report.summary.compared > 0 => "none: every compared op is bit-identical".into(),
+        None => "none".into(),
+    }
+}
+
+/// `ours 1.2e-02, ref 5.0e-03 (noise ratio 2.4)` for a row judged against the truth, or the
+/// reason the truth was not used; `None` outside truth mode.
+pub(crate) fn truth_line(op: &OpResult) -> Option<String> {
+    if let Some(p) = &op.truth.truth_problem {
+        return Some(format!("not used ({p}): judged by the preset"));
+    }
+    let t = &op.truth;
+    t.noise_ratio?;
+    Some(format!(
+        "rel err ours {}, ref {} (noise ratio {})",
+        num(t.ours_truth_rel_err),
+        num(t.ref_truth_rel_err),
+        ratio(t.noise_ratio)
+    ))
+}
+
+/// The ops-table columns of this report, left to right: [`OPS_COLUMNS`], with the truth
+/// columns only in truth mode.
+pub(crate) fn ops_columns(report: &Report) -> Vec<OpsColumn> {
+    let truth = matches!(report.tolerance, Tolerance::Truth { .. });
+    OPS_COLUMNS
+        .iter()
+        .copied()
+        .filter(|c| truth || !c.is_truth())
+        .collect()
 }
 
 /// The input_ids warning, if flagged (by contract the first warning).
@@ -178,10 +293,16 @@ pub(crate) enum OpsColumn {
     OutTol,
     /// `born` / `carried` ([`divergence_diff::origin::row_role`]).
     Origin,
+    /// `||ours - truth|| / ||truth||` (truth mode only).
+    TruthOurs,
+    /// `||ref - truth|| / ||truth||` (truth mode only).
+    TruthRef,
+    /// The noise ratio (truth mode only).
+    NoiseRatio,
 }
 
 /// The ops table's columns, left to right (both views).
-pub(crate) const OPS_COLUMNS: [OpsColumn; 13] = [
+pub(crate) const OPS_COLUMNS: [OpsColumn; 16] = [
     OpsColumn::Mark,
     OpsColumn::Index,
     OpsColumn::Name,
@@ -192,12 +313,23 @@ pub(crate) const OPS_COLUMNS: [OpsColumn; 13] = [
     OpsColumn::RefL2,
     OpsColumn::MaxAbsErr,
     OpsColumn::RelErr,
+    OpsColumn::TruthOurs,
+    OpsColumn::TruthRef,
+    OpsColumn::NoiseRatio,
     OpsColumn::Origin,
     OpsColumn::Cosine,
     OpsColumn::OutTol,
 ];
 
 impl OpsColumn {
+    /// The columns shown only with `--truth`.
+    pub(crate) fn is_truth(self) -> bool {
+        matches!(
+            self,
+            OpsColumn::TruthOurs | OpsColumn::TruthRef | OpsColumn::NoiseRatio
+        )
+    }
+
     /// The terminal table's header.
     pub(crate) fn label(self) -> &'static str {
         match self {
@@ -214,6 +346,9 @@ impl OpsColumn {
             OpsColumn::Cosine => "cosine",
             OpsColumn::OutTol => "out tol",
             OpsColumn::Origin => "error",
+            OpsColumn::TruthOurs => "ours~truth",
+            OpsColumn::TruthRef => "ref~truth",
+            OpsColumn::NoiseRatio => "noise x",
         }
     }
 
@@ -255,6 +390,9 @@ impl OpsColumn {
             OpsColumn::RelErr => num(op.errors.rel_l2_err),
             OpsColumn::Cosine => cos(op.errors.cosine),
             OpsColumn::OutTol => pct(op.frac_outside_tol),
+            OpsColumn::TruthOurs => num(op.truth.ours_truth_rel_err),
+            OpsColumn::TruthRef => num(op.truth.ref_truth_rel_err),
+            OpsColumn::NoiseRatio => ratio(op.truth.noise_ratio),
             OpsColumn::Origin => divergence_diff::origin::row_role(op)
                 .map_or("", |r| r.as_str())
                 .to_string(),

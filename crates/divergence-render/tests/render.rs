@@ -319,7 +319,7 @@ fn json_deserializes_field_by_field() {
     let back: Report = serde_json::from_str(&text).unwrap();
     assert_eq!(back, r);
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-    assert_eq!(v["schema"], "divergence-report/1");
+    assert_eq!(v["schema"], "divergence-report/2");
     assert_eq!(v["ours"], "ours.npz");
     assert_eq!(v["ref"], "ref.npz");
     assert_eq!(v["tolerance"], serde_json::json!({"mode": "auto"}));
@@ -477,9 +477,9 @@ fn documented_row_keys() -> Vec<String> {
 #[test]
 fn json_rows_have_exactly_the_documented_keys_in_order() {
     let documented = documented_row_keys();
-    assert_eq!(documented.len(), 29, "{documented:?}");
+    assert_eq!(documented.len(), 33, "{documented:?}");
     assert_eq!(
-        (documented[0].as_str(), documented[28].as_str()),
+        (documented[0].as_str(), documented[32].as_str()),
         ("name", "local_growth")
     );
     // Every kind of row (ok, diverged, shape mismatch, non-finite, one side, unreadable) writes

@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::{Context, Result};
 use clap::Args;
 use divergence_diff::{
-    DiffConfig, DumpNames, OpResult, Report, ReportContext, Side, Tolerance, Which,
+    DiffConfig, DumpNames, OpResult, Report, ReportContext, Side, Status, Tolerance, Which,
 };
 use divergence_dump::{Dump, Format as DumpFormat, TensorView};
 use divergence_render::TableOptions;
@@ -27,7 +27,11 @@ use crate::exit::{self, Exit};
 
 /// Arguments of `divergence diff`.
 #[derive(Debug, Args)]
-#[command(after_long_help = format!("{AFTER_HELP}\n{}", divergence_diff::decision_rule()))]
+#[command(after_long_help = format!(
+    "{AFTER_HELP}\n{}\n\n{}",
+    divergence_diff::decision_rule(),
+    divergence_diff::truth_rule()
+))]
 pub struct DiffArgs {
     /// The port's dump (.npz, .npy or .safetensors).
     pub ours: PathBuf,
@@ -45,6 +49,14 @@ pub struct DiffArgs {
     /// Flag any difference at all (bit-exact porting).
     #[arg(long, conflicts_with_all = ["rtol", "atol"])]
     pub exact: bool,
+    /// A high-precision run of the reference model on the same ids (`dump_reference.py
+    /// --truth-out`): judge each op by how much less accurate ours is than the reference
+    /// (noise ratio; see the three-way rule below) instead of by a fixed preset.
+    #[arg(long, value_name = "TRUTH", conflicts_with_all = ["rtol", "atol", "exact"])]
+    pub truth: Option<PathBuf>,
+    /// With --truth: the noise ratio above which an op diverges (default 3).
+    #[arg(long, value_name = "K", requires = "truth", value_parser = parse::positive)]
+    pub noise_ratio: Option<f64>,
     /// Show every op instead of the compact view.
     #[arg(long)]
     pub all: bool,
@@ -101,7 +113,9 @@ pub fn run(args: DiffArgs) -> Result<Exit> {
     let mut last = None;
     let mut polled = None;
     loop {
-        let stamp = stamps(&[&args.ours, &args.reference]);
+        let mut files: Vec<&Path> = vec![&args.ours, &args.reference];
+        files.extend(args.truth.as_deref());
+        let stamp = stamps(&files);
         let settled = last.is_none() || polled.as_ref() == Some(&stamp);
         if settled && Some(&stamp) != last.as_ref() {
             // Clear the screen (terminals only), then report; errors are shown and the watch
@@ -241,22 +255,42 @@ fn write_file(
 
 /// Opens both dumps, compares every probe pair in parallel and assembles the report.
 pub fn build_report(args: &DiffArgs) -> Result<Report> {
+    let truth_ratio = args.truth.as_ref().map(|_| {
+        args.noise_ratio
+            .unwrap_or(divergence_diff::DEFAULT_NOISE_RATIO)
+    });
     let cfg = DiffConfig {
-        tolerance: Tolerance::from_flags(args.exact, args.rtol, args.atol),
+        tolerance: Tolerance::from_flags(args.exact, args.rtol, args.atol, truth_ratio),
         ..DiffConfig::default()
     };
-    // Open both first, in parallel: header parsing only, no tensor is read yet.
-    let (ours, reference) = rayon::join(|| Dump::open(&args.ours), || Dump::open(&args.reference));
-    let (ours, reference) = (ours?, reference?);
+    // Open the dumps first, in parallel: header parsing only, no tensor is read yet.
+    let ((ours, reference), truth) = rayon::join(
+        || rayon::join(|| Dump::open(&args.ours), || Dump::open(&args.reference)),
+        || args.truth.as_deref().map(Dump::open).transpose(),
+    );
+    let (ours, reference, truth) = (ours?, reference?, truth?);
     let plan = divergence_diff::plan_order(&dump_names(&ours), &dump_names(&reference));
     if let Some(layer) = args.layer {
         check_layer(layer, &plan.layers())?;
+    }
+    let mut truth_warnings = Vec::new();
+    if let (Some(truth), Some(path)) = (&truth, &args.truth) {
+        truth_warnings = check_truth(truth, path, &reference, &args.reference, &plan.order)?;
     }
 
     let ops: Vec<OpResult> = plan
         .order
         .par_iter()
-        .map(|name| compare_probe(name, plan.ours_name(name), &ours, &reference, &cfg))
+        .map(|name| {
+            compare_probe(
+                name,
+                plan.ours_name(name),
+                &ours,
+                &reference,
+                truth.as_ref(),
+                &cfg,
+            )
+        })
         .collect();
 
     let mut ctx = ReportContext::new(
@@ -265,12 +299,56 @@ pub fn build_report(args: &DiffArgs) -> Result<Report> {
         plan.source,
     );
     ctx.warnings = plan.warnings;
+    ctx.warnings.extend(truth_warnings);
     ctx.ours_input_ids = ours.meta().and_then(|m| m.input_ids.clone());
     ctx.ref_input_ids = reference.meta().and_then(|m| m.input_ids.clone());
     if let Some(dir) = &args.model {
         ctx.norm_weight_gains = divergence_inspect::qk_norm_gains(dir)?;
     }
     Ok(divergence_diff::assemble(ops, ctx, &cfg))
+}
+
+/// A truth dump must be of the reference's run: the same input_ids (else exit 2, like a pair
+/// with different ids) and at least one probe name of the reference. Returns warnings: a truth
+/// or a reference without input_ids cannot be checked.
+fn check_truth(
+    truth: &Dump,
+    truth_path: &Path,
+    reference: &Dump,
+    ref_path: &Path,
+    order: &[String],
+) -> Result<Vec<String>> {
+    let ids = |d: &Dump| d.meta().and_then(|m| m.input_ids.clone());
+    let mut warnings = Vec::new();
+    match (ids(truth), ids(reference)) {
+        (Some(t), Some(r)) if t != r => {
+            let at = t
+                .iter()
+                .zip(&r)
+                .position(|(a, b)| a != b)
+                .unwrap_or(t.len().min(r.len()));
+            anyhow::bail!(
+                "{}: the truth dump saw other input_ids than {} ({} vs {} tokens, first difference at position {at}): it is not a truth run of this reference",
+                truth_path.display(),
+                ref_path.display(),
+                t.len(),
+                r.len()
+            );
+        }
+        (Some(_), Some(_)) => {}
+        _ => warnings.push(format!(
+            "{}: input_ids cannot be checked against the reference's (missing from one of the two); make sure the truth ran on the same ids",
+            truth_path.display()
+        )),
+    }
+    if !order.iter().any(|n| truth.contains(n)) {
+        anyhow::bail!(
+            "{}: the truth dump has no probe name in common with {}: it is not a truth run of this reference",
+            truth_path.display(),
+            ref_path.display()
+        );
+    }
+    Ok(warnings)
 }
 
 /// `--layer N` must name a layer of the dumps: `--layer 7: the dumps have layers 0-1`.
@@ -332,6 +410,7 @@ fn compare_probe(
     ours_name: &str,
     ours: &Dump,
     reference: &Dump,
+    truth: Option<&Dump>,
     cfg: &DiffConfig,
 ) -> OpResult {
     let (o, r) = rayon::join(|| read_side(ours, ours_name), || read_side(reference, name));
@@ -343,7 +422,32 @@ fn compare_probe(
         Ok(t) => t,
         Err(msg) => return divergence_diff::unreadable(name, Which::Ref, msg),
     };
-    divergence_diff::compare(name, o.as_ref().map(side), r.as_ref().map(side), cfg)
+    let Some(truth) = truth else {
+        return divergence_diff::compare(name, o.as_ref().map(side), r.as_ref().map(side), cfg);
+    };
+    // Read the truth only for a pair that both sides have.
+    let t = if o.is_some() && r.is_some() {
+        read_side(truth, name)
+    } else {
+        None
+    };
+    match t.transpose() {
+        Ok(t) => divergence_diff::compare_with_truth(
+            name,
+            o.as_ref().map(side),
+            r.as_ref().map(side),
+            t.as_ref().map(side),
+            cfg,
+        ),
+        Err(msg) => {
+            let mut row =
+                divergence_diff::compare(name, o.as_ref().map(side), r.as_ref().map(side), cfg);
+            if matches!(row.status, Status::Ok | Status::Diverged) {
+                row.truth.truth_problem = Some(format!("truth: {msg}"));
+            }
+            row
+        }
+    }
 }
 
 /// One side of a probe: `None` when the dump lacks the name, else its view (borrowed where the

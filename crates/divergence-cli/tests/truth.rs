@@ -1,0 +1,232 @@
+//! End to end: `divergence diff OURS REF --truth TRUTH` on the committed transformers fixtures
+//! (the tiny Qwen3's float64 eager run is the truth of every fixture) and on bad truth dumps.
+
+mod common;
+
+use std::path::Path;
+
+use common::{divergence, root};
+use divergence_dump::{DumpWriter, Meta, TensorData};
+use serde_json::Value;
+
+const TRUTH: &str = "fixtures/ref/tiny-qwen3.f64.eager.npz";
+const BF16_EAGER: &str = "fixtures/ref/tiny-qwen3.bf16.eager.npz";
+const BF16_SDPA: &str = "fixtures/ref/tiny-qwen3.bf16.sdpa.npz";
+const F32_EAGER: &str = "fixtures/ref/tiny-qwen3.f32.eager.npz";
+
+fn json(stdout: &str) -> Value {
+    serde_json::from_str(stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{stdout}"))
+}
+
+fn diff_truth(ours: &str, reference: &str, truth: &str, extra: &[&str]) -> (i32, String, String) {
+    let args = [
+        &[
+            "diff", ours, reference, "--truth", truth, "--format", "json",
+        ][..],
+        extra,
+    ]
+    .concat();
+    divergence(&args)
+}
+
+#[test]
+fn transformers_sdpa_is_as_accurate_as_eager() {
+    let (code, out, err) = diff_truth(BF16_SDPA, BF16_EAGER, TRUTH, &[]);
+    assert_eq!(code, 0, "{err}");
+    let r = json(&out);
+    assert_eq!(r["schema"], "divergence-report/2");
+    assert_eq!(r["tolerance"]["mode"], "truth");
+    assert_eq!(r["tolerance"]["ratio"], 3.0);
+    assert_eq!(r["warnings"].as_array().unwrap().len(), 0, "{out}");
+    for op in r["ops"].as_array().unwrap() {
+        let ratio = op["noise_ratio"].as_f64().unwrap_or_else(|| panic!("{op}"));
+        assert!(ratio < 1.5, "{}: {ratio}", op["name"]);
+        assert!(op["ours_truth_rel_err"].is_number() && op["ref_truth_rel_err"].is_number());
+        assert!(op["truth_problem"].is_null());
+    }
+    // the pair differs from attn_out on, though no op diverges
+    assert_eq!(
+        r["first_difference"]["name"],
+        "model.layers.0.self_attn.attn_out"
+    );
+}
+
+#[test]
+fn a_more_accurate_port_never_diverges_and_a_less_accurate_one_does() {
+    // an f32 run against the bf16 reference: more accurate, clean
+    let (code, out, _) = diff_truth(F32_EAGER, BF16_EAGER, TRUTH, &[]);
+    assert_eq!(code, 0, "{out}");
+    // a bf16 run against the f32 reference: materially less accurate from the first norm on
+    let (code, out, _) = diff_truth(BF16_EAGER, F32_EAGER, TRUTH, &[]);
+    assert_eq!(code, 1);
+    let r = json(&out);
+    let reason = r["first_divergence"]["reason"].as_str().unwrap();
+    assert!(reason.contains("less accurate than ref"), "{reason}");
+}
+
+#[test]
+fn the_demo_bug_is_caught_at_embed_tokens_with_a_truth() {
+    let (code, out, _) = diff_truth(
+        "fixtures/demo/ours.npz",
+        "fixtures/demo/ref.npz",
+        TRUTH,
+        &[],
+    );
+    assert_eq!(code, 1);
+    let r = json(&out);
+    assert_eq!(r["first_divergence"]["name"], "model.embed_tokens");
+    assert!(r["ops"][0]["noise_ratio"].as_f64().unwrap() > 1e3);
+}
+
+#[test]
+fn truth_table_and_header() {
+    let run = divergence(&[
+        "diff",
+        "fixtures/demo/ours.npz",
+        "fixtures/demo/ref.npz",
+        "--truth",
+        TRUTH,
+        "--format",
+        "table",
+        "--context",
+        "2",
+    ]);
+    assert_eq!(run.0, 1);
+    insta::assert_snapshot!("truth_demo_table", run.1);
+}
+
+#[test]
+fn the_header_names_the_presets_and_suggests_a_truth_in_half_precision() {
+    let (code, out, _) = divergence(&["diff", BF16_SDPA, BF16_EAGER, "--format", "table"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("judged:    bfloat16 preset rtol 4.000e-02, atol 1.000e-03 (81 ops)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("differs:   first at model.layers.0.self_attn.attn_out (#10"),
+        "{out}"
+    );
+    assert!(out.contains("--truth-out truth.npz"), "{out}");
+    // f32: no note
+    let (_, out, _) = divergence(&["diff", F32_EAGER, F32_EAGER, "--format", "table"]);
+    assert!(!out.contains("--truth-out"), "{out}");
+    assert!(out.contains("every compared op is bit-identical"), "{out}");
+    // Markdown carries the same lines
+    let (_, md, _) = divergence(&["diff", BF16_SDPA, BF16_EAGER, "--format", "markdown"]);
+    assert!(md.contains("- **judged:** bfloat16 preset"), "{md}");
+    assert!(md.contains("- **first difference:** "), "{md}");
+}
+
+fn write_dump(path: &Path, input_ids: Option<Vec<i64>>, names: &[&str]) {
+    let mut w = DumpWriter::create(path).unwrap();
+    for name in names {
+        w.add(name, &[2], TensorData::F32(&[1.0, 2.0])).unwrap();
+    }
+    w.finish(Meta {
+        input_ids,
+        ..Meta::default()
+    })
+    .unwrap();
+}
+
+fn fixture_ids() -> Vec<i64> {
+    std::fs::read_to_string(root().join("fixtures/tiny-qwen3/ids.txt"))
+        .unwrap()
+        .split_whitespace()
+        .map(|t| t.parse().unwrap())
+        .collect()
+}
+
+#[test]
+fn a_truth_of_another_run_is_a_one_line_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let other_ids = dir.path().join("other_ids.npz");
+    write_dump(&other_ids, Some(vec![1, 2, 3]), &["model.embed_tokens"]);
+    let (code, out, err) = diff_truth(BF16_SDPA, BF16_EAGER, other_ids.to_str().unwrap(), &[]);
+    assert_eq!(code, 2, "{out}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("other_ids.npz: the truth dump saw other input_ids"),
+        "{err}"
+    );
+
+    let no_names = dir.path().join("no_names.npz");
+    write_dump(&no_names, Some(fixture_ids()), &["something.else"]);
+    let (code, _, err) = diff_truth(BF16_SDPA, BF16_EAGER, no_names.to_str().unwrap(), &[]);
+    assert_eq!(code, 2);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("no probe name in common"), "{err}");
+
+    let missing = dir.path().join("missing.npz");
+    let (code, _, err) = diff_truth(BF16_SDPA, BF16_EAGER, missing.to_str().unwrap(), &[]);
+    assert_eq!(code, 2);
+    assert!(err.contains("missing.npz"), "{err}");
+}
+
+#[test]
+fn a_truth_missing_probes_is_reported_never_a_silent_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    // One probe of the right name but the wrong shape, nothing else.
+    let partial = dir.path().join("partial.npz");
+    write_dump(&partial, Some(fixture_ids()), &["model.embed_tokens"]);
+    let (code, out, _) = diff_truth(BF16_SDPA, BF16_EAGER, partial.to_str().unwrap(), &[]);
+    assert_eq!(code, 0);
+    let r = json(&out);
+    let w = r["warnings"][0].as_str().unwrap();
+    assert!(
+        w.starts_with("TRUTH NOT USED for 81 of 81 compared ops"),
+        "{w}"
+    );
+    assert!(
+        w.contains("truth shape [2] differs from ref [1, 16, 64]"),
+        "{w}"
+    );
+    assert_eq!(r["judged_with"][0]["ops"], 81);
+    // a truth without input_ids cannot be checked: a warning
+    let no_ids = dir.path().join("no_ids.npz");
+    write_dump(&no_ids, None, &["model.embed_tokens"]);
+    let (_, out, _) = diff_truth(BF16_SDPA, BF16_EAGER, no_ids.to_str().unwrap(), &[]);
+    let r = json(&out);
+    assert!(
+        r["warnings"][0]
+            .as_str()
+            .unwrap()
+            .contains("input_ids cannot be checked"),
+        "{out}"
+    );
+}
+
+#[test]
+fn truth_flags_are_checked() {
+    let (code, _, err) = divergence(&["diff", BF16_SDPA, BF16_EAGER, "--noise-ratio", "2"]);
+    assert_eq!(code, 2, "{err}");
+    let (code, _, err) = divergence(&["diff", BF16_SDPA, BF16_EAGER, "--truth", TRUTH, "--exact"]);
+    assert_eq!(code, 2, "{err}");
+    let (code, _, err) = divergence(&[
+        "diff",
+        BF16_SDPA,
+        BF16_EAGER,
+        "--truth",
+        TRUTH,
+        "--noise-ratio",
+        "0",
+    ]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("--noise-ratio must be a finite number > 0"),
+        "{err}"
+    );
+    // A stricter k: eager is ~1.1x less accurate than sdpa from attn_out on (sdpa's error
+    // against the truth is the smaller one on this model).
+    let (code, out, _) = diff_truth(BF16_EAGER, BF16_SDPA, TRUTH, &["--noise-ratio", "1.05"]);
+    assert_eq!(code, 1);
+    let r = json(&out);
+    assert_eq!(r["tolerance"]["ratio"], 1.05);
+    assert_eq!(
+        r["first_divergence"]["name"],
+        "model.layers.0.self_attn.attn_out"
+    );
+    let (code, _, _) = diff_truth(BF16_EAGER, BF16_SDPA, TRUTH, &[]);
+    assert_eq!(code, 0);
+}

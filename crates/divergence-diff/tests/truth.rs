@@ -1,0 +1,304 @@
+//! The three-way rule (`--truth`): unit cases of `compare_with_truth` and its properties (a port
+//! more accurate than the reference never diverges; the verdict follows the noise ratio).
+
+use divergence_diff::*;
+use proptest::prelude::*;
+
+const SHAPE: [usize; 1] = [4];
+
+fn side<'a>(v: &'a [f64], dtype: &'a str) -> Option<Side<'a>> {
+    Some(Side {
+        shape: &SHAPE,
+        values: ValuesRef::F64(v),
+        dtype,
+    })
+}
+
+fn truth_cfg(ratio: f64) -> DiffConfig {
+    DiffConfig {
+        tolerance: Tolerance::Truth { ratio },
+        ..DiffConfig::default()
+    }
+}
+
+/// `truth + rel * ||truth|| * unit`: a vector `rel` away from `truth` in relative L2 terms.
+fn off(truth: &[f64; 4], rel: f64) -> [f64; 4] {
+    let n = truth.iter().map(|x| x * x).sum::<f64>().sqrt();
+    let mut v = *truth;
+    v[0] += rel * n;
+    v
+}
+
+const T: [f64; 4] = [1.0, -2.0, 3.0, 0.5];
+
+fn check(ours: &[f64; 4], reference: &[f64; 4], dtype: &str) -> OpResult {
+    compare_with_truth(
+        "x",
+        side(ours, dtype),
+        side(reference, dtype),
+        side(&T, "float64"),
+        &truth_cfg(3.0),
+    )
+}
+
+#[test]
+fn ours_as_accurate_as_ref_is_ok_even_when_the_preset_would_flag_it() {
+    // Both 10% from the truth, in different directions: 2-way they differ by ~20%.
+    let mut o = T;
+    let n = T.iter().map(|x| x * x).sum::<f64>().sqrt();
+    o[1] += 0.1 * n;
+    let r = off(&T, 0.1);
+    let two_way = compare(
+        "x",
+        side(&o, "bfloat16"),
+        side(&r, "bfloat16"),
+        &DiffConfig::default(),
+    );
+    assert_eq!(two_way.status, Status::Diverged);
+    let row = check(&o, &r, "bfloat16");
+    assert_eq!(row.status, Status::Ok, "{row:?}");
+    assert!((row.truth.noise_ratio.unwrap() - 1.0).abs() < 1e-9);
+    assert!((row.truth.ours_truth_rel_err.unwrap() - 0.1).abs() < 1e-9);
+    assert!((row.truth.ref_truth_rel_err.unwrap() - 0.1).abs() < 1e-9);
+    assert_eq!(row.reason, None);
+    assert_eq!(row.truth.truth_problem, None);
+}
+
+#[test]
+fn a_port_more_accurate_than_the_reference_never_diverges() {
+    // ours = the truth exactly (an f32 port against a bf16 reference, in the limit)
+    let row = check(&T, &off(&T, 0.3), "bfloat16");
+    assert_eq!(row.status, Status::Ok);
+    assert_eq!(row.truth.noise_ratio, Some(0.0));
+}
+
+#[test]
+fn materially_less_accurate_diverges_with_the_ratio_in_the_reason() {
+    let row = check(&off(&T, 0.05), &off(&T, 0.01), "bfloat16");
+    assert_eq!(row.status, Status::Diverged);
+    let ratio = row.truth.noise_ratio.unwrap();
+    assert!((ratio - 5.0).abs() < 1e-9, "{ratio}");
+    let reason = row.reason.unwrap();
+    assert!(reason.contains("5.0x less accurate"), "{reason}");
+    // a larger k lets it pass
+    let row = compare_with_truth(
+        "x",
+        side(&off(&T, 0.05), "bfloat16"),
+        side(&off(&T, 0.01), "bfloat16"),
+        side(&T, "float64"),
+        &truth_cfg(6.0),
+    );
+    assert_eq!(row.status, Status::Ok);
+}
+
+#[test]
+fn an_op_exact_in_the_reference_uses_the_rounding_floor() {
+    // ref exact; ours one bf16 rounding off (1e-3 relative): below the floor 2^-9, ratio ~0.5.
+    let row = check(&off(&T, 1e-3), &T, "bfloat16");
+    assert_eq!(row.status, Status::Ok);
+    assert!((row.truth.noise_ratio.unwrap() - 1e-3 / truth_floor(DTypeClass::BF16)).abs() < 1e-9);
+    // ref exact; ours 1e-2 off: ~5 roundings, diverged.
+    let row = check(&off(&T, 1e-2), &T, "bfloat16");
+    assert_eq!(row.status, Status::Diverged);
+    // both exact: ratio 0
+    assert_eq!(check(&T, &T, "bfloat16").truth.noise_ratio, Some(0.0));
+}
+
+#[test]
+fn an_excess_within_the_truth_noise_never_diverges() {
+    // An f32 pair against an f64 truth: ref exact, ours 1e-13 off: ratio huge, excess below
+    // the f64 truth's noise (1e-12).
+    let row = check(&off(&T, 1e-13), &T, "float32");
+    assert!(row.truth.noise_ratio.unwrap() < 1e-3 || row.status == Status::Ok);
+    assert_eq!(row.status, Status::Ok);
+    // With a float32 truth of a bf16 pair the truth's noise is 1e-6.
+    let t32: Vec<f64> = T.to_vec();
+    let row = compare_with_truth(
+        "x",
+        side(&off(&T, 5e-7), "bfloat16"),
+        side(&T, "bfloat16"),
+        Some(Side {
+            shape: &SHAPE,
+            values: ValuesRef::F64(&t32),
+            dtype: "float32",
+        }),
+        &truth_cfg(3.0),
+    );
+    assert_eq!(row.status, Status::Ok);
+}
+
+#[test]
+fn an_unusable_truth_is_a_problem_on_the_row_and_the_preset_decides() {
+    let cfg = truth_cfg(3.0);
+    let (o, r) = (off(&T, 0.5), T);
+    // missing
+    let row = compare_with_truth("x", side(&o, "bfloat16"), side(&r, "bfloat16"), None, &cfg);
+    assert_eq!(row.status, Status::Diverged);
+    assert_eq!(
+        row.truth.truth_problem.as_deref(),
+        Some("not in the truth dump")
+    );
+    assert_eq!(row.truth.noise_ratio, None);
+    // other shape
+    let t = [1.0, 2.0];
+    let bad = Side {
+        shape: &[2],
+        values: ValuesRef::F64(&t),
+        dtype: "float64",
+    };
+    let row = compare_with_truth(
+        "x",
+        side(&o, "bfloat16"),
+        side(&r, "bfloat16"),
+        Some(bad),
+        &cfg,
+    );
+    assert_eq!(
+        row.truth.truth_problem.as_deref(),
+        Some("truth shape [2] differs from ref [4]")
+    );
+    // not finer than the reference
+    let row = compare_with_truth(
+        "x",
+        side(&o, "float32"),
+        side(&r, "float32"),
+        side(&T, "float32"),
+        &cfg,
+    );
+    assert_eq!(
+        row.truth.truth_problem.as_deref(),
+        Some("truth is float32, not finer than ref's float32")
+    );
+    // NaN in the truth where ref is finite
+    let tn = [f64::NAN, -2.0, 3.0, 0.5];
+    let row = compare_with_truth(
+        "x",
+        side(&o, "bfloat16"),
+        side(&r, "bfloat16"),
+        side(&tn, "float64"),
+        &cfg,
+    );
+    assert!(row
+        .truth
+        .truth_problem
+        .as_deref()
+        .unwrap()
+        .contains("NaN/Inf of the truth"));
+    assert_eq!(row.status, Status::Diverged);
+}
+
+#[test]
+fn shape_and_nonfinite_verdicts_stand_in_truth_mode() {
+    let cfg = truth_cfg(3.0);
+    let o = [1.0, f64::NAN, 3.0, 0.5];
+    let row = compare_with_truth(
+        "x",
+        side(&o, "bfloat16"),
+        side(&T, "bfloat16"),
+        side(&T, "float64"),
+        &cfg,
+    );
+    assert_eq!(row.status, Status::Nonfinite);
+    let short = [1.0, 2.0];
+    let row = compare_with_truth(
+        "x",
+        Some(Side {
+            shape: &[2],
+            values: ValuesRef::F64(&short),
+            dtype: "bfloat16",
+        }),
+        side(&T, "bfloat16"),
+        side(&T, "float64"),
+        &cfg,
+    );
+    assert_eq!(row.status, Status::ShapeMismatch);
+}
+
+#[test]
+fn the_report_lists_rows_without_truth_and_names_the_first_difference() {
+    let cfg = truth_cfg(3.0);
+    let a = off(&T, 0.01);
+    let rows = vec![
+        compare_with_truth(
+            "same",
+            side(&T, "bfloat16"),
+            side(&T, "bfloat16"),
+            side(&T, "float64"),
+            &cfg,
+        ),
+        compare_with_truth("x", side(&a, "bfloat16"), side(&T, "bfloat16"), None, &cfg),
+    ];
+    let report = assemble(
+        rows,
+        ReportContext::new("o", "r", OrderSource::RefMeta),
+        &cfg,
+    );
+    assert_eq!(report.schema, "divergence-report/2");
+    let w = report.warnings.join("\n");
+    assert!(w.contains("TRUTH NOT USED for 1 of 2 compared ops"), "{w}");
+    assert!(w.contains("x: not in the truth dump"), "{w}");
+    let d = report.first_difference.as_ref().unwrap();
+    assert_eq!((d.name.as_str(), d.index), ("x", 1));
+    // the fallback row was judged by the bf16 preset
+    assert_eq!(report.judged_with.len(), 1);
+    assert_eq!(report.judged_with[0].class, DTypeClass::BF16);
+    assert_eq!(report.judged_with[0].ops, 1);
+    let json = serde_json::to_value(&report).unwrap();
+    assert_eq!(json["tolerance"]["mode"], "truth");
+    assert_eq!(json["tolerance"]["ratio"], 3.0);
+    assert_eq!(json["ops"][0]["noise_ratio"], 0.0);
+    assert!(json["ops"][1]["noise_ratio"].is_null());
+}
+
+proptest! {
+    /// Whatever the values: ours closer to the truth than ref (or as close) is never a
+    /// divergence in truth mode, whatever the 2-way error.
+    #[test]
+    fn closer_to_the_truth_never_diverges(
+        t in prop::collection::vec(-100f64..100.0, 1..64),
+        noise_r in prop::collection::vec(-1f64..1.0, 64),
+        shrink in 0f64..=1.0,
+        perm in any::<u64>(),
+    ) {
+        let n = t.len();
+        let r: Vec<f64> = t.iter().zip(&noise_r).map(|(x, e)| x + e).collect();
+        // ours' error: ref's error permuted (same norm), scaled down by `shrink`
+        let rot = (perm as usize) % n;
+        let o: Vec<f64> = (0..n).map(|i| t[i] + shrink * noise_r[(i + rot) % n]).collect();
+        let shape = [n];
+        fn s<'a>(shape: &'a [usize], v: &'a [f64], dtype: &'a str) -> Option<Side<'a>> {
+            Some(Side { shape, values: ValuesRef::F64(v), dtype })
+        }
+        // the noise of the n elements of ref is what ours' is permuted from
+        let rn: f64 = noise_r[..n].iter().map(|e| e * e).sum::<f64>();
+        let on: f64 = (0..n).map(|i| noise_r[(i + rot) % n].powi(2)).sum::<f64>() * shrink * shrink;
+        prop_assume!(on <= rn * (1.0 + 1e-12));
+        let row = compare_with_truth(
+            "x",
+            s(&shape, &o, "bfloat16"),
+            s(&shape, &r, "bfloat16"),
+            s(&shape, &t, "float64"),
+            &truth_cfg(1.0 + 1e-9),
+        );
+        prop_assert!(row.status == Status::Ok, "{:?}", row);
+    }
+
+    /// The verdict is exactly `noise_ratio > k` (when the excess is above the truth's noise).
+    #[test]
+    fn the_verdict_follows_the_ratio(
+        e_o in 1e-3f64..1.0,
+        e_r in 1e-3f64..1.0,
+        k in 1.0f64..10.0,
+    ) {
+        let o = off(&T, e_o);
+        let r = off(&[T[0], T[1], T[2], T[3]], 0.0);
+        let mut r2 = r;
+        let n = T.iter().map(|x| x * x).sum::<f64>().sqrt();
+        r2[2] += e_r * n;
+        let row = compare_with_truth("x", side(&o, "bfloat16"), side(&r2, "bfloat16"), side(&T, "float64"), &truth_cfg(k));
+        let ratio = row.truth.noise_ratio.unwrap();
+        let want = e_o / e_r.max(truth_floor(DTypeClass::BF16));
+        prop_assert!((ratio - want).abs() <= 1e-9 * want.max(1.0));
+        prop_assert_eq!(row.status == Status::Diverged, ratio > k);
+    }
+}
