@@ -230,3 +230,33 @@ fn truth_flags_are_checked() {
     let (code, _, _) = diff_truth(BF16_EAGER, BF16_SDPA, TRUTH, &[]);
     assert_eq!(code, 0);
 }
+
+#[test]
+fn html_and_plot_show_both_errors_against_the_truth() {
+    let (code, html, _) = divergence(&[
+        "diff",
+        "fixtures/demo/ours.npz",
+        "fixtures/demo/ref.npz",
+        "--truth",
+        TRUTH,
+        "--format",
+        "html",
+    ]);
+    assert_eq!(code, 1);
+    assert!(html.contains("ref vs truth (dots: ours)"), "legend");
+    assert!(html.contains("rel L2 error vs truth"), "axis label");
+    assert!(html.contains("<dt>vs truth</dt>"), "first divergence block");
+    assert!(html.contains("\"noise_ratio\":"), "embedded JSON");
+    for col in ["ours~truth", "ref~truth", "noise x"] {
+        assert!(html.contains(&format!(">{col}</th>")), "{col}");
+    }
+    // without --truth none of it
+    let (_, html, _) = divergence(&[
+        "diff",
+        "fixtures/demo/ours.npz",
+        "fixtures/demo/ref.npz",
+        "--format",
+        "html",
+    ]);
+    assert!(!html.contains("ref vs truth") && !html.contains(">noise x</th>"));
+}

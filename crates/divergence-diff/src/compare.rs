@@ -539,8 +539,8 @@ pub fn compare_with_truth(
         row.reason = Some(format!(
             "ours is {}x less accurate than ref against the truth (noise ratio > {}): \
              ||ours - truth||/||truth|| = {} vs ref {}",
-            sci_short(noise_ratio),
-            sci_short(ratio),
+            ratio_text(noise_ratio),
+            ratio_text(ratio),
             sci(e_ours),
             sci(e_ref)
         ));
@@ -551,15 +551,12 @@ pub fn compare_with_truth(
     row
 }
 
-/// A ratio as `2.4` / `130` / `1.2e+06`: 2 significant digits, scientific beyond 1e5.
-fn sci_short(x: f64) -> String {
-    if !x.is_finite() {
-        return format!("{x}");
-    }
-    if x.abs() >= 1e5 {
-        return format!("{x:.1e}");
-    }
-    if x.abs() >= 10.0 {
+/// A ratio as `2.4` / `130` / `1.234e+06` ([`sci`] from 1e5 on): the one format of noise
+/// ratios in reasons and renderers.
+pub fn ratio_text(x: f64) -> String {
+    if !x.is_finite() || x.abs() >= 1e5 {
+        sci(x)
+    } else if x.abs() >= 10.0 {
         format!("{x:.0}")
     } else {
         format!("{x:.1}")

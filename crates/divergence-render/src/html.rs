@@ -183,15 +183,19 @@ fn first_divergence(report: &Report, h: &mut String) {
         "max |o-r|",
         &format!("{}{at}", view::num(op.errors.max_abs_err)),
     );
-    kv(
-        h,
-        "rel L2 err",
-        &format!(
+    let rel = match op.truth.noise_ratio {
+        // judged by the noise ratio: the preset tolerance did not decide
+        Some(_) => view::num(op.errors.rel_l2_err),
+        None => format!(
             "{} (tolerance {})",
             view::num(op.errors.rel_l2_err),
             view::num(plot::rel_tolerance(op))
         ),
-    );
+    };
+    kv(h, "rel L2 err", &rel);
+    if let Some(text) = view::truth_line(op) {
+        kv(h, "vs truth", &text);
+    }
     kv(h, "cosine", &view::cos(op.errors.cosine));
     kv(h, "outside tol", &view::pct(op.frac_outside_tol));
     h.push_str("</dl>\n</section>\n");

@@ -1,5 +1,6 @@
 //! The two drawings of the HTML report, as SVG: the error-growth plot (relative L2 error of every
-//! op along execution order, log scale, with the per-op tolerance) and the layers × op-kind
+//! op along execution order, log scale, with the per-op tolerance; with `--truth`, ours' and the
+//! reference's errors against the truth and the noise-ratio limit) and the layers × op-kind
 //! heatmap. Both read only the [`Report`]; op kinds come from [`divergence_names::Op`].
 //!
 //! A log axis cannot show 0 or a missing value: ops with a rel err of exactly 0 are drawn on a
@@ -8,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use divergence_diff::{sci, OpResult, Report};
+use divergence_diff::{ratio_text, sci, truth_floor, DTypeClass, OpResult, Report, Tolerance};
 use divergence_names::Op;
 
 use crate::svg::Svg;
@@ -19,6 +20,8 @@ const BAD: &str = "#d55e00";
 const QK: &str = "#8e44ad";
 const TOL: &str = "#009e73";
 const GRID: &str = "#e3e3e3";
+/// The reference's own error against the truth (truth mode).
+const REF_LINE: &str = "#e69f00";
 const AXIS: &str = "#555";
 
 /// A log10 axis over whole decades `[lo, hi]`, drawn from `y_bot` (lo) up to `y_top` (hi).
@@ -73,6 +76,47 @@ pub(crate) fn rel_tolerance(op: &OpResult) -> Option<f64> {
     }
 }
 
+/// What the growth plot draws for one op: in truth mode (`k` = the noise-ratio limit) ours'
+/// error against the truth and the limit `k * max(ref's error against the truth, floor)`,
+/// falling back to the two-way values for a row without a usable truth; otherwise the rel err
+/// of ours vs ref and its tolerance.
+#[derive(Debug, Clone, Copy)]
+struct Plotted {
+    truth_k: Option<f64>,
+}
+
+impl Plotted {
+    fn of(report: &Report) -> Plotted {
+        Plotted {
+            truth_k: match report.tolerance {
+                Tolerance::Truth { ratio } => Some(ratio),
+                _ => None,
+            },
+        }
+    }
+
+    fn value(self, op: &OpResult) -> Option<f64> {
+        match (self.truth_k, op.truth.ours_truth_rel_err) {
+            (Some(_), Some(v)) => Some(v),
+            _ => op.errors.rel_l2_err,
+        }
+    }
+
+    fn reference(self, op: &OpResult) -> Option<f64> {
+        self.truth_k.and(op.truth.ref_truth_rel_err)
+    }
+
+    fn limit(self, op: &OpResult) -> Option<f64> {
+        match (self.truth_k, op.truth.ref_truth_rel_err) {
+            (Some(k), Some(e_ref)) => {
+                let class = DTypeClass::of(op.tensor.dtype_ref.as_deref().unwrap_or("float32"));
+                Some(k * e_ref.max(truth_floor(class)))
+            }
+            _ => rel_tolerance(op),
+        }
+    }
+}
+
 fn is_qk_norm(op: &OpResult) -> bool {
     matches!(Op::of(&op.name), Op::QkNorm(_))
 }
@@ -90,18 +134,32 @@ fn layer_spans(ops: &[OpResult]) -> Vec<(usize, usize, usize)> {
     spans
 }
 
-fn tooltip(i: usize, op: &OpResult) -> String {
-    let rel = op.errors.rel_l2_err.map_or_else(|| "-".to_string(), sci);
-    let tol = rel_tolerance(op).map_or_else(|| "-".to_string(), sci);
+fn tooltip(i: usize, op: &OpResult, plotted: Plotted) -> String {
+    let num = |x: Option<f64>| x.map_or_else(|| "-".to_string(), sci);
+    if let (Some(_), Some(ratio)) = (plotted.truth_k, op.truth.noise_ratio) {
+        return format!(
+            "#{i} {}\nstatus {}\nvs truth: ours {}, ref {} (noise ratio {}, limit {})",
+            op.name,
+            op.status,
+            num(op.truth.ours_truth_rel_err),
+            num(op.truth.ref_truth_rel_err),
+            ratio_text(ratio),
+            num(plotted.limit(op))
+        );
+    }
     format!(
-        "#{i} {}\nstatus {}\nrel err {rel} (tolerance {tol})",
-        op.name, op.status
+        "#{i} {}\nstatus {}\nrel err {} (tolerance {})",
+        op.name,
+        op.status,
+        num(op.errors.rel_l2_err),
+        num(rel_tolerance(op))
     )
 }
 
 /// The error-growth plot. `standalone` for a file of its own (`--plot`).
 pub(crate) fn growth(report: &Report, standalone: bool) -> String {
     let ops = &report.ops;
+    let plotted = Plotted::of(report);
     let (width, height) = (1320.0, 408.0);
     let (left, right, top) = (64.0, 16.0, 44.0);
     let y_bot = 300.0; // the lowest decade
@@ -113,8 +171,9 @@ pub(crate) fn growth(report: &Report, standalone: bool) -> String {
     let x = |i: usize| left + (i as f64 + 0.5) * pw / count;
     let axis = LogAxis::around(
         ops.iter()
-            .filter_map(|o| o.errors.rel_l2_err)
-            .chain(ops.iter().filter_map(rel_tolerance)),
+            .filter_map(|o| plotted.value(o))
+            .chain(ops.iter().filter_map(|o| plotted.limit(o)))
+            .chain(ops.iter().filter_map(|o| plotted.reference(o))),
     );
     let y = |v: f64| y_bot - axis.frac(v) * (y_bot - top);
 
@@ -122,7 +181,11 @@ pub(crate) fn growth(report: &Report, standalone: bool) -> String {
         width,
         height,
         standalone,
-        "relative L2 error of every op along execution order, log scale",
+        if plotted.truth_k.is_some() {
+            "relative L2 error against the truth run of every op along execution order, ours and the reference's, log scale"
+        } else {
+            "relative L2 error of every op along execution order, log scale"
+        },
     );
     svg.rect(0.0, 0.0, width, height, "fill=\"#fff\"", None);
     // Decade grid and labels.
@@ -164,7 +227,11 @@ pub(crate) fn growth(report: &Report, standalone: bool) -> String {
             "fill=\"#333\" transform=\"rotate(-90 14 {})\"",
             crate::svg::n((top + y_bot) / 2.0)
         ),
-        "rel L2 error",
+        if plotted.truth_k.is_some() {
+            "rel L2 error vs truth"
+        } else {
+            "rel L2 error"
+        },
     );
 
     // Layer boundaries and labels (thinned out so that labels never touch).
@@ -214,7 +281,7 @@ pub(crate) fn growth(report: &Report, standalone: bool) -> String {
         run.clear();
     };
     for (i, op) in ops.iter().enumerate() {
-        match rel_tolerance(op) {
+        match plotted.limit(op) {
             Some(t) => {
                 run.push((x(i) - half, y(t)));
                 run.push((x(i) + half, y(t)));
@@ -224,18 +291,27 @@ pub(crate) fn growth(report: &Report, standalone: bool) -> String {
     }
     flush(&mut svg, &mut run);
 
-    // The error line, broken where an op has no positive error.
-    let mut line: Vec<(f64, f64)> = Vec::new();
-    for (i, op) in ops.iter().enumerate() {
-        match op.errors.rel_l2_err.filter(|v| *v > 0.0) {
-            Some(v) => line.push((x(i), y(v))),
-            None => {
-                svg.polyline(&line, "stroke=\"#888\" stroke-width=\"1\"");
-                line.clear();
+    // The error lines, broken where an op has no positive error: in truth mode the reference's
+    // own error against the truth first (underneath), then ours'.
+    let mut series: Vec<(Box<dyn Fn(&OpResult) -> Option<f64>>, &str)> = Vec::new();
+    if plotted.truth_k.is_some() {
+        series.push((Box::new(move |o: &OpResult| plotted.reference(o)), REF_LINE));
+    }
+    series.push((Box::new(move |o: &OpResult| plotted.value(o)), "#888"));
+    for (value, colour) in &series {
+        let style = format!("stroke=\"{colour}\" stroke-width=\"1\"");
+        let mut line: Vec<(f64, f64)> = Vec::new();
+        for (i, op) in ops.iter().enumerate() {
+            match value(op).filter(|v| *v > 0.0) {
+                Some(v) => line.push((x(i), y(v))),
+                None => {
+                    svg.polyline(&line, &style);
+                    line.clear();
+                }
             }
         }
+        svg.polyline(&line, &style);
     }
-    svg.polyline(&line, "stroke=\"#888\" stroke-width=\"1\"");
 
     // First divergence.
     if let Some(first) = &report.first_divergence {
@@ -262,9 +338,9 @@ pub(crate) fn growth(report: &Report, standalone: bool) -> String {
     let r = if ops.len() > 200 { 2.2 } else { 3.2 };
     for (i, op) in ops.iter().enumerate() {
         let colour = if op.status.is_divergence() { BAD } else { OK };
-        let tip = tooltip(i, op);
+        let tip = tooltip(i, op, plotted);
         let cx = x(i);
-        let cy = match op.errors.rel_l2_err {
+        let cy = match plotted.value(op) {
             Some(v) if v > 0.0 => y(v),
             Some(_) => y_zero,
             None => y_na,
@@ -287,7 +363,7 @@ pub(crate) fn growth(report: &Report, standalone: bool) -> String {
                 &format!("fill=\"{colour}\" stroke=\"{QK}\" stroke-width=\"2\""),
                 Some(&tip),
             );
-        } else if op.errors.rel_l2_err.is_some_and(|v| v > 0.0) {
+        } else if plotted.value(op).is_some_and(|v| v > 0.0) {
             svg.circle(cx, cy, r, &format!("fill=\"{colour}\""), Some(&tip));
         } else {
             // 0 and n/a: hollow, so they read as "not on the axis".
@@ -302,7 +378,13 @@ pub(crate) fn growth(report: &Report, standalone: bool) -> String {
     }
 
     // Legend, top right.
-    let lx = width - right - 560.0;
+    let lx = width
+        - right
+        - if plotted.truth_k.is_some() {
+            730.0
+        } else {
+            560.0
+        };
     let ly = 14.0;
     svg.circle(lx, ly, 3.5, &format!("fill=\"{OK}\""), None);
     svg.text(lx + 8.0, ly + 4.0, "start", "fill=\"#333\"", "ok");
@@ -332,13 +414,38 @@ pub(crate) fn growth(report: &Report, standalone: bool) -> String {
         ly,
         &format!("stroke=\"{TOL}\" stroke-width=\"1.5\" stroke-dasharray=\"5 3\""),
     );
-    svg.text(
-        lx + 282.0,
-        ly + 4.0,
-        "start",
-        "fill=\"#333\"",
-        "tolerance (atol·√n + rtol·‖ref‖) / ‖ref‖",
-    );
+    match plotted.truth_k {
+        None => svg.text(
+            lx + 282.0,
+            ly + 4.0,
+            "start",
+            "fill=\"#333\"",
+            "tolerance (atol·√n + rtol·‖ref‖) / ‖ref‖",
+        ),
+        Some(k) => {
+            svg.text(
+                lx + 282.0,
+                ly + 4.0,
+                "start",
+                "fill=\"#333\"",
+                &format!("limit {}× ref's error", ratio_text(k)),
+            );
+            svg.line(
+                lx + 410.0,
+                ly,
+                lx + 438.0,
+                ly,
+                &format!("stroke=\"{REF_LINE}\" stroke-width=\"1.5\""),
+            );
+            svg.text(
+                lx + 444.0,
+                ly + 4.0,
+                "start",
+                "fill=\"#333\"",
+                "ref vs truth (dots: ours)",
+            );
+        }
+    }
     svg.finish()
 }
 

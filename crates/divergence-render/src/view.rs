@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use divergence_diff::{
-    sci, AmplificationRow, DTypeClass, OpResult, QkKind, Report, Status, Tolerance,
+    ratio_text, sci, AmplificationRow, DTypeClass, OpResult, QkKind, Report, Status, Tolerance,
 };
 use regex::Regex;
 
@@ -104,16 +104,6 @@ pub(crate) fn clean_text(report: &Report) -> String {
 /// A ratio with 2 significant digits: `2.4`, `130`, `1.2e+06`, `-` for null.
 pub(crate) fn ratio(x: Option<f64>) -> String {
     x.map_or_else(|| "-".to_string(), ratio_text)
-}
-
-fn ratio_text(x: f64) -> String {
-    if !x.is_finite() || x.abs() >= 1e5 {
-        sci(x)
-    } else if x.abs() >= 10.0 {
-        format!("{x:.0}")
-    } else {
-        format!("{x:.1}")
-    }
 }
 
 /// What the compared ops were judged with: `bfloat16 preset rtol 4.000e-02, atol 1.000e-03

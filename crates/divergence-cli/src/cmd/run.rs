@@ -26,6 +26,9 @@ Faults (--inject, repeatable): NAME[=VALUE][@LAYERS], LAYERS = N, N-M or a comma
   rms-eps=V              RMSNorm epsilon V
   late-rounding          RMSNorm x weight in f32, rounded once (bf16/f16)
   f16-accum              RMSNorm variance accumulated in a half type
+  bf16-accum             every Linear keeps its accumulator in bf16 (f16 for f16) across k-tiles of 16
+  bf16-variance          RMSNorm squares and sums the variance in bf16
+  early-cast             RMSNorm rounds rsqrt(var + eps) to the activation dtype and normalises there
 Examples:
   divergence run --model fixtures/tiny-qwen3 --ids-file fixtures/tiny-qwen3/ids.txt --dtype bf16 --out ours.npz
   divergence run --model DIR --ids 1,2,3 --inject skip-k-norm@0 --out broken.npz";
