@@ -39,6 +39,7 @@
 pub mod amplification;
 pub mod compare;
 pub mod config;
+pub mod hints;
 pub mod metrics;
 pub mod order;
 pub mod origin;
@@ -52,6 +53,7 @@ pub use compare::{
 };
 pub use config::{DiffConfig, DEFAULT_AMPLIFICATION_THRESHOLD};
 pub use divergence_names::QkKind;
+pub use hints::{diagnose, Hint, HintCode, ModelShape, Subject};
 pub use metrics::ValuesRef;
 pub use order::{natural_cmp, plan_order, DumpNames, OrderPlan, OrderSource};
 pub use origin::{ChainLink, Origin, Role, BIRTH_GROWTH};

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::amplification::{amplification, Amplification, NormWeightGains};
 use crate::compare::{OpResult, Status};
 use crate::config::DiffConfig;
+use crate::hints::Hint;
 use crate::order::OrderSource;
 use crate::origin::{local_growths, origin, Origin};
 use crate::tolerance::{DTypeClass, Tolerance};
@@ -146,6 +147,9 @@ pub struct Report {
     pub first_divergence: Option<FirstDivergence>,
     /// Where the first divergence's error was born ([`crate::origin`]), or `None`.
     pub origin: Option<Origin>,
+    /// Cause hints for the first divergence and its origin ([`crate::hints`]); empty when
+    /// nothing holds. Filled by the caller, which reads the tensors of [`Report::hint_targets`].
+    pub hints: Vec<Hint>,
     /// The first op whose sides differ at all, or `None` when every compared op is bit-identical.
     pub first_difference: Option<FirstDifference>,
     /// The rtol / atol the compared ops were judged with, per dtype class (empty in exact mode).
@@ -173,6 +177,30 @@ impl Report {
         self.first_divergence
             .as_ref()
             .and_then(|f| self.ops.get(f.index))
+    }
+
+    /// The ops whose tensors the cause hints look at: the first divergence, then its origin
+    /// when that is another op, each with the names of its inputs (the dataflow of
+    /// `divergence-names`). Empty without a divergence: a clean pair gets no hint.
+    pub fn hint_targets(&self) -> Vec<(String, Vec<String>)> {
+        let Some(first) = &self.first_divergence else {
+            return Vec::new();
+        };
+        let names: Vec<String> = self.ops.iter().map(|o| o.name.clone()).collect();
+        let flow = Dataflow::new(&names);
+        let mut targets = vec![first.index];
+        if let Some(o) = &self.origin {
+            if o.index != first.index {
+                targets.push(o.index);
+            }
+        }
+        targets
+            .into_iter()
+            .map(|i| {
+                let inputs = flow.inputs(i).iter().map(|&j| names[j].clone()).collect();
+                (names[i].clone(), inputs)
+            })
+            .collect()
     }
 }
 
@@ -356,6 +384,7 @@ pub fn assemble(mut ops: Vec<OpResult>, ctx: ReportContext, cfg: &DiffConfig) ->
         warnings,
         first_divergence,
         origin,
+        hints: Vec::new(),
         first_difference,
         judged_with,
         summary,

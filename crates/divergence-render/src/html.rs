@@ -158,6 +158,9 @@ fn first_divergence(report: &Report, h: &mut String) {
     ));
     kv(h, "status", first.status.as_str());
     kv(h, "reason", &first.reason);
+    for text in view::hint_lines(report) {
+        kv(h, "hint", &text);
+    }
     if let Some(l) = first.layer {
         kv(h, "layer", &l.to_string());
     }

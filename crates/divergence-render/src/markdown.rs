@@ -103,6 +103,9 @@ impl Sections for Markdown<'_> {
             if let Some(text) = view::origin_text(report) {
                 writeln!(out, "- **origin:** {}", cell(&text))?;
             }
+            for text in view::hint_lines(report) {
+                writeln!(out, "- **hint:** {}", cell(&text))?;
+            }
             writeln!(
                 out,
                 "- **‖ours‖** {} · **‖ref‖** {} · **max abs err** {}{} · **rel L2 err** {} · **cosine** {}",

@@ -293,16 +293,17 @@ pub(crate) fn growth(report: &Report, standalone: bool) -> String {
 
     // The error lines, broken where an op has no positive error: in truth mode the reference's
     // own error against the truth first (underneath), then ours'.
-    let mut series: Vec<(Box<dyn Fn(&OpResult) -> Option<f64>>, &str)> = Vec::new();
+    type Series = fn(Plotted, &OpResult) -> Option<f64>;
+    let mut series: Vec<(Series, &str)> = Vec::new();
     if plotted.truth_k.is_some() {
-        series.push((Box::new(move |o: &OpResult| plotted.reference(o)), REF_LINE));
+        series.push((Plotted::reference, REF_LINE));
     }
-    series.push((Box::new(move |o: &OpResult| plotted.value(o)), "#888"));
+    series.push((Plotted::value, "#888"));
     for (value, colour) in &series {
         let style = format!("stroke=\"{colour}\" stroke-width=\"1\"");
         let mut line: Vec<(f64, f64)> = Vec::new();
         for (i, op) in ops.iter().enumerate() {
-            match value(op).filter(|v| *v > 0.0) {
+            match value(plotted, op).filter(|v| *v > 0.0) {
                 Some(v) => line.push((x(i), y(v))),
                 None => {
                     svg.polyline(&line, &style);

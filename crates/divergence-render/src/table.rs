@@ -421,6 +421,9 @@ impl Sections for Terminal<'_> {
         if let Some(text) = view::origin_text(report) {
             self.line(&format!("  origin       {text}"), None, HANG)?;
         }
+        for text in view::hint_lines(report) {
+            self.line(&format!("  hint         {text}"), Some(BOLD), HANG)?;
+        }
         self.line(&format!("  reason       {}", f.reason), None, HANG)?;
         let (t, rule, e, nf) = (&op.tensor, &op.rule, &op.errors, &op.nonfinite);
         let judged = match (&report.tolerance, op.truth.noise_ratio) {

@@ -177,6 +177,15 @@ pub(crate) fn truth_line(op: &OpResult) -> Option<String> {
     ))
 }
 
+/// One line per cause hint: `scale at model.embed_tokens: ours is ref scaled by ...`.
+pub(crate) fn hint_lines(report: &Report) -> Vec<String> {
+    report
+        .hints
+        .iter()
+        .map(|h| format!("{} at {}: {}", h.code.as_str(), h.op, h.message))
+        .collect()
+}
+
 /// The ops-table columns of this report, left to right: [`OPS_COLUMNS`], with the truth
 /// columns only in truth mode.
 pub(crate) fn ops_columns(report: &Report) -> Vec<OpsColumn> {

@@ -298,14 +298,75 @@ pub fn build_report(args: &DiffArgs) -> Result<Report> {
         args.reference.display().to_string(),
         plan.source,
     );
-    ctx.warnings = plan.warnings;
+    ctx.warnings = plan.warnings.clone();
     ctx.warnings.extend(truth_warnings);
     ctx.ours_input_ids = ours.meta().and_then(|m| m.input_ids.clone());
     ctx.ref_input_ids = reference.meta().and_then(|m| m.input_ids.clone());
     if let Some(dir) = &args.model {
         ctx.norm_weight_gains = divergence_inspect::qk_norm_gains(dir)?;
     }
-    Ok(divergence_diff::assemble(ops, ctx, &cfg))
+    let mut report = divergence_diff::assemble(ops, ctx, &cfg);
+    report.hints = hints(&report, &plan, &ours, &reference);
+    Ok(report)
+}
+
+/// The cause hints of the first divergence and its origin: their tensors and their inputs'
+/// are read once more (a handful of probes) and handed to [`divergence_diff::diagnose`].
+/// A probe that cannot be read is skipped: hints are a diagnosis, never a reason to fail.
+fn hints(
+    report: &Report,
+    plan: &divergence_diff::OrderPlan,
+    ours: &Dump,
+    reference: &Dump,
+) -> Vec<divergence_diff::Hint> {
+    let shape = model_shape(reference)
+        .or_else(|| model_shape(ours))
+        .unwrap_or_default();
+    fn read<'a>(dump: &'a Dump, name: &str) -> Option<(TensorView<'a>, String)> {
+        read_side(dump, name).and_then(Result::ok)
+    }
+    let mut out = Vec::new();
+    for (name, inputs) in report.hint_targets() {
+        let (Some(o), Some(r)) = (read(ours, plan.ours_name(&name)), read(reference, &name)) else {
+            continue;
+        };
+        let input_views: Vec<(&str, Option<_>, Option<_>)> = inputs
+            .iter()
+            .map(|n| {
+                (
+                    n.as_str(),
+                    read(ours, plan.ours_name(n)),
+                    read(reference, n),
+                )
+            })
+            .collect();
+        let subject = divergence_diff::Subject {
+            name: &name,
+            ours: side(&o),
+            reference: side(&r),
+            inputs: input_views
+                .iter()
+                .map(|(n, o, r)| (*n, o.as_ref().map(side), r.as_ref().map(side)))
+                .collect(),
+        };
+        out.extend(divergence_diff::diagnose(&subject, &shape));
+    }
+    out
+}
+
+/// The model dimensions the hints use, from a dump's `model` metadata (the config the exporter
+/// records), read by the one config parser (`divergence-checkpoint`).
+fn model_shape(dump: &Dump) -> Option<divergence_diff::ModelShape> {
+    let value = dump.meta()?.model.clone()?;
+    let cfg = divergence_checkpoint::Config::from_value(value, dump.path()).ok()?;
+    Some(divergence_diff::ModelShape {
+        hidden: cfg.hidden_size,
+        heads: cfg.num_attention_heads,
+        kv_heads: cfg.num_kv_heads(cfg.family),
+        head_dim: cfg.head_dim(cfg.family),
+        rope_theta: Some(cfg.rope_theta),
+        rms_eps: Some(cfg.rms_norm_eps),
+    })
 }
 
 /// A truth dump must be of the reference's run: the same input_ids (else exit 2, like a pair

@@ -1,0 +1,247 @@
+//! End to end: every fault of the pitfall catalogue, injected into the candle model with
+//! `divergence run --inject`, diffed against the committed transformers reference of its dtype:
+//! the report's cause hints name the fault's cause (docs/hints.md). Clean pairs get none.
+
+mod common;
+
+use common::divergence;
+use serde_json::Value;
+
+const MODEL: &str = "fixtures/tiny-qwen3";
+const IDS: &str = "fixtures/tiny-qwen3/ids.txt";
+
+fn reference(dtype: &str) -> &'static str {
+    match dtype {
+        "bf16" => "fixtures/ref/tiny-qwen3.bf16.eager.npz",
+        _ => "fixtures/ref/tiny-qwen3.f32.eager.npz",
+    }
+}
+
+/// `divergence run --inject FAULT` then `diff --format json`: the report.
+fn report(dtype: &str, fault: Option<&str>) -> Value {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("ours.npz");
+    let out = out.to_str().unwrap();
+    let mut args = vec![
+        "run",
+        "--model",
+        MODEL,
+        "--ids-file",
+        IDS,
+        "--dtype",
+        dtype,
+        "--out",
+        out,
+    ];
+    if let Some(f) = fault {
+        args.extend(["--inject", f]);
+    }
+    let (code, _, err) = divergence(&args);
+    assert_eq!(code, 0, "{err}");
+    let (_, stdout, err) = divergence(&["diff", out, reference(dtype), "--format", "json"]);
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {err}"))
+}
+
+fn hints(r: &Value) -> Vec<(String, String, String)> {
+    r["hints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            (
+                h["code"].as_str().unwrap().to_string(),
+                h["op"].as_str().unwrap().to_string(),
+                h["message"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn every_fault_gets_the_hint_of_its_cause() {
+    let cases: [(&str, &str, &str, &str); 10] = [
+        (
+            "embed-scale",
+            "scale",
+            "model.embed_tokens",
+            "1/sqrt(hidden 64) = 1/8",
+        ),
+        (
+            "rope-theta=10000",
+            "rope_theta",
+            "model.rotary_emb",
+            "theta ~ ",
+        ),
+        (
+            "rope-interleaved",
+            "rope_layout",
+            "model.layers.0.self_attn.rope_q",
+            "ours rotates interleaved pairs",
+        ),
+        (
+            "skip-k-norm",
+            "skipped_op",
+            "model.layers.0.self_attn.k_norm",
+            "its own input model.layers.0.self_attn.k_proj",
+        ),
+        (
+            "skip-q-norm@1",
+            "skipped_op",
+            "model.layers.1.self_attn.q_norm",
+            "not applied",
+        ),
+        (
+            "attn-bias=1e30",
+            "bias",
+            "model.layers.0.self_attn.q_proj",
+            "corrupted bias",
+        ),
+        (
+            "attn-bias=0.5@1",
+            "bias",
+            "model.layers.1.self_attn.q_proj",
+            "same vector at all 16 positions",
+        ),
+        (
+            "act=gelu",
+            "activation",
+            "model.layers.0.mlp.act_fn",
+            "ours applies gelu",
+        ),
+        (
+            "gqa-tile",
+            "gqa_layout",
+            "model.layers.0.self_attn.attn_out",
+            "heads [1,2] are wrong",
+        ),
+        (
+            "rms-eps=1e-3",
+            "eps",
+            "model.layers.0.input_layernorm",
+            "epsilon of ~0.001",
+        ),
+    ];
+    for dtype in ["f32", "bf16"] {
+        for (fault, code, op, text) in cases {
+            let r = report(dtype, Some(fault));
+            let hs = hints(&r);
+            assert!(
+                hs.iter()
+                    .any(|(c, o, m)| c == code && o == op && m.contains(text)),
+                "{dtype} --inject {fault}: {hs:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_half_precision_reduction_in_an_f32_run_is_a_rounding_hint() {
+    let r = report("f32", Some("f16-accum"));
+    let hs = hints(&r);
+    assert!(
+        hs.iter().any(|(c, o, m)| c == "rounding"
+            && o == "model.layers.0.input_layernorm"
+            && m.contains("half type")),
+        "{hs:?}"
+    );
+}
+
+#[test]
+fn a_rounding_point_fault_in_bf16_is_a_rounding_hint_with_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("ours.npz");
+    let out = out.to_str().unwrap();
+    let (code, _, err) = divergence(&[
+        "run",
+        "--model",
+        MODEL,
+        "--ids-file",
+        IDS,
+        "--dtype",
+        "bf16",
+        "--inject",
+        "late-rounding",
+        "--out",
+        out,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let (_, stdout, _) = divergence(&[
+        "diff",
+        out,
+        reference("bf16"),
+        "--exact",
+        "--format",
+        "json",
+    ]);
+    let r: Value = serde_json::from_str(&stdout).unwrap();
+    let hs = hints(&r);
+    assert!(
+        hs.iter().any(|(c, o, m)| c == "rounding"
+            && o == "model.layers.0.input_layernorm"
+            && m.contains("a norm")),
+        "{hs:?}"
+    );
+}
+
+#[test]
+fn clean_pairs_get_no_hint() {
+    for dtype in ["f32", "bf16"] {
+        let r = report(dtype, None);
+        assert_eq!(r["hints"], Value::Array(vec![]), "{dtype}");
+    }
+    for (ours, reference) in [
+        (
+            "fixtures/ref/tiny-qwen3.f64.eager.npz",
+            "fixtures/ref/tiny-qwen3.f32.eager.npz",
+        ),
+        (
+            "fixtures/ref/tiny-qwen3.f32.sdpa.npz",
+            "fixtures/ref/tiny-qwen3.f32.eager.npz",
+        ),
+        (
+            "fixtures/ref/tiny-qwen3.bf16.sdpa.npz",
+            "fixtures/ref/tiny-qwen3.bf16.eager.npz",
+        ),
+    ] {
+        let (_, out, _) = divergence(&["diff", ours, reference, "--format", "json"]);
+        let r: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(r["hints"], Value::Array(vec![]), "{ours}");
+    }
+}
+
+#[test]
+fn the_demo_report_says_the_embeddings_are_scaled_by_one_eighth() {
+    let (code, table, _) = divergence(&[
+        "diff",
+        "fixtures/demo/ours.npz",
+        "fixtures/demo/ref.npz",
+        "--format",
+        "table",
+    ]);
+    assert_eq!(code, 1);
+    assert!(
+        table.contains(
+            "hint         scale at model.embed_tokens: ours is ref scaled by 0.125 = 1/sqrt(hidden 64) = 1/8"
+        ),
+        "{table}"
+    );
+    let (_, md, _) = divergence(&[
+        "diff",
+        "fixtures/demo/ours.npz",
+        "fixtures/demo/ref.npz",
+        "--format",
+        "markdown",
+    ]);
+    assert!(md.contains("- **hint:** scale at"), "{md}");
+    let (_, html, _) = divergence(&[
+        "diff",
+        "fixtures/demo/ours.npz",
+        "fixtures/demo/ref.npz",
+        "--format",
+        "html",
+    ]);
+    assert!(
+        html.contains("<dt>hint</dt><dd>scale at model.embed_tokens"),
+        "html"
+    );
+}

@@ -1,0 +1,1174 @@
+//! Cause hints: fingerprints of common porting mistakes, tested on the tensors of the first
+//! divergence (and of its inputs, by the dataflow), each reported with its evidence number
+//! (docs/hints.md lists every fingerprint, its statistic and its threshold).
+//!
+//! Pure like the rest of the engine: the caller reads the few tensors involved (the first
+//! divergence, the origin, their inputs) and passes them as [`Side`]s; [`diagnose`] never fails
+//! and returns only the hints whose test holds. Every test needs a material difference first
+//! (a rel L2 error above [`MATERIAL`]), so a clean pair never gets a hint. Not yet written:
+//! `transpose` (needs the weights), `position`'s masking patterns.
+
+use std::collections::BTreeMap;
+
+use divergence_names::Op;
+use serde::{Deserialize, Serialize};
+
+use crate::compare::{sci, Side};
+use crate::tolerance::DTypeClass;
+
+/// The relative L2 error below which a pair is not tested at all (bf16 noise reaches ~1e-2).
+pub const MATERIAL: f64 = 2e-2;
+
+/// What a hint says the mistake is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HintCode {
+    /// ours ≈ c · ref with a tiny residual.
+    Scale,
+    /// ours equals the op's own input: a norm or activation not applied.
+    SkippedOp,
+    /// the RoPE table is computed with another theta.
+    RopeTheta,
+    /// RoPE rotates interleaved pairs (GPT-J) instead of halves (or the reverse).
+    RopeLayout,
+    /// RMSNorm with another epsilon.
+    Eps,
+    /// heads in another order (kv heads tiled instead of repeat-interleaved).
+    GqaLayout,
+    /// another activation function of the same input.
+    Activation,
+    /// ours − ref is the same vector at every position: a bias.
+    Bias,
+    /// every difference within 2 ulps of the dtype: a rounding point, not a formula.
+    Rounding,
+    /// the first NaN/Inf appears at this op from finite inputs.
+    NonfiniteOrigin,
+    /// the error is confined to some positions.
+    Position,
+}
+
+impl HintCode {
+    /// The snake_case code of the JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HintCode::Scale => "scale",
+            HintCode::SkippedOp => "skipped_op",
+            HintCode::RopeTheta => "rope_theta",
+            HintCode::RopeLayout => "rope_layout",
+            HintCode::Eps => "eps",
+            HintCode::GqaLayout => "gqa_layout",
+            HintCode::Activation => "activation",
+            HintCode::Bias => "bias",
+            HintCode::Rounding => "rounding",
+            HintCode::NonfiniteOrigin => "nonfinite_origin",
+            HintCode::Position => "position",
+        }
+    }
+}
+
+/// One hint: its code, the op it is about, a one-line message and the numbers behind it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Hint {
+    /// The fingerprint that holds.
+    pub code: HintCode,
+    /// The op it was tested on.
+    pub op: String,
+    /// One line for people.
+    pub message: String,
+    /// The statistic(s) the test used (finite numbers only).
+    pub evidence: BTreeMap<String, f64>,
+}
+
+/// The model shape the fingerprints need (from the dumps' `model` config), all optional.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ModelShape {
+    /// `hidden_size`.
+    pub hidden: Option<usize>,
+    /// `num_attention_heads`.
+    pub heads: Option<usize>,
+    /// `num_key_value_heads`.
+    pub kv_heads: Option<usize>,
+    /// `head_dim`.
+    pub head_dim: Option<usize>,
+    /// RoPE theta.
+    pub rope_theta: Option<f64>,
+    /// RMSNorm epsilon.
+    pub rms_eps: Option<f64>,
+}
+
+/// One op to diagnose: its name, both sides, and its inputs' sides (by the dataflow) in ours
+/// and in the reference, by name.
+#[derive(Debug, Clone)]
+pub struct Subject<'a> {
+    /// Probe name.
+    pub name: &'a str,
+    /// Our side.
+    pub ours: Side<'a>,
+    /// The reference's side.
+    pub reference: Side<'a>,
+    /// The op's inputs, `(name, ours, ref)`; either side may be missing.
+    pub inputs: Vec<(&'a str, Option<Side<'a>>, Option<Side<'a>>)>,
+}
+
+fn values(s: &Side<'_>) -> Vec<f64> {
+    (0..s.values.len())
+        .map(|i| s.values.get(i).unwrap_or(f64::NAN))
+        .collect()
+}
+
+fn norm(v: &[f64]) -> f64 {
+    v.iter().map(|x| x * x).sum::<f64>().sqrt()
+}
+
+/// `||a - b|| / ||b||` over pairs finite on both sides (`None` when `||b|| = 0` or lengths differ).
+fn rel_err(a: &[f64], b: &[f64]) -> Option<f64> {
+    if a.len() != b.len() {
+        return None;
+    }
+    let (mut d2, mut b2) = (0.0, 0.0);
+    for (x, y) in a.iter().zip(b) {
+        if x.is_finite() && y.is_finite() {
+            d2 += (x - y) * (x - y);
+            b2 += y * y;
+        }
+    }
+    (b2 > 0.0).then(|| (d2 / b2).sqrt())
+}
+
+fn hint(code: HintCode, op: &str, message: String, evidence: &[(&str, f64)]) -> Hint {
+    Hint {
+        code,
+        op: op.to_string(),
+        message,
+        evidence: evidence
+            .iter()
+            .filter(|(_, v)| v.is_finite())
+            .map(|(k, v)| (k.to_string(), *v))
+            .collect(),
+    }
+}
+
+/// The hints that hold for `subject`.
+pub fn diagnose(subject: &Subject<'_>, shape: &ModelShape) -> Vec<Hint> {
+    let o = values(&subject.ours);
+    let r = values(&subject.reference);
+    let mut out = Vec::new();
+    if o.len() != r.len() || o.is_empty() {
+        return out;
+    }
+    if let Some(h) = nonfinite_origin(subject, &o, &r) {
+        out.push(h);
+        return out;
+    }
+    let Some(rel) = rel_err(&o, &r) else {
+        return out;
+    };
+    if rel <= MATERIAL {
+        if let Some(h) = rounding(subject, &o, &r) {
+            out.push(h);
+        }
+        return out;
+    }
+    let op = Op::of(subject.name);
+    out.extend(scale(subject.name, &o, &r, shape));
+    out.extend(skipped_op(subject, op, &o, &r));
+    out.extend(activation(subject, op, &o, &r));
+    out.extend(bias(subject.name, subject.reference.shape, &o, &r));
+    out.extend(gqa_layout(subject.name, op, &o, &r, shape));
+    out.extend(rope_theta(
+        subject.name,
+        op,
+        subject.reference.shape,
+        &o,
+        &r,
+        shape,
+    ));
+    out.extend(rope_layout(subject, op, &o, &r, shape));
+    out.extend(eps(subject, op, &o, &r, shape));
+    out.extend(position(subject.name, subject.reference.shape, &o, &r));
+    if out.iter().all(|h| h.code == HintCode::Position) {
+        out.extend(rounding(subject, &o, &r));
+    }
+    out
+}
+
+/// `scale`: ours ≈ c·ref. `c = <o, r> / <r, r>`; holds when the residual
+/// `||o - c·r|| / ||o||` is below 1e-2 (bf16 rounding of a scaled tensor stays far below) and c
+/// is not 1 (|c - 1| > 2e-2). Names c when it is within 1% of a usual suspect.
+fn scale(name: &str, o: &[f64], r: &[f64], shape: &ModelShape) -> Option<Hint> {
+    let dot: f64 = o.iter().zip(r).map(|(a, b)| a * b).sum();
+    let rr: f64 = r.iter().map(|b| b * b).sum();
+    if rr <= 0.0 || !dot.is_finite() {
+        return None;
+    }
+    let c = dot / rr;
+    let resid: Vec<f64> = o.iter().zip(r).map(|(a, b)| a - c * b).collect();
+    let no = norm(o);
+    if no <= 0.0 {
+        return None;
+    }
+    let residual = norm(&resid) / no;
+    if residual >= 1e-2 || (c - 1.0).abs() <= 2e-2 {
+        return None;
+    }
+    let mut suspects: Vec<(String, f64)> =
+        vec![("2".into(), 2.0), ("1/2".into(), 0.5), ("-1".into(), -1.0)];
+    if let Some(h) = shape.hidden {
+        let s = (h as f64).sqrt();
+        suspects.push((format!("sqrt(hidden {h})"), s));
+        suspects.push((format!("1/sqrt(hidden {h})"), 1.0 / s));
+    }
+    if let Some(d) = shape.head_dim {
+        let s = (d as f64).sqrt();
+        suspects.push((format!("sqrt(head_dim {d})"), s));
+        suspects.push((format!("1/sqrt(head_dim {d})"), 1.0 / s));
+    }
+    let named = suspects
+        .iter()
+        .find(|(_, v)| ((c - v) / v).abs() < 1e-2)
+        .map(|(n, _)| format!(" = {n}"))
+        .unwrap_or_default();
+    Some(hint(
+        HintCode::Scale,
+        name,
+        format!(
+            "ours is ref scaled by {}{named}{} (residual {}): a wrong scale factor",
+            round3(c),
+            reciprocal(c),
+            sci(residual)
+        ),
+        &[("c", c), ("residual", residual)],
+    ))
+}
+
+/// The input of `subject` that has exactly as many elements as the op (the tensor a norm or an
+/// activation maps element for element), ours' side and ref's.
+/// An input of an op: its name, ours' values, the reference's values (when dumped).
+type InputValues<'a> = (&'a str, Vec<f64>, Option<Vec<f64>>);
+
+fn same_size_input<'a>(subject: &'a Subject<'a>, n: usize) -> Option<InputValues<'a>> {
+    subject.inputs.iter().find_map(|(name, o, r)| {
+        let o = o.as_ref()?;
+        (o.values.len() == n).then(|| (*name, values(o), r.as_ref().map(values)))
+    })
+}
+
+/// `skipped_op`: a norm or an activation whose output in ours equals its own input in ours
+/// (rel err < 1e-3) while the reference's differs from its input (> 1e-2).
+fn skipped_op(subject: &Subject<'_>, op: Op, o: &[f64], r: &[f64]) -> Option<Hint> {
+    if !is_norm(op) && op != Op::ActFn {
+        return None;
+    }
+    let (input, oi, ri) = same_size_input(subject, o.len())?;
+    let same = rel_err(o, &oi)?;
+    let ref_change = ri.as_ref().and_then(|ri| rel_err(r, ri)).unwrap_or(1.0);
+    if same >= 1e-3 || ref_change <= 1e-2 {
+        return None;
+    }
+    Some(hint(
+        HintCode::SkippedOp,
+        subject.name,
+        format!(
+            "ours is its own input {input} (rel err {}): the op is not applied",
+            sci(same)
+        ),
+        &[("rel_err_to_input", same), ("ref_change", ref_change)],
+    ))
+}
+
+fn is_norm(op: Op) -> bool {
+    matches!(
+        op,
+        Op::InputLayernorm | Op::PostAttentionLayernorm | Op::QkNorm(_) | Op::FinalNorm
+    )
+}
+
+fn silu(x: f64) -> f64 {
+    x / (1.0 + (-x).exp())
+}
+fn gelu(x: f64) -> f64 {
+    0.5 * x * (1.0 + erf(x / std::f64::consts::SQRT_2))
+}
+fn gelu_tanh(x: f64) -> f64 {
+    let k = (2.0 / std::f64::consts::PI).sqrt();
+    0.5 * x * (1.0 + (k * (x + 0.044715 * x * x * x)).tanh())
+}
+fn relu(x: f64) -> f64 {
+    x.max(0.0)
+}
+
+/// erf by Abramowitz-Stegun 7.1.26 refined: |error| < 1.5e-7, plenty to tell GELU from SiLU.
+fn erf(x: f64) -> f64 {
+    let t = 1.0 / (1.0 + 0.3275911 * x.abs());
+    let y = 1.0
+        - (((((1.061405429 * t - 1.453152027) * t) + 1.421413741) * t - 0.284496736) * t
+            + 0.254829592)
+            * t
+            * (-x * x).exp();
+    if x >= 0.0 {
+        y
+    } else {
+        -y
+    }
+}
+
+/// An activation function by name.
+type Activation = (&'static str, fn(f64) -> f64);
+
+const ACTIVATIONS: [Activation; 4] = [
+    ("silu", silu),
+    ("gelu", gelu),
+    ("gelu_tanh", gelu_tanh),
+    ("relu", relu),
+];
+
+/// The activation of `input` closest to `out` and its rel err.
+fn best_activation(input: &[f64], out: &[f64]) -> Option<(&'static str, f64)> {
+    ACTIVATIONS
+        .iter()
+        .filter_map(|(n, f)| {
+            let y: Vec<f64> = input.iter().map(|&x| f(x)).collect();
+            rel_err(out, &y).map(|e| (*n, e))
+        })
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+}
+
+/// `activation`: at an activation op, ours matches another activation of its own input than
+/// the reference does of its input (each best match within 3e-2, bf16 rounding included).
+fn activation(subject: &Subject<'_>, op: Op, o: &[f64], r: &[f64]) -> Option<Hint> {
+    if op != Op::ActFn {
+        return None;
+    }
+    let (_, oi, ri) = same_size_input(subject, o.len())?;
+    let (ours_act, e_o) = best_activation(&oi, o)?;
+    let (ref_act, e_r) = best_activation(ri.as_deref()?, r)?;
+    if ours_act == ref_act || e_o > 3e-2 || e_r > 3e-2 {
+        return None;
+    }
+    Some(hint(
+        HintCode::Activation,
+        subject.name,
+        format!(
+            "ours applies {ours_act} (rel err {}) where ref applies {ref_act} (rel err {})",
+            sci(e_o),
+            sci(e_r)
+        ),
+        &[("ours_fit", e_o), ("ref_fit", e_r)],
+    ))
+}
+
+/// `bias`: `ours - ref` is the same vector at every position: over the rows of the last
+/// dimension (at least 2), the part of the difference that is not the per-column mean is below
+/// 5% of it. Flags magnitudes of 1e4 and more as a corrupted bias.
+fn bias(name: &str, shape: &[usize], o: &[f64], r: &[f64]) -> Option<Hint> {
+    let cols = *shape.last()?;
+    if cols == 0 || !o.len().is_multiple_of(cols) || o.len() / cols < 2 {
+        return None;
+    }
+    let rows = o.len() / cols;
+    let d: Vec<f64> = o.iter().zip(r).map(|(a, b)| a - b).collect();
+    if d.iter().any(|x| !x.is_finite()) {
+        return None;
+    }
+    let mut mean = vec![0.0; cols];
+    for row in d.chunks(cols) {
+        for (m, x) in mean.iter_mut().zip(row) {
+            *m += x / rows as f64;
+        }
+    }
+    let resid: f64 = d
+        .chunks(cols)
+        .flat_map(|row| row.iter().zip(&mean).map(|(x, m)| (x - m) * (x - m)))
+        .sum::<f64>()
+        .sqrt();
+    let nd = norm(&d);
+    if nd <= 0.0 || resid / nd >= 5e-2 {
+        return None;
+    }
+    let magnitude = mean.iter().fold(0.0f64, |a, m| a.max(m.abs()));
+    let what = if magnitude >= 1e4 {
+        "a corrupted bias (values this large are a loader bug; Qwen3 has no attention bias)"
+    } else {
+        "a bias the reference does not add (or the reverse)"
+    };
+    Some(hint(
+        HintCode::Bias,
+        name,
+        format!(
+            "ours - ref is the same vector at all {rows} positions (max |bias| {}, residual {}): {what}",
+            sci(magnitude),
+            sci(resid / nd)
+        ),
+        &[("max_abs_bias", magnitude), ("residual", resid / nd)],
+    ))
+}
+
+/// `gqa_layout`: at `attn_out` (`[.., T, heads * head_dim]`), every head of ours matches a head
+/// of ref (rel err < 2e-2, 10x better than its own head) under a permutation that is not the
+/// identity.
+fn gqa_layout(name: &str, op: Op, o: &[f64], r: &[f64], shape: &ModelShape) -> Option<Hint> {
+    if op != Op::AttnOut {
+        return None;
+    }
+    let (heads, hd) = (shape.heads?, shape.head_dim?);
+    let width = heads * hd;
+    if width == 0 || !o.len().is_multiple_of(width) {
+        return None;
+    }
+    let head = |v: &[f64], h: usize| -> Vec<f64> {
+        v.chunks(width)
+            .flat_map(|row| row[h * hd..(h + 1) * hd].to_vec())
+            .collect()
+    };
+    let kv = shape.kv_heads.unwrap_or(heads).max(1);
+    let group = heads / kv;
+    // Tiling gives q head h the kv head h % kv where repeat_interleave gives h / group: the
+    // heads where the two agree are exact, the others wrong (their queries see other keys).
+    let own: Vec<f64> = (0..heads)
+        .map(|h| rel_err(&head(o, h), &head(r, h)).unwrap_or(f64::INFINITY))
+        .collect();
+    let worst = own.iter().cloned().fold(0.0f64, f64::max);
+    if group > 1 && worst > MATERIAL {
+        let exact: Vec<bool> = own.iter().map(|&e| e < worst * 1e-3).collect();
+        let tiled_exact: Vec<bool> = (0..heads).map(|h| h / group == h % kv).collect();
+        if exact == tiled_exact {
+            let wrong: Vec<String> = (0..heads)
+                .filter(|&h| !exact[h])
+                .map(|h| h.to_string())
+                .collect();
+            return Some(hint(
+                HintCode::GqaLayout,
+                name,
+                format!(
+                    "heads [{}] are wrong and the others exact: exactly the q heads whose kv head differs between tiling (h % {kv}) and repeat-interleave (h / {group}): kv heads tiled (k0,k1,k0,k1) instead of repeat-interleaved (k0,k0,k1,k1)",
+                    wrong.join(",")
+                ),
+                &[("heads", heads as f64), ("kv_heads", kv as f64), ("worst_head_rel_err", worst)],
+            ));
+        }
+    }
+    let mut perm = Vec::with_capacity(heads);
+    for h in 0..heads {
+        let oh = head(o, h);
+        let (best, e) = (0..heads)
+            .filter_map(|j| rel_err(&oh, &head(r, j)).map(|e| (j, e)))
+            .min_by(|a, b| a.1.total_cmp(&b.1))?;
+        let own = rel_err(&oh, &head(r, h)).unwrap_or(f64::INFINITY);
+        if e >= 2e-2 || (best != h && e * 10.0 > own) {
+            return None;
+        }
+        perm.push(best);
+    }
+    if perm.iter().enumerate().all(|(h, &j)| h == j) {
+        return None;
+    }
+    // repeat_interleave gives q head h the kv head h / group; tiling gives h % kv.
+    let tiled = group > 1
+        && perm
+            .iter()
+            .enumerate()
+            .all(|(h, &j)| j / group == h % kv || j == h);
+    let list: Vec<String> = perm.iter().map(|j| j.to_string()).collect();
+    Some(hint(
+        HintCode::GqaLayout,
+        name,
+        format!(
+            "ours' heads are ref's heads [{}]{}",
+            list.join(","),
+            if tiled {
+                ": kv heads tiled (k0,k1,k0,k1) instead of repeat-interleaved (k0,k0,k1,k1)"
+            } else {
+                ": another head order"
+            }
+        ),
+        &[("heads", heads as f64), ("kv_heads", kv as f64)],
+    ))
+}
+
+/// `rope_theta`: at `rotary_emb` (the cos table, last dim head_dim): the angle of frequency 1
+/// at position 1 is `theta^(-2/d)`, so `theta = acos(cos)^(-d/2)`; holds when the estimates of
+/// the two sides differ by more than 5%.
+fn rope_theta(
+    name: &str,
+    op: Op,
+    dims: &[usize],
+    o: &[f64],
+    r: &[f64],
+    shape: &ModelShape,
+) -> Option<Hint> {
+    if op != Op::RotaryEmb {
+        return None;
+    }
+    let d = *dims.last()?;
+    if d < 4 || o.len() < 2 * d {
+        return None;
+    }
+    let positions = o.len() / d;
+    // Frequency 1 is theta^(-2/d); its angle at position p is p * f. A first estimate from
+    // position 1, refined at the latest position whose angle stays below ~2.5 rad (acos is
+    // ill-conditioned near 0, where a bf16 table of cos values is too coarse).
+    let estimate = |v: &[f64]| -> Option<f64> {
+        let angle_at = |p: usize| v.get(p * d + 1).map(|c| c.clamp(-1.0, 1.0).acos());
+        let mut f = angle_at(1)?;
+        if f <= 0.0 {
+            return None;
+        }
+        let p = ((2.5 / f).floor() as usize).clamp(1, positions.saturating_sub(1).max(1));
+        if p > 1 {
+            f = angle_at(p)? / p as f64;
+        }
+        (f > 0.0).then(|| f.powf(-(d as f64) / 2.0))
+    };
+    let (t_o, t_r) = (estimate(o)?, estimate(r)?);
+    if ((t_o - t_r) / t_r).abs() <= 5e-2 {
+        return None;
+    }
+    let config = shape
+        .rope_theta
+        .map_or_else(String::new, |t| format!("; config.json says {t}"));
+    Some(hint(
+        HintCode::RopeTheta,
+        name,
+        format!(
+            "the RoPE table of ours fits theta ~ {} where ref's fits ~ {}{config}: a wrong rope_theta",
+            round3(t_o),
+            round3(t_r)
+        ),
+        &[("theta_ours", t_o), ("theta_ref", t_r)],
+    ))
+}
+
+/// ` = 1/8` when `1/c` is within 0.1% of a whole number above 1, else empty.
+fn reciprocal(c: f64) -> String {
+    let inv = 1.0 / c;
+    let k = inv.round();
+    if k.abs() >= 2.0 && ((inv - k) / k).abs() < 1e-3 {
+        format!(" = 1/{k}")
+    } else {
+        String::new()
+    }
+}
+
+/// RoPE of `x` (`[T, H, D]` row-major, positions 0..T) in f64, as `[H, T, D]`: rotate-half
+/// pairs (i, i + D/2) or interleaved pairs (2i, 2i + 1), frequency `theta^(-2i/D)` for pair i.
+fn rope(x: &[f64], t: usize, h: usize, d: usize, theta: f64, interleaved: bool) -> Vec<f64> {
+    let half = d / 2;
+    let mut out = vec![0.0; x.len()];
+    for p in 0..t {
+        for hh in 0..h {
+            let src = &x[(p * h + hh) * d..(p * h + hh + 1) * d];
+            let dst = &mut out[(hh * t + p) * d..(hh * t + p + 1) * d];
+            for i in 0..half {
+                let angle = p as f64 * theta.powf(-((2 * i) as f64) / d as f64);
+                let (sin, cos) = angle.sin_cos();
+                let (a, b) = if interleaved {
+                    (2 * i, 2 * i + 1)
+                } else {
+                    (i, i + half)
+                };
+                dst[a] = src[a] * cos - src[b] * sin;
+                dst[b] = src[b] * cos + src[a] * sin;
+            }
+        }
+    }
+    out
+}
+
+/// `rope_layout`: at `rope_q` / `rope_k` (`[.., H, T, D]`) with its pre-RoPE input
+/// (`q_norm` / `k_norm`, `[.., T, H, D]`): RoPE of ours' own input, computed in f64 with
+/// config.json's theta, both ways; holds when ours fits the other layout than ref (within 5e-2,
+/// and 10x better than the layout ref uses).
+fn rope_layout(
+    subject: &Subject<'_>,
+    op: Op,
+    o: &[f64],
+    r: &[f64],
+    shape: &ModelShape,
+) -> Option<Hint> {
+    if !matches!(op, Op::Rope(_)) {
+        return None;
+    }
+    let theta = shape.rope_theta?;
+    let dims = subject.reference.shape;
+    let [h, t, d] = dims[dims.len().checked_sub(3)?..] else {
+        return None;
+    };
+    if !d.is_multiple_of(2) || d == 0 {
+        return None;
+    }
+    let (_, input, ref_input) = subject
+        .inputs
+        .iter()
+        .find(|(n, _, _)| matches!(Op::of(n), Op::QkNorm(_)))?;
+    let (input, ref_input) = (input.as_ref()?, ref_input.as_ref()?);
+    let idims = input.shape;
+    if idims.len() < 3 || idims[idims.len() - 3..] != [t, h, d] || input.values.len() != o.len() {
+        return None;
+    }
+    let (xo, xr) = (values(input), values(ref_input));
+    let fit = |x: &[f64], y: &[f64], inter: bool| rel_err(y, &rope(x, t, h, d, theta, inter));
+    let (o_half, o_pairs) = (fit(&xo, o, false)?, fit(&xo, o, true)?);
+    let (r_half, r_pairs) = (fit(&xr, r, false)?, fit(&xr, r, true)?);
+    let ours_pairs = o_pairs < 5e-2 && o_pairs * 10.0 < o_half;
+    let ours_half = o_half < 5e-2 && o_half * 10.0 < o_pairs;
+    let ref_pairs = r_pairs < 5e-2 && r_pairs * 10.0 < r_half;
+    let ref_half = r_half < 5e-2 && r_half * 10.0 < r_pairs;
+    let (ours_l, ref_l) = if ours_pairs && ref_half {
+        (
+            "interleaved pairs (2i, 2i+1), GPT-J style",
+            "rotate-half pairs (i, i+D/2)",
+        )
+    } else if ours_half && ref_pairs {
+        (
+            "rotate-half pairs (i, i+D/2)",
+            "interleaved pairs (2i, 2i+1)",
+        )
+    } else {
+        return None;
+    };
+    Some(hint(
+        HintCode::RopeLayout,
+        subject.name,
+        format!(
+            "ours rotates {ours_l} (fit {}), ref rotates {ref_l} (fit {})",
+            sci(o_pairs.min(o_half)),
+            sci(r_pairs.min(r_half))
+        ),
+        &[
+            ("ours_fit_interleaved", o_pairs),
+            ("ours_fit_rotate_half", o_half),
+            ("ref_fit_interleaved", r_pairs),
+            ("ref_fit_rotate_half", r_half),
+        ],
+    ))
+}
+
+/// `eps`: at an RMSNorm with its input: each row of ours is ref's row times a factor rho_t
+/// (residual < 1e-2), the factor varies across rows, and `eps' = (ms_t + eps) / rho_t^2 - ms_t`
+/// (ms_t = mean of the squared input row) is the same for every row (spread < 25%) and not
+/// config.json's eps: the norm uses epsilon eps'.
+fn eps(subject: &Subject<'_>, op: Op, o: &[f64], r: &[f64], shape: &ModelShape) -> Option<Hint> {
+    if !is_norm(op) {
+        return None;
+    }
+    let eps_ref = shape.rms_eps?;
+    let d = *subject.reference.shape.last()?;
+    let (_, _, ri) = same_size_input(subject, o.len())?;
+    let x = ri?;
+    if d == 0 || !o.len().is_multiple_of(d) || o.len() / d < 2 {
+        return None;
+    }
+    let mut estimates = Vec::new();
+    let mut rhos = Vec::new();
+    let mut resid2 = 0.0;
+    let mut total2 = 0.0;
+    for ((orow, rrow), xrow) in o.chunks(d).zip(r.chunks(d)).zip(x.chunks(d)) {
+        let rr: f64 = rrow.iter().map(|v| v * v).sum();
+        if rr <= 0.0 {
+            continue;
+        }
+        let rho = orow.iter().zip(rrow).map(|(a, b)| a * b).sum::<f64>() / rr;
+        resid2 += orow
+            .iter()
+            .zip(rrow)
+            .map(|(a, b)| (a - rho * b).powi(2))
+            .sum::<f64>();
+        total2 += orow.iter().map(|a| a * a).sum::<f64>();
+        let ms = xrow.iter().map(|v| v * v).sum::<f64>() / d as f64;
+        rhos.push(rho);
+        estimates.push((ms + eps_ref) / (rho * rho) - ms);
+    }
+    if estimates.len() < 2 || total2 <= 0.0 || (resid2 / total2).sqrt() >= 1e-2 {
+        return None;
+    }
+    let spread_rho = rhos.iter().cloned().fold(f64::MIN, f64::max)
+        - rhos.iter().cloned().fold(f64::MAX, f64::min);
+    if spread_rho < 1e-3 {
+        return None; // one factor for every row: a scale, not an epsilon
+    }
+    let mut sorted = estimates.clone();
+    sorted.sort_by(|a, b| a.total_cmp(b));
+    let median = sorted[sorted.len() / 2];
+    let spread = (sorted[sorted.len() - 1] - sorted[0]) / median.abs().max(f64::MIN_POSITIVE);
+    if median <= 0.0 || spread > 0.25 || (median / eps_ref).abs().log10().abs() < 0.3 {
+        return None;
+    }
+    Some(hint(
+        HintCode::Eps,
+        subject.name,
+        format!(
+            "each row of ours is ref's row times a factor that fits an RMSNorm epsilon of ~{} (config.json: {eps_ref:e})",
+            round3(median)
+        ),
+        &[("eps_estimate", median), ("eps_config", eps_ref), ("spread", spread)],
+    ))
+}
+
+/// 3 significant digits.
+fn round3(x: f64) -> String {
+    if x == 0.0 || !x.is_finite() {
+        return format!("{x}");
+    }
+    let mag = 10f64.powi(x.abs().log10().floor() as i32 - 2);
+    format!("{}", (x / mag).round() * mag)
+}
+
+/// `position`: per position (the second-to-last axis of a `[.., T, C]` tensor), the rel err;
+/// holds when some positions are bit-exact and others are not: names the first affected one.
+fn position(name: &str, dims: &[usize], o: &[f64], r: &[f64]) -> Option<Hint> {
+    if dims.len() < 2 {
+        return None;
+    }
+    let (t, c) = (dims[dims.len() - 2], dims[dims.len() - 1]);
+    if t < 2 || c == 0 || !o.len().is_multiple_of(t * c) {
+        return None;
+    }
+    // Per position, the squared error; "affected" is above 1e-6 of the worst position's, so
+    // that f32 rounding noise at the exact positions does not count.
+    let mut err = vec![0.0f64; t];
+    for (k, (a, b)) in o.iter().zip(r).enumerate() {
+        if a.is_finite() && b.is_finite() {
+            err[(k / c) % t] += (a - b) * (a - b);
+        }
+    }
+    let worst = err.iter().fold(0.0f64, |m, &e| m.max(e));
+    if worst <= 0.0 {
+        return None;
+    }
+    let affected: Vec<bool> = err.iter().map(|&e| e > worst * 1e-12).collect();
+    let n = affected.iter().filter(|&&a| a).count();
+    let first = affected.iter().position(|&a| a)?;
+    if n == t {
+        return None;
+    }
+    Some(hint(
+        HintCode::Position,
+        name,
+        format!(
+            "the error is confined to {n} of {t} positions, the first at position {first} (earlier positions are exact){}",
+            if first > 0 && n == t - first {
+                ": every position from there on, as with a position-dependent op (RoPE, a position offset)"
+            } else {
+                ""
+            }
+        ),
+        &[("first_position", first as f64), ("positions_affected", n as f64)],
+    ))
+}
+
+/// One ulp of `x` in the class (`None` for f64 / integers).
+fn ulp(x: f64, class: DTypeClass) -> Option<f64> {
+    let mantissa = match class {
+        DTypeClass::BF16 => 7,
+        DTypeClass::F16 => 10,
+        DTypeClass::F32 => 23,
+        _ => return None,
+    };
+    let e = if x == 0.0 {
+        -126
+    } else {
+        x.abs().log2().floor() as i32
+    };
+    Some(2f64.powi(e - mantissa))
+}
+
+/// `rounding`: every element of ours within 2 ulps (of ref's dtype) of ref: the two round at
+/// different points; the formula is the same.
+fn rounding(subject: &Subject<'_>, o: &[f64], r: &[f64]) -> Option<Hint> {
+    let own = DTypeClass::of(subject.reference.dtype);
+    let ulps = |class: DTypeClass| -> Option<(f64, usize)> {
+        let mut worst = 0.0f64;
+        let mut differing = 0usize;
+        for (a, b) in o.iter().zip(r) {
+            if a == b || !(a.is_finite() && b.is_finite()) {
+                continue;
+            }
+            differing += 1;
+            worst = worst.max((a - b).abs() / ulp(*b, class)?);
+        }
+        Some((worst, differing))
+    };
+    let (worst, differing) = ulps(own)?;
+    if differing == 0 {
+        return None;
+    }
+    if worst > 2.0 {
+        // Not a rounding of the pair's own dtype; maybe of a half type inside an f32 run.
+        if own != DTypeClass::F32 {
+            return None;
+        }
+        let (class, w) = [DTypeClass::F16, DTypeClass::BF16]
+            .into_iter()
+            .filter_map(|c| ulps(c).map(|(w, _)| (c, w)))
+            .find(|&(_, w)| w <= 2.0)?;
+        return Some(hint(
+            HintCode::Rounding,
+            subject.name,
+            format!(
+                "every difference is within {w:.1} ulp of {} in a float32 pair ({differing} elements differ): the size of a half-precision rounding; something here computes or accumulates in a half type",
+                class.label()
+            ),
+            &[("max_ulps", w), ("elements_differing", differing as f64)],
+        ));
+    }
+    let what = match Op::of(subject.name) {
+        op if is_norm(op) => " (a norm: where it casts to the activation dtype, or whether it multiplies by the weight before or after)",
+        Op::Rope(_) | Op::RotaryEmb => " (RoPE: the dtype of the cos/sin table)",
+        Op::AttnOut => " (attention: the softmax dtype, where the scaling is applied)",
+        Op::QkProj(_) | Op::VProj | Op::OProj | Op::GateProj | Op::UpProj | Op::DownProj | Op::LmHead => " (a matmul: accumulation order or precision)",
+        _ => "",
+    };
+    Some(hint(
+        HintCode::Rounding,
+        subject.name,
+        format!(
+            "every difference is within {worst:.1} ulp of {} ({differing} elements differ): a rounding-point mismatch, not a wrong formula{what}",
+            own.label()
+        ),
+        &[("max_ulps", worst), ("elements_differing", differing as f64)],
+    ))
+}
+
+/// `nonfinite_origin`: ours has NaN/Inf where ref has none while every input of ours is finite:
+/// the first NaN/Inf is produced here (Inf: an overflow; NaN: 0/0, inf - inf or a NaN weight).
+fn nonfinite_origin(subject: &Subject<'_>, o: &[f64], r: &[f64]) -> Option<Hint> {
+    let nan = o.iter().filter(|x| x.is_nan()).count();
+    let inf = o.iter().filter(|x| x.is_infinite()).count();
+    if nan + inf == 0 || r.iter().any(|x| !x.is_finite()) {
+        return None;
+    }
+    let inputs_finite = subject
+        .inputs
+        .iter()
+        .filter_map(|(_, o, _)| o.as_ref())
+        .all(|s| values(s).iter().all(|x| x.is_finite()));
+    if !inputs_finite {
+        return None;
+    }
+    let kind = if inf > 0 && nan == 0 {
+        "an overflow (Inf only)"
+    } else if inf == 0 {
+        "NaN only: 0/0, inf - inf, or NaN in a weight"
+    } else {
+        "Inf and NaN: an overflow that then produced NaN"
+    };
+    Some(hint(
+        HintCode::NonfiniteOrigin,
+        subject.name,
+        format!("the first NaN/Inf of ours is produced here from finite inputs ({nan} NaN, {inf} Inf): {kind}"),
+        &[("nan", nan as f64), ("inf", inf as f64)],
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::ValuesRef;
+
+    fn side<'a>(shape: &'a [usize], v: &'a [f64], dtype: &'a str) -> Side<'a> {
+        Side {
+            shape,
+            values: ValuesRef::F64(v),
+            dtype,
+        }
+    }
+
+    fn codes(h: &[Hint]) -> Vec<&'static str> {
+        h.iter().map(|h| h.code.as_str()).collect()
+    }
+
+    fn data(n: usize, seed: u64) -> Vec<f64> {
+        // a deterministic, sign-mixed pseudo-random vector
+        let mut x = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (0..n)
+            .map(|_| {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((x >> 11) as f64 / (1u64 << 53) as f64) * 4.0 - 2.0
+            })
+            .collect()
+    }
+
+    const SHAPE: ModelShape = ModelShape {
+        hidden: Some(64),
+        heads: Some(4),
+        kv_heads: Some(2),
+        head_dim: Some(8),
+        rope_theta: Some(1e6),
+        rms_eps: Some(1e-6),
+    };
+
+    fn diag(name: &str, shape: &[usize], o: &[f64], r: &[f64]) -> Vec<Hint> {
+        let s = Subject {
+            name,
+            ours: side(shape, o, "float32"),
+            reference: side(shape, r, "float32"),
+            inputs: vec![],
+        };
+        diagnose(&s, &SHAPE)
+    }
+
+    #[test]
+    fn scale_names_one_over_sqrt_hidden() {
+        let r = data(256, 1);
+        let o: Vec<f64> = r.iter().map(|x| x / 8.0).collect();
+        let h = diag("model.embed_tokens", &[1, 4, 64], &o, &r);
+        assert_eq!(codes(&h), ["scale"], "{h:?}");
+        assert!(
+            h[0].message
+                .contains("scaled by 0.125 = 1/sqrt(hidden 64) = 1/8"),
+            "{}",
+            h[0].message
+        );
+        assert!((h[0].evidence["c"] - 0.125).abs() < 1e-12);
+        // noise is not a scale
+        let noisy: Vec<f64> = r
+            .iter()
+            .zip(data(256, 2))
+            .map(|(x, e)| x + 1e-3 * e)
+            .collect();
+        assert!(diag("model.embed_tokens", &[1, 4, 64], &noisy, &r).is_empty());
+        // a scale plus a big unrelated error is not a scale
+        let mixed: Vec<f64> = r
+            .iter()
+            .zip(data(256, 3))
+            .map(|(x, e)| x / 8.0 + 0.5 * e)
+            .collect();
+        assert!(!codes(&diag("x", &[1, 4, 64], &mixed, &r)).contains(&"scale"));
+    }
+
+    #[test]
+    fn skipped_op_and_activation_use_the_inputs() {
+        let x = data(64, 4);
+        let silu_x: Vec<f64> = x.iter().map(|&v| silu(v)).collect();
+        let gelu_x: Vec<f64> = x.iter().map(|&v| gelu(v)).collect();
+        let shape = [1, 4, 16];
+        let mk = |o: &'static str| o;
+        let _ = mk;
+        // ours skips the activation: output = input
+        let s = Subject {
+            name: "model.layers.0.mlp.act_fn",
+            ours: side(&shape, &x, "float32"),
+            reference: side(&shape, &silu_x, "float32"),
+            inputs: vec![(
+                "model.layers.0.mlp.gate_proj",
+                Some(side(&shape, &x, "float32")),
+                Some(side(&shape, &x, "float32")),
+            )],
+        };
+        assert!(codes(&diagnose(&s, &SHAPE)).contains(&"skipped_op"));
+        // ours applies GELU
+        let s = Subject {
+            ours: side(&shape, &gelu_x, "float32"),
+            ..s
+        };
+        let h = diagnose(&s, &SHAPE);
+        assert!(codes(&h).contains(&"activation"), "{h:?}");
+        let a = h.iter().find(|h| h.code == HintCode::Activation).unwrap();
+        assert!(a.message.starts_with("ours applies gelu"), "{}", a.message);
+        assert!(a.message.contains("ref applies silu"), "{}", a.message);
+        assert!(!codes(&h).contains(&"skipped_op"));
+    }
+
+    #[test]
+    fn bias_is_a_constant_vector_over_positions() {
+        let r = data(64, 5);
+        let b = data(16, 6);
+        let o: Vec<f64> = r.iter().enumerate().map(|(i, x)| x + b[i % 16]).collect();
+        let h = diag("model.layers.0.self_attn.q_proj", &[1, 4, 16], &o, &r);
+        assert!(codes(&h).contains(&"bias"), "{h:?}");
+        let big: Vec<f64> = r.iter().map(|x| x + 1e30).collect();
+        let h = diag("model.layers.0.self_attn.q_proj", &[1, 4, 16], &big, &r);
+        let b = h.iter().find(|h| h.code == HintCode::Bias).unwrap();
+        assert!(b.message.contains("corrupted bias"), "{}", b.message);
+        // a random error is not a bias
+        let o: Vec<f64> = r.iter().zip(data(64, 7)).map(|(x, e)| x + e).collect();
+        assert!(!codes(&diag("x", &[1, 4, 16], &o, &r)).contains(&"bias"));
+    }
+
+    #[test]
+    fn gqa_tiling_is_a_head_permutation() {
+        // 4 q heads of 8 over 2 kv heads: ref uses kv [0,0,1,1], ours tiles [0,1,0,1]
+        let kv = [data(8 * 3, 8), data(8 * 3, 9)];
+        let build = |order: [usize; 4]| -> Vec<f64> {
+            let mut v = Vec::new();
+            for t in 0..3 {
+                for k in order {
+                    v.extend_from_slice(&kv[k][t * 8..(t + 1) * 8]);
+                }
+            }
+            v
+        };
+        let (r, o) = (build([0, 0, 1, 1]), build([0, 1, 0, 1]));
+        let h = diag("model.layers.0.self_attn.attn_out", &[1, 3, 32], &o, &r);
+        let g = h
+            .iter()
+            .find(|h| h.code == HintCode::GqaLayout)
+            .expect("gqa hint");
+        assert!(g.message.contains("tiled"), "{}", g.message);
+        assert!(diag("model.layers.0.self_attn.attn_out", &[1, 3, 32], &r, &r).is_empty());
+    }
+
+    #[test]
+    fn rope_theta_is_estimated_from_the_cos_table() {
+        let table = |theta: f64| -> Vec<f64> {
+            let d = 8;
+            let mut v = Vec::new();
+            for p in 0..16 {
+                for i in 0..d {
+                    let f = theta.powf(-((2 * (i % (d / 2))) as f64) / d as f64);
+                    v.push((p as f64 * f).cos());
+                }
+            }
+            v
+        };
+        let h = diag("model.rotary_emb", &[1, 16, 8], &table(1e4), &table(1e6));
+        let t = h
+            .iter()
+            .find(|h| h.code == HintCode::RopeTheta)
+            .expect("theta hint");
+        assert!((t.evidence["theta_ours"] / 1e4 - 1.0).abs() < 1e-6, "{t:?}");
+        assert!((t.evidence["theta_ref"] / 1e6 - 1.0).abs() < 1e-6, "{t:?}");
+        // position 0 is exact: the position hint says where the error starts
+        assert!(codes(&h).contains(&"position"), "{h:?}");
+    }
+
+    #[test]
+    fn rounding_and_nonfinite() {
+        // one bf16 ulp apart: below MATERIAL, a rounding hint
+        let r = vec![1.0, 2.0, 3.0, 4.0];
+        let o = vec![1.0 + 2f64.powi(-7), 2.0, 3.0, 4.0 - 2f64.powi(-6)];
+        let s = Subject {
+            name: "model.layers.0.input_layernorm",
+            ours: side(&[4], &o, "bfloat16"),
+            reference: side(&[4], &r, "bfloat16"),
+            inputs: vec![],
+        };
+        let h = diagnose(&s, &SHAPE);
+        assert_eq!(codes(&h), ["rounding"], "{h:?}");
+        assert!(h[0].message.contains("a norm"), "{}", h[0].message);
+        // identical: nothing
+        let s = Subject {
+            ours: side(&[4], &r, "bfloat16"),
+            ..s
+        };
+        assert!(diagnose(&s, &SHAPE).is_empty());
+        // an Inf from finite inputs
+        let o = vec![1.0, f64::INFINITY, 3.0, 4.0];
+        let x = vec![1.0; 4];
+        let s = Subject {
+            name: "model.layers.0.mlp.down_proj",
+            ours: side(&[4], &o, "float16"),
+            reference: side(&[4], &r, "float16"),
+            inputs: vec![("in", Some(side(&[4], &x, "float16")), None)],
+        };
+        let h = diagnose(&s, &SHAPE);
+        assert_eq!(codes(&h), ["nonfinite_origin"]);
+        assert!(h[0].message.contains("overflow"));
+    }
+
+    #[test]
+    fn rope_layout_tells_interleaved_from_rotate_half() {
+        let (t, h, d) = (6, 2, 8);
+        let x = data(t * h * d, 11);
+        let half = rope(&x, t, h, d, 1e6, false);
+        let pairs = rope(&x, t, h, d, 1e6, true);
+        let (ins, outs) = ([1, t, h, d], [1, h, t, d]);
+        let s = Subject {
+            name: "model.layers.0.self_attn.rope_q",
+            ours: side(&outs, &pairs, "float32"),
+            reference: side(&outs, &half, "float32"),
+            inputs: vec![
+                (
+                    "model.layers.0.self_attn.q_norm",
+                    Some(side(&ins, &x, "float32")),
+                    Some(side(&ins, &x, "float32")),
+                ),
+                ("model.rotary_emb", None, None),
+            ],
+        };
+        let hs = diagnose(&s, &SHAPE);
+        let l = hs
+            .iter()
+            .find(|h| h.code == HintCode::RopeLayout)
+            .expect("layout hint");
+        assert!(
+            l.message.starts_with("ours rotates interleaved"),
+            "{}",
+            l.message
+        );
+        // same layout on both sides: no hint
+        let s = Subject {
+            ours: side(&outs, &half, "float32"),
+            ..s
+        };
+        assert!(diagnose(&s, &SHAPE).is_empty());
+    }
+
+    #[test]
+    fn eps_is_estimated_per_row() {
+        let d = 16;
+        let x: Vec<f64> = data(4 * d, 12)
+            .iter()
+            .enumerate()
+            .map(|(i, v)| v * (0.02 + 0.02 * (i / d) as f64))
+            .collect();
+        let norm_with = |eps: f64| -> Vec<f64> {
+            x.chunks(d)
+                .flat_map(|row| {
+                    let ms = row.iter().map(|v| v * v).sum::<f64>() / d as f64;
+                    row.iter()
+                        .map(move |v| v / (ms + eps).sqrt())
+                        .collect::<Vec<_>>()
+                })
+                .collect()
+        };
+        let (o, r) = (norm_with(1e-3), norm_with(1e-6));
+        let shape = [1, 4, d];
+        let s = Subject {
+            name: "model.layers.0.input_layernorm",
+            ours: side(&shape, &o, "float32"),
+            reference: side(&shape, &r, "float32"),
+            inputs: vec![(
+                "model.embed_tokens",
+                Some(side(&shape, &x, "float32")),
+                Some(side(&shape, &x, "float32")),
+            )],
+        };
+        let hs = diagnose(&s, &SHAPE);
+        let e = hs
+            .iter()
+            .find(|h| h.code == HintCode::Eps)
+            .expect("eps hint");
+        assert!(
+            (e.evidence["eps_estimate"] / 1e-3 - 1.0).abs() < 1e-6,
+            "{e:?}"
+        );
+        // a constant factor is a scale, not an epsilon
+        let scaled: Vec<f64> = r.iter().map(|v| v * 0.5).collect();
+        let s = Subject {
+            ours: side(&shape, &scaled, "float32"),
+            ..s
+        };
+        let hs = diagnose(&s, &SHAPE);
+        assert!(
+            !codes(&hs).contains(&"eps") && codes(&hs).contains(&"scale"),
+            "{hs:?}"
+        );
+    }
+
+    #[test]
+    fn erf_is_accurate_enough() {
+        for (x, want) in [
+            (0.0, 0.0),
+            (0.5, 0.5204998778),
+            (1.0, 0.8427007929),
+            (-2.0, -0.9953222650),
+        ] {
+            assert!((erf(x) - want).abs() < 2e-7, "{x}");
+        }
+    }
+}
