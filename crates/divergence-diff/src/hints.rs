@@ -19,6 +19,11 @@ use crate::tolerance::DTypeClass;
 /// The relative L2 error below which a pair is not tested at all (bf16 noise reaches ~1e-2).
 pub const MATERIAL: f64 = 2e-2;
 
+/// The largest tensor a fingerprint looks at (4M elements, 32 MB as f64 per side): the tests
+/// need the values in memory, and the memory of `diff` must not grow with a logits tensor of a
+/// long prompt. A larger op gets no hint; a larger input is treated as not dumped.
+pub const MAX_ELEMENTS: usize = 1 << 22;
+
 /// What a hint says the mistake is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -111,9 +116,7 @@ pub struct Subject<'a> {
 }
 
 fn values(s: &Side<'_>) -> Vec<f64> {
-    (0..s.values.len())
-        .map(|i| s.values.get(i).unwrap_or(f64::NAN))
-        .collect()
+    s.values.to_f64_vec()
 }
 
 fn norm(v: &[f64]) -> f64 {
@@ -150,8 +153,21 @@ fn hint(code: HintCode, op: &str, message: String, evidence: &[(&str, f64)]) -> 
 
 /// The hints that hold for `subject`.
 pub fn diagnose(subject: &Subject<'_>, shape: &ModelShape) -> Vec<Hint> {
-    let o = values(&subject.ours);
-    let r = values(&subject.reference);
+    if subject.ours.values.len() > MAX_ELEMENTS {
+        return Vec::new();
+    }
+    fn small<'a>(s: Option<Side<'a>>) -> Option<Side<'a>> {
+        s.filter(|s| s.values.len() <= MAX_ELEMENTS)
+    }
+    let subject = &Subject {
+        inputs: subject
+            .inputs
+            .iter()
+            .map(|&(n, o, r)| (n, small(o), small(r)))
+            .collect(),
+        ..subject.clone()
+    };
+    let (o, r) = rayon::join(|| values(&subject.ours), || values(&subject.reference));
     let mut out = Vec::new();
     if o.len() != r.len() || o.is_empty() {
         return out;
@@ -170,22 +186,36 @@ pub fn diagnose(subject: &Subject<'_>, shape: &ModelShape) -> Vec<Hint> {
         return out;
     }
     let op = Op::of(subject.name);
-    out.extend(scale(subject.name, &o, &r, shape));
-    out.extend(skipped_op(subject, op, &o, &r));
-    out.extend(activation(subject, op, &o, &r));
-    out.extend(bias(subject.name, subject.reference.shape, &o, &r));
-    out.extend(gqa_layout(subject.name, op, &o, &r, shape));
-    out.extend(rope_theta(
-        subject.name,
-        op,
-        subject.reference.shape,
-        &o,
-        &r,
-        shape,
-    ));
-    out.extend(rope_layout(subject, op, &o, &r, shape));
-    out.extend(eps(subject, op, &o, &r, shape));
-    out.extend(position(subject.name, subject.reference.shape, &o, &r));
+    // The same-size input (what a norm or an activation maps element for element), read once.
+    let input = if is_norm(op) || op == Op::ActFn {
+        same_size_input(subject, o.len())
+    } else {
+        None
+    };
+    let input = input.as_ref();
+    let (name, dims) = (subject.name, subject.reference.shape);
+    // Independent tests: two halves in parallel, each in a fixed order (the output order is
+    // the order below, whatever the threads).
+    let (first, second) = rayon::join(
+        || {
+            [
+                scale(name, &o, &r, shape),
+                skipped_op(name, input, op, &o, &r),
+                activation(name, input, op, &o, &r),
+                bias(name, dims, &o, &r),
+            ]
+        },
+        || {
+            [
+                gqa_layout(name, op, &o, &r, shape),
+                rope_theta(name, op, dims, &o, &r, shape),
+                rope_layout(subject, op, &o, &r, shape),
+                eps(subject, input, op, &o, &r, shape),
+                position(name, dims, &o, &r),
+            ]
+        },
+    );
+    out.extend(first.into_iter().chain(second).flatten());
     if out.iter().all(|h| h.code == HintCode::Position) {
         out.extend(rounding(subject, &o, &r));
     }
@@ -202,12 +232,16 @@ fn scale(name: &str, o: &[f64], r: &[f64], shape: &ModelShape) -> Option<Hint> {
         return None;
     }
     let c = dot / rr;
-    let resid: Vec<f64> = o.iter().zip(r).map(|(a, b)| a - c * b).collect();
+    let resid2: f64 = o
+        .iter()
+        .zip(r)
+        .map(|(a, b)| (a - c * b) * (a - c * b))
+        .sum();
     let no = norm(o);
     if no <= 0.0 {
         return None;
     }
-    let residual = norm(&resid) / no;
+    let residual = resid2.sqrt() / no;
     if residual >= 1e-2 || (c - 1.0).abs() <= 2e-2 {
         return None;
     }
@@ -249,25 +283,34 @@ type InputValues<'a> = (&'a str, Vec<f64>, Option<Vec<f64>>);
 fn same_size_input<'a>(subject: &'a Subject<'a>, n: usize) -> Option<InputValues<'a>> {
     subject.inputs.iter().find_map(|(name, o, r)| {
         let o = o.as_ref()?;
-        (o.values.len() == n).then(|| (*name, values(o), r.as_ref().map(values)))
+        (o.values.len() == n).then(|| {
+            let (o, r) = rayon::join(|| values(o), || r.as_ref().map(values));
+            (*name, o, r)
+        })
     })
 }
 
 /// `skipped_op`: a norm or an activation whose output in ours equals its own input in ours
 /// (rel err < 1e-3) while the reference's differs from its input (> 1e-2).
-fn skipped_op(subject: &Subject<'_>, op: Op, o: &[f64], r: &[f64]) -> Option<Hint> {
+fn skipped_op(
+    name: &str,
+    input: Option<&InputValues<'_>>,
+    op: Op,
+    o: &[f64],
+    r: &[f64],
+) -> Option<Hint> {
     if !is_norm(op) && op != Op::ActFn {
         return None;
     }
-    let (input, oi, ri) = same_size_input(subject, o.len())?;
-    let same = rel_err(o, &oi)?;
+    let (input, oi, ri) = input?;
+    let same = rel_err(o, oi)?;
     let ref_change = ri.as_ref().and_then(|ri| rel_err(r, ri)).unwrap_or(1.0);
     if same >= 1e-3 || ref_change <= 1e-2 {
         return None;
     }
     Some(hint(
         HintCode::SkippedOp,
-        subject.name,
+        name,
         format!(
             "ours is its own input {input} (rel err {}): the op is not applied",
             sci(same)
@@ -322,32 +365,49 @@ const ACTIVATIONS: [Activation; 4] = [
     ("relu", relu),
 ];
 
-/// The activation of `input` closest to `out` and its rel err.
+/// Elements an activation fit looks at: an evenly strided sample of a larger tensor (the fit
+/// is a statistic; four transcendental functions of every element of a 0.6B MLP would cost
+/// more than the whole comparison).
+const FIT_SAMPLE: usize = 1 << 14;
+
+/// The activation of `input` closest to `out` and its rel err (on a strided sample).
 fn best_activation(input: &[f64], out: &[f64]) -> Option<(&'static str, f64)> {
+    if input.len() != out.len() {
+        return None;
+    }
+    let step = input.len().div_ceil(FIT_SAMPLE).max(1);
+    let xs: Vec<f64> = input.iter().step_by(step).copied().collect();
+    let ys: Vec<f64> = out.iter().step_by(step).copied().collect();
     ACTIVATIONS
         .iter()
         .filter_map(|(n, f)| {
-            let y: Vec<f64> = input.iter().map(|&x| f(x)).collect();
-            rel_err(out, &y).map(|e| (*n, e))
+            let y: Vec<f64> = xs.iter().map(|&x| f(x)).collect();
+            rel_err(&ys, &y).map(|e| (*n, e))
         })
         .min_by(|a, b| a.1.total_cmp(&b.1))
 }
 
 /// `activation`: at an activation op, ours matches another activation of its own input than
 /// the reference does of its input (each best match within 3e-2, bf16 rounding included).
-fn activation(subject: &Subject<'_>, op: Op, o: &[f64], r: &[f64]) -> Option<Hint> {
+fn activation(
+    name: &str,
+    input: Option<&InputValues<'_>>,
+    op: Op,
+    o: &[f64],
+    r: &[f64],
+) -> Option<Hint> {
     if op != Op::ActFn {
         return None;
     }
-    let (_, oi, ri) = same_size_input(subject, o.len())?;
-    let (ours_act, e_o) = best_activation(&oi, o)?;
+    let (_, oi, ri) = input?;
+    let (ours_act, e_o) = best_activation(oi, o)?;
     let (ref_act, e_r) = best_activation(ri.as_deref()?, r)?;
     if ours_act == ref_act || e_o > 3e-2 || e_r > 3e-2 {
         return None;
     }
     Some(hint(
         HintCode::Activation,
-        subject.name,
+        name,
         format!(
             "ours applies {ours_act} (rel err {}) where ref applies {ref_act} (rel err {})",
             sci(e_o),
@@ -554,13 +614,15 @@ fn reciprocal(c: f64) -> String {
 fn rope(x: &[f64], t: usize, h: usize, d: usize, theta: f64, interleaved: bool) -> Vec<f64> {
     let half = d / 2;
     let mut out = vec![0.0; x.len()];
+    let inv_freq: Vec<f64> = (0..half)
+        .map(|i| theta.powf(-((2 * i) as f64) / d as f64))
+        .collect();
     for p in 0..t {
+        let table: Vec<(f64, f64)> = inv_freq.iter().map(|f| (p as f64 * f).sin_cos()).collect();
         for hh in 0..h {
             let src = &x[(p * h + hh) * d..(p * h + hh + 1) * d];
             let dst = &mut out[(hh * t + p) * d..(hh * t + p + 1) * d];
-            for i in 0..half {
-                let angle = p as f64 * theta.powf(-((2 * i) as f64) / d as f64);
-                let (sin, cos) = angle.sin_cos();
+            for (i, &(sin, cos)) in table.iter().enumerate() {
                 let (a, b) = if interleaved {
                     (2 * i, 2 * i + 1)
                 } else {
@@ -647,14 +709,21 @@ fn rope_layout(
 /// (residual < 1e-2), the factor varies across rows, and `eps' = (ms_t + eps) / rho_t^2 - ms_t`
 /// (ms_t = mean of the squared input row) is the same for every row (spread < 25%) and not
 /// config.json's eps: the norm uses epsilon eps'.
-fn eps(subject: &Subject<'_>, op: Op, o: &[f64], r: &[f64], shape: &ModelShape) -> Option<Hint> {
+fn eps(
+    subject: &Subject<'_>,
+    input: Option<&InputValues<'_>>,
+    op: Op,
+    o: &[f64],
+    r: &[f64],
+    shape: &ModelShape,
+) -> Option<Hint> {
     if !is_norm(op) {
         return None;
     }
     let eps_ref = shape.rms_eps?;
     let d = *subject.reference.shape.last()?;
-    let (_, _, ri) = same_size_input(subject, o.len())?;
-    let x = ri?;
+    let (_, _, ri) = input?;
+    let x = ri.as_ref()?;
     if d == 0 || !o.len().is_multiple_of(d) || o.len() / d < 2 {
         return None;
     }

@@ -63,6 +63,19 @@ impl<'a> ValuesRef<'a> {
         }
     }
 
+    /// Every element widened exactly to f64, in one monomorphized pass (for the few tensors a
+    /// caller needs in memory, e.g. the cause hints of `divergence-diff`).
+    pub fn to_f64_vec(&self) -> Vec<f64> {
+        struct Collect;
+        impl Visit for Collect {
+            type Out = Vec<f64>;
+            fn visit<E: Elem>(self, raw: &[E::Raw]) -> Vec<f64> {
+                raw.iter().map(|&x| E::wide(x)).collect()
+            }
+        }
+        self.visit(Collect)
+    }
+
     /// Element `i`, widened exactly to f64 (`None` past the end).
     pub fn get(&self, i: usize) -> Option<f64> {
         struct Get(usize);
@@ -79,6 +92,23 @@ impl<'a> ValuesRef<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn to_f64_vec_is_get_of_every_element() {
+        let x = [1.5f32, -0.25, f32::NAN, 3.0];
+        let bf: Vec<[u8; 2]> = x
+            .iter()
+            .map(|v| ((v.to_bits() >> 16) as u16).to_le_bytes())
+            .collect();
+        for v in [ValuesRef::F32(&x), ValuesRef::Bf16Le(&bf)] {
+            let all = v.to_f64_vec();
+            assert_eq!(all.len(), v.len());
+            for (i, a) in all.iter().enumerate() {
+                let g = v.get(i).unwrap();
+                assert!(a.to_bits() == g.to_bits(), "{i}: {a} vs {g}");
+            }
+        }
+    }
 
     #[test]
     fn every_variant_reads_the_same_values() {
