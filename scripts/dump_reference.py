@@ -683,6 +683,10 @@ def _main(args, prepare_model=None) -> int:
             raise UserError(f"{truth_out}: --truth-out must end in .npz or .safetensors")
         if truth_out.resolve() == out.resolve():
             raise UserError(f"{truth_out}: --truth-out is the same file as --out")
+        finer = {"float64": 3, "float32": 2, "float16": 1, "bfloat16": 0}
+        if finer[args.truth_dtype] <= finer[args.dtype]:
+            raise UserError(f"--truth-dtype {args.truth_dtype} is not finer than --dtype {args.dtype}: "
+                            "the truth must be computed in a higher precision (float64)")
     keep = make_keep(args.only, args.layers)
     if args.model is not None and not Path(args.model).is_dir():
         raise UserError(f"{args.model}: model directory not found")

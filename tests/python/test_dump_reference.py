@@ -403,6 +403,8 @@ def test_truth_out_float32_and_filters(tmp_path):
     [
         (["--truth-out", "t.txt"], "t.txt: --truth-out must end in .npz or .safetensors"),
         (["--truth-out", "x.npz"], "--truth-out is the same file as --out"),
+        (["--truth-out", "t.npz", "--dtype", "float64"], "--truth-dtype float64 is not finer than --dtype float64"),
+        (["--truth-out", "t.npz", "--truth-dtype", "float32"], "--truth-dtype float32 is not finer than --dtype float32"),
     ],
 )
 def test_truth_out_errors(tmp_path, capsys, extra, needle, monkeypatch):

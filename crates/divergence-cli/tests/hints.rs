@@ -100,7 +100,7 @@ fn every_fault_gets_the_hint_of_its_cause() {
             "attn-bias=0.5@1",
             "bias",
             "model.layers.1.self_attn.q_proj",
-            "same vector at all 16 positions",
+            "same vector in all 16 positions",
         ),
         (
             "act=gelu",

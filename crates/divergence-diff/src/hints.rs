@@ -115,6 +115,17 @@ pub struct Subject<'a> {
     pub inputs: Vec<(&'a str, Option<Side<'a>>, Option<Side<'a>>)>,
 }
 
+/// A side the fingerprints may look at: at most [`MAX_ELEMENTS`] values, exactly as many as
+/// its shape says (the product checked for overflow).
+fn usable(s: &Side<'_>) -> bool {
+    let n = s.values.len();
+    n <= MAX_ELEMENTS
+        && s.shape
+            .iter()
+            .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+            == Some(n)
+}
+
 fn values(s: &Side<'_>) -> Vec<f64> {
     s.values.to_f64_vec()
 }
@@ -153,11 +164,14 @@ fn hint(code: HintCode, op: &str, message: String, evidence: &[(&str, f64)]) -> 
 
 /// The hints that hold for `subject`.
 pub fn diagnose(subject: &Subject<'_>, shape: &ModelShape) -> Vec<Hint> {
-    if subject.ours.values.len() > MAX_ELEMENTS {
+    // Both sides within the memory bound, of one length, and filling their shapes; an input
+    // that is not is treated as not dumped.
+    let (ours, reference) = (&subject.ours, &subject.reference);
+    if !usable(ours) || !usable(reference) || ours.values.len() != reference.values.len() {
         return Vec::new();
     }
     fn small<'a>(s: Option<Side<'a>>) -> Option<Side<'a>> {
-        s.filter(|s| s.values.len() <= MAX_ELEMENTS)
+        s.filter(usable)
     }
     let subject = &Subject {
         inputs: subject
@@ -174,6 +188,11 @@ pub fn diagnose(subject: &Subject<'_>, shape: &ModelShape) -> Vec<Hint> {
     }
     if let Some(h) = nonfinite_origin(subject, &o, &r) {
         out.push(h);
+        return out;
+    }
+    if o.iter().chain(&r).any(|x| !x.is_finite()) {
+        // NaN/Inf on both sides (or ours' made from non-finite inputs): no statistic is
+        // meaningful beyond what nonfinite_origin said.
         return out;
     }
     let Some(rel) = rel_err(&o, &r) else {
@@ -211,7 +230,7 @@ pub fn diagnose(subject: &Subject<'_>, shape: &ModelShape) -> Vec<Hint> {
                 rope_theta(name, op, dims, &o, &r, shape),
                 rope_layout(subject, op, &o, &r, shape),
                 eps(subject, input, op, &o, &r, shape),
-                position(name, dims, &o, &r),
+                position(name, op, dims, &o, &r),
             ]
         },
     );
@@ -455,7 +474,12 @@ fn bias(name: &str, shape: &[usize], o: &[f64], r: &[f64]) -> Option<Hint> {
         HintCode::Bias,
         name,
         format!(
-            "ours - ref is the same vector at all {rows} positions (max |bias| {}, residual {}): {what}",
+            "ours - ref is the same vector in all {rows} {} (max |bias| {}, residual {}): {what}",
+            if shape.len() == 3 {
+                "positions"
+            } else {
+                "rows"
+            },
             sci(magnitude),
             sci(resid / nd)
         ),
@@ -471,7 +495,7 @@ fn gqa_layout(name: &str, op: Op, o: &[f64], r: &[f64], shape: &ModelShape) -> O
         return None;
     }
     let (heads, hd) = (shape.heads?, shape.head_dim?);
-    let width = heads * hd;
+    let width = heads.checked_mul(hd)?;
     if width == 0 || !o.len().is_multiple_of(width) {
         return None;
     }
@@ -667,6 +691,9 @@ fn rope_layout(
     if idims.len() < 3 || idims[idims.len() - 3..] != [t, h, d] || input.values.len() != o.len() {
         return None;
     }
+    if ref_input.values.len() != o.len() || ref_input.shape != input.shape {
+        return None;
+    }
     let (xo, xr) = (values(input), values(ref_input));
     let fit = |x: &[f64], y: &[f64], inter: bool| rel_err(y, &rope(x, t, h, d, theta, inter));
     let (o_half, o_pairs) = (fit(&xo, o, false)?, fit(&xo, o, true)?);
@@ -778,22 +805,34 @@ fn round3(x: f64) -> String {
     if x == 0.0 || !x.is_finite() {
         return format!("{x}");
     }
-    let mag = 10f64.powi(x.abs().log10().floor() as i32 - 2);
-    format!("{}", (x / mag).round() * mag)
+    let exp = x.abs().log10().floor() as i32;
+    if !(-4..5).contains(&exp) {
+        return format!("{x:.2e}");
+    }
+    let text = format!("{:.*}", (2 - exp).max(0) as usize, x);
+    // 1.50 -> 1.5, 0.100 -> 0.1, 10000 stays
+    if text.contains('.') {
+        text.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        text
+    }
 }
 
 /// `position`: per position (the second-to-last axis of a `[.., T, C]` tensor), the rel err;
 /// holds when some positions are bit-exact and others are not: names the first affected one.
-fn position(name: &str, dims: &[usize], o: &[f64], r: &[f64]) -> Option<Hint> {
-    if dims.len() < 2 {
+fn position(name: &str, op: Op, dims: &[usize], o: &[f64], r: &[f64]) -> Option<Hint> {
+    // T is the second-to-last axis of `[B, T, C]` activations and of RoPE's `[B, H, T, D]`;
+    // q_norm / k_norm (`[B, T, H, D]`) and anything else are not laid out that way.
+    if !(dims.len() == 3 || (dims.len() == 4 && matches!(op, Op::Rope(_)))) {
         return None;
     }
     let (t, c) = (dims[dims.len() - 2], dims[dims.len() - 1]);
-    if t < 2 || c == 0 || !o.len().is_multiple_of(t * c) {
+    let tc = t.checked_mul(c)?;
+    if t < 2 || c == 0 || !o.len().is_multiple_of(tc) {
         return None;
     }
-    // Per position, the squared error; "affected" is above 1e-6 of the worst position's, so
-    // that f32 rounding noise at the exact positions does not count.
+    // Per position, the squared error; "affected" is above 1e-12 of the worst position's
+    // (1e-6 of its norm), so that f32 rounding noise at the exact positions does not count.
     let mut err = vec![0.0f64; t];
     for (k, (a, b)) in o.iter().zip(r).enumerate() {
         if a.is_finite() && b.is_finite() {
@@ -833,10 +872,12 @@ fn ulp(x: f64, class: DTypeClass) -> Option<f64> {
         DTypeClass::F32 => 23,
         _ => return None,
     };
+    // Below the smallest normal the step stays that of the subnormals.
+    let min_exp = if class == DTypeClass::F16 { -14 } else { -126 };
     let e = if x == 0.0 {
-        -126
+        min_exp
     } else {
-        x.abs().log2().floor() as i32
+        (x.abs().log2().floor() as i32).max(min_exp)
     };
     Some(2f64.powi(e - mantissa))
 }
@@ -1227,6 +1268,43 @@ mod tests {
             !codes(&hs).contains(&"eps") && codes(&hs).contains(&"scale"),
             "{hs:?}"
         );
+    }
+
+    #[test]
+    fn round3_prints_three_digits_without_artifacts() {
+        assert_eq!(round3(0.7), "0.7");
+        assert_eq!(round3(0.125), "0.125");
+        assert_eq!(round3(1.5), "1.5");
+        assert_eq!(round3(9890.4), "9890");
+        assert_eq!(round3(1e6), "1.00e6");
+        assert_eq!(round3(0.001), "0.001");
+        assert_eq!(round3(1e-6), "1.00e-6");
+    }
+
+    #[test]
+    fn sides_that_do_not_fill_their_shape_get_no_hint() {
+        let r = data(64, 13);
+        let o: Vec<f64> = r.iter().map(|x| x * 2.0).collect();
+        // shape says 4 x 8 = 32 but 64 values
+        assert!(diag("model.embed_tokens", &[1, 4, 8], &o, &r).is_empty());
+        // a ref input of another size does not reach rope()
+        let (t, h, d) = (4, 2, 8);
+        let x = data(t * h * d, 14);
+        let short = data(8, 15);
+        let out = rope(&x, t, h, d, 1e6, true);
+        let half = rope(&x, t, h, d, 1e6, false);
+        let (ins, outs) = ([1, t, h, d], [1, h, t, d]);
+        let s = Subject {
+            name: "model.layers.0.self_attn.rope_q",
+            ours: side(&outs, &out, "float32"),
+            reference: side(&outs, &half, "float32"),
+            inputs: vec![(
+                "model.layers.0.self_attn.q_norm",
+                Some(side(&ins, &x, "float32")),
+                Some(side(&[8], &short, "float32")),
+            )],
+        };
+        assert!(!codes(&diagnose(&s, &SHAPE)).contains(&"rope_layout"));
     }
 
     #[test]

@@ -69,6 +69,7 @@ pub enum DTypeClass {
     /// `float16`.
     F16,
     /// `bfloat16` (and float8 types, which we have no finer preset for).
+    #[serde(rename = "bf16")]
     BF16,
 }
 
@@ -395,6 +396,24 @@ mod tests {
                  bfloat16: rtol 4e-2, atol 1e-3; integers: exact)"
             ),
             "{rule}"
+        );
+    }
+
+    #[test]
+    fn classes_serialize_as_documented() {
+        let names: Vec<String> = [
+            DTypeClass::Int,
+            DTypeClass::F64,
+            DTypeClass::F32,
+            DTypeClass::F16,
+            DTypeClass::BF16,
+        ]
+        .iter()
+        .map(|c| serde_json::to_string(c).unwrap())
+        .collect();
+        assert_eq!(
+            names,
+            ["\"int\"", "\"f64\"", "\"f32\"", "\"f16\"", "\"bf16\""]
         );
     }
 

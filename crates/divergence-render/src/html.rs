@@ -128,7 +128,7 @@ fn header(report: &Report, h: &mut String) {
     if let Some(judged) = view::judged_text(report) {
         kv(h, "judged", &judged);
     }
-    kv(h, "first difference", &view::first_difference_text(report));
+    kv(h, "differs", &view::first_difference_text(report));
     kv(h, "order", report.order_source.describe());
     kv(h, "summary", &view::summary_line(report));
     h.push_str("</dl>\n");

@@ -94,7 +94,7 @@ impl Sections for Markdown<'_> {
         }
         writeln!(
             out,
-            "- **first difference:** {}",
+            "- **differs:** {}",
             cell(&view::first_difference_text(report))
         )?;
         writeln!(out, "- **order:** {}", report.order_source.describe())?;

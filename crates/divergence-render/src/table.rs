@@ -382,7 +382,7 @@ impl Sections for Terminal<'_> {
             self.line(&format!("  judged:    {judged}"), None, 13)?;
         }
         let first_diff = view::first_difference_text(report);
-        self.line(&format!("  differs:   first at {first_diff}"), None, 13)?;
+        self.line(&format!("  differs:   {first_diff}"), None, 13)?;
         let order = report.order_source.describe();
         self.line(&format!("  order:     {order}"), None, 13)?;
         for w in view::other_warnings(report) {

@@ -90,24 +90,24 @@ pub(crate) fn tolerance_text(t: &Tolerance) -> String {
 }
 
 /// What "no divergence" means in this report's mode: `within tolerance`, or, with `--truth`,
-/// `as accurate as the reference (noise ratio <= 3.0 against the truth)`.
+/// `as accurate as the reference against the truth (noise ratio limit 3.0)`.
 pub(crate) fn clean_text(report: &Report) -> String {
     match report.tolerance {
         Tolerance::Truth { ratio: k } => format!(
-            "as accurate as the reference (noise ratio <= {} against the truth)",
+            "as accurate as the reference against the truth (noise ratio limit {})",
             ratio_text(k)
         ),
         _ => "within tolerance".to_string(),
     }
 }
 
-/// A ratio with 2 significant digits: `2.4`, `130`, `1.2e+06`, `-` for null.
+/// A ratio as [`ratio_text`] writes it (`2.4`, `130`, `1.234e+06`), `-` for null.
 pub(crate) fn ratio(x: Option<f64>) -> String {
     x.map_or_else(|| "-".to_string(), ratio_text)
 }
 
 /// What the compared ops were judged with: `bfloat16 preset rtol 4.000e-02, atol 1.000e-03
-/// (77 ops); integers exact (1 op)`; `None` when nothing was judged by a tolerance.
+/// (77 ops); integers preset exact (1 op)`; `None` when nothing was judged by a tolerance.
 pub(crate) fn judged_text(report: &Report) -> Option<String> {
     if report.judged_with.is_empty() {
         return None;
@@ -148,16 +148,16 @@ for a noise-aware verdict pass --truth (dump_reference.py --truth-out truth.npz)
     )
 }
 
-/// `NAME (#i, max |o-r| X)` for the first op whose sides differ at all, or the text saying
-/// every compared op is bit-identical.
+/// `first at NAME (#i, max |o-r| X)` for the first op whose sides differ at all, or the text
+/// saying every compared op is bit-identical.
 pub(crate) fn first_difference_text(report: &Report) -> String {
     match &report.first_difference {
         Some(d) => match d.max_abs_err {
-            Some(m) => format!("{} (#{}, max |o-r| {})", d.name, d.index, sci(m)),
-            None => format!("{} (#{})", d.name, d.index),
+            Some(m) => format!("first at {} (#{}, max |o-r| {})", d.name, d.index, sci(m)),
+            None => format!("first at {} (#{})", d.name, d.index),
         },
-        None if report.summary.compared > 0 => "none: every compared op is bit-identical".into(),
-        None => "none".into(),
+        None if report.summary.compared > 0 => "nowhere: every compared op is bit-identical".into(),
+        None => "nowhere (nothing compared)".into(),
     }
 }
 
