@@ -654,6 +654,69 @@ fn nothing_compared_is_an_error_not_a_pass() {
         run.stderr
     );
     assert_eq!(run.json()["summary"]["compared"], 0);
+    // never a "no divergence" verdict about zero compared ops
+    let table = diff_files(&ours, &reference, &["--format", "table"]);
+    assert_eq!(table.code, 2);
+    assert!(
+        table.stdout.contains(
+            "NOTHING COMPARED: of 2 probes, 1 are only in ours, 1 only in ref, 0 unreadable; no verdict"
+        ),
+        "{}",
+        table.stdout
+    );
+    assert!(!table.stdout.contains("NO DIVERGENCE"), "{}", table.stdout);
+    let md = diff_files(&ours, &reference, &["--format", "markdown"]);
+    assert!(
+        md.stdout.contains("## ⚠️ NOTHING COMPARED"),
+        "{}",
+        md.stdout
+    );
+}
+
+#[test]
+fn a_dump_without_the_model_prefix_is_matched_with_a_note() {
+    // The demo's ours, every name without `model.`: the same report as the original pair.
+    let dir = tempfile::tempdir().unwrap();
+    let stripped = dir.path().join("ours.npz");
+    let src = divergence_dump::Dump::open(&root().join(DEMO_OURS)).unwrap();
+    let mut w = DumpWriter::create(&stripped).unwrap();
+    let mut order = Vec::new();
+    for name in src.names() {
+        let t = src.read(name).unwrap();
+        let new = name.strip_prefix("model.").unwrap_or(name).to_string();
+        match &t.values {
+            divergence_dump::Values::F32(v) => w.add(&new, &t.shape, TensorData::F32(v)).unwrap(),
+            divergence_dump::Values::F64(v) => w.add(&new, &t.shape, TensorData::F64(v)).unwrap(),
+        }
+        order.push(new);
+    }
+    w.finish(Meta {
+        order,
+        input_ids: src.meta().and_then(|m| m.input_ids.clone()),
+        ..Meta::default()
+    })
+    .unwrap();
+    let reference = root().join(DEMO_REF);
+    let run = diff_files(&stripped, &reference, &["--format", "json"]);
+    assert_eq!(run.code, 1, "{}", run.transcript());
+    let r = run.json();
+    assert_eq!(r["first_divergence"]["name"], "model.embed_tokens");
+    assert_eq!(r["summary"]["compared"], 81);
+    let w0 = r["warnings"][0].as_str().unwrap();
+    assert!(
+        w0.starts_with("our dump names its probes without the prefix `model.`"),
+        "{w0}"
+    );
+    let original = divergence(&["diff", DEMO_OURS, DEMO_REF, "--format", "json"]).json();
+    for (a, b) in r["ops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(original["ops"].as_array().unwrap())
+    {
+        assert_eq!(a["name"], b["name"]);
+        assert_eq!(a["rel_l2_err"], b["rel_l2_err"], "{}", a["name"]);
+    }
 }
 
 // ---------------------------------------------------------------- inspect

@@ -9,9 +9,10 @@
 //! or naturally sorted (`layers.2` < `layers.10`) when no name is one the table knows, with a
 //! warning either way.
 //!
-//! One naming rule lives here too: two single-tensor files (`.npy`, each named after its file)
-//! are the same probe whatever their names; the row takes the reference's name and
-//! [`OrderPlan::ours_name`] gives the name to read from ours.
+//! Two naming rules live here too: two single-tensor files (`.npy`, each named after its file)
+//! are the same probe whatever their names, and dumps whose names differ by one leading prefix
+//! (`layers.0.mlp` vs `model.layers.0.mlp`) are matched after that prefix; the row takes the
+//! reference's name and [`OrderPlan::ours_name`] gives the name to read from ours.
 
 use std::collections::{BTreeSet, HashSet};
 
@@ -75,7 +76,8 @@ pub struct OrderPlan {
     /// Things the user should know (appended names, lost order, ...), one line each.
     pub warnings: Vec<String>,
     /// Probes whose name in ours differs from the row's name: `(row name, name in ours)`.
-    /// Only a pair of single-tensor files makes one ([`DumpNames::single_tensor_file`]).
+    /// A pair of single-tensor files ([`DumpNames::single_tensor_file`]) makes one; dumps whose
+    /// names differ by a leading prefix make one per mapped probe.
     pub renamed_in_ours: Vec<(String, String)>,
 }
 
@@ -127,8 +129,113 @@ fn list_some(names: &[String]) -> String {
     s
 }
 
+/// How ours' names map onto the reference's when they differ by a leading prefix.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Prefix {
+    /// The reference's names are ours' with this prefix in front (`model.` + `layers.0.mlp`).
+    Add(String),
+    /// Ours' names are the reference's with this prefix in front.
+    Strip(String),
+}
+
+impl Prefix {
+    /// Ours' name `n` in the reference's naming, when the prefix applies to it.
+    fn apply(&self, n: &str) -> Option<String> {
+        match self {
+            Prefix::Add(p) => Some(format!("{p}{n}")),
+            Prefix::Strip(p) => n.strip_prefix(p.as_str()).map(str::to_string),
+        }
+    }
+}
+
+/// A leading dotted prefix that, added to or stripped from ours' names, makes more of them
+/// match the reference's than match as they are, and at least half of the smaller dump: the
+/// dumps of one model written with and without `model.` (or an extra wrapper module). `None`
+/// when the names already match, or when no one prefix explains them.
+fn prefix_mapping(ours: &[String], reference: &[String]) -> Option<Prefix> {
+    let ours_set: HashSet<&str> = ours.iter().map(String::as_str).collect();
+    let ref_set: HashSet<&str> = reference.iter().map(String::as_str).collect();
+    let common = ours_set.intersection(&ref_set).count();
+    let smaller = ours_set.len().min(ref_set.len());
+    if smaller == 0 || common * 2 >= smaller {
+        return None;
+    }
+    let mut counts: std::collections::HashMap<Prefix, usize> = std::collections::HashMap::new();
+    for (names, other, add) in [(&ref_set, &ours_set, true), (&ours_set, &ref_set, false)] {
+        for n in names.iter() {
+            for (i, _) in n.match_indices('.') {
+                if other.contains(&n[i + 1..]) {
+                    let p = n[..=i].to_string();
+                    let key = if add {
+                        Prefix::Add(p)
+                    } else {
+                        Prefix::Strip(p)
+                    };
+                    *counts.entry(key).or_default() += 1;
+                }
+            }
+        }
+    }
+    let (best, count) = counts.into_iter().max_by(|a, b| {
+        a.1.cmp(&b.1)
+            .then_with(|| format!("{:?}", b.0).cmp(&format!("{:?}", a.0)))
+    })?;
+    (count > common && count * 2 >= smaller).then_some(best)
+}
+
 /// Plans the execution order of the union of both dumps' probes. Pure; see the module doc.
+///
+/// Dumps whose names differ by a leading prefix (`layers.0.mlp` vs `model.layers.0.mlp`, see
+/// `prefix_mapping`) are matched in the reference's naming: each mapped probe is a row under
+/// the reference's name, [`OrderPlan::ours_name`] gives ours' name, and a warning says so.
 pub fn plan_order(ours: &DumpNames<'_>, reference: &DumpNames<'_>) -> OrderPlan {
+    if !(ours.single_tensor_file && reference.single_tensor_file) {
+        if let Some(prefix) = prefix_mapping(ours.names, reference.names) {
+            let ref_set: HashSet<&str> = reference.names.iter().map(String::as_str).collect();
+            // Ours' name in the reference's naming, when that name exists in the reference.
+            let map = |n: &String| -> String {
+                prefix
+                    .apply(n)
+                    .filter(|m| ref_set.contains(m.as_str()))
+                    .unwrap_or_else(|| n.clone())
+            };
+            let names: Vec<String> = ours.names.iter().map(map).collect();
+            let meta: Option<Vec<String>> = ours.meta_order.map(|m| m.iter().map(map).collect());
+            let renamed: Vec<(String, String)> = names
+                .iter()
+                .zip(ours.names)
+                .filter(|(row, o)| row != o)
+                .map(|(row, o)| (row.clone(), o.clone()))
+                .collect();
+            let mapped = DumpNames {
+                meta_order: meta.as_deref(),
+                names: &names,
+                ..*ours
+            };
+            let mut plan = plan_named(&mapped, reference);
+            let example = renamed.first().map_or_else(String::new, |(row, o)| {
+                format!(" (ours' `{o}` is ref's `{row}`)")
+            });
+            let how = match &prefix {
+                Prefix::Add(p) => format!("without the prefix `{p}` the reference's names have"),
+                Prefix::Strip(p) => format!("with an extra prefix `{p}`"),
+            };
+            plan.warnings.insert(
+                0,
+                format!(
+                    "our dump names its probes {how}: {} probes matched by name after that prefix{example}",
+                    renamed.len()
+                ),
+            );
+            plan.renamed_in_ours = renamed;
+            return plan;
+        }
+    }
+    plan_named(ours, reference)
+}
+
+/// [`plan_order`] once both dumps use one naming.
+fn plan_named(ours: &DumpNames<'_>, reference: &DumpNames<'_>) -> OrderPlan {
     if ours.single_tensor_file && reference.single_tensor_file {
         if let ([o], [r]) = (ours.names, reference.names) {
             // Two single-tensor files (named after their files) are one probe: the row takes

@@ -72,3 +72,54 @@ fn the_plan_lists_the_layers_of_both_dumps() {
         .layers()
         .is_empty());
 }
+
+#[test]
+fn names_that_differ_by_a_prefix_are_matched_with_a_warning() {
+    let reference = names(&[
+        "model.embed_tokens",
+        "model.layers.0.self_attn.q_proj",
+        "model.layers.0.mlp",
+        "model.norm",
+        "lm_head",
+    ]);
+    let ours = names(&[
+        "embed_tokens",
+        "layers.0.self_attn.q_proj",
+        "layers.0.mlp",
+        "norm",
+        "lm_head",
+    ]);
+    let plan = plan_order(&dump(&ours, false), &dump(&reference, false));
+    assert_eq!(plan.order, reference);
+    assert_eq!(plan.ours_name("model.layers.0.mlp"), "layers.0.mlp");
+    assert_eq!(plan.ours_name("lm_head"), "lm_head");
+    assert_eq!(plan.renamed_in_ours.len(), 4);
+    assert!(
+        plan.warnings[0].starts_with(
+            "our dump names its probes without the prefix `model.` the reference's names have: 4 probes matched"
+        ),
+        "{:?}",
+        plan.warnings
+    );
+    // the other way round: an extra wrapper in ours
+    let wrapped: Vec<String> = reference.iter().map(|n| format!("port.{n}")).collect();
+    let plan = plan_order(&dump(&wrapped, false), &dump(&reference, false));
+    assert_eq!(plan.order, reference);
+    assert_eq!(plan.ours_name("lm_head"), "port.lm_head");
+    assert!(
+        plan.warnings[0].contains("with an extra prefix `port.`"),
+        "{:?}",
+        plan.warnings
+    );
+}
+
+#[test]
+fn matching_names_and_unrelated_names_are_left_alone() {
+    let a = names(&["model.layers.0.mlp", "model.layers.1.mlp", "lm_head"]);
+    let plan = plan_order(&dump(&a, false), &dump(&a, false));
+    assert!(plan.renamed_in_ours.is_empty() && plan.warnings.is_empty());
+    let b = names(&["x", "y", "z"]);
+    let plan = plan_order(&dump(&b, false), &dump(&a, false));
+    assert!(plan.renamed_in_ours.is_empty());
+    assert_eq!(plan.order.len(), 6);
+}

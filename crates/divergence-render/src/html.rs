@@ -143,6 +143,13 @@ fn header(report: &Report, h: &mut String) {
 
 fn first_divergence(report: &Report, h: &mut String) {
     let (Some(first), Some(op)) = (&report.first_divergence, report.first_divergence_op()) else {
+        if let Some(text) = view::nothing_compared(report) {
+            h.push_str(&format!(
+                "<section class=\"first\"><b>{}</b></section>\n",
+                escape(&text)
+            ));
+            return;
+        }
         h.push_str(&format!(
             "<section class=\"clean\"><b>No divergence</b>: every compared op is {}.</section>\n",
             escape(&view::clean_text(report))

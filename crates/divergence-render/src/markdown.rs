@@ -75,11 +75,14 @@ impl Sections for Markdown<'_> {
                     f.index
                 )?;
             }
-            None => writeln!(
-                out,
-                "## ✅ No divergence ({} ops compared)",
-                report.summary.compared
-            )?,
+            None => match view::nothing_compared(report) {
+                Some(text) => writeln!(out, "## ⚠️ {}", cell(&text))?,
+                None => writeln!(
+                    out,
+                    "## ✅ No divergence ({} ops compared)",
+                    report.summary.compared
+                )?,
+            },
         }
         writeln!(out)?;
         writeln!(out, "- **ours:** {}", code(&report.ours))?;

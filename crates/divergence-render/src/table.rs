@@ -397,6 +397,10 @@ impl Sections for Terminal<'_> {
     fn first_divergence(&mut self) -> io::Result<()> {
         let report = self.report;
         let (Some(f), Some(op)) = (&report.first_divergence, report.first_divergence_op()) else {
+            if let Some(text) = view::nothing_compared(report) {
+                self.line(&text, Some(BOLD_RED), 2)?;
+                return self.blank();
+            }
             let text = format!(
                 "NO DIVERGENCE: all {} compared ops are {}",
                 report.summary.compared,

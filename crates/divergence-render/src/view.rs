@@ -101,6 +101,18 @@ pub(crate) fn clean_text(report: &Report) -> String {
     }
 }
 
+/// The verdict line when nothing at all was compared (no name in common, nothing readable):
+/// never "no divergence" about zero ops. `None` when something was compared.
+pub(crate) fn nothing_compared(report: &Report) -> Option<String> {
+    (report.summary.compared == 0).then(|| {
+        let s = &report.summary;
+        format!(
+            "NOTHING COMPARED: of {} probes, {} are only in ours, {} only in ref, {} unreadable; no verdict",
+            s.total, s.only_ours, s.only_ref, s.unreadable
+        )
+    })
+}
+
 /// A ratio as [`ratio_text`] writes it (`2.4`, `130`, `1.234e+06`), `-` for null.
 pub(crate) fn ratio(x: Option<f64>) -> String {
     x.map_or_else(|| "-".to_string(), ratio_text)

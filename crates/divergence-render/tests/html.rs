@@ -291,7 +291,9 @@ fn an_empty_report_still_renders() {
     );
     let page = html(&report);
     assert_well_formed(&page);
-    assert!(page.contains("No divergence"));
+    // nothing compared: no verdict, never "no divergence"
+    assert!(page.contains("NOTHING COMPARED"));
+    assert!(!page.contains("No divergence"));
     assert!(!page.contains("id=\"heatmap\""));
     let mut out = Vec::new();
     render_growth_svg(&report, &mut out).unwrap();
