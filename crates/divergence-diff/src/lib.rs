@@ -56,7 +56,7 @@ pub use divergence_names::QkKind;
 pub use hints::{diagnose, Hint, HintCode, ModelShape, Subject};
 pub use metrics::ValuesRef;
 pub use order::{natural_cmp, plan_order, DumpNames, OrderPlan, OrderSource};
-pub use origin::{ChainLink, Origin, Role, BIRTH_GROWTH};
+pub use origin::{ChainLink, Measure, Origin, Role, BIRTH_GROWTH, TRUTH_BIRTH};
 pub use report::{
     assemble, FirstDifference, FirstDivergence, JudgedWith, Report, ReportContext, Summary, SCHEMA,
 };

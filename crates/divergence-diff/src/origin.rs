@@ -8,7 +8,12 @@
 //! relative error.
 //!
 //! [`origin`] walks back from the first divergence, each step to the input that carried the
-//! largest error, while that error is above its noise floor. On this chain (earliest first) the
+//! largest error, while that error is above its noise floor.
+//!
+//! With `--truth` the error of an op is its noise ratio instead ([`Measure::NoiseRatio`]: how
+//! much less accurate than the reference ours is there): an input is followed back while ours
+//! is measurably worse there (ratio above [`TRUTH_BIRTH`]), and the error was born at the first
+//! op of the chain whose ratio grew more than [`TRUTH_BIRTH`]-fold over its inputs'. On this chain (earliest first) the
 //! error was *born* at the first op whose growth exceeds [`BIRTH_GROWTH`], and *amplified* at
 //! every later op that exceeds it too; the other ops *carried* it.
 
@@ -38,12 +43,69 @@ pub fn noise_floor(op: &OpResult) -> f64 {
     class_noise_floor(class(&op.tensor.dtype_ours).max(class(&op.tensor.dtype_ref)))
 }
 
+/// With `--truth`: the noise ratio above which an op is measurably less accurate than the
+/// reference (the equally precise ports measured stay at or below 1.14, docs/tolerances.md),
+/// and the growth of the noise ratio above which an op made it worse itself.
+pub const TRUTH_BIRTH: f64 = 1.5;
+
+/// What the origin measures an op's error by: the relative L2 error of ours vs ref, or, with
+/// `--truth`, the noise ratio (how much less accurate than the reference ours is).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Measure {
+    /// `rel_l2_err`, floors per dtype ([`noise_floor`]), birth at [`BIRTH_GROWTH`].
+    RelErr,
+    /// `noise_ratio`, floor 1 (as accurate as the reference), birth at [`TRUTH_BIRTH`].
+    NoiseRatio,
+}
+
+impl Measure {
+    /// The measure of a report in this tolerance mode.
+    pub fn of(tolerance: &crate::tolerance::Tolerance) -> Measure {
+        match tolerance {
+            crate::tolerance::Tolerance::Truth { .. } => Measure::NoiseRatio,
+            _ => Measure::RelErr,
+        }
+    }
+
+    /// The row's error by this measure.
+    pub fn value(self, op: &OpResult) -> Option<f64> {
+        match self {
+            Measure::RelErr => op.errors.rel_l2_err,
+            Measure::NoiseRatio => op.truth.noise_ratio,
+        }
+    }
+
+    /// The level an input's error is raised to before dividing (its "no error" level).
+    fn floor(self, op: &OpResult) -> f64 {
+        match self {
+            Measure::RelErr => noise_floor(op),
+            Measure::NoiseRatio => 1.0,
+        }
+    }
+
+    /// Above this an input is followed back: it carries error that matters.
+    fn carried(self, op: &OpResult) -> f64 {
+        match self {
+            Measure::RelErr => noise_floor(op),
+            Measure::NoiseRatio => TRUTH_BIRTH,
+        }
+    }
+
+    /// The local growth above which an op added error of its own.
+    pub fn birth(self) -> f64 {
+        match self {
+            Measure::RelErr => BIRTH_GROWTH,
+            Measure::NoiseRatio => TRUTH_BIRTH,
+        }
+    }
+}
+
 /// The local growth of every row (indexed like `ops`, which is in execution order).
-pub fn local_growths(ops: &[OpResult], flow: &Dataflow) -> Vec<Option<f64>> {
+pub fn local_growths(ops: &[OpResult], flow: &Dataflow, measure: Measure) -> Vec<Option<f64>> {
     (0..ops.len())
         .map(|i| {
-            let own = ops[i].errors.rel_l2_err?;
-            let floor = noise_floor(&ops[i]);
+            let own = measure.value(&ops[i])?;
+            let floor = measure.floor(&ops[i]);
             let inputs = flow.inputs(i);
             let carried = if inputs.is_empty() {
                 0.0
@@ -52,7 +114,7 @@ pub fn local_growths(ops: &[OpResult], flow: &Dataflow) -> Vec<Option<f64>> {
                 // has one, the growth is unknown.
                 inputs
                     .iter()
-                    .filter_map(|&j| ops.get(j).and_then(|o| o.errors.rel_l2_err))
+                    .filter_map(|&j| ops.get(j).and_then(|o| measure.value(o)))
                     .reduce(f64::max)?
             };
             Some(own / carried.max(floor)).filter(|g| g.is_finite())
@@ -124,8 +186,9 @@ pub fn origin(
     flow: &Dataflow,
     growths: &[Option<f64>],
     first: usize,
+    measure: Measure,
 ) -> Option<Origin> {
-    let rel = |i: usize| ops.get(i).and_then(|o| o.errors.rel_l2_err);
+    let rel = |i: usize| ops.get(i).and_then(|o| measure.value(o));
     rel(first)?;
     let mut back = vec![first];
     let mut cur = first;
@@ -136,7 +199,7 @@ pub fn origin(
             .inputs(cur)
             .iter()
             .filter_map(|&j| rel(j).map(|r| (r, j)))
-            .filter(|&(r, j)| r > noise_floor(&ops[j]))
+            .filter(|&(r, j)| r > measure.carried(&ops[j]))
             .fold(None::<(f64, usize)>, |acc, x| match acc {
                 Some(a) if a.0 > x.0 => Some(a),
                 _ => Some(x),
@@ -154,7 +217,7 @@ pub fn origin(
     let growth = |i: usize| growths.get(i).copied().flatten();
     let born = back
         .iter()
-        .position(|&i| growth(i).is_some_and(|g| g > BIRTH_GROWTH))
+        .position(|&i| growth(i).is_some_and(|g| g > measure.birth()))
         .unwrap_or(0);
     let chain: Vec<ChainLink> = back[born..]
         .iter()
@@ -165,7 +228,7 @@ pub fn origin(
             local_growth: growth(i),
             role: if k == 0 {
                 Role::Born
-            } else if growth(i).is_some_and(|g| g > BIRTH_GROWTH) {
+            } else if growth(i).is_some_and(|g| g > measure.birth()) {
                 Role::Amplified
             } else {
                 Role::Carried
@@ -184,11 +247,11 @@ pub fn origin(
 /// The per-row mark of the ops table: `born` when the row's local growth exceeds
 /// [`BIRTH_GROWTH`] (its error rose above what its inputs carried), `carried` when its error
 /// is above its noise floor without such growth; `None` otherwise (noise, or no error).
-pub fn row_role(op: &OpResult) -> Option<Role> {
-    let rel = op.errors.rel_l2_err?;
+pub fn row_role(op: &OpResult, measure: Measure) -> Option<Role> {
+    let value = measure.value(op)?;
     match op.local_growth {
-        Some(g) if g > BIRTH_GROWTH => Some(Role::Born),
-        Some(_) if rel > noise_floor(op) => Some(Role::Carried),
+        Some(g) if g > measure.birth() => Some(Role::Born),
+        Some(_) if value > measure.carried(op) => Some(Role::Carried),
         _ => None,
     }
 }
@@ -226,8 +289,8 @@ mod tests {
 
     fn run(errs: [Option<f64>; 6], first: usize) -> (Vec<Option<f64>>, Option<Origin>) {
         let (ops, flow) = chain(errs);
-        let g = local_growths(&ops, &flow);
-        let o = origin(&ops, &flow, &g, first);
+        let g = local_growths(&ops, &flow, Measure::RelErr);
+        let o = origin(&ops, &flow, &g, first, Measure::RelErr);
         (g, o)
     }
 
@@ -353,11 +416,53 @@ mod tests {
     fn row_roles() {
         let mut op = row("x", Some(1e-2));
         op.local_growth = Some(1e4);
-        assert_eq!(row_role(&op), Some(Role::Born));
+        assert_eq!(row_role(&op, Measure::RelErr), Some(Role::Born));
         op.local_growth = Some(1.5);
-        assert_eq!(row_role(&op), Some(Role::Carried));
+        assert_eq!(row_role(&op, Measure::RelErr), Some(Role::Carried));
         op.errors.rel_l2_err = Some(1e-7);
-        assert_eq!(row_role(&op), None);
+        assert_eq!(row_role(&op, Measure::RelErr), None);
+    }
+
+    #[test]
+    fn with_a_truth_the_noise_ratio_decides() {
+        // ratios: embed 0, rotary 1, input_layernorm 2.0 (measurably worse), k_proj 2.0
+        // (carried), k_norm 3.5 (crosses k = 3, amplified 1.75x), rope_k 3.4 (carried)
+        let (mut ops, flow) = chain([
+            Some(0.0),
+            Some(0.0),
+            Some(0.1),
+            Some(0.1),
+            Some(0.2),
+            Some(0.2),
+        ]);
+        for (op, r) in ops.iter_mut().zip([0.0, 1.0, 2.0, 2.0, 3.5, 3.4]) {
+            op.truth.noise_ratio = Some(r);
+        }
+        let g = local_growths(&ops, &flow, Measure::NoiseRatio);
+        assert_eq!(g[2], Some(2.0)); // over the floor 1 (embed is exact)
+        assert_eq!(g[3], Some(1.0));
+        assert_eq!(g[4], Some(1.75));
+        let o = origin(&ops, &flow, &g, 4, Measure::NoiseRatio).unwrap();
+        assert_eq!(o.name, format!("{L0}input_layernorm"));
+        assert_eq!(
+            roles(&o),
+            [
+                ("input_layernorm", Role::Born),
+                ("self_attn.k_proj", Role::Carried),
+                ("self_attn.k_norm", Role::Amplified)
+            ]
+        );
+        // the raw errors would have said "born at k_norm" (0.2 over 0.1 is no 10x growth,
+        // so the chain's earliest op): the two measures are separate
+        let raw = local_growths(&ops, &flow, Measure::RelErr);
+        let o = origin(&ops, &flow, &raw, 4, Measure::RelErr).unwrap();
+        assert_eq!(o.chain.len(), 3);
+        // an input that is as accurate as the reference is not followed
+        ops[3].truth.noise_ratio = Some(1.1);
+        let g = local_growths(&ops, &flow, Measure::NoiseRatio);
+        let o = origin(&ops, &flow, &g, 4, Measure::NoiseRatio).unwrap();
+        assert_eq!(o.name, format!("{L0}self_attn.k_norm"));
+        assert_eq!(row_role(&ops[4], Measure::NoiseRatio), None); // growth not stored on rows here
     }
 
     #[test]

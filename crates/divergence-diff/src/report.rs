@@ -14,7 +14,7 @@ use crate::compare::{OpResult, Status};
 use crate::config::DiffConfig;
 use crate::hints::Hint;
 use crate::order::OrderSource;
-use crate::origin::{local_growths, origin, Origin};
+use crate::origin::{local_growths, origin, Measure, Origin};
 use crate::tolerance::{DTypeClass, Tolerance};
 
 /// Value of the `"schema"` field.
@@ -366,10 +366,11 @@ pub fn assemble(mut ops: Vec<OpResult>, ctx: ReportContext, cfg: &DiffConfig) ->
     let judged_with = judged_with(&ops, &cfg.tolerance);
     let names: Vec<String> = ops.iter().map(|o| o.name.clone()).collect();
     let flow = Dataflow::new(&names);
-    let growths = local_growths(&ops, &flow);
+    let measure = Measure::of(&cfg.tolerance);
+    let growths = local_growths(&ops, &flow, measure);
     let origin = first_divergence
         .as_ref()
-        .and_then(|f| origin(&ops, &flow, &growths, f.index));
+        .and_then(|f| origin(&ops, &flow, &growths, f.index, measure));
     for (op, g) in ops.iter_mut().zip(growths) {
         op.local_growth = g;
     }

@@ -516,6 +516,9 @@ fn truth_catches_every_gross_fault_at_its_op_in_bf16() {
         let op = report.first_divergence_op().expect("first divergence");
         let ratio = op.truth.noise_ratio.expect("noise ratio");
         assert!(ratio > 10.0, "--inject {fault}: noise ratio {ratio}");
+        // with a truth the origin is traced by the noise ratio: born where the fault enters
+        let origin = report.origin.as_ref().expect("origin");
+        assert_eq!(origin.name, want, "--inject {fault}: origin");
     }
 }
 

@@ -16,6 +16,7 @@ use divergence_diff::{sci, OpResult, Report};
 use crate::plot;
 use crate::svg::escape;
 use crate::view::{self, OpsColumn};
+use divergence_diff::Measure;
 
 const CSS: &str = r#"
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;margin:24px 32px;color:#1d1d1f;background:#fafafa}
@@ -297,7 +298,7 @@ fn ops_table(report: &Report, h: &mut String) {
             u8::from(op.status.is_divergence())
         ));
         for c in &columns {
-            let text = escape(&c.text(i, op, first == Some(i)));
+            let text = escape(&c.text(i, op, first == Some(i), Measure::of(&report.tolerance)));
             let cls = match c {
                 OpsColumn::Name => " class=\"name\"",
                 OpsColumn::Status => " class=\"s\"",

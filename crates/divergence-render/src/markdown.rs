@@ -36,6 +36,7 @@ impl Markdown<'_> {
     /// One row of the ops table.
     fn ops_row(&mut self, i: usize, is_first: bool) -> io::Result<()> {
         let op = &self.report.ops[i];
+        let measure = divergence_diff::Measure::of(&self.report.tolerance);
         let mut line = String::from("|");
         for col in view::ops_columns(self.report) {
             let text = match col {
@@ -43,8 +44,8 @@ impl Markdown<'_> {
                 // A `|` in a name would split the table cell: escape it (GFM allows `\|` in code).
                 OpsColumn::Name if is_first => format!("**{}**", cell(&code(&op.name))),
                 OpsColumn::Name => cell(&code(&op.name)),
-                OpsColumn::Shape | OpsColumn::Dtype => cell(&col.text(i, op, is_first)),
-                _ => col.text(i, op, is_first),
+                OpsColumn::Shape | OpsColumn::Dtype => cell(&col.text(i, op, is_first, measure)),
+                _ => col.text(i, op, is_first, measure),
             };
             line.push_str(&format!(" {text} |"));
         }

@@ -291,12 +291,13 @@ impl Terminal<'_> {
         let (report, opts) = (self.report, self.opts);
         let first = report.first_divergence.as_ref().map(|f| f.index);
         let all = view::ops_columns(report);
+        let measure = divergence_diff::Measure::of(&report.tolerance);
         let texts: Vec<Vec<String>> = indices
             .iter()
             .map(|&i| {
                 let op = &report.ops[i];
                 all.iter()
-                    .map(|c| c.text(i, op, first == Some(i)))
+                    .map(|c| c.text(i, op, first == Some(i), measure))
                     .collect()
             })
             .collect();

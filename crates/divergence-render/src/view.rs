@@ -4,7 +4,8 @@
 use std::collections::BTreeMap;
 
 use divergence_diff::{
-    ratio_text, sci, AmplificationRow, DTypeClass, OpResult, QkKind, Report, Status, Tolerance,
+    ratio_text, sci, AmplificationRow, DTypeClass, Measure, OpResult, QkKind, Report, Status,
+    Tolerance,
 };
 use regex::Regex;
 
@@ -386,8 +387,9 @@ impl OpsColumn {
         )
     }
 
-    /// The cell's text, unstyled and unescaped (`i` is the row's index in `ops`).
-    pub(crate) fn text(self, i: usize, op: &OpResult, is_first: bool) -> String {
+    /// The cell's text, unstyled and unescaped (`i` is the row's index in `ops`; `measure`
+    /// the report's, for the born / carried mark).
+    pub(crate) fn text(self, i: usize, op: &OpResult, is_first: bool, measure: Measure) -> String {
         match self {
             OpsColumn::Mark => if is_first { ">>" } else { "" }.to_string(),
             OpsColumn::Index => i.to_string(),
@@ -404,7 +406,7 @@ impl OpsColumn {
             OpsColumn::TruthOurs => num(op.truth.ours_truth_rel_err),
             OpsColumn::TruthRef => num(op.truth.ref_truth_rel_err),
             OpsColumn::NoiseRatio => ratio(op.truth.noise_ratio),
-            OpsColumn::Origin => divergence_diff::origin::row_role(op)
+            OpsColumn::Origin => divergence_diff::origin::row_role(op, measure)
                 .map_or("", |r| r.as_str())
                 .to_string(),
         }
@@ -416,7 +418,11 @@ impl OpsColumn {
 /// is its own origin; `None` without an origin.
 pub(crate) fn origin_text(report: &Report) -> Option<String> {
     let (o, f) = (report.origin.as_ref()?, report.first_divergence.as_ref()?);
-    let growth = format!("local growth ×{}", num(o.growth));
+    let growth = match report.tolerance {
+        // the growth of the noise ratio over the inputs' (docs/origin.md)
+        Tolerance::Truth { .. } => format!("noise ratio ×{} over its inputs'", ratio(o.growth)),
+        _ => format!("local growth ×{}", num(o.growth)),
+    };
     let mut text = if o.index == f.index {
         format!("born here ({growth})")
     } else {
