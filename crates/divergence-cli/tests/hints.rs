@@ -135,6 +135,58 @@ fn every_fault_gets_the_hint_of_its_cause() {
 }
 
 #[test]
+fn a_transposed_weight_is_named_with_the_checkpoint() {
+    for dtype in ["f32", "bf16"] {
+        for (fault, op, text) in [
+            (
+                "transpose=model.layers.0.self_attn.k_proj",
+                "model.layers.0.self_attn.k_proj",
+                "transposed: W where nn.Linear uses W^T",
+            ),
+            (
+                "transpose=model.layers.1.mlp.down_proj",
+                "model.layers.1.mlp.down_proj",
+                "the [64, 192] buffer read as [192, 64]",
+            ),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let out = dir.path().join("ours.npz");
+            let out = out.to_str().unwrap();
+            let (code, _, err) = divergence(&[
+                "run",
+                "--model",
+                MODEL,
+                "--ids-file",
+                IDS,
+                "--dtype",
+                dtype,
+                "--inject",
+                fault,
+                "--out",
+                out,
+            ]);
+            assert_eq!(code, 0, "{err}");
+            let diff = |extra: &[&str]| -> Value {
+                let args = [
+                    &["diff", out, reference(dtype), "--format", "json"][..],
+                    extra,
+                ]
+                .concat();
+                serde_json::from_str(&divergence(&args).1).unwrap()
+            };
+            let hs = hints(&diff(&["--model", MODEL]));
+            assert!(
+                hs.iter()
+                    .any(|(c, o, m)| c == "transpose" && o == op && m.contains(text)),
+                "{dtype} {fault}: {hs:?}"
+            );
+            // without the checkpoint there is no weight to test against
+            assert!(hints(&diff(&[])).iter().all(|(c, _, _)| c != "transpose"));
+        }
+    }
+}
+
+#[test]
 fn a_half_precision_reduction_in_an_f32_run_is_a_rounding_hint() {
     let r = report("f32", Some("f16-accum"));
     let hs = hints(&r);

@@ -6,7 +6,8 @@
 //! divergence, the origin, their inputs) and passes them as [`Side`]s; [`diagnose`] never fails
 //! and returns only the hints whose test holds. Every test needs a material difference first
 //! (a rel L2 error above [`MATERIAL`]), so a clean pair never gets a hint. Not yet written:
-//! `transpose` (needs the weights), `position`'s masking patterns.
+//! `position`'s masking patterns. `transpose` needs the op's weight from the checkpoint
+//! (`diff --model DIR`; [`Subject::weight`]).
 
 use std::collections::BTreeMap;
 
@@ -40,6 +41,8 @@ pub enum HintCode {
     Eps,
     /// heads in another order (kv heads tiled instead of repeat-interleaved).
     GqaLayout,
+    /// a Linear's weight used with the wrong layout (needs the checkpoint: `diff --model`).
+    Transpose,
     /// another activation function of the same input.
     Activation,
     /// ours − ref is the same vector at every position: a bias.
@@ -62,6 +65,7 @@ impl HintCode {
             HintCode::RopeLayout => "rope_layout",
             HintCode::Eps => "eps",
             HintCode::GqaLayout => "gqa_layout",
+            HintCode::Transpose => "transpose",
             HintCode::Activation => "activation",
             HintCode::Bias => "bias",
             HintCode::Rounding => "rounding",
@@ -113,6 +117,8 @@ pub struct Subject<'a> {
     pub reference: Side<'a>,
     /// The op's inputs, `(name, ours, ref)`; either side may be missing.
     pub inputs: Vec<(&'a str, Option<Side<'a>>, Option<Side<'a>>)>,
+    /// The op's weight `[out, in]` from the checkpoint, for a Linear (`diff --model DIR`).
+    pub weight: Option<Side<'a>>,
 }
 
 /// A side the fingerprints may look at: at most [`MAX_ELEMENTS`] values, exactly as many as
@@ -179,6 +185,7 @@ pub fn diagnose(subject: &Subject<'_>, shape: &ModelShape) -> Vec<Hint> {
             .iter()
             .map(|&(n, o, r)| (n, small(o), small(r)))
             .collect(),
+        weight: small(subject.weight),
         ..subject.clone()
     };
     let (o, r) = rayon::join(|| values(&subject.ours), || values(&subject.reference));
@@ -227,6 +234,7 @@ pub fn diagnose(subject: &Subject<'_>, shape: &ModelShape) -> Vec<Hint> {
         || {
             [
                 gqa_layout(name, op, &o, &r, shape),
+                transpose(subject, op, &o, &r),
                 rope_theta(name, op, dims, &o, &r, shape),
                 rope_layout(subject, op, &o, &r, shape),
                 eps(subject, input, op, &o, &r, shape),
@@ -566,6 +574,89 @@ fn gqa_layout(name: &str, op: Op, o: &[f64], r: &[f64], shape: &ModelShape) -> O
             }
         ),
         &[("heads", heads as f64), ("kv_heads", kv as f64)],
+    ))
+}
+
+/// Rows of the input a `transpose` test multiplies (a strided sample: the test is a statistic).
+const TRANSPOSE_ROWS: usize = 8;
+
+/// `transpose`: at a Linear with its weight `W` (`[out, in]`, from the checkpoint) and its input
+/// `x`: ours fits `x` times the weight read with the wrong layout (the stored buffer viewed as
+/// `[in, out]`, transposed back: `W^T` for a square weight) within 5e-2 and 10x better than
+/// `x @ W^T`, while ref fits `x @ W^T`. Biases and scales of the rows are left out: a Linear
+/// with a bias gets no hint.
+fn transpose(subject: &Subject<'_>, op: Op, o: &[f64], r: &[f64]) -> Option<Hint> {
+    let linear = matches!(
+        op,
+        Op::QkProj(_)
+            | Op::VProj
+            | Op::OProj
+            | Op::GateProj
+            | Op::UpProj
+            | Op::DownProj
+            | Op::LmHead
+    );
+    let w = subject.weight.as_ref()?;
+    let [out, inp] = *w.shape else {
+        return None;
+    };
+    if !linear || out == 0 || inp == 0 || !o.len().is_multiple_of(out) {
+        return None;
+    }
+    let n_in = o.len() / out * inp;
+    let ours_input = |kind: Op| {
+        subject
+            .inputs
+            .iter()
+            .find(|(n, x, _)| Op::of(n) == kind && x.is_some_and(|x| x.values.len() == n_in))
+            .and_then(|(_, x, _)| x.as_ref().map(values))
+    };
+    // down_proj's input is act_fn(gate_proj) * up_proj, two probes; every other Linear has its
+    // input as a probe of the same size.
+    let x = if op == Op::DownProj {
+        let (a, u) = (ours_input(Op::ActFn)?, ours_input(Op::UpProj)?);
+        a.iter().zip(&u).map(|(a, u)| a * u).collect()
+    } else {
+        subject
+            .inputs
+            .iter()
+            .find(|(_, x, _)| x.is_some_and(|x| x.values.len() == n_in))
+            .and_then(|(_, x, _)| x.as_ref().map(values))?
+    };
+    let w = values(w);
+    let rows = o.len() / out;
+    let step = rows.div_ceil(TRANSPOSE_ROWS).max(1);
+    let picked: Vec<usize> = (0..rows).step_by(step).collect();
+    let (mut right, mut wrong, mut ours, mut refs) = (vec![], vec![], vec![], vec![]);
+    for &t in &picked {
+        let xt = &x[t * inp..(t + 1) * inp];
+        for j in 0..out {
+            // x @ W^T (nn.Linear) and x @ reinterpret(W)^T (the stored buffer as [in, out])
+            right.push((0..inp).map(|i| xt[i] * w[j * inp + i]).sum::<f64>());
+            wrong.push((0..inp).map(|i| xt[i] * w[i * out + j]).sum::<f64>());
+        }
+        ours.extend_from_slice(&o[t * out..(t + 1) * out]);
+        refs.extend_from_slice(&r[t * out..(t + 1) * out]);
+    }
+    let (o_wrong, o_right) = (rel_err(&ours, &wrong)?, rel_err(&ours, &right)?);
+    let r_right = rel_err(&refs, &right)?;
+    if o_wrong >= 5e-2 || o_wrong * 10.0 > o_right || r_right >= 5e-2 {
+        return None;
+    }
+    Some(hint(
+        HintCode::Transpose,
+        subject.name,
+        format!(
+            "ours is its input times the checkpoint's weight read with the wrong layout ({}; fit {}), ref uses it as stored (fit {})",
+            if inp == out {
+                "transposed: W where nn.Linear uses W^T".to_string()
+            } else {
+                format!("the [{out}, {inp}] buffer read as [{inp}, {out}]")
+            },
+            sci(o_wrong),
+            sci(r_right)
+        ),
+        &[("ours_fit_wrong_layout", o_wrong), ("ours_fit_right_layout", o_right), ("ref_fit", r_right)],
     ))
 }
 
@@ -1017,6 +1108,7 @@ mod tests {
             ours: side(shape, o, "float32"),
             reference: side(shape, r, "float32"),
             inputs: vec![],
+            weight: None,
         };
         diagnose(&s, &SHAPE)
     }
@@ -1068,6 +1160,7 @@ mod tests {
                 Some(side(&shape, &x, "float32")),
                 Some(side(&shape, &x, "float32")),
             )],
+            weight: None,
         };
         assert!(codes(&diagnose(&s, &SHAPE)).contains(&"skipped_op"));
         // ours applies GELU
@@ -1156,6 +1249,7 @@ mod tests {
             ours: side(&[4], &o, "bfloat16"),
             reference: side(&[4], &r, "bfloat16"),
             inputs: vec![],
+            weight: None,
         };
         let h = diagnose(&s, &SHAPE);
         assert_eq!(codes(&h), ["rounding"], "{h:?}");
@@ -1174,6 +1268,7 @@ mod tests {
             ours: side(&[4], &o, "float16"),
             reference: side(&[4], &r, "float16"),
             inputs: vec![("in", Some(side(&[4], &x, "float16")), None)],
+            weight: None,
         };
         let h = diagnose(&s, &SHAPE);
         assert_eq!(codes(&h), ["nonfinite_origin"]);
@@ -1199,6 +1294,7 @@ mod tests {
                 ),
                 ("model.rotary_emb", None, None),
             ],
+            weight: None,
         };
         let hs = diagnose(&s, &SHAPE);
         let l = hs
@@ -1247,6 +1343,7 @@ mod tests {
                 Some(side(&shape, &x, "float32")),
                 Some(side(&shape, &x, "float32")),
             )],
+            weight: None,
         };
         let hs = diagnose(&s, &SHAPE);
         let e = hs
@@ -1303,8 +1400,61 @@ mod tests {
                 Some(side(&ins, &x, "float32")),
                 Some(side(&[8], &short, "float32")),
             )],
+            weight: None,
         };
         assert!(!codes(&diagnose(&s, &SHAPE)).contains(&"rope_layout"));
+    }
+
+    #[test]
+    fn transpose_needs_the_weight_and_tells_the_layouts_apart() {
+        let (rows, inp, out) = (3, 4, 6);
+        let x = data(rows * inp, 16);
+        let w = data(out * inp, 17); // [out, in] as stored
+        let right: Vec<f64> = (0..rows)
+            .flat_map(|t| {
+                let (x, w) = (&x, &w);
+                (0..out).map(move |j| (0..inp).map(|i| x[t * inp + i] * w[j * inp + i]).sum())
+            })
+            .collect();
+        let wrong: Vec<f64> = (0..rows)
+            .flat_map(|t| {
+                let (x, w) = (&x, &w);
+                (0..out).map(move |j| (0..inp).map(|i| x[t * inp + i] * w[i * out + j]).sum())
+            })
+            .collect();
+        let (xs, os, ws) = ([1, rows, inp], [1, rows, out], [out, inp]);
+        let s = Subject {
+            name: "model.layers.0.mlp.gate_proj",
+            ours: side(&os, &wrong, "float32"),
+            reference: side(&os, &right, "float32"),
+            inputs: vec![(
+                "model.layers.0.post_attention_layernorm",
+                Some(side(&xs, &x, "float32")),
+                Some(side(&xs, &x, "float32")),
+            )],
+            weight: Some(side(&ws, &w, "float32")),
+        };
+        let h = diagnose(&s, &SHAPE);
+        let t = h
+            .iter()
+            .find(|h| h.code == HintCode::Transpose)
+            .expect("transpose hint");
+        assert!(
+            t.message.contains("the [6, 4] buffer read as [4, 6]"),
+            "{}",
+            t.message
+        );
+        // no weight, no hint; the right layout, no hint
+        let s2 = Subject {
+            weight: None,
+            ..s.clone()
+        };
+        assert!(!codes(&diagnose(&s2, &SHAPE)).contains(&"transpose"));
+        let s3 = Subject {
+            ours: side(&os, &right, "float32"),
+            ..s
+        };
+        assert!(diagnose(&s3, &SHAPE).is_empty());
     }
 
     #[test]

@@ -48,6 +48,7 @@ proptest! {
             ours: side(o),
             reference: side(r),
             inputs: vec![("in", Some(side(x)), Some(side(x))), ("model.layers.0.self_attn.q_norm", Some(side(x)), None)],
+            weight: None,
         };
         let shape_info = ModelShape {
             hidden: Some(c),

@@ -306,7 +306,7 @@ pub fn build_report(args: &DiffArgs) -> Result<Report> {
         ctx.norm_weight_gains = divergence_inspect::qk_norm_gains(dir)?;
     }
     let mut report = divergence_diff::assemble(ops, ctx, &cfg);
-    report.hints = hints(&report, &plan, &ours, &reference);
+    report.hints = hints(&report, &plan, &ours, &reference, args.model.as_deref());
     Ok(report)
 }
 
@@ -318,7 +318,14 @@ fn hints(
     plan: &divergence_diff::OrderPlan,
     ours: &Dump,
     reference: &Dump,
+    model: Option<&Path>,
 ) -> Vec<divergence_diff::Hint> {
+    // The checkpoint's weights (`--model`), for the `transpose` fingerprint; a checkpoint that
+    // cannot be opened here was already reported by the gains (an error), so this is quiet.
+    let weights = model.and_then(|dir| {
+        let layout = divergence_checkpoint::Layout::locate(dir).ok()?;
+        divergence_checkpoint::Weights::open(&layout).ok()
+    });
     let shape = model_shape(reference)
         .or_else(|| model_shape(ours))
         .unwrap_or_default();
@@ -340,6 +347,7 @@ fn hints(
                 )
             })
             .collect();
+        let weight = weights.as_ref().and_then(|w| weight_view(w, &name));
         let subject = divergence_diff::Subject {
             name: &name,
             ours: side(&o),
@@ -348,10 +356,38 @@ fn hints(
                 .iter()
                 .map(|(n, o, r)| (*n, o.as_ref().map(side), r.as_ref().map(side)))
                 .collect(),
+            weight: weight.as_ref().map(|(shape, values)| Side {
+                shape,
+                values: *values,
+                dtype: "float32",
+            }),
         };
         out.extend(divergence_diff::diagnose(&subject, &shape));
     }
     out
+}
+
+/// The checkpoint weight of the op `name` (`name.weight`, a float matrix) as values over the
+/// memory map: `(shape, values)`. `None` for anything else.
+fn weight_view<'a>(
+    weights: &'a divergence_checkpoint::Weights,
+    name: &str,
+) -> Option<(Vec<usize>, divergence_diff::ValuesRef<'a>)> {
+    use divergence_checkpoint::Dtype;
+    use divergence_diff::ValuesRef;
+    // A tied lm_head reads the embeddings.
+    let info = weights
+        .get(&format!("{name}.weight"))
+        .or_else(|| (name == "lm_head").then(|| weights.get("model.embed_tokens.weight"))?)?;
+    let bytes = weights.data(info);
+    let values = match info.dtype {
+        Dtype::F32 => ValuesRef::F32Le(bytes.as_chunks().0),
+        Dtype::F64 => ValuesRef::F64Le(bytes.as_chunks().0),
+        Dtype::BF16 => ValuesRef::Bf16Le(bytes.as_chunks().0),
+        Dtype::F16 => ValuesRef::F16Le(bytes.as_chunks().0),
+        _ => return None,
+    };
+    (info.shape.len() == 2 && values.len() == info.numel()).then(|| (info.shape.clone(), values))
 }
 
 /// The model dimensions the hints use, from a dump's `model` metadata (the config the exporter
