@@ -297,3 +297,80 @@ fn the_demo_report_says_the_embeddings_are_scaled_by_one_eighth() {
         "html"
     );
 }
+
+#[test]
+fn replay_shows_each_ops_own_error_and_checks_its_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("ours.npz");
+    let out = out.to_str().unwrap();
+    let f32_ref = reference("f32");
+    // act=gelu in every layer: under replay only the four act_fn rows carry an error
+    let (code, _, err) = divergence(&[
+        "run",
+        "--model",
+        MODEL,
+        "--ids-file",
+        IDS,
+        "--inject",
+        "act=gelu",
+        "--replay",
+        f32_ref,
+        "--out",
+        out,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let (_, stdout, _) = divergence(&["diff", out, f32_ref, "--format", "json"]);
+    let r: Value = serde_json::from_str(&stdout).unwrap();
+    let diverged: Vec<&str> = r["ops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|o| o["status"] == "diverged")
+        .map(|o| o["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        diverged,
+        [
+            "model.layers.0.mlp.act_fn",
+            "model.layers.1.mlp.act_fn",
+            "model.layers.2.mlp.act_fn",
+            "model.layers.3.mlp.act_fn"
+        ]
+    );
+    // other ids than the reference's: one line, exit 2
+    let (code, _, err) = divergence(&[
+        "run", "--model", MODEL, "--ids", "1,2,3", "--replay", f32_ref, "--out", out,
+    ]);
+    assert_eq!(code, 2);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("--replay") && err.contains("other input_ids"),
+        "{err}"
+    );
+    // replay without --out
+    let (code, _, err) = divergence(&[
+        "run",
+        "--model",
+        MODEL,
+        "--ids-file",
+        IDS,
+        "--replay",
+        f32_ref,
+    ]);
+    assert_eq!(code, 2);
+    assert!(err.contains("needs --out"), "{err}");
+    // a replay file that is not a dump
+    let (code, _, err) = divergence(&[
+        "run",
+        "--model",
+        MODEL,
+        "--ids-file",
+        IDS,
+        "--replay",
+        IDS,
+        "--out",
+        out,
+    ]);
+    assert_eq!(code, 2);
+    assert_eq!(err.lines().count(), 1, "{err}");
+}

@@ -28,6 +28,9 @@ pub enum Error {
     /// The config asks for something this port does not implement.
     #[error("{path}: unsupported: {message}")]
     Unsupported { path: PathBuf, message: String },
+    /// `--replay REF`: the reference dump cannot be read or does not fit this model and input.
+    #[error("--replay: {0}")]
+    Replay(String),
     /// A `--inject` value that does not parse, or does not fit this model.
     #[error("{0}")]
     Fault(#[from] crate::fault::FaultParseError),

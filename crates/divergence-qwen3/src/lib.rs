@@ -26,7 +26,9 @@ pub use fault::{
 };
 pub use model::{ModelOptions, Qwen3};
 pub use ops::Policy;
-pub use probe::{DumpRecorder, HostData, MemoryRecorder, Probes, Recorded, Recorder};
+pub use probe::{
+    DumpRecorder, DumpReplay, HostData, MemoryRecorder, Probes, Recorded, Recorder, Substitute,
+};
 pub use run::{
     parse_ids, read_ids_file, run_to_dump, DeviceKind, Precision, RunOptions, RunSummary,
 };

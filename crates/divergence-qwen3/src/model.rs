@@ -260,27 +260,27 @@ impl Attention {
         let hd = self.head_dim;
 
         let q = self.project(&self.q_proj, x)?;
-        probes.record(&self.q_proj.name, &q)?;
+        let q = probes.pass(&self.q_proj.name, q)?;
         let q = q.reshape((b, t, self.n_heads, hd)).ctx(ctx)?;
         let q = if self.faults.skip_q_norm {
             q
         } else {
             self.q_norm.forward(&q)?
         };
-        probes.record(&self.q_norm.name, &q)?;
+        let q = probes.pass(&self.q_norm.name, q)?;
 
         let k = self.project(&self.k_proj, x)?;
-        probes.record(&self.k_proj.name, &k)?;
+        let k = probes.pass(&self.k_proj.name, k)?;
         let k = k.reshape((b, t, self.n_kv_heads, hd)).ctx(ctx)?;
         let k = if self.faults.skip_k_norm {
             k
         } else {
             self.k_norm.forward(&k)?
         };
-        probes.record(&self.k_norm.name, &k)?;
+        let k = probes.pass(&self.k_norm.name, k)?;
 
         let v = self.project(&self.v_proj, x)?;
-        probes.record(&self.v_proj.name, &v)?;
+        let v = probes.pass(&self.v_proj.name, v)?;
 
         let q = q.transpose(1, 2).ctx(ctx)?;
         let k = k.transpose(1, 2).ctx(ctx)?;
@@ -292,11 +292,11 @@ impl Attention {
         let q = rope
             .apply(&q, self.policy, self.faults.rope_interleaved)
             .ctx(|| self.rope_q.clone())?;
-        probes.record(&self.rope_q, &q)?;
+        let q = probes.pass(&self.rope_q, q)?;
         let k = rope
             .apply(&k, self.policy, self.faults.rope_interleaved)
             .ctx(|| self.rope_k.clone())?;
-        probes.record(&self.rope_k, &k)?;
+        let k = probes.pass(&self.rope_k, k)?;
 
         let n_rep = self.n_heads / self.n_kv_heads;
         let k = ops::repeat_kv(&k, n_rep, self.faults.gqa_tile).ctx(ctx)?;
@@ -305,11 +305,11 @@ impl Attention {
             .and_then(|o| o.transpose(1, 2))
             .and_then(|o| o.reshape((b, t, self.n_heads * hd)))
             .ctx(|| self.attn_out.clone())?;
-        probes.record(&self.attn_out, &out)?;
+        let out = probes.pass(&self.attn_out, out)?;
 
         let out = self.o_proj.forward(&out)?;
-        probes.record(&self.o_proj.name, &out)?;
-        probes.record(&self.name, &out)?;
+        let out = probes.pass(&self.o_proj.name, out)?;
+        let out = probes.pass(&self.name, out)?;
         Ok(out)
     }
 }
@@ -354,15 +354,15 @@ impl Mlp {
 
     fn forward(&self, x: &Tensor, probes: &mut Probes) -> Result<Tensor, Error> {
         let gate = self.gate_proj.forward(x)?;
-        probes.record(&self.gate_proj.name, &gate)?;
+        let gate = probes.pass(&self.gate_proj.name, gate)?;
         let act = ops::activation(&gate, self.act, self.policy).ctx(|| self.act_name.clone())?;
-        probes.record(&self.act_name, &act)?;
+        let act = probes.pass(&self.act_name, act)?;
         let up = self.up_proj.forward(x)?;
-        probes.record(&self.up_proj.name, &up)?;
+        let up = probes.pass(&self.up_proj.name, up)?;
         let h = (act * up).ctx(|| self.name.clone())?;
         let out = self.down_proj.forward(&h)?;
-        probes.record(&self.down_proj.name, &out)?;
-        probes.record(&self.name, &out)?;
+        let out = probes.pass(&self.down_proj.name, out)?;
+        let out = probes.pass(&self.name, out)?;
         Ok(out)
     }
 }
@@ -407,15 +407,15 @@ impl DecoderLayer {
         probes: &mut Probes,
     ) -> Result<Tensor, Error> {
         let h = self.input_layernorm.forward(x)?;
-        probes.record(&self.input_layernorm.name, &h)?;
+        let h = probes.pass(&self.input_layernorm.name, h)?;
         let attn = self.self_attn.forward(&h, rope, mask, probes)?;
         let x = (x + attn).ctx(|| self.attn_residual.clone())?;
-        probes.record(&self.attn_residual, &x)?;
+        let x = probes.pass(&self.attn_residual, x)?;
         let h = self.post_attention_layernorm.forward(&x)?;
-        probes.record(&self.post_attention_layernorm.name, &h)?;
+        let h = probes.pass(&self.post_attention_layernorm.name, h)?;
         let m = self.mlp.forward(&h, probes)?;
         let out = (x + m).ctx(|| self.name.clone())?;
-        probes.record(&self.name, &out)?;
+        let out = probes.pass(&self.name, out)?;
         Ok(out)
     }
 }
@@ -592,7 +592,7 @@ impl Qwen3 {
         } else {
             x
         };
-        probes.record(&self.embed_name, &x)?;
+        let x = probes.pass(&self.embed_name, x)?;
 
         let rope = Rope::new(
             self.rope_theta,
@@ -614,8 +614,8 @@ impl Qwen3 {
             x = layer.forward(&x, &rope, &mask, probes)?;
         }
         let x = self.norm.forward(&x)?;
-        probes.record(&self.norm.name, &x)?;
-        probes.record(&self.model_name, &x)?;
+        let x = probes.pass(&self.norm.name, x)?;
+        let x = probes.pass(&self.model_name, x)?;
         let logits = self.lm_head.forward(&x)?;
         probes.record(&self.lm_head.name, &logits)?;
         Ok(logits)

@@ -6,6 +6,10 @@
 //! `None`: no copy, no allocation. With probes on, each tensor is copied to the host once and
 //! handed to a [`Recorder`], e.g. [`DumpRecorder`], which streams it into a
 //! `divergence_dump::DumpWriter`.
+//!
+//! [`Probes::pass`] records a probe and returns what the model goes on with: its own value, or,
+//! when replaying a reference dump (teacher forcing, [`DumpReplay`]), the reference's value of
+//! that probe, so that every op computes from the reference's inputs.
 
 use std::path::Path;
 
@@ -62,21 +66,53 @@ pub trait Recorder {
     fn record(&mut self, name: &str, tensor: &Tensor) -> Result<(), Error>;
 }
 
-/// The model's handle on an optional recorder.
+/// Teacher forcing (`divergence run --replay REF`): the value each probe should continue with,
+/// from a reference dump.
+pub trait Substitute {
+    /// The reference's value of probe `name`, as a tensor like `like` (shape, dtype, device);
+    /// `None` when the reference has no such probe (the model's own value goes on).
+    fn substitute(&self, name: &str, like: &Tensor) -> Result<Option<Tensor>, Error>;
+}
+
+/// The model's handle on an optional recorder (and an optional replay source).
 pub struct Probes<'a> {
     recorder: Option<&'a mut dyn Recorder>,
+    replay: Option<&'a dyn Substitute>,
 }
 
 impl<'a> Probes<'a> {
     /// Probes off: every `record` is a no-op.
     pub fn off() -> Probes<'static> {
-        Probes { recorder: None }
+        Probes {
+            recorder: None,
+            replay: None,
+        }
     }
 
     /// Probes on, feeding `recorder`.
     pub fn on(recorder: &'a mut dyn Recorder) -> Probes<'a> {
         Probes {
             recorder: Some(recorder),
+            replay: None,
+        }
+    }
+
+    /// Replaying: after each probe is recorded, the next op computes from the reference's value
+    /// of that probe ([`Probes::pass`]), so each probe shows only the error its own op adds.
+    pub fn replaying(self, source: &'a dyn Substitute) -> Probes<'a> {
+        Probes {
+            replay: Some(source),
+            ..self
+        }
+    }
+
+    /// Records `tensor` under `name`, then hands back what the next op computes from: the
+    /// tensor itself, or, when replaying, the reference's value of this probe.
+    pub fn pass(&mut self, name: &str, tensor: Tensor) -> Result<Tensor, Error> {
+        self.record(name, &tensor)?;
+        match self.replay {
+            Some(source) => Ok(source.substitute(name, &tensor)?.unwrap_or(tensor)),
+            None => Ok(tensor),
         }
     }
 
@@ -165,5 +201,54 @@ impl Recorder for DumpRecorder {
             .add(name, tensor.dims(), data.as_tensor_data())?;
         self.count += 1;
         Ok(())
+    }
+}
+
+/// Replays a reference dump: each probe's reference value, converted to the model's shape,
+/// dtype and device (bf16 stored as f32 in npz is exact).
+pub struct DumpReplay {
+    dump: divergence_dump::Dump,
+}
+
+impl DumpReplay {
+    /// Opens the reference dump (headers only).
+    pub fn open(path: &Path) -> Result<DumpReplay, Error> {
+        let dump = divergence_dump::Dump::open(path).map_err(|e| Error::Replay(e.to_string()))?;
+        Ok(DumpReplay { dump })
+    }
+
+    /// The input ids the reference recorded, if any.
+    pub fn input_ids(&self) -> Option<&[i64]> {
+        self.dump.meta().and_then(|m| m.input_ids.as_deref())
+    }
+}
+
+impl Substitute for DumpReplay {
+    fn substitute(&self, name: &str, like: &Tensor) -> Result<Option<Tensor>, Error> {
+        if !self.dump.contains(name) {
+            return Ok(None);
+        }
+        let path = self.dump.path().display();
+        let t = self
+            .dump
+            .read(name)
+            .map_err(|e| Error::Replay(e.to_string()))?;
+        let n: usize = t.shape.iter().product();
+        if n != like.elem_count() {
+            return Err(Error::Replay(format!(
+                "{path}: probe {name} has shape {:?}, the model's has {:?}: not a dump of this model and input",
+                t.shape,
+                like.dims()
+            )));
+        }
+        let values: Vec<f32> = match &t.values {
+            divergence_dump::Values::F32(v) => v.clone(),
+            divergence_dump::Values::F64(v) => v.iter().map(|&x| x as f32).collect(),
+        };
+        let ctx = || format!("replay of {name}");
+        let out = Tensor::from_vec(values, like.shape(), like.device())
+            .and_then(|x| x.to_dtype(like.dtype()))
+            .ctx(ctx)?;
+        Ok(Some(out))
     }
 }

@@ -14,7 +14,7 @@ use crate::error::{CandleContext, Error};
 use crate::fault::{FaultSpec, Faults};
 use crate::model::{ModelOptions, Qwen3};
 use crate::ops::Policy;
-use crate::probe::{DumpRecorder, Probes};
+use crate::probe::{DumpRecorder, DumpReplay, Probes};
 
 /// The activation dtype of a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,6 +117,9 @@ pub struct RunOptions {
     pub out: Option<PathBuf>,
     /// How many times to run the forward pass (timing); the dump is rewritten each time.
     pub repeat: usize,
+    /// Teacher forcing (`--replay REF`): every op computes from the reference dump's values of
+    /// its inputs, so each probe shows only the error its own op adds. Needs `out`.
+    pub replay: Option<PathBuf>,
 }
 
 /// What a run did, for the summary line.
@@ -186,6 +189,29 @@ pub fn read_ids_file(path: &Path) -> Result<Vec<u32>, Error> {
 
 /// Loads the model, runs `repeat` prefills, and writes the probes of each to `out`.
 pub fn run_to_dump(opts: &RunOptions) -> Result<RunSummary, Error> {
+    let replay = match &opts.replay {
+        None => None,
+        Some(_) if opts.out.is_none() => {
+            return Err(Error::Replay(
+                "needs --out (the replayed probes are the result)".into(),
+            ))
+        }
+        Some(path) => {
+            let r = DumpReplay::open(path)?;
+            let ours: Vec<i64> = opts.input_ids.iter().map(|&i| i as i64).collect();
+            if let Some(ids) = r.input_ids() {
+                if ids != ours.as_slice() {
+                    return Err(Error::Replay(format!(
+                        "{}: recorded other input_ids ({} tokens) than these ({} tokens): replay the same input",
+                        path.display(),
+                        ids.len(),
+                        ours.len()
+                    )));
+                }
+            }
+            Some(r)
+        }
+    };
     let device = opts.device.open()?;
     let t0 = Instant::now();
     let ckpt = Checkpoint::open(&opts.model_dir)?;
@@ -212,7 +238,14 @@ pub fn run_to_dump(opts: &RunOptions) -> Result<RunSummary, Error> {
         let logits = match &opts.out {
             Some(path) => {
                 let mut rec = DumpRecorder::create(path)?;
-                let logits = model.forward(&opts.input_ids, &mut Probes::on(&mut rec))?;
+                let logits = {
+                    let on = Probes::on(&mut rec);
+                    let mut handle = match &replay {
+                        Some(r) => on.replaying(r),
+                        None => on,
+                    };
+                    model.forward(&opts.input_ids, &mut handle)?
+                };
                 probes = rec.count();
                 rec.finish(meta(opts, &ckpt, &device, &faults))?;
                 logits
@@ -258,6 +291,7 @@ fn meta(opts: &RunOptions, ckpt: &Checkpoint, device: &Device, faults: &Faults) 
             "dtype": opts.precision.torch_name(),
             "policy": opts.policy.name(),
             "faults": faults.to_strings(),
+            "replay": opts.replay.as_ref().map(|p| p.display().to_string()),
         })),
         model: Some(ckpt.config_json.clone()),
         ..Meta::default()

@@ -31,7 +31,8 @@ Faults (--inject, repeatable): NAME[=VALUE][@LAYERS], LAYERS = N, N-M or a comma
   early-cast             RMSNorm rounds rsqrt(var + eps) to the activation dtype and normalises there
 Examples:
   divergence run --model fixtures/tiny-qwen3 --ids-file fixtures/tiny-qwen3/ids.txt --dtype bf16 --out ours.npz
-  divergence run --model DIR --ids 1,2,3 --inject skip-k-norm@0 --out broken.npz";
+  divergence run --model DIR --ids 1,2,3 --inject skip-k-norm@0 --out broken.npz
+  divergence run --model DIR --ids-file ids.txt --replay ref.npz --out local.npz   # teacher forcing";
 
 /// Arguments of `divergence run`.
 #[derive(Debug, Args)]
@@ -67,6 +68,11 @@ pub struct RunArgs {
     /// Dump file (.npz or .safetensors). Without it probes are off (timing only).
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
+    /// Teacher forcing: every op computes from this reference dump's values of its inputs
+    /// (the same ids), so each probe of --out shows only the error its own op adds: diff the
+    /// result against REF to see the true local error of every op.
+    #[arg(long, value_name = "REF")]
+    pub replay: Option<PathBuf>,
     /// Run the forward pass this many times and report the fastest and median (timing).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub repeat: u32,
@@ -87,6 +93,7 @@ pub fn run(args: RunArgs) -> Result<Exit> {
         faults: args.inject,
         out: args.out,
         repeat: args.repeat as usize,
+        replay: args.replay,
     };
     let summary = run_to_dump(&opts)
         .with_context(|| format!("divergence run --model {}", args.model.display()))?;
