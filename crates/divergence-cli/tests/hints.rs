@@ -199,40 +199,53 @@ fn a_half_precision_reduction_in_an_f32_run_is_a_rounding_hint() {
 }
 
 #[test]
-fn a_rounding_point_fault_in_bf16_is_a_rounding_hint_with_exact() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("ours.npz");
-    let out = out.to_str().unwrap();
-    let (code, _, err) = divergence(&[
-        "run",
-        "--model",
-        MODEL,
-        "--ids-file",
-        IDS,
-        "--dtype",
-        "bf16",
-        "--inject",
-        "late-rounding",
-        "--out",
-        out,
-    ]);
-    assert_eq!(code, 0, "{err}");
-    let (_, stdout, _) = divergence(&[
-        "diff",
-        out,
-        reference("bf16"),
-        "--exact",
-        "--format",
-        "json",
-    ]);
-    let r: Value = serde_json::from_str(&stdout).unwrap();
-    let hs = hints(&r);
-    assert!(
-        hs.iter().any(|(c, o, m)| c == "rounding"
-            && o == "model.layers.0.input_layernorm"
-            && m.contains("a norm")),
-        "{hs:?}"
-    );
+fn rounding_level_faults_in_bf16_get_a_rounding_hint_with_exact() {
+    for (fault, text) in [
+        ("late-rounding", "a norm: where it casts"),
+        ("early-cast", "a norm: where it casts"),
+        (
+            "f16-accum",
+            "variance is summed or rounded at another precision",
+        ),
+        (
+            "bf16-variance",
+            "variance is summed or rounded at another precision",
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("ours.npz");
+        let out = out.to_str().unwrap();
+        let (code, _, err) = divergence(&[
+            "run",
+            "--model",
+            MODEL,
+            "--ids-file",
+            IDS,
+            "--dtype",
+            "bf16",
+            "--inject",
+            fault,
+            "--out",
+            out,
+        ]);
+        assert_eq!(code, 0, "{err}");
+        let (_, stdout, _) = divergence(&[
+            "diff",
+            out,
+            reference("bf16"),
+            "--exact",
+            "--format",
+            "json",
+        ]);
+        let r: Value = serde_json::from_str(&stdout).unwrap();
+        let hs = hints(&r);
+        assert!(
+            hs.iter().any(|(c, o, m)| c == "rounding"
+                && o == "model.layers.0.input_layernorm"
+                && m.contains(text)),
+            "{fault}: {hs:?}"
+        );
+    }
 }
 
 #[test]

@@ -994,14 +994,22 @@ fn rounding(subject: &Subject<'_>, o: &[f64], r: &[f64]) -> Option<Hint> {
         return None;
     }
     if worst > 2.0 {
-        // Not a rounding of the pair's own dtype; maybe of a half type inside an f32 run.
+        // Not one rounding of the pair's own dtype. At a norm: every row of ours a scaled copy
+        // of ref's (within 1%, the scales differing from row to row) is a variance computed at
+        // another precision.
+        if let Some(h) = norm_scale(subject, o, r, own) {
+            return Some(h);
+        }
+        // Maybe a half-type rounding inside an f32 run.
         if own != DTypeClass::F32 {
             return None;
         }
+        // At the level of a half rounding: the worst difference between a quarter ulp and 2
+        // ulps of the half type (an f32 reordering, sdpa vs eager, stays far below a quarter).
         let (class, w) = [DTypeClass::F16, DTypeClass::BF16]
             .into_iter()
             .filter_map(|c| ulps(c).map(|(w, _)| (c, w)))
-            .find(|&(_, w)| w <= 2.0)?;
+            .find(|&(_, w)| (0.25..=2.0).contains(&w))?;
         return Some(hint(
             HintCode::Rounding,
             subject.name,
@@ -1027,6 +1035,52 @@ fn rounding(subject: &Subject<'_>, o: &[f64], r: &[f64]) -> Option<Hint> {
             own.label()
         ),
         &[("max_ulps", worst), ("elements_differing", differing as f64)],
+    ))
+}
+
+/// The `rounding` test at a norm whose differences exceed 2 ulps: each row of ours is ref's
+/// row times a factor within 1% of 1 (the residual at most 4 roundings of the dtype), and the
+/// factors differ between rows (one factor for all would be a `scale`): the normalising factor
+/// `rsqrt(var + eps)` differs, so the variance is summed or rounded at another precision.
+fn norm_scale(subject: &Subject<'_>, o: &[f64], r: &[f64], class: DTypeClass) -> Option<Hint> {
+    if !is_norm(Op::of(subject.name)) {
+        return None;
+    }
+    let d = *subject.reference.shape.last()?;
+    if d == 0 || o.len() / d < 2 {
+        return None;
+    }
+    let u = crate::tolerance::unit_roundoff(class);
+    let (mut lo, mut hi, mut resid2, mut total2) = (f64::MAX, f64::MIN, 0.0, 0.0);
+    for (orow, rrow) in o.chunks(d).zip(r.chunks(d)) {
+        let rr: f64 = rrow.iter().map(|v| v * v).sum();
+        if rr <= 0.0 {
+            continue;
+        }
+        let rho = orow.iter().zip(rrow).map(|(a, b)| a * b).sum::<f64>() / rr;
+        lo = lo.min(rho);
+        hi = hi.max(rho);
+        resid2 += orow
+            .iter()
+            .zip(rrow)
+            .map(|(a, b)| (a - rho * b).powi(2))
+            .sum::<f64>();
+        total2 += orow.iter().map(|a| a * a).sum::<f64>();
+    }
+    let residual = (resid2 / total2.max(f64::MIN_POSITIVE)).sqrt();
+    let off = (1.0 - lo).abs().max((hi - 1.0).abs());
+    if lo > hi || !off.is_finite() || off >= 1e-2 || hi - lo < u || residual > 4.0 * u {
+        return None;
+    }
+    Some(hint(
+        HintCode::Rounding,
+        subject.name,
+        format!(
+            "each row of ours is ref's row times a factor between {lo:.5} and {hi:.5} (residual {}): the norm's rsqrt(var + eps) differs by up to {:.2}%, its variance is summed or rounded at another precision than ref's (in a half type, say)",
+            sci(residual),
+            off * 100.0
+        ),
+        &[("min_factor", lo), ("max_factor", hi), ("residual", residual)],
     ))
 }
 
@@ -1455,6 +1509,52 @@ mod tests {
             ..s
         };
         assert!(diagnose(&s3, &SHAPE).is_empty());
+    }
+
+    #[test]
+    fn a_norm_with_another_variance_precision_is_a_rounding_hint() {
+        let d = 16;
+        let r: Vec<f64> = data(4 * d, 21);
+        let factors = [1.004, 0.997, 1.0, 1.006];
+        let o: Vec<f64> = r
+            .iter()
+            .enumerate()
+            .map(|(i, x)| x * factors[i / d])
+            .collect();
+        let s = Subject {
+            name: "model.layers.0.input_layernorm",
+            ours: side(&[1, 4, 16], &o, "float16"),
+            reference: side(&[1, 4, 16], &r, "float16"),
+            inputs: vec![],
+            weight: None,
+        };
+        let h = diagnose(&s, &SHAPE);
+        assert_eq!(codes(&h), ["rounding"], "{h:?}");
+        assert!(
+            h[0].message.contains("variance is summed or rounded"),
+            "{}",
+            h[0].message
+        );
+        // not at a norm: no such hint
+        let s = Subject {
+            name: "model.layers.0.mlp.down_proj",
+            ..s
+        };
+        assert!(diagnose(&s, &SHAPE).is_empty());
+        // an f32 pair a few f32 ulps apart is no half-precision rounding
+        let r = vec![1.0, 2.0, 3.0, 4.0];
+        let o: Vec<f64> = r
+            .iter()
+            .map(|x| x * (1.0 + 8.0 * f64::from(f32::EPSILON)))
+            .collect();
+        let s = Subject {
+            name: "model.layers.0.self_attn.attn_out",
+            ours: side(&[4], &o, "float32"),
+            reference: side(&[4], &r, "float32"),
+            inputs: vec![],
+            weight: None,
+        };
+        assert!(diagnose(&s, &SHAPE).is_empty());
     }
 
     #[test]
