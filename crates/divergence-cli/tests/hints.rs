@@ -188,14 +188,19 @@ fn a_transposed_weight_is_named_with_the_checkpoint() {
 
 #[test]
 fn a_half_precision_reduction_in_an_f32_run_is_a_rounding_hint() {
-    let r = report("f32", Some("f16-accum"));
-    let hs = hints(&r);
-    assert!(
-        hs.iter().any(|(c, o, m)| c == "rounding"
-            && o == "model.layers.0.input_layernorm"
-            && m.contains("half type")),
-        "{hs:?}"
-    );
+    for (fault, op) in [
+        ("f16-accum", "model.layers.0.input_layernorm"),
+        ("bf16-variance", "model.layers.0.input_layernorm"),
+        ("bf16-accum", "model.layers.0.self_attn.q_proj"),
+    ] {
+        let r = report("f32", Some(fault));
+        let hs = hints(&r);
+        assert!(
+            hs.iter()
+                .any(|(c, o, m)| c == "rounding" && o == op && m.contains("half type")),
+            "{fault}: {hs:?}"
+        );
+    }
 }
 
 #[test]
@@ -211,6 +216,7 @@ fn rounding_level_faults_in_bf16_get_a_rounding_hint_with_exact() {
             "bf16-variance",
             "variance is summed or rounded at another precision",
         ),
+        ("bf16-accum", "a matmul whose rel L2 error"),
     ] {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("ours.npz");
@@ -239,10 +245,14 @@ fn rounding_level_faults_in_bf16_get_a_rounding_hint_with_exact() {
         ]);
         let r: Value = serde_json::from_str(&stdout).unwrap();
         let hs = hints(&r);
+        let op = if fault == "bf16-accum" {
+            "model.layers.0.self_attn.q_proj"
+        } else {
+            "model.layers.0.input_layernorm"
+        };
         assert!(
-            hs.iter().any(|(c, o, m)| c == "rounding"
-                && o == "model.layers.0.input_layernorm"
-                && m.contains(text)),
+            hs.iter()
+                .any(|(c, o, m)| c == "rounding" && o == op && m.contains(text)),
             "{fault}: {hs:?}"
         );
     }

@@ -1000,6 +1000,11 @@ fn rounding(subject: &Subject<'_>, o: &[f64], r: &[f64]) -> Option<Hint> {
         if let Some(h) = norm_scale(subject, o, r, own) {
             return Some(h);
         }
+        // At a matmul, an accumulation error spreads over many elements: judged by the rel L2
+        // error instead of the worst element.
+        if let Some(h) = matmul_accumulation(subject, o, r, own) {
+            return Some(h);
+        }
         // Maybe a half-type rounding inside an f32 run.
         if own != DTypeClass::F32 {
             return None;
@@ -1081,6 +1086,58 @@ fn norm_scale(subject: &Subject<'_>, o: &[f64], r: &[f64], class: DTypeClass) ->
             off * 100.0
         ),
         &[("min_factor", lo), ("max_factor", hi), ("residual", residual)],
+    ))
+}
+
+/// The `rounding` test at a matmul whose differences exceed 2 ulps somewhere: the rel L2 error
+/// is at most 2 unit roundoffs of the pair's dtype (an accumulation of another order or
+/// precision, no wrong formula), or, in a float32 pair, between 1/8 and 2 unit roundoffs of
+/// float16 or bfloat16 (the products or the running sum kept in a half type).
+fn matmul_accumulation(
+    subject: &Subject<'_>,
+    o: &[f64],
+    r: &[f64],
+    own: DTypeClass,
+) -> Option<Hint> {
+    let matmul = matches!(
+        Op::of(subject.name),
+        Op::QkProj(_)
+            | Op::VProj
+            | Op::OProj
+            | Op::GateProj
+            | Op::UpProj
+            | Op::DownProj
+            | Op::LmHead
+    );
+    if !matmul {
+        return None;
+    }
+    let rel = rel_err(o, r)?;
+    let u = |c| crate::tolerance::unit_roundoff(c);
+    let (what, level) = if own != DTypeClass::Int && rel <= 2.0 * u(own) {
+        (
+            format!("the size of {} rounding", own.label()),
+            "an accumulation of another order or precision (e.g. kept in a half type between tiles)",
+        )
+    } else if own == DTypeClass::F32 {
+        let half = [DTypeClass::F16, DTypeClass::BF16]
+            .into_iter()
+            .find(|&c| rel >= u(c) / 8.0 && rel <= 2.0 * u(c))?;
+        (
+            format!("the size of {} rounding in a float32 pair", half.label()),
+            "the products or the running sum are kept in a half type",
+        )
+    } else {
+        return None;
+    };
+    Some(hint(
+        HintCode::Rounding,
+        subject.name,
+        format!(
+            "a matmul whose rel L2 error {} is {what}: {level}",
+            sci(rel)
+        ),
+        &[("rel_l2_err", rel)],
     ))
 }
 
@@ -1555,6 +1612,29 @@ mod tests {
             weight: None,
         };
         assert!(diagnose(&s, &SHAPE).is_empty());
+    }
+
+    #[test]
+    fn a_matmul_with_half_precision_sized_errors_is_a_rounding_hint() {
+        let r = data(256, 31);
+        let e = data(256, 32);
+        let n = norm(&r) / norm(&e);
+        // rel L2 error 3e-3 spread over every element, in an f32 pair: bf16-sized
+        let o: Vec<f64> = r.iter().zip(&e).map(|(x, d)| x + 3e-3 * n * d).collect();
+        let h = diag("model.layers.0.self_attn.q_proj", &[1, 4, 64], &o, &r);
+        assert_eq!(codes(&h), ["rounding"], "{h:?}");
+        assert!(h[0].message.contains("half type"), "{}", h[0].message);
+        // the same at a non-matmul op: no matmul hint (and it is no rounding of f32 or a half)
+        assert!(!diag("model.layers.0.mlp", &[1, 4, 64], &o, &r)
+            .iter()
+            .any(|h| h.message.contains("a matmul")));
+        // f32-sized differences at a matmul: an f32 rounding, no half-type claim
+        let o: Vec<f64> = r.iter().zip(&e).map(|(x, d)| x + 1e-7 * n * d).collect();
+        let h = diag("model.layers.0.self_attn.q_proj", &[1, 4, 64], &o, &r);
+        assert!(
+            h.iter().all(|h| !h.message.contains("float32 pair")),
+            "{h:?}"
+        );
     }
 
     #[test]
