@@ -625,6 +625,29 @@ fn the_origin_estimate_agrees_with_the_true_local_errors_of_replay() {
     }
 }
 
+/// The precision faults that cross the f32 preset at the op where they enter: the estimate and
+/// replay agree there too. (`f16-accum` crosses it only 14 ops later, after its error grew; under
+/// replay no single op's own error reaches the preset.)
+#[test]
+fn the_origin_estimate_agrees_with_replay_for_precision_faults_in_f32() {
+    for fault in ["bf16-variance", "bf16-accum"] {
+        let run = |replay| {
+            diff_run_with(
+                Precision::F32,
+                Policy::Torch,
+                &[fault],
+                "tiny-qwen3.f32.eager.npz",
+                Tolerance::Auto,
+                replay,
+            )
+        };
+        let (normal, replayed) = (run(false), run(true));
+        let estimated = normal.origin.as_ref().map(|o| o.name.clone());
+        assert!(first(&replayed).is_some(), "{fault}");
+        assert_eq!(estimated, first(&replayed), "--inject {fault}");
+    }
+}
+
 /// Without a fault, replaying the reference reproduces it to rounding: in f32 within 1e-5, in
 /// bf16 (torch policy) within the preset (bit for bit but for single-element matmul rounding
 /// flips, docs/accuracy.md).
