@@ -40,6 +40,7 @@ for dt in f32 bf16; do
   ref=$W/ref.float32.npz; [ $dt = bf16 ] && ref=$W/ref.bfloat16.npz
   for fault in embed-scale rope-theta=10000 rope-interleaved skip-k-norm skip-q-norm@1 attn-bias=0.5@1 \
       transpose=model.layers.0.self_attn.k_proj act=gelu gqa-tile rms-eps=1e-3; do
+    rm -f "$W/ours.npz" "$W/replayed.npz"   # a failed run must not leave the last fault's dump
     log "$BIN" run --model "$MODEL" --ids-file "$W/ids.txt" --device "$DEVICE" --dtype $dt \
       --inject "$fault" --out "$W/ours.npz"
     log "$BIN" run --model "$MODEL" --ids-file "$W/ids.txt" --device "$DEVICE" --dtype $dt \
@@ -48,7 +49,9 @@ for dt in f32 bf16; do
       "import json,sys; o=json.load(sys.stdin)['origin']; print(o['name'] if o else '-')")
     truly=$("$BIN" diff "$W/replayed.npz" "$ref" --format json 2>>"$OUT/log.txt" | $PY -c \
       "import json,sys; f=json.load(sys.stdin)['first_divergence']; print(f['name'] if f else '-')")
-    agree=no; [ "$origin" = "$truly" ] && agree=yes
+    # agreement needs two real op names: an empty or "-" answer (a failed run or diff) is not one
+    agree=no
+    if [ -n "$origin" ] && [ "$origin" != - ] && [ "$origin" = "$truly" ]; then agree=yes; fi
     echo "| $dt | $fault | \`$origin\` | \`$truly\` | $agree |" >> "$OUT/replay.md"
   done
 done

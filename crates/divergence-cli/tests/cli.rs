@@ -665,6 +665,12 @@ fn nothing_compared_is_an_error_not_a_pass() {
         table.stdout
     );
     assert!(!table.stdout.contains("NO DIVERGENCE"), "{}", table.stdout);
+    assert!(!table.stdout.contains("no divergence"), "{}", table.stdout);
+    assert!(
+        table.stdout.contains("; nothing compared"),
+        "{}",
+        table.stdout
+    );
     let md = diff_files(&ours, &reference, &["--format", "markdown"]);
     assert!(
         md.stdout.contains("## ⚠️ NOTHING COMPARED"),

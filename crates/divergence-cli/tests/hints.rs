@@ -382,6 +382,31 @@ fn replay_shows_each_ops_own_error_and_checks_its_input() {
     ]);
     assert_eq!(code, 2);
     assert!(err.contains("needs --out"), "{err}");
+    // a reference without input_ids cannot be checked: an error, not a guess
+    let no_ids = dir.path().join("no_ids.npz");
+    {
+        let mut w = divergence_dump::DumpWriter::create(&no_ids).unwrap();
+        w.add(
+            "model.embed_tokens",
+            &[1],
+            divergence_dump::TensorData::F32(&[1.0]),
+        )
+        .unwrap();
+        w.finish(divergence_dump::Meta::default()).unwrap();
+    }
+    let (code, _, err) = divergence(&[
+        "run",
+        "--model",
+        MODEL,
+        "--ids-file",
+        IDS,
+        "--replay",
+        no_ids.to_str().unwrap(),
+        "--out",
+        out,
+    ]);
+    assert_eq!(code, 2);
+    assert!(err.contains("records no input_ids"), "{err}");
     // a replay file that is not a dump
     let (code, _, err) = divergence(&[
         "run",

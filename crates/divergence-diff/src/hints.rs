@@ -206,7 +206,7 @@ pub fn diagnose(subject: &Subject<'_>, shape: &ModelShape) -> Vec<Hint> {
         return out;
     };
     if rel <= MATERIAL {
-        if let Some(h) = rounding(subject, &o, &r) {
+        if let Some(h) = rounding(subject, &o, &r, shape) {
             out.push(h);
         }
         return out;
@@ -244,7 +244,7 @@ pub fn diagnose(subject: &Subject<'_>, shape: &ModelShape) -> Vec<Hint> {
     );
     out.extend(first.into_iter().chain(second).flatten());
     if out.iter().all(|h| h.code == HintCode::Position) {
-        out.extend(rounding(subject, &o, &r));
+        out.extend(rounding(subject, &o, &r, shape));
     }
     out
 }
@@ -604,42 +604,45 @@ fn transpose(subject: &Subject<'_>, op: Op, o: &[f64], r: &[f64]) -> Option<Hint
         return None;
     }
     let n_in = o.len() / out * inp;
-    let ours_input = |kind: Op| {
-        subject
-            .inputs
-            .iter()
-            .find(|(n, x, _)| Op::of(n) == kind && x.is_some_and(|x| x.values.len() == n_in))
-            .and_then(|(_, x, _)| x.as_ref().map(values))
+    // One side's input (`reference`: the reference's): down_proj's is act_fn(gate_proj) *
+    // up_proj, two probes; every other Linear has its input as a probe of the same size.
+    let input_of = |reference: bool| -> Option<Vec<f64>> {
+        let side = |kind: Option<Op>| {
+            subject.inputs.iter().find_map(|(n, a, b)| {
+                let s = if reference { b } else { a };
+                let s = s.as_ref().filter(|s| s.values.len() == n_in)?;
+                kind.is_none_or(|k| Op::of(n) == k).then(|| values(s))
+            })
+        };
+        if op == Op::DownProj {
+            let (a, u) = (side(Some(Op::ActFn))?, side(Some(Op::UpProj))?);
+            Some(a.iter().zip(&u).map(|(a, u)| a * u).collect())
+        } else {
+            side(None)
+        }
     };
-    // down_proj's input is act_fn(gate_proj) * up_proj, two probes; every other Linear has its
-    // input as a probe of the same size.
-    let x = if op == Op::DownProj {
-        let (a, u) = (ours_input(Op::ActFn)?, ours_input(Op::UpProj)?);
-        a.iter().zip(&u).map(|(a, u)| a * u).collect()
-    } else {
-        subject
-            .inputs
-            .iter()
-            .find(|(_, x, _)| x.is_some_and(|x| x.values.len() == n_in))
-            .and_then(|(_, x, _)| x.as_ref().map(values))?
-    };
+    let x = input_of(false)?;
+    let xr = input_of(true).unwrap_or_else(|| x.clone());
     let w = values(w);
     let rows = o.len() / out;
     let step = rows.div_ceil(TRANSPOSE_ROWS).max(1);
     let picked: Vec<usize> = (0..rows).step_by(step).collect();
-    let (mut right, mut wrong, mut ours, mut refs) = (vec![], vec![], vec![], vec![]);
+    let (mut right, mut wrong, mut ref_right) = (vec![], vec![], vec![]);
+    let (mut ours, mut refs) = (vec![], vec![]);
     for &t in &picked {
         let xt = &x[t * inp..(t + 1) * inp];
+        let xrt = &xr[t * inp..(t + 1) * inp];
         for j in 0..out {
             // x @ W^T (nn.Linear) and x @ reinterpret(W)^T (the stored buffer as [in, out])
             right.push((0..inp).map(|i| xt[i] * w[j * inp + i]).sum::<f64>());
             wrong.push((0..inp).map(|i| xt[i] * w[i * out + j]).sum::<f64>());
+            ref_right.push((0..inp).map(|i| xrt[i] * w[j * inp + i]).sum::<f64>());
         }
         ours.extend_from_slice(&o[t * out..(t + 1) * out]);
         refs.extend_from_slice(&r[t * out..(t + 1) * out]);
     }
     let (o_wrong, o_right) = (rel_err(&ours, &wrong)?, rel_err(&ours, &right)?);
-    let r_right = rel_err(&refs, &right)?;
+    let r_right = rel_err(&refs, &ref_right)?;
     if o_wrong >= 5e-2 || o_wrong * 10.0 > o_right || r_right >= 5e-2 {
         return None;
     }
@@ -975,7 +978,7 @@ fn ulp(x: f64, class: DTypeClass) -> Option<f64> {
 
 /// `rounding`: every element of ours within 2 ulps (of ref's dtype) of ref: the two round at
 /// different points; the formula is the same.
-fn rounding(subject: &Subject<'_>, o: &[f64], r: &[f64]) -> Option<Hint> {
+fn rounding(subject: &Subject<'_>, o: &[f64], r: &[f64], shape: &ModelShape) -> Option<Hint> {
     let own = DTypeClass::of(subject.reference.dtype);
     let ulps = |class: DTypeClass| -> Option<(f64, usize)> {
         let mut worst = 0.0f64;
@@ -997,7 +1000,7 @@ fn rounding(subject: &Subject<'_>, o: &[f64], r: &[f64]) -> Option<Hint> {
         // Not one rounding of the pair's own dtype. At a norm: every row of ours a scaled copy
         // of ref's (within 1%, the scales differing from row to row) is a variance computed at
         // another precision.
-        if let Some(h) = norm_scale(subject, o, r, own) {
+        if let Some(h) = norm_scale(subject, o, r, own, shape) {
             return Some(h);
         }
         // At a matmul, an accumulation error spreads over many elements: judged by the rel L2
@@ -1047,9 +1050,21 @@ fn rounding(subject: &Subject<'_>, o: &[f64], r: &[f64]) -> Option<Hint> {
 /// row times a factor within 1% of 1 (the residual at most 4 roundings of the dtype), and the
 /// factors differ between rows (one factor for all would be a `scale`): the normalising factor
 /// `rsqrt(var + eps)` differs, so the variance is summed or rounded at another precision.
-fn norm_scale(subject: &Subject<'_>, o: &[f64], r: &[f64], class: DTypeClass) -> Option<Hint> {
-    if !is_norm(Op::of(subject.name)) {
+fn norm_scale(
+    subject: &Subject<'_>,
+    o: &[f64],
+    r: &[f64],
+    class: DTypeClass,
+    shape: &ModelShape,
+) -> Option<Hint> {
+    let op = Op::of(subject.name);
+    if !is_norm(op) {
         return None;
+    }
+    // A per-row factor that one other epsilon explains is an `eps`, not a precision.
+    let input = same_size_input(subject, o.len());
+    if let Some(h) = eps(subject, input.as_ref(), op, o, r, shape) {
+        return Some(h);
     }
     let d = *subject.reference.shape.last()?;
     if d == 0 || o.len() / d < 2 {
@@ -1113,6 +1128,15 @@ fn matmul_accumulation(
         return None;
     }
     let rel = rel_err(o, r)?;
+    // An error the matmul only carries (its inputs already differ by as much) is not its own.
+    let carried = subject
+        .inputs
+        .iter()
+        .filter_map(|(_, a, b)| rel_err(&values(a.as_ref()?), &values(b.as_ref()?)))
+        .fold(0.0f64, f64::max);
+    if carried * 4.0 > rel {
+        return None;
+    }
     let u = |c| crate::tolerance::unit_roundoff(c);
     let (what, level) = if own != DTypeClass::Int && rel <= 2.0 * u(own) {
         (
@@ -1125,7 +1149,11 @@ fn matmul_accumulation(
             .find(|&c| rel >= u(c) / 8.0 && rel <= 2.0 * u(c))?;
         (
             format!("the size of {} rounding in a float32 pair", half.label()),
-            "the products or the running sum are kept in a half type",
+            if half == DTypeClass::F16 {
+                "the products or the running sum are kept in a half type (or computed in TF32 on a GPU: the same precision as float16)"
+            } else {
+                "the products or the running sum are kept in a half type"
+            },
         )
     } else {
         return None;

@@ -176,10 +176,14 @@ fn prefix_mapping(ours: &[String], reference: &[String]) -> Option<Prefix> {
             }
         }
     }
-    let (best, count) = counts.into_iter().max_by(|a, b| {
-        a.1.cmp(&b.1)
-            .then_with(|| format!("{:?}", b.0).cmp(&format!("{:?}", a.0)))
-    })?;
+    let mut ranked: Vec<(Prefix, usize)> = counts.into_iter().collect();
+    ranked.sort_by_key(|r| std::cmp::Reverse(r.1));
+    let (best, count) = ranked.first().cloned()?;
+    // Two prefixes that explain as many names (one layer's probes against a whole model) are
+    // no evidence for either: no mapping.
+    if ranked.get(1).is_some_and(|(_, c)| *c == count) {
+        return None;
+    }
     (count > common && count * 2 >= smaller).then_some(best)
 }
 
@@ -192,11 +196,16 @@ pub fn plan_order(ours: &DumpNames<'_>, reference: &DumpNames<'_>) -> OrderPlan 
     if !(ours.single_tensor_file && reference.single_tensor_file) {
         if let Some(prefix) = prefix_mapping(ours.names, reference.names) {
             let ref_set: HashSet<&str> = reference.names.iter().map(String::as_str).collect();
-            // Ours' name in the reference's naming, when that name exists in the reference.
+            let ours_set: HashSet<&str> = ours.names.iter().map(String::as_str).collect();
+            // Ours' name in the reference's naming, when that name exists in the reference; a
+            // name the reference already has keeps it, and no name maps onto one ours has.
             let map = |n: &String| -> String {
+                if ref_set.contains(n.as_str()) {
+                    return n.clone();
+                }
                 prefix
                     .apply(n)
-                    .filter(|m| ref_set.contains(m.as_str()))
+                    .filter(|m| ref_set.contains(m.as_str()) && !ours_set.contains(m.as_str()))
                     .unwrap_or_else(|| n.clone())
             };
             let names: Vec<String> = ours.names.iter().map(map).collect();

@@ -123,3 +123,32 @@ fn matching_names_and_unrelated_names_are_left_alone() {
     assert!(plan.renamed_in_ours.is_empty());
     assert_eq!(plan.order.len(), 6);
 }
+
+#[test]
+fn an_ambiguous_prefix_is_no_mapping_and_existing_names_stay() {
+    // one layer's probes against a model of two layers: layer 0 or layer 1? neither
+    let reference = names(&[
+        "model.layers.0.self_attn.q_proj",
+        "model.layers.0.mlp",
+        "model.layers.1.self_attn.q_proj",
+        "model.layers.1.mlp",
+    ]);
+    let ours = names(&["self_attn.q_proj", "mlp"]);
+    let plan = plan_order(&dump(&ours, false), &dump(&reference, false));
+    assert!(
+        plan.renamed_in_ours.is_empty(),
+        "{:?}",
+        plan.renamed_in_ours
+    );
+    // ours has both `lm_head` and `model.lm_head`: neither is renamed onto the other
+    let reference = names(&["model.embed_tokens", "model.norm", "model.lm_head", "x"]);
+    let ours = names(&["embed_tokens", "norm", "lm_head", "model.lm_head"]);
+    let plan = plan_order(&dump(&ours, false), &dump(&reference, false));
+    assert_eq!(plan.ours_name("model.lm_head"), "model.lm_head");
+    assert!(
+        plan.order.contains(&"lm_head".to_string()),
+        "{:?}",
+        plan.order
+    );
+    assert_eq!(plan.ours_name("model.norm"), "norm");
+}

@@ -208,13 +208,23 @@ impl Recorder for DumpRecorder {
 /// dtype and device (bf16 stored as f32 in npz is exact).
 pub struct DumpReplay {
     dump: divergence_dump::Dump,
+    /// Probes replaced so far (a replay that replaced nothing is an error: `run_to_dump`).
+    used: std::cell::Cell<usize>,
 }
 
 impl DumpReplay {
     /// Opens the reference dump (headers only).
     pub fn open(path: &Path) -> Result<DumpReplay, Error> {
         let dump = divergence_dump::Dump::open(path).map_err(|e| Error::Replay(e.to_string()))?;
-        Ok(DumpReplay { dump })
+        Ok(DumpReplay {
+            dump,
+            used: std::cell::Cell::new(0),
+        })
+    }
+
+    /// How many probes were replaced by the reference's values.
+    pub fn used(&self) -> usize {
+        self.used.get()
     }
 
     /// The input ids the reference recorded, if any.
@@ -233,14 +243,17 @@ impl Substitute for DumpReplay {
             .dump
             .read(name)
             .map_err(|e| Error::Replay(e.to_string()))?;
-        let n: usize = t.shape.iter().product();
-        if n != like.elem_count() {
+        // The same shape up to size-1 dimensions (the rule `diff` applies): a reference that
+        // lays a probe out otherwise ([B, H, T, D] for [B, T, H, D]) must not be reinterpreted.
+        let squeeze = |d: &[usize]| d.iter().copied().filter(|&x| x != 1).collect::<Vec<_>>();
+        if squeeze(&t.shape) != squeeze(like.dims()) {
             return Err(Error::Replay(format!(
                 "{path}: probe {name} has shape {:?}, the model's has {:?}: not a dump of this model and input",
                 t.shape,
                 like.dims()
             )));
         }
+        self.used.set(self.used.get() + 1);
         let values: Vec<f32> = match &t.values {
             divergence_dump::Values::F32(v) => v.clone(),
             divergence_dump::Values::F64(v) => v.iter().map(|&x| x as f32).collect(),

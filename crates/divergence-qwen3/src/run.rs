@@ -199,14 +199,21 @@ pub fn run_to_dump(opts: &RunOptions) -> Result<RunSummary, Error> {
         Some(path) => {
             let r = DumpReplay::open(path)?;
             let ours: Vec<i64> = opts.input_ids.iter().map(|&i| i as i64).collect();
-            if let Some(ids) = r.input_ids() {
-                if ids != ours.as_slice() {
+            match r.input_ids() {
+                Some(ids) if ids != ours.as_slice() => {
                     return Err(Error::Replay(format!(
                         "{}: recorded other input_ids ({} tokens) than these ({} tokens): replay the same input",
                         path.display(),
                         ids.len(),
                         ours.len()
                     )));
+                }
+                Some(_) => {}
+                None => {
+                    return Err(Error::Replay(format!(
+                    "{}: records no input_ids, so it cannot be checked to be a run of these ids",
+                    path.display()
+                )))
                 }
             }
             Some(r)
@@ -247,6 +254,14 @@ pub fn run_to_dump(opts: &RunOptions) -> Result<RunSummary, Error> {
                     model.forward(&opts.input_ids, &mut handle)?
                 };
                 probes = rec.count();
+                if let Some(r) = &replay {
+                    if r.used() == 0 {
+                        return Err(Error::Replay(format!(
+                            "{}: no probe of it has a name of this model's probes: nothing was replayed",
+                            opts.replay.as_ref().map_or(String::new(), |p| p.display().to_string())
+                        )));
+                    }
+                }
                 rec.finish(meta(opts, &ckpt, &device, &faults))?;
                 logits
             }

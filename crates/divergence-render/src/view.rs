@@ -574,6 +574,7 @@ pub(crate) fn summary_line(report: &Report) -> String {
     );
     match &report.first_divergence {
         Some(f) => line.push_str(&format!("; first divergence: {} (#{})", f.name, f.index)),
+        None if s.compared == 0 => line.push_str("; nothing compared"),
         None => line.push_str("; no divergence"),
     }
     line
