@@ -17,11 +17,11 @@ fn reference(dtype: &str) -> &'static str {
     }
 }
 
-/// `divergence run --inject FAULT` then `diff --format json`: the report.
-fn report(dtype: &str, fault: Option<&str>) -> Value {
+/// `divergence run --dtype DTYPE [--inject FAULT]` into a temporary dump: the directory (keep
+/// it alive) and the dump's path.
+fn run_fault(dtype: &str, fault: Option<&str>) -> (tempfile::TempDir, String) {
     let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("ours.npz");
-    let out = out.to_str().unwrap();
+    let out = dir.path().join("ours.npz").to_str().unwrap().to_string();
     let mut args = vec![
         "run",
         "--model",
@@ -31,15 +31,31 @@ fn report(dtype: &str, fault: Option<&str>) -> Value {
         "--dtype",
         dtype,
         "--out",
-        out,
+        &out,
     ];
     if let Some(f) = fault {
         args.extend(["--inject", f]);
     }
     let (code, _, err) = divergence(&args);
     assert_eq!(code, 0, "{err}");
-    let (_, stdout, err) = divergence(&["diff", out, reference(dtype), "--format", "json"]);
+    (dir, out)
+}
+
+/// `divergence diff OUT REF(dtype) --format json EXTRA...`: the report.
+fn diff_json(out: &str, dtype: &str, extra: &[&str]) -> Value {
+    let args = [
+        &["diff", out, reference(dtype), "--format", "json"][..],
+        extra,
+    ]
+    .concat();
+    let (_, stdout, err) = divergence(&args);
     serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {err}"))
+}
+
+/// `divergence run --inject FAULT` then `diff --format json`: the report.
+fn report(dtype: &str, fault: Option<&str>) -> Value {
+    let (_dir, out) = run_fault(dtype, fault);
+    diff_json(&out, dtype, &[])
 }
 
 fn hints(r: &Value) -> Vec<(String, String, String)> {
@@ -149,31 +165,8 @@ fn a_transposed_weight_is_named_with_the_checkpoint() {
                 "the [64, 192] buffer read as [192, 64]",
             ),
         ] {
-            let dir = tempfile::tempdir().unwrap();
-            let out = dir.path().join("ours.npz");
-            let out = out.to_str().unwrap();
-            let (code, _, err) = divergence(&[
-                "run",
-                "--model",
-                MODEL,
-                "--ids-file",
-                IDS,
-                "--dtype",
-                dtype,
-                "--inject",
-                fault,
-                "--out",
-                out,
-            ]);
-            assert_eq!(code, 0, "{err}");
-            let diff = |extra: &[&str]| -> Value {
-                let args = [
-                    &["diff", out, reference(dtype), "--format", "json"][..],
-                    extra,
-                ]
-                .concat();
-                serde_json::from_str(&divergence(&args).1).unwrap()
-            };
+            let (_dir, out) = run_fault(dtype, Some(fault));
+            let diff = |extra: &[&str]| diff_json(&out, dtype, extra);
             let hs = hints(&diff(&["--model", MODEL]));
             assert!(
                 hs.iter()
@@ -218,32 +211,8 @@ fn rounding_level_faults_in_bf16_get_a_rounding_hint_with_exact() {
         ),
         ("bf16-accum", "a matmul whose rel L2 error"),
     ] {
-        let dir = tempfile::tempdir().unwrap();
-        let out = dir.path().join("ours.npz");
-        let out = out.to_str().unwrap();
-        let (code, _, err) = divergence(&[
-            "run",
-            "--model",
-            MODEL,
-            "--ids-file",
-            IDS,
-            "--dtype",
-            "bf16",
-            "--inject",
-            fault,
-            "--out",
-            out,
-        ]);
-        assert_eq!(code, 0, "{err}");
-        let (_, stdout, _) = divergence(&[
-            "diff",
-            out,
-            reference("bf16"),
-            "--exact",
-            "--format",
-            "json",
-        ]);
-        let r: Value = serde_json::from_str(&stdout).unwrap();
+        let (_dir, out) = run_fault("bf16", Some(fault));
+        let r = diff_json(&out, "bf16", &["--exact"]);
         let hs = hints(&r);
         let op = if fault == "bf16-accum" {
             "model.layers.0.self_attn.q_proj"

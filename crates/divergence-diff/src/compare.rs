@@ -150,6 +150,15 @@ pub struct TensorInfo {
     pub numel: Option<u64>,
 }
 
+impl TensorInfo {
+    /// The coarser dtype class of the two sides (a missing or unknown dtype counts as float32):
+    /// the class that picks a row's preset and noise floor.
+    pub fn pair_class(&self) -> DTypeClass {
+        let class = |d: &Option<String>| DTypeClass::of(d.as_deref().unwrap_or("float32"));
+        class(&self.dtype_ours).max(class(&self.dtype_ref))
+    }
+}
+
 /// The terms of the decision rule `||ours - ref||_2 > atol * sqrt(n) + rtol * ||ref||_2`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RuleTerms {

@@ -353,6 +353,52 @@ fn is_norm(op: Op) -> bool {
     )
 }
 
+/// A Linear (`x @ W^T`): the projections, the MLP's three and `lm_head`.
+fn is_linear(op: Op) -> bool {
+    matches!(
+        op,
+        Op::QkProj(_)
+            | Op::VProj
+            | Op::OProj
+            | Op::GateProj
+            | Op::UpProj
+            | Op::DownProj
+            | Op::LmHead
+    )
+}
+
+/// Each row of ours (`d` wide) fitted as a multiple of ref's row: `(row index, rho)` for every
+/// row whose ref is not all zeros, `rho = <o, r> / <r, r>`, and the summed squared residual
+/// and squared norm of ours over those rows.
+struct RowFit {
+    rhos: Vec<(usize, f64)>,
+    resid2: f64,
+    total2: f64,
+}
+
+fn row_fit(o: &[f64], r: &[f64], d: usize) -> RowFit {
+    let mut fit = RowFit {
+        rhos: Vec::new(),
+        resid2: 0.0,
+        total2: 0.0,
+    };
+    for (t, (orow, rrow)) in o.chunks(d).zip(r.chunks(d)).enumerate() {
+        let rr: f64 = rrow.iter().map(|v| v * v).sum();
+        if rr <= 0.0 {
+            continue;
+        }
+        let rho = orow.iter().zip(rrow).map(|(a, b)| a * b).sum::<f64>() / rr;
+        fit.resid2 += orow
+            .iter()
+            .zip(rrow)
+            .map(|(a, b)| (a - rho * b).powi(2))
+            .sum::<f64>();
+        fit.total2 += orow.iter().map(|a| a * a).sum::<f64>();
+        fit.rhos.push((t, rho));
+    }
+    fit
+}
+
 fn silu(x: f64) -> f64 {
     x / (1.0 + (-x).exp())
 }
@@ -586,16 +632,7 @@ const TRANSPOSE_ROWS: usize = 8;
 /// `x @ W^T`, while ref fits `x @ W^T`. Biases and scales of the rows are left out: a Linear
 /// with a bias gets no hint.
 fn transpose(subject: &Subject<'_>, op: Op, o: &[f64], r: &[f64]) -> Option<Hint> {
-    let linear = matches!(
-        op,
-        Op::QkProj(_)
-            | Op::VProj
-            | Op::OProj
-            | Op::GateProj
-            | Op::UpProj
-            | Op::DownProj
-            | Op::LmHead
-    );
+    let linear = is_linear(op);
     let w = subject.weight.as_ref()?;
     let [out, inp] = *w.shape else {
         return None;
@@ -848,27 +885,17 @@ fn eps(
     if d == 0 || !o.len().is_multiple_of(d) || o.len() / d < 2 {
         return None;
     }
+    let fit = row_fit(o, r, d);
+    let rows: Vec<&[f64]> = x.chunks(d).collect();
     let mut estimates = Vec::new();
     let mut rhos = Vec::new();
-    let mut resid2 = 0.0;
-    let mut total2 = 0.0;
-    for ((orow, rrow), xrow) in o.chunks(d).zip(r.chunks(d)).zip(x.chunks(d)) {
-        let rr: f64 = rrow.iter().map(|v| v * v).sum();
-        if rr <= 0.0 {
-            continue;
-        }
-        let rho = orow.iter().zip(rrow).map(|(a, b)| a * b).sum::<f64>() / rr;
-        resid2 += orow
-            .iter()
-            .zip(rrow)
-            .map(|(a, b)| (a - rho * b).powi(2))
-            .sum::<f64>();
-        total2 += orow.iter().map(|a| a * a).sum::<f64>();
+    for &(t, rho) in &fit.rhos {
+        let xrow = rows.get(t)?;
         let ms = xrow.iter().map(|v| v * v).sum::<f64>() / d as f64;
         rhos.push(rho);
         estimates.push((ms + eps_ref) / (rho * rho) - ms);
     }
-    if estimates.len() < 2 || total2 <= 0.0 || (resid2 / total2).sqrt() >= 1e-2 {
+    if estimates.len() < 2 || fit.total2 <= 0.0 || (fit.resid2 / fit.total2).sqrt() >= 1e-2 {
         return None;
     }
     let spread_rho = rhos.iter().cloned().fold(f64::MIN, f64::max)
@@ -1032,7 +1059,7 @@ fn rounding(subject: &Subject<'_>, o: &[f64], r: &[f64], shape: &ModelShape) -> 
         op if is_norm(op) => " (a norm: where it casts to the activation dtype, or whether it multiplies by the weight before or after)",
         Op::Rope(_) | Op::RotaryEmb => " (RoPE: the dtype of the cos/sin table)",
         Op::AttnOut => " (attention: the softmax dtype, where the scaling is applied)",
-        Op::QkProj(_) | Op::VProj | Op::OProj | Op::GateProj | Op::UpProj | Op::DownProj | Op::LmHead => " (a matmul: accumulation order or precision)",
+        op if is_linear(op) => " (a matmul: accumulation order or precision)",
         _ => "",
     };
     Some(hint(
@@ -1071,23 +1098,10 @@ fn norm_scale(
         return None;
     }
     let u = crate::tolerance::unit_roundoff(class);
-    let (mut lo, mut hi, mut resid2, mut total2) = (f64::MAX, f64::MIN, 0.0, 0.0);
-    for (orow, rrow) in o.chunks(d).zip(r.chunks(d)) {
-        let rr: f64 = rrow.iter().map(|v| v * v).sum();
-        if rr <= 0.0 {
-            continue;
-        }
-        let rho = orow.iter().zip(rrow).map(|(a, b)| a * b).sum::<f64>() / rr;
-        lo = lo.min(rho);
-        hi = hi.max(rho);
-        resid2 += orow
-            .iter()
-            .zip(rrow)
-            .map(|(a, b)| (a - rho * b).powi(2))
-            .sum::<f64>();
-        total2 += orow.iter().map(|a| a * a).sum::<f64>();
-    }
-    let residual = (resid2 / total2.max(f64::MIN_POSITIVE)).sqrt();
+    let fit = row_fit(o, r, d);
+    let lo = fit.rhos.iter().fold(f64::MAX, |m, &(_, rho)| m.min(rho));
+    let hi = fit.rhos.iter().fold(f64::MIN, |m, &(_, rho)| m.max(rho));
+    let residual = (fit.resid2 / fit.total2.max(f64::MIN_POSITIVE)).sqrt();
     let off = (1.0 - lo).abs().max((hi - 1.0).abs());
     if lo > hi || !off.is_finite() || off >= 1e-2 || hi - lo < u || residual > 4.0 * u {
         return None;
@@ -1114,17 +1128,7 @@ fn matmul_accumulation(
     r: &[f64],
     own: DTypeClass,
 ) -> Option<Hint> {
-    let matmul = matches!(
-        Op::of(subject.name),
-        Op::QkProj(_)
-            | Op::VProj
-            | Op::OProj
-            | Op::GateProj
-            | Op::UpProj
-            | Op::DownProj
-            | Op::LmHead
-    );
-    if !matmul {
+    if !is_linear(Op::of(subject.name)) {
         return None;
     }
     let rel = rel_err(o, r)?;

@@ -39,8 +39,7 @@ pub fn class_noise_floor(class: DTypeClass) -> f64 {
 
 /// The noise floor of a row: that of the coarser of its two dtypes (unknown dtypes: float32).
 pub fn noise_floor(op: &OpResult) -> f64 {
-    let class = |d: &Option<String>| DTypeClass::of(d.as_deref().unwrap_or("float32"));
-    class_noise_floor(class(&op.tensor.dtype_ours).max(class(&op.tensor.dtype_ref)))
+    class_noise_floor(op.tensor.pair_class())
 }
 
 /// With `--truth`: the noise ratio above which an op is measurably less accurate than the

@@ -283,8 +283,7 @@ fn judged_with(ops: &[OpResult], tolerance: &Tolerance) -> Vec<JudgedWith> {
         let (Some(rtol), Some(atol)) = (o.rule.rtol, o.rule.atol) else {
             continue;
         };
-        let class = |d: &Option<String>| DTypeClass::of(d.as_deref().unwrap_or("float32"));
-        let class = class(&o.tensor.dtype_ours).max(class(&o.tensor.dtype_ref));
+        let class = o.tensor.pair_class();
         match out
             .iter_mut()
             .find(|j| j.class == class && j.rtol == rtol && j.atol == atol)
