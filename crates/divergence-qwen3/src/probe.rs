@@ -1,6 +1,7 @@
 //! Probe points: named intermediate tensors, recorded only when someone listens.
 //!
-//! The model calls [`Probes::record`] after every op that has a name in the dump contract
+//! The model calls [`Probes::pass`] (which calls [`Probes::record`]) after every op that has a
+//! name in the dump contract
 //! (module paths from `VarBuilder::prefix()`, plus the extra leaves `rope_q`, `rope_k`,
 //! `attn_out`, `attn_residual`). With probes off ([`Probes::off`]) that call is a branch on a
 //! `None`: no copy, no allocation. With probes on, each tensor is copied to the host once and
