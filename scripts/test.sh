@@ -8,8 +8,10 @@
 # 1. Rust: format check, clippy (warnings are errors), the whole workspace's tests (unit,
 #    property, snapshot, CLI and the candle-vs-transformers integration tests on the committed
 #    fixtures).
-# 2. Python: the exporter's pytest suite against real transformers, then every committed fixture
-#    regenerated with real transformers and checked against the committed files.
+# 2. Python: the exporter's pytest suite against real transformers, with the bad-input suite
+#    (tests/python/test_bad_inputs.py: 303 damaged or hostile inputs given to the binary, exit
+#    code, stderr, JSON, peak RSS and time checked; docs/bad-inputs.md), then every committed
+#    fixture regenerated with real transformers and checked against the committed files.
 # 3. The worked CI example of docs/ci.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,7 +36,7 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 section "cargo test"
 cargo test --workspace --locked
 
-section "pytest (reference exporter, real transformers)"
+section "pytest (reference exporter, real transformers; bad-input suite)"
 DIVERGENCE_BIN="$PWD/target/debug/divergence" .venv/bin/python -m pytest tests/python -q
 
 section "fixtures: regenerate with real transformers and check"

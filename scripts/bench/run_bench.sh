@@ -13,8 +13,13 @@
 # With TRUTH=1 it also writes a float64 truth dump of the same probes and times `cat` of the
 # three files against `divergence diff ours ref --truth truth` (the three-way mode).
 #
+# With COMPRESSED=1 it rewrites both dumps with numpy.savez_compressed (ours.z.npz, ref.z.npz)
+# and times `cat`, `divergence diff` (streamed: docs/reliability.md, "Memory") and the numpy
+# script on those; BASE_BIN=/path/to/an/older/divergence adds that binary's row, side by side.
+#
 #   bash scripts/bench/run_bench.sh [WORKDIR] [RUNS]
 #   TRUTH=1 bash scripts/bench/run_bench.sh [WORKDIR] [RUNS]
+#   COMPRESSED=1 [BASE_BIN=...] bash scripts/bench/run_bench.sh [WORKDIR] [RUNS]
 #   BIN=/path/to/divergence PYTHON=python3 bash scripts/bench/run_bench.sh ...   # no cargo
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -30,6 +35,13 @@ if [ -n "${TRUTH:-}" ]; then
   [ -f "$WORK/truth.npz" ] || "$PY" scripts/bench/make_bench_dumps.py "$WORK" --truth
 else
   [ -f "$WORK/ref.npz" ] || "$PY" scripts/bench/make_bench_dumps.py "$WORK"
+fi
+if [ -n "${COMPRESSED:-}" ]; then
+  for n in ours ref; do
+    [ -f "$WORK/$n.z.npz" ] || "$PY" -c 'import sys, numpy as np
+z = np.load(sys.argv[1]); np.savez_compressed(sys.argv[2], **{k: z[k] for k in z.files})' \
+      "$WORK/$n.npz" "$WORK/$n.z.npz"
+  done
 fi
 
 CAN_DROP=
@@ -60,6 +72,17 @@ measure() { # label, cold|warm, command...
 
 {
   for cache in warm cold; do
+    if [ -n "${COMPRESSED:-}" ]; then
+      Z=("$WORK/ours.z.npz" "$WORK/ref.z.npz")
+      measure cat-z $cache cat "${Z[@]}"
+      measure divergence-z $cache "$BIN" diff "${Z[@]}" --format json
+      if [ -n "${BASE_BIN:-}" ]; then
+        measure divergence-z-base $cache "$BASE_BIN" diff "${Z[@]}" --format json
+      fi
+      measure divergence-z-1-thread $cache env RAYON_NUM_THREADS=1 "$BIN" diff "${Z[@]}" --format json
+      measure numpy-z $cache "$PY" scripts/bench/numpy_diff.py "${Z[@]}"
+      continue
+    fi
     if [ -n "${TRUTH:-}" ]; then
       measure cat-3 $cache cat "$WORK/ours.npz" "$WORK/ref.npz" "$WORK/truth.npz"
       measure divergence-truth $cache "$BIN" diff "$WORK/ours.npz" "$WORK/ref.npz" --truth "$WORK/truth.npz" --format json
@@ -84,13 +107,17 @@ for line in open(os.path.join(work, "raw.txt")):
     else:
         mem[(label, cache)] = (int(vals[0]) / 1024, int(vals[1]) / 1024)
 size2 = sum(os.path.getsize(os.path.join(work, f)) for f in ("ours.npz", "ref.npz")) / 1e6
+zipped = any(label.endswith(("-z", "-z-base", "-z-1-thread")) for label, _ in rows)
+if zipped:
+    size2 = sum(os.path.getsize(os.path.join(work, f)) for f in ("ours.z.npz", "ref.z.npz")) / 1e6
 three = any(label.startswith(("cat-3", "divergence-truth")) for label, _ in rows)
 size3 = size2 + (os.path.getsize(os.path.join(work, "truth.npz")) / 1e6 if three else 0)
 if three:
     print(f"three dumps (ours, ref f32; truth f64), {size3:.0f} MB together, {os.cpu_count()} cores, "
           f"{len(next(iter(rows.values())))} timed runs each\n")
 else:
-    print(f"two dumps, {size2:.0f} MB together, {os.cpu_count()} cores, {len(next(iter(rows.values())))} timed runs each\n")
+    kind = "numpy.savez_compressed" if zipped else "stored"
+    print(f"two dumps ({kind}), {size2:.0f} MB together, {os.cpu_count()} cores, {len(next(iter(rows.values())))} timed runs each\n")
 print("| command | page cache | median wall (s) | min wall (s) | max wall (s) | MB/s (median) | peak RSS (MB) | peak anon (MB) |")
 print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
 for (label, cache), secs in rows.items():

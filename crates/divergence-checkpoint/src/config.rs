@@ -16,6 +16,10 @@
 //!   a missing one takes the family's field default ([`Family::default_kv_heads`]).
 //! - `head_dim`: Qwen3 declares `head_dim: int = 128` and never derives it; the others derive
 //!   `hidden_size // num_attention_heads`.
+//!
+//! Defaults replace only a field that is absent (or `null`): a field that is present but
+//! rejected (a [`FieldIssue`]: `"head_dim": 32.0`, `"num_key_value_heads": 0`) is unknown,
+//! and so is every dimension that depends on it ([`Config::dims`] is `None`).
 
 use std::path::{Path, PathBuf};
 
@@ -323,17 +327,26 @@ impl Config {
         self.json.get(key) == Some(&Value::Null)
     }
 
+    /// Whether config.json has `key` (top level) with a value that was rejected: malformed or
+    /// above its sanity cap (a [`FieldIssue`]). Such a field is unknown, never defaulted.
+    pub fn rejected(&self, key: &str) -> bool {
+        self.issues.iter().any(|i| i.key == key)
+    }
+
     /// The [`REQUIRED`] fields that config.json does not have at all.
     pub fn missing_required(&self) -> Vec<&'static str> {
         REQUIRED.into_iter().filter(|k| !self.has(k)).collect()
     }
 
     /// Number of key/value heads as transformers resolves it for `family` (`None`: no
-    /// default, as for an unknown model_type: `num_attention_heads`).
+    /// default, as for an unknown model_type: `num_attention_heads`). Unknown (`None`) when
+    /// config.json has a rejected value (`0`, `"8"`): a default would size tensors the
+    /// checkpoint does not claim to have.
     pub fn num_kv_heads(&self, family: Option<Family>) -> Option<usize> {
         let heads = self.num_attention_heads;
         match (self.num_key_value_heads, family) {
             (Some(k), _) => Some(k),
+            _ if self.rejected("num_key_value_heads") => None,
             _ if self.is_null("num_key_value_heads") => heads,
             (None, Some(f)) => f.default_kv_heads(heads),
             (None, None) => heads,
@@ -341,11 +354,13 @@ impl Config {
     }
 
     /// Size of one attention head as transformers resolves it for `family` (`None`:
-    /// `hidden_size / num_attention_heads`).
+    /// `hidden_size / num_attention_heads`). Unknown (`None`) when config.json has a rejected
+    /// value (`32.0`, `0`): not replaced by a default.
     pub fn head_dim(&self, family: Option<Family>) -> Option<usize> {
         let (hidden, heads) = (self.hidden_size, self.num_attention_heads);
         match (self.head_dim, family) {
             (Some(d), _) => Some(d),
+            _ if self.rejected("head_dim") => None,
             (None, Some(f)) => f.default_head_dim(hidden, heads),
             (None, None) => derived_head_dim(hidden, heads),
         }
@@ -620,6 +635,28 @@ mod tests {
             vec!["num_attention_heads", "intermediate_size", "vocab_size"]
         );
         assert_eq!(cfg.dims(cfg.family), None);
+    }
+
+    #[test]
+    fn rejected_fields_are_not_defaulted() {
+        // Absent, each family has a default; present but malformed, the value is unknown.
+        let cfg = parse(
+            r#"{"model_type": "qwen3", "hidden_size": 64, "num_hidden_layers": 1,
+                "num_attention_heads": 4, "num_key_value_heads": 0, "head_dim": 32.0,
+                "intermediate_size": 8, "vocab_size": 16}"#,
+        );
+        assert!(cfg.rejected("head_dim") && cfg.rejected("num_key_value_heads"));
+        assert!(!cfg.rejected("hidden_size"));
+        for family in [Some(Family::Qwen3), Some(Family::Llama), None] {
+            assert_eq!(cfg.head_dim(family), None);
+            assert_eq!(cfg.num_kv_heads(family), None);
+        }
+        assert_eq!(cfg.dims(cfg.family), None);
+        // Absent or null: the defaults, as before.
+        let cfg =
+            parse(r#"{"hidden_size": 64, "num_attention_heads": 4, "num_key_value_heads": null}"#);
+        assert_eq!(cfg.head_dim(Some(Family::Qwen3)), Some(128));
+        assert_eq!(cfg.num_kv_heads(Some(Family::Qwen3)), Some(4));
     }
 
     #[test]

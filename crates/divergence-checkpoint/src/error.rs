@@ -54,6 +54,20 @@ pub enum Error {
     #[error("{}: names shard {shard}, which does not exist", index.display())]
     MissingShard { index: PathBuf, shard: String },
 
+    /// A file the layout rule reads (`model.safetensors`, the index, a `*.safetensors` of the
+    /// directory) is a directory, a fifo or a device. Told from its metadata: it is never
+    /// opened (opening a fifo blocks; a device such as /dev/zero has no size).
+    #[error("{}: is {kind}, not a regular file", path.display())]
+    NotRegularFile { path: PathBuf, kind: &'static str },
+
+    /// The shard index names a file that is a directory, a fifo or a device.
+    #[error("{}: names shard {shard}, which is {kind}, not a regular file", index.display())]
+    ShardNotRegularFile {
+        index: PathBuf,
+        shard: String,
+        kind: &'static str,
+    },
+
     /// A caller needs a tensor the checkpoint does not have.
     #[error("{}: missing tensor {name} (expected shape {expected:?})", dir.display())]
     MissingTensor {

@@ -8,7 +8,9 @@
 //!
 //! Files of the directory that the rule does not read (an index next to `model.safetensors`,
 //! a stray `*.safetensors` the index does not name) are listed in [`Layout::ignored`], so that
-//! callers can say so instead of silently reading something else than the user expects.
+//! callers can say so instead of silently reading something else than the user expects. A
+//! file the rule would read that is not a regular file (a directory, a fifo, a symlink to
+//! /dev/zero) is an error, told from its metadata without opening it (opening a fifo blocks).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -94,6 +96,48 @@ fn is_safetensors(path: &Path) -> bool {
     path.extension().and_then(|e| e.to_str()) == Some("safetensors")
 }
 
+/// What a file that is not a regular file is, for messages ("a named pipe (fifo)").
+pub(crate) fn file_kind(t: &std::fs::FileType) -> &'static str {
+    if t.is_dir() {
+        return "a directory";
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if t.is_fifo() {
+            return "a named pipe (fifo)";
+        }
+        if t.is_char_device() {
+            return "a character device";
+        }
+        if t.is_block_device() {
+            return "a block device";
+        }
+        if t.is_socket() {
+            return "a socket";
+        }
+    }
+    "a special file"
+}
+
+/// Whether `path` is a regular file (following symlinks), from its metadata alone: `false`
+/// if it does not exist, an error if it is something else (a directory, a fifo, a device) or
+/// cannot be examined. Never opens it: opening a fifo blocks.
+fn is_regular(path: &Path) -> Result<bool, Error> {
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_file() => Ok(true),
+        Ok(meta) => Err(Error::NotRegularFile {
+            path: path.to_path_buf(),
+            kind: file_kind(&meta.file_type()),
+        }),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(error) => Err(Error::Io {
+            path: path.to_path_buf(),
+            error,
+        }),
+    }
+}
+
 /// What the path given is: one `.safetensors` file, or a directory.
 enum Kind {
     File { dir: PathBuf },
@@ -155,9 +199,11 @@ impl Layout {
         let all = list_safetensors(&dir)?;
         let single = dir.join(SINGLE_FILE);
         let index_path = dir.join(INDEX_FILE);
-        let (source, shards, index) = if single.is_file() {
+        // A file the rule would read that is a directory, a fifo or a device is an error,
+        // never skipped for the next rule.
+        let (source, shards, index) = if is_regular(&single)? {
             (Source::Single, vec![single], None)
-        } else if index_path.is_file() {
+        } else if is_regular(&index_path)? {
             let index = read_index(&index_path)?;
             let mut files: Vec<&String> = index.weight_map.values().collect();
             files.sort_by(|a, b| natural_cmp(a, b));
@@ -165,13 +211,23 @@ impl Layout {
             let mut shards = Vec::with_capacity(files.len());
             for file in files {
                 let shard = dir.join(file);
-                if !shard.is_file() {
-                    return Err(Error::MissingShard {
-                        index: index_path,
-                        shard: file.clone(),
-                    });
+                match is_regular(&shard) {
+                    Ok(true) => shards.push(shard),
+                    Ok(false) => {
+                        return Err(Error::MissingShard {
+                            index: index_path,
+                            shard: file.clone(),
+                        })
+                    }
+                    Err(Error::NotRegularFile { kind, .. }) => {
+                        return Err(Error::ShardNotRegularFile {
+                            index: index_path,
+                            shard: file.clone(),
+                            kind,
+                        })
+                    }
+                    Err(other) => return Err(other),
                 }
-                shards.push(shard);
             }
             if shards.is_empty() {
                 return Err(Error::BadJson {
@@ -180,10 +236,17 @@ impl Layout {
                 });
             }
             (Source::Index, shards, Some(index))
+        } else if let Some((path, kind)) = all.iter().find_map(|(p, k)| k.map(|k| (p, k))) {
+            // Every `*.safetensors` would be read, this one too.
+            return Err(Error::NotRegularFile {
+                path: path.clone(),
+                kind,
+            });
         } else if all.is_empty() {
             return Err(Error::NoSafetensors { path: dir });
         } else {
-            (Source::AllFiles, all.clone(), None)
+            let files = all.iter().map(|(p, _)| p.clone()).collect();
+            (Source::AllFiles, files, None)
         };
 
         let mut ignored = Vec::new();
@@ -199,7 +262,7 @@ impl Layout {
             Source::Single => format!("only {SINGLE_FILE} is read"),
             _ => format!("{INDEX_FILE} does not name it"),
         };
-        for path in all {
+        for (path, _) in all {
             if !shards.contains(&path) {
                 ignored.push(Ignored {
                     path,
@@ -218,8 +281,10 @@ impl Layout {
     }
 }
 
-/// Every `*.safetensors` file in `dir`, in natural name order.
-fn list_safetensors(dir: &Path) -> Result<Vec<PathBuf>, Error> {
+/// Every `*.safetensors` entry of `dir` that exists (following symlinks), in natural name
+/// order, with what it is when it is not a regular file (a directory, a fifo, a device: told
+/// from its metadata, never opened).
+fn list_safetensors(dir: &Path) -> Result<Vec<(PathBuf, Option<&'static str>)>, Error> {
     let io = |error| Error::Io {
         path: dir.to_path_buf(),
         error,
@@ -227,11 +292,16 @@ fn list_safetensors(dir: &Path) -> Result<Vec<PathBuf>, Error> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(io)? {
         let p = entry.map_err(io)?.path();
-        if is_safetensors(&p) && p.is_file() {
-            out.push(p);
+        if !is_safetensors(&p) {
+            continue;
+        }
+        // A dangling symlink (or one that cannot be examined) is left out, as before.
+        if let Ok(meta) = std::fs::metadata(&p) {
+            let kind = (!meta.is_file()).then(|| file_kind(&meta.file_type()));
+            out.push((p, kind));
         }
     }
-    out.sort_by(|a, b| natural_cmp(&a.to_string_lossy(), &b.to_string_lossy()));
+    out.sort_by(|(a, _), (b, _)| natural_cmp(&a.to_string_lossy(), &b.to_string_lossy()));
     Ok(out)
 }
 

@@ -17,7 +17,7 @@ use memmap2::Mmap;
 use safetensors::{Dtype, SafeTensors};
 
 use crate::error::{describe_safetensors, Error};
-use crate::layout::{file_name, Layout};
+use crate::layout::{file_kind, file_name, Layout};
 
 /// A memory-mapped safetensors file.
 pub struct Shard {
@@ -42,6 +42,14 @@ impl Shard {
             path: path.to_path_buf(),
             error,
         };
+        // Before opening: opening a fifo blocks, and a device such as /dev/zero has no size.
+        let meta = std::fs::metadata(path).map_err(io)?;
+        if !meta.is_file() {
+            return Err(Error::NotRegularFile {
+                path: path.to_path_buf(),
+                kind: file_kind(&meta.file_type()),
+            });
+        }
         let file = File::open(path).map_err(io)?;
         let len = file.metadata().map_err(io)?.len();
         if len == 0 {

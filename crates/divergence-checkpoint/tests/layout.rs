@@ -182,6 +182,120 @@ fn unreadable_layouts_are_one_line_errors_naming_the_path() {
     );
 }
 
+/// A file the rule would read that is not a regular file is an error naming it and what it
+/// is; it is neither skipped for the next rule nor opened. One the rule does not read is
+/// listed as ignored, like any other.
+#[test]
+fn files_to_read_that_are_not_regular_files_are_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("config.json"), CONFIG).unwrap();
+    write_st(&dir.path().join("part-1.safetensors"), &["a"], 1.0);
+    let stray = dir.path().join("part-2.safetensors");
+    std::fs::create_dir(&stray).unwrap();
+    // Without model.safetensors or an index every *.safetensors is read: part-2 too.
+    let err = Layout::locate(dir.path()).unwrap_err();
+    assert!(matches!(err, Error::NotRegularFile { .. }));
+    assert_eq!(
+        err.to_string(),
+        format!("{}: is a directory, not a regular file", stray.display())
+    );
+
+    // With model.safetensors, part-2 is not read: listed, not an error.
+    write_st(&dir.path().join("model.safetensors"), &["a"], 1.0);
+    let layout = Layout::locate(dir.path()).unwrap();
+    assert_eq!(names(&layout.shards), vec!["model.safetensors"]);
+    let ignored: Vec<String> = layout.ignored.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        ignored,
+        vec![
+            "part-1.safetensors is not read: only model.safetensors is read",
+            "part-2.safetensors is not read: only model.safetensors is read",
+        ]
+    );
+
+    // An index that is a directory is not skipped either.
+    std::fs::remove_file(dir.path().join("model.safetensors")).unwrap();
+    let index = dir.path().join("model.safetensors.index.json");
+    std::fs::create_dir(&index).unwrap();
+    assert_eq!(
+        Layout::locate(dir.path()).unwrap_err().to_string(),
+        format!("{}: is a directory, not a regular file", index.display())
+    );
+    std::fs::remove_dir(&index).unwrap();
+
+    // An index naming a directory: the index, the shard and what it is.
+    write_index(dir.path(), &[("a", "part-2.safetensors")]);
+    assert_eq!(
+        Layout::locate(dir.path()).unwrap_err().to_string(),
+        format!(
+            "{}: names shard part-2.safetensors, which is a directory, not a regular file",
+            index.display()
+        )
+    );
+
+    // Weights::open checks too, before opening (a Layout can be built by hand).
+    let layout = Layout {
+        dir: dir.path().to_path_buf(),
+        config: dir.path().join("config.json"),
+        source: Source::AllFiles,
+        shards: vec![stray.clone()],
+        index: None,
+        ignored: Vec::new(),
+    };
+    assert_eq!(
+        Weights::open(&layout).unwrap_err().to_string(),
+        format!("{}: is a directory, not a regular file", stray.display())
+    );
+}
+
+/// A fifo named model.safetensors is an error from its metadata: opening it would block.
+#[cfg(unix)]
+#[test]
+fn fifo_and_device_shards_are_never_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = dir.path().join("model.safetensors");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&st)
+        .status()
+        .is_ok_and(|s| s.success());
+    let locate = |path: &Path| {
+        // On another thread, so that a regression that opens the fifo fails instead of hanging.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let path = path.to_path_buf();
+        std::thread::spawn(move || {
+            let _ = tx.send(
+                Layout::locate(&path)
+                    .and_then(|l| Weights::open(&l))
+                    .map(|_| ()),
+            );
+        });
+        match rx.recv_timeout(std::time::Duration::from_secs(10)) {
+            Ok(result) => result.unwrap_err().to_string(),
+            Err(_) => panic!("blocked for 10 s (was the fifo opened?)"),
+        }
+    };
+    if made {
+        assert_eq!(
+            locate(dir.path()),
+            format!(
+                "{}: is a named pipe (fifo), not a regular file",
+                st.display()
+            )
+        );
+        std::fs::remove_file(&st).unwrap();
+    }
+    if Path::new("/dev/zero").exists() {
+        std::os::unix::fs::symlink("/dev/zero", &st).unwrap();
+        assert_eq!(
+            locate(dir.path()),
+            format!(
+                "{}: is a character device, not a regular file",
+                st.display()
+            )
+        );
+    }
+}
+
 #[test]
 fn corrupt_headers_are_errors_naming_the_file() {
     let dir = tempfile::tempdir().unwrap();

@@ -36,7 +36,8 @@ pub fn print_error(err: &anyhow::Error) {
         }
         line.push_str(&text);
     }
-    eprintln!("{line}");
+    // A path given on the command line may hold a newline: the error stays one line.
+    eprintln!("{}", divergence_names::one_line(&line));
 }
 
 /// A flag value rejected by its value parser (`--rtol=-1`, `--grep '['`, see `cmd::parse`) as

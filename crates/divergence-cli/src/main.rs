@@ -7,6 +7,7 @@
 
 mod cmd;
 mod exit;
+mod sigbus;
 
 use std::process::ExitCode;
 
@@ -54,6 +55,9 @@ fn main() -> ExitCode {
             return code.into();
         }
     };
+    // A mapped file cut short under us is one line and exit 2, not a silent death;
+    // `diff` names its files (and restarts under --watch).
+    sigbus::install("a memory-mapped input", false);
     let result = match cli.command {
         Command::Diff(args) => cmd::diff::run(args),
         Command::Run(args) => cmd::run::run(args),

@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 
 mod common;
 
-use common::root;
+use common::{deflated_copy, root};
 use divergence_dump::{DumpWriter, Meta, TensorData};
 use serde_json::Value;
 
@@ -818,6 +818,72 @@ fn watch_reruns_when_a_file_changes() {
 }
 
 #[test]
+fn watch_restarts_on_sigbus_and_goes_on() {
+    // A dump truncated under the memory map raises SIGBUS; under --watch the process restarts
+    // itself (same pid, same arguments) with one line on stderr, and compares again.
+    use std::time::{Duration, Instant};
+
+    let dir = tempfile::tempdir().unwrap();
+    let ours = dir.path().join("ours.npz");
+    let reference = dir.path().join("ref.npz");
+    write_dump(&reference, &[("a", &[2], &[1.0, 2.0])], None);
+    write_dump(&ours, &[("a", &[2], &[1.0, 3.0])], None);
+    let (out_path, err_path) = (dir.path().join("out"), dir.path().join("err"));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_divergence"))
+        .args([
+            "diff",
+            ours.to_str().unwrap(),
+            reference.to_str().unwrap(),
+            "--watch",
+            "--format",
+            "json",
+        ])
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(std::fs::File::create(&err_path).unwrap())
+        .spawn()
+        .unwrap();
+    let reports = || {
+        let text = std::fs::read_to_string(&out_path).unwrap_or_default();
+        serde_json::Deserializer::from_str(&text)
+            .into_iter::<Value>()
+            .map_while(Result::ok)
+            .count()
+    };
+    let wait_for = |n: usize| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while reports() < n {
+            assert!(Instant::now() < deadline, "no report #{n} within 20 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    wait_for(1);
+    let status = Command::new("kill")
+        .args(["-BUS", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    wait_for(2);
+    assert!(child.try_wait().unwrap().is_none(), "the watch must go on");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let err = std::fs::read_to_string(&err_path).unwrap();
+    let sigbus: Vec<&str> = err.lines().filter(|l| l.contains("SIGBUS")).collect();
+    assert_eq!(sigbus.len(), 1, "{err}");
+    assert!(
+        sigbus[0].starts_with(&format!(
+            "error: {}, {}: ",
+            ours.display(),
+            reference.display()
+        )) && sigbus[0].ends_with("(SIGBUS); restarting the watch"),
+        "{err}"
+    );
+    let text = std::fs::read_to_string(&out_path).unwrap();
+    for doc in serde_json::Deserializer::from_str(&text).into_iter::<Value>() {
+        assert_eq!(doc.unwrap()["first_divergence"]["name"], "a");
+    }
+}
+
+#[test]
 fn two_npy_files_compare_whatever_their_names() {
     let dir = tempfile::tempdir().unwrap();
     // A .npy written by hand: magic, version 1.0, header padded to 64 bytes, then the data.
@@ -851,28 +917,10 @@ fn two_npy_files_compare_whatever_their_names() {
     assert_eq!(report["ops"][0]["max_abs_err"], 0.5);
 }
 
-/// `src`'s members rewritten into `dst` with deflate, as `numpy.savez_compressed` stores them.
-fn deflated_copy(src: &Path, dst: &Path) {
-    let mut archive = zip::ZipArchive::new(std::fs::File::open(src).unwrap()).unwrap();
-    let mut out = zip::ZipWriter::new(std::fs::File::create(dst).unwrap());
-    let opts = zip::write::SimpleFileOptions::default()
-        .compression_method(zip::CompressionMethod::Deflated);
-    for i in 0..archive.len() {
-        let mut member = archive.by_index(i).unwrap();
-        out.start_file(member.name().unwrap().to_string(), opts)
-            .unwrap();
-        std::io::copy(&mut member, &mut out).unwrap();
-    }
-    out.finish().unwrap();
-    let mut check = zip::ZipArchive::new(std::fs::File::open(dst).unwrap()).unwrap();
-    let first = check.by_index(0).unwrap();
-    assert_eq!(first.compression(), zip::CompressionMethod::Deflated);
-}
-
 #[test]
 fn borrowed_and_decoded_tensors_give_the_same_report() {
-    // Stored members are compared straight from the memory map; deflated ones are inflated
-    // into buffers first. Every number of the report must come out the same either way.
+    // Stored members are compared straight from the memory map; deflated ones are streamed
+    // piece by piece. Every number of the report must come out the same either way.
     let dir = tempfile::tempdir().unwrap();
     let (ours_z, ref_z) = (dir.path().join("ours.npz"), dir.path().join("ref.npz"));
     deflated_copy(&root().join(DEMO_OURS), &ours_z);

@@ -7,8 +7,10 @@
 use serde::{Deserialize, Serialize};
 
 use crate::config::DiffConfig;
-use crate::metrics::{self, Params, ValuesRef};
-use crate::tolerance::{truth_floor, truth_noise, DTypeClass, Tolerance, REL_ERR_GUARD_MIN};
+use crate::metrics::{self, Accumulator, Params, SideStats, ValuesRef};
+use crate::tolerance::{
+    truth_floor, truth_noise, DTypeClass, Resolved, Tolerance, REL_ERR_GUARD_MIN,
+};
 
 /// One side of a probe: its shape, values and *original* dtype name (e.g. `"bfloat16"` for a tensor
 /// stored as f32 because npy has no bf16).
@@ -302,67 +304,587 @@ fn fmt_shape(shape: &[usize]) -> String {
 
 /// Compares one probe. `ours`/`reference` are `None` when the probe is missing from that dump.
 /// Never fails: every problem is a row status (see [`Status`]).
+///
+/// The same as a [`ProbeFold`] fed the whole values at once.
 pub fn compare(
     name: &str,
     ours: Option<Side<'_>>,
     reference: Option<Side<'_>>,
     cfg: &DiffConfig,
 ) -> OpResult {
-    let (o, r) = match (ours, reference) {
-        (Some(o), Some(r)) => (o, r),
-        (Some(o), None) => return one_side(name, &o, Which::Ours),
-        (None, Some(r)) => return one_side(name, &r, Which::Ref),
-        (None, None) => {
-            return OpResult::bare(
+    fold_whole(name, ours, reference, TruthArg::Off, cfg)
+}
+
+/// [`compare`], then, in truth mode ([`Tolerance::Truth`]), the three-way verdict: both sides'
+/// errors against `truth` and their ratio decide a row the two-way comparison left `ok` or
+/// `diverged` ([`crate::tolerance::truth_rule`]). Shape and non-finite verdicts stand. A
+/// `truth` that is missing (`None`), misshapen, not finer than the reference or not finite
+/// where the reference is leaves the preset's verdict, with `truth_problem` saying why.
+/// Outside truth mode this is [`compare`].
+pub fn compare_with_truth(
+    name: &str,
+    ours: Option<Side<'_>>,
+    reference: Option<Side<'_>>,
+    truth: Option<Side<'_>>,
+    cfg: &DiffConfig,
+) -> OpResult {
+    let t = match truth {
+        Some(t) => TruthArg::Side(t),
+        None => TruthArg::Missing,
+    };
+    fold_whole(name, ours, reference, t, cfg)
+}
+
+/// A side's values, or none.
+fn values<'a>(side: Option<Side<'a>>) -> ValuesRef<'a> {
+    side.map_or(ValuesRef::F32(&[]), |s| s.values)
+}
+
+/// The truth side handed to [`fold_whole`].
+enum TruthArg<'a> {
+    /// [`compare`]: no truth, whatever the mode.
+    Off,
+    /// Truth mode, and the truth dump lacks the probe.
+    Missing,
+    /// Truth mode, and the truth's values.
+    Side(Side<'a>),
+}
+
+/// [`compare`] and [`compare_with_truth`]: a [`ProbeFold`] fed every value in one push (which
+/// runs on rayon, chunk by chunk, exactly as a streamed fold).
+fn fold_whole(
+    name: &str,
+    ours: Option<Side<'_>>,
+    reference: Option<Side<'_>>,
+    truth: TruthArg<'_>,
+    cfg: &DiffConfig,
+) -> OpResult {
+    // Values that do not fill their shape are a caller's bug or a broken reader: say so before
+    // anything is computed.
+    if let (Some(o), Some(r)) = (ours, reference) {
+        for (side, which) in [(&o, Which::Ours), (&r, Which::Ref)] {
+            if let Err(msg) = check_len(side, which) {
+                let mut row = OpResult::bare(name, Status::Unreadable, Some(msg));
+                row.tensor.dtype_ours = Some(o.dtype.to_string());
+                row.tensor.dtype_ref = Some(r.dtype.to_string());
+                return row;
+            }
+        }
+    }
+    let mut fold = ProbeFold::new(
+        name,
+        ours.map(|s| s.head()),
+        reference.map(|s| s.head()),
+        cfg,
+    );
+    match truth {
+        TruthArg::Off => {}
+        TruthArg::Missing => fold = fold.with_truth(None),
+        TruthArg::Side(t) => {
+            fold = fold.with_truth(Some(t.head()));
+            // Values that do not fill the truth's shape are its first problem.
+            if check_len(&t, Which::Ref).is_err() {
+                fold.truth_failed(format!(
+                    "truth: {} values do not fill shape {}",
+                    t.values.len(),
+                    fmt_shape(t.shape)
+                ));
+            }
+        }
+    }
+    let truth_values = match truth {
+        TruthArg::Side(t) => Some(t.values),
+        _ => None,
+    };
+    match fold.needs() {
+        Needs::Nothing => {}
+        Needs::Ours => fold.push_side(Which::Ours, values(ours)),
+        Needs::Ref => fold.push_side(Which::Ref, values(reference)),
+        Needs::Apart => {
+            fold.push_side(Which::Ours, values(ours));
+            fold.push_side(Which::Ref, values(reference));
+        }
+        Needs::Pair { truth } => fold.push_pair(
+            values(ours),
+            values(reference),
+            if truth { truth_values } else { None },
+        ),
+    }
+    fold.finish()
+}
+
+/// One side of a probe without its values: what [`ProbeFold::new`] needs before any value.
+#[derive(Debug, Clone, Copy)]
+pub struct Head<'a> {
+    /// Shape as stored.
+    pub shape: &'a [usize],
+    /// Original dtype name, torch-style.
+    pub dtype: &'a str,
+}
+
+impl<'a> Side<'a> {
+    /// The shape and dtype of this side.
+    pub fn head(&self) -> Head<'a> {
+        Head {
+            shape: self.shape,
+            dtype: self.dtype,
+        }
+    }
+}
+
+/// An owned [`Head`], with its element count.
+#[derive(Debug, Clone)]
+struct OwnedHead {
+    shape: Vec<usize>,
+    dtype: String,
+    /// `None` when the shape's product overflows.
+    numel: Option<u64>,
+}
+
+impl OwnedHead {
+    fn of(h: Head<'_>) -> OwnedHead {
+        OwnedHead {
+            shape: h.shape.to_vec(),
+            dtype: h.dtype.to_string(),
+            numel: numel(h.shape).map(|n| n as u64),
+        }
+    }
+}
+
+/// Which values a [`ProbeFold`] wants, given the two sides' heads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Needs {
+    /// None: the row is decided (no data on either side).
+    Nothing,
+    /// Our side's values alone ([`ProbeFold::push_side`]): the probe is only in ours.
+    Ours,
+    /// The reference's values alone: the probe is only in the reference.
+    Ref,
+    /// Each side's values on their own ([`ProbeFold::push_side`], ours and ref, in any order):
+    /// the shapes do not align, so each side gets its own statistics.
+    Apart,
+    /// Both sides in lockstep ([`ProbeFold::push_pair`]), and the truth's along with them when
+    /// `truth` is true.
+    Pair {
+        /// The truth's values are wanted too.
+        truth: bool,
+    },
+}
+
+/// Comparing one probe whose values arrive in pieces, in order: a tensor streamed out of a
+/// compressed file in bounded memory. [`ProbeFold::new`] takes the two sides' heads (shape and
+/// dtype), [`ProbeFold::needs`] says which values to push, [`ProbeFold::push_pair`] /
+/// [`ProbeFold::push_side`] take them piece by piece, and [`ProbeFold::finish`] gives the row.
+///
+/// Every piece but the last must hold a multiple of [`DiffConfig::chunk_len`] elements: then
+/// the row is [`compare`]'s (or [`compare_with_truth`]'s) on the whole values, bit for bit
+/// (the per-chunk sums are merged in the same order; tested). Values that do not add up to
+/// their shape make an `unreadable` row. Pure: no I/O, never fails.
+#[derive(Debug, Clone)]
+pub struct ProbeFold {
+    name: String,
+    tolerance: Tolerance,
+    chunk_len: usize,
+    state: FoldState,
+}
+
+#[derive(Debug, Clone)]
+// One value per probe in flight: boxing the large variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
+enum FoldState {
+    /// Decided from the heads.
+    Row(OpResult),
+    /// One side only.
+    One {
+        which: Which,
+        head: OwnedHead,
+        stats: SideStats,
+        seen: u64,
+    },
+    /// Shapes that do not align: each side's statistics.
+    Apart {
+        row: OpResult,
+        o: OwnedHead,
+        r: OwnedHead,
+        so: SideStats,
+        sr: SideStats,
+        seen: [u64; 2],
+    },
+    /// Aligned sides, compared element by element.
+    Pair {
+        row: OpResult,
+        o: OwnedHead,
+        r: OwnedHead,
+        tol: Resolved,
+        acc: Accumulator,
+        /// Elements pushed per side, when they differ (a broken feed).
+        uneven: bool,
+        truth: TruthFold,
+    },
+}
+
+/// The truth's part of a pair fold.
+#[derive(Debug, Clone)]
+// One value per probe in flight: boxing the large variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
+enum TruthFold {
+    /// Not in truth mode (or [`compare`] in truth mode).
+    Off,
+    /// Truth mode, and the truth cannot judge this row: why.
+    Problem(String),
+    /// Truth mode, the truth's values wanted: both sides against it.
+    Fold {
+        t: OwnedHead,
+        ratio: f64,
+        ot: Accumulator,
+        rt: Accumulator,
+        seen: u64,
+    },
+}
+
+/// The tolerance of the errors against the truth: exact sums, no element-wise counts.
+const TRUTH_PARAMS: Params = Params {
+    rtol: 0.0,
+    atol: 0.0,
+    rel_guard: REL_ERR_GUARD_MIN,
+};
+
+impl ProbeFold {
+    /// Starts the comparison of probe `name` from its sides' heads (`None`: not in that dump).
+    pub fn new(
+        name: &str,
+        ours: Option<Head<'_>>,
+        reference: Option<Head<'_>>,
+        cfg: &DiffConfig,
+    ) -> ProbeFold {
+        let state = match (ours, reference) {
+            (None, None) => FoldState::Row(OpResult::bare(
                 name,
                 Status::Unreadable,
                 Some("no data on either side".to_string()),
-            )
+            )),
+            (Some(h), None) | (None, Some(h)) => FoldState::One {
+                which: if ours.is_some() {
+                    Which::Ours
+                } else {
+                    Which::Ref
+                },
+                head: OwnedHead::of(h),
+                stats: SideStats::default(),
+                seen: 0,
+            },
+            (Some(o), Some(r)) => {
+                let tol = cfg.tolerance.resolve(o.dtype, r.dtype);
+                let mut row = OpResult::bare(name, Status::Ok, None);
+                row.tensor.shape = Some(r.shape.to_vec());
+                if o.shape != r.shape {
+                    row.tensor.shape_ours = Some(o.shape.to_vec());
+                }
+                row.tensor.dtype_ours = Some(o.dtype.to_string());
+                row.tensor.dtype_ref = Some(r.dtype.to_string());
+                row.rule.rtol = Some(tol.rtol);
+                row.rule.atol = Some(tol.atol);
+                let (o, r) = (OwnedHead::of(o), OwnedHead::of(r));
+                if o.shape != r.shape && squeezed(&o.shape) != squeezed(&r.shape) {
+                    FoldState::Apart {
+                        row,
+                        o,
+                        r,
+                        so: SideStats::default(),
+                        sr: SideStats::default(),
+                        seen: [0, 0],
+                    }
+                } else {
+                    FoldState::Pair {
+                        row,
+                        o,
+                        r,
+                        tol,
+                        acc: Accumulator::default(),
+                        uneven: false,
+                        truth: TruthFold::Off,
+                    }
+                }
+            }
+        };
+        ProbeFold {
+            name: name.to_string(),
+            tolerance: cfg.tolerance,
+            chunk_len: cfg.chunk_len,
+            state,
         }
-    };
-    for (side, which) in [(&o, Which::Ours), (&r, Which::Ref)] {
-        if let Err(msg) = check_len(side, which) {
-            let mut row = OpResult::bare(name, Status::Unreadable, Some(msg));
-            row.tensor.dtype_ours = Some(o.dtype.to_string());
-            row.tensor.dtype_ref = Some(r.dtype.to_string());
-            return row;
+    }
+
+    /// In truth mode ([`Tolerance::Truth`]), the truth's head (`None`: the truth dump lacks the
+    /// probe), for the three-way verdict of [`compare_with_truth`]. Outside truth mode, or for a
+    /// probe whose sides do not align, nothing changes.
+    pub fn with_truth(mut self, truth: Option<Head<'_>>) -> ProbeFold {
+        let Tolerance::Truth { ratio } = self.tolerance else {
+            return self;
+        };
+        if let FoldState::Pair { r, truth: tf, .. } = &mut self.state {
+            *tf = match truth {
+                None => TruthFold::Problem("not in the truth dump".to_string()),
+                Some(t) => match truth_head_problem(&r.shape, &r.dtype, t) {
+                    Some(p) => TruthFold::Problem(p),
+                    None => TruthFold::Fold {
+                        t: OwnedHead::of(t),
+                        ratio,
+                        ot: Accumulator::default(),
+                        rt: Accumulator::default(),
+                        seen: 0,
+                    },
+                },
+            };
+        }
+        self
+    }
+
+    /// The values this fold wants ([`Needs`]).
+    pub fn needs(&self) -> Needs {
+        match &self.state {
+            FoldState::Row(_) => Needs::Nothing,
+            FoldState::One {
+                which: Which::Ours, ..
+            } => Needs::Ours,
+            FoldState::One { .. } => Needs::Ref,
+            FoldState::Apart { .. } => Needs::Apart,
+            FoldState::Pair { truth, .. } => Needs::Pair {
+                truth: matches!(truth, TruthFold::Fold { .. }),
+            },
         }
     }
-    let tol = cfg.tolerance.resolve(o.dtype, r.dtype);
-    let mut row = OpResult::bare(name, Status::Ok, None);
-    row.tensor.shape = Some(r.shape.to_vec());
-    if o.shape != r.shape {
-        row.tensor.shape_ours = Some(o.shape.to_vec());
-    }
-    row.tensor.dtype_ours = Some(o.dtype.to_string());
-    row.tensor.dtype_ref = Some(r.dtype.to_string());
-    row.rule.rtol = Some(tol.rtol);
-    row.rule.atol = Some(tol.atol);
 
-    if o.shape != r.shape && squeezed(o.shape) != squeezed(r.shape) {
-        let so = metrics::side_stats(o.values);
-        let sr = metrics::side_stats(r.values);
-        row.status = Status::ShapeMismatch;
-        row.reason = Some(format!(
-            "shape mismatch: ours {} vs ref {}",
-            fmt_shape(o.shape),
-            fmt_shape(r.shape)
-        ));
-        row.rule.ours_l2 = finite(so.sum_sq.sqrt());
-        row.rule.ref_l2 = finite(sr.sum_sq.sqrt());
-        row.nonfinite.nan_ours = Some(so.nan);
-        row.nonfinite.inf_ours = Some(so.inf);
-        row.nonfinite.nan_ref = Some(sr.nan);
-        row.nonfinite.inf_ref = Some(sr.inf);
-        return row;
+    /// The next values of both sides (equally many), and of the truth when
+    /// [`Needs::Pair`] asks for it. Ignored unless the fold [`Needs::Pair`].
+    pub fn push_pair(
+        &mut self,
+        ours: ValuesRef<'_>,
+        reference: ValuesRef<'_>,
+        truth: Option<ValuesRef<'_>>,
+    ) {
+        let chunk_len = self.chunk_len;
+        let FoldState::Pair {
+            tol,
+            acc,
+            uneven,
+            truth: tf,
+            ..
+        } = &mut self.state
+        else {
+            return;
+        };
+        if ours.len() != reference.len() {
+            *uneven = true;
+        }
+        let base = acc.n;
+        let params = Params {
+            rtol: tol.rtol,
+            atol: tol.atol,
+            rel_guard: tol.rel_guard,
+        };
+        *acc = metrics::accumulate_into(
+            std::mem::take(acc),
+            ours,
+            reference,
+            base,
+            &params,
+            chunk_len,
+        );
+        if let TruthFold::Fold {
+            t: th,
+            ot,
+            rt,
+            seen,
+            ..
+        } = tf
+        {
+            match truth {
+                Some(t) if t.len() == ours.len() && t.len() == reference.len() => {
+                    *ot = metrics::accumulate_into(
+                        std::mem::take(ot),
+                        ours,
+                        t,
+                        base,
+                        &TRUTH_PARAMS,
+                        chunk_len,
+                    );
+                    *rt = metrics::accumulate_into(
+                        std::mem::take(rt),
+                        reference,
+                        t,
+                        base,
+                        &TRUTH_PARAMS,
+                        chunk_len,
+                    );
+                    *seen += t.len() as u64;
+                }
+                // A missing or short piece of the truth: it can no longer judge this row.
+                _ => {
+                    let have = *seen + truth.map_or(0, |t| t.len() as u64);
+                    *tf = TruthFold::Problem(format!(
+                        "truth: {have} values do not fill shape {}",
+                        fmt_shape(&th.shape)
+                    ));
+                }
+            }
+        }
     }
 
-    let params = Params {
-        rtol: tol.rtol,
-        atol: tol.atol,
-        rel_guard: tol.rel_guard,
-    };
-    let acc = metrics::accumulate(o.values, r.values, &params, cfg.chunk_len);
+    /// The truth could not be read (`why`, one line, e.g. a read error or a CRC mismatch found
+    /// at its end): the row keeps the presets' verdict and says why (`truth_problem`), as
+    /// [`compare_with_truth`] does for a truth it cannot use. No effect outside truth mode.
+    pub fn truth_failed(&mut self, why: String) {
+        if let FoldState::Pair { truth, .. } = &mut self.state {
+            if !matches!(truth, TruthFold::Off) {
+                *truth = TruthFold::Problem(why);
+            }
+        }
+    }
+
+    /// The next values of one side, for a fold that [`Needs::Ours`], [`Needs::Ref`] or
+    /// [`Needs::Apart`]; ignored otherwise.
+    pub fn push_side(&mut self, which: Which, values: ValuesRef<'_>) {
+        let chunk_len = self.chunk_len;
+        let (stats, seen) = match (&mut self.state, which) {
+            (
+                FoldState::One {
+                    which: w,
+                    stats,
+                    seen,
+                    ..
+                },
+                _,
+            ) if *w == which => (stats, seen),
+            (FoldState::Apart { so, seen, .. }, Which::Ours) => (so, &mut seen[0]),
+            (FoldState::Apart { sr, seen, .. }, Which::Ref) => (sr, &mut seen[1]),
+            _ => return,
+        };
+        *stats = metrics::side_stats_into(*stats, values, chunk_len);
+        *seen += values.len() as u64;
+    }
+
+    /// The row, from everything pushed.
+    pub fn finish(self) -> OpResult {
+        let name = self.name;
+        match self.state {
+            FoldState::Row(row) => row,
+            FoldState::One {
+                which,
+                head,
+                stats,
+                seen,
+            } => one_side(
+                &name,
+                &head,
+                which,
+                (Some(seen) == head.numel).then_some(stats),
+                seen,
+            ),
+            FoldState::Apart {
+                row,
+                o,
+                r,
+                so,
+                sr,
+                seen,
+            } => {
+                if let Some(bad) = short_row(&name, &o, &r, seen) {
+                    return bad;
+                }
+                shape_mismatch(row, &o, &r, so, sr)
+            }
+            FoldState::Pair {
+                row,
+                o,
+                r,
+                tol,
+                acc,
+                uneven,
+                truth,
+            } => {
+                let seen = if uneven {
+                    [acc.n, acc.n + 1]
+                } else {
+                    [acc.n, acc.n]
+                };
+                if let Some(bad) = short_row(&name, &o, &r, seen) {
+                    return bad;
+                }
+                let row = pair_row(row, &acc, &tol, &r.shape);
+                apply_truth(row, &r, truth)
+            }
+        }
+    }
+}
+
+/// The `unreadable` row of a fold whose sides' values do not add up to their shapes.
+fn short_row(name: &str, o: &OwnedHead, r: &OwnedHead, seen: [u64; 2]) -> Option<OpResult> {
+    for (head, which, n) in [(o, Which::Ours, seen[0]), (r, Which::Ref, seen[1])] {
+        if head.numel != Some(n) {
+            let mut row = OpResult::bare(
+                name,
+                Status::Unreadable,
+                Some(format!(
+                    "{}: {n} values do not fill shape {:?}",
+                    which.label(),
+                    head.shape
+                )),
+            );
+            row.tensor.dtype_ours = Some(o.dtype.clone());
+            row.tensor.dtype_ref = Some(r.dtype.clone());
+            return Some(row);
+        }
+    }
+    None
+}
+
+/// Why the truth cannot judge a row, from its head alone (shape, dtype class).
+fn truth_head_problem(r_shape: &[usize], r_dtype: &str, t: Head<'_>) -> Option<String> {
+    let (ref_class, truth_class) = (DTypeClass::of(r_dtype), DTypeClass::of(t.dtype));
+    if squeezed(t.shape) != squeezed(r_shape) {
+        Some(format!(
+            "truth shape {} differs from ref {}",
+            fmt_shape(t.shape),
+            fmt_shape(r_shape)
+        ))
+    } else if ref_class != DTypeClass::Int
+        && (truth_class == DTypeClass::Int || truth_class >= ref_class)
+    {
+        Some(format!(
+            "truth is {}, not finer than ref's {}",
+            t.dtype, r_dtype
+        ))
+    } else {
+        None
+    }
+}
+
+/// The row of two sides whose shapes do not align.
+fn shape_mismatch(
+    mut row: OpResult,
+    o: &OwnedHead,
+    r: &OwnedHead,
+    so: SideStats,
+    sr: SideStats,
+) -> OpResult {
+    row.status = Status::ShapeMismatch;
+    row.reason = Some(format!(
+        "shape mismatch: ours {} vs ref {}",
+        fmt_shape(&o.shape),
+        fmt_shape(&r.shape)
+    ));
+    row.rule.ours_l2 = finite(so.sum_sq.sqrt());
+    row.rule.ref_l2 = finite(sr.sum_sq.sqrt());
+    row.nonfinite.nan_ours = Some(so.nan);
+    row.nonfinite.inf_ours = Some(so.inf);
+    row.nonfinite.nan_ref = Some(sr.nan);
+    row.nonfinite.inf_ref = Some(sr.inf);
+    row
+}
+
+/// The row of two aligned sides from their accumulated sums: metrics and verdict.
+fn pair_row(mut row: OpResult, acc: &Accumulator, tol: &Resolved, r_shape: &[usize]) -> OpResult {
     let n = acc.n_finite;
     let ours_l2 = acc.sum_o2.sqrt();
     let ref_l2 = acc.sum_r2.sqrt();
@@ -375,7 +897,7 @@ pub fn compare(
     row.rule.diff_l2 = finite(diff_l2);
     row.rule.tol_threshold = finite(threshold);
     row.errors.max_abs_err = finite(acc.max_abs_d);
-    row.errors.max_abs_err_index = acc.max_abs_d_index.map(|i| unravel(i, r.shape));
+    row.errors.max_abs_err_index = acc.max_abs_d_index.map(|i| unravel(i, r_shape));
     let mean = if n == 0 {
         0.0
     } else {
@@ -456,70 +978,36 @@ pub fn compare(
     row
 }
 
-/// [`compare`], then, in truth mode ([`Tolerance::Truth`]), the three-way verdict: both sides'
-/// errors against `truth` and their ratio decide a row the two-way comparison left `ok` or
-/// `diverged` ([`crate::tolerance::truth_rule`]). Shape and non-finite verdicts stand. A
-/// `truth` that is missing (`None`), misshapen, not finer than the reference or not finite
-/// where the reference is leaves the preset's verdict, with `truth_problem` saying why.
-/// Outside truth mode this is [`compare`].
-pub fn compare_with_truth(
-    name: &str,
-    ours: Option<Side<'_>>,
-    reference: Option<Side<'_>>,
-    truth: Option<Side<'_>>,
-    cfg: &DiffConfig,
-) -> OpResult {
-    let mut row = compare(name, ours, reference, cfg);
-    let Tolerance::Truth { ratio } = cfg.tolerance else {
-        return row;
-    };
-    let (Some(o), Some(r)) = (ours, reference) else {
-        return row;
-    };
+/// The three-way verdict ([`compare_with_truth`]) on a pair's row: both sides' errors against
+/// the truth decide a row the two-way rule left `ok` or `diverged`.
+fn apply_truth(mut row: OpResult, r: &OwnedHead, truth: TruthFold) -> OpResult {
     if !matches!(row.status, Status::Ok | Status::Diverged) {
         return row;
     }
-    let t = match truth {
-        Some(t) => t,
-        None => {
-            row.truth.truth_problem = Some("not in the truth dump".to_string());
+    let (t, ratio, ot, rt) = match truth {
+        TruthFold::Off => return row,
+        TruthFold::Problem(p) => {
+            row.truth.truth_problem = Some(p);
             return row;
         }
+        TruthFold::Fold {
+            t,
+            ratio,
+            ot,
+            rt,
+            seen,
+        } => {
+            if t.numel != Some(seen) {
+                row.truth.truth_problem = Some(format!(
+                    "truth: {seen} values do not fill shape {}",
+                    fmt_shape(&t.shape)
+                ));
+                return row;
+            }
+            (t, ratio, ot, rt)
+        }
     };
-    let (ref_class, truth_class) = (DTypeClass::of(r.dtype), DTypeClass::of(t.dtype));
-    let problem = if check_len(&t, Which::Ref).is_err() {
-        Some(format!(
-            "truth: {} values do not fill shape {}",
-            t.values.len(),
-            fmt_shape(t.shape)
-        ))
-    } else if squeezed(t.shape) != squeezed(r.shape) {
-        Some(format!(
-            "truth shape {} differs from ref {}",
-            fmt_shape(t.shape),
-            fmt_shape(r.shape)
-        ))
-    } else if ref_class != DTypeClass::Int
-        && (truth_class == DTypeClass::Int || truth_class >= ref_class)
-    {
-        Some(format!(
-            "truth is {}, not finer than ref's {}",
-            t.dtype, r.dtype
-        ))
-    } else {
-        None
-    };
-    if let Some(p) = problem {
-        row.truth.truth_problem = Some(p);
-        return row;
-    }
-    let params = Params {
-        rtol: 0.0,
-        atol: 0.0,
-        rel_guard: REL_ERR_GUARD_MIN,
-    };
-    let ot = metrics::accumulate(o.values, t.values, &params, cfg.chunk_len);
-    let rt = metrics::accumulate(r.values, t.values, &params, cfg.chunk_len);
+    let (ref_class, truth_class) = (DTypeClass::of(&r.dtype), DTypeClass::of(&t.dtype));
     if ot.nonfinite_mismatch > 0 || rt.nonfinite_mismatch > 0 {
         row.truth.truth_problem = Some(format!(
             "NaN/Inf of the truth at other positions than ref's ({} positions) or ours' ({})",
@@ -582,7 +1070,13 @@ pub fn ratio_text(x: f64) -> String {
     }
 }
 
-fn one_side(name: &str, side: &Side<'_>, which: Which) -> OpResult {
+fn one_side(
+    name: &str,
+    head: &OwnedHead,
+    which: Which,
+    stats: Option<SideStats>,
+    seen: u64,
+) -> OpResult {
     let status = match which {
         Which::Ours => Status::OnlyOurs,
         Which::Ref => Status::OnlyRef,
@@ -592,32 +1086,30 @@ fn one_side(name: &str, side: &Side<'_>, which: Which) -> OpResult {
         status,
         Some(format!("present only in {}", which.label())),
     );
-    row.tensor.shape = Some(side.shape.to_vec());
-    let stats = match check_len(side, which) {
-        Ok(()) => Some(metrics::side_stats(side.values)),
-        Err(_) => None,
-    };
+    row.tensor.shape = Some(head.shape.clone());
     let l2 = stats.and_then(|s| finite(s.sum_sq.sqrt()));
     match which {
         Which::Ours => {
-            row.tensor.dtype_ours = Some(side.dtype.to_string());
+            row.tensor.dtype_ours = Some(head.dtype.clone());
             row.rule.ours_l2 = l2;
             row.nonfinite.nan_ours = stats.map(|s| s.nan);
             row.nonfinite.inf_ours = stats.map(|s| s.inf);
         }
         Which::Ref => {
-            row.tensor.dtype_ref = Some(side.dtype.to_string());
+            row.tensor.dtype_ref = Some(head.dtype.clone());
             row.rule.ref_l2 = l2;
             row.nonfinite.nan_ref = stats.map(|s| s.nan);
             row.nonfinite.inf_ref = stats.map(|s| s.inf);
         }
     }
-    row.tensor.numel = Some(side.values.len() as u64);
+    row.tensor.numel = Some(seen);
     row
 }
 
 /// The row of a probe that could not be read from one dump (`message` says why, one line).
 pub fn unreadable(name: &str, side: Which, message: String) -> OpResult {
+    // A path or name in the message may hold a newline: a reason is one line.
+    let message = divergence_names::one_line(&message);
     OpResult::bare(
         name,
         Status::Unreadable,

@@ -108,50 +108,97 @@ impl Accumulator {
 }
 
 /// Compares two equally long value slices. `chunk_len` is the rayon task size.
+#[cfg(test)]
 pub(crate) fn accumulate(
     ours: ValuesRef<'_>,
     reference: ValuesRef<'_>,
     params: &Params,
     chunk_len: usize,
 ) -> Accumulator {
+    accumulate_into(
+        Accumulator::default(),
+        ours,
+        reference,
+        0,
+        params,
+        chunk_len,
+    )
+}
+
+/// Continues `acc` (the sums of the elements before `base`) over two equally long slices that
+/// hold the elements from `base` on. With `base` a multiple of `chunk_len`, comparing a tensor
+/// piece by piece gives the sums of comparing it at once, bit for bit ([`fold_chunks`]).
+pub(crate) fn accumulate_into(
+    acc: Accumulator,
+    ours: ValuesRef<'_>,
+    reference: ValuesRef<'_>,
+    base: u64,
+    params: &Params,
+    chunk_len: usize,
+) -> Accumulator {
     /// Dispatch on ours' encoding, then on the reference's ([`Pair`]).
     struct Ours<'r, 'p> {
+        acc: Accumulator,
         reference: ValuesRef<'r>,
+        base: u64,
         p: &'p Params,
         chunk_len: usize,
     }
     struct Pair<'o, 'p, A: Elem> {
+        acc: Accumulator,
         o: &'o [A::Raw],
+        base: u64,
         p: &'p Params,
         chunk_len: usize,
     }
     impl Visit for Ours<'_, '_> {
         type Out = Accumulator;
         fn visit<A: Elem>(self, o: &[A::Raw]) -> Accumulator {
-            let (p, chunk_len) = (self.p, self.chunk_len);
-            self.reference.visit(Pair::<A> { o, p, chunk_len })
+            let Ours {
+                acc,
+                reference,
+                base,
+                p,
+                chunk_len,
+            } = self;
+            reference.visit(Pair::<A> {
+                acc,
+                o,
+                base,
+                p,
+                chunk_len,
+            })
         }
     }
     impl<A: Elem> Visit for Pair<'_, '_, A> {
         type Out = Accumulator;
         fn visit<B: Elem>(self, r: &[B::Raw]) -> Accumulator {
-            run::<A, B>(self.o, r, self.p, self.chunk_len)
+            run::<A, B>(self.acc, self.o, r, self.base, self.p, self.chunk_len)
         }
     }
     ours.visit(Ours {
+        acc,
         reference,
+        base,
         p: params,
         chunk_len,
     })
 }
 
-fn run<A: Elem, B: Elem>(o: &[A::Raw], r: &[B::Raw], p: &Params, chunk_len: usize) -> Accumulator {
+fn run<A: Elem, B: Elem>(
+    acc: Accumulator,
+    o: &[A::Raw],
+    r: &[B::Raw],
+    base: u64,
+    p: &Params,
+    chunk_len: usize,
+) -> Accumulator {
     let n = o.len().min(r.len());
     fold_chunks(
         n,
         chunk_len,
-        Accumulator::default(),
-        |c| chunk_acc::<A, B>(&o[c.clone()], &r[c.clone()], c.start as u64, p),
+        acc,
+        |c| chunk_acc::<A, B>(&o[c.clone()], &r[c.clone()], base + c.start as u64, p),
         |mut acc, part| {
             acc.merge(&part);
             acc
@@ -337,15 +384,29 @@ pub(crate) struct SideStats {
     pub inf: u64,
 }
 
+#[cfg(test)]
 pub(crate) fn side_stats(values: ValuesRef<'_>) -> SideStats {
-    struct Go;
+    side_stats_into(SideStats::default(), values, DEFAULT_CHUNK_LEN)
+}
+
+/// Continues `stats` over the next values of a side ([`accumulate_into`]'s rule: pieces that
+/// start at multiples of `chunk_len` give the statistics of the whole, bit for bit).
+pub(crate) fn side_stats_into(
+    stats: SideStats,
+    values: ValuesRef<'_>,
+    chunk_len: usize,
+) -> SideStats {
+    struct Go {
+        stats: SideStats,
+        chunk_len: usize,
+    }
     impl Visit for Go {
         type Out = SideStats;
         fn visit<A: Elem>(self, v: &[A::Raw]) -> SideStats {
             fold_chunks(
                 v.len(),
-                DEFAULT_CHUNK_LEN,
-                SideStats::default(),
+                self.chunk_len,
+                self.stats,
                 |c| {
                     let mut s = SideStats::default();
                     for &x in &v[c] {
@@ -368,7 +429,7 @@ pub(crate) fn side_stats(values: ValuesRef<'_>) -> SideStats {
             )
         }
     }
-    values.visit(Go)
+    values.visit(Go { stats, chunk_len })
 }
 
 #[cfg(test)]

@@ -291,3 +291,95 @@ fn large_tensor_uses_chunks_and_matches_the_oracle() {
         (Some(1), Some(1), Some(n as u64 - 1))
     );
 }
+
+/// Feeds `fold` the values of each side in pieces of `piece` elements (a multiple of the chunk
+/// length, as a streaming reader does), the way [`ProbeFold::needs`] asks.
+fn feed(fold: &mut ProbeFold, o: &[f32], r: &[f32], t: Option<&[f64]>, piece: usize) {
+    match fold.needs() {
+        Needs::Nothing => {}
+        Needs::Ours => o
+            .chunks(piece)
+            .for_each(|c| fold.push_side(Which::Ours, ValuesRef::F32(c))),
+        Needs::Ref => r
+            .chunks(piece)
+            .for_each(|c| fold.push_side(Which::Ref, ValuesRef::F32(c))),
+        Needs::Apart => {
+            // Apart sides may come in any order: ref first here.
+            r.chunks(piece)
+                .for_each(|c| fold.push_side(Which::Ref, ValuesRef::F32(c)));
+            o.chunks(piece)
+                .for_each(|c| fold.push_side(Which::Ours, ValuesRef::F32(c)));
+        }
+        Needs::Pair { truth } => {
+            for (i, (oc, rc)) in o.chunks(piece).zip(r.chunks(piece)).enumerate() {
+                let tc = t
+                    .filter(|_| truth)
+                    .map(|t| ValuesRef::F64(&t[i * piece..(i * piece + oc.len()).min(t.len())]));
+                fold.push_pair(ValuesRef::F32(oc), ValuesRef::F32(rc), tc);
+            }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// A probe streamed piece by piece gives the row of the whole values, bit for bit (JSON
+    /// equality): pairs, NaN/Inf, shape mismatches, one-sided probes, and the truth's verdict.
+    #[test]
+    fn a_streamed_probe_is_the_whole_probe(
+        (a, b) in pair(700, true),
+        noise in prop::collection::vec(-1e-2f64..1e-2f64, 700),
+        chunk in 1usize..64,
+        pieces in 1usize..4,
+        case in 0usize..5,
+        truth_mode in any::<bool>(),
+    ) {
+        let n = a.len();
+        let t: Vec<f64> = b.iter().zip(&noise).map(|(&x, e)| f64::from(x) * (1.0 + e)).collect();
+        let cfg = DiffConfig {
+            tolerance: if truth_mode {
+                Tolerance::from_flags(false, None, None, Some(3.0))
+            } else {
+                Tolerance::default()
+            },
+            chunk_len: chunk,
+            ..DiffConfig::default()
+        };
+        let flat = [n];
+        let split = [1, n];
+        let other = [n + 1];
+        let (so, sr): (&[usize], &[usize]) = match case {
+            0 => (&flat, &flat),
+            1 => (&split, &flat), // aligned up to a size-1 dimension
+            _ => (&flat, &flat),
+        };
+        let (oa, ra): (Option<&[f32]>, Option<&[f32]>) = match case {
+            3 => (Some(&a), None),
+            4 => (None, Some(&b)),
+            _ => (Some(&a), Some(&b)),
+        };
+        // case 2: shapes that do not align (the ref has one more element).
+        let mut b2 = b.clone();
+        let (sr, rvals): (&[usize], &[f32]) = if case == 2 {
+            b2.push(1.0);
+            (&other, &b2)
+        } else {
+            (sr, ra.unwrap_or(&[]))
+        };
+        let ov = oa.unwrap_or(&[]);
+        let o_side = oa.map(|v| Side { shape: so, values: ValuesRef::F32(v), dtype: "bfloat16" });
+        let r_side = (case != 3).then_some(Side { shape: sr, values: ValuesRef::F32(rvals), dtype: "bfloat16" });
+        let t_side = Side { shape: &flat, values: ValuesRef::F64(&t), dtype: "float64" };
+        let whole = compare_with_truth("p", o_side, r_side, Some(t_side), &cfg);
+
+        let mut fold = ProbeFold::new("p", o_side.map(|s| s.head()), r_side.map(|s| s.head()), &cfg)
+            .with_truth(Some(t_side.head()));
+        feed(&mut fold, ov, rvals, Some(&t), chunk * pieces);
+        let streamed = fold.finish();
+        prop_assert_eq!(
+            serde_json::to_string(&streamed).unwrap(),
+            serde_json::to_string(&whole).unwrap()
+        );
+    }
+}

@@ -302,3 +302,64 @@ proptest! {
         prop_assert_eq!(row.status == Status::Diverged, ratio > k);
     }
 }
+
+#[test]
+fn a_truth_that_cannot_be_read_whole_keeps_the_presets_verdict() {
+    // Found in review: a truth piece missing, short, or failing its CRC at the end must never
+    // decide the verdict (it used to turn `diverged` into `ok` with zero errors).
+    let cfg = truth_cfg(3.0);
+    let (o, r) = ([1.0f64, 1.0, 1.0, 1.0], [2.0f64, 2.0, 2.0, 2.0]);
+    let t = [2.0f64, 2.0, 2.0, 2.0];
+    let head = |dtype| Head {
+        shape: &SHAPE,
+        dtype,
+    };
+    let preset = compare("x", side(&o, "float32"), side(&r, "float32"), &cfg);
+    assert_eq!(preset.status, Status::Diverged);
+    let check = |row: OpResult, problem: &str| {
+        assert_eq!(row.status, Status::Diverged, "{row:?}");
+        assert_eq!(row.reason, preset.reason);
+        assert_eq!(row.truth.truth_problem.as_deref(), Some(problem));
+        assert_eq!(row.truth.noise_ratio, None);
+        assert_eq!(row.truth.ours_truth_rel_err, None);
+    };
+    let fold = || {
+        ProbeFold::new("x", Some(head("float32")), Some(head("float32")), &cfg)
+            .with_truth(Some(head("float64")))
+    };
+    // No truth piece with the sides' piece.
+    let mut f = fold();
+    f.push_pair(ValuesRef::F64(&o), ValuesRef::F64(&r), None);
+    check(f.finish(), "truth: 0 values do not fill shape [4]");
+    // A short piece.
+    let mut f = fold();
+    f.push_pair(
+        ValuesRef::F64(&o),
+        ValuesRef::F64(&r),
+        Some(ValuesRef::F64(&t[..3])),
+    );
+    check(f.finish(), "truth: 3 values do not fill shape [4]");
+    // Every value pushed, then the reader finds the stream damaged at its end.
+    let mut f = fold();
+    f.push_pair(
+        ValuesRef::F64(&o),
+        ValuesRef::F64(&r),
+        Some(ValuesRef::F64(&t)),
+    );
+    f.truth_failed("truth: crc-32 mismatch".into());
+    check(f.finish(), "truth: crc-32 mismatch");
+    // The slice API: values that do not fill the truth's shape.
+    let short = Side {
+        shape: &SHAPE,
+        values: ValuesRef::F64(&t[..3]),
+        dtype: "float64",
+    };
+    let row = compare_with_truth(
+        "x",
+        side(&o, "float32"),
+        side(&r, "float32"),
+        Some(short),
+        &cfg,
+    );
+    check(row, "truth: 3 values do not fill shape [4]");
+}

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use memmap2::Mmap;
 
 use crate::dtype::{DType, Tensor, TensorView};
-use crate::entry::{self, Entry};
+use crate::entry::{self, Chunks, Entry};
 use crate::error::{DumpError, Location};
 use crate::meta::{Meta, MAX_META_BYTES, META_ENTRY};
 use crate::npy;
@@ -183,6 +183,21 @@ impl Dump {
     pub fn view(&self, name: &str) -> Result<TensorView<'_>, DumpError> {
         let (info, at) = self.readable(name)?;
         entry::view_entry(&self.map, info, at)
+    }
+
+    /// One tensor's values in C order, `per` elements at a time ([`Chunks::next_piece`]): the
+    /// bounded-memory read. A deflated member is inflated piece by piece (memory: one piece,
+    /// whatever its size); stored bytes are sliced from the map, borrowed where they need no
+    /// decoding. The values and errors are those of [`Dump::read`].
+    pub fn chunks(&self, name: &str, per: usize) -> Result<Chunks<'_>, DumpError> {
+        let (info, at) = self.readable(name)?;
+        Chunks::new(&self.map, info, at, per)
+    }
+
+    /// True when [`Dump::view`] of this tensor borrows its bytes from the file (stored,
+    /// little-endian, C order, f32 / f64 / f16 / bf16): reading it costs no memory.
+    pub fn is_zero_copy(&self, name: &str) -> bool {
+        self.info(name).is_some_and(entry::is_zero_copy)
     }
 
     /// The layout and location of a named entry, or why it cannot be read (not in the dump,

@@ -11,7 +11,7 @@ use flate2::read::DeflateDecoder;
 use flate2::CrcReader;
 
 use crate::convert::{alloc_values, decode_into, fortran_to_c, Endian};
-use crate::dtype::{DType, Tensor, TensorView};
+use crate::dtype::{DType, Tensor, TensorView, Values};
 use crate::error::{DumpError, Location};
 use crate::npy::{self, NpyLayout};
 use crate::npz::{ZipMember, METHOD_DEFLATE, METHOD_STORED};
@@ -99,6 +99,12 @@ pub(crate) fn member_info(
     m: &ZipMember,
     at: &Location,
 ) -> Result<EntryInfo, DumpError> {
+    if let Some(detail) = &m.damage {
+        return Err(DumpError::DamagedEntry {
+            at: at.clone(),
+            detail: detail.clone(),
+        });
+    }
     if m.encrypted {
         return Err(DumpError::UnsupportedEntry {
             at: at.clone(),
@@ -222,65 +228,300 @@ fn stream(
             f(stored_bytes(file, info, at, start, len, need)?);
             Ok(())
         }
-        Source::Deflate {
-            start,
-            compressed_len,
-            header_len,
-            total_len,
-            crc32,
-        } => {
-            let corrupt = |detail: String| DumpError::CorruptData {
-                at: at.clone(),
-                detail,
-            };
-            let raw = file
-                .get(start..start.saturating_add(compressed_len))
-                .unwrap_or_default();
-            let mut z = CrcReader::new(DeflateDecoder::new(raw));
-            let skipped = io::copy(&mut (&mut z).take(header_len as u64), &mut io::sink())
-                .map_err(|e| corrupt(e.to_string()))?;
+        Source::Deflate { .. } => {
+            let mut z = Inflate::open(file, info, at)?;
             let mut buf = vec![0u8; CHUNK.min(need)];
             let mut done = 0usize;
             while done < need {
                 let n = CHUNK.min(need - done);
                 let chunk = buf.get_mut(..n).unwrap_or_default();
-                let got = read_full(&mut z, chunk).map_err(|e| corrupt(e.to_string()))?;
-                if got < n {
-                    return Err(corrupt(format!(
-                        "deflate stream ends after {} of {} bytes",
-                        skipped as usize + done + got,
-                        total_len
-                    )));
-                }
+                z.fill(chunk)?;
                 f(chunk);
                 done += n;
             }
-            // The stream must end here: inflate at most one byte more, never the rest of a
-            // stream that lies about its size (a deflate bomb stops after one byte, not 64 GiB).
-            let total = skipped + done as u64;
-            let rest = total_len.saturating_sub(total);
-            let tail = io::copy(&mut (&mut z).take(rest + 1), &mut io::sink())
-                .map_err(|e| corrupt(e.to_string()))?;
-            if tail > rest {
-                return Err(corrupt(format!(
-                    "inflates past the {total_len} bytes the npy header and the zip directory declare (a deflate bomb?); stopped there"
-                )));
-            }
-            if total + tail != total_len {
-                return Err(corrupt(format!(
-                    "inflated to {} bytes, the zip directory says {total_len}",
-                    total + tail
-                )));
-            }
-            if z.crc().sum() != crc32 {
-                return Err(corrupt(format!(
-                    "crc-32 mismatch (computed {:08x}, stored {crc32:08x})",
-                    z.crc().sum()
-                )));
-            }
-            Ok(())
+            z.finish()
         }
     }
+}
+
+/// A deflated member's element bytes, inflated in order into the caller's buffers; the npy
+/// header is skipped at [`Inflate::open`], and [`Inflate::finish`] checks that the stream ends
+/// where the zip directory says (inflating at most one byte more: a deflate bomb stops after
+/// one byte, not 64 GiB) and its CRC-32.
+struct Inflate<'a> {
+    z: CrcReader<DeflateDecoder<&'a [u8]>>,
+    at: &'a Location,
+    /// Bytes inflated so far (the npy header included).
+    inflated: u64,
+    total_len: u64,
+    crc32: u32,
+}
+
+impl<'a> Inflate<'a> {
+    fn open(file: &'a [u8], info: &EntryInfo, at: &'a Location) -> Result<Inflate<'a>, DumpError> {
+        let Source::Deflate {
+            start,
+            compressed_len,
+            header_len,
+            total_len,
+            crc32,
+        } = info.source
+        else {
+            return Err(corrupt(at, "not a deflated member".to_string()));
+        };
+        let raw = file
+            .get(start..start.saturating_add(compressed_len))
+            .unwrap_or_default();
+        let mut z = CrcReader::new(DeflateDecoder::new(raw));
+        let skipped = io::copy(&mut (&mut z).take(header_len as u64), &mut io::sink())
+            .map_err(|e| corrupt(at, e.to_string()))?;
+        Ok(Inflate {
+            z,
+            at,
+            inflated: skipped,
+            total_len,
+            crc32,
+        })
+    }
+
+    /// Fills `buf` with the next bytes, or fails if the stream ends first.
+    fn fill(&mut self, buf: &mut [u8]) -> Result<(), DumpError> {
+        let got = read_full(&mut self.z, buf).map_err(|e| corrupt(self.at, e.to_string()))?;
+        self.inflated += got as u64;
+        if got < buf.len() {
+            return Err(corrupt(
+                self.at,
+                format!(
+                    "deflate stream ends after {} of {} bytes",
+                    self.inflated, self.total_len
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Replaces `buf`'s contents with the next `len` bytes (no zero-filling first), or fails
+    /// if the stream ends first.
+    fn fill_vec(&mut self, buf: &mut Vec<u8>, len: usize) -> Result<(), DumpError> {
+        buf.clear();
+        buf.reserve_exact(len);
+        let got = (&mut self.z)
+            .take(len as u64)
+            .read_to_end(buf)
+            .map_err(|e| corrupt(self.at, e.to_string()))?;
+        self.inflated += got as u64;
+        if got < len {
+            return Err(corrupt(
+                self.at,
+                format!(
+                    "deflate stream ends after {} of {} bytes",
+                    self.inflated, self.total_len
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks the end of the stream and its CRC-32, once every element byte was read.
+    fn finish(mut self) -> Result<(), DumpError> {
+        let (at, total_len, total) = (self.at, self.total_len, self.inflated);
+        let rest = total_len.saturating_sub(total);
+        let tail = io::copy(&mut (&mut self.z).take(rest + 1), &mut io::sink())
+            .map_err(|e| corrupt(at, e.to_string()))?;
+        if tail > rest {
+            return Err(corrupt(at, format!(
+                "inflates past the {total_len} bytes the npy header and the zip directory declare (a deflate bomb?); stopped there"
+            )));
+        }
+        if total + tail != total_len {
+            return Err(corrupt(
+                at,
+                format!(
+                    "inflated to {} bytes, the zip directory says {total_len}",
+                    total + tail
+                ),
+            ));
+        }
+        let sum = self.z.crc().sum();
+        if sum != self.crc32 {
+            return Err(corrupt(
+                at,
+                format!(
+                    "crc-32 mismatch (computed {sum:08x}, stored {:08x})",
+                    self.crc32
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn corrupt(at: &Location, detail: String) -> DumpError {
+    DumpError::CorruptData {
+        at: at.clone(),
+        detail,
+    }
+}
+
+/// Largest Fortran-order tensor reordered in memory, in decoded bytes: such a tensor cannot be
+/// streamed in C order, so it is the one read whose memory grows with the tensor.
+pub const MAX_REORDER_BYTES: u64 = 1 << 30;
+
+/// An entry's values in C order, a piece at a time ([`crate::Dump::chunks`]): sliced from the
+/// memory map (borrowed where the bytes are usable as they are, else decoded piece by piece)
+/// or inflated piece by piece from a deflated member, so memory is one piece whatever the
+/// tensor's size. Fortran-order tensors (2-d and up) are the exception: they are reordered
+/// whole, up to [`MAX_REORDER_BYTES`].
+pub struct Chunks<'a> {
+    info: &'a EntryInfo,
+    /// Elements per piece.
+    per: usize,
+    /// Elements handed out.
+    done: usize,
+    src: ChunkSource<'a>,
+    /// Inflated bytes of the current piece.
+    raw: Vec<u8>,
+    /// Decoded values of the current piece.
+    values: Values,
+}
+
+// One value per probe in flight: boxing the large variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
+enum ChunkSource<'a> {
+    /// The element bytes in the map.
+    Stored(&'a [u8]),
+    /// A deflate stream, `None` once finished.
+    Deflate(Option<Inflate<'a>>),
+    /// A tensor decoded whole (Fortran order).
+    Whole(Values),
+}
+
+impl<'a> Chunks<'a> {
+    pub(crate) fn new(
+        file: &'a [u8],
+        info: &'a EntryInfo,
+        at: &'a Location,
+        per: usize,
+    ) -> Result<Chunks<'a>, DumpError> {
+        let need = info.n_elems.saturating_mul(info.dtype.size_bytes());
+        let fortran = info.fortran && info.shape.len() >= 2 && info.n_elems > 1;
+        let src = if fortran {
+            ChunkSource::Whole(read_entry(file, info, at)?.values)
+        } else {
+            match info.source {
+                Source::Bytes { start, len } => {
+                    ChunkSource::Stored(stored_bytes(file, info, at, start, len, need)?)
+                }
+                Source::Deflate { .. } => {
+                    ChunkSource::Deflate(Some(Inflate::open(file, info, at)?))
+                }
+            }
+        };
+        Ok(Chunks {
+            info,
+            per: per.max(1),
+            done: 0,
+            src,
+            raw: Vec::new(),
+            values: Values::F32(Vec::new()),
+        })
+    }
+
+    /// Shape in C order.
+    pub fn shape(&self) -> &[usize] {
+        &self.info.shape
+    }
+
+    /// The dtype the file stores.
+    pub fn dtype(&self) -> DType {
+        self.info.dtype
+    }
+
+    /// Elements in the tensor.
+    pub fn len(&self) -> usize {
+        self.info.n_elems
+    }
+
+    /// True for a tensor with no elements.
+    pub fn is_empty(&self) -> bool {
+        self.info.n_elems == 0
+    }
+
+    /// The next piece of values (`per` elements, fewer in the last), or `None` after the last.
+    /// A deflated member is checked (its end and CRC-32) when `None` is returned: read to the
+    /// end before trusting what was read.
+    pub fn next_piece(&mut self) -> Result<Option<ValuesRef<'_>>, DumpError> {
+        let info = self.info;
+        let n = self.per.min(info.n_elems - self.done);
+        if n == 0 {
+            if let ChunkSource::Deflate(z) = &mut self.src {
+                if let Some(z) = z.take() {
+                    z.finish()?;
+                }
+            }
+            return Ok(None);
+        }
+        let (from, size) = (self.done, info.dtype.size_bytes());
+        self.done += n;
+        let bytes: &[u8] = match &mut self.src {
+            ChunkSource::Whole(v) => {
+                return Ok(Some(match v {
+                    Values::F32(v) => ValuesRef::F32(v.get(from..from + n).unwrap_or_default()),
+                    Values::F64(v) => ValuesRef::F64(v.get(from..from + n).unwrap_or_default()),
+                }));
+            }
+            ChunkSource::Stored(b) => b.get(from * size..(from + n) * size).unwrap_or_default(),
+            ChunkSource::Deflate(z) => {
+                let Some(z) = z.as_mut() else {
+                    return Ok(None);
+                };
+                z.fill_vec(&mut self.raw, n * size)?;
+                &self.raw
+            }
+        };
+        Ok(Some(piece_values(bytes, info, &mut self.values)))
+    }
+}
+
+/// The values of whole elements `bytes`: borrowed when they are little-endian floats, else
+/// decoded into `buf`.
+fn piece_values<'b>(bytes: &'b [u8], info: &EntryInfo, buf: &'b mut Values) -> ValuesRef<'b> {
+    if info.endian == Endian::Little {
+        match info.dtype {
+            DType::F32 => return ValuesRef::F32Le(bytes.as_chunks().0),
+            DType::F64 => return ValuesRef::F64Le(bytes.as_chunks().0),
+            DType::F16 => return ValuesRef::F16Le(bytes.as_chunks().0),
+            DType::BF16 => return ValuesRef::Bf16Le(bytes.as_chunks().0),
+            _ => {}
+        }
+    }
+    let n = bytes.len() / info.dtype.size_bytes().max(1);
+    *buf = match std::mem::replace(buf, Values::F32(Vec::new())) {
+        Values::F32(mut v) if !info.dtype.widens_to_f64() => {
+            v.clear();
+            v.reserve(n);
+            Values::F32(v)
+        }
+        Values::F64(mut v) if info.dtype.widens_to_f64() => {
+            v.clear();
+            v.reserve(n);
+            Values::F64(v)
+        }
+        _ => alloc_values(info.dtype, n).unwrap_or(Values::F32(Vec::new())),
+    };
+    decode_into(buf, bytes, info.dtype, info.endian);
+    (&*buf).into()
+}
+
+/// True when the stored bytes of an entry are its values as they are: uncompressed,
+/// little-endian, C order, f32 / f64 / f16 / bf16.
+pub(crate) fn is_zero_copy(info: &EntryInfo) -> bool {
+    let c_order = !info.fortran || info.shape.len() < 2;
+    let float = matches!(
+        info.dtype,
+        DType::F32 | DType::F64 | DType::F16 | DType::BF16
+    );
+    matches!(info.source, Source::Bytes { .. }) && info.endian == Endian::Little && c_order && float
 }
 
 /// An entry's values without a copy where the stored bytes are usable as they are (uncompressed,
@@ -291,16 +532,12 @@ pub(crate) fn view_entry<'a>(
     info: &EntryInfo,
     at: &Location,
 ) -> Result<TensorView<'a>, DumpError> {
-    let c_order = !info.fortran || info.shape.len() < 2;
-    let borrowable = matches!(
-        info.dtype,
-        DType::F32 | DType::F64 | DType::F16 | DType::BF16
-    );
-    let (Source::Bytes { start, len }, Endian::Little, true, true) =
-        (&info.source, info.endian, c_order, borrowable)
-    else {
+    let Source::Bytes { start, len } = &info.source else {
         return read_entry(file, info, at).map(TensorView::decoded);
     };
+    if !is_zero_copy(info) {
+        return read_entry(file, info, at).map(TensorView::decoded);
+    }
     let need = info.n_elems.saturating_mul(info.dtype.size_bytes());
     let bytes = stored_bytes(file, info, at, *start, *len, need)?;
     let values = match info.dtype {
@@ -319,6 +556,17 @@ pub(crate) fn read_entry(
     at: &Location,
 ) -> Result<Tensor, DumpError> {
     let need = info.n_elems.saturating_mul(info.dtype.size_bytes());
+    let decoded =
+        (info.n_elems as u64).saturating_mul(if info.dtype.widens_to_f64() { 8 } else { 4 });
+    if info.fortran && info.shape.len() >= 2 && decoded > MAX_REORDER_BYTES {
+        return Err(DumpError::UnsupportedEntry {
+            at: at.clone(),
+            detail: format!(
+                "a Fortran-order array of {decoded} decoded bytes, more than the {} MiB reordered in memory; save it in C order (numpy.ascontiguousarray)",
+                MAX_REORDER_BYTES >> 20
+            ),
+        });
+    }
     let mut values =
         alloc_values(info.dtype, info.n_elems).map_err(|_| DumpError::OutOfMemory {
             at: at.clone(),

@@ -39,7 +39,7 @@ impl fmt::Display for Location {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.path.display())?;
         if let Some(entry) = &self.entry {
-            write!(f, ": entry '{entry}'")?;
+            write!(f, ": entry '{}'", OneLine(entry))?;
         }
         Ok(())
     }
@@ -63,7 +63,7 @@ pub enum DumpError {
     NotRegularFile { path: PathBuf, kind: &'static str },
 
     /// An operating-system error; `message` is the lowercased text of the `io::Error`.
-    #[error("{}: {message}", path.display())]
+    #[error("{}: {}", path.display(), OneLine(message))]
     Io {
         path: PathBuf,
         kind: io::ErrorKind,
@@ -73,46 +73,49 @@ pub enum DumpError {
     #[error("{}: not a zip archive (a .npz must be a zip file written by numpy.savez)", path.display())]
     NotZip { path: PathBuf },
 
-    #[error("{}: truncated zip archive ({detail})", path.display())]
+    #[error("{}: truncated zip archive ({})", path.display(), OneLine(detail))]
     TruncatedZip { path: PathBuf, detail: String },
 
-    #[error("{}: corrupt zip archive ({detail})", path.display())]
+    #[error("{}: corrupt zip archive ({})", path.display(), OneLine(detail))]
     CorruptZip { path: PathBuf, detail: String },
 
     #[error("{}: unknown file format (not a .npz zip archive, a .npy array or a .safetensors file)", path.display())]
     UnknownFormat { path: PathBuf },
 
-    #[error("{}: invalid safetensors file ({detail})", path.display())]
+    #[error("{}: invalid safetensors file ({})", path.display(), OneLine(detail))]
     Safetensors { path: PathBuf, detail: String },
 
-    #[error("{}: invalid divergence metadata ({detail})", path.display())]
+    #[error("{}: invalid divergence metadata ({})", path.display(), OneLine(detail))]
     BadMeta { path: PathBuf, detail: String },
 
     /// Two entries give the same tensor name (`a.npy` and `a`, or `a.npy` twice).
-    #[error("{}: duplicate entry '{entry}' (tensor name '{name}' appears twice)", path.display())]
+    #[error("{}: duplicate entry '{}' (tensor name '{}' appears twice)", path.display(), OneLine(entry), OneLine(name))]
     DuplicateEntry {
         path: PathBuf,
         entry: String,
         name: String,
     },
 
-    #[error("{}: no tensor named '{name}'", path.display())]
+    #[error("{}: no tensor named '{}'", path.display(), OneLine(name))]
     NoSuchTensor { path: PathBuf, name: String },
 
-    #[error("{at}: corrupt npy header ({detail})")]
+    #[error("{at}: corrupt npy header ({})", OneLine(detail))]
     CorruptNpyHeader { at: Location, detail: String },
 
     #[error("{at}: object arrays (pickles) are not supported")]
     ObjectArray { at: Location },
 
-    #[error("{at}: unsupported dtype '{dtype}' (supported: float64, float32, float16, bfloat16 (safetensors only), int64, int32, int16, int8, uint8, bool)")]
+    #[error("{at}: unsupported dtype '{}' (supported: float64, float32, float16, bfloat16 (safetensors only), int64, int32, int16, int8, uint8, bool)", OneLine(dtype))]
     UnsupportedDtype { at: Location, dtype: String },
 
     #[error("{at}: shape {shape:?} is too large (the element count overflows)")]
     ShapeTooLarge { at: Location, shape: Vec<u64> },
 
     /// One dimension does not even fit in 64 bits; `dim` is the number as written.
-    #[error("{at}: dimension {dim} in 'shape' is too large (it overflows 64 bits)")]
+    #[error(
+        "{at}: dimension {} in 'shape' is too large (it overflows 64 bits)",
+        OneLine(dim)
+    )]
     DimensionTooLarge { at: Location, dim: String },
 
     #[error("{at}: shape has {dims} dimensions, more than the {max} this reader accepts")]
@@ -132,11 +135,15 @@ pub enum DumpError {
     },
 
     /// Deflate data that does not decompress, or a CRC-32 mismatch.
-    #[error("{at}: corrupt compressed data ({detail})")]
+    #[error("{at}: corrupt compressed data ({})", OneLine(detail))]
     CorruptData { at: Location, detail: String },
 
+    /// A zip member whose bytes cannot be located (damaged local header, data past the end).
+    #[error("{at}: damaged zip entry ({})", OneLine(detail))]
+    DamagedEntry { at: Location, detail: String },
+
     /// A zip entry this reader cannot handle (encrypted, unknown compression method).
-    #[error("{at}: {detail}")]
+    #[error("{at}: {}", OneLine(detail))]
     UnsupportedEntry { at: Location, detail: String },
 
     #[error("{at}: cannot allocate {bytes} bytes for the tensor")]
@@ -145,17 +152,17 @@ pub enum DumpError {
     #[error("{}: cannot write a dump with this extension (use .npz or .safetensors)", path.display())]
     UnsupportedExtension { path: PathBuf },
 
-    #[error("{}: invalid tensor name '{name}' ({reason})", path.display())]
+    #[error("{}: invalid tensor name '{}' ({})", path.display(), OneLine(name), OneLine(reason))]
     InvalidName {
         path: PathBuf,
         name: String,
         reason: String,
     },
 
-    #[error("{}: tensor '{name}' was already added (names must be unique)", path.display())]
+    #[error("{}: tensor '{}' was already added (names must be unique)", path.display(), OneLine(name))]
     DuplicateName { path: PathBuf, name: String },
 
-    #[error("{}: tensor '{name}': {len} values given, shape {shape:?} needs {need}", path.display())]
+    #[error("{}: tensor '{}': {len} values given, shape {shape:?} needs {need}", path.display(), OneLine(name))]
     DataLength {
         path: PathBuf,
         name: String,
@@ -164,7 +171,7 @@ pub enum DumpError {
         need: String,
     },
 
-    #[error("{}: cannot write dump ({detail})", path.display())]
+    #[error("{}: cannot write dump ({})", path.display(), OneLine(detail))]
     Write { path: PathBuf, detail: String },
 }
 
@@ -200,6 +207,7 @@ impl DumpError {
             | DataSize { at, .. }
             | CorruptData { at, .. }
             | UnsupportedEntry { at, .. }
+            | DamagedEntry { at, .. }
             | OutOfMemory { at, .. } => &at.path,
         }
     }
@@ -216,6 +224,25 @@ impl DumpError {
                 message: lowercase_first(&err.to_string()),
             },
         }
+    }
+}
+
+/// Displays a name or detail with its control characters escaped (`\n`, `\r`, `\u{0}`; and the
+/// Unicode line and paragraph separators): names come from the file (a zip member may be named
+/// `"a\nb.npy"`), and every message is one line.
+pub(crate) struct OneLine<'a>(pub &'a str);
+
+impl fmt::Display for OneLine<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use fmt::Write;
+        for c in self.0.chars() {
+            if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') {
+                write!(f, "{}", c.escape_default())?;
+            } else {
+                f.write_char(c)?;
+            }
+        }
+        Ok(())
     }
 }
 

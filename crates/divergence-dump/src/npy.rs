@@ -30,6 +30,18 @@ const MAX_HEADER: usize = 1 << 20;
 /// shape failed there as a "syntax error").
 pub(crate) const MAX_DIMS: usize = 32_768;
 
+/// Largest header text read by the general (literal) parser, for headers not in numpy's
+/// canonical form; canonical headers are read up to [`MAX_HEADER`].
+const MAX_GENERAL_HEADER: usize = 64 << 10;
+
+/// Most opening brackets (`(`, `[`, `{`) in a header handed to the literal parser
+/// (`py_literal`). Its grammar retries every alternative at every level of a literal that fails
+/// to parse, so time grows about threefold per level of nesting (fuzzing found 118 bytes of `[`
+/// that took over 10 s, and 12 `{` took 7 s; docs/fuzzing.md). numpy writes 2 (the dict and
+/// the shape tuple) for every dtype this reader reads; a header with more is a structured
+/// dtype, or not numpy's, and is refused without being parsed. Counted by [`brackets`].
+const MAX_BRACKETS: usize = 2;
+
 /// How much of an offending header an error quotes.
 const QUOTE: usize = 80;
 
@@ -304,6 +316,67 @@ fn count_dims(text: &str) -> Option<usize> {
     Some(inner.split(',').filter(|d| !d.trim().is_empty()).count())
 }
 
+/// The opening brackets of `text`, not counting those inside plain string literals (`'...'` or
+/// `"..."` on one line, without a backslash: strings every Python lexer reads the same way).
+/// From the first other quote on (a triple quote, an escape, no closing quote) every bracket
+/// counts: a string the count skipped but the parser does not would let nesting through (the
+/// fuzzer found such headers while escapes were followed).
+fn brackets(text: &str) -> usize {
+    let is_open = |b: &u8| matches!(b, b'(' | b'[' | b'{');
+    let bytes = text.as_bytes();
+    let mut count = 0;
+    let mut i = 0;
+    while let Some(&c) = bytes.get(i) {
+        if matches!(c, b'\'' | b'"') {
+            let rest = bytes.get(i + 1..).unwrap_or_default();
+            let end = rest
+                .iter()
+                .position(|&b| b == c || matches!(b, b'\\' | b'\n' | b'\r'));
+            let triple = rest.starts_with(&[c, c]);
+            match end {
+                Some(n) if rest.get(n) == Some(&c) && !triple => i += n + 1,
+                _ => return count + rest.iter().filter(|b| is_open(b)).count(),
+            }
+        } else if is_open(&c) {
+            count += 1;
+        }
+        i += 1;
+    }
+    count
+}
+
+/// The `'descr'` of a header dict when it is a list (a structured dtype), as written, without
+/// parsing it: from its `[` to the matching `]` (or the end of the text).
+fn structured_descr(text: &str) -> Option<&str> {
+    let key = text.find("'descr'").or_else(|| text.find("\"descr\""))?;
+    let rest = text
+        .get(key + 7..)?
+        .trim_start()
+        .strip_prefix(':')?
+        .trim_start();
+    if !rest.starts_with('[') {
+        return None;
+    }
+    let mut depth = 0usize;
+    let mut quote = None;
+    for (i, c) in rest.char_indices() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '\'' | '"') => quote = Some(c),
+            (None, '(' | '[' | '{') => depth += 1,
+            (None, ')' | ']' | '}') => {
+                depth = depth.saturating_sub(1);
+                if depth == 0 {
+                    return rest.get(..=i);
+                }
+            }
+            _ => {}
+        }
+    }
+    Some(rest)
+}
+
 /// The header text around byte `col` (1-based column of a parse error), quoted briefly.
 fn quote_around(text: &str, col: usize) -> String {
     let chars: Vec<char> = text.chars().collect();
@@ -358,6 +431,36 @@ fn checked_shape(text: &str, at: &Location) -> Result<(Vec<usize>, Option<String
             dims,
             max: MAX_DIMS,
         });
+    }
+    let brackets = brackets(text);
+    if brackets > MAX_BRACKETS {
+        return Err(match structured_descr(text) {
+            Some(descr) => DumpError::UnsupportedDtype {
+                at: at.clone(),
+                dtype: brief(descr, QUOTE),
+            },
+            None => corrupt(
+                at,
+                format!(
+                    "header is not a dict numpy writes ({brackets} opening brackets, numpy writes 2): '{}'",
+                    brief(text, QUOTE)
+                ),
+            ),
+        });
+    }
+    // The literal parser needs ~3 us per byte of a long header it rejects (fuzzing: a flat
+    // 1 MB header took 3 s): headers not in numpy's own form are read up to a size that keeps
+    // each under ~0.2 s. numpy writes its form (the fast path); its own reader refuses
+    // headers over 10,000 bytes.
+    if text.len() > MAX_GENERAL_HEADER {
+        return Err(corrupt(
+            at,
+            format!(
+                "header of {} bytes is not in the form numpy writes; such headers are read up to {MAX_GENERAL_HEADER} bytes: '{}'",
+                text.len(),
+                brief(text, QUOTE)
+            ),
+        ));
     }
     let value: Value = text
         .parse()
@@ -636,13 +739,36 @@ mod tests {
     }
 
     #[test]
-    fn the_dimension_limit_is_within_what_the_literal_parser_reads() {
-        let l = parse_header(&general_v2(MAX_DIMS), &at()).unwrap();
-        assert_eq!(l.shape.len(), MAX_DIMS);
+    fn the_dimension_limit_is_counted_before_any_parsing() {
         assert!(matches!(
             parse_header(&general_v2(MAX_DIMS + 1), &at()),
             Err(DumpError::TooManyDimensions { dims, max: MAX_DIMS, .. }) if dims == MAX_DIMS + 1
         ));
+    }
+
+    #[test]
+    fn long_headers_are_read_in_numpys_form_only() {
+        // Within the general parser's size: read.
+        let l = parse_header(&general_v2(1000), &at()).unwrap();
+        assert_eq!(l.shape.len(), 1000);
+        // MAX_DIMS dimensions in another key order: over its size, refused at once (the
+        // literal parser would take seconds on such input).
+        let t = std::time::Instant::now();
+        let e = parse_header(&general_v2(MAX_DIMS), &at())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("is not in the form numpy writes"), "{e}");
+        assert!(t.elapsed() < std::time::Duration::from_secs(1));
+        // The same shape in numpy's own form: read.
+        let shape = vec!["1"; MAX_DIMS].join(", ");
+        let dict = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({shape}), }}");
+        let mut h = MAGIC.to_vec();
+        h.extend_from_slice(&[2, 0]);
+        h.extend_from_slice(&(dict.len() as u32 + 1).to_le_bytes());
+        h.extend_from_slice(dict.as_bytes());
+        h.push(b'\n');
+        h.extend_from_slice(&[0; 4]);
+        assert_eq!(parse_header(&h, &at()).unwrap().shape.len(), MAX_DIMS);
     }
 
     #[test]

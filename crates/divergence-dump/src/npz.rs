@@ -33,6 +33,10 @@ pub struct ZipMember {
     pub data_start: usize,
     pub compressed_size: usize,
     pub uncompressed_size: u64,
+    /// Why the member's own bytes cannot be located (its local header is damaged, or its
+    /// data runs past the end of the file): the member is unreadable, the rest of the
+    /// archive is not. `None` for a sound member.
+    pub damage: Option<String>,
 }
 
 impl ZipMember {
@@ -210,34 +214,14 @@ pub fn read_members(path: &Path, buf: &[u8]) -> Result<Vec<ZipMember>, DumpError
             take(&mut local, local32 == 0xFFFF_FFFF)?;
         }
 
-        // The local header repeats name and extra with its own lengths; data follows it.
-        let local = usize::try_from(local)
-            .map_err(|_| truncated("an entry starts past the end of the file"))?;
-        if local.checked_add(30).is_none_or(|e| e > buf.len()) {
-            return Err(truncated(&format!(
-                "entry '{name}' starts past the end of the file"
-            )));
-        }
-        if buf.get(local..local + 4) != Some(SIG_LOCAL) {
-            return Err(corrupt(format!(
-                "entry '{name}': bad local header signature"
-            )));
-        }
-        let (Some(lnlen), Some(lxlen)) = (u16_at(buf, local + 26), u16_at(buf, local + 28)) else {
-            return Err(truncated(&format!(
-                "entry '{name}' starts past the end of the file"
-            )));
+        // The local header repeats name and extra with its own lengths; data follows it. A
+        // damaged local header or data past the end of the file makes this member unreadable,
+        // not the archive (the central directory, read above, is sound).
+        let located = locate(buf, local, compressed);
+        let (data_start, compressed_size, damage) = match located {
+            Ok((start, size)) => (start, size, None),
+            Err(why) => (0, 0, Some(why)),
         };
-        let data_start = local + 30 + usize::from(lnlen) + usize::from(lxlen);
-        let compressed_size = usize::try_from(compressed).unwrap_or(usize::MAX);
-        if data_start
-            .checked_add(compressed_size)
-            .is_none_or(|e| e > buf.len())
-        {
-            return Err(truncated(&format!(
-                "entry '{name}' extends past the end of the file"
-            )));
-        }
         members.push(ZipMember {
             name,
             method,
@@ -246,10 +230,37 @@ pub fn read_members(path: &Path, buf: &[u8]) -> Result<Vec<ZipMember>, DumpError
             data_start,
             compressed_size,
             uncompressed_size: uncompressed,
+            damage,
         });
         p = next;
     }
     Ok(members)
+}
+
+/// Where a member's data is: `(start, size)` from its local header at `local`, or why not.
+fn locate(buf: &[u8], local: u64, compressed: u64) -> Result<(usize, usize), String> {
+    let past_end = || "its local header starts past the end of the file".to_string();
+    let local = usize::try_from(local).map_err(|_| past_end())?;
+    if local.checked_add(30).is_none_or(|e| e > buf.len()) {
+        return Err(past_end());
+    }
+    if buf.get(local..local + 4) != Some(SIG_LOCAL) {
+        return Err("bad local header signature".to_string());
+    }
+    let (Some(lnlen), Some(lxlen)) = (u16_at(buf, local + 26), u16_at(buf, local + 28)) else {
+        return Err(past_end());
+    };
+    let data_start = local + 30 + usize::from(lnlen) + usize::from(lxlen);
+    let compressed_size = usize::try_from(compressed).unwrap_or(usize::MAX);
+    if data_start
+        .checked_add(compressed_size)
+        .is_none_or(|e| e > buf.len())
+    {
+        return Err(format!(
+            "its data ({compressed_size} bytes at offset {data_start}) extends past the end of the file"
+        ));
+    }
+    Ok((data_start, compressed_size))
 }
 
 /// Offset of the classic end-of-central-directory record, searching back over a comment of up

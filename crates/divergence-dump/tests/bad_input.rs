@@ -787,3 +787,42 @@ fn safetensors_errors_name_the_tensor() {
         );
     }
 }
+
+#[test]
+fn a_damaged_local_header_makes_its_member_unreadable_not_the_archive() {
+    // Found by the bad-input suite (scripts/bad_inputs.py, zip_damage): a flipped byte in a
+    // member's local header used to fail the whole file; the central directory is sound, so
+    // the other members must still be read.
+    let mut buf = Vec::new();
+    {
+        let mut z = zip::ZipWriter::new(std::io::Cursor::new(&mut buf));
+        let stored = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored);
+        for name in ["a.npy", "b.npy"] {
+            z.start_file(name, stored).unwrap();
+            let data: Vec<u8> = [1.0f32, 2.0].iter().flat_map(|x| x.to_le_bytes()).collect();
+            z.write_all(&npy_with(
+                "{'descr': '<f4', 'fortran_order': False, 'shape': (2,), }",
+                &data,
+            ))
+            .unwrap();
+        }
+        z.finish().unwrap();
+    }
+    // The first local header is at offset 0.
+    buf[0] ^= 0xFF;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("x.npz");
+    std::fs::write(&path, &buf).unwrap();
+    let d = Dump::open(&path).unwrap();
+    assert_eq!(d.names(), ["a", "b"]);
+    let e = d.read("a").unwrap_err().to_string();
+    assert_eq!(
+        e,
+        format!(
+            "{}: entry 'a.npy': damaged zip entry (bad local header signature)",
+            path.display()
+        )
+    );
+    assert_eq!(d.read("b").unwrap().values.len(), 2);
+}

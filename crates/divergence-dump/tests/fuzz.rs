@@ -6,7 +6,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{bits, data};
+use common::{bits, chunked, data};
 use divergence_dump::Dump;
 use proptest::prelude::*;
 
@@ -48,6 +48,18 @@ fn exercise(path: &Path) {
                         assert_eq!(e.to_string(), ev.to_string(), "{name}: view vs read error");
                     }
                     (t, v) => panic!("{name}: read {:?} but view {:?}", t.err(), v.err()),
+                }
+                // The streamed read gives the same values, or the same error.
+                match (d.read(name), chunked(&d, name, 3)) {
+                    (Ok(t), Ok(c)) => {
+                        assert_eq!(bits(&c), bits(&t.values), "{name}: chunks vs read")
+                    }
+                    (Err(e), Err(ec)) => assert_eq!(
+                        e.to_string(),
+                        ec.to_string(),
+                        "{name}: chunks vs read error"
+                    ),
+                    (t, c) => panic!("{name}: read {:?} but chunks {:?}", t.err(), c.err()),
                 }
             }
         }

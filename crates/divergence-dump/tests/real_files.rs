@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{assert_tensor, bits, data, expected};
+use common::{assert_tensor, bits, chunked, data, expected};
 use divergence_dump::{DType, Dump, Format, Meta, Values};
 
 fn check_file(file: &str) -> Dump {
@@ -35,6 +35,15 @@ fn check_file(file: &str) -> Dump {
             bits(&t.values),
             "{file}:{name}: view vs read"
         );
+        // The streamed read, in pieces of every size, too.
+        for per in [1, 5, 1 << 18] {
+            let c = chunked(&dump, name, per).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(
+                bits(&c),
+                bits(&t.values),
+                "{file}:{name}: chunks({per}) vs read"
+            );
+        }
     }
     match &want["meta"] {
         serde_json::Value::Null => assert!(dump.meta().is_none(), "{file}: no meta expected"),

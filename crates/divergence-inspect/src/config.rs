@@ -20,7 +20,8 @@ use crate::report::{ConfigSummary, Finding, FindingKind, Severity};
 pub(crate) struct ModelConfig {
     pub summary: ConfigSummary,
     pub family: Option<Family>,
-    /// `None` if a required field is missing or malformed (see `notes`).
+    /// `None` if a field that sizes tensors is missing without a default, or present but
+    /// malformed (see `notes`).
     pub dims: Option<Dims>,
     pub attention_bias: bool,
     pub mlp_bias: bool,
@@ -76,7 +77,8 @@ pub(crate) fn interpret(cfg: &Config) -> ModelConfig {
         notes.push(note(Severity::Info, message));
     }
     let head_dim = cfg.head_dim(family);
-    if let (None, Some(Family::Qwen3), Some(h), Some(n)) = (cfg.head_dim, family, hidden, heads) {
+    let no_head_dim = cfg.head_dim.is_none() && !cfg.rejected("head_dim");
+    if let (true, Some(Family::Qwen3), Some(h), Some(n)) = (no_head_dim, family, hidden, heads) {
         // Qwen3Config declares head_dim: int = 128; it does not derive it.
         if h / n != QWEN3_DEFAULT_HEAD_DIM {
             notes.push(note(
@@ -115,11 +117,16 @@ pub(crate) fn interpret(cfg: &Config) -> ModelConfig {
             ));
         }
         // Present but unusable (malformed, or above its sanity cap): already an error above.
+        // Never replaced by a default (not even num_key_value_heads or head_dim, which have
+        // one when absent), so the dimensions that depend on it are unknown.
         let unusable: Vec<&str> = cfg
             .issues
             .iter()
             .map(|i| i.key.as_str())
-            .filter(|k| divergence_checkpoint::REQUIRED.contains(k))
+            .filter(|k| {
+                divergence_checkpoint::REQUIRED.contains(k)
+                    || matches!(*k, "num_key_value_heads" | "head_dim")
+            })
             .collect();
         if !unusable.is_empty() {
             notes.push(note(

@@ -318,6 +318,82 @@ fn index_naming_a_missing_shard_is_an_error() {
 }
 
 #[test]
+fn index_naming_a_directory_as_shard_says_so() {
+    let f = Fixture::qwen3();
+    let dir = tempfile::tempdir().unwrap();
+    f.write_sharded(dir.path());
+    let shard = dir.path().join("model-00002-of-00002.safetensors");
+    std::fs::remove_file(&shard).unwrap();
+    std::fs::create_dir(&shard).unwrap();
+    let err = inspect(dir.path(), &InspectOptions::default()).unwrap_err();
+    assert!(matches!(err, InspectError::ShardNotRegularFile { .. }));
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{}: names shard model-00002-of-00002.safetensors, which is a directory, not a regular file",
+            dir.path().join("model.safetensors.index.json").display()
+        )
+    );
+}
+
+/// `inspect` of `dir` on another thread, so that a regression that opens a fifo (and blocks)
+/// fails the test instead of hanging it.
+fn inspect_err_within_10s(dir: &Path) -> String {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let dir = dir.to_path_buf();
+    std::thread::spawn(move || {
+        let _ = tx.send(inspect(&dir, &InspectOptions::default()).map(|_| ()));
+    });
+    match rx.recv_timeout(std::time::Duration::from_secs(10)) {
+        Ok(result) => result.unwrap_err().to_string(),
+        Err(_) => panic!("inspect blocked for 10 s (did it open a fifo?)"),
+    }
+}
+
+/// model.safetensors that is a directory, a fifo or a symlink to /dev/zero: an error naming
+/// it and what it is (told from its metadata, the fifo never opened), not "no *.safetensors".
+#[test]
+fn model_safetensors_that_is_not_a_regular_file_is_an_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    Fixture::qwen3().write_config(dir.path());
+    let st = dir.path().join("model.safetensors");
+    std::fs::create_dir(&st).unwrap();
+    assert_eq!(
+        inspect_err_within_10s(dir.path()),
+        format!("{}: is a directory, not a regular file", st.display())
+    );
+    std::fs::remove_dir(&st).unwrap();
+
+    #[cfg(unix)]
+    {
+        let made = std::process::Command::new("mkfifo")
+            .arg(&st)
+            .status()
+            .is_ok_and(|s| s.success());
+        if made {
+            assert_eq!(
+                inspect_err_within_10s(dir.path()),
+                format!(
+                    "{}: is a named pipe (fifo), not a regular file",
+                    st.display()
+                )
+            );
+            std::fs::remove_file(&st).unwrap();
+        }
+        if Path::new("/dev/zero").exists() {
+            std::os::unix::fs::symlink("/dev/zero", &st).unwrap();
+            assert_eq!(
+                inspect_err_within_10s(dir.path()),
+                format!(
+                    "{}: is a character device, not a regular file",
+                    st.display()
+                )
+            );
+        }
+    }
+}
+
+#[test]
 fn duplicate_tensor_across_shards() {
     let f = Fixture::qwen3();
     let dir = tempfile::tempdir().unwrap();
@@ -569,6 +645,55 @@ fn qwen3_without_head_dim_uses_transformers_default_128() {
         .findings
         .iter()
         .any(|f| f.kind == FindingKind::ShapeMismatch));
+}
+
+/// A field that is present but rejected is not replaced by a default: `head_dim: 32.0` is
+/// not 128 and `num_key_value_heads: 0` is not 32 (transformers' defaults when absent), so no
+/// shape is judged against them. Only the config error and the "skipped" note remain.
+#[test]
+fn malformed_head_dim_or_kv_heads_is_not_defaulted() {
+    for (key, value, shown) in [
+        ("head_dim", serde_json::json!(32.0), "32.0"),
+        ("num_key_value_heads", serde_json::json!(0), "0"),
+        ("head_dim", serde_json::json!("32"), "\"32\""),
+        (
+            "num_key_value_heads",
+            serde_json::json!(1_000_000),
+            "1000000",
+        ),
+    ] {
+        let mut f = Fixture::qwen3();
+        f.config[key] = value;
+        let r = run(&f);
+        let messages: Vec<(Severity, &str)> = r
+            .findings
+            .iter()
+            .filter(|f| f.kind == FindingKind::Config)
+            .map(|f| (f.severity, f.message.as_str()))
+            .collect();
+        let error = if shown == "1000000" {
+            format!("config.json: {key} is {shown}, above the sanity cap of 65536 (real models are far below it)")
+        } else {
+            format!("config.json: {key} is {shown}, expected a positive integer")
+        };
+        let skipped =
+            format!("shape checks skipped: config.json's {key} not usable (see the config error)");
+        assert_eq!(
+            messages,
+            vec![
+                (Severity::Error, error.as_str()),
+                (Severity::Info, skipped.as_str())
+            ]
+        );
+        // no structural finding, no default in the summary: the value is unknown
+        assert_eq!(r.findings.len(), 2, "{:#?}", r.findings);
+        let c = r.config.as_ref().unwrap();
+        if key == "head_dim" {
+            assert_eq!((c.head_dim, c.num_key_value_heads), (None, Some(2)));
+        } else {
+            assert_eq!((c.head_dim, c.num_key_value_heads), (Some(32), None));
+        }
+    }
 }
 
 #[test]

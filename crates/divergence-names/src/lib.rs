@@ -11,6 +11,7 @@
 //! - [`layer_index`] / [`split_layer`]: the `layers.N` segment;
 //! - [`Op`]: the op kind of a probe (or of a weight, with [`Param`]), [`QkKind`] for q / k;
 //! - [`sibling`]: another op of the same layer (`k_norm` -> `k_proj`);
+//! - [`one_line`]: a name or path from a file, with its control characters escaped;
 //! - [`dataflow`]: which probes feed which (`k_norm <- k_proj <- input_layernorm <- previous
 //!   layer`), and the canonical execution order of a dump that records none.
 //!
@@ -22,6 +23,25 @@ use std::cmp::Ordering;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
+
+/// `text` with its control characters (and the Unicode line / paragraph separators) escaped
+/// as Rust does (`\n`, `\r`, `\u{1b}`): a file, member or tensor name may hold a newline, and
+/// every error line and report `reason` stays one line. Borrowed when there is nothing to escape.
+pub fn one_line(text: &str) -> std::borrow::Cow<'_, str> {
+    let bad = |c: char| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}');
+    if !text.chars().any(bad) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if bad(c) {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
 
 /// Natural order of names: runs of digits compare as numbers (`layers.2` < `layers.10`), the
 /// rest byte by byte. Total and consistent with equality of the strings (`01` and `1` compare
@@ -335,6 +355,16 @@ pub fn short_name(name: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_line_escapes_control_characters_only() {
+        assert_eq!(one_line("model.layers.0"), "model.layers.0");
+        assert!(matches!(one_line("ok"), std::borrow::Cow::Borrowed(_)));
+        assert_eq!(
+            one_line("a\nb\r\u{1b}\u{2028}é"),
+            "a\\nb\\r\\u{1b}\\u{2028}é"
+        );
+    }
     use proptest::prelude::*;
 
     #[test]

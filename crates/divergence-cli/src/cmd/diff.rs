@@ -3,8 +3,10 @@
 //! Glue only: open both dumps ([`divergence_dump`]), plan the execution order and compare each
 //! probe pair ([`divergence_diff`], pure), render ([`divergence_render`]) as the shared output
 //! flags say ([`crate::cmd::output`]). Probe pairs are read and compared in parallel, one pair
-//! per rayon task, so memory stays near the largest tensor pair times the number of threads and
-//! no dump is ever held whole.
+//! per rayon task. Stored little-endian floats are compared straight from the memory maps;
+//! everything else (deflated members above all) is streamed piece by piece into a
+//! [`divergence_diff::ProbeFold`], so memory is a few pieces per thread whatever the tensors'
+//! sizes (docs/reliability.md, "Memory").
 
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -14,9 +16,10 @@ use std::time::{Duration, SystemTime};
 use anyhow::{Context, Result};
 use clap::Args;
 use divergence_diff::{
-    DiffConfig, DumpNames, OpResult, Report, ReportContext, Side, Status, Tolerance, Which,
+    DiffConfig, DumpNames, Head, Needs, OpResult, ProbeFold, Report, ReportContext, Side, Status,
+    Tolerance, Which,
 };
-use divergence_dump::{Dump, Format as DumpFormat, TensorView};
+use divergence_dump::{Chunks, Dump, DumpError, Format as DumpFormat, TensorView};
 use divergence_render::TableOptions;
 use rayon::prelude::*;
 use regex::Regex;
@@ -100,6 +103,19 @@ The decision rule (docs/tolerances.md has the per-dtype presets):";
 
 pub fn run(args: DiffArgs) -> Result<Exit> {
     let output = args.output.resolve();
+    let mut files: Vec<&Path> = vec![&args.ours, &args.reference];
+    files.extend(args.truth.as_deref());
+    let names: Vec<String> = files
+        .iter()
+        .map(|p| divergence_names::one_line(&p.display().to_string()).into_owned())
+        .collect();
+    let mut mapped = names.clone();
+    mapped.extend(
+        args.model
+            .iter()
+            .map(|m| divergence_names::one_line(&m.display().to_string()).into_owned()),
+    );
+    crate::sigbus::install(&mapped.join(", "), args.watch);
     if !args.watch {
         return match diff_once(&args, &output)? {
             Outcome::Verdict(code) => Ok(code),
@@ -109,31 +125,32 @@ pub fn run(args: DiffArgs) -> Result<Exit> {
     }
     // `last`: the stamps of the files last compared; `polled`: those of the previous poll. A
     // change is compared once it has held for a whole poll interval, so a dump that is still
-    // being written (truncated, then growing) is not read half-way, over and over.
-    let mut last = None;
+    // being written (truncated, then growing) is not read half-way, over and over; and a
+    // report is printed only if the files did not change while they were read (else the next
+    // poll compares them again).
+    // A watch restarted after a SIGBUS (crate::sigbus) met a file being rewritten: it waits
+    // for the files to settle before its first read, like after any change.
+    let mut last = std::env::var_os(crate::sigbus::RESTARTED).map(|_| Vec::new());
     let mut polled = None;
     loop {
-        let mut files: Vec<&Path> = vec![&args.ours, &args.reference];
-        files.extend(args.truth.as_deref());
         let stamp = stamps(&files);
         let settled = last.is_none() || polled.as_ref() == Some(&stamp);
         if settled && Some(&stamp) != last.as_ref() {
             // Clear the screen (terminals only), then report; errors are shown and the watch
             // goes on, until the reader of stdout goes away.
-            if output.terminal && write_stdout(b"\x1b[2J\x1b[H").is_err() {
-                return Ok(Exit::Clean);
+            let report = build_report(&args);
+            if stamps(&files) == stamp {
+                if output.terminal && write_stdout(b"\x1b[2J\x1b[H").is_err() {
+                    return Ok(Exit::Clean);
+                }
+                match report.and_then(|r| print_report(&args, &output, &r)) {
+                    Ok(Outcome::Verdict(_)) => {}
+                    Ok(Outcome::ReaderGone(_)) => return Ok(Exit::Clean),
+                    Err(err) => exit::print_error(&err),
+                }
+                eprintln!("watching {} (Ctrl-C to stop)", names.join(" and "));
+                last = Some(stamp.clone());
             }
-            match diff_once(&args, &output) {
-                Ok(Outcome::Verdict(_)) => {}
-                Ok(Outcome::ReaderGone(_)) => return Ok(Exit::Clean),
-                Err(err) => exit::print_error(&err),
-            }
-            eprintln!(
-                "watching {} and {} (Ctrl-C to stop)",
-                args.ours.display(),
-                args.reference.display()
-            );
-            last = Some(stamp.clone());
         }
         polled = Some(stamp);
         std::thread::sleep(Duration::from_millis(300));
@@ -153,20 +170,27 @@ fn write_stdout(bytes: &[u8]) -> std::io::Result<()> {
     out.write_all(bytes).and_then(|()| out.flush())
 }
 
-/// Modification time and length of each file (None for a file that is missing right now).
-fn stamps(paths: &[&Path]) -> Vec<Option<(SystemTime, u64)>> {
+/// Device, inode, modification time and length of each file (None for a file that is missing
+/// right now): a rewrite in place changes the time or length, a rename over it the inode.
+fn stamps(paths: &[&Path]) -> Vec<Option<(u64, u64, SystemTime, u64)>> {
+    use std::os::unix::fs::MetadataExt;
     paths
         .iter()
         .map(|p| {
             std::fs::metadata(p)
                 .ok()
-                .and_then(|m| Some((m.modified().ok()?, m.len())))
+                .and_then(|m| Some((m.dev(), m.ino(), m.modified().ok()?, m.len())))
         })
         .collect()
 }
 
 fn diff_once(args: &DiffArgs, output: &Output) -> Result<Outcome> {
     let report = build_report(args)?;
+    print_report(args, output, &report)
+}
+
+/// Writes the report as the flags say; the outcome carries the exit code it calls for.
+fn print_report(args: &DiffArgs, output: &Output, report: &Report) -> Result<Outcome> {
     let opts = TableOptions {
         color: output.color,
         all: args.all,
@@ -176,7 +200,7 @@ fn diff_once(args: &DiffArgs, output: &Output) -> Result<Outcome> {
         width: output.width,
     };
     if let Some(path) = &args.json_out {
-        write_file(path, |out| divergence_render::render_json(&report, out))?;
+        write_file(path, |out| divergence_render::render_json(report, out))?;
     }
     if let Some(path) = &args.markdown_out {
         let md_opts = TableOptions {
@@ -185,24 +209,24 @@ fn diff_once(args: &DiffArgs, output: &Output) -> Result<Outcome> {
             ..opts.clone()
         };
         write_file(path, |out| {
-            divergence_render::render_markdown(&report, &md_opts, out)
+            divergence_render::render_markdown(report, &md_opts, out)
         })?;
     }
     if let Some(path) = &args.html_out {
-        write_file(path, |out| divergence_render::render_html(&report, out))?;
+        write_file(path, |out| divergence_render::render_html(report, out))?;
     }
     if let Some(path) = &args.plot {
         write_file(path, |out| {
-            divergence_render::render_growth_svg(&report, out)
+            divergence_render::render_growth_svg(report, out)
         })?;
     }
-    let code = verdict(&report);
+    let code = verdict(report);
     let mut out = std::io::stdout().lock();
     let rendered = match output.format {
-        Format::Table => divergence_render::render_table(&report, &opts, &mut out),
-        Format::Json => divergence_render::render_json(&report, &mut out),
-        Format::Markdown => divergence_render::render_markdown(&report, &opts, &mut out),
-        Format::Html => divergence_render::render_html(&report, &mut out),
+        Format::Table => divergence_render::render_table(report, &opts, &mut out),
+        Format::Json => divergence_render::render_json(report, &mut out),
+        Format::Markdown => divergence_render::render_markdown(report, &opts, &mut out),
+        Format::Html => divergence_render::render_html(report, &mut out),
     };
     match rendered.and_then(|()| out.flush()) {
         Ok(()) => {}
@@ -219,11 +243,12 @@ fn diff_once(args: &DiffArgs, output: &Output) -> Result<Outcome> {
         } else {
             "no probe was compared (no name in common, or none readable)"
         };
-        eprintln!(
+        let line = format!(
             "error: {} vs {}: {why}",
             args.ours.display(),
             args.reference.display()
         );
+        eprintln!("{}", divergence_names::one_line(&line));
     }
     Ok(Outcome::Verdict(code))
 }
@@ -329,7 +354,13 @@ fn hints(
     let shape = model_shape(reference)
         .or_else(|| model_shape(ours))
         .unwrap_or_default();
+    // Hints read whole tensors (they fit rows, look for transposes): one that is not in the
+    // memory map as it is and would take more than HINT_MAX_BYTES decoded is skipped, so
+    // memory stays bounded (docs/reliability.md).
     fn read<'a>(dump: &'a Dump, name: &str) -> Option<(TensorView<'a>, String)> {
+        if !dump.is_zero_copy(name) && decoded_bytes(dump, name)? > HINT_MAX_BYTES {
+            return None;
+        }
         read_side(dump, name).and_then(Result::ok)
     }
     let mut out = Vec::new();
@@ -365,6 +396,23 @@ fn hints(
         out.extend(divergence_diff::diagnose(&subject, &shape));
     }
     out
+}
+
+/// Largest tensor the hints decode whole (bytes of widened values), per tensor.
+const HINT_MAX_BYTES: u64 = 256 << 20;
+
+/// Bytes of a tensor's widened values (f32, or f64 for f64 and wide integers).
+fn decoded_bytes(dump: &Dump, name: &str) -> Option<u64> {
+    let n = dump
+        .shape(name)?
+        .iter()
+        .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64))?;
+    let width = if dump.dtype(name)?.widens_to_f64() {
+        8
+    } else {
+        4
+    };
+    n.checked_mul(width)
 }
 
 /// The checkpoint weight of the op `name` (`name.weight`, a float matrix) as values over the
@@ -501,7 +549,8 @@ fn dump_names(dump: &Dump) -> DumpNames<'_> {
 /// that cannot be read becomes an `unreadable` row naming the file and the problem.
 /// `ours_name` is the probe's name in ours ([`divergence_diff::OrderPlan::ours_name`]).
 /// Stored little-endian floats are compared straight from the memory maps ([`Dump::view`]):
-/// no copy, no allocation.
+/// no copy, no allocation, and the kernel splits a large tensor across threads. A probe with
+/// any other side (deflated, big-endian, integer, damaged) is streamed ([`stream_probe`]).
 fn compare_probe(
     name: &str,
     ours_name: &str,
@@ -510,6 +559,13 @@ fn compare_probe(
     truth: Option<&Dump>,
     cfg: &DiffConfig,
 ) -> OpResult {
+    let in_place = |dump: &Dump, name: &str| !dump.contains(name) || dump.is_zero_copy(name);
+    if !(in_place(ours, ours_name)
+        && in_place(reference, name)
+        && truth.is_none_or(|t| in_place(t, name)))
+    {
+        return stream_probe(name, ours_name, ours, reference, truth, cfg);
+    }
     let (o, r) = rayon::join(|| read_side(ours, ours_name), || read_side(reference, name));
     let o = match o.transpose() {
         Ok(t) => t,
@@ -540,11 +596,153 @@ fn compare_probe(
             let mut row =
                 divergence_diff::compare(name, o.as_ref().map(side), r.as_ref().map(side), cfg);
             if matches!(row.status, Status::Ok | Status::Diverged) {
-                row.truth.truth_problem = Some(format!("truth: {msg}"));
+                let why = divergence_names::one_line(&format!("truth: {msg}")).into_owned();
+                row.truth.truth_problem = Some(why);
             }
             row
         }
     }
+}
+
+/// One side of a streamed probe: its pieces and original dtype.
+type Stream<'a> = (Chunks<'a>, String);
+
+/// [`compare_probe`] in bounded memory: every side read piece by piece ([`Dump::chunks`], one
+/// [`DiffConfig::chunk_len`] of elements at a time, the sides in lockstep) into a
+/// [`ProbeFold`], whose row equals [`divergence_diff::compare_with_truth`]'s on the whole
+/// tensors. Memory: one piece per side, whatever the tensors' sizes (a Fortran-order tensor
+/// excepted, see [`divergence_dump::MAX_REORDER_BYTES`]). No rayon call here: a thread
+/// waiting in rayon may start another probe, so a streamed probe that never waits in rayon is
+/// the whole of what its thread holds (docs/reliability.md, "Memory"); a tensor of several
+/// pieces reads the reference's on a scoped thread beside ours'. Probes run in parallel
+/// across the rayon threads.
+fn stream_probe(
+    name: &str,
+    ours_name: &str,
+    ours: &Dump,
+    reference: &Dump,
+    truth: Option<&Dump>,
+    cfg: &DiffConfig,
+) -> OpResult {
+    fn open<'a>(dump: &'a Dump, name: &str, per: usize) -> Option<Result<Stream<'a>, String>> {
+        if !dump.contains(name) {
+            return None;
+        }
+        let dtype = dump.original_dtype(name).unwrap_or_default();
+        Some(
+            dump.chunks(name, per)
+                .map(|c| (c, dtype))
+                .map_err(|e| e.to_string()),
+        )
+    }
+    fn as_head(h: &Option<(Vec<usize>, String)>) -> Option<Head<'_>> {
+        h.as_ref().map(|(shape, dtype)| Head {
+            shape: shape.as_slice(),
+            dtype: dtype.as_str(),
+        })
+    }
+    let per = cfg.chunk_len;
+    let mut o = match open(ours, ours_name, per).transpose() {
+        Ok(o) => o,
+        Err(msg) => return divergence_diff::unreadable(name, Which::Ours, msg),
+    };
+    let mut r = match open(reference, name, per).transpose() {
+        Ok(r) => r,
+        Err(msg) => return divergence_diff::unreadable(name, Which::Ref, msg),
+    };
+    let head = |s: &Option<Stream<'_>>| {
+        s.as_ref()
+            .map(|(c, dtype)| (c.shape().to_vec(), dtype.clone()))
+    };
+    let (ho, hr) = (head(&o), head(&r));
+    let mut fold = ProbeFold::new(name, as_head(&ho), as_head(&hr), cfg);
+    // The truth, read only for a pair that both sides have; a truth that cannot be opened or
+    // read leaves the presets' verdict, with the reason (`ProbeFold::truth_failed`).
+    let truth_failed = |fold: &mut ProbeFold, e: String| {
+        fold.truth_failed(divergence_names::one_line(&format!("truth: {e}")).into_owned());
+    };
+    let mut t: Option<Stream<'_>> = None;
+    if let (Some(truth), true) = (truth, o.is_some() && r.is_some()) {
+        match open(truth, name, per) {
+            None => fold = fold.with_truth(None),
+            Some(Ok(ts)) => {
+                let ht = Some((ts.0.shape().to_vec(), ts.1.clone()));
+                fold = fold.with_truth(as_head(&ht));
+                t = Some(ts);
+            }
+            Some(Err(msg)) => {
+                fold = fold.with_truth(None);
+                truth_failed(&mut fold, msg);
+            }
+        }
+    }
+    let failed =
+        |which: Which, e: DumpError| divergence_diff::unreadable(name, which, e.to_string());
+    match fold.needs() {
+        Needs::Nothing => {}
+        Needs::Ours | Needs::Ref | Needs::Apart => {
+            for (side, which) in [(&mut o, Which::Ours), (&mut r, Which::Ref)] {
+                let Some((c, _)) = side else { continue };
+                loop {
+                    match c.next_piece() {
+                        Ok(Some(v)) => fold.push_side(which, v),
+                        Ok(None) => break,
+                        Err(e) => return failed(which, e),
+                    }
+                }
+            }
+        }
+        Needs::Pair { truth: want_truth } => {
+            let (Some((oc, _)), Some((rc, _))) = (&mut o, &mut r) else {
+                return fold.finish();
+            };
+            let mut tc = t.as_mut().map(|(c, _)| c).filter(|_| want_truth);
+            // A tensor of several pieces inflates the reference's pieces on a thread of its
+            // own, beside ours': a dump of a few huge members keeps two cores busy (measured,
+            // docs/performance.md). A scoped thread, not rayon: a thread waiting in rayon may
+            // start another probe (and its buffers) meanwhile.
+            let beside = oc.len() > per;
+            loop {
+                let (po, pr) = if beside {
+                    std::thread::scope(|s| {
+                        let theirs = s.spawn(|| rc.next_piece());
+                        let mine = oc.next_piece();
+                        let theirs = theirs
+                            .join()
+                            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                        (mine, theirs)
+                    })
+                } else {
+                    (oc.next_piece(), rc.next_piece())
+                };
+                let po = match po {
+                    Ok(p) => p,
+                    Err(e) => return failed(Which::Ours, e),
+                };
+                let pr = match pr {
+                    Ok(p) => p,
+                    Err(e) => return failed(Which::Ref, e),
+                };
+                // The truth's piece; its end (CRC-32) is checked with the sides' last `None`.
+                let pt = match tc.as_mut().map(|c| c.next_piece()) {
+                    Some(Ok(p)) => p,
+                    Some(Err(e)) => {
+                        truth_failed(&mut fold, e.to_string());
+                        tc = None;
+                        None
+                    }
+                    None => None,
+                };
+                match (po, pr) {
+                    (Some(po), Some(pr)) => fold.push_pair(po, pr, pt),
+                    // Aligned shapes hold equally many elements: both end together (a fold
+                    // fed unevenly reports it).
+                    _ => break,
+                }
+            }
+        }
+    }
+    fold.finish()
 }
 
 /// One side of a probe: `None` when the dump lacks the name, else its view (borrowed where the

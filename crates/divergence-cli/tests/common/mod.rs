@@ -26,3 +26,21 @@ pub fn divergence(args: &[&str]) -> (i32, String, String) {
         String::from_utf8(out.stderr).expect("utf-8 stderr"),
     )
 }
+
+/// `src`'s members rewritten into `dst` with deflate, as `numpy.savez_compressed` stores them.
+pub fn deflated_copy(src: &std::path::Path, dst: &std::path::Path) {
+    let mut archive = zip::ZipArchive::new(std::fs::File::open(src).unwrap()).unwrap();
+    let mut out = zip::ZipWriter::new(std::fs::File::create(dst).unwrap());
+    let opts = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated);
+    for i in 0..archive.len() {
+        let mut member = archive.by_index(i).unwrap();
+        out.start_file(member.name().unwrap().to_string(), opts)
+            .unwrap();
+        std::io::copy(&mut member, &mut out).unwrap();
+    }
+    out.finish().unwrap();
+    let mut check = zip::ZipArchive::new(std::fs::File::open(dst).unwrap()).unwrap();
+    let first = check.by_index(0).unwrap();
+    assert_eq!(first.compression(), zip::CompressionMethod::Deflated);
+}

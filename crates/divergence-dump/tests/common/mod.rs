@@ -68,3 +68,28 @@ pub fn assert_tensor(label: &str, t: &Tensor, want: &serde_json::Value) {
 pub fn bits(v: &Values) -> Vec<u64> {
     v.to_f64_vec().iter().map(|x| x.to_bits()).collect()
 }
+
+/// A tensor read with `Dump::chunks`, `per` elements at a time, its pieces concatenated (to the
+/// end, so that a deflated member's end and CRC-32 are checked).
+pub fn chunked(
+    dump: &divergence_dump::Dump,
+    name: &str,
+    per: usize,
+) -> Result<Values, divergence_dump::DumpError> {
+    let mut c = dump.chunks(name, per)?;
+    let mut out: Option<Values> = None;
+    while let Some(piece) = c.next_piece()? {
+        assert!(
+            piece.len() <= per.max(1),
+            "{name}: a piece longer than {per}"
+        );
+        let v: Values = piece.into();
+        match (&mut out, v) {
+            (None, v) => out = Some(v),
+            (Some(Values::F32(a)), Values::F32(b)) => a.extend(b),
+            (Some(Values::F64(a)), Values::F64(b)) => a.extend(b),
+            _ => panic!("{name}: pieces of different value types"),
+        }
+    }
+    Ok(out.unwrap_or(Values::F32(Vec::new())))
+}

@@ -1,0 +1,1562 @@
+#!/usr/bin/env python3
+"""The bad-input suite (issue #16): builds damaged, hostile and unusual inputs in a temp dir and runs
+the real `divergence` binary on each, checking its outcome strictly, its peak memory (ru_maxrss from
+os.wait4) and its wall time. docs/bad-inputs.md describes the classes, the bounds and the results.
+
+    .venv/bin/python scripts/bad_inputs.py [--bin target/debug/divergence] [-k SUBSTRING] [--keep DIR]
+
+`tests/python/test_bad_inputs.py` runs the same cases under pytest (one test per case), which is how
+scripts/test.sh runs them. Every case expects one of two outcomes:
+
+- `error`: exit 2, nothing on stdout, stderr exactly one line that names the offending file;
+- `report`: exit 0, 1 (or 2 where the comparison means nothing, e.g. no probe in common), and with
+  `--format json` a stdout that parses as JSON without NaN/Infinity, with the statuses expected.
+
+Always: no exit by a signal, no exit code 101, no "panicked" or backtrace, nothing written in or
+around the working directory, peak RSS and wall time under the case's bounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+import os
+import shutil
+import stat
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+FIX = REPO / "fixtures"
+F32_NPZ = FIX / "ref/tiny-qwen3.f32.eager.npz"
+BF16_ST = FIX / "ref/tiny-qwen3.bf16.eager.safetensors"
+TINY = FIX / "tiny-qwen3"
+
+# Bounds, chosen from measurements of the debug binary on 2 cores (docs/bad-inputs.md): the cases
+# with the default bounds peak at 6-13 MB and take at most 0.2 s; the bounds leave room for a
+# loaded CI machine, and 50 MB is below every big input, so reading one whole fails.
+RSS_MB = 50  # every case unless it says otherwise
+WALL_S = 10.0
+KILL_AFTER_S = 10.0  # a run still going this long past its wall bound is killed (and fails)
+HUGE_RSS_MB = 300  # two 1 GiB deflated members compared: must be bounded by a constant (issue #16)
+
+# Tolerance presets (docs/tolerances.md), for the byte-flip oracle.
+PRESETS = {"float32": (1e-3, 1e-6), "bfloat16": (4e-2, 1e-3)}
+
+
+# --------------------------------------------------------------------------------------------------
+# What a case expects
+
+
+@dataclass
+class Expect:
+    kind: str  # "error" or "report"
+    rc: int | set[int] = 2
+    # error: substrings stderr must contain (the offending file, a tensor name)
+    names: list[str] | None = None
+    # report: probe name -> status or set of acceptable statuses
+    statuses: dict[str, str | set[str]] = field(default_factory=dict)
+    # report: statuses every row not listed in `statuses` must have
+    others: set[str] | None = None
+    summary: dict[str, int] = field(default_factory=dict)
+    check: Callable[[dict, str], str | None] | None = None  # (report or None, stdout) -> problem
+    stderr_lines: int = 0  # report: lines allowed on stderr (1 for exit-2 reports)
+    stderr_has: list[str] = field(default_factory=list)
+    stderr_lacks: list[str] = field(default_factory=list)
+    json: bool = True  # report: stdout is JSON
+    max_stderr: int = 2000  # characters on stderr
+
+
+def error(*names: str, lacks: tuple[str, ...] = ()) -> Expect:
+    return Expect("error", 2, names=list(names) or None, stderr_lacks=list(lacks))
+
+
+def report(rc, statuses=None, others=None, **kw) -> Expect:
+    if rc == 2 and "stderr_lines" not in kw:
+        kw["stderr_lines"] = 1
+    return Expect("report", rc, statuses=statuses or {}, others=others, **kw)
+
+
+@dataclass
+class Case:
+    cls: str
+    name: str
+    build: Callable[[Path], list[str]]  # builds inputs in the dir, returns argv after the binary
+    expect: Expect
+    rss_mb: float = RSS_MB
+    wall_s: float = WALL_S
+    note: str = ""
+
+    @property
+    def id(self) -> str:
+        return f"{self.cls}/{self.name}"
+
+
+def all_of(*checks):
+    def check(rep, out):
+        for c in checks:
+            p = c(rep, out)
+            if p:
+                return p
+        return None
+    return check
+
+
+def reason_says(name: str, has=(), lacks=()):
+    """A check that row `name`'s reason contains every `has` and no `lacks`."""
+    def check(rep, _out):
+        row = next((r for r in rep["ops"] if r["name"] == name), None)
+        reason = (row or {}).get("reason") or ""
+        for h in has:
+            if h not in reason:
+                return f"row {name!r}: reason lacks {h!r}: {reason[:200]!r}"
+        for h in lacks:
+            if h in reason:
+                return f"row {name!r}: reason says {h!r}: {reason[:200]!r}"
+        return None
+    return check
+
+
+# --------------------------------------------------------------------------------------------------
+# Builders: npy, zip (our own writer: it must be able to lie), safetensors
+
+
+def npy_header(descr="<f4", shape=(4,), fortran=False, version=1, raw: str | None = None,
+               hlen: int | None = None) -> bytes:
+    text = raw if raw is not None else (
+        "{'descr': %r, 'fortran_order': %s, 'shape': %s, }" % (descr, fortran, _shape_lit(shape)))
+    t = text.encode("latin1")
+    pre = 10 if version == 1 else 12
+    while (pre + len(t) + 1) % 64:
+        t += b" "
+    t += b"\n"
+    n = len(t) if hlen is None else hlen
+    lenfield = struct.pack("<H", n) if version == 1 else struct.pack("<I", n)
+    return b"\x93NUMPY" + bytes([version, 0]) + lenfield + t
+
+
+def _shape_lit(shape) -> str:
+    if isinstance(shape, str):
+        return shape
+    return "(%s,)" % shape[0] if len(shape) == 1 else "(%s)" % ", ".join(map(str, shape))
+
+
+def npy(arr: np.ndarray, **kw) -> bytes:
+    b = io.BytesIO()
+    if kw:
+        np.lib.format.write_array(b, arr, version=kw.pop("version"), allow_pickle=True)
+    else:
+        np.lib.format.write_array(b, arr, allow_pickle=True)
+    return b.getvalue()
+
+
+@dataclass
+class Member:
+    name: str | bytes
+    data: bytes = b""
+    method: int = 0  # 0 stored, 8 deflated
+    # a deflated stream given as (bytes, repeat) pieces, with its true sizes and crc
+    pieces: list[tuple[bytes, int]] | None = None
+    usize: int | None = None
+    crc: int | None = None
+    lie_usize: int | None = None  # the size written in both headers instead of the truth
+
+    def stream(self) -> tuple[list[tuple[bytes, int]], int, int, int]:
+        """(pieces, compressed size, uncompressed size, crc)."""
+        if self.pieces is not None:
+            csize = sum(len(b) * r for b, r in self.pieces)
+            return self.pieces, csize, self.usize, self.crc
+        body = self.data
+        if self.method == 8:
+            co = zlib.compressobj(6, zlib.DEFLATED, -15)
+            body = co.compress(self.data) + co.flush()
+        return [(body, 1)], len(body), len(self.data), zlib.crc32(self.data)
+
+
+def write_zip(path: Path, members: list[Member], cd_count: int | None = None,
+              cd_offset_delta: int = 0) -> Path:
+    """A zip archive (no zip64: members under 4 GiB) with exactly the headers asked for."""
+    cd = b""
+    off = 0
+    with open(path, "wb") as f:
+        for m in members:
+            pieces, csize, usize, crc = m.stream()
+            if m.lie_usize is not None:
+                usize = m.lie_usize
+            name = m.name.encode("utf-8") if isinstance(m.name, str) else m.name
+            flags = 0x800 if isinstance(m.name, str) and not name.isascii() else 0
+            lfh = struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, flags, m.method, 0, 0x21, crc,
+                              csize, usize, len(name), 0) + name
+            f.write(lfh)
+            for b, r in pieces:
+                for _ in range(r):
+                    f.write(b)
+            cd += struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 20, 20, flags, m.method, 0, 0x21,
+                              crc, csize, usize, len(name), 0, 0, 0, 0, 0, off) + name
+            off += len(lfh) + csize
+        n = len(members) if cd_count is None else cd_count
+        f.write(cd)
+        f.write(struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, n, n, len(cd), off + cd_offset_delta, 0))
+    return path
+
+
+def deflate_zeros(prefix: bytes, n_zeros: int, crc: bool = True) -> Member:
+    """A raw deflate stream of `prefix` + n_zeros zero bytes, built without materialising it: after a
+    sync flush, every further 1 MiB of zeros compresses to the same bytes (checked), so the stream
+    is (first chunk, repeated middle chunk, final chunk). The crc costs ~0.3 s per GiB."""
+    ch = 1 << 20
+    assert n_zeros % ch == 0 and n_zeros >= 3 * ch
+    co = zlib.compressobj(6, zlib.DEFLATED, -15)
+    first = co.compress(prefix + bytes(ch)) + co.flush(zlib.Z_SYNC_FLUSH)
+    mid = co.compress(bytes(ch)) + co.flush(zlib.Z_SYNC_FLUSH)
+    mid2 = co.compress(bytes(ch)) + co.flush(zlib.Z_SYNC_FLUSH)
+    assert mid == mid2
+    last = co.compress(bytes(ch)) + co.flush(zlib.Z_FINISH)
+    n = n_zeros // ch
+    c = 0
+    if crc:
+        c = zlib.crc32(prefix)
+        z = bytes(16 * ch)
+        for _ in range(n_zeros // len(z)):
+            c = zlib.crc32(z, c)
+        c = zlib.crc32(bytes(n_zeros % len(z)), c)
+    return Member("", method=8, pieces=[(first, 1), (mid, n - 2), (last, 1)],
+                  usize=len(prefix) + n_zeros, crc=c)
+
+
+def savez(path: Path, arrays: dict[str, np.ndarray], meta: dict | None = None,
+          compressed=False) -> Path:
+    """An npz as numpy writes it (numpy's own zip writer: zip64 extras), with optional __meta__."""
+    d = dict(arrays)
+    if meta is not None:
+        d["__meta__"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    with open(path, "wb") as f:
+        (np.savez_compressed if compressed else np.savez)(f, **d)
+    return path
+
+
+def meta_for(arrays: dict[str, np.ndarray], **extra) -> dict:
+    m = {"format": "divergence-dump/1", "order": list(arrays),
+         "dtypes": {k: str(v.dtype) for k, v in arrays.items()}}
+    m.update(extra)
+    return m
+
+
+def write_st(path: Path, header: dict | bytes, data: bytes = b"", hlen: int | None = None) -> Path:
+    h = header if isinstance(header, bytes) else json.dumps(header).encode()
+    n = len(h) if hlen is None else hlen
+    path.write_bytes(struct.pack("<Q", n) + h + data)
+    return path
+
+
+def small(seed=0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {"a": rng.standard_normal((4, 8)).astype(np.float32),
+            "b": rng.standard_normal((2, 3, 4)).astype(np.float32)}
+
+
+# --------------------------------------------------------------------------------------------------
+# The byte-flip oracle: what a correct diff says about a tensor with one byte flipped
+
+
+def rule_status(o: np.ndarray, r: np.ndarray, dtype: str) -> set[str]:
+    rtol, atol = PRESETS[dtype]
+    o = o.astype(np.float64).ravel()
+    r = r.astype(np.float64).ravel()
+    fo, fr = np.isfinite(o), np.isfinite(r)
+    same_nf = (np.isnan(o) & np.isnan(r)) | (np.isinf(o) & (o == r))
+    if ((~fo | ~fr) & ~same_nf).any():
+        return {"nonfinite"}
+    both = fo & fr
+    if o.size and not both.any():
+        return {"no_finite"}
+    d = float(np.linalg.norm(o[both] - r[both]))
+    thr = atol * math.sqrt(both.sum()) + rtol * float(np.linalg.norm(r[both]))
+    if abs(d - thr) <= 1e-6 * thr:
+        return {"ok", "diverged"}  # too close to call in f64 from numpy
+    return {"diverged"} if d > thr else {"ok"}
+
+
+def bf16(raw: bytes) -> np.ndarray:
+    return (np.frombuffer(raw, "<u2").astype(np.uint32) << 16).view(np.float32)
+
+
+# --------------------------------------------------------------------------------------------------
+# Class 1: the real npz fixture damaged at systematic offsets
+
+
+def zip_layout(path: Path):
+    """Per member: name, local header offset, data offset, data length, npy header length; plus
+    the central directory records' offsets and the end record's offset."""
+    raw = path.read_bytes()
+    z = zipfile.ZipFile(path)
+    members = []
+    for i in z.infolist():
+        lo = i.header_offset
+        nlen, xlen = struct.unpack_from("<HH", raw, lo + 26)
+        do = lo + 30 + nlen + xlen
+        if raw[do:do + 6] == b"\x93NUMPY":
+            hl = 10 + struct.unpack_from("<H", raw, do + 8)[0]
+        else:
+            hl = 0
+        members.append(dict(name=i.filename[:-4], lfh=lo, data=do, size=i.compress_size, hlen=hl))
+    eocd = raw.rfind(b"PK\x05\x06")
+    cd_off = struct.unpack_from("<I", raw, eocd + 16)[0]
+    cds, p = [], cd_off
+    while p < eocd:
+        cds.append(p)
+        nlen, xlen, clen = struct.unpack_from("<HHH", raw, p + 28)
+        p += 46 + nlen + xlen + clen
+    return raw, members, cds, eocd
+
+
+def flip(raw: bytes, at: int) -> bytes:
+    b = bytearray(raw)
+    b[at] ^= 0xFF
+    return bytes(b)
+
+
+def zip_damage_cases() -> list[Case]:
+    raw, mem, cds, eocd = zip_layout(F32_NPZ)
+    size = len(raw)
+    pristine = {}
+    with np.load(F32_NPZ) as z:
+        for k in z.files:
+            pristine[k] = z[k]
+    cases = []
+
+    def damaged(data: Callable[[], bytes], tag: str):
+        def build(d: Path):
+            p = d / f"{tag}.npz"
+            p.write_bytes(data())
+            return ["diff", str(p), str(F32_NPZ), "--format", "json"]
+        return build
+
+    # truncations: a cut-short zip has no end record: the file is refused, naming it
+    cuts = sorted({1, 4, 29, 30, 100, mem[0]["data"] + 5, mem[0]["data"] + mem[0]["size"] // 2,
+                   mem[1]["lfh"] + 10, mem[40]["data"] + 200, size // 2, mem[-1]["data"] + 3,
+                   cds[0], cds[0] + 23, cds[41], cds[-1] + 50, eocd, eocd + 4, eocd + 12,
+                   eocd + 21, size - 1})
+    for c in cuts:
+        cases.append(Case("zip_damage", f"truncate_at_{c}", damaged(lambda c=c: raw[:c], f"cut{c}"),
+                          error(f"cut{c}.npz")))
+
+    def entry_damage(m, allowed=frozenset({"unreadable"})):
+        # a damaged member fails only its own row (exit 0: unreadable rows are listed, and
+        # never the first divergence); the rest of the dump still compares
+        return report(0, {m["name"]: set(allowed)}, others={"ok"})
+
+    def flip_case(at: int, tag: str, exp: Expect):
+        build = damaged(lambda at=at: flip(raw, at), f"flip{at}")
+        cases.append(Case("zip_damage", f"flip_{tag}_at_{at}", build, exp))
+
+    for mi in (0, 40, 80):
+        m = mem[mi]
+        lo, do = m["lfh"], m["data"]
+        # local header: signature, name length and extra length decide where the data is
+        flip_case(lo, f"m{mi}_local_signature", entry_damage(m))
+        flip_case(lo + 26, f"m{mi}_local_name_len", entry_damage(m))
+        flip_case(lo + 29, f"m{mi}_local_extra_len", entry_damage(m))
+        # fields the central directory also holds (method, time, crc, size): the directory's
+        # copy is used or the mismatch refused, never garbage
+        flip_case(lo + 8, f"m{mi}_local_method", entry_damage(m, {"ok", "unreadable"}))
+        flip_case(lo + 10, f"m{mi}_local_time", entry_damage(m, {"ok", "unreadable"}))
+        flip_case(lo + 14, f"m{mi}_local_crc", entry_damage(m, {"ok", "unreadable"}))
+        flip_case(lo + 18, f"m{mi}_local_csize", entry_damage(m, {"ok", "unreadable"}))
+        # npy header: magic, version, header length, the dict (descr, shape), its padding
+        flip_case(do, f"m{mi}_npy_magic", entry_damage(m))
+        flip_case(do + 6, f"m{mi}_npy_version", entry_damage(m))
+        flip_case(do + 8, f"m{mi}_npy_hlen", entry_damage(m))
+        flip_case(do + 9, f"m{mi}_npy_hlen_hi", entry_damage(m))
+        hdr = raw[do:do + m["hlen"]]
+        for key, tag in ((b"'<f4'", "descr"), (b"'shape': (", "shape"), (b"False", "fortran")):
+            k = hdr.find(key)
+            at = do + k + (len(key) if tag == "shape" else 1)
+            flip_case(at, f"m{mi}_npy_{tag}", entry_damage(m))
+        flip_case(do + m["hlen"] - 2, f"m{mi}_npy_padding", entry_damage(m))
+        # tensor data: the oracle decides (a flipped low byte is within tolerance, a high one not)
+        n = m["size"] - m["hlen"]
+        for rel in (0, 3, n // 2 + 1, n - 1):
+            at = do + m["hlen"] + rel
+            arr = pristine[m["name"]]
+            bad = arr.copy().reshape(-1).view(np.uint8)
+            bad[rel] ^= 0xFF
+            st = rule_status(bad.view(arr.dtype).reshape(arr.shape), arr, "float32")
+            rc = 1 if st == {"diverged"} or st == {"nonfinite"} else (0 if st == {"ok"} else {0, 1})
+            flip_case(at, f"m{mi}_data_byte{rel}", report(rc, {m["name"]: st}, others={"ok"}))
+
+    # __meta__ is read at open: damage there fails the whole file
+    mm = mem[-1]
+    assert mm["name"] == "__meta__"
+    flip_case(mm["lfh"], "meta_local_signature", error("flip%d.npz" % mm["lfh"]))
+    flip_case(mm["data"], "meta_npy_magic", error("flip%d.npz" % mm["data"]))
+    at = mm["data"] + mm["hlen"] + 1
+    flip_case(at, "meta_json", error(f"flip{at}.npz"))
+
+    # central directory record of a middle member: signature (the directory is unreadable),
+    # name length (every later record shifts), local header offset (the member is elsewhere)
+    c = cds[40]
+    flip_case(c, "cd40_signature", error(f"flip{c}.npz"))
+    flip_case(c + 28, "cd40_name_len", error(f"flip{c + 28}.npz"))
+    flip_case(c + 10, "cd40_method", entry_damage(mem[40]))
+    flip_case(c + 42, "cd40_local_offset", entry_damage(mem[40]))
+    flip_case(c + 45, "cd40_local_offset_hi", entry_damage(mem[40]))
+    flip_case(c + 20, "cd40_csize", entry_damage(mem[40]))
+    # a stored member's uncompressed size: its extent is the compressed size and the npy header
+    flip_case(c + 24, "cd40_usize", entry_damage(mem[40], {"ok", "unreadable"}))
+    # end of central directory: signature, entry count, directory size and offset
+    for rel, tag in ((0, "signature"), (10, "entries"), (12, "cd_size"), (16, "cd_offset"),
+                     (19, "cd_offset_hi")):
+        flip_case(eocd + rel, f"eocd_{tag}", error(f"flip{eocd + rel}.npz"))
+    return cases
+
+
+# --------------------------------------------------------------------------------------------------
+# Class 2: a single .npy damaged at systematic offsets; class 3: the safetensors fixture
+
+
+def npy_damage_cases() -> list[Case]:
+    with np.load(F32_NPZ) as z:
+        arr = z["lm_head"]
+    raw = npy(arr)
+    hl = 10 + struct.unpack_from("<H", raw, 8)[0]
+    cases = []
+
+    def build_pair(data: Callable[[], bytes], tag: str):
+        def build(d: Path):
+            p = d / f"{tag}.npy"
+            p.write_bytes(data())
+            ref = d / "lm_head.npy"
+            ref.write_bytes(raw)
+            return ["diff", str(p), str(ref), "--format", "json"]
+        return build
+
+    # a single .npy is a file, not an "entry" (issue #16 point 5)
+    for c in (0, 5, 9, 50, hl - 1, hl, hl + 1, hl + 2001, len(raw) - 1):
+        exp = error(f"cut{c}.npy", lacks=("entry",))
+        cases.append(Case("npy_damage", f"truncate_at_{c}", build_pair(lambda c=c: raw[:c], f"cut{c}"), exp))
+    text = raw[:hl]
+    for at, tag in ((0, "magic"), (6, "version"), (8, "hlen"), (9, "hlen_hi"),
+                    (text.find(b"<f4") , "descr"), (text.find(b"(1,") + 1, "shape"),
+                    (text.find(b"False"), "fortran"), (hl - 1, "newline")):
+        cases.append(Case("npy_damage", f"flip_{tag}_at_{at}", build_pair(lambda at=at: flip(raw, at), f"f{at}"),
+                          error(f"f{at}.npy", lacks=("entry",))))
+    for rel in (1, 3, 1001):
+        bad = arr.copy().reshape(-1).view(np.uint8)
+        bad[rel] ^= 0xFF
+        st = rule_status(bad.view(arr.dtype).reshape(arr.shape), arr, "float32")
+        rc = 1 if st in ({"diverged"}, {"nonfinite"}) else (0 if st == {"ok"} else {0, 1})
+        at = hl + rel
+        # two single-.npy dumps are one probe whatever their names (the ref's name is used)
+        cases.append(Case("npy_damage", f"flip_data_byte{rel}", build_pair(lambda at=at: flip(raw, at), f"d{at}"),
+                          report(rc, {"lm_head": st}, others=set())))
+    return cases
+
+
+def st_damage_cases() -> list[Case]:
+    raw = BF16_ST.read_bytes()
+    n = struct.unpack_from("<Q", raw)[0]
+    header = json.loads(raw[8:8 + n])
+    tensors = {k: v for k, v in header.items() if k != "__metadata__"}
+    base = 8 + n
+    cases = []
+
+    def build_one(data: Callable[[], bytes], tag: str):
+        def build(d: Path):
+            p = d / f"{tag}.safetensors"
+            p.write_bytes(data())
+            return ["diff", str(p), str(BF16_ST), "--format", "json"]
+        return build
+
+    for c in (0, 4, 8, 9, n // 2, base - 1, base, base + 1, len(raw) // 2, len(raw) - 1):
+        cases.append(Case("st_damage", f"truncate_at_{c}", build_one(lambda c=c: raw[:c], f"cut{c}"),
+                          error(f"cut{c}.safetensors")))
+    hdr = raw[8:base]
+    for at, tag in ((0, "hlen_lo"), (1, "hlen_1"), (7, "hlen_hi"), (8, "json_open"),
+                    (8 + hdr.find(b"BF16"), "dtype"), (8 + hdr.find(b"data_offsets") + 16, "offsets"),
+                    (8 + hdr.find(b'"shape"') + 10, "shape"), (8 + hdr.find(b"order") + 2, "meta"),
+                    (base - 1, "json_end")):
+        cases.append(Case("st_damage", f"flip_{tag}_at_{at}", build_one(lambda at=at: flip(raw, at), f"f{at}"),
+                          error(f"f{at}.safetensors")))
+    names = sorted(tensors, key=lambda k: tensors[k]["data_offsets"][0])
+    for name in (names[0], names[len(names) // 2], names[-1]):
+        t = tensors[name]
+        s, e = t["data_offsets"]
+        for rel in (0, 1, e - s - 1):
+            blob = raw[base + s:base + e]
+            bad = bytearray(blob)
+            bad[rel] ^= 0xFF
+            st = rule_status(bf16(bytes(bad)), bf16(blob), "bfloat16")
+            rc = 1 if st in ({"diverged"}, {"nonfinite"}) else (0 if st == {"ok"} else {0, 1})
+            at = base + s + rel
+            cases.append(Case("st_damage", f"flip_data_{name}_byte{rel}",
+                              build_one(lambda at=at: flip(raw, at), f"d{at}"),
+                              report(rc, {name: st}, others={"ok"})))
+    return cases
+
+
+# --------------------------------------------------------------------------------------------------
+# Class 4: deflate bombs
+
+
+GiB = 1 << 30
+
+
+def bomb_cases() -> list[Case]:
+    cases = []
+    a = np.arange(32, dtype=np.float32).reshape(4, 8)
+
+    def lying_member(d: Path):
+        # the zip directory (and the npy header) say 32 floats; the stream holds 16 GiB
+        hdr = npy_header("<f4", (4, 8))
+        m = deflate_zeros(hdr, 16 * GiB, crc=False)
+        m.name, m.lie_usize = "y.npy", len(hdr) + 128
+        p = write_zip(d / "bomb.npz", [Member("x.npy", npy(a)), m])
+        return ["diff", str(p), str(p), "--format", "json"]
+
+    cases.append(Case("bomb", "member_directory_lies_16GiB", lying_member,
+                      report(0, {"y": "unreadable", "x": "ok"}), wall_s=5))
+
+    def lying_meta(d: Path):
+        # __meta__ says 2 bytes; its stream holds 4 GiB
+        hdr = npy_header("|u1", (2,))
+        m = deflate_zeros(hdr, 4 * GiB, crc=False)
+        m.name, m.lie_usize = "__meta__.npy", len(hdr) + 2
+        p = write_zip(d / "metabomb.npz", [Member("x.npy", npy(a)), m])
+        q = savez(d / "ref.npz", {"x": a})
+        return ["diff", str(p), str(q), "--format", "json"]
+
+    cases.append(Case("bomb", "meta_directory_lies_4GiB", lying_meta, error("metabomb.npz"),
+                      wall_s=5))
+
+    def honest_meta(d: Path):
+        # an honest 1.5 GiB deflated __meta__ (zeros): refused by the metadata cap before inflating
+        hdr = npy_header("|u1", (3 * GiB // 2,))
+        m = deflate_zeros(hdr, 3 * GiB // 2, crc=True)
+        m.name = "__meta__.npy"
+        p = write_zip(d / "bigmeta.npz", [Member("x.npy", npy(a)), m])
+        return ["diff", str(p), str(p), "--format", "json"]
+
+    cases.append(Case("bomb", "meta_honest_1.5GiB", honest_meta, error("bigmeta.npz"), wall_s=5))
+
+    def ratio_lie(d: Path):
+        # the directory claims 2 GiB for ~1 KB of deflate: more than deflate's ~1032:1 can give
+        hdr = npy_header("<f4", (GiB // 2,))
+        body = hdr + bytes(4096)
+        m = Member("y.npy", body, method=8, lie_usize=2 * GiB - 1)
+        p = write_zip(d / "ratio.npz", [Member("x.npy", npy(a)), m])
+        return ["diff", str(p), str(p), "--format", "json"]
+
+    cases.append(Case("bomb", "directory_claims_2GiB_from_1KB", ratio_lie,
+                      report(0, {"y": "unreadable", "x": "ok"}), wall_s=5))
+
+    def header_lies(d: Path):
+        # the npy header inside the stream claims 2^31 floats; the directory says 160 bytes
+        hdr = npy_header("<f4", (1 << 31,))
+        m = Member("y.npy", hdr + bytes(32), method=8)
+        p = write_zip(d / "hdrlie.npz", [Member("x.npy", npy(a)), m])
+        return ["diff", str(p), str(p), "--format", "json"]
+
+    cases.append(Case("bomb", "npy_header_claims_8GiB", header_lies,
+                      report(0, {"y": "unreadable", "x": "ok"}), wall_s=5))
+
+    def short_stream(d: Path):
+        # the directory is honest about 64 MiB, the stream ends (cleanly) after 4 MiB
+        hdr = npy_header("<f4", (16 << 20,))
+        m = deflate_zeros(hdr, 4 << 20)
+        m.name, m.lie_usize = "y.npy", len(hdr) + (64 << 20)
+        p = write_zip(d / "short.npz", [Member("x.npy", npy(a)), m])
+        return ["diff", str(p), str(p), "--format", "json"]
+
+    cases.append(Case("bomb", "stream_shorter_than_directory", short_stream,
+                      report(0, {"y": "unreadable", "x": "ok"}), wall_s=5))
+
+    def huge_pair(d: Path):
+        # two honest 1 GiB deflated members of zeros (the same file on both sides): must be
+        # compared in bounded memory (issue #16: chunk by chunk); today each is inflated whole
+        hdr = npy_header("<f4", (GiB // 4,))
+        m = deflate_zeros(hdr, GiB)
+        m.name = "big.npy"
+        p = write_zip(d / "huge.npz", [Member("x.npy", npy(a)), m])
+        return ["diff", str(p), str(p), "--format", "json"]
+
+    cases.append(Case("bomb", "honest_1GiB_deflated_both_sides", huge_pair,
+                      report(0, {"big": "ok", "x": "ok"}), rss_mb=HUGE_RSS_MB, wall_s=60,
+                      note="expected to fail until deflated members are compared chunk by chunk"))
+
+    def huge_one_side(d: Path):
+        # a 512 MiB deflated probe in ours only: its norm is still computed (ours_l2)
+        hdr = npy_header("<f4", (GiB // 8,))
+        m = deflate_zeros(hdr, GiB // 2)
+        m.name = "big.npy"
+        p = write_zip(d / "half.npz", [Member("x.npy", npy(a)), m])
+        q = write_zip(d / "small.npz", [Member("x.npy", npy(a))])
+        return ["diff", str(p), str(q), "--format", "json"]
+
+    cases.append(Case("bomb", "honest_512MiB_deflated_one_side", huge_one_side,
+                      report(0, {"big": "only_ours", "x": "ok"}), rss_mb=HUGE_RSS_MB, wall_s=60,
+                      note="expected to fail until deflated members are read in bounded memory"))
+    return cases
+
+
+# --------------------------------------------------------------------------------------------------
+# Class 5: lying headers
+
+
+def lying_header_cases() -> list[Case]:
+    cases = []
+    a = np.arange(32, dtype=np.float32).reshape(4, 8)
+
+    def npz_with(tag: str, y: bytes):
+        def build(d: Path):
+            p = write_zip(d / f"{tag}.npz", [Member("x.npy", npy(a)), Member("y.npy", y)])
+            return ["diff", str(p), str(p), "--format", "json"]
+        return build
+
+    def one_line_short(rep, _out):
+        for row in rep["ops"]:
+            r = row.get("reason") or ""
+            if len(r) > 400:
+                return f"row {row['name']}: reason is {len(r)} characters: {r[:120]}..."
+        return None
+
+    # what the message must (not) say, for the cases issue #16 point 5 named
+    says = {"dims_150000": (["150000"], ["syntax error"]),
+            "dimension_2pow70": (["1180591620717411303424"], ["18446744073709551615"]),
+            "descr_garbage": (["'zz9'"], [])}
+
+    def entry(tag):
+        has, lacks = says.get(tag, ([], []))
+        return dict(rc=0, statuses={"y": "unreadable", "x": "ok"},
+                    check=all_of(one_line_short, reason_says("y", has, lacks)))
+
+    for tag, y in (
+        ("shape_beyond_data", npy_header("<f4", (1000000,)) + bytes(16)),
+        ("shape_product_overflows", npy_header("<f4", (1 << 40, 1 << 40)) + bytes(16)),
+        ("dimension_2pow70", npy_header("<f4", (1 << 70,)) + bytes(16)),
+        ("dims_150000", npy_header(raw="{'descr': '<f4', 'fortran_order': False, 'shape': (%s), }"
+                                   % ("1," * 150000), version=2) + bytes(4)),
+        ("negative_dimension", npy_header("<f4", (-4,)) + bytes(16)),
+        ("data_one_byte_short", npy_header("<f4", (4,)) + bytes(15)),
+        ("v1_hlen_65535", npy_header("<f4", (4,), hlen=0xFFFF) + bytes(16)),
+        ("v2_hlen_4GiB", npy_header("<f4", (4,), version=2, hlen=0xFFFFFFFF) + bytes(16)),
+        ("header_syntax_error_1800", npy_header(raw="{'descr': '<f4', 'shape': (4,), 'x': [%s"
+                                                % ("1, " * 600)) + bytes(16)),
+        ("descr_garbage", npy_header("zz9", (4,)) + bytes(16)),
+        ("missing_shape_key", npy_header(raw="{'descr': '<f4', 'fortran_order': False}") + bytes(16)),
+        ("header_not_a_dict", npy_header(raw="[1, 2, 3]") + bytes(16)),
+    ):
+        cases.append(Case("lying_header", f"npz_{tag}", npz_with(tag, y), report(**entry(tag))))
+
+    def single(tag: str, body: bytes):
+        def build(d: Path):
+            p = d / f"{tag}.npy"
+            p.write_bytes(body)
+            return ["diff", str(p), str(p), "--format", "json"]
+        return build
+
+    cases.append(Case("lying_header", "npy_shape_beyond_data",
+                      single("big", npy_header("<f8", (1 << 30, 1 << 10)) + bytes(64)),
+                      error("big.npy")))
+    cases.append(Case("lying_header", "npy_hlen_beyond_file",
+                      single("hl", npy_header("<f4", (4,), version=3, hlen=1 << 31) + bytes(16)),
+                      error("hl.npy")))
+
+    def st(tag: str, header, data=b"", hlen=None):
+        def build(d: Path):
+            p = write_st(d / f"{tag}.safetensors", header, data, hlen)
+            return ["diff", str(p), str(p), "--format", "json"]
+        return build
+
+    w = {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}
+    for tag, args in (
+        ("offsets_beyond_file", ({"w": {**w, "data_offsets": [0, 1 << 40]}}, bytes(8))),
+        ("offsets_reversed", ({"w": {**w, "data_offsets": [8, 0]}}, bytes(8))),
+        ("shape_overflows", ({"w": {**w, "shape": [1 << 62, 1 << 62]}}, bytes(8))),
+        ("shape_vs_offsets", ({"w": {**w, "data_offsets": [4, 8]}}, bytes(8))),
+        ("unknown_dtype", ({"w": {**w, "dtype": "X99"}}, bytes(8))),
+        ("hlen_2pow64_minus_1", ({"w": w}, bytes(8), (1 << 64) - 1)),
+        ("hlen_beyond_file", ({"w": w}, bytes(8), 5000)),
+        ("hlen_over_100MB", ({"w": w}, bytes(8), 100_000_001)),
+        ("hlen_zero", (b"", bytes(8), 0)),
+        ("header_not_object", (b"[1,2]", bytes(8))),
+        ("header_invalid_json", (b'{"w": {"dtype": ', bytes(8))),
+        ("metadata_not_json", ({"__metadata__": {"divergence": "{not json"}, "w": w}, bytes(8))),
+        ("metadata_wrong_type", ({"__metadata__": {"divergence": 5}, "w": w}, bytes(8))),
+    ):
+        exp = error(f"{tag}.safetensors")
+        if tag in ("shape_vs_offsets", "unknown_dtype", "offsets_beyond_file"):
+            exp.names.append("'w'")  # the tensor is named
+        if tag == "unknown_dtype":
+            exp.names.append("X99")
+            exp.max_stderr = 300  # not serde's list of every valid dtype
+        cases.append(Case("lying_header", f"st_{tag}", st(tag, *args), exp))
+
+    def zip_count_lie(d: Path):
+        p = write_zip(d / "count.npz", [Member("x.npy", npy(a))], cd_count=0xFFFF)
+        return ["diff", str(p), str(p), "--format", "json"]
+
+    def zip_offset_lie(d: Path):
+        p = write_zip(d / "cdoff.npz", [Member("x.npy", npy(a))], cd_offset_delta=1 << 30)
+        return ["diff", str(p), str(p), "--format", "json"]
+
+    cases.append(Case("lying_header", "zip_65535_entries_in_one_record", zip_count_lie,
+                      error("count.npz")))
+    cases.append(Case("lying_header", "zip_directory_offset_beyond_file", zip_offset_lie,
+                      error("cdoff.npz")))
+    return cases
+
+
+# --------------------------------------------------------------------------------------------------
+# Class 6: pickles, structured and other unsupported dtypes
+
+
+class _Evil:
+    """Unpickling this touches a marker file: the suite checks it never appears."""
+
+    marker = ""
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def dtype_cases() -> list[Case]:
+    cases = []
+    a = np.arange(32, dtype=np.float32).reshape(4, 8)
+
+    def pickled(d: Path):
+        _Evil.marker = str(d / "UNPICKLED")
+        p = d / "evil.npz"
+        arr = np.empty(1, dtype=object)
+        arr[0] = _Evil()
+        with open(p, "wb") as f:
+            np.savez(f, x=a, y=arr)
+        return ["diff", str(p), str(p), "--format", "json"]
+
+    cases.append(Case("dtype", "pickled_object_array", pickled,
+                      report(0, {"y": "unreadable", "x": "ok"})))
+
+    def single_pickle(d: Path):
+        _Evil.marker = str(d / "UNPICKLED")
+        arr = np.empty(2, dtype=object)
+        arr[0], arr[1] = _Evil(), 1
+        p = d / "evil.npy"
+        p.write_bytes(npy(arr))
+        return ["diff", str(p), str(p), "--format", "json"]
+
+    cases.append(Case("dtype", "pickled_single_npy", single_pickle, error("evil.npy")))
+
+    odd = {
+        "structured": np.zeros(4, dtype=[("a", "<f4"), ("b", "<i4")]),
+        "nested_structured": np.zeros(2, dtype=[("a", "<f4", (2,)), ("b", [("c", "<f8")])]),
+        "unicode": np.array(["ab", "cde"]),
+        "bytes": np.array([b"ab", b"c"]),
+        "complex64": np.ones(4, dtype=np.complex64),
+        "uint16": np.ones(4, dtype=np.uint16),
+        "uint64": np.ones(4, dtype=np.uint64),
+        "longdouble": np.ones(4, dtype=np.longdouble),
+        "datetime": np.array(["2020-01-01"], dtype="M8[s]"),
+        "void": np.zeros(3, dtype="V4"),
+    }
+    for tag, arr in odd.items():
+        def build(d: Path, arr=arr, tag=tag):
+            p = d / f"{tag}.npz"
+            with open(p, "wb") as f:
+                np.savez(f, x=a, y=arr)
+            return ["diff", str(p), str(p), "--format", "json"]
+        cases.append(Case("dtype", f"npz_{tag}", build, report(0, {"y": "unreadable", "x": "ok"})))
+    return cases
+
+
+# --------------------------------------------------------------------------------------------------
+# Class 7: path-traversal and odd member names (nothing is extracted, names stay data)
+
+
+def name_cases() -> list[Case]:
+    cases = []
+    a = np.arange(8, dtype=np.float32)
+
+    for tag, name in (
+        ("dotdot", "../../x.npy"),
+        ("absolute", "/tmp/abs/x.npy"),
+        ("dotdot_inside", "a/../../../b.npy"),
+        ("backslashes", "..\\..\\w.npy"),
+        ("newline", "line1\nline2.npy"),
+        ("nul_byte", "nu\x00l.npy"),
+        ("long_60000", "n" * 60000 + ".npy"),
+        ("no_npy_suffix", "plain"),
+        ("empty_stem", ".npy"),
+        ("unicode", "ünï\u202ecode.npy"),
+    ):
+        probe = name[:-4] if name.endswith(".npy") else name
+
+        def build(d: Path, name=name, tag=tag):
+            p = write_zip(d / f"{tag}.npz", [Member("x.npy", npy(a)), Member(name, npy(a))])
+            return ["diff", str(p), str(p), "--format", "json"]
+
+        def check(rep, _out, probe=probe):
+            got = [r["name"] for r in rep["ops"]]
+            if Path("/tmp/abs/x.npy").exists():
+                return "/tmp/abs/x.npy was written"
+            return None if probe in got else f"probe {probe[:40]!r} not in {[g[:40] for g in got]}"
+
+        cases.append(Case("names", tag, build, report(0, others={"ok"}, check=check)))
+
+    def bad_utf8(d: Path):
+        p = write_zip(d / "utf8.npz", [Member("x.npy", npy(a)), Member(b"\xff\xfe.npy", npy(a))])
+        return ["diff", str(p), str(p), "--format", "json"]
+
+    cases.append(Case("names", "invalid_utf8", bad_utf8, report(0, others={"ok"})))
+
+    def damaged_newline(d: Path):
+        # an unreadable member whose name has a newline: its reason must stay one line
+        p = write_zip(d / "nl.npz", [Member("x.npy", npy(a)),
+                                     Member("bad\nname.npy", b"\x93NUMPY\x01\x00garbage")])
+        return ["diff", str(p), str(p), "--format", "json"]
+
+    def reason_one_line(rep, _out):
+        for r in rep["ops"]:
+            if "\n" in (r.get("reason") or ""):
+                return f"row {r['name']!r}: reason has a newline: {r['reason']!r}"
+        return None
+
+    def newline_file_error(d: Path):
+        # a file-level error that names a member whose name holds a newline (a duplicate): the
+        # error must still be one line
+        p = write_zip(d / "nldup.npz", [Member("x.npy", npy(a)), Member("bad\nname.npy", npy(a)),
+                                        Member("bad\nname.npy", npy(a))])
+        return ["diff", str(p), str(p), "--format", "json"]
+
+    cases.append(Case("names", "duplicate_member_named_with_newline", newline_file_error,
+                      error("nldup.npz")))
+
+    def st_names(d: Path):
+        names = ["../../x", "/abs/y", "a\nb", "", "\u202e"]
+        data = np.arange(len(names) * 2, dtype=np.float32).tobytes()
+        h = {n: {"dtype": "F32", "shape": [2], "data_offsets": [8 * i, 8 * i + 8]}
+             for i, n in enumerate(names)}
+        p = write_st(d / "names.safetensors", h, data)
+        return ["diff", str(p), str(p), "--format", "json"]
+
+    cases.append(Case("names", "safetensors_tensor_names", st_names,
+                      report(0, {"../../x": "ok", "/abs/y": "ok", "a\nb": "ok", "": "ok"})))
+
+    cases.append(Case("names", "unreadable_member_named_with_newline", damaged_newline,
+                      report(0, {"x": "ok", "bad\nname": "unreadable"}, check=reason_one_line)))
+
+    def dup(d: Path):
+        p = write_zip(d / "dup.npz", [Member("x.npy", npy(a)), Member("x.npy", npy(a * 2))])
+        q = savez(d / "ref.npz", {"x": a})
+        return ["diff", str(p), str(q), "--format", "json"]
+
+    cases.append(Case("names", "duplicate_member", dup, error("dup.npz")))
+
+    def dup_meta(d: Path):
+        m = json.dumps(meta_for({"x": a})).encode()
+        mm = npy(np.frombuffer(m, np.uint8))
+        p = write_zip(d / "dupmeta.npz", [Member("x.npy", npy(a)), Member("__meta__.npy", mm),
+                                          Member("__meta__.npy", mm)])
+        return ["diff", str(p), str(p), "--format", "json"]
+
+    cases.append(Case("names", "duplicate_meta", dup_meta, error("dupmeta.npz")))
+    return cases
+
+
+# --------------------------------------------------------------------------------------------------
+# Class 8: bad __meta__
+
+
+def meta_cases() -> list[Case]:
+    cases = []
+    arrays = small()
+    good = meta_for(arrays)
+
+    def with_meta_bytes(tag: str, body: bytes | np.ndarray):
+        def build(d: Path):
+            arr = body if isinstance(body, np.ndarray) else np.frombuffer(body, np.uint8)
+            members = [Member(f"{k}.npy", npy(v)) for k, v in arrays.items()]
+            members.append(Member("__meta__.npy", npy(arr)))
+            p = write_zip(d / f"{tag}.npz", members)
+            q = savez(d / "ref.npz", arrays, good)
+            return ["diff", str(p), str(q), "--format", "json"]
+        return build
+
+    bad = {
+        "invalid_json": b'{"order": ["a", ',
+        "not_utf8": b'{"order": ["\xff\xfe"]}',
+        "array_not_object": b'["a", "b"]',
+        "string_not_object": b'"hello"',
+        "empty": b"",
+        "order_is_string": json.dumps({"order": "a,b"}).encode(),
+        "order_has_ints": json.dumps({"order": [1, 2]}).encode(),
+        "dtypes_is_list": json.dumps({"dtypes": ["float32"]}).encode(),
+        "dtypes_values_ints": json.dumps({"dtypes": {"a": 32}}).encode(),
+        "input_ids_strings": json.dumps({"input_ids": ["1", "2"]}).encode(),
+        "input_ids_1e30": b'{"input_ids": [1000000000000000000000000000000]}',
+        "input_ids_nested": json.dumps({"input_ids": [[1, 2], [3]]}).encode(),
+        "nan_literal": b'{"order": NaN}',
+        "nested_100000": b"[" * 100000 + b"]" * 100000,
+        "nested_in_extra": b'{"producer": ' + b"[" * 100000 + b"]" * 100000 + b"}",
+    }
+    for tag, body in bad.items():
+        exp = error(f"{tag}.npz", lacks=("floating point",) if tag == "input_ids_1e30" else ())
+        cases.append(Case("meta", tag, with_meta_bytes(tag, body), exp))
+    js = json.dumps(good).encode()
+    js += b" " * (-len(js) % 4)
+    cases.append(Case("meta", "float32_array", with_meta_bytes(
+        "f32meta", np.frombuffer(js, np.float32)), error("f32meta.npz")))
+
+    def huge_stored(d: Path):
+        # 80 MiB of stored metadata: over the 64 MiB cap, refused without reading it
+        hdr = npy_header("|u1", (80 << 20,))
+        members = [Member(f"{k}.npy", npy(v)) for k, v in arrays.items()]
+        chunk, n = b" " * (1 << 20), 80
+        crc = zlib.crc32(hdr)
+        for _ in range(n):
+            crc = zlib.crc32(chunk, crc)
+        members.append(Member("__meta__.npy", pieces=[(hdr, 1), (chunk, n)],
+                              usize=len(hdr) + n * len(chunk), crc=crc))
+        p = write_zip(d / "hugemeta.npz", members)
+        return ["diff", str(p), str(p), "--format", "json"]
+
+    cases.append(Case("meta", "stored_80MiB", huge_stored, error("hugemeta.npz")))
+
+    def unusual(tag, meta, rc=0, statuses=None, others={"ok"}, ref_meta=good, **kw):
+        def build(d: Path):
+            p = savez(d / f"{tag}.npz", arrays, meta)
+            q = savez(d / "ref.npz", arrays, ref_meta)
+            return ["diff", str(p), str(q), "--format", "json"]
+        cases.append(Case("meta", tag, build, report(rc, statuses, others, **kw)))
+
+    unusual("unknown_fields_kept", {**good, "warnings": ["x"], "zzz": {"deep": [1, 2]}})
+    unusual("order_names_absent", {**good, "order": ["ghost", "a", "b"]})
+    unusual("order_duplicates", {**good, "order": ["a", "a", "b", "b"]})
+    unusual("dtypes_unknown_name", {**good, "dtypes": {"a": "float8_e4m3fn", "b": "float32"}},
+            others={"ok", "diverged"})
+    unusual("input_ids_differ", {**good, "input_ids": [1, 2, 3]}, rc=2,
+            ref_meta={**good, "input_ids": [1, 2, 4]},
+            check=lambda rep, _o: None if rep["input_ids_mismatch"] else "input_ids_mismatch false")
+    return cases
+
+
+# --------------------------------------------------------------------------------------------------
+# Class 9: semantic traps
+
+
+def semantic_cases() -> list[Case]:
+    cases = []
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((4, 8)).astype(np.float32)
+
+    def pair(tag, ours: dict, ref: dict, exp: Expect, fmt="json", ours_meta=True, ref_meta=True):
+        def build(d: Path):
+            p = savez(d / f"{tag}_ours.npz", ours, meta_for(ours) if ours_meta else None)
+            q = savez(d / f"{tag}_ref.npz", ref, meta_for(ref) if ref_meta else None)
+            return ["diff", str(p), str(q), "--format", fmt]
+        cases.append(Case("semantic", tag, build, exp))
+
+    nan = np.full((4, 8), np.nan, np.float32)
+    inf = np.full((4, 8), np.inf, np.float32)
+    def first_is_no_finite(r, _out):
+        fd = r["first_divergence"]
+        return None if fd and fd["status"] == "no_finite" else f"first_divergence is {fd}"
+
+    pair("nan_everywhere_both", {"x": x, "n": nan}, {"x": x, "n": nan},
+         report(1, {"n": "no_finite", "x": "ok"}, summary={"no_finite": 1}, check=first_is_no_finite))
+    pair("inf_everywhere_both", {"n": inf}, {"n": inf}, report(1, {"n": "no_finite"}))
+    y = x.copy()
+    y[1, 2] = np.nan
+    pair("nan_in_ref_only", {"x": x}, {"x": y}, report(1, {"x": "nonfinite"}))
+    pair("nan_same_positions", {"x": y}, {"x": y.copy()}, report(0, {"x": "ok"}))
+    z, zr = x.copy(), x.copy()
+    z[0, 0], zr[0, 0] = np.inf, -np.inf
+    pair("inf_sign_differs", {"x": z}, {"x": zr}, report(1, {"x": "nonfinite"}))
+    pair("names_only_in_one_file", {"x": x, "mine": x}, {"x": x, "theirs": x},
+         report(0, {"x": "ok", "mine": "only_ours", "theirs": "only_ref"}))
+    pair("shape_mismatch", {"x": x}, {"x": x.reshape(2, 16)},
+         report(1, {"x": "shape_mismatch"}))
+    pair("size1_dims_dropped", {"x": x[None]}, {"x": x}, report(0, {"x": "ok"}))
+
+    def nothing_compared(r, out):
+        if r["first_divergence"] is not None or r["summary"]["compared"] != 0:
+            return "nothing in common but a verdict or a compared row"
+        return None
+
+    pair("nothing_in_common", {"p": x}, {"q": x},
+         report(2, {"p": "only_ours", "q": "only_ref"}, check=nothing_compared))
+    pair("nothing_in_common_table", {"p": x}, {"q": x},
+         report(2, json=False, check=lambda _r, out: None if "NOTHING COMPARED" in out
+                and "no divergence" not in out.lower() else "table: " + out[:200]),
+         fmt="table")
+    pair("nothing_in_common_markdown", {"p": x}, {"q": x},
+         report(2, json=False, check=lambda _r, out: None if "no divergence" not in out.lower()
+                else "markdown says no divergence"), fmt="markdown")
+    pair("only_common_probe_unreadable", {"y": np.zeros(2, "c8")}, {"y": np.zeros(2, "c8")},
+         report(2, {"y": "unreadable"}, check=nothing_compared), ours_meta=False, ref_meta=False)
+    pair("f64_overflowing_norms", {"x": np.array([1e308, -1e308, 1e308])},
+         {"x": np.array([-1e308, 1e308, -1e308])}, report(1, {"x": "diverged"}))
+    big = np.finfo(np.float32).max
+    pair("f32_max_values", {"x": np.full(64, big, np.float32)}, {"x": np.full(64, -big, np.float32)},
+         report(1, {"x": "diverged"}))
+    pair("empty_tensors", {"e": np.zeros((3, 0), np.float32), "x": x},
+         {"e": np.zeros((3, 0), np.float32), "x": x}, report(0, {"e": "ok", "x": "ok"}))
+    pair("zero_d_tensors", {"s": np.float32(1.5)}, {"s": np.float32(1.5)}, report(0, {"s": "ok"}))
+    pair("int64_off_by_one", {"i": np.arange(6)}, {"i": np.arange(6) + np.array([0, 0, 0, 0, 0, 1])},
+         report(1, {"i": "diverged"}))
+    pair("f64_vs_f32_same_values", {"x": x.astype(np.float64)}, {"x": x}, report(0, {"x": "ok"}))
+    pair("denormals", {"x": np.full(8, 1e-45, np.float32)}, {"x": np.full(8, 1e-45, np.float32)},
+         report(0, {"x": "ok"}))
+    w = x * 1.5
+    pair("first_divergence_in_order", {"z1": x, "a2": w, "m3": w}, {"z1": x, "a2": x, "m3": x},
+         report(1, {"z1": "ok", "a2": "diverged", "m3": "diverged"},
+                check=lambda r, _o: None if r["first_divergence"]["name"] == "a2"
+                else f"first divergence {r['first_divergence']['name']}, not a2"))
+
+    def empty_zip(d: Path):
+        p = write_zip(d / "empty.npz", [])
+        return ["diff", str(p), str(F32_NPZ), "--format", "json"]
+
+    cases.append(Case("semantic", "empty_zip_vs_real_dump", empty_zip,
+                      report(2, others={"only_ref"}, check=nothing_compared)))
+    return cases
+
+
+# --------------------------------------------------------------------------------------------------
+# Class 10: broken checkpoint directories for `inspect`
+
+
+def inspect_cases() -> list[Case]:
+    cases = []
+    cfg = json.loads((TINY / "config.json").read_text())
+    st = TINY / "model.safetensors"
+
+    def ckpt(tag, config: dict | bytes | None = None, shard: str | None = "link", extra=None,
+             exp: Expect | None = None, **kw):
+        def build(d: Path):
+            m = d / tag
+            m.mkdir()
+            if config is not None:
+                c = config if isinstance(config, bytes) else json.dumps(config).encode()
+                (m / "config.json").write_bytes(c)
+            if shard == "link":
+                (m / "model.safetensors").symlink_to(st)
+            if extra:
+                extra(m)
+            return ["inspect", str(m), "--format", "json"]
+        cases.append(Case("inspect", tag, build, exp, **kw))
+
+    def findings(*kinds, rc=1, without=()):
+        def check(rep, _out):
+            got = {f["kind"] for f in rep["findings"]}
+            miss = [k for k in kinds if k not in got]
+            if miss:
+                return f"findings {sorted(got)} lack {miss}"
+            bad = [f"{f['kind']}: {f['message'][:120]}" for f in rep["findings"] if f["kind"] in without]
+            return f"{len(bad)} findings of kinds {list(without)}, e.g. {bad[0]}" if bad else None
+        return report(rc, check=check)
+
+    # a rejected field sizes nothing: no shape judged against a default put in its place
+    # (docs/inspect.md; issue #16 point 5: "head_dim: 16.0 is rejected and then reported missing")
+    rejected = ("shape_mismatch", "missing_tensor", "transposed")
+
+    ckpt("pristine", cfg, exp=report(0))
+    ckpt("config_invalid_json", b'{"hidden_size": 64,', exp=error("config.json"))
+    ckpt("config_missing", None, exp=error("config.json"))
+    ckpt("config_is_array", b"[1, 2]", exp=error("config.json"))
+    ckpt("config_is_null", b"null", exp=error("config.json"))
+    ckpt("config_not_utf8", b'{"model_type": "\xff"}', exp=error("config.json"))
+    ckpt("config_nested_100000", b'{"x": ' + b"[" * 100000 + b"]" * 100000 + b"}",
+         exp=error("config.json"))
+    ckpt("config_is_directory", None, extra=lambda m: (m / "config.json").mkdir(),
+         exp=error("config.json"))
+    for tag, val in (("layers_1e12_float", 1e12), ("layers_10pow12", 10 ** 12), ("layers_minus_1", -1),
+                     ("layers_string", "4"), ("layers_10pow30", 10 ** 30)):
+        ckpt(tag, {**cfg, "num_hidden_layers": val}, exp=findings("config", without=rejected))
+    ckpt("layers_10000_at_cap", {**cfg, "num_hidden_layers": 10000}, exp=findings("missing_tensor"),
+         rss_mb=200, wall_s=20)
+    ckpt("heads_zero", {**cfg, "num_attention_heads": 0}, exp=findings("config", without=rejected))
+    ckpt("kv_heads_zero", {**cfg, "num_key_value_heads": 0}, exp=findings("config", without=rejected))
+    ckpt("hidden_zero", {**cfg, "hidden_size": 0}, exp=findings("config", without=rejected))
+    ckpt("vocab_10pow15", {**cfg, "vocab_size": 10 ** 15}, exp=findings("config", without=rejected))
+    ckpt("head_dim_float", {**cfg, "head_dim": 32.0}, exp=findings("config", without=rejected))
+
+    def index(weight_map, shards=()):
+        def extra(m: Path):
+            (m / "model.safetensors.index.json").write_text(json.dumps(
+                {"metadata": {}, "weight_map": weight_map}))
+            for s in shards:
+                (m / s).symlink_to(st)
+        return extra
+
+    names = [k for k in json.loads(st.read_bytes()[8:8 + struct.unpack_from("<Q", st.read_bytes())[0]])
+             if k != "__metadata__"]
+    half = len(names) // 2
+    wm = {n: ("model-00001-of-00002.safetensors" if i < half else "model-00002-of-00002.safetensors")
+          for i, n in enumerate(names)}
+    ckpt("index_missing_shard", cfg, shard=None, extra=index(wm, ["model-00001-of-00002.safetensors"]),
+         exp=error("model-00002-of-00002.safetensors"))
+    ckpt("index_shard_is_directory", cfg, shard=None,
+         extra=lambda m: (index(wm, ["model-00001-of-00002.safetensors"])(m),
+                          (m / "model-00002-of-00002.safetensors").mkdir()),
+         exp=error("model-00002-of-00002.safetensors", lacks=("does not exist",)))
+    ckpt("index_invalid_json", cfg, shard=None,
+         extra=lambda m: (m / "model.safetensors.index.json").write_text('{"weight_map": '),
+         exp=error("model.safetensors.index.json"))
+    ckpt("index_weight_map_not_object", cfg, shard=None,
+         extra=lambda m: (m / "model.safetensors.index.json").write_text('{"weight_map": [1]}'),
+         exp=error("model.safetensors.index.json"))
+    ckpt("index_traversal", cfg, shard=None,
+         extra=index({n: "../../../../etc/hostname" for n in names}),
+         exp=error("hostname"))
+    ckpt("shard_is_directory", cfg, shard=None, extra=lambda m: (m / "model.safetensors").mkdir(),
+         exp=error("model.safetensors", lacks=("does not exist",)))
+    ckpt("no_safetensors", cfg, shard=None, exp=error("safetensors"))
+    ckpt("shard_empty", cfg, shard=None, extra=lambda m: (m / "model.safetensors").write_bytes(b""),
+         exp=error("model.safetensors"))
+    ckpt("shard_truncated", cfg, shard=None,
+         extra=lambda m: (m / "model.safetensors").write_bytes(st.read_bytes()[:300000]),
+         exp=error("model.safetensors"))
+    ckpt("shard_fifo", cfg, shard=None, extra=lambda m: os.mkfifo(m / "model.safetensors"),
+         exp=error("model.safetensors"), wall_s=5)
+    ckpt("shard_dev_zero", cfg, shard=None,
+         extra=lambda m: (m / "model.safetensors").symlink_to("/dev/zero"),
+         exp=error("model.safetensors"), wall_s=5)
+
+    def nan_weight(m: Path):
+        raw = bytearray(st.read_bytes())
+        n = struct.unpack_from("<Q", raw)[0]
+        h = json.loads(raw[8:8 + n])
+        s = h["model.norm.weight"]["data_offsets"][0]
+        raw[8 + n + s:8 + n + s + 2] = b"\xc0\x7f"  # bf16 NaN
+        (m / "model.safetensors").write_bytes(bytes(raw))
+
+    ckpt("weight_nan", cfg, shard=None, extra=nan_weight, exp=findings("non_finite"))
+
+    def missing_path(d: Path):
+        return ["inspect", str(d / "nowhere"), "--format", "json"]
+
+    cases.append(Case("inspect", "path_missing", missing_path, error("nowhere")))
+
+    def path_is_text(d: Path):
+        p = d / "notes.txt"
+        p.write_text("hello")
+        return ["inspect", str(p), "--format", "json"]
+
+    cases.append(Case("inspect", "path_is_a_text_file", path_is_text, error("notes.txt")))
+    return cases
+
+
+# --------------------------------------------------------------------------------------------------
+# Class 11: special files
+
+
+def special_cases() -> list[Case]:
+    cases = []
+
+    def sp(tag, make: Callable[[Path], Path], side="ours", exp_name=None, **kw):
+        def build(d: Path):
+            p = make(d)
+            a = [str(p), str(F32_NPZ)] if side == "ours" else [str(F32_NPZ), str(p)]
+            return ["diff", *a, "--format", "json"]
+        cases.append(Case("special", tag, build, error(exp_name or tag, lacks=("empty file",)
+                                                      if tag != "empty_file" else ()), **kw))
+
+    def fifo(d):
+        os.mkfifo(d / "fifo.npz")
+        return d / "fifo.npz"
+
+    sp("fifo_ours", fifo, exp_name="fifo.npz", wall_s=5)
+    sp("fifo_ref", fifo, side="ref", exp_name="fifo.npz", wall_s=5)
+    sp("dev_zero", lambda d: Path("/dev/zero"), exp_name="/dev/zero", wall_s=5)
+    sp("dev_null", lambda d: Path("/dev/null"), exp_name="/dev/null", wall_s=5)
+    sp("dev_zero_symlink", lambda d: _symlink(d / "z.npz", "/dev/zero"), exp_name="z.npz", wall_s=5)
+    sp("directory", lambda d: _mkdir(d / "adir.npz"), exp_name="adir.npz")
+    sp("empty_file", lambda d: _write(d / "empty.npz", b""), exp_name="empty.npz")
+    sp("missing_file", lambda d: d / "missing.npz", exp_name="missing.npz")
+    sp("dangling_symlink", lambda d: _symlink(d / "dangle.npz", d / "nothing"), exp_name="dangle.npz")
+    sp("symlink_loop", lambda d: (_symlink(d / "l1.npz", d / "l2.npz"), _symlink(d / "l2.npz", d / "l1.npz"))[0],
+       exp_name="l1.npz")
+    sp("text_as_npz", lambda d: _write(d / "text.npz", b"hello, world\n" * 10), exp_name="text.npz")
+    sp("zeros_as_safetensors", lambda d: _write(d / "z.safetensors", bytes(64)),
+       exp_name="z.safetensors")
+    sp("unknown_extension", lambda d: _write(d / "blob.bin", b"\x01" * 100),
+       exp_name="blob.bin")
+
+    def newline_path(d: Path):
+        # a file whose name holds a newline: the error that names it must still be one line
+        p = d / "two\nlines.npz"
+        p.write_bytes(b"not a zip")
+        return ["diff", str(p), str(F32_NPZ), "--format", "json"]
+
+    cases.append(Case("special", "newline_in_file_name", newline_path, error("lines.npz")))
+
+    def json_out_missing_dir(d: Path):
+        return ["diff", str(F32_NPZ), str(F32_NPZ), "--format", "json", "--json-out",
+                str(d / "no/such/dir/r.json")]
+
+    cases.append(Case("special", "json_out_into_missing_dir", json_out_missing_dir,
+                      error("r.json")))
+    return cases
+
+
+def _symlink(p: Path, target) -> Path:
+    p.symlink_to(target)
+    return p
+
+
+def _mkdir(p: Path) -> Path:
+    p.mkdir()
+    return p
+
+
+def _write(p: Path, b: bytes) -> Path:
+    p.write_bytes(b)
+    return p
+
+
+# --------------------------------------------------------------------------------------------------
+# Class 12: valid but unusual files: correct results
+
+
+def valid_cases() -> list[Case]:
+    cases = []
+    with np.load(F32_NPZ) as z:
+        arrays = {k: z[k] for k in z.files if k != "__meta__"}
+        meta = json.loads(bytes(z["__meta__"]))
+
+    def variant(tag, transform=lambda a: a, compressed=False, version=None, zipper=None):
+        def build(d: Path):
+            p = d / f"{tag}.npz"
+            if zipper:
+                zipper(p)
+            elif version:
+                members = [Member(f"{k}.npy", npy(transform(v), version=version)) for k, v in arrays.items()]
+                members.append(Member("__meta__.npy", npy(np.frombuffer(json.dumps(meta).encode(), np.uint8))))
+                write_zip(p, members)
+            else:
+                savez(p, {k: transform(v) for k, v in arrays.items()}, meta, compressed=compressed)
+            return ["diff", str(p), str(F32_NPZ), "--format", "json", "--exact"]
+        cases.append(Case("valid", tag, build, report(0, others={"ok"},
+                                                     summary={"ok": len(arrays)})))
+
+    variant("savez_compressed", compressed=True)
+    variant("numpy_savez_zip64_extras")
+    variant("big_endian", lambda a: a.astype(">f4"))
+    variant("fortran_order", lambda a: np.asfortranarray(a))
+    variant("npy_v2_headers", version=(2, 0))
+    variant("npy_v3_headers", version=(3, 0))
+
+    def mixed(p: Path):
+        members = []
+        for i, (k, v) in enumerate(arrays.items()):
+            members.append(Member(f"{k}.npy", npy(v), method=8 if i % 2 else 0))
+        members.append(Member("__meta__.npy", npy(np.frombuffer(json.dumps(meta).encode(), np.uint8)), method=8))
+        write_zip(p, members)
+
+    variant("stored_and_deflated_mixed", zipper=mixed)
+
+    def st_vs_npz(d: Path):
+        return ["diff", str(BF16_ST), str(FIX / "ref/tiny-qwen3.bf16.eager.npz"), "--format", "json",
+                "--exact"]
+
+    cases.append(Case("valid", "bf16_safetensors_vs_npz", st_vs_npz, report(0, others={"ok"})))
+    return cases
+
+
+# --------------------------------------------------------------------------------------------------
+# Running
+
+
+def all_cases() -> list[Case]:
+    cases = (zip_damage_cases() + npy_damage_cases() + st_damage_cases() + bomb_cases()
+             + lying_header_cases() + dtype_cases() + name_cases() + meta_cases()
+             + semantic_cases() + inspect_cases() + special_cases() + valid_cases())
+    ids = [c.id for c in cases]
+    dup = {i for i in ids if ids.count(i) > 1}
+    assert not dup, f"duplicate case ids: {dup}"
+    return cases
+
+
+@dataclass
+class Outcome:
+    case: Case
+    rc: int | None
+    signal: int | None
+    rss_mb: float
+    wall_s: float
+    build_s: float
+    stdout: str
+    stderr: str
+    problems: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def _tree(d: Path) -> dict[str, int]:
+    out = {}
+    for root, dirs, files in os.walk(d):
+        for f in files + dirs:
+            p = os.path.join(root, f)
+            try:
+                st = os.lstat(p)
+                out[p] = st.st_size if stat.S_ISREG(st.st_mode) else -1
+            except OSError:
+                out[p] = -2
+    return out
+
+
+def run_case(case: Case, binary: Path, root: Path) -> Outcome:
+    d = root / case.id.replace("/", "__")
+    d.mkdir(parents=True)
+    t0 = time.monotonic()
+    argv = case.build(d)
+    build_s = time.monotonic() - t0
+    cwd = d / "cwd" / "a" / "b"
+    cwd.mkdir(parents=True)
+    before = _tree(root / case.id.replace("/", "__"))
+    before_parent = set(os.listdir(root))
+
+    out_p, err_p = d / "cwd" / "stdout", d / "cwd" / "stderr"
+    env = {**os.environ, "NO_COLOR": "1"}
+    env.pop("RUST_BACKTRACE", None)
+    res = spawner().run([str(binary), *argv], cwd, out_p, err_p, env, case.wall_s + KILL_AFTER_S)
+    status, wall, maxrss_kib = res["status"], res["wall"], res["maxrss"]
+    stdout = out_p.read_text(errors="replace")
+    stderr = err_p.read_text(errors="replace")
+    out_p.unlink()
+    err_p.unlink()
+    rc = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
+    sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
+    rss = maxrss_kib / 1024
+    problems = []
+    exp = case.expect
+    if sig is not None:
+        late = wall >= case.wall_s + KILL_AFTER_S
+        problems.append(f"killed by signal {sig}" + (" (by the suite: it ran too long)" if late else ""))
+    if rc == 101:
+        problems.append("exit code 101 (a panic)")
+    low = stderr.lower()
+    for bad in ("panicked", "backtrace", "stack overflow"):
+        if bad in low:
+            problems.append(f"stderr mentions {bad!r}")
+    if rss > case.rss_mb:
+        problems.append(f"peak RSS {rss:.0f} MB > bound {case.rss_mb:.0f} MB")
+    if wall > case.wall_s:
+        problems.append(f"wall time {wall:.2f} s > bound {case.wall_s:.1f} s")
+    rcs = exp.rc if isinstance(exp.rc, set) else {exp.rc}
+    if rc is not None and rc not in rcs:
+        problems.append(f"exit code {rc}, expected {sorted(rcs)}")
+    lines = stderr.splitlines()
+    if exp.kind == "error":
+        if len(lines) != 1:
+            problems.append(f"stderr has {len(lines)} lines, expected exactly 1")
+        if len(stderr) > exp.max_stderr:
+            problems.append(f"stderr is {len(stderr)} characters, more than {exp.max_stderr}")
+        for n in exp.names or []:
+            if n not in stderr:
+                problems.append(f"stderr does not name {n!r}")
+        if stdout.strip():
+            problems.append(f"stdout not empty on error: {stdout[:100]!r}")
+    else:
+        if len(lines) > exp.stderr_lines:
+            problems.append(f"stderr has {len(lines)} lines, expected at most {exp.stderr_lines}")
+        rep = None
+        if exp.json:
+            try:
+                rep = json.loads(stdout, parse_constant=_no_constant)
+            except ValueError as e:
+                problems.append(f"stdout is not strict JSON: {e}")
+        if rep is not None or not exp.json:
+            problems += _check_report(exp, rep, stdout)
+    for s in exp.stderr_has:
+        if s not in stderr:
+            problems.append(f"stderr lacks {s!r}")
+    for s in exp.stderr_lacks:
+        if s in stderr:
+            problems.append(f"stderr contains {s!r}")
+    # nothing written: the case's directory (inputs, cwd) and the suite root are unchanged
+    after = _tree(d)
+    if after != before:
+        new = sorted(set(after) ^ set(before))[:3]
+        problems.append(f"files changed while it ran: {new}")
+    if set(os.listdir(root)) != before_parent:
+        problems.append("something was written next to the case directories")
+    if (d / "UNPICKLED").exists():
+        problems.append("a pickle was executed")
+    return Outcome(case, rc, sig, rss, wall, build_s, stdout, stderr, problems)
+
+
+# ru_maxrss of a process counts the memory of the process it was forked from: at exec, Linux
+# records the old address space's peak (the parent's, for a vfork) into the new process's maxrss.
+# Started straight from this (numpy-sized) process, every run would read at least this process's
+# peak (272 MB once, in a first version of the suite). So the binary is forked from a small helper
+# (a bare `python -I -S`, started once), which waits for it with os.wait4 and reports its
+# ru_maxrss; a run then reads no less than what the helper's fork holds (measured runs: from 6 MB).
+_SPAWNER = r"""
+import json, os, signal, sys, time
+for line in sys.stdin:
+    q = json.loads(line)
+    t = time.monotonic()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.chdir(q["cwd"])
+            os.dup2(os.open("/dev/null", os.O_RDONLY), 0)
+            os.dup2(os.open(q["stdout"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644), 1)
+            os.dup2(os.open(q["stderr"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644), 2)
+            os.execve(q["argv"][0], q["argv"], q["env"])
+        finally:
+            os._exit(127)
+    def kill(*_):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    signal.signal(signal.SIGALRM, kill)
+    signal.setitimer(signal.ITIMER_REAL, q["timeout"])
+    _, status, ru = os.wait4(pid, 0)
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    wall = time.monotonic() - t
+    sys.stdout.write(json.dumps({"status": status, "wall": wall, "maxrss": ru.ru_maxrss}) + "\n")
+    sys.stdout.flush()
+"""
+
+
+class Spawner:
+    def __init__(self):
+        self.p = subprocess.Popen([sys.executable, "-I", "-S", "-c", _SPAWNER], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, text=True)
+
+    def run(self, argv, cwd, stdout, stderr, env, timeout) -> dict:
+        q = dict(argv=argv, cwd=str(cwd), stdout=str(stdout), stderr=str(stderr), env=env,
+                 timeout=timeout)
+        self.p.stdin.write(json.dumps(q) + "\n")
+        self.p.stdin.flush()
+        return json.loads(self.p.stdout.readline())
+
+
+_spawner: Spawner | None = None
+
+
+def spawner() -> Spawner:
+    global _spawner
+    if _spawner is None or _spawner.p.poll() is not None:
+        _spawner = Spawner()
+    return _spawner
+
+
+def _no_constant(c):
+    raise ValueError(f"non-standard JSON constant {c}")
+
+
+def _check_report(exp: Expect, rep: dict | None, stdout: str) -> list[str]:
+    problems = []
+    if rep is not None and "ops" in rep:
+        rows = {r["name"]: r for r in rep["ops"]}
+        for name, want in exp.statuses.items():
+            want = {want} if isinstance(want, str) else want
+            if name not in rows:
+                problems.append(f"no row {name[:60]!r}")
+            elif rows[name]["status"] not in want:
+                problems.append(f"row {name[:60]!r}: status {rows[name]['status']}, expected "
+                                f"{sorted(want)} ({(rows[name].get('reason') or '')[:160]})")
+        if exp.others is not None:
+            for name, r in rows.items():
+                if name not in exp.statuses and r["status"] not in exp.others:
+                    problems.append(f"row {name[:60]!r}: status {r['status']}, expected "
+                                    f"{sorted(exp.others)} ({(r.get('reason') or '')[:160]})")
+        for k, v in exp.summary.items():
+            if rep["summary"].get(k) != v:
+                problems.append(f"summary.{k} = {rep['summary'].get(k)}, expected {v}")
+        for r in rep["ops"]:
+            if "\n" in (r.get("reason") or "") and exp.check is None:
+                problems.append(f"row {r['name'][:60]!r}: reason is not one line")
+    elif rep is not None and (exp.statuses or exp.summary):
+        problems.append("report has no ops")
+    if exp.check:
+        p = exp.check(rep, stdout)
+        if p:
+            problems.append(p)
+    return problems
+
+
+def find_binary(arg: str | None = None) -> Path | None:
+    for c in (arg, os.environ.get("DIVERGENCE_BIN"), REPO / "target/debug/divergence",
+              REPO / "target/release/divergence"):
+        if c and Path(c).is_file():
+            return Path(c).resolve()
+    return None
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--bin", help="the divergence binary (default: $DIVERGENCE_BIN, then target/debug)")
+    ap.add_argument("-k", default="", help="run only cases whose id contains this")
+    ap.add_argument("--keep", help="build the inputs in this (new) directory and keep them")
+    ap.add_argument("--list", action="store_true", help="list the cases and exit")
+    ap.add_argument("-v", action="store_true", help="one line per case")
+    args = ap.parse_args(argv)
+    cases = [c for c in all_cases() if args.k in c.id]
+    if args.list:
+        for c in cases:
+            print(c.id)
+        print(f"{len(cases)} cases")
+        return 0
+    binary = find_binary(args.bin)
+    if binary is None:
+        print("error: no divergence binary (build it: cargo build -p divergence-cli)", file=sys.stderr)
+        return 2
+    root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bad-inputs-"))
+    root.mkdir(parents=True, exist_ok=True)
+    t0 = time.monotonic()
+    fails, outs = [], []
+    try:
+        for c in cases:
+            o = run_case(c, binary, root)
+            outs.append(o)
+            if args.v or not o.ok:
+                print(f"{'ok  ' if o.ok else 'FAIL'} {c.id}: exit {o.rc}, {o.rss_mb:.0f} MB, "
+                      f"{o.wall_s:.2f} s (build {o.build_s:.2f} s)")
+            if not o.ok:
+                fails.append(o)
+                for p in o.problems:
+                    print(f"       {p}")
+                if c.note:
+                    print(f"       note: {c.note}")
+                if o.stderr.strip():
+                    print(f"       stderr: {o.stderr.strip()[:300]!r}")
+            if not args.keep:
+                shutil.rmtree(root / c.id.replace("/", "__"), ignore_errors=True)
+    finally:
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+    total = time.monotonic() - t0
+    by_cls: dict[str, int] = {}
+    for c in cases:
+        by_cls[c.cls] = by_cls.get(c.cls, 0) + 1
+    print("cases per class: " + ", ".join(f"{k} {v}" for k, v in by_cls.items()))
+    print(f"{len(cases)} cases, {len(fails)} failed, {total:.1f} s in all "
+          f"(binary {sum(o.wall_s for o in outs):.1f} s, building inputs "
+          f"{sum(o.build_s for o in outs):.1f} s)")
+    if outs:
+        big = max(outs, key=lambda o: o.rss_mb)
+        print(f"peak RSS {big.rss_mb:.0f} MB ({big.case.id})")
+    return 1 if fails else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
