@@ -391,3 +391,36 @@ fn replay_shows_each_ops_own_error_and_checks_its_input() {
     assert_eq!(code, 2);
     assert_eq!(err.lines().count(), 1, "{err}");
 }
+
+/// The first divergence's per-position profile on candle faults against the transformers
+/// fixtures: a scale is wrong at every position; a RoPE theta or layout is exact at
+/// position 0 (a rotation by angle 0) and wrong from position 1 on.
+#[test]
+fn the_position_profile_tells_position_dependent_faults_apart() {
+    let profile = |fault: &str| {
+        let r = report("f32", Some(fault));
+        let p = r["positions"].clone();
+        assert_eq!(p["op"], r["first_divergence"]["name"], "{fault}: {p}");
+        (
+            p["op"].as_str().unwrap().to_string(),
+            p["axis"].as_u64().unwrap(),
+            p["pattern"].clone(),
+            p["rel_err"].as_array().unwrap().len(),
+        )
+    };
+    let (op, axis, pattern, t) = profile("embed-scale");
+    assert_eq!((op.as_str(), axis, t), ("model.embed_tokens", 1, 16));
+    assert_eq!(pattern["kind"], "all");
+    let (op, axis, pattern, _) = profile("rope-theta=10000");
+    assert_eq!((op.as_str(), axis), ("model.rotary_emb", 1));
+    assert_eq!(pattern, serde_json::json!({"kind": "from", "start": 1}));
+    // RoPE outputs are heads first, [B, H, T, D]: the positions are axis 2.
+    let (op, axis, pattern, t) = profile("rope-interleaved");
+    assert_eq!(
+        (op.as_str(), axis, t),
+        ("model.layers.0.self_attn.rope_q", 2, 16)
+    );
+    assert_eq!(pattern, serde_json::json!({"kind": "from", "start": 1}));
+    // No divergence, no profile.
+    assert!(report("f32", None)["positions"].is_null());
+}

@@ -43,6 +43,7 @@ pub mod hints;
 pub mod metrics;
 pub mod order;
 pub mod origin;
+pub mod positions;
 pub mod report;
 pub mod tolerance;
 
@@ -57,6 +58,7 @@ pub use hints::{diagnose, Hint, HintCode, ModelShape, Subject};
 pub use metrics::ValuesRef;
 pub use order::{natural_cmp, plan_order, DumpNames, OrderPlan, OrderSource};
 pub use origin::{ChainLink, Measure, Origin, Role, BIRTH_GROWTH, TRUTH_BIRTH};
+pub use positions::{position_axis, position_profile, PositionPattern, PositionProfile};
 pub use report::{
     assemble, FirstDifference, FirstDivergence, JudgedWith, Report, ReportContext, Summary, SCHEMA,
 };

@@ -15,6 +15,7 @@ use crate::config::DiffConfig;
 use crate::hints::Hint;
 use crate::order::OrderSource;
 use crate::origin::{local_growths, origin, Measure, Origin};
+use crate::positions::PositionProfile;
 use crate::tolerance::{DTypeClass, Tolerance};
 
 /// Value of the `"schema"` field.
@@ -150,6 +151,11 @@ pub struct Report {
     /// Cause hints for the first divergence and its origin ([`crate::hints`]); empty when
     /// nothing holds. Filled by the caller, which reads the tensors of [`Report::hint_targets`].
     pub hints: Vec<Hint>,
+    /// Which token positions carry the first divergence's error ([`crate::positions`]);
+    /// `None` without a divergence, for a shape mismatch, or a probe without a token axis.
+    /// Filled by the caller, which reads the first divergence's tensors.
+    #[serde(default)]
+    pub positions: Option<PositionProfile>,
     /// The first op whose sides differ at all, or `None` when every compared op is bit-identical.
     pub first_difference: Option<FirstDifference>,
     /// The rtol / atol the compared ops were judged with, per dtype class (empty in exact mode).
@@ -385,6 +391,7 @@ pub fn assemble(mut ops: Vec<OpResult>, ctx: ReportContext, cfg: &DiffConfig) ->
         first_divergence,
         origin,
         hints: Vec::new(),
+        positions: None,
         first_difference,
         judged_with,
         summary,

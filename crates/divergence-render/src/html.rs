@@ -169,6 +169,9 @@ fn first_divergence(report: &Report, h: &mut String) {
     for text in view::hint_lines(report) {
         kv(h, "hint", &text);
     }
+    if let Some(text) = view::positions_text(report) {
+        kv(h, "positions", &text);
+    }
     if let Some(l) = first.layer {
         kv(h, "layer", &l.to_string());
     }

@@ -110,6 +110,9 @@ impl Sections for Markdown<'_> {
             for text in view::hint_lines(report) {
                 writeln!(out, "- **hint:** {}", cell(&text))?;
             }
+            if let Some(text) = view::positions_text(report) {
+                writeln!(out, "- **positions:** {}", cell(&text))?;
+            }
             writeln!(
                 out,
                 "- **‖ours‖** {} · **‖ref‖** {} · **max abs err** {}{} · **rel L2 err** {} · **cosine** {}",

@@ -429,6 +429,9 @@ impl Sections for Terminal<'_> {
         for text in view::hint_lines(report) {
             self.line(&format!("  hint         {text}"), Some(BOLD), HANG)?;
         }
+        if let Some(text) = view::positions_text(report) {
+            self.line(&format!("  positions    {text}"), None, HANG)?;
+        }
         self.line(&format!("  reason       {}", f.reason), None, HANG)?;
         let (t, rule, e, nf) = (&op.tensor, &op.rule, &op.errors, &op.nonfinite);
         let judged = match (&report.tolerance, op.truth.noise_ratio) {

@@ -190,6 +190,11 @@ pub(crate) fn truth_line(op: &OpResult) -> Option<String> {
     ))
 }
 
+/// The first divergence's per-position profile in one line, when there is one.
+pub(crate) fn positions_text(report: &Report) -> Option<String> {
+    report.positions.as_ref().map(|p| p.summary())
+}
+
 /// One line per cause hint: `scale at model.embed_tokens: ours is ref scaled by ...`.
 pub(crate) fn hint_lines(report: &Report) -> Vec<String> {
     report

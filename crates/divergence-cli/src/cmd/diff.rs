@@ -332,6 +332,7 @@ pub fn build_report(args: &DiffArgs) -> Result<Report> {
     }
     let mut report = divergence_diff::assemble(ops, ctx, &cfg);
     report.hints = hints(&report, &plan, &ours, &reference, args.model.as_deref());
+    report.positions = positions(&report, &plan, &ours, &reference);
     Ok(report)
 }
 
@@ -354,15 +355,7 @@ fn hints(
     let shape = model_shape(reference)
         .or_else(|| model_shape(ours))
         .unwrap_or_default();
-    // Hints read whole tensors (they fit rows, look for transposes): one that is not in the
-    // memory map as it is and would take more than HINT_MAX_BYTES decoded is skipped, so
-    // memory stays bounded (docs/reliability.md).
-    fn read<'a>(dump: &'a Dump, name: &str) -> Option<(TensorView<'a>, String)> {
-        if !dump.is_zero_copy(name) && decoded_bytes(dump, name)? > HINT_MAX_BYTES {
-            return None;
-        }
-        read_side(dump, name).and_then(Result::ok)
-    }
+    let read = read_whole;
     let mut out = Vec::new();
     for (name, inputs) in report.hint_targets() {
         let (Some(o), Some(r)) = (read(ours, plan.ours_name(&name)), read(reference, &name)) else {
@@ -396,6 +389,46 @@ fn hints(
         out.extend(divergence_diff::diagnose(&subject, &shape));
     }
     out
+}
+
+/// A tensor read whole, for the hints and the position profile, which need all of it (they fit
+/// rows, look for transposes, split positions): one that is not in the memory map as it is
+/// and would take more than [`HINT_MAX_BYTES`] decoded is skipped (`None`), so memory stays
+/// bounded (docs/reliability.md); so is one that cannot be read.
+fn read_whole<'a>(dump: &'a Dump, name: &str) -> Option<(TensorView<'a>, String)> {
+    if !dump.is_zero_copy(name) && decoded_bytes(dump, name)? > HINT_MAX_BYTES {
+        return None;
+    }
+    read_side(dump, name).and_then(Result::ok)
+}
+
+/// Which token positions carry the first divergence's error ([`divergence_diff::positions`]),
+/// judged with the row's rtol / atol; `None` for a shape mismatch, a probe without a token
+/// axis, or tensors [`read_whole`] skips.
+fn positions(
+    report: &Report,
+    plan: &divergence_diff::OrderPlan,
+    ours: &Dump,
+    reference: &Dump,
+) -> Option<divergence_diff::PositionProfile> {
+    let first = report.first_divergence.as_ref()?;
+    let row = report.first_divergence_op()?;
+    if first.status == Status::ShapeMismatch {
+        return None;
+    }
+    let (rtol, atol) = (row.rule.rtol?, row.rule.atol?);
+    let (o, _) = read_whole(ours, plan.ours_name(&first.name))?;
+    let (r, _) = read_whole(reference, &first.name)?;
+    let axis = divergence_diff::position_axis(&first.name, &r.shape)?;
+    divergence_diff::position_profile(
+        &first.name,
+        o.values(),
+        r.values(),
+        &r.shape,
+        axis,
+        rtol,
+        atol,
+    )
 }
 
 /// Largest tensor the hints decode whole (bytes of widened values), per tensor.

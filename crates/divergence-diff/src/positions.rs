@@ -1,0 +1,273 @@
+//! The per-position profile of one op: which token positions carry its error.
+//!
+//! A port that is wrong everywhere (a scale, a wrong weight) is wrong at every position; a
+//! position-dependent bug (RoPE, a position offset, a mask, a KV cache) is wrong from some
+//! position on, or at the last one only. [`position_profile`] splits an op's error along its
+//! token axis ([`position_axis`]: `[B, T, C]` activations, `[B, T, H, D]` q/k norms,
+//! `[B, H, T, D]` RoPE outputs) and judges each position by the op's own decision rule
+//! (`||ours_p - ref_p|| > atol * sqrt(n_p) + rtol * ||ref_p||`), so "affected" means what
+//! "diverged" means for the whole op. Pure, no I/O; the caller reads the tensors.
+
+use divergence_names::Op;
+use serde::{Deserialize, Serialize};
+
+use crate::metrics::ValuesRef;
+
+/// Where along the token axis an op's error lies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum PositionPattern {
+    /// Every position is over the tolerance: a position-independent error.
+    All,
+    /// Every position from `start` on (`start > 0`), none before: a position-dependent op.
+    From {
+        /// The first affected position.
+        start: usize,
+    },
+    /// The last position only.
+    Last,
+    /// Some positions, in no run to the end.
+    Some,
+    /// No single position is over the tolerance (the op's error is spread thinly).
+    None,
+}
+
+/// The per-position error of one op (the first divergence).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PositionProfile {
+    /// The probe.
+    pub op: String,
+    /// The token axis of the reference's shape.
+    pub axis: usize,
+    /// `||ours_p - ref_p|| / ||ref_p||` per position over the elements finite on both sides
+    /// (`None` where `ref_p` is all zeros and ours is not, or nothing is finite).
+    pub rel_err: Vec<Option<f64>>,
+    /// Positions over the op's tolerance.
+    pub affected: usize,
+    /// The first of them.
+    pub first_affected: Option<usize>,
+    /// Where they are.
+    pub pattern: PositionPattern,
+}
+
+impl PositionProfile {
+    /// One line: `error at every position (16)`, `error from position 9 on (7 of 16)`, ...
+    pub fn summary(&self) -> String {
+        let t = self.rel_err.len();
+        let worst = self
+            .rel_err
+            .iter()
+            .enumerate()
+            .filter_map(|(p, e)| e.map(|e| (p, e)))
+            .fold(None, |m: Option<(usize, f64)>, (p, e)| match m {
+                Some((_, w)) if w >= e => m,
+                _ => Some((p, e)),
+            });
+        let worst = worst.map_or(String::new(), |(p, e)| {
+            format!("; worst rel err {} at position {p}", crate::sci(e))
+        });
+        let what = match self.pattern {
+            PositionPattern::All => format!("error at every position ({t})"),
+            PositionPattern::From { start } => format!(
+                "error from position {start} on ({} of {t}; earlier positions within tolerance)",
+                self.affected
+            ),
+            PositionPattern::Last => {
+                format!("error at the last position only (position {})", t - 1)
+            }
+            PositionPattern::Some => format!(
+                "error at {} of {t} positions, the first at position {}",
+                self.affected,
+                self.first_affected.unwrap_or(0)
+            ),
+            PositionPattern::None => {
+                format!("no single position over the tolerance ({t} positions)")
+            }
+        };
+        format!("{what}{worst}")
+    }
+}
+
+/// The token axis of a probe of this shape, by the dump contract's layouts: `[B, H, T, D]` for
+/// the RoPE outputs, `[B, T, ...]` for every other probe of 3 or more dimensions, `[T, C]` for
+/// 2; `None` for 0-d / 1-d probes and a token axis of fewer than 2 positions.
+pub fn position_axis(name: &str, shape: &[usize]) -> Option<usize> {
+    let axis = match (shape.len(), Op::of(name)) {
+        (4, Op::Rope(_)) => 2,
+        (n, _) if n >= 3 => 1,
+        (2, _) => 0,
+        _ => return None,
+    };
+    (shape[axis] >= 2).then_some(axis)
+}
+
+/// The per-position profile of `ours` against `reference` (row-major, `shape` the reference's,
+/// equally many values) along `axis`, judged with the op's `rtol` / `atol`. `None` when the
+/// values do not fill the shape or the axis is not in it.
+pub fn position_profile(
+    name: &str,
+    ours: ValuesRef<'_>,
+    reference: ValuesRef<'_>,
+    shape: &[usize],
+    axis: usize,
+    rtol: f64,
+    atol: f64,
+) -> Option<PositionProfile> {
+    let t = *shape.get(axis)?;
+    let inner: usize = shape.get(axis + 1..)?.iter().product();
+    let n = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d))?;
+    if t == 0 || inner == 0 || ours.len() != n || reference.len() != n {
+        return None;
+    }
+    // Per position: squared error, squared reference norm, elements finite on both sides.
+    let mut d2 = vec![0.0f64; t];
+    let mut r2 = vec![0.0f64; t];
+    let mut count = vec![0u64; t];
+    for k in 0..n {
+        let (Some(o), Some(r)) = (ours.get(k), reference.get(k)) else {
+            continue;
+        };
+        if !(o.is_finite() && r.is_finite()) {
+            continue;
+        }
+        let p = (k / inner) % t;
+        d2[p] += (o - r) * (o - r);
+        r2[p] += r * r;
+        count[p] += 1;
+    }
+    let mut rel_err = Vec::with_capacity(t);
+    let mut over = Vec::with_capacity(t);
+    for p in 0..t {
+        let (d, rn) = (d2[p].sqrt(), r2[p].sqrt());
+        rel_err.push(if count[p] == 0 {
+            None
+        } else if rn > 0.0 {
+            Some(d / rn).filter(|e| e.is_finite())
+        } else if d == 0.0 {
+            Some(0.0)
+        } else {
+            None
+        });
+        over.push(count[p] > 0 && d > atol * (count[p] as f64).sqrt() + rtol * rn);
+    }
+    let affected = over.iter().filter(|&&o| o).count();
+    let first_affected = over.iter().position(|&o| o);
+    let pattern = match first_affected {
+        None => PositionPattern::None,
+        Some(_) if affected == t => PositionPattern::All,
+        Some(p) if p == t - 1 => PositionPattern::Last,
+        Some(p) if affected == t - p => PositionPattern::From { start: p },
+        Some(_) => PositionPattern::Some,
+    };
+    Some(PositionProfile {
+        op: name.to_string(),
+        axis,
+        rel_err,
+        affected,
+        first_affected,
+        pattern,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `[1, T, C]` ref values `1.0`; ours off by `err[p]` at every channel of position p.
+    fn profile(err: &[f64]) -> PositionProfile {
+        let c = 4;
+        let r = vec![1.0f64; err.len() * c];
+        let o: Vec<f64> = (0..r.len()).map(|k| 1.0 + err[k / c]).collect();
+        let shape = [1, err.len(), c];
+        position_profile(
+            "model.layers.0.mlp",
+            ValuesRef::F64(&o),
+            ValuesRef::F64(&r),
+            &shape,
+            1,
+            1e-3,
+            0.0,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn patterns() {
+        let p = profile(&[0.1, 0.1, 0.1]);
+        assert_eq!(p.pattern, PositionPattern::All);
+        assert_eq!(
+            p.summary(),
+            "error at every position (3); worst rel err 1.000e-01 at position 0"
+        );
+        let p = profile(&[0.0, 1e-6, 0.1, 0.2]);
+        assert_eq!(p.pattern, PositionPattern::From { start: 2 });
+        assert_eq!((p.affected, p.first_affected), (2, Some(2)));
+        assert!((p.rel_err[1].unwrap() - 1e-6).abs() < 1e-12);
+        assert!(
+            p.summary().starts_with("error from position 2 on (2 of 4;"),
+            "{}",
+            p.summary()
+        );
+        assert_eq!(profile(&[0.0, 0.0, 0.5]).pattern, PositionPattern::Last);
+        let p = profile(&[0.0, 0.5, 0.0, 0.0]);
+        assert_eq!(p.pattern, PositionPattern::Some);
+        assert_eq!(
+            p.summary(),
+            "error at 1 of 4 positions, the first at position 1; worst rel err 5.000e-01 at position 1"
+        );
+        assert_eq!(profile(&[1e-4, 1e-4]).pattern, PositionPattern::None);
+    }
+
+    #[test]
+    fn rope_outputs_are_heads_first() {
+        let q = "model.layers.3.self_attn.rope_q";
+        assert_eq!(position_axis(q, &[1, 16, 9, 128]), Some(2));
+        assert_eq!(
+            position_axis("model.layers.3.self_attn.k_norm", &[1, 9, 8, 128]),
+            Some(1)
+        );
+        assert_eq!(position_axis("model.embed_tokens", &[1, 9, 1024]), Some(1));
+        assert_eq!(position_axis("x", &[9, 4]), Some(0));
+        assert_eq!(position_axis("x", &[9]), None);
+        assert_eq!(position_axis("model.embed_tokens", &[1, 1, 1024]), None);
+    }
+
+    #[test]
+    fn heads_first_layout_takes_positions_from_the_middle_axis() {
+        // [1, H=2, T=3, D=2]: position 2 differs in both heads.
+        let r = vec![1.0f64; 12];
+        let mut o = r.clone();
+        for h in 0..2 {
+            for d in 0..2 {
+                o[h * 6 + 2 * 2 + d] = 2.0;
+            }
+        }
+        let p = position_profile(
+            "model.layers.0.self_attn.rope_k",
+            ValuesRef::F64(&o),
+            ValuesRef::F64(&r),
+            &[1, 2, 3, 2],
+            2,
+            1e-3,
+            0.0,
+        )
+        .unwrap();
+        assert_eq!(p.pattern, PositionPattern::Last);
+        assert_eq!(p.rel_err, vec![Some(0.0), Some(0.0), Some(1.0)]);
+    }
+
+    #[test]
+    fn values_that_do_not_fill_the_shape_give_no_profile() {
+        let v = [1.0f64; 5];
+        assert!(position_profile(
+            "x",
+            ValuesRef::F64(&v),
+            ValuesRef::F64(&v),
+            &[2, 3],
+            0,
+            0.0,
+            0.0
+        )
+        .is_none());
+    }
+}
