@@ -42,6 +42,10 @@ pub struct PositionProfile {
     /// `||ours_p - ref_p|| / ||ref_p||` per position over the elements finite on both sides
     /// (`None` where `ref_p` is all zeros and ours is not, or nothing is finite).
     pub rel_err: Vec<Option<f64>>,
+    /// The op's tolerance at each position in the same unit,
+    /// `(atol * sqrt(n_p) + rtol * ||ref_p||) / ||ref_p||` (`None` where `ref_p` is all zeros
+    /// or nothing is finite): a position is over it exactly when it is affected.
+    pub rel_tol: Vec<Option<f64>>,
     /// Positions over the op's tolerance.
     pub affected: usize,
     /// The first of them.
@@ -136,6 +140,7 @@ pub fn position_profile(
         count[p] += 1;
     }
     let mut rel_err = Vec::with_capacity(t);
+    let mut rel_tol = Vec::with_capacity(t);
     let mut over = Vec::with_capacity(t);
     for p in 0..t {
         let (d, rn) = (d2[p].sqrt(), r2[p].sqrt());
@@ -148,7 +153,13 @@ pub fn position_profile(
         } else {
             None
         });
-        over.push(count[p] > 0 && d > atol * (count[p] as f64).sqrt() + rtol * rn);
+        let limit = atol * (count[p] as f64).sqrt() + rtol * rn;
+        rel_tol.push(
+            (count[p] > 0 && rn > 0.0)
+                .then(|| limit / rn)
+                .filter(|t| t.is_finite()),
+        );
+        over.push(count[p] > 0 && d > limit);
     }
     let affected = over.iter().filter(|&&o| o).count();
     let first_affected = over.iter().position(|&o| o);
@@ -163,6 +174,7 @@ pub fn position_profile(
         op: name.to_string(),
         axis,
         rel_err,
+        rel_tol,
         affected,
         first_affected,
         pattern,

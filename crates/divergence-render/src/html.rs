@@ -83,6 +83,13 @@ pub(crate) fn render(report: &Report, out: &mut dyn Write) -> io::Result<()> {
     }
     header(report, &mut h);
     first_divergence(report, &mut h);
+    if let Some(svg) = plot::positions(report) {
+        h.push_str(
+            "<h2>Error per token position (first divergence)</h2>\n<section id=\"positions\">\n",
+        );
+        h.push_str(&svg);
+        h.push_str("</section>\n");
+    }
     h.push_str("<h2>Error growth along the forward pass</h2>\n<section id=\"growth\">\n");
     h.push_str(&plot::growth(report, false));
     h.push_str("</section>\n");

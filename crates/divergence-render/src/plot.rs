@@ -493,6 +493,123 @@ pub(crate) fn colour(t: f64) -> String {
 
 /// The layers × op-kind heatmap of rel err (log colour scale), or `None` when no op is in a
 /// layer.
+/// The first divergence's relative error per token position (`report.positions`) as bars on
+/// a log axis, red where the position is over its tolerance (the dashed step line, the op's
+/// own rule per position); exact positions get a mark on the `0` row. `None` without a
+/// profile.
+pub(crate) fn positions(report: &Report) -> Option<String> {
+    let p = report.positions.as_ref()?;
+    let t = p.rel_err.len();
+    if t == 0 {
+        return None;
+    }
+    let (left, right, top) = (64.0, 16.0, 16.0);
+    let width = (left + right + 14.0 * t as f64).clamp(560.0, 1320.0);
+    let (y_bot, height) = (196.0, 266.0);
+    let y_zero = y_bot + 20.0;
+    let pw = width - left - right;
+    let bw = pw / t as f64;
+    let x = |i: usize| left + i as f64 * bw;
+    let axis = LogAxis::around(p.rel_err.iter().chain(&p.rel_tol).filter_map(|v| *v));
+    let y = |v: f64| y_bot - axis.frac(v) * (y_bot - top);
+    let mut svg = Svg::new(
+        width,
+        height,
+        false,
+        "relative error of the first divergence per token position, log scale",
+    );
+    svg.rect(0.0, 0.0, width, height, "fill=\"#fff\"", None);
+    for e in axis.lo..=axis.hi {
+        let yy = y_bot - (e - axis.lo) as f64 / (axis.hi - axis.lo) as f64 * (y_bot - top);
+        svg.line(
+            left,
+            yy,
+            width - right,
+            yy,
+            &format!("stroke=\"{GRID}\" stroke-width=\"1\""),
+        );
+    }
+    for e in axis.labelled() {
+        let yy = y_bot - (e - axis.lo) as f64 / (axis.hi - axis.lo) as f64 * (y_bot - top);
+        svg.power_of_ten(left - 8.0, yy + 4.0, e);
+    }
+    svg.text(left - 8.0, y_zero + 4.0, "end", "fill=\"#333\"", "0");
+    svg.line(
+        left,
+        top,
+        left,
+        y_zero + 8.0,
+        &format!("stroke=\"{AXIS}\" stroke-width=\"1\""),
+    );
+    let gap = if bw > 4.0 { 1.0 } else { 0.0 };
+    for (i, (e, tol)) in p.rel_err.iter().zip(&p.rel_tol).enumerate() {
+        let over = matches!((e, tol), (Some(e), Some(t)) if e > t);
+        let title = format!(
+            "position {i}: rel err {}{}",
+            e.map_or_else(|| "n/a".to_string(), sci),
+            tol.map_or_else(String::new, |t| format!(", tolerance {}", sci(t)))
+        );
+        match e {
+            Some(v) if *v > 0.0 => {
+                let yy = y(*v).clamp(top, y_bot);
+                let fill = if over { BAD } else { "#9aa5b1" };
+                svg.rect(
+                    x(i) + gap / 2.0,
+                    yy,
+                    (bw - gap).max(0.5),
+                    y_bot - yy,
+                    &format!("fill=\"{fill}\""),
+                    Some(&title),
+                );
+            }
+            Some(_) => svg.circle(
+                x(i) + bw / 2.0,
+                y_zero,
+                2.5,
+                "fill=\"#9aa5b1\"",
+                Some(&title),
+            ),
+            None => {}
+        }
+    }
+    // The tolerance per position, a step line (none in exact mode: 0 has no log).
+    let mut pts = Vec::new();
+    for (i, tol) in p.rel_tol.iter().enumerate() {
+        if let Some(tv) = tol.filter(|t| *t > 0.0) {
+            let yy = y(tv).clamp(top, y_bot);
+            pts.push((x(i), yy));
+            pts.push((x(i) + bw, yy));
+        }
+    }
+    if pts.len() >= 2 {
+        svg.polyline(
+            &pts,
+            &format!(
+                "fill=\"none\" stroke=\"{TOL}\" stroke-width=\"1.5\" stroke-dasharray=\"5 3\""
+            ),
+        );
+    }
+    // Position labels, at most ~16.
+    let step = t.div_ceil(16).max(1);
+    for i in (0..t).step_by(step) {
+        svg.text(
+            x(i) + bw / 2.0,
+            y_zero + 24.0,
+            "middle",
+            "fill=\"#333\"",
+            &i.to_string(),
+        );
+    }
+    svg.text(
+        left + pw / 2.0,
+        height - 8.0,
+        "middle",
+        "fill=\"#333\"",
+        &format!("token position (axis {} of {})", p.axis, p.op),
+    );
+    Some(svg.finish())
+}
+
 pub(crate) fn heatmap(report: &Report) -> Option<String> {
     // Op kinds in order of first appearance; q / k variants keep their own columns.
     let mut kinds: Vec<Op> = Vec::new();

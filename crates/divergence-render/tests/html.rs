@@ -299,3 +299,48 @@ fn an_empty_report_still_renders() {
     render_growth_svg(&report, &mut out).unwrap();
     assert_well_formed(&String::from_utf8(out).unwrap());
 }
+
+#[test]
+fn the_position_chart_has_a_bar_per_position_red_where_over_tolerance() {
+    // Positions 0-1 exact, 2 within tolerance, 3-5 over it: a profile "from 3 on".
+    let (t, c) = (6usize, 8usize);
+    let r: Vec<f64> = (0..t * c).map(|k| 1.0 + k as f64 * 0.01).collect();
+    let err = [0.0, 0.0, 1e-5, 0.1, 0.2, 0.3];
+    let o: Vec<f64> = (0..t * c).map(|k| r[k] * (1.0 + err[k / c])).collect();
+    let shape = [1, t, c];
+    let name = "model.layers.0.mlp";
+    let mut report = report();
+    report.positions = position_profile(
+        name,
+        ValuesRef::F64(&o),
+        ValuesRef::F64(&r),
+        &shape,
+        1,
+        1e-3,
+        0.0,
+    );
+    assert_eq!(
+        report.positions.as_ref().unwrap().pattern,
+        PositionPattern::From { start: 3 }
+    );
+    let doc = html(&report);
+    assert_well_formed(&doc);
+    let section = between(&doc, "<section id=\"positions\">", "</section>");
+    let bars: Vec<&str> = section
+        .split("<rect")
+        .skip(2) // the background
+        .collect();
+    assert_eq!(bars.len(), 4, "positions 2-5 have an error > 0: {section}");
+    let red = bars.iter().filter(|b| b.contains("#d55e00")).count();
+    assert_eq!(red, 3, "positions 3-5 are over the tolerance");
+    assert_eq!(
+        section.matches("<circle").count(),
+        2,
+        "positions 0-1 are exact"
+    );
+    assert!(section.contains("position 4: rel err 2.000e-01, tolerance 1.000e-03"));
+    assert!(doc.contains("error from position 3 on (3 of 6;"));
+    // No profile, no section.
+    report.positions = None;
+    assert!(!html(&report).contains("id=\"positions\""));
+}
