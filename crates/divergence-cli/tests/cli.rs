@@ -1010,3 +1010,23 @@ fn a_pair_without_recorded_order_follows_the_forward_pass_not_the_alphabet() {
         ]
     );
 }
+
+#[test]
+fn tui_without_a_terminal_is_a_one_line_error() {
+    // Under `cargo test` stdin and stdout are not a terminal.
+    let (code, out, err) = common::divergence(&["diff", DEMO_OURS, DEMO_REF, "--tui"]);
+    assert_eq!(code, 2);
+    assert!(out.is_empty());
+    assert_eq!(
+        err.trim_end(),
+        "error: --tui needs a terminal (stdin and stdout); use --format table, json, markdown or html instead"
+    );
+    // It cannot be combined with an output format.
+    let (code, _, err) =
+        common::divergence(&["diff", DEMO_OURS, DEMO_REF, "--tui", "--format", "json"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("'--tui' cannot be used with '--format <FORMAT>'"),
+        "{err}"
+    );
+}

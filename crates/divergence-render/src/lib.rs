@@ -14,6 +14,7 @@ mod plot;
 mod sections;
 mod svg;
 mod table;
+pub mod tui;
 mod view;
 
 use std::io::{self, Write};

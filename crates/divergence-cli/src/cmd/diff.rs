@@ -94,6 +94,12 @@ pub struct DiffArgs {
     /// being written is not read half-way); stop with Ctrl-C.
     #[arg(long)]
     pub watch: bool,
+    /// Interactive view of the whole report in the terminal: scroll every op, jump to the first
+    /// divergence (f), its origin (o), the next / previous divergent op (n / N), filter (/), sort
+    /// (s), details (Enter), per-layer overview (l); with --watch it reloads in place. Needs a
+    /// terminal.
+    #[arg(long, conflicts_with_all = ["format", "json_out", "markdown_out", "html_out", "plot"])]
+    pub tui: bool,
 }
 
 const AFTER_HELP: &str = "Exit codes: 0 = no divergence, 1 = divergence found, 2 = error \
@@ -116,6 +122,9 @@ pub fn run(args: DiffArgs) -> Result<Exit> {
             .map(|m| divergence_names::one_line(&m.display().to_string()).into_owned()),
     );
     crate::sigbus::install(&mapped.join(", "), args.watch);
+    if args.tui {
+        return run_tui(&args, &files);
+    }
     if !args.watch {
         return match diff_once(&args, &output)? {
             Outcome::Verdict(code) => Ok(code),
@@ -155,6 +164,43 @@ pub fn run(args: DiffArgs) -> Result<Exit> {
         polled = Some(stamp);
         std::thread::sleep(Duration::from_millis(300));
     }
+}
+
+/// `--tui`: the interactive view (with `--watch`, reloaded when the files change and settle,
+/// as the printed watch does). The exit code is the verdict of the last report shown.
+fn run_tui(args: &DiffArgs, files: &[&Path]) -> Result<Exit> {
+    use std::io::IsTerminal;
+    if !(std::io::stdout().is_terminal() && std::io::stdin().is_terminal()) {
+        anyhow::bail!(
+            "--tui needs a terminal (stdin and stdout); use --format table, json, markdown or html instead"
+        );
+    }
+    let report = build_report(args)?;
+    let mut code = verdict(&report);
+    let mut last = stamps(files);
+    let mut polled = last.clone();
+    let mut reload = || {
+        let stamp = stamps(files);
+        let settled = polled == stamp;
+        polled = stamp.clone();
+        if !settled || stamp == last {
+            return None;
+        }
+        let report = build_report(args).ok()?;
+        // Shown only if the files did not change while they were read.
+        (stamps(files) == stamp).then(|| {
+            last = stamp;
+            code = verdict(&report);
+            report
+        })
+    };
+    divergence_render::tui::run(
+        report,
+        args.watch
+            .then_some(&mut reload as &mut dyn FnMut() -> Option<Report>),
+    )
+    .context("the terminal view")?;
+    Ok(code)
 }
 
 /// What one comparison ended with.
