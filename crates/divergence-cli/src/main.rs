@@ -57,7 +57,7 @@ fn main() -> ExitCode {
     };
     // A mapped file cut short under us is one line and exit 2, not a silent death;
     // `diff` names its files (and restarts under --watch).
-    sigbus::install("a memory-mapped input", false);
+    sigbus::install("a memory-mapped input", false, false);
     let result = match cli.command {
         Command::Diff(args) => cmd::diff::run(args),
         Command::Run(args) => cmd::run::run(args),

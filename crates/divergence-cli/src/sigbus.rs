@@ -4,12 +4,13 @@
 //! file while it is read (`numpy.savez` rewrites a dump in place: open, truncate, write),
 //! touching a page past the new end raises SIGBUS, whose default action kills the process
 //! without a word. [`install`] replaces it with a handler that prints one line naming the
-//! files and exits with code 2, or, under `diff --watch`, prints one line and restarts the
+//! files and exits with code 2 (under `--tui`, after putting the terminal back as it was), or,
+//! under the printed `diff --watch`, prints one line and restarts the
 //! process (`execv` of `/proc/self/exe` with the same arguments): the watch goes on and
 //! compares the dump once its writer has finished (the restarted process finds
 //! [`RESTARTED`] in its environment and waits for the files to settle before reading them).
-//! The handler only calls `write`, `execve` and `_exit`, which are async-signal-safe;
-//! everything it needs is prepared by [`install`].
+//! The handler only calls `tcsetattr`, `write`, `execve` and `_exit`, which are
+//! async-signal-safe; everything it needs is prepared by [`install`].
 
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
@@ -22,6 +23,9 @@ pub const RESTARTED: &str = "DIVERGENCE_WATCH_RESTARTED";
 /// What the handler does, prepared by [`install`] and leaked (never freed, never changed once
 /// published: a new `install` publishes a new one).
 struct Plan {
+    /// The terminal's settings before the interactive view took it over (`--tui`): put back,
+    /// with the main screen and the cursor, before the line is printed.
+    terminal: Option<libc::termios>,
     /// The line to print.
     message: &'static [u8],
     /// Null-terminated argv and envp for the restart; `None`: exit.
@@ -36,6 +40,11 @@ extern "C" fn on_sigbus(_signal: libc::c_int) {
     // write, execve and _exit are async-signal-safe.
     unsafe {
         if let Some(plan) = plan.as_ref() {
+            if let Some(t) = &plan.terminal {
+                libc::tcsetattr(0, libc::TCSANOW, t);
+                let leave = b"\x1b[?1049l\x1b[?25h";
+                libc::write(1, leave.as_ptr().cast(), leave.len());
+            }
             libc::write(2, plan.message.as_ptr().cast(), plan.message.len());
             if let Some((argv, envp)) = plan.restart {
                 libc::execve(c"/proc/self/exe".as_ptr(), argv, envp);
@@ -55,8 +64,10 @@ fn c_array(items: impl Iterator<Item = Vec<u8>>) -> *const *const libc::c_char {
 }
 
 /// Installs the handler. `files` are named in the message; with `restart`, the process starts
-/// again with its own arguments instead of exiting (for `--watch`).
-pub fn install(files: &str, restart: bool) {
+/// again with its own arguments instead of exiting (for `--watch`); with `terminal`, the
+/// terminal's current settings are saved now and put back before the exit (for `--tui`, whose
+/// raw mode and alternate screen would otherwise outlive the process).
+pub fn install(files: &str, restart: bool, terminal: bool) {
     let what = if restart {
         "restarting the watch"
     } else {
@@ -75,7 +86,17 @@ pub fn install(files: &str, restart: bool) {
         );
         (argv, envp)
     });
+    let terminal = terminal
+        .then(|| {
+            // SAFETY: tcgetattr fills the zeroed struct; on failure (not a terminal) it is unused.
+            unsafe {
+                let mut t: libc::termios = std::mem::zeroed();
+                (libc::tcgetattr(0, &mut t) == 0).then_some(t)
+            }
+        })
+        .flatten();
     let plan = Box::leak(Box::new(Plan {
+        terminal,
         message: Vec::leak(line.into_bytes()),
         restart,
     }));

@@ -5,8 +5,9 @@
 //! position on, or at the last one only. [`position_profile`] splits an op's error along its
 //! token axis ([`position_axis`]: `[B, T, C]` activations, `[B, T, H, D]` q/k norms,
 //! `[B, H, T, D]` RoPE outputs) and judges each position by the op's own decision rule
-//! (`||ours_p - ref_p|| > atol * sqrt(n_p) + rtol * ||ref_p||`), so "affected" means what
-//! "diverged" means for the whole op. Pure, no I/O; the caller reads the tensors.
+//! (`||ours_p - ref_p|| > atol * sqrt(n_p) + rtol * ||ref_p||`, or NaN/Inf at other places on
+//! the two sides), so "affected" means what "diverged" / "nonfinite" mean for the whole op.
+//! Pure, no I/O; the caller reads the tensors.
 
 use divergence_names::Op;
 use serde::{Deserialize, Serialize};
@@ -28,7 +29,9 @@ pub enum PositionPattern {
     Last,
     /// Some positions, in no run to the end.
     Some,
-    /// No single position is over the tolerance (the op's error is spread thinly).
+    /// No position is over the tolerance. Under the norm-wise rule this cannot happen for a
+    /// diverged op (the per-position limits add up to at most the op's); it can where the op
+    /// was judged otherwise (the caller gives no profile then) or its sums overflow f64.
     None,
 }
 
@@ -46,6 +49,9 @@ pub struct PositionProfile {
     /// `(atol * sqrt(n_p) + rtol * ||ref_p||) / ||ref_p||` (`None` where `ref_p` is all zeros
     /// or nothing is finite): a position is over it exactly when it is affected.
     pub rel_tol: Vec<Option<f64>>,
+    /// Per position: over the op's tolerance (its error above `rel_tol`, or NaN/Inf at other
+    /// places on the two sides).
+    pub over: Vec<bool>,
     /// Positions over the op's tolerance.
     pub affected: usize,
     /// The first of them.
@@ -58,11 +64,15 @@ impl PositionProfile {
     /// One line: `error at every position (16)`, `error from position 9 on (7 of 16)`, ...
     pub fn summary(&self) -> String {
         let t = self.rel_err.len();
+        // The worst of the affected positions (an unaffected one may have a larger relative
+        // error where its reference is tiny and atol dominates).
         let worst = self
             .rel_err
             .iter()
+            .zip(&self.over)
             .enumerate()
-            .filter_map(|(p, e)| e.map(|e| (p, e)))
+            .filter(|(_, (_, &over))| over)
+            .filter_map(|(p, (e, _))| e.map(|e| (p, e)))
             .fold(None, |m: Option<(usize, f64)>, (p, e)| match m {
                 Some((_, w)) if w >= e => m,
                 _ => Some((p, e)),
@@ -127,11 +137,17 @@ pub fn position_profile(
     let mut d2 = vec![0.0f64; t];
     let mut r2 = vec![0.0f64; t];
     let mut count = vec![0u64; t];
+    let mut nonfinite = vec![0u64; t];
     for k in 0..n {
         let (Some(o), Some(r)) = (ours.get(k), reference.get(k)) else {
             continue;
         };
         if !(o.is_finite() && r.is_finite()) {
+            // NaN/Inf at the same place on both sides is compared as equal (the op's rule).
+            let same = (o.is_nan() && r.is_nan()) || o == r;
+            if !same {
+                nonfinite[(k / inner) % t] += 1;
+            }
             continue;
         }
         let p = (k / inner) % t;
@@ -159,7 +175,7 @@ pub fn position_profile(
                 .then(|| limit / rn)
                 .filter(|t| t.is_finite()),
         );
-        over.push(count[p] > 0 && d > limit);
+        over.push(nonfinite[p] > 0 || (count[p] > 0 && d > limit));
     }
     let affected = over.iter().filter(|&&o| o).count();
     let first_affected = over.iter().position(|&o| o);
@@ -175,6 +191,7 @@ pub fn position_profile(
         axis,
         rel_err,
         rel_tol,
+        over,
         affected,
         first_affected,
         pattern,
@@ -228,6 +245,38 @@ mod tests {
             "error at 1 of 4 positions, the first at position 1; worst rel err 5.000e-01 at position 1"
         );
         assert_eq!(profile(&[1e-4, 1e-4]).pattern, PositionPattern::None);
+    }
+
+    #[test]
+    fn nan_at_other_places_makes_a_position_affected() {
+        // [4, 2]: positions 2 and 3 hold a NaN on our side only; the finite values agree.
+        let r = [1.0f64; 8];
+        let mut o = r;
+        o[5] = f64::NAN;
+        o[6] = f64::NAN;
+        let p = position_profile(
+            "x",
+            ValuesRef::F64(&o),
+            ValuesRef::F64(&r),
+            &[4, 2],
+            0,
+            1e-3,
+            0.0,
+        )
+        .unwrap();
+        assert_eq!(p.pattern, PositionPattern::From { start: 2 });
+        // NaN at the same place on both sides is equal.
+        let p = position_profile(
+            "x",
+            ValuesRef::F64(&o),
+            ValuesRef::F64(&o),
+            &[4, 2],
+            0,
+            1e-3,
+            0.0,
+        )
+        .unwrap();
+        assert_eq!(p.pattern, PositionPattern::None);
     }
 
     #[test]

@@ -491,12 +491,10 @@ pub(crate) fn colour(t: f64) -> String {
     )
 }
 
-/// The layers × op-kind heatmap of rel err (log colour scale), or `None` when no op is in a
-/// layer.
 /// The first divergence's relative error per token position (`report.positions`) as bars on
 /// a log axis, red where the position is over its tolerance (the dashed step line, the op's
-/// own rule per position); exact positions get a mark on the `0` row. `None` without a
-/// profile.
+/// own rule per position); exact positions get a mark on the `0` row, affected positions with
+/// no relative error (NaN/Inf) a red mark at the top. `None` without a profile.
 pub(crate) fn positions(report: &Report) -> Option<String> {
     let p = report.positions.as_ref()?;
     let t = p.rel_err.len();
@@ -542,8 +540,7 @@ pub(crate) fn positions(report: &Report) -> Option<String> {
         &format!("stroke=\"{AXIS}\" stroke-width=\"1\""),
     );
     let gap = if bw > 4.0 { 1.0 } else { 0.0 };
-    for (i, (e, tol)) in p.rel_err.iter().zip(&p.rel_tol).enumerate() {
-        let over = matches!((e, tol), (Some(e), Some(t)) if e > t);
+    for (i, ((e, tol), &over)) in p.rel_err.iter().zip(&p.rel_tol).zip(&p.over).enumerate() {
         let title = format!(
             "position {i}: rel err {}{}",
             e.map_or_else(|| "n/a".to_string(), sci),
@@ -567,6 +564,15 @@ pub(crate) fn positions(report: &Report) -> Option<String> {
                 y_zero,
                 2.5,
                 "fill=\"#9aa5b1\"",
+                Some(&title),
+            ),
+            // No relative error (NaN/Inf at other places, or a reference of zeros): a red
+            // mark at the top when the position is affected.
+            None if over => svg.circle(
+                x(i) + bw / 2.0,
+                top + 4.0,
+                3.5,
+                &format!("fill=\"{BAD}\""),
                 Some(&title),
             ),
             None => {}
@@ -610,6 +616,8 @@ pub(crate) fn positions(report: &Report) -> Option<String> {
     Some(svg.finish())
 }
 
+/// The layers × op-kind heatmap of rel err (log colour scale), or `None` when no op is in a
+/// layer.
 pub(crate) fn heatmap(report: &Report) -> Option<String> {
     // Op kinds in order of first appearance; q / k variants keep their own columns.
     let mut kinds: Vec<Op> = Vec::new();

@@ -82,6 +82,8 @@ pub struct Tui {
     quit: bool,
     /// The first row drawn.
     offset: usize,
+    /// The first layer line drawn in the per-layer overview.
+    layer_offset: usize,
 }
 
 /// The columns shown, most important first: those that do not fit the width are dropped from
@@ -113,6 +115,7 @@ impl Tui {
             message: None,
             quit: false,
             offset: 0,
+            layer_offset: 0,
         };
         tui.rebuild(None);
         if let Some(f) = tui.report.first_divergence.as_ref().map(|f| f.index) {
@@ -149,6 +152,11 @@ impl Tui {
         self.report = report;
         self.rebuild(name.as_deref());
         self.message = Some("reloaded: a dump changed".to_string());
+    }
+
+    /// Shows a one-line message in the status bar (until the next key).
+    pub fn notice(&mut self, message: String) {
+        self.message = Some(message);
     }
 
     /// Recomputes the rows from the filter and the sort; the cursor goes to `keep` if shown.
@@ -223,6 +231,10 @@ impl Tui {
             return;
         }
         self.message = None;
+        if key.code == KeyCode::Char('c') && key.modifiers.contains(KeyModifiers::CONTROL) {
+            self.quit = true;
+            return;
+        }
         if let Some(text) = &mut self.input {
             match key.code {
                 KeyCode::Esc => self.input = None,
@@ -240,10 +252,25 @@ impl Tui {
             return;
         }
         let page = 10;
+        if self.layers {
+            let last = view::layer_lines(&self.report).len().saturating_sub(1);
+            let o = &mut self.layer_offset;
+            match key.code {
+                KeyCode::Down | KeyCode::Char('j') => *o = (*o + 1).min(last),
+                KeyCode::Up | KeyCode::Char('k') => *o = o.saturating_sub(1),
+                KeyCode::PageDown | KeyCode::Char(' ') => *o = (*o + page).min(last),
+                KeyCode::PageUp => *o = o.saturating_sub(page),
+                KeyCode::Home | KeyCode::Char('g') => *o = 0,
+                KeyCode::End | KeyCode::Char('G') => *o = last,
+                KeyCode::Char('l') | KeyCode::Esc => self.layers = false,
+                KeyCode::Char('q') => self.quit = true,
+                _ => {}
+            }
+            return;
+        }
         let last = self.rows.len().saturating_sub(1);
         match key.code {
             KeyCode::Char('q') | KeyCode::Esc => self.quit = true,
-            KeyCode::Char('c') if key.modifiers.contains(KeyModifiers::CONTROL) => self.quit = true,
             KeyCode::Down | KeyCode::Char('j') => self.cursor = (self.cursor + 1).min(last),
             KeyCode::Up | KeyCode::Char('k') => self.cursor = self.cursor.saturating_sub(1),
             KeyCode::PageDown | KeyCode::Char(' ') => self.cursor = (self.cursor + page).min(last),
@@ -358,7 +385,7 @@ impl Tui {
                     .max()
                     .unwrap_or(2),
                 OpsColumn::Index => ops.len().max(1).to_string().len(),
-                OpsColumn::Status => 10,
+                OpsColumn::Status => 14,
                 OpsColumn::Origin => 9,
                 OpsColumn::Mark => 2,
                 _ => 9,
@@ -371,12 +398,13 @@ impl Tui {
             let w = widest(c);
             let sep = u16::from(!out.is_empty());
             if c == OpsColumn::Name {
-                // The name takes what is left after the next two columns, at least 24.
+                // The name takes what is left after status and rel err, at least 12
+                // (long names keep their tail: `…self_attn.k_norm`).
                 let rest: u16 = [OpsColumn::Status, OpsColumn::RelErr]
                     .iter()
                     .map(|&c| widest(c) + 1)
                     .sum();
-                let w = w.min(width.saturating_sub(used + sep + rest).max(24));
+                let w = w.min(width.saturating_sub(used + sep + rest).max(12));
                 out.push((c, w));
                 used += w + sep;
                 continue;
@@ -478,11 +506,13 @@ impl Tui {
                 }
             })
             .collect();
-        let p = Paragraph::new(lines).block(
-            Block::new()
-                .borders(Borders::TOP)
-                .title(" per layer (l: back to the ops) "),
-        );
+        let p = Paragraph::new(lines)
+            .scroll((u16::try_from(self.layer_offset).unwrap_or(u16::MAX), 0))
+            .block(
+                Block::new()
+                    .borders(Borders::TOP)
+                    .title(" per layer (j/k scroll, l: back to the ops) "),
+            );
         frame.render_widget(p, area);
     }
 
@@ -569,13 +599,15 @@ impl Tui {
     }
 }
 
-/// Runs the view on the terminal until `q`. `reload`, polled every 300 ms, returns a new report
-/// when the dumps changed (`--watch`). The terminal is restored on return and on panic.
-pub fn run(
-    report: Report,
-    mut reload: Option<&mut dyn FnMut() -> Option<Report>>,
-) -> io::Result<()> {
-    let mut terminal = ratatui::init();
+/// The `--watch` callback of [`run`]: `None` while nothing changed, else the new report or
+/// the one-line error of reading it.
+pub type Reload<'a> = dyn FnMut() -> Option<Result<Report, String>> + 'a;
+
+/// Runs the view on the terminal until `q`. `reload`, polled every 300 ms, gives a new report
+/// when the dumps changed (`--watch`); an error is shown in the status line and the report on
+/// screen stays. The terminal is restored on return and on panic.
+pub fn run(report: Report, mut reload: Option<&mut Reload<'_>>) -> io::Result<()> {
+    let mut terminal = ratatui::try_init()?;
     let mut tui = Tui::new(report);
     let result = (|| -> io::Result<()> {
         while !tui.quit() {
@@ -585,8 +617,10 @@ pub fn run(
                     tui.key(key);
                 }
             } else if let Some(reload) = reload.as_mut() {
-                if let Some(report) = reload() {
-                    tui.replace(report);
+                match reload() {
+                    Some(Ok(report)) => tui.replace(report),
+                    Some(Err(e)) => tui.notice(format!("reload failed: {e}")),
+                    None => {}
                 }
             }
         }

@@ -99,6 +99,39 @@ fn opens_on_the_first_divergence_and_fits_80_columns() {
 }
 
 #[test]
+fn narrow_terminals_keep_name_status_and_rel_err() {
+    let mut tui = Tui::new(report());
+    let text = screen(&mut tui, 40, 20);
+    let row = text
+        .lines()
+        .find(|l| l.contains("k_norm") && l.contains("diverged"))
+        .unwrap_or_else(|| panic!("{text}"));
+    // The name keeps its tail; status and rel err stay.
+    assert!(row.contains("…") && row.contains("1.000e-02"), "{row}");
+    // Down to 20 columns nothing panics.
+    for w in [30, 20, 10] {
+        screen(&mut tui, w, 12);
+    }
+    // The per-layer overview scrolls.
+    press(&mut tui, "l");
+    let top = screen(&mut tui, 60, 9);
+    press(&mut tui, "j");
+    let scrolled = screen(&mut tui, 60, 9);
+    assert!(
+        top.contains("layer   0") && !scrolled.contains("layer   0"),
+        "{scrolled}"
+    );
+    press(&mut tui, "l");
+    // Ctrl-C quits, even while a filter is typed.
+    press(&mut tui, "/ab");
+    tui.key(KeyEvent::new(
+        KeyCode::Char('c'),
+        ratatui::crossterm::event::KeyModifiers::CONTROL,
+    ));
+    assert!(tui.quit());
+}
+
+#[test]
 fn keys_walk_the_divergences_filter_sort_and_show_details() {
     let mut tui = Tui::new(report());
     // n / N: next and previous divergent op from the cursor.

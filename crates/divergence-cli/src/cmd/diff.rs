@@ -121,7 +121,9 @@ pub fn run(args: DiffArgs) -> Result<Exit> {
             .iter()
             .map(|m| divergence_names::one_line(&m.display().to_string()).into_owned()),
     );
-    crate::sigbus::install(&mapped.join(", "), args.watch);
+    // Under --tui a SIGBUS ends the view (terminal restored, one line); the printed --watch
+    // restarts itself instead.
+    crate::sigbus::install(&mapped.join(", "), args.watch && !args.tui, args.tui);
     if args.tui {
         return run_tui(&args, &files);
     }
@@ -175,9 +177,16 @@ fn run_tui(args: &DiffArgs, files: &[&Path]) -> Result<Exit> {
             "--tui needs a terminal (stdin and stdout); use --format table, json, markdown or html instead"
         );
     }
+    // Stamps taken before the first read: a dump rewritten during it is read again at the
+    // next settled poll.
+    let before = stamps(files);
     let report = build_report(args)?;
     let mut code = verdict(&report);
-    let mut last = stamps(files);
+    let mut last = if stamps(files) == before {
+        before
+    } else {
+        Vec::new()
+    };
     let mut polled = last.clone();
     let mut reload = || {
         let stamp = stamps(files);
@@ -186,18 +195,23 @@ fn run_tui(args: &DiffArgs, files: &[&Path]) -> Result<Exit> {
         if !settled || stamp == last {
             return None;
         }
-        let report = build_report(args).ok()?;
-        // Shown only if the files did not change while they were read.
-        (stamps(files) == stamp).then(|| {
-            last = stamp;
-            code = verdict(&report);
-            report
+        let result = build_report(args);
+        if stamps(files) != stamp {
+            return None; // changed while read: the next settled poll reads it again
+        }
+        last = stamp;
+        Some(match result {
+            Ok(report) => {
+                code = verdict(&report);
+                Ok(report)
+            }
+            Err(err) => Err(divergence_names::one_line(&format!("{err:#}")).into_owned()),
         })
     };
     divergence_render::tui::run(
         report,
         args.watch
-            .then_some(&mut reload as &mut dyn FnMut() -> Option<Report>),
+            .then_some(&mut reload as &mut divergence_render::tui::Reload<'_>),
     )
     .context("the terminal view")?;
     Ok(code)
@@ -449,8 +463,10 @@ fn read_whole<'a>(dump: &'a Dump, name: &str) -> Option<(TensorView<'a>, String)
 }
 
 /// Which token positions carry the first divergence's error ([`divergence_diff::positions`]),
-/// judged with the row's rtol / atol; `None` for a shape mismatch, a probe without a token
-/// axis, or tensors [`read_whole`] skips.
+/// judged with the row's rtol / atol (and its NaN/Inf rule); `None` for a shape mismatch, a
+/// probe with no finite value, a row judged against the truth (`--truth`: the per-position
+/// noise ratio is not computed), a probe without a token axis, or tensors [`read_whole`]
+/// skips.
 fn positions(
     report: &Report,
     plan: &divergence_diff::OrderPlan,
@@ -459,7 +475,9 @@ fn positions(
 ) -> Option<divergence_diff::PositionProfile> {
     let first = report.first_divergence.as_ref()?;
     let row = report.first_divergence_op()?;
-    if first.status == Status::ShapeMismatch {
+    if matches!(first.status, Status::ShapeMismatch | Status::NoFinite)
+        || row.truth.noise_ratio.is_some()
+    {
         return None;
     }
     let (rtol, atol) = (row.rule.rtol?, row.rule.atol?);
