@@ -23,6 +23,8 @@ const GRID: &str = "#e3e3e3";
 /// The reference's own error against the truth (truth mode).
 const REF_LINE: &str = "#e69f00";
 const AXIS: &str = "#555";
+/// The origin of the first divergence's error.
+const ORIGIN: &str = "#8b4513";
 
 /// A log10 axis over whole decades `[lo, hi]`, drawn from `y_bot` (lo) up to `y_top` (hi).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -333,6 +335,30 @@ pub(crate) fn growth(report: &Report, standalone: bool) -> String {
             &format!("fill=\"{BAD}\" font-weight=\"bold\""),
             &format!("first divergence: #{} {}", first.index, first.name),
         );
+    }
+
+    // The origin, where the first divergence's error was born (docs/origin.md), when it is an
+    // earlier op: a dashed line, labelled above the first divergence's label.
+    if let (Some(o), Some(first)) = (&report.origin, &report.first_divergence) {
+        if o.index != first.index {
+            let ox = x(o.index);
+            svg.line(
+                ox,
+                top - 20.0,
+                ox,
+                y_na + 8.0,
+                &format!("stroke=\"{ORIGIN}\" stroke-width=\"1.5\" stroke-dasharray=\"4 3\""),
+            );
+            let anchor = if ox > left + pw * 0.6 { "end" } else { "start" };
+            let dx = if anchor == "end" { -4.0 } else { 4.0 };
+            svg.text(
+                ox + dx,
+                top - 24.0,
+                anchor,
+                &format!("fill=\"{ORIGIN}\" font-weight=\"bold\""),
+                &format!("origin (error born here): #{} {}", o.index, o.name),
+            );
+        }
     }
 
     // Markers.

@@ -344,3 +344,39 @@ fn the_position_chart_has_a_bar_per_position_red_where_over_tolerance() {
     report.positions = None;
     assert!(!html(&report).contains("id=\"positions\""));
 }
+
+#[test]
+fn the_growth_plot_marks_an_earlier_origin() {
+    let mut report = report();
+    let first = report.first_divergence.clone().unwrap();
+    // An origin at an earlier op than the first divergence gets its own dashed line and label.
+    let o = report.origin.get_or_insert_with(|| Origin {
+        name: String::new(),
+        index: 0,
+        growth: None,
+        chain: Vec::new(),
+    });
+    o.index = 1;
+    o.name = report.ops[1].name.clone();
+    assert_ne!(first.index, 1);
+    let mut out = Vec::new();
+    render_growth_svg(&report, &mut out).unwrap();
+    let svg = String::from_utf8(out).unwrap();
+    assert_well_formed(&svg);
+    assert!(
+        svg.contains(&format!(
+            "origin (error born here): #1 {}",
+            report.ops[1].name
+        )),
+        "{svg}"
+    );
+    // Born at the first divergence itself: no second mark.
+    let o = report.origin.as_mut().unwrap();
+    o.index = first.index;
+    o.name = first.name.clone();
+    let mut out = Vec::new();
+    render_growth_svg(&report, &mut out).unwrap();
+    assert!(!String::from_utf8(out)
+        .unwrap()
+        .contains("origin (error born here)"));
+}
