@@ -725,10 +725,15 @@ mod tests {
         ));
     }
 
-    /// A v2 header whose dict is not in numpy's key order, so the general parser reads it.
-    fn general_v2(dims: usize) -> Vec<u8> {
+    /// A v2 header of `dims` dimensions of 1: the dict in numpy's key order (`canonical`, the
+    /// fast path) or another (the general parser).
+    fn v2_ones(dims: usize, canonical: bool) -> Vec<u8> {
         let shape = vec!["1"; dims].join(", ");
-        let dict = format!("{{'shape': ({shape}), 'fortran_order': False, 'descr': '<f4'}}");
+        let dict = if canonical {
+            format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({shape}), }}")
+        } else {
+            format!("{{'shape': ({shape}), 'fortran_order': False, 'descr': '<f4'}}")
+        };
         let mut h = MAGIC.to_vec();
         h.extend_from_slice(&[2, 0]);
         h.extend_from_slice(&(dict.len() as u32 + 1).to_le_bytes());
@@ -736,6 +741,11 @@ mod tests {
         h.push(b'\n');
         h.extend_from_slice(&[0; 4]);
         h
+    }
+
+    /// A v2 header whose dict is not in numpy's key order, so the general parser reads it.
+    fn general_v2(dims: usize) -> Vec<u8> {
+        v2_ones(dims, false)
     }
 
     #[test]
@@ -760,14 +770,7 @@ mod tests {
         assert!(e.contains("is not in the form numpy writes"), "{e}");
         assert!(t.elapsed() < std::time::Duration::from_secs(1));
         // The same shape in numpy's own form: read.
-        let shape = vec!["1"; MAX_DIMS].join(", ");
-        let dict = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({shape}), }}");
-        let mut h = MAGIC.to_vec();
-        h.extend_from_slice(&[2, 0]);
-        h.extend_from_slice(&(dict.len() as u32 + 1).to_le_bytes());
-        h.extend_from_slice(dict.as_bytes());
-        h.push(b'\n');
-        h.extend_from_slice(&[0; 4]);
+        let h = v2_ones(MAX_DIMS, true);
         assert_eq!(parse_header(&h, &at()).unwrap().shape.len(), MAX_DIMS);
     }
 

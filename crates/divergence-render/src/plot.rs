@@ -69,6 +69,24 @@ impl LogAxis {
     }
 }
 
+/// The horizontal grid line of every decade of `axis` from `x0` to `x1`, drawn from `y_bot`
+/// (the lowest decade) up to `y_top`, and the labels of [`LogAxis::labelled`] left of `x0`.
+fn decade_grid(svg: &mut Svg, axis: LogAxis, (x0, x1): (f64, f64), (y_top, y_bot): (f64, f64)) {
+    let y = |e: i32| y_bot - (e - axis.lo) as f64 / (axis.hi - axis.lo) as f64 * (y_bot - y_top);
+    for e in axis.lo..=axis.hi {
+        svg.line(
+            x0,
+            y(e),
+            x1,
+            y(e),
+            &format!("stroke=\"{GRID}\" stroke-width=\"1\""),
+        );
+    }
+    for e in axis.labelled() {
+        svg.power_of_ten(x0 - 8.0, y(e) + 4.0, e);
+    }
+}
+
 /// The rel-err tolerance of a row: the decision threshold over `||ref||`
 /// (`(atol*sqrt(n) + rtol*||ref||) / ||ref||`); `None` when either is missing or not positive.
 pub(crate) fn rel_tolerance(op: &OpResult) -> Option<f64> {
@@ -190,21 +208,7 @@ pub(crate) fn growth(report: &Report, standalone: bool) -> String {
         },
     );
     svg.rect(0.0, 0.0, width, height, "fill=\"#fff\"", None);
-    // Decade grid and labels.
-    for e in axis.lo..=axis.hi {
-        let yy = y_bot - (e - axis.lo) as f64 / (axis.hi - axis.lo) as f64 * (y_bot - top);
-        svg.line(
-            left,
-            yy,
-            width - right,
-            yy,
-            &format!("stroke=\"{GRID}\" stroke-width=\"1\""),
-        );
-    }
-    for e in axis.labelled() {
-        let yy = y_bot - (e - axis.lo) as f64 / (axis.hi - axis.lo) as f64 * (y_bot - top);
-        svg.power_of_ten(left - 8.0, yy + 4.0, e);
-    }
+    decade_grid(&mut svg, axis, (left, width - right), (top, y_bot));
     svg.text(left - 8.0, y_zero + 4.0, "end", "fill=\"#333\"", "0");
     svg.text(left - 8.0, y_na + 4.0, "end", "fill=\"#333\"", "n/a");
     svg.line(
@@ -543,20 +547,7 @@ pub(crate) fn positions(report: &Report) -> Option<String> {
         "relative error of the first divergence per token position, log scale",
     );
     svg.rect(0.0, 0.0, width, height, "fill=\"#fff\"", None);
-    for e in axis.lo..=axis.hi {
-        let yy = y_bot - (e - axis.lo) as f64 / (axis.hi - axis.lo) as f64 * (y_bot - top);
-        svg.line(
-            left,
-            yy,
-            width - right,
-            yy,
-            &format!("stroke=\"{GRID}\" stroke-width=\"1\""),
-        );
-    }
-    for e in axis.labelled() {
-        let yy = y_bot - (e - axis.lo) as f64 / (axis.hi - axis.lo) as f64 * (y_bot - top);
-        svg.power_of_ten(left - 8.0, yy + 4.0, e);
-    }
+    decade_grid(&mut svg, axis, (left, width - right), (top, y_bot));
     svg.text(left - 8.0, y_zero + 4.0, "end", "fill=\"#333\"", "0");
     svg.line(
         left,

@@ -111,16 +111,10 @@ pub fn run(args: DiffArgs) -> Result<Exit> {
     let output = args.output.resolve();
     let mut files: Vec<&Path> = vec![&args.ours, &args.reference];
     files.extend(args.truth.as_deref());
-    let names: Vec<String> = files
-        .iter()
-        .map(|p| divergence_names::one_line(&p.display().to_string()).into_owned())
-        .collect();
+    let label = |p: &Path| divergence_names::one_line(&p.display().to_string()).into_owned();
+    let names: Vec<String> = files.iter().map(|p| label(p)).collect();
     let mut mapped = names.clone();
-    mapped.extend(
-        args.model
-            .iter()
-            .map(|m| divergence_names::one_line(&m.display().to_string()).into_owned()),
-    );
+    mapped.extend(args.model.as_deref().map(label));
     // Under --tui a SIGBUS ends the view (terminal restored, one line); the printed --watch
     // restarts itself instead.
     crate::sigbus::install(&mapped.join(", "), args.watch && !args.tui, args.tui);
@@ -134,23 +128,16 @@ pub fn run(args: DiffArgs) -> Result<Exit> {
             Outcome::ReaderGone(code) => Ok(code),
         };
     }
-    // `last`: the stamps of the files last compared; `polled`: those of the previous poll. A
-    // change is compared once it has held for a whole poll interval, so a dump that is still
-    // being written (truncated, then growing) is not read half-way, over and over; and a
-    // report is printed only if the files did not change while they were read (else the next
-    // poll compares them again).
     // A watch restarted after a SIGBUS (crate::sigbus) met a file being rewritten: it waits
     // for the files to settle before its first read, like after any change.
-    let mut last = std::env::var_os(crate::sigbus::RESTARTED).map(|_| Vec::new());
-    let mut polled = None;
+    let restarted = std::env::var_os(crate::sigbus::RESTARTED).is_some();
+    let mut watch = Watch::new(&files, restarted.then(Vec::new));
     loop {
-        let stamp = stamps(&files);
-        let settled = last.is_none() || polled.as_ref() == Some(&stamp);
-        if settled && Some(&stamp) != last.as_ref() {
+        if let Some(stamp) = watch.due() {
             // Clear the screen (terminals only), then report; errors are shown and the watch
             // goes on, until the reader of stdout goes away.
             let report = build_report(&args);
-            if stamps(&files) == stamp {
+            if watch.unchanged_since(stamp) {
                 if output.terminal && write_stdout(b"\x1b[2J\x1b[H").is_err() {
                     return Ok(Exit::Clean);
                 }
@@ -160,11 +147,57 @@ pub fn run(args: DiffArgs) -> Result<Exit> {
                     Err(err) => exit::print_error(&err),
                 }
                 eprintln!("watching {} (Ctrl-C to stop)", names.join(" and "));
-                last = Some(stamp.clone());
             }
         }
-        polled = Some(stamp);
-        std::thread::sleep(Duration::from_millis(300));
+        std::thread::sleep(POLL);
+    }
+}
+
+/// How often `--watch` looks at the files.
+const POLL: Duration = Duration::from_millis(300);
+
+/// Device, inode, modification time and length of each watched file.
+type Stamps = Vec<Option<(u64, u64, SystemTime, u64)>>;
+
+/// The settle rule of `--watch` (printed and `--tui`): a change is read once it has held for
+/// a whole poll interval, so a dump still being written (truncated, then growing) is not read
+/// half-way over and over; and what was read counts only if the files did not change while it
+/// was read (else the next settled poll reads them again).
+struct Watch<'a> {
+    files: &'a [&'a Path],
+    /// The stamps of the files last read whole; `None`: read at once.
+    last: Option<Stamps>,
+    /// The stamps of the previous poll.
+    polled: Option<Stamps>,
+}
+
+impl<'a> Watch<'a> {
+    /// `last`: the stamps already read (`None` reads at once; a stamp that matches nothing,
+    /// such as an empty list, waits for the files to settle first).
+    fn new(files: &'a [&'a Path], last: Option<Stamps>) -> Watch<'a> {
+        Watch {
+            files,
+            polled: last.clone(),
+            last,
+        }
+    }
+
+    /// The stamps to read now: settled since the previous poll and not the last read.
+    fn due(&mut self) -> Option<Stamps> {
+        let stamp = stamps(self.files);
+        let settled = self.last.is_none() || self.polled.as_ref() == Some(&stamp);
+        self.polled = Some(stamp.clone());
+        (settled && self.last.as_ref() != Some(&stamp)).then_some(stamp)
+    }
+
+    /// After a read that started at `stamp`: true, and remembered as the last read, when the
+    /// files did not change during it.
+    fn unchanged_since(&mut self, stamp: Stamps) -> bool {
+        let same = stamps(self.files) == stamp;
+        if same {
+            self.last = Some(stamp);
+        }
+        same
     }
 }
 
@@ -182,24 +215,14 @@ fn run_tui(args: &DiffArgs, files: &[&Path]) -> Result<Exit> {
     let before = stamps(files);
     let report = build_report(args)?;
     let mut code = verdict(&report);
-    let mut last = if stamps(files) == before {
-        before
-    } else {
-        Vec::new()
-    };
-    let mut polled = last.clone();
+    let mut watch = Watch::new(files, Some(Vec::new()));
+    watch.unchanged_since(before);
     let mut reload = || {
-        let stamp = stamps(files);
-        let settled = polled == stamp;
-        polled = stamp.clone();
-        if !settled || stamp == last {
-            return None;
-        }
+        let stamp = watch.due()?;
         let result = build_report(args);
-        if stamps(files) != stamp {
+        if !watch.unchanged_since(stamp) {
             return None; // changed while read: the next settled poll reads it again
         }
-        last = stamp;
         Some(match result {
             Ok(report) => {
                 code = verdict(&report);
@@ -232,7 +255,7 @@ fn write_stdout(bytes: &[u8]) -> std::io::Result<()> {
 
 /// Device, inode, modification time and length of each file (None for a file that is missing
 /// right now): a rewrite in place changes the time or length, a rename over it the inode.
-fn stamps(paths: &[&Path]) -> Vec<Option<(u64, u64, SystemTime, u64)>> {
+fn stamps(paths: &[&Path]) -> Stamps {
     use std::os::unix::fs::MetadataExt;
     paths
         .iter()
@@ -391,21 +414,25 @@ pub fn build_report(args: &DiffArgs) -> Result<Report> {
         ctx.norm_weight_gains = divergence_inspect::qk_norm_gains(dir)?;
     }
     let mut report = divergence_diff::assemble(ops, ctx, &cfg);
-    report.hints = hints(&report, &plan, &ours, &reference, args.model.as_deref());
-    report.positions = positions(&report, &plan, &ours, &reference);
+    (report.hints, report.positions) =
+        diagnosis(&report, &plan, &ours, &reference, args.model.as_deref());
     Ok(report)
 }
 
-/// The cause hints of the first divergence and its origin: their tensors and their inputs'
-/// are read once more (a handful of probes) and handed to [`divergence_diff::diagnose`].
-/// A probe that cannot be read is skipped: hints are a diagnosis, never a reason to fail.
-fn hints(
+/// The cause hints of the first divergence and its origin, and the first divergence's
+/// per-position profile: their tensors and their inputs' are read once more (a handful of
+/// probes) and handed to [`divergence_diff::diagnose`] and [`positions`]. A probe that cannot
+/// be read is skipped: this is a diagnosis, never a reason to fail.
+fn diagnosis(
     report: &Report,
     plan: &divergence_diff::OrderPlan,
     ours: &Dump,
     reference: &Dump,
     model: Option<&Path>,
-) -> Vec<divergence_diff::Hint> {
+) -> (
+    Vec<divergence_diff::Hint>,
+    Option<divergence_diff::PositionProfile>,
+) {
     // The checkpoint's weights (`--model`), for the `transpose` fingerprint; a checkpoint that
     // cannot be opened here was already reported by the gains (an error), so this is quiet.
     let weights = model.and_then(|dir| {
@@ -417,10 +444,19 @@ fn hints(
         .unwrap_or_default();
     let read = read_whole;
     let mut out = Vec::new();
+    let mut profile = None;
     for (name, inputs) in report.hint_targets() {
         let (Some(o), Some(r)) = (read(ours, plan.ours_name(&name)), read(reference, &name)) else {
             continue;
         };
+        // The first target is the first divergence: its profile from the same two reads.
+        if report
+            .first_divergence
+            .as_ref()
+            .is_some_and(|f| f.name == name)
+        {
+            profile = positions(report, &o.0, &r.0);
+        }
         let input_views: Vec<(&str, Option<_>, Option<_>)> = inputs
             .iter()
             .map(|n| {
@@ -448,7 +484,7 @@ fn hints(
         };
         out.extend(divergence_diff::diagnose(&subject, &shape));
     }
-    out
+    (out, profile)
 }
 
 /// A tensor read whole, for the hints and the position profile, which need all of it (they fit
@@ -465,13 +501,11 @@ fn read_whole<'a>(dump: &'a Dump, name: &str) -> Option<(TensorView<'a>, String)
 /// Which token positions carry the first divergence's error ([`divergence_diff::positions`]),
 /// judged with the row's rtol / atol (and its NaN/Inf rule); `None` for a shape mismatch, a
 /// probe with no finite value, a row judged against the truth (`--truth`: the per-position
-/// noise ratio is not computed), a probe without a token axis, or tensors [`read_whole`]
-/// skips.
+/// noise ratio is not computed) or a probe without a token axis.
 fn positions(
     report: &Report,
-    plan: &divergence_diff::OrderPlan,
-    ours: &Dump,
-    reference: &Dump,
+    ours: &TensorView<'_>,
+    reference: &TensorView<'_>,
 ) -> Option<divergence_diff::PositionProfile> {
     let first = report.first_divergence.as_ref()?;
     let row = report.first_divergence_op()?;
@@ -481,14 +515,12 @@ fn positions(
         return None;
     }
     let (rtol, atol) = (row.rule.rtol?, row.rule.atol?);
-    let (o, _) = read_whole(ours, plan.ours_name(&first.name))?;
-    let (r, _) = read_whole(reference, &first.name)?;
-    let axis = divergence_diff::position_axis(&first.name, &r.shape)?;
+    let axis = divergence_diff::position_axis(&first.name, &reference.shape)?;
     divergence_diff::position_profile(
         &first.name,
-        o.values(),
-        r.values(),
-        &r.shape,
+        ours.values(),
+        reference.values(),
+        &reference.shape,
         axis,
         rtol,
         atol,
