@@ -135,6 +135,10 @@ pub struct OpResult {
     /// Relative L2 error over the largest of its inputs' (dataflow), each input raised to the
     /// noise floor; set by [`crate::assemble`] (`crate::origin::local_growths`), last in the row.
     pub local_growth: Option<f64>,
+    /// How a name map (`diff --map`) made our side of this row: the rule and the source
+    /// tensor(s), one line. Absent (not `null`) when no map rule touched the row.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mapped: Option<String>,
 }
 
 /// What the two sides of a row are: shapes, dtypes, element count.
@@ -242,6 +246,7 @@ impl OpResult {
             truth: TruthMetrics::default(),
             frac_outside_tol: None,
             local_growth: None,
+            mapped: None,
         }
     }
 }

@@ -184,6 +184,13 @@ enum ViewData<'a> {
     Decoded(Values),
 }
 
+/// A decoded tensor as a view (what a mapped tensor, computed from others, is).
+impl<'a> From<Tensor> for TensorView<'a> {
+    fn from(t: Tensor) -> Self {
+        TensorView::decoded(t)
+    }
+}
+
 impl<'a> TensorView<'a> {
     /// A view of stored bytes.
     pub(crate) fn stored(shape: Vec<usize>, dtype: DType, values: ValuesRef<'a>) -> Self {

@@ -173,6 +173,9 @@ fn first_divergence(report: &Report, h: &mut String) {
     ));
     kv(h, "status", first.status.as_str());
     kv(h, "reason", &first.reason);
+    if let Some(text) = &op.mapped {
+        kv(h, "mapped", text);
+    }
     for text in view::hint_lines(report) {
         kv(h, "hint", &text);
     }

@@ -104,6 +104,9 @@ impl Sections for Markdown<'_> {
         writeln!(out, "- **order:** {}", report.order_source.describe())?;
         if let (Some(f), Some(op)) = (&report.first_divergence, report.first_divergence_op()) {
             writeln!(out, "- **reason:** {}", f.reason)?;
+            if let Some(text) = &op.mapped {
+                writeln!(out, "- **mapped:** {}", cell(text))?;
+            }
             if let Some(text) = view::origin_text(report) {
                 writeln!(out, "- **origin:** {}", cell(&text))?;
             }

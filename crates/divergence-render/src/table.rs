@@ -423,6 +423,9 @@ impl Sections for Terminal<'_> {
         )?;
         const HANG: usize = 15;
         self.line(&format!("  status       {}", f.status), None, HANG)?;
+        if let Some(text) = &op.mapped {
+            self.line(&format!("  mapped       {text}"), None, HANG)?;
+        }
         if let Some(text) = view::origin_text(report) {
             self.line(&format!("  origin       {text}"), None, HANG)?;
         }

@@ -20,6 +20,7 @@ use divergence_diff::{
     Tolerance, Which,
 };
 use divergence_dump::{Chunks, Dump, DumpError, Format as DumpFormat, TensorView};
+use divergence_map::MappedDump;
 use divergence_render::TableOptions;
 use rayon::prelude::*;
 use regex::Regex;
@@ -86,6 +87,12 @@ pub struct DiffArgs {
     /// Also write the error-growth plot alone to this SVG file (rel err per op, log scale).
     #[arg(long, value_name = "FILE.svg")]
     pub plot: Option<PathBuf>,
+    /// A name map for our dump (docs/mapping.md): a TOML file of rules that rename our tensors
+    /// to the reference's names and re-lay them out (split fused qkv / gate_up, permute,
+    /// reshape, squeeze, concat or sum several), or a built-in preset: `vllm`, `llama.cpp`,
+    /// `transformer-lens`. Without it, a map recorded in our dump's metadata (`"map"`) is used.
+    #[arg(long, value_name = "FILE|PRESET")]
+    pub map: Option<String>,
     /// Checkpoint directory: annotate the k_norm amplification section with each layer's
     /// norm weight gains (see `divergence inspect`).
     #[arg(long, value_name = "DIR")]
@@ -377,6 +384,14 @@ pub fn build_report(args: &DiffArgs) -> Result<Report> {
         || args.truth.as_deref().map(Dump::open).transpose(),
     );
     let (ours, reference, truth) = (ours?, reference?, truth?);
+    let (ours, map_warnings) = crate::cmd::map::apply(
+        &ours,
+        &reference,
+        args.map.as_deref(),
+        args.model.as_deref(),
+    )?;
+    let reference = MappedDump::plain(&reference);
+    let truth = truth.as_ref().map(MappedDump::plain);
     let plan = divergence_diff::plan_order(&dump_names(&ours), &dump_names(&reference));
     if let Some(layer) = args.layer {
         check_layer(layer, &plan.layers())?;
@@ -390,14 +405,10 @@ pub fn build_report(args: &DiffArgs) -> Result<Report> {
         .order
         .par_iter()
         .map(|name| {
-            compare_probe(
-                name,
-                plan.ours_name(name),
-                &ours,
-                &reference,
-                truth.as_ref(),
-                &cfg,
-            )
+            let ours_name = plan.ours_name(name);
+            let mut row = compare_probe(name, ours_name, &ours, &reference, truth.as_ref(), &cfg);
+            row.mapped = ours.mapping(ours_name).and_then(|v| v.how.clone());
+            row
         })
         .collect();
 
@@ -406,7 +417,8 @@ pub fn build_report(args: &DiffArgs) -> Result<Report> {
         args.reference.display().to_string(),
         plan.source,
     );
-    ctx.warnings = plan.warnings.clone();
+    ctx.warnings = map_warnings;
+    ctx.warnings.extend(plan.warnings.clone());
     ctx.warnings.extend(truth_warnings);
     ctx.ours_input_ids = ours.meta().and_then(|m| m.input_ids.clone());
     ctx.ref_input_ids = reference.meta().and_then(|m| m.input_ids.clone());
@@ -426,8 +438,8 @@ pub fn build_report(args: &DiffArgs) -> Result<Report> {
 fn diagnosis(
     report: &Report,
     plan: &divergence_diff::OrderPlan,
-    ours: &Dump,
-    reference: &Dump,
+    ours: &MappedDump<'_>,
+    reference: &MappedDump<'_>,
     model: Option<&Path>,
 ) -> (
     Vec<divergence_diff::Hint>,
@@ -491,7 +503,7 @@ fn diagnosis(
 /// rows, look for transposes, split positions): one that is not in the memory map as it is
 /// and would take more than [`HINT_MAX_BYTES`] decoded is skipped (`None`), so memory stays
 /// bounded (docs/reliability.md); so is one that cannot be read.
-fn read_whole<'a>(dump: &'a Dump, name: &str) -> Option<(TensorView<'a>, String)> {
+fn read_whole<'a>(dump: &MappedDump<'a>, name: &str) -> Option<(TensorView<'a>, String)> {
     if !dump.is_zero_copy(name) && decoded_bytes(dump, name)? > HINT_MAX_BYTES {
         return None;
     }
@@ -531,7 +543,7 @@ fn positions(
 const HINT_MAX_BYTES: u64 = 256 << 20;
 
 /// Bytes of a tensor's widened values (f32, or f64 for f64 and wide integers).
-fn decoded_bytes(dump: &Dump, name: &str) -> Option<u64> {
+fn decoded_bytes(dump: &MappedDump<'_>, name: &str) -> Option<u64> {
     let n = dump
         .shape(name)?
         .iter()
@@ -569,7 +581,7 @@ fn weight_view<'a>(
 
 /// The model dimensions the hints use, from a dump's `model` metadata (the config the exporter
 /// records), read by the one config parser (`divergence-checkpoint`).
-fn model_shape(dump: &Dump) -> Option<divergence_diff::ModelShape> {
+fn model_shape(dump: &MappedDump<'_>) -> Option<divergence_diff::ModelShape> {
     let value = dump.meta()?.model.clone()?;
     let cfg = divergence_checkpoint::Config::from_value(value, dump.path()).ok()?;
     Some(divergence_diff::ModelShape {
@@ -586,13 +598,13 @@ fn model_shape(dump: &Dump) -> Option<divergence_diff::ModelShape> {
 /// with different ids) and at least one probe name of the reference. Returns warnings: a truth
 /// or a reference without input_ids cannot be checked.
 fn check_truth(
-    truth: &Dump,
+    truth: &MappedDump<'_>,
     truth_path: &Path,
-    reference: &Dump,
+    reference: &MappedDump<'_>,
     ref_path: &Path,
     order: &[String],
 ) -> Result<Vec<String>> {
-    let ids = |d: &Dump| d.meta().and_then(|m| m.input_ids.clone());
+    let ids = |d: &MappedDump<'_>| d.meta().and_then(|m| m.input_ids.clone());
     let mut warnings = Vec::new();
     match (ids(truth), ids(reference)) {
         (Some(t), Some(r)) if t != r => {
@@ -659,11 +671,8 @@ fn ranges(numbers: &BTreeSet<usize>) -> String {
 }
 
 /// What the order planner needs to know of one dump.
-fn dump_names(dump: &Dump) -> DumpNames<'_> {
-    let meta_order = dump
-        .meta()
-        .map(|m| m.order.as_slice())
-        .filter(|o| !o.is_empty());
+fn dump_names<'a>(dump: &'a MappedDump<'_>) -> DumpNames<'a> {
+    let meta_order = dump.meta_order();
     DumpNames {
         meta_order,
         names: dump.names(),
@@ -683,12 +692,15 @@ fn dump_names(dump: &Dump) -> DumpNames<'_> {
 fn compare_probe(
     name: &str,
     ours_name: &str,
-    ours: &Dump,
-    reference: &Dump,
-    truth: Option<&Dump>,
+    ours: &MappedDump<'_>,
+    reference: &MappedDump<'_>,
+    truth: Option<&MappedDump<'_>>,
     cfg: &DiffConfig,
 ) -> OpResult {
-    let in_place = |dump: &Dump, name: &str| !dump.contains(name) || dump.is_zero_copy(name);
+    // A tensor a name map computes is read whole (bounded by its sources' size).
+    let in_place = |dump: &MappedDump<'_>, name: &str| {
+        !dump.contains(name) || dump.is_zero_copy(name) || dump.is_computed(name)
+    };
     if !(in_place(ours, ours_name)
         && in_place(reference, name)
         && truth.is_none_or(|t| in_place(t, name)))
@@ -748,12 +760,16 @@ type Stream<'a> = (Chunks<'a>, String);
 fn stream_probe(
     name: &str,
     ours_name: &str,
-    ours: &Dump,
-    reference: &Dump,
-    truth: Option<&Dump>,
+    ours: &MappedDump<'_>,
+    reference: &MappedDump<'_>,
+    truth: Option<&MappedDump<'_>>,
     cfg: &DiffConfig,
 ) -> OpResult {
-    fn open<'a>(dump: &'a Dump, name: &str, per: usize) -> Option<Result<Stream<'a>, String>> {
+    fn open<'a>(
+        dump: &MappedDump<'a>,
+        name: &str,
+        per: usize,
+    ) -> Option<Result<Stream<'a>, String>> {
         if !dump.contains(name) {
             return None;
         }
@@ -876,7 +892,10 @@ fn stream_probe(
 
 /// One side of a probe: `None` when the dump lacks the name, else its view (borrowed where the
 /// bytes allow, decoded otherwise) and original dtype, or the read error's one line.
-fn read_side<'a>(dump: &'a Dump, name: &str) -> Option<Result<(TensorView<'a>, String), String>> {
+fn read_side<'a>(
+    dump: &MappedDump<'a>,
+    name: &str,
+) -> Option<Result<(TensorView<'a>, String), String>> {
     // A damaged entry is still listed (its read fails): only a name absent from the file
     // makes this side missing.
     if !dump.contains(name) {

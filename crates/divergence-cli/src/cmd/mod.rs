@@ -3,6 +3,7 @@
 
 pub mod diff;
 pub mod inspect;
+pub mod map;
 pub mod output;
 pub mod parse;
 pub mod run;

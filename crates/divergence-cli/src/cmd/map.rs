@@ -1,0 +1,134 @@
+//! `diff --map`: which name map applies to our dump (a file, a preset, or the one our dump's
+//! metadata records), the model sizes its rules may name, and our dump seen through it
+//! ([`divergence_map::MappedDump`]).
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use divergence_dump::Dump;
+use divergence_map::{Map, MappedDump, Sizes};
+
+/// Our dump under its map (or as it is, without one), and the report warnings the map calls for.
+pub fn apply<'a>(
+    ours: &'a Dump,
+    reference: &Dump,
+    flag: Option<&str>,
+    model: Option<&Path>,
+) -> Result<(MappedDump<'a>, Vec<String>)> {
+    let Some(map) = choose(ours, flag)? else {
+        return Ok((MappedDump::plain(ours), Vec::new()));
+    };
+    let sizes = sizes(model, ours, reference);
+    let tensors: Vec<(String, Option<Vec<usize>>)> = ours
+        .names()
+        .iter()
+        .map(|n| (n.clone(), ours.shape(n).map(<[usize]>::to_vec)))
+        .collect();
+    let label = one_line(&ours.path().display().to_string());
+    let resolved = divergence_map::resolve(&map, &tensors, &sizes, &label)?;
+    let mut warnings = Vec::new();
+    let made: Vec<&divergence_map::Virtual> = resolved
+        .tensors
+        .iter()
+        .filter(|v| v.rule.is_some())
+        .collect();
+    let computed = made.iter().filter(|v| v.is_transformed()).count();
+    warnings.push(format!(
+        "name map {}: {} of our tensors named by its rules ({computed} of them computed: split, combined or re-laid out); the rows say how (`mapped`)",
+        map.label,
+        made.len()
+    ));
+    let strays: Vec<&str> = made
+        .iter()
+        .map(|v| v.name.as_str())
+        .filter(|n| !reference.contains(n))
+        .collect();
+    if !strays.is_empty() {
+        warnings.push(format!(
+            "name map {}: {} names it makes are not in {}: {}",
+            map.label,
+            strays.len(),
+            one_line(&reference.path().display().to_string()),
+            list(&strays)
+        ));
+    }
+    warnings.extend(resolved.warnings.iter().cloned());
+    Ok((MappedDump::new(ours, resolved), warnings))
+}
+
+/// The map to use: `--map` (a preset name, else a file), else our metadata's `"map"` (a preset
+/// name or TOML text), else none.
+fn choose(ours: &Dump, flag: Option<&str>) -> Result<Option<Map>> {
+    if let Some(flag) = flag {
+        if let Some(preset) = divergence_map::preset(flag) {
+            return Ok(Some(preset?));
+        }
+        let path = Path::new(flag);
+        let text = std::fs::read_to_string(path).with_context(|| {
+            let known: Vec<&str> = divergence_map::PRESETS.iter().map(|p| p.0).collect();
+            format!(
+                "--map {}: not a preset ({}) and cannot be read as a map file",
+                one_line(flag),
+                known.join(", ")
+            )
+        })?;
+        return Ok(Some(Map::parse(
+            &text,
+            &one_line(&path.display().to_string()),
+        )?));
+    }
+    let Some(value) = ours.meta().and_then(|m| m.extra.get("map")) else {
+        return Ok(None);
+    };
+    let label = format!(
+        "{} (metadata \"map\")",
+        one_line(&ours.path().display().to_string())
+    );
+    let Some(text) = value.as_str() else {
+        anyhow::bail!("{label}: must be a string: a preset name or the TOML of a map");
+    };
+    if let Some(preset) = divergence_map::preset(text) {
+        return Ok(Some(preset?));
+    }
+    Ok(Some(Map::parse(text, &label)?))
+}
+
+/// The model sizes a rule may name: `--model DIR`'s config.json, else the config our dump's
+/// metadata records, else the reference's (the one config parser, `divergence-checkpoint`).
+fn sizes(model: Option<&Path>, ours: &Dump, reference: &Dump) -> Sizes {
+    let from_dir = model.and_then(|dir| {
+        let path = divergence_checkpoint::Layout::config_path(dir).ok()?;
+        divergence_checkpoint::Config::load(&path).ok()
+    });
+    let from_meta = |d: &Dump| {
+        let value = d.meta()?.model.clone()?;
+        divergence_checkpoint::Config::from_value(value, d.path()).ok()
+    };
+    let Some(cfg) = from_dir
+        .or_else(|| from_meta(ours))
+        .or_else(|| from_meta(reference))
+    else {
+        return Sizes::default();
+    };
+    Sizes {
+        hidden: cfg.hidden_size,
+        heads: cfg.num_attention_heads,
+        kv_heads: cfg.num_kv_heads(cfg.family),
+        head_dim: cfg.head_dim(cfg.family),
+        intermediate: cfg.intermediate_size,
+        vocab: cfg.vocab_size,
+    }
+}
+
+fn one_line(s: &str) -> String {
+    divergence_names::one_line(s).into_owned()
+}
+
+fn list(names: &[&str]) -> String {
+    const SHOWN: usize = 5;
+    let mut s = names[..names.len().min(SHOWN)].join(", ");
+    if names.len() > SHOWN {
+        s.push_str(&format!(", ... ({} more)", names.len() - SHOWN));
+    }
+    s
+}

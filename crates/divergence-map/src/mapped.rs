@@ -1,0 +1,276 @@
+//! [`MappedDump`]: a dump seen through a resolved map. Names are the map's; a renamed tensor is
+//! read as it is stored (zero-copy or streamed, like any other); a computed one (split, combined,
+//! re-laid out) is read whole from its sources and transformed, one tensor at a time, so memory
+//! is bounded by the largest tensor and its sources, never by the dump.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use divergence_dump::{Chunks, DType, Dump, DumpError, Format, Meta, Tensor, TensorView, Values};
+
+use crate::resolve::{Resolved, Virtual};
+
+/// A dump under a map (or under none: [`MappedDump::plain`]).
+pub struct MappedDump<'a> {
+    dump: &'a Dump,
+    resolved: Option<Resolved>,
+    names: Vec<String>,
+    meta_order: Option<Vec<String>>,
+}
+
+impl<'a> MappedDump<'a> {
+    /// The dump as it is.
+    pub fn plain(dump: &'a Dump) -> MappedDump<'a> {
+        MappedDump {
+            dump,
+            names: dump.names().to_vec(),
+            meta_order: dump
+                .meta()
+                .map(|m| m.order.clone())
+                .filter(|o| !o.is_empty()),
+            resolved: None,
+        }
+    }
+
+    /// The dump under `resolved` (made by [`crate::resolve`] from this dump's names).
+    pub fn new(dump: &'a Dump, resolved: Resolved) -> MappedDump<'a> {
+        let names: Vec<String> = resolved.tensors.iter().map(|v| v.name.clone()).collect();
+        // The recorded order, in the map's names: a tensor made from a source takes the
+        // source's place (the parts of a split in their order); other sources of a combination
+        // are dropped.
+        let mut by_source: HashMap<&str, Vec<&str>> = HashMap::new();
+        for v in &resolved.tensors {
+            by_source
+                .entry(v.sources[0].as_str())
+                .or_default()
+                .push(v.name.as_str());
+        }
+        let meta_order = dump
+            .meta()
+            .map(|m| &m.order)
+            .filter(|o| !o.is_empty())
+            .map(|order| {
+                order
+                    .iter()
+                    .flat_map(|n| by_source.get(n.as_str()).into_iter().flatten())
+                    .map(|s| s.to_string())
+                    .collect()
+            });
+        MappedDump {
+            dump,
+            names,
+            meta_order,
+            resolved: Some(resolved),
+        }
+    }
+
+    /// The underlying dump.
+    pub fn dump(&self) -> &'a Dump {
+        self.dump
+    }
+
+    /// The resolved map, when there is one.
+    pub fn resolved(&self) -> Option<&Resolved> {
+        self.resolved.as_ref()
+    }
+
+    /// How the tensor `name` was made, when a map rule made it.
+    pub fn mapping(&self, name: &str) -> Option<&Virtual> {
+        self.resolved
+            .as_ref()?
+            .get(name)
+            .filter(|v| v.rule.is_some())
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dump.path()
+    }
+
+    pub fn format(&self) -> Format {
+        self.dump.format()
+    }
+
+    pub fn meta(&self) -> Option<&Meta> {
+        self.dump.meta()
+    }
+
+    /// Names in the dump's order, the map's names.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// The recorded execution order in the map's names.
+    pub fn meta_order(&self) -> Option<&[String]> {
+        self.meta_order.as_deref()
+    }
+
+    fn source<'s>(&'s self, name: &'s str) -> Option<Source<'s>> {
+        match &self.resolved {
+            None => self.dump.contains(name).then_some(Source::Stored(name)),
+            Some(r) => {
+                let v = r.get(name)?;
+                Some(if v.is_transformed() {
+                    Source::Computed(v)
+                } else {
+                    Source::Stored(v.sources[0].as_str())
+                })
+            }
+        }
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.source(name).is_some()
+    }
+
+    /// True when the values are computed from other tensors (read whole, never streamed).
+    pub fn is_computed(&self, name: &str) -> bool {
+        matches!(self.source(name), Some(Source::Computed(_)))
+    }
+
+    pub fn shape(&self, name: &str) -> Option<Vec<usize>> {
+        match self.source(name)? {
+            Source::Stored(s) => self.dump.shape(s).map(<[usize]>::to_vec),
+            Source::Computed(v) => Some(v.shape.clone()),
+        }
+    }
+
+    pub fn dtype(&self, name: &str) -> Option<DType> {
+        match self.source(name)? {
+            Source::Stored(s) => self.dump.dtype(s),
+            Source::Computed(v) => self.dump.dtype(&v.sources[0]),
+        }
+    }
+
+    /// The dtype before export (the first source's, for a computed tensor).
+    pub fn original_dtype(&self, name: &str) -> Option<String> {
+        match self.source(name)? {
+            Source::Stored(s) => self.dump.original_dtype(s),
+            Source::Computed(v) => self.dump.original_dtype(&v.sources[0]),
+        }
+    }
+
+    pub fn is_zero_copy(&self, name: &str) -> bool {
+        match self.source(name) {
+            Some(Source::Stored(s)) => self.dump.is_zero_copy(s),
+            _ => false,
+        }
+    }
+
+    /// The tensor's values: [`Dump::view`] of a renamed tensor; a computed one read whole
+    /// from its sources and transformed.
+    pub fn view(&self, name: &str) -> Result<TensorView<'a>, DumpError> {
+        match self.source(name) {
+            Some(Source::Stored(s)) => self.dump.view(s),
+            Some(Source::Computed(v)) => self.compute(v).map(TensorView::from),
+            None => self.dump.view(name),
+        }
+    }
+
+    /// [`Dump::chunks`] of a renamed tensor (a computed one is read whole by [`MappedDump::view`]).
+    pub fn chunks(&self, name: &str, per: usize) -> Result<Chunks<'a>, DumpError> {
+        match self.source(name) {
+            Some(Source::Stored(s)) => self.dump.chunks(s, per),
+            _ => self.dump.chunks(name, per),
+        }
+    }
+
+    fn compute(&self, v: &Virtual) -> Result<Tensor, DumpError> {
+        let mut parts = Vec::with_capacity(v.sources.len());
+        for s in &v.sources {
+            parts.push(self.dump.read(s)?);
+        }
+        let dtype = parts[0].dtype;
+        // A half-precision sum is rounded back, as the engine's own add would be.
+        let half = self
+            .dump
+            .original_dtype(&v.sources[0])
+            .and_then(|d| Half::of(&d));
+        let wide = parts.iter().any(|t| matches!(t.values, Values::F64(_)));
+        let values = if wide {
+            let parts: Vec<(Vec<usize>, Vec<f64>)> = parts
+                .into_iter()
+                .map(|t| (t.shape, to_f64(t.values)))
+                .collect();
+            Values::F64(apply(v, parts, |x| x))
+        } else {
+            let parts: Vec<(Vec<usize>, Vec<f32>)> = parts
+                .into_iter()
+                .map(|t| match t.values {
+                    Values::F32(d) => (t.shape, d),
+                    Values::F64(d) => (t.shape, d.into_iter().map(|x| x as f32).collect()),
+                })
+                .collect();
+            let round = |x: f32| half.map_or(x, |h| h.round(x));
+            Values::F32(apply(v, parts, round))
+        };
+        Ok(Tensor {
+            shape: v.shape.clone(),
+            dtype,
+            values,
+        })
+    }
+}
+
+enum Source<'r> {
+    /// Read as stored, under this name.
+    Stored(&'r str),
+    /// Computed from sources.
+    Computed(&'r Virtual),
+}
+
+fn to_f64(v: Values) -> Vec<f64> {
+    match v {
+        Values::F32(d) => d.into_iter().map(f64::from).collect(),
+        Values::F64(d) => d,
+    }
+}
+
+/// Combine (then round a sum with `round`) and run the steps.
+fn apply<T: Copy + std::ops::Add<Output = T>>(
+    v: &Virtual,
+    parts: Vec<(Vec<usize>, Vec<T>)>,
+    round: impl Fn(T) -> T,
+) -> Vec<T> {
+    let (mut shape, mut data) = match v.combine {
+        Some(c) => {
+            let shapes: Vec<Vec<usize>> = parts.iter().map(|p| p.0.clone()).collect();
+            let shape = c.shape(&shapes).unwrap_or_default();
+            let mut data = c.apply(parts);
+            if c == crate::array::Combine::Sum {
+                data.iter_mut().for_each(|x| *x = round(*x));
+            }
+            (shape, data)
+        }
+        None => parts.into_iter().next().unwrap_or_default(),
+    };
+    for step in &v.steps {
+        let next = step.shape(&shape).unwrap_or_default();
+        data = step.apply(&shape, data);
+        shape = next;
+    }
+    data
+}
+
+/// Round-to-nearest-even to a half-precision format, back in f32.
+#[derive(Clone, Copy)]
+enum Half {
+    Bf16,
+    F16,
+}
+
+impl Half {
+    fn of(dtype: &str) -> Option<Half> {
+        match dtype.strip_prefix("torch.").unwrap_or(dtype) {
+            "bfloat16" => Some(Half::Bf16),
+            "float16" => Some(Half::F16),
+            _ => None,
+        }
+    }
+
+    fn round(self, x: f32) -> f32 {
+        match self {
+            Half::Bf16 => half::bf16::from_f32(x).to_f32(),
+            Half::F16 => half::f16::from_f32(x).to_f32(),
+        }
+    }
+}

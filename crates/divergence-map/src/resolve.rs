@@ -1,0 +1,608 @@
+//! A [`Map`] applied to one dump's tensor names and shapes: which tensor each name of the
+//! mapped dump is made from, and by which steps ([`Virtual`]). Pure (names and shapes in, a plan
+//! out); every shape is checked here, so reading a mapped tensor later cannot fail for the map's
+//! sake.
+
+use std::collections::HashMap;
+
+use crate::array::{fmt_shape, numel, Combine, Step};
+use crate::error::MapError;
+use crate::spec::{fill, CombineSpec, DimSpec, Map, Rule, StepSpec};
+
+/// Model sizes a rule may name (`heads*head_dim`), from a config. `None`: not known.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Sizes {
+    pub hidden: Option<usize>,
+    pub heads: Option<usize>,
+    pub kv_heads: Option<usize>,
+    pub head_dim: Option<usize>,
+    pub intermediate: Option<usize>,
+    pub vocab: Option<usize>,
+}
+
+impl Sizes {
+    fn get(&self, name: &str) -> Option<usize> {
+        match name {
+            "hidden" => self.hidden,
+            "heads" => self.heads,
+            "kv_heads" => self.kv_heads,
+            "head_dim" => self.head_dim,
+            "intermediate" => self.intermediate,
+            "vocab" => self.vocab,
+            _ => None,
+        }
+    }
+}
+
+/// One tensor of the mapped dump.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Virtual {
+    /// Its name (the reference's naming).
+    pub name: String,
+    /// The dump's tensors it is made from (one for a rename, several for a combination).
+    pub sources: Vec<String>,
+    /// Its shape.
+    pub shape: Vec<usize>,
+    /// How several sources combine (`None` for one).
+    pub combine: Option<Combine>,
+    /// Layout steps after combining (empty for a rename).
+    pub steps: Vec<Step>,
+    /// The rule that made it (`None`: kept as it is).
+    pub rule: Option<String>,
+    /// One line saying how it was made, for the report row: `rule 3 (from = "...") [vLLM
+    /// fuses q, k, v]: part 1 of 3 of model.layers.0.self_attn.qkv_proj.0 [16, 256] along axis 1`.
+    pub how: Option<String>,
+}
+
+impl Virtual {
+    /// True when the values must be computed (sources combined or re-laid out), not just read
+    /// under another name.
+    pub fn is_transformed(&self) -> bool {
+        self.sources.len() > 1 || !self.steps.is_empty()
+    }
+}
+
+/// The mapped dump: every tensor, in the dump's order.
+#[derive(Debug, Clone, Default)]
+pub struct Resolved {
+    pub tensors: Vec<Virtual>,
+    index: HashMap<String, usize>,
+    /// The map's label (`map.toml`, `preset vllm`).
+    pub label: String,
+    /// Things to know (a secondary source missing in a preset, ...), one line each.
+    pub warnings: Vec<String>,
+}
+
+impl Resolved {
+    /// The mapped tensor `name`.
+    pub fn get(&self, name: &str) -> Option<&Virtual> {
+        self.index.get(name).map(|&i| &self.tensors[i])
+    }
+
+    /// How many tensors a rule made (renamed or transformed).
+    pub fn mapped_count(&self) -> usize {
+        self.tensors.iter().filter(|v| v.rule.is_some()).count()
+    }
+}
+
+/// A rule's claim on a tensor: the rule's index and the captures.
+type Claim = (usize, Vec<(String, String)>);
+
+/// Applies `map` to a dump's tensors (`(name, shape)` in the dump's order). `dump` names the
+/// dump in messages.
+pub fn resolve(
+    map: &Map,
+    tensors: &[(String, Option<Vec<usize>>)],
+    sizes: &Sizes,
+    dump: &str,
+) -> Result<Resolved, MapError> {
+    // Shapes of the tensors whose headers could be read.
+    let shapes: HashMap<&str, &[usize]> = tensors
+        .iter()
+        .filter_map(|(n, s)| Some((n.as_str(), s.as_deref()?)))
+        .collect();
+    let all: HashMap<&str, ()> = tensors.iter().map(|(n, _)| (n.as_str(), ())).collect();
+    // Pass 1: the first rule whose first pattern matches (and whose rank fits) claims a name.
+    // A tensor whose header cannot be read can only be renamed (its row says why it cannot be
+    // read): a rule that must know its shape passes it by.
+    let mut claims: Vec<Option<Claim>> = Vec::with_capacity(tensors.len());
+    for (name, shape) in tensors {
+        let claim = map.rules.iter().enumerate().find_map(|(i, r)| {
+            match shape {
+                Some(s) if r.rank.is_some_and(|k| k != s.len()) => return None,
+                None if r.rank.is_some() || r.needs_shape() => return None,
+                _ => {}
+            }
+            r.from[0].matches(name).map(|c| (i, c))
+        });
+        claims.push(claim);
+    }
+    // Pass 2: the other sources of combining rules.
+    let mut secondary: HashMap<String, String> = HashMap::new();
+    let mut warnings = Vec::new();
+    let mut sources_of: Vec<Option<Vec<String>>> = vec![None; tensors.len()];
+    for (k, claim) in claims.iter().enumerate() {
+        let Some((ri, caps)) = claim else { continue };
+        let rule = &map.rules[*ri];
+        let mut sources = vec![tensors[k].0.clone()];
+        let mut missing = None;
+        for p in &rule.from[1..] {
+            let s = fill(&p.text, caps);
+            if !all.contains_key(s.as_str()) {
+                missing = Some(s);
+                break;
+            }
+            if !shapes.contains_key(s.as_str()) {
+                warnings.push(format!(
+                    "{}: `{s}` cannot be read, so `{}` is not mapped",
+                    rule.label, tensors[k].0
+                ));
+                missing = None;
+                sources.clear();
+                break;
+            }
+            sources.push(s);
+        }
+        if let Some(m) = missing {
+            let msg = format!(
+                "{}: `{}` is not in {dump}, so `{}` is not mapped",
+                rule.label, m, tensors[k].0
+            );
+            if map.preset || rule.optional {
+                warnings.push(msg);
+                continue;
+            }
+            return Err(MapError::Rule {
+                map: map.label.clone(),
+                rule: rule.label.clone(),
+                message: format!("`{m}` (for `{}`) is not in {dump}", tensors[k].0),
+            });
+        }
+        if sources.is_empty() {
+            continue;
+        }
+        for s in &sources[1..] {
+            secondary.insert(s.clone(), rule.label.clone());
+        }
+        sources_of[k] = Some(sources);
+    }
+    // Pass 3: the mapped tensors, in the dump's order.
+    let mut out = Resolved {
+        label: map.label.clone(),
+        ..Resolved::default()
+    };
+    let mut made_by: HashMap<String, String> = HashMap::new();
+    let mut used = vec![false; map.rules.len()];
+    for (k, (name, shape)) in tensors.iter().enumerate() {
+        let made = match (&claims[k], &sources_of[k]) {
+            (Some((ri, caps)), Some(sources)) => {
+                if let Some(by) = secondary.get(name) {
+                    return Err(MapError::Rule {
+                        map: map.label.clone(),
+                        rule: map.rules[*ri].label.clone(),
+                        message: format!("`{name}` is also a source of {by}"),
+                    });
+                }
+                used[*ri] = true;
+                lower(map, &map.rules[*ri], caps, sources, &shapes, sizes)?
+            }
+            _ if secondary.contains_key(name) => continue,
+            _ => vec![Virtual {
+                name: name.clone(),
+                sources: vec![name.clone()],
+                shape: shape.clone().unwrap_or_default(),
+                combine: None,
+                steps: Vec::new(),
+                rule: None,
+                how: None,
+            }],
+        };
+        for v in made {
+            let by = v.rule.as_ref().map_or_else(
+                || format!("`{}` kept as it is", v.name),
+                |r| format!("{r} from `{}`", v.sources[0]),
+            );
+            if let Some(first) = made_by.insert(v.name.clone(), by.clone()) {
+                return Err(MapError::Collision {
+                    map: map.label.clone(),
+                    name: v.name.clone(),
+                    first,
+                    second: by,
+                });
+            }
+            out.index.insert(v.name.clone(), out.tensors.len());
+            out.tensors.push(v);
+        }
+    }
+    if !map.preset {
+        if let Some(i) = (0..map.rules.len()).find(|&i| !used[i] && !map.rules[i].optional) {
+            return Err(MapError::Unused {
+                map: map.label.clone(),
+                rule: map.rules[i].label.clone(),
+                dump: dump.to_string(),
+            });
+        }
+    }
+    out.warnings = warnings;
+    Ok(out)
+}
+
+/// Negative axes count from the end.
+fn axis(a: i64, rank: usize) -> Option<usize> {
+    let r = rank as i64;
+    let a = if a < 0 { a + r } else { a };
+    (0..r).contains(&a).then_some(a as usize)
+}
+
+/// The value of a size expression, or why not.
+fn size(d: &DimSpec, sizes: &Sizes) -> Result<i64, String> {
+    match d {
+        DimSpec::Int(n) => Ok(*n),
+        DimSpec::Expr(e) => {
+            let mut v: i64 = 1;
+            for term in e.split('*').map(str::trim) {
+                let t = match term.parse::<i64>() {
+                    Ok(n) => n,
+                    Err(_) => sizes.get(term).ok_or_else(|| {
+                        format!("needs the model size `{term}`: give --model DIR, or a dump whose metadata records the model config")
+                    })? as i64,
+                };
+                v = v
+                    .checked_mul(t)
+                    .ok_or_else(|| format!("\"{e}\" overflows"))?;
+            }
+            Ok(v)
+        }
+    }
+}
+
+/// The tensors one rule makes from one match.
+fn lower(
+    map: &Map,
+    rule: &Rule,
+    caps: &[(String, String)],
+    sources: &[String],
+    shapes: &HashMap<&str, &[usize]>,
+    sizes: &Sizes,
+) -> Result<Vec<Virtual>, MapError> {
+    let src_shape = |s: &String| shapes.get(s.as_str()).map_or_else(Vec::new, |s| s.to_vec());
+    let fail = |message: String| MapError::Tensor {
+        map: map.label.clone(),
+        rule: rule.label.clone(),
+        tensor: sources[0].clone(),
+        shape: fmt_shape(&src_shape(&sources[0])),
+        message,
+    };
+    let mut shape = src_shape(&sources[0]);
+    let combine = match &rule.combine {
+        None => None,
+        Some(spec) => {
+            let c = match spec {
+                CombineSpec::Concat { concat } => Combine::Concat(
+                    axis(*concat, shape.len())
+                        .ok_or_else(|| fail(format!("concat axis {concat} out of range")))?,
+                ),
+                CombineSpec::Name(_) => Combine::Sum,
+            };
+            let all: Vec<Vec<usize>> = sources.iter().map(src_shape).collect();
+            shape = c.shape(&all).map_err(&fail)?;
+            Some(c)
+        }
+    };
+    let mut steps = Vec::new();
+    let mut push = |step: Step, shape: &mut Vec<usize>| -> Result<(), MapError> {
+        *shape = step.shape(shape).map_err(&fail)?;
+        steps.push(step);
+        Ok(())
+    };
+    for spec in &rule.transform {
+        let rank = shape.len();
+        let ax = |a: i64, rank: usize| {
+            axis(a, rank).ok_or_else(|| fail(format!("axis {a} out of range for {rank} axes")))
+        };
+        match spec {
+            StepSpec::Permute(p) => {
+                let perm = p
+                    .iter()
+                    .map(|&a| ax(a, rank))
+                    .collect::<Result<Vec<_>, _>>()?;
+                push(Step::Permute(perm), &mut shape)?;
+            }
+            StepSpec::Transpose([a, b]) => {
+                let (a, b) = (ax(*a, rank)?, ax(*b, rank)?);
+                let mut perm: Vec<usize> = (0..rank).collect();
+                perm.swap(a, b);
+                push(Step::Permute(perm), &mut shape)?;
+            }
+            StepSpec::Reshape(dims) => {
+                let mut to = Vec::with_capacity(dims.len());
+                let mut infer = None;
+                for (i, d) in dims.iter().enumerate() {
+                    match size(d, sizes).map_err(&fail)? {
+                        0 => to.push(*shape.get(i).ok_or_else(|| {
+                            fail(format!("reshape keeps axis {i} (0), which does not exist"))
+                        })?),
+                        -1 if infer.is_none() => {
+                            infer = Some(i);
+                            to.push(1);
+                        }
+                        n if n > 0 => to.push(n as usize),
+                        n => return Err(fail(format!("bad reshape size {n}"))),
+                    }
+                }
+                if let Some(i) = infer {
+                    let known = numel(&to);
+                    let total = numel(&shape);
+                    if known == 0 || !total.is_multiple_of(known) {
+                        return Err(fail(format!(
+                            "cannot infer axis {i} of {} from {total} elements",
+                            fmt_dims(dims)
+                        )));
+                    }
+                    to[i] = total / known;
+                }
+                push(Step::Reshape(to), &mut shape)?;
+            }
+            StepSpec::Squeeze(a) => {
+                let a = ax(*a, rank)?;
+                if shape[a] != 1 {
+                    return Err(fail(format!(
+                        "cannot squeeze axis {a} of size {} (only size 1)",
+                        shape[a]
+                    )));
+                }
+                let mut to = shape.clone();
+                to.remove(a);
+                push(Step::Reshape(to), &mut shape)?;
+            }
+            StepSpec::Unsqueeze(a) => {
+                let a = ax(*a, rank + 1)?;
+                let mut to = shape.clone();
+                to.insert(a, 1);
+                push(Step::Reshape(to), &mut shape)?;
+            }
+            StepSpec::Select { axis: a, index } => {
+                let a = ax(*a, rank)?;
+                push(
+                    Step::Narrow {
+                        axis: a,
+                        start: *index,
+                        len: 1,
+                    },
+                    &mut shape,
+                )?;
+                let mut to = shape.clone();
+                to.remove(a);
+                push(Step::Reshape(to), &mut shape)?;
+            }
+        }
+    }
+    let names: Vec<String> = rule.to.iter().map(|t| fill(t, caps)).collect();
+    let note = rule
+        .note
+        .as_ref()
+        .map_or_else(String::new, |n| format!(" [{n}]"));
+    let from = if sources.len() > 1 {
+        let how = match combine {
+            Some(Combine::Concat(a)) => format!("concatenated along axis {a}"),
+            _ => "summed".to_string(),
+        };
+        format!("{} {how}", sources.join(" + "))
+    } else {
+        format!("{} {}", sources[0], fmt_shape(&src_shape(&sources[0])))
+    };
+    let Some(split) = &rule.split else {
+        let how = if steps.is_empty() && combine.is_none() {
+            format!("{}{note}: renamed from {from}", rule.label)
+        } else {
+            format!("{}{note}: from {from}", rule.label)
+        };
+        return Ok(vec![Virtual {
+            name: names[0].clone(),
+            sources: sources.to_vec(),
+            shape,
+            combine,
+            steps,
+            rule: Some(rule.label.clone()),
+            how: Some(how),
+        }]);
+    };
+    let a = axis(split.axis, shape.len())
+        .ok_or_else(|| fail(format!("split axis {} out of range", split.axis)))?;
+    let mut lens = split
+        .sizes
+        .iter()
+        .map(|d| size(d, sizes).map_err(&fail))
+        .collect::<Result<Vec<i64>, _>>()?;
+    if let Some(i) = lens.iter().position(|&n| n == -1) {
+        let rest = shape[a] as i64 - lens.iter().filter(|&&n| n != -1).sum::<i64>();
+        lens[i] = rest;
+    }
+    if lens.iter().any(|&n| n <= 0) || lens.iter().sum::<i64>() != shape[a] as i64 {
+        return Err(fail(format!(
+            "split sizes {} (= {:?}) do not add up to axis {a} of {} (size {})",
+            fmt_dims(&split.sizes),
+            lens,
+            fmt_shape(&shape),
+            shape[a]
+        )));
+    }
+    let mut start = 0usize;
+    let parts = names.len();
+    let mut out = Vec::with_capacity(parts);
+    for (i, (name, len)) in names.into_iter().zip(lens).enumerate() {
+        let len = len as usize;
+        let mut steps = steps.clone();
+        let narrow = Step::Narrow {
+            axis: a,
+            start,
+            len,
+        };
+        let part_shape = narrow.shape(&shape).map_err(&fail)?;
+        steps.push(narrow);
+        out.push(Virtual {
+            name,
+            sources: sources.to_vec(),
+            shape: part_shape,
+            combine,
+            steps,
+            rule: Some(rule.label.clone()),
+            how: Some(format!(
+                "{}{note}: part {} of {parts} of {from}, entries {start}..{} of axis {a}",
+                rule.label,
+                i + 1,
+                start + len
+            )),
+        });
+        start += len;
+    }
+    Ok(out)
+}
+
+fn fmt_dims(d: &[DimSpec]) -> String {
+    let parts: Vec<String> = d
+        .iter()
+        .map(|d| match d {
+            DimSpec::Int(n) => n.to_string(),
+            DimSpec::Expr(e) => format!("\"{e}\""),
+        })
+        .collect();
+    format!("[{}]", parts.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(name: &str, shape: &[usize]) -> (String, Option<Vec<usize>>) {
+        (name.to_string(), Some(shape.to_vec()))
+    }
+
+    const SIZES: Sizes = Sizes {
+        hidden: Some(64),
+        heads: Some(4),
+        kv_heads: Some(2),
+        head_dim: Some(32),
+        intermediate: Some(192),
+        vocab: Some(512),
+    };
+
+    fn map(text: &str) -> Map {
+        Map::parse(text, "m.toml").unwrap()
+    }
+
+    #[test]
+    fn a_fused_qkv_splits_into_three_named_parts() {
+        let m = crate::preset("vllm").unwrap().unwrap();
+        let dump = [
+            t("model.embed_tokens", &[16, 64]),
+            t("model.layers.0.self_attn.qkv_proj.0", &[16, 256]),
+            t("model.layers.0.0", &[16, 64]),
+            t("model.layers.0.1", &[16, 64]),
+        ];
+        let r = resolve(&m, &dump, &SIZES, "ours.npz").unwrap();
+        let names: Vec<&str> = r.tensors.iter().map(|v| v.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "model.embed_tokens",
+                "model.layers.0.self_attn.q_proj",
+                "model.layers.0.self_attn.k_proj",
+                "model.layers.0.self_attn.v_proj",
+                "model.layers.0",
+            ]
+        );
+        let k = r.get("model.layers.0.self_attn.k_proj").unwrap();
+        assert_eq!(k.shape, vec![16, 64]);
+        assert_eq!(
+            k.steps,
+            vec![Step::Narrow {
+                axis: 1,
+                start: 128,
+                len: 64
+            }]
+        );
+        assert!(k.how.as_deref().unwrap().contains("part 2 of 3"));
+        let layer = r.get("model.layers.0").unwrap();
+        assert_eq!(layer.sources.len(), 2);
+        assert_eq!(layer.combine, Some(Combine::Sum));
+        assert!(!r.get("model.embed_tokens").unwrap().is_transformed());
+        // Without the model sizes the split cannot be sized: the error says what to give.
+        let e = resolve(&m, &dump, &Sizes::default(), "ours.npz").unwrap_err();
+        assert!(
+            e.to_string().contains("needs the model size `heads`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn sizes_that_do_not_add_up_name_the_rule_and_tensor() {
+        let m = map("[[rule]]\nfrom = \"qkv{L}\"\nto = [\"q{L}\", \"k{L}\"]\nsplit = { axis = -1, sizes = [\"heads*head_dim\", \"heads*head_dim\"] }\n");
+        let e = resolve(&m, &[t("qkv0", &[16, 192])], &SIZES, "ours.npz")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "m.toml: rule 1 (from = \"qkv{L}\"): `qkv0` [16, 192]: split sizes [\"heads*head_dim\", \"heads*head_dim\"] (= [128, 128]) do not add up to axis 1 of [16, 192] (size 192)"
+        );
+    }
+
+    #[test]
+    fn two_tensors_onto_one_name_is_an_error() {
+        let m = map("[[rule]]\nfrom = \"a{X}\"\nto = \"b\"\n");
+        let e = resolve(&m, &[t("a1", &[2]), t("a2", &[2])], &SIZES, "d")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`b` is made twice"), "{e}");
+        let m = map("[[rule]]\nfrom = \"a\"\nto = \"b\"\n");
+        let e = resolve(&m, &[t("a", &[2]), t("b", &[2])], &SIZES, "d")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`b` kept as it is"), "{e}");
+    }
+
+    #[test]
+    fn a_user_rule_that_matches_nothing_is_an_error_unless_optional() {
+        let m = map("[[rule]]\nfrom = \"nope\"\nto = \"b\"\n");
+        let e = resolve(&m, &[t("a", &[2])], &SIZES, "ours.npz").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "m.toml: rule 1 (from = \"nope\") matches no tensor of ours.npz (mark it `optional = true` if that is expected)"
+        );
+        let m = map("[[rule]]\nfrom = \"nope\"\nto = \"b\"\noptional = true\n");
+        assert!(resolve(&m, &[t("a", &[2])], &SIZES, "ours.npz").is_ok());
+    }
+
+    #[test]
+    fn rank_picks_the_rule() {
+        let m = crate::preset("llama.cpp").unwrap().unwrap();
+        let r = resolve(
+            &m,
+            &[t("Qcur-0", &[16, 128]), t("Qcur-1", &[16, 4, 32])],
+            &SIZES,
+            "d",
+        )
+        .unwrap();
+        assert!(r.get("model.layers.0.self_attn.q_proj").is_some());
+        let rope = r.get("model.layers.1.self_attn.rope_q").unwrap();
+        assert_eq!(rope.shape, vec![4, 16, 32]);
+    }
+
+    #[test]
+    fn an_unreadable_tensor_is_only_renamed() {
+        let m = crate::preset("transformer-lens").unwrap().unwrap();
+        let r = resolve(
+            &m,
+            &[
+                ("blocks.0.attn.hook_q".to_string(), None),
+                ("blocks.0.hook_mlp_out".to_string(), None),
+            ],
+            &SIZES,
+            "d",
+        )
+        .unwrap();
+        // hook_q needs its shape (a reshape): kept as it is; hook_mlp_out is a rename.
+        assert!(r.get("blocks.0.attn.hook_q").is_some());
+        assert!(r.get("model.layers.0.mlp").is_some());
+    }
+}

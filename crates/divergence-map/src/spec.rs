@@ -1,0 +1,497 @@
+//! The map file: TOML rules (docs/mapping.md), parsed and checked on their own into a [`Map`]
+//! before any dump is looked at. Name patterns with captures (`Qcur-{L}`, `{P...}` for a run
+//! that may hold dots) compile to anchored regexes.
+
+use std::collections::BTreeSet;
+
+use regex::Regex;
+use serde::Deserialize;
+
+use crate::error::MapError;
+
+/// A parsed, self-consistent map: its rules in order (the first rule that matches a tensor
+/// maps it).
+#[derive(Debug, Clone)]
+pub struct Map {
+    /// What the map is called in messages: its file, or `preset vllm`.
+    pub label: String,
+    /// A built-in preset: a rule that matches nothing is fine (an engine's dump need not hold
+    /// every tensor the preset knows).
+    pub preset: bool,
+    pub description: Option<String>,
+    pub rules: Vec<Rule>,
+}
+
+/// One rule, checked: patterns compiled, captures consistent.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    /// `rule 3 (from = "Qcur-{L}")`: how messages and report rows name it.
+    pub label: String,
+    /// The first pattern finds the tensors; the others are filled in with its captures.
+    pub from: Vec<Pattern>,
+    /// One target, or one per split part.
+    pub to: Vec<String>,
+    /// Only tensors of this rank.
+    pub rank: Option<usize>,
+    pub combine: Option<CombineSpec>,
+    pub transform: Vec<StepSpec>,
+    pub split: Option<SplitSpec>,
+    pub optional: bool,
+    /// Why the rule exists, shown in the row (`vLLM fuses q, k and v`).
+    pub note: Option<String>,
+}
+
+/// A name pattern: literal text with `{X}` (one or more characters, no dot) and `{X...}` (one
+/// or more of any character) captures, each at most once.
+#[derive(Debug, Clone)]
+pub struct Pattern {
+    pub text: String,
+    regex: Regex,
+    pub captures: Vec<String>,
+}
+
+/// A size in a reshape or split: a number, or a product of numbers and model sizes
+/// (`"kv_heads*head_dim"`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum DimSpec {
+    Int(i64),
+    Expr(String),
+}
+
+/// How several `from` tensors make one.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum CombineSpec {
+    /// `"sum"`.
+    Name(String),
+    /// `{ concat = AXIS }`.
+    Concat { concat: i64 },
+}
+
+/// One layout step as written.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum StepSpec {
+    /// `{ permute = [1, 0, 2] }`: output axis i is input axis permute[i].
+    Permute(Vec<i64>),
+    /// `{ transpose = [-2, -1] }`: swap two axes.
+    Transpose([i64; 2]),
+    /// `{ reshape = [0, -1] }`: 0 keeps that axis' size, -1 is inferred (once), strings are
+    /// model sizes.
+    Reshape(Vec<DimSpec>),
+    /// `{ squeeze = 0 }`: drop an axis of size 1.
+    Squeeze(i64),
+    /// `{ unsqueeze = 0 }`: insert an axis of size 1.
+    Unsqueeze(i64),
+    /// `{ select = { axis = 0, index = 1 } }`: one entry of an axis, the axis dropped (one of
+    /// several outputs stacked).
+    Select { axis: i64, index: usize },
+}
+
+/// `split = { axis = -1, sizes = ["heads*head_dim", "kv_heads*head_dim", "kv_heads*head_dim"] }`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SplitSpec {
+    pub axis: i64,
+    pub sizes: Vec<DimSpec>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSpec {
+    description: Option<String>,
+    #[serde(default, rename = "rule")]
+    rules: Vec<RuleSpec>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleSpec {
+    from: OneOrMany,
+    to: OneOrMany,
+    rank: Option<usize>,
+    combine: Option<CombineSpec>,
+    #[serde(default)]
+    transform: Vec<StepSpec>,
+    split: Option<SplitSpec>,
+    #[serde(default)]
+    optional: bool,
+    note: Option<String>,
+}
+
+/// The model sizes a rule may name.
+pub const SIZE_NAMES: [&str; 6] = [
+    "hidden",
+    "heads",
+    "kv_heads",
+    "head_dim",
+    "intermediate",
+    "vocab",
+];
+
+/// Most rules in one map (a map is a page of rules, not data).
+const MAX_RULES: usize = 10_000;
+
+impl Map {
+    /// Parses and checks a map; `label` names it in every message (its path, or `preset X`).
+    pub fn parse(text: &str, label: &str) -> Result<Map, MapError> {
+        Map::parse_as(text, label, false)
+    }
+
+    pub(crate) fn parse_as(text: &str, label: &str, preset: bool) -> Result<Map, MapError> {
+        let spec: FileSpec = toml::from_str(text).map_err(|e| MapError::Syntax {
+            map: label.to_string(),
+            message: toml_message(text, &e),
+        })?;
+        if spec.rules.len() > MAX_RULES {
+            return Err(MapError::Syntax {
+                map: label.to_string(),
+                message: format!("{} rules (at most {MAX_RULES})", spec.rules.len()),
+            });
+        }
+        let rules = spec
+            .rules
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| Rule::check(i + 1, r, label))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Map {
+            label: label.to_string(),
+            preset,
+            description: spec.description,
+            rules,
+        })
+    }
+}
+
+/// One line from a TOML error: the message and the line it points at (the error's own
+/// Display is a multi-line caret diagram).
+fn toml_message(text: &str, e: &toml::de::Error) -> String {
+    let msg = e.message().trim().replace('\n', " ");
+    match e.span() {
+        Some(span) => {
+            let line = text
+                .get(..span.start)
+                .map_or(0, |t| t.bytes().filter(|&b| b == b'\n').count())
+                + 1;
+            format!("line {line}: {msg}")
+        }
+        None => msg,
+    }
+}
+
+impl Rule {
+    /// True when the rule computes values (combine, transform or split), not only renames.
+    pub fn needs_shape(&self) -> bool {
+        self.combine.is_some() || !self.transform.is_empty() || self.split.is_some()
+    }
+
+    fn check(n: usize, spec: RuleSpec, map: &str) -> Result<Rule, MapError> {
+        let from = spec.from.into_vec();
+        let to = spec.to.into_vec();
+        let shown = from
+            .first()
+            .map_or_else(String::new, |f| format!(" (from = \"{f}\")"));
+        let label = divergence_one_line(&format!("rule {n}{shown}"));
+        let fail = |message: String| MapError::Rule {
+            map: map.to_string(),
+            rule: label.clone(),
+            message,
+        };
+        if from.is_empty() || to.is_empty() {
+            return Err(fail("`from` and `to` need at least one name each".into()));
+        }
+        let from = from
+            .iter()
+            .map(|f| Pattern::compile(f).map_err(&fail))
+            .collect::<Result<Vec<_>, _>>()?;
+        let primary: BTreeSet<&str> = from[0].captures.iter().map(String::as_str).collect();
+        for p in &from[1..] {
+            if let Some(c) = p.captures.iter().find(|c| !primary.contains(c.as_str())) {
+                return Err(fail(format!(
+                    "`{{{c}}}` in \"{}\" is not captured by the first `from` pattern",
+                    p.text
+                )));
+            }
+        }
+        for t in &to {
+            for c in template_captures(t).map_err(&fail)? {
+                if !primary.contains(c.as_str()) {
+                    return Err(fail(format!(
+                        "`{{{c}}}` in `to = \"{t}\"` is not captured by `from`"
+                    )));
+                }
+            }
+        }
+        match (&spec.combine, from.len()) {
+            (None, 1) => {}
+            (None, _) => return Err(fail(
+                "several `from` patterns need `combine = \"sum\"` or `combine = { concat = AXIS }`"
+                    .into(),
+            )),
+            (Some(_), 1) => return Err(fail("`combine` needs several `from` patterns".into())),
+            (Some(CombineSpec::Name(n)), _) if n != "sum" => {
+                return Err(fail(format!(
+                    "unknown combine \"{n}\" (\"sum\" or {{ concat = AXIS }})"
+                )))
+            }
+            (Some(_), _) => {}
+        }
+        match &spec.split {
+            None if to.len() != 1 => {
+                return Err(fail(format!(
+                    "{} `to` names need a `split` into as many parts",
+                    to.len()
+                )))
+            }
+            Some(s) if s.sizes.len() != to.len() => {
+                return Err(fail(format!(
+                    "`split` has {} sizes for {} `to` names",
+                    s.sizes.len(),
+                    to.len()
+                )))
+            }
+            Some(s) if s.sizes.iter().filter(|d| **d == DimSpec::Int(-1)).count() > 1 => {
+                return Err(fail("`split` may infer (-1) one size only".into()))
+            }
+            _ => {}
+        }
+        let mut dims: Vec<&DimSpec> = spec.split.iter().flat_map(|s| &s.sizes).collect();
+        for step in &spec.transform {
+            if let StepSpec::Reshape(d) = step {
+                dims.extend(d);
+            }
+        }
+        for d in dims {
+            if let DimSpec::Expr(e) = d {
+                check_expr(e).map_err(&fail)?;
+            }
+        }
+        Ok(Rule {
+            label,
+            from,
+            to,
+            rank: spec.rank,
+            combine: spec.combine,
+            transform: spec.transform,
+            split: spec.split,
+            optional: spec.optional,
+            note: spec.note,
+        })
+    }
+}
+
+fn divergence_one_line(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+/// A size expression names only known sizes and numbers: `kv_heads*head_dim`, `2*intermediate`.
+fn check_expr(e: &str) -> Result<(), String> {
+    for term in e.split('*').map(str::trim) {
+        if term.parse::<u64>().is_err() && !SIZE_NAMES.contains(&term) {
+            return Err(format!(
+                "unknown size `{term}` in \"{e}\" (known: {})",
+                SIZE_NAMES.join(", ")
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The captures a `to` template uses.
+fn template_captures(t: &str) -> Result<Vec<String>, String> {
+    Ok(parse_pattern(t)?
+        .into_iter()
+        .filter_map(|p| match p {
+            Piece::Capture(name, _) => Some(name),
+            Piece::Text(_) => None,
+        })
+        .collect())
+}
+
+enum Piece {
+    Text(String),
+    /// Name, and whether it may span dots (`{X...}`).
+    Capture(String, bool),
+}
+
+fn parse_pattern(p: &str) -> Result<Vec<Piece>, String> {
+    let mut out = Vec::new();
+    let mut rest = p;
+    while let Some(open) = rest.find(['{', '}']) {
+        if rest[open..].starts_with('}') {
+            return Err(format!("unmatched `}}` in \"{p}\""));
+        }
+        if open > 0 {
+            out.push(Piece::Text(rest[..open].to_string()));
+        }
+        let Some(close) = rest[open..].find('}') else {
+            return Err(format!("unclosed `{{` in \"{p}\""));
+        };
+        let inner = &rest[open + 1..open + close];
+        let (name, dots) = match inner.strip_suffix("...") {
+            Some(n) => (n, true),
+            None => (inner, false),
+        };
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(format!(
+                "bad capture `{{{inner}}}` in \"{p}\" (a name of letters, digits and _, optionally followed by ...)"
+            ));
+        }
+        out.push(Piece::Capture(name.to_string(), dots));
+        rest = &rest[open + close + 1..];
+    }
+    if !rest.is_empty() {
+        out.push(Piece::Text(rest.to_string()));
+    }
+    Ok(out)
+}
+
+impl Pattern {
+    /// Compiles `text` (see [`Pattern`]).
+    pub fn compile(text: &str) -> Result<Pattern, String> {
+        let mut re = String::from("^");
+        let mut captures: Vec<String> = Vec::new();
+        for piece in parse_pattern(text)? {
+            match piece {
+                Piece::Text(t) => re.push_str(&regex::escape(&t)),
+                Piece::Capture(name, dots) => {
+                    if captures.contains(&name) {
+                        return Err(format!("capture `{{{name}}}` used twice in \"{text}\""));
+                    }
+                    re.push_str(&format!(
+                        "(?P<{name}>{})",
+                        if dots { ".+?" } else { "[^.]+?" }
+                    ));
+                    captures.push(name);
+                }
+            }
+        }
+        re.push('$');
+        let regex = Regex::new(&re).map_err(|e| format!("pattern \"{text}\": {e}"))?;
+        Ok(Pattern {
+            text: text.to_string(),
+            regex,
+            captures,
+        })
+    }
+
+    /// The captures of `name`, when it matches.
+    pub fn matches(&self, name: &str) -> Option<Vec<(String, String)>> {
+        let c = self.regex.captures(name)?;
+        Some(
+            self.captures
+                .iter()
+                .map(|n| (n.clone(), c.name(n).map_or("", |m| m.as_str()).to_string()))
+                .collect(),
+        )
+    }
+}
+
+/// `template` with its `{X}` / `{X...}` replaced by the captured values.
+pub fn fill(template: &str, captures: &[(String, String)]) -> String {
+    let mut out = template.to_string();
+    for (name, value) in captures {
+        out = out
+            .replace(&format!("{{{name}...}}"), value)
+            .replace(&format!("{{{name}}}"), value);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns_capture_and_fill() {
+        let p = Pattern::compile("Qcur-{L}").unwrap();
+        assert_eq!(p.matches("Qcur-12"), Some(vec![("L".into(), "12".into())]));
+        assert_eq!(p.matches("Qcur_normed-12"), None);
+        assert_eq!(p.matches("Qcur-"), None);
+        let p = Pattern::compile("{P...}.tp{R}").unwrap();
+        let c = p.matches("model.layers.0.mlp.tp1").unwrap();
+        assert_eq!(c[0].1, "model.layers.0.mlp");
+        assert_eq!(fill("{P...}.x{R}", &c), "model.layers.0.mlp.x1");
+        // Regex characters in names are literal.
+        assert!(Pattern::compile("a.b").unwrap().matches("axb").is_none());
+        assert!(Pattern::compile("a{L}b{L}").is_err());
+        assert!(Pattern::compile("a{L").is_err());
+        assert!(Pattern::compile("a{}").is_err());
+        assert!(Pattern::compile("a}").is_err());
+    }
+
+    fn err(text: &str) -> String {
+        Map::parse(text, "m.toml").unwrap_err().to_string()
+    }
+
+    #[test]
+    fn bad_maps_are_one_line_errors_naming_the_rule() {
+        assert_eq!(
+            err("[[rule]]\nfrom = \"a{L}\"\nto = \"b{M}\"\n"),
+            "m.toml: rule 1 (from = \"a{L}\"): `{M}` in `to = \"b{M}\"` is not captured by `from`"
+        );
+        assert!(err("[[rule]]\nfrom = \"a\"\nto = [\"b\", \"c\"]\n").contains("need a `split`"));
+        assert!(err(
+            "[[rule]]\nfrom = \"a\"\nto = [\"b\", \"c\"]\nsplit = { axis = 0, sizes = [1] }\n"
+        )
+        .contains("`split` has 1 sizes for 2 `to` names"));
+        assert!(err("[[rule]]\nfrom = [\"a\", \"b\"]\nto = \"c\"\n").contains("combine"));
+        assert!(err(
+            "[[rule]]\nfrom = \"a\"\nto = \"c\"\ntransform = [{ reshape = [\"heads*hidn\"] }]\n"
+        )
+        .contains("unknown size `hidn`"));
+        let e = err("[[rule]]\nfrom = \"a\"\nto = \"c\"\nsplitt = 3\n");
+        assert!(
+            e.starts_with("m.toml: line 4: unknown field `splitt`"),
+            "{e}"
+        );
+        assert!(!e.contains('\n'));
+        assert!(err("[[rule]]\nfrom = \"a\"\n").contains("missing field `to`"));
+    }
+
+    #[test]
+    fn a_good_map_parses() {
+        let m = Map::parse(
+            r#"
+description = "llama.cpp names"
+[[rule]]
+from = "blk.{L}.qkv"
+to = ["q{L}", "k{L}", "v{L}"]
+split = { axis = -1, sizes = ["heads*head_dim", "kv_heads*head_dim", -1] }
+transform = [{ squeeze = 0 }, { permute = [1, 0] }, { transpose = [0, 1] }]
+note = "fused"
+
+[[rule]]
+from = ["{N...}.0", "{N...}.1"]
+to = "{N}"
+combine = "sum"
+optional = true
+"#,
+            "m.toml",
+        )
+        .unwrap();
+        assert_eq!(m.rules.len(), 2);
+        assert_eq!(m.rules[0].label, "rule 1 (from = \"blk.{L}.qkv\")");
+        assert!(m.rules[1].optional);
+    }
+}

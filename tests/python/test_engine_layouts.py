@@ -1,0 +1,141 @@
+"""`divergence diff --map PRESET` on dumps rewritten the way vLLM, llama.cpp and TransformerLens
+would dump the same run (scripts/engine_layouts.py, from real transformers dumps): every row the
+engine's dump can make equals the row of the original diff, bit for bit; planted bugs behind a
+mapping are found at the right op with the rule named; bad maps are one-line errors, exit 2.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import FIXTURES, SCRIPTS
+from test_roundtrip_rust import BIN, diff, pytestmark  # noqa: F401  (skip without the binary)
+
+sys.path.insert(0, str(SCRIPTS))
+import engine_layouts  # noqa: E402
+
+ENGINES = ("vllm", "llama.cpp", "transformer-lens")
+REF = FIXTURES / "ref" / "tiny-qwen3.f32.eager.npz"
+BF16 = FIXTURES / "ref" / "tiny-qwen3.bf16.eager.npz"
+DEMO_OURS = FIXTURES / "demo" / "ours.npz"
+
+# What each engine's dump cannot hold (docs/mapping.md): these rows are `only_ref` after mapping.
+NOT_DUMPED = {
+    "vllm": {"model.rotary_emb", "mlp.act_fn", "model"},
+    "llama.cpp": {"model.rotary_emb", "q_proj", "k_proj", "o_proj", "self_attn", "mlp.act_fn", "mlp.down_proj", "model"},
+    "transformer-lens": {"model.rotary_emb", "input_layernorm", "q_norm", "k_norm", "o_proj",
+                         "post_attention_layernorm", "mlp.act_fn", "mlp.down_proj", "model.norm", "model", "lm_head"},
+}
+
+
+def write(tmp_path, src, engine, **kw):
+    import torch
+
+    from dump_reference import write_npz
+
+    entries, meta = engine_layouts.rewrite(src, engine, **kw)
+    out = tmp_path / f"{engine}.npz"
+    write_npz(out, [(n, torch.from_numpy(x)) for n, x in entries], meta)
+    return out
+
+
+def not_dumped(engine, name):
+    return any(name == s or name.endswith("." + s) for s in NOT_DUMPED[engine])
+
+
+def rows(report):
+    return {r["name"]: r for r in report["ops"]}
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("pair", ["demo", "bf16"])
+def test_the_mapped_diff_is_the_original_diff(tmp_path, engine, pair):
+    ours, ref = (DEMO_OURS, FIXTURES / "demo" / "ref.npz") if pair == "demo" else (BF16, REF)
+    code0, original = diff(ours, ref)
+    code, mapped = diff(write(tmp_path, ours, engine), ref, "--map", engine)
+    assert code == code0 == (1 if pair == "demo" else 0)
+    assert mapped["first_divergence"] == original["first_divergence"]
+    o, m = rows(original), rows(mapped)
+    compared = 0
+    for name, row in o.items():
+        got = m[name]
+        if not_dumped(engine, name):
+            assert got["status"] == "only_ref", name
+            continue
+        compared += 1
+        got = dict(got)
+        got.pop("mapped", None)
+        # local_growth divides by the largest input error: inputs the engine does not dump
+        # change it; everything else is the same computation on the same values.
+        for k in ("shape_ours", "local_growth"):
+            got.pop(k, None)
+        want = {k: v for k, v in row.items() if k not in ("shape_ours", "local_growth")}
+        assert got == want, name
+    assert compared >= 40
+    # Rows made by a rule say how.
+    assert any("rule" in (r.get("mapped") or "") for r in mapped["ops"])
+
+
+def test_a_bug_behind_a_fused_tensor_is_found_with_its_rule(tmp_path):
+    code, report = diff(write(tmp_path, REF, "vllm", plant="qkv-head-swap"), REF, "--map", "vllm")
+    assert code == 1
+    first = report["first_divergence"]["name"]
+    assert first == "model.layers.0.self_attn.q_proj"
+    row = rows(report)[first]
+    assert "qkv_proj.0" in row["mapped"] and "part 1 of 3" in row["mapped"]
+    # k and v, cut from the same fused tensor, are fine.
+    assert rows(report)["model.layers.0.self_attn.k_proj"]["status"] == "ok"
+
+
+def test_a_wrong_split_is_reported_at_the_op_with_the_rule(tmp_path):
+    src = write(tmp_path, REF, "vllm")
+    preset = (SCRIPTS.parent / "crates/divergence-map/presets/vllm.toml").read_text()
+    wrong = preset.replace('sizes = ["heads*head_dim", "kv_heads*head_dim", "kv_heads*head_dim"]',
+                           'sizes = ["kv_heads*head_dim", "heads*head_dim", "kv_heads*head_dim"]')
+    assert wrong != preset
+    m = tmp_path / "wrong.toml"
+    m.write_text(wrong)
+    code, report = diff(src, REF, "--map", m)
+    assert code == 1
+    first = report["first_divergence"]
+    assert first["name"] == "model.layers.0.self_attn.q_proj" and first["status"] == "shape_mismatch"
+    assert "rule 2" in rows(report)[first["name"]]["mapped"]
+
+
+def test_a_port_can_ship_its_map_in_the_metadata(tmp_path):
+    src = write(tmp_path, DEMO_OURS, "llama.cpp", ship_map=True)
+    code, report = diff(src, FIXTURES / "demo" / "ref.npz")
+    assert code == 1 and report["first_divergence"]["name"] == "model.embed_tokens"
+    assert any("preset llama.cpp" in w for w in report["warnings"])
+
+
+@pytest.mark.parametrize("toml, needle", [
+    ('[[rule]]\nfrom = "model.layers.{L}.self_attn.qkv_proj.0"\nto = ["q{L}", "k{L}", "v{L}"]\n'
+     'split = { axis = -1, sizes = ["heads*head_dim", "heads*head_dim", "heads*head_dim"] }\n',
+     "do not add up"),
+    ('[[rule]]\nfrom = "model.layers.{L}.mlp"\nto = "model.norm"\n', "is made twice"),
+    ('[[rule]]\nfrom = "Qcur-{L}"\nto = "x{L}"\n', "matches no tensor"),
+    ('[[rule]]\nfrom = "a"\nto = "b"\nsplitt = 1\n', "unknown field `splitt`"),
+    ('[[rule]]\nfrom = "a{L}"\nto = "b{M}"\n', "is not captured"),
+])
+def test_bad_maps_are_one_line_errors(tmp_path, toml, needle):
+    src = write(tmp_path, REF, "vllm")
+    m = tmp_path / "bad.toml"
+    m.write_text(toml)
+    r = subprocess.run([str(BIN), "diff", str(src), str(REF), "--map", str(m)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0] and "bad.toml" in lines[0], r.stderr
+
+
+def test_an_unknown_preset_or_missing_file_is_named(tmp_path):
+    r = subprocess.run([str(BIN), "diff", str(REF), str(REF), "--map", "sglang"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    assert "--map sglang: not a preset (vllm, llama.cpp, transformer-lens)" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
