@@ -136,8 +136,9 @@ pub struct OpResult {
     /// noise floor; set by [`crate::assemble`] (`crate::origin::local_growths`), last in the row.
     pub local_growth: Option<f64>,
     /// How a name map (`diff --map`) made our side of this row: the rule and the source
-    /// tensor(s), one line. Absent (not `null`) when no map rule touched the row.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// tensor(s), one line; or how a pair of names was inferred by content. `None` for a row
+    /// whose names matched as they are. Last in the row.
+    #[serde(default)]
     pub mapped: Option<String>,
 }
 

@@ -29,13 +29,15 @@ fn main() {
     term.draw(|f| tui.draw(f)).expect("draw");
     let start = t0.elapsed();
 
-    // A session of keys: scroll, page, jump, walk divergences, sort, details, filter, layers.
-    let script = "jjjjjkkk  GgfnnnNNNso\nssslldjjjk/layers\\.1\\d\n/\nGg";
+    // A session of keys: scroll, page, jump, walk divergences, sort (forward, backward,
+    // reversed), details, filter, layers, a column hidden and shown again, the help.
+    let script = "jjjjjkkk  GgfnnnNNNso\nssslldjjjk/layers\\.1\\d\n/\nGgrSrcjjjjjjjjj  \u{1b}?x";
     let mut times = Vec::new();
     for _ in 0..40 {
         for c in script.chars() {
             let key = KeyEvent::from(match c {
                 '\n' => KeyCode::Enter,
+                '\u{1b}' => KeyCode::Esc,
                 c => KeyCode::Char(c),
             });
             let t = Instant::now();

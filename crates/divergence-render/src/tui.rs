@@ -1,64 +1,422 @@
 //! The interactive terminal view of a report (`divergence diff --tui`, ratatui).
 //!
 //! [`Tui`] is the whole state (which ops are shown, in which order, the cursor, the filter
-//! being typed) and [`Tui::key`] its only input, so the view is tested without a terminal:
-//! keys in, [`Tui::draw`] into ratatui's `TestBackend`, the buffer out. [`run`] is the thin
-//! loop around it on a real terminal (raw mode, alternate screen, restored on exit and on
-//! panic), with an optional reload callback for `--watch`: a new report replaces the old one
-//! and the cursor stays on the same op.
+//! being typed, the columns switched on, the overlays) and [`Tui::key`] its only input, so the
+//! view is tested without a terminal: keys in, [`Tui::draw`] into ratatui's `TestBackend`, the
+//! buffer out. [`run`] is the thin loop around it on a real terminal (raw mode, alternate
+//! screen, restored on exit and on panic), with an optional reload callback for `--watch`: a
+//! new report replaces the old one and the cursor stays on the same op.
+//!
+//! The ops list sorts by any metric of the rows ([`SortKey`]; missing and NaN values always
+//! last, ties in execution order); the column chooser (`c`) hides and shows columns, and the
+//! width then drops the visible ones by priority; the details of the first divergence draw its
+//! per-position profile (`report.positions`) as bars on a log scale.
 
 use std::io;
 use std::time::Duration;
 
-use divergence_diff::{Measure, OpResult, Report, Status};
+use divergence_diff::{sci, Measure, OpResult, PositionProfile, Report, Status, Tolerance};
 use ratatui::crossterm::event::{self, Event, KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Table, TableState, Wrap};
+use ratatui::widgets::{
+    Bar, BarChart, BarGroup, Block, Borders, Cell, Clear, List, ListItem, ListState, Paragraph,
+    Row, Table, TableState, Wrap,
+};
 use ratatui::Frame;
 use regex::Regex;
 
 use crate::view::{self, OpsColumn};
 
-/// The order of the ops list.
+/// What the ops list is sorted by: the execution order or one metric of the rows. Every key
+/// but the execution order and the cosine sorts largest first (the worst first) until
+/// reversed; rows without the value (or with NaN) always come last, ties in execution order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SortKey {
     /// Execution order (the report's).
     Order,
-    /// Largest relative L2 error first.
+    /// Relative L2 error.
     RelErr,
-    /// Largest `max |ours - ref|` first.
+    /// `max |ours - ref|`.
     MaxAbsErr,
-    /// Largest local growth (error over its inputs') first: where errors are born.
+    /// Local growth (error over its inputs'): where errors are born.
     Growth,
+    /// The noise ratio (`--truth` only).
+    NoiseRatio,
+    /// `||ours - truth|| / ||truth||` (`--truth` only).
+    TruthOurs,
+    /// `||ref - truth|| / ||truth||` (`--truth` only).
+    TruthRef,
+    /// `mean |ours - ref|`.
+    MeanAbsErr,
+    /// `max |ours - ref| / max(|ref|, guard)`.
+    MaxRelErr,
+    /// `||ours - ref||`.
+    DiffL2,
+    /// Cosine similarity (smallest first: the least similar).
+    Cosine,
+    /// The share of elements outside the element-wise tolerance.
+    OutTol,
+    /// `||ours||`.
+    OursL2,
+    /// `||ref||`.
+    RefL2,
+    /// NaN count, both sides together.
+    Nan,
+    /// ±Inf count, both sides together.
+    Inf,
+    /// Places where the NaN/Inf masks of the two sides differ.
+    NonFiniteMismatch,
+    /// Element count.
+    Numel,
 }
 
+/// The sort keys in the order `s` walks them (`S` backwards).
+const SORT_KEYS: [SortKey; 18] = [
+    SortKey::Order,
+    SortKey::RelErr,
+    SortKey::MaxAbsErr,
+    SortKey::Growth,
+    SortKey::NoiseRatio,
+    SortKey::TruthOurs,
+    SortKey::TruthRef,
+    SortKey::MeanAbsErr,
+    SortKey::MaxRelErr,
+    SortKey::DiffL2,
+    SortKey::Cosine,
+    SortKey::OutTol,
+    SortKey::OursL2,
+    SortKey::RefL2,
+    SortKey::Nan,
+    SortKey::Inf,
+    SortKey::NonFiniteMismatch,
+    SortKey::Numel,
+];
+
 impl SortKey {
-    fn next(self) -> SortKey {
-        match self {
-            SortKey::Order => SortKey::RelErr,
-            SortKey::RelErr => SortKey::MaxAbsErr,
-            SortKey::MaxAbsErr => SortKey::Growth,
-            SortKey::Growth => SortKey::Order,
-        }
+    /// The truth keys only apply with `--truth`.
+    fn applies(self, truth: bool) -> bool {
+        truth
+            || !matches!(
+                self,
+                SortKey::NoiseRatio | SortKey::TruthOurs | SortKey::TruthRef
+            )
     }
 
-    fn label(self) -> &'static str {
+    /// The next (or previous) key that applies.
+    fn step(self, forward: bool, truth: bool) -> SortKey {
+        let keys: Vec<SortKey> = SORT_KEYS
+            .iter()
+            .copied()
+            .filter(|k| k.applies(truth))
+            .collect();
+        let n = keys.len();
+        let i = keys.iter().position(|&k| k == self).unwrap_or(0);
+        keys[if forward {
+            (i + 1) % n
+        } else {
+            (i + n - 1) % n
+        }]
+    }
+
+    /// What the status bar and the table title call it.
+    pub fn label(self) -> &'static str {
         match self {
             SortKey::Order => "execution order",
             SortKey::RelErr => "rel err",
             SortKey::MaxAbsErr => "max|o-r|",
             SortKey::Growth => "local growth",
+            SortKey::NoiseRatio => "noise ratio",
+            SortKey::TruthOurs => "ours~truth",
+            SortKey::TruthRef => "ref~truth",
+            SortKey::MeanAbsErr => "mean|o-r|",
+            SortKey::MaxRelErr => "max rel err",
+            SortKey::DiffL2 => "||ours-ref||",
+            SortKey::Cosine => "cosine",
+            SortKey::OutTol => "out of tol",
+            SortKey::OursL2 => "||ours||",
+            SortKey::RefL2 => "||ref||",
+            SortKey::Nan => "NaN count",
+            SortKey::Inf => "Inf count",
+            SortKey::NonFiniteMismatch => "NaN/Inf mismatch",
+            SortKey::Numel => "numel",
         }
     }
 
-    fn value(self, op: &OpResult) -> Option<f64> {
-        match self {
-            SortKey::Order => None,
+    /// The direction before `r`: largest first, but for the execution order and the cosine
+    /// (smallest first: the least similar).
+    fn descending(self) -> bool {
+        !matches!(self, SortKey::Order | SortKey::Cosine)
+    }
+
+    /// The row's value (`index` its place in the report); `None` (and NaN) sorts last.
+    fn value(self, index: usize, op: &OpResult) -> Option<f64> {
+        let counts = |a: Option<u64>, b: Option<u64>| -> Option<f64> {
+            (a.is_some() || b.is_some())
+                .then(|| a.unwrap_or(0).saturating_add(b.unwrap_or(0)) as f64)
+        };
+        let n = &op.nonfinite;
+        let v = match self {
+            SortKey::Order => Some(index as f64),
             SortKey::RelErr => op.errors.rel_l2_err,
             SortKey::MaxAbsErr => op.errors.max_abs_err,
             SortKey::Growth => op.local_growth,
+            SortKey::NoiseRatio => op.truth.noise_ratio,
+            SortKey::TruthOurs => op.truth.ours_truth_rel_err,
+            SortKey::TruthRef => op.truth.ref_truth_rel_err,
+            SortKey::MeanAbsErr => op.errors.mean_abs_err,
+            SortKey::MaxRelErr => op.errors.max_rel_err,
+            SortKey::DiffL2 => op.rule.diff_l2,
+            SortKey::Cosine => op.errors.cosine,
+            SortKey::OutTol => op.frac_outside_tol,
+            SortKey::OursL2 => op.rule.ours_l2,
+            SortKey::RefL2 => op.rule.ref_l2,
+            SortKey::Nan => counts(n.nan_ours, n.nan_ref),
+            SortKey::Inf => counts(n.inf_ours, n.inf_ref),
+            SortKey::NonFiniteMismatch => n.nonfinite_mismatch.map(|m| m as f64),
+            SortKey::Numel => op.tensor.numel.map(|m| m as f64),
+        };
+        v.filter(|v| !v.is_nan())
+    }
+
+    /// The column that shows the key.
+    fn column(self) -> Col {
+        match self {
+            SortKey::Order => Col::Index,
+            SortKey::RelErr => Col::RelErr,
+            SortKey::MaxAbsErr => Col::MaxAbsErr,
+            SortKey::Growth => Col::Growth,
+            SortKey::NoiseRatio => Col::NoiseRatio,
+            SortKey::TruthOurs => Col::TruthOurs,
+            SortKey::TruthRef => Col::TruthRef,
+            SortKey::MeanAbsErr => Col::MeanAbsErr,
+            SortKey::MaxRelErr => Col::MaxRelErr,
+            SortKey::DiffL2 => Col::DiffL2,
+            SortKey::Cosine => Col::Cosine,
+            SortKey::OutTol => Col::OutTol,
+            SortKey::OursL2 => Col::OursL2,
+            SortKey::RefL2 => Col::RefL2,
+            SortKey::Nan => Col::Nan,
+            SortKey::Inf => Col::Inf,
+            SortKey::NonFiniteMismatch => Col::Mismatch,
+            SortKey::Numel => Col::Numel,
+        }
+    }
+}
+
+/// A column of the terminal table: the ops table's ([`OpsColumn`]) and a few metrics of the
+/// rows only this view shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Col {
+    Mark,
+    Index,
+    Name,
+    Status,
+    Shape,
+    Dtype,
+    Numel,
+    OursL2,
+    RefL2,
+    DiffL2,
+    MaxAbsErr,
+    MeanAbsErr,
+    RelErr,
+    MaxRelErr,
+    TruthOurs,
+    TruthRef,
+    NoiseRatio,
+    Origin,
+    Growth,
+    Cosine,
+    OutTol,
+    Nan,
+    Inf,
+    Mismatch,
+}
+
+/// Every column, left to right (the column chooser lists them in this order).
+const COLUMNS: [Col; 24] = [
+    Col::Mark,
+    Col::Index,
+    Col::Name,
+    Col::Status,
+    Col::Shape,
+    Col::Dtype,
+    Col::Numel,
+    Col::OursL2,
+    Col::RefL2,
+    Col::DiffL2,
+    Col::MaxAbsErr,
+    Col::MeanAbsErr,
+    Col::RelErr,
+    Col::MaxRelErr,
+    Col::TruthOurs,
+    Col::TruthRef,
+    Col::NoiseRatio,
+    Col::Origin,
+    Col::Growth,
+    Col::Cosine,
+    Col::OutTol,
+    Col::Nan,
+    Col::Inf,
+    Col::Mismatch,
+];
+
+/// The columns, most important first: those that do not fit the width are dropped from the
+/// end of this list (after the sort key's column and those the user switched on, which come
+/// right after the rel err).
+const PRIORITY: [Col; 24] = [
+    Col::Mark,
+    Col::Name,
+    Col::Status,
+    Col::RelErr,
+    Col::Index,
+    Col::MaxAbsErr,
+    Col::Origin,
+    Col::OursL2,
+    Col::RefL2,
+    Col::NoiseRatio,
+    Col::TruthOurs,
+    Col::TruthRef,
+    Col::Growth,
+    Col::Cosine,
+    Col::OutTol,
+    Col::MeanAbsErr,
+    Col::MaxRelErr,
+    Col::DiffL2,
+    Col::Nan,
+    Col::Inf,
+    Col::Mismatch,
+    Col::Numel,
+    Col::Shape,
+    Col::Dtype,
+];
+
+impl Col {
+    /// The same column of the other views, when there is one.
+    fn ops(self) -> Option<OpsColumn> {
+        Some(match self {
+            Col::Mark => OpsColumn::Mark,
+            Col::Index => OpsColumn::Index,
+            Col::Name => OpsColumn::Name,
+            Col::Status => OpsColumn::Status,
+            Col::Shape => OpsColumn::Shape,
+            Col::Dtype => OpsColumn::Dtype,
+            Col::OursL2 => OpsColumn::OursL2,
+            Col::RefL2 => OpsColumn::RefL2,
+            Col::MaxAbsErr => OpsColumn::MaxAbsErr,
+            Col::RelErr => OpsColumn::RelErr,
+            Col::TruthOurs => OpsColumn::TruthOurs,
+            Col::TruthRef => OpsColumn::TruthRef,
+            Col::NoiseRatio => OpsColumn::NoiseRatio,
+            Col::Origin => OpsColumn::Origin,
+            Col::Cosine => OpsColumn::Cosine,
+            Col::OutTol => OpsColumn::OutTol,
+            _ => return None,
+        })
+    }
+
+    /// Shown when the view opens; the others are switched on in the column chooser.
+    fn default_on(self) -> bool {
+        matches!(
+            self,
+            Col::Mark
+                | Col::Index
+                | Col::Name
+                | Col::Status
+                | Col::OursL2
+                | Col::RefL2
+                | Col::MaxAbsErr
+                | Col::RelErr
+                | Col::Origin
+        )
+    }
+
+    /// The truth columns only exist with `--truth`.
+    fn applies(self, truth: bool) -> bool {
+        truth || !matches!(self, Col::TruthOurs | Col::TruthRef | Col::NoiseRatio)
+    }
+
+    /// The header.
+    fn label(self) -> &'static str {
+        match self {
+            Col::Numel => "numel",
+            Col::DiffL2 => "||o-r||",
+            Col::MeanAbsErr => "mean|o-r|",
+            Col::MaxRelErr => "max rel",
+            Col::Growth => "growth",
+            Col::Nan => "NaN o/r",
+            Col::Inf => "Inf o/r",
+            Col::Mismatch => "mismatch",
+            c => c.ops().map_or("", OpsColumn::label),
+        }
+    }
+
+    /// The column chooser's line: the header and what the column is.
+    fn describe(self) -> (&'static str, &'static str) {
+        let what = match self {
+            Col::Mark => ">> on the first divergence",
+            Col::Index => "execution index",
+            Col::Name => "op name (always shown)",
+            Col::Status => "verdict",
+            Col::Shape => "shape",
+            Col::Dtype => "dtype",
+            Col::Numel => "element count",
+            Col::OursL2 => "norm of ours",
+            Col::RefL2 => "norm of ref",
+            Col::DiffL2 => "||ours - ref||",
+            Col::MaxAbsErr => "max abs error",
+            Col::MeanAbsErr => "mean abs error",
+            Col::RelErr => "relative L2 error",
+            Col::MaxRelErr => "max relative error",
+            Col::TruthOurs => "ours' error vs truth",
+            Col::TruthRef => "ref's error vs truth",
+            Col::NoiseRatio => "noise ratio",
+            Col::Origin => "born / carried",
+            Col::Growth => "local growth",
+            Col::Cosine => "cosine similarity",
+            Col::OutTol => "share outside tol",
+            Col::Nan => "NaN count ours/ref",
+            Col::Inf => "Inf count ours/ref",
+            Col::Mismatch => "NaN/Inf mask mismatch",
+        };
+        let label = match self {
+            Col::Mark => ">>",
+            c => c.label(),
+        };
+        (label, what)
+    }
+
+    /// The widest content of a column other than the name and the index.
+    fn content_width(self) -> usize {
+        match self {
+            Col::Mark => 2,
+            Col::Status | Col::Shape => 14,
+            _ => 9,
+        }
+    }
+
+    /// The cell's text (`i` is the row's index in `ops`).
+    fn text(self, i: usize, op: &OpResult, is_first: bool, measure: Measure) -> String {
+        let pair = |a: Option<u64>, b: Option<u64>| match (a, b) {
+            (None, None) => "-".to_string(),
+            (a, b) => format!("{}/{}", a.unwrap_or(0), b.unwrap_or(0)),
+        };
+        let count = |a: Option<u64>| a.map_or_else(|| "-".to_string(), |a| a.to_string());
+        let n = &op.nonfinite;
+        match self {
+            Col::Numel => count(op.tensor.numel),
+            Col::DiffL2 => view::num(op.rule.diff_l2),
+            Col::MeanAbsErr => view::num(op.errors.mean_abs_err),
+            Col::MaxRelErr => view::num(op.errors.max_rel_err),
+            Col::Growth => view::num(op.local_growth),
+            Col::Nan => pair(n.nan_ours, n.nan_ref),
+            Col::Inf => pair(n.inf_ours, n.inf_ref),
+            Col::Mismatch => count(n.nonfinite_mismatch),
+            c => c
+                .ops()
+                .map_or_else(String::new, |o| o.text(i, op, is_first, measure)),
         }
     }
 }
@@ -72,11 +430,21 @@ pub struct Tui {
     /// The cursor, an index into `rows`.
     cursor: usize,
     sort: SortKey,
+    /// `sort` runs against its default direction ([`SortKey::descending`]).
+    reversed: bool,
     filter: Option<Regex>,
     /// The filter being typed after `/`.
     input: Option<String>,
     details: bool,
     layers: bool,
+    /// Per column of [`COLUMNS`]: switched on.
+    on: [bool; COLUMNS.len()],
+    /// The columns the user switched on, most recent first: the width drops them last.
+    promoted: Vec<Col>,
+    /// The column chooser (`c`) is open, its cursor an index into [`Tui::choosable`].
+    chooser: Option<usize>,
+    /// The key help (`?`) is open.
+    help: bool,
     /// A one-line message for the status bar (cleared by the next key).
     message: Option<String>,
     quit: bool,
@@ -86,19 +454,9 @@ pub struct Tui {
     layer_offset: usize,
 }
 
-/// The columns shown, most important first: those that do not fit the width are dropped from
-/// the end of this list.
-const PRIORITY: [OpsColumn; 9] = [
-    OpsColumn::Mark,
-    OpsColumn::Name,
-    OpsColumn::Status,
-    OpsColumn::RelErr,
-    OpsColumn::Index,
-    OpsColumn::MaxAbsErr,
-    OpsColumn::Origin,
-    OpsColumn::OursL2,
-    OpsColumn::RefL2,
-];
+/// The details' text lines (with the top border) and the per-position plot under them.
+const DETAIL_TEXT_H: u16 = 9;
+const PLOT_H: u16 = 4;
 
 impl Tui {
     /// The view of `report`, the cursor on the first divergence (or the first op).
@@ -108,10 +466,15 @@ impl Tui {
             rows: Vec::new(),
             cursor: 0,
             sort: SortKey::Order,
+            reversed: false,
             filter: None,
             input: None,
             details: false,
             layers: false,
+            on: COLUMNS.map(Col::default_on),
+            promoted: Vec::new(),
+            chooser: None,
+            help: false,
             message: None,
             quit: false,
             offset: 0,
@@ -145,11 +508,20 @@ impl Tui {
             .collect()
     }
 
+    /// The sort key and whether it sorts largest first.
+    pub fn sort(&self) -> (SortKey, bool) {
+        (self.sort, self.descending())
+    }
+
     /// Replaces the report (`--watch`): filter and sort stay, the cursor stays on the op of the
     /// same name when it is still shown.
     pub fn replace(&mut self, report: Report) {
         let name = self.selected().map(|o| o.name.clone());
         self.report = report;
+        if !self.sort.applies(self.truth()) {
+            self.sort = SortKey::Order;
+            self.reversed = false;
+        }
         self.rebuild(name.as_deref());
         self.message = Some("reloaded: a dump changed".to_string());
     }
@@ -157,6 +529,34 @@ impl Tui {
     /// Shows a one-line message in the status bar (until the next key).
     pub fn notice(&mut self, message: String) {
         self.message = Some(message);
+    }
+
+    fn truth(&self) -> bool {
+        matches!(self.report.tolerance, Tolerance::Truth { .. })
+    }
+
+    fn descending(&self) -> bool {
+        self.sort.descending() != self.reversed
+    }
+
+    /// `rel err ↓` for the status bar.
+    fn sort_short(&self) -> String {
+        let arrow = if self.descending() { '↓' } else { '↑' };
+        let label = match self.sort {
+            SortKey::Order => "order",
+            k => k.label(),
+        };
+        format!("sort: {label} {arrow}")
+    }
+
+    /// `rel err, largest first` for the table title.
+    fn sort_text(&self) -> String {
+        match (self.sort, self.descending()) {
+            (SortKey::Order, false) => "execution order".to_string(),
+            (SortKey::Order, true) => "execution order, reversed".to_string(),
+            (k, true) => format!("{}, largest first", k.label()),
+            (k, false) => format!("{}, smallest first", k.label()),
+        }
     }
 
     /// Recomputes the rows from the filter and the sort; the cursor goes to `keep` if shown.
@@ -169,20 +569,40 @@ impl Tui {
                     .is_none_or(|re| re.is_match(&ops[i].name))
             })
             .collect();
-        if self.sort != SortKey::Order {
+        let desc = self.descending();
+        if self.sort != SortKey::Order || desc {
             let key = self.sort;
-            // Largest first; rows without the value last, in execution order (stable sort).
-            rows.sort_by(|&a, &b| match (key.value(&ops[a]), key.value(&ops[b])) {
-                (Some(va), Some(vb)) => vb.total_cmp(&va),
-                (Some(_), None) => std::cmp::Ordering::Less,
-                (None, Some(_)) => std::cmp::Ordering::Greater,
-                (None, None) => std::cmp::Ordering::Equal,
-            });
+            // Rows without the value last, ties in execution order: the same order as a
+            // stable sort, by an unstable one on (key, index), 2-3x faster on 100,000 rows.
+            let mut keyed: Vec<(u64, usize)> = rows
+                .iter()
+                .map(|&i| {
+                    let k = key.value(i, &ops[i]).map_or(u64::MAX, |v| {
+                        let k = ordered_bits(v);
+                        if desc {
+                            !k
+                        } else {
+                            k
+                        }
+                    });
+                    (k, i)
+                })
+                .collect();
+            keyed.sort_unstable();
+            rows = keyed.into_iter().map(|(_, i)| i).collect();
         }
         self.rows = rows;
         self.cursor = keep
             .and_then(|n| self.rows.iter().position(|&i| ops[i].name == n))
             .unwrap_or(0);
+    }
+
+    /// Re-sorts by `sort` (in its default direction unless `reversed`), the cursor on its op.
+    fn resort(&mut self, sort: SortKey, reversed: bool) {
+        let name = self.selected().map(|o| o.name.clone());
+        self.sort = sort;
+        self.reversed = reversed;
+        self.rebuild(name.as_deref());
     }
 
     /// Moves the cursor to op `index` of the report, when it is shown.
@@ -225,6 +645,39 @@ impl Tui {
         }
     }
 
+    /// The columns of this report, in the chooser's (and the table's) order.
+    fn choosable(&self) -> Vec<Col> {
+        let truth = self.truth();
+        COLUMNS
+            .iter()
+            .copied()
+            .filter(|c| c.applies(truth))
+            .collect()
+    }
+
+    fn is_on(&self, c: Col) -> bool {
+        COLUMNS
+            .iter()
+            .position(|&x| x == c)
+            .is_some_and(|i| self.on[i])
+    }
+
+    /// Switches a column on or off (the name stays).
+    fn toggle(&mut self, c: Col) {
+        if c == Col::Name {
+            self.message = Some("the op name column cannot be hidden".into());
+            return;
+        }
+        let Some(i) = COLUMNS.iter().position(|&x| x == c) else {
+            return;
+        };
+        self.on[i] = !self.on[i];
+        self.promoted.retain(|&x| x != c);
+        if self.on[i] {
+            self.promoted.insert(0, c);
+        }
+    }
+
     /// Handles one key.
     pub fn key(&mut self, key: KeyEvent) {
         if key.kind == KeyEventKind::Release {
@@ -251,6 +704,29 @@ impl Tui {
             }
             return;
         }
+        if self.help {
+            // Any key closes the help.
+            self.help = false;
+            return;
+        }
+        if let Some(cur) = self.chooser {
+            let cols = self.choosable();
+            let last = cols.len().saturating_sub(1);
+            match key.code {
+                KeyCode::Down | KeyCode::Char('j') => self.chooser = Some((cur + 1).min(last)),
+                KeyCode::Up | KeyCode::Char('k') => self.chooser = Some(cur.saturating_sub(1)),
+                KeyCode::Home | KeyCode::Char('g') => self.chooser = Some(0),
+                KeyCode::End | KeyCode::Char('G') => self.chooser = Some(last),
+                KeyCode::Char(' ') | KeyCode::Enter | KeyCode::Char('x') => {
+                    if let Some(&c) = cols.get(cur) {
+                        self.toggle(c);
+                    }
+                }
+                KeyCode::Esc | KeyCode::Char('c') | KeyCode::Char('q') => self.chooser = None,
+                _ => {}
+            }
+            return;
+        }
         let page = 10;
         if self.layers {
             let last = view::layer_lines(&self.report).len().saturating_sub(1);
@@ -263,6 +739,7 @@ impl Tui {
                 KeyCode::Home | KeyCode::Char('g') => *o = 0,
                 KeyCode::End | KeyCode::Char('G') => *o = last,
                 KeyCode::Char('l') | KeyCode::Esc => self.layers = false,
+                KeyCode::Char('?') => self.help = true,
                 KeyCode::Char('q') => self.quit = true,
                 _ => {}
             }
@@ -290,11 +767,11 @@ impl Tui {
             KeyCode::Char('n') => self.jump_divergence(true),
             KeyCode::Char('N') => self.jump_divergence(false),
             KeyCode::Char('/') => self.input = Some(String::new()),
-            KeyCode::Char('s') => {
-                let name = self.selected().map(|o| o.name.clone());
-                self.sort = self.sort.next();
-                self.rebuild(name.as_deref());
-            }
+            KeyCode::Char('s') => self.resort(self.sort.step(true, self.truth()), false),
+            KeyCode::Char('S') => self.resort(self.sort.step(false, self.truth()), false),
+            KeyCode::Char('r') => self.resort(self.sort, !self.reversed),
+            KeyCode::Char('c') => self.chooser = Some(0),
+            KeyCode::Char('?') => self.help = true,
             KeyCode::Enter | KeyCode::Char('d') => self.details = !self.details,
             KeyCode::Char('l') => self.layers = !self.layers,
             _ => {}
@@ -328,10 +805,26 @@ impl Tui {
         }
     }
 
+    /// The per-position profile of `op`, when it has one (only the first divergence does).
+    fn profile(&self, op: &OpResult) -> Option<&PositionProfile> {
+        self.report
+            .positions
+            .as_ref()
+            .filter(|p| p.op == op.name && !p.rel_err.is_empty())
+    }
+
     /// Draws the whole view into `frame`.
     pub fn draw(&mut self, frame: &mut Frame<'_>) {
         let area = frame.area();
-        let detail_h = if self.details { 9 } else { 0 };
+        // The plot needs 4 rows: only where the ops list keeps a few (24 rows and more).
+        let plot = self.details
+            && area.height >= 20
+            && self.selected().and_then(|op| self.profile(op)).is_some();
+        let detail_h = match (self.details, plot) {
+            (false, _) => 0,
+            (true, false) => DETAIL_TEXT_H,
+            (true, true) => DETAIL_TEXT_H + PLOT_H,
+        };
         let [head, body, detail, foot] = Layout::vertical([
             Constraint::Length(4),
             Constraint::Min(3),
@@ -346,9 +839,27 @@ impl Tui {
             self.draw_ops(frame, body);
         }
         if self.details {
-            self.draw_details(frame, detail);
+            self.draw_details(frame, detail, plot);
         }
         self.draw_footer(frame, foot);
+        if self.chooser.is_some() {
+            self.draw_chooser(
+                frame,
+                Rect {
+                    height: area.height.saturating_sub(1),
+                    ..area
+                },
+            );
+        }
+        if self.help {
+            self.draw_help(
+                frame,
+                Rect {
+                    height: area.height.saturating_sub(1),
+                    ..area
+                },
+            );
+        }
     }
 
     fn draw_header(&self, frame: &mut Frame<'_>, area: Rect) {
@@ -375,33 +886,56 @@ impl Tui {
         frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: true }), area);
     }
 
-    fn columns(&self, width: u16) -> Vec<(OpsColumn, u16)> {
+    /// The header of a column: the sort key's carries the direction (but in plain execution
+    /// order).
+    fn header(&self, c: Col) -> String {
+        let plain = self.sort == SortKey::Order && !self.descending();
+        if !plain && c == self.sort.column() {
+            let arrow = if self.descending() { '↓' } else { '↑' };
+            format!("{}{arrow}", c.label())
+        } else {
+            c.label().to_string()
+        }
+    }
+
+    /// The columns drawn at `width` and their widths, left to right: those switched on, the
+    /// least important dropped until they fit.
+    fn columns(&self, width: u16) -> Vec<(Col, u16)> {
         let ops = &self.report.ops;
-        let widest = |c: OpsColumn| -> u16 {
+        let widest = |c: Col| -> u16 {
             let content = match c {
-                OpsColumn::Name => ops
+                Col::Name => ops
                     .iter()
                     .map(|o| o.name.chars().count())
                     .max()
                     .unwrap_or(2),
-                OpsColumn::Index => ops.len().max(1).to_string().len(),
-                OpsColumn::Status => 14,
-                OpsColumn::Origin => 9,
-                OpsColumn::Mark => 2,
-                _ => 9,
+                Col::Index => ops.len().max(1).to_string().len(),
+                c => c.content_width(),
             };
-            content.max(c.label().len()) as u16
+            content.max(self.header(c).chars().count()) as u16
         };
-        let mut out: Vec<(OpsColumn, u16)> = Vec::new();
+        let truth = self.truth();
+        let mut order: Vec<Col> = PRIORITY[..4].to_vec();
+        order.push(self.sort.column());
+        order.extend(self.promoted.iter().copied());
+        order.extend(PRIORITY[4..].iter().copied());
+        let mut seen = Vec::new();
+        order.retain(|&c| {
+            let keep = !seen.contains(&c) && c.applies(truth) && self.is_on(c);
+            seen.push(c);
+            keep
+        });
+        let mut out: Vec<(Col, u16)> = Vec::new();
         let mut used = 0u16;
-        for c in PRIORITY {
+        for c in order {
             let w = widest(c);
             let sep = u16::from(!out.is_empty());
-            if c == OpsColumn::Name {
-                // The name takes what is left after status and rel err, at least 12
-                // (long names keep their tail: `…self_attn.k_norm`).
-                let rest: u16 = [OpsColumn::Status, OpsColumn::RelErr]
+            if c == Col::Name {
+                // The name takes what is left after status and rel err (when shown), at
+                // least 12 (long names keep their tail: `…self_attn.k_norm`).
+                let rest: u16 = [Col::Status, Col::RelErr]
                     .iter()
+                    .filter(|&&c| self.is_on(c))
                     .map(|&c| widest(c) + 1)
                     .sum();
                 let w = w.min(width.saturating_sub(used + sep + rest).max(12));
@@ -415,8 +949,8 @@ impl Tui {
             out.push((c, w));
             used += w + sep;
         }
-        // Back in the report's column order.
-        out.sort_by_key(|(c, _)| view::OPS_COLUMNS.iter().position(|x| x == c));
+        // Back in the table's column order.
+        out.sort_by_key(|(c, _)| COLUMNS.iter().position(|x| x == c));
         out
     }
 
@@ -424,7 +958,7 @@ impl Tui {
         let cols = self.columns(area.width);
         let measure = Measure::of(&self.report.tolerance);
         let first = self.report.first_divergence.as_ref().map(|f| f.index);
-        let header = Row::new(cols.iter().map(|(c, _)| Cell::from(c.label())))
+        let header = Row::new(cols.iter().map(|(c, _)| Cell::from(self.header(*c))))
             .style(Style::new().add_modifier(Modifier::BOLD));
         // Only the rows that fit are built (a report may have 100,000 ops): the window
         // follows the cursor.
@@ -470,9 +1004,9 @@ impl Tui {
                 self.rows.len(),
                 self.report.ops.len(),
                 re.as_str(),
-                self.sort.label()
+                self.sort_text()
             ),
-            None => format!(" {} ops, sort: {} ", self.rows.len(), self.sort.label()),
+            None => format!(" {} ops, sort: {} ", self.rows.len(), self.sort_text()),
         };
         let table = Table::new(rows, cols.iter().map(|(_, w)| Constraint::Length(*w)))
             .header(header)
@@ -516,16 +1050,19 @@ impl Tui {
         frame.render_widget(p, area);
     }
 
-    fn draw_details(&self, frame: &mut Frame<'_>, area: Rect) {
+    fn draw_details(&self, frame: &mut Frame<'_>, area: Rect, plot: bool) {
         let Some(op) = self.selected() else {
             return;
         };
-        let mut lines = vec![
-            Line::raw(format!(
-                "status {}   {}",
-                op.status,
-                op.reason.clone().unwrap_or_default()
-            )),
+        let mut lines = vec![Line::raw(format!(
+            "status {}   {}",
+            op.status,
+            op.reason.clone().unwrap_or_default()
+        ))];
+        if let Some(m) = &op.mapped {
+            lines.push(Line::raw(format!("mapped {m}")));
+        }
+        lines.extend([
             Line::raw(format!(
                 "shape {}   dtype {}   rtol {}, atol {}",
                 view::shape_cell(op),
@@ -552,7 +1089,7 @@ impl Tui {
                 op.nonfinite.nan_ref.unwrap_or(0),
                 op.nonfinite.inf_ref.unwrap_or(0)
             )),
-        ];
+        ]);
         if let Some(t) = view::truth_line(op) {
             lines.push(Line::raw(format!("vs truth {t}")));
         }
@@ -575,12 +1112,18 @@ impl Tui {
                 Style::new().add_modifier(Modifier::BOLD),
             ));
         }
-        let p = Paragraph::new(lines).wrap(Wrap { trim: false }).block(
-            Block::new()
-                .borders(Borders::TOP)
-                .title(format!(" {} ", op.name)),
-        );
-        frame.render_widget(p, area);
+        let block = Block::new()
+            .borders(Borders::TOP)
+            .title(format!(" {} ", op.name));
+        let inner = block.inner(area);
+        frame.render_widget(block, area);
+        let plot_h = if plot { PLOT_H.min(inner.height) } else { 0 };
+        let [text, chart] =
+            Layout::vertical([Constraint::Min(0), Constraint::Length(plot_h)]).areas(inner);
+        frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), text);
+        if let Some(p) = self.profile(op).filter(|_| plot) {
+            draw_profile(frame, chart, p);
+        }
     }
 
     fn draw_footer(&self, frame: &mut Frame<'_>, area: Rect) {
@@ -590,12 +1133,305 @@ impl Tui {
             ))
         } else if let Some(m) = &self.message {
             Line::styled(m.clone(), Style::new().fg(Color::Yellow))
+        } else if self.chooser.is_some() {
+            Line::raw("j/k move  Space toggle  Esc/c close")
         } else {
-            Line::raw(
-                "q quit  f/o first/origin  n/N next/prev  / filter  s sort  ⏎ details  l layers",
-            )
+            footer_line(&self.sort_short(), usize::from(area.width))
         };
         frame.render_widget(Paragraph::new(line), area);
+    }
+
+    /// The column chooser: every column of the report with its state, over the table.
+    fn draw_chooser(&self, frame: &mut Frame<'_>, area: Rect) {
+        let cols = self.choosable();
+        let drawn: Vec<Col> = self
+            .columns(area.width)
+            .into_iter()
+            .map(|(c, _)| c)
+            .collect();
+        let items: Vec<ListItem> = cols
+            .iter()
+            .map(|&c| {
+                let on = self.is_on(c);
+                let (label, what) = c.describe();
+                let room = if on && !drawn.contains(&c) {
+                    " (no room)"
+                } else {
+                    ""
+                };
+                let text = format!("[{}] {label:<10} {what}{room}", if on { 'x' } else { ' ' });
+                let style = if on {
+                    Style::new()
+                } else {
+                    Style::new().fg(Color::DarkGray)
+                };
+                ListItem::new(Line::styled(text, style))
+            })
+            .collect();
+        let rect = centered(area, 50, cols.len() as u16 + 2);
+        let list = List::new(items)
+            .block(Block::bordered().title(" columns: Space shows / hides, Esc closes "))
+            .highlight_style(Style::new().add_modifier(Modifier::REVERSED));
+        let mut state = ListState::default().with_selected(self.chooser);
+        frame.render_widget(Clear, rect);
+        frame.render_stateful_widget(list, rect, &mut state);
+    }
+
+    /// Every key, over the view (any key closes it).
+    fn draw_help(&self, frame: &mut Frame<'_>, area: Rect) {
+        let keys: Vec<String> = SORT_KEYS
+            .iter()
+            .filter(|k| k.applies(self.truth()))
+            .map(|k| {
+                match k {
+                    SortKey::Order => "order",
+                    k => k.label(),
+                }
+                .to_string()
+            })
+            .collect();
+        let mut lines: Vec<Line> = HELP
+            .iter()
+            .map(|(k, what)| {
+                Line::from(vec![
+                    Span::styled(
+                        format!("{k:<14}"),
+                        Style::new().add_modifier(Modifier::BOLD),
+                    ),
+                    Span::raw(*what),
+                ])
+            })
+            .collect();
+        lines.push(Line::raw(""));
+        lines.push(Line::raw(format!("sort keys: {}", keys.join(", "))));
+        let rect = centered(area, 76, lines.len() as u16 + 4);
+        let p = Paragraph::new(lines)
+            .wrap(Wrap { trim: false })
+            .block(Block::bordered().title(" keys (any key closes) "));
+        frame.render_widget(Clear, rect);
+        frame.render_widget(p, rect);
+    }
+}
+
+/// The key help (`?`): keys and what they do.
+const HELP: [(&str, &str); 12] = [
+    (
+        "j k ↓ ↑",
+        "move (Space / PgDn, PgUp: 10 rows; g / G: top, bottom)",
+    ),
+    ("f / o", "the first divergence / its origin"),
+    ("n / N", "the next / previous divergent op"),
+    ("/", "filter: a regex, or a layer number; / Enter clears"),
+    ("s / S", "sort by the next / previous metric"),
+    ("r", "reverse the sort (missing values stay last)"),
+    ("c", "columns: show / hide (the op name stays)"),
+    (
+        "Enter, d",
+        "details; the first divergence's error per position",
+    ),
+    ("l", "per-layer overview"),
+    ("?", "this help"),
+    ("q, Esc", "quit (Esc closes an overlay first)"),
+    ("Ctrl-C", "quit, also while typing"),
+];
+
+/// The status bar: the sort, then the keys that fit `width`, the most useful kept first.
+fn footer_line(sort: &str, width: usize) -> Line<'static> {
+    // (text, priority: lower stays longer), in display order.
+    const KEYS: [(&str, u8); 9] = [
+        ("q quit", 1),
+        ("f/o first/origin", 8),
+        ("n/N next/prev", 7),
+        ("/ filter", 5),
+        ("s/S/r sort", 2),
+        ("c columns", 3),
+        ("⏎ details", 6),
+        ("l layers", 9),
+        ("? help", 0),
+    ];
+    let lead = format!("{sort} │ ");
+    let mut budget = width.saturating_sub(lead.chars().count());
+    let mut by_priority: Vec<usize> = (0..KEYS.len()).collect();
+    by_priority.sort_by_key(|&i| KEYS[i].1);
+    let mut keep = [false; KEYS.len()];
+    for i in by_priority {
+        let w = KEYS[i].0.chars().count() + 2;
+        if w <= budget {
+            keep[i] = true;
+            budget -= w;
+        }
+    }
+    let keys: Vec<&str> = (0..KEYS.len())
+        .filter(|&i| keep[i])
+        .map(|i| KEYS[i].0)
+        .collect();
+    Line::from(vec![
+        Span::styled(lead, Style::new().add_modifier(Modifier::BOLD)),
+        Span::raw(keys.join("  ")),
+    ])
+}
+
+/// `v`'s bits, ordered as [`f64::total_cmp`] orders the numbers; never `u64::MAX` (nor 0) for a
+/// number that is not NaN, so `u64::MAX` sorts after every number in both directions.
+fn ordered_bits(v: f64) -> u64 {
+    let b = v.to_bits();
+    if b >> 63 == 1 {
+        !b
+    } else {
+        b | (1 << 63)
+    }
+}
+
+/// A `width` x `height` rectangle in the middle of `area` (clipped to it).
+fn centered(area: Rect, width: u16, height: u16) -> Rect {
+    let w = width.min(area.width);
+    let h = height.min(area.height);
+    Rect {
+        x: area.x + (area.width - w) / 2,
+        y: area.y + (area.height - h) / 2,
+        width: w,
+        height: h,
+    }
+}
+
+/// `1e-03` for decade -3.
+fn decade(d: i32) -> String {
+    format!("1e{}{:02}", if d < 0 { '-' } else { '+' }, d.unsigned_abs())
+}
+
+/// The per-position profile as bars: the relative error per token position on a log scale
+/// (whole decades, labelled on the left), red with a `▲` under it where the position is over
+/// its tolerance (a `─` line through the empty cells of the tolerance's row); a position without a relative error (NaN/Inf) that is over it is a full red
+/// bar, an exact one no bar. Positions are merged (the largest, over when any is) when there
+/// are more than columns. A caption on the right when there is room.
+fn draw_profile(frame: &mut Frame<'_>, area: Rect, p: &PositionProfile) {
+    let t = p.rel_err.len();
+    let gutter: u16 = 6;
+    if t == 0 || area.height < 2 || area.width < gutter + 4 {
+        return;
+    }
+    let logs: Vec<f64> = p
+        .rel_err
+        .iter()
+        .chain(&p.rel_tol)
+        .filter_map(|v| *v)
+        .filter(|v| *v > 0.0 && v.is_finite())
+        .map(f64::log10)
+        .collect();
+    let (lo, hi) = match (
+        logs.iter().copied().reduce(f64::min),
+        logs.iter().copied().reduce(f64::max),
+    ) {
+        (Some(a), Some(b)) => (a.floor() as i32, b.ceil() as i32),
+        _ => (-1, 0),
+    };
+    let hi = hi.max(lo + 1);
+    let rows = area.height - 1;
+    let max_ticks = u64::from(rows) * 8;
+    let level = |e: Option<f64>, over: bool| -> u64 {
+        match e {
+            Some(v) if v > 0.0 && v.is_finite() => {
+                let f = (v.log10() - f64::from(lo)) / f64::from(hi - lo);
+                ((f * max_ticks as f64).round() as u64).clamp(1, max_ticks)
+            }
+            Some(_) => 0,
+            None if over => max_ticks,
+            None => 0,
+        }
+    };
+    let caption_w: u16 = 28;
+    let caption = area.width >= gutter + caption_w + 16;
+    let avail = usize::from(area.width - gutter - if caption { caption_w } else { 0 });
+    let (n, bar_w, gap) = if avail >= 2 * t {
+        (t, (avail / t - 1).min(2) as u16, 1u16)
+    } else {
+        (t.min(avail), 1, 0)
+    };
+    let bars: Vec<Bar> = (0..n)
+        .map(|b| {
+            let range = b * t / n..(b + 1) * t / n;
+            let over = p.over[range.clone()].iter().any(|&o| o);
+            let value = range
+                .map(|i| level(p.rel_err[i], p.over[i]))
+                .max()
+                .unwrap_or(0);
+            let (color, mark) = if over {
+                (Color::Red, "▲")
+            } else {
+                (Color::Gray, " ")
+            };
+            Bar::default()
+                .value(value)
+                .text_value(String::new())
+                .style(Style::new().fg(color))
+                .label(Line::styled(mark, Style::new().fg(Color::Red)))
+        })
+        .collect();
+    let bars_w = (n as u16) * (bar_w + gap);
+    let [axis, chart, _, text] = Layout::horizontal([
+        Constraint::Length(gutter),
+        Constraint::Length(bars_w),
+        Constraint::Length(2),
+        Constraint::Min(0),
+    ])
+    .areas(area);
+    let mut labels = vec![Line::raw(""); usize::from(area.height)];
+    labels[0] = Line::raw(decade(hi));
+    labels[usize::from(rows) - 1] = Line::raw(decade(lo));
+    labels[usize::from(rows)] = Line::styled("over", Style::new().fg(Color::Red));
+    frame.render_widget(Paragraph::new(labels), axis);
+    let chart_widget = BarChart::default()
+        .data(BarGroup::default().bars(&bars))
+        .bar_width(bar_w)
+        .bar_gap(gap)
+        .max(max_ticks);
+    frame.render_widget(chart_widget, chart);
+    // The tolerance, a line through the empty cells of its row.
+    let buf = frame.buffer_mut();
+    let step = bar_w + gap;
+    for b in 0..n {
+        let range = b * t / n..(b + 1) * t / n;
+        let Some(tol) = p.rel_tol[range].iter().filter_map(|v| *v).reduce(f64::max) else {
+            continue;
+        };
+        let ticks = level(Some(tol), false);
+        if ticks == 0 {
+            continue;
+        }
+        let y = chart.y + rows - 1 - ((ticks - 1) / 8) as u16;
+        for x in (chart.x + b as u16 * step..).take(usize::from(step)) {
+            if x < chart.right() && y < chart.bottom() && buf[(x, y)].symbol() == " " {
+                buf[(x, y)]
+                    .set_symbol("─")
+                    .set_style(Style::new().fg(Color::Green));
+            }
+        }
+    }
+    if caption {
+        let tols: Vec<f64> = p.rel_tol.iter().filter_map(|v| *v).collect();
+        let tol = match (
+            tols.iter().copied().reduce(f64::min),
+            tols.iter().copied().reduce(f64::max),
+        ) {
+            (Some(a), Some(b)) if sci(a) == sci(b) => format!("─ tolerance {}", sci(a)),
+            (Some(a), Some(b)) => format!("─ tol {}..{}", sci(a), sci(b)),
+            _ => "no tolerance".to_string(),
+        };
+        let per_bar = t.div_ceil(n);
+        let lines = vec![
+            Line::raw("rel err per position, log"),
+            Line::styled(
+                format!("▲ over tolerance: {} of {t}", p.affected),
+                Style::new().fg(Color::Red),
+            ),
+            Line::styled(tol, Style::new().fg(Color::Green)),
+            Line::raw(if per_bar > 1 {
+                format!("up to {per_bar} positions a bar")
+            } else {
+                format!("positions 0..{}", t - 1)
+            }),
+        ];
+        frame.render_widget(Paragraph::new(lines), text);
     }
 }
 
@@ -628,4 +1464,36 @@ pub fn run(report: Report, mut reload: Option<&mut Reload<'_>>) -> io::Result<()
     })();
     ratatui::restore();
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ordered_bits_orders_as_total_cmp() {
+        let v = [
+            f64::NEG_INFINITY,
+            -1e300,
+            -1.0,
+            -f64::MIN_POSITIVE / 2.0,
+            -0.0,
+            0.0,
+            f64::MIN_POSITIVE / 2.0,
+            1e-5,
+            1.0,
+            1e300,
+            f64::INFINITY,
+        ];
+        for a in v {
+            for b in v {
+                assert_eq!(
+                    ordered_bits(a).cmp(&ordered_bits(b)),
+                    a.total_cmp(&b),
+                    "{a} {b}"
+                );
+            }
+            assert!(ordered_bits(a) != u64::MAX && !ordered_bits(a) != u64::MAX);
+        }
+    }
 }

@@ -1,8 +1,9 @@
 //! The interactive view (`divergence diff --tui`) without a terminal: keys into `Tui::key`,
-//! frames drawn into ratatui's `TestBackend`, snapshots of the text at 80 and 120 columns.
+//! frames drawn into ratatui's `TestBackend`, snapshots of the text at 80 and 120 columns
+//! (and of the column chooser, the key help and the per-position plot at 80x24).
 
 use divergence_diff::*;
-use divergence_render::tui::Tui;
+use divergence_render::tui::{SortKey, Tui};
 use ratatui::backend::TestBackend;
 use ratatui::crossterm::event::{KeyCode, KeyEvent};
 use ratatui::Terminal;
@@ -171,7 +172,8 @@ fn keys_walk_the_divergences_filter_sort_and_show_details() {
     press(&mut tui, "s");
     assert_eq!(tui.shown()[0], "model.norm");
     assert_eq!(selected(&tui), "model.layers.1.self_attn.k_norm");
-    press(&mut tui, "sss");
+    // S walks the keys backwards.
+    press(&mut tui, "S");
     assert_eq!(
         tui.shown()[0],
         "model.embed_tokens",
@@ -206,4 +208,243 @@ fn a_reloaded_report_keeps_the_cursor_on_the_same_op() {
     tui.replace(next);
     assert_eq!(selected(&tui), before);
     assert!(screen(&mut tui, 80, 24).contains("reloaded"));
+}
+
+/// The columns of the header row (the line under the table's title).
+fn header_row(text: &str) -> &str {
+    text.lines()
+        .find(|l| l.contains("status") && l.contains(" op "))
+        .unwrap_or_else(|| panic!("{text}"))
+}
+
+#[test]
+fn sorts_by_any_metric_both_ways_missing_values_last() {
+    let mut with_nan = report();
+    // A NaN rel err: never first, whichever the direction.
+    with_nan.ops[3].errors.rel_l2_err = Some(f64::NAN);
+    let mut tui = Tui::new(with_nan);
+    let k_norm = "model.layers.1.self_attn.k_norm";
+    // S from the execution order: the last key, the element count; every op has 48, so the
+    // ties keep the execution order (a stable sort).
+    press(&mut tui, "S");
+    assert_eq!(tui.sort(), (SortKey::Numel, true));
+    assert_eq!(tui.shown(), Tui::new(report()).shown());
+    assert!(screen(&mut tui, 80, 24).contains("sort: numel ↓"));
+    // s six times from the execution order: ||ours - ref||, largest first.
+    press(&mut tui, "s");
+    press(&mut tui, "ssssss");
+    assert_eq!(tui.sort(), (SortKey::DiffL2, true));
+    let shown = tui.shown();
+    assert_eq!(shown[0], "model.norm");
+    assert_eq!(shown[shown.len() - 1], "lm_head", "no value: last");
+    assert_eq!(selected(&tui), k_norm, "the cursor keeps its op");
+    let text = screen(&mut tui, 80, 24);
+    assert!(text.contains("sort: ||ours-ref|| ↓"), "{text}");
+    assert!(text.contains("sort: ||ours-ref||, largest first"), "{text}");
+    // r: smallest first; the exact ops first, in execution order; lm_head still last.
+    press(&mut tui, "r");
+    assert_eq!(tui.sort(), (SortKey::DiffL2, false));
+    let shown = tui.shown();
+    assert_eq!(
+        &shown[..2],
+        ["model.embed_tokens", "model.layers.0.input_layernorm"]
+    );
+    assert_eq!(shown[shown.len() - 1], "lm_head");
+    assert_eq!(selected(&tui), k_norm);
+    assert!(screen(&mut tui, 80, 24).contains("sort: ||ours-ref|| ↑"));
+    // Rel err (S walks back to it, in its default direction): the NaN row and the row without
+    // a value last in both directions, in execution order.
+    press(&mut tui, "SSSSS");
+    assert_eq!(tui.sort(), (SortKey::RelErr, true));
+    let nan_row = "model.layers.0.self_attn.k_proj";
+    for dir in ["", "r"] {
+        press(&mut tui, dir);
+        let shown = tui.shown();
+        assert_eq!(&shown[shown.len() - 2..], [nan_row, "lm_head"], "{dir:?}");
+        assert_eq!(selected(&tui), k_norm);
+    }
+    assert_eq!(tui.sort(), (SortKey::RelErr, false));
+    // The sorted column's header carries the direction.
+    let text = screen(&mut tui, 80, 24);
+    assert!(header_row(&text).contains("rel err↑"), "{text}");
+    // r on the execution order reverses it.
+    press(&mut tui, "S");
+    assert_eq!(tui.sort(), (SortKey::Order, false));
+    press(&mut tui, "r");
+    assert_eq!(tui.shown()[0], "lm_head");
+    assert!(screen(&mut tui, 80, 24).contains("execution order, reversed"));
+}
+
+#[test]
+fn columns_can_be_hidden_and_shown_but_not_the_name() {
+    let mut tui = Tui::new(report());
+    let text = screen(&mut tui, 80, 24);
+    assert!(header_row(&text).contains("max|o-r|"), "{text}");
+    assert!(
+        !header_row(&text).contains("error"),
+        "no room at 80: {text}"
+    );
+    // c opens the chooser: every column with its state.
+    press(&mut tui, "c");
+    let chooser = screen(&mut tui, 80, 24);
+    assert!(
+        chooser.contains("[x] max|o-r|") && chooser.contains("[ ] cosine"),
+        "{chooser}"
+    );
+    assert!(
+        chooser.contains("[x] error") && chooser.contains("(no room)"),
+        "{chooser}"
+    );
+    insta::assert_snapshot!("tui_columns_80x24", chooser);
+    // The name cannot be hidden.
+    press(&mut tui, "jj ");
+    assert!(screen(&mut tui, 80, 24).contains("cannot be hidden"));
+    // Hide max|o-r| (the 11th line): it leaves the table, and the born / carried mark, next
+    // by priority, now fits 80 columns.
+    press(&mut tui, "jjjjjjjj \u{1b}");
+    let text = screen(&mut tui, 80, 24);
+    let header = header_row(&text);
+    assert!(!header.contains("max|o-r|"), "{text}");
+    assert!(
+        !text.contains("1.198e-02"),
+        "the k_norm's max abs err: {text}"
+    );
+    assert!(
+        header.contains(" op ") && header.contains("error"),
+        "{text}"
+    );
+    assert!(text.contains("born"), "{text}");
+    // Switched on, a column comes right after the rel err in priority: it shows at 80.
+    press(&mut tui, "cGkkkk \u{1b}");
+    let text = screen(&mut tui, 80, 24);
+    assert!(header_row(&text).contains("cosine"), "{text}");
+    assert!(text.contains("1.000000"), "{text}");
+    assert!(text.lines().all(|l| l.chars().count() <= 80));
+    // Narrow widths still drop by priority among the visible columns: name, status, rel err.
+    let narrow = screen(&mut tui, 40, 20);
+    let header = header_row(&narrow);
+    assert!(
+        header.contains("rel err") && !header.contains("cosine"),
+        "{narrow}"
+    );
+    // Hiding everything but the name leaves the name.
+    press(&mut tui, "c");
+    for _ in 0..24 {
+        press(&mut tui, "x");
+        press(&mut tui, "j");
+    }
+    press(&mut tui, "\u{1b}");
+    let text = screen(&mut tui, 80, 24);
+    assert!(text.contains("model.layers.1.self_attn.k_norm"), "{text}");
+    assert!(!tui.quit(), "Esc and q close the chooser, not the view");
+}
+
+#[test]
+fn the_help_lists_every_key() {
+    let mut tui = Tui::new(report());
+    press(&mut tui, "?");
+    let text = screen(&mut tui, 80, 24);
+    for key in [
+        "s / S",
+        "reverse",
+        "columns",
+        "per-layer",
+        "sort keys: order, rel err",
+    ] {
+        assert!(text.contains(key), "{key}: {text}");
+    }
+    assert!(text.lines().all(|l| l.chars().count() <= 80));
+    insta::assert_snapshot!("tui_help_80x24", text);
+    // Any key closes it (q too: it does not quit).
+    press(&mut tui, "q");
+    assert!(!tui.quit());
+    assert!(!screen(&mut tui, 80, 24).contains("sort keys"));
+    // The status bar at 120 columns lists every key.
+    let wide = screen(&mut tui, 120, 30);
+    let footer = wide.lines().last().unwrap();
+    for key in [
+        "f/o",
+        "n/N",
+        "s/S/r sort",
+        "c columns",
+        "l layers",
+        "? help",
+    ] {
+        assert!(footer.contains(key), "{footer}");
+    }
+}
+
+/// The fixture with a per-position profile of its first divergence: 16 positions, over the
+/// tolerance from position 9 on.
+fn report_with_positions() -> Report {
+    let mut report = report();
+    let t = 16;
+    let rel_err: Vec<Option<f64>> = (0..t)
+        .map(|p| {
+            Some(if p < 9 {
+                1e-5 * (p + 1) as f64
+            } else {
+                0.05 * (p - 8) as f64
+            })
+        })
+        .collect();
+    let over: Vec<bool> = (0..t).map(|p| p >= 9).collect();
+    report.positions = Some(PositionProfile {
+        op: "model.layers.1.self_attn.k_norm".to_string(),
+        axis: 1,
+        rel_err,
+        rel_tol: vec![Some(1e-3); t],
+        over,
+        affected: 7,
+        first_affected: Some(9),
+        pattern: PositionPattern::From { start: 9 },
+    });
+    report
+}
+
+#[test]
+fn details_plot_the_first_divergence_per_position() {
+    let mut tui = Tui::new(report_with_positions());
+    press(&mut tui, "\n");
+    let text = screen(&mut tui, 80, 24);
+    assert!(text.lines().all(|l| l.chars().count() <= 80));
+    assert!(
+        text.contains("rel err per position, log") && text.contains("over tolerance: 7 of 16"),
+        "{text}"
+    );
+    // The 7 positions over the tolerance are marked, on the line labelled `over`.
+    let marks = text
+        .lines()
+        .find(|l| l.starts_with("over"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert_eq!(marks.matches('▲').count(), 7, "{marks}");
+    // Decades from 1e-05 to 1e+00 label the log axis; the ops list keeps some rows.
+    assert!(text.contains("1e+00") && text.contains("1e-05"), "{text}");
+    assert!(
+        text.contains(">> 11 model.layers.1.self_attn.k_norm"),
+        "{text}"
+    );
+    insta::assert_snapshot!("tui_details_positions_80x24", text);
+    // Many positions on a narrow terminal: merged into the bars that fit, nothing panics.
+    let mut many = report_with_positions();
+    let p = many.positions.as_mut().unwrap();
+    p.rel_err = (0..500)
+        .map(|i| (i != 7).then_some(1e-4 * (i + 1) as f64))
+        .collect();
+    p.rel_tol = vec![Some(1e-2); 500];
+    p.over = (0..500).map(|i| i == 7 || i >= 100).collect();
+    let mut tui = Tui::new(many);
+    press(&mut tui, "\n");
+    for (w, h) in [(80, 24), (40, 24), (20, 24), (120, 40), (80, 12)] {
+        let text = screen(&mut tui, w, h);
+        assert!(text.lines().all(|l| l.chars().count() <= usize::from(w)));
+    }
+    assert!(screen(&mut tui, 80, 24).contains("positions a bar"));
+    // Another op's details have no plot.
+    press(&mut tui, "j");
+    let text = screen(&mut tui, 80, 24);
+    assert!(
+        !text.contains('▲') && !text.contains("rel err per position"),
+        "{text}"
+    );
 }
