@@ -36,10 +36,12 @@
 //! assert!(!report.has_divergence());
 //! ```
 
+pub mod align;
 pub mod amplification;
 pub mod compare;
 pub mod config;
 pub mod hints;
+pub mod layout;
 pub mod metrics;
 pub mod order;
 pub mod origin;
@@ -47,6 +49,7 @@ pub mod positions;
 pub mod report;
 pub mod tolerance;
 
+pub use align::{align, Confidence, Pair, TensorStats, ValueStats};
 pub use amplification::{AmpVerdict, Amplification, AmplificationRow, NormWeightGains};
 pub use compare::{
     compare, compare_with_truth, ratio_text, sci, unreadable, ErrorMetrics, Head, Needs,
@@ -55,6 +58,7 @@ pub use compare::{
 pub use config::{DiffConfig, DEFAULT_AMPLIFICATION_THRESHOLD};
 pub use divergence_names::QkKind;
 pub use hints::{diagnose, Hint, HintCode, ModelShape, Subject};
+pub use layout::{layout_match, LayoutMatch};
 pub use metrics::ValuesRef;
 pub use order::{natural_cmp, plan_order, DumpNames, OrderPlan, OrderSource};
 pub use origin::{ChainLink, Measure, Origin, Role, BIRTH_GROWTH, TRUTH_BIRTH};

@@ -25,6 +25,7 @@ use divergence_render::TableOptions;
 use rayon::prelude::*;
 use regex::Regex;
 
+use crate::cmd::align;
 use crate::cmd::output::{Format, Output, OutputArgs};
 use crate::cmd::parse;
 use crate::exit::{self, Exit};
@@ -93,6 +94,12 @@ pub struct DiffArgs {
     /// `transformer-lens`. Without it, a map recorded in our dump's metadata (`"map"`) is used.
     #[arg(long, value_name = "FILE|PRESET")]
     pub map: Option<String>,
+    /// Write a map to this TOML file: the pairs inferred by content when the dumps share few
+    /// names (compared pairs as rules, the others commented out), and, for every shape mismatch
+    /// that a layout change explains, the rule with its transform. Check it, edit it, pass it
+    /// back with --map.
+    #[arg(long, value_name = "FILE.toml")]
+    pub suggest_map: Option<PathBuf>,
     /// Checkpoint directory: annotate the k_norm amplification section with each layer's
     /// norm weight gains (see `divergence inspect`).
     #[arg(long, value_name = "DIR")]
@@ -384,15 +391,27 @@ pub fn build_report(args: &DiffArgs) -> Result<Report> {
         || args.truth.as_deref().map(Dump::open).transpose(),
     );
     let (ours, reference, truth) = (ours?, reference?, truth?);
-    let (ours, map_warnings) = crate::cmd::map::apply(
-        &ours,
-        &reference,
-        args.map.as_deref(),
-        args.model.as_deref(),
-    )?;
-    let reference = MappedDump::plain(&reference);
+    let (ours_dump, ref_dump) = (&ours, &reference);
+    let chosen = crate::cmd::map::choose(ours_dump, args.map.as_deref())?;
+    let explicit = chosen.is_some();
+    let model = args.model.as_deref();
+    let (mut ours, mut map_warnings) = crate::cmd::map::apply(ours_dump, ref_dump, chosen, model)?;
+    let reference = MappedDump::plain(ref_dump);
     let truth = truth.as_ref().map(MappedDump::plain);
-    let plan = divergence_diff::plan_order(&dump_names(&ours), &dump_names(&reference));
+    let mut plan = divergence_diff::plan_order(&dump_names(&ours), &dump_names(&reference));
+    // Few names in common and no map: pair the rest by content and compare them under the
+    // inferred map (docs/mapping.md, "Alignment by content").
+    let mut inferred = None;
+    if !explicit && align::few_in_common(&plan, ours.names(), ref_dump) {
+        if let Some(inf) = align::infer(ours_dump, ref_dump) {
+            let map = divergence_map::Map::parse(&inf.toml, "alignment by content")?;
+            let (mapped, _) = crate::cmd::map::apply(ours_dump, ref_dump, Some(map), model)?;
+            ours = mapped;
+            plan = divergence_diff::plan_order(&dump_names(&ours), &dump_names(&reference));
+            map_warnings.push(align::summary(&inf));
+            inferred = Some(inf);
+        }
+    }
     if let Some(layer) = args.layer {
         check_layer(layer, &plan.layers())?;
     }
@@ -425,10 +444,52 @@ pub fn build_report(args: &DiffArgs) -> Result<Report> {
     if let Some(dir) = &args.model {
         ctx.norm_weight_gains = divergence_inspect::qk_norm_gains(dir)?;
     }
+    let mut ops = ops;
+    let layouts = layout_diagnosis(&mut ops, &plan, &ours, &reference, &cfg);
+    if let Some(path) = &args.suggest_map {
+        let text = align::suggestion(inferred.as_ref(), &layouts);
+        std::fs::write(path, text)
+            .with_context(|| format!("{}: cannot write the suggested map", path.display()))?;
+    }
     let mut report = divergence_diff::assemble(ops, ctx, &cfg);
     (report.hints, report.positions) =
         diagnosis(&report, &plan, &ours, &reference, args.model.as_deref());
     Ok(report)
+}
+
+/// A shape mismatch whose element counts agree, tried against the common layout changes
+/// ([`divergence_diff::layout_match`]); when one makes the values agree under the row's
+/// tolerance, the reason says so and names the map transform. Returns, per such row, our name
+/// (as stored, for a `--suggest-map` rule), the row's name and the transform's TOML. Rows that
+/// a map rule computed are explained in the reason only (a suggested rule would need composing).
+fn layout_diagnosis(
+    ops: &mut [OpResult],
+    plan: &divergence_diff::OrderPlan,
+    ours: &MappedDump<'_>,
+    reference: &MappedDump<'_>,
+    cfg: &DiffConfig,
+) -> Vec<(String, String, String)> {
+    ops.par_iter_mut()
+        .filter(|row| row.status == Status::ShapeMismatch)
+        .filter_map(|row| {
+            let ours_name = plan.ours_name(&row.name);
+            let (o, r) = (
+                read_whole(ours, ours_name)?,
+                read_whole(reference, &row.name)?,
+            );
+            let tol = cfg.tolerance.resolve(&o.1, &r.1);
+            let m = divergence_diff::layout_match(&side(&o), &side(&r), tol.rtol, tol.atol)?;
+            let reason = row.reason.take().unwrap_or_default();
+            row.reason = Some(format!("{reason}; {}", m.text));
+            let from = match ours.mapping(ours_name) {
+                Some(v) if v.is_transformed() => return None,
+                Some(v) => v.sources[0].clone(),
+                None => ours_name.to_string(),
+            };
+            let transform = m.text.split('`').nth(1).unwrap_or_default().to_string();
+            Some((from, row.name.clone(), transform))
+        })
+        .collect()
 }
 
 /// The cause hints of the first divergence and its origin, and the first divergence's

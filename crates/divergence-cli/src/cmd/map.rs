@@ -12,10 +12,10 @@ use divergence_map::{Map, MappedDump, Sizes};
 pub fn apply<'a>(
     ours: &'a Dump,
     reference: &Dump,
-    flag: Option<&str>,
+    map: Option<Map>,
     model: Option<&Path>,
 ) -> Result<(MappedDump<'a>, Vec<String>)> {
-    let Some(map) = choose(ours, flag)? else {
+    let Some(map) = map else {
         return Ok((MappedDump::plain(ours), Vec::new()));
     };
     let sizes = sizes(model, ours, reference);
@@ -58,7 +58,7 @@ pub fn apply<'a>(
 
 /// The map to use: `--map` (a preset name, else a file), else our metadata's `"map"` (a preset
 /// name or TOML text), else none.
-fn choose(ours: &Dump, flag: Option<&str>) -> Result<Option<Map>> {
+pub fn choose(ours: &Dump, flag: Option<&str>) -> Result<Option<Map>> {
     if let Some(flag) = flag {
         if let Some(preset) = divergence_map::preset(flag) {
             return Ok(Some(preset?));

@@ -1,6 +1,7 @@
 //! One module per subcommand (its clap arguments and its `run` function), plus what they
 //! share: the output flags ([`output`]) and the value parsers ([`parse`]).
 
+pub mod align;
 pub mod diff;
 pub mod inspect;
 pub mod map;

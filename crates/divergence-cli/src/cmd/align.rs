@@ -1,0 +1,198 @@
+//! Alignment by content for `diff` (docs/mapping.md, "Alignment by content"): when the dumps
+//! share few names and no map was given, pair the tensors left over on both sides by execution
+//! order, element count and value statistics ([`divergence_diff::align`]), and write the pairs
+//! as a map: the same TOML a user would write, applied like `--map`, and what `--suggest-map`
+//! saves (with the layout transforms the rows found).
+
+use std::collections::HashSet;
+
+use divergence_diff::{Confidence, Pair, TensorStats, ValueStats};
+use divergence_dump::Dump;
+use rayon::prelude::*;
+
+/// Largest tensor whose statistics are computed (decoded bytes); a larger one is paired by its
+/// count and place only.
+const STATS_MAX_BYTES: u64 = 256 << 20;
+
+/// The pairs to compare, as a map's TOML, and every proposed pair (for `--suggest-map`).
+pub struct Inferred {
+    /// Rules for the pairs that are compared.
+    pub toml: String,
+    /// Every pair, with whether it is compared.
+    pub pairs: Vec<(Pair, bool)>,
+}
+
+/// True when fewer than half of the smaller dump's names are in both (after the prefix rule).
+pub fn few_in_common(plan: &divergence_diff::OrderPlan, ours: &[String], reference: &Dump) -> bool {
+    let ours: HashSet<&str> = ours.iter().map(String::as_str).collect();
+    let common = plan
+        .order
+        .iter()
+        .filter(|n| reference.contains(n) && ours.contains(plan.ours_name(n)))
+        .count();
+    let smaller = ours.len().min(reference.names().len());
+    smaller > 0 && common * 2 < smaller
+}
+
+/// Pairs the names of each side that the other lacks (`None` when there is nothing to pair).
+pub fn infer(ours: &Dump, reference: &Dump) -> Option<Inferred> {
+    let ref_names: HashSet<&str> = reference.names().iter().map(String::as_str).collect();
+    let ours_names: HashSet<&str> = ours.names().iter().map(String::as_str).collect();
+    let ours_left: Vec<String> = order(ours)
+        .into_iter()
+        .filter(|n| !ref_names.contains(n.as_str()))
+        .collect();
+    let ref_left: Vec<String> = order(reference)
+        .into_iter()
+        .filter(|n| !ours_names.contains(n.as_str()))
+        .collect();
+    if ours_left.is_empty() || ref_left.is_empty() {
+        return None;
+    }
+    let (o, r) = rayon::join(|| stats(ours, &ours_left), || stats(reference, &ref_left));
+    let pairs = divergence_diff::align(&o, &r);
+    if pairs.is_empty() {
+        return None;
+    }
+    let out: Vec<(Pair, bool)> = pairs
+        .into_iter()
+        .map(|p| {
+            let c = p.compared;
+            (p, c)
+        })
+        .collect();
+    let mut toml = String::from(
+        "# Inferred by `divergence diff` from execution order, element counts and value statistics\n",
+    );
+    for (p, compared) in &out {
+        if *compared && usable(&p.ours) && usable(&p.reference) {
+            toml.push_str(&rule(p, None));
+        }
+    }
+    Some(Inferred { toml, pairs: out })
+}
+
+/// A name a map pattern can hold as it is (no capture braces, no quote or control character).
+fn usable(name: &str) -> bool {
+    !name.contains(['{', '}', '"', '\\']) && !name.chars().any(char::is_control)
+}
+
+/// One `[[rule]]` for a pair, optionally with a layout transform (a TOML fragment).
+pub fn rule(p: &Pair, transform: Option<&str>) -> String {
+    let how = match (p.confidence, p.stats_diff) {
+        (Confidence::Same, _) => "same values".to_string(),
+        (Confidence::Close, Some(d)) => format!("statistics within {:.1}%", d * 100.0),
+        _ => "element count and execution order only".to_string(),
+    };
+    let mut s = format!(
+        "\n[[rule]]\nfrom = \"{}\"\nto = \"{}\"\nnote = \"inferred by content: {how}\"\n",
+        p.ours, p.reference
+    );
+    if let Some(t) = transform {
+        s.push_str(t);
+        s.push('\n');
+    }
+    s
+}
+
+/// Names in execution order: the metadata's, else the file's.
+fn order(dump: &Dump) -> Vec<String> {
+    let names: HashSet<&str> = dump.names().iter().map(String::as_str).collect();
+    match dump.meta().map(|m| &m.order).filter(|o| !o.is_empty()) {
+        Some(o) => {
+            let mut v: Vec<String> = o
+                .iter()
+                .filter(|n| names.contains(n.as_str()))
+                .cloned()
+                .collect();
+            let seen: HashSet<&str> = v.iter().map(String::as_str).collect::<HashSet<_>>();
+            let extra: Vec<String> = dump
+                .names()
+                .iter()
+                .filter(|n| !seen.contains(n.as_str()))
+                .cloned()
+                .collect();
+            v.extend(extra);
+            v
+        }
+        None => dump.names().to_vec(),
+    }
+}
+
+fn stats(dump: &Dump, names: &[String]) -> Vec<TensorStats> {
+    names
+        .par_iter()
+        .map(|n| {
+            let shape = dump.shape(n).unwrap_or_default();
+            let numel: u64 = shape.iter().map(|&d| d as u64).product();
+            let dims = shape.iter().copied().filter(|&d| d != 1).collect();
+            let small = dump.is_zero_copy(n) || numel.saturating_mul(8) <= STATS_MAX_BYTES;
+            let values = small
+                .then(|| dump.view(n).ok())
+                .flatten()
+                .map(|t| ValueStats::of(t.values()));
+            TensorStats {
+                name: n.clone(),
+                numel,
+                dims,
+                values,
+            }
+        })
+        .collect()
+}
+
+/// The report warning of an inferred alignment.
+pub fn summary(inf: &Inferred) -> String {
+    let count = |c: Confidence| inf.pairs.iter().filter(|(p, _)| p.confidence == c).count();
+    let compared = inf.pairs.iter().filter(|(_, c)| *c).count();
+    format!(
+        "few probe names in common: {} pairs aligned by content (execution order, element counts, value statistics): {} with the same values, {} close, {} by count and order only; {compared} compared, their rows say `inferred by content` (mapped); --suggest-map FILE writes them as a map to check",
+        inf.pairs.len(),
+        count(Confidence::Same),
+        count(Confidence::Close),
+        count(Confidence::OrderOnly)
+    )
+}
+
+/// The `--suggest-map` file: the inferred pairs (those not compared commented out) and the
+/// layout rules of the shape mismatches a layout change explains.
+pub fn suggestion(inf: Option<&Inferred>, layouts: &[(String, String, String)]) -> String {
+    let mut s = String::from(
+        "# Suggested by `divergence diff --suggest-map` (docs/mapping.md): check every rule, then\n# pass this file back with --map.\n",
+    );
+    let transform_of = |from: &str, to: &str| {
+        layouts
+            .iter()
+            .find(|(f, t, _)| f == from && t == to)
+            .map(|(_, _, tr)| tr.as_str())
+    };
+    let mut done: HashSet<(&str, &str)> = HashSet::new();
+    if let Some(inf) = inf {
+        for (p, compared) in &inf.pairs {
+            if !(usable(&p.ours) && usable(&p.reference)) {
+                continue;
+            }
+            let text = rule(p, transform_of(&p.ours, &p.reference));
+            if *compared {
+                s.push_str(&text);
+            } else {
+                s.push_str("\n# not compared (paired by element count and order only: check it)");
+                for line in text.lines().filter(|l| !l.is_empty()) {
+                    s.push_str("\n# ");
+                    s.push_str(line);
+                }
+                s.push('\n');
+            }
+            done.insert((&p.ours, &p.reference));
+        }
+    }
+    for (from, to, transform) in layouts {
+        if done.contains(&(from.as_str(), to.as_str())) || !(usable(from) && usable(to)) {
+            continue;
+        }
+        s.push_str(&format!(
+            "\n[[rule]]\nfrom = \"{from}\"\nto = \"{to}\"\n{transform}\nnote = \"layout change found by divergence diff\"\n"
+        ));
+    }
+    s
+}

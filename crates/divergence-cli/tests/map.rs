@@ -1,0 +1,273 @@
+//! `diff --map`, the layout diagnosis, alignment by content and `--suggest-map`, end to end on
+//! dumps made here from the committed transformers fixture (renamed, fused, re-laid out in
+//! Rust; the Python suite, tests/python/test_engine_layouts.py, does the same for whole dumps
+//! in each engine's layout).
+
+mod common;
+
+use std::path::Path;
+
+use common::{divergence, root};
+use divergence_dump::{Dump, DumpWriter, Meta, TensorData, Values};
+use serde_json::Value;
+
+const REF: &str = "fixtures/ref/tiny-qwen3.f32.eager.npz";
+
+fn read(name: &str) -> (Vec<usize>, Vec<f32>) {
+    let d = Dump::open(&root().join(REF)).unwrap();
+    let t = d.read(name).unwrap();
+    let Values::F32(v) = t.values else {
+        panic!("f32 fixture")
+    };
+    (t.shape, v)
+}
+
+fn write(path: &Path, tensors: &[(String, Vec<usize>, Vec<f32>)], extra: Option<(&str, &str)>) {
+    let mut w = DumpWriter::create(path).unwrap();
+    for (name, shape, data) in tensors {
+        w.add(name, shape, TensorData::F32(data)).unwrap();
+    }
+    let mut meta = Meta::default();
+    if let Some((k, v)) = extra {
+        meta.extra.insert(k.into(), Value::String(v.into()));
+    }
+    w.finish(meta).unwrap();
+}
+
+fn json(args: &[&str]) -> (i32, Value, String) {
+    let (code, out, err) = divergence(args);
+    let v = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out} {err}"));
+    (code, v, err)
+}
+
+fn row<'a>(report: &'a Value, name: &str) -> &'a Value {
+    report["ops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == name)
+        .unwrap_or_else(|| panic!("no row {name}"))
+}
+
+/// Layer 0's q, k, v fused as vLLM does ([T, q | k | v], no batch axis), optionally with q's
+/// first two heads swapped.
+fn fused_qkv(swap_heads: bool) -> (String, Vec<usize>, Vec<f32>) {
+    let parts: Vec<(Vec<usize>, Vec<f32>)> = ["q_proj", "k_proj", "v_proj"]
+        .iter()
+        .map(|p| read(&format!("model.layers.0.self_attn.{p}")))
+        .collect();
+    let t = parts[0].0[1];
+    let widths: Vec<usize> = parts.iter().map(|(s, _)| s[2]).collect();
+    let total: usize = widths.iter().sum();
+    let mut out = Vec::with_capacity(t * total);
+    for ti in 0..t {
+        for ((_, v), &w) in parts.iter().zip(&widths) {
+            out.extend_from_slice(&v[ti * w..(ti + 1) * w]);
+        }
+    }
+    if swap_heads {
+        let hd = 32;
+        for ti in 0..t {
+            let row = &mut out[ti * total..ti * total + 2 * hd];
+            let (a, b) = row.split_at_mut(hd);
+            a.swap_with_slice(b);
+        }
+    }
+    (
+        "model.layers.0.self_attn.qkv_proj.0".into(),
+        vec![t, total],
+        out,
+    )
+}
+
+#[test]
+fn the_vllm_preset_splits_a_fused_qkv_and_names_the_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    let ours = dir.path().join("vllm.npz");
+    let (shape, embed) = read("model.embed_tokens");
+    write(
+        &ours,
+        &[("model.embed_tokens".into(), shape, embed), fused_qkv(true)],
+        None,
+    );
+    let (code, r, _) = json(&[
+        "diff",
+        ours.to_str().unwrap(),
+        REF,
+        "--map",
+        "vllm",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        r["first_divergence"]["name"],
+        "model.layers.0.self_attn.q_proj"
+    );
+    let q = row(&r, "model.layers.0.self_attn.q_proj");
+    assert!(q["mapped"].as_str().unwrap().contains(
+        "[vLLM fuses q, k and v]: part 1 of 3 of model.layers.0.self_attn.qkv_proj.0 [16, 256]"
+    ));
+    for ok in [
+        "model.layers.0.self_attn.k_proj",
+        "model.layers.0.self_attn.v_proj",
+    ] {
+        assert_eq!(row(&r, ok)["status"], "ok");
+        assert_eq!(row(&r, ok)["max_abs_err"], 0.0);
+    }
+    assert_eq!(row(&r, "model.embed_tokens")["mapped"], Value::Null);
+    // The same map shipped in the dump's metadata.
+    let shipped = dir.path().join("shipped.npz");
+    write(&shipped, &[fused_qkv(false)], Some(("map", "vllm")));
+    let (code, r, _) = json(&["diff", shipped.to_str().unwrap(), REF, "--format", "json"]);
+    assert_eq!(code, 0, "{r}");
+    assert_eq!(row(&r, "model.layers.0.self_attn.q_proj")["status"], "ok");
+}
+
+#[test]
+fn bad_maps_are_one_line_errors_naming_the_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    let ours = dir.path().join("vllm.npz");
+    write(&ours, &[fused_qkv(false)], None);
+    let map = dir.path().join("bad.toml");
+    std::fs::write(
+        &map,
+        "[[rule]]\nfrom = \"model.layers.{L}.self_attn.qkv_proj.0\"\nto = [\"a{L}\", \"b{L}\"]\nsplit = { axis = -1, sizes = [\"heads*head_dim\", \"hidden\"] }\n",
+    )
+    .unwrap();
+    let (code, out, err) = divergence(&[
+        "diff",
+        ours.to_str().unwrap(),
+        REF,
+        "--map",
+        map.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2);
+    assert!(out.is_empty());
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("bad.toml: rule 1 (from = \"model.layers.{L}.self_attn.qkv_proj.0\"): `model.layers.0.self_attn.qkv_proj.0` [16, 256]: split sizes"), "{err}");
+    assert!(err.contains("do not add up"), "{err}");
+}
+
+#[test]
+fn a_transposed_layout_is_diagnosed_and_suggested_and_the_suggestion_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let ours = dir.path().join("ours.npz");
+    // rope_q tokens-first ([T, H, D]) as llama.cpp keeps it, under the reference's name.
+    let (shape, v) = read("model.layers.0.self_attn.rope_q"); // [1, H, T, D]
+    let (h, t, d) = (shape[1], shape[2], shape[3]);
+    let mut tf = vec![0f32; v.len()];
+    for hi in 0..h {
+        for ti in 0..t {
+            let src = (hi * t + ti) * d;
+            let dst = (ti * h + hi) * d;
+            tf[dst..dst + d].copy_from_slice(&v[src..src + d]);
+        }
+    }
+    let (es, ev) = read("model.embed_tokens");
+    write(
+        &ours,
+        &[
+            ("model.embed_tokens".into(), es, ev),
+            ("model.layers.0.self_attn.rope_q".into(), vec![t, h, d], tf),
+        ],
+        None,
+    );
+    let suggested = dir.path().join("suggested.toml");
+    let (code, r, _) = json(&[
+        "diff",
+        ours.to_str().unwrap(),
+        REF,
+        "--format",
+        "json",
+        "--suggest-map",
+        suggested.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1);
+    let rope = row(&r, "model.layers.0.self_attn.rope_q");
+    assert_eq!(rope["status"], "shape_mismatch");
+    let reason = rope["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("transform = [{ reshape = [16, 4, 32] }, { permute = [1, 0, 2] }]"),
+        "{reason}"
+    );
+    let text = std::fs::read_to_string(&suggested).unwrap();
+    assert!(
+        text.contains("from = \"model.layers.0.self_attn.rope_q\""),
+        "{text}"
+    );
+    // Passed back, the suggestion makes the row compare, and agree.
+    let (_, r, _) = json(&[
+        "diff",
+        ours.to_str().unwrap(),
+        REF,
+        "--format",
+        "json",
+        "--map",
+        suggested.to_str().unwrap(),
+    ]);
+    let rope = row(&r, "model.layers.0.self_attn.rope_q");
+    assert_eq!(rope["status"], "ok", "{rope}");
+    assert_eq!(rope["max_abs_err"], 0.0);
+}
+
+#[test]
+fn names_in_common_with_nothing_are_aligned_by_content() {
+    let dir = tempfile::tempdir().unwrap();
+    let ours = dir.path().join("ours.npz");
+    let names = [
+        "model.embed_tokens",
+        "model.layers.0.input_layernorm",
+        "model.layers.0.self_attn.q_proj",
+        "model.layers.0.self_attn.k_proj",
+        "model.layers.0.self_attn.v_proj",
+        "model.layers.0.mlp.gate_proj",
+        "model.layers.0.mlp.up_proj",
+    ];
+    let tensors: Vec<(String, Vec<usize>, Vec<f32>)> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let (s, mut v) = read(n);
+            if *n == "model.layers.0.self_attn.k_proj" {
+                v.iter_mut().for_each(|x| *x *= 1.5); // a bug, where no name helps
+            }
+            (format!("port_tensor_{i}"), s, v)
+        })
+        .collect();
+    write(&ours, &tensors, None);
+    let suggested = dir.path().join("suggested.toml");
+    let (code, r, _) = json(&[
+        "diff",
+        ours.to_str().unwrap(),
+        REF,
+        "--format",
+        "json",
+        "--suggest-map",
+        suggested.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1, "{r}");
+    assert_eq!(
+        r["first_divergence"]["name"],
+        "model.layers.0.self_attn.k_proj"
+    );
+    let k = row(&r, "model.layers.0.self_attn.k_proj");
+    assert!(
+        k["mapped"]
+            .as_str()
+            .unwrap()
+            .contains("inferred by content"),
+        "{k}"
+    );
+    assert!(r["warnings"][0]
+        .as_str()
+        .unwrap()
+        .starts_with("few probe names in common: 7 pairs aligned by content"));
+    for (i, n) in names.iter().enumerate() {
+        let text = std::fs::read_to_string(&suggested).unwrap();
+        assert!(
+            text.contains(&format!("from = \"port_tensor_{i}\"\nto = \"{n}\"")),
+            "{n}: {text}"
+        );
+    }
+}

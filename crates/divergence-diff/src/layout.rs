@@ -1,0 +1,238 @@
+//! Layout mismatch diagnosis: a `shape_mismatch` whose element counts agree is tried against the
+//! common layout changes (a reshape, a transpose, heads-first vs tokens-first, heads interleaved
+//! with head_dim: every way of reading ours' values in the reference's dimensions, in another axis
+//! order). When one makes the values agree under the row's own tolerance rule, the row says so
+//! and names the `--map` transform that does it (docs/mapping.md). Pure; the CLI hands it the
+//! two tensors of such a row.
+
+use serde::{Deserialize, Serialize};
+
+use crate::compare::Side;
+
+/// Ours' values agree with the reference's once re-laid out.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LayoutMatch {
+    /// Read ours' values in this shape (C order)...
+    pub reshape: Vec<usize>,
+    /// ...then permute the axes: output axis `i` is axis `permute[i]`; the result has the
+    /// reference's shape (size-1 axes aside).
+    pub permute: Vec<usize>,
+    /// `‖ours' − ref‖₂ / ‖ref‖₂` after the change.
+    pub rel_err: f64,
+    /// One line: what the change is and the map transform that makes it.
+    pub text: String,
+}
+
+/// Largest rank tried (5! = 120 axis orders).
+const MAX_RANK: usize = 5;
+/// Work bound: axis orders times elements.
+const MAX_WORK: usize = 400_000_000;
+
+/// The first layout change (plain reshape first, then axis orders with fewer axes moved) under
+/// which ours agrees with the reference: `‖o' − r‖₂ ≤ atol·√n + rtol·‖r‖₂`. `None` when the
+/// element counts differ, the rank is above 5, nothing agrees, or either side has no finite value.
+pub fn layout_match(
+    ours: &Side<'_>,
+    reference: &Side<'_>,
+    rtol: f64,
+    atol: f64,
+) -> Option<LayoutMatch> {
+    let dims: Vec<usize> = reference
+        .shape
+        .iter()
+        .copied()
+        .filter(|&d| d != 1)
+        .collect();
+    let n: usize = dims.iter().product();
+    let ours_n: usize = ours.shape.iter().product();
+    if n != ours_n || n == 0 || dims.len() > MAX_RANK || ours.values.len() != n {
+        return None;
+    }
+    let o = ours.values.to_f64_vec();
+    let r = reference.values.to_f64_vec();
+    let ref_l2 = r.iter().map(|x| x * x).sum::<f64>().sqrt();
+    if !ref_l2.is_finite() {
+        return None;
+    }
+    let limit = atol * (n as f64).sqrt() + rtol * ref_l2;
+    let mut perms = permutations(dims.len());
+    // Fewest axes moved first: the identity (a plain reshape), then swaps, ...
+    perms.sort_by_key(|p| p.iter().enumerate().filter(|(i, a)| i != *a).count());
+    if perms.len().saturating_mul(n) > MAX_WORK {
+        return None;
+    }
+    let ours_dims: Vec<usize> = ours.shape.iter().copied().filter(|&d| d != 1).collect();
+    for pi in perms {
+        // Ours read in the reference's dimensions, in the order `pi`: q[i] = r[pi[i]].
+        let q_shape: Vec<usize> = pi.iter().map(|&a| dims[a]).collect();
+        if pi.iter().enumerate().all(|(i, &a)| i == a) && q_shape == ours_dims {
+            continue; // the comparison that already failed
+        }
+        let q_strides = strides(&q_shape);
+        // Stride in ours' buffer of each reference axis.
+        let mut ref_axis_stride = vec![0usize; dims.len()];
+        for (i, &a) in pi.iter().enumerate() {
+            ref_axis_stride[a] = q_strides[i];
+        }
+        let mut diff2 = 0.0f64;
+        let mut idx = vec![0usize; dims.len()];
+        let mut at = 0usize;
+        let mut ok = true;
+        for &rv in &r {
+            let d = o[at] - rv;
+            diff2 += d * d;
+            if !diff2.is_finite() || diff2 > limit * limit {
+                ok = false;
+                break;
+            }
+            // Odometer over the reference's index, keeping ours' offset.
+            for ax in (0..dims.len()).rev() {
+                idx[ax] += 1;
+                at += ref_axis_stride[ax];
+                if idx[ax] < dims[ax] {
+                    break;
+                }
+                at -= ref_axis_stride[ax] * dims[ax];
+                idx[ax] = 0;
+            }
+        }
+        if !ok {
+            continue;
+        }
+        let mut permute = vec![0usize; dims.len()];
+        for (i, &a) in pi.iter().enumerate() {
+            permute[a] = i;
+        }
+        let rel_err = if ref_l2 > 0.0 {
+            diff2.sqrt() / ref_l2
+        } else {
+            diff2.sqrt()
+        };
+        let identity = permute.iter().enumerate().all(|(i, &a)| i == a);
+        let what = if identity {
+            "the same values in another shape".to_string()
+        } else if dims.len() >= 2
+            && permute[..dims.len() - 2]
+                .iter()
+                .enumerate()
+                .all(|(i, &a)| i == a)
+            && permute[dims.len() - 2] == dims.len() - 1
+        {
+            "ours is transposed (last two axes)".to_string()
+        } else {
+            format!(
+                "ours holds the axes in another order ({})",
+                order_text(&q_shape)
+            )
+        };
+        let transform = if identity {
+            format!("transform = [{{ reshape = {} }}]", list(&dims))
+        } else {
+            format!(
+                "transform = [{{ reshape = {} }}, {{ permute = {} }}]",
+                list(&q_shape),
+                list(&permute)
+            )
+        };
+        let text = format!(
+            "layout: {what}; with the map rule `{transform}` the values agree (rel err {})",
+            crate::compare::sci(rel_err)
+        );
+        return Some(LayoutMatch {
+            reshape: q_shape,
+            permute,
+            rel_err,
+            text,
+        });
+    }
+    None
+}
+
+fn order_text(q: &[usize]) -> String {
+    let parts: Vec<String> = q.iter().map(usize::to_string).collect();
+    format!("read as [{}]", parts.join(", "))
+}
+
+fn list(v: &[usize]) -> String {
+    let parts: Vec<String> = v.iter().map(usize::to_string).collect();
+    format!("[{}]", parts.join(", "))
+}
+
+fn strides(shape: &[usize]) -> Vec<usize> {
+    let mut s = vec![1usize; shape.len()];
+    for i in (0..shape.len().saturating_sub(1)).rev() {
+        s[i] = s[i + 1] * shape[i + 1];
+    }
+    s
+}
+
+fn permutations(k: usize) -> Vec<Vec<usize>> {
+    let mut out = Vec::new();
+    let mut cur: Vec<usize> = (0..k).collect();
+    heap(k, &mut cur, &mut out);
+    out
+}
+
+fn heap(k: usize, a: &mut Vec<usize>, out: &mut Vec<Vec<usize>>) {
+    if k <= 1 {
+        out.push(a.clone());
+        return;
+    }
+    for i in 0..k {
+        heap(k - 1, a, out);
+        let j = if k.is_multiple_of(2) { i } else { 0 };
+        a.swap(j, k - 1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ValuesRef;
+
+    fn side<'a>(shape: &'a [usize], v: &'a [f32]) -> Side<'a> {
+        Side {
+            shape,
+            values: ValuesRef::F32(v),
+            dtype: "float32",
+        }
+    }
+
+    #[test]
+    fn every_permutation_once() {
+        let p = permutations(4);
+        assert_eq!(p.len(), 24);
+        let set: std::collections::BTreeSet<_> = p.into_iter().collect();
+        assert_eq!(set.len(), 24);
+    }
+
+    #[test]
+    fn tokens_first_is_recognized_against_heads_first() {
+        // ref [1, H=3, T=4, D=2] heads-first; ours [T, H, D] tokens-first.
+        let (h, t, d) = (3, 4, 2);
+        let r: Vec<f32> = (0..h * t * d).map(|i| (i as f32).sin()).collect();
+        let mut o = vec![0f32; r.len()];
+        for hi in 0..h {
+            for ti in 0..t {
+                for di in 0..d {
+                    o[(ti * h + hi) * d + di] = r[(hi * t + ti) * d + di];
+                }
+            }
+        }
+        let m = layout_match(&side(&[t, h, d], &o), &side(&[1, h, t, d], &r), 1e-3, 1e-6).unwrap();
+        assert_eq!(m.reshape, vec![t, h, d]);
+        assert_eq!(m.permute, vec![1, 0, 2]);
+        assert!(m.text.contains("permute = [1, 0, 2]"), "{}", m.text);
+        assert_eq!(m.rel_err, 0.0);
+        // A transpose of a matrix.
+        let r: Vec<f32> = (0..6).map(|i| i as f32 + 1.0).collect();
+        let o = vec![1.0, 4.0, 2.0, 5.0, 3.0, 6.0];
+        let m = layout_match(&side(&[3, 2], &o), &side(&[2, 3], &r), 1e-3, 1e-6).unwrap();
+        assert!(m.text.contains("transposed"), "{}", m.text);
+        // Unrelated values: nothing.
+        let o = vec![9.0, 1.0, 7.0, 5.0, 3.0, 6.0];
+        assert!(layout_match(&side(&[3, 2], &o), &side(&[2, 3], &r), 1e-3, 1e-6).is_none());
+        // Different counts: nothing.
+        assert!(layout_match(&side(&[5], &o[..5]), &side(&[2, 3], &r), 1e-3, 1e-6).is_none());
+    }
+}
