@@ -72,8 +72,8 @@ def round_to(x: np.ndarray, dtype: str) -> np.ndarray:
 
 
 class Model:
-    def __init__(self, probes: dict, meta: dict):
-        cfg = meta.get("model") or {}
+    def __init__(self, probes: dict, meta: dict, config: dict | None = None):
+        cfg = config or meta.get("model") or {}
         self.p = probes
         self.dtypes = meta.get("dtypes", {})
         self.layers = int(cfg["num_hidden_layers"])
@@ -198,10 +198,11 @@ def shuffled(m: Model, seed: int):
     return [(t, m.p[n], n) for t, n in zip(tokens, names)]
 
 
-def rewrite(src: Path, engine: str, plant: str | None = None, seed: int = 0, ship_map: bool = False):
+def rewrite(src: Path, engine: str, plant: str | None = None, seed: int = 0, ship_map: bool = False,
+            config: dict | None = None):
     """(entries, meta): entries are (name, array, the source probe whose dtype it keeps)."""
     probes, meta = load(src)
-    m = Model(probes, meta)
+    m = Model(probes, meta, config)
     if plant and engine != "vllm":
         raise SystemExit(f"--plant {plant}: vllm only")
     entries = {
@@ -221,8 +222,10 @@ def rewrite(src: Path, engine: str, plant: str | None = None, seed: int = 0, shi
         out_meta["input_ids"] = meta["input_ids"]
     if ship_map and engine != "shuffled":
         out_meta["map"] = engine  # a port that ships its own map: the preset's name (or TOML text)
-    # Not the model config: an engine's dump does not carry transformers' config; the sizes a
-    # preset needs come from the reference's metadata or --model.
+    # Not the model config (an engine's dump does not carry transformers' config; the sizes a
+    # preset needs come from the reference's metadata or --model), unless given with --config.
+    if config:
+        out_meta["model"] = config
     return [(name, np.ascontiguousarray(x.astype(np.float32) if x.dtype != np.float64 else x)) for name, x, _ in entries], out_meta
 
 
@@ -234,10 +237,12 @@ def main() -> int:
     ap.add_argument("--plant", choices=["qkv-head-swap"])
     ap.add_argument("--seed", type=int, default=0, help="shuffled: the name permutation")
     ap.add_argument("--ship-map", action="store_true", help='record the preset in the metadata ("map")')
+    ap.add_argument("--config", type=Path, help="config.json for the model sizes (default: the dump's metadata)")
     args = ap.parse_args()
     import torch
 
-    entries, meta = rewrite(args.src, args.engine, args.plant, args.seed, args.ship_map)
+    entries, meta = rewrite(args.src, args.engine, args.plant, args.seed, args.ship_map,
+                            json.loads(args.config.read_text()) if args.config else None)
     write_npz(args.out, [(n, torch.from_numpy(x)) for n, x in entries], meta)
     return 0
 

@@ -139,3 +139,109 @@ def test_an_unknown_preset_or_missing_file_is_named(tmp_path):
     assert r.returncode == 2
     assert "--map sglang: not a preset (vllm, llama.cpp, transformer-lens)" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("engine, extra", [
+    ("vllm", ["--truth", str(FIXTURES / "ref" / "tiny-qwen3.f64.eager.npz")]),
+    ("transformer-lens", ["--exact"]),
+    ("llama.cpp", ["--rtol", "1e-2"]),
+])
+def test_maps_work_with_truth_and_exact(tmp_path, engine, extra):
+    ours, ref = BF16, FIXTURES / "ref" / "tiny-qwen3.bf16.sdpa.npz"
+    code0, original = diff(ours, ref, *extra)
+    code, mapped = diff(write(tmp_path, ours, engine), ref, "--map", engine, *extra)
+    assert code == code0
+    assert mapped["first_divergence"] == original["first_divergence"]
+    o, m = rows(original), rows(mapped)
+    compared = 0
+    for name, row in o.items():
+        if not_dumped(engine, name):
+            continue
+        compared += 1
+        skip = ("shape_ours", "local_growth", "mapped")
+        assert {k: v for k, v in m[name].items() if k not in skip} == \
+            {k: v for k, v in row.items() if k not in skip}, name
+    assert compared >= 40
+
+
+def test_every_transform_end_to_end(tmp_path):
+    """A made-up engine that uses every step of a map: tensor-parallel shards (concat and a
+    row-parallel partial sum), stacked outputs (select), heads-first with a transposed matrix
+    (transpose, permute), extra axes (squeeze, unsqueeze, reshape): under its map, every row
+    equals the original diff's."""
+    import numpy as np
+    import torch
+
+    from dump_reference import write_npz
+
+    ours, ref = DEMO_OURS, FIXTURES / "demo" / "ref.npz"
+    probes, meta = engine_layouts.load(ours)
+    get = lambda n: probes[n][0]  # noqa: E731  (batch axis dropped)
+    out = []
+    for n in range(4):
+        p = f"model.layers.{n}"
+        q = get(f"{p}.self_attn.q_proj")  # [T, 128]
+        out += [(f"L{n}.q.tp0", q[:, :64]), (f"L{n}.q.tp1", q[:, 64:])]          # concat
+        o = get(f"{p}.self_attn.o_proj")
+        half = (o / 2).astype(np.float32)
+        out += [(f"L{n}.o.part0", half), (f"L{n}.o.part1", (o - half).astype(np.float32))]  # sum
+        stacked = np.stack([get(f"{p}.mlp.gate_proj"), get(f"{p}.mlp.up_proj")])   # select
+        out.append((f"L{n}.gate_up_stacked", stacked))
+        out.append((f"L{n}.k_t", np.ascontiguousarray(get(f"{p}.self_attn.k_proj").T)))  # transpose
+        out.append((f"L{n}.rope_q", probes[f"{p}.self_attn.rope_q"][None]))           # squeeze
+        v = get(f"{p}.self_attn.v_proj")
+        out.append((f"L{n}.v", v.reshape(v.shape[0], 2, -1)))                          # reshape
+        out.append((f"L{n}.mlp", get(f"{p}.mlp")))                                      # unsqueeze
+    dump = tmp_path / "engine.npz"
+    write_npz(dump, [(k, torch.from_numpy(np.ascontiguousarray(x))) for k, x in out],
+              {"input_ids": meta["input_ids"]})
+    m = tmp_path / "engine.toml"
+    m.write_text("""
+[[rule]]
+from = ["L{N}.q.tp0", "L{N}.q.tp1"]
+to = "model.layers.{N}.self_attn.q_proj"
+combine = { concat = -1 }
+
+[[rule]]
+from = ["L{N}.o.part0", "L{N}.o.part1"]
+to = "model.layers.{N}.self_attn.o_proj"
+combine = "sum"
+
+[[rule]]
+from = "L{N}.gate_up_stacked"
+to = "model.layers.{N}.mlp.up_proj"
+transform = [{ select = { axis = 0, index = 1 } }]
+
+[[rule]]
+from = "L{N}.k_t"
+to = "model.layers.{N}.self_attn.k_proj"
+transform = [{ transpose = [0, 1] }]
+
+[[rule]]
+from = "L{N}.rope_q"
+to = "model.layers.{N}.self_attn.rope_q"
+transform = [{ squeeze = 0 }, { squeeze = 0 }]
+
+[[rule]]
+from = "L{N}.v"
+to = "model.layers.{N}.self_attn.v_proj"
+transform = [{ reshape = [0, "kv_heads*head_dim"] }]
+
+[[rule]]
+from = "L{N}.mlp"
+to = "model.layers.{N}.mlp"
+transform = [{ unsqueeze = 0 }]
+""")
+    _, original = diff(ours, ref)
+    code, mapped = diff(dump, ref, "--map", m)
+    o, got = rows(original), rows(mapped)
+    skip = ("shape_ours", "local_growth", "mapped")
+    checked = 0
+    for name, row in got.items():
+        if row["status"] in ("only_ref", "only_ours"):
+            continue
+        assert row["mapped"], name
+        assert {k: v for k, v in row.items() if k not in skip} == \
+            {k: v for k, v in o[name].items() if k not in skip}, name
+        checked += 1
+    assert checked == 4 * 7

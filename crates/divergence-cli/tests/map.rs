@@ -116,6 +116,31 @@ fn the_vllm_preset_splits_a_fused_qkv_and_names_the_rule() {
         assert_eq!(row(&r, ok)["max_abs_err"], 0.0);
     }
     assert_eq!(row(&r, "model.embed_tokens")["mapped"], Value::Null);
+    // Against a deflated reference (streamed rows elsewhere) the computed rows are the same.
+    let deflated = dir.path().join("ref.z.npz");
+    common::deflated_copy(&root().join(REF), &deflated);
+    let (code, rz, _) = json(&[
+        "diff",
+        ours.to_str().unwrap(),
+        deflated.to_str().unwrap(),
+        "--map",
+        "vllm",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(code, 1);
+    for name in [
+        "model.layers.0.self_attn.q_proj",
+        "model.layers.0.self_attn.k_proj",
+        "model.layers.0.self_attn.v_proj",
+    ] {
+        assert_eq!(row(&rz, name)["status"], row(&r, name)["status"], "{name}");
+        assert_eq!(
+            row(&rz, name)["diff_l2"],
+            row(&r, name)["diff_l2"],
+            "{name}"
+        );
+    }
     // The same map shipped in the dump's metadata.
     let shipped = dir.path().join("shipped.npz");
     write(&shipped, &[fused_qkv(false)], Some(("map", "vllm")));

@@ -8,6 +8,9 @@ use std::path::Path;
 
 use divergence_dump::{Chunks, DType, Dump, DumpError, Format, Meta, Tensor, TensorView, Values};
 
+use divergence_values::{Elem, ValuesRef, Visit};
+
+use crate::array::Step;
 use crate::resolve::{Resolved, Virtual};
 
 /// A dump under a map (or under none: [`MappedDump::plain`]).
@@ -175,6 +178,24 @@ impl<'a> MappedDump<'a> {
     }
 
     fn compute(&self, v: &Virtual) -> Result<Tensor, DumpError> {
+        // One part of a split, read straight from the stored bytes: only that part is copied
+        // (the parts of a fused qkv_proj are three rows, each reading a third).
+        if let ([source], None, [Step::Narrow { axis, start, len }]) =
+            (v.sources.as_slice(), v.combine, v.steps.as_slice())
+        {
+            let dtype = self.dump.dtype(source);
+            if dtype.is_some_and(|d| !d.widens_to_f64()) {
+                let view = self.dump.view(source)?;
+                let values = narrow_f32(view.values(), &view.shape, *axis, *start, *len);
+                if let (Some(values), Some(dtype)) = (values, dtype) {
+                    return Ok(Tensor {
+                        shape: v.shape.clone(),
+                        dtype,
+                        values: Values::F32(values),
+                    });
+                }
+            }
+        }
         let mut parts = Vec::with_capacity(v.sources.len());
         for s in &v.sources {
             parts.push(self.dump.read(s)?);
@@ -273,4 +294,54 @@ impl Half {
             Half::F16 => half::f16::from_f32(x).to_f32(),
         }
     }
+}
+
+/// Entries `start..start + len` of `axis` of a C-order tensor of `shape`, widened to f32 (exact
+/// for f32 / bf16 / f16 storage); `None` when the shape does not fit the values.
+fn narrow_f32(
+    values: ValuesRef<'_>,
+    shape: &[usize],
+    axis: usize,
+    start: usize,
+    len: usize,
+) -> Option<Vec<f32>> {
+    let dim = *shape.get(axis)?;
+    let inner: usize = shape[axis + 1..].iter().product();
+    let outer: usize = shape[..axis].iter().product();
+    if start + len > dim || outer * dim * inner != values.len() {
+        return None;
+    }
+    struct Narrow {
+        outer: usize,
+        block: usize,
+        from: usize,
+        take: usize,
+    }
+    impl Visit for Narrow {
+        type Out = Vec<f32>;
+        fn visit<E: Elem>(self, raw: &[E::Raw]) -> Vec<f32> {
+            let mut out = Vec::with_capacity(self.outer * self.take);
+            for o in 0..self.outer {
+                let at = o * self.block + self.from;
+                out.extend(raw[at..at + self.take].iter().map(|&x| E::wide(x) as f32));
+            }
+            out
+        }
+    }
+    let (block, from, take) = (dim * inner, start * inner, len * inner);
+    // f32 storage: a plain copy of each run (no widening through f64).
+    if let ValuesRef::F32Le(raw) = values {
+        let mut out = Vec::with_capacity(outer * take);
+        for o in 0..outer {
+            let at = o * block + from;
+            out.extend(raw[at..at + take].iter().map(|b| f32::from_le_bytes(*b)));
+        }
+        return Some(out);
+    }
+    Some(values.visit(Narrow {
+        outer,
+        block,
+        from,
+        take,
+    }))
 }

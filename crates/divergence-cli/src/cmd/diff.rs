@@ -758,13 +758,15 @@ fn compare_probe(
     truth: Option<&MappedDump<'_>>,
     cfg: &DiffConfig,
 ) -> OpResult {
-    // A tensor a name map computes is read whole (bounded by its sources' size).
-    let in_place = |dump: &MappedDump<'_>, name: &str| {
-        !dump.contains(name) || dump.is_zero_copy(name) || dump.is_computed(name)
-    };
-    if !(in_place(ours, ours_name)
-        && in_place(reference, name)
-        && truth.is_none_or(|t| in_place(t, name)))
+    let in_place =
+        |dump: &MappedDump<'_>, name: &str| !dump.contains(name) || dump.is_zero_copy(name);
+    // A tensor a name map computes cannot be streamed: it is read whole from its sources, and
+    // so are the other sides of its row (memory: that row's tensors, docs/mapping.md).
+    let computed = ours.is_computed(ours_name);
+    if !computed
+        && !(in_place(ours, ours_name)
+            && in_place(reference, name)
+            && truth.is_none_or(|t| in_place(t, name)))
     {
         return stream_probe(name, ours_name, ours, reference, truth, cfg);
     }
