@@ -169,11 +169,47 @@ impl<'a> MappedDump<'a> {
         }
     }
 
-    /// [`Dump::chunks`] of a renamed tensor (a computed one is read whole by [`MappedDump::view`]).
-    pub fn chunks(&self, name: &str, per: usize) -> Result<Chunks<'a>, DumpError> {
+    /// True when the tensor is one part of a split (one source, one narrowing step): it can be
+    /// streamed ([`MappedDump::pieces`]) without computing it whole.
+    pub fn is_part(&self, name: &str) -> bool {
+        matches!(self.source(name), Some(Source::Computed(v)) if self.streamable(v))
+    }
+
+    /// A split part of a source whose values fit f32 exactly.
+    fn streamable(&self, v: &Virtual) -> bool {
+        part_of(v)
+            .is_some_and(|(source, ..)| self.dump.dtype(source).is_some_and(|d| !d.widens_to_f64()))
+    }
+
+    /// The tensor `per` elements at a time: [`Dump::chunks`] of a renamed tensor, or a split
+    /// part gathered piece by piece from its source's stored bytes (no copy of the whole part;
+    /// pieces start at multiples of `per`, as the diff's bit-identical streaming needs). A
+    /// computed tensor of another kind is read whole by [`MappedDump::view`] instead.
+    pub fn pieces(&self, name: &str, per: usize) -> Result<Pieces<'a>, DumpError> {
         match self.source(name) {
-            Some(Source::Stored(s)) => self.dump.chunks(s, per),
-            _ => self.dump.chunks(name, per),
+            Some(Source::Stored(s)) => self.dump.chunks(s, per).map(Pieces::Stored),
+            Some(Source::Computed(v)) => match part_of(v).filter(|_| self.streamable(v)) {
+                Some((source, axis, start, len)) => {
+                    let view = self.dump.view(source)?;
+                    let dim = view.shape.get(axis).copied().unwrap_or(0);
+                    let inner: usize = view.shape[axis.min(view.shape.len())..]
+                        .iter()
+                        .skip(1)
+                        .product();
+                    Ok(Pieces::Part(Part {
+                        shape: v.shape.clone(),
+                        view,
+                        block: dim * inner,
+                        from: start * inner,
+                        take: len * inner,
+                        per: per.max(1),
+                        done: 0,
+                        buf: Vec::new(),
+                    }))
+                }
+                None => self.dump.chunks(name, per).map(Pieces::Stored),
+            },
+            None => self.dump.chunks(name, per).map(Pieces::Stored),
         }
     }
 
@@ -344,4 +380,112 @@ fn narrow_f32(
         from,
         take,
     }))
+}
+
+/// A split part's source and narrowing: `(source, axis, start, len)`.
+fn part_of(v: &Virtual) -> Option<(&str, usize, usize, usize)> {
+    match (v.sources.as_slice(), v.combine, v.steps.as_slice()) {
+        ([source], None, [Step::Narrow { axis, start, len }]) => {
+            Some((source.as_str(), *axis, *start, *len))
+        }
+        _ => None,
+    }
+}
+
+/// A tensor handed out piece by piece ([`MappedDump::pieces`]).
+pub enum Pieces<'a> {
+    /// Stored under another name: the dump's own [`Chunks`].
+    Stored(Chunks<'a>),
+    /// One part of a split, gathered from its source.
+    Part(Part<'a>),
+}
+
+impl Pieces<'_> {
+    pub fn shape(&self) -> &[usize] {
+        match self {
+            Pieces::Stored(c) => c.shape(),
+            Pieces::Part(p) => &p.shape,
+        }
+    }
+
+    /// Elements in the tensor.
+    pub fn len(&self) -> usize {
+        match self {
+            Pieces::Stored(c) => c.len(),
+            Pieces::Part(p) => p.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The next piece, `None` at the end (see [`Chunks::next_piece`]).
+    pub fn next_piece(&mut self) -> Result<Option<ValuesRef<'_>>, DumpError> {
+        match self {
+            Pieces::Stored(c) => c.next_piece(),
+            Pieces::Part(p) => Ok(p.next_piece()),
+        }
+    }
+}
+
+/// A split part read piece by piece from its source's view: element `k` of the part is
+/// element `(k / take) * block + from + k % take` of the source.
+pub struct Part<'a> {
+    shape: Vec<usize>,
+    view: TensorView<'a>,
+    block: usize,
+    from: usize,
+    take: usize,
+    per: usize,
+    done: usize,
+    buf: Vec<f32>,
+}
+
+impl Part<'_> {
+    fn len(&self) -> usize {
+        if self.block == 0 {
+            return 0;
+        }
+        (self.view.values().len() / self.block) * self.take
+    }
+
+    fn next_piece(&mut self) -> Option<ValuesRef<'_>> {
+        let total = self.len();
+        let n = self.per.min(total - self.done);
+        if n == 0 {
+            return None;
+        }
+        self.buf.clear();
+        let (mut k, end) = (self.done, self.done + n);
+        while k < end {
+            let (o, within) = (k / self.take, k % self.take);
+            let run = (self.take - within).min(end - k);
+            let at = o * self.block + self.from + within;
+            extend_f32(&mut self.buf, self.view.values(), at, run);
+            k += run;
+        }
+        self.done = end;
+        Some(ValuesRef::F32(&self.buf))
+    }
+}
+
+/// Appends elements `at..at + n` of `values`, widened to f32 (exact for f32 / bf16 / f16).
+fn extend_f32(out: &mut Vec<f32>, values: ValuesRef<'_>, at: usize, n: usize) {
+    if let ValuesRef::F32Le(raw) = values {
+        out.extend(raw[at..at + n].iter().map(|b| f32::from_le_bytes(*b)));
+        return;
+    }
+    struct Ext<'o>(&'o mut Vec<f32>, usize, usize);
+    impl Visit for Ext<'_> {
+        type Out = ();
+        fn visit<E: Elem>(self, raw: &[E::Raw]) {
+            self.0.extend(
+                raw[self.1..self.1 + self.2]
+                    .iter()
+                    .map(|&x| E::wide(x) as f32),
+            );
+        }
+    }
+    values.visit(Ext(out, at, n));
 }

@@ -19,8 +19,8 @@ use divergence_diff::{
     DiffConfig, DumpNames, Head, Needs, OpResult, ProbeFold, Report, ReportContext, Side, Status,
     Tolerance, Which,
 };
-use divergence_dump::{Chunks, Dump, DumpError, Format as DumpFormat, TensorView};
-use divergence_map::MappedDump;
+use divergence_dump::{Dump, DumpError, Format as DumpFormat, TensorView};
+use divergence_map::{MappedDump, Pieces};
 use divergence_render::TableOptions;
 use rayon::prelude::*;
 use regex::Regex;
@@ -758,16 +758,18 @@ fn compare_probe(
     truth: Option<&MappedDump<'_>>,
     cfg: &DiffConfig,
 ) -> OpResult {
-    let in_place =
-        |dump: &MappedDump<'_>, name: &str| !dump.contains(name) || dump.is_zero_copy(name);
-    // A tensor a name map computes cannot be streamed: it is read whole from its sources, and
-    // so are the other sides of its row (memory: that row's tensors, docs/mapping.md).
-    let computed = ours.is_computed(ours_name);
-    if !computed
-        && !(in_place(ours, ours_name)
-            && in_place(reference, name)
-            && truth.is_none_or(|t| in_place(t, name)))
-    {
+    // One part of a split (a name map's) streams from its source's bytes.
+    let in_place = |dump: &MappedDump<'_>, name: &str| {
+        !dump.contains(name) || (dump.is_zero_copy(name) && !dump.is_part(name))
+    };
+    // Any other tensor a name map computes cannot be streamed: it is read whole from its
+    // sources, and so are the other sides of its row (memory: that row's tensors,
+    // docs/mapping.md).
+    let computed = ours.is_computed(ours_name) && !ours.is_part(ours_name);
+    let all_in_place = in_place(ours, ours_name)
+        && in_place(reference, name)
+        && truth.is_none_or(|t| in_place(t, name));
+    if !(computed || all_in_place) {
         return stream_probe(name, ours_name, ours, reference, truth, cfg);
     }
     let (o, r) = rayon::join(|| read_side(ours, ours_name), || read_side(reference, name));
@@ -809,7 +811,7 @@ fn compare_probe(
 }
 
 /// One side of a streamed probe: its pieces and original dtype.
-type Stream<'a> = (Chunks<'a>, String);
+type Stream<'a> = (Pieces<'a>, String);
 
 /// [`compare_probe`] in bounded memory: every side read piece by piece ([`Dump::chunks`], one
 /// [`DiffConfig::chunk_len`] of elements at a time, the sides in lockstep) into a
@@ -838,7 +840,7 @@ fn stream_probe(
         }
         let dtype = dump.original_dtype(name).unwrap_or_default();
         Some(
-            dump.chunks(name, per)
+            dump.pieces(name, per)
                 .map(|c| (c, dtype))
                 .map_err(|e| e.to_string()),
         )
