@@ -47,6 +47,7 @@ pub mod order;
 pub mod origin;
 pub mod positions;
 pub mod report;
+pub mod tokens;
 pub mod tolerance;
 
 pub use align::{align, Confidence, Pair, TensorStats, ValueStats};
@@ -66,6 +67,7 @@ pub use positions::{position_axis, position_profile, PositionPattern, PositionPr
 pub use report::{
     assemble, FirstDifference, FirstDivergence, JudgedWith, Report, ReportContext, Summary, SCHEMA,
 };
+pub use tokens::{token_effect, Flip, PositionTokens, TokenEffect};
 pub use tolerance::{
     decision_rule, truth_floor, truth_rule, unit_roundoff, DTypeClass, Preset, Tolerance,
     DEFAULT_NOISE_RATIO, PRESETS, REL_ERR_GUARD_MIN,

@@ -16,6 +16,7 @@ use crate::hints::Hint;
 use crate::order::OrderSource;
 use crate::origin::{local_growths, origin, Measure, Origin};
 use crate::positions::PositionProfile;
+use crate::tokens::TokenEffect;
 use crate::tolerance::{DTypeClass, Tolerance};
 
 /// Value of the `"schema"` field.
@@ -156,6 +157,11 @@ pub struct Report {
     /// Filled by the caller, which reads the first divergence's tensors.
     #[serde(default)]
     pub positions: Option<PositionProfile>,
+    /// What the differences do to the next-token distributions (`lm_head` on both sides):
+    /// top-1 agreement, top-5 overlap, KL divergence per position ([`crate::tokens`]). `None`
+    /// without logits on both sides. Filled by the caller, which reads the logits.
+    #[serde(default)]
+    pub tokens: Option<TokenEffect>,
     /// The first op whose sides differ at all, or `None` when every compared op is bit-identical.
     pub first_difference: Option<FirstDifference>,
     /// The rtol / atol the compared ops were judged with, per dtype class (empty in exact mode).
@@ -392,6 +398,7 @@ pub fn assemble(mut ops: Vec<OpResult>, ctx: ReportContext, cfg: &DiffConfig) ->
         origin,
         hints: Vec::new(),
         positions: None,
+        tokens: None,
         first_difference,
         judged_with,
         summary,

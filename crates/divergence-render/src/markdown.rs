@@ -101,6 +101,9 @@ impl Sections for Markdown<'_> {
             "- **differs:** {}",
             cell(&view::first_difference_text(report))
         )?;
+        if let Some(tokens) = view::tokens_text(report) {
+            writeln!(out, "- **tokens:** {}", cell(&tokens))?;
+        }
         writeln!(out, "- **order:** {}", report.order_source.describe())?;
         if let (Some(f), Some(op)) = (&report.first_divergence, report.first_divergence_op()) {
             writeln!(out, "- **reason:** {}", f.reason)?;

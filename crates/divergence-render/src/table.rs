@@ -384,6 +384,9 @@ impl Sections for Terminal<'_> {
         }
         let first_diff = view::first_difference_text(report);
         self.line(&format!("  differs:   {first_diff}"), None, 13)?;
+        if let Some(tokens) = view::tokens_text(report) {
+            self.line(&format!("  tokens:    {tokens}"), None, 13)?;
+        }
         let order = report.order_source.describe();
         self.line(&format!("  order:     {order}"), None, 13)?;
         for w in view::other_warnings(report) {

@@ -191,6 +191,11 @@ pub(crate) fn truth_line(op: &OpResult) -> Option<String> {
 }
 
 /// The first divergence's per-position profile in one line, when there is one.
+/// What the differences do to the next tokens (`lm_head` on both sides), one line.
+pub(crate) fn tokens_text(report: &Report) -> Option<String> {
+    report.tokens.as_ref().map(|t| t.summary())
+}
+
 pub(crate) fn positions_text(report: &Report) -> Option<String> {
     report.positions.as_ref().map(|p| p.summary())
 }

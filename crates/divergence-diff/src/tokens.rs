@@ -1,0 +1,467 @@
+//! What an error does to the tokens: the logits of both sides compared as next-token
+//! distributions, position by position (issue #13 item 5; one forward pass here, decode steps
+//! when dumps hold them). Per position: do the top-1 tokens agree, how much do the top-5 sets
+//! overlap, and the KL divergence `KL(P_ref ‖ P_ours)` of the softmaxed logits, in f64 (as
+//! llama.cpp's `--kl-divergence` reports, with the reference as the base distribution). At the
+//! first position where the top-1 tokens differ, the rank of each side's token in the other's
+//! ranking (vLLM's tests ask that a mismatched token be in the other's top-k). Pure.
+
+use serde::{Deserialize, Serialize};
+
+use divergence_values::{Elem, Visit};
+use rayon::prelude::*;
+
+use crate::ValuesRef;
+
+/// The token-level effect of the differences, over every position of the logits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenEffect {
+    /// The logits probe (`lm_head`).
+    pub op: String,
+    /// Positions compared (those with finite logits on both sides).
+    pub positions: usize,
+    /// Positions whose logits hold a NaN or an Inf on either side (not compared).
+    pub nonfinite_positions: usize,
+    /// Positions whose top-1 tokens agree.
+    pub top1_agree: usize,
+    /// Mean over positions of |top-5 of ours ∩ top-5 of ref| / 5.
+    pub top5_overlap: f64,
+    /// Mean and largest `KL(P_ref ‖ P_ours)` over positions (nats).
+    pub mean_kld: f64,
+    pub max_kld: f64,
+    /// The position of the largest KLD.
+    pub max_kld_position: usize,
+    /// The first position whose top-1 tokens differ.
+    pub first_flip: Option<Flip>,
+    /// Per position: top-1 agreement and KLD (null where not compared).
+    pub per_position: Vec<PositionTokens>,
+}
+
+/// One position's numbers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PositionTokens {
+    pub top1_agree: Option<bool>,
+    pub kld: Option<f64>,
+}
+
+/// The first position where the top-1 tokens differ.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Flip {
+    pub position: usize,
+    /// Ours' and the reference's top-1 token ids.
+    pub ours_token: usize,
+    pub ref_token: usize,
+    /// 1-based rank of the reference's token among ours' logits, and of ours' token among the
+    /// reference's (1 = top).
+    pub ref_token_rank_in_ours: usize,
+    pub ours_token_rank_in_ref: usize,
+}
+
+impl TokenEffect {
+    /// One line: `top-1 agree 15/16, top-5 overlap 0.963, mean KLD 1.2e-4 (max 2.1e-3 at
+    /// position 7), first flipped token at position 7 (ref's token ranked 2 in ours)`.
+    pub fn summary(&self) -> String {
+        let mut s = format!(
+            "{}: top-1 agree {}/{}, top-5 overlap {:.3}, mean KLD {} (max {} at position {})",
+            self.op,
+            self.top1_agree,
+            self.positions,
+            self.top5_overlap,
+            crate::compare::sci(self.mean_kld),
+            crate::compare::sci(self.max_kld),
+            self.max_kld_position
+        );
+        match &self.first_flip {
+            Some(f) => s.push_str(&format!(
+                ", first flipped token at position {} (ours {} vs ref {}; ref's token ranked {} in ours)",
+                f.position, f.ours_token, f.ref_token, f.ref_token_rank_in_ours
+            )),
+            None => s.push_str(", no flipped token"),
+        }
+        if self.nonfinite_positions > 0 {
+            s.push_str(&format!(
+                ", {} positions with NaN/Inf logits not compared",
+                self.nonfinite_positions
+            ));
+        }
+        s
+    }
+}
+
+/// One compared position: top-1 agreement, KLD, both top-5s, the reference's token's rank in
+/// ours and ours' in the reference's.
+type Compared = (bool, f64, Vec<usize>, Vec<usize>, usize, usize);
+
+/// The token effect of `ours` against `reference`, logits of `shape` (vocab last; every other
+/// axis a position). `None` when the shapes differ (size-1 axes aside), the vocabulary is
+/// smaller than 2 or nothing is finite.
+pub fn token_effect(
+    op: &str,
+    ours: ValuesRef<'_>,
+    reference: ValuesRef<'_>,
+    ours_shape: &[usize],
+    ref_shape: &[usize],
+) -> Option<TokenEffect> {
+    let squeeze = |s: &[usize]| s.iter().copied().filter(|&d| d != 1).collect::<Vec<_>>();
+    if squeeze(ours_shape) != squeeze(ref_shape) {
+        return None;
+    }
+    let vocab = *ref_shape.last()?;
+    let n = ref_shape.iter().product::<usize>();
+    if vocab < 2 || n != ours.len() || n != reference.len() {
+        return None;
+    }
+    let positions = n / vocab;
+    // Positions in parallel (rayon), reduced in position order: deterministic.
+    let rows: Vec<Option<Compared>> = (0..positions)
+        .into_par_iter()
+        .map_init(
+            || (vec![0f64; vocab], vec![0f64; vocab]),
+            |(o_row, r_row), p| {
+                fill_row(ours, p * vocab, o_row);
+                fill_row(reference, p * vocab, r_row);
+                if !o_row.iter().chain(r_row.iter()).all(|x| x.is_finite()) {
+                    return None;
+                }
+                let (o_top, r_top) = (top_k(o_row, 5), top_k(r_row, 5));
+                let same = o_top[0] == r_top[0];
+                let ranks = if same {
+                    (1, 1)
+                } else {
+                    (rank(o_row, r_top[0]), rank(r_row, o_top[0]))
+                };
+                Some((same, kl_fast(r_row, o_row), o_top, r_top, ranks.0, ranks.1))
+            },
+        )
+        .collect();
+    let mut per_position = Vec::with_capacity(positions);
+    let (mut agree, mut compared, mut nonfinite) = (0usize, 0usize, 0usize);
+    let (mut overlap_sum, mut kld_sum, mut kld_max, mut kld_at) = (0f64, 0f64, f64::MIN, 0usize);
+    let mut first_flip = None;
+    for (p, row) in rows.into_iter().enumerate() {
+        let Some((same, kld, o_top, r_top, r_in_o, o_in_r)) = row else {
+            nonfinite += 1;
+            per_position.push(PositionTokens {
+                top1_agree: None,
+                kld: None,
+            });
+            continue;
+        };
+        compared += 1;
+        agree += usize::from(same);
+        let k = o_top.len().min(r_top.len()).max(1);
+        overlap_sum += o_top.iter().filter(|t| r_top.contains(t)).count() as f64 / k as f64;
+        kld_sum += kld;
+        if kld > kld_max {
+            (kld_max, kld_at) = (kld, p);
+        }
+        if !same && first_flip.is_none() {
+            first_flip = Some(Flip {
+                position: p,
+                ours_token: o_top[0],
+                ref_token: r_top[0],
+                ref_token_rank_in_ours: r_in_o,
+                ours_token_rank_in_ref: o_in_r,
+            });
+        }
+        per_position.push(PositionTokens {
+            top1_agree: Some(same),
+            kld: Some(kld),
+        });
+    }
+    if compared == 0 {
+        return None;
+    }
+    Some(TokenEffect {
+        op: op.to_string(),
+        positions: compared,
+        nonfinite_positions: nonfinite,
+        top1_agree: agree,
+        top5_overlap: overlap_sum / compared as f64,
+        mean_kld: kld_sum / compared as f64,
+        max_kld: kld_max,
+        max_kld_position: kld_at,
+        first_flip,
+        per_position,
+    })
+}
+
+/// `out` = elements `at..at + out.len()` of `values`, widened exactly (one dispatch per row).
+fn fill_row(values: ValuesRef<'_>, at: usize, out: &mut [f64]) {
+    struct Row<'o>(usize, &'o mut [f64]);
+    impl Visit for Row<'_> {
+        type Out = ();
+        fn visit<E: Elem>(self, raw: &[E::Raw]) {
+            for (slot, &x) in self.1.iter_mut().zip(&raw[self.0..]) {
+                *slot = E::wide(x);
+            }
+        }
+    }
+    values.visit(Row(at, out));
+}
+
+/// The indices of the `k` largest values, largest first; ties go to the smaller index (as a
+/// stable descending sort, and argmax, pick them: bf16 logits tie often).
+fn top_k(row: &[f64], k: usize) -> Vec<usize> {
+    let mut top: Vec<usize> = Vec::with_capacity(k + 1);
+    // The k-th largest so far: most values are below it and cost one comparison.
+    let mut floor = f64::NEG_INFINITY;
+    for (i, &x) in row.iter().enumerate() {
+        if top.len() == k && x <= floor {
+            continue;
+        }
+        let at = top.partition_point(|&j| row[j] >= x);
+        if at < k {
+            top.insert(at, i);
+            top.truncate(k);
+            if top.len() == k {
+                floor = row[top[k - 1]];
+            }
+        }
+    }
+    top
+}
+
+/// 1-based rank of `token` in `row` (ties counted in its favour).
+fn rank(row: &[f64], token: usize) -> usize {
+    let x = row[token];
+    1 + row.iter().filter(|&&y| y > x).count()
+}
+
+/// `KL(P ‖ Q)` of the softmaxes of logits `p` and `q`, in nats, >= 0, in the form that keeps
+/// tiny divergences exact: with `d = p - q` (logits), `KL = E_P[d] + ln E_P[exp(-d)]`
+/// (`ln_1p` of an `expm1` mean), so no two log-sum-exps of the size of the logits are
+/// subtracted. One exponential per element, [`exp_fast`] (branch-free, vectorizes).
+fn kl_fast(p: &[f64], q: &[f64]) -> f64 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2, checked just above.
+            return unsafe { kl_avx2(p, q) };
+        }
+    }
+    kl_portable(p, q)
+}
+
+/// [`kl_portable`] compiled for AVX2 (the same IEEE operations in the same order, no FMA: the
+/// result does not depend on the CPU).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn kl_avx2(p: &[f64], q: &[f64]) -> f64 {
+    kl_portable(p, q)
+}
+
+#[inline(always)]
+fn kl_portable(p: &[f64], q: &[f64]) -> f64 {
+    const LANES: usize = 8;
+    let m = p.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    // Independent sums per lane (a single running sum waits on every add and does not
+    // vectorize), merged in a fixed order.
+    let (mut s, mut sd, mut se) = ([0f64; LANES], [0f64; LANES], [0f64; LANES]);
+    let (pb, pr) = p.as_chunks::<LANES>();
+    let (qb, qr) = q.as_chunks::<LANES>();
+    for (a, b) in pb.iter().zip(qb) {
+        for l in 0..LANES {
+            let w = exp_fast(a[l] - m);
+            let d = a[l] - b[l];
+            s[l] += w;
+            sd[l] += w * d;
+            se[l] += w * expm1_fast(-d);
+        }
+    }
+    for (l, (&a, &b)) in pr.iter().zip(qr).enumerate() {
+        let w = exp_fast(a - m);
+        let d = a - b;
+        s[l] += w;
+        sd[l] += w * d;
+        se[l] += w * expm1_fast(-d);
+    }
+    let sum = |v: [f64; LANES]| v.iter().sum::<f64>();
+    let (s, sd, se) = (sum(s), sum(sd), sum(se));
+    (sd / s + (se / s).ln_1p()).max(0.0)
+}
+
+/// `(2^k, r)` with `x = k·ln 2 + r`, `|r| <= ln(2)/2`, for `x` clamped to ±700; `k` rounded
+/// with the 1.5·2^52 trick (no libm call, so loops over it vectorize).
+#[inline(always)]
+fn split_exp(x: f64) -> (f64, f64) {
+    const LOG2E: f64 = std::f64::consts::LOG2_E;
+    const LN2: f64 = std::f64::consts::LN_2;
+    const ROUND: f64 = 6_755_399_441_055_744.0; // 1.5 * 2^52
+    let x = x.clamp(-700.0, 700.0);
+    let k = (x * LOG2E + ROUND) - ROUND;
+    let scale = f64::from_bits(((k as i32 + 1023) as u64) << 52);
+    (scale, x - k * LN2)
+}
+
+/// `e^r - 1` for `|r| <= ln(2)/2`: the degree-12 Taylor polynomial without its constant term
+/// (relative error below 1e-12, none lost to cancellation near 0).
+#[inline(always)]
+fn expm1_reduced(r: f64) -> f64 {
+    let mut poly = 1.0 / 479_001_600.0; // 1/12!
+    for c in [
+        1.0 / 39_916_800.0,
+        1.0 / 3_628_800.0,
+        1.0 / 362_880.0,
+        1.0 / 40_320.0,
+        1.0 / 5_040.0,
+        1.0 / 720.0,
+        1.0 / 120.0,
+        1.0 / 24.0,
+        1.0 / 6.0,
+        0.5,
+        1.0,
+    ] {
+        poly = poly * r + c;
+    }
+    poly * r
+}
+
+/// `exp(x)` (relative error below 1e-12 for |x| <= 700).
+#[inline(always)]
+fn exp_fast(x: f64) -> f64 {
+    let (scale, r) = split_exp(x);
+    scale + scale * expm1_reduced(r)
+}
+
+/// `exp(x) - 1`, exact near 0: `2^k (e^r - 1) + (2^k - 1)`.
+#[inline(always)]
+fn expm1_fast(x: f64) -> f64 {
+    let (scale, r) = split_exp(x);
+    scale * expm1_reduced(r) + (scale - 1.0)
+}
+
+/// `KL(P ‖ Q)` of the softmaxes of logits `p` and `q`, in nats, >= 0 (the textbook form, with
+/// libm's exp: the tests' yardstick for [`kl_fast`]).
+#[cfg(test)]
+fn kl(p: &[f64], q: &[f64]) -> f64 {
+    let lse = |row: &[f64]| {
+        let m = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        m + row.iter().map(|x| (x - m).exp()).sum::<f64>().ln()
+    };
+    let (lp, lq) = (lse(p), lse(q));
+    let kl: f64 = p
+        .iter()
+        .zip(q)
+        .map(|(&a, &b)| {
+            let log_p = a - lp;
+            log_p.exp() * (log_p - (b - lq))
+        })
+        .sum();
+    kl.max(0.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identical_logits_agree_everywhere_with_zero_kld() {
+        let v: Vec<f32> = (0..3 * 7).map(|i| ((i * 7919) % 13) as f32 * 0.3).collect();
+        let e = token_effect(
+            "lm_head",
+            ValuesRef::F32(&v),
+            ValuesRef::F32(&v),
+            &[3, 7],
+            &[1, 3, 7],
+        )
+        .unwrap();
+        assert_eq!((e.positions, e.top1_agree), (3, 3));
+        assert_eq!(e.top5_overlap, 1.0);
+        assert_eq!(e.mean_kld, 0.0);
+        assert!(e.first_flip.is_none());
+        assert!(e.summary().contains("top-1 agree 3/3"), "{}", e.summary());
+    }
+
+    #[test]
+    fn a_flipped_token_is_found_with_its_ranks() {
+        // Position 1: ref prefers token 2, ours token 0 (ref's token second in ours).
+        let r = [0.0f32, 1.0, 3.0, /* */ 0.0, 1.0, 3.0];
+        let o = [0.0f32, 1.0, 3.0, /* */ 3.5, 1.0, 3.0];
+        let e = token_effect(
+            "lm_head",
+            ValuesRef::F32(&o),
+            ValuesRef::F32(&r),
+            &[2, 3],
+            &[2, 3],
+        )
+        .unwrap();
+        assert_eq!(e.top1_agree, 1);
+        let f = e.first_flip.unwrap();
+        assert_eq!(
+            (
+                f.position,
+                f.ours_token,
+                f.ref_token,
+                f.ref_token_rank_in_ours,
+                f.ours_token_rank_in_ref
+            ),
+            (1, 0, 2, 2, 3)
+        );
+        assert_eq!(e.max_kld_position, 1);
+        assert!(e.per_position[1].kld.unwrap() > 0.0);
+        assert_eq!(e.per_position[0].kld, Some(0.0));
+    }
+
+    #[test]
+    fn the_fast_kld_is_the_textbook_one() {
+        let mut seed = 7u64;
+        let mut rnd = || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 11) as f64 / (1u64 << 53) as f64
+        };
+        for scale in [1e-7, 1e-4, 1e-2, 0.3, 3.0] {
+            let p: Vec<f64> = (0..4000).map(|_| 20.0 * rnd() - 10.0).collect();
+            let q: Vec<f64> = p.iter().map(|x| x + scale * (2.0 * rnd() - 1.0)).collect();
+            let (fast, slow) = (kl_fast(&p, &q), kl(&p, &q));
+            // The textbook form subtracts log-sum-exps of ~10: it is off by up to ~1e-14
+            // absolute (cancellation); the fast one does not subtract them.
+            assert!(
+                (fast - slow).abs() <= 1e-9 * slow + 1e-13,
+                "scale {scale}: {fast} vs {slow}"
+            );
+        }
+        for x in [-700.0, -50.0, -1.0, -1e-3, 0.0, 1e-3, 1.0, 50.0] {
+            let (f, e) = (exp_fast(x), f64::exp(x));
+            assert!((f - e).abs() <= 1e-12 * e, "{x}: {f} vs {e}");
+        }
+    }
+
+    #[test]
+    fn kld_matches_a_hand_computation() {
+        // p = softmax([0, ln 3]) = [1/4, 3/4]; q = [1/2, 1/2]: KL = 1/4 ln(1/2) + 3/4 ln(3/2).
+        let p = [0.0, 3f64.ln()];
+        let q = [0.0, 0.0];
+        let want = 0.25 * 0.5f64.ln() + 0.75 * 1.5f64.ln();
+        assert!((kl(&p, &q) - want).abs() < 1e-15);
+        assert!((kl_fast(&p, &q) - want).abs() < 1e-15);
+    }
+
+    #[test]
+    fn nonfinite_positions_are_counted_not_compared() {
+        let r = [0.0f32, 1.0, f32::NAN, 0.0];
+        let o = [0.0f32, 1.0, 1.0, 0.0];
+        let e = token_effect(
+            "lm_head",
+            ValuesRef::F32(&o),
+            ValuesRef::F32(&r),
+            &[2, 2],
+            &[2, 2],
+        )
+        .unwrap();
+        assert_eq!((e.positions, e.nonfinite_positions), (1, 1));
+        assert_eq!(e.per_position[1].kld, None);
+        let bad = [f32::NAN; 4];
+        assert!(token_effect(
+            "x",
+            ValuesRef::F32(&bad),
+            ValuesRef::F32(&r),
+            &[2, 2],
+            &[2, 2]
+        )
+        .is_none());
+        assert!(token_effect("x", ValuesRef::F32(&o), ValuesRef::F32(&r), &[4], &[2, 2]).is_none());
+    }
+}
