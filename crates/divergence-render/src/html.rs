@@ -137,6 +137,9 @@ fn header(report: &Report, h: &mut String) {
         kv(h, "judged", &judged);
     }
     kv(h, "differs", &view::first_difference_text(report));
+    if let Some(tokens) = view::tokens_text(report) {
+        kv(h, "tokens", &tokens);
+    }
     kv(h, "order", report.order_source.describe());
     kv(h, "summary", &view::summary_line(report));
     h.push_str("</dl>\n");

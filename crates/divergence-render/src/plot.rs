@@ -54,6 +54,25 @@ impl LogAxis {
         LogAxis { lo, hi }
     }
 
+    /// [`LogAxis::around`] `values` and `thresholds`, with the lowest decade at least one
+    /// below the smallest positive threshold: a threshold line drawn on the axis never sits on
+    /// its base (where bars start and the lowest points lie), e.g. a tolerance of 1.001e-3
+    /// gets an axis from 1e-4, not from 1e-3.
+    pub(crate) fn above_thresholds(
+        values: impl IntoIterator<Item = f64>,
+        thresholds: impl IntoIterator<Item = f64>,
+    ) -> LogAxis {
+        let thresholds: Vec<f64> = thresholds
+            .into_iter()
+            .filter(|t| t.is_finite() && *t > 0.0)
+            .collect();
+        let mut axis = LogAxis::around(values.into_iter().chain(thresholds.iter().copied()));
+        if let Some(min) = thresholds.into_iter().reduce(f64::min) {
+            axis.lo = axis.lo.min(min.log10().floor() as i32 - 1);
+        }
+        axis
+    }
+
     /// Where `v` (> 0) lies on the axis: 0 at `lo`, 1 at `hi`.
     pub(crate) fn frac(self, v: f64) -> f64 {
         (v.log10() - self.lo as f64) / (self.hi - self.lo) as f64
@@ -189,11 +208,11 @@ pub(crate) fn growth(report: &Report, standalone: bool) -> String {
     let pw = width - left - right;
     let count = ops.len().max(1) as f64;
     let x = |i: usize| left + (i as f64 + 0.5) * pw / count;
-    let axis = LogAxis::around(
+    let axis = LogAxis::above_thresholds(
         ops.iter()
             .filter_map(|o| plotted.value(o))
-            .chain(ops.iter().filter_map(|o| plotted.limit(o)))
             .chain(ops.iter().filter_map(|o| plotted.reference(o))),
+        ops.iter().filter_map(|o| plotted.limit(o)),
     );
     let y = |v: f64| y_bot - axis.frac(v) * (y_bot - top);
 
@@ -276,50 +295,6 @@ pub(crate) fn growth(report: &Report, standalone: bool) -> String {
         ),
     );
 
-    // Tolerance: a step line, one level per op (it depends on the op's n and ||ref||).
-    let half = 0.5 * pw / count;
-    let mut run: Vec<(f64, f64)> = Vec::new();
-    let flush = |svg: &mut Svg, run: &mut Vec<(f64, f64)>| {
-        svg.polyline(
-            run,
-            &format!("stroke=\"{TOL}\" stroke-width=\"1.5\" stroke-dasharray=\"5 3\""),
-        );
-        run.clear();
-    };
-    for (i, op) in ops.iter().enumerate() {
-        match plotted.limit(op) {
-            Some(t) => {
-                run.push((x(i) - half, y(t)));
-                run.push((x(i) + half, y(t)));
-            }
-            None => flush(&mut svg, &mut run),
-        }
-    }
-    flush(&mut svg, &mut run);
-
-    // The error lines, broken where an op has no positive error: in truth mode the reference's
-    // own error against the truth first (underneath), then ours'.
-    type Series = fn(Plotted, &OpResult) -> Option<f64>;
-    let mut series: Vec<(Series, &str)> = Vec::new();
-    if plotted.truth_k.is_some() {
-        series.push((Plotted::reference, REF_LINE));
-    }
-    series.push((Plotted::value, "#888"));
-    for (value, colour) in &series {
-        let style = format!("stroke=\"{colour}\" stroke-width=\"1\"");
-        let mut line: Vec<(f64, f64)> = Vec::new();
-        for (i, op) in ops.iter().enumerate() {
-            match value(plotted, op).filter(|v| *v > 0.0) {
-                Some(v) => line.push((x(i), y(v))),
-                None => {
-                    svg.polyline(&line, &style);
-                    line.clear();
-                }
-            }
-        }
-        svg.polyline(&line, &style);
-    }
-
     // First divergence.
     if let Some(first) = &report.first_divergence {
         let fx = x(first.index);
@@ -365,46 +340,132 @@ pub(crate) fn growth(report: &Report, standalone: bool) -> String {
         }
     }
 
-    // Markers.
+    // Markers. Where few ops diverge (their markers, enlarged, would cover at most a quarter
+    // of the width), the diverged ones are drawn after the ok ones, no smaller than `r_bad` and
+    // ringed in white, so that one diverged op among hundreds still shows; where many do, all
+    // keep one size and the execution order, so that they hide neither the ok ones nor the
+    // tolerance line. The first divergence's marker sits in a white disc with a vermillion
+    // ring, which cuts its vertical line (same colour) around it; the disc goes under the
+    // tolerance and error lines and every marker, hiding none.
     let r = if ops.len() > 200 { 2.2 } else { 3.2 };
+    let diverged = ops.iter().filter(|o| o.status.is_divergence()).count();
+    let sparse = diverged as f64 * (2.0 * 3.6 + 1.0) <= 0.25 * pw;
+    let r_bad = if sparse { f64::max(r, 3.6) } else { r };
+    let marker_y = |op: &OpResult| match plotted.value(op) {
+        Some(v) if v > 0.0 => y(v),
+        Some(_) => y_zero,
+        None => y_na,
+    };
+    let first = report
+        .first_divergence
+        .as_ref()
+        .and_then(|f| Some((f.index, ops.get(f.index)?)));
+    if let Some((i, op)) = first {
+        let halo = r_bad + if is_qk_norm(op) { 7.5 } else { 5.0 };
+        svg.circle(
+            x(i),
+            marker_y(op),
+            halo,
+            &format!("fill=\"#fff\" stroke=\"{BAD}\" stroke-width=\"1.5\""),
+            None,
+        );
+    }
+
+    // Tolerance: a step line, one level per op (it depends on the op's n and ||ref||).
+    let half = 0.5 * pw / count;
+    let mut run: Vec<(f64, f64)> = Vec::new();
+    let flush = |svg: &mut Svg, run: &mut Vec<(f64, f64)>| {
+        svg.polyline(
+            run,
+            &format!("stroke=\"{TOL}\" stroke-width=\"1.5\" stroke-dasharray=\"5 3\""),
+        );
+        run.clear();
+    };
     for (i, op) in ops.iter().enumerate() {
-        let colour = if op.status.is_divergence() { BAD } else { OK };
-        let tip = tooltip(i, op, plotted);
-        let cx = x(i);
-        let cy = match plotted.value(op) {
-            Some(v) if v > 0.0 => y(v),
-            Some(_) => y_zero,
-            None => y_na,
-        };
-        if is_qk_norm(op) {
-            let s = r + 2.5;
-            let d = format!(
-                "M{} {}L{} {}L{} {}L{} {}Z",
-                crate::svg::n(cx),
-                crate::svg::n(cy - s),
-                crate::svg::n(cx + s),
-                crate::svg::n(cy),
-                crate::svg::n(cx),
-                crate::svg::n(cy + s),
-                crate::svg::n(cx - s),
-                crate::svg::n(cy)
-            );
-            svg.path(
-                &d,
-                &format!("fill=\"{colour}\" stroke=\"{QK}\" stroke-width=\"2\""),
-                Some(&tip),
-            );
-        } else if plotted.value(op).is_some_and(|v| v > 0.0) {
-            svg.circle(cx, cy, r, &format!("fill=\"{colour}\""), Some(&tip));
-        } else {
-            // 0 and n/a: hollow, so they read as "not on the axis".
-            svg.circle(
-                cx,
-                cy,
-                r,
-                &format!("fill=\"#fff\" stroke=\"{colour}\" stroke-width=\"1.5\""),
-                Some(&tip),
-            );
+        match plotted.limit(op) {
+            Some(t) => {
+                run.push((x(i) - half, y(t)));
+                run.push((x(i) + half, y(t)));
+            }
+            None => flush(&mut svg, &mut run),
+        }
+    }
+    flush(&mut svg, &mut run);
+
+    // The error lines, broken where an op has no positive error: in truth mode the reference's
+    // own error against the truth first (underneath), then ours'.
+    type Series = fn(Plotted, &OpResult) -> Option<f64>;
+    let mut series: Vec<(Series, &str)> = Vec::new();
+    if plotted.truth_k.is_some() {
+        series.push((Plotted::reference, REF_LINE));
+    }
+    series.push((Plotted::value, "#888"));
+    for (value, colour) in &series {
+        let style = format!("stroke=\"{colour}\" stroke-width=\"1\"");
+        let mut line: Vec<(f64, f64)> = Vec::new();
+        for (i, op) in ops.iter().enumerate() {
+            match value(plotted, op).filter(|v| *v > 0.0) {
+                Some(v) => line.push((x(i), y(v))),
+                None => {
+                    svg.polyline(&line, &style);
+                    line.clear();
+                }
+            }
+        }
+        svg.polyline(&line, &style);
+    }
+
+    // The markers, over everything.
+    let passes: &[Option<bool>] = if sparse {
+        &[Some(false), Some(true)]
+    } else {
+        &[None]
+    };
+    for pass in passes {
+        for (i, op) in ops.iter().enumerate() {
+            let diverged = op.status.is_divergence();
+            if pass.is_some_and(|p| p != diverged) {
+                continue;
+            }
+            let (colour, r) = if diverged { (BAD, r_bad) } else { (OK, r) };
+            let tip = tooltip(i, op, plotted);
+            let cx = x(i);
+            let cy = marker_y(op);
+            if is_qk_norm(op) {
+                let s = r + 2.5;
+                let d = format!(
+                    "M{} {}L{} {}L{} {}L{} {}Z",
+                    crate::svg::n(cx),
+                    crate::svg::n(cy - s),
+                    crate::svg::n(cx + s),
+                    crate::svg::n(cy),
+                    crate::svg::n(cx),
+                    crate::svg::n(cy + s),
+                    crate::svg::n(cx - s),
+                    crate::svg::n(cy)
+                );
+                svg.path(
+                    &d,
+                    &format!("fill=\"{colour}\" stroke=\"{QK}\" stroke-width=\"2\""),
+                    Some(&tip),
+                );
+            } else if plotted.value(op).is_some_and(|v| v > 0.0) {
+                let ring = if diverged && sparse {
+                    " stroke=\"#fff\" stroke-width=\"1\""
+                } else {
+                    ""
+                };
+                svg.circle(cx, cy, r, &format!("fill=\"{colour}\"{ring}"), Some(&tip));
+            } else {
+                // 0 and n/a: hollow, so they read as "not on the axis".
+                svg.circle(
+                    cx,
+                    cy,
+                    r,
+                    &format!("fill=\"#fff\" stroke=\"{colour}\" stroke-width=\"1.5\""),
+                    Some(&tip),
+                );
+            }
         }
     }
 
@@ -538,7 +599,11 @@ pub(crate) fn positions(report: &Report) -> Option<String> {
     let pw = width - left - right;
     let bw = pw / t as f64;
     let x = |i: usize| left + i as f64 * bw;
-    let axis = LogAxis::around(p.rel_err.iter().chain(&p.rel_tol).filter_map(|v| *v));
+    // The tolerance at least a decade above the base of the bars, so that its line shows.
+    let axis = LogAxis::above_thresholds(
+        p.rel_err.iter().filter_map(|v| *v),
+        p.rel_tol.iter().filter_map(|v| *v),
+    );
     let y = |v: f64| y_bot - axis.frac(v) * (y_bot - top);
     let mut svg = Svg::new(
         width,
@@ -605,11 +670,14 @@ pub(crate) fn positions(report: &Report) -> Option<String> {
         }
     }
     if pts.len() >= 2 {
+        // On a white band, so that the dashes read across the (red) bars.
         svg.polyline(
             &pts,
-            &format!(
-                "fill=\"none\" stroke=\"{TOL}\" stroke-width=\"1.5\" stroke-dasharray=\"5 3\""
-            ),
+            "stroke=\"#fff\" stroke-width=\"4\" stroke-opacity=\"0.9\"",
+        );
+        svg.polyline(
+            &pts,
+            &format!("stroke=\"{TOL}\" stroke-width=\"1.5\" stroke-dasharray=\"5 3\""),
         );
     }
     // Position labels, at most ~16.
@@ -881,6 +949,28 @@ mod tests {
         let wide = LogAxis::around([1e-30, 1.0]);
         assert!(wide.labelled().len() <= 9);
         assert_eq!(wide.labelled()[0], -30);
+    }
+
+    #[test]
+    fn thresholds_stay_a_decade_above_the_base() {
+        // A tolerance of 1.001e-3 under errors of 0.5: from 1e-4, not from 1e-3.
+        let a = LogAxis::above_thresholds([0.5], [1.001e-3]);
+        assert_eq!(a, LogAxis { lo: -4, hi: 0 });
+        assert!(a.frac(1.001e-3) >= 0.25);
+        // Values lower still keep their decades; no threshold, the plain axis.
+        assert_eq!(
+            LogAxis::above_thresholds([1e-7, 0.5], [1e-3, 0.0, f64::NAN]),
+            LogAxis { lo: -7, hi: 0 }
+        );
+        assert_eq!(
+            LogAxis::above_thresholds([3e-7, 0.2], []),
+            LogAxis::around([3e-7, 0.2])
+        );
+        // Thresholds alone: still a decade under the smallest.
+        assert_eq!(
+            LogAxis::above_thresholds([], [1e-3]),
+            LogAxis { lo: -4, hi: -2 }
+        );
     }
 
     #[test]

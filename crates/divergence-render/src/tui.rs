@@ -1303,7 +1303,8 @@ fn decade(d: i32) -> String {
 /// (whole decades, labelled on the left), red with a `▲` under it where the position is over
 /// its tolerance (a `─` line through the empty cells of the tolerance's row); a position without a relative error (NaN/Inf) that is over it is a full red
 /// bar, an exact one no bar. Positions are merged (the largest, over when any is) when there
-/// are more than columns. A caption on the right when there is room.
+/// are more than columns. A caption on the right when there is room: in full, or short on a
+/// narrow terminal ([`caption_lines`]), never cut.
 fn draw_profile(frame: &mut Frame<'_>, area: Rect, p: &PositionProfile) {
     let t = p.rel_err.len();
     let gutter: u16 = 6;
@@ -1339,9 +1340,14 @@ fn draw_profile(frame: &mut Frame<'_>, area: Rect, p: &PositionProfile) {
             None => 0,
         }
     };
-    let caption_w: u16 = 28;
-    let caption = area.width >= gutter + caption_w + 16;
-    let avail = usize::from(area.width - gutter - if caption { caption_w } else { 0 });
+    // The caption on the right: in full where it fits beside at least 16 bar columns, else
+    // in short, else none. Its width is measured with `t` positions a bar (the most digits),
+    // and reserved whole, with the 2 columns between it and the bars.
+    let caption = [false, true]
+        .into_iter()
+        .map(|short| (short, caption_width(&caption_lines(p, t, short))))
+        .find(|&(_, w)| area.width.saturating_sub(gutter + 2 + 16) >= w);
+    let avail = usize::from(area.width - gutter - caption.map_or(0, |(_, w)| w + 2));
     let (n, bar_w, gap) = if avail >= 2 * t {
         (t, (avail / t - 1).min(2) as u16, 1u16)
     } else {
@@ -1407,32 +1413,70 @@ fn draw_profile(frame: &mut Frame<'_>, area: Rect, p: &PositionProfile) {
             }
         }
     }
-    if caption {
-        let tols: Vec<f64> = p.rel_tol.iter().filter_map(|v| *v).collect();
-        let tol = match (
-            tols.iter().copied().reduce(f64::min),
-            tols.iter().copied().reduce(f64::max),
-        ) {
-            (Some(a), Some(b)) if sci(a) == sci(b) => format!("─ tolerance {}", sci(a)),
-            (Some(a), Some(b)) => format!("─ tol {}..{}", sci(a), sci(b)),
-            _ => "no tolerance".to_string(),
-        };
-        let per_bar = t.div_ceil(n);
+    if let Some((short, _)) = caption {
+        let [what, over, tol, per] = caption_lines(p, t.div_ceil(n), short);
         let lines = vec![
-            Line::raw("rel err per position, log"),
-            Line::styled(
-                format!("▲ over tolerance: {} of {t}", p.affected),
-                Style::new().fg(Color::Red),
-            ),
+            Line::raw(what),
+            Line::styled(over, Style::new().fg(Color::Red)),
             Line::styled(tol, Style::new().fg(Color::Green)),
-            Line::raw(if per_bar > 1 {
-                format!("up to {per_bar} positions a bar")
-            } else {
-                format!("positions 0..{}", t - 1)
-            }),
+            Line::raw(per),
         ];
         frame.render_widget(Paragraph::new(lines), text);
     }
+}
+
+/// The 4 lines of the per-position plot's caption (`per_bar` positions merged into a bar), in
+/// full (`rel err per position, log`, `▲ over tolerance: 7 of 16`, ...) or `short` (`log rel
+/// err`, `▲ 7/16 over`, ...).
+fn caption_lines(p: &PositionProfile, per_bar: usize, short: bool) -> [String; 4] {
+    let t = p.rel_err.len();
+    let tols: Vec<f64> = p.rel_tol.iter().filter_map(|v| *v).collect();
+    let range = (
+        tols.iter().copied().reduce(f64::min),
+        tols.iter().copied().reduce(f64::max),
+    );
+    let tol = match (range, short) {
+        ((Some(a), Some(b)), false) if sci(a) == sci(b) => format!("─ tolerance {}", sci(a)),
+        ((Some(a), Some(b)), false) => format!("─ tol {}..{}", sci(a), sci(b)),
+        ((Some(a), Some(b)), true) if sci(a) == sci(b) => format!("─ tol {}", sci(a)),
+        ((Some(_), Some(b)), true) => format!("─ tol ≤{}", sci(b)),
+        (_, false) => "no tolerance".to_string(),
+        (_, true) => "no tol".to_string(),
+    };
+    if short {
+        [
+            "log rel err".to_string(),
+            format!("▲ {}/{t} over", p.affected),
+            tol,
+            if per_bar > 1 {
+                format!("≤{per_bar} pos./bar")
+            } else {
+                format!("pos. 0..{}", t - 1)
+            },
+        ]
+    } else {
+        [
+            "rel err per position, log".to_string(),
+            format!("▲ over tolerance: {} of {t}", p.affected),
+            tol,
+            if per_bar > 1 {
+                format!("up to {per_bar} positions a bar")
+            } else {
+                format!("positions 0..{}", t - 1)
+            },
+        ]
+    }
+}
+
+/// The width of the widest caption line, in terminal columns.
+fn caption_width(lines: &[String]) -> u16 {
+    lines
+        .iter()
+        .map(|l| Line::raw(l.as_str()).width())
+        .max()
+        .unwrap_or(0)
+        .try_into()
+        .unwrap_or(u16::MAX)
 }
 
 /// The `--watch` callback of [`run`]: `None` while nothing changed, else the new report or

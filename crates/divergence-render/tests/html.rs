@@ -380,3 +380,116 @@ fn the_growth_plot_marks_an_earlier_origin() {
         .unwrap()
         .contains("origin (error born here)"));
 }
+
+#[test]
+fn the_position_chart_keeps_its_tolerance_above_the_base_of_the_bars() {
+    // Every position over a tolerance of 1.001e-3 (rel err 0.5 everywhere, as the 537-op
+    // benchmark's act_fn): the axis starts at 1e-4, a decade under the tolerance, not at 1e-3
+    // where the bars start.
+    let (t, c) = (8usize, 16usize);
+    let r: Vec<f64> = (0..t * c).map(|k| 1.0 + k as f64 * 0.01).collect();
+    let o: Vec<f64> = r.iter().map(|x| x * 1.5).collect();
+    let mut report = report();
+    report.positions = position_profile(
+        "model.layers.0.mlp",
+        ValuesRef::F64(&o),
+        ValuesRef::F64(&r),
+        &[1, t, c],
+        1,
+        1e-3,
+        1e-6,
+    );
+    let doc = html(&report);
+    let section = between(&doc, "<section id=\"positions\">", "</section>");
+    assert!(section.contains(">-4</tspan>") && section.contains(">0</tspan>"));
+    assert!(!section.contains(">-5</tspan>"));
+    // The bars start at the lowest decade (y = 196); the tolerance line is a decade over it.
+    let bottom = 196.0;
+    let decade = (196.0 - 16.0) / 4.0;
+    let tol = section
+        .split("<polyline ")
+        .skip(1)
+        .find(|p| p.contains("stroke-dasharray"))
+        .unwrap_or_else(|| panic!("no tolerance line: {section}"));
+    for point in attr(&format!(" {tol}"), "points").unwrap().split(' ') {
+        let y: f64 = point.split(',').nth(1).unwrap().parse().unwrap();
+        assert!(y <= bottom - decade + 1e-6, "{y}");
+    }
+}
+
+#[test]
+fn one_diverged_op_among_hundreds_stands_out_in_the_growth_plot() {
+    // 300 ops within tolerance but the 150th: its marker is no smaller than in a small report,
+    // ringed in white, drawn after every ok marker, in a white disc with a vermillion ring.
+    let svg = growth_of_300(|i| i == 150);
+    let circles: Vec<&str> = svg.split("<circle ").skip(1).collect();
+    let with_title: Vec<&&str> = circles.iter().filter(|c| c.contains("<title>")).collect();
+    assert_eq!(with_title.len(), 300);
+    let bad = with_title.last().unwrap();
+    assert!(
+        bad.contains("<title>#150 "),
+        "the diverged marker is drawn last"
+    );
+    assert!(bad.contains("fill=\"#d55e00\" stroke=\"#fff\""), "{bad}");
+    let radius = |c: &str| attr(&format!(" {c}"), "r").unwrap().parse::<f64>().unwrap();
+    assert!(radius(bad) >= 3.6, "{bad}");
+    assert!(
+        radius(with_title[0]) < 3.0,
+        "ok markers stay small at 300 ops"
+    );
+    let halo = circles
+        .iter()
+        .find(|c| c.contains("fill=\"#fff\" stroke=\"#d55e00\""))
+        .expect("a halo around the first divergence");
+    let at = |c: &str, k: &str| attr(&format!(" {c}"), k).unwrap().to_string();
+    assert_eq!(
+        (at(halo, "cx"), at(halo, "cy")),
+        (at(bad, "cx"), at(bad, "cy"))
+    );
+    assert!(radius(halo) > radius(bad) + 3.0);
+    // Under the markers: the halo comes before the first ok marker.
+    assert!(svg.find(&format!("<circle {halo}")).unwrap() < svg.find("<title>#0 ").unwrap());
+    // Half of them diverged: one size for all, in execution order, no white rings (they would
+    // hide the ok ones and the tolerance line); the halo stays.
+    let svg = growth_of_300(|i| i >= 150);
+    let circles: Vec<&str> = svg.split("<circle ").skip(1).collect();
+    assert!(circles
+        .iter()
+        .filter(|c| c.contains("<title>"))
+        .all(|c| radius(c) < 3.0 && !c.contains("stroke=\"#fff\"")));
+    assert!(svg.find("<title>#149 ").unwrap() < svg.find("<title>#150 ").unwrap());
+    assert!(svg.find("<title>#150 ").unwrap() < svg.find("<title>#151 ").unwrap());
+    assert!(circles
+        .iter()
+        .any(|c| c.contains("fill=\"#fff\" stroke=\"#d55e00\"")));
+}
+
+/// The growth plot of 300 `down_proj` ops, those `diverged` scaled by 1.5.
+fn growth_of_300(diverged: impl Fn(usize) -> bool) -> String {
+    let cfg = DiffConfig::default();
+    let r = act(64, 1).leak();
+    let rows: Vec<OpResult> = (0..300)
+        .map(|i| {
+            let scale = if diverged(i) { 1.5 } else { 1.0 + 1e-6 };
+            let o: &'static [f32] = r.iter().map(|x| x * scale).collect::<Vec<_>>().leak();
+            let side = |v: &'static [f32]| Side {
+                shape: &[1, 64],
+                values: ValuesRef::F32(v),
+                dtype: "float32",
+            };
+            let name = format!("model.layers.{i}.mlp.down_proj");
+            compare(&name, Some(side(o)), Some(side(r)), &cfg)
+        })
+        .collect();
+    let report = assemble(
+        rows,
+        ReportContext::new("a", "b", OrderSource::RefMeta),
+        &cfg,
+    );
+    assert_eq!(report.first_divergence.as_ref().unwrap().index, 150);
+    let mut out = Vec::new();
+    render_growth_svg(&report, &mut out).unwrap();
+    let svg = String::from_utf8(out).unwrap();
+    assert_well_formed(&svg);
+    svg
+}

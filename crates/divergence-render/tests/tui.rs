@@ -448,3 +448,46 @@ fn details_plot_the_first_divergence_per_position() {
         "{text}"
     );
 }
+
+#[test]
+fn the_plot_caption_is_never_cut() {
+    // 128 positions, all over a tolerance of 1.001e-3 (the 537-op benchmark's act_fn): the
+    // caption is whole at every width it is shown, in full from 80 columns, short below.
+    let mut report = report_with_positions();
+    let p = report.positions.as_mut().unwrap();
+    let t = 128;
+    p.rel_err = vec![Some(0.5); t];
+    p.rel_tol = vec![Some(1.001e-3); t];
+    p.over = vec![true; t];
+    p.affected = t;
+    p.first_affected = Some(0);
+    p.pattern = PositionPattern::All;
+    let mut tui = Tui::new(report);
+    press(&mut tui, "\n");
+    for w in (20..=200).step_by(5).chain([47, 48, 49, 79, 81, 119, 121]) {
+        let text = screen(&mut tui, w, 30);
+        assert!(text.lines().all(|l| l.chars().count() <= usize::from(w)));
+        let over = text
+            .lines()
+            .find(|l| l.contains('▲') && !l.starts_with("over"));
+        let Some(over) = over else {
+            assert!(w < 60, "no caption at {w} columns:\n{text}");
+            continue;
+        };
+        let caption = over.rsplit("  ").next().unwrap();
+        if w >= 80 {
+            assert_eq!(caption, "▲ over tolerance: 128 of 128", "{w}:\n{text}");
+            assert!(text.contains("─ tolerance 1.001e-03"), "{w}:\n{text}");
+        } else {
+            assert!(
+                ["▲ over tolerance: 128 of 128", "▲ 128/128 over"].contains(&caption),
+                "{w}: {caption:?}\n{text}"
+            );
+        }
+    }
+    let text = screen(&mut tui, 50, 30);
+    assert!(
+        text.contains("▲ 128/128 over") && text.contains("─ tol 1.001e-03"),
+        "{text}"
+    );
+}
