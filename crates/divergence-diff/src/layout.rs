@@ -27,6 +27,8 @@ pub struct LayoutMatch {
 const MAX_RANK: usize = 5;
 /// Work bound: axis orders times elements.
 const MAX_WORK: usize = 400_000_000;
+/// Largest tensor tried (both sides are widened to f64 copies: 2 x 128 MiB).
+const MAX_ELEMENTS: usize = 16 << 20;
 
 /// The first layout change (plain reshape first, then axis orders with fewer axes moved) under
 /// which ours agrees with the reference: `‖o' − r‖₂ ≤ atol·√n + rtol·‖r‖₂`. `None` when the
@@ -45,22 +47,36 @@ pub fn layout_match(
         .collect();
     let n: usize = dims.iter().product();
     let ours_n: usize = ours.shape.iter().product();
-    if n != ours_n || n == 0 || dims.len() > MAX_RANK || ours.values.len() != n {
+    if n != ours_n
+        || n == 0
+        || n > MAX_ELEMENTS
+        || dims.len() > MAX_RANK
+        || ours.values.len() != n
+        || reference.values.len() != n
+    {
+        return None;
+    }
+    let mut perms = permutations(dims.len());
+    // Fewest axes moved first: the identity (a plain reshape), then swaps, ...
+    perms.sort_by_key(|p| p.iter().enumerate().filter(|(i, a)| i != *a).count());
+    // The bounds are checked before anything is copied.
+    if perms.len().saturating_mul(n) > MAX_WORK {
         return None;
     }
     let o = ours.values.to_f64_vec();
     let r = reference.values.to_f64_vec();
-    let ref_l2 = r.iter().map(|x| x * x).sum::<f64>().sqrt();
+    // As the diff does: norms and errors over the elements finite on both sides; NaN / Inf
+    // must sit at the same places (checked per layout below).
+    let ref_l2 = r
+        .iter()
+        .filter(|x| x.is_finite())
+        .map(|x| x * x)
+        .sum::<f64>()
+        .sqrt();
     if !ref_l2.is_finite() {
         return None;
     }
     let limit = atol * (n as f64).sqrt() + rtol * ref_l2;
-    let mut perms = permutations(dims.len());
-    // Fewest axes moved first: the identity (a plain reshape), then swaps, ...
-    perms.sort_by_key(|p| p.iter().enumerate().filter(|(i, a)| i != *a).count());
-    if perms.len().saturating_mul(n) > MAX_WORK {
-        return None;
-    }
     let ours_dims: Vec<usize> = ours.shape.iter().copied().filter(|&d| d != 1).collect();
     for pi in perms {
         // Ours read in the reference's dimensions, in the order `pi`: q[i] = r[pi[i]].
@@ -79,8 +95,16 @@ pub fn layout_match(
         let mut at = 0usize;
         let mut ok = true;
         for &rv in &r {
-            let d = o[at] - rv;
-            diff2 += d * d;
+            let ov = o[at];
+            match (ov.is_finite(), rv.is_finite()) {
+                (true, true) => {
+                    let d = ov - rv;
+                    diff2 += d * d;
+                }
+                // Non-finite on both sides: the same kind, or the layout is wrong.
+                (false, false) if ov.is_nan() == rv.is_nan() && (ov.is_nan() || ov == rv) => {}
+                _ => diff2 = f64::INFINITY,
+            }
             if !diff2.is_finite() || diff2 > limit * limit {
                 ok = false;
                 break;
@@ -232,6 +256,12 @@ mod tests {
         // Unrelated values: nothing.
         let o = vec![9.0, 1.0, 7.0, 5.0, 3.0, 6.0];
         assert!(layout_match(&side(&[3, 2], &o), &side(&[2, 3], &r), 1e-3, 1e-6).is_none());
+        // NaN at the same places after the layout change: still a match; at other places: not.
+        let rn: Vec<f32> = vec![1.0, f32::NAN, 3.0, 4.0, 5.0, 6.0];
+        let on = vec![1.0, 4.0, f32::NAN, 5.0, 3.0, 6.0];
+        assert!(layout_match(&side(&[3, 2], &on), &side(&[2, 3], &rn), 1e-3, 1e-6).is_some());
+        let on = vec![f32::NAN, 4.0, 2.0, 5.0, 3.0, 6.0];
+        assert!(layout_match(&side(&[3, 2], &on), &side(&[2, 3], &rn), 1e-3, 1e-6).is_none());
         // Different counts: nothing.
         assert!(layout_match(&side(&[5], &o[..5]), &side(&[2, 3], &r), 1e-3, 1e-6).is_none());
     }

@@ -175,10 +175,13 @@ impl<'a> MappedDump<'a> {
         matches!(self.source(name), Some(Source::Computed(v)) if self.streamable(v))
     }
 
-    /// A split part of a source whose values fit f32 exactly.
+    /// A split part of a source stored in place (zero-copy) whose values fit f32 exactly. A
+    /// part of a deflated source is computed whole instead ([`MappedDump::view`]).
     fn streamable(&self, v: &Virtual) -> bool {
-        part_of(v)
-            .is_some_and(|(source, ..)| self.dump.dtype(source).is_some_and(|d| !d.widens_to_f64()))
+        part_of(v).is_some_and(|(source, ..)| {
+            self.dump.is_zero_copy(source)
+                && self.dump.dtype(source).is_some_and(|d| !d.widens_to_f64())
+        })
     }
 
     /// The tensor `per` elements at a time: [`Dump::chunks`] of a renamed tensor, or a split

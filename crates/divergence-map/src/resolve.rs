@@ -105,17 +105,36 @@ pub fn resolve(
     // Pass 1: the first rule whose first pattern matches (and whose rank fits) claims a name.
     // A tensor whose header cannot be read can only be renamed (its row says why it cannot be
     // read): a rule that must know its shape passes it by.
+    // Rules without captures (a map inferred by content is all of them) are looked up by name;
+    // the others are matched in order, only while they come before the literal candidate.
+    let mut literal: HashMap<&str, Vec<usize>> = HashMap::new();
+    let mut patterned: Vec<usize> = Vec::new();
+    for (i, r) in map.rules.iter().enumerate() {
+        if r.from[0].captures.is_empty() {
+            literal.entry(r.from[0].text.as_str()).or_default().push(i);
+        } else {
+            patterned.push(i);
+        }
+    }
     let mut claims: Vec<Option<Claim>> = Vec::with_capacity(tensors.len());
     for (name, shape) in tensors {
-        let claim = map.rules.iter().enumerate().find_map(|(i, r)| {
+        let fits = |i: usize| {
+            let r = &map.rules[i];
             match shape {
-                Some(s) if r.rank.is_some_and(|k| k != s.len()) => return None,
-                None if r.rank.is_some() || r.needs_shape() => return None,
-                _ => {}
+                Some(s) => r.rank.is_none_or(|k| k == s.len()),
+                None => r.rank.is_none() && !r.needs_shape(),
             }
-            r.from[0].matches(name).map(|c| (i, c))
-        });
-        claims.push(claim);
+        };
+        let lit = literal
+            .get(name.as_str())
+            .and_then(|v| v.iter().copied().find(|&i| fits(i)));
+        let pat = patterned
+            .iter()
+            .copied()
+            .take_while(|&i| lit.is_none_or(|l| i < l))
+            .filter(|&i| fits(i))
+            .find_map(|i| map.rules[i].from[0].matches(name).map(|c| (i, c)));
+        claims.push(pat.or(lit.map(|i| (i, Vec::new()))));
     }
     // Pass 2: the other sources of combining rules.
     let mut secondary: HashMap<String, String> = HashMap::new();
@@ -330,6 +349,16 @@ fn lower(
                         n => return Err(fail(format!("bad reshape size {n}"))),
                     }
                 }
+                // Sizes from the user: a product that overflows is an error, not a wrap (a
+                // zero axis would otherwise hide it).
+                if to
+                    .iter()
+                    .filter(|&&d| d != 0)
+                    .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+                    .is_none()
+                {
+                    return Err(fail(format!("reshape sizes {} overflow", fmt_dims(dims))));
+                }
                 if let Some(i) = infer {
                     let known = numel(&to);
                     let total = numel(&shape);
@@ -382,6 +411,11 @@ fn lower(
         .note
         .as_ref()
         .map_or_else(String::new, |n| format!(" [{n}]"));
+    let transformed = if steps.is_empty() && combine.is_none() {
+        String::new()
+    } else {
+        format!(", transformed to {}", fmt_shape(&shape))
+    };
     let from = if sources.len() > 1 {
         let how = match combine {
             Some(Combine::Concat(a)) => format!("concatenated along axis {a}"),
@@ -414,11 +448,13 @@ fn lower(
         .iter()
         .map(|d| size(d, sizes).map_err(&fail))
         .collect::<Result<Vec<i64>, _>>()?;
+    // Checked sums: sizes come from the user (`i64::MAX` twice must not wrap into a fit).
+    let total = |v: &[i64]| v.iter().try_fold(0i64, |acc, &n| acc.checked_add(n));
     if let Some(i) = lens.iter().position(|&n| n == -1) {
-        let rest = shape[a] as i64 - lens.iter().filter(|&&n| n != -1).sum::<i64>();
-        lens[i] = rest;
+        let known: Vec<i64> = lens.iter().copied().filter(|&n| n != -1).collect();
+        lens[i] = total(&known).map_or(-1, |t| shape[a] as i64 - t);
     }
-    if lens.iter().any(|&n| n <= 0) || lens.iter().sum::<i64>() != shape[a] as i64 {
+    if lens.iter().any(|&n| n <= 0) || total(&lens) != Some(shape[a] as i64) {
         return Err(fail(format!(
             "split sizes {} (= {:?}) do not add up to axis {a} of {} (size {})",
             fmt_dims(&split.sizes),
@@ -448,7 +484,7 @@ fn lower(
             steps,
             rule: Some(rule.label.clone()),
             how: Some(format!(
-                "{}{note}: part {} of {parts} of {from}, entries {start}..{} of axis {a}",
+                "{}{note}: part {} of {parts} of {from}{transformed}, entries {start}..{} of axis {a}",
                 rule.label,
                 i + 1,
                 start + len
@@ -545,6 +581,16 @@ mod tests {
             e,
             "m.toml: rule 1 (from = \"qkv{L}\"): `qkv0` [16, 192]: split sizes [\"heads*head_dim\", \"heads*head_dim\"] (= [128, 128]) do not add up to axis 1 of [16, 192] (size 192)"
         );
+    }
+
+    #[test]
+    fn sizes_from_the_user_never_overflow() {
+        let m = map("[[rule]]\nfrom = \"qkv{L}\"\nto = [\"q{L}\", \"k{L}\"]\nsplit = { axis = -1, sizes = [9223372036854775807, 9223372036854775807] }\n");
+        let e = resolve(&m, &[t("qkv0", &[16, 192])], &SIZES, "d").unwrap_err();
+        assert!(e.to_string().contains("do not add up"), "{e}");
+        let m = map("[[rule]]\nfrom = \"e\"\nto = \"x\"\ntransform = [{ reshape = [0, 1099511627776, 1099511627776] }]\n");
+        let e = resolve(&m, &[t("e", &[0, 4])], &SIZES, "d").unwrap_err();
+        assert!(e.to_string().contains("overflow"), "{e}");
     }
 
     #[test]

@@ -298,6 +298,17 @@ impl Rule {
     }
 }
 
+/// A user string shortened for a message (at most 120 characters, `...` in the middle).
+pub(crate) fn short(s: &str) -> String {
+    const MAX: usize = 120;
+    if s.chars().count() <= MAX {
+        return s.to_string();
+    }
+    let head: String = s.chars().take(MAX / 2).collect();
+    let tail: String = s.chars().skip(s.chars().count() - MAX / 2).collect();
+    format!("{head}...{tail}")
+}
+
 fn divergence_one_line(s: &str) -> String {
     s.chars()
         .map(|c| if c.is_control() { ' ' } else { c })
@@ -339,22 +350,28 @@ fn parse_pattern(p: &str) -> Result<Vec<Piece>, String> {
     let mut rest = p;
     while let Some(open) = rest.find(['{', '}']) {
         if rest[open..].starts_with('}') {
-            return Err(format!("unmatched `}}` in \"{p}\""));
+            return Err(format!("unmatched `}}` in \"{}\"", short(p)));
         }
         if open > 0 {
             out.push(Piece::Text(rest[..open].to_string()));
         }
         let Some(close) = rest[open..].find('}') else {
-            return Err(format!("unclosed `{{` in \"{p}\""));
+            return Err(format!("unclosed `{{` in \"{}\"", short(p)));
         };
         let inner = &rest[open + 1..open + close];
         let (name, dots) = match inner.strip_suffix("...") {
             Some(n) => (n, true),
             None => (inner, false),
         };
-        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        let first_ok = name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+        if !first_ok || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
             return Err(format!(
-                "bad capture `{{{inner}}}` in \"{p}\" (a name of letters, digits and _, optionally followed by ...)"
+                "bad capture `{{{}}}` in \"{}\" (a name of letters, digits and _, not starting with a digit, optionally followed by ...)",
+                short(inner),
+                short(p)
             ));
         }
         out.push(Piece::Capture(name.to_string(), dots));
@@ -376,7 +393,10 @@ impl Pattern {
                 Piece::Text(t) => re.push_str(&regex::escape(&t)),
                 Piece::Capture(name, dots) => {
                     if captures.contains(&name) {
-                        return Err(format!("capture `{{{name}}}` used twice in \"{text}\""));
+                        return Err(format!(
+                            "capture `{{{name}}}` used twice in \"{}\"",
+                            short(text)
+                        ));
                     }
                     re.push_str(&format!(
                         "(?P<{name}>{})",
@@ -387,7 +407,11 @@ impl Pattern {
             }
         }
         re.push('$');
-        let regex = Regex::new(&re).map_err(|e| format!("pattern \"{text}\": {e}"))?;
+        let regex = Regex::new(&re).map_err(|e| {
+            let e = e.to_string();
+            let why = e.lines().last().unwrap_or("too large").trim().to_string();
+            format!("pattern \"{}\": {}", short(text), short(&why))
+        })?;
         Ok(Pattern {
             text: text.to_string(),
             regex,
@@ -438,6 +462,10 @@ mod tests {
         assert!(Pattern::compile("a{L").is_err());
         assert!(Pattern::compile("a{}").is_err());
         assert!(Pattern::compile("a}").is_err());
+        assert!(Pattern::compile("a{0}").unwrap_err().contains("not starting with a digit"));
+        // A huge pattern's error stays short.
+        let long = format!("{}{{", "x".repeat(1_000_000));
+        assert!(Pattern::compile(&long).unwrap_err().len() < 400);
     }
 
     fn err(text: &str) -> String {

@@ -20,6 +20,8 @@ pub struct Inferred {
     pub toml: String,
     /// Every pair, with whether it is compared.
     pub pairs: Vec<(Pair, bool)>,
+    /// Why nothing was inferred (too many tensors to align), for the report's warnings.
+    pub skipped: Option<String>,
 }
 
 /// True when fewer than half of the smaller dump's names are in both (after the prefix rule).
@@ -50,6 +52,18 @@ pub fn infer(ours: &Dump, reference: &Dump) -> Option<Inferred> {
         return None;
     }
     let (o, r) = rayon::join(|| stats(ours, &ours_left), || stats(reference, &ref_left));
+    if o.len().saturating_mul(r.len()) > divergence_diff::align::MAX_CELLS {
+        return Some(Inferred {
+            toml: String::new(),
+            pairs: Vec::new(),
+            skipped: Some(format!(
+                "few probe names in common, and too many to align by content ({} x {} tensors left; at most {} pairs of them are weighed): nothing inferred; give a map (--map)",
+                o.len(),
+                r.len(),
+                divergence_diff::align::MAX_CELLS
+            )),
+        });
+    }
     let pairs = divergence_diff::align(&o, &r);
     if pairs.is_empty() {
         return None;
@@ -69,7 +83,11 @@ pub fn infer(ours: &Dump, reference: &Dump) -> Option<Inferred> {
             toml.push_str(&rule(p, None));
         }
     }
-    Some(Inferred { toml, pairs: out })
+    Some(Inferred {
+        toml,
+        pairs: out,
+        skipped: None,
+    })
 }
 
 /// A name a map pattern can hold as it is (no capture braces, no quote or control character).
@@ -95,7 +113,8 @@ pub fn rule(p: &Pair, transform: Option<&str>) -> String {
     s
 }
 
-/// Names in execution order: the metadata's, else the file's.
+/// Names in execution order: the metadata's, else the file's (natural order for a
+/// safetensors file, whose keys are stored sorted: `op_2` before `op_10`).
 fn order(dump: &Dump) -> Vec<String> {
     let names: HashSet<&str> = dump.names().iter().map(String::as_str).collect();
     match dump.meta().map(|m| &m.order).filter(|o| !o.is_empty()) {
@@ -113,6 +132,11 @@ fn order(dump: &Dump) -> Vec<String> {
                 .cloned()
                 .collect();
             v.extend(extra);
+            v
+        }
+        None if dump.format() == divergence_dump::Format::Safetensors => {
+            let mut v = dump.names().to_vec();
+            v.sort_by(|a, b| divergence_names::natural_cmp(a, b));
             v
         }
         None => dump.names().to_vec(),
@@ -143,6 +167,9 @@ fn stats(dump: &Dump, names: &[String]) -> Vec<TensorStats> {
 
 /// The report warning of an inferred alignment.
 pub fn summary(inf: &Inferred) -> String {
+    if let Some(why) = &inf.skipped {
+        return why.clone();
+    }
     let count = |c: Confidence| inf.pairs.iter().filter(|(p, _)| p.confidence == c).count();
     let compared = inf.pairs.iter().filter(|(_, c)| *c).count();
     format!(

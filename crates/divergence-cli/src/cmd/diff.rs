@@ -409,12 +409,16 @@ pub fn build_report(args: &DiffArgs) -> Result<Report> {
     let mut inferred = None;
     if !explicit && align::few_in_common(&plan, ours.names(), ref_dump) {
         if let Some(inf) = align::infer(ours_dump, ref_dump) {
-            let map = divergence_map::Map::parse(&inf.toml, "alignment by content")?;
-            let (mapped, _) = crate::cmd::map::apply(ours_dump, ref_dump, Some(map), model)?;
-            ours = mapped;
-            plan = divergence_diff::plan_order(&dump_names(&ours), &dump_names(&reference));
-            map_warnings.push(align::summary(&inf));
-            inferred = Some(inf);
+            if inf.skipped.is_some() {
+                map_warnings.push(align::summary(&inf));
+            } else {
+                let map = divergence_map::Map::parse(&inf.toml, "alignment by content")?;
+                let (mapped, _) = crate::cmd::map::apply(ours_dump, ref_dump, Some(map), model)?;
+                ours = mapped;
+                plan = divergence_diff::plan_order(&dump_names(&ours), &dump_names(&reference));
+                map_warnings.push(align::summary(&inf));
+                inferred = Some(inf);
+            }
         }
     }
     if let Some(layer) = args.layer {

@@ -64,7 +64,7 @@ pub fn choose(ours: &Dump, flag: Option<&str>) -> Result<Option<Map>> {
             return Ok(Some(preset?));
         }
         let path = Path::new(flag);
-        let text = std::fs::read_to_string(path).with_context(|| {
+        let text = read_map(path).with_context(|| {
             let known: Vec<&str> = divergence_map::PRESETS.iter().map(|p| p.0).collect();
             format!(
                 "--map {}: not a preset ({}) and cannot be read as a map file",
@@ -131,4 +131,25 @@ fn list(names: &[&str]) -> String {
         s.push_str(&format!(", ... ({} more)", names.len() - SHOWN));
     }
     s
+}
+
+/// Largest map file read (a page of rules is a few kB; a map inferred for 100,000 tensors is
+/// about 10 MB).
+const MAX_MAP_BYTES: u64 = 32 << 20;
+
+/// A map file's text, refused past [`MAX_MAP_BYTES`] (a FIFO or `/dev/zero` is not read
+/// forever).
+fn read_map(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(path)?
+        .take(MAX_MAP_BYTES + 1)
+        .read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_MAP_BYTES {
+        return Err(std::io::Error::other(format!(
+            "larger than {} MiB",
+            MAX_MAP_BYTES >> 20
+        )));
+    }
+    Ok(text)
 }
