@@ -462,7 +462,9 @@ mod tests {
         assert!(Pattern::compile("a{L").is_err());
         assert!(Pattern::compile("a{}").is_err());
         assert!(Pattern::compile("a}").is_err());
-        assert!(Pattern::compile("a{0}").unwrap_err().contains("not starting with a digit"));
+        assert!(Pattern::compile("a{0}")
+            .unwrap_err()
+            .contains("not starting with a digit"));
         // A huge pattern's error stays short.
         let long = format!("{}{{", "x".repeat(1_000_000));
         assert!(Pattern::compile(&long).unwrap_err().len() < 400);
