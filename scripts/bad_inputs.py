@@ -994,13 +994,24 @@ def semantic_cases() -> list[Case]:
             return "nothing in common but a verdict or a compared row"
         return None
 
-    pair("nothing_in_common", {"p": x}, {"q": x},
+    # Other element counts: not even alignment by content can pair them.
+    w = x[:3]
+    pair("nothing_in_common", {"p": w}, {"q": x},
          report(2, {"p": "only_ours", "q": "only_ref"}, check=nothing_compared))
-    pair("nothing_in_common_table", {"p": x}, {"q": x},
+
+    def inferred(r, _out):
+        row = next((o for o in r["ops"] if o["name"] == "q"), None)
+        if not row or "inferred by content" not in (row.get("mapped") or ""):
+            return f"row q not inferred by content: {row}"
+        return None
+
+    # The same values under other names: paired by content, and the row says so.
+    pair("other_names_same_values", {"p": x}, {"q": x}, report(0, {"q": "ok"}, check=inferred))
+    pair("nothing_in_common_table", {"p": w}, {"q": x},
          report(2, json=False, check=lambda _r, out: None if "NOTHING COMPARED" in out
                 and "no divergence" not in out.lower() else "table: " + out[:200]),
          fmt="table")
-    pair("nothing_in_common_markdown", {"p": x}, {"q": x},
+    pair("nothing_in_common_markdown", {"p": w}, {"q": x},
          report(2, json=False, check=lambda _r, out: None if "no divergence" not in out.lower()
                 else "markdown says no divergence"), fmt="markdown")
     pair("only_common_probe_unreadable", {"y": np.zeros(2, "c8")}, {"y": np.zeros(2, "c8")},

@@ -51,19 +51,20 @@ pub fn infer(ours: &Dump, reference: &Dump) -> Option<Inferred> {
     if ours_left.is_empty() || ref_left.is_empty() {
         return None;
     }
-    let (o, r) = rayon::join(|| stats(ours, &ours_left), || stats(reference, &ref_left));
-    if o.len().saturating_mul(r.len()) > divergence_diff::align::MAX_CELLS {
+    // Too many to align: said before any tensor is read.
+    if ours_left.len().saturating_mul(ref_left.len()) > divergence_diff::align::MAX_CELLS {
         return Some(Inferred {
             toml: String::new(),
             pairs: Vec::new(),
             skipped: Some(format!(
                 "few probe names in common, and too many to align by content ({} x {} tensors left; at most {} pairs of them are weighed): nothing inferred; give a map (--map)",
-                o.len(),
-                r.len(),
+                ours_left.len(),
+                ref_left.len(),
                 divergence_diff::align::MAX_CELLS
             )),
         });
     }
+    let (o, r) = rayon::join(|| stats(ours, &ours_left), || stats(reference, &ref_left));
     let pairs = divergence_diff::align(&o, &r);
     if pairs.is_empty() {
         return None;
