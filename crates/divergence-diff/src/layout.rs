@@ -19,6 +19,8 @@ pub struct LayoutMatch {
     pub permute: Vec<usize>,
     /// `‖ours' − ref‖₂ / ‖ref‖₂` after the change.
     pub rel_err: f64,
+    /// The map rule's TOML that makes the change: `transform = [...]`.
+    pub transform: String,
     /// One line: what the change is and the map transform that makes it.
     pub text: String,
 }
@@ -166,6 +168,7 @@ pub fn layout_match(
             reshape: q_shape,
             permute,
             rel_err,
+            transform,
             text,
         });
     }

@@ -219,13 +219,11 @@ impl<'a> MappedDump<'a> {
     fn compute(&self, v: &Virtual) -> Result<Tensor, DumpError> {
         // One part of a split, read straight from the stored bytes: only that part is copied
         // (the parts of a fused qkv_proj are three rows, each reading a third).
-        if let ([source], None, [Step::Narrow { axis, start, len }]) =
-            (v.sources.as_slice(), v.combine, v.steps.as_slice())
-        {
+        if let Some((source, axis, start, len)) = part_of(v) {
             let dtype = self.dump.dtype(source);
             if dtype.is_some_and(|d| !d.widens_to_f64()) {
                 let view = self.dump.view(source)?;
-                let values = narrow_f32(view.values(), &view.shape, *axis, *start, *len);
+                let values = narrow_f32(view.values(), &view.shape, axis, start, len);
                 if let (Some(values), Some(dtype)) = (values, dtype) {
                     return Ok(Tensor {
                         shape: v.shape.clone(),
@@ -350,39 +348,12 @@ fn narrow_f32(
     if start + len > dim || outer * dim * inner != values.len() {
         return None;
     }
-    struct Narrow {
-        outer: usize,
-        block: usize,
-        from: usize,
-        take: usize,
-    }
-    impl Visit for Narrow {
-        type Out = Vec<f32>;
-        fn visit<E: Elem>(self, raw: &[E::Raw]) -> Vec<f32> {
-            let mut out = Vec::with_capacity(self.outer * self.take);
-            for o in 0..self.outer {
-                let at = o * self.block + self.from;
-                out.extend(raw[at..at + self.take].iter().map(|&x| E::wide(x) as f32));
-            }
-            out
-        }
-    }
     let (block, from, take) = (dim * inner, start * inner, len * inner);
-    // f32 storage: a plain copy of each run (no widening through f64).
-    if let ValuesRef::F32Le(raw) = values {
-        let mut out = Vec::with_capacity(outer * take);
-        for o in 0..outer {
-            let at = o * block + from;
-            out.extend(raw[at..at + take].iter().map(|b| f32::from_le_bytes(*b)));
-        }
-        return Some(out);
+    let mut out = Vec::with_capacity(outer * take);
+    for o in 0..outer {
+        extend_f32(&mut out, values, o * block + from, take);
     }
-    Some(values.visit(Narrow {
-        outer,
-        block,
-        from,
-        take,
-    }))
+    Some(out)
 }
 
 /// A split part's source and narrowing: `(source, axis, start, len)`.

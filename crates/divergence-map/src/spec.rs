@@ -209,7 +209,7 @@ impl Rule {
         let shown = from
             .first()
             .map_or_else(String::new, |f| format!(" (from = \"{f}\")"));
-        let label = divergence_one_line(&format!("rule {n}{shown}"));
+        let label = divergence_names::one_line(&format!("rule {n}{shown}")).into_owned();
         let fail = |message: String| MapError::Rule {
             map: map.to_string(),
             rule: label.clone(),
@@ -307,12 +307,6 @@ pub(crate) fn short(s: &str) -> String {
     let head: String = s.chars().take(MAX / 2).collect();
     let tail: String = s.chars().skip(s.chars().count() - MAX / 2).collect();
     format!("{head}...{tail}")
-}
-
-fn divergence_one_line(s: &str) -> String {
-    s.chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect()
 }
 
 /// A size expression names only known sizes and numbers: `kv_heads*head_dim`, `2*intermediate`.

@@ -513,8 +513,7 @@ fn layout_diagnosis(
                 Some(v) => v.sources[0].clone(),
                 None => ours_name.to_string(),
             };
-            let transform = m.text.split('`').nth(1).unwrap_or_default().to_string();
-            Some((from, row.name.clone(), transform))
+            Some((from, row.name.clone(), m.transform))
         })
         .collect()
 }
@@ -785,10 +784,10 @@ fn compare_probe(
     truth: Option<&MappedDump<'_>>,
     cfg: &DiffConfig,
 ) -> OpResult {
-    // One part of a split (a name map's) streams from its source's bytes.
-    let in_place = |dump: &MappedDump<'_>, name: &str| {
-        !dump.contains(name) || (dump.is_zero_copy(name) && !dump.is_part(name))
-    };
+    // A tensor a name map computes is never zero-copy: one part of a split streams from its
+    // source's bytes ([`MappedDump::pieces`]).
+    let in_place =
+        |dump: &MappedDump<'_>, name: &str| !dump.contains(name) || dump.is_zero_copy(name);
     // Any other tensor a name map computes cannot be streamed: it is read whole from its
     // sources, and so are the other sides of its row (memory: that row's tensors,
     // docs/mapping.md).
