@@ -17,6 +17,13 @@ module returns are captured by wrapping transformers' own functions (never copyi
     <layer>.attn_residual           input of <layer>.post_attention_layernorm (forward pre-hook),
                                     recorded only after checking it equals layer input + self_attn output
 
+With --decode N / --decode-ids (teacher-forced decode steps with transformers' own KV cache, a
+DynamicCache): the prompt runs as one prefill forward pass (step 0, plain probe names), then N
+forward passes of one token each; every probe of decode step s is named `<name>@<s>` and has
+token axis length 1, and the cache probes `<attn>.cache_k@s` / `<attn>.cache_v@s` hold what the
+cache holds for the new token after step s's update (recorded by wrapping the cache object's
+`update`). The order is all step-0 probes, then all step-1 probes, ...
+
 A module called more than once keeps its FIRST call (later calls are counted and reported on stderr
 and in the metadata field "repeated_calls"). The root module (name "") is not recorded: its output is
 the logits, already recorded as `lm_head`.
@@ -94,12 +101,31 @@ def parse_ids(text: str, what: str = "--ids") -> list[int]:
     return ids
 
 
-def check_ids_in_vocab(ids: list[int], vocab: int) -> None:
+def check_ids_in_vocab(ids: list[int], vocab: int, what: str | None = None) -> None:
     bad = [i for i in ids if i >= vocab]
     if bad:
+        prefix = f"{what}: " if what else ""
         raise UserError(
-            f"token id {bad[0]} is out of range for vocab size {vocab} (max id {vocab - 1})"
+            f"{prefix}token id {bad[0]} is out of range for vocab size {vocab} (max id {vocab - 1})"
         )
+
+
+def parse_decode(decode: str | None, decode_ids: str | None) -> tuple[int, list[int] | None]:
+    """(N, given decode ids or None) from --decode / --decode-ids; (0, None) without decode."""
+    given = parse_ids(decode_ids, "--decode-ids") if decode_ids is not None else None
+    n = None
+    if decode is not None:
+        try:
+            n = int(decode.strip(), 10)
+        except ValueError:
+            raise UserError(f"--decode: {decode!r} is not a number of decode steps") from None
+        if n < 1:
+            raise UserError(f"--decode: the number of decode steps must be at least 1 (got {n})")
+    if given is not None:
+        if n is not None and n != len(given):
+            raise UserError(f"--decode {n} does not match the {len(given)} token ids of --decode-ids")
+        return len(given), given
+    return (n or 0), None
 
 
 # --------------------------------------------------------------------------------------------
@@ -305,13 +331,16 @@ class Recorder:
         self._attn_outputs: dict[str, object] = {}
         self._n_layers = 0
         self._exit = ExitStack()
+        # decode step s records every probe as f"{name}@{s}"; "" for one-pass dumps and step 0
+        self.suffix = ""
 
     # -- storage
     def record(self, name: str, t) -> None:
+        base, name = name, name + self.suffix
         if name in self.tensors or name in self.repeated:
             self.repeated[name] = self.repeated.get(name, 1) + 1
             return
-        if not self.keep(name):
+        if not self.keep(base):  # filters see the plain name: the same probes at every step
             self.tensors[name] = None  # marks "seen" so later calls count as repeats
             return
         self.tensors[name] = t.detach().to("cpu", copy=True)
@@ -377,7 +406,9 @@ class Recorder:
                     self.record(name, t)
                 if self.progress and id(mod) in layer_ids:
                     idx = name.rsplit(".", 1)[-1]
-                    print(f"\r[dump_reference] layer {idx} / {self._n_layers}", end="", file=sys.stderr, flush=True)
+                    step = f"step {self.suffix[1:]} " if self.suffix else ""
+                    print(f"\r[dump_reference] {step}layer {idx} / {self._n_layers}", end="", file=sys.stderr,
+                          flush=True)
 
             handles.append(m.register_forward_pre_hook(pre, with_kwargs=True))
             handles.append(m.register_forward_hook(post))
@@ -387,6 +418,44 @@ class Recorder:
             self._exit.callback(h.remove)
         self._exit.callback(self.stack.clear)
         self._patch_functions()
+
+    def watch_cache(self, cache) -> None:
+        """Wraps `cache.update` (the bound method, as an instance attribute; removed on exit) so that
+        during a decode step (suffix set) each attention's update records `<attn>.cache_k@s` and
+        `<attn>.cache_v@s`: the slot(s) of the new token(s) in the full key/value tensors that update
+        returns (the last q_len slots along the sequence axis, dim -2), in the cache's dtype."""
+        import torch
+
+        orig = cache.update
+        had_attr = "update" in vars(cache)
+
+        def update(*args, **kwargs):
+            keys, values = orig(*args, **kwargs)
+            if self.suffix:
+                new = args[0] if args else kwargs.get("key_states")
+                prefix = self._current_module()
+                if (
+                    prefix is not None
+                    and isinstance(new, torch.Tensor)
+                    and isinstance(keys, torch.Tensor)
+                    and isinstance(values, torch.Tensor)
+                    and keys.dim() == values.dim() == 4
+                ):
+                    q = new.shape[-2]
+                    self.record(f"{prefix}.cache_k", keys[:, :, -q:, :])
+                    self.record(f"{prefix}.cache_v", values[:, :, -q:, :])
+            return keys, values
+
+        update.__wrapped__ = orig
+        cache.update = update
+
+        def restore():
+            if had_attr:
+                cache.update = orig
+            else:
+                vars(cache).pop("update", None)
+
+        self._exit.callback(restore)
 
     def _record_attn_residual(self, layer: str, hs) -> None:
         import torch
@@ -498,6 +567,45 @@ def run_dump(model, ids: list[int], *, keep=None, progress=False, device="cpu"):
     return rec.result(), rec.dtypes, rec
 
 
+def run_decode(model, ids: list[int], steps: int, decode_ids: list[int] | None = None, *, keep=None,
+               progress=False, device="cpu"):
+    """Prefill + `steps` teacher-forced decode steps with transformers' own KV cache.
+
+    Step 0: the prompt, one forward pass with use_cache=True and a fresh DynamicCache(config=...)
+    (what the model itself creates). Step s (1..steps): one forward pass of the single token
+    decode_ids[s-1], with the same cache as past_key_values; no attention mask and no position_ids,
+    so the model derives the position from the cache length (prompt_len + s - 1), as generate()
+    does for batch 1. Without `decode_ids` they are the greedy tokens: decode_ids[0] = argmax of the
+    prefill's last-position logits, decode_ids[s] = argmax of step s's logits (plain argmax of the
+    raw logits: no logits processors, no stop at EOS).
+
+    Returns (probes [(name, tensor)], dtypes, recorder, decode_ids)."""
+    import torch
+    from transformers import DynamicCache
+
+    model.eval()
+    tokens = list(decode_ids) if decode_ids is not None else []
+    if decode_ids is not None and len(tokens) != steps:
+        raise ValueError(f"{steps} decode steps but {len(tokens)} decode ids")
+    cache = DynamicCache(config=model.config)
+    with torch.no_grad(), Recorder(model, keep=keep, progress=progress) as rec:
+        rec.watch_cache(cache)
+        input_ids = torch.tensor([ids], dtype=torch.long, device=device)
+        out = model(input_ids=input_ids, past_key_values=cache, use_cache=True)
+        for s in range(1, steps + 1):
+            if decode_ids is None:
+                tokens.append(int(out.logits[0, -1].argmax()))
+            if s == 1 and getattr(out, "past_key_values", cache) is not cache:
+                rec.warnings.append("the model did not keep the DynamicCache it was given; cache probes may be missing")
+            rec.suffix = f"@{s}"
+            input_ids = torch.tensor([[tokens[s - 1]]], dtype=torch.long, device=device)
+            out = model(input_ids=input_ids, past_key_values=cache, use_cache=True)
+        rec.suffix = ""
+    if progress and rec._n_layers:
+        print(file=sys.stderr)
+    return rec.result(), rec.dtypes, rec, tokens
+
+
 # --------------------------------------------------------------------------------------------
 # writing
 
@@ -600,6 +708,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output .npz or .safetensors")
     p.add_argument("--only", metavar="REGEX", help="keep only probes whose name matches (re.search)")
     p.add_argument("--layers", metavar="SPEC", help="keep probes of these layers (e.g. 0-3,7) + non-layer probes")
+    p.add_argument("--decode", metavar="N", help="after the prompt (step 0), run N teacher-forced decode steps of one "
+                   "token each with transformers' KV cache (DynamicCache); probes of step s are named NAME@s. "
+                   "Tokens: the reference's greedy tokens, or --decode-ids")
+    p.add_argument("--decode-ids", metavar="IDS", help="the decode tokens, e.g. 11,22,33 (then N is their count; "
+                   "with --decode, N must equal it)")
     p.add_argument("--quiet", action="store_true", help="no progress / summary on stderr")
     p.add_argument("--truth-out", metavar="FILE", help="also run the same model on the same ids in "
                    "--truth-dtype (same --attn, same device) and write that dump to FILE: the high-precision "
@@ -688,6 +801,7 @@ def _main(args, prepare_model=None) -> int:
             raise UserError(f"--truth-dtype {args.truth_dtype} is not finer than --dtype {args.dtype}: "
                             "the truth must be computed in a higher precision (float64)")
     keep = make_keep(args.only, args.layers)
+    n_decode, given_decode = parse_decode(args.decode, args.decode_ids)
     if args.model is not None and not Path(args.model).is_dir():
         raise UserError(f"{args.model}: model directory not found")
     ids = get_ids(args)
@@ -702,6 +816,8 @@ def _main(args, prepare_model=None) -> int:
     model, source, extra = load_model(args)
     vocab = model.get_input_embeddings().num_embeddings
     check_ids_in_vocab(ids, vocab)
+    if given_decode is not None:
+        check_ids_in_vocab(given_decode, vocab, "--decode-ids")
     model = model.to(args.device)
     extra = {"model_source": source, **extra}
     if prepare_model is not None:
@@ -709,12 +825,20 @@ def _main(args, prepare_model=None) -> int:
     progress = not args.quiet and sys.stderr.isatty()
     if not args.quiet:
         n_layers = getattr(model.config, "num_hidden_layers", "?")
-        print(f"running {type(model).__name__} ({n_layers} layers) on {len(ids)} tokens, {args.dtype}, "
+        steps = f" + {n_decode} decode steps" if n_decode else ""
+        print(f"running {type(model).__name__} ({n_layers} layers) on {len(ids)} tokens{steps}, {args.dtype}, "
               f"{args.attn}, {args.device}", file=sys.stderr)
-    probes, dtypes, rec = run_dump(model, ids, keep=keep, progress=progress, device=args.device)
+    decode = None
+    if n_decode:
+        probes, dtypes, rec, decode_ids = run_decode(model, ids, n_decode, given_decode, keep=keep,
+                                                     progress=progress, device=args.device)
+        decode = (decode_ids, "given" if given_decode is not None else "greedy")
+    else:
+        probes, dtypes, rec = run_dump(model, ids, keep=keep, progress=progress, device=args.device)
     if not probes:
         raise UserError("no probes recorded (check --only / --layers)")
     meta = build_meta([n for n, _ in probes], dtypes, ids, model, extra, args.dtype, args.attn, args.device)
+    add_decode_meta(meta, decode)
     if rec.repeated:
         meta["repeated_calls"] = dict(rec.repeated)
     if rec.warnings:
@@ -726,21 +850,35 @@ def _main(args, prepare_model=None) -> int:
         import gc
 
         gc.collect()
-        write_truth(args, ids, keep, progress, truth_out, out)
+        write_truth(args, ids, keep, progress, truth_out, out, decode)
     if not args.quiet:
         for w in meta.get("warnings", []):
             print(f"warning: {w}", file=sys.stderr)
         if meta.get("repeated_calls"):
             print(f"note: {len(meta['repeated_calls'])} module(s) ran more than once; first call kept", file=sys.stderr)
-        print(f"wrote {len(meta['order'])} probes ({len(ids)} tokens, {args.dtype}, {args.attn}) to {out}",
+        steps = f" + {n_decode} decode steps ({decode[1]}: {decode[0]})" if decode else ""
+        print(f"wrote {len(meta['order'])} probes ({len(ids)} tokens{steps}, {args.dtype}, {args.attn}) to {out}",
               file=sys.stderr)
     return 0
 
 
-def write_truth(args, ids: list[int], keep, progress: bool, truth_out: Path, main_out: Path) -> None:
+def add_decode_meta(meta: dict, decode) -> None:
+    """The decode fields (only for --decode dumps): decode_steps, decode_ids, decode_source."""
+    if decode is None:
+        return
+    decode_ids, source = decode
+    meta["decode_steps"] = len(decode_ids)
+    meta["decode_ids"] = [int(i) for i in decode_ids]
+    meta["decode_source"] = source
+
+
+def write_truth(args, ids: list[int], keep, progress: bool, truth_out: Path, main_out: Path,
+                decode=None) -> None:
     """--truth-out: the same model (same weights, same attention implementation, same device),
     run in --truth-dtype on the same ids, with the same hooks. No `prepare_model` hook: the truth
-    is the *reference* model, whatever was planted in the main run."""
+    is the *reference* model, whatever was planted in the main run. With decode steps, the truth
+    decodes the main run's decode ids (teacher-forced, never its own greedy tokens), and its
+    metadata repeats the main run's decode_ids and decode_source."""
     import time
 
     import torch
@@ -752,8 +890,13 @@ def write_truth(args, ids: list[int], keep, progress: bool, truth_out: Path, mai
     extra = {"model_source": source, **extra, "truth_of": str(main_out), "truth_for_dtype": args.dtype}
     if not args.quiet:
         print(f"truth run: {args.truth_dtype}, {args.attn}, {args.device}", file=sys.stderr)
-    probes, dtypes, rec = run_dump(model, ids, keep=keep, progress=progress, device=args.device)
+    if decode is not None:
+        probes, dtypes, rec, _ = run_decode(model, ids, len(decode[0]), decode[0], keep=keep, progress=progress,
+                                            device=args.device)
+    else:
+        probes, dtypes, rec = run_dump(model, ids, keep=keep, progress=progress, device=args.device)
     meta = build_meta([n for n, _ in probes], dtypes, ids, model, extra, args.truth_dtype, args.attn, args.device)
+    add_decode_meta(meta, decode)
     if rec.repeated:
         meta["repeated_calls"] = dict(rec.repeated)
     write_dump(truth_out, probes, meta)

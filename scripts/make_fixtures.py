@@ -9,6 +9,7 @@ What is made (all from fixed seeds; see docs/reference-exporter.md):
     fixtures/tiny-qwen3/{config.json,model.safetensors,ids.txt} tiny Qwen3, realistic_qwen3_init(seed 0), BF16
     fixtures/ref/tiny-qwen3.{f32,bf16,f64}.eager.npz, tiny-qwen3.{f32,bf16}.sdpa.npz,
     fixtures/ref/tiny-qwen3.bf16.eager.safetensors               reference dumps (scripts/dump_reference.py)
+    fixtures/ref/tiny-qwen3.{f32,bf16}.decode.npz                the same + 6 greedy decode steps (--decode 6)
     fixtures/demo/ref.npz (f32 eager), fixtures/demo/ours.npz     planted bug: embeddings * 1/sqrt(hidden)
 
 --check compares: configs, ids.txt and model.safetensors byte for byte; fixtures/tiny-qwen3/config.json
@@ -129,6 +130,9 @@ DUMPS = [
     ("ref/tiny-qwen3.f32.sdpa.npz", "float32", "sdpa"),
     ("ref/tiny-qwen3.bf16.eager.safetensors", "bfloat16", "eager"),
     ("demo/ref.npz", "float32", "eager"),
+    # prefill + 6 teacher-forced (greedy) decode steps through transformers' KV cache
+    ("ref/tiny-qwen3.f32.decode.npz", "float32", "eager", "--decode", "6"),
+    ("ref/tiny-qwen3.bf16.decode.npz", "bfloat16", "eager", "--decode", "6"),
 ]
 DEMO_OURS = "demo/ours.npz"
 
@@ -191,11 +195,11 @@ def plant_bug(bug: str):
     return prepare
 
 
-def run_dump(root: Path, rel: str, dtype: str, attn: str, bug: str | None = None) -> None:
+def run_dump(root: Path, rel: str, dtype: str, attn: str, *extra: str, bug: str | None = None) -> None:
     argv = [
         "--model", str(root / "tiny-qwen3"),
         "--ids-file", str(root / "tiny-qwen3" / "ids.txt"),
-        "--dtype", dtype, "--attn", attn, "--out", str(root / rel), "--quiet",
+        "--dtype", dtype, "--attn", attn, "--out", str(root / rel), "--quiet", *extra,
     ]
     rc = dr.main(argv, prepare_model=plant_bug(bug) if bug else None)
     if rc != 0:
@@ -206,8 +210,8 @@ def generate(root: Path, log=print) -> None:
     for name, cfg in CONFIGS.items():
         write_json(root / "configs" / name, cfg)
     make_tiny_qwen3(root, log)
-    for rel, dtype, attn in DUMPS:
-        run_dump(root, rel, dtype, attn)
+    for rel, dtype, attn, *extra in DUMPS:
+        run_dump(root, rel, dtype, attn, *extra)
         log(f"wrote fixtures/{rel}")
     run_dump(root, DEMO_OURS, "float32", "eager", bug="embed-scale")
     log(f"wrote fixtures/{DEMO_OURS} (planted bug: embed-scale)")

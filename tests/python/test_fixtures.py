@@ -44,4 +44,5 @@ def test_committed_fixture_set_and_size():
     files = sorted(str(p.relative_to(FIXTURES)) for p in FIXTURES.rglob("*") if p.is_file())
     assert files == mf.all_files()
     total = sum((FIXTURES / f).stat().st_size for f in files)
-    assert total < 5.5e6, f"fixtures are {total / 1e6:.2f} MB"
+    # 5.5 MB before the two decode references (0.95 MB each: prefill + 6 steps)
+    assert total < 7.5e6, f"fixtures are {total / 1e6:.2f} MB"

@@ -114,6 +114,10 @@ pub struct OpResult {
     pub reason: Option<String>,
     /// `N` when the name contains `layers.N`.
     pub layer: Option<usize>,
+    /// Decode step of the probe: 0 for the prefill (and every one-pass dump), `s` for a name
+    /// `...@s` (docs/dump-format.md, "Decode steps").
+    #[serde(default)]
+    pub step: usize,
     /// Shapes, dtypes and element count of the two sides.
     #[serde(flatten)]
     pub tensor: TensorInfo,
@@ -240,6 +244,7 @@ impl OpResult {
             status,
             reason,
             layer: divergence_names::layer_index(name),
+            step: divergence_names::split_step(name).1,
             tensor: TensorInfo::default(),
             rule: RuleTerms::default(),
             errors: ErrorMetrics::default(),

@@ -63,11 +63,14 @@ pub use layout::{layout_match, LayoutMatch};
 pub use metrics::ValuesRef;
 pub use order::{natural_cmp, plan_order, DumpNames, OrderPlan, OrderSource};
 pub use origin::{ChainLink, Measure, Origin, Role, BIRTH_GROWTH, TRUTH_BIRTH};
-pub use positions::{position_axis, position_profile, PositionPattern, PositionProfile};
-pub use report::{
-    assemble, FirstDifference, FirstDivergence, JudgedWith, Report, ReportContext, Summary, SCHEMA,
+pub use positions::{
+    across_steps, position_axis, position_profile, PositionPattern, PositionProfile,
 };
-pub use tokens::{token_effect, Flip, PositionTokens, TokenEffect};
+pub use report::{
+    assemble, step_summaries, FirstDifference, FirstDivergence, JudgedWith, Report, ReportContext,
+    StepSummary, Summary, SCHEMA,
+};
+pub use tokens::{merge_steps, token_effect, Flip, PositionTokens, StepTokens, TokenEffect};
 pub use tolerance::{
     decision_rule, truth_floor, truth_rule, unit_roundoff, DTypeClass, Preset, Tolerance,
     DEFAULT_NOISE_RATIO, PRESETS, REL_ERR_GUARD_MIN,

@@ -58,12 +58,30 @@ pub struct PositionProfile {
     pub first_affected: Option<usize>,
     /// Where they are.
     pub pattern: PositionPattern,
+    /// With decode steps: the step of each position (0 = the prefill's positions, then one
+    /// position per decode step), when the profile runs across steps ([`across_steps`]);
+    /// empty (and left out of the JSON) for one pass.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<usize>,
 }
 
 impl PositionProfile {
     /// One line: `error at every position (16)`, `error from position 9 on (7 of 16)`, ...
     pub fn summary(&self) -> String {
         let t = self.rel_err.len();
+        // With decode steps, a position is named by its step too; a profile without the
+        // prefill's positions (cache probes exist in decode steps only) counts steps.
+        let decode_only = self.steps.first().is_some_and(|&s| s > 0);
+        let label = |i: usize| match self.steps.get(i) {
+            Some(&s) if s > 0 && decode_only => format!("decode step {s}"),
+            Some(&s) if s > 0 => format!("position {i} (decode step {s})"),
+            _ => format!("position {i}"),
+        };
+        let unit = if decode_only {
+            "decode steps"
+        } else {
+            "positions"
+        };
         // The worst of the affected positions (an unaffected one may have a larger relative
         // error where its reference is tiny and atol dominates).
         let worst = self
@@ -78,28 +96,88 @@ impl PositionProfile {
                 _ => Some((p, e)),
             });
         let worst = worst.map_or(String::new(), |(p, e)| {
-            format!("; worst rel err {} at position {p}", crate::sci(e))
+            format!("; worst rel err {} at {}", crate::sci(e), label(p))
         });
         let what = match self.pattern {
+            PositionPattern::All if decode_only => format!("error at every decode step ({t})"),
             PositionPattern::All => format!("error at every position ({t})"),
             PositionPattern::From { start } => format!(
-                "error from position {start} on ({} of {t}; earlier positions within tolerance)",
+                "error from {} on ({} of {t} {unit}; earlier ones within tolerance)",
+                label(start),
                 self.affected
             ),
-            PositionPattern::Last => {
-                format!("error at the last position only (position {})", t - 1)
-            }
+            PositionPattern::Last => format!("error at the last {} only", label(t - 1)),
             PositionPattern::Some => format!(
-                "error at {} of {t} positions, the first at position {}",
+                "error at {} of {t} {unit}, the first at {}",
                 self.affected,
-                self.first_affected.unwrap_or(0)
+                label(self.first_affected.unwrap_or(0))
             ),
             PositionPattern::None => {
-                format!("no single position over the tolerance ({t} positions)")
+                format!("no single one of {t} {unit} over the tolerance")
             }
         };
-        format!("{what}{worst}")
+        let decode = match (self.first_affected, decode_only) {
+            (Some(p), false) if !self.steps.is_empty() => match self.steps.get(p) {
+                Some(0) => "; already in the prefill".to_string(),
+                Some(_) => "; the prefill's positions are clean: a decode-path error".to_string(),
+                None => String::new(),
+            },
+            _ => String::new(),
+        };
+        format!("{what}{worst}{decode}")
     }
+}
+
+/// Which positions an op's error reaches across decode steps: the prefill's positions (the
+/// step-0 row's own profile, when it has one), then one position per decode step, judged by
+/// that step's row (its `rel_l2_err` against its tolerance, over when the row diverges). A
+/// decode bug shows as "from position T on": positions >= the prompt length. `steps` are the
+/// op's decode rows in step order.
+pub fn across_steps(
+    op: &str,
+    prefill: Option<PositionProfile>,
+    steps: &[&crate::OpResult],
+) -> Option<PositionProfile> {
+    if steps.is_empty() {
+        return None;
+    }
+    let (mut rel_err, mut rel_tol, mut over, mut at, axis) = match prefill {
+        Some(p) => {
+            let n = p.rel_err.len();
+            (p.rel_err, p.rel_tol, p.over, vec![0; n], p.axis)
+        }
+        None => (Vec::new(), Vec::new(), Vec::new(), Vec::new(), 1),
+    };
+    for row in steps {
+        rel_err.push(row.errors.rel_l2_err);
+        rel_tol.push(match (row.rule.tol_threshold, row.rule.ref_l2) {
+            (Some(t), Some(r)) if r > 0.0 => Some(t / r).filter(|x| x.is_finite()),
+            _ => None,
+        });
+        over.push(row.status.is_divergence());
+        at.push(row.step);
+    }
+    let t = over.len();
+    let affected = over.iter().filter(|&&o| o).count();
+    let first_affected = over.iter().position(|&o| o);
+    let pattern = match first_affected {
+        None => PositionPattern::None,
+        Some(_) if affected == t => PositionPattern::All,
+        Some(p) if p == t - 1 => PositionPattern::Last,
+        Some(p) if affected == t - p => PositionPattern::From { start: p },
+        Some(_) => PositionPattern::Some,
+    };
+    Some(PositionProfile {
+        op: op.to_string(),
+        axis,
+        rel_err,
+        rel_tol,
+        over,
+        affected,
+        first_affected,
+        pattern,
+        steps: at,
+    })
 }
 
 /// The token axis of a probe of this shape, by the dump contract's layouts: `[B, H, T, D]` for
@@ -107,7 +185,7 @@ impl PositionProfile {
 /// 2; `None` for 0-d / 1-d probes and a token axis of fewer than 2 positions.
 pub fn position_axis(name: &str, shape: &[usize]) -> Option<usize> {
     let axis = match (shape.len(), Op::of(name)) {
-        (4, Op::Rope(_)) => 2,
+        (4, Op::Rope(_) | Op::CacheK | Op::CacheV) => 2,
         (n, _) if n >= 3 => 1,
         (2, _) => 0,
         _ => return None,
@@ -195,6 +273,7 @@ pub fn position_profile(
         affected,
         first_affected,
         pattern,
+        steps: Vec::new(),
     })
 }
 
@@ -233,7 +312,8 @@ mod tests {
         assert_eq!((p.affected, p.first_affected), (2, Some(2)));
         assert!((p.rel_err[1].unwrap() - 1e-6).abs() < 1e-12);
         assert!(
-            p.summary().starts_with("error from position 2 on (2 of 4;"),
+            p.summary()
+                .starts_with("error from position 2 on (2 of 4 positions;"),
             "{}",
             p.summary()
         );
@@ -245,6 +325,50 @@ mod tests {
             "error at 1 of 4 positions, the first at position 1; worst rel err 5.000e-01 at position 1"
         );
         assert_eq!(profile(&[1e-4, 1e-4]).pattern, PositionPattern::None);
+    }
+
+    fn step_row(step: usize, rel: f64, diverged: bool) -> crate::OpResult {
+        let mut r: crate::OpResult = serde_json::from_value(serde_json::json!({
+            "name": format!("model.rotary_emb@{step}"), "status": if diverged { "diverged" } else { "ok" },
+            "reason": null, "layer": null, "step": step,
+            "shape": null, "shape_ours": null, "dtype_ours": null, "dtype_ref": null, "numel": null,
+            "n_compared": null, "rtol": null, "atol": null, "ours_l2": null, "ref_l2": 2.0,
+            "diff_l2": null, "tol_threshold": 0.002, "max_abs_err": null, "max_abs_err_index": null,
+            "mean_abs_err": null, "rel_l2_err": rel, "max_rel_err": null, "cosine": null,
+            "nan_ours": null, "inf_ours": null, "nan_ref": null, "inf_ref": null,
+            "nonfinite_mismatch": null, "ours_truth_rel_err": null, "ref_truth_rel_err": null,
+            "noise_ratio": null, "truth_problem": null, "frac_outside_tol": null,
+            "local_growth": null, "mapped": null
+        }))
+        .unwrap();
+        r.step = step;
+        r
+    }
+
+    #[test]
+    fn decode_steps_extend_the_prefill_profile() {
+        let prefill = profile(&[0.0, 0.0, 0.0]);
+        let rows = [
+            step_row(1, 1e-6, false),
+            step_row(2, 0.3, true),
+            step_row(3, 0.2, true),
+        ];
+        let refs: Vec<&crate::OpResult> = rows.iter().collect();
+        let p = across_steps("model.rotary_emb", Some(prefill), &refs).unwrap();
+        assert_eq!(p.steps, [0, 0, 0, 1, 2, 3]);
+        assert_eq!(p.pattern, PositionPattern::From { start: 4 });
+        assert_eq!(p.rel_tol[4], Some(1e-3));
+        assert_eq!(
+            p.summary(),
+            "error from position 4 (decode step 2) on (2 of 6 positions; earlier ones within tolerance); worst rel err 3.000e-01 at position 4 (decode step 2); the prefill's positions are clean: a decode-path error"
+        );
+        // cache probes have no prefill row: the profile counts decode steps
+        let p = across_steps("model.layers.0.self_attn.cache_k", None, &refs).unwrap();
+        assert_eq!(
+            p.summary(),
+            "error from decode step 2 on (2 of 3 decode steps; earlier ones within tolerance); worst rel err 3.000e-01 at decode step 2"
+        );
+        assert!(across_steps("x", None, &[]).is_none());
     }
 
     #[test]

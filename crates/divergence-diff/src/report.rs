@@ -74,6 +74,67 @@ pub struct FirstDivergence {
     pub reason: String,
     /// Layer, when the name has `layers.N`.
     pub layer: Option<usize>,
+    /// Decode step (0 = the prefill).
+    #[serde(default)]
+    pub step: usize,
+}
+
+/// One decode step of a dump pair with decode steps (`Report::steps`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepSummary {
+    /// 0 = the prefill, 1.. = decode steps.
+    pub step: usize,
+    /// Rows of this step present and readable on both sides (ok + every divergence status, as
+    /// `Summary::compared`).
+    pub compared: usize,
+    /// Rows of this step that diverge (any divergence status).
+    pub diverged: usize,
+    /// Rows of this step present on one side only, or unreadable.
+    pub missing: usize,
+    /// The largest `rel_l2_err` of the step's compared rows, `None` when none has one.
+    pub worst_rel_err: Option<f64>,
+    /// The row that has it.
+    pub worst_op: Option<String>,
+    /// The step's first diverging row in execution order, `None` when none diverges.
+    pub first_divergence: Option<String>,
+}
+
+/// Per-step summaries, for rows that have decode steps; empty when every row is of step 0.
+pub fn step_summaries(ops: &[OpResult]) -> Vec<StepSummary> {
+    if ops.iter().all(|o| o.step == 0) {
+        return Vec::new();
+    }
+    let mut out: std::collections::BTreeMap<usize, StepSummary> = Default::default();
+    for o in ops {
+        let s = out.entry(o.step).or_insert_with(|| StepSummary {
+            step: o.step,
+            compared: 0,
+            diverged: 0,
+            missing: 0,
+            worst_rel_err: None,
+            worst_op: None,
+            first_divergence: None,
+        });
+        match o.status {
+            Status::OnlyOurs | Status::OnlyRef | Status::Unreadable => s.missing += 1,
+            _ => s.compared += 1,
+        }
+        if o.status.is_divergence() {
+            s.diverged += 1;
+            if s.first_divergence.is_none() {
+                s.first_divergence = Some(o.name.clone());
+            }
+        }
+        if let Some(e) = o.errors.rel_l2_err {
+            if matches!(o.status, Status::Ok | Status::Diverged)
+                && s.worst_rel_err.is_none_or(|w| e > w)
+            {
+                s.worst_rel_err = Some(e);
+                s.worst_op = Some(o.name.clone());
+            }
+        }
+    }
+    out.into_values().collect()
 }
 
 /// The first op whose two sides differ at all (any element, a shape, a NaN position), whether
@@ -168,6 +229,10 @@ pub struct Report {
     pub judged_with: Vec<JudgedWith>,
     /// Status counts.
     pub summary: Summary,
+    /// One entry per step (0 = the prefill) when the dumps have decode steps; empty (and left
+    /// out of the JSON) for one-pass dumps.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<StepSummary>,
     /// Names present only in our dump, in execution order.
     pub only_ours: Vec<String>,
     /// Names present only in the reference dump, in execution order.
@@ -335,6 +400,7 @@ pub fn assemble(mut ops: Vec<OpResult>, ctx: ReportContext, cfg: &DiffConfig) ->
             status: o.status,
             reason: o.reason.clone().unwrap_or_default(),
             layer: o.layer,
+            step: o.step,
         });
     let mut summary = Summary {
         total: ops.len(),
@@ -386,6 +452,7 @@ pub fn assemble(mut ops: Vec<OpResult>, ctx: ReportContext, cfg: &DiffConfig) ->
         op.local_growth = g;
     }
     let amplification = amplification(&ops, cfg.amplification_threshold, &ctx.norm_weight_gains);
+    let steps = step_summaries(&ops);
     Report {
         schema: SCHEMA.to_string(),
         ours: ctx.ours_label,
@@ -402,6 +469,7 @@ pub fn assemble(mut ops: Vec<OpResult>, ctx: ReportContext, cfg: &DiffConfig) ->
         first_difference,
         judged_with,
         summary,
+        steps,
         only_ours,
         only_ref,
         amplification,

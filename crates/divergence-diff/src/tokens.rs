@@ -33,8 +33,13 @@ pub struct TokenEffect {
     pub max_kld_position: usize,
     /// The first position whose top-1 tokens differ.
     pub first_flip: Option<Flip>,
-    /// Per position: top-1 agreement and KLD (null where not compared).
+    /// Per position: top-1 agreement and KLD (null where not compared). With decode steps,
+    /// the prefill's positions first, then one per decode step ([`merge_steps`]).
     pub per_position: Vec<PositionTokens>,
+    /// Per step (0 = the prefill), when the logits have decode steps; empty (and left out of
+    /// the JSON) for one pass.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<StepTokens>,
 }
 
 /// One position's numbers.
@@ -42,12 +47,32 @@ pub struct TokenEffect {
 pub struct PositionTokens {
     pub top1_agree: Option<bool>,
     pub kld: Option<f64>,
+    /// The decode step the position belongs to (0 = the prefill).
+    #[serde(default)]
+    pub step: usize,
+}
+
+/// One step's token numbers (decode dumps).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepTokens {
+    /// 0 = the prefill, 1.. = decode steps.
+    pub step: usize,
+    /// Positions compared in this step (the prompt's for the prefill, 1 for a decode step).
+    pub positions: usize,
+    /// Of them, positions whose top-1 tokens agree.
+    pub top1_agree: usize,
+    /// Mean and largest KLD of the step (nats); `None` when nothing was compared.
+    pub mean_kld: Option<f64>,
+    pub max_kld: Option<f64>,
 }
 
 /// The first position where the top-1 tokens differ.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Flip {
     pub position: usize,
+    /// The decode step of that position (0 = the prefill).
+    #[serde(default)]
+    pub step: usize,
     /// Ours' and the reference's top-1 token ids.
     pub ours_token: usize,
     pub ref_token: usize,
@@ -72,6 +97,10 @@ impl TokenEffect {
             self.max_kld_position
         );
         match &self.first_flip {
+            Some(f) if !self.steps.is_empty() => s.push_str(&format!(
+                ", first flipped token at step {} (position {}; ours {} vs ref {}; ref's token ranked {} in ours)",
+                f.step, f.position, f.ours_token, f.ref_token, f.ref_token_rank_in_ours
+            )),
             Some(f) => s.push_str(&format!(
                 ", first flipped token at position {} (ours {} vs ref {}; ref's token ranked {} in ours)",
                 f.position, f.ours_token, f.ref_token, f.ref_token_rank_in_ours
@@ -144,6 +173,7 @@ pub fn token_effect(
             per_position.push(PositionTokens {
                 top1_agree: None,
                 kld: None,
+                step: 0,
             });
             continue;
         };
@@ -158,6 +188,7 @@ pub fn token_effect(
         if !same && first_flip.is_none() {
             first_flip = Some(Flip {
                 position: p,
+                step: 0,
                 ours_token: o_top[0],
                 ref_token: r_top[0],
                 ref_token_rank_in_ours: r_in_o,
@@ -167,6 +198,7 @@ pub fn token_effect(
         per_position.push(PositionTokens {
             top1_agree: Some(same),
             kld: Some(kld),
+            step: 0,
         });
     }
     if compared == 0 {
@@ -183,7 +215,80 @@ pub fn token_effect(
         max_kld_position: kld_at,
         first_flip,
         per_position,
+        steps: Vec::new(),
     })
+}
+
+/// One token effect over the steps of a decode dump pair: `parts` are the effects of each
+/// step's logits (`lm_head`, `lm_head@1`, ...), in step order. Positions are numbered across
+/// the steps (the prefill's 0..T, then T for step 1, ...), each tagged with its step; the
+/// aggregates are over every compared position; `steps` has each step's numbers. A step whose
+/// logits could not be compared (shapes differ, nothing finite) is `None`: it has no entry in
+/// `steps`, and a decode step's position is a placeholder (nulls) in `per_position`.
+pub fn merge_steps(op: &str, parts: Vec<(usize, Option<TokenEffect>)>) -> Option<TokenEffect> {
+    let mut out = TokenEffect {
+        op: op.to_string(),
+        positions: 0,
+        nonfinite_positions: 0,
+        top1_agree: 0,
+        top5_overlap: 0.0,
+        mean_kld: 0.0,
+        max_kld: f64::MIN,
+        max_kld_position: 0,
+        first_flip: None,
+        per_position: Vec::new(),
+        steps: Vec::new(),
+    };
+    let (mut overlap_sum, mut kld_sum) = (0f64, 0f64);
+    for (step, part) in parts {
+        let Some(e) = part else {
+            // Not compared (shapes differ, nothing finite): a decode step's one position is
+            // kept as a placeholder so that later positions keep their numbers.
+            if step > 0 {
+                out.per_position.push(PositionTokens {
+                    top1_agree: None,
+                    kld: None,
+                    step,
+                });
+            }
+            continue;
+        };
+        let offset = out.per_position.len();
+        out.positions += e.positions;
+        out.nonfinite_positions += e.nonfinite_positions;
+        out.top1_agree += e.top1_agree;
+        overlap_sum += e.top5_overlap * e.positions as f64;
+        kld_sum += e.mean_kld * e.positions as f64;
+        if e.max_kld > out.max_kld {
+            out.max_kld = e.max_kld;
+            out.max_kld_position = offset + e.max_kld_position;
+        }
+        if out.first_flip.is_none() {
+            out.first_flip = e.first_flip.map(|f| Flip {
+                position: offset + f.position,
+                step,
+                ..f
+            });
+        }
+        out.steps.push(StepTokens {
+            step,
+            positions: e.positions,
+            top1_agree: e.top1_agree,
+            mean_kld: (e.positions > 0).then_some(e.mean_kld),
+            max_kld: (e.positions > 0).then_some(e.max_kld),
+        });
+        out.per_position.extend(
+            e.per_position
+                .into_iter()
+                .map(|p| PositionTokens { step, ..p }),
+        );
+    }
+    if out.positions == 0 {
+        return None;
+    }
+    out.top5_overlap = overlap_sum / out.positions as f64;
+    out.mean_kld = kld_sum / out.positions as f64;
+    Some(out)
 }
 
 /// `out` = elements `at..at + out.len()` of `values`, widened exactly (one dispatch per row).
@@ -371,6 +476,47 @@ mod tests {
         assert_eq!(e.mean_kld, 0.0);
         assert!(e.first_flip.is_none());
         assert!(e.summary().contains("top-1 agree 3/3"), "{}", e.summary());
+    }
+
+    #[test]
+    fn steps_merge_with_positions_numbered_across_them() {
+        let r = [0.0f32, 1.0, 3.0, /* */ 0.0, 1.0, 3.0];
+        let o = [0.0f32, 1.0, 3.0, /* */ 3.5, 1.0, 3.0];
+        let one = |a: &[f32], b: &[f32], shape: &[usize]| {
+            token_effect(
+                "lm_head",
+                ValuesRef::F32(a),
+                ValuesRef::F32(b),
+                shape,
+                shape,
+            )
+        };
+        let parts = vec![
+            (0, one(&r, &r, &[1, 2, 3])),           // prefill: 2 positions, agree
+            (1, None),                              // step 1 not comparable
+            (2, one(&o[3..], &r[3..], &[1, 1, 3])), // step 2 flips
+            (3, one(&r[..3], &r[..3], &[1, 1, 3])),
+        ];
+        let e = merge_steps("lm_head", parts).unwrap();
+        assert_eq!((e.positions, e.top1_agree), (4, 3));
+        assert_eq!(e.per_position.len(), 5);
+        let steps: Vec<usize> = e.per_position.iter().map(|p| p.step).collect();
+        assert_eq!(steps, [0, 0, 1, 2, 3]);
+        assert_eq!(e.per_position[2].kld, None);
+        let f = e.first_flip.as_ref().unwrap();
+        assert_eq!((f.position, f.step), (3, 2));
+        assert_eq!(e.max_kld_position, 3);
+        assert_eq!(
+            e.steps.iter().map(|s| s.step).collect::<Vec<_>>(),
+            [0, 2, 3]
+        );
+        assert!(
+            e.summary()
+                .contains("first flipped token at step 2 (position 3"),
+            "{}",
+            e.summary()
+        );
+        assert!(merge_steps("lm_head", vec![(1, None)]).is_none());
     }
 
     #[test]

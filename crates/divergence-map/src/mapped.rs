@@ -67,6 +67,13 @@ impl<'a> MappedDump<'a> {
         }
     }
 
+    /// The same, with `order` as its recorded execution order (names of this mapped dump;
+    /// `diff --prefill-vs-decode` gives the full prefill the stepped dump's order).
+    pub fn with_order(mut self, order: Vec<String>) -> MappedDump<'a> {
+        self.meta_order = Some(order);
+        self
+    }
+
     /// The underlying dump.
     pub fn dump(&self) -> &'a Dump {
         self.dump

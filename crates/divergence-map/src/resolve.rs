@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use crate::array::{fmt_shape, numel, Combine, Step};
 use crate::error::MapError;
 use crate::spec::{fill, CombineSpec, DimSpec, Map, Rule, StepSpec};
+use divergence_names::{split_step, step_name};
 
 /// Model sizes a rule may name (`heads*head_dim`), from a config. `None`: not known.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -79,6 +80,24 @@ impl Resolved {
         self.index.get(name).map(|&i| &self.tensors[i])
     }
 
+    /// A mapped dump made by code rather than by a map file (`diff --prefill-vs-decode`):
+    /// `tensors` in the dump's order, their shapes already checked by the caller. `None` when
+    /// a name repeats.
+    pub fn from_tensors(tensors: Vec<Virtual>, label: impl Into<String>) -> Option<Resolved> {
+        let mut index = HashMap::with_capacity(tensors.len());
+        for (i, v) in tensors.iter().enumerate() {
+            if index.insert(v.name.clone(), i).is_some() {
+                return None;
+            }
+        }
+        Some(Resolved {
+            tensors,
+            index,
+            label: label.into(),
+            warnings: Vec::new(),
+        })
+    }
+
     /// How many tensors a rule made (renamed or transformed).
     pub fn mapped_count(&self) -> usize {
         self.tensors.iter().filter(|v| v.rule.is_some()).count()
@@ -116,8 +135,13 @@ pub fn resolve(
             patterned.push(i);
         }
     }
+    // A probe of a decode step (`name@s`) is matched by its base name and keeps its step:
+    // the rule's targets and other sources are those of the same step.
+    // A rule naming the full name (`x@1`) wins; else the base name's rule applies with the
+    // step kept. `steps[k]` is the step re-appended to tensor k's targets (0: none).
+    let mut steps: Vec<usize> = vec![0; tensors.len()];
     let mut claims: Vec<Option<Claim>> = Vec::with_capacity(tensors.len());
-    for (name, shape) in tensors {
+    for (k, (full, shape)) in tensors.iter().enumerate() {
         let fits = |i: usize| {
             let r = &map.rules[i];
             match shape {
@@ -125,16 +149,28 @@ pub fn resolve(
                 None => r.rank.is_none() && !r.needs_shape(),
             }
         };
-        let lit = literal
-            .get(name.as_str())
-            .and_then(|v| v.iter().copied().find(|&i| fits(i)));
-        let pat = patterned
-            .iter()
-            .copied()
-            .take_while(|&i| lit.is_none_or(|l| i < l))
-            .filter(|&i| fits(i))
-            .find_map(|i| map.rules[i].from[0].matches(name).map(|c| (i, c)));
-        claims.push(pat.or(lit.map(|i| (i, Vec::new()))));
+        let find = |name: &str| {
+            let lit = literal
+                .get(name)
+                .and_then(|v| v.iter().copied().find(|&i| fits(i)));
+            let pat = patterned
+                .iter()
+                .copied()
+                .take_while(|&i| lit.is_none_or(|l| i < l))
+                .filter(|&i| fits(i))
+                .find_map(|i| map.rules[i].from[0].matches(name).map(|c| (i, c)));
+            pat.or(lit.map(|i| (i, Vec::new())))
+        };
+        let (base, step) = split_step(full);
+        let claim = match find(full) {
+            Some(c) => Some(c),
+            None if step > 0 => {
+                steps[k] = step;
+                find(base)
+            }
+            None => None,
+        };
+        claims.push(claim);
     }
     // Pass 2: the other sources of combining rules.
     let mut secondary: HashMap<String, String> = HashMap::new();
@@ -146,7 +182,7 @@ pub fn resolve(
         let mut sources = vec![tensors[k].0.clone()];
         let mut missing = None;
         for p in &rule.from[1..] {
-            let s = fill(&p.text, caps);
+            let s = step_name(&fill(&p.text, caps), steps[k]);
             if !all.contains_key(s.as_str()) {
                 missing = Some(s);
                 break;
@@ -203,7 +239,11 @@ pub fn resolve(
                     });
                 }
                 used[*ri] = true;
-                lower(map, &map.rules[*ri], caps, sources, &shapes, sizes)?
+                let mut made = lower(map, &map.rules[*ri], caps, sources, &shapes, sizes)?;
+                for v in &mut made {
+                    v.name = step_name(&v.name, steps[k]);
+                }
+                made
             }
             _ if secondary.contains_key(name) => continue,
             _ => vec![Virtual {
@@ -569,6 +609,38 @@ mod tests {
             e.to_string().contains("needs the model size `heads`"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn decode_steps_keep_their_step_through_a_map() {
+        let m = crate::preset("vllm").unwrap().unwrap();
+        let dump = [
+            t("model.layers.0.self_attn.qkv_proj.0", &[16, 256]),
+            t("model.layers.0.0", &[16, 64]),
+            t("model.layers.0.1", &[16, 64]),
+            t("model.layers.0.self_attn.qkv_proj.0@2", &[1, 256]),
+            t("model.layers.0.0@2", &[1, 64]),
+            t("model.layers.0.1@2", &[1, 64]),
+        ];
+        let r = resolve(&m, &dump, &SIZES, "ours.npz").unwrap();
+        let names: Vec<&str> = r.tensors.iter().map(|v| v.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "model.layers.0.self_attn.q_proj",
+                "model.layers.0.self_attn.k_proj",
+                "model.layers.0.self_attn.v_proj",
+                "model.layers.0",
+                "model.layers.0.self_attn.q_proj@2",
+                "model.layers.0.self_attn.k_proj@2",
+                "model.layers.0.self_attn.v_proj@2",
+                "model.layers.0@2",
+            ]
+        );
+        // the sum of step 2 adds step 2's tensors
+        let layer = r.get("model.layers.0@2").unwrap();
+        assert_eq!(layer.sources, ["model.layers.0.0@2", "model.layers.0.1@2"]);
+        assert_eq!(layer.shape, [1, 64]);
     }
 
     #[test]

@@ -10,7 +10,8 @@
 //! q_proj, k_proj, v_proj  <- input_layernorm
 //! q_norm / k_norm         <- q_proj / k_proj
 //! rope_q / rope_k         <- q_norm / k_norm, rotary_emb
-//! attn_out                <- rope_q, rope_k, v_proj
+//! cache_k / cache_v       <- rope_k / v_proj   (decode steps: the KV cache's new slot)
+//! attn_out                <- rope_q, cache_k, cache_v (absent: rope_k, v_proj)
 //! o_proj                  <- attn_out
 //! self_attn               <- o_proj
 //! attn_residual           <- resid(L), self_attn
@@ -30,6 +31,10 @@
 //! replaced by *its* inputs, recursively (a Llama dump has no `k_norm`, so `rope_k <- k_proj`;
 //! a dump without `attn_residual` gives `post_attention_layernorm <- layers.L-1, self_attn`).
 //! A name this table does not know takes the op before it in execution order as its input.
+//!
+//! Decode steps (`name@s`, [`crate::split_step`]) are resolved step by step: a probe's inputs
+//! are probes of its own step (the cache slots of earlier steps are not probes of this step;
+//! an error they carry shows at the earlier step first).
 
 use std::cmp::Ordering;
 use std::collections::{BTreeSet, HashMap};
@@ -85,7 +90,9 @@ fn structural_inputs(node: Node, layers: &Layers) -> Vec<Node> {
                 Op::QkProj(_) | Op::VProj => vec![at(Op::InputLayernorm)],
                 Op::QkNorm(k) => vec![at(Op::QkProj(k))],
                 Op::Rope(k) => vec![at(Op::QkNorm(k)), Node::Global(Op::RotaryEmb)],
-                Op::AttnOut => vec![at(Op::Rope(Q)), at(Op::Rope(K)), at(Op::VProj)],
+                Op::CacheK => vec![at(Op::Rope(K))],
+                Op::CacheV => vec![at(Op::VProj)],
+                Op::AttnOut => vec![at(Op::Rope(Q)), at(Op::CacheK), at(Op::CacheV)],
                 Op::OProj => vec![at(Op::AttnOut)],
                 Op::SelfAttn => vec![at(Op::OProj)],
                 Op::AttnResidual => vec![resid(l), at(Op::SelfAttn)],
@@ -109,8 +116,31 @@ pub struct Dataflow {
 }
 
 impl Dataflow {
-    /// Resolves the table against `order` (every probe name once, in execution order).
+    /// Resolves the table against `order` (every probe name once, in execution order), each
+    /// decode step on its own.
     pub fn new(order: &[String]) -> Dataflow {
+        let steps: Vec<usize> = order.iter().map(|n| crate::split_step(n).1).collect();
+        if steps.iter().all(|&s| s == 0) {
+            return Dataflow::one_step(order);
+        }
+        let mut by_step: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
+        for (i, &s) in steps.iter().enumerate() {
+            by_step.entry(s).or_default().push(i);
+        }
+        let mut inputs = vec![Vec::new(); order.len()];
+        let mut fallback = vec![false; order.len()];
+        for idx in by_step.values() {
+            let names: Vec<String> = idx.iter().map(|&i| order[i].clone()).collect();
+            let sub = Dataflow::one_step(&names);
+            for (k, &i) in idx.iter().enumerate() {
+                inputs[i] = sub.inputs[k].iter().map(|&j| idx[j]).collect();
+                fallback[i] = sub.fallback[k];
+            }
+        }
+        Dataflow { inputs, fallback }
+    }
+
+    fn one_step(order: &[String]) -> Dataflow {
         let mut nodes: HashMap<Node, usize> = HashMap::new();
         let mut node_of = Vec::with_capacity(order.len());
         let mut present = BTreeSet::new();
@@ -213,7 +243,13 @@ fn resolve(
 /// Where a name sits in a canonical forward pass: (stage, layer, rank). Stage 0: embeddings and
 /// RoPE table; 1: decoder layers in index order; 2: final norm, base-model output, lm_head;
 /// 3: names outside layers that the table does not know.
-fn canonical_key(name: &str) -> (u8, usize, u8) {
+fn canonical_key(name: &str) -> (usize, u8, usize, u8) {
+    let (base, step) = crate::split_step(name);
+    let (stage, layer, rank) = canonical_key_of_step(base);
+    (step, stage, layer, rank)
+}
+
+fn canonical_key_of_step(name: &str) -> (u8, usize, u8) {
     use QkKind::{K, Q};
     let op = Op::of(name);
     if let Some(s) = split_layer(name) {
@@ -226,19 +262,21 @@ fn canonical_key(name: &str) -> (u8, usize, u8) {
             Op::VProj => 5,
             Op::Rope(Q) => 6,
             Op::Rope(K) => 7,
-            Op::AttnOut => 8,
-            Op::OProj => 9,
-            Op::SelfAttn => 10,
-            Op::AttnResidual => 11,
-            Op::PostAttentionLayernorm => 12,
-            Op::GateProj => 13,
-            Op::ActFn => 14,
-            Op::UpProj => 15,
-            Op::DownProj => 16,
-            Op::Mlp => 17,
-            Op::Layer => 19,
+            Op::CacheK => 8,
+            Op::CacheV => 9,
+            Op::AttnOut => 10,
+            Op::OProj => 11,
+            Op::SelfAttn => 12,
+            Op::AttnResidual => 13,
+            Op::PostAttentionLayernorm => 14,
+            Op::GateProj => 15,
+            Op::ActFn => 16,
+            Op::UpProj => 17,
+            Op::DownProj => 18,
+            Op::Mlp => 19,
+            Op::Layer => 21,
             // Unknown ops of a layer: after its known ones, before the layer's output.
-            _ => 18,
+            _ => 20,
         };
         return (1, s.layer, rank);
     }
@@ -253,7 +291,8 @@ fn canonical_key(name: &str) -> (u8, usize, u8) {
 }
 
 /// The canonical execution order of the HF Llama family (what `scripts/dump_reference.py`
-/// records), for dumps that record none: embeddings first, layers in index order with their
+/// records), for dumps that record none: decode steps in order (the prefill first), and in
+/// each step embeddings first, layers in index order with their
 /// ops in forward order, then the final norm and `lm_head`; ties (unknown names) in natural
 /// order. A total order, consistent with string equality.
 pub fn canonical_cmp(a: &str, b: &str) -> Ordering {
@@ -332,6 +371,60 @@ mod tests {
         let df = Dataflow::new(order);
         let i = order.iter().position(|n| n == name).unwrap();
         df.inputs(i).iter().map(|&j| order[j].clone()).collect()
+    }
+
+    /// A decode dump: the prefill, then `steps` decode steps with their cache probes.
+    fn qwen3_decode(layers: usize, steps: usize) -> Vec<String> {
+        let mut v = qwen3(layers);
+        for s in 1..=steps {
+            for name in qwen3(layers) {
+                let cache = name.ends_with(".self_attn.rope_k");
+                let prefix = name.trim_end_matches(".rope_k").to_string();
+                v.push(format!("{name}@{s}"));
+                if cache {
+                    v.push(format!("{prefix}.cache_k@{s}"));
+                    v.push(format!("{prefix}.cache_v@{s}"));
+                }
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn decode_steps_flow_within_their_step() {
+        let o = qwen3_decode(2, 2);
+        assert_eq!(inputs_of(&o, "model.embed_tokens@1"), Vec::<String>::new());
+        assert_eq!(
+            inputs_of(&o, "model.layers.0.input_layernorm@2"),
+            ["model.embed_tokens@2"]
+        );
+        assert_eq!(
+            inputs_of(&o, "model.layers.1.self_attn.cache_k@1"),
+            ["model.layers.1.self_attn.rope_k@1"]
+        );
+        assert_eq!(
+            inputs_of(&o, "model.layers.1.self_attn.attn_out@1"),
+            [
+                "model.layers.1.self_attn.rope_q@1",
+                "model.layers.1.self_attn.cache_k@1",
+                "model.layers.1.self_attn.cache_v@1"
+            ]
+        );
+        // the prefill has no cache probes: attention reads rope_k / v_proj as before
+        assert_eq!(
+            inputs_of(&o, "model.layers.0.self_attn.attn_out"),
+            [
+                "model.layers.0.self_attn.v_proj",
+                "model.layers.0.self_attn.rope_q",
+                "model.layers.0.self_attn.rope_k"
+            ]
+        );
+        assert_eq!(inputs_of(&o, "lm_head@2"), ["model@2"]);
+        // the canonical order is the recorded one
+        let mut sorted = o.clone();
+        sorted.reverse();
+        sorted.sort_by(|a, b| canonical_cmp(a, b));
+        assert_eq!(sorted, o);
     }
 
     #[test]

@@ -8,6 +8,8 @@
 //! Mistral) are written down once:
 //!
 //! - [`natural_cmp`]: `layers.2` < `layers.10` (the order of every sorted name list);
+//! - [`split_step`]: the decode step of a name (`lm_head@3` is step 3, `lm_head` step 0, the
+//!   prefill); every other function here reads a name's step suffix through it;
 //! - [`layer_index`] / [`split_layer`]: the `layers.N` segment;
 //! - [`Op`]: the op kind of a probe (or of a weight, with [`Param`]), [`QkKind`] for q / k;
 //! - [`sibling`]: another op of the same layer (`k_norm` -> `k_proj`);
@@ -86,7 +88,38 @@ fn trim_zeros(d: &[u8]) -> &[u8] {
     &d[k.min(d.len().saturating_sub(1))..]
 }
 
+/// Splits a probe name into its base name and decode step: `model.layers.3.mlp@2` ->
+/// (`model.layers.3.mlp`, 2); a name without a step suffix is step 0, the prefill
+/// (`lm_head` -> (`lm_head`, 0)). The suffix is `@` and a decimal step >= 1 without leading
+/// zeros (docs/dump-format.md, "Decode steps"); anything else (`x@0`, `x@01`, `x@`, `x@a`) is
+/// part of the base name.
+pub fn split_step(name: &str) -> (&str, usize) {
+    if let Some(at) = name.rfind('@') {
+        let digits = &name[at + 1..];
+        if !digits.is_empty()
+            && digits.len() <= 9
+            && !digits.starts_with('0')
+            && digits.bytes().all(|b| b.is_ascii_digit())
+        {
+            if let Ok(step) = digits.parse::<usize>() {
+                return (&name[..at], step);
+            }
+        }
+    }
+    (name, 0)
+}
+
+/// The name of probe `base` at decode step `step` (`base` itself for step 0).
+pub fn step_name(base: &str, step: usize) -> String {
+    if step == 0 {
+        base.to_string()
+    } else {
+        format!("{base}@{step}")
+    }
+}
+
 /// A name split at its `layers.N` segment (the first one, as a whole dot-separated segment).
+/// A decode step suffix (`@2`) is left out of `prefix` and `rest`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LayerSplit<'a> {
     /// Everything up to and including `layers.N` (`model.layers.3`).
@@ -101,6 +134,7 @@ pub struct LayerSplit<'a> {
 /// `mlp`). `None` when no dot-separated `layers` segment is followed by a decimal index
 /// (`model.sublayers.3.x`, `layers.x`, `lm_head`).
 pub fn split_layer(name: &str) -> Option<LayerSplit<'_>> {
+    let name = split_step(name).0;
     let mut start = 0;
     for seg in name.split('.') {
         let seg_end = start + seg.len();
@@ -182,6 +216,11 @@ pub enum Op {
     QkNorm(QkKind),
     /// `layers.N.self_attn.rope_{q,k}` (dump-contract leaf: q / k after RoPE).
     Rope(QkKind),
+    /// `layers.N.self_attn.cache_k` (dump-contract leaf, decode steps: the KV cache's k at the
+    /// new token's slot).
+    CacheK,
+    /// `layers.N.self_attn.cache_v` (the KV cache's v at the new token's slot).
+    CacheV,
     /// `layers.N.self_attn.attn_out` (dump-contract leaf: attention before o_proj).
     AttnOut,
     /// `layers.N.self_attn.o_proj`.
@@ -217,6 +256,7 @@ pub enum Op {
 impl Op {
     /// The op kind of a probe name (a module path, no `.weight` suffix).
     pub fn of(name: &str) -> Op {
+        let name = split_step(name).0;
         if let Some(split) = split_layer(name) {
             return Op::in_layer(split.rest);
         }
@@ -256,6 +296,8 @@ impl Op {
             "self_attn.k_norm" => Op::QkNorm(K),
             "self_attn.rope_q" => Op::Rope(Q),
             "self_attn.rope_k" => Op::Rope(K),
+            "self_attn.cache_k" => Op::CacheK,
+            "self_attn.cache_v" => Op::CacheV,
             "self_attn.attn_out" => Op::AttnOut,
             "self_attn.o_proj" => Op::OProj,
             "self_attn" => Op::SelfAttn,
@@ -284,6 +326,8 @@ impl Op {
             Op::QkNorm(K) => "self_attn.k_norm",
             Op::Rope(Q) => "self_attn.rope_q",
             Op::Rope(K) => "self_attn.rope_k",
+            Op::CacheK => "self_attn.cache_k",
+            Op::CacheV => "self_attn.cache_v",
             Op::AttnOut => "self_attn.attn_out",
             Op::OProj => "self_attn.o_proj",
             Op::SelfAttn => "self_attn",
@@ -315,15 +359,16 @@ impl Op {
 /// The name of another op of the same decoder layer as `name`
 /// (`sibling("model.layers.0.self_attn.k_norm", Op::QkProj(K))` ->
 /// `model.layers.0.self_attn.k_proj`). `None` when `name` is in no layer or `op` lives outside
-/// layers.
+/// layers. The sibling is of the same decode step (`k_norm@2` -> `k_proj@2`).
 pub fn sibling(name: &str, op: Op) -> Option<String> {
     let split = split_layer(name)?;
     let path = op.layer_path()?;
-    Some(if path.is_empty() {
+    let base = if path.is_empty() {
         split.prefix.to_string()
     } else {
         format!("{}.{path}", split.prefix)
-    })
+    };
+    Some(step_name(&base, split_step(name).1))
 }
 
 /// The prefix of a checkpoint's module paths: `""` when its names start at `layers.` /
@@ -343,11 +388,13 @@ pub fn model_prefix<'a>(names: impl IntoIterator<Item = &'a str>) -> &'static st
 }
 
 /// The op name relative to its layer (`model.layers.3.self_attn.k_norm` -> `self_attn.k_norm`),
-/// `(layer output)` for the layer itself, the whole name outside layers.
+/// `(layer output)` for the layer itself, the whole name outside layers. A decode step suffix
+/// stays (`self_attn.k_norm@2`).
 pub fn short_name(name: &str) -> &str {
     match split_layer(name) {
         Some(s) if s.rest.is_empty() => "(layer output)",
-        Some(s) => s.rest,
+        // `rest` ends the base name; the step suffix follows it.
+        Some(s) => &name[split_step(name).0.len() - s.rest.len()..],
         None => name,
     }
 }
@@ -396,6 +443,38 @@ mod tests {
         assert_eq!(natural_cmp("a2", "a10"), Ordering::Less);
         assert_eq!(natural_cmp("a01", "a1"), Ordering::Greater);
         assert_eq!(natural_cmp("a1", "a1"), Ordering::Equal);
+    }
+
+    #[test]
+    fn decode_steps() {
+        assert_eq!(
+            split_step("model.layers.3.mlp@2"),
+            ("model.layers.3.mlp", 2)
+        );
+        assert_eq!(split_step("lm_head@17"), ("lm_head", 17));
+        assert_eq!(split_step("lm_head"), ("lm_head", 0));
+        for odd in ["x@0", "x@01", "x@", "x@a", "x@1a", "x@-1", "x@9999999999"] {
+            assert_eq!(split_step(odd), (odd, 0), "{odd}");
+        }
+        assert_eq!(split_step("a@b@3"), ("a@b", 3));
+        assert_eq!(step_name("lm_head", 0), "lm_head");
+        assert_eq!(step_name("lm_head", 4), "lm_head@4");
+        assert_eq!(layer_index("model.layers.3@2"), Some(3));
+        assert_eq!(
+            Op::of("model.layers.3.self_attn.k_norm@2"),
+            Op::QkNorm(QkKind::K)
+        );
+        assert_eq!(Op::of("model.layers.3.self_attn.cache_k@2"), Op::CacheK);
+        assert_eq!(Op::of("lm_head@9"), Op::LmHead);
+        assert_eq!(
+            sibling("model.layers.0.self_attn.k_norm@2", Op::QkProj(QkKind::K)).as_deref(),
+            Some("model.layers.0.self_attn.k_proj@2")
+        );
+        assert_eq!(
+            short_name("model.layers.0.self_attn.k_norm@2"),
+            "self_attn.k_norm@2"
+        );
+        assert_eq!(short_name("model.layers.0@2"), "(layer output)");
     }
 
     #[test]

@@ -31,6 +31,8 @@ pub struct Config {
     pub attention_bias: bool,
     rope_theta: f64,
     rope_type: String,
+    /// `max_position_embeddings`, when config.json gives it (bounds the decode KV cache).
+    pub max_position_embeddings: Option<usize>,
 }
 
 impl Config {
@@ -86,6 +88,7 @@ impl Config {
             attention_bias: cfg.attention_bias,
             rope_theta: cfg.rope_theta,
             rope_type: cfg.rope_type.clone(),
+            max_position_embeddings: cfg.max_position_embeddings,
         };
         let plain = |message: String| Error::Config {
             path: path.to_path_buf(),

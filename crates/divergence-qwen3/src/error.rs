@@ -31,6 +31,10 @@ pub enum Error {
     /// `--replay REF`: the reference dump cannot be read or does not fit this model and input.
     #[error("--replay: {0}")]
     Replay(String),
+    /// `--decode`: the decode ids or the cache cannot be used (a `--decode-from` dump without
+    /// `decode_ids`, a step count that disagrees with the ids, a full cache).
+    #[error("{0}")]
+    Decode(String),
     /// A `--inject` value that does not parse, or does not fit this model.
     #[error("{0}")]
     Fault(#[from] crate::fault::FaultParseError),

@@ -9,10 +9,11 @@
 //!
 //! - `LAYERS` limits a per-layer fault to some decoder layers: `@3`, `@0-2`, `@0,5,7-9`.
 //!   Without it the fault hits every layer (and, for the norm faults, also the final
-//!   `model.norm`). Faults that are not per layer (`embed-scale`, `rope-theta`, `transpose`)
-//!   take no `@`.
+//!   `model.norm`). Faults that are not per layer (`embed-scale`, `rope-theta`, `transpose`,
+//!   `decode-pos`, `decode-pos-frozen`) take no `@`.
 //! - Values: `rope-theta=10000`, `attn-bias=1e30`, `rms-eps=1e-5`, `act=gelu`,
-//!   `transpose=model.layers.1.mlp.down_proj`.
+//!   `transpose=model.layers.1.mlp.down_proj`, `decode-pos=-1`, `cache-overwrite=last`,
+//!   `cache-dtype=bf16`.
 //!
 //! | fault | what the port does wrong | enters at |
 //! |---|---|---|
@@ -30,6 +31,21 @@
 //! | `bf16-accum` | every Linear keeps its dot-product accumulator in a half type (see below) | the first `q_proj` |
 //! | `bf16-variance` | RMSNorm squares and sums the variance in bf16 (whatever the activation dtype) | the first norm |
 //! | `early-cast` | RMSNorm rounds `rsqrt(var + eps)` to the activation dtype and normalises there | the first norm (bf16/f16 only) |
+//! | `decode-pos=K` | decode step s rotates at position prompt_len+s-1+K (an off-by-K `position_ids`) | `model.rotary_emb@1` |
+//! | `decode-pos-frozen` | every decode step rotates at position prompt_len (positions not advanced) | `model.rotary_emb@2` |
+//! | `cache-pre-rope` | the cache holds k before RoPE; at read the whole cache is rotated at the current position | `...layers.0.self_attn.cache_k@1` |
+//! | `cache-pre-norm` | the cache holds k before k_norm (`k_proj` per head, rotated) | `...layers.0.self_attn.cache_k@1` |
+//! | `cache-overwrite[=first\|last]` | a decode step writes its k/v into slot 0 (`first`) or over the previous slot (`last`) instead of appending | `...layers.0.self_attn.cache_k@1` |
+//! | `cache-dtype=f16\|bf16` | the cache stores k/v rounded to a lower-precision dtype | `...layers.0.self_attn.cache_k@1` (f32 run) |
+//! | `decode-mask` | a decode step also attends to the next, not yet written slot (zeros) | `...layers.0.self_attn.attn_out@1` |
+//!
+//! The last seven are KV-cache faults: they act only on the decode steps of
+//! `divergence run --decode N` (the prefill, step 0, is bit-identical to a run without them)
+//! and are refused without `--decode`. `decode-pos` and `decode-pos-frozen` act on the whole
+//! model; the cache faults take `@LAYERS`. `cache-dtype` must be lower precision than the
+//! activations: f16 or bf16 under f32, bf16 under f16 (fewer mantissa bits); it is refused for
+//! bf16 activations and for its own dtype. A negative decode position (`decode-pos=K` with
+//! K < -prompt_len) is an error when the run starts.
 //!
 //! `transpose=MODULE` reinterprets the stored `[out, in]` buffer as `[in, out]` and transposes
 //! it back to `[out, in]`: for a square weight this is exactly `Wᵀ`; for a non-square weight it
@@ -50,6 +66,8 @@
 
 use std::fmt;
 use std::str::FromStr;
+
+use candle_core::DType;
 
 /// The MLP activation a faulty port may use instead of silu.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +90,57 @@ impl Activation {
     }
 }
 
+/// Where fault `cache-overwrite` writes a decode step's k/v instead of appending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheSlot {
+    /// Slot 0 (`cache-overwrite`, `cache-overwrite=first`).
+    First,
+    /// The previous slot, prompt_len+s-2 (`cache-overwrite=last`).
+    Last,
+}
+
+impl CacheSlot {
+    fn name(self) -> &'static str {
+        match self {
+            CacheSlot::First => "first",
+            CacheSlot::Last => "last",
+        }
+    }
+}
+
+/// The storage dtype of fault `cache-dtype`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheDtype {
+    F16,
+    BF16,
+}
+
+impl CacheDtype {
+    fn name(self) -> &'static str {
+        match self {
+            CacheDtype::F16 => "f16",
+            CacheDtype::BF16 => "bf16",
+        }
+    }
+
+    /// The candle dtype the cache is stored in.
+    pub fn dtype(self) -> DType {
+        match self {
+            CacheDtype::F16 => DType::F16,
+            CacheDtype::BF16 => DType::BF16,
+        }
+    }
+
+    /// Is storing in this dtype a loss of precision for `activations`? f16 and bf16 under
+    /// f32, bf16 (8 mantissa bits) under f16 (11); never for bf16 activations or its own dtype.
+    pub fn is_lower_than(self, activations: DType) -> bool {
+        matches!(
+            (self, activations),
+            (_, DType::F32) | (_, DType::F64) | (CacheDtype::BF16, DType::F16)
+        )
+    }
+}
+
 /// One porting fault (without its layer restriction).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Fault {
@@ -90,6 +159,14 @@ pub enum Fault {
     Bf16Accum,
     Bf16Variance,
     EarlyCast,
+    /// `decode-pos=K`: decode positions off by K.
+    DecodePos(i64),
+    DecodePosFrozen,
+    CachePreRope,
+    CachePreNorm,
+    CacheOverwrite(CacheSlot),
+    CacheDtype(CacheDtype),
+    DecodeMask,
 }
 
 /// The k-tile of the `bf16-accum` fault: products are summed in f32 within a tile, the running
@@ -99,8 +176,9 @@ pub const ACCUM_TILE: usize = 16;
 /// The accepted spellings, for error messages and `--help`.
 pub const VALID_FAULTS: &str = "embed-scale, rope-theta=V, rope-interleaved, skip-k-norm, \
 skip-q-norm, attn-bias=V, transpose=MODULE, act=gelu|gelu-tanh|relu, gqa-tile, rms-eps=V, \
-late-rounding, f16-accum, bf16-accum, bf16-variance, early-cast (per-layer faults take @N, @N-M \
-or @N,M-K)";
+late-rounding, f16-accum, bf16-accum, bf16-variance, early-cast, and with --decode: decode-pos=K, \
+decode-pos-frozen, cache-pre-rope, cache-pre-norm, cache-overwrite[=first|last], \
+cache-dtype=f16|bf16, decode-mask (per-layer faults take @N, @N-M or @N,M-K)";
 
 impl Fault {
     /// The fault's name, as typed before `=`.
@@ -121,14 +199,39 @@ impl Fault {
             Fault::Bf16Accum => "bf16-accum",
             Fault::Bf16Variance => "bf16-variance",
             Fault::EarlyCast => "early-cast",
+            Fault::DecodePos(_) => "decode-pos",
+            Fault::DecodePosFrozen => "decode-pos-frozen",
+            Fault::CachePreRope => "cache-pre-rope",
+            Fault::CachePreNorm => "cache-pre-norm",
+            Fault::CacheOverwrite(_) => "cache-overwrite",
+            Fault::CacheDtype(_) => "cache-dtype",
+            Fault::DecodeMask => "decode-mask",
         }
+    }
+
+    /// KV-cache faults: they act only on decode steps (`--decode`).
+    pub fn is_decode_only(&self) -> bool {
+        matches!(
+            self,
+            Fault::DecodePos(_)
+                | Fault::DecodePosFrozen
+                | Fault::CachePreRope
+                | Fault::CachePreNorm
+                | Fault::CacheOverwrite(_)
+                | Fault::CacheDtype(_)
+                | Fault::DecodeMask
+        )
     }
 
     /// False for faults that act once on the whole model and so take no `@LAYERS`.
     pub fn is_per_layer(&self) -> bool {
         !matches!(
             self,
-            Fault::EmbedScale | Fault::RopeTheta(_) | Fault::Transpose(_)
+            Fault::EmbedScale
+                | Fault::RopeTheta(_)
+                | Fault::Transpose(_)
+                | Fault::DecodePos(_)
+                | Fault::DecodePosFrozen
         )
     }
 }
@@ -141,6 +244,9 @@ impl fmt::Display for Fault {
             }
             Fault::Transpose(m) => write!(f, "transpose={m}"),
             Fault::Act(a) => write!(f, "act={}", a.name()),
+            Fault::DecodePos(k) => write!(f, "decode-pos={k}"),
+            Fault::CacheOverwrite(slot) => write!(f, "cache-overwrite={}", slot.name()),
+            Fault::CacheDtype(d) => write!(f, "cache-dtype={}", d.name()),
             _ => f.write_str(self.name()),
         }
     }
@@ -284,6 +390,35 @@ impl FromStr for FaultSpec {
             "bf16-accum" => none().map(|_| Fault::Bf16Accum)?,
             "bf16-variance" => none().map(|_| Fault::Bf16Variance)?,
             "early-cast" => none().map(|_| Fault::EarlyCast)?,
+            "decode-pos" => {
+                let v = need("K")?;
+                let k: i64 = v
+                    .parse()
+                    .map_err(|_| err(format!("decode-pos: {v:?} is not an integer")))?;
+                Fault::DecodePos(k)
+            }
+            "decode-pos-frozen" => none().map(|_| Fault::DecodePosFrozen)?,
+            "cache-pre-rope" => none().map(|_| Fault::CachePreRope)?,
+            "cache-pre-norm" => none().map(|_| Fault::CachePreNorm)?,
+            "cache-overwrite" => match value {
+                None | Some("first") => Fault::CacheOverwrite(CacheSlot::First),
+                Some("last") => Fault::CacheOverwrite(CacheSlot::Last),
+                Some(other) => {
+                    return Err(err(format!(
+                        "cache-overwrite: unknown slot {other:?} (first, last)"
+                    )))
+                }
+            },
+            "cache-dtype" => match need("f16|bf16")? {
+                "f16" | "float16" => Fault::CacheDtype(CacheDtype::F16),
+                "bf16" | "bfloat16" => Fault::CacheDtype(CacheDtype::BF16),
+                other => {
+                    return Err(err(format!(
+                        "cache-dtype: unknown dtype {other:?} (f16, bf16)"
+                    )))
+                }
+            },
+            "decode-mask" => none().map(|_| Fault::DecodeMask)?,
             "" => return Err(err("empty fault name".to_string())),
             other => return Err(err(format!("unknown fault {other:?}"))),
         };
@@ -352,6 +487,47 @@ pub struct LayerFaults {
     pub norm: NormFaults,
     /// `bf16-accum` on the layer's seven Linears.
     pub bf16_accum: bool,
+    /// The KV-cache faults of the layer's cache (decode only).
+    pub cache: CacheFaults,
+}
+
+/// The KV-cache faults that act on one layer's cache (only when decoding with a cache).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CacheFaults {
+    /// `cache-pre-rope`: k stored before RoPE, the whole cache rotated at the current
+    /// position when read.
+    pub pre_rope: bool,
+    /// `cache-pre-norm`: k stored before k_norm.
+    pub pre_norm: bool,
+    /// `cache-overwrite`: where a decode step writes instead of its own slot.
+    pub overwrite: Option<CacheSlot>,
+    /// `cache-dtype`: the storage dtype instead of the activation dtype.
+    pub dtype: Option<CacheDtype>,
+    /// `decode-mask`: a decode step also attends to the next, unwritten slot.
+    pub mask_next: bool,
+}
+
+/// Where the decode steps rotate (faults `decode-pos`, `decode-pos-frozen`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DecodePositions {
+    /// `decode-pos=K`: added to every decode position.
+    pub offset: i64,
+    /// `decode-pos-frozen`: every decode step at position prompt_len.
+    pub frozen: bool,
+}
+
+impl DecodePositions {
+    /// The RoPE position of decode step `step` (1-based) after a prompt of `prompt_len`
+    /// tokens; `None` when it would be negative.
+    pub fn position(self, prompt_len: usize, step: usize) -> Option<usize> {
+        let right = if self.frozen {
+            prompt_len
+        } else {
+            prompt_len + step.saturating_sub(1)
+        };
+        let pos = i64::try_from(right).ok()?.checked_add(self.offset)?;
+        usize::try_from(pos).ok()
+    }
 }
 
 /// All faults of one run, with the queries the model asks at each op.
@@ -479,6 +655,43 @@ impl Faults {
         }
     }
 
+    /// The KV-cache faults of decoder layer `layer`.
+    pub fn cache(&self, layer: usize) -> CacheFaults {
+        let l = Some(layer);
+        CacheFaults {
+            pre_rope: self.has(l, |f| matches!(f, Fault::CachePreRope)),
+            pre_norm: self.has(l, |f| matches!(f, Fault::CachePreNorm)),
+            overwrite: match self.find(l, |f| matches!(f, Fault::CacheOverwrite(_))) {
+                Some(Fault::CacheOverwrite(slot)) => Some(*slot),
+                _ => None,
+            },
+            dtype: match self.find(l, |f| matches!(f, Fault::CacheDtype(_))) {
+                Some(Fault::CacheDtype(d)) => Some(*d),
+                _ => None,
+            },
+            mask_next: self.has(l, |f| matches!(f, Fault::DecodeMask)),
+        }
+    }
+
+    /// Where the decode steps rotate (`decode-pos`, `decode-pos-frozen`).
+    pub fn decode_positions(&self) -> DecodePositions {
+        DecodePositions {
+            offset: match self.find(None, |f| matches!(f, Fault::DecodePos(_))) {
+                Some(Fault::DecodePos(k)) => *k,
+                _ => 0,
+            },
+            frozen: self.has(None, |f| matches!(f, Fault::DecodePosFrozen)),
+        }
+    }
+
+    /// The specs that act only on decode steps (refused without `--decode`).
+    pub fn decode_only(&self) -> Vec<&FaultSpec> {
+        self.specs
+            .iter()
+            .filter(|s| s.fault.is_decode_only())
+            .collect()
+    }
+
     /// Every per-layer fault of decoder layer `layer`.
     pub fn layer(&self, layer: usize) -> LayerFaults {
         LayerFaults {
@@ -490,6 +703,7 @@ impl Faults {
             act: self.act(layer),
             norm: self.norm(Some(layer)),
             bf16_accum: self.bf16_accum(Some(layer)),
+            cache: self.cache(layer),
         }
     }
 
@@ -527,6 +741,69 @@ mod tests {
         assert_eq!(parse("bf16-accum").fault, Fault::Bf16Accum);
         assert_eq!(parse("bf16-variance@1").fault, Fault::Bf16Variance);
         assert_eq!(parse("early-cast").fault, Fault::EarlyCast);
+        assert_eq!(parse("decode-pos=-2").fault, Fault::DecodePos(-2));
+        assert_eq!(parse("decode-pos-frozen").fault, Fault::DecodePosFrozen);
+        assert_eq!(parse("cache-pre-rope").fault, Fault::CachePreRope);
+        assert_eq!(parse("cache-pre-norm@1").fault, Fault::CachePreNorm);
+        assert_eq!(
+            parse("cache-overwrite").fault,
+            Fault::CacheOverwrite(CacheSlot::First)
+        );
+        assert_eq!(
+            parse("cache-overwrite=first").fault,
+            Fault::CacheOverwrite(CacheSlot::First)
+        );
+        assert_eq!(
+            parse("cache-overwrite=last").fault,
+            Fault::CacheOverwrite(CacheSlot::Last)
+        );
+        assert_eq!(
+            parse("cache-dtype=bf16").fault,
+            Fault::CacheDtype(CacheDtype::BF16)
+        );
+        assert_eq!(
+            parse("cache-dtype=f16").fault,
+            Fault::CacheDtype(CacheDtype::F16)
+        );
+        assert_eq!(parse("decode-mask@0-1").fault, Fault::DecodeMask);
+    }
+
+    #[test]
+    fn decode_faults_resolve_per_layer_and_positions() {
+        let faults = Faults::new(vec![
+            parse("cache-pre-rope@1"),
+            parse("cache-overwrite=last"),
+            parse("cache-dtype=f16@0"),
+            parse("decode-pos=-1"),
+        ]);
+        let c0 = faults.layer(0).cache;
+        assert!(!c0.pre_rope && !c0.pre_norm && !c0.mask_next);
+        assert_eq!(c0.overwrite, Some(CacheSlot::Last));
+        assert_eq!(c0.dtype, Some(CacheDtype::F16));
+        let c1 = faults.cache(1);
+        assert!(c1.pre_rope);
+        assert_eq!(c1.dtype, None);
+        assert_eq!(faults.decode_only().len(), 4);
+        assert!(Faults::new(vec![parse("skip-k-norm")])
+            .decode_only()
+            .is_empty());
+        let pos = faults.decode_positions();
+        assert_eq!(pos.position(16, 1), Some(15));
+        assert_eq!(pos.position(16, 3), Some(17));
+        let frozen = Faults::new(vec![parse("decode-pos-frozen")]).decode_positions();
+        assert_eq!(frozen.position(16, 1), Some(16));
+        assert_eq!(frozen.position(16, 5), Some(16));
+        let clean = Faults::none().decode_positions();
+        assert_eq!(clean.position(16, 1), Some(16));
+        assert_eq!(clean.position(16, 4), Some(19));
+        let neg = Faults::new(vec![parse("decode-pos=-17")]).decode_positions();
+        assert_eq!(neg.position(16, 1), None);
+        assert_eq!(neg.position(16, 2), Some(0));
+        assert!(CacheDtype::F16.is_lower_than(DType::F32));
+        assert!(CacheDtype::BF16.is_lower_than(DType::F16));
+        assert!(!CacheDtype::F16.is_lower_than(DType::F16));
+        assert!(!CacheDtype::F16.is_lower_than(DType::BF16));
+        assert!(!CacheDtype::BF16.is_lower_than(DType::BF16));
     }
 
     #[test]
@@ -555,6 +832,13 @@ mod tests {
             "skip-k-norm@0,2-3",
             "rms-eps=1e-2",
             "f16-accum",
+            "decode-pos=-3",
+            "decode-pos-frozen",
+            "cache-overwrite",
+            "cache-overwrite=last@2",
+            "cache-dtype=bf16",
+            "cache-pre-norm@0,2",
+            "decode-mask",
         ] {
             let spec = parse(text);
             let again = parse(&spec.to_string());
@@ -577,6 +861,14 @@ mod tests {
             ("act=swiglu", "unknown activation"),
             ("attn-bias=inf", "not finite"),
             ("", "empty fault name"),
+            ("decode-pos", "decode-pos needs a value"),
+            ("decode-pos=1.5", "\"1.5\" is not an integer"),
+            ("decode-pos=1@0", "takes no @LAYERS"),
+            ("decode-pos-frozen@2", "takes no @LAYERS"),
+            ("cache-overwrite=middle", "unknown slot \"middle\""),
+            ("cache-dtype", "cache-dtype needs a value"),
+            ("cache-dtype=f8", "unknown dtype \"f8\""),
+            ("decode-mask=1", "takes no value"),
         ];
         for (input, want) in cases {
             let err = input.parse::<FaultSpec>().unwrap_err().to_string();

@@ -7,6 +7,9 @@
 //! `attn_out`, `attn_residual`), in the same execution order as `scripts/dump_reference.py`
 //! writes them, so a dump of this model diffs directly against a transformers dump.
 //!
+//! With a KV cache ([`Qwen3::prefill`], [`Qwen3::decode_step`]) it also decodes teacher-forced
+//! token by token, each decode step's probes named `<name>@<step>`.
+//!
 //! Entry point for the CLI: [`run_to_dump`] with [`RunOptions`].
 
 pub mod checkpoint;
@@ -22,13 +25,16 @@ pub use checkpoint::Checkpoint;
 pub use config::Config;
 pub use error::Error;
 pub use fault::{
-    Activation, Fault, FaultParseError, FaultSpec, Faults, LayerFaults, NormFaults, VALID_FAULTS,
+    Activation, CacheDtype, CacheFaults, CacheSlot, DecodePositions, Fault, FaultParseError,
+    FaultSpec, Faults, LayerFaults, NormFaults, VALID_FAULTS,
 };
-pub use model::{ModelOptions, Qwen3};
+pub use model::{KvCache, ModelOptions, Qwen3};
 pub use ops::Policy;
 pub use probe::{
-    DumpRecorder, DumpReplay, HostData, MemoryRecorder, Probes, Recorded, Recorder, Substitute,
+    step_name, DumpRecorder, DumpReplay, HostData, MemoryRecorder, Probes, Recorded, Recorder,
+    Substitute,
 };
 pub use run::{
-    parse_ids, read_ids_file, run_to_dump, DeviceKind, Precision, RunOptions, RunSummary,
+    parse_ids, read_ids_file, run_to_dump, DecodeIds, DecodeOptions, DeviceKind, Precision,
+    RunOptions, RunSummary,
 };

@@ -1,11 +1,18 @@
 //! The Qwen3 forward pass, one struct per PyTorch module, with a probe after every named op.
 //!
 //! Mirrors `transformers/models/qwen3/modeling_qwen3.py` of transformers **5.17.0**
-//! (`Qwen3ForCausalLM` with `attn_implementation="eager"`), prefill only.
+//! (`Qwen3ForCausalLM` with `attn_implementation="eager"`): one prefill ([`Qwen3::forward`]),
+//! or a prefill that fills a [`KvCache`] ([`Qwen3::prefill`]) followed by teacher-forced decode
+//! steps of one token each ([`Qwen3::decode_step`], transformers' `DynamicCache` path).
 //!
 //! Deliberate deviations from that file:
-//! - no KV cache, no padding/attention mask input, batch size 1: one prefill over `input_ids`,
-//!   positions `0..T`;
+//! - no padding/attention mask input, batch size 1: one prefill over `input_ids`, positions
+//!   `0..T`, then decode step `s` at position `T + s - 1`;
+//! - the KV cache is preallocated (per layer `[1, kv_heads, T + N + 1, head_dim]` zeros, the
+//!   last slot a spare that only fault `decode-mask` reads) and written in place, where
+//!   `DynamicCache` concatenates; the prefill attends over its own fresh k/v (as without a
+//!   cache, so its probes are bit-identical to [`Qwen3::forward`]'s), a decode step over the
+//!   cache's slots `0..=position`, with no mask (one query sees every key);
 //! - only full attention (configs with sliding-window layers are rejected) and the "default"
 //!   RoPE type;
 //! - the causal mask is added as `-inf` in f32 after the scores are widened for softmax
@@ -18,7 +25,10 @@
 //! - faults ([`crate::fault`]) are applied only when asked for.
 //!
 //! Probe names are the `VarBuilder::prefix()` of each module, which spells the PyTorch module
-//! path, so they equal transformers' `named_modules()` names with no mapping table.
+//! path, so they equal transformers' `named_modules()` names with no mapping table. A decode
+//! step records the same probes with the step suffix `@s` ([`crate::probe::step_name`]) plus,
+//! per layer right after `rope_k`, `self_attn.cache_k` and `self_attn.cache_v`: the cache's
+//! slot of the new token read back from the buffer, `[1, kv_heads, 1, head_dim]`.
 
 use std::cell::RefCell;
 
@@ -28,7 +38,7 @@ use candle_nn::{Module, VarBuilder};
 use crate::checkpoint::Checkpoint;
 use crate::config::Config;
 use crate::error::{CandleContext, Error};
-use crate::fault::{Activation, Faults, LayerFaults, NormFaults};
+use crate::fault::{Activation, CacheSlot, DecodePositions, Faults, LayerFaults, NormFaults};
 use crate::ops::{self, NormMode, Policy, Rope};
 use crate::probe::Probes;
 
@@ -200,6 +210,85 @@ struct Attention {
     rope_q: String,
     rope_k: String,
     attn_out: String,
+    cache_k: String,
+    cache_v: String,
+}
+
+/// One decoder layer's KV cache: `[1, kv_heads, slots, head_dim]` buffers of k (after k_norm
+/// and RoPE) and v, zeros until written, in the activation dtype (or fault `cache-dtype`'s).
+/// Not `Clone`: writes go into the buffers in place, so a clone would share them.
+#[derive(Debug)]
+struct LayerCache {
+    k: Tensor,
+    v: Tensor,
+}
+
+impl LayerCache {
+    /// Writes `k`, `v` (`[1, kv_heads, t, head_dim]`) into slots `slot..slot + t`, rounded to
+    /// the cache's dtype.
+    fn write(&self, slot: usize, k: &Tensor, v: &Tensor) -> candle_core::Result<()> {
+        let k = k.to_dtype(self.k.dtype())?.contiguous()?;
+        let v = v.to_dtype(self.v.dtype())?.contiguous()?;
+        self.k.slice_set(&k, 2, slot)?;
+        self.v.slice_set(&v, 2, slot)
+    }
+
+    /// Slots `start..start + n` of k and v, in `dtype`. (Views of the buffers when the dtypes
+    /// agree: every use is computed before the next write, on the CPU as in a CUDA stream.)
+    fn read(&self, start: usize, n: usize, dtype: DType) -> candle_core::Result<(Tensor, Tensor)> {
+        Ok((
+            self.k.narrow(2, start, n)?.to_dtype(dtype)?,
+            self.v.narrow(2, start, n)?.to_dtype(dtype)?,
+        ))
+    }
+}
+
+/// The KV cache of one decode ([`Qwen3::new_cache`]): one [`LayerCache`] per decoder layer,
+/// the number of tokens written and the prompt length. Not `Clone` (the buffers are written in
+/// place): make another with [`Qwen3::new_cache`].
+#[derive(Debug)]
+pub struct KvCache {
+    layers: Vec<LayerCache>,
+    /// Tokens the cache holds room for (the buffers have one spare slot more).
+    max_tokens: usize,
+    /// Tokens written so far (the next token's slot).
+    len: usize,
+    /// Tokens of the prefill (0 before it).
+    prompt_len: usize,
+}
+
+impl KvCache {
+    /// Tokens written so far: the slot (and, fault-free, the position) of the next token.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Tokens the cache holds room for.
+    pub fn max_tokens(&self) -> usize {
+        self.max_tokens
+    }
+
+    /// Tokens of the prefill (0 before it).
+    pub fn prompt_len(&self) -> usize {
+        self.prompt_len
+    }
+}
+
+/// What one layer's attention attends over.
+enum Attend<'c> {
+    /// A prefill: its own k/v under the causal mask; with a cache, they are also written to
+    /// slots `0..T`.
+    Prefill {
+        mask: &'c Tensor,
+        cache: Option<&'c LayerCache>,
+    },
+    /// A decode step of one token at cache slot `slot`: k/v written there, attention over the
+    /// cache's slots `0..=slot`.
+    Decode { cache: &'c LayerCache, slot: usize },
 }
 
 impl Attention {
@@ -236,6 +325,30 @@ impl Attention {
             rope_q: vb.pp("rope_q").prefix(),
             rope_k: vb.pp("rope_k").prefix(),
             attn_out: vb.pp("attn_out").prefix(),
+            cache_k: vb.pp("cache_k").prefix(),
+            cache_v: vb.pp("cache_v").prefix(),
+        })
+    }
+
+    /// The k a cache write stores: `rope_k` (the correct port), or, with faults
+    /// `cache-pre-norm` / `cache-pre-rope`, the per-head `k_proj` output instead of k_norm's
+    /// and/or the key before RoPE. `k_raw`, `k_normed`: `[B, kv_heads, T, head_dim]`.
+    fn key_to_store(
+        &self,
+        k_raw: &Tensor,
+        k_normed: &Tensor,
+        k_rotated: &Tensor,
+        rope: &Rope,
+    ) -> Result<Tensor, Error> {
+        let cache = self.faults.cache;
+        let ctx = || format!("{}: cache write", self.name);
+        Ok(match (cache.pre_norm, cache.pre_rope) {
+            (false, false) => k_rotated.clone(),
+            (false, true) => k_normed.clone(),
+            (true, false) => rope
+                .apply(k_raw, self.policy, self.faults.rope_interleaved)
+                .ctx(ctx)?,
+            (true, true) => k_raw.clone(),
         })
     }
 
@@ -252,7 +365,7 @@ impl Attention {
         &self,
         x: &Tensor,
         rope: &Rope,
-        mask: &Tensor,
+        attend: Attend,
         probes: &mut Probes,
     ) -> Result<Tensor, Error> {
         let (b, t, _) = x.dims3().ctx(|| self.name.clone())?;
@@ -272,6 +385,8 @@ impl Attention {
         let k = self.project(&self.k_proj, x)?;
         let k = probes.pass(&self.k_proj.name, k)?;
         let k = k.reshape((b, t, self.n_kv_heads, hd)).ctx(ctx)?;
+        // Fault cache-pre-norm stores this (per head, before k_norm).
+        let k_raw = k.clone();
         let k = if self.faults.skip_k_norm {
             k
         } else {
@@ -284,6 +399,7 @@ impl Attention {
 
         let q = q.transpose(1, 2).ctx(ctx)?;
         let k = k.transpose(1, 2).ctx(ctx)?;
+        let k_normed = k.clone();
         let v = v
             .reshape((b, t, self.n_kv_heads, hd))
             .and_then(|v| v.transpose(1, 2))
@@ -297,6 +413,61 @@ impl Attention {
             .apply(&k, self.policy, self.faults.rope_interleaved)
             .ctx(|| self.rope_k.clone())?;
         let k = probes.pass(&self.rope_k, k)?;
+
+        let (k, v, mask) = match attend {
+            Attend::Prefill { mask, cache: None } => (k, v, Some(mask)),
+            Attend::Prefill {
+                mask,
+                cache: Some(cache),
+            } => {
+                let k_raw = if self.faults.cache.pre_norm {
+                    k_raw.transpose(1, 2).ctx(ctx)?
+                } else {
+                    k_raw
+                };
+                let stored = self.key_to_store(&k_raw, &k_normed, &k, rope)?;
+                cache
+                    .write(0, &stored, &v)
+                    .ctx(|| format!("{}: cache write", self.name))?;
+                (k, v, Some(mask))
+            }
+            Attend::Decode { cache, slot } => {
+                let k_raw = if self.faults.cache.pre_norm {
+                    k_raw.transpose(1, 2).ctx(ctx)?
+                } else {
+                    k_raw
+                };
+                let stored = self.key_to_store(&k_raw, &k_normed, &k, rope)?;
+                // Fault cache-overwrite: the new token's k/v land in another slot.
+                let at = match self.faults.cache.overwrite {
+                    None => slot,
+                    Some(CacheSlot::First) => 0,
+                    Some(CacheSlot::Last) => slot.saturating_sub(1),
+                };
+                let dt = x.dtype();
+                let read_ctx = || format!("{}: cache read", self.name);
+                cache
+                    .write(at, &stored, &v)
+                    .ctx(|| format!("{}: cache write", self.name))?;
+                if probes.enabled() {
+                    let (ck, cv) = cache.read(slot, 1, dt).ctx(read_ctx)?;
+                    probes.record(&self.cache_k, &ck)?;
+                    probes.record(&self.cache_v, &cv)?;
+                }
+                // Fault decode-mask: one slot too many, the next one (not yet written: zeros).
+                let n = slot + 1 + usize::from(self.faults.cache.mask_next);
+                let (k_all, v_all) = cache.read(0, n, dt).ctx(read_ctx)?;
+                let k_all = if self.faults.cache.pre_rope {
+                    // RoPE moved to read time, with one position for the whole cache.
+                    rope.repeated(n)
+                        .and_then(|r| r.apply(&k_all, self.policy, self.faults.rope_interleaved))
+                        .ctx(read_ctx)?
+                } else {
+                    k_all
+                };
+                (k_all, v_all, None)
+            }
+        };
 
         let n_rep = self.n_heads / self.n_kv_heads;
         let k = ops::repeat_kv(&k, n_rep, self.faults.gqa_tile).ctx(ctx)?;
@@ -403,12 +574,12 @@ impl DecoderLayer {
         &self,
         x: &Tensor,
         rope: &Rope,
-        mask: &Tensor,
+        attend: Attend,
         probes: &mut Probes,
     ) -> Result<Tensor, Error> {
         let h = self.input_layernorm.forward(x)?;
         let h = probes.pass(&self.input_layernorm.name, h)?;
-        let attn = self.self_attn.forward(&h, rope, mask, probes)?;
+        let attn = self.self_attn.forward(&h, rope, attend, probes)?;
         let x = (x + attn).ctx(|| self.attn_residual.clone())?;
         let x = probes.pass(&self.attn_residual, x)?;
         let h = self.post_attention_layernorm.forward(&x)?;
@@ -451,7 +622,31 @@ fn lm_head(cfg: &Config, vb: Vb, vb_e: &Vb, embed: &Tensor) -> Result<Linear, Er
     })
 }
 
-/// `Qwen3ForCausalLM`, prefill only.
+/// What one pass of the model runs over.
+enum Pass<'c> {
+    /// The prompt, positions `0..T`, optionally filling a cache.
+    Prefill(Option<&'c KvCache>),
+    /// One token at cache slot `slot`, rotated at `position`.
+    Decode {
+        cache: &'c KvCache,
+        slot: usize,
+        position: usize,
+    },
+}
+
+/// [`Pass`] with the prefill's causal mask made: what every layer attends over.
+enum Over<'c> {
+    Prefill {
+        mask: Tensor,
+        cache: Option<&'c KvCache>,
+    },
+    Decode {
+        cache: &'c KvCache,
+        slot: usize,
+    },
+}
+
+/// `Qwen3ForCausalLM`.
 #[derive(Debug, Clone)]
 pub struct Qwen3 {
     cfg: Config,
@@ -461,6 +656,7 @@ pub struct Qwen3 {
     embed: Tensor,
     embed_scale: bool,
     rope_theta: f64,
+    decode_positions: DecodePositions,
     layers: Vec<DecoderLayer>,
     norm: RmsNorm,
     lm_head: Linear,
@@ -475,6 +671,19 @@ impl Qwen3 {
         let cfg = &ckpt.config;
         let faults = &opts.faults;
         for spec in faults.specs() {
+            if let crate::fault::Fault::CacheDtype(d) = spec.fault {
+                if !d.is_lower_than(opts.dtype) {
+                    return Err(Error::FaultTarget {
+                        spec: spec.to_string(),
+                        message: format!(
+                            "a cache stored in {} is not lower precision than {} activations \
+                             (use it with f32 activations, or bf16 under f16)",
+                            d.dtype().as_str(),
+                            opts.dtype.as_str()
+                        ),
+                    });
+                }
+            }
             if let Some(max) = spec.max_layer() {
                 if max >= cfg.num_hidden_layers {
                     return Err(Error::FaultTarget {
@@ -536,6 +745,7 @@ impl Qwen3 {
             embed,
             embed_scale: faults.embed_scale(),
             rope_theta: faults.rope_theta().unwrap_or(cfg.rope_theta()),
+            decode_positions: faults.decode_positions(),
             layers,
             norm,
             lm_head,
@@ -560,25 +770,153 @@ impl Qwen3 {
 
     /// One prefill over `input_ids` (batch 1); returns the logits `[1, T, vocab]`.
     pub fn forward(&self, input_ids: &[u32], probes: &mut Probes) -> Result<Tensor, Error> {
-        let t = input_ids.len();
-        if t == 0 {
+        self.check_ids(input_ids, "input ids")?;
+        self.pass(input_ids, Pass::Prefill(None), probes)
+    }
+
+    /// An empty KV cache with room for `max_tokens` tokens (prompt plus decode steps), zeros,
+    /// on the model's device: per layer `[1, kv_heads, max_tokens + 1, head_dim]` k and v
+    /// buffers in the activation dtype (or fault `cache-dtype`'s); the spare slot is what
+    /// fault `decode-mask` reads.
+    pub fn new_cache(&self, max_tokens: usize) -> Result<KvCache, Error> {
+        let shape = (
+            1,
+            self.cfg.num_kv_heads(),
+            max_tokens + 1,
+            self.cfg.head_dim(),
+        );
+        let layers = self
+            .layers
+            .iter()
+            .map(|layer| {
+                let dtype = layer
+                    .self_attn
+                    .faults
+                    .cache
+                    .dtype
+                    .map_or(self.dtype, |d| d.dtype());
+                let zeros = || Tensor::zeros(shape, dtype, &self.device);
+                Ok(LayerCache {
+                    k: zeros()?,
+                    v: zeros()?,
+                })
+            })
+            .collect::<candle_core::Result<Vec<_>>>()
+            .ctx(|| "allocating the kv cache".to_string())?;
+        Ok(KvCache {
+            layers,
+            max_tokens,
+            len: 0,
+            prompt_len: 0,
+        })
+    }
+
+    /// Step 0 of a decode: one prefill over `input_ids` (its probes and logits those of
+    /// [`Qwen3::forward`], bit for bit) that also writes every layer's k/v into `cache`
+    /// (empty, from [`Qwen3::new_cache`]). Records under the plain probe names.
+    pub fn prefill(
+        &self,
+        input_ids: &[u32],
+        cache: &mut KvCache,
+        probes: &mut Probes,
+    ) -> Result<Tensor, Error> {
+        self.check_ids(input_ids, "input ids")?;
+        if !cache.is_empty() {
+            return Err(Error::Decode(format!(
+                "kv cache: prefill into a cache that already holds {} tokens",
+                cache.len
+            )));
+        }
+        if input_ids.len() > cache.max_tokens {
+            return Err(Error::Decode(format!(
+                "kv cache: a prompt of {} tokens does not fit a cache of {} tokens",
+                input_ids.len(),
+                cache.max_tokens
+            )));
+        }
+        probes.set_step(0);
+        let logits = self.pass(input_ids, Pass::Prefill(Some(cache)), probes)?;
+        cache.len = input_ids.len();
+        cache.prompt_len = input_ids.len();
+        Ok(logits)
+    }
+
+    /// Decode step `s` (`s = cache.len() - prompt_len + 1`): `token` alone at position
+    /// `prompt_len + s - 1` (moved by faults `decode-pos` / `decode-pos-frozen`), its k/v
+    /// appended to `cache`, attention over the cache. Records every probe as `<name>@s`, plus
+    /// each layer's `cache_k@s` / `cache_v@s`. Returns the logits `[1, 1, vocab]`.
+    pub fn decode_step(
+        &self,
+        token: u32,
+        cache: &mut KvCache,
+        probes: &mut Probes,
+    ) -> Result<Tensor, Error> {
+        self.check_ids(&[token], "decode ids")?;
+        if cache.prompt_len == 0 {
+            return Err(Error::Decode(
+                "kv cache: a decode step needs a prefilled cache (Qwen3::prefill)".to_string(),
+            ));
+        }
+        let slot = cache.len;
+        if slot >= cache.max_tokens {
+            return Err(Error::Decode(format!(
+                "kv cache: the cache is full ({} tokens)",
+                cache.max_tokens
+            )));
+        }
+        let step = slot - cache.prompt_len + 1;
+        let position = self.decode_position(cache.prompt_len, step)?;
+        probes.set_step(step);
+        let logits = self.pass(
+            &[token],
+            Pass::Decode {
+                cache,
+                slot,
+                position,
+            },
+            probes,
+        )?;
+        cache.len += 1;
+        Ok(logits)
+    }
+
+    /// The RoPE position of decode step `step` after `prompt_len` tokens: `prompt_len + step -
+    /// 1`, or where faults `decode-pos` / `decode-pos-frozen` put it; an error when negative.
+    pub fn decode_position(&self, prompt_len: usize, step: usize) -> Result<usize, Error> {
+        self.decode_positions
+            .position(prompt_len, step)
+            .ok_or_else(|| Error::FaultTarget {
+                spec: format!("decode-pos={}", self.decode_positions.offset),
+                message: format!(
+                    "decode step {step} after a prompt of {prompt_len} tokens would be at a \
+                     negative position"
+                ),
+            })
+    }
+
+    /// Rejects an empty list and ids outside the vocabulary (`what`: "input ids", ...).
+    fn check_ids(&self, ids: &[u32], what: &str) -> Result<(), Error> {
+        if ids.is_empty() {
             return Err(Error::InputIds {
-                source_name: "input ids".to_string(),
+                source_name: what.to_string(),
                 message: "no tokens".to_string(),
             });
         }
-        if let Some(&bad) = input_ids
-            .iter()
-            .find(|&&id| id as usize >= self.cfg.vocab_size)
-        {
+        if let Some(&bad) = ids.iter().find(|&&id| id as usize >= self.cfg.vocab_size) {
             return Err(Error::InputIds {
-                source_name: "input ids".to_string(),
+                source_name: what.to_string(),
                 message: format!(
                     "token id {bad} is outside the vocabulary (vocab_size {})",
                     self.cfg.vocab_size
                 ),
             });
         }
+        Ok(())
+    }
+
+    /// One pass over `input_ids` (checked): the prompt or one decode token.
+    fn pass(&self, input_ids: &[u32], pass: Pass, probes: &mut Probes) -> Result<Tensor, Error> {
+        let t = input_ids.len();
         let ids = Tensor::new(input_ids, &self.device).ctx(|| "input ids".to_string())?;
         let x = self
             .embed
@@ -594,9 +932,14 @@ impl Qwen3 {
         };
         let x = probes.pass(&self.embed_name, x)?;
 
-        let rope = Rope::new(
+        let start = match pass {
+            Pass::Prefill(_) => 0,
+            Pass::Decode { position, .. } => position,
+        };
+        let rope = Rope::at(
             self.rope_theta,
             self.cfg.head_dim(),
+            start,
             t,
             self.dtype,
             &self.device,
@@ -607,11 +950,28 @@ impl Qwen3 {
             probes.record(&self.rotary_name, &cos)?;
         }
 
-        let mask = ops::attention_mask(t, self.dtype, self.policy, &self.device)
-            .ctx(|| "causal mask".to_string())?;
+        // The prefill's causal mask, made once for every layer.
+        let over = match pass {
+            Pass::Prefill(cache) => Over::Prefill {
+                mask: ops::attention_mask(t, self.dtype, self.policy, &self.device)
+                    .ctx(|| "causal mask".to_string())?,
+                cache,
+            },
+            Pass::Decode { cache, slot, .. } => Over::Decode { cache, slot },
+        };
         let mut x = x;
-        for layer in &self.layers {
-            x = layer.forward(&x, &rope, &mask, probes)?;
+        for (i, layer) in self.layers.iter().enumerate() {
+            let attend = match &over {
+                Over::Prefill { mask, cache } => Attend::Prefill {
+                    mask,
+                    cache: cache.map(|c| &c.layers[i]),
+                },
+                Over::Decode { cache, slot } => Attend::Decode {
+                    cache: &cache.layers[i],
+                    slot: *slot,
+                },
+            };
+            x = layer.forward(&x, &rope, attend, probes)?;
         }
         let x = self.norm.forward(&x)?;
         let x = probes.pass(&self.norm.name, x)?;

@@ -171,6 +171,17 @@ pub fn linear_half_accum(
 /// where PyTorch's vectorized f32 `pow`/`cos`/`sin` are within 1 ulp): a rare last-bit
 /// difference in f32, invisible after rounding to bf16 in every case measured.
 pub fn rope_tables(theta: f64, head_dim: usize, seq_len: usize) -> (Vec<f32>, Vec<f32>) {
+    rope_tables_from(theta, head_dim, 0, seq_len)
+}
+
+/// [`rope_tables`] for positions `start..start + len` (a decode step's position): row `i` is
+/// bit for bit row `start + i` of `rope_tables(theta, head_dim, start + len)`.
+pub fn rope_tables_from(
+    theta: f64,
+    head_dim: usize,
+    start: usize,
+    len: usize,
+) -> (Vec<f32>, Vec<f32>) {
     let half = head_dim / 2;
     let inv_freq: Vec<f32> = (0..half)
         .map(|i| {
@@ -179,9 +190,9 @@ pub fn rope_tables(theta: f64, head_dim: usize, seq_len: usize) -> (Vec<f32>, Ve
             1.0f32 / p
         })
         .collect();
-    let mut cos = Vec::with_capacity(seq_len * head_dim);
-    let mut sin = Vec::with_capacity(seq_len * head_dim);
-    for pos in 0..seq_len {
+    let mut cos = Vec::with_capacity(len * head_dim);
+    let mut sin = Vec::with_capacity(len * head_dim);
+    for pos in start..start + len {
         for rep in 0..2 {
             let _ = rep;
             for &f in &inv_freq {
@@ -210,10 +221,33 @@ impl Rope {
         dtype: DType,
         device: &Device,
     ) -> candle_core::Result<Rope> {
-        let (cos, sin) = rope_tables(theta, head_dim, seq_len);
-        let cos = Tensor::from_vec(cos, (seq_len, head_dim), device)?.to_dtype(dtype)?;
-        let sin = Tensor::from_vec(sin, (seq_len, head_dim), device)?.to_dtype(dtype)?;
+        Rope::at(theta, head_dim, 0, seq_len, dtype, device)
+    }
+
+    /// The tables of positions `start..start + len` (a decode step: `len` 1).
+    pub fn at(
+        theta: f64,
+        head_dim: usize,
+        start: usize,
+        len: usize,
+        dtype: DType,
+        device: &Device,
+    ) -> candle_core::Result<Rope> {
+        let (cos, sin) = rope_tables_from(theta, head_dim, start, len);
+        let cos = Tensor::from_vec(cos, (len, head_dim), device)?.to_dtype(dtype)?;
+        let sin = Tensor::from_vec(sin, (len, head_dim), device)?.to_dtype(dtype)?;
         Ok(Rope { cos, sin })
+    }
+
+    /// This one-position table repeated for `n` rows: every row rotated by the same position
+    /// (fault `cache-pre-rope`, which rotates the whole cache at the current position).
+    pub fn repeated(&self, n: usize) -> candle_core::Result<Rope> {
+        let d = self.cos.dim(1)?;
+        let row = |t: &Tensor| t.narrow(0, 0, 1)?.broadcast_as((n, d))?.contiguous();
+        Ok(Rope {
+            cos: row(&self.cos)?,
+            sin: row(&self.sin)?,
+        })
     }
 
     fn halves(&self) -> candle_core::Result<(Tensor, Tensor)> {
@@ -338,25 +372,30 @@ pub fn attention_mask(
     }
 }
 
-/// Eager attention on `q: [B, H, T, D]`, `k`, `v: [B, H, T, D]` (kv already expanded), with
-/// `mask` from [`attention_mask`]. Returns `[B, H, T, D]`.
+/// Eager attention on `q: [B, H, Tq, D]`, `k`, `v: [B, H, Tk, D]` (kv already expanded), with
+/// `mask` from [`attention_mask`], or none (a decode step's one query sees every key it is
+/// given). Returns `[B, H, Tq, D]`.
 pub fn attention(
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
-    mask: &Tensor,
+    mask: Option<&Tensor>,
     scaling: f64,
     policy: Policy,
 ) -> candle_core::Result<Tensor> {
     let dt = q.dtype();
     let scores = q.contiguous()?.matmul(&k.t()?.contiguous()?)?;
     let scores = scale(&scores, scaling, policy)?;
+    let masked = |s: Tensor| match mask {
+        Some(m) => s.broadcast_add(m),
+        None => Ok(s),
+    };
     let probs = match policy {
         Policy::Torch => {
-            let s = scores.to_dtype(DType::F32)?.broadcast_add(mask)?;
+            let s = masked(scores.to_dtype(DType::F32)?)?;
             candle_nn::ops::softmax_last_dim(&s)?.to_dtype(dt)?
         }
-        Policy::Fused => candle_nn::ops::softmax_last_dim(&scores.broadcast_add(mask)?)?,
+        Policy::Fused => candle_nn::ops::softmax_last_dim(&masked(scores)?)?,
     };
     probs.matmul(&v.contiguous()?)
 }
@@ -547,6 +586,14 @@ mod tests {
     }
 
     #[test]
+    fn rope_tables_from_a_position_are_rows_of_the_full_table() {
+        let (cos, sin) = rope_tables(1e6, 32, 20);
+        let (c, s) = rope_tables_from(1e6, 32, 17, 2);
+        assert_eq!(&cos[17 * 32..19 * 32], c.as_slice());
+        assert_eq!(&sin[17 * 32..19 * 32], s.as_slice());
+    }
+
+    #[test]
     fn rope_rotate_half_hand_values_and_fused_agree() {
         // One head, head_dim 4, position 1, theta 10000: pairs (x0, x2) and (x1, x3) rotate.
         let dev = Device::Cpu;
@@ -630,7 +677,7 @@ mod tests {
             .reshape((1, 1, 2, 1))
             .unwrap();
         let mask = attention_mask(2, DType::F32, Policy::Torch, &dev).unwrap();
-        let out: Vec<f32> = attention(&q, &k, &v, &mask, 1.0, Policy::Torch)
+        let out: Vec<f32> = attention(&q, &k, &v, Some(&mask), 1.0, Policy::Torch)
             .unwrap()
             .flatten_all()
             .unwrap()

@@ -11,7 +11,13 @@
 //! [`Probes::pass`] records a probe and returns what the model goes on with: its own value, or,
 //! when replaying a reference dump (teacher forcing, [`DumpReplay`]), the reference's value of
 //! that probe, so that every op computes from the reference's inputs.
+//!
+//! Decoding with a KV cache runs the model once per step; the handle carries the current step
+//! ([`Probes::set_step`]) and names every probe of decode step `s > 0` `<name>@<s>`
+//! (`model.layers.3.self_attn.k_norm@2`, `lm_head@5`), the dump contract's step suffix. Step 0
+//! (the prefill) keeps the plain names, so a prefill-only dump is unchanged.
 
+use std::borrow::Cow;
 use std::path::Path;
 
 use candle_core::{DType, Tensor};
@@ -79,6 +85,18 @@ pub trait Substitute {
 pub struct Probes<'a> {
     recorder: Option<&'a mut dyn Recorder>,
     replay: Option<&'a dyn Substitute>,
+    /// The decode step probes are recorded for: 0 = the prefill (plain names), `s` = `@s`.
+    step: usize,
+}
+
+/// The dump name of probe `name` at decode step `step`: `name` for step 0 (the prefill),
+/// `name@step` after.
+pub fn step_name(name: &str, step: usize) -> Cow<'_, str> {
+    if step == 0 {
+        Cow::Borrowed(name)
+    } else {
+        Cow::Owned(format!("{name}@{step}"))
+    }
 }
 
 impl<'a> Probes<'a> {
@@ -87,6 +105,7 @@ impl<'a> Probes<'a> {
         Probes {
             recorder: None,
             replay: None,
+            step: 0,
         }
     }
 
@@ -95,6 +114,7 @@ impl<'a> Probes<'a> {
         Probes {
             recorder: Some(recorder),
             replay: None,
+            step: 0,
         }
     }
 
@@ -107,12 +127,26 @@ impl<'a> Probes<'a> {
         }
     }
 
+    /// From now on probes are recorded for decode step `step` (0 = the prefill): named
+    /// `<name>@<step>` when `step > 0` ([`step_name`]).
+    pub fn set_step(&mut self, step: usize) {
+        self.step = step;
+    }
+
+    /// The decode step probes are recorded for (0 = the prefill).
+    pub fn step(&self) -> usize {
+        self.step
+    }
+
     /// Records `tensor` under `name`, then hands back what the next op computes from: the
     /// tensor itself, or, when replaying, the reference's value of this probe.
     pub fn pass(&mut self, name: &str, tensor: Tensor) -> Result<Tensor, Error> {
         self.record(name, &tensor)?;
         match self.replay {
-            Some(source) => Ok(source.substitute(name, &tensor)?.unwrap_or(tensor)),
+            Some(source) => {
+                let name = step_name(name, self.step);
+                Ok(source.substitute(&name, &tensor)?.unwrap_or(tensor))
+            }
             None => Ok(tensor),
         }
     }
@@ -123,11 +157,11 @@ impl<'a> Probes<'a> {
         self.recorder.is_some()
     }
 
-    /// Records `tensor` under `name` if probes are on.
+    /// Records `tensor` under `name` (with the step suffix, [`step_name`]) if probes are on.
     #[inline]
     pub fn record(&mut self, name: &str, tensor: &Tensor) -> Result<(), Error> {
         match self.recorder.as_mut() {
-            Some(r) => r.record(name, tensor),
+            Some(r) => r.record(&step_name(name, self.step), tensor),
             None => Ok(()),
         }
     }

@@ -1,12 +1,19 @@
-//! `run_to_dump`: load a checkpoint, run one prefill, write every probe to a dump file.
+//! `run_to_dump`: load a checkpoint, run one prefill (and, with `--decode`, teacher-forced
+//! decode steps over a KV cache), write every probe to a dump file.
 //!
 //! This is everything `divergence run` does; the CLI only parses arguments and prints the
 //! summary line.
+//!
+//! With [`RunOptions::decode`] the prompt is step 0 (it fills the cache), then step `s = 1..N`
+//! feeds `decode_ids[s-1]` alone at position `prompt_len + s - 1`. The dump holds every step's
+//! probes, step `s > 0` named `<name>@<s>`, and its metadata records `decode_steps`,
+//! `decode_ids` and `decode_source` (`"given"`, or the `--decode-from` dump's own value);
+//! `input_ids` stays the prompt.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use candle_core::{DType, Device, D};
+use candle_core::{DType, Device, Tensor, D};
 use divergence_dump::Meta;
 
 use crate::checkpoint::Checkpoint;
@@ -118,8 +125,40 @@ pub struct RunOptions {
     /// How many times to run the forward pass (timing); the dump is rewritten each time.
     pub repeat: usize,
     /// Teacher forcing (`--replay REF`): every op computes from the reference dump's values of
-    /// its inputs, so each probe shows only the error its own op adds. Needs `out`.
+    /// its inputs, so each probe shows only the error its own op adds. Needs `out`; not with
+    /// `decode`.
     pub replay: Option<PathBuf>,
+    /// `--decode N`: after the prefill, decode these tokens one by one over a KV cache.
+    pub decode: Option<DecodeOptions>,
+}
+
+/// Where the tokens of the decode steps come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DecodeIds {
+    /// `--decode-ids 11,22,33`.
+    Given(Vec<u32>),
+    /// `--decode-from REF`: the `decode_ids` of a dump's metadata (whose `input_ids` must be
+    /// this run's).
+    From(PathBuf),
+}
+
+/// `--decode N` with its tokens.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecodeOptions {
+    /// `--decode N`: the number of decode steps, which must equal the number of ids; `None`:
+    /// as many as the ids.
+    pub steps: Option<usize>,
+    pub ids: DecodeIds,
+}
+
+/// The decode of a run, resolved: the tokens and what the metadata says of their source.
+#[derive(Debug, Clone, PartialEq)]
+struct Decode {
+    ids: Vec<u32>,
+    /// Where the ids come from, for error messages (`--decode-ids`, the REF path).
+    label: String,
+    /// `decode_source` of the metadata.
+    source: serde_json::Value,
 }
 
 /// What a run did, for the summary line.
@@ -130,13 +169,17 @@ pub struct RunSummary {
     pub device: String,
     pub precision: Precision,
     pub policy: Policy,
+    /// Tokens of the prompt.
     pub n_tokens: usize,
+    /// Decode steps after the prefill (0 without `--decode`).
+    pub decode_steps: usize,
     /// Loading the checkpoint (mmap, dtype conversion, upload).
     pub load_time: Duration,
-    /// Each forward pass, including copying probes to the host and writing the dump, ended by
-    /// a device synchronize.
+    /// Each forward pass (with `--decode`: the prefill and every decode step), including
+    /// copying probes to the host and writing the dump, ended by a device synchronize.
     pub forward_times: Vec<Duration>,
-    /// Greedy next token (argmax of the last position's logits).
+    /// Greedy next token (argmax of the last position's logits; with `--decode`, of the last
+    /// decode step's).
     pub next_token: u32,
     /// Files of the checkpoint directory that were not read, one line each (e.g. an index
     /// next to `model.safetensors`), for the CLI to mention.
@@ -189,6 +232,28 @@ pub fn read_ids_file(path: &Path) -> Result<Vec<u32>, Error> {
 
 /// Loads the model, runs `repeat` prefills, and writes the probes of each to `out`.
 pub fn run_to_dump(opts: &RunOptions) -> Result<RunSummary, Error> {
+    let decode = match &opts.decode {
+        None => None,
+        Some(d) => Some(resolve_decode(d, &opts.input_ids)?),
+    };
+    if decode.is_some() && opts.replay.is_some() {
+        return Err(Error::Replay(
+            "cannot be combined with --decode: replay a prefill-only run (teacher forcing of \
+             decode steps is not implemented)"
+                .into(),
+        ));
+    }
+    let fault_specs = Faults::new(opts.faults.clone());
+    if decode.is_none() {
+        if let Some(spec) = fault_specs.decode_only().first() {
+            return Err(Error::FaultTarget {
+                spec: spec.to_string(),
+                message: "acts only on decode steps with a KV cache: add --decode N with \
+                          --decode-ids or --decode-from"
+                    .to_string(),
+            });
+        }
+    }
     let replay = match &opts.replay {
         None => None,
         Some(_) if opts.out.is_none() => {
@@ -222,7 +287,32 @@ pub fn run_to_dump(opts: &RunOptions) -> Result<RunSummary, Error> {
     let device = opts.device.open()?;
     let t0 = Instant::now();
     let ckpt = Checkpoint::open(&opts.model_dir)?;
-    let faults = Faults::new(opts.faults.clone());
+    if let Some(d) = &decode {
+        let vocab = ckpt.config.vocab_size;
+        if let Some(&bad) = d.ids.iter().find(|&&id| id as usize >= vocab) {
+            return Err(Error::InputIds {
+                source_name: d.label.clone(),
+                message: format!(
+                    "decode token id {bad} is outside the vocabulary (vocab_size {vocab})"
+                ),
+            });
+        }
+    }
+    if let Some(d) = &decode {
+        // The KV cache is allocated whole up front: positions beyond the model's are refused
+        // before anything is allocated (a hostile --decode-from cannot ask for 10^6 slots).
+        let total = opts.input_ids.len().saturating_add(d.ids.len());
+        let max = ckpt.config.max_position_embeddings.unwrap_or(1 << 20);
+        if total > max {
+            return Err(Error::Decode(format!(
+                "{}: {} prompt tokens + {} decode steps = {total} positions, more than the model's max_position_embeddings ({max})",
+                d.label,
+                opts.input_ids.len(),
+                d.ids.len()
+            )));
+        }
+    }
+    let faults = fault_specs;
     let model = Qwen3::load(
         &ckpt,
         &device,
@@ -236,6 +326,11 @@ pub fn run_to_dump(opts: &RunOptions) -> Result<RunSummary, Error> {
         .synchronize()
         .ctx(|| "loading the model".to_string())?;
     let load_time = t0.elapsed();
+    if decode.is_some() {
+        // A negative decode position (fault decode-pos) fails before any file is written.
+        model.decode_position(opts.input_ids.len(), 1)?;
+    }
+    let decode_ids = decode.as_ref().map(|d| d.ids.as_slice());
 
     let mut forward_times = Vec::new();
     let mut probes = 0;
@@ -251,7 +346,7 @@ pub fn run_to_dump(opts: &RunOptions) -> Result<RunSummary, Error> {
                         Some(r) => on.replaying(r),
                         None => on,
                     };
-                    model.forward(&opts.input_ids, &mut handle)?
+                    forward(&model, &opts.input_ids, decode_ids, &mut handle)?
                 };
                 probes = rec.count();
                 if let Some(r) = &replay {
@@ -262,17 +357,15 @@ pub fn run_to_dump(opts: &RunOptions) -> Result<RunSummary, Error> {
                         )));
                     }
                 }
-                rec.finish(meta(opts, &ckpt, &device, &faults))?;
+                rec.finish(meta(opts, &ckpt, &device, &faults, decode.as_ref()))?;
                 logits
             }
-            None => model.forward(&opts.input_ids, &mut Probes::off())?,
+            None => forward(&model, &opts.input_ids, decode_ids, &mut Probes::off())?,
         };
         device.synchronize().ctx(|| "forward".to_string())?;
         forward_times.push(start.elapsed());
         next_token = logits
-            .get(0)
-            .and_then(|l| l.get(opts.input_ids.len() - 1))
-            .and_then(|l| l.argmax(D::Minus1))
+            .argmax(D::Minus1)
             .and_then(|l| l.to_scalar::<u32>())
             .ctx(|| "argmax of the logits".to_string())?;
     }
@@ -283,6 +376,7 @@ pub fn run_to_dump(opts: &RunOptions) -> Result<RunSummary, Error> {
         precision: opts.precision,
         policy: opts.policy,
         n_tokens: opts.input_ids.len(),
+        decode_steps: decode_ids.map_or(0, <[u32]>::len),
         load_time,
         forward_times,
         next_token,
@@ -290,8 +384,136 @@ pub fn run_to_dump(opts: &RunOptions) -> Result<RunSummary, Error> {
     })
 }
 
+/// One prefill over `input_ids`, then, with `decode_ids`, one decode step per id over a KV
+/// cache. Returns the logits of the last position (`[vocab]`).
+fn forward(
+    model: &Qwen3,
+    input_ids: &[u32],
+    decode_ids: Option<&[u32]>,
+    probes: &mut Probes,
+) -> Result<Tensor, Error> {
+    let last = |logits: Tensor| {
+        let t = logits.dim(1)?;
+        logits.get(0)?.get(t - 1)
+    };
+    let logits = match decode_ids {
+        None => model.forward(input_ids, probes)?,
+        Some(ids) => {
+            let mut cache = model.new_cache(input_ids.len() + ids.len())?;
+            let mut logits = model.prefill(input_ids, &mut cache, probes)?;
+            for &id in ids {
+                logits = model.decode_step(id, &mut cache, probes)?;
+            }
+            logits
+        }
+    };
+    last(logits).ctx(|| "logits of the last position".to_string())
+}
+
+/// The decode ids of `--decode-ids` or `--decode-from`, checked against `--decode N` and (for
+/// a dump) against this run's prompt.
+fn resolve_decode(opts: &DecodeOptions, input_ids: &[u32]) -> Result<Decode, Error> {
+    let decode = match &opts.ids {
+        DecodeIds::Given(ids) => Decode {
+            ids: ids.clone(),
+            label: "--decode-ids".to_string(),
+            source: serde_json::Value::from("given"),
+        },
+        DecodeIds::From(path) => decode_from(path, input_ids)?,
+    };
+    if decode.ids.is_empty() {
+        return Err(Error::Decode(format!("{}: no decode ids", decode.label)));
+    }
+    if let Some(n) = opts.steps {
+        if n != decode.ids.len() {
+            return Err(Error::Decode(format!(
+                "--decode {n}: {} has {} decode ids (give --decode {} or leave --decode out)",
+                decode.label,
+                decode.ids.len(),
+                decode.ids.len()
+            )));
+        }
+    }
+    Ok(decode)
+}
+
+/// The `decode_ids` (and `decode_source`) of dump `path`, whose `input_ids` must be ours.
+fn decode_from(path: &Path, input_ids: &[u32]) -> Result<Decode, Error> {
+    let label = path.display().to_string();
+    let bad = |message: String| Error::Decode(format!("--decode-from {label}: {message}"));
+    let dump = divergence_dump::Dump::open(path).map_err(|e| bad(e.to_string()))?;
+    let meta = dump
+        .meta()
+        .ok_or_else(|| bad("has no metadata, so no decode_ids".to_string()))?;
+    let ids = match meta.extra.get("decode_ids") {
+        None | Some(serde_json::Value::Null) => {
+            return Err(bad(
+                "its metadata has no decode_ids (not a dump of a decode run)".to_string(),
+            ))
+        }
+        Some(serde_json::Value::Array(values)) => values
+            .iter()
+            .map(|v| {
+                v.as_u64()
+                    .and_then(|x| u32::try_from(x).ok())
+                    .ok_or_else(|| bad(format!("decode_ids: {v} is not a token id")))
+            })
+            .collect::<Result<Vec<u32>, Error>>()?,
+        Some(other) => {
+            return Err(bad(format!(
+                "decode_ids is not a list of token ids: {}",
+                json_preview(other)
+            )))
+        }
+    };
+    let ours: Vec<i64> = input_ids.iter().map(|&i| i as i64).collect();
+    match meta.input_ids.as_deref() {
+        None => {
+            return Err(bad(
+                "records no input_ids, so it cannot be checked to be a run of this prompt"
+                    .to_string(),
+            ))
+        }
+        Some(theirs) if theirs != ours.as_slice() => {
+            let at = theirs
+                .iter()
+                .zip(&ours)
+                .position(|(a, b)| a != b)
+                .unwrap_or(theirs.len().min(ours.len()));
+            return Err(bad(format!(
+                "recorded other input_ids ({} tokens) than this prompt ({} tokens), first \
+                 difference at position {at}: decode from the same prompt",
+                theirs.len(),
+                ours.len()
+            )));
+        }
+        Some(_) => {}
+    }
+    let source = match meta.extra.get("decode_source") {
+        Some(v @ serde_json::Value::String(_)) => v.clone(),
+        _ => serde_json::Value::from("given"),
+    };
+    Ok(Decode { ids, label, source })
+}
+
+/// A JSON value shortened for an error message.
+fn json_preview(v: &serde_json::Value) -> String {
+    let text = v.to_string();
+    if text.chars().count() > 60 {
+        format!("{}...", text.chars().take(60).collect::<String>())
+    } else {
+        text
+    }
+}
+
 /// The dump metadata (order and dtypes are filled in by the writer).
-fn meta(opts: &RunOptions, ckpt: &Checkpoint, device: &Device, faults: &Faults) -> Meta {
+fn meta(
+    opts: &RunOptions,
+    ckpt: &Checkpoint,
+    device: &Device,
+    faults: &Faults,
+    decode: Option<&Decode>,
+) -> Meta {
     let device_name = match device {
         Device::Cpu => "cpu".to_string(),
         _ => opts.device.label(),
@@ -309,6 +531,17 @@ fn meta(opts: &RunOptions, ckpt: &Checkpoint, device: &Device, faults: &Faults) 
             "replay": opts.replay.as_ref().map(|p| p.display().to_string()),
         })),
         model: Some(ckpt.config_json.clone()),
+        extra: match decode {
+            None => Default::default(),
+            Some(d) => [
+                ("decode_steps", serde_json::Value::from(d.ids.len())),
+                ("decode_ids", serde_json::Value::from(d.ids.clone())),
+                ("decode_source", d.source.clone()),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+        },
         ..Meta::default()
     }
 }

@@ -61,6 +61,7 @@ fn diff_run_with(
         out: Some(out.clone()),
         repeat: 1,
         replay: replay.then(|| fixtures().join("ref").join(reference)),
+        decode: None,
     };
     run_to_dump(&opts).unwrap_or_else(|e| panic!("{e}"));
     let truth = match tolerance {
@@ -451,6 +452,7 @@ fn unknown_transpose_target_is_a_clear_error() {
         out: Some(dir.path().join("x.npz")),
         repeat: 1,
         replay: None,
+        decode: None,
     };
     let err = run_to_dump(&opts).expect_err("must fail").to_string();
     assert!(err.contains("model.layers.0.mlp.nope"), "{err}");

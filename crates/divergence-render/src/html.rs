@@ -98,6 +98,7 @@ pub(crate) fn render(report: &Report, out: &mut dyn Write) -> io::Result<()> {
         h.push_str(&svg);
         h.push_str("</section>\n");
     }
+    per_step(report, &mut h);
     amplification(report, &mut h);
     ops_table(report, &mut h);
     not_compared(report, &mut h);
@@ -175,6 +176,9 @@ fn first_divergence(report: &Report, h: &mut String) {
         report.ops.len()
     ));
     kv(h, "status", first.status.as_str());
+    if let Some(text) = view::step_text(report, first.step) {
+        kv(h, "step", &text);
+    }
     kv(h, "reason", &first.reason);
     if let Some(text) = &op.mapped {
         kv(h, "mapped", text);
@@ -228,6 +232,28 @@ fn first_divergence(report: &Report, h: &mut String) {
     h.push_str("</dl>\n</section>\n");
 }
 
+/// One row per decode step (0 = prefill), every step.
+fn per_step(report: &Report, h: &mut String) {
+    if report.steps.is_empty() {
+        return;
+    }
+    h.push_str("<h2>Per step (0 = prefill)</h2>\n<section id=\"steps\">\n<table>\n<thead><tr><th>step</th><th>compared</th><th>diverged</th><th>missing</th><th>worst rel err</th><th>in op</th><th>first diverging op</th></tr></thead>\n<tbody>\n");
+    for s in &report.steps {
+        let bad = if s.diverged > 0 { " class=\"bad\"" } else { "" };
+        h.push_str(&format!(
+            "<tr><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\"><span{bad}>{}</span></td><td class=\"n\">{}</td><td class=\"n\">{}</td><td>{}</td><td>{}</td></tr>\n",
+            s.step,
+            s.compared,
+            s.diverged,
+            s.missing,
+            view::num(s.worst_rel_err),
+            escape(s.worst_op.as_deref().unwrap_or("-")),
+            escape(s.first_divergence.as_deref().unwrap_or("-")),
+        ));
+    }
+    h.push_str("</tbody>\n</table>\n</section>\n");
+}
+
 fn amplification(report: &Report, h: &mut String) {
     let a = &report.amplification;
     if a.rows.is_empty() {
@@ -239,10 +265,15 @@ fn amplification(report: &Report, h: &mut String) {
         a.introduced,
         escape(&sci(a.threshold))
     ));
-    for r in &a.rows {
+    // Decode steps repeat every pair once per step: only those with a verdict are listed.
+    let rows = a
+        .rows
+        .iter()
+        .filter(|r| divergence_names::split_step(&r.norm).1 == 0 || r.verdict.is_some());
+    for r in rows {
         h.push_str(&format!(
             "<tr><td class=\"n\">{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"bad\">{}</td></tr>\n",
-            r.layer,
+            view::amp_layer(r),
             r.kind,
             view::num(r.proj_rel_err),
             view::num(r.norm_rel_err),

@@ -69,9 +69,11 @@ impl Sections for Markdown<'_> {
         match &report.first_divergence {
             Some(f) => {
                 let layer = f.layer.map_or_else(String::new, |l| format!(", layer {l}"));
+                let step =
+                    view::step_text(report, f.step).map_or_else(String::new, |s| format!(", {s}"));
                 writeln!(
                     out,
-                    "## ❌ First divergence at {} (#{}{layer})",
+                    "## ❌ First divergence at {} (#{}{layer}{step})",
                     code(&f.name),
                     f.index
                 )?;
@@ -180,6 +182,44 @@ impl Sections for Markdown<'_> {
         writeln!(self.out)
     }
 
+    fn per_step(&mut self) -> io::Result<()> {
+        let (lines, hidden) = view::step_lines(self.report, self.opts);
+        if lines.is_empty() {
+            return Ok(());
+        }
+        let out = &mut *self.out;
+        writeln!(out, "### Per step (0 = prefill)")?;
+        writeln!(out)?;
+        writeln!(
+            out,
+            "| step | compared | diverged | missing | worst rel err | in op | first diverging op |"
+        )?;
+        writeln!(out, "|--:|--:|--:|--:|--:|---|---|")?;
+        for l in &lines {
+            writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} | {} |",
+                l.step,
+                l.compared,
+                l.diverged,
+                l.missing,
+                num(l.worst_rel_err),
+                l.worst_op.as_deref().map_or_else(|| "-".to_string(), code),
+                l.first_divergence
+                    .as_deref()
+                    .map_or_else(|| "-".to_string(), code),
+            )?;
+        }
+        if hidden > 0 {
+            writeln!(out)?;
+            writeln!(
+                out,
+                "{hidden} more steps, all within tolerance or not the first (`--all` lists every step)."
+            )?;
+        }
+        writeln!(out)
+    }
+
     fn per_layer(&mut self) -> io::Result<()> {
         let lines = view::layer_lines(self.report);
         if lines.is_empty() {
@@ -243,7 +283,7 @@ impl Sections for Markdown<'_> {
                         Some(divergence_diff::AmpVerdict::Introduced) => "introduced",
                         None => "",
                     },
-                    r.layer,
+                    view::amp_layer(r),
                     r.kind,
                     num(r.proj_rel_err),
                     num(r.norm_rel_err),

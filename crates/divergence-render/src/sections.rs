@@ -17,6 +17,8 @@ pub(crate) enum Section {
     FirstDivergence,
     /// The ops table: context around the first divergence, or every / filtered op.
     Ops,
+    /// One line per decode step (dumps with decode steps only).
+    PerStep,
     /// One line per layer.
     PerLayer,
     /// The q_norm / k_norm amplification table.
@@ -28,11 +30,12 @@ pub(crate) enum Section {
 }
 
 /// The order of the sections, in both views.
-pub(crate) const SECTIONS: [Section; 8] = [
+pub(crate) const SECTIONS: [Section; 9] = [
     Section::InputIdsAlert,
     Section::Header,
     Section::FirstDivergence,
     Section::Ops,
+    Section::PerStep,
     Section::PerLayer,
     Section::Amplification,
     Section::NotCompared,
@@ -45,6 +48,7 @@ pub(crate) trait Sections {
     fn header(&mut self) -> io::Result<()>;
     fn first_divergence(&mut self) -> io::Result<()>;
     fn ops(&mut self) -> io::Result<()>;
+    fn per_step(&mut self) -> io::Result<()>;
     fn per_layer(&mut self) -> io::Result<()>;
     fn amplification(&mut self) -> io::Result<()>;
     fn not_compared(&mut self) -> io::Result<()>;
@@ -58,6 +62,7 @@ pub(crate) trait Sections {
                 Section::Header => self.header()?,
                 Section::FirstDivergence => self.first_divergence()?,
                 Section::Ops => self.ops()?,
+                Section::PerStep => self.per_step()?,
                 Section::PerLayer => self.per_layer()?,
                 Section::Amplification => self.amplification()?,
                 Section::NotCompared => self.not_compared()?,

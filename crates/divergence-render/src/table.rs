@@ -414,7 +414,8 @@ impl Sections for Terminal<'_> {
             return self.blank();
         };
         let layer = f.layer.map_or_else(String::new, |l| format!(", layer {l}"));
-        let place = format!("  (#{} of {}{layer})", f.index, report.ops.len());
+        let step = view::step_text(report, f.step).map_or_else(String::new, |s| format!(", {s}"));
+        let place = format!("  (#{} of {}{layer}{step})", f.index, report.ops.len());
         self.spans(
             &[
                 (">> FIRST DIVERGENCE:", Some(BOLD_RED)),
@@ -501,6 +502,57 @@ impl Sections for Terminal<'_> {
         self.blank()
     }
 
+    fn per_step(&mut self) -> io::Result<()> {
+        let (lines, hidden) = view::step_lines(self.report, self.opts);
+        if lines.is_empty() {
+            return Ok(());
+        }
+        self.line("Per step (0 = prefill)", Some(BOLD), 2)?;
+        let header = [
+            "step",
+            "compared",
+            "diverged",
+            "missing",
+            "worst rel err",
+            "in op",
+            "first diverging op",
+        ];
+        let rows = lines
+            .iter()
+            .map(|l| {
+                let mut diverged = right(l.diverged.to_string());
+                if self.opts.color {
+                    diverged = diverged.fg(if l.diverged > 0 {
+                        Color::Red
+                    } else {
+                        Color::Green
+                    });
+                }
+                let short = |n: &Option<String>| {
+                    n.as_deref()
+                        .map_or_else(|| "-".to_string(), |n| n.to_string())
+                };
+                let (worst_op, first_bad) = (short(&l.worst_op), short(&l.first_divergence));
+                vec![
+                    (l.step.to_string(), right(l.step.to_string())),
+                    (l.compared.to_string(), right(l.compared.to_string())),
+                    (l.diverged.to_string(), diverged),
+                    (l.missing.to_string(), right(l.missing.to_string())),
+                    (num(l.worst_rel_err), right(num(l.worst_rel_err))),
+                    (worst_op.clone(), Cell::new(worst_op)),
+                    (first_bad.clone(), Cell::new(first_bad)),
+                ]
+            })
+            .collect();
+        let t = self.fitted(&header, rows, &[5, 3]);
+        writeln!(self.out, "{t}")?;
+        if hidden > 0 {
+            let text = format!("  ({hidden} more steps, all within tolerance or not the first; --all shows every step)");
+            self.line(&text, None, 2)?;
+        }
+        self.blank()
+    }
+
     fn per_layer(&mut self) -> io::Result<()> {
         let lines = view::layer_lines(self.report);
         if lines.is_empty() {
@@ -581,9 +633,10 @@ impl Sections for Terminal<'_> {
                 if r.marked && self.opts.color {
                     mark = mark.fg(Color::Red).add_attribute(Attribute::Bold);
                 }
+                let layer = view::amp_layer(r);
                 let mut row = vec![
                     (text.to_string(), mark),
-                    (r.layer.to_string(), right(r.layer.to_string())),
+                    (layer.clone(), right(layer)),
                     (r.kind.to_string(), Cell::new(r.kind.to_string())),
                 ];
                 for x in [

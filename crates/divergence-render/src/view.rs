@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use divergence_diff::{
     ratio_text, sci, AmplificationRow, DTypeClass, Measure, OpResult, QkKind, Report, Status,
-    Tolerance,
+    StepSummary, Tolerance,
 };
 use regex::Regex;
 
@@ -285,9 +285,21 @@ pub(crate) fn amplification_rows<'r>(
         .rows
         .iter()
         .filter(|r| {
-            filter.layer_ok(r.layer) && (opts.all || r.kind == QkKind::K || r.verdict.is_some())
+            // Decode steps repeat every pair once per step: without --all only those with a
+            // verdict are listed.
+            let step = divergence_names::split_step(&r.norm).1;
+            filter.layer_ok(r.layer)
+                && (opts.all || (r.kind == QkKind::K && step == 0) || r.verdict.is_some())
         })
         .collect()
+}
+
+/// The layer cell of an amplification row: `3`, or `3@2` for a pair of decode step 2.
+pub(crate) fn amp_layer(r: &AmplificationRow) -> String {
+    match divergence_names::split_step(&r.norm).1 {
+        0 => r.layer.to_string(),
+        s => format!("{}@{s}", r.layer),
+    }
 }
 
 /// The rows that could not be read, in report order.
@@ -556,6 +568,69 @@ pub(crate) fn layer_lines(report: &Report) -> Vec<LayerLine> {
         .collect()
 }
 
+/// Steps listed in the per-step section without `--all`: the prefill, the first diverging
+/// steps and the worst one, up to this many.
+pub(crate) const SHOWN_STEPS: usize = 12;
+
+/// The per-step lines to show, and how many steps are left out. Every step with `--all` or
+/// when there are few; else the prefill, the steps around the first diverging one, every
+/// diverging step up to [`SHOWN_STEPS`], and the step with the worst error.
+pub(crate) fn step_lines<'r>(
+    report: &'r Report,
+    opts: &TableOptions,
+) -> (Vec<&'r StepSummary>, usize) {
+    let steps = &report.steps;
+    if opts.all || steps.len() <= SHOWN_STEPS {
+        return (steps.iter().collect(), 0);
+    }
+    let mut keep = vec![false; steps.len()];
+    keep[0] = true;
+    let first = steps.iter().position(|s| s.diverged > 0);
+    if let Some(f) = first {
+        keep[f.saturating_sub(1)] = true;
+        keep[f] = true;
+    }
+    let worst = steps
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| s.worst_rel_err.map(|e| (i, e)))
+        .fold(None::<(usize, f64)>, |acc, (i, e)| match acc {
+            Some((_, best)) if best >= e => acc,
+            _ => Some((i, e)),
+        });
+    if let Some((w, _)) = worst {
+        keep[w] = true;
+    }
+    for (i, s) in steps.iter().enumerate() {
+        if keep.iter().filter(|&&k| k).count() >= SHOWN_STEPS {
+            break;
+        }
+        if s.diverged > 0 {
+            keep[i] = true;
+        }
+    }
+    let shown: Vec<&StepSummary> = steps
+        .iter()
+        .zip(&keep)
+        .filter_map(|(s, &k)| k.then_some(s))
+        .collect();
+    let hidden = steps.len() - shown.len();
+    (shown, hidden)
+}
+
+/// `step 3` / `prefill` for the first divergence's place line, when the dumps have decode
+/// steps; `None` for one-pass dumps.
+pub(crate) fn step_text(report: &Report, step: usize) -> Option<String> {
+    if report.steps.is_empty() {
+        return None;
+    }
+    Some(if step == 0 {
+        "step 0 = prefill".to_string()
+    } else {
+        format!("decode step {step}")
+    })
+}
+
 /// `a, b, c ... and 7 more`.
 pub(crate) fn name_list(names: &[String], quote: &str) -> String {
     let shown: Vec<String> = names
@@ -585,6 +660,18 @@ pub(crate) fn summary_line(report: &Report) -> String {
     match &report.first_divergence {
         Some(f) => line.push_str(&format!("; first divergence: {} (#{})", f.name, f.index)),
         None if s.compared == 0 => line.push_str("; nothing compared"),
+        None if !report.steps.is_empty() => {
+            let decode = report.steps.iter().filter(|s| s.step > 0).count();
+            let prefill = if report.steps.iter().any(|s| s.step == 0) {
+                "prefill + "
+            } else {
+                ""
+            };
+            line.push_str(&format!(
+                "; no divergence in {} steps ({prefill}{decode} decode)",
+                report.steps.len()
+            ));
+        }
         None => line.push_str("; no divergence"),
     }
     line

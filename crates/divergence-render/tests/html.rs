@@ -339,7 +339,7 @@ fn the_position_chart_has_a_bar_per_position_red_where_over_tolerance() {
         "positions 0-1 are exact"
     );
     assert!(section.contains("position 4: rel err 2.000e-01, tolerance 1.000e-03"));
-    assert!(doc.contains("error from position 3 on (3 of 6;"));
+    assert!(doc.contains("error from position 3 on (3 of 6 positions;"));
     // No profile, no section.
     report.positions = None;
     assert!(!html(&report).contains("id=\"positions\""));

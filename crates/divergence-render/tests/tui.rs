@@ -398,6 +398,7 @@ fn report_with_positions() -> Report {
         affected: 7,
         first_affected: Some(9),
         pattern: PositionPattern::From { start: 9 },
+        steps: Vec::new(),
     });
     report
 }

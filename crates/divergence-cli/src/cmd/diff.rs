@@ -105,6 +105,12 @@ pub struct DiffArgs {
     /// 151,936-token vocabulary on 2 cores.
     #[arg(long)]
     pub no_tokens: bool,
+    /// Self-consistency without a reference: OURS and REF are two runs of the port on the same
+    /// tokens, one prefill over T tokens and one prefill over the first T - k plus k decode
+    /// steps fed the rest (either order). Each position must agree within noise; the report
+    /// names the first (step, op) where the decode path parts from the prefill.
+    #[arg(long, conflicts_with_all = ["truth", "map", "suggest_map"])]
+    pub prefill_vs_decode: bool,
     /// Checkpoint directory: annotate the k_norm amplification section with each layer's
     /// norm weight gains (see `divergence inspect`).
     #[arg(long, value_name = "DIR")]
@@ -396,6 +402,11 @@ pub fn build_report(args: &DiffArgs) -> Result<Report> {
         || args.truth.as_deref().map(Dump::open).transpose(),
     );
     let (ours, reference, truth) = (ours?, reference?, truth?);
+    if args.prefill_vs_decode {
+        let pair =
+            crate::cmd::prefill_decode::pair(&ours, &args.ours, &reference, &args.reference)?;
+        return finish_report(args, &cfg, Sides::from_pair(pair));
+    }
     let (ours_dump, ref_dump) = (&ours, &reference);
     let chosen = crate::cmd::map::choose(ours_dump, args.map.as_deref())?;
     let explicit = chosen.is_some();
@@ -424,43 +435,110 @@ pub fn build_report(args: &DiffArgs) -> Result<Report> {
     if let Some(layer) = args.layer {
         check_layer(layer, &plan.layers())?;
     }
+    map_warnings.extend(crate::cmd::steps::check(
+        &ours,
+        &args.ours,
+        &reference,
+        &args.reference,
+    )?);
     let mut truth_warnings = Vec::new();
     if let (Some(truth), Some(path)) = (&truth, &args.truth) {
         truth_warnings = check_truth(truth, path, &reference, &args.reference, &plan.order)?;
     }
 
+    let sides = Sides {
+        ours,
+        reference,
+        truth,
+        ours_label: args.ours.display().to_string(),
+        ref_label: args.reference.display().to_string(),
+        plan,
+        warnings: map_warnings,
+        truth_warnings,
+        inferred,
+        check_ids: true,
+    };
+    finish_report(args, &cfg, sides)
+}
+
+/// Everything the comparison needs once the two sides are set up.
+struct Sides<'a> {
+    ours: MappedDump<'a>,
+    reference: MappedDump<'a>,
+    truth: Option<MappedDump<'a>>,
+    ours_label: String,
+    ref_label: String,
+    plan: divergence_diff::OrderPlan,
+    warnings: Vec<String>,
+    truth_warnings: Vec<String>,
+    inferred: Option<align::Inferred>,
+    /// False when the two sides saw other token counts on purpose (`--prefill-vs-decode`).
+    check_ids: bool,
+}
+
+impl<'a> Sides<'a> {
+    fn from_pair(pair: crate::cmd::prefill_decode::Pair<'a>) -> Sides<'a> {
+        let plan = divergence_diff::plan_order(&dump_names(&pair.stepped), &dump_names(&pair.full));
+        Sides {
+            ours_label: pair.stepped_path.display().to_string(),
+            ref_label: pair.full_path.display().to_string(),
+            ours: pair.stepped,
+            reference: pair.full,
+            truth: None,
+            plan,
+            warnings: pair.warnings,
+            truth_warnings: Vec::new(),
+            inferred: None,
+            check_ids: false,
+        }
+    }
+}
+
+/// Compares every probe of the plan and assembles the report with its hints, positions and
+/// token effect.
+fn finish_report(args: &DiffArgs, cfg: &DiffConfig, sides: Sides<'_>) -> Result<Report> {
+    let Sides {
+        ours,
+        reference,
+        truth,
+        ours_label,
+        ref_label,
+        plan,
+        warnings,
+        truth_warnings,
+        inferred,
+        check_ids,
+    } = sides;
     let ops: Vec<OpResult> = plan
         .order
         .par_iter()
         .map(|name| {
             let ours_name = plan.ours_name(name);
-            let mut row = compare_probe(name, ours_name, &ours, &reference, truth.as_ref(), &cfg);
+            let mut row = compare_probe(name, ours_name, &ours, &reference, truth.as_ref(), cfg);
             row.mapped = ours.mapping(ours_name).and_then(|v| v.how.clone());
             row
         })
         .collect();
 
-    let mut ctx = ReportContext::new(
-        args.ours.display().to_string(),
-        args.reference.display().to_string(),
-        plan.source,
-    );
-    ctx.warnings = map_warnings;
+    let mut ctx = ReportContext::new(ours_label, ref_label, plan.source);
+    ctx.warnings = warnings;
     ctx.warnings.extend(plan.warnings.clone());
     ctx.warnings.extend(truth_warnings);
-    ctx.ours_input_ids = ours.meta().and_then(|m| m.input_ids.clone());
-    ctx.ref_input_ids = reference.meta().and_then(|m| m.input_ids.clone());
+    if check_ids {
+        ctx.ours_input_ids = ours.meta().and_then(|m| m.input_ids.clone());
+        ctx.ref_input_ids = reference.meta().and_then(|m| m.input_ids.clone());
+    }
     if let Some(dir) = &args.model {
         ctx.norm_weight_gains = divergence_inspect::qk_norm_gains(dir)?;
     }
     let mut ops = ops;
-    let layouts = layout_diagnosis(&mut ops, &plan, &ours, &reference, &cfg);
+    let layouts = layout_diagnosis(&mut ops, &plan, &ours, &reference, cfg);
     if let Some(path) = &args.suggest_map {
         let text = align::suggestion(inferred.as_ref(), &layouts);
         std::fs::write(path, text)
             .with_context(|| format!("{}: cannot write the suggested map", path.display()))?;
     }
-    let mut report = divergence_diff::assemble(ops, ctx, &cfg);
+    let mut report = divergence_diff::assemble(ops, ctx, cfg);
     (report.hints, report.positions) =
         diagnosis(&report, &plan, &ours, &reference, args.model.as_deref());
     if !args.no_tokens {
@@ -470,18 +548,35 @@ pub fn build_report(args: &DiffArgs) -> Result<Report> {
 }
 
 /// The token-level effect ([`divergence_diff::token_effect`]) when both sides have the logits
-/// (`lm_head`), read whole (within [`HINT_MAX_BYTES`] unless stored in place).
+/// (`lm_head`), read whole (within [`HINT_MAX_BYTES`] unless stored in place); with decode
+/// steps, over the logits of every step (`lm_head@s`), merged ([`divergence_diff::merge_steps`]).
 fn tokens(
     plan: &divergence_diff::OrderPlan,
     ours: &MappedDump<'_>,
     reference: &MappedDump<'_>,
 ) -> Option<divergence_diff::TokenEffect> {
     const LOGITS: &str = "lm_head";
-    let (o, r) = (
-        read_whole(ours, plan.ours_name(LOGITS))?,
-        read_whole(reference, LOGITS)?,
-    );
-    divergence_diff::token_effect(LOGITS, o.0.values(), r.0.values(), &o.0.shape, &r.0.shape)
+    let one = |name: &str| {
+        let (o, r) = (
+            read_whole(ours, plan.ours_name(name))?,
+            read_whole(reference, name)?,
+        );
+        divergence_diff::token_effect(LOGITS, o.0.values(), r.0.values(), &o.0.shape, &r.0.shape)
+    };
+    let steps: Vec<(&String, usize)> = plan
+        .order
+        .iter()
+        .filter_map(|n| match divergence_names::split_step(n) {
+            (LOGITS, s) => Some((n, s)),
+            _ => None,
+        })
+        .collect();
+    if steps.iter().all(|&(_, s)| s == 0) {
+        return one(LOGITS);
+    }
+    let parts: Vec<(usize, Option<divergence_diff::TokenEffect>)> =
+        steps.par_iter().map(|&(n, s)| (s, one(n))).collect();
+    divergence_diff::merge_steps(LOGITS, parts)
 }
 
 /// A shape mismatch whose element counts agree, tried against the common layout changes
@@ -583,7 +678,44 @@ fn diagnosis(
         };
         out.extend(divergence_diff::diagnose(&subject, &shape));
     }
+    if let Some(p) = steps_profile(report, plan, ours, reference) {
+        profile = Some(p);
+    }
     (out, profile)
+}
+
+/// With decode steps and a first divergence in a decode step: which positions its op's error
+/// reaches across the steps (the prefill's positions, then one per step;
+/// [`divergence_diff::across_steps`]), so that a decode bug reads "from position T on".
+fn steps_profile(
+    report: &Report,
+    plan: &divergence_diff::OrderPlan,
+    ours: &MappedDump<'_>,
+    reference: &MappedDump<'_>,
+) -> Option<divergence_diff::PositionProfile> {
+    let first = report.first_divergence.as_ref()?;
+    if first.step == 0 || report.steps.is_empty() {
+        return None;
+    }
+    let base = divergence_names::split_step(&first.name).0;
+    let mut prefill = None;
+    let mut rows = Vec::new();
+    for op in &report.ops {
+        match divergence_names::split_step(&op.name) {
+            (b, 0) if b == base => {
+                let (Some(o), Some(r)) = (
+                    read_whole(ours, plan.ours_name(&op.name)),
+                    read_whole(reference, &op.name),
+                ) else {
+                    continue;
+                };
+                prefill = row_profile(op, &o.0, &r.0);
+            }
+            (b, _) if b == base => rows.push(op),
+            _ => {}
+        }
+    }
+    divergence_diff::across_steps(base, prefill, &rows)
 }
 
 /// A tensor read whole, for the hints and the position profile, which need all of it (they fit
@@ -606,17 +738,30 @@ fn positions(
     ours: &TensorView<'_>,
     reference: &TensorView<'_>,
 ) -> Option<divergence_diff::PositionProfile> {
-    let first = report.first_divergence.as_ref()?;
-    let row = report.first_divergence_op()?;
-    if matches!(first.status, Status::ShapeMismatch | Status::NoFinite)
-        || row.truth.noise_ratio.is_some()
+    row_profile(report.first_divergence_op()?, ours, reference)
+}
+
+/// The per-position profile of one row (see [`positions`]).
+fn row_profile(
+    row: &OpResult,
+    ours: &TensorView<'_>,
+    reference: &TensorView<'_>,
+) -> Option<divergence_diff::PositionProfile> {
+    if matches!(
+        row.status,
+        Status::ShapeMismatch
+            | Status::NoFinite
+            | Status::OnlyOurs
+            | Status::OnlyRef
+            | Status::Unreadable
+    ) || row.truth.noise_ratio.is_some()
     {
         return None;
     }
     let (rtol, atol) = (row.rule.rtol?, row.rule.atol?);
-    let axis = divergence_diff::position_axis(&first.name, &reference.shape)?;
+    let axis = divergence_diff::position_axis(&row.name, &reference.shape)?;
     divergence_diff::position_profile(
-        &first.name,
+        &row.name,
         ours.values(),
         reference.values(),
         &reference.shape,
@@ -692,7 +837,8 @@ fn check_truth(
     order: &[String],
 ) -> Result<Vec<String>> {
     let ids = |d: &MappedDump<'_>| d.meta().and_then(|m| m.input_ids.clone());
-    let mut warnings = Vec::new();
+    // With decode steps the truth must have decoded the reference's tokens, step for step.
+    let mut warnings = crate::cmd::steps::check(truth, truth_path, reference, ref_path)?;
     match (ids(truth), ids(reference)) {
         (Some(t), Some(r)) if t != r => {
             let at = t
@@ -737,7 +883,7 @@ fn check_layer(layer: usize, layers: &BTreeSet<usize>) -> Result<()> {
 }
 
 /// `0-3, 5, 7-8`: ascending numbers as runs.
-fn ranges(numbers: &BTreeSet<usize>) -> String {
+pub(crate) fn ranges(numbers: &BTreeSet<usize>) -> String {
     let mut runs: Vec<(usize, usize)> = Vec::new();
     for &n in numbers {
         match runs.last_mut() {
@@ -791,7 +937,9 @@ fn compare_probe(
     // Any other tensor a name map computes cannot be streamed: it is read whole from its
     // sources, and so are the other sides of its row (memory: that row's tensors,
     // docs/mapping.md).
-    let computed = ours.is_computed(ours_name) && !ours.is_part(ours_name);
+    // (Either side: `--prefill-vs-decode` computes the reference's.)
+    let computed = (ours.is_computed(ours_name) && !ours.is_part(ours_name))
+        || (reference.is_computed(name) && !reference.is_part(name));
     let all_in_place = in_place(ours, ours_name)
         && in_place(reference, name)
         && truth.is_none_or(|t| in_place(t, name));

@@ -7,4 +7,6 @@ pub mod inspect;
 pub mod map;
 pub mod output;
 pub mod parse;
+pub mod prefill_decode;
 pub mod run;
+pub mod steps;

@@ -1,4 +1,5 @@
-//! `divergence run`: run the instrumented candle Qwen3 on a checkpoint and dump every probe.
+//! `divergence run`: run the instrumented candle Qwen3 on a checkpoint and dump every probe
+//! (with `--decode N`, also every probe of N teacher-forced decode steps over a KV cache).
 //!
 //! Glue only: parse arguments, build [`divergence_qwen3::RunOptions`], call
 //! [`divergence_qwen3::run_to_dump`], print a one-line summary to stderr.
@@ -8,7 +9,8 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 use divergence_qwen3::{
-    parse_ids, read_ids_file, run_to_dump, DeviceKind, FaultSpec, Policy, Precision, RunOptions,
+    parse_ids, read_ids_file, run_to_dump, DecodeIds, DecodeOptions, DeviceKind, FaultSpec, Policy,
+    Precision, RunOptions,
 };
 
 use crate::exit::Exit;
@@ -29,10 +31,25 @@ Faults (--inject, repeatable): NAME[=VALUE][@LAYERS], LAYERS = N, N-M or a comma
   bf16-accum             every Linear keeps its accumulator in bf16 (f16 for f16) across k-tiles of 16
   bf16-variance          RMSNorm squares and sums the variance in bf16
   early-cast             RMSNorm rounds rsqrt(var + eps) to the activation dtype and normalises there
+KV-cache faults (only with --decode; the prefill, step 0, stays bit-identical):
+  decode-pos=K           decode step s at position prompt_len+s-1+K; enters at rotary_emb@1
+  decode-pos-frozen      every decode step at position prompt_len; enters at rotary_emb@2
+  cache-pre-rope         cache holds k before RoPE, the whole cache rotated at the current position
+  cache-pre-norm         cache holds k before k_norm (k_proj per head, rotated)
+  cache-overwrite[=first|last]  new k/v written into slot 0 / over the previous slot
+  cache-dtype=f16|bf16   cache stores k/v rounded to a lower precision than the activations
+  decode-mask            a decode step also attends to the next, unwritten (zero) slot
+  (cache-* enter at model.layers.0.self_attn.cache_k@1, decode-mask at its attn_out@1;
+  the cache faults take @LAYERS)
+Decoding (--decode): the prompt is step 0 (it fills the KV cache), then step s = 1..N feeds
+decode id s alone at position prompt_len+s-1; probes of step s are named NAME@s, plus
+model.layers.N.self_attn.cache_k@s / cache_v@s (the cache slot of the new token).
 Examples:
   divergence run --model fixtures/tiny-qwen3 --ids-file fixtures/tiny-qwen3/ids.txt --dtype bf16 --out ours.npz
   divergence run --model DIR --ids 1,2,3 --inject skip-k-norm@0 --out broken.npz
-  divergence run --model DIR --ids-file ids.txt --replay ref.npz --out local.npz   # teacher forcing";
+  divergence run --model DIR --ids-file ids.txt --replay ref.npz --out local.npz   # teacher forcing
+  divergence run --model DIR --ids 1,2,3 --decode-ids 11,22,33 --out decode.npz     # 3 decode steps
+  divergence run --model DIR --ids-file ids.txt --decode-from ref.npz --inject cache-pre-rope --out ours.npz";
 
 /// Arguments of `divergence run`.
 #[derive(Debug, Args)]
@@ -73,9 +90,21 @@ pub struct RunArgs {
     /// result against REF to see the true local error of every op.
     #[arg(long, value_name = "REF")]
     pub replay: Option<PathBuf>,
-    /// Run the forward pass this many times and report the fastest and median (timing).
+    /// Run the forward pass this many times and report the fastest and median (timing; with
+    /// --decode, the prefill and every decode step).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub repeat: u32,
+    /// Decode N tokens after the prompt, one step at a time over a KV cache (teacher-forced:
+    /// the tokens come from --decode-ids or --decode-from, and N must equal their count).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub decode: Option<u32>,
+    /// The tokens of the decode steps, e.g. 11,22,33 (implies --decode with their count).
+    #[arg(long, value_name = "IDS", conflicts_with = "decode_from")]
+    pub decode_ids: Option<String>,
+    /// Decode the `decode_ids` recorded in this dump's metadata (a reference decode run of the
+    /// same prompt: its `input_ids` must be ours).
+    #[arg(long, value_name = "REF")]
+    pub decode_from: Option<PathBuf>,
 }
 
 pub fn run(args: RunArgs) -> Result<Exit> {
@@ -83,6 +112,22 @@ pub fn run(args: RunArgs) -> Result<Exit> {
         (Some(ids), _) => parse_ids(ids, "--ids")?,
         (None, Some(path)) => read_ids_file(path)?,
         (None, None) => anyhow::bail!("give --ids or --ids-file"),
+    };
+    let ids = match (&args.decode_ids, &args.decode_from) {
+        (Some(ids), _) => Some(DecodeIds::Given(parse_ids(ids, "--decode-ids")?)),
+        (None, Some(path)) => Some(DecodeIds::From(path.clone())),
+        (None, None) => None,
+    };
+    let decode = match (args.decode, ids) {
+        (steps, Some(ids)) => Some(DecodeOptions {
+            steps: steps.map(|n| n as usize),
+            ids,
+        }),
+        (Some(n), None) => anyhow::bail!(
+            "--decode {n}: give the tokens to decode with --decode-ids or --decode-from \
+             (decoding is teacher-forced)"
+        ),
+        (None, None) => None,
     };
     let opts = RunOptions {
         model_dir: args.model.clone(),
@@ -94,6 +139,7 @@ pub fn run(args: RunArgs) -> Result<Exit> {
         out: args.out,
         repeat: args.repeat as usize,
         replay: args.replay,
+        decode,
     };
     let summary = run_to_dump(&opts)
         .with_context(|| format!("divergence run --model {}", args.model.display()))?;
@@ -104,22 +150,35 @@ pub fn run(args: RunArgs) -> Result<Exit> {
         Some(path) => format!("{} probes -> {}", summary.probes, path.display()),
         None => "probes off".to_string(),
     };
+    // With --decode each timed run is the prefill and every decode step.
+    let pass = if summary.decode_steps > 0 {
+        "prefill+decode"
+    } else {
+        "forward"
+    };
     let timing = if summary.forward_times.len() > 1 {
         format!(
-            "forward best {:.1} ms, median {:.1} ms over {} runs",
+            "{pass} best {:.1} ms, median {:.1} ms over {} runs",
             summary.best_time().as_secs_f64() * 1e3,
             summary.median_time().as_secs_f64() * 1e3,
             summary.forward_times.len()
         )
     } else {
-        format!("forward {:.1} ms", summary.best_time().as_secs_f64() * 1e3)
+        format!("{pass} {:.1} ms", summary.best_time().as_secs_f64() * 1e3)
+    };
+    let tokens = if summary.decode_steps > 0 {
+        format!(
+            "{} tokens + {} decode steps",
+            summary.n_tokens, summary.decode_steps
+        )
+    } else {
+        format!("{} tokens", summary.n_tokens)
     };
     eprintln!(
-        "divergence run: {what} ({} {} {}, {} tokens; load {:.1} ms, {timing}; next token {})",
+        "divergence run: {what} ({} {} {}, {tokens}; load {:.1} ms, {timing}; next token {})",
         summary.device,
         summary.precision.torch_name(),
         summary.policy.name(),
-        summary.n_tokens,
         summary.load_time.as_secs_f64() * 1e3,
         summary.next_token,
     );

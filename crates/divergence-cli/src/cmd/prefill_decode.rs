@@ -1,0 +1,271 @@
+//! `divergence diff --prefill-vs-decode A B`: a port checked against itself, without a
+//! reference. One dump is a single prefill over T tokens; the other a prefill over the first
+//! T - k of them plus k decode steps fed the remaining k (docs/dump-format.md, "Decode steps").
+//! Position p of the full prefill must agree, within the dtype's noise, with the same position
+//! in the stepped run: the prefill's positions with its step 0, position T - k + s - 1 with
+//! step s.
+//!
+//! The full prefill is turned into a dump with the stepped dump's names: each probe of the
+//! stepped run reads the matching token slice of the full prefill's probe (a narrow along the
+//! token axis, streamed from the file like a split part), `cache_k@s` the full prefill's
+//! `rope_k` at that position and `cache_v@s` its `v_proj` there, re-laid out as the cache holds
+//! it. The usual diff then finds the first (step, op) where the two runs part.
+
+use std::path::Path;
+
+use anyhow::{bail, Result};
+use divergence_dump::Dump;
+use divergence_map::{MappedDump, Resolved, Step, Virtual};
+use divergence_names::{split_step, Op};
+
+/// The two sides: the stepped run (ours), the full prefill under its names (the reference),
+/// and what to tell the reader.
+pub struct Pair<'a> {
+    pub stepped: MappedDump<'a>,
+    pub full: MappedDump<'a>,
+    pub stepped_path: &'a Path,
+    pub full_path: &'a Path,
+    pub warnings: Vec<String>,
+}
+
+fn ids(dump: &Dump, key: &str) -> Option<Vec<i64>> {
+    let meta = dump.meta()?;
+    if key == "input_ids" {
+        return meta.input_ids.clone();
+    }
+    meta.extra
+        .get(key)?
+        .as_array()?
+        .iter()
+        .map(serde_json::Value::as_i64)
+        .collect()
+}
+
+fn max_step(dump: &Dump) -> usize {
+    dump.names()
+        .iter()
+        .map(|n| split_step(n).1)
+        .max()
+        .unwrap_or(0)
+}
+
+/// Pairs the dumps (either order: the one with decode steps is the stepped run).
+pub fn pair<'a>(a: &'a Dump, a_path: &'a Path, b: &'a Dump, b_path: &'a Path) -> Result<Pair<'a>> {
+    let (sa, sb) = (max_step(a), max_step(b));
+    let (full, full_path, stepped, stepped_path, k) = match (sa, sb) {
+        (0, 0) => bail!(
+            "--prefill-vs-decode: neither {} nor {} has decode steps (probes named `name@1`, ...): give one prefill over T tokens and one prefill over T - k tokens plus k decode steps",
+            a_path.display(),
+            b_path.display()
+        ),
+        (0, k) => (a, a_path, b, b_path, k),
+        (k, 0) => (b, b_path, a, a_path, k),
+        _ => bail!(
+            "--prefill-vs-decode: {} and {} both have decode steps: one of them must be a single prefill over all the tokens",
+            a_path.display(),
+            b_path.display()
+        ),
+    };
+    let mut warnings = Vec::new();
+    let present: std::collections::BTreeSet<usize> =
+        stepped.names().iter().map(|n| split_step(n).1).collect();
+    if let Some(missing) = (1..=k).find(|s| !present.contains(s)) {
+        bail!(
+            "{}: has probes of decode step {k} but none of step {missing}",
+            stepped_path.display()
+        );
+    }
+    // Token counts: from input_ids, else from the embeddings' shapes.
+    let embed_len = |d: &Dump, name: &str| d.shape(name).and_then(|s| s.get(1).copied());
+    let t_full = ids(full, "input_ids")
+        .map(|v| v.len())
+        .or_else(|| embed_len(full, "model.embed_tokens"));
+    let t_pre = ids(stepped, "input_ids")
+        .map(|v| v.len())
+        .or_else(|| embed_len(stepped, "model.embed_tokens"));
+    let (Some(t_full), Some(t_pre)) = (t_full, t_pre) else {
+        bail!(
+            "--prefill-vs-decode: the token counts are unknown (no input_ids in the metadata and no model.embed_tokens probe)"
+        );
+    };
+    if t_pre + k != t_full {
+        bail!(
+            "--prefill-vs-decode: {} is a prefill of {t_full} tokens, but {} has {t_pre} prompt tokens + {k} decode steps = {}: they must cover the same tokens",
+            full_path.display(),
+            stepped_path.display(),
+            t_pre + k
+        );
+    }
+    match (
+        ids(full, "input_ids"),
+        ids(stepped, "input_ids"),
+        ids(stepped, "decode_ids"),
+    ) {
+        (Some(f), Some(p), Some(d)) => {
+            if d.len() != k {
+                bail!(
+                    "{}: records {} decode_ids for {k} decode steps",
+                    stepped_path.display(),
+                    d.len()
+                );
+            }
+            let fed: Vec<i64> = p.iter().chain(d.iter()).copied().collect();
+            if let Some(at) = f.iter().zip(&fed).position(|(x, y)| x != y) {
+                bail!(
+                    "--prefill-vs-decode: the runs saw other tokens: position {at} is {} in {} and {} in {} (its prompt + decode_ids)",
+                    f[at],
+                    full_path.display(),
+                    fed[at],
+                    stepped_path.display()
+                );
+            }
+        }
+        _ => warnings.push(format!(
+            "prefill-vs-decode: the tokens cannot be checked (input_ids / decode_ids missing from the metadata): make sure {} was fed {}'s prompt and decode tokens",
+            full_path.display(),
+            stepped_path.display()
+        )),
+    }
+    if let Some(n) = stepped
+        .meta()
+        .and_then(|m| m.extra.get("decode_steps"))
+        .and_then(serde_json::Value::as_u64)
+    {
+        if n != k as u64 {
+            bail!(
+                "{}: metadata says {n} decode steps, but it has probes of step {k}",
+                stepped_path.display()
+            );
+        }
+    }
+    let mut tensors = Vec::new();
+    let mut unsliced = Vec::new();
+    for name in stepped.names() {
+        let (base, step) = split_step(name);
+        let Some(shape) = stepped.shape(name) else {
+            continue;
+        };
+        match slice(full, name, base, step, shape, t_full, t_pre) {
+            Some(v) => tensors.push(v),
+            None => unsliced.push(name.as_str()),
+        }
+    }
+    if !unsliced.is_empty() {
+        warnings.push(format!(
+            "prefill-vs-decode: {} probes of {} have no slice in {} (no probe of that name, or no token axis of {t_full} there that matches): {}{}; they are listed as only in ours",
+            unsliced.len(),
+            stepped_path.display(),
+            full_path.display(),
+            unsliced.iter().take(5).copied().collect::<Vec<_>>().join(", "),
+            if unsliced.len() > 5 { ", ..." } else { "" }
+        ));
+    }
+    let compared_steps: std::collections::BTreeSet<usize> =
+        tensors.iter().map(|v| split_step(&v.name).1).collect();
+    if let Some(s) = (0..=k).find(|s| !compared_steps.contains(s)) {
+        bail!(
+            "--prefill-vs-decode: no probe of {} step {s} has a slice in {}: nothing of that step could be compared",
+            stepped_path.display(),
+            full_path.display()
+        );
+    }
+    let sliced: std::collections::HashSet<String> =
+        tensors.iter().map(|v| v.name.clone()).collect();
+    let label = format!("prefill-vs-decode slices of {}", full_path.display());
+    let Some(resolved) = Resolved::from_tensors(tensors, label) else {
+        bail!("{}: repeated probe names", stepped_path.display());
+    };
+    let order: Vec<String> = stepped
+        .meta()
+        .map(|m| m.order.clone())
+        .filter(|o| !o.is_empty())
+        .unwrap_or_else(|| stepped.names().to_vec())
+        .into_iter()
+        .filter(|n| sliced.contains(n))
+        .collect();
+    warnings.insert(
+        0,
+        format!(
+            "prefill-vs-decode: {} (a prefill of {t_pre} tokens + {k} decode steps) against {} (one prefill of {t_full} tokens), position by position: step 0 = positions 0..{t_pre}, step s = position {t_pre} + s - 1",
+            stepped_path.display(),
+            full_path.display()
+        ),
+    );
+    Ok(Pair {
+        stepped: MappedDump::plain(stepped),
+        full: MappedDump::new(full, resolved).with_order(order),
+        stepped_path,
+        full_path,
+        warnings,
+    })
+}
+
+/// The full prefill's slice that `name` (of step `step`, shape `shape`) must equal, or `None`
+/// when the full prefill has no such probe or no token axis fits.
+fn slice(
+    full: &Dump,
+    name: &str,
+    base: &str,
+    step: usize,
+    shape: &[usize],
+    t_full: usize,
+    t_pre: usize,
+) -> Option<Virtual> {
+    let (start, len) = if step == 0 {
+        (0, t_pre)
+    } else {
+        (t_pre + step - 1, 1)
+    };
+    let op = Op::of(base);
+    let source = match op {
+        Op::CacheK => divergence_names::sibling(base, Op::Rope(divergence_names::QkKind::K))?,
+        Op::CacheV => divergence_names::sibling(base, Op::VProj)?,
+        _ => base.to_string(),
+    };
+    let src_shape = full.shape(&source)?.to_vec();
+    let mut steps = Vec::new();
+    let mut out_shape;
+    if op == Op::CacheV {
+        // v_proj [B, T, kv*D] at the position -> [B, 1, kv, D] -> [B, kv, 1, D], the cache's
+        // layout.
+        let &[b, kv, 1, d] = shape else { return None };
+        if src_shape != [b, t_full, kv.checked_mul(d)?] {
+            return None;
+        }
+        steps.push(Step::Narrow {
+            axis: 1,
+            start,
+            len,
+        });
+        steps.push(Step::Reshape(vec![b, 1, kv, d]));
+        steps.push(Step::Permute(vec![0, 2, 1, 3]));
+        out_shape = vec![b, kv, 1, d];
+    } else {
+        // The token axis: where the full prefill has T and, once narrowed to `len`, the
+        // shapes agree up to size-1 axes (a port may drop the size-1 token axis of a decode
+        // step); the first such axis.
+        let squeeze = |s: &[usize]| s.iter().copied().filter(|&x| x != 1).collect::<Vec<_>>();
+        let axis = (0..src_shape.len()).find(|&i| {
+            let mut narrowed = src_shape.clone();
+            narrowed[i] = len;
+            src_shape[i] == t_full && squeeze(&narrowed) == squeeze(shape)
+        })?;
+        steps.push(Step::Narrow { axis, start, len });
+        out_shape = src_shape.clone();
+        out_shape[axis] = len;
+    }
+    let positions = if len == 1 {
+        format!("position {start}")
+    } else {
+        format!("positions {start}..{}", start + len)
+    };
+    Some(Virtual {
+        name: name.to_string(),
+        sources: vec![source.clone()],
+        shape: out_shape,
+        combine: None,
+        steps,
+        rule: Some("prefill-vs-decode".to_string()),
+        how: Some(format!("{positions} of the full prefill's {source}")),
+    })
+}

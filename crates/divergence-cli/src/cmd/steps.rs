@@ -1,0 +1,184 @@
+//! Decode steps in `divergence diff`: the checks that keep a decode comparison from passing
+//! silently (docs/dump-format.md, "Decode steps").
+//!
+//! A dump with decode steps names the probes of step `s` `name@s` and records `decode_steps`
+//! and `decode_ids` in its metadata. Before anything is compared, [`check`] refuses (exit 2,
+//! one line naming the file) a pair whose sides were fed other decode tokens, whose step counts
+//! differ, or where a step the metadata promises has no probe; a step present on one side
+//! only is an error too (its rows would all be `only_ours` / `only_ref`, which alone do not
+//! fail a diff).
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use anyhow::{bail, Result};
+use divergence_map::MappedDump;
+use divergence_names::split_step;
+
+/// What one side says about its steps.
+struct Steps {
+    /// Steps that have at least one probe (0 = the prefill).
+    present: BTreeSet<usize>,
+    /// Metadata `decode_steps`, when recorded.
+    declared: Option<u64>,
+    /// Metadata `decode_ids`, when recorded.
+    ids: Option<Vec<i64>>,
+}
+
+fn steps_of(dump: &MappedDump<'_>, path: &Path) -> Result<Steps> {
+    let present = dump.names().iter().map(|n| split_step(n).1).collect();
+    let extra = dump.meta().map(|m| &m.extra);
+    let declared = match extra.and_then(|e| e.get("decode_steps")) {
+        None | Some(serde_json::Value::Null) => None,
+        Some(v) => match v.as_u64() {
+            Some(n) => Some(n),
+            None => bail!(
+                "{}: metadata decode_steps is {v}, not a step count",
+                path.display()
+            ),
+        },
+    };
+    let ids = match extra.and_then(|e| e.get("decode_ids")) {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::Array(a)) => Some(
+            a.iter()
+                .map(serde_json::Value::as_i64)
+                .collect::<Option<Vec<i64>>>()
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "{}: metadata decode_ids holds something other than token ids",
+                        path.display()
+                    )
+                })?,
+        ),
+        Some(_) => bail!(
+            "{}: metadata decode_ids is not a list of token ids",
+            path.display()
+        ),
+    };
+    Ok(Steps {
+        present,
+        declared,
+        ids,
+    })
+}
+
+/// `1-3, 5`.
+fn ranges(steps: impl IntoIterator<Item = usize>) -> String {
+    let set: BTreeSet<usize> = steps.into_iter().collect();
+    crate::cmd::diff::ranges(&set)
+}
+
+/// Checks a dump pair's decode steps; returns warnings (one line each) for what cannot be
+/// checked. Errors are one line naming the file and the problem.
+pub fn check(
+    ours: &MappedDump<'_>,
+    ours_path: &Path,
+    reference: &MappedDump<'_>,
+    ref_path: &Path,
+) -> Result<Vec<String>> {
+    let o = steps_of(ours, ours_path)?;
+    let r = steps_of(reference, ref_path)?;
+    let mut warnings = Vec::new();
+    if o.present.iter().all(|&s| s == 0) && r.present.iter().all(|&s| s == 0) {
+        return Ok(warnings);
+    }
+    for (side, path) in [(&o, ours_path), (&r, ref_path)] {
+        if let (Some(n), Some(ids)) = (side.declared, &side.ids) {
+            if ids.len() as u64 != n {
+                bail!(
+                    "{}: metadata says {n} decode steps but holds {} decode_ids",
+                    path.display(),
+                    ids.len()
+                );
+            }
+        }
+        if let Some(n) = side.declared {
+            // Steps 1..=n all present: n of the present decode steps are at most n (the
+            // check below), so counting them is enough, whatever n is.
+            let have = side
+                .present
+                .range(1..)
+                .take_while(|&&s| s as u64 <= n)
+                .count() as u64;
+            if have < n {
+                let first = (1..).find(|s| !side.present.contains(s)).unwrap_or(1);
+                bail!(
+                    "{}: metadata says {n} decode steps, but step {first} has no probe ({} of {n} steps missing; a truncated dump?)",
+                    path.display(),
+                    n - have
+                );
+            }
+            if let Some(&extra) = side.present.iter().find(|&&s| s as u64 > n) {
+                bail!(
+                    "{}: metadata says {n} decode steps, but it has probes of step {extra}",
+                    path.display()
+                );
+            }
+        }
+    }
+    if let (Some(a), Some(b)) = (o.declared, r.declared) {
+        if a != b {
+            bail!(
+                "{} has {a} decode steps and {} has {b}: dump the same number of steps on both sides",
+                ours_path.display(),
+                ref_path.display()
+            );
+        }
+    }
+    match (&o.ids, &r.ids) {
+        (Some(a), Some(b)) if a != b => {
+            let at = a
+                .iter()
+                .zip(b)
+                .position(|(x, y)| x != y)
+                .unwrap_or(a.len().min(b.len()));
+            let token = |v: &[i64]| v.get(at).map_or("none".to_string(), |t| t.to_string());
+            bail!(
+                "{} and {} were fed other decode tokens (step {}: {} vs {}): teacher-force the port with the reference's decode_ids (divergence run --decode-from REF)",
+                ours_path.display(),
+                ref_path.display(),
+                at + 1,
+                token(a),
+                token(b)
+            );
+        }
+        (Some(_), Some(_)) => {}
+        (a, b) => {
+            let missing: Vec<String> = [(a, ours_path), (b, ref_path)]
+                .iter()
+                .filter(|(ids, _)| ids.is_none())
+                .map(|(_, p)| p.display().to_string())
+                .collect();
+            warnings.push(format!(
+                "decode tokens cannot be checked: {} records no decode_ids; make sure both sides were fed the same tokens",
+                missing.join(" and ")
+            ));
+        }
+    }
+    let only = |a: &Steps, b: &Steps| -> Vec<usize> {
+        a.present
+            .iter()
+            .filter(|s| !b.present.contains(s))
+            .copied()
+            .collect()
+    };
+    for (missing, has, lacks) in [
+        (only(&r, &o), ref_path, ours_path),
+        (only(&o, &r), ours_path, ref_path),
+    ] {
+        if !missing.is_empty() {
+            let what = if missing == [0] {
+                "of the prefill (step 0)".to_string()
+            } else {
+                format!("of decode step {}", ranges(missing.iter().copied()))
+            };
+            bail!(
+                "{} has no probe {what} that {} has: dump the same steps on both sides",
+                lacks.display(),
+                has.display()
+            );
+        }
+    }
+    Ok(warnings)
+}
