@@ -28,6 +28,9 @@ MODEL=/tmp/q06
 DEVICE=${DEVICE:-cuda}
 CONFIG=${CONFIG:-fixtures/configs/qwen3-0.6b.json}
 STEPS=${STEPS:-"0 8 64 256"}
+# PARTS: which parts to run (faults, pvd = prefill-vs-decode, cost)
+PARTS=${PARTS:-"faults pvd cost"}
+has() { case " $PARTS " in *" $1 "*) return 0 ;; esac; return 1; }
 N=${N:-64}
 W=/tmp/gpu-work
 mkdir -p "$W"
@@ -40,6 +43,10 @@ R="$OUT/results.txt"
 nvidia-smi --query-gpu=name,driver_version --format=csv > "$OUT/gpu.txt" 2>&1
 if [ -n "${BIN_SRC:-}" ]; then cp "$BIN_SRC" "$BIN"; else gunzip -c .gpu/divergence.gz > "$BIN"; fi
 chmod +x "$BIN"
+# DIFF: the binary that diffs (a CPU build in .gpu/divergence-cpu.gz when carried: diff needs
+# no GPU), else the CUDA one
+DIFF=$BIN
+if [ -f .gpu/divergence-cpu.gz ]; then gunzip -c .gpu/divergence-cpu.gz > /tmp/divergence-cpu; chmod +x /tmp/divergence-cpu; DIFF=/tmp/divergence-cpu; fi
 
 $PY - "$W" "$CONFIG" <<'EOF'
 import json, random, sys
@@ -56,7 +63,7 @@ log $PY scripts/dump_reference.py --config "$CONFIG" --seed 0 --save-model "$MOD
   --save-dtype bfloat16 --ids 1 --only '^model\.embed_tokens$' --out "$W/throwaway.npz" --quiet
 log "$BIN" run --model "$MODEL" --ids 1,2,3 --decode-ids 4,5 --device "$DEVICE" --dtype bf16  # JIT warm-up
 
-for dt in float32 bfloat16; do
+has faults || has pvd && for dt in float32 bfloat16; do
   truth=()
   [ $dt = bfloat16 ] && truth=(--truth-out "$W/truth.npz")
   t=$(secs $PY scripts/dump_reference.py --model "$MODEL" --ids-file "$W/ids64.txt" --dtype $dt \
@@ -79,7 +86,8 @@ t = r.get("tokens") or {}
 flip = (t.get("first_flip") or {}).get("step")
 print(f"first={f and f['name']} step={f and f['step']} origin={o.get('name')} "
       f"prefill_diverged={st[0]['diverged'] if st else None} steps={len(st)} "
-      f"top1={t.get('top1_agree')}/{t.get('positions')} mean_kld={t.get('mean_kld', 0):.3e} first_flip_step={flip}")
+      f"top1={t.get('top1_agree')}/{t.get('positions')} mean_kld={t.get('mean_kld', 0):.3e} first_flip_step={flip} "
+      f"rows={r['summary']['total']} compared={r['summary']['compared']} unreadable={r['summary']['unreadable']}")
 EOF
 }
 
@@ -98,18 +106,18 @@ case_() {
   fi
   local slug
   slug=$(printf '%s' "$dt.$fault" | tr -c 'A-Za-z0-9.=-' '_')
-  "$BIN" diff "$W/ours.npz" "$ref" --format json > "$OUT/$slug.json" 2>> "$OUT/log.txt"
+  "$DIFF" diff "$W/ours.npz" "$ref" --format json > "$OUT/$slug.json" 2>> "$OUT/log.txt"
   local ec=$?
   echo "$dt $fault (want $want): exit $ec $(summ "$OUT/$slug.json")" >> "$R"
   if [ "$dt" = bf16 ]; then
     # three-way: judged against the float64 truth run of the same decode (--truth)
-    "$BIN" diff "$W/ours.npz" "$ref" --truth "$W/truth.npz" --format json > "$OUT/$slug.truth.json" 2>> "$OUT/log.txt"
+    "$DIFF" diff "$W/ours.npz" "$ref" --truth "$W/truth.npz" --format json > "$OUT/$slug.truth.json" 2>> "$OUT/log.txt"
     ec=$?
     echo "$dt $fault --truth (want $want): exit $ec $(summ "$OUT/$slug.truth.json")" >> "$R"
   fi
 }
 
-for dt in f32 bf16; do
+has faults && for dt in f32 bf16; do
   case_ $dt - -
   case_ $dt decode-pos=1 model.rotary_emb@1
   case_ $dt decode-pos-frozen model.rotary_emb@2
@@ -122,7 +130,7 @@ for dt in f32 bf16; do
 done
 
 # prefill-vs-decode on the GPU: one prefill over prompt + 8 decode tokens against the stepped run
-$PY - "$W" <<'EOF'
+has pvd && $PY - "$W" <<'EOF'
 import json, sys, numpy as np
 w = sys.argv[1]
 with np.load(f"{w}/ref.bfloat16.npz") as z:
@@ -130,16 +138,16 @@ with np.load(f"{w}/ref.bfloat16.npz") as z:
 open(f"{w}/ids72.txt", "w").write(" ".join(map(str, m["input_ids"] + m["decode_ids"][:8])) + "\n")
 open(f"{w}/dec8.txt", "w").write(",".join(map(str, m["decode_ids"][:8])) + "\n")
 EOF
-for dt in f32 bf16; do
+has pvd && for dt in f32 bf16; do
   "$BIN" run --model "$MODEL" --ids-file "$W/ids72.txt" --device "$DEVICE" --dtype $dt --out "$W/full.npz" >> "$OUT/log.txt" 2>&1
   "$BIN" run --model "$MODEL" --ids-file "$W/ids64.txt" --device "$DEVICE" --dtype $dt \
     --decode-ids "$(cat "$W/dec8.txt")" --out "$W/stepped.npz" >> "$OUT/log.txt" 2>&1
-  "$BIN" diff "$W/full.npz" "$W/stepped.npz" --prefill-vs-decode --format json > "$OUT/pvd.$dt.json" 2>> "$OUT/log.txt"
+  "$DIFF" diff "$W/full.npz" "$W/stepped.npz" --prefill-vs-decode --format json > "$OUT/pvd.$dt.json" 2>> "$OUT/log.txt"
   echo "prefill-vs-decode $dt clean: exit $? $(summ "$OUT/pvd.$dt.json")" >> "$R"
 done
 
 # cost: bf16, N steps
-for n in $STEPS; do
+has cost && for n in $STEPS; do
   rm -f "$W/cost.ref.npz" "$W/cost.ours.npz"
   # n = 0: the one-pass dump (the per-byte baseline)
   dec=(--decode "$n")
@@ -151,7 +159,7 @@ for n in $STEPS; do
     "${from[@]}" --out "$W/cost.ours.npz")
   tp=$(secs "$BIN" run --model "$MODEL" --ids-file "$W/ids64.txt" --device "$DEVICE" --dtype bf16 \
     "${from[@]}")
-  $PY - "$W/time.txt" "$W/cost.json" "$BIN" diff "$W/cost.ours.npz" "$W/cost.ref.npz" --format json <<'EOF' 2>> "$OUT/log.txt"
+  $PY - "$W/time.txt" "$W/cost.json" "$DIFF" diff "$W/cost.ours.npz" "$W/cost.ref.npz" --format json <<'EOF' 2>> "$OUT/log.txt"
 import resource, subprocess, sys, time
 t = time.time()
 with open(sys.argv[2], "w") as out:

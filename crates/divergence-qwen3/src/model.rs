@@ -12,7 +12,8 @@
 //!   last slot a spare that only fault `decode-mask` reads) and written in place, where
 //!   `DynamicCache` concatenates; the prefill attends over its own fresh k/v (as without a
 //!   cache, so its probes are bit-identical to [`Qwen3::forward`]'s), a decode step over the
-//!   cache's slots `0..=position`, with no mask (one query sees every key);
+//!   cache's written slots `0..=T + s - 1` (the RoPE position may differ under the
+//!   `decode-pos` faults; the slot does not), with no mask (one query sees every key);
 //! - only full attention (configs with sliding-window layers are rejected) and the "default"
 //!   RoPE type;
 //! - the causal mask is added as `-inf` in f32 after the scores are widened for softmax
@@ -889,7 +890,7 @@ impl Qwen3 {
                 spec: format!("decode-pos={}", self.decode_positions.offset),
                 message: format!(
                     "decode step {step} after a prompt of {prompt_len} tokens would be at a \
-                     negative position"
+                     negative position, or one beyond any index"
                 ),
             })
     }
