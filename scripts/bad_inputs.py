@@ -1290,10 +1290,68 @@ def valid_cases() -> list[Case]:
 # Running
 
 
+def decode_cases() -> list[Case]:
+    """Decode steps (docs/decode.md): hostile step metadata and names, pairs that cannot mean
+    anything. Every one is exit 2 with one line naming the file, or a plain report."""
+    cases = []
+    base = small()
+    stepped = dict(base)
+    for s in (1, 2):
+        stepped.update({f"{k}@{s}": v[:1].copy() for k, v in base.items()})
+    good = meta_for(stepped, input_ids=[1, 2, 3, 4], decode_steps=2, decode_ids=[5, 6],
+                    decode_source="given")
+
+    def pair(tag, ours_meta, ref_meta=good, ours_arrays=stepped, ref_arrays=stepped, extra=()):
+        def build(d: Path):
+            p = savez(d / f"{tag}.npz", ours_arrays, ours_meta)
+            q = savez(d / "ref.npz", ref_arrays, ref_meta)
+            return ["diff", str(p), str(q), "--format", "json", *extra]
+        return build
+
+    def err(tag, ours_meta, *names, **kw):
+        cases.append(Case("decode", tag, pair(tag, ours_meta, **kw), error(*names)))
+
+    err("decode_steps_string", {**good, "decode_steps": "two"}, "decode_steps_string.npz")
+    err("decode_steps_1e18", {**good, "decode_steps": 10**18}, "decode_steps_1e18.npz")
+    err("decode_steps_negative", {**good, "decode_steps": -1}, "decode_steps_negative.npz")
+    err("decode_ids_strings", {**good, "decode_ids": ["5", "6"]}, "decode_ids_strings.npz")
+    err("decode_ids_2e70", {**good, "decode_ids": [2**70, 6]}, "decode_ids_2e70.npz")
+    err("decode_ids_count", {**good, "decode_ids": [5, 6, 7]}, "decode_ids_count.npz")
+    err("decode_ids_other", {**good, "decode_ids": [5, 7]}, "decode_ids_other.npz", "ref.npz")
+    err("steps_count_differ", {**good, "decode_steps": 1, "decode_ids": [5]},
+        "steps_count_differ.npz", ours_arrays={k: v for k, v in stepped.items()
+                                               if not k.endswith("@2")})
+    err("step_missing_in_file", good, "step_missing_in_file.npz",
+        ours_arrays={k: v for k, v in stepped.items() if not k.endswith("@1")})
+    err("one_pass_against_steps", meta_for(base), "one_pass_against_steps.npz", "ref.npz",
+        ours_arrays=base)
+    err("prefill_vs_decode_no_steps", meta_for(base), "prefill_vs_decode_no_steps.npz",
+        ours_arrays=base, ref_arrays=base, ref_meta=meta_for(base),
+        extra=("--prefill-vs-decode",))
+    err("prefill_vs_decode_both_stepped", good, "prefill_vs_decode_both_stepped.npz",
+        extra=("--prefill-vs-decode",))
+    # Names that only look like steps are plain names; a step beyond 9 digits too.
+    odd = {"a@0": base["a"], "a@01": base["a"], "a@99999999999": base["a"], "a@": base["a"],
+           "b@x": base["b"]}
+    cases.append(Case("decode", "odd_step_suffixes", pair("odd", meta_for(odd), meta_for(odd),
+                                                          odd, odd),
+                      report(0, others={"ok"},
+                             check=lambda rep, _o: None if "steps" not in rep
+                             else "a one-pass pair got a per-step summary")))
+    # A clean stepped pair: every row has its step, the per-step summary has three entries.
+    cases.append(Case("decode", "clean_steps", pair("clean", good), report(
+        0, others={"ok"},
+        check=lambda rep, _o: None if [s["step"] for s in rep.get("steps", [])] == [0, 1, 2]
+        and all(r["step"] == (int(r["name"].rsplit("@", 1)[1]) if "@" in r["name"] else 0)
+                for r in rep["ops"]) else "steps wrong")))
+    return cases
+
+
 def all_cases() -> list[Case]:
     cases = (zip_damage_cases() + npy_damage_cases() + st_damage_cases() + bomb_cases()
              + lying_header_cases() + dtype_cases() + name_cases() + meta_cases()
-             + semantic_cases() + inspect_cases() + special_cases() + valid_cases())
+             + semantic_cases() + inspect_cases() + special_cases() + valid_cases()
+             + decode_cases())
     ids = [c.id for c in cases]
     dup = {i for i in ids if ids.count(i) > 1}
     assert not dup, f"duplicate case ids: {dup}"
