@@ -28,7 +28,7 @@ def test_at_least_100_cases_in_every_class():
     classes = {c.cls for c in CASES}
     assert len(CASES) >= 100
     assert classes == {"zip_damage", "npy_damage", "st_damage", "bomb", "lying_header", "dtype",
-                       "names", "meta", "semantic", "inspect", "special", "valid"}
+                       "names", "meta", "semantic", "inspect", "special", "valid", "decode"}
 
 
 @pytest.fixture(scope="module")
