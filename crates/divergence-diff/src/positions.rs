@@ -157,16 +157,7 @@ pub fn across_steps(
         over.push(row.status.is_divergence());
         at.push(row.step);
     }
-    let t = over.len();
-    let affected = over.iter().filter(|&&o| o).count();
-    let first_affected = over.iter().position(|&o| o);
-    let pattern = match first_affected {
-        None => PositionPattern::None,
-        Some(_) if affected == t => PositionPattern::All,
-        Some(p) if p == t - 1 => PositionPattern::Last,
-        Some(p) if affected == t - p => PositionPattern::From { start: p },
-        Some(_) => PositionPattern::Some,
-    };
+    let (affected, first_affected, pattern) = tally(&over);
     Some(PositionProfile {
         op: op.to_string(),
         axis,
@@ -255,15 +246,7 @@ pub fn position_profile(
         );
         over.push(nonfinite[p] > 0 || (count[p] > 0 && d > limit));
     }
-    let affected = over.iter().filter(|&&o| o).count();
-    let first_affected = over.iter().position(|&o| o);
-    let pattern = match first_affected {
-        None => PositionPattern::None,
-        Some(_) if affected == t => PositionPattern::All,
-        Some(p) if p == t - 1 => PositionPattern::Last,
-        Some(p) if affected == t - p => PositionPattern::From { start: p },
-        Some(_) => PositionPattern::Some,
-    };
+    let (affected, first_affected, pattern) = tally(&over);
     Some(PositionProfile {
         op: name.to_string(),
         axis,
@@ -275,6 +258,21 @@ pub fn position_profile(
         pattern,
         steps: Vec::new(),
     })
+}
+
+/// How many positions are over the tolerance, the first of them, and where they are.
+fn tally(over: &[bool]) -> (usize, Option<usize>, PositionPattern) {
+    let t = over.len();
+    let affected = over.iter().filter(|&&o| o).count();
+    let first_affected = over.iter().position(|&o| o);
+    let pattern = match first_affected {
+        None => PositionPattern::None,
+        Some(_) if affected == t => PositionPattern::All,
+        Some(p) if p == t - 1 => PositionPattern::Last,
+        Some(p) if affected == t - p => PositionPattern::From { start: p },
+        Some(_) => PositionPattern::Some,
+    };
+    (affected, first_affected, pattern)
 }
 
 #[cfg(test)]

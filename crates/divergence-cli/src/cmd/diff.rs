@@ -640,16 +640,19 @@ fn diagnosis(
         .unwrap_or_default();
     let read = read_whole;
     let mut out = Vec::new();
-    let mut profile = None;
+    // A first divergence in a decode step: its profile runs across the steps.
+    let mut profile = steps_profile(report, plan, ours, reference);
+    let across_steps = profile.is_some();
     for (name, inputs) in report.hint_targets() {
         let (Some(o), Some(r)) = (read(ours, plan.ours_name(&name)), read(reference, &name)) else {
             continue;
         };
         // The first target is the first divergence: its profile from the same two reads.
-        if report
-            .first_divergence
-            .as_ref()
-            .is_some_and(|f| f.name == name)
+        if !across_steps
+            && report
+                .first_divergence
+                .as_ref()
+                .is_some_and(|f| f.name == name)
         {
             profile = positions(report, &o.0, &r.0);
         }
@@ -679,9 +682,6 @@ fn diagnosis(
             }),
         };
         out.extend(divergence_diff::diagnose(&subject, &shape));
-    }
-    if let Some(p) = steps_profile(report, plan, ours, reference) {
-        profile = Some(p);
     }
     (out, profile)
 }
