@@ -260,18 +260,27 @@ impl OpResult {
 /// Formats a number as `1.234e-05` (fixed width mantissa, signed two-digit exponent): the one
 /// number format of reasons and renderers, so snapshots are stable.
 pub fn sci(x: f64) -> String {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(16);
     if !x.is_finite() {
-        return format!("{x}");
+        let _ = write!(s, "{x}");
+        return s;
     }
-    let s = format!("{x:.3e}");
-    match s.split_once('e') {
-        Some((mantissa, exp)) => {
-            let e: i32 = exp.parse().unwrap_or(0);
-            let sign = if e < 0 { '-' } else { '+' };
-            format!("{mantissa}e{sign}{:02}", e.unsigned_abs())
+    // `{:.3e}` writes `1.234e4` / `1.235e-4`: the exponent gets its sign and two digits, in
+    // place (one allocation: a decode report formats tens of thousands of these).
+    let _ = write!(s, "{x:.3e}");
+    if let Some(e) = s.find('e') {
+        let digits_at = if s[e + 1..].starts_with('-') {
+            e + 2
+        } else {
+            s.insert(e + 1, '+');
+            e + 2
+        };
+        if s.len() - digits_at < 2 {
+            s.insert(digits_at, '0');
         }
-        None => s,
     }
+    s
 }
 
 fn finite(x: f64) -> Option<f64> {
@@ -1139,6 +1148,50 @@ mod tests {
         assert_eq!(sci(12345.0), "1.234e+04"); // round-half-even of 1.2345
         assert_eq!(sci(-0.000123456), "-1.235e-04");
         assert_eq!(sci(1e-300), "1.000e-300");
+        assert_eq!(sci(9.9996), "1.000e+01");
+        assert_eq!(sci(-7.0e-7), "-7.000e-07");
+        assert_eq!(sci(1.5e15), "1.500e+15");
+        assert_eq!(sci(f64::INFINITY), "inf");
+        assert_eq!(sci(f64::NAN), "NaN");
+    }
+
+    /// The in-place exponent fix-up equals the old three-step formatting on any finite value.
+    #[test]
+    fn sci_matches_reference_formatting() {
+        fn old(x: f64) -> String {
+            let s = format!("{x:.3e}");
+            match s.split_once('e') {
+                Some((mantissa, exp)) => {
+                    let e: i32 = exp.parse().unwrap_or(0);
+                    let sign = if e < 0 { '-' } else { '+' };
+                    format!("{mantissa}e{sign}{:02}", e.unsigned_abs())
+                }
+                None => s,
+            }
+        }
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        for _ in 0..200_000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let x = f64::from_bits(state);
+            if x.is_finite() {
+                assert_eq!(sci(x), old(x), "{x:e}");
+            }
+        }
+        for x in [
+            0.0,
+            -0.0,
+            1.0,
+            1e-5,
+            9.9995e-10,
+            1e100,
+            5e-324,
+            f64::MAX,
+            f64::MIN_POSITIVE,
+        ] {
+            assert_eq!(sci(x), old(x));
+        }
     }
 
     #[test]

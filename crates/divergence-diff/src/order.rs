@@ -16,6 +16,9 @@
 
 use std::collections::{BTreeSet, HashSet};
 
+/// A set of names with a fast hasher (a decode dump has tens of thousands of names).
+type FastSet<T> = HashSet<T, foldhash::fast::RandomState>;
+
 use serde::{Deserialize, Serialize};
 
 /// What one dump says about its probes.
@@ -107,8 +110,8 @@ pub use divergence_names::natural_cmp;
 use divergence_names::dataflow::canonical_cmp;
 
 /// Names in the dump's file order, or in canonical forward order when that order is lost.
-fn file_order(d: &DumpNames<'_>) -> Vec<String> {
-    let mut v = d.names.to_vec();
+fn file_order<'a>(d: &DumpNames<'a>) -> Vec<&'a String> {
+    let mut v: Vec<&String> = d.names.iter().collect();
     if !d.file_order_preserved {
         v.sort_by(|a, b| canonical_cmp(a, b));
     }
@@ -153,8 +156,8 @@ impl Prefix {
 /// dumps of one model written with and without `model.` (or an extra wrapper module). `None`
 /// when the names already match, or when no one prefix explains them.
 fn prefix_mapping(ours: &[String], reference: &[String]) -> Option<Prefix> {
-    let ours_set: HashSet<&str> = ours.iter().map(String::as_str).collect();
-    let ref_set: HashSet<&str> = reference.iter().map(String::as_str).collect();
+    let ours_set: FastSet<&str> = ours.iter().map(String::as_str).collect();
+    let ref_set: FastSet<&str> = reference.iter().map(String::as_str).collect();
     let common = ours_set.intersection(&ref_set).count();
     let smaller = ours_set.len().min(ref_set.len());
     if smaller == 0 || common * 2 >= smaller {
@@ -262,17 +265,17 @@ fn plan_named(ours: &DumpNames<'_>, reference: &DumpNames<'_>) -> OrderPlan {
             };
         }
     }
-    let present: HashSet<&str> = ours
-        .names
-        .iter()
-        .chain(reference.names)
-        .map(String::as_str)
-        .collect();
+    let mut present: FastSet<&str> = FastSet::with_capacity_and_hasher(
+        ours.names.len() + reference.names.len(),
+        Default::default(),
+    );
+    present.extend(ours.names.iter().chain(reference.names).map(String::as_str));
     let mut warnings = Vec::new();
-    let mut seen: HashSet<String> = HashSet::new();
-    let mut order: Vec<String> = Vec::new();
+    // Each name of `present` is pushed once: taken out of it when pushed.
+    let mut unseen = present.clone();
+    let mut order: Vec<String> = Vec::with_capacity(present.len());
     let mut push = |name: &String, order: &mut Vec<String>| {
-        if present.contains(name.as_str()) && seen.insert(name.clone()) {
+        if unseen.remove(name.as_str()) {
             order.push(name.clone());
         }
     };
@@ -297,9 +300,9 @@ fn plan_named(ours: &DumpNames<'_>, reference: &DumpNames<'_>) -> OrderPlan {
         let before = order.len();
         // Extras: the reference file's names, then our metadata order, then our file's names.
         for name in file_order(reference)
-            .iter()
+            .into_iter()
             .chain(other_meta.unwrap_or(&[]))
-            .chain(file_order(ours).iter())
+            .chain(file_order(ours))
         {
             push(name, &mut order);
         }
@@ -321,7 +324,7 @@ fn plan_named(ours: &DumpNames<'_>, reference: &DumpNames<'_>) -> OrderPlan {
         source
     } else if reference.file_order_preserved || !ours.file_order_preserved {
         let lost = !reference.file_order_preserved;
-        let mut names: Vec<String> = file_order(reference)
+        let mut names: Vec<&String> = file_order(reference)
             .into_iter()
             .chain(file_order(ours))
             .collect();
@@ -333,7 +336,7 @@ fn plan_named(ours: &DumpNames<'_>, reference: &DumpNames<'_>) -> OrderPlan {
         } else if lost {
             names.sort_by(|a, b| natural_cmp(a, b));
         }
-        for name in &names {
+        for name in names {
             push(name, &mut order);
         }
         if lost {
@@ -354,8 +357,11 @@ fn plan_named(ours: &DumpNames<'_>, reference: &DumpNames<'_>) -> OrderPlan {
                 OrderSource::NaturalSort
             }
         } else {
-            if !ours.file_order_preserved && ours.names.iter().any(|n| !reference.names.contains(n))
-            {
+            let only_in_ours = || {
+                let in_ref: FastSet<&str> = reference.names.iter().map(String::as_str).collect();
+                ours.names.iter().any(|n| !in_ref.contains(n.as_str()))
+            };
+            if !ours.file_order_preserved && only_in_ours() {
                 warnings.push(
                     "our dump has no recorded order (safetensors without metadata): names only in ours are \
                      appended in canonical forward order"
@@ -365,7 +371,7 @@ fn plan_named(ours: &DumpNames<'_>, reference: &DumpNames<'_>) -> OrderPlan {
             OrderSource::RefFile
         }
     } else {
-        for name in file_order(ours).iter().chain(file_order(reference).iter()) {
+        for name in file_order(ours).into_iter().chain(file_order(reference)) {
             push(name, &mut order);
         }
         warnings.push(

@@ -263,19 +263,29 @@ impl Report {
         let Some(first) = &self.first_divergence else {
             return Vec::new();
         };
-        let names: Vec<String> = self.ops.iter().map(|o| o.name.clone()).collect();
-        let flow = Dataflow::new(&names);
         let mut targets = vec![first.index];
         if let Some(o) = &self.origin {
             if o.index != first.index {
                 targets.push(o.index);
             }
         }
+        // Inputs never cross decode steps: each target's dataflow is its own step's.
         targets
             .into_iter()
-            .map(|i| {
-                let inputs = flow.inputs(i).iter().map(|&j| names[j].clone()).collect();
-                (names[i].clone(), inputs)
+            .filter_map(|i| {
+                let step = self.ops.get(i)?.step;
+                let idx: Vec<usize> = (0..self.ops.len())
+                    .filter(|&j| self.ops[j].step == step)
+                    .collect();
+                let names: Vec<&str> = idx.iter().map(|&j| self.ops[j].name.as_str()).collect();
+                let k = idx.iter().position(|&j| j == i)?;
+                let flow = Dataflow::new(&names);
+                let inputs = flow
+                    .inputs(k)
+                    .iter()
+                    .map(|&j| names[j].to_string())
+                    .collect();
+                Some((names[k].to_string(), inputs))
             })
             .collect()
     }
@@ -441,7 +451,7 @@ pub fn assemble(mut ops: Vec<OpResult>, ctx: ReportContext, cfg: &DiffConfig) ->
     }
     let first_difference = first_difference(&ops);
     let judged_with = judged_with(&ops, &cfg.tolerance);
-    let names: Vec<String> = ops.iter().map(|o| o.name.clone()).collect();
+    let names: Vec<&str> = ops.iter().map(|o| o.name.as_str()).collect();
     let flow = Dataflow::new(&names);
     let measure = Measure::of(&cfg.tolerance);
     let growths = local_growths(&ops, &flow, measure);

@@ -8,8 +8,10 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use memmap2::Mmap;
+use rayon::prelude::*;
 
 use crate::dtype::{DType, Tensor, TensorView};
 use crate::entry::{self, Chunks, Entry};
@@ -38,8 +40,13 @@ pub struct Dump {
     map: Mmap,
     names: Vec<String>,
     entries: Vec<Entry>,
-    index: HashMap<String, usize>,
+    index: HashMap<String, usize, foldhash::fast::RandomState>,
     meta: Option<Meta>,
+    /// Per entry, the index in `dtype_names` of its `meta.dtypes` value (resolved once at open:
+    /// a decode dump asks for tens of thousands).
+    original: Vec<Option<u16>>,
+    /// The distinct values of `meta.dtypes`.
+    dtype_names: Vec<String>,
 }
 
 impl Dump {
@@ -109,7 +116,10 @@ impl Dump {
             Format::Safetensors => safetensors::read_entries(path, &map)?,
         };
 
-        let mut index = HashMap::with_capacity(entries.len());
+        let mut index = HashMap::with_capacity_and_hasher(
+            entries.len(),
+            foldhash::fast::RandomState::default(),
+        );
         for (i, e) in entries.iter().enumerate() {
             if index.insert(e.name.clone(), i).is_some() {
                 return Err(DumpError::DuplicateEntry {
@@ -120,6 +130,7 @@ impl Dump {
             }
         }
         let names = entries.iter().map(|e| e.name.clone()).collect();
+        let (original, dtype_names) = original_dtypes(meta.as_ref(), &index, entries.len());
         Ok(Dump {
             path: path.to_path_buf(),
             format,
@@ -128,6 +139,8 @@ impl Dump {
             entries,
             index,
             meta,
+            original,
+            dtype_names,
         })
     }
 
@@ -165,10 +178,26 @@ impl Dump {
 
     /// The dtype before export: `meta.dtypes[name]` if present, else the stored dtype's name.
     pub fn original_dtype(&self, name: &str) -> Option<String> {
-        if let Some(d) = self.meta.as_ref().and_then(|m| m.dtypes.get(name)) {
-            return Some(d.clone());
+        if let Some(&i) = self.index.get(name) {
+            if let Some(d) = self.original.get(i).copied().flatten() {
+                return self.dtype_names.get(usize::from(d)).cloned();
+            }
+            if self.dtype_names.len() > usize::from(u16::MAX) {
+                // Not all interned (see `original_dtypes`).
+                if let Some(d) = self.meta.as_ref().and_then(|m| m.dtypes.get(name)) {
+                    return Some(d.clone());
+                }
+            }
+            return self
+                .entries
+                .get(i)?
+                .info
+                .as_ref()
+                .ok()
+                .map(|i| i.dtype.name().to_string());
         }
-        self.dtype(name).map(|d| d.name().to_string())
+        // A name only the metadata lists.
+        self.meta.as_ref()?.dtypes.get(name).cloned()
     }
 
     /// Read and decode one tensor (C order, widened values).
@@ -256,31 +285,91 @@ fn sniff(buf: &[u8]) -> Option<Format> {
     }
 }
 
+/// Per entry, its `meta.dtypes` value as an index into the distinct values (see [`Dump`]).
+fn original_dtypes(
+    meta: Option<&Meta>,
+    index: &HashMap<String, usize, foldhash::fast::RandomState>,
+    n: usize,
+) -> (Vec<Option<u16>>, Vec<String>) {
+    let mut original = vec![None; n];
+    let mut names: Vec<String> = Vec::new();
+    for (name, dtype) in meta.map(|m| &m.dtypes).into_iter().flatten() {
+        let Some(&i) = index.get(name.as_str()) else {
+            continue;
+        };
+        let d = match names.iter().position(|n| n == dtype) {
+            Some(d) => d,
+            None => {
+                names.push(dtype.clone());
+                names.len() - 1
+            }
+        };
+        // More distinct dtype names than u16 holds: the rest are looked up in the metadata.
+        if let (Ok(d), Some(slot)) = (u16::try_from(d), original.get_mut(i)) {
+            *slot = Some(d);
+        }
+    }
+    (original, names)
+}
+
+/// Members per rayon task when parsing the npy headers of an npz (a decode dump has tens of
+/// thousands of small members).
+const MEMBERS_PER_TASK: usize = 512;
+
 fn open_npz(path: &Path, map: &[u8]) -> Result<(Vec<Entry>, Option<Meta>), DumpError> {
     let members = npz::read_members(path, map)?;
-    let mut entries = Vec::with_capacity(members.len());
-    let mut meta = None;
+    let shared: Arc<Path> = Arc::from(path);
+    // The metadata first (its JSON is parsed beside the headers), then every other member's
+    // header, in parallel, in file order.
+    let mut meta_member = None;
     for m in &members {
-        if m.name.ends_with('/') && m.uncompressed_size == 0 {
-            continue; // a directory entry
-        }
-        let name = m.name.strip_suffix(".npy").unwrap_or(&m.name).to_string();
-        let at = Location::entry(path, &m.name);
-        let info = entry::member_info(map, m, &at);
-        if name == META_ENTRY {
-            if meta.is_some() {
+        if npz_name(m) == Some(META_ENTRY) {
+            if meta_member.is_some() {
                 return Err(DumpError::DuplicateEntry {
                     path: path.to_path_buf(),
                     entry: m.name.clone(),
-                    name,
+                    name: META_ENTRY.to_string(),
                 });
             }
-            meta = Some(read_meta(path, map, info, &at)?);
-            continue;
+            meta_member = Some(m);
         }
-        entries.push(Entry { name, at, info });
     }
-    Ok((entries, meta))
+    let (meta, entries) = rayon::join(
+        || {
+            meta_member
+                .map(|m| {
+                    let at = Location::in_file(&shared, &m.name);
+                    read_meta(path, map, entry::member_info(map, m, &at), &at)
+                })
+                .transpose()
+        },
+        || {
+            members
+                .par_chunks(MEMBERS_PER_TASK)
+                .flat_map_iter(|chunk| {
+                    chunk.iter().filter_map(|m| {
+                        let name = npz_name(m).filter(|&n| n != META_ENTRY)?;
+                        let at = Location::in_file(&shared, &m.name);
+                        let info = entry::member_info(map, m, &at);
+                        Some(Entry {
+                            name: name.to_string(),
+                            at,
+                            info,
+                        })
+                    })
+                })
+                .collect::<Vec<Entry>>()
+        },
+    );
+    Ok((entries, meta?))
+}
+
+/// The tensor name of an npz member (`.npy` stripped); `None` for a directory entry.
+fn npz_name(m: &npz::ZipMember) -> Option<&str> {
+    if m.name.ends_with('/') && m.uncompressed_size == 0 {
+        return None;
+    }
+    Some(m.name.strip_suffix(".npy").unwrap_or(&m.name))
 }
 
 fn read_meta(

@@ -8,6 +8,7 @@
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::dtype::DType;
 
@@ -15,21 +16,27 @@ use crate::dtype::DType;
 /// tensor name in a safetensors file) inside it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Location {
-    pub path: PathBuf,
+    /// Shared by every entry of one dump (a decode dump has tens of thousands).
+    pub path: Arc<Path>,
     pub entry: Option<String>,
 }
 
 impl Location {
     pub(crate) fn file(path: &Path) -> Location {
         Location {
-            path: path.to_path_buf(),
+            path: Arc::from(path),
             entry: None,
         }
     }
 
     pub(crate) fn entry(path: &Path, entry: &str) -> Location {
+        Location::in_file(&Arc::from(path), entry)
+    }
+
+    /// An entry of the file `path`, sharing it.
+    pub(crate) fn in_file(path: &Arc<Path>, entry: &str) -> Location {
         Location {
-            path: path.to_path_buf(),
+            path: Arc::clone(path),
             entry: Some(entry.to_string()),
         }
     }

@@ -32,7 +32,7 @@ pub struct Meta {
     #[serde(deserialize_with = "null_as_default")]
     pub order: Vec<String>,
     /// Probe name -> original dtype name ("bfloat16" for a tensor stored as f32 in npz).
-    #[serde(deserialize_with = "null_as_default")]
+    #[serde(deserialize_with = "dtype_map")]
     pub dtypes: BTreeMap<String, String>,
     /// Token ids of the input (flattened, batch 1).
     #[serde(
@@ -112,6 +112,49 @@ where
     Ok(ids.map(|v| v.into_iter().map(|i| i.0).collect()))
 }
 
+/// `dtypes`: like [`null_as_default`], but the map is built at once from its sorted pairs (a
+/// decode dump lists tens of thousands of names; inserting them one by one compared long
+/// common prefixes over and over). A key given twice keeps its last value, as before.
+fn dtype_map<'de, D>(deserializer: D) -> Result<BTreeMap<String, String>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    struct Pairs(Vec<(String, String)>);
+    struct PairsVisitor;
+    impl<'de> serde::de::Visitor<'de> for PairsVisitor {
+        type Value = Pairs;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a map")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Pairs, A::Error> {
+            let mut v = Vec::with_capacity(map.size_hint().unwrap_or(0).min(1 << 16));
+            while let Some(pair) = map.next_entry::<String, String>()? {
+                v.push(pair);
+            }
+            Ok(Pairs(v))
+        }
+    }
+    impl<'de> Deserialize<'de> for Pairs {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Pairs, D::Error> {
+            d.deserialize_map(PairsVisitor)
+        }
+    }
+    let Some(Pairs(mut pairs)) = Option::<Pairs>::deserialize(deserializer)? else {
+        return Ok(BTreeMap::new());
+    };
+    // Stable sort, then the last of equal keys wins (what inserting them in order did).
+    pairs.sort_by(|a, b| a.0.cmp(&b.0));
+    pairs.dedup_by(|later, earlier| {
+        if later.0 == earlier.0 {
+            std::mem::swap(later, earlier);
+            true
+        } else {
+            false
+        }
+    });
+    Ok(pairs.into_iter().collect())
+}
+
 /// A JSON `null` reads as the field's default, like a missing field ("every field is optional").
 fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
 where
@@ -134,6 +177,20 @@ mod tests {
         assert_eq!(m, Meta::default());
         let m = Meta::from_json(br#"{"order": ["a", "b"]}"#).expect("partial metadata");
         assert_eq!(m.order, ["a", "b"]);
+    }
+
+    #[test]
+    fn dtypes_keep_the_last_of_a_repeated_key() {
+        let m =
+            Meta::from_json(br#"{"dtypes": {"b": "x", "a": "y", "b": "z", "c": "w", "a": "v"}}"#)
+                .expect("valid json");
+        let want: BTreeMap<String, String> = [("a", "v"), ("b", "z"), ("c", "w")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        assert_eq!(m.dtypes, want);
+        assert!(Meta::from_json(br#"{"dtypes": ["a"]}"#).is_err());
+        assert!(Meta::from_json(br#"{"dtypes": {"a": 1}}"#).is_err());
     }
 
     #[test]

@@ -10,6 +10,8 @@
 
 use std::path::Path;
 
+use rayon::prelude::*;
+
 use crate::error::DumpError;
 
 /// Compression methods we read.
@@ -147,6 +149,7 @@ pub fn read_members(path: &Path, buf: &[u8]) -> Result<Vec<ZipMember>, DumpError
     let cd = buf.get(cd_start..cd_end).unwrap_or_default();
 
     let mut members = Vec::with_capacity(n_entries as usize);
+    let mut located: Vec<(u64, u64)> = Vec::with_capacity(n_entries as usize);
     let mut p = 0usize;
     for i in 0..n_entries {
         if cd.get(p..p + 4) != Some(SIG_CENTRAL) {
@@ -214,26 +217,33 @@ pub fn read_members(path: &Path, buf: &[u8]) -> Result<Vec<ZipMember>, DumpError
             take(&mut local, local32 == 0xFFFF_FFFF)?;
         }
 
-        // The local header repeats name and extra with its own lengths; data follows it. A
-        // damaged local header or data past the end of the file makes this member unreadable,
-        // not the archive (the central directory, read above, is sound).
-        let located = locate(buf, local, compressed);
-        let (data_start, compressed_size, damage) = match located {
-            Ok((start, size)) => (start, size, None),
-            Err(why) => (0, 0, Some(why)),
-        };
         members.push(ZipMember {
             name,
             method,
             encrypted: flags & 1 != 0,
             crc32,
-            data_start,
-            compressed_size,
+            data_start: 0,
+            compressed_size: 0,
             uncompressed_size: uncompressed,
-            damage,
+            damage: None,
         });
+        located.push((local, compressed));
         p = next;
     }
+    // The local header repeats name and extra with its own lengths; data follows it. A
+    // damaged local header or data past the end of the file makes this member unreadable,
+    // not the archive (the central directory, read above, is sound). One page of the file per
+    // member: read in parallel (a decode dump has tens of thousands of members).
+    members
+        .par_iter_mut()
+        .zip(located)
+        .with_min_len(256)
+        .for_each(
+            |(m, (local, compressed))| match locate(buf, local, compressed) {
+                Ok((start, size)) => (m.data_start, m.compressed_size) = (start, size),
+                Err(why) => m.damage = Some(why),
+            },
+        );
     Ok(members)
 }
 

@@ -3,6 +3,7 @@
 //! re-laid out) is read whole from its sources and transformed, one tensor at a time, so memory
 //! is bounded by the largest tensor and its sources, never by the dump.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -17,8 +18,9 @@ use crate::resolve::{Resolved, Virtual};
 pub struct MappedDump<'a> {
     dump: &'a Dump,
     resolved: Option<Resolved>,
-    names: Vec<String>,
-    meta_order: Option<Vec<String>>,
+    /// Borrowed from the dump when there is no map (a decode dump has tens of thousands).
+    names: Cow<'a, [String]>,
+    meta_order: Option<Cow<'a, [String]>>,
 }
 
 impl<'a> MappedDump<'a> {
@@ -26,11 +28,11 @@ impl<'a> MappedDump<'a> {
     pub fn plain(dump: &'a Dump) -> MappedDump<'a> {
         MappedDump {
             dump,
-            names: dump.names().to_vec(),
+            names: Cow::Borrowed(dump.names()),
             meta_order: dump
                 .meta()
-                .map(|m| m.order.clone())
-                .filter(|o| !o.is_empty()),
+                .filter(|m| !m.order.is_empty())
+                .map(|m| Cow::Borrowed(m.order.as_slice())),
             resolved: None,
         }
     }
@@ -57,11 +59,12 @@ impl<'a> MappedDump<'a> {
                     .iter()
                     .flat_map(|n| by_source.get(n.as_str()).into_iter().flatten())
                     .map(|s| s.to_string())
-                    .collect()
-            });
+                    .collect::<Vec<String>>()
+            })
+            .map(Cow::Owned);
         MappedDump {
             dump,
-            names,
+            names: Cow::Owned(names),
             meta_order,
             resolved: Some(resolved),
         }
@@ -70,7 +73,7 @@ impl<'a> MappedDump<'a> {
     /// The same, with `order` as its recorded execution order (names of this mapped dump;
     /// `diff --prefill-vs-decode` gives the full prefill the stepped dump's order).
     pub fn with_order(mut self, order: Vec<String>) -> MappedDump<'a> {
-        self.meta_order = Some(order);
+        self.meta_order = Some(Cow::Owned(order));
         self
     }
 

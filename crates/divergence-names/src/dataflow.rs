@@ -39,6 +39,8 @@
 use std::cmp::Ordering;
 use std::collections::{BTreeSet, HashMap};
 
+use rayon::prelude::*;
+
 use crate::{natural_cmp, split_layer, Op, QkKind};
 
 /// A node of the forward pass: an op, in a layer or not.
@@ -118,20 +120,33 @@ pub struct Dataflow {
 impl Dataflow {
     /// Resolves the table against `order` (every probe name once, in execution order), each
     /// decode step on its own.
-    pub fn new(order: &[String]) -> Dataflow {
-        let steps: Vec<usize> = order.iter().map(|n| crate::split_step(n).1).collect();
+    pub fn new<S: AsRef<str> + Sync>(order: &[S]) -> Dataflow {
+        let steps: Vec<usize> = order
+            .iter()
+            .map(|n| crate::split_step(n.as_ref()).1)
+            .collect();
         if steps.iter().all(|&s| s == 0) {
-            return Dataflow::one_step(order);
+            let names: Vec<&str> = order.iter().map(AsRef::as_ref).collect();
+            return Dataflow::one_step(&names);
         }
         let mut by_step: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
         for (i, &s) in steps.iter().enumerate() {
             by_step.entry(s).or_default().push(i);
         }
+        // Steps are independent: resolved in parallel (a decode dump has hundreds).
+        let subs: Vec<(Vec<usize>, Dataflow)> = by_step
+            .into_values()
+            .collect::<Vec<_>>()
+            .into_par_iter()
+            .map(|idx| {
+                let names: Vec<&str> = idx.iter().map(|&i| order[i].as_ref()).collect();
+                let sub = Dataflow::one_step(&names);
+                (idx, sub)
+            })
+            .collect();
         let mut inputs = vec![Vec::new(); order.len()];
         let mut fallback = vec![false; order.len()];
-        for idx in by_step.values() {
-            let names: Vec<String> = idx.iter().map(|&i| order[i].clone()).collect();
-            let sub = Dataflow::one_step(&names);
+        for (idx, sub) in subs {
             for (k, &i) in idx.iter().enumerate() {
                 inputs[i] = sub.inputs[k].iter().map(|&j| idx[j]).collect();
                 fallback[i] = sub.fallback[k];
@@ -140,7 +155,7 @@ impl Dataflow {
         Dataflow { inputs, fallback }
     }
 
-    fn one_step(order: &[String]) -> Dataflow {
+    fn one_step(order: &[&str]) -> Dataflow {
         let mut nodes: HashMap<Node, usize> = HashMap::new();
         let mut node_of = Vec::with_capacity(order.len());
         let mut present = BTreeSet::new();
@@ -528,7 +543,7 @@ mod tests {
         assert!(!df.is_fallback(2));
         assert_eq!(df.inputs(0), [] as [usize; 0]);
         assert_eq!(df.inputs(99), [] as [usize; 0]);
-        assert!(Dataflow::new(&[]).is_empty());
+        assert!(Dataflow::new::<String>(&[]).is_empty());
     }
 
     #[test]

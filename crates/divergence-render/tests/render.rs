@@ -605,3 +605,57 @@ fn table_fits_80_and_120_columns() {
     insta::assert_snapshot!("divergent_table_120", table(&r, &at_width(120, false)));
     insta::assert_snapshot!("divergent_table_all_80", table(&r, &at_width(80, true)));
 }
+
+/// A report of many rows is rendered in parallel windows (`json.rs`): the bytes must be
+/// serde_json's for the whole report, whatever the rows hold (every status, names with quotes,
+/// newlines and non-ASCII characters, non-finite values, decode steps).
+#[test]
+fn json_of_many_rows_is_serde_json_byte_for_byte() {
+    let cfg = DiffConfig::default();
+    for n in [0usize, 1, 255, 256, 257, 513, 4096 + 7, 9000] {
+        let mut rows = Vec::with_capacity(n);
+        for i in 0..n {
+            let step = i / 600;
+            let base = match i % 7 {
+                0 => format!("model.layers.{}.self_attn.k_norm", i % 28),
+                1 => format!("model.layers.{}.mlp \"quoted\"\n", i % 28),
+                2 => format!("名前.{i}"),
+                _ => format!("model.layers.{}.mlp.down_proj", i % 28),
+            };
+            let name = if step == 0 {
+                base
+            } else {
+                format!("{base}@{step}")
+            };
+            let r = act(64, i as u32);
+            let mut o = perturb(&r, if i % 3 == 0 { 1e-2 } else { 1e-7 });
+            if i % 11 == 0 {
+                o[3] = f32::NAN;
+            }
+            let row = match i % 13 {
+                5 => compare(&name, None, Some(side64(&r)), &cfg),
+                6 => compare(&name, Some(side64(&o)), None, &cfg),
+                _ => compare(&name, Some(side64(&o)), Some(side64(&r)), &cfg),
+            };
+            rows.push(row);
+        }
+        let ctx = ReportContext::new("ours.npz", "ref.npz", OrderSource::RefMeta);
+        let report = assemble(rows, ctx, &cfg);
+        let mut want = serde_json::to_vec_pretty(&report).unwrap();
+        want.push(b'\n');
+        let mut got = Vec::new();
+        render_json(&report, &mut got).unwrap();
+        assert!(
+            got == want,
+            "{n} rows: the parallel JSON differs from serde_json's"
+        );
+    }
+}
+
+fn side64(v: &[f32]) -> Side<'_> {
+    Side {
+        shape: &[1, 64],
+        values: ValuesRef::F32(v),
+        dtype: "float32",
+    }
+}
