@@ -294,7 +294,9 @@ fn stamps(paths: &[&Path]) -> Stamps {
 
 fn diff_once(args: &DiffArgs, output: &Output) -> Result<Outcome> {
     let report = build_report(args)?;
-    print_report(args, output, &report)
+    let outcome = print_report(args, output, &report);
+    drop_aside(report);
+    outcome
 }
 
 /// Writes the report as the flags say; the outcome carries the exit code it calls for.
@@ -404,18 +406,41 @@ pub fn build_report(args: &DiffArgs) -> Result<Report> {
         || args.truth.as_deref().map(Dump::open).transpose(),
     );
     let (ours, reference, truth) = (ours?, reference?, truth?);
+    let report = report_of(args, &cfg, &ours, &reference, truth.as_ref());
+    drop_aside((ours, reference, truth));
+    report
+}
+
+/// Drops `value` on a thread of its own: unmapping two large dumps and freeing the entries of
+/// a decode dump (tens of thousands) takes tens of milliseconds that the report need not wait
+/// for (the process may exit first: the kernel reclaims it all the same). Inline when no
+/// thread can be started.
+pub(crate) fn drop_aside<T: Send + 'static>(value: T) {
+    let _ = std::thread::Builder::new()
+        .name("drop".into())
+        .spawn(move || drop(value));
+}
+
+/// [`build_report`] once the dumps are open.
+fn report_of(
+    args: &DiffArgs,
+    cfg: &DiffConfig,
+    ours: &Dump,
+    reference: &Dump,
+    truth: Option<&Dump>,
+) -> Result<Report> {
     if args.prefill_vs_decode {
         let pair =
-            crate::cmd::prefill_decode::pair(&ours, &args.ours, &reference, &args.reference)?;
-        return finish_report(args, &cfg, Sides::from_pair(pair));
+            crate::cmd::prefill_decode::pair(ours, &args.ours, reference, &args.reference)?;
+        return finish_report(args, cfg, Sides::from_pair(pair));
     }
-    let (ours_dump, ref_dump) = (&ours, &reference);
+    let (ours_dump, ref_dump) = (ours, reference);
     let chosen = crate::cmd::map::choose(ours_dump, args.map.as_deref())?;
     let explicit = chosen.is_some();
     let model = args.model.as_deref();
     let (mut ours, mut map_warnings) = crate::cmd::map::apply(ours_dump, ref_dump, chosen, model)?;
     let reference = MappedDump::plain(ref_dump);
-    let truth = truth.as_ref().map(MappedDump::plain);
+    let truth = truth.map(MappedDump::plain);
     let mut plan = divergence_diff::plan_order(&dump_names(&ours), &dump_names(&reference));
     // Few names in common and no map: pair the rest by content and compare them under the
     // inferred map (docs/mapping.md, "Alignment by content").
@@ -460,7 +485,7 @@ pub fn build_report(args: &DiffArgs) -> Result<Report> {
         inferred,
         check_ids: true,
     };
-    finish_report(args, &cfg, sides)
+    finish_report(args, cfg, sides)
 }
 
 /// Everything the comparison needs once the two sides are set up.

@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# The cost of `divergence diff` over decode steps, per byte, against one pass (issue #13 item
+# 8; docs/performance.md, "Decode steps"). One script for one device call on the GPU machine
+# (16 cores), or a dry run on a development machine.
+#
+#   1. the Qwen3-0.6B-shaped model of scripts/gpu_decode.sh (random weights, stored in bf16), a
+#      64-token prompt;
+#   2. for each STEPS (0 = one pass): the transformers bf16 eager reference with that many greedy
+#      decode steps (`dump_reference.py --decode N`) and ours teacher-forced from it (`divergence
+#      run --decode-from`), on DEVICE;
+#   3. `diff ours ref` timed with each carried CPU binary (BINS: name=path.gz pairs, e.g. the
+#      commit before and after a change), as JSON to a file and as the table, RUNS interleaved
+#      runs after one untimed, warm page cache (scripts/bench/decode_diff.py: wall time, peak
+#      RSS); its rows, dump bytes and bytes per second go to results.md.
+#
+# On the GPU machine, from the repository root:
+#   BINS="old=.gpu/divergence-cpu-old.gz new=.gpu/divergence-cpu.gz" bash scripts/bench/decode_diff.sh
+# Dry run (CPU, tiny model):
+#   DEVICE=cpu CONFIG=fixtures/configs/tiny-qwen3.json RUN_BIN=target/release/divergence \
+#     BINS="new=target/release/divergence" PY=.venv/bin/python STEPS="0 4" RUNS=2 \
+#     bash scripts/bench/decode_diff.sh
+set -euo pipefail
+OUT=${OUT:-/tmp/decode-diff-out}
+mkdir -p "$OUT"
+W=${W:-/tmp/decode-diff-work}
+mkdir -p "$W"
+DEVICE=${DEVICE:-cuda}
+CONFIG=${CONFIG:-fixtures/configs/qwen3-0.6b.json}
+STEPS=${STEPS:-"0 64 256"}
+RUNS=${RUNS:-5}
+PY=${PY:-python3}
+BINS=${BINS:-"new=.gpu/divergence-cpu.gz"}
+export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
+
+# The binary that runs the model (CUDA build on the GPU machine).
+RUN=/tmp/divergence-run
+if [ -n "${RUN_BIN:-}" ]; then cp "$RUN_BIN" "$RUN"; else gunzip -c .gpu/divergence.gz > "$RUN"; fi
+chmod +x "$RUN"
+# The diff binaries, unpacked.
+diffs=()
+for nb in $BINS; do
+  name=${nb%%=*} src=${nb#*=}
+  case "$src" in
+    *.gz) gunzip -c "$src" > "$W/diff-$name" ;;
+    *) cp "$src" "$W/diff-$name" ;;
+  esac
+  chmod +x "$W/diff-$name"
+  diffs+=("$name=$W/diff-$name")
+done
+
+nproc > "$OUT/machine.txt"
+grep -m1 "model name" /proc/cpuinfo >> "$OUT/machine.txt" || true
+"$PY" - "$W" "$CONFIG" <<'EOF'
+import json, random, sys
+r = random.Random(0)
+vocab = json.load(open(sys.argv[2]))["vocab_size"]
+open(f"{sys.argv[1]}/ids64.txt", "w").write(" ".join(str(r.randrange(vocab)) for _ in range(64)) + "\n")
+EOF
+"$PY" scripts/dump_reference.py --config "$CONFIG" --seed 0 --save-model "$W/model" \
+  --save-dtype bfloat16 --ids 1 --only '^model\.embed_tokens$' --out "$W/throwaway.npz" --quiet \
+  >> "$OUT/log.txt" 2>&1
+"$RUN" run --model "$W/model" --ids 1,2,3 --decode-ids 4,5 --device "$DEVICE" --dtype bf16 \
+  >> "$OUT/log.txt" 2>&1 # JIT warm-up
+
+: > "$OUT/results.md"
+for n in $STEPS; do
+  rm -f "$W/ref.npz" "$W/ours.npz"
+  dec=(--decode "$n")
+  from=(--decode-from "$W/ref.npz")
+  [ "$n" = 0 ] && dec=() && from=()
+  "$PY" scripts/dump_reference.py --model "$W/model" --ids-file "$W/ids64.txt" --dtype bfloat16 \
+    --attn eager --device "$DEVICE" "${dec[@]}" --out "$W/ref.npz" --quiet >> "$OUT/log.txt" 2>&1
+  "$RUN" run --model "$W/model" --ids-file "$W/ids64.txt" --device "$DEVICE" --dtype bf16 \
+    "${from[@]}" --out "$W/ours.npz" >> "$OUT/log.txt" 2>&1
+  "$PY" scripts/bench/decode_diff.py --steps "$n" --runs "$RUNS" --ours "$W/ours.npz" \
+    --ref "$W/ref.npz" --json-dir "$OUT" "${diffs[@]}" >> "$OUT/results.md" 2>> "$OUT/log.txt"
+done
+cat "$OUT/results.md"
