@@ -11,7 +11,9 @@
 #   3. `diff ours ref` timed with each carried CPU binary (BINS: name=path.gz pairs, e.g. the
 #      commit before and after a change), as JSON to a file and as the table, RUNS interleaved
 #      runs after one untimed, warm page cache (scripts/bench/decode_diff.py: wall time, peak
-#      RSS); its rows, dump bytes and bytes per second go to results.md.
+#      RSS); its rows, dump bytes and bytes per second go to results.md;
+#   4. AFTER, when set: a command run after each step count's timing, with $n, $W/ours.npz and
+#      $W/ref.npz in place (e.g. a profiler, or a build that prints its phases).
 #
 # On the GPU machine, from the repository root:
 #   BINS="old=.gpu/divergence-cpu-old.gz new=.gpu/divergence-cpu.gz" bash scripts/bench/decode_diff.sh
@@ -74,5 +76,6 @@ for n in $STEPS; do
     "${from[@]}" --out "$W/ours.npz" >> "$OUT/log.txt" 2>&1
   "$PY" scripts/bench/decode_diff.py --steps "$n" --runs "$RUNS" --ours "$W/ours.npz" \
     --ref "$W/ref.npz" --json-dir "$OUT" "${diffs[@]}" >> "$OUT/results.md" 2>> "$OUT/log.txt"
+  if [ -n "${AFTER:-}" ]; then export n W OUT; bash -c "$AFTER" >> "$OUT/log.txt" 2>&1; fi
 done
 cat "$OUT/results.md"

@@ -12,6 +12,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use divergence_names::{Op, QkKind};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::compare::OpResult;
@@ -109,10 +110,18 @@ pub fn amplification(
     threshold: f64,
     weight_gains: &NormWeightGains,
 ) -> Amplification {
-    let by_name: HashMap<&str, &OpResult> = ops.iter().map(|o| (o.name.as_str(), o)).collect();
+    // The names are parsed in parallel (a decode report has tens of thousands of rows); only
+    // the projections and norms take part.
+    let ops_of: Vec<Op> = ops.par_iter().map(|o| Op::of(&o.name)).collect();
+    let by_name: HashMap<&str, &OpResult> = ops
+        .iter()
+        .zip(&ops_of)
+        .filter(|(_, op)| matches!(op, Op::QkProj(_)))
+        .map(|(o, _)| (o.name.as_str(), o))
+        .collect();
     let mut rows = Vec::new();
-    for op in ops {
-        let Op::QkNorm(kind) = Op::of(&op.name) else {
+    for (op, &of) in ops.iter().zip(&ops_of) {
+        let Op::QkNorm(kind) = of else {
             continue;
         };
         let (Some(layer), Some(proj_name)) = (

@@ -16,10 +16,122 @@
 
 use std::collections::{BTreeSet, HashSet};
 
-/// A set of names with a fast hasher (a decode dump has tens of thousands of names).
+use std::collections::HashMap;
+use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+/// A set of names with a fast hasher.
 type FastSet<T> = HashSet<T, foldhash::fast::RandomState>;
 
-use serde::{Deserialize, Serialize};
+/// A name and its hash, computed beforehand (in parallel): the set's own hashing is then a copy.
+#[derive(Debug, Clone, Copy)]
+struct Hashed<'a> {
+    hash: u64,
+    name: &'a str,
+}
+
+impl PartialEq for Hashed<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.hash == other.hash && self.name == other.name
+    }
+}
+
+impl Eq for Hashed<'_> {}
+
+impl Hash for Hashed<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+/// The hasher of [`Hashed`] keys: the precomputed hash as it is.
+#[derive(Default)]
+struct PassThrough(u64);
+
+impl Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used by `Hashed`; anything else still hashes.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, x: u64) {
+        self.0 = x;
+    }
+}
+
+/// The hash of [`Hashed`] names.
+const HASH: foldhash::fast::FixedState =
+    foldhash::fast::FixedState::with_seed(0x6469_7665_7267_656e);
+
+fn hash_all<'a, S: AsRef<str> + Sync>(names: &'a [S]) -> Vec<Hashed<'a>> {
+    names
+        .par_iter()
+        .with_min_len(1024)
+        .map(|n| {
+            let name = n.as_ref();
+            Hashed {
+                hash: HASH.hash_one(name),
+                name,
+            }
+        })
+        .collect()
+}
+
+/// Distinct names numbered in the order first given, for the order planner. Hashing and lookups
+/// run in parallel; only the insertions are serial (a decode dump has tens of thousands of
+/// names).
+struct Present<'a> {
+    ids: HashMap<Hashed<'a>, u32, BuildHasherDefault<PassThrough>>,
+    names: Vec<&'a str>,
+}
+
+impl<'a> Present<'a> {
+    fn of(lists: &[&'a [String]]) -> Present<'a> {
+        let total = lists.iter().map(|l| l.len()).sum();
+        let mut ids = HashMap::with_capacity_and_hasher(total, BuildHasherDefault::default());
+        let mut names = Vec::with_capacity(total);
+        for list in lists {
+            for h in hash_all(list) {
+                ids.entry(h).or_insert_with(|| {
+                    names.push(h.name);
+                    (names.len() - 1) as u32
+                });
+            }
+        }
+        Present { ids, names }
+    }
+
+    fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    /// The distinct names, in the order first given.
+    fn names(&self) -> &[&'a str] {
+        &self.names
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        self.ids.contains_key(&Hashed {
+            hash: HASH.hash_one(name),
+            name,
+        })
+    }
+
+    /// Each name's number, `None` for a name not in the set (looked up in parallel).
+    fn ids<S: AsRef<str> + Sync>(&self, names: &[S]) -> Vec<Option<u32>> {
+        hash_all(names)
+            .par_iter()
+            .with_min_len(1024)
+            .map(|h| self.ids.get(h).copied())
+            .collect()
+    }
+}
 
 /// What one dump says about its probes.
 #[derive(Debug, Clone, Copy)]
@@ -156,13 +268,20 @@ impl Prefix {
 /// dumps of one model written with and without `model.` (or an extra wrapper module). `None`
 /// when the names already match, or when no one prefix explains them.
 fn prefix_mapping(ours: &[String], reference: &[String]) -> Option<Prefix> {
-    let ours_set: FastSet<&str> = ours.iter().map(String::as_str).collect();
-    let ref_set: FastSet<&str> = reference.iter().map(String::as_str).collect();
-    let common = ours_set.intersection(&ref_set).count();
-    let smaller = ours_set.len().min(ref_set.len());
+    // Whether the names already match, hashed and looked up in parallel (a decode dump has
+    // tens of thousands of names).
+    let (in_ref, in_ours) = (Present::of(&[reference]), Present::of(&[ours]));
+    let common = in_ours
+        .names()
+        .par_iter()
+        .filter(|n| in_ref.contains(n))
+        .count();
+    let smaller = in_ours.len().min(in_ref.len());
     if smaller == 0 || common * 2 >= smaller {
         return None;
     }
+    let ours_set: FastSet<&str> = ours.iter().map(String::as_str).collect();
+    let ref_set: FastSet<&str> = reference.iter().map(String::as_str).collect();
     let mut counts: std::collections::HashMap<Prefix, usize> = std::collections::HashMap::new();
     for (names, other, add) in [(&ref_set, &ours_set, true), (&ours_set, &ref_set, false)] {
         for n in names.iter() {
@@ -265,18 +384,21 @@ fn plan_named(ours: &DumpNames<'_>, reference: &DumpNames<'_>) -> OrderPlan {
             };
         }
     }
-    let mut present: FastSet<&str> = FastSet::with_capacity_and_hasher(
-        ours.names.len() + reference.names.len(),
-        Default::default(),
-    );
-    present.extend(ours.names.iter().chain(reference.names).map(String::as_str));
+    // Every name once, numbered (the reference's first); hashed in parallel (a decode dump has
+    // tens of thousands of names).
+    let present = Present::of(&[reference.names, ours.names]);
     let mut warnings = Vec::new();
-    // Each name of `present` is pushed once: taken out of it when pushed.
-    let mut unseen = present.clone();
+    let mut pushed = vec![false; present.len()];
     let mut order: Vec<String> = Vec::with_capacity(present.len());
-    let mut push = |name: &String, order: &mut Vec<String>| {
-        if unseen.remove(name.as_str()) {
-            order.push(name.clone());
+    // Pushes the names of `names` not pushed yet (ids from `Present::ids`).
+    let mut push_ids = |names: &[&String], ids: &[Option<u32>], order: &mut Vec<String>| {
+        for (name, id) in names.iter().zip(ids) {
+            if let Some(seen) = id.and_then(|i| pushed.get_mut(i as usize)) {
+                if !*seen {
+                    *seen = true;
+                    order.push((*name).clone());
+                }
+            }
         }
     };
 
@@ -289,22 +411,26 @@ fn plan_named(ours: &DumpNames<'_>, reference: &DumpNames<'_>) -> OrderPlan {
     };
 
     let source = if let Some((base, source, whose, other_meta)) = meta {
+        let base_ids = present.ids(base);
         let absent: Vec<String> = base
             .iter()
-            .filter(|n| !present.contains(n.as_str()))
-            .cloned()
+            .zip(&base_ids)
+            .filter(|(_, id)| id.is_none())
+            .map(|(n, _)| n.clone())
             .collect();
-        for name in base {
-            push(name, &mut order);
-        }
+        let base: Vec<&String> = base.iter().collect();
+        push_ids(&base, &base_ids, &mut order);
         let before = order.len();
-        // Extras: the reference file's names, then our metadata order, then our file's names.
-        for name in file_order(reference)
-            .into_iter()
-            .chain(other_meta.unwrap_or(&[]))
-            .chain(file_order(ours))
-        {
-            push(name, &mut order);
+        // Extras: the reference file's names, then our metadata order, then our file's names
+        // (none when the metadata order listed them all).
+        if order.len() < present.len() {
+            let extras: Vec<&String> = file_order(reference)
+                .into_iter()
+                .chain(other_meta.unwrap_or(&[]))
+                .chain(file_order(ours))
+                .collect();
+            let ids = present.ids(&extras);
+            push_ids(&extras, &ids, &mut order);
         }
         if order.len() > before {
             let extra = &order[before..];
@@ -336,9 +462,8 @@ fn plan_named(ours: &DumpNames<'_>, reference: &DumpNames<'_>) -> OrderPlan {
         } else if lost {
             names.sort_by(|a, b| natural_cmp(a, b));
         }
-        for name in names {
-            push(name, &mut order);
-        }
+        let ids = present.ids(&names);
+        push_ids(&names, &ids, &mut order);
         if lost {
             if known {
                 warnings.push(
@@ -371,9 +496,12 @@ fn plan_named(ours: &DumpNames<'_>, reference: &DumpNames<'_>) -> OrderPlan {
             OrderSource::RefFile
         }
     } else {
-        for name in file_order(ours).into_iter().chain(file_order(reference)) {
-            push(name, &mut order);
-        }
+        let names: Vec<&String> = file_order(ours)
+            .into_iter()
+            .chain(file_order(reference))
+            .collect();
+        let ids = present.ids(&names);
+        push_ids(&names, &ids, &mut order);
         warnings.push(
             "the reference dump has no recorded order (safetensors without metadata): using our file's entry order"
                 .to_string(),
@@ -567,5 +695,95 @@ mod tests {
         assert_eq!(plan.source, OrderSource::OursFile);
         assert_eq!(plan.order, s(&["b", "a", "r"]));
         assert_eq!(plan.warnings.len(), 1);
+    }
+
+    /// The planner with metadata orders equals the plain set-based definition: every name of
+    /// the chosen metadata order present in a file, once, in its order; then the reference
+    /// file's names, our metadata order, our file's names; names of the metadata order in no
+    /// file listed as absent.
+    mod against_naive {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn naive(ours: &DumpNames<'_>, reference: &DumpNames<'_>) -> (Vec<String>, usize, usize) {
+            let present: HashSet<&String> = ours.names.iter().chain(reference.names).collect();
+            let (base, other) = match (reference.meta_order, ours.meta_order) {
+                (Some(m), o) if !m.is_empty() => (m, o),
+                (_, Some(m)) => (m, None),
+                _ => unreachable!(),
+            };
+            let mut seen = HashSet::new();
+            let mut order = Vec::new();
+            let absent = base.iter().filter(|n| !present.contains(n)).count();
+            for n in base {
+                if present.contains(n) && seen.insert(n) {
+                    order.push(n.clone());
+                }
+            }
+            let before = order.len();
+            for n in reference
+                .names
+                .iter()
+                .chain(other.unwrap_or(&[]))
+                .chain(ours.names)
+            {
+                if present.contains(n) && seen.insert(n) {
+                    order.push(n.clone());
+                }
+            }
+            let appended = order.len() - before;
+            (order, appended, absent)
+        }
+
+        fn names(max: usize) -> impl Strategy<Value = Vec<String>> {
+            // Distinct names of a dump, in file order, from a small pool so that the sides share
+            // some; names with a step suffix among them.
+            proptest::collection::btree_set(0u8..40, 0..max).prop_flat_map(|set| {
+                let v: Vec<String> = set
+                    .into_iter()
+                    .map(|i| {
+                        if i % 5 == 0 {
+                            format!("model.layers.{i}@1")
+                        } else {
+                            format!("model.layers.{i}")
+                        }
+                    })
+                    .collect();
+                Just(v).prop_shuffle()
+            })
+        }
+
+        proptest! {
+            #[test]
+            fn meta_orders_plan_as_defined(
+                o in names(30),
+                r in names(30),
+                ref_meta in proptest::collection::vec(0u8..45, 1..40),
+                ours_meta in proptest::option::of(proptest::collection::vec(0u8..45, 0..40)),
+            ) {
+                let as_names = |v: &[u8]| -> Vec<String> {
+                    v.iter().map(|&i| if i % 5 == 0 { format!("model.layers.{i}@1") } else { format!("model.layers.{i}") }).collect()
+                };
+                let rm = as_names(&ref_meta);
+                let om = ours_meta.as_deref().map(as_names);
+                let ours = DumpNames { meta_order: om.as_deref(), names: &o, file_order_preserved: true, single_tensor_file: false };
+                let reference = DumpNames { meta_order: Some(&rm), names: &r, file_order_preserved: true, single_tensor_file: false };
+                let plan = plan_named(&ours, &reference);
+                let (order, appended, absent) = naive(&ours, &reference);
+                prop_assert_eq!(&plan.order, &order);
+                prop_assert_eq!(plan.source, OrderSource::RefMeta);
+                let warned = |w: &str| plan.warnings.iter().filter(|x| x.contains(w)).count();
+                prop_assert_eq!(warned("were appended at the end"), usize::from(appended > 0));
+                prop_assert_eq!(warned("are in neither file"), usize::from(absent > 0));
+                if appended > 0 {
+                    let w = plan.warnings.iter().find(|x| x.contains("were appended")).unwrap();
+                    prop_assert!(w.starts_with(&format!("{appended} probe(s)")), "{}", w);
+                }
+                if absent > 0 {
+                    let w = plan.warnings.iter().find(|x| x.contains("neither file")).unwrap();
+                    prop_assert!(w.starts_with(&format!("{absent} name(s)")), "{}", w);
+                }
+            }
+        }
     }
 }

@@ -18,6 +18,7 @@
 //! every later op that exceeds it too; the other ops *carried* it.
 
 use divergence_names::dataflow::Dataflow;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::compare::OpResult;
@@ -102,6 +103,8 @@ impl Measure {
 /// The local growth of every row (indexed like `ops`, which is in execution order).
 pub fn local_growths(ops: &[OpResult], flow: &Dataflow, measure: Measure) -> Vec<Option<f64>> {
     (0..ops.len())
+        .into_par_iter()
+        .with_min_len(1024)
         .map(|i| {
             let own = measure.value(&ops[i])?;
             let floor = measure.floor(&ops[i]);

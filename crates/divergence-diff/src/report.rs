@@ -7,6 +7,7 @@
 //! field in `docs/report-schema.md` (`"schema": "divergence-report/2"`).
 
 use divergence_names::dataflow::Dataflow;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::amplification::{amplification, Amplification, NormWeightGains};
@@ -359,31 +360,50 @@ fn judged_with(ops: &[OpResult], tolerance: &Tolerance) -> Vec<JudgedWith> {
         return Vec::new();
     }
     let truth_mode = matches!(tolerance, Tolerance::Truth { .. });
-    let mut out: Vec<JudgedWith> = Vec::new();
-    for o in ops {
-        if !matches!(o.status, Status::Ok | Status::Diverged) {
-            continue;
-        }
-        if truth_mode && o.truth.truth_problem.is_none() {
-            continue;
-        }
-        let (Some(rtol), Some(atol)) = (o.rule.rtol, o.rule.atol) else {
-            continue;
-        };
-        let class = o.tensor.pair_class();
+    /// Counts `ops` rows into `out`, classes in the order first seen.
+    fn add(out: &mut Vec<JudgedWith>, j: JudgedWith) {
         match out
             .iter_mut()
-            .find(|j| j.class == class && j.rtol == rtol && j.atol == atol)
+            .find(|o| o.class == j.class && o.rtol == j.rtol && o.atol == j.atol)
         {
-            Some(j) => j.ops += 1,
-            None => out.push(JudgedWith {
-                class,
-                rtol,
-                atol,
-                ops: 1,
-            }),
+            Some(o) => o.ops += j.ops,
+            None => out.push(j),
         }
     }
+    // In parallel over chunks, merged in order: the same first-seen order as one pass.
+    let mut out = ops
+        .par_chunks(4096)
+        .map(|chunk| {
+            let mut out = Vec::new();
+            for o in chunk {
+                if !matches!(o.status, Status::Ok | Status::Diverged) {
+                    continue;
+                }
+                if truth_mode && o.truth.truth_problem.is_none() {
+                    continue;
+                }
+                let (Some(rtol), Some(atol)) = (o.rule.rtol, o.rule.atol) else {
+                    continue;
+                };
+                let class = o.tensor.pair_class();
+                add(
+                    &mut out,
+                    JudgedWith {
+                        class,
+                        rtol,
+                        atol,
+                        ops: 1,
+                    },
+                );
+            }
+            out
+        })
+        .reduce(Vec::new, |mut a, b| {
+            for j in b {
+                add(&mut a, j);
+            }
+            a
+        });
     out.sort_by(|a, b| b.class.cmp(&a.class).then(b.ops.cmp(&a.ops)));
     out
 }

@@ -5,8 +5,8 @@
 //! decodes one tensor from the map; it takes `&self` and touches no shared mutable state, so
 //! `Dump` is `Send + Sync` and many threads can read from it at once.
 
-use std::collections::HashMap;
 use std::fs::File;
+use std::hash::BuildHasher;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -39,8 +39,8 @@ pub struct Dump {
     format: Format,
     map: Mmap,
     names: Vec<String>,
-    entries: Vec<Entry>,
-    index: HashMap<String, usize, foldhash::fast::RandomState>,
+    entries: Vec<Stored>,
+    index: NameIndex,
     meta: Option<Meta>,
     /// Per entry, the index in `dtype_names` of its `meta.dtypes` value (resolved once at open:
     /// a decode dump asks for tens of thousands).
@@ -116,21 +116,24 @@ impl Dump {
             Format::Safetensors => safetensors::read_entries(path, &map)?,
         };
 
-        let mut index = HashMap::with_capacity_and_hasher(
-            entries.len(),
-            foldhash::fast::RandomState::default(),
-        );
-        for (i, e) in entries.iter().enumerate() {
-            if index.insert(e.name.clone(), i).is_some() {
-                return Err(DumpError::DuplicateEntry {
-                    path: path.to_path_buf(),
-                    entry: e.at.entry.clone().unwrap_or_else(|| e.name.clone()),
-                    name: e.name.clone(),
-                });
-            }
-        }
-        let names = entries.iter().map(|e| e.name.clone()).collect();
-        let (original, dtype_names) = original_dtypes(meta.as_ref(), &index, entries.len());
+        let mut names = Vec::with_capacity(entries.len());
+        let entries: Vec<Stored> = entries
+            .into_iter()
+            .map(|Entry { name, at, info }| {
+                names.push(name);
+                Stored { at, info }
+            })
+            .collect();
+        let index = NameIndex::new(&names).map_err(|i| DumpError::DuplicateEntry {
+            path: path.to_path_buf(),
+            entry: entries[i]
+                .at
+                .entry
+                .clone()
+                .unwrap_or_else(|| names[i].clone()),
+            name: names[i].clone(),
+        })?;
+        let (original, dtype_names) = original_dtypes(meta.as_ref(), &index, &names);
         Ok(Dump {
             path: path.to_path_buf(),
             format,
@@ -159,7 +162,7 @@ impl Dump {
 
     /// True if the dump lists this tensor, even one whose entry cannot be read.
     pub fn contains(&self, name: &str) -> bool {
-        self.index.contains_key(name)
+        self.index.get(&self.names, name).is_some()
     }
 
     /// Shape of a tensor; `None` if there is no such tensor or its header is unreadable.
@@ -178,7 +181,7 @@ impl Dump {
 
     /// The dtype before export: `meta.dtypes[name]` if present, else the stored dtype's name.
     pub fn original_dtype(&self, name: &str) -> Option<String> {
-        if let Some(&i) = self.index.get(name) {
+        if let Some(i) = self.index.get(&self.names, name) {
             if let Some(d) = self.original.get(i).copied().flatten() {
                 return self.dtype_names.get(usize::from(d)).cloned();
             }
@@ -234,8 +237,8 @@ impl Dump {
     fn readable(&self, name: &str) -> Result<(&entry::EntryInfo, &Location), DumpError> {
         let e = self
             .index
-            .get(name)
-            .and_then(|&i| self.entries.get(i))
+            .get(&self.names, name)
+            .and_then(|i| self.entries.get(i))
             .ok_or_else(|| DumpError::NoSuchTensor {
                 path: self.path.clone(),
                 name: name.to_string(),
@@ -245,7 +248,7 @@ impl Dump {
     }
 
     fn info(&self, name: &str) -> Option<&entry::EntryInfo> {
-        let i = *self.index.get(name)?;
+        let i = self.index.get(&self.names, name)?;
         self.entries.get(i)?.info.as_ref().ok()
     }
 }
@@ -286,22 +289,31 @@ fn sniff(buf: &[u8]) -> Option<Format> {
 }
 
 /// Per entry, its `meta.dtypes` value as an index into the distinct values (see [`Dump`]).
+/// The names are looked up in parallel; the map is read once, in order.
 fn original_dtypes(
     meta: Option<&Meta>,
-    index: &HashMap<String, usize, foldhash::fast::RandomState>,
-    n: usize,
+    index: &NameIndex,
+    names: &[String],
 ) -> (Vec<Option<u16>>, Vec<String>) {
-    let mut original = vec![None; n];
-    let mut names: Vec<String> = Vec::new();
-    for (name, dtype) in meta.map(|m| &m.dtypes).into_iter().flatten() {
-        let Some(&i) = index.get(name.as_str()) else {
-            continue;
-        };
-        let d = match names.iter().position(|n| n == dtype) {
+    let mut original = vec![None; names.len()];
+    let mut distinct: Vec<String> = Vec::new();
+    let Some(meta) = meta.filter(|m| !m.dtypes.is_empty()) else {
+        return (original, distinct);
+    };
+    let pairs: Vec<(&String, &String)> = meta.dtypes.iter().collect();
+    let found: Vec<Option<usize>> = pairs
+        .par_iter()
+        .with_min_len(1024)
+        .map(|(name, _)| index.get(names, name))
+        .collect();
+    for ((_, dtype), i) in pairs.iter().zip(found) {
+        let Some(i) = i else { continue };
+        // Few distinct values (the dtypes of one run): the last one found is checked first.
+        let d = match distinct.iter().rposition(|n| n == *dtype) {
             Some(d) => d,
             None => {
-                names.push(dtype.clone());
-                names.len() - 1
+                distinct.push((*dtype).clone());
+                distinct.len() - 1
             }
         };
         // More distinct dtype names than u16 holds: the rest are looked up in the metadata.
@@ -309,7 +321,55 @@ fn original_dtypes(
             *slot = Some(d);
         }
     }
-    (original, names)
+    (original, distinct)
+}
+
+/// A tensor's location and layout once its name has moved to [`Dump::names`].
+#[derive(Debug)]
+struct Stored {
+    at: Location,
+    info: Result<entry::EntryInfo, DumpError>,
+}
+
+/// The hash of [`NameIndex`].
+const NAME_HASH: foldhash::fast::FixedState =
+    foldhash::fast::FixedState::with_seed(0x6475_6d70_6e61_6d65);
+
+/// Name -> position in [`Dump::names`], without a second copy of the names; built from hashes
+/// computed in parallel (a decode dump has tens of thousands of names).
+#[derive(Debug)]
+struct NameIndex(hashbrown::HashTable<u32>);
+
+impl NameIndex {
+    /// `Err(i)`: `names[i]` repeats an earlier name.
+    fn new(names: &[String]) -> Result<NameIndex, usize> {
+        let hashes: Vec<u64> = names
+            .par_iter()
+            .with_min_len(1024)
+            .map(|n| NAME_HASH.hash_one(n.as_str()))
+            .collect();
+        let mut table = hashbrown::HashTable::with_capacity(names.len());
+        for (i, &h) in hashes.iter().enumerate() {
+            let same = |&j: &u32| names.get(j as usize) == names.get(i);
+            let rehash = |&j: &u32| hashes.get(j as usize).copied().unwrap_or_default();
+            match table.entry(h, same, rehash) {
+                hashbrown::hash_table::Entry::Occupied(_) => return Err(i),
+                hashbrown::hash_table::Entry::Vacant(v) => {
+                    // A dump cannot hold 2^32 tensors: its zip or safetensors header would not.
+                    v.insert(u32::try_from(i).map_err(|_| i)?);
+                }
+            }
+        }
+        Ok(NameIndex(table))
+    }
+
+    fn get(&self, names: &[String], name: &str) -> Option<usize> {
+        self.0
+            .find(NAME_HASH.hash_one(name), |&j| {
+                names.get(j as usize).is_some_and(|n| n == name)
+            })
+            .map(|&j| j as usize)
+    }
 }
 
 /// Members per rayon task when parsing the npy headers of an npz (a decode dump has tens of

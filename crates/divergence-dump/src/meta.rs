@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 
+use rayon::slice::ParallelSliceMut;
 use serde::{Deserialize, Serialize};
 
 /// The value of [`Meta::format`] this crate writes.
@@ -142,8 +143,9 @@ where
     let Some(Pairs(mut pairs)) = Option::<Pairs>::deserialize(deserializer)? else {
         return Ok(BTreeMap::new());
     };
-    // Stable sort, then the last of equal keys wins (what inserting them in order did).
-    pairs.sort_by(|a, b| a.0.cmp(&b.0));
+    // Stable sort (in parallel), then the last of equal keys wins (what inserting them in
+    // order did).
+    pairs.par_sort_by(|a, b| a.0.cmp(&b.0));
     pairs.dedup_by(|later, earlier| {
         if later.0 == earlier.0 {
             std::mem::swap(later, earlier);

@@ -148,15 +148,32 @@ pub fn read_members(path: &Path, buf: &[u8]) -> Result<Vec<ZipMember>, DumpError
     }
     let cd = buf.get(cd_start..cd_end).unwrap_or_default();
 
-    let mut members = Vec::with_capacity(n_entries as usize);
-    let mut located: Vec<(u64, u64)> = Vec::with_capacity(n_entries as usize);
+    // The records, walked in order (each gives the next one's offset); a record's contents
+    // are then read in parallel (a decode dump has tens of thousands of members). The first
+    // problem in record order is the one reported, as a walk that stopped there would.
+    let mut starts: Vec<usize> = Vec::with_capacity(n_entries as usize);
+    let mut walk_error = None;
     let mut p = 0usize;
     for i in 0..n_entries {
         if cd.get(p..p + 4) != Some(SIG_CENTRAL) {
-            return Err(corrupt(format!(
+            walk_error = Some(corrupt(format!(
                 "central directory record {i} has a bad signature"
             )));
+            break;
         }
+        let (Some(nlen), Some(xlen), Some(clen)) =
+            (u16_at(cd, p + 28), u16_at(cd, p + 30), u16_at(cd, p + 32))
+        else {
+            walk_error = Some(corrupt(format!(
+                "central directory record {i} is cut short"
+            )));
+            break;
+        };
+        starts.push(p);
+        p += 46 + usize::from(nlen) + usize::from(xlen) + usize::from(clen);
+    }
+    let record = |(i, &p): (usize, &usize)| -> Result<ZipMember, DumpError> {
+        let cut_short = || corrupt(format!("central directory record {i} is cut short"));
         let rec = |off: usize| p + off;
         let (
             Some(flags),
@@ -166,7 +183,6 @@ pub fn read_members(path: &Path, buf: &[u8]) -> Result<Vec<ZipMember>, DumpError
             Some(usize32),
             Some(nlen),
             Some(xlen),
-            Some(clen),
             Some(local32),
         ) = (
             u16_at(cd, rec(8)),
@@ -176,24 +192,18 @@ pub fn read_members(path: &Path, buf: &[u8]) -> Result<Vec<ZipMember>, DumpError
             u32_at(cd, rec(24)),
             u16_at(cd, rec(28)),
             u16_at(cd, rec(30)),
-            u16_at(cd, rec(32)),
             u32_at(cd, rec(42)),
         )
         else {
-            return Err(corrupt(format!(
-                "central directory record {i} is cut short"
-            )));
+            return Err(cut_short());
         };
         let name_start = p + 46;
         let extra_start = name_start + usize::from(nlen);
-        let next = extra_start + usize::from(xlen) + usize::from(clen);
         let (Some(name), Some(extra)) = (
             cd.get(name_start..extra_start),
             cd.get(extra_start..extra_start + usize::from(xlen)),
         ) else {
-            return Err(corrupt(format!(
-                "central directory record {i} is cut short"
-            )));
+            return Err(cut_short());
         };
         let name = String::from_utf8_lossy(name).into_owned();
 
@@ -217,34 +227,38 @@ pub fn read_members(path: &Path, buf: &[u8]) -> Result<Vec<ZipMember>, DumpError
             take(&mut local, local32 == 0xFFFF_FFFF)?;
         }
 
-        members.push(ZipMember {
+        // The local header repeats name and extra with its own lengths; data follows it. A
+        // damaged local header or data past the end of the file makes this member unreadable,
+        // not the archive (the central directory, read above, is sound).
+        let (data_start, compressed_size, damage) = match locate(buf, local, compressed) {
+            Ok((start, size)) => (start, size, None),
+            Err(why) => (0, 0, Some(why)),
+        };
+        Ok(ZipMember {
             name,
             method,
             encrypted: flags & 1 != 0,
             crc32,
-            data_start: 0,
-            compressed_size: 0,
+            data_start,
+            compressed_size,
             uncompressed_size: uncompressed,
-            damage: None,
-        });
-        located.push((local, compressed));
-        p = next;
-    }
-    // The local header repeats name and extra with its own lengths; data follows it. A
-    // damaged local header or data past the end of the file makes this member unreadable,
-    // not the archive (the central directory, read above, is sound). One page of the file per
-    // member: read in parallel (a decode dump has tens of thousands of members).
-    members
-        .par_iter_mut()
-        .zip(located)
+            damage,
+        })
+    };
+    let parsed: Vec<Result<ZipMember, DumpError>> = starts
+        .par_iter()
+        .enumerate()
         .with_min_len(256)
-        .for_each(
-            |(m, (local, compressed))| match locate(buf, local, compressed) {
-                Ok((start, size)) => (m.data_start, m.compressed_size) = (start, size),
-                Err(why) => m.damage = Some(why),
-            },
-        );
-    Ok(members)
+        .map(record)
+        .collect();
+    let mut members = Vec::with_capacity(parsed.len());
+    for m in parsed {
+        members.push(m?);
+    }
+    match walk_error {
+        Some(e) => Err(e),
+        None => Ok(members),
+    }
 }
 
 /// Where a member's data is: `(start, size)` from its local header at `local`, or why not.

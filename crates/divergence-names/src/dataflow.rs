@@ -122,7 +122,8 @@ impl Dataflow {
     /// decode step on its own.
     pub fn new<S: AsRef<str> + Sync>(order: &[S]) -> Dataflow {
         let steps: Vec<usize> = order
-            .iter()
+            .par_iter()
+            .with_min_len(1024)
             .map(|n| crate::split_step(n.as_ref()).1)
             .collect();
         if steps.iter().all(|&s| s == 0) {
@@ -140,16 +141,22 @@ impl Dataflow {
             .into_par_iter()
             .map(|idx| {
                 let names: Vec<&str> = idx.iter().map(|&i| order[i].as_ref()).collect();
-                let sub = Dataflow::one_step(&names);
+                let mut sub = Dataflow::one_step(&names);
+                // Into the whole order's indices.
+                for v in &mut sub.inputs {
+                    for j in v.iter_mut() {
+                        *j = idx[*j];
+                    }
+                }
                 (idx, sub)
             })
             .collect();
         let mut inputs = vec![Vec::new(); order.len()];
         let mut fallback = vec![false; order.len()];
         for (idx, sub) in subs {
-            for (k, &i) in idx.iter().enumerate() {
-                inputs[i] = sub.inputs[k].iter().map(|&j| idx[j]).collect();
-                fallback[i] = sub.fallback[k];
+            for ((i, v), f) in idx.into_iter().zip(sub.inputs).zip(sub.fallback) {
+                inputs[i] = v;
+                fallback[i] = f;
             }
         }
         Dataflow { inputs, fallback }

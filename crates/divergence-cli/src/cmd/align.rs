@@ -25,14 +25,18 @@ pub struct Inferred {
 }
 
 /// True when fewer than half of the smaller dump's names are in both (after the prefix rule).
-pub fn few_in_common(plan: &divergence_diff::OrderPlan, ours: &[String], reference: &Dump) -> bool {
-    let ours: HashSet<&str> = ours.iter().map(String::as_str).collect();
+pub fn few_in_common(
+    plan: &divergence_diff::OrderPlan,
+    ours: &divergence_map::MappedDump<'_>,
+    reference: &Dump,
+) -> bool {
+    // In parallel: a decode dump has tens of thousands of names.
     let common = plan
         .order
-        .iter()
+        .par_iter()
         .filter(|n| reference.contains(n) && ours.contains(plan.ours_name(n)))
         .count();
-    let smaller = ours.len().min(reference.names().len());
+    let smaller = ours.names().len().min(reference.names().len());
     smaller > 0 && common * 2 < smaller
 }
 

@@ -430,8 +430,7 @@ fn report_of(
     truth: Option<&Dump>,
 ) -> Result<Report> {
     if args.prefill_vs_decode {
-        let pair =
-            crate::cmd::prefill_decode::pair(ours, &args.ours, reference, &args.reference)?;
+        let pair = crate::cmd::prefill_decode::pair(ours, &args.ours, reference, &args.reference)?;
         return finish_report(args, cfg, Sides::from_pair(pair));
     }
     let (ours_dump, ref_dump) = (ours, reference);
@@ -445,7 +444,7 @@ fn report_of(
     // Few names in common and no map: pair the rest by content and compare them under the
     // inferred map (docs/mapping.md, "Alignment by content").
     let mut inferred = None;
-    if !explicit && align::few_in_common(&plan, ours.names(), ref_dump) {
+    if !explicit && align::few_in_common(&plan, &ours, ref_dump) {
         if let Some(inf) = align::infer(ours_dump, ref_dump) {
             if inf.skipped.is_some() {
                 map_warnings.push(align::summary(&inf));

@@ -14,6 +14,7 @@ use std::path::Path;
 use anyhow::{bail, Result};
 use divergence_map::MappedDump;
 use divergence_names::split_step;
+use rayon::prelude::*;
 
 /// What one side says about its steps.
 struct Steps {
@@ -26,7 +27,8 @@ struct Steps {
 }
 
 fn steps_of(dump: &MappedDump<'_>, path: &Path) -> Result<Steps> {
-    let present = dump.names().iter().map(|n| split_step(n).1).collect();
+    // In parallel: a decode dump has tens of thousands of names.
+    let present = dump.names().par_iter().map(|n| split_step(n).1).collect();
     let extra = dump.meta().map(|m| &m.extra);
     let declared = match extra.and_then(|e| e.get("decode_steps")) {
         None | Some(serde_json::Value::Null) => None,
