@@ -5,9 +5,10 @@
 # diffed under `--map vllm`, against the plain diff of the same pair. Warm page cache, RUNS
 # timed runs each after one untimed (the model sizes the preset needs are recorded in the
 # rewritten dump's metadata, from fixtures/configs/qwen3-0.6b.json); then one run each under peak_anon.py (peak RssAnon) and
-# GNU time (peak RSS).
+# GNU time (peak RSS). Prints both medians and the median of the per-round ratios.
 #
 #   bash scripts/bench/map_cost.sh BENCHDIR [RUNS]    # BENCHDIR holds ours.npz and ref.npz
+#   FLAGS=--no-tokens bash scripts/bench/map_cost.sh BENCHDIR [RUNS]   # without the token effect
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DIR=${1:?BENCHDIR with ours.npz and ref.npz (scripts/bench/make_bench_dumps.py)}
@@ -44,8 +45,8 @@ del dst
 write_npz(Path(sys.argv[2]), out, meta)
 PY
 fi
-plain=("$BIN" diff "$DIR/ours.npz" "$DIR/ref.npz" --format json)
-mapped=("$BIN" diff "$DIR/ours.vllm.npz" "$DIR/ref.npz" --map vllm --format json)
+plain=("$BIN" diff "$DIR/ours.npz" "$DIR/ref.npz" --format json ${FLAGS:-})
+mapped=("$BIN" diff "$DIR/ours.vllm.npz" "$DIR/ref.npz" --map vllm --format json ${FLAGS:-})
 cat "$DIR/ours.npz" "$DIR/ours.vllm.npz" "$DIR/ref.npz" > /dev/null
 # Interleaved (plain, mapped, plain, ...) so that a slow spell of the machine hits both.
 one() {
@@ -53,9 +54,9 @@ one() {
   a=$(date +%s%N)
   "$@" > /dev/null || [ $? -eq 1 ]
   b=$(date +%s%N)
-  echo "$(( (b - a) / 1000000 ))"
+  awk -v ns=$((b - a)) 'BEGIN {printf "%.1f\n", ns / 1e6}'
 }
-stats() { sort -n | awk '{v[NR]=$1} END {printf "median %d ms (min %d, max %d, n %d)\n", v[int((NR+1)/2)], v[1], v[NR], NR}'; }
+stats() { sort -g | awk '{v[NR]=$1} END {printf "median %.1f ms (min %.1f, max %.1f, n %d)\n", v[int((NR+1)/2)], v[1], v[NR], NR}'; }
 one "${plain[@]}" > /dev/null
 one "${mapped[@]}" > /dev/null
 tp=() tm=()
@@ -65,6 +66,10 @@ for _ in $(seq "$RUNS"); do
 done
 echo "plain : $(printf '%s\n' "${tp[@]}" | stats)"
 echo "mapped: $(printf '%s\n' "${tm[@]}" | stats)"
+# The ratio of each round's two runs (taken a moment apart), then their median and quartiles:
+# steadier than the ratio of the medians on a machine whose speed drifts.
+for i in "${!tp[@]}"; do echo "${tm[$i]} ${tp[$i]}"; done | awk '{print $1 / $2}' | sort -g |
+  awk '{v[NR]=$1} END {printf "mapped / plain, per round: median %.3f (quartiles %.3f - %.3f, n %d)\n", v[int((NR+1)/2)], v[int((NR+3)/4)], v[int((3*NR+1)/4)], NR}'
 set +e +o pipefail  # a diff that finds something exits 1
 for which in plain mapped; do
   declare -n cmd=$which

@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::config::DiffConfig;
-use crate::metrics::{self, Accumulator, Params, SideStats, ValuesRef};
+use crate::metrics::{Accumulator, Chunked, Params, SideStats, ValuesRef};
 use crate::tolerance::{
     truth_floor, truth_noise, DTypeClass, Resolved, Tolerance, REL_ERR_GUARD_MIN,
 };
@@ -496,9 +496,10 @@ pub enum Needs {
 /// dtype), [`ProbeFold::needs`] says which values to push, [`ProbeFold::push_pair`] /
 /// [`ProbeFold::push_side`] take them piece by piece, and [`ProbeFold::finish`] gives the row.
 ///
-/// Every piece but the last must hold a multiple of [`DiffConfig::chunk_len`] elements: then
-/// the row is [`compare`]'s (or [`compare_with_truth`]'s) on the whole values, bit for bit
-/// (the per-chunk sums are merged in the same order; tested). Values that do not add up to
+/// Every piece but the last must hold a multiple of [`DiffConfig::piece_unit`] elements (a
+/// [`crate::metrics::BLOCK`] of 2,048 by default): then the row is [`compare`]'s (or
+/// [`compare_with_truth`]'s) on the whole values, bit for bit (the sums continue block by
+/// block within a chunk and the per-chunk sums are merged in the same order; tested). Values that do not add up to
 /// their shape make an `unreadable` row. Pure: no I/O, never fails.
 #[derive(Debug, Clone)]
 pub struct ProbeFold {
@@ -518,17 +519,15 @@ enum FoldState {
     One {
         which: Which,
         head: OwnedHead,
-        stats: SideStats,
-        seen: u64,
+        stats: Chunked<SideStats>,
     },
     /// Shapes that do not align: each side's statistics.
     Apart {
         row: OpResult,
         o: OwnedHead,
         r: OwnedHead,
-        so: SideStats,
-        sr: SideStats,
-        seen: [u64; 2],
+        so: Chunked<SideStats>,
+        sr: Chunked<SideStats>,
     },
     /// Aligned sides, compared element by element.
     Pair {
@@ -536,7 +535,7 @@ enum FoldState {
         o: OwnedHead,
         r: OwnedHead,
         tol: Resolved,
-        acc: Accumulator,
+        acc: Chunked<Accumulator>,
         /// Elements pushed per side, when they differ (a broken feed).
         uneven: bool,
         truth: TruthFold,
@@ -556,8 +555,8 @@ enum TruthFold {
     Fold {
         t: OwnedHead,
         ratio: f64,
-        ot: Accumulator,
-        rt: Accumulator,
+        ot: Chunked<Accumulator>,
+        rt: Chunked<Accumulator>,
         seen: u64,
     },
 }
@@ -590,8 +589,7 @@ impl ProbeFold {
                     Which::Ref
                 },
                 head: OwnedHead::of(h),
-                stats: SideStats::default(),
-                seen: 0,
+                stats: Chunked::default(),
             },
             (Some(o), Some(r)) => {
                 let tol = cfg.tolerance.resolve(o.dtype, r.dtype);
@@ -610,9 +608,8 @@ impl ProbeFold {
                         row,
                         o,
                         r,
-                        so: SideStats::default(),
-                        sr: SideStats::default(),
-                        seen: [0, 0],
+                        so: Chunked::default(),
+                        sr: Chunked::default(),
                     }
                 } else {
                     FoldState::Pair {
@@ -620,7 +617,7 @@ impl ProbeFold {
                         o,
                         r,
                         tol,
-                        acc: Accumulator::default(),
+                        acc: Chunked::default(),
                         uneven: false,
                         truth: TruthFold::Off,
                     }
@@ -650,8 +647,8 @@ impl ProbeFold {
                     None => TruthFold::Fold {
                         t: OwnedHead::of(t),
                         ratio,
-                        ot: Accumulator::default(),
-                        rt: Accumulator::default(),
+                        ot: Chunked::default(),
+                        rt: Chunked::default(),
                         seen: 0,
                     },
                 },
@@ -697,20 +694,12 @@ impl ProbeFold {
         if ours.len() != reference.len() {
             *uneven = true;
         }
-        let base = acc.n;
         let params = Params {
             rtol: tol.rtol,
             atol: tol.atol,
             rel_guard: tol.rel_guard,
         };
-        *acc = metrics::accumulate_into(
-            std::mem::take(acc),
-            ours,
-            reference,
-            base,
-            &params,
-            chunk_len,
-        );
+        acc.feed_pair(ours, reference, &params, chunk_len);
         if let TruthFold::Fold {
             t: th,
             ot,
@@ -721,22 +710,8 @@ impl ProbeFold {
         {
             match truth {
                 Some(t) if t.len() == ours.len() && t.len() == reference.len() => {
-                    *ot = metrics::accumulate_into(
-                        std::mem::take(ot),
-                        ours,
-                        t,
-                        base,
-                        &TRUTH_PARAMS,
-                        chunk_len,
-                    );
-                    *rt = metrics::accumulate_into(
-                        std::mem::take(rt),
-                        reference,
-                        t,
-                        base,
-                        &TRUTH_PARAMS,
-                        chunk_len,
-                    );
+                    ot.feed_pair(ours, t, &TRUTH_PARAMS, chunk_len);
+                    rt.feed_pair(reference, t, &TRUTH_PARAMS, chunk_len);
                     *seen += t.len() as u64;
                 }
                 // A missing or short piece of the truth: it can no longer judge this row.
@@ -766,22 +741,18 @@ impl ProbeFold {
     /// [`Needs::Apart`]; ignored otherwise.
     pub fn push_side(&mut self, which: Which, values: ValuesRef<'_>) {
         let chunk_len = self.chunk_len;
-        let (stats, seen) = match (&mut self.state, which) {
+        let stats = match (&mut self.state, which) {
             (
                 FoldState::One {
-                    which: w,
-                    stats,
-                    seen,
-                    ..
+                    which: w, stats, ..
                 },
                 _,
-            ) if *w == which => (stats, seen),
-            (FoldState::Apart { so, seen, .. }, Which::Ours) => (so, &mut seen[0]),
-            (FoldState::Apart { sr, seen, .. }, Which::Ref) => (sr, &mut seen[1]),
+            ) if *w == which => stats,
+            (FoldState::Apart { so, .. }, Which::Ours) => so,
+            (FoldState::Apart { sr, .. }, Which::Ref) => sr,
             _ => return,
         };
-        *stats = metrics::side_stats_into(*stats, values, chunk_len);
-        *seen += values.len() as u64;
+        stats.feed_side(values, chunk_len);
     }
 
     /// The row, from everything pushed.
@@ -789,30 +760,22 @@ impl ProbeFold {
         let name = self.name;
         match self.state {
             FoldState::Row(row) => row,
-            FoldState::One {
-                which,
-                head,
-                stats,
-                seen,
-            } => one_side(
-                &name,
-                &head,
-                which,
-                (Some(seen) == head.numel).then_some(stats),
-                seen,
-            ),
-            FoldState::Apart {
-                row,
-                o,
-                r,
-                so,
-                sr,
-                seen,
-            } => {
-                if let Some(bad) = short_row(&name, &o, &r, seen) {
+            FoldState::One { which, head, stats } => {
+                let seen = stats.seen();
+                let stats = stats.total();
+                one_side(
+                    &name,
+                    &head,
+                    which,
+                    (Some(seen) == head.numel).then_some(stats),
+                    seen,
+                )
+            }
+            FoldState::Apart { row, o, r, so, sr } => {
+                if let Some(bad) = short_row(&name, &o, &r, [so.seen(), sr.seen()]) {
                     return bad;
                 }
-                shape_mismatch(row, &o, &r, so, sr)
+                shape_mismatch(row, &o, &r, so.total(), sr.total())
             }
             FoldState::Pair {
                 row,
@@ -823,6 +786,7 @@ impl ProbeFold {
                 uneven,
                 truth,
             } => {
+                let acc = acc.total();
                 let seen = if uneven {
                     [acc.n, acc.n + 1]
                 } else {
@@ -1024,7 +988,7 @@ fn apply_truth(mut row: OpResult, r: &OwnedHead, truth: TruthFold) -> OpResult {
                 ));
                 return row;
             }
-            (t, ratio, ot, rt)
+            (t, ratio, ot.total(), rt.total())
         }
     };
     let (ref_class, truth_class) = (DTypeClass::of(&r.dtype), DTypeClass::of(&t.dtype));

@@ -21,6 +21,16 @@ pub struct DiffConfig {
     pub chunk_len: usize,
 }
 
+impl DiffConfig {
+    /// The elements every piece but the last must hold a multiple of, when a tensor is fed to
+    /// a [`crate::ProbeFold`] piece by piece: [`metrics::BLOCK`] (2,048) when `chunk_len` is a
+    /// multiple of it (the default), else `chunk_len`. Any such pieces give the row of the
+    /// whole tensor at once, bit for bit.
+    pub fn piece_unit(&self) -> usize {
+        metrics::Chunked::<metrics::SideStats>::unit(self.chunk_len)
+    }
+}
+
 impl Default for DiffConfig {
     fn default() -> Self {
         DiffConfig {

@@ -321,6 +321,114 @@ fn feed(fold: &mut ProbeFold, o: &[f32], r: &[f32], t: Option<&[f64]>, piece: us
     }
 }
 
+/// [`feed`] with pieces of varying sizes: `sizes` cycled (each a multiple of the piece unit).
+fn feed_sizes(fold: &mut ProbeFold, o: &[f32], r: &[f32], t: Option<&[f64]>, sizes: &[usize]) {
+    let cuts = |n: usize| {
+        let (mut at, mut out) = (0, Vec::new());
+        for &k in sizes.iter().cycle() {
+            if at >= n {
+                break;
+            }
+            let end = (at + k).min(n);
+            out.push(at..end);
+            at = end;
+        }
+        out
+    };
+    let side = |fold: &mut ProbeFold, which, v: &[f32]| {
+        for c in cuts(v.len()) {
+            fold.push_side(which, ValuesRef::F32(&v[c]));
+        }
+    };
+    match fold.needs() {
+        Needs::Nothing => {}
+        Needs::Ours => side(fold, Which::Ours, o),
+        Needs::Ref => side(fold, Which::Ref, r),
+        Needs::Apart => {
+            side(fold, Which::Ref, r);
+            side(fold, Which::Ours, o);
+        }
+        Needs::Pair { truth } => {
+            for c in cuts(o.len()) {
+                let tc = t.filter(|_| truth).map(|t| ValuesRef::F64(&t[c.clone()]));
+                fold.push_pair(ValuesRef::F32(&o[c.clone()]), ValuesRef::F32(&r[c]), tc);
+            }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Pieces of any multiple of [`DiffConfig::piece_unit`] (a block of 2,048 with chunks of
+    /// whole blocks), varying from piece to piece and crossing chunk boundaries, give the row of
+    /// the whole values, bit for bit (JSON equality): pairs with NaN / Inf, the truth's sums,
+    /// one-sided probes and shape mismatches.
+    #[test]
+    fn pieces_on_block_boundaries_are_the_whole_probe(
+        n in 0usize..14_000,
+        seed in any::<u64>(),
+        specials in prop::collection::vec((0usize..14_000, 0u8..3), 0..4),
+        blocks_per_chunk in 1usize..4,
+        sizes in prop::collection::vec(1usize..6, 1..5),
+        case in 0usize..4,
+        truth_mode in any::<bool>(),
+    ) {
+        let unit = divergence_diff::metrics::BLOCK;
+        let cfg = DiffConfig {
+            tolerance: if truth_mode {
+                Tolerance::from_flags(false, None, None, Some(3.0))
+            } else {
+                Tolerance::default()
+            },
+            chunk_len: unit * blocks_per_chunk,
+            ..DiffConfig::default()
+        };
+        prop_assert_eq!(cfg.piece_unit(), unit);
+        // Values from a small xorshift: fast for tensors of several chunks.
+        let mut x = seed | 1;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 40) as f32 / (1u64 << 24) as f32 * 8.0 - 4.0
+        };
+        let a: Vec<f32> = (0..n).map(|_| next()).collect();
+        let mut b: Vec<f32> = a.iter().map(|&v| v + next() * 1e-3).collect();
+        let mut a = a;
+        for &(at, kind) in &specials {
+            if at < n {
+                let v = [f32::NAN, f32::INFINITY, f32::MAX][kind as usize];
+                if kind == 2 { b[at] = v } else { a[at] = v }
+            }
+        }
+        let t: Vec<f64> = b.iter().map(|&v| f64::from(v) + 1e-4).collect();
+        let flat = [n];
+        let other = [n + 1];
+        let mut b2 = b.clone();
+        b2.push(1.0);
+        let (oa, ra, sr): (Option<&[f32]>, Option<&[f32]>, &[usize]) = match case {
+            1 => (Some(&a), None, &flat),
+            2 => (None, Some(&b), &flat),
+            3 => (Some(&a), Some(&b2), &other),
+            _ => (Some(&a), Some(&b), &flat),
+        };
+        let o_side = oa.map(|v| Side { shape: &flat, values: ValuesRef::F32(v), dtype: "bfloat16" });
+        let r_side = ra.map(|v| Side { shape: sr, values: ValuesRef::F32(v), dtype: "bfloat16" });
+        let t_side = Side { shape: &flat, values: ValuesRef::F64(&t), dtype: "float64" };
+        let whole = compare_with_truth("p", o_side, r_side, Some(t_side), &cfg);
+        let mut fold = ProbeFold::new("p", o_side.map(|s| s.head()), r_side.map(|s| s.head()), &cfg)
+            .with_truth(Some(t_side.head()));
+        let sizes: Vec<usize> = sizes.iter().map(|k| k * unit).collect();
+        feed_sizes(&mut fold, oa.unwrap_or(&[]), ra.unwrap_or(&[]), Some(&t), &sizes);
+        let streamed = fold.finish();
+        prop_assert_eq!(
+            serde_json::to_string(&streamed).unwrap(),
+            serde_json::to_string(&whole).unwrap()
+        );
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(300))]
 

@@ -77,22 +77,94 @@ impl Step {
 
     /// Applies the step to values of `shape` (which [`Step::shape`] accepted).
     pub fn apply<T: Copy>(&self, shape: &[usize], data: Vec<T>) -> Vec<T> {
+        match self.gather(shape) {
+            None => data,
+            Some(g) => {
+                let mut out = Vec::with_capacity(numel(&g.shape));
+                g.runs(|base, inner, stride| {
+                    if stride == 1 {
+                        out.extend_from_slice(&data[base..base + inner]);
+                    } else {
+                        out.extend((0..inner).map(|j| data[base + j * stride]));
+                    }
+                });
+                out
+            }
+        }
+    }
+
+    /// What this step reads from values of `shape`, as a [`Gather`]; `None` when it keeps the
+    /// values as they are (a reshape, an identity permutation).
+    pub fn gather(&self, shape: &[usize]) -> Option<Gather> {
         match self {
-            Step::Reshape(_) => data,
+            Step::Reshape(_) => None,
             Step::Permute(perm) => {
                 if perm.iter().enumerate().all(|(i, &a)| i == a) {
-                    return data;
+                    return None;
                 }
                 let strides = strides(shape);
-                let out_shape: Vec<usize> = perm.iter().map(|&a| shape[a]).collect();
-                let out_strides: Vec<usize> = perm.iter().map(|&a| strides[a]).collect();
-                gather(&data, &out_shape, &out_strides, 0)
+                Some(Gather {
+                    shape: perm.iter().map(|&a| shape[a]).collect(),
+                    strides: perm.iter().map(|&a| strides[a]).collect(),
+                    offset: 0,
+                })
             }
             Step::Narrow { axis, start, len } => {
                 let strides = strides(shape);
                 let mut out_shape = shape.to_vec();
                 out_shape[*axis] = *len;
-                gather(&data, &out_shape, &strides, start * strides[*axis])
+                Some(Gather {
+                    shape: out_shape,
+                    offset: start * strides[*axis],
+                    strides,
+                })
+            }
+        }
+    }
+}
+
+/// The elements at `offset + sum(index[i] * strides[i])` for every index of `shape`, in C
+/// order: what a [`Step`] reads ([`Step::gather`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gather {
+    pub shape: Vec<usize>,
+    pub strides: Vec<usize>,
+    pub offset: usize,
+}
+
+impl Gather {
+    /// Calls `run(base, inner, stride)` for each innermost run in C order: the run's elements
+    /// are `base + j * stride` for `j < inner` (a unit stride: a contiguous run to copy).
+    pub fn runs(&self, mut run: impl FnMut(usize, usize, usize)) {
+        if numel(&self.shape) == 0 {
+            return;
+        }
+        let Some((&inner, outer_shape)) = self.shape.split_last() else {
+            run(self.offset, 1, 1);
+            return;
+        };
+        let inner_stride = self.strides[self.shape.len() - 1];
+        let mut idx = vec![0usize; outer_shape.len()];
+        loop {
+            let base = self.offset
+                + idx
+                    .iter()
+                    .zip(&self.strides)
+                    .map(|(i, s)| i * s)
+                    .sum::<usize>();
+            run(base, inner, inner_stride);
+            // Odometer over the outer axes.
+            let mut axis = outer_shape.len();
+            loop {
+                if axis == 0 {
+                    return;
+                }
+                axis -= 1;
+                idx[axis] += 1;
+                if idx[axis] < outer_shape[axis] {
+                    break;
+                }
+                idx[axis] = 0;
             }
         }
     }
@@ -192,43 +264,6 @@ fn strides(shape: &[usize]) -> Vec<usize> {
         s[i] = s[i + 1] * shape[i + 1];
     }
     s
-}
-
-/// The elements at `offset + sum(index[i] * strides[i])` for every index of `shape`, in C
-/// order; a unit innermost stride copies runs.
-fn gather<T: Copy>(data: &[T], shape: &[usize], strides: &[usize], offset: usize) -> Vec<T> {
-    let n = numel(shape);
-    let mut out = Vec::with_capacity(n);
-    if n == 0 {
-        return out;
-    }
-    let Some((&inner, outer_shape)) = shape.split_last() else {
-        out.push(data[offset]);
-        return out;
-    };
-    let inner_stride = strides[shape.len() - 1];
-    let mut idx = vec![0usize; outer_shape.len()];
-    loop {
-        let base = offset + idx.iter().zip(strides).map(|(i, s)| i * s).sum::<usize>();
-        if inner_stride == 1 {
-            out.extend_from_slice(&data[base..base + inner]);
-        } else {
-            out.extend((0..inner).map(|j| data[base + j * inner_stride]));
-        }
-        // Odometer over the outer axes.
-        let mut axis = outer_shape.len();
-        loop {
-            if axis == 0 {
-                return out;
-            }
-            axis -= 1;
-            idx[axis] += 1;
-            if idx[axis] < outer_shape[axis] {
-                break;
-            }
-            idx[axis] = 0;
-        }
-    }
 }
 
 #[cfg(test)]

@@ -243,6 +243,14 @@ impl<'a> MappedDump<'a> {
                 }
             }
         }
+        if let Some(t) = self.compute_in_place(v)? {
+            return Ok(t);
+        }
+        self.compute_decoded(v)
+    }
+
+    /// [`MappedDump::compute`] from every source read (decoded) whole.
+    fn compute_decoded(&self, v: &Virtual) -> Result<Tensor, DumpError> {
         let mut parts = Vec::with_capacity(v.sources.len());
         for s in &v.sources {
             parts.push(self.dump.read(s)?);
@@ -277,6 +285,105 @@ impl<'a> MappedDump<'a> {
             values,
         })
     }
+}
+
+impl MappedDump<'_> {
+    /// [`MappedDump::compute`] straight from the stored bytes, when every source is stored in
+    /// place (zero-copy) with values that fit f32 exactly: a sum adds the sources' bytes into
+    /// one buffer (rounded once at the end, as [`apply`] rounds), a single source's first layout
+    /// step gathers from its bytes; the remaining steps run on the result. The same values as
+    /// reading every source whole first, without the copies. `None`: not such a tensor.
+    fn compute_in_place(&self, v: &Virtual) -> Result<Option<Tensor>, DumpError> {
+        let in_place = |s: &String| {
+            self.dump.is_zero_copy(s) && self.dump.dtype(s).is_some_and(|d| !d.widens_to_f64())
+        };
+        let single = v.combine.is_none() && v.sources.len() == 1;
+        let sum = v.combine == Some(crate::array::Combine::Sum) && v.sources.len() > 1;
+        if !(single || sum) || !v.sources.iter().all(in_place) {
+            return Ok(None);
+        }
+        let mut views = Vec::with_capacity(v.sources.len());
+        for s in &v.sources {
+            views.push(self.dump.view(s)?);
+        }
+        let Some(dtype) = self.dump.dtype(&v.sources[0]) else {
+            return Ok(None);
+        };
+        let first = &views[0];
+        let n = first.values().len();
+        if views
+            .iter()
+            .any(|w| w.values().len() != n || w.shape != first.shape)
+        {
+            return Ok(None);
+        }
+        let mut shape = first.shape.clone();
+        let mut steps = v.steps.iter();
+        let mut data = Vec::with_capacity(n);
+        if sum {
+            let half = self
+                .dump
+                .original_dtype(&v.sources[0])
+                .and_then(|d| Half::of(&d));
+            extend_f32(&mut data, first.values(), 0, n);
+            let last = views.len() - 1;
+            for (k, w) in views.iter().enumerate().skip(1) {
+                add_f32(&mut data, w.values(), if k == last { half } else { None });
+            }
+        } else {
+            // The first step that moves values reads the stored bytes; reshapes before it
+            // only rename the shape.
+            let mut gathered = false;
+            for step in steps.by_ref() {
+                let next = step.shape(&shape).unwrap_or_default();
+                if let Some(g) = step.gather(&shape) {
+                    g.runs(|base, inner, stride| {
+                        if stride == 1 {
+                            extend_f32(&mut data, first.values(), base, inner);
+                        } else {
+                            for j in 0..inner {
+                                extend_f32(&mut data, first.values(), base + j * stride, 1);
+                            }
+                        }
+                    });
+                    gathered = true;
+                    shape = next;
+                    break;
+                }
+                shape = next;
+            }
+            if !gathered {
+                extend_f32(&mut data, first.values(), 0, n);
+            }
+        }
+        for step in steps {
+            let next = step.shape(&shape).unwrap_or_default();
+            data = step.apply(&shape, data);
+            shape = next;
+        }
+        Ok(Some(Tensor {
+            shape: v.shape.clone(),
+            dtype,
+            values: Values::F32(data),
+        }))
+    }
+}
+
+/// `acc[i] += values[i]` (widened to f32, exact for f32 / bf16 / f16), rounded to `half` when
+/// given: the f32 sum [`apply`] computes, without decoding `values` first.
+fn add_f32(acc: &mut [f32], values: ValuesRef<'_>, half: Option<Half>) {
+    struct Add<'o>(&'o mut [f32], Option<Half>);
+    impl Visit for Add<'_> {
+        type Out = ();
+        fn visit<E: Elem>(self, raw: &[E::Raw]) {
+            let it = self.0.iter_mut().zip(raw);
+            match self.1 {
+                None => it.for_each(|(a, &x)| *a += E::wide(x) as f32),
+                Some(h) => it.for_each(|(a, &x)| *a = h.round(*a + E::wide(x) as f32)),
+            }
+        }
+    }
+    values.visit(Add(acc, half));
 }
 
 enum Source<'r> {
@@ -472,4 +579,91 @@ fn extend_f32(out: &mut Vec<f32>, values: ValuesRef<'_>, at: usize, n: usize) {
         }
     }
     values.visit(Ext(out, at, n));
+}
+
+#[cfg(test)]
+mod tests {
+    use divergence_dump::{DumpWriter, TensorData};
+
+    use super::*;
+    use crate::{resolve, Map, Sizes};
+
+    /// Every kind of computed tensor, read in place ([`MappedDump::compute_in_place`]) and
+    /// decoded first ([`MappedDump::compute_decoded`]): the same bits.
+    #[test]
+    fn in_place_computation_is_the_decoded_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.npz");
+        let mut w = DumpWriter::create(&path).unwrap();
+        let vals = |seed: u32, n: usize| -> Vec<f32> {
+            (0..n)
+                .map(|i| ((i as u32).wrapping_mul(2_654_435_761) ^ seed) as f32 / 7e8 - 3.0)
+                .collect()
+        };
+        let mut meta = Meta::default();
+        for (name, shape, seed) in [
+            ("s.0", vec![6, 10], 1),
+            ("s.1", vec![6, 10], 2),
+            ("s.2", vec![6, 10], 3),
+            ("h.0", vec![6, 10], 4),
+            ("h.1", vec![6, 10], 5),
+            ("rope", vec![6, 4, 5], 7),
+            ("flat", vec![6, 20], 8),
+        ] {
+            let n = shape.iter().product();
+            w.add(name, &shape, TensorData::F32(&vals(seed, n)))
+                .unwrap();
+            if name.starts_with('h') {
+                meta.dtypes.insert(name.to_string(), "bfloat16".to_string());
+            }
+        }
+        w.finish(meta).unwrap();
+        let dump = Dump::open(&path).unwrap();
+        let map = Map::parse(
+            r#"
+[[rule]]
+from = ["s.0", "s.1", "s.2"]
+to = "sum3"
+combine = "sum"
+[[rule]]
+from = ["h.0", "h.1"]
+to = "sum_bf16"
+combine = "sum"
+[[rule]]
+from = "rope"
+to = "rope_heads_first"
+transform = [{ permute = [1, 0, 2] }]
+[[rule]]
+from = "flat"
+to = "flat_t"
+transform = [{ reshape = [6, 4, 5] }, { permute = [2, 0, 1] }, { reshape = [5, 24] }, { transpose = [0, 1] }]
+"#,
+            "t.toml",
+        )
+        .unwrap();
+        let tensors: Vec<(String, Option<Vec<usize>>)> = dump
+            .names()
+            .iter()
+            .map(|n| (n.clone(), dump.shape(n).map(<[usize]>::to_vec)))
+            .collect();
+        let resolved = resolve(&map, &tensors, &Sizes::default(), "d.npz").unwrap();
+        let mapped = MappedDump::new(&dump, resolved);
+        for name in ["sum3", "sum_bf16", "rope_heads_first", "flat_t"] {
+            let v = mapped.mapping(name).unwrap();
+            let fast = mapped.compute_in_place(v).unwrap().expect(name);
+            let slow = mapped.compute_decoded(v).unwrap();
+            assert_eq!(fast.shape, slow.shape, "{name}");
+            let bits = |t: &Tensor| match &t.values {
+                Values::F32(d) => d.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                Values::F64(_) => panic!("{name}: f64"),
+            };
+            assert_eq!(bits(&fast), bits(&slow), "{name}");
+        }
+        // The bf16 sums were rounded, the f32 one was not.
+        let v = mapped.mapping("sum_bf16").unwrap();
+        let Values::F32(d) = mapped.compute_in_place(v).unwrap().unwrap().values else {
+            panic!()
+        };
+        assert!(d.iter().all(|x| x.to_bits() & 0xffff == 0));
+    }
 }

@@ -5,6 +5,8 @@
 
 use std::collections::HashMap;
 
+use rayon::prelude::*;
+
 use crate::array::{fmt_shape, numel, Combine, Step};
 use crate::error::MapError;
 use crate::spec::{fill, CombineSpec, DimSpec, Map, Rule, StepSpec};
@@ -139,39 +141,37 @@ pub fn resolve(
     // the rule's targets and other sources are those of the same step.
     // A rule naming the full name (`x@1`) wins; else the base name's rule applies with the
     // step kept. `steps[k]` is the step re-appended to tensor k's targets (0: none).
-    let mut steps: Vec<usize> = vec![0; tensors.len()];
-    let mut claims: Vec<Option<Claim>> = Vec::with_capacity(tensors.len());
-    for (k, (full, shape)) in tensors.iter().enumerate() {
-        let fits = |i: usize| {
-            let r = &map.rules[i];
-            match shape {
-                Some(s) => r.rank.is_none_or(|k| k == s.len()),
-                None => r.rank.is_none() && !r.needs_shape(),
+    // Names are matched in parallel (a decode dump has tens of thousands).
+    let (steps, claims): (Vec<usize>, Vec<Option<Claim>>) = tensors
+        .par_iter()
+        .map(|(full, shape)| {
+            let fits = |i: usize| {
+                let r = &map.rules[i];
+                match shape {
+                    Some(s) => r.rank.is_none_or(|k| k == s.len()),
+                    None => r.rank.is_none() && !r.needs_shape(),
+                }
+            };
+            let find = |name: &str| {
+                let lit = literal
+                    .get(name)
+                    .and_then(|v| v.iter().copied().find(|&i| fits(i)));
+                let pat = patterned
+                    .iter()
+                    .copied()
+                    .take_while(|&i| lit.is_none_or(|l| i < l))
+                    .filter(|&i| fits(i))
+                    .find_map(|i| map.rules[i].from[0].matches(name).map(|c| (i, c)));
+                pat.or(lit.map(|i| (i, Vec::new())))
+            };
+            let (base, step) = split_step(full);
+            match find(full) {
+                Some(c) => (0, Some(c)),
+                None if step > 0 => (step, find(base)),
+                None => (0, None),
             }
-        };
-        let find = |name: &str| {
-            let lit = literal
-                .get(name)
-                .and_then(|v| v.iter().copied().find(|&i| fits(i)));
-            let pat = patterned
-                .iter()
-                .copied()
-                .take_while(|&i| lit.is_none_or(|l| i < l))
-                .filter(|&i| fits(i))
-                .find_map(|i| map.rules[i].from[0].matches(name).map(|c| (i, c)));
-            pat.or(lit.map(|i| (i, Vec::new())))
-        };
-        let (base, step) = split_step(full);
-        let claim = match find(full) {
-            Some(c) => Some(c),
-            None if step > 0 => {
-                steps[k] = step;
-                find(base)
-            }
-            None => None,
-        };
-        claims.push(claim);
-    }
+        })
+        .unzip();
     // Pass 2: the other sources of combining rules.
     let mut secondary: HashMap<String, String> = HashMap::new();
     let mut warnings = Vec::new();

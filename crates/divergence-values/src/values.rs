@@ -50,6 +50,18 @@ impl<'a> ValuesRef<'a> {
         self.len() == 0
     }
 
+    /// The elements in `range` (panics past the end, as slicing does).
+    pub fn slice(&self, range: std::ops::Range<usize>) -> ValuesRef<'a> {
+        match *self {
+            ValuesRef::F32(v) => ValuesRef::F32(&v[range]),
+            ValuesRef::F64(v) => ValuesRef::F64(&v[range]),
+            ValuesRef::F32Le(v) => ValuesRef::F32Le(&v[range]),
+            ValuesRef::F64Le(v) => ValuesRef::F64Le(&v[range]),
+            ValuesRef::Bf16Le(v) => ValuesRef::Bf16Le(&v[range]),
+            ValuesRef::F16Le(v) => ValuesRef::F16Le(&v[range]),
+        }
+    }
+
     /// Runs `v` on this variant's slice with its [`Elem`] encoding.
     #[inline]
     pub fn visit<V: Visit>(self, v: V) -> V::Out {

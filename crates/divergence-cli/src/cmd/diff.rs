@@ -400,13 +400,22 @@ pub fn build_report(args: &DiffArgs) -> Result<Report> {
         tolerance: Tolerance::from_flags(args.exact, args.rtol, args.atol, truth_ratio),
         ..DiffConfig::default()
     };
-    // Open the dumps first, in parallel: header parsing only, no tensor is read yet.
-    let ((ours, reference), truth) = rayon::join(
-        || rayon::join(|| Dump::open(&args.ours), || Dump::open(&args.reference)),
-        || args.truth.as_deref().map(Dump::open).transpose(),
+    // Open the dumps first, in parallel: header parsing only, no tensor is read yet; `--map`'s
+    // map is parsed beside them (its errors come after theirs).
+    let (((ours, reference), truth), flag_map) = rayon::join(
+        || {
+            rayon::join(
+                || rayon::join(|| Dump::open(&args.ours), || Dump::open(&args.reference)),
+                || args.truth.as_deref().map(Dump::open).transpose(),
+            )
+        },
+        || {
+            let flag = args.map.as_deref().filter(|_| !args.prefill_vs_decode);
+            flag.map(crate::cmd::map::from_flag)
+        },
     );
     let (ours, reference, truth) = (ours?, reference?, truth?);
-    let report = report_of(args, &cfg, &ours, &reference, truth.as_ref());
+    let report = report_of(args, &cfg, &ours, &reference, truth.as_ref(), flag_map);
     drop_aside((ours, reference, truth));
     report
 }
@@ -428,13 +437,14 @@ fn report_of(
     ours: &Dump,
     reference: &Dump,
     truth: Option<&Dump>,
+    flag_map: Option<Result<divergence_map::Map>>,
 ) -> Result<Report> {
     if args.prefill_vs_decode {
         let pair = crate::cmd::prefill_decode::pair(ours, &args.ours, reference, &args.reference)?;
         return finish_report(args, cfg, Sides::from_pair(pair));
     }
     let (ours_dump, ref_dump) = (ours, reference);
-    let chosen = crate::cmd::map::choose(ours_dump, args.map.as_deref())?;
+    let chosen = crate::cmd::map::choose(ours_dump, flag_map)?;
     let explicit = chosen.is_some();
     let model = args.model.as_deref();
     let (mut ours, mut map_warnings) = crate::cmd::map::apply(ours_dump, ref_dump, chosen, model)?;
@@ -1010,6 +1020,10 @@ fn compare_probe(
     }
 }
 
+/// Elements per piece of a streamed probe with a split part ([`stream_probe`]), rounded up to
+/// [`DiffConfig::piece_unit`]: 64 KiB of f32, which stays in a core's cache.
+const PART_PIECE: usize = 1 << 14;
+
 /// One side of a streamed probe: its pieces and original dtype.
 type Stream<'a> = (Pieces<'a>, String);
 
@@ -1051,7 +1065,17 @@ fn stream_probe(
             dtype: dtype.as_str(),
         })
     }
-    let per = cfg.chunk_len;
+    // A split part is gathered from its fused source piece by piece: small pieces (a multiple
+    // of the fold's unit) stay in the core's cache between the gather and the comparison
+    // (docs/performance.md, "Name maps"); the other sides go in lockstep with it.
+    let part = ours.is_part(ours_name)
+        || reference.is_part(name)
+        || truth.is_some_and(|t| t.is_part(name));
+    let per = if part {
+        PART_PIECE.div_ceil(cfg.piece_unit()) * cfg.piece_unit()
+    } else {
+        cfg.chunk_len
+    };
     let mut o = match open(ours, ours_name, per).transpose() {
         Ok(o) => o,
         Err(msg) => return divergence_diff::unreadable(name, Which::Ours, msg),
@@ -1110,8 +1134,9 @@ fn stream_probe(
             // A tensor of several pieces inflates the reference's pieces on a thread of its
             // own, beside ours': a dump of a few huge members keeps two cores busy (measured,
             // docs/performance.md). A scoped thread, not rayon: a thread waiting in rayon may
-            // start another probe (and its buffers) meanwhile.
-            let beside = oc.len() > per;
+            // start another probe (and its buffers) meanwhile. Not beside a split part: its
+            // pieces are too small to pay for a thread each.
+            let beside = !part && oc.len() > per;
             loop {
                 let (po, pr) = if beside {
                     std::thread::scope(|s| {

@@ -56,26 +56,29 @@ pub fn apply<'a>(
     Ok((MappedDump::new(ours, resolved), warnings))
 }
 
-/// The map to use: `--map` (a preset name, else a file), else our metadata's `"map"` (a preset
-/// name or TOML text), else none.
-pub fn choose(ours: &Dump, flag: Option<&str>) -> Result<Option<Map>> {
-    if let Some(flag) = flag {
-        if let Some(preset) = divergence_map::preset(flag) {
-            return Ok(Some(preset?));
-        }
-        let path = Path::new(flag);
-        let text = read_map(path).with_context(|| {
-            let known: Vec<&str> = divergence_map::PRESETS.iter().map(|p| p.0).collect();
-            format!(
-                "--map {}: not a preset ({}) and cannot be read as a map file",
-                one_line(flag),
-                known.join(", ")
-            )
-        })?;
-        return Ok(Some(Map::parse(
-            &text,
-            &one_line(&path.display().to_string()),
-        )?));
+/// The map `--map` names: a preset, else a map file (read and parsed here, beside the dumps'
+/// opening: it needs neither).
+pub fn from_flag(flag: &str) -> Result<Map> {
+    if let Some(preset) = divergence_map::preset(flag) {
+        return Ok(preset?);
+    }
+    let path = Path::new(flag);
+    let text = read_map(path).with_context(|| {
+        let known: Vec<&str> = divergence_map::PRESETS.iter().map(|p| p.0).collect();
+        format!(
+            "--map {}: not a preset ({}) and cannot be read as a map file",
+            one_line(flag),
+            known.join(", ")
+        )
+    })?;
+    Ok(Map::parse(&text, &one_line(&path.display().to_string()))?)
+}
+
+/// The map to use: `--map`'s ([`from_flag`], given here as its result), else our metadata's
+/// `"map"` (a preset name or TOML text), else none.
+pub fn choose(ours: &Dump, flag: Option<Result<Map>>) -> Result<Option<Map>> {
+    if let Some(map) = flag {
+        return map.map(Some);
     }
     let Some(value) = ours.meta().and_then(|m| m.extra.get("map")) else {
         return Ok(None);
