@@ -226,11 +226,32 @@ pub fn resolve(
         label: map.label.clone(),
         ..Resolved::default()
     };
-    let mut made_by: HashMap<String, String> = HashMap::new();
     let mut used = vec![false; map.rules.len()];
-    for (k, (name, shape)) in tensors.iter().enumerate() {
-        let made = match (&claims[k], &sources_of[k]) {
-            (Some((ri, caps)), Some(sources)) => {
+    // Each claimed tensor lowered in parallel; the errors are then taken in the dump's order,
+    // as a loop over the names would meet them.
+    let lowered: Vec<Option<Result<Vec<Virtual>, MapError>>> = (0..tensors.len())
+        .into_par_iter()
+        .map(|k| match (&claims[k], &sources_of[k]) {
+            (Some((ri, caps)), Some(sources)) => Some(
+                lower(map, &map.rules[*ri], caps, sources, &shapes, sizes).map(|mut made| {
+                    for v in &mut made {
+                        v.name = step_name(&v.name, steps[k]);
+                    }
+                    made
+                }),
+            ),
+            _ => None,
+        })
+        .collect();
+    let made_by = |v: &Virtual| {
+        v.rule.as_ref().map_or_else(
+            || format!("`{}` kept as it is", v.name),
+            |r| format!("{r} from `{}`", v.sources[0]),
+        )
+    };
+    for (k, ((name, shape), lowered)) in tensors.iter().zip(lowered).enumerate() {
+        let made = match (&claims[k], lowered) {
+            (Some((ri, _)), Some(made)) => {
                 if let Some(by) = secondary.get(name) {
                     return Err(MapError::Rule {
                         map: map.label.clone(),
@@ -239,11 +260,7 @@ pub fn resolve(
                     });
                 }
                 used[*ri] = true;
-                let mut made = lower(map, &map.rules[*ri], caps, sources, &shapes, sizes)?;
-                for v in &mut made {
-                    v.name = step_name(&v.name, steps[k]);
-                }
-                made
+                made?
             }
             _ if secondary.contains_key(name) => continue,
             _ => vec![Virtual {
@@ -257,16 +274,12 @@ pub fn resolve(
             }],
         };
         for v in made {
-            let by = v.rule.as_ref().map_or_else(
-                || format!("`{}` kept as it is", v.name),
-                |r| format!("{r} from `{}`", v.sources[0]),
-            );
-            if let Some(first) = made_by.insert(v.name.clone(), by.clone()) {
+            if let Some(&first) = out.index.get(&v.name) {
                 return Err(MapError::Collision {
                     map: map.label.clone(),
                     name: v.name.clone(),
-                    first,
-                    second: by,
+                    first: made_by(&out.tensors[first]),
+                    second: made_by(&v),
                 });
             }
             out.index.insert(v.name.clone(), out.tensors.len());
