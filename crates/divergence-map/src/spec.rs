@@ -48,6 +48,10 @@ pub struct Pattern {
     pub text: String,
     regex: Regex,
     pub captures: Vec<String>,
+    /// The literal text before the first capture and after the last: a name that does not
+    /// start and end with them is turned away before the regex runs (most names, most rules).
+    prefix: String,
+    suffix: String,
 }
 
 /// A size in a reshape or split: a number, or a product of numbers and model sizes
@@ -382,7 +386,17 @@ impl Pattern {
     pub fn compile(text: &str) -> Result<Pattern, String> {
         let mut re = String::from("^");
         let mut captures: Vec<String> = Vec::new();
-        for piece in parse_pattern(text)? {
+        let pieces = parse_pattern(text)?;
+        let literal = |p: Option<&Piece>| match p {
+            Some(Piece::Text(t)) => t.clone(),
+            _ => String::new(),
+        };
+        let (prefix, suffix) = if captures_in(&pieces) {
+            (literal(pieces.first()), literal(pieces.last()))
+        } else {
+            (String::new(), String::new())
+        };
+        for piece in pieces {
             match piece {
                 Piece::Text(t) => re.push_str(&regex::escape(&t)),
                 Piece::Capture(name, dots) => {
@@ -410,11 +424,16 @@ impl Pattern {
             text: text.to_string(),
             regex,
             captures,
+            prefix,
+            suffix,
         })
     }
 
     /// The captures of `name`, when it matches.
     pub fn matches(&self, name: &str) -> Option<Vec<(String, String)>> {
+        if !(name.starts_with(&self.prefix) && name.ends_with(&self.suffix)) {
+            return None;
+        }
         let c = self.regex.captures(name)?;
         Some(
             self.captures
@@ -423,6 +442,11 @@ impl Pattern {
                 .collect(),
         )
     }
+}
+
+/// True when the pattern has a capture (else its one piece of text is the whole name).
+fn captures_in(pieces: &[Piece]) -> bool {
+    pieces.iter().any(|p| matches!(p, Piece::Capture(..)))
 }
 
 /// `template` with its `{X}` / `{X...}` replaced by the captured values.
@@ -445,6 +469,15 @@ mod tests {
         let p = Pattern::compile("Qcur-{L}").unwrap();
         assert_eq!(p.matches("Qcur-12"), Some(vec![("L".into(), "12".into())]));
         assert_eq!(p.matches("Qcur_normed-12"), None);
+        // The literal prefix and suffix only turn names away; the regex decides the rest
+        // (here they overlap in a name too short for the capture).
+        let q = Pattern::compile("a.{X}.a").unwrap();
+        assert_eq!(q.matches("a.a"), None);
+        assert_eq!(q.matches("a.b.a"), Some(vec![("X".into(), "b".into())]));
+        assert_eq!(q.matches("a.b.c"), None);
+        assert_eq!(q.matches("b.b.a"), None);
+        let any = Pattern::compile("{N...}.0").unwrap();
+        assert_eq!(any.matches("x.y.0"), Some(vec![("N".into(), "x.y".into())]));
         assert_eq!(p.matches("Qcur-"), None);
         let p = Pattern::compile("{P...}.tp{R}").unwrap();
         let c = p.matches("model.layers.0.mlp.tp1").unwrap();
