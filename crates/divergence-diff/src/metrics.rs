@@ -559,9 +559,10 @@ fn side_chunk_portable<A: Elem>(mut s: SideStats, v: &[A::Raw]) -> SideStats {
 
 /// Sums of a tensor that arrives in pieces, merged as [`fold_chunks`] merges them: chunks of
 /// `chunk_len` elements from the tensor's start, each summed block by block from zero, merged
-/// in order. A piece may start anywhere on a [`BLOCK`] boundary ([`Chunked::unit`]): whole
-/// chunks go to the parallel kernel, the rest continues the open chunk. The sums are those of
-/// the whole tensor at once, bit for bit, whatever the pieces (tested).
+/// in order. Every piece but the last must hold a multiple of [`Chunked::unit`] (a [`BLOCK`]
+/// when chunks hold whole blocks, else a chunk): whole chunks go to the parallel kernel (a
+/// piece of at most one chunk never calls rayon), the rest continues the open chunk. The sums
+/// are then those of the whole tensor at once, bit for bit (tested).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Chunked<T> {
     done: T,

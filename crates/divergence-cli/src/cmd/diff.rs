@@ -1021,21 +1021,23 @@ fn compare_probe(
 }
 
 /// Elements per piece of a streamed probe with a split part ([`stream_probe`]), rounded up to
-/// [`DiffConfig::piece_unit`]: 64 KiB of f32, which stays in a core's cache.
+/// [`DiffConfig::piece_unit`] (a chunk when chunks are smaller): 64 KiB of f32, which stays in
+/// a core's cache.
 const PART_PIECE: usize = 1 << 14;
 
 /// One side of a streamed probe: its pieces and original dtype.
 type Stream<'a> = (Pieces<'a>, String);
 
 /// [`compare_probe`] in bounded memory: every side read piece by piece ([`Dump::chunks`], one
-/// [`DiffConfig::chunk_len`] of elements at a time, the sides in lockstep) into a
-/// [`ProbeFold`], whose row equals [`divergence_diff::compare_with_truth`]'s on the whole
-/// tensors. Memory: one piece per side, whatever the tensors' sizes (a Fortran-order tensor
-/// excepted, see [`divergence_dump::MAX_REORDER_BYTES`]). No rayon call here: a thread
-/// waiting in rayon may start another probe, so a streamed probe that never waits in rayon is
-/// the whole of what its thread holds (docs/reliability.md, "Memory"); a tensor of several
-/// pieces reads the reference's on a scoped thread beside ours'. Probes run in parallel
-/// across the rayon threads.
+/// [`DiffConfig::chunk_len`] of elements at a time, or [`PART_PIECE`] when a side is a split
+/// part; the sides in lockstep) into a [`ProbeFold`], whose row equals
+/// [`divergence_diff::compare_with_truth`]'s on the whole tensors. Memory: one piece per side,
+/// whatever the tensors' sizes (a Fortran-order tensor excepted, see
+/// [`divergence_dump::MAX_REORDER_BYTES`]). No rayon call here: a thread waiting in rayon may
+/// start another probe, so a streamed probe that never waits in rayon is the whole of what its
+/// thread holds (docs/reliability.md, "Memory"); pieces of at most one chunk keep the fold
+/// from calling rayon. A tensor of several chunk-sized pieces reads the reference's on a
+/// scoped thread beside ours'. Probes run in parallel across the rayon threads.
 fn stream_probe(
     name: &str,
     ours_name: &str,
@@ -1071,7 +1073,8 @@ fn stream_probe(
     let part = ours.is_part(ours_name)
         || reference.is_part(name)
         || truth.is_some_and(|t| t.is_part(name));
-    let per = if part {
+    // At most one chunk: a piece never reaches the fold's parallel whole-chunk path.
+    let per = if part && PART_PIECE < cfg.chunk_len {
         PART_PIECE.div_ceil(cfg.piece_unit()) * cfg.piece_unit()
     } else {
         cfg.chunk_len
