@@ -471,7 +471,7 @@ fn side_visit(stats: SideStats, values: ValuesRef<'_>, how: How) -> SideStats {
                     self.stats,
                     |c| side_chunk::<A>(SideStats::default(), &v[c]),
                     |mut a, b| {
-                        a.merge(&b);
+                        a.merge_from(&b);
                         a
                     },
                 ),
@@ -480,14 +480,6 @@ fn side_visit(stats: SideStats, values: ValuesRef<'_>, how: How) -> SideStats {
         }
     }
     values.visit(Go { stats, how })
-}
-
-impl SideStats {
-    fn merge(&mut self, other: &SideStats) {
-        self.sum_sq += other.sum_sq;
-        self.nan += other.nan;
-        self.inf += other.inf;
-    }
 }
 
 /// One chunk (or the rest of one) of [`side_stats_into`], block by block ([`BLOCK`], as the
@@ -586,7 +578,9 @@ impl Merge for Accumulator {
 
 impl Merge for SideStats {
     fn merge_from(&mut self, other: &Self) {
-        self.merge(other);
+        self.sum_sq += other.sum_sq;
+        self.nan += other.nan;
+        self.inf += other.inf;
     }
 }
 

@@ -188,10 +188,13 @@ impl<'a> MappedDump<'a> {
     /// A split part of a source stored in place (zero-copy) whose values fit f32 exactly. A
     /// part of a deflated source is computed whole instead ([`MappedDump::view`]).
     fn streamable(&self, v: &Virtual) -> bool {
-        part_of(v).is_some_and(|(source, ..)| {
-            self.dump.is_zero_copy(source)
-                && self.dump.dtype(source).is_some_and(|d| !d.widens_to_f64())
-        })
+        part_of(v).is_some_and(|(source, ..)| self.in_place_f32(source))
+    }
+
+    /// A source stored in place (zero-copy) whose values fit f32 exactly.
+    fn in_place_f32(&self, source: &str) -> bool {
+        self.dump.is_zero_copy(source)
+            && self.dump.dtype(source).is_some_and(|d| !d.widens_to_f64())
     }
 
     /// The tensor `per` elements at a time: [`Dump::chunks`] of a renamed tensor, or a split
@@ -296,12 +299,9 @@ impl MappedDump<'_> {
     /// NaN of a half-precision source, which widening makes quiet). `None`: not such a tensor,
     /// or a first step that moves the last axis (runs of one element: decoding first is faster).
     fn compute_in_place(&self, v: &Virtual) -> Result<Option<Tensor>, DumpError> {
-        let in_place = |s: &String| {
-            self.dump.is_zero_copy(s) && self.dump.dtype(s).is_some_and(|d| !d.widens_to_f64())
-        };
         let single = v.combine.is_none() && v.sources.len() == 1;
         let sum = v.combine == Some(crate::array::Combine::Sum) && v.sources.len() > 1;
-        if !(single || sum) || !v.sources.iter().all(in_place) {
+        if !(single || sum) || !v.sources.iter().all(|s| self.in_place_f32(s)) {
             return Ok(None);
         }
         let mut views = Vec::with_capacity(v.sources.len());
