@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::config::DiffConfig;
-use crate::metrics::{Accumulator, Chunked, Params, SideStats, ValuesRef};
+use crate::metrics::{Accumulator, Chunked, Params, Piece, SideStats, ValuesRef};
 use crate::tolerance::{
     truth_floor, truth_noise, DTypeClass, Resolved, Tolerance, REL_ERR_GUARD_MIN,
 };
@@ -427,7 +427,7 @@ fn fold_whole(
         Needs::Pair { truth } => fold.push_pair(
             values(ours),
             values(reference),
-            if truth { truth_values } else { None },
+            truth_values.filter(|_| truth).map(Piece::from),
         ),
     }
     fold.finish()
@@ -673,13 +673,16 @@ impl ProbeFold {
     }
 
     /// The next values of both sides (equally many), and of the truth when
-    /// [`Needs::Pair`] asks for it. Ignored unless the fold [`Needs::Pair`].
-    pub fn push_pair(
+    /// [`Needs::Pair`] asks for it. Ignored unless the fold [`Needs::Pair`]. A side may be a
+    /// [`Piece`] of a strided gather (a split part read in place): the row is the same, bit
+    /// for bit, as with its values copied out.
+    pub fn push_pair<'o, 'r, 't>(
         &mut self,
-        ours: ValuesRef<'_>,
-        reference: ValuesRef<'_>,
-        truth: Option<ValuesRef<'_>>,
+        ours: impl Into<Piece<'o>>,
+        reference: impl Into<Piece<'r>>,
+        truth: Option<Piece<'t>>,
     ) {
+        let (ours, reference) = (ours.into(), reference.into());
         let chunk_len = self.chunk_len;
         let FoldState::Pair {
             tol,
@@ -739,7 +742,8 @@ impl ProbeFold {
 
     /// The next values of one side, for a fold that [`Needs::Ours`], [`Needs::Ref`] or
     /// [`Needs::Apart`]; ignored otherwise.
-    pub fn push_side(&mut self, which: Which, values: ValuesRef<'_>) {
+    pub fn push_side<'v>(&mut self, which: Which, values: impl Into<Piece<'v>>) {
+        let values = values.into();
         let chunk_len = self.chunk_len;
         let stats = match (&mut self.state, which) {
             (

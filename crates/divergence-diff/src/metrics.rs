@@ -13,9 +13,9 @@
 //! not depend on the number of threads. Widening, the step and the chunking live in
 //! `divergence-values`, shared with the dump reader and the checkpoint statistics.
 
-use divergence_values::{fold_chunks, Elem, Lanes, Tol, Visit};
+use divergence_values::{fold_chunks, At, Elem, Lanes, Tol, Visit};
 
-pub use divergence_values::ValuesRef;
+pub use divergence_values::{Gather, Piece, ValuesRef};
 
 /// Number of independent accumulators per metric in the fast loop.
 pub const LANES: usize = 8;
@@ -117,21 +117,21 @@ pub(crate) fn accumulate(
 ) -> Accumulator {
     accumulate_into(
         Accumulator::default(),
-        ours,
-        reference,
+        ours.into(),
+        reference.into(),
         0,
         params,
         chunk_len,
     )
 }
 
-/// Continues `acc` (the sums of the elements before `base`) over two equally long slices that
+/// Continues `acc` (the sums of the elements before `base`) over two equally long pieces that
 /// hold the elements from `base` on. With `base` a multiple of `chunk_len`, comparing a tensor
 /// piece by piece gives the sums of comparing it at once, bit for bit ([`fold_chunks`]).
 pub(crate) fn accumulate_into(
     acc: Accumulator,
-    ours: ValuesRef<'_>,
-    reference: ValuesRef<'_>,
+    ours: Piece<'_>,
+    reference: Piece<'_>,
     base: u64,
     params: &Params,
     chunk_len: usize,
@@ -144,8 +144,8 @@ pub(crate) fn accumulate_into(
 /// as [`accumulate_into`] computes them, bit for bit, whatever the pieces ([`Chunked`]).
 pub(crate) fn continue_chunk(
     acc: Accumulator,
-    ours: ValuesRef<'_>,
-    reference: ValuesRef<'_>,
+    ours: Piece<'_>,
+    reference: Piece<'_>,
     base: u64,
     params: &Params,
 ) -> Accumulator {
@@ -160,10 +160,127 @@ enum How {
     Continue,
 }
 
+/// One side's elements as the kernel reads them: the raw values a [`Piece`] borrows and where
+/// its elements are in them.
+struct Src<'a, R> {
+    raw: &'a [R],
+    at: At,
+}
+
+impl<R> Clone for Src<'_, R> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<R> Copy for Src<'_, R> {}
+
+impl<'a, R> Src<'a, R> {
+    /// The same side from its element `k` on.
+    #[inline(always)]
+    fn skip(self, k: usize) -> Self {
+        Src {
+            raw: self.raw,
+            at: self.at.skip(k),
+        }
+    }
+}
+
+/// Calls `f(j, ours, ref)` on the elements `0..n` of both sides, as runs of consecutive
+/// stored elements on both (`j`: the run's first element): one run for two slices, several
+/// where a side is a [`divergence_values::Gather`].
+#[inline(always)]
+fn for_runs<A, B>(o: Src<'_, A>, r: Src<'_, B>, n: usize, mut f: impl FnMut(usize, &[A], &[B])) {
+    let mut j = 0;
+    while j < n {
+        let ro = o.at.run(j, n - j);
+        let rr = r.at.run(j, ro.len());
+        let k = rr.len();
+        f(j, &o.raw[ro.start..ro.start + k], &r.raw[rr]);
+        j += k;
+    }
+}
+
+/// The lane of a block's element `j` in the fast loops ([`LANES`] of them): `j % LANES`, but
+/// lane 0 for the block's last `len % LANES` elements (the remainder of its whole groups).
+#[inline(always)]
+fn lane_of(j: usize, full: usize) -> usize {
+    if j < full {
+        j % LANES
+    } else {
+        0
+    }
+}
+
+/// The elements of one run (`xs`, `ys`), starting at element `j` of a block whose first
+/// `full` elements are whole groups of [`LANES`], stepped into `l`: element by element up to a
+/// group boundary, whole groups (the loop the compiler vectorizes), then element by element.
+/// Each lane sees the block's elements in the order one pass over the whole block gives it, so
+/// the sums do not depend on where the runs break (a block of one run only has the last
+/// loop's remainder). No closures: a closure that is not inlined is compiled without the
+/// caller's vector features.
+#[inline(always)]
+fn pair_lanes<A: Elem, B: Elem>(
+    l: &mut Lanes<LANES>,
+    xs: &[A::Raw],
+    ys: &[B::Raw],
+    j: usize,
+    full: usize,
+    tol: &Tol,
+) {
+    let k = xs.len().min(ys.len());
+    let head = ((LANES - j % LANES) % LANES).min(k);
+    for i in 0..head {
+        l.step(lane_of(j + i, full), A::wide(xs[i]), B::wide(ys[i]), tol);
+    }
+    let groups = full.saturating_sub(j + head).min(k - head) / LANES * LANES;
+    let body = head..head + groups;
+    // A copy whose lanes are only indexed by constants, so that it lives in vector registers
+    // (the element-by-element loops index `l` at run time, which keeps it in memory).
+    let mut v = *l;
+    for (xb, yb) in xs[body.clone()]
+        .chunks_exact(LANES)
+        .zip(ys[body.clone()].chunks_exact(LANES))
+    {
+        for lane in 0..LANES {
+            v.step(lane, A::wide(xb[lane]), B::wide(yb[lane]), tol);
+        }
+    }
+    *l = v;
+    for i in body.end..k {
+        l.step(lane_of(j + i, full), A::wide(xs[i]), B::wide(ys[i]), tol);
+    }
+}
+
+/// [`pair_lanes`] for one side's sum of squares.
+#[inline(always)]
+fn side_lanes<A: Elem>(lanes: &mut [f64; LANES], xs: &[A::Raw], j: usize, full: usize) {
+    let k = xs.len();
+    let head = ((LANES - j % LANES) % LANES).min(k);
+    for (i, &x) in xs[..head].iter().enumerate() {
+        let x = A::wide(x);
+        lanes[lane_of(j + i, full)] += x * x;
+    }
+    let groups = full.saturating_sub(j + head).min(k - head) / LANES * LANES;
+    let body = head..head + groups;
+    let mut v = *lanes;
+    for c in xs[body.clone()].chunks_exact(LANES) {
+        for (lane, &x) in v.iter_mut().zip(c) {
+            let x = A::wide(x);
+            *lane += x * x;
+        }
+    }
+    *lanes = v;
+    for (i, &x) in xs.iter().enumerate().skip(body.end) {
+        let x = A::wide(x);
+        lanes[lane_of(j + i, full)] += x * x;
+    }
+}
+
 fn pair_visit(
     acc: Accumulator,
-    ours: ValuesRef<'_>,
-    reference: ValuesRef<'_>,
+    ours: Piece<'_>,
+    reference: Piece<'_>,
     base: u64,
     params: &Params,
     how: How,
@@ -171,14 +288,18 @@ fn pair_visit(
     /// Dispatch on ours' encoding, then on the reference's ([`Pair`]).
     struct Ours<'r, 'p> {
         acc: Accumulator,
-        reference: ValuesRef<'r>,
+        o_at: At,
+        reference: Piece<'r>,
+        n: usize,
         base: u64,
         p: &'p Params,
         how: How,
     }
     struct Pair<'o, 'p, A: Elem> {
         acc: Accumulator,
-        o: &'o [A::Raw],
+        o: Src<'o, A::Raw>,
+        r_at: At,
+        n: usize,
         base: u64,
         p: &'p Params,
         how: How,
@@ -188,14 +309,19 @@ fn pair_visit(
         fn visit<A: Elem>(self, o: &[A::Raw]) -> Accumulator {
             let Ours {
                 acc,
+                o_at,
                 reference,
+                n,
                 base,
                 p,
                 how,
             } = self;
-            reference.visit(Pair::<A> {
+            let o = Src { raw: o, at: o_at };
+            reference.values().visit(Pair::<A> {
                 acc,
                 o,
+                r_at: reference.at(),
+                n,
                 base,
                 p,
                 how,
@@ -205,19 +331,22 @@ fn pair_visit(
     impl<A: Elem> Visit for Pair<'_, '_, A> {
         type Out = Accumulator;
         fn visit<B: Elem>(self, r: &[B::Raw]) -> Accumulator {
+            let r = Src {
+                raw: r,
+                at: self.r_at,
+            };
             match self.how {
                 How::Chunks(chunk_len) => {
-                    run::<A, B>(self.acc, self.o, r, self.base, self.p, chunk_len)
+                    run::<A, B>(self.acc, self.o, r, self.n, self.base, self.p, chunk_len)
                 }
-                How::Continue => {
-                    let n = self.o.len().min(r.len());
-                    chunk_acc::<A, B>(self.acc, &self.o[..n], &r[..n], self.base, self.p)
-                }
+                How::Continue => chunk_acc::<A, B>(self.acc, self.o, r, self.n, self.base, self.p),
             }
         }
     }
-    ours.visit(Ours {
+    ours.values().visit(Ours {
         acc,
+        o_at: ours.at(),
+        n: ours.len().min(reference.len()),
         reference,
         base,
         p: params,
@@ -227,20 +356,27 @@ fn pair_visit(
 
 fn run<A: Elem, B: Elem>(
     acc: Accumulator,
-    o: &[A::Raw],
-    r: &[B::Raw],
+    o: Src<'_, A::Raw>,
+    r: Src<'_, B::Raw>,
+    n: usize,
     base: u64,
     p: &Params,
     chunk_len: usize,
 ) -> Accumulator {
-    let n = o.len().min(r.len());
     fold_chunks(
         n,
         chunk_len,
         acc,
         |c| {
-            let (o, r) = (&o[c.clone()], &r[c.clone()]);
-            chunk_acc::<A, B>(Accumulator::default(), o, r, base + c.start as u64, p)
+            let (o, r) = (o.skip(c.start), r.skip(c.start));
+            chunk_acc::<A, B>(
+                Accumulator::default(),
+                o,
+                r,
+                c.len(),
+                base + c.start as u64,
+                p,
+            )
         },
         |mut acc, part| {
             acc.merge(&part);
@@ -249,14 +385,16 @@ fn run<A: Elem, B: Elem>(
     )
 }
 
-/// One chunk, on the widest vector unit available: the same code compiled for AVX-512F or AVX2
-/// when the CPU has it (runtime detection), else for the baseline target. All compute the same
-/// IEEE operations in the same order (lane count is fixed by [`LANES`], not by the vector width;
-/// no FMA contraction; one inlined [`Lanes::step`]), so results do not depend on the CPU.
+/// One chunk (`n` elements), on the widest vector unit available: the same code compiled for
+/// AVX-512F or AVX2 when the CPU has it (runtime detection), else for the baseline target. All
+/// compute the same IEEE operations in the same order (lane count is fixed by [`LANES`], not
+/// by the vector width; no FMA contraction; one inlined [`Lanes::step`]), so results do not
+/// depend on the CPU.
 fn chunk_acc<A: Elem, B: Elem>(
     acc: Accumulator,
-    o: &[A::Raw],
-    r: &[B::Raw],
+    o: Src<'_, A::Raw>,
+    r: Src<'_, B::Raw>,
+    n: usize,
     base: u64,
     p: &Params,
 ) -> Accumulator {
@@ -264,79 +402,93 @@ fn chunk_acc<A: Elem, B: Elem>(
     {
         if std::arch::is_x86_feature_detected!("avx512f") {
             // SAFETY: the CPU supports AVX-512F, checked just above.
-            return unsafe { chunk_acc_avx512::<A, B>(acc, o, r, base, p) };
+            return unsafe { chunk_acc_avx512::<A, B>(acc, o, r, n, base, p) };
         }
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU supports AVX2, checked just above.
-            return unsafe { chunk_acc_avx2::<A, B>(acc, o, r, base, p) };
+            return unsafe { chunk_acc_avx2::<A, B>(acc, o, r, n, base, p) };
         }
     }
-    chunk_acc_portable::<A, B>(acc, o, r, base, p)
+    chunk_acc_portable::<A, B>(acc, o, r, n, base, p)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn chunk_acc_avx512<A: Elem, B: Elem>(
     acc: Accumulator,
-    o: &[A::Raw],
-    r: &[B::Raw],
+    o: Src<'_, A::Raw>,
+    r: Src<'_, B::Raw>,
+    n: usize,
     base: u64,
     p: &Params,
 ) -> Accumulator {
-    chunk_acc_portable::<A, B>(acc, o, r, base, p)
+    chunk_acc_portable::<A, B>(acc, o, r, n, base, p)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn chunk_acc_avx2<A: Elem, B: Elem>(
     acc: Accumulator,
-    o: &[A::Raw],
-    r: &[B::Raw],
+    o: Src<'_, A::Raw>,
+    r: Src<'_, B::Raw>,
+    n: usize,
     base: u64,
     p: &Params,
 ) -> Accumulator {
-    chunk_acc_portable::<A, B>(acc, o, r, base, p)
+    chunk_acc_portable::<A, B>(acc, o, r, n, base, p)
 }
 
 #[inline(always)]
 fn chunk_acc_portable<A: Elem, B: Elem>(
     mut acc: Accumulator,
-    o: &[A::Raw],
-    r: &[B::Raw],
+    o: Src<'_, A::Raw>,
+    r: Src<'_, B::Raw>,
+    n: usize,
     base: u64,
     p: &Params,
 ) -> Accumulator {
-    for (i, (ob, rb)) in o.chunks(BLOCK).zip(r.chunks(BLOCK)).enumerate() {
-        let block_base = base + (i * BLOCK) as u64;
-        if !fast_block::<A, B>(ob, rb, block_base, p, &mut acc) {
-            slow_block::<A, B>(ob, rb, block_base, p, &mut acc);
+    let mut at = 0;
+    while at < n {
+        let len = BLOCK.min(n - at);
+        let (ob, rb, block_base) = (o.skip(at), r.skip(at), base + at as u64);
+        if !fast_block::<A, B>(ob, rb, len, block_base, p, &mut acc) {
+            for_runs(ob, rb, len, |j, os, rs| {
+                slow_block::<A, B>(os, rs, block_base + j as u64, p, &mut acc);
+            });
         }
+        at += len;
     }
     acc
 }
 
-/// The vectorizable path for blocks where every value is finite. Returns false (and leaves `acc`
-/// untouched) when the block holds a NaN or Inf.
+/// The vectorizable path for a block of `len` elements where every value is finite. Returns
+/// false (and leaves `acc` untouched) when the block holds a NaN or Inf.
 #[inline(always)]
 fn fast_block<A: Elem, B: Elem>(
-    o: &[A::Raw],
-    r: &[B::Raw],
+    o: Src<'_, A::Raw>,
+    r: Src<'_, B::Raw>,
+    len: usize,
     base: u64,
     p: &Params,
     acc: &mut Accumulator,
 ) -> bool {
     let tol = *p;
     let mut l = Lanes::<LANES>::ZERO;
-    let oc = o.chunks_exact(LANES);
-    let rc = r.chunks_exact(LANES);
-    let (orem, rrem) = (oc.remainder(), rc.remainder());
-    for (ob, rb) in oc.zip(rc) {
-        for j in 0..LANES {
-            l.step(j, A::wide(ob[j]), B::wide(rb[j]), &tol);
-        }
-    }
-    for (x, y) in orem.iter().zip(rrem) {
-        l.step(0, A::wide(*x), B::wide(*y), &tol);
+    let full = len - len % LANES;
+    let mut j = 0;
+    while j < len {
+        let ro = o.at.run(j, len - j);
+        let rr = r.at.run(j, ro.len());
+        let k = rr.len();
+        pair_lanes::<A, B>(
+            &mut l,
+            &o.raw[ro.start..ro.start + k],
+            &r.raw[rr],
+            j,
+            full,
+            &tol,
+        );
+        j += k;
     }
     let so2: f64 = l.sum_o2.iter().sum();
     let sr2: f64 = l.sum_r2.iter().sum();
@@ -346,7 +498,7 @@ fn fast_block<A: Elem, B: Elem>(
     if !(so2.is_finite() && sr2.is_finite()) {
         return false;
     }
-    let len = o.len() as u64;
+    let len = len as u64;
     acc.n += len;
     acc.n_finite += len;
     acc.sum_o2 += so2;
@@ -368,18 +520,24 @@ fn fast_block<A: Elem, B: Elem>(
         .fold(0.0f64, |m, &v| if v > m { v } else { m });
     if len > 0 && (acc.max_abs_d_index.is_none() || bmx > acc.max_abs_d) {
         // Rescan this block for the first element attaining the maximum (rare: only when it grows).
-        let at = o
-            .iter()
-            .zip(r)
-            .position(|(&x, &y)| (A::wide(x) - B::wide(y)).abs() == bmx)
-            .unwrap_or(0);
+        let mut at = None;
+        for_runs(o, r, len as usize, |j, os, rs| {
+            if at.is_none() {
+                at = os
+                    .iter()
+                    .zip(rs)
+                    .position(|(&x, &y)| (A::wide(x) - B::wide(y)).abs() == bmx)
+                    .map(|i| j + i);
+            }
+        });
         acc.max_abs_d = bmx;
-        acc.max_abs_d_index = Some(base + at as u64);
+        acc.max_abs_d_index = Some(base + at.unwrap_or(0) as u64);
     }
     true
 }
 
-/// The careful per-element path: counts NaN/Inf per side and skips positions not finite on both.
+/// The careful per-element path: counts NaN/Inf per side and skips positions not finite on
+/// both. Over consecutive slices one after the other, the same as over their concatenation.
 fn slow_block<A: Elem, B: Elem>(
     o: &[A::Raw],
     r: &[B::Raw],
@@ -437,97 +595,103 @@ pub(crate) struct SideStats {
 
 #[cfg(test)]
 pub(crate) fn side_stats(values: ValuesRef<'_>) -> SideStats {
-    side_stats_into(SideStats::default(), values, DEFAULT_CHUNK_LEN)
+    side_stats_into(SideStats::default(), values.into(), DEFAULT_CHUNK_LEN)
 }
 
 /// Continues `stats` over the next values of a side ([`accumulate_into`]'s rule: pieces that
 /// start at multiples of `chunk_len` give the statistics of the whole, bit for bit).
-pub(crate) fn side_stats_into(
-    stats: SideStats,
-    values: ValuesRef<'_>,
-    chunk_len: usize,
-) -> SideStats {
+pub(crate) fn side_stats_into(stats: SideStats, values: Piece<'_>, chunk_len: usize) -> SideStats {
     side_visit(stats, values, How::Chunks(chunk_len))
 }
 
 /// Continues the statistics of one open chunk over its next values ([`continue_chunk`]'s
 /// rule: they start at a multiple of [`BLOCK`] from the chunk's start).
-pub(crate) fn continue_side_chunk(stats: SideStats, values: ValuesRef<'_>) -> SideStats {
+pub(crate) fn continue_side_chunk(stats: SideStats, values: Piece<'_>) -> SideStats {
     side_visit(stats, values, How::Continue)
 }
 
-fn side_visit(stats: SideStats, values: ValuesRef<'_>, how: How) -> SideStats {
+fn side_visit(stats: SideStats, values: Piece<'_>, how: How) -> SideStats {
     struct Go {
         stats: SideStats,
+        at: At,
+        n: usize,
         how: How,
     }
     impl Visit for Go {
         type Out = SideStats;
         fn visit<A: Elem>(self, v: &[A::Raw]) -> SideStats {
+            let v = Src {
+                raw: v,
+                at: self.at,
+            };
             match self.how {
                 How::Chunks(chunk_len) => fold_chunks(
-                    v.len(),
+                    self.n,
                     chunk_len,
                     self.stats,
-                    |c| side_chunk::<A>(SideStats::default(), &v[c]),
+                    |c| side_chunk::<A>(SideStats::default(), v.skip(c.start), c.len()),
                     |mut a, b| {
                         a.merge_from(&b);
                         a
                     },
                 ),
-                How::Continue => side_chunk::<A>(self.stats, v),
+                How::Continue => side_chunk::<A>(self.stats, v, self.n),
             }
         }
     }
-    values.visit(Go { stats, how })
+    values.values().visit(Go {
+        stats,
+        at: values.at(),
+        n: values.len(),
+        how,
+    })
 }
 
-/// One chunk (or the rest of one) of [`side_stats_into`], block by block ([`BLOCK`], as the
-/// pair kernel): [`LANES`] partial sums per block, vectorized where the CPU allows; a block
-/// whose sum is not finite is summed again element by element, skipping NaN / Inf. The order
-/// of operations is fixed by the code, so every CPU gets the same bits.
-fn side_chunk<A: Elem>(stats: SideStats, v: &[A::Raw]) -> SideStats {
+/// One chunk (or the rest of one: `n` elements) of [`side_stats_into`], block by block
+/// ([`BLOCK`], as the pair kernel): [`LANES`] partial sums per block, vectorized where the CPU
+/// allows; a block whose sum is not finite is summed again element by element, skipping NaN /
+/// Inf. The order of operations is fixed by the code, so every CPU gets the same bits.
+fn side_chunk<A: Elem>(stats: SideStats, v: Src<'_, A::Raw>, n: usize) -> SideStats {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx512f") {
             // SAFETY: the CPU supports AVX-512F, checked just above.
-            return unsafe { side_chunk_avx512::<A>(stats, v) };
+            return unsafe { side_chunk_avx512::<A>(stats, v, n) };
         }
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU supports AVX2, checked just above.
-            return unsafe { side_chunk_avx2::<A>(stats, v) };
+            return unsafe { side_chunk_avx2::<A>(stats, v, n) };
         }
     }
-    side_chunk_portable::<A>(stats, v)
+    side_chunk_portable::<A>(stats, v, n)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn side_chunk_avx512<A: Elem>(stats: SideStats, v: &[A::Raw]) -> SideStats {
-    side_chunk_portable::<A>(stats, v)
+unsafe fn side_chunk_avx512<A: Elem>(stats: SideStats, v: Src<'_, A::Raw>, n: usize) -> SideStats {
+    side_chunk_portable::<A>(stats, v, n)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn side_chunk_avx2<A: Elem>(stats: SideStats, v: &[A::Raw]) -> SideStats {
-    side_chunk_portable::<A>(stats, v)
+unsafe fn side_chunk_avx2<A: Elem>(stats: SideStats, v: Src<'_, A::Raw>, n: usize) -> SideStats {
+    side_chunk_portable::<A>(stats, v, n)
 }
 
 #[inline(always)]
-fn side_chunk_portable<A: Elem>(mut s: SideStats, v: &[A::Raw]) -> SideStats {
-    for block in v.chunks(BLOCK) {
+fn side_chunk_portable<A: Elem>(mut s: SideStats, v: Src<'_, A::Raw>, n: usize) -> SideStats {
+    let mut at = 0;
+    while at < n {
+        let len = BLOCK.min(n - at);
+        let block = v.skip(at);
+        at += len;
         let mut lanes = [0f64; LANES];
-        let exact = block.chunks_exact(LANES);
-        let rest = exact.remainder();
-        for c in exact {
-            for (lane, &x) in lanes.iter_mut().zip(c) {
-                let x = A::wide(x);
-                *lane += x * x;
-            }
-        }
-        for &x in rest {
-            let x = A::wide(x);
-            lanes[0] += x * x;
+        let full = len - len % LANES;
+        let mut j = 0;
+        while j < len {
+            let run = block.at.run(j, len - j);
+            j += run.len();
+            side_lanes::<A>(&mut lanes, &v.raw[run.clone()], j - run.len(), full);
         }
         let sum: f64 = lanes.iter().sum();
         if sum.is_finite() {
@@ -535,16 +699,18 @@ fn side_chunk_portable<A: Elem>(mut s: SideStats, v: &[A::Raw]) -> SideStats {
             continue;
         }
         // A NaN or Inf (or squares past f64's range): element by element, finite ones only.
-        for &x in block {
-            let x = A::wide(x);
-            if x.is_finite() {
-                s.sum_sq += x * x;
-            } else if x.is_nan() {
-                s.nan += 1;
-            } else {
-                s.inf += 1;
+        for_runs(block, block, len, |_, xs, _| {
+            for &x in xs {
+                let x = A::wide(x);
+                if x.is_finite() {
+                    s.sum_sq += x * x;
+                } else if x.is_nan() {
+                    s.nan += 1;
+                } else {
+                    s.inf += 1;
+                }
             }
-        }
+        });
     }
     s
 }
@@ -665,8 +831,8 @@ impl Chunked<Accumulator> {
     /// Feeds the next elements of both sides (equally many; the shorter length counts).
     pub(crate) fn feed_pair(
         &mut self,
-        ours: ValuesRef<'_>,
-        reference: ValuesRef<'_>,
+        ours: Piece<'_>,
+        reference: Piece<'_>,
         params: &Params,
         chunk_len: usize,
     ) {
@@ -688,7 +854,7 @@ impl Chunked<Accumulator> {
 
 impl Chunked<SideStats> {
     /// Feeds the next elements of one side.
-    pub(crate) fn feed_side(&mut self, values: ValuesRef<'_>, chunk_len: usize) {
+    pub(crate) fn feed_side(&mut self, values: Piece<'_>, chunk_len: usize) {
         self.feed(
             values.len(),
             chunk_len,
@@ -773,8 +939,16 @@ mod tests {
         let o: Vec<f32> = (0..5000).map(|i| ((i as f32) * 0.37).sin() * 3.0).collect();
         let mut r: Vec<f64> = o.iter().map(|&x| f64::from(x) * 1.001 + 1e-4).collect();
         r[777] = f64::NAN;
-        let dispatched = chunk_acc::<F32, F64>(Accumulator::default(), &o, &r, 10, &P);
-        let portable = chunk_acc_portable::<F32, F64>(Accumulator::default(), &o, &r, 10, &P);
+        let dispatched =
+            chunk_acc::<F32, F64>(Accumulator::default(), flat(&o), flat(&r), o.len(), 10, &P);
+        let portable = chunk_acc_portable::<F32, F64>(
+            Accumulator::default(),
+            flat(&o),
+            flat(&r),
+            o.len(),
+            10,
+            &P,
+        );
         assert_eq!(dispatched, portable);
         assert_eq!(dispatched.nonfinite_mismatch, 1);
         // Each vector build this CPU can run, not only the one dispatch picks.
@@ -782,32 +956,62 @@ mod tests {
         {
             if std::arch::is_x86_feature_detected!("avx2") {
                 // SAFETY: the CPU supports AVX2, checked just above.
-                let avx2 =
-                    unsafe { chunk_acc_avx2::<F32, F64>(Accumulator::default(), &o, &r, 10, &P) };
+                let avx2 = unsafe {
+                    chunk_acc_avx2::<F32, F64>(
+                        Accumulator::default(),
+                        flat(&o),
+                        flat(&r),
+                        o.len(),
+                        10,
+                        &P,
+                    )
+                };
                 assert_eq!(avx2, portable);
             }
             if std::arch::is_x86_feature_detected!("avx512f") {
                 // SAFETY: the CPU supports AVX-512F, checked just above.
-                let avx512 =
-                    unsafe { chunk_acc_avx512::<F32, F64>(Accumulator::default(), &o, &r, 10, &P) };
+                let avx512 = unsafe {
+                    chunk_acc_avx512::<F32, F64>(
+                        Accumulator::default(),
+                        flat(&o),
+                        flat(&r),
+                        o.len(),
+                        10,
+                        &P,
+                    )
+                };
                 assert_eq!(avx512, portable);
             }
         }
         // One side's norm too (`side_chunk`).
         let d = SideStats::default();
-        let portable = side_chunk_portable::<F64>(d, &r);
-        assert_eq!(side_chunk::<F64>(d, &r), portable);
+        let portable = side_chunk_portable::<F64>(d, flat(&r), r.len());
+        assert_eq!(side_chunk::<F64>(d, flat(&r), r.len()), portable);
         assert_eq!(portable.nan, 1);
         #[cfg(target_arch = "x86_64")]
         {
             if std::arch::is_x86_feature_detected!("avx2") {
                 // SAFETY: the CPU supports AVX2, checked just above.
-                assert_eq!(unsafe { side_chunk_avx2::<F64>(d, &r) }, portable);
+                assert_eq!(
+                    unsafe { side_chunk_avx2::<F64>(d, flat(&r), r.len()) },
+                    portable
+                );
             }
             if std::arch::is_x86_feature_detected!("avx512f") {
                 // SAFETY: the CPU supports AVX-512F, checked just above.
-                assert_eq!(unsafe { side_chunk_avx512::<F64>(d, &r) }, portable);
+                assert_eq!(
+                    unsafe { side_chunk_avx512::<F64>(d, flat(&r), r.len()) },
+                    portable
+                );
             }
+        }
+    }
+
+    /// A slice as the kernel reads it.
+    fn flat<R>(raw: &[R]) -> Src<'_, R> {
+        Src {
+            raw,
+            at: At::Flat(0),
         }
     }
 

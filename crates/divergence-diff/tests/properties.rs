@@ -312,9 +312,9 @@ fn feed(fold: &mut ProbeFold, o: &[f32], r: &[f32], t: Option<&[f64]>, piece: us
         }
         Needs::Pair { truth } => {
             for (i, (oc, rc)) in o.chunks(piece).zip(r.chunks(piece)).enumerate() {
-                let tc = t
-                    .filter(|_| truth)
-                    .map(|t| ValuesRef::F64(&t[i * piece..(i * piece + oc.len()).min(t.len())]));
+                let tc = t.filter(|_| truth).map(|t| {
+                    ValuesRef::F64(&t[i * piece..(i * piece + oc.len()).min(t.len())]).into()
+                });
                 fold.push_pair(ValuesRef::F32(oc), ValuesRef::F32(rc), tc);
             }
         }
@@ -350,7 +350,9 @@ fn feed_sizes(fold: &mut ProbeFold, o: &[f32], r: &[f32], t: Option<&[f64]>, siz
         }
         Needs::Pair { truth } => {
             for c in cuts(o.len()) {
-                let tc = t.filter(|_| truth).map(|t| ValuesRef::F64(&t[c.clone()]));
+                let tc = t
+                    .filter(|_| truth)
+                    .map(|t| ValuesRef::F64(&t[c.clone()]).into());
                 fold.push_pair(ValuesRef::F32(&o[c.clone()]), ValuesRef::F32(&r[c]), tc);
             }
         }
@@ -424,6 +426,155 @@ proptest! {
         let streamed = fold.finish();
         prop_assert_eq!(
             serde_json::to_string(&streamed).unwrap(),
+            serde_json::to_string(&whole).unwrap()
+        );
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// A split part read in place (a [`Piece`] of a strided [`Gather`] over its fused tensor:
+    /// runs of `take` elements out of every row of `stride`), fed in pieces of block multiples
+    /// that start and end anywhere in a run, gives the row of the part copied out, bit for bit:
+    /// any run length (multiples of the kernel's 8 lanes or not), on either side or both and
+    /// the truth, NaN / Inf inside and outside the part, one-sided probes.
+    #[test]
+    fn split_parts_read_in_place_are_the_parts_copied_out(
+        rows in 1usize..40,
+        take in prop::collection::vec(1usize..700, 3),
+        before in prop::collection::vec(0usize..30, 3),
+        after in prop::collection::vec(0usize..30, 3),
+        gathered in prop::collection::vec(any::<bool>(), 3),
+        seed in any::<u64>(),
+        specials in prop::collection::vec((0usize..40_000, 0u8..3), 0..4),
+        sizes in prop::collection::vec(1usize..4, 1..4),
+        case in 0usize..3,
+    ) {
+        let unit = divergence_diff::metrics::BLOCK;
+        let cfg = DiffConfig {
+            tolerance: Tolerance::from_flags(false, None, None, Some(3.0)),
+            chunk_len: unit * 2,
+            ..DiffConfig::default()
+        };
+        let mut x = seed | 1;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 40) as f32 / (1u64 << 24) as f32 * 8.0 - 4.0
+        };
+        // Each side (ours, ref, truth) is one part of a fused tensor of its own, all the
+        // parts `n` elements long: the rows differ so that the runs break at other places.
+        let n = rows * take[0];
+        let layouts: Vec<(usize, Gather)> = (0..3)
+            .map(|s| {
+                let mut take = take[s];
+                while n % take != 0 {
+                    take -= 1;
+                }
+                let stride = before[s] + take + after[s];
+                (n / take * stride, Gather { stride, offset: before[s], take })
+            })
+            .collect();
+        let mut fused: Vec<Vec<f32>> = layouts.iter().map(|(len, _)| (0..*len).map(|_| next()).collect()).collect();
+        for &(at, kind) in &specials {
+            let side = at % 2;
+            if let Some(v) = fused[side].get_mut(at / 2) {
+                *v = [f32::NAN, f32::INFINITY, f32::MAX][kind as usize];
+            }
+        }
+        // The parts copied out, the reference's and the truth's near ours'.
+        let copy = |s: usize, v: &[f32]| -> Vec<f32> {
+            let g = layouts[s].1;
+            let piece = Piece::gathered(ValuesRef::F32(v), g, 0, n).unwrap();
+            let mut buf = Vec::new();
+            piece.flat(&mut buf).to_f64_vec().iter().map(|&x| x as f32).collect()
+        };
+        let a = copy(0, &fused[0]);
+        // ref = ours + noise, written back into its fused tensor at the part's places.
+        let g1 = layouts[1].1;
+        for (k, &v) in a.iter().enumerate() {
+            let at = (k / g1.take) * g1.stride + g1.offset + k % g1.take;
+            let old = fused[1][at];
+            fused[1][at] = if old.is_finite() { v + next() * 1e-3 } else { old };
+        }
+        let b = copy(1, &fused[1]);
+        let g2 = layouts[2].1;
+        let tf: Vec<f64> = {
+            let mut t: Vec<f64> = fused[2].iter().map(|&v| f64::from(v)).collect();
+            for (k, &v) in b.iter().enumerate() {
+                t[(k / g2.take) * g2.stride + g2.offset + k % g2.take] = f64::from(v) + 1e-4;
+            }
+            t
+        };
+        let t = {
+            let piece = Piece::gathered(ValuesRef::F64(&tf), g2, 0, n).unwrap();
+            let mut buf = Vec::new();
+            piece.flat(&mut buf).to_f64_vec()
+        };
+        let flat = [n];
+        let (oa, ra): (Option<&[f32]>, Option<&[f32]>) = match case {
+            1 => (Some(&a), None),
+            2 => (None, Some(&b)),
+            _ => (Some(&a), Some(&b)),
+        };
+        let o_side = oa.map(|v| Side { shape: &flat, values: ValuesRef::F32(v), dtype: "bfloat16" });
+        let r_side = ra.map(|v| Side { shape: &flat, values: ValuesRef::F32(v), dtype: "bfloat16" });
+        let t_side = Side { shape: &flat, values: ValuesRef::F64(&t), dtype: "float64" };
+        let whole = compare_with_truth("p", o_side, r_side, Some(t_side), &cfg);
+        // The same values in place: each side a gather over its fused tensor, or (when
+        // `gathered` says no) its copy, pushed in pieces of block multiples.
+        fn side_piece<'a>(g: Option<Gather>, copy: &'a [f32], fused: &'a [f32], range: std::ops::Range<usize>) -> Piece<'a> {
+            match g {
+                Some(g) => Piece::gathered(ValuesRef::F32(fused), g, range.start, range.len()).unwrap(),
+                None => ValuesRef::F32(&copy[range]).into(),
+            }
+        }
+        let g = |s: usize| Some(layouts[s].1).filter(|_| gathered[s]);
+        let t_piece = |range: std::ops::Range<usize>| -> Piece<'_> {
+            if gathered[2] {
+                Piece::gathered(ValuesRef::F64(&tf), g2, range.start, range.len()).unwrap()
+            } else {
+                ValuesRef::F64(&t[range]).into()
+            }
+        };
+        let mut cuts = Vec::new();
+        let mut at = 0;
+        for &k in sizes.iter().cycle() {
+            if at >= n {
+                break;
+            }
+            let end = (at + k * unit).min(n);
+            cuts.push(at..end);
+            at = end;
+        }
+        let mut fold = ProbeFold::new("p", o_side.map(|s| s.head()), r_side.map(|s| s.head()), &cfg)
+            .with_truth(Some(t_side.head()));
+        match fold.needs() {
+            Needs::Nothing => {}
+            Needs::Ours | Needs::Ref | Needs::Apart => {
+                for c in &cuts {
+                    if oa.is_some() {
+                        fold.push_side(Which::Ours, side_piece(g(0), &a, &fused[0], c.clone()));
+                    }
+                    if ra.is_some() {
+                        fold.push_side(Which::Ref, side_piece(g(1), &b, &fused[1], c.clone()));
+                    }
+                }
+            }
+            Needs::Pair { truth } => {
+                for c in &cuts {
+                    fold.push_pair(
+                        side_piece(g(0), &a, &fused[0], c.clone()),
+                        side_piece(g(1), &b, &fused[1], c.clone()),
+                        Some(t_piece(c.clone())).filter(|_| truth),
+                    );
+                }
+            }
+        }
+        prop_assert_eq!(
+            serde_json::to_string(&fold.finish()).unwrap(),
             serde_json::to_string(&whole).unwrap()
         );
     }

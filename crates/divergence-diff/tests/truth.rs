@@ -336,7 +336,7 @@ fn a_truth_that_cannot_be_read_whole_keeps_the_presets_verdict() {
     f.push_pair(
         ValuesRef::F64(&o),
         ValuesRef::F64(&r),
-        Some(ValuesRef::F64(&t[..3])),
+        Some(ValuesRef::F64(&t[..3]).into()),
     );
     check(f.finish(), "truth: 3 values do not fill shape [4]");
     // Every value pushed, then the reader finds the stream damaged at its end.
@@ -344,7 +344,7 @@ fn a_truth_that_cannot_be_read_whole_keeps_the_presets_verdict() {
     f.push_pair(
         ValuesRef::F64(&o),
         ValuesRef::F64(&r),
-        Some(ValuesRef::F64(&t)),
+        Some(ValuesRef::F64(&t).into()),
     );
     f.truth_failed("truth: crc-32 mismatch".into());
     check(f.finish(), "truth: crc-32 mismatch");

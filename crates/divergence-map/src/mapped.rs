@@ -9,7 +9,7 @@ use std::path::Path;
 
 use divergence_dump::{Chunks, DType, Dump, DumpError, Format, Meta, Tensor, TensorView, Values};
 
-use divergence_values::{Elem, ValuesRef, Visit};
+use divergence_values::{Elem, Gather, Piece, ValuesRef, Visit};
 
 use crate::array::Step;
 use crate::resolve::{Resolved, Virtual};
@@ -188,7 +188,7 @@ impl<'a> MappedDump<'a> {
     /// A split part of a source stored in place (zero-copy) whose values fit f32 exactly. A
     /// part of a deflated source is computed whole instead ([`MappedDump::view`]).
     fn streamable(&self, v: &Virtual) -> bool {
-        part_of(v).is_some_and(|(source, ..)| self.in_place_f32(source))
+        part_of(v).is_some_and(|(source, ..)| self.dump.is_zero_copy(source))
     }
 
     /// A source stored in place (zero-copy) whose values fit f32 exactly.
@@ -198,9 +198,10 @@ impl<'a> MappedDump<'a> {
     }
 
     /// The tensor `per` elements at a time: [`Dump::chunks`] of a renamed tensor, or a split
-    /// part gathered piece by piece from its source's stored bytes (no copy of the whole part;
-    /// pieces start at multiples of `per`, as the diff's bit-identical streaming needs). A
-    /// computed tensor of another kind is read whole by [`MappedDump::view`] instead.
+    /// part of a source stored in place, read where it is stored (each piece a [`Piece`] of a
+    /// strided [`Gather`] over the source's bytes: no copy; pieces start at multiples of
+    /// `per`, as the diff's bit-identical streaming needs). A computed tensor of another kind
+    /// is read whole by [`MappedDump::view`] instead.
     pub fn pieces(&self, name: &str, per: usize) -> Result<Pieces<'a>, DumpError> {
         match self.source(name) {
             Some(Source::Stored(s)) => self.dump.chunks(s, per).map(Pieces::Stored),
@@ -212,15 +213,18 @@ impl<'a> MappedDump<'a> {
                         .iter()
                         .skip(1)
                         .product();
+                    let gather = Gather {
+                        stride: dim * inner,
+                        offset: start * inner,
+                        take: len * inner,
+                    };
                     Ok(Pieces::Part(Part {
                         shape: v.shape.clone(),
+                        len: gather.len(view.values().len()),
                         view,
-                        block: dim * inner,
-                        from: start * inner,
-                        take: len * inner,
+                        gather,
                         per: per.max(1),
                         done: 0,
-                        buf: Vec::new(),
                     }))
                 }
                 None => self.dump.chunks(name, per).map(Pieces::Stored),
@@ -485,7 +489,7 @@ fn part_of(v: &Virtual) -> Option<(&str, usize, usize, usize)> {
 pub enum Pieces<'a> {
     /// Stored under another name: the dump's own [`Chunks`].
     Stored(Chunks<'a>),
-    /// One part of a split, gathered from its source.
+    /// One part of a split, read in place from its source.
     Part(Part<'a>),
 }
 
@@ -501,7 +505,7 @@ impl Pieces<'_> {
     pub fn len(&self) -> usize {
         match self {
             Pieces::Stored(c) => c.len(),
-            Pieces::Part(p) => p.len(),
+            Pieces::Part(p) => p.len,
         }
     }
 
@@ -509,53 +513,42 @@ impl Pieces<'_> {
         self.len() == 0
     }
 
+    /// Whether the pieces are a split part's, read in place.
+    pub fn is_part(&self) -> bool {
+        matches!(self, Pieces::Part(_))
+    }
+
     /// The next piece, `None` at the end (see [`Chunks::next_piece`]).
-    pub fn next_piece(&mut self) -> Result<Option<ValuesRef<'_>>, DumpError> {
+    pub fn next_piece(&mut self) -> Result<Option<Piece<'_>>, DumpError> {
         match self {
-            Pieces::Stored(c) => c.next_piece(),
+            Pieces::Stored(c) => Ok(c.next_piece()?.map(Piece::from)),
             Pieces::Part(p) => Ok(p.next_piece()),
         }
     }
 }
 
-/// A split part read piece by piece from its source's view: element `k` of the part is
-/// element `(k / take) * block + from + k % take` of the source.
+/// A split part read piece by piece from its source's view, in place: element `k` of the part
+/// is element `k` of the [`Gather`] over the source.
 pub struct Part<'a> {
     shape: Vec<usize>,
     view: TensorView<'a>,
-    block: usize,
-    from: usize,
-    take: usize,
+    gather: Gather,
+    /// Elements in the part.
+    len: usize,
     per: usize,
     done: usize,
-    buf: Vec<f32>,
 }
 
 impl Part<'_> {
-    fn len(&self) -> usize {
-        if self.block == 0 {
-            return 0;
-        }
-        (self.view.values().len() / self.block) * self.take
-    }
-
-    fn next_piece(&mut self) -> Option<ValuesRef<'_>> {
-        let total = self.len();
-        let n = self.per.min(total - self.done);
+    fn next_piece(&mut self) -> Option<Piece<'_>> {
+        let n = self.per.min(self.len - self.done);
         if n == 0 {
             return None;
         }
-        self.buf.clear();
-        let (mut k, end) = (self.done, self.done + n);
-        while k < end {
-            let (o, within) = (k / self.take, k % self.take);
-            let run = (self.take - within).min(end - k);
-            let at = o * self.block + self.from + within;
-            extend_f32(&mut self.buf, self.view.values(), at, run);
-            k += run;
-        }
-        self.done = end;
-        Some(ValuesRef::F32(&self.buf))
+        let start = self.done;
+        self.done += n;
+        // Always in range: `len` is the gather's length over these values.
+        Piece::gathered(self.view.values(), self.gather, start, n)
     }
 }
 

@@ -9,17 +9,21 @@
 //! - [`Lanes::step`]: the per-element update of the pairwise statistics (squares, differences,
 //!   max error, relative error, tolerance count), `#[inline(always)]` so that each vector build
 //!   of a kernel (AVX-512, AVX2, portable) inlines the same IEEE operations in the same order.
+//! - [`Piece`]: consecutive elements of a tensor where they are stored: a slice, or a run of
+//!   a strided [`Gather`] (one part of a fused tensor) that the kernels read in place.
 //! - [`fold_chunks`]: the deterministic parallel reduction both streaming kernels run on
 //!   (chunks on rayon, merged in chunk order: results do not depend on the number of threads).
 //!
 //! No I/O, no errors, no dependency on another divergence crate.
 
 mod chunks;
+mod piece;
 mod step;
 mod values;
 mod widen;
 
 pub use chunks::fold_chunks;
+pub use piece::{At, Gather, Piece};
 pub use step::{Lanes, Tol};
 pub use values::{ValuesRef, Visit};
 pub use widen::{bf16_to_f32, elem, f16_to_f32, Elem};

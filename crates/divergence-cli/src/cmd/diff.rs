@@ -1020,17 +1020,13 @@ fn compare_probe(
     }
 }
 
-/// Elements per piece of a streamed probe with a split part ([`stream_probe`]), rounded up to
-/// [`DiffConfig::piece_unit`] (a chunk when chunks are smaller): 64 KiB of f32, which stays in
-/// a core's cache.
-const PART_PIECE: usize = 1 << 14;
-
 /// One side of a streamed probe: its pieces and original dtype.
 type Stream<'a> = (Pieces<'a>, String);
 
 /// [`compare_probe`] in bounded memory: every side read piece by piece ([`Dump::chunks`], one
-/// [`DiffConfig::chunk_len`] of elements at a time, or [`PART_PIECE`] when a side is a split
-/// part; the sides in lockstep) into a [`ProbeFold`], whose row equals
+/// [`DiffConfig::chunk_len`] of elements at a time; a split part in place, a strided
+/// [`divergence_diff::Piece`] over its source; the sides in lockstep) into a [`ProbeFold`],
+/// whose row equals
 /// [`divergence_diff::compare_with_truth`]'s on the whole tensors. Memory: one piece per side,
 /// whatever the tensors' sizes (a Fortran-order tensor excepted, see
 /// [`divergence_dump::MAX_REORDER_BYTES`]). No rayon call here: a thread waiting in rayon may
@@ -1067,18 +1063,7 @@ fn stream_probe(
             dtype: dtype.as_str(),
         })
     }
-    // A split part is gathered from its fused source piece by piece: small pieces (a multiple
-    // of the fold's unit) stay in the core's cache between the gather and the comparison
-    // (docs/performance.md, "Name maps"); the other sides go in lockstep with it.
-    let part = ours.is_part(ours_name)
-        || reference.is_part(name)
-        || truth.is_some_and(|t| t.is_part(name));
-    // At most one chunk: a piece never reaches the fold's parallel whole-chunk path.
-    let per = if part && PART_PIECE < cfg.chunk_len {
-        PART_PIECE.div_ceil(cfg.piece_unit()) * cfg.piece_unit()
-    } else {
-        cfg.chunk_len
-    };
+    let per = cfg.chunk_len;
     let mut o = match open(ours, ours_name, per).transpose() {
         Ok(o) => o,
         Err(msg) => return divergence_diff::unreadable(name, Which::Ours, msg),
@@ -1137,9 +1122,9 @@ fn stream_probe(
             // A tensor of several pieces inflates the reference's pieces on a thread of its
             // own, beside ours': a dump of a few huge members keeps two cores busy (measured,
             // docs/performance.md). A scoped thread, not rayon: a thread waiting in rayon may
-            // start another probe (and its buffers) meanwhile. Not beside a split part: its
-            // pieces are too small to pay for a thread each.
-            let beside = !part && oc.len() > per;
+            // start another probe (and its buffers) meanwhile. Not beside a split part: it is
+            // read in place, with nothing to inflate.
+            let beside = !oc.is_part() && !rc.is_part() && oc.len() > per;
             loop {
                 let (po, pr) = if beside {
                     std::thread::scope(|s| {
