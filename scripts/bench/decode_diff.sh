@@ -27,6 +27,8 @@ mkdir -p "$OUT"
 W=${W:-/tmp/decode-diff-work}
 mkdir -p "$W"
 DEVICE=${DEVICE:-cuda}
+# Where our model runs (the CPU build on the GPU machine's host: OURS_DEVICE=cpu RUN_BIN=...).
+OURS_DEVICE=${OURS_DEVICE:-$DEVICE}
 CONFIG=${CONFIG:-fixtures/configs/qwen3-0.6b.json}
 STEPS=${STEPS:-"0 64 256"}
 RUNS=${RUNS:-5}
@@ -61,7 +63,7 @@ EOF
 "$PY" scripts/dump_reference.py --config "$CONFIG" --seed 0 --save-model "$W/model" \
   --save-dtype bfloat16 --ids 1 --only '^model\.embed_tokens$' --out "$W/throwaway.npz" --quiet \
   >> "$OUT/log.txt" 2>&1
-"$RUN" run --model "$W/model" --ids 1,2,3 --decode-ids 4,5 --device "$DEVICE" --dtype bf16 \
+"$RUN" run --model "$W/model" --ids 1,2,3 --decode-ids 4,5 --device "$OURS_DEVICE" --dtype bf16 \
   >> "$OUT/log.txt" 2>&1 # JIT warm-up
 
 : > "$OUT/results.md"
@@ -72,7 +74,7 @@ for n in $STEPS; do
   [ "$n" = 0 ] && dec=() && from=()
   "$PY" scripts/dump_reference.py --model "$W/model" --ids-file "$W/ids64.txt" --dtype bfloat16 \
     --attn eager --device "$DEVICE" "${dec[@]}" --out "$W/ref.npz" --quiet >> "$OUT/log.txt" 2>&1
-  "$RUN" run --model "$W/model" --ids-file "$W/ids64.txt" --device "$DEVICE" --dtype bf16 \
+  "$RUN" run --model "$W/model" --ids-file "$W/ids64.txt" --device "$OURS_DEVICE" --dtype bf16 \
     "${from[@]}" --out "$W/ours.npz" >> "$OUT/log.txt" 2>&1
   "$PY" scripts/bench/decode_diff.py --steps "$n" --runs "$RUNS" --ours "$W/ours.npz" \
     --ref "$W/ref.npz" --json-dir "$OUT" "${diffs[@]}" >> "$OUT/results.md" 2>> "$OUT/log.txt"

@@ -315,6 +315,9 @@ fn prefix_mapping(ours: &[String], reference: &[String]) -> Option<Prefix> {
 /// `prefix_mapping`) are matched in the reference's naming: each mapped probe is a row under
 /// the reference's name, [`OrderPlan::ours_name`] gives ours' name, and a warning says so.
 pub fn plan_order(ours: &DumpNames<'_>, reference: &DumpNames<'_>) -> OrderPlan {
+    if let Some(plan) = same_names(ours, reference) {
+        return plan;
+    }
     if !(ours.single_tensor_file && reference.single_tensor_file) {
         if let Some(prefix) = prefix_mapping(ours.names, reference.names) {
             let ref_set: HashSet<&str> = reference.names.iter().map(String::as_str).collect();
@@ -363,6 +366,25 @@ pub fn plan_order(ours: &DumpNames<'_>, reference: &DumpNames<'_>) -> OrderPlan 
         }
     }
     plan_named(ours, reference)
+}
+
+/// [`plan_order`] of the common case where it has nothing to reconcile: the same names in the
+/// same order in both files, which is the order the reference's metadata records (two dumps
+/// made from one probe list, such as ours and the exporter's, one pass or decode steps). The
+/// plan is then that order, as [`plan_named`] makes it (tested), without hashing every name
+/// of a decode dump three times; `None` otherwise.
+fn same_names(ours: &DumpNames<'_>, reference: &DumpNames<'_>) -> Option<OrderPlan> {
+    let base = reference.meta_order.filter(|m| !m.is_empty())?;
+    let same = |a: &[String], b: &[String]| {
+        a.len() == b.len() && a.par_iter().with_min_len(4096).zip(b).all(|(x, y)| x == y)
+    };
+    let plain = !(ours.single_tensor_file || reference.single_tensor_file);
+    (plain && same(base, reference.names) && same(ours.names, reference.names)).then(|| OrderPlan {
+        order: base.to_vec(),
+        source: OrderSource::RefMeta,
+        warnings: Vec::new(),
+        renamed_in_ours: Vec::new(),
+    })
 }
 
 /// [`plan_order`] once both dumps use one naming.
@@ -522,6 +544,42 @@ mod tests {
 
     fn s(v: &[&str]) -> Vec<String> {
         v.iter().map(|x| x.to_string()).collect()
+    }
+
+    /// The shortcut for two dumps with one name list gives the general path's plan; it does
+    /// not apply as soon as the lists or the recorded order differ.
+    #[test]
+    fn the_same_names_in_the_same_order_plan_as_the_general_path() {
+        fn dn<'a>(meta: Option<&'a [String]>, names: &'a [String]) -> DumpNames<'a> {
+            DumpNames {
+                meta_order: meta,
+                names,
+                file_order_preserved: true,
+                single_tensor_file: false,
+            }
+        }
+        let names = s(&[
+            "model.embed_tokens",
+            "model.layers.0",
+            "lm_head",
+            "model.layers.0@1",
+        ]);
+        let swapped = s(&[
+            "model.layers.0",
+            "model.embed_tokens",
+            "lm_head",
+            "model.layers.0@1",
+        ]);
+        let (o, r) = (dn(Some(&names), &names), dn(Some(&names), &names));
+        assert!(same_names(&o, &r).is_some());
+        assert_eq!(plan_order(&o, &r), plan_named(&o, &r));
+        for (o, r) in [
+            (dn(Some(&names), &swapped), dn(Some(&names), &names)),
+            (dn(None, &names), dn(Some(&swapped), &names)),
+            (dn(None, &names), dn(None, &names)),
+        ] {
+            assert!(same_names(&o, &r).is_none());
+        }
     }
 
     #[test]

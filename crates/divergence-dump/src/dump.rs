@@ -162,7 +162,14 @@ impl Dump {
 
     /// True if the dump lists this tensor, even one whose entry cannot be read.
     pub fn contains(&self, name: &str) -> bool {
-        self.index.get(&self.names, name).is_some()
+        self.position(name).is_some()
+    }
+
+    /// Where the dump lists this tensor in [`Dump::names`] (even one whose entry cannot be
+    /// read): the handle of the `*_at` methods, which a caller asking several things about one
+    /// tensor looks up once (a decode dump has 150,000 names, and every row asks a few).
+    pub fn position(&self, name: &str) -> Option<usize> {
+        self.index.get(&self.names, name)
     }
 
     /// Shape of a tensor; `None` if there is no such tensor or its header is unreadable.
@@ -181,26 +188,26 @@ impl Dump {
 
     /// The dtype before export: `meta.dtypes[name]` if present, else the stored dtype's name.
     pub fn original_dtype(&self, name: &str) -> Option<String> {
-        if let Some(i) = self.index.get(&self.names, name) {
-            if let Some(d) = self.original.get(i).copied().flatten() {
-                return self.dtype_names.get(usize::from(d)).cloned();
-            }
-            if self.dtype_names.len() > usize::from(u16::MAX) {
-                // Not all interned (see `original_dtypes`).
-                if let Some(d) = self.meta.as_ref().and_then(|m| m.dtypes.get(name)) {
-                    return Some(d.clone());
-                }
-            }
-            return self
-                .entries
-                .get(i)?
-                .info
-                .as_ref()
-                .ok()
-                .map(|i| i.dtype.name().to_string());
+        match self.position(name) {
+            Some(i) => self.original_dtype_at(i),
+            // A name only the metadata lists.
+            None => self.meta.as_ref()?.dtypes.get(name).cloned(),
         }
-        // A name only the metadata lists.
-        self.meta.as_ref()?.dtypes.get(name).cloned()
+    }
+
+    /// [`Dump::original_dtype`] of the tensor at [`Dump::position`] `i`.
+    pub fn original_dtype_at(&self, i: usize) -> Option<String> {
+        if let Some(d) = self.original.get(i).copied().flatten() {
+            return self.dtype_names.get(usize::from(d)).cloned();
+        }
+        if self.dtype_names.len() > usize::from(u16::MAX) {
+            // Not all interned (see `original_dtypes`).
+            let name = self.names.get(i)?;
+            if let Some(d) = self.meta.as_ref().and_then(|m| m.dtypes.get(name)) {
+                return Some(d.clone());
+            }
+        }
+        self.info_at(i).map(|i| i.dtype.name().to_string())
     }
 
     /// Read and decode one tensor (C order, widened values).
@@ -217,6 +224,12 @@ impl Dump {
         entry::view_entry(&self.map, info, at)
     }
 
+    /// [`Dump::view`] of the tensor at [`Dump::position`] `i`.
+    pub fn view_at(&self, i: usize) -> Result<TensorView<'_>, DumpError> {
+        let (info, at) = self.readable_at(i)?;
+        entry::view_entry(&self.map, info, at)
+    }
+
     /// One tensor's values in C order, `per` elements at a time ([`Chunks::next_piece`]): the
     /// bounded-memory read. A deflated member is inflated piece by piece (memory: one piece,
     /// whatever its size); stored bytes are sliced from the map, borrowed where they need no
@@ -226,10 +239,31 @@ impl Dump {
         Chunks::new(&self.map, info, at, per)
     }
 
+    /// [`Dump::chunks`] of the tensor at [`Dump::position`] `i`.
+    pub fn chunks_at(&self, i: usize, per: usize) -> Result<Chunks<'_>, DumpError> {
+        let (info, at) = self.readable_at(i)?;
+        Chunks::new(&self.map, info, at, per)
+    }
+
     /// True when [`Dump::view`] of this tensor borrows its bytes from the file (stored,
     /// little-endian, C order, f32 / f64 / f16 / bf16): reading it costs no memory.
     pub fn is_zero_copy(&self, name: &str) -> bool {
         self.info(name).is_some_and(entry::is_zero_copy)
+    }
+
+    /// [`Dump::is_zero_copy`] of the tensor at [`Dump::position`] `i`.
+    pub fn is_zero_copy_at(&self, i: usize) -> bool {
+        self.info_at(i).is_some_and(entry::is_zero_copy)
+    }
+
+    /// [`Dump::shape`] of the tensor at [`Dump::position`] `i`.
+    pub fn shape_at(&self, i: usize) -> Option<&[usize]> {
+        self.info_at(i).map(|i| i.shape.as_slice())
+    }
+
+    /// [`Dump::dtype`] of the tensor at [`Dump::position`] `i`.
+    pub fn dtype_at(&self, i: usize) -> Option<DType> {
+        self.info_at(i).map(|i| i.dtype)
     }
 
     /// The layout and location of a named entry, or why it cannot be read (not in the dump,
@@ -247,8 +281,21 @@ impl Dump {
         Ok((info, &e.at))
     }
 
+    /// [`Dump::readable`] of the tensor at [`Dump::position`] `i`.
+    fn readable_at(&self, i: usize) -> Result<(&entry::EntryInfo, &Location), DumpError> {
+        let e = self.entries.get(i).ok_or_else(|| DumpError::NoSuchTensor {
+            path: self.path.clone(),
+            name: format!("#{i}"),
+        })?;
+        let info = e.info.as_ref().map_err(Clone::clone)?;
+        Ok((info, &e.at))
+    }
+
     fn info(&self, name: &str) -> Option<&entry::EntryInfo> {
-        let i = self.index.get(&self.names, name)?;
+        self.info_at(self.position(name)?)
+    }
+
+    fn info_at(&self, i: usize) -> Option<&entry::EntryInfo> {
         self.entries.get(i)?.info.as_ref().ok()
     }
 }
@@ -377,34 +424,26 @@ impl NameIndex {
 const MEMBERS_PER_TASK: usize = 512;
 
 fn open_npz(path: &Path, map: &[u8]) -> Result<(Vec<Entry>, Option<Meta>), DumpError> {
-    let members = npz::read_members(path, map)?;
+    let dir = npz::Directory::walk(path, map)?;
     let shared: Arc<Path> = Arc::from(path);
-    // The metadata first (its JSON is parsed beside the headers), then every other member's
-    // header, in parallel, in file order.
-    let mut meta_member = None;
-    for m in &members {
-        if npz_name(m) == Some(META_ENTRY) {
-            if meta_member.is_some() {
+    // The metadata's JSON (a decode dump's lists 150,000 names twice) is parsed while the
+    // other records and their headers are, in parallel, in file order: its member is found by
+    // name before them. Problems are reported in the same order as before: the records', a
+    // second metadata member, then the metadata's own.
+    let with_suffix = format!("{META_ENTRY}.npy");
+    let found = dir.find(&[with_suffix.as_bytes(), META_ENTRY.as_bytes()]);
+    let (entries, meta) = rayon::join(
+        || -> Result<Vec<Entry>, DumpError> {
+            let members = dir.members()?;
+            let mut metas = members.iter().filter(|m| npz_name(m) == Some(META_ENTRY));
+            if let (Some(_), Some(m)) = (metas.next(), metas.next()) {
                 return Err(DumpError::DuplicateEntry {
                     path: path.to_path_buf(),
                     entry: m.name.clone(),
                     name: META_ENTRY.to_string(),
                 });
             }
-            meta_member = Some(m);
-        }
-    }
-    let (meta, entries) = rayon::join(
-        || {
-            meta_member
-                .map(|m| {
-                    let at = Location::in_file(&shared, &m.name);
-                    read_meta(path, map, entry::member_info(map, m, &at), &at)
-                })
-                .transpose()
-        },
-        || {
-            members
+            Ok(members
                 .par_chunks(MEMBERS_PER_TASK)
                 .flat_map_iter(|chunk| {
                     chunk.iter().filter_map(|m| {
@@ -418,10 +457,19 @@ fn open_npz(path: &Path, map: &[u8]) -> Result<(Vec<Entry>, Option<Meta>), DumpE
                         })
                     })
                 })
-                .collect::<Vec<Entry>>()
+                .collect::<Vec<Entry>>())
+        },
+        || {
+            // Two candidates: the records' check above reports them.
+            let [m] = found.as_slice() else {
+                return None;
+            };
+            let at = Location::in_file(&shared, &m.name);
+            Some(read_meta(path, map, entry::member_info(map, m, &at), &at))
         },
     );
-    Ok((entries, meta?))
+    let entries = entries?;
+    Ok((entries, meta.transpose()?))
 }
 
 /// The tensor name of an npz member (`.npy` stripped); `None` for a directory entry.

@@ -20,7 +20,7 @@ mod spec;
 
 pub use array::{Combine, Step};
 pub use error::MapError;
-pub use mapped::{MappedDump, Part, Pieces};
+pub use mapped::{Entry, MappedDump, Part, Pieces};
 pub use presets::{preset, preset_text, PRESETS};
 pub use resolve::{resolve, Resolved, Sizes, Virtual};
 pub use spec::{Map, Rule, SIZE_NAMES};

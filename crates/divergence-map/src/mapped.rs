@@ -117,18 +117,24 @@ impl<'a> MappedDump<'a> {
         self.meta_order.as_deref()
     }
 
-    fn source<'s>(&'s self, name: &'s str) -> Option<Source<'s>> {
+    fn source(&self, name: &str) -> Option<Source<'_>> {
         match &self.resolved {
-            None => self.dump.contains(name).then_some(Source::Stored(name)),
+            None => self.dump.position(name).map(Source::Stored),
             Some(r) => {
                 let v = r.get(name)?;
-                Some(if v.is_transformed() {
-                    Source::Computed(v)
+                if v.is_transformed() {
+                    Some(Source::Computed(v))
                 } else {
-                    Source::Stored(v.sources[0].as_str())
-                })
+                    self.dump.position(&v.sources[0]).map(Source::Stored)
+                }
             }
         }
+    }
+
+    /// The tensor `name`, looked up once: [`Entry`] answers what the other methods answer by
+    /// name (`diff` asks several things of every row, and a decode dump has 150,000).
+    pub fn get(&self, name: &str) -> Option<Entry<'_, 'a>> {
+        self.source(name).map(|source| Entry { dump: self, source })
     }
 
     pub fn contains(&self, name: &str) -> bool {
@@ -137,44 +143,37 @@ impl<'a> MappedDump<'a> {
 
     /// True when the values are computed from other tensors (read whole, never streamed).
     pub fn is_computed(&self, name: &str) -> bool {
-        matches!(self.source(name), Some(Source::Computed(_)))
+        self.get(name).is_some_and(|e| e.is_computed())
     }
 
     pub fn shape(&self, name: &str) -> Option<Vec<usize>> {
         match self.source(name)? {
-            Source::Stored(s) => self.dump.shape(s).map(<[usize]>::to_vec),
+            Source::Stored(i) => self.dump.shape_at(i).map(<[usize]>::to_vec),
             Source::Computed(v) => Some(v.shape.clone()),
         }
     }
 
     pub fn dtype(&self, name: &str) -> Option<DType> {
         match self.source(name)? {
-            Source::Stored(s) => self.dump.dtype(s),
+            Source::Stored(i) => self.dump.dtype_at(i),
             Source::Computed(v) => self.dump.dtype(&v.sources[0]),
         }
     }
 
     /// The dtype before export (the first source's, for a computed tensor).
     pub fn original_dtype(&self, name: &str) -> Option<String> {
-        match self.source(name)? {
-            Source::Stored(s) => self.dump.original_dtype(s),
-            Source::Computed(v) => self.dump.original_dtype(&v.sources[0]),
-        }
+        self.get(name)?.original_dtype()
     }
 
     pub fn is_zero_copy(&self, name: &str) -> bool {
-        match self.source(name) {
-            Some(Source::Stored(s)) => self.dump.is_zero_copy(s),
-            _ => false,
-        }
+        self.get(name).is_some_and(|e| e.is_zero_copy())
     }
 
     /// The tensor's values: [`Dump::view`] of a renamed tensor; a computed one computed whole
     /// (from its sources' stored bytes where they are in place, else read whole first).
     pub fn view(&self, name: &str) -> Result<TensorView<'a>, DumpError> {
-        match self.source(name) {
-            Some(Source::Stored(s)) => self.dump.view(s),
-            Some(Source::Computed(v)) => self.compute(v).map(TensorView::from),
+        match self.get(name) {
+            Some(e) => e.view(),
             None => self.dump.view(name),
         }
     }
@@ -182,11 +181,12 @@ impl<'a> MappedDump<'a> {
     /// True when the tensor is one part of a split (one source, one narrowing step): it can be
     /// streamed ([`MappedDump::pieces`]) without computing it whole.
     pub fn is_part(&self, name: &str) -> bool {
-        matches!(self.source(name), Some(Source::Computed(v)) if self.streamable(v))
+        self.get(name).is_some_and(|e| e.is_part())
     }
 
-    /// A split part of a source stored in place (zero-copy) whose values fit f32 exactly. A
-    /// part of a deflated source is computed whole instead ([`MappedDump::view`]).
+    /// A split part of a source stored in place (zero-copy): read in place
+    /// ([`MappedDump::pieces`]). A part of a deflated source is computed whole instead
+    /// ([`MappedDump::view`]).
     fn streamable(&self, v: &Virtual) -> bool {
         part_of(v).is_some_and(|(source, ..)| self.dump.is_zero_copy(source))
     }
@@ -203,32 +203,8 @@ impl<'a> MappedDump<'a> {
     /// `per`, as the diff's bit-identical streaming needs). A computed tensor of another kind
     /// is read whole by [`MappedDump::view`] instead.
     pub fn pieces(&self, name: &str, per: usize) -> Result<Pieces<'a>, DumpError> {
-        match self.source(name) {
-            Some(Source::Stored(s)) => self.dump.chunks(s, per).map(Pieces::Stored),
-            Some(Source::Computed(v)) => match part_of(v).filter(|_| self.streamable(v)) {
-                Some((source, axis, start, len)) => {
-                    let view = self.dump.view(source)?;
-                    let dim = view.shape.get(axis).copied().unwrap_or(0);
-                    let inner: usize = view.shape[axis.min(view.shape.len())..]
-                        .iter()
-                        .skip(1)
-                        .product();
-                    let gather = Gather {
-                        stride: dim * inner,
-                        offset: start * inner,
-                        take: len * inner,
-                    };
-                    Ok(Pieces::Part(Part {
-                        shape: v.shape.clone(),
-                        len: gather.len(view.values().len()),
-                        view,
-                        gather,
-                        per: per.max(1),
-                        done: 0,
-                    }))
-                }
-                None => self.dump.chunks(name, per).map(Pieces::Stored),
-            },
+        match self.get(name) {
+            Some(e) => e.pieces(per),
             None => self.dump.chunks(name, per).map(Pieces::Stored),
         }
     }
@@ -388,11 +364,88 @@ fn add_f32(acc: &mut [f32], values: ValuesRef<'_>, half: Option<Half>) {
     values.visit(Add(acc, half));
 }
 
+#[derive(Clone, Copy)]
 enum Source<'r> {
-    /// Read as stored, under this name.
-    Stored(&'r str),
+    /// Read as stored: the tensor at this position of the dump ([`Dump::position`]).
+    Stored(usize),
     /// Computed from sources.
     Computed(&'r Virtual),
+}
+
+/// One tensor of a [`MappedDump`], looked up once ([`MappedDump::get`]).
+#[derive(Clone, Copy)]
+pub struct Entry<'m, 'a> {
+    dump: &'m MappedDump<'a>,
+    source: Source<'m>,
+}
+
+impl<'a> Entry<'_, 'a> {
+    /// True when the values are computed from other tensors (read whole, never streamed).
+    pub fn is_computed(&self) -> bool {
+        matches!(self.source, Source::Computed(_))
+    }
+
+    /// True when the tensor is one part of a split of a source stored in place: read in
+    /// place, piece by piece ([`Entry::pieces`]).
+    pub fn is_part(&self) -> bool {
+        matches!(self.source, Source::Computed(v) if self.dump.streamable(v))
+    }
+
+    /// True when [`Entry::view`] borrows the stored bytes.
+    pub fn is_zero_copy(&self) -> bool {
+        match self.source {
+            Source::Stored(i) => self.dump.dump.is_zero_copy_at(i),
+            Source::Computed(_) => false,
+        }
+    }
+
+    /// The dtype before export (the first source's, for a computed tensor).
+    pub fn original_dtype(&self) -> Option<String> {
+        match self.source {
+            Source::Stored(i) => self.dump.dump.original_dtype_at(i),
+            Source::Computed(v) => self.dump.dump.original_dtype(&v.sources[0]),
+        }
+    }
+
+    /// [`MappedDump::view`].
+    pub fn view(&self) -> Result<TensorView<'a>, DumpError> {
+        match self.source {
+            Source::Stored(i) => self.dump.dump.view_at(i),
+            Source::Computed(v) => self.dump.compute(v).map(TensorView::from),
+        }
+    }
+
+    /// [`MappedDump::pieces`].
+    pub fn pieces(&self, per: usize) -> Result<Pieces<'a>, DumpError> {
+        let m = self.dump;
+        match self.source {
+            Source::Stored(i) => m.dump.chunks_at(i, per).map(Pieces::Stored),
+            Source::Computed(v) => match part_of(v).filter(|_| m.streamable(v)) {
+                Some((source, axis, start, len)) => {
+                    let view = m.dump.view(source)?;
+                    let dim = view.shape.get(axis).copied().unwrap_or(0);
+                    let inner: usize = view.shape[axis.min(view.shape.len())..]
+                        .iter()
+                        .skip(1)
+                        .product();
+                    let gather = Gather {
+                        stride: dim * inner,
+                        offset: start * inner,
+                        take: len * inner,
+                    };
+                    Ok(Pieces::Part(Part {
+                        shape: v.shape.clone(),
+                        len: gather.len(view.values().len()),
+                        view,
+                        gather,
+                        per: per.max(1),
+                        done: 0,
+                    }))
+                }
+                None => m.dump.chunks(&v.name, per).map(Pieces::Stored),
+            },
+        }
+    }
 }
 
 fn to_f64(v: Values) -> Vec<f64> {

@@ -20,7 +20,7 @@ use divergence_diff::{
     Tolerance, Which,
 };
 use divergence_dump::{Dump, DumpError, Format as DumpFormat, TensorView};
-use divergence_map::{MappedDump, Pieces};
+use divergence_map::{Entry, MappedDump, Pieces};
 use divergence_render::TableOptions;
 use rayon::prelude::*;
 use regex::Regex;
@@ -28,6 +28,7 @@ use regex::Regex;
 use crate::cmd::align;
 use crate::cmd::output::{Format, Output, OutputArgs};
 use crate::cmd::parse;
+use crate::cmd::timings;
 use crate::exit::{self, Exit};
 
 /// Arguments of `divergence diff`.
@@ -301,6 +302,7 @@ fn diff_once(args: &DiffArgs, output: &Output) -> Result<Outcome> {
 
 /// Writes the report as the flags say; the outcome carries the exit code it calls for.
 fn print_report(args: &DiffArgs, output: &Output, report: &Report) -> Result<Outcome> {
+    let _output = timings::MarkOnDrop("output");
     let opts = TableOptions {
         color: output.color,
         all: args.all,
@@ -392,6 +394,7 @@ fn write_file(
 
 /// Opens both dumps, compares every probe pair in parallel and assembles the report.
 pub fn build_report(args: &DiffArgs) -> Result<Report> {
+    timings::begin();
     let truth_ratio = args.truth.as_ref().map(|_| {
         args.noise_ratio
             .unwrap_or(divergence_diff::DEFAULT_NOISE_RATIO)
@@ -415,6 +418,7 @@ pub fn build_report(args: &DiffArgs) -> Result<Report> {
         },
     );
     let (ours, reference, truth) = (ours?, reference?, truth?);
+    timings::mark("open");
     let report = report_of(args, &cfg, &ours, &reference, truth.as_ref(), flag_map);
     drop_aside((ours, reference, truth));
     report
@@ -450,6 +454,7 @@ fn report_of(
     let (mut ours, mut map_warnings) = crate::cmd::map::apply(ours_dump, ref_dump, chosen, model)?;
     let reference = MappedDump::plain(ref_dump);
     let truth = truth.map(MappedDump::plain);
+    timings::mark("map");
     let mut plan = divergence_diff::plan_order(&dump_names(&ours), &dump_names(&reference));
     // Few names in common and no map: pair the rest by content and compare them under the
     // inferred map (docs/mapping.md, "Alignment by content").
@@ -471,6 +476,7 @@ fn report_of(
     if let Some(layer) = args.layer {
         check_layer(layer, &plan.layers())?;
     }
+    timings::mark("plan");
     map_warnings.extend(crate::cmd::steps::check(
         &ours,
         &args.ours,
@@ -481,6 +487,7 @@ fn report_of(
     if let (Some(truth), Some(path)) = (&truth, &args.truth) {
         truth_warnings = check_truth(truth, path, &reference, &args.reference, &plan.order)?;
     }
+    timings::mark("checks");
 
     let sides = Sides {
         ours,
@@ -557,6 +564,8 @@ fn finish_report(args: &DiffArgs, cfg: &DiffConfig, sides: Sides<'_>) -> Result<
         .collect();
 
     let mut ctx = ReportContext::new(ours_label, ref_label, plan.source);
+    timings::mark("compare");
+
     ctx.warnings = warnings;
     ctx.warnings.extend(plan.warnings.clone());
     ctx.warnings.extend(truth_warnings);
@@ -575,11 +584,14 @@ fn finish_report(args: &DiffArgs, cfg: &DiffConfig, sides: Sides<'_>) -> Result<
             .with_context(|| format!("{}: cannot write the suggested map", path.display()))?;
     }
     let mut report = divergence_diff::assemble(ops, ctx, cfg);
+    timings::mark("assemble");
     (report.hints, report.positions) =
         diagnosis(&report, &plan, &ours, &reference, args.model.as_deref());
+    timings::mark("diagnosis");
     if !args.no_tokens {
         report.tokens = tokens(&plan, &ours, &reference);
     }
+    timings::mark("tokens");
     Ok(report)
 }
 
@@ -762,7 +774,7 @@ fn read_whole<'a>(dump: &MappedDump<'a>, name: &str) -> Option<(TensorView<'a>, 
     if !dump.is_zero_copy(name) && decoded_bytes(dump, name)? > HINT_MAX_BYTES {
         return None;
     }
-    read_side(dump, name).and_then(Result::ok)
+    read_side(dump.get(name)).and_then(Result::ok)
 }
 
 /// Which token positions carry the first divergence's error ([`divergence_diff::positions`]),
@@ -966,23 +978,23 @@ fn compare_probe(
     truth: Option<&MappedDump<'_>>,
     cfg: &DiffConfig,
 ) -> OpResult {
-    // A tensor a name map computes is never zero-copy: one part of a split streams from its
-    // source's bytes ([`MappedDump::pieces`]).
-    let in_place =
-        |dump: &MappedDump<'_>, name: &str| !dump.contains(name) || dump.is_zero_copy(name);
+    // Each side looked up once (a decode dump has 150,000 rows).
+    let (oe, re) = (ours.get(ours_name), reference.get(name));
+    let te = truth.map(|t| t.get(name));
+    // A tensor a name map computes is never zero-copy: one part of a split is read in place
+    // from its source's bytes ([`MappedDump::pieces`]).
+    let in_place = |e: Option<Entry<'_, '_>>| e.is_none_or(|e| e.is_zero_copy());
     // Any other tensor a name map computes cannot be streamed: it is read whole from its
     // sources, and so are the other sides of its row (memory: that row's tensors,
     // docs/mapping.md).
     // (Either side: `--prefill-vs-decode` computes the reference's.)
-    let computed = (ours.is_computed(ours_name) && !ours.is_part(ours_name))
-        || (reference.is_computed(name) && !reference.is_part(name));
-    let all_in_place = in_place(ours, ours_name)
-        && in_place(reference, name)
-        && truth.is_none_or(|t| in_place(t, name));
+    let whole = |e: Option<Entry<'_, '_>>| e.is_some_and(|e| e.is_computed() && !e.is_part());
+    let computed = whole(oe) || whole(re);
+    let all_in_place = in_place(oe) && in_place(re) && te.is_none_or(in_place);
     if !(computed || all_in_place) {
-        return stream_probe(name, ours_name, ours, reference, truth, cfg);
+        return stream_probe(name, oe, re, te, cfg);
     }
-    let (o, r) = rayon::join(|| read_side(ours, ours_name), || read_side(reference, name));
+    let (o, r) = rayon::join(|| read_side(oe), || read_side(re));
     let o = match o.transpose() {
         Ok(t) => t,
         Err(msg) => return divergence_diff::unreadable(name, Which::Ours, msg),
@@ -991,12 +1003,12 @@ fn compare_probe(
         Ok(t) => t,
         Err(msg) => return divergence_diff::unreadable(name, Which::Ref, msg),
     };
-    let Some(truth) = truth else {
+    let Some(te) = te else {
         return divergence_diff::compare(name, o.as_ref().map(side), r.as_ref().map(side), cfg);
     };
     // Read the truth only for a pair that both sides have.
     let t = if o.is_some() && r.is_some() {
-        read_side(truth, name)
+        read_side(te)
     } else {
         None
     };
@@ -1036,26 +1048,15 @@ type Stream<'a> = (Pieces<'a>, String);
 /// scoped thread beside ours'. Probes run in parallel across the rayon threads.
 fn stream_probe(
     name: &str,
-    ours_name: &str,
-    ours: &MappedDump<'_>,
-    reference: &MappedDump<'_>,
-    truth: Option<&MappedDump<'_>>,
+    ours: Option<Entry<'_, '_>>,
+    reference: Option<Entry<'_, '_>>,
+    truth: Option<Option<Entry<'_, '_>>>,
     cfg: &DiffConfig,
 ) -> OpResult {
-    fn open<'a>(
-        dump: &MappedDump<'a>,
-        name: &str,
-        per: usize,
-    ) -> Option<Result<Stream<'a>, String>> {
-        if !dump.contains(name) {
-            return None;
-        }
-        let dtype = dump.original_dtype(name).unwrap_or_default();
-        Some(
-            dump.pieces(name, per)
-                .map(|c| (c, dtype))
-                .map_err(|e| e.to_string()),
-        )
+    fn open<'a>(e: Option<Entry<'_, 'a>>, per: usize) -> Option<Result<Stream<'a>, String>> {
+        let e = e?;
+        let dtype = e.original_dtype().unwrap_or_default();
+        Some(e.pieces(per).map(|c| (c, dtype)).map_err(|e| e.to_string()))
     }
     fn as_head(h: &Option<(Vec<usize>, String)>) -> Option<Head<'_>> {
         h.as_ref().map(|(shape, dtype)| Head {
@@ -1064,11 +1065,11 @@ fn stream_probe(
         })
     }
     let per = cfg.chunk_len;
-    let mut o = match open(ours, ours_name, per).transpose() {
+    let mut o = match open(ours, per).transpose() {
         Ok(o) => o,
         Err(msg) => return divergence_diff::unreadable(name, Which::Ours, msg),
     };
-    let mut r = match open(reference, name, per).transpose() {
+    let mut r = match open(reference, per).transpose() {
         Ok(r) => r,
         Err(msg) => return divergence_diff::unreadable(name, Which::Ref, msg),
     };
@@ -1085,7 +1086,7 @@ fn stream_probe(
     };
     let mut t: Option<Stream<'_>> = None;
     if let (Some(truth), true) = (truth, o.is_some() && r.is_some()) {
-        match open(truth, name, per) {
+        match open(truth, per) {
             None => fold = fold.with_truth(None),
             Some(Ok(ts)) => {
                 let ht = Some((ts.0.shape().to_vec(), ts.1.clone()));
@@ -1170,21 +1171,12 @@ fn stream_probe(
 
 /// One side of a probe: `None` when the dump lacks the name, else its view (borrowed where the
 /// bytes allow, decoded otherwise) and original dtype, or the read error's one line.
-fn read_side<'a>(
-    dump: &MappedDump<'a>,
-    name: &str,
-) -> Option<Result<(TensorView<'a>, String), String>> {
+fn read_side<'a>(e: Option<Entry<'_, 'a>>) -> Option<Result<(TensorView<'a>, String), String>> {
     // A damaged entry is still listed (its read fails): only a name absent from the file
     // makes this side missing.
-    if !dump.contains(name) {
-        return None;
-    }
-    let dtype = dump.original_dtype(name).unwrap_or_default();
-    Some(
-        dump.view(name)
-            .map(|t| (t, dtype))
-            .map_err(|e| e.to_string()),
-    )
+    let e = e?;
+    let dtype = e.original_dtype().unwrap_or_default();
+    Some(e.view().map(|t| (t, dtype)).map_err(|e| e.to_string()))
 }
 
 fn side<'a>((tensor, dtype): &'a (TensorView<'_>, String)) -> Side<'a> {

@@ -10,3 +10,4 @@ pub mod parse;
 pub mod prefill_decode;
 pub mod run;
 pub mod steps;
+pub mod timings;
