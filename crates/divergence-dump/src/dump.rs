@@ -424,26 +424,34 @@ impl NameIndex {
 const MEMBERS_PER_TASK: usize = 512;
 
 fn open_npz(path: &Path, map: &[u8]) -> Result<(Vec<Entry>, Option<Meta>), DumpError> {
-    let dir = npz::Directory::walk(path, map)?;
+    let members = npz::read_members(path, map)?;
     let shared: Arc<Path> = Arc::from(path);
-    // The metadata's JSON (a decode dump's lists 150,000 names twice) is parsed while the
-    // other records and their headers are, in parallel, in file order: its member is found by
-    // name before them. Problems are reported in the same order as before: the records', a
-    // second metadata member, then the metadata's own.
-    let with_suffix = format!("{META_ENTRY}.npy");
-    let found = dir.find(&[with_suffix.as_bytes(), META_ENTRY.as_bytes()]);
-    let (entries, meta) = rayon::join(
-        || -> Result<Vec<Entry>, DumpError> {
-            let members = dir.members()?;
-            let mut metas = members.iter().filter(|m| npz_name(m) == Some(META_ENTRY));
-            if let (Some(_), Some(m)) = (metas.next(), metas.next()) {
+    // The metadata first (its JSON is parsed beside the headers), then every other member's
+    // header, in parallel, in file order.
+    let mut meta_member = None;
+    for m in &members {
+        if npz_name(m) == Some(META_ENTRY) {
+            if meta_member.is_some() {
                 return Err(DumpError::DuplicateEntry {
                     path: path.to_path_buf(),
                     entry: m.name.clone(),
                     name: META_ENTRY.to_string(),
                 });
             }
-            Ok(members
+            meta_member = Some(m);
+        }
+    }
+    let (meta, entries) = rayon::join(
+        || {
+            meta_member
+                .map(|m| {
+                    let at = Location::in_file(&shared, &m.name);
+                    read_meta(path, map, entry::member_info(map, m, &at), &at)
+                })
+                .transpose()
+        },
+        || {
+            members
                 .par_chunks(MEMBERS_PER_TASK)
                 .flat_map_iter(|chunk| {
                     chunk.iter().filter_map(|m| {
@@ -457,19 +465,10 @@ fn open_npz(path: &Path, map: &[u8]) -> Result<(Vec<Entry>, Option<Meta>), DumpE
                         })
                     })
                 })
-                .collect::<Vec<Entry>>())
-        },
-        || {
-            // Two candidates: the records' check above reports them.
-            let [m] = found.as_slice() else {
-                return None;
-            };
-            let at = Location::in_file(&shared, &m.name);
-            Some(read_meta(path, map, entry::member_info(map, m, &at), &at))
+                .collect::<Vec<Entry>>()
         },
     );
-    let entries = entries?;
-    Ok((entries, meta.transpose()?))
+    Ok((entries, meta?))
 }
 
 /// The tensor name of an npz member (`.npy` stripped); `None` for a directory entry.

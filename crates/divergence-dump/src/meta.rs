@@ -52,97 +52,17 @@ pub struct Meta {
     pub extra: BTreeMap<String, serde_json::Value>,
 }
 
-/// Metadata larger than this is split into its fields first ([`Meta::from_json`]).
-const SPLIT_ABOVE: usize = 1 << 20;
-
 impl Meta {
-    /// Parse metadata JSON; `Err` carries a lowercase description. A large document (a decode
-    /// dump's lists 150,000 names in `order` and again in `dtypes`) is first split into its
-    /// top-level fields (a scan that allocates nothing but the keys), then `order`, `dtypes`
-    /// and the rest are parsed in parallel: the same [`Meta`] as one pass.
+    /// Parse metadata JSON; `Err` carries a lowercase description.
     pub fn from_json(bytes: &[u8]) -> Result<Meta, String> {
-        let invalid = |e: serde_json::Error| format!("metadata is not a valid json object: {e}");
-        if bytes.len() <= SPLIT_ABOVE {
-            return serde_json::from_slice(bytes).map_err(invalid);
-        }
-        use serde_json::value::RawValue;
-        let fields: Fields<'_> = serde_json::from_slice(bytes).map_err(invalid)?;
-        let (mut order, mut dtypes): (Option<&RawValue>, Option<&RawValue>) = (None, None);
-        let mut rest = String::from("{");
-        for (key, value) in fields.0 {
-            let slot = match key.as_str() {
-                "order" => &mut order,
-                "dtypes" => &mut dtypes,
-                _ => {
-                    if rest.len() > 1 {
-                        rest.push(',');
-                    }
-                    rest.push_str(&serde_json::Value::String(key).to_string());
-                    rest.push(':');
-                    rest.push_str(value.get());
-                    continue;
-                }
-            };
-            if slot.replace(value).is_some() {
-                return Err(format!(
-                    "metadata is not a valid json object: duplicate field `{key}`"
-                ));
-            }
-        }
-        rest.push('}');
-        let ((meta, order), dtypes) = rayon::join(
-            || {
-                rayon::join(
-                    || serde_json::from_str::<Meta>(&rest),
-                    || {
-                        order.map_or(Ok(Vec::new()), |r| {
-                            null_as_default(&mut serde_json::Deserializer::from_str(r.get()))
-                        })
-                    },
-                )
-            },
-            || {
-                dtypes.map_or(Ok(BTreeMap::new()), |r| {
-                    dtype_map(&mut serde_json::Deserializer::from_str(r.get()))
-                })
-            },
-        );
-        let mut meta = meta.map_err(invalid)?;
-        meta.order = order.map_err(invalid)?;
-        meta.dtypes = dtypes.map_err(invalid)?;
-        Ok(meta)
+        serde_json::from_slice(bytes)
+            .map_err(|e| format!("metadata is not a valid json object: {e}"))
     }
 
     /// Serialize to compact JSON.
     pub fn to_json(&self) -> String {
         // Serializing plain strings, maps and serde_json values cannot fail.
         serde_json::to_string(self).unwrap_or_else(|_| String::from("{}"))
-    }
-}
-
-/// The top-level fields of a metadata document, in order, their values unparsed.
-struct Fields<'a>(Vec<(String, &'a serde_json::value::RawValue)>);
-
-impl<'de: 'a, 'a> Deserialize<'de> for Fields<'a> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Fields<'a>, D::Error> {
-        struct V<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
-            type Value = Fields<'a>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("struct Meta")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> Result<Fields<'a>, A::Error> {
-                let mut v = Vec::new();
-                while let Some(k) = map.next_key::<String>()? {
-                    v.push((k, map.next_value::<&'a serde_json::value::RawValue>()?));
-                }
-                Ok(Fields(v))
-            }
-        }
-        d.deserialize_map(V(std::marker::PhantomData))
     }
 }
 
@@ -249,66 +169,6 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A document over [`SPLIT_ABOVE`] is split into its fields and parsed in parallel: the
-    /// same metadata as one pass, and an error where one pass has one.
-    #[test]
-    fn large_metadata_split_into_fields_is_one_pass() {
-        let names: Vec<String> = (0..40_000)
-            .map(|i| format!("model.layers.{}.mlp@{}", i % 28, i / 28))
-            .collect();
-        let order = serde_json::to_string(&names).unwrap();
-        let dtypes: String = names
-            .iter()
-            .rev()
-            .map(|n| format!("\"{n}\":\"bfloat16\""))
-            .collect::<Vec<_>>()
-            .join(",");
-        let doc = |head: &str, tail: &str| {
-            format!(
-                "{{{head}\"order\": {order}, \"input_ids\": [1, 2], \"dtypes\": {{{dtypes}, \"a\": \"x\", \"a\": \"y\"}}, \"model\": {{\"h\": 1}}, \"x\": 1, \"x\": [2, \"\\u00e9\"]{tail}}}"
-            )
-        };
-        let one_pass = |j: &str| serde_json::from_str::<Meta>(j).map_err(|e| e.to_string());
-        for (head, tail) in [
-            ("", ""),
-            (
-                "\"format\": \"divergence-dump/1\", ",
-                ", \"producer\": null",
-            ),
-            ("\"format\": null, \"dtypes\": null, ", ""),
-        ] {
-            let j = doc(head, tail);
-            assert!(j.len() > SPLIT_ABOVE);
-            match (Meta::from_json(j.as_bytes()), one_pass(&j)) {
-                (Ok(split), Ok(whole)) => {
-                    assert_eq!(split, whole);
-                    assert_eq!(split.order.len(), 40_000);
-                    assert_eq!(split.extra["x"], serde_json::json!([2, "\u{e9}"]));
-                }
-                // A field given twice: both refuse it.
-                (Err(split), Err(whole)) => {
-                    assert!(split.contains("duplicate field `dtypes`"), "{split}");
-                    assert!(whole.contains("duplicate field `dtypes`"), "{whole}");
-                }
-                (split, whole) => panic!("{split:?} vs {whole:?}"),
-            }
-        }
-        // Malformed fields are errors, as in one pass.
-        for (head, what) in [
-            ("\"format\": 3, ", "expected a string"),
-            ("\"input_ids\": [1.5], ", "not an integer token id"),
-            ("\"model\": {, ", "key must be a string"),
-        ] {
-            let e = Meta::from_json(doc(head, "").as_bytes()).unwrap_err();
-            assert!(e.contains(what), "{e}");
-        }
-        let big_list = format!("[{order}]");
-        let e = Meta::from_json(big_list.as_bytes()).unwrap_err();
-        assert!(e.contains("expected struct Meta"), "{e}");
-        let bad_order = doc("", "").replacen("\"order\": [", "\"order\": [1, ", 1);
-        assert!(Meta::from_json(bad_order.as_bytes()).is_err());
-    }
 
     #[test]
     fn null_fields_read_as_missing() {

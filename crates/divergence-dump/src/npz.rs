@@ -73,175 +73,106 @@ pub(crate) fn has_zip_magic(buf: &[u8]) -> bool {
 
 /// Parse the central directory of the zip archive `buf` (the whole file).
 pub fn read_members(path: &Path, buf: &[u8]) -> Result<Vec<ZipMember>, DumpError> {
-    Directory::walk(path, buf)?.members()
-}
+    let truncated = |detail: &str| DumpError::TruncatedZip {
+        path: path.to_path_buf(),
+        detail: detail.to_string(),
+    };
+    let corrupt = |detail: String| DumpError::CorruptZip {
+        path: path.to_path_buf(),
+        detail,
+    };
 
-/// The central directory, walked: where each record starts (a serial pass that reads only the
-/// records' lengths), before their contents are parsed ([`Directory::members`], in parallel).
-/// [`Directory::find`] parses only the records of one name: `.npz`'s metadata is parsed while
-/// the other records are.
-pub struct Directory<'a> {
-    path: &'a Path,
-    buf: &'a [u8],
-    cd: &'a [u8],
-    starts: Vec<usize>,
-    /// The walk's first problem: reported after the records before it ([`Directory::members`]).
-    walk_error: Option<DumpError>,
-}
-
-impl<'a> Directory<'a> {
-    /// Finds and walks the central directory of `buf` (the whole file).
-    pub fn walk(path: &'a Path, buf: &'a [u8]) -> Result<Directory<'a>, DumpError> {
-        let truncated = |detail: &str| DumpError::TruncatedZip {
-            path: path.to_path_buf(),
-            detail: detail.to_string(),
-        };
-        let corrupt = |detail: String| DumpError::CorruptZip {
-            path: path.to_path_buf(),
-            detail,
-        };
-
-        let Some(eocd) = find_eocd(buf) else {
-            return Err(if buf.starts_with(SIG_LOCAL) {
-                truncated("no end of central directory record; the file was cut short")
-            } else {
-                DumpError::NotZip {
-                    path: path.to_path_buf(),
-                }
-            });
-        };
-        let mut n_entries = u64::from(u16_at(buf, eocd + 10).unwrap_or(0));
-        let mut cd_size = u64::from(u32_at(buf, eocd + 12).unwrap_or(0));
-        let mut cd_offset = u64::from(u32_at(buf, eocd + 16).unwrap_or(0));
-        let mut cd_limit = eocd; // the central directory must end before this offset
-
-        // Zip64 end of central directory, announced by a locator just before the classic record.
-        let locator = eocd
-            .checked_sub(20)
-            .filter(|&l| buf.get(l..l + 4) == Some(SIG_ZIP64_LOCATOR));
-        let needs_zip64 = n_entries == 0xFFFF || cd_size == 0xFFFF_FFFF || cd_offset == 0xFFFF_FFFF;
-        if let Some(loc) = locator {
-            let z = u64_at(buf, loc + 8).and_then(|o| usize::try_from(o).ok());
-            let z = z.filter(|&z| buf.get(z..z.saturating_add(4)) == Some(SIG_ZIP64_EOCD));
-            let Some(z) = z else {
-                return Err(corrupt(
-                    "zip64 end of central directory record not found".into(),
-                ));
-            };
-            let (Some(n), Some(size), Some(off)) = (
-                u64_at(buf, z + 32),
-                u64_at(buf, z + 40),
-                u64_at(buf, z + 48),
-            ) else {
-                return Err(truncated(
-                    "zip64 end of central directory record is cut short",
-                ));
-            };
-            n_entries = n;
-            cd_size = size;
-            cd_offset = off;
-            cd_limit = z;
-        } else if needs_zip64 {
-            return Err(corrupt(
-                "zip64 archive without a zip64 end of central directory locator".into(),
-            ));
-        }
-
-        let cd_end = cd_offset
-            .checked_add(cd_size)
-            .and_then(|e| usize::try_from(e).ok());
-        let cd_start = usize::try_from(cd_offset).ok();
-        let (Some(cd_start), Some(cd_end)) = (cd_start, cd_end) else {
-            return Err(corrupt("central directory offset out of range".into()));
-        };
-        if cd_end > cd_limit {
-            return Err(truncated(
-                "central directory extends past the end of the file",
-            ));
-        }
-        // Each central directory record is at least 46 bytes: bound the count before allocating.
-        if n_entries > cd_size / 46 {
-            return Err(corrupt(format!(
-                "{n_entries} entries cannot fit in a {cd_size}-byte central directory"
-            )));
-        }
-        let cd = buf.get(cd_start..cd_end).unwrap_or_default();
-
-        // The records, walked in order (each gives the next one's offset); a record's contents
-        // are then read in parallel (a decode dump has tens of thousands of members). The first
-        // problem in record order is the one reported, as a walk that stopped there would.
-        let mut starts: Vec<usize> = Vec::with_capacity(n_entries as usize);
-        let mut walk_error = None;
-        let mut p = 0usize;
-        for i in 0..n_entries {
-            if cd.get(p..p + 4) != Some(SIG_CENTRAL) {
-                walk_error = Some(corrupt(format!(
-                    "central directory record {i} has a bad signature"
-                )));
-                break;
+    let Some(eocd) = find_eocd(buf) else {
+        return Err(if buf.starts_with(SIG_LOCAL) {
+            truncated("no end of central directory record; the file was cut short")
+        } else {
+            DumpError::NotZip {
+                path: path.to_path_buf(),
             }
-            let (Some(nlen), Some(xlen), Some(clen)) =
-                (u16_at(cd, p + 28), u16_at(cd, p + 30), u16_at(cd, p + 32))
-            else {
-                walk_error = Some(corrupt(format!(
-                    "central directory record {i} is cut short"
-                )));
-                break;
-            };
-            starts.push(p);
-            p += 46 + usize::from(nlen) + usize::from(xlen) + usize::from(clen);
-        }
-        Ok(Directory {
-            path,
-            buf,
-            cd,
-            starts,
-            walk_error,
-        })
-    }
+        });
+    };
+    let mut n_entries = u64::from(u16_at(buf, eocd + 10).unwrap_or(0));
+    let mut cd_size = u64::from(u32_at(buf, eocd + 12).unwrap_or(0));
+    let mut cd_offset = u64::from(u32_at(buf, eocd + 16).unwrap_or(0));
+    let mut cd_limit = eocd; // the central directory must end before this offset
 
-    /// Every member, in record order; the first problem in record order is the one reported,
-    /// as a walk that stopped there would.
-    pub fn members(self) -> Result<Vec<ZipMember>, DumpError> {
-        let parsed: Vec<Result<ZipMember, DumpError>> = self
-            .starts
-            .par_iter()
-            .enumerate()
-            .with_min_len(256)
-            .map(|(i, &p)| self.record(i, p))
-            .collect();
-        let mut members = Vec::with_capacity(parsed.len());
-        for m in parsed {
-            members.push(m?);
-        }
-        match self.walk_error {
-            Some(e) => Err(e),
-            None => Ok(members),
-        }
-    }
-
-    /// The members whose stored name is one of `names` (bytes as stored), parsed, in record
-    /// order; a record that cannot be parsed is left out ([`Directory::members`] reports it).
-    pub fn find(&self, names: &[&[u8]]) -> Vec<ZipMember> {
-        self.starts
-            .iter()
-            .enumerate()
-            .filter(|&(_, &p)| {
-                let name = u16_at(self.cd, p + 28)
-                    .and_then(|n| self.cd.get(p + 46..p + 46 + usize::from(n)));
-                name.is_some_and(|n| names.contains(&n))
-            })
-            .filter_map(|(i, &p)| self.record(i, p).ok())
-            .collect()
-    }
-
-    /// Record `i`, which starts at `p` in the central directory.
-    fn record(&self, i: usize, p: usize) -> Result<ZipMember, DumpError> {
-        let (path, buf, cd) = (self.path, self.buf, self.cd);
-        let corrupt = |detail: String| DumpError::CorruptZip {
-            path: path.to_path_buf(),
-            detail,
+    // Zip64 end of central directory, announced by a locator just before the classic record.
+    let locator = eocd
+        .checked_sub(20)
+        .filter(|&l| buf.get(l..l + 4) == Some(SIG_ZIP64_LOCATOR));
+    let needs_zip64 = n_entries == 0xFFFF || cd_size == 0xFFFF_FFFF || cd_offset == 0xFFFF_FFFF;
+    if let Some(loc) = locator {
+        let z = u64_at(buf, loc + 8).and_then(|o| usize::try_from(o).ok());
+        let z = z.filter(|&z| buf.get(z..z.saturating_add(4)) == Some(SIG_ZIP64_EOCD));
+        let Some(z) = z else {
+            return Err(corrupt(
+                "zip64 end of central directory record not found".into(),
+            ));
         };
+        let (Some(n), Some(size), Some(off)) = (
+            u64_at(buf, z + 32),
+            u64_at(buf, z + 40),
+            u64_at(buf, z + 48),
+        ) else {
+            return Err(truncated(
+                "zip64 end of central directory record is cut short",
+            ));
+        };
+        n_entries = n;
+        cd_size = size;
+        cd_offset = off;
+        cd_limit = z;
+    } else if needs_zip64 {
+        return Err(corrupt(
+            "zip64 archive without a zip64 end of central directory locator".into(),
+        ));
+    }
+
+    let cd_end = cd_offset
+        .checked_add(cd_size)
+        .and_then(|e| usize::try_from(e).ok());
+    let cd_start = usize::try_from(cd_offset).ok();
+    let (Some(cd_start), Some(cd_end)) = (cd_start, cd_end) else {
+        return Err(corrupt("central directory offset out of range".into()));
+    };
+    if cd_end > cd_limit {
+        return Err(truncated(
+            "central directory extends past the end of the file",
+        ));
+    }
+    // Each central directory record is at least 46 bytes: bound the count before allocating.
+    if n_entries > cd_size / 46 {
+        return Err(corrupt(format!(
+            "{n_entries} entries cannot fit in a {cd_size}-byte central directory"
+        )));
+    }
+    let cd = buf.get(cd_start..cd_end).unwrap_or_default();
+
+    // The records, walked in order (each gives the next one's offset); a record's contents
+    // are then read in parallel (a decode dump has tens of thousands of members). The first
+    // problem in record order is the one reported, as a walk that stopped there would.
+    let mut starts: Vec<usize> = Vec::with_capacity(n_entries as usize);
+    let mut walk_error = None;
+    let mut p = 0usize;
+    for i in 0..n_entries {
+        if cd.get(p..p + 4) != Some(SIG_CENTRAL) {
+            walk_error = Some(corrupt(format!(
+                "central directory record {i} has a bad signature"
+            )));
+            break;
+        }
+        let (Some(nlen), Some(xlen), Some(clen)) =
+            (u16_at(cd, p + 28), u16_at(cd, p + 30), u16_at(cd, p + 32))
+        else {
+            walk_error = Some(corrupt(format!(
+                "central directory record {i} is cut short"
+            )));
+            break;
+        };
+        starts.push(p);
+        p += 46 + usize::from(nlen) + usize::from(xlen) + usize::from(clen);
+    }
+    let record = |(i, &p): (usize, &usize)| -> Result<ZipMember, DumpError> {
         let cut_short = || corrupt(format!("central directory record {i} is cut short"));
         let rec = |off: usize| p + off;
         let (
@@ -313,6 +244,20 @@ impl<'a> Directory<'a> {
             uncompressed_size: uncompressed,
             damage,
         })
+    };
+    let parsed: Vec<Result<ZipMember, DumpError>> = starts
+        .par_iter()
+        .enumerate()
+        .with_min_len(256)
+        .map(record)
+        .collect();
+    let mut members = Vec::with_capacity(parsed.len());
+    for m in parsed {
+        members.push(m?);
+    }
+    match walk_error {
+        Some(e) => Err(e),
+        None => Ok(members),
     }
 }
 
