@@ -217,8 +217,9 @@ fn lane_of(j: usize, full: usize) -> usize {
 /// group boundary, whole groups (the loop the compiler vectorizes), then element by element.
 /// Each lane sees the block's elements in the order one pass over the whole block gives it, so
 /// the sums do not depend on where the runs break (a block of one run only has the last
-/// loop's remainder). No closures: a closure that is not inlined is compiled without the
-/// caller's vector features.
+/// loop's remainder). No closures in this hot loop: a closure that is not inlined is compiled
+/// without the caller's vector features (the rare paths, the careful loop and the max-index
+/// rescan, do take closures through `for_runs`).
 #[inline(always)]
 fn pair_lanes<A: Elem, B: Elem>(
     l: &mut Lanes<LANES>,
@@ -867,6 +868,7 @@ impl Chunked<SideStats> {
 #[cfg(test)]
 mod tests {
     use divergence_values::elem::{F32, F64};
+    use divergence_values::{Gather, Piece};
 
     use super::*;
 
@@ -932,6 +934,130 @@ mod tests {
         assert_eq!(a.n_finite, 1);
         assert_eq!(a.sum_o2, 4.0);
         assert_eq!(a.max_abs_d_index, Some(4));
+    }
+
+    /// Every short run length (1-9: runs that break inside a group of lanes and inside a
+    /// block's last `len % LANES` elements), parts whose length is not a multiple of the lanes,
+    /// several encodings, NaN / Inf, pieces that start anywhere in a run: a gathered piece
+    /// sums exactly as the same elements copied out (the property test's random takes rarely
+    /// break a run inside a block's remainder).
+    #[test]
+    fn gathered_runs_of_every_short_length_are_the_copied_out_elements() {
+        let p = Params {
+            rtol: 1e-3,
+            atol: 1e-6,
+            rel_guard: 1e-30,
+        };
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 40) as f32 / (1u64 << 24) as f32 * 8.0 - 4.0
+        };
+        let bf = |v: &[f32]| -> Vec<[u8; 2]> {
+            v.iter()
+                .map(|x| ((x.to_bits() >> 16) as u16).to_le_bytes())
+                .collect()
+        };
+        for take in 1..=9usize {
+            for (before, after, extra) in [(0, 0, 0), (3, 1, 1), (1, 6, 2), (2, 2, 3)] {
+                let stride = before + take + after;
+                // Parts of 2,050-2,100 elements: one whole block and a partial one, whose
+                // length modulo the lanes varies with `extra`.
+                let rows = (2049 + take * 7) / take + 1 + extra;
+                let n = rows * take;
+                let mut whole: Vec<f32> = (0..rows * stride).map(|_| next()).collect();
+                if take % 3 == 0 {
+                    whole[stride + before] = f32::NAN;
+                    whole[(rows - 1) * stride + before] = f32::INFINITY;
+                }
+                let g = Gather {
+                    stride,
+                    offset: before,
+                    take,
+                };
+                let gathered = Piece::gathered(ValuesRef::F32(&whole), g, 0, n).unwrap();
+                let mut buf = Vec::new();
+                let copied: Vec<f32> = gathered
+                    .flat(&mut buf)
+                    .to_f64_vec()
+                    .iter()
+                    .map(|&v| v as f32)
+                    .collect();
+                let r: Vec<f32> = copied.iter().map(|v| v + next() * 1e-3).collect();
+                let (wb, cb, rb) = (bf(&whole), bf(&copied), bf(&r));
+                // f64 values with full mantissas: every change of summation order shows in
+                // the bits (f32 and bf16 squares and products are often summed exactly).
+                let full = |v: &[f32]| -> Vec<f64> {
+                    v.iter()
+                        .enumerate()
+                        .map(|(i, &x)| f64::from(x) * (1.0 + 1e-9 * (i % 97) as f64))
+                        .collect()
+                };
+                let w64 = full(&whole);
+                let c64: Vec<f64> = Piece::gathered(ValuesRef::F64(&w64), g, 0, n)
+                    .unwrap()
+                    .flat(&mut buf)
+                    .to_f64_vec();
+                let r64 = full(&r);
+                let sides = [
+                    (ValuesRef::F32(&whole), ValuesRef::F32(&copied)),
+                    (ValuesRef::Bf16Le(&wb), ValuesRef::Bf16Le(&cb)),
+                    (ValuesRef::F64(&w64), ValuesRef::F64(&c64)),
+                ];
+                for (w, c) in sides {
+                    let gathered = Piece::gathered(w, g, 0, n).unwrap();
+                    for refs in [
+                        ValuesRef::F32(&r),
+                        ValuesRef::Bf16Le(&rb),
+                        ValuesRef::F64(&r64),
+                    ] {
+                        for start in [0, 1, take / 2 + 1, 5, 13, 2048] {
+                            let (gp, cp) =
+                                (gathered.slice(start..n), Piece::from(c).slice(start..n));
+                            let rp = Piece::from(refs).slice(start..n);
+                            let base = start as u64;
+                            assert_eq!(
+                                continue_chunk(Accumulator::default(), gp, rp, base, &p),
+                                continue_chunk(Accumulator::default(), cp, rp, base, &p),
+                                "take {take}, start {start}"
+                            );
+                            // Ours copied, the reference gathered: the other side's runs.
+                            assert_eq!(
+                                continue_chunk(Accumulator::default(), rp, gp, base, &p),
+                                continue_chunk(Accumulator::default(), rp, cp, base, &p),
+                            );
+                            assert_eq!(
+                                continue_side_chunk(SideStats::default(), gp),
+                                continue_side_chunk(SideStats::default(), cp),
+                            );
+                        }
+                        for chunk in [8, 2048, 4096] {
+                            assert_eq!(
+                                accumulate_into(
+                                    Accumulator::default(),
+                                    gathered,
+                                    refs.into(),
+                                    0,
+                                    &p,
+                                    chunk
+                                ),
+                                accumulate_into(
+                                    Accumulator::default(),
+                                    c.into(),
+                                    refs.into(),
+                                    0,
+                                    &p,
+                                    chunk
+                                ),
+                                "take {take}, chunk {chunk}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -415,7 +415,8 @@ impl<'a> Entry<'_, 'a> {
         }
     }
 
-    /// [`MappedDump::pieces`].
+    /// [`MappedDump::pieces`]: a stored tensor or a split part; any other computed tensor is
+    /// read whole ([`Entry::view`]), and asking for its pieces is an error.
     pub fn pieces(&self, per: usize) -> Result<Pieces<'a>, DumpError> {
         let m = self.dump;
         match self.source {
@@ -442,7 +443,12 @@ impl<'a> Entry<'_, 'a> {
                         done: 0,
                     }))
                 }
-                None => m.dump.chunks(&v.name, per).map(Pieces::Stored),
+                // Computed whole ([`Entry::view`]), never streamed: no stored tensor stands
+                // for it (one of the same name would be the untransformed values).
+                None => Err(DumpError::NoSuchTensor {
+                    path: m.dump.path().to_path_buf(),
+                    name: v.name.clone(),
+                }),
             },
         }
     }
