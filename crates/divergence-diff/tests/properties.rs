@@ -321,6 +321,17 @@ fn feed(fold: &mut ProbeFold, o: &[f32], r: &[f32], t: Option<&[f64]>, piece: us
     }
 }
 
+/// Values in [-4, 4) from a small xorshift of `seed`: fast for tensors of several chunks.
+fn xorshift(seed: u64) -> impl FnMut() -> f32 {
+    let mut x = seed | 1;
+    move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        (x >> 40) as f32 / (1u64 << 24) as f32 * 8.0 - 4.0
+    }
+}
+
 /// [`feed`] with pieces of varying sizes: `sizes` cycled (each a multiple of the piece unit).
 fn feed_sizes(fold: &mut ProbeFold, o: &[f32], r: &[f32], t: Option<&[f64]>, sizes: &[usize]) {
     let cuts = |n: usize| {
@@ -387,14 +398,7 @@ proptest! {
             ..DiffConfig::default()
         };
         prop_assert_eq!(cfg.piece_unit(), unit);
-        // Values from a small xorshift: fast for tensors of several chunks.
-        let mut x = seed | 1;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 40) as f32 / (1u64 << 24) as f32 * 8.0 - 4.0
-        };
+        let mut next = xorshift(seed);
         let a: Vec<f32> = (0..n).map(|_| next()).collect();
         let mut b: Vec<f32> = a.iter().map(|&v| v + next() * 1e-3).collect();
         let mut a = a;
@@ -457,13 +461,7 @@ proptest! {
             chunk_len: unit * 2,
             ..DiffConfig::default()
         };
-        let mut x = seed | 1;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 40) as f32 / (1u64 << 24) as f32 * 8.0 - 4.0
-        };
+        let mut next = xorshift(seed);
         // Each side (ours, ref, truth) is one part of a fused tensor of its own, all the
         // parts `n` elements long: the rows differ so that the runs break at other places.
         let n = rows * take[0];

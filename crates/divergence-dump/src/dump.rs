@@ -269,16 +269,11 @@ impl Dump {
     /// The layout and location of a named entry, or why it cannot be read (not in the dump,
     /// or damaged: the error found at open time).
     fn readable(&self, name: &str) -> Result<(&entry::EntryInfo, &Location), DumpError> {
-        let e = self
-            .index
-            .get(&self.names, name)
-            .and_then(|i| self.entries.get(i))
-            .ok_or_else(|| DumpError::NoSuchTensor {
-                path: self.path.clone(),
-                name: name.to_string(),
-            })?;
-        let info = e.info.as_ref().map_err(Clone::clone)?;
-        Ok((info, &e.at))
+        let i = self.position(name).ok_or_else(|| DumpError::NoSuchTensor {
+            path: self.path.clone(),
+            name: name.to_string(),
+        })?;
+        self.readable_at(i)
     }
 
     /// [`Dump::readable`] of the tensor at [`Dump::position`] `i`.
