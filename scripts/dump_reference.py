@@ -22,7 +22,10 @@ DynamicCache): the prompt runs as one prefill forward pass (step 0, plain probe 
 forward passes of one token each; every probe of decode step s is named `<name>@<s>` and has
 token axis length 1, and the cache probes `<attn>.cache_k@s` / `<attn>.cache_v@s` hold what the
 cache holds for the new token after step s's update (recorded by wrapping the cache object's
-`update`). The order is all step-0 probes, then all step-1 probes, ...
+`update`). The order is all step-0 probes, then all step-1 probes, ... In the file, each probe's
+decode steps are stored stacked, as one array `<name>@steps` of shape [N, ...] (step s at index
+s - 1), unless --decode-layout per-step writes one member per step (`<name>@<s>`); divergence
+reads both the same way.
 
 A module called more than once keeps its FIRST call (later calls are counted and reported on stderr
 and in the metadata field "repeated_calls"). The root module (name "") is not recorded: its output is
@@ -609,6 +612,40 @@ def run_decode(model, ids: list[int], steps: int, decode_ids: list[int] | None =
 # --------------------------------------------------------------------------------------------
 # writing
 
+STEP_NAME = re.compile(r"^(.+)@([1-9][0-9]{0,8})$")
+STACKED = "@steps"
+
+
+def stack_steps(probes, dtypes: dict):
+    """The decode layout "stacked" (docs/dump-format.md, "Decode steps"): every probe recorded at
+    decode steps 1..k, in order, becomes one tensor `<name>@steps` of shape [k, ...], placed after
+    the step-0 probes in the order of step 1. A probe whose steps are not 1..k in order or change
+    shape keeps its per-step tensors (divergence reads a mix of both layouts).
+
+    Returns (probes, dtypes) for the file."""
+    import torch
+
+    plain, steps = [], {}
+    for name, t in probes:
+        m = STEP_NAME.match(name)
+        if m is None:
+            plain.append((name, t))
+        else:
+            steps.setdefault(m.group(1), []).append((int(m.group(2)), name, t))
+    out, out_dtypes = list(plain), {n: dtypes[n] for n, _ in plain}
+    for base, recorded in steps.items():
+        numbers = [s for s, _, _ in recorded]
+        shapes = {tuple(t.shape) for _, _, t in recorded}
+        kinds = {dtypes[n] for _, n, _ in recorded}
+        if numbers == list(range(1, len(numbers) + 1)) and len(shapes) == 1 and len(kinds) == 1:
+            out.append((base + STACKED, torch.stack([t for _, _, t in recorded])))
+            out_dtypes[base + STACKED] = kinds.pop()
+        else:
+            for _, n, t in recorded:
+                out.append((n, t))
+                out_dtypes[n] = dtypes[n]
+    return out, out_dtypes
+
 
 def build_meta(order, dtypes, ids, model, producer_extra: dict, args_dtype, attn, device) -> dict:
     import torch
@@ -711,6 +748,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--decode", metavar="N", help="after the prompt (step 0), run N teacher-forced decode steps of one "
                    "token each with transformers' KV cache (DynamicCache); probes of step s are named NAME@s. "
                    "Tokens: the reference's greedy tokens, or --decode-ids")
+    p.add_argument("--decode-layout", choices=("stacked", "per-step"), default="stacked",
+                   help="how decode steps are stored: one array NAME@steps of shape [N, ...] per probe (stacked, "
+                   "the default: fast to read) or one array NAME@s per probe and step (per-step)")
     p.add_argument("--decode-ids", metavar="IDS", help="the decode tokens, e.g. 11,22,33 (then N is their count; "
                    "with --decode, N must equal it)")
     p.add_argument("--quiet", action="store_true", help="no progress / summary on stderr")
@@ -833,6 +873,8 @@ def _main(args, prepare_model=None) -> int:
         probes, dtypes, rec, decode_ids = run_decode(model, ids, n_decode, given_decode, keep=keep,
                                                      progress=progress, device=args.device)
         decode = (decode_ids, "given" if given_decode is not None else "greedy")
+        if args.decode_layout == "stacked":
+            probes, dtypes = stack_steps(probes, dtypes)
     else:
         probes, dtypes, rec = run_dump(model, ids, keep=keep, progress=progress, device=args.device)
     if not probes:
@@ -893,6 +935,8 @@ def write_truth(args, ids: list[int], keep, progress: bool, truth_out: Path, mai
     if decode is not None:
         probes, dtypes, rec, _ = run_decode(model, ids, len(decode[0]), decode[0], keep=keep, progress=progress,
                                             device=args.device)
+        if args.decode_layout == "stacked":
+            probes, dtypes = stack_steps(probes, dtypes)
     else:
         probes, dtypes, rec = run_dump(model, ids, keep=keep, progress=progress, device=args.device)
     meta = build_meta([n for n, _ in probes], dtypes, ids, model, extra, args.truth_dtype, args.attn, args.device)

@@ -15,10 +15,17 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import FIXTURES, REPO, SCRIPTS, TINY, dr, dump, read_npz, tiny_ids
+from conftest import FIXTURES, REPO, SCRIPTS, TINY, dr, read_npz, tiny_ids
+from conftest import dump as any_dump
 from test_dump_reference import LAYER_PROBES, expected_order
 
 N_STEPS = 4
+
+
+def dump(*args, **kw):
+    """The exporter with --decode-layout per-step: one array per probe and step, which these tests
+    read by name (the default, stacked layout is checked against it below)."""
+    return any_dump(*args, "--decode-layout", "per-step", **kw)
 
 
 def step_order(n_layers, step, layer_probes=LAYER_PROBES):
@@ -244,3 +251,65 @@ def test_decode_ids_out_of_vocab_exit_2(tmp_path, capsys):
     lines = capsys.readouterr().err.strip().splitlines()
     assert lines == ["error: --decode-ids: token id 512 is out of range for vocab size 512 (max id 511)"]
     assert not (tmp_path / "x.npz").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# the stacked layout (the default): one array NAME@steps per probe, read as the per-step arrays
+
+
+def unstack(names, arrays, meta):
+    """A stacked dump's arrays and order as the per-step layout has them (docs/dump-format.md)."""
+    out = {n: a for n, a in arrays.items() if not n.endswith("@steps")}
+    stacked = [n for n in names if n.endswith("@steps")]
+    order = [n for n in meta["order"] if not n.endswith("@steps")]
+    steps = {arrays[n].shape[0] for n in stacked}
+    assert steps == {meta["decode_steps"]}
+    for s in range(1, meta["decode_steps"] + 1):
+        for n in stacked:
+            out[f"{n[:-len('@steps')]}@{s}"] = arrays[n][s - 1]
+            order.append(f"{n[:-len('@steps')]}@{s}")
+    return order, out
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_stacked_layout_holds_the_per_step_arrays(tmp_path, dtype):
+    args = ["--model", TINY, "--ids-file", TINY / "ids.txt", "--dtype", dtype, "--decode", "3"]
+    per_step = dump(tmp_path, *args, name="per_step.npz")
+    stacked = any_dump(tmp_path, *args, name="stacked.npz")
+    p_names, p, p_meta = read_npz(per_step)
+    s_names, s, s_meta = read_npz(stacked)
+    # step 0 as it was, then one NAME@steps per probe of step 1, in step 1's order
+    step1 = [n[: -len("@1")] for n in p_names if n.endswith("@1")]
+    assert s_names == s_meta["order"] == [n for n in p_names if "@" not in n] + [f"{n}@steps" for n in step1]
+    assert len(s_names) == 81 + 81 + 2 * 4
+    for n in step1:
+        assert s[f"{n}@steps"].shape == (3, *p[f"{n}@1"].shape), n
+        assert s_meta["dtypes"][f"{n}@steps"] == p_meta["dtypes"][f"{n}@1"] == dtype
+    order, arrays = unstack(s_names, s, s_meta)
+    assert order == p_meta["order"] and set(arrays) == set(p)
+    for n, a in p.items():
+        np.testing.assert_array_equal(arrays[n], a, err_msg=n)
+    drop = ("order", "dtypes", "producer")
+    assert {k: v for k, v in s_meta.items() if k not in drop} == {k: v for k, v in p_meta.items() if k not in drop}
+
+
+def test_divergence_reads_stacked_and_per_step_dumps_as_one(tmp_path):
+    """`divergence diff` of the two layouts of one run: every probe of every step is paired with
+    itself (exact zeros), in the same order, and the rows are the per-step dump's."""
+    import os
+
+    binary = os.environ.get("DIVERGENCE_BIN") or str(REPO / "target" / "debug" / "divergence")
+    if not os.path.exists(binary):
+        pytest.skip("divergence binary not found (set DIVERGENCE_BIN)")
+    args = ["--model", TINY, "--ids-file", TINY / "ids.txt", "--dtype", "bfloat16", "--decode", "2"]
+    per_step = dump(tmp_path, *args, name="per_step.npz")
+    stacked = any_dump(tmp_path, *args, name="stacked.npz")
+    _, _, meta = read_npz(per_step)
+    out = subprocess.run([binary, "diff", str(stacked), str(per_step), "--exact", "--format", "json"],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert [r["name"] for r in report["ops"]] == meta["order"]
+    assert {r["status"] for r in report["ops"]} == {"ok"}
+    assert all(r["max_abs_err"] == 0 for r in report["ops"])
+    assert [r["step"] for r in report["ops"]][-1] == 2

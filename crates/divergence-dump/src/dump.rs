@@ -20,6 +20,7 @@ use crate::meta::{Meta, MAX_META_BYTES, META_ENTRY};
 use crate::npy;
 use crate::npz;
 use crate::safetensors;
+use crate::stacked;
 
 /// The container format of a dump.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,6 +117,15 @@ impl Dump {
             Format::Safetensors => safetensors::read_entries(path, &map)?,
         };
 
+        let stacked::Expanded {
+            entries,
+            source: stacked_source,
+            members: stacked_members,
+        } = stacked::expand(entries);
+        let mut meta = meta;
+        if let Some(m) = meta.as_mut() {
+            stacked::expand_order(m, &stacked_members);
+        }
         let mut names = Vec::with_capacity(entries.len());
         let entries: Vec<Stored> = entries
             .into_iter()
@@ -129,11 +139,16 @@ impl Dump {
             entry: entries[i]
                 .at
                 .entry
-                .clone()
-                .unwrap_or_else(|| names[i].clone()),
+                .as_deref()
+                .map_or_else(|| names[i].clone(), str::to_string),
             name: names[i].clone(),
         })?;
-        let (original, dtype_names) = original_dtypes(meta.as_ref(), &index, &names);
+        let (original, dtype_names) = original_dtypes(
+            meta.as_ref(),
+            &index,
+            &names,
+            (&stacked_source, &stacked_members),
+        );
         Ok(Dump {
             path: path.to_path_buf(),
             format,
@@ -331,11 +346,14 @@ fn sniff(buf: &[u8]) -> Option<Format> {
 }
 
 /// Per entry, its `meta.dtypes` value as an index into the distinct values (see [`Dump`]).
-/// The names are looked up in parallel; the map is read once, in order.
+/// The names are looked up in parallel; the map is read once, in order. The steps of a stacked
+/// member (`stacked`: per entry, the member it came from, and the members' names) take the
+/// member's value.
 fn original_dtypes(
     meta: Option<&Meta>,
     index: &NameIndex,
     names: &[String],
+    stacked: (&[Option<u32>], &[(String, usize)]),
 ) -> (Vec<Option<u16>>, Vec<String>) {
     let mut original = vec![None; names.len()];
     let mut distinct: Vec<String> = Vec::new();
@@ -361,6 +379,28 @@ fn original_dtypes(
         // More distinct dtype names than u16 holds: the rest are looked up in the metadata.
         if let (Ok(d), Some(slot)) = (u16::try_from(d), original.get_mut(i)) {
             *slot = Some(d);
+        }
+    }
+    let (source, members) = stacked;
+    if !members.is_empty() {
+        let member_dtype: Vec<Option<u16>> = members
+            .iter()
+            .map(|(name, _)| {
+                let dtype = meta.dtypes.get(name)?;
+                let d = match distinct.iter().rposition(|n| n == dtype) {
+                    Some(d) => d,
+                    None => {
+                        distinct.push(dtype.clone());
+                        distinct.len() - 1
+                    }
+                };
+                u16::try_from(d).ok()
+            })
+            .collect();
+        for (slot, k) in original.iter_mut().zip(source) {
+            if let Some(d) = k.and_then(|k| member_dtype.get(k as usize).copied().flatten()) {
+                *slot = Some(d);
+            }
         }
     }
     (original, distinct)

@@ -18,7 +18,8 @@ use crate::dtype::DType;
 pub struct Location {
     /// Shared by every entry of one dump (a decode dump has tens of thousands).
     pub path: Arc<Path>,
-    pub entry: Option<String>,
+    /// The member (an npz member's name, `x.npy`); shared by the steps of a stacked member.
+    pub entry: Option<Arc<str>>,
 }
 
 impl Location {
@@ -37,7 +38,7 @@ impl Location {
     pub(crate) fn in_file(path: &Arc<Path>, entry: &str) -> Location {
         Location {
             path: Arc::clone(path),
-            entry: Some(entry.to_string()),
+            entry: Some(Arc::from(entry)),
         }
     }
 }

@@ -21,6 +21,7 @@ mod meta;
 mod npy;
 mod npz;
 mod safetensors;
+mod stacked;
 mod writer;
 
 pub use divergence_values::ValuesRef;
@@ -29,6 +30,7 @@ pub use dump::{Dump, Format};
 pub use entry::{Chunks, MAX_REORDER_BYTES};
 pub use error::{DumpError, Location};
 pub use meta::{Meta, FORMAT_TAG, META_ENTRY, SAFETENSORS_META_KEY};
+pub use stacked::{stacked_base, MAX_STACKED_STEPS, STACKED_SUFFIX};
 pub use writer::DumpWriter;
 
 /// Not a public API: the zip member reader, exposed for `examples/zip_reader.rs` (the

@@ -9,6 +9,11 @@
 //!
 //! safetensors: tensors keep their dtype (BF16 and F16 native) and are buffered until `finish`,
 //! which writes the file with the metadata JSON under `__metadata__["divergence"]`.
+//!
+//! Decode steps ([`DumpWriter::stack_steps`]): a tensor named `x@s` (decode step s >= 1) is
+//! appended to the buffered stack `x@steps` instead, written by `finish` as one member whose
+//! leading axis is the step (docs/dump-format.md, "Decode steps"); memory: the decode steps'
+//! bytes until then.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -23,6 +28,7 @@ use crate::dtype::{element_count, DType, TensorData};
 use crate::error::{lowercase_first, DumpError};
 use crate::meta::{Meta, FORMAT_TAG, META_ENTRY, SAFETENSORS_META_KEY};
 use crate::npy;
+use crate::stacked::STACKED_SUFFIX;
 
 /// Writes a dump; see the module docs. Call [`DumpWriter::finish`] to complete the file.
 pub struct DumpWriter {
@@ -31,6 +37,22 @@ pub struct DumpWriter {
     /// Names in add order, with the dtype each was given in.
     added: Vec<(String, DType)>,
     seen: HashSet<String>,
+    /// Decode steps are stacked (`Some`), with the stacks in first-add order.
+    stacks: Option<Vec<Stack>>,
+    /// Stack name (`x@steps`) -> index in `stacks`.
+    stack_index: HashMap<String, usize>,
+}
+
+/// The decode steps of one probe so far, encoded as they will be stored.
+struct Stack {
+    /// `x@steps`.
+    name: String,
+    /// One step's shape.
+    shape: Vec<usize>,
+    /// The dtype the steps were given in (all the same).
+    dtype: DType,
+    steps: usize,
+    bytes: Vec<u8>,
 }
 
 enum Inner {
@@ -100,7 +122,16 @@ impl DumpWriter {
             inner,
             added: Vec::new(),
             seen: HashSet::new(),
+            stacks: None,
+            stack_index: HashMap::new(),
         })
+    }
+
+    /// From now on, store decode steps stacked: `add("x@s", ..)` for s = 1, 2, ... appends to
+    /// the member `x@steps` (shape `[steps] + step shape`), written by [`DumpWriter::finish`].
+    /// Every step of a probe must have the same shape and dtype, and come in order (1, 2, ...).
+    pub fn stack_steps(&mut self) {
+        self.stacks.get_or_insert_with(Vec::new);
     }
 
     /// Add a tensor (C order). Names must be unique and non-empty; `__meta__` is reserved.
@@ -120,6 +151,12 @@ impl DumpWriter {
                 shape: shape.to_vec(),
                 need: need.map_or_else(|| "more than fit in memory".to_string(), |n| n.to_string()),
             });
+        }
+        if self.stacks.is_some() {
+            let (base, step) = divergence_names::split_step(name);
+            if step > 0 {
+                return self.add_step(name, base, step, shape, &data);
+            }
         }
         match &mut self.inner {
             Inner::Npz(zip) => {
@@ -167,10 +204,138 @@ impl DumpWriter {
         Ok(())
     }
 
+    /// Appends decode step `step` of `base` to its stack (see [`DumpWriter::stack_steps`]).
+    fn add_step(
+        &mut self,
+        name: &str,
+        base: &str,
+        step: usize,
+        shape: &[usize],
+        data: &TensorData<'_>,
+    ) -> Result<(), DumpError> {
+        let is_npz = matches!(self.inner, Inner::Npz(_));
+        let stack_name = format!("{base}{STACKED_SUFFIX}");
+        let path = &self.path;
+        let bad = |detail: String| DumpError::Write {
+            path: path.clone(),
+            detail: format!("tensor '{name}': {detail}"),
+        };
+        let Some(stacks) = self.stacks.as_mut() else {
+            return Ok(());
+        };
+        let k = match self.stack_index.get(&stack_name) {
+            Some(&k) => k,
+            None => {
+                if self.seen.contains(&stack_name) {
+                    return Err(DumpError::DuplicateName {
+                        path: path.clone(),
+                        name: stack_name,
+                    });
+                }
+                stacks.push(Stack {
+                    name: stack_name.clone(),
+                    shape: shape.to_vec(),
+                    dtype: data.dtype(),
+                    steps: 0,
+                    bytes: Vec::new(),
+                });
+                self.seen.insert(stack_name.clone());
+                self.stack_index.insert(stack_name, stacks.len() - 1);
+                stacks.len() - 1
+            }
+        };
+        let Some(stack) = stacks.get_mut(k) else {
+            return Ok(());
+        };
+        if step != stack.steps + 1 {
+            return Err(bad(format!(
+                "decode step {step} comes after step {} of the same probe: stacked steps must come in order, 1, 2, ...",
+                stack.steps
+            )));
+        }
+        if stack.shape != shape || stack.dtype != data.dtype() {
+            return Err(bad(format!(
+                "shape {shape:?} {}, but step 1 was {:?} {}: stacked steps must all have one shape and dtype",
+                data.dtype(),
+                stack.shape,
+                stack.dtype
+            )));
+        }
+        let n_bytes = data.len().saturating_mul(
+            if is_npz {
+                npz_storage_dtype(data)
+            } else {
+                data.dtype()
+            }
+            .size_bytes(),
+        );
+        stack
+            .bytes
+            .try_reserve(n_bytes)
+            .map_err(|_| bad(format!("cannot allocate {n_bytes} bytes")))?;
+        encode_le(data, is_npz, |b| {
+            stack.bytes.extend_from_slice(b);
+            Ok(())
+        })
+        .map_err(|e| write_err(path, &e))?;
+        stack.steps += 1;
+        self.seen.insert(name.to_string());
+        Ok(())
+    }
+
+    /// Writes the decode-step stacks as members (npz) or buffered tensors (safetensors).
+    fn write_stacks(&mut self) -> Result<(), DumpError> {
+        let Some(stacks) = self.stacks.take() else {
+            return Ok(());
+        };
+        for stack in stacks {
+            let mut shape = Vec::with_capacity(stack.shape.len() + 1);
+            shape.push(stack.steps);
+            shape.extend_from_slice(&stack.shape);
+            let path = &self.path;
+            match &mut self.inner {
+                Inner::Npz(zip) => {
+                    let storage = match stack.dtype {
+                        DType::BF16 => DType::F32,
+                        d => d,
+                    };
+                    let header = npy::write_header(npy::descr(storage).unwrap_or("<f4"), &shape);
+                    let total = (header.len() as u64).saturating_add(stack.bytes.len() as u64);
+                    let opts = SimpleFileOptions::default()
+                        .compression_method(CompressionMethod::Stored)
+                        .large_file(total >= u64::from(u32::MAX));
+                    let zerr = |e: zip::result::ZipError| DumpError::Write {
+                        path: path.clone(),
+                        detail: format!(
+                            "tensor '{}': {}",
+                            stack.name,
+                            lowercase_first(&e.to_string())
+                        ),
+                    };
+                    zip.start_file(format!("{}.npy", stack.name), opts)
+                        .map_err(zerr)?;
+                    zip.write_all(&header).map_err(|e| write_err(path, &e))?;
+                    zip.write_all(&stack.bytes)
+                        .map_err(|e| write_err(path, &e))?;
+                }
+                Inner::Safetensors(tensors) => tensors.push(Buffered {
+                    name: stack.name.clone(),
+                    dtype: st_dtype(stack.dtype),
+                    shape,
+                    bytes: stack.bytes,
+                }),
+            }
+            self.seen.insert(stack.name.clone());
+            self.added.push((stack.name, stack.dtype));
+        }
+        Ok(())
+    }
+
     /// Complete the file. Fills `meta.format` (`"divergence-dump/1"`), `meta.order` (add order)
     /// if empty, and `meta.dtypes[name]` (dtype as given to `add`) for every tensor not already
     /// in it; then writes the metadata and closes the file.
-    pub fn finish(self, mut meta: Meta) -> Result<(), DumpError> {
+    pub fn finish(mut self, mut meta: Meta) -> Result<(), DumpError> {
+        self.write_stacks()?;
         meta.format = FORMAT_TAG.to_string();
         if meta.order.is_empty() {
             meta.order = self.added.iter().map(|(n, _)| n.clone()).collect();

@@ -203,7 +203,8 @@ impl Recorder for MemoryRecorder {
     }
 }
 
-/// Streams probes into a dump file (npz or safetensors, by extension).
+/// Streams probes into a dump file (npz or safetensors, by extension); decode steps are kept
+/// until `finish` and written stacked, one member per probe (`x@steps`).
 pub struct DumpRecorder {
     writer: DumpWriter,
     count: usize,
@@ -211,10 +212,10 @@ pub struct DumpRecorder {
 
 impl DumpRecorder {
     pub fn create(path: &Path) -> Result<DumpRecorder, Error> {
-        Ok(DumpRecorder {
-            writer: DumpWriter::create(path)?,
-            count: 0,
-        })
+        let mut writer = DumpWriter::create(path)?;
+        // Decode steps as one member per probe (`x@steps`), docs/dump-format.md.
+        writer.stack_steps();
+        Ok(DumpRecorder { writer, count: 0 })
     }
 
     /// Number of probes written so far.

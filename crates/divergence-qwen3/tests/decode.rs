@@ -487,10 +487,21 @@ fn a_decode_dump_records_its_steps_and_decode_from_reads_them() {
     assert_eq!(meta.order[81], "model.embed_tokens@1");
     assert_eq!(meta.order.last().map(String::as_str), Some("lm_head@3"));
     assert_eq!(
+        dump.original_dtype("model.layers.0.self_attn.cache_k@1")
+            .as_deref(),
+        Some("float32")
+    );
+    // Stored stacked: one `@steps` member per probe, read back as the steps.
+    assert_eq!(
         meta.dtypes
-            .get("model.layers.0.self_attn.cache_k@1")
+            .get("model.layers.0.self_attn.cache_k@steps")
             .map(String::as_str),
         Some("float32")
+    );
+    assert_eq!(dump.names().len(), summary.probes);
+    assert_eq!(
+        dump.shape("model.layers.0.self_attn.cache_k@3"),
+        dump.shape("model.layers.0.self_attn.cache_k@1")
     );
 
     // --decode-from that dump: the same ids and steps, decode_source copied

@@ -1,0 +1,272 @@
+//! Decode steps stored stacked: one member `<name>@steps` holds every decode step of probe
+//! `<name>` along a new leading axis (step s at index s - 1), and reads as the per-step tensors
+//! `<name>@1` .. `<name>@N` of the per-step layout (docs/dump-format.md, "Decode steps").
+//!
+//! Expansion happens once, at open, on headers only: step s of a stored C-order member is the
+//! byte range `s - 1` of its data, so each step stays a zero-copy view of the map. A stacked
+//! member that cannot be sliced that way (deflated, Fortran order, no leading axis) stays one
+//! entry under its own name with an error that says why, so `diff` reports its steps missing
+//! instead of reading something else.
+
+use divergence_names::step_name;
+use rayon::prelude::*;
+
+use crate::entry::{Entry, EntryInfo, Source};
+use crate::error::DumpError;
+use crate::meta::Meta;
+
+/// The suffix of a stacked member's name: `model.layers.0.self_attn.k_norm@steps`.
+pub const STACKED_SUFFIX: &str = "@steps";
+
+/// Most steps one stacked member may expand to (a decode of a million tokens; the per-step
+/// entries cost ~200 bytes each).
+pub const MAX_STACKED_STEPS: usize = 1 << 20;
+
+/// The probe name a stacked member stands for: `x@steps` -> `x`.
+pub fn stacked_base(name: &str) -> Option<&str> {
+    name.strip_suffix(STACKED_SUFFIX).filter(|b| !b.is_empty())
+}
+
+/// What one name (or entry) of a dump is, for the step-major order.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    /// A prefill (step 0) tensor.
+    Prefill,
+    /// One decode step of the per-step layout, `x@s`.
+    Step(usize),
+    /// A stacked member holding steps `1..=n`.
+    Stacked(usize),
+}
+
+/// The step-major order of `kinds` as (index into `kinds`, step): every prefill item in its
+/// order, then step 1 of every item that has one (a per-step `x@1`, or the first step of a
+/// stacked member) in the order the items are listed, then step 2, and so on. This is the
+/// execution order of a decode dump, whichever layout (or mix) stores it.
+fn step_major(kinds: &[Kind]) -> Vec<(usize, usize)> {
+    let mut out: Vec<(usize, usize)> = Vec::with_capacity(kinds.len());
+    let mut per_step: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
+    let mut stacked: Vec<(usize, usize)> = Vec::new();
+    for (i, k) in kinds.iter().enumerate() {
+        match *k {
+            Kind::Prefill => out.push((i, 0)),
+            Kind::Step(s) => per_step.entry(s).or_default().push(i),
+            Kind::Stacked(n) => stacked.push((i, n)),
+        }
+    }
+    let most = stacked.iter().map(|&(_, n)| n).max().unwrap_or(0);
+    // The steps to walk: 1..=most, and any step only the per-step items have.
+    let beyond: Vec<usize> = per_step.range(most + 1..).map(|(&s, _)| s).collect();
+    let no_items = Vec::new();
+    for s in (1..=most).chain(beyond) {
+        let singles = per_step.get(&s).unwrap_or(&no_items);
+        let mut stacks = stacked
+            .iter()
+            .filter(|&&(_, n)| n >= s)
+            .map(|&(i, _)| i)
+            .peekable();
+        let mut singles = singles.iter().copied().peekable();
+        // Merge by position in the list.
+        loop {
+            let next = match (stacks.peek(), singles.peek()) {
+                (Some(&a), Some(&b)) if a < b => stacks.next(),
+                (Some(_), None) => stacks.next(),
+                (_, Some(_)) => singles.next(),
+                (None, None) => break,
+            };
+            if let Some(i) = next {
+                out.push((i, s));
+            }
+        }
+    }
+    out
+}
+
+/// The entries of a dump with every stacked member replaced by its steps, in step-major order
+/// ([`step_major`]): the prefill's entries in file order, then step 1 of every entry that has
+/// one, and so on. Unchanged (in file order) when no member is stacked.
+pub(crate) fn expand(entries: Vec<Entry>) -> Expanded {
+    if !entries.iter().any(|e| stacked_base(&e.name).is_some()) {
+        return Expanded {
+            entries,
+            source: Vec::new(),
+            members: Vec::new(),
+        };
+    }
+    let mut kinds = Vec::with_capacity(entries.len());
+    let mut items: Vec<Option<Entry>> = Vec::with_capacity(entries.len());
+    // Per item, its index among the stacked members (`members`, `steps`).
+    let mut member_of: Vec<Option<u32>> = Vec::with_capacity(entries.len());
+    let mut stacked: Vec<(usize, usize)> = Vec::new();
+    for e in entries {
+        let kind = match stacked_base(&e.name).map(|_| sliceable(&e)) {
+            Some(Ok(n)) => {
+                member_of.push(u32::try_from(stacked.len()).ok());
+                stacked.push((items.len(), n));
+                items.push(Some(e));
+                kinds.push(Kind::Stacked(n));
+                continue;
+            }
+            Some(Err(err)) => {
+                items.push(Some(Entry {
+                    info: Err(err),
+                    ..e
+                }));
+                member_of.push(None);
+                kinds.push(Kind::Prefill);
+                continue;
+            }
+            None => match divergence_names::split_step(&e.name).1 {
+                0 => Kind::Prefill,
+                s => Kind::Step(s),
+            },
+        };
+        items.push(Some(e));
+        member_of.push(None);
+        kinds.push(kind);
+    }
+    // Each member's steps in parallel (a 256-step decode has ~150,000 of them).
+    let mut steps: Vec<std::vec::IntoIter<Entry>> = stacked
+        .par_iter()
+        .map(|&(i, n)| match items.get(i).and_then(Option::as_ref) {
+            Some(e) => steps_of(e, n).into_iter(),
+            None => Vec::new().into_iter(),
+        })
+        .collect();
+    let order = step_major(&kinds);
+    let mut out = Vec::with_capacity(order.len());
+    let mut source = Vec::with_capacity(order.len());
+    for (i, _) in order {
+        let member = member_of.get(i).copied().flatten();
+        let e = match member {
+            Some(k) => steps.get_mut(k as usize).and_then(Iterator::next),
+            None => items.get_mut(i).and_then(Option::take),
+        };
+        if let Some(e) = e {
+            out.push(e);
+            source.push(member);
+        }
+    }
+    let members = stacked
+        .iter()
+        .filter_map(|&(i, n)| Some((items.get(i)?.as_ref()?.name.clone(), n)))
+        .collect();
+    Expanded {
+        entries: out,
+        source,
+        members,
+    }
+}
+
+/// [`expand`]'s result.
+pub(crate) struct Expanded {
+    pub entries: Vec<Entry>,
+    /// Per entry (empty when nothing was expanded), the index in `members` it came from.
+    pub source: Vec<Option<u32>>,
+    /// The stacked members expanded: name (with the suffix) and step count.
+    pub members: Vec<(String, usize)>,
+}
+
+/// The number of steps of a stacked member that can be sliced into its steps, or why not.
+fn sliceable(e: &Entry) -> Result<usize, DumpError> {
+    let info = e.info.as_ref().map_err(Clone::clone)?;
+    let bad = |detail: &str| DumpError::UnsupportedEntry {
+        at: e.at.clone(),
+        detail: format!("a stacked decode-step member ({STACKED_SUFFIX}) {detail}"),
+    };
+    let Some(&steps) = info.shape.first() else {
+        return Err(bad("needs a leading step axis, this one is a scalar"));
+    };
+    if steps > MAX_STACKED_STEPS {
+        return Err(bad(&format!(
+            "has {steps} steps, more than the {MAX_STACKED_STEPS} allowed"
+        )));
+    }
+    if info.fortran && info.shape.iter().skip(1).any(|&d| d > 1) && steps > 1 {
+        return Err(bad(
+            "must be stored in C order (its steps are not contiguous in Fortran order)",
+        ));
+    }
+    if !matches!(info.source, Source::Bytes { .. }) {
+        return Err(bad(
+            "must be stored uncompressed (np.savez, not np.savez_compressed): a deflated member cannot be read one step at a time",
+        ));
+    }
+    Ok(steps)
+}
+
+/// The `steps` entries of one stacked member: step s's header says the member's shape without
+/// its leading axis, and its bytes are the s-th of `steps` equal ranges of the member's data.
+fn steps_of(e: &Entry, steps: usize) -> Vec<Entry> {
+    let (Some(base), Ok(info)) = (stacked_base(&e.name), e.info.as_ref()) else {
+        return Vec::new();
+    };
+    let Source::Bytes { start, len } = info.source else {
+        return Vec::new();
+    };
+    let per_elems = info.n_elems.checked_div(steps).unwrap_or(0);
+    let per_bytes = per_elems.saturating_mul(info.dtype.size_bytes());
+    let shape: Vec<usize> = info.shape.iter().skip(1).copied().collect();
+    (1..=steps)
+        .map(|s| {
+            let offset = (s - 1).saturating_mul(per_bytes);
+            let source = Source::Bytes {
+                start: start.saturating_add(offset),
+                // What the member's data holds from there on, at most one step: a short member
+                // gives its last steps the short-data error `npy_info` gives whole tensors.
+                len: per_bytes.min(len.saturating_sub(offset)),
+            };
+            Entry {
+                name: step_name(base, s),
+                at: e.at.clone(),
+                info: Ok(EntryInfo {
+                    shape: shape.clone(),
+                    dtype: info.dtype,
+                    endian: info.endian,
+                    fortran: false,
+                    n_elems: per_elems,
+                    source,
+                }),
+            }
+        })
+        .collect()
+}
+
+/// The metadata's `order` with every stacked member's name replaced by its steps, in the
+/// step-major order [`expand`] gives the entries. A stacked name the dump holds unfolds into its
+/// member's steps; one it does not, into `decode_steps` steps.
+pub(crate) fn expand_order(meta: &mut Meta, members: &[(String, usize)]) {
+    if !meta.order.iter().any(|n| stacked_base(n).is_some()) {
+        return;
+    }
+    let declared = meta
+        .extra
+        .get("decode_steps")
+        .and_then(serde_json::Value::as_u64)
+        .and_then(|n| usize::try_from(n).ok())
+        .unwrap_or(0)
+        .min(MAX_STACKED_STEPS);
+    let known: std::collections::HashMap<&str, usize> =
+        members.iter().map(|(m, n)| (m.as_str(), *n)).collect();
+    let kinds: Vec<Kind> = meta
+        .order
+        .iter()
+        .map(|n| match stacked_base(n) {
+            Some(_) => Kind::Stacked(known.get(n.as_str()).copied().unwrap_or(declared)),
+            None => match divergence_names::split_step(n).1 {
+                0 => Kind::Prefill,
+                s => Kind::Step(s),
+            },
+        })
+        .collect();
+    let order = std::mem::take(&mut meta.order);
+    meta.order = step_major(&kinds)
+        .into_iter()
+        .filter_map(|(i, s)| {
+            let n = order.get(i)?;
+            Some(match (stacked_base(n), kinds.get(i)) {
+                (Some(base), Some(Kind::Stacked(_))) => step_name(base, s),
+                _ => n.clone(),
+            })
+        })
+        .collect();
+}

@@ -1,0 +1,317 @@
+//! Decode steps stored stacked (`x@steps`, docs/dump-format.md "Decode steps"): written by
+//! `DumpWriter::stack_steps`, read as the per-step tensors `x@1` .. `x@N` with the names, order,
+//! values, dtypes and errors of the per-step layout.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use divergence_dump::{Dump, DumpWriter, Meta, TensorData};
+
+/// Step s of probe `base`: distinct values per probe and step.
+fn values(base: usize, step: usize, n: usize) -> Vec<f32> {
+    (0..n)
+        .map(|i| (base * 1000 + step * 10 + i) as f32 * 0.5 - 7.0)
+        .collect()
+}
+
+const PROBES: [(&str, [usize; 3]); 3] = [
+    ("model.embed_tokens", [1, 1, 4]),
+    ("model.layers.0.self_attn.k_norm", [1, 2, 3]),
+    ("lm_head", [1, 1, 5]),
+];
+
+/// A decode dump of 3 probes: the prefill (2 tokens) and `steps` decode steps, written stacked
+/// or per step; `lm_head` in bf16.
+fn write_decode(path: &Path, steps: usize, stacked: bool) {
+    let mut w = DumpWriter::create(path).unwrap();
+    if stacked {
+        w.stack_steps();
+    }
+    for step in 0..=steps {
+        for (k, (name, shape)) in PROBES.iter().enumerate() {
+            let mut shape = shape.to_vec();
+            if step == 0 {
+                shape[1] = 2;
+            }
+            let n: usize = shape.iter().product();
+            let v = values(k, step, n);
+            let name = if step == 0 {
+                name.to_string()
+            } else {
+                format!("{name}@{step}")
+            };
+            if *name.split('@').next().unwrap() == *"lm_head" {
+                let b: Vec<half::bf16> = v.iter().map(|&x| half::bf16::from_f32(x)).collect();
+                w.add(&name, &shape, TensorData::BF16(&b)).unwrap();
+            } else {
+                w.add(&name, &shape, TensorData::F32(&v)).unwrap();
+            }
+        }
+    }
+    let mut meta = Meta::default();
+    meta.extra
+        .insert("decode_steps".into(), serde_json::json!(steps));
+    w.finish(meta).unwrap();
+}
+
+fn per_step_names(steps: usize) -> Vec<String> {
+    let mut want: Vec<String> = PROBES.iter().map(|(n, _)| n.to_string()).collect();
+    for s in 1..=steps {
+        want.extend(PROBES.iter().map(|(n, _)| format!("{n}@{s}")));
+    }
+    want
+}
+
+#[test]
+fn stacked_steps_read_as_the_per_step_tensors() {
+    let dir = tempfile::tempdir().unwrap();
+    for ext in ["npz", "safetensors"] {
+        let stacked = dir.path().join(format!("stacked.{ext}"));
+        let per_step = dir.path().join(format!("per_step.{ext}"));
+        write_decode(&stacked, 3, true);
+        write_decode(&per_step, 3, false);
+        let (a, b) = (
+            Dump::open(&stacked).unwrap(),
+            Dump::open(&per_step).unwrap(),
+        );
+        let want = per_step_names(3);
+        // The stacked file holds 3 + 3 arrays: the prefill's and one `@steps` per probe.
+        if ext == "npz" {
+            let z = zip::ZipArchive::new(std::fs::File::open(&stacked).unwrap()).unwrap();
+            assert_eq!(z.len(), 7, "{ext}: members, __meta__ included");
+        }
+        if ext == "npz" {
+            assert_eq!(a.names(), want.as_slice(), "{ext}");
+            assert_eq!(b.names(), want.as_slice(), "{ext}");
+        } else {
+            // safetensors lists tensors in data order (its writer's, not ours): the same set.
+            let set = |d: &Dump| {
+                let mut n = d.names().to_vec();
+                n.sort();
+                n
+            };
+            let mut w = want.clone();
+            w.sort();
+            assert_eq!((set(&a), set(&b)), (w.clone(), w), "{ext}");
+        }
+        assert_eq!(
+            a.meta().unwrap().order,
+            want,
+            "{ext}: the metadata's order unfolded"
+        );
+        assert_eq!(b.meta().unwrap().order, want, "{ext}");
+        for name in &want {
+            let (x, y) = (a.read(name).unwrap(), b.read(name).unwrap());
+            assert_eq!(x.shape, y.shape, "{ext} {name}");
+            assert_eq!(x.values.to_f64_vec(), y.values.to_f64_vec(), "{ext} {name}");
+            assert_eq!(a.dtype(name), b.dtype(name), "{ext} {name}");
+            assert_eq!(
+                a.original_dtype(name),
+                b.original_dtype(name),
+                "{ext} {name}"
+            );
+            assert_eq!(a.is_zero_copy(name), b.is_zero_copy(name), "{ext} {name}");
+            let v = a.view(name).unwrap();
+            assert_eq!(v.shape, x.shape, "{ext} {name}");
+            // Streaming a step gives the same values.
+            let mut c = a.chunks(name, 2).unwrap();
+            let mut streamed = Vec::new();
+            while let Some(p) = c.next_piece().unwrap() {
+                streamed.extend(p.to_f64_vec());
+            }
+            assert_eq!(streamed, x.values.to_f64_vec(), "{ext} {name}");
+        }
+        assert_eq!(a.original_dtype("lm_head@2").as_deref(), Some("bfloat16"));
+        assert_eq!(
+            a.shape("model.layers.0.self_attn.k_norm@3"),
+            Some(&[1, 2, 3][..])
+        );
+        assert!(!a.contains("lm_head@steps") && !a.contains("lm_head@4"));
+    }
+}
+
+#[test]
+fn numpy_reads_a_stacked_member_with_the_step_first() {
+    // The array a numpy user gets: [steps] + the step's shape, step s at index s - 1.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("d.npz");
+    write_decode(&path, 4, true);
+    let mut z = zip::ZipArchive::new(std::fs::File::open(&path).unwrap()).unwrap();
+    let mut member = z
+        .by_name("model.layers.0.self_attn.k_norm@steps.npy")
+        .unwrap();
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut member, &mut bytes).unwrap();
+    let header = String::from_utf8_lossy(&bytes[10..bytes.len().min(128)]).to_string();
+    assert!(header.contains("'shape': (4, 1, 2, 3)"), "{header}");
+    let data_at = bytes.len() - 4 * 4 * 6;
+    let step3: Vec<f32> = bytes[data_at + 2 * 24..data_at + 3 * 24]
+        .chunks(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    assert_eq!(step3, values(1, 3, 6));
+}
+
+#[test]
+fn a_writer_refuses_steps_out_of_order_or_of_another_shape() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("d.npz");
+    let mut w = DumpWriter::create(&path).unwrap();
+    w.stack_steps();
+    let v = [1.0f32; 4];
+    w.add("x", &[1, 2, 2], TensorData::F32(&v)).unwrap();
+    let e = w
+        .add("x@2", &[1, 1, 2], TensorData::F32(&v[..2]))
+        .unwrap_err();
+    assert!(e.to_string().contains("must come in order"), "{e}");
+    w.add("x@1", &[1, 1, 2], TensorData::F32(&v[..2])).unwrap();
+    let e = w.add("x@2", &[1, 1, 4], TensorData::F32(&v)).unwrap_err();
+    assert!(e.to_string().contains("one shape and dtype"), "{e}");
+    let e = w
+        .add("x@steps", &[1, 1, 2], TensorData::F32(&v[..2]))
+        .unwrap_err();
+    assert!(e.to_string().contains("x@steps"), "{e}");
+}
+
+fn npy(descr: &str, fortran: bool, shape: &str, data: &[u8]) -> Vec<u8> {
+    let dict = format!(
+        "{{'descr': '{descr}', 'fortran_order': {}, 'shape': {shape}, }}",
+        if fortran { "True" } else { "False" }
+    );
+    let mut text = dict.into_bytes();
+    while !(10 + text.len() + 1).is_multiple_of(64) {
+        text.push(b' ');
+    }
+    text.push(b'\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend_from_slice(&(text.len() as u16).to_le_bytes());
+    out.extend_from_slice(&text);
+    out.extend_from_slice(data);
+    out
+}
+
+/// An npz of `(member name, npy bytes, deflated?)`.
+fn npz(dir: &Path, name: &str, members: &[(&str, Vec<u8>, bool)]) -> PathBuf {
+    let path = dir.join(name);
+    let mut z = zip::ZipWriter::new(std::fs::File::create(&path).unwrap());
+    for (m, bytes, deflated) in members {
+        let method = if *deflated {
+            zip::CompressionMethod::Deflated
+        } else {
+            zip::CompressionMethod::Stored
+        };
+        let opts = zip::write::SimpleFileOptions::default().compression_method(method);
+        z.start_file(format!("{m}.npy"), opts).unwrap();
+        z.write_all(bytes).unwrap();
+    }
+    z.finish().unwrap();
+    path
+}
+
+fn f32_bytes(n: usize) -> Vec<u8> {
+    (0..n).flat_map(|i| (i as f32).to_le_bytes()).collect()
+}
+
+#[test]
+fn stacked_members_that_cannot_be_sliced_are_unreadable_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: [(&str, Vec<u8>, bool, &str); 4] = [
+        (
+            "deflated",
+            npy("<f4", false, "(3, 2)", &f32_bytes(6)),
+            true,
+            "must be stored uncompressed",
+        ),
+        (
+            "fortran",
+            npy("<f4", true, "(3, 2)", &f32_bytes(6)),
+            false,
+            "must be stored in c order",
+        ),
+        (
+            "scalar",
+            npy("<f4", false, "()", &f32_bytes(1)),
+            false,
+            "leading step axis",
+        ),
+        // Data shorter than its header says: the member's error, as for any tensor.
+        (
+            "short",
+            npy("<f4", false, "(3, 2)", &f32_bytes(5)),
+            false,
+            "",
+        ),
+    ];
+    for (case, bytes, deflated, why) in cases {
+        let path = npz(
+            dir.path(),
+            &format!("{case}.npz"),
+            &[
+                ("a", npy("<f4", false, "(2,)", &f32_bytes(2)), false),
+                ("x@steps", bytes, deflated),
+            ],
+        );
+        let d = Dump::open(&path).unwrap();
+        assert_eq!(
+            d.read("a").unwrap().values.to_f64_vec(),
+            vec![0.0, 1.0],
+            "{case}"
+        );
+        assert_eq!(d.names(), ["a", "x@steps"], "{case}");
+        let e = d.read("x@steps").unwrap_err().to_string();
+        assert!(e.starts_with(&path.display().to_string()), "{case}: {e}");
+        assert!(e.to_lowercase().contains(why), "{case}: {e}");
+        assert!(e.contains("x@steps.npy"), "{case}: {e}");
+        assert!(!e.contains('\n'), "{case}: {e}");
+    }
+}
+
+#[test]
+fn a_name_given_stacked_and_per_step_is_a_duplicate() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = npz(
+        dir.path(),
+        "dup.npz",
+        &[
+            ("x@steps", npy("<f4", false, "(2, 1)", &f32_bytes(2)), false),
+            ("x@2", npy("<f4", false, "(1,)", &f32_bytes(1)), false),
+        ],
+    );
+    let e = Dump::open(&path).unwrap_err().to_string();
+    assert!(e.contains("x@2"), "{e}");
+}
+
+#[test]
+fn a_mix_of_layouts_keeps_the_execution_order() {
+    // Stacked and per-step members in one file, the metadata listing them as written.
+    let dir = tempfile::tempdir().unwrap();
+    let meta = serde_json::json!({
+        "format": "divergence-dump/1",
+        "order": ["a", "b", "a@steps", "b@1", "b@2"],
+        "dtypes": {"a": "float32", "b": "float32", "a@steps": "bfloat16", "b@1": "float32", "b@2": "float32"},
+        "decode_steps": 2,
+    })
+    .to_string();
+    let mut meta_npy = npy("|u1", false, &format!("({},)", meta.len()), meta.as_bytes());
+    meta_npy.shrink_to_fit();
+    let path = npz(
+        dir.path(),
+        "mix.npz",
+        &[
+            ("a", npy("<f4", false, "(1,)", &f32_bytes(1)), false),
+            ("b", npy("<f4", false, "(1,)", &f32_bytes(1)), false),
+            ("a@steps", npy("<f4", false, "(2, 1)", &f32_bytes(2)), false),
+            ("b@1", npy("<f4", false, "(1,)", &f32_bytes(1)), false),
+            ("b@2", npy("<f4", false, "(1,)", &f32_bytes(1)), false),
+            ("__meta__", meta_npy, false),
+        ],
+    );
+    let d = Dump::open(&path).unwrap();
+    assert_eq!(
+        d.meta().unwrap().order,
+        ["a", "b", "a@1", "b@1", "a@2", "b@2"],
+        "step-major, each step in the order the names are listed"
+    );
+    assert_eq!(d.original_dtype("a@2").as_deref(), Some("bfloat16"));
+    assert_eq!(d.read("a@2").unwrap().values.to_f64_vec(), vec![1.0]);
+}
