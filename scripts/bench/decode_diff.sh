@@ -12,7 +12,9 @@
 #      commit before and after a change), as JSON to a file and as the table, RUNS interleaved
 #      runs after one untimed, warm page cache (scripts/bench/decode_diff.py: wall time, peak
 #      RSS); its rows, dump bytes and bytes per second go to results.md;
-#   4. AFTER, when set: a command run after each step count's timing, with $n, $W/ours.npz and
+#   4. PER_STEP=1: the same dumps rewritten in the per-step layout (scripts/bench/unstack_steps.py)
+#      and timed the same way (the layout stacked since 2026-12-01 against the one before);
+#   5. AFTER, when set: a command run after each step count's timing, with $n, $W/ours.npz and
 #      $W/ref.npz in place (e.g. a profiler, or a build that prints its phases).
 #
 # On the GPU machine, from the repository root:
@@ -78,6 +80,27 @@ for n in $STEPS; do
     "${from[@]}" --out "$W/ours.npz" >> "$OUT/log.txt" 2>&1
   "$PY" scripts/bench/decode_diff.py --steps "$n" --runs "$RUNS" --ours "$W/ours.npz" \
     --ref "$W/ref.npz" --json-dir "$OUT" "${diffs[@]}" >> "$OUT/results.md" 2>> "$OUT/log.txt"
+  # The same run in the per-step layout (one array per probe and step, as these tools wrote
+  # before 2026-12-01), timed with the same binaries: what storing the steps stacked changes.
+  if [ "${PER_STEP:-0}" = 1 ] && [ "$n" != 0 ]; then
+    "$PY" scripts/bench/unstack_steps.py "$W/ours.npz" "$W/ours.per-step.npz"
+    "$PY" scripts/bench/unstack_steps.py "$W/ref.npz" "$W/ref.per-step.npz"
+    echo "per-step layout, the same run:" >> "$OUT/results.md"
+    mkdir -p "$OUT/per-step"
+    "$PY" scripts/bench/decode_diff.py --steps "$n" --runs "$RUNS" --ours "$W/ours.per-step.npz" \
+      --ref "$W/ref.per-step.npz" --json-dir "$OUT/per-step" "${diffs[@]}" >> "$OUT/results.md" 2>> "$OUT/log.txt"
+    rm -f "$W/ours.per-step.npz" "$W/ref.per-step.npz"
+    # The two layouts' reports, file names aside, must be the same.
+    for j in "$OUT"/per-step/report."$n".*.json; do
+      "$PY" - "$j" "$OUT/$(basename "$j")" >> "$OUT/results.md" <<'PYEOF'
+import json, sys
+a, b = (json.load(open(p)) for p in sys.argv[1:3])
+for r in (a, b):
+    r.pop("ours", None); r.pop("ref", None)
+print(f"{sys.argv[1].rsplit('/', 1)[-1]}: per-step and stacked reports {'identical' if a == b else 'DIFFER'}")
+PYEOF
+    done
+  fi
   if [ -n "${AFTER:-}" ]; then export n W OUT; bash -c "$AFTER" >> "$OUT/log.txt" 2>&1; fi
 done
 cat "$OUT/results.md"

@@ -119,49 +119,51 @@ pub fn amplification(
         .filter(|(_, op)| matches!(op, Op::QkProj(_)))
         .map(|(o, _)| (o.name.as_str(), o))
         .collect();
-    let mut rows = Vec::new();
-    for (op, &of) in ops.iter().zip(&ops_of) {
-        let Op::QkNorm(kind) = of else {
-            continue;
-        };
-        let (Some(layer), Some(proj_name)) = (
-            op.layer,
-            divergence_names::sibling(&op.name, Op::QkProj(kind)),
-        ) else {
-            continue;
-        };
-        let Some(proj) = by_name.get(proj_name.as_str()) else {
-            continue;
-        };
-        let r = ratio(op.errors.rel_l2_err, proj.errors.rel_l2_err);
-        // Amplified: the projection's error is material and the norm's is `threshold` times
-        // larger. Introduced: the projection's error is at noise level (or exactly 0, where the
-        // ratio is undefined) and the norm's is `threshold` times that noise level: the error
-        // was made at the norm.
-        let noise = amp_noise(proj);
-        let verdict = match (op.errors.rel_l2_err, proj.errors.rel_l2_err) {
-            (Some(_), Some(p)) if p > noise => {
-                r.filter(|&x| x > threshold).map(|_| AmpVerdict::Amplified)
-            }
-            (Some(n), Some(_)) => (n > threshold * noise).then_some(AmpVerdict::Introduced),
-            _ => None,
-        };
-        rows.push(AmplificationRow {
-            layer,
-            kind,
-            proj: proj_name,
-            norm: op.name.clone(),
-            proj_rel_err: proj.errors.rel_l2_err,
-            norm_rel_err: op.errors.rel_l2_err,
-            ratio: r,
-            proj_abs_err: proj.rule.diff_l2,
-            norm_abs_err: op.rule.diff_l2,
-            abs_err_gain: ratio(op.rule.diff_l2, proj.rule.diff_l2),
-            weight_gain: weight_gains.get(&(layer, kind)).copied(),
-            verdict,
-            marked: verdict == Some(AmpVerdict::Amplified),
-        });
-    }
+    // One row per norm, in parallel and in row order (28 layers x 2 norms x every step).
+    let rows: Vec<AmplificationRow> = ops
+        .par_iter()
+        .zip(&ops_of)
+        .filter_map(|(op, &of)| {
+            let Op::QkNorm(kind) = of else {
+                return None;
+            };
+            let (Some(layer), Some(proj_name)) = (
+                op.layer,
+                divergence_names::sibling(&op.name, Op::QkProj(kind)),
+            ) else {
+                return None;
+            };
+            let proj = by_name.get(proj_name.as_str())?;
+            let r = ratio(op.errors.rel_l2_err, proj.errors.rel_l2_err);
+            // Amplified: the projection's error is material and the norm's is `threshold` times
+            // larger. Introduced: the projection's error is at noise level (or exactly 0, where the
+            // ratio is undefined) and the norm's is `threshold` times that noise level: the error
+            // was made at the norm.
+            let noise = amp_noise(proj);
+            let verdict = match (op.errors.rel_l2_err, proj.errors.rel_l2_err) {
+                (Some(_), Some(p)) if p > noise => {
+                    r.filter(|&x| x > threshold).map(|_| AmpVerdict::Amplified)
+                }
+                (Some(n), Some(_)) => (n > threshold * noise).then_some(AmpVerdict::Introduced),
+                _ => None,
+            };
+            Some(AmplificationRow {
+                layer,
+                kind,
+                proj: proj_name,
+                norm: op.name.clone(),
+                proj_rel_err: proj.errors.rel_l2_err,
+                norm_rel_err: op.errors.rel_l2_err,
+                ratio: r,
+                proj_abs_err: proj.rule.diff_l2,
+                norm_abs_err: op.rule.diff_l2,
+                abs_err_gain: ratio(op.rule.diff_l2, proj.rule.diff_l2),
+                weight_gain: weight_gains.get(&(layer, kind)).copied(),
+                verdict,
+                marked: verdict == Some(AmpVerdict::Amplified),
+            })
+        })
+        .collect();
     let marked = rows.iter().filter(|r| r.marked).count();
     let introduced = rows
         .iter()

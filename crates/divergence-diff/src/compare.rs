@@ -238,7 +238,7 @@ pub struct TruthMetrics {
 
 impl OpResult {
     /// A row with only the name, status and reason set.
-    fn bare(name: &str, status: Status, reason: Option<String>) -> OpResult {
+    pub(crate) fn bare(name: &str, status: Status, reason: Option<String>) -> OpResult {
         OpResult {
             name: name.to_string(),
             status,

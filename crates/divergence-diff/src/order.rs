@@ -380,7 +380,8 @@ fn same_names(ours: &DumpNames<'_>, reference: &DumpNames<'_>) -> Option<OrderPl
     };
     let plain = !(ours.single_tensor_file || reference.single_tensor_file);
     (plain && same(base, reference.names) && same(ours.names, reference.names)).then(|| OrderPlan {
-        order: base.to_vec(),
+        // Copied in parallel (150,000 names at 256 decode steps).
+        order: base.par_iter().with_min_len(4096).cloned().collect(),
         source: OrderSource::RefMeta,
         warnings: Vec::new(),
         renamed_in_ours: Vec::new(),

@@ -102,40 +102,90 @@ pub struct StepSummary {
 
 /// Per-step summaries, for rows that have decode steps; empty when every row is of step 0.
 pub fn step_summaries(ops: &[OpResult]) -> Vec<StepSummary> {
-    if ops.iter().all(|o| o.step == 0) {
+    if ops.par_iter().with_min_len(4096).all(|o| o.step == 0) {
         return Vec::new();
     }
-    let mut out: std::collections::BTreeMap<usize, StepSummary> = Default::default();
-    for o in ops {
-        let s = out.entry(o.step).or_insert_with(|| StepSummary {
-            step: o.step,
-            compared: 0,
-            diverged: 0,
-            missing: 0,
-            worst_rel_err: None,
-            worst_op: None,
-            first_divergence: None,
-        });
-        match o.status {
-            Status::OnlyOurs | Status::OnlyRef | Status::Unreadable => s.missing += 1,
-            _ => s.compared += 1,
-        }
-        if o.status.is_divergence() {
-            s.diverged += 1;
-            if s.first_divergence.is_none() {
-                s.first_divergence = Some(o.name.clone());
-            }
-        }
-        if let Some(e) = o.errors.rel_l2_err {
-            if matches!(o.status, Status::Ok | Status::Diverged)
-                && s.worst_rel_err.is_none_or(|w| e > w)
-            {
-                s.worst_rel_err = Some(e);
-                s.worst_op = Some(o.name.clone());
-            }
-        }
+    /// A step's numbers over some rows; rows by index, names taken at the end.
+    #[derive(Default)]
+    struct Part {
+        compared: usize,
+        diverged: usize,
+        missing: usize,
+        /// (rel_l2_err, row) of the first row that has one.
+        first: Option<(f64, usize)>,
+        /// (rel_l2_err, row), the first row of the largest that is not NaN.
+        worst: Option<(f64, usize)>,
+        first_divergence: Option<usize>,
     }
-    out.into_values().collect()
+    type Parts = std::collections::BTreeMap<usize, Part>;
+    /// `later`'s rows come after `into`'s: counts add, the earlier row wins a tie.
+    fn merge(mut into: Parts, later: Parts) -> Parts {
+        for (step, b) in later {
+            let a = into.entry(step).or_default();
+            a.compared += b.compared;
+            a.diverged += b.diverged;
+            a.missing += b.missing;
+            a.first = a.first.or(b.first);
+            if let Some((e, i)) = b.worst {
+                if a.worst.is_none_or(|(w, _)| e > w) {
+                    a.worst = Some((e, i));
+                }
+            }
+            a.first_divergence = a.first_divergence.or(b.first_divergence);
+        }
+        into
+    }
+    // In parallel over chunks of rows, merged in row order (a decode dump has ~150,000 rows).
+    let parts: Parts = ops
+        .par_chunks(4096)
+        .enumerate()
+        .map(|(c, chunk)| {
+            let mut out = Parts::new();
+            for (k, o) in chunk.iter().enumerate() {
+                let i = c * 4096 + k;
+                let s = out.entry(o.step).or_default();
+                match o.status {
+                    Status::OnlyOurs | Status::OnlyRef | Status::Unreadable => s.missing += 1,
+                    _ => s.compared += 1,
+                }
+                if o.status.is_divergence() {
+                    s.diverged += 1;
+                    s.first_divergence = s.first_divergence.or(Some(i));
+                }
+                if let Some(e) = o.errors.rel_l2_err {
+                    if matches!(o.status, Status::Ok | Status::Diverged) {
+                        s.first = s.first.or(Some((e, i)));
+                        if !e.is_nan() && s.worst.is_none_or(|(w, _)| e > w) {
+                            s.worst = Some((e, i));
+                        }
+                    }
+                }
+            }
+            out
+        })
+        .reduce(Parts::new, merge);
+    let name = |i: usize| ops.get(i).map(|o| o.name.clone());
+    parts
+        .into_iter()
+        .map(|(step, p)| {
+            // The worst is the first value, replaced by every larger one: a NaN first stays
+            // (nothing is larger than NaN), a NaN later never replaces.
+            let worst = match p.first {
+                Some((e, i)) if e.is_nan() => Some((e, i)),
+                _ => p.worst,
+            };
+            (step, p, worst)
+        })
+        .map(|(step, p, worst)| StepSummary {
+            step,
+            compared: p.compared,
+            diverged: p.diverged,
+            missing: p.missing,
+            worst_rel_err: worst.map(|(e, _)| e),
+            worst_op: worst.and_then(|(_, i)| name(i)),
+            first_divergence: p.first_divergence.and_then(name),
+        })
+        .collect()
 }
 
 /// The first op whose two sides differ at all (any element, a shape, a NaN position), whether
@@ -336,7 +386,7 @@ fn truth_warning(ops: &[OpResult], tolerance: &Tolerance) -> Option<String> {
 }
 
 fn first_difference(ops: &[OpResult]) -> Option<FirstDifference> {
-    ops.iter().enumerate().find_map(|(i, o)| {
+    ops.par_iter().enumerate().find_map_first(|(i, o)| {
         let differs = match o.status {
             Status::ShapeMismatch | Status::Nonfinite => true,
             Status::Ok | Status::Diverged | Status::NoFinite => {
@@ -420,10 +470,12 @@ pub fn assemble(mut ops: Vec<OpResult>, ctx: ReportContext, cfg: &DiffConfig) ->
     }
     warnings.extend(ctx.warnings);
 
+    // Each pass over the rows below runs in parallel: a decode dump has ~150,000 rows of
+    // ~600 bytes, and one pass on one thread costs milliseconds.
     let first_divergence = ops
-        .iter()
-        .enumerate()
-        .find(|(_, o)| o.status.is_divergence())
+        .par_iter()
+        .position_first(|o| o.status.is_divergence())
+        .and_then(|i| Some((i, ops.get(i)?)))
         .map(|(i, o)| FirstDivergence {
             name: o.name.clone(),
             index: i,
@@ -432,55 +484,66 @@ pub fn assemble(mut ops: Vec<OpResult>, ctx: ReportContext, cfg: &DiffConfig) ->
             layer: o.layer,
             step: o.step,
         });
-    let mut summary = Summary {
-        total: ops.len(),
-        ..Summary::default()
+    let mut summary = ops
+        .par_iter()
+        .with_min_len(4096)
+        .fold(Summary::default, |mut summary, op| {
+            match op.status {
+                Status::Ok => summary.ok += 1,
+                Status::Diverged => summary.diverged += 1,
+                Status::ShapeMismatch => {
+                    summary.diverged += 1;
+                    summary.shape_mismatch += 1;
+                }
+                Status::Nonfinite => {
+                    summary.diverged += 1;
+                    summary.nonfinite += 1;
+                }
+                Status::NoFinite => {
+                    summary.diverged += 1;
+                    summary.no_finite += 1;
+                }
+                Status::OnlyOurs => summary.only_ours += 1,
+                Status::OnlyRef => summary.only_ref += 1,
+                Status::Unreadable => summary.unreadable += 1,
+            }
+            summary
+        })
+        .reduce(Summary::default, |a, b| Summary {
+            ok: a.ok + b.ok,
+            diverged: a.diverged + b.diverged,
+            shape_mismatch: a.shape_mismatch + b.shape_mismatch,
+            nonfinite: a.nonfinite + b.nonfinite,
+            no_finite: a.no_finite + b.no_finite,
+            only_ours: a.only_ours + b.only_ours,
+            only_ref: a.only_ref + b.only_ref,
+            unreadable: a.unreadable + b.unreadable,
+            ..Summary::default()
+        });
+    summary.total = ops.len();
+    let only = |status: Status| -> Vec<String> {
+        ops.par_iter()
+            .filter(|o| o.status == status)
+            .map(|o| o.name.clone())
+            .collect()
     };
-    let mut only_ours = Vec::new();
-    let mut only_ref = Vec::new();
-    for op in &ops {
-        match op.status {
-            Status::Ok => summary.ok += 1,
-            Status::Diverged => summary.diverged += 1,
-            Status::ShapeMismatch => {
-                summary.diverged += 1;
-                summary.shape_mismatch += 1;
-            }
-            Status::Nonfinite => {
-                summary.diverged += 1;
-                summary.nonfinite += 1;
-            }
-            Status::NoFinite => {
-                summary.diverged += 1;
-                summary.no_finite += 1;
-            }
-            Status::OnlyOurs => {
-                summary.only_ours += 1;
-                only_ours.push(op.name.clone());
-            }
-            Status::OnlyRef => {
-                summary.only_ref += 1;
-                only_ref.push(op.name.clone());
-            }
-            Status::Unreadable => summary.unreadable += 1,
-        }
-    }
+    let (only_ours, only_ref) = (only(Status::OnlyOurs), only(Status::OnlyRef));
     summary.compared = summary.ok + summary.diverged;
     if let Some(w) = truth_warning(&ops, &cfg.tolerance) {
         warnings.push(w);
     }
     let first_difference = first_difference(&ops);
     let judged_with = judged_with(&ops, &cfg.tolerance);
-    let names: Vec<&str> = ops.iter().map(|o| o.name.as_str()).collect();
+    let names: Vec<&str> = ops.par_iter().map(|o| o.name.as_str()).collect();
     let flow = Dataflow::new(&names);
     let measure = Measure::of(&cfg.tolerance);
     let growths = local_growths(&ops, &flow, measure);
     let origin = first_divergence
         .as_ref()
         .and_then(|f| origin(&ops, &flow, &growths, f.index, measure));
-    for (op, g) in ops.iter_mut().zip(growths) {
-        op.local_growth = g;
-    }
+    ops.par_iter_mut()
+        .zip(growths)
+        .for_each(|(op, g)| op.local_growth = g);
     let amplification = amplification(&ops, cfg.amplification_threshold, &ctx.norm_weight_gains);
     let steps = step_summaries(&ops);
     Report {
@@ -504,5 +567,115 @@ pub fn assemble(mut ops: Vec<OpResult>, ctx: ReportContext, cfg: &DiffConfig) ->
         only_ref,
         amplification,
         ops,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The one-pass definition of [`step_summaries`] (what it was before it ran in parallel).
+    fn serial(ops: &[OpResult]) -> Vec<StepSummary> {
+        let mut out: std::collections::BTreeMap<usize, StepSummary> = Default::default();
+        for o in ops {
+            let s = out.entry(o.step).or_insert_with(|| StepSummary {
+                step: o.step,
+                compared: 0,
+                diverged: 0,
+                missing: 0,
+                worst_rel_err: None,
+                worst_op: None,
+                first_divergence: None,
+            });
+            match o.status {
+                Status::OnlyOurs | Status::OnlyRef | Status::Unreadable => s.missing += 1,
+                _ => s.compared += 1,
+            }
+            if o.status.is_divergence() {
+                s.diverged += 1;
+                if s.first_divergence.is_none() {
+                    s.first_divergence = Some(o.name.clone());
+                }
+            }
+            if let Some(e) = o.errors.rel_l2_err {
+                if matches!(o.status, Status::Ok | Status::Diverged)
+                    && s.worst_rel_err.is_none_or(|w| e > w)
+                {
+                    s.worst_rel_err = Some(e);
+                    s.worst_op = Some(o.name.clone());
+                }
+            }
+        }
+        out.into_values().collect()
+    }
+
+    #[test]
+    fn step_summaries_in_parallel_are_the_one_pass_summaries() {
+        // More rows than one chunk (4096), steps in blocks and out of order, every status,
+        // tied and NaN errors: the chunks' merge must keep the first row of a tie and the
+        // first divergence in row order.
+        let statuses = [
+            Status::Ok,
+            Status::Diverged,
+            Status::OnlyOurs,
+            Status::OnlyRef,
+            Status::Unreadable,
+            Status::ShapeMismatch,
+            Status::Nonfinite,
+            Status::NoFinite,
+        ];
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for (rows, steps) in [(20_000usize, 64usize), (9_000, 3), (4_097, 1), (50, 5)] {
+            let ops: Vec<OpResult> = (0..rows)
+                .map(|i| {
+                    let r = next();
+                    let step = if r % 50 == 0 {
+                        (r as usize / 7) % steps
+                    } else {
+                        i * steps / rows
+                    };
+                    let status = statuses[(r >> 8) as usize % 8];
+                    let mut o = OpResult::bare(
+                        &divergence_names::step_name(&format!("op{i}"), step),
+                        status,
+                        None,
+                    );
+                    o.errors.rel_l2_err = match (r >> 16) % 5 {
+                        0 => None,
+                        1 => Some(f64::NAN),
+                        2 => Some(0.5), // ties
+                        _ => Some(((r >> 20) % 1000) as f64 / 1000.0),
+                    };
+                    o
+                })
+                .collect();
+            let (a, b) = (step_summaries(&ops), serial(&ops));
+            let key = |v: &[StepSummary]| {
+                v.iter()
+                    .map(|s| {
+                        (
+                            s.step,
+                            s.compared,
+                            s.diverged,
+                            s.missing,
+                            s.worst_rel_err.map(f64::to_bits),
+                            s.worst_op.clone(),
+                            s.first_divergence.clone(),
+                        )
+                    })
+                    .collect::<Vec<_>>()
+            };
+            if steps > 1 {
+                assert_eq!(key(&a), key(&b), "{rows} rows, {steps} steps");
+            } else {
+                assert!(a.is_empty(), "one-pass rows have no step summary");
+            }
+        }
     }
 }

@@ -117,23 +117,45 @@ impl Dump {
             Format::Safetensors => safetensors::read_entries(path, &map)?,
         };
 
-        let stacked::Expanded {
-            entries,
-            source: stacked_source,
-            members: stacked_members,
-        } = stacked::expand(entries);
+        // Decode steps stored stacked become one entry per step (docs/dump-format.md).
+        let (names, entries, stacked_source, stacked_members) = match stacked::unfold(entries) {
+            Err(entries) => {
+                let (names, entries): (Vec<String>, Vec<Stored>) = entries
+                    .into_par_iter()
+                    .with_min_len(1024)
+                    .map(|Entry { name, at, info }| (name, Stored { at, info }))
+                    .unzip();
+                (names, entries, Vec::new(), Vec::new())
+            }
+            Ok(u) => {
+                let n = u.len();
+                let (names, entries) = rayon::join(
+                    || {
+                        (0..n)
+                            .into_par_iter()
+                            .with_min_len(1024)
+                            .map(|k| u.name(k))
+                            .collect::<Vec<String>>()
+                    },
+                    || {
+                        (0..n)
+                            .into_par_iter()
+                            .with_min_len(1024)
+                            .map(|k| Stored {
+                                at: u.at(k),
+                                info: u.info(k),
+                            })
+                            .collect::<Vec<Stored>>()
+                    },
+                );
+                let source = (0..n).map(|k| u.member(k)).collect();
+                (names, entries, source, u.members)
+            }
+        };
         let mut meta = meta;
         if let Some(m) = meta.as_mut() {
             stacked::expand_order(m, &stacked_members);
         }
-        let mut names = Vec::with_capacity(entries.len());
-        let entries: Vec<Stored> = entries
-            .into_iter()
-            .map(|Entry { name, at, info }| {
-                names.push(name);
-                Stored { at, info }
-            })
-            .collect();
         let index = NameIndex::new(&names).map_err(|i| DumpError::DuplicateEntry {
             path: path.to_path_buf(),
             entry: entries[i]

@@ -12,7 +12,10 @@ use divergence_names::step_name;
 use rayon::prelude::*;
 
 use crate::entry::{Entry, EntryInfo, Source};
-use crate::error::DumpError;
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::error::{DumpError, Location};
 use crate::meta::Meta;
 
 /// The suffix of a stacked member's name: `model.layers.0.self_attn.k_norm@steps`.
@@ -83,34 +86,41 @@ fn step_major(kinds: &[Kind]) -> Vec<(usize, usize)> {
 
 /// The entries of a dump with every stacked member replaced by its steps, in step-major order
 /// ([`step_major`]): the prefill's entries in file order, then step 1 of every entry that has
-/// one, and so on. Unchanged (in file order) when no member is stacked.
-pub(crate) fn expand(entries: Vec<Entry>) -> Expanded {
+/// one, and so on. `Err(entries)`, unchanged, when no member is stacked. The unfolded entries
+/// are made by the caller where they go ([`Unfolded::name`], [`Unfolded::at`],
+/// [`Unfolded::info`]: a 256-step decode has ~150,000, made in parallel, never moved).
+pub(crate) fn unfold(entries: Vec<Entry>) -> Result<Unfolded, Vec<Entry>> {
     if !entries.iter().any(|e| stacked_base(&e.name).is_some()) {
-        return Expanded {
-            entries,
-            source: Vec::new(),
-            members: Vec::new(),
-        };
+        return Err(entries);
     }
     let mut kinds = Vec::with_capacity(entries.len());
-    let mut items: Vec<Option<Entry>> = Vec::with_capacity(entries.len());
-    // Per item, its index among the stacked members (`members`, `steps`).
+    let mut items: Vec<Entry> = Vec::with_capacity(entries.len());
     let mut member_of: Vec<Option<u32>> = Vec::with_capacity(entries.len());
-    let mut stacked: Vec<(usize, usize)> = Vec::new();
+    let mut members: Vec<(String, usize)> = Vec::new();
     for e in entries {
+        let mut member = None;
         let kind = match stacked_base(&e.name).map(|_| sliceable(&e)) {
             Some(Ok(n)) => {
-                member_of.push(u32::try_from(stacked.len()).ok());
-                stacked.push((items.len(), n));
-                items.push(Some(e));
+                member = u32::try_from(members.len()).ok();
+                members.push((e.name.clone(), n));
+                // The member's own copy of the path, which its steps share: one path for all
+                // would have every thread count references on one counter, 150,000 times.
+                items.push(Entry {
+                    at: Location {
+                        path: Arc::from(&*e.at.path),
+                        entry: e.at.entry.clone(),
+                    },
+                    ..e
+                });
+                member_of.push(member);
                 kinds.push(Kind::Stacked(n));
                 continue;
             }
             Some(Err(err)) => {
-                items.push(Some(Entry {
+                items.push(Entry {
                     info: Err(err),
                     ..e
-                }));
+                });
                 member_of.push(None);
                 kinds.push(Kind::Prefill);
                 continue;
@@ -120,50 +130,83 @@ pub(crate) fn expand(entries: Vec<Entry>) -> Expanded {
                 s => Kind::Step(s),
             },
         };
-        items.push(Some(e));
-        member_of.push(None);
+        items.push(e);
+        member_of.push(member);
         kinds.push(kind);
     }
-    // Each member's steps in parallel (a 256-step decode has ~150,000 of them).
-    let mut steps: Vec<std::vec::IntoIter<Entry>> = stacked
-        .par_iter()
-        .map(|&(i, n)| match items.get(i).and_then(Option::as_ref) {
-            Some(e) => steps_of(e, n).into_iter(),
-            None => Vec::new().into_iter(),
-        })
-        .collect();
     let order = step_major(&kinds);
-    let mut out = Vec::with_capacity(order.len());
-    let mut source = Vec::with_capacity(order.len());
-    for (i, _) in order {
-        let member = member_of.get(i).copied().flatten();
-        let e = match member {
-            Some(k) => steps.get_mut(k as usize).and_then(Iterator::next),
-            None => items.get_mut(i).and_then(Option::take),
-        };
-        if let Some(e) = e {
-            out.push(e);
-            source.push(member);
-        }
-    }
-    let members = stacked
-        .iter()
-        .filter_map(|&(i, n)| Some((items.get(i)?.as_ref()?.name.clone(), n)))
-        .collect();
-    Expanded {
-        entries: out,
-        source,
+    Ok(Unfolded {
+        items,
+        kinds,
+        member_of,
+        order,
         members,
-    }
+    })
 }
 
-/// [`expand`]'s result.
-pub(crate) struct Expanded {
-    pub entries: Vec<Entry>,
-    /// Per entry (empty when nothing was expanded), the index in `members` it came from.
-    pub source: Vec<Option<u32>>,
-    /// The stacked members expanded: name (with the suffix) and step count.
+/// [`unfold`]'s result: entry `k` of the unfolded dump is step `order[k].1` of item
+/// `order[k].0`.
+pub(crate) struct Unfolded {
+    items: Vec<Entry>,
+    kinds: Vec<Kind>,
+    member_of: Vec<Option<u32>>,
+    order: Vec<(usize, usize)>,
+    /// The stacked members: name (with the suffix) and step count.
     pub members: Vec<(String, usize)>,
+}
+
+impl Unfolded {
+    /// How many entries the unfolded dump has.
+    pub fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    /// The item and step of entry `k`, and the item's step count when it is stacked.
+    fn at_k(&self, k: usize) -> Option<(&Entry, usize, Option<usize>)> {
+        let &(i, s) = self.order.get(k)?;
+        let item = self.items.get(i)?;
+        match self.kinds.get(i)? {
+            &Kind::Stacked(n) => Some((item, s, Some(n))),
+            _ => Some((item, s, None)),
+        }
+    }
+
+    /// The name of entry `k` (`x@s` for step s of a stacked `x@steps`).
+    pub fn name(&self, k: usize) -> String {
+        match self.at_k(k) {
+            Some((item, s, Some(_))) => {
+                step_name(stacked_base(&item.name).unwrap_or(&item.name), s)
+            }
+            Some((item, _, None)) => item.name.clone(),
+            None => String::new(),
+        }
+    }
+
+    /// Where entry `k` is (a step: its member).
+    pub fn at(&self, k: usize) -> Location {
+        match self.at_k(k) {
+            Some((item, _, _)) => item.at.clone(),
+            None => Location::file(Path::new("")),
+        }
+    }
+
+    /// The layout of entry `k`, or why it cannot be read.
+    pub fn info(&self, k: usize) -> Result<EntryInfo, DumpError> {
+        match self.at_k(k) {
+            Some((item, s, Some(n))) => step_info(item, n, s),
+            Some((item, _, None)) => item.info.clone(),
+            None => Err(DumpError::NoSuchTensor {
+                path: Default::default(),
+                name: format!("#{k}"),
+            }),
+        }
+    }
+
+    /// The index in [`Unfolded::members`] of the member entry `k` is a step of.
+    pub fn member(&self, k: usize) -> Option<u32> {
+        let &(i, _) = self.order.get(k)?;
+        self.member_of.get(i).copied().flatten()
+    }
 }
 
 /// The number of steps of a stacked member that can be sliced into its steps, or why not.
@@ -194,41 +237,31 @@ fn sliceable(e: &Entry) -> Result<usize, DumpError> {
     Ok(steps)
 }
 
-/// The `steps` entries of one stacked member: step s's header says the member's shape without
-/// its leading axis, and its bytes are the s-th of `steps` equal ranges of the member's data.
-fn steps_of(e: &Entry, steps: usize) -> Vec<Entry> {
-    let (Some(base), Ok(info)) = (stacked_base(&e.name), e.info.as_ref()) else {
-        return Vec::new();
-    };
-    let Source::Bytes { start, len } = info.source else {
-        return Vec::new();
+/// The layout of step `s` (1-based) of a stacked member of `steps` steps: the member's shape
+/// without the leading axis, and the s-th of `steps` equal ranges of the member's data.
+fn step_info(e: &Entry, steps: usize, s: usize) -> Result<EntryInfo, DumpError> {
+    let info = e.info.as_ref().map_err(Clone::clone)?;
+    let (start, len) = match info.source {
+        Source::Bytes { start, len } => (start, len),
+        // `unfold` stacks only stored members.
+        Source::Deflate { .. } => (0, 0),
     };
     let per_elems = info.n_elems.checked_div(steps).unwrap_or(0);
     let per_bytes = per_elems.saturating_mul(info.dtype.size_bytes());
-    let shape: Vec<usize> = info.shape.iter().skip(1).copied().collect();
-    (1..=steps)
-        .map(|s| {
-            let offset = (s - 1).saturating_mul(per_bytes);
-            let source = Source::Bytes {
-                start: start.saturating_add(offset),
-                // What the member's data holds from there on, at most one step: a short member
-                // gives its last steps the short-data error `npy_info` gives whole tensors.
-                len: per_bytes.min(len.saturating_sub(offset)),
-            };
-            Entry {
-                name: step_name(base, s),
-                at: e.at.clone(),
-                info: Ok(EntryInfo {
-                    shape: shape.clone(),
-                    dtype: info.dtype,
-                    endian: info.endian,
-                    fortran: false,
-                    n_elems: per_elems,
-                    source,
-                }),
-            }
-        })
-        .collect()
+    let offset = s.saturating_sub(1).saturating_mul(per_bytes);
+    Ok(EntryInfo {
+        shape: info.shape.get(1..).unwrap_or_default().to_vec(),
+        dtype: info.dtype,
+        endian: info.endian,
+        fortran: false,
+        n_elems: per_elems,
+        source: Source::Bytes {
+            start: start.saturating_add(offset),
+            // What the member's data holds from there on, at most one step (a member shorter
+            // than its header says is refused at open; this keeps a slice in bounds anyway).
+            len: per_bytes.min(len.saturating_sub(offset)),
+        },
+    })
 }
 
 /// The metadata's `order` with every stacked member's name replaced by its steps, in the
@@ -260,7 +293,8 @@ pub(crate) fn expand_order(meta: &mut Meta, members: &[(String, usize)]) {
         .collect();
     let order = std::mem::take(&mut meta.order);
     meta.order = step_major(&kinds)
-        .into_iter()
+        .into_par_iter()
+        .with_min_len(1024)
         .filter_map(|(i, s)| {
             let n = order.get(i)?;
             Some(match (stacked_base(n), kinds.get(i)) {
