@@ -520,21 +520,49 @@ fn fast_block<A: Elem, B: Elem>(
         .iter()
         .fold(0.0f64, |m, &v| if v > m { v } else { m });
     if len > 0 && (acc.max_abs_d_index.is_none() || bmx > acc.max_abs_d) {
-        // Rescan this block for the first element attaining the maximum (rare: only when it grows).
+        // Rescan this block for the first element attaining the maximum: only when it grows,
+        // which is rare in a large tensor and once per tensor of one block (a decode step's
+        // probes): a vectorized scan, run by run, without a closure (see `pair_lanes`).
         let mut at = None;
-        for_runs(o, r, len as usize, |j, os, rs| {
-            if at.is_none() {
-                at = os
-                    .iter()
-                    .zip(rs)
-                    .position(|(&x, &y)| (A::wide(x) - B::wide(y)).abs() == bmx)
-                    .map(|i| j + i);
-            }
-        });
+        let n = len as usize;
+        let mut j = 0;
+        while j < n && at.is_none() {
+            let ro = o.at.run(j, n - j);
+            let rr = r.at.run(j, ro.len());
+            let k = rr.len();
+            at = first_attaining::<A, B>(&o.raw[ro.start..ro.start + k], &r.raw[rr], bmx)
+                .map(|i| j + i);
+            j += k;
+        }
         acc.max_abs_d = bmx;
         acc.max_abs_d_index = Some(base + at.unwrap_or(0) as u64);
     }
     true
+}
+
+/// The first `i` with `|x[i] - y[i]| == target` (the widened values, as the fast loop
+/// computes them): groups of [`LANES`] tested without a branch per element, so that the loop
+/// vectorizes, then the group that has it searched in order.
+#[inline(always)]
+fn first_attaining<A: Elem, B: Elem>(xs: &[A::Raw], ys: &[B::Raw], target: f64) -> Option<usize> {
+    let k = xs.len().min(ys.len());
+    let (xs, ys) = (&xs[..k], &ys[..k]);
+    let hit = |i: usize| (A::wide(xs[i]) - B::wide(ys[i])).abs() == target;
+    let groups = k / LANES * LANES;
+    for (g, (xb, yb)) in xs[..groups]
+        .chunks_exact(LANES)
+        .zip(ys[..groups].chunks_exact(LANES))
+        .enumerate()
+    {
+        let mut any = false;
+        for lane in 0..LANES {
+            any |= (A::wide(xb[lane]) - B::wide(yb[lane])).abs() == target;
+        }
+        if any {
+            return (g * LANES..g * LANES + LANES).find(|&i| hit(i));
+        }
+    }
+    (groups..k).find(|&i| hit(i))
 }
 
 /// The careful per-element path: counts NaN/Inf per side and skips positions not finite on

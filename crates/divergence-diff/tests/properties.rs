@@ -640,3 +640,41 @@ proptest! {
         );
     }
 }
+
+/// The index of the largest |ours - ref| is its first occurrence, wherever the ties fall: in
+/// one group of lanes, in two groups, in the group remainder, in a later block (the kernel
+/// finds it with a vectorized scan of the block where the maximum grows).
+#[test]
+fn max_abs_err_index_is_the_first_of_tied_maxima() {
+    let cfg = DiffConfig::default();
+    for n in [1usize, 7, 8, 9, 16, 1000, 2047, 2048, 2049, 4100, 6000] {
+        let r: Vec<f32> = (0..n).map(|i| (i % 13) as f32 * 0.25 - 1.0).collect();
+        let ties: Vec<Vec<usize>> = vec![
+            vec![n - 1],
+            vec![0, n - 1],
+            vec![n / 2, n / 2 + 1, n - 1],
+            vec![n.saturating_sub(3), n - 1],
+            vec![(n / 8) * 8, n - 1],
+            vec![n.min(2050) - 1, n - 1],
+        ];
+        for mut tie in ties {
+            tie.retain(|&i| i < n);
+            tie.sort_unstable();
+            tie.dedup();
+            let mut o = r.clone();
+            for &i in &tie {
+                o[i] += 0.5;
+            }
+            // A smaller difference before every tie: the maximum grows inside the block.
+            if tie[0] > 0 {
+                o[0] += 0.25;
+            }
+            let row = compare("x", side(&[n], &o), side(&[n], &r), &cfg);
+            assert_eq!(
+                row.errors.max_abs_err_index,
+                Some(vec![tie[0]]),
+                "n={n} ties at {tie:?}"
+            );
+        }
+    }
+}
