@@ -1338,6 +1338,35 @@ def decode_cases() -> list[Case]:
                       report(0, others={"ok"},
                              check=lambda rep, _o: None if "steps" not in rep
                              else "a one-pass pair got a per-step summary")))
+    # Stacked steps (`x@steps`, docs/dump-format.md): read as the per-step pair.
+    stacked = dict(base)
+    stacked.update({f"{k}@steps": np.stack([v[:1], v[:1]]) for k, v in base.items()})
+    sgood = meta_for(stacked, input_ids=[1, 2, 3, 4], decode_steps=2, decode_ids=[5, 6],
+                     decode_source="given")
+    cases.append(Case("decode", "stacked_against_per_step", pair(
+        "stacked", sgood, ours_arrays=stacked, extra=("--exact",)), report(
+        0, others={"ok"},
+        check=lambda rep, _o: None if [r["name"] for r in rep["ops"]] == list(stepped)
+        and [s["step"] for s in rep.get("steps", [])] == [0, 1, 2] else "stacked steps read wrong")))
+    # One step stacked where the metadata promises two: a step is missing.
+    short = {**base, **{f"{k}@steps": v[:1][None] for k, v in base.items()}}
+    err("stacked_one_step_of_two", meta_for(short, decode_steps=2, decode_ids=[5, 6],
+                                            decode_source="given"),
+        "stacked_one_step_of_two.npz", ours_arrays=short)
+
+    # Stacked members deflated (np.savez_compressed) cannot be read a step at a time: their steps
+    # are missing, which the metadata's decode_steps turns into an error naming the file.
+    def deflated(d: Path):
+        p = savez(d / "deflated.npz", stacked, sgood, compressed=True)
+        q = savez(d / "ref.npz", stepped, good)
+        return ["diff", str(p), str(q), "--format", "json"]
+
+    cases.append(Case("decode", "stacked_deflated", deflated,
+                      error("deflated.npz", "must be stored uncompressed")))
+    # The same probe stacked and per step: a duplicate name.
+    dup = {**stacked, "a@1": base["a"][:1]}
+    err("stacked_and_per_step_duplicate", meta_for(dup), "stacked_and_per_step_duplicate.npz",
+        ours_arrays=dup)
     # A clean stepped pair: every row has its step, the per-step summary has three entries.
     cases.append(Case("decode", "clean_steps", pair("clean", good), report(
         0, others={"ok"},

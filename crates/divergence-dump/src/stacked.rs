@@ -9,6 +9,7 @@
 //! instead of reading something else.
 
 use divergence_names::step_name;
+pub use divergence_names::{stacked_base, STACKED_SUFFIX};
 use rayon::prelude::*;
 
 use crate::entry::{Entry, EntryInfo, Source};
@@ -18,17 +19,9 @@ use std::sync::Arc;
 use crate::error::{DumpError, Location};
 use crate::meta::Meta;
 
-/// The suffix of a stacked member's name: `model.layers.0.self_attn.k_norm@steps`.
-pub const STACKED_SUFFIX: &str = "@steps";
-
 /// Most steps one stacked member may expand to (a decode of a million tokens; the per-step
 /// entries cost ~200 bytes each).
 pub const MAX_STACKED_STEPS: usize = 1 << 20;
-
-/// The probe name a stacked member stands for: `x@steps` -> `x`.
-pub fn stacked_base(name: &str) -> Option<&str> {
-    name.strip_suffix(STACKED_SUFFIX).filter(|b| !b.is_empty())
-}
 
 /// What one name (or entry) of a dump is, for the step-major order.
 #[derive(Debug, Clone, Copy)]

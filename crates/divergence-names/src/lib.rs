@@ -135,6 +135,15 @@ pub fn step_name(base: &str, step: usize) -> String {
     name
 }
 
+/// The suffix of a dump member that holds every decode step of one probe, stacked along a
+/// leading axis (docs/dump-format.md, "Decode steps"): `model.layers.0.self_attn.k_norm@steps`.
+pub const STACKED_SUFFIX: &str = "@steps";
+
+/// The probe a stacked member holds the steps of: `x@steps` -> `x`; `None` for any other name.
+pub fn stacked_base(name: &str) -> Option<&str> {
+    name.strip_suffix(STACKED_SUFFIX).filter(|b| !b.is_empty())
+}
+
 /// A name split at its `layers.N` segment (the first one, as a whole dot-separated segment).
 /// A decode step suffix (`@2`) is left out of `prefix` and `rest`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -476,6 +485,27 @@ mod tests {
         assert_eq!(split_step("a@b@3"), ("a@b", 3));
         assert_eq!(step_name("lm_head", 0), "lm_head");
         assert_eq!(step_name("lm_head", 4), "lm_head@4");
+        // Written by hand (no `format!`): every step count's digits, split back the same.
+        for s in [
+            1usize,
+            9,
+            10,
+            99,
+            100,
+            256,
+            1_000_000,
+            999_999_999,
+            usize::MAX,
+        ] {
+            assert_eq!(step_name("model.x", s), format!("model.x@{s}"));
+        }
+        for s in 1..=2000 {
+            assert_eq!(split_step(&step_name("a.b", s)), ("a.b", s));
+        }
+        assert_eq!(stacked_base("lm_head@steps"), Some("lm_head"));
+        assert_eq!(stacked_base("@steps"), None);
+        assert_eq!(stacked_base("lm_head@3"), None);
+        assert_eq!(split_step("lm_head@steps"), ("lm_head@steps", 0));
         assert_eq!(layer_index("model.layers.3@2"), Some(3));
         assert_eq!(
             Op::of("model.layers.3.self_attn.k_norm@2"),

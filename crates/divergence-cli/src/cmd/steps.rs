@@ -73,6 +73,20 @@ fn steps_of(dump: &MappedDump<'_>, path: &Path) -> Result<Steps> {
     })
 }
 
+/// Why a stacked member (`x@steps`) of `dump` was not unfolded into its steps, when one was
+/// not: the reason steps are missing is then that, not a truncated file.
+fn unfolding_problem(dump: &MappedDump<'_>) -> Option<String> {
+    let name = dump
+        .names()
+        .iter()
+        .find(|n| divergence_names::stacked_base(n).is_some())?;
+    let e = dump.view(name).err()?;
+    // The error starts with the file's path, which the message names already.
+    let text = e.to_string();
+    let detail = text.split_once("npy': ").map_or(text.as_str(), |(_, d)| d);
+    Some(format!("{name} was not read as steps: {detail}"))
+}
+
 /// `1-3, 5`.
 fn ranges(steps: impl IntoIterator<Item = usize>) -> String {
     let set: BTreeSet<usize> = steps.into_iter().collect();
@@ -96,7 +110,7 @@ pub fn check(
     if o.present.iter().all(|&s| s == 0) && r.present.iter().all(|&s| s == 0) {
         return Ok(warnings);
     }
-    for (side, path) in [(&o, ours_path), (&r, ref_path)] {
+    for (side, path, dump) in [(&o, ours_path, ours), (&r, ref_path, reference)] {
         if let (Some(n), Some(ids)) = (side.declared, &side.ids) {
             if ids.len() as u64 != n {
                 bail!(
@@ -117,9 +131,10 @@ pub fn check(
             if have < n {
                 let first = (1..).find(|s| !side.present.contains(s)).unwrap_or(1);
                 bail!(
-                    "{}: metadata says {n} decode steps, but step {first} has no probe ({} of {n} steps missing; a truncated dump?)",
+                    "{}: metadata says {n} decode steps, but step {first} has no probe ({} of {n} steps missing; {})",
                     path.display(),
-                    n - have
+                    n - have,
+                    unfolding_problem(dump).unwrap_or_else(|| "a truncated dump?".to_string())
                 );
             }
             if let Some(&extra) = side.present.iter().find(|&&s| s as u64 > n) {
