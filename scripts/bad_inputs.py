@@ -1338,13 +1338,19 @@ def decode_cases() -> list[Case]:
                       report(0, others={"ok"},
                              check=lambda rep, _o: None if "steps" not in rep
                              else "a one-pass pair got a per-step summary")))
-    # Stacked steps (`x@steps`, docs/dump-format.md): read as the per-step pair.
+    # Stacked steps (`x@steps`, docs/dump-format.md): read as the per-step pair. Every step
+    # has its own values, so a step read from the wrong slice is not exact.
+    per_step = dict(base)
+    for s in (1, 2):
+        per_step.update({f"{k}@{s}": v[:1] * s + s for k, v in base.items()})
     stacked = dict(base)
-    stacked.update({f"{k}@steps": np.stack([v[:1], v[:1]]) for k, v in base.items()})
+    stacked.update({f"{k}@steps": np.stack([v[:1] + 1, v[:1] * 2 + 2]) for k, v in base.items()})
     sgood = meta_for(stacked, input_ids=[1, 2, 3, 4], decode_steps=2, decode_ids=[5, 6],
                      decode_source="given")
+    pgood = meta_for(per_step, input_ids=[1, 2, 3, 4], decode_steps=2, decode_ids=[5, 6],
+                     decode_source="given")
     cases.append(Case("decode", "stacked_against_per_step", pair(
-        "stacked", sgood, ours_arrays=stacked, extra=("--exact",)), report(
+        "stacked", sgood, pgood, ours_arrays=stacked, ref_arrays=per_step, extra=("--exact",)), report(
         0, others={"ok"},
         check=lambda rep, _o: None if [r["name"] for r in rep["ops"]] == list(stepped)
         and [s["step"] for s in rep.get("steps", [])] == [0, 1, 2] else "stacked steps read wrong")))
@@ -1363,6 +1369,15 @@ def decode_cases() -> list[Case]:
 
     cases.append(Case("decode", "stacked_deflated", deflated,
                       error("deflated.npz", "must be stored uncompressed")))
+
+    # The same without decode metadata: the steps the reference has are missing, and why.
+    def deflated_bare(d: Path):
+        p = savez(d / "bare.npz", stacked, meta_for(stacked), compressed=True)
+        q = savez(d / "ref.npz", stepped, good)
+        return ["diff", str(p), str(q), "--format", "json"]
+
+    cases.append(Case("decode", "stacked_deflated_no_metadata", deflated_bare,
+                      error("bare.npz", "must be stored uncompressed")))
     # The same probe stacked and per step: a duplicate name.
     dup = {**stacked, "a@1": base["a"][:1]}
     err("stacked_and_per_step_duplicate", meta_for(dup), "stacked_and_per_step_duplicate.npz",

@@ -117,8 +117,13 @@ impl Dump {
             Format::Safetensors => safetensors::read_entries(path, &map)?,
         };
 
-        // Decode steps stored stacked become one entry per step (docs/dump-format.md).
-        let (names, entries, stacked_source, stacked_members) = match stacked::unfold(entries) {
+        // Decode steps stored stacked become one entry per step (docs/dump-format.md); a single
+        // .npy is one tensor whatever its name.
+        let unfolded = match format {
+            Format::Npy => Err(entries),
+            _ => stacked::unfold(entries, stacked::Budget::DEFAULT),
+        };
+        let (names, entries, stacked_source, stacked_members) = match unfolded {
             Err(entries) => {
                 let (names, entries): (Vec<String>, Vec<Stored>) = entries
                     .into_par_iter()
@@ -192,7 +197,9 @@ impl Dump {
         self.format
     }
 
-    /// Tensor names in file order (npz member order, safetensors data order); never `__meta__`.
+    /// Tensor names in file order (npz member order, safetensors data order), except that a dump
+    /// with decode steps stored stacked lists them step-major (the prefill's tensors, then every
+    /// tensor of step 1, ...; docs/dump-format.md, "Decode steps"); never `__meta__`.
     pub fn names(&self) -> &[String] {
         &self.names
     }
@@ -238,9 +245,14 @@ impl Dump {
             return self.dtype_names.get(usize::from(d)).cloned();
         }
         if self.dtype_names.len() > usize::from(u16::MAX) {
-            // Not all interned (see `original_dtypes`).
+            // Not all interned (see `original_dtypes`); a stacked step has its member's.
             let name = self.names.get(i)?;
-            if let Some(d) = self.meta.as_ref().and_then(|m| m.dtypes.get(name)) {
+            let dtypes = self.meta.as_ref().map(|m| &m.dtypes);
+            let member = || {
+                let (base, step) = divergence_names::split_step(name);
+                (step > 0).then(|| format!("{base}{}", stacked::STACKED_SUFFIX))
+            };
+            if let Some(d) = dtypes.and_then(|d| d.get(name).or_else(|| d.get(&member()?))) {
                 return Some(d.clone());
             }
         }

@@ -23,6 +23,28 @@ use crate::meta::Meta;
 /// entries cost ~200 bytes each).
 pub const MAX_STACKED_STEPS: usize = 1 << 20;
 
+/// Most per-step entries the stacked members of one dump may unfold into, and most shape
+/// dimensions those entries may hold in all: what opening a dump may allocate for them is
+/// bounded by these (~0.5 GiB), whatever its headers claim (a member of a million empty steps
+/// is a few hundred bytes of zip). A 256-step decode of the 0.6B-shaped model unfolds into
+/// 152,345 entries of 3-4 dimensions. Members past the budget are unreadable, with the reason.
+pub const MAX_UNFOLDED_ENTRIES: usize = 1 << 21;
+const MAX_UNFOLDED_DIMS: usize = 1 << 23;
+
+/// The budget of [`unfold`] (the constants above; smaller in tests).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Budget {
+    pub entries: usize,
+    pub dims: usize,
+}
+
+impl Budget {
+    pub const DEFAULT: Budget = Budget {
+        entries: MAX_UNFOLDED_ENTRIES,
+        dims: MAX_UNFOLDED_DIMS,
+    };
+}
+
 /// What one name (or entry) of a dump is, for the step-major order.
 #[derive(Debug, Clone, Copy)]
 enum Kind {
@@ -53,13 +75,13 @@ fn step_major(kinds: &[Kind]) -> Vec<(usize, usize)> {
     // The steps to walk: 1..=most, and any step only the per-step items have.
     let beyond: Vec<usize> = per_step.range(most + 1..).map(|(&s, _)| s).collect();
     let no_items = Vec::new();
+    // The stacked members that still have step s: shrinks as s grows, so the walk costs the
+    // entries it makes, not steps x members.
+    let mut active = stacked;
     for s in (1..=most).chain(beyond) {
         let singles = per_step.get(&s).unwrap_or(&no_items);
-        let mut stacks = stacked
-            .iter()
-            .filter(|&&(_, n)| n >= s)
-            .map(|&(i, _)| i)
-            .peekable();
+        active.retain(|&(_, n)| n >= s);
+        let mut stacks = active.iter().map(|&(i, _)| i).peekable();
         let mut singles = singles.iter().copied().peekable();
         // Merge by position in the list.
         loop {
@@ -82,7 +104,7 @@ fn step_major(kinds: &[Kind]) -> Vec<(usize, usize)> {
 /// one, and so on. `Err(entries)`, unchanged, when no member is stacked. The unfolded entries
 /// are made by the caller where they go ([`Unfolded::name`], [`Unfolded::at`],
 /// [`Unfolded::info`]: a 256-step decode has ~150,000, made in parallel, never moved).
-pub(crate) fn unfold(entries: Vec<Entry>) -> Result<Unfolded, Vec<Entry>> {
+pub(crate) fn unfold(entries: Vec<Entry>, cap: Budget) -> Result<Unfolded, Vec<Entry>> {
     if !entries.iter().any(|e| stacked_base(&e.name).is_some()) {
         return Err(entries);
     }
@@ -90,10 +112,36 @@ pub(crate) fn unfold(entries: Vec<Entry>) -> Result<Unfolded, Vec<Entry>> {
     let mut items: Vec<Entry> = Vec::with_capacity(entries.len());
     let mut member_of: Vec<Option<u32>> = Vec::with_capacity(entries.len());
     let mut members: Vec<(String, usize)> = Vec::new();
+    // What the members unfolded so far cost, in entries and in their shapes' dimensions.
+    let mut spent = (0usize, 0usize);
     for e in entries {
         let mut member = None;
-        let kind = match stacked_base(&e.name).map(|_| sliceable(&e)) {
+        let cost = |n: usize| {
+            let rank = e
+                .info
+                .as_ref()
+                .map_or(0, |i| i.shape.len().saturating_sub(1));
+            (
+                spent.0.saturating_add(n),
+                spent.1.saturating_add(n.saturating_mul(rank.max(1))),
+            )
+        };
+        let within = |n: usize| -> Result<usize, DumpError> {
+            let (entries, dims) = cost(n);
+            if entries > cap.entries || dims > cap.dims {
+                return Err(DumpError::UnsupportedEntry {
+                    at: e.at.clone(),
+                    detail: format!(
+                        "its {n} decode steps would take the dump past {} unfolded steps (or {} dimensions) in all",
+                        cap.entries, cap.dims
+                    ),
+                });
+            }
+            Ok(n)
+        };
+        let kind = match stacked_base(&e.name).map(|_| sliceable(&e).and_then(within)) {
             Some(Ok(n)) => {
+                spent = cost(n);
                 member = u32::try_from(members.len()).ok();
                 members.push((e.name.clone(), n));
                 // The member's own copy of the path, which its steps share: one path for all
@@ -258,26 +306,20 @@ fn step_info(e: &Entry, steps: usize, s: usize) -> Result<EntryInfo, DumpError> 
 }
 
 /// The metadata's `order` with every stacked member's name replaced by its steps, in the
-/// step-major order [`expand`] gives the entries. A stacked name the dump holds unfolds into its
-/// member's steps; one it does not, into `decode_steps` steps.
+/// step-major order [`unfold`] gives the entries. Only the members the dump unfolded unfold
+/// here (their step counts are bounded, [`MAX_UNFOLDED_ENTRIES`]); any other `@steps` name
+/// (a member that could not be unfolded, or one the file lacks) stays as it is listed.
 pub(crate) fn expand_order(meta: &mut Meta, members: &[(String, usize)]) {
-    if !meta.order.iter().any(|n| stacked_base(n).is_some()) {
+    if members.is_empty() {
         return;
     }
-    let declared = meta
-        .extra
-        .get("decode_steps")
-        .and_then(serde_json::Value::as_u64)
-        .and_then(|n| usize::try_from(n).ok())
-        .unwrap_or(0)
-        .min(MAX_STACKED_STEPS);
     let known: std::collections::HashMap<&str, usize> =
         members.iter().map(|(m, n)| (m.as_str(), *n)).collect();
     let kinds: Vec<Kind> = meta
         .order
         .iter()
-        .map(|n| match stacked_base(n) {
-            Some(_) => Kind::Stacked(known.get(n.as_str()).copied().unwrap_or(declared)),
+        .map(|n| match known.get(n.as_str()) {
+            Some(&steps) => Kind::Stacked(steps),
             None => match divergence_names::split_step(n).1 {
                 0 => Kind::Prefill,
                 s => Kind::Step(s),
@@ -296,4 +338,92 @@ pub(crate) fn expand_order(meta: &mut Meta, members: &[(String, usize)]) {
             })
         })
         .collect();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::convert::Endian;
+    use crate::dtype::DType;
+
+    fn entry(name: &str, shape: &[usize]) -> Entry {
+        let n: usize = shape.iter().product();
+        Entry {
+            name: name.to_string(),
+            at: Location::entry(Path::new("d.npz"), &format!("{name}.npy")),
+            info: Ok(EntryInfo {
+                shape: shape.to_vec(),
+                dtype: DType::F32,
+                endian: Endian::Little,
+                fortran: false,
+                n_elems: n,
+                source: Source::Bytes {
+                    start: 0,
+                    len: n * 4,
+                },
+            }),
+        }
+    }
+
+    #[test]
+    fn members_past_the_budget_stay_unreadable_with_the_reason() {
+        // Headers may claim a million empty steps in a few hundred bytes: what unfolding
+        // allocates is bounded by the dump's budget, not by the headers.
+        let cap = Budget {
+            entries: 10,
+            dims: 1_000,
+        };
+        let entries = vec![
+            entry("a", &[2]),
+            entry("x@steps", &[4, 1, 2]),
+            entry("y@steps", &[6, 3]),
+            entry("z@steps", &[1_000_000, 0]),
+            entry("w@steps", &[2, 1]),
+        ];
+        let u = unfold(entries, cap).unwrap_or_else(|_| panic!("stacked"));
+        // x (4) and y (6) fill the budget; z would pass it, so would w after them.
+        assert_eq!(
+            u.members
+                .iter()
+                .map(|(n, s)| (n.as_str(), *s))
+                .collect::<Vec<_>>(),
+            [("x@steps", 4), ("y@steps", 6)]
+        );
+        let names: Vec<String> = (0..u.len()).map(|k| u.name(k)).collect();
+        assert_eq!(names.len(), 1 + 2 + 10);
+        assert_eq!(&names[..5], ["a", "z@steps", "w@steps", "x@1", "y@1"]);
+        for k in [1, 2] {
+            let e = u.info(k).unwrap_err().to_string();
+            assert!(e.contains("past 10 unfolded steps"), "{e}");
+            assert!(e.starts_with("d.npz"), "{e}");
+        }
+        // The dimensions count too: 3 steps of rank 400 pass 1,000.
+        let cap = Budget {
+            entries: 1_000,
+            dims: 1_000,
+        };
+        let wide = vec![1usize; 401];
+        let mut shape = vec![3usize];
+        shape.extend(&wide[1..]);
+        let u = unfold(vec![entry("v@steps", &shape)], cap).unwrap_or_else(|_| panic!("stacked"));
+        assert!(u.members.is_empty());
+        assert!(u.info(0).is_err());
+    }
+
+    #[test]
+    fn step_major_costs_the_entries_it_makes() {
+        // One member of a million steps beside many short ones: the walk is linear in what it
+        // makes (a walk over every member at every step would take ~1e10 steps here).
+        let mut kinds = vec![Kind::Prefill, Kind::Stacked(1_000_000)];
+        kinds.extend(std::iter::repeat_n(Kind::Stacked(2), 10_000));
+        kinds.push(Kind::Step(3));
+        let t = std::time::Instant::now();
+        let order = step_major(&kinds);
+        assert_eq!(order.len(), 1 + 1_000_000 + 20_000 + 1);
+        assert_eq!(order[..3], [(0, 0), (1, 1), (2, 1)]);
+        // step 3: the long member, then the per-step item listed after it
+        let at3 = order.iter().position(|&(_, s)| s == 3).unwrap_or(0);
+        assert_eq!(order[at3..at3 + 2], [(1, 3), (10_002, 3)]);
+        assert!(t.elapsed().as_secs() < 10, "{:?}", t.elapsed());
+    }
 }

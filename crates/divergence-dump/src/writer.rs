@@ -154,7 +154,8 @@ impl DumpWriter {
         }
         if self.stacks.is_some() {
             let (base, step) = divergence_names::split_step(name);
-            if step > 0 {
+            // (`@3` alone names no probe: it is stored as it is.)
+            if step > 0 && !base.is_empty() {
                 return self.add_step(name, base, step, shape, &data);
             }
         }
@@ -231,6 +232,11 @@ impl DumpWriter {
                         path: path.clone(),
                         name: stack_name,
                     });
+                }
+                if step != 1 {
+                    return Err(bad(format!(
+                        "decode step {step} comes first: stacked steps must come in order, 1, 2, ..."
+                    )));
                 }
                 stacks.push(Stack {
                     name: stack_name.clone(),

@@ -239,7 +239,7 @@ fn stacked_members_that_cannot_be_sliced_are_unreadable_with_the_reason() {
             "short",
             npy("<f4", false, "(3, 2)", &f32_bytes(5)),
             false,
-            "",
+            "data",
         ),
     ];
     for (case, bytes, deflated, why) in cases {
@@ -278,7 +278,49 @@ fn a_name_given_stacked_and_per_step_is_a_duplicate() {
         ],
     );
     let e = Dump::open(&path).unwrap_err().to_string();
-    assert!(e.contains("x@2"), "{e}");
+    assert!(
+        e.contains("x@2") && e.starts_with(&path.display().to_string()),
+        "{e}"
+    );
+}
+
+#[test]
+fn stacked_names_in_the_metadata_alone_unfold_nothing() {
+    // A 15 KB metadata document listing a thousand `@steps` names the file does not hold, with
+    // a million decode steps: opening stays instant and the order is kept as listed.
+    let dir = tempfile::tempdir().unwrap();
+    let mut order = vec!["a".to_string()];
+    order.extend((0..1000).map(|i| format!("m{i}@steps")));
+    let meta = serde_json::json!({"format": "divergence-dump/1", "order": order, "decode_steps": 1u64 << 20})
+        .to_string();
+    let path = npz(
+        dir.path(),
+        "meta.npz",
+        &[
+            ("a", npy("<f4", false, "(1,)", &f32_bytes(1)), false),
+            ("x@steps", npy("<f4", false, "(2, 1)", &f32_bytes(2)), false),
+            (
+                "__meta__",
+                npy("|u1", false, &format!("({},)", meta.len()), meta.as_bytes()),
+                false,
+            ),
+        ],
+    );
+    let t = std::time::Instant::now();
+    let d = Dump::open(&path).unwrap();
+    assert!(t.elapsed().as_secs() < 5);
+    assert_eq!(d.meta().unwrap().order, order);
+    assert_eq!(d.names(), ["a", "x@1", "x@2"]);
+}
+
+#[test]
+fn a_single_npy_is_one_tensor_whatever_its_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("logits@steps.npy");
+    std::fs::write(&path, npy("<f4", false, "(2, 3)", &f32_bytes(6))).unwrap();
+    let d = Dump::open(&path).unwrap();
+    assert_eq!(d.names(), ["logits@steps"]);
+    assert_eq!(d.shape("logits@steps"), Some(&[2, 3][..]));
 }
 
 #[test]

@@ -81,10 +81,11 @@ fn unfolding_problem(dump: &MappedDump<'_>) -> Option<String> {
         .iter()
         .find(|n| divergence_names::stacked_base(n).is_some())?;
     let e = dump.view(name).err()?;
-    // The error starts with the file's path, which the message names already.
+    // The error starts with the file and the member, which the message names already.
     let text = e.to_string();
-    let detail = text.split_once("npy': ").map_or(text.as_str(), |(_, d)| d);
-    Some(format!("{name} was not read as steps: {detail}"))
+    let detail = text.rsplit_once("': ").map_or(text.as_str(), |(_, d)| d);
+    let line = format!("{name} was not read as steps: {detail}");
+    Some(divergence_names::one_line(&line).into_owned())
 }
 
 /// `1-3, 5`.
@@ -191,9 +192,9 @@ pub fn check(
             .copied()
             .collect()
     };
-    for (missing, has, lacks) in [
-        (only(&r, &o), ref_path, ours_path),
-        (only(&o, &r), ours_path, ref_path),
+    for (missing, has, lacks, lacking) in [
+        (only(&r, &o), ref_path, ours_path, ours),
+        (only(&o, &r), ours_path, ref_path, reference),
     ] {
         if !missing.is_empty() {
             let what = if missing == [0] {
@@ -201,8 +202,10 @@ pub fn check(
             } else {
                 format!("of decode step {}", ranges(missing.iter().copied()))
             };
+            let why = unfolding_problem(lacking)
+                .unwrap_or_else(|| "dump the same steps on both sides".to_string());
             bail!(
-                "{} has no probe {what} that {} has: dump the same steps on both sides",
+                "{} has no probe {what} that {} has: {why}",
                 lacks.display(),
                 has.display()
             );
