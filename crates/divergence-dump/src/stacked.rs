@@ -4,18 +4,19 @@
 //!
 //! Expansion happens once, at open, on headers only: step s of a stored C-order member is the
 //! byte range `s - 1` of its data, so each step stays a zero-copy view of the map. A stacked
-//! member that cannot be sliced that way (deflated, Fortran order, no leading axis) stays one
+//! member that cannot be sliced that way (deflated, Fortran order, no leading axis), or that
+//! would take the dump past its budget of unfolded steps ([`MAX_UNFOLDED_ENTRIES`]), stays one
 //! entry under its own name with an error that says why, so `diff` reports its steps missing
 //! instead of reading something else.
+
+use std::path::Path;
+use std::sync::Arc;
 
 use divergence_names::step_name;
 pub use divergence_names::{stacked_base, STACKED_SUFFIX};
 use rayon::prelude::*;
 
 use crate::entry::{Entry, EntryInfo, Source};
-use std::path::Path;
-use std::sync::Arc;
-
 use crate::error::{DumpError, Location};
 use crate::meta::Meta;
 
@@ -25,7 +26,7 @@ pub const MAX_STACKED_STEPS: usize = 1 << 20;
 
 /// Most per-step entries the stacked members of one dump may unfold into, and most shape
 /// dimensions those entries may hold in all: what opening a dump may allocate for them is
-/// bounded by these (~0.5 GiB), whatever its headers claim (a member of a million empty steps
+/// bounded by these (an entry takes ~250 bytes: ~0.5 GiB), whatever its headers claim (a member of a million empty steps
 /// is a few hundred bytes of zip). A 256-step decode of the 0.6B-shaped model unfolds into
 /// 152,345 entries of 3-4 dimensions. Members past the budget are unreadable, with the reason.
 pub const MAX_UNFOLDED_ENTRIES: usize = 1 << 21;
@@ -115,7 +116,6 @@ pub(crate) fn unfold(entries: Vec<Entry>, cap: Budget) -> Result<Unfolded, Vec<E
     // What the members unfolded so far cost, in entries and in their shapes' dimensions.
     let mut spent = (0usize, 0usize);
     for e in entries {
-        let mut member = None;
         let cost = |n: usize| {
             let rank = e
                 .info
@@ -142,7 +142,7 @@ pub(crate) fn unfold(entries: Vec<Entry>, cap: Budget) -> Result<Unfolded, Vec<E
         let kind = match stacked_base(&e.name).map(|_| sliceable(&e).and_then(within)) {
             Some(Ok(n)) => {
                 spent = cost(n);
-                member = u32::try_from(members.len()).ok();
+                let member = u32::try_from(members.len()).ok();
                 members.push((e.name.clone(), n));
                 // The member's own copy of the path, which its steps share: one path for all
                 // would have every thread count references on one counter, 150,000 times.
@@ -172,7 +172,7 @@ pub(crate) fn unfold(entries: Vec<Entry>, cap: Budget) -> Result<Unfolded, Vec<E
             },
         };
         items.push(e);
-        member_of.push(member);
+        member_of.push(None);
         kinds.push(kind);
     }
     let order = step_major(&kinds);
