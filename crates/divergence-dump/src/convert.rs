@@ -112,9 +112,14 @@ fn permute<T: Copy + Default>(src: Vec<T>, shape: &[usize]) -> Vec<T> {
 
 /// The dtype a tensor is stored with in npz (bf16 becomes f32, npy has no bf16).
 pub(crate) fn npz_storage_dtype(data: &TensorData<'_>) -> DType {
-    match data {
-        TensorData::BF16(_) => DType::F32,
-        d => d.dtype(),
+    npz_storage(data.dtype())
+}
+
+/// [`npz_storage_dtype`] of a tensor given in `dtype`.
+pub(crate) fn npz_storage(dtype: DType) -> DType {
+    match dtype {
+        DType::BF16 => DType::F32,
+        d => d,
     }
 }
 

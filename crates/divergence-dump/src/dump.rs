@@ -400,18 +400,22 @@ fn original_dtypes(
         .with_min_len(1024)
         .map(|(name, _)| index.get(names, name))
         .collect();
-    for ((_, dtype), i) in pairs.iter().zip(found) {
-        let Some(i) = i else { continue };
-        // Few distinct values (the dtypes of one run): the last one found is checked first.
-        let d = match distinct.iter().rposition(|n| n == *dtype) {
+    // The index of `dtype` in `distinct`, added if new; `None` past what u16 holds (those are
+    // looked up in the metadata). Few distinct values (the dtypes of one run): the last one
+    // found is checked first.
+    let mut intern = |dtype: &String| {
+        let d = match distinct.iter().rposition(|n| n == dtype) {
             Some(d) => d,
             None => {
-                distinct.push((*dtype).clone());
+                distinct.push(dtype.clone());
                 distinct.len() - 1
             }
         };
-        // More distinct dtype names than u16 holds: the rest are looked up in the metadata.
-        if let (Ok(d), Some(slot)) = (u16::try_from(d), original.get_mut(i)) {
+        u16::try_from(d).ok()
+    };
+    for ((_, dtype), i) in pairs.iter().zip(found) {
+        let Some(i) = i else { continue };
+        if let (Some(d), Some(slot)) = (intern(dtype), original.get_mut(i)) {
             *slot = Some(d);
         }
     }
@@ -419,17 +423,7 @@ fn original_dtypes(
     if !members.is_empty() {
         let member_dtype: Vec<Option<u16>> = members
             .iter()
-            .map(|(name, _)| {
-                let dtype = meta.dtypes.get(name)?;
-                let d = match distinct.iter().rposition(|n| n == dtype) {
-                    Some(d) => d,
-                    None => {
-                        distinct.push(dtype.clone());
-                        distinct.len() - 1
-                    }
-                };
-                u16::try_from(d).ok()
-            })
+            .map(|(name, _)| intern(meta.dtypes.get(name)?))
             .collect();
         for (slot, k) in original.iter_mut().zip(source) {
             if let Some(d) = k.and_then(|k| member_dtype.get(k as usize).copied().flatten()) {

@@ -57,6 +57,16 @@ enum Kind {
     Stacked(usize),
 }
 
+impl Kind {
+    /// A name that is not a stacked member: the prefill's, or one step's (`x@s`).
+    fn of_name(name: &str) -> Kind {
+        match divergence_names::split_step(name).1 {
+            0 => Kind::Prefill,
+            s => Kind::Step(s),
+        }
+    }
+}
+
 /// The step-major order of `kinds` as (index into `kinds`, step): every prefill item in its
 /// order, then step 1 of every item that has one (a per-step `x@1`, or the first step of a
 /// stacked member) in the order the items are listed, then step 2, and so on. This is the
@@ -166,10 +176,7 @@ pub(crate) fn unfold(entries: Vec<Entry>, cap: Budget) -> Result<Unfolded, Vec<E
                 kinds.push(Kind::Prefill);
                 continue;
             }
-            None => match divergence_names::split_step(&e.name).1 {
-                0 => Kind::Prefill,
-                s => Kind::Step(s),
-            },
+            None => Kind::of_name(&e.name),
         };
         items.push(e);
         member_of.push(None);
@@ -320,10 +327,7 @@ pub(crate) fn expand_order(meta: &mut Meta, members: &[(String, usize)]) {
         .iter()
         .map(|n| match known.get(n.as_str()) {
             Some(&steps) => Kind::Stacked(steps),
-            None => match divergence_names::split_step(n).1 {
-                0 => Kind::Prefill,
-                s => Kind::Step(s),
-            },
+            None => Kind::of_name(n),
         })
         .collect();
     let order = std::mem::take(&mut meta.order);

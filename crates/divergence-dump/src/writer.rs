@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use zip::write::SimpleFileOptions;
 use zip::{CompressionMethod, ZipWriter};
 
-use crate::convert::{encode_le, npz_storage_dtype};
+use crate::convert::{encode_le, npz_storage, npz_storage_dtype};
 use crate::dtype::{element_count, DType, TensorData};
 use crate::error::{lowercase_first, DumpError};
 use crate::meta::{Meta, FORMAT_TAG, META_ENTRY, SAFETENSORS_META_KEY};
@@ -162,21 +162,10 @@ impl DumpWriter {
         match &mut self.inner {
             Inner::Npz(zip) => {
                 let storage = npz_storage_dtype(&data);
-                let header = npy::write_header(npy::descr(storage).unwrap_or("<f4"), shape);
-                let total = (header.len() as u64).saturating_add(
-                    (data.len() as u64).saturating_mul(storage.size_bytes() as u64),
-                );
-                let opts = SimpleFileOptions::default()
-                    .compression_method(CompressionMethod::Stored)
-                    .large_file(total >= u64::from(u32::MAX));
-                let path = &self.path;
-                let zerr = |e: zip::result::ZipError| DumpError::Write {
-                    path: path.clone(),
-                    detail: format!("tensor '{name}': {}", lowercase_first(&e.to_string())),
-                };
-                zip.start_file(format!("{name}.npy"), opts).map_err(zerr)?;
-                zip.write_all(&header).map_err(|e| write_err(path, &e))?;
-                encode_le(&data, true, |b| zip.write_all(b)).map_err(|e| write_err(path, &e))?;
+                let data_len = (data.len() as u64).saturating_mul(storage.size_bytes() as u64);
+                npz_member(zip, &self.path, name, storage, shape, data_len, |zip| {
+                    encode_le(&data, true, |b| zip.write_all(b))
+                })?;
             }
             Inner::Safetensors(tensors) => {
                 let mut bytes = Vec::new();
@@ -301,28 +290,11 @@ impl DumpWriter {
             let path = &self.path;
             match &mut self.inner {
                 Inner::Npz(zip) => {
-                    let storage = match stack.dtype {
-                        DType::BF16 => DType::F32,
-                        d => d,
-                    };
-                    let header = npy::write_header(npy::descr(storage).unwrap_or("<f4"), &shape);
-                    let total = (header.len() as u64).saturating_add(stack.bytes.len() as u64);
-                    let opts = SimpleFileOptions::default()
-                        .compression_method(CompressionMethod::Stored)
-                        .large_file(total >= u64::from(u32::MAX));
-                    let zerr = |e: zip::result::ZipError| DumpError::Write {
-                        path: path.clone(),
-                        detail: format!(
-                            "tensor '{}': {}",
-                            stack.name,
-                            lowercase_first(&e.to_string())
-                        ),
-                    };
-                    zip.start_file(format!("{}.npy", stack.name), opts)
-                        .map_err(zerr)?;
-                    zip.write_all(&header).map_err(|e| write_err(path, &e))?;
-                    zip.write_all(&stack.bytes)
-                        .map_err(|e| write_err(path, &e))?;
+                    let storage = npz_storage(stack.dtype);
+                    let data_len = stack.bytes.len() as u64;
+                    npz_member(zip, path, &stack.name, storage, &shape, data_len, |zip| {
+                        zip.write_all(&stack.bytes)
+                    })?;
                 }
                 Inner::Safetensors(tensors) => tensors.push(Buffered {
                     name: stack.name.clone(),
@@ -331,7 +303,7 @@ impl DumpWriter {
                     bytes: stack.bytes,
                 }),
             }
-            self.seen.insert(stack.name.clone());
+            // (`seen` has its name since its first step.)
             self.added.push((stack.name, stack.dtype));
         }
         Ok(())
@@ -407,6 +379,31 @@ impl DumpWriter {
         }
         Ok(())
     }
+}
+
+/// Writes one stored npz member `name.npy`: the npy header of `storage` and `shape`, then the
+/// `data_len` element bytes `write_data` writes (zip64 when they could pass 4 GiB).
+fn npz_member(
+    zip: &mut ZipWriter<BufWriter<File>>,
+    path: &Path,
+    name: &str,
+    storage: DType,
+    shape: &[usize],
+    data_len: u64,
+    write_data: impl FnOnce(&mut ZipWriter<BufWriter<File>>) -> std::io::Result<()>,
+) -> Result<(), DumpError> {
+    let header = npy::write_header(npy::descr(storage).unwrap_or("<f4"), shape);
+    let total = (header.len() as u64).saturating_add(data_len);
+    let opts = SimpleFileOptions::default()
+        .compression_method(CompressionMethod::Stored)
+        .large_file(total >= u64::from(u32::MAX));
+    let zerr = |e: zip::result::ZipError| DumpError::Write {
+        path: path.to_path_buf(),
+        detail: format!("tensor '{name}': {}", lowercase_first(&e.to_string())),
+    };
+    zip.start_file(format!("{name}.npy"), opts).map_err(zerr)?;
+    zip.write_all(&header).map_err(|e| write_err(path, &e))?;
+    write_data(zip).map_err(|e| write_err(path, &e))
 }
 
 fn st_dtype(d: DType) -> ::safetensors::Dtype {

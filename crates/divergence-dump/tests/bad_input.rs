@@ -6,7 +6,7 @@ mod common;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use common::data;
+use common::{data, npy_with};
 use divergence_dump::{Dump, DumpError, DumpWriter, Meta, TensorData};
 
 fn open_err(path: &Path) -> String {
@@ -35,19 +35,6 @@ fn p(path: &Path) -> String {
 }
 
 /// A .npy file with the given header dict and data bytes.
-fn npy_with(dict: &str, data: &[u8]) -> Vec<u8> {
-    let mut text = dict.as_bytes().to_vec();
-    while !(10 + text.len() + 1).is_multiple_of(64) {
-        text.push(b' ');
-    }
-    text.push(b'\n');
-    let mut out = b"\x93NUMPY\x01\x00".to_vec();
-    out.extend_from_slice(&(text.len() as u16).to_le_bytes());
-    out.extend_from_slice(&text);
-    out.extend_from_slice(data);
-    out
-}
-
 fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, bytes).unwrap();

@@ -2,6 +2,8 @@
 //! `DumpWriter::stack_steps`, read as the per-step tensors `x@1` .. `x@N` with the names, order,
 //! values, dtypes and errors of the per-step layout.
 
+mod common;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -40,7 +42,7 @@ fn write_decode(path: &Path, steps: usize, stacked: bool) {
             } else {
                 format!("{name}@{step}")
             };
-            if *name.split('@').next().unwrap() == *"lm_head" {
+            if name.starts_with("lm_head") {
                 let b: Vec<half::bf16> = v.iter().map(|&x| half::bf16::from_f32(x)).collect();
                 w.add(&name, &shape, TensorData::BF16(&b)).unwrap();
             } else {
@@ -178,16 +180,7 @@ fn npy(descr: &str, fortran: bool, shape: &str, data: &[u8]) -> Vec<u8> {
         "{{'descr': '{descr}', 'fortran_order': {}, 'shape': {shape}, }}",
         if fortran { "True" } else { "False" }
     );
-    let mut text = dict.into_bytes();
-    while !(10 + text.len() + 1).is_multiple_of(64) {
-        text.push(b' ');
-    }
-    text.push(b'\n');
-    let mut out = b"\x93NUMPY\x01\x00".to_vec();
-    out.extend_from_slice(&(text.len() as u16).to_le_bytes());
-    out.extend_from_slice(&text);
-    out.extend_from_slice(data);
-    out
+    common::npy_with(&dict, data)
 }
 
 /// An npz of `(member name, npy bytes, deflated?)`.

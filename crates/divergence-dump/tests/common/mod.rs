@@ -93,3 +93,17 @@ pub fn chunked(
     }
     Ok(out.unwrap_or(Values::F32(Vec::new())))
 }
+
+/// npy 1.0 bytes with the header dict `dict` (padded as numpy pads it) and `data` after it.
+pub fn npy_with(dict: &str, data: &[u8]) -> Vec<u8> {
+    let mut text = dict.as_bytes().to_vec();
+    while !(10 + text.len() + 1).is_multiple_of(64) {
+        text.push(b' ');
+    }
+    text.push(b'\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend_from_slice(&(text.len() as u16).to_le_bytes());
+    out.extend_from_slice(&text);
+    out.extend_from_slice(data);
+    out
+}
