@@ -10,6 +10,7 @@
 //! error was made at the norm (a skipped or rescaled norm), not amplified by it.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::OnceLock;
 
 use divergence_names::{Op, QkKind};
 use rayon::prelude::*;
@@ -105,6 +106,9 @@ fn ratio(num: Option<f64>, den: Option<f64>) -> Option<f64> {
 
 /// Builds the section from the rows (in execution order). `weight_gains` holds the max |weight|
 /// of each layer's norms, when the checkpoint was read.
+/// How many rows before and after a norm its projection is looked for first.
+const NEAR: usize = 16;
+
 pub fn amplification(
     ops: &[OpResult],
     threshold: f64,
@@ -113,17 +117,32 @@ pub fn amplification(
     // The names are parsed in parallel (a decode report has tens of thousands of rows); only
     // the projections and norms take part.
     let ops_of: Vec<Op> = ops.par_iter().map(|o| Op::of(&o.name)).collect();
-    let by_name: HashMap<&str, &OpResult> = ops
-        .iter()
-        .zip(&ops_of)
-        .filter(|(_, op)| matches!(op, Op::QkProj(_)))
-        .map(|(o, _)| (o.name.as_str(), o))
-        .collect();
+    // A norm's projection is looked for among the rows near it (a dump lists them a few rows
+    // apart, in every step); the map of every projection is built only if one is not there.
+    let by_name: OnceLock<HashMap<&str, &OpResult>> = OnceLock::new();
+    let proj_of = |i: usize, name: &str| -> Option<&OpResult> {
+        let near = i.saturating_sub(NEAR)..ops.len().min(i.saturating_add(NEAR + 1));
+        let found = near
+            .filter(|&j| matches!(ops_of.get(j), Some(Op::QkProj(_))))
+            .filter_map(|j| ops.get(j))
+            .find(|o| o.name == name);
+        found.or_else(|| {
+            let map = by_name.get_or_init(|| {
+                ops.iter()
+                    .zip(&ops_of)
+                    .filter(|(_, op)| matches!(op, Op::QkProj(_)))
+                    .map(|(o, _)| (o.name.as_str(), o))
+                    .collect()
+            });
+            map.get(name).copied()
+        })
+    };
     // One row per norm, in parallel and in row order (28 layers x 2 norms x every step).
     let rows: Vec<AmplificationRow> = ops
         .par_iter()
         .zip(&ops_of)
-        .filter_map(|(op, &of)| {
+        .enumerate()
+        .filter_map(|(i, (op, &of))| {
             let Op::QkNorm(kind) = of else {
                 return None;
             };
@@ -133,7 +152,7 @@ pub fn amplification(
             ) else {
                 return None;
             };
-            let proj = by_name.get(proj_name.as_str())?;
+            let proj = proj_of(i, &proj_name)?;
             let r = ratio(op.errors.rel_l2_err, proj.errors.rel_l2_err);
             // Amplified: the projection's error is material and the norm's is `threshold` times
             // larger. Introduced: the projection's error is at noise level (or exactly 0, where the
@@ -174,5 +193,52 @@ pub fn amplification(
         marked,
         introduced,
         rows,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compare::Status;
+
+    fn row(name: &str, rel: f64) -> OpResult {
+        let mut o = OpResult::bare(name, Status::Ok, None);
+        o.errors.rel_l2_err = Some(rel);
+        o.rule.diff_l2 = Some(rel);
+        o
+    }
+
+    #[test]
+    fn a_projection_far_from_its_norm_is_still_paired() {
+        // k_proj next to k_norm (found nearby), q_proj 40 rows before q_norm (found in the
+        // map of every projection), a norm without a projection (no row).
+        let mut ops = vec![row("model.layers.0.self_attn.q_proj", 1e-3)];
+        ops.extend((0..40).map(|i| row(&format!("filler.{i}"), 0.0)));
+        ops.push(row("model.layers.0.self_attn.k_proj", 1e-3));
+        ops.push(row("model.layers.0.self_attn.k_norm", 5e-2));
+        ops.push(row("model.layers.0.self_attn.q_norm", 2e-3));
+        ops.push(row("model.layers.1.self_attn.k_norm", 5e-2));
+        let amp = amplification(&ops, 10.0, &NormWeightGains::new());
+        let pairs: Vec<(&str, &str, Option<f64>)> = amp
+            .rows
+            .iter()
+            .map(|r| (r.proj.as_str(), r.norm.as_str(), r.ratio))
+            .collect();
+        assert_eq!(
+            pairs,
+            [
+                (
+                    "model.layers.0.self_attn.k_proj",
+                    "model.layers.0.self_attn.k_norm",
+                    Some(5e-2 / 1e-3)
+                ),
+                (
+                    "model.layers.0.self_attn.q_proj",
+                    "model.layers.0.self_attn.q_norm",
+                    Some(2e-3 / 1e-3)
+                ),
+            ]
+        );
+        assert_eq!((amp.marked, amp.introduced), (1, 0));
     }
 }

@@ -503,7 +503,6 @@ pub enum Needs {
 /// their shape make an `unreadable` row. Pure: no I/O, never fails.
 #[derive(Debug, Clone)]
 pub struct ProbeFold {
-    name: String,
     tolerance: Tolerance,
     chunk_len: usize,
     state: FoldState,
@@ -517,6 +516,8 @@ enum FoldState {
     Row(OpResult),
     /// One side only.
     One {
+        /// The probe (the other states have it in their row).
+        name: String,
         which: Which,
         head: OwnedHead,
         stats: Chunked<SideStats>,
@@ -529,11 +530,13 @@ enum FoldState {
         so: Chunked<SideStats>,
         sr: Chunked<SideStats>,
     },
-    /// Aligned sides, compared element by element.
+    /// Aligned sides, compared element by element. Their shapes and dtypes are the row's
+    /// (`tensor`); only their element counts are kept beside it (no copies: a decode dump has
+    /// ~150,000 rows).
     Pair {
         row: OpResult,
-        o: OwnedHead,
-        r: OwnedHead,
+        /// Ours' and the reference's element counts (`None`: the shape's product overflows).
+        numel: [Option<u64>; 2],
         tol: Resolved,
         acc: Chunked<Accumulator>,
         /// Elements pushed per side, when they differ (a broken feed).
@@ -583,6 +586,7 @@ impl ProbeFold {
                 Some("no data on either side".to_string()),
             )),
             (Some(h), None) | (None, Some(h)) => FoldState::One {
+                name: name.to_string(),
                 which: if ours.is_some() {
                     Which::Ours
                 } else {
@@ -602,20 +606,18 @@ impl ProbeFold {
                 row.tensor.dtype_ref = Some(r.dtype.to_string());
                 row.rule.rtol = Some(tol.rtol);
                 row.rule.atol = Some(tol.atol);
-                let (o, r) = (OwnedHead::of(o), OwnedHead::of(r));
-                if o.shape != r.shape && squeezed(&o.shape) != squeezed(&r.shape) {
+                if o.shape != r.shape && squeezed(o.shape) != squeezed(r.shape) {
                     FoldState::Apart {
                         row,
-                        o,
-                        r,
+                        o: OwnedHead::of(o),
+                        r: OwnedHead::of(r),
                         so: Chunked::default(),
                         sr: Chunked::default(),
                     }
                 } else {
                     FoldState::Pair {
                         row,
-                        o,
-                        r,
+                        numel: [o, r].map(|h| numel(h.shape).map(|n| n as u64)),
                         tol,
                         acc: Chunked::default(),
                         uneven: false,
@@ -625,7 +627,6 @@ impl ProbeFold {
             }
         };
         ProbeFold {
-            name: name.to_string(),
             tolerance: cfg.tolerance,
             chunk_len: cfg.chunk_len,
             state,
@@ -639,10 +640,11 @@ impl ProbeFold {
         let Tolerance::Truth { ratio } = self.tolerance else {
             return self;
         };
-        if let FoldState::Pair { r, truth: tf, .. } = &mut self.state {
+        if let FoldState::Pair { row, truth: tf, .. } = &mut self.state {
+            let (r_shape, r_dtype) = ref_head(row);
             *tf = match truth {
                 None => TruthFold::Problem("not in the truth dump".to_string()),
-                Some(t) => match truth_head_problem(&r.shape, &r.dtype, t) {
+                Some(t) => match truth_head_problem(r_shape, r_dtype, t) {
                     Some(p) => TruthFold::Problem(p),
                     None => TruthFold::Fold {
                         t: OwnedHead::of(t),
@@ -761,10 +763,14 @@ impl ProbeFold {
 
     /// The row, from everything pushed.
     pub fn finish(self) -> OpResult {
-        let name = self.name;
         match self.state {
             FoldState::Row(row) => row,
-            FoldState::One { which, head, stats } => {
+            FoldState::One {
+                name,
+                which,
+                head,
+                stats,
+            } => {
                 let seen = stats.seen();
                 let stats = stats.total();
                 one_side(
@@ -776,15 +782,14 @@ impl ProbeFold {
                 )
             }
             FoldState::Apart { row, o, r, so, sr } => {
-                if let Some(bad) = short_row(&name, &o, &r, [so.seen(), sr.seen()]) {
+                if let Some(bad) = short_row(&row.name, &o, &r, [so.seen(), sr.seen()]) {
                     return bad;
                 }
                 shape_mismatch(row, &o, &r, so.total(), sr.total())
             }
             FoldState::Pair {
                 row,
-                o,
-                r,
+                numel,
                 tol,
                 acc,
                 uneven,
@@ -796,14 +801,43 @@ impl ProbeFold {
                 } else {
                     [acc.n, acc.n]
                 };
-                if let Some(bad) = short_row(&name, &o, &r, seen) {
+                if let Some(bad) = pair_short_row(&row, numel, seen) {
                     return bad;
                 }
-                let row = pair_row(row, &acc, &tol, &r.shape);
-                apply_truth(row, &r, truth)
+                let row = pair_row(row, &acc, &tol);
+                apply_truth(row, truth)
             }
         }
     }
+}
+
+/// The reference's shape and dtype of a pair fold's row (set by [`ProbeFold::new`]).
+fn ref_head(row: &OpResult) -> (&[usize], &str) {
+    (
+        row.tensor.shape.as_deref().unwrap_or_default(),
+        row.tensor.dtype_ref.as_deref().unwrap_or_default(),
+    )
+}
+
+/// [`short_row`] of a pair fold, whose sides' shapes and dtypes are in its row.
+fn pair_short_row(row: &OpResult, numel: [Option<u64>; 2], seen: [u64; 2]) -> Option<OpResult> {
+    if numel[0] == Some(seen[0]) && numel[1] == Some(seen[1]) {
+        return None;
+    }
+    let (r_shape, r_dtype) = ref_head(row);
+    let head = |shape: &[usize], dtype: &str, numel| OwnedHead {
+        shape: shape.to_vec(),
+        dtype: dtype.to_string(),
+        numel,
+    };
+    let o_shape = row.tensor.shape_ours.as_deref().unwrap_or(r_shape);
+    let o_dtype = row.tensor.dtype_ours.as_deref().unwrap_or_default();
+    short_row(
+        &row.name,
+        &head(o_shape, o_dtype, numel[0]),
+        &head(r_shape, r_dtype, numel[1]),
+        seen,
+    )
 }
 
 /// The `unreadable` row of a fold whose sides' values do not add up to their shapes.
@@ -872,7 +906,7 @@ fn shape_mismatch(
 }
 
 /// The row of two aligned sides from their accumulated sums: metrics and verdict.
-fn pair_row(mut row: OpResult, acc: &Accumulator, tol: &Resolved, r_shape: &[usize]) -> OpResult {
+fn pair_row(mut row: OpResult, acc: &Accumulator, tol: &Resolved) -> OpResult {
     let n = acc.n_finite;
     let ours_l2 = acc.sum_o2.sqrt();
     let ref_l2 = acc.sum_r2.sqrt();
@@ -885,7 +919,7 @@ fn pair_row(mut row: OpResult, acc: &Accumulator, tol: &Resolved, r_shape: &[usi
     row.rule.diff_l2 = finite(diff_l2);
     row.rule.tol_threshold = finite(threshold);
     row.errors.max_abs_err = finite(acc.max_abs_d);
-    row.errors.max_abs_err_index = acc.max_abs_d_index.map(|i| unravel(i, r_shape));
+    row.errors.max_abs_err_index = acc.max_abs_d_index.map(|i| unravel(i, ref_head(&row).0));
     let mean = if n == 0 {
         0.0
     } else {
@@ -968,7 +1002,7 @@ fn pair_row(mut row: OpResult, acc: &Accumulator, tol: &Resolved, r_shape: &[usi
 
 /// The three-way verdict ([`compare_with_truth`]) on a pair's row: both sides' errors against
 /// the truth decide a row the two-way rule left `ok` or `diverged`.
-fn apply_truth(mut row: OpResult, r: &OwnedHead, truth: TruthFold) -> OpResult {
+fn apply_truth(mut row: OpResult, truth: TruthFold) -> OpResult {
     if !matches!(row.status, Status::Ok | Status::Diverged) {
         return row;
     }
@@ -995,7 +1029,8 @@ fn apply_truth(mut row: OpResult, r: &OwnedHead, truth: TruthFold) -> OpResult {
             (t, ratio, ot.total(), rt.total())
         }
     };
-    let (ref_class, truth_class) = (DTypeClass::of(&r.dtype), DTypeClass::of(&t.dtype));
+    let ref_class = DTypeClass::of(ref_head(&row).1);
+    let truth_class = DTypeClass::of(&t.dtype);
     if ot.nonfinite_mismatch > 0 || rt.nonfinite_mismatch > 0 {
         row.truth.truth_problem = Some(format!(
             "NaN/Inf of the truth at other positions than ref's ({} positions) or ours' ({})",

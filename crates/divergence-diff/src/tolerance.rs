@@ -78,6 +78,15 @@ impl DTypeClass {
     ///
     /// Unknown names give `None`; [`DTypeClass::of`] maps them to [`DTypeClass::F32`].
     pub fn from_name(name: &str) -> Option<DTypeClass> {
+        // The names dumps write, without an allocation (every row asks, and a decode dump has
+        // ~150,000 rows).
+        match name {
+            "float32" => return Some(DTypeClass::F32),
+            "bfloat16" => return Some(DTypeClass::BF16),
+            "float16" => return Some(DTypeClass::F16),
+            "float64" => return Some(DTypeClass::F64),
+            _ => {}
+        }
         let n = name.trim();
         let n = n.strip_prefix("torch.").unwrap_or(n).to_ascii_lowercase();
         let class = match n.as_str() {

@@ -40,7 +40,12 @@ pub struct Dump {
     format: Format,
     map: Mmap,
     names: Vec<String>,
+    /// Per name, where its layout is kept.
+    slots: Vec<Slot>,
+    /// The entries stored as themselves (every entry of a dump without stacked members).
     entries: Vec<Stored>,
+    /// The stacked members unfolded into steps: one layout for all their steps.
+    members: Vec<stacked::Member>,
     index: NameIndex,
     meta: Option<Meta>,
     /// Per entry, the index in `dtype_names` of its `meta.dtypes` value (resolved once at open:
@@ -123,18 +128,21 @@ impl Dump {
             Format::Npy => Err(entries),
             _ => stacked::unfold(entries, stacked::Budget::DEFAULT),
         };
-        let (names, entries, stacked_source, stacked_members) = match unfolded {
+        let (names, slots, entries, members) = match unfolded {
             Err(entries) => {
                 let (names, entries): (Vec<String>, Vec<Stored>) = entries
                     .into_par_iter()
                     .with_min_len(1024)
                     .map(|Entry { name, at, info }| (name, Stored { at, info }))
                     .unzip();
-                (names, entries, Vec::new(), Vec::new())
+                let slots = (0..entries.len()).map(Slot::Own).collect();
+                (names, slots, entries, Vec::new())
             }
             Ok(u) => {
+                // A step is a name and a slot (its member and step): its layout is its
+                // member's, made once (a 256-step decode has ~150,000 steps).
                 let n = u.len();
-                let (names, entries) = rayon::join(
+                let (names, slots) = rayon::join(
                     || {
                         (0..n)
                             .into_par_iter()
@@ -146,42 +154,49 @@ impl Dump {
                         (0..n)
                             .into_par_iter()
                             .with_min_len(1024)
-                            .map(|k| Stored {
-                                at: u.at(k),
-                                info: u.info(k),
+                            .map(|k| match u.slot(k) {
+                                stacked::Slot::Item(i) => Slot::Own(i),
+                                stacked::Slot::Step { member, step } => Slot::Step { member, step },
                             })
-                            .collect::<Vec<Stored>>()
+                            .collect::<Vec<Slot>>()
                     },
                 );
-                let source = (0..n).map(|k| u.member(k)).collect();
-                (names, entries, source, u.members)
+                let (items, members) = u.into_parts();
+                let entries = items
+                    .into_iter()
+                    .map(|Entry { at, info, .. }| Stored { at, info })
+                    .collect();
+                (names, slots, entries, members)
             }
         };
         let mut meta = meta;
         if let Some(m) = meta.as_mut() {
-            stacked::expand_order(m, &stacked_members);
+            stacked::expand_order(m, &members);
         }
-        let index = NameIndex::new(&names).map_err(|i| DumpError::DuplicateEntry {
-            path: path.to_path_buf(),
-            entry: entries[i]
-                .at
-                .entry
-                .as_deref()
-                .map_or_else(|| names[i].clone(), str::to_string),
-            name: names[i].clone(),
+        let index = NameIndex::new(&names).map_err(|i| {
+            let at = match slots.get(i) {
+                Some(&Slot::Own(j)) => entries.get(j).map(|e| &e.at),
+                Some(&Slot::Step { member, .. }) => members.get(member as usize).map(|m| &m.at),
+                None => None,
+            };
+            DumpError::DuplicateEntry {
+                path: path.to_path_buf(),
+                entry: at
+                    .and_then(|at| at.entry.as_deref())
+                    .map_or_else(|| names[i].clone(), str::to_string),
+                name: names[i].clone(),
+            }
         })?;
-        let (original, dtype_names) = original_dtypes(
-            meta.as_ref(),
-            &index,
-            &names,
-            (&stacked_source, &stacked_members),
-        );
+        let (original, dtype_names) =
+            original_dtypes(meta.as_ref(), &index, &names, (&slots, &members));
         Ok(Dump {
             path: path.to_path_buf(),
             format,
             map,
             names,
+            slots,
             entries,
+            members,
             index,
             meta,
             original,
@@ -241,8 +256,14 @@ impl Dump {
 
     /// [`Dump::original_dtype`] of the tensor at [`Dump::position`] `i`.
     pub fn original_dtype_at(&self, i: usize) -> Option<String> {
+        self.original_dtype_str_at(i).map(str::to_string)
+    }
+
+    /// [`Dump::original_dtype_at`], borrowed (no copy: `diff` asks for every row's, and a
+    /// decode dump has ~150,000).
+    pub fn original_dtype_str_at(&self, i: usize) -> Option<&str> {
         if let Some(d) = self.original.get(i).copied().flatten() {
-            return self.dtype_names.get(usize::from(d)).cloned();
+            return self.dtype_names.get(usize::from(d)).map(String::as_str);
         }
         if self.dtype_names.len() > usize::from(u16::MAX) {
             // Not all interned (see `original_dtypes`); a stacked step has its member's.
@@ -253,30 +274,30 @@ impl Dump {
                 (step > 0).then(|| format!("{base}{}", stacked::STACKED_SUFFIX))
             };
             if let Some(d) = dtypes.and_then(|d| d.get(name).or_else(|| d.get(&member()?))) {
-                return Some(d.clone());
+                return Some(d.as_str());
             }
         }
-        self.info_at(i).map(|i| i.dtype.name().to_string())
+        self.info_at(i).map(|i| i.dtype.name())
     }
 
     /// Read and decode one tensor (C order, widened values).
     pub fn read(&self, name: &str) -> Result<Tensor, DumpError> {
-        let (info, at) = self.readable(name)?;
-        entry::read_entry(&self.map, info, at)
+        let (layout, at) = self.readable(name)?;
+        entry::read_entry(&self.map, layout, at)
     }
 
     /// One tensor without a copy where possible: the stored bytes, borrowed from the memory
     /// map, for uncompressed little-endian C-order f32 / f64 / f16 / bf16 tensors; decoded like
     /// [`Dump::read`] otherwise. The fast path of `divergence diff`.
     pub fn view(&self, name: &str) -> Result<TensorView<'_>, DumpError> {
-        let (info, at) = self.readable(name)?;
-        entry::view_entry(&self.map, info, at)
+        let (layout, at) = self.readable(name)?;
+        entry::view_entry(&self.map, layout, at)
     }
 
     /// [`Dump::view`] of the tensor at [`Dump::position`] `i`.
     pub fn view_at(&self, i: usize) -> Result<TensorView<'_>, DumpError> {
-        let (info, at) = self.readable_at(i)?;
-        entry::view_entry(&self.map, info, at)
+        let (layout, at) = self.readable_at(i)?;
+        entry::view_entry(&self.map, layout, at)
     }
 
     /// One tensor's values in C order, `per` elements at a time ([`Chunks::next_piece`]): the
@@ -284,14 +305,14 @@ impl Dump {
     /// whatever its size); stored bytes are sliced from the map, borrowed where they need no
     /// decoding. The values and errors are those of [`Dump::read`].
     pub fn chunks(&self, name: &str, per: usize) -> Result<Chunks<'_>, DumpError> {
-        let (info, at) = self.readable(name)?;
-        Chunks::new(&self.map, info, at, per)
+        let (layout, at) = self.readable(name)?;
+        Chunks::new(&self.map, layout, at, per)
     }
 
     /// [`Dump::chunks`] of the tensor at [`Dump::position`] `i`.
     pub fn chunks_at(&self, i: usize, per: usize) -> Result<Chunks<'_>, DumpError> {
-        let (info, at) = self.readable_at(i)?;
-        Chunks::new(&self.map, info, at, per)
+        let (layout, at) = self.readable_at(i)?;
+        Chunks::new(&self.map, layout, at, per)
     }
 
     /// True when [`Dump::view`] of this tensor borrows its bytes from the file (stored,
@@ -317,7 +338,7 @@ impl Dump {
 
     /// The layout and location of a named entry, or why it cannot be read (not in the dump,
     /// or damaged: the error found at open time).
-    fn readable(&self, name: &str) -> Result<(&entry::EntryInfo, &Location), DumpError> {
+    fn readable(&self, name: &str) -> Result<(entry::Layout<'_>, &Location), DumpError> {
         let i = self.position(name).ok_or_else(|| DumpError::NoSuchTensor {
             path: self.path.clone(),
             name: name.to_string(),
@@ -326,21 +347,36 @@ impl Dump {
     }
 
     /// [`Dump::readable`] of the tensor at [`Dump::position`] `i`.
-    fn readable_at(&self, i: usize) -> Result<(&entry::EntryInfo, &Location), DumpError> {
-        let e = self.entries.get(i).ok_or_else(|| DumpError::NoSuchTensor {
+    fn readable_at(&self, i: usize) -> Result<(entry::Layout<'_>, &Location), DumpError> {
+        let missing = || DumpError::NoSuchTensor {
             path: self.path.clone(),
             name: format!("#{i}"),
-        })?;
-        let info = e.info.as_ref().map_err(Clone::clone)?;
-        Ok((info, &e.at))
+        };
+        match *self.slots.get(i).ok_or_else(missing)? {
+            Slot::Own(j) => {
+                let e = self.entries.get(j).ok_or_else(missing)?;
+                let info = e.info.as_ref().map_err(Clone::clone)?;
+                Ok(((info, info.source), &e.at))
+            }
+            Slot::Step { member, step } => {
+                let m = self.members.get(member as usize).ok_or_else(missing)?;
+                let info = m.step.as_ref().map_err(Clone::clone)?;
+                Ok(((info, m.source_of(step)), &m.at))
+            }
+        }
     }
 
     fn info(&self, name: &str) -> Option<&entry::EntryInfo> {
         self.info_at(self.position(name)?)
     }
 
+    /// The layout of the tensor at `i` (a step's: its member's step layout, whose source is
+    /// step 1's; [`Dump::readable_at`] has the step's own).
     fn info_at(&self, i: usize) -> Option<&entry::EntryInfo> {
-        self.entries.get(i)?.info.as_ref().ok()
+        match *self.slots.get(i)? {
+            Slot::Own(j) => self.entries.get(j)?.info.as_ref().ok(),
+            Slot::Step { member, .. } => self.members.get(member as usize)?.step.as_ref().ok(),
+        }
     }
 }
 
@@ -387,7 +423,7 @@ fn original_dtypes(
     meta: Option<&Meta>,
     index: &NameIndex,
     names: &[String],
-    stacked: (&[Option<u32>], &[(String, usize)]),
+    stacked: (&[Slot], &[stacked::Member]),
 ) -> (Vec<Option<u16>>, Vec<String>) {
     let mut original = vec![None; names.len()];
     let mut distinct: Vec<String> = Vec::new();
@@ -419,19 +455,34 @@ fn original_dtypes(
             *slot = Some(d);
         }
     }
-    let (source, members) = stacked;
+    let (slots, members) = stacked;
     if !members.is_empty() {
         let member_dtype: Vec<Option<u16>> = members
             .iter()
-            .map(|(name, _)| intern(meta.dtypes.get(name)?))
+            .map(|m| intern(meta.dtypes.get(&m.name)?))
             .collect();
-        for (slot, k) in original.iter_mut().zip(source) {
-            if let Some(d) = k.and_then(|k| member_dtype.get(k as usize).copied().flatten()) {
-                *slot = Some(d);
-            }
-        }
+        original
+            .par_iter_mut()
+            .with_min_len(4096)
+            .zip(slots)
+            .for_each(|(d, slot)| {
+                if let Slot::Step { member, .. } = slot {
+                    if let Some(m) = member_dtype.get(*member as usize).copied().flatten() {
+                        *d = Some(m);
+                    }
+                }
+            });
     }
     (original, distinct)
+}
+
+/// Where the layout of the tensor at one position of [`Dump::names`] is kept.
+#[derive(Debug, Clone, Copy)]
+enum Slot {
+    /// `Dump::entries[i]`.
+    Own(usize),
+    /// Step `step` (1-based) of `Dump::members[member]`.
+    Step { member: u32, step: u32 },
 }
 
 /// A tensor's location and layout once its name has moved to [`Dump::names`].
@@ -446,38 +497,62 @@ const NAME_HASH: foldhash::fast::FixedState =
     foldhash::fast::FixedState::with_seed(0x6475_6d70_6e61_6d65);
 
 /// Name -> position in [`Dump::names`], without a second copy of the names; built from hashes
-/// computed in parallel (a decode dump has tens of thousands of names).
+/// computed in parallel (a decode dump has tens of thousands of names), in [`INDEX_SHARDS`]
+/// tables (by the hash's top bits) built in parallel.
 #[derive(Debug)]
-struct NameIndex(hashbrown::HashTable<u32>);
+struct NameIndex(Vec<hashbrown::HashTable<u32>>);
+
+/// Tables of a [`NameIndex`].
+const INDEX_SHARDS: usize = 16;
+
+/// The table of a [`NameIndex`] that holds names of hash `h`.
+fn shard_of(h: u64) -> usize {
+    (h >> 60) as usize % INDEX_SHARDS
+}
 
 impl NameIndex {
-    /// `Err(i)`: `names[i]` repeats an earlier name.
+    /// `Err(i)`: `names[i]` repeats an earlier name (the first such `i`).
     fn new(names: &[String]) -> Result<NameIndex, usize> {
         let hashes: Vec<u64> = names
             .par_iter()
             .with_min_len(1024)
             .map(|n| NAME_HASH.hash_one(n.as_str()))
             .collect();
-        let mut table = hashbrown::HashTable::with_capacity(names.len());
-        for (i, &h) in hashes.iter().enumerate() {
-            let same = |&j: &u32| names.get(j as usize) == names.get(i);
-            let rehash = |&j: &u32| hashes.get(j as usize).copied().unwrap_or_default();
-            match table.entry(h, same, rehash) {
-                hashbrown::hash_table::Entry::Occupied(_) => return Err(i),
-                hashbrown::hash_table::Entry::Vacant(v) => {
-                    // A dump cannot hold 2^32 tensors: its zip or safetensors header would not.
-                    v.insert(u32::try_from(i).map_err(|_| i)?);
+        // Equal names have equal hashes, so a repeat is found in its name's table; each table
+        // takes its names in order, so its first repeat is the first of its names.
+        let shards: Vec<Result<hashbrown::HashTable<u32>, usize>> = (0..INDEX_SHARDS)
+            .into_par_iter()
+            .map(|shard| {
+                let mut table = hashbrown::HashTable::new();
+                for (i, &h) in hashes.iter().enumerate() {
+                    if shard_of(h) != shard {
+                        continue;
+                    }
+                    let same = |&j: &u32| names.get(j as usize) == names.get(i);
+                    let rehash = |&j: &u32| hashes.get(j as usize).copied().unwrap_or_default();
+                    match table.entry(h, same, rehash) {
+                        hashbrown::hash_table::Entry::Occupied(_) => return Err(i),
+                        hashbrown::hash_table::Entry::Vacant(v) => {
+                            // A dump cannot hold 2^32 tensors: its zip or safetensors header
+                            // would not.
+                            v.insert(u32::try_from(i).map_err(|_| i)?);
+                        }
+                    }
                 }
-            }
+                Ok(table)
+            })
+            .collect();
+        if let Some(first) = shards.iter().filter_map(|s| s.as_ref().err()).min() {
+            return Err(*first);
         }
-        Ok(NameIndex(table))
+        Ok(NameIndex(shards.into_iter().flatten().collect()))
     }
 
     fn get(&self, names: &[String], name: &str) -> Option<usize> {
+        let h = NAME_HASH.hash_one(name);
         self.0
-            .find(NAME_HASH.hash_one(name), |&j| {
-                names.get(j as usize).is_some_and(|n| n == name)
-            })
+            .get(shard_of(h))?
+            .find(h, |&j| names.get(j as usize).is_some_and(|n| n == name))
             .map(|&j| j as usize)
     }
 }
@@ -573,4 +648,32 @@ fn read_meta(
         path: path.to_path_buf(),
         detail,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn name_index_finds_every_name_and_the_first_repeat() {
+        let names: Vec<String> = (0..5000)
+            .map(|i| format!("model.layers.{i}.mlp@7"))
+            .collect();
+        let index = NameIndex::new(&names).unwrap();
+        assert!(index.0.iter().all(|t| !t.is_empty()), "every shard used");
+        for (i, n) in names.iter().enumerate() {
+            assert_eq!(index.get(&names, n), Some(i));
+        }
+        assert_eq!(index.get(&names, "model.layers.5000.mlp@7"), None);
+        assert_eq!(index.get(&names, ""), None);
+        // Repeats in different shards: the first in order is reported, whatever its shard.
+        for (late, early) in [(4000, 3), (4500, 4001)] {
+            let mut names = names.clone();
+            names[2000] = names[late - 3000].clone();
+            names[late] = names[early].clone();
+            assert_eq!(NameIndex::new(&names).unwrap_err(), 2000, "{late} {early}");
+            names[2000] = "unique".to_string();
+            assert_eq!(NameIndex::new(&names).unwrap_err(), late);
+        }
+    }
 }

@@ -17,7 +17,7 @@ use crate::npy::{self, NpyLayout};
 use crate::npz::{ZipMember, METHOD_DEFLATE, METHOD_STORED};
 
 /// Where the bytes of a tensor are.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub(crate) enum Source {
     /// Uncompressed element bytes at `start..start + len` of the file.
     Bytes { start: usize, len: usize },
@@ -32,6 +32,10 @@ pub(crate) enum Source {
         crc32: u32,
     },
 }
+
+/// A tensor's layout and where its bytes are: its entry's own source, or, for one step of a
+/// stacked member, the step's part of the member's (the layout shared by every step).
+pub(crate) type Layout<'a> = (&'a EntryInfo, Source);
 
 /// Shape, dtype and location of a readable tensor.
 #[derive(Debug, Clone)]
@@ -188,7 +192,7 @@ pub(crate) fn raw_bytes(
 ) -> Result<Vec<u8>, DumpError> {
     let need = info.n_elems.saturating_mul(info.dtype.size_bytes());
     let mut out = Vec::new();
-    stream(file, info, at, need, |chunk| {
+    stream(file, (info, info.source), at, need, |chunk| {
         out.extend_from_slice(chunk);
     })?;
     Ok(out)
@@ -218,18 +222,18 @@ fn stored_bytes<'a>(
 /// Hand the `need` element bytes of an entry to `f`, in chunks of whole elements.
 fn stream(
     file: &[u8],
-    info: &EntryInfo,
+    (info, source): Layout<'_>,
     at: &Location,
     need: usize,
     mut f: impl FnMut(&[u8]),
 ) -> Result<(), DumpError> {
-    match info.source {
+    match source {
         Source::Bytes { start, len } => {
             f(stored_bytes(file, info, at, start, len, need)?);
             Ok(())
         }
         Source::Deflate { .. } => {
-            let mut z = Inflate::open(file, info, at)?;
+            let mut z = Inflate::open(file, source, at)?;
             let mut buf = vec![0u8; CHUNK.min(need)];
             let mut done = 0usize;
             while done < need {
@@ -258,14 +262,14 @@ struct Inflate<'a> {
 }
 
 impl<'a> Inflate<'a> {
-    fn open(file: &'a [u8], info: &EntryInfo, at: &'a Location) -> Result<Inflate<'a>, DumpError> {
+    fn open(file: &'a [u8], source: Source, at: &'a Location) -> Result<Inflate<'a>, DumpError> {
         let Source::Deflate {
             start,
             compressed_len,
             header_len,
             total_len,
             crc32,
-        } = info.source
+        } = source
         else {
             return Err(corrupt(at, "not a deflated member".to_string()));
         };
@@ -399,21 +403,21 @@ enum ChunkSource<'a> {
 impl<'a> Chunks<'a> {
     pub(crate) fn new(
         file: &'a [u8],
-        info: &'a EntryInfo,
+        (info, source): Layout<'a>,
         at: &'a Location,
         per: usize,
     ) -> Result<Chunks<'a>, DumpError> {
         let need = info.n_elems.saturating_mul(info.dtype.size_bytes());
         let fortran = info.fortran && info.shape.len() >= 2 && info.n_elems > 1;
         let src = if fortran {
-            ChunkSource::Whole(read_entry(file, info, at)?.values)
+            ChunkSource::Whole(read_entry(file, (info, source), at)?.values)
         } else {
-            match info.source {
+            match source {
                 Source::Bytes { start, len } => {
                     ChunkSource::Stored(stored_bytes(file, info, at, start, len, need)?)
                 }
                 Source::Deflate { .. } => {
-                    ChunkSource::Deflate(Some(Inflate::open(file, info, at)?))
+                    ChunkSource::Deflate(Some(Inflate::open(file, source, at)?))
                 }
             }
         };
@@ -529,17 +533,17 @@ pub(crate) fn is_zero_copy(info: &EntryInfo) -> bool {
 /// [`read_entry`].
 pub(crate) fn view_entry<'a>(
     file: &'a [u8],
-    info: &EntryInfo,
+    (info, source): Layout<'_>,
     at: &Location,
 ) -> Result<TensorView<'a>, DumpError> {
-    let Source::Bytes { start, len } = &info.source else {
-        return read_entry(file, info, at).map(TensorView::decoded);
+    let Source::Bytes { start, len } = source else {
+        return read_entry(file, (info, source), at).map(TensorView::decoded);
     };
     if !is_zero_copy(info) {
-        return read_entry(file, info, at).map(TensorView::decoded);
+        return read_entry(file, (info, source), at).map(TensorView::decoded);
     }
     let need = info.n_elems.saturating_mul(info.dtype.size_bytes());
-    let bytes = stored_bytes(file, info, at, *start, *len, need)?;
+    let bytes = stored_bytes(file, info, at, start, len, need)?;
     let values = match info.dtype {
         DType::F32 => ValuesRef::F32Le(bytes.as_chunks().0),
         DType::F64 => ValuesRef::F64Le(bytes.as_chunks().0),
@@ -552,7 +556,7 @@ pub(crate) fn view_entry<'a>(
 /// Read and decode an entry into a C-order [`Tensor`].
 pub(crate) fn read_entry(
     file: &[u8],
-    info: &EntryInfo,
+    (info, source): Layout<'_>,
     at: &Location,
 ) -> Result<Tensor, DumpError> {
     let need = info.n_elems.saturating_mul(info.dtype.size_bytes());
@@ -572,7 +576,7 @@ pub(crate) fn read_entry(
             at: at.clone(),
             bytes: need as u64,
         })?;
-    stream(file, info, at, need, |chunk| {
+    stream(file, (info, source), at, need, |chunk| {
         decode_into(&mut values, chunk, info.dtype, info.endian)
     })?;
     if info.fortran {

@@ -9,9 +9,6 @@
 //! entry under its own name with an error that says why, so `diff` reports its steps missing
 //! instead of reading something else.
 
-use std::path::Path;
-use std::sync::Arc;
-
 use divergence_names::step_name;
 pub use divergence_names::{stacked_base, STACKED_SUFFIX};
 use rayon::prelude::*;
@@ -26,9 +23,10 @@ pub const MAX_STACKED_STEPS: usize = 1 << 20;
 
 /// Most per-step entries the stacked members of one dump may unfold into, and most shape
 /// dimensions those entries may hold in all: what opening a dump may allocate for them is
-/// bounded by these (an entry takes ~250 bytes: ~0.5 GiB), whatever its headers claim (a member of a million empty steps
-/// is a few hundred bytes of zip). A 256-step decode of the 0.6B-shaped model unfolds into
-/// 152,345 entries of 3-4 dimensions. Members past the budget are unreadable, with the reason.
+/// bounded by these (a step takes ~150 bytes with its name: ~0.3 GiB), whatever its headers
+/// claim (a member of a million empty steps is a few hundred bytes of zip). A 256-step decode
+/// of the 0.6B-shaped model unfolds into 152,345 entries of 3-4 dimensions. Members past the
+/// budget are unreadable, with the reason.
 pub const MAX_UNFOLDED_ENTRIES: usize = 1 << 21;
 const MAX_UNFOLDED_DIMS: usize = 1 << 23;
 
@@ -122,7 +120,8 @@ pub(crate) fn unfold(entries: Vec<Entry>, cap: Budget) -> Result<Unfolded, Vec<E
     let mut kinds = Vec::with_capacity(entries.len());
     let mut items: Vec<Entry> = Vec::with_capacity(entries.len());
     let mut member_of: Vec<Option<u32>> = Vec::with_capacity(entries.len());
-    let mut members: Vec<(String, usize)> = Vec::new();
+    // Members unfolded so far.
+    let mut members = 0usize;
     // What the members unfolded so far cost, in entries and in their shapes' dimensions.
     let mut spent = (0usize, 0usize);
     for e in entries {
@@ -152,17 +151,9 @@ pub(crate) fn unfold(entries: Vec<Entry>, cap: Budget) -> Result<Unfolded, Vec<E
         let kind = match stacked_base(&e.name).map(|_| sliceable(&e).and_then(within)) {
             Some(Ok(n)) => {
                 spent = cost(n);
-                let member = u32::try_from(members.len()).ok();
-                members.push((e.name.clone(), n));
-                // The member's own copy of the path, which its steps share: one path for all
-                // would have every thread count references on one counter, 150,000 times.
-                items.push(Entry {
-                    at: Location {
-                        path: Arc::from(&*e.at.path),
-                        entry: e.at.entry.clone(),
-                    },
-                    ..e
-                });
+                let member = u32::try_from(members).ok();
+                members += 1;
+                items.push(e);
                 member_of.push(member);
                 kinds.push(Kind::Stacked(n));
                 continue;
@@ -188,7 +179,6 @@ pub(crate) fn unfold(entries: Vec<Entry>, cap: Budget) -> Result<Unfolded, Vec<E
         kinds,
         member_of,
         order,
-        members,
     })
 }
 
@@ -199,8 +189,6 @@ pub(crate) struct Unfolded {
     kinds: Vec<Kind>,
     member_of: Vec<Option<u32>>,
     order: Vec<(usize, usize)>,
-    /// The stacked members: name (with the suffix) and step count.
-    pub members: Vec<(String, usize)>,
 }
 
 impl Unfolded {
@@ -230,15 +218,23 @@ impl Unfolded {
         }
     }
 
-    /// Where entry `k` is (a step: its member).
-    pub fn at(&self, k: usize) -> Location {
-        match self.at_k(k) {
-            Some((item, _, _)) => item.at.clone(),
-            None => Location::file(Path::new("")),
+    /// Where entry `k` is described: an item as it is, or one step of a member.
+    pub fn slot(&self, k: usize) -> Slot {
+        let Some(&(i, s)) = self.order.get(k) else {
+            return Slot::Item(usize::MAX);
+        };
+        match (self.kinds.get(i), self.member_of.get(i).copied().flatten()) {
+            (Some(Kind::Stacked(_)), Some(member)) => Slot::Step {
+                member,
+                // At most MAX_STACKED_STEPS.
+                step: u32::try_from(s).unwrap_or(u32::MAX),
+            },
+            _ => Slot::Item(i),
         }
     }
 
     /// The layout of entry `k`, or why it cannot be read.
+    #[cfg(test)]
     pub fn info(&self, k: usize) -> Result<EntryInfo, DumpError> {
         match self.at_k(k) {
             Some((item, s, Some(n))) => step_info(item, n, s),
@@ -250,10 +246,80 @@ impl Unfolded {
         }
     }
 
-    /// The index in [`Unfolded::members`] of the member entry `k` is a step of.
-    pub fn member(&self, k: usize) -> Option<u32> {
-        let &(i, _) = self.order.get(k)?;
-        self.member_of.get(i).copied().flatten()
+    /// The items ([`Slot::Item`] indexes them) and the members ([`Slot::Step`]'s `member`).
+    pub fn into_parts(self) -> (Vec<Entry>, Vec<Member>) {
+        let members = self
+            .items
+            .iter()
+            .zip(&self.kinds)
+            .zip(&self.member_of)
+            .filter_map(|((item, kind), member)| match (kind, member) {
+                (&Kind::Stacked(n), Some(_)) => Some(Member::of(item, n)),
+                _ => None,
+            })
+            .collect();
+        (self.items, members)
+    }
+}
+
+/// Where one entry of an unfolded dump is described ([`Unfolded::slot`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Slot {
+    /// An item as it is: a prefill tensor, a per-step one, or a member that could not be
+    /// unfolded.
+    Item(usize),
+    /// Step `step` (1-based) of member `member`.
+    Step { member: u32, step: u32 },
+}
+
+/// A stacked member unfolded into its steps: one layout for every step, and where each step's
+/// bytes are.
+#[derive(Debug)]
+pub(crate) struct Member {
+    /// The member's name (with the suffix).
+    pub name: String,
+    pub steps: usize,
+    pub at: Location,
+    /// The layout of every step, with step 1's bytes.
+    pub step: Result<EntryInfo, DumpError>,
+    /// The member's data: start and length in the file, and bytes per step.
+    start: usize,
+    len: usize,
+    step_bytes: usize,
+}
+
+impl Member {
+    fn of(item: &Entry, steps: usize) -> Member {
+        let (start, len) = match item.info.as_ref().map(|i| i.source) {
+            Ok(Source::Bytes { start, len }) => (start, len),
+            // `unfold` stacks only stored members.
+            _ => (0, 0),
+        };
+        let step = step_info(item, steps, 1);
+        let step_bytes = step
+            .as_ref()
+            .map_or(0, |i| i.n_elems.saturating_mul(i.dtype.size_bytes()));
+        Member {
+            name: item.name.clone(),
+            steps,
+            at: item.at.clone(),
+            step,
+            start,
+            len,
+            step_bytes,
+        }
+    }
+
+    /// Where the bytes of step `s` (1-based) are: the s-th of the member's equal ranges, as
+    /// [`step_info`] gives it.
+    pub fn source_of(&self, s: u32) -> Source {
+        let offset = (s as usize)
+            .saturating_sub(1)
+            .saturating_mul(self.step_bytes);
+        Source::Bytes {
+            start: self.start.saturating_add(offset),
+            len: self.step_bytes.min(self.len.saturating_sub(offset)),
+        }
     }
 }
 
@@ -316,12 +382,12 @@ fn step_info(e: &Entry, steps: usize, s: usize) -> Result<EntryInfo, DumpError> 
 /// step-major order [`unfold`] gives the entries. Only the members the dump unfolded unfold
 /// here (their step counts are bounded, [`MAX_UNFOLDED_ENTRIES`]); any other `@steps` name
 /// (a member that could not be unfolded, or one the file lacks) stays as it is listed.
-pub(crate) fn expand_order(meta: &mut Meta, members: &[(String, usize)]) {
+pub(crate) fn expand_order(meta: &mut Meta, members: &[Member]) {
     if members.is_empty() {
         return;
     }
     let known: std::collections::HashMap<&str, usize> =
-        members.iter().map(|(m, n)| (m.as_str(), *n)).collect();
+        members.iter().map(|m| (m.name.as_str(), m.steps)).collect();
     let kinds: Vec<Kind> = meta
         .order
         .iter()
@@ -354,7 +420,7 @@ mod tests {
         let n: usize = shape.iter().product();
         Entry {
             name: name.to_string(),
-            at: Location::entry(Path::new("d.npz"), &format!("{name}.npy")),
+            at: Location::entry(std::path::Path::new("d.npz"), &format!("{name}.npy")),
             info: Ok(EntryInfo {
                 shape: shape.to_vec(),
                 dtype: DType::F32,
@@ -385,14 +451,13 @@ mod tests {
             entry("w@steps", &[2, 1]),
         ];
         let u = unfold(entries, cap).unwrap_or_else(|_| panic!("stacked"));
-        // x (4) and y (6) fill the budget; z would pass it, so would w after them.
-        assert_eq!(
-            u.members
-                .iter()
-                .map(|(n, s)| (n.as_str(), *s))
-                .collect::<Vec<_>>(),
-            [("x@steps", 4), ("y@steps", 6)]
-        );
+        let members = |u: Unfolded| {
+            u.into_parts()
+                .1
+                .into_iter()
+                .map(|m| (m.name, m.steps))
+                .collect::<Vec<_>>()
+        };
         let names: Vec<String> = (0..u.len()).map(|k| u.name(k)).collect();
         assert_eq!(names.len(), 1 + 2 + 10);
         assert_eq!(&names[..5], ["a", "z@steps", "w@steps", "x@1", "y@1"]);
@@ -401,6 +466,11 @@ mod tests {
             assert!(e.contains("past 10 unfolded steps"), "{e}");
             assert!(e.starts_with("d.npz"), "{e}");
         }
+        // x (4) and y (6) fill the budget; z would pass it, so would w after them.
+        assert_eq!(
+            members(u),
+            [("x@steps".to_string(), 4), ("y@steps".to_string(), 6)]
+        );
         // The dimensions count too: 3 steps of rank 400 pass 1,000.
         let cap = Budget {
             entries: 1_000,
@@ -410,8 +480,46 @@ mod tests {
         let mut shape = vec![3usize];
         shape.extend(&wide[1..]);
         let u = unfold(vec![entry("v@steps", &shape)], cap).unwrap_or_else(|_| panic!("stacked"));
-        assert!(u.members.is_empty());
         assert!(u.info(0).is_err());
+        assert!(members(u).is_empty());
+    }
+
+    #[test]
+    fn a_member_gives_each_step_the_bytes_step_info_gives_it() {
+        let bytes = |s: Source| match s {
+            Source::Bytes { start, len } => (start, len),
+            Source::Deflate { .. } => panic!("deflated"),
+        };
+        for (shape, short) in [
+            (vec![5, 3, 2], 0),
+            (vec![4, 7], 9),
+            (vec![3], 0),
+            (vec![2, 0], 0),
+        ] {
+            let mut e = entry("x@steps", &shape);
+            if let Ok(info) = e.info.as_mut() {
+                // A member shorter than its header says (refused at open; kept in bounds here).
+                if let Source::Bytes { start, len } = info.source {
+                    info.source = Source::Bytes {
+                        start: start + 100,
+                        len: len.saturating_sub(short),
+                    };
+                }
+            }
+            let n = shape[0];
+            let m = Member::of(&e, n);
+            let layout = m.step.as_ref().unwrap();
+            for s in 1..=n {
+                let want = step_info(&e, n, s).unwrap();
+                assert_eq!(
+                    bytes(m.source_of(s as u32)),
+                    bytes(want.source),
+                    "{shape:?} step {s}"
+                );
+                assert_eq!(layout.shape, want.shape);
+                assert_eq!(layout.n_elems, want.n_elems);
+            }
+        }
     }
 
     #[test]

@@ -401,9 +401,19 @@ impl<'a> Entry<'_, 'a> {
 
     /// The dtype before export (the first source's, for a computed tensor).
     pub fn original_dtype(&self) -> Option<String> {
+        self.original_dtype_str().map(str::to_string)
+    }
+
+    /// [`Entry::original_dtype`], borrowed from the dump.
+    pub fn original_dtype_str(&self) -> Option<&'a str> {
+        let dump: &'a Dump = self.dump.dump;
         match self.source {
-            Source::Stored(i) => self.dump.dump.original_dtype_at(i),
-            Source::Computed(v) => self.dump.dump.original_dtype(&v.sources[0]),
+            Source::Stored(i) => dump.original_dtype_str_at(i),
+            Source::Computed(v) => match dump.position(&v.sources[0]) {
+                Some(i) => dump.original_dtype_str_at(i),
+                // A name only the metadata lists.
+                None => dump.meta()?.dtypes.get(&v.sources[0]).map(String::as_str),
+            },
         }
     }
 

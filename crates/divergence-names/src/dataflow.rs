@@ -113,13 +113,18 @@ fn structural_inputs(node: Node, layers: &Layers) -> Vec<Node> {
 /// Which probes feed which, for one dump's names in execution order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Dataflow {
-    inputs: Vec<Vec<usize>>,
+    /// Probe `i`'s inputs are `flat[offsets[i]..offsets[i + 1]]` (one allocation for all: a
+    /// decode dump has ~150,000 probes).
+    offsets: Vec<usize>,
+    flat: Vec<usize>,
     fallback: Vec<bool>,
 }
 
 impl Dataflow {
     /// Resolves the table against `order` (every probe name once, in execution order), each
-    /// decode step on its own.
+    /// decode step on its own. A step whose probes are those of the step before it (the same
+    /// names without the step, in the same order: every decode step of a usual dump) shares
+    /// that step's resolution, moved to its own indices.
     pub fn new<S: AsRef<str> + Sync>(order: &[S]) -> Dataflow {
         let steps: Vec<usize> = order
             .par_iter()
@@ -130,36 +135,107 @@ impl Dataflow {
             let names: Vec<&str> = order.iter().map(AsRef::as_ref).collect();
             return Dataflow::one_step(&names);
         }
+        // The probes of each step, steps in order. A decode dump lists each step's probes
+        // together: the map is only asked when the step changes.
         let mut by_step: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
+        let mut run: Option<(usize, Vec<usize>)> = None;
         for (i, &s) in steps.iter().enumerate() {
-            by_step.entry(s).or_default().push(i);
-        }
-        // Steps are independent: resolved in parallel (a decode dump has hundreds).
-        let subs: Vec<(Vec<usize>, Dataflow)> = by_step
-            .into_values()
-            .collect::<Vec<_>>()
-            .into_par_iter()
-            .map(|idx| {
-                let names: Vec<&str> = idx.iter().map(|&i| order[i].as_ref()).collect();
-                let mut sub = Dataflow::one_step(&names);
-                // Into the whole order's indices.
-                for v in &mut sub.inputs {
-                    for j in v.iter_mut() {
-                        *j = idx[*j];
+            match &mut run {
+                Some((step, idx)) if *step == s => idx.push(i),
+                _ => {
+                    if let Some((step, idx)) = run.take() {
+                        by_step.entry(step).or_default().extend(idx);
                     }
+                    run = Some((s, vec![i]));
                 }
-                (idx, sub)
-            })
-            .collect();
-        let mut inputs = vec![Vec::new(); order.len()];
-        let mut fallback = vec![false; order.len()];
-        for (idx, sub) in subs {
-            for ((i, v), f) in idx.into_iter().zip(sub.inputs).zip(sub.fallback) {
-                inputs[i] = v;
-                fallback[i] = f;
             }
         }
-        Dataflow { inputs, fallback }
+        if let Some((step, idx)) = run {
+            by_step.entry(step).or_default().extend(idx);
+        }
+        let groups: Vec<Vec<usize>> = by_step.into_values().collect();
+        let base = |i: usize| crate::split_step(order[i].as_ref()).0;
+        let same_as_before: Vec<bool> = (0..groups.len())
+            .into_par_iter()
+            .map(|g| {
+                g > 0
+                    && groups[g - 1].len() == groups[g].len()
+                    && groups[g - 1]
+                        .iter()
+                        .zip(&groups[g])
+                        .all(|(&a, &b)| base(a) == base(b))
+            })
+            .collect();
+        // Steps are independent: the distinct ones resolved in parallel, in their own indices.
+        let subs: Vec<Option<Dataflow>> = groups
+            .par_iter()
+            .zip(&same_as_before)
+            .map(|(idx, &same)| {
+                (!same).then(|| {
+                    let names: Vec<&str> = idx.iter().map(|&i| order[i].as_ref()).collect();
+                    Dataflow::one_step(&names)
+                })
+            })
+            .collect();
+        // Each step's probes with their inputs moved into the whole order's indices, in
+        // parallel; then the steps side by side when each holds a run of the order (a decode
+        // dump's), else probe by probe.
+        let mut shared: Vec<&Dataflow> = Vec::with_capacity(groups.len());
+        for sub in &subs {
+            // The first step always has its own resolution.
+            match (sub, shared.last()) {
+                (Some(sub), _) => shared.push(sub),
+                (None, Some(&last)) => shared.push(last),
+                (None, None) => {}
+            }
+        }
+        let parts: Vec<Dataflow> = groups
+            .par_iter()
+            .zip(&shared)
+            .map(|(idx, sub)| {
+                let mut part = Dataflow {
+                    offsets: Vec::with_capacity(idx.len() + 1),
+                    flat: Vec::with_capacity(idx.len() * 2),
+                    fallback: Vec::with_capacity(idx.len()),
+                };
+                part.offsets.push(0);
+                for k in 0..idx.len() {
+                    part.flat.extend(sub.inputs(k).iter().map(|&j| idx[j]));
+                    part.offsets.push(part.flat.len());
+                    part.fallback.push(sub.is_fallback(k));
+                }
+                part
+            })
+            .collect();
+        let runs = groups.iter().flatten().enumerate().all(|(i, &j)| i == j);
+        let mut out = Dataflow {
+            offsets: Vec::with_capacity(order.len() + 1),
+            flat: Vec::with_capacity(parts.iter().map(|p| p.flat.len()).sum()),
+            fallback: Vec::with_capacity(order.len()),
+        };
+        out.offsets.push(0);
+        if runs {
+            for part in &parts {
+                let at = out.flat.len();
+                out.flat.extend_from_slice(&part.flat);
+                out.offsets
+                    .extend(part.offsets.iter().skip(1).map(|&o| at + o));
+                out.fallback.extend_from_slice(&part.fallback);
+            }
+            return out;
+        }
+        let mut of_probe: Vec<(usize, usize)> = vec![(0, 0); order.len()];
+        for (g, idx) in groups.iter().enumerate() {
+            for (k, &i) in idx.iter().enumerate() {
+                of_probe[i] = (g, k);
+            }
+        }
+        for (g, k) in of_probe {
+            out.flat.extend_from_slice(parts[g].inputs(k));
+            out.offsets.push(out.flat.len());
+            out.fallback.push(parts[g].is_fallback(k));
+        }
+        out
     }
 
     fn one_step(order: &[&str]) -> Dataflow {
@@ -185,8 +261,12 @@ impl Dataflow {
         }
         let layers = Layers { present };
         let mut memo: HashMap<Node, Vec<usize>> = HashMap::new();
-        let mut inputs = Vec::with_capacity(order.len());
-        let mut fallback = Vec::with_capacity(order.len());
+        let mut out = Dataflow {
+            offsets: Vec::with_capacity(order.len() + 1),
+            flat: Vec::with_capacity(order.len() * 2),
+            fallback: Vec::with_capacity(order.len()),
+        };
+        out.offsets.push(0);
         for (i, node) in node_of.iter().enumerate() {
             let resolved = match node {
                 Some(n) => {
@@ -203,20 +283,24 @@ impl Dataflow {
             };
             let is_source = matches!(node, Some(Node::Global(Op::EmbedTokens | Op::RotaryEmb)));
             if resolved.is_empty() && !is_source && i > 0 {
-                inputs.push(vec![i - 1]);
-                fallback.push(true);
+                out.flat.push(i - 1);
+                out.fallback.push(true);
             } else {
-                inputs.push(resolved);
-                fallback.push(false);
+                out.flat.extend(resolved);
+                out.fallback.push(false);
             }
+            out.offsets.push(out.flat.len());
         }
-        Dataflow { inputs, fallback }
+        out
     }
 
     /// The indices (into the order given to [`Dataflow::new`]) of the probes that feed probe
     /// `i`, ascending; empty for sources (`embed_tokens`, `rotary_emb`, the first probe).
     pub fn inputs(&self, i: usize) -> &[usize] {
-        self.inputs.get(i).map_or(&[], Vec::as_slice)
+        match (self.offsets.get(i), self.offsets.get(i + 1)) {
+            (Some(&a), Some(&b)) => self.flat.get(a..b).unwrap_or_default(),
+            _ => &[],
+        }
     }
 
     /// True when probe `i`'s input is only a guess: the op before it in execution order (its
@@ -227,12 +311,12 @@ impl Dataflow {
 
     /// Number of probes.
     pub fn len(&self) -> usize {
-        self.inputs.len()
+        self.fallback.len()
     }
 
     /// True when there are no probes.
     pub fn is_empty(&self) -> bool {
-        self.inputs.is_empty()
+        self.fallback.is_empty()
     }
 }
 
@@ -447,6 +531,80 @@ mod tests {
         sorted.reverse();
         sorted.sort_by(|a, b| canonical_cmp(a, b));
         assert_eq!(sorted, o);
+    }
+
+    /// Every step resolved on its own, as [`Dataflow::new`] did before steps could share a
+    /// resolution: probe name -> its inputs' names.
+    fn each_step_alone(order: &[String]) -> Vec<Vec<String>> {
+        let mut out = vec![Vec::new(); order.len()];
+        let steps: BTreeSet<usize> = order.iter().map(|n| crate::split_step(n).1).collect();
+        for s in steps {
+            let idx: Vec<usize> = (0..order.len())
+                .filter(|&i| crate::split_step(&order[i]).1 == s)
+                .collect();
+            let names: Vec<&str> = idx.iter().map(|&i| order[i].as_str()).collect();
+            let df = Dataflow::one_step(&names);
+            for (k, &i) in idx.iter().enumerate() {
+                out[i] = df
+                    .inputs(k)
+                    .iter()
+                    .map(|&j| order[idx[j]].clone())
+                    .collect();
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn steps_that_repeat_share_one_resolution_and_it_equals_their_own() {
+        let resolved = |o: &[String]| {
+            let df = Dataflow::new(o);
+            (0..o.len())
+                .map(|i| {
+                    df.inputs(i)
+                        .iter()
+                        .map(|&j| o[j].clone())
+                        .collect::<Vec<_>>()
+                })
+                .collect::<Vec<_>>()
+        };
+        // Identical steps (shared), then steps that differ: step 2 lacks a probe (the layer
+        // that reads it falls back to what precedes it), step 3 has its probes in another
+        // order (the table, not the order, says who feeds whom), step 4 is step 1 again.
+        let mut o = qwen3_decode(2, 2);
+        let step = |s: usize| -> Vec<String> {
+            qwen3_decode(2, 1)
+                .into_iter()
+                .filter(|n| n.ends_with("@1"))
+                .map(|n| n.replace("@1", &format!("@{s}")))
+                .collect()
+        };
+        assert_eq!(resolved(&o), each_step_alone(&o));
+        let mut o3 = step(3);
+        o3.retain(|n| !n.starts_with("model.layers.0.self_attn.k_norm"));
+        let mut o4 = step(4);
+        o4.swap(3, 4);
+        o.extend(o3);
+        o.extend(o4);
+        o.extend(step(5));
+        assert_eq!(resolved(&o), each_step_alone(&o));
+        let rope_k = |s: usize| format!("model.layers.0.self_attn.rope_k@{s}");
+        let at = |n: &str| o.iter().position(|x| x == n).unwrap();
+        assert_eq!(
+            resolved(&o)[at(&rope_k(3))],
+            ["model.rotary_emb@3", "model.layers.0.self_attn.k_proj@3"]
+        );
+        assert_eq!(
+            resolved(&o)[at(&rope_k(5))],
+            ["model.rotary_emb@5", "model.layers.0.self_attn.k_norm@5"]
+        );
+        // Steps whose probes are not listed together (here, everything reversed).
+        let mut mixed = o.clone();
+        mixed.reverse();
+        assert_eq!(resolved(&mixed), each_step_alone(&mixed));
+        // A dump of only decode steps (no prefill) shares too.
+        let only: Vec<String> = (1..=3).flat_map(step).collect();
+        assert_eq!(resolved(&only), each_step_alone(&only));
     }
 
     #[test]

@@ -366,7 +366,7 @@ fn ops_table(report: &Report, h: &mut String) {
 }
 
 fn not_compared(report: &Report, h: &mut String) {
-    let unreadable: Vec<&OpResult> = view::unreadable_ops(report).collect();
+    let unreadable: Vec<&OpResult> = view::unreadable_ops(report);
     if report.only_ours.is_empty() && report.only_ref.is_empty() && unreadable.is_empty() {
         return;
     }

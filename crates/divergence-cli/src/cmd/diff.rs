@@ -613,7 +613,8 @@ fn tokens(
     };
     let steps: Vec<(&String, usize)> = plan
         .order
-        .iter()
+        .par_iter()
+        .with_min_len(4096)
         .filter_map(|n| match divergence_names::split_step(n) {
             (LOGITS, s) => Some((n, s)),
             _ => None,
@@ -647,7 +648,7 @@ fn layout_diagnosis(
                 read_whole(ours, ours_name)?,
                 read_whole(reference, &row.name)?,
             );
-            let tol = cfg.tolerance.resolve(&o.1, &r.1);
+            let tol = cfg.tolerance.resolve(o.1, r.1);
             let m = divergence_diff::layout_match(&side(&o), &side(&r), tol.rtol, tol.atol)?;
             let reason = row.reason.take().unwrap_or_default();
             row.reason = Some(format!("{reason}; {}", m.text));
@@ -770,7 +771,7 @@ fn steps_profile(
 /// rows, look for transposes, split positions): one that is not in the memory map as it is
 /// and would take more than [`HINT_MAX_BYTES`] decoded is skipped (`None`), so memory stays
 /// bounded (docs/reliability.md); so is one that cannot be read.
-fn read_whole<'a>(dump: &MappedDump<'a>, name: &str) -> Option<(TensorView<'a>, String)> {
+fn read_whole<'a>(dump: &MappedDump<'a>, name: &str) -> Option<(TensorView<'a>, &'a str)> {
     if !dump.is_zero_copy(name) && decoded_bytes(dump, name)? > HINT_MAX_BYTES {
         return None;
     }
@@ -1177,15 +1178,15 @@ fn stream_probe(
 
 /// One side of a probe: `None` when the dump lacks the name, else its view (borrowed where the
 /// bytes allow, decoded otherwise) and original dtype, or the read error's one line.
-fn read_side<'a>(e: Option<Entry<'_, 'a>>) -> Option<Result<(TensorView<'a>, String), String>> {
+fn read_side<'a>(e: Option<Entry<'_, 'a>>) -> Option<Result<(TensorView<'a>, &'a str), String>> {
     // A damaged entry is still listed (its read fails): only a name absent from the file
     // makes this side missing.
     let e = e?;
-    let dtype = e.original_dtype().unwrap_or_default();
+    let dtype = e.original_dtype_str().unwrap_or_default();
     Some(e.view().map(|t| (t, dtype)).map_err(|e| e.to_string()))
 }
 
-fn side<'a>((tensor, dtype): &'a (TensorView<'_>, String)) -> Side<'a> {
+fn side<'a>((tensor, dtype): &'a (TensorView<'_>, &str)) -> Side<'a> {
     Side {
         shape: &tensor.shape,
         values: tensor.values(),
