@@ -504,6 +504,9 @@ fn report_of(
     finish_report(args, cfg, sides)
 }
 
+/// Most rows one rayon task compares in a row (see [`finish_report`]).
+const ROWS_PER_TASK: usize = 64;
+
 /// Everything the comparison needs once the two sides are set up.
 struct Sides<'a> {
     ours: MappedDump<'a>,
@@ -552,9 +555,14 @@ fn finish_report(args: &DiffArgs, cfg: &DiffConfig, sides: Sides<'_>) -> Result<
         inferred,
         check_ids,
     } = sides;
+    // Rows differ in cost by five orders of magnitude (a prefill's ~1 MB against a decode
+    // step's ~4 KB, listed first): a thread must never hold a long run of them, or it holds
+    // the whole prefill while the others wait (rayon splits by count; 64 steps on 16 cores:
+    // compare 43-49 ms without the cap, 22-24 with it; docs/performance.md).
     let ops: Vec<OpResult> = plan
         .order
         .par_iter()
+        .with_max_len(ROWS_PER_TASK)
         .map(|name| {
             let ours_name = plan.ours_name(name);
             let mut row = compare_probe(name, ours_name, &ours, &reference, truth.as_ref(), cfg);
