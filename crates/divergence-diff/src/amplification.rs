@@ -104,11 +104,11 @@ fn ratio(num: Option<f64>, den: Option<f64>) -> Option<f64> {
     }
 }
 
-/// Builds the section from the rows (in execution order). `weight_gains` holds the max |weight|
-/// of each layer's norms, when the checkpoint was read.
 /// How many rows before and after a norm its projection is looked for first.
 const NEAR: usize = 16;
 
+/// Builds the section from the rows (in execution order). `weight_gains` holds the max |weight|
+/// of each layer's norms, when the checkpoint was read.
 pub fn amplification(
     ops: &[OpResult],
     threshold: f64,

@@ -523,7 +523,9 @@ impl NameIndex {
         let shards: Vec<Result<hashbrown::HashTable<u32>, usize>> = (0..INDEX_SHARDS)
             .into_par_iter()
             .map(|shard| {
-                let mut table = hashbrown::HashTable::new();
+                let mut table = hashbrown::HashTable::with_capacity(
+                    names.len() / INDEX_SHARDS + names.len() / (4 * INDEX_SHARDS) + 16,
+                );
                 for (i, &h) in hashes.iter().enumerate() {
                     if shard_of(h) != shard {
                         continue;
