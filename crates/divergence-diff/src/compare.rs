@@ -462,6 +462,13 @@ struct OwnedHead {
 }
 
 impl OwnedHead {
+    fn head(&self) -> Head<'_> {
+        Head {
+            shape: &self.shape,
+            dtype: &self.dtype,
+        }
+    }
+
     fn of(h: Head<'_>) -> OwnedHead {
         OwnedHead {
             shape: h.shape.to_vec(),
@@ -782,7 +789,8 @@ impl ProbeFold {
                 )
             }
             FoldState::Apart { row, o, r, so, sr } => {
-                if let Some(bad) = short_row(&row.name, &o, &r, [so.seen(), sr.seen()]) {
+                let sides = [(o.head(), o.numel), (r.head(), r.numel)];
+                if let Some(bad) = short_row(&row.name, sides, [so.seen(), sr.seen()]) {
                     return bad;
                 }
                 shape_mismatch(row, &o, &r, so.total(), sr.total())
@@ -821,29 +829,24 @@ fn ref_head(row: &OpResult) -> (&[usize], &str) {
 
 /// [`short_row`] of a pair fold, whose sides' shapes and dtypes are in its row.
 fn pair_short_row(row: &OpResult, numel: [Option<u64>; 2], seen: [u64; 2]) -> Option<OpResult> {
-    if numel[0] == Some(seen[0]) && numel[1] == Some(seen[1]) {
-        return None;
-    }
     let (r_shape, r_dtype) = ref_head(row);
-    let head = |shape: &[usize], dtype: &str, numel| OwnedHead {
-        shape: shape.to_vec(),
-        dtype: dtype.to_string(),
-        numel,
+    let ours = Head {
+        shape: row.tensor.shape_ours.as_deref().unwrap_or(r_shape),
+        dtype: row.tensor.dtype_ours.as_deref().unwrap_or_default(),
     };
-    let o_shape = row.tensor.shape_ours.as_deref().unwrap_or(r_shape);
-    let o_dtype = row.tensor.dtype_ours.as_deref().unwrap_or_default();
-    short_row(
-        &row.name,
-        &head(o_shape, o_dtype, numel[0]),
-        &head(r_shape, r_dtype, numel[1]),
-        seen,
-    )
+    let reference = Head {
+        shape: r_shape,
+        dtype: r_dtype,
+    };
+    short_row(&row.name, [(ours, numel[0]), (reference, numel[1])], seen)
 }
 
-/// The `unreadable` row of a fold whose sides' values do not add up to their shapes.
-fn short_row(name: &str, o: &OwnedHead, r: &OwnedHead, seen: [u64; 2]) -> Option<OpResult> {
-    for (head, which, n) in [(o, Which::Ours, seen[0]), (r, Which::Ref, seen[1])] {
-        if head.numel != Some(n) {
+/// The `unreadable` row of a fold whose sides' values (`seen`) do not add up to their shapes
+/// (each side's head and element count).
+fn short_row(name: &str, sides: [(Head<'_>, Option<u64>); 2], seen: [u64; 2]) -> Option<OpResult> {
+    let [(o, _), (r, _)] = sides;
+    for (((head, numel), which), n) in sides.into_iter().zip([Which::Ours, Which::Ref]).zip(seen) {
+        if numel != Some(n) {
             let mut row = OpResult::bare(
                 name,
                 Status::Unreadable,
@@ -853,8 +856,8 @@ fn short_row(name: &str, o: &OwnedHead, r: &OwnedHead, seen: [u64; 2]) -> Option
                     head.shape
                 )),
             );
-            row.tensor.dtype_ours = Some(o.dtype.clone());
-            row.tensor.dtype_ref = Some(r.dtype.clone());
+            row.tensor.dtype_ours = Some(o.dtype.to_string());
+            row.tensor.dtype_ref = Some(r.dtype.to_string());
             return Some(row);
         }
     }

@@ -17,16 +17,18 @@ use crate::entry::{Entry, EntryInfo, Source};
 use crate::error::{DumpError, Location};
 use crate::meta::Meta;
 
-/// Most steps one stacked member may expand to (a decode of a million tokens; the per-step
-/// entries cost ~200 bytes each).
+/// Most steps one stacked member may expand to (a decode of a million tokens; a step costs
+/// ~150 bytes with its name, by the sizes of its parts).
 pub const MAX_STACKED_STEPS: usize = 1 << 20;
 
 /// Most per-step entries the stacked members of one dump may unfold into, and most shape
-/// dimensions those entries may hold in all: what opening a dump may allocate for them is
-/// bounded by these (a step takes ~150 bytes with its name: ~0.3 GiB), whatever its headers
-/// claim (a member of a million empty steps is a few hundred bytes of zip). A 256-step decode
-/// of the 0.6B-shaped model unfolds into 152,345 entries of 3-4 dimensions. Members past the
-/// budget are unreadable, with the reason.
+/// dimensions those entries may have in all: what opening a dump may allocate for them is
+/// bounded by the first (a step takes ~150 bytes with its name, by the sizes of its parts:
+/// ~0.3 GiB), whatever its headers claim (a member of a million empty steps is a few hundred
+/// bytes of zip). The second dates from when each step held a copy of its shape; steps share
+/// their member's since, and it stays as the documented limit. A 256-step decode of the
+/// 0.6B-shaped model unfolds into 152,345 entries of 3-4 dimensions. Members past the budget
+/// are unreadable, with the reason.
 pub const MAX_UNFOLDED_ENTRIES: usize = 1 << 21;
 const MAX_UNFOLDED_DIMS: usize = 1 << 23;
 
