@@ -114,24 +114,30 @@ pub fn amplification(
     threshold: f64,
     weight_gains: &NormWeightGains,
 ) -> Amplification {
-    // The names are parsed in parallel (a decode report has tens of thousands of rows); only
-    // the projections and norms take part.
-    let ops_of: Vec<Op> = ops.par_iter().map(|o| Op::of(&o.name)).collect();
+    // Only the q/k norms need their names parsed: a cheap test of the name's end picks them
+    // (a decode report has ~150,000 rows).
+    let norm_of = |name: &str| -> Option<QkKind> {
+        let base = divergence_names::split_step(name).0;
+        if !(base.ends_with("self_attn.q_norm") || base.ends_with("self_attn.k_norm")) {
+            return None;
+        }
+        match Op::of(name) {
+            Op::QkNorm(kind) => Some(kind),
+            _ => None,
+        }
+    };
     // A norm's projection is looked for among the rows near it (a dump lists them a few rows
     // apart, in every step); the map of every projection is built only if one is not there.
+    // (A row named as the projection is the projection: no need to parse the others.)
     let by_name: OnceLock<HashMap<&str, &OpResult>> = OnceLock::new();
     let proj_of = |i: usize, name: &str| -> Option<&OpResult> {
         let near = i.saturating_sub(NEAR)..ops.len().min(i.saturating_add(NEAR + 1));
-        let found = near
-            .filter(|&j| matches!(ops_of.get(j), Some(Op::QkProj(_))))
-            .filter_map(|j| ops.get(j))
-            .find(|o| o.name == name);
+        let found = near.filter_map(|j| ops.get(j)).find(|o| o.name == name);
         found.or_else(|| {
             let map = by_name.get_or_init(|| {
                 ops.iter()
-                    .zip(&ops_of)
-                    .filter(|(_, op)| matches!(op, Op::QkProj(_)))
-                    .map(|(o, _)| (o.name.as_str(), o))
+                    .filter(|o| matches!(Op::of(&o.name), Op::QkProj(_)))
+                    .map(|o| (o.name.as_str(), o))
                     .collect()
             });
             map.get(name).copied()
@@ -140,12 +146,9 @@ pub fn amplification(
     // One row per norm, in parallel and in row order (28 layers x 2 norms x every step).
     let rows: Vec<AmplificationRow> = ops
         .par_iter()
-        .zip(&ops_of)
         .enumerate()
-        .filter_map(|(i, (op, &of))| {
-            let Op::QkNorm(kind) = of else {
-                return None;
-            };
+        .filter_map(|(i, op)| {
+            let kind = norm_of(&op.name)?;
             let (Some(layer), Some(proj_name)) = (
                 op.layer,
                 divergence_names::sibling(&op.name, Op::QkProj(kind)),

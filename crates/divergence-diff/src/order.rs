@@ -194,6 +194,10 @@ pub struct OrderPlan {
     /// A pair of single-tensor files ([`DumpNames::single_tensor_file`]) makes one; dumps whose
     /// names differ by a leading prefix make one per mapped probe.
     pub renamed_in_ours: Vec<(String, String)>,
+    /// True when row `i` of [`OrderPlan::order`] is the `i`-th name of both dumps' name lists
+    /// (the same names in the same order, [`DumpNames::names`]): a caller may then find a
+    /// row's tensors by position instead of by name (a decode dump has 150,000 rows).
+    pub aligned: bool,
 }
 
 impl OrderPlan {
@@ -385,6 +389,7 @@ fn same_names(ours: &DumpNames<'_>, reference: &DumpNames<'_>) -> Option<OrderPl
         source: OrderSource::RefMeta,
         warnings: Vec::new(),
         renamed_in_ours: Vec::new(),
+        aligned: true,
     })
 }
 
@@ -404,6 +409,7 @@ fn plan_named(ours: &DumpNames<'_>, reference: &DumpNames<'_>) -> OrderPlan {
                 source: OrderSource::RefFile,
                 warnings: Vec::new(),
                 renamed_in_ours,
+                aligned: true,
             };
         }
     }
@@ -531,11 +537,13 @@ fn plan_named(ours: &DumpNames<'_>, reference: &DumpNames<'_>) -> OrderPlan {
         );
         OrderSource::OursFile
     };
+    let aligned = order.as_slice() == reference.names && order.as_slice() == ours.names;
     OrderPlan {
         order,
         source,
         warnings,
         renamed_in_ours: Vec::new(),
+        aligned,
     }
 }
 
@@ -580,6 +588,88 @@ mod tests {
             (dn(None, &names), dn(None, &names)),
         ] {
             assert!(same_names(&o, &r).is_none());
+        }
+    }
+
+    /// `aligned` is set exactly when row `i` is the `i`-th name of the reference and its name
+    /// in ours ([`OrderPlan::ours_name`]) the `i`-th of ours: the same lists (with a recorded
+    /// order or without), a prefix only ours has, lists in other orders, an extra name, and a
+    /// pair of single-tensor files.
+    #[test]
+    fn aligned_means_row_i_is_the_ith_name_of_both() {
+        fn dn<'a>(meta: Option<&'a [String]>, names: &'a [String], single: bool) -> DumpNames<'a> {
+            DumpNames {
+                meta_order: meta,
+                names,
+                file_order_preserved: true,
+                single_tensor_file: single,
+            }
+        }
+        let names = s(&[
+            "model.embed_tokens",
+            "model.layers.0.mlp",
+            "model.norm",
+            "lm_head",
+        ]);
+        let prefixed = s(&[
+            "x.model.embed_tokens",
+            "x.model.layers.0.mlp",
+            "x.model.norm",
+            "x.lm_head",
+        ]);
+        let swapped = s(&[
+            "model.layers.0.mlp",
+            "model.embed_tokens",
+            "model.norm",
+            "lm_head",
+        ]);
+        let extra = s(&[
+            "model.embed_tokens",
+            "model.layers.0.mlp",
+            "model.norm",
+            "lm_head",
+            "more",
+        ]);
+        let (one, other) = (s(&["a"]), s(&["b"]));
+        let cases = [
+            (
+                dn(Some(&names), &names, false),
+                dn(Some(&names), &names, false),
+                true,
+            ),
+            (dn(None, &names, false), dn(None, &names, false), true),
+            (
+                dn(None, &prefixed, false),
+                dn(Some(&names), &names, false),
+                true,
+            ),
+            (
+                dn(None, &swapped, false),
+                dn(Some(&names), &names, false),
+                false,
+            ),
+            (
+                dn(None, &names, false),
+                dn(Some(&swapped), &swapped, false),
+                false,
+            ),
+            (
+                dn(None, &extra, false),
+                dn(Some(&names), &names, false),
+                false,
+            ),
+            (dn(None, &one, true), dn(None, &one, true), true),
+            (dn(None, &other, true), dn(None, &one, true), true),
+        ];
+        for (k, (o, r, want)) in cases.iter().enumerate() {
+            let plan = plan_order(o, r);
+            let holds = plan.order.len() == r.names.len()
+                && plan.order.len() == o.names.len()
+                && plan.order.iter().enumerate().all(|(i, row)| {
+                    *row == r.names[i] && plan.ours_name(row) == o.names[i].as_str()
+                });
+            assert_eq!(holds, *want, "case {k}: {:?}", plan.order);
+            assert_eq!(plan.aligned, holds, "case {k}");
         }
     }
 

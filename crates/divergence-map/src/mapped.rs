@@ -137,6 +137,23 @@ impl<'a> MappedDump<'a> {
         self.source(name).map(|source| Entry { dump: self, source })
     }
 
+    /// The `i`-th tensor of [`MappedDump::names`], found by position (what
+    /// [`MappedDump::get`] finds by name; `None` past the end).
+    pub fn get_at(&self, i: usize) -> Option<Entry<'_, 'a>> {
+        let source = match &self.resolved {
+            None => (i < self.dump.names().len()).then_some(Source::Stored(i))?,
+            Some(r) => {
+                let v = r.tensors.get(i)?;
+                if v.is_transformed() {
+                    Source::Computed(v)
+                } else {
+                    Source::Stored(self.dump.position(&v.sources[0])?)
+                }
+            }
+        };
+        Some(Entry { dump: self, source })
+    }
+
     pub fn contains(&self, name: &str) -> bool {
         self.source(name).is_some()
     }
@@ -737,5 +754,59 @@ transform = [{ permute = [1, 0] }]
             panic!()
         };
         assert!(d.iter().all(|x| x.to_bits() & 0xffff == 0));
+    }
+
+    /// [`MappedDump::get_at`] finds the tensor [`MappedDump::get`] finds by name, for every
+    /// position of [`MappedDump::names`], with a map (renamed, computed and untouched tensors)
+    /// and without one; nothing past the end.
+    #[test]
+    fn by_position_is_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.npz");
+        let mut w = DumpWriter::create(&path).unwrap();
+        for name in ["a.0", "a.1", "b", "c", "d@1"] {
+            w.add(name, &[2, 3], TensorData::F32(&[1.0; 6])).unwrap();
+        }
+        w.finish(Meta::default()).unwrap();
+        let dump = Dump::open(&path).unwrap();
+        let same = |m: &MappedDump<'_>| {
+            for (i, name) in m.names().iter().enumerate() {
+                let (at, by) = (m.get_at(i).unwrap(), m.get(name).unwrap());
+                match (at.source, by.source) {
+                    (Source::Stored(x), Source::Stored(y)) => assert_eq!(x, y, "{name}"),
+                    (Source::Computed(x), Source::Computed(y)) => {
+                        assert!(std::ptr::eq(x, y), "{name}")
+                    }
+                    _ => panic!("{name}: stored by one, computed by the other"),
+                }
+            }
+            assert!(m.get_at(m.names().len()).is_none());
+        };
+        let plain = MappedDump::plain(&dump);
+        assert_eq!(plain.names().len(), 5);
+        same(&plain);
+        let map = Map::parse(
+            r#"
+[[rule]]
+from = ["a.0", "a.1"]
+to = "a"
+combine = "sum"
+[[rule]]
+from = "c"
+to = "renamed"
+"#,
+            "t.toml",
+        )
+        .unwrap();
+        let tensors: Vec<(String, Option<Vec<usize>>)> = dump
+            .names()
+            .iter()
+            .map(|n| (n.clone(), dump.shape(n).map(<[usize]>::to_vec)))
+            .collect();
+        let resolved = resolve(&map, &tensors, &Sizes::default(), "d.npz").unwrap();
+        let mapped = MappedDump::new(&dump, resolved);
+        assert!(mapped.names().iter().any(|n| n == "renamed"));
+        assert!(mapped.get("a").is_some_and(|e| e.is_computed()));
+        same(&mapped);
     }
 }

@@ -160,30 +160,35 @@ pub struct LayerSplit<'a> {
 /// `mlp`). `None` when no dot-separated `layers` segment is followed by a decimal index
 /// (`model.sublayers.3.x`, `layers.x`, `lm_head`).
 pub fn split_layer(name: &str) -> Option<LayerSplit<'_>> {
-    let name = split_step(name).0;
-    let mut start = 0;
-    for seg in name.split('.') {
-        let seg_end = start + seg.len();
-        if seg == "layers" {
-            let idx_start = seg_end + 1;
-            if idx_start <= name.len() {
-                let tail = &name[idx_start..];
-                let idx_len = tail.find('.').unwrap_or(tail.len());
-                let idx = &tail[..idx_len];
-                if !idx.is_empty() && idx.bytes().all(|b| b.is_ascii_digit()) {
-                    if let Ok(layer) = idx.parse::<usize>() {
-                        let prefix_end = idx_start + idx_len;
-                        let rest = name.get(prefix_end + 1..).unwrap_or("");
-                        return Some(LayerSplit {
-                            prefix: &name[..prefix_end],
-                            layer,
-                            rest,
-                        });
-                    }
+    split_unstepped_layer(split_step(name).0)
+}
+
+/// [`split_layer`] of a name without its step suffix. The first segment `layers` followed by a
+/// segment of digits, found by searching for `layers.` (a decode report parses ~150,000 names
+/// several times; splitting every name at every dot cost more).
+fn split_unstepped_layer(name: &str) -> Option<LayerSplit<'_>> {
+    const KEY: &str = "layers.";
+    let mut from = 0;
+    while let Some(k) = name.get(from..).and_then(|s| s.find(KEY)) {
+        let at = from + k;
+        // A whole segment: at the start, or right after a dot.
+        if at == 0 || name.as_bytes().get(at - 1) == Some(&b'.') {
+            let idx_start = at + KEY.len();
+            let tail = name.get(idx_start..).unwrap_or("");
+            let idx_len = tail.find('.').unwrap_or(tail.len());
+            let idx = &tail[..idx_len];
+            if !idx.is_empty() && idx.bytes().all(|b| b.is_ascii_digit()) {
+                if let Ok(layer) = idx.parse::<usize>() {
+                    let prefix_end = idx_start + idx_len;
+                    return Some(LayerSplit {
+                        prefix: &name[..prefix_end],
+                        layer,
+                        rest: name.get(prefix_end + 1..).unwrap_or(""),
+                    });
                 }
             }
         }
-        start = seg_end + 1;
+        from = at + 1;
     }
     None
 }
@@ -283,7 +288,7 @@ impl Op {
     /// The op kind of a probe name (a module path, no `.weight` suffix).
     pub fn of(name: &str) -> Op {
         let name = split_step(name).0;
-        if let Some(split) = split_layer(name) {
+        if let Some(split) = split_unstepped_layer(name) {
             return Op::in_layer(split.rest);
         }
         let last = name.rsplit('.').next().unwrap_or(name);
@@ -632,6 +637,36 @@ mod tests {
         }
     }
 
+    /// `split_layer` as it was: every segment compared with `layers`.
+    fn segment_walk(name: &str) -> Option<LayerSplit<'_>> {
+        let name = split_step(name).0;
+        let mut start = 0;
+        for seg in name.split('.') {
+            let seg_end = start + seg.len();
+            if seg == "layers" {
+                let idx_start = seg_end + 1;
+                if idx_start <= name.len() {
+                    let tail = &name[idx_start..];
+                    let idx_len = tail.find('.').unwrap_or(tail.len());
+                    let idx = &tail[..idx_len];
+                    if !idx.is_empty() && idx.bytes().all(|b| b.is_ascii_digit()) {
+                        if let Ok(layer) = idx.parse::<usize>() {
+                            let prefix_end = idx_start + idx_len;
+                            let rest = name.get(prefix_end + 1..).unwrap_or("");
+                            return Some(LayerSplit {
+                                prefix: &name[..prefix_end],
+                                layer,
+                                rest,
+                            });
+                        }
+                    }
+                }
+            }
+            start = seg_end + 1;
+        }
+        None
+    }
+
     proptest! {
         #[test]
         fn natural_cmp_is_a_total_order(a in "[a-c0-2.]{0,6}", b in "[a-c0-2.]{0,6}", c in "[a-c0-2.]{0,6}") {
@@ -639,6 +674,23 @@ mod tests {
             prop_assert_eq!(natural_cmp(&a, &b) == Ordering::Equal, a == b);
             if natural_cmp(&a, &b) != Ordering::Greater && natural_cmp(&b, &c) != Ordering::Greater {
                 prop_assert_ne!(natural_cmp(&a, &c), Ordering::Greater);
+            }
+        }
+
+        /// The search for `layers.` finds what walking every segment found (the definition
+        /// before it), on names made of the pieces that matter and on any text.
+        #[test]
+        fn split_layer_is_the_segment_walk(
+            parts in proptest::collection::vec(
+                proptest::sample::select(vec!["layers", "layers.", "xlayers", "layers2", "3", "03", "model", ".", "", "@7", "a.b", "99999999999999999999999"]),
+                0..8,
+            ),
+            any_text in "\\PC{0,30}",
+        ) {
+            for name in [parts.join("."), parts.concat(), any_text] {
+                let got = split_layer(&name).map(|s| (s.prefix, s.layer, s.rest));
+                let want = segment_walk(&name).map(|s| (s.prefix, s.layer, s.rest));
+                prop_assert_eq!(got, want, "{:?}", name);
             }
         }
 

@@ -535,61 +535,106 @@ pub(crate) struct LayerLine {
 }
 
 pub(crate) fn layer_lines(report: &Report) -> Vec<LayerLine> {
-    // Rows grouped by layer in parallel, each layer's rows kept in row order (a decode report
-    // has ~150,000 rows: one pass on one thread took milliseconds), then one line per layer.
-    let by_layer: BTreeMap<usize, Vec<&OpResult>> = report
+    // One pass over the rows, in parallel, into a tally per layer (a decode report has
+    // ~150,000 rows: grouping them by layer first, then walking each group four times, cost
+    // milliseconds), then one line per layer.
+    let tallies = report
         .ops
         .par_iter()
+        .enumerate()
         .with_min_len(4096)
         .fold(
             BTreeMap::new,
-            |mut m: BTreeMap<usize, Vec<&OpResult>>, op| {
+            |mut m: BTreeMap<usize, LayerTally>, (i, op)| {
                 if let Some(l) = op.layer {
-                    m.entry(l).or_default().push(op);
+                    m.entry(l).or_default().add(i, op);
                 }
                 m
             },
         )
         .reduce(BTreeMap::new, |mut a, b| {
-            for (l, mut ops) in b {
-                a.entry(l).or_default().append(&mut ops);
+            for (l, t) in b {
+                a.entry(l).or_default().merge(t);
             }
             a
         });
-    by_layer
-        .into_par_iter()
-        .map(|(layer, ops)| {
-            let diverged = ops.iter().filter(|o| o.status.is_divergence()).count();
-            let first_bad = ops.iter().find(|o| o.status.is_divergence());
-            let incomplete = ops.iter().any(|o| {
-                matches!(
-                    o.status,
-                    Status::OnlyOurs | Status::OnlyRef | Status::Unreadable
-                )
-            });
+    let name = |i: Option<usize>| {
+        i.and_then(|i| report.ops.get(i))
+            .map(|o| divergence_names::short_name(&o.name).to_string())
+    };
+    tallies
+        .into_iter()
+        .map(|(layer, t)| {
+            let first_bad = t.first_bad.and_then(|i| report.ops.get(i));
             let status = match first_bad {
                 Some(op) => op.status.to_string(),
-                None if incomplete => "incomplete".to_string(),
+                None if t.incomplete => "incomplete".to_string(),
                 None => "ok".to_string(),
             };
-            let worst = ops
-                .iter()
-                .filter_map(|o| o.errors.rel_l2_err.map(|r| (r, o)))
-                .fold(None::<(f64, &&OpResult)>, |acc, (r, o)| match acc {
-                    Some((best, _)) if best >= r => acc,
-                    _ => Some((r, o)),
-                });
             LayerLine {
                 layer,
-                ops: ops.len(),
-                diverged,
+                ops: t.ops,
+                diverged: t.diverged,
                 status,
-                worst_rel: worst.map(|(r, _)| r),
-                worst_op: worst.map(|(_, o)| divergence_names::short_name(&o.name).to_string()),
-                first_bad: first_bad.map(|o| divergence_names::short_name(&o.name).to_string()),
+                worst_rel: t.worst.map(|(r, _)| r),
+                worst_op: name(t.worst.map(|(_, i)| i)),
+                first_bad: name(t.first_bad),
             }
         })
         .collect()
+}
+
+/// What [`layer_lines`] needs of one layer's rows, gathered in one pass: rows are added in
+/// row order within a part, and parts merge in any order (ties go to the earlier row).
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+struct LayerTally {
+    ops: usize,
+    diverged: usize,
+    /// Some row is missing on a side or unreadable.
+    incomplete: bool,
+    /// The first diverging row.
+    first_bad: Option<usize>,
+    /// The largest rel L2 error and the first row that has it.
+    worst: Option<(f64, usize)>,
+}
+
+impl LayerTally {
+    fn add(&mut self, i: usize, op: &OpResult) {
+        self.ops += 1;
+        if op.status.is_divergence() {
+            self.diverged += 1;
+            self.first_bad = Some(self.first_bad.map_or(i, |f| f.min(i)));
+        }
+        self.incomplete |= matches!(
+            op.status,
+            Status::OnlyOurs | Status::OnlyRef | Status::Unreadable
+        );
+        if let Some(r) = op.errors.rel_l2_err {
+            self.worst = Some(worse(self.worst, (r, i)));
+        }
+    }
+
+    fn merge(&mut self, other: LayerTally) {
+        self.ops += other.ops;
+        self.diverged += other.diverged;
+        self.incomplete |= other.incomplete;
+        self.first_bad = match (self.first_bad, other.first_bad) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.worst = match (self.worst, other.worst) {
+            (Some(a), Some(b)) => Some(worse(Some(a), b)),
+            (a, b) => a.or(b),
+        };
+    }
+}
+
+/// The worse of two (rel error, row) pairs: the larger error, or the earlier row on a tie.
+fn worse(acc: Option<(f64, usize)>, (r, i): (f64, usize)) -> (f64, usize) {
+    match acc {
+        Some((best, j)) if best > r || (best == r && j < i) => (best, j),
+        _ => (r, i),
+    }
 }
 
 /// Steps listed in the per-step section without `--all`: the prefill, the first diverging
@@ -699,4 +744,139 @@ pub(crate) fn summary_line(report: &Report) -> String {
         None => line.push_str("; no divergence"),
     }
     line
+}
+
+#[cfg(test)]
+mod tests {
+    use divergence_diff::{assemble, DiffConfig, OrderSource, ReportContext};
+
+    use super::*;
+
+    /// A [`LayerLine`]'s fields, in order.
+    type Line = (
+        usize,
+        usize,
+        usize,
+        String,
+        Option<f64>,
+        Option<String>,
+        Option<String>,
+    );
+
+    /// The per-layer lines as they were defined before the one-pass tally: each layer's rows
+    /// in row order, walked one by one.
+    fn serial(report: &Report) -> Vec<Line> {
+        let mut by_layer: BTreeMap<usize, Vec<&OpResult>> = BTreeMap::new();
+        for op in &report.ops {
+            if let Some(l) = op.layer {
+                by_layer.entry(l).or_default().push(op);
+            }
+        }
+        let short = |o: &OpResult| divergence_names::short_name(&o.name).to_string();
+        by_layer
+            .into_iter()
+            .map(|(layer, ops)| {
+                let diverged = ops.iter().filter(|o| o.status.is_divergence()).count();
+                let first_bad = ops.iter().find(|o| o.status.is_divergence());
+                let incomplete = ops.iter().any(|o| {
+                    matches!(
+                        o.status,
+                        Status::OnlyOurs | Status::OnlyRef | Status::Unreadable
+                    )
+                });
+                let status = match first_bad {
+                    Some(op) => op.status.to_string(),
+                    None if incomplete => "incomplete".to_string(),
+                    None => "ok".to_string(),
+                };
+                let mut worst: Option<(f64, &OpResult)> = None;
+                for o in &ops {
+                    if let Some(r) = o.errors.rel_l2_err {
+                        if worst.is_none_or(|(best, _)| r > best) {
+                            worst = Some((r, o));
+                        }
+                    }
+                }
+                (
+                    layer,
+                    ops.len(),
+                    diverged,
+                    status,
+                    worst.map(|(r, _)| r),
+                    worst.map(|(_, o)| short(o)),
+                    first_bad.map(|o| short(o)),
+                )
+            })
+            .collect()
+    }
+
+    /// Over 30,000 rows (several parallel parts): every layer's count, verdict, first bad op
+    /// and worst op (the first row of the largest error, with many ties) are the serial ones.
+    #[test]
+    fn per_layer_tally_is_the_serial_walk() {
+        let statuses = [
+            "ok",
+            "ok",
+            "ok",
+            "ok",
+            "diverged",
+            "only_ours",
+            "only_ref",
+            "unreadable",
+            "nonfinite",
+        ];
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let ops: Vec<OpResult> = (0..30_000)
+            .map(|i| {
+                let r = next();
+                let layer = (r % 7) as usize;
+                let name = if layer == 6 {
+                    format!("model.norm.p{i}")
+                } else {
+                    format!("model.layers.{layer}.op{}@{}", r % 11, i / 600)
+                };
+                // Rare divergences (layer 5 none at all), errors from a small set (ties).
+                let status = if layer == 5 {
+                    "ok"
+                } else {
+                    statuses[((r >> 8) % 400).min(8) as usize]
+                };
+                let rel = ((r >> 20) % 5 != 0).then_some(((r >> 24) % 50) as f64 * 1e-3);
+                serde_json::from_value(serde_json::json!({
+                    "name": name, "status": status, "rel_l2_err": rel,
+                    "layer": (layer < 6).then_some(layer),
+                }))
+                .unwrap()
+            })
+            .collect();
+        let report = assemble(
+            ops,
+            ReportContext::new("ours", "ref", OrderSource::RefMeta),
+            &DiffConfig::default(),
+        );
+        let got: Vec<_> = layer_lines(&report)
+            .into_iter()
+            .map(|l| {
+                (
+                    l.layer,
+                    l.ops,
+                    l.diverged,
+                    l.status,
+                    l.worst_rel,
+                    l.worst_op,
+                    l.first_bad,
+                )
+            })
+            .collect();
+        let want = serial(&report);
+        assert_eq!(got.len(), 6);
+        assert!(want.iter().any(|w| w.3 == "incomplete") || want.iter().any(|w| w.3 == "ok"));
+        assert_eq!(got, want);
+    }
 }

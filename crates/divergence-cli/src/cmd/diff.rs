@@ -296,7 +296,7 @@ fn stamps(paths: &[&Path]) -> Stamps {
 fn diff_once(args: &DiffArgs, output: &Output) -> Result<Outcome> {
     let report = build_report(args)?;
     let outcome = print_report(args, output, &report);
-    drop_aside(report);
+    release(args, report);
     outcome
 }
 
@@ -420,8 +420,21 @@ pub fn build_report(args: &DiffArgs) -> Result<Report> {
     let (ours, reference, truth) = (ours?, reference?, truth?);
     timings::mark("open");
     let report = report_of(args, &cfg, &ours, &reference, truth.as_ref(), flag_map);
-    drop_aside((ours, reference, truth));
+    release(args, (ours, reference, truth));
     report
+}
+
+/// Lets go of what one report needed (the open dumps, the report). A plain `diff` exits right
+/// after its report: it leaves the maps and the memory to the kernel, which reclaims them at
+/// exit for less than unmapping and freeing them first (~3 ms a run on the GPU machine's host,
+/// one pass and decode steps alike; docs/performance.md). `--watch` and `--tui` go on, so
+/// they free it, on a thread of its own ([`drop_aside`]).
+fn release<T: Send + 'static>(args: &DiffArgs, value: T) {
+    if args.watch || args.tui {
+        drop_aside(value);
+    } else {
+        std::mem::forget(value);
+    }
 }
 
 /// Drops `value` on a thread of its own: unmapping two large dumps and freeing the entries of
@@ -507,6 +520,24 @@ fn report_of(
 /// Most rows one rayon task compares in a row (see [`finish_report`]).
 const ROWS_PER_TASK: usize = 64;
 
+/// Asks the kernel to back the spare capacity of `rows` with huge pages (the aligned 2 MiB
+/// regions inside it; `MADV_HUGEPAGE`, where transparent huge pages are on `madvise` or
+/// `always`): the rows of a decode report take ~100 MB, which 16 threads would otherwise fault
+/// in 4 KiB at a time while they compare (256 steps on the GPU machine's host: 3-6% less wall
+/// time, docs/performance.md). A hint: nothing changes where the kernel declines it.
+fn huge_pages<T>(rows: &Vec<T>) {
+    const HUGE: usize = 2 << 20;
+    let start = rows.as_ptr() as usize;
+    let end = start.saturating_add(rows.capacity().saturating_mul(std::mem::size_of::<T>()));
+    let (from, to) = (start.next_multiple_of(HUGE), end / HUGE * HUGE);
+    if to > from {
+        // SAFETY: madvise only advises the kernel about pages of this process's allocation
+        // (the range lies inside `rows`' buffer); it reads and writes no memory, and its
+        // failure is ignored.
+        unsafe { libc::madvise(from as *mut libc::c_void, to - from, libc::MADV_HUGEPAGE) };
+    }
+}
+
 /// Everything the comparison needs once the two sides are set up.
 struct Sides<'a> {
     ours: MappedDump<'a>,
@@ -555,21 +586,30 @@ fn finish_report(args: &DiffArgs, cfg: &DiffConfig, sides: Sides<'_>) -> Result<
         inferred,
         check_ids,
     } = sides;
+    let one = |i: usize| {
+        let name = &plan.order[i];
+        let ours_name = plan.ours_name(name);
+        // Found by position when the plan allows it: no hashing of 150,000 names per side.
+        let (oe, re) = if plan.aligned {
+            (ours.get_at(i), reference.get_at(i))
+        } else {
+            (ours.get(ours_name), reference.get(name))
+        };
+        let mut row = compare_probe(name, oe, re, truth.as_ref(), cfg);
+        row.mapped = ours.mapping(ours_name).and_then(|v| v.how.clone());
+        row
+    };
+    let mut ops: Vec<OpResult> = Vec::with_capacity(plan.order.len());
+    huge_pages(&ops);
     // Rows differ in cost by five orders of magnitude (a prefill's ~1 MB against a decode
     // step's ~4 KB, listed first): a thread must never hold a long run of them, or it holds
     // the whole prefill while the others wait (rayon splits by count; 64 steps on 16 cores:
     // compare 43-49 ms without the cap, 22-24 with it; docs/performance.md).
-    let ops: Vec<OpResult> = plan
-        .order
-        .par_iter()
+    (0..plan.order.len())
+        .into_par_iter()
         .with_max_len(ROWS_PER_TASK)
-        .map(|name| {
-            let ours_name = plan.ours_name(name);
-            let mut row = compare_probe(name, ours_name, &ours, &reference, truth.as_ref(), cfg);
-            row.mapped = ours.mapping(ours_name).and_then(|v| v.how.clone());
-            row
-        })
-        .collect();
+        .map(one)
+        .collect_into_vec(&mut ops);
 
     let mut ctx = ReportContext::new(ours_label, ref_label, plan.source);
     timings::mark("compare");
@@ -584,7 +624,6 @@ fn finish_report(args: &DiffArgs, cfg: &DiffConfig, sides: Sides<'_>) -> Result<
     if let Some(dir) = &args.model {
         ctx.norm_weight_gains = divergence_inspect::qk_norm_gains(dir)?;
     }
-    let mut ops = ops;
     let layouts = layout_diagnosis(&mut ops, &plan, &ours, &reference, cfg);
     if let Some(path) = &args.suggest_map {
         let text = align::suggestion(inferred.as_ref(), &layouts);
@@ -975,20 +1014,18 @@ fn dump_names<'a>(dump: &'a MappedDump<'_>) -> DumpNames<'a> {
 
 /// Reads one probe from each side (whichever exist) and compares them. Never fails: a probe
 /// that cannot be read becomes an `unreadable` row naming the file and the problem.
-/// `ours_name` is the probe's name in ours ([`divergence_diff::OrderPlan::ours_name`]).
+/// `oe` and `re` are the row's tensors in ours and in the reference (`None`: not in that dump),
+/// found once by the caller.
 /// Stored little-endian floats are compared straight from the memory maps ([`Dump::view`]):
 /// no copy, no allocation, and the kernel splits a large tensor across threads. A probe with
 /// any other side (deflated, big-endian, integer, damaged) is streamed ([`stream_probe`]).
 fn compare_probe(
     name: &str,
-    ours_name: &str,
-    ours: &MappedDump<'_>,
-    reference: &MappedDump<'_>,
+    oe: Option<Entry<'_, '_>>,
+    re: Option<Entry<'_, '_>>,
     truth: Option<&MappedDump<'_>>,
     cfg: &DiffConfig,
 ) -> OpResult {
-    // Each side looked up once (a decode dump has 150,000 rows).
-    let (oe, re) = (ours.get(ours_name), reference.get(name));
     let te = truth.map(|t| t.get(name));
     // A tensor a name map computes is never zero-copy: one part of a split is read in place
     // from its source's bytes ([`MappedDump::pieces`]).
