@@ -94,6 +94,11 @@ fn names_that_differ_by_a_prefix_are_matched_with_a_warning() {
     assert_eq!(plan.ours_name("model.layers.0.mlp"), "layers.0.mlp");
     assert_eq!(plan.ours_name("lm_head"), "lm_head");
     assert_eq!(plan.renamed_in_ours.len(), 4);
+    // Every renamed row reads its own name in ours (a binary search over the sorted list).
+    for (row, o) in &plan.renamed_in_ours {
+        assert_eq!(plan.ours_name(row), o, "{row}");
+    }
+    assert!(plan.renamed_in_ours.windows(2).all(|w| w[0].0 < w[1].0));
     assert!(
         plan.warnings[0].starts_with(
             "our dump names its probes without the prefix `model.` the reference's names have: 4 probes matched"

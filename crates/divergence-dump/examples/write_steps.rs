@@ -1,5 +1,5 @@
-//! The time to write a decode dump, stacked or per step (docs/performance.md, "Writing
-//! decode steps"): a 64-token prefill and `STEPS` decode steps of 0.6B-shaped probes (595
+//! The time to write a decode dump, stacked or per step (docs/gpu.md, "With the stacked
+//! writer"): a 64-token prefill and `STEPS` decode steps of 0.6B-shaped probes (595
 //! probes of 128-3072 values per token, and the logits, 151,936 per token), bf16, written
 //! with [`DumpWriter`] as `divergence run` writes them (each probe a fresh buffer, like a
 //! probe copied from the device). Prints the time of the adds every 64 steps and the total.
@@ -11,12 +11,16 @@ use std::time::Instant;
 use divergence_dump::{DumpWriter, Meta, TensorData};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args: Vec<String> = std::env::args().collect();
+    let usage = "usage: write_steps STEPS stacked|per-step OUT.npz";
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let [_, steps, layout, path] = args.as_slice() else {
-        return Err("usage: write_steps STEPS stacked|per-step OUT.npz".into());
+        return Err(usage.into());
+    };
+    let (Some(steps), Some(layout)) = (steps.to_str(), layout.to_str()) else {
+        return Err(usage.into());
     };
     let steps: usize = steps.parse()?;
-    let stacked = match layout.as_str() {
+    let stacked = match layout {
         "stacked" => true,
         "per-step" => false,
         other => return Err(format!("layout {other}: stacked or per-step").into()),

@@ -288,7 +288,7 @@ impl Op {
     /// The op kind of a probe name (a module path, no `.weight` suffix).
     pub fn of(name: &str) -> Op {
         let name = split_step(name).0;
-        if let Some(split) = split_unstepped_layer(name) {
+        if let Some(split) = split_layer(name) {
             return Op::in_layer(split.rest);
         }
         let last = name.rsplit('.').next().unwrap_or(name);

@@ -426,9 +426,9 @@ pub fn build_report(args: &DiffArgs) -> Result<Report> {
 
 /// Lets go of what one report needed (the open dumps, the report). A plain `diff` exits right
 /// after its report: it leaves the maps and the memory to the kernel, which reclaims them at
-/// exit for less than unmapping and freeing them first (~3 ms a run on the GPU machine's host,
-/// one pass and decode steps alike; docs/performance.md). `--watch` and `--tui` go on, so
-/// they free it, on a thread of its own ([`drop_aside`]).
+/// exit for less than unmapping and freeing them first (~3 ms a run with the table output on
+/// the GPU machine's host, one pass and decode steps alike; docs/performance.md). `--watch`
+/// and `--tui` go on, so they free it, on a thread of its own ([`drop_aside`]).
 fn release<T: Send + 'static>(args: &DiffArgs, value: T) {
     if args.watch || args.tui {
         drop_aside(value);
@@ -524,7 +524,9 @@ const ROWS_PER_TASK: usize = 64;
 /// regions inside it; `MADV_HUGEPAGE`, where transparent huge pages are on `madvise` or
 /// `always`): the rows of a decode report take ~100 MB, which 16 threads would otherwise fault
 /// in 4 KiB at a time while they compare (256 steps on the GPU machine's host: 3-6% less wall
-/// time, docs/performance.md). A hint: nothing changes where the kernel declines it.
+/// time, docs/performance.md). A hint: nothing changes where the kernel declines it, or on
+/// another system than Linux.
+#[cfg(any(target_os = "linux", target_os = "android"))]
 fn huge_pages<T>(rows: &Vec<T>) {
     const HUGE: usize = 2 << 20;
     let start = rows.as_ptr() as usize;
@@ -537,6 +539,9 @@ fn huge_pages<T>(rows: &Vec<T>) {
         unsafe { libc::madvise(from as *mut libc::c_void, to - from, libc::MADV_HUGEPAGE) };
     }
 }
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn huge_pages<T>(_rows: &[T]) {}
 
 /// Everything the comparison needs once the two sides are set up.
 struct Sides<'a> {
