@@ -562,18 +562,28 @@ mod tests {
         v.iter().map(|x| x.to_string()).collect()
     }
 
+    /// A dump's names as the planner sees them (file order kept, several tensors).
+    fn dn<'a>(meta: Option<&'a [String]>, names: &'a [String]) -> DumpNames<'a> {
+        DumpNames {
+            meta_order: meta,
+            names,
+            file_order_preserved: true,
+            single_tensor_file: false,
+        }
+    }
+
+    /// A single-tensor `.npy` file's name.
+    fn npy(names: &[String]) -> DumpNames<'_> {
+        DumpNames {
+            single_tensor_file: true,
+            ..dn(None, names)
+        }
+    }
+
     /// The shortcut for two dumps with one name list gives the general path's plan; it does
     /// not apply as soon as the lists or the recorded order differ.
     #[test]
     fn the_same_names_in_the_same_order_plan_as_the_general_path() {
-        fn dn<'a>(meta: Option<&'a [String]>, names: &'a [String]) -> DumpNames<'a> {
-            DumpNames {
-                meta_order: meta,
-                names,
-                file_order_preserved: true,
-                single_tensor_file: false,
-            }
-        }
         let names = s(&[
             "model.embed_tokens",
             "model.layers.0",
@@ -604,14 +614,6 @@ mod tests {
     /// pair of single-tensor files.
     #[test]
     fn aligned_means_row_i_is_the_ith_name_of_both() {
-        fn dn<'a>(meta: Option<&'a [String]>, names: &'a [String], single: bool) -> DumpNames<'a> {
-            DumpNames {
-                meta_order: meta,
-                names,
-                file_order_preserved: true,
-                single_tensor_file: single,
-            }
-        }
         let names = s(&[
             "model.embed_tokens",
             "model.layers.0.mlp",
@@ -639,34 +641,14 @@ mod tests {
         ]);
         let (one, other) = (s(&["a"]), s(&["b"]));
         let cases = [
-            (
-                dn(Some(&names), &names, false),
-                dn(Some(&names), &names, false),
-                true,
-            ),
-            (dn(None, &names, false), dn(None, &names, false), true),
-            (
-                dn(None, &prefixed, false),
-                dn(Some(&names), &names, false),
-                true,
-            ),
-            (
-                dn(None, &swapped, false),
-                dn(Some(&names), &names, false),
-                false,
-            ),
-            (
-                dn(None, &names, false),
-                dn(Some(&swapped), &swapped, false),
-                false,
-            ),
-            (
-                dn(None, &extra, false),
-                dn(Some(&names), &names, false),
-                false,
-            ),
-            (dn(None, &one, true), dn(None, &one, true), true),
-            (dn(None, &other, true), dn(None, &one, true), true),
+            (dn(Some(&names), &names), dn(Some(&names), &names), true),
+            (dn(None, &names), dn(None, &names), true),
+            (dn(None, &prefixed), dn(Some(&names), &names), true),
+            (dn(None, &swapped), dn(Some(&names), &names), false),
+            (dn(None, &names), dn(Some(&swapped), &swapped), false),
+            (dn(None, &extra), dn(Some(&names), &names), false),
+            (npy(&one), npy(&one), true),
+            (npy(&other), npy(&one), true),
         ];
         for (k, (o, r, want)) in cases.iter().enumerate() {
             let plan = plan_order(o, r);

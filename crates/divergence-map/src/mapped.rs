@@ -665,6 +665,19 @@ mod tests {
     use super::*;
     use crate::{resolve, Map, Sizes};
 
+    /// `dump` under `map` (its names and shapes resolved as `diff` resolves them).
+    fn under<'a>(dump: &'a Dump, map: &Map) -> MappedDump<'a> {
+        let tensors: Vec<(String, Option<Vec<usize>>)> = dump
+            .names()
+            .iter()
+            .map(|n| (n.clone(), dump.shape(n).map(<[usize]>::to_vec)))
+            .collect();
+        MappedDump::new(
+            dump,
+            resolve(map, &tensors, &Sizes::default(), "d.npz").unwrap(),
+        )
+    }
+
     /// Every kind of computed tensor, read in place ([`MappedDump::compute_in_place`]) and
     /// decoded first ([`MappedDump::compute_decoded`]): the same bits.
     #[test]
@@ -723,13 +736,7 @@ transform = [{ permute = [1, 0] }]
             "t.toml",
         )
         .unwrap();
-        let tensors: Vec<(String, Option<Vec<usize>>)> = dump
-            .names()
-            .iter()
-            .map(|n| (n.clone(), dump.shape(n).map(<[usize]>::to_vec)))
-            .collect();
-        let resolved = resolve(&map, &tensors, &Sizes::default(), "d.npz").unwrap();
-        let mapped = MappedDump::new(&dump, resolved);
+        let mapped = under(&dump, &map);
         for name in ["sum3", "sum_bf16", "rope_heads_first", "flat_t"] {
             let v = mapped.mapping(name).unwrap();
             let fast = mapped.compute_in_place(v).unwrap().expect(name);
@@ -798,13 +805,7 @@ to = "renamed"
             "t.toml",
         )
         .unwrap();
-        let tensors: Vec<(String, Option<Vec<usize>>)> = dump
-            .names()
-            .iter()
-            .map(|n| (n.clone(), dump.shape(n).map(<[usize]>::to_vec)))
-            .collect();
-        let resolved = resolve(&map, &tensors, &Sizes::default(), "d.npz").unwrap();
-        let mapped = MappedDump::new(&dump, resolved);
+        let mapped = under(&dump, &map);
         assert!(mapped.names().iter().any(|n| n == "renamed"));
         assert!(mapped.get("a").is_some_and(|e| e.is_computed()));
         same(&mapped);

@@ -158,16 +158,12 @@ pub struct LayerSplit<'a> {
 
 /// Splits `name` at its `layers.N` segment: `model.layers.3.mlp` -> (`model.layers.3`, 3,
 /// `mlp`). `None` when no dot-separated `layers` segment is followed by a decimal index
-/// (`model.sublayers.3.x`, `layers.x`, `lm_head`).
+/// (`model.sublayers.3.x`, `layers.x`, `lm_head`). The segment is found by searching for
+/// `layers.` (a decode report parses ~150,000 names several times; splitting every name at
+/// every dot cost more).
 pub fn split_layer(name: &str) -> Option<LayerSplit<'_>> {
-    split_unstepped_layer(split_step(name).0)
-}
-
-/// [`split_layer`] of a name without its step suffix. The first segment `layers` followed by a
-/// segment of digits, found by searching for `layers.` (a decode report parses ~150,000 names
-/// several times; splitting every name at every dot cost more).
-fn split_unstepped_layer(name: &str) -> Option<LayerSplit<'_>> {
     const KEY: &str = "layers.";
+    let name = split_step(name).0;
     let mut from = 0;
     while let Some(k) = name.get(from..).and_then(|s| s.find(KEY)) {
         let at = from + k;
