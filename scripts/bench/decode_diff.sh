@@ -14,7 +14,11 @@
 #      RSS); its rows, dump bytes and bytes per second go to results.md;
 #   4. PER_STEP=1: the same dumps rewritten in the per-step layout (scripts/bench/unstack_steps.py)
 #      and timed the same way (the layout stacked since 2026-12-01 against the one before);
-#   5. AFTER, when set: a command run after each step count's timing, with $n, $W/ours.npz and
+#   5. EQUAL=1: for each STEPS > 0, a one-pass dump pair over the same positions (the prompt and
+#      the N decode ids as one 64+N-token prompt: about the same bytes, the same logits rows),
+#      timed the same way: the per-byte baseline of the same size (a one pass of 64 tokens is
+#      the default baseline);
+#   6. AFTER, when set: a command run after each step count's timing, with $n, $W/ours.npz and
 #      $W/ref.npz in place (e.g. a profiler, or a build that prints its phases).
 #
 # On the GPU machine, from the repository root:
@@ -100,6 +104,24 @@ for r in (a, b):
 print(f"{sys.argv[1].rsplit('/', 1)[-1]}: per-step and stacked reports {'identical' if a == b else 'DIFFER'}")
 PYEOF
     done
+  fi
+  if [ "${EQUAL:-0}" = 1 ] && [ "$n" != 0 ]; then
+    "$PY" - "$W/ref.npz" "$W/ids64.txt" "$W/ids-equal.txt" <<'PYEOF'
+import io, json, sys, zipfile
+import numpy as np
+meta = json.loads(bytes(np.load(io.BytesIO(zipfile.ZipFile(sys.argv[1]).read("__meta__.npy")))).decode())
+ids = open(sys.argv[2]).read().split() + [str(i) for i in meta["decode_ids"]]
+open(sys.argv[3], "w").write(" ".join(ids) + "\n")
+PYEOF
+    "$PY" scripts/dump_reference.py --model "$W/model" --ids-file "$W/ids-equal.txt" --dtype bfloat16 \
+      --attn eager --device "$DEVICE" --out "$W/ref.equal.npz" --quiet >> "$OUT/log.txt" 2>&1
+    "$RUN" run --model "$W/model" --ids-file "$W/ids-equal.txt" --device "$OURS_DEVICE" --dtype bf16 \
+      --out "$W/ours.equal.npz" >> "$OUT/log.txt" 2>&1
+    echo "one pass over the same $((64 + n)) positions (the per-byte baseline of the same size):" >> "$OUT/results.md"
+    mkdir -p "$OUT/equal"
+    "$PY" scripts/bench/decode_diff.py --steps 0 --runs "$RUNS" --ours "$W/ours.equal.npz" \
+      --ref "$W/ref.equal.npz" --json-dir "$OUT/equal" "${diffs[@]}" >> "$OUT/results.md" 2>> "$OUT/log.txt"
+    rm -f "$W/ours.equal.npz" "$W/ref.equal.npz"
   fi
   if [ -n "${AFTER:-}" ]; then export n W OUT; bash -c "$AFTER" >> "$OUT/log.txt" 2>&1; fi
 done

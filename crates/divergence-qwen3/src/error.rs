@@ -53,6 +53,10 @@ pub enum Error {
     /// Writing the dump failed.
     #[error(transparent)]
     Dump(#[from] divergence_dump::DumpError),
+    /// The dump's writer thread could not start, or was asked for more after it stopped on
+    /// an error (reported then).
+    #[error("dump writer: {0}")]
+    Writer(String),
     /// A tensor operation failed while running the model.
     #[error("{context}: {source}")]
     Candle {

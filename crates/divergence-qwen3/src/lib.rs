@@ -31,8 +31,8 @@ pub use fault::{
 pub use model::{KvCache, ModelOptions, Qwen3};
 pub use ops::Policy;
 pub use probe::{
-    step_name, DumpRecorder, DumpReplay, HostData, MemoryRecorder, Probes, Recorded, Recorder,
-    Substitute,
+    step_name, DumpRecorder, DumpReplay, DumpTimes, HostData, MemoryRecorder, Probes, Recorded,
+    Recorder, Substitute,
 };
 pub use run::{
     parse_ids, read_ids_file, run_to_dump, DecodeIds, DecodeOptions, DeviceKind, Precision,

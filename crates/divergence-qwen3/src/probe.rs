@@ -19,6 +19,7 @@
 
 use std::borrow::Cow;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use candle_core::{DType, Tensor};
 use divergence_dump::{DumpWriter, Meta, TensorData};
@@ -58,12 +59,30 @@ impl HostData {
         }
     }
 
-    fn as_tensor_data(&self) -> TensorData<'_> {
+    /// Number of values.
+    pub fn len(&self) -> usize {
         match self {
-            HostData::F32(v) => TensorData::F32(v),
-            HostData::BF16(v) => TensorData::BF16(v),
-            HostData::F16(v) => TensorData::F16(v),
-            HostData::F64(v) => TensorData::F64(v),
+            HostData::F32(v) => v.len(),
+            HostData::BF16(v) => v.len(),
+            HostData::F16(v) => v.len(),
+            HostData::F64(v) => v.len(),
+        }
+    }
+
+    /// No values at all.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// `len` values from `offset`, borrowed (panics outside the values: callers slice what
+    /// they staged).
+    fn slice(&self, offset: usize, len: usize) -> TensorData<'_> {
+        let r = offset..offset + len;
+        match self {
+            HostData::F32(v) => TensorData::F32(&v[r]),
+            HostData::BF16(v) => TensorData::BF16(&v[r]),
+            HostData::F16(v) => TensorData::F16(&v[r]),
+            HostData::F64(v) => TensorData::F64(&v[r]),
         }
     }
 }
@@ -205,9 +224,143 @@ impl Recorder for MemoryRecorder {
 
 /// Streams probes into a dump file (npz or safetensors, by extension); decode steps are kept
 /// until `finish` and written stacked, one member per probe (`x@steps`).
+///
+/// The model's thread only copies each probe to the host; the writer (encoding, stacking,
+/// the file) runs on a thread of its own, so writing one probe overlaps computing the next.
+/// At most [`QUEUED`] probes or batches wait for it: a model faster than its disk waits, it
+/// never piles the dump up in memory.
+///
+/// On the CPU each probe goes to the writer as it comes. On a GPU a probe is first copied into
+/// a device buffer of its dtype ([`STAGE_BYTES`], one kernel, queued like the model's own), and
+/// the buffer comes to the host in one copy when it is full, before a probe that cannot be
+/// staged, and at `finish`: a copy to the host waits for every kernel queued before it, so one
+/// copy per probe (~600 per decode step of a 28-layer model) would keep the GPU waiting on the
+/// host and the host on the GPU (docs/gpu.md, "Dump cost"). The dump is the same either way:
+/// the same names in the same order, the same bytes.
 pub struct DumpRecorder {
-    writer: DumpWriter,
+    sink: Sink,
     count: usize,
+    stage: Stage,
+    times: DumpTimes,
+    /// Bytes of a staging buffer ([`STAGE_BYTES`]; smaller in tests).
+    stage_bytes: usize,
+    /// Stage on the CPU too (tests: the staged path, checked against the direct one).
+    stage_on_cpu: bool,
+}
+
+/// Bytes of one staging buffer on a GPU (one per dtype that is recorded). A probe larger than
+/// this is copied on its own.
+pub const STAGE_BYTES: usize = 64 << 20;
+
+/// Most probes (or staged batches) waiting for the writer's thread.
+pub const QUEUED: usize = 2;
+
+/// Where the time of writing a dump went ([`DumpRecorder::finish`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct DumpTimes {
+    /// In copies to the host, on the model's thread (on a GPU including the wait for the
+    /// kernels queued before each).
+    pub copy: Duration,
+    /// Copies to the host: one per probe on the CPU, one per full staging buffer on a GPU.
+    pub copies: usize,
+    /// The model's thread waiting for the writer's (its queue full).
+    pub wait: Duration,
+    /// In the writer, on its own thread, as probes are added (decode steps: appended to their
+    /// stacks).
+    pub write: Duration,
+    /// In `finish`, after the last probe: the staged probes, the writer's queue, the stacked
+    /// members, the metadata, closing the file.
+    pub finish: Duration,
+}
+
+/// Probes waiting on the GPU for one copy to the host, in the order they were recorded.
+#[derive(Default)]
+struct Stage {
+    buffers: Vec<StageBuffer>,
+    pending: Vec<Pending>,
+}
+
+/// One dtype's staging buffer: `[capacity]` elements, the first `used` of them written.
+struct StageBuffer {
+    dtype: DType,
+    tensor: Tensor,
+    used: usize,
+}
+
+/// A probe in a [`Batch`] (or staged): `len` elements of buffer `buffer` from `offset`.
+struct Pending {
+    name: String,
+    shape: Vec<usize>,
+    buffer: usize,
+    offset: usize,
+    len: usize,
+}
+
+/// Probes on the host, for the writer's thread: each a slice of one of `data`.
+struct Batch {
+    data: Vec<HostData>,
+    probes: Vec<Pending>,
+}
+
+/// The writer on its thread: a bounded queue of batches in, the writer and its time out.
+struct Sink {
+    queue: Option<std::sync::mpsc::SyncSender<Batch>>,
+    thread: Option<std::thread::JoinHandle<Result<(DumpWriter, Duration), Error>>>,
+}
+
+impl Sink {
+    fn start(mut writer: DumpWriter) -> Result<Sink, Error> {
+        let (queue, batches) = std::sync::mpsc::sync_channel::<Batch>(QUEUED);
+        let thread = std::thread::Builder::new()
+            .name("dump writer".into())
+            .spawn(move || {
+                let mut time = Duration::ZERO;
+                for batch in batches {
+                    let start = Instant::now();
+                    for p in &batch.probes {
+                        let data = batch.data[p.buffer].slice(p.offset, p.len);
+                        writer.add(&p.name, &p.shape, data)?;
+                    }
+                    time += start.elapsed();
+                }
+                Ok((writer, time))
+            })
+            .map_err(|e| Error::Writer(format!("cannot start its thread: {e}")))?;
+        Ok(Sink {
+            queue: Some(queue),
+            thread: Some(thread),
+        })
+    }
+
+    /// Queues `batch`; waits while the queue is full. When the writer has stopped on an error,
+    /// returns that error.
+    fn send(&mut self, batch: Batch) -> Result<(), Error> {
+        match self.queue.as_ref().map(|q| q.send(batch)) {
+            Some(Ok(())) => Ok(()),
+            _ => self.join().map(drop),
+        }
+    }
+
+    /// Closes the queue and waits for the writer: the writer and its time, or its error.
+    fn join(&mut self) -> Result<(DumpWriter, Duration), Error> {
+        self.queue = None;
+        match self.thread.take().map(std::thread::JoinHandle::join) {
+            Some(Ok(result)) => result,
+            Some(Err(panic)) => std::panic::resume_unwind(panic),
+            None => Err(Error::Writer("stopped on an earlier error".into())),
+        }
+    }
+}
+
+impl Drop for Sink {
+    /// A recorder dropped without `finish` (the run failed): the writer finishes what it was
+    /// given and stops (the file stays incomplete, as it would without the thread).
+    fn drop(&mut self) {
+        self.queue = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 impl DumpRecorder {
@@ -215,7 +368,22 @@ impl DumpRecorder {
         let mut writer = DumpWriter::create(path)?;
         // Decode steps as one member per probe (`x@steps`), docs/dump-format.md.
         writer.stack_steps();
-        Ok(DumpRecorder { writer, count: 0 })
+        Ok(DumpRecorder {
+            sink: Sink::start(writer)?,
+            count: 0,
+            stage: Stage::default(),
+            times: DumpTimes::default(),
+            stage_bytes: STAGE_BYTES,
+            stage_on_cpu: false,
+        })
+    }
+
+    /// Stages on the CPU as on a GPU, in buffers of `bytes` (tests of the staged path).
+    #[cfg(test)]
+    fn staging_everywhere(mut self, bytes: usize) -> DumpRecorder {
+        self.stage_bytes = bytes;
+        self.stage_on_cpu = true;
+        self
     }
 
     /// Number of probes written so far.
@@ -223,18 +391,118 @@ impl DumpRecorder {
         self.count
     }
 
-    /// Writes the metadata and closes the file.
-    pub fn finish(self, meta: Meta) -> Result<(), Error> {
-        self.writer.finish(meta)?;
-        Ok(())
+    /// Writes the staged and queued probes and the metadata, and closes the file. Returns
+    /// where the time of the whole dump went.
+    pub fn finish(mut self, meta: Meta) -> Result<DumpTimes, Error> {
+        let start = Instant::now();
+        self.flush()?;
+        let (writer, write) = self.sink.join()?;
+        writer.finish(meta)?;
+        self.times.write = write;
+        self.times.finish += start.elapsed();
+        Ok(self.times)
+    }
+
+    /// Hands `batch` to the writer's thread.
+    fn send(&mut self, batch: Batch) -> Result<(), Error> {
+        let start = Instant::now();
+        let sent = self.sink.send(batch);
+        self.times.wait += start.elapsed();
+        sent
+    }
+
+    /// Copies `tensor` into its dtype's staging buffer when it can be staged (on a GPU, a
+    /// float dtype, not empty, at most a buffer); `false` when it cannot.
+    fn stage(&mut self, name: &str, tensor: &Tensor) -> Result<bool, Error> {
+        let dtype = tensor.dtype();
+        let n = tensor.elem_count();
+        let capacity = self.stage_bytes / dtype.size_in_bytes();
+        let float = matches!(dtype, DType::BF16 | DType::F16 | DType::F32 | DType::F64);
+        let gpu = !tensor.device().is_cpu() || self.stage_on_cpu;
+        if !gpu || !float || n == 0 || n > capacity {
+            return Ok(false);
+        }
+        let ctx = || format!("probe {name}");
+        let i = match self.stage.buffers.iter().position(|b| b.dtype == dtype) {
+            Some(i) => i,
+            None => {
+                let tensor = Tensor::zeros(capacity, dtype, tensor.device()).ctx(ctx)?;
+                self.stage.buffers.push(StageBuffer {
+                    dtype,
+                    tensor,
+                    used: 0,
+                });
+                self.stage.buffers.len() - 1
+            }
+        };
+        if self.stage.buffers[i].used + n > capacity {
+            self.flush()?;
+        }
+        let buffer = &mut self.stage.buffers[i];
+        // A copy on the device, queued: the probe's value now, whatever is written later into
+        // the storage it views (the KV cache's slots).
+        let flat = tensor.flatten_all().and_then(|t| t.contiguous()).ctx(ctx)?;
+        buffer.tensor.slice_set(&flat, 0, buffer.used).ctx(ctx)?;
+        self.stage.pending.push(Pending {
+            name: name.to_string(),
+            shape: tensor.dims().to_vec(),
+            buffer: i,
+            offset: buffer.used,
+            len: n,
+        });
+        buffer.used += n;
+        Ok(true)
+    }
+
+    /// Brings the staged probes to the host (one copy per buffer in use) and hands them to the
+    /// writer in the order they were recorded.
+    fn flush(&mut self) -> Result<(), Error> {
+        if self.stage.pending.is_empty() {
+            return Ok(());
+        }
+        let start = Instant::now();
+        // Every pending probe lies in the first `used` elements of its buffer.
+        let mut data = Vec::with_capacity(self.stage.buffers.len());
+        for b in &mut self.stage.buffers {
+            data.push(match b.used {
+                0 => HostData::F32(Vec::new()),
+                used => {
+                    self.times.copies += 1;
+                    b.tensor
+                        .narrow(0, 0, used)
+                        .and_then(|t| HostData::from_tensor(&t))
+                        .ctx(|| "staged probes: copy to the host".to_string())?
+                }
+            });
+            b.used = 0;
+        }
+        self.times.copy += start.elapsed();
+        let probes = std::mem::take(&mut self.stage.pending);
+        self.send(Batch { data, probes })
     }
 }
 
 impl Recorder for DumpRecorder {
     fn record(&mut self, name: &str, tensor: &Tensor) -> Result<(), Error> {
-        let data = HostData::from_tensor(tensor).ctx(|| format!("probe {name}"))?;
-        self.writer
-            .add(name, tensor.dims(), data.as_tensor_data())?;
+        if !self.stage(name, tensor)? {
+            // The staged probes first: the dump keeps the order of recording.
+            self.flush()?;
+            let start = Instant::now();
+            let data = HostData::from_tensor(tensor).ctx(|| format!("probe {name}"))?;
+            self.times.copy += start.elapsed();
+            self.times.copies += 1;
+            let probe = Pending {
+                name: name.to_string(),
+                shape: tensor.dims().to_vec(),
+                buffer: 0,
+                offset: 0,
+                len: data.len(),
+            };
+            self.send(Batch {
+                data: vec![data],
+                probes: vec![probe],
+            })?;
+        }
         self.count += 1;
         Ok(())
     }
@@ -299,5 +567,117 @@ impl Substitute for DumpReplay {
             .and_then(|x| x.to_dtype(like.dtype()))
             .ctx(ctx)?;
         Ok(Some(out))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    /// Records one sequence into two recorders at once, `direct` as the CPU writes and
+    /// `staged` as a GPU would (staging buffers of 64 bytes: most probes fill one, some do
+    /// not fit one and go on their own, between staged ones).
+    fn record_both(direct: &mut DumpRecorder, staged: &mut DumpRecorder, name: &str, t: &Tensor) {
+        direct.record(name, t).unwrap();
+        staged.record(name, t).unwrap();
+    }
+
+    #[test]
+    fn a_staged_dump_is_the_direct_dump_byte_for_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        let cpu = Device::Cpu;
+        for ext in ["npz", "safetensors"] {
+            let (pa, pb) = (
+                dir.path().join(format!("direct.{ext}")),
+                dir.path().join(format!("staged.{ext}")),
+            );
+            let mut a = DumpRecorder::create(&pa).unwrap();
+            let mut b = DumpRecorder::create(&pb).unwrap().staging_everywhere(64);
+            let f32s = |n: usize, k: f32| {
+                Tensor::from_vec((0..n).map(|i| i as f32 * k).collect::<Vec<_>>(), n, &cpu).unwrap()
+            };
+            let x = f32s(6, 0.5).reshape((2, 3)).unwrap();
+            record_both(&mut a, &mut b, "model.embed_tokens", &x);
+            // Not contiguous: staged through a copy.
+            record_both(&mut a, &mut b, "t", &x.t().unwrap());
+            record_both(
+                &mut a,
+                &mut b,
+                "h",
+                &f32s(4, 1.5).to_dtype(DType::BF16).unwrap(),
+            );
+            record_both(
+                &mut a,
+                &mut b,
+                "g",
+                &f32s(5, -2.0).to_dtype(DType::F16).unwrap(),
+            );
+            // Larger than a buffer (64 bytes = 16 f32): copied on its own, in order.
+            record_both(&mut a, &mut b, "big", &f32s(40, 0.25));
+            // Not a float: copied on its own (as f32).
+            let ids = Tensor::new(&[3u32, 1, 4], &cpu).unwrap();
+            record_both(&mut a, &mut b, "ids", &ids);
+            // A view of a buffer written after it is recorded (a KV cache slot): the dump
+            // holds the value at recording.
+            let cache = Tensor::zeros((2, 4), DType::F32, &cpu).unwrap();
+            cache
+                .slice_set(&f32s(4, 1.0).reshape((1, 4)).unwrap(), 0, 0)
+                .unwrap();
+            record_both(&mut a, &mut b, "cache@1", &cache.narrow(0, 0, 1).unwrap());
+            cache
+                .slice_set(&f32s(4, 9.0).reshape((1, 4)).unwrap(), 0, 0)
+                .unwrap();
+            record_both(&mut a, &mut b, "cache@2", &cache.narrow(0, 0, 1).unwrap());
+            for s in 1..=5 {
+                let name = format!("y@{s}");
+                record_both(&mut a, &mut b, &name, &f32s(3, s as f32));
+            }
+            assert_eq!(a.count(), b.count());
+            let ta = a.finish(Meta::default()).unwrap();
+            let tb = b.finish(Meta::default()).unwrap();
+            assert_eq!(ta.copies, 13);
+            assert!(tb.copies < ta.copies, "{tb:?}");
+            let (da, db) = (std::fs::read(&pa).unwrap(), std::fs::read(&pb).unwrap());
+            assert!(
+                da == db,
+                "{ext}: the staged dump differs from the direct one"
+            );
+            let dump = divergence_dump::Dump::open(&pb).unwrap();
+            let c1 = dump.read("cache@1").unwrap();
+            assert_eq!(
+                c1.values,
+                divergence_dump::Values::F32(vec![0.0, 1.0, 2.0, 3.0])
+            );
+        }
+    }
+
+    /// The writer's thread stops on the first error: the run gets it (from a later `record`
+    /// or from `finish`), never a hang or a panic, staged or not.
+    #[test]
+    fn a_writer_error_reaches_the_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let cpu = Device::Cpu;
+        let t = Tensor::new(&[1f32, 2.0], &cpu).unwrap();
+        for staged in [false, true] {
+            let path = dir.path().join(format!("order-{staged}.npz"));
+            let mut rec = DumpRecorder::create(&path).unwrap();
+            if staged {
+                rec = rec.staging_everywhere(1 << 10);
+            }
+            // Out of order: step 2 of a probe before its step 1.
+            let mut first_err = None;
+            for name in ["x", "y@2", "z", "w", "v", "u"] {
+                if let Err(e) = rec.record(name, &t) {
+                    first_err = Some(e.to_string());
+                    break;
+                }
+            }
+            let err = match first_err {
+                Some(e) => e,
+                None => rec.finish(Meta::default()).unwrap_err().to_string(),
+            };
+            assert!(err.contains("decode step 2 comes first"), "{err}");
+        }
     }
 }

@@ -21,7 +21,7 @@ use crate::error::{CandleContext, Error};
 use crate::fault::{FaultSpec, Faults};
 use crate::model::{ModelOptions, Qwen3};
 use crate::ops::Policy;
-use crate::probe::{DumpRecorder, DumpReplay, Probes};
+use crate::probe::{DumpRecorder, DumpReplay, DumpTimes, Probes};
 
 /// The activation dtype of a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -178,6 +178,9 @@ pub struct RunSummary {
     /// Each forward pass (with `--decode`: the prefill and every decode step), including
     /// copying probes to the host and writing the dump, ended by a device synchronize.
     pub forward_times: Vec<Duration>,
+    /// With `--out`: where the last run's time of writing the dump went (copies to the host,
+    /// the writer, finishing the file), inside its forward time.
+    pub dump_times: Option<DumpTimes>,
     /// Greedy next token (argmax of the last position's logits; with `--decode`, of the last
     /// decode step's).
     pub next_token: u32,
@@ -335,6 +338,7 @@ pub fn run_to_dump(opts: &RunOptions) -> Result<RunSummary, Error> {
     let mut forward_times = Vec::new();
     let mut probes = 0;
     let mut next_token = 0;
+    let mut dump_times = None;
     for _ in 0..opts.repeat.max(1) {
         let start = Instant::now();
         let logits = match &opts.out {
@@ -357,7 +361,8 @@ pub fn run_to_dump(opts: &RunOptions) -> Result<RunSummary, Error> {
                         )));
                     }
                 }
-                rec.finish(meta(opts, &ckpt, &device, &faults, decode.as_ref()))?;
+                dump_times =
+                    Some(rec.finish(meta(opts, &ckpt, &device, &faults, decode.as_ref()))?);
                 logits
             }
             None => forward(&model, &opts.input_ids, decode_ids, &mut Probes::off())?,
@@ -379,6 +384,7 @@ pub fn run_to_dump(opts: &RunOptions) -> Result<RunSummary, Error> {
         decode_steps: decode_ids.map_or(0, <[u32]>::len),
         load_time,
         forward_times,
+        dump_times,
         next_token,
         ignored: ckpt.ignored.iter().map(ToString::to_string).collect(),
     })

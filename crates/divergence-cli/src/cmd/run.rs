@@ -182,5 +182,16 @@ pub fn run(args: RunArgs) -> Result<Exit> {
         summary.load_time.as_secs_f64() * 1e3,
         summary.next_token,
     );
+    if let (Some(t), true) = (summary.dump_times, crate::cmd::timings::on()) {
+        let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+        eprintln!(
+            "divergence timings: dump of the last run: copies to the host {:.1} ms ({} copies), waiting for the writer {:.1} ms, writer (its own thread) {:.1} ms, finish {:.1} ms",
+            ms(t.copy),
+            t.copies,
+            ms(t.wait),
+            ms(t.write),
+            ms(t.finish)
+        );
+    }
     Ok(Exit::Clean)
 }

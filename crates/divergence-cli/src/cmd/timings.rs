@@ -1,5 +1,5 @@
 //! `DIVERGENCE_TIMINGS=1`: when each phase of `diff` ends, in milliseconds since the command
-//! started, on stderr. For profiling one run (docs/performance.md); under `--watch` the clock
+//! started, on stderr (and for `run --out`, where the time of writing the dump went). For profiling one run (docs/performance.md); under `--watch` the clock
 //! keeps the first run's start, and under `--tui` the lines land on the view. Off, it costs one
 //! environment lookup.
 
@@ -14,6 +14,11 @@ fn start() -> Option<Instant> {
             .filter(|v| !v.is_empty() && v != "0")
             .map(|_| Instant::now())
     })
+}
+
+/// Are timings on? (`run` prints where its dump's time went.)
+pub fn on() -> bool {
+    start().is_some()
 }
 
 /// Starts the clock, when timings are on.
