@@ -19,7 +19,8 @@
 #      timed the same way: the per-byte baseline of the same size (a one pass of 64 tokens is
 #      the default baseline);
 #   6. AFTER, when set: a command run after each step count's timing, with $n, $W/ours.npz and
-#      $W/ref.npz in place (e.g. a profiler, or a build that prints its phases).
+#      $W/ref.npz in place, with EQUAL=1 also $W/ours.equal.npz and $W/ref.equal.npz (e.g. a
+#      profiler, or a build that prints its phases).
 #
 # On the GPU machine, from the repository root:
 #   BINS="old=.gpu/divergence-cpu-old.gz new=.gpu/divergence-cpu.gz" bash scripts/bench/decode_diff.sh
@@ -118,11 +119,11 @@ PYEOF
     "$RUN" run --model "$W/model" --ids-file "$W/ids-equal.txt" --device "$OURS_DEVICE" --dtype bf16 \
       --out "$W/ours.equal.npz" >> "$OUT/log.txt" 2>&1
     echo "one pass over the same $((64 + n)) positions (the per-byte baseline of the same size):" >> "$OUT/results.md"
-    mkdir -p "$OUT/equal"
+    mkdir -p "$OUT/equal/$n"
     "$PY" scripts/bench/decode_diff.py --steps 0 --runs "$RUNS" --ours "$W/ours.equal.npz" \
-      --ref "$W/ref.equal.npz" --json-dir "$OUT/equal" "${diffs[@]}" >> "$OUT/results.md" 2>> "$OUT/log.txt"
-    rm -f "$W/ours.equal.npz" "$W/ref.equal.npz"
+      --ref "$W/ref.equal.npz" --json-dir "$OUT/equal/$n" "${diffs[@]}" >> "$OUT/results.md" 2>> "$OUT/log.txt"
   fi
   if [ -n "${AFTER:-}" ]; then export n W OUT; bash -c "$AFTER" >> "$OUT/log.txt" 2>&1; fi
+  rm -f "$W/ours.equal.npz" "$W/ref.equal.npz"
 done
 cat "$OUT/results.md"

@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # What dumping every probe of every decode step costs `divergence run` (issue #13 item 8: "dump
-# size and time grow linearly with steps"; docs/gpu.md, "Dump cost"). One script for one device
-# call on the GPU machine, or a dry run on a development machine.
+# size and time grow linearly with steps"; docs/gpu.md, "Decode", "Probes staged on the GPU").
+# One script for one device call on the GPU machine, or a dry run on a development machine.
 #
 #   1. the Qwen3-0.6B-shaped model of scripts/gpu_decode.sh (random weights, stored in bf16), a
-#      64-token prompt and 256 decode ids (seeded; teacher forcing needs no reference here);
+#      64-token prompt and as many decode ids as the largest STEPS (seeded; teacher forcing needs
+#      no reference here);
 #   2. for each STEPS (0 = the prompt alone) and each carried binary (BINS: name=path.gz pairs,
 #      e.g. the commit before and after a change): `run --out` with RUNS repeats in one process
 #      (the model loaded once; `--repeat`), DIVERGENCE_TIMINGS=1 for where the last run's dump
-#      time went (copies to the host, the writer, finishing the file); then the same without
-#      `--out` (probes off) with the first binary;
+#      time went (staging, copies to the host, the writer, finishing the file); then the same
+#      without `--out` (probes off) with the first binary; `sync` before each (the dumps of
+#      the runs before are on their way to the disk), each dump but the first deleted once
+#      compared;
 #   3. results.md: per step count and binary, the median forward time with the dump and with
 #      probes off (both over RUNS, from the binary's own summary line), their difference (the
 #      dump's cost), the dump's size, and whether the binaries' dumps are the same bytes (cmp).
@@ -44,12 +47,14 @@ for nb in $BINS; do
 done
 first=${bins[0]}
 
-"$PY" - "$W" "$CONFIG" <<'EOF'
+most=$(printf '%s\n' $STEPS | sort -n | tail -1)
+"$PY" - "$W" "$CONFIG" "$most" <<'EOF'
 import json, random, sys
 r = random.Random(0)
 vocab = json.load(open(sys.argv[2]))["vocab_size"]
 open(f"{sys.argv[1]}/ids64.txt", "w").write(" ".join(str(r.randrange(vocab)) for _ in range(64)) + "\n")
-open(f"{sys.argv[1]}/decode256.txt", "w").write(",".join(str(r.randrange(vocab)) for _ in range(256)) + "\n")
+ids = [str(r.randrange(vocab)) for _ in range(max(int(sys.argv[3]), 1))]
+open(f"{sys.argv[1]}/decode.txt", "w").write(",".join(ids) + "\n")
 EOF
 "$PY" scripts/dump_reference.py --config "$CONFIG" --seed 0 --save-model "$W/model" \
   --save-dtype bfloat16 --ids 1 --only '^model\.embed_tokens$' --out "$W/throwaway.npz" --quiet \
@@ -69,13 +74,15 @@ dumpline() { sed -n 's/.*dump of the last run: //p' "$1" | head -1; }
 } > "$OUT/results.md"
 for n in $STEPS; do
   dec=()
-  [ "$n" != 0 ] && dec=(--decode-ids "$(cut -d, -f1-"$n" "$W/decode256.txt")")
+  [ "$n" != 0 ] && dec=(--decode-ids "$(cut -d, -f1-"$n" "$W/decode.txt")")
   common=(--model "$W/model" --ids-file "$W/ids64.txt" --device "$DEVICE" --dtype bf16 --repeat "$RUNS" "${dec[@]}")
+  sync
   "$W/run-$first" run "${common[@]}" 2> "$W/off.txt"
   cat "$W/off.txt" >> "$OUT/log.txt"
   off=$(median "$W/off.txt")
   for b in "${bins[@]}"; do
     rm -f "$W/$b.npz"
+    sync
     DIVERGENCE_TIMINGS=1 "$W/run-$b" run "${common[@]}" --out "$W/$b.npz" 2> "$W/on.txt"
     cat "$W/on.txt" >> "$OUT/log.txt"
     on=$(median "$W/on.txt")
@@ -83,8 +90,8 @@ for n in $STEPS; do
     [ "$b" != "$first" ] && { cmp -s "$W/$first.npz" "$W/$b.npz" && same=yes || same=NO; }
     cost=$(awk -v a="$on" -v b="$off" 'BEGIN { printf "%.0f", a - b }')
     echo "| $n | $b | $(stat -c %s "$W/$b.npz") | $on | $off | $cost | $(dumpline "$W/on.txt") | $same |" >> "$OUT/results.md"
+    [ "$b" != "$first" ] && rm -f "$W/$b.npz"
   done
-  for b in "${bins[@]}"; do [ "$b" != "$first" ] && rm -f "$W/$b.npz"; done
   rm -f "$W/$first.npz"
 done
 nproc > "$OUT/machine.txt"

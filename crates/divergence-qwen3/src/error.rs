@@ -55,8 +55,8 @@ pub enum Error {
     Dump(#[from] divergence_dump::DumpError),
     /// The dump's writer thread could not start, or was asked for more after it stopped on
     /// an error (reported then).
-    #[error("dump writer: {0}")]
-    Writer(String),
+    #[error("{path}: dump writer: {message}")]
+    Writer { path: PathBuf, message: String },
     /// A tensor operation failed while running the model.
     #[error("{context}: {source}")]
     Candle {

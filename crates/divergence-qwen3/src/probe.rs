@@ -74,6 +74,16 @@ impl HostData {
         self.len() == 0
     }
 
+    /// Bytes of the values.
+    pub fn bytes(&self) -> usize {
+        let size = match self {
+            HostData::F32(_) => 4,
+            HostData::BF16(_) | HostData::F16(_) => 2,
+            HostData::F64(_) => 8,
+        };
+        self.len() * size
+    }
+
     /// `len` values from `offset`, borrowed (panics outside the values: callers slice what
     /// they staged).
     fn slice(&self, offset: usize, len: usize) -> TensorData<'_> {
@@ -227,49 +237,68 @@ impl Recorder for MemoryRecorder {
 ///
 /// The model's thread only copies each probe to the host; the writer (encoding, stacking,
 /// the file) runs on a thread of its own, so writing one probe overlaps computing the next.
-/// At most [`QUEUED`] probes or batches wait for it: a model faster than its disk waits, it
-/// never piles the dump up in memory.
+/// At most [`QUEUED`] probes or batches wait for it, so at most `QUEUED + 2` are on the host
+/// outside the writer at once (one being written, one waiting to be queued): a batch is one
+/// probe, or one staging buffer's worth per dtype. The writer itself keeps every decode step
+/// until `finish` (they are stored stacked), and a safetensors dump whole.
 ///
 /// On the CPU each probe goes to the writer as it comes. On a GPU a probe is first copied into
 /// a device buffer of its dtype ([`STAGE_BYTES`], one kernel, queued like the model's own), and
 /// the buffer comes to the host in one copy when it is full, before a probe that cannot be
 /// staged, and at `finish`: a copy to the host waits for every kernel queued before it, so one
 /// copy per probe (~600 per decode step of a 28-layer model) would keep the GPU waiting on the
-/// host and the host on the GPU (docs/gpu.md, "Dump cost"). The dump is the same either way:
-/// the same names in the same order, the same bytes.
+/// host and the host on the GPU (docs/gpu.md, "Decode", "Probes staged on the GPU"). The
+/// dump is the same either way: the same names in the same order, the same bytes.
 pub struct DumpRecorder {
     sink: Sink,
     count: usize,
     stage: Stage,
+    /// Probes on the host, in order, not yet handed to the writer.
+    outgoing: Batch,
     times: DumpTimes,
     /// Bytes of a staging buffer ([`STAGE_BYTES`]; smaller in tests).
     stage_bytes: usize,
     /// Stage on the CPU too (tests: the staged path, checked against the direct one).
     stage_on_cpu: bool,
+    /// Bytes gathered before a hand-over ([`BATCH_BYTES`]; 0 in tests: every probe).
+    batch_bytes: usize,
 }
 
 /// Bytes of one staging buffer on a GPU (one per dtype that is recorded). A probe larger than
 /// this is copied on its own.
 pub const STAGE_BYTES: usize = 64 << 20;
 
-/// Most probes (or staged batches) waiting for the writer's thread.
+/// Most batches waiting for the writer's thread.
 pub const QUEUED: usize = 2;
 
-/// Where the time of writing a dump went ([`DumpRecorder::finish`]).
+/// Bytes of probes gathered on the host before they go to the writer as one batch (a probe
+/// larger than this goes alone; a flushed staging buffer, being larger, at once): one hand-over
+/// per probe would cost the model's thread a wake-up of the writer's for every few KB of a
+/// decode step.
+pub const BATCH_BYTES: usize = 8 << 20;
+
+/// Where the time of writing a dump went ([`DumpRecorder::finish`]). Each interval is counted
+/// once; `write` runs on the writer's thread, beside the others.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct DumpTimes {
+    /// Staging, on the model's thread: queuing each probe's copy into its device buffer (on
+    /// the CPU only in tests).
+    pub stage: Duration,
     /// In copies to the host, on the model's thread (on a GPU including the wait for the
     /// kernels queued before each).
     pub copy: Duration,
-    /// Copies to the host: one per probe on the CPU, one per full staging buffer on a GPU.
+    /// Copies to the host: one per probe on the CPU, one per staging buffer in use per flush
+    /// on a GPU.
     pub copies: usize,
     /// The model's thread waiting for the writer's (its queue full).
     pub wait: Duration,
     /// In the writer, on its own thread, as probes are added (decode steps: appended to their
     /// stacks).
     pub write: Duration,
-    /// In `finish`, after the last probe: the staged probes, the writer's queue, the stacked
-    /// members, the metadata, closing the file.
+    /// In `finish`, after the last probe was handed over: waiting for the writer to add what
+    /// was queued.
+    pub drain: Duration,
+    /// In `finish`, then: the stacked members, the metadata, closing the file.
     pub finish: Duration,
 }
 
@@ -297,19 +326,29 @@ struct Pending {
 }
 
 /// Probes on the host, for the writer's thread: each a slice of one of `data`.
+#[derive(Default)]
 struct Batch {
     data: Vec<HostData>,
     probes: Vec<Pending>,
 }
 
+impl Batch {
+    /// Bytes of the values it holds.
+    fn bytes(&self) -> usize {
+        self.data.iter().map(HostData::bytes).sum()
+    }
+}
+
 /// The writer on its thread: a bounded queue of batches in, the writer and its time out.
+/// `path` names the dump in its errors.
 struct Sink {
+    path: std::path::PathBuf,
     queue: Option<std::sync::mpsc::SyncSender<Batch>>,
     thread: Option<std::thread::JoinHandle<Result<(DumpWriter, Duration), Error>>>,
 }
 
 impl Sink {
-    fn start(mut writer: DumpWriter) -> Result<Sink, Error> {
+    fn start(path: &Path, mut writer: DumpWriter) -> Result<Sink, Error> {
         let (queue, batches) = std::sync::mpsc::sync_channel::<Batch>(QUEUED);
         let thread = std::thread::Builder::new()
             .name("dump writer".into())
@@ -325,8 +364,12 @@ impl Sink {
                 }
                 Ok((writer, time))
             })
-            .map_err(|e| Error::Writer(format!("cannot start its thread: {e}")))?;
+            .map_err(|e| Error::Writer {
+                path: path.to_path_buf(),
+                message: format!("cannot start its thread: {e}"),
+            })?;
         Ok(Sink {
+            path: path.to_path_buf(),
             queue: Some(queue),
             thread: Some(thread),
         })
@@ -347,14 +390,18 @@ impl Sink {
         match self.thread.take().map(std::thread::JoinHandle::join) {
             Some(Ok(result)) => result,
             Some(Err(panic)) => std::panic::resume_unwind(panic),
-            None => Err(Error::Writer("stopped on an earlier error".into())),
+            None => Err(Error::Writer {
+                path: self.path.clone(),
+                message: "stopped on an earlier error".into(),
+            }),
         }
     }
 }
 
 impl Drop for Sink {
-    /// A recorder dropped without `finish` (the run failed): the writer finishes what it was
-    /// given and stops (the file stays incomplete, as it would without the thread).
+    /// A recorder dropped without `finish` (the run failed): waits while the writer adds what
+    /// was queued (at most [`QUEUED`] + 1 batches), then lets it go; the file stays
+    /// incomplete, as it would without the thread, and staged probes are dropped.
     fn drop(&mut self) {
         self.queue = None;
         if let Some(t) = self.thread.take() {
@@ -369,12 +416,14 @@ impl DumpRecorder {
         // Decode steps as one member per probe (`x@steps`), docs/dump-format.md.
         writer.stack_steps();
         Ok(DumpRecorder {
-            sink: Sink::start(writer)?,
+            sink: Sink::start(path, writer)?,
             count: 0,
             stage: Stage::default(),
+            outgoing: Batch::default(),
             times: DumpTimes::default(),
             stage_bytes: STAGE_BYTES,
             stage_on_cpu: false,
+            batch_bytes: BATCH_BYTES,
         })
     }
 
@@ -386,6 +435,13 @@ impl DumpRecorder {
         self
     }
 
+    /// Hands every probe (or flushed buffer) to the writer at once (tests of the hand-over).
+    #[cfg(test)]
+    fn unbatched(mut self) -> DumpRecorder {
+        self.batch_bytes = 0;
+        self
+    }
+
     /// Number of probes written so far.
     pub fn count(&self) -> usize {
         self.count
@@ -394,21 +450,16 @@ impl DumpRecorder {
     /// Writes the staged and queued probes and the metadata, and closes the file. Returns
     /// where the time of the whole dump went.
     pub fn finish(mut self, meta: Meta) -> Result<DumpTimes, Error> {
-        let start = Instant::now();
         self.flush()?;
-        let (writer, write) = self.sink.join()?;
-        writer.finish(meta)?;
-        self.times.write = write;
-        self.times.finish += start.elapsed();
-        Ok(self.times)
-    }
-
-    /// Hands `batch` to the writer's thread.
-    fn send(&mut self, batch: Batch) -> Result<(), Error> {
+        self.send_outgoing()?;
         let start = Instant::now();
-        let sent = self.sink.send(batch);
-        self.times.wait += start.elapsed();
-        sent
+        let (writer, write) = self.sink.join()?;
+        self.times.drain = start.elapsed();
+        self.times.write = write;
+        let start = Instant::now();
+        writer.finish(meta)?;
+        self.times.finish = start.elapsed();
+        Ok(self.times)
     }
 
     /// Copies `tensor` into its dtype's staging buffer when it can be staged (on a GPU, a
@@ -422,8 +473,12 @@ impl DumpRecorder {
         if !gpu || !float || n == 0 || n > capacity {
             return Ok(false);
         }
+        let start = Instant::now();
         let ctx = || format!("probe {name}");
-        let i = match self.stage.buffers.iter().position(|b| b.dtype == dtype) {
+        let device = tensor.device();
+        let i = match (self.stage.buffers.iter())
+            .position(|b| b.dtype == dtype && b.tensor.device().same_device(device))
+        {
             Some(i) => i,
             None => {
                 let tensor = Tensor::zeros(capacity, dtype, tensor.device()).ctx(ctx)?;
@@ -451,6 +506,7 @@ impl DumpRecorder {
             len: n,
         });
         buffer.used += n;
+        self.times.stage += start.elapsed();
         Ok(true)
     }
 
@@ -468,8 +524,11 @@ impl DumpRecorder {
                 0 => HostData::F32(Vec::new()),
                 used => {
                     self.times.copies += 1;
+                    // The used part alone, copied on the device first: candle's copy to the
+                    // host of a view takes its whole allocation.
                     b.tensor
                         .narrow(0, 0, used)
+                        .and_then(|t| t.force_contiguous())
                         .and_then(|t| HostData::from_tensor(&t))
                         .ctx(|| "staged probes: copy to the host".to_string())?
                 }
@@ -477,8 +536,36 @@ impl DumpRecorder {
             b.used = 0;
         }
         self.times.copy += start.elapsed();
+        let shift = self.outgoing.data.len();
+        self.outgoing.data.extend(data);
         let probes = std::mem::take(&mut self.stage.pending);
-        self.send(Batch { data, probes })
+        self.outgoing
+            .probes
+            .extend(probes.into_iter().map(|p| Pending {
+                buffer: p.buffer + shift,
+                ..p
+            }));
+        self.send_if_full()
+    }
+
+    /// Hands the outgoing batch to the writer once it holds `batch_bytes` ([`BATCH_BYTES`]).
+    fn send_if_full(&mut self) -> Result<(), Error> {
+        if self.outgoing.bytes() >= self.batch_bytes {
+            self.send_outgoing()?;
+        }
+        Ok(())
+    }
+
+    /// Hands the outgoing batch, whatever it holds, to the writer's thread.
+    fn send_outgoing(&mut self) -> Result<(), Error> {
+        if self.outgoing.probes.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut self.outgoing);
+        let start = Instant::now();
+        let sent = self.sink.send(batch);
+        self.times.wait += start.elapsed();
+        sent
     }
 }
 
@@ -491,17 +578,15 @@ impl Recorder for DumpRecorder {
             let data = HostData::from_tensor(tensor).ctx(|| format!("probe {name}"))?;
             self.times.copy += start.elapsed();
             self.times.copies += 1;
-            let probe = Pending {
+            self.outgoing.probes.push(Pending {
                 name: name.to_string(),
                 shape: tensor.dims().to_vec(),
-                buffer: 0,
+                buffer: self.outgoing.data.len(),
                 offset: 0,
                 len: data.len(),
-            };
-            self.send(Batch {
-                data: vec![data],
-                probes: vec![probe],
-            })?;
+            });
+            self.outgoing.data.push(data);
+            self.send_if_full()?;
         }
         self.count += 1;
         Ok(())
@@ -576,8 +661,8 @@ mod tests {
     use candle_core::Device;
 
     /// Records one sequence into two recorders at once, `direct` as the CPU writes and
-    /// `staged` as a GPU would (staging buffers of 64 bytes: most probes fill one, some do
-    /// not fit one and go on their own, between staged ones).
+    /// `staged` as a GPU would (staging buffers of 64 bytes: 16 f32, 32 bf16 or f16; some
+    /// probes do not fit one and go on their own, between staged ones).
     fn record_both(direct: &mut DumpRecorder, staged: &mut DumpRecorder, name: &str, t: &Tensor) {
         direct.record(name, t).unwrap();
         staged.record(name, t).unwrap();
@@ -587,33 +672,30 @@ mod tests {
     fn a_staged_dump_is_the_direct_dump_byte_for_byte() {
         let dir = tempfile::tempdir().unwrap();
         let cpu = Device::Cpu;
-        for ext in ["npz", "safetensors"] {
+        // Gathered into batches of 8 MB (here: one, at `finish`) or handed over one by one.
+        for (ext, batched) in [("npz", true), ("npz", false), ("safetensors", true)] {
             let (pa, pb) = (
-                dir.path().join(format!("direct.{ext}")),
-                dir.path().join(format!("staged.{ext}")),
+                dir.path().join(format!("direct-{batched}.{ext}")),
+                dir.path().join(format!("staged-{batched}.{ext}")),
             );
             let mut a = DumpRecorder::create(&pa).unwrap();
             let mut b = DumpRecorder::create(&pb).unwrap().staging_everywhere(64);
+            if !batched {
+                (a, b) = (a.unbatched(), b.unbatched());
+            }
             let f32s = |n: usize, k: f32| {
                 Tensor::from_vec((0..n).map(|i| i as f32 * k).collect::<Vec<_>>(), n, &cpu).unwrap()
             };
+            // Three dtypes interleaved in one flush: the order of recording, not of buffers.
             let x = f32s(6, 0.5).reshape((2, 3)).unwrap();
             record_both(&mut a, &mut b, "model.embed_tokens", &x);
+            let h = f32s(4, 1.5).to_dtype(DType::BF16).unwrap();
+            record_both(&mut a, &mut b, "h", &h);
             // Not contiguous: staged through a copy.
             record_both(&mut a, &mut b, "t", &x.t().unwrap());
-            record_both(
-                &mut a,
-                &mut b,
-                "h",
-                &f32s(4, 1.5).to_dtype(DType::BF16).unwrap(),
-            );
-            record_both(
-                &mut a,
-                &mut b,
-                "g",
-                &f32s(5, -2.0).to_dtype(DType::F16).unwrap(),
-            );
-            // Larger than a buffer (64 bytes = 16 f32): copied on its own, in order.
+            let g = f32s(5, -2.0).to_dtype(DType::F16).unwrap();
+            record_both(&mut a, &mut b, "g", &g);
+            // Larger than a buffer: copied on its own, after the staged ones.
             record_both(&mut a, &mut b, "big", &f32s(40, 0.25));
             // Not a float: copied on its own (as f32).
             let ids = Tensor::new(&[3u32, 1, 4], &cpu).unwrap();
@@ -621,14 +703,12 @@ mod tests {
             // A view of a buffer written after it is recorded (a KV cache slot): the dump
             // holds the value at recording.
             let cache = Tensor::zeros((2, 4), DType::F32, &cpu).unwrap();
-            cache
-                .slice_set(&f32s(4, 1.0).reshape((1, 4)).unwrap(), 0, 0)
-                .unwrap();
+            let row = |k: f32| f32s(4, k).reshape((1, 4)).unwrap();
+            cache.slice_set(&row(1.0), 0, 0).unwrap();
             record_both(&mut a, &mut b, "cache@1", &cache.narrow(0, 0, 1).unwrap());
-            cache
-                .slice_set(&f32s(4, 9.0).reshape((1, 4)).unwrap(), 0, 0)
-                .unwrap();
+            cache.slice_set(&row(9.0), 0, 0).unwrap();
             record_both(&mut a, &mut b, "cache@2", &cache.narrow(0, 0, 1).unwrap());
+            // 4 + 4 + 3 + 3 f32 fill the buffer to 14; y@3 does not fit: a flush first.
             for s in 1..=5 {
                 let name = format!("y@{s}");
                 record_both(&mut a, &mut b, &name, &f32s(3, s as f32));
@@ -637,7 +717,8 @@ mod tests {
             let ta = a.finish(Meta::default()).unwrap();
             let tb = b.finish(Meta::default()).unwrap();
             assert_eq!(ta.copies, 13);
-            assert!(tb.copies < ta.copies, "{tb:?}");
+            // 3 buffers at `big`, `big` and `ids` on their own, f32 at y@3 and at the end.
+            assert_eq!(tb.copies, 7, "{tb:?}");
             let (da, db) = (std::fs::read(&pa).unwrap(), std::fs::read(&pb).unwrap());
             assert!(
                 da == db,
@@ -652,32 +733,66 @@ mod tests {
         }
     }
 
-    /// The writer's thread stops on the first error: the run gets it (from a later `record`
-    /// or from `finish`), never a hang or a panic, staged or not.
+    /// Step 2 of a probe before its step 1: the writer's error.
+    const OUT_OF_ORDER: &str = "decode step 2 comes first";
+
+    /// The writer's thread stops on the first error and a later `record` returns it, then
+    /// says the writer has stopped; never a hang or a panic.
     #[test]
-    fn a_writer_error_reaches_the_run() {
+    fn a_writer_error_reaches_a_later_record() {
         let dir = tempfile::tempdir().unwrap();
-        let cpu = Device::Cpu;
-        let t = Tensor::new(&[1f32, 2.0], &cpu).unwrap();
-        for staged in [false, true] {
-            let path = dir.path().join(format!("order-{staged}.npz"));
-            let mut rec = DumpRecorder::create(&path).unwrap();
-            if staged {
-                rec = rec.staging_everywhere(1 << 10);
-            }
-            // Out of order: step 2 of a probe before its step 1.
-            let mut first_err = None;
-            for name in ["x", "y@2", "z", "w", "v", "u"] {
-                if let Err(e) = rec.record(name, &t) {
-                    first_err = Some(e.to_string());
-                    break;
+        let t = Tensor::new(&[1f32, 2.0], &Device::Cpu).unwrap();
+        let path = dir.path().join("order.npz");
+        let mut rec = DumpRecorder::create(&path).unwrap().unbatched();
+        rec.record("x", &t).unwrap();
+        rec.record("y@2", &t).unwrap();
+        // The queue holds QUEUED batches: within QUEUED + 2 more, a send finds the writer gone.
+        let err = (0..QUEUED + 3)
+            .find_map(|i| rec.record(&format!("z{i}"), &t).err())
+            .map(|e| e.to_string());
+        let err = err.unwrap_or_else(|| panic!("no record failed"));
+        assert!(err.contains(OUT_OF_ORDER), "{err}");
+        let again = rec.record("w", &t).unwrap_err().to_string();
+        assert!(again.contains("stopped on an earlier error"), "{again}");
+        assert!(again.starts_with(&path.display().to_string()), "{again}");
+    }
+
+    /// Staged, the error comes when the staged probes reach the writer: at `finish` here.
+    #[test]
+    fn a_staged_writer_error_reaches_finish() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = Tensor::new(&[1f32, 2.0], &Device::Cpu).unwrap();
+        let mut rec = DumpRecorder::create(&dir.path().join("order.npz"))
+            .unwrap()
+            .staging_everywhere(1 << 10);
+        for name in ["x", "y@2", "z"] {
+            rec.record(name, &t).unwrap();
+        }
+        let err = rec.finish(Meta::default()).unwrap_err().to_string();
+        assert!(err.contains(OUT_OF_ORDER), "{err}");
+    }
+
+    /// A recorder dropped without `finish` (a failed run) lets its writer go: no hang, with
+    /// probes queued, staged or after an error.
+    #[test]
+    fn a_recorder_dropped_unfinished_stops_its_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = Tensor::new(&[1f32, 2.0], &Device::Cpu).unwrap();
+        for (i, names) in [&["a", "b", "c"][..], &["a", "b@2", "c"]]
+            .iter()
+            .enumerate()
+        {
+            for staged in [false, true] {
+                let path = dir.path().join(format!("dropped-{i}-{staged}.npz"));
+                let mut rec = DumpRecorder::create(&path).unwrap().unbatched();
+                if staged {
+                    rec = rec.staging_everywhere(1 << 10);
                 }
+                for name in names.iter() {
+                    let _ = rec.record(name, &t);
+                }
+                drop(rec);
             }
-            let err = match first_err {
-                Some(e) => e,
-                None => rec.finish(Meta::default()).unwrap_err().to_string(),
-            };
-            assert!(err.contains("decode step 2 comes first"), "{err}");
         }
     }
 }

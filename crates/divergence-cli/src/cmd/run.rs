@@ -184,12 +184,18 @@ pub fn run(args: RunArgs) -> Result<Exit> {
     );
     if let (Some(t), true) = (summary.dump_times, crate::cmd::timings::on()) {
         let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
-        eprintln!(
-            "divergence timings: dump of the last run: copies to the host {:.1} ms ({} copies), waiting for the writer {:.1} ms, writer (its own thread) {:.1} ms, finish {:.1} ms",
+        let model_thread = format!(
+            "staging {:.1} ms, copies to the host {:.1} ms ({} copies), waiting for the writer {:.1} ms",
+            ms(t.stage),
             ms(t.copy),
             t.copies,
-            ms(t.wait),
+            ms(t.wait)
+        );
+        eprintln!(
+            "divergence timings: dump of the last run: {model_thread}; writer (its own thread) {:.1} ms; \
+             at the end, draining the writer {:.1} ms, finishing the file {:.1} ms",
             ms(t.write),
+            ms(t.drain),
             ms(t.finish)
         );
     }

@@ -1,7 +1,7 @@
 //! `DIVERGENCE_TIMINGS=1`: when each phase of `diff` ends, in milliseconds since the command
-//! started, on stderr (and for `run --out`, where the time of writing the dump went). For profiling one run (docs/performance.md); under `--watch` the clock
-//! keeps the first run's start, and under `--tui` the lines land on the view. Off, it costs one
-//! environment lookup.
+//! started, on stderr (and for `run --out`, where the time of writing the dump went). For
+//! profiling one run (docs/performance.md); under `--watch` the clock keeps the first run's
+//! start, and under `--tui` the lines land on the view. Off, it costs one environment lookup.
 
 use std::sync::OnceLock;
 use std::time::Instant;
