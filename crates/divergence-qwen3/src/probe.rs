@@ -237,12 +237,13 @@ impl Recorder for MemoryRecorder {
 ///
 /// The model's thread only copies each probe to the host; the writer (encoding, stacking,
 /// the file) runs on a thread of its own, so writing one probe overlaps computing the next.
-/// At most [`QUEUED`] probes or batches wait for it, so at most `QUEUED + 2` are on the host
-/// outside the writer at once (one being written, one waiting to be queued): a batch is one
-/// probe, or one staging buffer's worth per dtype. The writer itself keeps every decode step
-/// until `finish` (they are stored stacked), and a safetensors dump whole.
+/// Probes go to it in batches of [`BATCH_BYTES`] (a batch ends with the probe that fills it,
+/// or with a flushed set of staging buffers), at most [`QUEUED`] waiting: at most `QUEUED + 2`
+/// batches are on the host outside the writer at once (one being written, one being filled or
+/// waiting to be queued). The writer itself keeps every decode step until `finish` (they are
+/// stored stacked), and a safetensors dump whole.
 ///
-/// On the CPU each probe goes to the writer as it comes. On a GPU a probe is first copied into
+/// On the CPU each probe is copied to the host as it comes. On a GPU a probe is first copied into
 /// a device buffer of its dtype ([`STAGE_BYTES`], one kernel, queued like the model's own), and
 /// the buffer comes to the host in one copy when it is full, before a probe that cannot be
 /// staged, and at `finish`: a copy to the host waits for every kernel queued before it, so one
