@@ -5,9 +5,9 @@
 #
 # 0. Sets up .venv (torch + transformers from PyPI, see scripts/setup_venv.sh): the Rust tests
 #    also load what our writer wrote with real numpy/safetensors.
-# 1. Rust: format check, clippy (warnings are errors), the whole workspace's tests (unit,
-#    property, snapshot, CLI and the candle-vs-transformers integration tests on the committed
-#    fixtures).
+# 1. Rust: format check, clippy (warnings are errors), the API docs (warnings are errors), the
+#    whole workspace's tests (unit, property, snapshot, CLI and the candle-vs-transformers
+#    integration tests on the committed fixtures).
 # 2. Python: the exporter's pytest suite against real transformers, with the bad-input suite
 #    (tests/python/test_bad_inputs.py: 303 damaged or hostile inputs given to the binary, exit
 #    code, stderr, JSON, peak RSS and time checked; docs/bad-inputs.md), then every committed
@@ -28,6 +28,11 @@ cargo fmt --all -- --check
 # reuse, so candle is compiled once for it and once for the tests.
 section "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+
+# The API docs build without warnings (a broken or private intra-doc link is an error). After
+# clippy its dependencies' metadata is built: this documents the workspace's crates only.
+section "cargo doc"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
 
 # `cargo test` builds every binary too (target/debug/divergence, used below): no separate
 # `cargo build`. That one compiled candle a second time: without the dev-dependencies, features

@@ -93,7 +93,7 @@ impl Step {
         }
     }
 
-    /// What this step reads from values of `shape`, as a [`Gather`]; `None` when it keeps the
+    /// What this step reads from values of `shape`, as a `Gather`; `None` when it keeps the
     /// values as they are (a reshape, an identity permutation).
     pub fn gather(&self, shape: &[usize]) -> Option<Gather> {
         match self {

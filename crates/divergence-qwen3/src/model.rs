@@ -244,7 +244,7 @@ impl LayerCache {
     }
 }
 
-/// The KV cache of one decode ([`Qwen3::new_cache`]): one [`LayerCache`] per decoder layer,
+/// The KV cache of one decode ([`Qwen3::new_cache`]): one `LayerCache` per decoder layer,
 /// the number of tokens written and the prompt length. Not `Clone` (the buffers are written in
 /// place): make another with [`Qwen3::new_cache`].
 #[derive(Debug)]

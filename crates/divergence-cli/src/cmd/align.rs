@@ -1,6 +1,6 @@
 //! Alignment by content for `diff` (docs/mapping.md, "Alignment by content"): when the dumps
 //! share few names and no map was given, pair the tensors left over on both sides by execution
-//! order, element count and value statistics ([`divergence_diff::align`]), and write the pairs
+//! order, element count and value statistics ([`divergence_diff::align()`]), and write the pairs
 //! as a map: the same TOML a user would write, applied like `--map`, and what `--suggest-map`
 //! saves (with the layout transforms the rows found).
 
