@@ -48,28 +48,14 @@ RUN=/tmp/divergence-run
 if [ -n "${RUN_BIN:-}" ]; then cp "$RUN_BIN" "$RUN"; else gunzip -c .gpu/divergence.gz > "$RUN"; fi
 chmod +x "$RUN"
 # The diff binaries, unpacked.
+. scripts/bench/decode_setup.sh
+unpack_bins diff
 diffs=()
-for nb in $BINS; do
-  name=${nb%%=*} src=${nb#*=}
-  case "$src" in
-    *.gz) gunzip -c "$src" > "$W/diff-$name" ;;
-    *) cp "$src" "$W/diff-$name" ;;
-  esac
-  chmod +x "$W/diff-$name"
-  diffs+=("$name=$W/diff-$name")
-done
+for name in "${BIN_NAMES[@]}"; do diffs+=("$name=$W/diff-$name"); done
 
 nproc > "$OUT/machine.txt"
 grep -m1 "model name" /proc/cpuinfo >> "$OUT/machine.txt" || true
-"$PY" - "$W" "$CONFIG" <<'EOF'
-import json, random, sys
-r = random.Random(0)
-vocab = json.load(open(sys.argv[2]))["vocab_size"]
-open(f"{sys.argv[1]}/ids64.txt", "w").write(" ".join(str(r.randrange(vocab)) for _ in range(64)) + "\n")
-EOF
-"$PY" scripts/dump_reference.py --config "$CONFIG" --seed 0 --save-model "$W/model" \
-  --save-dtype bfloat16 --ids 1 --only '^model\.embed_tokens$' --out "$W/throwaway.npz" --quiet \
-  >> "$OUT/log.txt" 2>&1
+make_model
 "$RUN" run --model "$W/model" --ids 1,2,3 --decode-ids 4,5 --device "$OURS_DEVICE" --dtype bf16 \
   >> "$OUT/log.txt" 2>&1 # JIT warm-up
 

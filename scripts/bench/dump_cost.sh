@@ -35,30 +35,12 @@ PY=${PY:-python3}
 BINS=${BINS:-"new=.gpu/divergence.gz"}
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
 
-bins=()
-for nb in $BINS; do
-  name=${nb%%=*} src=${nb#*=}
-  case "$src" in
-    *.gz) gunzip -c "$src" > "$W/run-$name" ;;
-    *) cp "$src" "$W/run-$name" ;;
-  esac
-  chmod +x "$W/run-$name"
-  bins+=("$name")
-done
+. scripts/bench/decode_setup.sh
+unpack_bins run
+bins=("${BIN_NAMES[@]}")
 first=${bins[0]}
 
-most=$(printf '%s\n' $STEPS | sort -n | tail -1)
-"$PY" - "$W" "$CONFIG" "$most" <<'EOF'
-import json, random, sys
-r = random.Random(0)
-vocab = json.load(open(sys.argv[2]))["vocab_size"]
-open(f"{sys.argv[1]}/ids64.txt", "w").write(" ".join(str(r.randrange(vocab)) for _ in range(64)) + "\n")
-ids = [str(r.randrange(vocab)) for _ in range(max(int(sys.argv[3]), 1))]
-open(f"{sys.argv[1]}/decode.txt", "w").write(",".join(ids) + "\n")
-EOF
-"$PY" scripts/dump_reference.py --config "$CONFIG" --seed 0 --save-model "$W/model" \
-  --save-dtype bfloat16 --ids 1 --only '^model\.embed_tokens$' --out "$W/throwaway.npz" --quiet \
-  >> "$OUT/log.txt" 2>&1
+make_model "$(printf '%s\n' $STEPS | sort -n | tail -1)"
 for b in "${bins[@]}"; do # JIT warm-up
   "$W/run-$b" run --model "$W/model" --ids 1,2,3 --decode-ids 4,5 --device "$DEVICE" --dtype bf16 \
     >> "$OUT/log.txt" 2>&1
