@@ -92,6 +92,27 @@ fn materially_less_accurate_diverges_with_the_ratio_in_the_reason() {
 }
 
 #[test]
+fn an_f32_reference_is_floored_at_f32_noise_not_one_rounding() {
+    // A held-out model's clean f32 decode step (docs/tolerances.md, "The rule"): ours 1.5e-7
+    // from the truth, transformers 3.0e-8. Over u/2 = 2^-25 that was a ratio of 4.9 and a
+    // divergence for ~1 ulp; over f32's noise floor 1e-6 it is 0.15.
+    assert_eq!(truth_floor(DTypeClass::F32), 1e-6);
+    let row = check(&off(&T, 1.465e-7), &off(&T, 2.95e-8), "float32");
+    assert_eq!(row.status, Status::Ok, "{row:?}");
+    assert!((row.truth.noise_ratio.unwrap() - 0.1465).abs() < 1e-6);
+    // Lucky or not, an f32 reference's error is raised to the floor: 2e-6 over 1e-7 is 2x.
+    let row = check(&off(&T, 2e-6), &off(&T, 1e-7), "float32");
+    assert_eq!(row.status, Status::Ok, "{row:?}");
+    // An f32 port materially less accurate (a TF32 matmul, an f16 cache: 1e-4 and up) diverges.
+    let row = check(&off(&T, 1e-4), &off(&T, 1e-7), "float32");
+    assert_eq!(row.status, Status::Diverged, "{row:?}");
+    assert!((row.truth.noise_ratio.unwrap() - 100.0).abs() < 1e-6);
+    // bf16 keeps one rounding's floor: 6e-3 over 2^-9 is 3.07x, diverged.
+    let row = check(&off(&T, 6e-3), &off(&T, 1e-4), "bfloat16");
+    assert_eq!(row.status, Status::Diverged, "{row:?}");
+}
+
+#[test]
 fn an_op_exact_in_the_reference_uses_the_rounding_floor() {
     // ref exact; ours one bf16 rounding off (1e-3 relative): below the floor 2^-9, ratio ~0.5.
     let row = check(&off(&T, 1e-3), &T, "bfloat16");

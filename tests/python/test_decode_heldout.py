@@ -1,0 +1,141 @@
+"""Decode with a KV cache on models the project was not tuned on (issue #13, "Done when").
+
+The committed decode fixtures are one tiny model, one 16-token prompt and 6 steps. Here four
+other Qwen3 shapes, seeds, prompt lengths (5 to 40) and step counts (5 to 14), one with
+transformers' sdpa as the reference and one without the realistic q/k-norm gains, are made with
+real transformers (scripts/dump_reference.py, float64 truth runs) and our candle port decodes them teacher-forced (`divergence run
+--decode-from`), clean and with every KV-cache fault. Asserted, f32 and bf16, with the presets
+and with `--truth`:
+
+- a clean decode never diverges;
+- every fault is found at the step and op where it enters, the prefill clean;
+- except the two documented limits (docs/decode.md, "The KV-cache faults"): `cache-dtype=f16`
+  under f32 activations is under the f32 preset (its rounding, ~2.4e-4, is found by `--truth`
+  at the op where it enters), and `decode-mask` in bf16 can be under bf16's noise (one zero key
+  among the prompt's): wherever it is flagged, the prefill is clean and the step is 1.
+
+Model `a` made the f32 three-way rule's floor what it is (a clean f32 decode step flagged at
+ratio 4.9 over u/2; docs/tolerances.md, "The rule").
+
+The binary is $DIVERGENCE_BIN, else target/debug or target/release; skipped without one.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+
+import pytest
+
+import bad_inputs as bi  # scripts/ is on sys.path (conftest.py)
+from conftest import FIXTURES, dump
+
+BIN = bi.find_binary()
+pytestmark = pytest.mark.skipif(
+    BIN is None, reason="divergence binary not found (set DIVERGENCE_BIN or cargo build -p divergence-cli)")
+
+# name: (config changes, seed, prompt length, decode steps, reference attention, q/k-norm gains)
+MODELS = {
+    "a": (dict(hidden_size=96, num_hidden_layers=3, num_attention_heads=6, num_key_value_heads=2,
+               head_dim=16, intermediate_size=256, vocab_size=700), 7, 11, 9, "eager", True),
+    "b": (dict(hidden_size=128, num_hidden_layers=5, num_attention_heads=8, num_key_value_heads=4,
+               head_dim=32, intermediate_size=320, vocab_size=1000), 3, 23, 6, "eager", True),
+    "c": (dict(hidden_size=64, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
+               head_dim=32, intermediate_size=192, vocab_size=512), 11, 5, 14, "eager", False),
+    "d": (dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=1,
+               head_dim=64, intermediate_size=256, vocab_size=300), 5, 40, 5, "sdpa", True),
+}
+
+CACHE_K = "model.layers.0.self_attn.cache_k"
+# (fault, the op where it enters, its step)
+FAULTS = [
+    ("decode-pos=1", "model.rotary_emb", 1),
+    ("decode-pos=3", "model.rotary_emb", 1),
+    ("decode-pos-frozen", "model.rotary_emb", 2),
+    ("cache-pre-rope", CACHE_K, 1),
+    ("cache-pre-norm", CACHE_K, 1),
+    ("cache-overwrite", CACHE_K, 1),
+    ("cache-overwrite=last", CACHE_K, 1),
+    ("cache-dtype=bf16", CACHE_K, 1),
+    ("cache-dtype=f16", CACHE_K, 1),
+    ("decode-mask", "model.layers.0.self_attn.attn_out", 1),
+]
+
+
+@pytest.fixture(scope="module", params=sorted(MODELS))
+def model(request, tmp_path_factory):
+    """The model's directory, its prompt and its references: {dtype: (ref, truth)}."""
+    name = request.param
+    changes, seed, length, steps, attn, gains = MODELS[name]
+    d = tmp_path_factory.mktemp(f"heldout-{name}")
+    cfg = json.loads((FIXTURES / "configs" / "tiny-qwen3.json").read_text())
+    cfg.update(changes, max_window_layers=changes["num_hidden_layers"])
+    (d / "config.json").write_text(json.dumps(cfg))
+    r = random.Random(seed)
+    ids = ",".join(str(r.randrange(cfg["vocab_size"])) for _ in range(length))
+    mdir = d / "model"
+    plain = [] if gains else ["--no-norm-gains"]
+    dump(d, "--config", d / "config.json", "--seed", seed, *plain, "--save-model", mdir, "--save-dtype", "float32",
+         "--ids", ids, "--only", r"^model\.embed_tokens$", name="throwaway.npz")
+    refs = {}
+    for dt, torch_dt in (("f32", "float32"), ("bf16", "bfloat16")):
+        truth = d / f"truth.{dt}.npz"
+        ref = dump(d, "--model", mdir, "--ids", ids, "--dtype", torch_dt, "--attn", attn, "--decode", steps,
+                   "--truth-out", truth, name=f"ref.{dt}.npz")
+        refs[dt] = (ref, truth)
+    return name, mdir, ids, refs, d
+
+
+def run_and_diff(model, dt, fault, truth):
+    """Our decode of the reference's tokens (with `fault`), diffed against it: (exit, report)."""
+    name, mdir, ids, refs, d = model
+    ref, truth_path = refs[dt]
+    ours = d / f"ours.{dt}.{fault}.npz"
+    if not ours.exists():
+        inject = [] if fault == "-" else ["--inject", fault]
+        subprocess.run([str(BIN), "run", "--model", str(mdir), "--ids", ids, "--dtype", dt,
+                        "--decode-from", str(ref), *inject, "--out", str(ours)],
+                       check=True, capture_output=True, text=True)
+    extra = ["--truth", str(truth_path)] if truth else []
+    p = subprocess.run([str(BIN), "diff", str(ours), str(ref), "--format", "json", *extra],
+                       capture_output=True, text=True)
+    assert p.returncode in (0, 1), f"{name} {dt} {fault}: {p.stderr}"
+    return p.returncode, json.loads(p.stdout)
+
+
+def where(report):
+    f = report["first_divergence"]
+    return f and (f["name"], f["step"])
+
+
+@pytest.mark.parametrize("truth", [False, True], ids=["presets", "truth"])
+@pytest.mark.parametrize("dt", ["f32", "bf16"])
+def test_a_clean_decode_never_diverges(model, dt, truth):
+    code, r = run_and_diff(model, dt, "-", truth)
+    assert (code, where(r)) == (0, None), (model[0], dt, truth, r["first_divergence"])
+    assert r["tokens"]["positions"] == len(model[2].split(",")) + len(r["steps"]) - 1
+    assert r["summary"]["compared"] == r["summary"]["total"]
+
+
+@pytest.mark.parametrize("truth", [False, True], ids=["presets", "truth"])
+@pytest.mark.parametrize("dt", ["f32", "bf16"])
+@pytest.mark.parametrize("fault,op,step", FAULTS, ids=[f[0] for f in FAULTS])
+def test_every_kv_cache_fault_is_found_where_it_enters(model, dt, fault, op, step, truth):
+    if dt == "bf16" and fault.startswith("cache-dtype"):
+        pytest.skip("refused: not a lower precision than bf16 activations (tests/decode.rs)")
+    code, r = run_and_diff(model, dt, fault, truth)
+    steps = r["steps"]
+    assert steps[0]["step"] == 0 and steps[0]["diverged"] == 0, f"{fault}: prefill not clean"
+    if fault == "cache-dtype=f16" and not truth:
+        # documented: 2.4e-4 is under the f32 preset (rtol 1e-3); flagged later or not at all,
+        # never before the fault's step
+        assert code == 0 or r["first_divergence"]["step"] >= step
+        return
+    if fault == "decode-mask" and dt == "bf16":
+        # documented: at the edge of bf16's noise; never before the fault's step
+        assert code == 0 or r["first_divergence"]["step"] >= step
+        return
+    assert code == 1, f"{model[0]} {dt} {fault}: not found"
+    assert where(r) == (f"{op}@{step}", step), (model[0], dt, fault, r["first_divergence"], r["origin"])
+    assert steps[step]["first_divergence"] == f"{op}@{step}"
