@@ -1,6 +1,6 @@
-"""Decode with a KV cache on models the project was not tuned on (issue #13, "Done when").
+"""The fault catalogue on models the project was not tuned on: one pass and decode.
 
-The committed decode fixtures are one tiny model, one 16-token prompt and 6 steps. Here four
+The committed fixtures are one tiny model; the committed decode fixtures are one tiny model, one 16-token prompt and 6 steps. Here four
 other Qwen3 shapes, seeds, prompt lengths (5 to 40) and step counts (5 to 14), one with
 transformers' sdpa as the reference and one without the realistic q/k-norm gains, are made with
 real transformers (scripts/dump_reference.py, float64 truth runs) and our candle port decodes them teacher-forced (`divergence run
@@ -13,6 +13,11 @@ and with `--truth`:
   under f32 activations is under the f32 preset (its rounding, ~2.4e-4, is found by `--truth`
   at the op where it enters), and `decode-mask` in bf16 can be under bf16's noise (one zero key
   among the prompt's): wherever it is flagged, the prefill is clean and the step is 1.
+
+One pass (the prompt only), the same four models, f32 and bf16, presets and `--truth`: the
+clean run never diverges, every porting fault of `divergence run --inject` is found at the op
+where it enters (or traced there by the origin), and its cause hint is the one docs/hints.md
+gives it; in f32 no other fault is also called a `scale`.
 
 Model `a` made the f32 three-way rule's floor what it is (a clean f32 decode step flagged at
 ratio 4.9 over u/2; docs/tolerances.md, "The rule").
@@ -80,25 +85,28 @@ def model(request, tmp_path_factory):
          "--ids", ids, "--only", r"^model\.embed_tokens$", name="throwaway.npz")
     refs = {}
     for dt, torch_dt in (("f32", "float32"), ("bf16", "bfloat16")):
-        truth = d / f"truth.{dt}.npz"
-        ref = dump(d, "--model", mdir, "--ids", ids, "--dtype", torch_dt, "--attn", attn, "--decode", steps,
-                   "--truth-out", truth, name=f"ref.{dt}.npz")
-        refs[dt] = (ref, truth)
-    return name, mdir, ids, refs, d
+        for kind, decode in (("decode", ["--decode", steps]), ("one", [])):
+            truth = d / f"truth.{kind}.{dt}.npz"
+            ref = dump(d, "--model", mdir, "--ids", ids, "--dtype", torch_dt, "--attn", attn, *decode,
+                       "--truth-out", truth, name=f"ref.{kind}.{dt}.npz")
+            refs[kind, dt] = (ref, truth)
+    return name, mdir, ids, refs, d, changes
 
 
-def run_and_diff(model, dt, fault, truth):
-    """Our decode of the reference's tokens (with `fault`), diffed against it: (exit, report)."""
-    name, mdir, ids, refs, d = model
-    ref, truth_path = refs[dt]
-    ours = d / f"ours.{dt}.{fault}.npz"
+def run_and_diff(model, dt, fault, truth, kind="decode"):
+    """Our run (with `fault`; decoding the reference's tokens for `kind` "decode"), diffed
+    against the reference (with `--model`, for the checkpoint hints): (exit, report)."""
+    name, mdir, ids, refs, d, _ = model
+    ref, truth_path = refs[kind, dt]
+    ours = d / f"ours.{kind}.{dt}.{fault}.npz"
     if not ours.exists():
         inject = [] if fault == "-" else ["--inject", fault]
+        decode = ["--decode-from", str(ref)] if kind == "decode" else []
         subprocess.run([str(BIN), "run", "--model", str(mdir), "--ids", ids, "--dtype", dt,
-                        "--decode-from", str(ref), *inject, "--out", str(ours)],
+                        *decode, *inject, "--out", str(ours)],
                        check=True, capture_output=True, text=True)
     extra = ["--truth", str(truth_path)] if truth else []
-    p = subprocess.run([str(BIN), "diff", str(ours), str(ref), "--format", "json", *extra],
+    p = subprocess.run([str(BIN), "diff", str(ours), str(ref), "--format", "json", "--model", str(mdir), *extra],
                        capture_output=True, text=True)
     assert p.returncode in (0, 1), f"{name} {dt} {fault}: {p.stderr}"
     return p.returncode, json.loads(p.stdout)
@@ -116,6 +124,45 @@ def test_a_clean_decode_never_diverges(model, dt, truth):
     assert (code, where(r)) == (0, None), (model[0], dt, truth, r["first_divergence"])
     assert r["tokens"]["positions"] == len(model[2].split(",")) + len(r["steps"]) - 1
     assert r["summary"]["compared"] == r["summary"]["total"]
+
+
+# (fault, the op where it enters, its cause hint: docs/hints.md)
+ONE_PASS = [
+    ("embed-scale", "model.embed_tokens", "scale"),
+    ("rope-theta=10000", "model.rotary_emb", "rope_theta"),
+    ("rope-interleaved", "model.layers.0.self_attn.rope_q", "rope_layout"),
+    ("skip-k-norm", "model.layers.0.self_attn.k_norm", "skipped_op"),
+    ("skip-q-norm@1", "model.layers.1.self_attn.q_norm", "skipped_op"),
+    ("attn-bias=1e30", "model.layers.0.self_attn.q_proj", "bias"),
+    ("attn-bias=0.5@1", "model.layers.1.self_attn.q_proj", "bias"),
+    ("transpose=model.layers.0.mlp.down_proj", "model.layers.0.mlp.down_proj", "transpose"),
+    ("act=gelu", "model.layers.0.mlp.act_fn", "activation"),
+    ("gqa-tile", "model.layers.0.self_attn.attn_out", "gqa_layout"),
+    ("rms-eps=1e-3", "model.layers.0.input_layernorm", "eps"),
+]
+
+
+@pytest.mark.parametrize("truth", [False, True], ids=["presets", "truth"])
+@pytest.mark.parametrize("dt", ["f32", "bf16"])
+def test_a_clean_one_pass_never_diverges(model, dt, truth):
+    code, r = run_and_diff(model, dt, "-", truth, kind="one")
+    assert (code, where(r)) == (0, None), (model[0], dt, truth, r["first_divergence"])
+
+
+@pytest.mark.parametrize("truth", [False, True], ids=["presets", "truth"])
+@pytest.mark.parametrize("dt", ["f32", "bf16"])
+@pytest.mark.parametrize("fault,op,hint", ONE_PASS, ids=[f[0] for f in ONE_PASS])
+def test_every_porting_fault_is_found_where_it_enters_with_its_hint(model, dt, fault, op, hint, truth):
+    if fault == "gqa-tile" and model[5]["num_key_value_heads"] == 1:
+        pytest.skip("one kv head: tiling and repeat-interleave are the same")
+    code, r = run_and_diff(model, dt, fault, truth, kind="one")
+    assert code == 1, f"{model[0]} {dt} {fault}: not found"
+    f = r["first_divergence"]
+    assert op in (f["name"], r["origin"]["name"]), (model[0], dt, fault, f, r["origin"])
+    codes = [h["code"] for h in r["hints"] if h["op"] == op]
+    assert hint in codes, (model[0], dt, fault, r["hints"])
+    if dt == "f32" and hint != "scale":
+        assert "scale" not in codes, (model[0], fault, r["hints"])
 
 
 @pytest.mark.parametrize("truth", [False, True], ids=["presets", "truth"])
