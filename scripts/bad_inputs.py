@@ -608,6 +608,26 @@ def bomb_cases() -> list[Case]:
     cases.append(Case("bomb", "honest_512MiB_deflated_one_side", huge_one_side,
                       report(0, {"big": "only_ours", "x": "ok"}), rss_mb=HUGE_RSS_MB, wall_s=60,
                       note="expected to fail until deflated members are read in bounded memory"))
+
+    def empty_steps(d: Path):
+        # 300 bytes of safetensors: two stacked members of 2^20 empty decode steps each, within
+        # the per-member cap; unfolded, 2,097,152 rows took 12 s and 2.5 GB (table output).
+        # A dump unfolds one step per 16 bytes of its file (at least 16,384): both unreadable.
+        x = np.arange(8, dtype=np.float32)
+        header = {"x": {"dtype": "F32", "shape": [8], "data_offsets": [0, 32]},
+                  "a@steps": {"dtype": "F32", "shape": [1 << 20, 0], "data_offsets": [32, 32]},
+                  "b@steps": {"dtype": "F32", "shape": [1 << 20, 0], "data_offsets": [32, 32]}}
+        p = write_st(d / "steps.safetensors", header, x.tobytes())
+        return ["diff", str(p), str(p), "--format", "json"]
+
+    def budget_named(rep, _out):
+        reasons = [r.get("reason") or "" for r in rep["ops"] if r["name"] != "x"]
+        ok = len(reasons) == 2 and all("past 16384 unfolded steps" in r for r in reasons)
+        return None if ok else f"reasons: {reasons}"
+
+    cases.append(Case("bomb", "stacked_million_empty_steps", empty_steps,
+                      report(0, {"x": "ok", "a@steps": "unreadable", "b@steps": "unreadable"},
+                             check=budget_named), wall_s=5))
     return cases
 
 

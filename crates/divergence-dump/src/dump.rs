@@ -126,7 +126,7 @@ impl Dump {
         // .npy is one tensor whatever its name.
         let unfolded = match format {
             Format::Npy => Err(entries),
-            _ => stacked::unfold(entries, stacked::Budget::DEFAULT),
+            _ => stacked::unfold(entries, stacked::Budget::for_file(map.len() as u64)),
         };
         let (names, slots, entries, members) = match unfolded {
             Err(entries) => {

@@ -5,7 +5,9 @@
 //! Expansion happens once, at open, on headers only: step s of a stored C-order member is the
 //! byte range `s - 1` of its data, so each step stays a zero-copy view of the map. A stacked
 //! member that cannot be sliced that way (deflated, Fortran order, no leading axis), or that
-//! would take the dump past its budget of unfolded steps ([`MAX_UNFOLDED_ENTRIES`]), stays one
+//! would take the dump past its budget of unfolded steps ([`Budget::for_file`]: one per
+//! [`BYTES_PER_UNFOLDED_STEP`] bytes of the file, within [`MIN_UNFOLDED_ENTRIES`] and
+//! [`MAX_UNFOLDED_ENTRIES`]), stays one
 //! entry under its own name with an error that says why, so `diff` reports its steps missing
 //! instead of reading something else.
 
@@ -32,6 +34,16 @@ pub const MAX_STACKED_STEPS: usize = 1 << 20;
 pub const MAX_UNFOLDED_ENTRIES: usize = 1 << 21;
 const MAX_UNFOLDED_DIMS: usize = 1 << 23;
 
+/// Bytes of the file per unfolded step: a dump unfolds at most one step per this many bytes
+/// of its file (but always [`MIN_UNFOLDED_ENTRIES`]). A real decode step's probe holds
+/// kilobytes (the 0.6B-shaped model's: 4-12 KB; the tiny fixture's: ~256 bytes); without it a
+/// file of 150 bytes, two members of a million empty steps, unfolded 2,097,152 rows that `diff`
+/// compared and reported in 12 s and 2.5 GB.
+pub const BYTES_PER_UNFOLDED_STEP: u64 = 16;
+/// The budget of unfolded steps of any dump, however small its file: ~25 MB of entries and
+/// report rows for a diff of two such files.
+pub const MIN_UNFOLDED_ENTRIES: usize = 1 << 14;
+
 /// The budget of [`unfold`] (the constants above; smaller in tests).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Budget {
@@ -40,10 +52,16 @@ pub(crate) struct Budget {
 }
 
 impl Budget {
-    pub const DEFAULT: Budget = Budget {
-        entries: MAX_UNFOLDED_ENTRIES,
-        dims: MAX_UNFOLDED_DIMS,
-    };
+    /// The budget of a dump whose file has `len` bytes: one step per
+    /// [`BYTES_PER_UNFOLDED_STEP`], at least [`MIN_UNFOLDED_ENTRIES`], at most
+    /// [`MAX_UNFOLDED_ENTRIES`].
+    pub fn for_file(len: u64) -> Budget {
+        let by_size = usize::try_from(len / BYTES_PER_UNFOLDED_STEP).unwrap_or(usize::MAX);
+        Budget {
+            entries: by_size.clamp(MIN_UNFOLDED_ENTRIES, MAX_UNFOLDED_ENTRIES),
+            dims: MAX_UNFOLDED_DIMS,
+        }
+    }
 }
 
 /// What one name (or entry) of a dump is, for the step-major order.
@@ -143,7 +161,8 @@ pub(crate) fn unfold(entries: Vec<Entry>, cap: Budget) -> Result<Unfolded, Vec<E
                 return Err(DumpError::UnsupportedEntry {
                     at: e.at.clone(),
                     detail: format!(
-                        "its {n} decode steps would take the dump past {} unfolded steps (or {} dimensions) in all",
+                        "its {n} decode steps would take the dump past {} unfolded steps (or {} dimensions) in all \
+                         (one step per {BYTES_PER_UNFOLDED_STEP} bytes of the file, at least {MIN_UNFOLDED_ENTRIES}, at most {MAX_UNFOLDED_ENTRIES})",
                         cap.entries, cap.dims
                     ),
                 });
@@ -435,6 +454,19 @@ mod tests {
                 },
             }),
         }
+    }
+
+    #[test]
+    fn the_budget_grows_with_the_file_within_its_bounds() {
+        let entries = |len| Budget::for_file(len).entries;
+        assert_eq!(entries(0), MIN_UNFOLDED_ENTRIES);
+        assert_eq!(entries(300), MIN_UNFOLDED_ENTRIES);
+        assert_eq!(entries(16 << 20), 1 << 20);
+        // the 256-step decode of the 0.6B-shaped model: 1.3 GB per dump, 152,345 steps
+        assert!(entries(1_300_000_000) >= 152_345);
+        assert_eq!(entries(1 << 40), MAX_UNFOLDED_ENTRIES);
+        assert_eq!(entries(u64::MAX), MAX_UNFOLDED_ENTRIES);
+        assert_eq!(Budget::for_file(1).dims, MAX_UNFOLDED_DIMS);
     }
 
     #[test]
