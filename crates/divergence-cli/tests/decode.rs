@@ -470,3 +470,88 @@ fn prefill_vs_decode_without_a_reference() {
         assert_eq!(code, 2, "{err}");
     }
 }
+
+/// A copy of the dump at `src` with every tensor `pick` selects cut by `cut` (its shape and
+/// values), in the per-step layout.
+fn recut(
+    src: &Path,
+    dst: &Path,
+    pick: impl Fn(&str) -> bool,
+    cut: impl Fn(&[usize], &[f32]) -> (Vec<usize>, Vec<f32>),
+) {
+    let d = Dump::open(src).unwrap();
+    let mut w = DumpWriter::create(dst).unwrap();
+    for name in d.names() {
+        let t = d.read(name).unwrap();
+        let Values::F32(v) = t.values else {
+            panic!("f32 run")
+        };
+        if pick(name) {
+            let (shape, v) = cut(&t.shape, &v);
+            w.add(name, &shape, TensorData::F32(&v)).unwrap();
+        } else {
+            w.add(name, &t.shape, TensorData::F32(&v)).unwrap();
+        }
+    }
+    w.finish(d.meta().cloned().unwrap()).unwrap();
+}
+
+#[test]
+fn prefill_vs_decode_reports_a_wrong_shape_on_either_side_as_a_mismatch() {
+    // Found by a bad-input hunt: a probe whose shape did not fit its slice of the full prefill
+    // was listed "only in ours", and the pair passed (exit 0).
+    let _ = root();
+    let ids = std::fs::read_to_string(root().join(IDS)).unwrap();
+    let ids: Vec<&str> = ids.split_whitespace().collect();
+    let full = tmp("pvd-shape-full.npz");
+    let stepped = tmp("pvd-shape-stepped.npz");
+    let all = format!("{},253,253,59", ids.join(","));
+    for (out, extra) in [
+        (&full, vec!["--ids", all.as_str()]),
+        (
+            &stepped,
+            vec!["--ids-file", IDS, "--decode-ids", "253,253,59"],
+        ),
+    ] {
+        let mut args = vec!["run", "--model", MODEL, "--out", out.to_str().unwrap()];
+        args.extend(extra);
+        let (code, _, err) = divergence(&args);
+        assert_eq!(code, 0, "{err}");
+    }
+    // ours: layer 0's cache slot holds half of head_dim at every step
+    let half = |shape: &[usize], v: &[f32]| {
+        let d = *shape.last().unwrap();
+        let mut s = shape.to_vec();
+        *s.last_mut().unwrap() = d / 2;
+        let v = v.chunks(d).flat_map(|row| row[..d / 2].to_vec()).collect();
+        (s, v)
+    };
+    let bad_stepped = tmp("pvd-shape-stepped-bad.npz");
+    recut(
+        &stepped,
+        &bad_stepped,
+        |n| n.starts_with("model.layers.0.self_attn.cache_k@"),
+        half,
+    );
+    // the full prefill: its logits for 18 of its 19 positions
+    let short = |shape: &[usize], v: &[f32]| {
+        let (t, vocab) = (shape[1], shape[2]);
+        (vec![1, t - 1, vocab], v[..(t - 1) * vocab].to_vec())
+    };
+    let bad_full = tmp("pvd-shape-full-bad.npz");
+    recut(&full, &bad_full, |n| n == "lm_head", short);
+    for (f, s, rows) in [
+        (&full, &bad_stepped, 3),
+        (&bad_full, &stepped, 4), // the prefill's logits and every step's
+    ] {
+        let (code, r, err) = diff_json(
+            f,
+            s.to_str().unwrap(),
+            &["--prefill-vs-decode", "--no-tokens"],
+        );
+        assert_eq!(code, 1, "{err}");
+        assert_eq!(r["summary"]["shape_mismatch"], rows, "{}", r["summary"]);
+        assert_eq!(r["summary"]["only_ours"], 0, "{}", r["summary"]);
+        assert_eq!(r["first_divergence"]["status"], "shape_mismatch");
+    }
+}

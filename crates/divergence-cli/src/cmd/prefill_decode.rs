@@ -152,7 +152,7 @@ pub fn pair<'a>(a: &'a Dump, a_path: &'a Path, b: &'a Dump, b_path: &'a Path) ->
     }
     if !unsliced.is_empty() {
         warnings.push(format!(
-            "prefill-vs-decode: {} probes of {} have no slice in {} (no probe of that name, or no token axis of {t_full} there that matches): {}{}; they are listed as only in ours",
+            "prefill-vs-decode: {} probes of {} have no slice in {} (no probe of that name there): {}{}; they are listed as only in ours",
             unsliced.len(),
             stepped_path.display(),
             full_path.display(),
@@ -201,7 +201,10 @@ pub fn pair<'a>(a: &'a Dump, a_path: &'a Path, b: &'a Dump, b_path: &'a Path) ->
 }
 
 /// The full prefill's slice that `name` (of step `step`, shape `shape`) must equal, or `None`
-/// when the full prefill has no such probe or no token axis fits.
+/// when the full prefill has no such probe. When the shapes do not fit (a port's wrong shape on
+/// either side), the slice of the full prefill's first axis of `t_full` tokens, or its whole
+/// probe when it has none: the diff then reports the row's shape mismatch, never a probe "only
+/// in ours" and a pass.
 fn slice(
     full: &Dump,
     name: &str,
@@ -223,49 +226,73 @@ fn slice(
         _ => base.to_string(),
     };
     let src_shape = full.shape(&source)?.to_vec();
-    let mut steps = Vec::new();
-    let mut out_shape;
-    if op == Op::CacheV {
-        // v_proj [B, T, kv*D] at the position -> [B, 1, kv, D] -> [B, kv, 1, D], the cache's
-        // layout.
-        let &[b, kv, 1, d] = shape else { return None };
-        if src_shape != [b, t_full, kv.checked_mul(d)?] {
-            return None;
-        }
-        steps.push(Step::Narrow {
-            axis: 1,
-            start,
-            len,
-        });
-        steps.push(Step::Reshape(vec![b, 1, kv, d]));
-        steps.push(Step::Permute(vec![0, 2, 1, 3]));
-        out_shape = vec![b, kv, 1, d];
-    } else {
-        // The token axis: where the full prefill has T and, once narrowed to `len`, the
-        // shapes agree up to size-1 axes (a port may drop the size-1 token axis of a decode
-        // step); the first such axis.
-        let squeeze = |s: &[usize]| s.iter().copied().filter(|&x| x != 1).collect::<Vec<_>>();
-        let axis = (0..src_shape.len()).find(|&i| {
-            let mut narrowed = src_shape.clone();
-            narrowed[i] = len;
-            src_shape[i] == t_full && squeeze(&narrowed) == squeeze(shape)
-        })?;
-        steps.push(Step::Narrow { axis, start, len });
-        out_shape = src_shape.clone();
-        out_shape[axis] = len;
-    }
     let positions = if len == 1 {
         format!("position {start}")
     } else {
         format!("positions {start}..{}", start + len)
     };
-    Some(Virtual {
+    let virt = |steps: Vec<Step>, shape: Vec<usize>, how: String| Virtual {
         name: name.to_string(),
         sources: vec![source.clone()],
-        shape: out_shape,
+        shape,
         combine: None,
         steps,
         rule: Some("prefill-vs-decode".to_string()),
-        how: Some(format!("{positions} of the full prefill's {source}")),
+        how: Some(how),
+    };
+    let narrow = |axis: usize| {
+        let mut out = src_shape.clone();
+        out[axis] = len;
+        (vec![Step::Narrow { axis, start, len }], out)
+    };
+    if op == Op::CacheV {
+        // v_proj [B, T, kv*D] at the position -> [B, 1, kv, D] -> [B, kv, 1, D], the cache's
+        // layout.
+        if let &[b, kv, 1, d] = shape {
+            if kv
+                .checked_mul(d)
+                .is_some_and(|n| src_shape == [b, t_full, n])
+            {
+                let (mut steps, _) = narrow(1);
+                steps.push(Step::Reshape(vec![b, 1, kv, d]));
+                steps.push(Step::Permute(vec![0, 2, 1, 3]));
+                let how = format!("{positions} of the full prefill's {source}");
+                return Some(virt(steps, vec![b, kv, 1, d], how));
+            }
+        }
+    } else {
+        // The token axis: where the full prefill has T and, once narrowed to `len`, the
+        // shapes agree up to size-1 axes (a port may drop the size-1 token axis of a decode
+        // step); the first such axis.
+        let squeeze = |s: &[usize]| s.iter().copied().filter(|&x| x != 1).collect::<Vec<_>>();
+        let fits = (0..src_shape.len()).find(|&i| {
+            let mut narrowed = src_shape.clone();
+            narrowed[i] = len;
+            src_shape[i] == t_full && squeeze(&narrowed) == squeeze(shape)
+        });
+        if let Some(axis) = fits {
+            let (steps, out) = narrow(axis);
+            return Some(virt(
+                steps,
+                out,
+                format!("{positions} of the full prefill's {source}"),
+            ));
+        }
+    }
+    // The shapes do not fit: the full prefill's first axis of t_full tokens at the same
+    // positions, or the whole probe, so that the row is a shape mismatch.
+    Some(match src_shape.iter().position(|&n| n == t_full) {
+        Some(axis) => {
+            let (steps, out) = narrow(axis);
+            let how = format!(
+                "{positions} of the full prefill's {source} (axis {axis}; the shapes do not fit)"
+            );
+            virt(steps, out, how)
+        }
+        None => {
+            let how =
+                format!("the full prefill's {source}, whole: it has no axis of {t_full} tokens");
+            virt(Vec::new(), src_shape.clone(), how)
+        }
     })
 }
