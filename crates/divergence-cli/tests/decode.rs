@@ -555,3 +555,41 @@ fn prefill_vs_decode_reports_a_wrong_shape_on_either_side_as_a_mismatch() {
         assert_eq!(r["first_divergence"]["status"], "shape_mismatch");
     }
 }
+
+#[test]
+fn an_inf_in_one_decode_steps_logits_is_counted_in_the_tokens() {
+    // Found by a bad-input hunt: the step was left out of the token counts without a word.
+    let _ = root();
+    let ours = tmp("tokens-inf-ours.npz");
+    run_ours(&ours, "f32", REF_F32, &[]);
+    let inf = tmp("tokens-inf-step3.npz");
+    recut(
+        &ours,
+        &inf,
+        |n| n == "lm_head@3",
+        |shape, v| {
+            let mut v = v.to_vec();
+            v[0] = f32::INFINITY;
+            (shape.to_vec(), v)
+        },
+    );
+    let (code, r, err) = diff_json(&inf, REF_F32, &[]);
+    assert_eq!(code, 1, "{err}"); // the lm_head@3 row is non-finite
+    let t = &r["tokens"];
+    assert_eq!(t["nonfinite_positions"], 1, "{t}");
+    let positions = t["positions"].as_u64().unwrap();
+    assert_eq!(
+        t["per_position"].as_array().unwrap().len() as u64,
+        positions + 1
+    );
+    let step3 = t["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["step"] == 3)
+        .expect("step 3 listed");
+    assert_eq!(
+        (step3["positions"].as_u64(), step3["mean_kld"].is_null()),
+        (Some(0), true)
+    );
+}

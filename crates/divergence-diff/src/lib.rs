@@ -70,7 +70,10 @@ pub use report::{
     assemble, step_summaries, FirstDifference, FirstDivergence, JudgedWith, Report, ReportContext,
     StepSummary, Summary, SCHEMA,
 };
-pub use tokens::{merge_steps, token_effect, Flip, PositionTokens, StepTokens, TokenEffect};
+pub use tokens::{
+    merge_steps, step_logits, token_effect, Flip, PositionTokens, StepLogits, StepTokens,
+    TokenEffect,
+};
 pub use tolerance::{
     decision_rule, truth_floor, truth_rule, unit_roundoff, DTypeClass, Preset, Tolerance,
     DEFAULT_NOISE_RATIO, PRESETS, REL_ERR_GUARD_MIN,

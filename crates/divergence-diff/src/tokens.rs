@@ -131,14 +131,43 @@ pub fn token_effect(
     ours_shape: &[usize],
     ref_shape: &[usize],
 ) -> Option<TokenEffect> {
+    match step_logits(op, ours, reference, ours_shape, ref_shape) {
+        StepLogits::Compared(e) => Some(e),
+        StepLogits::NonFinite(_) | StepLogits::NotCompared => None,
+    }
+}
+
+/// What one step's logits give [`merge_steps`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum StepLogits {
+    /// At least one position compared.
+    Compared(TokenEffect),
+    /// This many positions, every one with a NaN or an Inf on a side: none compared, each
+    /// counted in `nonfinite_positions`.
+    NonFinite(usize),
+    /// Not comparable: the shapes differ (size-1 axes aside), or a vocabulary under 2.
+    NotCompared,
+}
+
+/// [`token_effect`], telling logits that are all non-finite from logits that cannot be
+/// compared.
+pub fn step_logits(
+    op: &str,
+    ours: ValuesRef<'_>,
+    reference: ValuesRef<'_>,
+    ours_shape: &[usize],
+    ref_shape: &[usize],
+) -> StepLogits {
     let squeeze = |s: &[usize]| s.iter().copied().filter(|&d| d != 1).collect::<Vec<_>>();
     if squeeze(ours_shape) != squeeze(ref_shape) {
-        return None;
+        return StepLogits::NotCompared;
     }
-    let vocab = *ref_shape.last()?;
+    let Some(&vocab) = ref_shape.last() else {
+        return StepLogits::NotCompared;
+    };
     let n = ref_shape.iter().product::<usize>();
     if vocab < 2 || n != ours.len() || n != reference.len() {
-        return None;
+        return StepLogits::NotCompared;
     }
     let positions = n / vocab;
     // Positions in parallel (rayon), reduced in position order: deterministic.
@@ -192,9 +221,9 @@ pub fn token_effect(
         });
     }
     if compared == 0 {
-        return None;
+        return StepLogits::NonFinite(nonfinite);
     }
-    Some(TokenEffect {
+    StepLogits::Compared(TokenEffect {
         op: op.to_string(),
         positions: compared,
         nonfinite_positions: nonfinite,
@@ -246,9 +275,11 @@ fn compare_position(
 /// step's logits (`lm_head`, `lm_head@1`, ...), in step order. Positions are numbered across
 /// the steps (the prefill's 0..T, then T for step 1, ...), each tagged with its step; the
 /// aggregates are over every compared position; `steps` has each step's numbers. A step whose
-/// logits could not be compared (shapes differ, nothing finite) is `None`: it has no entry in
-/// `steps`, and a decode step's position is a placeholder (nulls) in `per_position`.
-pub fn merge_steps(op: &str, parts: Vec<(usize, Option<TokenEffect>)>) -> Option<TokenEffect> {
+/// logits are all non-finite counts its positions in `nonfinite_positions`, has a `steps`
+/// entry of 0 positions and placeholders (nulls) in `per_position`; one that could not be
+/// compared (shapes differ) has no `steps` entry, and a decode step's position is a
+/// placeholder. `None` when no position of any step was compared.
+pub fn merge_steps(op: &str, parts: Vec<(usize, StepLogits)>) -> Option<TokenEffect> {
     let mut out = TokenEffect {
         op: op.to_string(),
         positions: 0,
@@ -263,18 +294,36 @@ pub fn merge_steps(op: &str, parts: Vec<(usize, Option<TokenEffect>)>) -> Option
         steps: Vec::new(),
     };
     let (mut overlap_sum, mut kld_sum) = (0f64, 0f64);
+    let placeholder = |step| PositionTokens {
+        top1_agree: None,
+        kld: None,
+        step,
+    };
     for (step, part) in parts {
-        let Some(e) = part else {
-            // Not compared (shapes differ, nothing finite): a decode step's one position is
-            // kept as a placeholder so that later positions keep their numbers.
-            if step > 0 {
-                out.per_position.push(PositionTokens {
-                    top1_agree: None,
-                    kld: None,
+        let e = match part {
+            StepLogits::Compared(e) => e,
+            StepLogits::NonFinite(n) => {
+                // Found by a bad-input hunt: an Inf in one decode step's logits left that step
+                // out of the counts without a word.
+                out.nonfinite_positions += n;
+                out.per_position.extend((0..n).map(|_| placeholder(step)));
+                out.steps.push(StepTokens {
                     step,
+                    positions: 0,
+                    top1_agree: 0,
+                    mean_kld: None,
+                    max_kld: None,
                 });
+                continue;
             }
-            continue;
+            StepLogits::NotCompared => {
+                // A decode step's one position is kept as a placeholder so that later
+                // positions keep their numbers.
+                if step > 0 {
+                    out.per_position.push(placeholder(step));
+                }
+                continue;
+            }
         };
         let offset = out.per_position.len();
         out.positions += e.positions;
@@ -506,7 +555,7 @@ mod tests {
         let r = [0.0f32, 1.0, 3.0, /* */ 0.0, 1.0, 3.0];
         let o = [0.0f32, 1.0, 3.0, /* */ 3.5, 1.0, 3.0];
         let one = |a: &[f32], b: &[f32], shape: &[usize]| {
-            token_effect(
+            step_logits(
                 "lm_head",
                 ValuesRef::F32(a),
                 ValuesRef::F32(b),
@@ -516,7 +565,7 @@ mod tests {
         };
         let parts = vec![
             (0, one(&r, &r, &[1, 2, 3])),           // prefill: 2 positions, agree
-            (1, None),                              // step 1 not comparable
+            (1, StepLogits::NotCompared),           // step 1 not comparable
             (2, one(&o[3..], &r[3..], &[1, 1, 3])), // step 2 flips
             (3, one(&r[..3], &r[..3], &[1, 1, 3])),
         ];
@@ -539,7 +588,44 @@ mod tests {
             "{}",
             e.summary()
         );
-        assert!(merge_steps("lm_head", vec![(1, None)]).is_none());
+        assert!(merge_steps("lm_head", vec![(1, StepLogits::NotCompared)]).is_none());
+    }
+
+    #[test]
+    fn a_step_of_non_finite_logits_is_counted_not_dropped() {
+        let r = [0.0f32, 1.0, 3.0, /* */ 0.0, 1.0, 3.0];
+        let inf = [0.0f32, f32::INFINITY, 3.0];
+        let one = |a: &[f32], b: &[f32], shape: &[usize]| {
+            step_logits(
+                "lm_head",
+                ValuesRef::F32(a),
+                ValuesRef::F32(b),
+                shape,
+                shape,
+            )
+        };
+        assert_eq!(one(&inf, &r[..3], &[1, 1, 3]), StepLogits::NonFinite(1));
+        let parts = vec![
+            (0, one(&r, &r, &[1, 2, 3])),
+            (1, one(&inf, &r[..3], &[1, 1, 3])),
+            (2, one(&r[..3], &r[..3], &[1, 1, 3])),
+        ];
+        let e = merge_steps("lm_head", parts).unwrap();
+        assert_eq!((e.positions, e.nonfinite_positions), (3, 1));
+        assert_eq!(e.per_position.len(), 4);
+        assert_eq!(e.per_position[2].step, 1);
+        assert_eq!(e.per_position[2].kld, None);
+        let steps: Vec<(usize, usize)> = e.steps.iter().map(|s| (s.step, s.positions)).collect();
+        assert_eq!(steps, [(0, 2), (1, 0), (2, 1)]);
+        assert_eq!(e.steps[1].mean_kld, None);
+        assert!(
+            e.summary()
+                .contains("1 positions with NaN/Inf logits not compared"),
+            "{}",
+            e.summary()
+        );
+        // every step non-finite: nothing compared
+        assert!(merge_steps("lm_head", vec![(1, StepLogits::NonFinite(1))]).is_none());
     }
 
     #[test]

@@ -657,11 +657,13 @@ fn tokens(
 ) -> Option<divergence_diff::TokenEffect> {
     const LOGITS: &str = "lm_head";
     let one = |name: &str| {
-        let (o, r) = (
-            read_whole(ours, plan.ours_name(name))?,
-            read_whole(reference, name)?,
-        );
-        divergence_diff::token_effect(LOGITS, o.0.values(), r.0.values(), &o.0.shape, &r.0.shape)
+        let (Some(o), Some(r)) = (
+            read_whole(ours, plan.ours_name(name)),
+            read_whole(reference, name),
+        ) else {
+            return divergence_diff::StepLogits::NotCompared;
+        };
+        divergence_diff::step_logits(LOGITS, o.0.values(), r.0.values(), &o.0.shape, &r.0.shape)
     };
     let steps: Vec<(&String, usize)> = plan
         .order
@@ -673,9 +675,12 @@ fn tokens(
         })
         .collect();
     if steps.iter().all(|&(_, s)| s == 0) {
-        return one(LOGITS);
+        return match one(LOGITS) {
+            divergence_diff::StepLogits::Compared(e) => Some(e),
+            _ => None,
+        };
     }
-    let parts: Vec<(usize, Option<divergence_diff::TokenEffect>)> =
+    let parts: Vec<(usize, divergence_diff::StepLogits)> =
         steps.par_iter().map(|&(n, s)| (s, one(n))).collect();
     divergence_diff::merge_steps(LOGITS, parts)
 }
