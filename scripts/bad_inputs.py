@@ -1337,6 +1337,10 @@ def decode_cases() -> list[Case]:
     err("decode_ids_strings", {**good, "decode_ids": ["5", "6"]}, "decode_ids_strings.npz")
     err("decode_ids_2e70", {**good, "decode_ids": [2**70, 6]}, "decode_ids_2e70.npz")
     err("decode_ids_count", {**good, "decode_ids": [5, 6, 7]}, "decode_ids_count.npz")
+    # No decode_steps, one id for two steps: said as such, not as "other decode tokens".
+    err("decode_ids_count_no_steps", {**{k: v for k, v in good.items() if k != "decode_steps"},
+                                      "decode_ids": [5]},
+        "decode_ids_count_no_steps.npz", "records 1 decode_ids for 2 decode steps")
     err("decode_ids_other", {**good, "decode_ids": [5, 7]}, "decode_ids_other.npz", "ref.npz")
     err("steps_count_differ", {**good, "decode_steps": 1, "decode_ids": [5]},
         "steps_count_differ.npz", ours_arrays={k: v for k, v in stepped.items()

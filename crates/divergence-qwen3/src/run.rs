@@ -472,6 +472,26 @@ fn decode_from(path: &Path, input_ids: &[u32]) -> Result<Decode, Error> {
             )))
         }
     };
+    // The same rule as `diff`'s (a reference whose metadata contradicts itself is refused
+    // there): found by a bad-input hunt, `run` decoded such a reference's ids anyway.
+    match meta.extra.get("decode_steps") {
+        None | Some(serde_json::Value::Null) => {}
+        Some(v) => match v.as_u64() {
+            Some(n) if n == ids.len() as u64 => {}
+            Some(n) => {
+                return Err(bad(format!(
+                    "metadata says {n} decode steps but holds {} decode_ids",
+                    ids.len()
+                )))
+            }
+            None => {
+                return Err(bad(format!(
+                    "metadata decode_steps is {}, not a step count",
+                    json_preview(v)
+                )))
+            }
+        },
+    }
     let ours: Vec<i64> = input_ids.iter().map(|&i| i as i64).collect();
     match meta.input_ids.as_deref() {
         None => {

@@ -608,6 +608,15 @@ fn bad_decode_input_is_a_clear_error() {
             "decode_ids is not a list of token ids",
         ),
         (serde_json::json!({"decode_ids": []}), "no decode ids"),
+        // the metadata contradicts itself: `diff` refuses such a reference too
+        (
+            serde_json::json!({"decode_ids": [3, 4], "decode_steps": 1}),
+            "metadata says 1 decode steps but holds 2 decode_ids",
+        ),
+        (
+            serde_json::json!({"decode_ids": [3, 4], "decode_steps": "two"}),
+            "metadata decode_steps is \"two\", not a step count",
+        ),
     ] {
         let path = dir.path().join("bad.npz");
         write_ref(&path, Some(prompt_ids.clone()), bad);

@@ -145,6 +145,18 @@ pub fn check(
                 );
             }
         }
+        // Without decode_steps, the ids must still be one per step (else the next check would
+        // call a missing id "other decode tokens").
+        let last = side.present.last().copied().unwrap_or(0);
+        if let (None, Some(ids), true) = (side.declared, &side.ids, last > 0) {
+            if ids.len() != last {
+                bail!(
+                    "{}: records {} decode_ids for {last} decode steps",
+                    path.display(),
+                    ids.len()
+                );
+            }
+        }
     }
     if let (Some(a), Some(b)) = (o.declared, r.declared) {
         if a != b {
