@@ -610,7 +610,7 @@ def bomb_cases() -> list[Case]:
                       note="expected to fail until deflated members are read in bounded memory"))
 
     def empty_steps(d: Path):
-        # 300 bytes of safetensors: two stacked members of 2^20 empty decode steps each, within
+        # 258 bytes of safetensors: two stacked members of 2^20 empty decode steps each, within
         # the per-member cap; unfolded, 2,097,152 rows took 12 s and 2.5 GB (table output).
         # A dump unfolds one step per 16 bytes of its file (at least 16,384): both unreadable.
         x = np.arange(8, dtype=np.float32)

@@ -1,23 +1,24 @@
 """The fault catalogue on models the project was not tuned on: one pass and decode.
 
-The committed fixtures are one tiny model; the committed decode fixtures are one tiny model, one 16-token prompt and 6 steps. Here four
-other Qwen3 shapes, seeds, prompt lengths (5 to 40) and step counts (5 to 14), one with
-transformers' sdpa as the reference and one without the realistic q/k-norm gains, are made with
-real transformers (scripts/dump_reference.py, float64 truth runs) and our candle port decodes them teacher-forced (`divergence run
---decode-from`), clean and with every KV-cache fault. Asserted, f32 and bf16, with the presets
-and with `--truth`:
+The committed fixtures are one tiny model; its decode references one 16-token prompt and 6
+steps. Here four other Qwen3 shapes, seeds, prompt lengths (5 to 40) and step counts (5 to 14),
+one with transformers' sdpa as the reference and one without the realistic q/k-norm gains, are
+made with real transformers (scripts/dump_reference.py, float64 truth runs), and our candle port
+decodes them teacher-forced (`divergence run --decode-from`), clean and with every KV-cache
+fault. Asserted, f32 and bf16, with the presets and with `--truth`:
 
 - a clean decode never diverges;
 - every fault is found at the step and op where it enters, the prefill clean;
 - except the two documented limits (docs/decode.md, "The KV-cache faults"): `cache-dtype=f16`
   under f32 activations is under the f32 preset (its rounding, ~2.4e-4, is found by `--truth`
   at the op where it enters), and `decode-mask` in bf16 can be under bf16's noise (one zero key
-  among the prompt's): wherever it is flagged, the prefill is clean and the step is 1.
+  among the prompt's): wherever they are flagged, the prefill is clean and nothing is flagged
+  before the fault's step.
 
 One pass (the prompt only), the same four models, f32 and bf16, presets and `--truth`: the
 clean run never diverges, every porting fault of `divergence run --inject` is found at the op
 where it enters (or traced there by the origin), and its cause hint is the one docs/hints.md
-gives it; in f32 no other fault is also called a `scale`.
+gives it; no other fault is also called a `scale`.
 
 Model `a` made the f32 three-way rule's floor what it is (a clean f32 decode step flagged at
 ratio 4.9 over u/2; docs/tolerances.md, "The rule").
@@ -28,29 +29,17 @@ The binary is $DIVERGENCE_BIN, else target/debug or target/release; skipped with
 from __future__ import annotations
 
 import json
-import random
 import subprocess
 
 import pytest
 
 import bad_inputs as bi  # scripts/ is on sys.path (conftest.py)
-from conftest import FIXTURES, dump
+from conftest import dump
+from heldout_models import MODELS, make
 
 BIN = bi.find_binary()
 pytestmark = pytest.mark.skipif(
     BIN is None, reason="divergence binary not found (set DIVERGENCE_BIN or cargo build -p divergence-cli)")
-
-# name: (config changes, seed, prompt length, decode steps, reference attention, q/k-norm gains)
-MODELS = {
-    "a": (dict(hidden_size=96, num_hidden_layers=3, num_attention_heads=6, num_key_value_heads=2,
-               head_dim=16, intermediate_size=256, vocab_size=700), 7, 11, 9, "eager", True),
-    "b": (dict(hidden_size=128, num_hidden_layers=5, num_attention_heads=8, num_key_value_heads=4,
-               head_dim=32, intermediate_size=320, vocab_size=1000), 3, 23, 6, "eager", True),
-    "c": (dict(hidden_size=64, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
-               head_dim=32, intermediate_size=192, vocab_size=512), 11, 5, 14, "eager", False),
-    "d": (dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=1,
-               head_dim=64, intermediate_size=256, vocab_size=300), 5, 40, 5, "sdpa", True),
-}
 
 CACHE_K = "model.layers.0.self_attn.cache_k"
 # (fault, the op where it enters, its step)
@@ -70,19 +59,11 @@ FAULTS = [
 
 @pytest.fixture(scope="module", params=sorted(MODELS))
 def model(request, tmp_path_factory):
-    """The model's directory, its prompt and its references: {dtype: (ref, truth)}."""
+    """The model's directory, its prompt and its references: {(kind, dtype): (ref, truth)}."""
     name = request.param
-    changes, seed, length, steps, attn, gains = MODELS[name]
+    _, _, _, steps, attn, _ = MODELS[name]
     d = tmp_path_factory.mktemp(f"heldout-{name}")
-    cfg = json.loads((FIXTURES / "configs" / "tiny-qwen3.json").read_text())
-    cfg.update(changes, max_window_layers=changes["num_hidden_layers"])
-    (d / "config.json").write_text(json.dumps(cfg))
-    r = random.Random(seed)
-    ids = ",".join(str(r.randrange(cfg["vocab_size"])) for _ in range(length))
-    mdir = d / "model"
-    plain = [] if gains else ["--no-norm-gains"]
-    dump(d, "--config", d / "config.json", "--seed", seed, *plain, "--save-model", mdir, "--save-dtype", "float32",
-         "--ids", ids, "--only", r"^model\.embed_tokens$", name="throwaway.npz")
+    mdir, ids, changes = make(name, d)
     refs = {}
     for dt, torch_dt in (("f32", "float32"), ("bf16", "bfloat16")):
         for kind, decode in (("decode", ["--decode", steps]), ("one", [])):
@@ -161,8 +142,8 @@ def test_every_porting_fault_is_found_where_it_enters_with_its_hint(model, dt, f
     assert op in (f["name"], r["origin"]["name"]), (model[0], dt, fault, f, r["origin"])
     codes = [h["code"] for h in r["hints"] if h["op"] == op]
     assert hint in codes, (model[0], dt, fault, r["hints"])
-    if dt == "f32" and hint != "scale":
-        assert "scale" not in codes, (model[0], fault, r["hints"])
+    if hint != "scale":
+        assert "scale" not in codes, (model[0], dt, fault, r["hints"])
 
 
 @pytest.mark.parametrize("truth", [False, True], ids=["presets", "truth"])

@@ -593,3 +593,39 @@ fn an_inf_in_one_decode_steps_logits_is_counted_in_the_tokens() {
         (Some(0), true)
     );
 }
+
+#[test]
+fn prefill_vs_decode_finds_the_token_axis_and_leaves_same_shape_wholes_alone() {
+    // From a review: with 4 heads and 4 tokens rope_q [1, 4, 4, 16] was sliced along its heads
+    // (8 false divergences); logits of the last position only on both sides (`logits_to_keep
+    // = 1`) were compared position 18 against 15.. 17.
+    let _ = root();
+    let run = |out: &Path, extra: &[&str]| {
+        let mut args = vec!["run", "--model", MODEL, "--out", out.to_str().unwrap()];
+        args.extend(extra);
+        let (code, _, err) = divergence(&args);
+        assert_eq!(code, 0, "{err}");
+    };
+    let (full, stepped) = (tmp("pvd-axis-full.npz"), tmp("pvd-axis-stepped.npz"));
+    run(&full, &["--ids", "199,50,253,59"]);
+    run(&stepped, &["--ids", "199,50", "--decode-ids", "253,59"]);
+    let (code, r, err) = diff_json(&full, stepped.to_str().unwrap(), &["--prefill-vs-decode"]);
+    assert_eq!(code, 0, "{err} {}", r["first_divergence"]);
+    assert_eq!(r["summary"]["compared"], r["summary"]["total"]);
+
+    let last = |shape: &[usize], v: &[f32]| {
+        let (t, vocab) = (shape[1], shape[2]);
+        (vec![1, 1, vocab], v[(t - 1) * vocab..].to_vec())
+    };
+    let (full_last, stepped_last) = (tmp("pvd-last-full.npz"), tmp("pvd-last-stepped.npz"));
+    recut(&full, &full_last, |n| n == "lm_head", last);
+    recut(&stepped, &stepped_last, |n| n == "lm_head", last);
+    let (code, r, err) = diff_json(
+        &full_last,
+        stepped_last.to_str().unwrap(),
+        &["--prefill-vs-decode", "--no-tokens"],
+    );
+    assert_eq!(code, 0, "{err} {}", r["first_divergence"]);
+    assert_eq!(r["summary"]["only_ours"], 3, "{}", r["summary"]); // lm_head, @1, @2
+    assert_eq!(r["summary"]["diverged"], 0);
+}

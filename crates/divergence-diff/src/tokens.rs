@@ -145,7 +145,8 @@ pub enum StepLogits {
     /// This many positions, every one with a NaN or an Inf on a side: none compared, each
     /// counted in `nonfinite_positions`.
     NonFinite(usize),
-    /// Not comparable: the shapes differ (size-1 axes aside), or a vocabulary under 2.
+    /// Not comparable: the shapes differ (size-1 axes aside), a vocabulary under 2, or no
+    /// position.
     NotCompared,
 }
 
@@ -221,7 +222,12 @@ pub fn step_logits(
         });
     }
     if compared == 0 {
-        return StepLogits::NonFinite(nonfinite);
+        // No position at all (an empty token axis) is nothing to compare, not non-finite.
+        return if nonfinite == 0 {
+            StepLogits::NotCompared
+        } else {
+            StepLogits::NonFinite(nonfinite)
+        };
     }
     StepLogits::Compared(TokenEffect {
         op: op.to_string(),
@@ -626,6 +632,8 @@ mod tests {
         );
         // every step non-finite: nothing compared
         assert!(merge_steps("lm_head", vec![(1, StepLogits::NonFinite(1))]).is_none());
+        // no position at all is not comparable, not non-finite
+        assert_eq!(one(&[], &[], &[1, 0, 3]), StepLogits::NotCompared);
     }
 
     #[test]

@@ -36,9 +36,9 @@ const MAX_UNFOLDED_DIMS: usize = 1 << 23;
 
 /// Bytes of the file per unfolded step: a dump unfolds at most one step per this many bytes
 /// of its file (but always [`MIN_UNFOLDED_ENTRIES`]). A real decode step's probe holds
-/// kilobytes (the 0.6B-shaped model's: 4-12 KB; the tiny fixture's: ~256 bytes); without it a
-/// file of 150 bytes, two members of a million empty steps, unfolded 2,097,152 rows that `diff`
-/// compared and reported in 12 s and 2.5 GB.
+/// kilobytes (the 0.6B-shaped model's: 4-12 KB; the tiny fixture's: ~390 bytes in f32);
+/// without it a file of a few hundred bytes, two members of a million empty steps, unfolded
+/// 2,097,152 rows that `diff` compared and reported in 12 s and 2.5 GB.
 pub const BYTES_PER_UNFOLDED_STEP: u64 = 16;
 /// The budget of unfolded steps of any dump, however small its file: ~25 MB of entries and
 /// report rows for a diff of two such files.
@@ -162,7 +162,8 @@ pub(crate) fn unfold(entries: Vec<Entry>, cap: Budget) -> Result<Unfolded, Vec<E
                     at: e.at.clone(),
                     detail: format!(
                         "its {n} decode steps would take the dump past {} unfolded steps (or {} dimensions) in all \
-                         (one step per {BYTES_PER_UNFOLDED_STEP} bytes of the file, at least {MIN_UNFOLDED_ENTRIES}, at most {MAX_UNFOLDED_ENTRIES})",
+                         (one step per {BYTES_PER_UNFOLDED_STEP} bytes of the file, at least {MIN_UNFOLDED_ENTRIES}, at most {MAX_UNFOLDED_ENTRIES}; \
+                         steps stored one array per name, `name@s`, are not counted)",
                         cap.entries, cap.dims
                     ),
                 });

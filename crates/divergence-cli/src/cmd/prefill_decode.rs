@@ -202,9 +202,9 @@ pub fn pair<'a>(a: &'a Dump, a_path: &'a Path, b: &'a Dump, b_path: &'a Path) ->
 
 /// The full prefill's slice that `name` (of step `step`, shape `shape`) must equal, or `None`
 /// when the full prefill has no such probe. When the shapes do not fit (a port's wrong shape on
-/// either side), the slice of the full prefill's first axis of `t_full` tokens, or its whole
-/// probe when it has none: the diff then reports the row's shape mismatch, never a probe "only
-/// in ours" and a pass.
+/// either side), for a probe of the dump contract the slice along its token axis, or the whole
+/// probe when it has no axis of `t_full` tokens: the diff then reports the row's shape
+/// mismatch, never a probe "only in ours" and a pass (the exceptions: at the function's end).
 fn slice(
     full: &Dump,
     name: &str,
@@ -262,37 +262,72 @@ fn slice(
         }
     } else {
         // The token axis: where the full prefill has T and, once narrowed to `len`, the
-        // shapes agree up to size-1 axes (a port may drop the size-1 token axis of a decode
-        // step); the first such axis.
+        // shapes agree exactly; else up to size-1 axes (a port may drop the size-1 token axis
+        // of a decode step), the op's own token axis first when several fit (4 heads and 4
+        // tokens: rope_q [B, H, T, D] fits at H and at T).
         let squeeze = |s: &[usize]| s.iter().copied().filter(|&x| x != 1).collect::<Vec<_>>();
-        let fits = (0..src_shape.len()).find(|&i| {
-            let mut narrowed = src_shape.clone();
-            narrowed[i] = len;
-            src_shape[i] == t_full && squeeze(&narrowed) == squeeze(shape)
-        });
+        let narrowed = |i: usize| {
+            let mut n = src_shape.clone();
+            n[i] = len;
+            n
+        };
+        let axes: Vec<usize> = (0..src_shape.len())
+            .filter(|&i| src_shape[i] == t_full && squeeze(&narrowed(i)) == squeeze(shape))
+            .collect();
+        let own = token_axis(op, src_shape.len());
+        let fits = axes
+            .iter()
+            .copied()
+            .find(|&i| narrowed(i) == shape)
+            .or_else(|| own.filter(|a| axes.contains(a)))
+            .or_else(|| axes.first().copied());
         if let Some(axis) = fits {
             let (steps, out) = narrow(axis);
-            return Some(virt(
-                steps,
-                out,
-                format!("{positions} of the full prefill's {source}"),
-            ));
+            let how = format!("{positions} of the full prefill's {source}");
+            return Some(virt(steps, out, how));
         }
     }
-    // The shapes do not fit: the full prefill's first axis of t_full tokens at the same
-    // positions, or the whole probe, so that the row is a shape mismatch.
-    Some(match src_shape.iter().position(|&n| n == t_full) {
+    // The shapes do not fit. A probe of the dump contract (its token axis known) is then a
+    // shape mismatch: the full prefill's token axis at the same positions, or its whole probe
+    // when it has no axis of T tokens and another shape. Any other probe (its decode shape may
+    // depend on the cache's length: attention weights), or a whole probe of the same shape (the
+    // logits of the last position only, on both sides), has no slice: "only in ours".
+    if op == Op::Other {
+        return None;
+    }
+    match own_or_first(token_axis(op, src_shape.len()), &src_shape, t_full) {
         Some(axis) => {
             let (steps, out) = narrow(axis);
             let how = format!(
                 "{positions} of the full prefill's {source} (axis {axis}; the shapes do not fit)"
             );
-            virt(steps, out, how)
+            Some(virt(steps, out, how))
         }
         None => {
+            let squeeze = |s: &[usize]| s.iter().copied().filter(|&x| x != 1).collect::<Vec<_>>();
+            if squeeze(&src_shape) == squeeze(shape) {
+                return None;
+            }
             let how =
                 format!("the full prefill's {source}, whole: it has no axis of {t_full} tokens");
-            virt(Vec::new(), src_shape.clone(), how)
+            Some(virt(Vec::new(), src_shape.clone(), how))
         }
-    })
+    }
+}
+
+/// The token axis of a probe of the dump contract, by its layout: q / k after RoPE and the
+/// cache slots are `[B, heads, T, head_dim]`, the others `[B, T, ...]`; `None` for any other
+/// probe.
+fn token_axis(op: Op, rank: usize) -> Option<usize> {
+    match op {
+        Op::Other => None,
+        Op::Rope(_) | Op::CacheK | Op::CacheV => rank.checked_sub(2),
+        _ => (rank >= 2).then_some(1),
+    }
+}
+
+/// `own` when the full prefill has T tokens there, else its first axis of T.
+fn own_or_first(own: Option<usize>, src_shape: &[usize], t_full: usize) -> Option<usize> {
+    own.filter(|&a| src_shape.get(a) == Some(&t_full))
+        .or_else(|| src_shape.iter().position(|&n| n == t_full))
 }

@@ -150,8 +150,11 @@ pub fn check(
         let last = side.present.last().copied().unwrap_or(0);
         if let (None, Some(ids), true) = (side.declared, &side.ids, last > 0) {
             if ids.len() != last {
+                let why = unfolding_problem(dump)
+                    .map(|p| format!(" ({p})"))
+                    .unwrap_or_default();
                 bail!(
-                    "{}: records {} decode_ids for {last} decode steps",
+                    "{}: records {} decode_ids for {last} decode steps{why}",
                     path.display(),
                     ids.len()
                 );

@@ -1,0 +1,53 @@
+"""The four Qwen3s the project was not tuned on (docs/decode.md, "On models the project was not
+tuned on"): tests/python/test_heldout.py runs the fault catalogues on them, and
+scripts/heldout_long.py measures their three-way ratios with long prompts.
+
+`make(name, workdir)` builds one with real transformers (scripts/dump_reference.py, seeded init)
+and returns its directory, its prompt (comma-separated ids) and its config changes.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import dump_reference as dr
+
+REPO = Path(__file__).resolve().parent.parent
+
+# name: (config changes, seed, prompt length, decode steps, reference attention, q/k-norm gains)
+MODELS = {
+    "a": (dict(hidden_size=96, num_hidden_layers=3, num_attention_heads=6, num_key_value_heads=2,
+               head_dim=16, intermediate_size=256, vocab_size=700), 7, 11, 9, "eager", True),
+    "b": (dict(hidden_size=128, num_hidden_layers=5, num_attention_heads=8, num_key_value_heads=4,
+               head_dim=32, intermediate_size=320, vocab_size=1000), 3, 23, 6, "eager", True),
+    "c": (dict(hidden_size=64, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
+               head_dim=32, intermediate_size=192, vocab_size=512), 11, 5, 14, "eager", False),
+    "d": (dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=1,
+               head_dim=64, intermediate_size=256, vocab_size=300), 5, 40, 5, "sdpa", True),
+}
+
+
+def prompt(vocab: int, seed: int, length: int) -> str:
+    r = random.Random(seed)
+    return ",".join(str(r.randrange(vocab)) for _ in range(length))
+
+
+def make(name: str, workdir: Path) -> tuple[Path, str, dict]:
+    """Model `name` saved (float32 weights) under `workdir`: (its directory, its prompt, its
+    config changes)."""
+    changes, seed, length, _steps, _attn, gains = MODELS[name]
+    cfg = json.loads((REPO / "fixtures/configs/tiny-qwen3.json").read_text())
+    cfg.update(changes, max_window_layers=changes["num_hidden_layers"])
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "config.json").write_text(json.dumps(cfg))
+    ids = prompt(cfg["vocab_size"], seed, length)
+    mdir = workdir / "model"
+    plain = [] if gains else ["--no-norm-gains"]
+    rc = dr.main(["--config", str(workdir / "config.json"), "--seed", str(seed), *plain,
+                  "--save-model", str(mdir), "--save-dtype", "float32", "--ids", ids,
+                  "--only", r"^model\.embed_tokens$", "--out", str(workdir / "throwaway.npz"),
+                  "--quiet"])
+    assert rc == 0
+    return mdir, ids, changes
