@@ -198,6 +198,58 @@ fn a_truth_missing_probes_is_reported_never_a_silent_pass() {
 }
 
 #[test]
+fn a_truth_whose_metadata_claims_more_than_its_bytes_hold_is_not_trusted() {
+    // Found by a bad-input hunt: a truth row stored as int64 (or f32) whose metadata still said
+    // float64 was taken for a float64 truth, and a real bug at that op passed.
+    let dir = tempfile::tempdir().unwrap();
+    let d = divergence_dump::Dump::open(&root().join(TRUTH)).unwrap();
+    let lied = "model.layers.0.mlp";
+    for (tag, stored) in [("int64", "int64"), ("f32", "float32")] {
+        let path = dir.path().join(format!("truth-{tag}.npz"));
+        let mut w = DumpWriter::create(&path).unwrap();
+        for name in d.names() {
+            let t = d.read(name).unwrap();
+            let divergence_dump::Values::F64(v) = t.values else {
+                panic!("f64 truth")
+            };
+            if name == lied && tag == "int64" {
+                let ints: Vec<i64> = v.iter().map(|x| (x * 100.0).round() as i64).collect();
+                w.add(name, &t.shape, TensorData::I64(&ints)).unwrap();
+            } else if name == lied {
+                let f: Vec<f32> = v.iter().map(|&x| x as f32).collect();
+                w.add(name, &t.shape, TensorData::F32(&f)).unwrap();
+            } else {
+                w.add(name, &t.shape, TensorData::F64(&v)).unwrap();
+            }
+        }
+        let meta = d.meta().cloned().unwrap();
+        assert_eq!(meta.dtypes[lied], "float64"); // the claim the bytes no longer hold
+        w.finish(meta).unwrap();
+        let (code, out, err) = diff_truth(F32_EAGER, F32_EAGER, path.to_str().unwrap(), &[]);
+        assert_eq!(code, 0, "{err}");
+        let r = json(&out);
+        let row = r["ops"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["name"] == lied)
+            .unwrap();
+        assert_eq!(
+            row["truth_problem"],
+            format!("truth is {stored}, not finer than ref's float32"),
+            "{tag}"
+        );
+        assert!(
+            r["warnings"][0]
+                .as_str()
+                .unwrap()
+                .starts_with("TRUTH NOT USED for 1 of"),
+            "{out}"
+        );
+    }
+}
+
+#[test]
 fn truth_flags_are_checked() {
     let (code, _, err) = divergence(&["diff", BF16_SDPA, BF16_EAGER, "--noise-ratio", "2"]);
     assert_eq!(code, 2, "{err}");

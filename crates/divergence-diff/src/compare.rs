@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::DiffConfig;
 use crate::metrics::{Accumulator, Chunked, Params, Piece, SideStats, ValuesRef};
 use crate::tolerance::{
-    truth_floor, truth_noise, DTypeClass, Resolved, Tolerance, REL_ERR_GUARD_MIN,
+    truth_floor, truth_noise, DTypeClass, Resolved, Tolerance, REL_ERR_GUARD_MIN, TRUTH_MAX_REF_ERR,
 };
 
 /// One side of a probe: its shape, values and *original* dtype name (e.g. `"bfloat16"` for a tensor
@@ -1066,6 +1066,17 @@ fn apply_truth(mut row: OpResult, truth: TruthFold) -> OpResult {
     row.truth.ours_truth_rel_err = finite(e_ours);
     row.truth.ref_truth_rel_err = finite(e_ref);
     row.truth.noise_ratio = finite(noise_ratio);
+    if e_ref > TRUTH_MAX_REF_ERR {
+        // The reference is not near its own high-precision run: the truth is of another
+        // model or another input at this op (or the values were replaced), and cannot judge
+        // ours against it. Found by a bad-input hunt: a truth row of random values let a bug
+        // pass at ratio 1.0.
+        row.truth.truth_problem = Some(format!(
+            "ref is {} from the truth (more than {TRUTH_MAX_REF_ERR}): not a run of the reference's model here",
+            sci(e_ref)
+        ));
+        return row;
+    }
     let excess = e_ours - e_ref;
     if noise_ratio > ratio && excess > truth_noise(truth_class) {
         row.status = Status::Diverged;

@@ -76,5 +76,5 @@ pub use tokens::{
 };
 pub use tolerance::{
     decision_rule, truth_floor, truth_rule, unit_roundoff, DTypeClass, Preset, Tolerance,
-    DEFAULT_NOISE_RATIO, F32_TRUTH_FLOOR, PRESETS, REL_ERR_GUARD_MIN,
+    DEFAULT_NOISE_RATIO, F32_TRUTH_FLOOR, PRESETS, REL_ERR_GUARD_MIN, TRUTH_MAX_REF_ERR,
 };

@@ -120,6 +120,30 @@ fn an_f32_reference_is_floored_at_f32_accumulation_noise_not_one_rounding() {
 }
 
 #[test]
+fn a_truth_far_from_the_reference_cannot_judge_the_row() {
+    // A truth row of other values (another model or input): the reference 100% off it, ours
+    // too, ratio ~1, and a real bug passed. Past TRUTH_MAX_REF_ERR the presets decide.
+    let far = [3.0, 1.0, -2.0, 4.0];
+    let cfg = truth_cfg(3.0);
+    let row = compare_with_truth(
+        "x",
+        side(&off(&far, 0.5), "bfloat16"),
+        side(&far, "bfloat16"),
+        side(&T, "float64"),
+        &cfg,
+    );
+    assert_eq!(row.status, Status::Diverged, "{row:?}"); // the preset's verdict: 50% off
+    let why = row.truth.truth_problem.as_deref().unwrap();
+    assert!(
+        why.starts_with("ref is ") && why.contains("more than 0.5"),
+        "{why}"
+    );
+    // just under the bound the truth judges
+    let row = check(&off(&T, 0.45), &off(&T, 0.45), "bfloat16");
+    assert_eq!((row.status, row.truth.truth_problem), (Status::Ok, None));
+}
+
+#[test]
 fn an_op_exact_in_the_reference_uses_the_rounding_floor() {
     // ref exact; ours one bf16 rounding off (1e-3 relative): below the floor 2^-9, ratio ~0.5.
     let row = check(&off(&T, 1e-3), &T, "bfloat16");
@@ -280,7 +304,8 @@ fn the_report_lists_rows_without_truth_and_names_the_first_difference() {
 
 proptest! {
     /// Whatever the values: ours closer to the truth than ref (or as close) is never a
-    /// divergence in truth mode, whatever the 2-way error.
+    /// divergence in truth mode, whatever the 2-way error (where the truth can judge: ref
+    /// within `TRUTH_MAX_REF_ERR` of it).
     #[test]
     fn closer_to_the_truth_never_diverges(
         t in prop::collection::vec(-100f64..100.0, 1..64),
@@ -301,6 +326,9 @@ proptest! {
         let rn: f64 = noise_r[..n].iter().map(|e| e * e).sum::<f64>();
         let on: f64 = (0..n).map(|i| noise_r[(i + rot) % n].powi(2)).sum::<f64>() * shrink * shrink;
         prop_assume!(on <= rn * (1.0 + 1e-12));
+        // a truth the reference is far from cannot judge (TRUTH_MAX_REF_ERR): the presets do
+        let tn: f64 = t.iter().map(|x| x * x).sum::<f64>();
+        prop_assume!(rn.sqrt() <= TRUTH_MAX_REF_ERR * tn.sqrt());
         let row = compare_with_truth(
             "x",
             s(&shape, &o, "bfloat16"),
@@ -315,7 +343,7 @@ proptest! {
     #[test]
     fn the_verdict_follows_the_ratio(
         e_o in 1e-3f64..1.0,
-        e_r in 1e-3f64..1.0,
+        e_r in 1e-3f64..TRUTH_MAX_REF_ERR,
         k in 1.0f64..10.0,
     ) {
         let o = off(&T, e_o);

@@ -62,6 +62,36 @@ impl DType {
         DType::ALL.into_iter().find(|d| d.name() == s)
     }
 
+    /// Explicit mantissa bits of a float dtype; `None` for integers and bool.
+    pub fn mantissa_bits(self) -> Option<u32> {
+        match self {
+            DType::F64 => Some(52),
+            DType::F32 => Some(23),
+            DType::F16 => Some(10),
+            DType::BF16 => Some(7),
+            _ => None,
+        }
+    }
+
+    /// True when a metadata dtype (`meta.dtypes`: what the tensor was before export) claims
+    /// more precision than these stored bytes hold: a float finer than the stored float
+    /// (`float64` over float32 data), or a float over integer data. Such a claim is a
+    /// metadata error (a bf16 tensor is stored as float32 and says `bfloat16`: coarser, fine),
+    /// and trusting it would, say, take float32 data for a float64 truth. Names the dump does
+    /// not know (`float8_e4m3fn`) are not judged.
+    pub fn claim_exceeds(self, claim: &str) -> bool {
+        let claim = claim.strip_prefix("torch.").unwrap_or(claim);
+        let claimed = match DType::from_name(claim) {
+            Some(d) => d.mantissa_bits(),
+            None => return false,
+        };
+        match (claimed, self.mantissa_bits()) {
+            (Some(c), Some(s)) => c > s,
+            (Some(_), None) => true,
+            (None, _) => false,
+        }
+    }
+
     /// Bytes per element in storage.
     pub fn size_bytes(self) -> usize {
         match self {
@@ -283,6 +313,22 @@ pub(crate) fn element_count(shape: &[usize]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_claim_of_more_precision_than_the_bytes_hold_is_caught() {
+        // the export's own claims: coarser than the storage, or equal
+        assert!(!DType::F32.claim_exceeds("bfloat16"));
+        assert!(!DType::F32.claim_exceeds("torch.float16"));
+        assert!(!DType::F64.claim_exceeds("float64"));
+        assert!(!DType::I64.claim_exceeds("int64"));
+        // more than the bytes hold
+        assert!(DType::F32.claim_exceeds("float64"));
+        assert!(DType::BF16.claim_exceeds("float16"));
+        assert!(DType::I64.claim_exceeds("float64"));
+        assert!(DType::Bool.claim_exceeds("float32"));
+        // not judged: names the dump does not know
+        assert!(!DType::F32.claim_exceeds("float8_e4m3fn"));
+    }
 
     #[test]
     fn a_view_hands_out_its_values_borrowed_or_decoded() {

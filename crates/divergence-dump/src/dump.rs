@@ -261,11 +261,19 @@ impl Dump {
 
     /// [`Dump::original_dtype_at`], borrowed (no copy: `diff` asks for every row's, and a
     /// decode dump has ~150,000).
+    ///
+    /// A metadata dtype that claims more precision than the stored bytes hold
+    /// ([`DType::claim_exceeds`]) is not used: the stored dtype is the answer.
     pub fn original_dtype_str_at(&self, i: usize) -> Option<&str> {
+        let stored = self.info_at(i).map(|i| i.dtype);
+        let honest = |claim: &'_ str| stored.is_none_or(|s| !s.claim_exceeds(claim));
         if let Some(d) = self.original.get(i).copied().flatten() {
-            return self.dtype_names.get(usize::from(d)).map(String::as_str);
-        }
-        if self.dtype_names.len() > usize::from(u16::MAX) {
+            if let Some(claim) = self.dtype_names.get(usize::from(d)) {
+                if honest(claim) {
+                    return Some(claim.as_str());
+                }
+            }
+        } else if self.dtype_names.len() > usize::from(u16::MAX) {
             // Not all interned (see `original_dtypes`); a stacked step has its member's.
             let name = self.names.get(i)?;
             let dtypes = self.meta.as_ref().map(|m| &m.dtypes);
@@ -274,10 +282,12 @@ impl Dump {
                 (step > 0).then(|| format!("{base}{}", stacked::STACKED_SUFFIX))
             };
             if let Some(d) = dtypes.and_then(|d| d.get(name).or_else(|| d.get(&member()?))) {
-                return Some(d.as_str());
+                if honest(d) {
+                    return Some(d.as_str());
+                }
             }
         }
-        self.info_at(i).map(|i| i.dtype.name())
+        stored.map(DType::name)
     }
 
     /// Read and decode one tensor (C order, widened values).
