@@ -1112,6 +1112,32 @@ def inspect_cases() -> list[Case]:
          exp=error("config.json"))
     ckpt("config_is_directory", None, extra=lambda m: (m / "config.json").mkdir(),
          exp=error("config.json"))
+    # Found by a bad-input hunt (2026-12-01): a named pipe hung `inspect` and `run`, a link to
+    # /dev/zero read until memory ran out; the values `run` refuses were clean here.
+    ckpt("config_is_fifo", None, extra=lambda m: os.mkfifo(m / "config.json"),
+         exp=error("config.json", "named pipe"), wall_s=5)
+    ckpt("config_is_dev_zero", None, extra=lambda m: (m / "config.json").symlink_to("/dev/zero"),
+         exp=error("config.json", "not a regular file"), wall_s=5)
+    ckpt("rope_theta_zero", {**cfg, "rope_theta": 0, "rope_parameters": {"rope_theta": 0, "rope_type": "default"}},
+         exp=findings("config"))
+    ckpt("rms_norm_eps_negative", {**cfg, "rms_norm_eps": -1}, exp=findings("config"))
+
+    def run_case(tag, build_args, exp, **kw):
+        def build(d: Path):
+            return ["run", "--model", str(TINY), *build_args(d)]
+        cases.append(Case("inspect", tag, build, exp, **kw))
+
+    def ids_fifo(d: Path):
+        os.mkfifo(d / "ids.txt")
+        return ["--ids-file", str(d / "ids.txt")]
+
+    run_case("run_ids_file_fifo", ids_fifo, error("ids.txt", "not a regular file"), wall_s=5)
+    run_case("run_ids_file_dev_zero", lambda d: ["--ids-file", "/dev/zero"],
+             error("/dev/zero", "not a regular file"), wall_s=5)
+    # 20,000 tokens: eager attention would ask for 6.4 GB at once; refused before loading
+    run_case("run_prompt_past_max_positions",
+             lambda d: ["--ids-file", str(_write(d / "long.txt", b"1 " * 20000))],
+             error("20000 tokens", "max_position_embeddings (512)"), wall_s=5)
     for tag, val in (("layers_1e12_float", 1e12), ("layers_10pow12", 10 ** 12), ("layers_minus_1", -1),
                      ("layers_string", "4"), ("layers_10pow30", 10 ** 30)):
         ckpt(tag, {**cfg, "num_hidden_layers": val}, exp=findings("config", without=rejected))

@@ -86,6 +86,9 @@ impl Family {
 pub const QWEN3_DEFAULT_HEAD_DIM: usize = 128;
 /// RoPE base when config.json gives none (`RotaryEmbeddingConfigMixin.default_theta`).
 pub const DEFAULT_ROPE_THETA: f64 = 10_000.0;
+
+/// The largest config.json read (a real one is a few KB).
+pub const MAX_CONFIG_BYTES: u64 = 16 << 20;
 /// The fields every known family needs and that have no usable default.
 pub const REQUIRED: [&str; 5] = [
     "hidden_size",
@@ -211,18 +214,31 @@ impl Config {
     /// Reads `path`. A missing file, unreadable or unparsable JSON, or JSON that is not an
     /// object is an error; everything else is a field of the result.
     pub fn load(path: &Path) -> Result<Config, Error> {
-        let bytes = std::fs::read(path).map_err(|error| {
-            if error.kind() == std::io::ErrorKind::NotFound {
-                Error::MissingConfig {
-                    path: path.to_path_buf(),
-                }
-            } else {
-                Error::Io {
-                    path: path.to_path_buf(),
-                    error,
-                }
-            }
-        })?;
+        // From the metadata first, never opening a fifo (it blocks) or reading a device
+        // without end (found by a bad-input hunt: config.json as a named pipe hung `run` and
+        // `inspect`, as a link to /dev/zero it took gigabytes).
+        if !crate::layout::is_regular(path)? {
+            return Err(Error::MissingConfig {
+                path: path.to_path_buf(),
+            });
+        }
+        let io = |error| Error::Io {
+            path: path.to_path_buf(),
+            error,
+        };
+        let mut bytes = Vec::new();
+        use std::io::Read;
+        std::fs::File::open(path)
+            .map_err(io)?
+            .take(MAX_CONFIG_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .map_err(io)?;
+        if bytes.len() as u64 > MAX_CONFIG_BYTES {
+            return Err(Error::BadJson {
+                path: path.to_path_buf(),
+                message: format!("larger than {MAX_CONFIG_BYTES} bytes: not a config.json"),
+            });
+        }
         let value: Value = serde_json::from_slice(&bytes).map_err(|source| Error::Json {
             path: path.to_path_buf(),
             source,

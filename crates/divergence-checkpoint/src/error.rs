@@ -114,7 +114,7 @@ pub(crate) fn describe_safetensors(err: &safetensors::SafeTensorError) -> String
         E::InvalidHeader(_) => "header is not valid utf-8".to_string(),
         E::InvalidHeaderDeserialization(e) => format!("header is not valid json ({e})"),
         E::MetadataIncompleteBuffer => {
-            "data section is shorter than the header says (truncated file?)".to_string()
+            "the data section does not end where the header's offsets do (a truncated file, or bytes after the last tensor)".to_string()
         }
         E::InvalidOffset(name) => format!("tensor {name} has invalid data offsets"),
         E::TensorInvalidInfo => "a tensor's shape and dtype do not match its byte size".to_string(),

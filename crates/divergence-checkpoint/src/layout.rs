@@ -123,7 +123,7 @@ pub(crate) fn file_kind(t: &std::fs::FileType) -> &'static str {
 /// Whether `path` is a regular file (following symlinks), from its metadata alone: `false`
 /// if it does not exist, an error if it is something else (a directory, a fifo, a device) or
 /// cannot be examined. Never opens it: opening a fifo blocks.
-fn is_regular(path: &Path) -> Result<bool, Error> {
+pub(crate) fn is_regular(path: &Path) -> Result<bool, Error> {
     match std::fs::metadata(path) {
         Ok(meta) if meta.is_file() => Ok(true),
         Ok(meta) => Err(Error::NotRegularFile {

@@ -306,7 +306,7 @@ fn corrupt_headers_are_errors_naming_the_file() {
     std::fs::write(&st, &bytes[..bytes.len() - 3]).unwrap();
     assert_eq!(
         open().unwrap_err().to_string(),
-        format!("{}: corrupt safetensors file: data section is shorter than the header says (truncated file?)", st.display())
+        format!("{}: corrupt safetensors file: the data section does not end where the header's offsets do (a truncated file, or bytes after the last tensor)", st.display())
     );
     std::fs::write(&st, [0xFFu8; 16]).unwrap();
     assert_eq!(

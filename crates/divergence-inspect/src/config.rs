@@ -47,6 +47,27 @@ pub(crate) fn interpret(cfg: &Config) -> ModelConfig {
         .iter()
         .map(|issue| note(Severity::Error, format!("config.json: {issue}")))
         .collect();
+    // The values `divergence run` refuses (crates/divergence-qwen3/src/config.rs): the lint is
+    // never more lenient than the port (found by a bad-input hunt: rope_theta 0 and a negative
+    // rms_norm_eps were clean here and refused there).
+    if !(cfg.rope_theta.is_finite() && cfg.rope_theta > 0.0) {
+        notes.push(note(
+            Severity::Error,
+            format!(
+                "config.json: rope_theta ({}) must be finite and positive: RoPE's frequencies are theta^(-2i/d)",
+                cfg.rope_theta
+            ),
+        ));
+    }
+    if !(cfg.rms_norm_eps.is_finite() && cfg.rms_norm_eps >= 0.0) {
+        notes.push(note(
+            Severity::Error,
+            format!(
+                "config.json: rms_norm_eps ({}) must be finite and >= 0: RMSNorm divides by sqrt(var + eps)",
+                cfg.rms_norm_eps
+            ),
+        ));
+    }
     let family = cfg.family;
     match (&cfg.model_type, family) {
         (None, _) => notes.push(note(

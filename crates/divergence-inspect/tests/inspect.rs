@@ -829,7 +829,7 @@ fn corrupt_safetensors_is_an_error() {
     let err = inspect(dir.path(), &InspectOptions::default()).unwrap_err();
     assert_eq!(
         err.to_string(),
-        format!("{}: corrupt safetensors file: data section is shorter than the header says (truncated file?)", st.display())
+        format!("{}: corrupt safetensors file: the data section does not end where the header's offsets do (a truncated file, or bytes after the last tensor)", st.display())
     );
     // Garbage header length.
     std::fs::write(&st, [0xFFu8; 16]).unwrap();

@@ -226,12 +226,42 @@ pub fn parse_ids(text: &str, source_name: &str) -> Result<Vec<u32>, Error> {
 
 /// Reads token ids from a file (see [`parse_ids`]).
 pub fn read_ids_file(path: &Path) -> Result<Vec<u32>, Error> {
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+    let label = path.display().to_string();
+    let io = |source| Error::Io {
         path: path.to_path_buf(),
         source,
-    })?;
-    parse_ids(&text, &path.display().to_string())
+    };
+    // From the metadata first: opening a fifo blocks, and /dev/zero never ends (found by a
+    // bad-input hunt: a named pipe hung `run`, /dev/zero took 23 GB).
+    let md = std::fs::metadata(path).map_err(io)?;
+    let bad = |message: String| Error::InputIds {
+        source_name: label.clone(),
+        message,
+    };
+    if !md.is_file() {
+        return Err(bad(
+            "not a regular file (a directory, a fifo or a device)".into()
+        ));
+    }
+    if md.len() > MAX_IDS_FILE_BYTES {
+        return Err(bad(format!(
+            "{} bytes, more than the {MAX_IDS_FILE_BYTES} an ids file may have",
+            md.len()
+        )));
+    }
+    let mut text = String::new();
+    use std::io::Read;
+    std::fs::File::open(path)
+        .map_err(io)?
+        .take(MAX_IDS_FILE_BYTES)
+        .read_to_string(&mut text)
+        .map_err(io)?;
+    parse_ids(&text, &label)
 }
+
+/// The largest `--ids-file` read: 64 MiB, millions of ids (a prompt past the model's
+/// `max_position_embeddings` is refused anyway).
+pub const MAX_IDS_FILE_BYTES: u64 = 64 << 20;
 
 /// Loads the model, runs `repeat` prefills, and writes the probes of each to `out`.
 pub fn run_to_dump(opts: &RunOptions) -> Result<RunSummary, Error> {
@@ -300,6 +330,19 @@ pub fn run_to_dump(opts: &RunOptions) -> Result<RunSummary, Error> {
                 ),
             });
         }
+    }
+    // Eager attention holds T x T scores per head: a prompt past the model's positions is
+    // refused before anything is allocated (found by a bad-input hunt: a 40 KB ids file of
+    // 20,000 tokens asked for 6.4 GB at once and aborted).
+    let max_positions = ckpt.config.max_position_embeddings.unwrap_or(1 << 20);
+    if opts.input_ids.len() > max_positions {
+        return Err(Error::InputIds {
+            source_name: "the prompt".to_string(),
+            message: format!(
+                "{} tokens, more than the model's max_position_embeddings ({max_positions})",
+                opts.input_ids.len()
+            ),
+        });
     }
     if let Some(d) = &decode {
         // The KV cache is allocated whole up front: positions beyond the model's are refused
