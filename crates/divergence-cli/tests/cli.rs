@@ -1031,3 +1031,41 @@ fn tui_without_a_terminal_is_a_one_line_error() {
         "{err}"
     );
 }
+
+#[test]
+fn hostile_tensor_names_cannot_drive_the_terminal_or_the_markdown() {
+    // Found by a bad-input hunt: a name's newline and escapes reached the terminal (a window
+    // title, a cleared screen) and broke out of the Markdown table (a heading, raw HTML).
+    let dir = tempfile::tempdir().unwrap();
+    let hostile = "a\n## INJECTED\u{1b}]0;title\u{7}\u{1b}[2J<img src=x>";
+    let (ours, reference) = (dir.path().join("o.npz"), dir.path().join("r.npz"));
+    for (path, v) in [(&ours, [1.0f32, 5.0]), (&reference, [1.0f32, 2.0])] {
+        let mut w = DumpWriter::create(path).unwrap();
+        w.add(hostile, &[2], TensorData::F32(&v)).unwrap();
+        w.add("only.in.one\u{1b}[31m", &[2], TensorData::F32(&v))
+            .unwrap();
+        w.finish(Meta::default()).unwrap();
+    }
+    for format in ["table", "markdown"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_divergence"))
+            .args(["diff", ours.to_str().unwrap(), reference.to_str().unwrap()])
+            .args(["--format", format, "--color", "never"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{format}");
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert!(
+            !text.contains('\u{1b}') && !text.contains('\u{7}'),
+            "{format}: {text}"
+        );
+        assert!(
+            !text.lines().any(|l| l.starts_with("## INJECTED")),
+            "{format}: {text}"
+        );
+        assert!(text.contains("a\\n## INJECTED\\u{1b}"), "{format}: {text}");
+        if format == "markdown" {
+            assert!(!text.contains("<img"), "{text}");
+            assert!(text.contains("&lt;img src=x>"), "{text}");
+        }
+    }
+}

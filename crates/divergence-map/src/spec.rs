@@ -297,7 +297,10 @@ impl Rule {
             transform: spec.transform,
             split: spec.split,
             optional: spec.optional,
-            note: spec.note,
+            // One line wherever it is shown (a row's `mapped`): a note is user text.
+            note: spec
+                .note
+                .map(|n| divergence_names::one_line(&n).into_owned()),
         })
     }
 }

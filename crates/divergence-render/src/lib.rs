@@ -11,6 +11,7 @@ mod json;
 mod markdown;
 mod options;
 mod plot;
+mod safe;
 mod sections;
 mod svg;
 mod table;
@@ -26,7 +27,7 @@ pub use regex::Regex;
 /// Renders the human view: header, first divergence, ops around it (or all / filtered ops),
 /// per-layer lines, amplification, one-side names and a summary line.
 pub fn render_table(report: &Report, opts: &TableOptions, out: &mut dyn Write) -> io::Result<()> {
-    table::render(report, opts, out)
+    table::render(&safe::text_safe(report, safe::Dialect::Terminal), opts, out)
 }
 
 /// Renders the report as pretty JSON (schema `divergence-report/2`, see `docs/report-schema.md`).
@@ -55,5 +56,5 @@ pub fn render_markdown(
     opts: &TableOptions,
     out: &mut dyn Write,
 ) -> io::Result<()> {
-    markdown::render(report, opts, out)
+    markdown::render(&safe::text_safe(report, safe::Dialect::Markdown), opts, out)
 }

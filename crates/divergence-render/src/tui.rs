@@ -460,7 +460,8 @@ const PLOT_H: u16 = 4;
 
 impl Tui {
     /// The view of `report`, the cursor on the first divergence (or the first op).
-    pub fn new(report: Report) -> Tui {
+    pub fn new(mut report: Report) -> Tui {
+        crate::safe::make_text_safe(&mut report, crate::safe::Dialect::Terminal);
         let mut tui = Tui {
             report,
             rows: Vec::new(),
@@ -515,7 +516,8 @@ impl Tui {
 
     /// Replaces the report (`--watch`): filter and sort stay, the cursor stays on the op of the
     /// same name when it is still shown.
-    pub fn replace(&mut self, report: Report) {
+    pub fn replace(&mut self, mut report: Report) {
+        crate::safe::make_text_safe(&mut report, crate::safe::Dialect::Terminal);
         let name = self.selected().map(|o| o.name.clone());
         self.report = report;
         if !self.sort.applies(self.truth()) {
