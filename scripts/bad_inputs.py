@@ -1134,6 +1134,17 @@ def inspect_cases() -> list[Case]:
     run_case("run_ids_file_fifo", ids_fifo, error("ids.txt", "not a regular file"), wall_s=5)
     run_case("run_ids_file_dev_zero", lambda d: ["--ids-file", "/dev/zero"],
              error("/dev/zero", "not a regular file"), wall_s=5)
+    def replay_big(d: Path):
+        # a reference whose probe has the wrong shape, 512 MiB of zeros deflated to 0.5 MB:
+        # refused from its header, never inflated (it was, to 520 MB)
+        with np.load(F32_NPZ) as z:
+            arrays = {k: z[k] for k in z.files}
+        arrays["model.layers.1.mlp.down_proj"] = np.zeros((1, 16, 1 << 23), np.float32)
+        np.savez_compressed(d / "big.npz", **arrays)
+        return ["--ids-file", str(TINY / "ids.txt"), "--replay", str(d / "big.npz"), "--out", str(d / "o.npz")]
+
+    run_case("run_replay_wrong_shape_deflated", replay_big,
+             error("big.npz", "model.layers.1.mlp.down_proj has shape [1, 16, 8388608]"), wall_s=10)
     # 20,000 tokens: eager attention would ask for 6.4 GB at once; refused before loading
     run_case("run_prompt_past_max_positions",
              lambda d: ["--ids-file", str(_write(d / "long.txt", b"1 " * 20000))],

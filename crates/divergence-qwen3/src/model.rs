@@ -896,7 +896,7 @@ impl Qwen3 {
     }
 
     /// Rejects an empty list and ids outside the vocabulary (`what`: "input ids", ...).
-    fn check_ids(&self, ids: &[u32], what: &str) -> Result<(), Error> {
+    pub(crate) fn check_ids(&self, ids: &[u32], what: &str) -> Result<(), Error> {
         if ids.is_empty() {
             return Err(Error::InputIds {
                 source_name: what.to_string(),

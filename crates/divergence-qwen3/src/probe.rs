@@ -629,13 +629,23 @@ impl Substitute for DumpReplay {
             return Ok(None);
         }
         let path = self.dump.path().display();
+        // The same shape up to size-1 dimensions (the rule `diff` applies): a reference that
+        // lays a probe out otherwise ([B, H, T, D] for [B, T, H, D]) must not be reinterpreted.
+        // Checked from the header before the values are read (found by a bad-input hunt: a
+        // 1 MB compressed probe of the wrong shape was inflated to 512 MB first).
+        let squeeze = |d: &[usize]| d.iter().copied().filter(|&x| x != 1).collect::<Vec<_>>();
+        if let Some(shape) = self.dump.shape(name) {
+            if squeeze(shape) != squeeze(like.dims()) {
+                return Err(Error::Replay(format!(
+                    "{path}: probe {name} has shape {shape:?}, the model's has {:?}: not a dump of this model and input",
+                    like.dims()
+                )));
+            }
+        }
         let t = self
             .dump
             .read(name)
             .map_err(|e| Error::Replay(e.to_string()))?;
-        // The same shape up to size-1 dimensions (the rule `diff` applies): a reference that
-        // lays a probe out otherwise ([B, H, T, D] for [B, T, H, D]) must not be reinterpreted.
-        let squeeze = |d: &[usize]| d.iter().copied().filter(|&x| x != 1).collect::<Vec<_>>();
         if squeeze(&t.shape) != squeeze(like.dims()) {
             return Err(Error::Replay(format!(
                 "{path}: probe {name} has shape {:?}, the model's has {:?}: not a dump of this model and input",

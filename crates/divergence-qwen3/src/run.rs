@@ -372,6 +372,8 @@ pub fn run_to_dump(opts: &RunOptions) -> Result<RunSummary, Error> {
         .synchronize()
         .ctx(|| "loading the model".to_string())?;
     let load_time = t0.elapsed();
+    // Bad ids fail before any file is written (--out would be truncated otherwise).
+    model.check_ids(&opts.input_ids, "input ids")?;
     if decode.is_some() {
         // A negative decode position (fault decode-pos) fails before any file is written.
         model.decode_position(opts.input_ids.len(), 1)?;

@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
 use divergence_qwen3::{
     parse_ids, read_ids_file, run_to_dump, DecodeIds, DecodeOptions, DeviceKind, FaultSpec, Policy,
@@ -141,8 +141,30 @@ pub fn run(args: RunArgs) -> Result<Exit> {
         replay: args.replay,
         decode,
     };
-    let summary = run_to_dump(&opts)
-        .with_context(|| format!("divergence run --model {}", args.model.display()))?;
+    // What --out was before the run: a failed run removes the dump it started, never a file
+    // it did not write.
+    let stamp = |p: &std::path::Path| {
+        std::fs::metadata(p)
+            .ok()
+            .filter(|m| m.is_file())
+            .map(|m| (m.len(), m.modified().ok()))
+    };
+    let before = opts.out.as_deref().map(stamp);
+    let summary = match run_to_dump(&opts) {
+        Ok(summary) => summary,
+        Err(e) => {
+            // A run that fails after its dump was started leaves no partial dump behind (a
+            // truncated npz reads as a damaged file, or worse as a short run).
+            if let (Some(out), Some(before)) = (&opts.out, before) {
+                let now = stamp(out);
+                if now.is_some() && now != before {
+                    let _ = std::fs::remove_file(out);
+                }
+            }
+            return Err(anyhow::Error::new(e)
+                .context(format!("divergence run --model {}", args.model.display())));
+        }
+    };
     for note in &summary.ignored {
         eprintln!("divergence run: note: {note}");
     }
