@@ -1118,6 +1118,11 @@ def inspect_cases() -> list[Case]:
          exp=error("config.json", "named pipe"), wall_s=5)
     ckpt("config_is_dev_zero", None, extra=lambda m: (m / "config.json").symlink_to("/dev/zero"),
          exp=error("config.json", "not a regular file"), wall_s=5)
+    # an unknown dtype: the tensor named, not serde's list of every valid dtype
+    ckpt("shard_unknown_dtype", cfg, shard=None,
+         extra=lambda m: write_st(m / "model.safetensors", {"model.embed_tokens.weight": {
+             "dtype": "Q4", "shape": [2], "data_offsets": [0, 8]}}, bytes(8)),
+         exp=error("model.safetensors", "tensor 'model.embed_tokens.weight': unknown dtype 'Q4'"))
     ckpt("rope_theta_zero", {**cfg, "rope_theta": 0, "rope_parameters": {"rope_theta": 0, "rope_type": "default"}},
          exp=findings("config"))
     ckpt("rms_norm_eps_negative", {**cfg, "rms_norm_eps": -1}, exp=findings("config"))

@@ -190,7 +190,7 @@ impl Weights {
             let (header_len, metadata) =
                 SafeTensors::read_metadata(&shard.map).map_err(|e| Error::Safetensors {
                     path: shard.path.clone(),
-                    message: describe_safetensors(&e),
+                    message: unknown_dtype(&shard.map).unwrap_or_else(|| describe_safetensors(&e)),
                 })?;
             let start = 8 + header_len;
             let mut names: Vec<(String, &safetensors::tensor::TensorInfo)> =
@@ -329,4 +329,48 @@ impl Weights {
         }
         Ok(info)
     }
+}
+
+/// `tensor 'X': unknown dtype 'Q4'` when the header names a dtype the safetensors crate does
+/// not know (its own message is serde's list of every valid one, without the tensor; found by a
+/// bad-input hunt). `None` when that is not the problem or the header cannot be read here.
+fn unknown_dtype(map: &[u8]) -> Option<String> {
+    // The `Dtype` variants of safetensors 0.8.
+    const KNOWN: [&str; 22] = [
+        "BOOL",
+        "F4",
+        "F6_E2M3",
+        "F6_E3M2",
+        "U8",
+        "I8",
+        "F8_E5M2",
+        "F8_E4M3",
+        "F8_E8M0",
+        "F8_E4M3FNUZ",
+        "F8_E5M2FNUZ",
+        "I16",
+        "U16",
+        "F16",
+        "BF16",
+        "I32",
+        "U32",
+        "F32",
+        "C64",
+        "F64",
+        "I64",
+        "U64",
+    ];
+    let len = usize::try_from(u64::from_le_bytes(map.get(..8)?.try_into().ok()?)).ok()?;
+    let header: serde_json::Value =
+        serde_json::from_slice(map.get(8..8usize.checked_add(len)?)?).ok()?;
+    header.as_object()?.iter().find_map(|(name, info)| {
+        let dtype = info.get("dtype")?.as_str()?;
+        (name != "__metadata__" && !KNOWN.contains(&dtype)).then(|| {
+            let (name, dtype) = (
+                divergence_names::one_line(name),
+                divergence_names::one_line(dtype),
+            );
+            format!("tensor '{name}': unknown dtype '{dtype}'")
+        })
+    })
 }

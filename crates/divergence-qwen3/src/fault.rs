@@ -436,10 +436,11 @@ fn parse_layers(text: &str) -> Result<Vec<(usize, usize)>, String> {
     let mut ranges = Vec::new();
     for part in text.split(',') {
         let part = part.trim();
+        // The whole part in the message: `-1` splits into "" and "1" below.
         let parse = |s: &str| -> Result<usize, String> {
-            s.trim()
-                .parse::<usize>()
-                .map_err(|_| format!("layer {s:?} is not a layer index (use @N, @N-M or @N,M-K)"))
+            s.trim().parse::<usize>().map_err(|_| {
+                format!("layer {part:?} is not a layer index or range (use @N, @N-M or @N,M-K)")
+            })
         };
         let range = match part.split_once('-') {
             Some((a, b)) => (parse(a)?, parse(b)?),
@@ -857,6 +858,7 @@ mod tests {
             ("embed-scale@0", "takes no @LAYERS"),
             ("transpose=lm_head@0", "takes no @LAYERS"),
             ("skip-k-norm@x", "not a layer index"),
+            ("skip-k-norm@-1", "layer \"-1\" is not a layer index"),
             ("skip-k-norm@3-1", "is empty"),
             ("act=swiglu", "unknown activation"),
             ("attn-bias=inf", "not finite"),
