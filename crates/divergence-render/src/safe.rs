@@ -26,7 +26,11 @@ fn bad(c: char, d: Dialect) -> bool {
 }
 
 fn needs(s: &str, d: Dialect) -> bool {
-    s.chars().any(|c| bad(c, d))
+    // Printable ASCII first, byte by byte; characters only past it. The scan of every row
+    // costs 2-3 ms on the 64-step pair on 2 cores (38,489 rows, one string each to reach: the
+    // output phase 2.4-2.9 ms without it, 4.4-6.5 ms with it), ~1% of the run.
+    let plain = |b: &u8| (0x20..0x7f).contains(b) && !(d == Dialect::Markdown && *b == b'<');
+    !s.as_bytes().iter().all(plain) && s.chars().any(|c| bad(c, d))
 }
 
 fn fix(s: &mut String, d: Dialect) {
