@@ -226,6 +226,7 @@ fn slice(
         _ => base.to_string(),
     };
     let src_shape = full.shape(&source)?.to_vec();
+    let squeeze = |s: &[usize]| s.iter().copied().filter(|&x| x != 1).collect::<Vec<_>>();
     let positions = if len == 1 {
         format!("position {start}")
     } else {
@@ -265,7 +266,6 @@ fn slice(
         // shapes agree exactly; else up to size-1 axes (a port may drop the size-1 token axis
         // of a decode step), the op's own token axis first when several fit (4 heads and 4
         // tokens: rope_q [B, H, T, D] fits at H and at T).
-        let squeeze = |s: &[usize]| s.iter().copied().filter(|&x| x != 1).collect::<Vec<_>>();
         let narrowed = |i: usize| {
             let mut n = src_shape.clone();
             n[i] = len;
@@ -304,7 +304,6 @@ fn slice(
             Some(virt(steps, out, how))
         }
         None => {
-            let squeeze = |s: &[usize]| s.iter().copied().filter(|&x| x != 1).collect::<Vec<_>>();
             if squeeze(&src_shape) == squeeze(shape) {
                 return None;
             }
