@@ -1281,6 +1281,28 @@ def special_cases() -> list[Case]:
 
     cases.append(Case("special", "json_out_into_missing_dir", json_out_missing_dir,
                       error("r.json")))
+
+    def json_out_over_ours(d: Path):
+        # the report would replace the dump it compares (found by a bad-input hunt)
+        ours = _write(d / "ours.npz", F32_NPZ.read_bytes())
+        return ["diff", str(ours), str(F32_NPZ), "--format", "json", "--json-out", str(ours)]
+
+    cases.append(Case("special", "json_out_is_the_ours_dump", json_out_over_ours,
+                      error("--json-out", "ours.npz", "the OURS file")))
+
+    def two_outputs_one_file(d: Path):
+        return ["diff", str(F32_NPZ), str(F32_NPZ), "--format", "json",
+                "--html-out", str(d / "r.out"), "--markdown-out", str(d / "." / "r.out")]
+
+    cases.append(Case("special", "two_outputs_one_file", two_outputs_one_file,
+                      error("--markdown-out", "--html-out", "r.out")))
+
+    # clap's usage errors are one line too (a conflict, an unexpected value)
+    cases.append(Case("special", "conflicting_flags", lambda d: [
+        "diff", str(F32_NPZ), str(F32_NPZ), "--exact", "--rtol", "1"],
+        error("--exact", "(see --help)")))
+    cases.append(Case("special", "negative_layer", lambda d: [
+        "diff", str(F32_NPZ), str(F32_NPZ), "--layer", "-1"], error("'-1'", "(see --help)")))
     return cases
 
 
@@ -1396,6 +1418,32 @@ def decode_cases() -> list[Case]:
         extra=("--prefill-vs-decode",))
     err("prefill_vs_decode_both_stepped", good, "prefill_vs_decode_both_stepped.npz",
         extra=("--prefill-vs-decode",))
+
+    # A truth with decode steps the reference lacks: the truth is named as the odd one out.
+    def truth_steps(d: Path):
+        p = savez(d / "ours.npz", base, meta_for(base))
+        q = savez(d / "ref.npz", base, meta_for(base))
+        t = savez(d / "truth_steps.npz", {k: v.astype(np.float64) for k, v in stepped.items()},
+                  meta_for(stepped, decode_steps=2))
+        return ["diff", str(p), str(q), "--format", "json", "--truth", str(t)]
+
+    cases.append(Case("decode", "truth_has_steps_ref_lacks", truth_steps,
+                      error("--truth", "truth_steps.npz", "not those of")))
+
+    # A recorded order that lists step 2 before step 1 (and the prefill last): the rows run in
+    # step order, so the first divergence is step 1's, not step 2's.
+    shuffled = [f"{k}@2" for k in base] + [f"{k}@1" for k in base] + list(base)
+    scaled = {k: (v * 2 if "@" in k else v) for k, v in stepped.items()}
+
+    def first_at_step_1(rep, _out):
+        first = (rep.get("first_divergence") or {}).get("step")
+        warned = any("out of order" in w for w in rep.get("warnings", []))
+        return None if first == 1 and warned else f"first divergence at step {first}, warned {warned}"
+
+    cases.append(Case("decode", "order_lists_steps_backwards",
+                      pair("backwards", {**good, "order": shuffled}, {**good, "order": shuffled},
+                           ours_arrays=scaled),
+                      report(1, check=first_at_step_1)))
     # Names that only look like steps are plain names; a step beyond 9 digits too.
     odd = {"a@0": base["a"], "a@01": base["a"], "a@99999999999": base["a"], "a@": base["a"],
            "b@x": base["b"]}

@@ -37,7 +37,31 @@ pub fn print_error(err: &anyhow::Error) {
         line.push_str(&text);
     }
     // A path given on the command line may hold a newline: the error stays one line.
-    eprintln!("{}", divergence_names::one_line(&line));
+    say(&divergence_names::one_line(&line));
+}
+
+/// Writes one line to stderr. A stderr that cannot be written (closed, a full disk, a reader
+/// gone) is ignored: the exit code still says what happened (`eprintln!` would panic, and the
+/// process exit with 101 instead of its code).
+pub fn say(line: &str) {
+    use std::io::Write;
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "{line}");
+}
+
+/// A usage error of clap's (a conflict, a missing or unexpected argument) on one line: its
+/// first paragraph (`the following required arguments were not provided: <OURS> <REF>`),
+/// without the usage and tips that follow, and where help is.
+pub fn usage_error_line(err: &clap::Error) -> String {
+    let text = err.render().to_string();
+    let first: Vec<&str> = text
+        .lines()
+        .skip_while(|l| l.trim().is_empty())
+        .take_while(|l| !l.trim().is_empty())
+        .map(str::trim)
+        .collect();
+    let first = divergence_names::one_line(&first.join(" ")).into_owned();
+    format!("{first} (see --help)")
 }
 
 /// A flag value rejected by its value parser (`--rtol=-1`, `--grep '['`, see `cmd::parse`) as

@@ -40,19 +40,19 @@ fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(err) => {
-            // A rejected flag value is one line; other usage errors keep clap's help.
+            // A rejected flag value is one line naming the flag.
             if let Some(line) = exit::value_error_line(&err) {
-                eprintln!("{line}");
+                exit::say(&line);
                 return Exit::Error.into();
             }
-            // --help and --version are not errors; everything else is a usage error (2).
-            let code = if err.use_stderr() {
-                Exit::Error
-            } else {
-                Exit::Clean
-            };
-            let _ = err.print();
-            return code.into();
+            // --help and --version are not errors: printed as clap writes them. Everything
+            // else is a usage error (2), on one line like every other error.
+            if !err.use_stderr() {
+                let _ = err.print();
+                return Exit::Clean.into();
+            }
+            exit::say(&exit::usage_error_line(&err));
+            return Exit::Error.into();
         }
     };
     // A mapped file cut short under us is one line and exit 2, not a silent death;

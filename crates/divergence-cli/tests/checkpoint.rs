@@ -75,3 +75,33 @@ fn run_and_inspect_read_the_same_files() {
         assert!(stderr.contains(&want), "{stderr}");
     }
 }
+
+#[test]
+fn an_untied_head_missing_from_the_checkpoint_is_said() {
+    // tie_word_embeddings: false and no lm_head.weight: `run` reads the head from the
+    // embeddings (transformers would initialize it randomly) and says so; `inspect` flags it.
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = root().join("fixtures/tiny-qwen3");
+    std::fs::copy(
+        fixture.join("model.safetensors"),
+        dir.path().join("model.safetensors"),
+    )
+    .unwrap();
+    let config = std::fs::read_to_string(fixture.join("config.json")).unwrap();
+    let untied = config.replace(
+        "\"tie_word_embeddings\": true",
+        "\"tie_word_embeddings\": false",
+    );
+    assert_ne!(config, untied);
+    std::fs::write(dir.path().join("config.json"), untied).unwrap();
+    let (code, _, stderr) = run(dir.path());
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("note: config.json says tie_word_embeddings: false, but the checkpoint has no lm_head.weight"),
+        "{stderr}"
+    );
+    // The fixture itself (tied) gets no such note.
+    let (code, _, stderr) = run(&fixture);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(!stderr.contains("lm_head.weight"), "{stderr}");
+}

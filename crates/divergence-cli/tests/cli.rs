@@ -237,6 +237,68 @@ fn bad_flag_values_are_one_line_usage_errors() {
 }
 
 #[test]
+fn usage_errors_are_one_line() {
+    // clap's own errors (conflicts, missing or unexpected arguments, a value outside a list)
+    // keep only their first paragraph, on one line, and say where help is; --help and
+    // --version are not errors.
+    for (args, says) in [
+        (
+            &["diff", DEMO_OURS, DEMO_REF, "--exact", "--rtol", "1"][..],
+            "'--exact' cannot be used with '--rtol <RTOL>'",
+        ),
+        (&["diff"][..], "not provided: <OURS> <REF>"),
+        (&["diff", DEMO_OURS, DEMO_REF, "--layer", "-1"][..], "'-1'"),
+        (
+            &["diff", DEMO_OURS, DEMO_REF, "--format", "xml"][..],
+            "'xml'",
+        ),
+        (&["frobnicate"][..], "'frobnicate'"),
+    ] {
+        let run = divergence(args);
+        assert_eq!(run.code, 2, "{args:?}: {}", run.transcript());
+        assert_eq!(run.stderr.lines().count(), 1, "{args:?}: {}", run.stderr);
+        assert!(
+            run.stderr.starts_with("error: "),
+            "{args:?}: {}",
+            run.stderr
+        );
+        assert!(run.stderr.contains(says), "{args:?}: {}", run.stderr);
+        assert!(
+            run.stderr.ends_with("(see --help)\n"),
+            "{args:?}: {}",
+            run.stderr
+        );
+    }
+    for args in [&["--help"][..], &["diff", "--help"][..], &["--version"][..]] {
+        let run = divergence(args);
+        assert_eq!(run.code, 0, "{args:?}: {}", run.transcript());
+        assert!(run.stdout.lines().count() >= 1, "{args:?}");
+    }
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn an_unwritable_stderr_keeps_the_exit_code() {
+    // `eprintln!` panics when stderr cannot be written (exit 101): every message goes through
+    // `exit::say`, which ignores that, so the exit code still says what happened.
+    let full = || std::fs::OpenOptions::new().write(true).open("/dev/full");
+    let Ok(stderr) = full() else { return };
+    let status = Command::new(env!("CARGO_BIN_EXE_divergence"))
+        .args(["diff", "no-such-file.npz", DEMO_REF])
+        .current_dir(root())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .status()
+        .expect("run divergence");
+    assert_eq!(status.code(), Some(2));
+    let status = Command::new(env!("CARGO_BIN_EXE_divergence"))
+        .args(["diff"])
+        .stderr(full().expect("/dev/full"))
+        .status()
+        .expect("run divergence");
+    assert_eq!(status.code(), Some(2));
+}
+#[test]
 fn a_layer_the_dumps_lack_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let ours = dir.path().join("ours.npz");

@@ -323,7 +323,33 @@ fn prefix_mapping(ours: &[String], reference: &[String]) -> Option<Prefix> {
 /// Dumps whose names differ by a leading prefix (`layers.0.mlp` vs `model.layers.0.mlp`, see
 /// `prefix_mapping`) are matched in the reference's naming: each mapped probe is a row under
 /// the reference's name, [`OrderPlan::ours_name`] gives ours' name, and a warning says so.
+///
+/// Decode steps run in order: a recorded order that lists a later step's probe before an
+/// earlier step's is put in step order (the prefill first, the recorded order kept within each
+/// step), with a warning, so that the first divergence is the earliest (step, op).
 pub fn plan_order(ours: &DumpNames<'_>, reference: &DumpNames<'_>) -> OrderPlan {
+    let mut plan = plan_as_recorded(ours, reference);
+    let step = |n: &String| divergence_names::split_step(n).1;
+    let in_step_order = plan
+        .order
+        .par_windows(2)
+        .with_min_len(4096)
+        .all(|w| step(&w[0]) <= step(&w[1]));
+    if !in_step_order {
+        // Stable: within a step, the order stays the recorded one.
+        plan.order.par_sort_by_key(step);
+        // Row `i` is no longer the `i`-th name of the files.
+        plan.aligned = false;
+        plan.warnings.push(
+            "the recorded execution order lists decode steps out of order: the rows are in step order (the prefill first), each step's probes in the recorded order"
+                .to_string(),
+        );
+    }
+    plan
+}
+
+/// [`plan_order`] before the decode steps are checked to run in order.
+fn plan_as_recorded(ours: &DumpNames<'_>, reference: &DumpNames<'_>) -> OrderPlan {
     if let Some(plan) = same_names(ours, reference) {
         return plan;
     }
@@ -606,6 +632,37 @@ mod tests {
         ] {
             assert!(same_names(&o, &r).is_none());
         }
+    }
+
+    /// A recorded order that lists decode steps out of order is put in step order (the
+    /// prefill first, each step's probes in the recorded order), with a warning; rows are then
+    /// found by name. A recorded order in step order is kept as it is, without a warning.
+    #[test]
+    fn decode_steps_are_planned_in_step_order() {
+        let names = s(&["x", "x@1", "x@2", "y", "y@1", "y@2"]);
+        let shuffled = s(&["y@2", "x@2", "y@1", "x@1", "y", "x"]);
+        let (o, r) = (dn(Some(&shuffled), &names), dn(Some(&shuffled), &names));
+        let plan = plan_order(&o, &r);
+        assert_eq!(plan.order, s(&["y", "x", "y@1", "x@1", "y@2", "x@2"]));
+        assert!(!plan.aligned);
+        assert!(
+            plan.warnings
+                .iter()
+                .any(|w| w.contains("lists decode steps out of order")),
+            "{:?}",
+            plan.warnings
+        );
+        let stepped = s(&["y", "x", "y@1", "x@1", "y@2", "x@2"]);
+        let (o, r) = (dn(Some(&stepped), &stepped), dn(Some(&stepped), &stepped));
+        let plan = plan_order(&o, &r);
+        assert_eq!(plan.order, stepped);
+        assert!(plan.aligned);
+        assert!(plan.warnings.is_empty(), "{:?}", plan.warnings);
+        // The prefill listed after a step of its own probe.
+        let late = s(&["x@1", "x"]);
+        let two = s(&["x", "x@1"]);
+        let plan = plan_order(&dn(Some(&late), &two), &dn(Some(&late), &two));
+        assert_eq!(plan.order, s(&["x", "x@1"]));
     }
 
     /// `aligned` is set exactly when row `i` is the `i`-th name of the reference and its name

@@ -20,7 +20,8 @@
 //!   (transformers adds `finfo(dtype).min` in the activation dtype first; the softmax result is
 //!   the same, since both underflow `exp` to 0);
 //! - with `tie_word_embeddings` *or* no `lm_head.weight` in the checkpoint, `lm_head` uses
-//!   `model.embed_tokens.weight` (transformers would initialize a missing untied head randomly);
+//!   `model.embed_tokens.weight` (transformers would initialize a missing untied head randomly;
+//!   `run` says so in a note, [`crate::RunSummary::notes`]);
 //! - the rounding points follow the chosen [`Policy`]; `Policy::Torch` reproduces transformers',
 //!   `Policy::Fused` does not, on purpose;
 //! - faults ([`crate::fault`]) are applied only when asked for.

@@ -184,9 +184,10 @@ pub struct RunSummary {
     /// Greedy next token (argmax of the last position's logits; with `--decode`, of the last
     /// decode step's).
     pub next_token: u32,
-    /// Files of the checkpoint directory that were not read, one line each (e.g. an index
-    /// next to `model.safetensors`), for the CLI to mention.
-    pub ignored: Vec<String>,
+    /// What the CLI should mention, one line each: files of the checkpoint directory that
+    /// were not read (e.g. an index next to `model.safetensors`), and an untied `lm_head`
+    /// missing from the checkpoint (read from the embeddings instead: see the model's docs).
+    pub notes: Vec<String>,
 }
 
 impl RunSummary {
@@ -431,8 +432,22 @@ pub fn run_to_dump(opts: &RunOptions) -> Result<RunSummary, Error> {
         forward_times,
         dump_times,
         next_token,
-        ignored: ckpt.ignored.iter().map(ToString::to_string).collect(),
+        notes: notes(&ckpt),
     })
+}
+
+/// [`RunSummary::notes`] of a checkpoint.
+fn notes(ckpt: &Checkpoint) -> Vec<String> {
+    let mut notes: Vec<String> = ckpt.ignored.iter().map(ToString::to_string).collect();
+    if !ckpt.config.tie_word_embeddings && !ckpt.contains("lm_head.weight") {
+        notes.push(
+            "config.json says tie_word_embeddings: false, but the checkpoint has no lm_head.weight: \
+             lm_head uses model.embed_tokens.weight (transformers would initialize an untied head randomly, \
+             so the reference's logits are not this head's; `divergence inspect` flags it)"
+                .to_string(),
+        );
+    }
+    notes
 }
 
 /// One prefill over `input_ids`, then, with `decode_ids`, one decode step per id over a KV

@@ -165,8 +165,8 @@ pub fn run(args: RunArgs) -> Result<Exit> {
                 .context(format!("divergence run --model {}", args.model.display())));
         }
     };
-    for note in &summary.ignored {
-        eprintln!("divergence run: note: {note}");
+    for note in &summary.notes {
+        crate::exit::say(&format!("divergence run: note: {note}"));
     }
     let what = match &summary.out {
         Some(path) => format!("{} probes -> {}", summary.probes, path.display()),
@@ -196,14 +196,14 @@ pub fn run(args: RunArgs) -> Result<Exit> {
     } else {
         format!("{} tokens", summary.n_tokens)
     };
-    eprintln!(
+    crate::exit::say(&format!(
         "divergence run: {what} ({} {} {}, {tokens}; load {:.1} ms, {timing}; next token {})",
         summary.device,
         summary.precision.torch_name(),
         summary.policy.name(),
         summary.load_time.as_secs_f64() * 1e3,
         summary.next_token,
-    );
+    ));
     if let (Some(t), true) = (summary.dump_times, crate::cmd::timings::on()) {
         let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
         let model_thread = format!(
@@ -213,13 +213,13 @@ pub fn run(args: RunArgs) -> Result<Exit> {
             t.copies,
             ms(t.wait)
         );
-        eprintln!(
+        crate::exit::say(&format!(
             "divergence timings: dump of the last run: {model_thread}; writer (its own thread) {:.1} ms; \
              at the end, draining the writer {:.1} ms, finishing the file {:.1} ms",
             ms(t.write),
             ms(t.drain),
             ms(t.finish)
-        );
+        ));
     }
     Ok(Exit::Clean)
 }

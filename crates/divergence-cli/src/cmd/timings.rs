@@ -32,10 +32,10 @@ pub fn begin() {
 pub fn mark(phase: &str) {
     if let Some(t) = start() {
         let (user, sys) = cpu_ms();
-        eprintln!(
+        crate::exit::say(&format!(
             "divergence timings: {phase} done at {:.1} ms (cpu {user:.0} user + {sys:.0} sys ms)",
             t.elapsed().as_secs_f64() * 1e3
-        );
+        ));
     }
 }
 
