@@ -1131,3 +1131,71 @@ fn hostile_tensor_names_cannot_drive_the_terminal_or_the_markdown() {
         }
     }
 }
+
+#[test]
+fn names_with_quotes_align_by_content_and_braces_are_said_to_be_left_out() {
+    // Alignment by content states its pairs as a map: a quote or a backslash in a name is
+    // escaped there (the pair is compared), braces cannot be stated (a map pattern reads
+    // `{X}` as a capture): that pair is left out, and the warning counts it so.
+    let dir = tempfile::tempdir().unwrap();
+    let (ours, reference) = (dir.path().join("o.npz"), dir.path().join("r.npz"));
+    let values: Vec<Vec<f32>> = (0..3)
+        .map(|k| {
+            (0..32)
+                .map(|i| ((i * 7 + k * 13) % 11) as f32 - 5.0)
+                .collect()
+        })
+        .collect();
+    let shape: &[usize] = &[4, 8];
+    write_dump(
+        &ours,
+        &[
+            ("q\"uote", shape, &values[0]),
+            ("back\\slash", shape, &values[1]),
+            ("br{ace}", shape, &values[2]),
+        ],
+        None,
+    );
+    write_dump(
+        &reference,
+        &[
+            ("r0", shape, &values[0]),
+            ("r1", shape, &values[1]),
+            ("r2", shape, &values[2]),
+        ],
+        None,
+    );
+    let suggested = dir.path().join("s.toml");
+    let run = diff_files(
+        &ours,
+        &reference,
+        &[
+            "--format",
+            "json",
+            "--suggest-map",
+            suggested.to_str().unwrap(),
+        ],
+    );
+    let r = run.json();
+    let warning = r["warnings"][0].as_str().unwrap();
+    assert!(warning.contains("2 compared"), "{warning}");
+    assert!(warning.contains("1 left out"), "{warning}");
+    let status = |n: &str| {
+        let rows = r["ops"].as_array().unwrap();
+        let row = rows.iter().find(|o| o["name"] == n).expect(n);
+        row["status"].as_str().unwrap().to_string()
+    };
+    assert_eq!(status("r0"), "ok");
+    assert_eq!(status("r1"), "ok");
+    assert_eq!(status("r2"), "only_ref");
+    // The suggestion, passed back, compares the same pairs.
+    let text = std::fs::read_to_string(&suggested).unwrap();
+    assert!(text.contains(r#"from = "q\"uote""#), "{text}");
+    let again = diff_files(
+        &ours,
+        &reference,
+        &["--format", "json", "--map", suggested.to_str().unwrap()],
+    );
+    let again = again.json();
+    assert_eq!(again["summary"]["ok"], 2, "{again}");
+}

@@ -1054,10 +1054,11 @@ fn apply_truth(mut row: OpResult, truth: TruthFold) -> OpResult {
     let (e_ours, e_ref) = (rel(ot.sum_d2), rel(rt.sum_d2));
     let noise_ratio = e_ours / e_ref.max(truth_floor(ref_class));
     if !(e_ours.is_finite() && e_ref.is_finite() && noise_ratio.is_finite()) {
-        // A truth of zeros against a non-zero side, or sums of squares that overflow f64:
+        // A truth of zeros (or of subnormals, whose squares underflow: found by a bad-input
+        // hunt) against a non-zero side, or sums of squares that overflow f64:
         // no ratio can be formed, so the preset's verdict stands, and says so.
         row.truth.truth_problem = Some(if truth_l2 == 0.0 {
-            "the truth is all zeros where ours or ref is not: no relative error".to_string()
+            "the truth's norm is 0 (all zeros, or values too small to square in f64) where ours or ref is not: no relative error".to_string()
         } else {
             "the errors against the truth overflow f64: no ratio".to_string()
         });

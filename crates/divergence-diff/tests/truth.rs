@@ -237,6 +237,25 @@ fn an_unusable_truth_is_a_problem_on_the_row_and_the_preset_decides() {
         .unwrap()
         .contains("NaN/Inf of the truth"));
     assert_eq!(row.status, Status::Diverged);
+    // a truth of zeros, and one of subnormals whose squares underflow to 0: both said so,
+    // neither called "all zeros" alone (the second is not)
+    for t in [[0.0; 4], [1e-320, 5e-324, 0.0, 1e-315]] {
+        let row = compare_with_truth(
+            "x",
+            side(&o, "bfloat16"),
+            side(&r, "bfloat16"),
+            side(&t, "float64"),
+            &cfg,
+        );
+        let problem = row.truth.truth_problem.as_deref().unwrap_or_default();
+        assert!(
+            problem.contains(
+                "the truth's norm is 0 (all zeros, or values too small to square in f64)"
+            ),
+            "{t:?}: {problem}"
+        );
+        assert_eq!(row.status, Status::Diverged);
+    }
 }
 
 #[test]

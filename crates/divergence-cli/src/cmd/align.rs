@@ -22,6 +22,8 @@ pub struct Inferred {
     pub pairs: Vec<(Pair, bool)>,
     /// Why nothing was inferred (too many tensors to align), for the report's warnings.
     pub skipped: Option<String>,
+    /// Pairs that would be compared but that no map can state (a name with `{` or `}`).
+    pub left_out: usize,
 }
 
 /// True when fewer than half of the smaller dump's names are in both (after the prefix rule).
@@ -65,6 +67,7 @@ pub fn infer(ours: &Dump, reference: &Dump) -> Option<Inferred> {
         return Some(Inferred {
             toml: String::new(),
             pairs: Vec::new(),
+            left_out: 0,
             skipped: Some(format!(
                 "few probe names in common, and too many to align by content ({} x {} tensors left; at most {} pairs of them are weighed): nothing inferred; give a map (--map)",
                 ours_left.len(),
@@ -78,10 +81,14 @@ pub fn infer(ours: &Dump, reference: &Dump) -> Option<Inferred> {
     if pairs.is_empty() {
         return None;
     }
+    // A pair a map cannot state is not compared (and counted as left out).
+    let mut left_out = 0;
     let out: Vec<(Pair, bool)> = pairs
         .into_iter()
         .map(|p| {
-            let c = p.compared;
+            let fits = usable(&p.ours) && usable(&p.reference);
+            left_out += usize::from(p.compared && !fits);
+            let c = p.compared && fits;
             (p, c)
         })
         .collect();
@@ -89,7 +96,7 @@ pub fn infer(ours: &Dump, reference: &Dump) -> Option<Inferred> {
         "# Inferred by `divergence diff` from execution order, element counts and value statistics\n",
     );
     for (p, compared) in &out {
-        if *compared && usable(&p.ours) && usable(&p.reference) {
+        if *compared {
             toml.push_str(&rule(p, None));
         }
     }
@@ -97,12 +104,31 @@ pub fn infer(ours: &Dump, reference: &Dump) -> Option<Inferred> {
         toml,
         pairs: out,
         skipped: None,
+        left_out,
     })
 }
 
-/// A name a map pattern can hold as it is (no capture braces, no quote or control character).
+/// A name a map pattern can hold as it is: no capture braces (a map pattern reads `{X}` as a
+/// capture and has no escape for them). Quotes, backslashes and control characters are
+/// escaped in the TOML ([`toml_string`]).
 fn usable(name: &str) -> bool {
-    !name.contains(['{', '}', '"', '\\']) && !name.chars().any(char::is_control)
+    !name.contains(['{', '}'])
+}
+
+/// `name` as a TOML basic string: quoted, with `"`, `\` and control characters escaped.
+fn toml_string(name: &str) -> String {
+    let mut s = String::with_capacity(name.len() + 2);
+    s.push('"');
+    for c in name.chars() {
+        match c {
+            '"' => s.push_str("\\\""),
+            '\\' => s.push_str("\\\\"),
+            c if c.is_control() => s.push_str(&format!("\\u{:04X}", u32::from(c))),
+            c => s.push(c),
+        }
+    }
+    s.push('"');
+    s
 }
 
 /// One `[[rule]]` for a pair, optionally with a layout transform (a TOML fragment).
@@ -113,8 +139,9 @@ pub fn rule(p: &Pair, transform: Option<&str>) -> String {
         _ => "element count and execution order only".to_string(),
     };
     let mut s = format!(
-        "\n[[rule]]\nfrom = \"{}\"\nto = \"{}\"\nnote = \"inferred by content: {how}\"\n",
-        p.ours, p.reference
+        "\n[[rule]]\nfrom = {}\nto = {}\nnote = \"inferred by content: {how}\"\n",
+        toml_string(&p.ours),
+        toml_string(&p.reference)
     );
     if let Some(t) = transform {
         s.push_str(t);
@@ -182,8 +209,14 @@ pub fn summary(inf: &Inferred) -> String {
     }
     let count = |c: Confidence| inf.pairs.iter().filter(|(p, _)| p.confidence == c).count();
     let compared = inf.pairs.iter().filter(|(_, c)| *c).count();
+    let left_out = match inf.left_out {
+        0 => String::new(),
+        n => format!(
+            "; {n} left out, their names holding `{{` or `}}`, which a map pattern reads as a capture"
+        ),
+    };
     format!(
-        "few probe names in common: {} pairs aligned by content (execution order, element counts, value statistics): {} with the same values, {} close, {} by count and order only; {compared} compared, their rows say `inferred by content` (mapped); --suggest-map FILE writes them as a map to check",
+        "few probe names in common: {} pairs aligned by content (execution order, element counts, value statistics): {} with the same values, {} close, {} by count and order only; {compared} compared, their rows say `inferred by content` (mapped){left_out}; --suggest-map FILE writes them as a map to check",
         inf.pairs.len(),
         count(Confidence::Same),
         count(Confidence::Close),
@@ -228,7 +261,9 @@ pub fn suggestion(inf: Option<&Inferred>, layouts: &[(String, String, String)]) 
             continue;
         }
         s.push_str(&format!(
-            "\n[[rule]]\nfrom = \"{from}\"\nto = \"{to}\"\n{transform}\nnote = \"layout change found by divergence diff\"\n"
+            "\n[[rule]]\nfrom = {}\nto = {}\n{transform}\nnote = \"layout change found by divergence diff\"\n",
+            toml_string(from),
+            toml_string(to)
         ));
     }
     s
