@@ -174,6 +174,136 @@ fn bad_maps_are_one_line_errors_naming_the_rule() {
     assert!(err.contains("do not add up"), "{err}");
 }
 
+/// `diff`'s exit code and stderr with `--map map` (or our metadata's map).
+fn diff_err(ours: &Path, map: Option<&Path>) -> (i32, String) {
+    let mut args = vec!["diff", ours.to_str().unwrap(), REF];
+    if let Some(m) = map {
+        args.extend(["--map", m.to_str().unwrap()]);
+    }
+    let (code, out, err) = divergence(&args);
+    assert!(out.is_empty(), "{out}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    (code, err.trim_end().to_string())
+}
+
+#[test]
+fn maps_that_cannot_mean_anything_are_one_line_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let ours = dir.path().join("ours.npz");
+    let shown = ours.display().to_string();
+    let meta = |text: &str| {
+        write(&ours, &[fused_qkv(false)], Some(("map", text)));
+        diff_err(&ours, None)
+    };
+    // A preset's name mistyped in the metadata, said as `--map vlm` says it.
+    assert_eq!(
+        meta("vlm"),
+        (
+            2,
+            format!("error: {shown} (metadata \"map\"): \"vlm\" is not a preset (vllm, llama.cpp, transformer-lens) nor the TOML of a map")
+        )
+    );
+    // No rule: nothing renamed, said instead of "0 of our tensors named".
+    assert_eq!(
+        meta(""),
+        (
+            2,
+            format!("error: {shown} (metadata \"map\"): no [[rule]]: a map must rename something")
+        )
+    );
+    // 100,000 transform steps once took memory until the process aborted.
+    let steps = vec!["{ unsqueeze = 0 }"; 100_000].join(", ");
+    let (code, err) = meta(&format!(
+        "[[rule]]\nfrom = \"model.layers.{{L}}.self_attn.qkv_proj.0\"\nto = \"q{{L}}\"\ntransform = [{steps}]\n"
+    ));
+    assert_eq!(code, 2);
+    assert!(
+        err.ends_with("100000 transform steps (at most 64)"),
+        "{err}"
+    );
+    // The same from a file; and names no dump may hold.
+    write(&ours, &[fused_qkv(false)], None);
+    let map = dir.path().join("m.toml");
+    for (text, says) in [
+        ("description = \"x\"\n", "m.toml: no [[rule]]: a map must rename something"),
+        (
+            "[[rule]]\nfrom = \"model.layers.0.self_attn.qkv_proj.0\"\nto = \"q@3\"\n",
+            "`to = \"q@3\"` names a decode step (`@3`): a map names the probe, and each step follows it",
+        ),
+        (
+            "[[rule]]\nfrom = \"model.layers.0.self_attn.qkv_proj.0\"\nto = \"__meta__\"\n",
+            "`to = \"__meta__\"`: a reserved name (the dump's metadata), never a probe",
+        ),
+    ] {
+        std::fs::write(&map, text).unwrap();
+        let (code, err) = diff_err(&ours, Some(&map));
+        assert_eq!(code, 2, "{err}");
+        assert!(err.ends_with(says), "{err}");
+    }
+}
+
+/// A map file that is a fifo or a device is refused from its metadata: opening a fifo blocks.
+#[cfg(unix)]
+#[test]
+fn a_map_that_is_not_a_regular_file_is_never_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    let ours = dir.path().join("ours.npz");
+    write(&ours, &[fused_qkv(false)], None);
+    let fifo = dir.path().join("fifo.toml");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .is_ok_and(|s| s.success());
+    let run = |map: &Path| {
+        // A regression that opens the fifo fails here instead of hanging.
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_divergence"))
+            .args(["diff", ours.to_str().unwrap(), REF, "--map"])
+            .arg(map)
+            .current_dir(root())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let start = std::time::Instant::now();
+        while child.try_wait().unwrap().is_none() {
+            if start.elapsed() > std::time::Duration::from_secs(30) {
+                child.kill().unwrap();
+                panic!("blocked for 30 s (was the fifo opened?)");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8(out.stderr)
+                .unwrap()
+                .trim_end()
+                .to_string(),
+        )
+    };
+    if made {
+        assert_eq!(
+            run(&fifo),
+            (
+                Some(2),
+                format!(
+                    "error: --map {}: not a regular file (a named pipe (fifo))",
+                    fifo.display()
+                )
+            )
+        );
+    }
+    if Path::new("/dev/zero").exists() {
+        assert_eq!(
+            run(Path::new("/dev/zero")),
+            (
+                Some(2),
+                "error: --map /dev/zero: not a regular file (a character device)".to_string()
+            )
+        );
+    }
+}
+
 #[test]
 fn a_transposed_layout_is_diagnosed_and_suggested_and_the_suggestion_works() {
     let dir = tempfile::tempdir().unwrap();

@@ -6,7 +6,8 @@ use thiserror::Error;
 /// rule is at fault, the rule (`rule 3 (from = "Qcur-{L}")`).
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum MapError {
-    /// The TOML does not parse or has fields this version does not know.
+    /// The TOML does not parse, has fields this version does not know, holds no rule, or asks
+    /// for more than a bound (rules, pattern matches).
     #[error("{map}: {message}")]
     Syntax { map: String, message: String },
     /// One rule is inconsistent on its own (a capture used in `to` but not in `from`, a split
@@ -35,13 +36,15 @@ pub enum MapError {
         first: String,
         second: String,
     },
-    /// A rule of a user map matched no tensor (a preset's rules may match nothing).
+    /// A rule of a user map matched no tensor (a preset's rules may match nothing). `hint`:
+    /// empty, or `: ` and what the rule likely meant (a stacked member's name, `x@steps`).
     #[error(
-        "{map}: {rule} matches no tensor of {dump} (mark it `optional = true` if that is expected)"
+        "{map}: {rule} matches no tensor of {dump}{hint} (mark it `optional = true` if that is expected)"
     )]
     Unused {
         map: String,
         rule: String,
         dump: String,
+        hint: String,
     },
 }

@@ -9,8 +9,8 @@ use rayon::prelude::*;
 
 use crate::array::{fmt_shape, numel, Combine, Step};
 use crate::error::MapError;
-use crate::spec::{fill, CombineSpec, DimSpec, Map, Rule, StepSpec};
-use divergence_names::{split_step, step_name};
+use crate::spec::{fill, short, CombineSpec, DimSpec, Map, Rule, StepSpec, MAX_RANK};
+use divergence_names::{split_step, stacked_base, step_name};
 
 /// Model sizes a rule may name (`heads*head_dim`), from a config. `None`: not known.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -109,6 +109,14 @@ impl Resolved {
 /// A rule's claim on a tensor: the rule's index and the captures.
 type Claim = (usize, Vec<(String, String)>);
 
+/// Most pattern matches one map may ask of one dump (rules with captures × distinct base
+/// names, plus the rules that name a step × decode steps' names). Measured at the worst (long
+/// names the literal ends do not turn away, each rejected by the regex): ~2.5 µs a match, so
+/// ~15 s on 2 cores at the bound (2,000 rules × 4,999 names: 14.8 s). The presets have at
+/// most 18 rules with captures: ~11,000 matches for a 0.6B-shaped decode dump whatever its
+/// steps (~600 probes), 1,800,000 for 100,000 probes.
+pub const MAX_MATCHES: u64 = 10_000_000;
+
 /// Applies `map` to a dump's tensors (`(name, shape)` in the dump's order). `dump` names the
 /// dump in messages.
 pub fn resolve(
@@ -138,38 +146,81 @@ pub fn resolve(
         }
     }
     // A probe of a decode step (`name@s`) is matched by its base name and keeps its step:
-    // the rule's targets and other sources are those of the same step.
-    // A rule naming the full name (`x@1`) wins; else the base name's rule applies with the
-    // step kept. `steps[k]` is the step re-appended to tensor k's targets (0: none).
+    // the rule's targets and other sources are those of the same step. Only a rule whose
+    // pattern holds an `@` (`x@1`, `{A}@2`) can name the step itself and is tried on the full
+    // name first; the others see the base name alone (a capture never swallows the step), so
+    // each distinct base (with its rank: a rule may ask for one) is matched once, however many
+    // steps it has. `steps[k]` is the step re-appended to tensor k's targets (0: none).
+    let step_rules: Vec<usize> = patterned
+        .iter()
+        .copied()
+        .filter(|&i| map.rules[i].from[0].text.contains('@'))
+        .collect();
+    let fits = |i: usize, rank: Option<usize>| {
+        let r = &map.rules[i];
+        match rank {
+            Some(n) => r.rank.is_none_or(|k| k == n),
+            None => r.rank.is_none() && !r.needs_shape(),
+        }
+    };
+    let find = |name: &str, rank: Option<usize>, patterned: &[usize]| -> Option<Claim> {
+        let lit = literal
+            .get(name)
+            .and_then(|v| v.iter().copied().find(|&i| fits(i, rank)));
+        let pat = patterned
+            .iter()
+            .copied()
+            .take_while(|&i| lit.is_none_or(|l| i < l))
+            .filter(|&i| fits(i, rank))
+            .find_map(|i| map.rules[i].from[0].matches(name).map(|c| (i, c)));
+        pat.or(lit.map(|i| (i, Vec::new())))
+    };
+    // The distinct (base name, rank) pairs, in the dump's order.
+    let mut key_of: HashMap<(&str, Option<usize>), usize> = HashMap::new();
+    let mut keys: Vec<(&str, Option<usize>)> = Vec::new();
+    let mut stepped = 0usize;
+    let key_index: Vec<(usize, usize)> = tensors
+        .iter()
+        .map(|(full, shape)| {
+            let (base, step) = split_step(full);
+            stepped += usize::from(step > 0);
+            let key = (base, shape.as_ref().map(Vec::len));
+            let i = *key_of.entry(key).or_insert_with(|| {
+                keys.push(key);
+                keys.len() - 1
+            });
+            (i, step)
+        })
+        .collect();
+    // Matching is bounded: every rule with captures against every distinct base name, and
+    // the step-naming rules against every decode step's name.
+    let work = (patterned.len() as u128) * (keys.len() as u128)
+        + (step_rules.len() as u128) * (stepped as u128);
+    if work > MAX_MATCHES as u128 {
+        return Err(MapError::Syntax {
+            map: map.label.clone(),
+            message: format!(
+                "{} rules with captures × {} names of {dump}: {work} pattern matches, more matching than the bound ({MAX_MATCHES}); name tensors literally (looked up, not matched) or with fewer patterns",
+                patterned.len(),
+                keys.len(),
+            ),
+        });
+    }
     // Names are matched in parallel (a decode dump has tens of thousands).
+    let by_key: Vec<Option<Claim>> = keys
+        .par_iter()
+        .map(|&(base, rank)| find(base, rank, &patterned))
+        .collect();
     let (steps, claims): (Vec<usize>, Vec<Option<Claim>>) = tensors
         .par_iter()
-        .map(|(full, shape)| {
-            let fits = |i: usize| {
-                let r = &map.rules[i];
-                match shape {
-                    Some(s) => r.rank.is_none_or(|k| k == s.len()),
-                    None => r.rank.is_none() && !r.needs_shape(),
+        .zip(&key_index)
+        .map(|((full, shape), &(key, step))| {
+            if step > 0 {
+                if let Some(c) = find(full, shape.as_ref().map(Vec::len), &step_rules) {
+                    return (0, Some(c));
                 }
-            };
-            let find = |name: &str| {
-                let lit = literal
-                    .get(name)
-                    .and_then(|v| v.iter().copied().find(|&i| fits(i)));
-                let pat = patterned
-                    .iter()
-                    .copied()
-                    .take_while(|&i| lit.is_none_or(|l| i < l))
-                    .filter(|&i| fits(i))
-                    .find_map(|i| map.rules[i].from[0].matches(name).map(|c| (i, c)));
-                pat.or(lit.map(|i| (i, Vec::new())))
-            };
-            let (base, step) = split_step(full);
-            match find(full) {
-                Some(c) => (0, Some(c)),
-                None if step > 0 => (step, find(base)),
-                None => (0, None),
             }
+            (step, by_key[key].clone())
         })
         .unzip();
     // Pass 2: the other sources of combining rules.
@@ -288,10 +339,19 @@ pub fn resolve(
     }
     if !map.preset {
         if let Some(i) = (0..map.rules.len()).find(|&i| !used[i] && !map.rules[i].optional) {
+            let from = &map.rules[i].from[0].text;
+            let hint = match stacked_base(from) {
+                Some(probe) => format!(
+                    ": a stacked member (`@steps`) is matched by its probe's name (`from = \"{}\"`), and each decode step follows its probe",
+                    short(probe)
+                ),
+                None => String::new(),
+            };
             return Err(MapError::Unused {
                 map: map.label.clone(),
                 rule: map.rules[i].label.clone(),
                 dump: dump.to_string(),
+                hint,
             });
         }
     }
@@ -361,9 +421,23 @@ fn lower(
             Some(c)
         }
     };
+    // At most MAX_RANK axes at every step (a rule's steps are few, MAX_STEPS): the shapes
+    // kept stay small.
+    let too_many_axes = |shape: &[usize]| {
+        fail(format!(
+            "{} axes, more than the {MAX_RANK} a rule's tensor may have",
+            shape.len()
+        ))
+    };
+    if rule.needs_shape() && shape.len() > MAX_RANK {
+        return Err(too_many_axes(&shape));
+    }
     let mut steps = Vec::new();
     let mut push = |step: Step, shape: &mut Vec<usize>| -> Result<(), MapError> {
         *shape = step.shape(shape).map_err(&fail)?;
+        if shape.len() > MAX_RANK {
+            return Err(too_many_axes(shape));
+        }
         steps.push(step);
         Ok(())
     };
@@ -735,5 +809,139 @@ mod tests {
         // hook_q needs its shape (a reshape): kept as it is; hook_mlp_out is a rename.
         assert!(r.get("blocks.0.attn.hook_q").is_some());
         assert!(r.get("model.layers.0.mlp").is_some());
+    }
+
+    #[test]
+    fn a_shape_may_not_grow_past_the_rank_bound() {
+        // 40 unsqueezes: within the step bound, past the rank bound at the 31st.
+        let steps = vec!["{ unsqueeze = 0 }"; 40].join(", ");
+        let m = map(&format!(
+            "[[rule]]\nfrom = \"e\"\nto = \"x\"\ntransform = [{steps}]\n"
+        ));
+        let e = resolve(&m, &[t("e", &[2, 3])], &SIZES, "d")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "m.toml: rule 1 (from = \"e\"): `e` [2, 3]: 33 axes, more than the 32 a rule's tensor may have"
+        );
+        // A source of more axes than that is refused before any step.
+        let m = map("[[rule]]\nfrom = \"e\"\nto = \"x\"\ntransform = [{ squeeze = 0 }]\n");
+        let e = resolve(&m, &[t("e", &[1; 40])], &SIZES, "d").unwrap_err();
+        assert!(e.to_string().contains("40 axes, more than the 32"), "{e}");
+        // A plain rename does not care.
+        let m = map("[[rule]]\nfrom = \"e\"\nto = \"x\"\n");
+        assert!(resolve(&m, &[t("e", &[1; 40])], &SIZES, "d").is_ok());
+    }
+
+    /// `n` decode steps of one probe (`base@1` ... `base@n`) after its prefill `base`.
+    fn steps_of(base: &str, n: usize) -> Vec<(String, Option<Vec<usize>>)> {
+        (0..=n)
+            .map(|s| (step_name(base, s), Some(vec![1, 4])))
+            .collect()
+    }
+
+    #[test]
+    fn a_decode_step_is_matched_by_its_base_once_per_base() {
+        // 1,000 rules with captures against 20,000 steps of one probe: one base to match, far
+        // under the bound (matched per step's name, 20 million matches, past it).
+        let mut text = String::new();
+        for i in 0..1000 {
+            text.push_str(&format!(
+                "[[rule]]\nfrom = \"{{A}}q{i}{{B}}\"\nto = \"{{A}}r{i}{{B}}\"\noptional = true\n"
+            ));
+        }
+        let m = map(&text);
+        let dump = steps_of("opq7x", 20_000);
+        let r = resolve(&m, &dump, &SIZES, "d").unwrap();
+        assert_eq!(r.tensors.len(), 20_001);
+        assert_eq!(r.tensors[0].name, "opr7x");
+        assert_eq!(r.tensors[20_000].name, "opr7x@20000");
+        assert_eq!(r.tensors[20_000].sources, ["opq7x@20000"]);
+    }
+
+    #[test]
+    fn a_capture_never_swallows_the_decode_step() {
+        // llama.cpp's `Qcur-{L}`: `Qcur-0@2` is layer 0 at step 2, not a layer called `0@2`.
+        let m = crate::preset("llama.cpp").unwrap().unwrap();
+        let r = resolve(
+            &m,
+            &[t("Qcur-0", &[16, 128]), t("Qcur-0@2", &[1, 128])],
+            &SIZES,
+            "d",
+        )
+        .unwrap();
+        let names: Vec<&str> = r.tensors.iter().map(|v| v.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "model.layers.0.self_attn.q_proj",
+                "model.layers.0.self_attn.q_proj@2"
+            ]
+        );
+        // A rule that names the step itself still wins for that step.
+        let m = map("[[rule]]\nfrom = \"{A}@2\"\nto = \"{A}.two@2\"\n[[rule]]\nfrom = \"{A}\"\nto = \"{A}.any\"\n");
+        let r = resolve(&m, &steps_of("p", 3), &SIZES, "d").unwrap();
+        let names: Vec<&str> = r.tensors.iter().map(|v| v.name.as_str()).collect();
+        assert_eq!(names, ["p.any", "p.any@1", "p.two@2", "p.any@3"]);
+    }
+
+    #[test]
+    fn matching_past_the_bound_is_refused_before_it_starts() {
+        let mut text = String::new();
+        for i in 0..2000 {
+            text.push_str(&format!(
+                "[[rule]]\nfrom = \"{{A}}q{i}{{B}}\"\nto = \"{{A}}r{i}{{B}}\"\noptional = true\n"
+            ));
+        }
+        let m = map(&text);
+        let dump: Vec<_> = (0..5001).map(|i| t(&format!("op{i}"), &[2])).collect();
+        let e = resolve(&m, &dump, &SIZES, "ours.npz")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "m.toml: 2000 rules with captures × 5001 names of ours.npz: 10002000 pattern matches, more matching than the bound (10000000); name tensors literally (looked up, not matched) or with fewer patterns"
+        );
+        // The presets stay far under it against a decode dump, their bases being few: 600,000
+        // steps' names here (matched per name, 18 rules × 600,000 would pass the bound; two
+        // million, the most a dump unfolds, resolve alike in 20 s of a debug build).
+        let m = crate::preset("llama.cpp").unwrap().unwrap();
+        let mut dump = Vec::new();
+        for l in 0..28 {
+            for p in [
+                "attn_norm",
+                "Qcur",
+                "Kcur",
+                "Vcur",
+                "kqv_out",
+                "ffn_inp",
+                "l_out",
+            ] {
+                dump.push(format!("{p}-{l}"));
+            }
+        }
+        let per_step = dump.len();
+        let steps = 600_000 / per_step;
+        let names: Vec<_> = (0..=steps)
+            .flat_map(|s| dump.iter().map(move |b| (step_name(b, s), None)))
+            .collect();
+        assert!(names.len() > 590_000);
+        let r = resolve(&m, &names, &SIZES, "d").unwrap();
+        assert_eq!(r.tensors.len(), names.len());
+        assert_eq!(
+            r.tensors[names.len() - 1].name,
+            format!("model.layers.27@{steps}")
+        );
+    }
+
+    #[test]
+    fn a_stacked_member_name_in_from_gets_a_hint() {
+        let m = map("[[rule]]\nfrom = \"x@steps\"\nto = \"y\"\n");
+        let e = resolve(&m, &steps_of("x", 2), &SIZES, "ours.npz").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "m.toml: rule 1 (from = \"x@steps\") matches no tensor of ours.npz: a stacked member (`@steps`) is matched by its probe's name (`from = \"x\"`), and each decode step follows its probe (mark it `optional = true` if that is expected)"
+        );
     }
 }

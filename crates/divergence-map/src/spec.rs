@@ -8,6 +8,7 @@ use regex::Regex;
 use serde::Deserialize;
 
 use crate::error::MapError;
+use divergence_names::{split_step, STACKED_SUFFIX};
 
 /// A parsed, self-consistent map: its rules in order (the first rule that matches a tensor
 /// maps it).
@@ -153,10 +154,45 @@ pub const SIZE_NAMES: [&str; 6] = [
 /// Most rules in one map (a map is a page of rules, not data).
 const MAX_RULES: usize = 10_000;
 
+/// Most `transform` steps in one rule (the presets use at most 2; a real layout change is a
+/// reshape and a permute or two). Each step keeps a copy of the shape it makes.
+pub const MAX_STEPS: usize = 64;
+
+/// Most axes a rule's tensor may have, before and after each step, and most entries in a
+/// `permute` or `reshape` list: numpy 1.x's own limit (`NPY_MAXDIMS`); real activations have
+/// at most 5.
+pub const MAX_RANK: usize = 32;
+
 impl Map {
     /// Parses and checks a map; `label` names it in every message (its path, or `preset X`).
+    /// A map made by code: it may have no rule (alignment by content may infer no pair to
+    /// compare) and may name any tensor a dump holds (a reference's decode step `x@2`). A map
+    /// a person gives goes through [`Map::parse_given`].
     pub fn parse(text: &str, label: &str) -> Result<Map, MapError> {
         Map::parse_as(text, label, false)
+    }
+
+    /// [`Map::parse`] for a map a person gives (`--map FILE`, our dump's metadata): a map with
+    /// no rule is an error (an empty file, a `description` alone, `rule = []`), never a map
+    /// that silently renames nothing; so is a `to` no dump may hold ([`check_target`]).
+    pub fn parse_given(text: &str, label: &str) -> Result<Map, MapError> {
+        let map = Map::parse(text, label)?;
+        if map.rules.is_empty() {
+            return Err(MapError::Syntax {
+                map: label.to_string(),
+                message: "no [[rule]]: a map must rename something".into(),
+            });
+        }
+        for rule in &map.rules {
+            for t in &rule.to {
+                check_target(t, &rule.from[0].text).map_err(|message| MapError::Rule {
+                    map: label.to_string(),
+                    rule: rule.label.clone(),
+                    message,
+                })?;
+            }
+        }
+        Ok(map)
     }
 
     pub(crate) fn parse_as(text: &str, label: &str, preset: bool) -> Result<Map, MapError> {
@@ -277,10 +313,27 @@ impl Rule {
             }
             _ => {}
         }
+        // Bounded here, before any tensor: resolving keeps a shape per step.
+        if spec.transform.len() > MAX_STEPS {
+            return Err(fail(format!(
+                "{} transform steps (at most {MAX_STEPS})",
+                spec.transform.len()
+            )));
+        }
         let mut dims: Vec<&DimSpec> = spec.split.iter().flat_map(|s| &s.sizes).collect();
         for step in &spec.transform {
-            if let StepSpec::Reshape(d) = step {
-                dims.extend(d);
+            let axes = match step {
+                StepSpec::Permute(p) => p.len(),
+                StepSpec::Reshape(d) => {
+                    dims.extend(d);
+                    d.len()
+                }
+                _ => 0,
+            };
+            if axes > MAX_RANK {
+                return Err(fail(format!(
+                    "a transform step lists {axes} axes (at most {MAX_RANK})"
+                )));
             }
         }
         for d in dims {
@@ -319,10 +372,49 @@ pub(crate) fn short(s: &str) -> String {
 /// A size expression names only known sizes and numbers: `kv_heads*head_dim`, `2*intermediate`.
 fn check_expr(e: &str) -> Result<(), String> {
     for term in e.split('*').map(str::trim) {
-        if term.parse::<u64>().is_err() && !SIZE_NAMES.contains(&term) {
+        if !term.is_empty() && term.bytes().all(|b| b.is_ascii_digit()) {
+            if term.parse::<i64>().is_err() {
+                return Err(format!(
+                    "size `{}` in \"{}\" is out of range (at most {})",
+                    short(term),
+                    short(e),
+                    i64::MAX
+                ));
+            }
+            continue;
+        }
+        if !SIZE_NAMES.contains(&term) {
             return Err(format!(
                 "unknown size `{term}` in \"{e}\" (known: {})",
                 SIZE_NAMES.join(", ")
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A name no dump may hold is not a target: empty, the reserved `__meta__`
+/// (docs/dump-format.md), or a decode step's name (`x@3`, a stacked member's `x@steps`): a
+/// map names the probe and each step follows it. The one exception is a rule for one step of
+/// one probe, whose `from` ends with the same step (`from = "a@2"`, `to = "b@2"`).
+fn check_target(t: &str, from: &str) -> Result<(), String> {
+    if t.is_empty() {
+        return Err("`to = \"\"`: a name a map makes must not be empty".into());
+    }
+    if t == "__meta__" {
+        return Err(
+            "`to = \"__meta__\"`: a reserved name (the dump's metadata), never a probe".into(),
+        );
+    }
+    let suffix = match split_step(t) {
+        (base, step) if step > 0 => Some(&t[base.len()..]),
+        _ => t.ends_with(STACKED_SUFFIX).then_some(STACKED_SUFFIX),
+    };
+    if let Some(suffix) = suffix {
+        if !from.ends_with(suffix) {
+            return Err(format!(
+                "`to = \"{}\"` names a decode step (`{suffix}`): a map names the probe, and each step follows it",
+                short(t)
             ));
         }
     }
@@ -527,6 +619,81 @@ mod tests {
         );
         assert!(!e.contains('\n'));
         assert!(err("[[rule]]\nfrom = \"a\"\n").contains("missing field `to`"));
+    }
+
+    #[test]
+    fn a_rule_has_few_transform_steps_of_few_axes() {
+        // 100,000 steps once grew a shape copy per step until the process aborted.
+        let many = vec!["{ unsqueeze = 0 }"; 100_000].join(", ");
+        assert_eq!(
+            err(&format!(
+                "[[rule]]\nfrom = \"a\"\nto = \"b\"\ntransform = [{many}]\n"
+            )),
+            "m.toml: rule 1 (from = \"a\"): 100000 transform steps (at most 64)"
+        );
+        let ok = vec!["{ unsqueeze = 0 }"; 64].join(", ");
+        assert!(Map::parse(
+            &format!("[[rule]]\nfrom = \"a\"\nto = \"b\"\ntransform = [{ok}]\n"),
+            "m.toml"
+        )
+        .is_ok());
+        let axes = vec!["1"; 33].join(", ");
+        assert!(err(&format!(
+            "[[rule]]\nfrom = \"a\"\nto = \"b\"\ntransform = [{{ reshape = [{axes}] }}]\n"
+        ))
+        .ends_with("a transform step lists 33 axes (at most 32)"));
+    }
+
+    #[test]
+    fn a_given_map_has_a_rule() {
+        for text in ["", "description = \"x\"\n", "rule = []\n"] {
+            assert_eq!(
+                Map::parse_given(text, "m.toml").unwrap_err().to_string(),
+                "m.toml: no [[rule]]: a map must rename something",
+                "{text:?}"
+            );
+        }
+        // A map made by code may have none (alignment by content that compares no pair).
+        assert!(Map::parse("# inferred\n", "alignment by content").is_ok());
+    }
+
+    #[test]
+    fn a_target_is_a_name_a_dump_may_hold() {
+        let err = |text: &str| Map::parse_given(text, "m.toml").unwrap_err().to_string();
+        assert_eq!(
+            err("[[rule]]\nfrom = \"x\"\nto = \"\"\n"),
+            "m.toml: rule 1 (from = \"x\"): `to = \"\"`: a name a map makes must not be empty"
+        );
+        assert!(err("[[rule]]\nfrom = \"x\"\nto = \"__meta__\"\n").contains("a reserved name"));
+        assert_eq!(
+            err("[[rule]]\nfrom = \"x\"\nto = \"x@3\"\n"),
+            "m.toml: rule 1 (from = \"x\"): `to = \"x@3\"` names a decode step (`@3`): a map names the probe, and each step follows it"
+        );
+        assert!(err("[[rule]]\nfrom = \"{A}\"\nto = [\"{A}@steps\", \"b\"]\nsplit = { axis = 0, sizes = [1, 1] }\n")
+            .contains("names a decode step (`@steps`)"));
+        // One step of one probe onto one step of another; `@0` and `@01` are not steps.
+        for (from, to) in [
+            ("a@2", "b@2"),
+            ("{A}@2", "{A}.b@2"),
+            ("a", "b@0"),
+            ("a", "b@01"),
+        ] {
+            let text = format!("[[rule]]\nfrom = \"{from}\"\nto = \"{to}\"\n");
+            assert!(Map::parse_given(&text, "m").is_ok(), "{from} -> {to}");
+        }
+        // A map made by code may map onto any name a reference holds: alignment by content
+        // pairs our `op_7` with the reference's step `x@2`.
+        assert!(Map::parse("[[rule]]\nfrom = \"op_7\"\nto = \"x@2\"\n", "alignment").is_ok());
+    }
+
+    #[test]
+    fn a_number_past_i64_is_out_of_range_not_a_model_size() {
+        assert_eq!(
+            err("[[rule]]\nfrom = \"x\"\nto = \"z\"\ntransform = [{ reshape = [\"9223372036854775808\"] }]\n"),
+            "m.toml: rule 1 (from = \"x\"): size `9223372036854775808` in \"9223372036854775808\" is out of range (at most 9223372036854775807)"
+        );
+        assert!(err("[[rule]]\nfrom = \"x\"\nto = [\"a\", \"b\"]\nsplit = { axis = 0, sizes = [\"heads*99999999999999999999\", -1] }\n")
+            .contains("size `99999999999999999999` in \"heads*99999999999999999999\" is out of range"));
     }
 
     #[test]

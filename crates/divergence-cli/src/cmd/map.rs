@@ -63,15 +63,66 @@ pub fn from_flag(flag: &str) -> Result<Map> {
         return Ok(preset?);
     }
     let path = Path::new(flag);
+    // From its metadata, before it is opened: opening a FIFO blocks until a writer comes.
+    if let Ok(meta) = std::fs::metadata(path) {
+        if !meta.is_file() {
+            anyhow::bail!(
+                "--map {}: not a regular file ({})",
+                one_line(flag),
+                file_kind(&meta.file_type())
+            );
+        }
+    }
     let text = read_map(path).with_context(|| {
-        let known: Vec<&str> = divergence_map::PRESETS.iter().map(|p| p.0).collect();
         format!(
             "--map {}: not a preset ({}) and cannot be read as a map file",
             one_line(flag),
-            known.join(", ")
+            presets()
         )
     })?;
-    Ok(Map::parse(&text, &one_line(&path.display().to_string()))?)
+    Ok(Map::parse_given(
+        &text,
+        &one_line(&path.display().to_string()),
+    )?)
+}
+
+/// At most 80 characters of a user string, for a message.
+fn shortened(s: &str) -> String {
+    const MAX: usize = 80;
+    match s.char_indices().nth(MAX) {
+        Some((end, _)) => format!("{}...", &s[..end]),
+        None => s.to_string(),
+    }
+}
+
+/// The presets' names, for messages: `vllm, llama.cpp, transformer-lens`.
+fn presets() -> String {
+    let known: Vec<&str> = divergence_map::PRESETS.iter().map(|p| p.0).collect();
+    known.join(", ")
+}
+
+/// What a path that is not a regular file is, for the message.
+fn file_kind(t: &std::fs::FileType) -> &'static str {
+    if t.is_dir() {
+        return "a directory";
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if t.is_fifo() {
+            return "a named pipe (fifo)";
+        }
+        if t.is_char_device() {
+            return "a character device";
+        }
+        if t.is_block_device() {
+            return "a block device";
+        }
+        if t.is_socket() {
+            return "a socket";
+        }
+    }
+    "a special file"
 }
 
 /// The map to use: `--map`'s ([`from_flag`], given here as its result), else our metadata's
@@ -93,7 +144,16 @@ pub fn choose(ours: &Dump, flag: Option<Result<Map>>) -> Result<Option<Map>> {
     if let Some(preset) = divergence_map::preset(text) {
         return Ok(Some(preset?));
     }
-    Ok(Some(Map::parse(text, &label)?))
+    // One word is a preset's name mistyped, not TOML (which it would fail as "key with no
+    // value"): said as `--map` says it.
+    if !text.trim().is_empty() && !text.contains(['=', '[', '\n']) {
+        anyhow::bail!(
+            "{label}: \"{}\" is not a preset ({}) nor the TOML of a map",
+            one_line(&shortened(text)),
+            presets()
+        );
+    }
+    Ok(Some(Map::parse_given(text, &label)?))
 }
 
 /// The model sizes a rule may name: `--model DIR`'s config.json, else the config our dump's
@@ -140,8 +200,8 @@ fn list(names: &[&str]) -> String {
 /// about 10 MB).
 const MAX_MAP_BYTES: u64 = 32 << 20;
 
-/// A map file's text, refused past [`MAX_MAP_BYTES`] (a FIFO or `/dev/zero` is not read
-/// forever).
+/// A map file's text, refused past [`MAX_MAP_BYTES`] (the caller refuses a FIFO or a device
+/// from its metadata; this bound holds for a file that grows while it is read).
 fn read_map(path: &Path) -> std::io::Result<String> {
     use std::io::Read;
     let mut text = String::new();
