@@ -426,3 +426,66 @@ fn names_in_common_with_nothing_are_aligned_by_content() {
         );
     }
 }
+
+#[test]
+fn a_bad_model_size_in_our_metadata_falls_back_and_is_named() {
+    // Our metadata's config rejects num_attention_heads (-4): the reference's config gives it
+    // (it once blocked the fallback: "needs the model size `heads`"), and with no other config
+    // the error names the rejected field.
+    let dir = tempfile::tempdir().unwrap();
+    let write_model = |path: &Path, tensors: &[(String, Vec<usize>, Vec<f32>)], model| {
+        let mut w = DumpWriter::create(path).unwrap();
+        for (name, shape, data) in tensors {
+            w.add(name, shape, TensorData::F32(data)).unwrap();
+        }
+        w.finish(Meta {
+            model,
+            ..Meta::default()
+        })
+        .unwrap();
+    };
+    let ours = dir.path().join("ours.npz");
+    let bad = serde_json::json!({"model_type": "qwen3", "num_attention_heads": -4});
+    write_model(&ours, &[fused_qkv(false)], Some(bad));
+    let (code, r, err) = json(&[
+        "diff",
+        ours.to_str().unwrap(),
+        REF,
+        "--map",
+        "vllm",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(row(&r, "model.layers.0.self_attn.q_proj")["status"], "ok");
+    // A reference that records no config: nothing to fall back on.
+    let reference = dir.path().join("ref.npz");
+    let parts: Vec<(String, Vec<usize>, Vec<f32>)> = ["q_proj", "k_proj", "v_proj"]
+        .iter()
+        .map(|p| {
+            let name = format!("model.layers.0.self_attn.{p}");
+            let (s, v) = read(&name);
+            (name, s, v)
+        })
+        .collect();
+    write_model(&reference, &parts, None);
+    let (code, err) = {
+        let (code, _, err) = divergence(&[
+            "diff",
+            ours.to_str().unwrap(),
+            reference.to_str().unwrap(),
+            "--map",
+            "vllm",
+        ]);
+        (code, err)
+    };
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("needs the model size `heads`"), "{err}");
+    assert!(
+        err.contains(
+            "(metadata \"model\"): num_attention_heads is -4, expected a positive integer"
+        ),
+        "{err}"
+    );
+}

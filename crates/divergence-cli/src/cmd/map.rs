@@ -18,14 +18,19 @@ pub fn apply<'a>(
     let Some(map) = map else {
         return Ok((MappedDump::plain(ours), Vec::new()));
     };
-    let sizes = sizes(model, ours, reference);
+    let (sizes, size_issues) = sizes(model, ours, reference);
     let tensors: Vec<(String, Option<Vec<usize>>)> = ours
         .names()
         .iter()
         .map(|n| (n.clone(), ours.shape(n).map(<[usize]>::to_vec)))
         .collect();
     let label = one_line(&ours.path().display().to_string());
-    let resolved = divergence_map::resolve(&map, &tensors, &sizes, &label)?;
+    let resolved = divergence_map::resolve(&map, &tensors, &sizes, &label).map_err(|e| {
+        match size_issues.is_empty() {
+            true => anyhow::Error::from(e),
+            false => anyhow::anyhow!("{e} (model sizes rejected: {})", size_issues.join("; ")),
+        }
+    })?;
     let mut warnings = Vec::new();
     let made: Vec<&divergence_map::Virtual> = resolved
         .tensors
@@ -156,31 +161,71 @@ pub fn choose(ours: &Dump, flag: Option<Result<Map>>) -> Result<Option<Map>> {
     Ok(Some(Map::parse_given(text, &label)?))
 }
 
-/// The model sizes a rule may name: `--model DIR`'s config.json, else the config our dump's
-/// metadata records, else the reference's (the one config parser, `divergence-checkpoint`).
-fn sizes(model: Option<&Path>, ours: &Dump, reference: &Dump) -> Sizes {
+/// The model sizes a map's rules may name: from `--model`'s config.json, else the config our
+/// dump's metadata records (`"model"`), else the reference's (the one config parser,
+/// `divergence-checkpoint`); a config that rejects one of its size fields
+/// (`num_attention_heads: -4`) is passed over for the next, whole (sizes are never mixed from
+/// two configs). Also, when every config rejects one, one line each, the size fields they
+/// rejected, said with a map error ("needs the model size `heads`" alone would hide that our
+/// dump recorded a bad one).
+fn sizes(model: Option<&Path>, ours: &Dump, reference: &Dump) -> (Sizes, Vec<String>) {
+    const SIZE_KEYS: [&str; 6] = [
+        "hidden_size",
+        "num_attention_heads",
+        "num_key_value_heads",
+        "head_dim",
+        "intermediate_size",
+        "vocab_size",
+    ];
     let from_dir = model.and_then(|dir| {
         let path = divergence_checkpoint::Layout::config_path(dir).ok()?;
-        divergence_checkpoint::Config::load(&path).ok()
+        let cfg = divergence_checkpoint::Config::load(&path).ok()?;
+        Some((cfg, one_line(&path.display().to_string())))
     });
     let from_meta = |d: &Dump| {
         let value = d.meta()?.model.clone()?;
-        divergence_checkpoint::Config::from_value(value, d.path()).ok()
+        let cfg = divergence_checkpoint::Config::from_value(value, d.path()).ok()?;
+        let label = format!(
+            "{} (metadata \"model\")",
+            one_line(&d.path().display().to_string())
+        );
+        Some((cfg, label))
     };
-    let Some(cfg) = from_dir
-        .or_else(|| from_meta(ours))
-        .or_else(|| from_meta(reference))
-    else {
-        return Sizes::default();
+    let configs: Vec<(divergence_checkpoint::Config, String)> =
+        [from_dir, from_meta(ours), from_meta(reference)]
+            .into_iter()
+            .flatten()
+            .collect();
+    let size_issues = |c: &divergence_checkpoint::Config| -> Vec<String> {
+        c.issues
+            .iter()
+            .filter(|i| SIZE_KEYS.iter().any(|k| i.key.ends_with(k)))
+            .map(ToString::to_string)
+            .collect()
     };
-    Sizes {
+    let issues: Vec<String> = configs
+        .iter()
+        .flat_map(|(c, label)| {
+            size_issues(c)
+                .into_iter()
+                .map(move |i| one_line(&format!("{label}: {i}")))
+        })
+        .collect();
+    let clean = configs.iter().find(|(c, _)| size_issues(c).is_empty());
+    let Some((cfg, _)) = clean.or(configs.first()) else {
+        return (Sizes::default(), issues);
+    };
+    // Rejected fields matter only when no config was without them.
+    let issues = if clean.is_some() { Vec::new() } else { issues };
+    let sizes = Sizes {
         hidden: cfg.hidden_size,
         heads: cfg.num_attention_heads,
         kv_heads: cfg.num_kv_heads(cfg.family),
         head_dim: cfg.head_dim(cfg.family),
         intermediate: cfg.intermediate_size,
         vocab: cfg.vocab_size,
-    }
+    };
+    (sizes, issues)
 }
 
 fn one_line(s: &str) -> String {
