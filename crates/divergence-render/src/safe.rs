@@ -48,90 +48,94 @@ fn fix(s: &mut String, d: Dialect) {
     *s = out;
 }
 
-/// Every user-provided string of the report but the rows', read or rewritten by `f`.
-fn head_strings(r: &mut Report, f: &mut dyn FnMut(&mut String)) {
-    f(&mut r.ours);
-    f(&mut r.reference);
-    r.warnings.iter_mut().for_each(&mut *f);
-    if let Some(x) = r.first_divergence.as_mut() {
-        f(&mut x.name);
-        f(&mut x.reason);
-    }
-    if let Some(x) = r.origin.as_mut() {
-        f(&mut x.name);
-        x.chain.iter_mut().for_each(|l| f(&mut l.name));
-    }
-    for h in &mut r.hints {
-        f(&mut h.op);
-        f(&mut h.message);
-    }
-    if let Some(x) = r.positions.as_mut() {
-        f(&mut x.op);
-    }
-    if let Some(x) = r.tokens.as_mut() {
-        f(&mut x.op);
-    }
-    if let Some(x) = r.first_difference.as_mut() {
-        f(&mut x.name);
-    }
-    for s in &mut r.steps {
-        s.worst_op.iter_mut().for_each(&mut *f);
-        s.first_divergence.iter_mut().for_each(&mut *f);
-    }
-    r.only_ours.iter_mut().for_each(&mut *f);
-    r.only_ref.iter_mut().for_each(&mut *f);
-    for a in &mut r.amplification.rows {
-        f(&mut a.proj);
-        f(&mut a.norm);
-    }
+/// Visits every user-provided string of a report's head (all but the rows), as `&String` or,
+/// given `mut`, as `&mut String`: one list of fields for the check ([`head_needs`], which must
+/// not copy the report) and the fix ([`fix_all`]), so that the two cannot drift apart.
+macro_rules! head_strings {
+    ($r:expr, $f:expr $(, $m:tt)?) => {{
+        let r = $r;
+        let f = $f;
+        f(&$($m)? r.ours);
+        f(&$($m)? r.reference);
+        for s in &$($m)? r.warnings {
+            f(s);
+        }
+        if let Some(x) = &$($m)? r.first_divergence {
+            f(&$($m)? x.name);
+            f(&$($m)? x.reason);
+        }
+        if let Some(x) = &$($m)? r.origin {
+            f(&$($m)? x.name);
+            for l in &$($m)? x.chain {
+                f(&$($m)? l.name);
+            }
+        }
+        for h in &$($m)? r.hints {
+            f(&$($m)? h.op);
+            f(&$($m)? h.message);
+        }
+        if let Some(x) = &$($m)? r.positions {
+            f(&$($m)? x.op);
+        }
+        if let Some(x) = &$($m)? r.tokens {
+            f(&$($m)? x.op);
+        }
+        if let Some(x) = &$($m)? r.first_difference {
+            f(&$($m)? x.name);
+        }
+        for st in &$($m)? r.steps {
+            if let Some(s) = &$($m)? st.worst_op {
+                f(s);
+            }
+            if let Some(s) = &$($m)? st.first_divergence {
+                f(s);
+            }
+        }
+        for s in &$($m)? r.only_ours {
+            f(s);
+        }
+        for s in &$($m)? r.only_ref {
+            f(s);
+        }
+        for a in &$($m)? r.amplification.rows {
+            f(&$($m)? a.proj);
+            f(&$($m)? a.norm);
+        }
+    }};
 }
 
-/// A row's user-provided strings.
-fn row_strings(o: &mut divergence_diff::OpResult, f: &mut dyn FnMut(&mut String)) {
-    f(&mut o.name);
-    o.reason.iter_mut().for_each(&mut *f);
-    o.mapped.iter_mut().for_each(&mut *f);
-    o.tensor.dtype_ours.iter_mut().for_each(&mut *f);
-    o.tensor.dtype_ref.iter_mut().for_each(&mut *f);
-    o.truth.truth_problem.iter_mut().for_each(&mut *f);
+/// A row's user-provided strings, as [`head_strings`] visits the head's.
+macro_rules! row_strings {
+    ($o:expr, $f:expr $(, $m:tt)?) => {{
+        let o = $o;
+        let f = $f;
+        f(&$($m)? o.name);
+        for s in [
+            &$($m)? o.reason,
+            &$($m)? o.mapped,
+            &$($m)? o.tensor.dtype_ours,
+            &$($m)? o.tensor.dtype_ref,
+            &$($m)? o.truth.truth_problem,
+        ] {
+            if let Some(s) = s {
+                f(s);
+            }
+        }
+    }};
 }
 
-/// Whether any string [`head_strings`] visits needs a change (the same fields, read-only).
+/// Whether any string of the head needs a change.
 fn head_needs(r: &Report, d: Dialect) -> bool {
-    let n = |s: &str| needs(s, d);
-    let opt = |s: &Option<String>| s.as_deref().is_some_and(n);
-    n(&r.ours)
-        || n(&r.reference)
-        || r.warnings.iter().any(|s| n(s))
-        || r.first_divergence
-            .as_ref()
-            .is_some_and(|x| n(&x.name) || n(&x.reason))
-        || r.origin
-            .as_ref()
-            .is_some_and(|x| n(&x.name) || x.chain.iter().any(|l| n(&l.name)))
-        || r.hints.iter().any(|h| n(&h.op) || n(&h.message))
-        || r.positions.as_ref().is_some_and(|x| n(&x.op))
-        || r.tokens.as_ref().is_some_and(|x| n(&x.op))
-        || r.first_difference.as_ref().is_some_and(|x| n(&x.name))
-        || r.steps
-            .iter()
-            .any(|s| opt(&s.worst_op) || opt(&s.first_divergence))
-        || r.only_ours.iter().chain(&r.only_ref).any(|s| n(s))
-        || r.amplification
-            .rows
-            .iter()
-            .any(|a| n(&a.proj) || n(&a.norm))
+    let mut any = false;
+    head_strings!(r, &mut |s: &String| any |= needs(s, d));
+    any
 }
 
-/// Whether any string [`row_strings`] visits needs a change.
+/// Whether any string of a row needs a change.
 fn row_needs(o: &divergence_diff::OpResult, d: Dialect) -> bool {
-    let opt = |s: &Option<String>| s.as_deref().is_some_and(|s| needs(s, d));
-    needs(&o.name, d)
-        || opt(&o.reason)
-        || opt(&o.mapped)
-        || opt(&o.tensor.dtype_ours)
-        || opt(&o.tensor.dtype_ref)
-        || opt(&o.truth.truth_problem)
+    let mut any = false;
+    row_strings!(o, &mut |s: &String| any |= needs(s, d));
+    any
 }
 
 fn dirty(report: &Report, d: Dialect) -> bool {
@@ -144,12 +148,12 @@ fn dirty(report: &Report, d: Dialect) -> bool {
 }
 
 fn fix_all(report: &mut Report, d: Dialect) {
-    head_strings(report, &mut |s| fix(s, d));
+    head_strings!(&mut *report, &mut |s: &mut String| fix(s, d), mut);
     report
         .ops
         .par_iter_mut()
         .with_min_len(4096)
-        .for_each(|o| row_strings(o, &mut |s| fix(s, d)));
+        .for_each(|o| row_strings!(o, &mut |s: &mut String| fix(s, d), mut));
 }
 
 /// `report`, or a copy whose strings are safe for `d` when one is not.
@@ -185,5 +189,53 @@ mod tests {
         let mut clean = "model.layers.0.mlp".to_string();
         fix(&mut clean, Dialect::Markdown);
         assert_eq!(clean, "model.layers.0.mlp");
+    }
+
+    /// The check and the fix visit the same strings (one macro each for the head and the
+    /// rows): a report with hostile names in its rows, its first divergence, its warnings and
+    /// its one-sided lists is dirty, and its fixed copy is clean, with no control character
+    /// left in any of them.
+    #[test]
+    fn the_fixed_copy_is_clean_and_the_clean_report_is_not_copied() {
+        use divergence_diff::{assemble, compare, DiffConfig, OrderSource, ReportContext, Side};
+        let cfg = DiffConfig::default();
+        let (a, b): (&[f32], &[f32]) = (&[1.0, 2.0, 3.0, 4.0], &[1.0, 2.0, 3.0, 9.0]);
+        let side = |v: &'static [f32]| Side {
+            shape: &[4],
+            values: divergence_diff::ValuesRef::F32(v),
+            dtype: "float32",
+        };
+        let report = |name: &str, reference: &str| {
+            let rows = vec![
+                compare(name, Some(side(a)), Some(side(b)), &cfg),
+                compare(&format!("{name}.only"), Some(side(a)), None, &cfg),
+            ];
+            let mut ctx = ReportContext::new(name, reference, OrderSource::RefFile);
+            ctx.warnings.push(format!("about {name}"));
+            assemble(rows, ctx, &cfg)
+        };
+        let hostile = report("x\n## h\u{1b}[2J", "ref\u{1b}]0;t\u{7}");
+        assert!(hostile.first_divergence.is_some());
+        for d in [Dialect::Terminal, Dialect::Markdown] {
+            let fixed = text_safe(&hostile, d);
+            assert!(matches!(fixed, Cow::Owned(_)));
+            let mut left = 0;
+            let mut count = |s: &String| left += usize::from(s.chars().any(|c| bad(c, d)));
+            head_strings!(&*fixed, &mut count);
+            for o in &fixed.ops {
+                row_strings!(o, &mut count);
+            }
+            assert_eq!(left, 0);
+            assert_eq!(fixed.ops[1].name, r"x\n## h\u{1b}[2J.only");
+            assert!(matches!(text_safe(&fixed, d), Cow::Borrowed(_)));
+            let mut again = hostile.clone();
+            make_text_safe(&mut again, d);
+            assert_eq!(&again, &*fixed);
+        }
+        let plain = report("model.layers.0.mlp", "ref.npz");
+        assert!(matches!(
+            text_safe(&plain, Dialect::Markdown),
+            Cow::Borrowed(_)
+        ));
     }
 }
