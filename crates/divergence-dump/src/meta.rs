@@ -59,10 +59,52 @@ impl Meta {
             .map_err(|e| format!("metadata is not a valid json object: {e}"))
     }
 
+    /// `decode_steps` (docs/dump-format.md, "Decode steps"): `None` when absent or null;
+    /// `Err` (lowercase, naming the field and the value) when it is not a step count. The one
+    /// reading of it: `diff` and `run --decode-from` refuse the same values.
+    pub fn decode_steps(&self) -> Result<Option<u64>, String> {
+        match self.extra.get("decode_steps") {
+            None | Some(serde_json::Value::Null) => Ok(None),
+            Some(v) => v.as_u64().map(Some).ok_or_else(|| {
+                format!("metadata decode_steps is {}, not a step count", preview(v))
+            }),
+        }
+    }
+
+    /// `decode_ids`: `None` when absent or null; `Err` when it is not a list of integers in
+    /// the i64 range (the one reading of it, as [`Meta::decode_steps`]).
+    pub fn decode_ids(&self) -> Result<Option<Vec<i64>>, String> {
+        match self.extra.get("decode_ids") {
+            None | Some(serde_json::Value::Null) => Ok(None),
+            Some(serde_json::Value::Array(a)) => a
+                .iter()
+                .map(|v| {
+                    v.as_i64().ok_or_else(|| {
+                        format!("metadata decode_ids: {} is not a token id", preview(v))
+                    })
+                })
+                .collect::<Result<Vec<i64>, String>>()
+                .map(Some),
+            Some(v) => Err(format!(
+                "metadata decode_ids is not a list of token ids: {}",
+                preview(v)
+            )),
+        }
+    }
+
     /// Serialize to compact JSON.
     pub fn to_json(&self) -> String {
         // Serializing plain strings, maps and serde_json values cannot fail.
         serde_json::to_string(self).unwrap_or_else(|_| String::from("{}"))
+    }
+}
+
+/// A JSON value in a message: at most 60 characters of it.
+fn preview(v: &serde_json::Value) -> String {
+    let text = v.to_string();
+    match text.char_indices().nth(60) {
+        Some((i, _)) => format!("{}...", &text[..i]),
+        None => text,
     }
 }
 
@@ -169,6 +211,49 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decode_steps_and_ids_are_read_one_way() {
+        let meta =
+            |extra: serde_json::Value| Meta::from_json(extra.to_string().as_bytes()).unwrap();
+        let m = meta(serde_json::json!({"decode_steps": 2, "decode_ids": [5, 6]}));
+        assert_eq!(m.decode_steps(), Ok(Some(2)));
+        assert_eq!(m.decode_ids(), Ok(Some(vec![5, 6])));
+        let m = meta(serde_json::json!({"decode_steps": null}));
+        assert_eq!(m.decode_steps(), Ok(None));
+        assert_eq!(m.decode_ids(), Ok(None));
+        for (bad, says) in [
+            (
+                serde_json::json!({"decode_steps": "two"}),
+                "metadata decode_steps is \"two\", not a step count",
+            ),
+            (
+                serde_json::json!({"decode_steps": -1}),
+                "metadata decode_steps is -1, not a step count",
+            ),
+        ] {
+            assert_eq!(meta(bad).decode_steps(), Err(says.to_string()));
+        }
+        for (bad, says) in [
+            (
+                serde_json::json!({"decode_ids": ["5"]}),
+                "metadata decode_ids: \"5\" is not a token id",
+            ),
+            (
+                serde_json::json!({"decode_ids": [1e30]}),
+                "metadata decode_ids: 1e+30 is not a token id",
+            ),
+            (
+                serde_json::json!({"decode_ids": "5"}),
+                "metadata decode_ids is not a list of token ids: \"5\"",
+            ),
+        ] {
+            assert_eq!(meta(bad).decode_ids(), Err(says.to_string()));
+        }
+        let long = serde_json::json!({"decode_ids": "x".repeat(100)});
+        let e = meta(long).decode_ids().unwrap_err();
+        assert!(e.ends_with("...") && e.len() < 120, "{e}");
+    }
 
     #[test]
     fn null_fields_read_as_missing() {

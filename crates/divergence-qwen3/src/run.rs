@@ -511,46 +511,25 @@ fn decode_from(path: &Path, input_ids: &[u32]) -> Result<Decode, Error> {
     let meta = dump
         .meta()
         .ok_or_else(|| bad("has no metadata, so no decode_ids".to_string()))?;
-    let ids = match meta.extra.get("decode_ids") {
-        None | Some(serde_json::Value::Null) => {
-            return Err(bad(
-                "its metadata has no decode_ids (not a dump of a decode run)".to_string(),
-            ))
-        }
-        Some(serde_json::Value::Array(values)) => values
-            .iter()
-            .map(|v| {
-                v.as_u64()
-                    .and_then(|x| u32::try_from(x).ok())
-                    .ok_or_else(|| bad(format!("decode_ids: {v} is not a token id")))
-            })
-            .collect::<Result<Vec<u32>, Error>>()?,
-        Some(other) => {
+    // The same readings of decode_ids and decode_steps as `diff`'s (`Meta::decode_ids`,
+    // `Meta::decode_steps`): found by a bad-input hunt, `run` decoded a reference whose
+    // metadata contradicts itself, which `diff` refuses.
+    let ids = meta.decode_ids().map_err(bad)?.ok_or_else(|| {
+        bad("its metadata has no decode_ids (not a dump of a decode run)".to_string())
+    })?;
+    let ids: Vec<u32> = ids
+        .iter()
+        .map(|&v| {
+            u32::try_from(v).map_err(|_| bad(format!("metadata decode_ids: {v} is not a token id")))
+        })
+        .collect::<Result<Vec<u32>, Error>>()?;
+    if let Some(n) = meta.decode_steps().map_err(bad)? {
+        if n != ids.len() as u64 {
             return Err(bad(format!(
-                "decode_ids is not a list of token ids: {}",
-                json_preview(other)
-            )))
+                "metadata says {n} decode steps but holds {} decode_ids",
+                ids.len()
+            )));
         }
-    };
-    // The same rule as `diff`'s (a reference whose metadata contradicts itself is refused
-    // there): found by a bad-input hunt, `run` decoded such a reference's ids anyway.
-    match meta.extra.get("decode_steps") {
-        None | Some(serde_json::Value::Null) => {}
-        Some(v) => match v.as_u64() {
-            Some(n) if n == ids.len() as u64 => {}
-            Some(n) => {
-                return Err(bad(format!(
-                    "metadata says {n} decode steps but holds {} decode_ids",
-                    ids.len()
-                )))
-            }
-            None => {
-                return Err(bad(format!(
-                    "metadata decode_steps is {}, not a step count",
-                    json_preview(v)
-                )))
-            }
-        },
     }
     let ours: Vec<i64> = input_ids.iter().map(|&i| i as i64).collect();
     match meta.input_ids.as_deref() {
@@ -580,16 +559,6 @@ fn decode_from(path: &Path, input_ids: &[u32]) -> Result<Decode, Error> {
         _ => serde_json::Value::from("given"),
     };
     Ok(Decode { ids, label, source })
-}
-
-/// A JSON value shortened for an error message.
-fn json_preview(v: &serde_json::Value) -> String {
-    let text = v.to_string();
-    if text.chars().count() > 60 {
-        format!("{}...", text.chars().take(60).collect::<String>())
-    } else {
-        text
-    }
 }
 
 /// The dump metadata (order and dtypes are filled in by the writer).

@@ -37,34 +37,10 @@ fn steps_of(dump: &MappedDump<'_>, path: &Path) -> Result<Steps> {
     steps.par_sort_unstable();
     steps.dedup();
     let present = steps.into_iter().collect();
-    let extra = dump.meta().map(|m| &m.extra);
-    let declared = match extra.and_then(|e| e.get("decode_steps")) {
-        None | Some(serde_json::Value::Null) => None,
-        Some(v) => match v.as_u64() {
-            Some(n) => Some(n),
-            None => bail!(
-                "{}: metadata decode_steps is {v}, not a step count",
-                path.display()
-            ),
-        },
-    };
-    let ids = match extra.and_then(|e| e.get("decode_ids")) {
-        None | Some(serde_json::Value::Null) => None,
-        Some(serde_json::Value::Array(a)) => Some(
-            a.iter()
-                .map(serde_json::Value::as_i64)
-                .collect::<Option<Vec<i64>>>()
-                .ok_or_else(|| {
-                    anyhow::anyhow!(
-                        "{}: metadata decode_ids holds something other than token ids",
-                        path.display()
-                    )
-                })?,
-        ),
-        Some(_) => bail!(
-            "{}: metadata decode_ids is not a list of token ids",
-            path.display()
-        ),
+    let at = |e: String| anyhow::anyhow!("{}: {e}", path.display());
+    let (declared, ids) = match dump.meta() {
+        Some(m) => (m.decode_steps().map_err(at)?, m.decode_ids().map_err(at)?),
+        None => (None, None),
     };
     Ok(Steps {
         present,
