@@ -1428,7 +1428,7 @@ def decode_cases() -> list[Case]:
         return ["diff", str(p), str(q), "--format", "json", "--truth", str(t)]
 
     cases.append(Case("decode", "truth_has_steps_ref_lacks", truth_steps,
-                      error("--truth", "truth_steps.npz", "not those of")))
+                      error("--truth", "truth_steps.npz", "has no probe of decode step")))
 
     # A recorded order that lists step 2 before step 1 (and the prefill last): the rows run in
     # step order, so the first divergence is step 1's, not step 2's.

@@ -96,8 +96,9 @@ fn is_safetensors(path: &Path) -> bool {
     path.extension().and_then(|e| e.to_str()) == Some("safetensors")
 }
 
-/// What a file that is not a regular file is, for messages ("a named pipe (fifo)").
-pub(crate) fn file_kind(t: &std::fs::FileType) -> &'static str {
+/// What a file that is not a regular file is, for messages ("a named pipe (fifo)"); `diff
+/// --map` says it of a map file too.
+pub fn file_kind(t: &std::fs::FileType) -> &'static str {
     if t.is_dir() {
         return "a directory";
     }

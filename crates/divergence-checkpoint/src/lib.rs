@@ -26,7 +26,9 @@ pub use crate::config::{
     REQUIRED, SANITY_CAPS,
 };
 pub use crate::error::Error;
-pub use crate::layout::{Ignored, Index, Layout, Source, CONFIG_FILE, INDEX_FILE, SINGLE_FILE};
+pub use crate::layout::{
+    file_kind, Ignored, Index, Layout, Source, CONFIG_FILE, INDEX_FILE, SINGLE_FILE,
+};
 pub use crate::weights::{Anomaly, Shard, TensorInfo, Weights};
 pub use safetensors::Dtype;
 

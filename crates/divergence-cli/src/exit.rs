@@ -50,23 +50,26 @@ pub fn say(line: &str) {
 }
 
 /// A usage error of clap's (a conflict, a missing or unexpected argument) on one line: its
-/// first paragraph (`the following required arguments were not provided: <OURS> <REF>`),
-/// without the usage and tips that follow, and where help is.
+/// first paragraph (`the following required arguments were not provided: <OURS> <REF>`) and
+/// its tips (`tip: a similar argument exists: '--json-out'`), without the usage line, and
+/// where help is.
 pub fn usage_error_line(err: &clap::Error) -> String {
     let text = err.render().to_string();
-    let first: Vec<&str> = text
+    let first = text
         .lines()
         .skip_while(|l| l.trim().is_empty())
-        .take_while(|l| !l.trim().is_empty())
-        .map(str::trim)
-        .collect();
-    let first = divergence_names::one_line(&first.join(" ")).into_owned();
-    format!("{first} (see --help)")
+        .take_while(|l| !l.trim().is_empty());
+    let mut line = first.map(str::trim).collect::<Vec<_>>().join(" ");
+    for tip in text.lines().filter(|l| l.trim_start().starts_with("tip:")) {
+        line.push_str("; ");
+        line.push_str(tip.trim());
+    }
+    format!("{} (see --help)", divergence_names::one_line(&line))
 }
 
 /// A flag value rejected by its value parser (`--rtol=-1`, `--grep '['`, see `cmd::parse`) as
 /// one line naming the flag: `error: --rtol must be a finite number >= 0, got -1`. `None` for
-/// every other clap error, which keeps clap's own message (usage line, tips).
+/// every other clap error ([`usage_error_line`]).
 pub fn value_error_line(err: &clap::Error) -> Option<String> {
     use clap::error::{ContextKind, ContextValue, ErrorKind};
     if err.kind() != ErrorKind::ValueValidation {

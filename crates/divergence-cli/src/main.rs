@@ -45,11 +45,16 @@ fn main() -> ExitCode {
                 exit::say(&line);
                 return Exit::Error.into();
             }
-            // --help and --version are not errors: printed as clap writes them. Everything
-            // else is a usage error (2), on one line like every other error.
+            // --help and --version are not errors: printed as clap writes them. `divergence`
+            // alone prints the help (the commands), as a usage error (2). Everything else is
+            // a usage error on one line like every other error.
             if !err.use_stderr() {
                 let _ = err.print();
                 return Exit::Clean.into();
+            }
+            if err.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                let _ = err.print();
+                return Exit::Error.into();
             }
             exit::say(&exit::usage_error_line(&err));
             return Exit::Error.into();

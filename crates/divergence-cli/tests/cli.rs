@@ -253,6 +253,15 @@ fn usage_errors_are_one_line() {
             "'xml'",
         ),
         (&["frobnicate"][..], "'frobnicate'"),
+        // clap's tips are kept
+        (
+            &["diff", DEMO_OURS, DEMO_REF, "--jsn-out", "x"][..],
+            "'--jsn-out' found; tip: a similar argument exists: '--json-out'",
+        ),
+        (
+            &["dif", DEMO_OURS][..],
+            "'dif'; tip: a similar subcommand exists: 'diff'",
+        ),
     ] {
         let run = divergence(args);
         assert_eq!(run.code, 2, "{args:?}: {}", run.transcript());
@@ -274,6 +283,14 @@ fn usage_errors_are_one_line() {
         assert_eq!(run.code, 0, "{args:?}: {}", run.transcript());
         assert!(run.stdout.lines().count() >= 1, "{args:?}");
     }
+    // `divergence` alone: the help with its commands, as a usage error.
+    let run = divergence(&[]);
+    assert_eq!(run.code, 2, "{}", run.transcript());
+    assert!(
+        run.stderr.contains("Commands:") && run.stderr.contains("inspect"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[cfg(target_os = "linux")]

@@ -458,6 +458,16 @@ fn a_bad_model_size_in_our_metadata_falls_back_and_is_named() {
     ]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(row(&r, "model.layers.0.self_attn.q_proj")["status"], "ok");
+    // ... and says which config it passed over.
+    let said = r["warnings"].as_array().unwrap().iter().any(|w| {
+        w.as_str()
+            .unwrap_or_default()
+            .contains("passed over a config that rejects one: ")
+            && w.as_str()
+                .unwrap_or_default()
+                .contains("num_attention_heads is -4")
+    });
+    assert!(said, "{}", r["warnings"]);
     // A reference that records no config: nothing to fall back on.
     let reference = dir.path().join("ref.npz");
     let parts: Vec<(String, Vec<usize>, Vec<f32>)> = ["q_proj", "k_proj", "v_proj"]

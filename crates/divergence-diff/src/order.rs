@@ -7,7 +7,9 @@
 //! its names are put in the canonical forward order of the HF Llama family
 //! ([`divergence_names::dataflow::canonical_cmp`]: `model.embed_tokens` first, `lm_head` last),
 //! or naturally sorted (`layers.2` < `layers.10`) when no name is one the table knows, with a
-//! warning either way.
+//! warning either way. Decode steps run in order whatever the source: an order that lists a
+//! later step's probe before an earlier step's is put in step order (the prefill first, each
+//! step's probes in the order found), with a warning.
 //!
 //! Two naming rules live here too: two single-tensor files (`.npy`, each named after its file)
 //! are the same probe whatever their names, and dumps whose names differ by one leading prefix
@@ -340,10 +342,10 @@ pub fn plan_order(ours: &DumpNames<'_>, reference: &DumpNames<'_>) -> OrderPlan 
         plan.order.par_sort_by_key(step);
         // Row `i` is no longer the `i`-th name of the files.
         plan.aligned = false;
-        plan.warnings.push(
-            "the recorded execution order lists decode steps out of order: the rows are in step order (the prefill first), each step's probes in the recorded order"
-                .to_string(),
-        );
+        plan.warnings.push(format!(
+            "the execution order ({}) lists decode steps out of order: the rows are in step order (the prefill first), each step's probes in that order",
+            plan.source.describe()
+        ));
     }
     plan
 }

@@ -110,9 +110,10 @@ impl Resolved {
 type Claim = (usize, Vec<(String, String)>);
 
 /// Most pattern matches one map may ask of one dump (rules with captures × distinct base
-/// names, plus the rules that name a step × decode steps' names). Measured at the worst (long
-/// names the literal ends do not turn away, each rejected by the regex): ~2.5 µs a match, so
-/// ~15 s on 2 cores at the bound (2,000 rules × 4,999 names: 14.8 s). The presets have at
+/// names, plus the rules that name a step × decode steps' names). Measured just under the
+/// bound (2,000 rules with captures × 4,999 names of 185 characters that the literal ends do
+/// not turn away, each rejected by the regex): 2.9-3.2 s, release build, 2 cores; the time of a
+/// match grows with the name's length. The presets have at
 /// most 18 rules with captures: ~11,000 matches for a 0.6B-shaped decode dump whatever its
 /// steps (~600 probes), 1,800,000 for 100,000 probes.
 pub const MAX_MATCHES: u64 = 10_000_000;
@@ -200,9 +201,13 @@ pub fn resolve(
         return Err(MapError::Syntax {
             map: map.label.clone(),
             message: format!(
-                "{} rules with captures × {} names of {dump}: {work} pattern matches, more matching than the bound ({MAX_MATCHES}); name tensors literally (looked up, not matched) or with fewer patterns",
+                "{} rules with captures × {} names of {dump}{}: {work} pattern matches, more matching than the bound ({MAX_MATCHES}); name tensors literally (looked up, not matched) or with fewer patterns",
                 patterned.len(),
                 keys.len(),
+                match step_rules.len() {
+                    0 => String::new(),
+                    n => format!(" + {n} rules naming a step × {stepped} decode steps' names"),
+                }
             ),
         });
     }

@@ -441,7 +441,7 @@ fn notes(ckpt: &Checkpoint) -> Vec<String> {
     let mut notes: Vec<String> = ckpt.ignored.iter().map(ToString::to_string).collect();
     if !ckpt.config.tie_word_embeddings && !ckpt.contains("lm_head.weight") {
         notes.push(
-            "config.json says tie_word_embeddings: false, but the checkpoint has no lm_head.weight: \
+            "config.json's tie_word_embeddings is false (or absent), but the checkpoint has no lm_head.weight: \
              lm_head uses model.embed_tokens.weight (transformers would initialize an untied head randomly, \
              so the reference's logits are not this head's; `divergence inspect` flags it)"
                 .to_string(),

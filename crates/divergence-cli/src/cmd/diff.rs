@@ -13,7 +13,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::Args;
 use divergence_diff::{
     DiffConfig, DumpNames, Head, Needs, OpResult, ProbeFold, Report, ReportContext, Side, Status,
@@ -183,70 +183,35 @@ pub fn run(args: DiffArgs) -> Result<Exit> {
     }
 }
 
-/// The files `diff` writes must not be the files it reads: `--json-out ours.npz` would replace
-/// a dump with its own report (the next run then fails on it), and two outputs given the same
-/// file would keep only the last written. Checked before anything is read or written; an
-/// output that does not exist yet is another file.
+/// The files `diff` writes are none of its inputs and each its own ([`outputs::check`]): the
+/// dumps, the truth, a map file, `--model`'s config.json.
 fn check_outputs(args: &DiffArgs) -> Result<()> {
-    let outputs = [
-        ("--json-out", &args.json_out),
-        ("--markdown-out", &args.markdown_out),
-        ("--html-out", &args.html_out),
-        ("--plot", &args.plot),
-        ("--suggest-map", &args.suggest_map),
-    ];
     let map_file = args
         .map
         .as_deref()
         .filter(|m| divergence_map::preset(m).is_none())
         .map(Path::new);
+    let config = args.model.as_ref().map(|d| d.join("config.json"));
     let inputs: Vec<(&str, &Path)> = [
         Some(("OURS", args.ours.as_path())),
         Some(("REF", args.reference.as_path())),
         args.truth.as_deref().map(|p| ("--truth", p)),
         map_file.map(|p| ("--map", p)),
+        config.as_deref().map(|p| ("--model config.json", p)),
     ]
     .into_iter()
     .flatten()
     .collect();
-    // A file that does not exist yet is its folder's (resolved) entry of that name.
-    let resolved = |p: &Path| {
-        std::fs::canonicalize(p).ok().or_else(|| {
-            let dir = match p.parent() {
-                Some(d) if !d.as_os_str().is_empty() => d,
-                _ => Path::new("."),
-            };
-            Some(std::fs::canonicalize(dir).ok()?.join(p.file_name()?))
-        })
-    };
-    // `/dev/null` twice, or `/dev/stdout`, is no file to lose.
-    let special = |p: &Path| std::fs::metadata(p).is_ok_and(|m| !m.is_file());
-    let same = |a: &Path, b: &Path| match (resolved(a), resolved(b)) {
-        _ if special(a) || special(b) => false,
-        (Some(a), Some(b)) => a == b,
-        _ => a == b,
-    };
-    let label = |p: &Path| divergence_names::one_line(&p.display().to_string()).into_owned();
-    for (i, (flag, out)) in outputs.iter().enumerate() {
-        let Some(out) = out.as_deref() else { continue };
-        if let Some((what, _)) = inputs.iter().find(|(_, input)| same(out, input)) {
-            bail!(
-                "{flag} {}: that is the {what} file this diff reads; write the report elsewhere",
-                label(out)
-            );
-        }
-        let later = outputs[i + 1..].iter();
-        if let Some((other, _)) = later
-            .filter_map(|(f, o)| Some((f, o.as_deref()?)))
-            .find(|(_, o)| same(out, o))
-        {
-            bail!(
-                "{flag} and {other} name the same file {}: give each output a file of its own",
-                label(out)
-            );
-        }
-    }
-    Ok(())
+    crate::cmd::outputs::check(
+        &[
+            ("--json-out", args.json_out.as_deref()),
+            ("--markdown-out", args.markdown_out.as_deref()),
+            ("--html-out", args.html_out.as_deref()),
+            ("--plot", args.plot.as_deref()),
+            ("--suggest-map", args.suggest_map.as_deref()),
+        ],
+        &inputs,
+    )
 }
 
 /// How often `--watch` looks at the files.
@@ -1016,13 +981,7 @@ fn check_truth(
     // With decode steps the truth must have decoded the reference's tokens, step for step.
     // Its errors name both files as sides of a pair: say first which file is the truth.
     let mut warnings = crate::cmd::steps::check(truth, truth_path, reference, ref_path)
-        .with_context(|| {
-            format!(
-                "--truth {}: its decode steps are not those of {}",
-                truth_path.display(),
-                ref_path.display()
-            )
-        })?;
+        .with_context(|| format!("--truth {}", truth_path.display()))?;
     match (ids(truth), ids(reference)) {
         (Some(t), Some(r)) if t != r => {
             let at = t

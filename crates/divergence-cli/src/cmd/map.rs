@@ -19,6 +19,15 @@ pub fn apply<'a>(
         return Ok((MappedDump::plain(ours), Vec::new()));
     };
     let (sizes, size_issues) = sizes(model, ours, reference);
+    // A config passed over is said (a `--model` whose config.json rejects a size is not used
+    // silently); with none left, the rejected fields go with the map's error.
+    let mut warnings = Vec::new();
+    if let (Some(used), false) = (&size_issues.used, size_issues.rejected.is_empty()) {
+        warnings.push(format!(
+            "name map: model sizes from {used}, passed over a config that rejects one: {}",
+            size_issues.rejected.join("; ")
+        ));
+    }
     let tensors: Vec<(String, Option<Vec<usize>>)> = ours
         .names()
         .iter()
@@ -26,12 +35,14 @@ pub fn apply<'a>(
         .collect();
     let label = one_line(&ours.path().display().to_string());
     let resolved = divergence_map::resolve(&map, &tensors, &sizes, &label).map_err(|e| {
-        match size_issues.is_empty() {
+        match size_issues.used.is_some() || size_issues.rejected.is_empty() {
             true => anyhow::Error::from(e),
-            false => anyhow::anyhow!("{e} (model sizes rejected: {})", size_issues.join("; ")),
+            false => anyhow::anyhow!(
+                "{e} (model sizes rejected: {})",
+                size_issues.rejected.join("; ")
+            ),
         }
     })?;
-    let mut warnings = Vec::new();
     let made: Vec<&divergence_map::Virtual> = resolved
         .tensors
         .iter()
@@ -74,7 +85,7 @@ pub fn from_flag(flag: &str) -> Result<Map> {
             anyhow::bail!(
                 "--map {}: not a regular file ({})",
                 one_line(flag),
-                file_kind(&meta.file_type())
+                divergence_checkpoint::file_kind(&meta.file_type())
             );
         }
     }
@@ -104,30 +115,6 @@ fn shortened(s: &str) -> String {
 fn presets() -> String {
     let known: Vec<&str> = divergence_map::PRESETS.iter().map(|p| p.0).collect();
     known.join(", ")
-}
-
-/// What a path that is not a regular file is, for the message.
-fn file_kind(t: &std::fs::FileType) -> &'static str {
-    if t.is_dir() {
-        return "a directory";
-    }
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::FileTypeExt;
-        if t.is_fifo() {
-            return "a named pipe (fifo)";
-        }
-        if t.is_char_device() {
-            return "a character device";
-        }
-        if t.is_block_device() {
-            return "a block device";
-        }
-        if t.is_socket() {
-            return "a socket";
-        }
-    }
-    "a special file"
 }
 
 /// The map to use: `--map`'s ([`from_flag`], given here as its result), else our metadata's
@@ -161,6 +148,14 @@ pub fn choose(ours: &Dump, flag: Option<Result<Map>>) -> Result<Option<Map>> {
     Ok(Some(Map::parse_given(text, &label)?))
 }
 
+/// The size fields the configs [`sizes`] consulted rejected, one line each, and the config
+/// it used when one rejected none.
+#[derive(Default)]
+struct SizeIssues {
+    rejected: Vec<String>,
+    used: Option<String>,
+}
+
 /// The model sizes a map's rules may name: from `--model`'s config.json, else the config our
 /// dump's metadata records (`"model"`), else the reference's (the one config parser,
 /// `divergence-checkpoint`); a config that rejects one of its size fields
@@ -168,7 +163,7 @@ pub fn choose(ours: &Dump, flag: Option<Result<Map>>) -> Result<Option<Map>> {
 /// two configs). Also, when every config rejects one, one line each, the size fields they
 /// rejected, said with a map error ("needs the model size `heads`" alone would hide that our
 /// dump recorded a bad one).
-fn sizes(model: Option<&Path>, ours: &Dump, reference: &Dump) -> (Sizes, Vec<String>) {
+fn sizes(model: Option<&Path>, ours: &Dump, reference: &Dump) -> (Sizes, SizeIssues) {
     const SIZE_KEYS: [&str; 6] = [
         "hidden_size",
         "num_attention_heads",
@@ -212,11 +207,13 @@ fn sizes(model: Option<&Path>, ours: &Dump, reference: &Dump) -> (Sizes, Vec<Str
         })
         .collect();
     let clean = configs.iter().find(|(c, _)| size_issues(c).is_empty());
-    let Some((cfg, _)) = clean.or(configs.first()) else {
-        return (Sizes::default(), issues);
+    let Some((cfg, used)) = clean.or(configs.first()) else {
+        return (Sizes::default(), SizeIssues::default());
     };
-    // Rejected fields matter only when no config was without them.
-    let issues = if clean.is_some() { Vec::new() } else { issues };
+    let issues = SizeIssues {
+        rejected: issues,
+        used: clean.map(|_| used.clone()),
+    };
     let sizes = Sizes {
         hidden: cfg.hidden_size,
         heads: cfg.num_attention_heads,

@@ -1,11 +1,13 @@
 //! One module per subcommand (its clap arguments and its `run` function), plus what they
-//! share: the output flags ([`output`]) and the value parsers ([`parse`]).
+//! share: the output flags ([`output`]), the check that outputs are not inputs ([`outputs`])
+//! and the value parsers ([`parse`]).
 
 pub mod align;
 pub mod diff;
 pub mod inspect;
 pub mod map;
 pub mod output;
+pub mod outputs;
 pub mod parse;
 pub mod prefill_decode;
 pub mod run;

@@ -1,0 +1,126 @@
+//! The files a command writes must not be the files it reads: `diff --json-out ours.npz`
+//! would replace a dump with its own report (found by a bad-input hunt: the next run failed on
+//! it), and two outputs given one file would keep only the last written. Checked before
+//! anything is read or written.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Result};
+
+/// Refuses an output (`(flag, path)`) that is one of the `inputs` (`(what, path)`) or the
+/// file of another output. Two paths are one file when they resolve to the same place
+/// (relative paths, `..`, symlinks) or, both existing, share device and inode (hard links).
+/// An output that does not exist yet is its folder's entry of that name. A path that exists
+/// and is not a regular file (`/dev/null`, a terminal's `/dev/stdout`) is never refused: it
+/// holds nothing to lose.
+pub fn check(outputs: &[(&str, Option<&Path>)], inputs: &[(&str, &Path)]) -> Result<()> {
+    let label = |p: &Path| divergence_names::one_line(&p.display().to_string()).into_owned();
+    let outputs: Vec<(&str, &Path)> = outputs
+        .iter()
+        .filter_map(|&(flag, p)| Some((flag, p?)))
+        .collect();
+    for (i, &(flag, out)) in outputs.iter().enumerate() {
+        if let Some((what, input)) = inputs.iter().find(|(_, input)| same_file(out, input)) {
+            bail!(
+                "{flag} {}: that is the {what} file this command reads ({}); write it elsewhere",
+                label(out),
+                label(input)
+            );
+        }
+        if let Some((other, path)) = outputs[i + 1..].iter().find(|(_, o)| same_file(out, o)) {
+            bail!(
+                "{flag} {} and {other} {} are one file: give each output a file of its own",
+                label(out),
+                label(path)
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Whether `a` and `b` are one regular file (or would be, once written): see [`check`].
+pub fn same_file(a: &Path, b: &Path) -> bool {
+    let special = |p: &Path| std::fs::metadata(p).is_ok_and(|m| !m.is_file());
+    if special(a) || special(b) {
+        return false;
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        if let (Ok(x), Ok(y)) = (std::fs::metadata(a), std::fs::metadata(b)) {
+            return (x.dev(), x.ino()) == (y.dev(), y.ino());
+        }
+    }
+    match (resolved(a), resolved(b)) {
+        (Some(x), Some(y)) => x == y,
+        _ => a == b,
+    }
+}
+
+/// `p` with its folder resolved (relative parts, `..`, symlinks); for a file that does not
+/// exist yet, its resolved folder's entry of that name.
+fn resolved(p: &Path) -> Option<PathBuf> {
+    std::fs::canonicalize(p).ok().or_else(|| {
+        let dir = match p.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        Some(std::fs::canonicalize(dir).ok()?.join(p.file_name()?))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_file_under_any_name_is_one_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let dump = d.join("ours.npz");
+        std::fs::write(&dump, b"dump").unwrap();
+        std::fs::create_dir(d.join("sub")).unwrap();
+        // another spelling, a symlink, a hard link
+        assert!(same_file(&dump, &d.join("sub/../ours.npz")));
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::symlink(&dump, d.join("link.npz")).unwrap();
+            assert!(same_file(&d.join("link.npz"), &dump));
+        }
+        std::fs::hard_link(&dump, d.join("hard.npz")).unwrap();
+        assert!(same_file(&d.join("hard.npz"), &dump));
+        // files not written yet: one name, two spellings
+        assert!(same_file(&d.join("r.json"), &d.join("sub/../r.json")));
+        assert!(!same_file(&d.join("r.json"), &d.join("s.json")));
+        assert!(!same_file(&dump, &d.join("other.npz")));
+        // nothing to lose
+        assert!(!same_file(Path::new("/dev/null"), Path::new("/dev/null")));
+    }
+
+    #[test]
+    fn an_output_may_be_no_input_and_no_other_output() {
+        let dir = tempfile::tempdir().unwrap();
+        let dump = dir.path().join("ours.npz");
+        std::fs::write(&dump, b"dump").unwrap();
+        let json = dir.path().join("r.json");
+        let inputs = [("OURS", dump.as_path())];
+        let e = check(&[("--json-out", Some(&dump))], &inputs).unwrap_err();
+        assert!(
+            e.to_string().contains("--json-out") && e.to_string().contains("the OURS file"),
+            "{e}"
+        );
+        let e = check(
+            &[("--json-out", Some(&json)), ("--html-out", Some(&json))],
+            &inputs,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("are one file"), "{e}");
+        assert!(check(&[("--json-out", Some(&json)), ("--plot", None)], &inputs).is_ok());
+        let null = Path::new("/dev/null");
+        assert!(check(
+            &[("--json-out", Some(null)), ("--html-out", Some(null))],
+            &inputs
+        )
+        .is_ok());
+    }
+}
