@@ -81,7 +81,8 @@ pub fn value_error_line(err: &clap::Error) -> Option<String> {
     };
     let flag = arg.split_whitespace().next()?;
     let why = std::error::Error::source(err)?;
-    Some(format!("error: {flag} {why}"))
+    // The value may hold a newline (`--grep $'a\n('`): the error stays one line.
+    Some(divergence_names::one_line(&format!("error: {flag} {why}")).into_owned())
 }
 
 /// True if the error is a broken pipe (the reader went away): not worth an error.

@@ -283,6 +283,10 @@ fn usage_errors_are_one_line() {
         assert_eq!(run.code, 0, "{args:?}: {}", run.transcript());
         assert!(run.stdout.lines().count() >= 1, "{args:?}");
     }
+    // A flag value with a newline in it: still one line.
+    let run = divergence(&["diff", DEMO_OURS, DEMO_REF, "--grep", "a\n("]);
+    assert_eq!(run.code, 2, "{}", run.transcript());
+    assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
     // `divergence` alone: the help with its commands, as a usage error.
     let run = divergence(&[]);
     assert_eq!(run.code, 2, "{}", run.transcript());
@@ -1116,7 +1120,8 @@ fn hostile_tensor_names_cannot_drive_the_terminal_or_the_markdown() {
     // Found by a bad-input hunt: a name's newline and escapes reached the terminal (a window
     // title, a cleared screen) and broke out of the Markdown table (a heading, raw HTML).
     let dir = tempfile::tempdir().unwrap();
-    let hostile = "a\n## INJECTED\u{1b}]0;title\u{7}\u{1b}[2J<img src=x>";
+    let hostile =
+        "a\n## INJECTED\u{1b}]0;title\u{7}\u{1b}[2J<img src=x>![px](https://evil.example/p.png)";
     let (ours, reference) = (dir.path().join("o.npz"), dir.path().join("r.npz"));
     for (path, v) in [(&ours, [1.0f32, 5.0]), (&reference, [1.0f32, 2.0])] {
         let mut w = DumpWriter::create(path).unwrap();
@@ -1143,8 +1148,23 @@ fn hostile_tensor_names_cannot_drive_the_terminal_or_the_markdown() {
         );
         assert!(text.contains("a\\n## INJECTED\\u{1b}"), "{format}: {text}");
         if format == "markdown" {
-            assert!(!text.contains("<img"), "{text}");
-            assert!(text.contains("&lt;img src=x>"), "{text}");
+            // Outside code spans (where Markdown reads nothing), no HTML, no image, no link:
+            // the name's markup is backslash-escaped (found by a bad-input hunt: a name
+            // rendered as an image in the step summary).
+            let outside: String = text
+                .lines()
+                .map(|l| l.split('`').step_by(2).collect::<String>())
+                .collect::<Vec<_>>()
+                .join("\n");
+            let unescaped = |pat: &str| {
+                outside
+                    .match_indices(pat)
+                    .any(|(i, _)| !outside[..i].ends_with('\\'))
+            };
+            for pat in ["<img", "![", "]("] {
+                assert!(!unescaped(pat), "{pat}: {text}");
+            }
+            assert!(outside.contains("\\<img src=x\\>"), "{text}");
         }
     }
 }
@@ -1215,4 +1235,48 @@ fn names_with_quotes_align_by_content_and_braces_are_said_to_be_left_out() {
     );
     let again = again.json();
     assert_eq!(again["summary"]["ok"], 2, "{again}");
+}
+
+#[test]
+fn a_pipe_in_a_name_keeps_every_markdown_table_whole() {
+    // Found by a bad-input hunt: the per-step and per-layer tables wrote names without
+    // escaping `|`, so a cell split and the "first diverging op" column named the wrong op.
+    let dir = tempfile::tempdir().unwrap();
+    let (ours, reference) = (dir.path().join("o.npz"), dir.path().join("r.npz"));
+    let name = "model.layers.0.a|b";
+    for (path, scale) in [(&ours, 2.0f32), (&reference, 1.0)] {
+        let mut w = DumpWriter::create(path).unwrap();
+        let prefill = [1.0f32, 2.0, 3.0, 4.0];
+        let step: Vec<f32> = [5.0f32, 6.0].iter().map(|x| x * scale).collect();
+        w.add(name, &[1, 2, 2], TensorData::F32(&prefill)).unwrap();
+        w.add(&format!("{name}@1"), &[1, 1, 2], TensorData::F32(&step))
+            .unwrap();
+        let mut meta = Meta {
+            input_ids: Some(vec![1, 2]),
+            ..Meta::default()
+        };
+        meta.extra.insert("decode_steps".into(), 1.into());
+        meta.extra
+            .insert("decode_ids".into(), serde_json::json!([3]));
+        w.finish(meta).unwrap();
+    }
+    let run = diff_files(&ours, &reference, &["--format", "markdown"]);
+    assert_eq!(run.code, 1, "{}", run.transcript());
+    // Every table row has its header's number of cells (an escaped `\|` is not a border).
+    let cells = |l: &str| l.replace("\\|", "").matches('|').count();
+    let mut in_table = None;
+    for l in run.stdout.lines() {
+        if !l.starts_with('|') {
+            in_table = None;
+            continue;
+        }
+        let n = *in_table.get_or_insert(cells(l));
+        assert_eq!(cells(l), n, "{l}\n{}", run.stdout);
+    }
+    assert!(run.stdout.contains("### Per step"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("`model.layers.0.a\\|b@1`"),
+        "{}",
+        run.stdout
+    );
 }

@@ -171,15 +171,22 @@ pub fn render_markdown(report: &Report, all: bool, out: &mut dyn Write) -> io::R
     render(report, &opts, Mode::Markdown, out)
 }
 
-/// Markdown escapes for text inside a pipe table or a paragraph (`|` would end a cell, `*` and
-/// `` ` `` would start emphasis or code); the terminal gets the text as it is.
+/// Text from the checkpoint (tensor names, config strings, the path) made safe to print: control
+/// characters escaped in both modes, as `diff` does (a checkpoint is untrusted: a tensor named
+/// `\x1b]0;...\x07` set the terminal's title, a newline split a table row; found by a bad-input
+/// hunt); in Markdown also every character that could start markup (`|` would end a cell,
+/// `*` and `` ` `` emphasis or code, `[`, `]` and `!` a link or an image, `<` HTML).
 fn esc(text: &str, mode: Mode) -> String {
+    let text = divergence_names::one_line(text);
     match mode {
-        Mode::Terminal => text.to_string(),
+        Mode::Terminal => text.into_owned(),
         Mode::Markdown => {
             let mut out = String::with_capacity(text.len());
             for c in text.chars() {
-                if matches!(c, '|' | '*' | '`' | '\\' | '<' | '_') {
+                if matches!(
+                    c,
+                    '|' | '*' | '`' | '\\' | '<' | '>' | '_' | '[' | ']' | '!' | '~' | '&'
+                ) {
                     out.push('\\');
                 }
                 out.push(c);
@@ -266,7 +273,7 @@ impl Sections<'_> {
         let header = header_lines(self.report);
         for (i, line) in header.iter().enumerate() {
             match self.mode {
-                Mode::Terminal => writeln!(self.out, "{line}")?,
+                Mode::Terminal => writeln!(self.out, "{}", esc(line, self.mode))?,
                 Mode::Markdown if i + 1 < header.len() => {
                     writeln!(self.out, "{}  ", esc(line, self.mode))?
                 }

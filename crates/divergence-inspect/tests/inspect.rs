@@ -1140,3 +1140,43 @@ fn findings_are_capped_per_kind() {
     assert_eq!(v["findings_left_out"][0]["kind"], "missing_tensor");
     assert_eq!(v["findings_left_out"][0]["count"], missing - 1000);
 }
+
+#[test]
+fn names_and_config_strings_cannot_drive_the_terminal_or_the_markdown() {
+    // Found by a bad-input hunt: a checkpoint's tensor names and config strings reached the
+    // terminal raw (a window title, a cleared screen) and split Markdown rows, or became a
+    // heading and an image there. A checkpoint is untrusted input.
+    let mut f = Fixture::qwen3();
+    let hostile = "evil\u{1b}]0;PWNED\u{7}\n| fake | row ![px](https://evil.example/t.png)";
+    f.set_f32(hostile, &[2], &[1.0, 2.0]);
+    f.config["model_type"] = serde_json::json!("qwen3\u{1b}[2J\n# Injected");
+    let r = run(&f);
+    let mut table = Vec::new();
+    render_table(
+        &r,
+        &TableOptions {
+            all: true,
+            color: false,
+            width: None,
+        },
+        &mut table,
+    )
+    .unwrap();
+    let mut md = Vec::new();
+    render_markdown(&r, true, &mut md).unwrap();
+    for (out, markdown) in [(table, false), (md, true)] {
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            !text.contains('\u{1b}') && !text.contains('\u{7}'),
+            "{text}"
+        );
+        assert!(!text.lines().any(|l| l.starts_with("# Injected")), "{text}");
+        assert!(!text.lines().any(|l| l.starts_with("| fake")), "{text}");
+        if markdown {
+            assert!(!text.contains("![px]("), "{text}");
+            assert!(text.contains("evil\\\\u{1b}\\]0;PWNED"), "{text}");
+        } else {
+            assert!(text.contains("evil\\u{1b}]0;PWNED"), "{text}");
+        }
+    }
+}

@@ -27,7 +27,7 @@ pub use regex::Regex;
 /// Renders the human view: header, first divergence, ops around it (or all / filtered ops),
 /// per-layer lines, amplification, one-side names and a summary line.
 pub fn render_table(report: &Report, opts: &TableOptions, out: &mut dyn Write) -> io::Result<()> {
-    table::render(&safe::text_safe(report, safe::Dialect::Terminal), opts, out)
+    table::render(&safe::text_safe(report), opts, out)
 }
 
 /// Renders the report as pretty JSON (schema `divergence-report/2`, see `docs/report-schema.md`).
@@ -56,5 +56,5 @@ pub fn render_markdown(
     opts: &TableOptions,
     out: &mut dyn Write,
 ) -> io::Result<()> {
-    markdown::render(&safe::text_safe(report, safe::Dialect::Markdown), opts, out)
+    markdown::render(&safe::text_safe(report), opts, out)
 }

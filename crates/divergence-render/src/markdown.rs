@@ -13,13 +13,34 @@ use crate::options::TableOptions;
 use crate::sections::Sections;
 use crate::view::{self, cos, num, OpsColumn};
 
-/// Escapes text for a table cell.
+/// Escapes a code span for a table cell (GFM reads `\|` as `|` inside code in a table).
 fn cell(text: &str) -> String {
     text.replace('|', "\\|")
 }
 
+/// A name as a code span: inert whatever it holds (a backtick, which would end it, is shown
+/// as `'`). In a table cell, wrap it in [`cell`].
 fn code(text: &str) -> String {
     format!("`{}`", text.replace('`', "'"))
+}
+
+/// Free text that may hold names (warnings, reasons, hints, dtypes from metadata): every
+/// character Markdown could read as markup is backslash-escaped (CommonMark renders `\x` as
+/// `x` for any ASCII punctuation), so a name cannot become a link, an image, emphasis, code
+/// or HTML, nor split a table cell (found by a bad-input hunt: a probe named
+/// `x.![px](https://evil.example/p.png)` rendered as an image in the step summary).
+fn text(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if matches!(
+            c,
+            '\\' | '`' | '*' | '[' | ']' | '!' | '<' | '>' | '|' | '~' | '&'
+        ) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 pub(crate) fn render(report: &Report, opts: &TableOptions, out: &mut dyn Write) -> io::Result<()> {
@@ -44,7 +65,9 @@ impl Markdown<'_> {
                 // A `|` in a name would split the table cell: escape it (GFM allows `\|` in code).
                 OpsColumn::Name if is_first => format!("**{}**", cell(&code(&op.name))),
                 OpsColumn::Name => cell(&code(&op.name)),
-                OpsColumn::Shape | OpsColumn::Dtype => cell(&col.text(i, op, is_first, measure)),
+                OpsColumn::Shape => cell(&col.text(i, op, is_first, measure)),
+                // A dtype is the metadata's word: user text.
+                OpsColumn::Dtype => text(&col.text(i, op, is_first, measure)),
                 _ => col.text(i, op, is_first, measure),
             };
             line.push_str(&format!(" {text} |"));
@@ -57,7 +80,7 @@ impl Sections for Markdown<'_> {
     fn input_ids_alert(&mut self) -> io::Result<()> {
         if let Some(w) = view::input_ids_warning(self.report) {
             writeln!(self.out, "> [!CAUTION]")?;
-            writeln!(self.out, "> **{}**", cell(w))?;
+            writeln!(self.out, "> **{}**", text(w))?;
             writeln!(self.out)?;
         }
         Ok(())
@@ -79,7 +102,7 @@ impl Sections for Markdown<'_> {
                 )?;
             }
             None => match view::nothing_compared(report) {
-                Some(text) => writeln!(out, "## ⚠️ {}", cell(&text))?,
+                Some(t) => writeln!(out, "## ⚠️ {}", text(&t))?,
                 None => writeln!(
                     out,
                     "## ✅ No divergence ({} ops compared)",
@@ -96,30 +119,30 @@ impl Sections for Markdown<'_> {
             view::tolerance_text(&report.tolerance)
         )?;
         if let Some(judged) = view::judged_text(report) {
-            writeln!(out, "- **judged:** {judged}")?;
+            writeln!(out, "- **judged:** {}", text(&judged))?;
         }
         writeln!(
             out,
             "- **differs:** {}",
-            cell(&view::first_difference_text(report))
+            text(&view::first_difference_text(report))
         )?;
         if let Some(tokens) = view::tokens_text(report) {
-            writeln!(out, "- **tokens:** {}", cell(&tokens))?;
+            writeln!(out, "- **tokens:** {}", text(&tokens))?;
         }
         writeln!(out, "- **order:** {}", report.order_source.describe())?;
         if let (Some(f), Some(op)) = (&report.first_divergence, report.first_divergence_op()) {
-            writeln!(out, "- **reason:** {}", f.reason)?;
-            if let Some(text) = &op.mapped {
-                writeln!(out, "- **mapped:** {}", cell(text))?;
+            writeln!(out, "- **reason:** {}", text(&f.reason))?;
+            if let Some(t) = &op.mapped {
+                writeln!(out, "- **mapped:** {}", text(t))?;
             }
-            if let Some(text) = view::origin_text(report) {
-                writeln!(out, "- **origin:** {}", cell(&text))?;
+            if let Some(t) = view::origin_text(report) {
+                writeln!(out, "- **origin:** {}", text(&t))?;
             }
-            for text in view::hint_lines(report) {
-                writeln!(out, "- **hint:** {}", cell(&text))?;
+            for t in view::hint_lines(report) {
+                writeln!(out, "- **hint:** {}", text(&t))?;
             }
-            if let Some(text) = view::positions_text(report) {
-                writeln!(out, "- **positions:** {}", cell(&text))?;
+            if let Some(t) = view::positions_text(report) {
+                writeln!(out, "- **positions:** {}", text(&t))?;
             }
             writeln!(
                 out,
@@ -131,17 +154,17 @@ impl Sections for Markdown<'_> {
                 num(op.errors.rel_l2_err),
                 cos(op.errors.cosine)
             )?;
-            if let Some(text) = view::truth_line(op) {
-                writeln!(out, "- **vs truth:** {}", cell(&text))?;
+            if let Some(t) = view::truth_line(op) {
+                writeln!(out, "- **vs truth:** {}", text(&t))?;
             }
         }
         for w in view::other_warnings(report) {
             writeln!(out)?;
-            writeln!(out, "> ⚠️ {}", w)?;
+            writeln!(out, "> ⚠️ {}", text(w))?;
         }
         if let Some(note) = view::preset_note(report) {
             writeln!(out)?;
-            writeln!(out, "> ℹ️ {note}")?;
+            writeln!(out, "> ℹ️ {}", text(note))?;
         }
         writeln!(out)
     }
@@ -204,10 +227,12 @@ impl Sections for Markdown<'_> {
                 l.diverged,
                 l.missing,
                 num(l.worst_rel_err),
-                l.worst_op.as_deref().map_or_else(|| "-".to_string(), code),
+                l.worst_op
+                    .as_deref()
+                    .map_or_else(|| "-".to_string(), |n| cell(&code(n))),
                 l.first_divergence
                     .as_deref()
-                    .map_or_else(|| "-".to_string(), code),
+                    .map_or_else(|| "-".to_string(), |n| cell(&code(n))),
             )?;
         }
         if hidden > 0 {
@@ -246,8 +271,12 @@ impl Sections for Markdown<'_> {
                 l.status,
                 l.diverged,
                 num(l.worst_rel),
-                l.worst_op.as_deref().map_or_else(|| "-".to_string(), code),
-                l.first_bad.as_deref().map_or_else(|| "-".to_string(), code),
+                l.worst_op
+                    .as_deref()
+                    .map_or_else(|| "-".to_string(), |n| cell(&code(n))),
+                l.first_bad
+                    .as_deref()
+                    .map_or_else(|| "-".to_string(), |n| cell(&code(n))),
             )?;
         }
         writeln!(out)?;
@@ -304,20 +333,24 @@ impl Sections for Markdown<'_> {
                     out,
                     "**Only in {label} ({}):** {}",
                     names.len(),
-                    view::name_list(names, "`")
+                    view::name_list(names, code)
                 )?;
                 writeln!(out)?;
             }
         }
         for op in view::unreadable_ops(report) {
             let why = op.reason.as_deref().unwrap_or("unreadable");
-            writeln!(out, "**Unreadable:** {}: {}", code(&op.name), why)?;
+            writeln!(out, "**Unreadable:** {}: {}", code(&op.name), text(why))?;
             writeln!(out)?;
         }
         Ok(())
     }
 
     fn summary(&mut self) -> io::Result<()> {
-        writeln!(self.out, "**Summary:** {}", view::summary_line(self.report))
+        writeln!(
+            self.out,
+            "**Summary:** {}",
+            text(&view::summary_line(self.report))
+        )
     }
 }

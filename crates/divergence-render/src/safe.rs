@@ -5,44 +5,38 @@
 //!
 //! [`text_safe`] gives the report itself when no string needs a change (the usual case: one
 //! scan, in parallel over the rows, nothing copied), else a copy with every control character
-//! escaped as `divergence_names::one_line` does; for Markdown also `<` as `&lt;` (GitHub
-//! renders raw HTML in step summaries; with line breaks escaped, a `>` cannot start a quote). JSON needs none of this (it escapes itself)
-//! and the HTML page escapes every string where it writes it.
+//! escaped as `divergence_names::one_line` does. The Markdown renderer escapes Markdown's own
+//! markup where it writes free text (`markdown::text`: a name cannot become a link, an image or
+//! HTML) and writes names as code spans, where `<` is inert. JSON needs none of this (it
+//! escapes itself) and the HTML page escapes every string where it writes it.
 
 use std::borrow::Cow;
 
 use divergence_diff::Report;
 use rayon::prelude::*;
 
-/// Where the text goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Dialect {
-    Terminal,
-    Markdown,
+fn bad(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{2028}' | '\u{2029}')
 }
 
-fn bad(c: char, d: Dialect) -> bool {
-    c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') || (d == Dialect::Markdown && c == '<')
-}
-
-fn needs(s: &str, d: Dialect) -> bool {
+fn needs(s: &str) -> bool {
     // Printable ASCII first, byte by byte; characters only past it. The scan of every row
     // costs 2-3 ms on the 64-step pair on 2 cores (38,489 rows, one string each to reach: the
     // output phase 2.4-2.9 ms without it, 4.4-6.5 ms with it), ~1% of the run.
-    let plain = |b: &u8| (0x20..0x7f).contains(b) && !(d == Dialect::Markdown && *b == b'<');
-    !s.as_bytes().iter().all(plain) && s.chars().any(|c| bad(c, d))
+    let plain = |b: &u8| (0x20..0x7f).contains(b);
+    !s.as_bytes().iter().all(plain) && s.chars().any(bad)
 }
 
-fn fix(s: &mut String, d: Dialect) {
-    if !needs(s, d) {
+fn fix(s: &mut String) {
+    if !needs(s) {
         return;
     }
     let mut out = String::with_capacity(s.len() + 8);
     for c in s.chars() {
-        match c {
-            '<' if d == Dialect::Markdown => out.push_str("&lt;"),
-            c if bad(c, d) => out.extend(c.escape_default()),
-            c => out.push(c),
+        if bad(c) {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
         }
     }
     *s = out;
@@ -125,51 +119,46 @@ macro_rules! row_strings {
 }
 
 /// Whether any string of the head needs a change.
-fn head_needs(r: &Report, d: Dialect) -> bool {
+fn head_needs(r: &Report) -> bool {
     let mut any = false;
-    head_strings!(r, &mut |s: &String| any |= needs(s, d));
+    head_strings!(r, &mut |s: &String| any |= needs(s));
     any
 }
 
 /// Whether any string of a row needs a change.
-fn row_needs(o: &divergence_diff::OpResult, d: Dialect) -> bool {
+fn row_needs(o: &divergence_diff::OpResult) -> bool {
     let mut any = false;
-    row_strings!(o, &mut |s: &String| any |= needs(s, d));
+    row_strings!(o, &mut |s: &String| any |= needs(s));
     any
 }
 
-fn dirty(report: &Report, d: Dialect) -> bool {
-    head_needs(report, d)
-        || report
-            .ops
-            .par_iter()
-            .with_min_len(4096)
-            .any(|o| row_needs(o, d))
+fn dirty(report: &Report) -> bool {
+    head_needs(report) || report.ops.par_iter().with_min_len(4096).any(row_needs)
 }
 
-fn fix_all(report: &mut Report, d: Dialect) {
-    head_strings!(&mut *report, &mut |s: &mut String| fix(s, d), mut);
+fn fix_all(report: &mut Report) {
+    head_strings!(&mut *report, &mut |s: &mut String| fix(s), mut);
     report
         .ops
         .par_iter_mut()
         .with_min_len(4096)
-        .for_each(|o| row_strings!(o, &mut |s: &mut String| fix(s, d), mut));
+        .for_each(|o| row_strings!(o, &mut |s: &mut String| fix(s), mut));
 }
 
-/// `report`, or a copy whose strings are safe for `d` when one is not.
-pub(crate) fn text_safe(report: &Report, d: Dialect) -> Cow<'_, Report> {
-    if !dirty(report, d) {
+/// `report`, or a copy whose strings are safe for text when one is not.
+pub(crate) fn text_safe(report: &Report) -> Cow<'_, Report> {
+    if !dirty(report) {
         return Cow::Borrowed(report);
     }
     let mut safe = report.clone();
-    fix_all(&mut safe, d);
+    fix_all(&mut safe);
     Cow::Owned(safe)
 }
 
 /// [`text_safe`] in place, for a report the caller owns (the terminal view).
-pub(crate) fn make_text_safe(report: &mut Report, d: Dialect) {
-    if dirty(report, d) {
-        fix_all(report, d);
+pub(crate) fn make_text_safe(report: &mut Report) {
+    if dirty(report) {
+        fix_all(report);
     }
 }
 
@@ -178,16 +167,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn control_characters_and_markdown_html_are_escaped_where_needed() {
-        let hostile = "a\n## h\u{1b}[2J<img src=x>";
-        let mut t = hostile.to_string();
-        fix(&mut t, Dialect::Terminal);
+    fn control_characters_are_escaped_and_nothing_else() {
+        let mut t = "a\n## h\u{1b}[2J<img src=x>".to_string();
+        fix(&mut t);
+        // Markdown markup is the Markdown renderer's to escape (`markdown::text`).
         assert_eq!(t, "a\\n## h\\u{1b}[2J<img src=x>");
-        let mut m = hostile.to_string();
-        fix(&mut m, Dialect::Markdown);
-        assert_eq!(m, "a\\n## h\\u{1b}[2J&lt;img src=x>");
         let mut clean = "model.layers.0.mlp".to_string();
-        fix(&mut clean, Dialect::Markdown);
+        fix(&mut clean);
         assert_eq!(clean, "model.layers.0.mlp");
     }
 
@@ -216,26 +202,23 @@ mod tests {
         };
         let hostile = report("x\n## h\u{1b}[2J", "ref\u{1b}]0;t\u{7}");
         assert!(hostile.first_divergence.is_some());
-        for d in [Dialect::Terminal, Dialect::Markdown] {
-            let fixed = text_safe(&hostile, d);
+        {
+            let fixed = text_safe(&hostile);
             assert!(matches!(fixed, Cow::Owned(_)));
             let mut left = 0;
-            let mut count = |s: &String| left += usize::from(s.chars().any(|c| bad(c, d)));
+            let mut count = |s: &String| left += usize::from(s.chars().any(bad));
             head_strings!(&*fixed, &mut count);
             for o in &fixed.ops {
                 row_strings!(o, &mut count);
             }
             assert_eq!(left, 0);
             assert_eq!(fixed.ops[1].name, r"x\n## h\u{1b}[2J.only");
-            assert!(matches!(text_safe(&fixed, d), Cow::Borrowed(_)));
+            assert!(matches!(text_safe(&fixed), Cow::Borrowed(_)));
             let mut again = hostile.clone();
-            make_text_safe(&mut again, d);
+            make_text_safe(&mut again);
             assert_eq!(&again, &*fixed);
         }
         let plain = report("model.layers.0.mlp", "ref.npz");
-        assert!(matches!(
-            text_safe(&plain, Dialect::Markdown),
-            Cow::Borrowed(_)
-        ));
+        assert!(matches!(text_safe(&plain), Cow::Borrowed(_)));
     }
 }

@@ -665,7 +665,7 @@ impl Sections for Terminal<'_> {
                 let text = format!(
                     "Only in {label} ({}): {}",
                     names.len(),
-                    view::name_list(names, "")
+                    view::name_list(names, str::to_string)
                 );
                 self.line(&text, Some(YELLOW), 2)?;
             }

@@ -461,7 +461,7 @@ const PLOT_H: u16 = 4;
 impl Tui {
     /// The view of `report`, the cursor on the first divergence (or the first op).
     pub fn new(mut report: Report) -> Tui {
-        crate::safe::make_text_safe(&mut report, crate::safe::Dialect::Terminal);
+        crate::safe::make_text_safe(&mut report);
         let mut tui = Tui {
             report,
             rows: Vec::new(),
@@ -517,7 +517,7 @@ impl Tui {
     /// Replaces the report (`--watch`): filter and sort stay, the cursor stays on the op of the
     /// same name when it is still shown.
     pub fn replace(&mut self, mut report: Report) {
-        crate::safe::make_text_safe(&mut report, crate::safe::Dialect::Terminal);
+        crate::safe::make_text_safe(&mut report);
         let name = self.selected().map(|o| o.name.clone());
         self.report = report;
         if !self.sort.applies(self.truth()) {

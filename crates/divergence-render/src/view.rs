@@ -704,12 +704,12 @@ pub(crate) fn step_text(report: &Report, step: usize) -> Option<String> {
     })
 }
 
-/// `a, b, c ... and 7 more`.
-pub(crate) fn name_list(names: &[String], quote: &str) -> String {
+/// `a, b, c ... and 7 more`, each name as `show` writes it.
+pub(crate) fn name_list(names: &[String], show: impl Fn(&str) -> String) -> String {
     let shown: Vec<String> = names
         .iter()
         .take(MAX_LISTED_NAMES)
-        .map(|n| format!("{quote}{n}{quote}"))
+        .map(|n| show(n))
         .collect();
     let mut s = shown.join(", ");
     if names.len() > MAX_LISTED_NAMES {

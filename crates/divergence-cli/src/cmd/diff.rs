@@ -276,6 +276,7 @@ fn run_tui(args: &DiffArgs, files: &[&Path]) -> Result<Exit> {
     let before = stamps(files);
     let report = build_report(args)?;
     let mut code = verdict(&report);
+    let mut mismatch = report.input_ids_mismatch;
     let mut watch = Watch::new(files, Some(Vec::new()));
     watch.unchanged_since(before);
     let mut reload = || {
@@ -287,6 +288,7 @@ fn run_tui(args: &DiffArgs, files: &[&Path]) -> Result<Exit> {
         Some(match result {
             Ok(report) => {
                 code = verdict(&report);
+                mismatch = report.input_ids_mismatch;
                 Ok(report)
             }
             Err(err) => Err(divergence_names::one_line(&format!("{err:#}")).into_owned()),
@@ -298,6 +300,10 @@ fn run_tui(args: &DiffArgs, files: &[&Path]) -> Result<Exit> {
             .then_some(&mut reload as &mut divergence_render::tui::Reload<'_>),
     )
     .context("the terminal view")?;
+    // The view said it on screen; the shell gets the line every other format prints.
+    if code == Exit::Error {
+        say_meaningless(args, mismatch);
+    }
     Ok(code)
 }
 
@@ -387,19 +393,25 @@ fn print_report(args: &DiffArgs, output: &Output, report: &Report) -> Result<Out
     drop(out);
     if code == Exit::Error {
         // The report says why at its top; repeat it as the one-line error CI logs show.
-        let why = if report.input_ids_mismatch {
-            "the two dumps record different input_ids: the comparison is meaningless"
-        } else {
-            "no probe was compared (no name in common, or none readable)"
-        };
-        let line = format!(
-            "error: {} vs {}: {why}",
-            args.ours.display(),
-            args.reference.display()
-        );
-        crate::exit::say(&divergence_names::one_line(&line));
+        say_meaningless(args, report.input_ids_mismatch);
     }
     Ok(Outcome::Verdict(code))
+}
+
+/// The one-line error of a report that cannot mean anything ([`verdict`]'s `Exit::Error`):
+/// its dumps record other input_ids, or no probe was compared.
+fn say_meaningless(args: &DiffArgs, input_ids_mismatch: bool) {
+    let why = if input_ids_mismatch {
+        "the two dumps record different input_ids: the comparison is meaningless"
+    } else {
+        "no probe was compared (no name in common, or none readable)"
+    };
+    let line = format!(
+        "error: {} vs {}: {why}",
+        args.ours.display(),
+        args.reference.display()
+    );
+    crate::exit::say(&divergence_names::one_line(&line));
 }
 
 /// The exit code a report calls for. A comparison that cannot mean anything is an error, not
