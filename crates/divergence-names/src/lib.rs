@@ -29,8 +29,9 @@ use serde::{Deserialize, Serialize};
 /// `text` with its control characters (and the Unicode line / paragraph separators) escaped
 /// as Rust does (`\n`, `\r`, `\u{1b}`): a file, member or tensor name may hold a newline, and
 /// every error line and report `reason` stays one line. Borrowed when there is nothing to escape.
+/// Bidirectional overrides and invisible characters ([`is_spoofing`]) are escaped too.
 pub fn one_line(text: &str) -> std::borrow::Cow<'_, str> {
-    let bad = |c: char| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}');
+    let bad = |c: char| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') || is_spoofing(c);
     if !text.chars().any(bad) {
         return std::borrow::Cow::Borrowed(text);
     }
@@ -43,6 +44,18 @@ pub fn one_line(text: &str) -> std::borrow::Cow<'_, str> {
         }
     }
     std::borrow::Cow::Owned(out)
+}
+
+/// A character that changes how the text around it is shown without being seen itself: the
+/// bidirectional embeddings, overrides and isolates (U+202A-U+202E, U+2066-U+2069, U+200E,
+/// U+200F, U+061C: a name reading `lm_head` on screen can hold other bytes, "Trojan Source"),
+/// zero-width spaces and joiners (U+200B-U+200D) and the byte-order mark (U+FEFF). Found by a
+/// bad-input hunt: they reached the terminal table and the terminal view raw.
+pub fn is_spoofing(c: char) -> bool {
+    matches!(
+        c,
+        '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{061C}' | '\u{FEFF}'
+    )
 }
 
 /// Natural order of names: runs of digits compare as numbers (`layers.2` < `layers.10`), the
@@ -438,6 +451,12 @@ mod tests {
             one_line("a\nb\r\u{1b}\u{2028}é"),
             "a\\nb\\r\\u{1b}\\u{2028}é"
         );
+        // what shows other text than it holds: a right-to-left override, a zero-width space
+        assert_eq!(
+            one_line("lm_head\u{202e}daeh\u{200b}"),
+            "lm_head\\u{202e}daeh\\u{200b}"
+        );
+        assert_eq!(one_line("مرحبا.层"), "مرحبا.层");
     }
     use proptest::prelude::*;
 
