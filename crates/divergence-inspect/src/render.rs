@@ -174,25 +174,14 @@ pub fn render_markdown(report: &Report, all: bool, out: &mut dyn Write) -> io::R
 /// Text from the checkpoint (tensor names, config strings, the path) made safe to print: control
 /// characters escaped in both modes, as `diff` does (a checkpoint is untrusted: a tensor named
 /// `\x1b]0;...\x07` set the terminal's title, a newline split a table row; found by a bad-input
-/// hunt); in Markdown also every character that could start markup (`|` would end a cell,
-/// `*` and `` ` `` emphasis or code, `[`, `]` and `!` a link or an image, `<` HTML).
+/// hunt); in Markdown also every character that could start markup
+/// ([`divergence_names::shown::markdown_text`]: `|` would end a cell, `*` and `` ` `` start
+/// emphasis or code, `[` a link or an image, `<` HTML, a bare URL a link).
 fn esc(text: &str, mode: Mode) -> String {
     let text = divergence_names::one_line(text);
     match mode {
         Mode::Terminal => text.into_owned(),
-        Mode::Markdown => {
-            let mut out = String::with_capacity(text.len());
-            for c in text.chars() {
-                if matches!(
-                    c,
-                    '|' | '*' | '`' | '\\' | '<' | '>' | '_' | '[' | ']' | '!' | '~' | '&'
-                ) {
-                    out.push('\\');
-                }
-                out.push(c);
-            }
-            out
-        }
+        Mode::Markdown => divergence_names::shown::markdown_text(&text, true),
     }
 }
 

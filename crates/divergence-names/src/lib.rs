@@ -14,12 +14,14 @@
 //! - [`Op`]: the op kind of a probe (or of a weight, with [`Param`]), [`QkKind`] for q / k;
 //! - [`sibling`]: another op of the same layer (`k_norm` -> `k_proj`);
 //! - [`one_line`]: a name or path from a file, with its control characters escaped;
+//! - [`shown`]: names shown to a person: hidden characters, Markdown text and code spans;
 //! - [`dataflow`]: which probes feed which (`k_norm <- k_proj <- input_layernorm <- previous
 //!   layer`), and the canonical execution order of a dump that records none.
 //!
 //! No dependencies beyond serde (for [`QkKind`]'s `"q"` / `"k"` JSON form); no I/O.
 
 pub mod dataflow;
+pub mod shown;
 
 use std::cmp::Ordering;
 use std::fmt;
@@ -29,9 +31,9 @@ use serde::{Deserialize, Serialize};
 /// `text` with its control characters (and the Unicode line / paragraph separators) escaped
 /// as Rust does (`\n`, `\r`, `\u{1b}`): a file, member or tensor name may hold a newline, and
 /// every error line and report `reason` stays one line. Borrowed when there is nothing to escape.
-/// Bidirectional overrides and invisible characters ([`is_spoofing`]) are escaped too.
+/// Bidirectional overrides and invisible characters ([`shown::is_hidden`]) are escaped too.
 pub fn one_line(text: &str) -> std::borrow::Cow<'_, str> {
-    let bad = |c: char| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') || is_spoofing(c);
+    let bad = shown::needs_escape;
     if !text.chars().any(bad) {
         return std::borrow::Cow::Borrowed(text);
     }
@@ -44,18 +46,6 @@ pub fn one_line(text: &str) -> std::borrow::Cow<'_, str> {
         }
     }
     std::borrow::Cow::Owned(out)
-}
-
-/// A character that changes how the text around it is shown without being seen itself: the
-/// bidirectional embeddings, overrides and isolates (U+202A-U+202E, U+2066-U+2069, U+200E,
-/// U+200F, U+061C: a name reading `lm_head` on screen can hold other bytes, "Trojan Source"),
-/// zero-width spaces and joiners (U+200B-U+200D) and the byte-order mark (U+FEFF). Found by a
-/// bad-input hunt: they reached the terminal table and the terminal view raw.
-pub fn is_spoofing(c: char) -> bool {
-    matches!(
-        c,
-        '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{061C}' | '\u{FEFF}'
-    )
 }
 
 /// Natural order of names: runs of digits compare as numbers (`layers.2` < `layers.10`), the

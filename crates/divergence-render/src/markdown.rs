@@ -18,29 +18,18 @@ fn cell(text: &str) -> String {
     text.replace('|', "\\|")
 }
 
-/// A name as a code span: inert whatever it holds (a backtick, which would end it, is shown
-/// as `'`). In a table cell, wrap it in [`cell`].
-fn code(text: &str) -> String {
-    format!("`{}`", text.replace('`', "'"))
+/// A name as a code span, shown as it is whatever it holds
+/// ([`divergence_names::shown::markdown_code`]). In a table cell, wrap it in [`cell`].
+fn code(name: &str) -> String {
+    divergence_names::shown::markdown_code(name)
 }
 
-/// Free text that may hold names (warnings, reasons, hints, dtypes from metadata): every
-/// character Markdown could read as markup is backslash-escaped (CommonMark renders `\x` as
-/// `x` for any ASCII punctuation), so a name cannot become a link, an image, emphasis, code
-/// or HTML, nor split a table cell (found by a bad-input hunt: a probe named
+/// Free text that may hold names (warnings, reasons, hints, dtypes from metadata), its
+/// Markdown markup escaped ([`divergence_names::shown::markdown_text`]): a name cannot become
+/// an image, HTML, emphasis or a URL link (found by a bad-input hunt: a probe named
 /// `x.![px](https://evil.example/p.png)` rendered as an image in the step summary).
 fn text(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 8);
-    for c in s.chars() {
-        if matches!(
-            c,
-            '\\' | '`' | '*' | '[' | ']' | '!' | '<' | '>' | '|' | '~' | '&'
-        ) {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
+    divergence_names::shown::markdown_text(s, false)
 }
 
 pub(crate) fn render(report: &Report, opts: &TableOptions, out: &mut dyn Write) -> io::Result<()> {
@@ -67,7 +56,10 @@ impl Markdown<'_> {
                 OpsColumn::Name => cell(&code(&op.name)),
                 OpsColumn::Shape => cell(&col.text(i, op, is_first, measure)),
                 // A dtype is the metadata's word: user text.
-                OpsColumn::Dtype => text(&col.text(i, op, is_first, measure)),
+                OpsColumn::Dtype => divergence_names::shown::markdown_text(
+                    &col.text(i, op, is_first, measure),
+                    true,
+                ),
                 _ => col.text(i, op, is_first, measure),
             };
             line.push_str(&format!(" {text} |"));
@@ -178,7 +170,7 @@ impl Sections for Markdown<'_> {
         let Some(sel) = view::select_ops(self.report, self.opts) else {
             return Ok(());
         };
-        writeln!(self.out, "### {}", sel.title)?;
+        writeln!(self.out, "### {}", text(&sel.title))?;
         writeln!(self.out)?;
         if sel.indices.is_empty() {
             writeln!(self.out, "(none)")?;

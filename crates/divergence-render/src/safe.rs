@@ -16,7 +16,7 @@ use divergence_diff::Report;
 use rayon::prelude::*;
 
 fn bad(c: char) -> bool {
-    c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') || divergence_names::is_spoofing(c)
+    divergence_names::shown::needs_escape(c)
 }
 
 fn needs(s: &str) -> bool {

@@ -499,7 +499,11 @@ pub(crate) fn select_ops(report: &Report, opts: &TableOptions) -> Option<Selecti
             what.push(format!("layer {l}"));
         }
         if let Some(g) = &opts.grep {
-            what.push(format!("matching `{}`", g.as_str()));
+            // The pattern is the user's: its control characters escaped like any name's.
+            what.push(format!(
+                "matching `{}`",
+                divergence_names::one_line(g.as_str())
+            ));
         }
         return Some(Selection {
             title: format!("Ops of {} ({} of {total})", what.join(", "), indices.len()),
