@@ -174,7 +174,7 @@ impl Map {
 
     /// [`Map::parse`] for a map a person gives (`--map FILE`, our dump's metadata): a map with
     /// no rule is an error (an empty file, a `description` alone, `rule = []`), never a map
-    /// that silently renames nothing; so is a `to` no dump may hold ([`check_target`]).
+    /// that silently renames nothing; so is a `to` no dump may hold (see `check_target`).
     pub fn parse_given(text: &str, label: &str) -> Result<Map, MapError> {
         let map = Map::parse(text, label)?;
         if map.rules.is_empty() {

@@ -183,7 +183,7 @@ pub fn run(args: DiffArgs) -> Result<Exit> {
     }
 }
 
-/// The files `diff` writes are none of its inputs and each its own ([`outputs::check`]): the
+/// The files `diff` writes are none of its inputs and each its own ([`crate::cmd::outputs::check`]): the
 /// dumps, the truth, a map file, `--model`'s config.json.
 fn check_outputs(args: &DiffArgs) -> Result<()> {
     let map_file = args
