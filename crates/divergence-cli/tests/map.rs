@@ -23,13 +23,17 @@ fn read(name: &str) -> (Vec<usize>, Vec<f32>) {
 }
 
 fn write(path: &Path, tensors: &[(String, Vec<usize>, Vec<f32>)], extra: Option<(&str, &str)>) {
-    let mut w = DumpWriter::create(path).unwrap();
-    for (name, shape, data) in tensors {
-        w.add(name, shape, TensorData::F32(data)).unwrap();
-    }
     let mut meta = Meta::default();
     if let Some((k, v)) = extra {
         meta.extra.insert(k.into(), Value::String(v.into()));
+    }
+    write_meta(path, tensors, meta);
+}
+
+fn write_meta(path: &Path, tensors: &[(String, Vec<usize>, Vec<f32>)], meta: Meta) {
+    let mut w = DumpWriter::create(path).unwrap();
+    for (name, shape, data) in tensors {
+        w.add(name, shape, TensorData::F32(data)).unwrap();
     }
     w.finish(meta).unwrap();
 }
@@ -434,15 +438,11 @@ fn a_bad_model_size_in_our_metadata_falls_back_and_is_named() {
     // the error names the rejected field.
     let dir = tempfile::tempdir().unwrap();
     let write_model = |path: &Path, tensors: &[(String, Vec<usize>, Vec<f32>)], model| {
-        let mut w = DumpWriter::create(path).unwrap();
-        for (name, shape, data) in tensors {
-            w.add(name, shape, TensorData::F32(data)).unwrap();
-        }
-        w.finish(Meta {
+        let meta = Meta {
             model,
             ..Meta::default()
-        })
-        .unwrap();
+        };
+        write_meta(path, tensors, meta);
     };
     let ours = dir.path().join("ours.npz");
     let bad = serde_json::json!({"model_type": "qwen3", "num_attention_heads": -4});

@@ -99,13 +99,9 @@ impl Meta {
     }
 }
 
-/// A JSON value in a message: at most 60 characters of it.
+/// A JSON value in a message: on one line, at most 60 characters of it and `...`.
 fn preview(v: &serde_json::Value) -> String {
-    let text = v.to_string();
-    match text.char_indices().nth(60) {
-        Some((i, _)) => format!("{}...", &text[..i]),
-        None => text,
-    }
+    crate::error::brief(&v.to_string(), 63)
 }
 
 /// `input_ids`: JSON integers in the i64 range. serde_json reads an integer beyond u64 as a

@@ -846,17 +846,24 @@ mod tests {
             .collect()
     }
 
+    /// `n` optional rules with captures on both sides (`{A}q7{B}` -> `{A}r7{B}`): each must be
+    /// matched against every name.
+    fn patterned_rules(n: usize) -> Map {
+        let text: String = (0..n)
+            .map(|i| {
+                format!(
+                    "[[rule]]\nfrom = \"{{A}}q{i}{{B}}\"\nto = \"{{A}}r{i}{{B}}\"\noptional = true\n"
+                )
+            })
+            .collect();
+        map(&text)
+    }
+
     #[test]
     fn a_decode_step_is_matched_by_its_base_once_per_base() {
         // 1,000 rules with captures against 20,000 steps of one probe: one base to match, far
         // under the bound (matched per step's name, 20 million matches, past it).
-        let mut text = String::new();
-        for i in 0..1000 {
-            text.push_str(&format!(
-                "[[rule]]\nfrom = \"{{A}}q{i}{{B}}\"\nto = \"{{A}}r{i}{{B}}\"\noptional = true\n"
-            ));
-        }
-        let m = map(&text);
+        let m = patterned_rules(1000);
         let dump = steps_of("opq7x", 20_000);
         let r = resolve(&m, &dump, &SIZES, "d").unwrap();
         assert_eq!(r.tensors.len(), 20_001);
@@ -893,13 +900,7 @@ mod tests {
 
     #[test]
     fn matching_past_the_bound_is_refused_before_it_starts() {
-        let mut text = String::new();
-        for i in 0..2000 {
-            text.push_str(&format!(
-                "[[rule]]\nfrom = \"{{A}}q{i}{{B}}\"\nto = \"{{A}}r{i}{{B}}\"\noptional = true\n"
-            ));
-        }
-        let m = map(&text);
+        let m = patterned_rules(2000);
         let dump: Vec<_> = (0..5001).map(|i| t(&format!("op{i}"), &[2])).collect();
         let e = resolve(&m, &dump, &SIZES, "ours.npz")
             .unwrap_err()

@@ -61,13 +61,7 @@ pub fn markdown_text(text: &str, table: bool) -> String {
             '|' => table,
             '_' => !(word(i.checked_sub(1).and_then(|j| chars.get(j))) && word(chars.get(i + 1))),
             ':' => chars.get(i + 1..i + 3) == Some(&['/', '/']),
-            '.' => {
-                i >= 3
-                    && chars[i - 3..i]
-                        .iter()
-                        .collect::<String>()
-                        .eq_ignore_ascii_case("www")
-            }
+            '.' => i >= 3 && chars[i - 3..i].iter().all(|c| c.eq_ignore_ascii_case(&'w')),
             _ => false,
         };
         if escape {
