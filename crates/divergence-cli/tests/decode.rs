@@ -22,8 +22,10 @@ fn json(stdout: &str) -> Value {
     serde_json::from_str(stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{stdout}"))
 }
 
+/// A scratch path under cargo's per-target scratch folder: one folder, rewritten by every run
+/// (a folder per process under /tmp left 30 MB behind at each run).
 fn tmp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("divergence-decode-{}", std::process::id()));
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("decode");
     std::fs::create_dir_all(&dir).unwrap();
     dir.join(name)
 }
