@@ -109,6 +109,9 @@ pub enum Anomaly {
         name: String,
         index_file: String,
         file: String,
+        /// A `*.safetensors` file of the folder that holds it but is not read, because the
+        /// index names no tensor in it (the index left that shard out).
+        held_by: Option<String>,
     },
     /// The tensor is in another shard than the index says.
     WrongShard {
@@ -146,8 +149,21 @@ impl std::fmt::Display for Anomaly {
                 "stored twice, in {first} and {second}: which copy a loader gets depends on the loader"
             ),
             Anomaly::NotInShards {
-                index_file, file, ..
+                index_file,
+                file,
+                held_by: None,
+                ..
             } => write!(f, "{index_file} says it is in {file}, but no shard has it"),
+            Anomaly::NotInShards {
+                index_file,
+                file,
+                held_by: Some(held_by),
+                ..
+            } => write!(
+                f,
+                "{index_file} says it is in {file}, but no shard it names has it: \
+                 {held_by} has it and is not read ({index_file} names no tensor in it)"
+            ),
             Anomaly::WrongShard {
                 index_file,
                 file,
@@ -160,6 +176,40 @@ impl std::fmt::Display for Anomaly {
                 f,
                 "in {file} but not listed in {index_file}: loaders that follow the index will not load it"
             ),
+        }
+    }
+}
+
+/// For each tensor the index places in a shard that lacks it, the unread `*.safetensors` file
+/// of the folder that has it, if one does: an index that leaves a shard out reports every
+/// tensor of that shard as missing, and the fix is to name the shard, not to look for the
+/// tensors. Headers only; a file that cannot be read as safetensors is passed over (it is
+/// already listed as not read).
+fn find_holders(layout: &Layout, anomalies: &mut [Anomaly]) {
+    if !anomalies
+        .iter()
+        .any(|a| matches!(a, Anomaly::NotInShards { .. }))
+    {
+        return;
+    }
+    let mut holders: HashMap<String, String> = HashMap::new();
+    for ignored in &layout.ignored {
+        if ignored.path.extension().and_then(|e| e.to_str()) != Some("safetensors") {
+            continue;
+        }
+        let Ok(shard) = Shard::map(&ignored.path) else {
+            continue;
+        };
+        let Ok((_, metadata)) = SafeTensors::read_metadata(&shard.map) else {
+            continue;
+        };
+        for (name, _) in metadata.tensors() {
+            holders.entry(name).or_insert_with(|| shard.file_name.clone());
+        }
+    }
+    for a in anomalies {
+        if let Anomaly::NotInShards { name, held_by, .. } = a {
+            *held_by = holders.get(name.as_str()).cloned();
         }
     }
 }
@@ -228,6 +278,7 @@ impl Weights {
                         name: name.clone(),
                         index_file: index_file.clone(),
                         file: file.clone(),
+                        held_by: None,
                     }),
                     Some(actual) if actual != file => anomalies.push(Anomaly::WrongShard {
                         name: name.clone(),
@@ -248,6 +299,7 @@ impl Weights {
                 }
             }
         }
+        find_holders(layout, &mut anomalies);
         tensors.sort_by(|a, b| natural_cmp(&a.name, &b.name));
         let by_name = tensors
             .iter()

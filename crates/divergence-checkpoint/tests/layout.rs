@@ -368,6 +368,33 @@ fn duplicates_and_index_disagreements_are_anomalies() {
 }
 
 #[test]
+fn a_shard_the_index_leaves_out_is_named_where_its_tensors_are_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    write_st(&dir.path().join("s-1.safetensors"), &["a"], 1.0);
+    write_st(&dir.path().join("s-2.safetensors"), &["b", "c"], 2.0);
+    // The index places b in s-1 and names no tensor of s-2: s-2 is not read.
+    write_index(
+        dir.path(),
+        &[("a", "s-1.safetensors"), ("b", "s-1.safetensors"), ("gone", "s-1.safetensors")],
+    );
+    let layout = Layout::locate(dir.path()).unwrap();
+    assert_eq!(layout.ignored.len(), 1);
+    let w = Weights::open(&layout).unwrap();
+    let found: Vec<(String, String)> = w
+        .anomalies()
+        .iter()
+        .map(|a| (a.tensor().to_string(), a.to_string()))
+        .collect();
+    assert_eq!(
+        found,
+        vec![
+            ("b".into(), "model.safetensors.index.json says it is in s-1.safetensors, but no shard it names has it: s-2.safetensors has it and is not read (model.safetensors.index.json names no tensor in it)".into()),
+            ("gone".into(), "model.safetensors.index.json says it is in s-1.safetensors, but no shard has it".into()),
+        ]
+    );
+}
+
+#[test]
 fn check_names_the_tensor_and_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let st = dir.path().join("model.safetensors");
