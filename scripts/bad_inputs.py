@@ -1139,6 +1139,54 @@ def inspect_cases() -> list[Case]:
     run_case("run_ids_file_fifo", ids_fifo, error("ids.txt", "not a regular file"), wall_s=5)
     run_case("run_ids_file_dev_zero", lambda d: ["--ids-file", "/dev/zero"],
              error("/dev/zero", "not a regular file"), wall_s=5)
+
+    # Outputs that are inputs (found by a bad-input hunt, 2026-12-02): `run --out` replaced the
+    # checkpoint's weights, truncated the --replay file it was reading, or replaced the
+    # --decode-from reference; `diff --html-out` replaced `--model`'s weights.
+    def model_copy(d: Path) -> Path:
+        shutil.copytree(TINY, d / "m")
+        return d / "m"
+
+    def run_over(flag: str):
+        def build(d: Path):
+            m = model_copy(d)
+            args = ["run", "--model", str(m), "--ids-file", str(TINY / "ids.txt")]
+            if flag == "--model":
+                return [*args, "--out", str(m / "model.safetensors")]
+            ref = _write(d / "r.npz", F32_NPZ.read_bytes())
+            return [*args, flag, str(ref), "--out", str(ref)]
+        return build
+
+    for flag, name in (("--model", "model.safetensors"), ("--replay", "r.npz"),
+                       ("--decode-from", "r.npz")):
+        cases.append(Case("special", f"run_out_is_the{flag.replace('-', '_')}_file", run_over(flag),
+                          error("--out", name, f"the {flag} file")))
+
+    def html_out_over_weights(d: Path):
+        m = model_copy(d)
+        return ["diff", str(F32_NPZ), str(F32_NPZ), "--model", str(m), "--format", "json",
+                "--html-out", str(m / "model.safetensors")]
+
+    cases.append(Case("special", "html_out_is_the_model_weights", html_out_over_weights,
+                      error("--html-out", "model.safetensors", "the --model file")))
+
+    def run_out_fifo(d: Path):
+        os.mkfifo(d / "o.npz")
+        return ["run", "--model", str(TINY), "--ids-file", str(TINY / "ids.txt"),
+                "--out", str(d / "o.npz")]
+
+    # an npz is written with seeks: a FIFO waited for a reader forever
+    cases.append(Case("special", "run_out_is_a_fifo", run_out_fifo,
+                      error("o.npz", "named pipe"), wall_s=5))
+
+    def run_out_full_disk(d: Path):
+        return ["run", "--model", str(TINY), "--ids-file", str(TINY / "ids.txt"),
+                "--out", str(_symlink(d / "full.npz", "/dev/full"))]
+
+    # a device is no place for a dump (writing there, the zip writer printed its own error,
+    # glued to ours: divergence-dump's writer tests check that it no longer does)
+    cases.append(Case("special", "run_out_is_dev_full", run_out_full_disk,
+                      error("full.npz", "character device"), wall_s=5))
     def replay_big(d: Path):
         # a reference whose probe has the wrong shape, 512 MiB of zeros deflated to 0.5 MB:
         # refused from its header, never inflated (it was, to 520 MB)

@@ -899,7 +899,14 @@ def _main(args, prepare_model=None) -> int:
         if meta.get("repeated_calls"):
             print(f"note: {len(meta['repeated_calls'])} module(s) ran more than once; first call kept", file=sys.stderr)
         steps = f" + {n_decode} decode steps ({decode[1]}: {decode[0]})" if decode else ""
-        print(f"wrote {len(meta['order'])} probes ({len(ids)} tokens{steps}, {args.dtype}, {args.attn}) to {out}",
+        order = meta["order"]
+        stacked = sum(n.endswith("@steps") for n in order)
+        # `diff` counts one op per probe and step: say both (a newcomer read "170 probes" of a
+        # decode dump against diff's "615 ops").
+        what = (f"{len(order) - stacked + stacked * n_decode} tensors: {len(order) - stacked} prefill "
+                f"probes + {stacked} probes x {n_decode} decode steps, stacked"
+                if stacked else f"{len(order)} probes")
+        print(f"wrote {what} ({len(ids)} tokens{steps}, {args.dtype}, {args.attn}) to {out}",
               file=sys.stderr)
     return 0
 

@@ -9,11 +9,12 @@
 #    whole workspace's tests (unit, property, snapshot, CLI and the candle-vs-transformers
 #    integration tests on the committed fixtures).
 # 2. Python: the exporter's pytest suite against real transformers, with the bad-input suite
-#    (tests/python/test_bad_inputs.py: 340 damaged or hostile inputs given to the binary, exit
+#    (tests/python/test_bad_inputs.py: 346 damaged or hostile inputs given to the binary, exit
 #    code, stderr, JSON, peak RSS and time checked; docs/bad-inputs.md) and the held-out models
 #    (tests/python/test_heldout.py), then every committed
 #    fixture regenerated with real transformers and checked against the committed files.
-# 3. The worked CI example of docs/ci.md.
+# 3. The worked CI example of docs/ci.md, and the quoted outputs of docs/pitfalls.md
+#    (scripts/doc_outputs.py --check).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 section() { printf '\n=== %s\n' "$*"; }
@@ -50,3 +51,6 @@ DIVERGENCE_BIN="$PWD/target/debug/divergence" .venv/bin/python scripts/make_fixt
 
 section "docs/ci.md example"
 bash docs/ci-example.sh "$PWD/target/debug/divergence"
+
+section "docs/pitfalls.md outputs"
+python3 scripts/doc_outputs.py --check --bin "$PWD/target/debug/divergence"

@@ -204,7 +204,9 @@ fn find_holders(layout: &Layout, anomalies: &mut [Anomaly]) {
             continue;
         };
         for (name, _) in metadata.tensors() {
-            holders.entry(name).or_insert_with(|| shard.file_name.clone());
+            holders
+                .entry(name)
+                .or_insert_with(|| shard.file_name.clone());
         }
     }
     for a in anomalies {

@@ -375,7 +375,11 @@ fn a_shard_the_index_leaves_out_is_named_where_its_tensors_are_missing() {
     // The index places b in s-1 and names no tensor of s-2: s-2 is not read.
     write_index(
         dir.path(),
-        &[("a", "s-1.safetensors"), ("b", "s-1.safetensors"), ("gone", "s-1.safetensors")],
+        &[
+            ("a", "s-1.safetensors"),
+            ("b", "s-1.safetensors"),
+            ("gone", "s-1.safetensors"),
+        ],
     );
     let layout = Layout::locate(dir.path()).unwrap();
     assert_eq!(layout.ignored.len(), 1);

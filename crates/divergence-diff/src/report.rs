@@ -257,6 +257,10 @@ pub struct Report {
     pub input_ids_mismatch: bool,
     /// Warnings, one line each; an input_ids mismatch is always first.
     pub warnings: Vec<String>,
+    /// Notes, one line each: how the sides were read when that is not plain (what
+    /// `--prefill-vs-decode` lines up with what), nothing to worry about. Filled by the caller.
+    #[serde(default)]
+    pub notes: Vec<String>,
     /// The earliest diverging op, or `None`.
     pub first_divergence: Option<FirstDivergence>,
     /// Where the first divergence's error was born ([`crate::origin`]), or `None`.
@@ -554,6 +558,7 @@ pub fn assemble(mut ops: Vec<OpResult>, ctx: ReportContext, cfg: &DiffConfig) ->
         order_source: ctx.order_source,
         input_ids_mismatch,
         warnings,
+        notes: Vec::new(),
         first_divergence,
         origin,
         hints: Vec::new(),

@@ -17,8 +17,10 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use zip::write::SimpleFileOptions;
 use zip::{CompressionMethod, ZipWriter};
@@ -34,6 +36,9 @@ use crate::stacked::STACKED_SUFFIX;
 pub struct DumpWriter {
     path: PathBuf,
     inner: Inner,
+    /// Set by the npz file's [`Sink`] at its first I/O error: every later `add` and `finish`
+    /// fails too (the sink no longer writes).
+    failed: Arc<AtomicBool>,
     /// Names in add order, with the dtype each was given in.
     added: Vec<(String, DType)>,
     seen: HashSet<String>,
@@ -56,8 +61,57 @@ struct Stack {
 }
 
 enum Inner {
-    Npz(Box<ZipWriter<BufWriter<File>>>),
+    Npz(Box<ZipWriter<Sink>>),
     Safetensors(Vec<Buffered>),
+}
+
+/// The npz file under the zip writer. After its first I/O error it takes every byte and writes
+/// none: the zip writer finalizes the archive again when it is dropped unfinished (as it is
+/// when a write failed), and printed that second failure to stderr, glued to our error line
+/// (`--out` on a full disk; found by a bad-input hunt). The first error is the one returned.
+/// [`DumpWriter`] reads the same flag, so that nothing is written as if fine after a failure.
+struct Sink {
+    file: BufWriter<File>,
+    failed: Arc<AtomicBool>,
+}
+
+impl Sink {
+    fn latch<T>(&mut self, r: std::io::Result<T>) -> std::io::Result<T> {
+        if r.is_err() {
+            self.failed.store(true, Ordering::Relaxed);
+        }
+        r
+    }
+    fn failed(&self) -> bool {
+        self.failed.load(Ordering::Relaxed)
+    }
+}
+
+impl Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.failed() {
+            return Ok(buf.len());
+        }
+        let r = self.file.write(buf);
+        self.latch(r)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.failed() {
+            return Ok(());
+        }
+        let r = self.file.flush();
+        self.latch(r)
+    }
+}
+
+impl Seek for Sink {
+    fn seek(&mut self, pos: SeekFrom) -> std::io::Result<u64> {
+        if self.failed() {
+            return Ok(0);
+        }
+        let r = self.file.seek(pos);
+        self.latch(r)
+    }
 }
 
 /// A tensor waiting for `finish` (safetensors).
@@ -109,17 +163,19 @@ impl DumpWriter {
             }
         };
         let file = File::create(path).map_err(|e| write_err(path, &e))?;
+        let failed = Arc::new(AtomicBool::new(false));
         let inner = if is_npz {
-            Inner::Npz(Box::new(ZipWriter::new(BufWriter::with_capacity(
-                1 << 20,
-                file,
-            ))))
+            Inner::Npz(Box::new(ZipWriter::new(Sink {
+                file: BufWriter::with_capacity(1 << 20, file),
+                failed: Arc::clone(&failed),
+            })))
         } else {
             Inner::Safetensors(Vec::new())
         };
         Ok(DumpWriter {
             path: path.to_path_buf(),
             inner,
+            failed,
             added: Vec::new(),
             seen: HashSet::new(),
             stacks: None,
@@ -141,6 +197,7 @@ impl DumpWriter {
         shape: &[usize],
         data: TensorData<'_>,
     ) -> Result<(), DumpError> {
+        self.check_not_failed()?;
         self.check_name(name)?;
         let need = element_count(shape);
         if need != Some(data.len()) {
@@ -313,6 +370,7 @@ impl DumpWriter {
     /// if empty, and `meta.dtypes[name]` (dtype as given to `add`) for every tensor not already
     /// in it; then writes the metadata and closes the file.
     pub fn finish(mut self, mut meta: Meta) -> Result<(), DumpError> {
+        self.check_not_failed()?;
         self.write_stacks()?;
         meta.format = FORMAT_TAG.to_string();
         if meta.order.is_empty() {
@@ -341,6 +399,12 @@ impl DumpWriter {
                 zip.write_all(bytes).map_err(|e| write_err(&path, &e))?;
                 let mut out = zip.finish().map_err(zerr)?;
                 out.flush().map_err(|e| write_err(&path, &e))?;
+                if out.failed() {
+                    return Err(DumpError::Write {
+                        path,
+                        detail: "a write failed".to_string(),
+                    });
+                }
             }
             Inner::Safetensors(tensors) => {
                 let info = HashMap::from([(SAFETENSORS_META_KEY.to_string(), json)]);
@@ -352,6 +416,17 @@ impl DumpWriter {
                     }
                 })?;
             }
+        }
+        Ok(())
+    }
+
+    /// An earlier write failed (its error was returned then): the file is incomplete.
+    fn check_not_failed(&self) -> Result<(), DumpError> {
+        if self.failed.load(Ordering::Relaxed) {
+            return Err(DumpError::Write {
+                path: self.path.clone(),
+                detail: "an earlier write failed; the file is incomplete".to_string(),
+            });
         }
         Ok(())
     }
@@ -384,13 +459,13 @@ impl DumpWriter {
 /// Writes one stored npz member `name.npy`: the npy header of `storage` and `shape`, then the
 /// `data_len` element bytes `write_data` writes (zip64 when they could pass 4 GiB).
 fn npz_member(
-    zip: &mut ZipWriter<BufWriter<File>>,
+    zip: &mut ZipWriter<Sink>,
     path: &Path,
     name: &str,
     storage: DType,
     shape: &[usize],
     data_len: u64,
-    write_data: impl FnOnce(&mut ZipWriter<BufWriter<File>>) -> std::io::Result<()>,
+    write_data: impl FnOnce(&mut ZipWriter<Sink>) -> std::io::Result<()>,
 ) -> Result<(), DumpError> {
     let header = npy::write_header(npy::descr(storage).unwrap_or("<f4"), shape);
     let total = (header.len() as u64).saturating_add(data_len);

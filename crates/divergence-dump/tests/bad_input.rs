@@ -337,6 +337,36 @@ fn messages_are_one_lowercase_line_without_period() {
     }
 }
 
+/// A write that fails (here a full disk, `/dev/full`) is returned once, at the `add` or
+/// `finish` where it happens; later calls fail too instead of writing a dump that reads as
+/// complete, and the zip writer's own finalizing on drop writes nothing more (it printed its
+/// error to stderr, glued to the CLI's error line: checked by hand with `--nocapture`).
+#[cfg(target_os = "linux")]
+#[test]
+fn a_failed_npz_write_fails_every_later_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("full.npz");
+    std::os::unix::fs::symlink("/dev/full", &f).unwrap();
+    let mut w = DumpWriter::create(&f).unwrap();
+    // More than the 1 MiB write buffer: the file is written, and the disk is full.
+    let big = vec![0f32; 1 << 19];
+    let first = w
+        .add("a", &[big.len()], TensorData::F32(&big))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        first.contains("No space left") || first.contains("no space left"),
+        "{first}"
+    );
+    let later = w.add("b", &[1], TensorData::F32(&[1.0])).unwrap_err();
+    assert!(
+        later.to_string().contains("an earlier write failed"),
+        "{later}"
+    );
+    let end = w.finish(Meta::default()).unwrap_err();
+    assert!(end.to_string().contains("an earlier write failed"), "{end}");
+}
+
 #[test]
 fn writer_errors() {
     let dir = tempfile::tempdir().unwrap();

@@ -35,13 +35,54 @@
 //! Decode steps (`name@s`, [`crate::split_step`]) are resolved step by step: a probe's inputs
 //! are probes of its own step (the cache slots of earlier steps are not probes of this step;
 //! an error they carry shows at the earlier step first).
+//!
+//! Resolved input sets are bounded: a probe keeps at most [`MAX_INPUTS`] inputs, the latest
+//! ones in execution order (the nearest producers, which are what "the error was born here,
+//! its inputs are clean" compares against). Bridging a missing probe through the residual
+//! stream can otherwise reach every earlier probe: a dump with one `model.layers.N.mlp` per
+//! layer and no layer outputs gives layer N's ops all N earlier `mlp`s as inputs, O(L²) inputs
+//! in all (a hostile or malformed dump: 20,000 layers took gigabytes). A realistic dump, whose
+//! layer outputs `model.layers.N` or residuals are dumped, has a handful of inputs per probe and
+//! resolves exactly; the bound only cuts sets larger than it. Sets are shared between the
+//! nodes that resolve to them (never copied), and the layers' outputs are resolved in layer
+//! order first, so that resolution recurses through one layer at a time whatever the order.
 
 use std::cmp::Ordering;
 use std::collections::{BTreeSet, HashMap};
+use std::rc::Rc;
 
 use rayon::prelude::*;
 
 use crate::{natural_cmp, split_layer, Op, QkKind};
+
+/// The most inputs a probe keeps: the latest ones (in execution order) of its resolved set.
+///
+/// A realistic dump resolves to at most a few inputs per probe (`attn_out <- rope_q, rope_k,
+/// v_proj, rotary_emb` when nothing between them was dumped); a dump of only the attention
+/// and MLP outputs of each layer (no layer outputs, no residuals) bridges the residual stream
+/// through every earlier branch output, two per layer: 128 keeps that exact up to 64 layers,
+/// and beyond it keeps the nearest 64 layers' producers. Larger sets only come from sparse or
+/// hostile dumps, where keeping them all costs O(L²) (see the module docs).
+pub const MAX_INPUTS: usize = 128;
+
+/// A resolved set of probe indices, ascending, at most [`MAX_INPUTS`] long; shared between the
+/// nodes that resolve to the same set.
+type Set = Rc<[usize]>;
+
+/// The latest [`MAX_INPUTS`] probes of the union of `sets`, without `exclude`, ascending.
+/// Because each set already holds the latest of its own, this is the latest of the union of
+/// the unbounded sets too.
+fn merge(sets: &[Set], exclude: Option<usize>) -> Vec<usize> {
+    let mut v: Vec<usize> = sets.iter().flat_map(|s| s.iter().copied()).collect();
+    v.sort_unstable();
+    v.dedup();
+    if let Some(x) = exclude {
+        v.retain(|&j| j != x);
+    }
+    let extra = v.len().saturating_sub(MAX_INPUTS);
+    v.drain(..extra);
+    v
+}
 
 /// A node of the forward pass: an op, in a layer or not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -260,7 +301,14 @@ impl Dataflow {
             node_of.push(node);
         }
         let layers = Layers { present };
-        let mut memo: HashMap<Node, Vec<usize>> = HashMap::new();
+        let mut memo: HashMap<Node, Set> = HashMap::new();
+        // Each layer's output in layer order: a layer's resolution then stops at the one
+        // before it (already known), so recursion stays one layer deep however many layers
+        // the dump has and in whatever order it lists them. The table is acyclic, so the
+        // order of resolution does not change any result.
+        for &l in &layers.present {
+            resolve(Node::InLayer(Op::Layer, l), &nodes, &layers, &mut memo);
+        }
         let mut out = Dataflow {
             offsets: Vec::with_capacity(order.len() + 1),
             flat: Vec::with_capacity(order.len() * 2),
@@ -270,14 +318,11 @@ impl Dataflow {
         for (i, node) in node_of.iter().enumerate() {
             let resolved = match node {
                 Some(n) => {
-                    let mut v = Vec::new();
-                    for input in structural_inputs(*n, &layers) {
-                        v.extend(resolve(input, &nodes, &layers, &mut memo));
-                    }
-                    v.sort_unstable();
-                    v.dedup();
-                    v.retain(|&j| j != i);
-                    v
+                    let sets: Vec<Set> = structural_inputs(*n, &layers)
+                        .into_iter()
+                        .map(|input| resolve(input, &nodes, &layers, &mut memo))
+                        .collect();
+                    merge(&sets, Some(i))
                 }
                 None => Vec::new(),
             };
@@ -295,7 +340,8 @@ impl Dataflow {
     }
 
     /// The indices (into the order given to [`Dataflow::new`]) of the probes that feed probe
-    /// `i`, ascending; empty for sources (`embed_tokens`, `rotary_emb`, the first probe).
+    /// `i`, ascending; empty for sources (`embed_tokens`, `rotary_emb`, the first probe). At
+    /// most [`MAX_INPUTS`]: the latest ones when more feed it (a sparse or hostile dump).
     pub fn inputs(&self, i: usize) -> &[usize] {
         match (self.offsets.get(i), self.offsets.get(i + 1)) {
             (Some(&a), Some(&b)) => self.flat.get(a..b).unwrap_or_default(),
@@ -321,28 +367,44 @@ impl Dataflow {
 }
 
 /// The present probes that carry `node`'s value: the node's own probe, else (recursively) those
-/// of its inputs.
+/// of its inputs; the latest [`MAX_INPUTS`] of them. Memoized per node; a node whose inputs
+/// resolve to one set (a chain of missing ops, or inputs bridged to the same probes) shares
+/// that set instead of copying it.
 fn resolve(
     node: Node,
     nodes: &HashMap<Node, usize>,
     layers: &Layers,
-    memo: &mut HashMap<Node, Vec<usize>>,
-) -> Vec<usize> {
-    if let Some(&i) = nodes.get(&node) {
-        return vec![i];
-    }
+    memo: &mut HashMap<Node, Set>,
+) -> Set {
     if let Some(v) = memo.get(&node) {
-        return v.clone();
+        return Rc::clone(v);
+    }
+    if let Some(&i) = nodes.get(&node) {
+        let v: Set = Rc::from([i]);
+        memo.insert(node, Rc::clone(&v));
+        return v;
     }
     // Mark as in progress (empty) so that a malformed graph can never recurse forever.
-    memo.insert(node, Vec::new());
-    let mut v = Vec::new();
-    for input in structural_inputs(node, layers) {
-        v.extend(resolve(input, nodes, layers, memo));
-    }
-    v.sort_unstable();
-    v.dedup();
-    memo.insert(node, v.clone());
+    memo.insert(node, Rc::from([]));
+    let mut sets: Vec<Set> = structural_inputs(node, layers)
+        .into_iter()
+        .map(|input| resolve(input, nodes, layers, memo))
+        .filter(|s| !s.is_empty())
+        .collect();
+    sets.dedup_by(|a, b| Rc::ptr_eq(a, b) || a == b);
+    let v: Set = match sets.len() {
+        0 => Rc::from([]),
+        1 => sets.swap_remove(0),
+        _ => {
+            let merged = merge(&sets, None);
+            // Share an input's set when the others add nothing to it.
+            match sets.iter().find(|s| s[..] == merged[..]) {
+                Some(s) => Rc::clone(s),
+                None => Rc::from(merged),
+            }
+        }
+    };
+    memo.insert(node, Rc::clone(&v));
     v
 }
 
@@ -744,6 +806,60 @@ mod tests {
             inputs_of(&o, "model.layers.7.input_layernorm"),
             ["model.layers.3"]
         );
+    }
+
+    #[test]
+    fn many_layers_with_one_probe_each_resolve_in_bounded_size() {
+        // One `mlp` per layer, no layer outputs: the residual stream bridges every earlier
+        // `mlp` into each layer (O(L²) inputs unbounded); each keeps the latest MAX_INPUTS.
+        let n = 20_000;
+        let mut o: Vec<String> = (0..n).map(|l| format!("model.layers.{l}.mlp")).collect();
+        let df = Dataflow::new(&o);
+        let total: usize = (0..n).map(|i| df.inputs(i).len()).sum();
+        assert_eq!(total, (0..n).map(|i| i.min(MAX_INPUTS)).sum::<usize>());
+        assert!(total <= MAX_INPUTS * n);
+        for i in [0, 1, MAX_INPUTS, MAX_INPUTS + 1, n - 1] {
+            let latest: Vec<usize> = (i.saturating_sub(MAX_INPUTS)..i).collect();
+            assert_eq!(df.inputs(i), latest, "probe {i}");
+        }
+        assert!((0..n).all(|i| !df.is_fallback(i)));
+        // Listed last layer first: the same bound, and no recursion down 20,000 layers.
+        o.reverse();
+        o.push("model.norm".to_string());
+        let df = Dataflow::new(&o);
+        assert!((0..o.len()).all(|i| df.inputs(i).len() <= MAX_INPUTS));
+        assert_eq!(df.inputs(n).len(), MAX_INPUTS);
+        assert!((0..o.len()).map(|i| df.inputs(i).len()).sum::<usize>() <= MAX_INPUTS * o.len());
+    }
+
+    #[test]
+    fn sets_up_to_the_bound_are_exact_and_larger_ones_keep_the_latest() {
+        // Only the attention and MLP outputs of each layer: layer L's `mlp` is fed by every
+        // earlier branch output, 2L + 1 probes.
+        let dump = |layers: usize| -> Vec<String> {
+            (0..layers)
+                .flat_map(|l| {
+                    [
+                        format!("model.layers.{l}.self_attn"),
+                        format!("model.layers.{l}.mlp"),
+                    ]
+                })
+                .collect()
+        };
+        let exact = |l: usize| -> Vec<usize> { (0..2 * l + 1).collect() };
+        let o = dump(64);
+        let df = Dataflow::new(&o);
+        for l in 0..64 {
+            assert_eq!(df.inputs(2 * l + 1), exact(l), "layer {l}");
+        }
+        assert_eq!(df.inputs(127).len(), 127);
+        let o = dump(100);
+        let df = Dataflow::new(&o);
+        for l in 0..100 {
+            let all = exact(l);
+            let latest = &all[all.len().saturating_sub(MAX_INPUTS)..];
+            assert_eq!(df.inputs(2 * l + 1), latest, "layer {l}");
+        }
     }
 
     #[test]

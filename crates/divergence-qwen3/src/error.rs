@@ -36,7 +36,7 @@ pub enum Error {
     #[error("{0}")]
     Decode(String),
     /// A `--inject` value that does not parse, or does not fit this model.
-    #[error("{0}")]
+    #[error("--inject {0}")]
     Fault(#[from] crate::fault::FaultParseError),
     /// A fault that parses but does not apply to this checkpoint.
     #[error("--inject {spec}: {message}")]
@@ -47,6 +47,10 @@ pub enum Error {
         source_name: String,
         message: String,
     },
+    /// The run would allocate more than `run` allows ([`crate::memory::limit`]): too
+    /// many tokens for this config (path: its config.json).
+    #[error("{path}: {message}")]
+    TooLarge { path: PathBuf, message: String },
     /// The requested device cannot be used.
     #[error("{0}")]
     Device(String),

@@ -301,7 +301,7 @@ impl fmt::Display for FaultSpec {
 
 /// A `--inject` value that does not parse.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("invalid --inject {input:?}: {message}; valid faults: {VALID_FAULTS}")]
+#[error("{input:?}: {message}; valid faults: {VALID_FAULTS}")]
 pub struct FaultParseError {
     pub input: String,
     pub message: String,

@@ -16,6 +16,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod error;
 pub mod fault;
+pub mod memory;
 pub mod model;
 pub mod ops;
 pub mod probe;
@@ -28,6 +29,7 @@ pub use fault::{
     Activation, CacheDtype, CacheFaults, CacheSlot, DecodePositions, Fault, FaultParseError,
     FaultSpec, Faults, LayerFaults, NormFaults, VALID_FAULTS,
 };
+pub use memory::{estimate, limit as memory_limit, Estimate, MAX_RUN_BYTES};
 pub use model::{KvCache, ModelOptions, Qwen3};
 pub use ops::Policy;
 pub use probe::{

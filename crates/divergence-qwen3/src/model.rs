@@ -86,6 +86,8 @@ impl<'a> Vb<'a> {
     fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor, Error> {
         let full = format!("{}.{name}", self.prefix());
         let file = self.ctx.ckpt.check(&full, shape)?;
+        #[cfg(test)]
+        tests::LOADED.with(|l| l.borrow_mut().push(full.clone()));
         self.inner
             .get(shape, name)
             .ctx(|| format!("{}: loading {full}", file.display()))
@@ -140,6 +142,46 @@ impl<'a> Vb<'a> {
             name: self.prefix(),
         })
     }
+}
+
+/// Every tensor [`Qwen3::load`] reads, with its shape, in the order it reads them: checked
+/// against the headers before any weight is loaded, so that a checkpoint missing a tensor (or
+/// holding one of the wrong shape) fails at once, naming it. (Found by a bad-input hunt: a
+/// 512 MiB checkpoint holding only `embed_tokens` loaded it, 2.1 GB, before failing on the
+/// first layer's `q_proj`.) A unit test checks the list against the names the load reads.
+fn required_tensors(cfg: &Config, ckpt: &Checkpoint) -> Vec<(String, Vec<usize>)> {
+    let (h, vocab, inter) = (cfg.hidden_size, cfg.vocab_size, cfg.intermediate_size);
+    let (hd, nh, nkv) = (cfg.head_dim(), cfg.num_attention_heads, cfg.num_kv_heads());
+    let mut out = vec![("model.embed_tokens.weight".to_string(), vec![vocab, h])];
+    for i in 0..cfg.num_hidden_layers {
+        let p = format!("model.layers.{i}");
+        let mut linear = |name: &str, inp: usize, o: usize, bias: bool| {
+            out.push((format!("{p}.{name}.weight"), vec![o, inp]));
+            if bias {
+                out.push((format!("{p}.{name}.bias"), vec![o]));
+            }
+        };
+        let bias = cfg.attention_bias;
+        linear("self_attn.q_proj", h, nh * hd, bias);
+        linear("self_attn.k_proj", h, nkv * hd, bias);
+        linear("self_attn.v_proj", h, nkv * hd, bias);
+        linear("self_attn.o_proj", nh * hd, h, bias);
+        out.push((format!("{p}.self_attn.q_norm.weight"), vec![hd]));
+        out.push((format!("{p}.self_attn.k_norm.weight"), vec![hd]));
+        let mut linear = |name: &str, inp: usize, o: usize| {
+            out.push((format!("{p}.mlp.{name}.weight"), vec![o, inp]));
+        };
+        linear("gate_proj", h, inter);
+        linear("up_proj", h, inter);
+        linear("down_proj", inter, h);
+        out.push((format!("{p}.input_layernorm.weight"), vec![h]));
+        out.push((format!("{p}.post_attention_layernorm.weight"), vec![h]));
+    }
+    out.push(("model.norm.weight".to_string(), vec![h]));
+    if !cfg.tie_word_embeddings && ckpt.contains("lm_head.weight") {
+        out.push(("lm_head.weight".to_string(), vec![vocab, h]));
+    }
+    out
 }
 
 /// `nn.Linear` (weight `[out, in]`).
@@ -699,6 +741,10 @@ impl Qwen3 {
                 }
             }
         }
+        // Every tensor is checked before any is loaded (see `required_tensors`).
+        for (name, shape) in required_tensors(cfg, ckpt) {
+            ckpt.check(&name, &shape)?;
+        }
         // SAFETY: the files are mmap'd read-only; like every mmap user we rely on nobody
         // truncating them while the model is alive.
         let vb = unsafe { VarBuilder::from_mmaped_safetensors(&ckpt.files, opts.dtype, device) }
@@ -981,5 +1027,72 @@ impl Qwen3 {
         let logits = self.lm_head.forward(&x)?;
         probes.record(&self.lm_head.name, &logits)?;
         Ok(logits)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::path::{Path, PathBuf};
+
+    use super::*;
+
+    thread_local! {
+        /// The tensors `Vb::get` loaded on this thread, in order.
+        pub(super) static LOADED: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
+    }
+
+    fn tiny() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/tiny-qwen3")
+    }
+
+    fn load(dir: &Path) -> Result<Qwen3, Error> {
+        let ckpt = Checkpoint::open(dir)?;
+        Qwen3::load(
+            &ckpt,
+            &Device::Cpu,
+            &ModelOptions {
+                dtype: DType::F32,
+                policy: Policy::Torch,
+                faults: Faults::none(),
+            },
+        )
+    }
+
+    fn loaded() -> Vec<String> {
+        LOADED.with(|l| l.borrow().clone())
+    }
+
+    #[test]
+    fn required_tensors_are_what_load_reads() {
+        LOADED.with(|l| l.borrow_mut().clear());
+        load(&tiny()).expect("tiny model loads");
+        let ckpt = Checkpoint::open(&tiny()).expect("open");
+        let required: Vec<String> = required_tensors(&ckpt.config, &ckpt)
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect();
+        assert_eq!(loaded(), required);
+    }
+
+    #[test]
+    fn a_missing_tensor_fails_before_any_weight_loads() {
+        // The last tensor the load reads is missing: every other one is there.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut tensors =
+            candle_core::safetensors::load(tiny().join("model.safetensors"), &Device::Cpu)
+                .expect("fixture");
+        tensors.remove("model.norm.weight");
+        candle_core::safetensors::save(&tensors, dir.path().join("model.safetensors"))
+            .expect("save");
+        std::fs::copy(tiny().join("config.json"), dir.path().join("config.json")).expect("copy");
+        LOADED.with(|l| l.borrow_mut().clear());
+        let err = load(dir.path()).expect_err("missing tensor").to_string();
+        assert!(err.contains("missing tensor model.norm.weight"), "{err}");
+        assert_eq!(
+            loaded(),
+            Vec::<String>::new(),
+            "weights loaded before the error"
+        );
     }
 }

@@ -19,6 +19,7 @@ use divergence_dump::Meta;
 use crate::checkpoint::Checkpoint;
 use crate::error::{CandleContext, Error};
 use crate::fault::{FaultSpec, Faults};
+use crate::memory;
 use crate::model::{ModelOptions, Qwen3};
 use crate::ops::Policy;
 use crate::probe::{DumpRecorder, DumpReplay, DumpTimes, Probes};
@@ -214,15 +215,29 @@ pub fn parse_ids(text: &str, source_name: &str) -> Result<Vec<u32>, Error> {
     let ids = trimmed
         .split(|c: char| c == ',' || c.is_whitespace())
         .filter(|s| !s.is_empty())
-        .map(|s| {
-            s.parse::<u32>()
-                .map_err(|_| bad(format!("{s:?} is not a token id")))
-        })
+        .map(|s| s.parse::<u32>().map_err(|_| bad(not_a_token(s))))
         .collect::<Result<Vec<u32>, Error>>()?;
     if ids.is_empty() {
         return Err(bad("no token ids".to_string()));
     }
     Ok(ids)
+}
+
+/// Characters of a bad token that an error message quotes: the rest is cut (a 60 MB ids file
+/// of `x` was echoed whole, found by a bad-input hunt).
+const QUOTED_TOKEN_CHARS: usize = 40;
+
+/// "`"x"` is not a token id", the token cut to [`QUOTED_TOKEN_CHARS`] characters (then `...`
+/// and its length in bytes) so that the message stays one short line.
+fn not_a_token(s: &str) -> String {
+    match s.char_indices().nth(QUOTED_TOKEN_CHARS) {
+        None => format!("{s:?} is not a token id"),
+        Some((cut, _)) => format!(
+            "{:?}... (a token of {} bytes) is not a token id",
+            &s[..cut],
+            s.len()
+        ),
+    }
 }
 
 /// Reads token ids from a file (see [`parse_ids`]).
@@ -359,6 +374,7 @@ pub fn run_to_dump(opts: &RunOptions) -> Result<RunSummary, Error> {
             )));
         }
     }
+    check_memory(&ckpt, opts, decode.as_ref())?;
     let faults = fault_specs;
     let model = Qwen3::load(
         &ckpt,
@@ -433,6 +449,42 @@ pub fn run_to_dump(opts: &RunOptions) -> Result<RunSummary, Error> {
         dump_times,
         next_token,
         notes: notes(&ckpt),
+    })
+}
+
+/// Refuses a run whose estimated peak memory ([`memory::estimate`]) is over
+/// [`memory::limit`], before any weight is loaded.
+fn check_memory(
+    ckpt: &Checkpoint,
+    opts: &RunOptions,
+    decode: Option<&Decode>,
+) -> Result<(), Error> {
+    let prompt = opts.input_ids.len();
+    let steps = decode.map_or(0, |d| d.ids.len());
+    let e = memory::estimate(&ckpt.config, prompt, steps, opts.precision.dtype());
+    let (limit, what) = memory::limit();
+    if e.total <= limit {
+        return Ok(());
+    }
+    let (part, bytes) = e.largest();
+    let c = &ckpt.config;
+    Err(Error::TooLarge {
+        path: ckpt.config_path.clone(),
+        message: format!(
+            "{prompt} prompt tokens + {steps} decode steps in {} would need about {} ({part}: {}; \
+             {} layers, {} heads, {} kv heads, head_dim {}, hidden {}, vocab {}), more than the \
+             {} of {what} (besides the weights): give fewer tokens",
+            opts.precision.torch_name(),
+            memory::gib(e.total),
+            memory::gib(bytes),
+            c.num_hidden_layers,
+            c.num_attention_heads,
+            c.num_kv_heads(),
+            c.head_dim(),
+            c.hidden_size,
+            c.vocab_size,
+            memory::gib(limit),
+        ),
     })
 }
 
@@ -615,6 +667,25 @@ mod tests {
         let err = parse_ids("  ", "ids.txt").unwrap_err().to_string();
         assert_eq!(err, "ids.txt: no token ids");
         assert!(parse_ids("-1", "f").is_err());
+    }
+
+    #[test]
+    fn a_long_bad_token_is_cut_short_in_the_message() {
+        let long = "x".repeat(1_000_000);
+        let err = parse_ids(&format!("1 {long} 2"), "ids.txt")
+            .unwrap_err()
+            .to_string();
+        let forty = "x".repeat(40);
+        assert_eq!(
+            err,
+            format!("ids.txt: \"{forty}\"... (a token of 1000000 bytes) is not a token id")
+        );
+        // Exactly the limit is quoted whole; multi-byte characters are cut on a boundary.
+        let err = parse_ids(&forty, "f").unwrap_err().to_string();
+        assert_eq!(err, format!("f: \"{forty}\" is not a token id"));
+        let err = parse_ids(&"é".repeat(50), "f").unwrap_err().to_string();
+        assert!(err.contains("(a token of 100 bytes)"), "{err}");
+        assert!(err.len() < 200, "{err}");
     }
 
     #[test]

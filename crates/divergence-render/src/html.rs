@@ -147,6 +147,9 @@ fn header(report: &Report, h: &mut String) {
     for w in view::other_warnings(report) {
         h.push_str(&format!("<p class=\"warn\">warning: {}</p>\n", escape(w)));
     }
+    for n in &report.notes {
+        h.push_str(&format!("<p class=\"note\">note: {}</p>\n", escape(n)));
+    }
     if let Some(note) = view::preset_note(report) {
         h.push_str(&format!("<p class=\"note\">note: {}</p>\n", escape(note)));
     }

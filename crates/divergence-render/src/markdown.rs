@@ -154,6 +154,10 @@ impl Sections for Markdown<'_> {
             writeln!(out)?;
             writeln!(out, "> ⚠️ {}", text(w))?;
         }
+        for n in &report.notes {
+            writeln!(out)?;
+            writeln!(out, "> {}", text(n))?;
+        }
         if let Some(note) = view::preset_note(report) {
             writeln!(out)?;
             writeln!(out, "> ℹ️ {}", text(note))?;

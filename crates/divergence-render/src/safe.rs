@@ -54,6 +54,9 @@ macro_rules! head_strings {
         for s in &$($m)? r.warnings {
             f(s);
         }
+        for s in &$($m)? r.notes {
+            f(s);
+        }
         if let Some(x) = &$($m)? r.first_divergence {
             f(&$($m)? x.name);
             f(&$($m)? x.reason);

@@ -19,7 +19,9 @@ pub(crate) fn escape(s: &str) -> String {
             '\'' => out.push_str("&#39;"),
             // XML 1.0 forbids most control characters, even escaped: a probe name holding
             // one must not make `--plot FILE.svg` unreadable.
+            // So are U+FFFE and U+FFFF (XML's Char excludes them).
             c if c.is_control() && c != '\n' && c != '\t' => out.push('\u{FFFD}'),
+            '\u{FFFE}' | '\u{FFFF}' => out.push('\u{FFFD}'),
             _ => out.push(c),
         }
     }
@@ -182,6 +184,7 @@ mod tests {
     #[test]
     fn control_characters_do_not_reach_the_xml() {
         assert_eq!(escape("a\u{1}b\u{7f}c\nd\te"), "a\u{FFFD}b\u{FFFD}c\nd\te");
+        assert_eq!(escape("x\u{FFFE}y\u{FFFF}"), "x\u{FFFD}y\u{FFFD}");
     }
 
     #[test]

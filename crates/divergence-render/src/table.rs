@@ -392,6 +392,9 @@ impl Sections for Terminal<'_> {
         for w in view::other_warnings(report) {
             self.line(&format!("warning: {w}"), Some(YELLOW), 9)?;
         }
+        for n in &report.notes {
+            self.line(&format!("note: {n}"), None, 6)?;
+        }
         if let Some(note) = view::preset_note(report) {
             self.line(&format!("note: {note}"), None, 6)?;
         }

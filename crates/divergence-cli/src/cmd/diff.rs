@@ -184,23 +184,27 @@ pub fn run(args: DiffArgs) -> Result<Exit> {
 }
 
 /// The files `diff` writes are none of its inputs and each its own ([`crate::cmd::outputs::check`]): the
-/// dumps, the truth, a map file, `--model`'s config.json.
+/// dumps, the truth, a map file, `--model`'s files.
 fn check_outputs(args: &DiffArgs) -> Result<()> {
     let map_file = args
         .map
         .as_deref()
         .filter(|m| divergence_map::preset(m).is_none())
         .map(Path::new);
-    let config = args.model.as_ref().map(|d| d.join("config.json"));
+    let model = args
+        .model
+        .as_deref()
+        .map(crate::cmd::outputs::model_files)
+        .unwrap_or_default();
     let inputs: Vec<(&str, &Path)> = [
         Some(("OURS", args.ours.as_path())),
         Some(("REF", args.reference.as_path())),
         args.truth.as_deref().map(|p| ("--truth", p)),
         map_file.map(|p| ("--map", p)),
-        config.as_deref().map(|p| ("--model config.json", p)),
     ]
     .into_iter()
     .flatten()
+    .chain(model.iter().map(|p| ("--model", p.as_path())))
     .collect();
     crate::cmd::outputs::check(
         &[
@@ -557,6 +561,7 @@ fn report_of(
         ref_label: args.reference.display().to_string(),
         plan,
         warnings: map_warnings,
+        notes: Vec::new(),
         truth_warnings,
         inferred,
         check_ids: true,
@@ -599,6 +604,7 @@ struct Sides<'a> {
     ref_label: String,
     plan: divergence_diff::OrderPlan,
     warnings: Vec<String>,
+    notes: Vec<String>,
     truth_warnings: Vec<String>,
     inferred: Option<align::Inferred>,
     /// False when the two sides saw other token counts on purpose (`--prefill-vs-decode`).
@@ -616,6 +622,7 @@ impl<'a> Sides<'a> {
             truth: None,
             plan,
             warnings: pair.warnings,
+            notes: pair.notes,
             truth_warnings: Vec::new(),
             inferred: None,
             check_ids: false,
@@ -634,6 +641,7 @@ fn finish_report(args: &DiffArgs, cfg: &DiffConfig, sides: Sides<'_>) -> Result<
         ref_label,
         plan,
         warnings,
+        notes,
         truth_warnings,
         inferred,
         check_ids,
@@ -683,6 +691,7 @@ fn finish_report(args: &DiffArgs, cfg: &DiffConfig, sides: Sides<'_>) -> Result<
             .with_context(|| format!("{}: cannot write the suggested map", path.display()))?;
     }
     let mut report = divergence_diff::assemble(ops, ctx, cfg);
+    report.notes = notes;
     timings::mark("assemble");
     (report.hints, report.positions) =
         diagnosis(&report, &plan, &ours, &reference, args.model.as_deref());

@@ -38,6 +38,53 @@ pub fn check(outputs: &[(&str, Option<&Path>)], inputs: &[(&str, &Path)]) -> Res
     Ok(())
 }
 
+/// Most entries of a `--model` folder listed by [`model_files`]: a checkpoint has a handful;
+/// a folder of millions is not walked past this (its first entries are still checked).
+const MAX_MODEL_ENTRIES: usize = 10_000;
+
+/// The files of a `--model` checkpoint that a command may read, to pass to [`check`] as
+/// inputs: every regular file of the folder (config.json, the shards, the index, ...), or the
+/// one `.safetensors` file given and the config.json beside it. `diff --html-out
+/// DIR/model.safetensors --model DIR` replaced the weights with the page (found by a bad-input
+/// hunt).
+pub fn model_files(model: &Path) -> Vec<PathBuf> {
+    if model.is_file() {
+        let dir = match model.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        return vec![model.to_path_buf(), dir.join("config.json")];
+    }
+    let Ok(entries) = std::fs::read_dir(model) else {
+        return vec![model.join("config.json")];
+    };
+    entries
+        .take(MAX_MODEL_ENTRIES)
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| std::fs::metadata(p).is_ok_and(|m| m.is_file()))
+        .collect()
+}
+
+/// Refuses a dump output (`run --out`) that exists and is not a regular file, but for
+/// `/dev/null`: an npz is written with seeks, so a FIFO waited for a reader forever and then
+/// failed ("Illegal seek"), and a device is no place for a dump.
+pub fn check_dump_output(flag: &str, out: &Path) -> Result<()> {
+    let Ok(meta) = std::fs::metadata(out) else {
+        return Ok(());
+    };
+    if meta.is_file() || meta.is_dir() || out == Path::new("/dev/null") {
+        // A folder is the writer's own error, with its path.
+        return Ok(());
+    }
+    bail!(
+        "{flag} {}: it is {}, not a regular file: a dump is written as a file (npz and \
+         safetensors are written with seeks)",
+        divergence_names::one_line(&out.display().to_string()),
+        divergence_checkpoint::file_kind(&meta.file_type())
+    )
+}
+
 /// Whether `a` and `b` are one regular file (or would be, once written): see [`check`].
 pub fn same_file(a: &Path, b: &Path) -> bool {
     let special = |p: &Path| std::fs::metadata(p).is_ok_and(|m| !m.is_file());

@@ -26,6 +26,8 @@ pub struct Pair<'a> {
     pub stepped_path: &'a Path,
     pub full_path: &'a Path,
     pub warnings: Vec<String>,
+    /// How the positions line up (a note, not a warning: it is what was asked for).
+    pub notes: Vec<String>,
 }
 
 fn ids(dump: &Dump, key: &str) -> Option<Vec<i64>> {
@@ -183,20 +185,18 @@ pub fn pair<'a>(a: &'a Dump, a_path: &'a Path, b: &'a Dump, b_path: &'a Path) ->
         .into_iter()
         .filter(|n| sliced.contains(n))
         .collect();
-    warnings.insert(
-        0,
-        format!(
+    let notes = vec![format!(
             "prefill-vs-decode: {} (a prefill of {t_pre} tokens + {k} decode steps) against {} (one prefill of {t_full} tokens), position by position: step 0 = positions 0..{t_pre}, step s = position {t_pre} + s - 1",
             stepped_path.display(),
             full_path.display()
-        ),
-    );
+        )];
     Ok(Pair {
         stepped: MappedDump::plain(stepped),
         full: MappedDump::new(full, resolved).with_order(order),
         stepped_path,
         full_path,
         warnings,
+        notes,
     })
 }
 

@@ -107,7 +107,29 @@ pub struct RunArgs {
     pub decode_from: Option<PathBuf>,
 }
 
+/// `--out` is none of the files the run reads (the checkpoint, the ids, `--replay`,
+/// `--decode-from`: `--out DIR/model.safetensors` replaced the weights with the dump, and
+/// `--out` of the `--replay` file truncated it while it was mapped), and is a regular file.
+fn check_outputs(args: &RunArgs) -> Result<()> {
+    let Some(out) = args.out.as_deref() else {
+        return Ok(());
+    };
+    crate::cmd::outputs::check_dump_output("--out", out)?;
+    let model = crate::cmd::outputs::model_files(&args.model);
+    let inputs: Vec<(&str, &std::path::Path)> = [
+        args.ids_file.as_deref().map(|p| ("--ids-file", p)),
+        args.replay.as_deref().map(|p| ("--replay", p)),
+        args.decode_from.as_deref().map(|p| ("--decode-from", p)),
+    ]
+    .into_iter()
+    .flatten()
+    .chain(model.iter().map(|p| ("--model", p.as_path())))
+    .collect();
+    crate::cmd::outputs::check(&[("--out", Some(out))], &inputs)
+}
+
 pub fn run(args: RunArgs) -> Result<Exit> {
+    check_outputs(&args)?;
     let input_ids = match (&args.ids, &args.ids_file) {
         (Some(ids), _) => parse_ids(ids, "--ids")?,
         (None, Some(path)) => read_ids_file(path)?,

@@ -1,0 +1,222 @@
+//! The memory bound of a run: what a prefill (and a decode) of `T` tokens will allocate,
+//! estimated from config.json, the token counts and the activation dtype before any weight is
+//! loaded, so that `run` refuses with a one-line error instead of aborting when an allocation
+//! fails.
+//!
+//! Found by a bad-input hunt: a model without `max_position_embeddings` (it defaults to 2^20)
+//! and 20,000 prompt tokens aborted after 18 s asking for 6.4 GB of attention scores; a 1.3 MB
+//! model with `head_dim` 65536 aborted on a 3.1 GB KV cache for 12,000 decode steps.
+//!
+//! The estimate follows what the code allocates (see [`crate::model`] and
+//! [`crate::ops::attention`]) and errs on the high side:
+//!
+//! - **KV cache** (with decode steps), allocated whole before the prefill: `layers x 2 x
+//!   kv_heads x (T + N + 1) x head_dim` in the activation dtype;
+//! - **attention scores** of the prefill, one layer at a time: `heads x T x T` for the scores,
+//!   the scaled scores, the f32 copy the mask is added to, the f32 softmax and the
+//!   probabilities (16 bytes per score in f32, 14 in bf16/f16), plus the causal mask `T x T`;
+//! - **activations**: `T x max(hidden, intermediate, heads x head_dim)` times 8 (the MLP's
+//!   gate, activation, up and product, and their probes copied to the host for the dump);
+//! - **logits**: `T x vocab`, and its probe's host copy;
+//! - **a decode step** reads the whole cache back: per layer up to `(2 x kv_heads + 4 x heads)
+//!   x (T + N + 2) x head_dim` (dtype conversion, GQA expansion, the transposed keys).
+//!
+//! The peak is the cache plus the larger of the prefill's (activations, the mask, and the larger
+//! of the scores and the logits) and a decode step's. The weights are not counted: they are
+//! bounded by the checkpoint's files (twice a bf16 checkpoint's size in f32).
+//!
+//! The bound ([`limit`]) is the machine's physical memory, or [`MAX_RUN_BYTES`] (16 GiB) where
+//! it cannot be read. With 16 GiB: a Qwen3-0.6B-shaped config (16 heads, vocab 151,936) runs prompts of up to about
+//! 7,900 tokens in f32 (8,500 in bf16; 4,096 tokens: ~5 GiB), Qwen3-8B (32 heads) about 5,400
+//! (5,900), and a 64-token prompt with 256 decode steps needs ~150 MiB. Past it, a prompt of
+//! 20,000 tokens on a 4-head model (~24 GiB of scores) or 12,000 decode steps at head_dim
+//! 65536 (~23 GiB) is refused.
+
+use candle_core::DType;
+
+use crate::config::Config;
+
+/// The most a run may allocate besides its weights, by [`estimate`], where the machine's memory
+/// cannot be read ([`limit`]): 16 GiB.
+pub const MAX_RUN_BYTES: u64 = 16 << 30;
+
+/// What a run may allocate besides its weights: this machine's physical memory (`MemTotal` of
+/// /proc/meminfo), else [`MAX_RUN_BYTES`]; with the words that say which. A fixed bound would
+/// refuse real workloads on a large host (a 14,000-token prefill of Qwen3-0.6B needs ~50 GiB,
+/// which a GPU host holds; "diverges at 14k tokens" is a real report), and let through what a
+/// small one cannot hold.
+pub fn limit() -> (u64, &'static str) {
+    let total = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| {
+            let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+            let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some(kib.saturating_mul(1024))
+        });
+    match total {
+        Some(bytes) if bytes > 0 => (bytes, "this machine's memory"),
+        _ => (MAX_RUN_BYTES, "what a run may use"),
+    }
+}
+
+/// What a run of a model will allocate at its peak, in bytes ([`estimate`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Estimate {
+    /// The KV cache (0 without decode steps).
+    pub kv_cache: u64,
+    /// The prefill's attention scores of one layer (its working copies), with the causal mask.
+    pub attention: u64,
+    /// The prefill's activations of one layer and their probes.
+    pub activations: u64,
+    /// The prefill's logits and their probe.
+    pub logits: u64,
+    /// One decode step reading the whole cache (0 without decode steps).
+    pub decode_step: u64,
+    /// The peak: the cache plus the larger of the prefill's and a decode step's.
+    pub total: u64,
+}
+
+impl Estimate {
+    /// The largest part, for the error message: its name and size.
+    pub fn largest(&self) -> (&'static str, u64) {
+        [
+            ("the KV cache", self.kv_cache),
+            ("the attention scores", self.attention),
+            ("the activations", self.activations),
+            ("the logits", self.logits),
+            ("a decode step's cache reads", self.decode_step),
+        ]
+        .into_iter()
+        .fold(
+            ("", 0),
+            |best, part| if part.1 > best.1 { part } else { best },
+        )
+    }
+}
+
+/// The peak memory of a prefill of `prompt` tokens followed by `decode_steps` decode steps, in
+/// `dtype` activations (see the module docs). Saturates instead of overflowing.
+pub fn estimate(cfg: &Config, prompt: usize, decode_steps: usize, dtype: DType) -> Estimate {
+    // In f64: exact below 2^53 bytes, and an absurd config saturates instead of overflowing.
+    let n = |x: usize| x as f64;
+    let d = n(dtype.size_in_bytes());
+    let t = n(prompt);
+    let (heads, kv, hd) = (
+        n(cfg.num_attention_heads),
+        n(cfg.num_kv_heads()),
+        n(cfg.head_dim()),
+    );
+    let width = n(cfg
+        .hidden_size
+        .max(cfg.intermediate_size)
+        .max(cfg.num_attention_heads.saturating_mul(cfg.head_dim())));
+    // Bytes per attention score alive at once: scores and scaled scores in the activation
+    // dtype, the masked f32 scores and their f32 softmax, the probabilities (a free copy in
+    // f32).
+    let per_score = if d >= 4.0 { 16.0 } else { 8.0 + 3.0 * d };
+    let attention = heads * t * t * per_score + t * t * (4.0 + d);
+    let activations = t * width * d * 8.0;
+    let logits = t * n(cfg.vocab_size) * d * 2.0;
+    let (kv_cache, decode_step) = if decode_steps == 0 {
+        (0.0, 0.0)
+    } else {
+        let slots = t + n(decode_steps) + 2.0;
+        let cache = n(cfg.num_hidden_layers) * 2.0 * kv * slots * hd * d;
+        let step = (2.0 * kv + 4.0 * heads) * slots * hd * d
+            + heads * slots * per_score
+            + width * d * 8.0
+            + n(cfg.vocab_size) * d * 2.0;
+        (cache, step)
+    };
+    let prefill = activations + attention.max(logits);
+    let total = kv_cache + prefill.max(decode_step);
+    // `as` saturates (and infinity becomes u64::MAX).
+    let c = |x: f64| x as u64;
+    Estimate {
+        kv_cache: c(kv_cache),
+        attention: c(attention),
+        activations: c(activations),
+        logits: c(logits),
+        decode_step: c(decode_step),
+        total: c(total),
+    }
+}
+
+/// `bytes` in GiB with one decimal ("6.4 GiB").
+pub fn gib(bytes: u64) -> String {
+    format!("{:.1} GiB", bytes as f64 / (1u64 << 30) as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    const QWEN3_06B: &str = include_str!("../../../fixtures/configs/qwen3-0.6b.json");
+
+    fn qwen3_06b() -> Config {
+        Config::from_json_str(QWEN3_06B, Path::new("config.json")).expect("config")
+    }
+
+    fn config(text: &str) -> Config {
+        Config::from_json_str(text, Path::new("config.json")).expect("config")
+    }
+
+    #[test]
+    fn real_workloads_fit() {
+        let cfg = qwen3_06b();
+        for dtype in [DType::F32, DType::BF16, DType::F16] {
+            // The 0.6B-shaped decode benchmark: a 64-token prompt and 256 decode steps.
+            let e = estimate(&cfg, 64, 256, dtype);
+            assert!(e.total < 1 << 30, "{e:?}");
+            // Long prompts of a few thousand tokens.
+            for (prompt, steps) in [(4096, 0), (4096, 256), (7000, 0)] {
+                let e = estimate(&cfg, prompt, steps, dtype);
+                assert!(
+                    e.total <= MAX_RUN_BYTES,
+                    "{prompt} {steps} {dtype:?}: {e:?}"
+                );
+            }
+        }
+        // 4,096 tokens in f32: the scores of 16 heads (4 x 1 GiB) are the peak.
+        let e = estimate(&cfg, 4096, 0, DType::F32);
+        assert_eq!(e.attention, 16 * 4096 * 4096 * 16 + 4096 * 4096 * 8);
+        assert!(e.total < 7 << 30, "{e:?}");
+    }
+
+    #[test]
+    fn the_hunt_cases_are_over_the_bound() {
+        // No max_position_embeddings (2^20 positions) and 20,000 tokens: 6.4 GB per copy of
+        // the scores of 4 heads.
+        let small = config(
+            r#"{"vocab_size": 512, "hidden_size": 64, "intermediate_size": 192,
+            "num_hidden_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 2,
+            "head_dim": 32}"#,
+        );
+        let e = estimate(&small, 20_000, 0, DType::F32);
+        assert!(e.total > MAX_RUN_BYTES, "{e:?}");
+        assert_eq!(e.largest().0, "the attention scores");
+        // 8,000 tokens ran in 4.3 GB: still allowed.
+        let e = estimate(&small, 8_000, 0, DType::F32);
+        assert!(e.total < 5 << 30, "{e:?}");
+        // head_dim 65536 and 12,000 decode steps.
+        let bighd = config(
+            r#"{"vocab_size": 2, "hidden_size": 2, "intermediate_size": 1,
+            "num_hidden_layers": 1, "num_attention_heads": 1, "num_key_value_heads": 1,
+            "head_dim": 65536}"#,
+        );
+        let e = estimate(&bighd, 1, 12_000, DType::F32);
+        assert!(e.total > MAX_RUN_BYTES, "{e:?}");
+    }
+
+    #[test]
+    fn saturates_instead_of_overflowing() {
+        let huge = config(
+            r#"{"vocab_size": 16777216, "hidden_size": 65536, "intermediate_size": 4194304,
+            "num_hidden_layers": 10000, "num_attention_heads": 65536, "num_key_value_heads": 65536,
+            "head_dim": 65536}"#,
+        );
+        let e = estimate(&huge, usize::MAX / 2, usize::MAX / 2, DType::F32);
+        assert_eq!(e.total, u64::MAX);
+    }
+}
