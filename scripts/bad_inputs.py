@@ -1184,7 +1184,7 @@ def inspect_cases() -> list[Case]:
                 "--out", str(_symlink(d / "full.npz", "/dev/full"))]
 
     # a device is no place for a dump (writing there, the zip writer printed its own error,
-    # glued to ours: divergence-dump's writer tests check that it no longer does)
+    # glued to ours; divergence-dump's writer tests fill a disk up under the zip writer)
     cases.append(Case("special", "run_out_is_dev_full", run_out_full_disk,
                       error("full.npz", "character device"), wall_s=5))
     def replay_big(d: Path):

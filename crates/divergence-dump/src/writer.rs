@@ -61,7 +61,7 @@ struct Stack {
 }
 
 enum Inner {
-    Npz(Box<ZipWriter<Sink>>),
+    Npz(Box<ZipWriter<Sink<BufWriter<File>>>>),
     Safetensors(Vec<Buffered>),
 }
 
@@ -70,13 +70,28 @@ enum Inner {
 /// when a write failed), and printed that second failure to stderr, glued to our error line
 /// (`--out` on a full disk; found by a bad-input hunt). The first error is the one returned.
 /// [`DumpWriter`] reads the same flag, so that nothing is written as if fine after a failure.
-struct Sink {
-    file: BufWriter<File>,
+///
+/// It keeps the position the zip writer believes it is at, and the end of what it wrote, after
+/// a failure too (without I/O): the zip writer computes a member's size from them when it
+/// closes the member on drop (a seek answered 0 made that subtraction wrap, a panic in a debug
+/// build, found by a review).
+struct Sink<W> {
+    inner: W,
     failed: Arc<AtomicBool>,
+    pos: u64,
+    end: u64,
 }
 
-impl Sink {
-    fn latch<T>(&mut self, r: std::io::Result<T>) -> std::io::Result<T> {
+impl<W> Sink<W> {
+    fn new(inner: W, failed: Arc<AtomicBool>) -> Sink<W> {
+        Sink {
+            inner,
+            failed,
+            pos: 0,
+            end: 0,
+        }
+    }
+    fn latch<T>(&self, r: std::io::Result<T>) -> std::io::Result<T> {
         if r.is_err() {
             self.failed.store(true, Ordering::Relaxed);
         }
@@ -85,32 +100,52 @@ impl Sink {
     fn failed(&self) -> bool {
         self.failed.load(Ordering::Relaxed)
     }
+    fn moved_to(&mut self, pos: u64) -> u64 {
+        self.pos = pos;
+        self.end = self.end.max(pos);
+        pos
+    }
 }
 
-impl Write for Sink {
+impl<W: Write> Write for Sink<W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if self.failed() {
-            return Ok(buf.len());
-        }
-        let r = self.file.write(buf);
-        self.latch(r)
+        let n = if self.failed() {
+            buf.len()
+        } else {
+            let r = self.inner.write(buf);
+            self.latch(r)?
+        };
+        self.moved_to(self.pos.saturating_add(n as u64));
+        Ok(n)
     }
     fn flush(&mut self) -> std::io::Result<()> {
         if self.failed() {
             return Ok(());
         }
-        let r = self.file.flush();
+        let r = self.inner.flush();
         self.latch(r)
     }
 }
 
-impl Seek for Sink {
-    fn seek(&mut self, pos: SeekFrom) -> std::io::Result<u64> {
-        if self.failed() {
-            return Ok(0);
+impl<W: Seek> Seek for Sink<W> {
+    fn seek(&mut self, to: SeekFrom) -> std::io::Result<u64> {
+        if !self.failed() {
+            let r = self.inner.seek(to);
+            let at = self.latch(r)?;
+            return Ok(self.moved_to(at));
         }
-        let r = self.file.seek(pos);
-        self.latch(r)
+        let at = match to {
+            SeekFrom::Start(n) => Some(n),
+            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+            SeekFrom::End(d) => self.end.checked_add_signed(d),
+        };
+        match at {
+            Some(at) => Ok(self.moved_to(at)),
+            None => Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "seek before the start",
+            )),
+        }
     }
 }
 
@@ -165,10 +200,10 @@ impl DumpWriter {
         let file = File::create(path).map_err(|e| write_err(path, &e))?;
         let failed = Arc::new(AtomicBool::new(false));
         let inner = if is_npz {
-            Inner::Npz(Box::new(ZipWriter::new(Sink {
-                file: BufWriter::with_capacity(1 << 20, file),
-                failed: Arc::clone(&failed),
-            })))
+            Inner::Npz(Box::new(ZipWriter::new(Sink::new(
+                BufWriter::with_capacity(1 << 20, file),
+                Arc::clone(&failed),
+            ))))
         } else {
             Inner::Safetensors(Vec::new())
         };
@@ -459,13 +494,13 @@ impl DumpWriter {
 /// Writes one stored npz member `name.npy`: the npy header of `storage` and `shape`, then the
 /// `data_len` element bytes `write_data` writes (zip64 when they could pass 4 GiB).
 fn npz_member(
-    zip: &mut ZipWriter<Sink>,
+    zip: &mut ZipWriter<Sink<BufWriter<File>>>,
     path: &Path,
     name: &str,
     storage: DType,
     shape: &[usize],
     data_len: u64,
-    write_data: impl FnOnce(&mut ZipWriter<Sink>) -> std::io::Result<()>,
+    write_data: impl FnOnce(&mut ZipWriter<Sink<BufWriter<File>>>) -> std::io::Result<()>,
 ) -> Result<(), DumpError> {
     let header = npy::write_header(npy::descr(storage).unwrap_or("<f4"), shape);
     let total = (header.len() as u64).saturating_add(data_len);
@@ -501,5 +536,58 @@ fn write_err(path: &Path, e: &std::io::Error) -> DumpError {
     DumpError::Write {
         path: path.to_path_buf(),
         detail: lowercase_first(&e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Cursor;
+
+    use super::*;
+
+    /// A file that takes `room` bytes, then fails every write (a disk that fills up).
+    struct FillsUp {
+        data: Cursor<Vec<u8>>,
+        room: usize,
+    }
+
+    impl Write for FillsUp {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if buf.len() > self.room {
+                return Err(std::io::Error::other("no space left on device"));
+            }
+            self.room -= buf.len();
+            self.data.write(buf)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Seek for FillsUp {
+        fn seek(&mut self, to: SeekFrom) -> std::io::Result<u64> {
+            self.data.seek(to)
+        }
+    }
+
+    /// The disk fills up in the second member: the error is returned, and dropping the zip
+    /// writer (which closes the member and writes the directory into the sink) neither panics
+    /// (a debug assertion of the zip crate, when a seek after the failure answered 0) nor
+    /// fails again.
+    #[test]
+    fn a_disk_that_fills_up_after_a_member_fails_once_and_drops_quietly() {
+        let failed = Arc::new(AtomicBool::new(false));
+        let file = FillsUp {
+            data: Cursor::new(Vec::new()),
+            room: 400,
+        };
+        let mut zip = ZipWriter::new(Sink::new(file, Arc::clone(&failed)));
+        let opts = SimpleFileOptions::default().compression_method(CompressionMethod::Stored);
+        zip.start_file("a.npy", opts).unwrap();
+        zip.write_all(&[1; 100]).unwrap();
+        zip.start_file("b.npy", opts).unwrap();
+        assert!(zip.write_all(&[2; 1000]).is_err());
+        assert!(failed.load(Ordering::Relaxed));
+        drop(zip);
     }
 }

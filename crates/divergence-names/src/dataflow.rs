@@ -60,10 +60,10 @@ use crate::{natural_cmp, split_layer, Op, QkKind};
 /// A realistic dump resolves to at most a few inputs per probe (`attn_out <- rope_q, rope_k,
 /// v_proj, rotary_emb` when nothing between them was dumped); a dump of only the attention
 /// and MLP outputs of each layer (no layer outputs, no residuals) bridges the residual stream
-/// through every earlier branch output, two per layer: 128 keeps that exact up to 64 layers,
-/// and beyond it keeps the nearest 64 layers' producers. Larger sets only come from sparse or
+/// through every earlier branch output, two per layer: 256 keeps that exact up to 128 layers
+/// (Llama-3.1-405B has 126), and beyond it keeps the nearest 128 layers' producers. Larger sets only come from sparse or
 /// hostile dumps, where keeping them all costs O(L²) (see the module docs).
-pub const MAX_INPUTS: usize = 128;
+pub const MAX_INPUTS: usize = 256;
 
 /// A resolved set of probe indices, ascending, at most [`MAX_INPUTS`] long; shared between the
 /// nodes that resolve to the same set.
@@ -847,15 +847,16 @@ mod tests {
                 .collect()
         };
         let exact = |l: usize| -> Vec<usize> { (0..2 * l + 1).collect() };
-        let o = dump(64);
+        // Exact up to 128 layers (Llama-3.1-405B has 126).
+        let o = dump(128);
         let df = Dataflow::new(&o);
-        for l in 0..64 {
+        for l in 0..128 {
             assert_eq!(df.inputs(2 * l + 1), exact(l), "layer {l}");
         }
-        assert_eq!(df.inputs(127).len(), 127);
-        let o = dump(100);
+        assert_eq!(df.inputs(255).len(), 255);
+        let o = dump(200);
         let df = Dataflow::new(&o);
-        for l in 0..100 {
+        for l in 0..200 {
             let all = exact(l);
             let latest = &all[all.len().saturating_sub(MAX_INPUTS)..];
             assert_eq!(df.inputs(2 * l + 1), latest, "layer {l}");

@@ -21,8 +21,11 @@
 //! - **a decode step** reads the whole cache back: per layer up to `(2 x kv_heads + 4 x heads)
 //!   x (T + N + 2) x head_dim` (dtype conversion, GQA expansion, the transposed keys).
 //!
+//! - **the dump** held until it is written ([`Held`]): an npz buffers the decode steps (every
+//!   probe of a token, ~4.3 MB for the 0.6B-shaped model), a safetensors file everything.
+//!
 //! The peak is the cache plus the larger of the prefill's (activations, the mask, and the larger
-//! of the scores and the logits) and a decode step's. The weights are not counted: they are
+//! of the scores and the logits) and a decode step's, plus the dump. The weights are not counted: they are
 //! bounded by the checkpoint's files (twice a bf16 checkpoint's size in f32).
 //!
 //! The bound ([`limit`]) is the machine's physical memory, or [`MAX_RUN_BYTES`] (16 GiB) where
@@ -59,6 +62,35 @@ pub fn limit() -> (u64, &'static str) {
     }
 }
 
+/// What of the dump a run holds in memory until the file is written (`DumpWriter`): an npz
+/// streams the prefill's probes but buffers the decode steps, stacked; a safetensors file is
+/// written whole at the end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Held {
+    /// No dump (`--out` not given).
+    Nothing,
+    /// The decode steps' probes (`.npz`).
+    DecodeSteps,
+    /// Every probe (`.safetensors`).
+    Everything,
+}
+
+impl Held {
+    /// What a run writing to `out` holds.
+    pub fn of(out: Option<&std::path::Path>) -> Held {
+        match out {
+            None => Held::Nothing,
+            Some(p)
+                if p.extension()
+                    .is_some_and(|e| e.eq_ignore_ascii_case("safetensors")) =>
+            {
+                Held::Everything
+            }
+            Some(_) => Held::DecodeSteps,
+        }
+    }
+}
+
 /// What a run of a model will allocate at its peak, in bytes ([`estimate`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Estimate {
@@ -72,6 +104,8 @@ pub struct Estimate {
     pub logits: u64,
     /// One decode step reading the whole cache (0 without decode steps).
     pub decode_step: u64,
+    /// The dump held until it is written ([`Held`]), on the host whatever the device.
+    pub dump: u64,
     /// The peak: the cache plus the larger of the prefill's and a decode step's.
     pub total: u64,
 }
@@ -85,6 +119,7 @@ impl Estimate {
             ("the activations", self.activations),
             ("the logits", self.logits),
             ("a decode step's cache reads", self.decode_step),
+            ("the dump held until it is written", self.dump),
         ]
         .into_iter()
         .fold(
@@ -95,8 +130,15 @@ impl Estimate {
 }
 
 /// The peak memory of a prefill of `prompt` tokens followed by `decode_steps` decode steps, in
-/// `dtype` activations (see the module docs). Saturates instead of overflowing.
-pub fn estimate(cfg: &Config, prompt: usize, decode_steps: usize, dtype: DType) -> Estimate {
+/// `dtype` activations, holding `held` of the dump (see the module docs). Saturates instead of
+/// overflowing.
+pub fn estimate(
+    cfg: &Config,
+    prompt: usize,
+    decode_steps: usize,
+    dtype: DType,
+    held: Held,
+) -> Estimate {
     // In f64: exact below 2^53 bytes, and an absurd config saturates instead of overflowing.
     let n = |x: usize| x as f64;
     let d = n(dtype.size_in_bytes());
@@ -128,8 +170,25 @@ pub fn estimate(cfg: &Config, prompt: usize, decode_steps: usize, dtype: DType) 
             + n(cfg.vocab_size) * d * 2.0;
         (cache, step)
     };
+    // Every probe of one token, stored in 4 bytes (an npz keeps bf16 as f32): the logits, the
+    // embedding and RoPE rows, and per layer (generously) six hidden-sized rows, four of
+    // heads x head_dim, six of kv_heads x head_dim (with the cache slots) and four of the MLP's
+    // width. The 0.6B-shaped model: ~4.3 MB a token, against the 3.9 MB its dumps measure.
+    let inter = n(cfg.intermediate_size);
+    let hidden = n(cfg.hidden_size);
+    let per_token = 4.0
+        * (n(cfg.vocab_size)
+            + hidden
+            + hd
+            + n(cfg.num_hidden_layers)
+                * (6.0 * hidden + 4.0 * heads * hd + 6.0 * kv * hd + 4.0 * inter));
+    let dump = match held {
+        Held::Nothing => 0.0,
+        Held::DecodeSteps => n(decode_steps) * per_token,
+        Held::Everything => (t + n(decode_steps)) * per_token,
+    };
     let prefill = activations + attention.max(logits);
-    let total = kv_cache + prefill.max(decode_step);
+    let total = kv_cache + prefill.max(decode_step) + dump;
     // `as` saturates (and infinity becomes u64::MAX).
     let c = |x: f64| x as u64;
     Estimate {
@@ -138,6 +197,7 @@ pub fn estimate(cfg: &Config, prompt: usize, decode_steps: usize, dtype: DType) 
         activations: c(activations),
         logits: c(logits),
         decode_step: c(decode_step),
+        dump: c(dump),
         total: c(total),
     }
 }
@@ -167,11 +227,11 @@ mod tests {
         let cfg = qwen3_06b();
         for dtype in [DType::F32, DType::BF16, DType::F16] {
             // The 0.6B-shaped decode benchmark: a 64-token prompt and 256 decode steps.
-            let e = estimate(&cfg, 64, 256, dtype);
+            let e = estimate(&cfg, 64, 256, dtype, Held::Nothing);
             assert!(e.total < 1 << 30, "{e:?}");
             // Long prompts of a few thousand tokens.
             for (prompt, steps) in [(4096, 0), (4096, 256), (7000, 0)] {
-                let e = estimate(&cfg, prompt, steps, dtype);
+                let e = estimate(&cfg, prompt, steps, dtype, Held::Nothing);
                 assert!(
                     e.total <= MAX_RUN_BYTES,
                     "{prompt} {steps} {dtype:?}: {e:?}"
@@ -179,7 +239,7 @@ mod tests {
             }
         }
         // 4,096 tokens in f32: the scores of 16 heads (4 x 1 GiB) are the peak.
-        let e = estimate(&cfg, 4096, 0, DType::F32);
+        let e = estimate(&cfg, 4096, 0, DType::F32, Held::Nothing);
         assert_eq!(e.attention, 16 * 4096 * 4096 * 16 + 4096 * 4096 * 8);
         assert!(e.total < 7 << 30, "{e:?}");
     }
@@ -193,11 +253,11 @@ mod tests {
             "num_hidden_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 2,
             "head_dim": 32}"#,
         );
-        let e = estimate(&small, 20_000, 0, DType::F32);
+        let e = estimate(&small, 20_000, 0, DType::F32, Held::Nothing);
         assert!(e.total > MAX_RUN_BYTES, "{e:?}");
         assert_eq!(e.largest().0, "the attention scores");
         // 8,000 tokens ran in 4.3 GB: still allowed.
-        let e = estimate(&small, 8_000, 0, DType::F32);
+        let e = estimate(&small, 8_000, 0, DType::F32, Held::Nothing);
         assert!(e.total < 5 << 30, "{e:?}");
         // head_dim 65536 and 12,000 decode steps.
         let bighd = config(
@@ -205,7 +265,7 @@ mod tests {
             "num_hidden_layers": 1, "num_attention_heads": 1, "num_key_value_heads": 1,
             "head_dim": 65536}"#,
         );
-        let e = estimate(&bighd, 1, 12_000, DType::F32);
+        let e = estimate(&bighd, 1, 12_000, DType::F32, Held::Nothing);
         assert!(e.total > MAX_RUN_BYTES, "{e:?}");
     }
 
@@ -216,7 +276,33 @@ mod tests {
             "num_hidden_layers": 10000, "num_attention_heads": 65536, "num_key_value_heads": 65536,
             "head_dim": 65536}"#,
         );
-        let e = estimate(&huge, usize::MAX / 2, usize::MAX / 2, DType::F32);
+        let e = estimate(
+            &huge,
+            usize::MAX / 2,
+            usize::MAX / 2,
+            DType::F32,
+            Held::Nothing,
+        );
         assert_eq!(e.total, u64::MAX);
+    }
+
+    /// The dump a run holds until it writes the file is counted: 4,000 decode steps of the
+    /// 0.6B-shaped model buffer ~17 GB of stacked steps in an npz (a review found them left
+    /// out), and a safetensors file holds the prompt's probes too.
+    #[test]
+    fn the_dump_held_until_it_is_written_is_counted() {
+        let cfg = qwen3_06b();
+        let none = estimate(&cfg, 64, 4000, DType::BF16, Held::Nothing);
+        let npz = estimate(&cfg, 64, 4000, DType::BF16, Held::DecodeSteps);
+        let st = estimate(&cfg, 64, 4000, DType::BF16, Held::Everything);
+        assert_eq!(none.dump, 0);
+        let per_token = npz.dump as f64 / 4000.0;
+        assert!((3.9e6..5.0e6).contains(&per_token), "{per_token}");
+        assert_eq!(npz.total - none.total, npz.dump);
+        assert!(st.dump > npz.dump);
+        assert_eq!(npz.largest().0, "the dump held until it is written");
+        assert_eq!(Held::of(None), Held::Nothing);
+        assert_eq!(Held::of(Some(Path::new("o.npz"))), Held::DecodeSteps);
+        assert_eq!(Held::of(Some(Path::new("o.SafeTensors"))), Held::Everything);
     }
 }

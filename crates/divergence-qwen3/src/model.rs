@@ -1063,16 +1063,45 @@ mod tests {
         LOADED.with(|l| l.borrow().clone())
     }
 
+    /// The committed tiny model, and a copy with attention biases and an untied `lm_head` (the
+    /// branches the tiny model does not take).
     #[test]
     fn required_tensors_are_what_load_reads() {
-        LOADED.with(|l| l.borrow_mut().clear());
-        load(&tiny()).expect("tiny model loads");
-        let ckpt = Checkpoint::open(&tiny()).expect("open");
-        let required: Vec<String> = required_tensors(&ckpt.config, &ckpt)
-            .into_iter()
-            .map(|(name, _)| name)
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut tensors =
+            candle_core::safetensors::load(tiny().join("model.safetensors"), &Device::Cpu)
+                .expect("fixture");
+        let text = std::fs::read_to_string(tiny().join("config.json")).expect("config");
+        let mut cfg: serde_json::Value = serde_json::from_str(&text).expect("json");
+        cfg["attention_bias"] = true.into();
+        cfg["tie_word_embeddings"] = false.into();
+        std::fs::write(dir.path().join("config.json"), cfg.to_string()).expect("write");
+        let weights: Vec<(String, Tensor)> = tensors
+            .iter()
+            .filter(|(n, _)| n.ends_with("_proj.weight") && n.contains("self_attn"))
+            .map(|(n, t)| (n.clone(), t.clone()))
             .collect();
-        assert_eq!(loaded(), required);
+        for (name, w) in weights {
+            let rows = w.dim(0).expect("dim");
+            let bias = Tensor::zeros(rows, DType::F32, &Device::Cpu).expect("bias");
+            tensors.insert(name.replace(".weight", ".bias"), bias);
+        }
+        let embed = tensors["model.embed_tokens.weight"].clone();
+        tensors.insert("lm_head.weight".to_string(), embed);
+        candle_core::safetensors::save(&tensors, dir.path().join("model.safetensors"))
+            .expect("save");
+        for model in [tiny(), dir.path().to_path_buf()] {
+            LOADED.with(|l| l.borrow_mut().clear());
+            load(&model).expect("model loads");
+            let ckpt = Checkpoint::open(&model).expect("open");
+            let required: Vec<String> = required_tensors(&ckpt.config, &ckpt)
+                .into_iter()
+                .map(|(name, _)| name)
+                .collect();
+            assert_eq!(loaded(), required, "{}", model.display());
+        }
+        assert!(loaded().iter().any(|n| n.ends_with("o_proj.bias")));
+        assert!(loaded().iter().any(|n| n == "lm_head.weight"));
     }
 
     #[test]

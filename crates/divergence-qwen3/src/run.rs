@@ -461,12 +461,22 @@ fn check_memory(
 ) -> Result<(), Error> {
     let prompt = opts.input_ids.len();
     let steps = decode.map_or(0, |d| d.ids.len());
-    let e = memory::estimate(&ckpt.config, prompt, steps, opts.precision.dtype());
+    let held = memory::Held::of(opts.out.as_deref());
+    let e = memory::estimate(&ckpt.config, prompt, steps, opts.precision.dtype(), held);
     let (limit, what) = memory::limit();
-    if e.total <= limit {
+    // On a GPU the cache, the scores and the activations are in its memory, where a failed
+    // allocation is an error (not an abort); the host holds the dump.
+    let host = match opts.device {
+        DeviceKind::Cpu => e.total,
+        DeviceKind::Cuda(_) => e.dump,
+    };
+    if host <= limit {
         return Ok(());
     }
-    let (part, bytes) = e.largest();
+    let (part, bytes) = match opts.device {
+        DeviceKind::Cpu => e.largest(),
+        DeviceKind::Cuda(_) => ("the dump held until it is written", e.dump),
+    };
     let c = &ckpt.config;
     Err(Error::TooLarge {
         path: ckpt.config_path.clone(),
@@ -475,7 +485,7 @@ fn check_memory(
              {} layers, {} heads, {} kv heads, head_dim {}, hidden {}, vocab {}), more than the \
              {} of {what} (besides the weights): give fewer tokens",
             opts.precision.torch_name(),
-            memory::gib(e.total),
+            memory::gib(host),
             memory::gib(bytes),
             c.num_hidden_layers,
             c.num_attention_heads,

@@ -38,32 +38,40 @@ pub fn check(outputs: &[(&str, Option<&Path>)], inputs: &[(&str, &Path)]) -> Res
     Ok(())
 }
 
-/// Most entries of a `--model` folder listed by [`model_files`]: a checkpoint has a handful;
-/// a folder of millions is not walked past this (its first entries are still checked).
+/// Most entries of a `--model` folder listed where its layout cannot be read ([`model_files`]).
 const MAX_MODEL_ENTRIES: usize = 10_000;
 
-/// The files of a `--model` checkpoint that a command may read, to pass to [`check`] as
-/// inputs: every regular file of the folder (config.json, the shards, the index, ...), or the
-/// one `.safetensors` file given and the config.json beside it. `diff --html-out
+/// The files of a `--model` checkpoint that a command reads, to pass to [`check`] as inputs:
+/// config.json, the index and the shards, as the loader finds them
+/// ([`divergence_checkpoint::Layout::locate`]); where it cannot, config.json and every
+/// `*.safetensors` and `*.json` of the folder. Other files of the folder (a dump an earlier run
+/// wrote there) are not inputs: a rerun may overwrite them. `diff --html-out
 /// DIR/model.safetensors --model DIR` replaced the weights with the page (found by a bad-input
 /// hunt).
 pub fn model_files(model: &Path) -> Vec<PathBuf> {
-    if model.is_file() {
-        let dir = match model.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
-        };
-        return vec![model.to_path_buf(), dir.join("config.json")];
+    if let Ok(layout) = divergence_checkpoint::Layout::locate(model) {
+        let mut files = vec![layout.config];
+        files.extend(layout.index.map(|i| i.path));
+        files.extend(layout.shards);
+        return files;
     }
     let Ok(entries) = std::fs::read_dir(model) else {
         return vec![model.join("config.json")];
     };
-    entries
-        .take(MAX_MODEL_ENTRIES)
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| std::fs::metadata(p).is_ok_and(|m| m.is_file()))
-        .collect()
+    let mut files = vec![model.join("config.json")];
+    files.extend(
+        entries
+            .take(MAX_MODEL_ENTRIES)
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                matches!(
+                    p.extension().and_then(|e| e.to_str()),
+                    Some("safetensors" | "json")
+                )
+            }),
+    );
+    files
 }
 
 /// Refuses a dump output (`run --out`) that exists and is not a regular file, but for
@@ -73,7 +81,8 @@ pub fn check_dump_output(flag: &str, out: &Path) -> Result<()> {
     let Ok(meta) = std::fs::metadata(out) else {
         return Ok(());
     };
-    if meta.is_file() || meta.is_dir() || out == Path::new("/dev/null") {
+    let null = std::fs::canonicalize(out).is_ok_and(|p| p == Path::new("/dev/null"));
+    if meta.is_file() || meta.is_dir() || null {
         // A folder is the writer's own error, with its path.
         return Ok(());
     }
@@ -169,5 +178,47 @@ mod tests {
             &inputs
         )
         .is_ok());
+    }
+
+    /// The checkpoint's own files are inputs; anything else in its folder (an earlier run's
+    /// dump) is not, so that a rerun may overwrite it (a review found the rerun refused).
+    #[test]
+    fn a_models_inputs_are_the_files_its_loader_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = dir.path();
+        std::fs::write(m.join("config.json"), b"{}").unwrap();
+        std::fs::write(m.join("model.safetensors"), b"x").unwrap();
+        std::fs::write(m.join("ours.npz"), b"dump").unwrap();
+        let files = model_files(m);
+        assert!(files.contains(&m.join("config.json")), "{files:?}");
+        assert!(files.contains(&m.join("model.safetensors")), "{files:?}");
+        assert!(!files.contains(&m.join("ours.npz")), "{files:?}");
+        let inputs: Vec<(&str, &Path)> = files.iter().map(|p| ("--model", p.as_path())).collect();
+        assert!(check(&[("--out", Some(&m.join("ours.npz")))], &inputs).is_ok());
+        let e = check(&[("--out", Some(&m.join("model.safetensors")))], &inputs).unwrap_err();
+        assert!(e.to_string().contains("the --model file"), "{e}");
+        // A folder whose layout cannot be read: config.json and its safetensors/JSON files.
+        let bare = dir.path().join("bare");
+        std::fs::create_dir(&bare).unwrap();
+        std::fs::write(bare.join("a.json"), b"{}").unwrap();
+        std::fs::write(bare.join("notes.txt"), b"").unwrap();
+        let files = model_files(&bare);
+        assert!(files.contains(&bare.join("a.json")), "{files:?}");
+        assert!(!files.contains(&bare.join("notes.txt")), "{files:?}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_dump_goes_to_a_regular_file_or_dev_null() {
+        let dir = tempfile::tempdir().unwrap();
+        let link = dir.path().join("null.npz");
+        std::os::unix::fs::symlink("/dev/null", &link).unwrap();
+        assert!(check_dump_output("--out", &link).is_ok());
+        assert!(check_dump_output("--out", Path::new("/dev/null")).is_ok());
+        assert!(check_dump_output("--out", &dir.path().join("new.npz")).is_ok());
+        let full = dir.path().join("full.npz");
+        std::os::unix::fs::symlink("/dev/full", &full).unwrap();
+        let e = check_dump_output("--out", &full).unwrap_err().to_string();
+        assert!(e.contains("a character device"), "{e}");
     }
 }
