@@ -481,14 +481,16 @@ fn check_memory(
     Err(Error::TooLarge {
         path: ckpt.config_path.clone(),
         message: format!(
-            "{prompt} prompt tokens + {steps} decode steps in {} would need about {} ({part}: {}; \
-             {} layers, {} heads, {} kv heads, head_dim {}, hidden {}, vocab {}), more than the \
+            "{} + {} in {} would need about {} ({part}: {}; \
+             {}, {}, {} kv heads, head_dim {}, hidden {}, vocab {}), more than the \
              {} of {what} (besides the weights): give fewer tokens",
+            count(prompt, "prompt token"),
+            count(steps, "decode step"),
             opts.precision.torch_name(),
             memory::gib(host),
             memory::gib(bytes),
-            c.num_hidden_layers,
-            c.num_attention_heads,
+            count(c.num_hidden_layers, "layer"),
+            count(c.num_attention_heads, "head"),
             c.num_kv_heads(),
             c.head_dim(),
             c.hidden_size,
@@ -496,6 +498,11 @@ fn check_memory(
             memory::gib(limit),
         ),
     })
+}
+
+/// "1 layer", "4 layers".
+fn count(n: usize, word: &str) -> String {
+    format!("{n} {word}{}", if n == 1 { "" } else { "s" })
 }
 
 /// [`RunSummary::notes`] of a checkpoint.

@@ -114,7 +114,7 @@ fn a_kv_cache_too_large_for_memory_is_refused() {
         .to_string();
     assert!(err.contains("config.json: "), "{err}");
     assert!(
-        err.contains("1 prompt tokens + 1000000 decode steps in float32"),
+        err.contains("1 prompt token + 1000000 decode steps in float32"),
         "{err}"
     );
     assert!(err.contains("head_dim 65536"), "{err}");
