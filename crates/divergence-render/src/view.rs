@@ -165,10 +165,22 @@ for a noise-aware verdict pass --truth (dump_reference.py --truth-out truth.npz)
 /// `first at NAME (#i, max |o-r| X)` for the first op whose sides differ at all, or the text
 /// saying every compared op is bit-identical.
 pub(crate) fn first_difference_text(report: &Report) -> String {
+    // Without a divergence, say that the difference is within tolerance: a clean run's
+    // "first at X" above "NO DIVERGENCE" made a newcomer look twice.
+    let within = if report.first_divergence.is_none() && report.summary.compared > 0 {
+        ", within tolerance"
+    } else {
+        ""
+    };
     match &report.first_difference {
         Some(d) => match d.max_abs_err {
-            Some(m) => format!("first at {} (#{}, max |o-r| {})", d.name, d.index, sci(m)),
-            None => format!("first at {} (#{})", d.name, d.index),
+            Some(m) => format!(
+                "first at {} (#{}, max |o-r| {}){within}",
+                d.name,
+                d.index,
+                sci(m)
+            ),
+            None => format!("first at {} (#{}){within}", d.name, d.index),
         },
         None if report.summary.compared > 0 => "nowhere: every compared op is bit-identical".into(),
         None => "nowhere (nothing compared)".into(),
