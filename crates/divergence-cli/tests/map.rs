@@ -499,3 +499,56 @@ fn a_bad_model_size_in_our_metadata_falls_back_and_is_named() {
         "{err}"
     );
 }
+
+/// More layout changes than a map may hold: the suggestion stops at the bound, says so at its
+/// end and in a warning, and passes back through `--map` (12,000 per-tensor rules were written
+/// and then refused, found by a bad-input hunt).
+#[test]
+fn a_suggestion_stays_within_what_a_map_may_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = divergence_map::MAX_RULES + 20;
+    let names: Vec<String> = (0..n)
+        .map(|i| format!("model.layers.{}.op{}", i / 10, i % 10))
+        .collect();
+    let reference: Vec<(String, Vec<usize>, Vec<f32>)> = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let v: Vec<f32> = (0..12).map(|k| (i * 12 + k) as f32).collect();
+            (name.clone(), vec![1, 4, 3], v)
+        })
+        .collect();
+    // Ours: each tensor transposed to [1, 3, 4].
+    let ours: Vec<(String, Vec<usize>, Vec<f32>)> = reference
+        .iter()
+        .map(|(name, _, v)| {
+            let t: Vec<f32> = (0..12).map(|k| v[(k % 4) * 3 + k / 4]).collect();
+            (name.clone(), vec![1, 3, 4], t)
+        })
+        .collect();
+    let (o, r) = (dir.path().join("o.npz"), dir.path().join("r.npz"));
+    write(&o, &ours, None);
+    write(&r, &reference, None);
+    let suggested = dir.path().join("s.toml");
+    let (o, r, s) = (
+        o.to_str().unwrap(),
+        r.to_str().unwrap(),
+        suggested.to_str().unwrap(),
+    );
+    let (code, report, _) = json(&["diff", o, r, "--format", "json", "--suggest-map", s]);
+    assert_eq!(code, 1);
+    let warned = report["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|w| w.as_str().unwrap().contains("20 rules left out"));
+    assert!(warned, "{}", report["warnings"]);
+    let text = std::fs::read_to_string(&suggested).unwrap();
+    assert!(
+        text.contains("# 20 more rules left out"),
+        "{}",
+        &text[text.len() - 300..]
+    );
+    let (code, _, err) = json(&["diff", o, r, "--format", "json", "--map", s]);
+    assert!(code == 0 || code == 1, "{err}");
+}

@@ -152,7 +152,7 @@ pub const SIZE_NAMES: [&str; 6] = [
 ];
 
 /// Most rules in one map (a map is a page of rules, not data).
-const MAX_RULES: usize = 10_000;
+pub const MAX_RULES: usize = 10_000;
 
 /// Most `transform` steps in one rule (the presets use at most 2; a real layout change is a
 /// reshape and a permute or two). Each step keeps a copy of the shape it makes.

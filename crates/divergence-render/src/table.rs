@@ -61,8 +61,8 @@ const NAME_MIN: usize = 16;
 /// its widest cell (numbers, statuses and op names never wrap) or the longest word of its header
 /// (headers wrap between words).
 fn min_width<'a>(header: &str, cells: impl Iterator<Item = &'a str>) -> usize {
-    let widest = cells.map(|c| c.chars().count()).max().unwrap_or(0);
-    let word = header.split(' ').map(|w| w.chars().count()).max();
+    let widest = cells.map(text_cols).max().unwrap_or(0);
+    let word = header.split(' ').map(text_cols).max();
     widest.max(word.unwrap_or(0))
 }
 
@@ -129,23 +129,51 @@ fn wrap_ranges(chars: &[char], width: Option<usize>, hang: usize) -> Vec<(usize,
     lines
 }
 
-/// Breaks an op name into lines of at most `room` characters, after a `.` where one fits
-/// (`model.layers.0.self_attn.` / `q_proj`), else anywhere.
+/// Breaks an op name into lines of at most `room` terminal columns (a CJK character or an
+/// emoji takes two), after a `.` where one fits (`model.layers.0.self_attn.` / `q_proj`), else
+/// anywhere.
 fn break_name(name: &str, room: usize) -> String {
-    let chars: Vec<char> = name.chars().collect();
-    let room = room.max(1);
+    let chars: Vec<(char, usize)> = name.chars().map(|c| (c, cols(c))).collect();
+    let room = room.max(2);
     let mut lines = Vec::new();
     let mut start = 0;
-    while chars.len() - start > room {
-        let end = (start + 1..=start + room)
+    loop {
+        // The longest run from `start` that fits `room` (at least one character).
+        let (mut end, mut used) = (start, 0);
+        while end < chars.len() && (end == start || used + chars[end].1 <= room) {
+            used += chars[end].1;
+            end += 1;
+        }
+        if end == chars.len() {
+            lines.push(chars[start..].iter().map(|&(c, _)| c).collect::<String>());
+            break;
+        }
+        let end = (start + 1..=end)
             .rev()
-            .find(|&e| chars[e - 1] == '.')
-            .unwrap_or(start + room);
-        lines.push(chars[start..end].iter().collect::<String>());
+            .find(|&e| chars[e - 1].0 == '.')
+            .unwrap_or(end);
+        lines.push(
+            chars[start..end]
+                .iter()
+                .map(|&(c, _)| c)
+                .collect::<String>(),
+        );
         start = end;
     }
-    lines.push(chars[start..].iter().collect());
     lines.join("\n")
+}
+
+/// Terminal columns of one character (0 for controls, which are escaped before they get here).
+fn cols(c: char) -> usize {
+    unicode_width::UnicodeWidthChar::width(c).unwrap_or(0)
+}
+
+/// Terminal columns of a cell's text (its widest line).
+fn text_cols(text: &str) -> usize {
+    text.lines()
+        .map(unicode_width::UnicodeWidthStr::width)
+        .max()
+        .unwrap_or(0)
 }
 
 /// ANSI styling for the lines outside the tables.
@@ -307,8 +335,8 @@ impl Terminal<'_> {
             .map(|(k, c)| {
                 texts
                     .iter()
-                    .map(|r| r[k].chars().count())
-                    .chain([c.label().chars().count()])
+                    .map(|r| text_cols(&r[k]))
+                    .chain([text_cols(c.label())])
                     .max()
                     .unwrap_or(0)
             })

@@ -981,20 +981,7 @@ impl Tui {
                     _ => Style::new().fg(Color::Yellow),
                 };
                 Row::new(cols.iter().map(|(c, w)| {
-                    let mut text = c.text(i, op, first == Some(i), measure);
-                    if text.chars().count() > usize::from(*w) {
-                        let keep = usize::from(*w).saturating_sub(1);
-                        text = format!(
-                            "…{}",
-                            text.chars()
-                                .rev()
-                                .take(keep)
-                                .collect::<Vec<_>>()
-                                .into_iter()
-                                .rev()
-                                .collect::<String>()
-                        );
-                    }
+                    let text = keep_tail(c.text(i, op, first == Some(i), measure), *w);
                     Cell::from(text)
                 }))
                 .style(style)
@@ -1512,8 +1499,41 @@ pub fn run(report: Report, mut reload: Option<&mut Reload<'_>>) -> io::Result<()
     result
 }
 
+/// `text` cut to `width` terminal columns keeping its tail (`…self_attn.k_norm`): a name's end
+/// tells the ops apart. Columns, not characters: a CJK character or an emoji takes two (cut by
+/// characters, a wide name lost its tail to ratatui's clipping; found by a bad-input hunt).
+fn keep_tail(text: String, width: u16) -> String {
+    use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
+    let width = usize::from(width);
+    if text.width() <= width {
+        return text;
+    }
+    let mut used = 1; // the ellipsis
+    let mut tail = Vec::new();
+    for c in text.chars().rev() {
+        let w = c.width().unwrap_or(0);
+        if used + w > width {
+            break;
+        }
+        used += w;
+        tail.push(c);
+    }
+    std::iter::once('…').chain(tail.into_iter().rev()).collect()
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_cut_name_keeps_its_tail_in_terminal_columns() {
+        use unicode_width::UnicodeWidthStr;
+        assert_eq!(keep_tail("short".into(), 10), "short");
+        assert_eq!(keep_tail("model.layers.0.k_norm".into(), 8), "….k_norm");
+        let wide = format!("model.layers.0.{}.TAIL_END", "中".repeat(70));
+        let cut = keep_tail(wide, 20);
+        assert!(cut.ends_with(".TAIL_END") && cut.starts_with('…'), "{cut}");
+        assert!(cut.width() <= 20, "{cut}");
+    }
     use super::*;
 
     #[test]

@@ -659,3 +659,47 @@ fn side64(v: &[f32]) -> Side<'_> {
         dtype: "float32",
     }
 }
+
+/// A name that has to wrap keeps the table within the width, and so does a name of wide
+/// characters (CJK, emoji: two columns each); found by a bad-input hunt (the border was one
+/// column too wide, and wide names made rows twice the terminal's width).
+#[test]
+fn long_and_wide_names_keep_the_table_within_the_width() {
+    let cfg = DiffConfig::default();
+    let ascii: &'static str =
+        Box::leak(format!("model.layers.0.{}.TAIL_END", "x".repeat(140)).into_boxed_str());
+    let wide: &'static str =
+        Box::leak(format!("model.layers.0.{}.TAIL_END", "中".repeat(70)).into_boxed_str());
+    for name in [ascii, wide] {
+        let ops = vec![
+            op("model.embed_tokens", &[1, 4, 16], 0, 0.0),
+            op(name, &[1, 4, 16], 1, 0.1),
+        ];
+        let r = build(
+            &ops,
+            "float32",
+            ReportContext::new("o.npz", "r.npz", OrderSource::RefMeta),
+            &cfg,
+        );
+        for width in [60u16, 80, 100] {
+            let t = table(&r, &at_width(width, true));
+            // The ops table's lines (the ops table is fitted to the width; a name alone on a
+            // text line stays whole, to copy, and the terminal wraps it).
+            let ops = t
+                .split("\n\n")
+                .find(|s| s.contains("┆ op ") && s.contains("┆ status "))
+                .expect("an ops table");
+            for line in ops
+                .lines()
+                .filter(|l| l.starts_with(['┌', '│', '╞', '├', '└']))
+            {
+                let cols = unicode_width::UnicodeWidthStr::width(line);
+                assert!(
+                    cols <= usize::from(width),
+                    "{width} cols, {cols}: {line}\n{ops}"
+                );
+            }
+            assert!(t.contains("TAIL_END"), "{t}");
+        }
+    }
+}

@@ -225,8 +225,10 @@ pub fn summary(inf: &Inferred) -> String {
 }
 
 /// The `--suggest-map` file: the inferred pairs (those not compared commented out) and the
-/// layout rules of the shape mismatches a layout change explains.
-pub fn suggestion(inf: Option<&Inferred>, layouts: &[(String, String, String)]) -> String {
+/// layout rules of the shape mismatches a layout change explains; with the number of rules
+/// left out past [`divergence_map::MAX_RULES`] (a map of more is refused by `--map`: 12,000
+/// per-tensor layout rules were written, found by a bad-input hunt).
+pub fn suggestion(inf: Option<&Inferred>, layouts: &[(String, String, String)]) -> (String, usize) {
     let mut s = String::from(
         "# Suggested by `divergence diff --suggest-map` (docs/mapping.md): check every rule, then\n# pass this file back with --map.\n",
     );
@@ -237,13 +239,18 @@ pub fn suggestion(inf: Option<&Inferred>, layouts: &[(String, String, String)]) 
             .map(|(_, _, tr)| tr.as_str())
     };
     let mut done: HashSet<(&str, &str)> = HashSet::new();
+    let (mut rules, mut left_out) = (0usize, 0usize);
     if let Some(inf) = inf {
         for (p, compared) in &inf.pairs {
             if !(usable(&p.ours) && usable(&p.reference)) {
                 continue;
             }
             let text = rule(p, transform_of(&p.ours, &p.reference));
-            if *compared {
+            done.insert((&p.ours, &p.reference));
+            if *compared && rules == divergence_map::MAX_RULES {
+                left_out += 1;
+            } else if *compared {
+                rules += 1;
                 s.push_str(&text);
             } else {
                 s.push_str("\n# not compared (paired by element count and order only: check it)");
@@ -253,18 +260,29 @@ pub fn suggestion(inf: Option<&Inferred>, layouts: &[(String, String, String)]) 
                 }
                 s.push('\n');
             }
-            done.insert((&p.ours, &p.reference));
         }
     }
     for (from, to, transform) in layouts {
         if done.contains(&(from.as_str(), to.as_str())) || !(usable(from) && usable(to)) {
             continue;
         }
+        if rules == divergence_map::MAX_RULES {
+            left_out += 1;
+            continue;
+        }
+        rules += 1;
         s.push_str(&format!(
             "\n[[rule]]\nfrom = {}\nto = {}\n{transform}\nnote = \"layout change found by divergence diff\"\n",
             toml_string(from),
             toml_string(to)
         ));
     }
-    s
+    if left_out > 0 {
+        s.push_str(&format!(
+            "\n# {left_out} more rules left out: a map holds at most {} rules. Fix what these \
+             show, then suggest again.\n",
+            divergence_map::MAX_RULES
+        ));
+    }
+    (s, left_out)
 }

@@ -686,9 +686,17 @@ fn finish_report(args: &DiffArgs, cfg: &DiffConfig, sides: Sides<'_>) -> Result<
     }
     let layouts = layout_diagnosis(&mut ops, &plan, &ours, &reference, cfg);
     if let Some(path) = &args.suggest_map {
-        let text = align::suggestion(inferred.as_ref(), &layouts);
+        let (text, left_out) = align::suggestion(inferred.as_ref(), &layouts);
         std::fs::write(path, text)
             .with_context(|| format!("{}: cannot write the suggested map", path.display()))?;
+        if left_out > 0 {
+            ctx.warnings.push(format!(
+                "--suggest-map {}: {left_out} rules left out (a map holds at most {}); the file \
+                 says so at its end",
+                divergence_names::one_line(&path.display().to_string()),
+                divergence_map::MAX_RULES
+            ));
+        }
     }
     let mut report = divergence_diff::assemble(ops, ctx, cfg);
     report.notes = notes;
