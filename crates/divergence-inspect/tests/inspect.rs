@@ -1183,3 +1183,33 @@ fn names_and_config_strings_cannot_drive_the_terminal_or_the_markdown() {
         }
     }
 }
+
+/// The tensor table stops at `MAX_TENSOR_ROWS` rows and says how many it left out (600,000
+/// flagged tensors made a 51 MB table; found by a bad-input hunt); JSON lists every one.
+#[test]
+fn the_tensor_table_is_bounded() {
+    let mut r = flagged_report();
+    let one = r.tensors[0].clone();
+    let n = divergence_inspect::render::MAX_TENSOR_ROWS + 7;
+    r.tensors = (0..n)
+        .map(|i| divergence_inspect::TensorReport {
+            name: format!("t.{i}"),
+            flagged: true,
+            ..one.clone()
+        })
+        .collect();
+    r.summary.tensors = n;
+    r.summary.flagged_tensors = n;
+    for markdown in [false, true] {
+        let mut out = Vec::new();
+        if markdown {
+            render_markdown(&r, true, &mut out).unwrap();
+        } else {
+            render_table(&r, &TableOptions::default(), &mut out).unwrap();
+        }
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("and 7 more"), "markdown {markdown}");
+        assert!(text.contains(&format!("t.{}", n - 8)));
+        assert!(!text.contains(&format!("t.{}", n - 7)));
+    }
+}
