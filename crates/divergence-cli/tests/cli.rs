@@ -603,6 +603,30 @@ fn a_probe_nan_everywhere_on_both_sides_is_not_a_pass() {
 }
 // ---------------------------------------------------------------- errors: exit 2, one line naming the file
 
+/// A fault that does not parse is named once, with the flag ("--inject invalid --inject" was
+/// printed, found by a newcomer's run).
+#[test]
+fn a_bad_fault_says_the_flag_once() {
+    let run = divergence(&[
+        "run",
+        "--model",
+        "fixtures/tiny-qwen3",
+        "--ids",
+        "1,2",
+        "--inject",
+        "bogus",
+    ]);
+    assert_eq!(run.code, 2, "{}", run.transcript());
+    assert!(
+        run.stderr
+            .starts_with("error: --inject \"bogus\": unknown fault \"bogus\"; valid faults: "),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(run.stderr.matches("--inject").count(), 1, "{}", run.stderr);
+    assert_eq!(run.stderr.lines().count(), 1);
+}
+
 #[test]
 fn bad_input_is_one_line_exit_2() {
     let dir = tempfile::tempdir().unwrap();
