@@ -331,6 +331,14 @@ fn corrupt_headers_are_errors_naming_the_file() {
     );
 }
 
+/// Each anomaly as (tensor, message).
+fn anomalies(w: &Weights) -> Vec<(String, String)> {
+    w.anomalies()
+        .iter()
+        .map(|a| (a.tensor().to_string(), a.to_string()))
+        .collect()
+}
+
 #[test]
 fn duplicates_and_index_disagreements_are_anomalies() {
     let dir = tempfile::tempdir().unwrap();
@@ -346,11 +354,7 @@ fn duplicates_and_index_disagreements_are_anomalies() {
         ],
     );
     let w = Weights::open(&Layout::locate(dir.path()).unwrap()).unwrap();
-    let found: Vec<(String, String)> = w
-        .anomalies()
-        .iter()
-        .map(|a| (a.tensor().to_string(), a.to_string()))
-        .collect();
+    let found = anomalies(&w);
     assert_eq!(
         found,
         vec![
@@ -384,11 +388,7 @@ fn a_shard_the_index_leaves_out_is_named_where_its_tensors_are_missing() {
     let layout = Layout::locate(dir.path()).unwrap();
     assert_eq!(layout.ignored.len(), 1);
     let w = Weights::open(&layout).unwrap();
-    let found: Vec<(String, String)> = w
-        .anomalies()
-        .iter()
-        .map(|a| (a.tensor().to_string(), a.to_string()))
-        .collect();
+    let found = anomalies(&w);
     assert_eq!(
         found,
         vec![
