@@ -113,6 +113,37 @@ def test_a_port_can_ship_its_map_in_the_metadata(tmp_path):
     assert any("preset llama.cpp" in w for w in report["warnings"])
 
 
+@pytest.mark.parametrize("engine, odd", [
+    # llama.cpp's v with no element: its `[0, -1]` reshape cannot be inferred.
+    ("llama.cpp", ("Vcur-0", lambda x: x[:0], "model.layers.0.self_attn.v_proj",
+                   "cannot infer axis 1")),
+    # A TransformerLens cache without its batch axis: the rule's permute has an axis too many.
+    ("transformer-lens", ("blocks.1.attn.hook_rot_q", lambda x: x[0],
+                          "model.layers.1.self_attn.rope_q", "axis 3 out of range")),
+])
+def test_a_tensor_a_preset_does_not_fit_is_a_row_not_an_error(tmp_path, engine, odd):
+    """One odd tensor in an engine's dump (a preset's rule that does not fit it) makes its row
+    unreadable, saying which rule and why, and the rest of the report stands."""
+    import numpy as np
+    import torch
+
+    from dump_reference import write_npz
+
+    name, change, target, why = odd
+    entries, meta = engine_layouts.rewrite(DEMO_OURS, engine)
+    assert name in dict(entries), sorted(dict(entries))
+    entries = [(n, np.ascontiguousarray(change(x)) if n == name else x) for n, x in entries]
+    src = tmp_path / f"{engine}-odd.npz"
+    write_npz(src, [(n, torch.from_numpy(x)) for n, x in entries], meta)
+    code, report = diff(src, FIXTURES / "demo" / "ref.npz", "--map", engine)
+    assert code == 1 and report["first_divergence"]["name"] == "model.embed_tokens"
+    row = rows(report)[target]
+    assert row["status"] == "unreadable", row
+    assert name in row["reason"] and why in row["reason"] and "rule" in row["reason"], row["reason"]
+    assert any(f"`{name}` did not fit its rule" in w for w in report["warnings"]), report["warnings"]
+    assert report["summary"]["unreadable"] == 1
+
+
 @pytest.mark.parametrize("toml, needle", [
     ('[[rule]]\nfrom = "model.layers.{L}.self_attn.qkv_proj.0"\nto = ["q{L}", "k{L}", "v{L}"]\n'
      'split = { axis = -1, sizes = ["heads*head_dim", "heads*head_dim", "heads*head_dim"] }\n',

@@ -355,6 +355,92 @@ pub fn compare_with_truth(
     fold_whole(name, ours, reference, t, cfg)
 }
 
+/// The rows of one probe's decode steps, compared in one call: `ours` and `reference` hold
+/// `names.len()` steps one after the other (a stacked member's values, `docs/dump-format.md`,
+/// "Decode steps"), each step of its side's `shape`; `emit(k, row)` gets step `k`'s row, named
+/// `names[k]`, in step order. Each row is [`compare`]'s on that step's values alone, bit for
+/// bit (tested): the row's fields that do not depend on the values (shapes, dtypes, the
+/// tolerance) are made once, and the values are summed in one pass over both members
+/// (`metrics::step_sums`). Steps too large for that (a chunk or more each), or values that do
+/// not hold every step, are compared one step at a time, as [`compare`] would. Outside truth
+/// mode only ([`compare_with_truth`] reads a third tensor per row). Never fails.
+pub fn compare_steps<'a>(
+    names: &[&str],
+    ours: Side<'a>,
+    reference: Side<'a>,
+    cfg: &DiffConfig,
+    emit: &mut dyn FnMut(usize, OpResult),
+) {
+    let steps = names.len();
+    let n = numel(ours.shape).filter(|&n| Some(n) == numel(reference.shape));
+    let whole = |side: &Side<'_>, n: usize| Some(side.values.len()) == n.checked_mul(steps);
+    let fast = n.filter(|&n| {
+        n < cfg.chunk_len && whole(&ours, n) && whole(&reference, n) && !names.is_empty()
+    });
+    let template = fast.and_then(|_| {
+        let fold = ProbeFold::new(names[0], Some(ours.head()), Some(reference.head()), cfg);
+        match fold.state {
+            FoldState::Pair {
+                row,
+                numel,
+                tol,
+                truth: TruthFold::Off,
+                ..
+            } => Some((
+                OpResult {
+                    name: String::new(),
+                    ..row
+                },
+                numel,
+                tol,
+            )),
+            _ => None,
+        }
+    });
+    let (Some(n), Some((template, numel, tol))) = (fast, template) else {
+        // One step at a time, each with its own values (as much of them as there are).
+        for (k, name) in names.iter().enumerate() {
+            let step = |side: Side<'a>| {
+                let per = numel(side.shape).unwrap_or(0);
+                let len = side.values.len();
+                let from = k.saturating_mul(per).min(len);
+                let values = side.values.slice(from..from.saturating_add(per).min(len));
+                Side { values, ..side }
+            };
+            emit(
+                k,
+                compare(name, Some(step(ours)), Some(step(reference)), cfg),
+            );
+        }
+        return;
+    };
+    let params = Params {
+        rtol: tol.rtol,
+        atol: tol.atol,
+        rel_guard: tol.rel_guard,
+    };
+    crate::metrics::step_sums(
+        ours.values,
+        reference.values,
+        n,
+        steps,
+        &params,
+        &mut |k, acc| {
+            let name = names[k];
+            // The template's name is empty: cloning it allocates nothing.
+            let mut row = template.clone();
+            row.name = name.to_string();
+            row.layer = divergence_names::layer_index(name);
+            row.step = divergence_names::split_step(name).1;
+            let row = match pair_short_row(&row, numel, [acc.n, acc.n]) {
+                Some(bad) => bad,
+                None => apply_truth(pair_row(row, &acc, &tol), TruthFold::Off),
+            };
+            emit(k, row);
+        },
+    );
+}
+
 /// A side's values, or none.
 fn values<'a>(side: Option<Side<'a>>) -> ValuesRef<'a> {
     side.map_or(ValuesRef::F32(&[]), |s| s.values)

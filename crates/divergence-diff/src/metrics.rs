@@ -647,6 +647,152 @@ fn slow_block<A: Elem, B: Elem>(
     acc.set_lane(&l);
 }
 
+/// The sums of `steps` runs of `n` consecutive elements of both sides, each run on its own
+/// (run `k`: elements `k * n .. (k + 1) * n` of each): a probe's decode steps stored one after
+/// the other in a stacked member. With `n` below the chunk length, run `k`'s sums are those of
+/// [`Chunked::feed_pair`] and [`Chunked::total`] on that run alone, bit for bit (the same
+/// blocks from the run's start, merged once into empty sums; tested). One dispatch on the
+/// encodings for all the runs, and one pass front to back over both sides' values: what
+/// comparing the steps one call at a time spends per call (the dispatch, the prefetch of a
+/// cold tensor) is spent once. `emit(k, sums)` gets each run's sums in order.
+pub(crate) fn step_sums(
+    ours: ValuesRef<'_>,
+    reference: ValuesRef<'_>,
+    n: usize,
+    steps: usize,
+    params: &Params,
+    emit: &mut dyn FnMut(usize, Accumulator),
+) {
+    struct Ours<'r, 'p, 'e> {
+        reference: ValuesRef<'r>,
+        n: usize,
+        steps: usize,
+        p: &'p Params,
+        emit: &'e mut dyn FnMut(usize, Accumulator),
+    }
+    struct Pair<'o, 'p, 'e, A: Elem> {
+        o: &'o [A::Raw],
+        n: usize,
+        steps: usize,
+        p: &'p Params,
+        emit: &'e mut dyn FnMut(usize, Accumulator),
+    }
+    impl Visit for Ours<'_, '_, '_> {
+        type Out = ();
+        fn visit<A: Elem>(self, o: &[A::Raw]) {
+            let Ours {
+                reference,
+                n,
+                steps,
+                p,
+                emit,
+            } = self;
+            reference.visit(Pair::<A> {
+                o,
+                n,
+                steps,
+                p,
+                emit,
+            });
+        }
+    }
+    impl<A: Elem> Visit for Pair<'_, '_, '_, A> {
+        type Out = ();
+        fn visit<B: Elem>(self, r: &[B::Raw]) {
+            let o = Src {
+                raw: self.o,
+                at: At::Flat(0),
+            };
+            let r = Src {
+                raw: r,
+                at: At::Flat(0),
+            };
+            steps_acc::<A, B>(o, r, self.n, self.steps, self.p, self.emit);
+        }
+    }
+    // Both sides must hold every run: a short side is the caller's bug, never read past.
+    let held = |len: usize| len.checked_div(n).unwrap_or(steps);
+    let steps = steps.min(held(ours.len())).min(held(reference.len()));
+    ours.visit(Ours {
+        reference,
+        n,
+        steps,
+        p: params,
+        emit,
+    });
+}
+
+/// [`step_sums`] once the encodings are known: on the widest vector unit available, as
+/// [`chunk_acc`] (the same code, so the same sums).
+fn steps_acc<A: Elem, B: Elem>(
+    o: Src<'_, A::Raw>,
+    r: Src<'_, B::Raw>,
+    n: usize,
+    steps: usize,
+    p: &Params,
+    emit: &mut dyn FnMut(usize, Accumulator),
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU supports AVX-512F, checked just above.
+            return unsafe { steps_acc_avx512::<A, B>(o, r, n, steps, p, emit) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2, checked just above.
+            return unsafe { steps_acc_avx2::<A, B>(o, r, n, steps, p, emit) };
+        }
+    }
+    steps_acc_portable::<A, B>(o, r, n, steps, p, emit)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn steps_acc_avx512<A: Elem, B: Elem>(
+    o: Src<'_, A::Raw>,
+    r: Src<'_, B::Raw>,
+    n: usize,
+    steps: usize,
+    p: &Params,
+    emit: &mut dyn FnMut(usize, Accumulator),
+) {
+    steps_acc_portable::<A, B>(o, r, n, steps, p, emit)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn steps_acc_avx2<A: Elem, B: Elem>(
+    o: Src<'_, A::Raw>,
+    r: Src<'_, B::Raw>,
+    n: usize,
+    steps: usize,
+    p: &Params,
+    emit: &mut dyn FnMut(usize, Accumulator),
+) {
+    steps_acc_portable::<A, B>(o, r, n, steps, p, emit)
+}
+
+#[inline(always)]
+fn steps_acc_portable<A: Elem, B: Elem>(
+    o: Src<'_, A::Raw>,
+    r: Src<'_, B::Raw>,
+    n: usize,
+    steps: usize,
+    p: &Params,
+    emit: &mut dyn FnMut(usize, Accumulator),
+) {
+    for k in 0..steps {
+        let at = k * n;
+        let run =
+            chunk_acc_portable::<A, B>(Accumulator::default(), o.skip(at), r.skip(at), n, 0, p);
+        // As `Chunked::total` closes a run shorter than a chunk: its one open chunk merged
+        // into empty sums.
+        let mut sums = Accumulator::default();
+        sums.merge(&run);
+        emit(k, sums);
+    }
+}
+
 /// Per-side statistics for rows where the two sides cannot be aligned (shape mismatch, one side only).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub(crate) struct SideStats {

@@ -678,3 +678,111 @@ fn max_abs_err_index_is_the_first_of_tied_maxima() {
         }
     }
 }
+
+/// `v` encoded as the stored variant `enc` (0: f32, 1: f32 bytes, 2: bf16 bytes, 3: f16 bytes,
+/// 4: f64 bytes), leaked for the test's lifetime.
+fn encoded(v: &[f32], enc: u8) -> ValuesRef<'static> {
+    fn leak<T>(v: Vec<T>) -> &'static [T] {
+        Box::leak(v.into_boxed_slice())
+    }
+    match enc {
+        0 => ValuesRef::F32(leak(v.to_vec())),
+        1 => ValuesRef::F32Le(leak(v.iter().map(|x| x.to_le_bytes()).collect())),
+        2 => ValuesRef::Bf16Le(leak(
+            v.iter()
+                .map(|x| {
+                    let b = x.to_bits().to_le_bytes();
+                    [b[2], b[3]]
+                })
+                .collect(),
+        )),
+        3 => ValuesRef::F16Le(leak(
+            v.iter()
+                .map(|x| half::f16::from_f32(*x).to_le_bytes())
+                .collect(),
+        )),
+        _ => ValuesRef::F64Le(leak(
+            v.iter().map(|x| f64::from(*x).to_le_bytes()).collect(),
+        )),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// A probe's decode steps compared in one call ([`compare_steps`]: a stacked member's
+    /// values, one pass) give, step by step, the rows of [`compare`] on each step's values
+    /// alone, bit for bit (JSON equality): any encoding on either side, NaN / Inf, squeezed
+    /// shapes, shapes that do not align, steps of a chunk or more, values that do not hold
+    /// every step, every tolerance mode.
+    #[test]
+    fn steps_in_one_call_are_each_step_alone(
+        steps in 0usize..6,
+        n in 0usize..3000,
+        seed in any::<u64>(),
+        specials in prop::collection::vec((0usize..18_000, 0u8..3), 0..5),
+        enc in (0u8..5, 0u8..5),
+        shapes in 0usize..3,
+        chunk_small in any::<bool>(),
+        short in 0usize..3,
+        mode in 0usize..4,
+    ) {
+        let cfg = DiffConfig {
+            tolerance: match mode {
+                0 => Tolerance::default(),
+                1 => Tolerance::from_flags(true, None, None, None),
+                2 => Tolerance::from_flags(false, Some(1e-4), Some(1e-5), None),
+                _ => Tolerance::from_flags(false, None, None, Some(3.0)),
+            },
+            chunk_len: if chunk_small { 1000 } else { DiffConfig::default().chunk_len },
+            ..DiffConfig::default()
+        };
+        let mut next = xorshift(seed);
+        let total = steps * n;
+        let a: Vec<f32> = (0..total).map(|_| next()).collect();
+        let mut b: Vec<f32> = a.iter().map(|&v| v + next() * 1e-2).collect();
+        let mut a = a;
+        for &(at, kind) in &specials {
+            if at < total {
+                let v = [f32::NAN, f32::INFINITY, f32::MAX][kind as usize];
+                if kind == 2 { b[at] = v } else { a[at] = v }
+            }
+        }
+        // A side that holds fewer values than its steps need (a broken caller).
+        let cut = |v: &mut Vec<f32>| v.truncate(total.saturating_sub(short));
+        if short > 0 && seed % 2 == 0 { cut(&mut a) } else if short > 0 { cut(&mut b) }
+        let (o_shape, r_shape): (Vec<usize>, Vec<usize>) = match shapes {
+            0 => (vec![n], vec![n]),
+            1 => (vec![1, n], vec![n]),
+            _ => (vec![n], vec![n + 1]),
+        };
+        let (ov, rv) = (encoded(&a, enc.0), encoded(&b, enc.1));
+        let names: Vec<String> = (1..=steps).map(|s| format!("model.layers.3.mlp@{s}")).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let side = |shape: &'static [usize], values: ValuesRef<'static>, dtype: &'static str| Side {
+            shape,
+            values,
+            dtype,
+        };
+        let (o_shape, r_shape): (&'static [usize], &'static [usize]) =
+            (Box::leak(o_shape.into_boxed_slice()), Box::leak(r_shape.into_boxed_slice()));
+        let ours = side(o_shape, ov, "bfloat16");
+        let reference = side(r_shape, rv, "float32");
+        let mut got = Vec::new();
+        compare_steps(&names, ours, reference, &cfg, &mut |k, row| got.push((k, row)));
+        prop_assert_eq!(got.len(), steps);
+        for (k, row) in got {
+            let at = |side: &Side<'static>| {
+                let per: usize = side.shape.iter().product();
+                let len = side.values.len();
+                let from = (k * per).min(len);
+                Side { values: side.values.slice(from..(from + per).min(len)), ..*side }
+            };
+            let alone = compare(names[k], Some(at(&ours)), Some(at(&reference)), &cfg);
+            prop_assert_eq!(
+                serde_json::to_string(&row).unwrap(),
+                serde_json::to_string(&alone).unwrap()
+            );
+        }
+    }
+}

@@ -14,13 +14,14 @@ use memmap2::Mmap;
 use rayon::prelude::*;
 
 use crate::dtype::{DType, Tensor, TensorView};
-use crate::entry::{self, Chunks, Entry};
+use crate::entry::{self, Chunks, Entry, Source};
 use crate::error::{DumpError, Location};
 use crate::meta::{Meta, MAX_META_BYTES, META_ENTRY};
 use crate::npy;
 use crate::npz;
 use crate::safetensors;
 use crate::stacked;
+use divergence_values::ValuesRef;
 
 /// The container format of a dump.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -344,6 +345,62 @@ impl Dump {
     /// [`Dump::dtype`] of the tensor at [`Dump::position`] `i`.
     pub fn dtype_at(&self, i: usize) -> Option<DType> {
         self.info_at(i).map(|i| i.dtype)
+    }
+
+    /// Where the tensor at [`Dump::position`] `i` is a decode step kept in a stacked member
+    /// (docs/dump-format.md, "Decode steps"): the member (for [`Dump::member_steps`]) and the
+    /// step (1-based). `None` for a tensor stored as itself.
+    pub fn step_slot_at(&self, i: usize) -> Option<(usize, usize)> {
+        match *self.slots.get(i)? {
+            Slot::Own(_) => None,
+            Slot::Step { member, step } => Some((member as usize, step as usize)),
+        }
+    }
+
+    /// Steps `steps` (1-based) of stacked member `member` ([`Dump::step_slot_at`]) as one run
+    /// of values borrowed from the map, step after step, with one step's shape: what
+    /// [`Dump::view_at`] gives for each of those steps, one after the other, without a copy or
+    /// a lookup per step. `None` when they cannot be borrowed so (a member that is not
+    /// zero-copy or is damaged, steps out of its range or past its bytes): read the steps one
+    /// by one, and [`Dump::view_at`] says why one fails.
+    pub fn member_steps(
+        &self,
+        member: usize,
+        steps: std::ops::Range<usize>,
+    ) -> Option<(&[usize], ValuesRef<'_>)> {
+        let m = self.members.get(member)?;
+        let info = m.step.as_ref().ok()?;
+        if steps.is_empty() || steps.start == 0 || steps.end > m.steps + 1 {
+            return None;
+        }
+        if !entry::is_zero_copy(info) {
+            return None;
+        }
+        let first = u32::try_from(steps.start).ok()?;
+        let last = u32::try_from(steps.end - 1).ok()?;
+        let (
+            Source::Bytes { start, .. },
+            Source::Bytes {
+                start: last_start,
+                len,
+            },
+        ) = (m.source_of(first), m.source_of(last))
+        else {
+            return None;
+        };
+        let step_bytes = info.n_elems.checked_mul(info.dtype.size_bytes())?;
+        // Every step must hold its whole bytes, as each step's own view checks.
+        if len < step_bytes {
+            return None;
+        }
+        let bytes = self.map.get(start..last_start.checked_add(step_bytes)?)?;
+        let values = match info.dtype {
+            DType::F32 => ValuesRef::F32Le(bytes.as_chunks().0),
+            DType::F64 => ValuesRef::F64Le(bytes.as_chunks().0),
+            DType::F16 => ValuesRef::F16Le(bytes.as_chunks().0),
+            _ => ValuesRef::Bf16Le(bytes.as_chunks().0),
+        };
+        Some((info.shape.as_slice(), values))
     }
 
     /// The layout and location of a named entry, or why it cannot be read (not in the dump,

@@ -7,7 +7,9 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::Path;
 
-use divergence_dump::{Chunks, DType, Dump, DumpError, Format, Meta, Tensor, TensorView, Values};
+use divergence_dump::{
+    Chunks, DType, Dump, DumpError, Format, Location, Meta, Tensor, TensorView, Values,
+};
 
 use divergence_values::{Elem, Gather, Piece, ValuesRef, Visit};
 
@@ -227,6 +229,16 @@ impl<'a> MappedDump<'a> {
     }
 
     fn compute(&self, v: &Virtual) -> Result<Tensor, DumpError> {
+        // A tensor the map could not make: reading it says why (its row, unreadable).
+        if let Some(problem) = &v.problem {
+            return Err(DumpError::UnsupportedEntry {
+                at: Location {
+                    path: std::sync::Arc::from(self.dump.path()),
+                    entry: Some(std::sync::Arc::from(v.sources[0].as_str())),
+                },
+                detail: problem.clone(),
+            });
+        }
         // One part of a split, read straight from the stored bytes: only that part is copied
         // (the parts of a fused qkv_proj are three rows, each reading a third).
         if let Some((source, axis, start, len)) = part_of(v) {
@@ -406,6 +418,16 @@ impl<'a> Entry<'_, 'a> {
     /// place, piece by piece ([`Entry::pieces`]).
     pub fn is_part(&self) -> bool {
         matches!(self.source, Source::Computed(v) if self.dump.streamable(v))
+    }
+
+    /// Where a stored tensor is a decode step of a stacked member
+    /// ([`Dump::step_slot_at`]: the member of [`MappedDump::dump`] and the step); `None` for a
+    /// computed tensor or one stored as itself.
+    pub fn step_slot(&self) -> Option<(usize, usize)> {
+        match self.source {
+            Source::Stored(i) => self.dump.dump.step_slot_at(i),
+            Source::Computed(_) => None,
+        }
     }
 
     /// True when [`Entry::view`] borrows the stored bytes.

@@ -55,13 +55,17 @@ pub struct Virtual {
     /// One line saying how it was made, for the report row: `rule 3 (from = "...") [vLLM
     /// fuses q, k, v]: part 1 of 3 of model.layers.0.self_attn.qkv_proj.0 [16, 256] along axis 1`.
     pub how: Option<String>,
+    /// Why it could not be made: a preset's rule that does not fit this tensor (a preset meets
+    /// every engine's odd tensor, and one must not stop the report). Reading it fails with
+    /// this line, so its row is `unreadable` and says why; `None` for every tensor made.
+    pub problem: Option<String>,
 }
 
 impl Virtual {
     /// True when the values must be computed (sources combined or re-laid out), not just read
     /// under another name.
     pub fn is_transformed(&self) -> bool {
-        self.sources.len() > 1 || !self.steps.is_empty()
+        self.sources.len() > 1 || !self.steps.is_empty() || self.problem.is_some()
     }
 }
 
@@ -289,12 +293,20 @@ pub fn resolve(
         .into_par_iter()
         .map(|k| match (&claims[k], &sources_of[k]) {
             (Some((ri, caps)), Some(sources)) => Some(
-                lower(map, &map.rules[*ri], caps, sources, &shapes, sizes).map(|mut made| {
-                    for v in &mut made {
-                        v.name = step_name(&v.name, steps[k]);
-                    }
-                    made
-                }),
+                lower(map, &map.rules[*ri], caps, sources, &shapes, sizes)
+                    .or_else(|e| match e {
+                        // A preset's rule that does not fit this tensor: a row that says so.
+                        MapError::Tensor { .. } if map.preset => {
+                            Ok(unmade(&map.rules[*ri], caps, sources, &shapes, &e))
+                        }
+                        e => Err(e),
+                    })
+                    .map(|mut made| {
+                        for v in &mut made {
+                            v.name = step_name(&v.name, steps[k]);
+                        }
+                        made
+                    }),
             ),
             _ => None,
         })
@@ -327,6 +339,7 @@ pub fn resolve(
                 steps: Vec::new(),
                 rule: None,
                 how: None,
+                problem: None,
             }],
         };
         for v in made {
@@ -360,8 +373,59 @@ pub fn resolve(
             });
         }
     }
+    let unmade: Vec<&str> = out
+        .tensors
+        .iter()
+        .filter(|v| v.problem.is_some())
+        .map(|v| v.sources[0].as_str())
+        .collect();
+    if let Some(first) = unmade.first() {
+        let more = match unmade.len() {
+            1 => String::new(),
+            n => format!(" and {} more", n - 1),
+        };
+        let (whose, rows) = match unmade.len() {
+            1 => ("its rule", "its row is unreadable and says why"),
+            _ => ("their rules", "their rows are unreadable and say why"),
+        };
+        warnings.push(format!(
+            "{}: `{}`{more} did not fit {whose}, which made nothing: {rows}",
+            map.label,
+            short(first),
+        ));
+    }
     out.warnings = warnings;
     Ok(out)
+}
+
+/// The tensors a preset's rule would have made from `sources` had it fitted them (`error`
+/// says why not): named as the rule names them, each with the problem
+/// ([`Virtual::problem`]), so that each pairs with the reference's tensor and its row says
+/// what went wrong.
+fn unmade(
+    rule: &Rule,
+    caps: &[(String, String)],
+    sources: &[String],
+    shapes: &HashMap<&str, &[usize]>,
+    error: &MapError,
+) -> Vec<Virtual> {
+    let shape = shapes
+        .get(sources[0].as_str())
+        .map_or_else(Vec::new, |s| s.to_vec());
+    let problem = format!("the map made nothing: {error}");
+    rule.to
+        .iter()
+        .map(|t| Virtual {
+            name: fill(t, caps),
+            sources: sources.to_vec(),
+            shape: shape.clone(),
+            combine: None,
+            steps: Vec::new(),
+            rule: Some(rule.label.clone()),
+            how: Some(format!("{}: did not fit {}", rule.label, sources[0])),
+            problem: Some(problem.clone()),
+        })
+        .collect()
 }
 
 /// Negative axes count from the end.
@@ -409,6 +473,17 @@ fn lower(
         tensor: sources[0].clone(),
         shape: fmt_shape(&src_shape(&sources[0])),
         message,
+    };
+    // What does not depend on this tensor (a model size the rule needs and nothing gives, a
+    // size expression that overflows) fails the rule itself, also in a preset: the same line.
+    let unsized_rule = |message: String| MapError::Rule {
+        map: map.label.clone(),
+        rule: rule.label.clone(),
+        message: format!(
+            "`{}` {}: {message}",
+            sources[0],
+            fmt_shape(&src_shape(&sources[0]))
+        ),
     };
     let mut shape = src_shape(&sources[0]);
     let combine = match &rule.combine {
@@ -469,7 +544,7 @@ fn lower(
                 let mut to = Vec::with_capacity(dims.len());
                 let mut infer = None;
                 for (i, d) in dims.iter().enumerate() {
-                    match size(d, sizes).map_err(&fail)? {
+                    match size(d, sizes).map_err(&unsized_rule)? {
                         0 => to.push(*shape.get(i).ok_or_else(|| {
                             fail(format!("reshape keeps axis {i} (0), which does not exist"))
                         })?),
@@ -571,6 +646,7 @@ fn lower(
             steps,
             rule: Some(rule.label.clone()),
             how: Some(how),
+            problem: None,
         }]);
     };
     let a = axis(split.axis, shape.len())
@@ -578,7 +654,7 @@ fn lower(
     let mut lens = split
         .sizes
         .iter()
-        .map(|d| size(d, sizes).map_err(&fail))
+        .map(|d| size(d, sizes).map_err(&unsized_rule))
         .collect::<Result<Vec<i64>, _>>()?;
     // Checked sums: sizes come from the user (`i64::MAX` twice must not wrap into a fit).
     let total = |v: &[i64]| v.iter().try_fold(0i64, |acc, &n| acc.checked_add(n));
@@ -621,6 +697,7 @@ fn lower(
                 i + 1,
                 start + len
             )),
+            problem: None,
         });
         start += len;
     }
@@ -701,6 +778,53 @@ mod tests {
             e.to_string().contains("needs the model size `heads`"),
             "{e}"
         );
+    }
+
+    /// A preset's rule that does not fit one tensor (llama.cpp's `Vcur` with no element, whose
+    /// `[0, -1]` cannot be inferred) makes that tensor's row unreadable, named as the rule
+    /// names it and saying why, instead of stopping the report; the warning names it. A user's
+    /// map that does the same is an error (the rule is theirs to fix), and so is a preset's
+    /// rule that needs a model size nothing gives (every tensor it matches would fail).
+    #[test]
+    fn a_preset_rule_that_does_not_fit_a_tensor_makes_an_unreadable_row() {
+        let m = crate::preset("llama.cpp").unwrap().unwrap();
+        let dump = [
+            t("inp_embd", &[16, 64]),
+            t("Vcur-0", &[0, 2, 32]),
+            t("Vcur-1", &[16, 2, 32]),
+        ];
+        let r = resolve(&m, &dump, &SIZES, "ours.npz").unwrap();
+        let v0 = r.get("model.layers.0.self_attn.v_proj").unwrap();
+        let problem = v0.problem.as_deref().unwrap();
+        assert!(
+            problem.contains("cannot infer axis 1 of [0, -1] from 0 elements"),
+            "{problem}"
+        );
+        assert!(problem.contains("`Vcur-0` [0, 2, 32]"), "{problem}");
+        assert!(
+            v0.is_transformed(),
+            "read through the map, never as the stored tensor"
+        );
+        let v1 = r.get("model.layers.1.self_attn.v_proj").unwrap();
+        assert_eq!(
+            (v1.problem.as_deref(), v1.shape.as_slice()),
+            (None, &[16, 64][..])
+        );
+        let warning = r
+            .warnings
+            .iter()
+            .find(|w| w.contains("did not fit"))
+            .unwrap();
+        assert!(
+            warning.contains("`Vcur-0` did not fit its rule"),
+            "{warning}"
+        );
+
+        let user = map(
+            "[[rule]]\nfrom = \"Vcur-{L}\"\nto = \"model.layers.{L}.self_attn.v_proj\"\ntransform = [{ reshape = [0, -1] }]\n",
+        );
+        let e = resolve(&user, &dump, &SIZES, "ours.npz").unwrap_err();
+        assert!(e.to_string().contains("cannot infer axis 1"), "{e}");
     }
 
     #[test]

@@ -16,11 +16,10 @@ use std::time::{Duration, SystemTime};
 use anyhow::{Context, Result};
 use clap::Args;
 use divergence_diff::{
-    DiffConfig, DumpNames, Head, Needs, OpResult, ProbeFold, Report, ReportContext, Side, Status,
-    Tolerance, Which,
+    DiffConfig, DumpNames, OpResult, Report, ReportContext, Side, Status, Tolerance,
 };
-use divergence_dump::{Dump, DumpError, Format as DumpFormat, TensorView};
-use divergence_map::{Entry, MappedDump, Pieces};
+use divergence_dump::{Dump, Format as DumpFormat, TensorView};
+use divergence_map::MappedDump;
 use divergence_render::TableOptions;
 use rayon::prelude::*;
 use regex::Regex;
@@ -28,6 +27,7 @@ use regex::Regex;
 use crate::cmd::align;
 use crate::cmd::output::{Format, Output, OutputArgs};
 use crate::cmd::parse;
+use crate::cmd::rows::{read_side, side};
 use crate::cmd::timings;
 use crate::exit::{self, Exit};
 
@@ -569,32 +569,6 @@ fn report_of(
     finish_report(args, cfg, sides)
 }
 
-/// Most rows one rayon task compares in a row (see [`finish_report`]).
-const ROWS_PER_TASK: usize = 64;
-
-/// Asks the kernel to back the spare capacity of `rows` with huge pages (the aligned 2 MiB
-/// regions inside it; `MADV_HUGEPAGE`, where transparent huge pages are on `madvise` or
-/// `always`): the rows of a decode report take ~100 MB, which 16 threads would otherwise fault
-/// in 4 KiB at a time while they compare (256 steps on the GPU machine's host: 3-6% less wall
-/// time, docs/performance.md). A hint: nothing changes where the kernel declines it, or on
-/// another system than Linux.
-#[cfg(any(target_os = "linux", target_os = "android"))]
-fn huge_pages<T>(rows: &Vec<T>) {
-    const HUGE: usize = 2 << 20;
-    let start = rows.as_ptr() as usize;
-    let end = start.saturating_add(rows.capacity().saturating_mul(std::mem::size_of::<T>()));
-    let (from, to) = (start.next_multiple_of(HUGE), end / HUGE * HUGE);
-    if to > from {
-        // SAFETY: madvise only advises the kernel about pages of this process's allocation
-        // (the range lies inside `rows`' buffer); it reads and writes no memory, and its
-        // failure is ignored.
-        unsafe { libc::madvise(from as *mut libc::c_void, to - from, libc::MADV_HUGEPAGE) };
-    }
-}
-
-#[cfg(not(any(target_os = "linux", target_os = "android")))]
-fn huge_pages<T>(_rows: &[T]) {}
-
 /// Everything the comparison needs once the two sides are set up.
 struct Sides<'a> {
     ours: MappedDump<'a>,
@@ -646,30 +620,7 @@ fn finish_report(args: &DiffArgs, cfg: &DiffConfig, sides: Sides<'_>) -> Result<
         inferred,
         check_ids,
     } = sides;
-    let one = |i: usize| {
-        let name = &plan.order[i];
-        let ours_name = plan.ours_name(name);
-        // Found by position when the plan allows it: no hashing of 150,000 names per side.
-        let (oe, re) = if plan.aligned {
-            (ours.get_at(i), reference.get_at(i))
-        } else {
-            (ours.get(ours_name), reference.get(name))
-        };
-        let mut row = compare_probe(name, oe, re, truth.as_ref(), cfg);
-        row.mapped = ours.mapping(ours_name).and_then(|v| v.how.clone());
-        row
-    };
-    let mut ops: Vec<OpResult> = Vec::with_capacity(plan.order.len());
-    huge_pages(&ops);
-    // Rows differ in cost by five orders of magnitude (a prefill's ~1 MB against a decode
-    // step's ~4 KB, listed first): a thread must never hold a long run of them, or it holds
-    // the whole prefill while the others wait (rayon splits by count; 64 steps on 16 cores:
-    // compare 43-49 ms without the cap, 22-24 with it; docs/performance.md).
-    (0..plan.order.len())
-        .into_par_iter()
-        .with_max_len(ROWS_PER_TASK)
-        .map(one)
-        .collect_into_vec(&mut ops);
+    let mut ops = crate::cmd::rows::compare_all(&plan, &ours, &reference, truth.as_ref(), cfg);
 
     let mut ctx = ReportContext::new(ours_label, ref_label, plan.source);
     timings::mark("compare");
@@ -708,6 +659,9 @@ fn finish_report(args: &DiffArgs, cfg: &DiffConfig, sides: Sides<'_>) -> Result<
         report.tokens = tokens(&plan, &ours, &reference);
     }
     timings::mark("tokens");
+    // The plan holds every row's name again (150,000 of them for 256 decode steps): freeing
+    // them one by one took ~10 ms of the 16-core host's output phase.
+    release(args, plan);
     Ok(report)
 }
 
@@ -1085,233 +1039,6 @@ fn dump_names<'a>(dump: &'a MappedDump<'_>) -> DumpNames<'a> {
         file_order_preserved: dump.format() != DumpFormat::Safetensors || meta_order.is_some(),
         // A .npy holds one tensor, named after its file.
         single_tensor_file: dump.format() == DumpFormat::Npy,
-    }
-}
-
-/// Reads one probe from each side (whichever exist) and compares them. Never fails: a probe
-/// that cannot be read becomes an `unreadable` row naming the file and the problem.
-/// `oe` and `re` are the row's tensors in ours and in the reference (`None`: not in that dump),
-/// found once by the caller.
-/// Stored little-endian floats are compared straight from the memory maps ([`Dump::view`]):
-/// no copy, no allocation, and the kernel splits a large tensor across threads. A probe with
-/// any other side (deflated, big-endian, integer, damaged) is streamed ([`stream_probe`]).
-fn compare_probe(
-    name: &str,
-    oe: Option<Entry<'_, '_>>,
-    re: Option<Entry<'_, '_>>,
-    truth: Option<&MappedDump<'_>>,
-    cfg: &DiffConfig,
-) -> OpResult {
-    let te = truth.map(|t| t.get(name));
-    // A tensor a name map computes is never zero-copy: one part of a split is read in place
-    // from its source's bytes ([`MappedDump::pieces`]).
-    let in_place = |e: Option<Entry<'_, '_>>| e.is_none_or(|e| e.is_zero_copy());
-    // Any other tensor a name map computes cannot be streamed: it is read whole from its
-    // sources, and so are the other sides of its row (memory: that row's tensors,
-    // docs/mapping.md).
-    // (Either side: `--prefill-vs-decode` computes the reference's.)
-    let whole = |e: Option<Entry<'_, '_>>| e.is_some_and(|e| e.is_computed() && !e.is_part());
-    let computed = whole(oe) || whole(re);
-    let all_in_place = in_place(oe) && in_place(re) && te.is_none_or(in_place);
-    if !(computed || all_in_place) {
-        return stream_probe(name, oe, re, te, cfg);
-    }
-    // Sides stored in place are views of the maps, nothing to read: a rayon join per row would
-    // cost more than both (a decode dump has 150,000 rows); a computed side is computed.
-    let (o, r) = if computed {
-        rayon::join(|| read_side(oe), || read_side(re))
-    } else {
-        (read_side(oe), read_side(re))
-    };
-    let o = match o.transpose() {
-        Ok(t) => t,
-        Err(msg) => return divergence_diff::unreadable(name, Which::Ours, msg),
-    };
-    let r = match r.transpose() {
-        Ok(t) => t,
-        Err(msg) => return divergence_diff::unreadable(name, Which::Ref, msg),
-    };
-    let Some(te) = te else {
-        return divergence_diff::compare(name, o.as_ref().map(side), r.as_ref().map(side), cfg);
-    };
-    // Read the truth only for a pair that both sides have.
-    let t = if o.is_some() && r.is_some() {
-        read_side(te)
-    } else {
-        None
-    };
-    match t.transpose() {
-        Ok(t) => divergence_diff::compare_with_truth(
-            name,
-            o.as_ref().map(side),
-            r.as_ref().map(side),
-            t.as_ref().map(side),
-            cfg,
-        ),
-        Err(msg) => {
-            let mut row =
-                divergence_diff::compare(name, o.as_ref().map(side), r.as_ref().map(side), cfg);
-            if matches!(row.status, Status::Ok | Status::Diverged) {
-                let why = divergence_names::one_line(&format!("truth: {msg}")).into_owned();
-                row.truth.truth_problem = Some(why);
-            }
-            row
-        }
-    }
-}
-
-/// One side of a streamed probe: its pieces and original dtype.
-type Stream<'a> = (Pieces<'a>, String);
-
-/// [`compare_probe`] in bounded memory: every side read piece by piece ([`Dump::chunks`], one
-/// [`DiffConfig::chunk_len`] of elements at a time; a split part in place, a strided
-/// [`divergence_diff::Piece`] over its source; the sides in lockstep) into a [`ProbeFold`],
-/// whose row equals
-/// [`divergence_diff::compare_with_truth`]'s on the whole tensors. Memory: one piece per side,
-/// whatever the tensors' sizes (a Fortran-order tensor excepted, see
-/// [`divergence_dump::MAX_REORDER_BYTES`]). No rayon call here: a thread waiting in rayon may
-/// start another probe, so a streamed probe that never waits in rayon is the whole of what its
-/// thread holds (docs/reliability.md, "Memory"); pieces of at most one chunk keep the fold
-/// from calling rayon. A tensor of several chunk-sized pieces reads the reference's on a
-/// scoped thread beside ours'. Probes run in parallel across the rayon threads.
-fn stream_probe(
-    name: &str,
-    ours: Option<Entry<'_, '_>>,
-    reference: Option<Entry<'_, '_>>,
-    truth: Option<Option<Entry<'_, '_>>>,
-    cfg: &DiffConfig,
-) -> OpResult {
-    fn open<'a>(e: Option<Entry<'_, 'a>>, per: usize) -> Option<Result<Stream<'a>, String>> {
-        let e = e?;
-        let dtype = e.original_dtype().unwrap_or_default();
-        Some(e.pieces(per).map(|c| (c, dtype)).map_err(|e| e.to_string()))
-    }
-    fn as_head(h: &Option<(Vec<usize>, String)>) -> Option<Head<'_>> {
-        h.as_ref().map(|(shape, dtype)| Head {
-            shape: shape.as_slice(),
-            dtype: dtype.as_str(),
-        })
-    }
-    let per = cfg.chunk_len;
-    let mut o = match open(ours, per).transpose() {
-        Ok(o) => o,
-        Err(msg) => return divergence_diff::unreadable(name, Which::Ours, msg),
-    };
-    let mut r = match open(reference, per).transpose() {
-        Ok(r) => r,
-        Err(msg) => return divergence_diff::unreadable(name, Which::Ref, msg),
-    };
-    let head = |s: &Option<Stream<'_>>| {
-        s.as_ref()
-            .map(|(c, dtype)| (c.shape().to_vec(), dtype.clone()))
-    };
-    let (ho, hr) = (head(&o), head(&r));
-    let mut fold = ProbeFold::new(name, as_head(&ho), as_head(&hr), cfg);
-    // The truth, read only for a pair that both sides have; a truth that cannot be opened or
-    // read leaves the presets' verdict, with the reason (`ProbeFold::truth_failed`).
-    let truth_failed = |fold: &mut ProbeFold, e: String| {
-        fold.truth_failed(divergence_names::one_line(&format!("truth: {e}")).into_owned());
-    };
-    let mut t: Option<Stream<'_>> = None;
-    if let (Some(truth), true) = (truth, o.is_some() && r.is_some()) {
-        match open(truth, per) {
-            None => fold = fold.with_truth(None),
-            Some(Ok(ts)) => {
-                let ht = Some((ts.0.shape().to_vec(), ts.1.clone()));
-                fold = fold.with_truth(as_head(&ht));
-                t = Some(ts);
-            }
-            Some(Err(msg)) => {
-                fold = fold.with_truth(None);
-                truth_failed(&mut fold, msg);
-            }
-        }
-    }
-    let failed =
-        |which: Which, e: DumpError| divergence_diff::unreadable(name, which, e.to_string());
-    match fold.needs() {
-        Needs::Nothing => {}
-        Needs::Ours | Needs::Ref | Needs::Apart => {
-            for (side, which) in [(&mut o, Which::Ours), (&mut r, Which::Ref)] {
-                let Some((c, _)) = side else { continue };
-                loop {
-                    match c.next_piece() {
-                        Ok(Some(v)) => fold.push_side(which, v),
-                        Ok(None) => break,
-                        Err(e) => return failed(which, e),
-                    }
-                }
-            }
-        }
-        Needs::Pair { truth: want_truth } => {
-            let (Some((oc, _)), Some((rc, _))) = (&mut o, &mut r) else {
-                return fold.finish();
-            };
-            let mut tc = t.as_mut().map(|(c, _)| c).filter(|_| want_truth);
-            // A tensor of several pieces inflates the reference's pieces on a thread of its
-            // own, beside ours': a dump of a few huge members keeps two cores busy (measured,
-            // docs/performance.md). A scoped thread, not rayon: a thread waiting in rayon may
-            // start another probe (and its buffers) meanwhile. Not beside a split part: it is
-            // read in place, with nothing to inflate.
-            let beside = !oc.is_part() && !rc.is_part() && oc.len() > per;
-            loop {
-                let (po, pr) = if beside {
-                    std::thread::scope(|s| {
-                        let theirs = s.spawn(|| rc.next_piece());
-                        let mine = oc.next_piece();
-                        let theirs = theirs
-                            .join()
-                            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-                        (mine, theirs)
-                    })
-                } else {
-                    (oc.next_piece(), rc.next_piece())
-                };
-                let po = match po {
-                    Ok(p) => p,
-                    Err(e) => return failed(Which::Ours, e),
-                };
-                let pr = match pr {
-                    Ok(p) => p,
-                    Err(e) => return failed(Which::Ref, e),
-                };
-                // The truth's piece; its end (CRC-32) is checked with the sides' last `None`.
-                let pt = match tc.as_mut().map(|c| c.next_piece()) {
-                    Some(Ok(p)) => p,
-                    Some(Err(e)) => {
-                        truth_failed(&mut fold, e.to_string());
-                        tc = None;
-                        None
-                    }
-                    None => None,
-                };
-                match (po, pr) {
-                    (Some(po), Some(pr)) => fold.push_pair(po, pr, pt),
-                    // Aligned shapes hold equally many elements: both end together (a fold
-                    // fed unevenly reports it).
-                    _ => break,
-                }
-            }
-        }
-    }
-    fold.finish()
-}
-
-/// One side of a probe: `None` when the dump lacks the name, else its view (borrowed where the
-/// bytes allow, decoded otherwise) and original dtype, or the read error's one line.
-fn read_side<'a>(e: Option<Entry<'_, 'a>>) -> Option<Result<(TensorView<'a>, &'a str), String>> {
-    // A damaged entry is still listed (its read fails): only a name absent from the file
-    // makes this side missing.
-    let e = e?;
-    let dtype = e.original_dtype_str().unwrap_or_default();
-    Some(e.view().map(|t| (t, dtype)).map_err(|e| e.to_string()))
-}
-
-fn side<'a>((tensor, dtype): &'a (TensorView<'_>, &str)) -> Side<'a> {
-    Side {
-        shape: &tensor.shape,
-        values: tensor.values(),
-        dtype,
     }
 }
 

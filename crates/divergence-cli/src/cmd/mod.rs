@@ -10,6 +10,7 @@ pub mod output;
 pub mod outputs;
 pub mod parse;
 pub mod prefill_decode;
+pub mod rows;
 pub mod run;
 pub mod steps;
 pub mod timings;

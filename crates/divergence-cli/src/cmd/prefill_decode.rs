@@ -240,6 +240,7 @@ fn slice(
         steps,
         rule: Some("prefill-vs-decode".to_string()),
         how: Some(how),
+        problem: None,
     };
     let narrow = |axis: usize| {
         let mut out = src_shape.clone();

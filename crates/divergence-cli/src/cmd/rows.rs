@@ -1,0 +1,731 @@
+//! Comparing the rows of a plan, in parallel, into the report's row vector.
+//!
+//! Each probe is compared on its own ([`compare_probe`]; [`stream_probe`] for what is not stored
+//! in place), except the decode steps of a probe that both dumps keep in a stacked member
+//! (docs/dump-format.md, "Decode steps"): those are compared in one call per run of steps
+//! ([`divergence_diff::compare_steps`], one pass over both members), and each of their rows
+//! is written straight to its place in the plan's order ([`Slots`]). The rows are the same,
+//! bit for bit, either way (tested); the one call spends once what each step's own call spent
+//! (the lookups, the dispatch, the row's shapes and tolerance), and reads both members front
+//! to back instead of a member away from the last row (docs/performance.md, "Decode steps").
+
+use divergence_diff::{
+    DiffConfig, Head, Needs, OpResult, OrderPlan, ProbeFold, Side, Status, Which,
+};
+use divergence_dump::{Dump, DumpError, TensorView};
+use divergence_map::{Entry, MappedDump, Pieces};
+use rayon::prelude::*;
+
+/// Most jobs one rayon task runs in a row: rows differ in cost by five orders of magnitude
+/// (a prefill's ~1 MB against a decode step's ~4 KB), and a thread must never hold a long run
+/// of the large ones while the others wait (rayon splits by count; 64 steps on 16 cores:
+/// compare 43-49 ms without a cap, 22-24 with one; docs/performance.md).
+const JOBS_PER_TASK: usize = 8;
+
+/// Compares every row of `plan` (in parallel) and returns the rows in the plan's order.
+pub(crate) fn compare_all(
+    plan: &OrderPlan,
+    ours: &MappedDump<'_>,
+    reference: &MappedDump<'_>,
+    truth: Option<&MappedDump<'_>>,
+    cfg: &DiffConfig,
+) -> Vec<OpResult> {
+    let n = plan.order.len();
+    let entries = |i: usize| entries_at(plan, ours, reference, i);
+    let one = |i: usize| compare_row(plan, ours, reference, truth, cfg, i);
+    let jobs = if truth.is_some() {
+        // Each row reads the truth's tensor too: one by one.
+        (0..n).map(Job::Row).collect()
+    } else {
+        jobs(n, &entries, ours.dump(), cfg)
+    };
+    let mut ops: Vec<OpResult> = Vec::with_capacity(n);
+    huge_pages(&ops);
+    let slots = Slots::new(&mut ops);
+    jobs.par_iter()
+        .with_max_len(JOBS_PER_TASK)
+        .for_each(|job| match job {
+            Job::Row(i) => slots.put(*i, one(*i)),
+            Job::Steps(run) => {
+                let done = compare_run(run, plan, ours, reference, cfg, &|i, mut row| {
+                    row.mapped = ours
+                        .mapping(plan.ours_name(&row.name))
+                        .and_then(|v| v.how.clone());
+                    slots.put(i, row);
+                });
+                if !done {
+                    run.rows.iter().for_each(|&i| slots.put(i, one(i)));
+                }
+            }
+        });
+    // SAFETY: `jobs` names every index below `n` exactly once (`jobs` checks it), and every
+    // job above wrote each of its rows: all `n` rows are initialized.
+    unsafe { slots.finish(n) };
+    ops
+}
+
+/// Row `i`'s tensors in ours and in the reference (`None`: not in that dump).
+fn entries_at<'m, 'a>(
+    plan: &OrderPlan,
+    ours: &'m MappedDump<'a>,
+    reference: &'m MappedDump<'a>,
+    i: usize,
+) -> (Option<Entry<'m, 'a>>, Option<Entry<'m, 'a>>) {
+    let name = &plan.order[i];
+    // Found by position when the plan allows it: no hashing of 150,000 names per side.
+    if plan.aligned {
+        (ours.get_at(i), reference.get_at(i))
+    } else {
+        (ours.get(plan.ours_name(name)), reference.get(name))
+    }
+}
+
+/// Row `i` of the plan compared on its own.
+fn compare_row(
+    plan: &OrderPlan,
+    ours: &MappedDump<'_>,
+    reference: &MappedDump<'_>,
+    truth: Option<&MappedDump<'_>>,
+    cfg: &DiffConfig,
+    i: usize,
+) -> OpResult {
+    let name = &plan.order[i];
+    let (oe, re) = entries_at(plan, ours, reference, i);
+    let mut row = compare_probe(name, oe, re, truth, cfg);
+    row.mapped = ours
+        .mapping(plan.ours_name(name))
+        .and_then(|v| v.how.clone());
+    row
+}
+
+/// What one rayon task compares: one row, or a run of a probe's decode steps.
+enum Job {
+    /// The row at this index of the plan.
+    Row(usize),
+    /// Consecutive steps of one stacked member on each side.
+    Steps(Run),
+}
+
+/// Consecutive decode steps of one probe, stored in a stacked member on both sides.
+struct Run {
+    /// The rows (indices of the plan), in step order.
+    rows: Vec<usize>,
+    /// The members (of ours and of the reference) and the first step (1-based) of the run.
+    members: (usize, usize),
+    first: usize,
+}
+
+/// The jobs of a plan of `n` rows, whose entries `entries(i)` gives: a row of each probe, but
+/// runs of consecutive decode steps for the rows both of whose sides are steps of stacked
+/// members (the same step on both sides), at most a chunk of elements per run (so that a member
+/// of large steps, the logits, is still split across threads). In the order of their first
+/// rows. Every index below `n` is in exactly one job (checked; on a failed check, one job per
+/// row). Linear, with little work per row (a decode dump has 150,000 rows, and one thread goes
+/// through them while the others wait): the rows are looked at in parallel, then bucketed by
+/// our member; what a run needs of each of its rows beyond that (its steps borrowed in place,
+/// one dtype per side) is checked by the run itself ([`compare_run`]).
+fn jobs<'m, 'a: 'm>(
+    n: usize,
+    entries: &(dyn Fn(usize) -> (Option<Entry<'m, 'a>>, Option<Entry<'m, 'a>>) + Sync),
+    ours: &Dump,
+    cfg: &DiffConfig,
+) -> Vec<Job> {
+    // Per row: our member, the reference's, the step (the same on both sides).
+    let slots: Vec<Option<(u32, u32, u32)>> = (0..n)
+        .into_par_iter()
+        .with_min_len(4096)
+        .map(|i| {
+            let (oe, re) = entries(i);
+            let ((om, so), (rm, sr)) = (oe?.step_slot()?, re?.step_slot()?);
+            if so != sr {
+                return None;
+            }
+            let small = |x: usize| u32::try_from(x).ok();
+            Some((small(om)?, small(rm)?, small(so)?))
+        })
+        .collect();
+    // The rows of each of our members, in the plan's order (a counting sort).
+    let members = slots
+        .iter()
+        .flatten()
+        .map(|s| s.0 as usize + 1)
+        .max()
+        .unwrap_or(0);
+    let mut start = vec![0usize; members + 1];
+    for s in slots.iter().flatten() {
+        start[s.0 as usize + 1] += 1;
+    }
+    for m in 0..members {
+        start[m + 1] += start[m];
+    }
+    let mut at = start.clone();
+    let mut bucketed = vec![0usize; start[members]];
+    for (i, s) in slots.iter().enumerate() {
+        if let Some((om, ..)) = s {
+            bucketed[at[*om as usize]] = i;
+            at[*om as usize] += 1;
+        }
+    }
+    let mut in_run = vec![false; n];
+    let mut jobs: Vec<(usize, Job)> = Vec::new();
+    for om in 0..members {
+        let rows = &bucketed[start[om]..start[om + 1]];
+        let Some(&(_, rm, first)) = rows.first().and_then(|&i| slots[i].as_ref()) else {
+            continue;
+        };
+        // One member on the reference's side, steps one after the other: else row by row.
+        let consecutive = rows.iter().enumerate().all(|(k, &i)| {
+            slots[i].is_some_and(|(_, r, s)| r == rm && s as usize == first as usize + k)
+        });
+        if !consecutive {
+            continue;
+        }
+        let (rm, first) = (rm as usize, first as usize);
+        // At most a chunk of elements per run (at least one step).
+        let step_len = ours
+            .member_steps(om, first..first + 1)
+            .map_or(1, |(_, v)| v.len());
+        let per_run = (cfg.chunk_len / step_len.max(1)).max(1);
+        for (k, part) in rows.chunks(per_run).enumerate() {
+            part.iter().for_each(|&i| in_run[i] = true);
+            let run = Run {
+                rows: part.to_vec(),
+                members: (om, rm),
+                first: first + k * per_run,
+            };
+            jobs.push((part[0], Job::Steps(run)));
+        }
+    }
+    jobs.extend((0..n).filter(|&i| !in_run[i]).map(|i| (i, Job::Row(i))));
+    jobs.par_sort_unstable_by_key(|(first, _)| *first);
+    let jobs: Vec<Job> = jobs.into_iter().map(|(_, job)| job).collect();
+    // Every index exactly once, or one job per row (never a row left unwritten).
+    let mut seen = vec![false; n];
+    let mut partition = true;
+    for job in &jobs {
+        let rows: &[usize] = match job {
+            Job::Row(i) => std::slice::from_ref(i),
+            Job::Steps(run) => &run.rows,
+        };
+        for &i in rows {
+            partition &= i < n && !std::mem::replace(&mut seen[i], true);
+        }
+    }
+    if partition && seen.iter().all(|&s| s) {
+        jobs
+    } else {
+        (0..n).map(Job::Row).collect()
+    }
+}
+
+/// Compares a run of decode steps in one call ([`divergence_diff::compare_steps`]) and hands
+/// each row to `put` with its index; false (nothing handed) when the members' steps cannot be
+/// borrowed in one piece ([`Dump::member_steps`]): then compare them row by row, which says
+/// why a step cannot be read.
+fn compare_run<'a>(
+    run: &Run,
+    plan: &OrderPlan,
+    ours: &MappedDump<'a>,
+    reference: &MappedDump<'a>,
+    cfg: &DiffConfig,
+    put: &dyn Fn(usize, OpResult),
+) -> bool {
+    let steps = run.first..run.first + run.rows.len();
+    let (om, rm) = run.members;
+    let (Some((o_shape, o_values)), Some((r_shape, r_values))) = (
+        ours.dump().member_steps(om, steps.clone()),
+        reference.dump().member_steps(rm, steps),
+    ) else {
+        return false;
+    };
+    // One dtype per side for the whole run, or row by row.
+    let dtypes = |i: usize| {
+        let (oe, re) = entries_at(plan, ours, reference, i);
+        let name = |e: Option<Entry<'_, 'a>>| e.and_then(|e| e.original_dtype_str());
+        (name(oe), name(re))
+    };
+    let first = dtypes(run.rows[0]);
+    if !run.rows[1..].iter().all(|&i| dtypes(i) == first) {
+        return false;
+    }
+    let (o_dtype, r_dtype) = first;
+    let (o_dtype, r_dtype) = (o_dtype.unwrap_or_default(), r_dtype.unwrap_or_default());
+    let names: Vec<&str> = run.rows.iter().map(|&i| plan.order[i].as_str()).collect();
+    let side = |shape, values, dtype| Side {
+        shape,
+        values,
+        dtype,
+    };
+    divergence_diff::compare_steps(
+        &names,
+        side(o_shape, o_values, o_dtype),
+        side(r_shape, r_values, r_dtype),
+        cfg,
+        &mut |k, row| put(run.rows[k], row),
+    );
+    true
+}
+
+/// The spare capacity of a row vector, filled in place by many threads: row `i` is written to
+/// index `i` by whichever thread computes it (a decode step's rows are computed by probe but
+/// stored by step), without a second copy of the rows.
+struct Slots<'v> {
+    rows: &'v mut Vec<OpResult>,
+    ptr: *mut OpResult,
+    capacity: usize,
+}
+
+// SAFETY: shared across threads only to `put` rows, which writes disjoint slots through `ptr`
+// (each index once; `rows` itself is touched by `finish` alone, which takes the `Slots`), and
+// the rows are `Send`.
+unsafe impl Sync for Slots<'_> {}
+
+impl<'v> Slots<'v> {
+    /// The capacity of `rows`, which must be empty.
+    fn new(rows: &'v mut Vec<OpResult>) -> Slots<'v> {
+        assert!(rows.is_empty());
+        let (ptr, capacity) = (rows.as_mut_ptr(), rows.capacity());
+        Slots {
+            rows,
+            ptr,
+            capacity,
+        }
+    }
+
+    /// Writes row `i`. Each index must be written at most once (a second write would leak the
+    /// first row, never read freed memory); past the capacity it panics.
+    fn put(&self, i: usize, row: OpResult) {
+        assert!(i < self.capacity, "row {i} past {}", self.capacity);
+        // SAFETY: `i` is within the vector's capacity (checked), and no other thread writes
+        // index `i` (each row is computed by one job).
+        unsafe { self.ptr.add(i).write(row) };
+    }
+
+    /// Sets the vector's length to `n`. If a thread panicked before, this is never reached:
+    /// the vector stays empty and the rows written leak (they are never dropped twice).
+    ///
+    /// # Safety
+    /// Every index below `n` has been written by [`Slots::put`].
+    unsafe fn finish(self, n: usize) {
+        assert!(n <= self.capacity);
+        // SAFETY: the caller's promise: the first `n` slots hold rows.
+        unsafe { self.rows.set_len(n) };
+    }
+}
+
+/// Asks the kernel to back the spare capacity of `rows` with huge pages (the aligned 2 MiB
+/// regions inside it; `MADV_HUGEPAGE`, where transparent huge pages are on `madvise` or
+/// `always`): the rows of a decode report take ~100 MB, which 16 threads would otherwise fault
+/// in 4 KiB at a time while they compare (256 steps on the GPU machine's host: 3-6% less wall
+/// time, docs/performance.md). A hint: nothing changes where the kernel declines it, or on
+/// another system than Linux.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn huge_pages<T>(rows: &Vec<T>) {
+    const HUGE: usize = 2 << 20;
+    let start = rows.as_ptr() as usize;
+    let end = start.saturating_add(rows.capacity().saturating_mul(std::mem::size_of::<T>()));
+    let (from, to) = (start.next_multiple_of(HUGE), end / HUGE * HUGE);
+    if to > from {
+        // SAFETY: madvise only advises the kernel about pages of this process's allocation
+        // (the range lies inside `rows`' buffer); it reads and writes no memory, and its
+        // failure is ignored.
+        unsafe { libc::madvise(from as *mut libc::c_void, to - from, libc::MADV_HUGEPAGE) };
+    }
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn huge_pages<T>(_rows: &[T]) {}
+
+/// Reads one probe from each side (whichever exist) and compares them. Never fails: a probe
+/// that cannot be read becomes an `unreadable` row naming the file and the problem.
+/// `oe` and `re` are the row's tensors in ours and in the reference (`None`: not in that dump),
+/// found once by the caller.
+/// Stored little-endian floats are compared straight from the memory maps ([`Dump::view`]):
+/// no copy, no allocation, and the kernel splits a large tensor across threads. A probe with
+/// any other side (deflated, big-endian, integer, damaged) is streamed ([`stream_probe`]).
+fn compare_probe(
+    name: &str,
+    oe: Option<Entry<'_, '_>>,
+    re: Option<Entry<'_, '_>>,
+    truth: Option<&MappedDump<'_>>,
+    cfg: &DiffConfig,
+) -> OpResult {
+    let te = truth.map(|t| t.get(name));
+    // A tensor a name map computes is never zero-copy: one part of a split is read in place
+    // from its source's bytes ([`MappedDump::pieces`]).
+    let in_place = |e: Option<Entry<'_, '_>>| e.is_none_or(|e| e.is_zero_copy());
+    // Any other tensor a name map computes cannot be streamed: it is read whole from its
+    // sources, and so are the other sides of its row (memory: that row's tensors,
+    // docs/mapping.md).
+    // (Either side: `--prefill-vs-decode` computes the reference's.)
+    let whole = |e: Option<Entry<'_, '_>>| e.is_some_and(|e| e.is_computed() && !e.is_part());
+    let computed = whole(oe) || whole(re);
+    let all_in_place = in_place(oe) && in_place(re) && te.is_none_or(in_place);
+    if !(computed || all_in_place) {
+        return stream_probe(name, oe, re, te, cfg);
+    }
+    // Sides stored in place are views of the maps, nothing to read: a rayon join per row would
+    // cost more than both (a decode dump has 150,000 rows); a computed side is computed.
+    let (o, r) = if computed {
+        rayon::join(|| read_side(oe), || read_side(re))
+    } else {
+        (read_side(oe), read_side(re))
+    };
+    let o = match o.transpose() {
+        Ok(t) => t,
+        Err(msg) => return divergence_diff::unreadable(name, Which::Ours, msg),
+    };
+    let r = match r.transpose() {
+        Ok(t) => t,
+        Err(msg) => return divergence_diff::unreadable(name, Which::Ref, msg),
+    };
+    let Some(te) = te else {
+        return divergence_diff::compare(name, o.as_ref().map(side), r.as_ref().map(side), cfg);
+    };
+    // Read the truth only for a pair that both sides have.
+    let t = if o.is_some() && r.is_some() {
+        read_side(te)
+    } else {
+        None
+    };
+    match t.transpose() {
+        Ok(t) => divergence_diff::compare_with_truth(
+            name,
+            o.as_ref().map(side),
+            r.as_ref().map(side),
+            t.as_ref().map(side),
+            cfg,
+        ),
+        Err(msg) => {
+            let mut row =
+                divergence_diff::compare(name, o.as_ref().map(side), r.as_ref().map(side), cfg);
+            if matches!(row.status, Status::Ok | Status::Diverged) {
+                let why = divergence_names::one_line(&format!("truth: {msg}")).into_owned();
+                row.truth.truth_problem = Some(why);
+            }
+            row
+        }
+    }
+}
+
+/// One side of a streamed probe: its pieces and original dtype.
+type Stream<'a> = (Pieces<'a>, String);
+
+/// [`compare_probe`] in bounded memory: every side read piece by piece ([`Dump::chunks`], one
+/// [`DiffConfig::chunk_len`] of elements at a time; a split part in place, a strided
+/// [`divergence_diff::Piece`] over its source; the sides in lockstep) into a [`ProbeFold`],
+/// whose row equals
+/// [`divergence_diff::compare_with_truth`]'s on the whole tensors. Memory: one piece per side,
+/// whatever the tensors' sizes (a Fortran-order tensor excepted, see
+/// [`divergence_dump::MAX_REORDER_BYTES`]). No rayon call here: a thread waiting in rayon may
+/// start another probe, so a streamed probe that never waits in rayon is the whole of what its
+/// thread holds (docs/reliability.md, "Memory"); pieces of at most one chunk keep the fold
+/// from calling rayon. A tensor of several chunk-sized pieces reads the reference's on a
+/// scoped thread beside ours'. Probes run in parallel across the rayon threads.
+fn stream_probe(
+    name: &str,
+    ours: Option<Entry<'_, '_>>,
+    reference: Option<Entry<'_, '_>>,
+    truth: Option<Option<Entry<'_, '_>>>,
+    cfg: &DiffConfig,
+) -> OpResult {
+    fn open<'a>(e: Option<Entry<'_, 'a>>, per: usize) -> Option<Result<Stream<'a>, String>> {
+        let e = e?;
+        let dtype = e.original_dtype().unwrap_or_default();
+        Some(e.pieces(per).map(|c| (c, dtype)).map_err(|e| e.to_string()))
+    }
+    fn as_head(h: &Option<(Vec<usize>, String)>) -> Option<Head<'_>> {
+        h.as_ref().map(|(shape, dtype)| Head {
+            shape: shape.as_slice(),
+            dtype: dtype.as_str(),
+        })
+    }
+    let per = cfg.chunk_len;
+    let mut o = match open(ours, per).transpose() {
+        Ok(o) => o,
+        Err(msg) => return divergence_diff::unreadable(name, Which::Ours, msg),
+    };
+    let mut r = match open(reference, per).transpose() {
+        Ok(r) => r,
+        Err(msg) => return divergence_diff::unreadable(name, Which::Ref, msg),
+    };
+    let head = |s: &Option<Stream<'_>>| {
+        s.as_ref()
+            .map(|(c, dtype)| (c.shape().to_vec(), dtype.clone()))
+    };
+    let (ho, hr) = (head(&o), head(&r));
+    let mut fold = ProbeFold::new(name, as_head(&ho), as_head(&hr), cfg);
+    // The truth, read only for a pair that both sides have; a truth that cannot be opened or
+    // read leaves the presets' verdict, with the reason (`ProbeFold::truth_failed`).
+    let truth_failed = |fold: &mut ProbeFold, e: String| {
+        fold.truth_failed(divergence_names::one_line(&format!("truth: {e}")).into_owned());
+    };
+    let mut t: Option<Stream<'_>> = None;
+    if let (Some(truth), true) = (truth, o.is_some() && r.is_some()) {
+        match open(truth, per) {
+            None => fold = fold.with_truth(None),
+            Some(Ok(ts)) => {
+                let ht = Some((ts.0.shape().to_vec(), ts.1.clone()));
+                fold = fold.with_truth(as_head(&ht));
+                t = Some(ts);
+            }
+            Some(Err(msg)) => {
+                fold = fold.with_truth(None);
+                truth_failed(&mut fold, msg);
+            }
+        }
+    }
+    let failed =
+        |which: Which, e: DumpError| divergence_diff::unreadable(name, which, e.to_string());
+    match fold.needs() {
+        Needs::Nothing => {}
+        Needs::Ours | Needs::Ref | Needs::Apart => {
+            for (side, which) in [(&mut o, Which::Ours), (&mut r, Which::Ref)] {
+                let Some((c, _)) = side else { continue };
+                loop {
+                    match c.next_piece() {
+                        Ok(Some(v)) => fold.push_side(which, v),
+                        Ok(None) => break,
+                        Err(e) => return failed(which, e),
+                    }
+                }
+            }
+        }
+        Needs::Pair { truth: want_truth } => {
+            let (Some((oc, _)), Some((rc, _))) = (&mut o, &mut r) else {
+                return fold.finish();
+            };
+            let mut tc = t.as_mut().map(|(c, _)| c).filter(|_| want_truth);
+            // A tensor of several pieces inflates the reference's pieces on a thread of its
+            // own, beside ours': a dump of a few huge members keeps two cores busy (measured,
+            // docs/performance.md). A scoped thread, not rayon: a thread waiting in rayon may
+            // start another probe (and its buffers) meanwhile. Not beside a split part: it is
+            // read in place, with nothing to inflate.
+            let beside = !oc.is_part() && !rc.is_part() && oc.len() > per;
+            loop {
+                let (po, pr) = if beside {
+                    std::thread::scope(|s| {
+                        let theirs = s.spawn(|| rc.next_piece());
+                        let mine = oc.next_piece();
+                        let theirs = theirs
+                            .join()
+                            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                        (mine, theirs)
+                    })
+                } else {
+                    (oc.next_piece(), rc.next_piece())
+                };
+                let po = match po {
+                    Ok(p) => p,
+                    Err(e) => return failed(Which::Ours, e),
+                };
+                let pr = match pr {
+                    Ok(p) => p,
+                    Err(e) => return failed(Which::Ref, e),
+                };
+                // The truth's piece; its end (CRC-32) is checked with the sides' last `None`.
+                let pt = match tc.as_mut().map(|c| c.next_piece()) {
+                    Some(Ok(p)) => p,
+                    Some(Err(e)) => {
+                        truth_failed(&mut fold, e.to_string());
+                        tc = None;
+                        None
+                    }
+                    None => None,
+                };
+                match (po, pr) {
+                    (Some(po), Some(pr)) => fold.push_pair(po, pr, pt),
+                    // Aligned shapes hold equally many elements: both end together (a fold
+                    // fed unevenly reports it).
+                    _ => break,
+                }
+            }
+        }
+    }
+    fold.finish()
+}
+
+/// One side of a probe: `None` when the dump lacks the name, else its view (borrowed where the
+/// bytes allow, decoded otherwise) and original dtype, or the read error's one line.
+pub(crate) fn read_side<'a>(
+    e: Option<Entry<'_, 'a>>,
+) -> Option<Result<(TensorView<'a>, &'a str), String>> {
+    // A damaged entry is still listed (its read fails): only a name absent from the file
+    // makes this side missing.
+    let e = e?;
+    let dtype = e.original_dtype_str().unwrap_or_default();
+    Some(e.view().map(|t| (t, dtype)).map_err(|e| e.to_string()))
+}
+
+pub(crate) fn side<'a>((tensor, dtype): &'a (TensorView<'_>, &str)) -> Side<'a> {
+    Side {
+        shape: &tensor.shape,
+        values: tensor.values(),
+        dtype,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use divergence_diff::{plan_order, DumpNames, Tolerance};
+    use divergence_dump::{Dump, DumpWriter, Meta, TensorData};
+
+    use super::*;
+
+    const STEPS: usize = 6;
+
+    fn values(n: usize, seed: u32) -> Vec<f32> {
+        (0..n)
+            .map(|i| {
+                let x = (i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) as f32 / 4e9;
+                x - 0.5
+            })
+            .collect()
+    }
+
+    /// A decode dump: a prefill and `STEPS` stacked steps of several probes, ours or the
+    /// reference (`ours`: slightly off, a NaN in one step, a probe of its own, a squeezed
+    /// shape, an f32 tensor where the reference has bf16).
+    fn write(path: &Path, ours: bool) {
+        let mut w = DumpWriter::create(path).unwrap();
+        w.stack_steps();
+        let mut order = Vec::new();
+        let mut dtypes = Vec::new();
+        let off = if ours { 3 } else { 0 };
+        let mut add = |w: &mut DumpWriter, name: String, shape: &[usize], v: &[f32], bf16: bool| {
+            if bf16 {
+                let b: Vec<half::bf16> = v.iter().map(|&x| half::bf16::from_f32(x)).collect();
+                w.add(&name, shape, TensorData::BF16(&b)).unwrap();
+            } else {
+                w.add(&name, shape, TensorData::F32(v)).unwrap();
+            }
+            order.push(name.clone());
+            dtypes.push((name, if bf16 { "bfloat16" } else { "float32" }));
+        };
+        for step in 0..=STEPS {
+            let at = |base: &str| match step {
+                0 => base.to_string(),
+                s => format!("{base}@{s}"),
+            };
+            let t = if step == 0 { 4 } else { 1 };
+            let mut mlp = values(t * 40, 7 + step as u32 * 11 + off);
+            if ours && step == 3 {
+                mlp[5] = f32::NAN;
+            }
+            add(&mut w, at("model.layers.0.mlp"), &[1, t, 40], &mlp, false);
+            let shape: &[usize] = if ours { &[1, t, 9] } else { &[t, 9] };
+            add(
+                &mut w,
+                at("model.layers.0.self_attn"),
+                shape,
+                &values(t * 9, 5),
+                false,
+            );
+            // f32 in ours, bf16 in the reference.
+            add(
+                &mut w,
+                at("model.layers.1.mlp"),
+                &[1, t, 17],
+                &values(t * 17, 2),
+                !ours,
+            );
+            if ours {
+                add(&mut w, at("extra"), &[1, t, 3], &values(t * 3, 1), false);
+            }
+        }
+        let mut meta = Meta {
+            order,
+            input_ids: Some(vec![1, 2, 3, 4]),
+            ..Meta::default()
+        };
+        for (name, dtype) in dtypes {
+            meta.dtypes.insert(name, dtype.to_string());
+        }
+        w.finish(meta).unwrap();
+    }
+
+    fn names<'a>(dump: &'a MappedDump<'_>) -> DumpNames<'a> {
+        DumpNames {
+            meta_order: dump.meta_order(),
+            names: dump.names(),
+            file_order_preserved: true,
+            single_tensor_file: false,
+        }
+    }
+
+    /// The rows of a decode dump pair, with runs of steps compared in one call, are the rows of
+    /// every probe compared on its own, bit for bit; and the runs are there (so that this test
+    /// compares something): every probe both sides keep stacked, in a plan aligned or not.
+    #[test]
+    fn runs_of_steps_give_the_rows_of_each_step_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let (o, r) = (dir.path().join("ours.npz"), dir.path().join("ref.npz"));
+        write(&o, true);
+        write(&r, false);
+        let (od, rd) = (Dump::open(&o).unwrap(), Dump::open(&r).unwrap());
+        let (ours, reference) = (MappedDump::plain(&od), MappedDump::plain(&rd));
+        for tolerance in [
+            Tolerance::default(),
+            Tolerance::from_flags(true, None, None, None),
+        ] {
+            let cfg = DiffConfig {
+                tolerance,
+                ..DiffConfig::default()
+            };
+            let plan = plan_order(&names(&ours), &names(&reference));
+            assert!(!plan.aligned, "ours has a probe of its own");
+            let n = plan.order.len();
+            let entries = |i: usize| entries_at(&plan, &ours, &reference, i);
+            let runs = jobs(n, &entries, &od, &cfg)
+                .iter()
+                .filter(|j| matches!(j, Job::Steps(run) if run.rows.len() == STEPS))
+                .count();
+            assert_eq!(runs, 3, "the three probes both sides have, stacked");
+            let together = compare_all(&plan, &ours, &reference, None, &cfg);
+            let alone: Vec<OpResult> = (0..n)
+                .map(|i| compare_row(&plan, &ours, &reference, None, &cfg, i))
+                .collect();
+            assert_eq!(together.len(), n);
+            let json = |rows: &[OpResult]| serde_json::to_string(rows).unwrap();
+            assert_eq!(json(&together), json(&alone));
+            // The faults are there to be found: a NaN at step 3, ours' own probe.
+            let status = |name: &str| together.iter().find(|r| r.name == name).unwrap().status;
+            assert_eq!(status("model.layers.0.mlp@3"), Status::Nonfinite);
+            assert_eq!(status("extra@2"), Status::OnlyOurs);
+        }
+    }
+
+    /// Every index of the plan is in exactly one job, whatever the layout.
+    #[test]
+    fn jobs_cover_every_row_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (o, r) = (dir.path().join("ours.npz"), dir.path().join("ref.npz"));
+        write(&o, true);
+        write(&r, false);
+        let (od, rd) = (Dump::open(&o).unwrap(), Dump::open(&r).unwrap());
+        let (ours, reference) = (MappedDump::plain(&od), MappedDump::plain(&rd));
+        // Runs of one step each, then of the whole member.
+        for chunk_len in [1, 40, 1 << 18] {
+            let cfg = DiffConfig {
+                chunk_len,
+                ..DiffConfig::default()
+            };
+            let plan = plan_order(&names(&ours), &names(&reference));
+            let n = plan.order.len();
+            let entries = |i: usize| entries_at(&plan, &ours, &reference, i);
+            let mut seen = vec![0; n];
+            for job in jobs(n, &entries, &od, &cfg) {
+                match job {
+                    Job::Row(i) => seen[i] += 1,
+                    Job::Steps(run) => {
+                        assert!(run.rows.len() <= (chunk_len / 40).max(1).max(chunk_len / 9));
+                        run.rows.iter().for_each(|&i| seen[i] += 1);
+                    }
+                }
+            }
+            assert!(seen.iter().all(|&k| k == 1), "{seen:?}");
+        }
+    }
+}
