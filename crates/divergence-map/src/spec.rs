@@ -406,6 +406,14 @@ fn check_target(t: &str, from: &str) -> Result<(), String> {
             "`to = \"__meta__\"`: a reserved name (the dump's metadata), never a probe".into(),
         );
     }
+    // A name the map writes itself: no dump's probe has a line break or a tab in its name, and
+    // every report would have to escape it.
+    if t.chars().any(char::is_control) {
+        return Err(format!(
+            "`to = \"{}\"`: a name a map makes must not hold a control character (a line break, a tab)",
+            divergence_names::one_line(&short(t))
+        ));
+    }
     let suffix = match split_step(t) {
         (base, step) if step > 0 => Some(&t[base.len()..]),
         _ => t.ends_with(STACKED_SUFFIX).then_some(STACKED_SUFFIX),
@@ -665,6 +673,12 @@ mod tests {
             "m.toml: rule 1 (from = \"x\"): `to = \"\"`: a name a map makes must not be empty"
         );
         assert!(err("[[rule]]\nfrom = \"x\"\nto = \"__meta__\"\n").contains("a reserved name"));
+        let newline = err("[[rule]]\nfrom = \"x\"\nto = \"a\\nb\"\n");
+        assert!(
+            newline.contains("must not hold a control character"),
+            "{newline}"
+        );
+        assert!(!newline.contains('\n'), "one line: {newline}");
         assert_eq!(
             err("[[rule]]\nfrom = \"x\"\nto = \"x@3\"\n"),
             "m.toml: rule 1 (from = \"x\"): `to = \"x@3\"` names a decode step (`@3`): a map names the probe, and each step follows it"

@@ -28,8 +28,9 @@
 //! of the scores and the logits) and a decode step's, plus the dump. The weights are not counted: they are
 //! bounded by the checkpoint's files (twice a bf16 checkpoint's size in f32).
 //!
-//! The bound ([`limit`]) is the machine's physical memory, or [`MAX_RUN_BYTES`] (16 GiB) where
-//! it cannot be read. With 16 GiB: a Qwen3-0.6B-shaped config (16 heads, vocab 151,936) runs prompts of up to about
+//! The bound ([`limit`]) is the least of the machine's physical memory, the cgroup's memory
+//! limit and the address-space limit, or [`MAX_RUN_BYTES`] (16 GiB) where none can be read;
+//! `run --max-memory` replaces it. With 16 GiB: a Qwen3-0.6B-shaped config (16 heads, vocab 151,936) runs prompts of up to about
 //! 7,900 tokens in f32 (8,500 in bf16; 4,096 tokens: ~5 GiB), Qwen3-8B (32 heads) about 5,400
 //! (5,900), and a 64-token prompt with 256 decode steps needs ~150 MiB. Past it, a prompt of
 //! 20,000 tokens on a 4-head model (~24 GiB of scores) or 12,000 decode steps at head_dim
@@ -43,23 +44,77 @@ use crate::config::Config;
 /// cannot be read ([`limit`]): 16 GiB.
 pub const MAX_RUN_BYTES: u64 = 16 << 30;
 
-/// What a run may allocate besides its weights: this machine's physical memory (`MemTotal` of
-/// /proc/meminfo), else [`MAX_RUN_BYTES`]; with the words that say which. A fixed bound would
-/// refuse real workloads on a large host (a 14,000-token prefill of Qwen3-0.6B needs ~50 GiB,
-/// which a GPU host holds; "diverges at 14k tokens" is a real report), and let through what a
-/// small one cannot hold.
+/// What a run may allocate besides its weights: the least of this machine's physical memory
+/// (`MemTotal` of /proc/meminfo), the memory limit of the process's cgroup (v2 `memory.max`, v1
+/// `memory.limit_in_bytes`: a container's) and its address-space limit (`ulimit -v`, from
+/// /proc/self/limits), else [`MAX_RUN_BYTES`] where none can be read; with the words that say
+/// which. A fixed bound would refuse real workloads on a large host (a 14,000-token prefill of
+/// Qwen3-0.6B needs ~50 GiB, which a GPU host holds; "diverges at 14k tokens" is a real report),
+/// and let through what a small one cannot hold. `run --max-memory` replaces it.
 pub fn limit() -> (u64, &'static str) {
-    let total = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|text| {
-            let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
-            let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-            Some(kib.saturating_mul(1024))
-        });
-    match total {
-        Some(bytes) if bytes > 0 => (bytes, "this machine's memory"),
-        _ => (MAX_RUN_BYTES, "what a run may use"),
+    let read = |path: &str| std::fs::read_to_string(path).ok();
+    let machine = read("/proc/meminfo").and_then(|text| {
+        let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib.saturating_mul(1024))
+    });
+    let cgroup = read("/proc/self/cgroup").and_then(|text| cgroup_limit(&text, &read));
+    let address_space = read("/proc/self/limits").and_then(|text| address_space_limit(&text));
+    [
+        (machine, "this machine's memory"),
+        (cgroup, "the cgroup's memory limit"),
+        (address_space, "the address-space limit (ulimit -v)"),
+    ]
+    .into_iter()
+    .filter_map(|(bytes, what)| Some((bytes.filter(|&b| b > 0)?, what)))
+    .min_by_key(|&(bytes, _)| bytes)
+    .unwrap_or((MAX_RUN_BYTES, "what a run may use"))
+}
+
+/// The memory limit of the cgroup that /proc/self/cgroup (`text`) names, read with `read`: the
+/// least of the cgroup's and its ancestors' (a container's limit is often set above the
+/// process's own cgroup), v2 (`0::/path`, `memory.max`) or v1 (`N:memory:/path`,
+/// `memory.limit_in_bytes`); `None` when there is none (`max`, or v1's "no limit", a number
+/// near 2^63).
+fn cgroup_limit(text: &str, read: &dyn Fn(&str) -> Option<String>) -> Option<u64> {
+    let number = |v: Option<String>| v?.trim().parse::<u64>().ok().filter(|&b| b < 1 << 60);
+    let mut least: Option<u64> = None;
+    for line in text.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (Some(_), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        let file = if controllers.is_empty() {
+            |dir: &str| format!("/sys/fs/cgroup{dir}/memory.max")
+        } else if controllers.split(',').any(|c| c == "memory") {
+            |dir: &str| format!("/sys/fs/cgroup/memory{dir}/memory.limit_in_bytes")
+        } else {
+            continue;
+        };
+        // The cgroup, then each ancestor up to the root.
+        let mut dir = path.trim_end_matches('/');
+        loop {
+            if let Some(b) = number(read(&file(dir))) {
+                least = Some(least.map_or(b, |l| l.min(b)));
+            }
+            match dir.rfind('/') {
+                Some(i) => dir = &dir[..i],
+                None => break,
+            }
+        }
     }
+    least
+}
+
+/// The soft "Max address space" of /proc/self/limits (`text`), in bytes; `None` when unlimited.
+fn address_space_limit(text: &str) -> Option<u64> {
+    let line = text.lines().find(|l| l.starts_with("Max address space"))?;
+    let soft = line
+        .trim_start_matches("Max address space")
+        .split_whitespace()
+        .next()?;
+    soft.parse().ok()
 }
 
 /// What of the dump a run holds in memory until the file is written (`DumpWriter`): an npz
@@ -210,6 +265,38 @@ pub fn gib(bytes: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_bound_reads_the_cgroup_and_the_address_space_limit() {
+        let files = |path: &str| match path {
+            "/sys/fs/cgroup/user.slice/job/memory.max" => Some("4294967296\n".to_string()),
+            "/sys/fs/cgroup/free/memory.max" => Some("max\n".to_string()),
+            "/sys/fs/cgroup/memory/docker/abc/memory.limit_in_bytes" => Some("1073741824".into()),
+            "/sys/fs/cgroup/memory/none/memory.limit_in_bytes" => {
+                Some("9223372036854771712".into())
+            }
+            _ => None,
+        };
+        assert_eq!(cgroup_limit("0::/user.slice/job\n", &files), Some(4 << 30));
+        assert_eq!(cgroup_limit("0::/free\n", &files), None);
+        let v1 = "12:cpu,cpuacct:/docker/abc\n4:memory:/docker/abc\n";
+        assert_eq!(cgroup_limit(v1, &files), Some(1 << 30));
+        assert_eq!(cgroup_limit("4:memory:/none\n", &files), None);
+        assert_eq!(cgroup_limit("0::/elsewhere\n", &files), None);
+        // A limit set on an ancestor (a container's), and a malformed line skipped.
+        assert_eq!(
+            cgroup_limit("junk\n0::/user.slice/job/step\n", &files),
+            Some(4 << 30)
+        );
+        let limits = "Limit                     Soft Limit           Hard Limit           Units\n\
+                      Max address space         8589934592           unlimited            bytes\n";
+        assert_eq!(address_space_limit(limits), Some(8 << 30));
+        let unlimited =
+            "Max address space         unlimited            unlimited            bytes\n";
+        assert_eq!(address_space_limit(unlimited), None);
+        // This machine's bound is one of them, never zero.
+        assert!(limit().0 > 0);
+    }
     use std::path::Path;
 
     const QWEN3_06B: &str = include_str!("../../../fixtures/configs/qwen3-0.6b.json");

@@ -131,6 +131,9 @@ pub struct RunOptions {
     pub replay: Option<PathBuf>,
     /// `--decode N`: after the prefill, decode these tokens one by one over a KV cache.
     pub decode: Option<DecodeOptions>,
+    /// `--max-memory GIB`, in bytes: what the run may allocate besides its weights, instead of
+    /// [`memory::limit`] (the machine's, the cgroup's or the address-space limit).
+    pub max_memory: Option<u64>,
 }
 
 /// Where the tokens of the decode steps come from.
@@ -463,7 +466,9 @@ fn check_memory(
     let steps = decode.map_or(0, |d| d.ids.len());
     let held = memory::Held::of(opts.out.as_deref());
     let e = memory::estimate(&ckpt.config, prompt, steps, opts.precision.dtype(), held);
-    let (limit, what) = memory::limit();
+    let (limit, what) = opts
+        .max_memory
+        .map_or_else(memory::limit, |bytes| (bytes, "--max-memory"));
     // On a GPU the cache, the scores and the activations are in its memory, where a failed
     // allocation is an error (not an abort); the host holds the dump.
     let host = match opts.device {
@@ -483,7 +488,7 @@ fn check_memory(
         message: format!(
             "{} + {} in {} would need about {} ({part}: {}; \
              {}, {}, {} kv heads, head_dim {}, hidden {}, vocab {}), more than the \
-             {} of {what} (besides the weights): give fewer tokens",
+             {} of {what} (besides the weights): give fewer tokens{}",
             count(prompt, "prompt token"),
             count(steps, "decode step"),
             opts.precision.torch_name(),
@@ -496,6 +501,11 @@ fn check_memory(
             c.hidden_size,
             c.vocab_size,
             memory::gib(limit),
+            if opts.max_memory.is_some() {
+                ""
+            } else {
+                ", or --max-memory GIB to allow more"
+            },
         ),
     })
 }

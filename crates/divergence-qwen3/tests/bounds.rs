@@ -25,6 +25,7 @@ fn options(model_dir: &Path, input_ids: Vec<u32>, decode: Option<DecodeOptions>)
         repeat: 1,
         replay: None,
         decode,
+        max_memory: None,
     }
 }
 
@@ -56,17 +57,35 @@ fn a_prompt_too_long_for_memory_is_refused_without_max_position_embeddings() {
         "{err}"
     );
     assert!(err.contains("the attention scores"), "{err}");
+    let bounds = [
+        "of this machine's memory (besides the weights)",
+        "of the cgroup's memory limit (besides the weights)",
+        "of the address-space limit (ulimit -v) (besides the weights)",
+        "of what a run may use (besides the weights)",
+    ];
+    assert!(bounds.iter().any(|b| err.contains(b)), "{err}");
     assert!(
-        err.contains("of this machine's memory (besides the weights)")
-            || err.contains("of what a run may use (besides the weights)"),
+        err.ends_with("give fewer tokens, or --max-memory GIB to allow more"),
         "{err}"
     );
     assert!(!err.contains('\n'), "{err}");
 
     // A prompt within the bound still runs.
     let ids: Vec<u32> = (0..600).map(|i| i % 512).collect();
-    let summary = run_to_dump(&options(dir.path(), ids, None)).expect("600 tokens run");
+    let summary = run_to_dump(&options(dir.path(), ids.clone(), None)).expect("600 tokens run");
     assert_eq!(summary.n_tokens, 600);
+
+    // --max-memory replaces the bound: the same run under 1 MiB is refused, and says so.
+    let small = RunOptions {
+        max_memory: Some(1 << 20),
+        ..options(dir.path(), ids, None)
+    };
+    let err = run_to_dump(&small).expect_err("refused").to_string();
+    assert!(
+        err.contains("of --max-memory (besides the weights): give fewer tokens"),
+        "{err}"
+    );
+    assert!(err.ends_with("give fewer tokens"), "{err}");
 }
 
 #[test]

@@ -434,6 +434,7 @@ fn options(out: &Path, decode: Option<DecodeOptions>, faults: &[&str]) -> RunOpt
         repeat: 1,
         replay: None,
         decode,
+        max_memory: None,
     }
 }
 

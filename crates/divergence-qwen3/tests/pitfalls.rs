@@ -62,6 +62,7 @@ fn diff_run_with(
         repeat: 1,
         replay: replay.then(|| fixtures().join("ref").join(reference)),
         decode: None,
+        max_memory: None,
     };
     run_to_dump(&opts).unwrap_or_else(|e| panic!("{e}"));
     let truth = match tolerance {
@@ -453,6 +454,7 @@ fn unknown_transpose_target_is_a_clear_error() {
         repeat: 1,
         replay: None,
         decode: None,
+        max_memory: None,
     };
     let err = run_to_dump(&opts).expect_err("must fail").to_string();
     assert!(err.contains("model.layers.0.mlp.nope"), "{err}");

@@ -276,17 +276,21 @@ impl Terminal<'_> {
     /// A table of `rows` (each cell with its text) fitted to the width: columns are kept at
     /// least [`min_width`] wide (comfy-table wraps only headers, between words), and the
     /// columns of `drop_order` (indices) are dropped, in that order, while even the minimum
-    /// widths do not fit.
+    /// widths do not fit. Then, while the table is still too wide, the op names of the
+    /// `names` columns (plain cells) are broken onto several lines ([`break_name`]), the
+    /// widest column first, down to [`NAME_MIN`] columns.
     fn fitted(
         &self,
         header: &[&str],
         rows: Vec<Vec<(String, Cell)>>,
         drop_order: &[usize],
+        names: &[usize],
     ) -> Table {
-        let mins: Vec<usize> = (0..header.len())
+        let mut mins: Vec<usize> = (0..header.len())
             .map(|c| min_width(header[c], rows.iter().map(|r| r[c].0.as_str())))
             .collect();
         let mut kept: Vec<usize> = (0..header.len()).collect();
+        let mut broken = vec![false; header.len()];
         if let Some(w) = self.opts.width.map(usize::from) {
             for d in drop_order {
                 if table_width(kept.iter().map(|&c| mins[c])) <= w {
@@ -294,11 +298,34 @@ impl Terminal<'_> {
                 }
                 kept.retain(|c| c != d);
             }
+            let mut total = table_width(kept.iter().map(|&c| mins[c]));
+            while total > w {
+                let widest = kept
+                    .iter()
+                    .copied()
+                    .filter(|c| names.contains(c) && mins[*c] > NAME_MIN)
+                    .max_by_key(|&c| mins[c]);
+                let Some(c) = widest else { break };
+                let cut = (total - w).min(mins[c] - NAME_MIN);
+                mins[c] -= cut;
+                total -= cut;
+                broken[c] = true;
+            }
         }
         let mut t = self.table();
         t.set_header(kept.iter().map(|&c| header[c]).collect::<Vec<_>>());
         for row in rows {
-            let mut cells: Vec<Option<Cell>> = row.into_iter().map(|(_, c)| Some(c)).collect();
+            let mut cells: Vec<Option<Cell>> = row
+                .into_iter()
+                .enumerate()
+                .map(|(c, (text, cell))| {
+                    Some(if broken[c] {
+                        Cell::new(break_name(&text, mins[c]))
+                    } else {
+                        cell
+                    })
+                })
+                .collect();
             t.add_row(
                 kept.iter()
                     .filter_map(|&c| cells[c].take())
@@ -575,7 +602,9 @@ impl Sections for Terminal<'_> {
                 ]
             })
             .collect();
-        let t = self.fitted(&header, rows, &[5, 3]);
+        // Narrow terminals lose "in op" (the worst op) first, then "missing", then "compared";
+        // names too long for what is left are broken onto lines.
+        let t = self.fitted(&header, rows, &[5, 3, 1], &[5, 6]);
         writeln!(self.out, "{t}")?;
         if hidden > 0 {
             let text = format!("  ({hidden} more steps, all within tolerance or not the first; --all shows every step)");
@@ -625,8 +654,9 @@ impl Sections for Terminal<'_> {
                 ]
             })
             .collect();
-        // Narrow terminals lose "in op" (the worst op) first, then the worst rel err.
-        let t = self.fitted(&header, rows, &[5, 4]);
+        // Narrow terminals lose "in op" (the worst op) first, then the worst rel err; names
+        // too long for what is left are broken onto lines.
+        let t = self.fitted(&header, rows, &[5, 4], &[5, 6]);
         writeln!(self.out, "{t}")?;
         self.blank()
     }
@@ -684,7 +714,7 @@ impl Sections for Terminal<'_> {
             .collect();
         // Narrow terminals lose the abs err gain first, then the weight gain; the ratio that
         // decides the mark stays.
-        let t = self.fitted(&header, rows, &[6, 7]);
+        let t = self.fitted(&header, rows, &[6, 7], &[]);
         writeln!(self.out, "{t}")?;
         self.blank()
     }

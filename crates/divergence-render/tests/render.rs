@@ -671,9 +671,12 @@ fn long_and_wide_names_keep_the_table_within_the_width() {
     let wide: &'static str =
         Box::leak(format!("model.layers.0.{}.TAIL_END", "中".repeat(70)).into_boxed_str());
     for name in [ascii, wide] {
+        // A decode step of it too: the per-step table names it.
+        let step: &'static str = Box::leak(format!("{name}@1").into_boxed_str());
         let ops = vec![
             op("model.embed_tokens", &[1, 4, 16], 0, 0.0),
             op(name, &[1, 4, 16], 1, 0.1),
+            op(step, &[1, 1, 16], 2, 0.1),
         ];
         let r = build(
             &ops,
@@ -700,6 +703,18 @@ fn long_and_wide_names_keep_the_table_within_the_width() {
                 );
             }
             assert!(t.contains("TAIL_END"), "{t}");
+            // Every other table too (the per-layer table names the layer's first diverging op).
+            for line in t
+                .lines()
+                .filter(|l| l.starts_with(['┌', '│', '╞', '├', '└']))
+            {
+                let cols = unicode_width::UnicodeWidthStr::width(line);
+                assert!(
+                    cols <= usize::from(width),
+                    "{width} cols, {cols}: {line}\n{t}"
+                );
+            }
+            assert!(t.contains("Per layer") && t.contains("Per step"), "{t}");
         }
     }
 }

@@ -9,6 +9,8 @@
 //! (the lookups, the dispatch, the row's shapes and tolerance), and reads both members front
 //! to back instead of a member away from the last row (docs/performance.md, "Decode steps").
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use divergence_diff::{
     DiffConfig, Head, Needs, OpResult, OrderPlan, ProbeFold, Side, Status, Which,
 };
@@ -41,7 +43,7 @@ pub(crate) fn compare_all(
     };
     let mut ops: Vec<OpResult> = Vec::with_capacity(n);
     huge_pages(&ops);
-    let slots = Slots::new(&mut ops);
+    let slots = Slots::new(&mut ops, n);
     jobs.par_iter()
         .with_max_len(JOBS_PER_TASK)
         .for_each(|job| match job {
@@ -58,9 +60,8 @@ pub(crate) fn compare_all(
                 }
             }
         });
-    // SAFETY: `jobs` names every index below `n` exactly once (`jobs` checks it), and every
-    // job above wrote each of its rows: all `n` rows are initialized.
-    unsafe { slots.finish(n) };
+    // Every job has written its rows (`jobs` names every index once; `finish` checks).
+    slots.finish();
     ops
 }
 
@@ -268,48 +269,56 @@ fn compare_run<'a>(
 
 /// The spare capacity of a row vector, filled in place by many threads: row `i` is written to
 /// index `i` by whichever thread computes it (a decode step's rows are computed by probe but
-/// stored by step), without a second copy of the rows.
+/// stored by step), without a second copy of the rows. Each index is marked when written: a
+/// second write of one index panics, and the vector gets its length only once every index is
+/// written ([`Slots::finish`]), so that no bug in planning the jobs can expose a row that
+/// was never written.
 struct Slots<'v> {
     rows: &'v mut Vec<OpResult>,
     ptr: *mut OpResult,
-    capacity: usize,
+    written: Vec<AtomicBool>,
 }
 
-// SAFETY: shared across threads only to `put` rows, which writes disjoint slots through `ptr`
-// (each index once; `rows` itself is touched by `finish` alone, which takes the `Slots`), and
-// the rows are `Send`.
+// SAFETY: shared across threads only to `put` rows, which writes each slot through `ptr` at
+// most once (marked in `written` before the write, so two threads never write one slot);
+// `rows` itself is touched by `finish` alone, which takes the `Slots`; the rows are `Send`.
 unsafe impl Sync for Slots<'_> {}
 
 impl<'v> Slots<'v> {
-    /// The capacity of `rows`, which must be empty.
-    fn new(rows: &'v mut Vec<OpResult>) -> Slots<'v> {
-        assert!(rows.is_empty());
-        let (ptr, capacity) = (rows.as_mut_ptr(), rows.capacity());
+    /// The first `n` slots of `rows`, which must be empty with room for `n`.
+    fn new(rows: &'v mut Vec<OpResult>, n: usize) -> Slots<'v> {
+        assert!(rows.is_empty() && rows.capacity() >= n);
+        let ptr = rows.as_mut_ptr();
         Slots {
             rows,
             ptr,
-            capacity,
+            written: (0..n).map(|_| AtomicBool::new(false)).collect(),
         }
     }
 
-    /// Writes row `i`. Each index must be written at most once (a second write would leak the
-    /// first row, never read freed memory); past the capacity it panics.
+    /// Writes row `i`. Panics past the slots or on a second write of `i`.
     fn put(&self, i: usize, row: OpResult) {
-        assert!(i < self.capacity, "row {i} past {}", self.capacity);
-        // SAFETY: `i` is within the vector's capacity (checked), and no other thread writes
-        // index `i` (each row is computed by one job).
+        let written = self.written.get(i).expect("a row index within the plan");
+        assert!(
+            !written.swap(true, Ordering::Relaxed),
+            "row {i} written twice"
+        );
+        // SAFETY: `i` is within the vector's capacity (`written` has one flag per slot, and
+        // `new` checked the capacity), and no other write of slot `i` happens: its flag was
+        // unset until the swap above.
         unsafe { self.ptr.add(i).write(row) };
     }
 
-    /// Sets the vector's length to `n`. If a thread panicked before, this is never reached:
-    /// the vector stays empty and the rows written leak (they are never dropped twice).
-    ///
-    /// # Safety
-    /// Every index below `n` has been written by [`Slots::put`].
-    unsafe fn finish(self, n: usize) {
-        assert!(n <= self.capacity);
-        // SAFETY: the caller's promise: the first `n` slots hold rows.
-        unsafe { self.rows.set_len(n) };
+    /// Gives the vector its rows, once every slot has been written (else panics: the rows
+    /// written leak, none is read uninitialized or dropped twice). Called after the writing
+    /// threads have joined.
+    fn finish(self) {
+        assert!(
+            self.written.iter().all(|w| w.load(Ordering::Relaxed)),
+            "a row was never written"
+        );
+        // SAFETY: every one of the first `written.len()` slots holds a row (checked above).
+        unsafe { self.rows.set_len(self.written.len()) };
     }
 }
 

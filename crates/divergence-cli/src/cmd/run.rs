@@ -105,6 +105,10 @@ pub struct RunArgs {
     /// same prompt: its `input_ids` must be ours).
     #[arg(long, value_name = "REF")]
     pub decode_from: Option<PathBuf>,
+    /// Refuse a run estimated to need more than GIB gibibytes besides its weights (default:
+    /// the least of this machine's memory, the cgroup's memory limit and `ulimit -v`).
+    #[arg(long, value_name = "GIB", value_parser = crate::cmd::parse::positive)]
+    pub max_memory: Option<f64>,
 }
 
 /// `--out` is none of the files the run reads (the checkpoint, the ids, `--replay`,
@@ -162,6 +166,10 @@ pub fn run(args: RunArgs) -> Result<Exit> {
         repeat: args.repeat as usize,
         replay: args.replay,
         decode,
+        // GiB to bytes; a bound past u64 is no bound (saturating).
+        max_memory: args
+            .max_memory
+            .map(|gib| (gib * (1u64 << 30) as f64) as u64),
     };
     // What --out was before the run: a failed run removes the dump it started, never a file
     // it did not write.
