@@ -122,8 +122,9 @@ def test_a_port_can_ship_its_map_in_the_metadata(tmp_path):
                           "model.layers.1.self_attn.rope_q", "axis 3 out of range")),
 ])
 def test_a_tensor_a_preset_does_not_fit_is_a_row_not_an_error(tmp_path, engine, odd):
-    """One odd tensor in an engine's dump (a preset's rule that does not fit it) makes its row
-    unreadable, saying which rule and why, and the rest of the report stands."""
+    """One odd tensor in an engine's dump (a preset's rule that does not fit it) makes its row a
+    shape mismatch, saying which rule and why (a divergence: never a silent pass), and the rest
+    of the report stands."""
     import numpy as np
     import torch
 
@@ -138,10 +139,13 @@ def test_a_tensor_a_preset_does_not_fit_is_a_row_not_an_error(tmp_path, engine, 
     code, report = diff(src, FIXTURES / "demo" / "ref.npz", "--map", engine)
     assert code == 1 and report["first_divergence"]["name"] == "model.embed_tokens"
     row = rows(report)[target]
-    assert row["status"] == "unreadable", row
+    assert row["status"] == "shape_mismatch", row
     assert name in row["reason"] and why in row["reason"] and "rule" in row["reason"], row["reason"]
     assert any(f"`{name}` did not fit its rule" in w for w in report["warnings"]), report["warnings"]
-    assert report["summary"]["unreadable"] == 1
+    assert report["summary"]["shape_mismatch"] == 1 and report["summary"]["unreadable"] == 0
+    # Against the run it was made from, the odd tensor is the one divergence: exit 1, not 0.
+    code, report = diff(src, DEMO_OURS, "--map", engine)
+    assert code == 1 and report["first_divergence"]["name"] == target, report["first_divergence"]
 
 
 @pytest.mark.parametrize("toml, needle", [

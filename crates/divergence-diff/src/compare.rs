@@ -52,7 +52,8 @@ pub enum Status {
     Ok,
     /// The norm-wise error exceeds the tolerance (or, in exact mode, some element differs).
     Diverged,
-    /// Shapes differ even after dropping size-1 dimensions.
+    /// Shapes differ even after dropping size-1 dimensions (or our name map could not make the
+    /// tensor from the dump's: [`not_made`]).
     ShapeMismatch,
     /// NaN/Inf at different positions on the two sides.
     Nonfinite,
@@ -1227,6 +1228,32 @@ fn one_side(
         }
     }
     row.tensor.numel = Some(seen);
+    row
+}
+
+/// The row of a probe our side's name map could not make (`problem`, one line: a preset's
+/// rule that does not fit the dump's tensor, e.g. llama.cpp's `Vcur` with no element):
+/// `shape_mismatch`, a divergence (the layout does not explain the port's tensor: never a
+/// silent pass), with the reference's shape and dtype when it has the probe and `ours` our
+/// tensor's shape as the dump holds it.
+pub fn not_made(
+    name: &str,
+    problem: &str,
+    ours: Head<'_>,
+    reference: Option<Head<'_>>,
+) -> OpResult {
+    let problem = divergence_names::one_line(problem);
+    let mut row = OpResult::bare(
+        name,
+        Status::ShapeMismatch,
+        Some(format!("ours: {problem}")),
+    );
+    row.tensor.shape_ours = Some(ours.shape.to_vec());
+    row.tensor.dtype_ours = Some(ours.dtype.to_string());
+    if let Some(r) = reference {
+        row.tensor.shape = Some(r.shape.to_vec());
+        row.tensor.dtype_ref = Some(r.dtype.to_string());
+    }
     row
 }
 

@@ -229,12 +229,12 @@ impl<'a> MappedDump<'a> {
     }
 
     fn compute(&self, v: &Virtual) -> Result<Tensor, DumpError> {
-        // A tensor the map could not make: reading it says why (its row, unreadable).
+        // A tensor the map could not make: reading it says why (the message names the tensor).
         if let Some(problem) = &v.problem {
             return Err(DumpError::UnsupportedEntry {
                 at: Location {
                     path: std::sync::Arc::from(self.dump.path()),
-                    entry: Some(std::sync::Arc::from(v.sources[0].as_str())),
+                    entry: None,
                 },
                 detail: problem.clone(),
             });
@@ -408,7 +408,7 @@ pub struct Entry<'m, 'a> {
     source: Source<'m>,
 }
 
-impl<'a> Entry<'_, 'a> {
+impl<'m, 'a> Entry<'m, 'a> {
     /// True when the values are computed from other tensors (read whole, never streamed).
     pub fn is_computed(&self) -> bool {
         matches!(self.source, Source::Computed(_))
@@ -427,6 +427,23 @@ impl<'a> Entry<'_, 'a> {
         match self.source {
             Source::Stored(i) => self.dump.dump.step_slot_at(i),
             Source::Computed(_) => None,
+        }
+    }
+
+    /// Why the map made nothing for this tensor ([`crate::Virtual::problem`]: a preset's rule
+    /// that does not fit the dump's tensor); `None` for every other tensor.
+    pub fn problem(&self) -> Option<&'m str> {
+        match self.source {
+            Source::Computed(v) => v.problem.as_deref(),
+            Source::Stored(_) => None,
+        }
+    }
+
+    /// Its shape (a computed tensor's as the map makes it).
+    pub fn shape(&self) -> Option<&'m [usize]> {
+        match self.source {
+            Source::Stored(i) => self.dump.dump.shape_at(i),
+            Source::Computed(v) => Some(&v.shape),
         }
     }
 

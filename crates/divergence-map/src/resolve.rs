@@ -56,8 +56,10 @@ pub struct Virtual {
     /// fuses q, k, v]: part 1 of 3 of model.layers.0.self_attn.qkv_proj.0 [16, 256] along axis 1`.
     pub how: Option<String>,
     /// Why it could not be made: a preset's rule that does not fit this tensor (a preset meets
-    /// every engine's odd tensor, and one must not stop the report). Reading it fails with
-    /// this line, so its row is `unreadable` and says why; `None` for every tensor made.
+    /// every engine's odd tensor, and one must not stop the report). Its row is a
+    /// `shape_mismatch` that says why (a divergence: a port's tensor the layout does not
+    /// explain is never a silent pass), reading it fails with this line, and its `shape` is
+    /// the source's (what the dump holds); `None` for every tensor made.
     pub problem: Option<String>,
 }
 
@@ -311,11 +313,10 @@ pub fn resolve(
             _ => None,
         })
         .collect();
-    let made_by = |v: &Virtual| {
-        v.rule.as_ref().map_or_else(
-            || format!("`{}` kept as it is", v.name),
-            |r| format!("{r} from `{}`", v.sources[0]),
-        )
+    let made_by = |v: &Virtual| match (&v.rule, &v.problem) {
+        (None, _) => format!("`{}` kept as it is", v.name),
+        (Some(r), None) => format!("{r} from `{}`", v.sources[0]),
+        (Some(r), Some(_)) => format!("{r}, which did not fit `{}`", v.sources[0]),
     };
     for (k, ((name, shape), lowered)) in tensors.iter().zip(lowered).enumerate() {
         let made = match (&claims[k], lowered) {
@@ -385,8 +386,11 @@ pub fn resolve(
             n => format!(" and {} more", n - 1),
         };
         let (whose, rows) = match unmade.len() {
-            1 => ("its rule", "its row is unreadable and says why"),
-            _ => ("their rules", "their rows are unreadable and say why"),
+            1 => ("its rule", "its row is a shape mismatch that says why"),
+            _ => (
+                "their rules",
+                "their rows are shape mismatches that say why",
+            ),
         };
         warnings.push(format!(
             "{}: `{}`{more} did not fit {whose}, which made nothing: {rows}",
@@ -781,7 +785,7 @@ mod tests {
     }
 
     /// A preset's rule that does not fit one tensor (llama.cpp's `Vcur` with no element, whose
-    /// `[0, -1]` cannot be inferred) makes that tensor's row unreadable, named as the rule
+    /// `[0, -1]` cannot be inferred) makes that tensor's row a shape mismatch, named as the rule
     /// names it and saying why, instead of stopping the report; the warning names it. A user's
     /// map that does the same is an error (the rule is theirs to fix), and so is a preset's
     /// rule that needs a model size nothing gives (every tensor it matches would fail).

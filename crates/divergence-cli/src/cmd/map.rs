@@ -48,7 +48,11 @@ pub fn apply<'a>(
         .iter()
         .filter(|v| v.rule.is_some())
         .collect();
-    let computed = made.iter().filter(|v| v.is_transformed()).count();
+    // (A tensor a preset's rule did not fit is made by nothing: its own warning names it.)
+    let computed = made
+        .iter()
+        .filter(|v| v.is_transformed() && v.problem.is_none())
+        .count();
     warnings.push(format!(
         "name map {}: {} of our tensors named by its rules ({computed} of them computed: split, combined or re-laid out); the rows say how (`mapped`)",
         map.label,

@@ -39,7 +39,7 @@ pub(crate) fn compare_all(
         // Each row reads the truth's tensor too: one by one.
         (0..n).map(Job::Row).collect()
     } else {
-        jobs(n, &entries, ours.dump(), cfg)
+        jobs(n, &entries, (ours.dump(), reference.dump()), cfg)
     };
     let mut ops: Vec<OpResult> = Vec::with_capacity(n);
     huge_pages(&ops);
@@ -121,14 +121,16 @@ struct Run {
 /// members (the same step on both sides), at most a chunk of elements per run (so that a member
 /// of large steps, the logits, is still split across threads). In the order of their first
 /// rows. Every index below `n` is in exactly one job (checked; on a failed check, one job per
-/// row). Linear, with little work per row (a decode dump has 150,000 rows, and one thread goes
-/// through them while the others wait): the rows are looked at in parallel, then bucketed by
-/// our member; what a run needs of each of its rows beyond that (its steps borrowed in place,
-/// one dtype per side) is checked by the run itself ([`compare_run`]).
+/// row). Little work per row (a decode dump has 150,000 rows, and one thread goes through
+/// them while the others wait): the rows are looked at in parallel, then bucketed by our
+/// member (a counting sort), and only the jobs (a run per member, a row per prefill probe)
+/// are sorted; both members of a run must borrow their steps in place (else row by row, each
+/// row a task of its own), and what a run needs of each of its rows beyond that (one dtype
+/// per side) is checked by the run itself ([`compare_run`]).
 fn jobs<'m, 'a: 'm>(
     n: usize,
     entries: &(dyn Fn(usize) -> (Option<Entry<'m, 'a>>, Option<Entry<'m, 'a>>) + Sync),
-    ours: &Dump,
+    (ours, reference): (&Dump, &Dump),
     cfg: &DiffConfig,
 ) -> Vec<Job> {
     // Per row: our member, the reference's, the step (the same on both sides).
@@ -182,11 +184,15 @@ fn jobs<'m, 'a: 'm>(
             continue;
         }
         let (rm, first) = (rm as usize, first as usize);
-        // At most a chunk of elements per run (at least one step).
-        let step_len = ours
-            .member_steps(om, first..first + 1)
-            .map_or(1, |(_, v)| v.len());
-        let per_run = (cfg.chunk_len / step_len.max(1)).max(1);
+        // Members whose steps can be borrowed as they are, or row by row (a big-endian or
+        // integer member is read step by step, each step's row a task of its own).
+        let step_len =
+            |dump: &Dump, m: usize| dump.member_steps(m, first..first + 1).map(|(_, v)| v.len());
+        let (Some(o), Some(r)) = (step_len(ours, om), step_len(reference, rm)) else {
+            continue;
+        };
+        // At most a chunk of elements per run (at least one step), by the larger side.
+        let per_run = (cfg.chunk_len / o.max(r).max(1)).max(1);
         for (k, part) in rows.chunks(per_run).enumerate() {
             part.iter().for_each(|&i| in_run[i] = true);
             let run = Run {
@@ -359,6 +365,21 @@ fn compare_probe(
     truth: Option<&MappedDump<'_>>,
     cfg: &DiffConfig,
 ) -> OpResult {
+    // A tensor our map could not make (a preset's rule that does not fit it): a divergence
+    // that says why, whatever the other sides hold.
+    if let Some(problem) = oe.and_then(|e| e.problem()) {
+        fn head<'m>(e: Entry<'m, '_>) -> Option<Head<'m>> {
+            Some(Head {
+                shape: e.shape()?,
+                dtype: e.original_dtype_str().unwrap_or_default(),
+            })
+        }
+        let ours = oe.and_then(head).unwrap_or(Head {
+            shape: &[],
+            dtype: "",
+        });
+        return divergence_diff::not_made(name, problem, ours, re.and_then(head));
+    }
     let te = truth.map(|t| t.get(name));
     // A tensor a name map computes is never zero-copy: one part of a split is read in place
     // from its source's bytes ([`MappedDump::pieces`]).
@@ -613,6 +634,7 @@ mod tests {
             order.push(name.clone());
             dtypes.push((name, if bf16 { "bfloat16" } else { "float32" }));
         };
+        let mut int_names = Vec::new();
         for step in 0..=STEPS {
             let at = |base: &str| match step {
                 0 => base.to_string(),
@@ -643,7 +665,14 @@ mod tests {
             if ours {
                 add(&mut w, at("extra"), &[1, t, 3], &values(t * 3, 1), false);
             }
+            // Integers: their stacked member is not borrowed in place (decoded step by step),
+            // so its steps are compared row by row, each a job of its own.
+            let ints: Vec<i32> = (0..t as i32 * 5).map(|i| i * (step as i32 + 1)).collect();
+            let name = at("model.layers.2.mlp.router");
+            w.add(&name, &[1, t, 5], TensorData::I32(&ints)).unwrap();
+            int_names.push(name);
         }
+        order.extend(int_names);
         let mut meta = Meta {
             order,
             input_ids: Some(vec![1, 2, 3, 4]),
@@ -687,11 +716,16 @@ mod tests {
             assert!(!plan.aligned, "ours has a probe of its own");
             let n = plan.order.len();
             let entries = |i: usize| entries_at(&plan, &ours, &reference, i);
-            let runs = jobs(n, &entries, &od, &cfg)
+            let runs = jobs(n, &entries, (&od, &rd), &cfg)
                 .iter()
                 .filter(|j| matches!(j, Job::Steps(run) if run.rows.len() == STEPS))
                 .count();
-            assert_eq!(runs, 3, "the three probes both sides have, stacked");
+            assert_eq!(runs, 3, "the three float probes both sides have, stacked");
+            let int_rows = jobs(n, &entries, (&od, &rd), &cfg)
+                .iter()
+                .filter(|j| matches!(j, Job::Row(i) if plan.order[*i].contains("router@")))
+                .count();
+            assert_eq!(int_rows, STEPS, "the integer member's steps, row by row");
             let together = compare_all(&plan, &ours, &reference, None, &cfg);
             let alone: Vec<OpResult> = (0..n)
                 .map(|i| compare_row(&plan, &ours, &reference, None, &cfg, i))
@@ -725,7 +759,7 @@ mod tests {
             let n = plan.order.len();
             let entries = |i: usize| entries_at(&plan, &ours, &reference, i);
             let mut seen = vec![0; n];
-            for job in jobs(n, &entries, &od, &cfg) {
+            for job in jobs(n, &entries, (&od, &rd), &cfg) {
                 match job {
                     Job::Row(i) => seen[i] += 1,
                     Job::Steps(run) => {
