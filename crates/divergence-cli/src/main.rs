@@ -84,7 +84,8 @@ fn main() -> ExitCode {
 /// Growing a heap by 64 MiB at a time (address space only: pages are still backed when first
 /// written) leaves few such calls: 256 decode steps on the GPU machine's host, 16 cores, table
 /// output, median wall time 0.203 s before, 0.187 s after; the one pass of the same size
-/// 0.100 s and 0.095 s (docs/performance.md, "Decode steps"). Before any thread starts.
+/// 0.100 s and 0.095 s (the same setting made by `GLIBC_TUNABLES=glibc.malloc.top_pad=...`;
+/// docs/performance.md, "Decode steps"). Before any thread starts.
 fn grow_heaps_in_large_steps() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only sets a parameter of the allocator; called before any other thread

@@ -790,7 +790,7 @@ mod tests {
     /// map that does the same is an error (the rule is theirs to fix), and so is a preset's
     /// rule that needs a model size nothing gives (every tensor it matches would fail).
     #[test]
-    fn a_preset_rule_that_does_not_fit_a_tensor_makes_an_unreadable_row() {
+    fn a_preset_rule_that_does_not_fit_a_tensor_makes_a_shape_mismatch_row() {
         let m = crate::preset("llama.cpp").unwrap().unwrap();
         let dump = [
             t("inp_embd", &[16, 64]),

@@ -2,11 +2,12 @@
 //!
 //! Glue only: open both dumps ([`divergence_dump`]), plan the execution order and compare each
 //! probe pair ([`divergence_diff`], pure), render ([`divergence_render`]) as the shared output
-//! flags say ([`crate::cmd::output`]). Probe pairs are read and compared in parallel, one pair
-//! per rayon task. Stored little-endian floats are compared straight from the memory maps;
-//! everything else (deflated members above all) is streamed piece by piece into a
-//! [`divergence_diff::ProbeFold`], so memory is a few pieces per thread whatever the tensors'
-//! sizes (docs/reliability.md, "Memory").
+//! flags say ([`crate::cmd::output`]). Probe pairs are read and compared in parallel
+//! ([`crate::cmd::rows`]: a row per task, or a run of a probe's decode steps). Stored
+//! little-endian floats are compared straight from the memory maps; everything else (deflated
+//! members above all) is streamed piece by piece into a [`divergence_diff::ProbeFold`], so
+//! memory is a few pieces per thread whatever the tensors' sizes (docs/reliability.md,
+//! "Memory").
 
 use std::collections::BTreeSet;
 use std::io::Write;

@@ -26,30 +26,32 @@ pub fn begin() {
     start();
 }
 
-/// `divergence timings: PHASE done at T ms (cpu U user + S sys ms)`, when timings are on: the
-/// wall clock since the start and the process's CPU time so far (all threads; the system part
-/// is mostly page faults), which tell a phase that waits or contends from one that works.
+/// `divergence timings: PHASE done at T ms (cpu U user + S sys ms; F page faults; anon A MB)`,
+/// when timings are on: the wall clock since the start and the process's CPU time so far (all
+/// threads; the system part is mostly page faults), which tell a phase that waits or contends
+/// from one that works, and its page faults and anonymous memory so far (what the phases
+/// allocated: a decode report's rows, the names of its steps).
 pub fn mark(phase: &str) {
     if let Some(t) = start() {
         let (user, sys, faults) = cpu_ms();
         crate::exit::say(&format!(
             "divergence timings: {phase} done at {:.1} ms (cpu {user:.0} user + {sys:.0} sys ms; \
-             {faults} page faults; {})",
+             {faults} page faults{})",
             t.elapsed().as_secs_f64() * 1e3,
             anon_mb()
         ));
     }
 }
 
-/// The process's anonymous memory now (`RssAnon`, Linux), e.g. "anon 5.2 MB"; empty where
-/// unknown. What the phase allocated, beside the mapped dumps (which are file pages).
+/// The process's anonymous memory now (`RssAnon`, Linux), as "; anon 5.2 MB"; empty where
+/// unknown. What the phases allocated, beside the mapped dumps (which are file pages).
 fn anon_mb() -> String {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
         .lines()
         .find_map(|l| l.strip_prefix("RssAnon:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or_else(String::new, |kb| format!("anon {:.1} MB", kb / 1024.0))
+        .map_or_else(String::new, |kb| format!("; anon {:.1} MB", kb / 1024.0))
 }
 
 /// The process's user and system CPU time so far, in milliseconds, and its page faults (minor
