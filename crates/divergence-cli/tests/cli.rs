@@ -627,6 +627,51 @@ fn a_bad_fault_says_the_flag_once() {
     assert_eq!(run.stderr.lines().count(), 1);
 }
 
+/// `run --max-memory` replaces the memory bound: a run over it is refused before any weight is
+/// loaded, on one line that names the flag; a bound that is not a positive number is a usage
+/// error naming the flag.
+#[test]
+fn max_memory_bounds_a_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("x.npz");
+    let args = |gib: &'static str| {
+        [
+            "run",
+            "--model",
+            "fixtures/tiny-qwen3",
+            "--ids",
+            "1,2,3",
+            "--max-memory",
+            gib,
+            "--out",
+        ]
+    };
+    let mut small = args("0.000001").to_vec();
+    small.push(out.to_str().unwrap());
+    let run = divergence(&small);
+    assert_eq!(run.code, 2, "{}", run.transcript());
+    assert!(
+        run.stderr
+            .contains("of --max-memory (besides the weights): give fewer tokens"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+    assert!(!out.exists(), "nothing written");
+    let mut enough = args("1").to_vec();
+    enough.push(out.to_str().unwrap());
+    let run = divergence(&enough);
+    assert_eq!(run.code, 0, "{}", run.transcript());
+    let run = divergence(&args("0")[..7]);
+    assert_eq!(run.code, 2, "{}", run.transcript());
+    assert!(
+        run.stderr
+            .contains("--max-memory must be a finite number > 0"),
+        "{}",
+        run.stderr
+    );
+}
+
 #[test]
 fn bad_input_is_one_line_exit_2() {
     let dir = tempfile::tempdir().unwrap();
