@@ -707,7 +707,22 @@ pub(crate) fn step_sums(
                 raw: r,
                 at: At::Flat(0),
             };
-            steps_acc::<A, B>(o, r, self.n, self.steps, self.p, self.emit);
+            for k in 0..self.steps {
+                let at = k * self.n;
+                let run = chunk_acc::<A, B>(
+                    Accumulator::default(),
+                    o.skip(at),
+                    r.skip(at),
+                    self.n,
+                    0,
+                    self.p,
+                );
+                // As `Chunked::total` closes a run shorter than a chunk: its one open chunk
+                // merged into empty sums.
+                let mut sums = Accumulator::default();
+                sums.merge(&run);
+                (self.emit)(k, sums);
+            }
         }
     }
     // Both sides must hold every run: a short side is the caller's bug, never read past.
@@ -720,77 +735,6 @@ pub(crate) fn step_sums(
         p: params,
         emit,
     });
-}
-
-/// [`step_sums`] once the encodings are known: on the widest vector unit available, as
-/// [`chunk_acc`] (the same code, so the same sums).
-fn steps_acc<A: Elem, B: Elem>(
-    o: Src<'_, A::Raw>,
-    r: Src<'_, B::Raw>,
-    n: usize,
-    steps: usize,
-    p: &Params,
-    emit: &mut dyn FnMut(usize, Accumulator),
-) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU supports AVX-512F, checked just above.
-            return unsafe { steps_acc_avx512::<A, B>(o, r, n, steps, p, emit) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU supports AVX2, checked just above.
-            return unsafe { steps_acc_avx2::<A, B>(o, r, n, steps, p, emit) };
-        }
-    }
-    steps_acc_portable::<A, B>(o, r, n, steps, p, emit)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn steps_acc_avx512<A: Elem, B: Elem>(
-    o: Src<'_, A::Raw>,
-    r: Src<'_, B::Raw>,
-    n: usize,
-    steps: usize,
-    p: &Params,
-    emit: &mut dyn FnMut(usize, Accumulator),
-) {
-    steps_acc_portable::<A, B>(o, r, n, steps, p, emit)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn steps_acc_avx2<A: Elem, B: Elem>(
-    o: Src<'_, A::Raw>,
-    r: Src<'_, B::Raw>,
-    n: usize,
-    steps: usize,
-    p: &Params,
-    emit: &mut dyn FnMut(usize, Accumulator),
-) {
-    steps_acc_portable::<A, B>(o, r, n, steps, p, emit)
-}
-
-#[inline(always)]
-fn steps_acc_portable<A: Elem, B: Elem>(
-    o: Src<'_, A::Raw>,
-    r: Src<'_, B::Raw>,
-    n: usize,
-    steps: usize,
-    p: &Params,
-    emit: &mut dyn FnMut(usize, Accumulator),
-) {
-    for k in 0..steps {
-        let at = k * n;
-        let run =
-            chunk_acc_portable::<A, B>(Accumulator::default(), o.skip(at), r.skip(at), n, 0, p);
-        // As `Chunked::total` closes a run shorter than a chunk: its one open chunk merged
-        // into empty sums.
-        let mut sums = Accumulator::default();
-        sums.merge(&run);
-        emit(k, sums);
-    }
 }
 
 /// Per-side statistics for rows where the two sides cannot be aligned (shape mismatch, one side only).

@@ -394,13 +394,10 @@ impl Dump {
             return None;
         }
         let bytes = self.map.get(start..last_start.checked_add(step_bytes)?)?;
-        let values = match info.dtype {
-            DType::F32 => ValuesRef::F32Le(bytes.as_chunks().0),
-            DType::F64 => ValuesRef::F64Le(bytes.as_chunks().0),
-            DType::F16 => ValuesRef::F16Le(bytes.as_chunks().0),
-            _ => ValuesRef::Bf16Le(bytes.as_chunks().0),
-        };
-        Some((info.shape.as_slice(), values))
+        Some((
+            info.shape.as_slice(),
+            entry::stored_values(bytes, info.dtype),
+        ))
     }
 
     /// The layout and location of a named entry, or why it cannot be read (not in the dump,

@@ -544,13 +544,19 @@ pub(crate) fn view_entry<'a>(
     }
     let need = info.n_elems.saturating_mul(info.dtype.size_bytes());
     let bytes = stored_bytes(file, info, at, start, len, need)?;
-    let values = match info.dtype {
+    let values = stored_values(bytes, info.dtype);
+    Ok(TensorView::stored(info.shape.clone(), info.dtype, values))
+}
+
+/// Stored little-endian float bytes of `dtype` (one of the zero-copy dtypes,
+/// [`is_zero_copy`]) as the values they hold, borrowed.
+pub(crate) fn stored_values(bytes: &[u8], dtype: DType) -> ValuesRef<'_> {
+    match dtype {
         DType::F32 => ValuesRef::F32Le(bytes.as_chunks().0),
         DType::F64 => ValuesRef::F64Le(bytes.as_chunks().0),
         DType::F16 => ValuesRef::F16Le(bytes.as_chunks().0),
         _ => ValuesRef::Bf16Le(bytes.as_chunks().0),
-    };
-    Ok(TensorView::stored(info.shape.clone(), info.dtype, values))
+    }
 }
 
 /// Read and decode an entry into a C-order [`Tensor`].

@@ -660,6 +660,20 @@ fn side64(v: &[f32]) -> Side<'_> {
     }
 }
 
+/// Every table line of `text` (a border or a row) is at most `width` terminal columns wide.
+fn assert_tables_fit(text: &str, width: u16) {
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with(['┌', '│', '╞', '├', '└']))
+    {
+        let cols = unicode_width::UnicodeWidthStr::width(line);
+        assert!(
+            cols <= usize::from(width),
+            "{width} cols, {cols}: {line}\n{text}"
+        );
+    }
+}
+
 /// A name that has to wrap keeps the table within the width, and so does a name of wide
 /// characters (CJK, emoji: two columns each); found by a bad-input hunt (the border was one
 /// column too wide, and wide names made rows twice the terminal's width).
@@ -692,28 +706,10 @@ fn long_and_wide_names_keep_the_table_within_the_width() {
                 .split("\n\n")
                 .find(|s| s.contains("┆ op ") && s.contains("┆ status "))
                 .expect("an ops table");
-            for line in ops
-                .lines()
-                .filter(|l| l.starts_with(['┌', '│', '╞', '├', '└']))
-            {
-                let cols = unicode_width::UnicodeWidthStr::width(line);
-                assert!(
-                    cols <= usize::from(width),
-                    "{width} cols, {cols}: {line}\n{ops}"
-                );
-            }
+            assert_tables_fit(ops, width);
             assert!(t.contains("TAIL_END"), "{t}");
             // Every other table too (the per-layer table names the layer's first diverging op).
-            for line in t
-                .lines()
-                .filter(|l| l.starts_with(['┌', '│', '╞', '├', '└']))
-            {
-                let cols = unicode_width::UnicodeWidthStr::width(line);
-                assert!(
-                    cols <= usize::from(width),
-                    "{width} cols, {cols}: {line}\n{t}"
-                );
-            }
+            assert_tables_fit(&t, width);
             assert!(t.contains("Per layer") && t.contains("Per step"), "{t}");
         }
     }

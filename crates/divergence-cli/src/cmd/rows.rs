@@ -693,16 +693,22 @@ mod tests {
         }
     }
 
-    /// The rows of a decode dump pair, with runs of steps compared in one call, are the rows of
-    /// every probe compared on its own, bit for bit; and the runs are there (so that this test
-    /// compares something): every probe both sides keep stacked, in a plan aligned or not.
-    #[test]
-    fn runs_of_steps_give_the_rows_of_each_step_alone() {
+    /// Ours and the reference ([`write`]), opened (the folder holds them while it lives).
+    fn pair() -> (tempfile::TempDir, Dump, Dump) {
         let dir = tempfile::tempdir().unwrap();
         let (o, r) = (dir.path().join("ours.npz"), dir.path().join("ref.npz"));
         write(&o, true);
         write(&r, false);
         let (od, rd) = (Dump::open(&o).unwrap(), Dump::open(&r).unwrap());
+        (dir, od, rd)
+    }
+
+    /// The rows of a decode dump pair, with runs of steps compared in one call, are the rows of
+    /// every probe compared on its own, bit for bit; and the runs are there (so that this test
+    /// compares something): every probe both sides keep stacked, in a plan aligned or not.
+    #[test]
+    fn runs_of_steps_give_the_rows_of_each_step_alone() {
+        let (_dir, od, rd) = pair();
         let (ours, reference) = (MappedDump::plain(&od), MappedDump::plain(&rd));
         for tolerance in [
             Tolerance::default(),
@@ -716,12 +722,13 @@ mod tests {
             assert!(!plan.aligned, "ours has a probe of its own");
             let n = plan.order.len();
             let entries = |i: usize| entries_at(&plan, &ours, &reference, i);
-            let runs = jobs(n, &entries, (&od, &rd), &cfg)
+            let planned = jobs(n, &entries, (&od, &rd), &cfg);
+            let runs = planned
                 .iter()
                 .filter(|j| matches!(j, Job::Steps(run) if run.rows.len() == STEPS))
                 .count();
             assert_eq!(runs, 3, "the three float probes both sides have, stacked");
-            let int_rows = jobs(n, &entries, (&od, &rd), &cfg)
+            let int_rows = planned
                 .iter()
                 .filter(|j| matches!(j, Job::Row(i) if plan.order[*i].contains("router@")))
                 .count();
@@ -743,11 +750,7 @@ mod tests {
     /// Every index of the plan is in exactly one job, whatever the layout.
     #[test]
     fn jobs_cover_every_row_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let (o, r) = (dir.path().join("ours.npz"), dir.path().join("ref.npz"));
-        write(&o, true);
-        write(&r, false);
-        let (od, rd) = (Dump::open(&o).unwrap(), Dump::open(&r).unwrap());
+        let (_dir, od, rd) = pair();
         let (ours, reference) = (MappedDump::plain(&od), MappedDump::plain(&rd));
         // Runs of one step each, then of the whole member.
         for chunk_len in [1, 40, 1 << 18] {
