@@ -155,18 +155,48 @@ pub struct TensorInfo {
     /// Ours' shape when it differs from `shape` (e.g. `[1, T, H]` vs `[T, H]`).
     pub shape_ours: Option<Vec<usize>>,
     /// Original dtype of our side.
-    pub dtype_ours: Option<String>,
+    pub dtype_ours: Option<DtypeName>,
     /// Original dtype of the reference side.
-    pub dtype_ref: Option<String>,
+    pub dtype_ref: Option<DtypeName>,
     /// Elements per side (when the sides are aligned), else the present side's count.
     pub numel: Option<u64>,
+}
+
+/// A dtype name as a row holds it: the names dumps write are static strings, any other is
+/// owned (no allocation per row for the usual ones: a decode report has ~150,000 rows).
+pub type DtypeName = std::borrow::Cow<'static, str>;
+
+/// `name` as a [`DtypeName`].
+pub fn dtype_name(name: &str) -> DtypeName {
+    const KNOWN: [&str; 16] = [
+        "float32",
+        "bfloat16",
+        "float16",
+        "float64",
+        "int64",
+        "int32",
+        "int16",
+        "int8",
+        "uint8",
+        "uint16",
+        "uint32",
+        "uint64",
+        "bool",
+        "float8_e4m3fn",
+        "float8_e5m2",
+        "complex64",
+    ];
+    match KNOWN.iter().find(|&&k| k == name) {
+        Some(&k) => DtypeName::Borrowed(k),
+        None => DtypeName::Owned(name.to_string()),
+    }
 }
 
 impl TensorInfo {
     /// The coarser dtype class of the two sides (a missing or unknown dtype counts as float32):
     /// the class that picks a row's preset and noise floor.
     pub fn pair_class(&self) -> DTypeClass {
-        let class = |d: &Option<String>| DTypeClass::of(d.as_deref().unwrap_or("float32"));
+        let class = |d: &Option<DtypeName>| DTypeClass::of(d.as_deref().unwrap_or("float32"));
         class(&self.dtype_ours).max(class(&self.dtype_ref))
     }
 }
@@ -472,8 +502,8 @@ fn fold_whole(
         for (side, which) in [(&o, Which::Ours), (&r, Which::Ref)] {
             if let Err(msg) = check_len(side, which) {
                 let mut row = OpResult::bare(name, Status::Unreadable, Some(msg));
-                row.tensor.dtype_ours = Some(o.dtype.to_string());
-                row.tensor.dtype_ref = Some(r.dtype.to_string());
+                row.tensor.dtype_ours = Some(dtype_name(o.dtype));
+                row.tensor.dtype_ref = Some(dtype_name(r.dtype));
                 return row;
             }
         }
@@ -696,8 +726,8 @@ impl ProbeFold {
                 if o.shape != r.shape {
                     row.tensor.shape_ours = Some(o.shape.to_vec());
                 }
-                row.tensor.dtype_ours = Some(o.dtype.to_string());
-                row.tensor.dtype_ref = Some(r.dtype.to_string());
+                row.tensor.dtype_ours = Some(dtype_name(o.dtype));
+                row.tensor.dtype_ref = Some(dtype_name(r.dtype));
                 row.rule.rtol = Some(tol.rtol);
                 row.rule.atol = Some(tol.atol);
                 if o.shape != r.shape && squeezed(o.shape) != squeezed(r.shape) {
@@ -943,8 +973,8 @@ fn short_row(name: &str, sides: [(Head<'_>, Option<u64>); 2], seen: [u64; 2]) ->
                     head.shape
                 )),
             );
-            row.tensor.dtype_ours = Some(o.dtype.to_string());
-            row.tensor.dtype_ref = Some(r.dtype.to_string());
+            row.tensor.dtype_ours = Some(dtype_name(o.dtype));
+            row.tensor.dtype_ref = Some(dtype_name(r.dtype));
             return Some(row);
         }
     }
@@ -1215,13 +1245,13 @@ fn one_side(
     let l2 = stats.and_then(|s| finite(s.sum_sq.sqrt()));
     match which {
         Which::Ours => {
-            row.tensor.dtype_ours = Some(head.dtype.clone());
+            row.tensor.dtype_ours = Some(dtype_name(&head.dtype));
             row.rule.ours_l2 = l2;
             row.nonfinite.nan_ours = stats.map(|s| s.nan);
             row.nonfinite.inf_ours = stats.map(|s| s.inf);
         }
         Which::Ref => {
-            row.tensor.dtype_ref = Some(head.dtype.clone());
+            row.tensor.dtype_ref = Some(dtype_name(&head.dtype));
             row.rule.ref_l2 = l2;
             row.nonfinite.nan_ref = stats.map(|s| s.nan);
             row.nonfinite.inf_ref = stats.map(|s| s.inf);
@@ -1249,10 +1279,10 @@ pub fn not_made(
         Some(format!("ours: {problem}")),
     );
     row.tensor.shape_ours = Some(ours.shape.to_vec());
-    row.tensor.dtype_ours = Some(ours.dtype.to_string());
+    row.tensor.dtype_ours = Some(dtype_name(ours.dtype));
     if let Some(r) = reference {
         row.tensor.shape = Some(r.shape.to_vec());
-        row.tensor.dtype_ref = Some(r.dtype.to_string());
+        row.tensor.dtype_ref = Some(dtype_name(r.dtype));
     }
     row
 }
@@ -1271,6 +1301,18 @@ pub fn unreadable(name: &str, side: Which, message: String) -> OpResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dtype_names_dumps_write_are_static_and_others_kept() {
+        for d in ["float32", "bfloat16", "float16", "float64", "int64", "bool"] {
+            assert!(matches!(dtype_name(d), DtypeName::Borrowed(_)), "{d}");
+            assert_eq!(dtype_name(d), d);
+        }
+        for d in ["torch.bfloat16", "Float32", "", "fp8\n"] {
+            assert!(matches!(dtype_name(d), DtypeName::Owned(_)), "{d}");
+            assert_eq!(dtype_name(d), d);
+        }
+    }
 
     #[test]
     fn sci_format() {

@@ -53,9 +53,9 @@ pub mod tolerance;
 pub use align::{align, Confidence, Pair, TensorStats, ValueStats};
 pub use amplification::{AmpVerdict, Amplification, AmplificationRow, NormWeightGains};
 pub use compare::{
-    compare, compare_steps, compare_with_truth, not_made, ratio_text, sci, unreadable,
-    ErrorMetrics, Head, Needs, NonFiniteCounts, OpResult, ProbeFold, RuleTerms, Side, Status,
-    TensorInfo, TruthMetrics, Which,
+    compare, compare_steps, compare_with_truth, dtype_name, not_made, ratio_text, sci, unreadable,
+    DtypeName, ErrorMetrics, Head, Needs, NonFiniteCounts, OpResult, ProbeFold, RuleTerms, Side,
+    Status, TensorInfo, TruthMetrics, Which,
 };
 pub use config::{DiffConfig, DEFAULT_AMPLIFICATION_THRESHOLD};
 pub use divergence_names::QkKind;

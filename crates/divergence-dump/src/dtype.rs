@@ -80,8 +80,18 @@ impl DType {
     /// and trusting it would, say, take float32 data for a float64 truth. Names the dump does
     /// not know (`float8_e4m3fn`) are not judged.
     pub fn claim_exceeds(self, claim: &str) -> bool {
-        let claim = claim.strip_prefix("torch.").unwrap_or(claim);
-        let claimed = match DType::from_name(claim) {
+        self.exceeded_by(DType::claimed(claim))
+    }
+
+    /// The dtype a metadata dtype name claims (`torch.` prefix allowed), `None` for names the
+    /// dump does not know.
+    pub(crate) fn claimed(claim: &str) -> Option<DType> {
+        DType::from_name(claim.strip_prefix("torch.").unwrap_or(claim))
+    }
+
+    /// [`DType::claim_exceeds`] of a name already parsed ([`DType::claimed`]).
+    pub(crate) fn exceeded_by(self, claimed: Option<DType>) -> bool {
+        let claimed = match claimed {
             Some(d) => d.mantissa_bits(),
             None => return false,
         };

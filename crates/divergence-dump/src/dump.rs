@@ -54,6 +54,8 @@ pub struct Dump {
     original: Vec<Option<u16>>,
     /// The distinct values of `meta.dtypes`.
     dtype_names: Vec<String>,
+    /// What each of `dtype_names` claims ([`DType::claimed`]), parsed once.
+    dtype_claims: Vec<Option<DType>>,
 }
 
 impl Dump {
@@ -201,6 +203,7 @@ impl Dump {
             index,
             meta,
             original,
+            dtype_claims: dtype_names.iter().map(|n| DType::claimed(n)).collect(),
             dtype_names,
         })
     }
@@ -269,8 +272,11 @@ impl Dump {
         let stored = self.info_at(i).map(|i| i.dtype);
         let honest = |claim: &'_ str| stored.is_none_or(|s| !s.claim_exceeds(claim));
         if let Some(d) = self.original.get(i).copied().flatten() {
-            if let Some(claim) = self.dtype_names.get(usize::from(d)) {
-                if honest(claim) {
+            let d = usize::from(d);
+            if let Some(claim) = self.dtype_names.get(d) {
+                // Parsed at open: every row asks (a decode dump has ~150,000).
+                let claimed = self.dtype_claims.get(d).copied().flatten();
+                if stored.is_none_or(|s| !s.exceeded_by(claimed)) {
                     return Some(claim.as_str());
                 }
             }
@@ -582,6 +588,27 @@ impl NameIndex {
             .with_min_len(1024)
             .map(|n| NAME_HASH.hash_one(n.as_str()))
             .collect();
+        // A dump cannot hold 2^32 tensors (its zip or safetensors header would not): indices
+        // are u32. Each chunk of names split by table, in order: each table then goes through
+        // its own names, not through every hash (16 passes over the 150,000 hashes of a decode
+        // dump, where the machine has fewer than 16 cores).
+        if u32::try_from(names.len()).is_err() {
+            return Err(names.len() - 1);
+        }
+        const CHUNK: usize = 8192;
+        let by_chunk: Vec<Vec<Vec<u32>>> = hashes
+            .par_chunks(CHUNK)
+            .enumerate()
+            .map(|(c, chunk)| {
+                let mut out = vec![Vec::new(); INDEX_SHARDS];
+                // Below u32::MAX (checked above).
+                let first = (c * CHUNK) as u32;
+                for (i, &h) in (first..).zip(chunk) {
+                    out[shard_of(h)].push(i);
+                }
+                out
+            })
+            .collect();
         // Equal names have equal hashes, so a repeat is found in its name's table; each table
         // takes its names in order, so its first repeat is the first of its names.
         let shards: Vec<Result<hashbrown::HashTable<u32>, usize>> = (0..INDEX_SHARDS)
@@ -590,18 +617,15 @@ impl NameIndex {
                 let mut table = hashbrown::HashTable::with_capacity(
                     names.len() / INDEX_SHARDS + names.len() / (4 * INDEX_SHARDS) + 16,
                 );
-                for (i, &h) in hashes.iter().enumerate() {
-                    if shard_of(h) != shard {
-                        continue;
-                    }
+                for &k in by_chunk.iter().flat_map(|c| &c[shard]) {
+                    let i = k as usize;
+                    let h = hashes.get(i).copied().unwrap_or_default();
                     let same = |&j: &u32| names.get(j as usize) == names.get(i);
                     let rehash = |&j: &u32| hashes.get(j as usize).copied().unwrap_or_default();
                     match table.entry(h, same, rehash) {
                         hashbrown::hash_table::Entry::Occupied(_) => return Err(i),
                         hashbrown::hash_table::Entry::Vacant(v) => {
-                            // A dump cannot hold 2^32 tensors: its zip or safetensors header
-                            // would not.
-                            v.insert(u32::try_from(i).map_err(|_| i)?);
+                            v.insert(k);
                         }
                     }
                 }
@@ -722,7 +746,8 @@ mod tests {
 
     #[test]
     fn name_index_finds_every_name_and_the_first_repeat() {
-        let names: Vec<String> = (0..5000)
+        // More names than three of the chunks the tables are filled from (8192 each).
+        let names: Vec<String> = (0..20_000)
             .map(|i| format!("model.layers.{i}.mlp@7"))
             .collect();
         let index = NameIndex::new(&names).unwrap();
@@ -730,15 +755,22 @@ mod tests {
         for (i, n) in names.iter().enumerate() {
             assert_eq!(index.get(&names, n), Some(i));
         }
-        assert_eq!(index.get(&names, "model.layers.5000.mlp@7"), None);
+        assert_eq!(index.get(&names, "model.layers.20000.mlp@7"), None);
         assert_eq!(index.get(&names, ""), None);
-        // Repeats in different shards: the first in order is reported, whatever its shard.
-        for (late, early) in [(4000, 3), (4500, 4001)] {
+        // Repeats in different shards and chunks: the first in order is reported, whatever
+        // its shard and chunk.
+        for (mid, late, early) in [
+            (2000, 4000, 3),
+            (2000, 4500, 4001),
+            (9000, 17_000, 3),
+            (9000, 19_000, 8500),
+            (16_000, 16_500, 16_200),
+        ] {
             let mut names = names.clone();
-            names[2000] = names[late - 3000].clone();
+            names[mid] = names[mid - 1000].clone();
             names[late] = names[early].clone();
-            assert_eq!(NameIndex::new(&names).unwrap_err(), 2000, "{late} {early}");
-            names[2000] = "unique".to_string();
+            assert_eq!(NameIndex::new(&names).unwrap_err(), mid, "{late} {early}");
+            names[mid] = "unique".to_string();
             assert_eq!(NameIndex::new(&names).unwrap_err(), late);
         }
     }

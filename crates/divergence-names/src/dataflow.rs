@@ -167,11 +167,16 @@ impl Dataflow {
     /// names without the step, in the same order: every decode step of a usual dump) shares
     /// that step's resolution, moved to its own indices.
     pub fn new<S: AsRef<str> + Sync>(order: &[S]) -> Dataflow {
-        let steps: Vec<usize> = order
+        // Each name split once: its step and the length of its base name.
+        let split: Vec<(usize, usize)> = order
             .par_iter()
             .with_min_len(1024)
-            .map(|n| crate::split_step(n.as_ref()).1)
+            .map(|n| {
+                let (base, step) = crate::split_step(n.as_ref());
+                (step, base.len())
+            })
             .collect();
+        let steps: Vec<usize> = split.iter().map(|&(s, _)| s).collect();
         if steps.iter().all(|&s| s == 0) {
             let names: Vec<&str> = order.iter().map(AsRef::as_ref).collect();
             return Dataflow::one_step(&names);
@@ -195,7 +200,10 @@ impl Dataflow {
             by_step.entry(step).or_default().extend(idx);
         }
         let groups: Vec<Vec<usize>> = by_step.into_values().collect();
-        let base = |i: usize| crate::split_step(order[i].as_ref()).0;
+        let base = |i: usize| {
+            let name: &str = order[i].as_ref();
+            name.get(..split[i].1).unwrap_or(name)
+        };
         let same_as_before: Vec<bool> = (0..groups.len())
             .into_par_iter()
             .map(|g| {
@@ -204,7 +212,7 @@ impl Dataflow {
                     && groups[g - 1]
                         .iter()
                         .zip(&groups[g])
-                        .all(|(&a, &b)| base(a) == base(b))
+                        .all(|(&a, &b)| split[a].1 == split[b].1 && base(a) == base(b))
             })
             .collect();
         // Steps are independent: the distinct ones resolved in parallel, in their own indices.
@@ -249,22 +257,15 @@ impl Dataflow {
             })
             .collect();
         let runs = groups.iter().flatten().enumerate().all(|(i, &j)| i == j);
+        if runs {
+            return Dataflow::side_by_side(&parts, order.len());
+        }
         let mut out = Dataflow {
             offsets: Vec::with_capacity(order.len() + 1),
             flat: Vec::with_capacity(parts.iter().map(|p| p.flat.len()).sum()),
             fallback: Vec::with_capacity(order.len()),
         };
         out.offsets.push(0);
-        if runs {
-            for part in &parts {
-                let at = out.flat.len();
-                out.flat.extend_from_slice(&part.flat);
-                out.offsets
-                    .extend(part.offsets.iter().skip(1).map(|&o| at + o));
-                out.fallback.extend_from_slice(&part.fallback);
-            }
-            return out;
-        }
         let mut of_probe: Vec<(usize, usize)> = vec![(0, 0); order.len()];
         for (g, idx) in groups.iter().enumerate() {
             for (k, &i) in idx.iter().enumerate() {
@@ -276,6 +277,45 @@ impl Dataflow {
             out.offsets.push(out.flat.len());
             out.fallback.push(parts[g].is_fallback(k));
         }
+        out
+    }
+
+    /// The parts (each a run of the order, in order, `len` probes in all) one after the other,
+    /// each copied into its place in parallel (a decode dump has ~150,000 probes, which one
+    /// thread appended while the others waited).
+    fn side_by_side(parts: &[Dataflow], len: usize) -> Dataflow {
+        let mut out = Dataflow {
+            offsets: vec![0; len + 1],
+            flat: vec![0; parts.iter().map(|p| p.flat.len()).sum()],
+            fallback: vec![false; len],
+        };
+        // Each part's own pieces of the three vectors, and where its inputs start.
+        let mut pieces = Vec::with_capacity(parts.len());
+        let (mut flat, mut offsets, mut fallback) = (
+            &mut out.flat[..],
+            out.offsets.get_mut(1..).unwrap_or_default(),
+            &mut out.fallback[..],
+        );
+        let mut at = 0;
+        for part in parts {
+            let n = part.fallback.len();
+            if flat.len() < part.flat.len() || offsets.len() < n || fallback.len() < n {
+                break; // not reached: the parts hold `len` probes and their inputs
+            }
+            let (f, f_rest) = std::mem::take(&mut flat).split_at_mut(part.flat.len());
+            let (o, o_rest) = std::mem::take(&mut offsets).split_at_mut(n);
+            let (b, b_rest) = std::mem::take(&mut fallback).split_at_mut(n);
+            (flat, offsets, fallback) = (f_rest, o_rest, b_rest);
+            pieces.push((part, f, o, b, at));
+            at += part.flat.len();
+        }
+        pieces.into_par_iter().for_each(|(part, f, o, b, at)| {
+            f.copy_from_slice(&part.flat);
+            for (dst, &end) in o.iter_mut().zip(part.offsets.iter().skip(1)) {
+                *dst = at + end;
+            }
+            b.copy_from_slice(&part.fallback);
+        });
         out
     }
 

@@ -97,17 +97,19 @@ fn trim_zeros(d: &[u8]) -> &[u8] {
 /// zeros (docs/dump-format.md, "Decode steps"); anything else (`x@0`, `x@01`, `x@`, `x@a`) is
 /// part of the base name.
 pub fn split_step(name: &str) -> (&str, usize) {
-    if let Some(at) = name.rfind('@') {
-        let digits = &name[at + 1..];
-        if !digits.is_empty()
-            && digits.len() <= 9
-            && !digits.starts_with('0')
-            && digits.bytes().all(|b| b.is_ascii_digit())
-        {
-            if let Ok(step) = digits.parse::<usize>() {
-                return (&name[..at], step);
-            }
-        }
+    // From the end: the trailing digits, then the `@` before them (the same as the last `@`
+    // followed by digits only). A decode report splits every row's name several times: the
+    // search for the last `@` was ~8% of `diff`'s CPU time on the 256-step pair of the
+    // 0.6B-shaped model (perf, 2 cores, `--no-tokens`).
+    let b = name.as_bytes();
+    let digits = b.iter().rev().take_while(|c| c.is_ascii_digit()).count();
+    let at = b.len() - digits;
+    if (1..=9).contains(&digits) && b[at] != b'0' && at > 0 && b[at - 1] == b'@' {
+        let step = b[at..]
+            .iter()
+            .fold(0usize, |s, &c| s * 10 + usize::from(c - b'0'));
+        // `@` and the digits are ASCII: `at - 1` is a character boundary.
+        return (&name[..at - 1], step);
     }
     (name, 0)
 }
@@ -479,6 +481,32 @@ mod tests {
         assert_eq!(natural_cmp("a2", "a10"), Ordering::Less);
         assert_eq!(natural_cmp("a01", "a1"), Ordering::Greater);
         assert_eq!(natural_cmp("a1", "a1"), Ordering::Equal);
+    }
+
+    /// [`split_step`] as it was defined: the last `@`, then digits only.
+    fn split_step_by_search(name: &str) -> (&str, usize) {
+        if let Some(at) = name.rfind('@') {
+            let digits = &name[at + 1..];
+            if !digits.is_empty()
+                && digits.len() <= 9
+                && !digits.starts_with('0')
+                && digits.bytes().all(|b| b.is_ascii_digit())
+            {
+                if let Ok(step) = digits.parse::<usize>() {
+                    return (&name[..at], step);
+                }
+            }
+        }
+        (name, 0)
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn split_step_from_the_end_is_the_search_for_the_last_at(
+            name in "[a@0-9.é]{0,14}"
+        ) {
+            proptest::prop_assert_eq!(split_step(&name), split_step_by_search(&name));
+        }
     }
 
     #[test]

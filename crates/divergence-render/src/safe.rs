@@ -101,7 +101,8 @@ macro_rules! head_strings {
     }};
 }
 
-/// A row's user-provided strings, as [`head_strings`] visits the head's.
+/// A row's user-provided strings, as [`head_strings`] visits the head's (its dtype names
+/// aside: [`row_needs`] and [`fix_all`] visit them).
 macro_rules! row_strings {
     ($o:expr, $f:expr $(, $m:tt)?) => {{
         let o = $o;
@@ -110,8 +111,6 @@ macro_rules! row_strings {
         for s in [
             &$($m)? o.reason,
             &$($m)? o.mapped,
-            &$($m)? o.tensor.dtype_ours,
-            &$($m)? o.tensor.dtype_ref,
             &$($m)? o.truth.truth_problem,
         ] {
             if let Some(s) = s {
@@ -132,7 +131,14 @@ fn head_needs(r: &Report) -> bool {
 fn row_needs(o: &divergence_diff::OpResult) -> bool {
     let mut any = false;
     row_strings!(o, &mut |s: &String| any |= needs(s));
-    any
+    any || dtypes(o).any(needs)
+}
+
+/// A row's dtype names (a dump's metadata may give any string).
+fn dtypes(o: &divergence_diff::OpResult) -> impl Iterator<Item = &str> {
+    [&o.tensor.dtype_ours, &o.tensor.dtype_ref]
+        .into_iter()
+        .filter_map(|d| d.as_deref())
 }
 
 fn dirty(report: &Report) -> bool {
@@ -141,11 +147,19 @@ fn dirty(report: &Report) -> bool {
 
 fn fix_all(report: &mut Report) {
     head_strings!(&mut *report, &mut |s: &mut String| fix(s), mut);
-    report
-        .ops
-        .par_iter_mut()
-        .with_min_len(4096)
-        .for_each(|o| row_strings!(o, &mut |s: &mut String| fix(s), mut));
+    report.ops.par_iter_mut().with_min_len(4096).for_each(|o| {
+        row_strings!(&mut *o, &mut |s: &mut String| fix(s), mut);
+        for d in [&mut o.tensor.dtype_ours, &mut o.tensor.dtype_ref]
+            .into_iter()
+            .flatten()
+        {
+            if needs(d) {
+                let mut s = d.to_string();
+                fix(&mut s);
+                *d = Cow::Owned(s);
+            }
+        }
+    });
 }
 
 /// `report`, or a copy whose strings are safe for text when one is not.
@@ -223,5 +237,16 @@ mod tests {
         }
         let plain = report("model.layers.0.mlp", "ref.npz");
         assert!(matches!(text_safe(&plain), Cow::Borrowed(_)));
+        // A dtype from a dump's metadata is user text too (held apart from the other strings:
+        // the usual ones are static).
+        let mut odd = plain.clone();
+        odd.ops[0].tensor.dtype_ref = Some(divergence_diff::dtype_name("bf\u{1b}[2J16"));
+        let fixed = text_safe(&odd);
+        assert!(matches!(fixed, Cow::Owned(_)));
+        assert_eq!(
+            fixed.ops[0].tensor.dtype_ref.as_deref(),
+            Some(r"bf\u{1b}[2J16")
+        );
+        assert_eq!(fixed.ops[0].tensor.dtype_ours.as_deref(), Some("float32"));
     }
 }
