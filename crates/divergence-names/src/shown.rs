@@ -49,13 +49,37 @@ pub fn is_hidden(c: char) -> bool {
 /// word it never is emphasis: `self_attn` stays as it is), `[` (a link or an image), `<`
 /// (HTML, autolinks), `~` (strikethrough), `&` (entities), and `|` when `table` (a cell's
 /// end). GFM's bare-URL autolinks are broken by escaping the `:` of `://` and the `.` after
-/// `www`; an e-mail address (`a@b.example`) cannot be stopped by an escape, only by a code
-/// span ([`markdown_code`]).
+/// `www`; an e-mail address (`a@b.example`) cannot be stopped by an escape (GitHub links
+/// `a\@b.example` and `a&#64;b.example` all the same), so a word that could be one (the
+/// characters of an address, an `@`, a `.` after it) is written as a code span
+/// ([`markdown_code`]), where nothing is read.
 pub fn markdown_text(text: &str, table: bool) -> String {
     let chars: Vec<char> = text.chars().collect();
     let mut out = String::with_capacity(text.len() + 8);
     let word = |i: Option<&char>| i.is_some_and(|c| c.is_alphanumeric());
+    // The characters of GFM's e-mail autolink (local part, `@`, domain).
+    let address = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '+' | '@');
+    let mut skip_to = 0;
     for (i, &c) in chars.iter().enumerate() {
+        if i < skip_to {
+            continue;
+        }
+        if address(c) && (i == 0 || !address(chars[i - 1])) {
+            let end = chars[i..]
+                .iter()
+                .position(|&c| !address(c))
+                .map_or(chars.len(), |k| i + k);
+            let run = &chars[i..end];
+            let mailish = run
+                .iter()
+                .position(|&c| c == '@')
+                .is_some_and(|at| run[at + 1..].contains(&'.'));
+            if mailish {
+                out.push_str(&markdown_code(&run.iter().collect::<String>()));
+                skip_to = end;
+                continue;
+            }
+        }
         let escape = match c {
             '\\' | '`' | '*' | '[' | '<' | '~' | '&' => true,
             '|' => table,
@@ -108,6 +132,24 @@ mod tests {
             "atol\\*sqrt(n) \\<b> a|b \\`c\\` \\~d\\~ \\&amp; \\\\"
         );
         assert_eq!(markdown_text("a|b", true), "a\\|b");
+    }
+
+    /// GitHub links an e-mail address whatever is escaped in it; a code span it leaves alone
+    /// (checked with cmark-gfm, GitHub's renderer). A probe's step (`x.mlp@2`) is no address.
+    #[test]
+    fn markdown_text_keeps_an_address_out_of_a_link() {
+        assert_eq!(
+            markdown_text("see user.name@host.example, then", false),
+            "see `user.name@host.example`, then"
+        );
+        assert_eq!(markdown_text("a@b.c|d", true), "`a@b.c`\\|d");
+        assert_eq!(
+            markdown_text("model.layers.0.mlp@2 and lm_head@17", false),
+            "model.layers.0.mlp@2 and lm_head@17"
+        );
+        assert_eq!(markdown_text("x@y.z_w", false), "`x@y.z_w`");
+        assert_eq!(markdown_text("@.", false), "`@.`");
+        assert_eq!(markdown_text("é@b.c", false), "é`@b.c`");
     }
 
     #[test]
