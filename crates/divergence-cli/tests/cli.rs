@@ -1184,6 +1184,98 @@ fn tui_without_a_terminal_is_a_one_line_error() {
     );
 }
 
+/// In a terminal, `--tui` shows the report; when the comparison means nothing (other
+/// input_ids), the view says so first (it said "no divergence" in green before), and the shell
+/// still gets the one line on stderr and exit 2 that every other format gives, once the view
+/// is closed. The view runs in a pseudo-terminal, quit with `q`.
+#[cfg(target_os = "linux")]
+#[test]
+fn the_terminal_view_ends_with_the_line_the_other_formats_print() {
+    use std::io::{Read, Write};
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let ours = dir.path().join("ours.npz");
+    let reference = dir.path().join("ref.npz");
+    write_dump(&reference, &[("a", &[2], &[1.0, 2.0])], Some(vec![1, 2, 3]));
+    write_dump(&ours, &[("a", &[2], &[1.0, 2.0])], Some(vec![1, 2, 4]));
+    let printed = diff_files(&ours, &reference, &["--format", "table"]);
+    assert_eq!(printed.code, 2);
+
+    let (mut master, mut slave) = (-1, -1);
+    let size = libc::winsize {
+        ws_row: 40,
+        ws_col: 120,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: openpty writes two new descriptors into `master` and `slave` (owned below);
+    // the name buffer may be null, the attributes null (defaults) and the size a valid value.
+    let rc = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            &size,
+        )
+    };
+    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: both descriptors were just opened by openpty and are owned by nothing else.
+    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    let mut child = Command::new(env!("CARGO_BIN_EXE_divergence"))
+        .args([
+            "diff".as_ref(),
+            ours.as_os_str(),
+            reference.as_os_str(),
+            "--tui".as_ref(),
+        ])
+        .stdin(slave.try_clone().unwrap())
+        .stdout(slave)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut keys = std::fs::File::from(master);
+    // The screen is read (and dropped) all along: a full pseudo-terminal would block the view.
+    let mut screen = keys.try_clone().unwrap();
+    let drain = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        let _ = screen.read_to_end(&mut seen); // ends with EIO once the view has exited
+        seen
+    });
+    // `q` until the view quits (one is enough once it reads keys).
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the view did not quit on q"
+        );
+        let _ = keys.write_all(b"q");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    drop(keys);
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    let seen = drain.join().unwrap();
+    assert!(
+        String::from_utf8_lossy(&seen).contains("!!! INPUT_IDS MISMATCH"),
+        "the view says the input_ids differ: {:?}",
+        String::from_utf8_lossy(&seen)
+    );
+    assert_eq!(status.code(), Some(2));
+    assert_eq!(err, printed.stderr);
+    assert_eq!(err.lines().count(), 1);
+    assert!(err.contains("different input_ids"), "{err}");
+}
+
 #[test]
 fn hostile_tensor_names_cannot_drive_the_terminal_or_the_markdown() {
     // Found by a bad-input hunt: a name's newline and escapes reached the terminal (a window

@@ -866,12 +866,16 @@ impl Tui {
 
     fn draw_header(&self, frame: &mut Frame<'_>, area: Rect) {
         let r = &self.report;
+        let alert = Style::new().fg(Color::Red).add_modifier(Modifier::BOLD);
+        // Other input_ids make every verdict meaningless: said first, as in the printed table
+        // (a green "no divergence" here hid it).
         let first = match &r.first_divergence {
+            _ if r.input_ids_mismatch => Line::styled(
+                format!("!!! {} !!!", view::input_ids_warning(r).unwrap_or_default()),
+                alert,
+            ),
             Some(f) => Line::from(vec![
-                Span::styled(
-                    "FIRST DIVERGENCE ",
-                    Style::new().fg(Color::Red).add_modifier(Modifier::BOLD),
-                ),
+                Span::styled("FIRST DIVERGENCE ", alert),
                 Span::styled(f.name.clone(), Style::new().add_modifier(Modifier::BOLD)),
                 Span::raw(format!(" (#{}, {})", f.index, f.status)),
             ]),
