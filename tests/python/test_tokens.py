@@ -17,6 +17,52 @@ PAIRS = [
 ]
 
 
+def _logit_transforms():
+    """Our logits made from the reference's: what a softmax does not see (a constant), and the
+    extremes (a sure reference, one huge or far-off logit) that the KLD's fast form must survive."""
+    def shifted(r, rng):  # ours 40 below, a little noise, the top token flipped at position 3
+        o = r * (1 + 1e-3 * rng.standard_normal(r.shape)) - 40
+        t = np.argsort(-r[3])[:2]
+        o[3, t[0]], o[3, t[1]] = r[3, t[1]] - 40 - 3, r[3, t[0]] - 40
+        return o
+
+    def sure_ref(r, rng):  # the reference 40 above its runner-up at every position; ours not
+        o = r * (1 + 1e-2 * rng.standard_normal(r.shape))
+        r = r.copy()
+        r[np.arange(len(r)), r.argmax(-1)] += 40
+        return o, r
+
+    def extremes(r, rng):  # one logit of ours 1e4 up, and one 1e3 down, at other positions
+        o = r * (1 + 1e-3 * rng.standard_normal(r.shape))
+        o[1, 7] = 1e4
+        o[2, 9] = -1e3
+        return o
+
+    return {"shifted": shifted, "sure_ref": sure_ref, "extremes": extremes}
+
+
+@pytest.mark.parametrize("kind", sorted(_logit_transforms()))
+def test_the_kld_of_odd_logits_matches_torch(tmp_path, kind):
+    import json
+    import zipfile
+
+    ref = FIXTURES / "ref" / "tiny-qwen3.f32.eager.npz"
+    with np.load(ref) as z:
+        arrays = {k: z[k] for k in z.files if k != "__meta__"}
+        meta = z["__meta__"]
+    r = arrays["lm_head"].astype(np.float64).reshape(-1, 512)
+    got = _logit_transforms()[kind](r, np.random.default_rng(5))
+    o, r = got if isinstance(got, tuple) else (got, r)
+    shape = arrays["lm_head"].shape
+    pair = []
+    for name, logits in (("ours", o), ("ref", r)):
+        path = tmp_path / f"{name}.npz"
+        np.savez(path, **{**arrays, "lm_head": logits.reshape(shape).astype(np.float64)}, __meta__=meta)
+        pair.append(path)
+    assert json.loads(bytes(meta))["order"] and zipfile.is_zipfile(pair[0])
+    test_tokens_match_torch(*pair)
+
+
 @pytest.mark.parametrize("ours, ref", PAIRS)
 def test_tokens_match_torch(ours, ref):
     import torch

@@ -415,6 +415,15 @@ fn rank(row: &[f64], token: usize) -> usize {
 /// tiny divergences exact: with `d = p - q` (logits), `KL = E_P[d] + ln E_P[exp(-d)]`
 /// (`ln_1p` of an `expm1` mean), so no two log-sum-exps of the size of the logits are
 /// subtracted. One exponential per element, [`exp_fast`] (branch-free, vectorizes).
+///
+/// A softmax does not see a constant added to its logits, and neither does this: `q` is taken
+/// shifted by `c = max p - max q` (`d - c` for `d`), so that
+/// `P`-weighted `exp(-(d - c)) = exp(q - max q) <= 1` never overflows and its mean never falls
+/// below `1 / vocab` (unshifted, logits of ours 40 below the reference's made that mean round
+/// to 0 and the KLD to 0). Logits more than 700 below their row's maximum (a weight under
+/// `e^-700`) are taken at 700 below in the second term, where `exp` would leave its range, and
+/// count nothing in the first; with `c = 0` and no such logit the arithmetic is the unshifted
+/// form's, operation for operation.
 fn kl_fast(p: &[f64], q: &[f64]) -> f64 {
     #[cfg(target_arch = "x86_64")]
     {
@@ -437,7 +446,43 @@ unsafe fn kl_avx2(p: &[f64], q: &[f64]) -> f64 {
 #[inline(always)]
 fn kl_portable(p: &[f64], q: &[f64]) -> f64 {
     const LANES: usize = 8;
-    let m = p.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    /// How far below its row's maximum a logit is still taken as it is ([`exp_fast`]'s range).
+    const FLOOR: f64 = -700.0;
+    // Both maxima in one pass, per lane (the logits are finite: compared by `>`, which
+    // vectorizes where `f64::max`'s NaN rule does not).
+    let (mp, mq) = {
+        let (mut mp, mut mq) = ([f64::NEG_INFINITY; LANES], [f64::NEG_INFINITY; LANES]);
+        let (pb, pr) = p.as_chunks::<LANES>();
+        let (qb, qr) = q.as_chunks::<LANES>();
+        for (a, b) in pb.iter().zip(qb) {
+            for l in 0..LANES {
+                mp[l] = if a[l] > mp[l] { a[l] } else { mp[l] };
+                mq[l] = if b[l] > mq[l] { b[l] } else { mq[l] };
+            }
+        }
+        for (l, (&a, &b)) in pr.iter().zip(qr).enumerate() {
+            mp[l] = if a > mp[l] { a } else { mp[l] };
+            mq[l] = if b > mq[l] { b } else { mq[l] };
+        }
+        let max = |v: [f64; LANES]| v.into_iter().fold(f64::NEG_INFINITY, f64::max);
+        (max(mp), max(mq))
+    };
+    let c = mp - mq;
+    // One element's three terms: P's weight, its share of E_P[d - c], and of
+    // E_P[expm1(c - d)]. `d - c` is exact where `c` is large (two numbers within a factor of
+    // 2 of each other): subtracting `c` after the sums lost `c`'s rounding (~1e-14 at 40).
+    let terms = |a: f64, b: f64| {
+        let (la, lb) = (a - mp, b - mq);
+        let d = (a - b) - c;
+        let w = exp_fast(la);
+        let (share, x) = if la < FLOOR || lb < FLOOR {
+            let share = if la < FLOOR { 0.0 } else { w * d };
+            (share, lb.max(FLOOR) - la.max(FLOOR))
+        } else {
+            (w * d, -d)
+        };
+        (w, share, w * expm1_fast(x))
+    };
     // Independent sums per lane (a single running sum waits on every add and does not
     // vectorize), merged in a fixed order.
     let (mut s, mut sd, mut se) = ([0f64; LANES], [0f64; LANES], [0f64; LANES]);
@@ -445,19 +490,17 @@ fn kl_portable(p: &[f64], q: &[f64]) -> f64 {
     let (qb, qr) = q.as_chunks::<LANES>();
     for (a, b) in pb.iter().zip(qb) {
         for l in 0..LANES {
-            let w = exp_fast(a[l] - m);
-            let d = a[l] - b[l];
+            let (w, share, e) = terms(a[l], b[l]);
             s[l] += w;
-            sd[l] += w * d;
-            se[l] += w * expm1_fast(-d);
+            sd[l] += share;
+            se[l] += e;
         }
     }
     for (l, (&a, &b)) in pr.iter().zip(qr).enumerate() {
-        let w = exp_fast(a - m);
-        let d = a - b;
+        let (w, share, e) = terms(a, b);
         s[l] += w;
-        sd[l] += w * d;
-        se[l] += w * expm1_fast(-d);
+        sd[l] += share;
+        se[l] += e;
     }
     let sum = |v: [f64; LANES]| v.iter().sum::<f64>();
     let (s, sd, se) = (sum(s), sum(sd), sum(se));
@@ -690,6 +733,77 @@ mod tests {
             let (f, e) = (exp_fast(x), f64::exp(x));
             assert!((f - e).abs() <= 1e-12 * e, "{x}: {f} vs {e}");
         }
+    }
+
+    #[test]
+    fn the_kld_does_not_see_a_constant_and_survives_extreme_logits() {
+        let mut seed = 11u64;
+        let mut rnd = || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 11) as f64 / (1u64 << 53) as f64
+        };
+        let p: Vec<f64> = (0..4000).map(|_| 20.0 * rnd() - 10.0).collect();
+        let noisy: Vec<f64> = p.iter().map(|x| x + 0.3 * (2.0 * rnd() - 1.0)).collect();
+        let shift = |v: &[f64], c: f64| v.iter().map(|x| x + c).collect::<Vec<f64>>();
+        let top = |v: &[f64]| (0..v.len()).fold(0, |b, i| if v[i] > v[b] { i } else { b });
+        // The top token flipped (the second one raised past it), as a port that flips it.
+        let mut flipped = p.clone();
+        let t = top(&p);
+        let second = (0..p.len())
+            .filter(|&i| i != t)
+            .fold(usize::from(t == 0), |b, i| if p[i] > p[b] { i } else { b });
+        flipped.swap(t, second);
+        flipped[second] -= 3.0;
+        // A reference sure of one token (40 above the rest), and a logit far out on either side.
+        let mut sure = p.clone();
+        sure[17] = 50.0;
+        let mut huge = noisy.clone();
+        huge[5] = 1e9;
+        let mut far_below = noisy.clone();
+        far_below[9] = -1000.0;
+        let cases: Vec<(&str, Vec<f64>, Vec<f64>)> = vec![
+            ("noise, ours 40 lower", p.clone(), shift(&noisy, -40.0)),
+            ("noise, ours 40 higher", p.clone(), shift(&noisy, 40.0)),
+            (
+                "flipped top, ours 40 lower",
+                p.clone(),
+                shift(&flipped, -40.0),
+            ),
+            (
+                "flipped top, ours 1e4 lower",
+                p.clone(),
+                shift(&flipped, -1e4),
+            ),
+            ("a sure reference", sure.clone(), noisy.clone()),
+            ("a sure ours", noisy.clone(), sure.clone()),
+            ("one huge logit of ours", p.clone(), huge.clone()),
+            ("one huge logit of the reference", huge.clone(), p.clone()),
+            ("a logit of ours far below", p.clone(), far_below.clone()),
+            (
+                "a logit of the reference far below",
+                far_below.clone(),
+                p.clone(),
+            ),
+        ];
+        for (what, p, q) in cases {
+            let (fast, slow) = (kl_fast(&p, &q), kl(&p, &q));
+            // The textbook form rounds at the size of the logits (and of the constant).
+            let c = p.iter().copied().fold(f64::MIN, f64::max)
+                - q.iter().copied().fold(f64::MIN, f64::max);
+            assert!(
+                slow > 1e-6,
+                "{what}: a case with something to measure ({slow})"
+            );
+            assert!(
+                (fast - slow).abs() <= 1e-9 * slow + 1e-14 * (1.0 + c.abs()),
+                "{what}: {fast} vs {slow}"
+            );
+        }
+        // And the same KLD with and without the constant, to the last few bits.
+        let (a, b) = (kl_fast(&p, &noisy), kl_fast(&p, &shift(&noisy, -40.0)));
+        assert!((a - b).abs() <= 1e-12 * a, "{a} vs {b}");
     }
 
     #[test]
