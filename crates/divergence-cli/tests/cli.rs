@@ -1223,6 +1223,15 @@ fn the_terminal_view_ends_with_the_line_the_other_formats_print() {
     assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
     // SAFETY: both descriptors were just opened by openpty and are owned by nothing else.
     let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    // openpty's descriptors are inherited across exec: a child another test spawns meanwhile
+    // (the `--watch` tests' live for seconds) would hold the terminal open, and the read below
+    // would wait for it. Close-on-exec at once (the TUI's child gets its own copies by dup2).
+    for fd in [&master, &slave] {
+        use std::os::fd::AsRawFd;
+        // SAFETY: F_SETFD on a descriptor this test owns; it touches no memory.
+        let rc = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
+        assert_eq!(rc, 0, "fcntl: {}", std::io::Error::last_os_error());
+    }
     let mut child = Command::new(env!("CARGO_BIN_EXE_divergence"))
         .args([
             "diff".as_ref(),

@@ -827,8 +827,10 @@ impl Tui {
             (true, false) => DETAIL_TEXT_H,
             (true, true) => DETAIL_TEXT_H + PLOT_H,
         };
+        // Other input_ids add the alert's line (two where it wraps) above the verdict.
+        let head_h = if self.report.input_ids_mismatch { 6 } else { 4 };
         let [head, body, detail, foot] = Layout::vertical([
-            Constraint::Length(4),
+            Constraint::Length(head_h),
             Constraint::Min(3),
             Constraint::Length(detail_h),
             Constraint::Length(1),
@@ -867,13 +869,7 @@ impl Tui {
     fn draw_header(&self, frame: &mut Frame<'_>, area: Rect) {
         let r = &self.report;
         let alert = Style::new().fg(Color::Red).add_modifier(Modifier::BOLD);
-        // Other input_ids make every verdict meaningless: said first, as in the printed table
-        // (a green "no divergence" here hid it).
         let first = match &r.first_divergence {
-            _ if r.input_ids_mismatch => Line::styled(
-                format!("!!! {} !!!", view::input_ids_warning(r).unwrap_or_default()),
-                alert,
-            ),
             Some(f) => Line::from(vec![
                 Span::styled("FIRST DIVERGENCE ", alert),
                 Span::styled(f.name.clone(), Style::new().add_modifier(Modifier::BOLD)),
@@ -881,14 +877,21 @@ impl Tui {
             ]),
             None => match view::nothing_compared(r) {
                 Some(text) => Line::styled(text, Style::new().fg(Color::Red)),
+                // Not green when the inputs differ: nothing is shown to be right.
+                None if r.input_ids_mismatch => Line::raw("no divergence found"),
                 None => Line::styled("NO DIVERGENCE", Style::new().fg(Color::Green)),
             },
         };
-        let lines = vec![
-            Line::raw(format!("{} vs {}", r.ours, r.reference)),
-            first,
-            Line::raw(view::summary_line(r)),
-        ];
+        let mut lines = vec![Line::raw(format!("{} vs {}", r.ours, r.reference))];
+        // Other input_ids make every verdict meaningless: said above the verdict, as in the
+        // printed table (the whole warning is in the printed formats; here its gist).
+        if r.input_ids_mismatch {
+            lines.push(Line::styled(
+                "!!! INPUT_IDS MISMATCH: the two runs saw different input_ids; every verdict here is meaningless !!!",
+                alert,
+            ));
+        }
+        lines.extend([first, Line::raw(view::summary_line(r))]);
         frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: true }), area);
     }
 

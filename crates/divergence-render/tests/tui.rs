@@ -492,3 +492,32 @@ fn the_plot_caption_is_never_cut() {
         "{text}"
     );
 }
+
+#[test]
+fn other_input_ids_are_said_above_the_verdict_which_stays() {
+    let cfg = DiffConfig::default();
+    let rows = report().ops;
+    let mut ctx = ReportContext::new("ours.npz", "ref.npz", OrderSource::RefMeta);
+    ctx.ours_input_ids = Some(vec![1, 2, 3]);
+    ctx.ref_input_ids = Some(vec![1, 2, 4]);
+    let r = assemble(rows, ctx, &cfg);
+    assert!(r.input_ids_mismatch);
+    let mut tui = Tui::new(r);
+    for (width, height) in [(80, 24), (120, 30)] {
+        let text = screen(&mut tui, width, height);
+        let lines: Vec<&str> = text.lines().collect();
+        let alert = lines
+            .iter()
+            .position(|l| l.contains("!!! INPUT_IDS MISMATCH"));
+        let verdict = lines
+            .iter()
+            .position(|l| l.contains("FIRST DIVERGENCE model.layers.1.self_attn.k_norm"));
+        assert!(
+            matches!((alert, verdict), (Some(a), Some(v)) if a < v && v < 6),
+            "{width}x{height}:\n{text}"
+        );
+        // The summary line is whole in the header, before the table's column names.
+        let summary = lines.iter().position(|l| l.starts_with("24 ops: "));
+        assert!(summary.is_some_and(|s| s < 6), "{width}x{height}:\n{text}");
+    }
+}
