@@ -142,24 +142,70 @@ pub fn pair<'a>(a: &'a Dump, a_path: &'a Path, b: &'a Dump, b_path: &'a Path) ->
     }
     let mut tensors = Vec::new();
     let mut unsliced = Vec::new();
+    // The token axis of each probe outside the dump contract that some decode step's one
+    // position fits exactly, but the last step's: a step of it that does not fit is then the
+    // port's wrong shape. (Attention weights over the cache fit at the last step alone, whose
+    // cache is as long as the full prefill: no evidence.)
+    let mut fitted: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
     for name in stepped.names() {
         let (base, step) = split_step(name);
         let Some(shape) = stepped.shape(name) else {
             continue;
         };
         match slice(full, name, base, step, shape, t_full, t_pre) {
-            Some(v) => tensors.push(v),
+            Some(v) => {
+                if let (true, Some(&Step::Narrow { axis, .. })) =
+                    (step > 0 && step < k && v.shape == shape, v.steps.first())
+                {
+                    fitted.entry(base).or_insert(axis);
+                }
+                tensors.push(v);
+            }
             None => unsliced.push(name.as_str()),
         }
     }
-    if !unsliced.is_empty() {
+    // Found by a bad-input hunt: `mlp_out@2` of another width than `mlp_out@1`, which fits,
+    // was "only in ours" and the diff passed.
+    let mut misfits = Vec::new();
+    unsliced.retain(|name| {
+        let (base, step) = split_step(name);
+        let made = fitted
+            .get(base)
+            .filter(|_| Op::of(base) == Op::Other)
+            .and_then(|&axis| misfit(full, name, base, step, axis, t_full, t_pre));
+        match made {
+            Some(v) => {
+                misfits.push(v);
+                false
+            }
+            None => true,
+        }
+    });
+    tensors.extend(misfits);
+    let (absent, unfit): (Vec<&str>, Vec<&str>) = unsliced.iter().partition(|name| {
+        let base = split_step(name).0;
+        full.shape(base).is_none()
+    });
+    let list = |names: &[&str]| {
+        let shown = names.iter().take(5).copied().collect::<Vec<_>>().join(", ");
+        format!("{shown}{}", if names.len() > 5 { ", ..." } else { "" })
+    };
+    if !absent.is_empty() {
         warnings.push(format!(
-            "prefill-vs-decode: {} probes of {} have no slice in {} (no probe of that name there): {}{}; they are listed as only in ours",
-            unsliced.len(),
+            "prefill-vs-decode: {} probes of {} have no slice in {} (no probe of that name there): {}; they are listed as only in ours",
+            absent.len(),
             stepped_path.display(),
             full_path.display(),
-            unsliced.iter().take(5).copied().collect::<Vec<_>>().join(", "),
-            if unsliced.len() > 5 { ", ..." } else { "" }
+            list(&absent)
+        ));
+    }
+    if !unfit.is_empty() {
+        warnings.push(format!(
+            "prefill-vs-decode: {} probes of {} have no slice in {}: their shapes do not fit that probe's at these steps (e.g. attention weights, whose decode shape follows the cache's length): {}; they are listed as only in ours",
+            unfit.len(),
+            stepped_path.display(),
+            full_path.display(),
+            list(&unfit)
         ));
     }
     let compared_steps: std::collections::BTreeSet<usize> =
@@ -313,6 +359,44 @@ fn slice(
             Some(virt(Vec::new(), src_shape.clone(), how))
         }
     }
+}
+
+/// Step `step` of `name`, a probe outside the dump contract whose other decode steps fit the
+/// full prefill's `base` along `axis`, when its own shape does not: that axis's slice, for the
+/// diff to report the shape mismatch. `None` when the full prefill has no such axis of
+/// `t_full` tokens.
+fn misfit(
+    full: &Dump,
+    name: &str,
+    base: &str,
+    step: usize,
+    axis: usize,
+    t_full: usize,
+    t_pre: usize,
+) -> Option<Virtual> {
+    let mut shape = full.shape(base)?.to_vec();
+    if shape.get(axis) != Some(&t_full) {
+        return None;
+    }
+    let (start, len) = if step == 0 {
+        (0, t_pre)
+    } else {
+        (t_pre + step - 1, 1)
+    };
+    shape[axis] = len;
+    Some(Virtual {
+        name: name.to_string(),
+        sources: vec![base.to_string()],
+        shape,
+        combine: None,
+        steps: vec![Step::Narrow { axis, start, len }],
+        rule: Some("prefill-vs-decode".to_string()),
+        how: Some(format!(
+            "position(s) {start}..{} of the full prefill's {base} (axis {axis}, as its other decode steps; the shapes do not fit)",
+            start + len
+        )),
+        problem: None,
+    })
 }
 
 /// The token axis of a probe of the dump contract, by its layout: q / k after RoPE and the

@@ -1,0 +1,82 @@
+"""`divergence diff --prefill-vs-decode` on hand-made dumps: a probe outside the dump contract
+(its token axis not known by name) whose decode steps fit the full prefill is compared at every
+step, and a step of another shape is a shape mismatch (exit 1), not a probe "only in ours" and a
+pass; the warnings say why a probe has no slice (no such probe, or shapes that fit no step)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from test_roundtrip_rust import diff, pytestmark  # noqa: F401  (skip without the binary)
+
+T, PRE = 6, 4  # the full prefill's tokens; the stepped run's prefill (then 2 decode steps)
+IDS = [1, 2, 3, 4, 5, 6]
+
+
+def save(path, arrays, **meta):
+    m = {"format": "divergence-dump/1", "order": list(arrays), **meta}
+    np.savez(path, **arrays, __meta__=np.frombuffer(json.dumps(m).encode(), dtype=np.uint8))
+    return path
+
+
+def pair(tmp_path, step2=None, full_extra=None):
+    rng = np.random.default_rng(1)
+    full = {
+        "model.embed_tokens": rng.standard_normal((1, T, 8)).astype(np.float32),
+        "mlp_out": rng.standard_normal((1, T, 8)).astype(np.float32),
+        "attn_weights": rng.standard_normal((1, 2, T, T)).astype(np.float32),
+    }
+    full.update(full_extra or {})
+    stepped = {}
+    for k in ("model.embed_tokens", "mlp_out"):
+        stepped[k] = full[k][:, :PRE]
+    stepped["attn_weights"] = full["attn_weights"][:, :, :PRE, :PRE]
+    for s in (1, 2):
+        for k in ("model.embed_tokens", "mlp_out"):
+            stepped[f"{k}@{s}"] = full[k][:, PRE + s - 1:PRE + s]
+        # the weights over the cache so far: a shape that follows the cache's length
+        stepped[f"attn_weights@{s}"] = full["attn_weights"][:, :, PRE + s - 1:PRE + s, :PRE + s]
+    if step2 is not None:
+        stepped["mlp_out@2"] = step2(stepped["mlp_out@2"])
+    a = save(tmp_path / "full.npz", full, input_ids=IDS)
+    b = save(tmp_path / "stepped.npz", stepped, input_ids=IDS[:PRE], decode_steps=2,
+             decode_ids=IDS[PRE:], decode_source="given")
+    return a, b
+
+
+def test_a_clean_pair_passes_and_says_why_the_weights_have_no_slice(tmp_path):
+    rc, rep = diff(*pair(tmp_path), "--prefill-vs-decode")
+    assert rc == 0, rep["first_divergence"]
+    rows = {o["name"]: o["status"] for o in rep["ops"]}
+    assert rows["mlp_out@2"] == rows["mlp_out@1"] == "ok"
+    # the weights fit at the last step only, whose cache is as long as the full prefill
+    assert (rows["attn_weights"], rows["attn_weights@1"], rows["attn_weights@2"]) == (
+        "only_ours", "only_ours", "ok")
+    (w,) = [w for w in rep["warnings"] if w.startswith("prefill-vs-decode:") and "attn_weights" in w]
+    assert "do not fit" in w and "no probe of that name" not in w
+
+
+def test_a_step_of_another_shape_is_a_shape_mismatch(tmp_path):
+    wide = lambda v: np.concatenate([v, v], -1)  # noqa: E731  (hidden 16 at step 2 only)
+    rc, rep = diff(*pair(tmp_path, step2=wide), "--prefill-vs-decode")
+    assert rc == 1, rep["warnings"]
+    f = rep["first_divergence"]
+    assert (f["name"], f["status"], f["step"]) == ("mlp_out@2", "shape_mismatch", 2)
+    assert not any("mlp_out" in w for w in rep["warnings"]), rep["warnings"]
+
+
+def test_a_probe_missing_from_the_full_prefill_is_said_so(tmp_path):
+    a, b = pair(tmp_path)
+    with np.load(b) as z:
+        arrays = {k: z[k] for k in z.files if k != "__meta__"}
+        meta = json.loads(bytes(z["__meta__"]))
+    arrays["extra"] = np.ones((1, PRE, 3), np.float32)
+    arrays["extra@1"] = arrays["extra@2"] = np.ones((1, 1, 3), np.float32)
+    meta.pop("order")
+    save(b, arrays, **{k: v for k, v in meta.items() if k != "format"})
+    rc, rep = diff(a, b, "--prefill-vs-decode")
+    assert rc == 0
+    (w,) = [w for w in rep["warnings"] if w.startswith("prefill-vs-decode:") and "extra" in w]
+    assert "no probe of that name there" in w and "attn_weights" not in w
