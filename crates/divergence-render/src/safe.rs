@@ -120,6 +120,14 @@ macro_rules! row_strings {
     }};
 }
 
+/// A row's dtype names (a dump's metadata may give any string), as an array of the two
+/// fields: read by [`dtypes`], changed by [`fix_all`], from this one list.
+macro_rules! row_dtypes {
+    ($o:expr $(, $m:tt)?) => {
+        [&$($m)? $o.tensor.dtype_ours, &$($m)? $o.tensor.dtype_ref]
+    };
+}
+
 /// Whether any string of the head needs a change.
 fn head_needs(r: &Report) -> bool {
     let mut any = false;
@@ -136,9 +144,7 @@ fn row_needs(o: &divergence_diff::OpResult) -> bool {
 
 /// A row's dtype names (a dump's metadata may give any string).
 fn dtypes(o: &divergence_diff::OpResult) -> impl Iterator<Item = &str> {
-    [&o.tensor.dtype_ours, &o.tensor.dtype_ref]
-        .into_iter()
-        .filter_map(|d| d.as_deref())
+    row_dtypes!(o).into_iter().filter_map(|d| d.as_deref())
 }
 
 fn dirty(report: &Report) -> bool {
@@ -149,10 +155,7 @@ fn fix_all(report: &mut Report) {
     head_strings!(&mut *report, &mut |s: &mut String| fix(s), mut);
     report.ops.par_iter_mut().with_min_len(4096).for_each(|o| {
         row_strings!(&mut *o, &mut |s: &mut String| fix(s), mut);
-        for d in [&mut o.tensor.dtype_ours, &mut o.tensor.dtype_ref]
-            .into_iter()
-            .flatten()
-        {
+        for d in row_dtypes!(o, mut).into_iter().flatten() {
             if needs(d) {
                 let mut s = d.to_string();
                 fix(&mut s);
@@ -217,7 +220,8 @@ mod tests {
             ctx.warnings.push(format!("about {name}"));
             assemble(rows, ctx, &cfg)
         };
-        let hostile = report("x\n## h\u{1b}[2J", "ref\u{1b}]0;t\u{7}");
+        let mut hostile = report("x\n## h\u{1b}[2J", "ref\u{1b}]0;t\u{7}");
+        hostile.ops[0].tensor.dtype_ours = Some(divergence_diff::dtype_name("f\u{1b}[2J32"));
         assert!(hostile.first_divergence.is_some());
         {
             let fixed = text_safe(&hostile);
@@ -227,6 +231,7 @@ mod tests {
             head_strings!(&*fixed, &mut count);
             for o in &fixed.ops {
                 row_strings!(o, &mut count);
+                dtypes(o).for_each(|d| count(&d.to_string()));
             }
             assert_eq!(left, 0);
             assert_eq!(fixed.ops[1].name, r"x\n## h\u{1b}[2J.only");
