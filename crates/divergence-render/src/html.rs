@@ -39,7 +39,7 @@ tr.fd{background:#fff1e8}tr.qk td.name{font-weight:bold;color:#6c3483}
 
 const JS: &str = r#"
 (function(){
-var table=document.getElementById('ops-table');if(!table)return;
+var table=document.getElementById('ops-table');if(!table||table.hasAttribute('data-paged'))return;
 var tbody=table.tBodies[0],rows=Array.prototype.slice.call(tbody.rows);
 var box=document.getElementById('filter'),only=document.getElementById('only-div'),count=document.getElementById('count');
 var col=-1,asc=true;
@@ -65,6 +65,60 @@ function filter(){
 box.addEventListener('input',filter);only.addEventListener('change',filter);filter();
 })();
 "#;
+
+/// The script of a table of more than [`LIVE_ROWS`] ops: its rows wait in `<template>`s of
+/// [`PAGE_ROWS`] each (parsed, never laid out), and the table holds one page of them at a
+/// time. A filter or a sort makes every row (detached: no layout) the first time, and works
+/// on them as the small table's script does; the pager moves through what they leave.
+const PAGED_JS: &str = r#"
+(function(){
+var table=document.getElementById('ops-table');if(!table||!table.hasAttribute('data-paged'))return;
+var tbody=table.tBodies[0],tpls=document.querySelectorAll('template.ops-rows');
+var PAGE=+table.getAttribute('data-page'),N=+table.getAttribute('data-ops'),first=table.getAttribute('data-first');
+var box=document.getElementById('filter'),only=document.getElementById('only-div'),count=document.getElementById('count');
+var prev=document.getElementById('prev'),next=document.getElementById('next');
+var chunks=[],all=null,sorted=null,view=null,page=0,col=-1,asc=true;
+function chunk(k){if(!chunks[k])chunks[k]=Array.prototype.slice.call(document.importNode(tpls[k].content,true).children);return chunks[k];}
+function rows(){if(!all){all=[];for(var k=0;k<tpls.length;k++)all=all.concat(chunk(k));}return all;}
+function total(){return view?view.length:N;}
+function show(){
+ var n=total(),pages=Math.max(1,Math.ceil(n/PAGE));page=Math.min(page,pages-1);
+ var from=page*PAGE,to=Math.min(from+PAGE,n),list=view?view.slice(from,to):(n?chunk(page):[]);
+ tbody.textContent='';list.forEach(function(r){tbody.appendChild(r);});
+ count.textContent=(n?(from+1)+'-'+to+' of ':'0 of ')+n+' ops'+(n!==N?' ('+N+' in all)':'')+', page '+(page+1)+' of '+pages;
+ prev.disabled=page===0;next.disabled=to>=n;
+}
+function apply(){
+ var q=box.value,re=null;try{re=new RegExp(q,'i');}catch(err){re=null;}
+ box.style.background=re?'':'#fde8e4';
+ if(!q&&!only.checked&&!sorted){view=null;}
+ else{view=(sorted||rows()).filter(function(r){return(!re||re.test(r.getAttribute('data-name')))&&(!only.checked||r.getAttribute('data-div')==='1');});}
+ page=0;show();
+}
+table.tHead.addEventListener('click',function(e){
+ var th=e.target.closest('th');if(!th)return;var c=th.cellIndex;
+ asc=(c===col)?!asc:true;col=c;var num=th.getAttribute('data-type')==='num';
+ var key=function(r){var td=r.cells[c];if(num){var v=td.getAttribute('data-v');return v===null?null:parseFloat(v);}return td.textContent;};
+ sorted=rows().slice().sort(function(a,b){var x=key(a),y=key(b);
+  if(x===null&&y===null)return 0;if(x===null)return 1;if(y===null)return -1;
+  var d=num?x-y:x.localeCompare(y);return asc?d:-d;});
+ Array.prototype.forEach.call(table.tHead.rows[0].cells,function(h){h.removeAttribute('aria-sort');});
+ th.setAttribute('aria-sort',asc?'ascending':'descending');apply();
+});
+prev.addEventListener('click',function(){page--;show();});
+next.addEventListener('click',function(){page++;show();});
+box.addEventListener('input',apply);only.addEventListener('change',apply);
+if(first!==null)page=Math.floor(+first/PAGE);
+show();
+})();
+"#;
+
+/// Most ops whose rows the page builds at once; a report with more shows its table a page at
+/// a time ([`PAGED_JS`]): 38,489 live rows (a 64-step decode of the 0.6B-shaped model) took
+/// ~19 s to open in Chromium, 0.9 s without the table (docs/html-report.md).
+pub(crate) const LIVE_ROWS: usize = 2_000;
+/// Rows of one page, and of one `<template>`, of a paged table.
+pub(crate) const PAGE_ROWS: usize = 1_000;
 
 /// Renders the whole HTML report.
 pub(crate) fn render(report: &Report, out: &mut dyn Write) -> io::Result<()> {
@@ -106,7 +160,12 @@ pub(crate) fn render(report: &Report, out: &mut dyn Write) -> io::Result<()> {
     h.push_str("<script type=\"application/json\" id=\"report\">");
     h.push_str(&embedded_json(report)?);
     h.push_str("</script>\n");
-    h.push_str(&format!("<script>{JS}</script>\n</body>\n</html>\n"));
+    let js = if report.ops.len() > LIVE_ROWS {
+        PAGED_JS
+    } else {
+        JS
+    };
+    h.push_str(&format!("<script>{js}</script>\n</body>\n</html>\n"));
     out.write_all(h.as_bytes())
 }
 
@@ -317,8 +376,23 @@ fn ops_table(report: &Report, h: &mut String) {
         .filter(|c| *c != OpsColumn::Mark)
         .collect();
     let first = report.first_divergence.as_ref().map(|f| f.index);
+    let paged = report.ops.len() > LIVE_ROWS;
+    let pager = if paged {
+        " <button type=\"button\" id=\"prev\" aria-label=\"previous page\">&#9664;</button><button type=\"button\" id=\"next\" aria-label=\"next page\">&#9654;</button>"
+    } else {
+        ""
+    };
+    let table = if paged {
+        format!(
+            "<table id=\"ops-table\" data-paged=\"1\" data-page=\"{PAGE_ROWS}\" data-ops=\"{}\"{}>",
+            report.ops.len(),
+            first.map_or_else(String::new, |i| format!(" data-first=\"{i}\""))
+        )
+    } else {
+        "<table id=\"ops-table\">".to_string()
+    };
     h.push_str(&format!(
-        "<h2>All ops ({})</h2>\n<section id=\"ops\">\n<div class=\"controls\"><input type=\"text\" id=\"filter\" placeholder=\"filter op names (regex, e.g. layers\\.3\\.|k_norm)\" aria-label=\"filter op names\"> <label><input type=\"checkbox\" id=\"only-div\"> diverging only</label><span id=\"count\"></span></div>\n<table id=\"ops-table\">\n<thead><tr>",
+        "<h2>All ops ({})</h2>\n<section id=\"ops\">\n<div class=\"controls\"><input type=\"text\" id=\"filter\" placeholder=\"filter op names (regex, e.g. layers\\.3\\.|k_norm)\" aria-label=\"filter op names\"> <label><input type=\"checkbox\" id=\"only-div\"> diverging only</label>{pager}<span id=\"count\"></span></div>\n{table}\n<thead><tr>",
         report.ops.len()
     ));
     for c in &columns {
@@ -330,42 +404,70 @@ fn ops_table(report: &Report, h: &mut String) {
         ));
     }
     h.push_str("</tr></thead>\n<tbody>\n");
-    for (i, op) in report.ops.iter().enumerate() {
-        let mut class = vec![op.status.as_str()];
-        if first == Some(i) {
-            class.push("fd");
+    if !paged {
+        for (i, op) in report.ops.iter().enumerate() {
+            op_row(report, &columns, first, i, op, h);
         }
-        if matches!(
-            divergence_names::Op::of(&op.name),
-            divergence_names::Op::QkNorm(_)
-        ) {
-            class.push("qk");
-        }
-        h.push_str(&format!(
-            "<tr id=\"op-{i}\" class=\"{}\" data-name=\"{}\" data-div=\"{}\">",
-            class.join(" "),
-            escape(&op.name),
-            u8::from(op.status.is_divergence())
-        ));
-        for c in &columns {
-            let text = escape(&c.text(i, op, first == Some(i), Measure::of(&report.tolerance)));
-            let cls = match c {
-                OpsColumn::Name => " class=\"name\"",
-                OpsColumn::Status => " class=\"s\"",
-                _ if c.right_aligned() => " class=\"n\"",
-                _ => "",
-            };
-            let data = match (c, column_value(*c, op)) {
-                (OpsColumn::Index, _) => format!(" data-v=\"{i}\""),
-                (_, Some((key, Some(v)))) => format!(" data-k=\"{key}\" data-v=\"{}\"", exact(v)),
-                (_, Some((key, None))) => format!(" data-k=\"{key}\""),
-                (_, None) => String::new(),
-            };
-            h.push_str(&format!("<td{cls}{data}>{text}</td>"));
-        }
-        h.push_str("</tr>\n");
+        h.push_str("</tbody>\n</table>\n</section>\n");
+        return;
     }
-    h.push_str("</tbody>\n</table>\n</section>\n");
+    h.push_str("</tbody>\n</table>\n");
+    h.push_str(&format!(
+        "<noscript><p class=\"warn\">This report has {} ops: the page's script shows them {PAGE_ROWS} at a time, and JavaScript is off (the JSON report has every op).</p></noscript>\n",
+        report.ops.len()
+    ));
+    for (k, chunk) in report.ops.chunks(PAGE_ROWS).enumerate() {
+        h.push_str("<template class=\"ops-rows\">");
+        for (j, op) in chunk.iter().enumerate() {
+            op_row(report, &columns, first, k * PAGE_ROWS + j, op, h);
+        }
+        h.push_str("</template>\n");
+    }
+    h.push_str("</section>\n");
+}
+
+/// Row `i` of the ops table.
+fn op_row(
+    report: &Report,
+    columns: &[OpsColumn],
+    first: Option<usize>,
+    i: usize,
+    op: &OpResult,
+    h: &mut String,
+) {
+    let mut class = vec![op.status.as_str()];
+    if first == Some(i) {
+        class.push("fd");
+    }
+    if matches!(
+        divergence_names::Op::of(&op.name),
+        divergence_names::Op::QkNorm(_)
+    ) {
+        class.push("qk");
+    }
+    h.push_str(&format!(
+        "<tr id=\"op-{i}\" class=\"{}\" data-name=\"{}\" data-div=\"{}\">",
+        class.join(" "),
+        escape(&op.name),
+        u8::from(op.status.is_divergence())
+    ));
+    for c in columns {
+        let text = escape(&c.text(i, op, first == Some(i), Measure::of(&report.tolerance)));
+        let cls = match c {
+            OpsColumn::Name => " class=\"name\"",
+            OpsColumn::Status => " class=\"s\"",
+            _ if c.right_aligned() => " class=\"n\"",
+            _ => "",
+        };
+        let data = match (c, column_value(*c, op)) {
+            (OpsColumn::Index, _) => format!(" data-v=\"{i}\""),
+            (_, Some((key, Some(v)))) => format!(" data-k=\"{key}\" data-v=\"{}\"", exact(v)),
+            (_, Some((key, None))) => format!(" data-k=\"{key}\""),
+            (_, None) => String::new(),
+        };
+        h.push_str(&format!("<td{cls}{data}>{text}</td>"));
+    }
+    h.push_str("</tr>\n");
 }
 
 fn not_compared(report: &Report, h: &mut String) {
