@@ -1454,6 +1454,13 @@ def decode_cases() -> list[Case]:
                                       "decode_ids": [5]},
         "decode_ids_count_no_steps.npz", "records 1 decode_ids for 2 decode steps")
     err("decode_ids_other", {**good, "decode_ids": [5, 7]}, "decode_ids_other.npz", "ref.npz")
+    err("decode_ids_negative", {**good, "decode_ids": [5, -6]}, "decode_ids_negative.npz",
+        "-6 is not a token id")
+    # A one-pass dump whose metadata contradicts itself (0 steps, 1 id): refused all the same.
+    one = meta_for(base, input_ids=[1, 2, 3, 4])
+    err("decode_ids_for_0_steps", {**one, "decode_steps": 0, "decode_ids": [5]},
+        "decode_ids_for_0_steps.npz", "says 0 decode steps but holds 1 decode_ids",
+        ours_arrays=base, ref_arrays=base, ref_meta=one)
     err("steps_count_differ", {**good, "decode_steps": 1, "decode_ids": [5]},
         "steps_count_differ.npz", ours_arrays={k: v for k, v in stepped.items()
                                                if not k.endswith("@2")})

@@ -79,7 +79,9 @@ impl Meta {
             Some(serde_json::Value::Array(a)) => a
                 .iter()
                 .map(|v| {
-                    v.as_i64().ok_or_else(|| {
+                    // A generated token's id is never negative (found by a bad-input hunt:
+                    // -5 passed where 5.0 and true did not).
+                    v.as_i64().filter(|&t| t >= 0).ok_or_else(|| {
                         format!("metadata decode_ids: {} is not a token id", preview(v))
                     })
                 })
