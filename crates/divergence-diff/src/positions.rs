@@ -72,9 +72,12 @@ impl PositionProfile {
         // With decode steps, a position is named by its step too; a profile without the
         // prefill's positions (cache probes exist in decode steps only) counts steps.
         let decode_only = self.steps.first().is_some_and(|&s| s > 0);
+        // Step s is the token at the prefill's length + s - 1, whichever steps the dumps hold
+        // (found by a bad-input hunt: with steps 2 and 3 only, step 3 was named position 5).
+        let prefill = self.steps.iter().take_while(|&&s| s == 0).count();
         let label = |i: usize| match self.steps.get(i) {
             Some(&s) if s > 0 && decode_only => format!("decode step {s}"),
-            Some(&s) if s > 0 => format!("position {i} (decode step {s})"),
+            Some(&s) if s > 0 => format!("position {} (decode step {s})", prefill + s - 1),
             _ => format!("position {i}"),
         };
         let unit = if decode_only {
@@ -367,6 +370,16 @@ mod tests {
             "error from decode step 2 on (2 of 3 decode steps; earlier ones within tolerance); worst rel err 3.000e-01 at decode step 2"
         );
         assert!(across_steps("x", None, &[]).is_none());
+        // Steps 2 and 3 only: step 2 is the token at 3 + 2 - 1 = 4, not at its row, 3.
+        let p = across_steps(
+            "model.rotary_emb",
+            Some(profile(&[0.0, 0.0, 0.0])),
+            &refs[1..],
+        );
+        assert_eq!(
+            p.unwrap().summary(),
+            "error from position 4 (decode step 2) on (2 of 5 positions; earlier ones within tolerance); worst rel err 3.000e-01 at position 4 (decode step 2); the prefill's positions are clean: a decode-path error"
+        );
     }
 
     #[test]

@@ -40,6 +40,17 @@ pub struct TokenEffect {
     /// the JSON) for one pass.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub steps: Vec<StepTokens>,
+    /// The token position of the prefill's first logits row: the prompt's length less the
+    /// prefill's logits rows, when the logits keep the last few positions only
+    /// ([`TokenEffect::at_prompt`]); 0 (and left out of the JSON) when they keep every
+    /// position. `max_kld_position`, `first_flip.position` and each `per_position`'s
+    /// `position` are token positions.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub first_position: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// One position's numbers.
@@ -50,6 +61,11 @@ pub struct PositionTokens {
     /// The decode step the position belongs to (0 = the prefill).
     #[serde(default)]
     pub step: usize,
+    /// The token position: the row for one pass; with decode steps the prefill's rows, then
+    /// step s at the prefill's length + s - 1 (a step the dumps do not hold leaves its
+    /// position out); shifted by [`TokenEffect::first_position`].
+    #[serde(default)]
+    pub position: usize,
 }
 
 /// One step's token numbers (decode dumps).
@@ -83,6 +99,29 @@ pub struct Flip {
 }
 
 impl TokenEffect {
+    /// The positions of a one-pass effect made token positions for a prompt of `prompt_len`
+    /// tokens (its `input_ids`): logits of the last `n` positions only (an engine that keeps
+    /// the last row) are positions `prompt_len - n ..`. Unchanged without a prompt length, or
+    /// when the logits have as many positions or more.
+    pub fn at_prompt(mut self, prompt_len: Option<usize>) -> TokenEffect {
+        let rows = self.per_position.len();
+        let first = prompt_len.filter(|&l| l > rows).map_or(0, |l| l - rows);
+        self.shift(first);
+        self
+    }
+
+    /// Adds `first` to every position the effect names.
+    fn shift(&mut self, first: usize) {
+        self.first_position += first;
+        self.max_kld_position += first;
+        if let Some(f) = self.first_flip.as_mut() {
+            f.position += first;
+        }
+        for p in &mut self.per_position {
+            p.position += first;
+        }
+    }
+
     /// One line: `top-1 agree 15/16, top-5 overlap 0.963, mean KLD 1.2e-4 (max 2.1e-3 at
     /// position 7), first flipped token at position 7 (ref's token ranked 2 in ours)`.
     pub fn summary(&self) -> String {
@@ -194,6 +233,7 @@ pub fn step_logits(
                 top1_agree: None,
                 kld: None,
                 step: 0,
+                position: p,
             });
             continue;
         };
@@ -219,6 +259,7 @@ pub fn step_logits(
             top1_agree: Some(same),
             kld: Some(kld),
             step: 0,
+            position: p,
         });
     }
     if compared == 0 {
@@ -241,6 +282,7 @@ pub fn step_logits(
         first_flip,
         per_position,
         steps: Vec::new(),
+        first_position: 0,
     })
 }
 
@@ -285,7 +327,20 @@ fn compare_position(
 /// entry of 0 positions and placeholders (nulls) in `per_position`; one that could not be
 /// compared (shapes differ) has no `steps` entry, and a decode step's position is a
 /// placeholder. `None` when no position of any step was compared.
-pub fn merge_steps(op: &str, parts: Vec<(usize, StepLogits)>) -> Option<TokenEffect> {
+pub fn merge_steps(
+    op: &str,
+    parts: Vec<(usize, StepLogits)>,
+    prompt_len: Option<usize>,
+) -> Option<TokenEffect> {
+    // The prefill's logits rows: step s is row `prefill + s - 1` of `per_position`.
+    let prefill = parts
+        .iter()
+        .find(|(s, _)| *s == 0)
+        .map_or(0, |(_, part)| match part {
+            StepLogits::Compared(e) => e.per_position.len(),
+            StepLogits::NonFinite(n) => *n,
+            StepLogits::NotCompared => 0,
+        });
     let mut out = TokenEffect {
         op: op.to_string(),
         positions: 0,
@@ -298,21 +353,27 @@ pub fn merge_steps(op: &str, parts: Vec<(usize, StepLogits)>) -> Option<TokenEff
         first_flip: None,
         per_position: Vec::new(),
         steps: Vec::new(),
+        first_position: 0,
     };
     let (mut overlap_sum, mut kld_sum) = (0f64, 0f64);
-    let placeholder = |step| PositionTokens {
+    let placeholder = |step, position| PositionTokens {
         top1_agree: None,
         kld: None,
         step,
+        position,
     };
     for (step, part) in parts {
+        // Step s is the token at the prefill's length + s - 1, whichever steps the dumps hold
+        // (found by a bad-input hunt: with steps 2 and 3 only, step 3 was named position 5).
+        let base = if step == 0 { 0 } else { prefill + step - 1 };
         let e = match part {
             StepLogits::Compared(e) => e,
             StepLogits::NonFinite(n) => {
                 // Found by a bad-input hunt: an Inf in one decode step's logits left that step
                 // out of the counts without a word.
                 out.nonfinite_positions += n;
-                out.per_position.extend((0..n).map(|_| placeholder(step)));
+                out.per_position
+                    .extend((0..n).map(|j| placeholder(step, base + j)));
                 out.steps.push(StepTokens {
                     step,
                     positions: 0,
@@ -323,15 +384,14 @@ pub fn merge_steps(op: &str, parts: Vec<(usize, StepLogits)>) -> Option<TokenEff
                 continue;
             }
             StepLogits::NotCompared => {
-                // A decode step's one position is kept as a placeholder so that later
-                // positions keep their numbers.
+                // A decode step's one position is kept as a placeholder.
                 if step > 0 {
-                    out.per_position.push(placeholder(step));
+                    out.per_position.push(placeholder(step, base));
                 }
                 continue;
             }
         };
-        let offset = out.per_position.len();
+        let offset = base;
         out.positions += e.positions;
         out.nonfinite_positions += e.nonfinite_positions;
         out.top1_agree += e.top1_agree;
@@ -355,17 +415,25 @@ pub fn merge_steps(op: &str, parts: Vec<(usize, StepLogits)>) -> Option<TokenEff
             mean_kld: (e.positions > 0).then_some(e.mean_kld),
             max_kld: (e.positions > 0).then_some(e.max_kld),
         });
-        out.per_position.extend(
-            e.per_position
-                .into_iter()
-                .map(|p| PositionTokens { step, ..p }),
-        );
+        out.per_position
+            .extend(e.per_position.into_iter().map(|p| PositionTokens {
+                step,
+                position: base + p.position,
+                ..p
+            }));
     }
     if out.positions == 0 {
         return None;
     }
     out.top5_overlap = overlap_sum / out.positions as f64;
     out.mean_kld = kld_sum / out.positions as f64;
+    // Logits of the prompt's last rows only: the prefill's rows are its last positions, and
+    // step s the token at the prompt's length + s - 1.
+    out.shift(
+        prompt_len
+            .filter(|&l| l > prefill)
+            .map_or(0, |l| l - prefill),
+    );
     Some(out)
 }
 
@@ -618,7 +686,7 @@ mod tests {
             (2, one(&o[3..], &r[3..], &[1, 1, 3])), // step 2 flips
             (3, one(&r[..3], &r[..3], &[1, 1, 3])),
         ];
-        let e = merge_steps("lm_head", parts).unwrap();
+        let e = merge_steps("lm_head", parts, None).unwrap();
         assert_eq!((e.positions, e.top1_agree), (4, 3));
         assert_eq!(e.per_position.len(), 5);
         let steps: Vec<usize> = e.per_position.iter().map(|p| p.step).collect();
@@ -637,7 +705,62 @@ mod tests {
             "{}",
             e.summary()
         );
-        assert!(merge_steps("lm_head", vec![(1, StepLogits::NotCompared)]).is_none());
+        assert!(merge_steps("lm_head", vec![(1, StepLogits::NotCompared)], None).is_none());
+    }
+
+    #[test]
+    fn positions_are_token_positions_whichever_rows_and_steps_the_dumps_keep() {
+        let r = [0.0f32, 1.0, 3.0];
+        let o = [3.5f32, 1.0, 3.0];
+        let one = |a: &[f32], b: &[f32]| {
+            step_logits(
+                "lm_head",
+                ValuesRef::F32(a),
+                ValuesRef::F32(b),
+                &[1, 1, 3],
+                &[1, 1, 3],
+            )
+        };
+        // The prefill's logits of its last position only (a 4-token prompt), a flip at step 2:
+        // the token at position 4 + 2 - 1 = 5.
+        let parts = vec![(0, one(&r, &r)), (1, one(&r, &r)), (2, one(&o, &r))];
+        let e = merge_steps("lm_head", parts.clone(), Some(4)).unwrap();
+        let f = e.first_flip.as_ref().unwrap();
+        assert_eq!((f.position, f.step, e.max_kld_position), (5, 2, 5));
+        assert_eq!((e.first_position, e.per_position.len()), (3, 3));
+        let at: Vec<usize> = e.per_position.iter().map(|p| p.position).collect();
+        assert_eq!(at, [3, 4, 5]);
+        assert!(e.summary().contains("(position 5;"), "{}", e.summary());
+        // Without the prompt's length the rows are the positions, as before.
+        let e = merge_steps("lm_head", parts, None).unwrap();
+        assert_eq!((e.first_flip.unwrap().position, e.first_position), (2, 0));
+        // Steps 2 and 3 only (step 1 not in the dumps), a 1-row prefill of a 1-token prompt:
+        // step 3 is position 3, step 1's position left out.
+        let parts = vec![(0, one(&r, &r)), (2, one(&r, &r)), (3, one(&o, &r))];
+        let e = merge_steps("lm_head", parts, Some(1)).unwrap();
+        let at: Vec<(usize, usize)> = e
+            .per_position
+            .iter()
+            .map(|p| (p.step, p.position))
+            .collect();
+        assert_eq!(at, [(0, 0), (2, 2), (3, 3)]);
+        assert_eq!(e.first_flip.unwrap().position, 3);
+        // A step number far out costs nothing: no placeholder for the steps between.
+        let parts = vec![(0, one(&r, &r)), (999_999_999, one(&o, &r))];
+        let e = merge_steps("lm_head", parts, None).unwrap();
+        assert_eq!(e.per_position.len(), 2);
+        assert_eq!(e.first_flip.unwrap().position, 999_999_999);
+        // One pass, the last row of a 4-token prompt: position 3.
+        let StepLogits::Compared(e) = one(&o, &r) else {
+            panic!("compared")
+        };
+        let e = e.at_prompt(Some(4));
+        assert_eq!((e.first_flip.unwrap().position, e.max_kld_position), (3, 3));
+        // Logits of every position are left as they are.
+        let StepLogits::Compared(e) = one(&o, &r) else {
+            panic!("compared")
+        };
+        assert_eq!(e.at_prompt(Some(1)).first_position, 0);
     }
 
     #[test]
@@ -659,7 +782,7 @@ mod tests {
             (1, one(&inf, &r[..3], &[1, 1, 3])),
             (2, one(&r[..3], &r[..3], &[1, 1, 3])),
         ];
-        let e = merge_steps("lm_head", parts).unwrap();
+        let e = merge_steps("lm_head", parts, None).unwrap();
         assert_eq!((e.positions, e.nonfinite_positions), (3, 1));
         assert_eq!(e.per_position.len(), 4);
         assert_eq!(e.per_position[2].step, 1);
@@ -674,7 +797,7 @@ mod tests {
             e.summary()
         );
         // every step non-finite: nothing compared
-        assert!(merge_steps("lm_head", vec![(1, StepLogits::NonFinite(1))]).is_none());
+        assert!(merge_steps("lm_head", vec![(1, StepLogits::NonFinite(1))], None).is_none());
         // no position at all is not comparable, not non-finite
         assert_eq!(one(&[], &[], &[1, 0, 3]), StepLogits::NotCompared);
     }

@@ -693,15 +693,21 @@ fn tokens(
             _ => None,
         })
         .collect();
+    // The prompt's length, to name token positions when the logits keep the last rows only:
+    // ours' (under --prefill-vs-decode the stepped run's prompt), else the reference's.
+    let prompt_len = [ours.meta(), reference.meta()]
+        .into_iter()
+        .flatten()
+        .find_map(|m| m.input_ids.as_ref().map(Vec::len));
     if steps.iter().all(|&(_, s)| s == 0) {
         return match one(LOGITS) {
-            divergence_diff::StepLogits::Compared(e) => Some(e),
+            divergence_diff::StepLogits::Compared(e) => Some(e.at_prompt(prompt_len)),
             _ => None,
         };
     }
     let parts: Vec<(usize, divergence_diff::StepLogits)> =
         steps.par_iter().map(|&(n, s)| (s, one(n))).collect();
-    divergence_diff::merge_steps(LOGITS, parts)
+    divergence_diff::merge_steps(LOGITS, parts, prompt_len)
 }
 
 /// A shape mismatch whose element counts agree, tried against the common layout changes
