@@ -56,6 +56,8 @@ pub struct Dump {
     dtype_names: Vec<String>,
     /// What each of `dtype_names` claims ([`DType::claimed`]), parsed once.
     dtype_claims: Vec<Option<DType>>,
+    /// [`Dump::order_resorted`].
+    order_resorted: bool,
 }
 
 impl Dump {
@@ -173,9 +175,9 @@ impl Dump {
             }
         };
         let mut meta = meta;
-        if let Some(m) = meta.as_mut() {
-            stacked::expand_order(m, &members);
-        }
+        let order_resorted = meta
+            .as_mut()
+            .is_some_and(|m| stacked::expand_order(m, &members));
         let index = NameIndex::new(&names).map_err(|i| {
             let at = match slots.get(i) {
                 Some(&Slot::Own(j)) => entries.get(j).map(|e| &e.at),
@@ -205,7 +207,14 @@ impl Dump {
             original,
             dtype_claims: dtype_names.iter().map(|n| DType::claimed(n)).collect(),
             dtype_names,
+            order_resorted,
         })
+    }
+
+    /// True when the metadata's `order` listed a later decode step before an earlier one in a
+    /// dump with stacked steps: [`Dump::meta`]'s order is the step-major one, not as recorded.
+    pub fn order_resorted(&self) -> bool {
+        self.order_resorted
     }
 
     pub fn path(&self) -> &Path {

@@ -404,9 +404,12 @@ fn step_info(e: &Entry, steps: usize, s: usize) -> Result<EntryInfo, DumpError> 
 /// step-major order [`unfold`] gives the entries. Only the members the dump unfolded unfold
 /// here (their step counts are bounded, [`MAX_UNFOLDED_ENTRIES`]); any other `@steps` name
 /// (a member that could not be unfolded, or one the file lacks) stays as it is listed.
-pub(crate) fn expand_order(meta: &mut Meta, members: &[Member]) {
+/// True when the recorded order listed a later step before an earlier one (a member counts
+/// as its first step): the step-major order then differs from it, and the caller says so as
+/// it does for the per-step layout.
+pub(crate) fn expand_order(meta: &mut Meta, members: &[Member]) -> bool {
     if members.is_empty() {
-        return;
+        return false;
     }
     let known: std::collections::HashMap<&str, usize> =
         members.iter().map(|m| (m.name.as_str(), m.steps)).collect();
@@ -418,6 +421,14 @@ pub(crate) fn expand_order(meta: &mut Meta, members: &[Member]) {
             None => Kind::of_name(n),
         })
         .collect();
+    let first_step = |k: &Kind| match *k {
+        Kind::Prefill => 0,
+        Kind::Step(s) => s,
+        Kind::Stacked(_) => 1,
+    };
+    let resorted = kinds
+        .windows(2)
+        .any(|w| first_step(&w[1]) < first_step(&w[0]));
     let order = std::mem::take(&mut meta.order);
     meta.order = step_major(&kinds)
         .into_par_iter()
@@ -430,6 +441,7 @@ pub(crate) fn expand_order(meta: &mut Meta, members: &[Member]) {
             })
         })
         .collect();
+    resorted
 }
 
 #[cfg(test)]

@@ -111,6 +111,14 @@ pub fn check(
         return Ok(warnings);
     }
     for (side, path, dump) in [(&o, ours_path, ours), (&r, ref_path, reference)] {
+        // As plan_order says of the per-step layout (found by a bad-input hunt: an order with
+        // the `@steps` members first was put in step order without a word).
+        if dump.dump().order_resorted() {
+            warnings.push(format!(
+                "{}: the metadata order lists decode steps out of order (a stacked `@steps` member before an earlier step's probe): the rows are in step order (the prefill first)",
+                path.display()
+            ));
+        }
         if let Some(n) = side.declared {
             // Steps 1..=n all present: n of the present decode steps are at most n (the
             // check below), so counting them is enough, whatever n is.

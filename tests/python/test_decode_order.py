@@ -1,0 +1,37 @@
+"""A recorded `order` that lists decode steps out of order is put in step order with a warning,
+in the stacked layout (`<name>@steps`) as in the per-step one (docs/dump-format.md, "Decode
+steps"): the rows and the verdict are the same either way."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from test_prefill_vs_decode import save
+from test_roundtrip_rust import diff, pytestmark  # noqa: F401  (skip without the binary)
+
+META = {"input_ids": [1, 2, 3, 4], "decode_steps": 2, "decode_ids": [5, 6], "decode_source": "given"}
+
+
+def arrays():
+    rng = np.random.default_rng(3)
+    a = {"model.embed_tokens": rng.standard_normal((1, 4, 8)).astype(np.float32),
+         "lm_head": rng.standard_normal((1, 4, 16)).astype(np.float32)}
+    for k in list(a):
+        a[f"{k}@steps"] = rng.standard_normal((2, 1, 1, a[k].shape[-1])).astype(np.float32)
+    return a
+
+
+@pytest.mark.parametrize("steps_first", [False, True])
+def test_stacked_steps_listed_first_are_put_in_step_order_with_a_warning(tmp_path, steps_first):
+    a = arrays()
+    names = list(a)
+    order = sorted(names, key=lambda n: not n.endswith("@steps")) if steps_first else names
+    ours = save(tmp_path / "ours.npz", a, **META, order=order)
+    ref = save(tmp_path / "ref.npz", a, **META)
+    rc, rep = diff(ours, ref)
+    assert rc == 0
+    assert [o["step"] for o in rep["ops"]] == [0, 0, 1, 1, 2, 2]
+    said = [w for w in rep["warnings"] if "lists decode steps out of order" in w]
+    assert len(said) == int(steps_first), rep["warnings"]
+    assert all("ours.npz" in w for w in said)
