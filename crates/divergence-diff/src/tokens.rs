@@ -362,10 +362,19 @@ pub fn merge_steps(
         step,
         position,
     };
+    // The first position after those numbered so far.
+    let mut next = 0;
     for (step, part) in parts {
         // Step s is the token at the prefill's length + s - 1, whichever steps the dumps hold
-        // (found by a bad-input hunt: with steps 2 and 3 only, step 3 was named position 5).
-        let base = if step == 0 { 0 } else { prefill + step - 1 };
+        // (found by a bad-input hunt: with steps 2 and 3 only, step 3 was named position 5);
+        // never before the positions of the steps before it (a step of several rows).
+        let base = if step == 0 { 0 } else { prefill + step - 1 }.max(next);
+        next = base
+            + match &part {
+                StepLogits::Compared(e) => e.per_position.len(),
+                StepLogits::NonFinite(n) => *n,
+                StepLogits::NotCompared => usize::from(step > 0),
+            };
         let e = match part {
             StepLogits::Compared(e) => e,
             StepLogits::NonFinite(n) => {
@@ -513,36 +522,79 @@ unsafe fn kl_avx2(p: &[f64], q: &[f64]) -> f64 {
 
 #[inline(always)]
 fn kl_portable(p: &[f64], q: &[f64]) -> f64 {
-    const LANES: usize = 8;
-    /// How far below its row's maximum a logit is still taken as it is ([`exp_fast`]'s range).
-    const FLOOR: f64 = -700.0;
-    // Both maxima in one pass, per lane (the logits are finite: compared by `>`, which
-    // vectorizes where `f64::max`'s NaN rule does not).
-    let (mp, mq) = {
-        let (mut mp, mut mq) = ([f64::NEG_INFINITY; LANES], [f64::NEG_INFINITY; LANES]);
+    // Both rows' largest and smallest logits in one pass, per lane (the logits are finite:
+    // compared by `>`, which vectorizes where `f64::max`'s NaN rule does not).
+    let ([mp, lp], [mq, lq]) = {
+        let mut hi = [[f64::NEG_INFINITY; LANES]; 2];
+        let mut lo = [[f64::INFINITY; LANES]; 2];
         let (pb, pr) = p.as_chunks::<LANES>();
         let (qb, qr) = q.as_chunks::<LANES>();
+        let mut see = |l: usize, a: f64, b: f64| {
+            for (k, x) in [a, b].into_iter().enumerate() {
+                hi[k][l] = if x > hi[k][l] { x } else { hi[k][l] };
+                lo[k][l] = if x < lo[k][l] { x } else { lo[k][l] };
+            }
+        };
         for (a, b) in pb.iter().zip(qb) {
             for l in 0..LANES {
-                mp[l] = if a[l] > mp[l] { a[l] } else { mp[l] };
-                mq[l] = if b[l] > mq[l] { b[l] } else { mq[l] };
+                see(l, a[l], b[l]);
             }
         }
         for (l, (&a, &b)) in pr.iter().zip(qr).enumerate() {
-            mp[l] = if a > mp[l] { a } else { mp[l] };
-            mq[l] = if b > mq[l] { b } else { mq[l] };
+            see(l, a, b);
         }
         let max = |v: [f64; LANES]| v.into_iter().fold(f64::NEG_INFINITY, f64::max);
-        (max(mp), max(mq))
+        let min = |v: [f64; LANES]| v.into_iter().fold(f64::INFINITY, f64::min);
+        ([max(hi[0]), min(lo[0])], [max(hi[1]), min(lo[1])])
     };
+    // Two facts of the whole rows pick the loop (each a branch-free loop of its own):
+    // every logit within 700 of its row's maximum (no clamp to take), and every logit under
+    // 2^19 in size (the precise `d - c`; see [`kl_sums`]).
+    let near = mp - lp <= -FLOOR && mq - lq <= -FLOOR;
+    let moderate =
+        mp.abs().max(lp.abs()) < MODERATE / 2.0 && mq.abs().max(lq.abs()) < MODERATE / 2.0;
+    let (s, sd, se) = match (near, moderate) {
+        (true, true) => kl_sums::<true, true>(p, q, mp, mq),
+        (true, false) => kl_sums::<true, false>(p, q, mp, mq),
+        (false, true) => kl_sums::<false, true>(p, q, mp, mq),
+        (false, false) => kl_sums::<false, false>(p, q, mp, mq),
+    };
+    (sd / s + (se / s).ln_1p()).max(0.0)
+}
+
+/// Lanes of [`kl_sums`]' independent sums.
+const LANES: usize = 8;
+/// How far below its row's maximum a logit is still taken as it is ([`exp_fast`]'s range).
+const FLOOR: f64 = -700.0;
+/// Logits and shifts under this are moderate ([`kl_sums`]).
+const MODERATE: f64 = (1u64 << 20) as f64;
+
+/// The three sums of [`kl_portable`] over rows whose maxima are `mp` and `mq`: P's weights,
+/// their share of `E_P[d - c]` and of `E_P[expm1(c - d)]`, with `c = mp - mq`.
+/// - `MODERATE` (every logit under 2^19 in size, so `a - b` and `c` under 2^20): `d - c` is
+///   `(a - b) - c`: with `c = 0` the unshifted form's arithmetic, and for p close to q two
+///   near-exact differences (subtracting `c` after the sums lost its rounding, ~1e-14 at 40).
+///   Beyond, the roundings of `a - b` and of `c` are no longer small (a review: reference
+///   logits [1e20, 0] against ours [0, 10] gave 0.693 for 10.00005), and `d - c` is
+///   `la - lb`, each side taken from its own maximum.
+/// - Not `NEAR` (a logit more than 700 below its row's maximum): such a logit counts nothing
+///   in the first term and is taken at 700 below in the second, where `exp` would leave its
+///   range. `NEAR` and `MODERATE` with `c = 0` is the unshifted form, operation for operation.
+#[inline(always)]
+fn kl_sums<const NEAR: bool, const MODERATE_ROW: bool>(
+    p: &[f64],
+    q: &[f64],
+    mp: f64,
+    mq: f64,
+) -> (f64, f64, f64) {
     let c = mp - mq;
-    // One element's three terms: P's weight, its share of E_P[d - c], and of
-    // E_P[expm1(c - d)]. `d - c` is exact where `c` is large (two numbers within a factor of
-    // 2 of each other): subtracting `c` after the sums lost `c`'s rounding (~1e-14 at 40).
     let terms = |a: f64, b: f64| {
         let (la, lb) = (a - mp, b - mq);
-        let d = (a - b) - c;
+        let d = if MODERATE_ROW { (a - b) - c } else { la - lb };
         let w = exp_fast(la);
+        if NEAR {
+            return (w, w * d, w * expm1_fast(-d));
+        }
         let (share, x) = if la < FLOOR || lb < FLOOR {
             let share = if la < FLOOR { 0.0 } else { w * d };
             (share, lb.max(FLOOR) - la.max(FLOOR))
@@ -571,8 +623,7 @@ fn kl_portable(p: &[f64], q: &[f64]) -> f64 {
         se[l] += e;
     }
     let sum = |v: [f64; LANES]| v.iter().sum::<f64>();
-    let (s, sd, se) = (sum(s), sum(sd), sum(se));
-    (sd / s + (se / s).ln_1p()).max(0.0)
+    (sum(s), sum(sd), sum(se))
 }
 
 /// `(2^k, r)` with `x = k·ln 2 + r`, `|r| <= ln(2)/2`, for `x` clamped to ±700; `k` rounded
@@ -922,6 +973,29 @@ mod tests {
             assert!(
                 (fast - slow).abs() <= 1e-9 * slow + 1e-14 * (1.0 + c.abs()),
                 "{what}: {fast} vs {slow}"
+            );
+        }
+        // Logits far beyond any model's, against their exact KLD (a review found the first
+        // version of the shift off there): a reference sure of token 0 against ours sure of
+        // token 1 by 10; ours flat at -7e37 (f32's range); f64 logits at 1.7e308.
+        let exact: [(&[f64], &[f64], f64); 3] = [
+            (&[1e20, 0.0], &[0.0, 10.0], 10.0 + (-10f64).exp().ln_1p()),
+            (
+                &[12.97, -22.8],
+                &[-6.98e37, -6.98e37],
+                std::f64::consts::LN_2 - 35.77 * (-35.77f64).exp(),
+            ),
+            (
+                &[1.7e308, 0.0, 0.0],
+                &[-1.7e308, -1.7e308, -1.7e308],
+                3f64.ln(),
+            ),
+        ];
+        for (p, q, want) in exact {
+            let got = kl_fast(p, q);
+            assert!(
+                (got - want).abs() <= 1e-9 * want,
+                "{p:?} {q:?}: {got} vs {want}"
             );
         }
         // And the same KLD with and without the constant, to the last few bits.

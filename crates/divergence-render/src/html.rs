@@ -108,8 +108,8 @@ table.tHead.addEventListener('click',function(e){
 prev.addEventListener('click',function(){page--;show();});
 next.addEventListener('click',function(){page++;show();});
 box.addEventListener('input',apply);only.addEventListener('change',apply);
-if(first!==null)page=Math.floor(+first/PAGE);
-show();
+// A filter the browser restored (back, reload) applies at once, as the small table's does.
+if(box.value||only.checked){apply();}else{if(first!==null)page=Math.floor(+first/PAGE);show();}
 })();
 "#;
 

@@ -421,6 +421,11 @@ impl Col {
     }
 }
 
+/// The header's alert when the runs saw other input_ids (the printed formats give the whole
+/// warning; this is its gist, short enough for one line of 80 columns).
+const INPUT_IDS_ALERT: &str =
+    "!!! INPUT_IDS MISMATCH: other inputs, every verdict here is meaningless !!!";
+
 /// The state of the interactive view. See the module docs.
 #[derive(Debug)]
 pub struct Tui {
@@ -827,8 +832,13 @@ impl Tui {
             (true, false) => DETAIL_TEXT_H,
             (true, true) => DETAIL_TEXT_H + PLOT_H,
         };
-        // Other input_ids add the alert's line (two where it wraps) above the verdict.
-        let head_h = if self.report.input_ids_mismatch { 6 } else { 4 };
+        // Other input_ids add the alert's lines (as many as it wraps into) above the verdict.
+        let head_h = if self.report.input_ids_mismatch {
+            let width = usize::from(area.width.max(1));
+            4 + u16::try_from(INPUT_IDS_ALERT.chars().count().div_ceil(width)).unwrap_or(1)
+        } else {
+            4
+        };
         let [head, body, detail, foot] = Layout::vertical([
             Constraint::Length(head_h),
             Constraint::Min(3),
@@ -886,10 +896,7 @@ impl Tui {
         // Other input_ids make every verdict meaningless: said above the verdict, as in the
         // printed table (the whole warning is in the printed formats; here its gist).
         if r.input_ids_mismatch {
-            lines.push(Line::styled(
-                "!!! INPUT_IDS MISMATCH: the two runs saw different input_ids; every verdict here is meaningless !!!",
-                alert,
-            ));
+            lines.push(Line::styled(INPUT_IDS_ALERT, alert));
         }
         lines.extend([first, Line::raw(view::summary_line(r))]);
         frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: true }), area);

@@ -657,7 +657,19 @@ fn finish_report(args: &DiffArgs, cfg: &DiffConfig, sides: Sides<'_>) -> Result<
         diagnosis(&report, &plan, &ours, &reference, args.model.as_deref());
     timings::mark("diagnosis");
     if !args.no_tokens {
-        report.tokens = tokens(&plan, &ours, &reference);
+        // The prompt's length, to name token positions when the logits keep its last rows
+        // only: ours' (under --prefill-vs-decode the stepped run's alone: the other prompt is
+        // longer, a review found positions off by the steps), else the reference's.
+        let sides = if check_ids {
+            [ours.meta(), reference.meta()]
+        } else {
+            [ours.meta(), None]
+        };
+        let prompt_len = sides
+            .into_iter()
+            .flatten()
+            .find_map(|m| m.input_ids.as_ref().map(Vec::len));
+        report.tokens = tokens(&plan, &ours, &reference, prompt_len);
     }
     timings::mark("tokens");
     // The plan holds every row's name again (150,000 of them for 256 decode steps): freeing
@@ -673,6 +685,7 @@ fn tokens(
     plan: &divergence_diff::OrderPlan,
     ours: &MappedDump<'_>,
     reference: &MappedDump<'_>,
+    prompt_len: Option<usize>,
 ) -> Option<divergence_diff::TokenEffect> {
     const LOGITS: &str = "lm_head";
     let one = |name: &str| {
@@ -693,12 +706,6 @@ fn tokens(
             _ => None,
         })
         .collect();
-    // The prompt's length, to name token positions when the logits keep the last rows only:
-    // ours' (under --prefill-vs-decode the stepped run's prompt), else the reference's.
-    let prompt_len = [ours.meta(), reference.meta()]
-        .into_iter()
-        .flatten()
-        .find_map(|m| m.input_ids.as_ref().map(Vec::len));
     if steps.iter().all(|&(_, s)| s == 0) {
         return match one(LOGITS) {
             divergence_diff::StepLogits::Compared(e) => Some(e.at_prompt(prompt_len)),

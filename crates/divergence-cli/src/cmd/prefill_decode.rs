@@ -142,11 +142,14 @@ pub fn pair<'a>(a: &'a Dump, a_path: &'a Path, b: &'a Dump, b_path: &'a Path) ->
     }
     let mut tensors = Vec::new();
     let mut unsliced = Vec::new();
-    // The token axis of each probe outside the dump contract that some decode step's one
-    // position fits exactly, but the last step's: a step of it that does not fit is then the
-    // port's wrong shape. (Attention weights over the cache fit at the last step alone, whose
-    // cache is as long as the full prefill: no evidence.)
-    let mut fitted: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    // The token axis of each probe outside the dump contract whose prefill fits its slice
+    // exactly, and so does the one position of a decode step before the last, on the same
+    // axis: a step of it that does not fit is then the port's wrong shape. Not evidence: the
+    // last step alone (attention weights over the cache fit there, where the cache is as
+    // long as the full prefill), nor decode steps alone (attention weights over a cache
+    // padded to a multiple fit at some steps; their prefill never fits).
+    type Fits<'n> = std::collections::HashMap<&'n str, usize>;
+    let (mut prefill_fits, mut step_fits): (Fits<'_>, Fits<'_>) = Default::default();
     for name in stepped.names() {
         let (base, step) = split_step(name);
         let Some(shape) = stepped.shape(name) else {
@@ -155,15 +158,24 @@ pub fn pair<'a>(a: &'a Dump, a_path: &'a Path, b: &'a Dump, b_path: &'a Path) ->
         match slice(full, name, base, step, shape, t_full, t_pre) {
             Some(v) => {
                 if let (true, Some(&Step::Narrow { axis, .. })) =
-                    (step > 0 && step < k && v.shape == shape, v.steps.first())
+                    (step < k && v.shape == shape, v.steps.first())
                 {
-                    fitted.entry(base).or_insert(axis);
+                    let fits = if step == 0 {
+                        &mut prefill_fits
+                    } else {
+                        &mut step_fits
+                    };
+                    fits.entry(base).or_insert(axis);
                 }
                 tensors.push(v);
             }
             None => unsliced.push(name.as_str()),
         }
     }
+    let fitted: Fits<'_> = prefill_fits
+        .into_iter()
+        .filter(|(base, axis)| step_fits.get(base) == Some(axis))
+        .collect();
     // Found by a bad-input hunt: `mlp_out@2` of another width than `mlp_out@1`, which fits,
     // was "only in ours" and the diff passed.
     let mut misfits = Vec::new();
@@ -183,8 +195,7 @@ pub fn pair<'a>(a: &'a Dump, a_path: &'a Path, b: &'a Dump, b_path: &'a Path) ->
     });
     tensors.extend(misfits);
     let (absent, unfit): (Vec<&str>, Vec<&str>) = unsliced.iter().partition(|name| {
-        let base = split_step(name).0;
-        full.shape(base).is_none()
+        source_of(split_step(name).0).is_none_or(|source| full.shape(&source).is_none())
     });
     let list = |names: &[&str]| {
         let shown = names.iter().take(5).copied().collect::<Vec<_>>().join(", ");
@@ -192,7 +203,7 @@ pub fn pair<'a>(a: &'a Dump, a_path: &'a Path, b: &'a Dump, b_path: &'a Path) ->
     };
     if !absent.is_empty() {
         warnings.push(format!(
-            "prefill-vs-decode: {} probes of {} have no slice in {} (no probe of that name there): {}; they are listed as only in ours",
+            "prefill-vs-decode: {} probes of {} have no slice in {} (no probe of that name there, or for a cache slot none of its source, rope_k or v_proj): {}; they are listed as only in ours",
             absent.len(),
             stepped_path.display(),
             full_path.display(),
@@ -201,7 +212,7 @@ pub fn pair<'a>(a: &'a Dump, a_path: &'a Path, b: &'a Dump, b_path: &'a Path) ->
     }
     if !unfit.is_empty() {
         warnings.push(format!(
-            "prefill-vs-decode: {} probes of {} have no slice in {}: their shapes do not fit that probe's at these steps (e.g. attention weights, whose decode shape follows the cache's length): {}; they are listed as only in ours",
+            "prefill-vs-decode: {} probes of {} have no slice in {}: no slice of that probe fits them (e.g. attention weights, whose decode shape follows the cache's length, or logits of the last position only on both sides): {}; they are listed as only in ours",
             unfit.len(),
             stepped_path.display(),
             full_path.display(),
@@ -266,11 +277,7 @@ fn slice(
         (t_pre + step - 1, 1)
     };
     let op = Op::of(base);
-    let source = match op {
-        Op::CacheK => divergence_names::sibling(base, Op::Rope(divergence_names::QkKind::K))?,
-        Op::CacheV => divergence_names::sibling(base, Op::VProj)?,
-        _ => base.to_string(),
-    };
+    let source = source_of(base)?;
     let src_shape = full.shape(&source)?.to_vec();
     let squeeze = |s: &[usize]| s.iter().copied().filter(|&x| x != 1).collect::<Vec<_>>();
     let positions = if len == 1 {
@@ -361,9 +368,19 @@ fn slice(
     }
 }
 
-/// Step `step` of `name`, a probe outside the dump contract whose other decode steps fit the
-/// full prefill's `base` along `axis`, when its own shape does not: that axis's slice, for the
-/// diff to report the shape mismatch. `None` when the full prefill has no such axis of
+/// The full prefill's probe a stepped probe `base` is a slice of: itself, but for the cache
+/// slots, `rope_k` (`cache_k`) and `v_proj` (`cache_v`) of the layer.
+fn source_of(base: &str) -> Option<String> {
+    match Op::of(base) {
+        Op::CacheK => divergence_names::sibling(base, Op::Rope(divergence_names::QkKind::K)),
+        Op::CacheV => divergence_names::sibling(base, Op::VProj),
+        _ => Some(base.to_string()),
+    }
+}
+
+/// Step `step` of `name`, a probe outside the dump contract whose prefill and a decode step
+/// before the last fit the full prefill's `base` along `axis`, when its own shape does not:
+/// that axis's slice, for the diff to report the shape mismatch. `None` when the full prefill has no such axis of
 /// `t_full` tokens.
 fn misfit(
     full: &Dump,
@@ -392,7 +409,7 @@ fn misfit(
         steps: vec![Step::Narrow { axis, start, len }],
         rule: Some("prefill-vs-decode".to_string()),
         how: Some(format!(
-            "position(s) {start}..{} of the full prefill's {base} (axis {axis}, as its other decode steps; the shapes do not fit)",
+            "position(s) {start}..{} of the full prefill's {base} (axis {axis}, as its prefill and other steps; the shapes do not fit)",
             start + len
         )),
         problem: None,
