@@ -103,3 +103,26 @@ def test_attention_weights_over_a_padded_cache_are_no_evidence(tmp_path):
     assert rc == 0, rep["first_divergence"]
     rows = {o["name"]: o["status"] for o in rep["ops"]}
     assert (rows["attn_weights"], rows["attn_weights@1"]) == ("only_ours", "only_ours")
+
+
+def test_token_positions_are_the_stepped_runs_without_its_input_ids(tmp_path):
+    # The stepped run records no input_ids: its positions are still its prefill's rows, then
+    # step s at PRE + s - 1 (a review found them taken from the full prefill's longer prompt,
+    # every position k too far).
+    rng = np.random.default_rng(2)
+    full = {"model.embed_tokens": rng.standard_normal((1, T, 8)).astype(np.float32),
+            "lm_head": rng.standard_normal((1, T, 16)).astype(np.float32)}
+    stepped = {k: v[:, :PRE] for k, v in full.items()}
+    for s in (1, 2):
+        for k, v in full.items():
+            stepped[f"{k}@{s}"] = v[:, PRE + s - 1:PRE + s].copy()
+    logits = stepped["lm_head@2"]
+    top = logits[0, 0].argsort()[::-1][:2]
+    logits[0, 0, top[0]], logits[0, 0, top[1]] = logits[0, 0, top[1]] - 1, logits[0, 0, top[0]]
+    a = save(tmp_path / "full.npz", full, input_ids=IDS)
+    b = save(tmp_path / "stepped.npz", stepped, decode_steps=2, decode_ids=IDS[PRE:],
+             decode_source="given")
+    rc, rep = diff(a, b, "--prefill-vs-decode")
+    assert rc == 1, rep["warnings"]
+    f = rep["tokens"]["first_flip"]
+    assert (f["step"], f["position"]) == (2, PRE + 1), rep["tokens"]
