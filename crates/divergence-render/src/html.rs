@@ -120,9 +120,11 @@ pub(crate) const LIVE_ROWS: usize = 2_000;
 /// Rows of one page, and of one `<template>`, of a paged table.
 pub(crate) const PAGE_ROWS: usize = 1_000;
 
-/// Renders the whole HTML report.
+/// Renders the whole HTML report, written as it is made: the ops table a few rows at a time
+/// and the embedded JSON straight from serde, so that memory stays near the report's own (a
+/// 256-step decode's 272 MB page took 887 MB when it was made whole first; docs/html-report.md).
 pub(crate) fn render(report: &Report, out: &mut dyn Write) -> io::Result<()> {
-    let mut h = String::with_capacity(64 * 1024 + report.ops.len() * 1024);
+    let mut h = String::with_capacity(64 * 1024);
     let title = format!("divergence: {} vs {}", report.ours, report.reference);
     h.push_str("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n");
     h.push_str("<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n");
@@ -145,39 +147,70 @@ pub(crate) fn render(report: &Report, out: &mut dyn Write) -> io::Result<()> {
         h.push_str("</section>\n");
     }
     h.push_str("<h2>Error growth along the forward pass</h2>\n<section id=\"growth\">\n");
-    h.push_str(&plot::growth(report, false));
+    flush(&mut h, out)?;
+    out.write_all(plot::growth(report, false).as_bytes())?;
     h.push_str("</section>\n");
     if let Some(svg) = plot::heatmap(report) {
         h.push_str("<h2>Per layer and op kind</h2>\n<section id=\"heatmap\">\n");
-        h.push_str(&svg);
+        flush(&mut h, out)?;
+        out.write_all(svg.as_bytes())?;
         h.push_str("</section>\n");
     }
     per_step(report, &mut h);
     amplification(report, &mut h);
-    ops_table(report, &mut h);
+    ops_table(report, &mut h, out)?;
     not_compared(report, &mut h);
     h.push_str(&format!("<p>{}</p>\n", escape(&view::summary_line(report))));
     h.push_str("<script type=\"application/json\" id=\"report\">");
-    h.push_str(&embedded_json(report)?);
-    h.push_str("</script>\n");
+    flush(&mut h, out)?;
+    write_embedded_json(report, out)?;
     let js = if report.ops.len() > LIVE_ROWS {
         PAGED_JS
     } else {
         JS
     };
-    h.push_str(&format!("<script>{js}</script>\n</body>\n</html>\n"));
-    out.write_all(h.as_bytes())
+    h.push_str(&format!(
+        "</script>\n<script>{js}</script>\n</body>\n</html>\n"
+    ));
+    flush(&mut h, out)
+}
+
+/// Writes what `h` holds to `out` and empties it.
+fn flush(h: &mut String, out: &mut dyn Write) -> io::Result<()> {
+    out.write_all(h.as_bytes())?;
+    h.clear();
+    Ok(())
 }
 
 /// The report as compact JSON that cannot end its `<script>` element: `<`, `>` and `&` (only
 /// ever inside JSON strings) are written as `\u003c`, `\u003e`, `\u0026`; parsing it gives the
-/// same value as `render_json`'s output.
-pub(crate) fn embedded_json(report: &Report) -> io::Result<String> {
-    let json = serde_json::to_string(report).map_err(io::Error::from)?;
-    Ok(json
-        .replace('<', "\\u003c")
-        .replace('>', "\\u003e")
-        .replace('&', "\\u0026"))
+/// same value as `render_json`'s output. Streamed to `out` as serde writes it.
+fn write_embedded_json(report: &Report, out: &mut dyn Write) -> io::Result<()> {
+    /// `out` with the three characters escaped (ASCII bytes, never inside a multi-byte
+    /// character).
+    struct ScriptSafe<'w>(&'w mut dyn Write);
+    impl Write for ScriptSafe<'_> {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            let mut from = 0;
+            for (i, b) in buf.iter().enumerate() {
+                let escaped: &[u8] = match b {
+                    b'<' => b"\\u003c",
+                    b'>' => b"\\u003e",
+                    b'&' => b"\\u0026",
+                    _ => continue,
+                };
+                self.0.write_all(&buf[from..i])?;
+                self.0.write_all(escaped)?;
+                from = i + 1;
+            }
+            self.0.write_all(&buf[from..])?;
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            self.0.flush()
+        }
+    }
+    serde_json::to_writer(ScriptSafe(out), report).map_err(io::Error::from)
 }
 
 fn kv(h: &mut String, key: &str, value: &str) {
@@ -370,7 +403,7 @@ pub(crate) fn exact(x: f64) -> String {
     format!("{x:e}")
 }
 
-fn ops_table(report: &Report, h: &mut String) {
+fn ops_table(report: &Report, h: &mut String, out: &mut dyn Write) -> io::Result<()> {
     let columns: Vec<OpsColumn> = view::ops_columns(report)
         .into_iter()
         .filter(|c| *c != OpsColumn::Mark)
@@ -404,12 +437,17 @@ fn ops_table(report: &Report, h: &mut String) {
         ));
     }
     h.push_str("</tr></thead>\n<tbody>\n");
+    // Written out every 64 KiB of rows.
+    const FLUSH: usize = 1 << 16;
     if !paged {
         for (i, op) in report.ops.iter().enumerate() {
             op_row(report, &columns, first, i, op, h);
+            if h.len() > FLUSH {
+                flush(h, out)?;
+            }
         }
         h.push_str("</tbody>\n</table>\n</section>\n");
-        return;
+        return Ok(());
     }
     h.push_str("</tbody>\n</table>\n");
     h.push_str(&format!(
@@ -420,10 +458,14 @@ fn ops_table(report: &Report, h: &mut String) {
         h.push_str("<template class=\"ops-rows\">");
         for (j, op) in chunk.iter().enumerate() {
             op_row(report, &columns, first, k * PAGE_ROWS + j, op, h);
+            if h.len() > FLUSH {
+                flush(h, out)?;
+            }
         }
         h.push_str("</template>\n");
     }
     h.push_str("</section>\n");
+    Ok(())
 }
 
 /// Row `i` of the ops table.

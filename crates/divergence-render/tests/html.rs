@@ -563,3 +563,45 @@ fn growth_of_300(diverged: impl Fn(usize) -> bool) -> String {
     assert_well_formed(&svg);
     svg
 }
+
+#[test]
+fn the_page_is_written_as_it_is_made() {
+    // Made whole first, a 256-step decode's 272 MB page took 887 MB (docs/html-report.md):
+    // the ops table goes out a few rows at a time and the JSON as serde writes it.
+    struct Writes {
+        total: usize,
+        largest: usize,
+    }
+    impl std::io::Write for Writes {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.total += buf.len();
+            self.largest = self.largest.max(buf.len());
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let report = many(5_000, 4_000);
+    let mut w = Writes {
+        total: 0,
+        largest: 0,
+    };
+    render_html(&report, &mut w).unwrap();
+    let mut json = Vec::new();
+    render_json(&report, &mut json).unwrap();
+    assert_eq!(w.total, html(&report).len());
+    // No piece holds the table or the JSON: at most the growth plot, or 64 KiB of rows.
+    let growth = {
+        let mut svg = Vec::new();
+        divergence_render::render_growth_svg(&report, &mut svg).unwrap();
+        svg.len()
+    };
+    assert!(
+        w.largest <= growth.max(1 << 17) && w.largest < json.len() / 2,
+        "largest write {} of {} (growth {growth}, JSON {})",
+        w.largest,
+        w.total,
+        json.len()
+    );
+}
