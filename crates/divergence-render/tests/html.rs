@@ -605,3 +605,68 @@ fn the_page_is_written_as_it_is_made() {
         json.len()
     );
 }
+
+#[test]
+fn a_dense_growth_plot_keeps_every_diverged_op_and_every_visible_dot() {
+    // 20,000 ops on 1,240 px: an ok marker that a later one of its cell (1 x 2 px) covers is
+    // left out (a 64-step decode's 38,489 made most of the page's elements).
+    let cfg = DiffConfig::default();
+    let r: &'static [f32] = act(64, 1).leak();
+    let n = 20_000;
+    let bad = |i: usize| i % 4_999 == 4_000;
+    let rows: Vec<OpResult> = (0..n)
+        .map(|i| {
+            // A few error levels, as noise gives (a decode step's rows repeat each layer's).
+            let eps = if bad(i) {
+                0.5
+            } else {
+                1e-4 * (1 + i % 3 * 3) as f32
+            };
+            let o: &'static [f32] = r
+                .iter()
+                .enumerate()
+                .map(|(j, x)| x * (1.0 + eps * ((j % 3) as f32 - 1.0)))
+                .collect::<Vec<_>>()
+                .leak();
+            let side = |v: &'static [f32]| Side {
+                shape: &[1, 64],
+                values: ValuesRef::F32(v),
+                dtype: "float32",
+            };
+            compare(
+                &format!("model.layers.{}.mlp@{}", i % 28, i / 28),
+                Some(side(o)),
+                Some(side(r)),
+                &cfg,
+            )
+        })
+        .collect();
+    let report = assemble(
+        rows,
+        ReportContext::new("a", "b", OrderSource::RefMeta),
+        &cfg,
+    );
+    let mut out = Vec::new();
+    render_growth_svg(&report, &mut out).unwrap();
+    let svg = String::from_utf8(out).unwrap();
+    assert_well_formed(&svg);
+    let markers = svg.matches("<circle").count() + svg.matches("<path").count();
+    assert!(markers < n / 4, "{markers} markers for {n} ops");
+    // Every diverged op, and at each error level the last op (on top of its cell).
+    for i in (0..n).filter(|&i| bad(i)) {
+        assert!(
+            svg.contains(&format!("<title>#{i} ")),
+            "diverged #{i} not drawn"
+        );
+    }
+    for level in 0..3 {
+        let last = (0..n).rev().find(|&i| !bad(i) && i % 3 == level).unwrap();
+        assert!(
+            svg.contains(&format!("<title>#{last} ")),
+            "#{last} not drawn"
+        );
+    }
+    // 300 ops: every marker, as before.
+    let few = growth_of_300(|i| i == 150);
+    assert_eq!(few.matches("<title>#").count(), 300);
+}
