@@ -195,7 +195,6 @@ fn tooltip(i: usize, op: &OpResult, plotted: Plotted) -> String {
     )
 }
 
-/// The error-growth plot. `standalone` for a file of its own (`--plot`).
 /// Ops per pixel column over which the growth plot thins its ok markers ([`dense_keep`]).
 const DENSE_PER_PIXEL: f64 = 4.0;
 
@@ -237,6 +236,7 @@ fn dense_keep(
     Some(keep)
 }
 
+/// The error-growth plot. `standalone` for a file of its own (`--plot`).
 pub(crate) fn growth(report: &Report, standalone: bool) -> String {
     let ops = &report.ops;
     let plotted = Plotted::of(report);
