@@ -320,8 +320,10 @@ fn compare_position(
 }
 
 /// One token effect over the steps of a decode dump pair: `parts` are the effects of each
-/// step's logits (`lm_head`, `lm_head@1`, ...), in step order. Positions are numbered across
-/// the steps (the prefill's 0..T, then T for step 1, ...), each tagged with its step; the
+/// step's logits (`lm_head`, `lm_head@1`, ...), in step order. Positions are token positions
+/// across the steps (the prefill's T rows 0..T, then step s at T + s - 1, whichever steps
+/// `parts` holds), each tagged with its step; with `prompt_len` (the prompt's `input_ids`
+/// length) over T, all shifted by `prompt_len - T`: prefill logits of the last rows only. The
 /// aggregates are over every compared position; `steps` has each step's numbers. A step whose
 /// logits are all non-finite counts its positions in `nonfinite_positions`, has a `steps`
 /// entry of 0 positions and placeholders (nulls) in `per_position`; one that could not be
