@@ -885,15 +885,19 @@ mod tests {
         assert_eq!(e.per_position[0].kld, Some(0.0));
     }
 
-    #[test]
-    fn the_fast_kld_is_the_textbook_one() {
-        let mut seed = 7u64;
-        let mut rnd = || {
+    /// Uniform numbers in [0, 1) from a seed (a 64-bit LCG's top 53 bits).
+    fn uniform(mut seed: u64) -> impl FnMut() -> f64 {
+        move || {
             seed = seed
                 .wrapping_mul(6364136223846793005)
                 .wrapping_add(1442695040888963407);
             (seed >> 11) as f64 / (1u64 << 53) as f64
-        };
+        }
+    }
+
+    #[test]
+    fn the_fast_kld_is_the_textbook_one() {
+        let mut rnd = uniform(7);
         for scale in [1e-7, 1e-4, 1e-2, 0.3, 3.0] {
             let p: Vec<f64> = (0..4000).map(|_| 20.0 * rnd() - 10.0).collect();
             let q: Vec<f64> = p.iter().map(|x| x + scale * (2.0 * rnd() - 1.0)).collect();
@@ -913,13 +917,7 @@ mod tests {
 
     #[test]
     fn the_kld_does_not_see_a_constant_and_survives_extreme_logits() {
-        let mut seed = 11u64;
-        let mut rnd = || {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (seed >> 11) as f64 / (1u64 << 53) as f64
-        };
+        let mut rnd = uniform(11);
         let p: Vec<f64> = (0..4000).map(|_| 20.0 * rnd() - 10.0).collect();
         let noisy: Vec<f64> = p.iter().map(|x| x + 0.3 * (2.0 * rnd() - 1.0)).collect();
         let shift = |v: &[f64], c: f64| v.iter().map(|x| x + c).collect::<Vec<f64>>();

@@ -437,14 +437,17 @@ fn ops_table(report: &Report, h: &mut String, out: &mut dyn Write) -> io::Result
         ));
     }
     h.push_str("</tr></thead>\n<tbody>\n");
-    // Written out every 64 KiB of rows.
-    const FLUSH: usize = 1 << 16;
+    // Each row, written out every 64 KiB of rows.
+    let mut row = |h: &mut String, i: usize, op: &OpResult| {
+        op_row(report, &columns, first, i, op, h);
+        if h.len() > 1 << 16 {
+            flush(h, out)?;
+        }
+        io::Result::Ok(())
+    };
     if !paged {
         for (i, op) in report.ops.iter().enumerate() {
-            op_row(report, &columns, first, i, op, h);
-            if h.len() > FLUSH {
-                flush(h, out)?;
-            }
+            row(h, i, op)?;
         }
         h.push_str("</tbody>\n</table>\n</section>\n");
         return Ok(());
@@ -457,10 +460,7 @@ fn ops_table(report: &Report, h: &mut String, out: &mut dyn Write) -> io::Result
     for (k, chunk) in report.ops.chunks(PAGE_ROWS).enumerate() {
         h.push_str("<template class=\"ops-rows\">");
         for (j, op) in chunk.iter().enumerate() {
-            op_row(report, &columns, first, k * PAGE_ROWS + j, op, h);
-            if h.len() > FLUSH {
-                flush(h, out)?;
-            }
+            row(h, k * PAGE_ROWS + j, op)?;
         }
         h.push_str("</template>\n");
     }

@@ -155,7 +155,7 @@ pub fn pair<'a>(a: &'a Dump, a_path: &'a Path, b: &'a Dump, b_path: &'a Path) ->
         let Some(shape) = stepped.shape(name) else {
             continue;
         };
-        match slice(full, name, base, step, shape, t_full, t_pre) {
+        match slice(full, name, base, step, shape, t_full, t_pre, None) {
             Some(v) => {
                 if let (true, Some(&Step::Narrow { axis, .. })) =
                     (step < k && v.shape == shape, v.steps.first())
@@ -181,10 +181,10 @@ pub fn pair<'a>(a: &'a Dump, a_path: &'a Path, b: &'a Dump, b_path: &'a Path) ->
     let mut misfits = Vec::new();
     unsliced.retain(|name| {
         let (base, step) = split_step(name);
-        let made = fitted
-            .get(base)
-            .filter(|_| Op::of(base) == Op::Other)
-            .and_then(|&axis| misfit(full, name, base, step, axis, t_full, t_pre));
+        let made = fitted.get(base).and_then(|&axis| {
+            let shape = stepped.shape(name)?;
+            slice(full, name, base, step, shape, t_full, t_pre, Some(axis))
+        });
         match made {
             Some(v) => {
                 misfits.push(v);
@@ -262,6 +262,9 @@ pub fn pair<'a>(a: &'a Dump, a_path: &'a Path, b: &'a Dump, b_path: &'a Path) ->
 /// either side), for a probe of the dump contract the slice along its token axis, or the whole
 /// probe when it has no axis of `t_full` tokens: the diff then reports the row's shape
 /// mismatch, never a probe "only in ours" and a pass (the exceptions: at the function's end).
+/// `seen_axis`: for a probe outside the contract, the token axis its prefill and another step
+/// fit on ([`pair`]), which makes it a shape mismatch too.
+#[allow(clippy::too_many_arguments)]
 fn slice(
     full: &Dump,
     name: &str,
@@ -270,6 +273,7 @@ fn slice(
     shape: &[usize],
     t_full: usize,
     t_pre: usize,
+    seen_axis: Option<usize>,
 ) -> Option<Virtual> {
     let (start, len) = if step == 0 {
         (0, t_pre)
@@ -345,18 +349,26 @@ fn slice(
     // shape mismatch: the full prefill's token axis at the same positions, or its whole probe
     // when it has no axis of T tokens and another shape. Any other probe (its decode shape may
     // depend on the cache's length: attention weights), or a whole probe of the same shape (the
-    // logits of the last position only, on both sides), has no slice: "only in ours".
-    if op == Op::Other {
-        return None;
-    }
-    match own_or_first(token_axis(op, src_shape.len()), &src_shape, t_full) {
+    // logits of the last position only, on both sides), has no slice: "only in ours"; but
+    // one whose prefill and another step fit on an axis (`seen_axis`) is sliced there.
+    let axis = match op {
+        Op::Other => seen_axis.filter(|&a| src_shape.get(a) == Some(&t_full)),
+        _ => own_or_first(token_axis(op, src_shape.len()), &src_shape, t_full),
+    };
+    match axis {
         Some(axis) => {
             let (steps, out) = narrow(axis);
+            let seen = if op == Op::Other {
+                ", as its prefill and other steps"
+            } else {
+                ""
+            };
             let how = format!(
-                "{positions} of the full prefill's {source} (axis {axis}; the shapes do not fit)"
+                "{positions} of the full prefill's {source} (axis {axis}{seen}; the shapes do not fit)"
             );
             Some(virt(steps, out, how))
         }
+        None if op == Op::Other => None,
         None => {
             if squeeze(&src_shape) == squeeze(shape) {
                 return None;
@@ -376,44 +388,6 @@ fn source_of(base: &str) -> Option<String> {
         Op::CacheV => divergence_names::sibling(base, Op::VProj),
         _ => Some(base.to_string()),
     }
-}
-
-/// Step `step` of `name`, a probe outside the dump contract whose prefill and a decode step
-/// before the last fit the full prefill's `base` along `axis`, when its own shape does not:
-/// that axis's slice, for the diff to report the shape mismatch. `None` when the full prefill has no such axis of
-/// `t_full` tokens.
-fn misfit(
-    full: &Dump,
-    name: &str,
-    base: &str,
-    step: usize,
-    axis: usize,
-    t_full: usize,
-    t_pre: usize,
-) -> Option<Virtual> {
-    let mut shape = full.shape(base)?.to_vec();
-    if shape.get(axis) != Some(&t_full) {
-        return None;
-    }
-    let (start, len) = if step == 0 {
-        (0, t_pre)
-    } else {
-        (t_pre + step - 1, 1)
-    };
-    shape[axis] = len;
-    Some(Virtual {
-        name: name.to_string(),
-        sources: vec![base.to_string()],
-        shape,
-        combine: None,
-        steps: vec![Step::Narrow { axis, start, len }],
-        rule: Some("prefill-vs-decode".to_string()),
-        how: Some(format!(
-            "position(s) {start}..{} of the full prefill's {base} (axis {axis}, as its prefill and other steps; the shapes do not fit)",
-            start + len
-        )),
-        problem: None,
-    })
 }
 
 /// The token axis of a probe of the dump contract, by its layout: q / k after RoPE and the
