@@ -133,7 +133,7 @@ fn dump(data: &[u8], format: Option<Format>) {
 
     match d.format() {
         Format::Npz => assert!(
-            d.names().iter().all(|n| n != META_ENTRY),
+            d.names().iter().all(|n| &**n != META_ENTRY),
             "{META_ENTRY} listed as a tensor"
         ),
         Format::Npy => assert_eq!(d.names().len(), 1, "a .npy holds one tensor"),

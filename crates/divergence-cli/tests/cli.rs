@@ -850,7 +850,7 @@ fn a_dump_without_the_model_prefix_is_matched_with_a_note() {
         order.push(new);
     }
     w.finish(Meta {
-        order,
+        order: order.into_iter().map(divergence_diff::Name::from).collect(),
         input_ids: src.meta().and_then(|m| m.input_ids.clone()),
         ..Meta::default()
     })

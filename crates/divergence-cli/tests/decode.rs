@@ -257,7 +257,7 @@ fn rewrite_renamed(
         w.add(&rename(name), &t.shape, TensorData::F32(&v)).unwrap();
     }
     m.order.retain(|n| !drop(n));
-    m.order = m.order.iter().map(|n| rename(n)).collect();
+    m.order = m.order.iter().map(|n| rename(n).into()).collect();
     m.dtypes = m
         .dtypes
         .iter()

@@ -28,7 +28,10 @@ fn write(path: &Path, tensors: &[(&str, Vec<usize>, TensorData<'_>)], dtypes: &[
         w.add(name, shape, *data).unwrap();
     }
     let mut meta = Meta {
-        order: tensors.iter().map(|(n, ..)| n.to_string()).collect(),
+        order: tensors
+            .iter()
+            .map(|(n, ..)| divergence_diff::Name::from(*n))
+            .collect(),
         input_ids: Some(vec![1, 2, 3]),
         ..Meta::default()
     };

@@ -212,10 +212,10 @@ fn a_truth_whose_metadata_claims_more_than_its_bytes_hold_is_not_trusted() {
             let divergence_dump::Values::F64(v) = t.values else {
                 panic!("f64 truth")
             };
-            if name == lied && tag == "int64" {
+            if &**name == lied && tag == "int64" {
                 let ints: Vec<i64> = v.iter().map(|x| (x * 100.0).round() as i64).collect();
                 w.add(name, &t.shape, TensorData::I64(&ints)).unwrap();
-            } else if name == lied {
+            } else if &**name == lied {
                 let f: Vec<f32> = v.iter().map(|&x| x as f32).collect();
                 w.add(name, &t.shape, TensorData::F32(&f)).unwrap();
             } else {

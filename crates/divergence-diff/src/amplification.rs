@@ -139,12 +139,12 @@ pub fn amplification(
             .flat_map(|d| [i.checked_sub(d), i.checked_add(d)])
             .flatten()
             .filter_map(|j| ops.get(j))
-            .find(|o| o.name == name);
+            .find(|o| &*o.name == name);
         found.or_else(|| {
             let map = by_name.get_or_init(|| {
                 ops.iter()
                     .filter(|o| matches!(Op::of(&o.name), Op::QkProj(_)))
-                    .map(|o| (o.name.as_str(), o))
+                    .map(|o| (&*o.name, o))
                     .collect()
             });
             map.get(name).copied()
@@ -180,7 +180,7 @@ pub fn amplification(
                 layer,
                 kind,
                 proj: proj_name,
-                norm: op.name.clone(),
+                norm: op.name.to_string(),
                 proj_rel_err: proj.errors.rel_l2_err,
                 norm_rel_err: op.errors.rel_l2_err,
                 ratio: r,

@@ -4,6 +4,7 @@
 //! present on one side only, with mismatching shapes, or with values that do not fill its shape is a
 //! row with the matching [`Status`]. [`unreadable`] makes the row for a probe the caller could not read.
 
+pub use divergence_names::Name;
 use serde::{Deserialize, Serialize};
 
 use crate::config::DiffConfig;
@@ -107,8 +108,8 @@ impl std::fmt::Display for Status {
 /// is flat and its keys keep the documented order (`name` ... `local_growth`, tested).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OpResult {
-    /// Probe name.
-    pub name: String,
+    /// Probe name (shared with the plan's: [`Name`]).
+    pub name: Name,
     /// Verdict.
     pub status: Status,
     /// Why the row is not `ok` (one line); `None` for `ok`.
@@ -119,21 +120,25 @@ pub struct OpResult {
     /// `...@s` (docs/dump-format.md, "Decode steps").
     #[serde(default)]
     pub step: usize,
-    /// Shapes, dtypes and element count of the two sides.
+    /// Shapes, dtypes and element count of the two sides: shared by the rows of one probe's
+    /// decode steps compared in one call (a 256-step report has ~150,000 rows; change it with
+    /// [`OpResult::tensor_mut`]).
     #[serde(flatten)]
-    pub tensor: TensorInfo,
+    pub tensor: std::sync::Arc<TensorInfo>,
     /// The terms of the norm-wise decision rule.
     #[serde(flatten)]
     pub rule: RuleTerms,
     /// Error metrics (diagnostics; the verdict comes from [`RuleTerms`]).
     #[serde(flatten)]
     pub errors: ErrorMetrics,
-    /// NaN / Inf counts.
+    /// NaN / Inf counts: shared by the rows of one probe's decode steps that have the same
+    /// (none, as a rule; a new one is made for a row whose counts differ).
     #[serde(flatten)]
-    pub nonfinite: NonFiniteCounts,
-    /// Both sides' errors against the truth run (`--truth` only).
+    pub nonfinite: std::sync::Arc<NonFiniteCounts>,
+    /// Both sides' errors against the truth run (`--truth` only): shared like
+    /// [`OpResult::tensor`] (change it with [`OpResult::truth_mut`]).
     #[serde(flatten)]
-    pub truth: TruthMetrics,
+    pub truth: std::sync::Arc<TruthMetrics>,
     /// Fraction of compared elements with `|o - r| > atol + rtol * |r|` (an element-wise
     /// diagnostic; last in the JSON row, after the non-finite counts, as documented).
     pub frac_outside_tol: Option<f64>,
@@ -268,19 +273,34 @@ pub struct TruthMetrics {
 }
 
 impl OpResult {
+    /// [`OpResult::tensor`] to change (copied first when another row shares it).
+    pub fn tensor_mut(&mut self) -> &mut TensorInfo {
+        std::sync::Arc::make_mut(&mut self.tensor)
+    }
+
+    /// [`OpResult::truth`] to change (copied first when another row shares it).
+    pub fn truth_mut(&mut self) -> &mut TruthMetrics {
+        std::sync::Arc::make_mut(&mut self.truth)
+    }
+
+    /// [`OpResult::nonfinite`] to change (copied first when another row shares it).
+    pub fn nonfinite_mut(&mut self) -> &mut NonFiniteCounts {
+        std::sync::Arc::make_mut(&mut self.nonfinite)
+    }
+
     /// A row with only the name, status and reason set.
     pub(crate) fn bare(name: &str, status: Status, reason: Option<String>) -> OpResult {
         OpResult {
-            name: name.to_string(),
+            name: Name::from(name),
             status,
             reason,
             layer: divergence_names::layer_index(name),
             step: divergence_names::split_step(name).1,
-            tensor: TensorInfo::default(),
+            tensor: std::sync::Arc::default(),
             rule: RuleTerms::default(),
             errors: ErrorMetrics::default(),
-            nonfinite: NonFiniteCounts::default(),
-            truth: TruthMetrics::default(),
+            nonfinite: std::sync::Arc::default(),
+            truth: std::sync::Arc::default(),
             frac_outside_tol: None,
             local_growth: None,
             mapped: None,
@@ -396,7 +416,7 @@ pub fn compare_with_truth(
 /// not hold every step, are compared one step at a time, as [`compare`] would. Outside truth
 /// mode only ([`compare_with_truth`] reads a third tensor per row). Never fails.
 pub fn compare_steps<'a>(
-    names: &[&str],
+    names: &[Name],
     ours: Side<'a>,
     reference: Side<'a>,
     cfg: &DiffConfig,
@@ -409,7 +429,7 @@ pub fn compare_steps<'a>(
         n < cfg.chunk_len && whole(&ours, n) && whole(&reference, n) && !names.is_empty()
     });
     let template = fast.and_then(|_| {
-        let fold = ProbeFold::new(names[0], Some(ours.head()), Some(reference.head()), cfg);
+        let fold = ProbeFold::new(&names[0], Some(ours.head()), Some(reference.head()), cfg);
         match fold.state {
             FoldState::Pair {
                 row,
@@ -417,18 +437,11 @@ pub fn compare_steps<'a>(
                 tol,
                 truth: TruthFold::Off,
                 ..
-            } => Some((
-                OpResult {
-                    name: String::new(),
-                    ..row
-                },
-                numel,
-                tol,
-            )),
+            } => Some((row, numel, tol)),
             _ => None,
         }
     });
-    let (Some(n), Some((template, numel, tol))) = (fast, template) else {
+    let (Some(n), Some((mut template, numel, tol))) = (fast, template) else {
         // One step at a time, each with its own values (as much of them as there are).
         for (k, name) in names.iter().enumerate() {
             let step = |side: Side<'a>| {
@@ -445,6 +458,16 @@ pub fn compare_steps<'a>(
         }
         return;
     };
+    // Every step's row counts `n` elements: set once in the tensor info the rows share.
+    template.tensor_mut().numel = Some(n as u64);
+    // And no NaN or Inf, as a rule: the counts the rows share unless theirs differ.
+    template.nonfinite = std::sync::Arc::new(NonFiniteCounts {
+        nan_ours: Some(0),
+        inf_ours: Some(0),
+        nan_ref: Some(0),
+        inf_ref: Some(0),
+        nonfinite_mismatch: Some(0),
+    });
     let params = Params {
         rtol: tol.rtol,
         atol: tol.atol,
@@ -457,10 +480,10 @@ pub fn compare_steps<'a>(
         steps,
         &params,
         &mut |k, acc| {
-            let name = names[k];
-            // The template's name is empty: cloning it allocates nothing.
+            let name = &names[k];
+            // The plan's name, shared: no allocation.
             let mut row = template.clone();
-            row.name = name.to_string();
+            row.name = name.clone();
             row.layer = divergence_names::layer_index(name);
             row.step = divergence_names::split_step(name).1;
             let row = match pair_short_row(&row, numel, [acc.n, acc.n]) {
@@ -502,8 +525,8 @@ fn fold_whole(
         for (side, which) in [(&o, Which::Ours), (&r, Which::Ref)] {
             if let Err(msg) = check_len(side, which) {
                 let mut row = OpResult::bare(name, Status::Unreadable, Some(msg));
-                row.tensor.dtype_ours = Some(dtype_name(o.dtype));
-                row.tensor.dtype_ref = Some(dtype_name(r.dtype));
+                row.tensor_mut().dtype_ours = Some(dtype_name(o.dtype));
+                row.tensor_mut().dtype_ref = Some(dtype_name(r.dtype));
                 return row;
             }
         }
@@ -722,12 +745,12 @@ impl ProbeFold {
             (Some(o), Some(r)) => {
                 let tol = cfg.tolerance.resolve(o.dtype, r.dtype);
                 let mut row = OpResult::bare(name, Status::Ok, None);
-                row.tensor.shape = Some(r.shape.to_vec());
+                row.tensor_mut().shape = Some(r.shape.to_vec());
                 if o.shape != r.shape {
-                    row.tensor.shape_ours = Some(o.shape.to_vec());
+                    row.tensor_mut().shape_ours = Some(o.shape.to_vec());
                 }
-                row.tensor.dtype_ours = Some(dtype_name(o.dtype));
-                row.tensor.dtype_ref = Some(dtype_name(r.dtype));
+                row.tensor_mut().dtype_ours = Some(dtype_name(o.dtype));
+                row.tensor_mut().dtype_ref = Some(dtype_name(r.dtype));
                 row.rule.rtol = Some(tol.rtol);
                 row.rule.atol = Some(tol.atol);
                 if o.shape != r.shape && squeezed(o.shape) != squeezed(r.shape) {
@@ -973,8 +996,8 @@ fn short_row(name: &str, sides: [(Head<'_>, Option<u64>); 2], seen: [u64; 2]) ->
                     head.shape
                 )),
             );
-            row.tensor.dtype_ours = Some(dtype_name(o.dtype));
-            row.tensor.dtype_ref = Some(dtype_name(r.dtype));
+            row.tensor_mut().dtype_ours = Some(dtype_name(o.dtype));
+            row.tensor_mut().dtype_ref = Some(dtype_name(r.dtype));
             return Some(row);
         }
     }
@@ -1018,10 +1041,10 @@ fn shape_mismatch(
     ));
     row.rule.ours_l2 = finite(so.sum_sq.sqrt());
     row.rule.ref_l2 = finite(sr.sum_sq.sqrt());
-    row.nonfinite.nan_ours = Some(so.nan);
-    row.nonfinite.inf_ours = Some(so.inf);
-    row.nonfinite.nan_ref = Some(sr.nan);
-    row.nonfinite.inf_ref = Some(sr.inf);
+    row.nonfinite_mut().nan_ours = Some(so.nan);
+    row.nonfinite_mut().inf_ours = Some(so.inf);
+    row.nonfinite_mut().nan_ref = Some(sr.nan);
+    row.nonfinite_mut().inf_ref = Some(sr.inf);
     row
 }
 
@@ -1032,7 +1055,11 @@ fn pair_row(mut row: OpResult, acc: &Accumulator, tol: &Resolved) -> OpResult {
     let ref_l2 = acc.sum_r2.sqrt();
     let diff_l2 = acc.sum_d2.sqrt();
     let threshold = tol.atol * (n as f64).sqrt() + tol.rtol * ref_l2;
-    row.tensor.numel = Some(acc.n);
+    // Compared with the row's first: a decode step's row shares its tensor info with its
+    // probe's other steps, copied only when this changes it.
+    if row.tensor.numel != Some(acc.n) {
+        row.tensor_mut().numel = Some(acc.n);
+    }
     row.rule.n_compared = Some(n);
     row.rule.ours_l2 = finite(ours_l2);
     row.rule.ref_l2 = finite(ref_l2);
@@ -1059,11 +1086,18 @@ fn pair_row(mut row: OpResult, acc: &Accumulator, tol: &Resolved) -> OpResult {
     } else {
         None
     };
-    row.nonfinite.nan_ours = Some(acc.nan_o);
-    row.nonfinite.inf_ours = Some(acc.inf_o);
-    row.nonfinite.nan_ref = Some(acc.nan_r);
-    row.nonfinite.inf_ref = Some(acc.inf_r);
-    row.nonfinite.nonfinite_mismatch = Some(acc.nonfinite_mismatch);
+    let counts = NonFiniteCounts {
+        nan_ours: Some(acc.nan_o),
+        inf_ours: Some(acc.inf_o),
+        nan_ref: Some(acc.nan_r),
+        inf_ref: Some(acc.inf_r),
+        nonfinite_mismatch: Some(acc.nonfinite_mismatch),
+    };
+    // A decode step's row shares its counts with its probe's other steps (all zero, as a
+    // rule): a new one only where they differ.
+    if *row.nonfinite != counts {
+        row.nonfinite = std::sync::Arc::new(counts);
+    }
     row.frac_outside_tol = Some(if n == 0 {
         0.0
     } else {
@@ -1129,7 +1163,7 @@ fn apply_truth(mut row: OpResult, truth: TruthFold) -> OpResult {
     let (t, ratio, ot, rt) = match truth {
         TruthFold::Off => return row,
         TruthFold::Problem(p) => {
-            row.truth.truth_problem = Some(p);
+            row.truth_mut().truth_problem = Some(p);
             return row;
         }
         TruthFold::Fold {
@@ -1140,7 +1174,7 @@ fn apply_truth(mut row: OpResult, truth: TruthFold) -> OpResult {
             seen,
         } => {
             if t.numel != Some(seen) {
-                row.truth.truth_problem = Some(format!(
+                row.truth_mut().truth_problem = Some(format!(
                     "truth: {seen} values do not fill shape {}",
                     fmt_shape(&t.shape)
                 ));
@@ -1152,7 +1186,7 @@ fn apply_truth(mut row: OpResult, truth: TruthFold) -> OpResult {
     let ref_class = DTypeClass::of(ref_head(&row).1);
     let truth_class = DTypeClass::of(&t.dtype);
     if ot.nonfinite_mismatch > 0 || rt.nonfinite_mismatch > 0 {
-        row.truth.truth_problem = Some(format!(
+        row.truth_mut().truth_problem = Some(format!(
             "NaN/Inf of the truth at other positions than ref's ({} positions) or ours' ({})",
             rt.nonfinite_mismatch, ot.nonfinite_mismatch
         ));
@@ -1174,22 +1208,22 @@ fn apply_truth(mut row: OpResult, truth: TruthFold) -> OpResult {
         // A truth of zeros (or of subnormals, whose squares underflow: found by a bad-input
         // hunt) against a non-zero side, or sums of squares that overflow f64:
         // no ratio can be formed, so the preset's verdict stands, and says so.
-        row.truth.truth_problem = Some(if truth_l2 == 0.0 {
+        row.truth_mut().truth_problem = Some(if truth_l2 == 0.0 {
             "the truth's norm is 0 (all zeros, or values too small to square in f64) where ours or ref is not: no relative error".to_string()
         } else {
             "the errors against the truth overflow f64: no ratio".to_string()
         });
         return row;
     }
-    row.truth.ours_truth_rel_err = finite(e_ours);
-    row.truth.ref_truth_rel_err = finite(e_ref);
-    row.truth.noise_ratio = finite(noise_ratio);
+    row.truth_mut().ours_truth_rel_err = finite(e_ours);
+    row.truth_mut().ref_truth_rel_err = finite(e_ref);
+    row.truth_mut().noise_ratio = finite(noise_ratio);
     if e_ref > TRUTH_MAX_REF_ERR {
         // The reference is not near its own high-precision run: the truth is of another
         // model or another input at this op (or the values were replaced), and cannot judge
         // ours against it. Found by a bad-input hunt: a truth row of random values let a bug
         // pass at ratio 1.0.
-        row.truth.truth_problem = Some(format!(
+        row.truth_mut().truth_problem = Some(format!(
             "ref is {} from the truth (more than {TRUTH_MAX_REF_ERR}): not a run of the reference's model here",
             sci(e_ref)
         ));
@@ -1241,23 +1275,23 @@ fn one_side(
         status,
         Some(format!("present only in {}", which.label())),
     );
-    row.tensor.shape = Some(head.shape.clone());
+    row.tensor_mut().shape = Some(head.shape.clone());
     let l2 = stats.and_then(|s| finite(s.sum_sq.sqrt()));
     match which {
         Which::Ours => {
-            row.tensor.dtype_ours = Some(dtype_name(&head.dtype));
+            row.tensor_mut().dtype_ours = Some(dtype_name(&head.dtype));
             row.rule.ours_l2 = l2;
-            row.nonfinite.nan_ours = stats.map(|s| s.nan);
-            row.nonfinite.inf_ours = stats.map(|s| s.inf);
+            row.nonfinite_mut().nan_ours = stats.map(|s| s.nan);
+            row.nonfinite_mut().inf_ours = stats.map(|s| s.inf);
         }
         Which::Ref => {
-            row.tensor.dtype_ref = Some(dtype_name(&head.dtype));
+            row.tensor_mut().dtype_ref = Some(dtype_name(&head.dtype));
             row.rule.ref_l2 = l2;
-            row.nonfinite.nan_ref = stats.map(|s| s.nan);
-            row.nonfinite.inf_ref = stats.map(|s| s.inf);
+            row.nonfinite_mut().nan_ref = stats.map(|s| s.nan);
+            row.nonfinite_mut().inf_ref = stats.map(|s| s.inf);
         }
     }
-    row.tensor.numel = Some(seen);
+    row.tensor_mut().numel = Some(seen);
     row
 }
 
@@ -1278,11 +1312,11 @@ pub fn not_made(
         Status::ShapeMismatch,
         Some(format!("ours: {problem}")),
     );
-    row.tensor.shape_ours = Some(ours.shape.to_vec());
-    row.tensor.dtype_ours = Some(dtype_name(ours.dtype));
+    row.tensor_mut().shape_ours = Some(ours.shape.to_vec());
+    row.tensor_mut().dtype_ours = Some(dtype_name(ours.dtype));
     if let Some(r) = reference {
-        row.tensor.shape = Some(r.shape.to_vec());
-        row.tensor.dtype_ref = Some(dtype_name(r.dtype));
+        row.tensor_mut().shape = Some(r.shape.to_vec());
+        row.tensor_mut().dtype_ref = Some(dtype_name(r.dtype));
     }
     row
 }

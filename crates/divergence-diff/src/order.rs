@@ -21,6 +21,7 @@ use std::collections::{BTreeSet, HashSet};
 use std::collections::HashMap;
 use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
 
+use divergence_names::Name;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -94,7 +95,7 @@ struct Present<'a> {
 }
 
 impl<'a> Present<'a> {
-    fn of(lists: &[&'a [String]]) -> Present<'a> {
+    fn of(lists: &[&'a [Name]]) -> Present<'a> {
         let total = lists.iter().map(|l| l.len()).sum();
         let mut ids = HashMap::with_capacity_and_hasher(total, BuildHasherDefault::default());
         let mut names = Vec::with_capacity(total);
@@ -139,9 +140,9 @@ impl<'a> Present<'a> {
 #[derive(Debug, Clone, Copy)]
 pub struct DumpNames<'a> {
     /// The metadata `"order"` (execution order), when the dump carries one.
-    pub meta_order: Option<&'a [String]>,
+    pub meta_order: Option<&'a [Name]>,
     /// Probe names in file order (never `__meta__`).
-    pub names: &'a [String],
+    pub names: &'a [Name],
     /// False when the file order is meaningless (safetensors keys are stored sorted).
     pub file_order_preserved: bool,
     /// The dump is one tensor named after its file (a `.npy`): two such dumps are compared
@@ -186,8 +187,9 @@ impl OrderSource {
 /// The planned execution order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OrderPlan {
-    /// Every probe name of either dump, once, in execution order.
-    pub order: Vec<String>,
+    /// Every probe name of either dump, once, in execution order (shared with the dumps'
+    /// lists: [`Name`]).
+    pub order: Vec<Name>,
     /// Where the order came from.
     pub source: OrderSource,
     /// Things the user should know (appended names, lost order, ...), one line each.
@@ -233,21 +235,21 @@ pub use divergence_names::natural_cmp;
 use divergence_names::dataflow::canonical_cmp;
 
 /// Names in the dump's file order, or in canonical forward order when that order is lost.
-fn file_order<'a>(d: &DumpNames<'a>) -> Vec<&'a String> {
-    let mut v: Vec<&String> = d.names.iter().collect();
+fn file_order<'a>(d: &DumpNames<'a>) -> Vec<&'a Name> {
+    let mut v: Vec<&Name> = d.names.iter().collect();
     if !d.file_order_preserved {
         v.sort_by(|a, b| canonical_cmp(a, b));
     }
     v
 }
 
-fn list_some(names: &[String]) -> String {
+fn list_some<N: AsRef<str>>(names: &[N]) -> String {
     const SHOWN: usize = 5;
     let mut s = names
         .iter()
         .take(SHOWN)
-        .cloned()
-        .collect::<Vec<_>>()
+        .map(AsRef::as_ref)
+        .collect::<Vec<&str>>()
         .join(", ");
     if names.len() > SHOWN {
         s.push_str(&format!(", ... ({} more)", names.len() - SHOWN));
@@ -278,7 +280,7 @@ impl Prefix {
 /// match the reference's than match as they are, and at least half of the smaller dump: the
 /// dumps of one model written with and without `model.` (or an extra wrapper module). `None`
 /// when the names already match, or when no one prefix explains them.
-fn prefix_mapping(ours: &[String], reference: &[String]) -> Option<Prefix> {
+fn prefix_mapping(ours: &[Name], reference: &[Name]) -> Option<Prefix> {
     // Whether the names already match, hashed and looked up in parallel (a decode dump has
     // tens of thousands of names).
     let (in_ref, in_ours) = (Present::of(&[reference]), Present::of(&[ours]));
@@ -291,8 +293,8 @@ fn prefix_mapping(ours: &[String], reference: &[String]) -> Option<Prefix> {
     if smaller == 0 || common * 2 >= smaller {
         return None;
     }
-    let ours_set: FastSet<&str> = ours.iter().map(String::as_str).collect();
-    let ref_set: FastSet<&str> = reference.iter().map(String::as_str).collect();
+    let ours_set: FastSet<&str> = ours.iter().map(|n| &**n).collect();
+    let ref_set: FastSet<&str> = reference.iter().map(|n| &**n).collect();
     let mut counts: std::collections::HashMap<Prefix, usize> = std::collections::HashMap::new();
     for (names, other, add) in [(&ref_set, &ours_set, true), (&ours_set, &ref_set, false)] {
         for n in names.iter() {
@@ -331,7 +333,7 @@ fn prefix_mapping(ours: &[String], reference: &[String]) -> Option<Prefix> {
 /// step), with a warning, so that the first divergence is the earliest (step, op).
 pub fn plan_order(ours: &DumpNames<'_>, reference: &DumpNames<'_>) -> OrderPlan {
     let mut plan = plan_as_recorded(ours, reference);
-    let step = |n: &String| divergence_names::split_step(n).1;
+    let step = |n: &Name| divergence_names::split_step(n).1;
     let in_step_order = plan
         .order
         .par_windows(2)
@@ -357,26 +359,26 @@ fn plan_as_recorded(ours: &DumpNames<'_>, reference: &DumpNames<'_>) -> OrderPla
     }
     if !(ours.single_tensor_file && reference.single_tensor_file) {
         if let Some(prefix) = prefix_mapping(ours.names, reference.names) {
-            let ref_set: HashSet<&str> = reference.names.iter().map(String::as_str).collect();
-            let ours_set: HashSet<&str> = ours.names.iter().map(String::as_str).collect();
+            let ref_set: HashSet<&str> = reference.names.iter().map(|n| &**n).collect();
+            let ours_set: HashSet<&str> = ours.names.iter().map(|n| &**n).collect();
             // Ours' name in the reference's naming, when that name exists in the reference; a
             // name the reference already has keeps it, and no name maps onto one ours has.
-            let map = |n: &String| -> String {
-                if ref_set.contains(n.as_str()) {
+            let map = |n: &Name| -> Name {
+                if ref_set.contains(&**n) {
                     return n.clone();
                 }
                 prefix
                     .apply(n)
                     .filter(|m| ref_set.contains(m.as_str()) && !ours_set.contains(m.as_str()))
-                    .unwrap_or_else(|| n.clone())
+                    .map_or_else(|| n.clone(), Name::from)
             };
-            let names: Vec<String> = ours.names.iter().map(map).collect();
-            let meta: Option<Vec<String>> = ours.meta_order.map(|m| m.iter().map(map).collect());
+            let names: Vec<Name> = ours.names.iter().map(map).collect();
+            let meta: Option<Vec<Name>> = ours.meta_order.map(|m| m.iter().map(map).collect());
             let renamed: Vec<(String, String)> = names
                 .iter()
                 .zip(ours.names)
                 .filter(|(row, o)| row != o)
-                .map(|(row, o)| (row.clone(), o.clone()))
+                .map(|(row, o)| (row.to_string(), o.to_string()))
                 .collect();
             let mapped = DumpNames {
                 meta_order: meta.as_deref(),
@@ -414,7 +416,7 @@ fn plan_as_recorded(ours: &DumpNames<'_>, reference: &DumpNames<'_>) -> OrderPla
 /// of a decode dump three times; `None` otherwise.
 fn same_names(ours: &DumpNames<'_>, reference: &DumpNames<'_>) -> Option<OrderPlan> {
     let base = reference.meta_order.filter(|m| !m.is_empty())?;
-    let same = |a: &[String], b: &[String]| {
+    let same = |a: &[Name], b: &[Name]| {
         a.len() == b.len() && a.par_iter().with_min_len(4096).zip(b).all(|(x, y)| x == y)
     };
     let plain = !(ours.single_tensor_file || reference.single_tensor_file);
@@ -437,7 +439,7 @@ fn plan_named(ours: &DumpNames<'_>, reference: &DumpNames<'_>) -> OrderPlan {
             let renamed_in_ours = if o == r {
                 Vec::new()
             } else {
-                vec![(r.clone(), o.clone())]
+                vec![(r.to_string(), o.to_string())]
             };
             return OrderPlan {
                 order: vec![r.clone()],
@@ -453,9 +455,9 @@ fn plan_named(ours: &DumpNames<'_>, reference: &DumpNames<'_>) -> OrderPlan {
     let present = Present::of(&[reference.names, ours.names]);
     let mut warnings = Vec::new();
     let mut pushed = vec![false; present.len()];
-    let mut order: Vec<String> = Vec::with_capacity(present.len());
+    let mut order: Vec<Name> = Vec::with_capacity(present.len());
     // Pushes the names of `names` not pushed yet (ids from `Present::ids`).
-    let mut push_ids = |names: &[&String], ids: &[Option<u32>], order: &mut Vec<String>| {
+    let mut push_ids = |names: &[&Name], ids: &[Option<u32>], order: &mut Vec<Name>| {
         for (name, id) in names.iter().zip(ids) {
             if let Some(seen) = id.and_then(|i| pushed.get_mut(i as usize)) {
                 if !*seen {
@@ -476,19 +478,19 @@ fn plan_named(ours: &DumpNames<'_>, reference: &DumpNames<'_>) -> OrderPlan {
 
     let source = if let Some((base, source, whose, other_meta)) = meta {
         let base_ids = present.ids(base);
-        let absent: Vec<String> = base
+        let absent: Vec<Name> = base
             .iter()
             .zip(&base_ids)
             .filter(|(_, id)| id.is_none())
             .map(|(n, _)| n.clone())
             .collect();
-        let base: Vec<&String> = base.iter().collect();
+        let base: Vec<&Name> = base.iter().collect();
         push_ids(&base, &base_ids, &mut order);
         let before = order.len();
         // Extras: the reference file's names, then our metadata order, then our file's names
         // (none when the metadata order listed them all).
         if order.len() < present.len() {
-            let extras: Vec<&String> = file_order(reference)
+            let extras: Vec<&Name> = file_order(reference)
                 .into_iter()
                 .chain(other_meta.unwrap_or(&[]))
                 .chain(file_order(ours))
@@ -514,7 +516,7 @@ fn plan_named(ours: &DumpNames<'_>, reference: &DumpNames<'_>) -> OrderPlan {
         source
     } else if reference.file_order_preserved || !ours.file_order_preserved {
         let lost = !reference.file_order_preserved;
-        let mut names: Vec<&String> = file_order(reference)
+        let mut names: Vec<&Name> = file_order(reference)
             .into_iter()
             .chain(file_order(ours))
             .collect();
@@ -547,8 +549,8 @@ fn plan_named(ours: &DumpNames<'_>, reference: &DumpNames<'_>) -> OrderPlan {
             }
         } else {
             let only_in_ours = || {
-                let in_ref: FastSet<&str> = reference.names.iter().map(String::as_str).collect();
-                ours.names.iter().any(|n| !in_ref.contains(n.as_str()))
+                let in_ref: FastSet<&str> = reference.names.iter().map(|n| &**n).collect();
+                ours.names.iter().any(|n| !in_ref.contains(&**n))
             };
             if !ours.file_order_preserved && only_in_ours() {
                 warnings.push(
@@ -560,7 +562,7 @@ fn plan_named(ours: &DumpNames<'_>, reference: &DumpNames<'_>) -> OrderPlan {
             OrderSource::RefFile
         }
     } else {
-        let names: Vec<&String> = file_order(ours)
+        let names: Vec<&Name> = file_order(ours)
             .into_iter()
             .chain(file_order(reference))
             .collect();
@@ -586,12 +588,12 @@ fn plan_named(ours: &DumpNames<'_>, reference: &DumpNames<'_>) -> OrderPlan {
 mod tests {
     use super::*;
 
-    fn s(v: &[&str]) -> Vec<String> {
-        v.iter().map(|x| x.to_string()).collect()
+    fn s(v: &[&str]) -> Vec<Name> {
+        v.iter().map(|&x| Name::from(x)).collect()
     }
 
     /// A dump's names as the planner sees them (file order kept, several tensors).
-    fn dn<'a>(meta: Option<&'a [String]>, names: &'a [String]) -> DumpNames<'a> {
+    fn dn<'a>(meta: Option<&'a [Name]>, names: &'a [Name]) -> DumpNames<'a> {
         DumpNames {
             meta_order: meta,
             names,
@@ -601,7 +603,7 @@ mod tests {
     }
 
     /// A single-tensor `.npy` file's name.
-    fn npy(names: &[String]) -> DumpNames<'_> {
+    fn npy(names: &[Name]) -> DumpNames<'_> {
         DumpNames {
             single_tensor_file: true,
             ..dn(None, names)
@@ -713,9 +715,11 @@ mod tests {
             let plan = plan_order(o, r);
             let holds = plan.order.len() == r.names.len()
                 && plan.order.len() == o.names.len()
-                && plan.order.iter().enumerate().all(|(i, row)| {
-                    *row == r.names[i] && plan.ours_name(row) == o.names[i].as_str()
-                });
+                && plan
+                    .order
+                    .iter()
+                    .enumerate()
+                    .all(|(i, row)| *row == r.names[i] && plan.ours_name(row) == &*o.names[i]);
             assert_eq!(holds, *want, "case {k}: {:?}", plan.order);
             assert_eq!(plan.aligned, holds, "case {k}");
         }
@@ -781,7 +785,7 @@ mod tests {
     fn file_order_fallback() {
         let ref_names = s(&["z", "a", "m"]);
         let ours_names = s(&["a", "only_ours", "z"]);
-        let empty: Vec<String> = vec![];
+        let empty: Vec<Name> = vec![];
         let plan = plan_order(
             &DumpNames {
                 meta_order: Some(&empty),
@@ -902,8 +906,8 @@ mod tests {
         use super::*;
         use proptest::prelude::*;
 
-        fn naive(ours: &DumpNames<'_>, reference: &DumpNames<'_>) -> (Vec<String>, usize, usize) {
-            let present: HashSet<&String> = ours.names.iter().chain(reference.names).collect();
+        fn naive(ours: &DumpNames<'_>, reference: &DumpNames<'_>) -> (Vec<Name>, usize, usize) {
+            let present: HashSet<&Name> = ours.names.iter().chain(reference.names).collect();
             let (base, other) = match (reference.meta_order, ours.meta_order) {
                 (Some(m), o) if !m.is_empty() => (m, o),
                 (_, Some(m)) => (m, None),
@@ -932,18 +936,18 @@ mod tests {
             (order, appended, absent)
         }
 
-        fn names(max: usize) -> impl Strategy<Value = Vec<String>> {
+        fn names(max: usize) -> impl Strategy<Value = Vec<Name>> {
             // Distinct names of a dump, in file order, from a small pool so that the sides share
             // some; names with a step suffix among them.
             proptest::collection::btree_set(0u8..40, 0..max).prop_flat_map(|set| {
-                let v: Vec<String> = set
+                let v: Vec<Name> = set
                     .into_iter()
                     .map(|i| {
-                        if i % 5 == 0 {
+                        Name::from(if i % 5 == 0 {
                             format!("model.layers.{i}@1")
                         } else {
                             format!("model.layers.{i}")
-                        }
+                        })
                     })
                     .collect();
                 Just(v).prop_shuffle()
@@ -958,8 +962,8 @@ mod tests {
                 ref_meta in proptest::collection::vec(0u8..45, 1..40),
                 ours_meta in proptest::option::of(proptest::collection::vec(0u8..45, 0..40)),
             ) {
-                let as_names = |v: &[u8]| -> Vec<String> {
-                    v.iter().map(|&i| if i % 5 == 0 { format!("model.layers.{i}@1") } else { format!("model.layers.{i}") }).collect()
+                let as_names = |v: &[u8]| -> Vec<Name> {
+                    v.iter().map(|&i| Name::from(if i % 5 == 0 { format!("model.layers.{i}@1") } else { format!("model.layers.{i}") })).collect()
                 };
                 let rm = as_names(&ref_meta);
                 let om = ours_meta.as_deref().map(as_names);

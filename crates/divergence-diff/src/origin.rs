@@ -225,7 +225,7 @@ pub fn origin(
         .iter()
         .enumerate()
         .map(|(k, &i)| ChainLink {
-            name: ops[i].name.clone(),
+            name: ops[i].name.to_string(),
             index: i,
             local_growth: growth(i),
             role: if k == 0 {
@@ -267,8 +267,8 @@ mod tests {
         let mut op = crate::compare::unreadable(name, crate::compare::Which::Ours, String::new());
         op.status = Status::Ok;
         op.reason = None;
-        op.tensor.dtype_ours = Some("float32".into());
-        op.tensor.dtype_ref = Some("float32".into());
+        op.tensor_mut().dtype_ours = Some("float32".into());
+        op.tensor_mut().dtype_ref = Some("float32".into());
         op.errors.rel_l2_err = rel;
         op
     }
@@ -438,7 +438,7 @@ mod tests {
             Some(0.2),
         ]);
         for (op, r) in ops.iter_mut().zip([0.0, 1.0, 2.0, 2.0, 3.5, 3.4]) {
-            op.truth.noise_ratio = Some(r);
+            op.truth_mut().noise_ratio = Some(r);
         }
         let g = local_growths(&ops, &flow, Measure::NoiseRatio);
         assert_eq!(g[2], Some(2.0)); // over the floor 1 (embed is exact)
@@ -460,7 +460,7 @@ mod tests {
         let o = origin(&ops, &flow, &raw, 4, Measure::RelErr).unwrap();
         assert_eq!(o.chain.len(), 3);
         // an input that is as accurate as the reference is not followed
-        ops[3].truth.noise_ratio = Some(1.1);
+        ops[3].truth_mut().noise_ratio = Some(1.1);
         let g = local_growths(&ops, &flow, Measure::NoiseRatio);
         let o = origin(&ops, &flow, &g, 4, Measure::NoiseRatio).unwrap();
         assert_eq!(o.name, format!("{L0}self_attn.k_norm"));
@@ -470,7 +470,7 @@ mod tests {
     #[test]
     fn bf16_rows_have_the_bf16_floor() {
         let mut op = row("x", Some(1e-3));
-        op.tensor.dtype_ours = Some("bfloat16".into());
+        op.tensor_mut().dtype_ours = Some("bfloat16".into());
         assert_eq!(noise_floor(&op), 4e-3);
     }
 }

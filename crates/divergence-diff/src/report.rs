@@ -164,7 +164,7 @@ pub fn step_summaries(ops: &[OpResult]) -> Vec<StepSummary> {
             out
         })
         .reduce(Parts::new, merge);
-    let name = |i: usize| ops.get(i).map(|o| o.name.clone());
+    let name = |i: usize| ops.get(i).map(|o| o.name.to_string());
     parts
         .into_iter()
         .map(|(step, p)| {
@@ -332,7 +332,7 @@ impl Report {
                 let idx: Vec<usize> = (0..self.ops.len())
                     .filter(|&j| self.ops[j].step == step)
                     .collect();
-                let names: Vec<&str> = idx.iter().map(|&j| self.ops[j].name.as_str()).collect();
+                let names: Vec<&str> = idx.iter().map(|&j| &*self.ops[j].name).collect();
                 let k = idx.iter().position(|&j| j == i)?;
                 let flow = Dataflow::new(&names);
                 let inputs = flow
@@ -402,7 +402,7 @@ fn first_difference(ops: &[OpResult]) -> Option<FirstDifference> {
             _ => false,
         };
         differs.then(|| FirstDifference {
-            name: o.name.clone(),
+            name: o.name.to_string(),
             index: i,
             max_abs_err: o.errors.max_abs_err,
         })
@@ -481,7 +481,7 @@ pub fn assemble(mut ops: Vec<OpResult>, ctx: ReportContext, cfg: &DiffConfig) ->
         .position_first(|o| o.status.is_divergence())
         .and_then(|i| Some((i, ops.get(i)?)))
         .map(|(i, o)| FirstDivergence {
-            name: o.name.clone(),
+            name: o.name.to_string(),
             index: i,
             status: o.status,
             reason: o.reason.clone().unwrap_or_default(),
@@ -528,7 +528,7 @@ pub fn assemble(mut ops: Vec<OpResult>, ctx: ReportContext, cfg: &DiffConfig) ->
     let only = |status: Status| -> Vec<String> {
         ops.par_iter()
             .filter(|o| o.status == status)
-            .map(|o| o.name.clone())
+            .map(|o| o.name.to_string())
             .collect()
     };
     let (only_ours, only_ref) = (only(Status::OnlyOurs), only(Status::OnlyRef));
@@ -538,7 +538,7 @@ pub fn assemble(mut ops: Vec<OpResult>, ctx: ReportContext, cfg: &DiffConfig) ->
     }
     let first_difference = first_difference(&ops);
     let judged_with = judged_with(&ops, &cfg.tolerance);
-    let names: Vec<&str> = ops.par_iter().map(|o| o.name.as_str()).collect();
+    let names: Vec<&str> = ops.par_iter().map(|o| &*o.name).collect();
     let flow = Dataflow::new(&names);
     let measure = Measure::of(&cfg.tolerance);
     let growths = local_growths(&ops, &flow, measure);
@@ -599,7 +599,7 @@ mod tests {
             if o.status.is_divergence() {
                 s.diverged += 1;
                 if s.first_divergence.is_none() {
-                    s.first_divergence = Some(o.name.clone());
+                    s.first_divergence = Some(o.name.to_string());
                 }
             }
             if let Some(e) = o.errors.rel_l2_err {
@@ -607,7 +607,7 @@ mod tests {
                     && s.worst_rel_err.is_none_or(|w| e > w)
                 {
                     s.worst_rel_err = Some(e);
-                    s.worst_op = Some(o.name.clone());
+                    s.worst_op = Some(o.name.to_string());
                 }
             }
         }

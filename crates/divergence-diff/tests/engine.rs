@@ -893,3 +893,59 @@ fn values_whose_squares_overflow_f64_are_still_judged() {
     );
     assert_eq!(equal.status, Status::Ok);
 }
+
+/// The rows of a probe's decode steps compared in one call share their name with the caller's
+/// list and their tensor info and NaN/Inf counts with each other (a decode report has
+/// ~150,000 rows); a step whose counts differ has its own, and changing one row's shared part
+/// copies it first.
+#[test]
+fn decode_step_rows_share_what_does_not_change() {
+    let names: Vec<Name> = (1..=4)
+        .map(|s| Name::from(format!("model.layers.0.mlp@{s}")))
+        .collect();
+    let mut o = vec![1.0f32; 4 * 3];
+    let r = o.clone();
+    o[2 * 3 + 1] = f32::NAN; // step 3
+    let shape = [1, 3];
+    let side = |v| Side {
+        shape: &shape,
+        values: ValuesRef::F32(v),
+        dtype: "float32",
+    };
+    let mut rows = Vec::new();
+    compare_steps(
+        &names,
+        side(&o),
+        side(&r),
+        &DiffConfig::default(),
+        &mut |k, row| {
+            rows.push((k, row));
+        },
+    );
+    let rows: Vec<OpResult> = rows.into_iter().map(|(_, row)| row).collect();
+    assert_eq!(rows.len(), 4);
+    for (row, name) in rows.iter().zip(&names) {
+        assert!(std::sync::Arc::ptr_eq(&row.name, name), "{}", row.name);
+        assert!(std::sync::Arc::ptr_eq(&row.tensor, &rows[0].tensor));
+        assert_eq!(row.tensor.numel, Some(3));
+    }
+    assert!(std::sync::Arc::ptr_eq(
+        &rows[0].nonfinite,
+        &rows[1].nonfinite
+    ));
+    assert!(std::sync::Arc::ptr_eq(
+        &rows[0].nonfinite,
+        &rows[3].nonfinite
+    ));
+    assert!(!std::sync::Arc::ptr_eq(
+        &rows[0].nonfinite,
+        &rows[2].nonfinite
+    ));
+    assert_eq!(rows[0].nonfinite.nan_ours, Some(0));
+    assert_eq!(rows[2].nonfinite.nan_ours, Some(1));
+    assert_eq!(rows[2].status, Status::Nonfinite);
+    let mut changed = rows[1].clone();
+    changed.tensor_mut().dtype_ours = Some(dtype_name("bfloat16"));
+    assert_eq!(rows[0].tensor.dtype_ours.as_deref(), Some("float32"));
+    assert_eq!(changed.tensor.dtype_ours.as_deref(), Some("bfloat16"));
+}

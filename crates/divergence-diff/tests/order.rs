@@ -4,11 +4,11 @@
 
 use divergence_diff::*;
 
-fn names(v: &[&str]) -> Vec<String> {
-    v.iter().map(|s| s.to_string()).collect()
+fn names(v: &[&str]) -> Vec<Name> {
+    v.iter().map(|&s| Name::from(s)).collect()
 }
 
-fn dump(names: &[String], single_tensor_file: bool) -> DumpNames<'_> {
+fn dump(names: &[Name], single_tensor_file: bool) -> DumpNames<'_> {
     DumpNames {
         meta_order: None,
         names,
@@ -107,7 +107,10 @@ fn names_that_differ_by_a_prefix_are_matched_with_a_warning() {
         plan.warnings
     );
     // the other way round: an extra wrapper in ours
-    let wrapped: Vec<String> = reference.iter().map(|n| format!("port.{n}")).collect();
+    let wrapped: Vec<Name> = reference
+        .iter()
+        .map(|n| Name::from(format!("port.{n}")))
+        .collect();
     let plan = plan_order(&dump(&wrapped, false), &dump(&reference, false));
     assert_eq!(plan.order, reference);
     assert_eq!(plan.ours_name("lm_head"), "port.lm_head");
@@ -151,7 +154,7 @@ fn an_ambiguous_prefix_is_no_mapping_and_existing_names_stay() {
     let plan = plan_order(&dump(&ours, false), &dump(&reference, false));
     assert_eq!(plan.ours_name("model.lm_head"), "model.lm_head");
     assert!(
-        plan.order.contains(&"lm_head".to_string()),
+        plan.order.contains(&Name::from("lm_head")),
         "{:?}",
         plan.order
     );

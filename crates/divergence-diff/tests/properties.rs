@@ -757,8 +757,7 @@ proptest! {
             _ => (vec![n], vec![n + 1]),
         };
         let (ov, rv) = (encoded(&a, enc.0), encoded(&b, enc.1));
-        let names: Vec<String> = (1..=steps).map(|s| format!("model.layers.3.mlp@{s}")).collect();
-        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let names: Vec<Name> = (1..=steps).map(|s| Name::from(format!("model.layers.3.mlp@{s}"))).collect();
         let side = |shape: &'static [usize], values: ValuesRef<'static>, dtype: &'static str| Side {
             shape,
             values,
@@ -778,7 +777,7 @@ proptest! {
                 let from = (k * per).min(len);
                 Side { values: side.values.slice(from..(from + per).min(len)), ..*side }
             };
-            let alone = compare(names[k], Some(at(&ours)), Some(at(&reference)), &cfg);
+            let alone = compare(&names[k], Some(at(&ours)), Some(at(&reference)), &cfg);
             prop_assert_eq!(
                 serde_json::to_string(&row).unwrap(),
                 serde_json::to_string(&alone).unwrap()

@@ -140,7 +140,10 @@ fn a_truth_far_from_the_reference_cannot_judge_the_row() {
     );
     // just under the bound the truth judges
     let row = check(&off(&T, 0.45), &off(&T, 0.45), "bfloat16");
-    assert_eq!((row.status, row.truth.truth_problem), (Status::Ok, None));
+    assert_eq!(
+        (row.status, row.truth.truth_problem.clone()),
+        (Status::Ok, None)
+    );
 }
 
 #[test]

@@ -21,6 +21,7 @@ use crate::npy;
 use crate::npz;
 use crate::safetensors;
 use crate::stacked;
+use divergence_names::Name;
 use divergence_values::ValuesRef;
 
 /// The container format of a dump.
@@ -40,7 +41,7 @@ pub struct Dump {
     path: PathBuf,
     format: Format,
     map: Mmap,
-    names: Vec<String>,
+    names: Vec<Name>,
     /// Per name, where its layout is kept.
     slots: Vec<Slot>,
     /// The entries stored as themselves (every entry of a dump without stacked members).
@@ -135,10 +136,10 @@ impl Dump {
         };
         let (names, slots, entries, members) = match unfolded {
             Err(entries) => {
-                let (names, entries): (Vec<String>, Vec<Stored>) = entries
+                let (names, entries): (Vec<Name>, Vec<Stored>) = entries
                     .into_par_iter()
                     .with_min_len(1024)
-                    .map(|Entry { name, at, info }| (name, Stored { at, info }))
+                    .map(|Entry { name, at, info }| (Name::from(name), Stored { at, info }))
                     .unzip();
                 let slots = (0..entries.len()).map(Slot::Own).collect();
                 (names, slots, entries, Vec::new())
@@ -153,7 +154,7 @@ impl Dump {
                             .into_par_iter()
                             .with_min_len(1024)
                             .map(|k| u.name(k))
-                            .collect::<Vec<String>>()
+                            .collect::<Vec<Name>>()
                     },
                     || {
                         (0..n)
@@ -177,7 +178,7 @@ impl Dump {
         let mut meta = meta;
         let order_resorted = meta
             .as_mut()
-            .is_some_and(|m| stacked::expand_order(m, &members));
+            .is_some_and(|m| stacked::expand_order(m, &members, &names));
         let index = NameIndex::new(&names).map_err(|i| {
             let at = match slots.get(i) {
                 Some(&Slot::Own(j)) => entries.get(j).map(|e| &e.at),
@@ -188,8 +189,8 @@ impl Dump {
                 path: path.to_path_buf(),
                 entry: at
                     .and_then(|at| at.entry.as_deref())
-                    .map_or_else(|| names[i].clone(), str::to_string),
-                name: names[i].clone(),
+                    .map_or_else(|| names[i].to_string(), str::to_string),
+                name: names[i].to_string(),
             }
         })?;
         let (original, dtype_names) =
@@ -228,7 +229,7 @@ impl Dump {
     /// Tensor names in file order (npz member order, safetensors data order), except that a dump
     /// with decode steps stored stacked lists them step-major (the prefill's tensors, then every
     /// tensor of step 1, ...; docs/dump-format.md, "Decode steps"); never `__meta__`.
-    pub fn names(&self) -> &[String] {
+    pub fn names(&self) -> &[Name] {
         &self.names
     }
 
@@ -297,7 +298,7 @@ impl Dump {
                 let (base, step) = divergence_names::split_step(name);
                 (step > 0).then(|| format!("{base}{}", stacked::STACKED_SUFFIX))
             };
-            if let Some(d) = dtypes.and_then(|d| d.get(name).or_else(|| d.get(&member()?))) {
+            if let Some(d) = dtypes.and_then(|d| d.get(&**name).or_else(|| d.get(&member()?))) {
                 if honest(d) {
                     return Some(d.as_str());
                 }
@@ -501,7 +502,7 @@ fn sniff(buf: &[u8]) -> Option<Format> {
 fn original_dtypes(
     meta: Option<&Meta>,
     index: &NameIndex,
-    names: &[String],
+    names: &[Name],
     stacked: (&[Slot], &[stacked::Member]),
 ) -> (Vec<Option<u16>>, Vec<String>) {
     let mut original = vec![None; names.len()];
@@ -591,11 +592,11 @@ fn shard_of(h: u64) -> usize {
 
 impl NameIndex {
     /// `Err(i)`: `names[i]` repeats an earlier name (the first such `i`).
-    fn new(names: &[String]) -> Result<NameIndex, usize> {
+    fn new(names: &[Name]) -> Result<NameIndex, usize> {
         let hashes: Vec<u64> = names
             .par_iter()
             .with_min_len(1024)
-            .map(|n| NAME_HASH.hash_one(n.as_str()))
+            .map(|n| NAME_HASH.hash_one(&**n))
             .collect();
         // A dump cannot hold 2^32 tensors (its zip or safetensors header would not): indices
         // are u32. Each chunk of names split by table, in order: each table then goes through
@@ -647,11 +648,11 @@ impl NameIndex {
         Ok(NameIndex(shards.into_iter().flatten().collect()))
     }
 
-    fn get(&self, names: &[String], name: &str) -> Option<usize> {
+    fn get(&self, names: &[Name], name: &str) -> Option<usize> {
         let h = NAME_HASH.hash_one(name);
         self.0
             .get(shard_of(h))?
-            .find(h, |&j| names.get(j as usize).is_some_and(|n| n == name))
+            .find(h, |&j| names.get(j as usize).is_some_and(|n| &**n == name))
             .map(|&j| j as usize)
     }
 }
@@ -756,8 +757,8 @@ mod tests {
     #[test]
     fn name_index_finds_every_name_and_the_first_repeat() {
         // More names than three of the chunks the tables are filled from (8192 each).
-        let names: Vec<String> = (0..20_000)
-            .map(|i| format!("model.layers.{i}.mlp@7"))
+        let names: Vec<Name> = (0..20_000)
+            .map(|i| Name::from(format!("model.layers.{i}.mlp@7")))
             .collect();
         let index = NameIndex::new(&names).unwrap();
         assert!(index.0.iter().all(|t| !t.is_empty()), "every shard used");
@@ -779,7 +780,7 @@ mod tests {
             names[mid] = names[mid - 1000].clone();
             names[late] = names[early].clone();
             assert_eq!(NameIndex::new(&names).unwrap_err(), mid, "{late} {early}");
-            names[mid] = "unique".to_string();
+            names[mid] = Name::from("unique");
             assert_eq!(NameIndex::new(&names).unwrap_err(), late);
         }
     }

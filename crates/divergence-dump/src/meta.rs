@@ -31,7 +31,7 @@ pub struct Meta {
     pub format: String,
     /// Probe names in execution order.
     #[serde(deserialize_with = "null_as_default")]
-    pub order: Vec<String>,
+    pub order: Vec<divergence_names::Name>,
     /// Probe name -> original dtype name ("bfloat16" for a tensor stored as f32 in npz).
     #[serde(deserialize_with = "dtype_map")]
     pub dtypes: BTreeMap<String, String>,
@@ -261,7 +261,7 @@ mod tests {
         .expect("nulls are accepted");
         assert_eq!(m, Meta::default());
         let m = Meta::from_json(br#"{"order": ["a", "b"]}"#).expect("partial metadata");
-        assert_eq!(m.order, ["a", "b"]);
+        assert_eq!(m.order.iter().map(|n| &**n).collect::<Vec<_>>(), ["a", "b"]);
     }
 
     #[test]

@@ -11,8 +11,8 @@
 //! entry under its own name with an error that says why, so `diff` reports its steps missing
 //! instead of reading something else.
 
-use divergence_names::step_name;
 pub use divergence_names::{stacked_base, STACKED_SUFFIX};
+use divergence_names::{step_name_shared, Name};
 use rayon::prelude::*;
 
 use crate::entry::{Entry, EntryInfo, Source};
@@ -230,13 +230,13 @@ impl Unfolded {
     }
 
     /// The name of entry `k` (`x@s` for step s of a stacked `x@steps`).
-    pub fn name(&self, k: usize) -> String {
+    pub fn name(&self, k: usize) -> Name {
         match self.at_k(k) {
             Some((item, s, Some(_))) => {
-                step_name(stacked_base(&item.name).unwrap_or(&item.name), s)
+                step_name_shared(stacked_base(&item.name).unwrap_or(&item.name), s)
             }
-            Some((item, _, None)) => item.name.clone(),
-            None => String::new(),
+            Some((item, _, None)) => Name::from(item.name.as_str()),
+            None => Name::from(""),
         }
     }
 
@@ -407,7 +407,7 @@ fn step_info(e: &Entry, steps: usize, s: usize) -> Result<EntryInfo, DumpError> 
 /// True when the recorded order listed a later step before an earlier one (a member counts
 /// as its first step): the step-major order then differs from it, and the caller says so as
 /// it does for the per-step layout.
-pub(crate) fn expand_order(meta: &mut Meta, members: &[Member]) -> bool {
+pub(crate) fn expand_order(meta: &mut Meta, members: &[Member], names: &[Name]) -> bool {
     if members.is_empty() {
         return false;
     }
@@ -416,7 +416,7 @@ pub(crate) fn expand_order(meta: &mut Meta, members: &[Member]) -> bool {
     let kinds: Vec<Kind> = meta
         .order
         .iter()
-        .map(|n| match known.get(n.as_str()) {
+        .map(|n| match known.get(&**n) {
             Some(&steps) => Kind::Stacked(steps),
             None => Kind::of_name(n),
         })
@@ -430,14 +430,23 @@ pub(crate) fn expand_order(meta: &mut Meta, members: &[Member]) -> bool {
         .windows(2)
         .any(|w| first_step(&w[1]) < first_step(&w[0]));
     let order = std::mem::take(&mut meta.order);
+    // A name is the dump's own where the dump lists it at the same place (both tools write
+    // the order in file order): one allocation per name, not one more per dump.
     meta.order = step_major(&kinds)
         .into_par_iter()
         .with_min_len(1024)
-        .filter_map(|(i, s)| {
+        .enumerate()
+        .filter_map(|(k, (i, s))| {
             let n = order.get(i)?;
             Some(match (stacked_base(n), kinds.get(i)) {
-                (Some(base), Some(Kind::Stacked(_))) => step_name(base, s),
-                _ => n.clone(),
+                (Some(base), Some(Kind::Stacked(_))) => match names.get(k) {
+                    Some(same) if divergence_names::split_step(same) == (base, s) => same.clone(),
+                    _ => step_name_shared(base, s),
+                },
+                _ => match names.get(k) {
+                    Some(same) if **same == **n => same.clone(),
+                    _ => n.clone(),
+                },
             })
         })
         .collect();
@@ -505,7 +514,7 @@ mod tests {
                 .map(|m| (m.name, m.steps))
                 .collect::<Vec<_>>()
         };
-        let names: Vec<String> = (0..u.len()).map(|k| u.name(k)).collect();
+        let names: Vec<String> = (0..u.len()).map(|k| u.name(k).to_string()).collect();
         assert_eq!(names.len(), 1 + 2 + 10);
         assert_eq!(&names[..5], ["a", "z@steps", "w@steps", "x@1", "y@1"]);
         for k in [1, 2] {

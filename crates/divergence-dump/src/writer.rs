@@ -15,6 +15,7 @@
 //! leading axis is the step (docs/dump-format.md, "Decode steps"); memory: the decode steps'
 //! bytes until then.
 
+use divergence_names::Name;
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{BufWriter, Seek, SeekFrom, Write};
@@ -409,7 +410,11 @@ impl DumpWriter {
         self.write_stacks()?;
         meta.format = FORMAT_TAG.to_string();
         if meta.order.is_empty() {
-            meta.order = self.added.iter().map(|(n, _)| n.clone()).collect();
+            meta.order = self
+                .added
+                .iter()
+                .map(|(n, _)| Name::from(n.as_str()))
+                .collect();
         }
         for (name, dtype) in &self.added {
             meta.dtypes

@@ -12,7 +12,7 @@ fn concurrent_matches_sequential(dump: &Dump) {
     let sequential: BTreeMap<String, Tensor> = dump
         .names()
         .iter()
-        .map(|n| (n.clone(), dump.read(n).unwrap()))
+        .map(|n| (n.to_string(), dump.read(n).unwrap()))
         .collect();
     let threads = 8;
     let results: Vec<Vec<(String, Tensor)>> = std::thread::scope(|s| {
@@ -24,7 +24,7 @@ fn concurrent_matches_sequential(dump: &Dump) {
                     (0..names.len() * 2)
                         .map(|i| {
                             let n = &names[(i + t) % names.len()];
-                            (n.clone(), dump.read(n).unwrap())
+                            (n.to_string(), dump.read(n).unwrap())
                         })
                         .collect()
                 })

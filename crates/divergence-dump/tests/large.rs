@@ -26,7 +26,10 @@ fn npz_over_4_gib() {
     assert!(std::fs::metadata(&f).unwrap().len() > 5 << 30);
 
     let d = Dump::open(&f).unwrap();
-    assert_eq!(d.names(), ["t0", "t1", "t2", "t3", "t4"]);
+    assert_eq!(
+        d.names().iter().map(|n| &**n).collect::<Vec<_>>(),
+        ["t0", "t1", "t2", "t3", "t4"]
+    );
     for t in [0usize, 4] {
         let x = d.read(&format!("t{t}")).unwrap();
         let Values::F32(x) = x.values else {

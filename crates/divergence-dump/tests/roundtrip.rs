@@ -178,9 +178,13 @@ fn check(path: &Path, format: Format) -> Dump {
     let cases = cases();
     let mut names: Vec<&str> = cases.iter().map(|c| c.name).collect();
     if format == Format::Npz {
-        assert_eq!(d.names(), names.as_slice(), "npz keeps add order");
+        assert_eq!(
+            d.names().iter().map(|n| &**n).collect::<Vec<_>>(),
+            names.as_slice(),
+            "npz keeps add order"
+        );
     } else {
-        let mut got: Vec<&str> = d.names().iter().map(String::as_str).collect();
+        let mut got: Vec<&str> = d.names().iter().map(|n| &**n).collect();
         got.sort();
         names.sort();
         assert_eq!(got, names);
@@ -219,7 +223,7 @@ fn check(path: &Path, format: Format) -> Dump {
     let m = d.meta().unwrap();
     let mut want = meta();
     want.format = "divergence-dump/1".into();
-    want.order = cases.iter().map(|c| c.name.to_string()).collect();
+    want.order = cases.iter().map(|c| c.name.into()).collect();
     for c in &cases {
         want.dtypes
             .entry(c.name.into())
@@ -270,9 +274,20 @@ fn explicit_order_is_kept() {
     })
     .unwrap();
     let d = Dump::open(&f).unwrap();
-    assert_eq!(d.meta().unwrap().order, vec!["a", "b"]);
+    assert_eq!(
+        d.meta()
+            .unwrap()
+            .order
+            .iter()
+            .map(|n| &**n)
+            .collect::<Vec<_>>(),
+        vec!["a", "b"]
+    );
     assert_eq!(d.meta().unwrap().format, "divergence-dump/1");
-    assert_eq!(d.names(), ["b", "a"]);
+    assert_eq!(
+        d.names().iter().map(|n| &**n).collect::<Vec<_>>(),
+        ["b", "a"]
+    );
 }
 
 #[test]
@@ -364,7 +379,7 @@ fn check_with_python(path: &Path) {
         .iter()
         .map(|v| v.as_str().unwrap())
         .collect();
-    let mut ours: Vec<&str> = d.names().iter().map(String::as_str).collect();
+    let mut ours: Vec<&str> = d.names().iter().map(|n| &**n).collect();
     if d.format() == Format::Safetensors {
         ours.sort();
         let mut p = py_names.clone();
@@ -375,7 +390,7 @@ fn check_with_python(path: &Path) {
     }
     for name in d.names() {
         let t = d.read(name).unwrap();
-        assert_tensor(name, &t, &got["tensors"][name.as_str()]);
+        assert_tensor(name, &t, &got["tensors"][&**name]);
     }
     let py_meta: Meta = serde_json::from_value(got["meta"].clone()).unwrap();
     assert_eq!(Some(&py_meta), d.meta());

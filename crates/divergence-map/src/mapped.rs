@@ -11,6 +11,7 @@ use divergence_dump::{
     Chunks, DType, Dump, DumpError, Format, Location, Meta, Tensor, TensorView, Values,
 };
 
+use divergence_names::Name;
 use divergence_values::{Elem, Gather, Piece, ValuesRef, Visit};
 
 use crate::array::Step;
@@ -21,8 +22,8 @@ pub struct MappedDump<'a> {
     dump: &'a Dump,
     resolved: Option<Resolved>,
     /// Borrowed from the dump when there is no map (a decode dump has tens of thousands).
-    names: Cow<'a, [String]>,
-    meta_order: Option<Cow<'a, [String]>>,
+    names: Cow<'a, [Name]>,
+    meta_order: Option<Cow<'a, [Name]>>,
 }
 
 impl<'a> MappedDump<'a> {
@@ -41,7 +42,11 @@ impl<'a> MappedDump<'a> {
 
     /// The dump under `resolved` (made by [`crate::resolve`] from this dump's names).
     pub fn new(dump: &'a Dump, resolved: Resolved) -> MappedDump<'a> {
-        let names: Vec<String> = resolved.tensors.iter().map(|v| v.name.clone()).collect();
+        let names: Vec<Name> = resolved
+            .tensors
+            .iter()
+            .map(|v| Name::from(v.name.as_str()))
+            .collect();
         // The recorded order, in the map's names: a tensor made from a source takes the
         // source's place (the parts of a split in their order); other sources of a combination
         // are dropped.
@@ -59,9 +64,9 @@ impl<'a> MappedDump<'a> {
             .map(|order| {
                 order
                     .iter()
-                    .flat_map(|n| by_source.get(n.as_str()).into_iter().flatten())
-                    .map(|s| s.to_string())
-                    .collect::<Vec<String>>()
+                    .flat_map(|n| by_source.get(&**n).into_iter().flatten())
+                    .map(|&s| Name::from(s))
+                    .collect::<Vec<Name>>()
             })
             .map(Cow::Owned);
         MappedDump {
@@ -74,7 +79,7 @@ impl<'a> MappedDump<'a> {
 
     /// The same, with `order` as its recorded execution order (names of this mapped dump;
     /// `diff --prefill-vs-decode` gives the full prefill the stepped dump's order).
-    pub fn with_order(mut self, order: Vec<String>) -> MappedDump<'a> {
+    pub fn with_order(mut self, order: Vec<Name>) -> MappedDump<'a> {
         self.meta_order = Some(Cow::Owned(order));
         self
     }
@@ -110,12 +115,12 @@ impl<'a> MappedDump<'a> {
     }
 
     /// Names in the dump's order, the map's names.
-    pub fn names(&self) -> &[String] {
+    pub fn names(&self) -> &[Name] {
         &self.names
     }
 
     /// The recorded execution order in the map's names.
-    pub fn meta_order(&self) -> Option<&[String]> {
+    pub fn meta_order(&self) -> Option<&[Name]> {
         self.meta_order.as_deref()
     }
 
@@ -709,7 +714,7 @@ mod tests {
         let tensors: Vec<(String, Option<Vec<usize>>)> = dump
             .names()
             .iter()
-            .map(|n| (n.clone(), dump.shape(n).map(<[usize]>::to_vec)))
+            .map(|n| (n.to_string(), dump.shape(n).map(<[usize]>::to_vec)))
             .collect();
         MappedDump::new(
             dump,
@@ -845,7 +850,7 @@ to = "renamed"
         )
         .unwrap();
         let mapped = under(&dump, &map);
-        assert!(mapped.names().iter().any(|n| n == "renamed"));
+        assert!(mapped.names().iter().any(|n| &**n == "renamed"));
         assert!(mapped.get("a").is_some_and(|e| e.is_computed()));
         same(&mapped);
     }

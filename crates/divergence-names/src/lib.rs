@@ -140,6 +140,46 @@ pub fn step_name(base: &str, step: usize) -> String {
     name
 }
 
+/// A probe name as the lists that repeat it hold it: a dump's names, its execution order, the
+/// diff's plan and the report's rows share one allocation per name (a 256-step decode dump
+/// has ~150,000 names; each was copied five times before: docs/performance.md, "Decode
+/// steps").
+pub type Name = std::sync::Arc<str>;
+
+/// [`step_name`] as a [`Name`]: one allocation (the name is written on the stack first when it
+/// fits in 256 bytes, as every probe name of the dump contract does).
+pub fn step_name_shared(base: &str, step: usize) -> Name {
+    const ROOM: usize = 256;
+    if step == 0 {
+        return Name::from(base);
+    }
+    let mut buf = [0u8; ROOM];
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    let mut n = step;
+    for d in digits.iter_mut().rev() {
+        *d = b'0' + (n % 10) as u8;
+        start -= 1;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    let digits = digits.get(start..).unwrap_or_default();
+    let len = base.len() + 1 + digits.len();
+    if len > ROOM {
+        return Name::from(step_name(base, step));
+    }
+    buf[..base.len()].copy_from_slice(base.as_bytes());
+    buf[base.len()] = b'@';
+    buf[base.len() + 1..len].copy_from_slice(digits);
+    // `base` is a str and `@` and the digits are ASCII.
+    match std::str::from_utf8(&buf[..len]) {
+        Ok(name) => Name::from(name),
+        Err(_) => Name::from(step_name(base, step)),
+    }
+}
+
 /// The suffix of a dump member that holds every decode step of one probe, stacked along a
 /// leading axis (docs/dump-format.md, "Decode steps"): `model.layers.0.self_attn.k_norm@steps`.
 pub const STACKED_SUFFIX: &str = "@steps";
@@ -536,6 +576,12 @@ mod tests {
             usize::MAX,
         ] {
             assert_eq!(step_name("model.x", s), format!("model.x@{s}"));
+            assert_eq!(&*step_name_shared("model.x", s), format!("model.x@{s}"));
+        }
+        // Past the stack buffer, and a base with multi-byte characters.
+        let long = "é".repeat(200);
+        for s in [0, 7, 123_456] {
+            assert_eq!(&*step_name_shared(&long, s), step_name(&long, s));
         }
         for s in 1..=2000 {
             assert_eq!(split_step(&step_name("a.b", s)), ("a.b", s));

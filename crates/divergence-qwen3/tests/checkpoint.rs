@@ -74,7 +74,10 @@ fn sharded_checkpoint_with_untied_head_gives_the_same_probes() {
     .expect("index");
 
     let sharded = run_dir(dir.path()).expect("sharded run");
-    assert_eq!(sharded.names(), baseline.names());
+    assert_eq!(
+        sharded.names().iter().map(|n| &**n).collect::<Vec<_>>(),
+        baseline.names()
+    );
     for (x, y) in sharded.probes.iter().zip(&baseline.probes) {
         assert_eq!(x.data, y.data, "{}", x.name);
     }

@@ -246,7 +246,10 @@ fn step_0_is_the_one_pass_run_bit_for_bit_and_steps_follow_in_order() {
 /// The first probe (execution order) whose values differ at all between two runs, after
 /// checking that both recorded the same names.
 fn first_difference(clean: &MemoryRecorder, faulty: &MemoryRecorder) -> Option<String> {
-    assert_eq!(clean.names(), faulty.names());
+    assert_eq!(
+        clean.names().iter().map(|n| &**n).collect::<Vec<_>>(),
+        faulty.names()
+    );
     clean
         .probes
         .iter()
@@ -485,8 +488,8 @@ fn a_decode_dump_records_its_steps_and_decode_from_reads_them() {
     let prompt_ids: Vec<i64> = prompt().iter().map(|&i| i as i64).collect();
     assert_eq!(meta.input_ids.as_deref(), Some(prompt_ids.as_slice()));
     assert_eq!(meta.order.len(), summary.probes);
-    assert_eq!(meta.order[81], "model.embed_tokens@1");
-    assert_eq!(meta.order.last().map(String::as_str), Some("lm_head@3"));
+    assert_eq!(&*meta.order[81], "model.embed_tokens@1");
+    assert_eq!(meta.order.last().map(|n| &**n), Some("lm_head@3"));
     assert_eq!(
         dump.original_dtype("model.layers.0.self_attn.cache_k@1")
             .as_deref(),

@@ -145,7 +145,7 @@ fn side<'a>(t: &'a divergence_dump::Tensor, dtype: &'a str) -> Side<'a> {
 }
 
 fn first(report: &Report) -> Option<String> {
-    report.first_divergence_op().map(|op| op.name.clone())
+    report.first_divergence_op().map(|op| op.name.to_string())
 }
 
 /// One gross fault in f32: the first divergence is `want`.
@@ -241,7 +241,7 @@ fn clean_f32_rows_grow_by_less_than_the_birth_threshold() {
     for op in &report.ops {
         if let Some(g) = op.local_growth {
             if g > worst.0 {
-                worst = (g, op.name.clone());
+                worst = (g, op.name.to_string());
             }
         }
         max_rel = max_rel.max(op.errors.rel_l2_err.unwrap_or(0.0));

@@ -23,7 +23,7 @@ fn probe_names_and_order_match_the_reference_exporter() {
     ] {
         let reference = reference(file);
         let order = reference.meta().expect("reference metadata").order.clone();
-        let names: Vec<String> = ours.names().iter().map(|s| s.to_string()).collect();
+        let names: Vec<std::sync::Arc<str>> = ours.names().iter().map(|&s| s.into()).collect();
         assert_eq!(names, order, "{file}");
         for p in &ours.probes {
             assert_eq!(

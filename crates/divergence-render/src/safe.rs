@@ -101,17 +101,16 @@ macro_rules! head_strings {
     }};
 }
 
-/// A row's user-provided strings, as [`head_strings`] visits the head's (its dtype names
-/// aside: [`row_needs`] and [`fix_all`] visit them).
+/// A row's user-provided strings, as [`head_strings`] visits the head's (its name, dtype
+/// names and truth problem aside, which may be shared with other rows: [`row_needs`] and
+/// [`fix_all`] visit them).
 macro_rules! row_strings {
     ($o:expr, $f:expr $(, $m:tt)?) => {{
         let o = $o;
         let f = $f;
-        f(&$($m)? o.name);
         for s in [
             &$($m)? o.reason,
             &$($m)? o.mapped,
-            &$($m)? o.truth.truth_problem,
         ] {
             if let Some(s) = s {
                 f(s);
@@ -121,10 +120,10 @@ macro_rules! row_strings {
 }
 
 /// A row's dtype names (a dump's metadata may give any string), as an array of the two
-/// fields: read by [`dtypes`], changed by [`fix_all`], from this one list.
+/// fields of its tensor info: read by [`dtypes`], changed by [`fix_all`], from this one list.
 macro_rules! row_dtypes {
-    ($o:expr $(, $m:tt)?) => {
-        [&$($m)? $o.tensor.dtype_ours, &$($m)? $o.tensor.dtype_ref]
+    ($t:expr $(, $m:tt)?) => {
+        [&$($m)? $t.dtype_ours, &$($m)? $t.dtype_ref]
     };
 }
 
@@ -139,12 +138,19 @@ fn head_needs(r: &Report) -> bool {
 fn row_needs(o: &divergence_diff::OpResult) -> bool {
     let mut any = false;
     row_strings!(o, &mut |s: &String| any |= needs(s));
-    any || dtypes(o).any(needs)
+    any || needs(&o.name) || dtypes(o).any(needs) || truth_problem_needs(o)
+}
+
+/// Whether a row's truth problem (it names a file) needs a change.
+fn truth_problem_needs(o: &divergence_diff::OpResult) -> bool {
+    o.truth.truth_problem.as_deref().is_some_and(needs)
 }
 
 /// A row's dtype names (a dump's metadata may give any string).
 fn dtypes(o: &divergence_diff::OpResult) -> impl Iterator<Item = &str> {
-    row_dtypes!(o).into_iter().filter_map(|d| d.as_deref())
+    row_dtypes!(o.tensor)
+        .into_iter()
+        .filter_map(|d| d.as_deref())
 }
 
 fn dirty(report: &Report) -> bool {
@@ -155,11 +161,25 @@ fn fix_all(report: &mut Report) {
     head_strings!(&mut *report, &mut |s: &mut String| fix(s), mut);
     report.ops.par_iter_mut().with_min_len(4096).for_each(|o| {
         row_strings!(&mut *o, &mut |s: &mut String| fix(s), mut);
-        for d in row_dtypes!(o, mut).into_iter().flatten() {
-            if needs(d) {
-                let mut s = d.to_string();
-                fix(&mut s);
-                *d = Cow::Owned(s);
+        if needs(&o.name) {
+            let mut s = o.name.to_string();
+            fix(&mut s);
+            o.name = divergence_diff::Name::from(s);
+        }
+        if truth_problem_needs(o) {
+            if let Some(p) = o.truth_mut().truth_problem.as_mut() {
+                fix(p);
+            }
+        }
+        // The tensor info may be shared with other rows: copied only when it changes.
+        if dtypes(o).any(needs) {
+            let t = o.tensor_mut();
+            for d in row_dtypes!(t, mut).into_iter().flatten() {
+                if needs(d) {
+                    let mut s = d.to_string();
+                    fix(&mut s);
+                    *d = Cow::Owned(s);
+                }
             }
         }
     });
@@ -221,7 +241,7 @@ mod tests {
             assemble(rows, ctx, &cfg)
         };
         let mut hostile = report("x\n## h\u{1b}[2J", "ref\u{1b}]0;t\u{7}");
-        hostile.ops[0].tensor.dtype_ours = Some(divergence_diff::dtype_name("f\u{1b}[2J32"));
+        hostile.ops[0].tensor_mut().dtype_ours = Some(divergence_diff::dtype_name("f\u{1b}[2J32"));
         assert!(hostile.first_divergence.is_some());
         {
             let fixed = text_safe(&hostile);
@@ -234,7 +254,7 @@ mod tests {
                 dtypes(o).for_each(|d| count(&d.to_string()));
             }
             assert_eq!(left, 0);
-            assert_eq!(fixed.ops[1].name, r"x\n## h\u{1b}[2J.only");
+            assert_eq!(&*fixed.ops[1].name, r"x\n## h\u{1b}[2J.only");
             assert!(matches!(text_safe(&fixed), Cow::Borrowed(_)));
             let mut again = hostile.clone();
             make_text_safe(&mut again);
@@ -245,7 +265,7 @@ mod tests {
         // A dtype from a dump's metadata is user text too (held apart from the other strings:
         // the usual ones are static).
         let mut odd = plain.clone();
-        odd.ops[0].tensor.dtype_ref = Some(divergence_diff::dtype_name("bf\u{1b}[2J16"));
+        odd.ops[0].tensor_mut().dtype_ref = Some(divergence_diff::dtype_name("bf\u{1b}[2J16"));
         let fixed = text_safe(&odd);
         assert!(matches!(fixed, Cow::Owned(_)));
         assert_eq!(

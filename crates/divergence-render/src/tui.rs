@@ -510,7 +510,7 @@ impl Tui {
         self.rows
             .iter()
             .filter_map(|&i| self.report.ops.get(i))
-            .map(|o| o.name.as_str())
+            .map(|o| &*o.name)
             .collect()
     }
 
@@ -600,7 +600,7 @@ impl Tui {
         }
         self.rows = rows;
         self.cursor = keep
-            .and_then(|n| self.rows.iter().position(|&i| ops[i].name == n))
+            .and_then(|n| self.rows.iter().position(|&i| *ops[i].name == *n))
             .unwrap_or(0);
     }
 
@@ -817,7 +817,7 @@ impl Tui {
         self.report
             .positions
             .as_ref()
-            .filter(|p| p.op == op.name && !p.rel_err.is_empty())
+            .filter(|p| *p.op == *op.name && !p.rel_err.is_empty())
     }
 
     /// Draws the whole view into `frame`.
@@ -1100,7 +1100,7 @@ impl Tui {
             .report
             .first_divergence
             .as_ref()
-            .is_some_and(|f| f.name == op.name);
+            .is_some_and(|f| *f.name == *op.name);
         if is_first {
             if let Some(t) = view::origin_text(&self.report) {
                 lines.push(Line::raw(format!("origin {t}")));
@@ -1109,7 +1109,7 @@ impl Tui {
                 lines.push(Line::raw(format!("positions {t}")));
             }
         }
-        for h in self.report.hints.iter().filter(|h| h.op == op.name) {
+        for h in self.report.hints.iter().filter(|h| *h.op == *op.name) {
             lines.push(Line::styled(
                 format!("hint {}: {}", h.code.as_str(), h.message),
                 Style::new().add_modifier(Modifier::BOLD),

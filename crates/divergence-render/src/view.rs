@@ -436,7 +436,7 @@ impl OpsColumn {
         match self {
             OpsColumn::Mark => if is_first { ">>" } else { "" }.to_string(),
             OpsColumn::Index => i.to_string(),
-            OpsColumn::Name => op.name.clone(),
+            OpsColumn::Name => op.name.to_string(),
             OpsColumn::Status => op.status.as_str().to_string(),
             OpsColumn::Shape => shape_cell(op),
             OpsColumn::Dtype => dtype_cell(op),

@@ -427,7 +427,7 @@ fn the_growth_plot_marks_an_earlier_origin() {
         chain: Vec::new(),
     });
     o.index = 1;
-    o.name = report.ops[1].name.clone();
+    o.name = report.ops[1].name.to_string();
     assert_ne!(first.index, 1);
     let mut out = Vec::new();
     render_growth_svg(&report, &mut out).unwrap();

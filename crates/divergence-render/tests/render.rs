@@ -96,7 +96,10 @@ fn clean_report() -> Report {
     }
     ops.push(op("model.norm", &[1, 4, 16], 90, 1e-4));
     ops.push(op("lm_head", &[1, 4, 32], 91, 1e-4));
-    let names: Vec<String> = ops.iter().map(|o| o.name.to_string()).collect();
+    let names: Vec<divergence_diff::Name> = ops
+        .iter()
+        .map(|o| divergence_diff::Name::from(o.name))
+        .collect();
     let plan = plan_order(
         &DumpNames {
             meta_order: Some(&names),

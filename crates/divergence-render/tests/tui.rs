@@ -86,7 +86,9 @@ fn press(tui: &mut Tui, keys: &str) {
 }
 
 fn selected(tui: &Tui) -> String {
-    tui.selected().map(|o| o.name.clone()).unwrap_or_default()
+    tui.selected()
+        .map(|o| o.name.to_string())
+        .unwrap_or_default()
 }
 
 #[test]

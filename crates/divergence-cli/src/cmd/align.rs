@@ -6,7 +6,7 @@
 
 use std::collections::HashSet;
 
-use divergence_diff::{Confidence, Pair, TensorStats, ValueStats};
+use divergence_diff::{Confidence, Name, Pair, TensorStats, ValueStats};
 use divergence_dump::Dump;
 use rayon::prelude::*;
 
@@ -49,15 +49,17 @@ pub fn few_in_common(
 
 /// Pairs the names of each side that the other lacks (`None` when there is nothing to pair).
 pub fn infer(ours: &Dump, reference: &Dump) -> Option<Inferred> {
-    let ref_names: HashSet<&str> = reference.names().iter().map(String::as_str).collect();
-    let ours_names: HashSet<&str> = ours.names().iter().map(String::as_str).collect();
+    let ref_names: HashSet<&str> = reference.names().iter().map(|n| &**n).collect();
+    let ours_names: HashSet<&str> = ours.names().iter().map(|n| &**n).collect();
     let ours_left: Vec<String> = order(ours)
         .into_iter()
-        .filter(|n| !ref_names.contains(n.as_str()))
+        .filter(|n| !ref_names.contains(&**n))
+        .map(|n| n.to_string())
         .collect();
     let ref_left: Vec<String> = order(reference)
         .into_iter()
-        .filter(|n| !ours_names.contains(n.as_str()))
+        .filter(|n| !ours_names.contains(&**n))
+        .map(|n| n.to_string())
         .collect();
     if ours_left.is_empty() || ref_left.is_empty() {
         return None;
@@ -152,20 +154,20 @@ pub fn rule(p: &Pair, transform: Option<&str>) -> String {
 
 /// Names in execution order: the metadata's, else the file's (natural order for a
 /// safetensors file, whose keys are stored sorted: `op_2` before `op_10`).
-fn order(dump: &Dump) -> Vec<String> {
-    let names: HashSet<&str> = dump.names().iter().map(String::as_str).collect();
+fn order(dump: &Dump) -> Vec<Name> {
+    let names: HashSet<&str> = dump.names().iter().map(|n| &**n).collect();
     match dump.meta().map(|m| &m.order).filter(|o| !o.is_empty()) {
         Some(o) => {
-            let mut v: Vec<String> = o
+            let mut v: Vec<Name> = o
                 .iter()
-                .filter(|n| names.contains(n.as_str()))
+                .filter(|n| names.contains(&***n))
                 .cloned()
                 .collect();
-            let seen: HashSet<&str> = v.iter().map(String::as_str).collect::<HashSet<_>>();
-            let extra: Vec<String> = dump
+            let seen: HashSet<&str> = v.iter().map(|n| &**n).collect::<HashSet<_>>();
+            let extra: Vec<Name> = dump
                 .names()
                 .iter()
-                .filter(|n| !seen.contains(n.as_str()))
+                .filter(|n| !seen.contains(&***n))
                 .cloned()
                 .collect();
             v.extend(extra);

@@ -697,7 +697,7 @@ fn tokens(
         };
         divergence_diff::step_logits(LOGITS, o.0.values(), r.0.values(), &o.0.shape, &r.0.shape)
     };
-    let steps: Vec<(&String, usize)> = plan
+    let steps: Vec<(&divergence_diff::Name, usize)> = plan
         .order
         .par_iter()
         .with_min_len(4096)
@@ -746,7 +746,7 @@ fn layout_diagnosis(
                 Some(v) => v.sources[0].clone(),
                 None => ours_name.to_string(),
             };
-            Some((from, row.name.clone(), m.transform))
+            Some((from, row.name.to_string(), m.transform))
         })
         .collect()
 }
@@ -972,7 +972,7 @@ fn check_truth(
     truth_path: &Path,
     reference: &MappedDump<'_>,
     ref_path: &Path,
-    order: &[String],
+    order: &[divergence_diff::Name],
 ) -> Result<Vec<String>> {
     let ids = |d: &MappedDump<'_>| d.meta().and_then(|m| m.input_ids.clone());
     // With decode steps the truth must have decoded the reference's tokens, step for step.

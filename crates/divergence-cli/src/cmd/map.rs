@@ -31,7 +31,7 @@ pub fn apply<'a>(
     let tensors: Vec<(String, Option<Vec<usize>>)> = ours
         .names()
         .iter()
-        .map(|n| (n.clone(), ours.shape(n).map(<[usize]>::to_vec)))
+        .map(|n| (n.to_string(), ours.shape(n).map(<[usize]>::to_vec)))
         .collect();
     let label = one_line(&ours.path().display().to_string());
     let resolved = divergence_map::resolve(&map, &tensors, &sizes, &label).map_err(|e| {

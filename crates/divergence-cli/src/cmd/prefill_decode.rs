@@ -169,7 +169,7 @@ pub fn pair<'a>(a: &'a Dump, a_path: &'a Path, b: &'a Dump, b_path: &'a Path) ->
                 }
                 tensors.push(v);
             }
-            None => unsliced.push(name.as_str()),
+            None => unsliced.push(&**name),
         }
     }
     let fitted: Fits<'_> = prefill_fits
@@ -234,13 +234,13 @@ pub fn pair<'a>(a: &'a Dump, a_path: &'a Path, b: &'a Dump, b_path: &'a Path) ->
     let Some(resolved) = Resolved::from_tensors(tensors, label) else {
         bail!("{}: repeated probe names", stepped_path.display());
     };
-    let order: Vec<String> = stepped
+    let order: Vec<divergence_diff::Name> = stepped
         .meta()
         .map(|m| m.order.clone())
         .filter(|o| !o.is_empty())
         .unwrap_or_else(|| stepped.names().to_vec())
         .into_iter()
-        .filter(|n| sliced.contains(n))
+        .filter(|n| sliced.contains(&**n))
         .collect();
     let notes = vec![format!(
             "prefill-vs-decode: {} (a prefill of {t_pre} tokens + {k} decode steps) against {} (one prefill of {t_full} tokens), position by position: step 0 = positions 0..{t_pre}, step s = position {t_pre} + s - 1",

@@ -257,7 +257,8 @@ fn compare_run<'a>(
     }
     let (o_dtype, r_dtype) = first;
     let (o_dtype, r_dtype) = (o_dtype.unwrap_or_default(), r_dtype.unwrap_or_default());
-    let names: Vec<&str> = run.rows.iter().map(|&i| plan.order[i].as_str()).collect();
+    let names: Vec<divergence_diff::Name> =
+        run.rows.iter().map(|&i| plan.order[i].clone()).collect();
     let side = |shape, values, dtype| Side {
         shape,
         values,
@@ -431,7 +432,7 @@ fn compare_probe(
                 divergence_diff::compare(name, o.as_ref().map(side), r.as_ref().map(side), cfg);
             if matches!(row.status, Status::Ok | Status::Diverged) {
                 let why = divergence_names::one_line(&format!("truth: {msg}")).into_owned();
-                row.truth.truth_problem = Some(why);
+                row.truth_mut().truth_problem = Some(why);
             }
             row
         }
@@ -674,7 +675,7 @@ mod tests {
         }
         order.extend(int_names);
         let mut meta = Meta {
-            order,
+            order: order.into_iter().map(divergence_diff::Name::from).collect(),
             input_ids: Some(vec![1, 2, 3, 4]),
             ..Meta::default()
         };
@@ -741,7 +742,7 @@ mod tests {
             let json = |rows: &[OpResult]| serde_json::to_string(rows).unwrap();
             assert_eq!(json(&together), json(&alone));
             // The faults are there to be found: a NaN at step 3, ours' own probe.
-            let status = |name: &str| together.iter().find(|r| r.name == name).unwrap().status;
+            let status = |name: &str| together.iter().find(|r| &*r.name == name).unwrap().status;
             assert_eq!(status("model.layers.0.mlp@3"), Status::Nonfinite);
             assert_eq!(status("extra@2"), Status::OnlyOurs);
         }

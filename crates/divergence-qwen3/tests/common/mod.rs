@@ -71,7 +71,7 @@ pub fn compare(ours: &MemoryRecorder, reference: &Dump) -> Vec<ProbeCmp> {
         .meta()
         .map(|m| m.order.clone())
         .unwrap_or_else(|| reference.names().to_vec());
-    let our_names: Vec<String> = ours.names().iter().map(|s| s.to_string()).collect();
+    let our_names: Vec<std::sync::Arc<str>> = ours.names().iter().map(|&s| s.into()).collect();
     assert_eq!(
         our_names, ref_order,
         "probe names/order differ from the reference"
