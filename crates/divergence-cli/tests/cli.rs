@@ -1192,7 +1192,6 @@ fn tui_without_a_terminal_is_a_one_line_error() {
 #[test]
 fn the_terminal_view_ends_with_the_line_the_other_formats_print() {
     use std::io::{Read, Write};
-    use std::os::fd::{FromRawFd, OwnedFd};
     use std::time::{Duration, Instant};
     let dir = tempfile::tempdir().unwrap();
     let ours = dir.path().join("ours.npz");
@@ -1202,36 +1201,7 @@ fn the_terminal_view_ends_with_the_line_the_other_formats_print() {
     let printed = diff_files(&ours, &reference, &["--format", "table"]);
     assert_eq!(printed.code, 2);
 
-    let (mut master, mut slave) = (-1, -1);
-    let size = libc::winsize {
-        ws_row: 40,
-        ws_col: 120,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    // SAFETY: openpty writes two new descriptors into `master` and `slave` (owned below);
-    // the name buffer may be null, the attributes null (defaults) and the size a valid value.
-    let rc = unsafe {
-        libc::openpty(
-            &mut master,
-            &mut slave,
-            std::ptr::null_mut(),
-            std::ptr::null(),
-            &size,
-        )
-    };
-    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
-    // SAFETY: both descriptors were just opened by openpty and are owned by nothing else.
-    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
-    // openpty's descriptors are inherited across exec: a child another test spawns meanwhile
-    // (the `--watch` tests' live for seconds) would hold the terminal open, and the read below
-    // would wait for it. Close-on-exec at once (the TUI's child gets its own copies by dup2).
-    for fd in [&master, &slave] {
-        use std::os::fd::AsRawFd;
-        // SAFETY: F_SETFD on a descriptor this test owns; it touches no memory.
-        let rc = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
-        assert_eq!(rc, 0, "fcntl: {}", std::io::Error::last_os_error());
-    }
+    let (master, slave) = pty_pair(40, 120);
     let mut child = Command::new(env!("CARGO_BIN_EXE_divergence"))
         .args([
             "diff".as_ref(),
@@ -1283,6 +1253,54 @@ fn the_terminal_view_ends_with_the_line_the_other_formats_print() {
     assert_eq!(err, printed.stderr);
     assert_eq!(err.lines().count(), 1);
     assert!(err.contains("different input_ids"), "{err}");
+}
+
+/// A pseudo-terminal of `rows` x `cols`: its master and its slave, both close-on-exec from
+/// the moment they exist (`posix_openpt` and `open` with `O_CLOEXEC`, not `openpty` and then
+/// `fcntl`): a child another test spawns meanwhile (the `--watch` tests' live for seconds)
+/// would otherwise inherit them and hold the terminal open, and a read of the screen would
+/// wait for it. The view's own child gets its copies through `Command`'s `dup2`.
+#[cfg(target_os = "linux")]
+fn pty_pair(rows: u16, cols: u16) -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let last = || std::io::Error::last_os_error();
+    // SAFETY: posix_openpt opens a new descriptor (owned below) and touches no memory of ours.
+    let m = unsafe { libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC) };
+    assert!(m >= 0, "posix_openpt: {}", last());
+    // SAFETY: `m` was just opened and is owned by nothing else.
+    let master = unsafe { OwnedFd::from_raw_fd(m) };
+    // SAFETY: grantpt / unlockpt take a master descriptor; they touch no memory of ours.
+    assert_eq!(unsafe { libc::grantpt(m) }, 0, "grantpt: {}", last());
+    assert_eq!(unsafe { libc::unlockpt(m) }, 0, "unlockpt: {}", last());
+    let mut name = [0 as libc::c_char; 128];
+    // SAFETY: ptsname_r writes at most `name.len()` bytes, NUL-terminated, into `name`.
+    let rc = unsafe { libc::ptsname_r(m, name.as_mut_ptr(), name.len()) };
+    assert_eq!(
+        rc,
+        0,
+        "ptsname_r: {}",
+        std::io::Error::from_raw_os_error(rc)
+    );
+    // SAFETY: `name` is NUL-terminated (ptsname_r succeeded); open returns a new descriptor.
+    let s = unsafe {
+        libc::open(
+            name.as_ptr(),
+            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+        )
+    };
+    assert!(s >= 0, "open the slave: {}", last());
+    // SAFETY: `s` was just opened and is owned by nothing else.
+    let slave = unsafe { OwnedFd::from_raw_fd(s) };
+    let size = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads one `winsize` from the pointer, a valid value.
+    let rc = unsafe { libc::ioctl(m, libc::TIOCSWINSZ, &size) };
+    assert_eq!(rc, 0, "TIOCSWINSZ: {}", last());
+    (master, slave)
 }
 
 #[test]

@@ -196,8 +196,24 @@ fn every_kv_cache_fault_is_found_where_it_enters_with_the_prefill_clean() {
                 );
                 assert_eq!(pos["steps"].as_array().unwrap().len(), 22);
             } else if first.contains("cache_k") {
-                // cache probes exist in decode steps only
+                // cache probes exist in decode steps only: entry 0 is step 1, token 16 (the
+                // prompt's length, from input_ids), and the first affected entry's token is
+                // the fault's step's
                 assert_eq!(pos["steps"][0], 1, "{fault} {dtype}: {pos}");
+                assert_eq!(pos["positions"][0], 16, "{fault} {dtype}: {pos}");
+                let at = pos["first_affected"].as_u64().unwrap() as usize;
+                assert_eq!(
+                    pos["positions"][at],
+                    16 + step - 1,
+                    "{fault} {dtype}: {pos}"
+                );
+            }
+            if let Some(at) = pos["first_affected"].as_u64() {
+                assert_eq!(
+                    pos["positions"][at as usize],
+                    16 + step - 1,
+                    "{fault} {dtype}: the first affected token is the fault's step's: {pos}"
+                );
             }
             assert_eq!(
                 steps[step as usize]["first_divergence"], f["name"],

@@ -54,15 +54,23 @@ pub struct PositionProfile {
     pub over: Vec<bool>,
     /// Positions over the op's tolerance.
     pub affected: usize,
-    /// The first of them.
+    /// The first of them, as an index into the arrays above (its token position is
+    /// [`PositionProfile::positions`]' entry there, when the profile runs across steps).
     pub first_affected: Option<usize>,
-    /// Where they are.
+    /// Where they are (a `from` pattern's `start` is an index too, like `first_affected`).
     pub pattern: PositionPattern,
     /// With decode steps: the step of each position (0 = the prefill's positions, then one
     /// position per decode step), when the profile runs across steps ([`across_steps`]);
     /// empty (and left out of the JSON) for one pass.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub steps: Vec<usize>,
+    /// With decode steps: the token position of each entry (the prefill's `0..T`, then step
+    /// `s` at `T + s - 1`, `T` the prompt's length), when the profile runs across steps and
+    /// that length is known; empty (and left out of the JSON) otherwise. Entries and token
+    /// positions differ where a dump lacks steps, or where the op has no prefill row (a cache
+    /// probe: its first entry is step 1, position `T`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub positions: Vec<usize>,
 }
 
 impl PositionProfile {
@@ -135,11 +143,14 @@ impl PositionProfile {
 /// step-0 row's own profile, when it has one), then one position per decode step, judged by
 /// that step's row (its `rel_l2_err` against its tolerance, over when the row diverges). A
 /// decode bug shows as "from position T on": positions >= the prompt length. `steps` are the
-/// op's decode rows in step order.
+/// op's decode rows in step order; `prompt_len` the prompt's length in tokens when known (the
+/// prefill's own positions count it when the op has a prefill profile), which numbers the
+/// entries' token positions ([`PositionProfile::positions`]).
 pub fn across_steps(
     op: &str,
     prefill: Option<PositionProfile>,
     steps: &[&crate::OpResult],
+    prompt_len: Option<usize>,
 ) -> Option<PositionProfile> {
     if steps.is_empty() {
         return None;
@@ -161,6 +172,19 @@ pub fn across_steps(
         at.push(row.step);
     }
     let (affected, first_affected, pattern) = tally(&over);
+    // Step s is the token at T + s - 1: T the prefill's positions, else the prompt's length.
+    let prefill_len = at.iter().take_while(|&&s| s == 0).count();
+    let t = if prefill_len > 0 {
+        Some(prefill_len)
+    } else {
+        prompt_len
+    };
+    let positions = t.map_or_else(Vec::new, |t| {
+        at.iter()
+            .enumerate()
+            .map(|(i, &s)| if s == 0 { i } else { t + s - 1 })
+            .collect()
+    });
     Some(PositionProfile {
         op: op.to_string(),
         axis,
@@ -171,6 +195,7 @@ pub fn across_steps(
         first_affected,
         pattern,
         steps: at,
+        positions,
     })
 }
 
@@ -260,6 +285,7 @@ pub fn position_profile(
         first_affected,
         pattern,
         steps: Vec::new(),
+        positions: Vec::new(),
     })
 }
 
@@ -355,8 +381,10 @@ mod tests {
             step_row(3, 0.2, true),
         ];
         let refs: Vec<&crate::OpResult> = rows.iter().collect();
-        let p = across_steps("model.rotary_emb", Some(prefill), &refs).unwrap();
+        let p = across_steps("model.rotary_emb", Some(prefill), &refs, Some(99)).unwrap();
         assert_eq!(p.steps, [0, 0, 0, 1, 2, 3]);
+        // The prefill's own positions count the prompt: entries are token positions here.
+        assert_eq!(p.positions, [0, 1, 2, 3, 4, 5]);
         assert_eq!(p.pattern, PositionPattern::From { start: 4 });
         assert_eq!(p.rel_tol[4], Some(1e-3));
         assert_eq!(
@@ -364,20 +392,40 @@ mod tests {
             "error from position 4 (decode step 2) on (2 of 6 positions; earlier ones within tolerance); worst rel err 3.000e-01 at position 4 (decode step 2); the prefill's positions are clean: a decode-path error"
         );
         // cache probes have no prefill row: the profile counts decode steps
-        let p = across_steps("model.layers.0.self_attn.cache_k", None, &refs).unwrap();
+        let p = across_steps("model.layers.0.self_attn.cache_k", None, &refs, None).unwrap();
+        assert!(
+            p.positions.is_empty(),
+            "no prompt length: no token positions"
+        );
         assert_eq!(
             p.summary(),
             "error from decode step 2 on (2 of 3 decode steps; earlier ones within tolerance); worst rel err 3.000e-01 at decode step 2"
         );
-        assert!(across_steps("x", None, &[]).is_none());
+        // With the prompt's length (3 tokens), step 2 is the token at 3 + 2 - 1 = 4: the
+        // first affected entry, index 1, is token position 4.
+        let p = across_steps("model.layers.0.self_attn.cache_k", None, &refs, Some(3)).unwrap();
+        assert_eq!(p.positions, [3, 4, 5]);
+        assert_eq!(
+            (p.first_affected, p.pattern),
+            (Some(1), PositionPattern::From { start: 1 })
+        );
+        assert_eq!(p.positions[1], 4);
+        assert!(across_steps("x", None, &[], Some(3)).is_none());
         // Steps 2 and 3 only: step 2 is the token at 3 + 2 - 1 = 4, not at its row, 3.
         let p = across_steps(
             "model.rotary_emb",
             Some(profile(&[0.0, 0.0, 0.0])),
             &refs[1..],
+            None,
+        )
+        .unwrap();
+        // The JSON's first affected entry is index 3, token position 4.
+        assert_eq!(
+            (p.first_affected, p.positions.as_slice()),
+            (Some(3), &[0, 1, 2, 4, 5][..])
         );
         assert_eq!(
-            p.unwrap().summary(),
+            p.summary(),
             "error from position 4 (decode step 2) on (2 of 5 positions; earlier ones within tolerance); worst rel err 3.000e-01 at position 4 (decode step 2); the prefill's positions are clean: a decode-path error"
         );
     }

@@ -401,6 +401,7 @@ fn report_with_positions() -> Report {
         first_affected: Some(9),
         pattern: PositionPattern::From { start: 9 },
         steps: Vec::new(),
+        positions: Vec::new(),
     });
     report
 }

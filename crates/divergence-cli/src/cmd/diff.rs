@@ -672,8 +672,9 @@ fn finish_report(args: &DiffArgs, cfg: &DiffConfig, sides: Sides<'_>) -> Result<
         report.tokens = tokens(&plan, &ours, &reference, prompt_len);
     }
     timings::mark("tokens");
-    // The plan holds every row's name again (150,000 of them for 256 decode steps): freeing
-    // them one by one took ~10 ms of the 16-core host's output phase.
+    // The plan holds every row's name (150,000 of them for 256 decode steps), shared with the
+    // dumps and the rows: dropping them is a reference count each, left to the exit (freeing
+    // them one by one took ~10 ms of the 16-core host's output phase when they were copies).
     release(args, plan);
     Ok(report)
 }
@@ -853,7 +854,14 @@ fn steps_profile(
             _ => {}
         }
     }
-    divergence_diff::across_steps(base, prefill, &rows)
+    // The prompt's length numbers the steps' token positions where the op has no prefill
+    // row: ours' first (under --prefill-vs-decode ours is the stepped run, whose prompt is
+    // the shorter), then the reference's.
+    let prompt_len = [ours.meta(), reference.meta()]
+        .into_iter()
+        .flatten()
+        .find_map(|m| m.input_ids.as_ref().map(Vec::len));
+    divergence_diff::across_steps(base, prefill, &rows, prompt_len)
 }
 
 /// A tensor read whole, for the hints and the position profile, which need all of it (they fit
