@@ -489,6 +489,34 @@ fn prefill_vs_decode_without_a_reference() {
                     assert_eq!(code, 1, "{fault:?} {dtype}: {err}");
                     assert_eq!(r["first_divergence"]["name"], name, "{fault:?} {dtype}");
                     assert_eq!(r["steps"][0]["diverged"], 0);
+                    // Step 1 is token 16, the stepped run's prompt (the full prefill's is 20).
+                    let pos = &r["positions"];
+                    let at = pos["first_affected"].as_u64().unwrap() as usize;
+                    assert_eq!(pos["positions"][at], 16, "{fault:?} {dtype}: {pos}");
+                    if name.contains("cache_k") {
+                        // No prefill row: without the stepped run's input_ids the prompt's
+                        // length is unknown, and no token is named (a review found the full
+                        // prefill's taken instead: every position off by the 4 steps).
+                        let noids = tmp(&format!("pvd-stepped-{dtype}-noids.npz"));
+                        rewrite(
+                            stepped.to_str().unwrap(),
+                            &noids,
+                            |_| false,
+                            |m| {
+                                m.input_ids = None;
+                                m.extra.remove("decode_ids");
+                            },
+                        );
+                        let (code, r, err) =
+                            diff_json(&full, noids.to_str().unwrap(), &["--prefill-vs-decode"]);
+                        assert_eq!(code, 1, "{dtype}: {err}");
+                        assert_eq!(r["first_divergence"]["name"], name);
+                        assert!(
+                            r["positions"].get("positions").is_none(),
+                            "{}",
+                            r["positions"]
+                        );
+                    }
                 }
             }
             // How the positions line up is a note, not a warning (nothing is wrong).

@@ -4,7 +4,9 @@
 //! present on one side only, with mismatching shapes, or with values that do not fill its shape is a
 //! row with the matching [`Status`]. [`unreadable`] makes the row for a probe the caller could not read.
 
-pub use divergence_names::Name;
+use std::sync::Arc;
+
+use divergence_names::Name;
 use serde::{Deserialize, Serialize};
 
 use crate::config::DiffConfig;
@@ -124,7 +126,7 @@ pub struct OpResult {
     /// decode steps compared in one call (a 256-step report has ~150,000 rows; change it with
     /// [`OpResult::tensor_mut`]).
     #[serde(flatten)]
-    pub tensor: std::sync::Arc<TensorInfo>,
+    pub tensor: Arc<TensorInfo>,
     /// The terms of the norm-wise decision rule.
     #[serde(flatten)]
     pub rule: RuleTerms,
@@ -134,11 +136,11 @@ pub struct OpResult {
     /// NaN / Inf counts: shared by the rows of one probe's decode steps that have the same
     /// (none, as a rule; a new one is made for a row whose counts differ).
     #[serde(flatten)]
-    pub nonfinite: std::sync::Arc<NonFiniteCounts>,
+    pub nonfinite: Arc<NonFiniteCounts>,
     /// Both sides' errors against the truth run (`--truth` only): shared like
     /// [`OpResult::tensor`] (change it with [`OpResult::truth_mut`]).
     #[serde(flatten)]
-    pub truth: std::sync::Arc<TruthMetrics>,
+    pub truth: Arc<TruthMetrics>,
     /// Fraction of compared elements with `|o - r| > atol + rtol * |r|` (an element-wise
     /// diagnostic; last in the JSON row, after the non-finite counts, as documented).
     pub frac_outside_tol: Option<f64>,
@@ -275,17 +277,17 @@ pub struct TruthMetrics {
 impl OpResult {
     /// [`OpResult::tensor`] to change (copied first when another row shares it).
     pub fn tensor_mut(&mut self) -> &mut TensorInfo {
-        std::sync::Arc::make_mut(&mut self.tensor)
+        Arc::make_mut(&mut self.tensor)
     }
 
     /// [`OpResult::truth`] to change (copied first when another row shares it).
     pub fn truth_mut(&mut self) -> &mut TruthMetrics {
-        std::sync::Arc::make_mut(&mut self.truth)
+        Arc::make_mut(&mut self.truth)
     }
 
     /// [`OpResult::nonfinite`] to change (copied first when another row shares it).
     pub fn nonfinite_mut(&mut self) -> &mut NonFiniteCounts {
-        std::sync::Arc::make_mut(&mut self.nonfinite)
+        Arc::make_mut(&mut self.nonfinite)
     }
 
     /// A row with only the name, status and reason set.
@@ -296,11 +298,11 @@ impl OpResult {
             reason,
             layer: divergence_names::layer_index(name),
             step: divergence_names::split_step(name).1,
-            tensor: std::sync::Arc::default(),
+            tensor: Arc::default(),
             rule: RuleTerms::default(),
             errors: ErrorMetrics::default(),
-            nonfinite: std::sync::Arc::default(),
-            truth: std::sync::Arc::default(),
+            nonfinite: Arc::default(),
+            truth: Arc::default(),
             frac_outside_tol: None,
             local_growth: None,
             mapped: None,
@@ -461,7 +463,7 @@ pub fn compare_steps<'a>(
     // Every step's row counts `n` elements: set once in the tensor info the rows share.
     template.tensor_mut().numel = Some(n as u64);
     // And no NaN or Inf, as a rule: the counts the rows share unless theirs differ.
-    template.nonfinite = std::sync::Arc::new(NonFiniteCounts {
+    template.nonfinite = Arc::new(NonFiniteCounts {
         nan_ours: Some(0),
         inf_ours: Some(0),
         nan_ref: Some(0),
@@ -1096,7 +1098,7 @@ fn pair_row(mut row: OpResult, acc: &Accumulator, tol: &Resolved) -> OpResult {
     // A decode step's row shares its counts with its probe's other steps (all zero, as a
     // rule): a new one only where they differ.
     if *row.nonfinite != counts {
-        row.nonfinite = std::sync::Arc::new(counts);
+        row.nonfinite = Arc::new(counts);
     }
     row.frac_outside_tol = Some(if n == 0 {
         0.0

@@ -54,10 +54,11 @@ pub use align::{align, Confidence, Pair, TensorStats, ValueStats};
 pub use amplification::{AmpVerdict, Amplification, AmplificationRow, NormWeightGains};
 pub use compare::{
     compare, compare_steps, compare_with_truth, dtype_name, not_made, ratio_text, sci, unreadable,
-    DtypeName, ErrorMetrics, Head, Name, Needs, NonFiniteCounts, OpResult, ProbeFold, RuleTerms,
-    Side, Status, TensorInfo, TruthMetrics, Which,
+    DtypeName, ErrorMetrics, Head, Needs, NonFiniteCounts, OpResult, ProbeFold, RuleTerms, Side,
+    Status, TensorInfo, TruthMetrics, Which,
 };
 pub use config::{DiffConfig, DEFAULT_AMPLIFICATION_THRESHOLD};
+pub use divergence_names::Name;
 pub use divergence_names::QkKind;
 pub use hints::{diagnose, Hint, HintCode, ModelShape, Subject};
 pub use layout::{layout_match, LayoutMatch};

@@ -114,17 +114,11 @@ pub fn split_step(name: &str) -> (&str, usize) {
     (name, 0)
 }
 
-/// The name of probe `base` at decode step `step` (`base` itself for step 0). One allocation
-/// of the right size, without `format!` (a stacked decode dump makes ~150,000 of these names
-/// when it is opened).
-pub fn step_name(base: &str, step: usize) -> String {
-    if step == 0 {
-        return base.to_string();
-    }
-    let mut digits = [0u8; 20];
-    let mut start = digits.len();
+/// The decimal digits of `step`, written at the end of `buf`.
+fn step_digits(step: usize, buf: &mut [u8; 20]) -> &[u8] {
+    let mut start = buf.len();
     let mut n = step;
-    for d in digits.iter_mut().rev() {
+    for d in buf.iter_mut().rev() {
         *d = b'0' + (n % 10) as u8;
         start -= 1;
         n /= 10;
@@ -132,7 +126,18 @@ pub fn step_name(base: &str, step: usize) -> String {
             break;
         }
     }
-    let digits = digits.get(start..).unwrap_or_default();
+    buf.get(start..).unwrap_or_default()
+}
+
+/// The name of probe `base` at decode step `step` (`base` itself for step 0). One allocation
+/// of the right size, without `format!` ([`step_name_shared`] is what opening a stacked decode
+/// dump uses).
+pub fn step_name(base: &str, step: usize) -> String {
+    if step == 0 {
+        return base.to_string();
+    }
+    let mut buf = [0u8; 20];
+    let digits = step_digits(step, &mut buf);
     let mut name = String::with_capacity(base.len() + 1 + digits.len());
     name.push_str(base);
     name.push('@');
@@ -141,40 +146,31 @@ pub fn step_name(base: &str, step: usize) -> String {
 }
 
 /// A probe name as the lists that repeat it hold it: a dump's names, its execution order, the
-/// diff's plan and the report's rows share one allocation per name (a 256-step decode dump
-/// has ~150,000 names; each was copied five times before: docs/performance.md, "Decode
-/// steps").
+/// diff's plan and the rows of one probe's decode steps compared in one call share one
+/// allocation per name (a 256-step decode dump has ~150,000 names; each was copied five times
+/// before: docs/performance.md, "Decode steps").
 pub type Name = std::sync::Arc<str>;
 
 /// [`step_name`] as a [`Name`]: one allocation (the name is written on the stack first when it
-/// fits in 256 bytes, as every probe name of the dump contract does).
+/// fits in 256 bytes, as every probe name of the dump contract does). What opening a stacked
+/// decode dump makes its ~150,000 step names with.
 pub fn step_name_shared(base: &str, step: usize) -> Name {
     const ROOM: usize = 256;
     if step == 0 {
         return Name::from(base);
     }
-    let mut buf = [0u8; ROOM];
-    let mut digits = [0u8; 20];
-    let mut start = digits.len();
-    let mut n = step;
-    for d in digits.iter_mut().rev() {
-        *d = b'0' + (n % 10) as u8;
-        start -= 1;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    let digits = digits.get(start..).unwrap_or_default();
+    let mut buf = [0u8; 20];
+    let digits = step_digits(step, &mut buf);
     let len = base.len() + 1 + digits.len();
     if len > ROOM {
         return Name::from(step_name(base, step));
     }
-    buf[..base.len()].copy_from_slice(base.as_bytes());
-    buf[base.len()] = b'@';
-    buf[base.len() + 1..len].copy_from_slice(digits);
+    let mut name = [0u8; ROOM];
+    name[..base.len()].copy_from_slice(base.as_bytes());
+    name[base.len()] = b'@';
+    name[base.len() + 1..len].copy_from_slice(digits);
     // `base` is a str and `@` and the digits are ASCII.
-    match std::str::from_utf8(&buf[..len]) {
+    match std::str::from_utf8(&name[..len]) {
         Ok(name) => Name::from(name),
         Err(_) => Name::from(step_name(base, step)),
     }

@@ -242,6 +242,8 @@ mod tests {
         };
         let mut hostile = report("x\n## h\u{1b}[2J", "ref\u{1b}]0;t\u{7}");
         hostile.ops[0].tensor_mut().dtype_ours = Some(divergence_diff::dtype_name("f\u{1b}[2J32"));
+        // A truth problem names a file: user text, held apart (it may be shared by rows).
+        hostile.ops[1].truth_mut().truth_problem = Some("t\u{1b}[2J.npz lacks it".to_string());
         assert!(hostile.first_divergence.is_some());
         {
             let fixed = text_safe(&hostile);
@@ -251,9 +253,17 @@ mod tests {
             head_strings!(&*fixed, &mut count);
             for o in &fixed.ops {
                 row_strings!(o, &mut count);
+                count(&o.name.to_string());
                 dtypes(o).for_each(|d| count(&d.to_string()));
+                if let Some(p) = &o.truth.truth_problem {
+                    count(p);
+                }
             }
             assert_eq!(left, 0);
+            assert_eq!(
+                fixed.ops[1].truth.truth_problem.as_deref(),
+                Some(r"t\u{1b}[2J.npz lacks it")
+            );
             assert_eq!(&*fixed.ops[1].name, r"x\n## h\u{1b}[2J.only");
             assert!(matches!(text_safe(&fixed), Cow::Borrowed(_)));
             let mut again = hostile.clone();
@@ -273,5 +283,14 @@ mod tests {
             Some(r"bf\u{1b}[2J16")
         );
         assert_eq!(fixed.ops[0].tensor.dtype_ours.as_deref(), Some("float32"));
+        // So is a truth problem alone.
+        let mut problem = plain.clone();
+        problem.ops[0].truth_mut().truth_problem = Some("t\u{1b}[2J".to_string());
+        let fixed = text_safe(&problem);
+        assert!(matches!(fixed, Cow::Owned(_)));
+        assert_eq!(
+            fixed.ops[0].truth.truth_problem.as_deref(),
+            Some(r"t\u{1b}[2J")
+        );
     }
 }

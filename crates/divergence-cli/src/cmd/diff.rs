@@ -653,22 +653,28 @@ fn finish_report(args: &DiffArgs, cfg: &DiffConfig, sides: Sides<'_>) -> Result<
     let mut report = divergence_diff::assemble(ops, ctx, cfg);
     report.notes = notes;
     timings::mark("assemble");
-    (report.hints, report.positions) =
-        diagnosis(&report, &plan, &ours, &reference, args.model.as_deref());
+    // The prompt's length, to name token positions (the logits that keep its last rows only,
+    // the decode steps of a probe without a prefill row): ours' (under --prefill-vs-decode the
+    // stepped run's alone: the other prompt is longer, reviews found positions off by the
+    // steps twice), else the reference's.
+    let sides = if check_ids {
+        [ours.meta(), reference.meta()]
+    } else {
+        [ours.meta(), None]
+    };
+    let prompt_len = sides
+        .into_iter()
+        .flatten()
+        .find_map(|m| m.input_ids.as_ref().map(Vec::len));
+    (report.hints, report.positions) = diagnosis(
+        &report,
+        &plan,
+        (&ours, &reference),
+        args.model.as_deref(),
+        prompt_len,
+    );
     timings::mark("diagnosis");
     if !args.no_tokens {
-        // The prompt's length, to name token positions when the logits keep its last rows
-        // only: ours' (under --prefill-vs-decode the stepped run's alone: the other prompt is
-        // longer, a review found positions off by the steps), else the reference's.
-        let sides = if check_ids {
-            [ours.meta(), reference.meta()]
-        } else {
-            [ours.meta(), None]
-        };
-        let prompt_len = sides
-            .into_iter()
-            .flatten()
-            .find_map(|m| m.input_ids.as_ref().map(Vec::len));
         report.tokens = tokens(&plan, &ours, &reference, prompt_len);
     }
     timings::mark("tokens");
@@ -755,13 +761,14 @@ fn layout_diagnosis(
 /// The cause hints of the first divergence and its origin, and the first divergence's
 /// per-position profile: their tensors and their inputs' are read once more (a handful of
 /// probes) and handed to [`divergence_diff::diagnose`] and [`positions`]. A probe that cannot
-/// be read is skipped: this is a diagnosis, never a reason to fail.
+/// be read is skipped: this is a diagnosis, never a reason to fail. `prompt_len` numbers the
+/// token positions of a profile across decode steps.
 fn diagnosis(
     report: &Report,
     plan: &divergence_diff::OrderPlan,
-    ours: &MappedDump<'_>,
-    reference: &MappedDump<'_>,
+    (ours, reference): (&MappedDump<'_>, &MappedDump<'_>),
     model: Option<&Path>,
+    prompt_len: Option<usize>,
 ) -> (
     Vec<divergence_diff::Hint>,
     Option<divergence_diff::PositionProfile>,
@@ -778,7 +785,7 @@ fn diagnosis(
     let read = read_whole;
     let mut out = Vec::new();
     // A first divergence in a decode step: its profile runs across the steps.
-    let mut profile = steps_profile(report, plan, ours, reference);
+    let mut profile = steps_profile(report, plan, ours, reference, prompt_len);
     let across_steps = profile.is_some();
     for (name, inputs) in report.hint_targets() {
         let (Some(o), Some(r)) = (read(ours, plan.ours_name(&name)), read(reference, &name)) else {
@@ -831,6 +838,7 @@ fn steps_profile(
     plan: &divergence_diff::OrderPlan,
     ours: &MappedDump<'_>,
     reference: &MappedDump<'_>,
+    prompt_len: Option<usize>,
 ) -> Option<divergence_diff::PositionProfile> {
     let first = report.first_divergence.as_ref()?;
     if first.step == 0 || report.steps.is_empty() {
@@ -854,13 +862,7 @@ fn steps_profile(
             _ => {}
         }
     }
-    // The prompt's length numbers the steps' token positions where the op has no prefill
-    // row: ours' first (under --prefill-vs-decode ours is the stepped run, whose prompt is
-    // the shorter), then the reference's.
-    let prompt_len = [ours.meta(), reference.meta()]
-        .into_iter()
-        .flatten()
-        .find_map(|m| m.input_ids.as_ref().map(Vec::len));
+    // The prompt's length numbers the steps' token positions where the op has no prefill row.
     divergence_diff::across_steps(base, prefill, &rows, prompt_len)
 }
 
