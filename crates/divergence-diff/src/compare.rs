@@ -169,6 +169,74 @@ pub struct TensorInfo {
     pub numel: Option<u64>,
 }
 
+/// A multi-dimensional index into a tensor (a row's `max_abs_err_index`), serialized as a JSON
+/// array of integers: up to [`Index::INLINE`] axes of at most `u32::MAX` each are held in the
+/// row itself, any other on the heap (a decode report has ~150,000 rows, and this was the last
+/// allocation of most of them).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Index(IndexRepr);
+
+#[derive(Clone, PartialEq, Eq)]
+enum IndexRepr {
+    Inline { len: u8, axes: [u32; Index::INLINE] },
+    Heap(Box<[usize]>),
+}
+
+impl Index {
+    /// Axes held without an allocation.
+    pub const INLINE: usize = 4;
+
+    /// The index of these axes.
+    pub fn new(axes: &[usize]) -> Index {
+        let mut inline = [0u32; Index::INLINE];
+        let fits = axes.len() <= Index::INLINE
+            && axes
+                .iter()
+                .zip(inline.iter_mut())
+                .all(|(&a, slot)| u32::try_from(a).map(|a| *slot = a).is_ok());
+        match u8::try_from(axes.len()) {
+            Ok(len) if fits => Index(IndexRepr::Inline { len, axes: inline }),
+            _ => Index(IndexRepr::Heap(axes.into())),
+        }
+    }
+
+    /// The axes, in order.
+    pub fn to_vec(&self) -> Vec<usize> {
+        match &self.0 {
+            IndexRepr::Inline { len, axes } => axes[..usize::from(*len)]
+                .iter()
+                .map(|&a| a as usize)
+                .collect(),
+            IndexRepr::Heap(axes) => axes.to_vec(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Index {
+    /// As the axes' list: `[1, 2]`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.to_vec()).finish()
+    }
+}
+
+impl Serialize for Index {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let axes = self.to_vec();
+        let mut seq = serializer.serialize_seq(Some(axes.len()))?;
+        for a in axes {
+            seq.serialize_element(&a)?;
+        }
+        seq.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Index {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Index, D::Error> {
+        Vec::<usize>::deserialize(deserializer).map(|v| Index::new(&v))
+    }
+}
+
 /// A dtype name as a row holds it: the names dumps write are static strings, any other is
 /// owned (no allocation per row for the usual ones: a decode report has ~150,000 rows).
 pub type DtypeName = std::borrow::Cow<'static, str>;
@@ -233,7 +301,7 @@ pub struct ErrorMetrics {
     /// `max |ours - ref|`.
     pub max_abs_err: Option<f64>,
     /// Multi-dimensional index (in the reference's shape) of the first element attaining it.
-    pub max_abs_err_index: Option<Vec<usize>>,
+    pub max_abs_err_index: Option<Index>,
     /// `mean |ours - ref|`.
     pub mean_abs_err: Option<f64>,
     /// `||ours - ref||_2 / ||ref||_2`.
@@ -345,14 +413,25 @@ fn squeezed(shape: &[usize]) -> Vec<usize> {
 }
 
 /// Row-major unravel of a flat index.
-fn unravel(mut flat: u64, shape: &[usize]) -> Vec<usize> {
-    let mut idx = vec![0usize; shape.len()];
-    for (slot, &dim) in idx.iter_mut().zip(shape).rev() {
-        let d = dim.max(1) as u64;
-        *slot = (flat % d) as usize;
-        flat /= d;
+fn unravel(flat: u64, shape: &[usize]) -> Index {
+    // Row-major, from the last axis; on the stack for the ranks an index holds inline.
+    let fill = |idx: &mut [usize]| {
+        let mut flat = flat;
+        for (slot, &dim) in idx.iter_mut().zip(shape).rev() {
+            let d = dim.max(1) as u64;
+            *slot = (flat % d) as usize;
+            flat /= d;
+        }
+    };
+    if shape.len() <= Index::INLINE {
+        let mut idx = [0usize; Index::INLINE];
+        fill(&mut idx[..shape.len()]);
+        Index::new(&idx[..shape.len()])
+    } else {
+        let mut idx = vec![0usize; shape.len()];
+        fill(&mut idx);
+        Index::new(&idx)
     }
-    idx
 }
 
 fn numel(shape: &[usize]) -> Option<usize> {
@@ -1057,8 +1136,8 @@ fn pair_row(mut row: OpResult, acc: &Accumulator, tol: &Resolved) -> OpResult {
     let ref_l2 = acc.sum_r2.sqrt();
     let diff_l2 = acc.sum_d2.sqrt();
     let threshold = tol.atol * (n as f64).sqrt() + tol.rtol * ref_l2;
-    // Compared with the row's first: a decode step's row shares its tensor info with its
-    // probe's other steps, copied only when this changes it.
+    // Written only when it changes: a decode step's row shares its tensor info with its
+    // probe's other steps, and a write copies it.
     if row.tensor.numel != Some(acc.n) {
         row.tensor_mut().numel = Some(acc.n);
     }
@@ -1405,9 +1484,35 @@ mod tests {
 
     #[test]
     fn unravel_row_major() {
-        assert_eq!(unravel(0, &[]), Vec::<usize>::new());
-        assert_eq!(unravel(5, &[2, 3]), vec![1, 2]);
-        assert_eq!(unravel(23, &[2, 3, 4]), vec![1, 2, 3]);
-        assert_eq!(unravel(13, &[2, 3, 4]), vec![1, 0, 1]);
+        assert_eq!(unravel(0, &[]).to_vec(), Vec::<usize>::new());
+        assert_eq!(unravel(5, &[2, 3]).to_vec(), vec![1, 2]);
+        assert_eq!(unravel(23, &[2, 3, 4]).to_vec(), vec![1, 2, 3]);
+        assert_eq!(unravel(13, &[2, 3, 4]).to_vec(), vec![1, 0, 1]);
+        // Past the inline rank, and an axis past u32: on the heap, the same axes.
+        assert_eq!(unravel(23, &[1, 1, 2, 3, 4]).to_vec(), vec![0, 0, 1, 2, 3]);
+        let big = 1usize << 33;
+        assert_eq!(unravel(big as u64 + 1, &[2, big]).to_vec(), vec![1, 1]);
+    }
+
+    /// An index is the list of its axes everywhere it shows: JSON, `{:?}` and back, inline
+    /// or on the heap.
+    #[test]
+    fn an_index_reads_as_its_axes() {
+        for axes in [
+            vec![],
+            vec![3],
+            vec![1, 2, 3, 4],
+            vec![1, 2, 3, 4, 5],
+            vec![1 << 40, 0],
+        ] {
+            let ix = Index::new(&axes);
+            assert_eq!(ix.to_vec(), axes);
+            assert_eq!(format!("{ix:?}"), format!("{axes:?}"));
+            let json = serde_json::to_string(&ix).unwrap();
+            assert_eq!(json, serde_json::to_string(&axes).unwrap());
+            assert_eq!(serde_json::from_str::<Index>(&json).unwrap(), ix);
+        }
+        assert!(matches!(Index::new(&[1, 2]).0, IndexRepr::Inline { .. }));
+        assert!(matches!(Index::new(&[1 << 40]).0, IndexRepr::Heap(_)));
     }
 }

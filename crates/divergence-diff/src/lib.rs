@@ -54,8 +54,8 @@ pub use align::{align, Confidence, Pair, TensorStats, ValueStats};
 pub use amplification::{AmpVerdict, Amplification, AmplificationRow, NormWeightGains};
 pub use compare::{
     compare, compare_steps, compare_with_truth, dtype_name, not_made, ratio_text, sci, unreadable,
-    DtypeName, ErrorMetrics, Head, Needs, NonFiniteCounts, OpResult, ProbeFold, RuleTerms, Side,
-    Status, TensorInfo, TruthMetrics, Which,
+    DtypeName, ErrorMetrics, Head, Index, Needs, NonFiniteCounts, OpResult, ProbeFold, RuleTerms,
+    Side, Status, TensorInfo, TruthMetrics, Which,
 };
 pub use config::{DiffConfig, DEFAULT_AMPLIFICATION_THRESHOLD};
 pub use divergence_names::Name;

@@ -15,7 +15,6 @@
 //! leading axis is the step (docs/dump-format.md, "Decode steps"); memory: the decode steps'
 //! bytes until then.
 
-use divergence_names::Name;
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{BufWriter, Seek, SeekFrom, Write};
@@ -23,6 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use divergence_names::Name;
 use zip::write::SimpleFileOptions;
 use zip::{CompressionMethod, ZipWriter};
 

@@ -302,7 +302,7 @@ fn first_divergence(report: &Report, h: &mut String) {
         .errors
         .max_abs_err_index
         .as_ref()
-        .map(|i| format!(" at {}", view::shape(i)))
+        .map(|i| format!(" at {}", view::shape(&i.to_vec())))
         .unwrap_or_default();
     kv(
         h,
