@@ -426,15 +426,7 @@ fn writer_errors() {
         w.finish(Meta::default()).unwrap();
         let d = Dump::open(&f).unwrap();
         assert_eq!(d.names().len(), 2);
-        assert_eq!(
-            d.meta()
-                .unwrap()
-                .order
-                .iter()
-                .map(|n| &**n)
-                .collect::<Vec<_>>(),
-            vec!["a", "c"]
-        );
+        assert_eq!(common::strs(&d.meta().unwrap().order), vec!["a", "c"]);
     }
     let missing_dir = dir.path().join("no/such/dir/out.npz");
     assert!(DumpWriter::create(&missing_dir)
@@ -840,10 +832,7 @@ fn a_damaged_local_header_makes_its_member_unreadable_not_the_archive() {
     let path = dir.path().join("x.npz");
     std::fs::write(&path, &buf).unwrap();
     let d = Dump::open(&path).unwrap();
-    assert_eq!(
-        d.names().iter().map(|n| &**n).collect::<Vec<_>>(),
-        ["a", "b"]
-    );
+    assert_eq!(common::strs(d.names()), ["a", "b"]);
     let e = d.read("a").unwrap_err().to_string();
     assert_eq!(
         e,

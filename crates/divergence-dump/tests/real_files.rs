@@ -18,7 +18,7 @@ fn check_file(file: &str) -> Dump {
         .map(|n| n.as_str().unwrap().to_string())
         .collect();
     assert_eq!(
-        dump.names().iter().map(|n| &**n).collect::<Vec<_>>(),
+        common::strs(dump.names()),
         names.as_slice(),
         "{file}: names in file order"
     );
@@ -135,7 +135,7 @@ fn metadata_entry_in_npz() {
         let m = d.meta().unwrap();
         assert_eq!(m.format, "divergence-dump/1");
         assert_eq!(
-            m.order.iter().map(|n| &**n).collect::<Vec<_>>(),
+            common::strs(&m.order),
             vec!["model.embed_tokens", "model.layers.0"]
         );
         assert_eq!(m.input_ids, Some(vec![9707, 11, 1879]));
@@ -148,7 +148,7 @@ fn metadata_entry_in_npz() {
         );
         assert_eq!(d.dtype("model.layers.0"), Some(DType::F32));
         assert_eq!(
-            d.names().iter().map(|n| &**n).collect::<Vec<_>>(),
+            common::strs(d.names()),
             ["model.embed_tokens", "model.layers.0"]
         );
     }
@@ -212,16 +212,13 @@ fn unknown_extension_is_sniffed() {
         assert_eq!(d.format(), fmt);
     }
     let d = Dump::open(&dir.path().join("b.dat")).unwrap();
-    assert_eq!(d.names().iter().map(|n| &**n).collect::<Vec<_>>(), ["b"]);
+    assert_eq!(common::strs(d.names()), ["b"]);
 }
 
 #[test]
 fn one_bad_entry_does_not_hide_the_others() {
     let d = Dump::open(&data("pickle.npz")).unwrap();
-    assert_eq!(
-        d.names().iter().map(|n| &**n).collect::<Vec<_>>(),
-        ["good", "a"]
-    );
+    assert_eq!(common::strs(d.names()), ["good", "a"]);
     assert_eq!(d.read("good").unwrap().values, Values::F64(vec![1.0, 2.0]));
     assert_eq!(d.shape("a"), None);
     assert_eq!(d.dtype("a"), None);

@@ -179,12 +179,12 @@ fn check(path: &Path, format: Format) -> Dump {
     let mut names: Vec<&str> = cases.iter().map(|c| c.name).collect();
     if format == Format::Npz {
         assert_eq!(
-            d.names().iter().map(|n| &**n).collect::<Vec<_>>(),
+            common::strs(d.names()),
             names.as_slice(),
             "npz keeps add order"
         );
     } else {
-        let mut got: Vec<&str> = d.names().iter().map(|n| &**n).collect();
+        let mut got = common::strs(d.names());
         got.sort();
         names.sort();
         assert_eq!(got, names);
@@ -274,20 +274,9 @@ fn explicit_order_is_kept() {
     })
     .unwrap();
     let d = Dump::open(&f).unwrap();
-    assert_eq!(
-        d.meta()
-            .unwrap()
-            .order
-            .iter()
-            .map(|n| &**n)
-            .collect::<Vec<_>>(),
-        vec!["a", "b"]
-    );
+    assert_eq!(common::strs(&d.meta().unwrap().order), vec!["a", "b"]);
     assert_eq!(d.meta().unwrap().format, "divergence-dump/1");
-    assert_eq!(
-        d.names().iter().map(|n| &**n).collect::<Vec<_>>(),
-        ["b", "a"]
-    );
+    assert_eq!(common::strs(d.names()), ["b", "a"]);
 }
 
 #[test]
@@ -379,7 +368,7 @@ fn check_with_python(path: &Path) {
         .iter()
         .map(|v| v.as_str().unwrap())
         .collect();
-    let mut ours: Vec<&str> = d.names().iter().map(|n| &**n).collect();
+    let mut ours = common::strs(d.names());
     if d.format() == Format::Safetensors {
         ours.sort();
         let mut p = py_names.clone();

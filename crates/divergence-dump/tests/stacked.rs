@@ -83,16 +83,8 @@ fn stacked_steps_read_as_the_per_step_tensors() {
             assert_eq!(z.len(), 7, "{ext}: members, __meta__ included");
         }
         if ext == "npz" {
-            assert_eq!(
-                a.names().iter().map(|n| &**n).collect::<Vec<_>>(),
-                want.as_slice(),
-                "{ext}"
-            );
-            assert_eq!(
-                b.names().iter().map(|n| &**n).collect::<Vec<_>>(),
-                want.as_slice(),
-                "{ext}"
-            );
+            assert_eq!(common::strs(a.names()), want.as_slice(), "{ext}");
+            assert_eq!(common::strs(b.names()), want.as_slice(), "{ext}");
         } else {
             // safetensors lists tensors in data order (its writer's, not ours): the same set.
             let set = |d: &Dump| {
@@ -105,25 +97,11 @@ fn stacked_steps_read_as_the_per_step_tensors() {
             assert_eq!((set(&a), set(&b)), (w.clone(), w), "{ext}");
         }
         assert_eq!(
-            a.meta()
-                .unwrap()
-                .order
-                .iter()
-                .map(|n| n.to_string())
-                .collect::<Vec<_>>(),
+            common::strs(&a.meta().unwrap().order),
             want,
             "{ext}: the metadata's order unfolded"
         );
-        assert_eq!(
-            b.meta()
-                .unwrap()
-                .order
-                .iter()
-                .map(|n| n.to_string())
-                .collect::<Vec<_>>(),
-            want,
-            "{ext}"
-        );
+        assert_eq!(common::strs(&b.meta().unwrap().order), want, "{ext}");
         for name in &want {
             let (x, y) = (a.read(name).unwrap(), b.read(name).unwrap());
             assert_eq!(x.shape, y.shape, "{ext} {name}");
@@ -290,11 +268,7 @@ fn stacked_members_that_cannot_be_sliced_are_unreadable_with_the_reason() {
             vec![0.0, 1.0],
             "{case}"
         );
-        assert_eq!(
-            d.names().iter().map(|n| &**n).collect::<Vec<_>>(),
-            ["a", "x@steps"],
-            "{case}"
-        );
+        assert_eq!(common::strs(d.names()), ["a", "x@steps"], "{case}");
         let e = d.read("x@steps").unwrap_err().to_string();
         assert!(e.starts_with(&path.display().to_string()), "{case}: {e}");
         assert!(e.to_lowercase().contains(why), "{case}: {e}");
@@ -346,19 +320,8 @@ fn stacked_names_in_the_metadata_alone_unfold_nothing() {
     let t = std::time::Instant::now();
     let d = Dump::open(&path).unwrap();
     assert!(t.elapsed().as_secs() < 5);
-    assert_eq!(
-        d.meta()
-            .unwrap()
-            .order
-            .iter()
-            .map(|n| n.to_string())
-            .collect::<Vec<_>>(),
-        order
-    );
-    assert_eq!(
-        d.names().iter().map(|n| &**n).collect::<Vec<_>>(),
-        ["a", "x@1", "x@2"]
-    );
+    assert_eq!(common::strs(&d.meta().unwrap().order), order);
+    assert_eq!(common::strs(d.names()), ["a", "x@1", "x@2"]);
 }
 
 #[test]
@@ -367,10 +330,7 @@ fn a_single_npy_is_one_tensor_whatever_its_name() {
     let path = dir.path().join("logits@steps.npy");
     std::fs::write(&path, npy("<f4", false, "(2, 3)", &f32_bytes(6))).unwrap();
     let d = Dump::open(&path).unwrap();
-    assert_eq!(
-        d.names().iter().map(|n| &**n).collect::<Vec<_>>(),
-        ["logits@steps"]
-    );
+    assert_eq!(common::strs(d.names()), ["logits@steps"]);
     assert_eq!(d.shape("logits@steps"), Some(&[2, 3][..]));
 }
 
@@ -401,12 +361,7 @@ fn a_mix_of_layouts_keeps_the_execution_order() {
     );
     let d = Dump::open(&path).unwrap();
     assert_eq!(
-        d.meta()
-            .unwrap()
-            .order
-            .iter()
-            .map(|n| &**n)
-            .collect::<Vec<_>>(),
+        common::strs(&d.meta().unwrap().order),
         ["a", "b", "a@1", "b@1", "a@2", "b@2"],
         "step-major, each step in the order the names are listed"
     );

@@ -107,3 +107,8 @@ pub fn npy_with(dict: &str, data: &[u8]) -> Vec<u8> {
     out.extend_from_slice(data);
     out
 }
+
+/// Names as plain strings, to compare a dump's names or its metadata order with a literal list.
+pub fn strs(names: &[divergence_names::Name]) -> Vec<&str> {
+    names.iter().map(|n| &**n).collect()
+}
