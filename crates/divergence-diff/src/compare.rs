@@ -573,6 +573,11 @@ pub fn compare_steps<'a>(
         atol: tol.atol,
         rel_guard: tol.rel_guard,
     };
+    // The steps of one probe share their layer: its name parsed once (each row's name is
+    // still split for its step, and a row of another base, which a caller should not pass,
+    // parsed on its own).
+    let first_base = divergence_names::split_step(&names[0]).0;
+    let first_layer = divergence_names::layer_index(first_base);
     crate::metrics::step_sums(
         ours.values,
         reference.values,
@@ -584,8 +589,13 @@ pub fn compare_steps<'a>(
             // The plan's name, shared: no allocation.
             let mut row = template.clone();
             row.name = name.clone();
-            row.layer = divergence_names::layer_index(name);
-            row.step = divergence_names::split_step(name).1;
+            let (base, step) = divergence_names::split_step(name);
+            row.layer = if base == first_base {
+                first_layer
+            } else {
+                divergence_names::layer_index(name)
+            };
+            row.step = step;
             let row = match pair_short_row(&row, numel, [acc.n, acc.n]) {
                 Some(bad) => bad,
                 None => apply_truth(pair_row(row, &acc, &tol), TruthFold::Off),

@@ -368,3 +368,96 @@ fn a_mix_of_layouts_keeps_the_execution_order() {
     assert_eq!(d.original_dtype("a@2").as_deref(), Some("bfloat16"));
     assert_eq!(d.read("a@2").unwrap().values.to_f64_vec(), vec![1.0]);
 }
+
+/// A member's dtype, asked once (`diff` compares a member's steps in one call), is what every
+/// one of its steps answers; where the metadata lists a step on its own (and not its member),
+/// the member has none and each step is asked.
+#[test]
+fn a_members_dtype_is_each_of_its_steps_dtype() {
+    let dir = tempfile::tempdir().unwrap();
+    for (case, dtypes, per_step) in [
+        ("none listed", serde_json::json!({}), false),
+        ("a step listed", serde_json::json!({"x@2": "float16"}), true),
+        (
+            "the member listed",
+            serde_json::json!({"x@steps": "bfloat16", "x@2": "float16"}),
+            false,
+        ),
+        // A claim of more precision than the bytes hold is not used, step or member.
+        (
+            "a dishonest claim",
+            serde_json::json!({"x@steps": "float64"}),
+            false,
+        ),
+    ] {
+        let meta = serde_json::json!({"format": "divergence-dump/1", "dtypes": dtypes}).to_string();
+        let path = npz(
+            dir.path(),
+            "d.npz",
+            &[
+                ("a", npy("<f4", false, "(1,)", &f32_bytes(1)), false),
+                ("x@steps", npy("<f4", false, "(3, 1)", &f32_bytes(3)), false),
+                ("y@steps", npy("<f4", false, "(3, 1)", &f32_bytes(3)), false),
+                (
+                    "__meta__",
+                    npy("|u1", false, &format!("({},)", meta.len()), meta.as_bytes()),
+                    false,
+                ),
+            ],
+        );
+        let d = Dump::open(&path).unwrap();
+        let (mut steps, mut asked_per_step) = (0, 0);
+        for i in 0..d.names().len() {
+            let Some((m, _)) = d.step_slot_at(i) else {
+                continue;
+            };
+            steps += 1;
+            match d.member_original_dtype_str(m) {
+                Some(member) => assert_eq!(member, d.original_dtype_str_at(i), "{case}: {i}"),
+                None => {
+                    asked_per_step += 1;
+                    assert!(d.names()[i].starts_with("x@"), "{case}: {}", d.names()[i]);
+                }
+            }
+        }
+        assert_eq!(steps, 6, "{case}");
+        assert_eq!(asked_per_step, if per_step { 3 } else { 0 }, "{case}");
+        assert_eq!(
+            d.member_original_dtype_str(2),
+            None,
+            "{case}: no third member"
+        );
+    }
+    // What the steps answer in those cases (the member's answer equals each step's, above).
+    let answers = |dtypes: serde_json::Value| {
+        let meta = serde_json::json!({"format": "divergence-dump/1", "dtypes": dtypes}).to_string();
+        let path = npz(
+            dir.path(),
+            "e.npz",
+            &[
+                ("x@steps", npy("<f4", false, "(3, 1)", &f32_bytes(3)), false),
+                (
+                    "__meta__",
+                    npy("|u1", false, &format!("({},)", meta.len()), meta.as_bytes()),
+                    false,
+                ),
+            ],
+        );
+        let d = Dump::open(&path).unwrap();
+        (1..=3)
+            .map(|s| d.original_dtype(&format!("x@{s}")).unwrap())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        answers(serde_json::json!({"x@2": "float16"})),
+        ["float32", "float16", "float32"]
+    );
+    assert_eq!(
+        answers(serde_json::json!({"x@steps": "bfloat16", "x@2": "float16"})),
+        ["bfloat16"; 3]
+    );
+    assert_eq!(
+        answers(serde_json::json!({"x@steps": "float64"})),
+        ["float32"; 3]
+    );
+}

@@ -245,17 +245,27 @@ fn compare_run<'a>(
     ) else {
         return false;
     };
-    // One dtype per side for the whole run, or row by row.
-    let dtypes = |i: usize| {
-        let (oe, re) = entries_at(plan, ours, reference, i);
-        let name = |e: Option<Entry<'_, 'a>>| e.and_then(|e| e.original_dtype_str());
-        (name(oe), name(re))
+    // One dtype per side for the whole run: the member's, where the dump knows it is every
+    // step's; else each row's asked, or row by row.
+    let members = (
+        ours.dump().member_original_dtype_str(om),
+        reference.dump().member_original_dtype_str(rm),
+    );
+    let (o_dtype, r_dtype) = match members {
+        (Some(o), Some(r)) => (o, r),
+        _ => {
+            let dtypes = |i: usize| {
+                let (oe, re) = entries_at(plan, ours, reference, i);
+                let name = |e: Option<Entry<'_, 'a>>| e.and_then(|e| e.original_dtype_str());
+                (name(oe), name(re))
+            };
+            let first = dtypes(run.rows[0]);
+            if !run.rows[1..].iter().all(|&i| dtypes(i) == first) {
+                return false;
+            }
+            first
+        }
     };
-    let first = dtypes(run.rows[0]);
-    if !run.rows[1..].iter().all(|&i| dtypes(i) == first) {
-        return false;
-    }
-    let (o_dtype, r_dtype) = first;
     let (o_dtype, r_dtype) = (o_dtype.unwrap_or_default(), r_dtype.unwrap_or_default());
     let names: Vec<divergence_diff::Name> =
         run.rows.iter().map(|&i| plan.order[i].clone()).collect();
