@@ -573,11 +573,12 @@ pub fn compare_steps<'a>(
         atol: tol.atol,
         rel_guard: tol.rel_guard,
     };
-    // The steps of one probe share their layer: its name parsed once (each row's name is
-    // still split for its step, and a row of another base, which a caller should not pass,
-    // parsed on its own).
+    // The steps of one probe share their layer: it is parsed once (a name's layer depends on
+    // its base alone; each row's name is still split for its step, and a row of another base,
+    // which a caller should not pass, parsed on its own). From the name, not its base: a base
+    // may itself end in `@<digits>` (`x@2@steps` holds `x@2@1`, ...).
     let first_base = divergence_names::split_step(&names[0]).0;
-    let first_layer = divergence_names::layer_index(first_base);
+    let first_layer = divergence_names::layer_index(&names[0]);
     crate::metrics::step_sums(
         ours.values,
         reference.values,

@@ -732,6 +732,7 @@ proptest! {
         chunk_small in any::<bool>(),
         short in 0usize..3,
         mode in 0usize..4,
+        base in prop::sample::select(vec!["model.layers.3.mlp", "lm_head", "model.layers.3@2"]),
     ) {
         let cfg = DiffConfig {
             tolerance: match mode {
@@ -763,7 +764,8 @@ proptest! {
             _ => (vec![n], vec![n + 1]),
         };
         let (ov, rv) = (encoded(&a, enc.0), encoded(&b, enc.1));
-        let names: Vec<Name> = (1..=steps).map(|s| Name::from(format!("model.layers.3.mlp@{s}"))).collect();
+        // A base without a layer, and one that ends in `@<digits>` itself (its layer is not 3).
+        let names: Vec<Name> = (1..=steps).map(|s| Name::from(format!("{base}@{s}"))).collect();
         let side = |shape: &'static [usize], values: ValuesRef<'static>, dtype: &'static str| Side {
             shape,
             values,

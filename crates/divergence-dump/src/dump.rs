@@ -283,13 +283,15 @@ impl Dump {
     /// ([`DType::claim_exceeds`]) is not used: the stored dtype is the answer.
     pub fn original_dtype_str_at(&self, i: usize) -> Option<&str> {
         let stored = self.info_at(i).map(|i| i.dtype);
-        self.original_dtype_of(i, stored, self.original.get(i).copied().flatten())
+        self.original_dtype_of(Some(i), stored, self.original.get(i).copied().flatten())
     }
 
     /// [`Dump::original_dtype_str_at`] of every step of stacked member `member`
     /// ([`Dump::step_slot_at`]) when it is the same for all of them, asked once: `Some(answer)`,
     /// or `None` when it may differ from step to step (the metadata lists some steps on their
-    /// own) or there is no such member. `diff` compares a member's steps in one call and
+    /// own), when the dump's distinct metadata dtypes are too many to intern (more than
+    /// 65,535: each step is looked up by name) or there is no such member. `diff` compares a
+    /// member's steps in one call and
     /// needs one dtype per side (asking each of a decode dump's ~150,000 steps was ~4% of its
     /// CPU time, perf on 2 cores).
     pub fn member_original_dtype_str(&self, member: usize) -> Option<Option<&str>> {
@@ -308,14 +310,15 @@ impl Dump {
             .ok()
             .map(|i| i.dtype);
         // Every step's layout is its member's: `stored` is each step's `info_at`.
-        Some(self.original_dtype_of(usize::MAX, stored, id))
+        Some(self.original_dtype_of(None, stored, id))
     }
 
-    /// The answer of [`Dump::original_dtype_str_at`] for entry `i`, whose stored dtype is
-    /// `stored` and interned metadata dtype `interned`.
+    /// The answer of [`Dump::original_dtype_str_at`] for entry `i` (`None`: a member's steps,
+    /// all of them interned), whose stored dtype is `stored` and interned metadata dtype
+    /// `interned`.
     fn original_dtype_of(
         &self,
-        i: usize,
+        i: Option<usize>,
         stored: Option<DType>,
         interned: Option<u16>,
     ) -> Option<&str> {
@@ -331,7 +334,7 @@ impl Dump {
             }
         } else if self.dtype_names.len() > usize::from(u16::MAX) {
             // Not all interned (see `original_dtypes`); a stacked step has its member's.
-            let name = self.names.get(i)?;
+            let name = self.names.get(i?)?;
             let dtypes = self.meta.as_ref().map(|m| &m.dtypes);
             let member = || {
                 let (base, step) = divergence_names::split_step(name);
