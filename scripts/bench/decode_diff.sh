@@ -18,7 +18,14 @@
 #      the N decode ids as one 64+N-token prompt: about the same bytes, the same logits rows),
 #      timed the same way: the per-byte baseline of the same size (a one pass of 64 tokens is
 #      the default baseline);
-#   6. AFTER, when set: a command run after each step count's timing, with $n, $W/ours.npz and
+#   6. FRESH=1: before anything is timed, each dump of a pair is replaced by a copy of itself
+#      (`cp`), so that the four files of the decode pair and its one pass come from one writer
+#      and have one page-cache history. Without it, each file keeps the pages its writer left,
+#      and what unmapping them costs at exit differs by file: as written, `diff` spent 2.7 ms
+#      after `main` for the one pass and 18.4 ms for the decode pair on the GPU machine's host;
+#      locally a program that only maps and reads the files shows such a difference, and none
+#      between fresh copies (2026-12-02, docs/performance.md);
+#   7. AFTER, when set: a command run after each step count's timing, with $n, $W/ours.npz and
 #      $W/ref.npz in place, with EQUAL=1 also $W/ours.equal.npz and $W/ref.equal.npz (e.g. a
 #      profiler, or a build that prints its phases).
 #
@@ -42,6 +49,13 @@ RUNS=${RUNS:-5}
 PY=${PY:-python3}
 BINS=${BINS:-"new=.gpu/divergence-cpu.gz"}
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
+
+# FRESH=1: each file given replaced by a copy of itself (one writer, one page-cache history).
+fresh() {
+  if [ "${FRESH:-0}" = 1 ]; then
+    for f in "$@"; do cp "$f" "$f.fresh" && mv "$f.fresh" "$f"; done
+  fi
+}
 
 # The binary that runs the model (CUDA build on the GPU machine).
 RUN=/tmp/divergence-run
@@ -69,6 +83,7 @@ for n in $STEPS; do
     --attn eager --device "$DEVICE" "${dec[@]}" --out "$W/ref.npz" --quiet >> "$OUT/log.txt" 2>&1
   "$RUN" run --model "$W/model" --ids-file "$W/ids64.txt" --device "$OURS_DEVICE" --dtype bf16 \
     "${from[@]}" --out "$W/ours.npz" >> "$OUT/log.txt" 2>&1
+  fresh "$W/ref.npz" "$W/ours.npz"
   "$PY" scripts/bench/decode_diff.py --steps "$n" --runs "$RUNS" --ours "$W/ours.npz" \
     --ref "$W/ref.npz" --json-dir "$OUT" "${diffs[@]}" >> "$OUT/results.md" 2>> "$OUT/log.txt"
   # The same run in the per-step layout (one array per probe and step, as these tools wrote
@@ -104,6 +119,7 @@ PYEOF
       --attn eager --device "$DEVICE" --out "$W/ref.equal.npz" --quiet >> "$OUT/log.txt" 2>&1
     "$RUN" run --model "$W/model" --ids-file "$W/ids-equal.txt" --device "$OURS_DEVICE" --dtype bf16 \
       --out "$W/ours.equal.npz" >> "$OUT/log.txt" 2>&1
+    fresh "$W/ref.equal.npz" "$W/ours.equal.npz"
     echo "one pass over the same $((64 + n)) positions (the per-byte baseline of the same size):" >> "$OUT/results.md"
     mkdir -p "$OUT/equal/$n"
     "$PY" scripts/bench/decode_diff.py --steps 0 --runs "$RUNS" --ours "$W/ours.equal.npz" \
