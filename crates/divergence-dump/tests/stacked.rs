@@ -375,6 +375,17 @@ fn a_mix_of_layouts_keeps_the_execution_order() {
 #[test]
 fn a_members_dtype_is_each_of_its_steps_dtype() {
     let dir = tempfile::tempdir().unwrap();
+    // A dump of these f32 members (name, shape, element count) with these metadata dtypes.
+    let open = |file: &str, members: &[(&str, &str, usize)], dtypes: &serde_json::Value| {
+        let meta = serde_json::json!({"format": "divergence-dump/1", "dtypes": dtypes}).to_string();
+        let mut entries: Vec<(&str, Vec<u8>, bool)> = members
+            .iter()
+            .map(|&(name, shape, n)| (name, npy("<f4", false, shape, &f32_bytes(n)), false))
+            .collect();
+        let meta_npy = npy("|u1", false, &format!("({},)", meta.len()), meta.as_bytes());
+        entries.push(("__meta__", meta_npy, false));
+        Dump::open(&npz(dir.path(), file, &entries)).unwrap()
+    };
     for (case, dtypes, per_step) in [
         ("none listed", serde_json::json!({}), false),
         ("a step listed", serde_json::json!({"x@2": "float16"}), true),
@@ -390,22 +401,12 @@ fn a_members_dtype_is_each_of_its_steps_dtype() {
             false,
         ),
     ] {
-        let meta = serde_json::json!({"format": "divergence-dump/1", "dtypes": dtypes}).to_string();
-        let path = npz(
-            dir.path(),
-            "d.npz",
-            &[
-                ("a", npy("<f4", false, "(1,)", &f32_bytes(1)), false),
-                ("x@steps", npy("<f4", false, "(3, 1)", &f32_bytes(3)), false),
-                ("y@steps", npy("<f4", false, "(3, 1)", &f32_bytes(3)), false),
-                (
-                    "__meta__",
-                    npy("|u1", false, &format!("({},)", meta.len()), meta.as_bytes()),
-                    false,
-                ),
-            ],
-        );
-        let d = Dump::open(&path).unwrap();
+        let members = [
+            ("a", "(1,)", 1),
+            ("x@steps", "(3, 1)", 3),
+            ("y@steps", "(3, 1)", 3),
+        ];
+        let d = open("d.npz", &members, &dtypes);
         let (mut steps, mut asked_per_step) = (0, 0);
         for i in 0..d.names().len() {
             let Some((m, _)) = d.step_slot_at(i) else {
@@ -430,20 +431,7 @@ fn a_members_dtype_is_each_of_its_steps_dtype() {
     }
     // What the steps answer in those cases (the member's answer equals each step's, above).
     let answers = |dtypes: serde_json::Value| {
-        let meta = serde_json::json!({"format": "divergence-dump/1", "dtypes": dtypes}).to_string();
-        let path = npz(
-            dir.path(),
-            "e.npz",
-            &[
-                ("x@steps", npy("<f4", false, "(3, 1)", &f32_bytes(3)), false),
-                (
-                    "__meta__",
-                    npy("|u1", false, &format!("({},)", meta.len()), meta.as_bytes()),
-                    false,
-                ),
-            ],
-        );
-        let d = Dump::open(&path).unwrap();
+        let d = open("e.npz", &[("x@steps", "(3, 1)", 3)], &dtypes);
         (1..=3)
             .map(|s| d.original_dtype(&format!("x@{s}")).unwrap())
             .collect::<Vec<_>>()
