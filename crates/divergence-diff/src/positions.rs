@@ -64,29 +64,50 @@ pub struct PositionProfile {
     /// empty (and left out of the JSON) for one pass.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub steps: Vec<usize>,
-    /// With decode steps: the token position of each entry (the prefill's `0..T`, then step
-    /// `s` at `T + s - 1`, `T` the prompt's length), when the profile runs across steps and
-    /// that length is known; empty (and left out of the JSON) otherwise. Entries and token
-    /// positions differ where a dump lacks steps, or where the op has no prefill row (a cache
-    /// probe: its first entry is step 1, position `T`).
+    /// The token position of each entry, where entries and positions differ: with decode
+    /// steps, the prefill's `0..T`, then step `s` at `T + s - 1`, `T` the prompt's length
+    /// (when the profile runs across steps and that length is known: a dump lacks steps, or
+    /// the op has no prefill row, like a cache probe, whose first entry is step 1, position
+    /// `T`); and where the op keeps the prompt's last `k` positions only (logits), those
+    /// (`T - k..T`, in one pass too, [`PositionProfile::at_prompt_end`]). Empty (and left out
+    /// of the JSON) otherwise: entry `i` is position `i`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub positions: Vec<usize>,
 }
 
 impl PositionProfile {
+    /// Numbers a one-pass profile's entries with their token positions where its token axis
+    /// holds fewer positions than the prompt's `prompt_len` tokens: the last ones (logits kept
+    /// for the last `k` tokens only). Unchanged otherwise, and for a profile across decode
+    /// steps ([`across_steps`] numbers those).
+    pub fn at_prompt_end(mut self, prompt_len: Option<usize>) -> PositionProfile {
+        let t = self.rel_err.len();
+        if let Some(p) = prompt_len.filter(|&p| p > t && self.steps.is_empty()) {
+            self.positions = (p - t..p).collect();
+        }
+        self
+    }
+
     /// One line: `error at every position (16)`, `error from position 9 on (7 of 16)`, ...
     pub fn summary(&self) -> String {
         let t = self.rel_err.len();
         // With decode steps, a position is named by its step too; a profile without the
         // prefill's positions (cache probes exist in decode steps only) counts steps.
         let decode_only = self.steps.first().is_some_and(|&s| s > 0);
-        // Step s is the token at the prefill's length + s - 1, whichever steps the dumps hold
-        // (found by a bad-input hunt: with steps 2 and 3 only, step 3 was named position 5).
+        // An entry is named by its token position where the profile numbers them
+        // ([`PositionProfile::positions`]: a prefill that keeps the prompt's last rows only,
+        // decode steps); else step s is the token at the prefill's length + s - 1, whichever
+        // steps the dumps hold (found by a bad-input hunt: with steps 2 and 3 only, step 3 was
+        // named position 5).
         let prefill = self.steps.iter().take_while(|&&s| s == 0).count();
+        let position = |i: usize| self.positions.get(i).copied();
         let label = |i: usize| match self.steps.get(i) {
             Some(&s) if s > 0 && decode_only => format!("decode step {s}"),
-            Some(&s) if s > 0 => format!("position {} (decode step {s})", prefill + s - 1),
-            _ => format!("position {i}"),
+            Some(&s) if s > 0 => format!(
+                "position {} (decode step {s})",
+                position(i).unwrap_or(prefill + s - 1)
+            ),
+            _ => format!("position {}", position(i).unwrap_or(i)),
         };
         let unit = if decode_only {
             "decode steps"
@@ -172,17 +193,21 @@ pub fn across_steps(
         at.push(row.step);
     }
     let (affected, first_affected, pattern) = tally(&over);
-    // Step s is the token at T + s - 1: T the prefill's positions, else the prompt's length.
+    // Step s is the token at T + s - 1, T the prompt's length; the prefill's entries are its
+    // last positions (all of them, as a rule; the last k where a probe keeps the last k rows,
+    // as logits may). Without the prompt's length, T is the prefill's count; a prompt shorter
+    // than the prefill's rows cannot be it, and the rows count instead.
     let prefill_len = at.iter().take_while(|&&s| s == 0).count();
-    let t = if prefill_len > 0 {
-        Some(prefill_len)
-    } else {
-        prompt_len
+    let t = match prompt_len {
+        Some(p) if p >= prefill_len => Some(p),
+        _ if prefill_len > 0 => Some(prefill_len),
+        _ => None,
     };
     let positions = t.map_or_else(Vec::new, |t| {
+        let first = t - prefill_len;
         at.iter()
             .enumerate()
-            .map(|(i, &s)| if s == 0 { i } else { t + s - 1 })
+            .map(|(i, &s)| if s == 0 { first + i } else { t + s - 1 })
             .collect()
     });
     Some(PositionProfile {
@@ -381,10 +406,16 @@ mod tests {
             step_row(3, 0.2, true),
         ];
         let refs: Vec<&crate::OpResult> = rows.iter().collect();
-        let p = across_steps("model.rotary_emb", Some(prefill), &refs, Some(99)).unwrap();
+        let p = across_steps("model.rotary_emb", Some(prefill.clone()), &refs, Some(3)).unwrap();
         assert_eq!(p.steps, [0, 0, 0, 1, 2, 3]);
-        // The prefill's own positions count the prompt: entries are token positions here.
+        // The prefill holds the whole prompt: entries are token positions here.
         assert_eq!(p.positions, [0, 1, 2, 3, 4, 5]);
+        // Without the prompt's length, the prefill's rows count it.
+        let q = across_steps("model.rotary_emb", Some(prefill.clone()), &refs, None).unwrap();
+        assert_eq!(q.positions, p.positions);
+        // A prompt shorter than the prefill's rows cannot be its length: the rows count.
+        let q = across_steps("model.rotary_emb", Some(prefill), &refs, Some(2)).unwrap();
+        assert_eq!(q.positions, p.positions);
         assert_eq!(p.pattern, PositionPattern::From { start: 4 });
         assert_eq!(p.rel_tol[4], Some(1e-3));
         assert_eq!(
@@ -428,6 +459,41 @@ mod tests {
             p.summary(),
             "error from position 4 (decode step 2) on (2 of 5 positions; earlier ones within tolerance); worst rel err 3.000e-01 at position 4 (decode step 2); the prefill's positions are clean: a decode-path error"
         );
+    }
+
+    #[test]
+    fn an_op_that_keeps_the_prompts_last_rows_is_numbered_from_its_end() {
+        // Logits kept for the last 2 of 5 prompt tokens, then decode steps 1..3: the prefill's
+        // entries are tokens 3 and 4, step s the token at 5 + s - 1 (not at 2 + s - 1).
+        let rows = [
+            step_row(1, 1e-6, false),
+            step_row(2, 0.3, true),
+            step_row(3, 0.2, true),
+        ];
+        let refs: Vec<&crate::OpResult> = rows.iter().collect();
+        let p = across_steps("lm_head", Some(profile(&[0.0, 0.0])), &refs, Some(5)).unwrap();
+        assert_eq!(p.steps, [0, 0, 1, 2, 3]);
+        assert_eq!(p.positions, [3, 4, 5, 6, 7]);
+        assert_eq!(p.first_affected, Some(3));
+        assert!(
+            p.summary()
+                .starts_with("error from position 6 (decode step 2) on (2 of 5 positions;"),
+            "{}",
+            p.summary()
+        );
+        // One pass: the same two rows are tokens 3 and 4 of the prompt.
+        let p = profile(&[0.0, 0.5]).at_prompt_end(Some(5));
+        assert_eq!(p.positions, [3, 4]);
+        assert_eq!(
+            p.summary(),
+            "error at the last position 4 only; worst rel err 5.000e-01 at position 4"
+        );
+        // A profile over the whole prompt, or without its length, is left as it is.
+        for len in [Some(2), None] {
+            let p = profile(&[0.0, 0.5]).at_prompt_end(len);
+            assert!(p.positions.is_empty(), "{len:?}");
+            assert!(p.summary().starts_with("error at the last position 1 only"));
+        }
     }
 
     #[test]

@@ -679,7 +679,8 @@ pub(crate) fn positions(report: &Report) -> Option<String> {
     let gap = if bw > 4.0 { 1.0 } else { 0.0 };
     for (i, ((e, tol), &over)) in p.rel_err.iter().zip(&p.rel_tol).zip(&p.over).enumerate() {
         let title = format!(
-            "position {i}: rel err {}{}",
+            "position {}: rel err {}{}",
+            p.positions.get(i).copied().unwrap_or(i),
             e.map_or_else(|| "n/a".to_string(), sci),
             tol.map_or_else(String::new, |t| format!(", tolerance {}", sci(t)))
         );

@@ -1433,6 +1433,10 @@ fn draw_profile(frame: &mut Frame<'_>, area: Rect, p: &PositionProfile) {
 /// err`, `▲ 7/16 over`, ...).
 fn caption_lines(p: &PositionProfile, per_bar: usize, short: bool) -> [String; 4] {
     let t = p.rel_err.len();
+    // The token positions of the first and last entries (entry i is position i unless the
+    // profile numbers them: `PositionProfile::positions`).
+    let at = |i: usize| p.positions.get(i).copied().unwrap_or(i);
+    let span = format!("{}..{}", at(0), at(t.saturating_sub(1)));
     let tols: Vec<f64> = p.rel_tol.iter().filter_map(|v| *v).collect();
     let range = (
         tols.iter().copied().reduce(f64::min),
@@ -1454,7 +1458,7 @@ fn caption_lines(p: &PositionProfile, per_bar: usize, short: bool) -> [String; 4
             if per_bar > 1 {
                 format!("≤{per_bar} pos./bar")
             } else {
-                format!("pos. 0..{}", t - 1)
+                format!("pos. {span}")
             },
         ]
     } else {
@@ -1465,7 +1469,7 @@ fn caption_lines(p: &PositionProfile, per_bar: usize, short: bool) -> [String; 4
             if per_bar > 1 {
                 format!("up to {per_bar} positions a bar")
             } else {
-                format!("positions 0..{}", t - 1)
+                format!("positions {span}")
             },
         ]
     }

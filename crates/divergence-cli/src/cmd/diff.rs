@@ -798,7 +798,7 @@ fn diagnosis(
                 .as_ref()
                 .is_some_and(|f| f.name == name)
         {
-            profile = positions(report, &o.0, &r.0);
+            profile = positions(report, &o.0, &r.0).map(|p| p.at_prompt_end(prompt_len));
         }
         let input_views: Vec<(&str, Option<_>, Option<_>)> = inputs
             .iter()

@@ -1,0 +1,64 @@
+"""The first divergence's position profile names token positions (docs/report-schema.md,
+`positions`), also for an op that keeps the prompt's last rows only, as logits may: its rows
+are the prompt's last tokens, and decode step s is the token at the prompt's length + s - 1,
+not at the prefill rows' count + s - 1."""
+
+from __future__ import annotations
+
+import subprocess
+
+import numpy as np
+
+from test_prefill_vs_decode import save
+from test_roundtrip_rust import BIN, diff, pytestmark  # noqa: F401  (skip without the binary)
+
+IDS = [1, 2, 3, 4, 5]  # a 5-token prompt; the logits keep its last 2 rows
+
+
+def arrays(rng, steps):
+    a = {"model.embed_tokens": rng.standard_normal((1, len(IDS), 8)).astype(np.float32),
+         "lm_head": rng.standard_normal((1, 2, 16)).astype(np.float32)}
+    for s in range(1, steps + 1):
+        a[f"model.embed_tokens@{s}"] = rng.standard_normal((1, 1, 8)).astype(np.float32)
+        a[f"lm_head@{s}"] = rng.standard_normal((1, 1, 16)).astype(np.float32)
+    return a
+
+
+def table(ours, ref):
+    r = subprocess.run([str(BIN), "diff", str(ours), str(ref), "--format", "table"],
+                       capture_output=True, text=True, timeout=120)
+    return r.stdout
+
+
+def test_decode_steps_after_logits_that_keep_the_last_rows(tmp_path):
+    ref = arrays(np.random.default_rng(0), 3)
+    ours = {k: v.copy() for k, v in ref.items()}
+    for s in (2, 3):
+        ours[f"lm_head@{s}"] += 1.0
+    meta = {"input_ids": IDS, "decode_steps": 3, "decode_ids": [6, 7, 8], "decode_source": "given"}
+    o = save(tmp_path / "ours.npz", ours, **meta)
+    r = save(tmp_path / "ref.npz", ref, **meta)
+    rc, rep = diff(o, r)
+    assert rc == 1
+    assert rep["first_divergence"]["name"] == "lm_head@2"
+    p = rep["positions"]
+    assert p["steps"] == [0, 0, 1, 2, 3]
+    # The prefill's 2 rows are tokens 3 and 4; step s is token 5 + s - 1.
+    assert p["positions"] == [3, 4, 5, 6, 7]
+    assert p["positions"][p["first_affected"]] == 6
+    # The token effect numbers the same logits the same way.
+    assert [q["position"] for q in rep["tokens"]["per_position"]] == p["positions"]
+    assert "error from position 6 (decode step 2) on" in table(o, r)
+
+
+def test_one_pass_logits_that_keep_the_last_rows(tmp_path):
+    ref = arrays(np.random.default_rng(1), 0)
+    ours = {k: v.copy() for k, v in ref.items()}
+    ours["lm_head"][:, 1] += 1.0
+    o = save(tmp_path / "ours.npz", ours, input_ids=IDS)
+    r = save(tmp_path / "ref.npz", ref, input_ids=IDS)
+    rc, rep = diff(o, r)
+    assert rc == 1
+    p = rep["positions"]
+    assert p["pattern"] == {"kind": "last"} and p["positions"] == [3, 4]
+    assert "error at the last position 4 only" in table(o, r)
