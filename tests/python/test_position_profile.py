@@ -62,3 +62,19 @@ def test_one_pass_logits_that_keep_the_last_rows(tmp_path):
     p = rep["positions"]
     assert p["pattern"] == {"kind": "last"} and p["positions"] == [3, 4]
     assert "error at the last position 4 only" in table(o, r)
+
+
+def test_another_op_shorter_than_the_prompt_is_not_numbered_from_its_end(tmp_path):
+    # Attention weights [B, H, T, T] of a port: the profile's axis 1 holds 2 heads, not the
+    # prompt's last 2 tokens (a review found them named positions 3 and 4).
+    rng = np.random.default_rng(2)
+    ref = {"model.layers.0.self_attn.attn_weights": rng.standard_normal((1, 2, 5, 5)).astype(np.float32)}
+    ours = {k: v.copy() for k, v in ref.items()}
+    ours["model.layers.0.self_attn.attn_weights"][:, 1] += 1.0
+    o = save(tmp_path / "ours.npz", ours, input_ids=IDS)
+    r = save(tmp_path / "ref.npz", ref, input_ids=IDS)
+    rc, rep = diff(o, r)
+    assert rc == 1
+    p = rep["positions"]
+    assert p["rel_err"] and "positions" not in p
+    assert "error at the last position 1 only" in table(o, r)

@@ -55,7 +55,7 @@ pub struct PositionProfile {
     /// Positions over the op's tolerance.
     pub affected: usize,
     /// The first of them, as an index into the arrays above (its token position is
-    /// [`PositionProfile::positions`]' entry there, when the profile runs across steps).
+    /// [`PositionProfile::positions`]' entry there, when the profile numbers its entries).
     pub first_affected: Option<usize>,
     /// Where they are (a `from` pattern's `start` is an index too, like `first_affected`).
     pub pattern: PositionPattern,
@@ -64,25 +64,30 @@ pub struct PositionProfile {
     /// empty (and left out of the JSON) for one pass.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub steps: Vec<usize>,
-    /// The token position of each entry, where entries and positions differ: with decode
-    /// steps, the prefill's `0..T`, then step `s` at `T + s - 1`, `T` the prompt's length
-    /// (when the profile runs across steps and that length is known: a dump lacks steps, or
-    /// the op has no prefill row, like a cache probe, whose first entry is step 1, position
-    /// `T`); and where the op keeps the prompt's last `k` positions only (logits), those
-    /// (`T - k..T`, in one pass too, [`PositionProfile::at_prompt_end`]). Empty (and left out
-    /// of the JSON) otherwise: entry `i` is position `i`.
+    /// The token position of each entry, `T` the prompt's length:
+    /// - across decode steps ([`across_steps`]), when `T` is known: the prefill's positions
+    ///   `0..T`, then step `s` at `T + s - 1` (entries and positions differ where a dump lacks
+    ///   steps, or where the op has no prefill row: a cache probe's first entry is step 1,
+    ///   position `T`);
+    /// - the logits when they keep the prompt's last `k` rows only: those rows are `T - k..T`
+    ///   (in one pass too: [`PositionProfile::at_prompt_end`]).
+    ///
+    /// Empty (and left out of the JSON) otherwise: one pass, where entry `i` is position `i`;
+    /// or a profile of decode steps only whose `T` is unknown, whose entries are the steps.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub positions: Vec<usize>,
 }
 
 impl PositionProfile {
-    /// Numbers a one-pass profile's entries with their token positions where its token axis
-    /// holds fewer positions than the prompt's `prompt_len` tokens: the last ones (logits kept
-    /// for the last `k` tokens only). Unchanged otherwise, and for a profile across decode
-    /// steps ([`across_steps`] numbers those).
+    /// Numbers a one-pass profile of the logits (`lm_head`) with their token positions where
+    /// its token axis holds fewer positions than the prompt's `prompt_len` tokens: the last
+    /// ones (logits kept for the last `k` tokens only, numbered as the token effect numbers
+    /// them). Unchanged otherwise: another op, a profile as long as the prompt, no prompt
+    /// length, or a profile across decode steps ([`across_steps`] numbers those).
     pub fn at_prompt_end(mut self, prompt_len: Option<usize>) -> PositionProfile {
         let t = self.rel_err.len();
-        if let Some(p) = prompt_len.filter(|&p| p > t && self.steps.is_empty()) {
+        let numbered = self.steps.is_empty() && keeps_last_rows(&self.op);
+        if let Some(p) = prompt_len.filter(|&p| p > t && numbered) {
             self.positions = (p - t..p).collect();
         }
         self
@@ -160,13 +165,22 @@ impl PositionProfile {
     }
 }
 
+/// Whether `name` is an op whose token axis may hold the prompt's last rows only: the logits
+/// (`lm_head`; an engine computes the last position's, or the last k), numbered from the
+/// prompt's end as the token effect numbers them. Every other op's token axis is the whole
+/// prompt (docs/dump-format.md); a shorter one is not renumbered.
+fn keeps_last_rows(name: &str) -> bool {
+    Op::of(name) == Op::LmHead
+}
+
 /// Which positions an op's error reaches across decode steps: the prefill's positions (the
 /// step-0 row's own profile, when it has one), then one position per decode step, judged by
 /// that step's row (its `rel_l2_err` against its tolerance, over when the row diverges). A
 /// decode bug shows as "from position T on": positions >= the prompt length. `steps` are the
-/// op's decode rows in step order; `prompt_len` the prompt's length in tokens when known (the
-/// prefill's own positions count it when the op has a prefill profile), which numbers the
-/// entries' token positions ([`PositionProfile::positions`]).
+/// op's decode rows in step order; `prompt_len` the prompt's length in tokens when known, which
+/// numbers the entries' token positions ([`PositionProfile::positions`]) where the op has no
+/// prefill profile (a cache probe), and for the logits, which may keep the prompt's last rows
+/// only; else the prefill's own positions count the prompt.
 pub fn across_steps(
     op: &str,
     prefill: Option<PositionProfile>,
@@ -193,15 +207,16 @@ pub fn across_steps(
         at.push(row.step);
     }
     let (affected, first_affected, pattern) = tally(&over);
-    // Step s is the token at T + s - 1, T the prompt's length; the prefill's entries are its
-    // last positions (all of them, as a rule; the last k where a probe keeps the last k rows,
-    // as logits may). Without the prompt's length, T is the prefill's count; a prompt shorter
-    // than the prefill's rows cannot be it, and the rows count instead.
+    // Step s is the token at T + s - 1. T is the prefill's count of positions where the op
+    // has a prefill row, else the prompt's length. The logits may keep the prompt's last k
+    // rows only (as tokens.rs numbers them): their T is the prompt's length, and the prefill's
+    // entries its last k positions; a prompt shorter than their rows cannot be it, and the
+    // rows count instead. (Another op's token axis is the whole prompt, by the dump contract.)
     let prefill_len = at.iter().take_while(|&&s| s == 0).count();
     let t = match prompt_len {
-        Some(p) if p >= prefill_len => Some(p),
+        Some(p) if keeps_last_rows(op) && p >= prefill_len => Some(p),
         _ if prefill_len > 0 => Some(prefill_len),
-        _ => None,
+        p => p,
     };
     let positions = t.map_or_else(Vec::new, |t| {
         let first = t - prefill_len;
@@ -351,6 +366,14 @@ mod tests {
         .unwrap()
     }
 
+    /// [`profile`] of the logits (`lm_head`).
+    fn logits(err: &[f64]) -> PositionProfile {
+        PositionProfile {
+            op: "lm_head".to_string(),
+            ..profile(err)
+        }
+    }
+
     #[test]
     fn patterns() {
         let p = profile(&[0.1, 0.1, 0.1]);
@@ -406,16 +429,16 @@ mod tests {
             step_row(3, 0.2, true),
         ];
         let refs: Vec<&crate::OpResult> = rows.iter().collect();
-        let p = across_steps("model.rotary_emb", Some(prefill.clone()), &refs, Some(3)).unwrap();
+        let p = across_steps("model.rotary_emb", Some(prefill.clone()), &refs, Some(99)).unwrap();
         assert_eq!(p.steps, [0, 0, 0, 1, 2, 3]);
-        // The prefill holds the whole prompt: entries are token positions here.
+        // The prefill's own positions count the prompt (only the logits may keep its last
+        // rows): entries are token positions here.
         assert_eq!(p.positions, [0, 1, 2, 3, 4, 5]);
-        // Without the prompt's length, the prefill's rows count it.
-        let q = across_steps("model.rotary_emb", Some(prefill.clone()), &refs, None).unwrap();
-        assert_eq!(q.positions, p.positions);
-        // A prompt shorter than the prefill's rows cannot be its length: the rows count.
-        let q = across_steps("model.rotary_emb", Some(prefill), &refs, Some(2)).unwrap();
-        assert_eq!(q.positions, p.positions);
+        // So they do with the prompt's length, without it, or with a shorter one.
+        for len in [Some(3), None, Some(2)] {
+            let q = across_steps("model.rotary_emb", Some(prefill.clone()), &refs, len).unwrap();
+            assert_eq!(q.positions, p.positions, "{len:?}");
+        }
         assert_eq!(p.pattern, PositionPattern::From { start: 4 });
         assert_eq!(p.rel_tol[4], Some(1e-3));
         assert_eq!(
@@ -471,7 +494,7 @@ mod tests {
             step_row(3, 0.2, true),
         ];
         let refs: Vec<&crate::OpResult> = rows.iter().collect();
-        let p = across_steps("lm_head", Some(profile(&[0.0, 0.0])), &refs, Some(5)).unwrap();
+        let p = across_steps("lm_head", Some(logits(&[0.0, 0.0])), &refs, Some(5)).unwrap();
         assert_eq!(p.steps, [0, 0, 1, 2, 3]);
         assert_eq!(p.positions, [3, 4, 5, 6, 7]);
         assert_eq!(p.first_affected, Some(3));
@@ -481,8 +504,11 @@ mod tests {
             "{}",
             p.summary()
         );
+        // Another op's prefill rows count the prompt: step s is the token at 2 + s - 1.
+        let q = across_steps("model.norm", Some(profile(&[0.0, 0.0])), &refs, Some(5)).unwrap();
+        assert_eq!(q.positions, [0, 1, 2, 3, 4]);
         // One pass: the same two rows are tokens 3 and 4 of the prompt.
-        let p = profile(&[0.0, 0.5]).at_prompt_end(Some(5));
+        let p = logits(&[0.0, 0.5]).at_prompt_end(Some(5));
         assert_eq!(p.positions, [3, 4]);
         assert_eq!(
             p.summary(),
@@ -490,10 +516,14 @@ mod tests {
         );
         // A profile over the whole prompt, or without its length, is left as it is.
         for len in [Some(2), None] {
-            let p = profile(&[0.0, 0.5]).at_prompt_end(len);
+            let p = logits(&[0.0, 0.5]).at_prompt_end(len);
             assert!(p.positions.is_empty(), "{len:?}");
             assert!(p.summary().starts_with("error at the last position 1 only"));
         }
+        // So is another op's, whose token axis is the whole prompt by the dump contract (a
+        // review found attention weights' heads axis named as the prompt's last positions).
+        let p = profile(&[0.0, 0.5]).at_prompt_end(Some(5));
+        assert!(p.positions.is_empty());
     }
 
     #[test]

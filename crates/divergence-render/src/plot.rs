@@ -677,10 +677,12 @@ pub(crate) fn positions(report: &Report) -> Option<String> {
         &format!("stroke=\"{AXIS}\" stroke-width=\"1\""),
     );
     let gap = if bw > 4.0 { 1.0 } else { 0.0 };
+    // Entry i's token position: the profile's numbering where it has one.
+    let position = |i: usize| p.positions.get(i).copied().unwrap_or(i);
     for (i, ((e, tol), &over)) in p.rel_err.iter().zip(&p.rel_tol).zip(&p.over).enumerate() {
         let title = format!(
             "position {}: rel err {}{}",
-            p.positions.get(i).copied().unwrap_or(i),
+            position(i),
             e.map_or_else(|| "n/a".to_string(), sci),
             tol.map_or_else(String::new, |t| format!(", tolerance {}", sci(t)))
         );
@@ -744,7 +746,7 @@ pub(crate) fn positions(report: &Report) -> Option<String> {
             y_zero + 24.0,
             "middle",
             "fill=\"#333\"",
-            &i.to_string(),
+            &position(i).to_string(),
         );
     }
     svg.text(

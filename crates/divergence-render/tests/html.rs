@@ -410,6 +410,25 @@ fn the_position_chart_has_a_bar_per_position_red_where_over_tolerance() {
     );
     assert!(section.contains("position 4: rel err 2.000e-01, tolerance 1.000e-03"));
     assert!(doc.contains("error from position 3 on (3 of 6 positions;"));
+    // A profile that numbers its entries (logits kept for a 16-token prompt's last 6 rows):
+    // the bars' titles and the axis's ticks name those token positions, not the indices.
+    let mut numbered = report.clone();
+    let p = numbered.positions.as_mut().unwrap();
+    p.op = "lm_head".to_string();
+    p.positions = (10..16).collect();
+    let doc = html(&numbered);
+    let section = between(&doc, "<section id=\"positions\">", "</section>");
+    assert!(section.contains("position 14: rel err 2.000e-01, tolerance 1.000e-03"));
+    assert!(!section.contains("position 4: rel err"));
+    // The ticks: the centred texts that are numbers.
+    let ticks: Vec<usize> = section
+        .split("<text")
+        .skip(1)
+        .filter(|t| t.contains("text-anchor=\"middle\""))
+        .filter_map(|t| between(t, ">", "</text>").parse().ok())
+        .collect();
+    assert_eq!(ticks, (10..16).collect::<Vec<_>>(), "{section}");
+    assert!(doc.contains("error from position 13 on (3 of 6 positions;"));
     // No profile, no section.
     report.positions = None;
     assert!(!html(&report).contains("id=\"positions\""));

@@ -429,6 +429,13 @@ fn details_plot_the_first_divergence_per_position() {
         "{text}"
     );
     insta::assert_snapshot!("tui_details_positions_80x24", text);
+    // A profile that numbers its entries (here token positions 100-115) names those.
+    let mut numbered = report_with_positions();
+    numbered.positions.as_mut().unwrap().positions = (100..116).collect();
+    let mut tui = Tui::new(numbered);
+    press(&mut tui, "\n");
+    let text = screen(&mut tui, 80, 24);
+    assert!(text.contains("positions 100..115"), "{text}");
     // Many positions on a narrow terminal: merged into the bars that fit, nothing panics.
     let mut many = report_with_positions();
     let p = many.positions.as_mut().unwrap();

@@ -762,7 +762,8 @@ fn layout_diagnosis(
 /// per-position profile: their tensors and their inputs' are read once more (a handful of
 /// probes) and handed to [`divergence_diff::diagnose`] and [`positions`]. A probe that cannot
 /// be read is skipped: this is a diagnosis, never a reason to fail. `prompt_len` numbers the
-/// token positions of a profile across decode steps.
+/// token positions of a profile across decode steps, and of logits that keep the prompt's
+/// last rows only ([`divergence_diff::PositionProfile::at_prompt_end`]).
 fn diagnosis(
     report: &Report,
     plan: &divergence_diff::OrderPlan,
@@ -862,7 +863,8 @@ fn steps_profile(
             _ => {}
         }
     }
-    // The prompt's length numbers the steps' token positions where the op has no prefill row.
+    // The prompt's length numbers the steps' token positions where the op has no prefill row,
+    // and the logits' where they keep the prompt's last rows only.
     divergence_diff::across_steps(base, prefill, &rows, prompt_len)
 }
 
