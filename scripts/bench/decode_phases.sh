@@ -6,20 +6,26 @@
 # $OUT/phases.$n.txt. Uses the first binary decode_diff.sh unpacked ($W/diff-*); with
 # PHASE_BINS=all, each of them in turn (a "### name" line before each one's runs).
 #
+# THREADS="1 4 16": the runs repeated with each of these many threads (RAYON_NUM_THREADS; a
+# "### threads t" line before each), to see how each phase scales.
+#
 #   EQUAL=1 AFTER="bash scripts/bench/decode_phases.sh" BINS="new=.gpu/divergence-cpu.gz" \
 #     STEPS="64 256" bash scripts/bench/decode_diff.sh
 set -u
 if [ "${PHASE_BINS:-first}" = all ]; then BS=$(ls "$W"/diff-*); else BS=$(ls "$W"/diff-* | head -1); fi
 for B in $BS; do
   echo "### binary ${B##*/diff-}"
-  for pair in "decode ours ref" "equal ours.equal ref.equal"; do
-    set -- $pair
-    [ -f "$W/$2.npz" ] || continue
-    for i in 1 2 3 4 5; do
-      echo "### $1 run $i"
-      DIVERGENCE_TIMINGS=1 "$B" diff "$W/$2.npz" "$W/$3.npz" --format table 2>&1 > /dev/null |
-        sed 's/divergence timings: //' | tr '\n' ';'
-      echo
+  for t in ${THREADS:-default}; do
+    [ "$t" = default ] && unset RAYON_NUM_THREADS || { export RAYON_NUM_THREADS=$t; echo "### threads $t"; }
+    for pair in "decode ours ref" "equal ours.equal ref.equal"; do
+      set -- $pair
+      [ -f "$W/$2.npz" ] || continue
+      for i in 1 2 3 4 5; do
+        echo "### $1 run $i"
+        DIVERGENCE_TIMINGS=1 "$B" diff "$W/$2.npz" "$W/$3.npz" --format table 2>&1 > /dev/null |
+          sed 's/divergence timings: //' | tr '\n' ';'
+        echo
+      done
     done
   done
 done > "$OUT/phases.$n.txt"
