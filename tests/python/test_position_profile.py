@@ -62,6 +62,10 @@ def test_one_pass_logits_that_keep_the_last_rows(tmp_path):
     p = rep["positions"]
     assert p["pattern"] == {"kind": "last"} and p["positions"] == [3, 4]
     assert "error at the last position 4 only" in table(o, r)
+    # The cause hint names the same token.
+    hint = [h for h in rep["hints"] if h["code"] == "position"]
+    assert hint and hint[0]["evidence"]["first_position"] == 4, rep["hints"]
+    assert "the first at position 4" in hint[0]["message"]
 
 
 def test_another_op_shorter_than_the_prompt_is_not_numbered_from_its_end(tmp_path):

@@ -103,6 +103,10 @@ pub struct ModelShape {
     pub rope_theta: Option<f64>,
     /// RMSNorm epsilon.
     pub rms_eps: Option<f64>,
+    /// The prompt's length in tokens (`input_ids`): the `position` hint numbers the logits'
+    /// positions from the prompt's end when they keep its last rows only, as the token effect
+    /// and the position profile do.
+    pub prompt_len: Option<usize>,
 }
 
 /// One op to diagnose: its name, both sides, and its inputs' sides (by the dataflow) in ours
@@ -238,7 +242,7 @@ pub fn diagnose(subject: &Subject<'_>, shape: &ModelShape) -> Vec<Hint> {
                 rope_theta(name, op, dims, &o, &r, shape),
                 rope_layout(subject, op, &o, &r, shape),
                 eps(subject, input, op, &o, &r, shape),
-                position(name, op, dims, &o, &r),
+                position(name, op, dims, &o, &r, shape.prompt_len),
             ]
         },
     );
@@ -949,8 +953,17 @@ fn round3(x: f64) -> String {
 }
 
 /// `position`: per position (the second-to-last axis of a `[.., T, C]` tensor), the rel err;
-/// holds when some positions are bit-exact and others are not: names the first affected one.
-fn position(name: &str, op: Op, dims: &[usize], o: &[f64], r: &[f64]) -> Option<Hint> {
+/// holds when some positions are bit-exact and others are not: names the first affected one
+/// (a token position: logits that keep the last rows of a prompt of `prompt_len` tokens are
+/// its last positions).
+fn position(
+    name: &str,
+    op: Op,
+    dims: &[usize],
+    o: &[f64],
+    r: &[f64],
+    prompt_len: Option<usize>,
+) -> Option<Hint> {
     // T is the second-to-last axis of `[B, T, C]` activations and of RoPE's `[B, H, T, D]`;
     // q_norm / k_norm (`[B, T, H, D]`) and anything else are not laid out that way.
     if !(dims.len() == 3 || (dims.len() == 4 && matches!(op, Op::Rope(_)))) {
@@ -975,16 +988,21 @@ fn position(name: &str, op: Op, dims: &[usize], o: &[f64], r: &[f64]) -> Option<
     }
     let affected: Vec<bool> = err.iter().map(|&e| e > worst * 1e-12).collect();
     let n = affected.iter().filter(|&&a| a).count();
-    let first = affected.iter().position(|&a| a)?;
+    let first_row = affected.iter().position(|&a| a)?;
     if n == t {
         return None;
     }
+    let first_token = match prompt_len {
+        Some(p) if op == Op::LmHead && p > t => p - t,
+        _ => 0,
+    };
+    let first = first_row + first_token;
     Some(hint(
         HintCode::Position,
         name,
         format!(
             "the error is confined to {n} of {t} positions, the first at position {first} (earlier positions are exact){}",
-            if first > 0 && n == t - first {
+            if first_row > 0 && n == t - first_row {
                 ": every position from there on, as with a position-dependent op (RoPE, a position offset)"
             } else {
                 ""
@@ -1252,6 +1270,7 @@ mod tests {
         head_dim: Some(8),
         rope_theta: Some(1e6),
         rms_eps: Some(1e-6),
+        prompt_len: None,
     };
 
     fn diag(name: &str, shape: &[usize], o: &[f64], r: &[f64]) -> Vec<Hint> {

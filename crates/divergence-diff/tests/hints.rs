@@ -57,6 +57,7 @@ proptest! {
             head_dim: Some((c / heads).max(1)),
             rope_theta: Some(1e6),
             rms_eps: Some(1e-6),
+            prompt_len: None,
         };
         for h in diagnose(&subject, &shape_info) {
             prop_assert!(h.evidence.values().all(|v| v.is_finite()), "{:?}", h);

@@ -780,9 +780,12 @@ fn diagnosis(
         let layout = divergence_checkpoint::Layout::locate(dir).ok()?;
         divergence_checkpoint::Weights::open(&layout).ok()
     });
-    let shape = model_shape(reference)
-        .or_else(|| model_shape(ours))
-        .unwrap_or_default();
+    let shape = divergence_diff::ModelShape {
+        prompt_len,
+        ..model_shape(reference)
+            .or_else(|| model_shape(ours))
+            .unwrap_or_default()
+    };
     let read = read_whole;
     let mut out = Vec::new();
     // A first divergence in a decode step: its profile runs across the steps.
@@ -973,6 +976,7 @@ fn model_shape(dump: &MappedDump<'_>) -> Option<divergence_diff::ModelShape> {
         head_dim: cfg.head_dim(cfg.family),
         rope_theta: Some(cfg.rope_theta),
         rms_eps: Some(cfg.rms_norm_eps),
+        prompt_len: None,
     })
 }
 
