@@ -43,14 +43,19 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
 section "cargo test"
 cargo test --workspace --locked
 
+# The binary cargo test built: under $CARGO_TARGET_DIR when it is set (a newcomer's run found
+# that a stale target/debug would be tested instead, or the bad-input suite skipped).
+BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/divergence"
+case "$BIN" in /*) ;; *) BIN="$PWD/$BIN" ;; esac
+
 section "pytest (reference exporter, real transformers; bad-input suite)"
-DIVERGENCE_BIN="$PWD/target/debug/divergence" .venv/bin/python -m pytest tests/python -q
+DIVERGENCE_BIN="$BIN" .venv/bin/python -m pytest tests/python -q
 
 section "fixtures: regenerate with real transformers and check"
-DIVERGENCE_BIN="$PWD/target/debug/divergence" .venv/bin/python scripts/make_fixtures.py --check
+DIVERGENCE_BIN="$BIN" .venv/bin/python scripts/make_fixtures.py --check
 
 section "docs/ci.md example"
-bash docs/ci-example.sh "$PWD/target/debug/divergence"
+bash docs/ci-example.sh "$BIN"
 
 section "docs/pitfalls.md outputs"
-python3 scripts/doc_outputs.py --check --bin "$PWD/target/debug/divergence"
+python3 scripts/doc_outputs.py --check --bin "$BIN"

@@ -231,12 +231,9 @@ impl Sections for Markdown<'_> {
                     .map_or_else(|| "-".to_string(), |n| cell(&code(n))),
             )?;
         }
-        if hidden > 0 {
+        if let Some(hidden) = hidden {
             writeln!(out)?;
-            writeln!(
-                out,
-                "{hidden} more steps, all within tolerance or not the first (`--all` lists every step)."
-            )?;
+            writeln!(out, "{hidden} (`--all` lists every step).")?;
         }
         writeln!(out)
     }

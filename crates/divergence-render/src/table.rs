@@ -606,8 +606,8 @@ impl Sections for Terminal<'_> {
         // names too long for what is left are broken onto lines.
         let t = self.fitted(&header, rows, &[5, 3, 1], &[5, 6]);
         writeln!(self.out, "{t}")?;
-        if hidden > 0 {
-            let text = format!("  ({hidden} more steps, all within tolerance or not the first; --all shows every step)");
+        if let Some(hidden) = hidden {
+            let text = format!("  ({hidden}; --all shows every step)");
             self.line(&text, None, 2)?;
         }
         self.blank()

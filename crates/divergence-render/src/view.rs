@@ -165,12 +165,15 @@ for a noise-aware verdict pass --truth (dump_reference.py --truth-out truth.npz)
 /// `first at NAME (#i, max |o-r| X)` for the first op whose sides differ at all, or the text
 /// saying every compared op is bit-identical.
 pub(crate) fn first_difference_text(report: &Report) -> String {
-    // Without a divergence, say that the difference is within tolerance: a clean run's
-    // "first at X" above "NO DIVERGENCE" made a newcomer look twice.
-    let within = if report.first_divergence.is_none() && report.summary.compared > 0 {
-        ", within tolerance"
-    } else {
-        ""
+    // Say that the difference is within tolerance when it is: without a divergence (a clean
+    // run's "first at X" above "NO DIVERGENCE" made a newcomer look twice), and when it comes
+    // before the first divergence (every row before it is within tolerance; a newcomer saw two
+    // different "first" ops, `differs: first at model.rotary_emb` above `FIRST DIVERGENCE:
+    // ...cache_k@1`).
+    let within = match (&report.first_divergence, &report.first_difference) {
+        (None, _) if report.summary.compared > 0 => ", within tolerance",
+        (Some(f), Some(d)) if d.index < f.index => ", within tolerance",
+        _ => "",
     };
     match &report.first_difference {
         Some(d) => match d.max_abs_err {
@@ -663,10 +666,10 @@ pub(crate) const SHOWN_STEPS: usize = 12;
 pub(crate) fn step_lines<'r>(
     report: &'r Report,
     opts: &TableOptions,
-) -> (Vec<&'r StepSummary>, usize) {
+) -> (Vec<&'r StepSummary>, Option<String>) {
     let steps = &report.steps;
     if opts.all || steps.len() <= SHOWN_STEPS {
-        return (steps.iter().collect(), 0);
+        return (steps.iter().collect(), None);
     }
     let mut keep = vec![false; steps.len()];
     keep[0] = true;
@@ -704,7 +707,28 @@ pub(crate) fn step_lines<'r>(
         .filter_map(|(s, &k)| k.then_some(s))
         .collect();
     let hidden = steps.len() - shown.len();
-    (shown, hidden)
+    let diverged = steps
+        .iter()
+        .zip(&keep)
+        .filter(|(s, &k)| !k && s.diverged > 0)
+        .count();
+    (shown, hidden_steps_note(hidden, diverged))
+}
+
+/// What the steps left out of the per-step lines hold: `53 more steps, every one with diverged
+/// ops` (a newcomer read "all within tolerance or not the first" as clean steps, where all 53
+/// had diverged ops); `None` when none is left out.
+fn hidden_steps_note(hidden: usize, diverged: usize) -> Option<String> {
+    let what = match (hidden, diverged) {
+        (0, _) => return None,
+        (1, 0) => "without a diverged op".to_string(),
+        (1, _) => "with diverged ops".to_string(),
+        (_, 0) => "none with a diverged op".to_string(),
+        (h, d) if d == h => "every one with diverged ops".to_string(),
+        (h, d) => format!("{d} with diverged ops, {} without", h - d),
+    };
+    let steps = if hidden == 1 { "step" } else { "steps" };
+    Some(format!("{hidden} more {steps}, {what}"))
 }
 
 /// `step 3` / `prefill` for the first divergence's place line, when the dumps have decode
@@ -771,6 +795,20 @@ mod tests {
     use divergence_diff::{assemble, DiffConfig, OrderSource, ReportContext};
 
     use super::*;
+
+    #[test]
+    fn the_hidden_steps_note_says_whether_they_diverged() {
+        assert_eq!(hidden_steps_note(0, 0), None);
+        let note = |h, d| hidden_steps_note(h, d).unwrap();
+        assert_eq!(note(53, 53), "53 more steps, every one with diverged ops");
+        assert_eq!(note(53, 0), "53 more steps, none with a diverged op");
+        assert_eq!(
+            note(53, 3),
+            "53 more steps, 3 with diverged ops, 50 without"
+        );
+        assert_eq!(note(1, 1), "1 more step, with diverged ops");
+        assert_eq!(note(1, 0), "1 more step, without a diverged op");
+    }
 
     /// A [`LayerLine`]'s fields, in order.
     type Line = (

@@ -243,9 +243,10 @@ pub fn pair<'a>(a: &'a Dump, a_path: &'a Path, b: &'a Dump, b_path: &'a Path) ->
         .filter(|n| sliced.contains(&**n))
         .collect();
     let notes = vec![format!(
-            "prefill-vs-decode: {} (a prefill of {t_pre} tokens + {k} decode steps) against {} (one prefill of {t_full} tokens), position by position: step 0 = positions 0..{t_pre}, step s = position {t_pre} + s - 1",
+            "prefill-vs-decode: {} (a prefill of {t_pre} tokens + {k} decode steps) against {} (one prefill of {t_full} tokens), position by position: step 0 = positions 0 to {}, step s = position {t_pre} + s - 1",
             stepped_path.display(),
-            full_path.display()
+            full_path.display(),
+            t_pre.saturating_sub(1)
         )];
     Ok(Pair {
         stepped: MappedDump::plain(stepped),
