@@ -1547,6 +1547,40 @@ def decode_cases() -> list[Case]:
 
     cases.append(Case("decode", "stacked_deflated_no_metadata", deflated_bare,
                       error("bare.npz", "must be stored uncompressed")))
+    # Both sides deflated, or both without their steps, where the metadata promises them: the
+    # same error as against a side that has them (found by a bad-input hunt, 2026-12-02: exit 0,
+    # "no divergence", with every decode step of ours 10x off).
+    def both_deflated(d: Path):
+        p = savez(d / "both_deflated.npz", {k: v * 10 if k.endswith("@steps") else v
+                                            for k, v in stacked.items()}, sgood, compressed=True)
+        q = savez(d / "ref.npz", stacked, sgood, compressed=True)
+        return ["diff", str(p), str(q), "--format", "json"]
+
+    cases.append(Case("decode", "stacked_deflated_both_sides", both_deflated,
+                      error("both_deflated.npz", "must be stored uncompressed")))
+    err("steps_promised_neither_has", good, "steps_promised_neither_has.npz",
+        "metadata says 2 decode steps, but step 1 has no probe", ours_arrays=base, ref_arrays=base)
+    # Steps 1 and 3 of 3 decode_ids on both sides: step 2 is missing, not skipped in silence.
+    gap = {k: v for k, v in stepped.items() if not k.endswith("@2")}
+    gap.update({f"{k}@3": v[:1].copy() for k, v in base.items()})
+    gap_ids = {k: v for k, v in meta_for(gap, input_ids=[1, 2, 3, 4], decode_ids=[5, 6, 7],
+                                         decode_source="given").items()}
+    err("step_gap_with_decode_ids", gap_ids, "step_gap_with_decode_ids.npz",
+        "decode step 2 is missing", ours_arrays=gap, ref_arrays=gap, ref_meta=gap_ids)
+
+    # The same gap with no step metadata at all: compared, and the gap said.
+    def warns(text):
+        return lambda rep, _o: None if any(text in w for w in rep.get("warnings", [])) \
+            else f"no warning with {text!r}: {rep.get('warnings')}"
+
+    cases.append(Case("decode", "step_gap_without_metadata",
+                      pair("gap_bare", meta_for(gap), meta_for(gap), gap, gap),
+                      report(0, others={"ok"}, check=warns("decode step 2 is in neither"))))
+    # decode_ids recorded, no step dumped on either side: only the prefill, and said so.
+    ids_only = meta_for(base, input_ids=[1, 2, 3, 4], decode_ids=[5, 6])
+    cases.append(Case("decode", "decode_ids_without_steps",
+                      pair("ids_only", ids_only, ids_only, base, base),
+                      report(0, others={"ok"}, check=warns("no decode step is in either dump"))))
     # The same probe stacked and per step: a duplicate name.
     dup = {**stacked, "a@1": base["a"][:1]}
     err("stacked_and_per_step_duplicate", meta_for(dup), "stacked_and_per_step_duplicate.npz",

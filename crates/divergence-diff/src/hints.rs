@@ -992,8 +992,10 @@ fn position(
     if n == t {
         return None;
     }
+    // The prefill's logits only: a decode step's rows are not the prompt's (found by a bad-input
+    // hunt: two logits rows of step 1 named positions 2-3 of a 4-token prompt).
     let first_token = match prompt_len {
-        Some(p) if op == Op::LmHead && p > t => p - t,
+        Some(p) if op == Op::LmHead && divergence_names::split_step(name).1 == 0 && p > t => p - t,
         _ => 0,
     };
     let first = first_row + first_token;

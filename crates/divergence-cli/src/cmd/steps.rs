@@ -97,15 +97,45 @@ pub fn check(
         }
     }
     if o.present.iter().all(|&s| s == 0) && r.present.iter().all(|&s| s == 0) {
+        // Steps the metadata promises and neither side holds (found by a bad-input hunt: both
+        // sides' `@steps` members deflated, or dropped, passed as a clean prefill): the same
+        // error as when the other side holds them.
+        for (side, path, dump) in [(&o, ours_path, ours), (&r, ref_path, reference)] {
+            if let Some(n) = side.declared.filter(|&n| n > 0) {
+                bail!(
+                    "{}: metadata says {n} decode steps, but step 1 has no probe ({n} of {n} steps missing; {})",
+                    path.display(),
+                    unfolding_problem(dump).unwrap_or_else(|| "a truncated dump?".to_string())
+                );
+            }
+        }
         // Found by a bad-input hunt: one-pass dumps recording other decode_ids passed without
-        // a word. Nothing of a decode is compared, so it is said, not refused.
-        if let (Some(a), Some(b)) = (&o.ids, &r.ids) {
-            if a != b {
-                warnings.push(format!(
-                    "{} and {} record other decode_ids but hold no decode step: only the prefill is compared",
-                    ours_path.display(),
-                    ref_path.display()
-                ));
+        // a word. Nothing of a decode is compared, so it is said, not refused; so is a pair
+        // that records decode_ids and holds none of their steps.
+        match (&o.ids, &r.ids) {
+            (Some(a), Some(b)) if a != b => warnings.push(format!(
+                "{} and {} record other decode_ids but hold no decode step: only the prefill is compared",
+                ours_path.display(),
+                ref_path.display()
+            )),
+            (a, b) => {
+                let recorded: Vec<(String, usize)> = [(a, ours_path), (b, ref_path)]
+                    .into_iter()
+                    .filter_map(|(ids, p)| Some((p.display().to_string(), ids.as_ref()?.len())))
+                    .filter(|&(_, n)| n > 0)
+                    .collect();
+                if let Some((_, n)) = recorded.first() {
+                    let files: Vec<&str> = recorded.iter().map(|(p, _)| p.as_str()).collect();
+                    let why = unfolding_problem(ours)
+                        .or_else(|| unfolding_problem(reference))
+                        .map(|p| format!(" ({p})"))
+                        .unwrap_or_default();
+                    let records = if files.len() == 1 { "records" } else { "record" };
+                    warnings.push(format!(
+                        "{} {records} {n} decode_ids but no decode step is in either dump{why}: only the prefill is compared",
+                        files.join(" and ")
+                    ));
+                }
             }
         }
         return Ok(warnings);
@@ -155,6 +185,14 @@ pub fn check(
                     "{}: records {} decode_ids for {last} decode steps{why}",
                     path.display(),
                     ids.len()
+                );
+            }
+            // One id per step promises every step up to the last (found by a bad-input hunt:
+            // steps 1 and 3 of 3 decode_ids passed as a clean decode, step 2 never named).
+            if let Some(text) = gaps(&side.present) {
+                bail!(
+                    "{}: records {last} decode_ids, but {text} missing: dump every step, or none of their ids",
+                    path.display()
                 );
             }
         }
@@ -224,5 +262,81 @@ pub fn check(
             );
         }
     }
+    // Both sides hold the same steps by now. Steps below the last that neither holds, where no
+    // metadata promises them (no decode_steps, no decode_ids), are not compared: said, not
+    // refused (a port may dump some steps only).
+    if let Some(text) = gaps(&o.present) {
+        let last = o.present.last().copied().unwrap_or(0);
+        warnings.push(format!(
+            "{text} in neither {} nor {} (steps 1-{last}): not compared",
+            ours_path.display(),
+            ref_path.display()
+        ));
+    }
     Ok(warnings)
+}
+
+/// The decode steps below the last present one that are not present, as runs (`decode step 2`,
+/// `decode steps 2-4, 7 are`), at most [`MAX_GAPS`] of them named; walked over the present
+/// steps, whatever their numbers (a step may be named `x@4000000000`).
+fn gaps(present: &BTreeSet<usize>) -> Option<String> {
+    const MAX_GAPS: usize = 8;
+    let steps: Vec<usize> = present.range(1..).copied().collect();
+    let runs: Vec<(usize, usize)> = std::iter::once(0)
+        .chain(steps.iter().copied())
+        .zip(steps.iter().copied())
+        .filter(|&(a, b)| b > a + 1)
+        .map(|(a, b)| (a + 1, b - 1))
+        .collect();
+    let one = |&(lo, hi): &(usize, usize)| {
+        if lo == hi {
+            lo.to_string()
+        } else {
+            format!("{lo}-{hi}")
+        }
+    };
+    let (first, rest) = runs.split_first()?;
+    let mut text: Vec<String> = std::iter::once(first)
+        .chain(rest)
+        .take(MAX_GAPS)
+        .map(one)
+        .collect();
+    if runs.len() > MAX_GAPS {
+        text.push(format!("and {} more runs", runs.len() - MAX_GAPS));
+    }
+    let single = runs.len() == 1 && first.0 == first.1;
+    Some(if single {
+        format!("decode step {} is", text.join(", "))
+    } else {
+        format!("decode steps {} are", text.join(", "))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gaps_are_named_as_runs_whatever_the_step_numbers() {
+        let set = |v: &[usize]| v.iter().copied().collect::<BTreeSet<usize>>();
+        assert_eq!(gaps(&set(&[0, 1, 2, 3])), None);
+        assert_eq!(gaps(&set(&[0])), None);
+        assert_eq!(gaps(&set(&[0, 1, 3])).as_deref(), Some("decode step 2 is"));
+        assert_eq!(gaps(&set(&[2, 3])).as_deref(), Some("decode step 1 is"));
+        assert_eq!(
+            gaps(&set(&[0, 1, 5, 7])).as_deref(),
+            Some("decode steps 2-4, 6 are")
+        );
+        // A step number of 4e9 is one run, not 4e9 steps to walk.
+        assert_eq!(
+            gaps(&set(&[0, 1, 4_000_000_000])).as_deref(),
+            Some("decode steps 2-3999999999 are")
+        );
+        let many: Vec<usize> = (0..40).map(|i| 2 * i).collect();
+        let text = gaps(&set(&many)).unwrap();
+        assert_eq!(
+            text,
+            "decode steps 1, 3, 5, 7, 9, 11, 13, 15, and 31 more runs are"
+        );
+    }
 }
