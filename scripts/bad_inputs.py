@@ -1576,6 +1576,17 @@ def decode_cases() -> list[Case]:
     cases.append(Case("decode", "step_gap_without_metadata",
                       pair("gap_bare", meta_for(gap), meta_for(gap), gap, gap),
                       report(0, others={"ok"}, check=warns("decode step 2 is in neither"))))
+    # An order that lists a probe the file does not hold after the stacked members: no step
+    # is out of order (found by a bad-input hunt: "lists decode steps out of order" each side).
+    ghost = {**sgood, "order": list(stacked) + ["model.norm"]}
+
+    def no_order_warning(rep, _o):
+        said = [w for w in rep.get("warnings", []) if "out of order" in w]
+        return f"steps called out of order: {said}" if said else None
+
+    cases.append(Case("decode", "order_lists_an_absent_probe_after_the_steps",
+                      pair("ghost", ghost, ghost, stacked, stacked),
+                      report(0, others={"ok"}, check=no_order_warning)))
     # decode_ids recorded, no step dumped on either side: only the prefill, and said so.
     ids_only = meta_for(base, input_ids=[1, 2, 3, 4], decode_ids=[5, 6])
     cases.append(Case("decode", "decode_ids_without_steps",

@@ -178,9 +178,6 @@ impl Dump {
             }
         };
         let mut meta = meta;
-        let order_resorted = meta
-            .as_mut()
-            .is_some_and(|m| stacked::expand_order(m, &members, &names));
         let index = NameIndex::new(&names).map_err(|i| {
             let at = match slots.get(i) {
                 Some(&Slot::Own(j)) => entries.get(j).map(|e| &e.at),
@@ -195,6 +192,9 @@ impl Dump {
                 name: names[i].to_string(),
             }
         })?;
+        let order_resorted = meta.as_mut().is_some_and(|m| {
+            stacked::expand_order(m, &members, &names, &|n| index.get(&names, n).is_some())
+        });
         let (original, member_original, dtype_names) =
             original_dtypes(meta.as_ref(), &index, &names, (&slots, &members));
         Ok(Dump {

@@ -405,9 +405,16 @@ fn step_info(e: &Entry, steps: usize, s: usize) -> Result<EntryInfo, DumpError> 
 /// here (their step counts are bounded, [`MAX_UNFOLDED_ENTRIES`]); any other `@steps` name
 /// (a member that could not be unfolded, or one the file lacks) stays as it is listed.
 /// True when the recorded order listed a later step before an earlier one (a member counts
-/// as its first step): the step-major order then differs from it, and the caller says so as
-/// it does for the per-step layout.
-pub(crate) fn expand_order(meta: &mut Meta, members: &[Member], names: &[Name]) -> bool {
+/// as its first step), among the names the dump holds (`present`; a name the order alone
+/// lists is no step of the file: found by a bad-input hunt, an undumped `model.norm` listed
+/// after the members was called steps out of order): the step-major order then differs from
+/// it, and the caller says so as it does for the per-step layout.
+pub(crate) fn expand_order(
+    meta: &mut Meta,
+    members: &[Member],
+    names: &[Name],
+    present: &(dyn Fn(&str) -> bool + Sync),
+) -> bool {
     if members.is_empty() {
         return false;
     }
@@ -426,9 +433,13 @@ pub(crate) fn expand_order(meta: &mut Meta, members: &[Member], names: &[Name]) 
         Kind::Step(s) => s,
         Kind::Stacked(_) => 1,
     };
-    let resorted = kinds
-        .windows(2)
-        .any(|w| first_step(&w[1]) < first_step(&w[0]));
+    let held: Vec<usize> = kinds
+        .iter()
+        .zip(&meta.order)
+        .filter(|(k, n)| matches!(k, Kind::Stacked(_)) || present(n))
+        .map(|(k, _)| first_step(k))
+        .collect();
+    let resorted = held.windows(2).any(|w| w[1] < w[0]);
     let order = std::mem::take(&mut meta.order);
     // A name is the dump's own where the dump lists it at the same place (both tools write
     // the order in file order): one allocation per name, not one more per dump.
