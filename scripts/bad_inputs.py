@@ -1587,6 +1587,35 @@ def decode_cases() -> list[Case]:
     cases.append(Case("decode", "order_lists_an_absent_probe_after_the_steps",
                       pair("ghost", ghost, ghost, stacked, stacked),
                       report(0, others={"ok"}, check=no_order_warning)))
+    # --prefill-vs-decode reads the decode metadata as a plain diff does, and says why a
+    # stepped dump has no steps (found by a bad-input hunt: `decode_ids: [5.0, 6.0]` called
+    # missing, `decode_steps: "2"` ignored, a deflated stepped dump "has no decode steps").
+    full = {k: np.concatenate([v, v[:2]]) for k, v in base.items()}
+    full_meta = meta_for(full, input_ids=[1, 2, 3, 4, 5, 6])
+    for tag, bad, says in [("pvd_decode_ids_floats", {"decode_ids": [5.0, 6.0]}, "5.0 is not a token id"),
+                           ("pvd_decode_steps_string", {"decode_steps": "2"}, "not a step count")]:
+        err(tag, {**good, **bad}, f"{tag}.npz", says, ref_arrays=full, ref_meta=full_meta,
+            extra=("--prefill-vs-decode",))
+
+    def pvd_deflated(d: Path):
+        p = savez(d / "pvd_deflated.npz", stacked, sgood, compressed=True)
+        q = savez(d / "full.npz", full, full_meta)
+        return ["diff", "--prefill-vs-decode", str(p), str(q), "--format", "json"]
+
+    cases.append(Case("decode", "prefill_vs_decode_deflated_steps", pvd_deflated,
+                      error("pvd_deflated.npz", "must be stored uncompressed")))
+    # Steps' logits the reference stores `[1, V, 1]` (its vocabulary axis not last; the rows
+    # compare, size-1 axes aside): left out of the token effect, and said
+    # (found by a bad-input hunt: `top-1 agree 4/4` over the prefill alone, without a word).
+    rng = np.random.default_rng(9)
+    lm = {"lm_head": rng.standard_normal((1, 4, 8)).astype(np.float32)}
+    lm.update({f"lm_head@{s}": rng.standard_normal((1, 1, 8)).astype(np.float32) for s in (1, 2)})
+    lm_t = {k: (v.reshape(1, 8, 1) if "@" in k else v) for k, v in lm.items()}
+    lm_meta = meta_for(lm, input_ids=[1, 2, 3, 4], decode_steps=2, decode_ids=[5, 6],
+                       decode_source="given")
+    cases.append(Case("decode", "step_logits_of_other_shapes",
+                      pair("lm_shapes", lm_meta, lm_meta, lm, lm_t),
+                      report(0, check=warns("the logits of step 1-2 could not be compared"))))
     # decode_ids recorded, no step dumped on either side: only the prefill, and said so.
     ids_only = meta_for(base, input_ids=[1, 2, 3, 4], decode_ids=[5, 6])
     cases.append(Case("decode", "decode_ids_without_steps",

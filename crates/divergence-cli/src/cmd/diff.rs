@@ -675,7 +675,7 @@ fn finish_report(args: &DiffArgs, cfg: &DiffConfig, sides: Sides<'_>) -> Result<
     );
     timings::mark("diagnosis");
     if !args.no_tokens {
-        report.tokens = tokens(&plan, &ours, &reference, prompt_len);
+        report.tokens = tokens(&plan, &ours, &reference, prompt_len, &mut report.warnings);
     }
     timings::mark("tokens");
     // The plan holds every row's name (150,000 of them for 256 decode steps), shared with the
@@ -693,6 +693,7 @@ fn tokens(
     ours: &MappedDump<'_>,
     reference: &MappedDump<'_>,
     prompt_len: Option<usize>,
+    warnings: &mut Vec<String>,
 ) -> Option<divergence_diff::TokenEffect> {
     const LOGITS: &str = "lm_head";
     let one = |name: &str| {
@@ -721,7 +722,22 @@ fn tokens(
     }
     let parts: Vec<(usize, divergence_diff::StepLogits)> =
         steps.par_iter().map(|&(n, s)| (s, one(n))).collect();
-    divergence_diff::merge_steps(LOGITS, parts, prompt_len)
+    // Steps whose logits cannot be compared are left out of the effect: said, where the others
+    // make one (found by a bad-input hunt: `top-1 agree 4/4` over the prefill alone, the
+    // steps' logits of another shape dropped without a word).
+    let left_out: BTreeSet<usize> = parts
+        .iter()
+        .filter(|(_, p)| matches!(p, divergence_diff::StepLogits::NotCompared))
+        .map(|&(s, _)| s)
+        .collect();
+    let effect = divergence_diff::merge_steps(LOGITS, parts, prompt_len);
+    if effect.is_some() && !left_out.is_empty() {
+        warnings.push(format!(
+            "token effect: the logits of step {} could not be compared (other shapes on the two sides, a vocabulary under 2, or too large to read whole): left out of it",
+            ranges(&left_out)
+        ));
+    }
+    effect
 }
 
 /// A shape mismatch whose element counts agree, tried against the common layout changes

@@ -35,12 +35,20 @@ fn ids(dump: &Dump, key: &str) -> Option<Vec<i64>> {
     if key == "input_ids" {
         return meta.input_ids.clone();
     }
-    meta.extra
-        .get(key)?
-        .as_array()?
-        .iter()
-        .map(serde_json::Value::as_i64)
-        .collect()
+    // Checked by `check_meta` first: a malformed list is an error there, not "missing".
+    meta.decode_ids().ok().flatten()
+}
+
+/// The decode metadata of both dumps read as a plain diff reads it (found by a bad-input hunt:
+/// `decode_ids: [5.0, 6.0]` was called missing and `decode_steps: "2"` ignored here, where a
+/// plain diff refuses both): an error naming the file.
+fn check_meta(dump: &Dump, path: &Path) -> Result<()> {
+    if let Some(m) = dump.meta() {
+        let at = |e: String| anyhow::anyhow!("{}: {e}", path.display());
+        m.decode_steps().map_err(at)?;
+        m.decode_ids().map_err(at)?;
+    }
+    Ok(())
 }
 
 fn max_step(dump: &Dump) -> usize {
@@ -53,13 +61,24 @@ fn max_step(dump: &Dump) -> usize {
 
 /// Pairs the dumps (either order: the one with decode steps is the stepped run).
 pub fn pair<'a>(a: &'a Dump, a_path: &'a Path, b: &'a Dump, b_path: &'a Path) -> Result<Pair<'a>> {
+    check_meta(a, a_path)?;
+    check_meta(b, b_path)?;
     let (sa, sb) = (max_step(a), max_step(b));
     let (full, full_path, stepped, stepped_path, k) = match (sa, sb) {
-        (0, 0) => bail!(
-            "--prefill-vs-decode: neither {} nor {} has decode steps (probes named `name@1`, ...): give one prefill over T tokens and one prefill over T - k tokens plus k decode steps",
-            a_path.display(),
-            b_path.display()
-        ),
+        (0, 0) => {
+            // Steps stored where they cannot be read as steps (a deflated `@steps` member):
+            // that is why (found by a bad-input hunt).
+            let why = [(a, a_path), (b, b_path)].into_iter().find_map(|(d, p)| {
+                let problem = crate::cmd::steps::unfolding_problem(d)?;
+                Some(format!(" ({}: {problem})", p.display()))
+            });
+            bail!(
+                "--prefill-vs-decode: neither {} nor {} has decode steps{}: give one prefill over T tokens and one prefill over T - k tokens plus k decode steps (probes named `name@1`, ...)",
+                a_path.display(),
+                b_path.display(),
+                why.unwrap_or_default()
+            )
+        }
         (0, k) => (a, a_path, b, b_path, k),
         (k, 0) => (b, b_path, a, a_path, k),
         _ => bail!(
@@ -128,11 +147,7 @@ pub fn pair<'a>(a: &'a Dump, a_path: &'a Path, b: &'a Dump, b_path: &'a Path) ->
             stepped_path.display()
         )),
     }
-    if let Some(n) = stepped
-        .meta()
-        .and_then(|m| m.extra.get("decode_steps"))
-        .and_then(serde_json::Value::as_u64)
-    {
+    if let Some(n) = stepped.meta().and_then(|m| m.decode_steps().ok().flatten()) {
         if n != k as u64 {
             bail!(
                 "{}: metadata says {n} decode steps, but it has probes of step {k}",

@@ -12,6 +12,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use anyhow::{bail, Result};
+use divergence_dump::Dump;
 use divergence_map::MappedDump;
 use divergence_names::split_step;
 use rayon::prelude::*;
@@ -51,7 +52,7 @@ fn steps_of(dump: &MappedDump<'_>, path: &Path) -> Result<Steps> {
 
 /// Why a stacked member (`x@steps`) of `dump` was not unfolded into its steps, when one was
 /// not: the reason steps are missing is then that, not a truncated file.
-fn unfolding_problem(dump: &MappedDump<'_>) -> Option<String> {
+pub(crate) fn unfolding_problem(dump: &Dump) -> Option<String> {
     let name = dump
         .names()
         .iter()
@@ -105,7 +106,7 @@ pub fn check(
                 bail!(
                     "{}: metadata says {n} decode steps, but step 1 has no probe ({n} of {n} steps missing; {})",
                     path.display(),
-                    unfolding_problem(dump).unwrap_or_else(|| "a truncated dump?".to_string())
+                    unfolding_problem(dump.dump()).unwrap_or_else(|| "a truncated dump?".to_string())
                 );
             }
         }
@@ -126,8 +127,8 @@ pub fn check(
                     .collect();
                 if let Some((_, n)) = recorded.first() {
                     let files: Vec<&str> = recorded.iter().map(|(p, _)| p.as_str()).collect();
-                    let why = unfolding_problem(ours)
-                        .or_else(|| unfolding_problem(reference))
+                    let why = unfolding_problem(ours.dump())
+                        .or_else(|| unfolding_problem(reference.dump()))
                         .map(|p| format!(" ({p})"))
                         .unwrap_or_default();
                     let records = if files.len() == 1 { "records" } else { "record" };
@@ -163,7 +164,7 @@ pub fn check(
                     "{}: metadata says {n} decode steps, but step {first} has no probe ({} of {n} steps missing; {})",
                     path.display(),
                     n - have,
-                    unfolding_problem(dump).unwrap_or_else(|| "a truncated dump?".to_string())
+                    unfolding_problem(dump.dump()).unwrap_or_else(|| "a truncated dump?".to_string())
                 );
             }
             if let Some(&extra) = side.present.iter().find(|&&s| s as u64 > n) {
@@ -178,7 +179,7 @@ pub fn check(
         let last = side.present.last().copied().unwrap_or(0);
         if let (None, Some(ids), true) = (side.declared, &side.ids, last > 0) {
             if ids.len() != last {
-                let why = unfolding_problem(dump)
+                let why = unfolding_problem(dump.dump())
                     .map(|p| format!(" ({p})"))
                     .unwrap_or_default();
                 bail!(
@@ -253,7 +254,7 @@ pub fn check(
             } else {
                 format!("of decode step {}", ranges(missing.iter().copied()))
             };
-            let why = unfolding_problem(lacking)
+            let why = unfolding_problem(lacking.dump())
                 .unwrap_or_else(|| "dump the same steps on both sides".to_string());
             bail!(
                 "{} has no probe {what} that {} has: {why}",
