@@ -1597,6 +1597,15 @@ def decode_cases() -> list[Case]:
         err(tag, {**good, **bad}, f"{tag}.npz", says, ref_arrays=full, ref_meta=full_meta,
             extra=("--prefill-vs-decode",))
 
+    # A full dump whose embeddings hold fewer positions than its input_ids, of a width equal
+    # to their count: refused, not sliced along the width (found by a bad-input hunt).
+    pvd_full = {**full, "model.embed_tokens": np.zeros((1, 5, 6), np.float32)}
+    pvd_stepped = {**stepped, "model.embed_tokens": np.zeros((1, 4, 6), np.float32)}
+    err("pvd_embeddings_shorter_than_ids",
+        meta_for(pvd_stepped, input_ids=[1, 2, 3, 4], decode_steps=2, decode_ids=[5, 6]),
+        "ref.npz", "holds 5 positions", ours_arrays=pvd_stepped, ref_arrays=pvd_full,
+        ref_meta=meta_for(pvd_full, input_ids=[1, 2, 3, 4, 5, 6]), extra=("--prefill-vs-decode",))
+
     def pvd_deflated(d: Path):
         p = savez(d / "pvd_deflated.npz", stacked, sgood, compressed=True)
         q = savez(d / "full.npz", full, full_meta)

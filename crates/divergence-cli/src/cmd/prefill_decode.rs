@@ -109,6 +109,26 @@ pub fn pair<'a>(a: &'a Dump, a_path: &'a Path, b: &'a Dump, b_path: &'a Path) ->
             "--prefill-vs-decode: the token counts are unknown (no input_ids in the metadata and no model.embed_tokens probe)"
         );
     };
+    // Each dump's embeddings hold as many positions as its input_ids (found by a bad-input
+    // hunt: a full dump of 6 ids whose embeddings held 5 positions of width 6 was sliced along
+    // its width, and the rows reported shapes that are in neither file).
+    for (d, path) in [(full, full_path), (stepped, stepped_path)] {
+        let (Some(ids), Some(shape)) = (ids(d, "input_ids"), d.shape("model.embed_tokens")) else {
+            continue;
+        };
+        let positions = match shape.len() {
+            2 => shape.first(),
+            n if n >= 3 => shape.get(1),
+            _ => None,
+        };
+        if let Some(&n) = positions.filter(|&&n| n != ids.len()) {
+            bail!(
+                "{}: model.embed_tokens {shape:?} holds {n} positions but the metadata's input_ids {} tokens",
+                path.display(),
+                ids.len()
+            );
+        }
+    }
     if t_pre + k != t_full {
         bail!(
             "--prefill-vs-decode: {} is a prefill of {t_full} tokens, but {} has {t_pre} prompt tokens + {k} decode steps = {}: they must cover the same tokens",
