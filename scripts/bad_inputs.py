@@ -612,7 +612,7 @@ def bomb_cases() -> list[Case]:
     def empty_steps(d: Path):
         # 258 bytes of safetensors: two stacked members of 2^20 empty decode steps each, within
         # the per-member cap; unfolded, 2,097,152 rows took 12 s and 2.5 GB (table output).
-        # A dump unfolds one step per 16 bytes of its file (at least 16,384): both unreadable.
+        # A dump unfolds one step per 64 bytes of its file (at least 16,384): both unreadable.
         x = np.arange(8, dtype=np.float32)
         header = {"x": {"dtype": "F32", "shape": [8], "data_offsets": [0, 32]},
                   "a@steps": {"dtype": "F32", "shape": [1 << 20, 0], "data_offsets": [32, 32]},

@@ -36,10 +36,13 @@ const MAX_UNFOLDED_DIMS: usize = 1 << 23;
 
 /// Bytes of the file per unfolded step: a dump unfolds at most one step per this many bytes
 /// of its file (but always [`MIN_UNFOLDED_ENTRIES`]). A real decode step's probe holds
-/// kilobytes (the 0.6B-shaped model's: 4-12 KB; the tiny fixture's: ~390 bytes in f32);
-/// without it a file of a few hundred bytes, two members of a million empty steps, unfolded
-/// 2,097,152 rows that `diff` compared and reported in 12 s and 2.5 GB.
-pub const BYTES_PER_UNFOLDED_STEP: u64 = 16;
+/// kilobytes (the 0.6B-shaped model's: 4-12 KB; the tiny fixture's: ~390 bytes in f32, 1.3 KB
+/// a step on average); without it a file of a few hundred bytes, two members of a million empty
+/// steps, unfolded 2,097,152 rows that `diff` compared and reported in 12 s and 2.5 GB. A step
+/// costs `diff` ~1 KB (its entry in each dump and its row): at 64 bytes of file a step, a diff
+/// of two 32 MiB files of 524,288 empty steps each peaks at 605 MB, 9.5x the files (a bad-input
+/// hunt measured 1.78 GB, 27x, at 16 bytes a step).
+pub const BYTES_PER_UNFOLDED_STEP: u64 = 64;
 /// The budget of unfolded steps of any dump, however small its file: ~25 MB of entries and
 /// report rows for a diff of two such files.
 pub const MIN_UNFOLDED_ENTRIES: usize = 1 << 14;
@@ -494,9 +497,12 @@ mod tests {
         let entries = |len| Budget::for_file(len).entries;
         assert_eq!(entries(0), MIN_UNFOLDED_ENTRIES);
         assert_eq!(entries(300), MIN_UNFOLDED_ENTRIES);
-        assert_eq!(entries(16 << 20), 1 << 20);
+        assert_eq!(entries(64 << 20), 1 << 20);
         // the 256-step decode of the 0.6B-shaped model: 1.3 GB per dump, 152,345 steps
         assert!(entries(1_300_000_000) >= 152_345);
+        // the tiny fixture's decode dump: 792 KB, 616 entries (16,384 at least anyway); a
+        // dump of such steps by the thousand: 1.3 KB a step on average
+        assert!(entries(1_300 * 100_000) >= 100_000);
         assert_eq!(entries(1 << 40), MAX_UNFOLDED_ENTRIES);
         assert_eq!(entries(u64::MAX), MAX_UNFOLDED_ENTRIES);
         assert_eq!(Budget::for_file(1).dims, MAX_UNFOLDED_DIMS);
