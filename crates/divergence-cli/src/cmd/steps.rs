@@ -278,7 +278,7 @@ pub fn check(
 }
 
 /// The decode steps below the last present one that are not present, as runs (`decode step 2`,
-/// `decode steps 2-4, 7 are`), at most [`MAX_GAPS`] of them named; walked over the present
+/// `decode steps 2-4, 7 are`), at most 8 of them named; walked over the present
 /// steps, whatever their numbers (a step may be named `x@4000000000`).
 fn gaps(present: &BTreeSet<usize>) -> Option<String> {
     const MAX_GAPS: usize = 8;
