@@ -1624,7 +1624,22 @@ def decode_cases() -> list[Case]:
                        decode_source="given")
     cases.append(Case("decode", "step_logits_of_other_shapes",
                       pair("lm_shapes", lm_meta, lm_meta, lm, lm_t),
-                      report(0, check=warns("the logits of step 1-2 could not be compared"))))
+                      report(0, check=warns("the logits of steps 1-2 could not be compared"))))
+    # Logits of a step on one side only: that step's `only_ref` row says so; the token effect
+    # gives no reason that is not true (a review: "other shapes" for a missing tensor).
+    lm_one = {**lm, "x": np.ones(4, np.float32), "x@2": np.ones(1, np.float32)}
+    lm_one_ours = {k: v for k, v in lm_one.items() if k != "lm_head@2"}
+
+    def no_token_warning(rep, _o):
+        said = [w for w in rep.get("warnings", []) if w.startswith("token effect")]
+        return f"token effect warned: {said}" if said else None
+
+    cases.append(Case("decode", "step_logits_on_one_side_only",
+                      pair("lm_one", meta_for(lm_one_ours, input_ids=[1, 2, 3, 4], decode_steps=2,
+                                              decode_ids=[5, 6]),
+                           meta_for(lm_one, input_ids=[1, 2, 3, 4], decode_steps=2,
+                                    decode_ids=[5, 6]), lm_one_ours, lm_one),
+                      report(0, check=no_token_warning)))
     # decode_ids recorded, no step dumped on either side: only the prefill, and said so.
     ids_only = meta_for(base, input_ids=[1, 2, 3, 4], decode_ids=[5, 6])
     cases.append(Case("decode", "decode_ids_without_steps",

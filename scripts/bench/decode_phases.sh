@@ -16,7 +16,8 @@ if [ "${PHASE_BINS:-first}" = all ]; then BS=$(ls "$W"/diff-*); else BS=$(ls "$W
 for B in $BS; do
   echo "### binary ${B##*/diff-}"
   for t in ${THREADS:-default}; do
-    [ "$t" = default ] && unset RAYON_NUM_THREADS || { export RAYON_NUM_THREADS=$t; echo "### threads $t"; }
+    # Without THREADS, RAYON_NUM_THREADS stays as the caller set it.
+    [ "$t" = default ] || { export RAYON_NUM_THREADS=$t; echo "### threads $t"; }
     for pair in "decode ours ref" "equal ours.equal ref.equal"; do
       set -- $pair
       [ -f "$W/$2.npz" ] || continue

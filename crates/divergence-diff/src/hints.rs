@@ -999,18 +999,35 @@ fn position(
         _ => 0,
     };
     let first = first_row + first_token;
+    // A decode step's rows (off the dump contract, which has one a step) are its own, not
+    // token positions: said as rows (a review found them named as positions).
+    let (unit, earlier) = if divergence_names::split_step(name).1 > 0 {
+        ("rows of this decode step", "row")
+    } else {
+        ("positions", "position")
+    };
     Some(hint(
         HintCode::Position,
         name,
         format!(
-            "the error is confined to {n} of {t} positions, the first at position {first} (earlier positions are exact){}",
-            if first_row > 0 && n == t - first_row {
-                ": every position from there on, as with a position-dependent op (RoPE, a position offset)"
+            "the error is confined to {n} of {t} {unit}, the first at {earlier} {first}{}{}",
+            // Only where there are earlier ones in the tensor (logits that keep the prompt's
+            // last rows start at a later position).
+            if first_row > 0 {
+                format!(" (earlier {earlier}s are exact)")
             } else {
-                ""
+                String::new()
+            },
+            if first_row > 0 && n == t - first_row {
+                format!(": every {earlier} from there on, as with a position-dependent op (RoPE, a position offset)")
+            } else {
+                String::new()
             }
         ),
-        &[("first_position", first as f64), ("positions_affected", n as f64)],
+        &[
+            ("first_position", first as f64),
+            ("positions_affected", n as f64),
+        ],
     ))
 }
 
@@ -1284,6 +1301,53 @@ mod tests {
             weight: None,
         };
         diagnose(&s, &SHAPE)
+    }
+
+    /// The position hint names token positions: logits that keep the prompt's last rows from
+    /// the prompt's end (with its length), a decode step's rows as rows of that step.
+    #[test]
+    fn the_position_hint_names_token_positions_or_a_steps_rows() {
+        let r = data(32, 3);
+        let mut o = r.clone();
+        for x in &mut o[16..] {
+            *x += 1.0;
+        }
+        let position = |name: &str, prompt_len| {
+            let s = Subject {
+                name,
+                ours: side(&[1, 2, 16], &o, "float32"),
+                reference: side(&[1, 2, 16], &r, "float32"),
+                inputs: vec![],
+                weight: None,
+            };
+            let shape = ModelShape {
+                prompt_len,
+                ..SHAPE
+            };
+            diagnose(&s, &shape)
+                .into_iter()
+                .find(|h| h.code == HintCode::Position)
+                .map(|h| (h.message, h.evidence["first_position"]))
+                .expect("a position hint")
+        };
+        let (text, first) = position("lm_head", Some(5));
+        assert_eq!(first, 4.0);
+        assert!(
+            text.contains(
+                "1 of 2 positions, the first at position 4 (earlier positions are exact)"
+            ),
+            "{text}"
+        );
+        let (text, first) = position("lm_head", None);
+        assert_eq!(first, 1.0, "{text}");
+        // Another op's axis is the prompt whatever its length.
+        assert_eq!(position("model.norm", Some(5)).1, 1.0);
+        let (text, first) = position("lm_head@1", Some(5));
+        assert_eq!(first, 1.0);
+        assert!(
+            text.contains("1 of 2 rows of this decode step, the first at row 1"),
+            "{text}"
+        );
     }
 
     #[test]

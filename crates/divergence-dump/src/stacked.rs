@@ -416,7 +416,7 @@ pub(crate) fn expand_order(
     meta: &mut Meta,
     members: &[Member],
     names: &[Name],
-    present: &(dyn Fn(&str) -> bool + Sync),
+    present: &dyn Fn(&str) -> bool,
 ) -> bool {
     if members.is_empty() {
         return false;

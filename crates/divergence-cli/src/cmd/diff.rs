@@ -725,16 +725,23 @@ fn tokens(
     // Steps whose logits cannot be compared are left out of the effect: said, where the others
     // make one (found by a bad-input hunt: `top-1 agree 4/4` over the prefill alone, the
     // steps' logits of another shape dropped without a word).
+    // (Logits on one side only are that step's `only_ours` / `only_ref` row already.)
+    let both = |s: usize| {
+        let name = divergence_names::step_name(LOGITS, s);
+        ours.shape(plan.ours_name(&name)).is_some() && reference.shape(&name).is_some()
+    };
     let left_out: BTreeSet<usize> = parts
         .iter()
         .filter(|(_, p)| matches!(p, divergence_diff::StepLogits::NotCompared))
         .map(|&(s, _)| s)
+        .filter(|&s| both(s))
         .collect();
     let effect = divergence_diff::merge_steps(LOGITS, parts, prompt_len);
     if effect.is_some() && !left_out.is_empty() {
+        let steps = if left_out.len() == 1 { "step" } else { "steps" };
         warnings.push(format!(
-            "token effect: the logits of step {} could not be compared (other shapes on the two sides, a vocabulary under 2, or too large to read whole): left out of it",
-            ranges(&left_out)
+            "token effect: the logits of {steps} {} could not be compared (other shapes on the two sides, a vocabulary under 2, unreadable, or too large to read whole): left out of it",
+            ranges_at_most(&left_out, 8)
         ));
     }
     effect
@@ -1054,6 +1061,20 @@ fn check_layer(layer: usize, layers: &BTreeSet<usize>) -> Result<()> {
     }
 }
 
+/// [`ranges`], the first `max` runs and how many more: `1, 3, 5 and 20 more runs`.
+pub(crate) fn ranges_at_most(numbers: &BTreeSet<usize>, max: usize) -> String {
+    let text = ranges(numbers);
+    let runs: Vec<&str> = text.split(", ").collect();
+    if runs.len() <= max {
+        return text;
+    }
+    format!(
+        "{} and {} more runs",
+        runs[..max].join(", "),
+        runs.len() - max
+    )
+}
+
 /// `0-3, 5, 7-8`: ascending numbers as runs.
 pub(crate) fn ranges(numbers: &BTreeSet<usize>) -> String {
     let mut runs: Vec<(usize, usize)> = Vec::new();
@@ -1091,6 +1112,14 @@ fn dump_names<'a>(dump: &'a MappedDump<'_>) -> DumpNames<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ranges_at_most_names_the_first_runs_and_counts_the_rest() {
+        let set = |v: &[usize]| v.iter().copied().collect::<BTreeSet<usize>>();
+        assert_eq!(ranges_at_most(&set(&[1, 2, 3, 5]), 8), "1-3, 5");
+        let odd: Vec<usize> = (0..20).map(|i| 2 * i + 1).collect();
+        assert_eq!(ranges_at_most(&set(&odd), 3), "1, 3, 5 and 17 more runs");
+    }
 
     #[test]
     fn layers_are_named_as_runs() {

@@ -30,13 +30,15 @@ pub struct Pair<'a> {
     pub notes: Vec<String>,
 }
 
-fn ids(dump: &Dump, key: &str) -> Option<Vec<i64>> {
-    let meta = dump.meta()?;
-    if key == "input_ids" {
-        return meta.input_ids.clone();
-    }
-    // Checked by `check_meta` first: a malformed list is an error there, not "missing".
-    meta.decode_ids().ok().flatten()
+/// The metadata's `input_ids`.
+fn input_ids(dump: &Dump) -> Option<Vec<i64>> {
+    dump.meta()?.input_ids.clone()
+}
+
+/// The metadata's `decode_ids` (checked by [`check_meta`] first: a malformed list is an error
+/// there, not "missing").
+fn decode_ids(dump: &Dump) -> Option<Vec<i64>> {
+    dump.meta()?.decode_ids().ok().flatten()
 }
 
 /// The decode metadata of both dumps read as a plain diff reads it (found by a bad-input hunt:
@@ -98,10 +100,10 @@ pub fn pair<'a>(a: &'a Dump, a_path: &'a Path, b: &'a Dump, b_path: &'a Path) ->
     }
     // Token counts: from input_ids, else from the embeddings' shapes.
     let embed_len = |d: &Dump, name: &str| d.shape(name).and_then(|s| s.get(1).copied());
-    let t_full = ids(full, "input_ids")
+    let t_full = input_ids(full)
         .map(|v| v.len())
         .or_else(|| embed_len(full, "model.embed_tokens"));
-    let t_pre = ids(stepped, "input_ids")
+    let t_pre = input_ids(stepped)
         .map(|v| v.len())
         .or_else(|| embed_len(stepped, "model.embed_tokens"));
     let (Some(t_full), Some(t_pre)) = (t_full, t_pre) else {
@@ -113,7 +115,7 @@ pub fn pair<'a>(a: &'a Dump, a_path: &'a Path, b: &'a Dump, b_path: &'a Path) ->
     // hunt: a full dump of 6 ids whose embeddings held 5 positions of width 6 was sliced along
     // its width, and the rows reported shapes that are in neither file).
     for (d, path) in [(full, full_path), (stepped, stepped_path)] {
-        let (Some(ids), Some(shape)) = (ids(d, "input_ids"), d.shape("model.embed_tokens")) else {
+        let (Some(ids), Some(shape)) = (input_ids(d), d.shape("model.embed_tokens")) else {
             continue;
         };
         let positions = match shape.len() {
@@ -123,7 +125,7 @@ pub fn pair<'a>(a: &'a Dump, a_path: &'a Path, b: &'a Dump, b_path: &'a Path) ->
         };
         if let Some(&n) = positions.filter(|&&n| n != ids.len()) {
             bail!(
-                "{}: model.embed_tokens {shape:?} holds {n} positions but the metadata's input_ids {} tokens",
+                "{}: model.embed_tokens {shape:?} holds {n} positions, but the metadata's input_ids hold {} tokens",
                 path.display(),
                 ids.len()
             );
@@ -138,9 +140,9 @@ pub fn pair<'a>(a: &'a Dump, a_path: &'a Path, b: &'a Dump, b_path: &'a Path) ->
         );
     }
     match (
-        ids(full, "input_ids"),
-        ids(stepped, "input_ids"),
-        ids(stepped, "decode_ids"),
+        input_ids(full),
+        input_ids(stepped),
+        decode_ids(stepped),
     ) {
         (Some(f), Some(p), Some(d)) => {
             if d.len() != k {
