@@ -1640,6 +1640,32 @@ def decode_cases() -> list[Case]:
                            meta_for(lm_one, input_ids=[1, 2, 3, 4], decode_steps=2,
                                     decode_ids=[5, 6]), lm_one_ours, lm_one),
                       report(0, check=no_token_warning)))
+    # One stacked member of two deflated: its steps are missing on that side, an error as when
+    # every member is (found by a second bad-input hunt: its steps were `only_ref` rows, exit 0).
+    def one_deflated(d: Path):
+        members = [Member(f"{k}.npy", npy(v), method=8 if k == "b@steps" else 0)
+                   for k, v in stacked.items()]
+        members.append(Member("__meta__.npy", npy(np.frombuffer(json.dumps(sgood).encode(), np.uint8))))
+        p = d / "one_deflated.npz"
+        write_zip(p, members)
+        q = savez(d / "ref.npz", stacked, sgood)
+        return ["diff", str(p), str(q), "--format", "json"]
+
+    cases.append(Case("decode", "stacked_one_member_deflated", one_deflated,
+                      error("one_deflated.npz", "b@steps", "must be stored uncompressed")))
+
+    # A truth fed other decode tokens than ours, where the reference records none: refused,
+    # naming the truth (found by a second bad-input hunt: exit 0, "no divergence").
+    def truth_other_tokens(d: Path):
+        no_ids = {k: v for k, v in good.items() if k != "decode_ids"}
+        p = savez(d / "ours.npz", stepped, good)
+        q = savez(d / "ref.npz", stepped, no_ids)
+        t = savez(d / "truth_tokens.npz", {k: v.astype(np.float64) for k, v in stepped.items()},
+                  {**good, "decode_ids": [9, 9]})
+        return ["diff", str(p), str(q), "--format", "json", "--truth", str(t)]
+
+    cases.append(Case("decode", "truth_other_decode_ids_than_ours", truth_other_tokens,
+                      error("truth_tokens.npz", "other decode_ids")))
     # decode_ids recorded, no step dumped on either side: only the prefill, and said so.
     ids_only = meta_for(base, input_ids=[1, 2, 3, 4], decode_ids=[5, 6])
     cases.append(Case("decode", "decode_ids_without_steps",

@@ -550,7 +550,12 @@ fn report_of(
     )?);
     let mut truth_warnings = Vec::new();
     if let (Some(truth), Some(path)) = (&truth, &args.truth) {
-        truth_warnings = check_truth(truth, path, &reference, &args.reference, &plan.order)?;
+        truth_warnings = check_truth(
+            (truth, path),
+            (&reference, &args.reference),
+            (&ours, &args.ours),
+            &plan.order,
+        )?;
     }
     timings::mark("checks");
 
@@ -628,7 +633,13 @@ fn finish_report(args: &DiffArgs, cfg: &DiffConfig, sides: Sides<'_>) -> Result<
 
     ctx.warnings = warnings;
     ctx.warnings.extend(plan.warnings.clone());
-    ctx.warnings.extend(truth_warnings);
+    // Once each: the truth's step checks may say what the pair's said (a bad-input hunt saw
+    // "ref.npz records no decode_ids" twice).
+    for w in truth_warnings {
+        if !ctx.warnings.contains(&w) {
+            ctx.warnings.push(w);
+        }
+    }
     if check_ids {
         ctx.ours_input_ids = ours.meta().and_then(|m| m.input_ids.clone());
         ctx.ref_input_ids = reference.meta().and_then(|m| m.input_ids.clone());
@@ -1007,13 +1018,35 @@ fn model_shape(dump: &MappedDump<'_>) -> Option<divergence_diff::ModelShape> {
 /// with different ids) and at least one probe name of the reference. Returns warnings: a truth
 /// or a reference without input_ids cannot be checked.
 fn check_truth(
-    truth: &MappedDump<'_>,
-    truth_path: &Path,
-    reference: &MappedDump<'_>,
-    ref_path: &Path,
+    truth: (&MappedDump<'_>, &Path),
+    reference: (&MappedDump<'_>, &Path),
+    ours: (&MappedDump<'_>, &Path),
     order: &[divergence_diff::Name],
 ) -> Result<Vec<String>> {
+    let ((truth, truth_path), (reference, ref_path)) = (truth, reference);
     let ids = |d: &MappedDump<'_>| d.meta().and_then(|m| m.input_ids.clone());
+    let decode_ids = |d: &MappedDump<'_>| d.meta().and_then(|m| m.decode_ids().ok().flatten());
+    // Where the reference records no tokens, the truth's are checked against ours (found by a
+    // bad-input hunt: a truth fed other tokens than ours passed when the reference recorded
+    // none).
+    for (what, get) in [
+        (
+            "input_ids",
+            &ids as &dyn Fn(&MappedDump<'_>) -> Option<Vec<i64>>,
+        ),
+        ("decode_ids", &decode_ids),
+    ] {
+        if let (None, Some(t), Some(o)) = (get(reference), get(truth), get(ours.0)) {
+            if t != o {
+                anyhow::bail!(
+                    "{}: the truth dump saw other {what} than {} ({} records none): it is not a truth run of these tokens",
+                    truth_path.display(),
+                    ours.1.display(),
+                    ref_path.display()
+                );
+            }
+        }
+    }
     // With decode steps the truth must have decoded the reference's tokens, step for step.
     // Its errors name both files as sides of a pair: say first which file is the truth.
     let mut warnings = crate::cmd::steps::check(truth, truth_path, reference, ref_path)

@@ -141,6 +141,17 @@ pub fn check(
         }
         return Ok(warnings);
     }
+    // A stacked member that could not be read as steps, where the pair has steps: its steps
+    // are missing on that side (found by a bad-input hunt: one of two members deflated, its
+    // steps `only_ref` rows, exit 0, where every member deflated was an error).
+    for (path, dump) in [(ours_path, ours), (ref_path, reference)] {
+        if let Some(problem) = unfolding_problem(dump.dump()) {
+            bail!(
+                "{}: {problem}: its decode steps cannot be compared",
+                path.display()
+            );
+        }
+    }
     for (side, path, dump) in [(&o, ours_path, ours), (&r, ref_path, reference)] {
         // As plan_order says of the per-step layout (found by a bad-input hunt: an order with
         // the `@steps` members first was put in step order without a word).
@@ -231,8 +242,13 @@ pub fn check(
                 .filter(|(ids, _)| ids.is_none())
                 .map(|(_, p)| p.display().to_string())
                 .collect();
+            let records = if missing.len() == 1 {
+                "records"
+            } else {
+                "record"
+            };
             warnings.push(format!(
-                "decode tokens cannot be checked: {} records no decode_ids; make sure both sides were fed the same tokens",
+                "decode tokens cannot be checked: {} {records} no decode_ids; make sure both sides were fed the same tokens",
                 missing.join(" and ")
             ));
         }
