@@ -1666,6 +1666,23 @@ def decode_cases() -> list[Case]:
 
     cases.append(Case("decode", "truth_other_decode_ids_than_ours", truth_other_tokens,
                       error("truth_tokens.npz", "other decode_ids")))
+    # Steps whose every name is on one side only (a map rule that matched the prefill but not
+    # the steps): compared as they are, and said (found by a second bad-input hunt: "no
+    # divergence" with no step compared).
+    def map_misses_the_steps(d: Path):
+        meta = {"input_ids": [1, 2, 3, 4], "decode_steps": 3, "decode_ids": [5, 6, 7]}
+        prefill, steps = np.ones((1, 4, 8), np.float32), np.ones((3, 1, 1, 8), np.float32)
+        q = savez(d / "ref.npz", {"q": prefill, "q@steps": steps}, {**meta, "order": ["q", "q@steps"]})
+        ours_steps = steps[:, 0].copy()  # each step [1, 8]: rank 2, which the rule does not take
+        ours_steps[1] += 1
+        p = savez(d / "map_misses.npz", {"Q": prefill, "Q@steps": ours_steps},
+                  {**meta, "order": ["Q", "Q@steps"]})
+        m = d / "map.toml"
+        m.write_text('[[rule]]\nfrom = "Q"\nto = "q"\nrank = 3\n')
+        return ["diff", str(p), str(q), "--format", "json", "--map", str(m)]
+
+    cases.append(Case("decode", "steps_with_no_name_in_common", map_misses_the_steps,
+                      report(0, check=warns("decode steps 1-3: no probe compared"))))
     # decode_ids recorded, no step dumped on either side: only the prefill, and said so.
     ids_only = meta_for(base, input_ids=[1, 2, 3, 4], decode_ids=[5, 6])
     cases.append(Case("decode", "decode_ids_without_steps",

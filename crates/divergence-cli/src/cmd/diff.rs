@@ -663,6 +663,27 @@ fn finish_report(args: &DiffArgs, cfg: &DiffConfig, sides: Sides<'_>) -> Result<
     }
     let mut report = divergence_diff::assemble(ops, ctx, cfg);
     report.notes = notes;
+    // A decode step with rows but none compared (every name on one side only, or unreadable)
+    // is said: its verdict would otherwise read as clean (found by a bad-input hunt: a map
+    // rule that matched the prefill but not the steps left every step `only_ours` /
+    // `only_ref`, and the diff said "no divergence").
+    let uncompared: BTreeSet<usize> = report
+        .steps
+        .iter()
+        .filter(|s| s.compared == 0 && s.missing > 0)
+        .map(|s| s.step)
+        .collect();
+    if !uncompared.is_empty() && report.summary.compared > 0 {
+        let steps = if uncompared.len() == 1 {
+            "step"
+        } else {
+            "steps"
+        };
+        report.warnings.push(format!(
+            "decode {steps} {}: no probe compared (each of its names on one side only, or unreadable): those steps are not judged",
+            ranges_at_most(&uncompared, 8)
+        ));
+    }
     timings::mark("assemble");
     // The prompt's length, to name token positions (the logits that keep its last rows only,
     // the decode steps of a probe without a prefill row): ours' (under --prefill-vs-decode the
