@@ -51,14 +51,20 @@ def test_decode_steps_after_logits_that_keep_the_last_rows(tmp_path):
     assert "error from position 6 (decode step 2) on" in table(o, r)
 
 
-def test_one_pass_logits_that_keep_the_last_rows(tmp_path):
-    ref = arrays(np.random.default_rng(1), 0)
+def one_pass(tmp_path, ref, name):
+    """Ours is `ref` with row 1 of `name`'s axis 1 off by 1; both record the 5-token prompt.
+    Returns both paths and the JSON report (a divergence: exit 1)."""
     ours = {k: v.copy() for k, v in ref.items()}
-    ours["lm_head"][:, 1] += 1.0
+    ours[name][:, 1] += 1.0
     o = save(tmp_path / "ours.npz", ours, input_ids=IDS)
     r = save(tmp_path / "ref.npz", ref, input_ids=IDS)
     rc, rep = diff(o, r)
     assert rc == 1
+    return o, r, rep
+
+
+def test_one_pass_logits_that_keep_the_last_rows(tmp_path):
+    o, r, rep = one_pass(tmp_path, arrays(np.random.default_rng(1), 0), "lm_head")
     p = rep["positions"]
     assert p["pattern"] == {"kind": "last"} and p["positions"] == [3, 4]
     assert "error at the last position 4 only" in table(o, r)
@@ -71,14 +77,9 @@ def test_one_pass_logits_that_keep_the_last_rows(tmp_path):
 def test_another_op_shorter_than_the_prompt_is_not_numbered_from_its_end(tmp_path):
     # Attention weights [B, H, T, T] of a port: the profile's axis 1 holds 2 heads, not the
     # prompt's last 2 tokens (a review found them named positions 3 and 4).
-    rng = np.random.default_rng(2)
-    ref = {"model.layers.0.self_attn.attn_weights": rng.standard_normal((1, 2, 5, 5)).astype(np.float32)}
-    ours = {k: v.copy() for k, v in ref.items()}
-    ours["model.layers.0.self_attn.attn_weights"][:, 1] += 1.0
-    o = save(tmp_path / "ours.npz", ours, input_ids=IDS)
-    r = save(tmp_path / "ref.npz", ref, input_ids=IDS)
-    rc, rep = diff(o, r)
-    assert rc == 1
+    name = "model.layers.0.self_attn.attn_weights"
+    ref = {name: np.random.default_rng(2).standard_normal((1, 2, 5, 5)).astype(np.float32)}
+    o, r, rep = one_pass(tmp_path, ref, name)
     p = rep["positions"]
     assert p["rel_err"] and "positions" not in p
     assert "error at the last position 1 only" in table(o, r)

@@ -992,13 +992,9 @@ fn position(
     if n == t {
         return None;
     }
-    // The prefill's logits only: a decode step's rows are not the prompt's (found by a bad-input
-    // hunt: two logits rows of step 1 named positions 2-3 of a 4-token prompt).
-    let first_token = match prompt_len {
-        Some(p) if op == Op::LmHead && divergence_names::split_step(name).1 == 0 && p > t => p - t,
-        _ => 0,
-    };
-    let first = first_row + first_token;
+    // Numbered as the position profile numbers them (the prefill's logits only: a bad-input
+    // hunt found two logits rows of step 1 named positions 2-3 of a 4-token prompt).
+    let first = first_row + crate::positions::first_token_position(name, t, prompt_len);
     // A decode step's rows (off the dump contract, which has one a step) are its own, not
     // token positions: said as rows (a review found them named as positions).
     let (unit, earlier) = if divergence_names::split_step(name).1 > 0 {

@@ -86,9 +86,9 @@ impl PositionProfile {
     /// length, or a profile across decode steps ([`across_steps`] numbers those).
     pub fn at_prompt_end(mut self, prompt_len: Option<usize>) -> PositionProfile {
         let t = self.rel_err.len();
-        let numbered = self.steps.is_empty() && keeps_last_rows(&self.op);
-        if let Some(p) = prompt_len.filter(|&p| p > t && numbered) {
-            self.positions = (p - t..p).collect();
+        let first = first_token_position(&self.op, t, prompt_len);
+        if self.steps.is_empty() && first > 0 {
+            self.positions = (first..first + t).collect();
         }
         self
     }
@@ -171,6 +171,21 @@ impl PositionProfile {
 /// prompt (docs/dump-format.md); a shorter one is not renumbered.
 fn keeps_last_rows(name: &str) -> bool {
     Op::of(name) == Op::LmHead
+}
+
+/// The token position of the first of `rows` positions along the token axis of the prefill's
+/// `name`, in a prompt of `prompt_len` tokens: `prompt_len - rows` for logits that keep the
+/// prompt's last rows only ([`keeps_last_rows`]), else 0 (the one numbering of the profile and
+/// the `position` hint; a decode step's rows are not the prompt's).
+pub(crate) fn first_token_position(name: &str, rows: usize, prompt_len: Option<usize>) -> usize {
+    match prompt_len {
+        Some(p)
+            if keeps_last_rows(name) && divergence_names::split_step(name).1 == 0 && p > rows =>
+        {
+            p - rows
+        }
+        _ => 0,
+    }
 }
 
 /// Which positions an op's error reaches across decode steps: the prefill's positions (the

@@ -1117,20 +1117,25 @@ fn check_layer(layer: usize, layers: &BTreeSet<usize>) -> Result<()> {
 
 /// [`ranges`], the first `max` runs and how many more: `1, 3, 5 and 20 more runs`.
 pub(crate) fn ranges_at_most(numbers: &BTreeSet<usize>, max: usize) -> String {
-    let text = ranges(numbers);
-    let runs: Vec<&str> = text.split(", ").collect();
-    if runs.len() <= max {
-        return text;
+    let runs = runs(numbers);
+    let text: Vec<String> = runs.iter().take(max).map(run_text).collect();
+    match runs.len().checked_sub(max) {
+        Some(more) if more > 0 => format!("{} and {more} more runs", text.join(", ")),
+        _ => text.join(", "),
     }
-    format!(
-        "{} and {} more runs",
-        runs[..max].join(", "),
-        runs.len() - max
-    )
 }
 
 /// `0-3, 5, 7-8`: ascending numbers as runs.
 pub(crate) fn ranges(numbers: &BTreeSet<usize>) -> String {
+    runs(numbers)
+        .iter()
+        .map(run_text)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Ascending numbers as runs of consecutive ones, `(first, last)`.
+fn runs(numbers: &BTreeSet<usize>) -> Vec<(usize, usize)> {
     let mut runs: Vec<(usize, usize)> = Vec::new();
     for &n in numbers {
         match runs.last_mut() {
@@ -1138,16 +1143,16 @@ pub(crate) fn ranges(numbers: &BTreeSet<usize>) -> String {
             _ => runs.push((n, n)),
         }
     }
-    runs.iter()
-        .map(|&(lo, hi)| {
-            if lo == hi {
-                lo.to_string()
-            } else {
-                format!("{lo}-{hi}")
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
+    runs
+}
+
+/// One run: `5`, `7-8`.
+pub(crate) fn run_text(&(lo, hi): &(usize, usize)) -> String {
+    if lo == hi {
+        lo.to_string()
+    } else {
+        format!("{lo}-{hi}")
+    }
 }
 
 /// What the order planner needs to know of one dump.

@@ -25,19 +25,34 @@ struct Steps {
     declared: Option<u64>,
     /// Metadata `decode_ids`, when recorded.
     ids: Option<Vec<i64>>,
+    /// A stacked member (`x@steps`) stayed one entry, not read as steps
+    /// ([`unfolding_problem`] says why).
+    stacked_left: bool,
 }
 
 fn steps_of(dump: &MappedDump<'_>, path: &Path) -> Result<Steps> {
-    // In parallel, then sorted: a decode dump has ~150,000 names (most steps repeat).
+    // In parallel, then sorted: a decode dump has ~150,000 names (most steps repeat). The same
+    // pass sees a stacked member left whole, so that its reason is looked for only then.
     let mut steps: Vec<usize> = dump
         .names()
         .par_iter()
         .with_min_len(1024)
-        .map(|n| split_step(n).1)
+        .map(|n| match divergence_names::stacked_base(n) {
+            Some(_) => usize::MAX,
+            None => split_step(n).1,
+        })
         .collect();
     steps.par_sort_unstable();
     steps.dedup();
-    let present = steps.into_iter().collect();
+    let stacked_left = steps.last() == Some(&usize::MAX);
+    if stacked_left {
+        // Such a member's own name is a step-0 name, as it was counted before.
+        steps.pop();
+    }
+    let mut present: BTreeSet<usize> = steps.into_iter().collect();
+    if stacked_left {
+        present.insert(0);
+    }
     let at = |e: String| anyhow::anyhow!("{}: {e}", path.display());
     let (declared, ids) = match dump.meta() {
         Some(m) => (m.decode_steps().map_err(at)?, m.decode_ids().map_err(at)?),
@@ -47,11 +62,13 @@ fn steps_of(dump: &MappedDump<'_>, path: &Path) -> Result<Steps> {
         present,
         declared,
         ids,
+        stacked_left,
     })
 }
 
 /// Why a stacked member (`x@steps`) of `dump` was not unfolded into its steps, when one was
-/// not: the reason steps are missing is then that, not a truncated file.
+/// not: the reason steps are missing is then that, not a truncated file. (A scan of every
+/// name: asked where one is known to be left whole, or on the way to an error.)
 pub(crate) fn unfolding_problem(dump: &Dump) -> Option<String> {
     let name = dump
         .names()
@@ -101,15 +118,8 @@ pub fn check(
         // Steps the metadata promises and neither side holds (found by a bad-input hunt: both
         // sides' `@steps` members deflated, or dropped, passed as a clean prefill): the same
         // error as when the other side holds them.
-        for (side, path, dump) in [(&o, ours_path, ours), (&r, ref_path, reference)] {
-            if let Some(n) = side.declared.filter(|&n| n > 0) {
-                bail!(
-                    "{}: metadata says {n} decode steps, but step 1 has no probe ({n} of {n} steps missing; {})",
-                    path.display(),
-                    unfolding_problem(dump.dump()).unwrap_or_else(|| "a truncated dump?".to_string())
-                );
-            }
-        }
+        check_declared(&o, ours_path, ours)?;
+        check_declared(&r, ref_path, reference)?;
         // Found by a bad-input hunt: one-pass dumps recording other decode_ids passed without
         // a word. Nothing of a decode is compared, so it is said, not refused; so is a pair
         // that records decode_ids and holds none of their steps.
@@ -127,8 +137,11 @@ pub fn check(
                     .collect();
                 if let Some((_, n)) = recorded.first() {
                     let files: Vec<&str> = recorded.iter().map(|(p, _)| p.as_str()).collect();
-                    let why = unfolding_problem(ours.dump())
-                        .or_else(|| unfolding_problem(reference.dump()))
+                    let left = |side: &Steps, dump: &MappedDump<'_>| {
+                        side.stacked_left.then(|| unfolding_problem(dump.dump())).flatten()
+                    };
+                    let why = left(&o, ours)
+                        .or_else(|| left(&r, reference))
                         .map(|p| format!(" ({p})"))
                         .unwrap_or_default();
                     let records = if files.len() == 1 { "records" } else { "record" };
@@ -144,8 +157,12 @@ pub fn check(
     // A stacked member that could not be read as steps, where the pair has steps: its steps
     // are missing on that side (found by a bad-input hunt: one of two members deflated, its
     // steps `only_ref` rows, exit 0, where every member deflated was an error).
-    for (path, dump) in [(ours_path, ours), (ref_path, reference)] {
-        if let Some(problem) = unfolding_problem(dump.dump()) {
+    for (side, path, dump) in [(&o, ours_path, ours), (&r, ref_path, reference)] {
+        if let Some(problem) = side
+            .stacked_left
+            .then(|| unfolding_problem(dump.dump()))
+            .flatten()
+        {
             bail!(
                 "{}: {problem}: its decode steps cannot be compared",
                 path.display()
@@ -161,40 +178,15 @@ pub fn check(
                 path.display()
             ));
         }
-        if let Some(n) = side.declared {
-            // Steps 1..=n all present: n of the present decode steps are at most n (the
-            // check below), so counting them is enough, whatever n is.
-            let have = side
-                .present
-                .range(1..)
-                .take_while(|&&s| s as u64 <= n)
-                .count() as u64;
-            if have < n {
-                let first = (1..).find(|s| !side.present.contains(s)).unwrap_or(1);
-                bail!(
-                    "{}: metadata says {n} decode steps, but step {first} has no probe ({} of {n} steps missing; {})",
-                    path.display(),
-                    n - have,
-                    unfolding_problem(dump.dump()).unwrap_or_else(|| "a truncated dump?".to_string())
-                );
-            }
-            if let Some(&extra) = side.present.iter().find(|&&s| s as u64 > n) {
-                bail!(
-                    "{}: metadata says {n} decode steps, but it has probes of step {extra}",
-                    path.display()
-                );
-            }
-        }
+        check_declared(side, path, dump)?;
         // Without decode_steps, the ids must still be one per step (else the next check would
-        // call a missing id "other decode tokens").
+        // call a missing id "other decode tokens"). No stacked member is left whole here
+        // (refused above): the steps are what the file holds.
         let last = side.present.last().copied().unwrap_or(0);
         if let (None, Some(ids), true) = (side.declared, &side.ids, last > 0) {
             if ids.len() != last {
-                let why = unfolding_problem(dump.dump())
-                    .map(|p| format!(" ({p})"))
-                    .unwrap_or_default();
                 bail!(
-                    "{}: records {} decode_ids for {last} decode steps{why}",
+                    "{}: records {} decode_ids for {last} decode steps",
                     path.display(),
                     ids.len()
                 );
@@ -260,9 +252,9 @@ pub fn check(
             .copied()
             .collect()
     };
-    for (missing, has, lacks, lacking) in [
-        (only(&r, &o), ref_path, ours_path, ours),
-        (only(&o, &r), ours_path, ref_path, reference),
+    for (missing, has, lacks) in [
+        (only(&r, &o), ref_path, ours_path),
+        (only(&o, &r), ours_path, ref_path),
     ] {
         if !missing.is_empty() {
             let what = if missing == [0] {
@@ -270,10 +262,8 @@ pub fn check(
             } else {
                 format!("of decode step {}", ranges(missing.iter().copied()))
             };
-            let why = unfolding_problem(lacking.dump())
-                .unwrap_or_else(|| "dump the same steps on both sides".to_string());
             bail!(
-                "{} has no probe {what} that {} has: {why}",
+                "{} has no probe {what} that {} has: dump the same steps on both sides",
                 lacks.display(),
                 has.display()
             );
@@ -293,6 +283,41 @@ pub fn check(
     Ok(warnings)
 }
 
+/// With `decode_steps` recorded, steps 1 to it all hold a probe and no step past it does; the
+/// error says why steps are missing where a stacked member was left whole.
+fn check_declared(side: &Steps, path: &Path, dump: &MappedDump<'_>) -> Result<()> {
+    let Some(n) = side.declared else {
+        return Ok(());
+    };
+    // Steps 1..=n all present: n of the present decode steps are at most n (the check below),
+    // so counting them is enough, whatever n is.
+    let have = side
+        .present
+        .range(1..)
+        .take_while(|&&s| s as u64 <= n)
+        .count() as u64;
+    if have < n {
+        let first = (1..).find(|s| !side.present.contains(s)).unwrap_or(1);
+        let why = side
+            .stacked_left
+            .then(|| unfolding_problem(dump.dump()))
+            .flatten()
+            .unwrap_or_else(|| "a truncated dump?".to_string());
+        bail!(
+            "{}: metadata says {n} decode steps, but step {first} has no probe ({} of {n} steps missing; {why})",
+            path.display(),
+            n - have
+        );
+    }
+    if let Some(&extra) = side.present.iter().find(|&&s| s as u64 > n) {
+        bail!(
+            "{}: metadata says {n} decode steps, but it has probes of step {extra}",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
 /// The decode steps below the last present one that are not present, as runs (`decode step 2`,
 /// `decode steps 2-4, 7 are`), at most 8 of them named; walked over the present steps, not
 /// over every number below the last (a step may be named `x@999999999`).
@@ -305,15 +330,12 @@ fn gaps(present: &BTreeSet<usize>) -> Option<String> {
         .filter(|&(a, b)| b > a + 1)
         .map(|(a, b)| (a + 1, b - 1))
         .collect();
-    let one = |&(lo, hi): &(usize, usize)| {
-        if lo == hi {
-            lo.to_string()
-        } else {
-            format!("{lo}-{hi}")
-        }
-    };
     let first = runs.first()?;
-    let mut text: Vec<String> = runs.iter().take(MAX_GAPS).map(one).collect();
+    let mut text: Vec<String> = runs
+        .iter()
+        .take(MAX_GAPS)
+        .map(crate::cmd::diff::run_text)
+        .collect();
     if runs.len() > MAX_GAPS {
         text.push(format!("and {} more runs", runs.len() - MAX_GAPS));
     }
