@@ -311,6 +311,200 @@ fn stepped_dumps_under_other_names_align_and_map_step_by_step() {
     assert_eq!(r["steps"].as_array().unwrap().len(), 7);
 }
 
+/// `divergence run` of the tiny model over the committed prompt and `steps` decode tokens.
+fn run_steps(out: &Path, steps: usize, extra: &[&str]) {
+    let ids: Vec<String> = (0..steps)
+        .map(|i| ((i * 37 + 11) % 500).to_string())
+        .collect();
+    let ids = ids.join(",");
+    let out_s = out.to_str().unwrap();
+    let args = [
+        &[
+            "run",
+            "--model",
+            MODEL,
+            "--ids-file",
+            IDS,
+            "--dtype",
+            "f32",
+            "--decode-ids",
+            &ids,
+            "--out",
+            out_s,
+        ][..],
+        extra,
+    ]
+    .concat();
+    let (code, _, err) = divergence(&args);
+    assert_eq!(code, 0, "divergence {args:?}: {err}");
+}
+
+#[test]
+fn a_long_decode_under_other_names_is_aligned_probe_by_probe() {
+    let _ = root();
+    // 60 decode steps: 5,421 names a side, 5,116 of them under other names. Aligned step by
+    // step that was 26 M pairs to weigh, past the bound: nothing was inferred, those names
+    // were left on one side only, and the first divergence named was `model.norm@1`, past
+    // every layer (the build before this test). Aligned probe by probe it is 84 x 84, and
+    // each rule maps every step of its probe.
+    let (clean, bad, renamed) = (tmp("long.npz"), tmp("long-bad.npz"), tmp("long-blk.npz"));
+    run_steps(&clean, 60, &[]);
+    run_steps(&bad, 60, &["--inject", "cache-pre-rope"]);
+    rewrite_renamed(
+        clean.to_str().unwrap(),
+        &renamed,
+        |_| false,
+        |_| {},
+        |n| n.replace("model.layers.", "blk."),
+    );
+    let suggested = tmp("long-suggested.toml");
+    let (code, r, err) = diff_json(
+        &bad,
+        renamed.to_str().unwrap(),
+        &["--suggest-map", suggested.to_str().unwrap()],
+    );
+    assert_eq!(code, 1, "{err} {}", r["warnings"]);
+    assert_eq!(r["summary"]["total"], 5421, "{}", r["summary"]);
+    assert_eq!(r["summary"]["compared"], 5421, "{}", r["summary"]);
+    let f = &r["first_divergence"];
+    assert_eq!(f["name"], "blk.0.self_attn.cache_k@1", "{f}");
+    assert_eq!(f["step"], 1, "{f}");
+    assert!(
+        r["warnings"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("few probe names in common: 84 pairs aligned by content"),
+        "{}",
+        r["warnings"]
+    );
+    // one rule per probe, none for a step: and the suggestion, passed back, maps every step
+    let text = std::fs::read_to_string(&suggested).unwrap();
+    assert_eq!(text.matches("[[rule]]").count(), 84, "{text}");
+    assert!(!text.contains('@'), "{text}");
+    assert!(
+        text.contains(
+            "from = \"model.layers.0.self_attn.k_norm\"\nto = \"blk.0.self_attn.k_norm\""
+        ),
+        "{text}"
+    );
+    let (code, r, err) = diff_json(
+        &bad,
+        renamed.to_str().unwrap(),
+        &["--map", suggested.to_str().unwrap()],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(r["summary"]["compared"], 5421, "{}", r["summary"]);
+    assert_eq!(r["first_divergence"]["name"], "blk.0.self_attn.cache_k@1");
+}
+
+/// `src` rewritten under `rename`, with the last two axes of the tensors `transpose` picks
+/// swapped (a port that keeps them in another layout).
+fn rewrite_transposed(
+    src: &str,
+    dst: &Path,
+    transpose: impl Fn(&str) -> bool,
+    rename: impl Fn(&str) -> String,
+) {
+    let d = Dump::open(&root().join(src)).unwrap();
+    let mut w = DumpWriter::create(dst).unwrap();
+    let mut m = d.meta().cloned().unwrap();
+    for name in d.names() {
+        let t = d.read(name).unwrap();
+        let Values::F32(mut v) = t.values else {
+            panic!("f32 fixture")
+        };
+        let mut shape = t.shape.clone();
+        if transpose(name) {
+            let r = shape.len();
+            let (a, b) = (shape[r - 2], shape[r - 1]);
+            let mut out = Vec::with_capacity(v.len());
+            for block in v.chunks(a * b) {
+                for j in 0..b {
+                    out.extend((0..a).map(|i| block[i * b + j]));
+                }
+            }
+            v = out;
+            shape.swap(r - 2, r - 1);
+        }
+        w.add(&rename(name), &shape, TensorData::F32(&v)).unwrap();
+    }
+    m.order = m.order.iter().map(|n| rename(n).into()).collect();
+    m.dtypes = m
+        .dtypes
+        .iter()
+        .map(|(k, v)| (rename(k), v.clone()))
+        .collect();
+    w.finish(m).unwrap();
+}
+
+#[test]
+fn a_suggested_map_of_a_decode_dump_re_lays_out_its_steps_with_their_own_rule() {
+    let _ = root();
+    const K: &str = "model.layers.0.self_attn.k_norm";
+    // (case, which of k_norm's tensors are transposed, rename, what the suggestion holds)
+    let prefill_and = |steps: &'static [usize]| {
+        move |n: &str| {
+            let (base, step) = divergence_names::split_step(n);
+            base == K && (step == 0 || steps.contains(&step))
+        }
+    };
+    let same = |n: &str| n.to_string();
+    let blk = |n: &str| n.replace("model.layers.", "blk.");
+    type Case = (
+        &'static str,
+        Box<dyn Fn(&str) -> bool>,
+        Box<dyn Fn(&str) -> String>,
+        usize,
+    );
+    let cases: Vec<Case> = vec![
+        // every step re-laid out: the prefill's rule and one for every step
+        (
+            "all",
+            Box::new(prefill_and(&[1, 2, 3, 4, 5, 6])),
+            Box::new(same),
+            2,
+        ),
+        // the prefill alone: its steps renamed as they are, else the prefill's reshape
+        // (16 tokens) is applied to them, and the suggested map failed (exit 2)
+        ("prefill", Box::new(prefill_and(&[])), Box::new(same), 2),
+        // some steps: a rule for each of those, and the others shielded
+        ("some", Box::new(prefill_and(&[2, 3])), Box::new(same), 4),
+        // under other names, aligned by content: each probe's rule, and the steps' own
+        (
+            "renamed",
+            Box::new(prefill_and(&[1, 2, 3, 4, 5, 6])),
+            Box::new(blk),
+            85,
+        ),
+    ];
+    for (case, transpose, rename, rules) in cases {
+        let ours = tmp(&format!("kt-{case}.npz"));
+        rewrite_transposed(REF_F32, &ours, &*transpose, |n| n.to_string());
+        let reference = tmp(&format!("kt-{case}-ref.npz"));
+        rewrite_transposed(REF_F32, &reference, |_| false, &*rename);
+        let map = tmp(&format!("kt-{case}.toml"));
+        let (code, r, err) = diff_json(
+            &ours,
+            reference.to_str().unwrap(),
+            &["--suggest-map", map.to_str().unwrap()],
+        );
+        assert_eq!(code, 1, "{case}: {err}");
+        assert!(
+            r["summary"]["shape_mismatch"].as_u64().unwrap() > 0,
+            "{case}"
+        );
+        let text = std::fs::read_to_string(&map).unwrap();
+        assert_eq!(text.matches("[[rule]]").count(), rules, "{case}: {text}");
+        let (code, r, err) = diff_json(
+            &ours,
+            reference.to_str().unwrap(),
+            &["--map", map.to_str().unwrap()],
+        );
+        assert_eq!(code, 0, "{case}: {err}\n{text}");
+        assert_eq!(r["summary"]["compared"], 615, "{case}: {}", r["summary"]);
+    }
+}
+
 #[test]
 fn a_truth_of_other_decode_tokens_is_refused() {
     let _ = root();

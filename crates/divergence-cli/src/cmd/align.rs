@@ -4,7 +4,7 @@
 //! as a map: the same TOML a user would write, applied like `--map`, and what `--suggest-map`
 //! saves (with the layout transforms the rows found).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use divergence_diff::{Confidence, Name, Pair, TensorStats, ValueStats};
 use divergence_dump::Dump;
@@ -47,19 +47,25 @@ pub fn few_in_common(
     smaller > 0 && common * 2 < smaller
 }
 
-/// Pairs the names of each side that the other lacks (`None` when there is nothing to pair).
+/// Pairs the probes of each side that the other lacks (`None` when there is nothing to pair).
+/// A probe with decode steps is one tensor to align, not one per step: it is weighed by its
+/// prefill tensor (else its first step), and its rule names the probe, so that it maps every
+/// step (docs/mapping.md, "Decode steps"). Aligned step by step, a 64-step decode of the
+/// 0.6B-shaped model (38,489 names a side) was past the bound and nothing was inferred, and a
+/// small one made a rule per step.
 pub fn infer(ours: &Dump, reference: &Dump) -> Option<Inferred> {
-    let ref_names: HashSet<&str> = reference.names().iter().map(|n| &**n).collect();
-    let ours_names: HashSet<&str> = ours.names().iter().map(|n| &**n).collect();
-    let ours_left: Vec<String> = order(ours)
-        .into_iter()
-        .filter(|n| !ref_names.contains(&**n))
-        .map(|n| n.to_string())
+    let (ours_probes, ref_probes) = (probes(ours), probes(reference));
+    let ref_names: HashSet<&str> = ref_probes.iter().map(|p| &*p.base).collect();
+    let ours_names: HashSet<&str> = ours_probes.iter().map(|p| &*p.base).collect();
+    let ours_left: Vec<Probe> = ours_probes
+        .iter()
+        .filter(|p| !ref_names.contains(&*p.base))
+        .cloned()
         .collect();
-    let ref_left: Vec<String> = order(reference)
-        .into_iter()
-        .filter(|n| !ours_names.contains(&**n))
-        .map(|n| n.to_string())
+    let ref_left: Vec<Probe> = ref_probes
+        .iter()
+        .filter(|p| !ours_names.contains(&*p.base))
+        .cloned()
         .collect();
     if ours_left.is_empty() || ref_left.is_empty() {
         return None;
@@ -71,7 +77,7 @@ pub fn infer(ours: &Dump, reference: &Dump) -> Option<Inferred> {
             pairs: Vec::new(),
             left_out: 0,
             skipped: Some(format!(
-                "few probe names in common, and too many to align by content ({} x {} tensors left; at most {} pairs of them are weighed): nothing inferred; give a map (--map)",
+                "few probe names in common, and too many to align by content ({} x {} probes left; at most {} pairs of them are weighed): nothing inferred; give a map (--map)",
                 ours_left.len(),
                 ref_left.len(),
                 divergence_diff::align::MAX_CELLS
@@ -152,6 +158,42 @@ pub fn rule(p: &Pair, transform: Option<&str>) -> String {
     s
 }
 
+/// A probe to align: its name (a decode step's without the step) and the tensor that stands
+/// for it (its prefill's, else its first step's).
+#[derive(Clone)]
+struct Probe {
+    base: String,
+    tensor: Name,
+}
+
+/// The probes of `dump` in execution order (each at its first name), each with the tensor
+/// that stands for it.
+fn probes(dump: &Dump) -> Vec<Probe> {
+    let mut at: std::collections::HashMap<String, usize> = Default::default();
+    let mut out: Vec<Probe> = Vec::new();
+    let mut steps: Vec<usize> = Vec::new();
+    for name in order(dump) {
+        let (base, step) = divergence_names::split_step(&name);
+        match at.get(base) {
+            Some(&i) => {
+                if step < steps[i] {
+                    steps[i] = step;
+                    out[i].tensor = name.clone();
+                }
+            }
+            None => {
+                at.insert(base.to_string(), out.len());
+                steps.push(step);
+                out.push(Probe {
+                    base: base.to_string(),
+                    tensor: name.clone(),
+                });
+            }
+        }
+    }
+    out
+}
+
 /// Names in execution order: the metadata's, else the file's (natural order for a
 /// safetensors file, whose keys are stored sorted: `op_2` before `op_10`).
 fn order(dump: &Dump) -> Vec<Name> {
@@ -182,10 +224,12 @@ fn order(dump: &Dump) -> Vec<Name> {
     }
 }
 
-fn stats(dump: &Dump, names: &[String]) -> Vec<TensorStats> {
-    names
+/// The statistics of each probe, from the tensor that stands for it, under the probe's name.
+fn stats(dump: &Dump, probes: &[Probe]) -> Vec<TensorStats> {
+    probes
         .par_iter()
-        .map(|n| {
+        .map(|p| {
+            let n: &str = &p.tensor;
             let shape = dump.shape(n).unwrap_or_default();
             let numel: u64 = shape.iter().map(|&d| d as u64).product();
             let dims = shape.iter().copied().filter(|&d| d != 1).collect();
@@ -195,7 +239,7 @@ fn stats(dump: &Dump, names: &[String]) -> Vec<TensorStats> {
                 .flatten()
                 .map(|t| ValueStats::of(t.values()));
             TensorStats {
-                name: n.clone(),
+                name: p.base.clone(),
                 numel,
                 dims,
                 values,
@@ -230,54 +274,73 @@ pub fn summary(inf: &Inferred) -> String {
 /// layout rules of the shape mismatches a layout change explains; with the number of rules
 /// left out past [`divergence_map::MAX_RULES`] (a map of more is refused by `--map`: 12,000
 /// per-tensor layout rules were written, found by a bad-input hunt).
-pub fn suggestion(inf: Option<&Inferred>, layouts: &[(String, String, String)]) -> (String, usize) {
+///
+/// A probe's decode steps are one rule, `x@{S}` (their tensors hold one token where the
+/// prefill's hold the prompt: another reshape): a rule for `x` alone maps every step too, and
+/// a prefill's re-layout applied to its steps failed the map that the file suggested.
+/// `stepped` counts the decode steps of each of our probes that has some.
+pub fn suggestion(
+    inf: Option<&Inferred>,
+    layouts: &[(String, String, String)],
+    stepped: &HashMap<&str, usize>,
+) -> (String, usize) {
     let mut s = String::from(
         "# Suggested by `divergence diff --suggest-map` (docs/mapping.md): check every rule, then\n# pass this file back with --map.\n",
     );
-    let transform_of = |from: &str, to: &str| {
-        layouts
-            .iter()
-            .find(|(f, t, _)| f == from && t == to)
-            .map(|(_, _, tr)| tr.as_str())
-    };
+    let by_probe = probe_layouts(layouts);
     let mut done: HashSet<(&str, &str)> = HashSet::new();
     let (mut rules, mut left_out) = (0usize, 0usize);
+    let mut push = |text: String, s: &mut String| {
+        if rules == divergence_map::MAX_RULES {
+            left_out += 1;
+        } else {
+            rules += 1;
+            s.push_str(&text);
+        }
+    };
     if let Some(inf) = inf {
         for (p, compared) in &inf.pairs {
             if !(usable(&p.ours) && usable(&p.reference)) {
                 continue;
             }
-            let text = rule(p, transform_of(&p.ours, &p.reference));
+            let layout = by_probe.get(&p.ours, &p.reference);
+            let prefill = layout.and_then(|l| l.prefill);
+            let steps = stepped.get(p.ours.as_str()).copied().unwrap_or(0);
+            let texts = std::iter::once(rule(p, prefill)).chain(step_rules(
+                &p.ours,
+                &p.reference,
+                prefill,
+                layout,
+                steps,
+            ));
             done.insert((&p.ours, &p.reference));
-            if *compared && rules == divergence_map::MAX_RULES {
-                left_out += 1;
-            } else if *compared {
-                rules += 1;
-                s.push_str(&text);
-            } else {
-                s.push_str("\n# not compared (paired by element count and order only: check it)");
-                for line in text.lines().filter(|l| !l.is_empty()) {
-                    s.push_str("\n# ");
-                    s.push_str(line);
+            for text in texts {
+                if *compared {
+                    push(text, &mut s);
+                } else {
+                    s.push_str(
+                        "\n# not compared (paired by element count and order only: check it)",
+                    );
+                    for line in text.lines().filter(|l| !l.is_empty()) {
+                        s.push_str("\n# ");
+                        s.push_str(line);
+                    }
+                    s.push('\n');
                 }
-                s.push('\n');
             }
         }
     }
-    for (from, to, transform) in layouts {
-        if done.contains(&(from.as_str(), to.as_str())) || !(usable(from) && usable(to)) {
+    for (&(from, to), layout) in &by_probe.order() {
+        if done.contains(&(from, to)) || !(usable(from) && usable(to)) {
             continue;
         }
-        if rules == divergence_map::MAX_RULES {
-            left_out += 1;
-            continue;
+        if let Some(t) = layout.prefill {
+            push(layout_rule(from, to, t), &mut s);
         }
-        rules += 1;
-        s.push_str(&format!(
-            "\n[[rule]]\nfrom = {}\nto = {}\n{transform}\nnote = \"layout change found by divergence diff\"\n",
-            toml_string(from),
-            toml_string(to)
-        ));
+        let steps = stepped.get(from).copied().unwrap_or(0);
+        for text in step_rules(from, to, layout.prefill, Some(layout), steps) {
+            push(text, &mut s);
+        }
     }
     if left_out > 0 {
         s.push_str(&format!(
@@ -287,4 +350,123 @@ pub fn suggestion(inf: Option<&Inferred>, layouts: &[(String, String, String)]) 
         ));
     }
     (s, left_out)
+}
+
+/// A layout rule, `from` -> `to` with `transform`.
+fn layout_rule(from: &str, to: &str, transform: &str) -> String {
+    format!(
+        "\n[[rule]]\nfrom = {}\nto = {}\n{transform}\nnote = \"layout change found by divergence diff\"\n",
+        toml_string(from),
+        toml_string(to)
+    )
+}
+
+/// The layout changes found for one probe: its prefill's, and its decode steps'.
+#[derive(Default)]
+struct ProbeLayout<'a> {
+    prefill: Option<&'a str>,
+    /// `(step, transform)` of each step with a layout change, in the rows' order.
+    steps: Vec<(usize, &'a str)>,
+}
+
+/// The layout rows by probe (`(ours, reference)` without their step), in the rows' order.
+struct ByProbe<'a> {
+    keys: Vec<(&'a str, &'a str)>,
+    map: HashMap<(String, String), ProbeLayout<'a>>,
+}
+
+impl<'a> ByProbe<'a> {
+    fn get(&self, from: &str, to: &str) -> Option<&ProbeLayout<'a>> {
+        self.map.get(&(from.to_string(), to.to_string()))
+    }
+
+    fn order(&self) -> Vec<(&(&'a str, &'a str), &ProbeLayout<'a>)> {
+        self.keys
+            .iter()
+            .filter_map(|k| Some((k, self.get(k.0, k.1)?)))
+            .collect()
+    }
+}
+
+fn probe_layouts(layouts: &[(String, String, String)]) -> ByProbe<'_> {
+    let mut by = ByProbe {
+        keys: Vec::new(),
+        map: Default::default(),
+    };
+    for (from, to, transform) in layouts {
+        let ((fb, fs), (tb, ts)) = (
+            divergence_names::split_step(from),
+            divergence_names::split_step(to),
+        );
+        // A step mapped onto another step of the reference: a rule of its own.
+        let (key, step) = if fs == ts {
+            ((fb, tb), fs)
+        } else {
+            ((from.as_str(), to.as_str()), 0)
+        };
+        let entry = by
+            .map
+            .entry((key.0.to_string(), key.1.to_string()))
+            .or_insert_with(|| {
+                by.keys.push(key);
+                ProbeLayout::default()
+            });
+        if step == 0 {
+            entry.prefill = Some(transform);
+        } else {
+            entry.steps.push((step, transform));
+        }
+    }
+    by
+}
+
+/// The rules for the decode steps of probe `from` -> `to`, of which ours holds `steps`: one
+/// rule `from@{S}` -> `to@{S}` with the steps' layout change when each of them has the same
+/// one (else a rule per step that has one); or, when the probe's prefill is re-laid out
+/// (`prefill`) and its steps are not, the steps renamed alone (the prefill's rule would
+/// re-lay them out too). None when the probe's own rule, if any, maps its steps as they are.
+fn step_rules(
+    from: &str,
+    to: &str,
+    prefill: Option<&str>,
+    layout: Option<&ProbeLayout<'_>>,
+    steps: usize,
+) -> Vec<String> {
+    let changed = layout.map(|l| l.steps.as_slice()).unwrap_or_default();
+    let every = |transform: &str, note: &str| {
+        format!(
+            "\n[[rule]]\nfrom = {}\nto = {}\n{transform}note = \"{note}\"\n",
+            toml_string(&format!("{from}@{{S}}")),
+            toml_string(&format!("{to}@{{S}}"))
+        )
+    };
+    match changed.first() {
+        None if prefill.is_some() && steps > 0 => vec![every(
+            "",
+            "the decode steps of the rule above, as they are (one token each)",
+        )],
+        None => Vec::new(),
+        Some(&(_, first)) if changed.len() == steps && changed.iter().all(|&(_, t)| t == first) => {
+            vec![every(
+                &format!("{first}\n"),
+                "layout change found by divergence diff, every decode step",
+            )]
+        }
+        Some(_) => {
+            let mut rules: Vec<String> = changed
+                .iter()
+                .map(|&(step, t)| {
+                    layout_rule(&format!("{from}@{step}"), &format!("{to}@{step}"), t)
+                })
+                .collect();
+            // the steps without a change, shielded from the prefill's
+            if prefill.is_some() && changed.len() < steps {
+                rules.push(every(
+                    "",
+                    "the other decode steps of the rule above, as they are",
+                ));
+            }
+            rules
+        }
+    }
 }

@@ -9,7 +9,7 @@
 //! memory is a few pieces per thread whatever the tensors' sizes (docs/reliability.md,
 //! "Memory").
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -649,7 +649,8 @@ fn finish_report(args: &DiffArgs, cfg: &DiffConfig, sides: Sides<'_>) -> Result<
     }
     let layouts = layout_diagnosis(&mut ops, &plan, &ours, &reference, cfg);
     if let Some(path) = &args.suggest_map {
-        let (text, left_out) = align::suggestion(inferred.as_ref(), &layouts);
+        let (text, left_out) =
+            align::suggestion(inferred.as_ref(), &layouts, &steps_of_probes(ours.dump()));
         std::fs::write(path, text)
             .with_context(|| format!("{}: cannot write the suggested map", path.display()))?;
         if left_out > 0 {
@@ -715,6 +716,17 @@ fn finish_report(args: &DiffArgs, cfg: &DiffConfig, sides: Sides<'_>) -> Result<
     // them one by one took ~10 ms of the 16-core host's output phase when they were copies).
     release(args, plan);
     Ok(report)
+}
+
+/// How many decode steps each probe of `dump` that has some holds (for `--suggest-map`).
+fn steps_of_probes(dump: &divergence_dump::Dump) -> HashMap<&str, usize> {
+    let mut steps: HashMap<&str, usize> = HashMap::new();
+    for name in dump.names() {
+        if let (base, 1..) = divergence_names::split_step(name) {
+            *steps.entry(base).or_default() += 1;
+        }
+    }
+    steps
 }
 
 /// The token-level effect ([`divergence_diff::token_effect`]) when both sides have the logits
