@@ -506,6 +506,65 @@ fn a_suggested_map_of_a_decode_dump_re_lays_out_its_steps_with_their_own_rule() 
 }
 
 #[test]
+fn an_html_report_of_decode_steps_plots_steps_and_sums_up_each_heatmap_cell() {
+    let _ = root();
+    // 12 steps, ours with a KV-cache fault against ours clean
+    let (clean, bad) = (tmp("html-12.npz"), tmp("html-12-bad.npz"));
+    run_steps(&clean, 12, &[]);
+    run_steps(&bad, 12, &["--inject", "cache-pre-rope"]);
+    let (code, page, err) = divergence(&[
+        "diff",
+        bad.to_str().unwrap(),
+        clean.to_str().unwrap(),
+        "--format",
+        "html",
+    ]);
+    assert_eq!(code, 1, "{err}");
+    let at = |s: &str| page.find(s).unwrap_or_else(|| panic!("no {s}"));
+    let growth = &page[at("<section id=\"growth\">")..at("<section id=\"heatmap\">")];
+    // a boundary and a label per step (prefill + 12), not per layer of every step
+    assert_eq!(
+        growth.matches("stroke-dasharray=\"3 3\"").count(),
+        13,
+        "{growth}"
+    );
+    for label in [
+        ">prefill</text>",
+        ">s1</text>",
+        ">s12</text>",
+        "s = decode step",
+    ] {
+        assert!(growth.contains(label), "{label}");
+    }
+    assert!(!growth.contains(">L0</text>"));
+    // a cell holds an op per step: its tooltip counts them and names the worst and the first
+    // diverged, instead of listing them all
+    let heat = &page[at("<section id=\"heatmap\">")..];
+    let tip = |cell: &str| {
+        let a = heat
+            .find(&format!("<title>{cell}\n"))
+            .unwrap_or_else(|| panic!("{cell}"));
+        let b = heat[a..].find("</title>").unwrap() + a;
+        heat[a..b].to_string()
+    };
+    let k = tip("layer 0, cache_k");
+    assert!(
+        k.contains("\n12 ops\nworst: model.layers.0.self_attn.cache_k@"),
+        "{k}"
+    );
+    assert!(
+        k.contains("\n12 diverged, the first:\n  model.layers.0.self_attn.cache_k@1 (diverged"),
+        "{k}"
+    );
+    assert!(k.ends_with("\n  ..."), "{k}");
+    let q = tip("layer 0, q_proj");
+    assert!(
+        q.contains("\n13 ops\nworst: ") && q.ends_with("none diverged"),
+        "{q}"
+    );
+}
+
+#[test]
 fn a_truth_of_other_decode_tokens_is_refused() {
     let _ = root();
     let ours = tmp("truth-ours.npz");

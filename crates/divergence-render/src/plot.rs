@@ -160,6 +160,21 @@ fn is_qk_norm(op: &OpResult) -> bool {
     matches!(Op::of(&op.name), Op::QkNorm(_))
 }
 
+/// Least distance between two boundary lines of the growth plot, in pixels.
+const MIN_LINE_GAP: f64 = 3.0;
+
+/// Runs of consecutive ops of one decode step: `(step, first index, last index)`.
+fn step_spans(ops: &[OpResult]) -> Vec<(usize, usize, usize)> {
+    let mut spans: Vec<(usize, usize, usize)> = Vec::new();
+    for (i, op) in ops.iter().enumerate() {
+        match spans.last_mut() {
+            Some((step, _, last)) if *step == op.step => *last = i,
+            _ => spans.push((op.step, i, i)),
+        }
+    }
+    spans
+}
+
 /// Runs of consecutive ops of one layer: `(layer, first index, last index)`.
 fn layer_spans(ops: &[OpResult]) -> Vec<(usize, usize, usize)> {
     let mut spans: Vec<(usize, usize, usize)> = Vec::new();
@@ -300,29 +315,39 @@ pub(crate) fn growth(report: &Report, standalone: bool) -> String {
         },
     );
 
-    // Layer boundaries and labels (thinned out so that labels never touch).
-    let spans = layer_spans(ops);
+    // Layer boundaries and labels (thinned out so that labels never touch); in a report of
+    // decode steps, the steps' (each step runs every layer again: at 256 steps the layers'
+    // 7,196 dashed lines, 0.15 px apart, greyed the plot, and their labels named layers at
+    // random).
+    let stepped = ops.iter().any(|o| o.step > 0);
+    let spans = if stepped {
+        step_spans(ops)
+    } else {
+        layer_spans(ops)
+    };
     let min_gap = 30.0;
-    let mut last_label = f64::NEG_INFINITY;
-    for &(layer, first, last) in &spans {
+    let (mut last_label, mut last_line) = (f64::NEG_INFINITY, f64::NEG_INFINITY);
+    for &(unit, first, last) in &spans {
         let x0 = x(first) - 0.5 * pw / count;
-        svg.line(
-            x0,
-            top,
-            x0,
-            y_na + 8.0,
-            "stroke=\"#bbb\" stroke-width=\"1\" stroke-dasharray=\"3 3\"",
-        );
+        if x0 - last_line >= MIN_LINE_GAP {
+            svg.line(
+                x0,
+                top,
+                x0,
+                y_na + 8.0,
+                "stroke=\"#bbb\" stroke-width=\"1\" stroke-dasharray=\"3 3\"",
+            );
+            last_line = x0;
+        }
         let mid = (x(first) + x(last)) / 2.0;
         if mid - last_label >= min_gap {
-            svg.text(
-                mid,
-                y_layers,
-                "middle",
-                "fill=\"#333\"",
-                &format!("L{layer}"),
-            );
-            last_label = mid;
+            let label = match (stepped, unit) {
+                (false, l) => format!("L{l}"),
+                (true, 0) => "prefill".to_string(),
+                (true, s) => format!("s{s}"),
+            };
+            svg.text(mid, y_layers, "middle", "fill=\"#333\"", &label);
+            last_label = mid + if unit == 0 && stepped { 24.0 } else { 0.0 };
         }
     }
     svg.text(
@@ -330,10 +355,17 @@ pub(crate) fn growth(report: &Report, standalone: bool) -> String {
         y_layers + 22.0,
         "middle",
         "fill=\"#333\"",
-        &format!(
-            "op, in execution order ({} ops; L = decoder layer)",
-            ops.len()
-        ),
+        &if stepped {
+            format!(
+                "op, in execution order ({} ops; s = decode step, each through every layer)",
+                ops.len()
+            )
+        } else {
+            format!(
+                "op, in execution order ({} ops; L = decoder layer)",
+                ops.len()
+            )
+        },
     );
 
     // First divergence.
@@ -610,9 +642,79 @@ fn kind_label(op: Op) -> &'static str {
 #[derive(Default)]
 struct Cell {
     worst: Option<f64>,
-    diverged: bool,
+    /// The op of [`Cell::worst`] (its line of the tooltip).
+    worst_line: Option<String>,
+    /// Ops in the cell, and those that diverged.
+    count: usize,
+    diverged: usize,
+    /// The tooltip's lines of the first [`CELL_LINES`] ops, and of the first diverged ones.
     names: Vec<String>,
+    diverged_names: Vec<String>,
     missing: bool,
+}
+
+/// Ops a heatmap cell's tooltip lists one by one. A decode report has an op per step in
+/// each cell (257 at 256 steps): its tooltip says how many, the worst and the first that
+/// diverged (listing them all made 8.9 MB of tooltips of 257 lines each).
+const CELL_LINES: usize = 8;
+
+impl Cell {
+    fn add(&mut self, op: &OpResult) {
+        let line = || {
+            format!(
+                "{} ({}, rel err {})",
+                op.name,
+                op.status,
+                op.errors.rel_l2_err.map_or_else(|| "-".to_string(), sci)
+            )
+        };
+        self.count += 1;
+        if let Some(v) = op.errors.rel_l2_err {
+            // as f64::max: a NaN is passed over
+            if self
+                .worst
+                .is_none_or(|w| v > w || (w.is_nan() && !v.is_nan()))
+            {
+                self.worst = Some(v);
+                self.worst_line = Some(line());
+            }
+        } else {
+            self.missing = true;
+        }
+        if op.status.is_divergence() {
+            self.diverged += 1;
+            if self.diverged_names.len() < CELL_LINES / 2 {
+                self.diverged_names.push(line());
+            }
+        }
+        if self.names.len() < CELL_LINES {
+            self.names.push(line());
+        }
+    }
+
+    /// The tooltip's lines below its title.
+    fn lines(&self) -> String {
+        if self.count <= CELL_LINES {
+            return self.names.join("\n");
+        }
+        let mut out = format!("{} ops", self.count);
+        if let Some(w) = &self.worst_line {
+            out.push_str(&format!("\nworst: {w}"));
+        }
+        match self.diverged {
+            0 => out.push_str("\nnone diverged"),
+            n => {
+                out.push_str(&format!("\n{n} diverged, the first:"));
+                for l in &self.diverged_names {
+                    out.push_str(&format!("\n  {l}"));
+                }
+                if n > self.diverged_names.len() {
+                    out.push_str("\n  ...");
+                }
+            }
+        }
+        out
+    }
 }
 
 /// A sequential colour (pale yellow -> dark red) for `t` in [0, 1].
@@ -779,18 +881,7 @@ pub(crate) fn heatmap(report: &Report) -> Option<String> {
                 &mut row.last_mut()?.1
             }
         };
-        if let Some(v) = op.errors.rel_l2_err {
-            cell.worst = Some(cell.worst.map_or(v, |w: f64| w.max(v)));
-        } else {
-            cell.missing = true;
-        }
-        cell.diverged |= op.status.is_divergence();
-        cell.names.push(format!(
-            "{} ({}, rel err {})",
-            op.name,
-            op.status,
-            op.errors.rel_l2_err.map_or_else(|| "-".to_string(), sci)
-        ));
+        cell.add(op);
     }
     if kinds.is_empty() {
         return None;
@@ -865,16 +956,12 @@ pub(crate) fn heatmap(report: &Report) -> Option<String> {
                 Some(_) => "#ffffff".to_string(),
                 None => "#d0d0d0".to_string(),
             };
-            let stroke = if cell.diverged {
+            let stroke = if cell.diverged > 0 {
                 "stroke=\"#000\" stroke-width=\"1.5\""
             } else {
                 "stroke=\"#fff\" stroke-width=\"1\""
             };
-            let tip = format!(
-                "layer {layer}, {}\n{}",
-                kind_label(*kind),
-                cell.names.join("\n")
-            );
+            let tip = format!("layer {layer}, {}\n{}", kind_label(*kind), cell.lines());
             svg.rect(
                 x + 0.75,
                 y + 0.75,

@@ -1436,7 +1436,7 @@ fn caption_lines(p: &PositionProfile, per_bar: usize, short: bool) -> [String; 4
     // The token positions of the first and last entries (entry i is position i unless the
     // profile numbers them: `PositionProfile::positions`).
     let at = |i: usize| p.positions.get(i).copied().unwrap_or(i);
-    let span = format!("{}..{}", at(0), at(t.saturating_sub(1)));
+    let span = format!("{}-{}", at(0), at(t.saturating_sub(1)));
     let tols: Vec<f64> = p.rel_tol.iter().filter_map(|v| *v).collect();
     let range = (
         tols.iter().copied().reduce(f64::min),

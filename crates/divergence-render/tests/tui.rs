@@ -435,7 +435,7 @@ fn details_plot_the_first_divergence_per_position() {
     let mut tui = Tui::new(numbered);
     press(&mut tui, "\n");
     let text = screen(&mut tui, 80, 24);
-    assert!(text.contains("positions 100..115"), "{text}");
+    assert!(text.contains("positions 100-115"), "{text}");
     // Many positions on a narrow terminal: merged into the bars that fit, nothing panics.
     let mut many = report_with_positions();
     let p = many.positions.as_mut().unwrap();
