@@ -143,11 +143,17 @@ pub fn resolve(
     // read): a rule that must know its shape passes it by.
     // Rules without captures (a map inferred by content is all of them) are looked up by name;
     // the others are matched in order, only while they come before the literal candidate.
+    // Rules `<probe>@{S}` name the decode steps of one probe: looked up by the probe of each
+    // step's name, like a literal (a suggested map writes one per re-laid-out probe; matched,
+    // they counted against the bound below, and `{S}` took names such as `k_norm@v` too).
     let mut literal: HashMap<&str, Vec<usize>> = HashMap::new();
+    let mut steps_of: HashMap<&str, Vec<usize>> = HashMap::new();
     let mut patterned: Vec<usize> = Vec::new();
     for (i, r) in map.rules.iter().enumerate() {
         if r.from[0].captures.is_empty() {
             literal.entry(r.from[0].text.as_str()).or_default().push(i);
+        } else if let Some(probe) = r.from[0].probe_of_steps() {
+            steps_of.entry(probe).or_default().push(i);
         } else {
             patterned.push(i);
         }
@@ -170,17 +176,34 @@ pub fn resolve(
             None => r.rank.is_none() && !r.needs_shape(),
         }
     };
+    // The first rule of `patterned` that matches `name` and comes before the literal
+    // candidates (a rule naming `name`, or, for a decode step's `name`, its probe's steps),
+    // else the first of those.
     let find = |name: &str, rank: Option<usize>, patterned: &[usize]| -> Option<Claim> {
-        let lit = literal
+        let (base, step) = split_step(name);
+        let of_steps = (step > 0)
+            .then(|| steps_of.get(base))
+            .flatten()
+            .and_then(|v| v.iter().copied().find(|&i| fits(i, rank)))
+            .map(|i| {
+                let cap = map.rules[i].from[0].captures[0].clone();
+                (i, vec![(cap, name[base.len() + 1..].to_string())])
+            });
+        let named = literal
             .get(name)
-            .and_then(|v| v.iter().copied().find(|&i| fits(i, rank)));
+            .and_then(|v| v.iter().copied().find(|&i| fits(i, rank)))
+            .map(|i| (i, Vec::new()));
+        let lit = match (named, of_steps) {
+            (Some(a), Some(b)) => Some(if a.0 < b.0 { a } else { b }),
+            (a, b) => a.or(b),
+        };
         let pat = patterned
             .iter()
             .copied()
-            .take_while(|&i| lit.is_none_or(|l| i < l))
+            .take_while(|&i| lit.as_ref().is_none_or(|l| i < l.0))
             .filter(|&i| fits(i, rank))
             .find_map(|i| map.rules[i].from[0].matches(name).map(|c| (i, c)));
-        pat.or(lit.map(|i| (i, Vec::new())))
+        pat.or(lit)
     };
     // The distinct (base name, rank) pairs, in the dump's order.
     let mut key_of: HashMap<(&str, Option<usize>), usize> = HashMap::new();
@@ -1024,6 +1047,32 @@ mod tests {
         let r = resolve(&m, &steps_of("p", 3), &SIZES, "d").unwrap();
         let names: Vec<&str> = r.tensors.iter().map(|v| v.name.as_str()).collect();
         assert_eq!(names, ["p.any", "p.any@1", "p.two@2", "p.any@3"]);
+    }
+
+    #[test]
+    fn a_rule_for_a_probes_steps_is_looked_up_and_names_steps_only() {
+        // `p3@{S}` names the steps of probe p3: its prefill and a name that only looks like a
+        // step (`p3@v`) are left to the other rules; 2,000 such rules against 20,000 steps'
+        // names are lookups, not 40 million matches past the bound.
+        let text: String = (0..2000)
+            .map(|i| {
+                format!("[[rule]]\nfrom = \"p{i}@{{S}}\"\nto = \"q{i}@{{S}}\"\noptional = true\n")
+            })
+            .collect();
+        let m = map(&(text + "[[rule]]\nfrom = \"{A}\"\nto = \"{A}.any\"\n"));
+        let mut dump = steps_of("p3", 20_000);
+        dump.push(t("p3@v", &[1, 4]));
+        let r = resolve(&m, &dump, &SIZES, "d").unwrap();
+        assert_eq!(r.tensors[0].name, "p3.any");
+        assert_eq!(r.tensors[1].name, "q3@1");
+        assert_eq!(r.tensors[20_000].name, "q3@20000");
+        assert_eq!(r.tensors[20_000].sources, ["p3@20000"]);
+        assert_eq!(r.tensors[20_001].name, "p3@v.any");
+        // A rule before it that names the step itself still wins.
+        let m = map("[[rule]]\nfrom = \"p@2\"\nto = \"p.two@2\"\n[[rule]]\nfrom = \"p@{S}\"\nto = \"p.s@{S}\"\n");
+        let r = resolve(&m, &steps_of("p", 3), &SIZES, "d").unwrap();
+        let names: Vec<&str> = r.tensors.iter().map(|v| v.name.as_str()).collect();
+        assert_eq!(names, ["p", "p.s@1", "p.two@2", "p.s@3"]);
     }
 
     #[test]

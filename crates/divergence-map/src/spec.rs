@@ -532,6 +532,22 @@ impl Pattern {
         })
     }
 
+    /// The probe whose decode steps this pattern names, when it is `<probe>@{X}`: a name, `@`
+    /// and one capture (without `...`), nothing else. Such a rule is looked up by the probe
+    /// of each decode step's name, never matched: it names every step of that probe and no
+    /// other name (`k_norm@v` is not a step), at no matching cost (docs/mapping.md, "Decode
+    /// steps").
+    pub fn probe_of_steps(&self) -> Option<&str> {
+        let [cap] = self.captures.as_slice() else {
+            return None;
+        };
+        let probe = self.prefix.strip_suffix('@').filter(|p| !p.is_empty())?;
+        (self.suffix.is_empty()
+            && self.text.len() == self.prefix.len() + cap.len() + 2
+            && self.text.ends_with(&format!("{{{cap}}}")))
+        .then_some(probe)
+    }
+
     /// The captures of `name`, when it matches.
     pub fn matches(&self, name: &str) -> Option<Vec<(String, String)>> {
         if !(name.starts_with(&self.prefix) && name.ends_with(&self.suffix)) {
@@ -588,6 +604,19 @@ mod tests {
         assert_eq!(fill("{P...}.x{R}", &c), "model.layers.0.mlp.x1");
         // Regex characters in names are literal.
         assert!(Pattern::compile("a.b").unwrap().matches("axb").is_none());
+        // `<probe>@{X}` names the decode steps of a probe; nothing else does
+        let steps = |t: &str| {
+            Pattern::compile(t)
+                .unwrap()
+                .probe_of_steps()
+                .map(str::to_string)
+        };
+        assert_eq!(steps("blk.0.k@{S}").as_deref(), Some("blk.0.k"));
+        for other in [
+            "{A}@{S}", "x@{S...}", "x@{S}.y", "x@s{S}", "@{S}", "x{S}", "x@3",
+        ] {
+            assert_eq!(steps(other), None, "{other}");
+        }
         assert!(Pattern::compile("a{L}b{L}").is_err());
         assert!(Pattern::compile("a{L").is_err());
         assert!(Pattern::compile("a{}").is_err());

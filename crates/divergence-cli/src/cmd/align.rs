@@ -48,13 +48,17 @@ pub fn few_in_common(
 }
 
 /// Pairs the probes of each side that the other lacks (`None` when there is nothing to pair).
-/// A probe with decode steps is one tensor to align, not one per step: it is weighed by its
-/// prefill tensor (else its first step), and its rule names the probe, so that it maps every
-/// step (docs/mapping.md, "Decode steps"). Aligned step by step, a 64-step decode of the
-/// 0.6B-shaped model (38,489 names a side) was past the bound and nothing was inferred, and a
-/// small one made a rule per step.
+/// When both dumps have decode steps, a probe with steps is one tensor to align, not one per
+/// step: it is weighed by its prefill tensor (else its first step), and its rule names the
+/// probe, so that it maps every step (docs/mapping.md, "Decode steps"); the probes left
+/// unpaired are then weighed by their first step, and aligned once more (a probe whose
+/// prefill one side alone dumps). Aligned step by step, a 64-step decode of the 0.6B-shaped
+/// model (38,489 names a side) was past the bound and nothing was inferred, and a small one
+/// made a rule per step. When one side has no decode steps, each name is its own probe
+/// (`x@4` of a one-pass dump is not a step of `x` that the other side could hold).
 pub fn infer(ours: &Dump, reference: &Dump) -> Option<Inferred> {
-    let (ours_probes, ref_probes) = (probes(ours), probes(reference));
+    let by_probe = has_steps(ours) && has_steps(reference);
+    let (ours_probes, ref_probes) = (probes(ours, by_probe), probes(reference, by_probe));
     let ref_names: HashSet<&str> = ref_probes.iter().map(|p| &*p.base).collect();
     let ours_names: HashSet<&str> = ours_probes.iter().map(|p| &*p.base).collect();
     let ours_left: Vec<Probe> = ours_probes
@@ -84,8 +88,56 @@ pub fn infer(ours: &Dump, reference: &Dump) -> Option<Inferred> {
             )),
         });
     }
-    let (o, r) = rayon::join(|| stats(ours, &ours_left), || stats(reference, &ref_left));
-    let pairs = divergence_diff::align(&o, &r);
+    let weigh = |left: &[Probe], first_step: bool| -> Vec<(String, Name)> {
+        left.iter()
+            .filter_map(|p| {
+                let t = if first_step {
+                    p.first_step.clone()?
+                } else {
+                    p.tensor.clone()
+                };
+                Some((p.base.clone(), t))
+            })
+            .collect()
+    };
+    let align = |o: &[(String, Name)], r: &[(String, Name)]| {
+        let (o, r) = rayon::join(|| stats(ours, o), || stats(reference, r));
+        divergence_diff::align(&o, &r)
+    };
+    let mut pairs = align(&weigh(&ours_left, false), &weigh(&ref_left, false));
+    if by_probe {
+        // The probes no compared pair holds, by their first decode step.
+        let held = |side: fn(&Pair) -> &str| -> HashSet<String> {
+            pairs
+                .iter()
+                .filter(|p| p.compared)
+                .map(|p| side(p).to_string())
+                .collect()
+        };
+        let (o_held, r_held) = (held(|p| &p.ours), held(|p| &p.reference));
+        let o2: Vec<Probe> = ours_left
+            .iter()
+            .filter(|p| !o_held.contains(&p.base))
+            .cloned()
+            .collect();
+        let r2: Vec<Probe> = ref_left
+            .iter()
+            .filter(|p| !r_held.contains(&p.base))
+            .cloned()
+            .collect();
+        let (o2, r2) = (weigh(&o2, true), weigh(&r2, true));
+        if !o2.is_empty() && !r2.is_empty() {
+            let more: Vec<Pair> = align(&o2, &r2).into_iter().filter(|p| p.compared).collect();
+            let o_more: HashSet<&str> = more.iter().map(|p| p.ours.as_str()).collect();
+            let r_more: HashSet<&str> = more.iter().map(|p| p.reference.as_str()).collect();
+            // a guess of the first pass (not compared) gives way to a pair of the second
+            pairs.retain(|p| {
+                p.compared
+                    || !(o_more.contains(p.ours.as_str()) || r_more.contains(p.reference.as_str()))
+            });
+            pairs.extend(more);
+        }
+    }
     if pairs.is_empty() {
         return None;
     }
@@ -158,35 +210,52 @@ pub fn rule(p: &Pair, transform: Option<&str>) -> String {
     s
 }
 
-/// A probe to align: its name (a decode step's without the step) and the tensor that stands
-/// for it (its prefill's, else its first step's).
+/// A probe to align: its name (a decode step's without the step), the tensor that stands for
+/// it (its prefill's, else its first step's), and its first step's.
 #[derive(Clone)]
 struct Probe {
     base: String,
     tensor: Name,
+    first_step: Option<Name>,
 }
 
-/// The probes of `dump` in execution order (each at its first name), each with the tensor
-/// that stands for it.
-fn probes(dump: &Dump) -> Vec<Probe> {
-    let mut at: std::collections::HashMap<String, usize> = Default::default();
+/// True when `dump` holds a decode step (`x@s`, s >= 1).
+fn has_steps(dump: &Dump) -> bool {
+    dump.names()
+        .par_iter()
+        .any(|n| divergence_names::split_step(n).1 > 0)
+}
+
+/// The probes of `dump` in execution order (each at its first name), each with the tensors
+/// that stand for it; with `by_probe` false, each name is a probe of its own.
+fn probes(dump: &Dump, by_probe: bool) -> Vec<Probe> {
+    let mut at: HashMap<String, usize> = HashMap::new();
     let mut out: Vec<Probe> = Vec::new();
-    let mut steps: Vec<usize> = Vec::new();
+    // each probe's lowest step, and lowest decode step
+    let mut lowest: Vec<(usize, usize)> = Vec::new();
     for name in order(dump) {
-        let (base, step) = divergence_names::split_step(&name);
+        let (base, step) = match by_probe {
+            true => divergence_names::split_step(&name),
+            false => (&*name, 0),
+        };
         match at.get(base) {
             Some(&i) => {
-                if step < steps[i] {
-                    steps[i] = step;
+                if step < lowest[i].0 {
+                    lowest[i].0 = step;
                     out[i].tensor = name.clone();
+                }
+                if step > 0 && step < lowest[i].1 {
+                    lowest[i].1 = step;
+                    out[i].first_step = Some(name.clone());
                 }
             }
             None => {
                 at.insert(base.to_string(), out.len());
-                steps.push(step);
+                lowest.push((step, if step > 0 { step } else { usize::MAX }));
                 out.push(Probe {
                     base: base.to_string(),
                     tensor: name.clone(),
+                    first_step: (step > 0).then(|| name.clone()),
                 });
             }
         }
@@ -224,12 +293,11 @@ fn order(dump: &Dump) -> Vec<Name> {
     }
 }
 
-/// The statistics of each probe, from the tensor that stands for it, under the probe's name.
-fn stats(dump: &Dump, probes: &[Probe]) -> Vec<TensorStats> {
+/// The statistics of each probe `(name, tensor that stands for it)`, under the probe's name.
+fn stats(dump: &Dump, probes: &[(String, Name)]) -> Vec<TensorStats> {
     probes
         .par_iter()
-        .map(|p| {
-            let n: &str = &p.tensor;
+        .map(|(probe, n)| {
             let shape = dump.shape(n).unwrap_or_default();
             let numel: u64 = shape.iter().map(|&d| d as u64).product();
             let dims = shape.iter().copied().filter(|&d| d != 1).collect();
@@ -239,7 +307,7 @@ fn stats(dump: &Dump, probes: &[Probe]) -> Vec<TensorStats> {
                 .flatten()
                 .map(|t| ValueStats::of(t.values()));
             TensorStats {
-                name: p.base.clone(),
+                name: probe.clone(),
                 numel,
                 dims,
                 values,
@@ -270,19 +338,32 @@ pub fn summary(inf: &Inferred) -> String {
     )
 }
 
+/// Whether a probe of ours has a prefill tensor, and how many decode steps it holds.
+#[derive(Debug, Default, Clone)]
+pub struct ProbeSteps {
+    pub prefill: bool,
+    /// Its decode steps' numbers.
+    pub steps: Vec<usize>,
+}
+
 /// The `--suggest-map` file: the inferred pairs (those not compared commented out) and the
 /// layout rules of the shape mismatches a layout change explains; with the number of rules
 /// left out past [`divergence_map::MAX_RULES`] (a map of more is refused by `--map`: 12,000
-/// per-tensor layout rules were written, found by a bad-input hunt).
+/// per-tensor layout rules were written, found by a bad-input hunt). A probe's rules are
+/// written or left out together (its prefill's rule without the rule that keeps it from its
+/// steps would fail the map).
 ///
-/// A probe's decode steps are one rule, `x@{S}` (their tensors hold one token where the
-/// prefill's hold the prompt: another reshape): a rule for `x` alone maps every step too, and
-/// a prefill's re-layout applied to its steps failed the map that the file suggested.
-/// `stepped` counts the decode steps of each of our probes that has some.
+/// `layouts` holds every shape mismatch: our name, the row's, and the layout change that
+/// explains it, if one does. A probe's decode steps are one rule, `x@{S}` (their tensors hold
+/// one token where the prefill's hold the prompt: another reshape), when every step is a
+/// shape mismatch and every change found is the same (a step whose values differ as well is
+/// re-laid out and then shows its error); a rule for `x` alone maps every step too, and a
+/// prefill's re-layout applied to its steps failed the map that the file suggested. `probes`
+/// says which of our probes have a prefill and how many steps.
 pub fn suggestion(
     inf: Option<&Inferred>,
-    layouts: &[(String, String, String)],
-    stepped: &HashMap<&str, usize>,
+    layouts: &[(String, String, Option<String>)],
+    probes: &HashMap<&str, ProbeSteps>,
 ) -> (String, usize) {
     let mut s = String::from(
         "# Suggested by `divergence diff --suggest-map` (docs/mapping.md): check every rule, then\n# pass this file back with --map.\n",
@@ -290,14 +371,16 @@ pub fn suggestion(
     let by_probe = probe_layouts(layouts);
     let mut done: HashSet<(&str, &str)> = HashSet::new();
     let (mut rules, mut left_out) = (0usize, 0usize);
-    let mut push = |text: String, s: &mut String| {
-        if rules == divergence_map::MAX_RULES {
-            left_out += 1;
+    let mut push = |group: Vec<String>, s: &mut String| {
+        if rules + group.len() > divergence_map::MAX_RULES {
+            left_out += group.len();
         } else {
-            rules += 1;
-            s.push_str(&text);
+            rules += group.len();
+            group.iter().for_each(|text| s.push_str(text));
         }
     };
+    let none = ProbeSteps::default();
+    let steps_of = |probe: &str| probes.get(probe).unwrap_or(&none);
     if let Some(inf) = inf {
         for (p, compared) in &inf.pairs {
             if !(usable(&p.ours) && usable(&p.reference)) {
@@ -305,19 +388,20 @@ pub fn suggestion(
             }
             let layout = by_probe.get(&p.ours, &p.reference);
             let prefill = layout.and_then(|l| l.prefill);
-            let steps = stepped.get(p.ours.as_str()).copied().unwrap_or(0);
-            let texts = std::iter::once(rule(p, prefill)).chain(step_rules(
-                &p.ours,
-                &p.reference,
-                prefill,
-                layout,
-                steps,
-            ));
+            let ours = steps_of(&p.ours);
+            let (steps, all) = step_rules(&p.ours, &p.reference, prefill, layout, &ours.steps);
+            // a probe without a prefill whose every step has a rule of its own: its probe
+            // rule would match nothing (an error when passed back)
+            let mut group = Vec::new();
+            if ours.prefill || !all {
+                group.push(rule(p, prefill));
+            }
+            group.extend(steps);
             done.insert((&p.ours, &p.reference));
-            for text in texts {
-                if *compared {
-                    push(text, &mut s);
-                } else {
+            if *compared {
+                push(group, &mut s);
+            } else {
+                for text in group {
                     s.push_str(
                         "\n# not compared (paired by element count and order only: check it)",
                     );
@@ -334,12 +418,20 @@ pub fn suggestion(
         if done.contains(&(from, to)) || !(usable(from) && usable(to)) {
             continue;
         }
+        let mut group = Vec::new();
         if let Some(t) = layout.prefill {
-            push(layout_rule(from, to, t), &mut s);
+            group.push(layout_rule(from, to, t));
         }
-        let steps = stepped.get(from).copied().unwrap_or(0);
-        for text in step_rules(from, to, layout.prefill, Some(layout), steps) {
-            push(text, &mut s);
+        let (steps, _) = step_rules(
+            from,
+            to,
+            layout.prefill,
+            Some(layout),
+            &steps_of(from).steps,
+        );
+        group.extend(steps);
+        if !group.is_empty() {
+            push(group, &mut s);
         }
     }
     if left_out > 0 {
@@ -361,15 +453,15 @@ fn layout_rule(from: &str, to: &str, transform: &str) -> String {
     )
 }
 
-/// The layout changes found for one probe: its prefill's, and its decode steps'.
+/// The shape mismatches of one probe: the layout change of its prefill, if one explains it,
+/// and its decode steps' (`None`: none explains that step).
 #[derive(Default)]
 struct ProbeLayout<'a> {
     prefill: Option<&'a str>,
-    /// `(step, transform)` of each step with a layout change, in the rows' order.
-    steps: Vec<(usize, &'a str)>,
+    steps: Vec<(usize, Option<&'a str>)>,
 }
 
-/// The layout rows by probe (`(ours, reference)` without their step), in the rows' order.
+/// The shape mismatches by probe (`(ours, reference)` without their step), in the rows' order.
 struct ByProbe<'a> {
     keys: Vec<(&'a str, &'a str)>,
     map: HashMap<(String, String), ProbeLayout<'a>>,
@@ -388,7 +480,7 @@ impl<'a> ByProbe<'a> {
     }
 }
 
-fn probe_layouts(layouts: &[(String, String, String)]) -> ByProbe<'_> {
+fn probe_layouts(layouts: &[(String, String, Option<String>)]) -> ByProbe<'_> {
     let mut by = ByProbe {
         keys: Vec::new(),
         map: Default::default(),
@@ -411,28 +503,48 @@ fn probe_layouts(layouts: &[(String, String, String)]) -> ByProbe<'_> {
                 by.keys.push(key);
                 ProbeLayout::default()
             });
-        if step == 0 {
-            entry.prefill = Some(transform);
-        } else {
-            entry.steps.push((step, transform));
+        match step {
+            0 => entry.prefill = entry.prefill.or(transform.as_deref()),
+            s => entry.steps.push((s, transform.as_deref())),
         }
     }
     by
 }
 
-/// The rules for the decode steps of probe `from` -> `to`, of which ours holds `steps`: one
-/// rule `from@{S}` -> `to@{S}` with the steps' layout change when each of them has the same
-/// one (else a rule per step that has one); or, when the probe's prefill is re-laid out
-/// (`prefill`) and its steps are not, the steps renamed alone (the prefill's rule would
-/// re-lay them out too). None when the probe's own rule, if any, maps its steps as they are.
+/// The rules for the decode steps of probe `from` -> `to`, of which ours holds `numbers`, and
+/// whether they name every step. What most steps need is one rule, `from@{S}` -> `to@{S}`:
+/// the layout change found most often (a shape mismatch that no change explains, a step whose
+/// values differ too, takes it and then shows its error), or, when most steps are not shape
+/// mismatches, the steps as they are (needed only when the prefill is re-laid out: its rule
+/// would re-lay them out too). The other steps get a rule each, before it (the first rule
+/// that names a step wins). Nothing when no step needs a rule of its own.
 fn step_rules(
     from: &str,
     to: &str,
     prefill: Option<&str>,
     layout: Option<&ProbeLayout<'_>>,
-    steps: usize,
-) -> Vec<String> {
-    let changed = layout.map(|l| l.steps.as_slice()).unwrap_or_default();
+    numbers: &[usize],
+) -> (Vec<String>, bool) {
+    let steps = numbers.len();
+    let mismatched = layout.map(|l| l.steps.as_slice()).unwrap_or_default();
+    // How many steps each change explains, the most first (ties: in order of first step).
+    let mut changes: Vec<(&str, usize)> = Vec::new();
+    for &(_, t) in mismatched {
+        if let Some(t) = t {
+            match changes.iter_mut().find(|(c, _)| *c == t) {
+                Some((_, n)) => *n += 1,
+                None => changes.push((t, 1)),
+            }
+        }
+    }
+    changes.sort_by_key(|c| std::cmp::Reverse(c.1));
+    let unexplained = mismatched.iter().filter(|(_, t)| t.is_none()).count();
+    let as_is = steps.saturating_sub(mismatched.len());
+    // The change most steps need (the unexplained mismatches with it), else none.
+    let main = changes
+        .first()
+        .filter(|(_, n)| n + unexplained > as_is)
+        .map(|&(t, _)| t);
     let every = |transform: &str, note: &str| {
         format!(
             "\n[[rule]]\nfrom = {}\nto = {}\n{transform}note = \"{note}\"\n",
@@ -440,33 +552,117 @@ fn step_rules(
             toml_string(&format!("{to}@{{S}}"))
         )
     };
-    match changed.first() {
-        None if prefill.is_some() && steps > 0 => vec![every(
-            "",
-            "the decode steps of the rule above, as they are (one token each)",
-        )],
-        None => Vec::new(),
-        Some(&(_, first)) if changed.len() == steps && changed.iter().all(|&(_, t)| t == first) => {
-            vec![every(
-                &format!("{first}\n"),
-                "layout change found by divergence diff, every decode step",
-            )]
-        }
-        Some(_) => {
-            let mut rules: Vec<String> = changed
+    let one = |step: usize, t: Option<&str>| match t {
+        Some(t) => layout_rule(&format!("{from}@{step}"), &format!("{to}@{step}"), t),
+        None => format!(
+            "\n[[rule]]\nfrom = {}\nto = {}\nnote = \"a decode step as it is\"\n",
+            toml_string(&format!("{from}@{step}")),
+            toml_string(&format!("{to}@{step}"))
+        ),
+    };
+    match main {
+        Some(main) => {
+            // the steps as they are, and those of another change, each named; then the rest
+            let changed: HashSet<usize> = mismatched.iter().map(|&(s, _)| s).collect();
+            let mut rules: Vec<String> = numbers
                 .iter()
-                .map(|&(step, t)| {
-                    layout_rule(&format!("{from}@{step}"), &format!("{to}@{step}"), t)
-                })
+                .filter(|s| !changed.contains(s))
+                .map(|&s| one(s, None))
                 .collect();
-            // the steps without a change, shielded from the prefill's
-            if prefill.is_some() && changed.len() < steps {
+            rules.extend(
+                mismatched
+                    .iter()
+                    .filter(|&&(_, t)| t.is_some_and(|t| t != main))
+                    .map(|&(s, t)| one(s, t)),
+            );
+            rules.push(every(
+                &format!("{main}\n"),
+                "layout change found by divergence diff, the decode steps",
+            ));
+            (rules, true)
+        }
+        None => {
+            let mut rules: Vec<String> = mismatched
+                .iter()
+                .filter(|(_, t)| t.is_some())
+                .map(|&(s, t)| one(s, t))
+                .collect();
+            if prefill.is_some() && steps > rules.len() {
                 rules.push(every(
                     "",
-                    "the other decode steps of the rule above, as they are",
+                    "the decode steps of the rule above that no rule re-lays out, as they are",
                 ));
+                return (rules, true);
             }
-            rules
+            let all = steps > 0 && rules.len() == steps;
+            (rules, all)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const P: &str = "transform = [{ permute = [1, 0] }]";
+    const T: &str = "transform = [{ reshape = [4, 2] }, { permute = [1, 0] }]";
+
+    fn stepped(steps: std::ops::RangeInclusive<usize>) -> ProbeSteps {
+        ProbeSteps {
+            prefill: true,
+            steps: steps.collect(),
+        }
+    }
+
+    #[test]
+    fn what_most_steps_need_is_one_rule_and_the_others_a_rule_each() {
+        // the prefill and 9,999 of 10,001 steps re-laid out: the prefill's rule, the two
+        // steps as they are, then one rule for the rest (a rule per step went past 10,000)
+        let mut layouts = vec![("p".to_string(), "p".to_string(), Some(P.to_string()))];
+        layouts
+            .extend((1..=9_999).map(|s| (format!("p@{s}"), format!("p@{s}"), Some(T.to_string()))));
+        let probes = HashMap::from([("p", stepped(1..=10_001))]);
+        let (text, left_out) = suggestion(None, &layouts, &probes);
+        assert_eq!(left_out, 0);
+        let rules: Vec<&str> = text.split("[[rule]]").skip(1).collect();
+        assert_eq!(rules.len(), 4, "{text}");
+        assert!(
+            rules[0].contains("from = \"p\"") && rules[0].contains(P),
+            "{text}"
+        );
+        assert!(
+            rules[1].contains("from = \"p@10000\"\nto = \"p@10000\"\nnote"),
+            "{text}"
+        );
+        assert!(rules[2].contains("from = \"p@10001\""), "{text}");
+        assert!(
+            rules[3].contains("from = \"p@{S}\"") && rules[3].contains(T),
+            "{text}"
+        );
+        // a step no change explains (its values differ too) takes the steps' change
+        let mut layouts = vec![("q@1".to_string(), "q@1".to_string(), None)];
+        layouts.extend((2..=3).map(|s| (format!("q@{s}"), format!("q@{s}"), Some(T.to_string()))));
+        let probes = HashMap::from([("q", stepped(1..=3))]);
+        let (text, _) = suggestion(None, &layouts, &probes);
+        assert_eq!(text.matches("[[rule]]").count(), 1, "{text}");
+        assert!(text.contains("from = \"q@{S}\""), "{text}");
+    }
+
+    #[test]
+    fn a_probes_rules_are_written_or_left_out_together() {
+        // 5,001 probes, each a prefill re-laid out and a step as it is: two rules each, and
+        // the last probe's two left out, never its prefill's rule without the other
+        let names: Vec<String> = (0..5_001).map(|i| format!("p{i}")).collect();
+        let layouts: Vec<(String, String, Option<String>)> = names
+            .iter()
+            .map(|n| (n.clone(), n.clone(), Some(P.to_string())))
+            .collect();
+        let probes: HashMap<&str, ProbeSteps> =
+            names.iter().map(|n| (n.as_str(), stepped(1..=1))).collect();
+        let (text, left_out) = suggestion(None, &layouts, &probes);
+        assert_eq!(left_out, 2);
+        assert_eq!(text.matches("[[rule]]").count(), divergence_map::MAX_RULES);
+        assert!(text.contains("from = \"p4999@{S}\"") && !text.contains("\"p5000\""));
+        assert!(text.ends_with("2 more rules left out: a map holds at most 10000 rules. Fix what these show, then suggest again.\n"), "{}", &text[text.len() - 200..]);
     }
 }

@@ -718,15 +718,20 @@ fn finish_report(args: &DiffArgs, cfg: &DiffConfig, sides: Sides<'_>) -> Result<
     Ok(report)
 }
 
-/// How many decode steps each probe of `dump` that has some holds (for `--suggest-map`).
-fn steps_of_probes(dump: &divergence_dump::Dump) -> HashMap<&str, usize> {
-    let mut steps: HashMap<&str, usize> = HashMap::new();
+/// Whether each probe of `dump` has a prefill tensor, and how many decode steps it holds
+/// (for `--suggest-map`).
+fn steps_of_probes(dump: &divergence_dump::Dump) -> HashMap<&str, align::ProbeSteps> {
+    let mut probes: HashMap<&str, align::ProbeSteps> = HashMap::new();
     for name in dump.names() {
-        if let (base, 1..) = divergence_names::split_step(name) {
-            *steps.entry(base).or_default() += 1;
+        let (base, step) = divergence_names::split_step(name);
+        let p = probes.entry(base).or_default();
+        match step {
+            0 => p.prefill = true,
+            s => p.steps.push(s),
         }
     }
-    steps
+    probes.values_mut().for_each(|p| p.steps.sort_unstable());
+    probes
 }
 
 /// The token-level effect ([`divergence_diff::token_effect`]) when both sides have the logits
@@ -793,34 +798,40 @@ fn tokens(
 
 /// A shape mismatch whose element counts agree, tried against the common layout changes
 /// ([`divergence_diff::layout_match`]); when one makes the values agree under the row's
-/// tolerance, the reason says so and names the map transform. Returns, per such row, our name
-/// (as stored, for a `--suggest-map` rule), the row's name and the transform's TOML. Rows that
-/// a map rule computed are explained in the reason only (a suggested rule would need composing).
+/// tolerance, the reason says so and names the map transform. Returns, per shape mismatch,
+/// our name (as stored, for a `--suggest-map` rule), the row's name and the transform's TOML
+/// when one was found (`None`: another layout, or values that differ too: a decode step whose
+/// siblings are re-laid out by one rule needs that rule). Rows that a map rule computed are
+/// explained in the reason only (a suggested rule would need composing).
 fn layout_diagnosis(
     ops: &mut [OpResult],
     plan: &divergence_diff::OrderPlan,
     ours: &MappedDump<'_>,
     reference: &MappedDump<'_>,
     cfg: &DiffConfig,
-) -> Vec<(String, String, String)> {
+) -> Vec<(String, String, Option<String>)> {
     ops.par_iter_mut()
         .filter(|row| row.status == Status::ShapeMismatch)
         .filter_map(|row| {
             let ours_name = plan.ours_name(&row.name);
-            let (o, r) = (
-                read_whole(ours, ours_name)?,
-                read_whole(reference, &row.name)?,
-            );
-            let tol = cfg.tolerance.resolve(o.1, r.1);
-            let m = divergence_diff::layout_match(&side(&o), &side(&r), tol.rtol, tol.atol)?;
-            let reason = row.reason.take().unwrap_or_default();
-            row.reason = Some(format!("{reason}; {}", m.text));
+            let m = (|| {
+                let (o, r) = (
+                    read_whole(ours, ours_name)?,
+                    read_whole(reference, &row.name)?,
+                );
+                let tol = cfg.tolerance.resolve(o.1, r.1);
+                divergence_diff::layout_match(&side(&o), &side(&r), tol.rtol, tol.atol)
+            })();
+            if let Some(m) = &m {
+                let reason = row.reason.take().unwrap_or_default();
+                row.reason = Some(format!("{reason}; {}", m.text));
+            }
             let from = match ours.mapping(ours_name) {
                 Some(v) if v.is_transformed() => return None,
                 Some(v) => v.sources[0].clone(),
                 None => ours_name.to_string(),
             };
-            Some((from, row.name.to_string(), m.transform))
+            Some((from, row.name.to_string(), m.map(|m| m.transform)))
         })
         .collect()
 }
