@@ -567,7 +567,15 @@ fn suggested_maps_of_decode_dumps_found_by_a_review_pass_back() {
     type Edit = Box<dyn Fn(&str, &mut Vec<usize>, &mut Vec<f32>) -> bool>;
     type Rename = Box<dyn Fn(&str) -> String>;
     // (case, ours' edit, ours' names, the reference's edit, its names, exit, first divergence)
-    type Case = (&'static str, Edit, Rename, Edit, Rename, i32, Option<&'static str>);
+    type Case = (
+        &'static str,
+        Edit,
+        Rename,
+        Edit,
+        Rename,
+        i32,
+        Option<&'static str>,
+    );
     let cases: Vec<Case> = vec![
         // a probe of steps only, every step re-laid out, under other names: its probe rule
         // matched nothing once its steps had a rule (exit 2)
@@ -733,6 +741,30 @@ fn an_html_report_of_decode_steps_plots_steps_and_sums_up_each_heatmap_cell() {
         q.contains("\n13 ops\nworst: ") && q.ends_with("none diverged"),
         "{q}"
     );
+    // 13 steps: the per-step table shows the terminal's 12 lines, every step folded under it
+    let steps = &page[at("<section id=\"steps\">")..];
+    let steps = &steps[..steps.find("</section>").unwrap()];
+    assert!(
+        steps.contains("<details><summary>every step (1 more step, with diverged ops)</summary>"),
+        "{steps}"
+    );
+    assert_eq!(
+        steps.matches("<tr><td class=\"n\">").count(),
+        12 + 13,
+        "{steps}"
+    );
+    // the profile across steps: its axis is the steps', each bar names its step
+    let pos = &page[at("<section id=\"positions\">")..at("<section id=\"growth\">")];
+    assert!(
+        pos.contains("token position (of model.layers.0.self_attn.cache_k: one per decode step)"),
+        "{pos}"
+    );
+    assert!(
+        pos.contains("<title>position 16 (decode step 1): rel err"),
+        "{pos}"
+    );
+    // the ops table's header stays in view: its section is no scroll container
+    assert!(page.contains("section#ops{overflow:visible}"));
 }
 
 #[test]

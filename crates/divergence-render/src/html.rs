@@ -32,9 +32,10 @@ th{background:#f3f3f3;text-align:left;position:sticky;top:0}
 #ops th[aria-sort=ascending]::after{content:" \25B2"}#ops th[aria-sort=descending]::after{content:" \25BC"}
 td.n{text-align:right;font-family:ui-monospace,Menlo,Consolas,monospace}
 tr.diverged td.s,tr.shape_mismatch td.s,tr.nonfinite td.s{color:#d55e00;font-weight:bold}
-tr.fd{background:#fff1e8}tr.qk td.name{font-weight:bold;color:#6c3483}
+tr.fd{background:#ffe0cc;outline:2px solid #d55e00;outline-offset:-2px}tr.qk td.name{font-weight:bold;color:#6c3483}
 .controls{margin:0 0 8px}.controls input[type=text]{width:28em;padding:3px 6px;font:inherit}
 #count{color:#666;margin-left:12px}.bad{color:#d55e00}
+section#ops{overflow:visible}
 "#;
 
 const JS: &str = r#"
@@ -327,26 +328,47 @@ fn first_divergence(report: &Report, h: &mut String) {
     h.push_str("</dl>\n</section>\n");
 }
 
-/// One row per decode step (0 = prefill), every step.
+/// One row per decode step (0 = prefill), every step. Past [`view::SHOWN_STEPS`] steps the
+/// table shows the steps the terminal table shows (the prefill, around the first diverging
+/// one, the diverging ones, the worst), and every step folds away under them (a UX review's
+/// 200-step page put 5,246 px of per-step rows before the ops).
 fn per_step(report: &Report, h: &mut String) {
     if report.steps.is_empty() {
         return;
     }
-    h.push_str("<h2>Per step (0 = prefill)</h2>\n<section id=\"steps\">\n<table>\n<thead><tr><th>step</th><th>compared</th><th>diverged</th><th>missing</th><th>worst rel err</th><th>in op</th><th>first diverging op</th></tr></thead>\n<tbody>\n");
-    for s in &report.steps {
-        let bad = if s.diverged > 0 { " class=\"bad\"" } else { "" };
-        h.push_str(&format!(
-            "<tr><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\"><span{bad}>{}</span></td><td class=\"n\">{}</td><td class=\"n\">{}</td><td>{}</td><td>{}</td></tr>\n",
-            s.step,
-            s.compared,
-            s.diverged,
-            s.missing,
-            view::num(s.worst_rel_err),
-            escape(s.worst_op.as_deref().unwrap_or("-")),
-            escape(s.first_divergence.as_deref().unwrap_or("-")),
-        ));
+    let head = "<table>\n<thead><tr><th>step</th><th>compared</th><th>diverged</th><th>missing</th><th>worst rel err</th><th>in op</th><th>first diverging op</th></tr></thead>\n<tbody>\n";
+    let rows = |steps: &mut dyn Iterator<Item = &divergence_diff::StepSummary>, h: &mut String| {
+        h.push_str(head);
+        for s in steps {
+            let bad = if s.diverged > 0 { " class=\"bad\"" } else { "" };
+            h.push_str(&format!(
+                "<tr><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\"><span{bad}>{}</span></td><td class=\"n\">{}</td><td class=\"n\">{}</td><td>{}</td><td>{}</td></tr>\n",
+                s.step,
+                s.compared,
+                s.diverged,
+                s.missing,
+                view::num(s.worst_rel_err),
+                escape(s.worst_op.as_deref().unwrap_or("-")),
+                escape(s.first_divergence.as_deref().unwrap_or("-")),
+            ));
+        }
+        h.push_str("</tbody>\n</table>\n");
+    };
+    h.push_str("<h2>Per step (0 = prefill)</h2>\n<section id=\"steps\">\n");
+    let (shown, note) = view::step_lines(report, &crate::TableOptions::default());
+    match note {
+        None => rows(&mut report.steps.iter(), h),
+        Some(note) => {
+            rows(&mut shown.into_iter(), h);
+            h.push_str(&format!(
+                "<details><summary>every step ({})</summary>\n",
+                escape(&note)
+            ));
+            rows(&mut report.steps.iter(), h);
+            h.push_str("</details>\n");
+        }
     }
-    h.push_str("</tbody>\n</table>\n</section>\n");
+    h.push_str("</section>\n");
 }
 
 fn amplification(report: &Report, h: &mut String) {

@@ -325,8 +325,11 @@ pub(crate) fn growth(report: &Report, standalone: bool) -> String {
     } else {
         layer_spans(ops)
     };
-    let min_gap = 30.0;
-    let (mut last_label, mut last_line) = (f64::NEG_INFINITY, f64::NEG_INFINITY);
+    // A label is drawn where it clears the last one drawn by a gap (its width from its
+    // characters, ~6.6 px each at 12 px: `s104` beside `s109` ran together at a fixed gap).
+    const CHAR_W: f64 = 6.6;
+    const LABEL_GAP: f64 = 8.0;
+    let (mut last_right, mut last_line) = (f64::NEG_INFINITY, f64::NEG_INFINITY);
     for &(unit, first, last) in &spans {
         let x0 = x(first) - 0.5 * pw / count;
         if x0 - last_line >= MIN_LINE_GAP {
@@ -340,14 +343,15 @@ pub(crate) fn growth(report: &Report, standalone: bool) -> String {
             last_line = x0;
         }
         let mid = (x(first) + x(last)) / 2.0;
-        if mid - last_label >= min_gap {
-            let label = match (stepped, unit) {
-                (false, l) => format!("L{l}"),
-                (true, 0) => "prefill".to_string(),
-                (true, s) => format!("s{s}"),
-            };
+        let label = match (stepped, unit) {
+            (false, l) => format!("L{l}"),
+            (true, 0) => "prefill".to_string(),
+            (true, s) => format!("s{s}"),
+        };
+        let half = label.chars().count() as f64 * CHAR_W / 2.0;
+        if mid - half >= last_right + LABEL_GAP {
             svg.text(mid, y_layers, "middle", "fill=\"#333\"", &label);
-            last_label = mid + if unit == 0 && stepped { 24.0 } else { 0.0 };
+            last_right = mid + half;
         }
     }
     svg.text(
@@ -782,8 +786,14 @@ pub(crate) fn positions(report: &Report) -> Option<String> {
     // Entry i's token position: the profile's numbering where it has one.
     let position = |i: usize| p.positions.get(i).copied().unwrap_or(i);
     for (i, ((e, tol), &over)) in p.rel_err.iter().zip(&p.rel_tol).zip(&p.over).enumerate() {
+        // across decode steps, an entry's step too (the axis is the steps', not the tensor's)
+        let step = match p.steps.get(i) {
+            Some(0) => " (prefill)".to_string(),
+            Some(s) => format!(" (decode step {s})"),
+            None => String::new(),
+        };
         let title = format!(
-            "position {}: rel err {}{}",
+            "position {}{step}: rel err {}{}",
             position(i),
             e.map_or_else(|| "n/a".to_string(), sci),
             tol.map_or_else(String::new, |t| format!(", tolerance {}", sci(t)))
@@ -840,6 +850,23 @@ pub(crate) fn positions(report: &Report) -> Option<String> {
             &format!("stroke=\"{TOL}\" stroke-width=\"1.5\" stroke-dasharray=\"5 3\""),
         );
     }
+    // Across decode steps, where the prefill's positions end and the steps' begin.
+    if let Some(k) = p.steps.iter().position(|&s| s > 0).filter(|&k| k > 0) {
+        svg.line(
+            x(k),
+            top,
+            x(k),
+            y_zero + 8.0,
+            "stroke=\"#555\" stroke-width=\"1\" stroke-dasharray=\"4 3\"",
+        );
+        svg.text(
+            x(k) + 4.0,
+            top + 10.0,
+            "start",
+            "fill=\"#555\" font-size=\"11\"",
+            "decode steps",
+        );
+    }
     // Position labels, at most ~16.
     let step = t.div_ceil(16).max(1);
     for i in (0..t).step_by(step) {
@@ -856,7 +883,16 @@ pub(crate) fn positions(report: &Report) -> Option<String> {
         height - 8.0,
         "middle",
         "fill=\"#333\"",
-        &format!("token position (axis {} of {})", p.axis, p.op),
+        &if p.steps.is_empty() {
+            format!("token position (axis {} of {})", p.axis, p.op)
+        } else if p.steps.first() == Some(&0) {
+            format!(
+                "token position (of {}: the prefill's, then one per decode step)",
+                p.op
+            )
+        } else {
+            format!("token position (of {}: one per decode step)", p.op)
+        },
     );
     Some(svg.finish())
 }

@@ -450,6 +450,8 @@ pub struct Tui {
     chooser: Option<usize>,
     /// The key help (`?`) is open.
     help: bool,
+    /// The warnings and notes (`w`) are open.
+    warnings: bool,
     /// A one-line message for the status bar (cleared by the next key).
     message: Option<String>,
     quit: bool,
@@ -481,6 +483,7 @@ impl Tui {
             promoted: Vec::new(),
             chooser: None,
             help: false,
+            warnings: false,
             message: None,
             quit: false,
             offset: 0,
@@ -623,6 +626,32 @@ impl Tui {
         }
     }
 
+    /// The selected op in the next (or previous) decode step: `x@3` -> `x@4` (the prefill's
+    /// `x` -> `x@1`), wherever the sort puts it.
+    fn jump_step(&mut self, forward: bool) {
+        let Some(op) = self.selected() else { return };
+        if self.report.steps.is_empty() {
+            self.message = Some("no decode steps".into());
+            return;
+        }
+        let (base, step) = divergence_names::split_step(&op.name);
+        let target = match (forward, step) {
+            (true, s) => s + 1,
+            (false, 0) => {
+                self.message = Some("the prefill is the first step".into());
+                return;
+            }
+            (false, s) => s - 1,
+        };
+        let name = divergence_names::step_name(base, target);
+        let ops = &self.report.ops;
+        match ops.iter().position(|o| *o.name == *name) {
+            Some(i) if self.goto(i) => {}
+            Some(_) => self.message = Some(format!("{name} is filtered out")),
+            None => self.message = Some(format!("no {name}")),
+        }
+    }
+
     /// The next (or previous) divergent row from the cursor, in display order.
     fn jump_divergence(&mut self, forward: bool) {
         let ops = &self.report.ops;
@@ -711,9 +740,10 @@ impl Tui {
             }
             return;
         }
-        if self.help {
-            // Any key closes the help.
+        if self.help || self.warnings {
+            // Any key closes the help and the warnings.
             self.help = false;
+            self.warnings = false;
             return;
         }
         if let Some(cur) = self.chooser {
@@ -754,6 +784,9 @@ impl Tui {
         }
         let last = self.rows.len().saturating_sub(1);
         match key.code {
+            // Esc closes the details first, as it closes the overlays (a UX review lost its
+            // session closing them with Esc)
+            KeyCode::Esc if self.details => self.details = false,
             KeyCode::Char('q') | KeyCode::Esc => self.quit = true,
             KeyCode::Down | KeyCode::Char('j') => self.cursor = (self.cursor + 1).min(last),
             KeyCode::Up | KeyCode::Char('k') => self.cursor = self.cursor.saturating_sub(1),
@@ -773,6 +806,15 @@ impl Tui {
             },
             KeyCode::Char('n') => self.jump_divergence(true),
             KeyCode::Char('N') => self.jump_divergence(false),
+            KeyCode::Char(']') => self.jump_step(true),
+            KeyCode::Char('[') => self.jump_step(false),
+            KeyCode::Char('w') => {
+                if self.report.warnings.is_empty() && self.report.notes.is_empty() {
+                    self.message = Some("no warnings".into());
+                } else {
+                    self.warnings = true;
+                }
+            }
             KeyCode::Char('/') => self.input = Some(String::new()),
             KeyCode::Char('s') => self.resort(self.sort.step(true, self.truth()), false),
             KeyCode::Char('S') => self.resort(self.sort.step(false, self.truth()), false),
@@ -782,6 +824,17 @@ impl Tui {
             KeyCode::Enter | KeyCode::Char('d') => self.details = !self.details,
             KeyCode::Char('l') => self.layers = !self.layers,
             _ => {}
+        }
+    }
+
+    /// Filters the view as `/` then `text` does (`diff --tui --grep R` / `--layer N` open on
+    /// it; they were ignored in the view).
+    pub fn filter_with(&mut self, text: &str) {
+        self.apply_filter(text);
+        if !self.rows.is_empty() {
+            if let Some(f) = self.report.first_divergence.as_ref().map(|f| f.index) {
+                self.goto(f);
+            }
         }
     }
 
@@ -812,12 +865,23 @@ impl Tui {
         }
     }
 
-    /// The per-position profile of `op`, when it has one (only the first divergence does).
+    /// The per-position profile of `op`, when it has one (only the first divergence does; a
+    /// profile across decode steps is named by the probe, `x`, where the row is `x@s`: the
+    /// plot never drew for a decode step's first divergence).
     fn profile(&self, op: &OpResult) -> Option<&PositionProfile> {
-        self.report
-            .positions
-            .as_ref()
-            .filter(|p| *p.op == *op.name && !p.rel_err.is_empty())
+        let first = |name: &str| {
+            self.report
+                .first_divergence
+                .as_ref()
+                .is_some_and(|f| f.name == name)
+        };
+        self.report.positions.as_ref().filter(|p| {
+            let named = *p.op == *op.name
+                || (!p.steps.is_empty()
+                    && first(&op.name)
+                    && divergence_names::split_step(&op.name).0 == p.op);
+            named && !p.rel_err.is_empty()
+        })
     }
 
     /// Draws the whole view into `frame`.
@@ -833,12 +897,16 @@ impl Tui {
             (true, true) => DETAIL_TEXT_H + PLOT_H,
         };
         // Other input_ids add the alert's lines (as many as it wraps into) above the verdict.
+        let width = usize::from(area.width.max(1));
         let head_h = if self.report.input_ids_mismatch {
-            let width = usize::from(area.width.max(1));
             4 + u16::try_from(INPUT_IDS_ALERT.chars().count().div_ceil(width)).unwrap_or(1)
         } else {
             4
-        };
+        } + self
+            .extra_header()
+            .iter()
+            .map(|(t, _)| u16::try_from(t.chars().count().div_ceil(width)).unwrap_or(1))
+            .sum::<u16>();
         let [head, body, detail, foot] = Layout::vertical([
             Constraint::Length(head_h),
             Constraint::Min(3),
@@ -874,6 +942,15 @@ impl Tui {
                 },
             );
         }
+        if self.warnings {
+            self.draw_warnings(
+                frame,
+                Rect {
+                    height: area.height.saturating_sub(1),
+                    ..area
+                },
+            );
+        }
     }
 
     fn draw_header(&self, frame: &mut Frame<'_>, area: Rect) {
@@ -883,7 +960,10 @@ impl Tui {
             Some(f) => Line::from(vec![
                 Span::styled("FIRST DIVERGENCE ", alert),
                 Span::styled(f.name.clone(), Style::new().add_modifier(Modifier::BOLD)),
-                Span::raw(format!(" (#{}, {})", f.index, f.status)),
+                Span::raw(match view::step_text(r, f.step) {
+                    Some(step) => format!(" (#{}, {}, {step})", f.index, f.status),
+                    None => format!(" (#{}, {})", f.index, f.status),
+                }),
             ]),
             None => match view::nothing_compared(r) {
                 Some(text) => Line::styled(text, Style::new().fg(Color::Red)),
@@ -899,7 +979,73 @@ impl Tui {
             lines.push(Line::styled(INPUT_IDS_ALERT, alert));
         }
         lines.extend([first, Line::raw(view::summary_line(r))]);
+        lines.extend(
+            self.extra_header()
+                .into_iter()
+                .map(|(text, warn)| match warn {
+                    true => Line::styled(text, Style::new().fg(Color::Yellow)),
+                    false => Line::raw(text),
+                }),
+        );
         frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: true }), area);
+    }
+
+    /// The header's lines under the summary: the token effect, and how many warnings and
+    /// notes `w` shows (true: styled as a warning). The printed formats have them in full;
+    /// the view said nothing of them before.
+    fn extra_header(&self) -> Vec<(String, bool)> {
+        let r = &self.report;
+        let mut out = Vec::new();
+        if let Some(t) = view::tokens_text(r) {
+            out.push((format!("tokens: {t}"), false));
+        }
+        let count = |n: usize, one: &str, many: &str| match n {
+            0 => None,
+            1 => Some(format!("1 {one}")),
+            n => Some(format!("{n} {many}")),
+        };
+        let said: Vec<String> = [
+            count(r.warnings.len(), "warning", "warnings"),
+            count(r.notes.len(), "note", "notes"),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if !said.is_empty() {
+            out.push((format!("{}: w shows them", said.join(", ")), true));
+        }
+        out
+    }
+
+    /// The warnings and notes overlay (`w`).
+    fn draw_warnings(&self, frame: &mut Frame<'_>, area: Rect) {
+        let r = &self.report;
+        let mut lines: Vec<Line> = Vec::new();
+        for (what, list) in [("warning", &r.warnings), ("note", &r.notes)] {
+            for text in list {
+                lines.push(Line::from(vec![
+                    Span::styled(
+                        format!("{what}: "),
+                        Style::new().add_modifier(Modifier::BOLD),
+                    ),
+                    Span::raw(text.clone()),
+                ]));
+            }
+        }
+        let width = area.width.saturating_sub(4).clamp(20, 120);
+        // each line's height once wrapped at the inner width
+        let inner = usize::from(width.saturating_sub(2).max(1));
+        let height: usize = lines.iter().map(|l| l.width().div_ceil(inner).max(1)).sum();
+        let rect = centered(
+            area,
+            width,
+            u16::try_from(height).unwrap_or(u16::MAX).saturating_add(2),
+        );
+        let p = Paragraph::new(lines)
+            .wrap(Wrap { trim: false })
+            .block(Block::bordered().title(" warnings and notes (any key closes) "));
+        frame.render_widget(Clear, rect);
+        frame.render_widget(p, rect);
     }
 
     /// The header of a column: the sort key's carries the direction (but in plain execution
@@ -1217,13 +1363,15 @@ impl Tui {
 }
 
 /// The key help (`?`): keys and what they do.
-const HELP: [(&str, &str); 12] = [
+const HELP: [(&str, &str); 14] = [
     (
         "j k ↓ ↑",
         "move (Space / PgDn, PgUp: 10 rows; g / G: top, bottom)",
     ),
     ("f / o", "the first divergence / its origin"),
     ("n / N", "the next / previous divergent op"),
+    ("] / [", "the same op in the next / previous decode step"),
+    ("w", "the report's warnings and notes"),
     ("/", "filter: a regex, or a layer number; / Enter clears"),
     ("s / S", "sort by the next / previous metric"),
     ("r", "reverse the sort (missing values stay last)"),
@@ -1234,7 +1382,10 @@ const HELP: [(&str, &str); 12] = [
     ),
     ("l", "per-layer overview"),
     ("?", "this help"),
-    ("q, Esc", "quit (Esc closes an overlay first)"),
+    (
+        "q, Esc",
+        "quit (Esc closes an overlay or the details first)",
+    ),
     ("Ctrl-C", "quit, also while typing"),
 ];
 
@@ -1493,9 +1644,20 @@ pub type Reload<'a> = dyn FnMut() -> Option<Result<Report, String>> + 'a;
 /// Runs the view on the terminal until `q`. `reload`, polled every 300 ms, gives a new report
 /// when the dumps changed (`--watch`); an error is shown in the status line and the report on
 /// screen stays. The terminal is restored on return and on panic.
-pub fn run(report: Report, mut reload: Option<&mut Reload<'_>>) -> io::Result<()> {
+pub fn run(
+    report: Report,
+    mut reload: Option<&mut Reload<'_>>,
+    filter: Option<&str>,
+    notice: Option<String>,
+) -> io::Result<()> {
     let mut terminal = ratatui::try_init()?;
     let mut tui = Tui::new(report);
+    if let Some(f) = filter {
+        tui.filter_with(f);
+    }
+    if let Some(n) = notice {
+        tui.notice(n);
+    }
     let result = (|| -> io::Result<()> {
         while !tui.quit() {
             terminal.draw(|f| tui.draw(f))?;

@@ -531,3 +531,112 @@ fn other_input_ids_are_said_above_the_verdict_which_stays() {
         assert!(summary.is_some_and(|s| s < 6), "{width}x{height}:\n{text}");
     }
 }
+
+/// 4 probes, the prefill and 3 decode steps; k_norm and the layer diverge from step 2, with
+/// the profile across steps (named by the probe, as `diff` makes it), a warning and a note.
+fn decode_report() -> Report {
+    let cfg = DiffConfig::default();
+    let probes = [
+        "model.embed_tokens",
+        "model.layers.0.self_attn.k_proj",
+        "model.layers.0.self_attn.k_norm",
+        "model.layers.0",
+    ];
+    let mut rows = Vec::new();
+    for step in 0..=3 {
+        for (j, p) in probes.iter().enumerate() {
+            let name = match step {
+                0 => p.to_string(),
+                s => format!("{p}@{s}"),
+            };
+            let r: Vec<f32> = (0..48)
+                .map(|k| ((k + j) as f32 * 0.37).sin() + 0.2)
+                .collect();
+            let eps = if step >= 2 && j >= 2 { 0.05 } else { 0.0 };
+            let o: Vec<f32> = r.iter().map(|x| x * (1.0 + eps)).collect();
+            rows.push(compare(&name, Some(side(&o)), Some(side(&r)), &cfg));
+        }
+    }
+    let mut ctx = ReportContext::new("ours.npz", "ref.npz", OrderSource::RefMeta);
+    ctx.warnings = vec!["ours.npz records no decode_ids".to_string()];
+    let mut report = assemble(rows, ctx, &cfg);
+    report.notes = vec!["a note on the mode".to_string()];
+    let (t, n) = (4, 7);
+    report.positions = Some(PositionProfile {
+        op: "model.layers.0.self_attn.k_norm".to_string(),
+        axis: 1,
+        rel_err: (0..n)
+            .map(|p| Some(if p < t + 1 { 1e-6 } else { 0.05 }))
+            .collect(),
+        rel_tol: vec![Some(1e-3); n],
+        over: (0..n).map(|p| p > t).collect(),
+        affected: 2,
+        first_affected: Some(t + 1),
+        pattern: PositionPattern::From { start: t + 1 },
+        steps: vec![0, 0, 0, 0, 1, 2, 3],
+        positions: (0..n).collect(),
+    });
+    report
+}
+
+#[test]
+fn decode_steps_are_named_walked_and_plotted_and_warnings_shown() {
+    let mut tui = Tui::new(decode_report());
+    assert_eq!(selected(&tui), "model.layers.0.self_attn.k_norm@2");
+    let text = screen(&mut tui, 100, 30);
+    assert!(text.contains("(#10, diverged, decode step 2)"), "{text}");
+    assert!(text.contains("1 warning, 1 note: w shows them"), "{text}");
+    // w lists them; any key closes
+    press(&mut tui, "w");
+    let text = screen(&mut tui, 100, 30);
+    assert!(
+        text.contains("warning: ours.npz records no decode_ids"),
+        "{text}"
+    );
+    assert!(text.contains("note: a note on the mode"), "{text}");
+    press(&mut tui, "j");
+    assert!(!screen(&mut tui, 100, 30).contains("note: a note"));
+    assert_eq!(selected(&tui), "model.layers.0.self_attn.k_norm@2");
+    // the details plot the profile across steps (it is named by the probe, the row `x@2`:
+    // it never drew)
+    press(&mut tui, "\n");
+    let text = screen(&mut tui, 100, 30);
+    assert!(text.contains("rel err per position, log"), "{text}");
+    // Esc closes the details, and only a second Esc quits
+    press(&mut tui, "\u{1b}");
+    assert!(!tui.quit());
+    assert!(!screen(&mut tui, 100, 30).contains("rel err per position"));
+    press(&mut tui, "\u{1b}");
+    assert!(tui.quit());
+    // ] and [ walk the same op through the steps
+    let mut tui = Tui::new(decode_report());
+    press(&mut tui, "]");
+    assert_eq!(selected(&tui), "model.layers.0.self_attn.k_norm@3");
+    press(&mut tui, "]");
+    assert_eq!(selected(&tui), "model.layers.0.self_attn.k_norm@3");
+    assert!(screen(&mut tui, 100, 30).contains("no model.layers.0.self_attn.k_norm@4"));
+    press(&mut tui, "[[[");
+    assert_eq!(selected(&tui), "model.layers.0.self_attn.k_norm");
+    press(&mut tui, "[");
+    assert!(screen(&mut tui, 100, 30).contains("the prefill is the first step"));
+    // a one-pass report has no steps to walk, and says so
+    let mut tui = Tui::new(report());
+    press(&mut tui, "]");
+    assert!(screen(&mut tui, 100, 30).contains("no decode steps"));
+}
+
+#[test]
+fn the_view_opens_on_the_filter_of_grep_or_layer() {
+    // `diff --tui --grep k_norm` (they were ignored in the view): the cursor stays on the
+    // first divergence, which the filter keeps
+    let mut tui = Tui::new(report());
+    tui.filter_with("k_norm");
+    assert_eq!(tui.shown().len(), 3);
+    assert!(tui.shown().iter().all(|n| n.contains("k_norm")));
+    assert_eq!(selected(&tui), "model.layers.1.self_attn.k_norm");
+    // `--layer 2`: a layer number alone
+    let mut tui = Tui::new(report());
+    tui.filter_with("2");
+    assert!(tui.shown().iter().all(|n| n.starts_with("model.layers.2")));
+    assert_eq!(tui.shown().len(), 7);
+}

@@ -67,10 +67,11 @@ pub struct DiffArgs {
     /// Show every op instead of the compact view.
     #[arg(long)]
     pub all: bool,
-    /// Only ops of this layer (table and Markdown).
+    /// Only ops of this layer (table and Markdown; --tui opens filtered on it).
     #[arg(long)]
     pub layer: Option<usize>,
-    /// Only ops whose name matches this regex (table and Markdown); text without any of
+    /// Only ops whose name matches this regex (table and Markdown; --tui opens filtered on
+    /// it); text without any of
     /// `^$*+?()[]{}|\` matches as a plain substring.
     #[arg(long, value_name = "REGEX", value_parser = parse::grep)]
     pub grep: Option<Regex>,
@@ -299,10 +300,25 @@ fn run_tui(args: &DiffArgs, files: &[&Path]) -> Result<Exit> {
             Err(err) => Err(divergence_names::one_line(&format!("{err:#}")).into_owned()),
         })
     };
+    // --grep, else --layer, is the view's first filter (`/` then Enter clears it; one regex
+    // cannot ask for both: the view says so).
+    let filter = match (&args.grep, args.layer) {
+        (Some(re), _) => Some(re.as_str().to_string()),
+        (None, Some(layer)) => Some(layer.to_string()),
+        (None, None) => None,
+    };
+    let notice = match (&args.grep, args.layer) {
+        (Some(_), Some(l)) => Some(format!(
+            "filtered by --grep alone: type /{l} for --layer {l}"
+        )),
+        _ => None,
+    };
     divergence_render::tui::run(
         report,
         args.watch
             .then_some(&mut reload as &mut divergence_render::tui::Reload<'_>),
+        filter.as_deref(),
+        notice,
     )
     .context("the terminal view")?;
     // The view said it on screen; the shell gets the line every other format prints.
