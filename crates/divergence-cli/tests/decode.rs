@@ -726,7 +726,7 @@ fn an_html_report_of_decode_steps_plots_steps_and_sums_up_each_heatmap_cell() {
         let b = heat[a..].find("</title>").unwrap() + a;
         heat[a..b].to_string()
     };
-    let k = tip("layer 0, cache_k");
+    let k = tip("layer 0, cache_k, decode steps");
     assert!(
         k.contains("\n12 ops\nworst: model.layers.0.self_attn.cache_k@"),
         "{k}"
@@ -736,10 +736,21 @@ fn an_html_report_of_decode_steps_plots_steps_and_sums_up_each_heatmap_cell() {
         "{k}"
     );
     assert!(k.ends_with("\n  ..."), "{k}");
-    let q = tip("layer 0, q_proj");
+    let q = tip("layer 0, q_proj, decode steps");
     assert!(
-        q.contains("\n13 ops\nworst: ") && q.ends_with("none diverged"),
+        q.contains("\n12 ops\nworst: ") && q.ends_with("none diverged"),
         "{q}"
+    );
+    // the prefill's cells apart, above the steps' (a KV-cache bug: a clean block, then a
+    // dark one)
+    let p = tip("layer 0, k_norm, prefill");
+    assert!(
+        p.ends_with("\nmodel.layers.0.self_attn.k_norm (ok, rel err 0.000e+00)"),
+        "{p}"
+    );
+    assert!(
+        heat.contains(">prefill (step 0)</text>")
+            && heat.contains(">decode steps (each cell the worst of every step)</text>")
     );
     // 13 steps: the per-step table shows the terminal's 12 lines, every step folded under it
     let steps = &page[at("<section id=\"steps\">")..];

@@ -901,15 +901,20 @@ pub(crate) fn positions(report: &Report) -> Option<String> {
 /// layer.
 pub(crate) fn heatmap(report: &Report) -> Option<String> {
     // Op kinds in order of first appearance; q / k variants keep their own columns.
+    // With decode steps, the prefill's rows and then the steps' (a cell the worst of every
+    // step): a KV-cache bug reads as a clean block above a dark one (the prefill and the
+    // steps in one cell hid it).
+    let stepped = report.ops.iter().any(|o| o.step > 0);
     let mut kinds: Vec<Op> = Vec::new();
-    let mut cells: BTreeMap<usize, Vec<(Op, Cell)>> = BTreeMap::new();
+    let mut cells: BTreeMap<(usize, usize), Vec<(Op, Cell)>> = BTreeMap::new();
     for op in &report.ops {
         let Some(layer) = op.layer else { continue };
         let kind = Op::of(&op.name);
         if !kinds.contains(&kind) {
             kinds.push(kind);
         }
-        let row = cells.entry(layer).or_default();
+        let phase = usize::from(stepped && op.step > 0);
+        let row = cells.entry((phase, layer)).or_default();
         let cell = match row.iter().position(|(k, _)| *k == kind) {
             Some(p) => &mut row[p].1,
             None => {
@@ -946,7 +951,18 @@ pub(crate) fn heatmap(report: &Report) -> Option<String> {
     let cw = ((1200.0 - left) / kinds.len() as f64).clamp(34.0, 64.0);
     let ch = 18.0;
     let grid_w = cw * kinds.len() as f64;
-    let grid_h = ch * cells.len() as f64;
+    // A title above each block of a decode report.
+    let title_h = if stepped { 22.0 } else { 0.0 };
+    let blocks = if stepped {
+        cells
+            .keys()
+            .map(|&(p, _)| p)
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
+    } else {
+        0
+    };
+    let grid_h = ch * cells.len() as f64 + title_h * blocks as f64;
     let legend_top = top + grid_h + 30.0;
     let width = (left + grid_w + 20.0 + longest * 6.6 * 0.64).max(560.0);
     let height = legend_top + 64.0;
@@ -973,8 +989,24 @@ pub(crate) fn heatmap(report: &Report) -> Option<String> {
             kind_label(*kind),
         );
     }
-    for (r, (layer, row)) in cells.iter().enumerate() {
-        let y = top + r as f64 * ch;
+    let mut phase_at = None;
+    let mut titles = 0.0;
+    for (r, (&(phase, layer), row)) in cells.iter().enumerate() {
+        if stepped && phase_at != Some(phase) {
+            phase_at = Some(phase);
+            titles += title_h;
+            svg.text(
+                left,
+                top + r as f64 * ch + titles - 7.0,
+                "start",
+                "fill=\"#333\" font-weight=\"bold\"",
+                match phase {
+                    0 => "prefill (step 0)",
+                    _ => "decode steps (each cell the worst of every step)",
+                },
+            );
+        }
+        let y = top + r as f64 * ch + titles;
         svg.text(
             left - 6.0,
             y + ch / 2.0 + 4.0,
@@ -997,7 +1029,19 @@ pub(crate) fn heatmap(report: &Report) -> Option<String> {
             } else {
                 "stroke=\"#fff\" stroke-width=\"1\""
             };
-            let tip = format!("layer {layer}, {}\n{}", kind_label(*kind), cell.lines());
+            let tip = match (stepped, phase) {
+                (false, _) => format!("layer {layer}, {}\n{}", kind_label(*kind), cell.lines()),
+                (true, 0) => format!(
+                    "layer {layer}, {}, prefill\n{}",
+                    kind_label(*kind),
+                    cell.lines()
+                ),
+                (true, _) => format!(
+                    "layer {layer}, {}, decode steps\n{}",
+                    kind_label(*kind),
+                    cell.lines()
+                ),
+            };
             svg.rect(
                 x + 0.75,
                 y + 0.75,
