@@ -896,17 +896,21 @@ impl Tui {
             (true, false) => DETAIL_TEXT_H,
             (true, true) => DETAIL_TEXT_H + PLOT_H,
         };
-        // Other input_ids add the alert's lines (as many as it wraps into) above the verdict.
+        // The header's lines as they wrap (the summary takes three at 80 columns: its end,
+        // the first divergence, was cut), other input_ids' alert above the verdict.
         let width = usize::from(area.width.max(1));
-        let head_h = if self.report.input_ids_mismatch {
-            4 + u16::try_from(INPUT_IDS_ALERT.chars().count().div_ceil(width)).unwrap_or(1)
-        } else {
-            4
-        } + self
-            .extra_header()
+        let r = &self.report;
+        let mut texts = vec![format!("{} vs {}", r.ours, r.reference)];
+        if r.input_ids_mismatch {
+            texts.push(INPUT_IDS_ALERT.to_string());
+        }
+        texts.push(self.first_line_text());
+        texts.push(view::summary_line(r));
+        texts.extend(self.extra_header().into_iter().map(|(t, _)| t));
+        let head_h = texts
             .iter()
-            .map(|(t, _)| u16::try_from(t.chars().count().div_ceil(width)).unwrap_or(1))
-            .sum::<u16>();
+            .map(|t| u16::try_from(wrapped_lines(t, width)).unwrap_or(u16::MAX))
+            .fold(0u16, u16::saturating_add);
         let [head, body, detail, foot] = Layout::vertical([
             Constraint::Length(head_h),
             Constraint::Min(3),
@@ -950,6 +954,23 @@ impl Tui {
                     ..area
                 },
             );
+        }
+    }
+
+    /// The verdict line's text (for its height: [`Tui::draw_header`] styles it).
+    fn first_line_text(&self) -> String {
+        let r = &self.report;
+        match &r.first_divergence {
+            Some(f) => format!(
+                "FIRST DIVERGENCE {} (#{}, {}{})",
+                f.name,
+                f.index,
+                f.status,
+                view::step_text(r, f.step)
+                    .map(|s| format!(", {s}"))
+                    .unwrap_or_default()
+            ),
+            None => view::nothing_compared(r).unwrap_or_else(|| "NO DIVERGENCE".to_string()),
         }
     }
 
@@ -1389,18 +1410,42 @@ const HELP: [(&str, &str); 14] = [
     ("Ctrl-C", "quit, also while typing"),
 ];
 
+/// The lines `text` takes once word-wrapped at `width` columns (as [`Wrap`] does: words moved
+/// whole to the next line, a word longer than a line cut).
+fn wrapped_lines(text: &str, width: usize) -> usize {
+    let width = width.max(1);
+    let (mut lines, mut used) = (1usize, 0usize);
+    for word in text.split(' ') {
+        let w = Line::raw(word).width();
+        let need = if used == 0 { w } else { used + 1 + w };
+        if need <= width {
+            used = need;
+        } else if w <= width {
+            lines += 1;
+            used = w;
+        } else {
+            // a word past the width, cut into lines of its own
+            lines += usize::from(used > 0) + (w - 1) / width;
+            used = (w - 1) % width + 1;
+        }
+    }
+    lines
+}
+
 /// The status bar: the sort, then the keys that fit `width`, the most useful kept first.
 fn footer_line(sort: &str, width: usize) -> Line<'static> {
     // (text, priority: lower stays longer), in display order.
+    // The moves to the divergence before the sort and the columns (a UX review at 80
+    // columns had the column chooser's key, not `f`).
     const KEYS: [(&str, u8); 9] = [
         ("q quit", 1),
-        ("f/o first/origin", 8),
-        ("n/N next/prev", 7),
-        ("/ filter", 5),
-        ("s/S/r sort", 2),
-        ("c columns", 3),
+        ("f/o first/origin", 2),
+        ("n/N next/prev", 4),
+        ("/ filter", 3),
+        ("s/S/r sort", 5),
+        ("c columns", 7),
         ("⏎ details", 6),
-        ("l layers", 9),
+        ("l layers", 8),
         ("? help", 0),
     ];
     let lead = format!("{sort} │ ");
@@ -1715,6 +1760,17 @@ mod tests {
         assert!(cut.width() <= 20, "{cut}");
     }
     use super::*;
+
+    #[test]
+    fn header_lines_are_counted_as_they_wrap() {
+        assert_eq!(wrapped_lines("", 10), 1);
+        assert_eq!(wrapped_lines("aa bb cc", 5), 2);
+        assert_eq!(wrapped_lines("aa bb cc", 8), 1);
+        // a word past the width is cut into lines of its own
+        assert_eq!(wrapped_lines("abcdefghij", 4), 3);
+        assert_eq!(wrapped_lines("x abcdefghij", 4), 4);
+        assert_eq!(wrapped_lines("any", 0), 3);
+    }
 
     #[test]
     fn ordered_bits_orders_as_total_cmp() {
