@@ -682,6 +682,33 @@ fn suggested_maps_of_decode_dumps_found_by_a_review_pass_back() {
         }
     }
     assert!(failed.is_empty(), "{}", failed.join("\n"));
+
+    // every k_norm transposed in a port with a KV-cache bug: the steps of layers 1-3 have
+    // wrong values as well, so no layout explains them; they take the layout found for the
+    // same shapes (layer 0's steps) and show their error (they were kept as they were, 18
+    // shape mismatches left)
+    let bad = tmp("rv-kv.npz");
+    run_ours(&bad, "f32", REF_F32, &["--inject", "cache-pre-rope"]);
+    let ours = tmp("rv-kv-kt.npz");
+    let is_k = |n: &str| {
+        divergence_names::split_step(n)
+            .0
+            .ends_with("self_attn.k_norm")
+    };
+    rewrite_transposed(bad.to_str().unwrap(), &ours, is_k, |n| n.to_string());
+    let map = tmp("rv-kv.toml");
+    let (_, r, err) = diff_json(&ours, REF_F32, &["--suggest-map", map.to_str().unwrap()]);
+    assert!(
+        r["summary"]["shape_mismatch"].as_u64().unwrap() > 0,
+        "{err}"
+    );
+    let (code, r, err) = diff_json(&ours, REF_F32, &["--map", map.to_str().unwrap()]);
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(r["summary"]["shape_mismatch"], 0, "{}", r["summary"]);
+    assert_eq!(
+        r["first_divergence"]["name"],
+        "model.layers.0.self_attn.cache_k@1"
+    );
 }
 
 #[test]

@@ -827,14 +827,28 @@ impl Tui {
         }
     }
 
-    /// Filters the view as `/` then `text` does (`diff --tui --grep R` / `--layer N` open on
-    /// it; they were ignored in the view).
-    pub fn filter_with(&mut self, text: &str) {
-        self.apply_filter(text);
-        if !self.rows.is_empty() {
-            if let Some(f) = self.report.first_divergence.as_ref().map(|f| f.index) {
-                self.goto(f);
+    /// Filters the view as `diff --tui --grep R` or `--layer N` ask (they were ignored in the
+    /// view): `R` as the regex it is (`--grep 1` keeps names holding a 1, where `/1` is layer
+    /// 1), else the layer as `/N`; one regex cannot ask for both, and the status bar says so.
+    /// The cursor stays on the first divergence when the filter keeps it.
+    pub fn open_filtered(&mut self, grep: Option<Regex>, layer: Option<usize>) {
+        match (grep, layer) {
+            (Some(re), l) => {
+                self.filter = Some(re);
+                self.rebuild(None);
+                if self.rows.is_empty() {
+                    self.message = Some("no op matches --grep".into());
+                } else if let Some(l) = l {
+                    self.message = Some(format!(
+                        "filtered by --grep alone: type /{l} for --layer {l}"
+                    ));
+                }
             }
+            (None, Some(l)) => self.apply_filter(&l.to_string()),
+            (None, None) => return,
+        }
+        if let Some(f) = self.report.first_divergence.as_ref().map(|f| f.index) {
+            self.goto(f);
         }
     }
 
@@ -876,10 +890,12 @@ impl Tui {
                 .is_some_and(|f| f.name == name)
         };
         self.report.positions.as_ref().filter(|p| {
-            let named = *p.op == *op.name
-                || (!p.steps.is_empty()
-                    && first(&op.name)
-                    && divergence_names::split_step(&op.name).0 == p.op);
+            // a profile across steps is the first divergence's alone (the prefill's row `x`
+            // has the probe's name too, and showed it with status ok)
+            let named = match p.steps.is_empty() {
+                true => *p.op == *op.name,
+                false => first(&op.name) && divergence_names::split_step(&op.name).0 == p.op,
+            };
             named && !p.rel_err.is_empty()
         })
     }
@@ -897,20 +913,9 @@ impl Tui {
             (true, true) => DETAIL_TEXT_H + PLOT_H,
         };
         // The header's lines as they wrap (the summary takes three at 80 columns: its end,
-        // the first divergence, was cut), other input_ids' alert above the verdict.
-        let width = usize::from(area.width.max(1));
-        let r = &self.report;
-        let mut texts = vec![format!("{} vs {}", r.ours, r.reference)];
-        if r.input_ids_mismatch {
-            texts.push(INPUT_IDS_ALERT.to_string());
-        }
-        texts.push(self.first_line_text());
-        texts.push(view::summary_line(r));
-        texts.extend(self.extra_header().into_iter().map(|(t, _)| t));
-        let head_h = texts
-            .iter()
-            .map(|t| u16::try_from(wrapped_lines(t, width)).unwrap_or(u16::MAX))
-            .fold(0u16, u16::saturating_add);
+        // the first divergence, was cut).
+        let header = self.head();
+        let head_h = u16::try_from(header.line_count(area.width)).unwrap_or(u16::MAX);
         let [head, body, detail, foot] = Layout::vertical([
             Constraint::Length(head_h),
             Constraint::Min(3),
@@ -918,7 +923,7 @@ impl Tui {
             Constraint::Length(1),
         ])
         .areas(area);
-        self.draw_header(frame, head);
+        frame.render_widget(header, head);
         if self.layers {
             self.draw_layers(frame, body);
         } else {
@@ -957,30 +962,18 @@ impl Tui {
         }
     }
 
-    /// The verdict line's text (for its height: [`Tui::draw_header`] styles it).
-    fn first_line_text(&self) -> String {
-        let r = &self.report;
-        match &r.first_divergence {
-            Some(f) => format!(
-                "FIRST DIVERGENCE {} (#{}, {}{})",
-                f.name,
-                f.index,
-                f.status,
-                view::step_text(r, f.step)
-                    .map(|s| format!(", {s}"))
-                    .unwrap_or_default()
-            ),
-            None => view::nothing_compared(r).unwrap_or_else(|| "NO DIVERGENCE".to_string()),
-        }
-    }
-
-    fn draw_header(&self, frame: &mut Frame<'_>, area: Rect) {
+    /// The header: the files, other input_ids' alert above the verdict, the verdict, the
+    /// summary and [`Tui::extra_header`], wrapped.
+    fn head(&self) -> Paragraph<'static> {
         let r = &self.report;
         let alert = Style::new().fg(Color::Red).add_modifier(Modifier::BOLD);
         let first = match &r.first_divergence {
             Some(f) => Line::from(vec![
                 Span::styled("FIRST DIVERGENCE ", alert),
-                Span::styled(f.name.clone(), Style::new().add_modifier(Modifier::BOLD)),
+                Span::styled(
+                    f.name.to_string(),
+                    Style::new().add_modifier(Modifier::BOLD),
+                ),
                 Span::raw(match view::step_text(r, f.step) {
                     Some(step) => format!(" (#{}, {}, {step})", f.index, f.status),
                     None => format!(" (#{}, {})", f.index, f.status),
@@ -1008,7 +1001,7 @@ impl Tui {
                     false => Line::raw(text),
                 }),
         );
-        frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: true }), area);
+        Paragraph::new(lines).wrap(Wrap { trim: true })
     }
 
     /// The header's lines under the summary: the token effect, and how many warnings and
@@ -1054,17 +1047,13 @@ impl Tui {
             }
         }
         let width = area.width.saturating_sub(4).clamp(20, 120);
-        // each line's height once wrapped at the inner width
-        let inner = usize::from(width.saturating_sub(2).max(1));
-        let height: usize = lines.iter().map(|l| l.width().div_ceil(inner).max(1)).sum();
-        let rect = centered(
-            area,
-            width,
-            u16::try_from(height).unwrap_or(u16::MAX).saturating_add(2),
-        );
         let p = Paragraph::new(lines)
             .wrap(Wrap { trim: false })
             .block(Block::bordered().title(" warnings and notes (any key closes) "));
+        // as tall as its lines once wrapped by word, with the border (counted by characters,
+        // the last lines were cut)
+        let height = u16::try_from(p.line_count(width)).unwrap_or(u16::MAX);
+        let rect = centered(area, width, height);
         frame.render_widget(Clear, rect);
         frame.render_widget(p, rect);
     }
@@ -1410,28 +1399,6 @@ const HELP: [(&str, &str); 14] = [
     ("Ctrl-C", "quit, also while typing"),
 ];
 
-/// The lines `text` takes once word-wrapped at `width` columns (as [`Wrap`] does: words moved
-/// whole to the next line, a word longer than a line cut).
-fn wrapped_lines(text: &str, width: usize) -> usize {
-    let width = width.max(1);
-    let (mut lines, mut used) = (1usize, 0usize);
-    for word in text.split(' ') {
-        let w = Line::raw(word).width();
-        let need = if used == 0 { w } else { used + 1 + w };
-        if need <= width {
-            used = need;
-        } else if w <= width {
-            lines += 1;
-            used = w;
-        } else {
-            // a word past the width, cut into lines of its own
-            lines += usize::from(used > 0) + (w - 1) / width;
-            used = (w - 1) % width + 1;
-        }
-    }
-    lines
-}
-
 /// The status bar: the sort, then the keys that fit `width`, the most useful kept first.
 fn footer_line(sort: &str, width: usize) -> Line<'static> {
     // (text, priority: lower stays longer), in display order.
@@ -1692,17 +1659,12 @@ pub type Reload<'a> = dyn FnMut() -> Option<Result<Report, String>> + 'a;
 pub fn run(
     report: Report,
     mut reload: Option<&mut Reload<'_>>,
-    filter: Option<&str>,
-    notice: Option<String>,
+    grep: Option<Regex>,
+    layer: Option<usize>,
 ) -> io::Result<()> {
     let mut terminal = ratatui::try_init()?;
     let mut tui = Tui::new(report);
-    if let Some(f) = filter {
-        tui.filter_with(f);
-    }
-    if let Some(n) = notice {
-        tui.notice(n);
-    }
+    tui.open_filtered(grep, layer);
     let result = (|| -> io::Result<()> {
         while !tui.quit() {
             terminal.draw(|f| tui.draw(f))?;
@@ -1760,17 +1722,6 @@ mod tests {
         assert!(cut.width() <= 20, "{cut}");
     }
     use super::*;
-
-    #[test]
-    fn header_lines_are_counted_as_they_wrap() {
-        assert_eq!(wrapped_lines("", 10), 1);
-        assert_eq!(wrapped_lines("aa bb cc", 5), 2);
-        assert_eq!(wrapped_lines("aa bb cc", 8), 1);
-        // a word past the width is cut into lines of its own
-        assert_eq!(wrapped_lines("abcdefghij", 4), 3);
-        assert_eq!(wrapped_lines("x abcdefghij", 4), 4);
-        assert_eq!(wrapped_lines("any", 0), 3);
-    }
 
     #[test]
     fn ordered_bits_orders_as_total_cmp() {

@@ -629,14 +629,44 @@ fn decode_steps_are_named_walked_and_plotted_and_warnings_shown() {
 fn the_view_opens_on_the_filter_of_grep_or_layer() {
     // `diff --tui --grep k_norm` (they were ignored in the view): the cursor stays on the
     // first divergence, which the filter keeps
+    let re = |t: &str| Some(regex::Regex::new(t).unwrap());
     let mut tui = Tui::new(report());
-    tui.filter_with("k_norm");
+    tui.open_filtered(re("k_norm"), None);
     assert_eq!(tui.shown().len(), 3);
     assert!(tui.shown().iter().all(|n| n.contains("k_norm")));
     assert_eq!(selected(&tui), "model.layers.1.self_attn.k_norm");
-    // `--layer 2`: a layer number alone
+    // `--layer 2`: the layer's ops
     let mut tui = Tui::new(report());
-    tui.filter_with("2");
+    tui.open_filtered(None, Some(2));
     assert!(tui.shown().iter().all(|n| n.starts_with("model.layers.2")));
     assert_eq!(tui.shown().len(), 7);
+    // `--grep 1` is a regex, not layer 1 (`/1`): the names of decode step 1 hold a 1
+    let mut tui = Tui::new(decode_report());
+    tui.open_filtered(re("1"), None);
+    assert_eq!(tui.shown().len(), 4, "{:?}", tui.shown());
+    assert!(tui.shown().iter().all(|n| n.ends_with("@1")));
+    // both: --grep's, and the status bar says how to ask for the layer
+    let mut tui = Tui::new(report());
+    tui.open_filtered(re("k_norm"), Some(2));
+    assert_eq!(tui.shown().len(), 3);
+    assert!(screen(&mut tui, 100, 30).contains("filtered by --grep alone: type /2 for --layer 2"));
+}
+
+#[test]
+fn review_fixes_the_prefill_row_has_no_step_profile_and_warnings_show_whole() {
+    // the prefill's row `x` of the probe whose step diverged first: no plot of the steps
+    let mut tui = Tui::new(decode_report());
+    tui.open_filtered(Some(regex::Regex::new("k_norm$").unwrap()), None);
+    assert_eq!(selected(&tui), "model.layers.0.self_attn.k_norm");
+    press(&mut tui, "\n");
+    let text = screen(&mut tui, 100, 30);
+    assert!(!text.contains("rel err per position"), "{text}");
+    // a warning that wraps by word takes the lines it needs: the note under it shows
+    let mut report = decode_report();
+    report.warnings = vec![["abcdefghi"; 15].join(" ")];
+    report.notes = vec!["LASTNOTE".to_string()];
+    let mut tui = Tui::new(report);
+    press(&mut tui, "w");
+    let text = screen(&mut tui, 80, 30);
+    assert!(text.contains("LASTNOTE"), "{text}");
 }

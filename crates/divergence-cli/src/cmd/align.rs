@@ -338,7 +338,7 @@ pub fn summary(inf: &Inferred) -> String {
     )
 }
 
-/// Whether a probe of ours has a prefill tensor, and how many decode steps it holds.
+/// Whether a probe of ours has a prefill tensor, and which decode steps it holds.
 #[derive(Debug, Default, Clone)]
 pub struct ProbeSteps {
     pub prefill: bool,
@@ -359,7 +359,7 @@ pub struct ProbeSteps {
 /// shape mismatch and every change found is the same (a step whose values differ as well is
 /// re-laid out and then shows its error); a rule for `x` alone maps every step too, and a
 /// prefill's re-layout applied to its steps failed the map that the file suggested. `probes`
-/// says which of our probes have a prefill and how many steps.
+/// says which of our probes have a prefill, and their steps.
 pub fn suggestion(
     inf: Option<&Inferred>,
     layouts: &[(String, String, Option<String>)],

@@ -300,25 +300,12 @@ fn run_tui(args: &DiffArgs, files: &[&Path]) -> Result<Exit> {
             Err(err) => Err(divergence_names::one_line(&format!("{err:#}")).into_owned()),
         })
     };
-    // --grep, else --layer, is the view's first filter (`/` then Enter clears it; one regex
-    // cannot ask for both: the view says so).
-    let filter = match (&args.grep, args.layer) {
-        (Some(re), _) => Some(re.as_str().to_string()),
-        (None, Some(layer)) => Some(layer.to_string()),
-        (None, None) => None,
-    };
-    let notice = match (&args.grep, args.layer) {
-        (Some(_), Some(l)) => Some(format!(
-            "filtered by --grep alone: type /{l} for --layer {l}"
-        )),
-        _ => None,
-    };
     divergence_render::tui::run(
         report,
         args.watch
             .then_some(&mut reload as &mut divergence_render::tui::Reload<'_>),
-        filter.as_deref(),
-        notice,
+        args.grep.clone(),
+        args.layer,
     )
     .context("the terminal view")?;
     // The view said it on screen; the shell gets the line every other format prints.
@@ -734,8 +721,8 @@ fn finish_report(args: &DiffArgs, cfg: &DiffConfig, sides: Sides<'_>) -> Result<
     Ok(report)
 }
 
-/// Whether each probe of `dump` has a prefill tensor, and how many decode steps it holds
-/// (for `--suggest-map`).
+/// Whether each probe of `dump` has a prefill tensor, and its decode steps' numbers (for
+/// `--suggest-map`).
 fn steps_of_probes(dump: &divergence_dump::Dump) -> HashMap<&str, align::ProbeSteps> {
     let mut probes: HashMap<&str, align::ProbeSteps> = HashMap::new();
     for name in dump.names() {
@@ -815,10 +802,11 @@ fn tokens(
 /// A shape mismatch whose element counts agree, tried against the common layout changes
 /// ([`divergence_diff::layout_match`]); when one makes the values agree under the row's
 /// tolerance, the reason says so and names the map transform. Returns, per shape mismatch,
-/// our name (as stored, for a `--suggest-map` rule), the row's name and the transform's TOML
-/// when one was found (`None`: another layout, or values that differ too: a decode step whose
-/// siblings are re-laid out by one rule needs that rule). Rows that a map rule computed are
-/// explained in the reason only (a suggested rule would need composing).
+/// our name (as stored, for a `--suggest-map` rule), the row's name and the transform's TOML:
+/// the one found for it, else the first one found for a row of the same two shapes (a row
+/// whose values differ too: a KV-cache bug on top of a layout left every step of layers 1-3
+/// unexplained, and their suggested rule kept them as they were), else `None`. Rows that a
+/// map rule computed are explained in the reason only (a suggested rule would need composing).
 fn layout_diagnosis(
     ops: &mut [OpResult],
     plan: &divergence_diff::OrderPlan,
@@ -826,7 +814,9 @@ fn layout_diagnosis(
     reference: &MappedDump<'_>,
     cfg: &DiffConfig,
 ) -> Vec<(String, String, Option<String>)> {
-    ops.par_iter_mut()
+    type Shapes = (Option<Vec<usize>>, Option<Vec<usize>>);
+    let rows: Vec<(String, String, Option<String>, Shapes)> = ops
+        .par_iter_mut()
         .filter(|row| row.status == Status::ShapeMismatch)
         .filter_map(|row| {
             let ours_name = plan.ours_name(&row.name);
@@ -847,7 +837,22 @@ fn layout_diagnosis(
                 Some(v) => v.sources[0].clone(),
                 None => ours_name.to_string(),
             };
-            Some((from, row.name.to_string(), m.map(|m| m.transform)))
+            let shapes = (row.tensor.shape_ours.clone(), row.tensor.shape.clone());
+            Some((from, row.name.to_string(), m.map(|m| m.transform), shapes))
+        })
+        .collect();
+    let mut by_shapes: HashMap<&Shapes, &str> = HashMap::new();
+    for (_, _, t, shapes) in &rows {
+        if let Some(t) = t {
+            by_shapes.entry(shapes).or_insert(t);
+        }
+    }
+    rows.iter()
+        .map(|(from, to, t, shapes)| {
+            let t = t
+                .clone()
+                .or_else(|| by_shapes.get(shapes).map(|t| t.to_string()));
+            (from.clone(), to.clone(), t)
         })
         .collect()
 }
