@@ -670,3 +670,16 @@ fn review_fixes_the_prefill_row_has_no_step_profile_and_warnings_show_whole() {
     let text = screen(&mut tui, 80, 30);
     assert!(text.contains("LASTNOTE"), "{text}");
 }
+
+#[test]
+fn tiny_terminals_draw_every_overlay_without_a_panic() {
+    for (w, h) in [(1, 1), (5, 3), (10, 5), (20, 2), (30, 8), (12, 20)] {
+        for keys in ["", "w", "\n", "?", "c", "l", "]"] {
+            let mut report = decode_report();
+            report.warnings = vec![["abcdefghi"; 15].join(" ")];
+            let mut tui = Tui::new(report);
+            press(&mut tui, keys);
+            screen(&mut tui, w, h);
+        }
+    }
+}
