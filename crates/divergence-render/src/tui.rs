@@ -452,6 +452,10 @@ pub struct Tui {
     help: bool,
     /// The warnings and notes (`w`) are open.
     warnings: bool,
+    /// The per-step overview (`p`) is shown instead of the ops.
+    steps_view: bool,
+    /// Its first line drawn.
+    step_offset: usize,
     /// A one-line message for the status bar (cleared by the next key).
     message: Option<String>,
     quit: bool,
@@ -484,6 +488,8 @@ impl Tui {
             chooser: None,
             help: false,
             warnings: false,
+            steps_view: false,
+            step_offset: 0,
             message: None,
             quit: false,
             offset: 0,
@@ -782,6 +788,23 @@ impl Tui {
             }
             return;
         }
+        if self.steps_view {
+            let last = self.report.steps.len().saturating_sub(1);
+            let o = &mut self.step_offset;
+            match key.code {
+                KeyCode::Down | KeyCode::Char('j') => *o = (*o + 1).min(last),
+                KeyCode::Up | KeyCode::Char('k') => *o = o.saturating_sub(1),
+                KeyCode::PageDown | KeyCode::Char(' ') => *o = (*o + page).min(last),
+                KeyCode::PageUp => *o = o.saturating_sub(page),
+                KeyCode::Home | KeyCode::Char('g') => *o = 0,
+                KeyCode::End | KeyCode::Char('G') => *o = last,
+                KeyCode::Char('p') | KeyCode::Esc => self.steps_view = false,
+                KeyCode::Char('?') => self.help = true,
+                KeyCode::Char('q') => self.quit = true,
+                _ => {}
+            }
+            return;
+        }
         let last = self.rows.len().saturating_sub(1);
         match key.code {
             // Esc closes the details first, as it closes the overlays (a UX review lost its
@@ -823,6 +846,10 @@ impl Tui {
             KeyCode::Char('?') => self.help = true,
             KeyCode::Enter | KeyCode::Char('d') => self.details = !self.details,
             KeyCode::Char('l') => self.layers = !self.layers,
+            KeyCode::Char('p') => match self.report.steps.is_empty() {
+                true => self.message = Some("no decode steps".into()),
+                false => self.steps_view = true,
+            },
             _ => {}
         }
     }
@@ -926,6 +953,8 @@ impl Tui {
         frame.render_widget(header, head);
         if self.layers {
             self.draw_layers(frame, body);
+        } else if self.steps_view {
+            self.draw_steps(frame, body);
         } else {
             self.draw_ops(frame, body);
         }
@@ -1209,6 +1238,47 @@ impl Tui {
         frame.render_widget(p, area);
     }
 
+    /// The per-step overview (`p`): a line per decode step, the prefill first, diverged
+    /// steps in red.
+    fn draw_steps(&self, frame: &mut Frame<'_>, area: Rect) {
+        let lines: Vec<Line> = self
+            .report
+            .steps
+            .iter()
+            .map(|s| {
+                let worst = match (&s.worst_op, s.worst_rel_err) {
+                    (Some(op), Some(v)) => format!("worst rel err {} at {op}", view::num(Some(v))),
+                    _ => "no error measured".to_string(),
+                };
+                let first = s
+                    .first_divergence
+                    .as_ref()
+                    .map_or_else(String::new, |n| format!("; first diverging {n}"));
+                let missing = match s.missing {
+                    0 => String::new(),
+                    n => format!(", {n} missing"),
+                };
+                let text = format!(
+                    "step {:>4}  {} of {} ops diverged{missing}; {worst}{first}",
+                    s.step, s.diverged, s.compared
+                );
+                if s.diverged > 0 {
+                    Line::styled(text, Style::new().fg(Color::Red))
+                } else {
+                    Line::raw(text)
+                }
+            })
+            .collect();
+        let p = Paragraph::new(lines)
+            .scroll((u16::try_from(self.step_offset).unwrap_or(u16::MAX), 0))
+            .block(
+                Block::new()
+                    .borders(Borders::TOP)
+                    .title(" per step, 0 = prefill (j/k scroll, p: back to the ops) "),
+            );
+        frame.render_widget(p, area);
+    }
+
     fn draw_details(&self, frame: &mut Frame<'_>, area: Rect, plot: bool) {
         let Some(op) = self.selected() else {
             return;
@@ -1373,7 +1443,7 @@ impl Tui {
 }
 
 /// The key help (`?`): keys and what they do.
-const HELP: [(&str, &str); 14] = [
+const HELP: [(&str, &str); 15] = [
     (
         "j k ↓ ↑",
         "move (Space / PgDn, PgUp: 10 rows; g / G: top, bottom)",
@@ -1391,6 +1461,7 @@ const HELP: [(&str, &str); 14] = [
         "details; the first divergence's error per position",
     ),
     ("l", "per-layer overview"),
+    ("p", "per-step overview (decode steps)"),
     ("?", "this help"),
     (
         "q, Esc",

@@ -619,9 +619,26 @@ fn decode_steps_are_named_walked_and_plotted_and_warnings_shown() {
     assert_eq!(selected(&tui), "model.layers.0.self_attn.k_norm");
     press(&mut tui, "[");
     assert!(screen(&mut tui, 100, 30).contains("the prefill is the first step"));
-    // a one-pass report has no steps to walk, and says so
+    // p: a line per step, the prefill first; p again: back to the ops
+    press(&mut tui, "p");
+    let text = screen(&mut tui, 140, 30);
+    assert!(text.contains("per step, 0 = prefill"), "{text}");
+    assert!(
+        text.contains("step    0  0 of 4 ops diverged; worst rel err"),
+        "{text}"
+    );
+    assert!(
+        text.contains("step    2  2 of 4 ops diverged; worst rel err")
+            && text.contains("; first diverging model.layers.0.self_attn.k_norm@2"),
+        "{text}"
+    );
+    press(&mut tui, "p");
+    assert!(!screen(&mut tui, 100, 30).contains("per step, 0 = prefill"));
+    // a one-pass report has no steps to walk or list, and says so
     let mut tui = Tui::new(report());
     press(&mut tui, "]");
+    assert!(screen(&mut tui, 100, 30).contains("no decode steps"));
+    press(&mut tui, "p");
     assert!(screen(&mut tui, 100, 30).contains("no decode steps"));
 }
 
