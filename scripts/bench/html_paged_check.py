@@ -119,6 +119,13 @@ def main():
             nums = [float(v) for v in ev("__t.cell('rel err')") if v is not None]
             top = max(float(o["rel_l2_err"]) for o in ev("__t.ops.filter(o => o.rel_l2_err !== null)"))
             check("and descending, the largest first", nums == sorted(nums, reverse=True) and nums[0] == top, nums[:1])
+            if first is not None:
+                # "show in the table" after a sort and a filter: the first divergence's page,
+                # in execution order, its row there to scroll to
+                ev("__t.filter('k_norm', true)")
+                ev("document.getElementById('to-first').click()")
+                check("show in the table", ev("__t.ids()") == want
+                      and ev(f"!!document.getElementById('op-{first}')"), ev("__t.count()"))
         finally:
             cdp.close()
     sys.exit(1 if failed else 0)

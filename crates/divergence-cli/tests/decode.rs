@@ -803,6 +803,11 @@ fn an_html_report_of_decode_steps_plots_steps_and_sums_up_each_heatmap_cell() {
     );
     // the ops table's header stays in view: its section is no scroll container
     assert!(page.contains("section#ops{overflow:visible}"));
+    // the first divergence has a button to its row: the paged table's script clears the
+    // filter and the sort and shows its page (checked in Chromium by
+    // scripts/bench/html_paged_check.py)
+    assert!(page.contains("<button type=\"button\" id=\"to-first\" data-op=\"91\""));
+    assert!(page.contains("getElementById('to-first')"));
 }
 
 #[test]

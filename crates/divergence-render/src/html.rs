@@ -64,6 +64,10 @@ function filter(){
  count.textContent=shown+' of '+rows.length+' ops';
 }
 box.addEventListener('input',filter);only.addEventListener('change',filter);filter();
+// "show in the table": the filters cleared, and the row scrolled to.
+var to=document.getElementById('to-first');
+if(to)to.addEventListener('click',function(){box.value='';only.checked=false;filter();
+ var r=document.getElementById('op-'+to.getAttribute('data-op'));if(r)r.scrollIntoView({block:'center'});});
 })();
 "#;
 
@@ -109,6 +113,15 @@ table.tHead.addEventListener('click',function(e){
 prev.addEventListener('click',function(){page--;show();});
 next.addEventListener('click',function(){page++;show();});
 box.addEventListener('input',apply);only.addEventListener('change',apply);
+// "show in the table": the filter and the sort cleared, the first divergence's page shown
+// and its row scrolled to (a sort or filter went back to page 1).
+var to=document.getElementById('to-first');
+if(to)to.addEventListener('click',function(){
+ box.value='';only.checked=false;sorted=null;view=null;col=-1;asc=true;
+ Array.prototype.forEach.call(table.tHead.rows[0].cells,function(h){h.removeAttribute('aria-sort');});
+ if(first!==null)page=Math.floor(+first/PAGE);show();
+ var r=document.getElementById('op-'+first);if(r)r.scrollIntoView({block:'center'});
+});
 // A filter the browser restored (back, reload) applies at once, as the small table's does.
 if(box.value||only.checked){apply();}else{if(first!==null)page=Math.floor(+first/PAGE);show();}
 })();
@@ -266,10 +279,11 @@ fn first_divergence(report: &Report, h: &mut String) {
     };
     h.push_str("<section class=\"first\" id=\"first-divergence\">\n");
     h.push_str(&format!(
-        "<h2 style=\"margin-top:0\">First divergence: <span class=\"bad\">{}</span> (#{} of {})</h2>\n<dl class=\"kv\">\n",
+        "<h2 style=\"margin-top:0\">First divergence: <span class=\"bad\">{}</span> (#{} of {}) <button type=\"button\" id=\"to-first\" data-op=\"{}\" style=\"font-size:13px\">show in the table</button></h2>\n<dl class=\"kv\">\n",
         escape(&first.name),
         first.index,
-        report.ops.len()
+        report.ops.len(),
+        first.index
     ));
     kv(h, "status", first.status.as_str());
     if let Some(text) = view::step_text(report, first.step) {
