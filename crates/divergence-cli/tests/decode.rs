@@ -808,6 +808,10 @@ fn an_html_report_of_decode_steps_plots_steps_and_sums_up_each_heatmap_cell() {
     // scripts/bench/html_paged_check.py)
     assert!(page.contains("<button type=\"button\" id=\"to-first\" data-op=\"91\""));
     assert!(page.contains("getElementById('to-first')"));
+    // a metric's header sorts worst first (the largest), # and the cosine smallest first
+    assert!(page.contains("<th data-type=\"num\" data-desc=\"1\">rel err</th>"));
+    assert!(page.contains("<th data-type=\"num\">#</th>"));
+    assert!(page.contains("<th data-type=\"num\">cosine</th>"));
 }
 
 #[test]

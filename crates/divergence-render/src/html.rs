@@ -46,7 +46,7 @@ var box=document.getElementById('filter'),only=document.getElementById('only-div
 var col=-1,asc=true;
 table.tHead.addEventListener('click',function(e){
  var th=e.target.closest('th');if(!th)return;var c=th.cellIndex;
- asc=(c===col)?!asc:true;col=c;var num=th.getAttribute('data-type')==='num';
+ asc=(c===col)?!asc:!th.hasAttribute('data-desc');col=c;var num=th.getAttribute('data-type')==='num';
  var key=function(r){var td=r.cells[c];if(num){var v=td.getAttribute('data-v');return v===null?null:parseFloat(v);}return td.textContent;};
  var sorted=rows.slice().sort(function(a,b){var x=key(a),y=key(b);
   if(x===null&&y===null)return 0;if(x===null)return 1;if(y===null)return -1;
@@ -102,7 +102,7 @@ function apply(){
 }
 table.tHead.addEventListener('click',function(e){
  var th=e.target.closest('th');if(!th)return;var c=th.cellIndex;
- asc=(c===col)?!asc:true;col=c;var num=th.getAttribute('data-type')==='num';
+ asc=(c===col)?!asc:!th.hasAttribute('data-desc');col=c;var num=th.getAttribute('data-type')==='num';
  var key=function(r){var td=r.cells[c];if(num){var v=td.getAttribute('data-v');return v===null?null:parseFloat(v);}return td.textContent;};
  sorted=rows().slice().sort(function(a,b){var x=key(a),y=key(b);
   if(x===null&&y===null)return 0;if(x===null)return 1;if(y===null)return -1;
@@ -466,9 +466,13 @@ fn ops_table(report: &Report, h: &mut String, out: &mut dyn Write) -> io::Result
     ));
     for c in &columns {
         let num = c.right_aligned();
+        // A metric sorts worst first on its first click, as the terminal view's keys do:
+        // the largest first, but the cosine and the index (execution order) smallest first.
+        let worst_first = num && !matches!(c, OpsColumn::Index | OpsColumn::Cosine);
         h.push_str(&format!(
-            "<th{}>{}</th>",
+            "<th{}{}>{}</th>",
             if num { " data-type=\"num\"" } else { "" },
+            if worst_first { " data-desc=\"1\"" } else { "" },
             escape(c.label())
         ));
     }
