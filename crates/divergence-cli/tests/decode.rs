@@ -50,6 +50,12 @@ fn tmp(name: &str) -> PathBuf {
 
 /// `divergence run` teacher-forced from `reference`'s decode tokens, with `extra` flags.
 fn run_ours(out: &Path, dtype: &str, reference: &str, extra: &[&str]) {
+    run_tokens(out, dtype, &["--decode-from", reference], extra);
+}
+
+/// `divergence run` of the tiny model over the committed prompt, its decode tokens from
+/// `tokens` (`--decode-from REF` or `--decode-ids ...`), with `extra` flags.
+fn run_tokens(out: &Path, dtype: &str, tokens: &[&str], extra: &[&str]) {
     let out_s = out.to_str().unwrap();
     let args = [
         &[
@@ -60,11 +66,10 @@ fn run_ours(out: &Path, dtype: &str, reference: &str, extra: &[&str]) {
             IDS,
             "--dtype",
             dtype,
-            "--decode-from",
-            reference,
             "--out",
             out_s,
         ][..],
+        tokens,
         extra,
     ]
     .concat();
@@ -316,27 +321,7 @@ fn run_steps(out: &Path, steps: usize, extra: &[&str]) {
     let ids: Vec<String> = (0..steps)
         .map(|i| ((i * 37 + 11) % 500).to_string())
         .collect();
-    let ids = ids.join(",");
-    let out_s = out.to_str().unwrap();
-    let args = [
-        &[
-            "run",
-            "--model",
-            MODEL,
-            "--ids-file",
-            IDS,
-            "--dtype",
-            "f32",
-            "--decode-ids",
-            &ids,
-            "--out",
-            out_s,
-        ][..],
-        extra,
-    ]
-    .concat();
-    let (code, _, err) = divergence(&args);
-    assert_eq!(code, 0, "divergence {args:?}: {err}");
+    run_tokens(out, "f32", &["--decode-ids", &ids.join(",")], extra);
 }
 
 #[test]
@@ -565,6 +550,15 @@ fn suggested_maps_of_decode_dumps_found_by_a_review_pass_back() {
         _ => n.to_string(),
     };
     type Edit = Box<dyn Fn(&str, &mut Vec<usize>, &mut Vec<f32>) -> bool>;
+    // every decode step of `probe` re-laid out
+    let steps_of = move |probe: &'static str| {
+        move |n: &str, sh: &mut Vec<usize>, v: &mut Vec<f32>| {
+            if base(n) == probe && step(n) > 0 {
+                swap_last_axes(sh, v);
+            }
+            true
+        }
+    };
     type Rename = Box<dyn Fn(&str) -> String>;
     // (case, ours' edit, ours' names, the reference's edit, its names, exit, first divergence)
     type Case = (
@@ -581,12 +575,7 @@ fn suggested_maps_of_decode_dumps_found_by_a_review_pass_back() {
         // matched nothing once its steps had a rule (exit 2)
         (
             "steps-only",
-            Box::new(move |n, sh, v| {
-                if base(n) == C && step(n) > 0 {
-                    swap_last_axes(sh, v);
-                }
-                true
-            }),
+            Box::new(steps_of(C)),
             Box::new(|n| n.to_string()),
             Box::new(|_, _, _| true),
             Box::new(blk),
@@ -596,12 +585,7 @@ fn suggested_maps_of_decode_dumps_found_by_a_review_pass_back() {
         // `k_norm@{S}` took `k_norm@v` too (its reshape did not fit: exit 2)
         (
             "at-v",
-            Box::new(move |n, sh, v| {
-                if base(n) == K && step(n) > 0 {
-                    swap_last_axes(sh, v);
-                }
-                true
-            }),
+            Box::new(steps_of(K)),
             Box::new(at_v),
             Box::new(|_, _, _| true),
             Box::new(at_v),
@@ -613,9 +597,7 @@ fn suggested_maps_of_decode_dumps_found_by_a_review_pass_back() {
         (
             "wrong-step",
             Box::new(move |n, sh, v| {
-                if base(n) == K && step(n) > 0 {
-                    swap_last_axes(sh, v);
-                }
+                steps_of(K)(n, sh, v);
                 if n == format!("{K}@4") {
                     v.iter_mut().for_each(|x| *x *= 1.5);
                 }

@@ -771,37 +771,27 @@ impl Tui {
             return;
         }
         let page = 10;
-        if self.layers {
-            let last = view::layer_lines(&self.report).len().saturating_sub(1);
-            let o = &mut self.layer_offset;
-            match key.code {
-                KeyCode::Down | KeyCode::Char('j') => *o = (*o + 1).min(last),
-                KeyCode::Up | KeyCode::Char('k') => *o = o.saturating_sub(1),
-                KeyCode::PageDown | KeyCode::Char(' ') => *o = (*o + page).min(last),
-                KeyCode::PageUp => *o = o.saturating_sub(page),
-                KeyCode::Home | KeyCode::Char('g') => *o = 0,
-                KeyCode::End | KeyCode::Char('G') => *o = last,
-                KeyCode::Char('l') | KeyCode::Esc => self.layers = false,
-                KeyCode::Char('?') => self.help = true,
-                KeyCode::Char('q') => self.quit = true,
-                _ => {}
-            }
-            return;
-        }
-        if self.steps_view {
-            let last = self.report.steps.len().saturating_sub(1);
-            let o = &mut self.step_offset;
-            match key.code {
-                KeyCode::Down | KeyCode::Char('j') => *o = (*o + 1).min(last),
-                KeyCode::Up | KeyCode::Char('k') => *o = o.saturating_sub(1),
-                KeyCode::PageDown | KeyCode::Char(' ') => *o = (*o + page).min(last),
-                KeyCode::PageUp => *o = o.saturating_sub(page),
-                KeyCode::Home | KeyCode::Char('g') => *o = 0,
-                KeyCode::End | KeyCode::Char('G') => *o = last,
-                KeyCode::Char('p') | KeyCode::Esc => self.steps_view = false,
-                KeyCode::Char('?') => self.help = true,
-                KeyCode::Char('q') => self.quit = true,
-                _ => {}
+        // The per-layer (`l`) and per-step (`p`) overviews: they scroll, and their own key
+        // or Esc goes back to the ops.
+        if self.layers || self.steps_view {
+            let lines = match self.layers {
+                true => view::layer_lines(&self.report).len(),
+                false => self.report.steps.len(),
+            };
+            let (o, back) = match self.layers {
+                true => (&mut self.layer_offset, 'l'),
+                false => (&mut self.step_offset, 'p'),
+            };
+            if !scroll(key.code, o, lines.saturating_sub(1), page) {
+                match key.code {
+                    KeyCode::Esc => (self.layers, self.steps_view) = (false, false),
+                    KeyCode::Char(c) if c == back => {
+                        (self.layers, self.steps_view) = (false, false)
+                    }
+                    KeyCode::Char('?') => self.help = true,
+                    KeyCode::Char('q') => self.quit = true,
+                    _ => {}
+                }
             }
             return;
         }
@@ -1206,77 +1196,49 @@ impl Tui {
     }
 
     fn draw_layers(&self, frame: &mut Frame<'_>, area: Rect) {
-        let lines: Vec<Line> = view::layer_lines(&self.report)
-            .into_iter()
-            .map(|l| {
-                let worst = match (&l.worst_op, l.worst_rel) {
-                    (Some(op), Some(v)) => format!("worst rel err {} at {op}", view::num(Some(v))),
-                    _ => "no error measured".to_string(),
-                };
-                let first = l
-                    .first_bad
-                    .as_ref()
-                    .map_or_else(String::new, |n| format!("; first bad {n}"));
-                let text = format!(
-                    "layer {:>3}  {:<8} {} of {} ops diverged; {worst}{first}",
-                    l.layer, l.status, l.diverged, l.ops
-                );
-                if l.diverged > 0 {
-                    Line::styled(text, Style::new().fg(Color::Red))
-                } else {
-                    Line::raw(text)
-                }
-            })
-            .collect();
-        let p = Paragraph::new(lines)
-            .scroll((u16::try_from(self.layer_offset).unwrap_or(u16::MAX), 0))
-            .block(
-                Block::new()
-                    .borders(Borders::TOP)
-                    .title(" per layer (j/k scroll, l: back to the ops) "),
+        let lines = view::layer_lines(&self.report).into_iter().map(|l| {
+            let worst = match (&l.worst_op, l.worst_rel) {
+                (Some(op), Some(v)) => format!("worst rel err {} at {op}", view::num(Some(v))),
+                _ => "no error measured".to_string(),
+            };
+            let first = l
+                .first_bad
+                .as_ref()
+                .map_or_else(String::new, |n| format!("; first bad {n}"));
+            let text = format!(
+                "layer {:>3}  {:<8} {} of {} ops diverged; {worst}{first}",
+                l.layer, l.status, l.diverged, l.ops
             );
-        frame.render_widget(p, area);
+            (text, l.diverged > 0)
+        });
+        let title = " per layer (j/k scroll, l: back to the ops) ";
+        frame.render_widget(overview(lines, self.layer_offset, title), area);
     }
 
     /// The per-step overview (`p`): a line per decode step, the prefill first, diverged
     /// steps in red.
     fn draw_steps(&self, frame: &mut Frame<'_>, area: Rect) {
-        let lines: Vec<Line> = self
-            .report
-            .steps
-            .iter()
-            .map(|s| {
-                let worst = match (&s.worst_op, s.worst_rel_err) {
-                    (Some(op), Some(v)) => format!("worst rel err {} at {op}", view::num(Some(v))),
-                    _ => "no error measured".to_string(),
-                };
-                let first = s
-                    .first_divergence
-                    .as_ref()
-                    .map_or_else(String::new, |n| format!("; first diverging {n}"));
-                let missing = match s.missing {
-                    0 => String::new(),
-                    n => format!(", {n} missing"),
-                };
-                let text = format!(
-                    "step {:>4}  {} of {} ops diverged{missing}; {worst}{first}",
-                    s.step, s.diverged, s.compared
-                );
-                if s.diverged > 0 {
-                    Line::styled(text, Style::new().fg(Color::Red))
-                } else {
-                    Line::raw(text)
-                }
-            })
-            .collect();
-        let p = Paragraph::new(lines)
-            .scroll((u16::try_from(self.step_offset).unwrap_or(u16::MAX), 0))
-            .block(
-                Block::new()
-                    .borders(Borders::TOP)
-                    .title(" per step, 0 = prefill (j/k scroll, p: back to the ops) "),
+        let lines = self.report.steps.iter().map(|s| {
+            let worst = match (&s.worst_op, s.worst_rel_err) {
+                (Some(op), Some(v)) => format!("worst rel err {} at {op}", view::num(Some(v))),
+                _ => "no error measured".to_string(),
+            };
+            let first = s
+                .first_divergence
+                .as_ref()
+                .map_or_else(String::new, |n| format!("; first diverging {n}"));
+            let missing = match s.missing {
+                0 => String::new(),
+                n => format!(", {n} missing"),
+            };
+            let text = format!(
+                "step {:>4}  {} of {} ops diverged{missing}; {worst}{first}",
+                s.step, s.diverged, s.compared
             );
-        frame.render_widget(p, area);
+            (text, s.diverged > 0)
+        });
+        let title = " per step, 0 = prefill (j/k scroll, p: back to the ops) ";
+        frame.render_widget(overview(lines, self.step_offset, title), area);
     }
 
     fn draw_details(&self, frame: &mut Frame<'_>, area: Rect, plot: bool) {
@@ -1469,6 +1431,39 @@ const HELP: [(&str, &str); 15] = [
     ),
     ("Ctrl-C", "quit, also while typing"),
 ];
+
+/// Moves an overview's first line `o` (at most `last`) for a scrolling key; false for any
+/// other key.
+fn scroll(code: KeyCode, o: &mut usize, last: usize, page: usize) -> bool {
+    match code {
+        KeyCode::Down | KeyCode::Char('j') => *o = (*o + 1).min(last),
+        KeyCode::Up | KeyCode::Char('k') => *o = o.saturating_sub(1),
+        KeyCode::PageDown | KeyCode::Char(' ') => *o = (*o + page).min(last),
+        KeyCode::PageUp => *o = o.saturating_sub(page),
+        KeyCode::Home | KeyCode::Char('g') => *o = 0,
+        KeyCode::End | KeyCode::Char('G') => *o = last,
+        _ => return false,
+    }
+    true
+}
+
+/// An overview (per layer, per step): its lines (true: diverged, in red) from `offset`,
+/// under a rule titled `title`.
+fn overview(
+    lines: impl Iterator<Item = (String, bool)>,
+    offset: usize,
+    title: &'static str,
+) -> Paragraph<'static> {
+    let lines: Vec<Line> = lines
+        .map(|(text, bad)| match bad {
+            true => Line::styled(text, Style::new().fg(Color::Red)),
+            false => Line::raw(text),
+        })
+        .collect();
+    Paragraph::new(lines)
+        .scroll((u16::try_from(offset).unwrap_or(u16::MAX), 0))
+        .block(Block::new().borders(Borders::TOP).title(title))
+}
 
 /// The status bar: the sort, then the keys that fit `width`, the most useful kept first.
 fn footer_line(sort: &str, width: usize) -> Line<'static> {

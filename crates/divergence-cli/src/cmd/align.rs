@@ -464,18 +464,20 @@ struct ProbeLayout<'a> {
 /// The shape mismatches by probe (`(ours, reference)` without their step), in the rows' order.
 struct ByProbe<'a> {
     keys: Vec<(&'a str, &'a str)>,
-    map: HashMap<(String, String), ProbeLayout<'a>>,
+    map: HashMap<(&'a str, &'a str), ProbeLayout<'a>>,
 }
 
 impl<'a> ByProbe<'a> {
-    fn get(&self, from: &str, to: &str) -> Option<&ProbeLayout<'a>> {
-        self.map.get(&(from.to_string(), to.to_string()))
+    fn get<'s>(&'s self, from: &'s str, to: &'s str) -> Option<&'s ProbeLayout<'s>> {
+        // (the map's names outlive `'s`: it is read as a map of shorter-lived names)
+        let map: &'s HashMap<(&'s str, &'s str), ProbeLayout<'s>> = &self.map;
+        map.get(&(from, to))
     }
 
     fn order(&self) -> Vec<(&(&'a str, &'a str), &ProbeLayout<'a>)> {
         self.keys
             .iter()
-            .filter_map(|k| Some((k, self.get(k.0, k.1)?)))
+            .filter_map(|k| Some((k, self.map.get(k)?)))
             .collect()
     }
 }
@@ -496,13 +498,10 @@ fn probe_layouts(layouts: &[(String, String, Option<String>)]) -> ByProbe<'_> {
         } else {
             ((from.as_str(), to.as_str()), 0)
         };
-        let entry = by
-            .map
-            .entry((key.0.to_string(), key.1.to_string()))
-            .or_insert_with(|| {
-                by.keys.push(key);
-                ProbeLayout::default()
-            });
+        let entry = by.map.entry(key).or_insert_with(|| {
+            by.keys.push(key);
+            ProbeLayout::default()
+        });
         match step {
             0 => entry.prefill = entry.prefill.or(transform.as_deref()),
             s => entry.steps.push((s, transform.as_deref())),
