@@ -4,7 +4,7 @@
     python3 scripts/bench/html_paged_check.py REPORT.html [--browser chromium]
 
 A report of more than 2,000 ops shows its table a page of 1,000 rows at a time (the rows wait
-in <template> elements). This opens REPORT.html over the DevTools protocol (the pipe driver of
+gzip-compressed in packed script elements, unpacked when shown). This opens REPORT.html over the DevTools protocol (the pipe driver of
 scripts/bench/html_open.py) and checks, against the JSON report embedded in the same page:
 
 - the table holds one page, the one with the first divergence (its row marked `fd`), and the
@@ -30,21 +30,26 @@ from html_open import Cdp  # noqa: E402
 
 # Helpers defined in the page: the live rows' ids, the count line, the embedded report.
 SETUP = r"""
+(async () => {
+const table = document.getElementById('ops-table');
+const ready = () => table.ready || Promise.resolve();
 window.__t = {
-  ids: () => Array.from(document.getElementById('ops-table').tBodies[0].rows, r => +r.id.slice(3)),
+  ids: () => Array.from(table.tBodies[0].rows, r => +r.id.slice(3)),
   count: () => document.getElementById('count').textContent,
-  ops: JSON.parse(document.getElementById('report').textContent).ops,
-  fd: () => Array.from(document.getElementById('ops-table').tBodies[0].rows).filter(r => r.classList.contains('fd')).map(r => +r.id.slice(3)),
-  filter: (q, only) => { const b = document.getElementById('filter'); b.value = q;
+  ops: (await divergenceReport()).ops,
+  fd: () => Array.from(table.tBodies[0].rows).filter(r => r.classList.contains('fd')).map(r => +r.id.slice(3)),
+  filter: async (q, only) => { const b = document.getElementById('filter'); b.value = q;
     document.getElementById('only-div').checked = only;
-    const t0 = performance.now(); b.dispatchEvent(new Event('input')); return performance.now() - t0; },
-  click: id => document.getElementById(id).click(),
-  sort: label => { const th = Array.from(document.querySelectorAll('#ops-table th')).find(h => h.textContent === label);
-    const t0 = performance.now(); th.click(); return performance.now() - t0; },
+    const t0 = performance.now(); b.dispatchEvent(new Event('input')); await ready(); return performance.now() - t0; },
+  click: async id => { document.getElementById(id).click(); await ready(); },
+  sort: async label => { const th = Array.from(document.querySelectorAll('#ops-table th')).find(h => h.textContent === label);
+    const t0 = performance.now(); th.click(); await ready(); return performance.now() - t0; },
   cell: (label) => { const c = Array.from(document.querySelectorAll('#ops-table th')).findIndex(h => h.textContent.replace(/[\u25b2\u25bc]/g, '') === label);
-    return Array.from(document.getElementById('ops-table').tBodies[0].rows, r => r.cells[c].getAttribute('data-v')); },
+    return Array.from(table.tBodies[0].rows, r => r.cells[c].getAttribute('data-v')); },
 };
-true
+await ready();
+return true;
+})()
 """
 
 
@@ -97,7 +102,7 @@ def main():
             nxt = ev("__t.ids()")
             if (p0 + 1) * page < n:
                 check("next", nxt[0] == (p0 + 1) * page, nxt[:1])
-            ev("__t.click('prev'); __t.click('prev')")
+            ev("(async () => { await __t.click('prev'); await __t.click('prev'); })()")
             check("prev", ev("__t.ids()")[0] == max(0, p0 - 1) * page)
             for q, only in (("k_norm", False), ("", True), (r"layers\.3\.", True)):
                 ms = ev(f"__t.filter({json.dumps(q)}, {json.dumps(only)})")
@@ -125,7 +130,7 @@ def main():
                 # "show in the table" after a sort and a filter: the first divergence's page,
                 # in execution order, its row there to scroll to
                 ev("__t.filter('k_norm', true)")
-                ev("document.getElementById('to-first').click()")
+                ev("__t.click('to-first')")
                 check("show in the table", ev("__t.ids()") == want
                       and ev(f"!!document.getElementById('op-{first}')"), ev("__t.count()"))
         finally:

@@ -11,6 +11,8 @@
 
 use std::io::{self, Write};
 
+use rayon::prelude::*;
+
 use divergence_diff::{sci, OpResult, Report};
 
 use crate::plot;
@@ -71,44 +73,66 @@ if(to)to.addEventListener('click',function(){box.value='';only.checked=false;fil
 })();
 "#;
 
-/// The script of a table of more than [`LIVE_ROWS`] ops: its rows wait in `<template>`s of
-/// [`PAGE_ROWS`] each (parsed, never laid out), and the table holds one page of them at a
-/// time. A filter or a sort makes every row (detached: no layout) the first time, and works
-/// on them as the small table's script does; the pager moves through what they leave.
+/// The script of a table of more than [`LIVE_ROWS`] ops: its rows' markup waits, [`PAGE_ROWS`]
+/// rows (one a line) to a `<script type="application/gzip+base64" class="ops-rows">`
+/// (gzip-compressed, in base64: text the browser only scans at load), and the table holds one
+/// page at a time, unpacked (`DecompressionStream`) when first shown and parsed into rows then.
+/// A filter or a sort unpacks every page the first time and works on the rows' text (their
+/// names, `data-div`, the sorted column's `data-v` or text), never on a detached row; the pager
+/// moves through what they leave. Each change sets `table.ready`, a promise of the table showing
+/// it (`scripts/bench/html_paged_check.py` awaits it); a change asked before an earlier one is
+/// shown wins.
 const PAGED_JS: &str = r#"
 (function(){
 var table=document.getElementById('ops-table');if(!table||!table.hasAttribute('data-paged'))return;
-var tbody=table.tBodies[0],tpls=document.querySelectorAll('template.ops-rows');
+var tbody=table.tBodies[0],packs=document.querySelectorAll('script.ops-rows');
 var PAGE=+table.getAttribute('data-page'),N=+table.getAttribute('data-ops'),first=table.getAttribute('data-first');
 var box=document.getElementById('filter'),only=document.getElementById('only-div'),count=document.getElementById('count');
 var prev=document.getElementById('prev'),next=document.getElementById('next');
-var chunks=[],all=null,sorted=null,view=null,page=0,col=-1,asc=true;
-function chunk(k){if(!chunks[k])chunks[k]=Array.prototype.slice.call(document.importNode(tpls[k].content,true).children);return chunks[k];}
-function rows(){if(!all){all=[];for(var k=0;k<tpls.length;k++)all=all.concat(chunk(k));}return all;}
+var pages=[],all=null,names=null,divs=null,sorted=null,view=null,page=0,col=-1,asc=true,seq=0;
+var ENT={lt:'<',gt:'>',quot:'"','#39':"'",amp:'&'};
+function unescapeHtml(s){return s.replace(/&(lt|gt|quot|#39|amp);/g,function(_,e){return ENT[e];});}
+function lines(k){if(!pages[k])pages[k]=window.divergenceUnpack(packs[k]).then(function(t){var l=t.split('\n');l.pop();return l;});return pages[k];}
+// Every row's markup in execution order, with its name and whether it diverged; a filter or a
+// sort makes a list of row numbers.
+function rows(){if(!all){var ps=[];for(var k=0;k<packs.length;k++)ps.push(lines(k));
+ all=Promise.all(ps).then(function(a){var r=[].concat.apply([],a);
+  names=r.map(function(l){var m=/ data-name="([^"]*)"/.exec(l);return m?unescapeHtml(m[1]):'';});
+  divs=r.map(function(l){return l.indexOf(' data-div="1"')>=0;});return r;});}return all;}
 function total(){return view?view.length:N;}
 function show(){
- var n=total(),pages=Math.max(1,Math.ceil(n/PAGE));page=Math.min(page,pages-1);
- var from=page*PAGE,to=Math.min(from+PAGE,n),list=view?view.slice(from,to):(n?chunk(page):[]);
- tbody.textContent='';list.forEach(function(r){tbody.appendChild(r);});
- count.textContent=(n?(from+1)+'-'+to+' of ':'0 of ')+n+' ops'+(n!==N?' ('+N+' in all)':'')+', page '+(page+1)+' of '+pages;
- prev.disabled=page===0;next.disabled=to>=n;
+ var my=++seq,n=total(),np=Math.max(1,Math.ceil(n/PAGE));page=Math.min(page,np-1);
+ var from=page*PAGE,to=Math.min(from+PAGE,n);
+ var list=view?all.then(function(r){return view.slice(from,to).map(function(i){return r[i];});}):(n?lines(page):Promise.resolve([]));
+ return table.ready=list.then(function(l){if(my!==seq)return;
+  tbody.innerHTML=l.join('');
+  count.textContent=(n?(from+1)+'-'+to+' of ':'0 of ')+n+' ops'+(n!==N?' ('+N+' in all)':'')+', page '+(page+1)+' of '+np;
+  prev.disabled=page===0;next.disabled=to>=n;});
 }
 function apply(){
  var q=box.value,re=null;try{re=new RegExp(q,'i');}catch(err){re=null;}
- box.style.background=re?'':'#fde8e4';
- if(!q&&!only.checked&&!sorted){view=null;}
- else{view=(sorted||rows()).filter(function(r){return(!re||re.test(r.getAttribute('data-name')))&&(!only.checked||r.getAttribute('data-div')==='1');});}
- page=0;show();
+ box.style.background=re?'':'#fde8e4';page=0;
+ if(!q&&!only.checked&&!sorted){view=null;return show();}
+ var my=++seq;
+ return table.ready=rows().then(function(){if(my!==seq)return;
+  var order=sorted||names.map(function(_,i){return i;});
+  view=order.filter(function(i){return(!re||re.test(names[i]))&&(!only.checked||divs[i]);});
+  return show();});
 }
 table.tHead.addEventListener('click',function(e){
  var th=e.target.closest('th');if(!th)return;var c=th.cellIndex;
- asc=(c===col)?!asc:!th.hasAttribute('data-desc');col=c;var num=th.getAttribute('data-type')==='num';
- var key=function(r){var td=r.cells[c];if(num){var v=td.getAttribute('data-v');return v===null?null:parseFloat(v);}return td.textContent;};
- sorted=rows().slice().sort(function(a,b){var x=key(a),y=key(b);
-  if(x===null&&y===null)return 0;if(x===null)return 1;if(y===null)return -1;
-  var d=num?x-y:x.localeCompare(y);return asc?d:-d;});
+ asc=(c===col)?!asc:!th.hasAttribute('data-desc');col=c;var num=th.getAttribute('data-type')==='num',up=asc;
  Array.prototype.forEach.call(table.tHead.rows[0].cells,function(h){h.removeAttribute('aria-sort');});
- th.setAttribute('aria-sort',asc?'ascending':'descending');apply();
+ th.setAttribute('aria-sort',asc?'ascending':'descending');var my=++seq;
+ table.ready=rows().then(function(r){if(my!==seq)return;
+  // a cell's exact number (data-v; none: empty, last) or its text
+  var keys=r.map(function(l){var td=l.split('<td')[c+1]||'',gt=td.indexOf('>');
+   if(num){var m=/ data-v="([^"]*)"/.exec(td.slice(0,gt));return m?parseFloat(m[1]):null;}
+   return unescapeHtml(td.slice(gt+1).replace(/<[^>]*>/g,''));});
+  sorted=keys.map(function(_,i){return i;}).sort(function(a,b){var x=keys[a],y=keys[b];
+   if(x===null&&y===null)return 0;if(x===null)return 1;if(y===null)return -1;
+   var d=num?x-y:x.localeCompare(y);return up?d:-d;});
+  return apply();});
 });
 prev.addEventListener('click',function(){page--;show();});
 next.addEventListener('click',function(){page++;show();});
@@ -119,19 +143,30 @@ var to=document.getElementById('to-first');
 if(to)to.addEventListener('click',function(){
  box.value='';only.checked=false;sorted=null;view=null;col=-1;asc=true;
  Array.prototype.forEach.call(table.tHead.rows[0].cells,function(h){h.removeAttribute('aria-sort');});
- if(first!==null)page=Math.floor(+first/PAGE);show();
- var r=document.getElementById('op-'+first);if(r)r.scrollIntoView({block:'center'});
+ if(first!==null)page=Math.floor(+first/PAGE);
+ show().then(function(){var r=document.getElementById('op-'+first);if(r)r.scrollIntoView({block:'center'});});
 });
 // A filter the browser restored (back, reload) applies at once, as the small table's does.
 if(box.value||only.checked){apply();}else{if(first!==null)page=Math.floor(+first/PAGE);show();}
 })();
 "#;
 
+/// Defined on every page: `divergenceReport()`, a promise of the embedded JSON report parsed
+/// (plain JSON, or gzip+base64 in a paged report), and `divergenceUnpack(element)`, a promise
+/// of an element's gzip+base64 text as a string.
+const REPORT_JS: &str = r#"
+window.divergenceUnpack=function(el){
+ var s=atob(el.textContent),u=new Uint8Array(s.length);for(var i=0;i<s.length;i++)u[i]=s.charCodeAt(i);
+ return new Response(new Blob([u]).stream().pipeThrough(new DecompressionStream('gzip'))).text();};
+window.divergenceReport=function(){var el=document.getElementById('report');
+ return(el.type==='application/json'?Promise.resolve(el.textContent):window.divergenceUnpack(el)).then(JSON.parse);};
+"#;
+
 /// Most ops whose rows the page builds at once; a report with more shows its table a page at
 /// a time ([`PAGED_JS`]): 38,489 live rows (a 64-step decode of the 0.6B-shaped model) took
 /// ~19 s to open in Chromium, 0.9 s without the table (docs/html-report.md).
 pub(crate) const LIVE_ROWS: usize = 2_000;
-/// Rows of one page, and of one `<template>`, of a paged table.
+/// Rows of one page, and of one packed script element, of a paged table.
 pub(crate) const PAGE_ROWS: usize = 1_000;
 
 /// Renders the whole HTML report, written as it is made: the ops table a few rows at a time
@@ -175,18 +210,139 @@ pub(crate) fn render(report: &Report, out: &mut dyn Write) -> io::Result<()> {
     ops_table(report, &mut h, out)?;
     not_compared(report, &mut h);
     h.push_str(&format!("<p>{}</p>\n", escape(&view::summary_line(report))));
-    h.push_str("<script type=\"application/json\" id=\"report\">");
-    flush(&mut h, out)?;
-    write_embedded_json(report, out)?;
-    let js = if report.ops.len() > LIVE_ROWS {
-        PAGED_JS
+    let paged = report.ops.len() > LIVE_ROWS;
+    if paged {
+        h.push_str(&format!("<script type=\"{PACKED}\" id=\"report\">"));
+        flush(&mut h, out)?;
+        // serde writes a value a few bytes at a time: gzip takes them 64 KiB at a time.
+        let mut packed = io::BufWriter::with_capacity(1 << 16, Packer::new(out));
+        serde_json::to_writer(&mut packed, report).map_err(io::Error::from)?;
+        packed.into_inner().map_err(|e| e.into_error())?.finish()?;
     } else {
-        JS
-    };
+        h.push_str("<script type=\"application/json\" id=\"report\">");
+        flush(&mut h, out)?;
+        write_embedded_json(report, out)?;
+    }
+    let js = if paged { PAGED_JS } else { JS };
     h.push_str(&format!(
-        "</script>\n<script>{js}</script>\n</body>\n</html>\n"
+        "</script>\n<script>{REPORT_JS}{js}</script>\n</body>\n</html>\n"
     ));
     flush(&mut h, out)
+}
+
+/// The `type` of a script element whose text is gzip-compressed and base64-encoded: a paged
+/// report's embedded JSON and its rows' pages (docs/html-report.md, "Large reports").
+pub(crate) const PACKED: &str = "application/gzip+base64";
+
+/// A writer of gzip (fast level: the JSON of a 256-step report, 107 MB, packs to 6.6 MB in
+/// ~0.25 s) in base64 to `out`, as the bytes come; [`Packer::finish`] ends both.
+struct Packer<'w> {
+    gz: flate2::write::GzEncoder<Base64<'w>>,
+}
+
+impl<'w> Packer<'w> {
+    fn new(out: &'w mut dyn Write) -> Self {
+        Packer {
+            gz: flate2::write::GzEncoder::new(Base64::new(out), flate2::Compression::fast()),
+        }
+    }
+
+    fn finish(self) -> io::Result<()> {
+        self.gz.finish()?.finish()
+    }
+}
+
+impl Write for Packer<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.gz.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.gz.flush()
+    }
+}
+
+/// Standard base64 (RFC 4648, padded, no line breaks) of what is written, to `out` in pieces of
+/// 64 KiB; [`Base64::finish`] writes the last group.
+struct Base64<'w> {
+    out: &'w mut dyn Write,
+    /// Bytes not yet encoded (fewer than 3 between writes).
+    pending: Vec<u8>,
+    text: Vec<u8>,
+}
+
+const BASE64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+impl<'w> Base64<'w> {
+    fn new(out: &'w mut dyn Write) -> Self {
+        Base64 {
+            out,
+            pending: Vec::with_capacity(3),
+            text: Vec::with_capacity(1 << 16),
+        }
+    }
+
+    fn group(text: &mut Vec<u8>, g: &[u8]) {
+        let b = |i: usize| g.get(i).copied().unwrap_or(0) as u32;
+        let n = (b(0) << 16) | (b(1) << 8) | b(2);
+        for k in 0..4 {
+            text.push(if k <= g.len() {
+                BASE64[(n >> (18 - 6 * k) & 63) as usize]
+            } else {
+                b'='
+            });
+        }
+    }
+
+    fn finish(mut self) -> io::Result<()> {
+        if !self.pending.is_empty() {
+            let pending = std::mem::take(&mut self.pending);
+            Self::group(&mut self.text, &pending);
+        }
+        self.out.write_all(&self.text)
+    }
+}
+
+impl Write for Base64<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let mut rest = buf;
+        if !self.pending.is_empty() {
+            let take = (3 - self.pending.len()).min(rest.len());
+            self.pending.extend_from_slice(&rest[..take]);
+            rest = &rest[take..];
+            if self.pending.len() < 3 {
+                return Ok(buf.len());
+            }
+            Self::group(&mut self.text, &self.pending);
+            self.pending.clear();
+        }
+        let whole = rest.len() / 3 * 3;
+        for g in rest[..whole].chunks_exact(3) {
+            Self::group(&mut self.text, g);
+            if self.text.len() >= 1 << 16 {
+                self.out.write_all(&self.text)?;
+                self.text.clear();
+            }
+        }
+        self.pending.extend_from_slice(&rest[whole..]);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.write_all(&self.text)?;
+        self.text.clear();
+        self.out.flush()
+    }
+}
+
+/// `text` gzip-compressed and base64-encoded (a page of a paged table's rows).
+fn packed(text: &str) -> String {
+    let mut b64 = Vec::with_capacity(text.len() / 8);
+    {
+        let mut p = Packer::new(&mut b64);
+        // Writes to a Vec cannot fail.
+        let _ = p.write_all(text.as_bytes()).and_then(|()| p.finish());
+    }
+    // Base64 is ASCII.
+    String::from_utf8(b64).unwrap_or_default()
 }
 
 /// Writes what `h` holds to `out` and empties it.
@@ -497,12 +653,29 @@ fn ops_table(report: &Report, h: &mut String, out: &mut dyn Write) -> io::Result
         "<noscript><p class=\"warn\">This report has {} ops: the page's script shows them {PAGE_ROWS} at a time, and JavaScript is off (the JSON report has every op).</p></noscript>\n",
         report.ops.len()
     ));
-    for (k, chunk) in report.ops.chunks(PAGE_ROWS).enumerate() {
-        h.push_str("<template class=\"ops-rows\">");
-        for (j, op) in chunk.iter().enumerate() {
-            row(h, k * PAGE_ROWS + j, op)?;
+    flush(h, out)?;
+    // The pages, packed a batch at a time on every core, written in order: memory stays a
+    // batch of pages whatever the report's size.
+    let pages: Vec<&[OpResult]> = report.ops.chunks(PAGE_ROWS).collect();
+    let batch = rayon::current_num_threads().max(1) * 2;
+    for (b, group) in pages.chunks(batch).enumerate() {
+        let texts: Vec<String> = group
+            .par_iter()
+            .enumerate()
+            .map(|(j, chunk)| {
+                let start = (b * batch + j) * PAGE_ROWS;
+                let mut t = String::with_capacity(chunk.len() * 700);
+                for (i, op) in chunk.iter().enumerate() {
+                    op_row(report, &columns, first, start + i, op, &mut t);
+                }
+                packed(&t)
+            })
+            .collect();
+        for t in texts {
+            out.write_all(format!("<script type=\"{PACKED}\" class=\"ops-rows\">").as_bytes())?;
+            out.write_all(t.as_bytes())?;
+            out.write_all(b"</script>\n")?;
         }
-        h.push_str("</template>\n");
     }
     h.push_str("</section>\n");
     Ok(())
@@ -577,6 +750,62 @@ fn not_compared(report: &Report, h: &mut String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn base64_is_rfc_4648_whatever_the_writes() {
+        let vectors = [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ];
+        for (plain, encoded) in vectors {
+            // every split of the input into two writes, and one byte at a time
+            for cut in 0..=plain.len() {
+                let mut out = Vec::new();
+                let mut b = Base64::new(&mut out);
+                b.write_all(&plain.as_bytes()[..cut]).unwrap();
+                b.write_all(&plain.as_bytes()[cut..]).unwrap();
+                b.finish().unwrap();
+                assert_eq!(
+                    String::from_utf8(out).unwrap(),
+                    encoded,
+                    "{plain:?} cut at {cut}"
+                );
+            }
+            let mut out = Vec::new();
+            let mut b = Base64::new(&mut out);
+            for byte in plain.as_bytes() {
+                b.write_all(&[*byte]).unwrap();
+            }
+            b.finish().unwrap();
+            assert_eq!(String::from_utf8(out).unwrap(), encoded);
+        }
+        // All 256 byte values, past one 64 KiB piece of text.
+        let bytes: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 256) as u8).collect();
+        let mut out = Vec::new();
+        let mut b = Base64::new(&mut out);
+        for piece in bytes.chunks(1_001) {
+            b.write_all(piece).unwrap();
+        }
+        b.finish().unwrap();
+        assert_eq!(out.len(), bytes.len().div_ceil(3) * 4);
+        let value = |c: u8| BASE64.iter().position(|&a| a == c).unwrap() as u32;
+        let mut back = Vec::new();
+        for g in out.chunks(4) {
+            let n = g
+                .iter()
+                .take_while(|&&c| c != b'=')
+                .enumerate()
+                .fold(0, |n, (k, &c)| n | value(c) << (18 - 6 * k));
+            let keep = 3 - g.iter().filter(|&&c| c == b'=').count();
+            back.extend_from_slice(&n.to_be_bytes()[1..1 + keep]);
+        }
+        assert_eq!(back, bytes);
+    }
 
     #[test]
     fn exact_numbers_round_trip() {

@@ -213,14 +213,17 @@ fn tooltip(i: usize, op: &OpResult, plotted: Plotted) -> String {
 /// Ops per pixel column over which the growth plot thins its ok markers ([`dense_keep`]).
 const DENSE_PER_PIXEL: f64 = 4.0;
 
-/// Which markers a dense growth plot draws (`None`: every one, the plot is not dense): every
-/// diverging op's, and of the ok ops one per cell of one pixel column by two pixels of
-/// height and per kind (`look`: the marker's y, its value — a positive value, 0 or none — and
-/// whether it is a q/k norm's diamond), the last in execution order, which the full plot
-/// draws on top of the others there: every dot the full plot shows is still shown, to
-/// within a cell.
+/// Which markers a dense growth plot draws (`None`: every one, the plot is not dense): one per
+/// cell of one pixel column by two pixels of height, per kind (`look`: the marker's y, its
+/// value — a positive value, 0 or none — and whether it is a q/k norm's diamond) and per
+/// colour (diverged or not), the last in execution order, which the full plot draws on top of
+/// the others of its kind there: every dot the full plot shows is still shown, to within a
+/// cell, and the first divergence always. A decode bug diverges at every step after its
+/// own (136,333 of a 256-step report's 152,345 ops): its diverged markers, all drawn, were
+/// 30 MB of the page.
 fn dense_keep(
     ops: &[OpResult],
+    first: Option<usize>,
     x: impl Fn(usize) -> f64,
     look: impl Fn(&OpResult) -> (f64, Option<f64>, bool),
 ) -> Option<Vec<bool>> {
@@ -229,23 +232,20 @@ fn dense_keep(
         return None;
     }
     let mut keep = vec![false; ops.len()];
-    // (column, row of 2 px, kind) -> the last op there.
+    // (column, row of 2 px, kind and colour) -> the last op there.
     let mut cells: std::collections::HashMap<(i64, i64, u8), usize> =
         std::collections::HashMap::new();
     for (i, op) in ops.iter().enumerate() {
-        if op.status.is_divergence() {
-            keep[i] = true;
-            continue;
-        }
         let (y, value, qk) = look(op);
         let kind = match value {
             Some(v) if v > 0.0 => 0,
             Some(_) => 1,
             None => 2,
-        } + 3 * u8::from(qk);
+        } + 3 * u8::from(qk)
+            + 6 * u8::from(op.status.is_divergence());
         cells.insert((x(i).floor() as i64, (y / 2.0).floor() as i64, kind), i);
     }
-    for i in cells.into_values() {
+    for i in cells.into_values().chain(first) {
         keep[i] = true;
     }
     Some(keep)
@@ -493,10 +493,10 @@ pub(crate) fn growth(report: &Report, standalone: bool) -> String {
     }
 
     // The markers, over everything. Far more ops than pixel columns (decode steps: 38,489 ops
-    // for 64 steps on 1,240 px), an ok op's marker is drawn only when it is the last of its
-    // kind in its cell of 1 x 2 px ([`dense_keep`]): the others lay under it and made most
-    // of the page's elements.
-    let mut shown = dense_keep(ops, x, |op| {
+    // for 64 steps on 1,240 px), an op's marker is drawn only when it is the last of its kind
+    // and colour in its cell of 1 x 2 px ([`dense_keep`]): the others lay under it and made
+    // most of the page's elements.
+    let mut shown = dense_keep(ops, first.map(|(i, _)| i), x, |op| {
         (marker_y(op), plotted.value(op), is_qk_norm(op))
     });
     if let (Some(keep), Some(o)) = (shown.as_mut(), &report.origin) {

@@ -81,6 +81,28 @@ fn between<'a>(s: &'a str, start: &str, end: &str) -> &'a str {
     &s[a..b]
 }
 
+/// The text of a packed script element (gzip in standard base64) unpacked, checked on the way:
+/// only base64 characters, padded to whole groups.
+fn unpack(text: &str) -> String {
+    use std::io::Read;
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    assert_eq!(text.len() % 4, 0, "base64 in whole groups");
+    let mut bytes = Vec::with_capacity(text.len() / 4 * 3);
+    for group in text.as_bytes().chunks(4) {
+        let pad = group.iter().filter(|&&c| c == b'=').count();
+        assert!(group[..4 - pad].iter().all(|c| ALPHABET.contains(c)));
+        let n = group[..4 - pad].iter().enumerate().fold(0u32, |n, (k, c)| {
+            n | (ALPHABET.iter().position(|a| a == c).unwrap() as u32) << (18 - 6 * k)
+        });
+        bytes.extend_from_slice(&n.to_be_bytes()[1..4 - pad]);
+    }
+    let mut out = String::new();
+    flate2::read::GzDecoder::new(&bytes[..])
+        .read_to_string(&mut out)
+        .unwrap();
+    out
+}
+
 /// The value of attribute `name` in a tag's text.
 fn attr<'a>(tag: &'a str, name: &str) -> Option<&'a str> {
     let key = format!(" {name}=\"");
@@ -251,29 +273,52 @@ fn a_large_report_shows_its_table_a_page_at_a_time() {
     );
     let table = between(&page, "<table id=\"ops-table\"", "</table>");
     assert!(!table.contains("<tr id="), "no row is built at load");
-    // Every row waits in a template of 1,000, in order, with the numbers of the JSON.
+    // Every row waits, one a line, in packed pages of 1,000 (gzip in base64), in order, with
+    // the numbers of the JSON.
     let section = between(&page, "<section id=\"ops\">", "</section>");
-    let chunks: Vec<&str> = section
-        .split("<template class=\"ops-rows\">")
+    let chunks: Vec<String> = section
+        .split("<script type=\"application/gzip+base64\" class=\"ops-rows\">")
         .skip(1)
-        .map(|c| &c[..c.find("</template>").unwrap()])
+        .map(|c| unpack(&c[..c.find("</script>").unwrap()]))
         .collect();
     let sizes: Vec<usize> = chunks.iter().map(|c| c.matches("<tr ").count()).collect();
     assert_eq!(sizes, [1000, 1000, 500]);
+    for c in &chunks {
+        assert!(c
+            .lines()
+            .all(|l| l.starts_with("<tr id=\"op-") && l.ends_with("</tr>")));
+    }
     let rows: Vec<&str> = chunks
         .iter()
         .flat_map(|c| c.split("<tr id=\"op-").skip(1))
         .collect();
     check_rows(&report, &rows);
     assert!(rows[2300].contains("class=\"diverged fd\""));
+    // The JSON report, packed the same way, is the JSON report.
+    let embedded = between(
+        &page,
+        "<script type=\"application/gzip+base64\" id=\"report\">",
+        "</script>",
+    );
+    let mut json = Vec::new();
+    render_json(&report, &mut json).unwrap();
+    let expected: Value = serde_json::from_slice(&json).unwrap();
+    let got: Value = serde_json::from_str(&unpack(embedded)).unwrap();
+    assert_eq!(got, expected);
+    // Packed, the rows and the JSON take a fraction of their text (~10x less at 256 steps).
+    let packed_len = embedded.len() + section.matches(|c: char| c.is_ascii_alphanumeric()).count();
+    let text_len = json.len() + chunks.iter().map(String::len).sum::<usize>();
+    assert!(packed_len * 4 < text_len, "{packed_len} against {text_len}");
     // The pager and the paged script; the small table's script stops at once on it.
     assert!(section.contains("id=\"prev\"") && section.contains("id=\"next\""));
-    assert!(page.contains("querySelectorAll('template.ops-rows')"));
+    assert!(page.contains("querySelectorAll('script.ops-rows')"));
+    assert!(page.contains("window.divergenceReport="));
     // 2,000 ops or fewer: every row in the table, as before.
     let small = html(&many(2_000, 5));
     let table = between(&small, "<table id=\"ops-table\">", "</table>");
     assert_eq!(table.matches("<tr id=\"op-").count(), 2_000);
-    assert!(!small.contains("<template") && !small.contains("id=\"next\""));
+    assert!(!small.contains("ops-rows\">") && !small.contains("id=\"next\""));
+    assert!(!small.contains("gzip+base64\" id") && small.contains("window.divergenceReport="));
 }
 
 #[test]
@@ -626,7 +671,7 @@ fn the_page_is_written_as_it_is_made() {
 }
 
 #[test]
-fn a_dense_growth_plot_keeps_every_diverged_op_and_every_visible_dot() {
+fn a_dense_growth_plot_keeps_every_visible_dot_and_the_first_divergence() {
     // 20,000 ops on 1,240 px: an ok marker that a later one of its cell (1 x 2 px) covers is
     // left out (a 64-step decode's 38,489 made most of the page's elements).
     let cfg = DiffConfig::default();
@@ -684,6 +729,47 @@ fn a_dense_growth_plot_keeps_every_diverged_op_and_every_visible_dot() {
             svg.contains(&format!("<title>#{last} ")),
             "#{last} not drawn"
         );
+    }
+    // A decode bug diverges at every step after its own: diverged markers are thinned the
+    // same way (per colour: a later ok op's marker is not a diverged one's), the first
+    // divergence kept.
+    let rows: Vec<OpResult> = (0..n)
+        .map(|i| {
+            let eps = if i >= 10_001 {
+                0.1 * (1 + i % 3) as f32
+            } else {
+                1e-4
+            };
+            let o: &'static [f32] = r.iter().map(|x| x * (1.0 + eps)).collect::<Vec<_>>().leak();
+            let side = |v: &'static [f32]| Side {
+                shape: &[1, 64],
+                values: ValuesRef::F32(v),
+                dtype: "float32",
+            };
+            compare(
+                &format!("model.layers.{}.mlp@{}", i % 28, i / 28),
+                Some(side(o)),
+                Some(side(r)),
+                &cfg,
+            )
+        })
+        .collect();
+    let report = assemble(
+        rows,
+        ReportContext::new("a", "b", OrderSource::RefMeta),
+        &cfg,
+    );
+    assert_eq!(report.first_divergence.as_ref().unwrap().index, 10_001);
+    let mut out = Vec::new();
+    render_growth_svg(&report, &mut out).unwrap();
+    let svg = String::from_utf8(out).unwrap();
+    let markers = svg.matches("<circle").count() + svg.matches("<path").count();
+    assert!(
+        markers < n / 8,
+        "{markers} markers for {n} ops, 9,999 diverged"
+    );
+    for i in [10_001, n - 1, n - 2, n - 3, 10_000] {
+        assert!(svg.contains(&format!("<title>#{i} ")), "#{i} not drawn");
     }
     // 300 ops: every marker, as before.
     let few = growth_of_300(|i| i == 150);
