@@ -551,6 +551,16 @@ def bomb_cases() -> list[Case]:
 
     cases.append(Case("bomb", "meta_honest_1.5GiB", honest_meta, error("bigmeta.npz"), wall_s=5))
 
+    def unicode_meta(d: Path):
+        # numpy's natural way, np.array(json.dumps(meta)): a '<U..' string, not uint8 bytes;
+        # the error says what the metadata must be and how to make it (a UX review)
+        p = d / "umeta.npz"
+        np.savez(p, x=a, __meta__=np.array(json.dumps(meta_for({"x": a}))))
+        return ["diff", str(p), str(p), "--format", "json"]
+
+    cases.append(Case("meta", "meta_as_a_unicode_string", unicode_meta,
+                      error("umeta.npz", "1-d uint8 array of utf-8 json", "np.frombuffer", "<U")))
+
     def ratio_lie(d: Path):
         # the directory claims 2 GiB for ~1 KB of deflate: more than deflate's ~1032:1 can give
         hdr = npy_header("<f4", (GiB // 2,))

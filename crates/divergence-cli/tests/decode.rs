@@ -1188,3 +1188,64 @@ fn prefill_vs_decode_finds_the_token_axis_and_leaves_same_shape_wholes_alone() {
     assert_eq!(r["summary"]["only_ours"], 3, "{}", r["summary"]); // lm_head, @1, @2
     assert_eq!(r["summary"]["diverged"], 0);
 }
+
+#[test]
+fn a_grep_for_a_probe_keeps_its_decode_steps() {
+    let _ = root();
+    // `k_norm$` (the docs' style of pattern) matched the prefill's name alone: a decode step's
+    // is `...k_norm@s` (found by a UX review). It now matches a step's name without its `@s`;
+    // `@3$` still picks a step.
+    let (code, out, err) = divergence(&[
+        "diff",
+        REF_F32,
+        REF_F32,
+        "--format",
+        "table",
+        "--grep",
+        r"layers\.0\.self_attn\.k_norm$",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("(7 of "), "prefill + 6 steps:\n{out}");
+    for s in 1..=6 {
+        assert!(
+            out.contains(&format!("layers.0.self_attn.k_norm@{s} ")),
+            "step {s}:\n{out}"
+        );
+    }
+    let (code, out, err) = divergence(&[
+        "diff",
+        REF_F32,
+        REF_F32,
+        "--format",
+        "table",
+        "--grep",
+        r"k_norm@3$",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("k_norm@3") && !out.contains("k_norm@4"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_one_pass_dump_against_a_decode_run_points_to_prefill_vs_decode() {
+    let _ = root();
+    // Forgetting the flag of a self-consistency check gave no pointer to it (a UX review).
+    let one_pass = "fixtures/ref/tiny-qwen3.f32.eager.npz";
+    let (code, _, err) = divergence(&["diff", one_pass, REF_F32]);
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("has no probe of decode step 1-6")
+            && err.contains(&format!("if {one_pass} is one pass over the prompt"))
+            && err.contains("--prefill-vs-decode"),
+        "{err}"
+    );
+    // Both with steps, one of them fewer: no such pointer.
+    let (code, _, err) = divergence(&["diff", REF_F32, REF_F32, "--truth", one_pass]);
+    assert!(
+        code == 2 && !err.contains("--prefill-vs-decode"),
+        "{code} {err}"
+    );
+}

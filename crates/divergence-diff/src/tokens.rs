@@ -122,11 +122,32 @@ impl TokenEffect {
         }
     }
 
+    /// Top-1 agreement over the decode steps alone, `(agree, compared)`; `None` for one pass.
+    /// The prompt's positions agree whenever a bug is in the decode path only: counted with
+    /// them, 8 of 24 decode steps read as `24/40` (found by a UX review).
+    pub fn decode_top1(&self) -> Option<(usize, usize)> {
+        let decode = self.steps.iter().filter(|s| s.step > 0);
+        (!self.steps.is_empty())
+            .then(|| decode.fold((0, 0), |(a, n), s| (a + s.top1_agree, n + s.positions)))
+    }
+
     /// One line: `top-1 agree 15/16, top-5 overlap 0.963, mean KLD 1.2e-4 (max 2.1e-3 at
-    /// position 7), first flipped token at position 7 (ref's token ranked 2 in ours)`.
+    /// position 7), first flipped token at position 7 (ref's token ranked 2 in ours)`; with
+    /// decode steps also their own agreement (`top-1 agree 24/40 (decode steps 8/24)`) and the
+    /// step of the largest KLD.
     pub fn summary(&self) -> String {
+        let decode = self
+            .decode_top1()
+            .map_or_else(String::new, |(a, n)| format!(" (decode steps {a}/{n})"));
+        let max_step = self
+            .per_position
+            .iter()
+            .find(|p| p.position == self.max_kld_position && p.kld.is_some())
+            .map(|p| p.step)
+            .filter(|&s| s > 0 && !self.steps.is_empty())
+            .map_or_else(String::new, |s| format!(", step {s}"));
         let mut s = format!(
-            "{}: top-1 agree {}/{}, top-5 overlap {:.3}, mean KLD {} (max {} at position {})",
+            "{}: top-1 agree {}/{}{decode}, top-5 overlap {:.3}, mean KLD {} (max {} at position {}{max_step})",
             self.op,
             self.top1_agree,
             self.positions,
@@ -755,6 +776,15 @@ mod tests {
         assert!(
             e.summary()
                 .contains("first flipped token at step 2 (position 3"),
+            "{}",
+            e.summary()
+        );
+        // The decode steps' own agreement (the prompt's positions agree when the bug is in the
+        // decode path alone) and the step of the largest KLD.
+        assert_eq!(e.decode_top1(), Some((1, 2)));
+        assert!(
+            e.summary().contains("top-1 agree 3/4 (decode steps 1/2)")
+                && e.summary().contains("at position 3, step 2)"),
             "{}",
             e.summary()
         );

@@ -789,7 +789,20 @@ fn read_meta(
     info: Result<entry::EntryInfo, DumpError>,
     at: &Location,
 ) -> Result<Meta, DumpError> {
-    let info = info?;
+    // numpy's natural `np.array(json.dumps(meta))` is a unicode string ('<U31'): said as what
+    // the metadata must be, not as a tensor dtype we do not read (a UX review).
+    let info = match info {
+        Err(DumpError::UnsupportedDtype { dtype, .. }) => {
+            return Err(DumpError::BadMeta {
+                path: path.to_path_buf(),
+                detail: format!(
+                    "{META_ENTRY} must be a 1-d uint8 array of utf-8 json \
+                     (np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)), found dtype '{dtype}'"
+                ),
+            })
+        }
+        other => other?,
+    };
     if !matches!(info.dtype, DType::U8 | DType::I8) || info.shape.len() != 1 {
         return Err(DumpError::BadMeta {
             path: path.to_path_buf(),

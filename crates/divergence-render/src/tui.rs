@@ -463,6 +463,9 @@ pub struct Tui {
     offset: usize,
     /// The first layer line drawn in the per-layer overview.
     layer_offset: usize,
+    /// Lines an overview (`l`, `p`) showed when last drawn: it scrolls no further than its
+    /// last line at the bottom (a UX review scrolled 25 steps that fit off the top).
+    overview_rows: usize,
 }
 
 /// The details' text lines (with the top border) and the per-position plot under them.
@@ -494,6 +497,7 @@ impl Tui {
             quit: false,
             offset: 0,
             layer_offset: 0,
+            overview_rows: 1,
         };
         tui.rebuild(None);
         if let Some(f) = tui.report.first_divergence.as_ref().map(|f| f.index) {
@@ -582,7 +586,7 @@ impl Tui {
             .filter(|&i| {
                 self.filter
                     .as_ref()
-                    .is_none_or(|re| re.is_match(&ops[i].name))
+                    .is_none_or(|re| view::name_matches(re, &ops[i]))
             })
             .collect();
         let desc = self.descending();
@@ -782,7 +786,9 @@ impl Tui {
                 true => (&mut self.layer_offset, 'l'),
                 false => (&mut self.step_offset, 'p'),
             };
-            if !scroll(key.code, o, lines.saturating_sub(1), page) {
+            let last = lines.saturating_sub(self.overview_rows);
+            *o = (*o).min(last);
+            if !scroll(key.code, o, last, page) {
                 match key.code {
                     KeyCode::Esc => (self.layers, self.steps_view) = (false, false),
                     KeyCode::Char(c) if c == back => {
@@ -942,8 +948,10 @@ impl Tui {
         .areas(area);
         frame.render_widget(header, head);
         if self.layers {
+            self.overview_rows = usize::from(body.height.saturating_sub(1)).max(1);
             self.draw_layers(frame, body);
         } else if self.steps_view {
+            self.overview_rows = usize::from(body.height.saturating_sub(1)).max(1);
             self.draw_steps(frame, body);
         } else {
             self.draw_ops(frame, body);
@@ -1196,7 +1204,11 @@ impl Tui {
     }
 
     fn draw_layers(&self, frame: &mut Frame<'_>, area: Rect) {
-        let lines = view::layer_lines(&self.report).into_iter().map(|l| {
+        let all = view::layer_lines(&self.report);
+        let top = self
+            .layer_offset
+            .min(all.len().saturating_sub(self.overview_rows));
+        let lines = all.into_iter().map(|l| {
             let worst = match (&l.worst_op, l.worst_rel) {
                 (Some(op), Some(v)) => format!("worst rel err {} at {op}", view::num(Some(v))),
                 _ => "no error measured".to_string(),
@@ -1212,7 +1224,7 @@ impl Tui {
             (text, l.diverged > 0)
         });
         let title = " per layer (j/k scroll, l: back to the ops) ";
-        frame.render_widget(overview(lines, self.layer_offset, title), area);
+        frame.render_widget(overview(lines, top, title), area);
     }
 
     /// The per-step overview (`p`): a line per decode step, the prefill first, diverged
@@ -1238,7 +1250,10 @@ impl Tui {
             (text, s.diverged > 0)
         });
         let title = " per step, 0 = prefill (j/k scroll, p: back to the ops) ";
-        frame.render_widget(overview(lines, self.step_offset, title), area);
+        let top = self
+            .step_offset
+            .min(self.report.steps.len().saturating_sub(self.overview_rows));
+        frame.render_widget(overview(lines, top, title), area);
     }
 
     fn draw_details(&self, frame: &mut Frame<'_>, area: Rect, plot: bool) {
@@ -1327,7 +1342,13 @@ impl Tui {
         } else if self.chooser.is_some() {
             Line::raw("j/k move  Space toggle  Esc/c close")
         } else {
-            footer_line(&self.sort_short(), usize::from(area.width))
+            let warnings = !self.report.warnings.is_empty() || !self.report.notes.is_empty();
+            footer_line(
+                &self.sort_short(),
+                usize::from(area.width),
+                !self.report.steps.is_empty(),
+                warnings,
+            )
         };
         frame.render_widget(Paragraph::new(line), area);
     }
@@ -1465,41 +1486,46 @@ fn overview(
         .block(Block::new().borders(Borders::TOP).title(title))
 }
 
-/// The status bar: the sort, then the keys that fit `width`, the most useful kept first.
-fn footer_line(sort: &str, width: usize) -> Line<'static> {
-    // (text, priority: lower stays longer), in display order.
+/// The status bar: the sort, then the keys that fit `width`, the most useful kept first; a
+/// decode report's step keys (`]/[`, `p`) and `w` only where there are steps, warnings or
+/// notes (a UX review found them in the help alone, at any width).
+fn footer_line(sort: &str, width: usize, steps: bool, warnings: bool) -> Line<'static> {
+    // (text, priority: lower stays longer, whether it applies), in display order.
     // The moves to the divergence before the sort and the columns (a UX review at 80
     // columns had the column chooser's key, not `f`).
-    const KEYS: [(&str, u8); 9] = [
-        ("q quit", 1),
-        ("f/o first/origin", 2),
-        ("n/N next/prev", 4),
-        ("/ filter", 3),
-        ("s/S/r sort", 5),
-        ("c columns", 7),
-        ("⏎ details", 6),
-        ("l layers", 8),
-        ("? help", 0),
+    let keys: [(&str, u8, bool); 12] = [
+        ("q quit", 1, true),
+        ("f/o first/origin", 2, true),
+        ("n/N next/prev", 4, true),
+        ("]/[ step", 5, steps),
+        ("/ filter", 3, true),
+        ("s/S/r sort", 6, true),
+        ("c columns", 8, true),
+        ("⏎ details", 7, true),
+        ("l layers", 9, true),
+        ("p steps", 10, steps),
+        ("w warnings", 11, warnings),
+        ("? help", 0, true),
     ];
     let lead = format!("{sort} │ ");
     let mut budget = width.saturating_sub(lead.chars().count());
-    let mut by_priority: Vec<usize> = (0..KEYS.len()).collect();
-    by_priority.sort_by_key(|&i| KEYS[i].1);
-    let mut keep = [false; KEYS.len()];
+    let mut by_priority: Vec<usize> = (0..keys.len()).filter(|&i| keys[i].2).collect();
+    by_priority.sort_by_key(|&i| keys[i].1);
+    let mut keep = [false; 12];
     for i in by_priority {
-        let w = KEYS[i].0.chars().count() + 2;
+        let w = keys[i].0.chars().count() + 2;
         if w <= budget {
             keep[i] = true;
             budget -= w;
         }
     }
-    let keys: Vec<&str> = (0..KEYS.len())
+    let shown: Vec<&str> = (0..keys.len())
         .filter(|&i| keep[i])
-        .map(|i| KEYS[i].0)
+        .map(|i| keys[i].0)
         .collect();
     Line::from(vec![
         Span::styled(lead, Style::new().add_modifier(Modifier::BOLD)),
-        Span::raw(keys.join("  ")),
+        Span::raw(shown.join("  ")),
     ])
 }
 

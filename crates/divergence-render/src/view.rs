@@ -259,6 +259,13 @@ pub(crate) fn other_warnings(report: &Report) -> &[String] {
     }
 }
 
+/// Whether a name filter's regex matches a row: its name, or a decode step's name without its
+/// `@s` (`k_norm$` keeps `model.layers.0.self_attn.k_norm@3`: the docs' own pattern kept the
+/// prefill alone, found by a UX review); `@3$` still picks a step.
+pub(crate) fn name_matches(re: &Regex, op: &OpResult) -> bool {
+    re.is_match(&op.name) || (op.step > 0 && re.is_match(divergence_names::split_step(&op.name).0))
+}
+
 /// A name filter from `--layer` / `--grep`.
 pub(crate) struct Filter<'a> {
     layer: Option<usize>,
@@ -281,7 +288,7 @@ impl<'a> Filter<'a> {
         if self.layer.is_some() && op.layer != self.layer {
             return false;
         }
-        self.grep.is_none_or(|re| re.is_match(&op.name))
+        self.grep.is_none_or(|re| name_matches(re, op))
     }
 
     pub(crate) fn layer_ok(&self, layer: usize) -> bool {

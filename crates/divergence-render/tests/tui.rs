@@ -632,8 +632,26 @@ fn decode_steps_are_named_walked_and_plotted_and_warnings_shown() {
             && text.contains("; first diverging model.layers.0.self_attn.k_norm@2"),
         "{text}"
     );
+    // every step fits: scrolling never leaves a blank line under the last
+    press(&mut tui, "jjG");
+    let text = screen(&mut tui, 140, 30);
+    assert!(text.contains("step    0  0 of 4 ops"), "{text}");
     press(&mut tui, "p");
     assert!(!screen(&mut tui, 100, 30).contains("per step, 0 = prefill"));
+    // the status bar lists the step keys and w in a decode report with warnings (they were
+    // in the help alone), and not in a one-pass report without
+    let footer = |tui: &mut Tui| screen(tui, 200, 30).lines().last().unwrap().to_string();
+    let f = footer(&mut tui);
+    assert!(
+        f.contains("]/[ step") && f.contains("p steps") && f.contains("w warnings"),
+        "{f}"
+    );
+    let mut one_pass = Tui::new(report());
+    let f = footer(&mut one_pass);
+    assert!(
+        !f.contains("]/[") && !f.contains("p steps") && !f.contains("w warn"),
+        "{f}"
+    );
     // a one-pass report has no steps to walk or list, and says so
     let mut tui = Tui::new(report());
     press(&mut tui, "]");
@@ -674,6 +692,9 @@ fn review_fixes_the_prefill_row_has_no_step_profile_and_warnings_show_whole() {
     // the prefill's row `x` of the probe whose step diverged first: no plot of the steps
     let mut tui = Tui::new(decode_report());
     tui.open_filtered(Some(regex::Regex::new("k_norm$").unwrap()), None);
+    // (`k_norm$` keeps the steps too, `k_norm@s`: the cursor on the first divergence's)
+    assert_eq!(selected(&tui), "model.layers.0.self_attn.k_norm@2");
+    press(&mut tui, "g");
     assert_eq!(selected(&tui), "model.layers.0.self_attn.k_norm");
     press(&mut tui, "\n");
     let text = screen(&mut tui, 100, 30);

@@ -71,7 +71,7 @@ pub struct DiffArgs {
     #[arg(long)]
     pub layer: Option<usize>,
     /// Only ops whose name matches this regex (table and Markdown; --tui opens filtered on
-    /// it); text without any of
+    /// it; a decode step's name x@s matches when x@s or x does); text without any of
     /// `^$*+?()[]{}|\` matches as a plain substring.
     #[arg(long, value_name = "REGEX", value_parser = parse::grep)]
     pub grep: Option<Regex>,
@@ -550,6 +550,7 @@ fn report_of(
         &args.ours,
         &reference,
         &args.reference,
+        crate::cmd::steps::Pair::Compared,
     )?);
     let mut truth_warnings = Vec::new();
     if let (Some(truth), Some(path)) = (&truth, &args.truth) {
@@ -1114,8 +1115,14 @@ fn check_truth(
     }
     // With decode steps the truth must have decoded the reference's tokens, step for step.
     // Its errors name both files as sides of a pair: say first which file is the truth.
-    let mut warnings = crate::cmd::steps::check(truth, truth_path, reference, ref_path)
-        .with_context(|| format!("--truth {}", truth_path.display()))?;
+    let mut warnings = crate::cmd::steps::check(
+        truth,
+        truth_path,
+        reference,
+        ref_path,
+        crate::cmd::steps::Pair::Truth,
+    )
+    .with_context(|| format!("--truth {}", truth_path.display()))?;
     match (ids(truth), ids(reference)) {
         (Some(t), Some(r)) if t != r => {
             let at = t

@@ -17,6 +17,14 @@ use divergence_map::MappedDump;
 use divergence_names::split_step;
 use rayon::prelude::*;
 
+/// Which two dumps [`check`] is given: the pair `diff` compares, or the truth run and the
+/// reference (`--truth`); only the pair's error may point to `--prefill-vs-decode`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Pair {
+    Compared,
+    Truth,
+}
+
 /// What one side says about its steps.
 struct Steps {
     /// Steps that have at least one probe (0 = the prefill).
@@ -95,6 +103,7 @@ pub fn check(
     ours_path: &Path,
     reference: &MappedDump<'_>,
     ref_path: &Path,
+    pair: Pair,
 ) -> Result<Vec<String>> {
     let (o, r) = rayon::join(
         || steps_of(ours, ours_path),
@@ -252,9 +261,9 @@ pub fn check(
             .copied()
             .collect()
     };
-    for (missing, has, lacks) in [
-        (only(&r, &o), ref_path, ours_path),
-        (only(&o, &r), ours_path, ref_path),
+    for (missing, has, lacks, lacking) in [
+        (only(&r, &o), ref_path, ours_path, &o),
+        (only(&o, &r), ours_path, ref_path, &r),
     ] {
         if !missing.is_empty() {
             let what = if missing == [0] {
@@ -262,8 +271,21 @@ pub fn check(
             } else {
                 format!("of decode step {}", ranges(missing.iter().copied()))
             };
+            // A one-pass dump against a decode run: most likely a self-consistency check
+            // without its flag (found by a UX review: the error gave no pointer to it).
+            let one_pass = pair == Pair::Compared
+                && lacking.present.iter().eq([0].iter())
+                && lacking.declared.is_none();
+            let hint = if one_pass && missing != [0] {
+                format!(
+                    "; or, if {} is one pass over the prompt and the decode tokens, compare it with --prefill-vs-decode",
+                    lacks.display()
+                )
+            } else {
+                String::new()
+            };
             bail!(
-                "{} has no probe {what} that {} has: dump the same steps on both sides",
+                "{} has no probe {what} that {} has: dump the same steps on both sides{hint}",
                 lacks.display(),
                 has.display()
             );
