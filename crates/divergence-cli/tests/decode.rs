@@ -224,6 +224,34 @@ fn every_kv_cache_fault_is_found_where_it_enters_with_the_prefill_clean() {
                 steps[step as usize]["first_divergence"], f["name"],
                 "{fault} {dtype}"
             );
+            // what kind of mistake: every fault but decode-mask has a fingerprint
+            let hints: Vec<(&str, &str)> = r["hints"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|h| (h["code"].as_str().unwrap(), h["message"].as_str().unwrap()))
+                .collect();
+            let want = match fault {
+                "decode-pos=3" => Some(("decode_position", "decode positions off by +3")),
+                "decode-pos-frozen" => Some(("decode_position", "does not advance")),
+                "cache-pre-rope" => Some(("cache_stage", "k_norm@1 (rel err")),
+                "cache-pre-norm" => Some(("cache_stage", "k_proj@1 rotated")),
+                f if f.starts_with("cache-overwrite") => Some(("zeros", "never written")),
+                f if f.starts_with("cache-dtype") => Some(("rounding", "bfloat16")),
+                _ => None,
+            };
+            match want {
+                Some((code, text)) => assert!(
+                    hints.iter().any(|(c, m)| *c == code && m.contains(text)),
+                    "{fault} {dtype}: {hints:?}"
+                ),
+                None => assert!(
+                    hints
+                        .iter()
+                        .all(|(c, _)| !["decode_position", "cache_stage", "zeros"].contains(c)),
+                    "{fault} {dtype}: {hints:?}"
+                ),
+            }
         }
     }
 }
@@ -1248,4 +1276,53 @@ fn a_one_pass_dump_against_a_decode_run_points_to_prefill_vs_decode() {
         code == 2 && !err.contains("--prefill-vs-decode"),
         "{code} {err}"
     );
+}
+
+#[test]
+fn a_port_that_dumps_its_whole_cache_is_told_which_slot_to_dump() {
+    let _ = root();
+    // cache_k@s / cache_v@s as the whole cache so far, [1, kv, 16 + s, hd] (the new slot
+    // repeated): a bare shape mismatch before (a UX review's port).
+    let ours = tmp("whole-cache.npz");
+    rewrite_edit(
+        REF_F32,
+        &ours,
+        |name, shape, v| {
+            let (base, s) = divergence_names::split_step(name);
+            if s > 0 && (base.ends_with("cache_k") || base.ends_with("cache_v")) {
+                let slots = 16 + s;
+                let (kv, hd) = (shape[1], shape[3]);
+                let slot = v.clone();
+                *v = (0..kv)
+                    .flat_map(|h| (0..slots).flat_map(move |_| h * hd..(h + 1) * hd))
+                    .map(|i| slot[i])
+                    .collect();
+                shape[2] = slots;
+            }
+            true
+        },
+        |n| n.to_string(),
+    );
+    let (code, r, err) = diff_json(&ours, REF_F32, &[]);
+    assert_eq!(code, 1, "{err}");
+    let row = r["ops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["name"] == "model.layers.0.self_attn.cache_k@3")
+        .unwrap();
+    assert_eq!(row["status"], "shape_mismatch");
+    let reason = row["reason"].as_str().unwrap();
+    assert!(
+        reason.contains(
+            "ours holds the whole cache so far (19 slots on axis 2: the prompt's 16 + 3 steps)"
+        ) && reason.contains("dump contract's cache_k is the new token's slot alone: dump slot 18"),
+        "{reason}"
+    );
+    // no error is measured across a shape mismatch: no per-position profile claims one
+    assert_eq!(
+        r["first_divergence"]["name"],
+        "model.layers.0.self_attn.cache_k@1"
+    );
+    assert!(r["positions"].is_null(), "{}", r["positions"]);
 }

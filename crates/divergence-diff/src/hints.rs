@@ -53,6 +53,13 @@ pub enum HintCode {
     NonfiniteOrigin,
     /// the error is confined to some positions.
     Position,
+    /// ours is all zeros where ref is not: a value never written.
+    Zeros,
+    /// a decode step's tensor is the reference's of another step: positions off by k, or a
+    /// position that does not advance.
+    DecodePosition,
+    /// the KV cache holds k from an earlier stage (before k_norm, before RoPE).
+    CacheStage,
 }
 
 impl HintCode {
@@ -71,6 +78,9 @@ impl HintCode {
             HintCode::Rounding => "rounding",
             HintCode::NonfiniteOrigin => "nonfinite_origin",
             HintCode::Position => "position",
+            HintCode::Zeros => "zeros",
+            HintCode::DecodePosition => "decode_position",
+            HintCode::CacheStage => "cache_stage",
         }
     }
 }
@@ -213,6 +223,10 @@ pub fn diagnose(subject: &Subject<'_>, shape: &ModelShape) -> Vec<Hint> {
         if let Some(h) = rounding(subject, &o, &r, shape) {
             out.push(h);
         }
+        return out;
+    }
+    if let Some(h) = zeros(subject.name, &o, &r) {
+        out.push(h);
         return out;
     }
     let op = Op::of(subject.name);
@@ -1246,6 +1260,187 @@ fn nonfinite_origin(subject: &Subject<'_>, o: &[f64], r: &[f64]) -> Option<Hint>
     ))
 }
 
+/// `zeros`: ours is exactly 0 everywhere while ref is not (its rel L2 error is then 1): a
+/// value never written, e.g. a KV-cache slot the step did not fill (`cache-overwrite`: the new k
+/// went to another slot). Nothing else is said of such a pair.
+fn zeros(name: &str, o: &[f64], r: &[f64]) -> Option<Hint> {
+    if o.iter().any(|&x| x != 0.0) {
+        return None;
+    }
+    let ref_norm = norm(r);
+    (ref_norm > 0.0).then(|| {
+        hint(
+            HintCode::Zeros,
+            name,
+            format!(
+                "ours is all zeros where ref's norm is {}: a value never written (a KV-cache slot \
+                 the step did not fill, a buffer never copied)",
+                crate::compare::sci(ref_norm)
+            ),
+            &[("ref_l2", ref_norm)],
+        )
+    })
+}
+
+/// Steps of the reference a `decode_position` test looks at, on each side of the step.
+pub const DECODE_SHIFT_STEPS: usize = 16;
+
+/// A first divergence in a decode step, with the tensors the decode fingerprints need
+/// (docs/hints.md, "Decode steps"), read by the caller: the same probe's tensor of ours at the
+/// step `s` and the next, the reference's at the steps around it (at most
+/// [`DECODE_SHIFT_STEPS`] each side), and, for a `cache_k` probe, the reference's `k_proj`,
+/// `k_norm` and `rope_k` of the same layer and step.
+#[derive(Debug, Clone)]
+pub struct DecodeSubject<'a> {
+    /// The first divergence's name (`x@s`) and step.
+    pub name: &'a str,
+    pub step: usize,
+    /// Ours at step `s` and, when the dumps have it, at `s + 1`.
+    pub ours: Side<'a>,
+    pub ours_next: Option<Side<'a>>,
+    /// The reference's tensors of the same probe, by step (`s` among them).
+    pub reference: Vec<(usize, Side<'a>)>,
+    /// The reference's upstream probes of the same step, `(name, side)`, for `cache_k`.
+    pub upstream: Vec<(&'a str, Side<'a>)>,
+}
+
+/// The rel L2 error under which a decode step's tensor "is" another's: under bf16 noise
+/// (1e-2) and, see [`diagnose_decode`], 10 times under the step's own error.
+const SAME: f64 = 1e-2;
+
+/// The decode fingerprints that hold for a first divergence in a decode step:
+/// `decode_position` (ours' step s is the reference's step t ≠ s; at s + 1 either the
+/// reference's t + 1, a constant offset, or t again, a position that does not advance) and
+/// `cache_stage` (a `cache_k` that is the reference's `k_proj` or `k_norm` of the step: k
+/// cached before k_norm or before RoPE). Each needs the step's own error to be material.
+pub fn diagnose_decode(subject: &DecodeSubject<'_>) -> Vec<Hint> {
+    let o = values(&subject.ours);
+    let Some(own) = subject
+        .reference
+        .iter()
+        .find(|(t, _)| *t == subject.step)
+        .and_then(|(_, r)| rel_err(&o, &values(r)))
+    else {
+        return Vec::new();
+    };
+    if own <= MATERIAL || o.iter().any(|x| !x.is_finite()) {
+        return Vec::new();
+    }
+    let same = |e: Option<f64>| e.is_some_and(|e| e < SAME && e < own / 10.0);
+    let mut out = Vec::new();
+    // The nearest other step of the reference that ours' step is.
+    let mut others: Vec<&(usize, Side<'_>)> = subject
+        .reference
+        .iter()
+        .filter(|(t, r)| *t != subject.step && *t > 0 && r.values.len() == o.len())
+        .collect();
+    others.sort_by_key(|(t, _)| (t.abs_diff(subject.step), *t));
+    let found = others
+        .iter()
+        .map(|(t, r)| (*t, rel_err(&o, &values(r))))
+        .find(|(_, e)| same(*e));
+    if let Some((t, e)) = found {
+        let s = subject.step;
+        let next = subject.ours_next.as_ref().map(values);
+        let at = |step: usize| {
+            subject
+                .reference
+                .iter()
+                .find(|(u, _)| *u == step)
+                .and_then(|(_, r)| rel_err(next.as_deref()?, &values(r)))
+        };
+        let shift = t as i64 - s as i64;
+        let (what, then) = if same(at(t + 1)) {
+            (
+                format!("decode positions off by {shift:+}"),
+                format!("; step {} likewise is its step {}", s + 1, t + 1),
+            )
+        } else if same(at(t)) {
+            (
+                "the position does not advance".to_string(),
+                format!("; step {} too is its step {t}", s + 1),
+            )
+        } else {
+            (
+                format!("a position off by {shift:+} at this step"),
+                String::new(),
+            )
+        };
+        out.push(hint(
+            HintCode::DecodePosition,
+            subject.name,
+            format!(
+                "ours' step {s} is the reference's step {t} (rel err {}{then}): {what}",
+                crate::compare::sci(e.unwrap_or(0.0))
+            ),
+            &[
+                ("step", s as f64),
+                ("matches_ref_step", t as f64),
+                ("rel_err", e.unwrap_or(0.0)),
+            ],
+        ));
+    }
+    // k cached at an earlier stage: ours' cache_k is the reference's k_proj (before k_norm
+    // and RoPE) or k_norm (before RoPE) of the step; else, RoPE rotating each pair (i, i + d/2)
+    // of a head, its pairs' magnitudes are k_proj's (k_norm skipped, RoPE applied). The first
+    // that fits, in dataflow order.
+    let head_dim = subject.ours.shape.last().copied().unwrap_or(0);
+    let stage = subject
+        .upstream
+        .iter()
+        .find_map(|(n, r)| {
+            let e = rel_err(&o, &values(r));
+            same(e).then_some((*n, e.unwrap_or(0.0), false))
+        })
+        .or_else(|| {
+            let mine = pair_magnitudes(&o, head_dim)?;
+            subject.upstream.iter().find_map(|(n, r)| {
+                let e = rel_err(&mine, &pair_magnitudes(&values(r), head_dim)?);
+                (same(e) && matches!(Op::of(n), Op::QkProj(_))).then_some((
+                    *n,
+                    e.unwrap_or(0.0),
+                    true,
+                ))
+            })
+        });
+    if let Some((n, e, rotated)) = stage {
+        let message = match (Op::of(n), rotated) {
+            (Op::QkProj(_), false) => {
+                format!("ours' cache holds the reference's {n} (rel err {}): k cached before k_norm and RoPE", crate::compare::sci(e))
+            }
+            (_, true) => format!(
+                "ours' cache holds the reference's {n} rotated (its RoPE pairs' magnitudes, rel err {}): k cached before k_norm",
+                crate::compare::sci(e)
+            ),
+            _ => format!(
+                "ours' cache holds the reference's {n} (rel err {}): k cached before RoPE",
+                crate::compare::sci(e)
+            ),
+        };
+        out.push(hint(
+            HintCode::CacheStage,
+            subject.name,
+            message,
+            &[("rel_err", e)],
+        ));
+    }
+    out
+}
+
+/// The magnitude of each RoPE pair `(i, i + d/2)` of each head of `v` (heads of `head_dim`
+/// values, rotate-half layout): what a rotation keeps. `None` for an odd or zero head_dim.
+fn pair_magnitudes(v: &[f64], head_dim: usize) -> Option<Vec<f64>> {
+    if head_dim == 0 || !head_dim.is_multiple_of(2) || !v.len().is_multiple_of(head_dim) {
+        return None;
+    }
+    let half = head_dim / 2;
+    Some(
+        v.chunks_exact(head_dim)
+            .flat_map(|h| (0..half).map(move |i| h[i].hypot(h[i + half])))
+            .collect(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1276,6 +1471,158 @@ mod tests {
                 ((x >> 11) as f64 / (1u64 << 53) as f64) * 4.0 - 2.0
             })
             .collect()
+    }
+
+    #[test]
+    fn decode_fingerprints_name_the_step_the_stage_and_nothing_on_other_errors() {
+        // A position table per step: step t's values, distinct from step to step.
+        let table: Vec<Vec<f64>> = (0..12).map(|t| data(16, 100 + t)).collect();
+        let shape = [1usize, 1, 16];
+        let refs = |steps: std::ops::RangeInclusive<usize>| -> Vec<(usize, Side<'_>)> {
+            steps
+                .map(|t| (t, side(&shape, &table[t], "float32")))
+                .collect()
+        };
+        let subject = |s: usize, ours: usize, next: Option<usize>| DecodeSubject {
+            name: "model.rotary_emb@3",
+            step: s,
+            ours: side(&shape, &table[ours], "float32"),
+            ours_next: next.map(|n| side(&shape, &table[n], "float32")),
+            reference: refs(1..=10),
+            upstream: Vec::new(),
+        };
+        // off by +2, confirmed at the next step
+        let h = diagnose_decode(&subject(3, 5, Some(6)));
+        assert_eq!(codes(&h), ["decode_position"]);
+        assert!(
+            h[0].message
+                .contains("ours' step 3 is the reference's step 5"),
+            "{}",
+            h[0].message
+        );
+        assert!(
+            h[0].message.ends_with("decode positions off by +2"),
+            "{}",
+            h[0].message
+        );
+        // frozen: steps 3 and 4 both at step 2's position
+        let h = diagnose_decode(&subject(3, 2, Some(2)));
+        assert!(
+            h[0].message.ends_with("the position does not advance"),
+            "{}",
+            h[0].message
+        );
+        // one step only (no next step in the dumps), off by -1
+        let h = diagnose_decode(&subject(3, 2, None));
+        assert!(
+            h[0].message.ends_with("a position off by -1 at this step"),
+            "{}",
+            h[0].message
+        );
+        // an error that is no other step's: nothing
+        let noise: Vec<f64> = table[3].iter().map(|x| x * 1.3 + 0.1).collect();
+        let other = DecodeSubject {
+            ours: side(&shape, &noise, "float32"),
+            ..subject(3, 3, None)
+        };
+        assert!(diagnose_decode(&other).is_empty());
+        // a step within its own tolerance: nothing, whatever it resembles
+        assert!(diagnose_decode(&subject(3, 3, Some(4))).is_empty());
+        // cache stages: k_norm (before RoPE) exactly; k_proj rotated (before k_norm)
+        let (kv, hd) = (2usize, 8usize);
+        let cshape = [1usize, kv, 1, hd];
+        let k_proj = data(kv * hd, 7);
+        let k_norm: Vec<f64> = k_proj.iter().map(|x| x * 0.5).collect();
+        let rotate = |v: &[f64], a: f64| -> Vec<f64> {
+            let mut out = v.to_vec();
+            for h in 0..kv {
+                for i in 0..hd / 2 {
+                    let (x, y) = (v[h * hd + i], v[h * hd + i + hd / 2]);
+                    let th = a * (i + 1) as f64;
+                    out[h * hd + i] = x * th.cos() - y * th.sin();
+                    out[h * hd + i + hd / 2] = x * th.sin() + y * th.cos();
+                }
+            }
+            out
+        };
+        let cache_ref = rotate(&k_norm, 0.7);
+        let cache_pre_norm = rotate(&k_proj, 0.7);
+        let cache = |ours: &'static [f64], r: &'static [f64]| DecodeSubject {
+            name: "model.layers.0.self_attn.cache_k@1",
+            step: 1,
+            ours: side(&cshape, ours, "float32"),
+            ours_next: None,
+            reference: vec![(1, side(&cshape, r, "float32"))],
+            upstream: Vec::new(),
+        };
+        let leak = |v: Vec<f64>| -> &'static [f64] { v.leak() };
+        let (k_proj, k_norm, cache_ref) = (leak(k_proj), leak(k_norm), leak(cache_ref));
+        let upstream = vec![
+            (
+                "model.layers.0.self_attn.k_proj@1",
+                side(&cshape, k_proj, "float32"),
+            ),
+            (
+                "model.layers.0.self_attn.k_norm@1",
+                side(&cshape, k_norm, "float32"),
+            ),
+        ];
+        let pre_rope = DecodeSubject {
+            upstream: upstream.clone(),
+            ..cache(k_norm, cache_ref)
+        };
+        let h = diagnose_decode(&pre_rope);
+        assert_eq!(codes(&h), ["cache_stage"]);
+        assert!(
+            h[0].message.ends_with("k cached before RoPE"),
+            "{}",
+            h[0].message
+        );
+        let pre_norm = DecodeSubject {
+            upstream: upstream.clone(),
+            ..cache(leak(cache_pre_norm), cache_ref)
+        };
+        let h = diagnose_decode(&pre_norm);
+        assert!(
+            h[0].message.contains("k_proj@1 rotated"),
+            "{}",
+            h[0].message
+        );
+        assert!(
+            h[0].message.ends_with("k cached before k_norm"),
+            "{}",
+            h[0].message
+        );
+        // another error of the cache: no stage
+        let scaled = leak(cache_ref.iter().map(|x| x * 1.5).collect());
+        let other = DecodeSubject {
+            upstream,
+            ..cache(scaled, cache_ref)
+        };
+        assert!(diagnose_decode(&other).is_empty());
+    }
+
+    #[test]
+    fn zeros_where_ref_is_not_is_a_value_never_written() {
+        let r = data(64, 3);
+        let z = vec![0.0; 64];
+        let shape = [1usize, 64];
+        let subject = Subject {
+            name: "model.layers.0.self_attn.cache_k@1",
+            ours: side(&shape, &z, "float32"),
+            reference: side(&shape, &r, "float32"),
+            inputs: Vec::new(),
+            weight: None,
+        };
+        let h = diagnose(&subject, &ModelShape::default());
+        assert_eq!(codes(&h), ["zeros"]);
+        assert!(h[0].message.contains("never written"));
+        // zeros on both sides, or ours not all zeros: not this
+        let both = Subject {
+            reference: side(&shape, &z, "float32"),
+            ..subject.clone()
+        };
+        assert!(!codes(&diagnose(&both, &ModelShape::default())).contains(&"zeros"));
     }
 
     const SHAPE: ModelShape = ModelShape {

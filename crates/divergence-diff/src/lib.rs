@@ -60,7 +60,7 @@ pub use compare::{
 pub use config::{DiffConfig, DEFAULT_AMPLIFICATION_THRESHOLD};
 pub use divergence_names::Name;
 pub use divergence_names::QkKind;
-pub use hints::{diagnose, Hint, HintCode, ModelShape, Subject};
+pub use hints::{diagnose, diagnose_decode, DecodeSubject, Hint, HintCode, ModelShape, Subject};
 pub use layout::{layout_match, LayoutMatch};
 pub use metrics::{Gather, Piece, ValuesRef};
 pub use order::{natural_cmp, plan_order, DumpNames, OrderPlan, OrderSource};

@@ -651,7 +651,20 @@ fn finish_report(args: &DiffArgs, cfg: &DiffConfig, sides: Sides<'_>) -> Result<
     if let Some(dir) = &args.model {
         ctx.norm_weight_gains = divergence_inspect::qk_norm_gains(dir)?;
     }
-    let layouts = layout_diagnosis(&mut ops, &plan, &ours, &reference, cfg);
+    // The prompt's length, to name token positions (the logits that keep its last rows only,
+    // the decode steps of a probe without a prefill row): ours' (under --prefill-vs-decode the
+    // stepped run's alone: the other prompt is longer, reviews found positions off by the
+    // steps twice), else the reference's.
+    let sides = if check_ids {
+        [ours.meta(), reference.meta()]
+    } else {
+        [ours.meta(), None]
+    };
+    let prompt_len = sides
+        .into_iter()
+        .flatten()
+        .find_map(|m| m.input_ids.as_ref().map(Vec::len));
+    let layouts = layout_diagnosis(&mut ops, &plan, (&ours, &reference), cfg, prompt_len);
     if let Some(path) = &args.suggest_map {
         let (text, left_out) =
             align::suggestion(inferred.as_ref(), &layouts, &steps_of_probes(ours.dump()));
@@ -690,19 +703,6 @@ fn finish_report(args: &DiffArgs, cfg: &DiffConfig, sides: Sides<'_>) -> Result<
         ));
     }
     timings::mark("assemble");
-    // The prompt's length, to name token positions (the logits that keep its last rows only,
-    // the decode steps of a probe without a prefill row): ours' (under --prefill-vs-decode the
-    // stepped run's alone: the other prompt is longer, reviews found positions off by the
-    // steps twice), else the reference's.
-    let sides = if check_ids {
-        [ours.meta(), reference.meta()]
-    } else {
-        [ours.meta(), None]
-    };
-    let prompt_len = sides
-        .into_iter()
-        .flatten()
-        .find_map(|m| m.input_ids.as_ref().map(Vec::len));
     (report.hints, report.positions) = diagnosis(
         &report,
         &plan,
@@ -811,15 +811,19 @@ fn tokens(
 fn layout_diagnosis(
     ops: &mut [OpResult],
     plan: &divergence_diff::OrderPlan,
-    ours: &MappedDump<'_>,
-    reference: &MappedDump<'_>,
+    (ours, reference): (&MappedDump<'_>, &MappedDump<'_>),
     cfg: &DiffConfig,
+    prompt_len: Option<usize>,
 ) -> Vec<(String, String, Option<String>)> {
     type Shapes = (Option<Vec<usize>>, Option<Vec<usize>>);
     let rows: Vec<(String, String, Option<String>, Shapes)> = ops
         .par_iter_mut()
         .filter(|row| row.status == Status::ShapeMismatch)
         .filter_map(|row| {
+            if let Some(text) = whole_cache(row, prompt_len) {
+                let reason = row.reason.take().unwrap_or_default();
+                row.reason = Some(format!("{reason}; {text}"));
+            }
             let ours_name = plan.ours_name(&row.name);
             let m = (|| {
                 let (o, r) = (
@@ -856,6 +860,44 @@ fn layout_diagnosis(
             (from.clone(), to.clone(), t)
         })
         .collect()
+}
+
+/// What a cache probe's shape mismatch most likely is: ours dumped the whole KV cache (or
+/// several slots) where the dump contract's `cache_k@s` / `cache_v@s` is the new token's slot
+/// alone (a UX review's port did so, and read a bare shape mismatch): one axis of length 1 in
+/// the reference and more in ours, the rest the same.
+fn whole_cache(row: &OpResult, prompt_len: Option<usize>) -> Option<String> {
+    use divergence_names::Op;
+    if !matches!(Op::of(&row.name), Op::CacheK | Op::CacheV) || row.step == 0 {
+        return None;
+    }
+    let (r, o) = (row.tensor.shape.as_ref()?, row.tensor.shape_ours.as_ref()?);
+    if r.len() != o.len() {
+        return None;
+    }
+    let differ: Vec<usize> = (0..r.len()).filter(|&a| r[a] != o[a]).collect();
+    let [a] = differ[..] else {
+        return None;
+    };
+    if r[a] != 1 || o[a] < 2 {
+        return None;
+    }
+    let (n, s) = (o[a], row.step);
+    let slot = prompt_len.map_or_else(
+        || "the new token's slot (the prompt's length + the step - 1)".to_string(),
+        |t| format!("slot {} (the prompt's {t} + step {s} - 1)", t + s - 1),
+    );
+    let what = match prompt_len {
+        Some(t) if n == t + s => format!(
+            "ours holds the whole cache so far ({n} slots on axis {a}: the prompt's {t} + {s} {})",
+            if s == 1 { "step" } else { "steps" }
+        ),
+        _ => format!("ours holds {n} cache slots on axis {a}"),
+    };
+    Some(format!(
+        "{what}, where the dump contract's {} is the new token's slot alone: dump {slot} (docs/dump-format.md, \"Decode steps\")",
+        divergence_names::split_step(&row.name).0.rsplit('.').next().unwrap_or("cache probe")
+    ))
 }
 
 /// The cause hints of the first divergence and its origin, and the first divergence's
@@ -931,7 +973,58 @@ fn diagnosis(
         };
         out.extend(divergence_diff::diagnose(&subject, &shape));
     }
+    out.extend(decode_hints(report, plan, (ours, reference)));
     (out, profile)
+}
+
+/// The decode fingerprints ([`divergence_diff::diagnose_decode`]) of a first divergence in a
+/// decode step: its probe's tensor of ours at the step and the next, the reference's at up to
+/// [`divergence_diff::hints::DECODE_SHIFT_STEPS`] steps each side, and for a `cache_k` the
+/// reference's `k_proj` and `k_norm` of the step (each read as the hints read: within
+/// the memory bound, else left out).
+fn decode_hints(
+    report: &Report,
+    plan: &divergence_diff::OrderPlan,
+    (ours, reference): (&MappedDump<'_>, &MappedDump<'_>),
+) -> Vec<divergence_diff::Hint> {
+    use divergence_names::{sibling, split_step, step_name, Op, QkKind};
+    let Some(first) = report.first_divergence.as_ref().filter(|f| f.step > 0) else {
+        return Vec::new();
+    };
+    let (base, s) = split_step(&first.name);
+    let ours_at = |step: usize| read_whole(ours, plan.ours_name(&step_name(base, step)));
+    let Some(o) = ours_at(s) else {
+        return Vec::new();
+    };
+    let next = ours_at(s + 1);
+    let window = divergence_diff::hints::DECODE_SHIFT_STEPS;
+    let refs: Vec<(usize, _)> = (s.saturating_sub(window).max(1)..=s + window)
+        .filter_map(|t| Some((t, read_whole(reference, &step_name(base, t))?)))
+        .collect();
+    let upstream: Vec<(String, _)> = if Op::of(&first.name) == Op::CacheK {
+        [Op::QkProj(QkKind::K), Op::QkNorm(QkKind::K)]
+            .into_iter()
+            .filter_map(|op| {
+                let n = sibling(&first.name, op)?;
+                let r = read_whole(reference, &n)?;
+                Some((n, r))
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let subject = divergence_diff::DecodeSubject {
+        name: &first.name,
+        step: s,
+        ours: side(&o),
+        ours_next: next.as_ref().map(side),
+        reference: refs.iter().map(|(t, r)| (*t, side(r))).collect(),
+        upstream: upstream
+            .iter()
+            .map(|(n, r)| (n.as_str(), side(r)))
+            .collect(),
+    };
+    divergence_diff::diagnose_decode(&subject)
 }
 
 /// With decode steps and a first divergence in a decode step: which positions its op's error
@@ -946,6 +1039,14 @@ fn steps_profile(
 ) -> Option<divergence_diff::PositionProfile> {
     let first = report.first_divergence.as_ref()?;
     if first.step == 0 || report.steps.is_empty() {
+        return None;
+    }
+    // No error is measured across a shape mismatch: no profile, as for one pass (a UX review
+    // read "error at every decode step" over shape mismatches).
+    if report
+        .first_divergence_op()
+        .is_some_and(|op| op.status == Status::ShapeMismatch)
+    {
         return None;
     }
     let base = divergence_names::split_step(&first.name).0;
