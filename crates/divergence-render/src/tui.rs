@@ -454,8 +454,10 @@ pub struct Tui {
     warnings: bool,
     /// The per-step overview (`p`) is shown instead of the ops.
     steps_view: bool,
-    /// Its first line drawn.
+    /// Its first line drawn, and the step under its cursor (an index into the report's
+    /// steps).
     step_offset: usize,
+    step_cursor: usize,
     /// A one-line message for the status bar (cleared by the next key).
     message: Option<String>,
     quit: bool,
@@ -493,6 +495,7 @@ impl Tui {
             warnings: false,
             steps_view: false,
             step_offset: 0,
+            step_cursor: 0,
             message: None,
             quit: false,
             offset: 0,
@@ -636,6 +639,25 @@ impl Tui {
         }
     }
 
+    /// Enter in the per-step overview: the ops, the cursor on the step's first diverging op,
+    /// else on its first op; a filter that hides it is said, the overview stays.
+    fn open_step(&mut self) {
+        let Some(st) = self.report.steps.get(self.step_cursor) else {
+            return;
+        };
+        let step = st.step;
+        let ops = &self.report.ops;
+        let target = match &st.first_divergence {
+            Some(name) => ops.iter().position(|o| *o.name == **name),
+            None => ops.iter().position(|o| o.step == step),
+        };
+        match target {
+            Some(i) if self.goto(i) => self.steps_view = false,
+            Some(i) => self.message = Some(format!("{} is filtered out", self.report.ops[i].name)),
+            None => self.message = Some(format!("no op of step {step}")),
+        }
+    }
+
     /// The selected op in the next (or previous) decode step: `x@3` -> `x@4` (the prefill's
     /// `x` -> `x@1`), wherever the sort puts it.
     fn jump_step(&mut self, forward: bool) {
@@ -775,8 +797,33 @@ impl Tui {
             return;
         }
         let page = 10;
-        // The per-layer (`l`) and per-step (`p`) overviews: they scroll, and their own key
-        // or Esc goes back to the ops.
+        // The per-step overview (`p`): a cursor on a step; Enter goes to its first diverging
+        // op (else its first op) in the ops (a UX review found it read-only).
+        if self.steps_view {
+            let last = self.report.steps.len().saturating_sub(1);
+            let c = &mut self.step_cursor;
+            *c = (*c).min(last);
+            if scroll(key.code, c, last, page) {
+                let rows = self.overview_rows;
+                let o = &mut self.step_offset;
+                if *c < *o {
+                    *o = *c;
+                } else if *c >= *o + rows {
+                    *o = *c + 1 - rows;
+                }
+                return;
+            }
+            match key.code {
+                KeyCode::Enter => self.open_step(),
+                KeyCode::Esc | KeyCode::Char('p') => self.steps_view = false,
+                KeyCode::Char('?') => self.help = true,
+                KeyCode::Char('q') => self.quit = true,
+                _ => {}
+            }
+            return;
+        }
+        // The per-layer overview (`l`): it scrolls, and its own key or Esc goes back to the
+        // ops.
         if self.layers || self.steps_view {
             let lines = match self.layers {
                 true => view::layer_lines(&self.report).len(),
@@ -844,7 +891,19 @@ impl Tui {
             KeyCode::Char('l') => self.layers = !self.layers,
             KeyCode::Char('p') => match self.report.steps.is_empty() {
                 true => self.message = Some("no decode steps".into()),
-                false => self.steps_view = true,
+                false => {
+                    // the cursor on the selected op's step (the first divergence's at start)
+                    let step = self.selected().map_or(0, |op| op.step);
+                    let steps = &self.report.steps;
+                    self.step_cursor = steps.iter().position(|s| s.step == step).unwrap_or(0);
+                    let rows = self.overview_rows.max(1);
+                    if self.step_cursor < self.step_offset
+                        || self.step_cursor >= self.step_offset + rows
+                    {
+                        self.step_offset = self.step_cursor.saturating_sub(rows / 2);
+                    }
+                    self.steps_view = true;
+                }
             },
             _ => {}
         }
@@ -1224,7 +1283,7 @@ impl Tui {
             (text, l.diverged > 0)
         });
         let title = " per layer (j/k scroll, l: back to the ops) ";
-        frame.render_widget(overview(lines, top, title), area);
+        frame.render_widget(overview(lines, top, None, title), area);
     }
 
     /// The per-step overview (`p`): a line per decode step, the prefill first, diverged
@@ -1249,11 +1308,11 @@ impl Tui {
             );
             (text, s.diverged > 0)
         });
-        let title = " per step, 0 = prefill (j/k scroll, p: back to the ops) ";
+        let title = " per step, 0 = prefill (j/k move, Enter: its first diverging op, p: back) ";
         let top = self
             .step_offset
             .min(self.report.steps.len().saturating_sub(self.overview_rows));
-        frame.render_widget(overview(lines, top, title), area);
+        frame.render_widget(overview(lines, top, Some(self.step_cursor), title), area);
     }
 
     fn draw_details(&self, frame: &mut Frame<'_>, area: Rect, plot: bool) {
@@ -1444,7 +1503,10 @@ const HELP: [(&str, &str); 15] = [
         "details; the first divergence's error per position",
     ),
     ("l", "per-layer overview"),
-    ("p", "per-step overview (decode steps)"),
+    (
+        "p",
+        "per-step overview (Enter: a step's first diverging op)",
+    ),
     ("?", "this help"),
     (
         "q, Esc",
@@ -1473,12 +1535,20 @@ fn scroll(code: KeyCode, o: &mut usize, last: usize, page: usize) -> bool {
 fn overview(
     lines: impl Iterator<Item = (String, bool)>,
     offset: usize,
+    cursor: Option<usize>,
     title: &'static str,
 ) -> Paragraph<'static> {
     let lines: Vec<Line> = lines
-        .map(|(text, bad)| match bad {
-            true => Line::styled(text, Style::new().fg(Color::Red)),
-            false => Line::raw(text),
+        .enumerate()
+        .map(|(i, (text, bad))| {
+            let mut style = match bad {
+                true => Style::new().fg(Color::Red),
+                false => Style::new(),
+            };
+            if cursor == Some(i) {
+                style = style.add_modifier(Modifier::REVERSED);
+            }
+            Line::styled(text, style)
         })
         .collect();
     Paragraph::new(lines)

@@ -638,6 +638,26 @@ fn decode_steps_are_named_walked_and_plotted_and_warnings_shown() {
     assert!(text.contains("step    0  0 of 4 ops"), "{text}");
     press(&mut tui, "p");
     assert!(!screen(&mut tui, 100, 30).contains("per step, 0 = prefill"));
+    // the overview's cursor starts on the selected op's step; Enter goes to the step's first
+    // diverging op, else to its first op
+    let mut t2 = Tui::new(decode_report());
+    press(&mut t2, "p");
+    let _ = screen(&mut t2, 140, 30);
+    press(&mut t2, "j\n");
+    assert!(!screen(&mut t2, 140, 30).contains("per step, 0 = prefill"));
+    assert_eq!(selected(&t2), "model.layers.0.self_attn.k_norm@3");
+    press(&mut t2, "pkk\n");
+    assert_eq!(selected(&t2), "model.embed_tokens@1");
+    // a step hidden by the filter: said, the overview stays
+    t2.open_filtered(Some(regex::Regex::new("k_norm").unwrap()), None);
+    press(&mut t2, "pg\n");
+    assert_eq!(selected(&t2), "model.layers.0.self_attn.k_norm@2");
+    let text = screen(&mut t2, 140, 30);
+    assert!(
+        text.contains("model.embed_tokens is filtered out"),
+        "{text}"
+    );
+    assert!(text.contains("per step, 0 = prefill"), "{text}");
     // the status bar lists the step keys and w in a decode report with warnings (they were
     // in the help alone), and not in a one-pass report without
     let footer = |tui: &mut Tui| screen(tui, 200, 30).lines().last().unwrap().to_string();
