@@ -1326,3 +1326,50 @@ fn a_port_that_dumps_its_whole_cache_is_told_which_slot_to_dump() {
     );
     assert!(r["positions"].is_null(), "{}", r["positions"]);
 }
+
+#[test]
+fn the_per_step_lines_say_which_steps_flipped_their_token() {
+    let _ = root();
+    // Which steps flipped was in the JSON alone (a UX review).
+    let ours = tmp("flips-pre-norm.npz");
+    run_ours(&ours, "f32", REF_F32, &["--inject", "cache-pre-norm"]);
+    let (_, r, _) = diff_json(&ours, REF_F32, &[]);
+    let flipped: Vec<u64> = r["tokens"]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["step"].as_u64() > Some(0) && s["top1_agree"] == 0)
+        .map(|s| s["step"].as_u64().unwrap())
+        .collect();
+    assert!(!flipped.is_empty(), "{}", r["tokens"]);
+    let o = ours.to_str().unwrap();
+    for format in ["table", "markdown"] {
+        let (code, out, err) = divergence(&["diff", o, REF_F32, "--format", format]);
+        assert_eq!(code, 1, "{err}");
+        let section = &out[out.find("Per step").unwrap()..];
+        assert!(section.contains("top-1"), "{format}:\n{section}");
+        for s in 1..=6u64 {
+            let line = section
+                .lines()
+                .find(|l| {
+                    let cells: Vec<&str> = l
+                        .split(['│', '┆', '|'])
+                        .map(str::trim)
+                        .filter(|c| !c.is_empty())
+                        .collect();
+                    cells.first() == Some(&s.to_string().as_str())
+                })
+                .unwrap_or_else(|| panic!("{format}: no line of step {s}:\n{section}"));
+            let want = if flipped.contains(&s) {
+                "FLIP"
+            } else {
+                "agree"
+            };
+            assert!(line.contains(want), "{format} step {s}: {line}");
+        }
+        assert!(
+            section.contains("16/16"),
+            "{format}: the prefill's 16 positions"
+        );
+    }
+}

@@ -506,13 +506,25 @@ fn per_step(report: &Report, h: &mut String) {
     if report.steps.is_empty() {
         return;
     }
-    let head = "<table>\n<thead><tr><th>step</th><th>compared</th><th>diverged</th><th>missing</th><th>worst rel err</th><th>in op</th><th>first diverging op</th></tr></thead>\n<tbody>\n";
+    // The top-1 column where the steps' logits were compared: which steps flipped.
+    let tokens = view::has_step_tokens(report);
+    let head = format!(
+        "<table>\n<thead><tr><th>step</th><th>compared</th><th>diverged</th><th>missing</th>{}<th>worst rel err</th><th>in op</th><th>first diverging op</th></tr></thead>\n<tbody>\n",
+        if tokens { "<th>top-1</th>" } else { "" }
+    );
     let rows = |steps: &mut dyn Iterator<Item = &divergence_diff::StepSummary>, h: &mut String| {
-        h.push_str(head);
+        h.push_str(&head);
         for s in steps {
             let bad = if s.diverged > 0 { " class=\"bad\"" } else { "" };
+            let top1 = if tokens {
+                let t = view::step_top1(report, s.step);
+                let flip = if t == "FLIP" { " class=\"bad\"" } else { "" };
+                format!("<td class=\"n\"><span{flip}>{t}</span></td>")
+            } else {
+                String::new()
+            };
             h.push_str(&format!(
-                "<tr><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\"><span{bad}>{}</span></td><td class=\"n\">{}</td><td class=\"n\">{}</td><td>{}</td><td>{}</td></tr>\n",
+                "<tr><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\"><span{bad}>{}</span></td><td class=\"n\">{}</td>{top1}<td class=\"n\">{}</td><td>{}</td><td>{}</td></tr>\n",
                 s.step,
                 s.compared,
                 s.diverged,

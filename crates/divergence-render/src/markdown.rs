@@ -209,15 +209,27 @@ impl Sections for Markdown<'_> {
         let out = &mut *self.out;
         writeln!(out, "### Per step (0 = prefill)")?;
         writeln!(out)?;
+        // The top-1 column where the steps' logits were compared: which steps flipped.
+        let tokens = view::has_step_tokens(self.report);
+        let (top1_head, top1_rule) = if tokens {
+            (" top-1 |", "--:|")
+        } else {
+            ("", "")
+        };
         writeln!(
             out,
-            "| step | compared | diverged | missing | worst rel err | in op | first diverging op |"
+            "| step | compared | diverged | missing |{top1_head} worst rel err | in op | first diverging op |"
         )?;
-        writeln!(out, "|--:|--:|--:|--:|--:|---|---|")?;
+        writeln!(out, "|--:|--:|--:|--:|{top1_rule}--:|---|---|")?;
         for l in &lines {
+            let top1 = if tokens {
+                format!(" {} |", view::step_top1(self.report, l.step))
+            } else {
+                String::new()
+            };
             writeln!(
                 out,
-                "| {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} |{top1} {} | {} | {} |",
                 l.step,
                 l.compared,
                 l.diverged,

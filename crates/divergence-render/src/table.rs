@@ -566,15 +566,13 @@ impl Sections for Terminal<'_> {
             return Ok(());
         }
         self.line("Per step (0 = prefill)", Some(BOLD), 2)?;
-        let header = [
-            "step",
-            "compared",
-            "diverged",
-            "missing",
-            "worst rel err",
-            "in op",
-            "first diverging op",
-        ];
+        // The top-1 column where the steps' logits were compared: which steps flipped.
+        let tokens = view::has_step_tokens(self.report);
+        let mut header = vec!["step", "compared", "diverged", "missing"];
+        if tokens {
+            header.push("top-1");
+        }
+        header.extend(["worst rel err", "in op", "first diverging op"]);
         let rows = lines
             .iter()
             .map(|l| {
@@ -591,20 +589,32 @@ impl Sections for Terminal<'_> {
                         .map_or_else(|| "-".to_string(), |n| n.to_string())
                 };
                 let (worst_op, first_bad) = (short(&l.worst_op), short(&l.first_divergence));
-                vec![
+                let mut row = vec![
                     (l.step.to_string(), right(l.step.to_string())),
                     (l.compared.to_string(), right(l.compared.to_string())),
                     (l.diverged.to_string(), diverged),
                     (l.missing.to_string(), right(l.missing.to_string())),
+                ];
+                if tokens {
+                    let top1 = view::step_top1(self.report, l.step);
+                    let mut c = right(top1.clone());
+                    if self.opts.color && top1 == "FLIP" {
+                        c = c.fg(Color::Red);
+                    }
+                    row.push((top1, c));
+                }
+                row.extend([
                     (num(l.worst_rel_err), right(num(l.worst_rel_err))),
                     (worst_op.clone(), Cell::new(worst_op)),
                     (first_bad.clone(), Cell::new(first_bad)),
-                ]
+                ]);
+                row
             })
             .collect();
         // Narrow terminals lose "in op" (the worst op) first, then "missing", then "compared";
         // names too long for what is left are broken onto lines.
-        let t = self.fitted(&header, rows, &[5, 3, 1], &[5, 6]);
+        let k = usize::from(tokens);
+        let t = self.fitted(&header, rows, &[5 + k, 3, 1], &[5 + k, 6 + k]);
         writeln!(self.out, "{t}")?;
         if let Some(hidden) = hidden {
             let text = format!("  ({hidden}; --all shows every step)");

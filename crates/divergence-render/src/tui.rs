@@ -1302,8 +1302,12 @@ impl Tui {
                 0 => String::new(),
                 n => format!(", {n} missing"),
             };
+            let top1 = match view::has_step_tokens(&self.report) {
+                true => format!("; top-1 {}", view::step_top1(&self.report, s.step)),
+                false => String::new(),
+            };
             let text = format!(
-                "step {:>4}  {} of {} ops diverged{missing}; {worst}{first}",
+                "step {:>4}  {} of {} ops diverged{missing}{top1}; {worst}{first}",
                 s.step, s.diverged, s.compared
             );
             (text, s.diverged > 0)

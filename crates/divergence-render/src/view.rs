@@ -663,13 +663,39 @@ fn worse(acc: Option<(f64, usize)>, (r, i): (f64, usize)) -> (f64, usize) {
     }
 }
 
+/// Whether the per-step lines have a `top-1` column: the report compared the logits of its
+/// steps (`tokens.steps`).
+pub(crate) fn has_step_tokens(report: &Report) -> bool {
+    report.tokens.as_ref().is_some_and(|t| !t.steps.is_empty())
+}
+
+/// A step's top-1 agreement for its per-step line: `agree` / `FLIP` for a decode step's one
+/// position, `a/n` for the prefill's positions, `n/a` where no position had finite logits on
+/// both sides, `-` where its logits were not compared (a UX review could not tell which steps
+/// flipped but from the JSON).
+pub(crate) fn step_top1(report: &Report, step: usize) -> String {
+    let Some(t) = report.tokens.as_ref() else {
+        return "-".to_string();
+    };
+    match t.steps.binary_search_by_key(&step, |s| s.step) {
+        Err(_) => "-".to_string(),
+        Ok(i) => match (t.steps[i].positions, t.steps[i].top1_agree) {
+            (0, _) => "n/a".to_string(),
+            (1, 1) => "agree".to_string(),
+            (1, _) => "FLIP".to_string(),
+            (n, a) => format!("{a}/{n}"),
+        },
+    }
+}
+
 /// Steps listed in the per-step section without `--all`: the prefill, the first diverging
 /// steps and the worst one, up to this many.
 pub(crate) const SHOWN_STEPS: usize = 12;
 
 /// The per-step lines to show, and how many steps are left out. Every step with `--all` or
 /// when there are few; else the prefill, the steps around the first diverging one, every
-/// diverging step up to [`SHOWN_STEPS`], and the step with the worst error.
+/// diverging step up to [`SHOWN_STEPS`], the step with the worst error and the step of the
+/// first flipped token.
 pub(crate) fn step_lines<'r>(
     report: &'r Report,
     opts: &TableOptions,
@@ -695,6 +721,11 @@ pub(crate) fn step_lines<'r>(
         });
     if let Some((w, _)) = worst {
         keep[w] = true;
+    }
+    // the step of the first flipped token
+    let flip = report.tokens.as_ref().and_then(|t| t.first_flip.as_ref());
+    if let Some(i) = flip.and_then(|f| steps.iter().position(|s| s.step == f.step)) {
+        keep[i] = true;
     }
     // Counted as it goes: a count per step made this quadratic in the steps (a dump of 262,144
     // empty steps took 23 s here).
@@ -815,6 +846,67 @@ mod tests {
         );
         assert_eq!(note(1, 1), "1 more step, with diverged ops");
         assert_eq!(note(1, 0), "1 more step, without a diverged op");
+    }
+
+    #[test]
+    fn the_step_of_the_first_flipped_token_is_among_the_shown_steps() {
+        // 40 clean steps, none diverged, a token flipped at step 23: its line is shown, with
+        // its top-1 cell.
+        let mut report = assemble(
+            Vec::new(),
+            ReportContext::new("a", "b", OrderSource::RefMeta),
+            &DiffConfig::default(),
+        );
+        report.steps = (0..=40)
+            .map(|step| divergence_diff::StepSummary {
+                step,
+                compared: 10,
+                diverged: 0,
+                missing: 0,
+                worst_rel_err: Some(if step == 7 { 2e-3 } else { 1e-3 }),
+                worst_op: None,
+                first_divergence: None,
+            })
+            .collect();
+        let steps = (0..=40)
+            .map(|step| divergence_diff::StepTokens {
+                step,
+                positions: if step == 0 { 4 } else { 1 },
+                top1_agree: usize::from(step != 23) * if step == 0 { 4 } else { 1 },
+                mean_kld: Some(0.0),
+                max_kld: Some(0.0),
+            })
+            .collect();
+        report.tokens = Some(divergence_diff::TokenEffect {
+            op: "lm_head".into(),
+            positions: 44,
+            nonfinite_positions: 0,
+            top1_agree: 43,
+            top5_overlap: 1.0,
+            mean_kld: 0.0,
+            max_kld: 0.0,
+            max_kld_position: 0,
+            first_flip: Some(divergence_diff::Flip {
+                position: 26,
+                step: 23,
+                ours_token: 1,
+                ref_token: 2,
+                ref_token_rank_in_ours: 2,
+                ours_token_rank_in_ref: 2,
+            }),
+            per_position: Vec::new(),
+            steps,
+            first_position: 0,
+        });
+        let (shown, note) = step_lines(&report, &TableOptions::default());
+        let at: Vec<usize> = shown.iter().map(|s| s.step).collect();
+        assert_eq!(at, [0, 7, 23], "the prefill, the worst, the flip");
+        assert!(note.is_some());
+        assert!(has_step_tokens(&report));
+        assert_eq!(step_top1(&report, 0), "4/4");
+        assert_eq!(step_top1(&report, 23), "FLIP");
+        assert_eq!(step_top1(&report, 22), "agree");
+        assert_eq!(step_top1(&report, 99), "-");
     }
 
     /// A [`LayerLine`]'s fields, in order.
