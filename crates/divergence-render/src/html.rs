@@ -90,8 +90,8 @@ var PAGE=+table.getAttribute('data-page'),N=+table.getAttribute('data-ops'),firs
 var box=document.getElementById('filter'),only=document.getElementById('only-div'),count=document.getElementById('count');
 var prev=document.getElementById('prev'),next=document.getElementById('next');
 var pages=[],all=null,names=null,divs=null,sorted=null,view=null,page=0,col=-1,asc=true,seq=0;
-var ENT={lt:'<',gt:'>',quot:'"','#39':"'",amp:'&'};
-function unescapeHtml(s){return s.replace(/&(lt|gt|quot|#39|amp);/g,function(_,e){return ENT[e];});}
+var ENT={lt:'<',gt:'>',quot:'"','#39':"'",'#10':'\n',amp:'&'};
+function unescapeHtml(s){return s.replace(/&(lt|gt|quot|#39|#10|amp);/g,function(_,e){return ENT[e];});}
 function lines(k){if(!pages[k])pages[k]=window.divergenceUnpack(packs[k]).then(function(t){var l=t.split('\n');l.pop();return l;});return pages[k];}
 // Every row's markup in execution order, with its name and whether it diverged; a filter or a
 // sort makes a list of row numbers.
@@ -693,6 +693,12 @@ fn ops_table(report: &Report, h: &mut String, out: &mut dyn Write) -> io::Result
     Ok(())
 }
 
+/// [`escape`]d text of a table row, its newlines as `&#10;` too: a row is one line (a paged
+/// table's script splits its pages' text into rows at newlines; a probe name may hold one).
+fn row_escape(s: &str) -> String {
+    escape(s).replace('\n', "&#10;")
+}
+
 /// Row `i` of the ops table.
 fn op_row(
     report: &Report,
@@ -715,11 +721,11 @@ fn op_row(
     h.push_str(&format!(
         "<tr id=\"op-{i}\" class=\"{}\" data-name=\"{}\" data-div=\"{}\">",
         class.join(" "),
-        escape(&op.name),
+        row_escape(&op.name),
         u8::from(op.status.is_divergence())
     ));
     for c in columns {
-        let text = escape(&c.text(i, op, first == Some(i), Measure::of(&report.tolerance)));
+        let text = row_escape(&c.text(i, op, first == Some(i), Measure::of(&report.tolerance)));
         let cls = match c {
             OpsColumn::Name => " class=\"name\"",
             OpsColumn::Status => " class=\"s\"",

@@ -313,6 +313,19 @@ fn a_large_report_shows_its_table_a_page_at_a_time() {
     assert!(section.contains("id=\"prev\"") && section.contains("id=\"next\""));
     assert!(page.contains("querySelectorAll('script.ops-rows')"));
     assert!(page.contains("window.divergenceReport="));
+    // A name with a newline stays on its row's line (the page's script splits pages into
+    // rows at newlines), written `&#10;`.
+    let mut odd = many(2_001, 5);
+    odd.ops[7].name = "model.layers.7.mlp\nsecond line".into();
+    let odd_page = html(&odd);
+    let first_pack = between(
+        &odd_page,
+        "<script type=\"application/gzip+base64\" class=\"ops-rows\">",
+        "</script>",
+    );
+    let rows_text = unpack(first_pack);
+    assert_eq!(rows_text.lines().count(), 1000);
+    assert!(rows_text.contains("data-name=\"model.layers.7.mlp&#10;second line\""));
     // 2,000 ops or fewer: every row in the table, as before.
     let small = html(&many(2_000, 5));
     let table = between(&small, "<table id=\"ops-table\">", "</table>");
