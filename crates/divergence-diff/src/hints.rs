@@ -1309,10 +1309,12 @@ pub struct DecodeSubject<'a> {
 const SAME: f64 = 1e-2;
 
 /// The decode fingerprints that hold for a first divergence in a decode step:
-/// `decode_position` (ours' step s is the reference's step t ≠ s; at s + 1 either the
+/// `decode_position` at a probe that depends on the position (`rotary_emb`, `rope_q` /
+/// `rope_k`, `cache_k`: ours' step s is the reference's step t ≠ s; at s + 1 either the
 /// reference's t + 1, a constant offset, or t again, a position that does not advance) and
-/// `cache_stage` (a `cache_k` that is the reference's `k_proj` or `k_norm` of the step: k
-/// cached before k_norm or before RoPE). Each needs the step's own error to be material.
+/// `cache_stage` (a `cache_k` that is the reference's `k_proj` or `k_norm` of the step, or,
+/// where the reference has a `k_norm`, `k_proj` rotated: k cached before RoPE or before
+/// k_norm). Each needs the step's own error to be material.
 pub fn diagnose_decode(subject: &DecodeSubject<'_>) -> Vec<Hint> {
     let o = values(&subject.ours);
     let Some(own) = subject
@@ -1328,6 +1330,13 @@ pub fn diagnose_decode(subject: &DecodeSubject<'_>) -> Vec<Hint> {
     }
     let same = |e: Option<f64>| e.is_some_and(|e| e < SAME && e < own / 10.0);
     let mut out = Vec::new();
+    // Only a probe that depends on the position says so: an embedding (or a projection
+    // before RoPE) that is another step's was fed another token (a review found a shifted
+    // token called "positions off by -1").
+    let positional = matches!(
+        Op::of(subject.name),
+        Op::RotaryEmb | Op::Rope(_) | Op::CacheK
+    );
     // The nearest other step of the reference that ours' step is.
     let mut others: Vec<&(usize, Side<'_>)> = subject
         .reference
@@ -1337,6 +1346,7 @@ pub fn diagnose_decode(subject: &DecodeSubject<'_>) -> Vec<Hint> {
     others.sort_by_key(|(t, _)| (t.abs_diff(subject.step), *t));
     let found = others
         .iter()
+        .filter(|_| positional)
         .map(|(t, r)| (*t, rel_err(&o, &values(r))))
         .find(|(_, e)| same(*e));
     if let Some((t, e)) = found {
@@ -1393,6 +1403,15 @@ pub fn diagnose_decode(subject: &DecodeSubject<'_>) -> Vec<Hint> {
             same(e).then_some((*n, e.unwrap_or(0.0), false))
         })
         .or_else(|| {
+            // Only where the reference has a k_norm to skip (Llama's and Mistral's k goes
+            // from k_proj to RoPE: any error of its RoPE keeps k_proj's pairs' magnitudes).
+            let has_norm = subject
+                .upstream
+                .iter()
+                .any(|(n, _)| matches!(Op::of(n), Op::QkNorm(_)));
+            if !has_norm {
+                return None;
+            }
             let mine = pair_magnitudes(&o, head_dim)?;
             subject.upstream.iter().find_map(|(n, r)| {
                 let e = rel_err(&mine, &pair_magnitudes(&values(r), head_dim)?);
@@ -1528,6 +1547,13 @@ mod tests {
         assert!(diagnose_decode(&other).is_empty());
         // a step within its own tolerance: nothing, whatever it resembles
         assert!(diagnose_decode(&subject(3, 3, Some(4))).is_empty());
+        // a probe that depends on the token alone: another step's is another token, not a
+        // position (a review found a shifted token called "positions off by -1")
+        let embed = DecodeSubject {
+            name: "model.embed_tokens@3",
+            ..subject(3, 5, Some(6))
+        };
+        assert!(diagnose_decode(&embed).is_empty());
         // cache stages: k_norm (before RoPE) exactly; k_proj rotated (before k_norm)
         let (kv, hd) = (2usize, 8usize);
         let cshape = [1usize, kv, 1, hd];
@@ -1580,7 +1606,7 @@ mod tests {
         );
         let pre_norm = DecodeSubject {
             upstream: upstream.clone(),
-            ..cache(leak(cache_pre_norm), cache_ref)
+            ..cache(leak(cache_pre_norm.clone()), cache_ref)
         };
         let h = diagnose_decode(&pre_norm);
         assert!(
@@ -1593,6 +1619,13 @@ mod tests {
             "{}",
             h[0].message
         );
+        // a model without k_norm (Llama, Mistral): RoPE errors keep k_proj's pairs'
+        // magnitudes, and there is no k_norm to have skipped
+        let no_norm = DecodeSubject {
+            upstream: upstream[..1].to_vec(),
+            ..cache(leak(cache_pre_norm.clone()), cache_ref)
+        };
+        assert!(diagnose_decode(&no_norm).is_empty());
         // another error of the cache: no stage
         let scaled = leak(cache_ref.iter().map(|x| x * 1.5).collect());
         let other = DecodeSubject {

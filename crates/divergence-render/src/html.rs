@@ -4,7 +4,8 @@
 //! click and filters by a regex typed into a box.
 //!
 //! The JSON report is embedded verbatim (`<script type="application/json" id="report">`, with
-//! `<`, `>` and `&` written as `\u003c` ... so no string can close the element), and every
+//! `<`, `>` and `&` written as `\u003c` ... so no string can close the element; a report of
+//! more than [`LIVE_ROWS`] ops packs it, and its table's rows, as gzip in base64), and every
 //! number cell of the ops table carries the exact value (`data-v`, shortest round-trip form),
 //! so a test can check that the page shows exactly the numbers of the JSON report. Every name
 //! and message is escaped: a probe name is user data.
@@ -61,7 +62,7 @@ function filter(){
  var q=box.value,re=null;try{re=new RegExp(q,'i');}catch(err){re=null;}
  box.style.background=re?'':'#fde8e4';var shown=0;
  rows.forEach(function(r){var name=r.getAttribute('data-name');
-  var ok=(!re||re.test(name))&&(!only.checked||r.getAttribute('data-div')==='1');
+  var ok=(!re||window.divergenceNameMatch(re,name))&&(!only.checked||r.getAttribute('data-div')==='1');
   r.hidden=!ok;if(ok)shown++;});
  count.textContent=shown+' of '+rows.length+' ops';
 }
@@ -89,7 +90,7 @@ var tbody=table.tBodies[0],packs=document.querySelectorAll('script.ops-rows');
 var PAGE=+table.getAttribute('data-page'),N=+table.getAttribute('data-ops'),first=table.getAttribute('data-first');
 var box=document.getElementById('filter'),only=document.getElementById('only-div'),count=document.getElementById('count');
 var prev=document.getElementById('prev'),next=document.getElementById('next');
-var pages=[],all=null,names=null,divs=null,sorted=null,view=null,page=0,col=-1,asc=true,seq=0;
+var pages=[],all=null,names=null,divs=null,sorted=null,view=null,page=0,col=-1,asc=true,seq=0,sortSeq=0;
 var ENT={lt:'<',gt:'>',quot:'"','#39':"'",'#10':'\n',amp:'&'};
 function unescapeHtml(s){return s.replace(/&(lt|gt|quot|#39|#10|amp);/g,function(_,e){return ENT[e];});}
 function lines(k){if(!pages[k])pages[k]=window.divergenceUnpack(packs[k]).then(function(t){var l=t.split('\n');l.pop();return l;});return pages[k];}
@@ -100,31 +101,36 @@ function rows(){if(!all){var ps=[];for(var k=0;k<packs.length;k++)ps.push(lines(
   names=r.map(function(l){var m=/ data-name="([^"]*)"/.exec(l);return m?unescapeHtml(m[1]):'';});
   divs=r.map(function(l){return l.indexOf(' data-div="1"')>=0;});return r;});}return all;}
 function total(){return view?view.length:N;}
+// The latest show() draws (an earlier one's page that arrives later is dropped); the state
+// (sort, filter) is always kept, and a filter is read when the rows are there, so that a
+// change made while the rows were unpacked is never lost.
 function show(){
- var my=++seq,n=total(),np=Math.max(1,Math.ceil(n/PAGE));page=Math.min(page,np-1);
- var from=page*PAGE,to=Math.min(from+PAGE,n);
+ var my=++seq,n=total(),np=Math.max(1,Math.ceil(n/PAGE));page=Math.max(0,Math.min(page,np-1));
+ var from=page*PAGE,to=Math.min(from+PAGE,n),at=page;
  var list=view?all.then(function(r){return view.slice(from,to).map(function(i){return r[i];});}):(n?lines(page):Promise.resolve([]));
  return table.ready=list.then(function(l){if(my!==seq)return;
   tbody.innerHTML=l.join('');
-  count.textContent=(n?(from+1)+'-'+to+' of ':'0 of ')+n+' ops'+(n!==N?' ('+N+' in all)':'')+', page '+(page+1)+' of '+np;
-  prev.disabled=page===0;next.disabled=to>=n;});
+  count.textContent=(n?(from+1)+'-'+to+' of ':'0 of ')+n+' ops'+(n!==N?' ('+N+' in all)':'')+', page '+(at+1)+' of '+np;
+  prev.disabled=at===0;next.disabled=to>=n;});
+}
+function filtered(){
+ var q=box.value,re=null;try{re=new RegExp(q,'i');}catch(err){re=null;}
+ box.style.background=re?'':'#fde8e4';
+ if(!q&&!only.checked&&!sorted){view=null;return;}
+ var order=sorted||names.map(function(_,i){return i;});
+ view=order.filter(function(i){return(!re||window.divergenceNameMatch(re,names[i]))&&(!only.checked||divs[i]);});
 }
 function apply(){
- var q=box.value,re=null;try{re=new RegExp(q,'i');}catch(err){re=null;}
- box.style.background=re?'':'#fde8e4';page=0;
- if(!q&&!only.checked&&!sorted){view=null;return show();}
- var my=++seq;
- return table.ready=rows().then(function(){if(my!==seq)return;
-  var order=sorted||names.map(function(_,i){return i;});
-  view=order.filter(function(i){return(!re||re.test(names[i]))&&(!only.checked||divs[i]);});
-  return show();});
+ page=0;
+ if(!box.value&&!only.checked&&!sorted){filtered();return show();}
+ return table.ready=rows().then(function(){filtered();return show();});
 }
 table.tHead.addEventListener('click',function(e){
  var th=e.target.closest('th');if(!th)return;var c=th.cellIndex;
  asc=(c===col)?!asc:!th.hasAttribute('data-desc');col=c;var num=th.getAttribute('data-type')==='num',up=asc;
  Array.prototype.forEach.call(table.tHead.rows[0].cells,function(h){h.removeAttribute('aria-sort');});
- th.setAttribute('aria-sort',asc?'ascending':'descending');var my=++seq;
- table.ready=rows().then(function(r){if(my!==seq)return;
+ th.setAttribute('aria-sort',asc?'ascending':'descending');var my=++sortSeq;
+ table.ready=rows().then(function(r){if(my!==sortSeq)return;
   // a cell's exact number (data-v; none: empty, last) or its text
   var keys=r.map(function(l){var td=l.split('<td')[c+1]||'',gt=td.indexOf('>');
    if(num){var m=/ data-v="([^"]*)"/.exec(td.slice(0,gt));return m?parseFloat(m[1]):null;}
@@ -134,14 +140,14 @@ table.tHead.addEventListener('click',function(e){
    var d=num?x-y:x.localeCompare(y);return up?d:-d;});
   return apply();});
 });
-prev.addEventListener('click',function(){page--;show();});
+prev.addEventListener('click',function(){if(page>0){page--;show();}});
 next.addEventListener('click',function(){page++;show();});
 box.addEventListener('input',apply);only.addEventListener('change',apply);
 // "show in the table": the filter and the sort cleared, the first divergence's page shown
 // and its row scrolled to (a sort or filter went back to page 1).
 var to=document.getElementById('to-first');
 if(to)to.addEventListener('click',function(){
- box.value='';only.checked=false;sorted=null;view=null;col=-1;asc=true;
+ box.value='';only.checked=false;sorted=null;view=null;col=-1;asc=true;sortSeq++;
  Array.prototype.forEach.call(table.tHead.rows[0].cells,function(h){h.removeAttribute('aria-sort');});
  if(first!==null)page=Math.floor(+first/PAGE);
  show().then(function(){var r=document.getElementById('op-'+first);if(r)r.scrollIntoView({block:'center'});});
@@ -152,12 +158,14 @@ if(box.value||only.checked){apply();}else{if(first!==null)page=Math.floor(+first
 "#;
 
 /// Defined on every page: `divergenceReport()`, a promise of the embedded JSON report parsed
-/// (plain JSON, or gzip+base64 in a paged report), and `divergenceUnpack(element)`, a promise
-/// of an element's gzip+base64 text as a string.
+/// (plain JSON, or gzip+base64 in a paged report), `divergenceUnpack(element)`, a promise of
+/// an element's gzip+base64 text as a string, and `divergenceNameMatch(re, name)`, the
+/// filter's test: the name, or a decode step's name without its `@s` (as `--grep` does).
 const REPORT_JS: &str = r#"
 window.divergenceUnpack=function(el){
  var s=atob(el.textContent),u=new Uint8Array(s.length);for(var i=0;i<s.length;i++)u[i]=s.charCodeAt(i);
  return new Response(new Blob([u]).stream().pipeThrough(new DecompressionStream('gzip'))).text();};
+window.divergenceNameMatch=function(re,name){var b=name.replace(/@[0-9]+$/,'');return re.test(name)||(b!==name&&re.test(b));};
 window.divergenceReport=function(){var el=document.getElementById('report');
  return(el.type==='application/json'?Promise.resolve(el.textContent):window.divergenceUnpack(el)).then(JSON.parse);};
 "#;

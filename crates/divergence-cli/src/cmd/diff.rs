@@ -862,10 +862,10 @@ fn layout_diagnosis(
         .collect()
 }
 
-/// What a cache probe's shape mismatch most likely is: ours dumped the whole KV cache (or
-/// several slots) where the dump contract's `cache_k@s` / `cache_v@s` is the new token's slot
-/// alone (a UX review's port did so, and read a bare shape mismatch): one axis of length 1 in
-/// the reference and more in ours, the rest the same.
+/// What a cache probe's shape mismatch most likely is: ours dumped the whole KV cache where
+/// the dump contract's `cache_k@s` / `cache_v@s` is the new token's slot alone (a UX review's
+/// port did so, and read a bare shape mismatch): the slots' axis (second to last) of length 1
+/// in the reference and the prompt's length + the step in ours, the rest the same.
 fn whole_cache(row: &OpResult, prompt_len: Option<usize>) -> Option<String> {
     use divergence_names::Op;
     if !matches!(Op::of(&row.name), Op::CacheK | Op::CacheV) || row.step == 0 {
@@ -876,27 +876,21 @@ fn whole_cache(row: &OpResult, prompt_len: Option<usize>) -> Option<String> {
         return None;
     }
     let differ: Vec<usize> = (0..r.len()).filter(|&a| r[a] != o[a]).collect();
-    let [a] = differ[..] else {
+    // The slots' axis of the contract's [1, kv_heads, 1, head_dim], holding exactly the
+    // prompt's length + the step (a review: 8 kv heads against 1 read as "8 cache slots").
+    let (Some(t), &[a]) = (prompt_len, &differ[..]) else {
         return None;
     };
-    if r[a] != 1 || o[a] < 2 {
+    let s = row.step;
+    let n = t + s;
+    if a + 2 != r.len() || r[a] != 1 || o[a] != n {
         return None;
     }
-    let (n, s) = (o[a], row.step);
-    let slot = prompt_len.map_or_else(
-        || "the new token's slot (the prompt's length + the step - 1)".to_string(),
-        |t| format!("slot {} (the prompt's {t} + step {s} - 1)", t + s - 1),
-    );
-    let what = match prompt_len {
-        Some(t) if n == t + s => format!(
-            "ours holds the whole cache so far ({n} slots on axis {a}: the prompt's {t} + {s} {})",
-            if s == 1 { "step" } else { "steps" }
-        ),
-        _ => format!("ours holds {n} cache slots on axis {a}"),
-    };
     Some(format!(
-        "{what}, where the dump contract's {} is the new token's slot alone: dump {slot} (docs/dump-format.md, \"Decode steps\")",
-        divergence_names::split_step(&row.name).0.rsplit('.').next().unwrap_or("cache probe")
+        "ours holds the whole cache so far ({n} slots on axis {a}: the prompt's {t} + {s} {}), where the dump contract's {} is the new token's slot alone: dump slot {} (docs/dump-format.md, \"Decode steps\")",
+        if s == 1 { "step" } else { "steps" },
+        divergence_names::split_step(&row.name).0.rsplit('.').next().unwrap_or("cache probe"),
+        n - 1
     ))
 }
 
@@ -1323,6 +1317,58 @@ fn dump_names<'a>(dump: &'a MappedDump<'_>) -> DumpNames<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cache_probe_is_the_whole_cache_only_on_its_slots_axis_and_length() {
+        let row = |name: &str, step: usize, r: &[usize], o: &[usize]| {
+            let side = Side {
+                shape: &[1],
+                values: divergence_diff::ValuesRef::F32(&[1.0]),
+                dtype: "float32",
+            };
+            let mut row =
+                divergence_diff::compare(name, Some(side), Some(side), &DiffConfig::default());
+            row.step = step;
+            let t = row.tensor_mut();
+            t.shape = Some(r.to_vec());
+            t.shape_ours = Some(o.to_vec());
+            row
+        };
+        let k = "model.layers.0.self_attn.cache_k@3";
+        let said = whole_cache(&row(k, 3, &[1, 2, 1, 32], &[1, 2, 19, 32]), Some(16)).unwrap();
+        assert!(
+            said.contains("19 slots on axis 2: the prompt's 16 + 3 steps"),
+            "{said}"
+        );
+        assert!(
+            said.contains("cache_k is the new token's slot alone: dump slot 18"),
+            "{said}"
+        );
+        // 8 kv heads against 1 (a review): not slots
+        assert_eq!(
+            whole_cache(&row(k, 3, &[1, 1, 1, 32], &[1, 8, 1, 32]), Some(16)),
+            None
+        );
+        // another length than prompt + step, no prompt length, the prefill, another probe
+        assert_eq!(
+            whole_cache(&row(k, 3, &[1, 2, 1, 32], &[1, 2, 8, 32]), Some(16)),
+            None
+        );
+        assert_eq!(
+            whole_cache(&row(k, 3, &[1, 2, 1, 32], &[1, 2, 19, 32]), None),
+            None
+        );
+        let v0 = "model.layers.0.self_attn.cache_v";
+        assert_eq!(
+            whole_cache(&row(v0, 0, &[1, 2, 1, 32], &[1, 2, 16, 32]), Some(16)),
+            None
+        );
+        let q = "model.layers.0.self_attn.q_proj@3";
+        assert_eq!(
+            whole_cache(&row(q, 3, &[1, 2, 1, 32], &[1, 2, 19, 32]), Some(16)),
+            None
+        );
+    }
 
     #[test]
     fn ranges_at_most_names_the_first_runs_and_counts_the_rest() {
