@@ -1360,15 +1360,19 @@ pub fn diagnose_decode(subject: &DecodeSubject<'_>) -> Vec<Hint> {
                 .and_then(|(_, r)| rel_err(next.as_deref()?, &values(r)))
         };
         let shift = t as i64 - s as i64;
-        let (what, then) = if same(at(t + 1)) {
+        let (what, then) = if same(at(t.saturating_add(1))) {
             (
                 format!("decode positions off by {shift:+}"),
-                format!("; step {} likewise is its step {}", s + 1, t + 1),
+                format!(
+                    "; step {} likewise is its step {}",
+                    s.saturating_add(1),
+                    t.saturating_add(1)
+                ),
             )
         } else if same(at(t)) {
             (
                 "the position does not advance".to_string(),
-                format!("; step {} too is its step {t}", s + 1),
+                format!("; step {} too is its step {t}", s.saturating_add(1)),
             )
         } else {
             (

@@ -990,9 +990,10 @@ fn decode_hints(
     let Some(o) = ours_at(s) else {
         return Vec::new();
     };
-    let next = ours_at(s + 1);
+    // (A step number is the file's: any usize.)
+    let next = ours_at(s.saturating_add(1));
     let window = divergence_diff::hints::DECODE_SHIFT_STEPS;
-    let refs: Vec<(usize, _)> = (s.saturating_sub(window).max(1)..=s + window)
+    let refs: Vec<(usize, _)> = (s.saturating_sub(window).max(1)..=s.saturating_add(window))
         .filter_map(|t| Some((t, read_whole(reference, &step_name(base, t))?)))
         .collect();
     let upstream: Vec<(String, _)> = if Op::of(&first.name) == Op::CacheK {
