@@ -224,7 +224,7 @@ fn every_kv_cache_fault_is_found_where_it_enters_with_the_prefill_clean() {
                 steps[step as usize]["first_divergence"], f["name"],
                 "{fault} {dtype}"
             );
-            // what kind of mistake: every fault but decode-mask has a fingerprint
+            // what kind of mistake: every fault has a fingerprint
             let hints: Vec<(&str, &str)> = r["hints"]
                 .as_array()
                 .unwrap()
@@ -238,6 +238,7 @@ fn every_kv_cache_fault_is_found_where_it_enters_with_the_prefill_clean() {
                 "cache-pre-norm" => Some(("cache_stage", "k_proj@1 rotated")),
                 f if f.starts_with("cache-overwrite") => Some(("zeros", "never written")),
                 f if f.starts_with("cache-dtype") => Some(("rounding", "bfloat16")),
+                "decode-mask" => Some(("attention_spread", "not written yet")),
                 _ => None,
             };
             match want {

@@ -15,7 +15,7 @@ use divergence_names::Op;
 use serde::{Deserialize, Serialize};
 
 use crate::compare::{sci, Side};
-use crate::tolerance::DTypeClass;
+use crate::tolerance::{unit_roundoff, DTypeClass};
 
 /// The relative L2 error below which a pair is not tested at all (bf16 noise reaches ~1e-2).
 pub const MATERIAL: f64 = 2e-2;
@@ -60,6 +60,9 @@ pub enum HintCode {
     DecodePosition,
     /// the KV cache holds k from an earlier stage (before k_norm, before RoPE).
     CacheStage,
+    /// each attention head's output is the reference's scaled down: the weights spread over
+    /// extra keys whose values are zero (a slot not written yet, zero padding).
+    AttentionSpread,
 }
 
 impl HintCode {
@@ -81,6 +84,7 @@ impl HintCode {
             HintCode::Zeros => "zeros",
             HintCode::DecodePosition => "decode_position",
             HintCode::CacheStage => "cache_stage",
+            HintCode::AttentionSpread => "attention_spread",
         }
     }
 }
@@ -219,6 +223,12 @@ pub fn diagnose(subject: &Subject<'_>, shape: &ModelShape) -> Vec<Hint> {
     let Some(rel) = rel_err(&o, &r) else {
         return out;
     };
+    // Tested before the material gate, with its own: a decode step that sees one extra
+    // (zero) key moves attn_out by ~2% (1.8e-2 on the f32 fixture), every head a pure scale.
+    if let Some(h) = attention_spread(subject, &o, &r, shape) {
+        out.push(h);
+        return out;
+    }
     if rel <= MATERIAL {
         if let Some(h) = rounding(subject, &o, &r, shape) {
             out.push(h);
@@ -1282,6 +1292,71 @@ fn zeros(name: &str, o: &[f64], r: &[f64]) -> Option<Hint> {
     })
 }
 
+/// `attention_spread`: at `attn_out` (`[.., T, heads * head_dim]`), every (position, head) of
+/// ours is the reference's times a factor `c = <o, r> / <r, r>` with a residual within 4 unit
+/// roundoffs of the coarser dtype, and at least 1e-5 (a pure scale), no factor above 1 + 1e-3, one at least below
+/// 1 - 5e-3, and the factors not all one (a single scale is `scale`'s): the softmax's weights
+/// went partly to keys whose values are zero, a different share per head. A decode step that
+/// attends to a cache slot not written yet (zeros; `decode-mask`) does exactly this.
+fn attention_spread(
+    subject: &Subject<'_>,
+    o: &[f64],
+    r: &[f64],
+    shape: &ModelShape,
+) -> Option<Hint> {
+    if Op::of(subject.name) != Op::AttnOut {
+        return None;
+    }
+    let hd = shape.head_dim.or_else(|| {
+        let last = *subject.reference.shape.last()?;
+        Some(last / shape.heads?).filter(|&d| d > 0 && last % d == 0)
+    })?;
+    if hd < 2 || !o.len().is_multiple_of(hd) {
+        return None;
+    }
+    let u = unit_roundoff(DTypeClass::of(subject.reference.dtype))
+        .max(unit_roundoff(DTypeClass::of(subject.ours.dtype)));
+    let mut factors = Vec::new();
+    for (a, b) in o.chunks_exact(hd).zip(r.chunks_exact(hd)) {
+        let bb: f64 = b.iter().map(|x| x * x).sum();
+        if bb == 0.0 {
+            continue;
+        }
+        let c = a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>() / bb;
+        let resid: f64 = a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| (x - c * y).powi(2))
+            .sum::<f64>()
+            .sqrt();
+        // (1e-5: an f32 run's sums over one more key round differently, ~4e-7)
+        if !(c.is_finite() && resid <= (4.0 * u).max(1e-5) * (c * c * bb).sqrt()) {
+            return None;
+        }
+        factors.push(c);
+    }
+    let (lo, hi) = factors
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), &c| {
+            (l.min(c), h.max(c))
+        });
+    if factors.len() < 2 || hi > 1.0 + 1e-3 || lo >= 1.0 - 5e-3 || hi - lo < 1e-3 || lo <= 0.0 {
+        return None;
+    }
+    Some(hint(
+        HintCode::AttentionSpread,
+        subject.name,
+        format!(
+            "every head is the reference's scaled down, by {} to {} (a pure scale each): the \
+             attention's weights went partly to keys whose values are zero (a decode step that \
+             sees a cache slot not written yet, zero padding in the keys)",
+            round3(lo),
+            round3(hi)
+        ),
+        &[("min_factor", lo), ("max_factor", hi)],
+    ))
+}
+
 /// Steps of the reference a `decode_position` test looks at, on each side of the step.
 pub const DECODE_SHIFT_STEPS: usize = 16;
 
@@ -1637,6 +1712,54 @@ mod tests {
             ..cache(scaled, cache_ref)
         };
         assert!(diagnose_decode(&other).is_empty());
+    }
+
+    #[test]
+    fn heads_each_scaled_down_are_attention_spread_over_zero_keys() {
+        let shape = [1usize, 1, 4 * 8];
+        let r = data(32, 11);
+        let scaled =
+            |f: [f64; 4]| -> Vec<f64> { r.iter().enumerate().map(|(i, x)| x * f[i / 8]).collect() };
+        let subject = |name: &'static str, o: &'static [f64], r: &'static [f64]| Subject {
+            name,
+            ours: side(&shape, o, "float32"),
+            reference: side(&shape, r, "float32"),
+            inputs: Vec::new(),
+            weight: None,
+        };
+        let leak = |v: Vec<f64>| -> &'static [f64] { v.leak() };
+        let r: &'static [f64] = leak(r.clone());
+        let attn = "model.layers.0.self_attn.attn_out@1";
+        // a decode step that saw one zero key: each head a share of its weight less
+        let o = leak(scaled([0.99, 0.978, 0.963, 0.995]));
+        let h = diagnose(&subject(attn, o, r), &SHAPE);
+        assert_eq!(codes(&h), ["attention_spread"]);
+        assert!(
+            h[0].message.contains("by 0.963 to 0.995"),
+            "{}",
+            h[0].message
+        );
+        // not: a factor above one, one factor for all (a scale), no head below 0.995, another
+        // op, or heads that are not a scale of ref's
+        for f in [
+            [0.99, 1.02, 0.963, 0.995],
+            [0.97, 0.97, 0.97, 0.97],
+            [0.999, 0.998, 0.997, 0.999],
+        ] {
+            let h = diagnose(&subject(attn, leak(scaled(f)), r), &SHAPE);
+            assert!(!codes(&h).contains(&"attention_spread"), "{f:?}: {h:?}");
+        }
+        let o = leak(scaled([0.99, 0.978, 0.963, 0.995]));
+        let h = diagnose(&subject("model.layers.0.mlp@1", o, r), &SHAPE);
+        assert!(!codes(&h).contains(&"attention_spread"));
+        let noisy = leak(
+            o.iter()
+                .zip(data(32, 5))
+                .map(|(x, n)| x + 0.05 * n)
+                .collect(),
+        );
+        let h = diagnose(&subject(attn, noisy, r), &SHAPE);
+        assert!(!codes(&h).contains(&"attention_spread"));
     }
 
     #[test]
