@@ -754,6 +754,14 @@ fn an_html_report_of_decode_steps_plots_steps_and_sums_up_each_heatmap_cell() {
         assert!(growth.contains(label), "{label}");
     }
     assert!(!growth.contains(">L0</text>"));
+    // the per-step table says which steps' tokens agree (its top-1 column)
+    let steps = &page[at("<section id=\"steps\">")..];
+    let steps = &steps[..steps.find("</section>").unwrap()];
+    assert!(steps.contains("<th>top-1</th>"), "{steps}");
+    assert!(
+        steps.contains(">agree</span>") || steps.contains(">FLIP</span>"),
+        "{steps}"
+    );
     // a cell holds an op per step: its tooltip counts them and names the worst and the first
     // diverged, instead of listing them all
     let heat = &page[at("<section id=\"heatmap\">")..];
