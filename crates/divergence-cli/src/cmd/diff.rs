@@ -993,7 +993,8 @@ fn decode_hints(
     // (A step number is the file's: any usize.)
     let next = ours_at(s.saturating_add(1));
     let window = divergence_diff::hints::DECODE_SHIFT_STEPS;
-    let refs: Vec<(usize, _)> = (s.saturating_sub(window).max(1)..=s.saturating_add(window))
+    // (one past the window: a step t at its edge is checked at t + 1 too)
+    let refs: Vec<(usize, _)> = (s.saturating_sub(window).max(1)..=s.saturating_add(window + 1))
         .filter_map(|t| Some((t, read_whole(reference, &step_name(base, t))?)))
         .collect();
     let upstream: Vec<(String, _)> = if Op::of(&first.name) == Op::CacheK {
