@@ -561,6 +561,16 @@ def bomb_cases() -> list[Case]:
     cases.append(Case("meta", "meta_as_a_unicode_string", unicode_meta,
                       error("umeta.npz", "1-d uint8 array of utf-8 json", "np.frombuffer", "<U")))
 
+    def pickled_meta(d: Path):
+        # np.array(meta) of the dict itself: a pickled object array, said as the metadata's
+        # problem, not only as a pickle
+        p = d / "pmeta.npz"
+        np.savez(p, x=a, __meta__=np.array(meta_for({"x": a}), dtype=object))
+        return ["diff", str(p), str(p), "--format", "json"]
+
+    cases.append(Case("meta", "meta_as_a_pickled_dict", pickled_meta,
+                      error("pmeta.npz", "1-d uint8 array of utf-8 json", "pickled object array")))
+
     def ratio_lie(d: Path):
         # the directory claims 2 GiB for ~1 KB of deflate: more than deflate's ~1032:1 can give
         hdr = npy_header("<f4", (GiB // 2,))

@@ -143,8 +143,9 @@ fn clean_decode_matches_transformers_and_reports_tokens() {
 }
 
 /// (fault, the first diverging probe, its step); f32 and bf16 unless said.
-const FAULTS: [(&str, &str, u64); 8] = [
+const FAULTS: [(&str, &str, u64); 9] = [
     ("decode-pos=3", "model.rotary_emb@1", 1),
+    ("decode-pos=-1", "model.rotary_emb@1", 1),
     ("decode-pos-frozen", "model.rotary_emb@2", 2),
     ("cache-pre-rope", "model.layers.0.self_attn.cache_k@1", 1),
     ("cache-pre-norm", "model.layers.0.self_attn.cache_k@1", 1),
@@ -233,6 +234,10 @@ fn every_kv_cache_fault_is_found_where_it_enters_with_the_prefill_clean() {
                 .collect();
             let want = match fault {
                 "decode-pos=3" => Some(("decode_position", "decode positions off by +3")),
+                "decode-pos=-1" => Some((
+                    "decode_position",
+                    "prefill position 15 (rel err 0.000e+00; step 1 is at position 16): a position off by -1",
+                )),
                 "decode-pos-frozen" => Some(("decode_position", "does not advance")),
                 "cache-pre-rope" => Some(("cache_stage", "k_norm@1 (rel err")),
                 "cache-pre-norm" => Some(("cache_stage", "k_proj@1 rotated")),

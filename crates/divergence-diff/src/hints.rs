@@ -1408,6 +1408,9 @@ pub struct DecodeSubject<'a> {
     pub reference: Vec<(usize, Side<'a>)>,
     /// The reference's upstream probes of the same step, `(name, side)`, for `cache_k`.
     pub upstream: Vec<(&'a str, Side<'a>)>,
+    /// The reference's prefill tensor of the same probe, for `rotary_emb` (its rows are the
+    /// prompt's positions: a decode position moved back into the prompt is one of them).
+    pub prefill: Option<Side<'a>>,
 }
 
 /// The rel L2 error under which a decode step's tensor "is" another's: under bf16 noise
@@ -1514,6 +1517,43 @@ pub fn diagnose_decode(subject: &DecodeSubject<'_>) -> Vec<Hint> {
                 ("rel_err", e.unwrap_or(0.0)),
             ],
         ));
+    } else if let Some(prefill) = subject
+        .prefill
+        .as_ref()
+        .filter(|_| Op::of(subject.name) == Op::RotaryEmb)
+    {
+        // A position moved back into the prompt (decode-pos=-1): ours' step is one of the
+        // prefill's rows of the position table, the latest first.
+        let rows = values(prefill);
+        let n = o.len();
+        let count = if n > 0 && rows.len().is_multiple_of(n) {
+            rows.len() / n
+        } else {
+            0
+        };
+        let s = subject.step;
+        let found = (0..count)
+            .rev()
+            .map(|p| (p, rel_err(&o, &rows[p * n..(p + 1) * n])))
+            .find(|(_, e)| same(*e));
+        if let Some((p, e)) = found {
+            // step s is at position count + s - 1 (the prompt's length from the prefill's rows)
+            let shift = p as i64 - (count as i64 + s as i64 - 1);
+            out.push(hint(
+                HintCode::DecodePosition,
+                subject.name,
+                format!(
+                    "ours' step {s} is the reference's prefill position {p} (rel err {}; step {s} is at position {}): a position off by {shift:+}",
+                    crate::compare::sci(e.unwrap_or(0.0)),
+                    count + s - 1
+                ),
+                &[
+                    ("step", s as f64),
+                    ("matches_ref_position", p as f64),
+                    ("rel_err", e.unwrap_or(0.0)),
+                ],
+            ));
+        }
     }
     // k cached at an earlier stage: ours' cache_k is the reference's k_proj (before k_norm
     // and RoPE) or k_norm (before RoPE) of the step; else, RoPE rotating each pair (i, i + d/2)
@@ -1642,6 +1682,7 @@ mod tests {
             ours_next: next.map(|n| side(&shape, &table[n], "float32")),
             reference: refs(1..=10),
             upstream: Vec::new(),
+            prefill: None,
         };
         // off by +2, confirmed at the next step
         let h = diagnose_decode(&subject(3, 5, Some(6)));
@@ -1680,6 +1721,33 @@ mod tests {
         assert!(diagnose_decode(&other).is_empty());
         // a step within its own tolerance: nothing, whatever it resembles
         assert!(diagnose_decode(&subject(3, 3, Some(4))).is_empty());
+        // a position moved back into the prompt: one of the prefill's rows (5 of them here,
+        // the table's rows 0-4 of another run), at rotary_emb only
+        let prompt: Vec<f64> = (0..5).flat_map(|p| data(16, 500 + p)).collect();
+        let row3: Vec<f64> = prompt[3 * 16..4 * 16].to_vec();
+        let (prompt, row3): (&'static [f64], &'static [f64]) = (prompt.leak(), row3.leak());
+        let pshape = [1usize, 5, 16];
+        let back = DecodeSubject {
+            name: "model.rotary_emb@1",
+            step: 1,
+            ours: side(&shape, row3, "float32"),
+            ours_next: None,
+            reference: refs(1..=10),
+            upstream: Vec::new(),
+            prefill: Some(side(&pshape, prompt, "float32")),
+        };
+        let h = diagnose_decode(&back);
+        assert!(
+            h[0].message.contains("prefill position 3")
+                && h[0].message.ends_with("a position off by -2"),
+            "{}",
+            h[0].message
+        );
+        let not_rope = DecodeSubject {
+            name: "model.layers.0.self_attn.cache_k@1",
+            ..back.clone()
+        };
+        assert!(diagnose_decode(&not_rope).is_empty());
         // at the cache (everything before it in the step agreed): a slot holding another
         // step's k, not a position (a held-out check: a stale slot read as "off by -1")
         let stale = DecodeSubject {
@@ -1727,6 +1795,7 @@ mod tests {
             ours_next: None,
             reference: vec![(1, side(&cshape, r, "float32"))],
             upstream: Vec::new(),
+            prefill: None,
         };
         let leak = |v: Vec<f64>| -> &'static [f64] { v.leak() };
         let (k_proj, k_norm, cache_ref) = (leak(k_proj), leak(k_norm), leak(cache_ref));

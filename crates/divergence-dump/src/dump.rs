@@ -791,14 +791,19 @@ fn read_meta(
 ) -> Result<Meta, DumpError> {
     // numpy's natural `np.array(json.dumps(meta))` is a unicode string ('<U31'): said as what
     // the metadata must be, not as a tensor dtype we do not read (a UX review).
+    let must = "must be a 1-d uint8 array of utf-8 json (np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8))";
     let info = match info {
         Err(DumpError::UnsupportedDtype { dtype, .. }) => {
             return Err(DumpError::BadMeta {
                 path: path.to_path_buf(),
-                detail: format!(
-                    "{META_ENTRY} must be a 1-d uint8 array of utf-8 json \
-                     (np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)), found dtype '{dtype}'"
-                ),
+                detail: format!("{META_ENTRY} {must}, found dtype '{dtype}'"),
+            })
+        }
+        // np.array(meta_dict): a pickled object
+        Err(DumpError::ObjectArray { .. }) => {
+            return Err(DumpError::BadMeta {
+                path: path.to_path_buf(),
+                detail: format!("{META_ENTRY} {must}, found a pickled object array"),
             })
         }
         other => other?,

@@ -1009,7 +1009,11 @@ fn decode_hints(
     } else {
         Vec::new()
     };
+    let prefill = (Op::of(&first.name) == Op::RotaryEmb)
+        .then(|| read_whole(reference, base))
+        .flatten();
     let subject = divergence_diff::DecodeSubject {
+        prefill: prefill.as_ref().map(side),
         name: &first.name,
         step: s,
         ours: side(&o),
