@@ -1321,7 +1321,6 @@ fn attention_spread(
         .heads
         .filter(|&h| h > 0 && o.len().is_multiple_of(h * hd))
         .unwrap_or(o.len() / hd);
-    let mut factors = Vec::new();
     let mut per_head: Vec<Vec<f64>> = vec![Vec::new(); heads];
     for (k, (a, b)) in o.chunks_exact(hd).zip(r.chunks_exact(hd)).enumerate() {
         let bb: f64 = b.iter().map(|x| x * x).sum();
@@ -1339,19 +1338,19 @@ fn attention_spread(
         if !(c.is_finite() && resid <= (4.0 * u).max(1e-5) * (c * c * bb).sqrt()) {
             return None;
         }
-        factors.push(c);
         per_head[k % heads].push(c);
     }
-    let (lo, hi) = factors
-        .iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), &c| {
+    let span = |f: &mut dyn Iterator<Item = f64>| {
+        f.fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), c| {
             (l.min(c), h.max(c))
-        });
+        })
+    };
+    let (lo, hi) = span(&mut per_head.iter().flatten().copied());
     // Scaled down beyond the dtype's noise (a long prompt's one extra key: 0.9985, found by a
     // held-out check), never up, and by factors that differ beyond it (one factor for all is
     // `scale`: a bf16 x0.9 read as this, the same check).
     let noise = (2.0 * u).max(1e-4);
-    if factors.len() < 2
+    if per_head.iter().map(Vec::len).sum::<usize>() < 2
         || hi > 1.0 + u.max(1e-5)
         || lo >= 1.0 - noise
         || hi - lo <= 2.0 * noise
@@ -1361,16 +1360,13 @@ fn attention_spread(
     }
     // Over several positions a zero key takes another share at each: a head scaled by one
     // factor at every position is a scaled head, not this (a held-out check).
-    let positions = factors.len() / heads.max(1);
-    let constant = |f: &Vec<f64>| {
-        let (l, h) = f
-            .iter()
-            .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), &c| {
-                (l.min(c), h.max(c))
-            });
-        h - l <= noise
-    };
-    if positions > 1 && per_head.iter().filter(|f| f.len() > 1).all(constant) {
+    let several = per_head.iter().filter(|f| f.len() > 1);
+    if several.clone().count() > 0
+        && several.clone().all(|f| {
+            let (l, h) = span(&mut f.iter().copied());
+            h - l <= noise
+        })
+    {
         return None;
     }
     Some(hint(
@@ -1386,6 +1382,14 @@ fn attention_spread(
         ),
         &[("min_factor", lo), ("max_factor", hi)],
     ))
+}
+
+/// The probes [`diagnose_decode`] tests: those that depend on the position (`rotary_emb`,
+/// `rope_q` / `rope_k`, `cache_k`). An embedding (or a projection before RoPE) that is another
+/// step's was fed another token (a review found a shifted token called "positions off by
+/// -1"); the caller reads no tensor for another probe.
+pub fn depends_on_position(op: Op) -> bool {
+    matches!(op, Op::RotaryEmb | Op::Rope(_) | Op::CacheK)
 }
 
 /// Steps of the reference a `decode_position` test looks at, on each side of the step.
@@ -1425,6 +1429,9 @@ const SAME: f64 = 1e-2;
 /// where the reference has a `k_norm`, `k_proj` rotated: k cached before RoPE or before
 /// k_norm). Each needs the step's own error to be material.
 pub fn diagnose_decode(subject: &DecodeSubject<'_>) -> Vec<Hint> {
+    if !depends_on_position(Op::of(subject.name)) {
+        return Vec::new();
+    }
     let o = values(&subject.ours);
     let Some(own) = subject
         .reference
@@ -1439,13 +1446,6 @@ pub fn diagnose_decode(subject: &DecodeSubject<'_>) -> Vec<Hint> {
     }
     let same = |e: Option<f64>| e.is_some_and(|e| e < SAME && e < own / 10.0);
     let mut out = Vec::new();
-    // Only a probe that depends on the position says so: an embedding (or a projection
-    // before RoPE) that is another step's was fed another token (a review found a shifted
-    // token called "positions off by -1").
-    let positional = matches!(
-        Op::of(subject.name),
-        Op::RotaryEmb | Op::Rope(_) | Op::CacheK
-    );
     // The nearest other step of the reference that ours' step is.
     let mut others: Vec<&(usize, Side<'_>)> = subject
         .reference
@@ -1460,7 +1460,6 @@ pub fn diagnose_decode(subject: &DecodeSubject<'_>) -> Vec<Hint> {
     others.sort_by_key(|(t, _)| (t.abs_diff(subject.step), *t));
     let found = others
         .iter()
-        .filter(|_| positional)
         .map(|(t, r)| (*t, rel_err(&o, &values(r))))
         .find(|(_, e)| same(*e));
     if let Some((t, e)) = found {

@@ -791,23 +791,22 @@ fn read_meta(
 ) -> Result<Meta, DumpError> {
     // numpy's natural `np.array(json.dumps(meta))` is a unicode string ('<U31'): said as what
     // the metadata must be, not as a tensor dtype we do not read (a UX review).
-    let must = "must be a 1-d uint8 array of utf-8 json (np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8))";
-    let info = match info {
-        Err(DumpError::UnsupportedDtype { dtype, .. }) => {
-            return Err(DumpError::BadMeta {
-                path: path.to_path_buf(),
-                detail: format!("{META_ENTRY} {must}, found dtype '{dtype}'"),
-            })
-        }
-        // np.array(meta_dict): a pickled object
-        Err(DumpError::ObjectArray { .. }) => {
-            return Err(DumpError::BadMeta {
-                path: path.to_path_buf(),
-                detail: format!("{META_ENTRY} {must}, found a pickled object array"),
-            })
-        }
-        other => other?,
+    // (np.array(meta_dict): a pickled object)
+    let found = match &info {
+        Err(DumpError::UnsupportedDtype { dtype, .. }) => Some(format!("dtype '{dtype}'")),
+        Err(DumpError::ObjectArray { .. }) => Some("a pickled object array".to_string()),
+        _ => None,
     };
+    if let Some(found) = found {
+        return Err(DumpError::BadMeta {
+            path: path.to_path_buf(),
+            detail: format!(
+                "{META_ENTRY} must be a 1-d uint8 array of utf-8 json \
+                 (np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)), found {found}"
+            ),
+        });
+    }
+    let info = info?;
     if !matches!(info.dtype, DType::U8 | DType::I8) || info.shape.len() != 1 {
         return Err(DumpError::BadMeta {
             path: path.to_path_buf(),

@@ -824,23 +824,15 @@ impl Tui {
         }
         // The per-layer overview (`l`): it scrolls, and its own key or Esc goes back to the
         // ops.
-        if self.layers || self.steps_view {
-            let lines = match self.layers {
-                true => view::layer_lines(&self.report).len(),
-                false => self.report.steps.len(),
-            };
-            let (o, back) = match self.layers {
-                true => (&mut self.layer_offset, 'l'),
-                false => (&mut self.step_offset, 'p'),
-            };
-            let last = lines.saturating_sub(self.overview_rows);
+        if self.layers {
+            let last = view::layer_lines(&self.report)
+                .len()
+                .saturating_sub(self.overview_rows);
+            let o = &mut self.layer_offset;
             *o = (*o).min(last);
             if !scroll(key.code, o, last, page) {
                 match key.code {
-                    KeyCode::Esc => (self.layers, self.steps_view) = (false, false),
-                    KeyCode::Char(c) if c == back => {
-                        (self.layers, self.steps_view) = (false, false)
-                    }
+                    KeyCode::Esc | KeyCode::Char('l') => self.layers = false,
                     KeyCode::Char('?') => self.help = true,
                     KeyCode::Char('q') => self.quit = true,
                     _ => {}
@@ -1585,7 +1577,7 @@ fn footer_line(sort: &str, width: usize, steps: bool, warnings: bool) -> Line<'s
     let mut budget = width.saturating_sub(lead.chars().count());
     let mut by_priority: Vec<usize> = (0..keys.len()).filter(|&i| keys[i].2).collect();
     by_priority.sort_by_key(|&i| keys[i].1);
-    let mut keep = [false; 12];
+    let mut keep = vec![false; keys.len()];
     for i in by_priority {
         let w = keys[i].0.chars().count() + 2;
         if w <= budget {

@@ -690,42 +690,49 @@ fn a_dense_growth_plot_keeps_every_visible_dot_and_the_first_divergence() {
     let cfg = DiffConfig::default();
     let r: &'static [f32] = act(64, 1).leak();
     let n = 20_000;
+    // The report of n ops named as decode steps, op i's ours from ref by `ours(i, j, x)`
+    // (element j of value x), and its growth plot.
+    let growth = |ours: &dyn Fn(usize, usize, f32) -> f32| {
+        let rows: Vec<OpResult> = (0..n)
+            .map(|i| {
+                let o: &'static [f32] = r
+                    .iter()
+                    .enumerate()
+                    .map(|(j, &x)| ours(i, j, x))
+                    .collect::<Vec<_>>()
+                    .leak();
+                let side = |v: &'static [f32]| Side {
+                    shape: &[1, 64],
+                    values: ValuesRef::F32(v),
+                    dtype: "float32",
+                };
+                compare(
+                    &format!("model.layers.{}.mlp@{}", i % 28, i / 28),
+                    Some(side(o)),
+                    Some(side(r)),
+                    &cfg,
+                )
+            })
+            .collect();
+        let report = assemble(
+            rows,
+            ReportContext::new("a", "b", OrderSource::RefMeta),
+            &cfg,
+        );
+        let mut out = Vec::new();
+        render_growth_svg(&report, &mut out).unwrap();
+        (report, String::from_utf8(out).unwrap())
+    };
     let bad = |i: usize| i % 4_999 == 4_000;
-    let rows: Vec<OpResult> = (0..n)
-        .map(|i| {
-            // A few error levels, as noise gives (a decode step's rows repeat each layer's).
-            let eps = if bad(i) {
-                0.5
-            } else {
-                1e-4 * (1 + i % 3 * 3) as f32
-            };
-            let o: &'static [f32] = r
-                .iter()
-                .enumerate()
-                .map(|(j, x)| x * (1.0 + eps * ((j % 3) as f32 - 1.0)))
-                .collect::<Vec<_>>()
-                .leak();
-            let side = |v: &'static [f32]| Side {
-                shape: &[1, 64],
-                values: ValuesRef::F32(v),
-                dtype: "float32",
-            };
-            compare(
-                &format!("model.layers.{}.mlp@{}", i % 28, i / 28),
-                Some(side(o)),
-                Some(side(r)),
-                &cfg,
-            )
-        })
-        .collect();
-    let report = assemble(
-        rows,
-        ReportContext::new("a", "b", OrderSource::RefMeta),
-        &cfg,
-    );
-    let mut out = Vec::new();
-    render_growth_svg(&report, &mut out).unwrap();
-    let svg = String::from_utf8(out).unwrap();
+    let (_, svg) = growth(&|i, j, x| {
+        // A few error levels, as noise gives (a decode step's rows repeat each layer's).
+        let eps = if bad(i) {
+            0.5
+        } else {
+            1e-4 * (1 + i % 3 * 3) as f32
+        };
+        x * (1.0 + eps * ((j % 3) as f32 - 1.0))
+    });
     assert_well_formed(&svg);
     let markers = svg.matches("<circle").count() + svg.matches("<path").count();
     assert!(markers < n / 4, "{markers} markers for {n} ops");
@@ -746,36 +753,15 @@ fn a_dense_growth_plot_keeps_every_visible_dot_and_the_first_divergence() {
     // A decode bug diverges at every step after its own: diverged markers are thinned the
     // same way (per colour: a later ok op's marker is not a diverged one's), the first
     // divergence kept.
-    let rows: Vec<OpResult> = (0..n)
-        .map(|i| {
-            let eps = if i >= 10_001 {
-                0.1 * (1 + i % 3) as f32
-            } else {
-                1e-4
-            };
-            let o: &'static [f32] = r.iter().map(|x| x * (1.0 + eps)).collect::<Vec<_>>().leak();
-            let side = |v: &'static [f32]| Side {
-                shape: &[1, 64],
-                values: ValuesRef::F32(v),
-                dtype: "float32",
-            };
-            compare(
-                &format!("model.layers.{}.mlp@{}", i % 28, i / 28),
-                Some(side(o)),
-                Some(side(r)),
-                &cfg,
-            )
-        })
-        .collect();
-    let report = assemble(
-        rows,
-        ReportContext::new("a", "b", OrderSource::RefMeta),
-        &cfg,
-    );
+    let (report, svg) = growth(&|i, _, x| {
+        let eps = if i >= 10_001 {
+            0.1 * (1 + i % 3) as f32
+        } else {
+            1e-4
+        };
+        x * (1.0 + eps)
+    });
     assert_eq!(report.first_divergence.as_ref().unwrap().index, 10_001);
-    let mut out = Vec::new();
-    render_growth_svg(&report, &mut out).unwrap();
-    let svg = String::from_utf8(out).unwrap();
     let markers = svg.matches("<circle").count() + svg.matches("<path").count();
     assert!(
         markers < n / 8,

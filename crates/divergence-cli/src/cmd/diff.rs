@@ -982,7 +982,11 @@ fn decode_hints(
     (ours, reference): (&MappedDump<'_>, &MappedDump<'_>),
 ) -> Vec<divergence_diff::Hint> {
     use divergence_names::{sibling, split_step, step_name, Op, QkKind};
-    let Some(first) = report.first_divergence.as_ref().filter(|f| f.step > 0) else {
+    let Some(first) = report
+        .first_divergence
+        .as_ref()
+        .filter(|f| f.step > 0 && divergence_diff::hints::depends_on_position(Op::of(&f.name)))
+    else {
         return Vec::new();
     };
     let (base, s) = split_step(&first.name);
