@@ -1494,6 +1494,41 @@ def decode_cases() -> list[Case]:
     err("prefill_vs_decode_both_stepped", good, "prefill_vs_decode_both_stepped.npz",
         extra=("--prefill-vs-decode",))
 
+    # --steps (docs/decode.md, "Some steps only"): the selected steps are checked as all are.
+    other = {**good, "decode_ids": [5, 7]}
+    err("steps_other_tokens_selected", other, "steps_other_tokens_selected.npz", "ref.npz",
+        "(step 2: 7 vs 6)", "--steps 0-1", extra=("--steps", "0-2"))
+
+    def warned_and_noted(rep, _out):
+        warned = any("other decode tokens from step 2" in w for w in rep.get("warnings", []))
+        noted = any(n.startswith("--steps 0-1:") for n in rep.get("notes", []))
+        steps = sorted({r.get("step") for r in rep["ops"]})
+        if not (warned and noted and steps == [0, 1]):
+            return f"warned {warned}, noted {noted}, steps {steps}"
+        return None
+
+    cases.append(Case("decode", "steps_before_other_tokens",
+                      pair("steps_before_other_tokens", other, extra=("--steps", "0-1")),
+                      report(0, others={"ok"}, check=warned_and_noted)))
+    err("steps_absent", good, "steps_absent.npz", "ref.npz", "--steps 0-9",
+        "no decode step 3-9", extra=("--steps", "0-9"))
+    # A run of 2^64 - 1 steps is walked over the steps held, not counted through.
+    err("steps_huge_run", good, "steps_huge_run.npz", "no decode step 3-18446744073709551615",
+        extra=("--steps", "0-18446744073709551615"))
+    err("steps_select_none", good, "steps_select_none.npz", "none of the steps held",
+        extra=("--steps", "5-"))
+    err("steps_backwards", good, "--steps", "first step before its last",
+        extra=("--steps", "2-1"))
+    fewer = {k: v for k, v in stepped.items() if not k.endswith("@2")}
+    cases.append(Case("decode", "steps_count_differ_selected",
+                      pair("steps_count_differ_selected",
+                           {**good, "decode_steps": 1, "decode_ids": [5]},
+                           ours_arrays=fewer, extra=("--steps", "0-1")),
+                      report(0, others={"ok"})))
+    err("steps_count_differ_open_run", {**good, "decode_steps": 1, "decode_ids": [5]},
+        "steps_count_differ_open_run.npz", "has no probe of decode step 2", "--steps 1)",
+        ours_arrays=fewer, extra=("--steps", "1-"))
+
     # A truth with decode steps the reference lacks: the truth is named as the odd one out.
     def truth_steps(d: Path):
         p = savez(d / "ours.npz", base, meta_for(base))

@@ -1387,3 +1387,100 @@ fn the_per_step_lines_say_which_steps_flipped_their_token() {
         );
     }
 }
+
+/// `--steps`: a port that decoded its own tokens (they part from the reference's at step 5) or
+/// stopped early (4 steps of 6) is refused as a whole, with the selection that can be compared
+/// in the error; with it, the steps before are compared (clean, or the fault found where it
+/// enters), and the report says what was left out.
+#[test]
+fn steps_compares_a_port_up_to_where_its_tokens_part() {
+    let _ = root();
+    for (dtype, reference) in refs() {
+        let own = |name: &str, ids: &str, extra: &[&str]| {
+            let out = tmp(&format!("steps-{name}-{dtype}.npz"));
+            run_tokens(&out, dtype, &["--decode-ids", ids], extra);
+            out
+        };
+        let parted = own("parted", "253,253,253,59,7,7", &[]);
+        let short = own("short", "253,253,253,59", &[]);
+        let shifted = own(
+            "shifted",
+            "253,253,253,59,7,7",
+            &["--inject", "decode-pos=1"],
+        );
+        for (ours, says) in [
+            (&parted, "other decode tokens (step 5: 7 vs 359)"),
+            (&short, "has 4 decode steps"),
+        ] {
+            let (code, _, err) = diff_json(ours, reference, &[]);
+            assert_eq!(code, 2, "{dtype}: {err}");
+            assert_eq!(err.trim().lines().count(), 1, "{err}");
+            assert!(err.contains(says) && err.contains("--steps 0-4"), "{err}");
+            // a selection that reaches past the step where they part is refused the same way
+            // (its advice keeps the selection's start)
+            let (code, _, err) = diff_json(ours, reference, &["--steps", "3-5"]);
+            assert_eq!(code, 2, "{dtype}: {err}");
+            assert!(err.contains("--steps 3-4)"), "{err}");
+        }
+        for ours in [&parted, &short] {
+            let (code, r, err) = diff_json(ours, reference, &["--steps", "0-4"]);
+            assert_eq!(code, 0, "{dtype} {}: {err}\n{r}", ours.display());
+            let steps: Vec<u64> = r["steps"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s["step"].as_u64().unwrap())
+                .collect();
+            assert_eq!(steps, [0, 1, 2, 3, 4], "{dtype}");
+            assert!(r["ops"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|o| o["step"].as_u64() <= Some(4)));
+            assert_eq!(
+                r["tokens"]["positions"], 20,
+                "16 prompt positions + 4 steps"
+            );
+            assert_eq!(r["tokens"]["top1_agree"], 20, "{dtype}");
+            let notes = r["notes"].to_string();
+            assert!(
+                notes.contains("--steps 0-4: decode steps 0-4 compared"),
+                "{notes}"
+            );
+            let warned = r["warnings"]
+                .to_string()
+                .contains("from step 5 on (7 vs 359)");
+            assert_eq!(warned, ours == &parted, "{}", r["warnings"]);
+        }
+        // the fault is found at the step where it enters, whichever steps are selected
+        for (sel, first, step) in [
+            ("0-4", "model.rotary_emb@1", 1),
+            ("3-4", "model.rotary_emb@3", 3),
+        ] {
+            let (code, r, err) = diff_json(&shifted, reference, &["--steps", sel]);
+            assert_eq!(code, 1, "{dtype} --steps {sel}: {err}");
+            assert_eq!(
+                r["first_divergence"]["name"], first,
+                "{dtype} --steps {sel}"
+            );
+            assert_eq!(r["first_divergence"]["step"], step);
+            let hints = r["hints"].to_string();
+            assert!(
+                hints.contains("decode positions off by +1"),
+                "{dtype}: {hints}"
+            );
+        }
+        // steps the dumps do not hold, or none of theirs
+        for (sel, says) in [
+            ("0-9", "--steps 0-9: no decode step 7-9 in"),
+            ("8-", "--steps 8-: none of the steps held in"),
+        ] {
+            let (code, _, err) = diff_json(&parted, reference, &["--steps", sel]);
+            assert_eq!(code, 2, "{err}");
+            assert!(
+                err.contains(says) && err.contains("the steps held are 0-6"),
+                "{err}"
+            );
+        }
+    }
+}

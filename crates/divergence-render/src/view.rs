@@ -818,9 +818,10 @@ pub(crate) fn summary_line(report: &Report) -> String {
             } else {
                 ""
             };
+            let n = report.steps.len();
+            let steps = if n == 1 { "step" } else { "steps" };
             line.push_str(&format!(
-                "; no divergence in {} steps ({prefill}{decode} decode)",
-                report.steps.len()
+                "; no divergence in {n} {steps} ({prefill}{decode} decode)"
             ));
         }
         None => line.push_str("; no divergence"),

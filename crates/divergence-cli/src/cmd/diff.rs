@@ -75,6 +75,12 @@ pub struct DiffArgs {
     /// `^$*+?()[]{}|\` matches as a plain substring.
     #[arg(long, value_name = "REGEX", value_parser = parse::grep)]
     pub grep: Option<Regex>,
+    /// Compare these decode steps only (0 = the prefill): `0-22`, `5`, `0,4-8`, `3-` (from step
+    /// 3 on). The rest of the dumps is not read; the checks of a decode pair hold for the steps
+    /// selected (both sides hold them, fed the same tokens up to the last of them), so a port
+    /// that decoded its own tokens can be compared up to the step where they part.
+    #[arg(long, value_name = "STEPS", value_parser = parse::steps)]
+    pub steps: Option<crate::cmd::steps::Selection>,
     /// Ops shown before and after the first divergence in the compact view.
     #[arg(long, default_value_t = 3)]
     pub context: usize,
@@ -513,7 +519,14 @@ fn report_of(
 ) -> Result<Report> {
     if args.prefill_vs_decode {
         let pair = crate::cmd::prefill_decode::pair(ours, &args.ours, reference, &args.reference)?;
-        return finish_report(args, cfg, Sides::from_pair(pair));
+        let mut sides = Sides::from_pair(pair);
+        if let Some(sel) = &args.steps {
+            let files = sides.ours_label.clone();
+            sides
+                .notes
+                .extend(select_steps(&mut sides.plan, sel, &files)?);
+        }
+        return finish_report(args, cfg, sides);
     }
     let (ours_dump, ref_dump) = (ours, reference);
     let chosen = crate::cmd::map::choose(ours_dump, flag_map)?;
@@ -551,7 +564,13 @@ fn report_of(
         &reference,
         &args.reference,
         crate::cmd::steps::Pair::Compared,
+        args.steps.as_ref(),
     )?);
+    let mut notes = Vec::new();
+    if let Some(sel) = &args.steps {
+        let files = format!("{} and {}", args.ours.display(), args.reference.display());
+        notes.extend(select_steps(&mut plan, sel, &files)?);
+    }
     let mut truth_warnings = Vec::new();
     if let (Some(truth), Some(path)) = (&truth, &args.truth) {
         truth_warnings = check_truth(
@@ -559,6 +578,7 @@ fn report_of(
             (&reference, &args.reference),
             (&ours, &args.ours),
             &plan.order,
+            args.steps.as_ref(),
         )?;
     }
     timings::mark("checks");
@@ -571,7 +591,7 @@ fn report_of(
         ref_label: args.reference.display().to_string(),
         plan,
         warnings: map_warnings,
-        notes: Vec::new(),
+        notes,
         truth_warnings,
         inferred,
         check_ids: true,
@@ -1193,6 +1213,7 @@ fn check_truth(
     reference: (&MappedDump<'_>, &Path),
     ours: (&MappedDump<'_>, &Path),
     order: &[divergence_diff::Name],
+    steps: Option<&crate::cmd::steps::Selection>,
 ) -> Result<Vec<String>> {
     let ((truth, truth_path), (reference, ref_path)) = (truth, reference);
     let ids = |d: &MappedDump<'_>| d.meta().and_then(|m| m.input_ids.clone());
@@ -1226,6 +1247,7 @@ fn check_truth(
         reference,
         ref_path,
         crate::cmd::steps::Pair::Truth,
+        steps,
     )
     .with_context(|| format!("--truth {}", truth_path.display()))?;
     match (ids(truth), ids(reference)) {
@@ -1257,6 +1279,35 @@ fn check_truth(
         );
     }
     Ok(warnings)
+}
+
+/// Keeps the rows of the steps `--steps` selects (the plan's other rows are not read), once
+/// the selection is checked against the steps the plan holds (`files` names the dumps in its
+/// error); the note says what was compared, when that is not every step.
+fn select_steps(
+    plan: &mut divergence_diff::OrderPlan,
+    sel: &crate::cmd::steps::Selection,
+    files: &str,
+) -> Result<Option<String>> {
+    let held: BTreeSet<usize> = plan
+        .order
+        .par_iter()
+        .with_min_len(4096)
+        .map(|n| divergence_names::split_step(n).1)
+        .collect::<std::collections::HashSet<usize>>()
+        .into_iter()
+        .collect();
+    sel.check(&held, files)?;
+    let compared: BTreeSet<usize> = held.iter().copied().filter(|&s| sel.contains(s)).collect();
+    plan.retain(|name| sel.contains(divergence_names::split_step(name).1));
+    Ok((compared != held).then(|| {
+        format!(
+            "--steps {}: decode steps {} compared (0 = the prefill), of {} in the dumps",
+            sel.text(),
+            ranges_at_most(&compared, 8),
+            ranges_at_most(&held, 8)
+        )
+    }))
 }
 
 /// `--layer N` must name a layer of the dumps: `--layer 7: the dumps have layers 0-1`.

@@ -22,6 +22,48 @@ fn number(s: &str, bound: &str, ok: impl Fn(f64) -> bool) -> Result<f64, String>
     }
 }
 
+/// `--steps`: decode steps, 0 being the prefill, as a comma-separated list of `N`, `A-B`
+/// (inclusive) and, last, `A-` (every step from A on): `0-22`, `5`, `0,4-8`, `3-`.
+/// Runs must ascend without overlapping.
+pub fn steps(s: &str) -> Result<crate::cmd::steps::Selection, String> {
+    use crate::cmd::steps::Selection;
+    let bad = |why: &str| {
+        Err(format!(
+            "must be decode steps such as 0-22, 5, 0,4-8 or 3- (0 = the prefill){why}, got '{s}'"
+        ))
+    };
+    let number = |t: &str| {
+        t.trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|_| !t.trim().starts_with('+'))
+    };
+    let mut runs: Vec<(usize, Option<usize>)> = Vec::new();
+    for part in s.split(',') {
+        let part = part.trim();
+        let run = match part.split_once('-') {
+            None => number(part).map(|n| (n, Some(n))),
+            Some((a, b)) if b.trim().is_empty() => number(a).map(|a| (a, None)),
+            Some((a, b)) => match (number(a), number(b)) {
+                (Some(a), Some(b)) if a <= b => Some((a, Some(b))),
+                (Some(_), Some(_)) => return bad(" (a run's first step before its last)"),
+                _ => None,
+            },
+        };
+        let Some(run) = run else { return bad("") };
+        match runs.last() {
+            Some((_, None)) => return bad(" (a run without an end comes last)"),
+            Some(&(_, Some(hi))) if run.0 <= hi => return bad(" (runs in ascending order, apart)"),
+            _ => {}
+        }
+        if runs.len() == Selection::MAX_RUNS {
+            return bad(&format!(" (at most {} runs)", Selection::MAX_RUNS));
+        }
+        runs.push(run);
+    }
+    Ok(Selection::new(runs))
+}
+
 /// Characters that make a `--grep` pattern a regex; text without any of them matches as a
 /// plain substring (so `layers.3.` does not match `layers.30.`).
 const REGEX_CHARS: &str = "^$*+?()[]{}|\\";
@@ -53,6 +95,7 @@ fn why(e: &regex::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cmd::steps::Selection;
 
     #[test]
     fn numbers() {
@@ -71,6 +114,51 @@ mod tests {
             positive("0"),
             Err("must be a finite number > 0, got 0".into())
         );
+    }
+
+    #[test]
+    fn steps_are_runs() {
+        let sel = |t: &str| steps(t).map(|s| s.text());
+        assert_eq!(sel("0-22").as_deref(), Ok("0-22"));
+        assert_eq!(sel(" 5 ").as_deref(), Ok("5"));
+        assert_eq!(sel("0, 4-8,10-").as_deref(), Ok("0,4-8,10-"));
+        assert_eq!(sel("3-").as_deref(), Ok("3-"));
+        assert_eq!(sel("7-7").as_deref(), Ok("7"));
+        let s = steps("0,4-8,10-").unwrap();
+        let picked: Vec<usize> = (0..13).filter(|&i| s.contains(i)).collect();
+        assert_eq!(picked, [0, 4, 5, 6, 7, 8, 10, 11, 12]);
+        assert!(steps("2-").unwrap().contains(usize::MAX));
+        for bad in [
+            "",
+            "x",
+            "-3",
+            "1-2-3",
+            "5-2",
+            "3-,5",
+            "4,2",
+            "2,2",
+            "0-5,5-9",
+            "+1",
+            "1,",
+            "-",
+            "99999999999999999999999",
+        ] {
+            let err = steps(bad).unwrap_err();
+            assert!(
+                err.starts_with("must be decode steps such as"),
+                "{bad}: {err}"
+            );
+            assert!(err.ends_with(&format!("got '{bad}'")), "{bad}: {err}");
+        }
+        assert!(steps("5-2")
+            .unwrap_err()
+            .contains("first step before its last"));
+        let many: Vec<String> = (0..=Selection::MAX_RUNS)
+            .map(|i| (2 * i).to_string())
+            .collect();
+        assert!(steps(&many.join(","))
+            .unwrap_err()
+            .contains("at most 64 runs"));
     }
 
     #[test]

@@ -7,6 +7,11 @@
 //! differ, or where a step the metadata promises has no probe; a step present on one side
 //! only is an error too (its rows would all be `only_ours` / `only_ref`, which alone do not
 //! fail a diff).
+//!
+//! `--steps` ([`Selection`]) compares some steps only: the plan keeps their rows, and the checks
+//! ask of the selected steps what they ask of all (both sides hold them, fed the same tokens up
+//! to the last of them), so that a port that decoded its own tokens can be compared up to the
+//! step where its tokens part from the reference's.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -23,6 +28,71 @@ use rayon::prelude::*;
 pub enum Pair {
     Compared,
     Truth,
+}
+
+/// `--steps`: the decode steps a diff compares (0 = the prefill), as ascending runs, the last
+/// of which may have no end (`5-`). Parsed by [`crate::cmd::parse::steps`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Selection {
+    /// `(first, last)`, inclusive, ascending and apart; `None`: no end.
+    runs: Vec<(usize, Option<usize>)>,
+}
+
+impl Selection {
+    /// Most runs one selection may list.
+    pub const MAX_RUNS: usize = 64;
+
+    /// The selection of these runs: ascending, apart (checked by the parser).
+    pub(crate) fn new(runs: Vec<(usize, Option<usize>)>) -> Selection {
+        Selection { runs }
+    }
+
+    /// Whether step `s` is selected.
+    pub fn contains(&self, s: usize) -> bool {
+        self.runs
+            .iter()
+            .any(|&(lo, hi)| s >= lo && hi.is_none_or(|hi| s <= hi))
+    }
+
+    /// The selection as the flag takes it: `0-22`, `0, 4-8`, `5-`.
+    pub fn text(&self) -> String {
+        let run = |&(lo, hi): &(usize, Option<usize>)| match hi {
+            None => format!("{lo}-"),
+            Some(hi) => crate::cmd::diff::run_text(&(lo, hi)),
+        };
+        self.runs.iter().map(run).collect::<Vec<_>>().join(",")
+    }
+
+    /// The selection's steps up to `last`, if any.
+    fn up_to(&self, last: usize) -> Option<Selection> {
+        let runs: Vec<(usize, Option<usize>)> = self
+            .runs
+            .iter()
+            .filter(|&&(lo, _)| lo <= last)
+            .map(|&(lo, hi)| (lo, Some(hi.map_or(last, |hi| hi.min(last)))))
+            .collect();
+        (!runs.is_empty()).then_some(Selection { runs })
+    }
+
+    /// The steps of its bounded runs that are not in `held`, as runs (walked over `held`, not
+    /// over every number of a run: `--steps 0-4000000000` is one run).
+    fn absent_from(&self, held: &BTreeSet<usize>) -> Vec<(usize, usize)> {
+        let mut absent = Vec::new();
+        for &(lo, hi) in &self.runs {
+            let Some(hi) = hi else { continue };
+            let mut next = lo;
+            for &s in held.range(lo..=hi) {
+                if s > next {
+                    absent.push((next, s - 1));
+                }
+                next = s + 1;
+            }
+            if next <= hi {
+                absent.push((next, hi));
+            }
+        }
+        absent
+    }
 }
 
 /// What one side says about its steps.
@@ -104,12 +174,29 @@ pub fn check(
     reference: &MappedDump<'_>,
     ref_path: &Path,
     pair: Pair,
+    sel: Option<&Selection>,
 ) -> Result<Vec<String>> {
     let (o, r) = rayon::join(
         || steps_of(ours, ours_path),
         || steps_of(reference, ref_path),
     );
     let (o, r) = (o?, r?);
+    if let Some(sel) = sel {
+        check_selection(sel, &o, &r, (ours_path, ref_path))?;
+    }
+    // The steps compared: every one held, or those `--steps` selects.
+    let selected = |side: &Steps| -> BTreeSet<usize> {
+        match sel {
+            None => side.present.clone(),
+            Some(sel) => side
+                .present
+                .iter()
+                .copied()
+                .filter(|&s| sel.contains(s))
+                .collect(),
+        }
+    };
+    let (o_sel, r_sel) = (selected(&o), selected(&r));
     let mut warnings = Vec::new();
     // A dump's metadata contradicting itself is an error whether or not it holds steps.
     for (side, path) in [(&o, ours_path), (&r, ref_path)] {
@@ -202,7 +289,7 @@ pub fn check(
             }
             // One id per step promises every step up to the last (found by a bad-input hunt:
             // steps 1 and 3 of 3 decode_ids passed as a clean decode, step 2 never named).
-            if let Some(text) = gaps(&side.present) {
+            if let Some(text) = gaps(&side.present, |_| true) {
                 bail!(
                     "{}: records {last} decode_ids, one per decode step, but {text} missing: dump every step (or, to compare some steps only, record no decode_ids: the tokens then go unchecked)",
                     path.display()
@@ -210,15 +297,24 @@ pub fn check(
             }
         }
     }
-    if let (Some(a), Some(b)) = (o.declared, r.declared) {
+    // Under --steps, the steps selected are held on both sides or the check below says which
+    // are not: other step counts matter no further.
+    if let (Some(a), Some(b), None) = (o.declared, r.declared, sel) {
         if a != b {
             bail!(
-                "{} has {a} decode steps and {} has {b}: dump the same number of steps on both sides",
+                "{} has {a} decode steps and {} has {b}: dump the same number of steps on both sides (or compare the steps both hold: --steps 0-{})",
                 ours_path.display(),
-                ref_path.display()
+                ref_path.display(),
+                a.min(b)
             );
         }
     }
+    // The last step compared: the tokens must agree up to the one it was fed.
+    let last = o_sel
+        .last()
+        .copied()
+        .max(r_sel.last().copied())
+        .unwrap_or(0);
     match (&o.ids, &r.ids) {
         (Some(a), Some(b)) if a != b => {
             let at = a
@@ -226,15 +322,34 @@ pub fn check(
                 .zip(b)
                 .position(|(x, y)| x != y)
                 .unwrap_or(a.len().min(b.len()));
-            let token = |v: &[i64]| v.get(at).map_or("none".to_string(), |t| t.to_string());
-            bail!(
-                "{} and {} were fed other decode tokens (step {}: {} vs {}): teacher-force the port with the reference's decode_ids (divergence run --decode-from REF)",
-                ours_path.display(),
-                ref_path.display(),
-                at + 1,
-                token(a),
-                token(b)
-            );
+            let part = at + 1;
+            // Step `part` was fed the first other token, and every later step holds it in its
+            // cache: the steps before it still compare like with like. Where one side decoded
+            // fewer steps (its ids a prefix of the other's), the check of missing steps below
+            // says so, if they are compared.
+            if let (Some(ours), Some(reference)) = (a.get(at), b.get(at)) {
+                if last < part {
+                    warnings.push(format!(
+                        "{} and {} were fed other decode tokens from step {part} on ({ours} vs {reference}): outside --steps, not compared",
+                        ours_path.display(),
+                        ref_path.display(),
+                    ));
+                } else {
+                    // The steps before it, of the selection where there is one.
+                    let before = match sel {
+                        Some(sel) => sel.up_to(at),
+                        None => Some(Selection::new(vec![(0, Some(at))])),
+                    };
+                    let before = before
+                        .map(|s| format!(", or compare the steps before it (--steps {})", s.text()))
+                        .unwrap_or_default();
+                    bail!(
+                        "{} and {} were fed other decode tokens (step {part}: {ours} vs {reference}): teacher-force the port with the reference's decode_ids (divergence run --decode-from REF){before}",
+                        ours_path.display(),
+                        ref_path.display(),
+                    );
+                }
+            }
         }
         (Some(_), Some(_)) => {}
         (a, b) => {
@@ -254,16 +369,12 @@ pub fn check(
             ));
         }
     }
-    let only = |a: &Steps, b: &Steps| -> Vec<usize> {
-        a.present
-            .iter()
-            .filter(|s| !b.present.contains(s))
-            .copied()
-            .collect()
+    let only = |a: &BTreeSet<usize>, b: &BTreeSet<usize>| -> Vec<usize> {
+        a.iter().filter(|s| !b.contains(s)).copied().collect()
     };
-    for (missing, has, lacks, lacking) in [
-        (only(&r, &o), ref_path, ours_path, &o),
-        (only(&o, &r), ours_path, ref_path, &r),
+    for (missing, has, lacks, lacking, lacking_sel) in [
+        (only(&r_sel, &o_sel), ref_path, ours_path, &o, &o_sel),
+        (only(&o_sel, &r_sel), ours_path, ref_path, &r, &r_sel),
     ] {
         if !missing.is_empty() {
             let what = if missing == [0] {
@@ -276,11 +387,22 @@ pub fn check(
             let one_pass = pair == Pair::Compared
                 && lacking.present.iter().eq([0].iter())
                 && lacking.declared.is_none();
+            // Fewer steps on one side (a port that stopped early): the steps both hold can
+            // still be compared.
+            let held = lacking_sel.last().copied().unwrap_or(0);
             let hint = if one_pass && missing != [0] {
                 format!(
                     "; or, if {} is one pass over the prompt and the decode tokens, compare it with --prefill-vs-decode",
                     lacks.display()
                 )
+            } else if missing.first().is_some_and(|&m| m > held) {
+                let steps = match sel {
+                    Some(sel) => sel.up_to(held).map(|s| s.text()),
+                    None => Some(format!("0-{held}")),
+                };
+                steps
+                    .map(|s| format!(" (or compare the steps both hold: --steps {s})"))
+                    .unwrap_or_default()
             } else {
                 String::new()
             };
@@ -294,8 +416,10 @@ pub fn check(
     // Both sides hold the same steps by now. Steps below the last that neither holds, where no
     // metadata promises them (no decode_steps, no decode_ids), are not compared: said, not
     // refused (a port may dump some steps only).
-    if let Some(text) = gaps(&o.present) {
-        let last = o.present.last().copied().unwrap_or(0);
+    // (Under --steps, a selected step that neither holds is refused by check_selection unless
+    // a run without an end selects it.)
+    if let Some(text) = gaps(&o_sel, |s| sel.is_none_or(|sel| sel.contains(s))) {
+        let last = o_sel.last().copied().unwrap_or(0);
         warnings.push(format!(
             "{text} in neither {} nor {} (steps 1-{last}): not compared",
             ours_path.display(),
@@ -303,6 +427,41 @@ pub fn check(
         ));
     }
     Ok(warnings)
+}
+
+/// `--steps` names steps the dumps hold: every step of its bounded runs is held by one side
+/// at least (the other's lack is the missing-step error), and it selects one step at least.
+fn check_selection(sel: &Selection, o: &Steps, r: &Steps, paths: (&Path, &Path)) -> Result<()> {
+    let held: BTreeSet<usize> = o.present.union(&r.present).copied().collect();
+    sel.check(
+        &held,
+        &format!("{} and {}", paths.0.display(), paths.1.display()),
+    )
+}
+
+impl Selection {
+    /// The selection names steps of `held` (what `files`, named in the error, hold): every
+    /// step of its bounded runs, and one step at least.
+    pub fn check(&self, held: &BTreeSet<usize>, files: &str) -> Result<()> {
+        let sel = self;
+        let absent = sel.absent_from(held);
+        let hold = crate::cmd::diff::ranges_at_most(held, 8);
+        if !absent.is_empty() {
+            let text: Vec<String> = absent.iter().map(crate::cmd::diff::run_text).collect();
+            bail!(
+                "--steps {}: no decode step {} in {files} (0 = the prefill; the steps held are {hold})",
+                sel.text(),
+                text.join(", ")
+            );
+        }
+        if !held.iter().any(|&s| sel.contains(s)) {
+            bail!(
+                "--steps {}: none of the steps held in {files} is selected (0 = the prefill; the steps held are {hold})",
+                sel.text()
+            );
+        }
+        Ok(())
+    }
 }
 
 /// With `decode_steps` recorded, steps 1 to it all hold a probe and no step past it does; the
@@ -342,8 +501,9 @@ fn check_declared(side: &Steps, path: &Path, dump: &MappedDump<'_>) -> Result<()
 
 /// The decode steps below the last present one that are not present, as runs (`decode step 2`,
 /// `decode steps 2-4, 7 are`), at most 8 of them named; walked over the present steps, not
-/// over every number below the last (a step may be named `x@999999999`).
-fn gaps(present: &BTreeSet<usize>) -> Option<String> {
+/// over every number below the last (a step may be named `x@999999999`). Only the runs whose
+/// first step `counts` are named.
+fn gaps(present: &BTreeSet<usize>, counts: impl Fn(usize) -> bool) -> Option<String> {
     const MAX_GAPS: usize = 8;
     let steps: Vec<usize> = present.range(1..).copied().collect();
     let runs: Vec<(usize, usize)> = std::iter::once(0)
@@ -351,6 +511,7 @@ fn gaps(present: &BTreeSet<usize>) -> Option<String> {
         .zip(steps.iter().copied())
         .filter(|&(a, b)| b > a + 1)
         .map(|(a, b)| (a + 1, b - 1))
+        .filter(|&(lo, _)| counts(lo))
         .collect();
     let first = runs.first()?;
     let mut text: Vec<String> = runs
@@ -376,6 +537,7 @@ mod tests {
     #[test]
     fn gaps_are_named_as_runs_whatever_the_step_numbers() {
         let set = |v: &[usize]| v.iter().copied().collect::<BTreeSet<usize>>();
+        let gaps = |p: &BTreeSet<usize>| super::gaps(p, |_| true);
         assert_eq!(gaps(&set(&[0, 1, 2, 3])), None);
         assert_eq!(gaps(&set(&[0])), None);
         assert_eq!(gaps(&set(&[0, 1, 3])).as_deref(), Some("decode step 2 is"));
