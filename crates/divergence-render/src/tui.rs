@@ -825,7 +825,8 @@ impl Tui {
         // The per-layer overview (`l`): it scrolls, and its own key or Esc goes back to the
         // ops.
         if self.layers {
-            let last = view::layer_lines(&self.report)
+            let last = self
+                .layer_overview(usize::MAX)
                 .len()
                 .saturating_sub(self.overview_rows);
             let o = &mut self.layer_offset;
@@ -1254,28 +1255,67 @@ impl Tui {
         frame.render_stateful_widget(table, area, &mut state);
     }
 
+    /// The per-layer overview (`l`): a line per layer; in a decode report two, the prefill's
+    /// and the decode steps' (lumped together, a decode step's error hid the prefill's).
     fn draw_layers(&self, frame: &mut Frame<'_>, area: Rect) {
-        let all = view::layer_lines(&self.report);
+        let all = self.layer_overview(usize::from(area.width));
         let top = self
             .layer_offset
             .min(all.len().saturating_sub(self.overview_rows));
-        let lines = all.into_iter().map(|l| {
-            let worst = match (&l.worst_op, l.worst_rel) {
-                (Some(op), Some(v)) => format!("worst rel err {} at {op}", view::num(Some(v))),
-                _ => "no error measured".to_string(),
-            };
-            let first = l
-                .first_bad
-                .as_ref()
-                .map_or_else(String::new, |n| format!("; first bad {n}"));
-            let text = format!(
-                "layer {:>3}  {:<8} {} of {} ops diverged; {worst}{first}",
-                l.layer, l.status, l.diverged, l.ops
-            );
-            (text, l.diverged > 0)
-        });
-        let title = " per layer (j/k scroll, l: back to the ops) ";
-        frame.render_widget(overview(lines, top, None, title), area);
+        let title = match self.report.steps.is_empty() {
+            true => " per layer (j/k scroll, l: back to the ops) ",
+            false => " per layer, the prefill and the decode steps apart (j/k scroll, l: back) ",
+        };
+        frame.render_widget(overview(all.into_iter(), top, None, title), area);
+    }
+
+    /// The per-layer overview's lines (true: diverged) for `width` columns.
+    fn layer_overview(&self, width: usize) -> Vec<(String, bool)> {
+        use unicode_width::UnicodeWidthStr;
+        if self.report.steps.is_empty() {
+            return view::layer_lines(&self.report)
+                .into_iter()
+                .map(|l| {
+                    let worst = match (&l.worst_op, l.worst_rel) {
+                        (Some(op), Some(v)) => {
+                            format!("worst rel err {} at {op}", view::num(Some(v)))
+                        }
+                        _ => "no error measured".to_string(),
+                    };
+                    let first = l
+                        .first_bad
+                        .as_ref()
+                        .map_or_else(String::new, |n| format!("; first bad {n}"));
+                    let text = format!(
+                        "layer {:>3}  {:<8} {} of {} ops diverged; {worst}{first}",
+                        l.layer, l.status, l.diverged, l.ops
+                    );
+                    (text, l.diverged > 0)
+                })
+                .collect();
+        }
+        let lines = view::layer_phase_lines(&self.report);
+        // The fullest form in which every line fits; else the shortest, cut at the edge.
+        let fit = (0..PHASE_FORMS)
+            .find(|&form| {
+                lines.iter().all(|(layer, prefill, decode)| {
+                    [("prefill", prefill), ("decode", decode)]
+                        .iter()
+                        .all(|(phase, l)| {
+                            phase_line(*layer, phase, l.as_ref(), form).0.width() <= width
+                        })
+                })
+            })
+            .unwrap_or(PHASE_FORMS - 1);
+        lines
+            .iter()
+            .flat_map(|(layer, prefill, decode)| {
+                [
+                    phase_line(*layer, "prefill", prefill.as_ref(), fit),
+                    phase_line(*layer, "decode", decode.as_ref(), fit),
+                ]
+            })
+            .collect()
     }
 
     /// The per-step overview (`p`): a line per decode step, the prefill first, diverged
@@ -1550,6 +1590,49 @@ fn overview(
     Paragraph::new(lines)
         .scroll((u16::try_from(offset).unwrap_or(u16::MAX), 0))
         .block(Block::new().borders(Borders::TOP).title(title))
+}
+
+/// The forms of a decode report's per-layer line, from the fullest (0) to the shortest.
+const PHASE_FORMS: usize = 3;
+
+/// One phase's line of a layer in a decode report's per-layer overview (true: diverged), in
+/// `form` (of [`PHASE_FORMS`]): in full as a one-pass report's line, `1 of 3 ops diverged;
+/// worst rel err 5.000e-02 at self_attn.k_norm@2; first bad self_attn.k_norm@2`; then `1/3
+/// diverged; worst 5.000e-02@2; first bad ...`; then the worst and the first bad op alone.
+fn phase_line(
+    layer: usize,
+    phase: &str,
+    l: Option<&view::LayerLine>,
+    form: usize,
+) -> (String, bool) {
+    let Some(l) = l else {
+        return (
+            format!("layer {layer:>3}  {phase:<7}  {:<8} no ops", "-"),
+            false,
+        );
+    };
+    let counts = match form {
+        0 => format!("{} of {} ops diverged; ", l.diverged, l.ops),
+        1 => format!("{}/{} diverged; ", l.diverged, l.ops),
+        _ => String::new(),
+    };
+    let worst = match (&l.worst_op, l.worst_rel, form) {
+        (Some(op), Some(v), 0) => format!("worst rel err {} at {op}", view::num(Some(v))),
+        (Some(_), Some(v), _) => match l.worst_step {
+            0 => format!("worst {}", view::num(Some(v))),
+            s => format!("worst {}@{s}", view::num(Some(v))),
+        },
+        _ => "no error measured".to_string(),
+    };
+    let first = l
+        .first_bad
+        .as_ref()
+        .map_or_else(String::new, |n| format!("; first bad {n}"));
+    let text = format!(
+        "layer {layer:>3}  {phase:<7}  {:<8} {counts}{worst}{first}",
+        l.status
+    );
+    (text, l.diverged > 0)
 }
 
 /// The status bar: the sort, then the keys that fit `width`, the most useful kept first; a

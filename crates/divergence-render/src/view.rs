@@ -549,7 +549,8 @@ pub(crate) fn select_ops(report: &Report, opts: &TableOptions) -> Option<Selecti
     })
 }
 
-/// One line of the per-layer view.
+/// One line of the per-layer view: a layer's rows, or one phase's of them (the prefill's, the
+/// decode steps').
 pub(crate) struct LayerLine {
     pub layer: usize,
     pub ops: usize,
@@ -557,57 +558,95 @@ pub(crate) struct LayerLine {
     pub status: String,
     pub worst_rel: Option<f64>,
     pub worst_op: Option<String>,
+    /// The decode step of the worst row (0: the prefill).
+    pub worst_step: usize,
     pub first_bad: Option<String>,
 }
 
 pub(crate) fn layer_lines(report: &Report) -> Vec<LayerLine> {
-    // One pass over the rows, in parallel, into a tally per layer (a decode report has
-    // ~150,000 rows: grouping them by layer first, then walking each group four times, cost
-    // milliseconds), then one line per layer.
-    let tallies = report
+    let name = |o: &OpResult| divergence_names::short_name(&o.name).to_string();
+    layer_tallies(report, |op| op.layer)
+        .into_iter()
+        .map(|(layer, t)| layer_line(report, layer, t, name))
+        .collect()
+}
+
+/// A decode report's per-layer lines with the prefill and the decode steps apart: per layer,
+/// the prefill's line and the decode steps' (`None` where the layer has no row of it). Their
+/// names carry the step (`self_attn.k_norm@2`, `(layer output)@2`).
+pub(crate) fn layer_phase_lines(
+    report: &Report,
+) -> Vec<(usize, Option<LayerLine>, Option<LayerLine>)> {
+    let name = |o: &OpResult| {
+        let short = divergence_names::short_name(divergence_names::split_step(&o.name).0);
+        match o.step {
+            0 => short.to_string(),
+            s => format!("{short}@{s}"),
+        }
+    };
+    let mut out: Vec<(usize, Option<LayerLine>, Option<LayerLine>)> = Vec::new();
+    for ((layer, decode), t) in layer_tallies(report, |op| op.layer.map(|l| (l, op.step > 0))) {
+        let line = Some(layer_line(report, layer, t, name));
+        match out.last_mut() {
+            Some(last) if last.0 == layer => last.2 = line,
+            _ if decode => out.push((layer, None, line)),
+            _ => out.push((layer, line, None)),
+        }
+    }
+    out
+}
+
+/// The rows' tallies by `key` (rows without one left out). One pass over the rows, in
+/// parallel (a decode report has ~150,000 rows: grouping them by layer first, then walking
+/// each group four times, cost milliseconds).
+fn layer_tallies<K: Ord + Send>(
+    report: &Report,
+    key: impl Fn(&OpResult) -> Option<K> + Sync,
+) -> BTreeMap<K, LayerTally> {
+    report
         .ops
         .par_iter()
         .enumerate()
         .with_min_len(4096)
-        .fold(
-            BTreeMap::new,
-            |mut m: BTreeMap<usize, LayerTally>, (i, op)| {
-                if let Some(l) = op.layer {
-                    m.entry(l).or_default().add(i, op);
-                }
-                m
-            },
-        )
+        .fold(BTreeMap::new, |mut m: BTreeMap<K, LayerTally>, (i, op)| {
+            if let Some(k) = key(op) {
+                m.entry(k).or_default().add(i, op);
+            }
+            m
+        })
         .reduce(BTreeMap::new, |mut a, b| {
-            for (l, t) in b {
-                a.entry(l).or_default().merge(t);
+            for (k, t) in b {
+                a.entry(k).or_default().merge(t);
             }
             a
-        });
-    let name = |i: Option<usize>| {
-        i.and_then(|i| report.ops.get(i))
-            .map(|o| divergence_names::short_name(&o.name).to_string())
-    };
-    tallies
-        .into_iter()
-        .map(|(layer, t)| {
-            let first_bad = t.first_bad.and_then(|i| report.ops.get(i));
-            let status = match first_bad {
-                Some(op) => op.status.to_string(),
-                None if t.incomplete => "incomplete".to_string(),
-                None => "ok".to_string(),
-            };
-            LayerLine {
-                layer,
-                ops: t.ops,
-                diverged: t.diverged,
-                status,
-                worst_rel: t.worst.map(|(r, _)| r),
-                worst_op: name(t.worst.map(|(_, i)| i)),
-                first_bad: name(t.first_bad),
-            }
         })
-        .collect()
+}
+
+/// The line of a layer's (or a phase's) tally, its ops named by `name`.
+fn layer_line(
+    report: &Report,
+    layer: usize,
+    t: LayerTally,
+    name: impl Fn(&OpResult) -> String,
+) -> LayerLine {
+    let op = |i: Option<usize>| i.and_then(|i| report.ops.get(i));
+    let first_bad = op(t.first_bad);
+    let worst = op(t.worst.map(|(_, i)| i));
+    let status = match first_bad {
+        Some(op) => op.status.to_string(),
+        None if t.incomplete => "incomplete".to_string(),
+        None => "ok".to_string(),
+    };
+    LayerLine {
+        layer,
+        ops: t.ops,
+        diverged: t.diverged,
+        status,
+        worst_rel: t.worst.map(|(r, _)| r),
+        worst_op: worst.map(&name),
+        worst_step: worst.map_or(0, |o| o.step),
+        first_bad: first_bad.map(&name),
+    }
 }
 
 /// What [`layer_lines`] needs of one layer's rows, gathered in one pass: rows are added in
@@ -1036,5 +1075,32 @@ mod tests {
         assert_eq!(got.len(), 6);
         assert!(want.iter().any(|w| w.3 == "incomplete") || want.iter().any(|w| w.3 == "ok"));
         assert_eq!(got, want);
+        // The prefill's and the decode steps' lines apart (the TUI's `l` in a decode report)
+        // are each the serial walk of that phase's rows alone.
+        let mut report = report;
+        for op in &mut report.ops {
+            op.step = divergence_names::split_step(&op.name).1;
+        }
+        let phases = layer_phase_lines(&report);
+        for decode in [false, true] {
+            let mut part = report.clone();
+            part.ops.retain(|o| (o.step > 0) == decode);
+            let got: Vec<Line> = phases
+                .iter()
+                .filter_map(|(_, p, d)| if decode { d.as_ref() } else { p.as_ref() })
+                .map(|l| {
+                    (
+                        l.layer,
+                        l.ops,
+                        l.diverged,
+                        l.status.clone(),
+                        l.worst_rel,
+                        l.worst_op.clone(),
+                        l.first_bad.clone(),
+                    )
+                })
+                .collect();
+            assert_eq!(got, serial(&part), "decode: {decode}");
+        }
     }
 }

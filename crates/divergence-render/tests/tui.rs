@@ -1,6 +1,7 @@
 //! The interactive view (`divergence diff --tui`) without a terminal: keys into `Tui::key`,
 //! frames drawn into ratatui's `TestBackend`, snapshots of the text at 80 and 120 columns
-//! (and of the column chooser, the key help and the per-position plot at 80x24).
+//! (and of the column chooser, the key help and the per-position plot at 80x24, and of the
+//! per-layer overview of a one-pass and of a decode report).
 
 use divergence_diff::*;
 use divergence_render::tui::{SortKey, Tui};
@@ -132,6 +133,15 @@ fn narrow_terminals_keep_name_status_and_rel_err() {
         ratatui::crossterm::event::KeyModifiers::CONTROL,
     ));
     assert!(tui.quit());
+}
+
+/// The per-layer overview (`l`) of a one-pass report: a line per layer, as it was before the
+/// decode reports' split (snapshot taken before it).
+#[test]
+fn the_layer_overview_of_one_pass_is_a_line_per_layer() {
+    let mut tui = Tui::new(report());
+    press(&mut tui, "l");
+    insta::assert_snapshot!("tui_layers_one_pass_100x12", screen(&mut tui, 100, 12));
 }
 
 #[test]
@@ -678,6 +688,77 @@ fn decode_steps_are_named_walked_and_plotted_and_warnings_shown() {
     assert!(screen(&mut tui, 100, 30).contains("no decode steps"));
     press(&mut tui, "p");
     assert!(screen(&mut tui, 100, 30).contains("no decode steps"));
+}
+
+/// 3 layers (input_layernorm, k_norm, down_proj, the layer output), the prefill and 3 decode
+/// steps: layer 0 within tolerance everywhere; layer 1 diverges from k_norm in decode steps 2
+/// and 3; layer 2 diverges in the prefill from down_proj, and wholly in decode steps 2 and 3.
+fn decode_layers_report() -> Report {
+    let cfg = DiffConfig::default();
+    let ops = ["input_layernorm", "self_attn.k_norm", "mlp.down_proj", ""];
+    let mut names = vec![(0, 0, "model.embed_tokens".to_string())];
+    for l in 0..3 {
+        for (j, op) in ops.iter().enumerate() {
+            let sep = if op.is_empty() { "" } else { "." };
+            names.push((l, j, format!("model.layers.{l}{sep}{op}")));
+        }
+    }
+    let mut rows = Vec::new();
+    for step in 0..=3 {
+        for (i, (l, j, name)) in names.iter().enumerate() {
+            let name = match step {
+                0 => name.clone(),
+                s => format!("{name}@{s}"),
+            };
+            let eps = match (step, l, j) {
+                (0, 2, 2..) => 0.02 * (*j - 1) as f32,
+                (2.., 1, 1..) => 0.01 * (step * j) as f32,
+                (2.., 2, _) => 0.02 * (step * (j + 1)) as f32,
+                _ => 1e-6 * (1 + j + step) as f32,
+            };
+            let r: Vec<f32> = (0..48)
+                .map(|k| ((k + i) as f32 * 0.37).sin() + 0.2)
+                .collect();
+            let o: Vec<f32> = r.iter().map(|x| x * (1.0 + eps)).collect();
+            rows.push(compare(&name, Some(side(&o)), Some(side(&r)), &cfg));
+        }
+    }
+    let ctx = ReportContext::new("ours.npz", "ref.npz", OrderSource::RefMeta);
+    assemble(rows, ctx, &cfg)
+}
+
+/// In a decode report the per-layer overview (`l`) says the prefill and the decode steps
+/// apart (a line per layer lumped them: a decode step's error hid the prefill's): each its
+/// worst rel err and first bad op, the decode steps' with their step; the line's shorter forms
+/// where the width asks; it scrolls as the one-pass overview does.
+#[test]
+fn the_layer_overview_of_a_decode_report_says_the_prefill_and_the_decode_steps_apart() {
+    let mut tui = Tui::new(decode_layers_report());
+    press(&mut tui, "l");
+    let wide = screen(&mut tui, 130, 14);
+    insta::assert_snapshot!("tui_layers_decode_130x14", wide);
+    let narrow = screen(&mut tui, 80, 14);
+    assert!(narrow.lines().all(|l| l.chars().count() <= 80));
+    insta::assert_snapshot!("tui_layers_decode_80x14", narrow);
+    // 6 lines in a body of 4: j scrolls a line, G shows the last line at the bottom, and no
+    // key scrolls past it
+    let top = screen(&mut tui, 130, 10);
+    assert!(top.contains("layer   0  prefill") && !top.contains("layer   2  prefill"));
+    press(&mut tui, "j");
+    let one = screen(&mut tui, 130, 10);
+    assert!(!one.contains("layer   0  prefill") && one.contains("layer   0  decode"));
+    press(&mut tui, "Gjjj");
+    let end = screen(&mut tui, 130, 10);
+    let title = end.lines().position(|l| l.contains("per layer")).unwrap();
+    let body: Vec<&str> = end.lines().skip(title + 1).take(4).collect();
+    assert!(
+        body[0].starts_with("layer   1  prefill") && body[3].starts_with("layer   2  decode"),
+        "{end}"
+    );
+    press(&mut tui, "k");
+    assert!(screen(&mut tui, 130, 10).contains("layer   0  decode"));
+    press(&mut tui, "l");
+    assert!(!screen(&mut tui, 130, 10).contains("per layer"));
 }
 
 #[test]
