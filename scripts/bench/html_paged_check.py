@@ -9,7 +9,9 @@ scripts/bench/html_open.py) and checks, against the JSON report embedded in the 
 
 - the table holds one page, the one with the first divergence (its row marked `fd`), and the
   count line says which rows of how many;
-- next / previous move a page, and stop at the ends;
+- next / previous move a page, and stop at the ends; the same buttons below the table move it
+  too (and bring the table's top back into view), and both pagers always say the same (count
+  line, buttons enabled);
 - a filter (regex on the name) keeps exactly the ops the embedded JSON's names match, and
   "diverging only" exactly its diverging ones;
 - a click on a number column's header sorts every op by that number (nulls last), a second
@@ -104,6 +106,20 @@ def main():
                 check("next", nxt[0] == (p0 + 1) * page, nxt[:1])
             ev("(async () => { await __t.click('prev'); await __t.click('prev'); })()")
             check("prev", ev("__t.ids()")[0] == max(0, p0 - 1) * page)
+            # The pager below the table: the same page moves, both pagers say the same.
+            same = ("['prev', 'next', 'count'].every(id => { const a = document.getElementById(id), "
+                    "b = document.getElementById(id + '-below'); return a.disabled === b.disabled "
+                    "&& a.textContent === b.textContent; })")
+            below = "document.getElementById('count-below').textContent"
+            at = max(0, p0 - 1)
+            if (at + 1) * page < n:
+                ev("window.scrollTo(0, document.body.scrollHeight)")
+                ev("__t.click('next-below')")
+                top = ev("document.getElementById('ops').getBoundingClientRect().top")
+                check("next below the table", ev("__t.ids()")[0] == (at + 1) * page and ev(same)
+                      and abs(top) < 2, f"{ev(below)}, the table's section at {top:.0f} px")
+                ev("__t.click('prev-below')")
+                check("prev below the table", ev("__t.ids()")[0] == at * page and ev(same))
             for q, only in (("k_norm", False), ("", True), (r"layers\.3\.", True)):
                 ms = ev(f"__t.filter({json.dumps(q)}, {json.dumps(only)})")
                 names = ev(f"__t.ops.filter(o => new RegExp({json.dumps(q)}, 'i').test(o.name) && "

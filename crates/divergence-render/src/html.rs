@@ -37,7 +37,8 @@ td.n{text-align:right;font-family:ui-monospace,Menlo,Consolas,monospace}
 tr.diverged td.s,tr.shape_mismatch td.s,tr.nonfinite td.s{color:#d55e00;font-weight:bold}
 tr.fd{background:#ffe0cc;outline:2px solid #d55e00;outline-offset:-2px}tr.qk td.name{font-weight:bold;color:#6c3483}
 .controls{margin:0 0 8px}.controls input[type=text]{width:28em;padding:3px 6px;font:inherit}
-#count{color:#666;margin-left:12px}.bad{color:#d55e00}
+#count,#count-below{color:#666;margin-left:12px}.bad{color:#d55e00}
+.controls.below{margin:8px 0 0}
 section#ops{overflow:visible}
 "#;
 
@@ -80,16 +81,19 @@ if(to)to.addEventListener('click',function(){box.value='';only.checked=false;fil
 /// page at a time, unpacked (`DecompressionStream`) when first shown and parsed into rows then.
 /// A filter or a sort unpacks every page the first time and works on the rows' text (their
 /// names, `data-div`, the sorted column's `data-v` or text), never on a detached row; the pager
-/// moves through what they leave. Each change sets `table.ready`, a promise of the table showing
-/// it (`scripts/bench/html_paged_check.py` awaits it); a change asked before an earlier one is
+/// moves through what they leave. There are two pagers, above the table and below it, drawn
+/// together (one page, one count line); the one below also scrolls back to the table's top.
+/// Each change sets `table.ready`, a promise of the table showing it (true when it drew it;
+/// `scripts/bench/html_paged_check.py` awaits it); a change asked before an earlier one is
 /// shown wins.
 const PAGED_JS: &str = r#"
 (function(){
 var table=document.getElementById('ops-table');if(!table||!table.hasAttribute('data-paged'))return;
 var tbody=table.tBodies[0],packs=document.querySelectorAll('script.ops-rows');
 var PAGE=+table.getAttribute('data-page'),N=+table.getAttribute('data-ops'),first=table.getAttribute('data-first');
-var box=document.getElementById('filter'),only=document.getElementById('only-div'),count=document.getElementById('count');
-var prev=document.getElementById('prev'),next=document.getElementById('next');
+var box=document.getElementById('filter'),only=document.getElementById('only-div');
+// The pagers above and below the table: [previous, next, count line] each.
+var pagers=[['prev','next','count'],['prev-below','next-below','count-below']].map(function(p){return p.map(function(id){return document.getElementById(id);});});
 var pages=[],all=null,names=null,divs=null,sorted=null,view=null,page=0,col=-1,asc=true,seq=0,sortSeq=0;
 var ENT={lt:'<',gt:'>',quot:'"','#39':"'",'#10':'\n',amp:'&'};
 function unescapeHtml(s){return s.replace(/&(lt|gt|quot|#39|#10|amp);/g,function(_,e){return ENT[e];});}
@@ -110,8 +114,9 @@ function show(){
  var list=view?all.then(function(r){return view.slice(from,to).map(function(i){return r[i];});}):(n?lines(page):Promise.resolve([]));
  return table.ready=list.then(function(l){if(my!==seq)return;
   tbody.innerHTML=l.join('');
-  count.textContent=(n?(from+1)+'-'+to+' of ':'0 of ')+n+' ops'+(n!==N?' ('+N+' in all)':'')+', page '+(at+1)+' of '+np;
-  prev.disabled=at===0;next.disabled=to>=n;});
+  var text=(n?(from+1)+'-'+to+' of ':'0 of ')+n+' ops'+(n!==N?' ('+N+' in all)':'')+', page '+(at+1)+' of '+np;
+  pagers.forEach(function(p){p[0].disabled=at===0;p[1].disabled=to>=n;p[2].textContent=text;});
+  return true;});
 }
 function filtered(){
  var q=box.value,re=null;try{re=new RegExp(q,'i');}catch(err){re=null;}
@@ -140,8 +145,12 @@ table.tHead.addEventListener('click',function(e){
    var d=num?x-y:x.localeCompare(y);return up?d:-d;});
   return apply();});
 });
-prev.addEventListener('click',function(){if(page>0){page--;show();}});
-next.addEventListener('click',function(){page++;show();});
+// Either pager moves the page; the one below brings the table's top back into view once the
+// page is drawn (unless a later change drew over it).
+function move(below){var s=show();if(below)s.then(function(drawn){if(drawn)document.getElementById('ops').scrollIntoView({block:'start'});});}
+pagers.forEach(function(p,i){var below=i===1;
+ p[0].addEventListener('click',function(){if(page>0){page--;move(below);}});
+ p[1].addEventListener('click',function(){page++;move(below);});});
 box.addEventListener('input',apply);only.addEventListener('change',apply);
 // "show in the table": the filter and the sort cleared, the first divergence's page shown
 // and its row scrolled to (a sort or filter went back to page 1).
@@ -623,9 +632,9 @@ fn ops_table(report: &Report, h: &mut String, out: &mut dyn Write) -> io::Result
     let first = report.first_divergence.as_ref().map(|f| f.index);
     let paged = report.ops.len() > LIVE_ROWS;
     let pager = if paged {
-        " <button type=\"button\" id=\"prev\" aria-label=\"previous page\">&#9664;</button><button type=\"button\" id=\"next\" aria-label=\"next page\">&#9654;</button>"
+        format!(" {}", pager_buttons(""))
     } else {
-        ""
+        String::new()
     };
     let table = if paged {
         format!(
@@ -669,6 +678,11 @@ fn ops_table(report: &Report, h: &mut String, out: &mut dyn Write) -> io::Result
         return Ok(());
     }
     h.push_str("</tbody>\n</table>\n");
+    // The same pager below the table: a page is 1,000 rows long.
+    h.push_str(&format!(
+        "<div class=\"controls below\">{}<span id=\"count-below\"></span></div>\n",
+        pager_buttons("-below")
+    ));
     h.push_str(&format!(
         "<noscript><p class=\"warn\">This report has {} ops: the page's script shows them {PAGE_ROWS} at a time, and JavaScript is off (the JSON report has every op).</p></noscript>\n",
         report.ops.len()
@@ -699,6 +713,13 @@ fn ops_table(report: &Report, h: &mut String, out: &mut dyn Write) -> io::Result
     }
     h.push_str("</section>\n");
     Ok(())
+}
+
+/// A paged table's ◀ ▶ buttons, their ids `prev` / `next` followed by `suffix`.
+fn pager_buttons(suffix: &str) -> String {
+    format!(
+        "<button type=\"button\" id=\"prev{suffix}\" aria-label=\"previous page\">&#9664;</button><button type=\"button\" id=\"next{suffix}\" aria-label=\"next page\">&#9654;</button>"
+    )
 }
 
 /// [`escape`]d text of a table row, its newlines as `&#10;` too: a row is one line (a paged

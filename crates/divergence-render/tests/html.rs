@@ -309,8 +309,25 @@ fn a_large_report_shows_its_table_a_page_at_a_time() {
     let packed_len = embedded.len() + section.matches(|c: char| c.is_ascii_alphanumeric()).count();
     let text_len = json.len() + chunks.iter().map(String::len).sum::<usize>();
     assert!(packed_len * 4 < text_len, "{packed_len} against {text_len}");
-    // The pager and the paged script; the small table's script stops at once on it.
-    assert!(section.contains("id=\"prev\"") && section.contains("id=\"next\""));
+    // The pager, above the table and again below it (the same buttons and count line), and
+    // the paged script, which draws both; the small table's script stops at once on it.
+    let above = between(section, "<div class=\"controls\">", "</div>");
+    let below = between(
+        section,
+        "</table>\n<div class=\"controls below\">",
+        "</div>",
+    );
+    for (pager, suffix) in [(above, ""), (below, "-below")] {
+        for id in ["prev", "next", "count"] {
+            assert_eq!(
+                pager.matches(&format!("id=\"{id}{suffix}\"")).count(),
+                1,
+                "{pager}"
+            );
+        }
+        assert_eq!(pager.matches("<button").count(), 2, "{pager}");
+    }
+    assert!(page.contains("[['prev','next','count'],['prev-below','next-below','count-below']]"));
     assert!(page.contains("querySelectorAll('script.ops-rows')"));
     assert!(page.contains("window.divergenceReport="));
     // A name with a newline stays on its row's line (the page's script splits pages into
@@ -331,6 +348,7 @@ fn a_large_report_shows_its_table_a_page_at_a_time() {
     let table = between(&small, "<table id=\"ops-table\">", "</table>");
     assert_eq!(table.matches("<tr id=\"op-").count(), 2_000);
     assert!(!small.contains("ops-rows\">") && !small.contains("id=\"next\""));
+    assert!(!small.contains("controls below") && !small.contains("id=\"next-below\""));
     assert!(!small.contains("gzip+base64\" id") && small.contains("window.divergenceReport="));
 }
 
