@@ -1529,6 +1529,50 @@ def decode_cases() -> list[Case]:
         "steps_count_differ_open_run.npz", "has no probe of decode step 2", "--steps 1)",
         ours_arrays=fewer, extra=("--steps", "1-"))
 
+    # From a hunt of --steps (2026-12-03): the advice is a selection that works (tokens and
+    # step counts at once; no prefill; the steps both hold), what metadata promises is asked of
+    # the selected steps, no token warning where no decode step is compared.
+    def three(ids):
+        arrays = dict(stepped)
+        arrays.update({f"{k}@3": v[:1].copy() for k, v in base.items()})
+        return arrays, meta_for(arrays, input_ids=[1, 2, 3, 4], decode_steps=3, decode_ids=ids,
+                                decode_source="given")
+
+    ref3, ref3_meta = three([5, 6, 7])
+    two_parted = {**good, "decode_ids": [5, 8]}
+    err("steps_advice_tokens_and_counts", two_parted, "steps_advice_tokens_and_counts.npz",
+        "has 2 decode steps", "--steps 0-1)", ref_meta=ref3_meta, ref_arrays=ref3)
+    no_prefill = {k: v for k, v in stepped.items() if "@" in k}
+    err("steps_advice_no_prefill", meta_for(no_prefill, decode_steps=2, decode_ids=[5, 6]),
+        "steps_advice_no_prefill.npz", "--steps 1-2)", ours_arrays=no_prefill,
+        ref_arrays={k: v for k, v in ref3.items() if "@" in k},
+        ref_meta=meta_for({k: v for k, v in ref3.items() if "@" in k}, decode_steps=3,
+                          decode_ids=[5, 6, 7]))
+    # Metadata of 3 steps (a port that stopped after 2): selected steps 0-2 are compared.
+    cases.append(Case("decode", "steps_promised_outside_selection",
+                      pair("steps_promised_outside_selection",
+                           {**ref3_meta}, ref_meta=ref3_meta, ref_arrays=ref3,
+                           extra=("--steps", "0-2")),
+                      report(0, others={"ok"})))
+    err("steps_promised_selected_missing", {**ref3_meta}, "steps_promised_selected_missing.npz",
+        "selected decode step 3 has no probe", ref_meta=ref3_meta, ref_arrays=ref3,
+        extra=("--steps", "0-3"))
+
+    def no_token_warning(rep, _out):
+        bad = [w for w in rep.get("warnings", []) if "tokens cannot be checked" in w]
+        return f"warned: {bad}" if bad else None
+
+    cases.append(Case("decode", "steps_prefill_only_no_token_warning",
+                      pair("steps_prefill_only_no_token_warning", meta_for(base),
+                           ours_arrays=base, extra=("--steps", "0")),
+                      report(0, others={"ok"}, check=no_token_warning)))
+    # A one-pass dump of the prompt alone against a decode run: its prefill compares.
+    cases.append(Case("decode", "one_pass_of_the_prompt",
+                      pair("one_pass_of_the_prompt", meta_for(base, input_ids=[1, 2, 3, 4]),
+                           ours_arrays=base),
+                      error("one_pass_of_the_prompt.npz", "--steps 0)",
+                            lacks=("--prefill-vs-decode",))))
+
     # A truth with decode steps the reference lacks: the truth is named as the odd one out.
     def truth_steps(d: Path):
         p = savez(d / "ours.npz", base, meta_for(base))

@@ -1274,16 +1274,43 @@ fn a_grep_for_a_probe_keeps_its_decode_steps() {
 fn a_one_pass_dump_against_a_decode_run_points_to_prefill_vs_decode() {
     let _ = root();
     // Forgetting the flag of a self-consistency check gave no pointer to it (a UX review).
-    let one_pass = "fixtures/ref/tiny-qwen3.f32.eager.npz";
-    let (code, _, err) = divergence(&["diff", one_pass, REF_F32]);
+    let full = tmp("one-pass-prompt-and-decode.npz");
+    let ids = std::fs::read_to_string(root().join(IDS)).unwrap();
+    let ids: Vec<&str> = ids.split_whitespace().collect();
+    let tokens = [&ids[..], &["253", "253", "253", "59", "359", "359"]].concat();
+    let (code, _, err) = divergence(&[
+        "run",
+        "--model",
+        MODEL,
+        "--ids",
+        &tokens.join(","),
+        "--out",
+        full.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let full = full.to_str().unwrap();
+    let (code, _, err) = divergence(&["diff", full, REF_F32]);
     assert_eq!(code, 2, "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(
         err.contains("has no probe of decode step 1-6")
-            && err.contains(&format!("if {one_pass} is one pass over the prompt"))
+            && err.contains(&format!(
+                "if {full} is one pass over the prompt and the decode tokens"
+            ))
             && err.contains("--prefill-vs-decode"),
         "{err}"
     );
+    // A one-pass dump of the prompt alone (its input_ids the reference's prompt) cannot be
+    // that: its prefill compares with --steps 0 (found by a hunt of --steps).
+    let one_pass = "fixtures/ref/tiny-qwen3.f32.eager.npz";
+    let (code, _, err) = divergence(&["diff", one_pass, REF_F32]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("--steps 0)") && !err.contains("--prefill-vs-decode"),
+        "{err}"
+    );
+    let (code, _, err) = divergence(&["diff", one_pass, REF_F32, "--steps", "0"]);
+    assert_eq!(code, 0, "{err}");
     // Both with steps, one of them fewer: no such pointer.
     let (code, _, err) = divergence(&["diff", REF_F32, REF_F32, "--truth", one_pass]);
     assert!(
@@ -1444,7 +1471,7 @@ fn steps_compares_a_port_up_to_where_its_tokens_part() {
             assert_eq!(r["tokens"]["top1_agree"], 20, "{dtype}");
             let notes = r["notes"].to_string();
             assert!(
-                notes.contains("--steps 0-4: decode steps 0-4 compared"),
+                notes.contains("--steps 0-4: decode steps 0-4 selected"),
                 "{notes}"
             );
             let warned = r["warnings"]
@@ -1452,10 +1479,17 @@ fn steps_compares_a_port_up_to_where_its_tokens_part() {
                 .contains("from step 5 on (7 vs 359)");
             assert_eq!(warned, ours == &parted, "{}", r["warnings"]);
         }
-        // the fault is found at the step where it enters, whichever steps are selected
-        for (sel, first, step) in [
-            ("0-4", "model.rotary_emb@1", 1),
-            ("3-4", "model.rotary_emb@3", 3),
+        // the fault is found at the step where it enters, whichever steps are selected (the
+        // hints read no step past the selection's last, which was fed other tokens: at step 3
+        // of 3-4 only step 4 confirms the shift)
+        for (sel, first, step, hint) in [
+            ("0-4", "model.rotary_emb@1", 1, "decode positions off by +1"),
+            (
+                "3-4",
+                "model.rotary_emb@3",
+                3,
+                "a position off by +1 at this step",
+            ),
         ] {
             let (code, r, err) = diff_json(&shifted, reference, &["--steps", sel]);
             assert_eq!(code, 1, "{dtype} --steps {sel}: {err}");
@@ -1465,10 +1499,8 @@ fn steps_compares_a_port_up_to_where_its_tokens_part() {
             );
             assert_eq!(r["first_divergence"]["step"], step);
             let hints = r["hints"].to_string();
-            assert!(
-                hints.contains("decode positions off by +1"),
-                "{dtype}: {hints}"
-            );
+            assert!(hints.contains(hint), "{dtype}: {hints}");
+            assert!(!hints.contains("step 5"), "{dtype}: {hints}");
         }
         // steps the dumps do not hold, or none of theirs
         for (sel, says) in [
@@ -1483,4 +1515,66 @@ fn steps_compares_a_port_up_to_where_its_tokens_part() {
             );
         }
     }
+}
+
+/// `--prefill-vs-decode --steps`: the full prefill must cover (and agree on) the tokens up to
+/// the last selected step only, so a prefill shorter than the stepped run, or one that took
+/// other tokens past the selection, still checks the steps before.
+#[test]
+fn prefill_vs_decode_compares_the_selected_steps() {
+    let _ = root();
+    let ids: Vec<String> = std::fs::read_to_string(root().join(IDS))
+        .unwrap()
+        .split_whitespace()
+        .map(String::from)
+        .collect();
+    let full = |name: &str, extra: &[&str]| {
+        let out = tmp(&format!("pvd-steps-{name}.npz"));
+        let tokens = [ids.clone(), extra.iter().map(|s| s.to_string()).collect()].concat();
+        let (code, _, err) = divergence(&[
+            "run",
+            "--model",
+            MODEL,
+            "--ids",
+            &tokens.join(","),
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert_eq!(code, 0, "{err}");
+        out
+    };
+    let short = full("short", &["253", "253"]);
+    let other = full("other", &["253", "253", "253", "7"]);
+    let stepped = tmp("pvd-steps-stepped.npz");
+    run_tokens(&stepped, "f32", &["--decode-ids", "253,253,253,59"], &[]);
+    let stepped = stepped.to_str().unwrap();
+    for (full, says) in [
+        (&short, "must cover the same tokens"),
+        (&other, "the runs saw other tokens: position 19"),
+    ] {
+        let (code, _, err) = diff_json(full, stepped, &["--prefill-vs-decode"]);
+        assert_eq!(code, 2, "{err}");
+        assert!(err.contains(says), "{err}");
+    }
+    for (full, sel, last) in [(&short, "0-2", 2), (&other, "0-3", 3), (&other, "1-2", 2)] {
+        let (code, r, err) = diff_json(full, stepped, &["--prefill-vs-decode", "--steps", sel]);
+        assert_eq!(code, 0, "--steps {sel}: {err}\n{r}");
+        assert!(
+            r["warnings"].as_array().unwrap().is_empty(),
+            "{}",
+            r["warnings"]
+        );
+        let steps: Vec<u64> = r["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["step"].as_u64().unwrap())
+            .collect();
+        let first = if sel.starts_with('0') { 0 } else { 1 };
+        assert_eq!(steps, (first..=last).collect::<Vec<u64>>(), "--steps {sel}");
+    }
+    // a selection past what the prefill covers
+    let (code, _, err) = diff_json(&short, stepped, &["--prefill-vs-decode", "--steps", "0-3"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("reach step 3, token 19"), "{err}");
 }

@@ -219,14 +219,6 @@ impl OrderPlan {
         }
     }
 
-    /// Keeps the rows whose name `keep` accepts, in their order (`diff --steps`); the rows are
-    /// then found by name ([`OrderPlan::aligned`] no longer holds).
-    pub fn retain(&mut self, keep: impl Fn(&str) -> bool) {
-        self.order.retain(|name| keep(name));
-        self.renamed_in_ours.retain(|(row, _)| keep(row));
-        self.aligned = false;
-    }
-
     /// The layers (`layers.N`) that some probe of either dump belongs to, ascending: what
     /// `--layer` can pick.
     pub fn layers(&self) -> BTreeSet<usize> {

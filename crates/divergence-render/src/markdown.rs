@@ -300,15 +300,21 @@ impl Sections for Markdown<'_> {
             amp.threshold, amp.marked, amp.introduced
         )?;
         writeln!(out)?;
+        let shown = view::amplification_rows(self.report, self.opts);
         if amp.rows.is_empty() {
             writeln!(out, "No q/k proj + norm pairs in the dumps.")?;
+        } else if shown.is_empty() {
+            let text = view::no_amplification_row(self.opts);
+            let mut chars = text.chars();
+            let first = chars.next().map(|c| c.to_uppercase().to_string());
+            writeln!(out, "{}{}.", first.unwrap_or_default(), chars.as_str())?;
         } else {
             writeln!(
                 out,
                 "| | layer | q/k | proj rel err | norm rel err | ratio | abs err gain | weight gain |"
             )?;
             writeln!(out, "|---|--:|---|--:|--:|--:|--:|--:|")?;
-            for r in view::amplification_rows(self.report, self.opts) {
+            for r in shown {
                 writeln!(
                     out,
                     "| {} | {} | {} | {} | {} | {} | {} | {} |",

@@ -682,6 +682,12 @@ impl Sections for Terminal<'_> {
             writeln!(self.out, "  no q/k proj + norm pairs in the dumps")?;
             return self.blank();
         }
+        let shown = view::amplification_rows(self.report, self.opts);
+        if shown.is_empty() {
+            let text = format!("  {}", view::no_amplification_row(self.opts));
+            self.line(&text, None, 2)?;
+            return self.blank();
+        }
         if !self.opts.all {
             let text = "  k rows, and q rows over the ratio (--all shows every row)";
             self.line(text, None, 2)?;
@@ -696,7 +702,7 @@ impl Sections for Terminal<'_> {
             "abs err gain",
             "weight gain",
         ];
-        let rows = view::amplification_rows(self.report, self.opts)
+        let rows = shown
             .into_iter()
             .map(|r| {
                 let text = view::verdict_text(r);

@@ -319,6 +319,17 @@ pub(crate) fn amplification_rows<'r>(
         .collect()
 }
 
+/// What the amplification section says where [`amplification_rows`] shows none of the report's
+/// pairs (a decode report compared without its prefill, `--steps 3`, and nothing marked; or a
+/// `--layer` without pairs).
+pub(crate) fn no_amplification_row(opts: &TableOptions) -> &'static str {
+    if opts.all {
+        "no q/k proj + norm pair in the layer shown"
+    } else {
+        "none to show: the prefill's k pairs and the pairs with a verdict are listed, and there are none here (--all shows every pair)"
+    }
+}
+
 /// The layer cell of an amplification row: `3`, or `3@2` for a pair of decode step 2.
 pub(crate) fn amp_layer(r: &AmplificationRow) -> String {
     match divergence_names::split_step(&r.norm).1 {

@@ -518,13 +518,20 @@ fn report_of(
     flag_map: Option<Result<divergence_map::Map>>,
 ) -> Result<Report> {
     if args.prefill_vs_decode {
-        let pair = crate::cmd::prefill_decode::pair(ours, &args.ours, reference, &args.reference)?;
+        let pair = crate::cmd::prefill_decode::pair(
+            ours,
+            &args.ours,
+            reference,
+            &args.reference,
+            args.steps.as_ref(),
+        )?;
         let mut sides = Sides::from_pair(pair);
         if let Some(sel) = &args.steps {
             let files = sides.ours_label.clone();
+            let pair = (&sides.ours, &sides.reference);
             sides
                 .notes
-                .extend(select_steps(&mut sides.plan, sel, &files)?);
+                .extend(select_steps(&mut sides.plan, pair, sel, &files)?);
         }
         return finish_report(args, cfg, sides);
     }
@@ -569,7 +576,7 @@ fn report_of(
     let mut notes = Vec::new();
     if let Some(sel) = &args.steps {
         let files = format!("{} and {}", args.ours.display(), args.reference.display());
-        notes.extend(select_steps(&mut plan, sel, &files)?);
+        notes.extend(select_steps(&mut plan, (&ours, &reference), sel, &files)?);
     }
     let mut truth_warnings = Vec::new();
     if let (Some(truth), Some(path)) = (&truth, &args.truth) {
@@ -729,6 +736,7 @@ fn finish_report(args: &DiffArgs, cfg: &DiffConfig, sides: Sides<'_>) -> Result<
         (&ours, &reference),
         args.model.as_deref(),
         prompt_len,
+        args.steps.as_ref(),
     );
     timings::mark("diagnosis");
     if !args.no_tokens {
@@ -926,6 +934,7 @@ fn diagnosis(
     (ours, reference): (&MappedDump<'_>, &MappedDump<'_>),
     model: Option<&Path>,
     prompt_len: Option<usize>,
+    steps: Option<&crate::cmd::steps::Selection>,
 ) -> (
     Vec<divergence_diff::Hint>,
     Option<divergence_diff::PositionProfile>,
@@ -987,7 +996,18 @@ fn diagnosis(
         };
         out.extend(divergence_diff::diagnose(&subject, &shape));
     }
-    out.extend(decode_hints(report, plan, (ours, reference)));
+    // Under --steps, the steps past the last selected may have been fed other tokens: the
+    // decode hints read none of them.
+    let last = steps.map(|_| {
+        plan.order
+            .par_iter()
+            .with_min_len(4096)
+            .map(|n| divergence_names::split_step(n).1)
+            .max()
+            .unwrap_or(0)
+    });
+    let fed_alike = |s: usize| last.is_none_or(|last| s <= last);
+    out.extend(decode_hints(report, plan, (ours, reference), &fed_alike));
     (out, profile)
 }
 
@@ -1000,6 +1020,7 @@ fn decode_hints(
     report: &Report,
     plan: &divergence_diff::OrderPlan,
     (ours, reference): (&MappedDump<'_>, &MappedDump<'_>),
+    fed_alike: &dyn Fn(usize) -> bool,
 ) -> Vec<divergence_diff::Hint> {
     use divergence_names::{sibling, split_step, step_name, Op, QkKind};
     let Some(first) = report
@@ -1010,7 +1031,12 @@ fn decode_hints(
         return Vec::new();
     };
     let (base, s) = split_step(&first.name);
-    let ours_at = |step: usize| read_whole(ours, plan.ours_name(&step_name(base, step)));
+    // Only steps both sides were fed the same tokens for are read (`fed_alike`).
+    let ours_at = |step: usize| {
+        fed_alike(step)
+            .then(|| read_whole(ours, plan.ours_name(&step_name(base, step))))
+            .flatten()
+    };
     let Some(o) = ours_at(s) else {
         return Vec::new();
     };
@@ -1019,6 +1045,7 @@ fn decode_hints(
     let window = divergence_diff::hints::DECODE_SHIFT_STEPS;
     // (one past the window: a step t at its edge is checked at t + 1 too)
     let refs: Vec<(usize, _)> = (s.saturating_sub(window).max(1)..=s.saturating_add(window + 1))
+        .filter(|&t| fed_alike(t))
         .filter_map(|t| Some((t, read_whole(reference, &step_name(base, t))?)))
         .collect();
     let upstream: Vec<(String, _)> = if Op::of(&first.name) == Op::CacheK {
@@ -1228,7 +1255,18 @@ fn check_truth(
         ),
         ("decode_ids", &decode_ids),
     ] {
-        if let (None, Some(t), Some(o)) = (get(reference), get(truth), get(ours.0)) {
+        if let (None, Some(mut t), Some(mut o)) = (get(reference), get(truth), get(ours.0)) {
+            // Under --steps, the decode tokens up to the last step selected (step s was fed
+            // decode token s).
+            if let (Some(_), "decode_ids") = (steps, what) {
+                let last = order
+                    .iter()
+                    .map(|n| divergence_names::split_step(n).1)
+                    .max()
+                    .unwrap_or(0);
+                t.truncate(last);
+                o.truncate(last);
+            }
             if t != o {
                 anyhow::bail!(
                     "{}: the truth dump saw other {what} than {} ({} records none): it is not a truth run of these tokens",
@@ -1281,11 +1319,13 @@ fn check_truth(
     Ok(warnings)
 }
 
-/// Keeps the rows of the steps `--steps` selects (the plan's other rows are not read), once
-/// the selection is checked against the steps the plan holds (`files` names the dumps in its
-/// error); the note says what was compared, when that is not every step.
+/// Under `--steps`: checks the selection against the steps `plan` holds (`files` names the
+/// dumps in its error), then plans again over the selected steps' names alone, so that the
+/// other steps are neither read nor counted in the order's warnings; the note says what was
+/// selected, when that is not every step.
 fn select_steps(
     plan: &mut divergence_diff::OrderPlan,
+    (ours, reference): (&MappedDump<'_>, &MappedDump<'_>),
     sel: &crate::cmd::steps::Selection,
     files: &str,
 ) -> Result<Option<String>> {
@@ -1299,10 +1339,35 @@ fn select_steps(
         .collect();
     sel.check(&held, files)?;
     let compared: BTreeSet<usize> = held.iter().copied().filter(|&s| sel.contains(s)).collect();
-    plan.retain(|name| sel.contains(divergence_names::split_step(name).1));
+    let keep = |names: &[divergence_diff::Name]| -> Vec<divergence_diff::Name> {
+        names
+            .par_iter()
+            .with_min_len(4096)
+            .filter(|n| sel.contains(divergence_names::split_step(n).1))
+            .cloned()
+            .collect()
+    };
+    let (o, r) = (dump_names(ours), dump_names(reference));
+    let (o_names, r_names) = (keep(o.names), keep(r.names));
+    let (o_order, r_order) = (o.meta_order.map(keep), r.meta_order.map(keep));
+    *plan = divergence_diff::plan_order(
+        &DumpNames {
+            meta_order: o_order.as_deref(),
+            names: &o_names,
+            ..o
+        },
+        &DumpNames {
+            meta_order: r_order.as_deref(),
+            names: &r_names,
+            ..r
+        },
+    );
+    // Row i is the i-th name of the lists kept, not of the dumps' own: found by name.
+    plan.aligned = false;
     Ok((compared != held).then(|| {
+        let steps = if compared.len() == 1 { "step" } else { "steps" };
         format!(
-            "--steps {}: decode steps {} compared (0 = the prefill), of {} in the dumps",
+            "--steps {}: decode {steps} {} selected (0 = the prefill), of {} in the dumps",
             sel.text(),
             ranges_at_most(&compared, 8),
             ranges_at_most(&held, 8)

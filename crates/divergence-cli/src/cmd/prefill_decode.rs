@@ -18,6 +18,8 @@ use divergence_dump::Dump;
 use divergence_map::{MappedDump, Resolved, Step, Virtual};
 use divergence_names::{split_step, Op};
 
+use crate::cmd::steps::Selection;
+
 /// The two sides: the stepped run (ours), the full prefill under its names (the reference),
 /// and what to tell the reader.
 pub struct Pair<'a> {
@@ -62,7 +64,15 @@ fn max_step(dump: &Dump) -> usize {
 }
 
 /// Pairs the dumps (either order: the one with decode steps is the stepped run).
-pub fn pair<'a>(a: &'a Dump, a_path: &'a Path, b: &'a Dump, b_path: &'a Path) -> Result<Pair<'a>> {
+/// With `--steps` (`sel`), only the selected steps of the stepped run are sliced, and the
+/// full prefill must cover (and agree on) the tokens up to the last of them only.
+pub fn pair<'a>(
+    a: &'a Dump,
+    a_path: &'a Path,
+    b: &'a Dump,
+    b_path: &'a Path,
+    sel: Option<&Selection>,
+) -> Result<Pair<'a>> {
     check_meta(a, a_path)?;
     check_meta(b, b_path)?;
     let (sa, sb) = (max_step(a), max_step(b));
@@ -98,6 +108,9 @@ pub fn pair<'a>(a: &'a Dump, a_path: &'a Path, b: &'a Dump, b_path: &'a Path) ->
             stepped_path.display()
         );
     }
+    let keep = |s: usize| sel.is_none_or(|sel| sel.contains(s));
+    // The last step compared: the tokens up to it are what the two runs must share.
+    let last = (0..=k).rev().find(|&s| keep(s)).unwrap_or(0);
     // Token counts: from input_ids, else from the embeddings' shapes.
     let embed_len = |d: &Dump, name: &str| d.shape(name).and_then(|s| s.get(1).copied());
     let t_full = input_ids(full)
@@ -131,12 +144,22 @@ pub fn pair<'a>(a: &'a Dump, a_path: &'a Path, b: &'a Dump, b_path: &'a Path) ->
             );
         }
     }
-    if t_pre + k != t_full {
+    // (A longer full prefill would do as well, its positions being causal; one of the same
+    // tokens is what was asked for. Under --steps it must reach the last selected step.)
+    if sel.is_none() && t_pre + k != t_full {
         bail!(
             "--prefill-vs-decode: {} is a prefill of {t_full} tokens, but {} has {t_pre} prompt tokens + {k} decode steps = {}: they must cover the same tokens",
             full_path.display(),
             stepped_path.display(),
             t_pre + k
+        );
+    }
+    if sel.is_some() && t_pre + last > t_full {
+        bail!(
+            "--prefill-vs-decode: {} is a prefill of {t_full} tokens, but the steps selected of {} reach step {last}, token {} ({t_pre} prompt tokens + {last} decode steps)",
+            full_path.display(),
+            stepped_path.display(),
+            t_pre + last
         );
     }
     match (
@@ -153,7 +176,13 @@ pub fn pair<'a>(a: &'a Dump, a_path: &'a Path, b: &'a Dump, b_path: &'a Path) ->
                 );
             }
             let fed: Vec<i64> = p.iter().chain(d.iter()).copied().collect();
-            if let Some(at) = f.iter().zip(&fed).position(|(x, y)| x != y) {
+            let shared = t_pre + last;
+            if let Some(at) = f
+                .iter()
+                .zip(&fed)
+                .take(shared)
+                .position(|(x, y)| x != y)
+            {
                 bail!(
                     "--prefill-vs-decode: the runs saw other tokens: position {at} is {} in {} and {} in {} (its prompt + decode_ids)",
                     f[at],
@@ -189,6 +218,9 @@ pub fn pair<'a>(a: &'a Dump, a_path: &'a Path, b: &'a Dump, b_path: &'a Path) ->
     let (mut prefill_fits, mut step_fits): (Fits<'_>, Fits<'_>) = Default::default();
     for name in stepped.names() {
         let (base, step) = split_step(name);
+        if !keep(step) {
+            continue;
+        }
         let Some(shape) = stepped.shape(name) else {
             continue;
         };
@@ -258,7 +290,7 @@ pub fn pair<'a>(a: &'a Dump, a_path: &'a Path, b: &'a Dump, b_path: &'a Path) ->
     }
     let compared_steps: std::collections::BTreeSet<usize> =
         tensors.iter().map(|v| split_step(&v.name).1).collect();
-    if let Some(s) = (0..=k).find(|s| !compared_steps.contains(s)) {
+    if let Some(s) = (0..=k).find(|&s| keep(s) && !compared_steps.contains(&s)) {
         bail!(
             "--prefill-vs-decode: no probe of {} step {s} has a slice in {}: nothing of that step could be compared",
             stepped_path.display(),

@@ -74,6 +74,15 @@ impl Selection {
         (!runs.is_empty()).then_some(Selection { runs })
     }
 
+    /// The parts of the run `(lo, hi)` that the selection selects.
+    fn clip(&self, (lo, hi): (usize, usize)) -> Vec<(usize, usize)> {
+        self.runs
+            .iter()
+            .map(|&(a, b)| (lo.max(a), b.map_or(hi, |b| hi.min(b))))
+            .filter(|&(a, b)| a <= b)
+            .collect()
+    }
+
     /// The steps of its bounded runs that are not in `held`, as runs (walked over `held`, not
     /// over every number of a run: `--steps 0-4000000000` is one run).
     fn absent_from(&self, held: &BTreeSet<usize>) -> Vec<(usize, usize)> {
@@ -103,6 +112,8 @@ struct Steps {
     declared: Option<u64>,
     /// Metadata `decode_ids`, when recorded.
     ids: Option<Vec<i64>>,
+    /// How many `input_ids` the metadata records (the prompt), when it does.
+    prompt: Option<usize>,
     /// A stacked member (`x@steps`) stayed one entry, not read as steps
     /// ([`unfolding_problem`] says why).
     stacked_left: bool,
@@ -136,10 +147,12 @@ fn steps_of(dump: &MappedDump<'_>, path: &Path) -> Result<Steps> {
         Some(m) => (m.decode_steps().map_err(at)?, m.decode_ids().map_err(at)?),
         None => (None, None),
     };
+    let prompt = dump.meta().and_then(|m| m.input_ids.as_ref().map(Vec::len));
     Ok(Steps {
         present,
         declared,
         ids,
+        prompt,
         stacked_left,
     })
 }
@@ -214,8 +227,8 @@ pub fn check(
         // Steps the metadata promises and neither side holds (found by a bad-input hunt: both
         // sides' `@steps` members deflated, or dropped, passed as a clean prefill): the same
         // error as when the other side holds them.
-        check_declared(&o, ours_path, ours)?;
-        check_declared(&r, ref_path, reference)?;
+        check_declared(&o, ours_path, ours, &String::new)?;
+        check_declared(&r, ref_path, reference, &String::new)?;
         // Found by a bad-input hunt: one-pass dumps recording other decode_ids passed without
         // a word. Nothing of a decode is compared, so it is said, not refused; so is a pair
         // that records decode_ids and holds none of their steps.
@@ -274,24 +287,40 @@ pub fn check(
                 path.display()
             ));
         }
-        check_declared(side, path, dump)?;
+        let advice = || {
+            comparable(&o, &r, sel)
+                .map(|s| {
+                    format!(" (or compare the steps both hold with the same tokens: --steps {s})")
+                })
+                .unwrap_or_default()
+        };
+        match sel {
+            None => check_declared(side, path, dump, &advice)?,
+            // Under --steps, what the metadata promises is asked of the selected steps only (a
+            // port that stopped early may have recorded the steps it meant to decode).
+            Some(sel) => check_promised(side, path, sel)?,
+        }
         // Without decode_steps, the ids must still be one per step (else the next check would
         // call a missing id "other decode tokens"). No stacked member is left whole here
         // (refused above): the steps are what the file holds.
         let last = side.present.last().copied().unwrap_or(0);
-        if let (None, Some(ids), true) = (side.declared, &side.ids, last > 0) {
+        if let (None, Some(ids), true, None) = (side.declared, &side.ids, last > 0, sel) {
             if ids.len() != last {
                 bail!(
-                    "{}: records {} decode_ids for {last} decode steps",
+                    "{}: records {} decode_ids for {last} decode steps{}",
                     path.display(),
-                    ids.len()
+                    ids.len(),
+                    advice()
                 );
             }
             // One id per step promises every step up to the last (found by a bad-input hunt:
             // steps 1 and 3 of 3 decode_ids passed as a clean decode, step 2 never named).
-            if let Some(text) = gaps(&side.present, |_| true) {
+            if let Some(text) = gaps(&side.present, |run| vec![run]) {
+                let some = comparable(&o, &r, None)
+                    .map(|s| format!(": --steps {s}"))
+                    .unwrap_or_default();
                 bail!(
-                    "{}: records {last} decode_ids, one per decode step, but {text} missing: dump every step (or, to compare some steps only, record no decode_ids: the tokens then go unchecked)",
+                    "{}: records {last} decode_ids, one per decode step, but {text} missing: dump every step (or compare the steps held{some})",
                     path.display()
                 );
             }
@@ -301,11 +330,15 @@ pub fn check(
     // are not: other step counts matter no further.
     if let (Some(a), Some(b), None) = (o.declared, r.declared, sel) {
         if a != b {
+            let advice = comparable(&o, &r, sel)
+                .map(|s| {
+                    format!(" (or compare the steps both hold with the same tokens: --steps {s})")
+                })
+                .unwrap_or_default();
             bail!(
-                "{} has {a} decode steps and {} has {b}: dump the same number of steps on both sides (or compare the steps both hold: --steps 0-{})",
+                "{} has {a} decode steps and {} has {b}: dump the same number of steps on both sides{advice}",
                 ours_path.display(),
                 ref_path.display(),
-                a.min(b)
             );
         }
     }
@@ -336,12 +369,8 @@ pub fn check(
                     ));
                 } else {
                     // The steps before it, of the selection where there is one.
-                    let before = match sel {
-                        Some(sel) => sel.up_to(at),
-                        None => Some(Selection::new(vec![(0, Some(at))])),
-                    };
-                    let before = before
-                        .map(|s| format!(", or compare the steps before it (--steps {})", s.text()))
+                    let before = comparable(&o, &r, sel)
+                        .map(|s| format!(", or compare the steps before it (--steps {s})"))
                         .unwrap_or_default();
                     bail!(
                         "{} and {} were fed other decode tokens (step {part}: {ours} vs {reference}): teacher-force the port with the reference's decode_ids (divergence run --decode-from REF){before}",
@@ -352,6 +381,8 @@ pub fn check(
             }
         }
         (Some(_), Some(_)) => {}
+        // No decode step compared (`--steps 0`): no token to check.
+        _ if last == 0 => {}
         (a, b) => {
             let missing: Vec<String> = [(a, ours_path), (b, ref_path)]
                 .iter()
@@ -372,9 +403,9 @@ pub fn check(
     let only = |a: &BTreeSet<usize>, b: &BTreeSet<usize>| -> Vec<usize> {
         a.iter().filter(|s| !b.contains(s)).copied().collect()
     };
-    for (missing, has, lacks, lacking, lacking_sel) in [
-        (only(&r_sel, &o_sel), ref_path, ours_path, &o, &o_sel),
-        (only(&o_sel, &r_sel), ours_path, ref_path, &r, &r_sel),
+    for (missing, has, lacks, lacking, has_side) in [
+        (only(&r_sel, &o_sel), ref_path, ours_path, &o, &r),
+        (only(&o_sel, &r_sel), ours_path, ref_path, &r, &o),
     ] {
         if !missing.is_empty() {
             let what = if missing == [0] {
@@ -383,26 +414,24 @@ pub fn check(
                 format!("of decode step {}", ranges(missing.iter().copied()))
             };
             // A one-pass dump against a decode run: most likely a self-consistency check
-            // without its flag (found by a UX review: the error gave no pointer to it).
+            // without its flag (found by a UX review: the error gave no pointer to it), unless
+            // it saw the prompt alone (then its prefill compares with --steps 0).
             let one_pass = pair == Pair::Compared
                 && lacking.present.iter().eq([0].iter())
                 && lacking.declared.is_none();
-            // Fewer steps on one side (a port that stopped early): the steps both hold can
-            // still be compared.
-            let held = lacking_sel.last().copied().unwrap_or(0);
-            let hint = if one_pass && missing != [0] {
+            let other = if lacking.prompt.is_some() && lacking.prompt == has_side.prompt {
+                "the prompt alone"
+            } else {
+                "the prompt and the decode tokens"
+            };
+            let both = comparable(&o, &r, sel);
+            let hint = if one_pass && missing != [0] && other != "the prompt alone" {
                 format!(
-                    "; or, if {} is one pass over the prompt and the decode tokens, compare it with --prefill-vs-decode",
+                    "; or, if {} is one pass over {other}, compare it with --prefill-vs-decode",
                     lacks.display()
                 )
-            } else if missing.first().is_some_and(|&m| m > held) {
-                let steps = match sel {
-                    Some(sel) => sel.up_to(held).map(|s| s.text()),
-                    None => Some(format!("0-{held}")),
-                };
-                steps
-                    .map(|s| format!(" (or compare the steps both hold: --steps {s})"))
-                    .unwrap_or_default()
+            } else if let Some(steps) = both {
+                format!(" (or compare the steps both hold with the same tokens: --steps {steps})")
             } else {
                 String::new()
             };
@@ -418,7 +447,10 @@ pub fn check(
     // refused (a port may dump some steps only).
     // (Under --steps, a selected step that neither holds is refused by check_selection unless
     // a run without an end selects it.)
-    if let Some(text) = gaps(&o_sel, |s| sel.is_none_or(|sel| sel.contains(s))) {
+    if let Some(text) = gaps(&o_sel, |run| match sel {
+        None => vec![run],
+        Some(sel) => sel.clip(run),
+    }) {
         let last = o_sel.last().copied().unwrap_or(0);
         warnings.push(format!(
             "{text} in neither {} nor {} (steps 1-{last}): not compared",
@@ -447,11 +479,10 @@ impl Selection {
         let absent = sel.absent_from(held);
         let hold = crate::cmd::diff::ranges_at_most(held, 8);
         if !absent.is_empty() {
-            let text: Vec<String> = absent.iter().map(crate::cmd::diff::run_text).collect();
             bail!(
                 "--steps {}: no decode step {} in {files} (0 = the prefill; the steps held are {hold})",
                 sel.text(),
-                text.join(", ")
+                runs_at_most(&absent, 8)
             );
         }
         if !held.iter().any(|&s| sel.contains(s)) {
@@ -464,9 +495,110 @@ impl Selection {
     }
 }
 
+/// `0-4, 7`: runs, the first `max` of them and how many more.
+fn runs_at_most(runs: &[(usize, usize)], max: usize) -> String {
+    let text: Vec<String> = runs
+        .iter()
+        .take(max)
+        .map(crate::cmd::diff::run_text)
+        .collect();
+    match runs.len().checked_sub(max) {
+        Some(more) if more > 0 => format!("{} and {more} more runs", text.join(", ")),
+        _ => text.join(", "),
+    }
+}
+
+/// The selection that can be compared where the one asked (or every step) cannot: the steps
+/// both sides hold, of `sel` where given, up to the last one both were fed the same tokens for
+/// (step s was fed decode token s); as `--steps` takes it (its first 8 runs, or its first run
+/// alone where it has more), `None` where no step is left.
+fn comparable(o: &Steps, r: &Steps, sel: Option<&Selection>) -> Option<String> {
+    let limit = match (&o.ids, &r.ids) {
+        (Some(a), Some(b)) => a
+            .iter()
+            .zip(b)
+            .position(|(x, y)| x != y)
+            .unwrap_or(a.len().min(b.len())),
+        _ => usize::MAX,
+    };
+    let both: BTreeSet<usize> = o
+        .present
+        .intersection(&r.present)
+        .copied()
+        .filter(|&s| s <= limit && sel.is_none_or(|sel| sel.contains(s)))
+        .collect();
+    let mut runs: Vec<(usize, usize)> = Vec::new();
+    for s in both {
+        match runs.last_mut() {
+            Some((_, hi)) if *hi + 1 == s => *hi = s,
+            _ => runs.push((s, s)),
+        }
+    }
+    if runs.len() > 8 {
+        runs.truncate(1);
+    }
+    let text: Vec<String> = runs.iter().map(crate::cmd::diff::run_text).collect();
+    (!text.is_empty()).then(|| text.join(","))
+}
+
+/// Under `--steps`, what a side's metadata promises is asked of the selected steps: each one it
+/// promises (1 to `decode_steps`, else one per `decode_id`) is held, none is past
+/// `decode_steps`, and each selected decode step's token is recorded where tokens are.
+fn check_promised(side: &Steps, path: &Path, sel: &Selection) -> Result<()> {
+    let promised = side
+        .declared
+        .map(|n| usize::try_from(n).unwrap_or(usize::MAX))
+        .or(side.ids.as_ref().map(Vec::len));
+    if let Some(wanted) = promised.and_then(|n| sel.up_to(n)) {
+        let absent: Vec<(usize, usize)> = wanted
+            .absent_from(&side.present)
+            .into_iter()
+            .filter(|&(_, hi)| hi >= 1)
+            .map(|(lo, hi)| (lo.max(1), hi))
+            .collect();
+        if !absent.is_empty() {
+            let n = promised.unwrap_or(0);
+            let why = if side.declared.is_some() {
+                format!("metadata says {n} decode steps")
+            } else {
+                format!("records {n} decode_ids, one per decode step")
+            };
+            bail!(
+                "{}: {why}, but selected decode step {} has no probe (a truncated dump?)",
+                path.display(),
+                runs_at_most(&absent, 8)
+            );
+        }
+    }
+    if let Some(n) = side.declared {
+        if let Some(&extra) = side.present.iter().find(|&&s| s as u64 > n) {
+            bail!(
+                "{}: metadata says {n} decode steps, but it has probes of step {extra}",
+                path.display()
+            );
+        }
+    }
+    let last = side.present.iter().rev().find(|&&s| sel.contains(s));
+    if let (Some(ids), Some(&s)) = (&side.ids, last) {
+        if s > ids.len() {
+            bail!(
+                "{}: records {} decode_ids, none for decode step {s}: its token is not known",
+                path.display(),
+                ids.len()
+            );
+        }
+    }
+    Ok(())
+}
+
 /// With `decode_steps` recorded, steps 1 to it all hold a probe and no step past it does; the
 /// error says why steps are missing where a stacked member was left whole.
-fn check_declared(side: &Steps, path: &Path, dump: &MappedDump<'_>) -> Result<()> {
+fn check_declared(
+    side: &Steps,
+    path: &Path,
+    dump: &MappedDump<'_>,
+    advice: &dyn Fn() -> String,
+) -> Result<()> {
     let Some(n) = side.declared else {
         return Ok(());
     };
@@ -485,9 +617,10 @@ fn check_declared(side: &Steps, path: &Path, dump: &MappedDump<'_>) -> Result<()
             .flatten()
             .unwrap_or_else(|| "a truncated dump?".to_string());
         bail!(
-            "{}: metadata says {n} decode steps, but step {first} has no probe ({} of {n} steps missing; {why})",
+            "{}: metadata says {n} decode steps, but step {first} has no probe ({} of {n} steps missing; {why}){}",
             path.display(),
-            n - have
+            n - have,
+            advice()
         );
     }
     if let Some(&extra) = side.present.iter().find(|&&s| s as u64 > n) {
@@ -501,17 +634,19 @@ fn check_declared(side: &Steps, path: &Path, dump: &MappedDump<'_>) -> Result<()
 
 /// The decode steps below the last present one that are not present, as runs (`decode step 2`,
 /// `decode steps 2-4, 7 are`), at most 8 of them named; walked over the present steps, not
-/// over every number below the last (a step may be named `x@999999999`). Only the runs whose
-/// first step `counts` are named.
-fn gaps(present: &BTreeSet<usize>, counts: impl Fn(usize) -> bool) -> Option<String> {
+/// over every number below the last (a step may be named `x@999999999`). Each run is named as
+/// `counts` makes it (the parts of it a selection holds).
+fn gaps(
+    present: &BTreeSet<usize>,
+    counts: impl Fn((usize, usize)) -> Vec<(usize, usize)>,
+) -> Option<String> {
     const MAX_GAPS: usize = 8;
     let steps: Vec<usize> = present.range(1..).copied().collect();
     let runs: Vec<(usize, usize)> = std::iter::once(0)
         .chain(steps.iter().copied())
         .zip(steps.iter().copied())
         .filter(|&(a, b)| b > a + 1)
-        .map(|(a, b)| (a + 1, b - 1))
-        .filter(|&(lo, _)| counts(lo))
+        .flat_map(|(a, b)| counts((a + 1, b - 1)))
         .collect();
     let first = runs.first()?;
     let mut text: Vec<String> = runs
@@ -537,7 +672,7 @@ mod tests {
     #[test]
     fn gaps_are_named_as_runs_whatever_the_step_numbers() {
         let set = |v: &[usize]| v.iter().copied().collect::<BTreeSet<usize>>();
-        let gaps = |p: &BTreeSet<usize>| super::gaps(p, |_| true);
+        let gaps = |p: &BTreeSet<usize>| super::gaps(p, |run| vec![run]);
         assert_eq!(gaps(&set(&[0, 1, 2, 3])), None);
         assert_eq!(gaps(&set(&[0])), None);
         assert_eq!(gaps(&set(&[0, 1, 3])).as_deref(), Some("decode step 2 is"));
