@@ -1511,9 +1511,9 @@ def decode_cases() -> list[Case]:
                       pair("steps_before_other_tokens", other, extra=("--steps", "0-1")),
                       report(0, others={"ok"}, check=warned_and_noted)))
     err("steps_absent", good, "steps_absent.npz", "ref.npz", "--steps 0-9",
-        "no decode step 3-9", extra=("--steps", "0-9"))
+        "no decode steps 3-9", extra=("--steps", "0-9"))
     # A run of 2^64 - 1 steps is walked over the steps held, not counted through.
-    err("steps_huge_run", good, "steps_huge_run.npz", "no decode step 3-18446744073709551615",
+    err("steps_huge_run", good, "steps_huge_run.npz", "no decode steps 3-18446744073709551615",
         extra=("--steps", "0-18446744073709551615"))
     err("steps_select_none", good, "steps_select_none.npz", "none of the steps held",
         extra=("--steps", "5-"))

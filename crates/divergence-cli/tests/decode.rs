@@ -1502,9 +1502,32 @@ fn steps_compares_a_port_up_to_where_its_tokens_part() {
             assert!(hints.contains(hint), "{dtype}: {hints}");
             assert!(!hints.contains("step 5"), "{dtype}: {hints}");
         }
+        // without the prefill and nothing marked, the amplification section says why it
+        // lists no pair (it printed an empty table)
+        let html = tmp(&format!("steps-3-{dtype}.html"));
+        for (format, says) in [
+            ("table", "  none to show: the prefill's k pairs"),
+            ("markdown", "None to show: the prefill's k pairs"),
+        ] {
+            let (code, out, err) = divergence(&[
+                "diff",
+                parted.to_str().unwrap(),
+                reference,
+                "--steps",
+                "3",
+                "--format",
+                format,
+                "--html-out",
+                html.to_str().unwrap(),
+            ]);
+            assert_eq!(code, 0, "{err}");
+            assert!(out.contains(says), "{format}:\n{out}");
+            let page = std::fs::read_to_string(&html).unwrap();
+            assert!(page.contains("<p>None to show: the prefill's pairs"));
+        }
         // steps the dumps do not hold, or none of theirs
         for (sel, says) in [
-            ("0-9", "--steps 0-9: no decode step 7-9 in"),
+            ("0-9", "--steps 0-9: no decode steps 7-9 in"),
             ("8-", "--steps 8-: none of the steps held in"),
         ] {
             let (code, _, err) = diff_json(&parted, reference, &["--steps", sel]);
@@ -1576,5 +1599,127 @@ fn prefill_vs_decode_compares_the_selected_steps() {
     // a selection past what the prefill covers
     let (code, _, err) = diff_json(&short, stepped, &["--prefill-vs-decode", "--steps", "0-3"]);
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains("reach step 3, token 19"), "{err}");
+    assert!(err.contains("reach step 3, at position 18"), "{err}");
+    // the token check's edge: step 4 was fed the token at position 19, which differs
+    let (code, _, err) = diff_json(&other, stepped, &["--prefill-vs-decode", "--steps", "0-4"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("position 19 is 7"), "{err}");
+    // without --steps, a shorter prefill names the steps it covers
+    let (_, _, err) = diff_json(&short, stepped, &["--prefill-vs-decode"]);
+    assert!(
+        err.contains("(or compare the steps it covers: --steps 0-2)"),
+        "{err}"
+    );
+}
+
+/// Wherever a refused decode pair's error names a selection (`--steps X`), that selection is
+/// compared: variants of the reference with fewer steps, other tokens, gaps, no prefill, no or
+/// fewer decode_ids, on either side (a review found advice the checks then refused).
+#[test]
+fn every_advised_selection_is_compared() {
+    let _ = root();
+    let ids = |v: &[i64]| serde_json::json!(v);
+    type Variant = (
+        &'static str,
+        Box<dyn Fn(&str) -> bool>,
+        Box<dyn Fn(&mut Meta)>,
+    );
+    let variants: Vec<Variant> = vec![
+        ("same", Box::new(|_| false), Box::new(|_| {})),
+        (
+            "fewer",
+            Box::new(|n| n.ends_with("@5") || n.ends_with("@6")),
+            Box::new(move |m| {
+                m.extra.insert("decode_steps".into(), 4.into());
+                m.extra
+                    .insert("decode_ids".into(), ids(&[253, 253, 253, 59]));
+            }),
+        ),
+        (
+            "parted",
+            Box::new(|_| false),
+            Box::new(move |m| {
+                m.extra
+                    .insert("decode_ids".into(), ids(&[253, 253, 7, 7, 7, 7]));
+            }),
+        ),
+        (
+            "fewer-parted",
+            Box::new(|n| n.ends_with("@5") || n.ends_with("@6")),
+            Box::new(move |m| {
+                m.extra.insert("decode_steps".into(), 4.into());
+                m.extra.insert("decode_ids".into(), ids(&[253, 253, 7, 7]));
+            }),
+        ),
+        (
+            "no-ids",
+            Box::new(|_| false),
+            Box::new(|m| {
+                m.extra.remove("decode_ids");
+            }),
+        ),
+        (
+            "short-ids",
+            Box::new(|_| false),
+            Box::new(move |m| {
+                m.extra.remove("decode_steps");
+                m.extra
+                    .insert("decode_ids".into(), ids(&[253, 253, 253, 59]));
+            }),
+        ),
+        (
+            "gap",
+            Box::new(|n| n.ends_with("@3")),
+            Box::new(|m| {
+                m.extra.remove("decode_steps");
+                m.extra.remove("decode_ids");
+            }),
+        ),
+        (
+            "stopped",
+            Box::new(|n| n.ends_with("@5") || n.ends_with("@6")),
+            Box::new(|_| {}),
+        ),
+        (
+            "no-prefill",
+            Box::new(|n| !n.contains('@')),
+            Box::new(|_| {}),
+        ),
+    ];
+    let files: Vec<(&str, PathBuf)> = variants
+        .iter()
+        .map(|(name, drop, meta)| {
+            let out = tmp(&format!("advice-{name}.npz"));
+            rewrite(REF_F32, &out, drop, meta);
+            (*name, out)
+        })
+        .collect();
+    let mut advised = 0;
+    for (a, pa) in &files {
+        for (b, pb) in &files {
+            let (pa, pb) = (pa.to_str().unwrap(), pb.to_str().unwrap());
+            let (code, _, err) = divergence(&["diff", pa, pb, "--format", "json"]);
+            if code != 2 {
+                continue;
+            }
+            let Some(at) = err
+                .find("--steps ")
+                .filter(|_| !err.contains("e.g. --steps"))
+            else {
+                continue;
+            };
+            let sel: String = err[at + 8..]
+                .chars()
+                .take_while(|c| c.is_ascii_digit() || *c == '-' || *c == ',')
+                .collect();
+            advised += 1;
+            let (code, _, again) =
+                divergence(&["diff", pa, pb, "--format", "json", "--steps", &sel]);
+            assert!(
+                code == 0 || code == 1,
+                "{a} vs {b}: advised --steps {sel} ({err}), refused: {again}"
+            );
+        }
+    }
+    assert!(advised >= 20, "only {advised} pairs gave advice");
 }

@@ -261,6 +261,10 @@ pub struct Report {
     /// `--prefill-vs-decode` lines up with what), nothing to worry about. Filled by the caller.
     #[serde(default)]
     pub notes: Vec<String>,
+    /// The decode steps `diff --steps` selected, as given there (`0-4`, `0,4-8`, `3-`; 0 = the
+    /// prefill); `None` where every step was compared. Filled by the caller.
+    #[serde(default)]
+    pub step_selection: Option<String>,
     /// The earliest diverging op, or `None`.
     pub first_divergence: Option<FirstDivergence>,
     /// Where the first divergence's error was born ([`crate::origin`]), or `None`.
@@ -559,6 +563,7 @@ pub fn assemble(mut ops: Vec<OpResult>, ctx: ReportContext, cfg: &DiffConfig) ->
         input_ids_mismatch,
         warnings,
         notes: Vec::new(),
+        step_selection: None,
         first_divergence,
         origin,
         hints: Vec::new(),

@@ -576,16 +576,23 @@ fn amplification(report: &Report, h: &mut String) {
         return;
     }
     h.push_str(&format!(
-        "<h2>q_norm / k_norm amplification ({} amplified, {} introduced at the norm; ratio &gt; {})</h2>\n<section id=\"amplification\">\n<table>\n<thead><tr><th>layer</th><th>q/k</th><th>proj rel err</th><th>norm rel err</th><th>ratio</th><th>abs err gain</th><th>norm weight gain</th><th></th></tr></thead>\n<tbody>\n",
+        "<h2>q_norm / k_norm amplification ({} amplified, {} introduced at the norm; ratio &gt; {})</h2>\n<section id=\"amplification\">\n",
         a.marked,
         a.introduced,
         escape(&sci(a.threshold))
     ));
     // Decode steps repeat every pair once per step: only those with a verdict are listed.
-    let rows = a
+    let rows: Vec<_> = a
         .rows
         .iter()
-        .filter(|r| divergence_names::split_step(&r.norm).1 == 0 || r.verdict.is_some());
+        .filter(|r| divergence_names::split_step(&r.norm).1 == 0 || r.verdict.is_some())
+        .collect();
+    if rows.is_empty() {
+        // A decode report compared without its prefill (`--steps 3`), nothing marked.
+        h.push_str("<p>None to show: the prefill's pairs and the pairs with a verdict are listed, and there are none here (the JSON has every pair).</p>\n</section>\n");
+        return;
+    }
+    h.push_str("<table>\n<thead><tr><th>layer</th><th>q/k</th><th>proj rel err</th><th>norm rel err</th><th>ratio</th><th>abs err gain</th><th>norm weight gain</th><th></th></tr></thead>\n<tbody>\n");
     for r in rows {
         h.push_str(&format!(
             "<tr><td class=\"n\">{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"bad\">{}</td></tr>\n",

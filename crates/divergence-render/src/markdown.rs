@@ -304,7 +304,7 @@ impl Sections for Markdown<'_> {
         if amp.rows.is_empty() {
             writeln!(out, "No q/k proj + norm pairs in the dumps.")?;
         } else if shown.is_empty() {
-            let text = view::no_amplification_row(self.opts);
+            let text = view::no_amplification_row(self.report, self.opts);
             let mut chars = text.chars();
             let first = chars.next().map(|c| c.to_uppercase().to_string());
             writeln!(out, "{}{}.", first.unwrap_or_default(), chars.as_str())?;

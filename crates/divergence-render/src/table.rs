@@ -684,7 +684,7 @@ impl Sections for Terminal<'_> {
         }
         let shown = view::amplification_rows(self.report, self.opts);
         if shown.is_empty() {
-            let text = format!("  {}", view::no_amplification_row(self.opts));
+            let text = format!("  {}", view::no_amplification_row(self.report, self.opts));
             self.line(&text, None, 2)?;
             return self.blank();
         }

@@ -468,6 +468,17 @@ pub struct Tui {
     /// Lines an overview (`l`, `p`) showed when last drawn: it scrolls no further than its
     /// last line at the bottom (a UX review scrolled 25 steps that fit off the top).
     overview_rows: usize,
+    /// The per-layer overview's tallies, made once per report: each key and each frame of
+    /// `l` asks for its lines, and a decode report has ~150,000 rows (a review).
+    layer_cache: std::cell::OnceCell<LayerCache>,
+}
+
+/// What the per-layer overview (`l`) shows, tallied: a line per layer, or per layer and phase
+/// (the prefill, the decode steps) in a decode report.
+#[derive(Debug)]
+enum LayerCache {
+    OnePass(Vec<view::LayerLine>),
+    Phases(Vec<PhaseEntry>),
 }
 
 /// The details' text lines (with the top border) and the per-position plot under them.
@@ -501,6 +512,7 @@ impl Tui {
             offset: 0,
             layer_offset: 0,
             overview_rows: 1,
+            layer_cache: std::cell::OnceCell::new(),
         };
         tui.rebuild(None);
         if let Some(f) = tui.report.first_divergence.as_ref().map(|f| f.index) {
@@ -541,6 +553,7 @@ impl Tui {
         crate::safe::make_text_safe(&mut report);
         let name = self.selected().map(|o| o.name.clone());
         self.report = report;
+        self.layer_cache = std::cell::OnceCell::new();
         if !self.sort.applies(self.truth()) {
             self.sort = SortKey::Order;
             self.reversed = false;
@@ -1272,49 +1285,54 @@ impl Tui {
     /// The per-layer overview's lines (true: diverged) for `width` columns.
     fn layer_overview(&self, width: usize) -> Vec<(String, bool)> {
         use unicode_width::UnicodeWidthStr;
-        if self.report.steps.is_empty() {
-            return view::layer_lines(&self.report)
-                .into_iter()
-                .map(|l| {
-                    let worst = match (&l.worst_op, l.worst_rel) {
-                        (Some(op), Some(v)) => {
-                            format!("worst rel err {} at {op}", view::num(Some(v)))
-                        }
-                        _ => "no error measured".to_string(),
-                    };
-                    let first = l
-                        .first_bad
-                        .as_ref()
-                        .map_or_else(String::new, |n| format!("; first bad {n}"));
-                    let text = format!(
-                        "layer {:>3}  {:<8} {} of {} ops diverged; {worst}{first}",
-                        l.layer, l.status, l.diverged, l.ops
-                    );
-                    (text, l.diverged > 0)
-                })
-                .collect();
-        }
-        let lines = view::layer_phase_lines(&self.report);
+        let cache = self
+            .layer_cache
+            .get_or_init(|| match self.report.steps.is_empty() {
+                true => LayerCache::OnePass(view::layer_lines(&self.report)),
+                false => LayerCache::Phases(view::layer_phase_lines(&self.report)),
+            });
+        let lines = match cache {
+            LayerCache::Phases(lines) => lines,
+            LayerCache::OnePass(lines) => {
+                return lines
+                    .iter()
+                    .map(|l| {
+                        let worst = match (&l.worst_op, l.worst_rel) {
+                            (Some(op), Some(v)) => {
+                                format!("worst rel err {} at {op}", view::num(Some(v)))
+                            }
+                            _ => "no error measured".to_string(),
+                        };
+                        let first = l
+                            .first_bad
+                            .as_ref()
+                            .map_or_else(String::new, |n| format!("; first bad {n}"));
+                        let text = format!(
+                            "layer {:>3}  {:<8} {} of {} ops diverged; {worst}{first}",
+                            l.layer, l.status, l.diverged, l.ops
+                        );
+                        (text, l.diverged > 0)
+                    })
+                    .collect();
+            }
+        };
+        // A phase no layer has (the prefill under `diff --steps 3`) gets no lines.
+        let has_prefill = lines.iter().any(|(_, p, _)| p.is_some());
+        let has_decode = lines.iter().any(|(_, _, d)| d.is_some());
+        let phases = |entry| layer_phases(entry, (has_prefill, has_decode));
         // The fullest form in which every line fits; else the shortest, cut at the edge.
         let fit = (0..PHASE_FORMS)
             .find(|&form| {
-                lines.iter().all(|(layer, prefill, decode)| {
-                    [("prefill", prefill), ("decode", decode)]
-                        .iter()
-                        .all(|(phase, l)| {
-                            phase_line(*layer, phase, l.as_ref(), form).0.width() <= width
-                        })
-                })
+                lines
+                    .iter()
+                    .flat_map(phases)
+                    .all(|(layer, phase, l)| phase_line(layer, phase, l, form).0.width() <= width)
             })
             .unwrap_or(PHASE_FORMS - 1);
         lines
             .iter()
-            .flat_map(|(layer, prefill, decode)| {
-                [
-                    phase_line(*layer, "prefill", prefill.as_ref(), fit),
-                    phase_line(*layer, "decode", decode.as_ref(), fit),
-                ]
-            })
+            .flat_map(phases)
+            .map(|(layer, phase, l)| phase_line(layer, phase, l, fit))
             .collect()
     }
 
@@ -1599,6 +1617,20 @@ const PHASE_FORMS: usize = 3;
 /// `form` (of [`PHASE_FORMS`]): in full as a one-pass report's line, `1 of 3 ops diverged;
 /// worst rel err 5.000e-02 at self_attn.k_norm@2; first bad self_attn.k_norm@2`; then `1/3
 /// diverged; worst 5.000e-02@2; first bad ...`; then the worst and the first bad op alone.
+/// A layer's phase lines of the per-layer overview: `(layer, phase, its tally)` for each phase
+/// `shown` (the prefill, the decode steps).
+type PhaseEntry = (usize, Option<view::LayerLine>, Option<view::LayerLine>);
+fn layer_phases(
+    (layer, prefill, decode): &PhaseEntry,
+    shown: (bool, bool),
+) -> Vec<(usize, &'static str, Option<&view::LayerLine>)> {
+    [("prefill", prefill, shown.0), ("decode", decode, shown.1)]
+        .into_iter()
+        .filter(|&(_, _, shown)| shown)
+        .map(|(phase, l, _)| (*layer, phase, l.as_ref()))
+        .collect()
+}
+
 fn phase_line(
     layer: usize,
     phase: &str,

@@ -322,8 +322,14 @@ pub(crate) fn amplification_rows<'r>(
 /// What the amplification section says where [`amplification_rows`] shows none of the report's
 /// pairs (a decode report compared without its prefill, `--steps 3`, and nothing marked; or a
 /// `--layer` without pairs).
-pub(crate) fn no_amplification_row(opts: &TableOptions) -> &'static str {
-    if opts.all {
+pub(crate) fn no_amplification_row(report: &Report, opts: &TableOptions) -> &'static str {
+    let filter = Filter::new(opts);
+    let in_layer = report
+        .amplification
+        .rows
+        .iter()
+        .any(|r| filter.layer_ok(r.layer));
+    if opts.all || !in_layer {
         "no q/k proj + norm pair in the layer shown"
     } else {
         "none to show: the prefill's k pairs and the pairs with a verdict are listed, and there are none here (--all shows every pair)"
@@ -562,6 +568,7 @@ pub(crate) fn select_ops(report: &Report, opts: &TableOptions) -> Option<Selecti
 
 /// One line of the per-layer view: a layer's rows, or one phase's of them (the prefill's, the
 /// decode steps').
+#[derive(Debug)]
 pub(crate) struct LayerLine {
     pub layer: usize,
     pub ops: usize,

@@ -694,6 +694,11 @@ fn decode_steps_are_named_walked_and_plotted_and_warnings_shown() {
 /// steps: layer 0 within tolerance everywhere; layer 1 diverges from k_norm in decode steps 2
 /// and 3; layer 2 diverges in the prefill from down_proj, and wholly in decode steps 2 and 3.
 fn decode_layers_report() -> Report {
+    decode_layers_report_from(0)
+}
+
+/// The same, its steps from `first` on (`diff --steps 2-`).
+fn decode_layers_report_from(first: usize) -> Report {
     let cfg = DiffConfig::default();
     let ops = ["input_layernorm", "self_attn.k_norm", "mlp.down_proj", ""];
     let mut names = vec![(0, 0, "model.embed_tokens".to_string())];
@@ -704,7 +709,7 @@ fn decode_layers_report() -> Report {
         }
     }
     let mut rows = Vec::new();
-    for step in 0..=3 {
+    for step in first..=3 {
         for (i, (l, j, name)) in names.iter().enumerate() {
             let name = match step {
                 0 => name.clone(),
@@ -759,6 +764,18 @@ fn the_layer_overview_of_a_decode_report_says_the_prefill_and_the_decode_steps_a
     assert!(screen(&mut tui, 130, 10).contains("layer   0  decode"));
     press(&mut tui, "l");
     assert!(!screen(&mut tui, 130, 10).contains("per layer"));
+}
+
+/// A decode report without the prefill (`diff --steps 2-`): the overview has no prefill lines
+/// (it showed one `no ops` line per layer).
+#[test]
+fn the_layer_overview_leaves_out_a_phase_no_layer_has() {
+    let mut tui = Tui::new(decode_layers_report_from(2));
+    press(&mut tui, "l");
+    let text = screen(&mut tui, 130, 14);
+    let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("layer ")).collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert!(lines.iter().all(|l| l.contains(" decode ")), "{text}");
 }
 
 #[test]

@@ -527,11 +527,15 @@ fn report_of(
         )?;
         let mut sides = Sides::from_pair(pair);
         if let Some(sel) = &args.steps {
-            let files = sides.ours_label.clone();
+            let held = sides
+                .plan
+                .order
+                .iter()
+                .map(|n| divergence_names::split_step(n).1)
+                .collect();
+            sel.check(&held, &sides.ours_label)?;
             let pair = (&sides.ours, &sides.reference);
-            sides
-                .notes
-                .extend(select_steps(&mut sides.plan, pair, sel, &files)?);
+            sides.notes.extend(select_steps(&mut sides.plan, pair, sel));
         }
         return finish_report(args, cfg, sides);
     }
@@ -575,8 +579,7 @@ fn report_of(
     )?);
     let mut notes = Vec::new();
     if let Some(sel) = &args.steps {
-        let files = format!("{} and {}", args.ours.display(), args.reference.display());
-        notes.extend(select_steps(&mut plan, (&ours, &reference), sel, &files)?);
+        notes.extend(select_steps(&mut plan, (&ours, &reference), sel));
     }
     let mut truth_warnings = Vec::new();
     if let (Some(truth), Some(path)) = (&truth, &args.truth) {
@@ -708,6 +711,7 @@ fn finish_report(args: &DiffArgs, cfg: &DiffConfig, sides: Sides<'_>) -> Result<
     }
     let mut report = divergence_diff::assemble(ops, ctx, cfg);
     report.notes = notes;
+    report.step_selection = args.steps.as_ref().map(|s| s.text());
     // A decode step with rows but none compared (every name on one side only, or unreadable)
     // is said: its verdict would otherwise read as clean (found by a bad-input hunt: a map
     // rule that matched the prefill but not the steps left every step `only_ours` /
@@ -736,7 +740,6 @@ fn finish_report(args: &DiffArgs, cfg: &DiffConfig, sides: Sides<'_>) -> Result<
         (&ours, &reference),
         args.model.as_deref(),
         prompt_len,
-        args.steps.as_ref(),
     );
     timings::mark("diagnosis");
     if !args.no_tokens {
@@ -934,7 +937,6 @@ fn diagnosis(
     (ours, reference): (&MappedDump<'_>, &MappedDump<'_>),
     model: Option<&Path>,
     prompt_len: Option<usize>,
-    steps: Option<&crate::cmd::steps::Selection>,
 ) -> (
     Vec<divergence_diff::Hint>,
     Option<divergence_diff::PositionProfile>,
@@ -996,17 +998,11 @@ fn diagnosis(
         };
         out.extend(divergence_diff::diagnose(&subject, &shape));
     }
-    // Under --steps, the steps past the last selected may have been fed other tokens: the
-    // decode hints read none of them.
-    let last = steps.map(|_| {
-        plan.order
-            .par_iter()
-            .with_min_len(4096)
-            .map(|n| divergence_names::split_step(n).1)
-            .max()
-            .unwrap_or(0)
-    });
-    let fed_alike = |s: usize| last.is_none_or(|last| s <= last);
+    // Under --steps, the steps past the selection may have been fed other tokens: the decode
+    // hints read none past the last one both sides were fed the same tokens for (a review: the
+    // last step selected cut the hint of a pair fed the same tokens, `--steps 1`).
+    let through = crate::cmd::steps::same_tokens_through(ours, reference);
+    let fed_alike = |s: usize| through.is_none_or(|t| s <= t);
     out.extend(decode_hints(report, plan, (ours, reference), &fed_alike));
     (out, profile)
 }
@@ -1319,16 +1315,14 @@ fn check_truth(
     Ok(warnings)
 }
 
-/// Under `--steps`: checks the selection against the steps `plan` holds (`files` names the
-/// dumps in its error), then plans again over the selected steps' names alone, so that the
-/// other steps are neither read nor counted in the order's warnings; the note says what was
-/// selected, when that is not every step.
+/// Under `--steps` (checked already against the steps the dumps hold): plans again over the
+/// selected steps' names alone, so that the other steps are neither read nor counted in the
+/// order's warnings; the note says what was selected, when that is not every step.
 fn select_steps(
     plan: &mut divergence_diff::OrderPlan,
     (ours, reference): (&MappedDump<'_>, &MappedDump<'_>),
     sel: &crate::cmd::steps::Selection,
-    files: &str,
-) -> Result<Option<String>> {
+) -> Option<String> {
     let held: BTreeSet<usize> = plan
         .order
         .par_iter()
@@ -1337,7 +1331,6 @@ fn select_steps(
         .collect::<std::collections::HashSet<usize>>()
         .into_iter()
         .collect();
-    sel.check(&held, files)?;
     let compared: BTreeSet<usize> = held.iter().copied().filter(|&s| sel.contains(s)).collect();
     let keep = |names: &[divergence_diff::Name]| -> Vec<divergence_diff::Name> {
         names
@@ -1364,7 +1357,7 @@ fn select_steps(
     );
     // Row i is the i-th name of the lists kept, not of the dumps' own: found by name.
     plan.aligned = false;
-    Ok((compared != held).then(|| {
+    (compared != held).then(|| {
         let steps = if compared.len() == 1 { "step" } else { "steps" };
         format!(
             "--steps {}: decode {steps} {} selected (0 = the prefill), of {} in the dumps",
@@ -1372,7 +1365,7 @@ fn select_steps(
             ranges_at_most(&compared, 8),
             ranges_at_most(&held, 8)
         )
-    }))
+    })
 }
 
 /// `--layer N` must name a layer of the dumps: `--layer 7: the dumps have layers 0-1`.
@@ -1389,7 +1382,11 @@ fn check_layer(layer: usize, layers: &BTreeSet<usize>) -> Result<()> {
 
 /// [`ranges`], the first `max` runs and how many more: `1, 3, 5 and 20 more runs`.
 pub(crate) fn ranges_at_most(numbers: &BTreeSet<usize>, max: usize) -> String {
-    let runs = runs(numbers);
+    runs_at_most(&runs(numbers), max)
+}
+
+/// Runs as [`ranges_at_most`] writes them: the first `max`, and how many more.
+pub(crate) fn runs_at_most(runs: &[(usize, usize)], max: usize) -> String {
     let text: Vec<String> = runs.iter().take(max).map(run_text).collect();
     match runs.len().checked_sub(max) {
         Some(more) if more > 0 => format!("{} and {more} more runs", text.join(", ")),
@@ -1407,7 +1404,7 @@ pub(crate) fn ranges(numbers: &BTreeSet<usize>) -> String {
 }
 
 /// Ascending numbers as runs of consecutive ones, `(first, last)`.
-fn runs(numbers: &BTreeSet<usize>) -> Vec<(usize, usize)> {
+pub(crate) fn runs(numbers: &BTreeSet<usize>) -> Vec<(usize, usize)> {
     let mut runs: Vec<(usize, usize)> = Vec::new();
     for &n in numbers {
         match runs.last_mut() {

@@ -147,8 +147,14 @@ pub fn pair<'a>(
     // (A longer full prefill would do as well, its positions being causal; one of the same
     // tokens is what was asked for. Under --steps it must reach the last selected step.)
     if sel.is_none() && t_pre + k != t_full {
+        // A shorter prefill still covers the steps up to its last position.
+        let some = match t_full.checked_sub(t_pre) {
+            Some(0) => " (or compare the prefill alone: --steps 0)".to_string(),
+            Some(n) if n < k => format!(" (or compare the steps it covers: --steps 0-{n})"),
+            _ => String::new(),
+        };
         bail!(
-            "--prefill-vs-decode: {} is a prefill of {t_full} tokens, but {} has {t_pre} prompt tokens + {k} decode steps = {}: they must cover the same tokens",
+            "--prefill-vs-decode: {} is a prefill of {t_full} tokens, but {} has {t_pre} prompt tokens + {k} decode steps = {}: they must cover the same tokens{some}",
             full_path.display(),
             stepped_path.display(),
             t_pre + k
@@ -156,9 +162,10 @@ pub fn pair<'a>(
     }
     if sel.is_some() && t_pre + last > t_full {
         bail!(
-            "--prefill-vs-decode: {} is a prefill of {t_full} tokens, but the steps selected of {} reach step {last}, token {} ({t_pre} prompt tokens + {last} decode steps)",
+            "--prefill-vs-decode: {} is a prefill of {t_full} tokens, but the steps selected of {} reach step {last}, at position {} ({t_pre} prompt tokens + {last} decode steps: {} tokens)",
             full_path.display(),
             stepped_path.display(),
+            t_pre + last - 1,
             t_pre + last
         );
     }
@@ -168,7 +175,9 @@ pub fn pair<'a>(
         decode_ids(stepped),
     ) {
         (Some(f), Some(p), Some(d)) => {
-            if d.len() != k {
+            // (Under --steps, the tokens of the steps selected: a run may have recorded the
+            // steps it meant to decode.)
+            if (sel.is_none() && d.len() != k) || d.len() < last {
                 bail!(
                     "{}: records {} decode_ids for {k} decode steps",
                     stepped_path.display(),
@@ -199,10 +208,18 @@ pub fn pair<'a>(
         )),
     }
     if let Some(n) = stepped.meta().and_then(|m| m.decode_steps().ok().flatten()) {
-        if n != k as u64 {
+        if n < k as u64 {
             bail!(
                 "{}: metadata says {n} decode steps, but it has probes of step {k}",
                 stepped_path.display()
+            );
+        }
+        // Fewer steps than promised: a run cut short, whose steps may still be selected.
+        if n > k as u64 && sel.is_none() {
+            bail!(
+                "{}: metadata says {n} decode steps, but step {} has no probe (a truncated dump?; or compare the steps it holds: --steps 0-{k})",
+                stepped_path.display(),
+                k + 1
             );
         }
     }

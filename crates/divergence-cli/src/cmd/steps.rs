@@ -54,13 +54,35 @@ impl Selection {
             .any(|&(lo, hi)| s >= lo && hi.is_none_or(|hi| s <= hi))
     }
 
-    /// The selection as the flag takes it: `0-22`, `0, 4-8`, `5-`.
+    /// The selection as the flag takes it: `0-22`, `0,4-8`, `5-`.
     pub fn text(&self) -> String {
         let run = |&(lo, hi): &(usize, Option<usize>)| match hi {
             None => format!("{lo}-"),
             Some(hi) => crate::cmd::diff::run_text(&(lo, hi)),
         };
         self.runs.iter().map(run).collect::<Vec<_>>().join(",")
+    }
+
+    /// The selection names steps of `held` (what `files`, named in the error, hold): every
+    /// step of its bounded runs, and one step at least.
+    pub fn check(&self, held: &BTreeSet<usize>, files: &str) -> Result<()> {
+        let absent = self.absent_from(held);
+        let hold = crate::cmd::diff::ranges_at_most(held, 8);
+        if !absent.is_empty() {
+            let (steps, _) = steps_word(&absent);
+            bail!(
+                "--steps {}: no decode {steps} {} in {files} (0 = the prefill; the steps held are {hold})",
+                self.text(),
+                crate::cmd::diff::runs_at_most(&absent, 8)
+            );
+        }
+        if !held.iter().any(|&s| self.contains(s)) {
+            bail!(
+                "--steps {}: none of the steps held in {files} is selected (0 = the prefill; the steps held are {hold})",
+                self.text()
+            );
+        }
+        Ok(())
     }
 
     /// The selection's steps up to `last`, if any.
@@ -179,8 +201,25 @@ fn ranges(steps: impl IntoIterator<Item = usize>) -> String {
     crate::cmd::diff::ranges(&set)
 }
 
-/// Checks a dump pair's decode steps; returns warnings (one line each) for what cannot be
-/// checked. Errors are one line naming the file and the problem.
+/// `step` / `steps` and `has` / `have` for these runs of steps.
+fn steps_word(runs: &[(usize, usize)]) -> (&'static str, &'static str) {
+    match runs {
+        [(lo, hi)] if lo == hi => ("step", "has"),
+        _ => ("steps", "have"),
+    }
+}
+
+/// Why a side's stacked members were left whole, where they were.
+fn left_whole(side: &Steps, dump: &MappedDump<'_>) -> Option<String> {
+    side.stacked_left
+        .then(|| unfolding_problem(dump.dump()))
+        .flatten()
+}
+
+/// Checks a dump pair's decode steps, of `sel` where `--steps` gives one; returns warnings
+/// (one line each) for what cannot be checked. Errors are one line naming the file and the
+/// problem, and, where some steps can be compared, the selection that compares them
+/// ([`comparable`]).
 pub fn check(
     ours: &MappedDump<'_>,
     ours_path: &Path,
@@ -194,22 +233,6 @@ pub fn check(
         || steps_of(reference, ref_path),
     );
     let (o, r) = (o?, r?);
-    if let Some(sel) = sel {
-        check_selection(sel, &o, &r, (ours_path, ref_path))?;
-    }
-    // The steps compared: every one held, or those `--steps` selects.
-    let selected = |side: &Steps| -> BTreeSet<usize> {
-        match sel {
-            None => side.present.clone(),
-            Some(sel) => side
-                .present
-                .iter()
-                .copied()
-                .filter(|&s| sel.contains(s))
-                .collect(),
-        }
-    };
-    let (o_sel, r_sel) = (selected(&o), selected(&r));
     let mut warnings = Vec::new();
     // A dump's metadata contradicting itself is an error whether or not it holds steps.
     for (side, path) in [(&o, ours_path), (&r, ref_path)] {
@@ -223,12 +246,33 @@ pub fn check(
             }
         }
     }
+    // What an error advises: a selection that can be compared (the same whichever check
+    // speaks).
+    let advice = comparable(&o, &r, sel);
+    if let Some(sel) = sel {
+        let files = format!("{} and {}", ours_path.display(), ref_path.display());
+        sel.check(&o.present.union(&r.present).copied().collect(), &files)
+            .map_err(|e| {
+                // Steps missing because a stacked member could not be read as steps: that is
+                // why (a review: "no decode step 1-3" hid it).
+                match left_whole(&o, ours).or_else(|| left_whole(&r, reference)) {
+                    Some(why) => anyhow::anyhow!("{e}; {why}"),
+                    None => e,
+                }
+            })?;
+    }
+    let promise = |side: &Steps, path: &Path, dump: &MappedDump<'_>| match sel {
+        None => check_declared(side, path, dump, advice.as_ref()),
+        // Under --steps, what the metadata promises is asked of the selected steps only (a
+        // port that stopped early may have recorded the steps it meant to decode).
+        Some(sel) => check_promised(side, path, dump, sel, advice.as_ref()),
+    };
     if o.present.iter().all(|&s| s == 0) && r.present.iter().all(|&s| s == 0) {
         // Steps the metadata promises and neither side holds (found by a bad-input hunt: both
         // sides' `@steps` members deflated, or dropped, passed as a clean prefill): the same
         // error as when the other side holds them.
-        check_declared(&o, ours_path, ours, &String::new)?;
-        check_declared(&r, ref_path, reference, &String::new)?;
+        promise(&o, ours_path, ours)?;
+        promise(&r, ref_path, reference)?;
         // Found by a bad-input hunt: one-pass dumps recording other decode_ids passed without
         // a word. Nothing of a decode is compared, so it is said, not refused; so is a pair
         // that records decode_ids and holds none of their steps.
@@ -246,11 +290,8 @@ pub fn check(
                     .collect();
                 if let Some((_, n)) = recorded.first() {
                     let files: Vec<&str> = recorded.iter().map(|(p, _)| p.as_str()).collect();
-                    let left = |side: &Steps, dump: &MappedDump<'_>| {
-                        side.stacked_left.then(|| unfolding_problem(dump.dump())).flatten()
-                    };
-                    let why = left(&o, ours)
-                        .or_else(|| left(&r, reference))
+                    let why = left_whole(&o, ours)
+                        .or_else(|| left_whole(&r, reference))
                         .map(|p| format!(" ({p})"))
                         .unwrap_or_default();
                     let records = if files.len() == 1 { "records" } else { "record" };
@@ -267,17 +308,26 @@ pub fn check(
     // are missing on that side (found by a bad-input hunt: one of two members deflated, its
     // steps `only_ref` rows, exit 0, where every member deflated was an error).
     for (side, path, dump) in [(&o, ours_path, ours), (&r, ref_path, reference)] {
-        if let Some(problem) = side
-            .stacked_left
-            .then(|| unfolding_problem(dump.dump()))
-            .flatten()
-        {
+        if let Some(problem) = left_whole(side, dump) {
             bail!(
                 "{}: {problem}: its decode steps cannot be compared",
                 path.display()
             );
         }
     }
+    // The steps compared: every one held, or those `--steps` selects.
+    let selected = |side: &Steps| -> BTreeSet<usize> {
+        side.present
+            .iter()
+            .copied()
+            .filter(|&s| sel.is_none_or(|sel| sel.contains(s)))
+            .collect()
+    };
+    let (o_sel, r_sel) = (selected(&o), selected(&r));
+    let or_compare = advice
+        .as_ref()
+        .map(|a| format!(" (or compare the steps both hold with the same tokens: {a})"))
+        .unwrap_or_default();
     for (side, path, dump) in [(&o, ours_path, ours), (&r, ref_path, reference)] {
         // As plan_order says of the per-step layout (found by a bad-input hunt: an order with
         // the `@steps` members first was put in step order without a word).
@@ -287,40 +337,25 @@ pub fn check(
                 path.display()
             ));
         }
-        let advice = || {
-            comparable(&o, &r, sel)
-                .map(|s| {
-                    format!(" (or compare the steps both hold with the same tokens: --steps {s})")
-                })
-                .unwrap_or_default()
-        };
-        match sel {
-            None => check_declared(side, path, dump, &advice)?,
-            // Under --steps, what the metadata promises is asked of the selected steps only (a
-            // port that stopped early may have recorded the steps it meant to decode).
-            Some(sel) => check_promised(side, path, sel)?,
-        }
+        promise(side, path, dump)?;
         // Without decode_steps, the ids must still be one per step (else the next check would
         // call a missing id "other decode tokens"). No stacked member is left whole here
-        // (refused above): the steps are what the file holds.
+        // (refused above): the steps are what the file holds. (Under --steps, check_promised
+        // asked it of the selected steps.)
         let last = side.present.last().copied().unwrap_or(0);
         if let (None, Some(ids), true, None) = (side.declared, &side.ids, last > 0, sel) {
             if ids.len() != last {
                 bail!(
-                    "{}: records {} decode_ids for {last} decode steps{}",
+                    "{}: records {} decode_ids for {last} decode steps{or_compare}",
                     path.display(),
                     ids.len(),
-                    advice()
                 );
             }
             // One id per step promises every step up to the last (found by a bad-input hunt:
             // steps 1 and 3 of 3 decode_ids passed as a clean decode, step 2 never named).
             if let Some(text) = gaps(&side.present, |run| vec![run]) {
-                let some = comparable(&o, &r, None)
-                    .map(|s| format!(": --steps {s}"))
-                    .unwrap_or_default();
                 bail!(
-                    "{}: records {last} decode_ids, one per decode step, but {text} missing: dump every step (or compare the steps held{some})",
+                    "{}: records {last} decode_ids, one per decode step, but {text} missing: dump every step{or_compare}",
                     path.display()
                 );
             }
@@ -330,13 +365,8 @@ pub fn check(
     // are not: other step counts matter no further.
     if let (Some(a), Some(b), None) = (o.declared, r.declared, sel) {
         if a != b {
-            let advice = comparable(&o, &r, sel)
-                .map(|s| {
-                    format!(" (or compare the steps both hold with the same tokens: --steps {s})")
-                })
-                .unwrap_or_default();
             bail!(
-                "{} has {a} decode steps and {} has {b}: dump the same number of steps on both sides{advice}",
+                "{} has {a} decode steps and {} has {b}: dump the same number of steps on both sides{or_compare}",
                 ours_path.display(),
                 ref_path.display(),
             );
@@ -350,11 +380,7 @@ pub fn check(
         .unwrap_or(0);
     match (&o.ids, &r.ids) {
         (Some(a), Some(b)) if a != b => {
-            let at = a
-                .iter()
-                .zip(b)
-                .position(|(x, y)| x != y)
-                .unwrap_or(a.len().min(b.len()));
+            let at = first_difference(a, b);
             let part = at + 1;
             // Step `part` was fed the first other token, and every later step holds it in its
             // cache: the steps before it still compare like with like. Where one side decoded
@@ -368,9 +394,9 @@ pub fn check(
                         ref_path.display(),
                     ));
                 } else {
-                    // The steps before it, of the selection where there is one.
-                    let before = comparable(&o, &r, sel)
-                        .map(|s| format!(", or compare the steps before it (--steps {s})"))
+                    let before = advice
+                        .as_ref()
+                        .map(|a| format!(", or compare the steps before it ({a})"))
                         .unwrap_or_default();
                     bail!(
                         "{} and {} were fed other decode tokens (step {part}: {ours} vs {reference}): teacher-force the port with the reference's decode_ids (divergence run --decode-from REF){before}",
@@ -419,21 +445,14 @@ pub fn check(
             let one_pass = pair == Pair::Compared
                 && lacking.present.iter().eq([0].iter())
                 && lacking.declared.is_none();
-            let other = if lacking.prompt.is_some() && lacking.prompt == has_side.prompt {
-                "the prompt alone"
-            } else {
-                "the prompt and the decode tokens"
-            };
-            let both = comparable(&o, &r, sel);
-            let hint = if one_pass && missing != [0] && other != "the prompt alone" {
+            let prompt_alone = lacking.prompt.is_some() && lacking.prompt == has_side.prompt;
+            let hint = if one_pass && missing != [0] && !prompt_alone {
                 format!(
-                    "; or, if {} is one pass over {other}, compare it with --prefill-vs-decode",
+                    "; or, if {} is one pass over the prompt and the decode tokens, compare it with --prefill-vs-decode",
                     lacks.display()
                 )
-            } else if let Some(steps) = both {
-                format!(" (or compare the steps both hold with the same tokens: --steps {steps})")
             } else {
-                String::new()
+                or_compare.clone()
             };
             bail!(
                 "{} has no probe {what} that {} has: dump the same steps on both sides{hint}",
@@ -444,9 +463,8 @@ pub fn check(
     }
     // Both sides hold the same steps by now. Steps below the last that neither holds, where no
     // metadata promises them (no decode_steps, no decode_ids), are not compared: said, not
-    // refused (a port may dump some steps only).
-    // (Under --steps, a selected step that neither holds is refused by check_selection unless
-    // a run without an end selects it.)
+    // refused (a port may dump some steps only). Under --steps, the parts of such gaps that
+    // it selects (a bounded run's were refused by the selection's check).
     if let Some(text) = gaps(&o_sel, |run| match sel {
         None => vec![run],
         Some(sel) => sel.clip(run),
@@ -461,94 +479,75 @@ pub fn check(
     Ok(warnings)
 }
 
-/// `--steps` names steps the dumps hold: every step of its bounded runs is held by one side
-/// at least (the other's lack is the missing-step error), and it selects one step at least.
-fn check_selection(sel: &Selection, o: &Steps, r: &Steps, paths: (&Path, &Path)) -> Result<()> {
-    let held: BTreeSet<usize> = o.present.union(&r.present).copied().collect();
-    sel.check(
-        &held,
-        &format!("{} and {}", paths.0.display(), paths.1.display()),
-    )
+/// The index of the first decode token that differs between `a` and `b` (the shorter one's
+/// length where one is the other's start): step `index + 1` is the first fed another token.
+fn first_difference(a: &[i64], b: &[i64]) -> usize {
+    a.iter()
+        .zip(b)
+        .position(|(x, y)| x != y)
+        .unwrap_or(a.len().min(b.len()))
 }
 
-impl Selection {
-    /// The selection names steps of `held` (what `files`, named in the error, hold): every
-    /// step of its bounded runs, and one step at least.
-    pub fn check(&self, held: &BTreeSet<usize>, files: &str) -> Result<()> {
-        let sel = self;
-        let absent = sel.absent_from(held);
-        let hold = crate::cmd::diff::ranges_at_most(held, 8);
-        if !absent.is_empty() {
-            bail!(
-                "--steps {}: no decode step {} in {files} (0 = the prefill; the steps held are {hold})",
-                sel.text(),
-                runs_at_most(&absent, 8)
-            );
-        }
-        if !held.iter().any(|&s| sel.contains(s)) {
-            bail!(
-                "--steps {}: none of the steps held in {files} is selected (0 = the prefill; the steps held are {hold})",
-                sel.text()
-            );
-        }
-        Ok(())
-    }
+/// The last decode step both sides were fed the same tokens for, where both record their
+/// `decode_ids` (`None` otherwise): steps past it may have been fed other tokens (the decode
+/// hints read none of them).
+pub fn same_tokens_through(ours: &MappedDump<'_>, reference: &MappedDump<'_>) -> Option<usize> {
+    let ids = |d: &MappedDump<'_>| d.meta()?.decode_ids().ok().flatten();
+    Some(first_difference(&ids(ours)?, &ids(reference)?))
 }
 
-/// `0-4, 7`: runs, the first `max` of them and how many more.
-fn runs_at_most(runs: &[(usize, usize)], max: usize) -> String {
-    let text: Vec<String> = runs
-        .iter()
-        .take(max)
-        .map(crate::cmd::diff::run_text)
-        .collect();
-    match runs.len().checked_sub(max) {
-        Some(more) if more > 0 => format!("{} and {more} more runs", text.join(", ")),
-        _ => text.join(", "),
-    }
-}
-
-/// The selection that can be compared where the one asked (or every step) cannot: the steps
-/// both sides hold, of `sel` where given, up to the last one both were fed the same tokens for
-/// (step s was fed decode token s); as `--steps` takes it (its first 8 runs, or its first run
-/// alone where it has more), `None` where no step is left.
+/// The selection that can be compared where the one asked (or every step) cannot, as
+/// `--steps X` (`e.g. --steps X` where none of the one asked can): the steps both sides hold,
+/// of `sel` where given, up to the last one both were fed the same tokens for (step s was fed
+/// decode token s) and within the tokens each side records; its first 8 runs, or its first run
+/// alone where it has more. `None` where no step is left.
 fn comparable(o: &Steps, r: &Steps, sel: Option<&Selection>) -> Option<String> {
-    let limit = match (&o.ids, &r.ids) {
-        (Some(a), Some(b)) => a
-            .iter()
-            .zip(b)
-            .position(|(x, y)| x != y)
-            .unwrap_or(a.len().min(b.len())),
-        _ => usize::MAX,
-    };
-    let both: BTreeSet<usize> = o
-        .present
-        .intersection(&r.present)
-        .copied()
-        .filter(|&s| s <= limit && sel.is_none_or(|sel| sel.contains(s)))
-        .collect();
-    let mut runs: Vec<(usize, usize)> = Vec::new();
-    for s in both {
-        match runs.last_mut() {
-            Some((_, hi)) if *hi + 1 == s => *hi = s,
-            _ => runs.push((s, s)),
+    let mut limit = usize::MAX;
+    if let (Some(a), Some(b)) = (&o.ids, &r.ids) {
+        limit = first_difference(a, b);
+    }
+    for ids in [&o.ids, &r.ids].into_iter().flatten() {
+        limit = limit.min(ids.len());
+    }
+    let of = |sel: Option<&Selection>| -> Option<String> {
+        let both: BTreeSet<usize> = o
+            .present
+            .intersection(&r.present)
+            .copied()
+            .filter(|&s| s <= limit && sel.is_none_or(|sel| sel.contains(s)))
+            .collect();
+        let mut runs = crate::cmd::diff::runs(&both);
+        if runs.len() > 8 {
+            runs.truncate(1);
         }
+        let text: Vec<String> = runs.iter().map(crate::cmd::diff::run_text).collect();
+        (!text.is_empty()).then(|| text.join(","))
+    };
+    match sel {
+        None => of(None).map(|s| format!("--steps {s}")),
+        Some(_) => of(sel)
+            .map(|s| format!("--steps {s}"))
+            .or_else(|| of(None).map(|s| format!("e.g. --steps {s}"))),
     }
-    if runs.len() > 8 {
-        runs.truncate(1);
-    }
-    let text: Vec<String> = runs.iter().map(crate::cmd::diff::run_text).collect();
-    (!text.is_empty()).then(|| text.join(","))
 }
 
 /// Under `--steps`, what a side's metadata promises is asked of the selected steps: each one it
 /// promises (1 to `decode_steps`, else one per `decode_id`) is held, none is past
 /// `decode_steps`, and each selected decode step's token is recorded where tokens are.
-fn check_promised(side: &Steps, path: &Path, sel: &Selection) -> Result<()> {
+fn check_promised(
+    side: &Steps,
+    path: &Path,
+    dump: &MappedDump<'_>,
+    sel: &Selection,
+    advice: Option<&String>,
+) -> Result<()> {
     let promised = side
         .declared
         .map(|n| usize::try_from(n).unwrap_or(usize::MAX))
         .or(side.ids.as_ref().map(Vec::len));
+    let or_compare = advice
+        .map(|a| format!("; or compare the steps both hold with the same tokens: {a}"))
+        .unwrap_or_default();
     if let Some(wanted) = promised.and_then(|n| sel.up_to(n)) {
         let absent: Vec<(usize, usize)> = wanted
             .absent_from(&side.present)
@@ -558,15 +557,17 @@ fn check_promised(side: &Steps, path: &Path, sel: &Selection) -> Result<()> {
             .collect();
         if !absent.is_empty() {
             let n = promised.unwrap_or(0);
-            let why = if side.declared.is_some() {
+            let promise = if side.declared.is_some() {
                 format!("metadata says {n} decode steps")
             } else {
                 format!("records {n} decode_ids, one per decode step")
             };
+            let (steps, have) = steps_word(&absent);
+            let why = left_whole(side, dump).unwrap_or_else(|| "a truncated dump?".to_string());
             bail!(
-                "{}: {why}, but selected decode step {} has no probe (a truncated dump?)",
+                "{}: {promise}, but selected decode {steps} {} {have} no probe ({why}{or_compare})",
                 path.display(),
-                runs_at_most(&absent, 8)
+                crate::cmd::diff::runs_at_most(&absent, 8)
             );
         }
     }
@@ -582,9 +583,13 @@ fn check_promised(side: &Steps, path: &Path, sel: &Selection) -> Result<()> {
     if let (Some(ids), Some(&s)) = (&side.ids, last) {
         if s > ids.len() {
             bail!(
-                "{}: records {} decode_ids, none for decode step {s}: its token is not known",
+                "{}: records {} decode_ids: selected decode step {} was fed a token it does not record ({})",
                 path.display(),
-                ids.len()
+                ids.len(),
+                ids.len() + 1,
+                advice
+                    .map(|a| format!("compare the steps both hold with the same tokens: {a}"))
+                    .unwrap_or_else(|| "select the steps it records".to_string())
             );
         }
     }
@@ -592,12 +597,13 @@ fn check_promised(side: &Steps, path: &Path, sel: &Selection) -> Result<()> {
 }
 
 /// With `decode_steps` recorded, steps 1 to it all hold a probe and no step past it does; the
-/// error says why steps are missing where a stacked member was left whole.
+/// error says why steps are missing where a stacked member was left whole, and the selection
+/// that can be compared (`advice`, [`comparable`]).
 fn check_declared(
     side: &Steps,
     path: &Path,
     dump: &MappedDump<'_>,
-    advice: &dyn Fn() -> String,
+    advice: Option<&String>,
 ) -> Result<()> {
     let Some(n) = side.declared else {
         return Ok(());
@@ -611,16 +617,14 @@ fn check_declared(
         .count() as u64;
     if have < n {
         let first = (1..).find(|s| !side.present.contains(s)).unwrap_or(1);
-        let why = side
-            .stacked_left
-            .then(|| unfolding_problem(dump.dump()))
-            .flatten()
-            .unwrap_or_else(|| "a truncated dump?".to_string());
+        let why = left_whole(side, dump).unwrap_or_else(|| "a truncated dump?".to_string());
+        let or_compare = advice
+            .map(|a| format!("; or compare the steps both hold with the same tokens: {a}"))
+            .unwrap_or_default();
         bail!(
-            "{}: metadata says {n} decode steps, but step {first} has no probe ({} of {n} steps missing; {why}){}",
+            "{}: metadata says {n} decode steps, but step {first} has no probe ({} of {n} steps missing; {why}{or_compare})",
             path.display(),
             n - have,
-            advice()
         );
     }
     if let Some(&extra) = side.present.iter().find(|&&s| s as u64 > n) {
