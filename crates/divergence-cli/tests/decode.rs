@@ -1614,7 +1614,8 @@ fn prefill_vs_decode_compares_the_selected_steps() {
 
 /// Wherever a refused decode pair's error names a selection (`--steps X`), that selection is
 /// compared: variants of the reference with fewer steps, other tokens, gaps, no prefill, no or
-/// fewer decode_ids, on either side (a review found advice the checks then refused).
+/// fewer decode_ids, more steps than the metadata says, on either side (a review and a hunt
+/// found advice the checks then refused).
 #[test]
 fn every_advised_selection_is_compared() {
     let _ = root();
@@ -1684,6 +1685,16 @@ fn every_advised_selection_is_compared() {
             "no-prefill",
             Box::new(|n| !n.contains('@')),
             Box::new(|_| {}),
+        ),
+        // metadata of 4 steps over a file of 6 (a hunt: every selection was refused)
+        (
+            "overfull",
+            Box::new(|_| false),
+            Box::new(move |m| {
+                m.extra.insert("decode_steps".into(), 4.into());
+                m.extra
+                    .insert("decode_ids".into(), ids(&[253, 253, 253, 59]));
+            }),
         ),
     ];
     let files: Vec<(&str, PathBuf)> = variants

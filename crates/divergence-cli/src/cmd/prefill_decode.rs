@@ -147,8 +147,22 @@ pub fn pair<'a>(
     // (A longer full prefill would do as well, its positions being causal; one of the same
     // tokens is what was asked for. Under --steps it must reach the last selected step.)
     if sel.is_none() && t_pre + k != t_full {
-        // A shorter prefill still covers the steps up to its last position.
-        let some = match t_full.checked_sub(t_pre) {
+        // A shorter prefill still covers the steps up to its last position, as far as both
+        // runs saw the same tokens (a hunt: the advice was then refused for other tokens).
+        let agree = match (input_ids(full), input_ids(stepped), decode_ids(stepped)) {
+            (Some(f), Some(p), d) => {
+                let fed: Vec<i64> = p.iter().chain(d.iter().flatten()).copied().collect();
+                let known = if d.is_some() { fed.len() } else { p.len() };
+                let same = f.iter().zip(&fed).take_while(|(x, y)| x == y).count();
+                if same < known.min(f.len()) {
+                    same
+                } else {
+                    t_full
+                }
+            }
+            _ => t_full,
+        };
+        let some = match agree.min(t_full).checked_sub(t_pre) {
             Some(0) => " (or compare the prefill alone: --steps 0)".to_string(),
             Some(n) if n < k => format!(" (or compare the steps it covers: --steps 0-{n})"),
             _ => String::new(),
@@ -200,6 +214,17 @@ pub fn pair<'a>(
                     stepped_path.display()
                 );
             }
+        }
+        // Without decode_ids, the prompt is still checked (a hunt: another prompt passed).
+        (Some(f), Some(p), None) if f.iter().zip(&p).any(|(x, y)| x != y) => {
+            let at = f.iter().zip(&p).position(|(x, y)| x != y).unwrap_or(0);
+            bail!(
+                "--prefill-vs-decode: the runs saw other tokens: position {at} is {} in {} and {} in {} (its prompt)",
+                f[at],
+                full_path.display(),
+                p[at],
+                stepped_path.display()
+            );
         }
         _ => warnings.push(format!(
             "prefill-vs-decode: the tokens cannot be checked (input_ids / decode_ids missing from the metadata): make sure {} was fed {}'s prompt and decode tokens",

@@ -509,6 +509,10 @@ fn comparable(o: &Steps, r: &Steps, sel: Option<&Selection>) -> Option<String> {
     for ids in [&o.ids, &r.ids].into_iter().flatten() {
         limit = limit.min(ids.len());
     }
+    // Steps past a side's `decode_steps` are not promised: none is advised (a hunt).
+    for n in [o.declared, r.declared].into_iter().flatten() {
+        limit = limit.min(usize::try_from(n).unwrap_or(usize::MAX));
+    }
     let of = |sel: Option<&Selection>| -> Option<String> {
         let both: BTreeSet<usize> = o
             .present
@@ -571,11 +575,19 @@ fn check_promised(
             );
         }
     }
+    // (A step past `decode_steps` that is selected: its token is not promised either.)
     if let Some(n) = side.declared {
-        if let Some(&extra) = side.present.iter().find(|&&s| s as u64 > n) {
+        let extra = side
+            .present
+            .iter()
+            .find(|&&s| s as u64 > n && sel.contains(s));
+        if let Some(&extra) = extra {
             bail!(
-                "{}: metadata says {n} decode steps, but it has probes of step {extra}",
-                path.display()
+                "{}: metadata says {n} decode steps, but it has probes of step {extra}{}",
+                path.display(),
+                advice
+                    .map(|a| format!(" (or compare the steps both hold with the same tokens: {a})"))
+                    .unwrap_or_default()
             );
         }
     }
@@ -629,8 +641,11 @@ fn check_declared(
     }
     if let Some(&extra) = side.present.iter().find(|&&s| s as u64 > n) {
         bail!(
-            "{}: metadata says {n} decode steps, but it has probes of step {extra}",
-            path.display()
+            "{}: metadata says {n} decode steps, but it has probes of step {extra}{}",
+            path.display(),
+            advice
+                .map(|a| format!(" (or compare the steps both hold with the same tokens: {a})"))
+                .unwrap_or_default()
         );
     }
     Ok(())
