@@ -1614,7 +1614,7 @@ fn prefill_vs_decode_compares_the_selected_steps() {
 
 /// Wherever a refused decode pair's error names a selection (`--steps X`), that selection is
 /// compared: variants of the reference with fewer steps, other tokens, gaps, no prefill, no or
-/// fewer decode_ids, more steps than the metadata says, on either side (a review and a hunt
+/// fewer decode_ids, more steps than the metadata says, another prompt, on either side (a review and a hunt
 /// found advice the checks then refused).
 #[test]
 fn every_advised_selection_is_compared() {
@@ -1685,6 +1685,18 @@ fn every_advised_selection_is_compared() {
             "no-prefill",
             Box::new(|n| !n.contains('@')),
             Box::new(|_| {}),
+        ),
+        // another prompt (a hunt: advice for a pair whose input_ids differ)
+        (
+            "other-prompt",
+            Box::new(|_| false),
+            Box::new(move |m| {
+                if let Some(ids) = m.input_ids.as_mut() {
+                    ids[3] = 5;
+                }
+                m.extra
+                    .insert("decode_ids".into(), ids(&[253, 253, 253, 59, 7, 7]));
+            }),
         ),
         // metadata of 4 steps over a file of 6 (a hunt: every selection was refused)
         (

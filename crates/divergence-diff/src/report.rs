@@ -261,8 +261,8 @@ pub struct Report {
     /// `--prefill-vs-decode` lines up with what), nothing to worry about. Filled by the caller.
     #[serde(default)]
     pub notes: Vec<String>,
-    /// The decode steps `diff --steps` selected, as given there (`0-4`, `0,4-8`, `3-`; 0 = the
-    /// prefill); `None` where every step was compared. Filled by the caller.
+    /// The decode steps `diff --steps` selected, as the CLI writes them (`0-4`, `0,4-8`, `3-`; 0 =
+    /// the prefill); `None` where every step was compared. Filled by the caller.
     #[serde(default)]
     pub step_selection: Option<String>,
     /// The earliest diverging op, or `None`.

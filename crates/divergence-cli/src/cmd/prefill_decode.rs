@@ -206,8 +206,14 @@ pub fn pair<'a>(
                 .take(shared)
                 .position(|(x, y)| x != y)
             {
+                // The steps before the position where the runs part still compare (a hunt).
+                let before = match at.checked_sub(t_pre) {
+                    Some(0) => " (or compare the prefill alone: --steps 0)".to_string(),
+                    Some(n) => format!(" (or compare the steps before it: --steps 0-{n})"),
+                    None => String::new(),
+                };
                 bail!(
-                    "--prefill-vs-decode: the runs saw other tokens: position {at} is {} in {} and {} in {} (its prompt + decode_ids)",
+                    "--prefill-vs-decode: the runs saw other tokens: position {at} is {} in {} and {} in {} (its prompt + decode_ids){before}",
                     f[at],
                     full_path.display(),
                     fed[at],

@@ -134,8 +134,8 @@ struct Steps {
     declared: Option<u64>,
     /// Metadata `decode_ids`, when recorded.
     ids: Option<Vec<i64>>,
-    /// How many `input_ids` the metadata records (the prompt), when it does.
-    prompt: Option<usize>,
+    /// The metadata's `input_ids` (the prompt), when recorded.
+    prompt: Option<Vec<i64>>,
     /// A stacked member (`x@steps`) stayed one entry, not read as steps
     /// ([`unfolding_problem`] says why).
     stacked_left: bool,
@@ -169,7 +169,7 @@ fn steps_of(dump: &MappedDump<'_>, path: &Path) -> Result<Steps> {
         Some(m) => (m.decode_steps().map_err(at)?, m.decode_ids().map_err(at)?),
         None => (None, None),
     };
-    let prompt = dump.meta().and_then(|m| m.input_ids.as_ref().map(Vec::len));
+    let prompt = dump.meta().and_then(|m| m.input_ids.clone());
     Ok(Steps {
         present,
         declared,
@@ -502,6 +502,12 @@ pub fn same_tokens_through(ours: &MappedDump<'_>, reference: &MappedDump<'_>) ->
 /// decode token s) and within the tokens each side records; its first 8 runs, or its first run
 /// alone where it has more. `None` where no step is left.
 fn comparable(o: &Steps, r: &Steps, sel: Option<&Selection>) -> Option<String> {
+    // Other prompts: no step compares (a hunt: the advice was refused for other input_ids).
+    if let (Some(a), Some(b)) = (&o.prompt, &r.prompt) {
+        if a != b {
+            return None;
+        }
+    }
     let mut limit = usize::MAX;
     if let (Some(a), Some(b)) = (&o.ids, &r.ids) {
         limit = first_difference(a, b);
