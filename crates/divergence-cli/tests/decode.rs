@@ -77,6 +77,29 @@ fn run_tokens(out: &Path, dtype: &str, tokens: &[&str], extra: &[&str]) {
     assert_eq!(code, 0, "divergence {args:?}: {err}");
 }
 
+/// `divergence run` of the tiny model in `dtype`, one prefill over the committed prompt and then
+/// the tokens `extra` (no decode step): the full side of a `--prefill-vs-decode` pair.
+fn run_prompt_and(out: &Path, dtype: &str, extra: &[&str]) {
+    let ids = std::fs::read_to_string(root().join(IDS)).unwrap();
+    let tokens: Vec<&str> = ids
+        .split_whitespace()
+        .chain(extra.iter().copied())
+        .collect();
+    let args = [
+        "run",
+        "--model",
+        MODEL,
+        "--ids",
+        &tokens.join(","),
+        "--dtype",
+        dtype,
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    let (code, _, err) = divergence(&args);
+    assert_eq!(code, 0, "divergence {args:?}: {err}");
+}
+
 fn diff_json(ours: &Path, reference: &str, extra: &[&str]) -> (i32, Value, String) {
     let args = [
         &[
@@ -943,27 +966,9 @@ fn bad_decode_pairs_are_errors_never_a_pass() {
 #[test]
 fn prefill_vs_decode_without_a_reference() {
     let _ = root();
-    let ids: Vec<String> = std::fs::read_to_string(root().join(IDS))
-        .unwrap()
-        .split_whitespace()
-        .map(String::from)
-        .collect();
-    let decode = ["253", "253", "253", "59"];
-    let all = [ids.clone(), decode.iter().map(|s| s.to_string()).collect()].concat();
     for dtype in ["f32", "bf16"] {
         let full = tmp(&format!("pvd-full-{dtype}.npz"));
-        let (code, _, err) = divergence(&[
-            "run",
-            "--model",
-            MODEL,
-            "--ids",
-            &all.join(","),
-            "--dtype",
-            dtype,
-            "--out",
-            full.to_str().unwrap(),
-        ]);
-        assert_eq!(code, 0, "{err}");
+        run_prompt_and(&full, dtype, &["253", "253", "253", "59"]);
         for (fault, first) in [
             (None, None),
             (
@@ -1275,19 +1280,7 @@ fn a_one_pass_dump_against_a_decode_run_points_to_prefill_vs_decode() {
     let _ = root();
     // Forgetting the flag of a self-consistency check gave no pointer to it (a UX review).
     let full = tmp("one-pass-prompt-and-decode.npz");
-    let ids = std::fs::read_to_string(root().join(IDS)).unwrap();
-    let ids: Vec<&str> = ids.split_whitespace().collect();
-    let tokens = [&ids[..], &["253", "253", "253", "59", "359", "359"]].concat();
-    let (code, _, err) = divergence(&[
-        "run",
-        "--model",
-        MODEL,
-        "--ids",
-        &tokens.join(","),
-        "--out",
-        full.to_str().unwrap(),
-    ]);
-    assert_eq!(code, 0, "{err}");
+    run_prompt_and(&full, "f32", &["253", "253", "253", "59", "359", "359"]);
     let full = full.to_str().unwrap();
     let (code, _, err) = divergence(&["diff", full, REF_F32]);
     assert_eq!(code, 2, "{err}");
@@ -1546,24 +1539,9 @@ fn steps_compares_a_port_up_to_where_its_tokens_part() {
 #[test]
 fn prefill_vs_decode_compares_the_selected_steps() {
     let _ = root();
-    let ids: Vec<String> = std::fs::read_to_string(root().join(IDS))
-        .unwrap()
-        .split_whitespace()
-        .map(String::from)
-        .collect();
     let full = |name: &str, extra: &[&str]| {
         let out = tmp(&format!("pvd-steps-{name}.npz"));
-        let tokens = [ids.clone(), extra.iter().map(|s| s.to_string()).collect()].concat();
-        let (code, _, err) = divergence(&[
-            "run",
-            "--model",
-            MODEL,
-            "--ids",
-            &tokens.join(","),
-            "--out",
-            out.to_str().unwrap(),
-        ]);
-        assert_eq!(code, 0, "{err}");
+        run_prompt_and(&out, "f32", extra);
         out
     };
     let short = full("short", &["253", "253"]);

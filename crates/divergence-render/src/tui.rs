@@ -1296,23 +1296,7 @@ impl Tui {
             LayerCache::OnePass(lines) => {
                 return lines
                     .iter()
-                    .map(|l| {
-                        let worst = match (&l.worst_op, l.worst_rel) {
-                            (Some(op), Some(v)) => {
-                                format!("worst rel err {} at {op}", view::num(Some(v)))
-                            }
-                            _ => "no error measured".to_string(),
-                        };
-                        let first = l
-                            .first_bad
-                            .as_ref()
-                            .map_or_else(String::new, |n| format!("; first bad {n}"));
-                        let text = format!(
-                            "layer {:>3}  {:<8} {} of {} ops diverged; {worst}{first}",
-                            l.layer, l.status, l.diverged, l.ops
-                        );
-                        (text, l.diverged > 0)
-                    })
+                    .map(|l| phase_line(l.layer, None, Some(l), 0))
                     .collect();
             }
         };
@@ -1323,16 +1307,15 @@ impl Tui {
         // The fullest form in which every line fits; else the shortest, cut at the edge.
         let fit = (0..PHASE_FORMS)
             .find(|&form| {
-                lines
-                    .iter()
-                    .flat_map(phases)
-                    .all(|(layer, phase, l)| phase_line(layer, phase, l, form).0.width() <= width)
+                lines.iter().flat_map(phases).all(|(layer, phase, l)| {
+                    phase_line(layer, Some(phase), l, form).0.width() <= width
+                })
             })
             .unwrap_or(PHASE_FORMS - 1);
         lines
             .iter()
             .flat_map(phases)
-            .map(|(layer, phase, l)| phase_line(layer, phase, l, fit))
+            .map(|(layer, phase, l)| phase_line(layer, Some(phase), l, fit))
             .collect()
     }
 
@@ -1613,13 +1596,11 @@ fn overview(
 /// The forms of a decode report's per-layer line, from the fullest (0) to the shortest.
 const PHASE_FORMS: usize = 3;
 
-/// One phase's line of a layer in a decode report's per-layer overview (true: diverged), in
-/// `form` (of [`PHASE_FORMS`]): in full as a one-pass report's line, `1 of 3 ops diverged;
-/// worst rel err 5.000e-02 at self_attn.k_norm@2; first bad self_attn.k_norm@2`; then `1/3
-/// diverged; worst 5.000e-02@2; first bad ...`; then the worst and the first bad op alone.
+/// A layer of a decode report's per-layer overview: its prefill's and its decode steps' tallies.
+type PhaseEntry = (usize, Option<view::LayerLine>, Option<view::LayerLine>);
+
 /// A layer's phase lines of the per-layer overview: `(layer, phase, its tally)` for each phase
 /// `shown` (the prefill, the decode steps).
-type PhaseEntry = (usize, Option<view::LayerLine>, Option<view::LayerLine>);
 fn layer_phases(
     (layer, prefill, decode): &PhaseEntry,
     shown: (bool, bool),
@@ -1631,17 +1612,21 @@ fn layer_phases(
         .collect()
 }
 
+/// One phase's line of a layer in a decode report's per-layer overview (true: diverged), in
+/// `form` (of [`PHASE_FORMS`]): in full as a one-pass report's line, `1 of 3 ops diverged;
+/// worst rel err 5.000e-02 at self_attn.k_norm@2; first bad self_attn.k_norm@2`; then `1/3
+/// diverged; worst 5.000e-02@2; first bad ...`; then the worst and the first bad op alone. A
+/// one-pass report's line is the full form without a phase (`phase` `None`).
 fn phase_line(
     layer: usize,
-    phase: &str,
+    phase: Option<&str>,
     l: Option<&view::LayerLine>,
     form: usize,
 ) -> (String, bool) {
+    // A one-pass report's line has no phase column.
+    let phase = phase.map_or_else(String::new, |p| format!("{p:<7}  "));
     let Some(l) = l else {
-        return (
-            format!("layer {layer:>3}  {phase:<7}  {:<8} no ops", "-"),
-            false,
-        );
+        return (format!("layer {layer:>3}  {phase}{:<8} no ops", "-"), false);
     };
     let counts = match form {
         0 => format!("{} of {} ops diverged; ", l.diverged, l.ops),
@@ -1661,7 +1646,7 @@ fn phase_line(
         .as_ref()
         .map_or_else(String::new, |n| format!("; first bad {n}"));
     let text = format!(
-        "layer {layer:>3}  {phase:<7}  {:<8} {counts}{worst}{first}",
+        "layer {layer:>3}  {phase}{:<8} {counts}{worst}{first}",
         l.status
     );
     (text, l.diverged > 0)

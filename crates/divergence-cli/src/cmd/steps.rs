@@ -209,6 +209,36 @@ fn steps_word(runs: &[(usize, usize)]) -> (&'static str, &'static str) {
     }
 }
 
+/// What an error says to compare instead ([`comparable`]'s `advice`), after `lead` (` (or `,
+/// `; or `, or nothing); empty where there is no advice.
+fn compare_instead(advice: Option<&String>, lead: &str) -> String {
+    let close = if lead.contains('(') { ")" } else { "" };
+    advice
+        .map(|a| format!("{lead}compare the steps both hold with the same tokens: {a}{close}"))
+        .unwrap_or_default()
+}
+
+/// A step past `decode_steps` where `counts` takes it: the metadata contradicts the file (and
+/// promises no token for it).
+fn check_past_promise(
+    side: &Steps,
+    path: &Path,
+    advice: Option<&String>,
+    counts: impl Fn(usize) -> bool,
+) -> Result<()> {
+    let Some(n) = side.declared else {
+        return Ok(());
+    };
+    if let Some(&extra) = side.present.iter().find(|&&s| s as u64 > n && counts(s)) {
+        bail!(
+            "{}: metadata says {n} decode steps, but it has probes of step {extra}{}",
+            path.display(),
+            compare_instead(advice, " (or ")
+        );
+    }
+    Ok(())
+}
+
 /// Why a side's stacked members were left whole, where they were.
 fn left_whole(side: &Steps, dump: &MappedDump<'_>) -> Option<String> {
     side.stacked_left
@@ -324,10 +354,7 @@ pub fn check(
             .collect()
     };
     let (o_sel, r_sel) = (selected(&o), selected(&r));
-    let or_compare = advice
-        .as_ref()
-        .map(|a| format!(" (or compare the steps both hold with the same tokens: {a})"))
-        .unwrap_or_default();
+    let or_compare = compare_instead(advice.as_ref(), " (or ");
     for (side, path, dump) in [(&o, ours_path, ours), (&r, ref_path, reference)] {
         // As plan_order says of the per-step layout (found by a bad-input hunt: an order with
         // the `@steps` members first was put in step order without a word).
@@ -555,9 +582,7 @@ fn check_promised(
         .declared
         .map(|n| usize::try_from(n).unwrap_or(usize::MAX))
         .or(side.ids.as_ref().map(Vec::len));
-    let or_compare = advice
-        .map(|a| format!("; or compare the steps both hold with the same tokens: {a}"))
-        .unwrap_or_default();
+    let or_compare = compare_instead(advice, "; or ");
     if let Some(wanted) = promised.and_then(|n| sel.up_to(n)) {
         let absent: Vec<(usize, usize)> = wanted
             .absent_from(&side.present)
@@ -582,21 +607,7 @@ fn check_promised(
         }
     }
     // (A step past `decode_steps` that is selected: its token is not promised either.)
-    if let Some(n) = side.declared {
-        let extra = side
-            .present
-            .iter()
-            .find(|&&s| s as u64 > n && sel.contains(s));
-        if let Some(&extra) = extra {
-            bail!(
-                "{}: metadata says {n} decode steps, but it has probes of step {extra}{}",
-                path.display(),
-                advice
-                    .map(|a| format!(" (or compare the steps both hold with the same tokens: {a})"))
-                    .unwrap_or_default()
-            );
-        }
-    }
+    check_past_promise(side, path, advice, |s| sel.contains(s))?;
     let last = side.present.iter().rev().find(|&&s| sel.contains(s));
     if let (Some(ids), Some(&s)) = (&side.ids, last) {
         if s > ids.len() {
@@ -605,9 +616,10 @@ fn check_promised(
                 path.display(),
                 ids.len(),
                 ids.len() + 1,
-                advice
-                    .map(|a| format!("compare the steps both hold with the same tokens: {a}"))
-                    .unwrap_or_else(|| "select the steps it records".to_string())
+                match compare_instead(advice, "") {
+                    text if text.is_empty() => "select the steps it records".to_string(),
+                    text => text,
+                }
             );
         }
     }
@@ -636,25 +648,14 @@ fn check_declared(
     if have < n {
         let first = (1..).find(|s| !side.present.contains(s)).unwrap_or(1);
         let why = left_whole(side, dump).unwrap_or_else(|| "a truncated dump?".to_string());
-        let or_compare = advice
-            .map(|a| format!("; or compare the steps both hold with the same tokens: {a}"))
-            .unwrap_or_default();
         bail!(
-            "{}: metadata says {n} decode steps, but step {first} has no probe ({} of {n} steps missing; {why}{or_compare})",
+            "{}: metadata says {n} decode steps, but step {first} has no probe ({} of {n} steps missing; {why}{})",
             path.display(),
             n - have,
+            compare_instead(advice, "; or ")
         );
     }
-    if let Some(&extra) = side.present.iter().find(|&&s| s as u64 > n) {
-        bail!(
-            "{}: metadata says {n} decode steps, but it has probes of step {extra}{}",
-            path.display(),
-            advice
-                .map(|a| format!(" (or compare the steps both hold with the same tokens: {a})"))
-                .unwrap_or_default()
-        );
-    }
-    Ok(())
+    check_past_promise(side, path, advice, |_| true)
 }
 
 /// The decode steps below the last present one that are not present, as runs (`decode step 2`,
