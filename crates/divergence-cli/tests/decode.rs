@@ -1588,6 +1588,86 @@ fn prefill_vs_decode_compares_the_selected_steps() {
         err.contains("(or compare the steps it covers: --steps 0-2)"),
         "{err}"
     );
+    // where the runs part, the error names the steps before it (and the loop above compares
+    // `--steps 0-3` of this pair)
+    let (_, _, err) = diff_json(&other, stepped, &["--prefill-vs-decode"]);
+    assert!(
+        err.contains("(or compare the steps before it: --steps 0-3)"),
+        "{err}"
+    );
+    // parting at the first decode token: the prefill alone is advised, and compares
+    let first_other = full("first-other", &["7", "253", "253", "59"]);
+    let (code, _, err) = diff_json(&first_other, stepped, &["--prefill-vs-decode"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("position 16 is 7")
+            && err.contains("(or compare the prefill alone: --steps 0)"),
+        "{err}"
+    );
+    let (code, r, err) = diff_json(
+        &first_other,
+        stepped,
+        &["--prefill-vs-decode", "--steps", "0"],
+    );
+    assert_eq!(code, 0, "{err}\n{r}");
+    // the prefill's probes alone: a one-pass report, clean
+    assert_eq!(r["step_selection"], "0");
+    assert!(
+        r["summary"]["compared"].as_u64().unwrap() > 0,
+        "{}",
+        r["summary"]
+    );
+    assert!(r["first_divergence"].is_null(), "{}", r["first_divergence"]);
+}
+
+/// `--prefill-vs-decode` with a stepped run that recorded no decode_ids: its prompt is still
+/// checked against the full prefill's (a hunt: another prompt passed), and with the same
+/// prompt the pair compares, warning that the decode tokens cannot be checked.
+#[test]
+fn prefill_vs_decode_checks_the_prompt_without_decode_ids() {
+    let _ = root();
+    let full = tmp("pvd-noids-full.npz");
+    run_prompt_and(&full, "f32", &["253", "253", "253", "59"]);
+    let stepped = tmp("pvd-noids-stepped.npz");
+    run_tokens(&stepped, "f32", &["--decode-ids", "253,253,253,59"], &[]);
+    let no_ids = tmp("pvd-noids-stepped-bare.npz");
+    rewrite(
+        stepped.to_str().unwrap(),
+        &no_ids,
+        |_| false,
+        |m| {
+            m.extra.remove("decode_ids");
+        },
+    );
+    // another prompt in the full prefill's metadata, at position 3
+    let other = tmp("pvd-noids-full-other.npz");
+    rewrite(
+        full.to_str().unwrap(),
+        &other,
+        |_| false,
+        |m| {
+            if let Some(ids) = m.input_ids.as_mut() {
+                ids[3] = if ids[3] == 5 { 6 } else { 5 };
+            }
+        },
+    );
+    let no_ids = no_ids.to_str().unwrap();
+    let (code, _, err) = diff_json(&other, no_ids, &["--prefill-vs-decode"]);
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("the runs saw other tokens: position 3") && err.contains("(its prompt)"),
+        "{err}"
+    );
+    // the same prompt: compared, with the warning, and clean
+    let (code, r, err) = diff_json(&full, no_ids, &["--prefill-vs-decode"]);
+    assert_eq!(code, 0, "{err}\n{r}");
+    let warnings = r["warnings"].to_string();
+    assert!(
+        warnings.contains("the tokens cannot be checked"),
+        "{warnings}"
+    );
+    assert!(r["first_divergence"].is_null(), "{}", r["first_divergence"]);
 }
 
 /// Wherever a refused decode pair's error names a selection (`--steps X`), that selection is
@@ -1723,4 +1803,38 @@ fn every_advised_selection_is_compared() {
         }
     }
     assert!(advised >= 20, "only {advised} pairs gave advice");
+    // With a truth run, the advice holds for it too (its own check would refuse a selection
+    // that it cannot be compared over): every variant as the truth of the pairs that have the
+    // unchanged dump on one side.
+    let same = files[0].1.to_str().unwrap();
+    let mut advised = 0;
+    for (t, pt) in &files {
+        for (a, pa) in &files {
+            for (pa, pb) in [(same, pa.to_str().unwrap()), (pa.to_str().unwrap(), same)] {
+                let pt = pt.to_str().unwrap();
+                let args = ["diff", pa, pb, "--format", "json", "--truth", pt];
+                let (code, _, err) = divergence(&args);
+                if code != 2 {
+                    continue;
+                }
+                let Some(at) = err
+                    .find("--steps ")
+                    .filter(|_| !err.contains("e.g. --steps"))
+                else {
+                    continue;
+                };
+                let sel: String = err[at + 8..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_digit() || *c == '-' || *c == ',')
+                    .collect();
+                advised += 1;
+                let (code, _, again) = divergence(&[&args[..], &["--steps", &sel]].concat());
+                assert!(
+                    code == 0 || code == 1,
+                    "{a} (truth {t}): advised --steps {sel} ({err}), refused: {again}"
+                );
+            }
+        }
+    }
+    assert!(advised >= 40, "only {advised} triples gave advice");
 }

@@ -576,6 +576,7 @@ fn report_of(
         &args.reference,
         crate::cmd::steps::Pair::Compared,
         args.steps.as_ref(),
+        truth.as_ref(),
     )?);
     let mut notes = Vec::new();
     if let Some(sel) = &args.steps {
@@ -1282,6 +1283,7 @@ fn check_truth(
         ref_path,
         crate::cmd::steps::Pair::Truth,
         steps,
+        Some(ours.0),
     )
     .with_context(|| format!("--truth {}", truth_path.display()))?;
     match (ids(truth), ids(reference)) {

@@ -249,7 +249,7 @@ fn left_whole(side: &Steps, dump: &MappedDump<'_>) -> Option<String> {
 /// Checks a dump pair's decode steps, of `sel` where `--steps` gives one; returns warnings
 /// (one line each) for what cannot be checked. Errors are one line naming the file and the
 /// problem, and, where some steps can be compared, the selection that compares them
-/// ([`comparable`]).
+/// ([`comparable`]), over `also` too where the comparison has a third dump (`--truth`).
 pub fn check(
     ours: &MappedDump<'_>,
     ours_path: &Path,
@@ -257,6 +257,7 @@ pub fn check(
     ref_path: &Path,
     pair: Pair,
     sel: Option<&Selection>,
+    also: Option<&MappedDump<'_>>,
 ) -> Result<Vec<String>> {
     let (o, r) = rayon::join(
         || steps_of(ours, ours_path),
@@ -278,7 +279,15 @@ pub fn check(
     }
     // What an error advises: a selection that can be compared (the same whichever check
     // speaks).
-    let advice = comparable(&o, &r, sel);
+    // With a third dump in the comparison (`--truth`), a selection it cannot be compared over
+    // is not advised either (its own check would refuse it; a dump it cannot read says so
+    // there, and leaves the advice to the pair).
+    let third = also.and_then(|d| steps_of(d, Path::new("")).ok());
+    let sides: Vec<&Steps> = [Some(&o), Some(&r), third.as_ref()]
+        .into_iter()
+        .flatten()
+        .collect();
+    let advice = comparable(&sides, sel);
     if let Some(sel) = sel {
         let files = format!("{} and {}", ours_path.display(), ref_path.display());
         sel.check(&o.present.union(&r.present).copied().collect(), &files)
@@ -524,33 +533,36 @@ pub fn same_tokens_through(ours: &MappedDump<'_>, reference: &MappedDump<'_>) ->
 }
 
 /// The selection that can be compared where the one asked (or every step) cannot, as
-/// `--steps X` (`e.g. --steps X` where none of the one asked can): the steps both sides hold,
-/// of `sel` where given, up to the last one both were fed the same tokens for (step s was fed
+/// `--steps X` (`e.g. --steps X` where none of the one asked can): the steps every side holds
+/// (the pair's two, and the third dump of the comparison where there is one: the truth run),
+/// of `sel` where given, up to the last one all were fed the same tokens for (step s was fed
 /// decode token s) and within the tokens each side records; its first 8 runs, or its first run
 /// alone where it has more. `None` where no step is left.
-fn comparable(o: &Steps, r: &Steps, sel: Option<&Selection>) -> Option<String> {
+fn comparable(sides: &[&Steps], sel: Option<&Selection>) -> Option<String> {
     // Other prompts: no step compares (a hunt: the advice was refused for other input_ids).
-    if let (Some(a), Some(b)) = (&o.prompt, &r.prompt) {
-        if a != b {
-            return None;
-        }
+    let prompts: Vec<&Vec<i64>> = sides.iter().filter_map(|s| s.prompt.as_ref()).collect();
+    if prompts.windows(2).any(|w| w[0] != w[1]) {
+        return None;
     }
     let mut limit = usize::MAX;
-    if let (Some(a), Some(b)) = (&o.ids, &r.ids) {
-        limit = first_difference(a, b);
-    }
-    for ids in [&o.ids, &r.ids].into_iter().flatten() {
-        limit = limit.min(ids.len());
+    let ids: Vec<&Vec<i64>> = sides.iter().filter_map(|s| s.ids.as_ref()).collect();
+    for (k, a) in ids.iter().enumerate() {
+        limit = limit.min(a.len());
+        for b in &ids[k + 1..] {
+            limit = limit.min(first_difference(a, b));
+        }
     }
     // Steps past a side's `decode_steps` are not promised: none is advised (a hunt).
-    for n in [o.declared, r.declared].into_iter().flatten() {
+    for n in sides.iter().filter_map(|s| s.declared) {
         limit = limit.min(usize::try_from(n).unwrap_or(usize::MAX));
     }
     let of = |sel: Option<&Selection>| -> Option<String> {
-        let both: BTreeSet<usize> = o
+        let (first, rest) = sides.split_first()?;
+        let both: BTreeSet<usize> = first
             .present
-            .intersection(&r.present)
+            .iter()
             .copied()
+            .filter(|s| rest.iter().all(|side| side.present.contains(s)))
             .filter(|&s| s <= limit && sel.is_none_or(|sel| sel.contains(s)))
             .collect();
         let mut runs = crate::cmd::diff::runs(&both);
