@@ -1838,3 +1838,59 @@ fn every_advised_selection_is_compared() {
     }
     assert!(advised >= 40, "only {advised} triples gave advice");
 }
+
+/// With a truth run that no selection can pass (metadata that contradicts itself, stacked
+/// steps stored deflated), a refused pair's error names no selection: the truth's own check
+/// would refuse it (a hunt followed such advice into that refusal). A usable truth keeps the
+/// advice, and it compares.
+#[test]
+fn a_truth_that_no_selection_can_pass_leaves_the_pair_without_advice() {
+    let _ = root();
+    let fewer = tmp("noadv-fewer.npz");
+    rewrite(
+        REF_F32,
+        &fewer,
+        |n| n.ends_with("@5") || n.ends_with("@6"),
+        |m| {
+            m.extra.insert("decode_steps".into(), 4.into());
+            m.extra
+                .insert("decode_ids".into(), serde_json::json!([253, 253, 253, 59]));
+        },
+    );
+    let contradicts = tmp("noadv-truth-contradicts.npz");
+    rewrite(
+        REF_F32,
+        &contradicts,
+        |_| false,
+        |m| {
+            m.extra.insert(
+                "decode_ids".into(),
+                serde_json::json!([253, 253, 253, 59, 7]),
+            );
+        },
+    );
+    let deflated = tmp("noadv-truth-deflated.npz");
+    common::deflated_copy(&root().join(REF_F32), &deflated);
+    let fewer = fewer.to_str().unwrap();
+    let run = |truth: &str, extra: &[&str]| {
+        divergence(
+            &[
+                &["diff", REF_F32, fewer, "--format", "json", "--truth", truth],
+                extra,
+            ]
+            .concat(),
+        )
+    };
+    for truth in [&contradicts, &deflated] {
+        let truth = truth.to_str().unwrap();
+        let (code, _, err) = run(truth, &[]);
+        assert_eq!(code, 2, "{err}");
+        assert!(err.contains("has 6 decode steps"), "{err}");
+        assert!(!err.contains("--steps"), "advice no check can pass: {err}");
+    }
+    let (code, _, err) = run(REF_F32, &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--steps 0-4"), "{err}");
+    let (code, _, err) = run(REF_F32, &["--steps", "0-4"]);
+    assert!(code == 0 || code == 1, "{err}");
+}

@@ -239,6 +239,14 @@ fn check_past_promise(
     Ok(())
 }
 
+/// Whether some selection of a side's steps can pass its checks: its metadata does not
+/// contradict itself, and its stacked members were read as steps.
+fn usable(side: &Steps) -> bool {
+    let contradicts =
+        matches!((side.declared, &side.ids), (Some(n), Some(ids)) if ids.len() as u64 != n);
+    !contradicts && !side.stacked_left
+}
+
 /// Why a side's stacked members were left whole, where they were.
 fn left_whole(side: &Steps, dump: &MappedDump<'_>) -> Option<String> {
     side.stacked_left
@@ -280,14 +288,21 @@ pub fn check(
     // What an error advises: a selection that can be compared (the same whichever check
     // speaks).
     // With a third dump in the comparison (`--truth`), a selection it cannot be compared over
-    // is not advised either (its own check would refuse it; a dump it cannot read says so
-    // there, and leaves the advice to the pair).
-    let third = also.and_then(|d| steps_of(d, Path::new("")).ok());
-    let sides: Vec<&Steps> = [Some(&o), Some(&r), third.as_ref()]
-        .into_iter()
-        .flatten()
-        .collect();
-    let advice = comparable(&sides, sel);
+    // is not advised either (its own check would refuse it); nor is any where its own check
+    // refuses every selection (metadata that contradicts itself, steps it cannot read as
+    // steps: a hunt), which that check then says.
+    let third = match also.map(|d| steps_of(d, Path::new(""))) {
+        None => Ok(None),
+        Some(Ok(t)) if usable(&t) => Ok(Some(t)),
+        Some(_) => Err(()),
+    };
+    let advice = third.ok().and_then(|third| {
+        let sides: Vec<&Steps> = [Some(&o), Some(&r), third.as_ref()]
+            .into_iter()
+            .flatten()
+            .collect();
+        comparable(&sides, sel)
+    });
     if let Some(sel) = sel {
         let files = format!("{} and {}", ours_path.display(), ref_path.display());
         sel.check(&o.present.union(&r.present).copied().collect(), &files)
