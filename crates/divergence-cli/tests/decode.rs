@@ -1590,7 +1590,8 @@ fn prefill_vs_decode_compares_the_selected_steps() {
     );
     // where the runs part, the error names the steps before it (and the loop above compares
     // `--steps 0-3` of this pair)
-    let (_, _, err) = diff_json(&other, stepped, &["--prefill-vs-decode"]);
+    let (code, _, err) = diff_json(&other, stepped, &["--prefill-vs-decode"]);
+    assert_eq!(code, 2, "{err}");
     assert!(
         err.contains("(or compare the steps before it: --steps 0-3)"),
         "{err}"
@@ -1673,7 +1674,9 @@ fn prefill_vs_decode_checks_the_prompt_without_decode_ids() {
 /// Wherever a refused decode pair's error names a selection (`--steps X`), that selection is
 /// compared: variants of the reference with fewer steps, other tokens, gaps, no prefill, no or
 /// fewer decode_ids, more steps than the metadata says, another prompt, on either side (a review and a hunt
-/// found advice the checks then refused).
+/// found advice the checks then refused). With `--truth` too: every variant, and a deflated
+/// and a one-pass copy, as the truth of the pairs with the unchanged dump on one side; advice
+/// said without the truth is followed without it.
 #[test]
 fn every_advised_selection_is_compared() {
     let _ = root();
@@ -1775,6 +1778,19 @@ fn every_advised_selection_is_compared() {
             (*name, out)
         })
         .collect();
+    // For the truth's roles: stacked steps that cannot be read as steps, and no step at all.
+    let deflated = tmp("advice-deflated.npz");
+    common::deflated_copy(&root().join(REF_F32), &deflated);
+    let one_pass = tmp("advice-one-pass.npz");
+    rewrite(
+        REF_F32,
+        &one_pass,
+        |n| n.contains('@'),
+        |m| {
+            m.extra.remove("decode_steps");
+            m.extra.remove("decode_ids");
+        },
+    );
     let mut advised = 0;
     for (a, pa) in &files {
         for (b, pb) in &files {
@@ -1807,10 +1823,18 @@ fn every_advised_selection_is_compared() {
     // that it cannot be compared over): every variant as the truth of the pairs that have the
     // unchanged dump on one side.
     let same = files[0].1.to_str().unwrap();
+    let extra = [("deflated", deflated), ("one-pass", one_pass)];
+    let every: Vec<&(&str, PathBuf)> = files.iter().chain(&extra).collect();
     let mut advised = 0;
-    for (t, pt) in &files {
-        for (a, pa) in &files {
-            for (pa, pb) in [(same, pa.to_str().unwrap()), (pa.to_str().unwrap(), same)] {
+    let mut without = 0;
+    for (t, pt) in &every {
+        for (a, pa) in &every {
+            let pairs = if pa.to_str() == Some(same) {
+                vec![(same, same)]
+            } else {
+                vec![(same, pa.to_str().unwrap()), (pa.to_str().unwrap(), same)]
+            };
+            for (pa, pb) in pairs {
                 let pt = pt.to_str().unwrap();
                 let args = ["diff", pa, pb, "--format", "json", "--truth", pt];
                 let (code, _, err) = divergence(&args);
@@ -1828,7 +1852,14 @@ fn every_advised_selection_is_compared() {
                     .take_while(|c| c.is_ascii_digit() || *c == '-' || *c == ',')
                     .collect();
                 advised += 1;
-                let (code, _, again) = divergence(&[&args[..], &["--steps", &sel]].concat());
+                // Said without the truth (which passes no selection): followed without it.
+                let args = if err.contains("without --truth") {
+                    without += 1;
+                    &args[..5]
+                } else {
+                    &args[..]
+                };
+                let (code, _, again) = divergence(&[args, &["--steps", &sel]].concat());
                 assert!(
                     code == 0 || code == 1,
                     "{a} (truth {t}): advised --steps {sel} ({err}), refused: {again}"
@@ -1837,16 +1868,20 @@ fn every_advised_selection_is_compared() {
         }
     }
     assert!(advised >= 40, "only {advised} triples gave advice");
+    assert!(without >= 2, "only {without} said without the truth");
 }
 
-/// With a truth run that no selection can pass (metadata that contradicts itself, stacked
-/// steps stored deflated), a refused pair's error names no selection: the truth's own check
-/// would refuse it (a hunt followed such advice into that refusal). A usable truth keeps the
-/// advice, and it compares.
+/// With `--truth`, a refused pair's advice is a selection the truth's check accepts too: where
+/// the truth passes none (metadata that contradicts itself, stacked steps that cannot be read
+/// as steps while the pair decodes), the pair's selection is said to be compared without
+/// `--truth`, and is (a hunt followed such advice into the truth's refusal); where only the
+/// truth's steps narrow it, the message says so; a truth that can be read as the prefill alone
+/// keeps the advice of a pair of prefills.
 #[test]
-fn a_truth_that_no_selection_can_pass_leaves_the_pair_without_advice() {
+fn the_advice_under_truth_is_what_the_truth_accepts() {
     let _ = root();
-    let fewer = tmp("noadv-fewer.npz");
+    let ids = |v: &[i64]| serde_json::json!(v);
+    let fewer = tmp("tadv-fewer.npz");
     rewrite(
         REF_F32,
         &fewer,
@@ -1854,43 +1889,131 @@ fn a_truth_that_no_selection_can_pass_leaves_the_pair_without_advice() {
         |m| {
             m.extra.insert("decode_steps".into(), 4.into());
             m.extra
-                .insert("decode_ids".into(), serde_json::json!([253, 253, 253, 59]));
+                .insert("decode_ids".into(), ids(&[253, 253, 253, 59]));
         },
     );
-    let contradicts = tmp("noadv-truth-contradicts.npz");
+    let contradicts = tmp("tadv-truth-contradicts.npz");
     rewrite(
         REF_F32,
         &contradicts,
         |_| false,
         |m| {
-            m.extra.insert(
-                "decode_ids".into(),
-                serde_json::json!([253, 253, 253, 59, 7]),
-            );
+            m.extra
+                .insert("decode_ids".into(), ids(&[253, 253, 253, 59, 7]));
         },
     );
-    let deflated = tmp("noadv-truth-deflated.npz");
+    let deflated = tmp("tadv-deflated.npz");
     common::deflated_copy(&root().join(REF_F32), &deflated);
-    let fewer = fewer.to_str().unwrap();
-    let run = |truth: &str, extra: &[&str]| {
-        divergence(
-            &[
-                &["diff", REF_F32, fewer, "--format", "json", "--truth", truth],
-                extra,
-            ]
-            .concat(),
-        )
+    let one_pass = tmp("tadv-one-pass.npz");
+    rewrite(
+        REF_F32,
+        &one_pass,
+        |n| n.contains('@'),
+        |m| {
+            m.extra.remove("decode_steps");
+            m.extra.remove("decode_ids");
+        },
+    );
+    // ours fed other tokens from step 3; a truth without steps 1-2
+    let parted = tmp("tadv-parted.npz");
+    rewrite(
+        REF_F32,
+        &parted,
+        |_| false,
+        |m| {
+            m.extra
+                .insert("decode_ids".into(), ids(&[253, 253, 7, 7, 7, 7]));
+        },
+    );
+    let gap = tmp("tadv-gap.npz");
+    rewrite(
+        REF_F32,
+        &gap,
+        |n| n.ends_with("@1") || n.ends_with("@2"),
+        |m| {
+            m.extra.remove("decode_steps");
+            m.extra.remove("decode_ids");
+        },
+    );
+    let short = tmp("tadv-short.npz");
+    rewrite(
+        REF_F32,
+        &short,
+        |n| ["@3", "@4", "@5", "@6"].iter().any(|s| n.ends_with(s)),
+        |m| {
+            m.extra.insert("decode_steps".into(), 2.into());
+            m.extra.insert("decode_ids".into(), ids(&[253, 253]));
+        },
+    );
+    let p = |path: &PathBuf| path.to_str().unwrap().to_string();
+    let (fewer, contradicts, deflated, one_pass) =
+        (p(&fewer), p(&contradicts), p(&deflated), p(&one_pass));
+    let (parted, gap, short) = (p(&parted), p(&gap), p(&short));
+    let diff = |ours: &str, reference: &str, truth: Option<&str>, extra: &[&str]| {
+        let mut args = vec!["diff", ours, reference, "--format", "json"];
+        if let Some(t) = truth {
+            args.extend(["--truth", t]);
+        }
+        args.extend(extra);
+        divergence(&args)
     };
-    for truth in [&contradicts, &deflated] {
-        let truth = truth.to_str().unwrap();
-        let (code, _, err) = run(truth, &[]);
-        assert_eq!(code, 2, "{err}");
-        assert!(err.contains("has 6 decode steps"), "{err}");
-        assert!(!err.contains("--steps"), "advice no check can pass: {err}");
+    // A truth no selection passes: the pair's advice, to follow without --truth.
+    for (ours, reference, truth) in [
+        (REF_F32, fewer.as_str(), contradicts.as_str()),
+        (REF_F32, fewer.as_str(), deflated.as_str()),
+        (deflated.as_str(), deflated.as_str(), REF_F32),
+        (one_pass.as_str(), deflated.as_str(), REF_F32),
+    ] {
+        let case = format!("{ours} vs {reference}, truth {truth}");
+        let (code, _, err) = diff(ours, reference, Some(truth), &[]);
+        assert_eq!(code, 2, "{case}: {err}");
+        assert!(err.contains("without --truth"), "{case}: {err}");
+        let at = err.find("--steps ").unwrap() + 8;
+        let sel: String = err[at..]
+            .chars()
+            .take_while(|c| c.is_ascii_digit() || *c == '-' || *c == ',')
+            .collect();
+        // the premise: with the truth, that selection is refused, by the truth's check
+        let (code, _, again) = diff(ours, reference, Some(truth), &["--steps", &sel]);
+        assert_eq!(code, 2, "{case}: {again}");
+        assert!(again.contains("--truth"), "{case}: {again}");
+        // without it, compared
+        let (code, out, again) = diff(ours, reference, None, &["--steps", &sel]);
+        assert!(code == 0 || code == 1, "{case}: --steps {sel}: {again}");
+        assert!(
+            json(&out)["summary"]["compared"].as_u64().unwrap() > 0,
+            "{case}"
+        );
     }
-    let (code, _, err) = run(REF_F32, &[]);
+    // A truth read as the prefill alone, against a pair that holds the prefill alone on one
+    // side: the prefill's selection, which it accepts.
+    let (code, _, err) = diff(REF_F32, &one_pass, Some(&deflated), &[]);
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains("--steps 0-4"), "{err}");
-    let (code, _, err) = run(REF_F32, &["--steps", "0-4"]);
+    assert!(
+        err.contains("compare the steps both hold with the same tokens: --steps 0)"),
+        "{err}"
+    );
+    let (code, _, err) = diff(REF_F32, &one_pass, Some(&deflated), &["--steps", "0"]);
+    assert!(code == 0 || code == 1, "{err}");
+    // Narrowed by the truth: said so, and accepted with it.
+    let (code, _, err) = diff(REF_F32, &fewer, Some(&short), &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains(
+            "all three dumps hold with the same tokens, the truth run included: --steps 0-2"
+        ),
+        "{err}"
+    );
+    let (code, _, err) = diff(REF_F32, &fewer, Some(&short), &["--steps", "0-2"]);
+    assert!(code == 0 || code == 1, "{err}");
+    // The truth's own check, with ours as the third dump: its e.g. is one ours holds the
+    // tokens of too (ours parts at step 3; the truth lacks steps 1-2).
+    let (code, _, err) = diff(&parted, REF_F32, Some(&gap), &["--steps", "1-2"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("the truth run included: e.g. --steps 0)"),
+        "{err}"
+    );
+    let (code, _, err) = diff(&parted, REF_F32, Some(&gap), &["--steps", "0"]);
     assert!(code == 0 || code == 1, "{err}");
 }

@@ -209,12 +209,63 @@ fn steps_word(runs: &[(usize, usize)]) -> (&'static str, &'static str) {
     }
 }
 
+/// A selection an error advises ([`comparable`]): `--steps X`, or `e.g. --steps X`.
+struct Advice {
+    steps: String,
+    how: AdviceHow,
+}
+
+/// What an [`Advice`] covers.
+#[derive(Clone, Copy, PartialEq)]
+enum AdviceHow {
+    /// The steps both dumps of the pair hold with the same tokens.
+    Pair,
+    /// Narrowed by the third dump of the comparison (`--truth`): the steps all three hold
+    /// with the same tokens.
+    AllThree,
+    /// The pair's, where the third dump passes no selection (its own check says why): to be
+    /// compared without it.
+    WithoutThird,
+}
+
+impl Advice {
+    /// "compare the steps both hold with the same tokens: --steps X", or what the advice
+    /// covers instead; said without the third dump where it passes no selection.
+    fn text(&self) -> String {
+        let steps = &self.steps;
+        match self.how {
+            AdviceHow::Pair => format!("compare the steps both hold with the same tokens: {steps}"),
+            AdviceHow::AllThree => format!(
+                "compare the steps all three dumps hold with the same tokens, the truth run included: {steps}"
+            ),
+            AdviceHow::WithoutThird => format!(
+                "without --truth (whose check passes no selection here), compare the steps both hold with the same tokens: {steps}"
+            ),
+        }
+    }
+
+    /// The same for the steps before the one where the tokens part: "compare the steps
+    /// before it (--steps X)".
+    fn before_it(&self) -> String {
+        let steps = &self.steps;
+        match self.how {
+            AdviceHow::Pair => format!("compare the steps before it ({steps})"),
+            AdviceHow::AllThree => {
+                format!("compare the steps before it that the truth run holds with the same tokens too ({steps})")
+            }
+            AdviceHow::WithoutThird => format!(
+                "without --truth (whose check passes no selection here), compare the steps before it ({steps})"
+            ),
+        }
+    }
+}
+
 /// What an error says to compare instead ([`comparable`]'s `advice`), after `lead` (` (or `,
 /// `; or `, or nothing); empty where there is no advice.
-fn compare_instead(advice: Option<&String>, lead: &str) -> String {
+fn compare_instead(advice: Option<&Advice>, lead: &str) -> String {
     let close = if lead.contains('(') { ")" } else { "" };
     advice
-        .map(|a| format!("{lead}compare the steps both hold with the same tokens: {a}{close}"))
+        .map(|a| format!("{lead}{}{close}", a.text()))
         .unwrap_or_default()
 }
 
@@ -223,7 +274,7 @@ fn compare_instead(advice: Option<&String>, lead: &str) -> String {
 fn check_past_promise(
     side: &Steps,
     path: &Path,
-    advice: Option<&String>,
+    advice: Option<&Advice>,
     counts: impl Fn(usize) -> bool,
 ) -> Result<()> {
     let Some(n) = side.declared else {
@@ -239,12 +290,15 @@ fn check_past_promise(
     Ok(())
 }
 
-/// Whether some selection of a side's steps can pass its checks: its metadata does not
-/// contradict itself, and its stacked members were read as steps.
-fn usable(side: &Steps) -> bool {
+/// Whether the check of `a` against `b` passes some selection: neither's metadata contradicts
+/// itself, and no stacked member of either was left whole where either holds a decode step
+/// (with the prefill alone on both sides, `--steps 0` passes).
+fn some_selection_passes(a: &Steps, b: &Steps) -> bool {
     let contradicts =
-        matches!((side.declared, &side.ids), (Some(n), Some(ids)) if ids.len() as u64 != n);
-    !contradicts && !side.stacked_left
+        |s: &Steps| matches!((s.declared, &s.ids), (Some(n), Some(ids)) if ids.len() as u64 != n);
+    let decodes = |s: &Steps| s.present.range(1..).next().is_some();
+    let left = (a.stacked_left || b.stacked_left) && (decodes(a) || decodes(b));
+    !contradicts(a) && !contradicts(b) && !left
 }
 
 /// Why a side's stacked members were left whole, where they were.
@@ -257,7 +311,8 @@ fn left_whole(side: &Steps, dump: &MappedDump<'_>) -> Option<String> {
 /// Checks a dump pair's decode steps, of `sel` where `--steps` gives one; returns warnings
 /// (one line each) for what cannot be checked. Errors are one line naming the file and the
 /// problem, and, where some steps can be compared, the selection that compares them
-/// ([`comparable`]), over `also` too where the comparison has a third dump (`--truth`).
+/// ([`comparable`]), over `also` too where the comparison has a third dump (`--truth`; where
+/// the third passes no selection, the pair's, said to be compared without it: [`Advice`]).
 pub fn check(
     ours: &MappedDump<'_>,
     ours_path: &Path,
@@ -267,9 +322,14 @@ pub fn check(
     sel: Option<&Selection>,
     also: Option<&MappedDump<'_>>,
 ) -> Result<Vec<String>> {
-    let (o, r) = rayon::join(
-        || steps_of(ours, ours_path),
-        || steps_of(reference, ref_path),
+    let ((o, r), third) = rayon::join(
+        || {
+            rayon::join(
+                || steps_of(ours, ours_path),
+                || steps_of(reference, ref_path),
+            )
+        },
+        || also.map(|d| steps_of(d, Path::new("")).ok()),
     );
     let (o, r) = (o?, r?);
     let mut warnings = Vec::new();
@@ -286,23 +346,29 @@ pub fn check(
         }
     }
     // What an error advises: a selection that can be compared (the same whichever check
-    // speaks).
-    // With a third dump in the comparison (`--truth`), a selection it cannot be compared over
-    // is not advised either (its own check would refuse it); nor is any where its own check
+    // speaks). With a third dump in the comparison (`--truth`), the steps it holds with the
+    // same tokens too (its own check would refuse others: a hunt); where its own check
     // refuses every selection (metadata that contradicts itself, steps it cannot read as
-    // steps: a hunt), which that check then says.
-    let third = match also.map(|d| steps_of(d, Path::new(""))) {
-        None => Ok(None),
-        Some(Ok(t)) if usable(&t) => Ok(Some(t)),
-        Some(_) => Err(()),
+    // steps), the pair's, to be compared without it (a review: such advice was refused).
+    let pair_advice = comparable(&[&o, &r], sel);
+    let advice_of = |steps: String, how| Advice { steps, how };
+    let all_three = match &third {
+        Some(Some(t)) if some_selection_passes(t, &r) => comparable(&[&o, &r, t], sel),
+        _ => None,
     };
-    let advice = third.ok().and_then(|third| {
-        let sides: Vec<&Steps> = [Some(&o), Some(&r), third.as_ref()]
-            .into_iter()
-            .flatten()
-            .collect();
-        comparable(&sides, sel)
-    });
+    let advice = match (&third, all_three) {
+        (None, _) => pair_advice.map(|s| advice_of(s, AdviceHow::Pair)),
+        (Some(_), Some(s)) if Some(&s) == pair_advice.as_ref() => {
+            Some(advice_of(s, AdviceHow::Pair))
+        }
+        (Some(_), Some(s)) => Some(advice_of(s, AdviceHow::AllThree)),
+        // The truth passes no selection that this pair does: the pair's, without it (the
+        // truth's own check, with ours as the third dump, has none to give then).
+        (Some(_), None) if pair == Pair::Compared => {
+            pair_advice.map(|s| advice_of(s, AdviceHow::WithoutThird))
+        }
+        (Some(_), None) => None,
+    };
     if let Some(sel) = sel {
         let files = format!("{} and {}", ours_path.display(), ref_path.display());
         sel.check(&o.present.union(&r.present).copied().collect(), &files)
@@ -447,7 +513,7 @@ pub fn check(
                 } else {
                     let before = advice
                         .as_ref()
-                        .map(|a| format!(", or compare the steps before it ({a})"))
+                        .map(|a| format!(", or {}", a.before_it()))
                         .unwrap_or_default();
                     bail!(
                         "{} and {} were fed other decode tokens (step {part}: {ours} vs {reference}): teacher-force the port with the reference's decode_ids (divergence run --decode-from REF){before}",
@@ -573,14 +639,14 @@ fn comparable(sides: &[&Steps], sel: Option<&Selection>) -> Option<String> {
     }
     let of = |sel: Option<&Selection>| -> Option<String> {
         let (first, rest) = sides.split_first()?;
-        let both: BTreeSet<usize> = first
+        let common: BTreeSet<usize> = first
             .present
             .iter()
             .copied()
             .filter(|s| rest.iter().all(|side| side.present.contains(s)))
             .filter(|&s| s <= limit && sel.is_none_or(|sel| sel.contains(s)))
             .collect();
-        let mut runs = crate::cmd::diff::runs(&both);
+        let mut runs = crate::cmd::diff::runs(&common);
         if runs.len() > 8 {
             runs.truncate(1);
         }
@@ -603,7 +669,7 @@ fn check_promised(
     path: &Path,
     dump: &MappedDump<'_>,
     sel: &Selection,
-    advice: Option<&String>,
+    advice: Option<&Advice>,
 ) -> Result<()> {
     let promised = side
         .declared
@@ -660,7 +726,7 @@ fn check_declared(
     side: &Steps,
     path: &Path,
     dump: &MappedDump<'_>,
-    advice: Option<&String>,
+    advice: Option<&Advice>,
 ) -> Result<()> {
     let Some(n) = side.declared else {
         return Ok(());
