@@ -1671,6 +1671,31 @@ fn prefill_vs_decode_checks_the_prompt_without_decode_ids() {
     assert!(r["first_divergence"].is_null(), "{}", r["first_divergence"]);
 }
 
+/// The selection an error advises: the digits, `-` and `,` after its first `--steps `.
+fn advised_steps(err: &str) -> Option<String> {
+    let at = err.find("--steps ")? + "--steps ".len();
+    Some(
+        err[at..]
+            .chars()
+            .take_while(|c| c.is_ascii_digit() || *c == '-' || *c == ',')
+            .collect(),
+    )
+}
+
+/// The committed f32 decode reference without its decode steps and their metadata: a one pass
+/// of its prompt, in `dst`.
+fn one_pass_copy(dst: &Path) {
+    rewrite(
+        REF_F32,
+        dst,
+        |n| n.contains('@'),
+        |m| {
+            m.extra.remove("decode_steps");
+            m.extra.remove("decode_ids");
+        },
+    );
+}
+
 /// Wherever a refused decode pair's error names a selection (`--steps X`), that selection is
 /// compared: variants of the reference with fewer steps, other tokens, gaps, no prefill, no or
 /// fewer decode_ids, more steps than the metadata says, another prompt, on either side (a review and a hunt
@@ -1782,15 +1807,7 @@ fn every_advised_selection_is_compared() {
     let deflated = tmp("advice-deflated.npz");
     common::deflated_copy(&root().join(REF_F32), &deflated);
     let one_pass = tmp("advice-one-pass.npz");
-    rewrite(
-        REF_F32,
-        &one_pass,
-        |n| n.contains('@'),
-        |m| {
-            m.extra.remove("decode_steps");
-            m.extra.remove("decode_ids");
-        },
-    );
+    one_pass_copy(&one_pass);
     let mut advised = 0;
     for (a, pa) in &files {
         for (b, pb) in &files {
@@ -1799,16 +1816,9 @@ fn every_advised_selection_is_compared() {
             if code != 2 {
                 continue;
             }
-            let Some(at) = err
-                .find("--steps ")
-                .filter(|_| !err.contains("e.g. --steps"))
-            else {
+            let Some(sel) = advised_steps(&err).filter(|_| !err.contains("e.g. --steps")) else {
                 continue;
             };
-            let sel: String = err[at + 8..]
-                .chars()
-                .take_while(|c| c.is_ascii_digit() || *c == '-' || *c == ',')
-                .collect();
             advised += 1;
             let (code, _, again) =
                 divergence(&["diff", pa, pb, "--format", "json", "--steps", &sel]);
@@ -1841,16 +1851,10 @@ fn every_advised_selection_is_compared() {
                 if code != 2 {
                     continue;
                 }
-                let Some(at) = err
-                    .find("--steps ")
-                    .filter(|_| !err.contains("e.g. --steps"))
+                let Some(sel) = advised_steps(&err).filter(|_| !err.contains("e.g. --steps"))
                 else {
                     continue;
                 };
-                let sel: String = err[at + 8..]
-                    .chars()
-                    .take_while(|c| c.is_ascii_digit() || *c == '-' || *c == ',')
-                    .collect();
                 advised += 1;
                 // Said without the truth (which passes no selection): followed without it.
                 let args = if err.contains("without --truth") {
@@ -1905,15 +1909,7 @@ fn the_advice_under_truth_is_what_the_truth_accepts() {
     let deflated = tmp("tadv-deflated.npz");
     common::deflated_copy(&root().join(REF_F32), &deflated);
     let one_pass = tmp("tadv-one-pass.npz");
-    rewrite(
-        REF_F32,
-        &one_pass,
-        |n| n.contains('@'),
-        |m| {
-            m.extra.remove("decode_steps");
-            m.extra.remove("decode_ids");
-        },
-    );
+    one_pass_copy(&one_pass);
     // ours fed other tokens from step 3; a truth without steps 1-2
     let parted = tmp("tadv-parted.npz");
     rewrite(
@@ -1968,11 +1964,7 @@ fn the_advice_under_truth_is_what_the_truth_accepts() {
         let (code, _, err) = diff(ours, reference, Some(truth), &[]);
         assert_eq!(code, 2, "{case}: {err}");
         assert!(err.contains("without --truth"), "{case}: {err}");
-        let at = err.find("--steps ").unwrap() + 8;
-        let sel: String = err[at..]
-            .chars()
-            .take_while(|c| c.is_ascii_digit() || *c == '-' || *c == ',')
-            .collect();
+        let sel = advised_steps(&err).unwrap();
         // the premise: with the truth, that selection is refused, by the truth's check
         let (code, _, again) = diff(ours, reference, Some(truth), &["--steps", &sel]);
         assert_eq!(code, 2, "{case}: {again}");

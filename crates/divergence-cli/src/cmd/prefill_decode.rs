@@ -153,7 +153,7 @@ pub fn pair<'a>(
             (Some(f), Some(p), d) => {
                 let fed: Vec<i64> = p.iter().chain(d.iter().flatten()).copied().collect();
                 let known = if d.is_some() { fed.len() } else { p.len() };
-                let same = f.iter().zip(&fed).take_while(|(x, y)| x == y).count();
+                let same = crate::cmd::steps::first_difference(&f, &fed);
                 if same < known.min(f.len()) {
                     same
                 } else {
@@ -222,8 +222,10 @@ pub fn pair<'a>(
             }
         }
         // Without decode_ids, the prompt is still checked (a hunt: another prompt passed).
-        (Some(f), Some(p), None) if f.iter().zip(&p).any(|(x, y)| x != y) => {
-            let at = f.iter().zip(&p).position(|(x, y)| x != y).unwrap_or(0);
+        (Some(f), Some(p), None)
+            if crate::cmd::steps::first_difference(&f, &p) < f.len().min(p.len()) =>
+        {
+            let at = crate::cmd::steps::first_difference(&f, &p);
             bail!(
                 "--prefill-vs-decode: the runs saw other tokens: position {at} is {} in {} and {} in {} (its prompt)",
                 f[at],

@@ -216,7 +216,7 @@ struct Advice {
 }
 
 /// What an [`Advice`] covers.
-#[derive(Clone, Copy, PartialEq)]
+#[derive(Clone, Copy)]
 enum AdviceHow {
     /// The steps both dumps of the pair hold with the same tokens.
     Pair,
@@ -598,7 +598,8 @@ pub fn check(
 
 /// The index of the first decode token that differs between `a` and `b` (the shorter one's
 /// length where one is the other's start): step `index + 1` is the first fed another token.
-fn first_difference(a: &[i64], b: &[i64]) -> usize {
+/// (Of any two token lists: a prompt's first other position, too.)
+pub(crate) fn first_difference(a: &[i64], b: &[i64]) -> usize {
     a.iter()
         .zip(b)
         .position(|(x, y)| x != y)
