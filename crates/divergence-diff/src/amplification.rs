@@ -16,8 +16,8 @@ use divergence_names::{Op, QkKind};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::compare::OpResult;
 use crate::origin::{class_noise_floor, noise_floor};
+use crate::rows::{Row, RowSource};
 use crate::tolerance::DTypeClass;
 
 /// Max |weight| of each layer's q_norm / k_norm, from the checkpoint (`diff --model DIR`):
@@ -60,7 +60,7 @@ pub struct AmplificationRow {
 /// for a float64 pair). It is the f32 floor for bf16 / f16 rows too: one rounding of a bf16
 /// element already moves the relative error of a small tensor well above it, and a real norm
 /// amplifies such rounding-level differences (docs/origin.md).
-pub fn amp_noise(proj: &OpResult) -> f64 {
+pub fn amp_noise<'r>(proj: impl Into<Row<'r>>) -> f64 {
     noise_floor(proj).min(class_noise_floor(DTypeClass::F32))
 }
 
@@ -109,67 +109,74 @@ const NEAR: usize = 16;
 
 /// Builds the section from the rows (in execution order). `weight_gains` holds the max |weight|
 /// of each layer's norms, when the checkpoint was read.
-pub fn amplification(
-    ops: &[OpResult],
+pub fn amplification<R: RowSource + ?Sized>(
+    ops: &R,
     threshold: f64,
     weight_gains: &NormWeightGains,
 ) -> Amplification {
     // Only the q/k norms need their names parsed: a name (its step aside) that does not end
     // in `self_attn.q_norm` or `self_attn.k_norm` is not one (a decode report has ~150,000
     // rows; searching each whole name for them cost more).
-    let norm_of = |name: &str| -> Option<QkKind> {
-        let base = divergence_names::split_step(name).0;
+    let norm_of = |row: Row<'_>| -> Option<(QkKind, String)> {
+        let base = row.base();
         if !(base.ends_with("self_attn.q_norm") || base.ends_with("self_attn.k_norm")) {
             return None;
         }
-        match Op::of(name) {
-            Op::QkNorm(kind) => Some(kind),
+        let name = row.name();
+        match Op::of(&name) {
+            Op::QkNorm(kind) => Some((kind, name.into_owned())),
             _ => None,
         }
     };
+    let len = ops.row_count();
     // A norm's projection is looked for among the rows near it (a dump lists them a few rows
     // apart, in every step); the map of every projection is built only if one is not there.
     // (A row named as the projection is the projection: no need to parse the others.)
-    let by_name: OnceLock<HashMap<&str, &OpResult>> = OnceLock::new();
-    let proj_of = |i: usize, name: &str| -> Option<&OpResult> {
+    let by_name: OnceLock<HashMap<String, usize>> = OnceLock::new();
+    let proj_of = |i: usize, name: &str| -> Option<Row<'_>> {
         // Nearest first (the projection is usually a row or two before its norm): each row
         // looked at is a cache miss in a decode report's ~150,000 rows. Names are unique, so
         // the order does not change what is found.
         let found = (1..=NEAR)
             .flat_map(|d| [i.checked_sub(d), i.checked_add(d)])
             .flatten()
-            .filter_map(|j| ops.get(j))
-            .find(|o| &*o.name == name);
+            .filter(|&j| j < len)
+            .map(|j| ops.row_at(j))
+            .find(|o| o.is_named(name));
         found.or_else(|| {
             let map = by_name.get_or_init(|| {
-                ops.iter()
-                    .filter(|o| matches!(Op::of(&o.name), Op::QkProj(_)))
-                    .map(|o| (&*o.name, o))
+                (0..len)
+                    .filter_map(|j| {
+                        let name = ops.row_at(j).name();
+                        matches!(Op::of(&name), Op::QkProj(_)).then(|| (name.into_owned(), j))
+                    })
                     .collect()
             });
-            map.get(name).copied()
+            map.get(name).map(|&j| ops.row_at(j))
         })
     };
     // One row per norm, in parallel and in row order (28 layers x 2 norms x every step).
-    let rows: Vec<AmplificationRow> = ops
-        .par_iter()
-        .enumerate()
-        .filter_map(|(i, op)| {
-            let kind = norm_of(&op.name)?;
+    let rows: Vec<AmplificationRow> = (0..len)
+        .into_par_iter()
+        .filter_map(|i| {
+            let op = ops.row_at(i);
+            let (kind, name) = norm_of(op)?;
             let (Some(layer), Some(proj_name)) = (
-                op.layer,
-                divergence_names::sibling(&op.name, Op::QkProj(kind)),
+                op.layer(),
+                divergence_names::sibling(&name, Op::QkProj(kind)),
             ) else {
                 return None;
             };
             let proj = proj_of(i, &proj_name)?;
-            let r = ratio(op.errors.rel_l2_err, proj.errors.rel_l2_err);
+            let (op_rel, proj_rel) = (op.rel_l2_err(), proj.rel_l2_err());
+            let (op_diff, proj_diff) = (op.diff_l2(), proj.diff_l2());
+            let r = ratio(op_rel, proj_rel);
             // Amplified: the projection's error is material and the norm's is `threshold` times
             // larger. Introduced: the projection's error is at noise level (or exactly 0, where the
             // ratio is undefined) and the norm's is `threshold` times that noise level: the error
             // was made at the norm.
             let noise = amp_noise(proj);
-            let verdict = match (op.errors.rel_l2_err, proj.errors.rel_l2_err) {
+            let verdict = match (op_rel, proj_rel) {
                 (Some(_), Some(p)) if p > noise => {
                     r.filter(|&x| x > threshold).map(|_| AmpVerdict::Amplified)
                 }
@@ -180,13 +187,13 @@ pub fn amplification(
                 layer,
                 kind,
                 proj: proj_name,
-                norm: op.name.to_string(),
-                proj_rel_err: proj.errors.rel_l2_err,
-                norm_rel_err: op.errors.rel_l2_err,
+                norm: name,
+                proj_rel_err: proj_rel,
+                norm_rel_err: op_rel,
                 ratio: r,
-                proj_abs_err: proj.rule.diff_l2,
-                norm_abs_err: op.rule.diff_l2,
-                abs_err_gain: ratio(op.rule.diff_l2, proj.rule.diff_l2),
+                proj_abs_err: proj_diff,
+                norm_abs_err: op_diff,
+                abs_err_gain: ratio(op_diff, proj_diff),
                 weight_gain: weight_gains.get(&(layer, kind)).copied(),
                 verdict,
                 marked: verdict == Some(AmpVerdict::Amplified),
@@ -209,7 +216,7 @@ pub fn amplification(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::compare::Status;
+    use crate::compare::{OpResult, Status};
 
     fn row(name: &str, rel: f64) -> OpResult {
         let mut o = OpResult::bare(name, Status::Ok, None);

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::DiffConfig;
 use crate::metrics::{Accumulator, Chunked, Params, Piece, SideStats, ValuesRef};
+use crate::rows::{StepRows, StepRun, StepSums};
 use crate::tolerance::{
     truth_floor, truth_noise, DTypeClass, Resolved, Tolerance, REL_ERR_GUARD_MIN, TRUTH_MAX_REF_ERR,
 };
@@ -110,7 +111,8 @@ impl std::fmt::Display for Status {
 /// is flat and its keys keep the documented order (`name` ... `local_growth`, tested).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OpResult {
-    /// Probe name (shared with the plan's: [`Name`]).
+    /// Probe name (shared with the plan's, [`Name`], except in a decode step built from its
+    /// run's sums, [`crate::Rows`], which writes its own).
     pub name: Name,
     /// Verdict.
     pub status: Status,
@@ -522,6 +524,21 @@ pub fn compare_steps<'a>(
     cfg: &DiffConfig,
     emit: &mut dyn FnMut(usize, OpResult),
 ) {
+    for (k, row) in compare_step_run(names, ours, reference, cfg).into_rows() {
+        emit(k, row);
+    }
+}
+
+/// [`compare_steps`], with the steps kept compact: each step whose row its sums rebuild (no
+/// NaN or Inf, the step's own name `base@s`, steps one after the other) is kept in a
+/// [`StepRun`] (its row built where one is read, [`crate::Rows`]); every other step is a row.
+/// `StepRows::into_rows` gives [`compare_steps`]' rows. Never fails.
+pub fn compare_step_run<'a>(
+    names: &[Name],
+    ours: Side<'a>,
+    reference: Side<'a>,
+    cfg: &DiffConfig,
+) -> StepRows {
     let steps = names.len();
     let n = numel(ours.shape).filter(|&n| Some(n) == numel(reference.shape));
     let whole = |side: &Side<'_>, n: usize| Some(side.values.len()) == n.checked_mul(steps);
@@ -543,20 +560,28 @@ pub fn compare_steps<'a>(
     });
     let (Some(n), Some((mut template, numel, tol))) = (fast, template) else {
         // One step at a time, each with its own values (as much of them as there are).
-        for (k, name) in names.iter().enumerate() {
-            let step = |side: Side<'a>| {
-                let per = numel(side.shape).unwrap_or(0);
-                let len = side.values.len();
-                let from = k.saturating_mul(per).min(len);
-                let values = side.values.slice(from..from.saturating_add(per).min(len));
-                Side { values, ..side }
-            };
-            emit(
-                k,
-                compare(name, Some(step(ours)), Some(step(reference)), cfg),
-            );
-        }
-        return;
+        let rows = names
+            .iter()
+            .enumerate()
+            .map(|(k, name)| {
+                let step = |side: Side<'a>| {
+                    let per = numel(side.shape).unwrap_or(0);
+                    let len = side.values.len();
+                    let from = k.saturating_mul(per).min(len);
+                    let values = side.values.slice(from..from.saturating_add(per).min(len));
+                    Side { values, ..side }
+                };
+                (
+                    k,
+                    compare(name, Some(step(ours)), Some(step(reference)), cfg),
+                )
+            })
+            .collect();
+        return StepRows {
+            run: None,
+            sums: Vec::new(),
+            rows,
+        };
     };
     // Every step's row counts `n` elements: set once in the tensor info the rows share.
     template.tensor_mut().numel = Some(n as u64);
@@ -574,11 +599,18 @@ pub fn compare_steps<'a>(
         rel_guard: tol.rel_guard,
     };
     // The steps of one probe share their layer: it is parsed once (a name's layer depends on
-    // its base alone; each row's name is still split for its step, and a row of another base,
-    // which a caller should not pass, parsed on its own). From the name, not its base: a base
-    // may itself end in `@<digits>` (`x@2@steps` holds `x@2@1`, ...).
-    let first_base = divergence_names::split_step(&names[0]).0;
+    // its base alone; a row of another base, which a caller should not pass, is parsed on its
+    // own). From the name, not its base: a base may itself end in `@<digits>` (`x@2@steps`
+    // holds `x@2@1`, ...).
+    let (first_base, first) = divergence_names::split_step(&names[0]);
     let first_layer = divergence_names::layer_index(&names[0]);
+    template.layer = first_layer;
+    // A step is kept compact when its name is `base@s` as the run would write it back: the
+    // first step's base, the next step, no leading zero.
+    let written_back =
+        |k: usize, name: &str| divergence_names::is_step_name(name, first_base, first + k);
+    let mut sums = vec![StepSums::UNUSED; steps];
+    let mut rows = Vec::new();
     crate::metrics::step_sums(
         ours.values,
         reference.values,
@@ -587,23 +619,38 @@ pub fn compare_steps<'a>(
         &params,
         &mut |k, acc| {
             let name = &names[k];
+            let compact = [Some(acc.n); 2] == numel && written_back(k, name);
+            if let Some(s) = compact
+                .then(|| StepSums::of(&acc, n as u64, &tol))
+                .flatten()
+            {
+                sums[k] = s;
+                return;
+            }
             // The plan's name, shared: no allocation.
             let mut row = template.clone();
             row.name = name.clone();
             let (base, step) = divergence_names::split_step(name);
-            row.layer = if base == first_base {
-                first_layer
-            } else {
-                divergence_names::layer_index(name)
-            };
+            if base != first_base {
+                row.layer = divergence_names::layer_index(name);
+            }
             row.step = step;
             let row = match pair_short_row(&row, numel, [acc.n, acc.n]) {
                 Some(bad) => bad,
                 None => apply_truth(pair_row(row, &acc, &tol), TruthFold::Off),
             };
-            emit(k, row);
+            rows.push((k, row));
         },
     );
+    rows.sort_unstable_by_key(|(k, _)| *k);
+    let run = (rows.len() < steps).then(|| StepRun {
+        base: Name::from(first_base),
+        head: template,
+        first,
+        tol,
+        n: n as u64,
+    });
+    StepRows { run, sums, rows }
 }
 
 /// A side's values, or none.
@@ -1160,43 +1207,14 @@ fn shape_mismatch(
 }
 
 /// The row of two aligned sides from their accumulated sums: metrics and verdict.
-fn pair_row(mut row: OpResult, acc: &Accumulator, tol: &Resolved) -> OpResult {
-    let n = acc.n_finite;
-    let ours_l2 = acc.sum_o2.sqrt();
-    let ref_l2 = acc.sum_r2.sqrt();
-    let diff_l2 = acc.sum_d2.sqrt();
-    let threshold = tol.atol * (n as f64).sqrt() + tol.rtol * ref_l2;
+pub(crate) fn pair_row(mut row: OpResult, acc: &Accumulator, tol: &Resolved) -> OpResult {
     // Written only when it changes: a decode step's row shares its tensor info with its
     // probe's other steps, and a write copies it.
     if row.tensor.numel != Some(acc.n) {
         row.tensor_mut().numel = Some(acc.n);
     }
-    row.rule.n_compared = Some(n);
-    row.rule.ours_l2 = finite(ours_l2);
-    row.rule.ref_l2 = finite(ref_l2);
-    row.rule.diff_l2 = finite(diff_l2);
-    row.rule.tol_threshold = finite(threshold);
-    row.errors.max_abs_err = finite(acc.max_abs_d);
+    pair_terms(&mut row.rule, &mut row.errors, acc, tol);
     row.errors.max_abs_err_index = acc.max_abs_d_index.map(|i| unravel(i, ref_head(&row).0));
-    let mean = if n == 0 {
-        0.0
-    } else {
-        acc.sum_abs_d / n as f64
-    };
-    row.errors.mean_abs_err = finite(mean);
-    row.errors.rel_l2_err = if ref_l2 > 0.0 {
-        finite(diff_l2 / ref_l2)
-    } else if diff_l2 == 0.0 {
-        Some(0.0)
-    } else {
-        None
-    };
-    row.errors.max_rel_err = finite(acc.max_rel);
-    row.errors.cosine = if ours_l2 > 0.0 && ref_l2 > 0.0 {
-        finite((acc.dot / (ours_l2 * ref_l2)).clamp(-1.0, 1.0))
-    } else {
-        None
-    };
     let counts = NonFiniteCounts {
         nan_ours: Some(acc.nan_o),
         inf_ours: Some(acc.inf_o),
@@ -1209,60 +1227,167 @@ fn pair_row(mut row: OpResult, acc: &Accumulator, tol: &Resolved) -> OpResult {
     if *row.nonfinite != counts {
         row.nonfinite = Arc::new(counts);
     }
-    row.frac_outside_tol = Some(if n == 0 {
+    row.frac_outside_tol = Some(frac_outside(acc));
+    let terms = (
+        row.rule.diff_l2,
+        row.rule.tol_threshold,
+        row.errors.rel_l2_err,
+    );
+    if let Some(verdict) = pair_verdict(acc, tol) {
+        row.status = verdict.status();
+        row.reason = Some(verdict.reason(acc, terms));
+    }
+    row
+}
+
+/// `frac_outside_tol` of a pair's row.
+pub(crate) fn frac_outside(acc: &Accumulator) -> f64 {
+    let n = acc.n_finite;
+    if n == 0 {
         0.0
     } else {
         acc.n_outside as f64 / n as f64
-    });
+    }
+}
 
-    if acc.nonfinite_mismatch > 0 {
-        row.status = Status::Nonfinite;
-        row.reason = Some(format!(
-            "non-finite values differ at {} of {} positions (ours: {} NaN, {} Inf; ref: {} NaN, {} Inf)",
-            acc.nonfinite_mismatch, acc.n, acc.nan_o, acc.inf_o, acc.nan_r, acc.inf_r
-        ));
-    } else if n == 0 && acc.n > 0 {
-        // Same non-finite mask on both sides, and it covers every element: a probe that is
-        // NaN/Inf everywhere compares nothing and must not pass as `ok` (an empty tensor, with
-        // nothing to compare in the first place, stays `ok`).
-        row.status = Status::NoFinite;
-        row.reason = Some(format!(
-            "no finite value on either side: all {} elements are NaN or Inf on both (ours: {} NaN, {} Inf; ref: {} NaN, {} Inf); nothing was compared",
-            acc.n, acc.nan_o, acc.inf_o, acc.nan_r, acc.inf_r
-        ));
-    } else if tol.exact {
-        if acc.n_outside > 0 {
-            row.status = Status::Diverged;
-            row.reason = Some(format!(
+/// The norm-wise rule's terms and the error metrics of a pair's sums, written into a row's
+/// [`RuleTerms`] (its `rtol`/`atol` are left as they are) and [`ErrorMetrics`] (all but the
+/// index of the largest error). What [`pair_row`] writes, and what a compact decode step
+/// ([`crate::rows`]) answers field by field.
+pub(crate) fn pair_terms(
+    rule: &mut RuleTerms,
+    errors: &mut ErrorMetrics,
+    acc: &Accumulator,
+    tol: &Resolved,
+) {
+    let n = acc.n_finite;
+    let ours_l2 = acc.sum_o2.sqrt();
+    let ref_l2 = acc.sum_r2.sqrt();
+    let diff_l2 = acc.sum_d2.sqrt();
+    let threshold = pair_threshold(acc, tol);
+    rule.n_compared = Some(n);
+    rule.ours_l2 = finite(ours_l2);
+    rule.ref_l2 = finite(ref_l2);
+    rule.diff_l2 = finite(diff_l2);
+    rule.tol_threshold = finite(threshold);
+    errors.max_abs_err = finite(acc.max_abs_d);
+    let mean = if n == 0 {
+        0.0
+    } else {
+        acc.sum_abs_d / n as f64
+    };
+    errors.mean_abs_err = finite(mean);
+    errors.rel_l2_err = rel_l2(acc);
+    errors.max_rel_err = finite(acc.max_rel);
+    errors.cosine = if ours_l2 > 0.0 && ref_l2 > 0.0 {
+        finite((acc.dot / (ours_l2 * ref_l2)).clamp(-1.0, 1.0))
+    } else {
+        None
+    };
+}
+
+/// `||ours - ref|| / ||ref||` of a pair's sums (0 for two zero tensors, `None` where the
+/// reference is zero and ours not, or past f64).
+pub(crate) fn rel_l2(acc: &Accumulator) -> Option<f64> {
+    let (ref_l2, diff_l2) = (acc.sum_r2.sqrt(), acc.sum_d2.sqrt());
+    if ref_l2 > 0.0 {
+        finite(diff_l2 / ref_l2)
+    } else if diff_l2 == 0.0 {
+        Some(0.0)
+    } else {
+        None
+    }
+}
+
+/// `atol * sqrt(n) + rtol * ||ref||`: the norm-wise rule's threshold of a pair's sums.
+fn pair_threshold(acc: &Accumulator, tol: &Resolved) -> f64 {
+    tol.atol * (acc.n_finite as f64).sqrt() + tol.rtol * acc.sum_r2.sqrt()
+}
+
+/// Why a pair's row is not `ok` ([`pair_verdict`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum PairVerdict {
+    /// The non-finite masks differ.
+    Nonfinite,
+    /// Every element is NaN or Inf on both sides.
+    NoFinite,
+    /// Exact mode, and some elements differ.
+    Exact,
+    /// The sums of squares overflowed f64, and the sides differ.
+    Overflow,
+    /// `||ours - ref||` over the threshold.
+    NormWise,
+}
+
+impl PairVerdict {
+    /// The row's status.
+    pub(crate) fn status(self) -> Status {
+        match self {
+            PairVerdict::Nonfinite => Status::Nonfinite,
+            PairVerdict::NoFinite => Status::NoFinite,
+            PairVerdict::Exact | PairVerdict::Overflow | PairVerdict::NormWise => Status::Diverged,
+        }
+    }
+
+    /// The row's reason, from its sums and its `(diff_l2, tol_threshold, rel_l2_err)` as
+    /// [`pair_terms`] wrote them.
+    fn reason(
+        self,
+        acc: &Accumulator,
+        (diff_l2, threshold, rel): (Option<f64>, Option<f64>, Option<f64>),
+    ) -> String {
+        match self {
+            PairVerdict::Nonfinite => format!(
+                "non-finite values differ at {} of {} positions (ours: {} NaN, {} Inf; ref: {} NaN, {} Inf)",
+                acc.nonfinite_mismatch, acc.n, acc.nan_o, acc.inf_o, acc.nan_r, acc.inf_r
+            ),
+            // Same non-finite mask on both sides, and it covers every element: a probe that
+            // is NaN/Inf everywhere compares nothing and must not pass as `ok` (an empty
+            // tensor, with nothing to compare in the first place, stays `ok`).
+            PairVerdict::NoFinite => format!(
+                "no finite value on either side: all {} elements are NaN or Inf on both (ours: {} NaN, {} Inf; ref: {} NaN, {} Inf); nothing was compared",
+                acc.n, acc.nan_o, acc.inf_o, acc.nan_r, acc.inf_r
+            ),
+            PairVerdict::Exact => format!(
                 "{} of {} elements differ (exact mode); max |ours - ref| = {}",
                 acc.n_outside,
                 acc.n,
                 sci(acc.max_abs_d)
-            ));
+            ),
+            PairVerdict::Overflow => format!(
+                "values too large for the norm-wise rule (the sums of squares overflow f64); max |ours - ref| = {}",
+                sci(acc.max_abs_d)
+            ),
+            // Both finite here (else the overflow verdict).
+            PairVerdict::NormWise => format!(
+                "||ours - ref|| = {} > tolerance {} (atol*sqrt(n) + rtol*||ref||); rel L2 err {}",
+                sci(diff_l2.unwrap_or(f64::NAN)),
+                sci(threshold.unwrap_or(f64::NAN)),
+                rel.map_or_else(|| "undefined".to_string(), sci)
+            ),
         }
+    }
+}
+
+/// The verdict of the norm-wise rule (or exact mode) on a pair's sums: `None` for `ok`.
+pub(crate) fn pair_verdict(acc: &Accumulator, tol: &Resolved) -> Option<PairVerdict> {
+    let n = acc.n_finite;
+    let diff_l2 = acc.sum_d2.sqrt();
+    let threshold = pair_threshold(acc, tol);
+    if acc.nonfinite_mismatch > 0 {
+        Some(PairVerdict::Nonfinite)
+    } else if n == 0 && acc.n > 0 {
+        Some(PairVerdict::NoFinite)
+    } else if tol.exact {
+        (acc.n_outside > 0).then_some(PairVerdict::Exact)
     } else if n > 0 && !(diff_l2.is_finite() && threshold.is_finite()) {
         // The sums of squares overflowed f64 (|values| above ~1e154): the norm-wise rule
         // cannot be evaluated. Equal tensors stay ok; any difference at that magnitude is
         // reported rather than passed.
-        if acc.max_abs_d > 0.0 {
-            row.status = Status::Diverged;
-            row.reason = Some(format!(
-                "values too large for the norm-wise rule (the sums of squares overflow f64); max |ours - ref| = {}",
-                sci(acc.max_abs_d)
-            ));
-        }
-    } else if diff_l2 > threshold {
-        row.status = Status::Diverged;
-        row.reason = Some(format!(
-            "||ours - ref|| = {} > tolerance {} (atol*sqrt(n) + rtol*||ref||); rel L2 err {}",
-            sci(diff_l2),
-            sci(threshold),
-            row.errors
-                .rel_l2_err
-                .map_or_else(|| "undefined".to_string(), sci)
-        ));
+        (acc.max_abs_d > 0.0).then_some(PairVerdict::Overflow)
+    } else {
+        (diff_l2 > threshold).then_some(PairVerdict::NormWise)
     }
-    row
 }
 
 /// The three-way verdict ([`compare_with_truth`]) on a pair's row: both sides' errors against

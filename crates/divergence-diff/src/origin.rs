@@ -22,6 +22,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::compare::OpResult;
+use crate::rows::{Row, RowSource};
 use crate::tolerance::DTypeClass;
 
 /// Local growth above which an op adds error of its own (born or amplified there).
@@ -39,8 +40,8 @@ pub fn class_noise_floor(class: DTypeClass) -> f64 {
 }
 
 /// The noise floor of a row: that of the coarser of its two dtypes (unknown dtypes: float32).
-pub fn noise_floor(op: &OpResult) -> f64 {
-    class_noise_floor(op.tensor.pair_class())
+pub fn noise_floor<'r>(op: impl Into<Row<'r>>) -> f64 {
+    class_noise_floor(op.into().tensor().pair_class())
 }
 
 /// With `--truth`: the noise ratio above which an op is measurably less accurate than the
@@ -68,15 +69,16 @@ impl Measure {
     }
 
     /// The row's error by this measure.
-    pub fn value(self, op: &OpResult) -> Option<f64> {
+    pub fn value<'r>(self, op: impl Into<Row<'r>>) -> Option<f64> {
+        let op = op.into();
         match self {
-            Measure::RelErr => op.errors.rel_l2_err,
-            Measure::NoiseRatio => op.truth.noise_ratio,
+            Measure::RelErr => op.rel_l2_err(),
+            Measure::NoiseRatio => op.truth().noise_ratio,
         }
     }
 
     /// The level an input's error is raised to before dividing (its "no error" level).
-    fn floor(self, op: &OpResult) -> f64 {
+    fn floor(self, op: Row<'_>) -> f64 {
         match self {
             Measure::RelErr => noise_floor(op),
             Measure::NoiseRatio => 1.0,
@@ -84,7 +86,7 @@ impl Measure {
     }
 
     /// Above this an input is followed back: it carries error that matters.
-    fn carried(self, op: &OpResult) -> f64 {
+    fn carried(self, op: Row<'_>) -> f64 {
         match self {
             Measure::RelErr => noise_floor(op),
             Measure::NoiseRatio => TRUTH_BIRTH,
@@ -101,13 +103,19 @@ impl Measure {
 }
 
 /// The local growth of every row (indexed like `ops`, which is in execution order).
-pub fn local_growths(ops: &[OpResult], flow: &Dataflow, measure: Measure) -> Vec<Option<f64>> {
-    (0..ops.len())
+pub fn local_growths<R: RowSource + ?Sized>(
+    ops: &R,
+    flow: &Dataflow,
+    measure: Measure,
+) -> Vec<Option<f64>> {
+    let len = ops.row_count();
+    (0..len)
         .into_par_iter()
         .with_min_len(1024)
         .map(|i| {
-            let own = measure.value(&ops[i])?;
-            let floor = measure.floor(&ops[i]);
+            let row = ops.row_at(i);
+            let own = measure.value(row)?;
+            let floor = measure.floor(row);
             let inputs = flow.inputs(i);
             let carried = if inputs.is_empty() {
                 0.0
@@ -116,7 +124,7 @@ pub fn local_growths(ops: &[OpResult], flow: &Dataflow, measure: Measure) -> Vec
                 // has one, the growth is unknown.
                 inputs
                     .iter()
-                    .filter_map(|&j| ops.get(j).and_then(|o| measure.value(o)))
+                    .filter_map(|&j| (j < len).then(|| measure.value(ops.row_at(j))).flatten())
                     .reduce(f64::max)?
             };
             Some(own / carried.max(floor)).filter(|g| g.is_finite())
@@ -183,14 +191,15 @@ impl Origin {
 /// The origin of the first divergence (`first`, an index into `ops`), from the rows' errors,
 /// the dataflow and [`local_growths`]. `None` when the first divergence has no relative error
 /// (a shape mismatch).
-pub fn origin(
-    ops: &[OpResult],
+pub fn origin<R: RowSource + ?Sized>(
+    ops: &R,
     flow: &Dataflow,
     growths: &[Option<f64>],
     first: usize,
     measure: Measure,
 ) -> Option<Origin> {
-    let rel = |i: usize| ops.get(i).and_then(|o| measure.value(o));
+    let len = ops.row_count();
+    let rel = |i: usize| (i < len).then(|| measure.value(ops.row_at(i))).flatten();
     rel(first)?;
     let mut back = vec![first];
     let mut cur = first;
@@ -201,7 +210,7 @@ pub fn origin(
             .inputs(cur)
             .iter()
             .filter_map(|&j| rel(j).map(|r| (r, j)))
-            .filter(|&(r, j)| r > measure.carried(&ops[j]))
+            .filter(|&(r, j)| r > measure.carried(ops.row_at(j)))
             .fold(None::<(f64, usize)>, |acc, x| match acc {
                 Some(a) if a.0 > x.0 => Some(a),
                 _ => Some(x),
@@ -225,7 +234,7 @@ pub fn origin(
         .iter()
         .enumerate()
         .map(|(k, &i)| ChainLink {
-            name: ops[i].name.to_string(),
+            name: ops.row_at(i).name().into_owned(),
             index: i,
             local_growth: growth(i),
             role: if k == 0 {
@@ -253,7 +262,7 @@ pub fn row_role(op: &OpResult, measure: Measure) -> Option<Role> {
     let value = measure.value(op)?;
     match op.local_growth {
         Some(g) if g > measure.birth() => Some(Role::Born),
-        Some(_) if value > measure.carried(op) => Some(Role::Carried),
+        Some(_) if value > measure.carried(op.into()) => Some(Role::Carried),
         _ => None,
     }
 }

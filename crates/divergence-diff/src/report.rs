@@ -6,6 +6,8 @@
 //! ([`crate::origin`]) and builds the amplification section. The JSON form is documented field by
 //! field in `docs/report-schema.md` (`"schema": "divergence-report/2"`).
 
+use std::borrow::Cow;
+
 use divergence_names::dataflow::Dataflow;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -17,6 +19,7 @@ use crate::hints::Hint;
 use crate::order::OrderSource;
 use crate::origin::{local_growths, origin, Measure, Origin};
 use crate::positions::PositionProfile;
+use crate::rows::{Row, RowSource, Rows};
 use crate::tokens::TokenEffect;
 use crate::tolerance::{DTypeClass, Tolerance};
 
@@ -101,8 +104,13 @@ pub struct StepSummary {
 }
 
 /// Per-step summaries, for rows that have decode steps; empty when every row is of step 0.
-pub fn step_summaries(ops: &[OpResult]) -> Vec<StepSummary> {
-    if ops.par_iter().with_min_len(4096).all(|o| o.step == 0) {
+pub fn step_summaries<R: RowSource + ?Sized>(ops: &R) -> Vec<StepSummary> {
+    let len = ops.row_count();
+    if (0..len)
+        .into_par_iter()
+        .with_min_len(4096)
+        .all(|i| ops.row_at(i).step() == 0)
+    {
         return Vec::new();
     }
     /// A step's numbers over some rows; rows by index, names taken at the end.
@@ -136,24 +144,24 @@ pub fn step_summaries(ops: &[OpResult]) -> Vec<StepSummary> {
         into
     }
     // In parallel over chunks of rows, merged in row order (a decode dump has ~150,000 rows).
-    let parts: Parts = ops
-        .par_chunks(4096)
-        .enumerate()
-        .map(|(c, chunk)| {
+    let parts: Parts = (0..len.div_ceil(4096))
+        .into_par_iter()
+        .map(|c| {
             let mut out = Parts::new();
-            for (k, o) in chunk.iter().enumerate() {
-                let i = c * 4096 + k;
-                let s = out.entry(o.step).or_default();
-                match o.status {
+            for i in c * 4096..len.min((c + 1) * 4096) {
+                let o = ops.row_at(i);
+                let status = o.status();
+                let s = out.entry(o.step()).or_default();
+                match status {
                     Status::OnlyOurs | Status::OnlyRef | Status::Unreadable => s.missing += 1,
                     _ => s.compared += 1,
                 }
-                if o.status.is_divergence() {
+                if status.is_divergence() {
                     s.diverged += 1;
                     s.first_divergence = s.first_divergence.or(Some(i));
                 }
-                if let Some(e) = o.errors.rel_l2_err {
-                    if matches!(o.status, Status::Ok | Status::Diverged) {
+                if let Some(e) = o.rel_l2_err() {
+                    if matches!(status, Status::Ok | Status::Diverged) {
                         s.first = s.first.or(Some((e, i)));
                         if !e.is_nan() && s.worst.is_none_or(|(w, _)| e > w) {
                             s.worst = Some((e, i));
@@ -164,7 +172,7 @@ pub fn step_summaries(ops: &[OpResult]) -> Vec<StepSummary> {
             out
         })
         .reduce(Parts::new, merge);
-    let name = |i: usize| ops.get(i).map(|o| o.name.to_string());
+    let name = |i: usize| (i < len).then(|| ops.row_at(i).name().into_owned());
     parts
         .into_iter()
         .map(|(step, p)| {
@@ -299,7 +307,7 @@ pub struct Report {
     /// q_norm / k_norm amplification per layer.
     pub amplification: Amplification,
     /// One row per probe, in execution order.
-    pub ops: Vec<OpResult>,
+    pub ops: Rows,
 }
 
 impl Report {
@@ -308,11 +316,11 @@ impl Report {
         self.first_divergence.is_some()
     }
 
-    /// The first diverging row.
-    pub fn first_divergence_op(&self) -> Option<&OpResult> {
+    /// The first diverging row (built when it is a compact decode step, [`Rows::op`]).
+    pub fn first_divergence_op(&self) -> Option<Cow<'_, OpResult>> {
         self.first_divergence
             .as_ref()
-            .and_then(|f| self.ops.get(f.index))
+            .and_then(|f| self.ops.op(f.index))
     }
 
     /// The ops whose tensors the cause hints look at: the first divergence, then its origin
@@ -332,11 +340,12 @@ impl Report {
         targets
             .into_iter()
             .filter_map(|i| {
-                let step = self.ops.get(i)?.step;
+                let step = self.ops.get_row(i)?.step();
                 let idx: Vec<usize> = (0..self.ops.len())
-                    .filter(|&j| self.ops[j].step == step)
+                    .filter(|&j| self.ops.row(j).step() == step)
                     .collect();
-                let names: Vec<&str> = idx.iter().map(|&j| &*self.ops[j].name).collect();
+                let names: Vec<Cow<'_, str>> =
+                    idx.iter().map(|&j| self.ops.row(j).name()).collect();
                 let k = idx.iter().position(|&j| j == i)?;
                 let flow = Dataflow::new(&names);
                 let inputs = flow
@@ -368,13 +377,13 @@ fn input_ids_warning(ours: &[i64], reference: &[i64]) -> Option<String> {
 
 /// In truth mode, the rows that were compared without a usable truth (judged by the presets),
 /// as one warning line: never a silent fallback.
-fn truth_warning(ops: &[OpResult], tolerance: &Tolerance) -> Option<String> {
+fn truth_warning(ops: &Rows, tolerance: &Tolerance) -> Option<String> {
     if !matches!(tolerance, Tolerance::Truth { .. }) {
         return None;
     }
-    let without: Vec<&OpResult> = ops
-        .iter()
-        .filter(|o| o.truth.truth_problem.is_some())
+    let without: Vec<Row<'_>> = ops
+        .rows()
+        .filter(|o| o.truth().truth_problem.is_some())
         .collect();
     let first = without.first()?;
     let more = if without.len() > 1 {
@@ -385,35 +394,37 @@ fn truth_warning(ops: &[OpResult], tolerance: &Tolerance) -> Option<String> {
     Some(format!(
         "TRUTH NOT USED for {} of {} compared ops, judged by the fixed presets instead: {}: {}{more}",
         without.len(),
-        ops.iter()
-            .filter(|o| matches!(o.status, Status::Ok | Status::Diverged))
+        ops.rows()
+            .filter(|o| matches!(o.status(), Status::Ok | Status::Diverged))
             .count(),
-        first.name,
-        first.truth.truth_problem.as_deref().unwrap_or("")
+        first.name(),
+        first.truth().truth_problem.as_deref().unwrap_or("")
     ))
 }
 
-fn first_difference(ops: &[OpResult]) -> Option<FirstDifference> {
-    ops.par_iter().enumerate().find_map_first(|(i, o)| {
-        let differs = match o.status {
+fn first_difference(ops: &Rows) -> Option<FirstDifference> {
+    ops.par_rows().enumerate().find_map_first(|(i, o)| {
+        let status = o.status();
+        let max_abs_err = o.max_abs_err();
+        let differs = match status {
             Status::ShapeMismatch | Status::Nonfinite => true,
             Status::Ok | Status::Diverged | Status::NoFinite => {
-                o.errors.max_abs_err.is_some_and(|m| m > 0.0)
-                    || o.nonfinite.nonfinite_mismatch.is_some_and(|n| n > 0)
+                max_abs_err.is_some_and(|m| m > 0.0)
+                    || o.nonfinite().nonfinite_mismatch.is_some_and(|n| n > 0)
                     // max_abs_err overflowed (null) although something was compared
-                    || (o.errors.max_abs_err.is_none() && o.status == Status::Diverged)
+                    || (max_abs_err.is_none() && status == Status::Diverged)
             }
             _ => false,
         };
         differs.then(|| FirstDifference {
-            name: o.name.to_string(),
+            name: o.name().into_owned(),
             index: i,
-            max_abs_err: o.errors.max_abs_err,
+            max_abs_err,
         })
     })
 }
 
-fn judged_with(ops: &[OpResult], tolerance: &Tolerance) -> Vec<JudgedWith> {
+fn judged_with(ops: &Rows, tolerance: &Tolerance) -> Vec<JudgedWith> {
     if matches!(tolerance, Tolerance::Exact) {
         return Vec::new();
     }
@@ -429,21 +440,23 @@ fn judged_with(ops: &[OpResult], tolerance: &Tolerance) -> Vec<JudgedWith> {
         }
     }
     // In parallel over chunks, merged in order: the same first-seen order as one pass.
-    let mut out = ops
-        .par_chunks(4096)
-        .map(|chunk| {
+    let len = ops.len();
+    let mut out = (0..len.div_ceil(4096))
+        .into_par_iter()
+        .map(|c| {
             let mut out = Vec::new();
-            for o in chunk {
-                if !matches!(o.status, Status::Ok | Status::Diverged) {
+            for i in c * 4096..len.min((c + 1) * 4096) {
+                let o = ops.row(i);
+                if !matches!(o.status(), Status::Ok | Status::Diverged) {
                     continue;
                 }
-                if truth_mode && o.truth.truth_problem.is_none() {
+                if truth_mode && o.truth().truth_problem.is_none() {
                     continue;
                 }
-                let (Some(rtol), Some(atol)) = (o.rule.rtol, o.rule.atol) else {
+                let (Some(rtol), Some(atol)) = o.rule_tol() else {
                     continue;
                 };
-                let class = o.tensor.pair_class();
+                let class = o.tensor().pair_class();
                 add(
                     &mut out,
                     JudgedWith {
@@ -467,7 +480,8 @@ fn judged_with(ops: &[OpResult], tolerance: &Tolerance) -> Vec<JudgedWith> {
 }
 
 /// Builds the report from the rows (in execution order). Pure and infallible.
-pub fn assemble(mut ops: Vec<OpResult>, ctx: ReportContext, cfg: &DiffConfig) -> Report {
+pub fn assemble(ops: impl Into<Rows>, ctx: ReportContext, cfg: &DiffConfig) -> Report {
+    let mut ops: Rows = ops.into();
     let mut warnings = Vec::new();
     let mut input_ids_mismatch = false;
     if let (Some(o), Some(r)) = (&ctx.ours_input_ids, &ctx.ref_input_ids) {
@@ -481,22 +495,22 @@ pub fn assemble(mut ops: Vec<OpResult>, ctx: ReportContext, cfg: &DiffConfig) ->
     // Each pass over the rows below runs in parallel: a decode dump has ~150,000 rows of
     // ~600 bytes, and one pass on one thread costs milliseconds.
     let first_divergence = ops
-        .par_iter()
-        .position_first(|o| o.status.is_divergence())
-        .and_then(|i| Some((i, ops.get(i)?)))
+        .par_rows()
+        .position_first(|o| o.status().is_divergence())
+        .and_then(|i| Some((i, ops.get_row(i)?)))
         .map(|(i, o)| FirstDivergence {
-            name: o.name.to_string(),
+            name: o.name().into_owned(),
             index: i,
-            status: o.status,
-            reason: o.reason.clone().unwrap_or_default(),
-            layer: o.layer,
-            step: o.step,
+            status: o.status(),
+            reason: o.reason().map(Cow::into_owned).unwrap_or_default(),
+            layer: o.layer(),
+            step: o.step(),
         });
     let mut summary = ops
-        .par_iter()
+        .par_rows()
         .with_min_len(4096)
         .fold(Summary::default, |mut summary, op| {
-            match op.status {
+            match op.status() {
                 Status::Ok => summary.ok += 1,
                 Status::Diverged => summary.diverged += 1,
                 Status::ShapeMismatch => {
@@ -530,9 +544,9 @@ pub fn assemble(mut ops: Vec<OpResult>, ctx: ReportContext, cfg: &DiffConfig) ->
         });
     summary.total = ops.len();
     let only = |status: Status| -> Vec<String> {
-        ops.par_iter()
-            .filter(|o| o.status == status)
-            .map(|o| o.name.to_string())
+        ops.par_rows()
+            .filter(|o| o.status() == status)
+            .map(|o| o.name().into_owned())
             .collect()
     };
     let (only_ours, only_ref) = (only(Status::OnlyOurs), only(Status::OnlyRef));
@@ -542,16 +556,13 @@ pub fn assemble(mut ops: Vec<OpResult>, ctx: ReportContext, cfg: &DiffConfig) ->
     }
     let first_difference = first_difference(&ops);
     let judged_with = judged_with(&ops, &cfg.tolerance);
-    let names: Vec<&str> = ops.par_iter().map(|o| &*o.name).collect();
-    let flow = Dataflow::new(&names);
+    let flow = Dataflow::of_steps(ops.len(), &|i| ops.row(i).split(), &|i| ops.row(i).name());
     let measure = Measure::of(&cfg.tolerance);
     let growths = local_growths(&ops, &flow, measure);
     let origin = first_divergence
         .as_ref()
         .and_then(|f| origin(&ops, &flow, &growths, f.index, measure));
-    ops.par_iter_mut()
-        .zip(growths)
-        .for_each(|(op, g)| op.local_growth = g);
+    ops.set_local_growths(growths);
     let amplification = amplification(&ops, cfg.amplification_threshold, &ctx.norm_weight_gains);
     let steps = step_summaries(&ops);
     Report {

@@ -906,10 +906,10 @@ fn values_whose_squares_overflow_f64_are_still_judged() {
     assert_eq!(equal.status, Status::Ok);
 }
 
-/// The rows of a probe's decode steps compared in one call share their name with the caller's
-/// list and their tensor info and NaN/Inf counts with each other (a decode report has
-/// ~150,000 rows); a step whose counts differ has its own, and changing one row's shared part
-/// copies it first.
+/// The rows of a probe's decode steps compared in one call share their tensor info and NaN/Inf
+/// counts with each other (a decode report has ~150,000 rows); a step whose counts differ has
+/// its own (and the caller's name: it is a row of its own, not kept compact), and changing one
+/// row's shared part copies it first.
 #[test]
 fn decode_step_rows_share_what_does_not_change() {
     let names: Vec<Name> = (1..=4)
@@ -936,8 +936,9 @@ fn decode_step_rows_share_what_does_not_change() {
     );
     let rows: Vec<OpResult> = rows.into_iter().map(|(_, row)| row).collect();
     assert_eq!(rows.len(), 4);
+    assert!(std::sync::Arc::ptr_eq(&rows[2].name, &names[2]));
     for (row, name) in rows.iter().zip(&names) {
-        assert!(std::sync::Arc::ptr_eq(&row.name, name), "{}", row.name);
+        assert_eq!(row.name, *name);
         assert!(std::sync::Arc::ptr_eq(&row.tensor, &rows[0].tensor));
         assert_eq!(row.tensor.numel, Some(3));
     }

@@ -733,6 +733,7 @@ proptest! {
         short in 0usize..3,
         mode in 0usize..4,
         base in prop::sample::select(vec!["model.layers.3.mlp", "lm_head", "model.layers.3@2"]),
+        odd_name in 0u8..3,
     ) {
         let cfg = DiffConfig {
             tolerance: match mode {
@@ -765,7 +766,15 @@ proptest! {
         };
         let (ov, rv) = (encoded(&a, enc.0), encoded(&b, enc.1));
         // A base without a layer, and one that ends in `@<digits>` itself (its layer is not 3).
-        let names: Vec<Name> = (1..=steps).map(|s| Name::from(format!("{base}@{s}"))).collect();
+        // Now and then a step named otherwise than its run would write it back: with a
+        // leading zero, or of another probe (each then a row of its own, not kept compact).
+        let names: Vec<Name> = (1..=steps)
+            .map(|s| match (odd_name, s) {
+                (1, 2) => Name::from(format!("{base}@02")),
+                (2, 3) => Name::from(format!("model.layers.4.mlp@{s}")),
+                _ => Name::from(format!("{base}@{s}")),
+            })
+            .collect();
         let side = |shape: &'static [usize], values: ValuesRef<'static>, dtype: &'static str| Side {
             shape,
             values,
@@ -778,6 +787,20 @@ proptest! {
         let mut got = Vec::new();
         compare_steps(&names, ours, reference, &cfg, &mut |k, row| got.push((k, row)));
         prop_assert_eq!(got.len(), steps);
+        // The same steps kept compact ([`Rows`]): every view reads its built row's fields, and
+        // the built rows are those above.
+        let mut b = RowsBuilder::new(steps);
+        b.put_run(&(0..steps).collect::<Vec<_>>(), compare_step_run(&names, ours, reference, &cfg));
+        let mut rows = b.finish();
+        rows.set_local_growths((0..steps).map(|k| (k % 2 == 0).then_some(k as f64 + 0.5)).collect());
+        for (k, (_, row)) in got.iter().enumerate() {
+            let view = rows.row(k);
+            let mut row = row.clone();
+            row.local_growth = (k % 2 == 0).then_some(k as f64 + 0.5);
+            prop_assert_eq!(&*view.op(), &row);
+            views_read_their_row(view, &row)?;
+        }
+        prop_assert!(!(rows.is_compact() && rows.is_built()));
         for (k, row) in got {
             let at = |side: &Side<'static>| {
                 let per: usize = side.shape.iter().product();
@@ -792,4 +815,36 @@ proptest! {
             );
         }
     }
+}
+
+/// Every field a [`Row`] view answers is its built row's, bit for bit.
+fn views_read_their_row(view: Row<'_>, op: &OpResult) -> Result<(), TestCaseError> {
+    let bits = |x: Option<f64>| x.map(f64::to_bits);
+    let name = view.name();
+    prop_assert_eq!(&*name, &*op.name);
+    prop_assert!(view.is_named(&op.name));
+    prop_assert_eq!(view.split(), divergence_names::split_step(&op.name));
+    prop_assert_eq!(view.status(), op.status);
+    prop_assert_eq!(view.step(), op.step);
+    prop_assert_eq!(view.layer(), op.layer);
+    prop_assert_eq!(view.tensor(), &*op.tensor);
+    prop_assert_eq!(view.nonfinite(), &*op.nonfinite);
+    prop_assert_eq!(view.truth(), &*op.truth);
+    prop_assert_eq!(bits(view.local_growth()), bits(op.local_growth));
+    prop_assert_eq!(view.mapped(), op.mapped.as_deref());
+    prop_assert_eq!(bits(view.rel_l2_err()), bits(op.errors.rel_l2_err));
+    prop_assert_eq!(bits(view.max_abs_err()), bits(op.errors.max_abs_err));
+    prop_assert_eq!(bits(view.tol_threshold()), bits(op.rule.tol_threshold));
+    prop_assert_eq!(bits(view.ref_l2()), bits(op.rule.ref_l2));
+    prop_assert_eq!(bits(view.diff_l2()), bits(op.rule.diff_l2));
+    prop_assert_eq!(view.rule_tol(), (op.rule.rtol, op.rule.atol));
+    prop_assert_eq!(bits(view.frac_outside_tol()), bits(op.frac_outside_tol));
+    let reason = view.reason();
+    prop_assert_eq!(reason.as_deref(), op.reason.as_deref());
+    let (rule, errors) = view.terms();
+    prop_assert_eq!(&*rule, &op.rule);
+    let mut errors = errors.into_owned();
+    errors.max_abs_err_index = op.errors.max_abs_err_index.clone();
+    prop_assert_eq!(&errors, &op.errors);
+    Ok(())
 }

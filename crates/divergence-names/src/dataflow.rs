@@ -167,18 +167,36 @@ impl Dataflow {
     /// names without the step, in the same order: every decode step of a usual dump) shares
     /// that step's resolution, moved to its own indices.
     pub fn new<S: AsRef<str> + Sync>(order: &[S]) -> Dataflow {
-        // Each name split once: its step and the length of its base name.
-        let split: Vec<(usize, usize)> = order
-            .par_iter()
+        Dataflow::of_steps(
+            order.len(),
+            &|i| crate::split_step(order[i].as_ref()),
+            &|i| std::borrow::Cow::Borrowed(order[i].as_ref()),
+        )
+    }
+
+    /// [`Dataflow::new`] of `len` probes given by parts: `split(i)` is probe `i`'s name
+    /// without its step, and its step (what [`crate::split_step`] gives of its name), and
+    /// `name(i)` its whole name. Whole names are asked only of the steps that resolve on their
+    /// own, not of those that share the step before them (a decode report writes most step
+    /// names only when asked).
+    pub fn of_steps<'a>(
+        len: usize,
+        split: &(dyn Fn(usize) -> (&'a str, usize) + Sync),
+        name: &(dyn Fn(usize) -> std::borrow::Cow<'a, str> + Sync),
+    ) -> Dataflow {
+        // Each name split once: its step and its base name.
+        let split: Vec<(usize, &str)> = (0..len)
+            .into_par_iter()
             .with_min_len(1024)
-            .map(|n| {
-                let (base, step) = crate::split_step(n.as_ref());
-                (step, base.len())
+            .map(|i| {
+                let (base, step) = split(i);
+                (step, base)
             })
             .collect();
         let steps: Vec<usize> = split.iter().map(|&(s, _)| s).collect();
         if steps.iter().all(|&s| s == 0) {
-            let names: Vec<&str> = order.iter().map(AsRef::as_ref).collect();
+            let names: Vec<std::borrow::Cow<'a, str>> = (0..len).map(name).collect();
+            let names: Vec<&str> = names.iter().map(AsRef::as_ref).collect();
             return Dataflow::one_step(&names);
         }
         // The probes of each step, steps in order. A decode dump lists each step's probes
@@ -200,10 +218,6 @@ impl Dataflow {
             by_step.entry(step).or_default().extend(idx);
         }
         let groups: Vec<Vec<usize>> = by_step.into_values().collect();
-        let base = |i: usize| {
-            let name: &str = order[i].as_ref();
-            name.get(..split[i].1).unwrap_or(name)
-        };
         let same_as_before: Vec<bool> = (0..groups.len())
             .into_par_iter()
             .map(|g| {
@@ -212,7 +226,7 @@ impl Dataflow {
                     && groups[g - 1]
                         .iter()
                         .zip(&groups[g])
-                        .all(|(&a, &b)| split[a].1 == split[b].1 && base(a) == base(b))
+                        .all(|(&a, &b)| split[a].1 == split[b].1)
             })
             .collect();
         // Steps are independent: the distinct ones resolved in parallel, in their own indices.
@@ -221,7 +235,9 @@ impl Dataflow {
             .zip(&same_as_before)
             .map(|(idx, &same)| {
                 (!same).then(|| {
-                    let names: Vec<&str> = idx.iter().map(|&i| order[i].as_ref()).collect();
+                    let names: Vec<std::borrow::Cow<'a, str>> =
+                        idx.iter().map(|&i| name(i)).collect();
+                    let names: Vec<&str> = names.iter().map(AsRef::as_ref).collect();
                     Dataflow::one_step(&names)
                 })
             })
@@ -258,15 +274,15 @@ impl Dataflow {
             .collect();
         let runs = groups.iter().flatten().enumerate().all(|(i, &j)| i == j);
         if runs {
-            return Dataflow::side_by_side(&parts, order.len());
+            return Dataflow::side_by_side(&parts, len);
         }
         let mut out = Dataflow {
-            offsets: Vec::with_capacity(order.len() + 1),
+            offsets: Vec::with_capacity(len + 1),
             flat: Vec::with_capacity(parts.iter().map(|p| p.flat.len()).sum()),
-            fallback: Vec::with_capacity(order.len()),
+            fallback: Vec::with_capacity(len),
         };
         out.offsets.push(0);
-        let mut of_probe: Vec<(usize, usize)> = vec![(0, 0); order.len()];
+        let mut of_probe: Vec<(usize, usize)> = vec![(0, 0); len];
         for (g, idx) in groups.iter().enumerate() {
             for (k, &i) in idx.iter().enumerate() {
                 of_probe[i] = (g, k);

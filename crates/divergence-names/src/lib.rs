@@ -114,6 +114,13 @@ pub fn split_step(name: &str) -> (&str, usize) {
     (name, 0)
 }
 
+/// Whether `name` is [`step_name`]`(base, step)` of a decode step (`step >= 1`), without
+/// writing it: [`split_step`] reads a step back only as it is written (no leading zero, at most
+/// nine digits).
+pub fn is_step_name(name: &str, base: &str, step: usize) -> bool {
+    step > 0 && split_step(name) == (base, step)
+}
+
 /// The decimal digits of `step`, written at the end of `buf`.
 fn step_digits(step: usize, buf: &mut [u8; 20]) -> &[u8] {
     let mut start = buf.len();

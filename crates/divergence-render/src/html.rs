@@ -436,7 +436,8 @@ fn header(report: &Report, h: &mut String) {
 }
 
 fn first_divergence(report: &Report, h: &mut String) {
-    let (Some(first), Some(op)) = (&report.first_divergence, report.first_divergence_op()) else {
+    let op = report.first_divergence_op();
+    let (Some(first), Some(op)) = (&report.first_divergence, op.as_deref()) else {
         if let Some(text) = view::nothing_compared(report) {
             h.push_str(&format!(
                 "<section class=\"first\"><b>{}</b></section>\n",
@@ -780,7 +781,7 @@ fn op_row(
 }
 
 fn not_compared(report: &Report, h: &mut String) {
-    let unreadable: Vec<&OpResult> = view::unreadable_ops(report);
+    let unreadable = view::unreadable_ops(report);
     if report.only_ours.is_empty() && report.only_ref.is_empty() && unreadable.is_empty() {
         return;
     }
@@ -791,11 +792,11 @@ fn not_compared(report: &Report, h: &mut String) {
     if !report.only_ref.is_empty() {
         kv(h, "only in ref", &report.only_ref.join(", "));
     }
-    for op in unreadable {
+    for row in unreadable {
         kv(
             h,
-            &format!("unreadable {}", op.name),
-            op.reason.as_deref().unwrap_or("-"),
+            &format!("unreadable {}", row.name()),
+            row.reason().as_deref().unwrap_or("-"),
         );
     }
     h.push_str("</dl>\n</section>\n");

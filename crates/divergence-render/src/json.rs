@@ -2,11 +2,12 @@
 //!
 //! A report of many rows (a decode dump has tens of thousands) has its rows serialized in
 //! parallel, a bounded window at a time, and spliced into the rest: the bytes are those of
-//! `serde_json::to_writer_pretty` on the whole report (tested), the memory one window's.
+//! `serde_json::to_writer_pretty` on the whole report (tested), the memory one window's (a
+//! compact report's decode steps are built as their window is written, never all at once).
 
 use std::io::{self, Write};
 
-use divergence_diff::{OpResult, Report};
+use divergence_diff::{Report, Rows};
 use rayon::prelude::*;
 
 /// Rows per rayon task.
@@ -28,10 +29,15 @@ pub(crate) fn render(report: &Report, out: &mut dyn Write) -> io::Result<()> {
     out.write_all(head)?;
     out.write_all(b"[")?;
     let mut first = true;
-    for window in report.ops.chunks(ROWS_PER_TASK * TASKS_PER_WINDOW) {
-        let parts: Vec<Vec<u8>> = window
-            .par_chunks(ROWS_PER_TASK)
-            .map(rows_pretty)
+    let len = report.ops.len();
+    let window = ROWS_PER_TASK * TASKS_PER_WINDOW;
+    for start in (0..len).step_by(window) {
+        // Each task's rows, a compact report's steps built one at a time ([`Rows::op`]).
+        let parts: Vec<Vec<u8>> = (start..len.min(start + window))
+            .step_by(ROWS_PER_TASK)
+            .collect::<Vec<_>>()
+            .into_par_iter()
+            .map(|from| rows_pretty(&report.ops, from..len.min(from + ROWS_PER_TASK)))
             .collect::<Result<_, _>>()
             .map_err(io::Error::from)?;
         for part in parts {
@@ -53,12 +59,12 @@ fn render_serial(report: &Report, out: &mut dyn Write) -> io::Result<()> {
 
 /// Rows as they appear in the pretty report's `ops` array: each on a new line, indented, the
 /// rows separated by commas (no comma before the first or after the last).
-fn rows_pretty(rows: &[OpResult]) -> serde_json::Result<Vec<u8>> {
-    let mut buf = Vec::with_capacity(rows.len() * 1536);
+fn rows_pretty(rows: &Rows, range: std::ops::Range<usize>) -> serde_json::Result<Vec<u8>> {
+    let mut buf = Vec::with_capacity(range.len() * 1536);
     let mut one = Vec::with_capacity(2048);
-    for (i, row) in rows.iter().enumerate() {
+    for (i, row) in range.filter_map(|i| rows.op(i)).enumerate() {
         one.clear();
-        serde_json::to_writer_pretty(&mut one, row)?;
+        serde_json::to_writer_pretty(&mut one, &*row)?;
         if i > 0 {
             buf.push(b',');
         }
@@ -121,6 +127,6 @@ fn without_ops(report: &Report) -> Report {
         only_ours: only_ours.clone(),
         only_ref: only_ref.clone(),
         amplification: amplification.clone(),
-        ops: Vec::new(),
+        ops: Rows::default(),
     }
 }

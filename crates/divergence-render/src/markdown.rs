@@ -43,9 +43,10 @@ struct Markdown<'a> {
 }
 
 impl Markdown<'_> {
-    /// One row of the ops table.
+    /// One row of the ops table (row `i` built alone, [`divergence_diff::Rows::row`]).
     fn ops_row(&mut self, i: usize, is_first: bool) -> io::Result<()> {
-        let op = &self.report.ops[i];
+        let op = self.report.ops.row(i).op();
+        let op = &*op;
         let measure = divergence_diff::Measure::of(&self.report.tolerance);
         let mut line = String::from("|");
         for col in view::ops_columns(self.report) {
@@ -122,7 +123,8 @@ impl Sections for Markdown<'_> {
             writeln!(out, "- **tokens:** {}", text(&tokens))?;
         }
         writeln!(out, "- **order:** {}", report.order_source.describe())?;
-        if let (Some(f), Some(op)) = (&report.first_divergence, report.first_divergence_op()) {
+        let op = report.first_divergence_op();
+        if let (Some(f), Some(op)) = (&report.first_divergence, op.as_deref()) {
             writeln!(out, "- **reason:** {}", text(&f.reason))?;
             if let Some(t) = &op.mapped {
                 writeln!(out, "- **mapped:** {}", text(t))?;
@@ -349,9 +351,10 @@ impl Sections for Markdown<'_> {
                 writeln!(out)?;
             }
         }
-        for op in view::unreadable_ops(report) {
-            let why = op.reason.as_deref().unwrap_or("unreadable");
-            writeln!(out, "**Unreadable:** {}: {}", code(&op.name), text(why))?;
+        for row in view::unreadable_ops(report) {
+            let why = row.reason();
+            let why = why.as_deref().unwrap_or("unreadable");
+            writeln!(out, "**Unreadable:** {}: {}", code(&row.name()), text(why))?;
             writeln!(out)?;
         }
         Ok(())

@@ -907,7 +907,7 @@ pub(crate) fn heatmap(report: &Report) -> Option<String> {
     let stepped = report.ops.iter().any(|o| o.step > 0);
     let mut kinds: Vec<Op> = Vec::new();
     let mut cells: BTreeMap<(usize, usize), Vec<(Op, Cell)>> = BTreeMap::new();
-    for op in &report.ops {
+    for op in report.ops.iter() {
         let Some(layer) = op.layer else { continue };
         let kind = Op::of(&op.name);
         if !kinds.contains(&kind) {

@@ -4,15 +4,16 @@
 //! the terminal and broke out of the Markdown table unchanged).
 //!
 //! [`text_safe`] gives the report itself when no string needs a change (the usual case: one
-//! scan, in parallel over the rows, nothing copied), else a copy with every control character
-//! escaped as `divergence_names::one_line` does. The Markdown renderer escapes Markdown's own
-//! markup where it writes free text (`markdown::text`: a name cannot become a link, an image or
-//! HTML) and writes names as code spans, where `<` is inert. JSON needs none of this (it
-//! escapes itself) and the HTML page escapes every string where it writes it.
+//! scan, in parallel over the rows' views, nothing copied, no compact decode step built), else
+//! a copy with every control character escaped as `divergence_names::one_line` does. The
+//! Markdown renderer escapes Markdown's own markup where it writes free text (`markdown::text`:
+//! a name cannot become a link, an image or HTML) and writes names as code spans, where `<` is
+//! inert. JSON needs none of this (it escapes itself) and the HTML page escapes every string
+//! where it writes it.
 
 use std::borrow::Cow;
 
-use divergence_diff::Report;
+use divergence_diff::{Report, Row};
 use rayon::prelude::*;
 
 fn bad(c: char) -> bool {
@@ -138,7 +139,7 @@ fn head_needs(r: &Report) -> bool {
 fn row_needs(o: &divergence_diff::OpResult) -> bool {
     let mut any = false;
     row_strings!(o, &mut |s: &String| any |= needs(s));
-    any || needs(&o.name) || dtypes(o).any(needs) || truth_problem_needs(o)
+    any || needs(&o.name) || dtypes(&o.tensor).any(needs) || truth_problem_needs(o)
 }
 
 /// Whether a row's truth problem (it names a file) needs a change.
@@ -147,16 +148,34 @@ fn truth_problem_needs(o: &divergence_diff::OpResult) -> bool {
 }
 
 /// A row's dtype names (a dump's metadata may give any string).
-fn dtypes(o: &divergence_diff::OpResult) -> impl Iterator<Item = &str> {
-    row_dtypes!(o.tensor)
-        .into_iter()
-        .filter_map(|d| d.as_deref())
+fn dtypes(tensor: &divergence_diff::TensorInfo) -> impl Iterator<Item = &str> {
+    row_dtypes!(tensor).into_iter().filter_map(|d| d.as_deref())
 }
 
+/// Whether any string of a row needs a change, read through its view ([`Row`]), so that a
+/// compact decode step is not built: a plain row is [`row_needs`]; a step's name is its
+/// probe's name, `@` and its step number, it has no map note, and its reason is written from
+/// its numbers alone, so its probe's name, its dtype names and its truth problem are all the
+/// user text it holds.
+fn view_needs(row: Row<'_>) -> bool {
+    match row {
+        Row::Plain(o) => row_needs(o),
+        Row::Step(..) => {
+            needs(row.base())
+                || dtypes(row.tensor()).any(needs)
+                || row.truth().truth_problem.as_deref().is_some_and(needs)
+        }
+    }
+}
+
+/// Whether any string of the report needs a change: its head, then every row through its
+/// view (in parallel; a compact report's rows are not built).
 fn dirty(report: &Report) -> bool {
-    head_needs(report) || report.ops.par_iter().with_min_len(4096).any(row_needs)
+    head_needs(report) || report.ops.par_rows().with_min_len(4096).any(view_needs)
 }
 
+/// Makes every string of `report` safe: changes the rows in place, so a compact report
+/// becomes a plain vector of built rows.
 fn fix_all(report: &mut Report) {
     head_strings!(&mut *report, &mut |s: &mut String| fix(s), mut);
     report.ops.par_iter_mut().with_min_len(4096).for_each(|o| {
@@ -172,7 +191,7 @@ fn fix_all(report: &mut Report) {
             }
         }
         // The tensor info may be shared with other rows: copied only when it changes.
-        if dtypes(o).any(needs) {
+        if dtypes(&o.tensor).any(needs) {
             let t = o.tensor_mut();
             for d in row_dtypes!(t, mut).into_iter().flatten() {
                 if needs(d) {
@@ -185,7 +204,9 @@ fn fix_all(report: &mut Report) {
     });
 }
 
-/// `report`, or a copy whose strings are safe for text when one is not.
+/// `report`, or a copy whose strings are safe for text when one is not. A clean report is
+/// neither copied nor built (its rows are read through [`Row`]); a dirty one's copy has every
+/// row built ([`fix_all`] changes them in place).
 pub(crate) fn text_safe(report: &Report) -> Cow<'_, Report> {
     if !dirty(report) {
         return Cow::Borrowed(report);
@@ -254,7 +275,7 @@ mod tests {
             for o in &fixed.ops {
                 row_strings!(o, &mut count);
                 count(&o.name.to_string());
-                dtypes(o).for_each(|d| count(&d.to_string()));
+                dtypes(&o.tensor).for_each(|d| count(&d.to_string()));
                 if let Some(p) = &o.truth.truth_problem {
                     count(p);
                 }

@@ -342,17 +342,21 @@ impl Terminal<'_> {
         t
     }
 
+    /// The ops table of the rows at `indices` (each row built alone while its cells are
+    /// written, [`divergence_diff::Rows::row`]).
     fn ops_table(&self, indices: &[usize]) -> Table {
         let (report, opts) = (self.report, self.opts);
         let first = report.first_divergence.as_ref().map(|f| f.index);
         let all = view::ops_columns(report);
         let measure = divergence_diff::Measure::of(&report.tolerance);
+        // Each shown row built alone, for its cells, and dropped (a compact report's rows are
+        // never built all at once).
         let texts: Vec<Vec<String>> = indices
             .iter()
             .map(|&i| {
-                let op = &report.ops[i];
+                let op = report.ops.row(i).op();
                 all.iter()
-                    .map(|c| c.text(i, op, first == Some(i), measure))
+                    .map(|c| c.text(i, &op, first == Some(i), measure))
                     .collect()
             })
             .collect();
@@ -384,7 +388,7 @@ impl Terminal<'_> {
         t.set_content_arrangement(ContentArrangement::Disabled);
         t.set_header(cols.iter().map(|c| c.label()).collect::<Vec<_>>());
         for (row, &i) in texts.into_iter().zip(indices) {
-            let op = &report.ops[i];
+            let status = report.ops.row(i).status();
             let is_first = first == Some(i);
             let cells: Vec<Cell> = all
                 .iter()
@@ -402,7 +406,7 @@ impl Terminal<'_> {
                     };
                     if opts.color {
                         match c {
-                            OpsColumn::Status => cell = cell.fg(status_color(op.status)),
+                            OpsColumn::Status => cell = cell.fg(status_color(status)),
                             OpsColumn::Mark | OpsColumn::Name if is_first => {
                                 cell = cell.fg(Color::Red).add_attribute(Attribute::Bold)
                             }
@@ -458,7 +462,8 @@ impl Sections for Terminal<'_> {
 
     fn first_divergence(&mut self) -> io::Result<()> {
         let report = self.report;
-        let (Some(f), Some(op)) = (&report.first_divergence, report.first_divergence_op()) else {
+        let op = report.first_divergence_op();
+        let (Some(f), Some(op)) = (&report.first_divergence, op.as_deref()) else {
             if let Some(text) = view::nothing_compared(report) {
                 self.line(&text, Some(BOLD_RED), 2)?;
                 return self.blank();
@@ -747,9 +752,14 @@ impl Sections for Terminal<'_> {
                 self.line(&text, Some(YELLOW), 2)?;
             }
         }
-        for op in view::unreadable_ops(report) {
-            let why = op.reason.as_deref().unwrap_or("unreadable");
-            self.line(&format!("Unreadable: {}: {why}", op.name), Some(YELLOW), 2)?;
+        for row in view::unreadable_ops(report) {
+            let why = row.reason();
+            let why = why.as_deref().unwrap_or("unreadable");
+            self.line(
+                &format!("Unreadable: {}: {why}", row.name()),
+                Some(YELLOW),
+                2,
+            )?;
         }
         Ok(())
     }

@@ -1,10 +1,14 @@
 //! What the table and Markdown views share: number formats, op selection (context window, filters),
 //! per-layer summaries and short labels.
+//!
+//! What reads every row (the selection, the per-layer tallies, the unreadable rows) reads it
+//! through its view ([`Row`]), so that a report whose decode steps are kept compact is never
+//! built whole by these views; only the few rows shown in full are built, one at a time.
 
 use std::collections::BTreeMap;
 
 use divergence_diff::{
-    ratio_text, sci, AmplificationRow, DTypeClass, Measure, OpResult, QkKind, Report, Status,
+    ratio_text, sci, AmplificationRow, DTypeClass, Measure, OpResult, QkKind, Report, Row, Status,
     StepSummary, Tolerance,
 };
 use rayon::prelude::*;
@@ -263,7 +267,12 @@ pub(crate) fn other_warnings(report: &Report) -> &[String] {
 /// `@s` (`k_norm$` keeps `model.layers.0.self_attn.k_norm@3`: the docs' own pattern kept the
 /// prefill alone, found by a UX review); `@3$` still picks a step.
 pub(crate) fn name_matches(re: &Regex, op: &OpResult) -> bool {
-    re.is_match(&op.name) || (op.step > 0 && re.is_match(divergence_names::split_step(&op.name).0))
+    row_name_matches(re, Row::Plain(op))
+}
+
+/// [`name_matches`] of a row's view (a compact decode step is not built).
+pub(crate) fn row_name_matches(re: &Regex, row: Row<'_>) -> bool {
+    re.is_match(&row.name()) || (row.step() > 0 && re.is_match(row.base()))
 }
 
 /// A name filter from `--layer` / `--grep`.
@@ -284,11 +293,12 @@ impl<'a> Filter<'a> {
         self.layer.is_some() || self.grep.is_some()
     }
 
-    pub(crate) fn matches(&self, op: &OpResult) -> bool {
-        if self.layer.is_some() && op.layer != self.layer {
+    /// Whether the row passes the filter (read through its view: nothing is built).
+    pub(crate) fn matches(&self, row: Row<'_>) -> bool {
+        if self.layer.is_some() && row.layer() != self.layer {
             return false;
         }
-        self.grep.is_none_or(|re| name_matches(re, op))
+        self.grep.is_none_or(|re| row_name_matches(re, row))
     }
 
     pub(crate) fn layer_ok(&self, layer: usize) -> bool {
@@ -344,14 +354,14 @@ pub(crate) fn amp_layer(r: &AmplificationRow) -> String {
     }
 }
 
-/// The rows that could not be read, in report order (found in parallel: a decode report has
-/// ~150,000 rows).
-pub(crate) fn unreadable_ops(report: &Report) -> Vec<&OpResult> {
+/// The rows that could not be read, in report order (found in parallel, through the rows'
+/// views: a decode report has ~150,000 rows, nearly all compact steps, none of them built).
+pub(crate) fn unreadable_ops(report: &Report) -> Vec<Row<'_>> {
     report
         .ops
-        .par_iter()
+        .par_rows()
         .with_min_len(4096)
-        .filter(|o| o.status == Status::Unreadable)
+        .filter(|r| r.status() == Status::Unreadable)
         .collect()
 }
 
@@ -526,12 +536,21 @@ pub(crate) struct Selection {
     pub indices: Vec<usize>,
 }
 
+/// The ops table's rows: those of the `--layer` / `--grep` filter, every row with `--all`, else
+/// the context around the first divergence (`None` without one). Rows are read through their
+/// views ([`Row`]): none is built.
 pub(crate) fn select_ops(report: &Report, opts: &TableOptions) -> Option<Selection> {
     let filter = Filter::new(opts);
     let total = report.ops.len();
     if filter.is_active() {
-        let indices: Vec<usize> = (0..total)
-            .filter(|&i| filter.matches(&report.ops[i]))
+        // In parallel, in row order (a regex over ~150,000 names).
+        let indices: Vec<usize> = report
+            .ops
+            .par_rows()
+            .enumerate()
+            .with_min_len(1024)
+            .filter(|&(_, row)| filter.matches(row))
+            .map(|(i, _)| i)
             .collect();
         let mut what = Vec::new();
         if let Some(l) = opts.layer {
@@ -581,9 +600,10 @@ pub(crate) struct LayerLine {
     pub first_bad: Option<String>,
 }
 
+/// One line per layer, in layer order (rows without a layer left out; no row is built).
 pub(crate) fn layer_lines(report: &Report) -> Vec<LayerLine> {
-    let name = |o: &OpResult| divergence_names::short_name(&o.name).to_string();
-    layer_tallies(report, |op| op.layer)
+    let name = |r: Row<'_>| divergence_names::short_name(&r.name()).to_string();
+    layer_tallies(report, |r| r.layer())
         .into_iter()
         .map(|(layer, t)| layer_line(report, layer, t, name))
         .collect()
@@ -595,15 +615,15 @@ pub(crate) fn layer_lines(report: &Report) -> Vec<LayerLine> {
 pub(crate) fn layer_phase_lines(
     report: &Report,
 ) -> Vec<(usize, Option<LayerLine>, Option<LayerLine>)> {
-    let name = |o: &OpResult| {
-        let short = divergence_names::short_name(divergence_names::split_step(&o.name).0);
-        match o.step {
+    let name = |r: Row<'_>| {
+        let short = divergence_names::short_name(r.base());
+        match r.step() {
             0 => short.to_string(),
             s => format!("{short}@{s}"),
         }
     };
     let mut out: Vec<(usize, Option<LayerLine>, Option<LayerLine>)> = Vec::new();
-    for ((layer, decode), t) in layer_tallies(report, |op| op.layer.map(|l| (l, op.step > 0))) {
+    for ((layer, decode), t) in layer_tallies(report, |r| r.layer().map(|l| (l, r.step() > 0))) {
         let line = Some(layer_line(report, layer, t, name));
         match out.last_mut() {
             Some(last) if last.0 == layer => last.2 = line,
@@ -614,21 +634,21 @@ pub(crate) fn layer_phase_lines(
     out
 }
 
-/// The rows' tallies by `key` (rows without one left out). One pass over the rows, in
+/// The rows' tallies by `key` (rows without one left out). One pass over the rows' views, in
 /// parallel (a decode report has ~150,000 rows: grouping them by layer first, then walking
-/// each group four times, cost milliseconds).
-fn layer_tallies<K: Ord + Send>(
-    report: &Report,
-    key: impl Fn(&OpResult) -> Option<K> + Sync,
+/// each group four times, cost milliseconds; building them, tens of milliseconds).
+fn layer_tallies<'r, K: Ord + Send>(
+    report: &'r Report,
+    key: impl Fn(Row<'r>) -> Option<K> + Sync,
 ) -> BTreeMap<K, LayerTally> {
     report
         .ops
-        .par_iter()
+        .par_rows()
         .enumerate()
         .with_min_len(4096)
-        .fold(BTreeMap::new, |mut m: BTreeMap<K, LayerTally>, (i, op)| {
-            if let Some(k) = key(op) {
-                m.entry(k).or_default().add(i, op);
+        .fold(BTreeMap::new, |mut m: BTreeMap<K, LayerTally>, (i, row)| {
+            if let Some(k) = key(row) {
+                m.entry(k).or_default().add(i, row);
             }
             m
         })
@@ -641,17 +661,17 @@ fn layer_tallies<K: Ord + Send>(
 }
 
 /// The line of a layer's (or a phase's) tally, its ops named by `name`.
-fn layer_line(
-    report: &Report,
+fn layer_line<'r>(
+    report: &'r Report,
     layer: usize,
     t: LayerTally,
-    name: impl Fn(&OpResult) -> String,
+    name: impl Fn(Row<'r>) -> String,
 ) -> LayerLine {
-    let op = |i: Option<usize>| i.and_then(|i| report.ops.get(i));
+    let op = |i: Option<usize>| i.and_then(|i| report.ops.get_row(i));
     let first_bad = op(t.first_bad);
     let worst = op(t.worst.map(|(_, i)| i));
     let status = match first_bad {
-        Some(op) => op.status.to_string(),
+        Some(row) => row.status().to_string(),
         None if t.incomplete => "incomplete".to_string(),
         None => "ok".to_string(),
     };
@@ -662,7 +682,7 @@ fn layer_line(
         status,
         worst_rel: t.worst.map(|(r, _)| r),
         worst_op: worst.map(&name),
-        worst_step: worst.map_or(0, |o| o.step),
+        worst_step: worst.map_or(0, |r| r.step()),
         first_bad: first_bad.map(&name),
     }
 }
@@ -682,17 +702,18 @@ struct LayerTally {
 }
 
 impl LayerTally {
-    fn add(&mut self, i: usize, op: &OpResult) {
+    fn add(&mut self, i: usize, row: Row<'_>) {
+        let status = row.status();
         self.ops += 1;
-        if op.status.is_divergence() {
+        if status.is_divergence() {
             self.diverged += 1;
             self.first_bad = Some(self.first_bad.map_or(i, |f| f.min(i)));
         }
         self.incomplete |= matches!(
-            op.status,
+            status,
             Status::OnlyOurs | Status::OnlyRef | Status::Unreadable
         );
-        if let Some(r) = op.errors.rel_l2_err {
+        if let Some(r) = row.rel_l2_err() {
             self.worst = Some(worse(self.worst, (r, i)));
         }
     }
@@ -1096,7 +1117,7 @@ mod tests {
         // The prefill's and the decode steps' lines apart (the TUI's `l` in a decode report)
         // are each the serial walk of that phase's rows alone.
         let mut report = report;
-        for op in &mut report.ops {
+        for op in report.ops.iter_mut() {
             op.step = divergence_names::split_step(&op.name).1;
         }
         let phases = layer_phase_lines(&report);

@@ -245,7 +245,7 @@ fn many(n: usize, bad: usize) -> Report {
         values: ValuesRef::F32(v),
         dtype: "float32",
     };
-    let rows = (0..n)
+    let rows: Vec<_> = (0..n)
         .map(|i| {
             let name = format!("model.layers.{}.mlp@{}", i % 28, i / 28);
             compare(

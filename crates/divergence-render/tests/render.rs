@@ -43,7 +43,7 @@ fn build(ops: &[Op], dtype: &str, ctx: ReportContext, cfg: &DiffConfig) -> Repor
             dtype,
         })
     }
-    let rows = ops
+    let rows: Vec<_> = ops
         .iter()
         .map(|o| compare(o.name, side(&o.ours, dtype), side(&o.reference, dtype), cfg))
         .collect();

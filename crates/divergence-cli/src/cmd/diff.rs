@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::{Context, Result};
 use clap::Args;
 use divergence_diff::{
-    DiffConfig, DumpNames, OpResult, Report, ReportContext, Side, Status, Tolerance,
+    DiffConfig, DumpNames, OpResult, Report, ReportContext, Rows, Side, Status, Tolerance,
 };
 use divergence_dump::{Dump, Format as DumpFormat, TensorView};
 use divergence_map::MappedDump;
@@ -841,15 +841,24 @@ fn tokens(
 /// unexplained, and their suggested rule kept them as they were), else `None`. Rows that a
 /// map rule computed are explained in the reason only (a suggested rule would need composing).
 fn layout_diagnosis(
-    ops: &mut [OpResult],
+    ops: &mut Rows,
     plan: &divergence_diff::OrderPlan,
     (ours, reference): (&MappedDump<'_>, &MappedDump<'_>),
     cfg: &DiffConfig,
     prompt_len: Option<usize>,
 ) -> Vec<(String, String, Option<String>)> {
     type Shapes = (Option<Vec<usize>>, Option<Vec<usize>>);
+    // Shape mismatches are rows of their own, never steps of a run ([`Rows`]).
+    if !ops
+        .par_rows()
+        .any(|row| row.status() == Status::ShapeMismatch)
+    {
+        return Vec::new();
+    }
     let rows: Vec<(String, String, Option<String>, Shapes)> = ops
-        .par_iter_mut()
+        .plain_mut()
+        .into_par_iter()
+        .map(|(_, row)| row)
         .filter(|row| row.status == Status::ShapeMismatch)
         .filter_map(|row| {
             if let Some(text) = whole_cache(row, prompt_len) {
@@ -1092,29 +1101,33 @@ fn steps_profile(
     // No error is measured across a shape mismatch: no profile, as for one pass (a UX review
     // read "error at every decode step" over shape mismatches).
     if report
-        .first_divergence_op()
-        .is_some_and(|op| op.status == Status::ShapeMismatch)
+        .ops
+        .get_row(first.index)
+        .is_some_and(|row| row.status() == Status::ShapeMismatch)
     {
         return None;
     }
     let base = divergence_names::split_step(&first.name).0;
     let mut prefill = None;
     let mut rows = Vec::new();
-    for op in &report.ops {
-        match divergence_names::split_step(&op.name) {
+    // The probe's rows (built: a few hundred of a decode report's rows).
+    for row in report.ops.rows() {
+        match row.split() {
             (b, 0) if b == base => {
+                let op = row.op();
                 let (Some(o), Some(r)) = (
                     read_whole(ours, plan.ours_name(&op.name)),
                     read_whole(reference, &op.name),
                 ) else {
                     continue;
                 };
-                prefill = row_profile(op, &o.0, &r.0);
+                prefill = row_profile(&op, &o.0, &r.0);
             }
-            (b, _) if b == base => rows.push(op),
+            (b, _) if b == base => rows.push(row.op()),
             _ => {}
         }
     }
+    let rows: Vec<&OpResult> = rows.iter().map(|op| &**op).collect();
     // The prompt's length numbers the steps' token positions where the op has no prefill row,
     // and the logits' where they keep the prompt's last rows only.
     divergence_diff::across_steps(base, prefill, &rows, prompt_len)
@@ -1140,7 +1153,7 @@ fn positions(
     ours: &TensorView<'_>,
     reference: &TensorView<'_>,
 ) -> Option<divergence_diff::PositionProfile> {
-    row_profile(report.first_divergence_op()?, ours, reference)
+    row_profile(&*report.first_divergence_op()?, ours, reference)
 }
 
 /// The per-position profile of one row (see [`positions`]).
@@ -1442,6 +1455,64 @@ fn dump_names<'a>(dump: &'a MappedDump<'_>) -> DumpNames<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `diff` of two decode dumps keeps their steps compact ([`Rows`]) from the comparison
+    /// through the report and its table and Markdown outputs: none of those builds every row
+    /// (the JSON, HTML and TUI outputs do). A clean pair, and one whose first divergence is in
+    /// a decode step (its position profile across the steps, the hints and the origin read
+    /// the rows they need one by one).
+    #[test]
+    fn a_decode_diff_as_a_table_keeps_its_steps_compact() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: DiffArgs,
+        }
+        let fixture = |name: &str| {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../fixtures/ref")
+                .join(name)
+                .display()
+                .to_string()
+        };
+        let (f32d, bf16d) = (
+            fixture("tiny-qwen3.f32.decode.npz"),
+            fixture("tiny-qwen3.bf16.decode.npz"),
+        );
+        let cases: [(&[&str], bool); 2] = [
+            (&[&f32d, &f32d], false),
+            (&[&bf16d, &f32d, "--exact", "--steps", "1-3"], true),
+        ];
+        for (argv, diverges) in cases {
+            let cli = <Cli as clap::Parser>::try_parse_from(
+                std::iter::once("diff").chain(argv.iter().copied()),
+            )
+            .expect("arguments");
+            let report = build_report(&cli.args).expect("a report");
+            assert_eq!(report.has_divergence(), diverges, "{argv:?}");
+            if diverges {
+                let first = report.first_divergence.as_ref().expect("a divergence");
+                assert!(first.step > 0, "{argv:?}: in a decode step");
+                assert!(report.positions.is_some(), "{argv:?}: its profile");
+            }
+            assert!(report.ops.is_compact(), "{argv:?}");
+            assert!(
+                !report.ops.is_built(),
+                "{argv:?}: the report built its rows"
+            );
+            for color in [false, true] {
+                let opts = TableOptions {
+                    color,
+                    ..TableOptions::default()
+                };
+                let mut out = Vec::new();
+                divergence_render::render_table(&report, &opts, &mut out).expect("table");
+                divergence_render::render_markdown(&report, &opts, &mut out).expect("markdown");
+                assert!(!out.is_empty());
+            }
+            assert!(!report.ops.is_built(), "{argv:?}: the table built the rows");
+        }
+    }
 
     #[test]
     fn a_cache_probe_is_the_whole_cache_only_on_its_slots_axis_and_length() {

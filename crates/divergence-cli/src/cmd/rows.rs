@@ -1,18 +1,22 @@
-//! Comparing the rows of a plan, in parallel, into the report's row vector.
+//! Comparing the rows of a plan, in parallel, into the report's rows ([`Rows`]).
 //!
 //! Each probe is compared on its own ([`compare_probe`]; [`stream_probe`] for what is not stored
 //! in place), except the decode steps of a probe that both dumps keep in a stacked member
 //! (docs/dump-format.md, "Decode steps"): those are compared in one call per run of steps
-//! ([`divergence_diff::compare_steps`], one pass over both members), and each of their rows
-//! is written straight to its place in the plan's order ([`Slots`]). The rows are the same,
-//! bit for bit, either way (tested); the one call spends once what each step's own call spent
-//! (the lookups, the dispatch, the row's shapes and tolerance), and reads both members front
-//! to back instead of a member away from the last row (docs/performance.md, "Decode steps").
+//! ([`divergence_diff::compare_step_run`], one pass over both members), which keeps them
+//! compact (a `StepRun`: what the steps share, and each step's sums), placed by index with the
+//! other rows ([`RowsBuilder`]). Without such runs, every row is written straight to its place
+//! in the plan's order ([`Slots`]). The rows are the same, bit for bit, either way (tested);
+//! the one call spends once what each step's own call spent (the lookups, the dispatch, the
+//! row's shapes and tolerance), reads both members front to back instead of a member away
+//! from the last row, and makes no row until one is read whole (docs/performance.md, "Decode
+//! steps").
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use divergence_diff::{
-    DiffConfig, Head, Needs, OpResult, OrderPlan, ProbeFold, Side, Status, Which,
+    DiffConfig, Head, Needs, OpResult, OrderPlan, ProbeFold, Rows, RowsBuilder, Side, Status,
+    StepRows, Which,
 };
 use divergence_dump::{Dump, DumpError, TensorView};
 use divergence_map::{Entry, MappedDump, Pieces};
@@ -31,7 +35,7 @@ pub(crate) fn compare_all(
     reference: &MappedDump<'_>,
     truth: Option<&MappedDump<'_>>,
     cfg: &DiffConfig,
-) -> Vec<OpResult> {
+) -> Rows {
     let n = plan.order.len();
     let entries = |i: usize| entries_at(plan, ours, reference, i);
     let one = |i: usize| compare_row(plan, ours, reference, truth, cfg, i);
@@ -41,28 +45,71 @@ pub(crate) fn compare_all(
     } else {
         jobs(n, &entries, (ours.dump(), reference.dump()), cfg)
     };
-    let mut ops: Vec<OpResult> = Vec::with_capacity(n);
-    huge_pages(&ops);
-    let slots = Slots::new(&mut ops, n);
-    jobs.par_iter()
+    if !jobs.iter().any(|job| matches!(job, Job::Steps(_))) {
+        // Every row on its own: written in place, by index.
+        let mut ops: Vec<OpResult> = Vec::with_capacity(n);
+        huge_pages(&ops);
+        let slots = Slots::new(&mut ops, n);
+        jobs.par_iter()
+            .with_max_len(JOBS_PER_TASK)
+            .for_each(|job| match job {
+                Job::Row(i) => slots.put(*i, one(*i)),
+                Job::Steps(run) => run.rows.iter().for_each(|&i| slots.put(i, one(i))),
+            });
+        // Every job has written its rows (`jobs` names every index once; `finish` checks).
+        slots.finish();
+        return Rows::from(ops);
+    }
+    // Runs of decode steps, kept compact where their rows need no more than their sums
+    // ([`Rows`]): each job's rows, then placed by index.
+    let done: Vec<Done> = jobs
+        .par_iter()
         .with_max_len(JOBS_PER_TASK)
-        .for_each(|job| match job {
-            Job::Row(i) => slots.put(*i, one(*i)),
-            Job::Steps(run) => {
-                let done = compare_run(run, plan, ours, reference, cfg, &|i, mut row| {
-                    row.mapped = ours
-                        .mapping(plan.ours_name(&row.name))
-                        .and_then(|v| v.how.clone());
-                    slots.put(i, row);
-                });
-                if !done {
-                    run.rows.iter().for_each(|&i| slots.put(i, one(i)));
+        .map(|job| match job {
+            Job::Row(i) => Done::Row(*i, one(*i)),
+            Job::Steps(run) => match compare_run(run, plan, ours, reference, cfg) {
+                Some(steps) => {
+                    let how = |i: usize| {
+                        ours.mapping(plan.ours_name(&plan.order[i]))
+                            .and_then(|v| v.how.clone())
+                    };
+                    if run.rows.iter().all(|&i| how(i).is_none()) {
+                        Done::Run(&run.rows, steps)
+                    } else {
+                        // A name map made our steps: each row says how.
+                        let rows = steps
+                            .into_rows()
+                            .into_iter()
+                            .map(|(k, mut row)| {
+                                let i = run.rows[k];
+                                row.mapped = how(i);
+                                (i, row)
+                            })
+                            .collect();
+                        Done::Rows(rows)
+                    }
                 }
-            }
-        });
+                None => Done::Rows(run.rows.iter().map(|&i| (i, one(i))).collect()),
+            },
+        })
+        .collect();
+    let mut rows = RowsBuilder::new(n);
+    for d in done {
+        match d {
+            Done::Row(i, row) => rows.put(i, row),
+            Done::Run(at, steps) => rows.put_run(at, steps),
+            Done::Rows(list) => list.into_iter().for_each(|(i, row)| rows.put(i, row)),
+        }
+    }
     // Every job has written its rows (`jobs` names every index once; `finish` checks).
-    slots.finish();
-    ops
+    rows.finish()
+}
+
+/// What one job made: a row, a run of steps (rows at these indices), or rows by index.
+enum Done<'j> {
+    Row(usize, OpResult),
+    Run(&'j [usize], StepRows),
+    Rows(Vec<(usize, OpResult)>),
 }
 
 /// Row `i`'s tensors in ours and in the reference (`None`: not in that dump).
@@ -225,25 +272,23 @@ fn jobs<'m, 'a: 'm>(
     }
 }
 
-/// Compares a run of decode steps in one call ([`divergence_diff::compare_steps`]) and hands
-/// each row to `put` with its index; false (nothing handed) when the members' steps cannot be
-/// borrowed in one piece ([`Dump::member_steps`]): then compare them row by row, which says
-/// why a step cannot be read.
+/// Compares a run of decode steps in one call ([`divergence_diff::compare_step_run`]); `None`
+/// when the members' steps cannot be borrowed in one piece ([`Dump::member_steps`]): then
+/// compare them row by row, which says why a step cannot be read.
 fn compare_run<'a>(
     run: &Run,
     plan: &OrderPlan,
     ours: &MappedDump<'a>,
     reference: &MappedDump<'a>,
     cfg: &DiffConfig,
-    put: &dyn Fn(usize, OpResult),
-) -> bool {
+) -> Option<StepRows> {
     let steps = run.first..run.first + run.rows.len();
     let (om, rm) = run.members;
     let (Some((o_shape, o_values)), Some((r_shape, r_values))) = (
         ours.dump().member_steps(om, steps.clone()),
         reference.dump().member_steps(rm, steps),
     ) else {
-        return false;
+        return None;
     };
     // One dtype per side for the whole run: the member's, where the dump knows it is every
     // step's; else each row's asked, or row by row.
@@ -261,7 +306,7 @@ fn compare_run<'a>(
             };
             let first = dtypes(run.rows[0]);
             if !run.rows[1..].iter().all(|&i| dtypes(i) == first) {
-                return false;
+                return None;
             }
             first
         }
@@ -274,14 +319,12 @@ fn compare_run<'a>(
         values,
         dtype,
     };
-    divergence_diff::compare_steps(
+    Some(divergence_diff::compare_step_run(
         &names,
         side(o_shape, o_values, o_dtype),
         side(r_shape, r_values, r_dtype),
         cfg,
-        &mut |k, row| put(run.rows[k], row),
-    );
-    true
+    ))
 }
 
 /// The spare capacity of a row vector, filled in place by many threads: row `i` is written to

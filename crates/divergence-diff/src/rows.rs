@@ -1,0 +1,796 @@
+//! The report's rows, in execution order ([`Rows`]): plain [`OpResult`]s, and the decode steps
+//! of a probe compared in one call ([`crate::compare_step_run`]) kept as a [`StepRun`], one
+//! compact entry of sums per step, from which a step's `OpResult` is built only where one is
+//! read whole.
+//!
+//! A 256-step decode of the 0.6B-shaped model has 152,345 rows, nearly all of them such steps:
+//! as `OpResult`s (368 bytes each, ~56 MB) they were written by the comparison and read by every
+//! later pass; as sums they take one 96-byte cell a row, ~15 MB (docs/performance.md,
+//! "Decode steps"). What reads a few fields of every row
+//! (the report's tallies, the table's per-layer lines) goes through [`Row`], a view that answers
+//! them from the sums with the functions that build the row (`compare.rs`'s
+//! `pair_terms` and `pair_verdict`), so a field read from a view and from the built row are the
+//! same bits (tested). What needs every row whole (JSON, HTML, the TUI, tests) dereferences
+//! [`Rows`] to a `Vec<OpResult>`, which builds every row once, on first use, and keeps them;
+//! [`Rows::is_built`] says whether that happened.
+//!
+//! Invariants: a run holds only steps whose sums rebuild their row bit for bit (no NaN or Inf,
+//! every element finite on both sides, the step's own name); any other step of a run is a
+//! plain row in its place. Every index below [`Rows::len`] is exactly one row.
+
+use std::borrow::Cow;
+use std::ops::{Deref, DerefMut};
+use std::sync::OnceLock;
+
+use divergence_names::{step_name_shared, Name};
+use rayon::prelude::*;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::compare::{
+    frac_outside, pair_row, pair_terms, pair_verdict, rel_l2, ErrorMetrics, NonFiniteCounts,
+    OpResult, RuleTerms, Status, TensorInfo, TruthMetrics,
+};
+use crate::metrics::Accumulator;
+use crate::tolerance::Resolved;
+
+/// The rows of a report, in execution order: see the module's doc. Dereferences to every row
+/// as an [`OpResult`] (built on first use); [`Rows::row`] and [`Rows::rows`] read them without
+/// building any.
+#[derive(Clone, Default)]
+pub struct Rows {
+    repr: Repr,
+}
+
+#[derive(Clone)]
+enum Repr {
+    /// Every row an `OpResult` (one-pass dumps, truth mode, rows changed in place).
+    Vec(Vec<OpResult>),
+    /// Plain rows and runs of decode steps.
+    Compact(Box<Compact>),
+}
+
+impl Default for Repr {
+    fn default() -> Repr {
+        Repr::Vec(Vec::new())
+    }
+}
+
+#[derive(Clone)]
+struct Compact {
+    plain: Vec<OpResult>,
+    runs: Vec<StepRun>,
+    /// One per row, in execution order: the passes over every row read them front to back
+    /// (a run's steps are rows a step's probes apart).
+    cells: Vec<Cell>,
+    /// Every row built, on first use of [`Deref`].
+    built: OnceLock<Vec<OpResult>>,
+}
+
+/// Row `i`: `plain[k]` when `run` is [`Cell::PLAIN`], else step `k` of `runs[run]`, whose
+/// sums are `sums`.
+#[derive(Clone, Copy, Debug)]
+struct Cell {
+    run: u32,
+    k: u32,
+    sums: StepSums,
+}
+
+// A row of a compact run: 96 bytes, against 368 for an `OpResult`.
+const _: () = assert!(std::mem::size_of::<Cell>() <= 96);
+
+impl Cell {
+    const PLAIN: u32 = u32::MAX;
+    const UNSET: Cell = Cell {
+        run: u32::MAX,
+        k: u32::MAX,
+        sums: StepSums::UNUSED,
+    };
+}
+
+/// Consecutive decode steps of one probe, compared in one call: what their rows share (each
+/// step's sums are kept apart, [`StepSums`]).
+#[derive(Clone, Debug)]
+pub struct StepRun {
+    /// The row every step's is made from: shapes, dtypes, tolerance, layer, zero non-finite
+    /// counts (its name, step and metrics are each step's).
+    pub(crate) head: OpResult,
+    /// The probe's name without the step.
+    pub(crate) base: Name,
+    /// The step of the run's first step (`k = 0`).
+    pub(crate) first: usize,
+    /// The tolerance every step was judged by.
+    pub(crate) tol: Resolved,
+    /// Elements per step.
+    pub(crate) n: u64,
+}
+
+/// One step's sums (an accumulator of `n` finite elements a side), its status and its local
+/// growth.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StepSums {
+    pub(crate) sum_o2: f64,
+    pub(crate) sum_r2: f64,
+    pub(crate) sum_d2: f64,
+    pub(crate) sum_abs_d: f64,
+    pub(crate) dot: f64,
+    pub(crate) max_abs_d: f64,
+    pub(crate) max_rel: f64,
+    /// `u64::MAX` for none.
+    pub(crate) max_abs_d_index: u64,
+    pub(crate) n_outside: u64,
+    /// NaN for none (a growth is finite, `origin::local_growths`).
+    pub(crate) local_growth: f64,
+    pub(crate) status: Status,
+}
+
+impl StepSums {
+    /// The sums of `acc` when they rebuild its row: `n` elements seen, all finite on both
+    /// sides.
+    pub(crate) fn of(acc: &Accumulator, n: u64, tol: &Resolved) -> Option<StepSums> {
+        let clean = acc.n == n
+            && acc.n_finite == n
+            && acc.nan_o == 0
+            && acc.inf_o == 0
+            && acc.nan_r == 0
+            && acc.inf_r == 0
+            && acc.nonfinite_mismatch == 0;
+        clean.then(|| StepSums {
+            sum_o2: acc.sum_o2,
+            sum_r2: acc.sum_r2,
+            sum_d2: acc.sum_d2,
+            sum_abs_d: acc.sum_abs_d,
+            dot: acc.dot,
+            max_abs_d: acc.max_abs_d,
+            max_rel: acc.max_rel,
+            max_abs_d_index: acc.max_abs_d_index.unwrap_or(u64::MAX),
+            n_outside: acc.n_outside,
+            status: pair_verdict(acc, tol).map_or(Status::Ok, |v| v.status()),
+            local_growth: f64::NAN,
+        })
+    }
+
+    /// The local growth, `None` where none was set.
+    fn growth(&self) -> Option<f64> {
+        Some(self.local_growth).filter(|g| !g.is_nan())
+    }
+
+    /// The accumulator these sums came from.
+    fn acc(&self, n: u64) -> Accumulator {
+        Accumulator {
+            n,
+            n_finite: n,
+            sum_o2: self.sum_o2,
+            sum_r2: self.sum_r2,
+            sum_d2: self.sum_d2,
+            sum_abs_d: self.sum_abs_d,
+            dot: self.dot,
+            max_abs_d: self.max_abs_d,
+            max_abs_d_index: (self.max_abs_d_index != u64::MAX).then_some(self.max_abs_d_index),
+            max_rel: self.max_rel,
+            n_outside: self.n_outside,
+            ..Accumulator::default()
+        }
+    }
+
+    /// A placeholder for a step kept as a plain row.
+    pub(crate) const UNUSED: StepSums = StepSums {
+        sum_o2: 0.0,
+        sum_r2: 0.0,
+        sum_d2: 0.0,
+        sum_abs_d: 0.0,
+        dot: 0.0,
+        max_abs_d: 0.0,
+        max_rel: 0.0,
+        max_abs_d_index: u64::MAX,
+        n_outside: 0,
+        local_growth: f64::NAN,
+        status: Status::Ok,
+    };
+}
+
+impl StepRun {
+    /// The row of step `k` of the run, whose sums are `s`, built (what comparing it alone
+    /// gives, bit for bit).
+    pub(crate) fn build(&self, k: usize, s: &StepSums) -> OpResult {
+        let mut row = self.head.clone();
+        row.step = self.first + k;
+        row.name = step_name_shared(&self.base, row.step);
+        let mut row = pair_row(row, &s.acc(self.n), &self.tol);
+        row.local_growth = s.growth();
+        row
+    }
+
+    /// The rule terms and error metrics of a step whose sums are `s` (all but the index of
+    /// the largest error).
+    fn terms(&self, s: &StepSums) -> (RuleTerms, ErrorMetrics) {
+        let mut rule = self.head.rule.clone();
+        let mut errors = ErrorMetrics::default();
+        pair_terms(&mut rule, &mut errors, &s.acc(self.n), &self.tol);
+        (rule, errors)
+    }
+}
+
+/// One row of [`Rows`], without building it: a plain row, or step `k` of a run.
+#[derive(Clone, Copy, Debug)]
+pub enum Row<'r> {
+    /// A row stored whole.
+    Plain(&'r OpResult),
+    /// Step `.2` of a run, whose sums are `.1`.
+    Step(&'r StepRun, &'r StepSums, usize),
+}
+
+impl<'r> From<&'r OpResult> for Row<'r> {
+    fn from(op: &'r OpResult) -> Row<'r> {
+        Row::Plain(op)
+    }
+}
+
+/// Rows read one at a time as [`Row`]s, without building any: [`Rows`], or `OpResult`s.
+pub trait RowSource: Sync {
+    /// Number of rows.
+    fn row_count(&self) -> usize;
+    /// Row `i` (panics past the rows).
+    fn row_at(&self, i: usize) -> Row<'_>;
+}
+
+impl RowSource for Rows {
+    fn row_count(&self) -> usize {
+        self.len()
+    }
+    fn row_at(&self, i: usize) -> Row<'_> {
+        self.row(i)
+    }
+}
+
+impl RowSource for [OpResult] {
+    fn row_count(&self) -> usize {
+        self.len()
+    }
+    fn row_at(&self, i: usize) -> Row<'_> {
+        Row::Plain(&self[i])
+    }
+}
+
+impl RowSource for Vec<OpResult> {
+    fn row_count(&self) -> usize {
+        self.len()
+    }
+    fn row_at(&self, i: usize) -> Row<'_> {
+        Row::Plain(&self[i])
+    }
+}
+
+impl<'r> Row<'r> {
+    /// Whether the row's name is `name` (without writing a step's name).
+    pub fn is_named(self, name: &str) -> bool {
+        match self {
+            Row::Plain(o) => *o.name == *name,
+            Row::Step(run, _, k) => divergence_names::is_step_name(name, &run.base, run.first + k),
+        }
+    }
+
+    /// The row whole: borrowed when plain, else built.
+    pub fn op(self) -> Cow<'r, OpResult> {
+        match self {
+            Row::Plain(o) => Cow::Borrowed(o),
+            Row::Step(run, s, k) => Cow::Owned(run.build(k, s)),
+        }
+    }
+
+    /// [`OpResult::name`]: borrowed when plain, else written (`base@step`).
+    pub fn name(self) -> Cow<'r, str> {
+        match self {
+            Row::Plain(o) => Cow::Borrowed(&o.name),
+            Row::Step(run, _, k) => {
+                Cow::Owned(divergence_names::step_name(&run.base, run.first + k))
+            }
+        }
+    }
+
+    /// The name split into the probe's name without the step and the step
+    /// ([`divergence_names::split_step`] of [`Row::name`]).
+    pub fn split(self) -> (&'r str, usize) {
+        match self {
+            Row::Plain(o) => divergence_names::split_step(&o.name),
+            Row::Step(run, _, k) => (&run.base, run.first + k),
+        }
+    }
+
+    /// The probe's name without the step (the whole name of a row that is no decode step).
+    pub fn base(self) -> &'r str {
+        self.split().0
+    }
+
+    /// [`OpResult::status`].
+    pub fn status(self) -> Status {
+        match self {
+            Row::Plain(o) => o.status,
+            Row::Step(_, s, _) => s.status,
+        }
+    }
+
+    /// [`OpResult::step`].
+    pub fn step(self) -> usize {
+        match self {
+            Row::Plain(o) => o.step,
+            Row::Step(run, _, k) => run.first + k,
+        }
+    }
+
+    /// [`OpResult::layer`].
+    pub fn layer(self) -> Option<usize> {
+        match self {
+            Row::Plain(o) => o.layer,
+            Row::Step(run, ..) => run.head.layer,
+        }
+    }
+
+    /// [`OpResult::tensor`].
+    pub fn tensor(self) -> &'r TensorInfo {
+        match self {
+            Row::Plain(o) => &o.tensor,
+            Row::Step(run, ..) => &run.head.tensor,
+        }
+    }
+
+    /// [`OpResult::nonfinite`].
+    pub fn nonfinite(self) -> &'r NonFiniteCounts {
+        match self {
+            Row::Plain(o) => &o.nonfinite,
+            Row::Step(run, ..) => &run.head.nonfinite,
+        }
+    }
+
+    /// [`OpResult::truth`].
+    pub fn truth(self) -> &'r TruthMetrics {
+        match self {
+            Row::Plain(o) => &o.truth,
+            Row::Step(run, ..) => &run.head.truth,
+        }
+    }
+
+    /// [`OpResult::local_growth`].
+    pub fn local_growth(self) -> Option<f64> {
+        match self {
+            Row::Plain(o) => o.local_growth,
+            Row::Step(_, s, _) => s.growth(),
+        }
+    }
+
+    /// [`OpResult::mapped`].
+    pub fn mapped(self) -> Option<&'r str> {
+        match self {
+            Row::Plain(o) => o.mapped.as_deref(),
+            Row::Step(..) => None,
+        }
+    }
+
+    /// [`OpResult::rule`] and [`OpResult::errors`] (`max_abs_err_index` only of a plain row).
+    pub fn terms(self) -> (Cow<'r, RuleTerms>, Cow<'r, ErrorMetrics>) {
+        match self {
+            Row::Plain(o) => (Cow::Borrowed(&o.rule), Cow::Borrowed(&o.errors)),
+            Row::Step(run, s, _) => {
+                let (rule, errors) = run.terms(s);
+                (Cow::Owned(rule), Cow::Owned(errors))
+            }
+        }
+    }
+
+    /// `errors.rel_l2_err`.
+    pub fn rel_l2_err(self) -> Option<f64> {
+        match self {
+            Row::Plain(o) => o.errors.rel_l2_err,
+            Row::Step(run, s, _) => rel_l2(&s.acc(run.n)),
+        }
+    }
+
+    /// `errors.max_abs_err`.
+    pub fn max_abs_err(self) -> Option<f64> {
+        match self {
+            Row::Plain(o) => o.errors.max_abs_err,
+            // As `pair_terms` writes it (every row reads it: the first difference).
+            Row::Step(_, s, _) => Some(s.max_abs_d).filter(|x| x.is_finite()),
+        }
+    }
+
+    /// `rule.tol_threshold`.
+    pub fn tol_threshold(self) -> Option<f64> {
+        match self {
+            Row::Plain(o) => o.rule.tol_threshold,
+            Row::Step(run, s, _) => run.terms(s).0.tol_threshold,
+        }
+    }
+
+    /// `rule.ref_l2`.
+    pub fn ref_l2(self) -> Option<f64> {
+        match self {
+            Row::Plain(o) => o.rule.ref_l2,
+            Row::Step(run, s, _) => run.terms(s).0.ref_l2,
+        }
+    }
+
+    /// `rule.diff_l2`.
+    pub fn diff_l2(self) -> Option<f64> {
+        match self {
+            Row::Plain(o) => o.rule.diff_l2,
+            Row::Step(run, s, _) => run.terms(s).0.diff_l2,
+        }
+    }
+
+    /// `rule.rtol` and `rule.atol`.
+    pub fn rule_tol(self) -> (Option<f64>, Option<f64>) {
+        let rule = match self {
+            Row::Plain(o) => &o.rule,
+            Row::Step(run, ..) => &run.head.rule,
+        };
+        (rule.rtol, rule.atol)
+    }
+
+    /// [`OpResult::frac_outside_tol`].
+    pub fn frac_outside_tol(self) -> Option<f64> {
+        match self {
+            Row::Plain(o) => o.frac_outside_tol,
+            Row::Step(run, s, _) => Some(frac_outside(&s.acc(run.n))),
+        }
+    }
+
+    /// [`OpResult::reason`]: borrowed when plain, else written (only a diverged step has one).
+    pub fn reason(self) -> Option<Cow<'r, str>> {
+        match self {
+            Row::Plain(o) => o.reason.as_deref().map(Cow::Borrowed),
+            Row::Step(run, s, k) => {
+                if s.status == Status::Ok {
+                    return None;
+                }
+                run.build(k, s).reason.map(Cow::Owned)
+            }
+        }
+    }
+}
+
+impl Rows {
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        match &self.repr {
+            Repr::Vec(v) => v.len(),
+            Repr::Compact(c) => c.cells.len(),
+        }
+    }
+
+    /// Whether there is no row.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Row `i`, without building it. Panics past the rows, as indexing does.
+    pub fn row(&self, i: usize) -> Row<'_> {
+        match &self.repr {
+            Repr::Vec(v) => Row::Plain(&v[i]),
+            Repr::Compact(c) => {
+                let cell = &c.cells[i];
+                if cell.run == Cell::PLAIN {
+                    Row::Plain(&c.plain[cell.k as usize])
+                } else {
+                    Row::Step(&c.runs[cell.run as usize], &cell.sums, cell.k as usize)
+                }
+            }
+        }
+    }
+
+    /// Row `i`, or `None` past the rows.
+    pub fn get_row(&self, i: usize) -> Option<Row<'_>> {
+        (i < self.len()).then(|| self.row(i))
+    }
+
+    /// Row `i` whole (built when it is a step of a run), or `None` past the rows.
+    pub fn op(&self, i: usize) -> Option<Cow<'_, OpResult>> {
+        match &self.repr {
+            Repr::Vec(v) => v.get(i).map(Cow::Borrowed),
+            Repr::Compact(c) => match c.built.get() {
+                Some(built) => built.get(i).map(Cow::Borrowed),
+                None => self.get_row(i).map(Row::op),
+            },
+        }
+    }
+
+    /// Every row, in order, without building any.
+    pub fn rows(&self) -> impl ExactSizeIterator<Item = Row<'_>> + '_ {
+        (0..self.len()).map(|i| self.row(i))
+    }
+
+    /// [`Rows::rows`], in parallel.
+    pub fn par_rows(&self) -> impl IndexedParallelIterator<Item = Row<'_>> + '_ {
+        (0..self.len()).into_par_iter().map(|i| self.row(i))
+    }
+
+    /// Whether every row has been built as an `OpResult` (by a use of [`Deref`]), or was one
+    /// from the start.
+    pub fn is_built(&self) -> bool {
+        match &self.repr {
+            Repr::Vec(_) => true,
+            Repr::Compact(c) => c.built.get().is_some(),
+        }
+    }
+
+    /// Whether some rows are kept as runs of decode steps.
+    pub fn is_compact(&self) -> bool {
+        matches!(self.repr, Repr::Compact(_))
+    }
+
+    /// Sets every row's [`OpResult::local_growth`] (`growths[i]` of row `i`; a compact step
+    /// keeps a NaN growth as none, which `origin::local_growths` never gives).
+    pub fn set_local_growths(&mut self, growths: Vec<Option<f64>>) {
+        match &mut self.repr {
+            Repr::Vec(v) => v
+                .par_iter_mut()
+                .zip(growths)
+                .for_each(|(op, g)| op.local_growth = g),
+            Repr::Compact(c) => {
+                let c = &mut **c;
+                for (cell, g) in c.cells.iter_mut().zip(growths) {
+                    if cell.run == Cell::PLAIN {
+                        c.plain[cell.k as usize].local_growth = g;
+                    } else {
+                        cell.sums.local_growth = g.unwrap_or(f64::NAN);
+                    }
+                }
+                c.built = OnceLock::new();
+            }
+        }
+    }
+
+    /// The rows stored whole, to change in place, with their indices, in order (every row of
+    /// a plain vector; a compact one's plain rows).
+    pub fn plain_mut(&mut self) -> Vec<(usize, &mut OpResult)> {
+        match &mut self.repr {
+            Repr::Vec(v) => v.iter_mut().enumerate().collect(),
+            Repr::Compact(c) => {
+                let c = &mut **c;
+                c.built = OnceLock::new();
+                let mut at = vec![usize::MAX; c.plain.len()];
+                for (i, cell) in c.cells.iter().enumerate() {
+                    if cell.run == Cell::PLAIN {
+                        at[cell.k as usize] = i;
+                    }
+                }
+                let mut rows: Vec<(usize, &mut OpResult)> =
+                    at.into_iter().zip(c.plain.iter_mut()).collect();
+                rows.sort_unstable_by_key(|(i, _)| *i);
+                rows
+            }
+        }
+    }
+
+    /// Every row as an `OpResult`, in order.
+    pub fn into_vec(self) -> Vec<OpResult> {
+        match self.repr {
+            Repr::Vec(v) => v,
+            Repr::Compact(mut c) => match c.built.take() {
+                Some(v) => v,
+                None => build_all(&c),
+            },
+        }
+    }
+}
+
+/// Every row of a compact representation, built, in order (in parallel).
+fn build_all(c: &Compact) -> Vec<OpResult> {
+    c.cells
+        .par_iter()
+        .with_min_len(1024)
+        .map(|cell| {
+            if cell.run == Cell::PLAIN {
+                c.plain[cell.k as usize].clone()
+            } else {
+                c.runs[cell.run as usize].build(cell.k as usize, &cell.sums)
+            }
+        })
+        .collect()
+}
+
+impl Deref for Rows {
+    type Target = Vec<OpResult>;
+
+    /// Every row whole: a compact report builds them all, once, on first use.
+    fn deref(&self) -> &Vec<OpResult> {
+        match &self.repr {
+            Repr::Vec(v) => v,
+            Repr::Compact(c) => c.built.get_or_init(|| build_all(c)),
+        }
+    }
+}
+
+impl DerefMut for Rows {
+    /// Every row whole, to change: a compact report becomes a plain vector first.
+    fn deref_mut(&mut self) -> &mut Vec<OpResult> {
+        if let Repr::Compact(_) = self.repr {
+            let rows = std::mem::take(self).into_vec();
+            self.repr = Repr::Vec(rows);
+        }
+        match &mut self.repr {
+            Repr::Vec(v) => v,
+            Repr::Compact(_) => unreachable!("made a vector above"),
+        }
+    }
+}
+
+impl<'a> IntoIterator for &'a Rows {
+    type Item = &'a OpResult;
+    type IntoIter = std::slice::Iter<'a, OpResult>;
+
+    /// Every row whole ([`Deref`]: a compact report builds them all).
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
+impl From<Vec<OpResult>> for Rows {
+    fn from(v: Vec<OpResult>) -> Rows {
+        Rows { repr: Repr::Vec(v) }
+    }
+}
+
+impl std::fmt::Debug for Rows {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.rows().map(Row::op)).finish()
+    }
+}
+
+impl PartialEq for Rows {
+    /// Row by row, each as an `OpResult`.
+    fn eq(&self, other: &Rows) -> bool {
+        self.len() == other.len() && (0..self.len()).all(|i| self.op(i) == other.op(i))
+    }
+}
+
+impl Serialize for Rows {
+    /// A sequence of the rows, each as an `OpResult` (built one at a time).
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut seq = s.serialize_seq(Some(self.len()))?;
+        for i in 0..self.len() {
+            if let Some(op) = self.op(i) {
+                seq.serialize_element(&*op)?;
+            }
+        }
+        seq.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Rows {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Rows, D::Error> {
+        Vec::<OpResult>::deserialize(d).map(Rows::from)
+    }
+}
+
+/// What [`crate::compare_step_run`] gives for a run of decode steps: the steps kept compact,
+/// and the others as rows (with their step's index in the run).
+#[derive(Debug)]
+pub struct StepRows {
+    /// What the steps kept compact share (`None`: every step is in `rows`).
+    pub(crate) run: Option<StepRun>,
+    /// With a `run`, every step's sums, by index in the run (those of a step in `rows`
+    /// unused); else empty.
+    pub(crate) sums: Vec<StepSums>,
+    /// The steps that are rows of their own, by index in the run, in order.
+    pub(crate) rows: Vec<(usize, OpResult)>,
+}
+
+impl StepRows {
+    /// Every step's row, by index in the run, in order.
+    pub fn into_rows(self) -> Vec<(usize, OpResult)> {
+        let Some(run) = self.run else {
+            return self.rows;
+        };
+        let mut rows = self.rows.into_iter().peekable();
+        let mut out = Vec::with_capacity(self.sums.len());
+        for (k, s) in self.sums.iter().enumerate() {
+            match rows.next_if(|(j, _)| *j == k) {
+                Some(row) => out.push(row),
+                None => out.push((k, run.build(k, s))),
+            }
+        }
+        out
+    }
+}
+
+/// Makes [`Rows`] of `n` rows from rows and runs placed by index.
+pub struct RowsBuilder {
+    plain: Vec<OpResult>,
+    runs: Vec<StepRun>,
+    /// Each run's sums, by step.
+    sums: Vec<Vec<StepSums>>,
+    /// Row `i`'s `(run, k)` as in [`Cell`] (8 bytes a row: placed one by one, then the cells
+    /// made in parallel, in order).
+    slots: Vec<(u32, u32)>,
+}
+
+impl RowsBuilder {
+    const UNSET: (u32, u32) = (Cell::UNSET.run, Cell::UNSET.k);
+
+    /// A builder of `n` rows.
+    pub fn new(n: usize) -> RowsBuilder {
+        RowsBuilder {
+            plain: Vec::new(),
+            runs: Vec::new(),
+            sums: Vec::new(),
+            slots: vec![RowsBuilder::UNSET; n],
+        }
+    }
+
+    /// Row `i`. Panics past the rows or on a second write of `i`.
+    pub fn put(&mut self, i: usize, row: OpResult) {
+        let k = u32::try_from(self.plain.len()).expect("fewer than 2^32 rows");
+        self.set(i, (Cell::PLAIN, k));
+        self.plain.push(row);
+    }
+
+    /// The steps of a run, step `k` at row `at[k]` (one index per step of the run). Panics as
+    /// [`RowsBuilder::put`], or when `at` has another number of indices than the run steps.
+    pub fn put_run(&mut self, at: &[usize], steps: StepRows) {
+        debug_assert!(steps.rows.windows(2).all(|w| w[0].0 < w[1].0));
+        if let Some(run) = steps.run {
+            assert_eq!(at.len(), steps.sums.len(), "one row index per step");
+            let r = u32::try_from(self.runs.len()).expect("fewer than 2^32 runs");
+            let mut own = steps.rows.iter().map(|(k, _)| *k).peekable();
+            for (k, &i) in at.iter().enumerate() {
+                if own.next_if(|&j| j == k).is_none() {
+                    let k = u32::try_from(k).expect("fewer than 2^32 steps");
+                    self.set(i, (r, k));
+                }
+            }
+            self.runs.push(run);
+            self.sums.push(steps.sums);
+        }
+        for (k, row) in steps.rows {
+            self.put(at[k], row);
+        }
+    }
+
+    fn set(&mut self, i: usize, slot: (u32, u32)) {
+        let at = self.slots.get_mut(i).expect("a row index within the plan");
+        assert!(*at == RowsBuilder::UNSET, "row {i} written twice");
+        *at = slot;
+    }
+
+    /// The rows. Panics when one was never written.
+    pub fn finish(self) -> Rows {
+        assert!(
+            !self.slots.contains(&RowsBuilder::UNSET),
+            "a row was never written"
+        );
+        if self.runs.is_empty() {
+            // Plain rows only: in order, as a vector.
+            let mut plain: Vec<Option<OpResult>> = self.plain.into_iter().map(Some).collect();
+            let rows: Vec<OpResult> = self
+                .slots
+                .iter()
+                .map(|&(_, k)| plain[k as usize].take().expect("each row once"))
+                .collect();
+            return Rows::from(rows);
+        }
+        let sums = &self.sums;
+        let cells = self
+            .slots
+            .par_iter()
+            .with_min_len(4096)
+            .map(|&(run, k)| Cell {
+                run,
+                k,
+                sums: if run == Cell::PLAIN {
+                    StepSums::UNUSED
+                } else {
+                    sums[run as usize][k as usize]
+                },
+            })
+            .collect();
+        Rows {
+            repr: Repr::Compact(Box::new(Compact {
+                plain: self.plain,
+                runs: self.runs,
+                cells,
+                built: OnceLock::new(),
+            })),
+        }
+    }
+}

@@ -1,0 +1,349 @@
+//! A report whose decode steps are kept compact ([`Rows`] runs): `assemble` and the table and
+//! Markdown views never build its rows (`Rows::is_built` stays false), with the default
+//! options, `--layer`, `--grep`, `--all`, a width and colours; the report and the bytes written
+//! are those of the same rows built, and every view of a row reads its built row's fields.
+
+use divergence_diff::*;
+use divergence_render::{render_markdown, render_table, Regex, TableOptions};
+
+/// Decode steps of every probe (step 0, the prefill, is a plain row).
+const STEPS: usize = 6;
+
+/// Elements per step.
+const SHAPE: [usize; 2] = [2, 4];
+
+/// A deterministic "activation": values of moderate size, no zeros.
+fn act(n: usize, seed: usize) -> Vec<f32> {
+    (0..n)
+        .map(|i| ((i as f32 + 1.0) * 0.37 + seed as f32 * 1.3).sin() * 2.0 + 0.1)
+        .collect()
+}
+
+/// ours = ref * (1 + eps) element-wise pattern.
+fn perturb(r: &[f32], eps: f32) -> Vec<f32> {
+    r.iter()
+        .enumerate()
+        .map(|(i, x)| x * (1.0 + eps * (((i % 5) as f32) - 2.0) / 2.0))
+        .collect()
+}
+
+/// One probe: its name, whether it has a prefill row, and our error at each step.
+struct Probe {
+    name: String,
+    prefill: bool,
+    eps: fn(usize) -> f32,
+}
+
+fn probes(hostile: bool) -> Vec<Probe> {
+    let noise: fn(usize) -> f32 = |_| 1e-7;
+    // Layer 1's mlp goes wrong from decode step 3 on, and carries into what follows it.
+    let bug: fn(usize) -> f32 = |s| if s >= 3 { 5e-2 } else { 1e-7 };
+    let mut out = Vec::new();
+    for l in 0..3 {
+        for op in ["self_attn.k_proj", "self_attn.k_norm", "mlp"] {
+            let eps = if l == 1 && op == "mlp" || l == 2 {
+                bug
+            } else {
+                noise
+            };
+            out.push(Probe {
+                name: format!("model.layers.{l}.{op}"),
+                prefill: true,
+                eps,
+            });
+        }
+        out.push(Probe {
+            name: format!("model.layers.{l}"),
+            prefill: true,
+            eps: if l >= 1 { bug } else { noise },
+        });
+    }
+    if hostile {
+        // Only in the decode steps: its rows are all compact steps, so only the steps' view
+        // can see that the name needs escaping.
+        out.push(Probe {
+            name: "model.layers.2.x\u{1b}[2J\n## h".to_string(),
+            prefill: false,
+            eps: noise,
+        });
+    }
+    out.push(Probe {
+        name: "model.norm".to_string(),
+        prefill: true,
+        eps: bug,
+    });
+    out
+}
+
+/// The rows in execution order: every probe's prefill, then each decode step's probes, then
+/// an unreadable probe. Each probe's decode steps are one run ([`compare_step_run`]); step 4 of
+/// layer 0's mlp has a NaN, so it is a plain row within its run.
+fn rows(hostile: bool) -> Rows {
+    let cfg = DiffConfig::default();
+    let probes = probes(hostile);
+    let n: usize = SHAPE.iter().product();
+    let prefill: Vec<usize> = probes
+        .iter()
+        .enumerate()
+        .filter_map(|(p, probe)| probe.prefill.then_some(p))
+        .collect();
+    let total = prefill.len() + STEPS * probes.len() + 1;
+    let mut b = RowsBuilder::new(total);
+    fn side(v: &[f32]) -> Side<'_> {
+        Side {
+            shape: &SHAPE,
+            values: ValuesRef::F32(v),
+            dtype: "float32",
+        }
+    }
+    for (i, &p) in prefill.iter().enumerate() {
+        let r = act(n, p * 31);
+        let o = perturb(&r, 1e-7);
+        b.put(
+            i,
+            compare(&probes[p].name, Some(side(&o)), Some(side(&r)), &cfg),
+        );
+    }
+    for (p, probe) in probes.iter().enumerate() {
+        let names: Vec<Name> = (1..=STEPS)
+            .map(|s| Name::from(format!("{}@{s}", probe.name)))
+            .collect();
+        let mut r = Vec::new();
+        let mut o = Vec::new();
+        for s in 1..=STEPS {
+            let rs = act(n, p * 31 + s);
+            o.extend(perturb(&rs, (probe.eps)(s)));
+            r.extend(rs);
+        }
+        if probe.name == "model.layers.0.mlp" {
+            o[3 * n + 1] = f32::NAN; // step 4
+        }
+        let at: Vec<usize> = (0..STEPS)
+            .map(|k| prefill.len() + k * probes.len() + p)
+            .collect();
+        b.put_run(&at, compare_step_run(&names, side(&o), side(&r), &cfg));
+    }
+    b.put(
+        total - 1,
+        unreadable(
+            "model.layers.2.extra",
+            Which::Ours,
+            "truncated file".to_string(),
+        ),
+    );
+    b.finish()
+}
+
+/// A report whose rows are compact and not built: assembled (which may build its rows), then
+/// given the same rows afresh, with the assembled rows' local growths.
+fn compact_report(hostile: bool) -> Report {
+    let cfg = DiffConfig::default();
+    let ctx = ReportContext::new("ours.npz", "ref.npz", OrderSource::RefMeta);
+    let mut report = assemble(rows(hostile), ctx, &cfg);
+    let growths: Vec<Option<f64>> = report.ops.rows().map(|r| r.local_growth()).collect();
+    let mut fresh = rows(hostile);
+    fresh.set_local_growths(growths);
+    report.ops = fresh;
+    assert!(report.ops.is_compact());
+    assert!(!report.ops.is_built());
+    report
+}
+
+/// The same report with every row an `OpResult`.
+fn plain(report: &Report) -> Report {
+    Report {
+        ops: Rows::from(report.ops.clone().into_vec()),
+        ..report.clone()
+    }
+}
+
+fn table(report: &Report, opts: &TableOptions) -> String {
+    let mut out = Vec::new();
+    render_table(report, opts, &mut out).expect("render table");
+    String::from_utf8(out).expect("utf-8")
+}
+
+fn markdown(report: &Report, opts: &TableOptions) -> String {
+    let mut out = Vec::new();
+    render_markdown(report, opts, &mut out).expect("render markdown");
+    String::from_utf8(out).expect("utf-8")
+}
+
+/// The options of the CLI's table and Markdown views worth telling apart here.
+fn options() -> Vec<(&'static str, TableOptions)> {
+    let grep = |p: &str| Some(Regex::new(p).expect("a valid pattern"));
+    let d = TableOptions::default;
+    vec![
+        ("default", d()),
+        (
+            "--layer 1",
+            TableOptions {
+                layer: Some(1),
+                ..d()
+            },
+        ),
+        (
+            "--grep k_norm$",
+            TableOptions {
+                grep: grep("k_norm$"),
+                ..d()
+            },
+        ),
+        (
+            "--grep @3$",
+            TableOptions {
+                grep: grep("@3$"),
+                ..d()
+            },
+        ),
+        (
+            "--layer 0 --grep mlp",
+            TableOptions {
+                layer: Some(0),
+                grep: grep("mlp"),
+                ..d()
+            },
+        ),
+        ("--all", TableOptions { all: true, ..d() }),
+        (
+            "--all, colour, width 100",
+            TableOptions {
+                all: true,
+                color: true,
+                width: Some(100),
+                ..d()
+            },
+        ),
+        (
+            "--context 1000",
+            TableOptions {
+                context: 1000,
+                ..d()
+            },
+        ),
+    ]
+}
+
+fn assert_renders_unbuilt(report: &Report) {
+    let built = plain(report);
+    assert!(
+        !report.ops.is_built(),
+        "making the plain copy built nothing"
+    );
+    for (what, opts) in options() {
+        let got = table(report, &opts);
+        assert!(!report.ops.is_built(), "table, {what}: the rows were built");
+        assert_eq!(got, table(&built, &opts), "table, {what}");
+        let got = markdown(report, &opts);
+        assert!(
+            !report.ops.is_built(),
+            "markdown, {what}: the rows were built"
+        );
+        assert_eq!(got, markdown(&built, &opts), "markdown, {what}");
+    }
+}
+
+#[test]
+fn table_and_markdown_never_build_a_compact_report() {
+    let report = compact_report(false);
+    // Premises: the first divergence is a compact step, a step with a NaN is a plain row, and
+    // there is an unreadable row and rows of several layers.
+    let f = report.first_divergence.as_ref().expect("a divergence");
+    assert_eq!(f.name, "model.layers.1.mlp@3");
+    assert!(matches!(report.ops.row(f.index), Row::Step(..)));
+    assert!(report
+        .ops
+        .rows()
+        .any(|r| matches!(r, Row::Plain(o) if o.step == 4 && o.status == Status::Nonfinite)));
+    assert!(report.ops.rows().any(|r| r.status() == Status::Unreadable));
+    let text = table(&report, &TableOptions::default());
+    assert!(
+        text.contains("FIRST DIVERGENCE: model.layers.1.mlp@3"),
+        "{text}"
+    );
+    assert!(text.contains("Per layer"), "{text}");
+    assert!(text.contains("Unreadable: model.layers.2.extra"), "{text}");
+    assert!(text.contains("Per step"), "{text}");
+    assert_renders_unbuilt(&report);
+}
+
+/// A name that needs escaping, held only by compact steps: the scan of the rows' views finds
+/// it (the copy made safe is built, never the report itself) and the output is the built
+/// report's, escaped.
+#[test]
+fn a_hostile_step_name_is_escaped_without_building_the_report() {
+    let report = compact_report(true);
+    assert!(report
+        .ops
+        .rows()
+        .any(|r| matches!(r, Row::Step(..)) && r.base().contains('\u{1b}')));
+    assert!(!report
+        .ops
+        .rows()
+        .any(|r| matches!(r, Row::Plain(_)) && r.base().contains('\u{1b}')));
+    assert_renders_unbuilt(&report);
+    let all = TableOptions {
+        all: true,
+        ..TableOptions::default()
+    };
+    let text = table(&report, &all);
+    assert!(!text.contains('\u{1b}'), "{text}");
+    assert!(
+        text.contains(r"model.layers.2.x\u{1b}[2J\n## h@1"),
+        "{text}"
+    );
+    let text = markdown(&report, &all);
+    assert!(!text.contains('\u{1b}'), "{text}");
+}
+
+/// `assemble` reads compact rows through their views without building them, and makes the
+/// report it makes of the same rows built (the heads: first divergence, origin, summaries,
+/// amplification, growths); every view's field is the built row's, bit for bit.
+#[test]
+fn assemble_reads_compact_rows_as_their_built_rows() {
+    let cfg = DiffConfig::default();
+    let ctx = || ReportContext::new("ours.npz", "ref.npz", OrderSource::RefMeta);
+    for hostile in [false, true] {
+        let compact = assemble(rows(hostile), ctx(), &cfg);
+        assert!(compact.ops.is_compact());
+        assert!(!compact.ops.is_built(), "assemble built the rows");
+        let built = assemble(rows(hostile).into_vec(), ctx(), &cfg);
+        assert!(!built.ops.is_compact());
+        // Premises: a divergence in a compact step, amplification rows, growths.
+        let first = compact.first_divergence.as_ref().expect("a divergence");
+        assert!(matches!(compact.ops.row(first.index), Row::Step(..)));
+        assert!(!compact.amplification.rows.is_empty());
+        assert!(compact.origin.is_some());
+        assert_eq!(compact, built);
+        for (i, op) in built.ops.iter().enumerate() {
+            let row = compact.ops.row(i);
+            let bits = |x: Option<f64>| x.map(f64::to_bits);
+            assert_eq!(row.name(), &*op.name);
+            assert!(row.is_named(&op.name));
+            assert_eq!(row.split(), divergence_names::split_step(&op.name));
+            assert_eq!(row.status(), op.status);
+            assert_eq!(row.step(), op.step);
+            assert_eq!(row.layer(), op.layer);
+            assert_eq!(row.tensor(), &*op.tensor);
+            assert_eq!(row.nonfinite(), &*op.nonfinite);
+            assert_eq!(row.truth(), &*op.truth);
+            assert_eq!(bits(row.local_growth()), bits(op.local_growth));
+            assert_eq!(row.mapped(), op.mapped.as_deref());
+            assert_eq!(bits(row.rel_l2_err()), bits(op.errors.rel_l2_err));
+            assert_eq!(bits(row.max_abs_err()), bits(op.errors.max_abs_err));
+            assert_eq!(bits(row.tol_threshold()), bits(op.rule.tol_threshold));
+            assert_eq!(bits(row.ref_l2()), bits(op.rule.ref_l2));
+            assert_eq!(bits(row.diff_l2()), bits(op.rule.diff_l2));
+            assert_eq!(row.rule_tol(), (op.rule.rtol, op.rule.atol));
+            assert_eq!(bits(row.frac_outside_tol()), bits(op.frac_outside_tol));
+            assert_eq!(row.reason().as_deref(), op.reason.as_deref());
+            let (rule, errors) = row.terms();
+            assert_eq!(*rule, op.rule);
+            let mut errors = errors.into_owned();
+            errors.max_abs_err_index = op.errors.max_abs_err_index.clone();
+            assert_eq!(errors, op.errors);
+            assert_eq!(&*row.op(), op);
+        }
+        assert!(!compact.ops.is_built());
+    }
+}
