@@ -1,23 +1,10 @@
 //! Snapshot tests of the three renderers over reports built by the real engine, plus the JSON
 //! deserialized and asserted field by field.
 
+mod common;
+use common::{act, perturb};
 use divergence_diff::*;
 use divergence_render::{render_json, render_markdown, render_table, Regex, TableOptions};
-
-/// A deterministic "activation": values of moderate size, no zeros.
-fn act(n: usize, seed: u32) -> Vec<f32> {
-    (0..n)
-        .map(|i| ((i as f32 + 1.0) * 0.37 + seed as f32 * 1.3).sin() * 2.0 + 0.1)
-        .collect()
-}
-
-/// ours = ref * (1 + eps) element-wise pattern.
-fn perturb(r: &[f32], eps: f32) -> Vec<f32> {
-    r.iter()
-        .enumerate()
-        .map(|(i, x)| x * (1.0 + eps * (((i % 5) as f32) - 2.0) / 2.0))
-        .collect()
-}
 
 struct Op {
     name: &'static str,
@@ -27,7 +14,7 @@ struct Op {
 
 fn op(name: &'static str, shape: &[usize], seed: u32, eps: f32) -> Op {
     let n = shape.iter().product();
-    let r = act(n, seed);
+    let r = act(n, seed as usize);
     Op {
         name,
         ours: Some((shape.to_vec(), perturb(&r, eps))),
@@ -630,7 +617,7 @@ fn json_of_many_rows_is_serde_json_byte_for_byte() {
             } else {
                 format!("{base}@{step}")
             };
-            let r = act(64, i as u32);
+            let r = act(64, i);
             let mut o = perturb(&r, if i % 3 == 0 { 1e-2 } else { 1e-7 });
             if i % 11 == 0 {
                 o[3] = f32::NAN;
