@@ -125,16 +125,9 @@ pub struct StepSums {
 
 impl StepSums {
     /// The sums of `acc` when they rebuild its row: `n` elements seen, all finite on both
-    /// sides.
+    /// sides (so no NaN, Inf or mismatch to count).
     pub(crate) fn of(acc: &Accumulator, n: u64, tol: &Resolved) -> Option<StepSums> {
-        let clean = acc.n == n
-            && acc.n_finite == n
-            && acc.nan_o == 0
-            && acc.inf_o == 0
-            && acc.nan_r == 0
-            && acc.inf_r == 0
-            && acc.nonfinite_mismatch == 0;
-        clean.then(|| StepSums {
+        (acc.n == n && acc.n_finite == n).then(|| StepSums {
             sum_o2: acc.sum_o2,
             sum_r2: acc.sum_r2,
             sum_d2: acc.sum_d2,
@@ -539,24 +532,20 @@ impl Rows {
         }
     }
 
-    /// The rows stored whole, to change in place, with their indices, in order (every row of
-    /// a plain vector; a compact one's plain rows).
-    pub fn plain_mut(&mut self) -> Vec<(usize, &mut OpResult)> {
+    /// The rows stored whole, to change in place, in row order (every row of a plain vector;
+    /// a compact one's plain rows).
+    pub fn plain_mut(&mut self) -> Vec<&mut OpResult> {
         match &mut self.repr {
-            Repr::Vec(v) => v.iter_mut().enumerate().collect(),
+            Repr::Vec(v) => v.iter_mut().collect(),
             Repr::Compact(c) => {
                 let c = &mut **c;
                 c.built = OnceLock::new();
-                let mut at = vec![usize::MAX; c.plain.len()];
-                for (i, cell) in c.cells.iter().enumerate() {
-                    if cell.run == Cell::PLAIN {
-                        at[cell.k as usize] = i;
-                    }
-                }
-                let mut rows: Vec<(usize, &mut OpResult)> =
-                    at.into_iter().zip(c.plain.iter_mut()).collect();
-                rows.sort_unstable_by_key(|(i, _)| *i);
-                rows
+                let mut plain: Vec<Option<&mut OpResult>> = c.plain.iter_mut().map(Some).collect();
+                c.cells
+                    .iter()
+                    .filter(|cell| cell.run == Cell::PLAIN)
+                    .filter_map(|cell| plain.get_mut(cell.k as usize)?.take())
+                    .collect()
             }
         }
     }

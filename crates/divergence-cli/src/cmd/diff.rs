@@ -858,7 +858,6 @@ fn layout_diagnosis(
     let rows: Vec<(String, String, Option<String>, Shapes)> = ops
         .plain_mut()
         .into_par_iter()
-        .map(|(_, row)| row)
         .filter(|row| row.status == Status::ShapeMismatch)
         .filter_map(|row| {
             if let Some(text) = whole_cache(row, prompt_len) {
