@@ -41,14 +41,13 @@ pub struct Dump {
     path: PathBuf,
     format: Format,
     map: Mmap,
-    names: Vec<Name>,
-    /// Per name, where its layout is kept.
-    slots: Vec<Slot>,
+    /// The names, where each is kept, and their index (shared by the two dumps of
+    /// [`Dump::open_pair`] when they have the same names).
+    listing: Arc<Listing>,
     /// The entries stored as themselves (every entry of a dump without stacked members).
     entries: Vec<Stored>,
     /// The stacked members unfolded into steps: one layout for all their steps.
     members: Vec<stacked::Member>,
-    index: NameIndex,
     meta: Option<Meta>,
     /// Per entry, the index in `dtype_names` of its `meta.dtypes` value (resolved once at open:
     /// a decode dump asks for tens of thousands).
@@ -67,152 +66,31 @@ impl Dump {
     /// Open a dump. The format comes from the extension (`.npz`, `.npy`, `.safetensors`, any
     /// case); for other extensions it is sniffed from the first bytes.
     pub fn open(path: &Path) -> Result<Dump, DumpError> {
-        let md = std::fs::metadata(path).map_err(|e| DumpError::io(path, &e))?;
-        if md.is_dir() {
-            return Err(DumpError::IsDirectory {
-                path: path.to_path_buf(),
-            });
-        }
-        // Before opening: opening a FIFO blocks, and a device such as /dev/zero reports 0 bytes.
-        if !md.is_file() {
-            return Err(DumpError::NotRegularFile {
-                path: path.to_path_buf(),
-                kind: file_kind(&md.file_type()),
-            });
-        }
-        if md.len() == 0 {
-            return Err(DumpError::EmptyFile {
-                path: path.to_path_buf(),
-            });
-        }
-        let file = File::open(path).map_err(|e| DumpError::io(path, &e))?;
-        // SAFETY: the map is read-only; if another process truncates the file while we hold
-        // the map, reads fault (SIGBUS) - the usual caveat of memory-mapped readers.
-        let map = unsafe { Mmap::map(&file) }.map_err(|e| DumpError::io(path, &e))?;
-        if map.is_empty() {
-            return Err(DumpError::EmptyFile {
-                path: path.to_path_buf(),
-            });
-        }
+        let file = Headers::read(path)?;
+        let listing = Arc::new(Listing::of(&file.layout));
+        file.finish(listing)
+    }
 
-        let ext = path
-            .extension()
-            .and_then(|e| e.to_str())
-            .map(str::to_ascii_lowercase);
-        let format = match ext.as_deref() {
-            Some("npz") => Format::Npz,
-            Some("npy") => Format::Npy,
-            Some("safetensors") => Format::Safetensors,
-            _ => sniff(&map).ok_or_else(|| DumpError::UnknownFormat {
-                path: path.to_path_buf(),
-            })?,
+    /// [`Dump::open`] both files at once. Where they unfold into the same names in the same
+    /// places (ours and the reference, dumped by the same tool: a decode dump's ~150,000 step
+    /// names), the names, where each is kept and their index are made once and shared, not
+    /// once per dump (docs/performance.md, "Decode steps"). Each result is the one
+    /// [`Dump::open`] gives for its file.
+    pub fn open_pair(a: &Path, b: &Path) -> (Result<Dump, DumpError>, Result<Dump, DumpError>) {
+        let alone = |file: Result<Headers, DumpError>| {
+            file.and_then(|f| {
+                let listing = Arc::new(Listing::of(&f.layout));
+                f.finish(listing)
+            })
         };
-
-        let (entries, meta) = match format {
-            Format::Npz => open_npz(path, &map)?,
-            Format::Npy => {
-                let name = path
-                    .file_stem()
-                    .map(|s| s.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                let at = Location::file(path);
-                // A single .npy has nothing else in it: a header problem is the file's problem.
-                let info = entry::npy_info(&map, 0, &at)?;
-                (
-                    vec![Entry {
-                        name,
-                        at,
-                        info: Ok(info),
-                    }],
-                    None,
-                )
+        match rayon::join(|| Headers::read(a), || Headers::read(b)) {
+            (Ok(fa), Ok(fb)) if fa.layout.same_names(&fb.layout) => {
+                let listing = Arc::new(Listing::of(&fa.layout));
+                let shared = Arc::clone(&listing);
+                rayon::join(|| fa.finish(listing), || fb.finish(shared))
             }
-            Format::Safetensors => safetensors::read_entries(path, &map)?,
-        };
-
-        // Decode steps stored stacked become one entry per step (docs/dump-format.md); a single
-        // .npy is one tensor whatever its name.
-        let unfolded = match format {
-            Format::Npy => Err(entries),
-            _ => stacked::unfold(entries, stacked::Budget::for_file(map.len() as u64)),
-        };
-        let (names, slots, entries, members) = match unfolded {
-            Err(entries) => {
-                let (names, entries): (Vec<Name>, Vec<Stored>) = entries
-                    .into_par_iter()
-                    .with_min_len(1024)
-                    .map(|Entry { name, at, info }| (Name::from(name), Stored { at, info }))
-                    .unzip();
-                let slots = (0..entries.len()).map(Slot::Own).collect();
-                (names, slots, entries, Vec::new())
-            }
-            Ok(u) => {
-                // A step is a name and a slot (its member and step): its layout is its
-                // member's, made once (a 256-step decode has ~150,000 steps).
-                let n = u.len();
-                let (names, slots) = rayon::join(
-                    || {
-                        (0..n)
-                            .into_par_iter()
-                            .with_min_len(1024)
-                            .map(|k| u.name(k))
-                            .collect::<Vec<Name>>()
-                    },
-                    || {
-                        (0..n)
-                            .into_par_iter()
-                            .with_min_len(1024)
-                            .map(|k| match u.slot(k) {
-                                stacked::Slot::Item(i) => Slot::Own(i),
-                                stacked::Slot::Step { member, step } => Slot::Step { member, step },
-                            })
-                            .collect::<Vec<Slot>>()
-                    },
-                );
-                let (items, members) = u.into_parts();
-                let entries = items
-                    .into_iter()
-                    .map(|Entry { at, info, .. }| Stored { at, info })
-                    .collect();
-                (names, slots, entries, members)
-            }
-        };
-        let mut meta = meta;
-        let index = NameIndex::new(&names).map_err(|i| {
-            let at = match slots.get(i) {
-                Some(&Slot::Own(j)) => entries.get(j).map(|e| &e.at),
-                Some(&Slot::Step { member, .. }) => members.get(member as usize).map(|m| &m.at),
-                None => None,
-            };
-            DumpError::DuplicateEntry {
-                path: path.to_path_buf(),
-                entry: at
-                    .and_then(|at| at.entry.as_deref())
-                    .map_or_else(|| names[i].to_string(), str::to_string),
-                name: names[i].to_string(),
-            }
-        })?;
-        let order_resorted = meta.as_mut().is_some_and(|m| {
-            stacked::expand_order(m, &members, &names, &|n| index.get(&names, n).is_some())
-        });
-        let (original, member_original, dtype_names) =
-            original_dtypes(meta.as_ref(), &index, &names, (&slots, &members));
-        Ok(Dump {
-            path: path.to_path_buf(),
-            format,
-            map,
-            names,
-            slots,
-            entries,
-            members,
-            index,
-            meta,
-            original,
-            member_original,
-            dtype_claims: dtype_names.iter().map(|n| DType::claimed(n)).collect(),
-            dtype_names,
-            order_resorted,
-        })
+            (fa, fb) => rayon::join(|| alone(fa), || alone(fb)),
+        }
     }
 
     /// True when the metadata's `order` listed a later decode step before an earlier one in a
@@ -233,7 +111,7 @@ impl Dump {
     /// with decode steps stored stacked lists them step-major (the prefill's tensors, then every
     /// tensor of step 1, ...; docs/dump-format.md, "Decode steps"); never `__meta__`.
     pub fn names(&self) -> &[Name] {
-        &self.names
+        &self.listing.names
     }
 
     /// True if the dump lists this tensor, even one whose entry cannot be read.
@@ -245,7 +123,11 @@ impl Dump {
     /// read): the handle of the `*_at` methods, which a caller asking several things about one
     /// tensor looks up once (a decode dump has 150,000 names, and every row asks a few).
     pub fn position(&self, name: &str) -> Option<usize> {
-        self.index.get(&self.names, name)
+        match &self.listing.index {
+            Ok(index) => index.get(&self.listing.names, name),
+            // Not a dump `open` returns.
+            Err(_) => None,
+        }
     }
 
     /// Shape of a tensor; `None` if there is no such tensor or its header is unreadable.
@@ -334,7 +216,7 @@ impl Dump {
             }
         } else if self.dtype_names.len() > usize::from(u16::MAX) {
             // Not all interned (see `original_dtypes`); a stacked step has its member's.
-            let name = self.names.get(i?)?;
+            let name = self.listing.names.get(i?)?;
             let dtypes = self.meta.as_ref().map(|m| &m.dtypes);
             let member = || {
                 let (base, step) = divergence_names::split_step(name);
@@ -409,7 +291,7 @@ impl Dump {
     /// (docs/dump-format.md, "Decode steps"): the member (for [`Dump::member_steps`]) and the
     /// step (1-based). `None` for a tensor stored as itself.
     pub fn step_slot_at(&self, i: usize) -> Option<(usize, usize)> {
-        match *self.slots.get(i)? {
+        match *self.listing.slots.get(i)? {
             Slot::Own(_) => None,
             Slot::Step { member, step } => Some((member as usize, step as usize)),
         }
@@ -474,7 +356,7 @@ impl Dump {
             path: self.path.clone(),
             name: format!("#{i}"),
         };
-        match *self.slots.get(i).ok_or_else(missing)? {
+        match *self.listing.slots.get(i).ok_or_else(missing)? {
             Slot::Own(j) => {
                 let e = self.entries.get(j).ok_or_else(missing)?;
                 let info = e.info.as_ref().map_err(Clone::clone)?;
@@ -495,10 +377,251 @@ impl Dump {
     /// The layout of the tensor at `i` (a step's: its member's step layout, whose source is
     /// step 1's; [`Dump::readable_at`] has the step's own).
     fn info_at(&self, i: usize) -> Option<&entry::EntryInfo> {
-        match *self.slots.get(i)? {
+        match *self.listing.slots.get(i)? {
             Slot::Own(j) => self.entries.get(j)?.info.as_ref().ok(),
             Slot::Step { member, .. } => self.members.get(member as usize)?.step.as_ref().ok(),
         }
+    }
+}
+
+/// A dump file read up to its names: the map, the format, the metadata and the entries as
+/// they unfold ([`Layout`]).
+struct Headers {
+    path: PathBuf,
+    format: Format,
+    map: Mmap,
+    meta: Option<Meta>,
+    layout: Layout,
+}
+
+/// A dump's entries: as stored, or with stacked decode steps unfolded ([`stacked::unfold`]).
+enum Layout {
+    Plain(Vec<Entry>),
+    Unfolded(stacked::Unfolded),
+}
+
+impl Layout {
+    /// True when both give the same names in the same places ([`Listing::of`]).
+    fn same_names(&self, other: &Layout) -> bool {
+        match (self, other) {
+            (Layout::Plain(a), Layout::Plain(b)) => {
+                a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.name == y.name)
+            }
+            (Layout::Unfolded(a), Layout::Unfolded(b)) => a.same_names(b),
+            _ => false,
+        }
+    }
+}
+
+/// A dump's names, where each is kept and their index: what two dumps of one layout share
+/// ([`Dump::open_pair`]).
+#[derive(Debug)]
+struct Listing {
+    names: Vec<Name>,
+    /// Per name, where its layout is kept.
+    slots: Vec<Slot>,
+    /// `Err(i)`: `names[i]` repeats an earlier name (the dump is refused).
+    index: Result<NameIndex, usize>,
+}
+
+impl Listing {
+    fn of(layout: &Layout) -> Listing {
+        let (names, slots) = match layout {
+            Layout::Plain(entries) => {
+                let names: Vec<Name> = entries
+                    .par_iter()
+                    .with_min_len(1024)
+                    .map(|e| Name::from(e.name.as_str()))
+                    .collect();
+                let slots = (0..entries.len()).map(Slot::Own).collect();
+                (names, slots)
+            }
+            Layout::Unfolded(u) => {
+                // A step is a name and a slot (its member and step): its layout is its
+                // member's, made once (a 256-step decode has ~150,000 steps).
+                let n = u.len();
+                rayon::join(
+                    || {
+                        (0..n)
+                            .into_par_iter()
+                            .with_min_len(1024)
+                            .map(|k| u.name(k))
+                            .collect::<Vec<Name>>()
+                    },
+                    || {
+                        (0..n)
+                            .into_par_iter()
+                            .with_min_len(1024)
+                            .map(|k| match u.slot(k) {
+                                stacked::Slot::Item(i) => Slot::Own(i),
+                                stacked::Slot::Step { member, step } => Slot::Step { member, step },
+                            })
+                            .collect::<Vec<Slot>>()
+                    },
+                )
+            }
+        };
+        let index = NameIndex::new(&names);
+        Listing {
+            names,
+            slots,
+            index,
+        }
+    }
+}
+
+impl Headers {
+    /// Maps the file and parses its directory and every tensor header; the stacked decode
+    /// steps unfolded, their names not made yet.
+    fn read(path: &Path) -> Result<Headers, DumpError> {
+        let md = std::fs::metadata(path).map_err(|e| DumpError::io(path, &e))?;
+        if md.is_dir() {
+            return Err(DumpError::IsDirectory {
+                path: path.to_path_buf(),
+            });
+        }
+        // Before opening: opening a FIFO blocks, and a device such as /dev/zero reports 0 bytes.
+        if !md.is_file() {
+            return Err(DumpError::NotRegularFile {
+                path: path.to_path_buf(),
+                kind: file_kind(&md.file_type()),
+            });
+        }
+        if md.len() == 0 {
+            return Err(DumpError::EmptyFile {
+                path: path.to_path_buf(),
+            });
+        }
+        let file = File::open(path).map_err(|e| DumpError::io(path, &e))?;
+        // SAFETY: the map is read-only; if another process truncates the file while we hold
+        // the map, reads fault (SIGBUS) - the usual caveat of memory-mapped readers.
+        let map = unsafe { Mmap::map(&file) }.map_err(|e| DumpError::io(path, &e))?;
+        if map.is_empty() {
+            return Err(DumpError::EmptyFile {
+                path: path.to_path_buf(),
+            });
+        }
+
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase);
+        let format = match ext.as_deref() {
+            Some("npz") => Format::Npz,
+            Some("npy") => Format::Npy,
+            Some("safetensors") => Format::Safetensors,
+            _ => sniff(&map).ok_or_else(|| DumpError::UnknownFormat {
+                path: path.to_path_buf(),
+            })?,
+        };
+
+        let (entries, meta) = match format {
+            Format::Npz => open_npz(path, &map)?,
+            Format::Npy => {
+                let name = path
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let at = Location::file(path);
+                // A single .npy has nothing else in it: a header problem is the file's problem.
+                let info = entry::npy_info(&map, 0, &at)?;
+                (
+                    vec![Entry {
+                        name,
+                        at,
+                        info: Ok(info),
+                    }],
+                    None,
+                )
+            }
+            Format::Safetensors => safetensors::read_entries(path, &map)?,
+        };
+
+        // Decode steps stored stacked become one entry per step (docs/dump-format.md); a single
+        // .npy is one tensor whatever its name.
+        let layout = match format {
+            Format::Npy => Layout::Plain(entries),
+            _ => match stacked::unfold(entries, stacked::Budget::for_file(map.len() as u64)) {
+                Ok(u) => Layout::Unfolded(u),
+                Err(entries) => Layout::Plain(entries),
+            },
+        };
+        Ok(Headers {
+            path: path.to_path_buf(),
+            format,
+            map,
+            meta,
+            layout,
+        })
+    }
+
+    /// The dump, with `listing` as its names ([`Listing::of`] its layout, or of a layout of
+    /// the same names).
+    fn finish(self, listing: Arc<Listing>) -> Result<Dump, DumpError> {
+        let Headers {
+            path,
+            format,
+            map,
+            meta,
+            layout,
+        } = self;
+        let (entries, members): (Vec<Stored>, Vec<stacked::Member>) = match layout {
+            Layout::Plain(entries) => (
+                entries
+                    .into_iter()
+                    .map(|Entry { at, info, .. }| Stored { at, info })
+                    .collect(),
+                Vec::new(),
+            ),
+            Layout::Unfolded(u) => {
+                let (items, members) = u.into_parts();
+                let entries = items
+                    .into_iter()
+                    .map(|Entry { at, info, .. }| Stored { at, info })
+                    .collect();
+                (entries, members)
+            }
+        };
+        let (names, slots) = (&listing.names, &listing.slots);
+        let index = match &listing.index {
+            Ok(index) => index,
+            Err(i) => {
+                let i = *i;
+                let at = match slots.get(i) {
+                    Some(&Slot::Own(j)) => entries.get(j).map(|e| &e.at),
+                    Some(&Slot::Step { member, .. }) => members.get(member as usize).map(|m| &m.at),
+                    None => None,
+                };
+                let name = names.get(i).map_or_else(String::new, |n| n.to_string());
+                return Err(DumpError::DuplicateEntry {
+                    path: path.clone(),
+                    entry: at
+                        .and_then(|at| at.entry.as_deref())
+                        .map_or_else(|| name.clone(), str::to_string),
+                    name,
+                });
+            }
+        };
+        let mut meta = meta;
+        let order_resorted = meta.as_mut().is_some_and(|m| {
+            stacked::expand_order(m, &members, names, &|n| index.get(names, n).is_some())
+        });
+        let (original, member_original, dtype_names) =
+            original_dtypes(meta.as_ref(), index, names, (slots, &members));
+        Ok(Dump {
+            path,
+            format,
+            map,
+            listing,
+            entries,
+            members,
+            meta,
+            original,
+            member_original,
+            dtype_claims: dtype_names.iter().map(|n| DType::claimed(n)).collect(),
+            dtype_names,
+            order_resorted,
+        })
     }
 }
 

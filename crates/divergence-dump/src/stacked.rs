@@ -68,7 +68,7 @@ impl Budget {
 }
 
 /// What one name (or entry) of a dump is, for the step-major order.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     /// A prefill (step 0) tensor.
     Prefill,
@@ -220,6 +220,21 @@ impl Unfolded {
     /// How many entries the unfolded dump has.
     pub fn len(&self) -> usize {
         self.order.len()
+    }
+
+    /// True when `other` unfolds into the same names in the same places: the same items (by
+    /// name, in order), each stacked or not alike, with as many steps. Then `name(k)` and
+    /// `slot(k)` are the same for both (two dumps of one model, [`crate::Dump::open_pair`]).
+    pub fn same_names(&self, other: &Unfolded) -> bool {
+        self.kinds == other.kinds
+            && self.member_of == other.member_of
+            && self.order == other.order
+            && self.items.len() == other.items.len()
+            && self
+                .items
+                .iter()
+                .zip(&other.items)
+                .all(|(a, b)| a.name == b.name)
     }
 
     /// The item and step of entry `k`, and the item's step count when it is stacked.

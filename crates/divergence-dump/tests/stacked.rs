@@ -25,6 +25,11 @@ const PROBES: [(&str, [usize; 3]); 3] = [
 /// A decode dump of 3 probes: the prefill (2 tokens) and `steps` decode steps, written stacked
 /// or per step; `lm_head` in bf16.
 fn write_decode(path: &Path, steps: usize, stacked: bool) {
+    write_decode_shifted(path, steps, stacked, 0.0);
+}
+
+/// [`write_decode`] with `shift` added to every value.
+fn write_decode_shifted(path: &Path, steps: usize, stacked: bool, shift: f32) {
     let mut w = DumpWriter::create(path).unwrap();
     if stacked {
         w.stack_steps();
@@ -36,7 +41,7 @@ fn write_decode(path: &Path, steps: usize, stacked: bool) {
                 shape[1] = 2;
             }
             let n: usize = shape.iter().product();
-            let v = values(k, step, n);
+            let v: Vec<f32> = values(k, step, n).iter().map(|x| x + shift).collect();
             let name = if step == 0 {
                 name.to_string()
             } else {
@@ -448,4 +453,127 @@ fn a_members_dtype_is_each_of_its_steps_dtype() {
         answers(serde_json::json!({"x@steps": "float64"})),
         ["float32"; 3]
     );
+}
+
+/// Everything a reader can ask of `a`, asked of `b` too: the same answers (`label` says which
+/// pair).
+fn assert_reads_alike(label: &str, a: &Dump, b: &Dump) {
+    assert_eq!(a.names(), b.names(), "{label}");
+    assert_eq!(a.format(), b.format(), "{label}");
+    assert_eq!(a.order_resorted(), b.order_resorted(), "{label}");
+    let meta = |d: &Dump| d.meta().map(|m| (m.order.clone(), m.dtypes.clone()));
+    assert_eq!(meta(a), meta(b), "{label}: metadata");
+    let read = |d: &Dump, n: &str| {
+        d.read(n)
+            .map(|t| common::bits(&t.values))
+            .map_err(|e| e.to_string())
+    };
+    for (i, name) in a.names().iter().enumerate() {
+        assert_eq!(a.position(name), Some(i), "{label} {name}");
+        assert_eq!(b.position(name), Some(i), "{label} {name}");
+        assert_eq!(a.shape(name), b.shape(name), "{label} {name}");
+        assert_eq!(a.dtype(name), b.dtype(name), "{label} {name}");
+        assert_eq!(
+            a.original_dtype(name),
+            b.original_dtype(name),
+            "{label} {name}"
+        );
+        assert_eq!(a.is_zero_copy(name), b.is_zero_copy(name), "{label} {name}");
+        assert_eq!(a.step_slot_at(i), b.step_slot_at(i), "{label} {name}");
+        assert_eq!(read(a, name), read(b, name), "{label} {name}");
+    }
+}
+
+/// `Dump::open_pair` opens each file as `Dump::open` does; two files that unfold into the same
+/// names share them (one allocation of a decode dump's ~150,000 step names, not two), and two
+/// that do not each have their own.
+#[test]
+fn a_pair_opens_as_each_file_alone_and_shares_the_same_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n);
+    write_decode_shifted(&p("a.npz"), 3, true, 0.0);
+    write_decode_shifted(&p("b.npz"), 3, true, 0.25);
+    write_decode_shifted(&p("c.npz"), 3, false, 0.5);
+    write_decode_shifted(&p("d.npz"), 2, true, 0.5);
+    write_decode_shifted(&p("e.safetensors"), 3, true, 0.5);
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/ref");
+    let f = |n: &str| fixtures.join(n);
+    // (first, second, whether they have the same names)
+    let pairs = [
+        (p("a.npz"), p("b.npz"), true),
+        (p("a.npz"), p("a.npz"), true),
+        (p("a.npz"), p("c.npz"), false),
+        (p("a.npz"), p("d.npz"), false),
+        (p("b.npz"), p("e.safetensors"), false),
+        (
+            f("tiny-qwen3.f32.decode.npz"),
+            f("tiny-qwen3.bf16.decode.npz"),
+            true,
+        ),
+        (
+            f("tiny-qwen3.f32.eager.npz"),
+            f("tiny-qwen3.bf16.eager.npz"),
+            true,
+        ),
+        (
+            f("tiny-qwen3.f32.eager.npz"),
+            f("tiny-qwen3.f32.decode.npz"),
+            false,
+        ),
+    ];
+    for (x, y, shared) in pairs {
+        let label = format!("{} {}", x.display(), y.display());
+        let (a, b) = Dump::open_pair(&x, &y);
+        let (a, b) = (a.unwrap(), b.unwrap());
+        assert_reads_alike(&label, &a, &Dump::open(&x).unwrap());
+        assert_reads_alike(&label, &b, &Dump::open(&y).unwrap());
+        assert_eq!(
+            std::ptr::eq(a.names(), b.names()),
+            shared,
+            "{label}: names shared"
+        );
+    }
+}
+
+/// A file of a pair that cannot be opened fails as it does alone, and does not keep the other
+/// from opening; two files of one duplicate name each say so with their own path.
+#[test]
+fn a_pair_reports_each_files_own_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.npz");
+    write_decode(&good, 2, true);
+    let missing = dir.path().join("missing.npz");
+    let (a, b) = Dump::open_pair(&good, &missing);
+    assert_reads_alike("good", &a.unwrap(), &Dump::open(&good).unwrap());
+    assert_eq!(
+        b.unwrap_err().to_string(),
+        Dump::open(&missing).unwrap_err().to_string()
+    );
+    let (a, b) = Dump::open_pair(&missing, &good);
+    assert!(a.is_err());
+    assert_reads_alike("good", &b.unwrap(), &Dump::open(&good).unwrap());
+    let dup = |name: &str, shift: usize| {
+        npz(
+            dir.path(),
+            name,
+            &[
+                (
+                    "x@steps",
+                    npy("<f4", false, "(2, 1)", &f32_bytes(2 + shift)[..8]),
+                    false,
+                ),
+                ("x@2", npy("<f4", false, "(1,)", &f32_bytes(1)), false),
+            ],
+        )
+    };
+    let (x, y) = (dup("dup1.npz", 0), dup("dup2.npz", 1));
+    let (a, b) = Dump::open_pair(&x, &y);
+    for (path, got) in [(&x, a), (&y, b)] {
+        let e = got.unwrap_err().to_string();
+        assert_eq!(e, Dump::open(path).unwrap_err().to_string());
+        assert!(
+            e.starts_with(&path.display().to_string()) && e.contains("x@2"),
+            "{e}"
+        );
+    }
 }

@@ -469,7 +469,7 @@ pub fn build_report(args: &DiffArgs) -> Result<Report> {
     let (((ours, reference), truth), flag_map) = rayon::join(
         || {
             rayon::join(
-                || rayon::join(|| Dump::open(&args.ours), || Dump::open(&args.reference)),
+                || Dump::open_pair(&args.ours, &args.reference),
                 || args.truth.as_deref().map(Dump::open).transpose(),
             )
         },
