@@ -10,9 +10,10 @@
 //! (the report's tallies, the table's per-layer lines) goes through [`Row`], a view that answers
 //! them from the sums with the functions that build the row (`compare.rs`'s
 //! `pair_terms` and `pair_verdict`), so a field read from a view and from the built row are the
-//! same bits (tested). What needs every row whole (JSON, HTML, the TUI, tests) dereferences
-//! [`Rows`] to a `Vec<OpResult>`, which builds every row once, on first use, and keeps them;
-//! [`Rows::is_built`] says whether that happened.
+//! same bits (tested). JSON and HTML build each row they write alone ([`Rows::op`]); what
+//! needs every row whole at once (the TUI, tests) dereferences [`Rows`] to a `Vec<OpResult>`,
+//! which builds every row once, on first use, and keeps them; [`Rows::is_built`] says whether
+//! that happened.
 //!
 //! Invariants: a run holds only steps whose sums rebuild their row bit for bit (no NaN or Inf,
 //! every element finite on both sides, the step's own name); any other step of a run is a

@@ -11,6 +11,7 @@
 //! and message is escaped: a probe name is user data.
 
 use std::io::{self, Write};
+use std::ops::Range;
 
 use rayon::prelude::*;
 
@@ -189,6 +190,8 @@ pub(crate) const PAGE_ROWS: usize = 1_000;
 /// Renders the whole HTML report, written as it is made: the ops table a few rows at a time
 /// and the embedded JSON straight from serde, so that memory stays near the report's own (a
 /// 256-step decode's 272 MB page took 887 MB when it was made whole first; docs/html-report.md).
+/// Rows are read through their views, and a row shown whole is built alone: a compact
+/// report's rows are never built all at once.
 pub(crate) fn render(report: &Report, out: &mut dyn Write) -> io::Result<()> {
     let mut h = String::with_capacity(64 * 1024);
     let title = format!("divergence: {} vs {}", report.ours, report.reference);
@@ -504,7 +507,7 @@ fn first_divergence(report: &Report, h: &mut String) {
         None => format!(
             "{} (tolerance {})",
             view::num(op.errors.rel_l2_err),
-            view::num(plot::rel_tolerance(op))
+            view::num(plot::rel_tolerance(op.into()))
         ),
     };
     kv(h, "rel L2 err", &rel);
@@ -670,17 +673,18 @@ fn ops_table(report: &Report, h: &mut String, out: &mut dyn Write) -> io::Result
         ));
     }
     h.push_str("</tr></thead>\n<tbody>\n");
-    // Each row, written out every 64 KiB of rows.
-    let mut row = |h: &mut String, i: usize, op: &OpResult| {
-        op_row(report, &columns, first, i, op, h);
-        if h.len() > 1 << 16 {
-            flush(h, out)?;
-        }
-        io::Result::Ok(())
-    };
+    // Rows are built one at a time, each for its line (`Rows::op`: a compact report's rows
+    // are never built all at once).
+    let rows = &report.ops;
     if !paged {
-        for (i, op) in report.ops.iter().enumerate() {
-            row(h, i, op)?;
+        // Each row, written out every 64 KiB of rows.
+        for i in 0..rows.len() {
+            if let Some(op) = rows.op(i) {
+                op_row(report, &columns, first, i, &op, h);
+            }
+            if h.len() > 1 << 16 {
+                flush(h, out)?;
+            }
         }
         h.push_str("</tbody>\n</table>\n</section>\n");
         return Ok(());
@@ -698,17 +702,21 @@ fn ops_table(report: &Report, h: &mut String, out: &mut dyn Write) -> io::Result
     flush(h, out)?;
     // The pages, packed a batch at a time on every core, written in order: memory stays a
     // batch of pages whatever the report's size.
-    let pages: Vec<&[OpResult]> = report.ops.chunks(PAGE_ROWS).collect();
+    let len = rows.len();
+    let pages: Vec<Range<usize>> = (0..len)
+        .step_by(PAGE_ROWS)
+        .map(|from| from..len.min(from + PAGE_ROWS))
+        .collect();
     let batch = rayon::current_num_threads().max(1) * 2;
-    for (b, group) in pages.chunks(batch).enumerate() {
+    for group in pages.chunks(batch) {
         let texts: Vec<String> = group
             .par_iter()
-            .enumerate()
-            .map(|(j, chunk)| {
-                let start = (b * batch + j) * PAGE_ROWS;
-                let mut t = String::with_capacity(chunk.len() * 700);
-                for (i, op) in chunk.iter().enumerate() {
-                    op_row(report, &columns, first, start + i, op, &mut t);
+            .map(|page| {
+                let mut t = String::with_capacity(page.len() * 700);
+                for i in page.clone() {
+                    if let Some(op) = rows.op(i) {
+                        op_row(report, &columns, first, i, &op, &mut t);
+                    }
                 }
                 packed(&t)
             })

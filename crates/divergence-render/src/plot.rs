@@ -1,7 +1,8 @@
 //! The two drawings of the HTML report, as SVG: the error-growth plot (relative L2 error of every
 //! op along execution order, log scale, with the per-op tolerance; with `--truth`, ours' and the
 //! reference's errors against the truth and the noise-ratio limit) and the layers × op-kind
-//! heatmap. Both read only the [`Report`]; op kinds come from [`divergence_names::Op`].
+//! heatmap. Both read only the [`Report`], its rows through their views ([`Row`]: a compact
+//! report's decode steps are never built); op kinds come from [`divergence_names::Op`].
 //!
 //! A log axis cannot show 0 or a missing value: ops with a rel err of exactly 0 are drawn on a
 //! separate `0` row under the axis, ops without one (not compared, shape mismatch, ...) on an
@@ -9,7 +10,9 @@
 
 use std::collections::BTreeMap;
 
-use divergence_diff::{ratio_text, sci, truth_floor, DTypeClass, OpResult, Report, Tolerance};
+use divergence_diff::{
+    ratio_text, sci, truth_floor, DTypeClass, Report, Row, RowSource, Tolerance,
+};
 use divergence_names::Op;
 
 use crate::svg::Svg;
@@ -108,8 +111,10 @@ fn decade_grid(svg: &mut Svg, axis: LogAxis, (x0, x1): (f64, f64), (y_top, y_bot
 
 /// The rel-err tolerance of a row: the decision threshold over `||ref||`
 /// (`(atol*sqrt(n) + rtol*||ref||) / ||ref||`); `None` when either is missing or not positive.
-pub(crate) fn rel_tolerance(op: &OpResult) -> Option<f64> {
-    match (op.rule.tol_threshold, op.rule.ref_l2) {
+pub(crate) fn rel_tolerance(row: Row<'_>) -> Option<f64> {
+    // A compact step's terms made once for both.
+    let (rule, _) = row.terms();
+    match (rule.tol_threshold, rule.ref_l2) {
         (Some(t), Some(r)) if t > 0.0 && r > 0.0 => Some(t / r).filter(|x| x.is_finite()),
         _ => None,
     }
@@ -134,21 +139,21 @@ impl Plotted {
         }
     }
 
-    fn value(self, op: &OpResult) -> Option<f64> {
-        match (self.truth_k, op.truth.ours_truth_rel_err) {
+    fn value(self, op: Row<'_>) -> Option<f64> {
+        match (self.truth_k, op.truth().ours_truth_rel_err) {
             (Some(_), Some(v)) => Some(v),
-            _ => op.errors.rel_l2_err,
+            _ => op.rel_l2_err(),
         }
     }
 
-    fn reference(self, op: &OpResult) -> Option<f64> {
-        self.truth_k.and(op.truth.ref_truth_rel_err)
+    fn reference(self, op: Row<'_>) -> Option<f64> {
+        self.truth_k.and(op.truth().ref_truth_rel_err)
     }
 
-    fn limit(self, op: &OpResult) -> Option<f64> {
-        match (self.truth_k, op.truth.ref_truth_rel_err) {
+    fn limit(self, op: Row<'_>) -> Option<f64> {
+        match (self.truth_k, op.truth().ref_truth_rel_err) {
             (Some(k), Some(e_ref)) => {
-                let class = DTypeClass::of(op.tensor.dtype_ref.as_deref().unwrap_or("float32"));
+                let class = DTypeClass::of(op.tensor().dtype_ref.as_deref().unwrap_or("float32"));
                 Some(k * e_ref.max(truth_floor(class)))
             }
             _ => rel_tolerance(op),
@@ -156,30 +161,46 @@ impl Plotted {
     }
 }
 
-fn is_qk_norm(op: &OpResult) -> bool {
-    matches!(Op::of(&op.name), Op::QkNorm(_))
+/// [`Op::of`] the row's name, without writing a compact step's: `Op::of` reads a name
+/// without its step, i.e. the probe's name, which gives the same kind unless it too ends as a
+/// step's name does (probe `x@2`, whose steps are `x@2@1`, ...).
+fn op_kind(row: Row<'_>) -> Op {
+    match row {
+        Row::Plain(o) => Op::of(&o.name),
+        Row::Step(..) => match row.base() {
+            base if divergence_names::split_step(base).1 == 0 => Op::of(base),
+            _ => Op::of(&row.name()),
+        },
+    }
+}
+
+fn is_qk_norm(op: Row<'_>) -> bool {
+    matches!(op_kind(op), Op::QkNorm(_))
 }
 
 /// Least distance between two boundary lines of the growth plot, in pixels.
 const MIN_LINE_GAP: f64 = 3.0;
 
 /// Runs of consecutive ops of one decode step: `(step, first index, last index)`.
-fn step_spans(ops: &[OpResult]) -> Vec<(usize, usize, usize)> {
+fn step_spans<R: RowSource + ?Sized>(ops: &R) -> Vec<(usize, usize, usize)> {
     let mut spans: Vec<(usize, usize, usize)> = Vec::new();
-    for (i, op) in ops.iter().enumerate() {
+    for i in 0..ops.row_count() {
+        let s = ops.row_at(i).step();
         match spans.last_mut() {
-            Some((step, _, last)) if *step == op.step => *last = i,
-            _ => spans.push((op.step, i, i)),
+            Some((step, _, last)) if *step == s => *last = i,
+            _ => spans.push((s, i, i)),
         }
     }
     spans
 }
 
 /// Runs of consecutive ops of one layer: `(layer, first index, last index)`.
-fn layer_spans(ops: &[OpResult]) -> Vec<(usize, usize, usize)> {
+fn layer_spans<R: RowSource + ?Sized>(ops: &R) -> Vec<(usize, usize, usize)> {
     let mut spans: Vec<(usize, usize, usize)> = Vec::new();
-    for (i, op) in ops.iter().enumerate() {
-        let Some(l) = op.layer else { continue };
+    for i in 0..ops.row_count() {
+        let Some(l) = ops.row_at(i).layer() else {
+            continue;
+        };
         match spans.last_mut() {
             Some((layer, _, last)) if *layer == l && *last + 1 == i => *last = i,
             _ => spans.push((l, i, i)),
@@ -188,24 +209,25 @@ fn layer_spans(ops: &[OpResult]) -> Vec<(usize, usize, usize)> {
     spans
 }
 
-fn tooltip(i: usize, op: &OpResult, plotted: Plotted) -> String {
+fn tooltip(i: usize, op: Row<'_>, plotted: Plotted) -> String {
     let num = |x: Option<f64>| x.map_or_else(|| "-".to_string(), sci);
-    if let (Some(_), Some(ratio)) = (plotted.truth_k, op.truth.noise_ratio) {
+    let truth = op.truth();
+    if let (Some(_), Some(ratio)) = (plotted.truth_k, truth.noise_ratio) {
         return format!(
             "#{i} {}\nstatus {}\nvs truth: ours {}, ref {} (noise ratio {}, limit {})",
-            op.name,
-            op.status,
-            num(op.truth.ours_truth_rel_err),
-            num(op.truth.ref_truth_rel_err),
+            op.name(),
+            op.status(),
+            num(truth.ours_truth_rel_err),
+            num(truth.ref_truth_rel_err),
             ratio_text(ratio),
             num(plotted.limit(op))
         );
     }
     format!(
         "#{i} {}\nstatus {}\nrel err {} (tolerance {})",
-        op.name,
-        op.status,
-        num(op.errors.rel_l2_err),
+        op.name(),
+        op.status(),
+        num(op.rel_l2_err()),
         num(rel_tolerance(op))
     )
 }
@@ -221,28 +243,30 @@ const DENSE_PER_PIXEL: f64 = 4.0;
 /// cell, and the first divergence always. A decode bug diverges at every step after its
 /// own (136,333 of a 256-step report's 152,345 ops): its diverged markers, all drawn, were
 /// 30 MB of the page.
-fn dense_keep(
-    ops: &[OpResult],
+fn dense_keep<R: RowSource + ?Sized>(
+    ops: &R,
     first: Option<usize>,
     x: impl Fn(usize) -> f64,
-    look: impl Fn(&OpResult) -> (f64, Option<f64>, bool),
+    look: impl Fn(Row<'_>) -> (f64, Option<f64>, bool),
 ) -> Option<Vec<bool>> {
-    let columns = x(ops.len().saturating_sub(1)) - x(0);
-    if (ops.len() as f64) <= DENSE_PER_PIXEL * columns.max(1.0) {
+    let len = ops.row_count();
+    let columns = x(len.saturating_sub(1)) - x(0);
+    if (len as f64) <= DENSE_PER_PIXEL * columns.max(1.0) {
         return None;
     }
-    let mut keep = vec![false; ops.len()];
+    let mut keep = vec![false; len];
     // (column, row of 2 px, kind and colour) -> the last op there.
     let mut cells: std::collections::HashMap<(i64, i64, u8), usize> =
         std::collections::HashMap::new();
-    for (i, op) in ops.iter().enumerate() {
+    for i in 0..len {
+        let op = ops.row_at(i);
         let (y, value, qk) = look(op);
         let kind = match value {
             Some(v) if v > 0.0 => 0,
             Some(_) => 1,
             None => 2,
         } + 3 * u8::from(qk)
-            + 6 * u8::from(op.status.is_divergence());
+            + 6 * u8::from(op.status().is_divergence());
         cells.insert((x(i).floor() as i64, (y / 2.0).floor() as i64, kind), i);
     }
     for i in cells.into_values().chain(first) {
@@ -265,10 +289,10 @@ pub(crate) fn growth(report: &Report, standalone: bool) -> String {
     let count = ops.len().max(1) as f64;
     let x = |i: usize| left + (i as f64 + 0.5) * pw / count;
     let axis = LogAxis::above_thresholds(
-        ops.iter()
+        ops.rows()
             .filter_map(|o| plotted.value(o))
-            .chain(ops.iter().filter_map(|o| plotted.reference(o))),
-        ops.iter().filter_map(|o| plotted.limit(o)),
+            .chain(ops.rows().filter_map(|o| plotted.reference(o))),
+        ops.rows().filter_map(|o| plotted.limit(o)),
     );
     let y = |v: f64| y_bot - axis.frac(v) * (y_bot - top);
 
@@ -319,7 +343,7 @@ pub(crate) fn growth(report: &Report, standalone: bool) -> String {
     // decode steps, the steps' (each step runs every layer again: at 256 steps the layers'
     // 7,196 dashed lines, 0.15 px apart, greyed the plot, and their labels named layers at
     // random).
-    let stepped = ops.iter().any(|o| o.step > 0);
+    let stepped = ops.rows().any(|o| o.step() > 0);
     let spans = if stepped {
         step_spans(ops)
     } else {
@@ -425,10 +449,10 @@ pub(crate) fn growth(report: &Report, standalone: bool) -> String {
     // ring, which cuts its vertical line (same colour) around it; the disc goes under the
     // tolerance and error lines and every marker, hiding none.
     let r = if ops.len() > 200 { 2.2 } else { 3.2 };
-    let diverged = ops.iter().filter(|o| o.status.is_divergence()).count();
+    let diverged = ops.rows().filter(|o| o.status().is_divergence()).count();
     let sparse = diverged as f64 * (2.0 * 3.6 + 1.0) <= 0.25 * pw;
     let r_bad = if sparse { f64::max(r, 3.6) } else { r };
-    let marker_y = |op: &OpResult| match plotted.value(op) {
+    let marker_y = |op: Row<'_>| match plotted.value(op) {
         Some(v) if v > 0.0 => y(v),
         Some(_) => y_zero,
         None => y_na,
@@ -436,7 +460,7 @@ pub(crate) fn growth(report: &Report, standalone: bool) -> String {
     let first = report
         .first_divergence
         .as_ref()
-        .and_then(|f| Some((f.index, ops.get(f.index)?)));
+        .and_then(|f| Some((f.index, ops.get_row(f.index)?)));
     if let Some((i, op)) = first {
         let halo = r_bad + if is_qk_norm(op) { 7.5 } else { 5.0 };
         svg.circle(
@@ -458,7 +482,7 @@ pub(crate) fn growth(report: &Report, standalone: bool) -> String {
         );
         run.clear();
     };
-    for (i, op) in ops.iter().enumerate() {
+    for (i, op) in ops.rows().enumerate() {
         match plotted.limit(op) {
             Some(t) => {
                 run.push((x(i) - half, y(t)));
@@ -471,7 +495,7 @@ pub(crate) fn growth(report: &Report, standalone: bool) -> String {
 
     // The error lines, broken where an op has no positive error: in truth mode the reference's
     // own error against the truth first (underneath), then ours'.
-    type Series = fn(Plotted, &OpResult) -> Option<f64>;
+    type Series = fn(Plotted, Row<'_>) -> Option<f64>;
     let mut series: Vec<(Series, &str)> = Vec::new();
     if plotted.truth_k.is_some() {
         series.push((Plotted::reference, REF_LINE));
@@ -480,7 +504,7 @@ pub(crate) fn growth(report: &Report, standalone: bool) -> String {
     for (value, colour) in &series {
         let style = format!("stroke=\"{colour}\" stroke-width=\"1\"");
         let mut line: Vec<(f64, f64)> = Vec::new();
-        for (i, op) in ops.iter().enumerate() {
+        for (i, op) in ops.rows().enumerate() {
             match value(plotted, op).filter(|v| *v > 0.0) {
                 Some(v) => line.push((x(i), y(v))),
                 None => {
@@ -510,8 +534,8 @@ pub(crate) fn growth(report: &Report, standalone: bool) -> String {
         &[None]
     };
     for pass in passes {
-        for (i, op) in ops.iter().enumerate() {
-            let diverged = op.status.is_divergence();
+        for (i, op) in ops.rows().enumerate() {
+            let diverged = op.status().is_divergence();
             if pass.is_some_and(|p| p != diverged) {
                 continue;
             }
@@ -663,17 +687,18 @@ struct Cell {
 const CELL_LINES: usize = 8;
 
 impl Cell {
-    fn add(&mut self, op: &OpResult) {
+    fn add(&mut self, op: Row<'_>) {
+        let (status, rel_l2_err) = (op.status(), op.rel_l2_err());
         let line = || {
             format!(
                 "{} ({}, rel err {})",
-                op.name,
-                op.status,
-                op.errors.rel_l2_err.map_or_else(|| "-".to_string(), sci)
+                op.name(),
+                status,
+                rel_l2_err.map_or_else(|| "-".to_string(), sci)
             )
         };
         self.count += 1;
-        if let Some(v) = op.errors.rel_l2_err {
+        if let Some(v) = rel_l2_err {
             // as f64::max: a NaN is passed over
             if self
                 .worst
@@ -685,7 +710,7 @@ impl Cell {
         } else {
             self.missing = true;
         }
-        if op.status.is_divergence() {
+        if status.is_divergence() {
             self.diverged += 1;
             if self.diverged_names.len() < CELL_LINES / 2 {
                 self.diverged_names.push(line());
@@ -904,16 +929,16 @@ pub(crate) fn heatmap(report: &Report) -> Option<String> {
     // With decode steps, the prefill's rows and then the steps' (a cell the worst of every
     // step): a KV-cache bug reads as a clean block above a dark one (the prefill and the
     // steps in one cell hid it).
-    let stepped = report.ops.iter().any(|o| o.step > 0);
+    let stepped = report.ops.rows().any(|o| o.step() > 0);
     let mut kinds: Vec<Op> = Vec::new();
     let mut cells: BTreeMap<(usize, usize), Vec<(Op, Cell)>> = BTreeMap::new();
-    for op in report.ops.iter() {
-        let Some(layer) = op.layer else { continue };
-        let kind = Op::of(&op.name);
+    for op in report.ops.rows() {
+        let Some(layer) = op.layer() else { continue };
+        let kind = op_kind(op);
         if !kinds.contains(&kind) {
             kinds.push(kind);
         }
-        let phase = usize::from(stepped && op.step > 0);
+        let phase = usize::from(stepped && op.step() > 0);
         let row = cells.entry((phase, layer)).or_default();
         let cell = match row.iter().position(|(k, _)| *k == kind) {
             Some(p) => &mut row[p].1,
@@ -931,8 +956,8 @@ pub(crate) fn heatmap(report: &Report) -> Option<String> {
     // tolerance reads pale whatever its absolute error level.
     let tolerances: Vec<f64> = report
         .ops
-        .iter()
-        .filter(|o| o.layer.is_some())
+        .rows()
+        .filter(|o| o.layer().is_some())
         .filter_map(rel_tolerance)
         .collect();
     let axis = LogAxis::around(

@@ -1,15 +1,22 @@
-//! A report whose decode steps are kept compact ([`Rows`] runs): `assemble` and the table and
-//! Markdown views never build its rows (`Rows::is_built` stays false), with the default
-//! options, `--layer`, `--grep`, `--all`, a width and colours; the report and the bytes written
-//! are those of the same rows built, and every view of a row reads its built row's fields.
+//! A report whose decode steps are kept compact ([`Rows`] runs): `assemble`, the table and
+//! Markdown views (with the default options, `--layer`, `--grep`, `--all`, a width and
+//! colours), the HTML page and the growth plot never build its rows (`Rows::is_built` stays
+//! false); the report and the bytes written are those of the same rows built, and every view
+//! of a row reads its built row's fields.
 
 mod common;
 use common::{act, perturb};
 use divergence_diff::*;
-use divergence_render::{render_markdown, render_table, Regex, TableOptions};
+use divergence_render::{
+    render_growth_svg, render_html, render_markdown, render_table, Regex, TableOptions,
+};
 
 /// Decode steps of every probe (step 0, the prefill, is a plain row).
 const STEPS: usize = 6;
+
+/// Decode steps enough for 6,000 rows and more: the HTML page's table is paged (past 2,000
+/// rows) and the growth plot dense (past ~5,000 rows, 4 per pixel column).
+const MANY_STEPS: usize = 480;
 
 /// Elements per step.
 const SHAPE: [usize; 2] = [2, 4];
@@ -53,6 +60,13 @@ fn probes(hostile: bool) -> Vec<Probe> {
             prefill: false,
             eps: noise,
         });
+        // A probe's name that reads as a step's, twice: its steps' names (`k_norm@5@7@1`)
+        // are of another op kind than its own (`Op::of` drops `@7`, then `@5`: a q/k norm).
+        out.push(Probe {
+            name: "model.layers.1.self_attn.k_norm@5@7".to_string(),
+            prefill: false,
+            eps: noise,
+        });
     }
     out.push(Probe {
         name: "model.norm".to_string(),
@@ -62,10 +76,11 @@ fn probes(hostile: bool) -> Vec<Probe> {
     out
 }
 
-/// The rows in execution order: every probe's prefill, then each decode step's probes, then
-/// an unreadable probe. Each probe's decode steps are one run ([`compare_step_run`]); step 4 of
-/// layer 0's mlp has a NaN, so it is a plain row within its run.
-fn rows(hostile: bool) -> Rows {
+/// The rows in execution order: every probe's prefill, then each of `steps` decode steps'
+/// probes, then an unreadable probe. Each probe's decode steps are one run
+/// ([`compare_step_run`]); step 4 of layer 0's mlp has a NaN, so it is a plain row within its
+/// run.
+fn rows(hostile: bool, steps: usize) -> Rows {
     let cfg = DiffConfig::default();
     let probes = probes(hostile);
     let n: usize = SHAPE.iter().product();
@@ -74,7 +89,7 @@ fn rows(hostile: bool) -> Rows {
         .enumerate()
         .filter_map(|(p, probe)| probe.prefill.then_some(p))
         .collect();
-    let total = prefill.len() + STEPS * probes.len() + 1;
+    let total = prefill.len() + steps * probes.len() + 1;
     let mut b = RowsBuilder::new(total);
     fn side(v: &[f32]) -> Side<'_> {
         Side {
@@ -92,12 +107,12 @@ fn rows(hostile: bool) -> Rows {
         );
     }
     for (p, probe) in probes.iter().enumerate() {
-        let names: Vec<Name> = (1..=STEPS)
+        let names: Vec<Name> = (1..=steps)
             .map(|s| Name::from(format!("{}@{s}", probe.name)))
             .collect();
         let mut r = Vec::new();
         let mut o = Vec::new();
-        for s in 1..=STEPS {
+        for s in 1..=steps {
             let rs = act(n, p * 31 + s);
             o.extend(perturb(&rs, (probe.eps)(s)));
             r.extend(rs);
@@ -105,7 +120,7 @@ fn rows(hostile: bool) -> Rows {
         if probe.name == "model.layers.0.mlp" {
             o[3 * n + 1] = f32::NAN; // step 4
         }
-        let at: Vec<usize> = (0..STEPS)
+        let at: Vec<usize> = (0..steps)
             .map(|k| prefill.len() + k * probes.len() + p)
             .collect();
         b.put_run(&at, compare_step_run(&names, side(&o), side(&r), &cfg));
@@ -121,14 +136,14 @@ fn rows(hostile: bool) -> Rows {
     b.finish()
 }
 
-/// A report whose rows are compact and not built: assembled (which may build its rows), then
-/// given the same rows afresh, with the assembled rows' local growths.
-fn compact_report(hostile: bool) -> Report {
+/// A report of `steps` decode steps whose rows are compact and not built: assembled (which may
+/// build its rows), then given the same rows afresh, with the assembled rows' local growths.
+fn compact_report(hostile: bool, steps: usize) -> Report {
     let cfg = DiffConfig::default();
     let ctx = ReportContext::new("ours.npz", "ref.npz", OrderSource::RefMeta);
-    let mut report = assemble(rows(hostile), ctx, &cfg);
+    let mut report = assemble(rows(hostile, steps), ctx, &cfg);
     let growths: Vec<Option<f64>> = report.ops.rows().map(|r| r.local_growth()).collect();
-    let mut fresh = rows(hostile);
+    let mut fresh = rows(hostile, steps);
     fresh.set_local_growths(growths);
     report.ops = fresh;
     assert!(report.ops.is_compact());
@@ -154,6 +169,39 @@ fn markdown(report: &Report, opts: &TableOptions) -> String {
     let mut out = Vec::new();
     render_markdown(report, opts, &mut out).expect("render markdown");
     String::from_utf8(out).expect("utf-8")
+}
+
+fn html(report: &Report) -> String {
+    let mut out = Vec::new();
+    render_html(report, &mut out).expect("render html");
+    String::from_utf8(out).expect("utf-8")
+}
+
+fn growth_svg(report: &Report) -> String {
+    let mut out = Vec::new();
+    render_growth_svg(report, &mut out).expect("render the growth plot");
+    String::from_utf8(out).expect("utf-8")
+}
+
+/// The HTML page (its growth plot and heatmap within) and the standalone growth plot of a
+/// compact report: its rows not built, the bytes those of the same rows built. Gives the
+/// page and the plot.
+fn assert_draws_unbuilt(report: &Report) -> (String, String) {
+    let built = plain(report);
+    assert!(
+        !report.ops.is_built(),
+        "making the plain copy built nothing"
+    );
+    let plot = growth_svg(report);
+    assert!(!report.ops.is_built(), "growth plot: the rows were built");
+    assert!(
+        plot == growth_svg(&built),
+        "growth plot: not the built report's bytes"
+    );
+    let page = html(report);
+    assert!(!report.ops.is_built(), "html: the rows were built");
+    assert!(page == html(&built), "html: not the built report's bytes");
+    (page, plot)
 }
 
 /// The options of the CLI's table and Markdown views worth telling apart here.
@@ -232,7 +280,7 @@ fn assert_renders_unbuilt(report: &Report) {
 
 #[test]
 fn table_and_markdown_never_build_a_compact_report() {
-    let report = compact_report(false);
+    let report = compact_report(false, STEPS);
     // Premises: the first divergence is a compact step, a step with a NaN is a plain row, and
     // there is an unreadable row and rows of several layers.
     let f = report.first_divergence.as_ref().expect("a divergence");
@@ -259,7 +307,7 @@ fn table_and_markdown_never_build_a_compact_report() {
 /// report's, escaped.
 #[test]
 fn a_hostile_step_name_is_escaped_without_building_the_report() {
-    let report = compact_report(true);
+    let report = compact_report(true, STEPS);
     assert!(report
         .ops
         .rows()
@@ -283,6 +331,48 @@ fn a_hostile_step_name_is_escaped_without_building_the_report() {
     assert!(!text.contains('\u{1b}'), "{text}");
 }
 
+/// The HTML page and the growth plot of a small report (its table live, every marker drawn),
+/// with and without a name that needs escaping, held only by compact steps.
+#[test]
+fn html_and_growth_plot_never_build_a_compact_report() {
+    for hostile in [false, true] {
+        let report = compact_report(hostile, STEPS);
+        let (page, plot) = assert_draws_unbuilt(&report);
+        // Premises: the first divergence is a compact step, the table is live, the heatmap is
+        // drawn, the plot has a marker (and its tooltip) per row.
+        let f = report.first_divergence.as_ref().expect("a divergence");
+        assert!(matches!(report.ops.row(f.index), Row::Step(..)));
+        assert!(
+            page.contains("First divergence: <span class=\"bad\">model.layers.1.mlp@3</span>"),
+            "{page}"
+        );
+        assert!(!page.contains("data-paged=\"1\""));
+        assert!(page.contains("<section id=\"heatmap\">"));
+        assert_eq!(plot.matches("<title>#").count(), report.ops.len());
+        if hostile {
+            assert!(!page.contains('\u{1b}') && !plot.contains('\u{1b}'));
+            assert!(page.contains("data-name=\"model.layers.2.x\u{FFFD}[2J&#10;## h@1\""));
+            assert!(plot.contains("model.layers.2.x\u{FFFD}[2J\n## h@1\nstatus"));
+        }
+    }
+}
+
+/// The HTML page and the growth plot of a large report: its table paged (each page's rows
+/// built as the page is written), its plot's markers thinned.
+#[test]
+fn a_large_compact_report_draws_paged_and_dense_without_being_built() {
+    let report = compact_report(true, MANY_STEPS);
+    let (page, plot) = assert_draws_unbuilt(&report);
+    assert!(page.contains("data-paged=\"1\""));
+    assert!(page.contains("<section id=\"heatmap\">"));
+    let markers = plot.matches("<title>#").count();
+    assert!(
+        0 < markers && markers < report.ops.len(),
+        "{markers} markers of {} rows",
+        report.ops.len()
+    );
+}
+
 /// `assemble` reads compact rows through their views without building them, and makes the
 /// report it makes of the same rows built (the heads: first divergence, origin, summaries,
 /// amplification, growths), and the same rows.
@@ -291,10 +381,10 @@ fn assemble_reads_compact_rows_as_their_built_rows() {
     let cfg = DiffConfig::default();
     let ctx = || ReportContext::new("ours.npz", "ref.npz", OrderSource::RefMeta);
     for hostile in [false, true] {
-        let compact = assemble(rows(hostile), ctx(), &cfg);
+        let compact = assemble(rows(hostile, STEPS), ctx(), &cfg);
         assert!(compact.ops.is_compact());
         assert!(!compact.ops.is_built(), "assemble built the rows");
-        let built = assemble(rows(hostile).into_vec(), ctx(), &cfg);
+        let built = assemble(rows(hostile, STEPS).into_vec(), ctx(), &cfg);
         assert!(!built.ops.is_compact());
         // Premises: a divergence in a compact step, amplification rows, growths.
         let first = compact.first_divergence.as_ref().expect("a divergence");
