@@ -539,6 +539,25 @@ pub fn compare_step_run<'a>(
     reference: Side<'a>,
     cfg: &DiffConfig,
 ) -> StepRows {
+    let mut sums = vec![StepSums::UNUSED; names.len()];
+    let mut steps = compare_step_run_into(names, ours, reference, cfg, &mut |k, s| sums[k] = s);
+    if steps.run.is_some() {
+        steps.sums = sums;
+    }
+    steps
+}
+
+/// [`compare_step_run`], each step kept compact handed to `emit` (its index in the run and its
+/// sums) as it is made, in step order, instead of kept in the result (whose `sums` is then
+/// empty): what [`crate::RowSink`] writes in place. A step is emitted only when the result has
+/// a run, and every step of the run is either emitted or one of the result's rows, once.
+pub fn compare_step_run_into<'a>(
+    names: &[Name],
+    ours: Side<'a>,
+    reference: Side<'a>,
+    cfg: &DiffConfig,
+    emit: &mut dyn FnMut(usize, StepSums),
+) -> StepRows {
     let steps = names.len();
     let n = numel(ours.shape).filter(|&n| Some(n) == numel(reference.shape));
     let whole = |side: &Side<'_>, n: usize| Some(side.values.len()) == n.checked_mul(steps);
@@ -609,7 +628,6 @@ pub fn compare_step_run<'a>(
     // first step's base, the next step, no leading zero.
     let written_back =
         |k: usize, name: &str| divergence_names::is_step_name(name, first_base, first + k);
-    let mut sums = vec![StepSums::UNUSED; steps];
     let mut rows = Vec::new();
     crate::metrics::step_sums(
         ours.values,
@@ -624,7 +642,7 @@ pub fn compare_step_run<'a>(
                 .then(|| StepSums::of(&acc, n as u64, &tol))
                 .flatten()
             {
-                sums[k] = s;
+                emit(k, s);
                 return;
             }
             // The plan's name, shared: no allocation.
@@ -650,7 +668,11 @@ pub fn compare_step_run<'a>(
         tol,
         n: n as u64,
     });
-    StepRows { run, sums, rows }
+    StepRows {
+        run,
+        sums: Vec::new(),
+        rows,
+    }
 }
 
 /// A side's values, or none.

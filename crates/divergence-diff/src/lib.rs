@@ -54,9 +54,9 @@ pub mod tolerance;
 pub use align::{align, Confidence, Pair, TensorStats, ValueStats};
 pub use amplification::{AmpVerdict, Amplification, AmplificationRow, NormWeightGains};
 pub use compare::{
-    compare, compare_step_run, compare_steps, compare_with_truth, dtype_name, not_made, ratio_text,
-    sci, unreadable, DtypeName, ErrorMetrics, Head, Index, Needs, NonFiniteCounts, OpResult,
-    ProbeFold, RuleTerms, Side, Status, TensorInfo, TruthMetrics, Which,
+    compare, compare_step_run, compare_step_run_into, compare_steps, compare_with_truth,
+    dtype_name, not_made, ratio_text, sci, unreadable, DtypeName, ErrorMetrics, Head, Index, Needs,
+    NonFiniteCounts, OpResult, ProbeFold, RuleTerms, Side, Status, TensorInfo, TruthMetrics, Which,
 };
 pub use config::{DiffConfig, DEFAULT_AMPLIFICATION_THRESHOLD};
 pub use divergence_names::Name;
@@ -73,7 +73,7 @@ pub use report::{
     assemble, step_summaries, FirstDifference, FirstDivergence, JudgedWith, Report, ReportContext,
     StepSummary, Summary, SCHEMA,
 };
-pub use rows::{Row, RowSource, Rows, RowsBuilder, StepRows, StepRun};
+pub use rows::{Row, RowSink, RowSource, Rows, RowsBuilder, StepRows, StepRun, StepSums};
 pub use tokens::{
     merge_steps, step_logits, token_effect, Flip, PositionTokens, StepLogits, StepTokens,
     TokenEffect,

@@ -21,6 +21,7 @@
 
 use std::borrow::Cow;
 use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 
 use divergence_names::{step_name_shared, Name};
@@ -684,34 +685,52 @@ impl StepRows {
     }
 }
 
-/// Makes [`Rows`] of `n` rows from rows and runs placed by index.
+/// Makes [`Rows`] of `n` rows from rows and runs placed by index: one by one ([`RowsBuilder::put`],
+/// [`RowsBuilder::put_run`]), or, for runs compared on many threads at once, each compact step
+/// written to its row's cell by the thread that compares it ([`RowsBuilder::open_run`],
+/// [`RowSink`], [`RowsBuilder::close_run`]): no second copy of a decode report's sums, and no
+/// pass that gathers them.
 pub struct RowsBuilder {
     plain: Vec<OpResult>,
-    runs: Vec<StepRun>,
-    /// Each run's sums, by step.
-    sums: Vec<Vec<StepSums>>,
-    /// Row `i`'s `(run, k)` as in [`Cell`] (8 bytes a row: placed one by one, then the cells
-    /// made in parallel, in order).
-    slots: Vec<(u32, u32)>,
+    /// Indexed by run number (`None`: opened, and closed without a run, or not closed yet).
+    runs: Vec<Option<StepRun>>,
+    /// One per row, [`Cell::UNSET`] until the row is written.
+    cells: Vec<Cell>,
+    /// Whether each row has been written: a second write of a row panics.
+    written: Vec<AtomicBool>,
 }
 
 impl RowsBuilder {
-    const UNSET: (u32, u32) = (Cell::UNSET.run, Cell::UNSET.k);
-
     /// A builder of `n` rows.
     pub fn new(n: usize) -> RowsBuilder {
+        // Made on every thread: a decode report's cells are ~15 MB of fresh pages.
+        let (cells, written) = rayon::join(
+            || {
+                (0..n)
+                    .into_par_iter()
+                    .with_min_len(4096)
+                    .map(|_| Cell::UNSET)
+                    .collect()
+            },
+            || (0..n).map(|_| AtomicBool::new(false)).collect(),
+        );
         RowsBuilder {
             plain: Vec::new(),
             runs: Vec::new(),
-            sums: Vec::new(),
-            slots: vec![RowsBuilder::UNSET; n],
+            cells,
+            written,
         }
     }
 
     /// Row `i`. Panics past the rows or on a second write of `i`.
     pub fn put(&mut self, i: usize, row: OpResult) {
         let k = u32::try_from(self.plain.len()).expect("fewer than 2^32 rows");
-        self.set(i, (Cell::PLAIN, k));
+        self.claim(i);
+        self.cells[i] = Cell {
+            run: Cell::PLAIN,
+            k,
+            sums: StepSums::UNUSED,
+        };
         self.plain.push(row);
     }
 
@@ -719,68 +738,158 @@ impl RowsBuilder {
     /// [`RowsBuilder::put`], or when `at` has another number of indices than the run steps.
     pub fn put_run(&mut self, at: &[usize], steps: StepRows) {
         debug_assert!(steps.rows.windows(2).all(|w| w[0].0 < w[1].0));
-        if let Some(run) = steps.run {
+        let r = self.open_run();
+        if steps.run.is_some() {
             assert_eq!(at.len(), steps.sums.len(), "one row index per step");
-            let r = u32::try_from(self.runs.len()).expect("fewer than 2^32 runs");
+            let sink = self.sink();
             let mut own = steps.rows.iter().map(|(k, _)| *k).peekable();
-            for (k, &i) in at.iter().enumerate() {
+            for (k, (&i, s)) in at.iter().zip(&steps.sums).enumerate() {
                 if own.next_if(|&j| j == k).is_none() {
-                    let k = u32::try_from(k).expect("fewer than 2^32 steps");
-                    self.set(i, (r, k));
+                    sink.put_step(i, r, k, *s);
                 }
             }
-            self.runs.push(run);
-            self.sums.push(steps.sums);
         }
+        self.close_run(
+            r,
+            at,
+            StepRows {
+                sums: Vec::new(),
+                ..steps
+            },
+        );
+    }
+
+    /// A new run's number, for [`RowSink::put_step`] and [`RowsBuilder::close_run`].
+    pub fn open_run(&mut self) -> u32 {
+        let r = u32::try_from(self.runs.len()).expect("fewer than 2^32 runs");
+        self.runs.push(None);
+        r
+    }
+
+    /// What many threads share to write the compact steps of open runs to their rows.
+    pub fn sink(&mut self) -> RowSink<'_> {
+        RowSink {
+            cells: self.cells.as_mut_ptr(),
+            written: &self.written,
+            runs: self.runs.len(),
+            _cells: std::marker::PhantomData,
+        }
+    }
+
+    /// Run `r` ([`RowsBuilder::open_run`]) made: `steps` from [`crate::compare_step_run_into`],
+    /// whose compact steps went to [`RowSink::put_step`] (row `at[k]` for step `k`); its other
+    /// steps are placed as rows. Panics as [`RowsBuilder::put`], or when `steps` still holds
+    /// sums.
+    pub fn close_run(&mut self, r: u32, at: &[usize], steps: StepRows) {
+        assert!(steps.sums.is_empty(), "the sums are the sink's");
+        let slot = self.runs.get_mut(r as usize).expect("an open run");
+        assert!(slot.is_none(), "run {r} closed twice");
+        *slot = steps.run;
         for (k, row) in steps.rows {
             self.put(at[k], row);
         }
     }
 
-    fn set(&mut self, i: usize, slot: (u32, u32)) {
-        let at = self.slots.get_mut(i).expect("a row index within the plan");
-        assert!(*at == RowsBuilder::UNSET, "row {i} written twice");
-        *at = slot;
+    fn claim(&mut self, i: usize) {
+        let written = self
+            .written
+            .get_mut(i)
+            .expect("a row index within the plan");
+        assert!(
+            !std::mem::replace(written.get_mut(), true),
+            "row {i} written twice"
+        );
     }
 
-    /// The rows. Panics when one was never written.
+    /// The rows. Panics when one was never written, or a step was written for a run closed
+    /// without one.
     pub fn finish(self) -> Rows {
+        let RowsBuilder {
+            plain,
+            runs,
+            mut cells,
+            written,
+        } = self;
         assert!(
-            !self.slots.contains(&RowsBuilder::UNSET),
+            written.iter().all(|w| w.load(Ordering::Relaxed)),
             "a row was never written"
         );
-        if self.runs.is_empty() {
+        if runs.iter().all(Option::is_none) {
             // Plain rows only: in order, as a vector.
-            let mut plain: Vec<Option<OpResult>> = self.plain.into_iter().map(Some).collect();
-            let rows: Vec<OpResult> = self
-                .slots
+            let mut plain: Vec<Option<OpResult>> = plain.into_iter().map(Some).collect();
+            let rows: Vec<OpResult> = cells
                 .iter()
-                .map(|&(_, k)| plain[k as usize].take().expect("each row once"))
+                .map(|c| {
+                    assert_eq!(c.run, Cell::PLAIN, "a step of a run closed without one");
+                    plain[c.k as usize].take().expect("each row once")
+                })
                 .collect();
             return Rows::from(rows);
         }
-        let sums = &self.sums;
-        let cells = self
-            .slots
-            .par_iter()
-            .with_min_len(4096)
-            .map(|&(run, k)| Cell {
-                run,
-                k,
-                sums: if run == Cell::PLAIN {
-                    StepSums::UNUSED
-                } else {
-                    sums[run as usize][k as usize]
-                },
-            })
-            .collect();
+        // Runs closed without a run (steps all rows, or never compared in one call) leave no
+        // number behind: the others are renumbered.
+        let runs = if runs.iter().any(Option::is_none) {
+            let mut number = Vec::with_capacity(runs.len());
+            let mut kept = Vec::with_capacity(runs.len());
+            for run in runs {
+                number.push(run.as_ref().map(|_| kept.len() as u32));
+                kept.extend(run);
+            }
+            cells
+                .par_iter_mut()
+                .with_min_len(4096)
+                .filter(|c| c.run != Cell::PLAIN)
+                .for_each(|c| {
+                    c.run = number[c.run as usize].expect("a step of a run closed without one");
+                });
+            kept
+        } else {
+            runs.into_iter().flatten().collect()
+        };
         Rows {
             repr: Repr::Compact(Box::new(Compact {
-                plain: self.plain,
-                runs: self.runs,
+                plain,
+                runs,
                 cells,
                 built: OnceLock::new(),
             })),
         }
+    }
+}
+
+/// Writes compact steps to their rows' cells from many threads ([`RowsBuilder::sink`]): each
+/// row at most once, whichever thread writes it (a second write panics), while the builder is
+/// borrowed.
+pub struct RowSink<'b> {
+    cells: *mut Cell,
+    /// One flag per cell: `cells` holds `written.len()` of them.
+    written: &'b [AtomicBool],
+    /// Runs opened when the sink was made.
+    runs: usize,
+    _cells: std::marker::PhantomData<&'b mut [Cell]>,
+}
+
+// SAFETY: shared across threads only to `put_step`, which writes each cell through `cells` at
+// most once (marked in `written` before the write, so two threads never write one cell, and
+// nothing else reads or writes the cells while the sink borrows the builder); cells are `Copy`
+// data, initialized before the sink was made.
+unsafe impl Sync for RowSink<'_> {}
+// SAFETY: as above; the sink holds no thread-bound state.
+unsafe impl Send for RowSink<'_> {}
+
+impl RowSink<'_> {
+    /// Step `k` of open run `r` ([`RowsBuilder::open_run`]), kept compact as `sums`, at row
+    /// `i`. Panics past the rows, on a second write of `i`, or for a run not open.
+    pub fn put_step(&self, i: usize, r: u32, k: usize, sums: StepSums) {
+        assert!((r as usize) < self.runs, "run {r} is not open");
+        let k = u32::try_from(k).expect("fewer than 2^32 steps");
+        let written = self.written.get(i).expect("a row index within the plan");
+        assert!(
+            !written.swap(true, Ordering::Relaxed),
+            "row {i} written twice"
+        );
+        // SAFETY: `i` is below `written.len()`, the number of cells; no other write or read of
+        // cell `i` happens while the sink lives: its flag was unset until the swap above.
+        unsafe { self.cells.add(i).write(Cell { run: r, k, sums }) };
     }
 }

@@ -801,6 +801,39 @@ proptest! {
             views_read_their_row(view, &row)?;
         }
         prop_assert!(!(rows.is_compact() && rows.is_built()));
+        // The same run compared on another thread, each compact step written in place through
+        // the builder's sink ([`compare_step_run_into`]), at rows in reverse order after a
+        // plain row, and after a run opened and never closed (as when its members cannot be
+        // borrowed): the same rows.
+        let mut b = RowsBuilder::new(steps + 1);
+        let _never = b.open_run();
+        let r = b.open_run();
+        let at: Vec<usize> = (0..steps).map(|k| steps - k).collect();
+        let parts = {
+            let sink = b.sink();
+            let at = &at;
+            let names = &names;
+            let cfg = &cfg;
+            std::thread::scope(|s| {
+                s.spawn(|| {
+                    compare_step_run_into(names, ours, reference, cfg, &mut |k, sums| {
+                        sink.put_step(at[k], r, k, sums)
+                    })
+                })
+                .join()
+                .unwrap()
+            })
+        };
+        b.put(0, compare("plain", Some(ours), None, &cfg));
+        b.close_run(r, &at, parts);
+        let sunk = b.finish();
+        prop_assert_eq!(sunk.len(), steps + 1);
+        prop_assert_eq!(sunk.row(0).name(), "plain");
+        for (k, (_, row)) in got.iter().enumerate() {
+            prop_assert_eq!(&*sunk.row(steps - k).op(), row);
+            views_read_their_row(sunk.row(steps - k), row)?;
+        }
+        prop_assert!(!(sunk.is_compact() && sunk.is_built()));
         for (k, row) in got {
             let at = |side: &Side<'static>| {
                 let per: usize = side.shape.iter().product();
@@ -847,4 +880,23 @@ fn views_read_their_row(view: Row<'_>, op: &OpResult) -> Result<(), TestCaseErro
     errors.max_abs_err_index = op.errors.max_abs_err_index.clone();
     prop_assert_eq!(&errors, &op.errors);
     Ok(())
+}
+
+/// A row written twice through the sink panics, as a second `put` of it does.
+#[test]
+#[should_panic(expected = "row 1 written twice")]
+fn a_row_written_twice_through_the_sink_panics() {
+    let mut b = RowsBuilder::new(2);
+    let r = b.open_run();
+    let names: Vec<Name> = vec![Name::from("x@1"), Name::from("x@2")];
+    let v = [1.0f32, 2.0];
+    let side = Side {
+        shape: &[1],
+        values: ValuesRef::F32(&v),
+        dtype: "float32",
+    };
+    let sink = b.sink();
+    compare_step_run_into(&names, side, side, &DiffConfig::default(), &mut |k, s| {
+        sink.put_step(1, r, k, s)
+    });
 }

@@ -3,9 +3,10 @@
 //! Each probe is compared on its own ([`compare_probe`]; [`stream_probe`] for what is not stored
 //! in place), except the decode steps of a probe that both dumps keep in a stacked member
 //! (docs/dump-format.md, "Decode steps"): those are compared in one call per run of steps
-//! ([`divergence_diff::compare_step_run`], one pass over both members), which keeps them
-//! compact (a `StepRun`: what the steps share, and each step's sums), placed by index with the
-//! other rows ([`RowsBuilder`]). Without such runs, every row is written straight to its place
+//! ([`divergence_diff::compare_step_run_into`], one pass over both members), which keeps them
+//! compact (a `StepRun`: what the steps share; each step's sums written to its row's cell as
+//! they are made, [`RowsBuilder::sink`]), the other rows placed by index ([`RowsBuilder`]).
+//! Without such runs, every row is written straight to its place
 //! in the plan's order ([`Slots`]). The rows are the same, bit for bit, either way (tested);
 //! the one call spends once what each step's own call spent (the lookups, the dispatch, the
 //! row's shapes and tolerance), reads both members front to back instead of a member away
@@ -16,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use divergence_diff::{
     DiffConfig, Head, Needs, OpResult, OrderPlan, ProbeFold, Rows, RowsBuilder, Side, Status,
-    StepRows, Which,
+    StepRows, StepSums, Which,
 };
 use divergence_dump::{Dump, DumpError, TensorView};
 use divergence_map::{Entry, MappedDump, Pieces};
@@ -61,43 +62,65 @@ pub(crate) fn compare_all(
         return Rows::from(ops);
     }
     // Runs of decode steps, kept compact where their rows need no more than their sums
-    // ([`Rows`]): each job's rows, then placed by index.
-    let done: Vec<Done> = jobs
+    // ([`Rows`]): each compact step written to its row's cell as it is compared, the other
+    // rows placed by index once every job is done.
+    let mut rows = RowsBuilder::new(n);
+    let how = |i: usize| {
+        ours.mapping(plan.ours_name(&plan.order[i]))
+            .and_then(|v| v.how.clone())
+    };
+    // A run is opened for each run of steps that no name map made (whose rows need not say
+    // how): its compact steps go to the sink. (Each row's map looked up in parallel.)
+    let unmapped: Vec<bool> = jobs
         .par_iter()
-        .with_max_len(JOBS_PER_TASK)
         .map(|job| match job {
-            Job::Row(i) => Done::Row(*i, one(*i)),
-            Job::Steps(run) => match compare_run(run, plan, ours, reference, cfg) {
-                Some(steps) => {
-                    let how = |i: usize| {
-                        ours.mapping(plan.ours_name(&plan.order[i]))
-                            .and_then(|v| v.how.clone())
-                    };
-                    if run.rows.iter().all(|&i| how(i).is_none()) {
-                        Done::Run(&run.rows, steps)
-                    } else {
-                        // A name map made our steps: each row says how.
-                        let rows = steps
-                            .into_rows()
-                            .into_iter()
-                            .map(|(k, mut row)| {
-                                let i = run.rows[k];
-                                row.mapped = how(i);
-                                (i, row)
-                            })
-                            .collect();
-                        Done::Rows(rows)
-                    }
-                }
-                None => Done::Rows(run.rows.iter().map(|&i| (i, one(i))).collect()),
-            },
+            Job::Steps(run) => run.rows.iter().all(|&i| how(i).is_none()),
+            Job::Row(_) => false,
         })
         .collect();
-    let mut rows = RowsBuilder::new(n);
+    let numbers: Vec<Option<u32>> = unmapped
+        .iter()
+        .map(|&unmapped| unmapped.then(|| rows.open_run()))
+        .collect();
+    // The sink borrows the builder while the jobs run.
+    let done: Vec<Done> = {
+        let sink = rows.sink();
+        jobs.par_iter()
+            .zip(&numbers)
+            .with_max_len(JOBS_PER_TASK)
+            .map(|(job, number)| match (job, *number) {
+                (Job::Row(i), _) => Done::Row(*i, one(*i)),
+                (Job::Steps(run), Some(r)) => {
+                    let mut emit = |k: usize, sums| sink.put_step(run.rows[k], r, k, sums);
+                    match compare_run(run, plan, ours, reference, cfg, Some(&mut emit)) {
+                        Some(steps) => Done::Run(r, &run.rows, steps),
+                        None => Done::Rows(run.rows.iter().map(|&i| (i, one(i))).collect()),
+                    }
+                }
+                (Job::Steps(run), None) => {
+                    // A name map made our steps: each row says how.
+                    match compare_run(run, plan, ours, reference, cfg, None) {
+                        Some(steps) => Done::Rows(
+                            steps
+                                .into_rows()
+                                .into_iter()
+                                .map(|(k, mut row)| {
+                                    let i = run.rows[k];
+                                    row.mapped = how(i);
+                                    (i, row)
+                                })
+                                .collect(),
+                        ),
+                        None => Done::Rows(run.rows.iter().map(|&i| (i, one(i))).collect()),
+                    }
+                }
+            })
+            .collect()
+    };
     for d in done {
         match d {
             Done::Row(i, row) => rows.put(i, row),
-            Done::Run(at, steps) => rows.put_run(at, steps),
+            Done::Run(r, at, steps) => rows.close_run(r, at, steps),
             Done::Rows(list) => list.into_iter().for_each(|(i, row)| rows.put(i, row)),
         }
     }
@@ -105,10 +128,11 @@ pub(crate) fn compare_all(
     rows.finish()
 }
 
-/// What one job made: a row, a run of steps (rows at these indices), or rows by index.
+/// What one job made: a row, an open run of steps (its number; rows at these indices), or rows
+/// by index.
 enum Done<'j> {
     Row(usize, OpResult),
-    Run(&'j [usize], StepRows),
+    Run(u32, &'j [usize], StepRows),
     Rows(Vec<(usize, OpResult)>),
 }
 
@@ -272,15 +296,18 @@ fn jobs<'m, 'a: 'm>(
     }
 }
 
-/// Compares a run of decode steps in one call ([`divergence_diff::compare_step_run`]); `None`
-/// when the members' steps cannot be borrowed in one piece ([`Dump::member_steps`]): then
-/// compare them row by row, which says why a step cannot be read.
+/// Compares a run of decode steps in one call ([`divergence_diff::compare_step_run`]; with
+/// `emit`, its steps kept compact handed to it as they are made,
+/// [`divergence_diff::compare_step_run_into`]); `None` when the members' steps cannot be
+/// borrowed in one piece ([`Dump::member_steps`]): then compare them row by row, which says
+/// why a step cannot be read.
 fn compare_run<'a>(
     run: &Run,
     plan: &OrderPlan,
     ours: &MappedDump<'a>,
     reference: &MappedDump<'a>,
     cfg: &DiffConfig,
+    emit: Option<&mut dyn FnMut(usize, StepSums)>,
 ) -> Option<StepRows> {
     let steps = run.first..run.first + run.rows.len();
     let (om, rm) = run.members;
@@ -319,12 +346,14 @@ fn compare_run<'a>(
         values,
         dtype,
     };
-    Some(divergence_diff::compare_step_run(
-        &names,
+    let (o, r) = (
         side(o_shape, o_values, o_dtype),
         side(r_shape, r_values, r_dtype),
-        cfg,
-    ))
+    );
+    Some(match emit {
+        Some(emit) => divergence_diff::compare_step_run_into(&names, o, r, cfg, emit),
+        None => divergence_diff::compare_step_run(&names, o, r, cfg),
+    })
 }
 
 /// The spare capacity of a row vector, filled in place by many threads: row `i` is written to
