@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::DiffConfig;
 use crate::metrics::{Accumulator, Chunked, Params, Piece, SideStats, ValuesRef};
-use crate::rows::{StepRows, StepRun, StepSums};
+use crate::rows::{StepParts, StepRows, StepRun, StepSums};
 use crate::tolerance::{
     truth_floor, truth_noise, DTypeClass, Resolved, Tolerance, REL_ERR_GUARD_MIN, TRUTH_MAX_REF_ERR,
 };
@@ -540,24 +540,26 @@ pub fn compare_step_run<'a>(
     cfg: &DiffConfig,
 ) -> StepRows {
     let mut sums = vec![StepSums::UNUSED; names.len()];
-    let mut steps = compare_step_run_into(names, ours, reference, cfg, &mut |k, s| sums[k] = s);
-    if steps.run.is_some() {
-        steps.sums = sums;
+    let StepParts { run, rows } =
+        compare_step_run_into(names, ours, reference, cfg, &mut |k, s| sums[k] = s);
+    if run.is_none() {
+        sums.clear();
     }
-    steps
+    StepRows { run, sums, rows }
 }
 
 /// [`compare_step_run`], each step kept compact handed to `emit` (its index in the run and its
-/// sums) as it is made, in step order, instead of kept in the result (whose `sums` is then
-/// empty): what [`crate::RowSink`] writes in place. A step is emitted only when the result has
-/// a run, and every step of the run is either emitted or one of the result's rows, once.
+/// sums) as it is made, in step order, instead of kept in the result: what [`crate::RowSink`]
+/// writes in place ([`crate::RowsBuilder::close_run`] takes the result). A step is emitted only
+/// when the result has a run, and every step is either emitted or one of the result's rows,
+/// once.
 pub fn compare_step_run_into<'a>(
     names: &[Name],
     ours: Side<'a>,
     reference: Side<'a>,
     cfg: &DiffConfig,
     emit: &mut dyn FnMut(usize, StepSums),
-) -> StepRows {
+) -> StepParts {
     let steps = names.len();
     let n = numel(ours.shape).filter(|&n| Some(n) == numel(reference.shape));
     let whole = |side: &Side<'_>, n: usize| Some(side.values.len()) == n.checked_mul(steps);
@@ -596,11 +598,7 @@ pub fn compare_step_run_into<'a>(
                 )
             })
             .collect();
-        return StepRows {
-            run: None,
-            sums: Vec::new(),
-            rows,
-        };
+        return StepParts { run: None, rows };
     };
     // Every step's row counts `n` elements: set once in the tensor info the rows share.
     template.tensor_mut().numel = Some(n as u64);
@@ -668,11 +666,7 @@ pub fn compare_step_run_into<'a>(
         tol,
         n: n as u64,
     });
-    StepRows {
-        run,
-        sums: Vec::new(),
-        rows,
-    }
+    StepParts { run, rows }
 }
 
 /// A side's values, or none.

@@ -73,7 +73,9 @@ pub use report::{
     assemble, step_summaries, FirstDifference, FirstDivergence, JudgedWith, Report, ReportContext,
     StepSummary, Summary, SCHEMA,
 };
-pub use rows::{Row, RowSink, RowSource, Rows, RowsBuilder, StepRows, StepRun, StepSums};
+pub use rows::{
+    Row, RowSink, RowSource, Rows, RowsBuilder, StepParts, StepRows, StepRun, StepSums,
+};
 pub use tokens::{
     merge_steps, step_logits, token_effect, Flip, PositionTokens, StepLogits, StepTokens,
     TokenEffect,

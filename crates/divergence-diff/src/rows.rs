@@ -654,6 +654,17 @@ impl<'de> Deserialize<'de> for Rows {
     }
 }
 
+/// What [`crate::compare_step_run_into`] gives for a run of decode steps (its compact steps
+/// went to the sink): what they share, and the other steps as rows (with their step's index in
+/// the run).
+#[derive(Debug)]
+pub struct StepParts {
+    /// What the steps kept compact share (`None`: every step is in `rows`).
+    pub(crate) run: Option<StepRun>,
+    /// The steps that are rows of their own, by index in the run, in order.
+    pub(crate) rows: Vec<(usize, OpResult)>,
+}
+
 /// What [`crate::compare_step_run`] gives for a run of decode steps: the steps kept compact,
 /// and the others as rows (with their step's index in the run).
 #[derive(Debug)]
@@ -692,12 +703,20 @@ impl StepRows {
 /// pass that gathers them.
 pub struct RowsBuilder {
     plain: Vec<OpResult>,
-    /// Indexed by run number (`None`: opened, and closed without a run, or not closed yet).
-    runs: Vec<Option<StepRun>>,
+    /// Indexed by run number.
+    runs: Vec<RunState>,
     /// One per row, [`Cell::UNSET`] until the row is written.
     cells: Vec<Cell>,
     /// Whether each row has been written: a second write of a row panics.
     written: Vec<AtomicBool>,
+}
+
+/// A run of a [`RowsBuilder`]: its steps may be written ([`RowSink::put_step`]) only while it
+/// is open.
+enum RunState {
+    Open,
+    /// Closed with what its steps share (`None`: every step a row, none written compact).
+    Closed(Option<Box<StepRun>>),
 }
 
 impl RowsBuilder {
@@ -738,31 +757,25 @@ impl RowsBuilder {
     /// [`RowsBuilder::put`], or when `at` has another number of indices than the run steps.
     pub fn put_run(&mut self, at: &[usize], steps: StepRows) {
         debug_assert!(steps.rows.windows(2).all(|w| w[0].0 < w[1].0));
+        let StepRows { run, sums, rows } = steps;
         let r = self.open_run();
-        if steps.run.is_some() {
-            assert_eq!(at.len(), steps.sums.len(), "one row index per step");
+        if run.is_some() {
+            assert_eq!(at.len(), sums.len(), "one row index per step");
             let sink = self.sink();
-            let mut own = steps.rows.iter().map(|(k, _)| *k).peekable();
-            for (k, (&i, s)) in at.iter().zip(&steps.sums).enumerate() {
+            let mut own = rows.iter().map(|(k, _)| *k).peekable();
+            for (k, (&i, s)) in at.iter().zip(&sums).enumerate() {
                 if own.next_if(|&j| j == k).is_none() {
                     sink.put_step(i, r, k, *s);
                 }
             }
         }
-        self.close_run(
-            r,
-            at,
-            StepRows {
-                sums: Vec::new(),
-                ..steps
-            },
-        );
+        self.close_run(r, at, StepParts { run, rows });
     }
 
     /// A new run's number, for [`RowSink::put_step`] and [`RowsBuilder::close_run`].
     pub fn open_run(&mut self) -> u32 {
         let r = u32::try_from(self.runs.len()).expect("fewer than 2^32 runs");
-        self.runs.push(None);
+        self.runs.push(RunState::Open);
         r
     }
 
@@ -771,20 +784,22 @@ impl RowsBuilder {
         RowSink {
             cells: self.cells.as_mut_ptr(),
             written: &self.written,
-            runs: self.runs.len(),
+            runs: &self.runs,
             _cells: std::marker::PhantomData,
         }
     }
 
     /// Run `r` ([`RowsBuilder::open_run`]) made: `steps` from [`crate::compare_step_run_into`],
     /// whose compact steps went to [`RowSink::put_step`] (row `at[k]` for step `k`); its other
-    /// steps are placed as rows. Panics as [`RowsBuilder::put`], or when `steps` still holds
-    /// sums.
-    pub fn close_run(&mut self, r: u32, at: &[usize], steps: StepRows) {
-        assert!(steps.sums.is_empty(), "the sums are the sink's");
-        let slot = self.runs.get_mut(r as usize).expect("an open run");
-        assert!(slot.is_none(), "run {r} closed twice");
-        *slot = steps.run;
+    /// steps are placed as rows. A run left open (never compared in one call) leaves nothing
+    /// behind. Panics on a run not open (never opened, or closed already), or as
+    /// [`RowsBuilder::put`].
+    pub fn close_run(&mut self, r: u32, at: &[usize], steps: StepParts) {
+        let state = self.runs.get_mut(r as usize);
+        let Some(state @ RunState::Open) = state else {
+            panic!("run {r} is not open");
+        };
+        *state = RunState::Closed(steps.run.map(Box::new));
         for (k, row) in steps.rows {
             self.put(at[k], row);
         }
@@ -814,6 +829,14 @@ impl RowsBuilder {
             written.iter().all(|w| w.load(Ordering::Relaxed)),
             "a row was never written"
         );
+        // Runs left open or closed without a run leave no number behind.
+        let runs: Vec<Option<StepRun>> = runs
+            .into_iter()
+            .map(|state| match state {
+                RunState::Closed(run) => run.map(|run| *run),
+                RunState::Open => None,
+            })
+            .collect();
         if runs.iter().all(Option::is_none) {
             // Plain rows only: in order, as a vector.
             let mut plain: Vec<Option<OpResult>> = plain.into_iter().map(Some).collect();
@@ -826,8 +849,7 @@ impl RowsBuilder {
                 .collect();
             return Rows::from(rows);
         }
-        // Runs closed without a run (steps all rows, or never compared in one call) leave no
-        // number behind: the others are renumbered.
+        // The runs kept are renumbered.
         let runs = if runs.iter().any(Option::is_none) {
             let mut number = Vec::with_capacity(runs.len());
             let mut kept = Vec::with_capacity(runs.len());
@@ -864,8 +886,8 @@ pub struct RowSink<'b> {
     cells: *mut Cell,
     /// One flag per cell: `cells` holds `written.len()` of them.
     written: &'b [AtomicBool],
-    /// Runs opened when the sink was made.
-    runs: usize,
+    /// The builder's runs, none closed or opened while the sink lives.
+    runs: &'b [RunState],
     _cells: std::marker::PhantomData<&'b mut [Cell]>,
 }
 
@@ -879,9 +901,13 @@ unsafe impl Send for RowSink<'_> {}
 
 impl RowSink<'_> {
     /// Step `k` of open run `r` ([`RowsBuilder::open_run`]), kept compact as `sums`, at row
-    /// `i`. Panics past the rows, on a second write of `i`, or for a run not open.
+    /// `i`. Panics past the rows, on a second write of `i`, or for a run not open (never
+    /// opened, or closed already).
     pub fn put_step(&self, i: usize, r: u32, k: usize, sums: StepSums) {
-        assert!((r as usize) < self.runs, "run {r} is not open");
+        assert!(
+            matches!(self.runs.get(r as usize), Some(RunState::Open)),
+            "run {r} is not open"
+        );
         let k = u32::try_from(k).expect("fewer than 2^32 steps");
         let written = self.written.get(i).expect("a row index within the plan");
         assert!(

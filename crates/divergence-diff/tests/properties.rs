@@ -900,3 +900,56 @@ fn a_row_written_twice_through_the_sink_panics() {
         sink.put_step(1, r, k, s)
     });
 }
+
+/// Two steps of `x`, equal on both sides: kept compact, or each a row (a NaN in each).
+fn two_steps(nan: bool) -> (Vec<Name>, Side<'static>) {
+    let v: &'static [f32] = if nan {
+        &[f32::NAN, f32::NAN]
+    } else {
+        &[1.0, 2.0]
+    };
+    let names = vec![Name::from("x@1"), Name::from("x@2")];
+    let side = Side {
+        shape: &[1],
+        values: ValuesRef::F32(v),
+        dtype: "float32",
+    };
+    (names, side)
+}
+
+/// A closed run takes no more steps, even from a sink made after it was closed.
+#[test]
+#[should_panic(expected = "run 0 is not open")]
+fn a_closed_run_takes_no_more_steps() {
+    let (names, side) = two_steps(false);
+    let mut b = RowsBuilder::new(4);
+    let r = b.open_run();
+    let mut kept = None;
+    let parts = {
+        let sink = b.sink();
+        compare_step_run_into(&names, side, side, &DiffConfig::default(), &mut |k, s| {
+            kept = Some(s);
+            sink.put_step(k, r, k, s)
+        })
+    };
+    b.close_run(r, &[0, 1], parts);
+    b.sink().put_step(2, r, 0, kept.expect("a compact step"));
+}
+
+/// A run closes once, also when it closed without a run (every step a row).
+#[test]
+#[should_panic(expected = "run 0 is not open")]
+fn a_run_closes_once() {
+    let (names, side) = two_steps(true);
+    let mut b = RowsBuilder::new(4);
+    let r = b.open_run();
+    let close = |b: &mut RowsBuilder, at: &[usize]| {
+        let parts =
+            compare_step_run_into(&names, side, side, &DiffConfig::default(), &mut |_, _| {
+                unreachable!("a step with a NaN is a row")
+            });
+        b.close_run(r, at, parts);
+    };
+    close(&mut b, &[0, 1]);
+    close(&mut b, &[2, 3]);
+}

@@ -3,7 +3,9 @@
 //! `open` memory-maps the file, parses the directory (zip central directory, npy header or
 //! safetensors header) and every tensor header once, and keeps per-tensor offsets. `read` then
 //! decodes one tensor from the map; it takes `&self` and touches no shared mutable state, so
-//! `Dump` is `Send + Sync` and many threads can read from it at once.
+//! `Dump` is `Send + Sync` and many threads can read from it at once. `open_pair` opens two
+//! files at once, and where they unfold into the same names (ours and the reference), makes
+//! the names and their index once for both.
 
 use std::fs::File;
 use std::hash::BuildHasher;

@@ -5,9 +5,10 @@
 //! (docs/dump-format.md, "Decode steps"): those are compared in one call per run of steps
 //! ([`divergence_diff::compare_step_run_into`], one pass over both members), which keeps them
 //! compact (a `StepRun`: what the steps share; each step's sums written to its row's cell as
-//! they are made, [`RowsBuilder::sink`]), the other rows placed by index ([`RowsBuilder`]).
-//! Without such runs, every row is written straight to its place
-//! in the plan's order ([`Slots`]). The rows are the same, bit for bit, either way (tested);
+//! they are made, [`RowsBuilder::sink`]), the other rows placed by index ([`RowsBuilder`]);
+//! the steps of a run a name map made are rows ([`divergence_diff::compare_step_run`]), each
+//! saying how. Without such runs, every row is written straight to its place in the plan's
+//! order ([`Slots`]). The rows are the same, bit for bit, either way (tested);
 //! the one call spends once what each step's own call spent (the lookups, the dispatch, the
 //! row's shapes and tolerance), reads both members front to back instead of a member away
 //! from the last row, and makes no row until one is read whole (docs/performance.md, "Decode
@@ -17,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use divergence_diff::{
     DiffConfig, Head, Needs, OpResult, OrderPlan, ProbeFold, Rows, RowsBuilder, Side, Status,
-    StepRows, StepSums, Which,
+    StepParts, Which,
 };
 use divergence_dump::{Dump, DumpError, TensorView};
 use divergence_map::{Entry, MappedDump, Pieces};
@@ -92,14 +93,22 @@ pub(crate) fn compare_all(
                 (Job::Row(i), _) => Done::Row(*i, one(*i)),
                 (Job::Steps(run), Some(r)) => {
                     let mut emit = |k: usize, sums| sink.put_step(run.rows[k], r, k, sums);
-                    match compare_run(run, plan, ours, reference, cfg, Some(&mut emit)) {
+                    let steps = |names: &[_], ours, reference| {
+                        divergence_diff::compare_step_run_into(
+                            names, ours, reference, cfg, &mut emit,
+                        )
+                    };
+                    match compare_run(run, plan, ours, reference, steps) {
                         Some(steps) => Done::Run(r, &run.rows, steps),
                         None => Done::Rows(run.rows.iter().map(|&i| (i, one(i))).collect()),
                     }
                 }
                 (Job::Steps(run), None) => {
                     // A name map made our steps: each row says how.
-                    match compare_run(run, plan, ours, reference, cfg, None) {
+                    let steps = |names: &[_], ours, reference| {
+                        divergence_diff::compare_step_run(names, ours, reference, cfg)
+                    };
+                    match compare_run(run, plan, ours, reference, steps) {
                         Some(steps) => Done::Rows(
                             steps
                                 .into_rows()
@@ -132,7 +141,7 @@ pub(crate) fn compare_all(
 /// by index.
 enum Done<'j> {
     Row(usize, OpResult),
-    Run(u32, &'j [usize], StepRows),
+    Run(u32, &'j [usize], StepParts),
     Rows(Vec<(usize, OpResult)>),
 }
 
@@ -296,19 +305,18 @@ fn jobs<'m, 'a: 'm>(
     }
 }
 
-/// Compares a run of decode steps in one call ([`divergence_diff::compare_step_run`]; with
-/// `emit`, its steps kept compact handed to it as they are made,
+/// Compares a run of decode steps in one call: `compare` is given the steps' names and both
+/// sides' values ([`divergence_diff::compare_step_run`], or
 /// [`divergence_diff::compare_step_run_into`]); `None` when the members' steps cannot be
 /// borrowed in one piece ([`Dump::member_steps`]): then compare them row by row, which says
 /// why a step cannot be read.
-fn compare_run<'a>(
+fn compare_run<'a, T>(
     run: &Run,
     plan: &OrderPlan,
     ours: &MappedDump<'a>,
     reference: &MappedDump<'a>,
-    cfg: &DiffConfig,
-    emit: Option<&mut dyn FnMut(usize, StepSums)>,
-) -> Option<StepRows> {
+    compare: impl FnOnce(&[divergence_diff::Name], Side<'a>, Side<'a>) -> T,
+) -> Option<T> {
     let steps = run.first..run.first + run.rows.len();
     let (om, rm) = run.members;
     let (Some((o_shape, o_values)), Some((r_shape, r_values))) = (
@@ -346,14 +354,11 @@ fn compare_run<'a>(
         values,
         dtype,
     };
-    let (o, r) = (
+    Some(compare(
+        &names,
         side(o_shape, o_values, o_dtype),
         side(r_shape, r_values, r_dtype),
-    );
-    Some(match emit {
-        Some(emit) => divergence_diff::compare_step_run_into(&names, o, r, cfg, emit),
-        None => divergence_diff::compare_step_run(&names, o, r, cfg),
-    })
+    ))
 }
 
 /// The spare capacity of a row vector, filled in place by many threads: row `i` is written to
