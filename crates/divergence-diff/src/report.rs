@@ -402,34 +402,40 @@ fn truth_warning(ops: &Rows, tolerance: &Tolerance) -> Option<String> {
     ))
 }
 
-fn first_difference(ops: &Rows) -> Option<FirstDifference> {
-    ops.par_rows().enumerate().find_map_first(|(i, o)| {
-        let status = o.status();
-        let max_abs_err = o.max_abs_err();
-        let differs = match status {
-            Status::ShapeMismatch | Status::Nonfinite => true,
-            Status::Ok | Status::Diverged | Status::NoFinite => {
-                max_abs_err.is_some_and(|m| m > 0.0)
-                    || o.nonfinite().nonfinite_mismatch.is_some_and(|n| n > 0)
-                    // max_abs_err overflowed (null) although something was compared
-                    || (max_abs_err.is_none() && status == Status::Diverged)
-            }
-            _ => false,
-        };
-        differs.then(|| FirstDifference {
-            name: o.name().into_owned(),
-            index: i,
-            max_abs_err,
-        })
-    })
+/// Whether row `o` (of `status`) differs at all from the reference: the first such row is
+/// [`Report::first_difference`].
+fn differs(o: Row<'_>, status: Status) -> bool {
+    match status {
+        Status::ShapeMismatch | Status::Nonfinite => true,
+        Status::Ok | Status::Diverged | Status::NoFinite => {
+            let max_abs_err = o.max_abs_err();
+            max_abs_err.is_some_and(|m| m > 0.0)
+                || o.nonfinite().nonfinite_mismatch.is_some_and(|n| n > 0)
+                // max_abs_err overflowed (null) although something was compared
+                || (max_abs_err.is_none() && status == Status::Diverged)
+        }
+        _ => false,
+    }
 }
 
-fn judged_with(ops: &Rows, tolerance: &Tolerance) -> Vec<JudgedWith> {
-    if matches!(tolerance, Tolerance::Exact) {
-        return Vec::new();
-    }
-    let truth_mode = matches!(tolerance, Tolerance::Truth { .. });
-    /// Counts `ops` rows into `out`, classes in the order first seen.
+/// What one pass over the rows counts and finds, in row order: a decode report has ~150,000
+/// rows, each read once here instead of once per tally.
+#[derive(Default)]
+struct Tally {
+    /// The first row that diverges.
+    first_divergence: Option<usize>,
+    /// The first row that differs at all ([`differs`]).
+    first_difference: Option<usize>,
+    /// The counts of each status (`total` and `compared` are set after).
+    summary: Summary,
+    only_ours: Vec<usize>,
+    only_ref: Vec<usize>,
+    /// What the compared rows were judged with, classes in the order first seen.
+    judged: Vec<JudgedWith>,
+}
+
+impl Tally {
+    /// Counts `j`'s rows into `out`, classes in the order first seen.
     fn add(out: &mut Vec<JudgedWith>, j: JudgedWith) {
         match out
             .iter_mut()
@@ -439,26 +445,54 @@ fn judged_with(ops: &Rows, tolerance: &Tolerance) -> Vec<JudgedWith> {
             None => out.push(j),
         }
     }
-    // In parallel over chunks, merged in order: the same first-seen order as one pass.
-    let len = ops.len();
-    let mut out = (0..len.div_ceil(4096))
-        .into_par_iter()
-        .map(|c| {
-            let mut out = Vec::new();
-            for i in c * 4096..len.min((c + 1) * 4096) {
-                let o = ops.row(i);
-                if !matches!(o.status(), Status::Ok | Status::Diverged) {
-                    continue;
-                }
-                if truth_mode && o.truth().truth_problem.is_none() {
-                    continue;
-                }
-                let (Some(rtol), Some(atol)) = o.rule_tol() else {
-                    continue;
-                };
+
+    /// Row `i`, after the rows before it.
+    fn push(&mut self, i: usize, o: Row<'_>, tolerance: &Tolerance) {
+        let status = o.status();
+        if status.is_divergence() {
+            self.first_divergence.get_or_insert(i);
+        }
+        if self.first_difference.is_none() && differs(o, status) {
+            self.first_difference = Some(i);
+        }
+        let summary = &mut self.summary;
+        match status {
+            Status::Ok => summary.ok += 1,
+            Status::Diverged => summary.diverged += 1,
+            Status::ShapeMismatch => {
+                summary.diverged += 1;
+                summary.shape_mismatch += 1;
+            }
+            Status::Nonfinite => {
+                summary.diverged += 1;
+                summary.nonfinite += 1;
+            }
+            Status::NoFinite => {
+                summary.diverged += 1;
+                summary.no_finite += 1;
+            }
+            Status::OnlyOurs => {
+                summary.only_ours += 1;
+                self.only_ours.push(i);
+            }
+            Status::OnlyRef => {
+                summary.only_ref += 1;
+                self.only_ref.push(i);
+            }
+            Status::Unreadable => summary.unreadable += 1,
+        }
+        // What a compared row was judged with (not under --exact; in truth mode, only a row
+        // judged by the presets for want of a truth).
+        let judged = match tolerance {
+            Tolerance::Exact => false,
+            Tolerance::Truth { .. } => o.truth().truth_problem.is_some(),
+            _ => true,
+        };
+        if judged && matches!(status, Status::Ok | Status::Diverged) {
+            if let (Some(rtol), Some(atol)) = o.rule_tol() {
                 let class = o.tensor().pair_class();
-                add(
-                    &mut out,
+                Tally::add(
+                    &mut self.judged,
                     JudgedWith {
                         class,
                         rtol,
@@ -467,16 +501,45 @@ fn judged_with(ops: &Rows, tolerance: &Tolerance) -> Vec<JudgedWith> {
                     },
                 );
             }
-            out
-        })
-        .reduce(Vec::new, |mut a, b| {
-            for j in b {
-                add(&mut a, j);
-            }
-            a
-        });
-    out.sort_by(|a, b| b.class.cmp(&a.class).then(b.ops.cmp(&a.ops)));
-    out
+        }
+    }
+
+    /// `later`'s rows come after `self`'s.
+    fn then(mut self, later: Tally) -> Tally {
+        self.first_divergence = self.first_divergence.or(later.first_divergence);
+        self.first_difference = self.first_difference.or(later.first_difference);
+        let (a, b) = (&mut self.summary, later.summary);
+        a.ok += b.ok;
+        a.diverged += b.diverged;
+        a.shape_mismatch += b.shape_mismatch;
+        a.nonfinite += b.nonfinite;
+        a.no_finite += b.no_finite;
+        a.only_ours += b.only_ours;
+        a.only_ref += b.only_ref;
+        a.unreadable += b.unreadable;
+        self.only_ours.extend(later.only_ours);
+        self.only_ref.extend(later.only_ref);
+        for j in later.judged {
+            Tally::add(&mut self.judged, j);
+        }
+        self
+    }
+
+    /// Every row, in parallel over chunks merged in row order.
+    fn of(ops: &Rows, tolerance: &Tolerance) -> Tally {
+        const CHUNK: usize = 4096;
+        let len = ops.len();
+        (0..len.div_ceil(CHUNK))
+            .into_par_iter()
+            .map(|c| {
+                let mut t = Tally::default();
+                for i in c * CHUNK..len.min((c + 1) * CHUNK) {
+                    t.push(i, ops.row(i), tolerance);
+                }
+                t
+            })
+            .reduce(Tally::default, Tally::then)
+    }
 }
 
 /// Builds the report from the rows (in execution order). Pure and infallible.
@@ -492,11 +555,11 @@ pub fn assemble(ops: impl Into<Rows>, ctx: ReportContext, cfg: &DiffConfig) -> R
     }
     warnings.extend(ctx.warnings);
 
-    // Each pass over the rows below runs in parallel: a decode dump has ~150,000 rows of
-    // ~600 bytes, and one pass on one thread costs milliseconds.
-    let first_divergence = ops
-        .par_rows()
-        .position_first(|o| o.status().is_divergence())
+    // One pass over the rows, in parallel; each pass below too: a decode dump has ~150,000
+    // rows.
+    let tally = Tally::of(&ops, &cfg.tolerance);
+    let first_divergence = tally
+        .first_divergence
         .and_then(|i| Some((i, ops.get_row(i)?)))
         .map(|(i, o)| FirstDivergence {
             name: o.name().into_owned(),
@@ -506,56 +569,28 @@ pub fn assemble(ops: impl Into<Rows>, ctx: ReportContext, cfg: &DiffConfig) -> R
             layer: o.layer(),
             step: o.step(),
         });
-    let mut summary = ops
-        .par_rows()
-        .with_min_len(4096)
-        .fold(Summary::default, |mut summary, op| {
-            match op.status() {
-                Status::Ok => summary.ok += 1,
-                Status::Diverged => summary.diverged += 1,
-                Status::ShapeMismatch => {
-                    summary.diverged += 1;
-                    summary.shape_mismatch += 1;
-                }
-                Status::Nonfinite => {
-                    summary.diverged += 1;
-                    summary.nonfinite += 1;
-                }
-                Status::NoFinite => {
-                    summary.diverged += 1;
-                    summary.no_finite += 1;
-                }
-                Status::OnlyOurs => summary.only_ours += 1,
-                Status::OnlyRef => summary.only_ref += 1,
-                Status::Unreadable => summary.unreadable += 1,
-            }
-            summary
-        })
-        .reduce(Summary::default, |a, b| Summary {
-            ok: a.ok + b.ok,
-            diverged: a.diverged + b.diverged,
-            shape_mismatch: a.shape_mismatch + b.shape_mismatch,
-            nonfinite: a.nonfinite + b.nonfinite,
-            no_finite: a.no_finite + b.no_finite,
-            only_ours: a.only_ours + b.only_ours,
-            only_ref: a.only_ref + b.only_ref,
-            unreadable: a.unreadable + b.unreadable,
-            ..Summary::default()
-        });
+    let mut summary = tally.summary;
     summary.total = ops.len();
-    let only = |status: Status| -> Vec<String> {
-        ops.par_rows()
-            .filter(|o| o.status() == status)
-            .map(|o| o.name().into_owned())
+    summary.compared = summary.ok + summary.diverged;
+    let names = |rows: &[usize]| -> Vec<String> {
+        rows.iter()
+            .map(|&i| ops.row(i).name().into_owned())
             .collect()
     };
-    let (only_ours, only_ref) = (only(Status::OnlyOurs), only(Status::OnlyRef));
-    summary.compared = summary.ok + summary.diverged;
+    let (only_ours, only_ref) = (names(&tally.only_ours), names(&tally.only_ref));
     if let Some(w) = truth_warning(&ops, &cfg.tolerance) {
         warnings.push(w);
     }
-    let first_difference = first_difference(&ops);
-    let judged_with = judged_with(&ops, &cfg.tolerance);
+    let first_difference = tally.first_difference.map(|i| {
+        let o = ops.row(i);
+        FirstDifference {
+            name: o.name().into_owned(),
+            index: i,
+            max_abs_err: o.max_abs_err(),
+        }
+    });
+    let mut judged_with = tally.judged;
+    judged_with.sort_by(|a, b| b.class.cmp(&a.class).then(b.ops.cmp(&a.ops)));
     let flow = Dataflow::of_steps(ops.len(), &|i| ops.row(i).split(), &|i| ops.row(i).name());
     let measure = Measure::of(&cfg.tolerance);
     let growths = local_growths(&ops, &flow, measure);
@@ -628,6 +663,100 @@ mod tests {
             }
         }
         out.into_values().collect()
+    }
+
+    #[test]
+    fn the_tally_in_parallel_is_the_one_pass_tally() {
+        // More rows than one chunk (4096): every status, errors that are 0, positive or none,
+        // NaN/Inf mismatches, three dtype classes and two tolerances, in each tolerance mode.
+        // The chunks' merge must keep the first row of each kind and the classes' first-seen
+        // order of one pass over the rows.
+        let statuses = [
+            Status::Ok,
+            Status::Diverged,
+            Status::OnlyOurs,
+            Status::OnlyRef,
+            Status::Unreadable,
+            Status::ShapeMismatch,
+            Status::Nonfinite,
+            Status::NoFinite,
+        ];
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let dtypes = ["float32", "bfloat16", "float16"];
+        for rows in [20_000usize, 4_097, 9, 0] {
+            let ops: Vec<OpResult> = (0..rows)
+                .map(|i| {
+                    let r = next();
+                    // Rare statuses other than ok, so that the first of each is not row 0.
+                    let status = if r % 97 == 0 {
+                        statuses[(r >> 8) as usize % 8]
+                    } else {
+                        Status::Ok
+                    };
+                    let mut o = OpResult::bare(&format!("op{i}"), status, None);
+                    o.errors.max_abs_err = match (r >> 16) % 4 {
+                        0 => None,
+                        1 => Some(0.0),
+                        _ if r % 89 == 0 => Some(1e-3),
+                        _ => Some(0.0),
+                    };
+                    if r % 211 == 0 {
+                        std::sync::Arc::make_mut(&mut o.nonfinite).nonfinite_mismatch = Some(1);
+                    }
+                    if r % 3 != 0 {
+                        o.rule.rtol = Some([1e-2, 1.6e-2][(r >> 20) as usize % 2]);
+                        o.rule.atol = Some(1e-5);
+                    }
+                    let t = std::sync::Arc::make_mut(&mut o.tensor);
+                    t.dtype_ours = Some(dtypes[(r >> 24) as usize % 3].into());
+                    t.dtype_ref = Some("float32".into());
+                    if r % 5 == 0 {
+                        std::sync::Arc::make_mut(&mut o.truth).truth_problem = Some("none".into());
+                    }
+                    o
+                })
+                .collect();
+            let rows_of = Rows::from(ops.clone());
+            for (mode, tolerance) in [
+                Tolerance::default(),
+                Tolerance::from_flags(true, None, None, None),
+                Tolerance::from_flags(false, None, None, Some(3.0)),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                let mut one = Tally::default();
+                for (i, o) in ops.iter().enumerate() {
+                    one.push(i, o.into(), &tolerance);
+                }
+                let par = Tally::of(&rows_of, &tolerance);
+                let key = |t: &Tally| {
+                    (
+                        t.first_divergence,
+                        t.first_difference,
+                        t.summary.clone(),
+                        t.only_ours.clone(),
+                        t.only_ref.clone(),
+                        t.judged.clone(),
+                    )
+                };
+                assert_eq!(key(&par), key(&one), "{rows} rows, {tolerance:?}");
+                if rows > 4096 {
+                    assert!(par.first_divergence.is_some_and(|i| i > 0));
+                    assert!(par.first_difference.is_some_and(|i| i > 0));
+                    // The presets (each class and rtol), and in truth mode the rows without one.
+                    if mode != 1 {
+                        assert!(par.judged.len() > 2, "{:?}", par.judged);
+                    }
+                }
+            }
+        }
     }
 
     #[test]
