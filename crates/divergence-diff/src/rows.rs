@@ -10,8 +10,8 @@
 //! (the report's tallies, the table's per-layer lines) goes through [`Row`], a view that answers
 //! them from the sums with the functions that build the row (`compare.rs`'s
 //! `pair_terms` and `pair_verdict`), so a field read from a view and from the built row are the
-//! same bits (tested). JSON and HTML build each row they write alone ([`Rows::op`]); what
-//! needs every row whole at once (the TUI, tests) dereferences [`Rows`] to a `Vec<OpResult>`,
+//! same bits (tested). JSON, HTML and the TUI build each row they show alone ([`Rows::op`]);
+//! what needs every row whole at once (tests) dereferences [`Rows`] to a `Vec<OpResult>`,
 //! which builds every row once, on first use, and keeps them; [`Rows::is_built`] says whether
 //! that happened.
 //!

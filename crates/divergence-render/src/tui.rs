@@ -11,11 +11,19 @@
 //! last, ties in execution order); the column chooser (`c`) hides and shows columns, and the
 //! width then drops the visible ones by priority; the details of the first divergence draw its
 //! per-position profile (`report.positions`) as bars on a log scale.
+//!
+//! The rows are read through their views ([`divergence_diff::Row`]): the filter, the sort, the
+//! jumps and the name column's width ask each row a few fields, and only the rows drawn (the
+//! table's window, the details) are built, one at a time, so a decode report's compact steps
+//! are never all built (`Rows::is_built` stays false; tested in tests/rows.rs).
 
+use std::borrow::Cow;
 use std::io;
 use std::time::Duration;
 
-use divergence_diff::{sci, Measure, OpResult, PositionProfile, Report, Status, Tolerance};
+use divergence_diff::{
+    sci, Measure, OpResult, PositionProfile, Report, Row as RowView, Status, Tolerance,
+};
 use ratatui::crossterm::event::{self, Event, KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
@@ -25,6 +33,7 @@ use ratatui::widgets::{
     Row, Table, TableState, Wrap,
 };
 use ratatui::Frame;
+use rayon::prelude::*;
 use regex::Regex;
 
 use crate::view::{self, OpsColumn};
@@ -150,32 +159,34 @@ impl SortKey {
         !matches!(self, SortKey::Order | SortKey::Cosine)
     }
 
-    /// The row's value (`index` its place in the report); `None` (and NaN) sorts last.
-    fn value(self, index: usize, op: &OpResult) -> Option<f64> {
+    /// The row's value (`index` its place in the report), read through its view (a compact
+    /// decode step is not built); `None` (and NaN) sorts last.
+    fn value(self, index: usize, row: RowView<'_>) -> Option<f64> {
         let counts = |a: Option<u64>, b: Option<u64>| -> Option<f64> {
             (a.is_some() || b.is_some())
                 .then(|| a.unwrap_or(0).saturating_add(b.unwrap_or(0)) as f64)
         };
-        let n = &op.nonfinite;
+        let n = row.nonfinite();
+        let t = row.truth();
         let v = match self {
             SortKey::Order => Some(index as f64),
-            SortKey::RelErr => op.errors.rel_l2_err,
-            SortKey::MaxAbsErr => op.errors.max_abs_err,
-            SortKey::Growth => op.local_growth,
-            SortKey::NoiseRatio => op.truth.noise_ratio,
-            SortKey::TruthOurs => op.truth.ours_truth_rel_err,
-            SortKey::TruthRef => op.truth.ref_truth_rel_err,
-            SortKey::MeanAbsErr => op.errors.mean_abs_err,
-            SortKey::MaxRelErr => op.errors.max_rel_err,
-            SortKey::DiffL2 => op.rule.diff_l2,
-            SortKey::Cosine => op.errors.cosine,
-            SortKey::OutTol => op.frac_outside_tol,
-            SortKey::OursL2 => op.rule.ours_l2,
-            SortKey::RefL2 => op.rule.ref_l2,
+            SortKey::RelErr => row.rel_l2_err(),
+            SortKey::MaxAbsErr => row.max_abs_err(),
+            SortKey::Growth => row.local_growth(),
+            SortKey::NoiseRatio => t.noise_ratio,
+            SortKey::TruthOurs => t.ours_truth_rel_err,
+            SortKey::TruthRef => t.ref_truth_rel_err,
+            SortKey::MeanAbsErr => row.terms().1.mean_abs_err,
+            SortKey::MaxRelErr => row.terms().1.max_rel_err,
+            SortKey::DiffL2 => row.diff_l2(),
+            SortKey::Cosine => row.terms().1.cosine,
+            SortKey::OutTol => row.frac_outside_tol(),
+            SortKey::OursL2 => row.terms().0.ours_l2,
+            SortKey::RefL2 => row.ref_l2(),
             SortKey::Nan => counts(n.nan_ours, n.nan_ref),
             SortKey::Inf => counts(n.inf_ours, n.inf_ref),
             SortKey::NonFiniteMismatch => n.nonfinite_mismatch.map(|m| m as f64),
-            SortKey::Numel => op.tensor.numel.map(|m| m as f64),
+            SortKey::Numel => row.tensor().numel.map(|m| m as f64),
         };
         v.filter(|v| !v.is_nan())
     }
@@ -471,6 +482,8 @@ pub struct Tui {
     /// The per-layer overview's tallies, made once per report: each key and each frame of
     /// `l` asks for its lines, and a decode report has ~150,000 rows (a review).
     layer_cache: std::cell::OnceCell<LayerCache>,
+    /// The longest op name, in characters (the name column's width), found once per report.
+    name_width: std::cell::OnceCell<usize>,
 }
 
 /// What the per-layer overview (`l`) shows, tallied: a line per layer, or per layer and phase
@@ -513,6 +526,7 @@ impl Tui {
             layer_offset: 0,
             overview_rows: 1,
             layer_cache: std::cell::OnceCell::new(),
+            name_width: std::cell::OnceCell::new(),
         };
         tui.rebuild(None);
         if let Some(f) = tui.report.first_divergence.as_ref().map(|f| f.index) {
@@ -526,20 +540,30 @@ impl Tui {
         self.quit
     }
 
-    /// The op under the cursor.
-    pub fn selected(&self) -> Option<&OpResult> {
+    /// The op under the cursor, whole (built alone when it is a compact decode step).
+    pub fn selected(&self) -> Option<Cow<'_, OpResult>> {
+        self.selected_row().map(RowView::op)
+    }
+
+    /// The view of the op under the cursor (nothing built).
+    fn selected_row(&self) -> Option<RowView<'_>> {
         self.rows
             .get(self.cursor)
-            .and_then(|&i| self.report.ops.get(i))
+            .and_then(|&i| self.report.ops.get_row(i))
     }
 
     /// The names shown, in display order.
-    pub fn shown(&self) -> Vec<&str> {
+    pub fn shown(&self) -> Vec<Cow<'_, str>> {
         self.rows
             .iter()
-            .filter_map(|&i| self.report.ops.get(i))
-            .map(|o| &*o.name)
+            .filter_map(|&i| self.report.ops.get_row(i))
+            .map(RowView::name)
             .collect()
+    }
+
+    /// The report shown (made safe for the terminal: `make_text_safe`).
+    pub fn report(&self) -> &Report {
+        &self.report
     }
 
     /// The sort key and whether it sorts largest first.
@@ -551,9 +575,10 @@ impl Tui {
     /// same name when it is still shown.
     pub fn replace(&mut self, mut report: Report) {
         crate::safe::make_text_safe(&mut report);
-        let name = self.selected().map(|o| o.name.clone());
+        let name = self.selected_row().map(|r| r.name().into_owned());
         self.report = report;
         self.layer_cache = std::cell::OnceCell::new();
+        self.name_width = std::cell::OnceCell::new();
         if !self.sort.applies(self.truth()) {
             self.sort = SortKey::Order;
             self.reversed = false;
@@ -602,7 +627,7 @@ impl Tui {
             .filter(|&i| {
                 self.filter
                     .as_ref()
-                    .is_none_or(|re| view::name_matches(re, &ops[i]))
+                    .is_none_or(|re| view::row_name_matches(re, ops.row(i)))
             })
             .collect();
         let desc = self.descending();
@@ -613,7 +638,7 @@ impl Tui {
             let mut keyed: Vec<(u64, usize)> = rows
                 .iter()
                 .map(|&i| {
-                    let k = key.value(i, &ops[i]).map_or(u64::MAX, |v| {
+                    let k = key.value(i, ops.row(i)).map_or(u64::MAX, |v| {
                         let k = ordered_bits(v);
                         if desc {
                             !k
@@ -629,13 +654,13 @@ impl Tui {
         }
         self.rows = rows;
         self.cursor = keep
-            .and_then(|n| self.rows.iter().position(|&i| *ops[i].name == *n))
+            .and_then(|n| self.rows.iter().position(|&i| ops.row(i).is_named(n)))
             .unwrap_or(0);
     }
 
     /// Re-sorts by `sort` (in its default direction unless `reversed`), the cursor on its op.
     fn resort(&mut self, sort: SortKey, reversed: bool) {
-        let name = self.selected().map(|o| o.name.clone());
+        let name = self.selected_row().map(|r| r.name().into_owned());
         self.sort = sort;
         self.reversed = reversed;
         self.rebuild(name.as_deref());
@@ -661,12 +686,15 @@ impl Tui {
         let step = st.step;
         let ops = &self.report.ops;
         let target = match &st.first_divergence {
-            Some(name) => ops.iter().position(|o| *o.name == **name),
-            None => ops.iter().position(|o| o.step == step),
+            Some(name) => ops.rows().position(|r| r.is_named(name)),
+            None => ops.rows().position(|r| r.step() == step),
         };
         match target {
             Some(i) if self.goto(i) => self.steps_view = false,
-            Some(i) => self.message = Some(format!("{} is filtered out", self.report.ops[i].name)),
+            Some(i) => {
+                let name = self.report.ops.row(i).name();
+                self.message = Some(format!("{name} is filtered out"));
+            }
             None => self.message = Some(format!("no op of step {step}")),
         }
     }
@@ -674,12 +702,14 @@ impl Tui {
     /// The selected op in the next (or previous) decode step: `x@3` -> `x@4` (the prefill's
     /// `x` -> `x@1`), wherever the sort puts it.
     fn jump_step(&mut self, forward: bool) {
-        let Some(op) = self.selected() else { return };
+        let Some(row) = self.selected_row() else {
+            return;
+        };
         if self.report.steps.is_empty() {
             self.message = Some("no decode steps".into());
             return;
         }
-        let (base, step) = divergence_names::split_step(&op.name);
+        let (base, step) = row.split();
         let target = match (forward, step) {
             (true, s) => s + 1,
             (false, 0) => {
@@ -689,8 +719,8 @@ impl Tui {
             (false, s) => s - 1,
         };
         let name = divergence_names::step_name(base, target);
-        let ops = &self.report.ops;
-        match ops.iter().position(|o| *o.name == *name) {
+        let target = self.report.ops.rows().position(|r| r.is_named(&name));
+        match target {
             Some(i) if self.goto(i) => {}
             Some(_) => self.message = Some(format!("{name} is filtered out")),
             None => self.message = Some(format!("no {name}")),
@@ -700,7 +730,7 @@ impl Tui {
     /// The next (or previous) divergent row from the cursor, in display order.
     fn jump_divergence(&mut self, forward: bool) {
         let ops = &self.report.ops;
-        let is_div = |&i: &usize| ops[i].status.is_divergence();
+        let is_div = |&i: &usize| ops.row(i).status().is_divergence();
         let found = if forward {
             self.rows
                 .iter()
@@ -899,7 +929,7 @@ impl Tui {
                 true => self.message = Some("no decode steps".into()),
                 false => {
                     // the cursor on the selected op's step (the first divergence's at start)
-                    let step = self.selected().map_or(0, |op| op.step);
+                    let step = self.selected_row().map_or(0, RowView::step);
                     let steps = &self.report.steps;
                     self.step_cursor = steps.iter().position(|s| s.step == step).unwrap_or(0);
                     let rows = self.overview_rows.max(1);
@@ -943,7 +973,7 @@ impl Tui {
     /// A filter typed after `/`: a regex over op names; an empty one clears it. A layer
     /// number alone (`/7`) keeps that layer's ops.
     fn apply_filter(&mut self, text: &str) {
-        let name = self.selected().map(|o| o.name.clone());
+        let name = self.selected_row().map(|r| r.name().into_owned());
         let text = text.trim();
         let pattern = if text.chars().all(|c| c.is_ascii_digit()) && !text.is_empty() {
             format!(r"\blayers\.{text}\b")
@@ -967,22 +997,21 @@ impl Tui {
         }
     }
 
-    /// The per-position profile of `op`, when it has one (only the first divergence does; a
+    /// The per-position profile of `row`, when it has one (only the first divergence does; a
     /// profile across decode steps is named by the probe, `x`, where the row is `x@s`: the
     /// plot never drew for a decode step's first divergence).
-    fn profile(&self, op: &OpResult) -> Option<&PositionProfile> {
-        let first = |name: &str| {
-            self.report
-                .first_divergence
-                .as_ref()
-                .is_some_and(|f| f.name == name)
-        };
+    fn profile(&self, row: RowView<'_>) -> Option<&PositionProfile> {
+        let first = self
+            .report
+            .first_divergence
+            .as_ref()
+            .is_some_and(|f| row.is_named(&f.name));
         self.report.positions.as_ref().filter(|p| {
             // a profile across steps is the first divergence's alone (the prefill's row `x`
             // has the probe's name too, and showed it with status ok)
             let named = match p.steps.is_empty() {
-                true => *p.op == *op.name,
-                false => first(&op.name) && divergence_names::split_step(&op.name).0 == p.op,
+                true => row.is_named(&p.op),
+                false => first && row.base() == p.op,
             };
             named && !p.rel_err.is_empty()
         })
@@ -994,7 +1023,7 @@ impl Tui {
         // The plot needs 4 rows: only where the ops list keeps a few (24 rows and more).
         let plot = self.details
             && area.height >= 20
-            && self.selected().and_then(|op| self.profile(op)).is_some();
+            && self.selected_row().and_then(|r| self.profile(r)).is_some();
         let detail_h = match (self.details, plot) {
             (false, _) => 0,
             (true, false) => DETAIL_TEXT_H,
@@ -1165,15 +1194,10 @@ impl Tui {
     /// The columns drawn at `width` and their widths, left to right: those switched on, the
     /// least important dropped until they fit.
     fn columns(&self, width: u16) -> Vec<(Col, u16)> {
-        let ops = &self.report.ops;
         let widest = |c: Col| -> u16 {
             let content = match c {
-                Col::Name => ops
-                    .iter()
-                    .map(|o| o.name.chars().count())
-                    .max()
-                    .unwrap_or(2),
-                Col::Index => ops.len().max(1).to_string().len(),
+                Col::Name => self.name_width(),
+                Col::Index => self.report.ops.len().max(1).to_string().len(),
                 c => c.content_width(),
             };
             content.max(self.header(c).chars().count()) as u16
@@ -1218,6 +1242,20 @@ impl Tui {
         out
     }
 
+    /// The longest op name in characters (2 without ops), read through the rows' views (in
+    /// parallel, once per report: every frame asks for it).
+    fn name_width(&self) -> usize {
+        *self.name_width.get_or_init(|| {
+            self.report
+                .ops
+                .par_rows()
+                .with_min_len(4096)
+                .map(|r| r.name().chars().count())
+                .max()
+                .unwrap_or(2)
+        })
+    }
+
     fn draw_ops(&mut self, frame: &mut Frame<'_>, area: Rect) {
         let cols = self.columns(area.width);
         let measure = Measure::of(&self.report.tolerance);
@@ -1236,14 +1274,15 @@ impl Tui {
         let window = self.rows.iter().skip(self.offset).take(visible);
         let rows: Vec<Row> = window
             .map(|&i| {
-                let op = &self.report.ops[i];
+                // built alone (a compact decode step)
+                let op = self.report.ops.row(i).op();
                 let style = match op.status {
                     Status::Ok => Style::new(),
                     s if s.is_divergence() => Style::new().fg(Color::Red),
                     _ => Style::new().fg(Color::Yellow),
                 };
                 Row::new(cols.iter().map(|(c, w)| {
-                    let text = keep_tail(c.text(i, op, first == Some(i), measure), *w);
+                    let text = keep_tail(c.text(i, &op, first == Some(i), measure), *w);
                     Cell::from(text)
                 }))
                 .style(style)
@@ -1353,9 +1392,11 @@ impl Tui {
     }
 
     fn draw_details(&self, frame: &mut Frame<'_>, area: Rect, plot: bool) {
+        // the one row shown whole, built alone
         let Some(op) = self.selected() else {
             return;
         };
+        let op: &OpResult = &op;
         let mut lines = vec![Line::raw(format!(
             "status {}   {}",
             op.status,
@@ -1423,7 +1464,7 @@ impl Tui {
         let [text, chart] =
             Layout::vertical([Constraint::Min(0), Constraint::Length(plot_h)]).areas(inner);
         frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), text);
-        if let Some(p) = self.profile(op).filter(|_| plot) {
+        if let Some(p) = self.profile(RowView::from(op)).filter(|_| plot) {
             draw_profile(frame, chart, p);
         }
     }

@@ -265,12 +265,8 @@ pub(crate) fn other_warnings(report: &Report) -> &[String] {
 
 /// Whether a name filter's regex matches a row: its name, or a decode step's name without its
 /// `@s` (`k_norm$` keeps `model.layers.0.self_attn.k_norm@3`: the docs' own pattern kept the
-/// prefill alone, found by a UX review); `@3$` still picks a step.
-pub(crate) fn name_matches(re: &Regex, op: &OpResult) -> bool {
-    row_name_matches(re, Row::Plain(op))
-}
-
-/// [`name_matches`] of a row's view (a compact decode step is not built).
+/// prefill alone, found by a UX review); `@3$` still picks a step. Read through the row's view
+/// (a compact decode step is not built).
 pub(crate) fn row_name_matches(re: &Regex, row: Row<'_>) -> bool {
     re.is_match(&row.name()) || (row.step() > 0 && re.is_match(row.base()))
 }

@@ -1,15 +1,21 @@
 //! A report whose decode steps are kept compact ([`Rows`] runs): `assemble`, the table and
 //! Markdown views (with the default options, `--layer`, `--grep`, `--all`, a width and
-//! colours), the HTML page and the growth plot never build its rows (`Rows::is_built` stays
-//! false); the report and the bytes written are those of the same rows built, and every view
-//! of a row reads its built row's fields.
+//! colours), the HTML page, the growth plot and the terminal view (every sort, a filter, the
+//! jumps, the details, the overviews) never build its rows (`Rows::is_built` stays false); the
+//! report, the bytes written and the frames drawn are those of the same rows built, and every
+//! view of a row reads its built row's fields.
 
 mod common;
 use common::{act, perturb};
 use divergence_diff::*;
+use divergence_render::tui::Tui;
 use divergence_render::{
     render_growth_svg, render_html, render_markdown, render_table, Regex, TableOptions,
 };
+use ratatui::backend::TestBackend;
+use ratatui::buffer::Buffer;
+use ratatui::crossterm::event::{KeyCode, KeyEvent};
+use ratatui::Terminal;
 
 /// Decode steps of every probe (step 0, the prefill, is a plain row).
 const STEPS: usize = 6;
@@ -399,5 +405,134 @@ fn assemble_reads_compact_rows_as_their_built_rows() {
             assert_eq!(&*row.op(), op);
         }
         assert!(!compact.ops.is_built());
+    }
+}
+
+/// A frame of the terminal view at `width` x `height`.
+fn frame(tui: &mut Tui, width: u16, height: u16) -> Buffer {
+    let mut term = Terminal::new(TestBackend::new(width, height)).expect("a test terminal");
+    term.draw(|f| tui.draw(f)).expect("a frame");
+    term.backend().buffer().clone()
+}
+
+/// A frame's text, for the message of a failed comparison.
+fn frame_text(buf: &Buffer) -> String {
+    let area = buf.area;
+    let mut out = String::new();
+    for y in 0..area.height {
+        for x in 0..area.width {
+            out.push_str(buf[(x, y)].symbol());
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// The keys of each action the terminal view is driven through: every column switched on
+/// (each metric drawn), every sort key both ways, filters, the jumps, the details, the
+/// overviews (`\n` is Enter, `\u{1b}` Esc).
+fn tui_actions() -> Vec<(String, String)> {
+    // The column chooser's lines (no truth columns), and those off when the view opens.
+    let off = [4, 5, 6, 9, 11, 13, 15, 16, 17, 18, 19, 20];
+    let columns: String = (0..21)
+        .map(|i| if off.contains(&i) { " j" } else { "j" })
+        .collect();
+    let mut actions = vec![
+        ("opened".to_string(), String::new()),
+        ("details".to_string(), "\n".to_string()),
+        ("every column".to_string(), format!("c{columns}\u{1b}")),
+    ];
+    for (dir, reverse) in [("", ""), (", reversed", "r")] {
+        for k in 0..15 {
+            actions.push((format!("sort key {k}{dir}"), format!("s{reverse}")));
+            actions.push((format!("sort key {k}{dir}, moved"), "jjN".to_string()));
+        }
+    }
+    for (what, keys) in [
+        ("first divergence", "f"),
+        ("origin", "o"),
+        ("next divergences", "nnn"),
+        ("previous divergence", "N"),
+        ("next step", "]"),
+        ("previous step", "[["),
+        ("last row", "G"),
+        ("filter mlp", "/mlp\n"),
+        ("filter, first divergence", "f"),
+        ("filter @3$", "/@3$\n"),
+        ("filter layer 2", "/2\n"),
+        ("filter hiding the first divergence", "/k_proj\nf"),
+        ("filter cleared", "/\n"),
+        ("details off", "d"),
+        ("first divergence, details", "f\n"),
+        ("per-layer overview", "l"),
+        ("per-layer overview scrolled", "jj"),
+        ("back", "l"),
+        ("per-step overview", "p"),
+        ("a step", "jjj"),
+        ("its first diverging op", "\n"),
+        ("help", "?"),
+        ("closed", "x"),
+    ] {
+        actions.push((what.to_string(), keys.to_string()));
+    }
+    actions
+}
+
+fn press(tui: &mut Tui, keys: &str) {
+    for c in keys.chars() {
+        let code = match c {
+            '\n' => KeyCode::Enter,
+            '\u{1b}' => KeyCode::Esc,
+            c => KeyCode::Char(c),
+        };
+        tui.key(KeyEvent::from(code));
+    }
+}
+
+/// The terminal view of a compact report, driven through every sort key, filters, the jumps,
+/// the details and the overviews: its rows are never built (but where a name needs escaping:
+/// the view makes its own report safe in place, which builds it, as the printed formats' safe
+/// copy is), and every frame is the frame of the same rows built.
+#[test]
+fn the_tui_never_builds_a_compact_report() {
+    for hostile in [false, true] {
+        let report = compact_report(hostile, STEPS);
+        // Premise: the view opens on a compact step.
+        let first = report.first_divergence.as_ref().expect("a divergence");
+        assert!(matches!(report.ops.row(first.index), Row::Step(..)));
+        let built = plain(&report);
+        let mut tui = Tui::new(report);
+        let mut twin = Tui::new(built);
+        assert_eq!(tui.report().ops.is_built(), hostile, "opened");
+        let mut sorts = Vec::new();
+        let mut escaped = false;
+        for (what, keys) in tui_actions() {
+            press(&mut tui, &keys);
+            press(&mut twin, &keys);
+            for (w, h) in [(80, 24), (200, 50)] {
+                let (got, want) = (frame(&mut tui, w, h), frame(&mut twin, w, h));
+                assert!(
+                    got == want,
+                    "{what} ({w}x{h}, hostile {hostile}):\n{}\nbuilt:\n{}",
+                    frame_text(&got),
+                    frame_text(&want)
+                );
+                let text = frame_text(&got);
+                assert!(!text.contains('\u{1b}'), "{what}: {text}");
+                escaped |= text.contains(r"model.layers.2.x\u{1b}[2J\n## h@");
+            }
+            assert_eq!(tui.shown(), twin.shown(), "{what}");
+            assert_eq!(tui.selected(), twin.selected(), "{what}");
+            assert_eq!(tui.sort(), twin.sort(), "{what}");
+            if !sorts.contains(&tui.sort()) {
+                sorts.push(tui.sort());
+            }
+            if !hostile {
+                assert!(!tui.report().ops.is_built(), "{what}: the rows were built");
+            }
+        }
+        // Every sort key (no truth keys) was drawn both ways.
+        assert_eq!(sorts.len(), 30);
+        assert_eq!(escaped, hostile);
     }
 }
