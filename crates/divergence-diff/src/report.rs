@@ -665,36 +665,44 @@ mod tests {
         out.into_values().collect()
     }
 
+    /// Every status.
+    const STATUSES: [Status; 8] = [
+        Status::Ok,
+        Status::Diverged,
+        Status::OnlyOurs,
+        Status::OnlyRef,
+        Status::Unreadable,
+        Status::ShapeMismatch,
+        Status::Nonfinite,
+        Status::NoFinite,
+    ];
+
+    /// A deterministic stream of pseudo-random numbers (xorshift64) from `seed`.
+    fn xorshift(seed: u64) -> impl FnMut() -> u64 {
+        let mut x = seed;
+        move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        }
+    }
+
     #[test]
     fn the_tally_in_parallel_is_the_one_pass_tally() {
         // More rows than one chunk (4096): every status, errors that are 0, positive or none,
         // NaN/Inf mismatches, three dtype classes and two tolerances, in each tolerance mode.
         // The chunks' merge must keep the first row of each kind and the classes' first-seen
         // order of one pass over the rows.
-        let statuses = [
-            Status::Ok,
-            Status::Diverged,
-            Status::OnlyOurs,
-            Status::OnlyRef,
-            Status::Unreadable,
-            Status::ShapeMismatch,
-            Status::Nonfinite,
-            Status::NoFinite,
-        ];
-        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let statuses = STATUSES;
+        let mut next = xorshift(0x2545_f491_4f6c_dd1d);
         let dtypes = ["float32", "bfloat16", "float16"];
         for rows in [20_000usize, 4_097, 9, 0] {
             let ops: Vec<OpResult> = (0..rows)
                 .map(|i| {
                     let r = next();
                     // Rare statuses other than ok, so that the first of each is not row 0.
-                    let status = if r % 97 == 0 {
+                    let status = if r.is_multiple_of(97) {
                         statuses[(r >> 8) as usize % 8]
                     } else {
                         Status::Ok
@@ -703,20 +711,20 @@ mod tests {
                     o.errors.max_abs_err = match (r >> 16) % 4 {
                         0 => None,
                         1 => Some(0.0),
-                        _ if r % 89 == 0 => Some(1e-3),
+                        _ if r.is_multiple_of(89) => Some(1e-3),
                         _ => Some(0.0),
                     };
-                    if r % 211 == 0 {
+                    if r.is_multiple_of(211) {
                         std::sync::Arc::make_mut(&mut o.nonfinite).nonfinite_mismatch = Some(1);
                     }
-                    if r % 3 != 0 {
+                    if !r.is_multiple_of(3) {
                         o.rule.rtol = Some([1e-2, 1.6e-2][(r >> 20) as usize % 2]);
                         o.rule.atol = Some(1e-5);
                     }
                     let t = std::sync::Arc::make_mut(&mut o.tensor);
                     t.dtype_ours = Some(dtypes[(r >> 24) as usize % 3].into());
                     t.dtype_ref = Some("float32".into());
-                    if r % 5 == 0 {
+                    if r.is_multiple_of(5) {
                         std::sync::Arc::make_mut(&mut o.truth).truth_problem = Some("none".into());
                     }
                     o
@@ -764,28 +772,13 @@ mod tests {
         // More rows than one chunk (4096), steps in blocks and out of order, every status,
         // tied and NaN errors: the chunks' merge must keep the first row of a tie and the
         // first divergence in row order.
-        let statuses = [
-            Status::Ok,
-            Status::Diverged,
-            Status::OnlyOurs,
-            Status::OnlyRef,
-            Status::Unreadable,
-            Status::ShapeMismatch,
-            Status::Nonfinite,
-            Status::NoFinite,
-        ];
-        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let statuses = STATUSES;
+        let mut next = xorshift(0x9e37_79b9_7f4a_7c15);
         for (rows, steps) in [(20_000usize, 64usize), (9_000, 3), (4_097, 1), (50, 5)] {
             let ops: Vec<OpResult> = (0..rows)
                 .map(|i| {
                     let r = next();
-                    let step = if r % 50 == 0 {
+                    let step = if r.is_multiple_of(50) {
                         (r as usize / 7) % steps
                     } else {
                         i * steps / rows

@@ -6,7 +6,7 @@
 //! view of a row reads its built row's fields.
 
 mod common;
-use common::{act, perturb};
+use common::{act, perturb, press};
 use divergence_diff::*;
 use divergence_render::tui::Tui;
 use divergence_render::{
@@ -14,7 +14,6 @@ use divergence_render::{
 };
 use ratatui::backend::TestBackend;
 use ratatui::buffer::Buffer;
-use ratatui::crossterm::event::{KeyCode, KeyEvent};
 use ratatui::Terminal;
 
 /// Decode steps of every probe (step 0, the prefill, is a plain row).
@@ -476,17 +475,6 @@ fn tui_actions() -> Vec<(String, String)> {
         actions.push((what.to_string(), keys.to_string()));
     }
     actions
-}
-
-fn press(tui: &mut Tui, keys: &str) {
-    for c in keys.chars() {
-        let code = match c {
-            '\n' => KeyCode::Enter,
-            '\u{1b}' => KeyCode::Esc,
-            c => KeyCode::Char(c),
-        };
-        tui.key(KeyEvent::from(code));
-    }
 }
 
 /// The terminal view of a compact report, driven through every sort key, filters, the jumps,

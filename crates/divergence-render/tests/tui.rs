@@ -3,6 +3,8 @@
 //! (and of the column chooser, the key help and the per-position plot at 80x24, and of the
 //! per-layer overview of a one-pass and of a decode report).
 
+mod common;
+use common::press;
 use divergence_diff::*;
 use divergence_render::tui::{SortKey, Tui};
 use ratatui::backend::TestBackend;
@@ -73,17 +75,6 @@ fn screen(tui: &mut Tui, width: u16, height: u16) -> String {
         out.push('\n');
     }
     out
-}
-
-fn press(tui: &mut Tui, keys: &str) {
-    for c in keys.chars() {
-        let code = match c {
-            '\n' => KeyCode::Enter,
-            '\u{1b}' => KeyCode::Esc,
-            c => KeyCode::Char(c),
-        };
-        tui.key(KeyEvent::from(code));
-    }
 }
 
 fn selected(tui: &Tui) -> String {
