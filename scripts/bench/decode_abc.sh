@@ -11,6 +11,10 @@
 #     c.ref.equal.npz base=./old:dec new=./new:dec one=./new:one
 #
 # LOG=FILE keeps the raw lines (label, phase, ms, user, sys, anon MB; label WALL us).
+# FRESH=1 drops the four files from the page cache and reads them back first (fadvise
+# DONTNEED, then cat): how the page cache holds a file changes how many page faults mapping
+# it takes several fold (the decode pair's compare phase: ~42,000 after hours of builds on
+# the machine, ~6,000 once read back), and the two pairs must start alike.
 set -euo pipefail
 if [ $# -lt 7 ]; then
   echo "usage: $0 RUNS \"DIFF ARGS\" DEC_OURS DEC_REF ONE_OURS ONE_REF LABEL=BIN:dec|one ..." >&2
@@ -22,6 +26,14 @@ LOG=${LOG:-$(mktemp)}
 ERR=$(mktemp)
 trap 'rm -f "$ERR"' EXIT
 : > "$LOG"
+if [ "${FRESH:-0}" = 1 ]; then
+  python3 -c 'import os, sys
+for f in sys.argv[1:]:
+    fd = os.open(f, os.O_RDONLY)
+    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    os.close(fd)' "$DO" "$DR" "$OO" "$OR"
+  cat "$DO" "$DR" "$OO" "$OR" > /dev/null
+fi
 for _ in $(seq "$RUNS"); do
   for spec in "$@"; do
     label=${spec%%=*} rest=${spec#*=}

@@ -334,11 +334,9 @@ fn prefix_mapping(ours: &[Name], reference: &[Name]) -> Option<Prefix> {
 pub fn plan_order(ours: &DumpNames<'_>, reference: &DumpNames<'_>) -> OrderPlan {
     let mut plan = plan_as_recorded(ours, reference);
     let step = |n: &Name| divergence_names::split_step(n).1;
-    let in_step_order = plan
-        .order
-        .par_windows(2)
-        .with_min_len(4096)
-        .all(|w| step(&w[0]) <= step(&w[1]));
+    // Each name parsed once (a decode dump has ~150,000).
+    let steps: Vec<usize> = plan.order.par_iter().with_min_len(4096).map(step).collect();
+    let in_step_order = steps.is_sorted();
     if !in_step_order {
         // Said when the order as recorded lists them out of order; names a metadata order
         // lacks are appended after it (a warning of their own), and their steps put in place

@@ -124,7 +124,7 @@ pub fn local_growths<R: RowSource + ?Sized>(
                 // has one, the growth is unknown.
                 inputs
                     .iter()
-                    .filter_map(|&j| (j < len).then(|| measure.value(ops.row_at(j))).flatten())
+                    .filter_map(|j| (j < len).then(|| measure.value(ops.row_at(j))).flatten())
                     .reduce(f64::max)?
             };
             Some(own / carried.max(floor)).filter(|g| g.is_finite())
@@ -209,7 +209,7 @@ pub fn origin<R: RowSource + ?Sized>(
         let next = flow
             .inputs(cur)
             .iter()
-            .filter_map(|&j| rel(j).map(|r| (r, j)))
+            .filter_map(|j| rel(j).map(|r| (r, j)))
             .filter(|&(r, j)| r > measure.carried(ops.row_at(j)))
             .fold(None::<(f64, usize)>, |acc, x| match acc {
                 Some(a) if a.0 > x.0 => Some(a),

@@ -351,7 +351,7 @@ impl Report {
                 let inputs = flow
                     .inputs(k)
                     .iter()
-                    .map(|&j| names[j].to_string())
+                    .map(|j| names[j].to_string())
                     .collect();
                 Some((names[k].to_string(), inputs))
             })

@@ -498,6 +498,26 @@ impl Rows {
         (0..self.len()).into_par_iter().map(|i| self.row(i))
     }
 
+    /// Whether `f` holds for some row, asked of every plain row but of one row per run of
+    /// decode steps, which stands for all of them: `f` must read only what a run's steps
+    /// share (their base name, tensor, truth and non-finite counts), never a metric, a step or
+    /// a whole name (the row stands for the run's first step, with no sums). What every row's
+    /// shared parts cost to check once per run instead of once per step (a decode report has
+    /// ~150,000 steps in ~600 runs).
+    pub fn any_shared(&self, f: impl Fn(Row<'_>) -> bool + Sync + Send) -> bool {
+        let plain =
+            |rows: &[OpResult]| rows.par_iter().with_min_len(4096).any(|o| f(Row::Plain(o)));
+        match &self.repr {
+            Repr::Vec(v) => plain(v),
+            Repr::Compact(c) => {
+                plain(&c.plain)
+                    || c.runs
+                        .iter()
+                        .any(|run| f(Row::Step(run, &StepSums::UNUSED, 0)))
+            }
+        }
+    }
+
     /// Whether every row has been built as an `OpResult` (by a use of [`Deref`]), or was one
     /// from the start.
     pub fn is_built(&self) -> bool {

@@ -567,6 +567,8 @@ impl Headers {
             meta,
             layout,
         } = self;
+        // The metadata order lists the items as they are (stacked layouts only).
+        let mut as_listed = false;
         let (entries, members): (Vec<Stored>, Vec<stacked::Member>) = match layout {
             Layout::Plain(entries) => (
                 entries
@@ -576,6 +578,7 @@ impl Headers {
                 Vec::new(),
             ),
             Layout::Unfolded(u) => {
+                as_listed = meta.as_ref().is_some_and(|m| u.lists_items(&m.order));
                 let (items, members) = u.into_parts();
                 let entries = items
                     .into_iter()
@@ -606,7 +609,13 @@ impl Headers {
         };
         let mut meta = meta;
         let order_resorted = meta.as_mut().is_some_and(|m| {
-            stacked::expand_order(m, &members, names, &|n| index.get(names, n).is_some())
+            stacked::expand_order(
+                m,
+                &members,
+                names,
+                &|n| index.get(names, n).is_some(),
+                as_listed,
+            )
         });
         let (original, member_original, dtype_names) =
             original_dtypes(meta.as_ref(), index, names, (slots, &members));

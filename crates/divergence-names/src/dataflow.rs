@@ -152,13 +152,76 @@ fn structural_inputs(node: Node, layers: &Layers) -> Vec<Node> {
 }
 
 /// Which probes feed which, for one dump's names in execution order.
+///
+/// Kept as resolutions and the runs of the order they resolve: a decode dump's steps (each a
+/// run of the order with the probes of the step before it) share one resolution, which each
+/// step reads shifted to its own indices. Nothing is kept per probe of such a step (a decode
+/// dump has ~150,000 probes; copying the resolution into each step's indices took a few ms and
+/// ~7 MB).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Dataflow {
-    /// Probe `i`'s inputs are `flat[offsets[i]..offsets[i + 1]]` (one allocation for all: a
-    /// decode dump has ~150,000 probes).
+    /// The distinct resolutions, each over its own probes (inputs as indices among them).
+    tables: Vec<Table>,
+    /// The runs of the order, ascending and back to back from 0: `(start, table)`, probes
+    /// `start..start + tables[table].len()` resolved by that table, shifted by `start`.
+    runs: Vec<(usize, usize)>,
+    /// Number of probes.
+    len: usize,
+}
+
+/// One resolution: probe `k`'s inputs are `flat[offsets[k]..offsets[k + 1]]` (one allocation
+/// for all).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+struct Table {
     offsets: Vec<usize>,
     flat: Vec<usize>,
     fallback: Vec<bool>,
+}
+
+impl Table {
+    fn inputs(&self, k: usize) -> &[usize] {
+        match (self.offsets.get(k), self.offsets.get(k + 1)) {
+            (Some(&a), Some(&b)) => self.flat.get(a..b).unwrap_or_default(),
+            _ => &[],
+        }
+    }
+
+    fn is_fallback(&self, k: usize) -> bool {
+        self.fallback.get(k).copied().unwrap_or(false)
+    }
+
+    fn len(&self) -> usize {
+        self.fallback.len()
+    }
+}
+
+/// The inputs of one probe ([`Dataflow::inputs`]): indices into the order, ascending.
+#[derive(Debug, Clone, Copy)]
+pub struct Inputs<'a> {
+    /// As its resolution has them.
+    ids: &'a [usize],
+    /// Where that resolution's probes start in the order.
+    shift: usize,
+}
+
+impl<'a> Inputs<'a> {
+    /// The indices, ascending.
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = usize> + ExactSizeIterator + 'a {
+        let shift = self.shift;
+        self.ids.iter().map(move |&j| j + shift)
+    }
+
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    pub fn to_vec(&self) -> Vec<usize> {
+        self.iter().collect()
+    }
 }
 
 impl Dataflow {
@@ -242,43 +305,37 @@ impl Dataflow {
                 })
             })
             .collect();
-        // Each step's probes with their inputs moved into the whole order's indices, in
-        // parallel; then the steps side by side when each holds a run of the order (a decode
-        // dump's), else probe by probe.
-        let mut shared: Vec<&Dataflow> = Vec::with_capacity(groups.len());
-        for sub in &subs {
+        // Each step read from its resolution (its own, or the one it shares) shifted to its
+        // indices, when each step is a run of the order (a decode dump's); else the whole
+        // order in one table, probe by probe.
+        let mut shared: Vec<usize> = Vec::with_capacity(groups.len());
+        let mut tables: Vec<Table> = Vec::new();
+        for sub in subs {
             // The first step always has its own resolution.
             match (sub, shared.last()) {
-                (Some(sub), _) => shared.push(sub),
+                (Some(sub), _) => {
+                    shared.push(tables.len());
+                    tables.push(sub.into_table());
+                }
                 (None, Some(&last)) => shared.push(last),
                 (None, None) => {}
             }
         }
-        let parts: Vec<Dataflow> = groups
-            .par_iter()
-            .zip(&shared)
-            .map(|(idx, sub)| {
-                let mut part = Dataflow {
-                    offsets: Vec::with_capacity(idx.len() + 1),
-                    flat: Vec::with_capacity(idx.len() * 2),
-                    fallback: Vec::with_capacity(idx.len()),
-                };
-                part.offsets.push(0);
-                for k in 0..idx.len() {
-                    part.flat.extend(sub.inputs(k).iter().map(|&j| idx[j]));
-                    part.offsets.push(part.flat.len());
-                    part.fallback.push(sub.is_fallback(k));
-                }
-                part
-            })
-            .collect();
         let runs = groups.iter().flatten().enumerate().all(|(i, &j)| i == j);
         if runs {
-            return Dataflow::side_by_side(&parts, len);
+            return Dataflow {
+                runs: groups
+                    .iter()
+                    .zip(&shared)
+                    .map(|(idx, &t)| (idx.first().copied().unwrap_or(0), t))
+                    .collect(),
+                tables,
+                len,
+            };
         }
-        let mut out = Dataflow {
+        let mut out = Table {
             offsets: Vec::with_capacity(len + 1),
-            flat: Vec::with_capacity(parts.iter().map(|p| p.flat.len()).sum()),
+            flat: Vec::new(),
             fallback: Vec::with_capacity(len),
         };
         out.offsets.push(0);
@@ -289,50 +346,39 @@ impl Dataflow {
             }
         }
         for (g, k) in of_probe {
-            out.flat.extend_from_slice(parts[g].inputs(k));
+            let (idx, table) = (&groups[g], &tables[shared[g]]);
+            out.flat.extend(table.inputs(k).iter().map(|&j| idx[j]));
             out.offsets.push(out.flat.len());
-            out.fallback.push(parts[g].is_fallback(k));
+            out.fallback.push(table.is_fallback(k));
         }
-        out
+        Dataflow::whole(out)
     }
 
-    /// The parts (each a run of the order, in order, `len` probes in all) one after the other,
-    /// each copied into its place in parallel (a decode dump has ~150,000 probes, which one
-    /// thread appended while the others waited).
-    fn side_by_side(parts: &[Dataflow], len: usize) -> Dataflow {
-        let mut out = Dataflow {
-            offsets: vec![0; len + 1],
-            flat: vec![0; parts.iter().map(|p| p.flat.len()).sum()],
-            fallback: vec![false; len],
-        };
-        // Each part's own pieces of the three vectors, and where its inputs start.
-        let mut pieces = Vec::with_capacity(parts.len());
-        let (mut flat, mut offsets, mut fallback) = (
-            &mut out.flat[..],
-            out.offsets.get_mut(1..).unwrap_or_default(),
-            &mut out.fallback[..],
-        );
-        let mut at = 0;
-        for part in parts {
-            let n = part.fallback.len();
-            if flat.len() < part.flat.len() || offsets.len() < n || fallback.len() < n {
-                break; // not reached: the parts hold `len` probes and their inputs
-            }
-            let (f, f_rest) = std::mem::take(&mut flat).split_at_mut(part.flat.len());
-            let (o, o_rest) = std::mem::take(&mut offsets).split_at_mut(n);
-            let (b, b_rest) = std::mem::take(&mut fallback).split_at_mut(n);
-            (flat, offsets, fallback) = (f_rest, o_rest, b_rest);
-            pieces.push((part, f, o, b, at));
-            at += part.flat.len();
+    /// One table for the whole order.
+    fn whole(table: Table) -> Dataflow {
+        Dataflow {
+            len: table.len(),
+            runs: vec![(0, 0)],
+            tables: vec![table],
         }
-        pieces.into_par_iter().for_each(|(part, f, o, b, at)| {
-            f.copy_from_slice(&part.flat);
-            for (dst, &end) in o.iter_mut().zip(part.offsets.iter().skip(1)) {
-                *dst = at + end;
-            }
-            b.copy_from_slice(&part.fallback);
-        });
-        out
+    }
+
+    /// The table of a dataflow made of one ([`Dataflow::one_step`]).
+    fn into_table(self) -> Table {
+        self.tables.into_iter().next().unwrap_or_default()
+    }
+
+    /// Where probe `i` is: its table and its index in it, and the run's start.
+    fn locate(&self, i: usize) -> Option<(&Table, usize, usize)> {
+        if i >= self.len {
+            return None;
+        }
+        let r = self
+            .runs
+            .partition_point(|&(start, _)| start <= i)
+            .checked_sub(1)?;
+        let (start, t) = self.runs[r];
+        Some((self.tables.get(t)?, i - start, start))
     }
 
     fn one_step(order: &[&str]) -> Dataflow {
@@ -365,7 +411,7 @@ impl Dataflow {
         for &l in &layers.present {
             resolve(Node::InLayer(Op::Layer, l), &nodes, &layers, &mut memo);
         }
-        let mut out = Dataflow {
+        let mut out = Table {
             offsets: Vec::with_capacity(order.len() + 1),
             flat: Vec::with_capacity(order.len() * 2),
             fallback: Vec::with_capacity(order.len()),
@@ -392,33 +438,37 @@ impl Dataflow {
             }
             out.offsets.push(out.flat.len());
         }
-        out
+        Dataflow::whole(out)
     }
 
     /// The indices (into the order given to [`Dataflow::new`]) of the probes that feed probe
     /// `i`, ascending; empty for sources (`embed_tokens`, `rotary_emb`, the first probe). At
     /// most [`MAX_INPUTS`]: the latest ones when more feed it (a sparse or hostile dump).
-    pub fn inputs(&self, i: usize) -> &[usize] {
-        match (self.offsets.get(i), self.offsets.get(i + 1)) {
-            (Some(&a), Some(&b)) => self.flat.get(a..b).unwrap_or_default(),
-            _ => &[],
+    pub fn inputs(&self, i: usize) -> Inputs<'_> {
+        match self.locate(i) {
+            Some((table, k, shift)) => Inputs {
+                ids: table.inputs(k),
+                shift,
+            },
+            None => Inputs { ids: &[], shift: 0 },
         }
     }
 
     /// True when probe `i`'s input is only a guess: the op before it in execution order (its
     /// name is not in the table, or nothing that feeds it was dumped).
     pub fn is_fallback(&self, i: usize) -> bool {
-        self.fallback.get(i).copied().unwrap_or(false)
+        self.locate(i)
+            .is_some_and(|(table, k, _)| table.is_fallback(k))
     }
 
     /// Number of probes.
     pub fn len(&self) -> usize {
-        self.fallback.len()
+        self.len
     }
 
     /// True when there are no probes.
     pub fn is_empty(&self) -> bool {
-        self.fallback.is_empty()
+        self.len == 0
     }
 }
 
@@ -551,7 +601,7 @@ mod tests {
             let df = Dataflow::new(&names);
             prop_assert_eq!(df.len(), names.len());
             for i in 0..names.len() {
-                prop_assert!(df.inputs(i).iter().all(|&j| j < names.len() && j != i));
+                prop_assert!(df.inputs(i).iter().all(|j| j < names.len() && j != i));
             }
         }
     }
@@ -594,7 +644,7 @@ mod tests {
     fn inputs_of(order: &[String], name: &str) -> Vec<String> {
         let df = Dataflow::new(order);
         let i = order.iter().position(|n| n == name).unwrap();
-        df.inputs(i).iter().map(|&j| order[j].clone()).collect()
+        df.inputs(i).iter().map(|j| order[j].clone()).collect()
     }
 
     /// A decode dump: the prefill, then `steps` decode steps with their cache probes.
@@ -652,9 +702,9 @@ mod tests {
     }
 
     /// Every step resolved on its own, as [`Dataflow::new`] did before steps could share a
-    /// resolution: probe name -> its inputs' names.
-    fn each_step_alone(order: &[String]) -> Vec<Vec<String>> {
-        let mut out = vec![Vec::new(); order.len()];
+    /// resolution: probe name -> its inputs' names, and whether they are a guess.
+    fn each_step_alone(order: &[String]) -> Vec<(Vec<String>, bool)> {
+        let mut out = vec![(Vec::new(), false); order.len()];
         let steps: BTreeSet<usize> = order.iter().map(|n| crate::split_step(n).1).collect();
         for s in steps {
             let idx: Vec<usize> = (0..order.len())
@@ -663,11 +713,8 @@ mod tests {
             let names: Vec<&str> = idx.iter().map(|&i| order[i].as_str()).collect();
             let df = Dataflow::one_step(&names);
             for (k, &i) in idx.iter().enumerate() {
-                out[i] = df
-                    .inputs(k)
-                    .iter()
-                    .map(|&j| order[idx[j]].clone())
-                    .collect();
+                let inputs = df.inputs(k).iter().map(|j| order[idx[j]].clone());
+                out[i] = (inputs.collect(), df.is_fallback(k));
             }
         }
         out
@@ -677,12 +724,11 @@ mod tests {
     fn steps_that_repeat_share_one_resolution_and_it_equals_their_own() {
         let resolved = |o: &[String]| {
             let df = Dataflow::new(o);
+            assert_eq!(df.len(), o.len());
             (0..o.len())
                 .map(|i| {
-                    df.inputs(i)
-                        .iter()
-                        .map(|&j| o[j].clone())
-                        .collect::<Vec<_>>()
+                    let inputs = df.inputs(i).iter().map(|j| o[j].clone());
+                    (inputs.collect::<Vec<_>>(), df.is_fallback(i))
                 })
                 .collect::<Vec<_>>()
         };
@@ -709,17 +755,32 @@ mod tests {
         let rope_k = |s: usize| format!("model.layers.0.self_attn.rope_k@{s}");
         let at = |n: &str| o.iter().position(|x| x == n).unwrap();
         assert_eq!(
-            resolved(&o)[at(&rope_k(3))],
+            resolved(&o)[at(&rope_k(3))].0,
             ["model.rotary_emb@3", "model.layers.0.self_attn.k_proj@3"]
         );
         assert_eq!(
-            resolved(&o)[at(&rope_k(5))],
+            resolved(&o)[at(&rope_k(5))].0,
             ["model.rotary_emb@5", "model.layers.0.self_attn.k_norm@5"]
         );
         // Steps whose probes are not listed together (here, everything reversed).
         let mut mixed = o.clone();
         mixed.reverse();
         assert_eq!(resolved(&mixed), each_step_alone(&mixed));
+        // Steps listed in turn, probe by probe (each step's probes not a run of the order).
+        let turns: Vec<String> = (0..step(1).len())
+            .flat_map(|k| [step(1)[k].clone(), step(2)[k].clone()])
+            .collect();
+        assert_eq!(resolved(&turns), each_step_alone(&turns));
+        // Past the probes: nothing.
+        let df = Dataflow::new(&o);
+        assert!(df.inputs(o.len()).is_empty() && !df.is_fallback(o.len()));
+        // Some probes are guesses (a name the table does not know), and they stay so.
+        let mut odd = o.clone();
+        odd.insert(5, "model.layers.0.self_attn.odd".to_string());
+        odd.push("model.layers.0.self_attn.odd@5".to_string());
+        let alone = each_step_alone(&odd);
+        assert!(alone.iter().filter(|(_, guess)| *guess).count() >= 2);
+        assert_eq!(resolved(&odd), alone);
         // A dump of only decode steps (no prefill) shares too.
         let only: Vec<String> = (1..=3).flat_map(step).collect();
         assert_eq!(resolved(&only), each_step_alone(&only));
@@ -776,7 +837,7 @@ mod tests {
         let df = Dataflow::new(&o);
         assert!((0..o.len()).all(|i| !df.is_fallback(i)));
         // every input comes earlier in the exporter's order
-        assert!((0..o.len()).all(|i| df.inputs(i).iter().all(|&j| j < i)));
+        assert!((0..o.len()).all(|i| df.inputs(i).iter().all(|j| j < i)));
     }
 
     #[test]
@@ -820,12 +881,12 @@ mod tests {
         .map(String::from)
         .to_vec();
         let df = Dataflow::new(&o);
-        assert_eq!(df.inputs(1), [0]);
+        assert_eq!(df.inputs(1).to_vec(), [0]);
         assert!(df.is_fallback(1));
-        assert_eq!(df.inputs(2), [0]);
+        assert_eq!(df.inputs(2).to_vec(), [0]);
         assert!(!df.is_fallback(2));
-        assert_eq!(df.inputs(0), [] as [usize; 0]);
-        assert_eq!(df.inputs(99), [] as [usize; 0]);
+        assert_eq!(df.inputs(0).to_vec(), [] as [usize; 0]);
+        assert_eq!(df.inputs(99).to_vec(), [] as [usize; 0]);
         assert!(Dataflow::new::<String>(&[]).is_empty());
     }
 
@@ -876,7 +937,7 @@ mod tests {
         assert!(total <= MAX_INPUTS * n);
         for i in [0, 1, MAX_INPUTS, MAX_INPUTS + 1, n - 1] {
             let latest: Vec<usize> = (i.saturating_sub(MAX_INPUTS)..i).collect();
-            assert_eq!(df.inputs(i), latest, "probe {i}");
+            assert_eq!(df.inputs(i).to_vec(), latest, "probe {i}");
         }
         assert!((0..n).all(|i| !df.is_fallback(i)));
         // Listed last layer first: the same bound, and no recursion down 20,000 layers.
@@ -907,7 +968,7 @@ mod tests {
         let o = dump(128);
         let df = Dataflow::new(&o);
         for l in 0..128 {
-            assert_eq!(df.inputs(2 * l + 1), exact(l), "layer {l}");
+            assert_eq!(df.inputs(2 * l + 1).to_vec(), exact(l), "layer {l}");
         }
         assert_eq!(df.inputs(255).len(), 255);
         let o = dump(200);
@@ -915,7 +976,7 @@ mod tests {
         for l in 0..200 {
             let all = exact(l);
             let latest = &all[all.len().saturating_sub(MAX_INPUTS)..];
-            assert_eq!(df.inputs(2 * l + 1), latest, "layer {l}");
+            assert_eq!(df.inputs(2 * l + 1).to_vec(), latest, "layer {l}");
         }
     }
 

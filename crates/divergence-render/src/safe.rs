@@ -169,9 +169,10 @@ fn view_needs(row: Row<'_>) -> bool {
 }
 
 /// Whether any string of the report needs a change: its head, then every row through its
-/// view (in parallel; a compact report's rows are not built).
+/// view (in parallel; a compact report's rows are not built, and a run of decode steps is
+/// asked once: what [`view_needs`] reads of a step its run's steps share).
 fn dirty(report: &Report) -> bool {
-    head_needs(report) || report.ops.par_rows().with_min_len(4096).any(view_needs)
+    head_needs(report) || report.ops.any_shared(view_needs)
 }
 
 /// Makes every string of `report` safe: changes the rows in place, so a compact report

@@ -71,11 +71,13 @@ pub(crate) fn compare_all(
             .and_then(|v| v.how.clone())
     };
     // A run is opened for each run of steps that no name map made (whose rows need not say
-    // how): its compact steps go to the sink. (Each row's map looked up in parallel.)
+    // how): its compact steps go to the sink. (Each row's map looked up in parallel; none
+    // without a map, which makes nothing.)
+    let mapped = ours.resolved().is_some();
     let unmapped: Vec<bool> = jobs
         .par_iter()
         .map(|job| match job {
-            Job::Steps(run) => run.rows.iter().all(|&i| how(i).is_none()),
+            Job::Steps(run) => !mapped || run.rows.iter().all(|&i| how(i).is_none()),
             Job::Row(_) => false,
         })
         .collect();

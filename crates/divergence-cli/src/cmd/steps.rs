@@ -143,16 +143,25 @@ struct Steps {
 
 fn steps_of(dump: &MappedDump<'_>, path: &Path) -> Result<Steps> {
     // In parallel, then sorted: a decode dump has ~150,000 names (most steps repeat). The same
-    // pass sees a stacked member left whole, so that its reason is looked for only then.
-    let mut steps: Vec<usize> = dump
-        .names()
-        .par_iter()
+    // pass sees a stacked member left whole, so that its reason is looked for only then. A
+    // step kept in a stacked member is known without its name: its name is `base@step`
+    // ([`Dump::step_slot_at`]; a dump under no map has the dump's names).
+    let of_name = |n: &str| match divergence_names::stacked_base(n) {
+        Some(_) => usize::MAX,
+        None => split_step(n).1,
+    };
+    let names = dump.names();
+    let plain = dump.resolved().is_none().then(|| dump.dump());
+    let mut steps: Vec<usize> = (0..names.len())
+        .into_par_iter()
         .with_min_len(1024)
-        .map(|n| match divergence_names::stacked_base(n) {
-            Some(_) => usize::MAX,
-            None => split_step(n).1,
+        .map(|i| match plain.and_then(|d| d.step_slot_at(i)) {
+            Some((_, step)) => step,
+            None => of_name(&names[i]),
         })
         .collect();
+    // Step-major names repeat each step in a row: their repeats go first, in one pass.
+    steps.dedup();
     steps.par_sort_unstable();
     steps.dedup();
     let stacked_left = steps.last() == Some(&usize::MAX);
