@@ -524,7 +524,7 @@ pub fn compare_steps<'a>(
     cfg: &DiffConfig,
     emit: &mut dyn FnMut(usize, OpResult),
 ) {
-    for (k, row) in compare_step_run(names, ours, reference, cfg).into_rows() {
+    for (k, row) in compare_step_run(StepNames::Given(names), ours, reference, cfg).into_rows() {
         emit(k, row);
     }
 }
@@ -534,7 +534,7 @@ pub fn compare_steps<'a>(
 /// [`StepRun`] (its row built where one is read, [`crate::Rows`]); every other step is a row.
 /// `StepRows::into_rows` gives [`compare_steps`]' rows. Never fails.
 pub fn compare_step_run<'a>(
-    names: &[Name],
+    names: StepNames<'_>,
     ours: Side<'a>,
     reference: Side<'a>,
     cfg: &DiffConfig,
@@ -548,26 +548,67 @@ pub fn compare_step_run<'a>(
     StepRows { run, sums, rows }
 }
 
+/// The names of a run's steps ([`compare_step_run_into`]), asked one at a time: a step kept
+/// compact needs none but the first's (a decode dump's run need touch no other name).
+#[derive(Clone, Copy)]
+pub enum StepNames<'a> {
+    /// These names, each checked: a step not named as a run writes it back (the first step's
+    /// base, its step plus `k`) is a row of its own.
+    Given(&'a [Name]),
+    /// `len` steps, step `k` named `name(k)`, which the caller knows is written back: the
+    /// names a dump gives a stacked member's steps (under no map).
+    WrittenBack {
+        len: usize,
+        name: &'a (dyn Fn(usize) -> Name + Sync),
+    },
+}
+
+impl StepNames<'_> {
+    /// How many steps.
+    pub fn len(&self) -> usize {
+        match self {
+            StepNames::Given(names) => names.len(),
+            StepNames::WrittenBack { len, .. } => *len,
+        }
+    }
+
+    /// True when there are no steps.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Step `k`'s name.
+    pub fn name(&self, k: usize) -> Name {
+        match self {
+            StepNames::Given(names) => names[k].clone(),
+            StepNames::WrittenBack { name, .. } => name(k),
+        }
+    }
+}
+
 /// [`compare_step_run`], each step kept compact handed to `emit` (its index in the run and its
 /// sums) as it is made, in step order, instead of kept in the result: what [`crate::RowSink`]
 /// writes in place ([`crate::RowsBuilder::close_run`] takes the result). A step is emitted only
 /// when the result has a run, and every step is either emitted or one of the result's rows,
 /// once.
 pub fn compare_step_run_into<'a>(
-    names: &[Name],
+    names: StepNames<'_>,
     ours: Side<'a>,
     reference: Side<'a>,
     cfg: &DiffConfig,
     emit: &mut dyn FnMut(usize, StepSums),
 ) -> StepParts {
     let steps = names.len();
+    // The first step's name: the run's base and first step, and its layer.
+    let first_name = (!names.is_empty()).then(|| names.name(0));
     let n = numel(ours.shape).filter(|&n| Some(n) == numel(reference.shape));
     let whole = |side: &Side<'_>, n: usize| Some(side.values.len()) == n.checked_mul(steps);
     let fast = n.filter(|&n| {
-        n < cfg.chunk_len && whole(&ours, n) && whole(&reference, n) && !names.is_empty()
+        n < cfg.chunk_len && whole(&ours, n) && whole(&reference, n) && first_name.is_some()
     });
     let template = fast.and_then(|_| {
-        let fold = ProbeFold::new(&names[0], Some(ours.head()), Some(reference.head()), cfg);
+        let first = first_name.as_deref().unwrap_or_default();
+        let fold = ProbeFold::new(first, Some(ours.head()), Some(reference.head()), cfg);
         match fold.state {
             FoldState::Pair {
                 row,
@@ -579,12 +620,13 @@ pub fn compare_step_run_into<'a>(
             _ => None,
         }
     });
-    let (Some(n), Some((mut template, numel, tol))) = (fast, template) else {
+    let (Some(n), Some((mut template, numel, tol)), Some(first_name)) =
+        (fast, template, first_name.as_ref())
+    else {
         // One step at a time, each with its own values (as much of them as there are).
-        let rows = names
-            .iter()
-            .enumerate()
-            .map(|(k, name)| {
+        let rows = (0..steps)
+            .map(|k| {
+                let name = names.name(k);
                 let step = |side: Side<'a>| {
                     let per = numel(side.shape).unwrap_or(0);
                     let len = side.values.len();
@@ -594,7 +636,7 @@ pub fn compare_step_run_into<'a>(
                 };
                 (
                     k,
-                    compare(name, Some(step(ours)), Some(step(reference)), cfg),
+                    compare(&name, Some(step(ours)), Some(step(reference)), cfg),
                 )
             })
             .collect();
@@ -619,13 +661,15 @@ pub fn compare_step_run_into<'a>(
     // its base alone; a row of another base, which a caller should not pass, is parsed on its
     // own). From the name, not its base: a base may itself end in `@<digits>` (`x@2@steps`
     // holds `x@2@1`, ...).
-    let (first_base, first) = divergence_names::split_step(&names[0]);
-    let first_layer = divergence_names::layer_index(&names[0]);
+    let (first_base, first) = divergence_names::split_step(first_name);
+    let first_layer = divergence_names::layer_index(first_name);
     template.layer = first_layer;
     // A step is kept compact when its name is `base@s` as the run would write it back: the
     // first step's base, the next step, no leading zero.
-    let written_back =
-        |k: usize, name: &str| divergence_names::is_step_name(name, first_base, first + k);
+    let written_back = |k: usize| match names {
+        StepNames::Given(names) => divergence_names::is_step_name(&names[k], first_base, first + k),
+        StepNames::WrittenBack { .. } => true,
+    };
     let mut rows = Vec::new();
     crate::metrics::step_sums(
         ours.values,
@@ -634,8 +678,7 @@ pub fn compare_step_run_into<'a>(
         steps,
         &params,
         &mut |k, acc| {
-            let name = &names[k];
-            let compact = [Some(acc.n); 2] == numel && written_back(k, name);
+            let compact = [Some(acc.n); 2] == numel && written_back(k);
             if let Some(s) = compact
                 .then(|| StepSums::of(&acc, n as u64, &tol))
                 .flatten()
@@ -644,13 +687,14 @@ pub fn compare_step_run_into<'a>(
                 return;
             }
             // The plan's name, shared: no allocation.
+            let name = names.name(k);
             let mut row = template.clone();
-            row.name = name.clone();
-            let (base, step) = divergence_names::split_step(name);
+            let (base, step) = divergence_names::split_step(&name);
             if base != first_base {
-                row.layer = divergence_names::layer_index(name);
+                row.layer = divergence_names::layer_index(&name);
             }
             row.step = step;
+            row.name = name;
             let row = match pair_short_row(&row, numel, [acc.n, acc.n]) {
                 Some(bad) => bad,
                 None => apply_truth(pair_row(row, &acc, &tol), TruthFold::Off),

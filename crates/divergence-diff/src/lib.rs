@@ -56,7 +56,8 @@ pub use amplification::{AmpVerdict, Amplification, AmplificationRow, NormWeightG
 pub use compare::{
     compare, compare_step_run, compare_step_run_into, compare_steps, compare_with_truth,
     dtype_name, not_made, ratio_text, sci, unreadable, DtypeName, ErrorMetrics, Head, Index, Needs,
-    NonFiniteCounts, OpResult, ProbeFold, RuleTerms, Side, Status, TensorInfo, TruthMetrics, Which,
+    NonFiniteCounts, OpResult, ProbeFold, RuleTerms, Side, Status, StepNames, TensorInfo,
+    TruthMetrics, Which,
 };
 pub use config::{DiffConfig, DEFAULT_AMPLIFICATION_THRESHOLD};
 pub use divergence_names::Name;

@@ -128,7 +128,10 @@ fn rows(hostile: bool, steps: usize) -> Rows {
         let at: Vec<usize> = (0..steps)
             .map(|k| prefill.len() + k * probes.len() + p)
             .collect();
-        b.put_run(&at, compare_step_run(&names, side(&o), side(&r), &cfg));
+        b.put_run(
+            &at,
+            compare_step_run(StepNames::Given(&names), side(&o), side(&r), &cfg),
+        );
     }
     b.put(
         total - 1,
