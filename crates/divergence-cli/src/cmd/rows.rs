@@ -45,7 +45,13 @@ pub(crate) fn compare_all(
         // Each row reads the truth's tensor too: one by one.
         (0..n).map(Job::Row).collect()
     } else {
-        jobs(n, &entries, (ours.dump(), reference.dump()), cfg)
+        // Row `i` is position `i` of both dumps, which share their names: the dumps' own
+        // members make the runs.
+        let by_member = plan.aligned
+            && ours.resolved().is_none()
+            && reference.resolved().is_none()
+            && ours.dump().shares_names(reference.dump());
+        jobs(n, &entries, (ours.dump(), reference.dump()), cfg, by_member)
     };
     if !jobs.iter().any(|job| matches!(job, Job::Steps(_))) {
         // Every row on its own: written in place, by index.
@@ -182,6 +188,7 @@ fn compare_row(
 }
 
 /// What one rayon task compares: one row, or a run of a probe's decode steps.
+#[derive(Debug, PartialEq)]
 enum Job {
     /// The row at this index of the plan.
     Row(usize),
@@ -190,6 +197,7 @@ enum Job {
 }
 
 /// Consecutive decode steps of one probe, stored in a stacked member on both sides.
+#[derive(Debug, PartialEq)]
 struct Run {
     /// The rows (indices of the plan), in step order.
     rows: Vec<usize>,
@@ -214,58 +222,22 @@ fn jobs<'m, 'a: 'm>(
     entries: &(dyn Fn(usize) -> (Option<Entry<'m, 'a>>, Option<Entry<'m, 'a>>) + Sync),
     (ours, reference): (&Dump, &Dump),
     cfg: &DiffConfig,
+    by_member: bool,
 ) -> Vec<Job> {
-    // Per row: our member, the reference's, the step (the same on both sides).
-    let slots: Vec<Option<(u32, u32, u32)>> = (0..n)
-        .into_par_iter()
-        .with_min_len(4096)
-        .map(|i| {
-            let (oe, re) = entries(i);
-            let ((om, so), (rm, sr)) = (oe?.step_slot()?, re?.step_slot()?);
-            if so != sr {
-                return None;
-            }
-            let small = |x: usize| u32::try_from(x).ok();
-            Some((small(om)?, small(rm)?, small(so)?))
-        })
-        .collect();
-    // The rows of each of our members, in the plan's order (a counting sort).
-    let members = slots
-        .iter()
-        .flatten()
-        .map(|s| s.0 as usize + 1)
-        .max()
-        .unwrap_or(0);
-    let mut start = vec![0usize; members + 1];
-    for s in slots.iter().flatten() {
-        start[s.0 as usize + 1] += 1;
-    }
-    for m in 0..members {
-        start[m + 1] += start[m];
-    }
-    let mut at = start.clone();
-    let mut bucketed = vec![0usize; start[members]];
-    for (i, s) in slots.iter().enumerate() {
-        if let Some((om, ..)) = s {
-            bucketed[at[*om as usize]] = i;
-            at[*om as usize] += 1;
-        }
-    }
+    // Each of our members' rows, in step order, with the reference's member and the first step.
+    let candidates = match by_member.then(|| member_rows(n, ours)).flatten() {
+        Some(rows) => rows,
+        None => slot_rows(n, entries),
+    };
     let mut in_run = vec![false; n];
     let mut jobs: Vec<(usize, Job)> = Vec::new();
-    for om in 0..members {
-        let rows = &bucketed[start[om]..start[om + 1]];
-        let Some(&(_, rm, first)) = rows.first().and_then(|&i| slots[i].as_ref()) else {
-            continue;
-        };
-        // One member on the reference's side, steps one after the other: else row by row.
-        let consecutive = rows.iter().enumerate().all(|(k, &i)| {
-            slots[i].is_some_and(|(_, r, s)| r == rm && s as usize == first as usize + k)
-        });
-        if !consecutive {
-            continue;
-        }
-        let (rm, first) = (rm as usize, first as usize);
+    for MemberRows {
+        om,
+        rm,
+        first,
+        rows,
+    } in candidates
+    {
         // Members whose steps can be borrowed as they are, or row by row (a big-endian or
         // integer member is read step by step, each step's row a task of its own).
         let step_len =
@@ -305,6 +277,97 @@ fn jobs<'m, 'a: 'm>(
     } else {
         (0..n).map(Job::Row).collect()
     }
+}
+
+/// The rows of one of our members whose steps can make runs ([`jobs`]): its reference member
+/// is one, its steps consecutive from `first`, the rows in step order.
+struct MemberRows {
+    om: usize,
+    rm: usize,
+    first: usize,
+    rows: Vec<usize>,
+}
+
+/// [`jobs`]' members by the rows' slots: the rows looked at in parallel, then bucketed by our
+/// member (a counting sort); a member whose rows are not one reference member's consecutive
+/// steps is left out (its rows are compared one by one).
+fn slot_rows<'m, 'a: 'm>(
+    n: usize,
+    entries: &(dyn Fn(usize) -> (Option<Entry<'m, 'a>>, Option<Entry<'m, 'a>>) + Sync),
+) -> Vec<MemberRows> {
+    // Per row: our member, the reference's, the step (the same on both sides).
+    let slots: Vec<Option<(u32, u32, u32)>> = (0..n)
+        .into_par_iter()
+        .with_min_len(4096)
+        .map(|i| {
+            let (oe, re) = entries(i);
+            let ((om, so), (rm, sr)) = (oe?.step_slot()?, re?.step_slot()?);
+            if so != sr {
+                return None;
+            }
+            let small = |x: usize| u32::try_from(x).ok();
+            Some((small(om)?, small(rm)?, small(so)?))
+        })
+        .collect();
+    // The rows of each of our members, in the plan's order (a counting sort).
+    let members = slots
+        .iter()
+        .flatten()
+        .map(|s| s.0 as usize + 1)
+        .max()
+        .unwrap_or(0);
+    let mut start = vec![0usize; members + 1];
+    for s in slots.iter().flatten() {
+        start[s.0 as usize + 1] += 1;
+    }
+    for m in 0..members {
+        start[m + 1] += start[m];
+    }
+    let mut at = start.clone();
+    let mut bucketed = vec![0usize; start[members]];
+    for (i, s) in slots.iter().enumerate() {
+        if let Some((om, ..)) = s {
+            bucketed[at[*om as usize]] = i;
+            at[*om as usize] += 1;
+        }
+    }
+    (0..members)
+        .filter_map(|om| {
+            let rows = &bucketed[start[om]..start[om + 1]];
+            let &(_, rm, first) = rows.first().and_then(|&i| slots[i].as_ref())?;
+            // One member on the reference's side, steps one after the other: else row by row.
+            let consecutive = rows.iter().enumerate().all(|(k, &i)| {
+                slots[i].is_some_and(|(_, r, s)| r == rm && s as usize == first as usize + k)
+            });
+            consecutive.then(|| MemberRows {
+                om,
+                rm: rm as usize,
+                first: first as usize,
+                rows: rows.to_vec(),
+            })
+        })
+        .collect()
+}
+
+/// [`jobs`]' members where row `i` is position `i` of both dumps, which share their names
+/// ([`Dump::shares_names`]): each member's steps are where the dump's index keeps them
+/// ([`Dump::member_positions`]), with no pass over the rows (a decode dump has ~150,000).
+/// The same members as [`slot_rows`] (tested); `None` where the dump's index does not keep
+/// them.
+fn member_rows(n: usize, ours: &Dump) -> Option<Vec<MemberRows>> {
+    (0..ours.member_count())
+        .map(|m| {
+            let positions = ours.member_positions(m)?;
+            let rows: Vec<usize> = positions.iter().map(|&p| p as usize).collect();
+            rows.iter().all(|&i| i < n).then_some(MemberRows {
+                om: m,
+                rm: m,
+                first: 1,
+                rows,
+            })
+        })
+        .filter(|m| m.as_ref().is_none_or(|m| !m.rows.is_empty()))
+        .collect()
 }
 
 /// Compares a run of decode steps in one call: `compare` is given the steps' names and both
@@ -826,7 +889,7 @@ mod tests {
             assert!(!plan.aligned, "ours has a probe of its own");
             let n = plan.order.len();
             let entries = |i: usize| entries_at(&plan, &ours, &reference, i);
-            let planned = jobs(n, &entries, (&od, &rd), &cfg);
+            let planned = jobs(n, &entries, (&od, &rd), &cfg, false);
             let runs = planned
                 .iter()
                 .filter(|j| matches!(j, Job::Steps(run) if run.rows.len() == STEPS))
@@ -853,6 +916,39 @@ mod tests {
 
     /// Every index of the plan is in exactly one job, whatever the layout.
     #[test]
+    fn the_dumps_members_make_the_jobs_the_rows_slots_make() {
+        // Two dumps of one layout, opened together (their names shared), in a plan aligned
+        // with them: the members the dumps keep make the same jobs as the rows' slots, large
+        // runs or small, integer member row by row included.
+        let dir = tempfile::tempdir().unwrap();
+        let (o, r) = (dir.path().join("ours.npz"), dir.path().join("ref.npz"));
+        write(&o, false);
+        write(&r, false);
+        let (od, rd) = Dump::open_pair(&o, &r);
+        let (od, rd) = (od.unwrap(), rd.unwrap());
+        assert!(od.shares_names(&rd));
+        let (ours, reference) = (MappedDump::plain(&od), MappedDump::plain(&rd));
+        let plan = plan_order(&names(&ours), &names(&reference));
+        assert!(plan.aligned);
+        let n = plan.order.len();
+        let entries = |i: usize| entries_at(&plan, &ours, &reference, i);
+        assert!(member_rows(n, &od).is_some_and(|m| m.len() == od.member_count()));
+        for chunk_len in [1, 40, 1 << 18] {
+            let cfg = DiffConfig {
+                chunk_len,
+                ..DiffConfig::default()
+            };
+            let by_slots = jobs(n, &entries, (&od, &rd), &cfg, false);
+            assert!(by_slots.iter().any(|j| matches!(j, Job::Steps(_))));
+            assert_eq!(jobs(n, &entries, (&od, &rd), &cfg, true), by_slots);
+        }
+        // Opened apart, they do not share their names (compare_all then goes by the slots).
+        assert!(!Dump::open(&o)
+            .unwrap()
+            .shares_names(&Dump::open(&r).unwrap()));
+    }
+
+    #[test]
     fn jobs_cover_every_row_once() {
         let (_dir, od, rd) = pair();
         let (ours, reference) = (MappedDump::plain(&od), MappedDump::plain(&rd));
@@ -866,7 +962,7 @@ mod tests {
             let n = plan.order.len();
             let entries = |i: usize| entries_at(&plan, &ours, &reference, i);
             let mut seen = vec![0; n];
-            for job in jobs(n, &entries, (&od, &rd), &cfg) {
+            for job in jobs(n, &entries, (&od, &rd), &cfg, false) {
                 match job {
                     Job::Row(i) => seen[i] += 1,
                     Job::Steps(run) => {
