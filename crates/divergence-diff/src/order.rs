@@ -334,9 +334,23 @@ fn prefix_mapping(ours: &[Name], reference: &[Name]) -> Option<Prefix> {
 pub fn plan_order(ours: &DumpNames<'_>, reference: &DumpNames<'_>) -> OrderPlan {
     let mut plan = plan_as_recorded(ours, reference);
     let step = |n: &Name| divergence_names::split_step(n).1;
-    // Each name parsed once (a decode dump has ~150,000).
-    let steps: Vec<usize> = plan.order.par_iter().with_min_len(4096).map(step).collect();
-    let in_step_order = steps.is_sorted();
+    // Each name parsed once (a decode dump has ~150,000), chunk by chunk, and each chunk's
+    // first against the one before it; no vector of the steps (fresh memory costs).
+    const CHUNK: usize = 4096;
+    let in_step_order = plan.order.par_chunks(CHUNK).enumerate().all(|(c, chunk)| {
+        let before = c
+            .checked_mul(CHUNK)
+            .and_then(|at| at.checked_sub(1))
+            .and_then(|at| plan.order.get(at))
+            .map_or(0, step);
+        chunk
+            .iter()
+            .try_fold(before, |last, n| {
+                let s = step(n);
+                (s >= last).then_some(s)
+            })
+            .is_some()
+    });
     if !in_step_order {
         // Said when the order as recorded lists them out of order; names a metadata order
         // lacks are appended after it (a warning of their own), and their steps put in place

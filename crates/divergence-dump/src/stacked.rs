@@ -93,7 +93,15 @@ impl Kind {
 /// stacked member) in the order the items are listed, then step 2, and so on. This is the
 /// execution order of a decode dump, whichever layout (or mix) stores it.
 fn step_major(kinds: &[Kind]) -> Vec<(usize, usize)> {
-    let mut out: Vec<(usize, usize)> = Vec::with_capacity(kinds.len());
+    // Made at its length (~150,000 for 256 decode steps): growing it copied it and touched
+    // twice the fresh memory.
+    let len = kinds.iter().fold(0usize, |n, k| {
+        n.saturating_add(match *k {
+            Kind::Stacked(steps) => steps,
+            Kind::Prefill | Kind::Step(_) => 1,
+        })
+    });
+    let mut out: Vec<(usize, usize)> = Vec::with_capacity(len);
     let mut per_step: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
     let mut stacked: Vec<(usize, usize)> = Vec::new();
     for (i, k) in kinds.iter().enumerate() {

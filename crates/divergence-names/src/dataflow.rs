@@ -247,20 +247,60 @@ impl Dataflow {
         split: &(dyn Fn(usize) -> (&'a str, usize) + Sync),
         name: &(dyn Fn(usize) -> std::borrow::Cow<'a, str> + Sync),
     ) -> Dataflow {
-        // Each name split once: its step and its base name.
-        let split: Vec<(usize, &str)> = (0..len)
+        // Each probe's step (its base name is asked again where needed: a vector of both
+        // for a decode dump's ~150,000 probes was ~4 MB of fresh memory).
+        let steps: Vec<usize> = (0..len)
             .into_par_iter()
             .with_min_len(1024)
-            .map(|i| {
-                let (base, step) = split(i);
-                (step, base)
-            })
+            .map(|i| split(i).1)
             .collect();
-        let steps: Vec<usize> = split.iter().map(|&(s, _)| s).collect();
         if steps.iter().all(|&s| s == 0) {
             let names: Vec<std::borrow::Cow<'a, str>> = (0..len).map(name).collect();
             let names: Vec<&str> = names.iter().map(AsRef::as_ref).collect();
             return Dataflow::one_step(&names);
+        }
+        // Steps in order (a decode dump's): each step's probes are a run of the order, found
+        // where the step changes.
+        if steps.is_sorted() {
+            let mut runs: Vec<std::ops::Range<usize>> = Vec::new();
+            for (i, &s) in steps.iter().enumerate() {
+                match runs.last_mut() {
+                    Some(r) if steps[r.start] == s => r.end = i + 1,
+                    _ => runs.push(i..i + 1),
+                }
+            }
+            let same_as_before: Vec<bool> = (0..runs.len())
+                .into_par_iter()
+                .map(|g| {
+                    g > 0
+                        && runs[g - 1].len() == runs[g].len()
+                        && runs[g - 1]
+                            .clone()
+                            .zip(runs[g].clone())
+                            .all(|(a, b)| split(a).0 == split(b).0)
+                })
+                .collect();
+            let subs: Vec<Option<Dataflow>> = runs
+                .par_iter()
+                .zip(&same_as_before)
+                .map(|(run, &same)| {
+                    (!same).then(|| {
+                        let names: Vec<std::borrow::Cow<'a, str>> = run.clone().map(name).collect();
+                        let names: Vec<&str> = names.iter().map(AsRef::as_ref).collect();
+                        Dataflow::one_step(&names)
+                    })
+                })
+                .collect();
+            let (tables, shared) = Dataflow::shared_tables(subs);
+            return Dataflow {
+                runs: runs
+                    .iter()
+                    .zip(&shared)
+                    .map(|(r, &t)| (r.start, t))
+                    .collect(),
+                tables,
+                len,
+            };
         }
         // The probes of each step, steps in order. A decode dump lists each step's probes
         // together: the map is only asked when the step changes.
@@ -289,7 +329,7 @@ impl Dataflow {
                     && groups[g - 1]
                         .iter()
                         .zip(&groups[g])
-                        .all(|(&a, &b)| split[a].1 == split[b].1)
+                        .all(|(&a, &b)| split(a).0 == split(b).0)
             })
             .collect();
         // Steps are independent: the distinct ones resolved in parallel, in their own indices.
@@ -305,34 +345,9 @@ impl Dataflow {
                 })
             })
             .collect();
-        // Each step read from its resolution (its own, or the one it shares) shifted to its
-        // indices, when each step is a run of the order (a decode dump's); else the whole
-        // order in one table, probe by probe.
-        let mut shared: Vec<usize> = Vec::with_capacity(groups.len());
-        let mut tables: Vec<Table> = Vec::new();
-        for sub in subs {
-            // The first step always has its own resolution.
-            match (sub, shared.last()) {
-                (Some(sub), _) => {
-                    shared.push(tables.len());
-                    tables.push(sub.into_table());
-                }
-                (None, Some(&last)) => shared.push(last),
-                (None, None) => {}
-            }
-        }
-        let runs = groups.iter().flatten().enumerate().all(|(i, &j)| i == j);
-        if runs {
-            return Dataflow {
-                runs: groups
-                    .iter()
-                    .zip(&shared)
-                    .map(|(idx, &t)| (idx.first().copied().unwrap_or(0), t))
-                    .collect(),
-                tables,
-                len,
-            };
-        }
+        // Each step read from its resolution (its own, or the one it shares): the whole order
+        // in one table, probe by probe (its steps are not runs of the order).
+        let (tables, shared) = Dataflow::shared_tables(subs);
         let mut out = Table {
             offsets: Vec::with_capacity(len + 1),
             flat: Vec::new(),
@@ -352,6 +367,25 @@ impl Dataflow {
             out.fallback.push(table.is_fallback(k));
         }
         Dataflow::whole(out)
+    }
+
+    /// The distinct resolutions of the steps (`Some` where a step has its own, `None` where it
+    /// shares the one before it's), and each step's table among them.
+    fn shared_tables(subs: Vec<Option<Dataflow>>) -> (Vec<Table>, Vec<usize>) {
+        let mut shared: Vec<usize> = Vec::with_capacity(subs.len());
+        let mut tables: Vec<Table> = Vec::new();
+        for sub in subs {
+            // The first step always has its own resolution.
+            match (sub, shared.last()) {
+                (Some(sub), _) => {
+                    shared.push(tables.len());
+                    tables.push(sub.into_table());
+                }
+                (None, Some(&last)) => shared.push(last),
+                (None, None) => {}
+            }
+        }
+        (tables, shared)
     }
 
     /// One table for the whole order.

@@ -152,16 +152,25 @@ fn steps_of(dump: &MappedDump<'_>, path: &Path) -> Result<Steps> {
     };
     let names = dump.names();
     let plain = dump.resolved().is_none().then(|| dump.dump());
-    let mut steps: Vec<usize> = (0..names.len())
-        .into_par_iter()
-        .with_min_len(1024)
-        .map(|i| match plain.and_then(|d| d.step_slot_at(i)) {
-            Some((_, step)) => step,
-            None => of_name(&names[i]),
+    // Step-major names repeat each step in a row: each chunk keeps a step once per run of it,
+    // so that what is sorted is small (no vector of ~150,000 steps).
+    let mut steps: Vec<usize> = names
+        .par_chunks(4096)
+        .enumerate()
+        .flat_map_iter(|(c, chunk)| {
+            let mut kept: Vec<usize> = Vec::new();
+            for (k, name) in chunk.iter().enumerate() {
+                let s = match plain.and_then(|d| d.step_slot_at(c * 4096 + k)) {
+                    Some((_, step)) => step,
+                    None => of_name(name),
+                };
+                if kept.last() != Some(&s) {
+                    kept.push(s);
+                }
+            }
+            kept
         })
         .collect();
-    // Step-major names repeat each step in a row: their repeats go first, in one pass.
-    steps.dedup();
     steps.par_sort_unstable();
     steps.dedup();
     let stacked_left = steps.last() == Some(&usize::MAX);
