@@ -311,12 +311,12 @@ impl Dump {
     /// members.
     pub fn member_positions(&self, member: usize) -> Option<&[u32]> {
         match &self.listing.index {
-            Ok(NameIndex::Steps(index)) => {
-                let (from, to) = (
-                    *index.offsets.get(member)? as usize,
-                    *index.offsets.get(member + 1)? as usize,
-                );
-                index.positions.get(from..to)
+            Ok(NameIndex::Steps(index)) if member < self.members.len() => {
+                match (index.offsets.get(member), index.offsets.get(member + 1)) {
+                    (Some(&from), Some(&to)) => index.positions.get(from as usize..to as usize),
+                    // Past the members the index counted: the last ones, of no steps.
+                    _ => Some(&[]),
+                }
             }
             _ => None,
         }

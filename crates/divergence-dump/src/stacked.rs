@@ -249,19 +249,32 @@ impl Unfolded {
     /// unfolds into this dump's own names, `name(k)` for every `k`, in the same places
     /// ([`expand_order`]'s `as_listed`). The metadata order of a dump as both tools write it.
     pub fn lists_items(&self, order: &[Name]) -> bool {
-        order.len() == self.items.len()
-            && order
-                .iter()
-                .zip(&self.items)
-                .zip(self.kinds.iter().zip(&self.member_of))
-                .all(|((n, item), (kind, member))| {
-                    // As `expand_order` reads a name: a member's own name is its steps.
-                    let listed = match (kind, member) {
-                        (&Kind::Stacked(steps), Some(_)) => Kind::Stacked(steps),
-                        _ => Kind::of_name(n),
-                    };
-                    **n == *item.name && listed == *kind
-                })
+        if order.len() != self.items.len() {
+            return false;
+        }
+        // As `expand_order` reads a name: a member's name is its steps, as many as the last
+        // member of that name has (two items may share a name: `x@steps.npy` and `x@steps`
+        // in one zip).
+        let members: std::collections::HashMap<&str, usize> = self
+            .items
+            .iter()
+            .zip(self.kinds.iter().zip(&self.member_of))
+            .filter_map(|(item, (kind, member))| match (kind, member) {
+                (&Kind::Stacked(steps), Some(_)) => Some((item.name.as_str(), steps)),
+                _ => None,
+            })
+            .collect();
+        order
+            .iter()
+            .zip(&self.items)
+            .zip(&self.kinds)
+            .all(|((n, item), kind)| {
+                let listed = match members.get(&**n) {
+                    Some(&steps) => Kind::Stacked(steps),
+                    None => Kind::of_name(n),
+                };
+                **n == *item.name && listed == *kind
+            })
     }
 
     /// The item and step of entry `k`, and the item's step count when it is stacked.
@@ -579,8 +592,23 @@ mod tests {
             ([listed.clone(), vec![Name::from("d")]].concat(), false),
             (Vec::new(), false),
         ];
-        for (order, as_items) in orders {
-            let u = unfold(items(), cap).unwrap_or_else(|_| panic!("stacked"));
+        // Two items of one name (`x@steps.npy` and `x@steps` in a zip, found by a review):
+        // the one of no steps is a member too, and the order reads both as it (no steps): not
+        // the items as they are.
+        let twice = || {
+            vec![
+                entry("a", &[4]),
+                entry("x@steps", &[3, 4]),
+                entry("x@steps", &[0, 4]),
+            ]
+        };
+        let listed_twice: Vec<Name> = ["a", "x@steps", "x@steps"].map(Name::from).to_vec();
+        let cases = orders
+            .into_iter()
+            .map(|(order, as_items)| (items(), order, as_items))
+            .chain([(twice(), listed_twice, false)]);
+        for (items, order, as_items) in cases {
+            let u = unfold(items, cap).unwrap_or_else(|_| panic!("stacked"));
             let names: Vec<Name> = (0..u.len()).map(|k| u.name(k)).collect();
             assert_eq!(u.lists_items(&order), as_items, "{order:?}");
             let members = u.into_parts().1;

@@ -213,8 +213,10 @@ struct Run {
 /// rows. Every index below `n` is in exactly one job (checked; on a failed check, one job per
 /// row). Little work per row (a decode dump has 150,000 rows, and one thread goes through
 /// them while the others wait): the rows are looked at in parallel, then bucketed by our
-/// member (a counting sort), and only the jobs (a run per member, a row per prefill probe)
-/// are sorted; both members of a run must borrow their steps in place (else row by row, each
+/// member (a counting sort, [`slot_rows`]), or, `by_member` (row `i` is position `i` of two
+/// dumps that share their names), taken from where our dump keeps each member's steps
+/// ([`member_rows`], no pass over the rows); only the jobs (a run per member, a row per
+/// prefill probe) are sorted; both members of a run must borrow their steps in place (else row by row, each
 /// row a task of its own), and what a run needs of each of its rows beyond that (one dtype
 /// per side) is checked by the run itself ([`compare_run`]).
 fn jobs<'m, 'a: 'm>(
