@@ -307,8 +307,8 @@ impl Dump {
 
     /// Where the steps of stacked member `member` ([`Dump::step_slot_at`]) are in
     /// [`Dump::names`], step 1 first, each step once: known without a pass over the names
-    /// when the dump's index is kept by member ([`StepIndex`]); `None` otherwise, or past the
-    /// members.
+    /// when the dump's index is kept by member (a dump with stacked steps and no repeated
+    /// name); `None` otherwise, or past the members.
     pub fn member_positions(&self, member: usize) -> Option<&[u32]> {
         match &self.listing.index {
             Ok(NameIndex::Steps(index)) if member < self.members.len() => {
