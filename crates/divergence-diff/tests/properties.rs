@@ -892,15 +892,9 @@ fn views_read_their_row(view: Row<'_>, op: &OpResult) -> Result<(), TestCaseErro
 #[test]
 #[should_panic(expected = "row 1 written twice")]
 fn a_row_written_twice_through_the_sink_panics() {
+    let (names, side) = two_steps(false);
     let mut b = RowsBuilder::new(2);
     let r = b.open_run();
-    let names: Vec<Name> = vec![Name::from("x@1"), Name::from("x@2")];
-    let v = [1.0f32, 2.0];
-    let side = Side {
-        shape: &[1],
-        values: ValuesRef::F32(&v),
-        dtype: "float32",
-    };
     let sink = b.sink();
     compare_step_run_into(
         StepNames::Given(&names),

@@ -269,29 +269,8 @@ impl Dataflow {
                     _ => runs.push(i..i + 1),
                 }
             }
-            let same_as_before: Vec<bool> = (0..runs.len())
-                .into_par_iter()
-                .map(|g| {
-                    g > 0
-                        && runs[g - 1].len() == runs[g].len()
-                        && runs[g - 1]
-                            .clone()
-                            .zip(runs[g].clone())
-                            .all(|(a, b)| split(a).0 == split(b).0)
-                })
-                .collect();
-            let subs: Vec<Option<Dataflow>> = runs
-                .par_iter()
-                .zip(&same_as_before)
-                .map(|(run, &same)| {
-                    (!same).then(|| {
-                        let names: Vec<std::borrow::Cow<'a, str>> = run.clone().map(name).collect();
-                        let names: Vec<&str> = names.iter().map(AsRef::as_ref).collect();
-                        Dataflow::one_step(&names)
-                    })
-                })
-                .collect();
-            let (tables, shared) = Dataflow::shared_tables(subs);
+            let (tables, shared) =
+                Dataflow::resolve_steps(runs.len(), &|g| Box::new(runs[g].clone()), split, name);
             return Dataflow {
                 runs: runs
                     .iter()
@@ -321,33 +300,12 @@ impl Dataflow {
             by_step.entry(step).or_default().extend(idx);
         }
         let groups: Vec<Vec<usize>> = by_step.into_values().collect();
-        let same_as_before: Vec<bool> = (0..groups.len())
-            .into_par_iter()
-            .map(|g| {
-                g > 0
-                    && groups[g - 1].len() == groups[g].len()
-                    && groups[g - 1]
-                        .iter()
-                        .zip(&groups[g])
-                        .all(|(&a, &b)| split(a).0 == split(b).0)
-            })
-            .collect();
-        // Steps are independent: the distinct ones resolved in parallel, in their own indices.
-        let subs: Vec<Option<Dataflow>> = groups
-            .par_iter()
-            .zip(&same_as_before)
-            .map(|(idx, &same)| {
-                (!same).then(|| {
-                    let names: Vec<std::borrow::Cow<'a, str>> =
-                        idx.iter().map(|&i| name(i)).collect();
-                    let names: Vec<&str> = names.iter().map(AsRef::as_ref).collect();
-                    Dataflow::one_step(&names)
-                })
-            })
-            .collect();
-        // Each step read from its resolution (its own, or the one it shares): the whole order
-        // in one table, probe by probe (its steps are not runs of the order).
-        let (tables, shared) = Dataflow::shared_tables(subs);
+        let (tables, shared) = Dataflow::resolve_steps(
+            groups.len(),
+            &|g| Box::new(groups[g].iter().copied()),
+            split,
+            name,
+        );
         let mut out = Table {
             offsets: Vec::with_capacity(len + 1),
             flat: Vec::new(),
@@ -369,9 +327,37 @@ impl Dataflow {
         Dataflow::whole(out)
     }
 
-    /// The distinct resolutions of the steps (`Some` where a step has its own, `None` where it
-    /// shares the one before it's), and each step's table among them.
-    fn shared_tables(subs: Vec<Option<Dataflow>>) -> (Vec<Table>, Vec<usize>) {
+    /// The distinct resolutions of the steps, `members(g)` the probes of step `g` in order,
+    /// and each step's table among them: a step whose probes are those of the step before it
+    /// (the same names without the step, in the same order) shares its table; the others are
+    /// resolved in parallel, in their own indices.
+    fn resolve_steps<'a, 'g>(
+        groups: usize,
+        members: &(dyn Fn(usize) -> Box<dyn ExactSizeIterator<Item = usize> + 'g> + Sync),
+        split: &(dyn Fn(usize) -> (&'a str, usize) + Sync),
+        name: &(dyn Fn(usize) -> std::borrow::Cow<'a, str> + Sync),
+    ) -> (Vec<Table>, Vec<usize>) {
+        let same_as_before: Vec<bool> = (0..groups)
+            .into_par_iter()
+            .map(|g| {
+                g > 0 && {
+                    let (before, this) = (members(g - 1), members(g));
+                    before.len() == this.len()
+                        && before.zip(this).all(|(a, b)| split(a).0 == split(b).0)
+                }
+            })
+            .collect();
+        let subs: Vec<Option<Dataflow>> = (0..groups)
+            .into_par_iter()
+            .zip(&same_as_before)
+            .map(|(g, &same)| {
+                (!same).then(|| {
+                    let names: Vec<std::borrow::Cow<'a, str>> = members(g).map(name).collect();
+                    let names: Vec<&str> = names.iter().map(AsRef::as_ref).collect();
+                    Dataflow::one_step(&names)
+                })
+            })
+            .collect();
         let mut shared: Vec<usize> = Vec::with_capacity(subs.len());
         let mut tables: Vec<Table> = Vec::new();
         for sub in subs {

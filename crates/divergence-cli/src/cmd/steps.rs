@@ -154,13 +154,14 @@ fn steps_of(dump: &MappedDump<'_>, path: &Path) -> Result<Steps> {
     let plain = dump.resolved().is_none().then(|| dump.dump());
     // Step-major names repeat each step in a row: each chunk keeps a step once per run of it,
     // so that what is sorted is small (no vector of ~150,000 steps).
+    const CHUNK: usize = 4096;
     let mut steps: Vec<usize> = names
-        .par_chunks(4096)
+        .par_chunks(CHUNK)
         .enumerate()
         .flat_map_iter(|(c, chunk)| {
             let mut kept: Vec<usize> = Vec::new();
             for (k, name) in chunk.iter().enumerate() {
-                let s = match plain.and_then(|d| d.step_slot_at(c * 4096 + k)) {
+                let s = match plain.and_then(|d| d.step_slot_at(c * CHUNK + k)) {
                     Some((_, step)) => step,
                     None => of_name(name),
                 };
