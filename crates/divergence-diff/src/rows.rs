@@ -572,6 +572,33 @@ impl Rows {
         }
     }
 
+    /// Changes the rows' text in place without building a compact step: `row` gets every row
+    /// stored whole (every row of a plain vector, a compact one's plain rows) and, for each run
+    /// of steps, the row its steps are made from (their shapes, dtypes and tolerance); `name`
+    /// gets each run's probe name, the name without the step. A step's name is its probe's
+    /// name, `@` and its step number, and a built step takes everything else it holds of text
+    /// from the row it is made from: an edit that changes a name character by character and
+    /// leaves `@` and ASCII digits as they are (an escape of control characters) gives every
+    /// step the text its built row would get from the same edits (tested).
+    pub fn edit_text(
+        &mut self,
+        row: &(dyn Fn(&mut OpResult) + Sync),
+        name: &(dyn Fn(&mut Name) + Sync),
+    ) {
+        match &mut self.repr {
+            Repr::Vec(v) => v.par_iter_mut().with_min_len(4096).for_each(row),
+            Repr::Compact(c) => {
+                let c = &mut **c;
+                c.built = OnceLock::new();
+                c.plain.par_iter_mut().with_min_len(4096).for_each(row);
+                for run in &mut c.runs {
+                    row(&mut run.head);
+                    name(&mut run.base);
+                }
+            }
+        }
+    }
+
     /// Every row as an `OpResult`, in order.
     pub fn into_vec(self) -> Vec<OpResult> {
         match self.repr {

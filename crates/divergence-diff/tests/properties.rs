@@ -801,6 +801,27 @@ proptest! {
             views_read_their_row(view, &row)?;
         }
         prop_assert!(!(rows.is_compact() && rows.is_built()));
+        // Their text edited in place ([`Rows::edit_text`], as the text renderers escape
+        // control characters): nothing built, and each row is its built row edited alike, by
+        // an edit that changes a name character by character and leaves `@` and digits.
+        let edit = |s: &str| s.replace('.', "\u{1b}.").replace('l', "l\n");
+        let mut edited = rows.clone();
+        edited.edit_text(
+            &|o: &mut OpResult| {
+                o.name = Name::from(edit(&o.name));
+                o.tensor_mut().dtype_ours = Some(std::borrow::Cow::Owned(edit("b.f16")));
+            },
+            &|n: &mut Name| *n = Name::from(edit(n)),
+        );
+        prop_assert!(!(edited.is_compact() && edited.is_built()));
+        for (k, (_, row)) in got.iter().enumerate() {
+            let mut want = row.clone();
+            want.local_growth = (k % 2 == 0).then_some(k as f64 + 0.5);
+            want.name = Name::from(edit(&want.name));
+            want.tensor_mut().dtype_ours = Some(std::borrow::Cow::Owned(edit("b.f16")));
+            prop_assert_eq!(&*edited.row(k).op(), &want);
+            views_read_their_row(edited.row(k), &want)?;
+        }
         // The same run compared on another thread, each compact step written in place through
         // the builder's sink ([`compare_step_run_into`]), at rows in reverse order after a
         // plain row, and after a run opened and never closed (as when its members cannot be

@@ -5,7 +5,8 @@
 //!
 //! [`text_safe`] gives the report itself when no string needs a change (the usual case: one
 //! scan, in parallel over the rows' views, nothing copied, no compact decode step built), else
-//! a copy with every control character escaped as `divergence_names::one_line` does. The
+//! a copy with every control character escaped as `divergence_names::one_line` does (a compact
+//! copy stays compact: its runs' probe names are escaped, no step is built). The
 //! Markdown renderer escapes Markdown's own markup where it writes free text (`markdown::text`:
 //! a name cannot become a link, an image or HTML) and writes names as code spans, where `<` is
 //! inert. JSON needs none of this (it escapes itself) and the HTML page escapes every string
@@ -14,7 +15,6 @@
 use std::borrow::Cow;
 
 use divergence_diff::{Report, Row};
-use rayon::prelude::*;
 
 fn bad(c: char) -> bool {
     divergence_names::shown::needs_escape(c)
@@ -175,39 +175,48 @@ fn dirty(report: &Report) -> bool {
     head_needs(report) || report.ops.any_shared(view_needs)
 }
 
-/// Makes every string of `report` safe: changes the rows in place, so a compact report
-/// becomes a plain vector of built rows.
+/// Makes every string of `report` safe, in place. A compact report stays compact: its runs'
+/// probe names and the rows their steps are made from are changed, no step is built
+/// ([`divergence_diff::Rows::edit_text`]; an escape leaves `@` and digits as they are).
 fn fix_all(report: &mut Report) {
     head_strings!(&mut *report, &mut |s: &mut String| fix(s), mut);
-    report.ops.par_iter_mut().with_min_len(4096).for_each(|o| {
-        row_strings!(&mut *o, &mut |s: &mut String| fix(s), mut);
-        if needs(&o.name) {
-            let mut s = o.name.to_string();
-            fix(&mut s);
-            o.name = divergence_diff::Name::from(s);
+    report.ops.edit_text(&fix_row, &fix_name);
+}
+
+/// A name made safe (a new allocation only when it changes).
+fn fix_name(name: &mut divergence_diff::Name) {
+    if needs(name) {
+        let mut s = name.to_string();
+        fix(&mut s);
+        *name = divergence_diff::Name::from(s);
+    }
+}
+
+/// Every string of a row made safe.
+fn fix_row(o: &mut divergence_diff::OpResult) {
+    row_strings!(&mut *o, &mut |s: &mut String| fix(s), mut);
+    fix_name(&mut o.name);
+    if truth_problem_needs(o) {
+        if let Some(p) = o.truth_mut().truth_problem.as_mut() {
+            fix(p);
         }
-        if truth_problem_needs(o) {
-            if let Some(p) = o.truth_mut().truth_problem.as_mut() {
-                fix(p);
+    }
+    // The tensor info may be shared with other rows: copied only when it changes.
+    if dtypes(&o.tensor).any(needs) {
+        let t = o.tensor_mut();
+        for d in row_dtypes!(t, mut).into_iter().flatten() {
+            if needs(d) {
+                let mut s = d.to_string();
+                fix(&mut s);
+                *d = Cow::Owned(s);
             }
         }
-        // The tensor info may be shared with other rows: copied only when it changes.
-        if dtypes(&o.tensor).any(needs) {
-            let t = o.tensor_mut();
-            for d in row_dtypes!(t, mut).into_iter().flatten() {
-                if needs(d) {
-                    let mut s = d.to_string();
-                    fix(&mut s);
-                    *d = Cow::Owned(s);
-                }
-            }
-        }
-    });
+    }
 }
 
 /// `report`, or a copy whose strings are safe for text when one is not. A clean report is
-/// neither copied nor built (its rows are read through [`Row`]); a dirty one's copy has every
-/// row built ([`fix_all`] changes them in place).
+/// neither copied nor built (its rows are read through [`Row`]); a dirty one is copied, and
+/// its copy changed in place ([`fix_all`]: a compact report's steps are not built).
 pub(crate) fn text_safe(report: &Report) -> Cow<'_, Report> {
     if !dirty(report) {
         return Cow::Borrowed(report);
