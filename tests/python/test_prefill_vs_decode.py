@@ -82,6 +82,45 @@ def test_a_probe_missing_from_the_full_prefill_is_said_so(tmp_path):
     assert "no probe of that name there" in w and "attn_weights" not in w
 
 
+def without(b, drop):
+    """Rewrites the stepped dump `b` without the probes named in `drop`."""
+    with np.load(b) as z:
+        arrays = {k: z[k] for k in z.files if k not in ("__meta__", *drop)}
+        meta = json.loads(bytes(z["__meta__"]))
+    meta.pop("order")
+    save(b, arrays, **{k: v for k, v in meta.items() if k != "format"})
+
+
+def test_a_probe_the_stepped_run_lacks_at_a_step_is_only_in_the_full_prefill(tmp_path):
+    # Found by a bad-input hunt: decode steps holding the embeddings alone passed as "no
+    # divergence", missing 0 at every step. Now each probe held at the prefill or at another
+    # step is a row only in the full prefill where it is missing, in its step's rows, said.
+    a, b = pair(tmp_path)
+    without(b, ["mlp_out@1"])
+    rc, rep = diff(a, b, "--prefill-vs-decode")
+    assert rc == 0
+    names = [o["name"] for o in rep["ops"]]
+    rows = {o["name"]: o for o in rep["ops"]}
+    assert rows["mlp_out@1"]["status"] == "only_ref"
+    assert rows["mlp_out@2"]["status"] == "ok"
+    # in step 1's rows, before step 2's
+    assert names.index("model.embed_tokens@1") < names.index("mlp_out@1") < names.index(
+        "model.embed_tokens@2")
+    # (and the attention weights of the prefill and step 1, only in ours: no slice fits)
+    assert [s["missing"] for s in rep["steps"]] == [1, 2, 0]
+    (w,) = [w for w in rep["warnings"] if "missing at a decode step" in w]
+    assert "1 probes" in w and "mlp_out@1" in w
+
+    # Held at the prefill alone: shaped as its prefill at one position.
+    a, b = pair(tmp_path)
+    without(b, ["mlp_out@1", "mlp_out@2"])
+    rc, rep = diff(a, b, "--prefill-vs-decode")
+    rows = {o["name"]: o for o in rep["ops"]}
+    assert (rows["mlp_out@1"]["status"], rows["mlp_out@2"]["status"]) == ("only_ref",) * 2
+    assert rows["mlp_out@1"]["shape"] == [1, 1, 8]
+    assert [s["missing"] for s in rep["steps"]] == [1, 2, 1]
+
+
 def test_attention_weights_over_a_padded_cache_are_no_evidence(tmp_path):
     # A cache padded to a multiple of 4 keys (as engines bucket it): the weights of steps 2
     # and 3 fit the full prefill's rows, step 1's and the prefill's do not, and that is no

@@ -338,6 +338,26 @@ pub fn pair<'a>(
             list(&unfit)
         ));
     }
+    // A probe the stepped run holds at its prefill or at other decode steps but not at a
+    // decode step is a row only in the full prefill there, as a missing probe is in any diff
+    // (found by a bad-input hunt: a stepped dump whose decode steps held the embeddings alone
+    // passed as "no divergence", missing 0 in every step).
+    let missing = missing_steps(stepped, full, &tensors, k, &keep, t_full, t_pre);
+    if !missing.is_empty() {
+        let names: Vec<&str> = missing.iter().map(|v| v.name.as_str()).collect();
+        warnings.push(format!(
+            "prefill-vs-decode: {} probes that {} holds at its prefill or at other decode steps are missing at a decode step: {}; they are listed as only in {}",
+            missing.len(),
+            stepped_path.display(),
+            list(&names),
+            full_path.display()
+        ));
+    }
+    let extra: Vec<divergence_diff::Name> = missing
+        .iter()
+        .map(|v| divergence_diff::Name::from(v.name.as_str()))
+        .collect();
+    tensors.extend(missing);
     let compared_steps: std::collections::BTreeSet<usize> =
         tensors.iter().map(|v| split_step(&v.name).1).collect();
     if let Some(s) = (0..=k).find(|&s| keep(s) && !compared_steps.contains(&s)) {
@@ -361,6 +381,7 @@ pub fn pair<'a>(
         .into_iter()
         .filter(|n| sliced.contains(&**n))
         .collect();
+    let order = with_missing(order, extra);
     let notes = vec![format!(
             "prefill-vs-decode: {} (a prefill of {t_pre} tokens + {k} decode steps) against {} (one prefill of {t_full} tokens), position by position: step 0 = positions 0 to {}, step s = position {t_pre} + s - 1",
             stepped_path.display(),
@@ -375,6 +396,103 @@ pub fn pair<'a>(
         warnings,
         notes,
     })
+}
+
+/// The full prefill's slices of the probes `stepped` lacks at a kept decode step (of `k`)
+/// though it holds them at its prefill or another decode step: each shaped as the probe at its
+/// first decode step held, or, held at the prefill alone, as its prefill's slice
+/// (`made`, step 0) narrowed to one position. In the order of the steps, then of the probes'
+/// first appearance in the dump.
+fn missing_steps(
+    stepped: &Dump,
+    full: &Dump,
+    made: &[Virtual],
+    k: usize,
+    keep: &dyn Fn(usize) -> bool,
+    t_full: usize,
+    t_pre: usize,
+) -> Vec<Virtual> {
+    use std::collections::{HashMap, HashSet};
+    let mut bases: Vec<&str> = Vec::new();
+    let mut shape_of: HashMap<&str, Vec<usize>> = HashMap::new();
+    let mut held: HashSet<(&str, usize)> = HashSet::new();
+    for name in stepped.names() {
+        let (base, step) = split_step(name);
+        if held.insert((base, step)) && !shape_of.contains_key(base) && step == 0 {
+            bases.push(base);
+        }
+        if step > 0 && !shape_of.contains_key(base) {
+            if let Some(shape) = stepped.shape(name) {
+                if !bases.contains(&base) {
+                    bases.push(base);
+                }
+                shape_of.insert(base, shape.to_vec());
+            }
+        }
+    }
+    // Held at the prefill alone: its slice's token axis narrowed to one position.
+    for v in made {
+        let (base, step) = split_step(&v.name);
+        if step != 0 || shape_of.contains_key(base) {
+            continue;
+        }
+        if let Some(&Step::Narrow { axis, .. }) = v.steps.first() {
+            if let Some(base) = bases.iter().copied().find(|&b| b == base) {
+                let mut shape = v.shape.clone();
+                if let Some(n) = shape.get_mut(axis) {
+                    *n = 1;
+                    shape_of.insert(base, shape);
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for s in (1..=k).filter(|&s| keep(s)) {
+        for &base in &bases {
+            let Some(shape) = shape_of.get(base).filter(|_| !held.contains(&(base, s))) else {
+                continue;
+            };
+            let name = divergence_names::step_name(base, s);
+            out.extend(slice(full, &name, base, s, shape, t_full, t_pre, None));
+        }
+    }
+    out
+}
+
+/// `order` with each of `extra` (names of decode steps) placed after the last name of its step
+/// (at the end when its step has none).
+fn with_missing(
+    order: Vec<divergence_diff::Name>,
+    extra: Vec<divergence_diff::Name>,
+) -> Vec<divergence_diff::Name> {
+    if extra.is_empty() {
+        return order;
+    }
+    let mut last = std::collections::HashMap::new();
+    for (i, n) in order.iter().enumerate() {
+        last.insert(split_step(n).1, i);
+    }
+    let mut by_step: std::collections::BTreeMap<usize, Vec<divergence_diff::Name>> =
+        Default::default();
+    let mut tail = Vec::new();
+    for n in extra {
+        let s = split_step(&n).1;
+        if last.contains_key(&s) {
+            by_step.entry(s).or_default().push(n);
+        } else {
+            tail.push(n);
+        }
+    }
+    let mut out = Vec::with_capacity(order.len() + by_step.values().map(Vec::len).sum::<usize>());
+    for (i, n) in order.into_iter().enumerate() {
+        let s = split_step(&n).1;
+        out.push(n);
+        if last.get(&s) == Some(&i) {
+            out.extend(by_step.remove(&s).unwrap_or_default());
+        }
+    }
+    out.extend(tail);
+    out
 }
 
 /// The full prefill's slice that `name` (of step `step`, shape `shape`) must equal, or `None`
