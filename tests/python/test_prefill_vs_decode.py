@@ -49,6 +49,18 @@ def pair(tmp_path, step2=None, full_extra=None):
 def test_a_clean_pair_passes_and_says_why_the_weights_have_no_slice(tmp_path):
     rc, rep = diff(*pair(tmp_path), "--prefill-vs-decode")
     assert rc == 0, rep["first_divergence"]
+    # the order is the stepped run's, from its metadata (said "reference metadata" until
+    # 2026-12-03, found by a bad-input hunt)
+    assert rep["order_source"] == "ours_meta"
+    # no order recorded by the stepped run (the full prefill's is not the rows'): its file's
+    a, b = pair(tmp_path)
+    with np.load(b) as z:
+        arrays = {k: z[k] for k in z.files if k != "__meta__"}
+        meta = json.loads(bytes(z["__meta__"]))
+    del meta["order"]
+    np.savez(b, **arrays, __meta__=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8))
+    rc, rep = diff(a, b, "--prefill-vs-decode")
+    assert (rc, rep["order_source"]) == (0, "ours_file")
     rows = {o["name"]: o["status"] for o in rep["ops"]}
     assert rows["mlp_out@2"] == rows["mlp_out@1"] == "ok"
     # the weights fit at the last step only, whose cache is as long as the full prefill

@@ -65,7 +65,7 @@ pub use divergence_names::QkKind;
 pub use hints::{diagnose, diagnose_decode, DecodeSubject, Hint, HintCode, ModelShape, Subject};
 pub use layout::{layout_match, LayoutMatch};
 pub use metrics::{Gather, Piece, ValuesRef};
-pub use order::{natural_cmp, plan_order, DumpNames, OrderPlan, OrderSource};
+pub use order::{natural_cmp, plan_order, plan_order_from, DumpNames, OrderPlan, OrderSource};
 pub use origin::{ChainLink, Measure, Origin, Role, BIRTH_GROWTH, TRUTH_BIRTH};
 pub use positions::{
     across_steps, position_axis, position_profile, PositionPattern, PositionProfile,

@@ -332,6 +332,17 @@ fn prefix_mapping(ours: &[Name], reference: &[Name]) -> Option<Prefix> {
 /// earlier step's is put in step order (the prefill first, the recorded order kept within each
 /// step), with a warning, so that the first divergence is the earliest (step, op).
 pub fn plan_order(ours: &DumpNames<'_>, reference: &DumpNames<'_>) -> OrderPlan {
+    plan_order_from(ours, reference, None)
+}
+
+/// [`plan_order`] of an order that came from elsewhere than the plan can tell, `source`:
+/// `diff --prefill-vs-decode` gives the full prefill (the reference's side) the stepped
+/// run's order, its metadata's or its file's, and the plan and its warnings say so.
+pub fn plan_order_from(
+    ours: &DumpNames<'_>,
+    reference: &DumpNames<'_>,
+    source: Option<OrderSource>,
+) -> OrderPlan {
     let mut plan = plan_as_recorded(ours, reference);
     let step = |n: &Name| divergence_names::split_step(n).1;
     // Each name parsed once (a decode dump has ~150,000), chunk by chunk, and each chunk's
@@ -370,9 +381,12 @@ pub fn plan_order(ours: &DumpNames<'_>, reference: &DumpNames<'_>) -> OrderPlan 
         if listed_out_of_order {
             plan.warnings.push(format!(
                 "the execution order ({}) lists decode steps out of order: the rows are in step order (the prefill first), each step's probes in that order",
-                plan.source.describe()
+                source.unwrap_or(plan.source).describe()
             ));
         }
+    }
+    if let Some(source) = source {
+        plan.source = source;
     }
     plan
 }

@@ -628,7 +628,11 @@ struct Sides<'a> {
 
 impl<'a> Sides<'a> {
     fn from_pair(pair: crate::cmd::prefill_decode::Pair<'a>) -> Sides<'a> {
-        let plan = divergence_diff::plan_order(&dump_names(&pair.stepped), &dump_names(&pair.full));
+        let plan = divergence_diff::plan_order_from(
+            &dump_names(&pair.stepped),
+            &dump_names(&pair.full),
+            Some(pair.order_source),
+        );
         Sides {
             ours_label: pair.stepped_path.display().to_string(),
             ref_label: pair.full_path.display().to_string(),

@@ -30,6 +30,10 @@ pub struct Pair<'a> {
     pub warnings: Vec<String>,
     /// How the positions line up (a note, not a warning: it is what was asked for).
     pub notes: Vec<String>,
+    /// Where the rows' order came from: the stepped run's metadata, else its file (it is
+    /// given to the full prefill's side, which the plan would otherwise take for the
+    /// reference's metadata; found by a bad-input hunt).
+    pub order_source: divergence_diff::OrderSource,
 }
 
 /// The metadata's `input_ids`.
@@ -373,10 +377,16 @@ pub fn pair<'a>(
     let Some(resolved) = Resolved::from_tensors(tensors, label) else {
         bail!("{}: repeated probe names", stepped_path.display());
     };
-    let order: Vec<divergence_diff::Name> = stepped
+    let recorded = stepped
         .meta()
         .map(|m| m.order.clone())
-        .filter(|o| !o.is_empty())
+        .filter(|o| !o.is_empty());
+    let order_source = if recorded.is_some() {
+        divergence_diff::OrderSource::OursMeta
+    } else {
+        divergence_diff::OrderSource::OursFile
+    };
+    let order: Vec<divergence_diff::Name> = recorded
         .unwrap_or_else(|| stepped.names().to_vec())
         .into_iter()
         .filter(|n| sliced.contains(&**n))
@@ -395,6 +405,7 @@ pub fn pair<'a>(
         full_path,
         warnings,
         notes,
+        order_source,
     })
 }
 
