@@ -51,6 +51,22 @@ def test_decode_steps_after_logits_that_keep_the_last_rows(tmp_path):
     assert "error from position 6 (decode step 2) on" in table(o, r)
 
 
+def test_decode_steps_after_logits_that_keep_the_last_row_only(tmp_path):
+    # One prefill row still opens the profile across the steps (found by a bad-input hunt: a
+    # profile of one position was left out, and the steps were numbered without it).
+    ref = arrays(np.random.default_rng(2), 3)
+    ref["lm_head"] = ref["lm_head"][:, -1:]
+    ours = {k: v.copy() for k, v in ref.items()}
+    ours["lm_head@2"] += 1.0
+    meta = {"input_ids": IDS, "decode_steps": 3, "decode_ids": [6, 7, 8], "decode_source": "given"}
+    rc, rep = diff(save(tmp_path / "ours.npz", ours, **meta), save(tmp_path / "ref.npz", ref, **meta))
+    assert rc == 1 and rep["first_divergence"]["name"] == "lm_head@2"
+    p = rep["positions"]
+    assert p["steps"] == [0, 1, 2, 3]
+    assert p["positions"] == [4, 5, 6, 7]
+    assert [q["position"] for q in rep["tokens"]["per_position"]] == p["positions"]
+
+
 def one_pass(tmp_path, ref, name):
     """Ours is `ref` with row 1 of `name`'s axis 1 off by 1; both record the 5-token prompt.
     Returns both paths and the JSON report (a divergence: exit 1)."""

@@ -256,15 +256,22 @@ pub fn across_steps(
 
 /// The token axis of a probe of this shape, by the dump contract's layouts: `[B, H, T, D]` for
 /// the RoPE outputs, `[B, T, ...]` for every other probe of 3 or more dimensions, `[T, C]` for
-/// 2; `None` for 0-d / 1-d probes and a token axis of fewer than 2 positions.
+/// 2; `None` for 0-d / 1-d probes and a token axis of fewer than 2 positions (a profile of one
+/// position says nothing of which positions carry an error; [`token_axis`] takes it).
 pub fn position_axis(name: &str, shape: &[usize]) -> Option<usize> {
-    let axis = match (shape.len(), Op::of(name)) {
-        (4, Op::Rope(_) | Op::CacheK | Op::CacheV) => 2,
-        (n, _) if n >= 3 => 1,
-        (2, _) => 0,
-        _ => return None,
-    };
-    (shape[axis] >= 2).then_some(axis)
+    token_axis(name, shape).filter(|&axis| shape[axis] >= 2)
+}
+
+/// [`position_axis`], however few positions: a prefill row of one position (a one-token prompt,
+/// the logits of the prompt's last row only) is still the first entry of a profile across
+/// decode steps ([`across_steps`]).
+pub fn token_axis(name: &str, shape: &[usize]) -> Option<usize> {
+    match (shape.len(), Op::of(name)) {
+        (4, Op::Rope(_) | Op::CacheK | Op::CacheV) => Some(2),
+        (n, _) if n >= 3 => Some(1),
+        (2, _) => Some(0),
+        _ => None,
+    }
 }
 
 /// The per-position profile of `ours` against `reference` (row-major, `shape` the reference's,
@@ -585,6 +592,10 @@ mod tests {
         assert_eq!(position_axis("x", &[9, 4]), Some(0));
         assert_eq!(position_axis("x", &[9]), None);
         assert_eq!(position_axis("model.embed_tokens", &[1, 1, 1024]), None);
+        assert_eq!(token_axis("model.embed_tokens", &[1, 1, 1024]), Some(1));
+        assert_eq!(token_axis(q, &[1, 16, 1, 128]), Some(2));
+        assert_eq!(token_axis("x", &[1, 4]), Some(0));
+        assert_eq!(token_axis("x", &[9]), None);
     }
 
     #[test]

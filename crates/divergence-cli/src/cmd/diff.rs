@@ -1124,7 +1124,9 @@ fn steps_profile(
                 ) else {
                     continue;
                 };
-                prefill = row_profile(&op, &o.0, &r.0);
+                // One position counts here (the logits of the prompt's last row only): the
+                // first entry across the steps (found by a bad-input hunt: it was left out).
+                prefill = row_profile(&op, &o.0, &r.0, divergence_diff::token_axis);
             }
             (b, _) if b == base => rows.push(row.op()),
             _ => {}
@@ -1156,7 +1158,12 @@ fn positions(
     ours: &TensorView<'_>,
     reference: &TensorView<'_>,
 ) -> Option<divergence_diff::PositionProfile> {
-    row_profile(&*report.first_divergence_op()?, ours, reference)
+    row_profile(
+        &*report.first_divergence_op()?,
+        ours,
+        reference,
+        divergence_diff::position_axis,
+    )
 }
 
 /// The per-position profile of one row (see [`positions`]).
@@ -1164,6 +1171,7 @@ fn row_profile(
     row: &OpResult,
     ours: &TensorView<'_>,
     reference: &TensorView<'_>,
+    axis_of: fn(&str, &[usize]) -> Option<usize>,
 ) -> Option<divergence_diff::PositionProfile> {
     if matches!(
         row.status,
@@ -1177,7 +1185,7 @@ fn row_profile(
         return None;
     }
     let (rtol, atol) = (row.rule.rtol?, row.rule.atol?);
-    let axis = divergence_diff::position_axis(&row.name, &reference.shape)?;
+    let axis = axis_of(&row.name, &reference.shape)?;
     divergence_diff::position_profile(
         &row.name,
         ours.values(),
