@@ -439,6 +439,44 @@ fn a_long_decode_under_other_names_is_aligned_probe_by_probe() {
     assert_eq!(r["first_divergence"]["name"], "blk.0.self_attn.cache_k@1");
 }
 
+/// The cache slots of `cache-overwrite` (the new position's slot never written: zeros at every
+/// step) match no probe by content: left unpaired, and the warning says so, naming them on
+/// both sides (found by a bad-input hunt: the first divergence moved to `attn_out@1`, one op
+/// later, and nothing said why).
+#[test]
+fn cache_slots_no_content_pairs_are_said_to_be_left_unpaired() {
+    let _ = root();
+    let (clean, bad, renamed) = (tmp("ow.npz"), tmp("ow-bad.npz"), tmp("ow-blk.npz"));
+    run_steps(&clean, 4, &[]);
+    run_steps(&bad, 4, &["--inject", "cache-overwrite"]);
+    rewrite_renamed(
+        clean.to_str().unwrap(),
+        &renamed,
+        |_| false,
+        |_| {},
+        |n| n.replace("model.layers.", "blk."),
+    );
+    let (code, r, err) = diff_json(&bad, renamed.to_str().unwrap(), &[]);
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(
+        r["first_divergence"]["name"], "blk.0.self_attn.attn_out@1",
+        "{}",
+        r["warnings"]
+    );
+    let w = r["warnings"][0].as_str().unwrap();
+    assert!(
+        w.contains(
+            "left unpaired, their rows in one file only: 8 probes of ours (model.layers.0.self_attn.cache_k, model.layers.0.self_attn.cache_v, model.layers.1.self_attn.cache_k, ...) and 8 of the reference (blk.0.self_attn.cache_k, blk.0.self_attn.cache_v, blk.1.self_attn.cache_k, ...)"
+        ),
+        "{w}"
+    );
+    assert!(w.contains("the first divergence may lie in them"), "{w}");
+    // Without the fault, every probe pairs and nothing is said.
+    let (code, r, err) = diff_json(&clean, renamed.to_str().unwrap(), &[]);
+    assert_eq!(code, 0, "{err} {}", r["warnings"]);
+    assert!(!r["warnings"][0].as_str().unwrap().contains("unpaired"));
+}
+
 /// `src` rewritten under `rename`, with the last two axes of the tensors `transpose` picks
 /// swapped (a port that keeps them in another layout).
 fn rewrite_transposed(

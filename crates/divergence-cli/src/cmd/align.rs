@@ -24,6 +24,9 @@ pub struct Inferred {
     pub skipped: Option<String>,
     /// Pairs that would be compared but that no map can state (a name with `{` or `}`).
     pub left_out: usize,
+    /// The probes left over on each side that no compared pair holds (ours', the
+    /// reference's): their rows are only in one file.
+    pub unpaired: (Vec<String>, Vec<String>),
 }
 
 /// True when fewer than half of the smaller dump's names are in both (after the prefix rule).
@@ -80,6 +83,7 @@ pub fn infer(ours: &Dump, reference: &Dump) -> Option<Inferred> {
             toml: String::new(),
             pairs: Vec::new(),
             left_out: 0,
+            unpaired: Default::default(),
             skipped: Some(format!(
                 "few probe names in common, and too many to align by content ({} x {} probes left; at most {} pairs of them are weighed): nothing inferred; give a map (--map)",
                 ours_left.len(),
@@ -160,11 +164,27 @@ pub fn infer(ours: &Dump, reference: &Dump) -> Option<Inferred> {
             toml.push_str(&rule(p, None));
         }
     }
+    // What no compared pair holds: a probe whose values are all wrong pairs by no statistic
+    // (found by a bad-input hunt: the cache slots of `cache-overwrite`, empty at every step,
+    // were left on both sides, and the first divergence moved to the op after them).
+    let held: (HashSet<&str>, HashSet<&str>) = out
+        .iter()
+        .filter(|(_, c)| *c)
+        .map(|(p, _)| (p.ours.as_str(), p.reference.as_str()))
+        .unzip();
+    let unpaired = |left: &[Probe], held: &HashSet<&str>| -> Vec<String> {
+        left.iter()
+            .filter(|p| !held.contains(p.base.as_str()))
+            .map(|p| p.base.clone())
+            .collect()
+    };
+    let unpaired = (unpaired(&ours_left, &held.0), unpaired(&ref_left, &held.1));
     Some(Inferred {
         toml,
         pairs: out,
         skipped: None,
         left_out,
+        unpaired,
     })
 }
 
@@ -329,8 +349,25 @@ pub fn summary(inf: &Inferred) -> String {
             "; {n} left out, their names holding `{{` or `}}`, which a map pattern reads as a capture"
         ),
     };
+    let (o, r) = &inf.unpaired;
+    let unpaired = if o.is_empty() && r.is_empty() {
+        String::new()
+    } else {
+        let list = |names: &[String]| {
+            let shown: Vec<&str> = names.iter().take(3).map(String::as_str).collect();
+            let more = if names.len() > 3 { ", ..." } else { "" };
+            divergence_names::one_line(&format!("{}{more}", shown.join(", "))).into_owned()
+        };
+        format!(
+            "; left unpaired, their rows in one file only: {} probes of ours ({}) and {} of the reference ({}): values that match no other probe's (all of them wrong, as a cache slot never written) pair by nothing, and the first divergence may lie in them: a map (--map) pairs them",
+            o.len(),
+            list(o),
+            r.len(),
+            list(r)
+        )
+    };
     format!(
-        "few probe names in common: {} pairs aligned by content (execution order, element counts, value statistics): {} with the same values, {} close, {} by count and order only; {compared} compared, their rows say `inferred by content` (mapped){left_out}; --suggest-map FILE writes them as a map to check",
+        "few probe names in common: {} pairs aligned by content (execution order, element counts, value statistics): {} with the same values, {} close, {} by count and order only; {compared} compared, their rows say `inferred by content` (mapped){left_out}{unpaired}; --suggest-map FILE writes them as a map to check",
         inf.pairs.len(),
         count(Confidence::Same),
         count(Confidence::Close),
