@@ -410,10 +410,10 @@ pub fn pair<'a>(
 }
 
 /// The full prefill's slices of the probes `stepped` lacks at a kept decode step (of `k`)
-/// though it holds them at its prefill or another decode step: each shaped as the probe at its
-/// first decode step held, or, held at the prefill alone, as its prefill's slice
-/// (`made`, step 0) narrowed to one position. In the order of the steps, then of the probes'
-/// first appearance in the dump.
+/// though it holds them at its prefill or another decode step: each shaped as the probe is at
+/// the first decode step listed that holds it, or, held at the prefill alone, as its prefill's
+/// slice (in `made`) narrowed to one position. In step order, each step's in the order the
+/// dump first lists the probes.
 fn missing_steps(
     stepped: &Dump,
     full: &Dump,
@@ -425,18 +425,17 @@ fn missing_steps(
 ) -> Vec<Virtual> {
     use std::collections::{HashMap, HashSet};
     let mut bases: Vec<&str> = Vec::new();
+    let mut known: HashSet<&str> = HashSet::new();
     let mut shape_of: HashMap<&str, Vec<usize>> = HashMap::new();
     let mut held: HashSet<(&str, usize)> = HashSet::new();
     for name in stepped.names() {
         let (base, step) = split_step(name);
-        if held.insert((base, step)) && !shape_of.contains_key(base) && step == 0 {
+        if known.insert(base) {
             bases.push(base);
         }
+        held.insert((base, step));
         if step > 0 && !shape_of.contains_key(base) {
             if let Some(shape) = stepped.shape(name) {
-                if !bases.contains(&base) {
-                    bases.push(base);
-                }
                 shape_of.insert(base, shape.to_vec());
             }
         }
@@ -444,17 +443,18 @@ fn missing_steps(
     // Held at the prefill alone: its slice's token axis narrowed to one position.
     for v in made {
         let (base, step) = split_step(&v.name);
-        if step != 0 || shape_of.contains_key(base) {
+        let (Some(base), 0, Some(&Step::Narrow { axis, .. })) =
+            (known.get(base).copied(), step, v.steps.first())
+        else {
+            continue;
+        };
+        if shape_of.contains_key(base) {
             continue;
         }
-        if let Some(&Step::Narrow { axis, .. }) = v.steps.first() {
-            if let Some(base) = bases.iter().copied().find(|&b| b == base) {
-                let mut shape = v.shape.clone();
-                if let Some(n) = shape.get_mut(axis) {
-                    *n = 1;
-                    shape_of.insert(base, shape);
-                }
-            }
+        let mut shape = v.shape.clone();
+        if let Some(n) = shape.get_mut(axis) {
+            *n = 1;
+            shape_of.insert(base, shape);
         }
     }
     let mut out = Vec::new();
