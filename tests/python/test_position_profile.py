@@ -65,6 +65,11 @@ def test_decode_steps_after_logits_that_keep_the_last_row_only(tmp_path):
     assert p["steps"] == [0, 1, 2, 3]
     assert p["positions"] == [4, 5, 6, 7]
     assert [q["position"] for q in rep["tokens"]["per_position"]] == p["positions"]
+    # No prompt length recorded: the one row cannot be numbered (it would read as a one-token
+    # prompt), so the profile is the decode steps' alone, as before.
+    meta = {k: v for k, v in meta.items() if k != "input_ids"}
+    rc, rep = diff(save(tmp_path / "ours.npz", ours, **meta), save(tmp_path / "ref.npz", ref, **meta))
+    assert rc == 1 and rep["positions"]["steps"] == [1, 2, 3], rep["positions"]
 
 
 def one_pass(tmp_path, ref, name):

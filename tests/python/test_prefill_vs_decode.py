@@ -6,10 +6,11 @@ pass; the warnings say why a probe has no slice (no such probe, or shapes that f
 from __future__ import annotations
 
 import json
+import subprocess
 
 import numpy as np
 
-from test_roundtrip_rust import diff, pytestmark  # noqa: F401  (skip without the binary)
+from test_roundtrip_rust import BIN, diff, pytestmark  # noqa: F401  (skip without the binary)
 
 T, PRE = 6, 4  # the full prefill's tokens; the stepped run's prefill (then 2 decode steps)
 IDS = [1, 2, 3, 4, 5, 6]
@@ -52,6 +53,16 @@ def test_a_clean_pair_passes_and_says_why_the_weights_have_no_slice(tmp_path):
     # the order is the stepped run's, from its metadata (said "reference metadata" until
     # 2026-12-03, found by a bad-input hunt)
     assert rep["order_source"] == "ours_meta"
+    rows = {o["name"]: o["status"] for o in rep["ops"]}
+    assert rows["mlp_out@2"] == rows["mlp_out@1"] == "ok"
+    # the weights fit at the last step only, whose cache is as long as the full prefill
+    assert (rows["attn_weights"], rows["attn_weights@1"], rows["attn_weights@2"]) == (
+        "only_ours", "only_ours", "ok")
+    (w,) = [w for w in rep["warnings"] if w.startswith("prefill-vs-decode:") and "attn_weights" in w]
+    assert "no slice of that probe fits them" in w and "no probe of that name" not in w
+
+
+def test_the_order_is_said_to_be_the_stepped_runs(tmp_path):
     # no order recorded by the stepped run (the full prefill's is not the rows'): its file's
     a, b = pair(tmp_path)
     with np.load(b) as z:
@@ -61,13 +72,9 @@ def test_a_clean_pair_passes_and_says_why_the_weights_have_no_slice(tmp_path):
     np.savez(b, **arrays, __meta__=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8))
     rc, rep = diff(a, b, "--prefill-vs-decode")
     assert (rc, rep["order_source"]) == (0, "ours_file")
-    rows = {o["name"]: o["status"] for o in rep["ops"]}
-    assert rows["mlp_out@2"] == rows["mlp_out@1"] == "ok"
-    # the weights fit at the last step only, whose cache is as long as the full prefill
-    assert (rows["attn_weights"], rows["attn_weights@1"], rows["attn_weights@2"]) == (
-        "only_ours", "only_ours", "ok")
-    (w,) = [w for w in rep["warnings"] if w.startswith("prefill-vs-decode:") and "attn_weights" in w]
-    assert "no slice of that probe fits them" in w and "no probe of that name" not in w
+    # the same under --steps, which plans again over the steps selected
+    rc, rep = diff(*pair(tmp_path), "--prefill-vs-decode", "--steps", "1-2")
+    assert (rc, rep["order_source"]) == (0, "ours_meta")
 
 
 def test_a_step_of_another_shape_is_a_shape_mismatch(tmp_path):
@@ -121,7 +128,9 @@ def test_a_probe_the_stepped_run_lacks_at_a_step_is_only_in_the_full_prefill(tmp
     # (and the attention weights of the prefill and step 1, only in ours: no slice fits)
     assert [s["missing"] for s in rep["steps"]] == [1, 2, 0]
     (w,) = [w for w in rep["warnings"] if "missing at a decode step" in w]
-    assert "1 probes" in w and "mlp_out@1" in w
+    assert "1 rows (1 probes)" in w and "mlp_out@1" in w
+    # placed in its step's rows by the pair, not put there by the plan's step sort
+    assert not any("out of order" in w for w in rep["warnings"]), rep["warnings"]
 
     # Held at the prefill alone: shaped as its prefill at one position.
     a, b = pair(tmp_path)
@@ -131,6 +140,17 @@ def test_a_probe_the_stepped_run_lacks_at_a_step_is_only_in_the_full_prefill(tmp
     assert (rows["mlp_out@1"]["status"], rows["mlp_out@2"]["status"]) == ("only_ref",) * 2
     assert rows["mlp_out@1"]["shape"] == [1, 1, 8]
     assert [s["missing"] for s in rep["steps"]] == [1, 2, 1]
+    # the prefill not selected: still its slice's shape
+    rc, rep = diff(a, b, "--prefill-vs-decode", "--steps", "1-2")
+    rows = {o["name"]: o for o in rep["ops"]}
+    assert rows["mlp_out@1"]["status"] == "only_ref" and rows["mlp_out@1"]["shape"] == [1, 1, 8]
+
+    # A step whose probes have no slice but for those missing: nothing of it compares (exit 2).
+    a, b = pair(tmp_path)
+    without(b, ["mlp_out@1", "model.embed_tokens@1"])
+    r = subprocess.run([str(BIN), "diff", str(a), str(b), "--prefill-vs-decode"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "nothing of that step could be compared" in r.stderr, r.stderr
 
 
 def test_attention_weights_over_a_padded_cache_are_no_evidence(tmp_path):

@@ -466,15 +466,21 @@ fn cache_slots_no_content_pairs_are_said_to_be_left_unpaired() {
     let w = r["warnings"][0].as_str().unwrap();
     assert!(
         w.contains(
-            "left unpaired, their rows in one file only: 8 probes of ours (model.layers.0.self_attn.cache_k, model.layers.0.self_attn.cache_v, model.layers.1.self_attn.cache_k, ...) and 8 of the reference (blk.0.self_attn.cache_k, blk.0.self_attn.cache_v, blk.1.self_attn.cache_k, ...)"
+            "in no compared pair, their rows in one file only: 8 probes of ours (model.layers.0.self_attn.cache_k, model.layers.0.self_attn.cache_v, model.layers.1.self_attn.cache_k, ...) and 8 probes of the reference (blk.0.self_attn.cache_k, blk.0.self_attn.cache_v, blk.1.self_attn.cache_k, ...)"
         ),
         "{w}"
     );
-    assert!(w.contains("the first divergence may lie in them"), "{w}");
+    assert!(
+        w.contains("the first divergence may lie in such a probe"),
+        "{w}"
+    );
     // Without the fault, every probe pairs and nothing is said.
     let (code, r, err) = diff_json(&clean, renamed.to_str().unwrap(), &[]);
     assert_eq!(code, 0, "{err} {}", r["warnings"]);
-    assert!(!r["warnings"][0].as_str().unwrap().contains("unpaired"));
+    assert!(!r["warnings"][0]
+        .as_str()
+        .unwrap()
+        .contains("in no compared pair"));
 }
 
 /// `src` rewritten under `rename`, with the last two axes of the tensors `transpose` picks

@@ -358,12 +358,17 @@ pub fn summary(inf: &Inferred) -> String {
             let more = if names.len() > 3 { ", ..." } else { "" };
             divergence_names::one_line(&format!("{}{more}", shown.join(", "))).into_owned()
         };
+        let side = |names: &[String], whose: &str| {
+            (!names.is_empty())
+                .then(|| format!("{} probes of {whose} ({})", names.len(), list(names)))
+        };
+        let sides: Vec<String> = [side(o, "ours"), side(r, "the reference")]
+            .into_iter()
+            .flatten()
+            .collect();
         format!(
-            "; left unpaired, their rows in one file only: {} probes of ours ({}) and {} of the reference ({}): values that match no other probe's (all of them wrong, as a cache slot never written) pair by nothing, and the first divergence may lie in them: a map (--map) pairs them",
-            o.len(),
-            list(o),
-            r.len(),
-            list(r)
+            "; in no compared pair, their rows in one file only: {} (a probe whose values are all wrong, such as a cache slot never written, matches no probe of the other side by its statistics; the first divergence may lie in such a probe: a map (--map) pairs them)",
+            sides.join(" and ")
         )
     };
     format!(

@@ -535,7 +535,11 @@ fn report_of(
                 .collect();
             sel.check(&held, &sides.ours_label)?;
             let pair = (&sides.ours, &sides.reference);
-            sides.notes.extend(select_steps(&mut sides.plan, pair, sel));
+            // The order is the stepped run's, as said before the selection.
+            let source = Some(sides.plan.source);
+            sides
+                .notes
+                .extend(select_steps(&mut sides.plan, pair, sel, source));
         }
         return finish_report(args, cfg, sides);
     }
@@ -580,7 +584,7 @@ fn report_of(
     )?);
     let mut notes = Vec::new();
     if let Some(sel) = &args.steps {
-        notes.extend(select_steps(&mut plan, (&ours, &reference), sel));
+        notes.extend(select_steps(&mut plan, (&ours, &reference), sel, None));
     }
     let mut truth_warnings = Vec::new();
     if let (Some(truth), Some(path)) = (&truth, &args.truth) {
@@ -1126,7 +1130,16 @@ fn steps_profile(
                 };
                 // One position counts here (the logits of the prompt's last row only): the
                 // first entry across the steps (found by a bad-input hunt: it was left out).
-                prefill = row_profile(&op, &o.0, &r.0, divergence_diff::token_axis);
+                // (Logits of one row with no prompt length known stay out: their row would
+                // be numbered as a one-token prompt's.)
+                let axis_of = if prompt_len.is_some()
+                    || divergence_names::Op::of(base) != divergence_names::Op::LmHead
+                {
+                    divergence_diff::token_axis
+                } else {
+                    divergence_diff::position_axis
+                };
+                prefill = row_profile(&op, &o.0, &r.0, axis_of);
             }
             (b, _) if b == base => rows.push(row.op()),
             _ => {}
@@ -1343,11 +1356,13 @@ fn check_truth(
 
 /// Under `--steps` (checked already against the steps the dumps hold): plans again over the
 /// selected steps' names alone, so that the other steps are neither read nor counted in the
-/// order's warnings; the note says what was selected, when that is not every step.
+/// order's warnings; the note says what was selected, when that is not every step. `source`:
+/// where the order came from when the plan cannot tell ([`divergence_diff::plan_order_from`]).
 fn select_steps(
     plan: &mut divergence_diff::OrderPlan,
     (ours, reference): (&MappedDump<'_>, &MappedDump<'_>),
     sel: &crate::cmd::steps::Selection,
+    source: Option<divergence_diff::OrderSource>,
 ) -> Option<String> {
     let held: BTreeSet<usize> = plan
         .order
@@ -1369,7 +1384,7 @@ fn select_steps(
     let (o, r) = (dump_names(ours), dump_names(reference));
     let (o_names, r_names) = (keep(o.names), keep(r.names));
     let (o_order, r_order) = (o.meta_order.map(keep), r.meta_order.map(keep));
-    *plan = divergence_diff::plan_order(
+    *plan = divergence_diff::plan_order_from(
         &DumpNames {
             meta_order: o_order.as_deref(),
             names: &o_names,
@@ -1380,6 +1395,7 @@ fn select_steps(
             names: &r_names,
             ..r
         },
+        source,
     );
     // Row i is the i-th name of the lists kept, not of the dumps' own: found by name.
     plan.aligned = false;

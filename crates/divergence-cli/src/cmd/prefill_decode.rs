@@ -346,12 +346,18 @@ pub fn pair<'a>(
     // decode step is a row only in the full prefill there, as a missing probe is in any diff
     // (found by a bad-input hunt: a stepped dump whose decode steps held the embeddings alone
     // passed as "no divergence", missing 0 in every step).
-    let missing = missing_steps(stepped, full, &tensors, k, &keep, t_full, t_pre);
+    // (Counted before the rows only in the full prefill: those compare nothing.)
+    let compared_steps: std::collections::BTreeSet<usize> =
+        tensors.iter().map(|v| split_step(&v.name).1).collect();
+    let missing = missing_steps(stepped, full, k, &keep, t_full, t_pre);
     if !missing.is_empty() {
         let names: Vec<&str> = missing.iter().map(|v| v.name.as_str()).collect();
+        let probes: std::collections::HashSet<&str> =
+            names.iter().map(|n| split_step(n).0).collect();
         warnings.push(format!(
-            "prefill-vs-decode: {} probes that {} holds at its prefill or at other decode steps are missing at a decode step: {}; they are listed as only in {}",
+            "prefill-vs-decode: {} rows ({} probes) that {} holds at its prefill or at other decode steps are missing at a decode step: {}; they are listed as only in {}",
             missing.len(),
+            probes.len(),
             stepped_path.display(),
             list(&names),
             full_path.display()
@@ -361,9 +367,6 @@ pub fn pair<'a>(
         .iter()
         .map(|v| divergence_diff::Name::from(v.name.as_str()))
         .collect();
-    tensors.extend(missing);
-    let compared_steps: std::collections::BTreeSet<usize> =
-        tensors.iter().map(|v| split_step(&v.name).1).collect();
     if let Some(s) = (0..=k).find(|&s| keep(s) && !compared_steps.contains(&s)) {
         bail!(
             "--prefill-vs-decode: no probe of {} step {s} has a slice in {}: nothing of that step could be compared",
@@ -371,6 +374,7 @@ pub fn pair<'a>(
             full_path.display()
         );
     }
+    tensors.extend(missing);
     let sliced: std::collections::HashSet<String> =
         tensors.iter().map(|v| v.name.clone()).collect();
     let label = format!("prefill-vs-decode slices of {}", full_path.display());
@@ -412,12 +416,12 @@ pub fn pair<'a>(
 /// The full prefill's slices of the probes `stepped` lacks at a kept decode step (of `k`)
 /// though it holds them at its prefill or another decode step: each shaped as the probe is at
 /// the first decode step listed that holds it, or, held at the prefill alone, as its prefill's
-/// slice (in `made`) narrowed to one position. In step order, each step's in the order the
-/// dump first lists the probes.
+/// slice narrowed to one position (whether the prefill is selected or not). A probe the full
+/// prefill has no slice of gets no row. In step order, each step's in the order the dump first
+/// lists the probes.
 fn missing_steps(
     stepped: &Dump,
     full: &Dump,
-    made: &[Virtual],
     k: usize,
     keep: &dyn Fn(usize) -> bool,
     t_full: usize,
@@ -441,17 +445,20 @@ fn missing_steps(
         }
     }
     // Held at the prefill alone: its slice's token axis narrowed to one position.
-    for v in made {
-        let (base, step) = split_step(&v.name);
-        let (Some(base), 0, Some(&Step::Narrow { axis, .. })) =
-            (known.get(base).copied(), step, v.steps.first())
+    for &base in &bases {
+        if shape_of.contains_key(base) || !held.contains(&(base, 0)) {
+            continue;
+        }
+        let Some(v) = stepped
+            .shape(base)
+            .and_then(|shape| slice(full, base, base, 0, shape, t_full, t_pre, None))
         else {
             continue;
         };
-        if shape_of.contains_key(base) {
+        let Some(&Step::Narrow { axis, .. }) = v.steps.first() else {
             continue;
-        }
-        let mut shape = v.shape.clone();
+        };
+        let mut shape = v.shape;
         if let Some(n) = shape.get_mut(axis) {
             *n = 1;
             shape_of.insert(base, shape);
