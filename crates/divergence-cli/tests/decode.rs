@@ -381,6 +381,26 @@ fn run_steps(out: &Path, steps: usize, extra: &[&str]) {
     run_tokens(out, "f32", &["--decode-ids", &ids.join(",")], extra);
 }
 
+/// A clean run of `steps` decode steps (`{stem}.npz`), one with `fault` injected
+/// (`{stem}-bad.npz`), and the clean run under llama.cpp-like `blk.N` names (`{stem}-blk.npz`).
+fn faulty_and_renamed(stem: &str, steps: usize, fault: &str) -> (PathBuf, PathBuf, PathBuf) {
+    let (clean, bad, renamed) = (
+        tmp(&format!("{stem}.npz")),
+        tmp(&format!("{stem}-bad.npz")),
+        tmp(&format!("{stem}-blk.npz")),
+    );
+    run_steps(&clean, steps, &[]);
+    run_steps(&bad, steps, &["--inject", fault]);
+    rewrite_renamed(
+        clean.to_str().unwrap(),
+        &renamed,
+        |_| false,
+        |_| {},
+        |n| n.replace("model.layers.", "blk."),
+    );
+    (clean, bad, renamed)
+}
+
 #[test]
 fn a_long_decode_under_other_names_is_aligned_probe_by_probe() {
     let _ = root();
@@ -389,16 +409,7 @@ fn a_long_decode_under_other_names_is_aligned_probe_by_probe() {
     // were left on one side only, and the first divergence named was `model.norm@1`, past
     // every layer (the build before this test). Aligned probe by probe it is 84 x 84, and
     // each rule maps every step of its probe.
-    let (clean, bad, renamed) = (tmp("long.npz"), tmp("long-bad.npz"), tmp("long-blk.npz"));
-    run_steps(&clean, 60, &[]);
-    run_steps(&bad, 60, &["--inject", "cache-pre-rope"]);
-    rewrite_renamed(
-        clean.to_str().unwrap(),
-        &renamed,
-        |_| false,
-        |_| {},
-        |n| n.replace("model.layers.", "blk."),
-    );
+    let (_, bad, renamed) = faulty_and_renamed("long", 60, "cache-pre-rope");
     let suggested = tmp("long-suggested.toml");
     let (code, r, err) = diff_json(
         &bad,
@@ -446,16 +457,7 @@ fn a_long_decode_under_other_names_is_aligned_probe_by_probe() {
 #[test]
 fn cache_slots_no_content_pairs_are_said_to_be_left_unpaired() {
     let _ = root();
-    let (clean, bad, renamed) = (tmp("ow.npz"), tmp("ow-bad.npz"), tmp("ow-blk.npz"));
-    run_steps(&clean, 4, &[]);
-    run_steps(&bad, 4, &["--inject", "cache-overwrite"]);
-    rewrite_renamed(
-        clean.to_str().unwrap(),
-        &renamed,
-        |_| false,
-        |_| {},
-        |n| n.replace("model.layers.", "blk."),
-    );
+    let (clean, bad, renamed) = faulty_and_renamed("ow", 4, "cache-overwrite");
     let (code, r, err) = diff_json(&bad, renamed.to_str().unwrap(), &[]);
     assert_eq!(code, 1, "{err}");
     assert_eq!(

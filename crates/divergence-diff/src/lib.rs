@@ -68,7 +68,8 @@ pub use metrics::{Gather, Piece, ValuesRef};
 pub use order::{natural_cmp, plan_order, plan_order_from, DumpNames, OrderPlan, OrderSource};
 pub use origin::{ChainLink, Measure, Origin, Role, BIRTH_GROWTH, TRUTH_BIRTH};
 pub use positions::{
-    across_steps, position_axis, position_profile, token_axis, PositionPattern, PositionProfile,
+    across_steps, position_axis, position_profile, prefill_axis, token_axis, PositionPattern,
+    PositionProfile,
 };
 pub use report::{
     assemble, step_summaries, FirstDifference, FirstDivergence, JudgedWith, Report, ReportContext,

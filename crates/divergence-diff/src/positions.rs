@@ -274,6 +274,18 @@ pub fn token_axis(name: &str, shape: &[usize]) -> Option<usize> {
     }
 }
 
+/// The token axis of an op's prefill row as the first entries of its profile across decode
+/// steps ([`across_steps`]): [`token_axis`], one position too, but for logits that keep the
+/// prompt's last rows (`lm_head`) when the prompt's length is unknown, whose one
+/// row would be numbered as a one-token prompt's ([`position_axis`] then).
+pub fn prefill_axis(name: &str, shape: &[usize], prompt_len: Option<usize>) -> Option<usize> {
+    if prompt_len.is_none() && keeps_last_rows(name) {
+        position_axis(name, shape)
+    } else {
+        token_axis(name, shape)
+    }
+}
+
 /// The per-position profile of `ours` against `reference` (row-major, `shape` the reference's,
 /// equally many values) along `axis`, judged with the op's `rtol` / `atol`. `None` when the
 /// values do not fill the shape or the axis is not in it.
@@ -596,6 +608,10 @@ mod tests {
         assert_eq!(token_axis(q, &[1, 16, 1, 128]), Some(2));
         assert_eq!(token_axis("x", &[1, 4]), Some(0));
         assert_eq!(token_axis("x", &[9]), None);
+        assert_eq!(prefill_axis("lm_head", &[1, 1, 16], Some(5)), Some(1));
+        assert_eq!(prefill_axis("lm_head", &[1, 1, 16], None), None);
+        assert_eq!(prefill_axis("lm_head", &[1, 2, 16], None), Some(1));
+        assert_eq!(prefill_axis("model.norm", &[1, 1, 16], None), Some(1));
     }
 
     #[test]

@@ -1130,16 +1130,10 @@ fn steps_profile(
                 };
                 // One position counts here (the logits of the prompt's last row only): the
                 // first entry across the steps (found by a bad-input hunt: it was left out).
-                // (Logits of one row with no prompt length known stay out: their row would
-                // be numbered as a one-token prompt's.)
-                let axis_of = if prompt_len.is_some()
-                    || divergence_names::Op::of(base) != divergence_names::Op::LmHead
-                {
-                    divergence_diff::token_axis
-                } else {
-                    divergence_diff::position_axis
+                let axis_of = |name: &str, shape: &[usize]| {
+                    divergence_diff::prefill_axis(name, shape, prompt_len)
                 };
-                prefill = row_profile(&op, &o.0, &r.0, axis_of);
+                prefill = row_profile(&op, &o.0, &r.0, &axis_of);
             }
             (b, _) if b == base => rows.push(row.op()),
             _ => {}
@@ -1175,7 +1169,7 @@ fn positions(
         &*report.first_divergence_op()?,
         ours,
         reference,
-        divergence_diff::position_axis,
+        &divergence_diff::position_axis,
     )
 }
 
@@ -1184,7 +1178,7 @@ fn row_profile(
     row: &OpResult,
     ours: &TensorView<'_>,
     reference: &TensorView<'_>,
-    axis_of: fn(&str, &[usize]) -> Option<usize>,
+    axis_of: &dyn Fn(&str, &[usize]) -> Option<usize>,
 ) -> Option<divergence_diff::PositionProfile> {
     if matches!(
         row.status,
