@@ -117,9 +117,10 @@ pub fn amplification<R: RowSource + ?Sized>(
     // Only the q/k norms need their names parsed: a name (its step aside) that does not end
     // in `self_attn.q_norm` or `self_attn.k_norm` is not one (a decode report has ~150,000
     // rows; searching each whole name for them cost more).
+    let is_norm =
+        |base: &str| base.ends_with("self_attn.q_norm") || base.ends_with("self_attn.k_norm");
     let norm_of = |row: Row<'_>| -> Option<(QkKind, String)> {
-        let base = row.base();
-        if !(base.ends_with("self_attn.q_norm") || base.ends_with("self_attn.k_norm")) {
+        if !is_norm(row.base()) {
             return None;
         }
         let name = row.name();
@@ -155,51 +156,112 @@ pub fn amplification<R: RowSource + ?Sized>(
             map.get(name).map(|&j| ops.row_at(j))
         })
     };
-    // One row per norm, in parallel and in row order (28 layers x 2 norms x every step).
-    let rows: Vec<AmplificationRow> = (0..len)
-        .into_par_iter()
-        .filter_map(|i| {
-            let op = ops.row_at(i);
-            let (kind, name) = norm_of(op)?;
-            let (Some(layer), Some(proj_name)) = (
-                op.layer(),
-                divergence_names::sibling(&name, Op::QkProj(kind)),
-            ) else {
-                return None;
-            };
-            let proj = proj_of(i, &proj_name)?;
-            let (op_rel, proj_rel) = (op.rel_l2_err(), proj.rel_l2_err());
-            let (op_diff, proj_diff) = (op.diff_l2(), proj.diff_l2());
-            let r = ratio(op_rel, proj_rel);
-            // Amplified: the projection's error is material and the norm's is `threshold` times
-            // larger. Introduced: the projection's error is at noise level (or exactly 0, where the
-            // ratio is undefined) and the norm's is `threshold` times that noise level: the error
-            // was made at the norm.
-            let noise = amp_noise(proj);
-            let verdict = match (op_rel, proj_rel) {
-                (Some(_), Some(p)) if p > noise => {
-                    r.filter(|&x| x > threshold).map(|_| AmpVerdict::Amplified)
+    let pair = |op: Row<'_>, proj: Row<'_>, layer, kind, proj_name, name| {
+        let (op_rel, proj_rel) = (op.rel_l2_err(), proj.rel_l2_err());
+        let (op_diff, proj_diff) = (op.diff_l2(), proj.diff_l2());
+        let r = ratio(op_rel, proj_rel);
+        // Amplified: the projection's error is material and the norm's is `threshold` times
+        // larger. Introduced: the projection's error is at noise level (or exactly 0, where the
+        // ratio is undefined) and the norm's is `threshold` times that noise level: the error
+        // was made at the norm.
+        let noise = amp_noise(proj);
+        let verdict = match (op_rel, proj_rel) {
+            (Some(_), Some(p)) if p > noise => {
+                r.filter(|&x| x > threshold).map(|_| AmpVerdict::Amplified)
+            }
+            (Some(n), Some(_)) => (n > threshold * noise).then_some(AmpVerdict::Introduced),
+            _ => None,
+        };
+        AmplificationRow {
+            layer,
+            kind,
+            proj: proj_name,
+            norm: name,
+            proj_rel_err: proj_rel,
+            norm_rel_err: op_rel,
+            ratio: r,
+            proj_abs_err: proj_diff,
+            norm_abs_err: op_diff,
+            abs_err_gain: ratio(op_diff, proj_diff),
+            weight_gain: weight_gains.get(&(layer, kind)).copied(),
+            verdict,
+            marked: verdict == Some(AmpVerdict::Amplified),
+        }
+    };
+    // The row of norm `i`, found by its name.
+    let one = |i: usize| -> Option<(usize, AmplificationRow)> {
+        let op = ops.row_at(i);
+        let (kind, name) = norm_of(op)?;
+        let (Some(layer), Some(proj_name)) = (
+            op.layer(),
+            divergence_names::sibling(&name, Op::QkProj(kind)),
+        ) else {
+            return None;
+        };
+        let proj = proj_of(i, &proj_name)?;
+        Some((i, pair(op, proj, layer, kind, proj_name, name)))
+    };
+    // One row per norm, in row order (28 layers x 2 norms x every step).
+    let mut rows: Vec<(usize, AmplificationRow)> = match ops.parts() {
+        None => (0..len).into_par_iter().filter_map(one).collect(),
+        Some(parts) => {
+            // A run of decode steps is one probe: its name is parsed and its projection's run
+            // found once, not per step (~14,000 norm steps among ~150,000 rows, each a name
+            // to write and parse and ~16 rows to look through). The rows stored whole go
+            // the way above.
+            let mut runs_of: HashMap<&str, Vec<&crate::rows::StepRun>> = HashMap::new();
+            for run in parts.runs {
+                runs_of.entry(run.base()).or_default().push(run);
+            }
+            let plain = parts.plain.par_iter().filter_map(|&i| one(i as usize));
+            let steps = parts.runs.par_iter().flat_map_iter(|run| {
+                // A base that ends so has no step of its own (no `@` and digits at its end):
+                // each step's name parses as its base does, and its projection's name is
+                // the base's projection's at the step.
+                let probe = is_norm(run.base())
+                    .then(|| match Op::of(run.base()) {
+                        Op::QkNorm(kind) => {
+                            let proj = divergence_names::sibling(run.base(), Op::QkProj(kind))?;
+                            Some((kind, proj))
+                        }
+                        _ => None,
+                    })
+                    .flatten();
+                let projs = probe.as_ref().and_then(|(_, p)| runs_of.get(p.as_str()));
+                (0..run.steps()).filter_map(move |k| {
+                    let (kind, proj_base) = probe.as_ref()?;
+                    let i = run.row_of(k)?;
+                    let op = ops.row_at(i);
+                    // A step stored whole is one of the plain rows; step 0's name is its
+                    // base, which the row-by-name way reads as a name of its own.
+                    let step = run.first() + k;
+                    if !op.run().is_some_and(|r| std::ptr::eq(r, run)) || step == 0 {
+                        return None;
+                    }
+                    let layer = op.layer()?;
+                    let proj_name = divergence_names::step_name(proj_base, step);
+                    let proj = projs
+                        .and_then(|ps| ps.iter().find_map(|p| p.row_of_step(step)))
+                        .map(|j| ops.row_at(j))
+                        .or_else(|| proj_of(i, &proj_name))?;
+                    let name = divergence_names::step_name(run.base(), step);
+                    Some((i, pair(op, proj, layer, *kind, proj_name, name)))
+                })
+            });
+            // Step 0 of a run, done by name.
+            let zeros = parts.runs.par_iter().filter_map(|run| {
+                let i = run.row_of_step(0)?;
+                if run.first() == 0 && ops.row_at(i).run().is_some_and(|r| std::ptr::eq(r, run)) {
+                    one(i)
+                } else {
+                    None
                 }
-                (Some(n), Some(_)) => (n > threshold * noise).then_some(AmpVerdict::Introduced),
-                _ => None,
-            };
-            Some(AmplificationRow {
-                layer,
-                kind,
-                proj: proj_name,
-                norm: name,
-                proj_rel_err: proj_rel,
-                norm_rel_err: op_rel,
-                ratio: r,
-                proj_abs_err: proj_diff,
-                norm_abs_err: op_diff,
-                abs_err_gain: ratio(op_diff, proj_diff),
-                weight_gain: weight_gains.get(&(layer, kind)).copied(),
-                verdict,
-                marked: verdict == Some(AmpVerdict::Amplified),
-            })
-        })
-        .collect();
+            });
+            plain.chain(steps).chain(zeros).collect()
+        }
+    };
+    rows.par_sort_unstable_by_key(|(i, _)| *i);
+    let rows: Vec<AmplificationRow> = rows.into_iter().map(|(_, r)| r).collect();
     let marked = rows.iter().filter(|r| r.marked).count();
     let introduced = rows
         .iter()

@@ -705,10 +705,12 @@ pub fn compare_step_run_into<'a>(
     rows.sort_unstable_by_key(|(k, _)| *k);
     let run = (rows.len() < steps).then(|| StepRun {
         base: Name::from(first_base),
+        class: template.tensor.pair_class(),
         head: template,
         first,
         tol,
         n: n as u64,
+        at: crate::rows::RunAt::Unknown,
     });
     StepParts { run, rows }
 }

@@ -17,7 +17,7 @@
 //! error was *born* at the first op whose growth exceeds [`BIRTH_GROWTH`], and *amplified* at
 //! every later op that exceeds it too; the other ops *carried* it.
 
-use divergence_names::dataflow::Dataflow;
+use divergence_names::dataflow::{Dataflow, Span};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -41,7 +41,7 @@ pub fn class_noise_floor(class: DTypeClass) -> f64 {
 
 /// The noise floor of a row: that of the coarser of its two dtypes (unknown dtypes: float32).
 pub fn noise_floor<'r>(op: impl Into<Row<'r>>) -> f64 {
-    class_noise_floor(op.into().tensor().pair_class())
+    class_noise_floor(op.into().pair_class())
 }
 
 /// With `--truth`: the noise ratio above which an op is measurably less accurate than the
@@ -109,25 +109,46 @@ pub fn local_growths<R: RowSource + ?Sized>(
     measure: Measure,
 ) -> Vec<Option<f64>> {
     let len = ops.row_count();
-    (0..len)
+    // Each row's error once: a row is an input of one to three others, and a decode step's
+    // error is worked out from its sums each time it is read (~150,000 rows).
+    let values: Vec<Option<f64>> = (0..len)
         .into_par_iter()
-        .with_min_len(1024)
-        .map(|i| {
-            let row = ops.row_at(i);
-            let own = measure.value(row)?;
-            let floor = measure.floor(row);
-            let inputs = flow.inputs(i);
-            let carried = if inputs.is_empty() {
-                0.0
-            } else {
-                // Inputs without an error (one side only, unreadable) say nothing; when none
-                // has one, the growth is unknown.
-                inputs
-                    .iter()
-                    .filter_map(|j| (j < len).then(|| measure.value(ops.row_at(j))).flatten())
-                    .reduce(f64::max)?
-            };
-            Some(own / carried.max(floor)).filter(|g| g.is_finite())
+        .with_min_len(4096)
+        .map(|i| measure.value(ops.row_at(i)))
+        .collect();
+    // Span by span of the dataflow (a decode step each), in pieces: each row's inputs read
+    // without looking for its span.
+    const PIECE: usize = 4096;
+    let spans = flow.spans(len);
+    let pieces: Vec<(&Span<'_>, std::ops::Range<usize>)> = spans
+        .iter()
+        .flat_map(|span| {
+            span.range
+                .clone()
+                .step_by(PIECE)
+                .map(move |a| (span, a..(a + PIECE).min(span.range.end)))
+        })
+        .collect();
+    pieces
+        .par_iter()
+        .flat_map_iter(|(span, rows)| {
+            let values = &values;
+            rows.clone().map(move |i| {
+                let own = values[i]?;
+                let floor = measure.floor(ops.row_at(i));
+                let inputs = span.inputs(i);
+                let carried = if inputs.is_empty() {
+                    0.0
+                } else {
+                    // Inputs without an error (one side only, unreadable) say nothing; when
+                    // none has one, the growth is unknown.
+                    inputs
+                        .iter()
+                        .filter_map(|j| values.get(j).copied().flatten())
+                        .reduce(f64::max)?
+                };
+                Some(own / carried.max(floor)).filter(|g| g.is_finite())
+            })
         })
         .collect()
 }

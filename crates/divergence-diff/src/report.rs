@@ -490,7 +490,7 @@ impl Tally {
         };
         if judged && matches!(status, Status::Ok | Status::Diverged) {
             if let (Some(rtol), Some(atol)) = o.rule_tol() {
-                let class = o.tensor().pair_class();
+                let class = o.pair_class();
                 Tally::add(
                     &mut self.judged,
                     JudgedWith {

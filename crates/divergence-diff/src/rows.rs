@@ -33,7 +33,7 @@ use crate::compare::{
     OpResult, RuleTerms, Status, TensorInfo, TruthMetrics,
 };
 use crate::metrics::Accumulator;
-use crate::tolerance::Resolved;
+use crate::tolerance::{DTypeClass, Resolved};
 
 /// The rows of a report, in execution order: see the module's doc. Dereferences to every row
 /// as an [`OpResult`] (built on first use); [`Rows::row`] and [`Rows::rows`] read them without
@@ -60,6 +60,8 @@ impl Default for Repr {
 #[derive(Clone)]
 struct Compact {
     plain: Vec<OpResult>,
+    /// The row index of each of `plain`.
+    plain_at: Vec<u32>,
     runs: Vec<StepRun>,
     /// One per row, in execution order: the passes over every row read them front to back
     /// (a run's steps are rows a step's probes apart).
@@ -104,6 +106,67 @@ pub struct StepRun {
     pub(crate) tol: Resolved,
     /// Elements per step.
     pub(crate) n: u64,
+    /// The row index of each step (set when the run is closed, [`RowsBuilder::close_run`]).
+    pub(crate) at: RunAt,
+    /// `head`'s dtype class ([`TensorInfo::pair_class`], asked of every step by the passes
+    /// over the rows).
+    pub(crate) class: DTypeClass,
+}
+
+/// The row indices of a run's steps: a stride (a decode dump lists each step's probes in the
+/// same order, so a probe's steps are a step's probes apart), else a list.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) enum RunAt {
+    /// `start + k * stride` for `k < len`.
+    Stride {
+        start: usize,
+        stride: usize,
+        len: usize,
+    },
+    /// One index per step.
+    List(Box<[usize]>),
+    /// Not known (a run not closed by a builder).
+    #[default]
+    Unknown,
+}
+
+impl RunAt {
+    fn of(at: &[usize]) -> RunAt {
+        match at {
+            [] => RunAt::List(Box::new([])),
+            [start] => RunAt::Stride {
+                start: *start,
+                stride: 0,
+                len: 1,
+            },
+            [a, b, ..] if b > a && at.windows(2).all(|w| w[1].checked_sub(w[0]) == Some(b - a)) => {
+                RunAt::Stride {
+                    start: *a,
+                    stride: b - a,
+                    len: at.len(),
+                }
+            }
+            _ => RunAt::List(at.into()),
+        }
+    }
+
+    /// The row index of step `k` of the run.
+    fn get(&self, k: usize) -> Option<usize> {
+        match self {
+            RunAt::Stride { start, stride, len } => (k < *len).then(|| start + k * stride),
+            RunAt::List(at) => at.get(k).copied(),
+            RunAt::Unknown => None,
+        }
+    }
+
+    /// Number of steps whose row index is known.
+    fn len(&self) -> usize {
+        match self {
+            RunAt::Stride { len, .. } => *len,
+            RunAt::List(at) => at.len(),
+            RunAt::Unknown => 0,
+        }
+    }
 }
 
 /// One step's sums (an accumulator of `n` finite elements a side), its status and its local
@@ -184,6 +247,33 @@ impl StepSums {
 }
 
 impl StepRun {
+    /// The probe's name without the step.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// The step of the run's first step.
+    pub fn first(&self) -> usize {
+        self.first
+    }
+
+    /// Number of steps whose row is known ([`StepRun::row_of`]).
+    pub fn steps(&self) -> usize {
+        self.at.len()
+    }
+
+    /// The row index of step `k` of the run (its step is [`StepRun::first`] `+ k`). The row
+    /// is this run's step, or a row stored whole in its place (a step whose sums would not
+    /// rebuild it); either way it is named as the step.
+    pub fn row_of(&self, k: usize) -> Option<usize> {
+        self.at.get(k)
+    }
+
+    /// The row index of the run's step `step`, if the run holds it.
+    pub fn row_of_step(&self, step: usize) -> Option<usize> {
+        self.row_of(step.checked_sub(self.first)?)
+    }
+
     /// The row of step `k` of the run, whose sums are `s`, built (what comparing it alone
     /// gives, bit for bit).
     pub(crate) fn build(&self, k: usize, s: &StepSums) -> OpResult {
@@ -226,6 +316,23 @@ pub trait RowSource: Sync {
     fn row_count(&self) -> usize;
     /// Row `i` (panics past the rows).
     fn row_at(&self, i: usize) -> Row<'_>;
+    /// The rows by how they are kept, for a pass that works a run of decode steps at once:
+    /// `None` when every row is stored whole.
+    fn parts(&self) -> Option<Parts<'_>> {
+        None
+    }
+}
+
+/// A compact report's rows by how they are kept: the rows stored whole, by index, and the
+/// runs of decode steps (each knows its steps' row indices, [`StepRun::row_of`]). Every row
+/// is a plain one or a step of one run, never both; a run's step stored whole in its place
+/// is a plain row (its `row_of` is that row, which [`Row::run`] says is none of the run's).
+#[derive(Clone, Copy)]
+pub struct Parts<'r> {
+    /// The index of each row stored whole, ascending.
+    pub plain: &'r [u32],
+    /// The runs.
+    pub runs: &'r [StepRun],
 }
 
 impl RowSource for Rows {
@@ -234,6 +341,15 @@ impl RowSource for Rows {
     }
     fn row_at(&self, i: usize) -> Row<'_> {
         self.row(i)
+    }
+    fn parts(&self) -> Option<Parts<'_>> {
+        match &self.repr {
+            Repr::Vec(_) => None,
+            Repr::Compact(c) => Some(Parts {
+                plain: &c.plain_at,
+                runs: &c.runs,
+            }),
+        }
     }
 }
 
@@ -256,6 +372,14 @@ impl RowSource for Vec<OpResult> {
 }
 
 impl<'r> Row<'r> {
+    /// The run this row is a step of (`None` for a row stored whole).
+    pub fn run(self) -> Option<&'r StepRun> {
+        match self {
+            Row::Plain(_) => None,
+            Row::Step(run, ..) => Some(run),
+        }
+    }
+
     /// Whether the row's name is `name` (without writing a step's name).
     pub fn is_named(self, name: &str) -> bool {
         match self {
@@ -325,6 +449,14 @@ impl<'r> Row<'r> {
         match self {
             Row::Plain(o) => &o.tensor,
             Row::Step(run, ..) => &run.head.tensor,
+        }
+    }
+
+    /// [`TensorInfo::pair_class`] of the row's tensor (a run's is worked out once).
+    pub fn pair_class(self) -> DTypeClass {
+        match self {
+            Row::Plain(o) => o.tensor.pair_class(),
+            Row::Step(run, ..) => run.class,
         }
     }
 
@@ -593,6 +725,7 @@ impl Rows {
                 c.plain.par_iter_mut().with_min_len(4096).for_each(row);
                 for run in &mut c.runs {
                     row(&mut run.head);
+                    run.class = run.head.tensor.pair_class();
                     name(&mut run.base);
                 }
             }
@@ -750,6 +883,7 @@ impl StepRows {
 /// pass that gathers them.
 pub struct RowsBuilder {
     plain: Vec<OpResult>,
+    plain_at: Vec<u32>,
     /// Indexed by run number.
     runs: Vec<RunState>,
     /// One per row, [`Cell::UNSET`] until the row is written.
@@ -782,6 +916,7 @@ impl RowsBuilder {
         );
         RowsBuilder {
             plain: Vec::new(),
+            plain_at: Vec::new(),
             runs: Vec::new(),
             cells,
             written,
@@ -798,6 +933,8 @@ impl RowsBuilder {
             sums: StepSums::UNUSED,
         };
         self.plain.push(row);
+        self.plain_at
+            .push(u32::try_from(i).expect("fewer than 2^32 rows"));
     }
 
     /// The steps of a run, step `k` at row `at[k]` (one index per step of the run). Panics as
@@ -846,7 +983,10 @@ impl RowsBuilder {
         let Some(state @ RunState::Open) = state else {
             panic!("run {r} is not open");
         };
-        *state = RunState::Closed(steps.run.map(Box::new));
+        *state = RunState::Closed(steps.run.map(|mut run| {
+            run.at = RunAt::of(at);
+            Box::new(run)
+        }));
         for (k, row) in steps.rows {
             self.put(at[k], row);
         }
@@ -868,6 +1008,7 @@ impl RowsBuilder {
     pub fn finish(self) -> Rows {
         let RowsBuilder {
             plain,
+            plain_at,
             runs,
             mut cells,
             written,
@@ -918,6 +1059,7 @@ impl RowsBuilder {
         Rows {
             repr: Repr::Compact(Box::new(Compact {
                 plain,
+                plain_at,
                 runs,
                 cells,
                 built: OnceLock::new(),

@@ -888,6 +888,7 @@ fn views_read_their_row(view: Row<'_>, op: &OpResult) -> Result<(), TestCaseErro
     prop_assert_eq!(view.step(), op.step);
     prop_assert_eq!(view.layer(), op.layer);
     prop_assert_eq!(view.tensor(), &*op.tensor);
+    prop_assert_eq!(view.pair_class(), op.tensor.pair_class());
     prop_assert_eq!(view.nonfinite(), &*op.nonfinite);
     prop_assert_eq!(view.truth(), &*op.truth);
     prop_assert_eq!(bits(view.local_growth()), bits(op.local_growth));
@@ -986,4 +987,151 @@ fn a_run_closes_once() {
     };
     close(&mut b, &[0, 1]);
     close(&mut b, &[2, 3]);
+}
+
+/// A decode-like report's rows: probes of q/k projections and norms (and fillers between
+/// them) over steps `0..=steps`, step by step, each step's probes in an order of their own
+/// when `shuffle` is set (then a probe's steps are not evenly apart); some (probe, step)
+/// missing, some steps with a NaN (a row stored whole within its run), each probe's
+/// consecutive steps a run of one call or rows of their own (a run may start at step 0, the
+/// base's own name). Built with [`RowsBuilder`], as the CLI builds them.
+fn decode_like(seed: u64, steps: usize, layers: usize, fillers: usize, shuffle: bool) -> Rows {
+    let mut next = xorshift(seed);
+    let mut coin = move |p: f32| (next() + 4.0) / 8.0 < p;
+    let mut probes = Vec::new();
+    for l in 0..layers {
+        for op in ["q_proj", "k_proj"] {
+            probes.push(format!("model.layers.{l}.self_attn.{op}"));
+        }
+        for j in 0..fillers {
+            probes.push(format!("model.layers.{l}.self_attn.f{j}"));
+        }
+        for op in ["q_norm", "k_norm"] {
+            probes.push(format!("model.layers.{l}.self_attn.{op}"));
+        }
+        probes.push(format!("model.layers.{l}.mlp"));
+    }
+    probes.push("lm_head".to_string());
+    // Which (probe, step) is held, and the order of each step's probes.
+    let held: Vec<Vec<bool>> = probes
+        .iter()
+        .map(|_| (0..=steps).map(|_| !coin(0.1)).collect())
+        .collect();
+    let mut at = vec![vec![usize::MAX; steps + 1]; probes.len()];
+    let mut row = 0;
+    let mut rng = xorshift(seed ^ 0x9e37);
+    for s in 0..=steps {
+        let mut order: Vec<usize> = (0..probes.len()).collect();
+        if shuffle {
+            for i in (1..order.len()).rev() {
+                let j = ((rng() + 4.0) / 8.0 * (i + 1) as f32) as usize;
+                order.swap(i, j.min(i));
+            }
+        }
+        for p in order {
+            if held[p][s] {
+                at[p][s] = row;
+                row += 1;
+            }
+        }
+    }
+    let cfg = DiffConfig::default();
+    let n = 4;
+    let shape = [n];
+    let mut b = RowsBuilder::new(row);
+    let mut vals = xorshift(seed ^ 0x5555);
+    for (p, name) in probes.iter().enumerate() {
+        // Consecutive held steps.
+        let mut s = 0;
+        while s <= steps {
+            if !held[p][s] {
+                s += 1;
+                continue;
+            }
+            let from = s;
+            while s <= steps && held[p][s] {
+                s += 1;
+            }
+            let segment: Vec<usize> = (from..s).collect();
+            let mut r = Vec::new();
+            let mut o = Vec::new();
+            for _ in &segment {
+                let eps = [0.0, 1e-7, 1e-4, 1e-1][((vals() + 4.0) / 2.0) as usize % 4];
+                for _ in 0..n {
+                    let v = vals();
+                    r.push(v);
+                    o.push(v + eps * vals());
+                }
+                if coin(0.1) {
+                    let k = o.len() - 1;
+                    o[k] = f32::NAN;
+                }
+            }
+            let names: Vec<Name> = segment
+                .iter()
+                .map(|&s| Name::from(divergence_names_step(name, s)))
+                .collect();
+            let rows_at: Vec<usize> = segment.iter().map(|&s| at[p][s]).collect();
+            let side = |v: &[f32]| Side {
+                shape: &shape,
+                values: ValuesRef::F32(leak_f32(v)),
+                dtype: "float32",
+            };
+            if coin(0.7) {
+                b.put_run(
+                    &rows_at,
+                    compare_step_run(StepNames::Given(&names), side(&o), side(&r), &cfg),
+                );
+            } else {
+                for (k, name) in names.iter().enumerate() {
+                    let (o, r) = (&o[k * n..(k + 1) * n], &r[k * n..(k + 1) * n]);
+                    b.put(
+                        rows_at[k],
+                        compare(name, Some(side(o)), Some(side(r)), &cfg),
+                    );
+                }
+            }
+        }
+    }
+    b.finish()
+}
+
+/// `base@s`, or `base` for step 0.
+fn divergence_names_step(base: &str, s: usize) -> String {
+    if s == 0 {
+        base.to_string()
+    } else {
+        format!("{base}@{s}")
+    }
+}
+
+fn leak_f32(v: &[f32]) -> &'static [f32] {
+    Box::leak(v.to_vec().into_boxed_slice())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(96))]
+
+    /// `assemble`'s passes that work a run of decode steps at once (the amplification
+    /// section, ...) make the report they make of the same rows built: runs at strides and
+    /// not, projections near and far from their norms (fillers between), steps missing, steps
+    /// stored whole within their runs, runs from step 0, probes whose steps are rows.
+    #[test]
+    fn passes_over_runs_read_as_over_built_rows(
+        seed in any::<u64>(),
+        steps in 1usize..7,
+        layers in 1usize..3,
+        fillers in prop::sample::select(vec![0usize, 1, 20]),
+        shuffle in any::<bool>(),
+    ) {
+        let cfg = DiffConfig::default();
+        let ctx = || ReportContext::new("ours.npz", "ref.npz", OrderSource::RefMeta);
+        let rows = decode_like(seed, steps, layers, fillers, shuffle);
+        let built = Rows::from(rows.clone().into_vec());
+        prop_assert!(!rows.is_built());
+        let compact = assemble(rows, ctx(), &cfg);
+        let plain = assemble(built, ctx(), &cfg);
+        prop_assert_eq!(&compact.amplification, &plain.amplification);
+        prop_assert_eq!(compact, plain);
+    }
 }

@@ -204,6 +204,28 @@ pub struct Inputs<'a> {
     shift: usize,
 }
 
+/// A run of the order resolved by one resolution ([`Dataflow::spans`]).
+#[derive(Debug, Clone)]
+pub struct Span<'a> {
+    /// The probes of the run.
+    pub range: std::ops::Range<usize>,
+    table: Option<&'a Table>,
+}
+
+impl<'a> Span<'a> {
+    /// [`Dataflow::inputs`] of probe `i` of this span, without looking for its run (none for
+    /// a probe outside it).
+    pub fn inputs(&self, i: usize) -> Inputs<'a> {
+        match self.table {
+            Some(table) if self.range.contains(&i) => Inputs {
+                ids: table.inputs(i - self.range.start),
+                shift: self.range.start,
+            },
+            _ => Inputs { ids: &[], shift: 0 },
+        }
+    }
+}
+
 impl<'a> Inputs<'a> {
     /// The indices, ascending.
     pub fn iter(&self) -> impl DoubleEndedIterator<Item = usize> + ExactSizeIterator + 'a {
@@ -474,6 +496,30 @@ impl Dataflow {
         }
     }
 
+    /// The runs of the order that each read one resolution, ascending and back to back from 0
+    /// to `len` (past the probes, a span without inputs): for a pass over every probe that
+    /// reads each one's inputs without looking for its run ([`Span::inputs`] is
+    /// [`Dataflow::inputs`]).
+    pub fn spans(&self, len: usize) -> Vec<Span<'_>> {
+        let mut out: Vec<Span<'_>> = Vec::with_capacity(self.runs.len() + 1);
+        for (r, &(start, t)) in self.runs.iter().enumerate() {
+            let end = self.runs.get(r + 1).map_or(self.len, |&(next, _)| next);
+            out.push(Span {
+                range: start.min(len)..end.min(len),
+                table: self.tables.get(t),
+            });
+        }
+        let covered = out.last().map_or(0, |s| s.range.end);
+        if covered < len {
+            out.push(Span {
+                range: covered..len,
+                table: None,
+            });
+        }
+        out.retain(|s| !s.range.is_empty());
+        out
+    }
+
     /// True when probe `i`'s input is only a guess: the op before it in execution order (its
     /// name is not in the table, or nothing that feeds it was dumped).
     pub fn is_fallback(&self, i: usize) -> bool {
@@ -620,10 +666,27 @@ mod tests {
         ) {
             let df = Dataflow::new(&names);
             prop_assert_eq!(df.len(), names.len());
+            spans_read_as_inputs(&df, names.len() + 2);
             for i in 0..names.len() {
                 prop_assert!(df.inputs(i).iter().all(|j| j < names.len() && j != i));
             }
         }
+    }
+
+    /// The spans cover `0..len` back to back, and each gives its probes' inputs as
+    /// [`Dataflow::inputs`] does (none past the probes).
+    fn spans_read_as_inputs(df: &Dataflow, len: usize) {
+        let spans = df.spans(len);
+        let mut next = 0;
+        for span in &spans {
+            assert_eq!(span.range.start, next, "back to back");
+            assert!(!span.range.is_empty());
+            next = span.range.end;
+            for i in span.range.clone() {
+                assert_eq!(span.inputs(i).to_vec(), df.inputs(i).to_vec(), "probe {i}");
+            }
+        }
+        assert_eq!(next, len);
     }
 
     /// The probe order `scripts/dump_reference.py` writes for a 2-layer Qwen3.
@@ -745,6 +808,7 @@ mod tests {
         let resolved = |o: &[String]| {
             let df = Dataflow::new(o);
             assert_eq!(df.len(), o.len());
+            spans_read_as_inputs(&df, o.len() + 3);
             (0..o.len())
                 .map(|i| {
                     let inputs = df.inputs(i).iter().map(|j| o[j].clone());
