@@ -232,11 +232,14 @@ pub fn amplification<R: RowSource + ?Sized>(
                     let (kind, proj_base) = probe.as_ref()?;
                     let i = run.row_of(k)?;
                     let op = ops.row_at(i);
-                    // A step stored whole is one of the plain rows; step 0's name is its
-                    // base, which the row-by-name way reads as a name of its own.
-                    let step = run.first() + k;
-                    if !op.run().is_some_and(|r| std::ptr::eq(r, run)) || step == 0 {
+                    // A step stored whole is one of the plain rows. (A step kept compact is
+                    // never step 0, whose name is its base: read by name, were it one.)
+                    if !op.run().is_some_and(|r| std::ptr::eq(r, run)) {
                         return None;
+                    }
+                    let step = run.first() + k;
+                    if step == 0 {
+                        return one(i);
                     }
                     let layer = op.layer()?;
                     let proj_name = divergence_names::step_name(proj_base, step);
@@ -248,16 +251,7 @@ pub fn amplification<R: RowSource + ?Sized>(
                     Some((i, pair(op, proj, layer, *kind, proj_name, name)))
                 })
             });
-            // Step 0 of a run, done by name.
-            let zeros = parts.runs.par_iter().filter_map(|run| {
-                let i = run.row_of_step(0)?;
-                if run.first() == 0 && ops.row_at(i).run().is_some_and(|r| std::ptr::eq(r, run)) {
-                    one(i)
-                } else {
-                    None
-                }
-            });
-            plain.chain(steps).chain(zeros).collect()
+            plain.chain(steps).collect()
         }
     };
     rows.par_sort_unstable_by_key(|(i, _)| *i);

@@ -1021,6 +1021,8 @@ impl RowsBuilder {
         let runs: Vec<Option<StepRun>> = runs
             .into_iter()
             .map(|state| match state {
+                // Closed by `close_run`, which set its rows' indices (the passes that go run
+                // by run read a run's rows through them).
                 RunState::Closed(run) => run.map(|run| *run),
                 RunState::Open => None,
             })
