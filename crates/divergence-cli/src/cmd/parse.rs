@@ -51,9 +51,16 @@ pub fn steps(s: &str) -> Result<crate::cmd::steps::Selection, String> {
             },
         };
         let Some(run) = run else { return bad("") };
-        match runs.last() {
+        match runs.last_mut() {
             Some((_, None)) => return bad(" (a run without an end comes last)"),
-            Some(&(_, Some(hi))) if run.0 <= hi => return bad(" (runs in ascending order, apart)"),
+            Some(&mut (_, Some(hi))) if run.0 <= hi => {
+                return bad(" (runs in ascending order, apart)")
+            }
+            // A run right after the one before it is part of it: `0-4,5-6` is `0-6`.
+            Some((_, last @ Some(_))) if Some(run.0) == last.and_then(|hi| hi.checked_add(1)) => {
+                *last = run.1;
+                continue;
+            }
             _ => {}
         }
         if runs.len() == Selection::MAX_RUNS {
@@ -124,6 +131,15 @@ mod tests {
         assert_eq!(sel("0, 4-8,10-").as_deref(), Ok("0,4-8,10-"));
         assert_eq!(sel("3-").as_deref(), Ok("3-"));
         assert_eq!(sel("7-7").as_deref(), Ok("7"));
+        // Runs that meet are one.
+        assert_eq!(sel("0-4,5-6").as_deref(), Ok("0-6"));
+        assert_eq!(sel("1,2,3,7,8-").as_deref(), Ok("1-3,7-"));
+        assert_eq!(sel("0,1-4,6").as_deref(), Ok("0-4,6"));
+        let met: String = (0..=Selection::MAX_RUNS + 5)
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>()
+            .join(",");
+        assert_eq!(sel(&met), Ok(format!("0-{}", Selection::MAX_RUNS + 5)));
         let s = steps("0,4-8,10-").unwrap();
         let picked: Vec<usize> = (0..13).filter(|&i| s.contains(i)).collect();
         assert_eq!(picked, [0, 4, 5, 6, 7, 8, 10, 11, 12]);
