@@ -51,8 +51,13 @@ def test_a_clean_pair_passes_and_says_why_the_weights_have_no_slice(tmp_path):
     rc, rep = diff(*pair(tmp_path), "--prefill-vs-decode")
     assert rc == 0, rep["first_divergence"]
     # the order is the stepped run's, from its metadata (said "reference metadata" until
-    # 2026-12-03, found by a bad-input hunt)
-    assert rep["order_source"] == "ours_meta"
+    # 2026-12-03, found by a bad-input hunt), and the header says so
+    assert rep["order_source"] == "stepped_meta"
+    out = subprocess.run([BIN, "diff", *map(str, pair(tmp_path)), "--prefill-vs-decode",
+                          "--format", "table"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "order:     the stepped run's metadata" in out.stdout
+    assert "the reference has none" not in out.stdout
     rows = {o["name"]: o["status"] for o in rep["ops"]}
     assert rows["mlp_out@2"] == rows["mlp_out@1"] == "ok"
     # the weights fit at the last step only, whose cache is as long as the full prefill
@@ -71,10 +76,10 @@ def test_the_order_is_said_to_be_the_stepped_runs(tmp_path):
     del meta["order"]
     np.savez(b, **arrays, __meta__=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8))
     rc, rep = diff(a, b, "--prefill-vs-decode")
-    assert (rc, rep["order_source"]) == (0, "ours_file")
+    assert (rc, rep["order_source"]) == (0, "stepped_file")
     # the same under --steps, which plans again over the steps selected
     rc, rep = diff(*pair(tmp_path), "--prefill-vs-decode", "--steps", "1-2")
-    assert (rc, rep["order_source"]) == (0, "ours_meta")
+    assert (rc, rep["order_source"]) == (0, "stepped_meta")
 
 
 def test_a_step_of_another_shape_is_a_shape_mismatch(tmp_path):

@@ -168,6 +168,11 @@ pub enum OrderSource {
     Canonical,
     /// No order anywhere and no name the canonical order knows: natural sort of all names.
     NaturalSort,
+    /// `--prefill-vs-decode`: the stepped run's metadata `"order"` (the order its full
+    /// prefill's slices are compared in, by design).
+    SteppedMeta,
+    /// `--prefill-vs-decode`: the stepped run's file entry order (it records none).
+    SteppedFile,
 }
 
 impl OrderSource {
@@ -180,6 +185,8 @@ impl OrderSource {
             OrderSource::OursFile => "our file entry order (the reference's is lost)",
             OrderSource::Canonical => "canonical Llama-family forward order (no order recorded)",
             OrderSource::NaturalSort => "natural sort of names (no order recorded)",
+            OrderSource::SteppedMeta => "the stepped run's metadata",
+            OrderSource::SteppedFile => "the stepped run's file entry order (it records none)",
         }
     }
 }

@@ -386,9 +386,9 @@ pub fn pair<'a>(
         .map(|m| m.order.clone())
         .filter(|o| !o.is_empty());
     let order_source = if recorded.is_some() {
-        divergence_diff::OrderSource::OursMeta
+        divergence_diff::OrderSource::SteppedMeta
     } else {
-        divergence_diff::OrderSource::OursFile
+        divergence_diff::OrderSource::SteppedFile
     };
     let order: Vec<divergence_diff::Name> = recorded
         .unwrap_or_else(|| stepped.names().to_vec())
