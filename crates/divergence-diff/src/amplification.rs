@@ -234,7 +234,7 @@ pub fn amplification<R: RowSource + ?Sized>(
                     let op = ops.row_at(i);
                     // A step stored whole is one of the plain rows. (A step kept compact is
                     // never step 0, whose name is its base: read by name, were it one.)
-                    if !op.run().is_some_and(|r| std::ptr::eq(r, run)) {
+                    if !matches!(op, Row::Step(r, _, kk) if std::ptr::eq(r, run) && kk == k) {
                         return None;
                     }
                     let step = run.first() + k;
@@ -246,6 +246,9 @@ pub fn amplification<R: RowSource + ?Sized>(
                     let proj = projs
                         .and_then(|ps| ps.iter().find_map(|p| p.row_of_step(step)))
                         .map(|j| ops.row_at(j))
+                        // (a step of the run stored whole under a name of its own is not it:
+                        // found by a review)
+                        .filter(|p| p.is_named(&proj_name))
                         .or_else(|| proj_of(i, &proj_name))?;
                     let name = divergence_names::step_name(run.base(), step);
                     Some((i, pair(op, proj, layer, *kind, proj_name, name)))

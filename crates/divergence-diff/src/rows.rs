@@ -60,7 +60,7 @@ impl Default for Repr {
 #[derive(Clone)]
 struct Compact {
     plain: Vec<OpResult>,
-    /// The row index of each of `plain`.
+    /// The row index of each of `plain` (in `plain`'s order, not ascending).
     plain_at: Vec<u32>,
     runs: Vec<StepRun>,
     /// One per row, in execution order: the passes over every row read them front to back
@@ -264,7 +264,8 @@ impl StepRun {
 
     /// The row index of step `k` of the run (its step is [`StepRun::first`] `+ k`). The row
     /// is this run's step, or a row stored whole in its place (a step whose sums would not
-    /// rebuild it); either way it is named as the step.
+    /// rebuild it, or whose given name is not the run's `base@step`: such a row keeps its
+    /// own name).
     pub fn row_of(&self, k: usize) -> Option<usize> {
         self.at.get(k)
     }
@@ -329,7 +330,8 @@ pub trait RowSource: Sync {
 /// is a plain row (its `row_of` is that row, which [`Row::run`] says is none of the run's).
 #[derive(Clone, Copy)]
 pub struct Parts<'r> {
-    /// The index of each row stored whole, ascending.
+    /// The index of each row stored whole, in the order they were stored (not ascending: a
+    /// run's steps stored whole come when it is closed).
     pub plain: &'r [u32],
     /// The runs.
     pub runs: &'r [StepRun],

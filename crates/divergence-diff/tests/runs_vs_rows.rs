@@ -1,0 +1,263 @@
+//! The passes that go run by run over a compact report's decode steps read as the per-row
+//! algorithms they replaced, on the same compact rows: the amplification section against its
+//! per-row way (a `RowSource` that hides `parts()`), the growths against a copy of
+//! `local_growths` as it was before (9166a8c), on rows with several runs per probe, runs laid
+//! out in reverse step order, steps kept whole in a run's place under names that are not
+//! `base@s`, norms without projections or a layer. (Written by a review, 2026-12-03, which
+//! found a projection paired by its place in its run under another name.)
+use divergence_diff::amplification::{amplification, NormWeightGains};
+use divergence_diff::origin::{class_noise_floor, local_growths};
+use divergence_diff::rows::{Row, RowSource};
+use divergence_diff::*;
+use divergence_names::dataflow::Dataflow;
+use proptest::prelude::*;
+
+/// The rows without `parts()`: every pass takes its per-row way (the old algorithm).
+struct NoParts<'a>(&'a Rows);
+impl RowSource for NoParts<'_> {
+    fn row_count(&self) -> usize {
+        self.0.len()
+    }
+    fn row_at(&self, i: usize) -> Row<'_> {
+        self.0.row(i)
+    }
+}
+
+/// `local_growths` as of 9166a8c.
+fn old_growths(ops: &dyn RowSource, flow: &Dataflow, measure: Measure) -> Vec<Option<f64>> {
+    let len = ops.row_count();
+    (0..len)
+        .map(|i| {
+            let row = ops.row_at(i);
+            let own = measure.value(row)?;
+            let floor = match measure {
+                Measure::RelErr => class_noise_floor(row.tensor().pair_class()),
+                Measure::NoiseRatio => 1.0,
+            };
+            let inputs = flow.inputs(i);
+            let carried = if inputs.is_empty() {
+                0.0
+            } else {
+                inputs
+                    .iter()
+                    .filter_map(|j| (j < len).then(|| measure.value(ops.row_at(j))).flatten())
+                    .reduce(f64::max)?
+            };
+            Some(own / carried.max(floor)).filter(|g| g.is_finite())
+        })
+        .collect()
+}
+
+fn xorshift(seed: u64) -> impl FnMut() -> f64 {
+    let mut x = seed | 1;
+    move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        (x >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+const SHAPE: [usize; 1] = [4];
+fn side(v: &[f32]) -> Side<'static> {
+    Side {
+        shape: &SHAPE,
+        values: ValuesRef::F32(Box::leak(v.to_vec().into_boxed_slice())),
+        dtype: "float32",
+    }
+}
+
+struct Knobs {
+    steps: usize,
+    layers: usize,
+    fillers: usize,
+    shuffle: bool,
+    reverse: bool,
+    p_alias: f64,
+    p_split: f64,
+}
+
+fn build(seed: u64, k: &Knobs) -> Rows {
+    let mut rnd = xorshift(seed);
+    let mut probes = Vec::new();
+    for l in 0..k.layers {
+        let no_proj = rnd() < 0.2;
+        for op in ["q_proj", "k_proj"] {
+            if !no_proj {
+                probes.push(format!("model.layers.{l}.self_attn.{op}"));
+            }
+        }
+        for j in 0..k.fillers {
+            probes.push(format!("model.layers.{l}.self_attn.f{j}"));
+        }
+        for op in ["q_norm", "k_norm"] {
+            probes.push(format!("model.layers.{l}.self_attn.{op}"));
+        }
+        probes.push(format!("model.layers.{l}.mlp"));
+    }
+    probes.push("norm_without_layer.self_attn.k_norm".to_string());
+    probes.push("lm_head".to_string());
+    let held: Vec<Vec<bool>> = probes
+        .iter()
+        .map(|_| (0..=k.steps).map(|_| rnd() > 0.1).collect())
+        .collect();
+    let mut at = vec![vec![usize::MAX; k.steps + 1]; probes.len()];
+    let mut row = 0;
+    let step_order: Vec<usize> = if k.reverse {
+        (0..=k.steps).rev().collect()
+    } else {
+        (0..=k.steps).collect()
+    };
+    for &s in &step_order {
+        let mut order: Vec<usize> = (0..probes.len()).collect();
+        if k.shuffle {
+            for i in (1..order.len()).rev() {
+                let j = (rnd() * (i + 1) as f64) as usize;
+                order.swap(i, j.min(i));
+            }
+        }
+        for p in order {
+            if held[p][s] {
+                at[p][s] = row;
+                row += 1;
+            }
+        }
+    }
+    let cfg = DiffConfig::default();
+    let mut b = RowsBuilder::new(row);
+    let n = SHAPE[0];
+    for (p, name) in probes.iter().enumerate() {
+        let mut s = 0;
+        while s <= k.steps {
+            if !held[p][s] {
+                s += 1;
+                continue;
+            }
+            let from = s;
+            while s <= k.steps && held[p][s] && (s == from || rnd() > k.p_split) {
+                s += 1;
+            }
+            let segment: Vec<usize> = (from..s).collect();
+            let (mut o, mut r) = (Vec::new(), Vec::new());
+            for _ in &segment {
+                let eps = [0.0, 1e-7, 1e-4, 1e-1][(rnd() * 4.0) as usize % 4];
+                for _ in 0..n {
+                    let v = (rnd() * 8.0 - 4.0) as f32;
+                    r.push(v);
+                    o.push(v + (eps * (rnd() * 2.0 - 1.0)) as f32);
+                }
+                if rnd() < 0.1 {
+                    let last = o.len() - 1;
+                    o[last] = f32::NAN;
+                }
+            }
+            // Names as given to a run: now and then one that is not `base@s` (kept plain in
+            // the run's place): a leading zero, or another probe's name.
+            let names: Vec<Name> = segment
+                .iter()
+                .map(|&st| {
+                    let x = rnd();
+                    Name::from(if st > 0 && x < k.p_alias / 2.0 {
+                        format!("{name}@0{st}")
+                    } else if st > 0 && x < k.p_alias {
+                        format!("alias.{p}.{st}")
+                    } else if st == 0 {
+                        name.clone()
+                    } else {
+                        format!("{name}@{st}")
+                    })
+                })
+                .collect();
+            let rows_at: Vec<usize> = segment.iter().map(|&st| at[p][st]).collect();
+            if rnd() < 0.7 {
+                b.put_run(
+                    &rows_at,
+                    compare_step_run(StepNames::Given(&names), side(&o), side(&r), &cfg),
+                );
+            } else {
+                for (kk, nm) in names.iter().enumerate() {
+                    b.put(
+                        rows_at[kk],
+                        compare(
+                            nm,
+                            Some(side(&o[kk * n..(kk + 1) * n])),
+                            Some(side(&r[kk * n..(kk + 1) * n])),
+                            &cfg,
+                        ),
+                    );
+                }
+            }
+        }
+    }
+    b.finish()
+}
+
+fn check(rows: &Rows) -> Result<usize, TestCaseError> {
+    let mut gains = NormWeightGains::new();
+    gains.insert((0, QkKind::K), 3.0);
+    let new = amplification(rows, 2.0, &gains);
+    let old = amplification(&NoParts(rows), 2.0, &gains);
+    prop_assert_eq!(&new, &old);
+    let flow = Dataflow::of_steps(rows.len(), &|i| rows.row(i).split(), &|i| {
+        rows.row(i).name()
+    });
+    for m in [Measure::RelErr, Measure::NoiseRatio] {
+        let bits = |v: Vec<Option<f64>>| {
+            v.into_iter()
+                .map(|g| g.map(f64::to_bits))
+                .collect::<Vec<_>>()
+        };
+        prop_assert_eq!(
+            bits(local_growths(rows, &flow, m)),
+            bits(old_growths(&NoParts(rows), &flow, m))
+        );
+    }
+    // How many of the section's rows are compact steps (the run-by-run way).
+    Ok(new
+        .rows
+        .iter()
+        .filter(|a| {
+            (0..rows.len()).any(|i| rows.row(i).run().is_some() && rows.row(i).is_named(&a.norm))
+        })
+        .count())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+    #[test]
+    fn runs_read_as_the_old_per_row_algorithms(
+        seed in any::<u64>(),
+        steps in 1usize..8,
+        layers in 1usize..3,
+        fillers in prop::sample::select(vec![0usize, 1, 20]),
+        shuffle in any::<bool>(),
+        reverse in any::<bool>(),
+        p_alias in prop::sample::select(vec![0.0f64, 0.15]),
+        p_split in prop::sample::select(vec![0.0f64, 0.3]),
+    ) {
+        let rows = build(seed, &Knobs { steps, layers, fillers, shuffle, reverse, p_alias, p_split });
+        check(&rows)?;
+    }
+}
+
+/// The generator exercises the run-by-run way (not vacuous).
+#[test]
+fn compact_norm_steps_are_there() {
+    let mut total = 0;
+    for seed in 1..40u64 {
+        let rows = build(
+            seed,
+            &Knobs {
+                steps: 6,
+                layers: 2,
+                fillers: 1,
+                shuffle: seed % 2 == 0,
+                reverse: seed % 3 == 0,
+                p_alias: 0.0,
+                p_split: 0.3,
+            },
+        );
+        total += check(&rows).unwrap();
+    }
+    assert!(total > 100, "{total}");
+}
