@@ -167,3 +167,53 @@ def test_every_kv_cache_fault_is_found_where_it_enters(model, dt, fault, op, ste
     assert code == 1, f"{model[0]} {dt} {fault}: not found"
     assert where(r) == (f"{op}@{step}", step), (model[0], dt, fault, r["first_divergence"], r["origin"])
     assert steps[step]["first_divergence"] == f"{op}@{step}"
+
+
+def _bf16(x):
+    """`x` (float32) rounded to bfloat16, nearest even, kept as float32."""
+    import numpy as np
+
+    u = x.astype(np.float32).view(np.uint32).astype(np.uint64)
+    r = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16) << 16
+    return r.astype(np.uint32).view(np.float32)
+
+
+@pytest.mark.parametrize("dt", ["f32", "bf16"])
+def test_a_zero_keys_share_is_told_from_a_scale_per_head(model, dt):
+    """At one decode position, heads each scaled down read the same whether the attention went
+    partly to a zero key (`decode-mask`) or each head's output was scaled by a factor of its own:
+    the later steps tell them apart (docs/hints.md, `attention_spread`). `decode-mask` is never
+    called a `scale` (in f32 its factors are seen to move); our clean decode with layer 0's heads
+    scaled by fixed factors at every step (rounded to bf16 in bf16) is a `scale`, not an
+    `attention_spread`."""
+    import numpy as np
+
+    name, _mdir, _ids, refs, d, changes = model
+    attn = "model.layers.0.self_attn.attn_out"
+    code, r = run_and_diff(model, dt, "decode-mask", False)
+    spread = [h for h in r["hints"] if h["op"].startswith(attn + "@")]
+    assert all(h["code"] != "scale" for h in spread), (name, dt, r["hints"])
+    if dt == "f32":
+        assert any(h["code"] == "attention_spread" and "moved_at_step" in h["evidence"]
+                   for h in spread), (name, dt, r["hints"])
+    # our clean decode, layer 0's heads scaled
+    run_and_diff(model, dt, "-", False)
+    clean = d / f"ours.decode.{dt}.-.npz"
+    with np.load(clean) as z:
+        arrays = {k: z[k] for k in z.files}
+    key = attn + "@steps"
+    assert key in arrays, sorted(arrays)[:8]
+    heads, hd = changes["num_attention_heads"], changes["head_dim"]
+    factors = np.repeat(np.linspace(0.90, 0.97, heads).astype(np.float32), hd)
+    scaled = arrays[key].astype(np.float32) * factors
+    arrays[key] = (_bf16(scaled) if dt == "bf16" else scaled).astype(arrays[key].dtype)
+    ours = d / f"ours.decode.{dt}.headscale.npz"
+    np.savez(ours, **arrays)
+    ref, _ = refs["decode", dt]
+    p = subprocess.run([str(BIN), "diff", str(ours), str(ref), "--format", "json"],
+                       capture_output=True, text=True)
+    assert p.returncode == 1, (name, dt, p.stderr)
+    r = json.loads(p.stdout)
+    assert r["first_divergence"]["name"] == attn + "@1", (name, dt, r["first_divergence"])
+    codes = [h["code"] for h in r["hints"] if h["op"] == attn + "@1"]
+    assert codes == ["scale"], (name, dt, r["hints"])

@@ -266,7 +266,8 @@ fn every_kv_cache_fault_is_found_where_it_enters_with_the_prefill_clean() {
                 "cache-pre-norm" => Some(("cache_stage", "k_proj@1 rotated")),
                 f if f.starts_with("cache-overwrite") => Some(("zeros", "never written")),
                 f if f.starts_with("cache-dtype") => Some(("rounding", "bfloat16")),
-                "decode-mask" => Some(("attention_spread", "not written yet")),
+                // (the next steps tell the zero key from a fixed scale per head)
+                "decode-mask" => Some(("attention_spread", "a zero key's share moves as the cache grows")),
                 _ => None,
             };
             match want {

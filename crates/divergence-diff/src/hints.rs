@@ -1292,19 +1292,25 @@ fn zeros(name: &str, o: &[f64], r: &[f64]) -> Option<Hint> {
     })
 }
 
-/// `attention_spread`: at `attn_out` (`[.., T, heads * head_dim]`), every (position, head) of
-/// ours is the reference's times a factor `c = <o, r> / <r, r>` with a residual within 4 unit
-/// roundoffs of the coarser dtype, and at least 1e-5 (a pure scale), no factor above 1 + 1e-3, one at least below
-/// 1 - 5e-3, and the factors not all one (a single scale is `scale`'s): the softmax's weights
-/// went partly to keys whose values are zero, a different share per head. A decode step that
-/// attends to a cache slot not written yet (zeros; `decode-mask`) does exactly this.
-fn attention_spread(
+/// Each head's factor `c = <o, r> / <r, r>` at every position of an `attn_out` tensor
+/// (`[.., T, heads * head_dim]`), `[head][position]`, with the factor's own noise
+/// (`‖o − c·r‖ / (‖r‖ √head_dim)`, what the residual moves it by), and the coarser dtype's unit
+/// roundoff; `None` unless every (position, head) is a pure scale: a residual within 4 unit
+/// roundoffs, and at least 1e-5, of `‖c·r‖` (positions whose reference is all zeros are left
+/// out).
+struct HeadFactors {
+    c: Vec<Vec<f64>>,
+    noise: Vec<Vec<f64>>,
+    u: f64,
+}
+
+fn head_factors(
     subject: &Subject<'_>,
     o: &[f64],
     r: &[f64],
     shape: &ModelShape,
-) -> Option<Hint> {
-    if Op::of(subject.name) != Op::AttnOut {
+) -> Option<HeadFactors> {
+    if Op::of(subject.name) != Op::AttnOut || o.len() != r.len() {
         return None;
     }
     let hd = shape.head_dim.or_else(|| {
@@ -1316,12 +1322,13 @@ fn attention_spread(
     }
     let u = unit_roundoff(DTypeClass::of(subject.reference.dtype))
         .max(unit_roundoff(DTypeClass::of(subject.ours.dtype)));
-    // (position, head) chunks in order: a head's factor at each position, for the check below.
+    // (position, head) chunks in order: a head's factor at each position.
     let heads = shape
         .heads
         .filter(|&h| h > 0 && o.len().is_multiple_of(h * hd))
         .unwrap_or(o.len() / hd);
-    let mut per_head: Vec<Vec<f64>> = vec![Vec::new(); heads];
+    let mut c_of: Vec<Vec<f64>> = vec![Vec::new(); heads];
+    let mut noise_of: Vec<Vec<f64>> = vec![Vec::new(); heads];
     for (k, (a, b)) in o.chunks_exact(hd).zip(r.chunks_exact(hd)).enumerate() {
         let bb: f64 = b.iter().map(|x| x * x).sum();
         if bb == 0.0 {
@@ -1338,13 +1345,40 @@ fn attention_spread(
         if !(c.is_finite() && resid <= (4.0 * u).max(1e-5) * (c * c * bb).sqrt()) {
             return None;
         }
-        per_head[k % heads].push(c);
+        c_of[k % heads].push(c);
+        noise_of[k % heads].push(resid / (bb.sqrt() * (hd as f64).sqrt()));
     }
-    let span = |f: &mut dyn Iterator<Item = f64>| {
-        f.fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), c| {
-            (l.min(c), h.max(c))
-        })
-    };
+    Some(HeadFactors {
+        c: c_of,
+        noise: noise_of,
+        u,
+    })
+}
+
+/// The smallest and largest of `f`.
+fn span(f: &mut dyn Iterator<Item = f64>) -> (f64, f64) {
+    f.fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), c| {
+        (l.min(c), h.max(c))
+    })
+}
+
+/// The message of [`attention_spread`] before its last words, and those words: the other
+/// reading, which [`spread_across_steps`] may settle.
+const SPREAD_OTHER: &str = ", or each head's output is scaled";
+
+/// `attention_spread`: at `attn_out` (`[.., T, heads * head_dim]`), every (position, head) of
+/// ours is the reference's times a factor `c = <o, r> / <r, r>` with a residual within 4 unit
+/// roundoffs of the coarser dtype, and at least 1e-5 (a pure scale), no factor above 1 + 1e-3, one at least below
+/// 1 - 5e-3, and the factors not all one (a single scale is `scale`'s): the softmax's weights
+/// went partly to keys whose values are zero, a different share per head. A decode step that
+/// attends to a cache slot not written yet (zeros; `decode-mask`) does exactly this.
+fn attention_spread(
+    subject: &Subject<'_>,
+    o: &[f64],
+    r: &[f64],
+    shape: &ModelShape,
+) -> Option<Hint> {
+    let HeadFactors { c: per_head, u, .. } = head_factors(subject, o, r, shape)?;
     let (lo, hi) = span(&mut per_head.iter().flatten().copied());
     // Scaled down beyond the dtype's noise (a long prompt's one extra key: 0.9985, found by a
     // held-out check), never up, and by factors that differ beyond it (one factor for all is
@@ -1375,13 +1409,122 @@ fn attention_spread(
         format!(
             "every head is the reference's scaled down, by {} to {} (a pure scale each): the \
              attention's weights went partly to keys whose values are zero (a decode step that \
-             sees a cache slot not written yet, zero padding in the keys), or each head's output \
-             is scaled",
+             sees a cache slot not written yet, zero padding in the keys){SPREAD_OTHER}",
             round3(lo),
             round3(hi)
         ),
         &[("min_factor", lo), ("max_factor", hi)],
     ))
+}
+
+/// Later decode steps [`spread_across_steps`] reads: a zero key's share moves within a few
+/// steps (the tiny fixture's `decode-mask` in bf16: a head's factor 0.980, 0.980, 0.987, 0.997
+/// at steps 1 to 4).
+pub const SPREAD_STEPS: usize = 3;
+
+/// An `attention_spread` at one decode step (one position, where a head scaled by a factor of
+/// its own reads the same) read again with the same probe at later steps (`later`, steps
+/// after `hint`'s, in order; at most [`SPREAD_STEPS`] are read), whose every head must be a
+/// pure scale too. Some head's factor moved at a later step, by more than four times the two
+/// factors' noise (from their residuals) and more than the dtype's noise that
+/// `attention_spread` itself needs (2 unit roundoffs, at least 1e-4): a zero key's share,
+/// which moves as the cache grows and the query changes; the message says so instead of
+/// naming the other reading. Every head kept its factor at two later steps or more, within four
+/// times that noise and one unit roundoff (at least 1e-6, what two f32 implementations' scale
+/// differs by): a fixed factor per head; the hint becomes `scale`. Anything between, or fewer
+/// steps, or a step that is no pure scale, leaves the hint as it is.
+pub fn spread_across_steps(
+    hint_: &mut Hint,
+    now: &Subject<'_>,
+    later: &[Subject<'_>],
+    shape: &ModelShape,
+) {
+    if hint_.code != HintCode::AttentionSpread || hint_.op != now.name {
+        return;
+    }
+    let factors = |s: &Subject<'_>| {
+        let (o, r) = (values(&s.ours), values(&s.reference));
+        head_factors(s, &o, &r, shape)
+    };
+    // One position: a factor per head, with its noise; and the dtype's unit roundoff.
+    let one = |f: HeadFactors| -> Option<(Vec<(f64, f64)>, f64)> {
+        let heads =
+            f.c.iter()
+                .zip(&f.noise)
+                .map(|(c, n)| match (c.as_slice(), n.as_slice()) {
+                    ([c], [n]) => Some((*c, *n)),
+                    _ => None,
+                })
+                .collect::<Option<Vec<_>>>()?;
+        Some((heads, f.u))
+    };
+    let Some((base, u)) = factors(now).and_then(one) else {
+        return;
+    };
+    let mut same = 0;
+    let mut unsure = false;
+    for s in later.iter().take(SPREAD_STEPS) {
+        let Some((at, _)) = factors(s)
+            .and_then(one)
+            .filter(|(f, _)| f.len() == base.len())
+        else {
+            break;
+        };
+        let mut all_same = true;
+        // The head that moved most, of those that moved.
+        let mut moved: Option<(usize, f64, f64)> = None;
+        for (h, (&(c0, n0), &(c1, n1))) in base.iter().zip(&at).enumerate() {
+            let (d, c) = ((c1 - c0).abs(), c0.abs().max(c1.abs()));
+            let resid = 4.0 * n0.hypot(n1);
+            if d > resid.max((2.0 * u).max(1e-4) * c)
+                && moved.is_none_or(|(_, a, b)| d > (b - a).abs())
+            {
+                moved = Some((h, c0, c1));
+            }
+            all_same &= d <= resid.max(u.max(1e-6) * c);
+        }
+        if let Some((h, c0, c1)) = moved {
+            let step = divergence_names::split_step(s.name).1;
+            if let Some(stem) = hint_.message.strip_suffix(SPREAD_OTHER) {
+                hint_.message = format!(
+                    "{stem}; at step {step} head {h} is scaled by {c1:.4} (here {c0:.4}): a \
+                     zero key's share moves as the cache grows, a fixed scale per head does not"
+                );
+            }
+            hint_
+                .evidence
+                .insert("moved_at_step".to_string(), step as f64);
+            return;
+        }
+        if all_same {
+            same += 1;
+        } else {
+            unsure = true;
+        }
+    }
+    if same >= 2 && !unsure {
+        let (lo, hi) = span(&mut base.iter().map(|&(c, _)| c));
+        let last = later
+            .get(same - 1)
+            .map_or(0, |s| divergence_names::split_step(s.name).1);
+        *hint_ = hint(
+            HintCode::Scale,
+            now.name,
+            format!(
+                "each head is the reference's scaled by a factor of its own, {} to {}, the same \
+                 at every step to step {last} (within the factors' noise): a scale per head, \
+                 not attention to keys whose values are zero (their share moves from step to \
+                 step)",
+                round3(lo),
+                round3(hi)
+            ),
+            &[
+                ("min_factor", lo),
+                ("max_factor", hi),
+                ("same_through_step", last as f64),
+            ],
+        );
+    }
 }
 
 /// The probes [`diagnose_decode`] tests: those that depend on the position (`rotary_emb`,
@@ -1942,6 +2085,98 @@ mod tests {
         );
         let constant = by([0.99, 0.97, 0.96, 0.995, 0.99, 0.97, 0.96, 0.995]);
         assert!(!codes(&diagnose(&at2(constant), &SHAPE)).contains(&"attention_spread"));
+    }
+
+    /// One decode position read with the next steps ([`spread_across_steps`]): factors that
+    /// move make the zero keys' reading the only one; factors kept at two steps or more, a
+    /// scale per head; fewer steps, factors in between, or a step that is no pure scale leave
+    /// the hint as it was.
+    #[test]
+    fn later_steps_tell_a_zero_keys_share_from_a_scale_per_head() {
+        const SHAPE_1: [usize; 3] = [1, 1, 4 * 8];
+        let shape: &'static [usize] = &SHAPE_1;
+        let leak = |v: Vec<f64>| -> &'static [f64] { v.leak() };
+        // Each step's reference its own values; ours each head's times its factor at the step.
+        let step = |k: u64, f: [f64; 4], dtype: &'static str| -> Subject<'static> {
+            let r = data(32, 20 + k);
+            let o = leak(r.iter().enumerate().map(|(i, x)| x * f[i / 8]).collect());
+            let name: &'static str =
+                Box::leak(format!("model.layers.0.self_attn.attn_out@{k}").into_boxed_str());
+            Subject {
+                name,
+                ours: side(shape, o, dtype),
+                reference: side(shape, leak(r), dtype),
+                inputs: Vec::new(),
+                weight: None,
+            }
+        };
+        let read = |f: &[[f64; 4]], dtype: &'static str| -> Hint {
+            let now = step(1, f[0], dtype);
+            let later: Vec<Subject<'_>> = (1..f.len())
+                .map(|k| step(k as u64 + 1, f[k], dtype))
+                .collect();
+            let mut h = diagnose(&now, &SHAPE);
+            assert_eq!(codes(&h), ["attention_spread"], "{f:?}");
+            let mut h = h.remove(0);
+            spread_across_steps(&mut h, &now, &later, &SHAPE);
+            h
+        };
+        let first = [0.99, 0.978, 0.963, 0.995];
+        // a zero key's share, another at step 2
+        let h = read(&[first, [0.991, 0.98, 0.963, 0.994]], "float32");
+        assert_eq!(h.code, HintCode::AttentionSpread);
+        assert!(
+            h.message
+                .contains("at step 2 head 1 is scaled by 0.9800 (here 0.9780)"),
+            "{}",
+            h.message
+        );
+        assert!(!h.message.contains(SPREAD_OTHER), "{}", h.message);
+        assert_eq!(h.evidence.get("moved_at_step"), Some(&2.0));
+        // in bf16 a move between one and two unit roundoffs (0.006: neither kept nor moved
+        // beyond the dtype's noise) says nothing; a larger one at a later step does
+        let small = [0.99, 0.984, 0.963, 0.995];
+        let h = read(&[first, small, small], "bfloat16");
+        assert_eq!(h.code, HintCode::AttentionSpread);
+        assert!(h.message.ends_with(SPREAD_OTHER), "{}", h.message);
+        let h = read(&[first, small, [0.99, 0.995, 0.963, 0.995]], "bfloat16");
+        assert_eq!(h.evidence.get("moved_at_step"), Some(&3.0));
+        // and a move under one unit roundoff is the same factor in bf16 (its rounding)
+        let kept = [0.99, 0.981, 0.963, 0.995];
+        assert_eq!(read(&[first, kept, kept], "bfloat16").code, HintCode::Scale);
+        // one factor per head at every step: a scale per head, through the last step read
+        let h = read(&[first, first, first, first, first], "float32");
+        assert_eq!(h.code, HintCode::Scale);
+        assert!(
+            h.message
+                .contains("0.963 to 0.995, the same at every step to step 4"),
+            "{}",
+            h.message
+        );
+        assert_eq!(h.evidence.get("same_through_step"), Some(&4.0));
+        // one later step only: either reading
+        let h = read(&[first, first], "float32");
+        assert_eq!(h.code, HintCode::AttentionSpread);
+        assert!(h.message.ends_with(SPREAD_OTHER));
+        // a later step that is no pure scale ends the reading there
+        let now = step(1, first, "float32");
+        let mut noisy = step(2, first, "float32");
+        noisy.ours.values = ValuesRef::F64(leak(
+            values(&noisy.ours)
+                .iter()
+                .zip(data(32, 5))
+                .map(|(x, n)| x + 0.05 * n)
+                .collect(),
+        ));
+        let mut h = diagnose(&now, &SHAPE).remove(0);
+        spread_across_steps(
+            &mut h,
+            &now,
+            &[noisy, step(3, first, "float32"), step(4, first, "float32")],
+            &SHAPE,
+        );
+        assert_eq!(h.code, HintCode::AttentionSpread);
+        assert!(h.message.ends_with(SPREAD_OTHER));
     }
 
     #[test]

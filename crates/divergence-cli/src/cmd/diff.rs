@@ -972,6 +972,11 @@ fn diagnosis(
     };
     let read = read_whole;
     let mut out = Vec::new();
+    // Under --steps, the steps past the selection may have been fed other tokens: the decode
+    // hints read none past the last one both sides were fed the same tokens for (a review: the
+    // last step selected cut the hint of a pair fed the same tokens, `--steps 1`).
+    let through = crate::cmd::steps::same_tokens_through(ours, reference);
+    let fed_alike = |s: usize| through.is_none_or(|t| s <= t);
     // A first divergence in a decode step: its profile runs across the steps.
     let mut profile = steps_profile(report, plan, ours, reference, prompt_len);
     let across_steps = profile.is_some();
@@ -1013,13 +1018,36 @@ fn diagnosis(
                 dtype: "float32",
             }),
         };
-        out.extend(divergence_diff::diagnose(&subject, &shape));
+        for mut hint in divergence_diff::diagnose(&subject, &shape) {
+            // Heads scaled down at one decode step: the same probe at the next steps tells a
+            // zero key's moving share from a fixed scale per head.
+            let (base, step) = divergence_names::split_step(&name);
+            if hint.code == divergence_diff::HintCode::AttentionSpread && step > 0 {
+                let reads: Vec<_> = (1..=divergence_diff::hints::SPREAD_STEPS)
+                    .map(|d| step.saturating_add(d))
+                    .take_while(|&t| fed_alike(t))
+                    .map(|t| divergence_names::step_name(base, t))
+                    .map_while(|n| {
+                        let o = read(ours, plan.ours_name(&n))?;
+                        let r = read(reference, &n)?;
+                        Some((n, o, r))
+                    })
+                    .collect();
+                let later: Vec<divergence_diff::Subject<'_>> = reads
+                    .iter()
+                    .map(|(n, o, r)| divergence_diff::Subject {
+                        name: n,
+                        ours: side(o),
+                        reference: side(r),
+                        inputs: Vec::new(),
+                        weight: None,
+                    })
+                    .collect();
+                divergence_diff::hints::spread_across_steps(&mut hint, &subject, &later, &shape);
+            }
+            out.push(hint);
+        }
     }
-    // Under --steps, the steps past the selection may have been fed other tokens: the decode
-    // hints read none past the last one both sides were fed the same tokens for (a review: the
-    // last step selected cut the hint of a pair fed the same tokens, `--steps 1`).
-    let through = crate::cmd::steps::same_tokens_through(ours, reference);
-    let fed_alike = |s: usize| through.is_none_or(|t| s <= t);
     out.extend(decode_hints(report, plan, (ours, reference), &fed_alike));
     (out, profile)
 }
