@@ -109,16 +109,14 @@ pub fn local_growths<R: RowSource + ?Sized>(
     measure: Measure,
 ) -> Vec<Option<f64>> {
     let len = ops.row_count();
-    // Each row's error once: a row is an input of one to three others, and a decode step's
-    // error is worked out from its sums each time it is read (~150,000 rows).
-    let values: Vec<Option<f64>> = (0..len)
-        .into_par_iter()
-        .with_min_len(4096)
-        .map(|i| measure.value(ops.row_at(i)))
-        .collect();
     // Span by span of the dataflow (a decode step each), in pieces: each row's inputs read
-    // without looking for its span.
+    // without looking for its span, and each row's error worked out once (a decode step's
+    // from its sums, ~150,000 of them; a row is an input of one to three others) into the
+    // piece's own window, which reaches a few rows back (inputs are nearly always the rows
+    // just before); an input outside it is worked out where it is read. No vector of every
+    // row's error: 2.4 MB for a 256-step decode.
     const PIECE: usize = 4096;
+    const BACK: usize = 64;
     let spans = flow.spans(len);
     let pieces: Vec<(&Span<'_>, std::ops::Range<usize>)> = spans
         .iter()
@@ -129,12 +127,18 @@ pub fn local_growths<R: RowSource + ?Sized>(
                 .map(move |a| (span, a..(a + PIECE).min(span.range.end)))
         })
         .collect();
+    let value = |j: usize| (j < len).then(|| measure.value(ops.row_at(j))).flatten();
     pieces
         .par_iter()
         .flat_map_iter(|(span, rows)| {
-            let values = &values;
+            let from = rows.start.saturating_sub(BACK);
+            let window: Vec<Option<f64>> = (from..rows.end).map(value).collect();
+            let at = move |j: usize| match j.checked_sub(from) {
+                Some(k) if k < window.len() => window[k],
+                _ => value(j),
+            };
             rows.clone().map(move |i| {
-                let own = values[i]?;
+                let own = at(i)?;
                 let floor = measure.floor(ops.row_at(i));
                 let inputs = span.inputs(i);
                 let carried = if inputs.is_empty() {
@@ -142,10 +146,7 @@ pub fn local_growths<R: RowSource + ?Sized>(
                 } else {
                     // Inputs without an error (one side only, unreadable) say nothing; when
                     // none has one, the growth is unknown.
-                    inputs
-                        .iter()
-                        .filter_map(|j| values.get(j).copied().flatten())
-                        .reduce(f64::max)?
+                    inputs.iter().filter_map(&at).reduce(f64::max)?
                 };
                 Some(own / carried.max(floor)).filter(|g| g.is_finite())
             })
