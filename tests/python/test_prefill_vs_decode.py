@@ -82,6 +82,34 @@ def test_the_order_is_said_to_be_the_stepped_runs(tmp_path):
     assert (rc, rep["order_source"]) == (0, "stepped_meta")
 
 
+def test_a_safetensors_stepped_run_without_an_order_goes_in_forward_order(tmp_path):
+    # its writer sorts the names: `lm_head` (downstream of everything) would come first and be
+    # "the first divergence" (found by a bad-input hunt); the canonical forward order puts the
+    # embeddings first, step by step, and says so
+    from safetensors.numpy import save_file
+
+    rng = np.random.default_rng(2)
+    logits = rng.standard_normal((1, T, 5)).astype(np.float32)
+    a, b = pair(tmp_path, full_extra={"lm_head": logits})
+    with np.load(b) as z:
+        stepped = {k: np.ascontiguousarray(z[k]) for k in z.files if k != "__meta__"}
+    stepped["lm_head"] = logits[:, :PRE].copy()
+    for s in (1, 2):
+        stepped[f"lm_head@{s}"] = logits[:, PRE + s - 1:PRE + s].copy()
+    # an error from step 1's embeddings on, carried to its logits
+    stepped["model.embed_tokens@1"] = stepped["model.embed_tokens@1"] + 0.5
+    stepped["lm_head@1"] = stepped["lm_head@1"] + 0.5
+    st = tmp_path / "stepped.safetensors"
+    save_file(stepped, str(st))
+    rc, rep = diff(a, st, "--prefill-vs-decode")
+    assert rc == 1, rep["warnings"]
+    assert rep["order_source"] == "canonical"
+    assert rep["first_divergence"]["name"] == "model.embed_tokens@1", rep["first_divergence"]
+    assert any("no recorded order" in w and "canonical forward order" in w for w in rep["warnings"])
+    steps = [o["step"] for o in rep["ops"]]
+    assert steps == sorted(steps)
+
+
 def test_a_step_of_another_shape_is_a_shape_mismatch(tmp_path):
     wide = lambda v: np.concatenate([v, v], -1)  # noqa: E731  (hidden 16 at step 2 only)
     rc, rep = diff(*pair(tmp_path, step2=wide), "--prefill-vs-decode")

@@ -1463,10 +1463,19 @@ pub fn spread_across_steps(
     };
     let mut same = 0;
     let mut unsure = false;
+    let size = (now.ours.values.len(), now.reference.values.len());
+    let top = 1.0 + u.max(1e-5);
     for s in later.iter().take(SPREAD_STEPS) {
+        // A step of another size is read no further (nor converted: it may be large); one
+        // whose factors a zero key's share cannot give (none above 1 + u, none at or below
+        // 0: a hunt gave all zeros, -1 and 1.5) is not this reading either way.
+        if (s.ours.values.len(), s.reference.values.len()) != size {
+            break;
+        }
         let Some((at, _)) = factors(s)
             .and_then(one)
             .filter(|(f, _)| f.len() == base.len())
+            .filter(|(f, _)| f.iter().all(|&(c, _)| c > 0.0 && c <= top))
         else {
             break;
         };
@@ -2154,6 +2163,12 @@ mod tests {
             h.message
         );
         assert_eq!(h.evidence.get("same_through_step"), Some(&4.0));
+        // a later step whose factors no zero key gives (zero, negative, above one): no reading
+        for odd in [[0.0; 4], [-1.0; 4], [1.5, 0.978, 0.963, 0.995]] {
+            let h = read(&[first, odd, odd, odd], "float32");
+            assert_eq!(h.code, HintCode::AttentionSpread, "{odd:?}");
+            assert!(h.message.ends_with(SPREAD_OTHER), "{odd:?}: {}", h.message);
+        }
         // one later step only: either reading
         let h = read(&[first, first], "float32");
         assert_eq!(h.code, HintCode::AttentionSpread);

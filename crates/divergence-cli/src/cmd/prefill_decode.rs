@@ -385,16 +385,34 @@ pub fn pair<'a>(
         .meta()
         .map(|m| m.order.clone())
         .filter(|o| !o.is_empty());
+    // A safetensors file without our metadata keeps no order (its writer sorts the names): the
+    // probes go in the canonical forward order, step by step, as a plain diff does (a
+    // bad-input hunt: `lm_head` sorted first was "the first divergence").
+    let lost = recorded.is_none() && stepped.format() == divergence_dump::Format::Safetensors;
     let order_source = if recorded.is_some() {
         divergence_diff::OrderSource::SteppedMeta
+    } else if lost {
+        divergence_diff::OrderSource::Canonical
     } else {
         divergence_diff::OrderSource::SteppedFile
     };
-    let order: Vec<divergence_diff::Name> = recorded
+    let mut order: Vec<divergence_diff::Name> = recorded
         .unwrap_or_else(|| stepped.names().to_vec())
         .into_iter()
         .filter(|n| sliced.contains(&**n))
         .collect();
+    if lost {
+        order.sort_by(|a, b| {
+            split_step(a)
+                .1
+                .cmp(&split_step(b).1)
+                .then_with(|| divergence_names::dataflow::canonical_cmp(a, b))
+        });
+        warnings.push(format!(
+            "{} has no recorded order (safetensors without metadata): its probes are compared in the canonical forward order, step by step",
+            divergence_names::one_line(&stepped_path.display().to_string())
+        ));
+    }
     let order = with_missing(order, extra);
     let notes = vec![format!(
             "prefill-vs-decode: {} (a prefill of {t_pre} tokens + {k} decode steps) against {} (one prefill of {t_full} tokens), position by position: step 0 = positions 0 to {}, step s = position {t_pre} + s - 1",
