@@ -217,3 +217,19 @@ def test_a_zero_keys_share_is_told_from_a_scale_per_head(model, dt):
     assert r["first_divergence"]["name"] == attn + "@1", (name, dt, r["first_divergence"])
     codes = [h["code"] for h in r["hints"] if h["op"] == attn + "@1"]
     assert codes == ["scale"], (name, dt, r["hints"])
+    # the same with ours' names without `model.` (paired by that prefix) and --steps 0-1: the
+    # later steps, which the plan does not hold, are read under ours' names all the same (a
+    # bad-input hunt found them not read)
+    meta = json.loads(bytes(arrays.pop("__meta__")))
+    meta["order"] = [n.removeprefix("model.") for n in meta.get("order", [])]
+    bare = {k.removeprefix("model."): v for k, v in arrays.items()}
+    bare["__meta__"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    ours_bare = d / f"ours.decode.{dt}.headscale-bare.npz"
+    np.savez(ours_bare, **bare)
+    p = subprocess.run([str(BIN), "diff", str(ours_bare), str(ref), "--format", "json", "--steps", "0-1"],
+                       capture_output=True, text=True)
+    assert p.returncode == 1, (name, dt, p.stderr)
+    r = json.loads(p.stdout)
+    assert r["first_divergence"]["name"] == attn + "@1", (name, dt, r["first_divergence"])
+    codes = [h["code"] for h in r["hints"] if h["op"] == attn + "@1"]
+    assert codes == ["scale"], (name, dt, r["hints"])

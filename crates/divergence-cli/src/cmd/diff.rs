@@ -1026,9 +1026,9 @@ fn diagnosis(
                 let reads: Vec<_> = (1..=divergence_diff::hints::SPREAD_STEPS)
                     .map(|d| step.saturating_add(d))
                     .take_while(|&t| fed_alike(t))
-                    .map(|t| divergence_names::step_name(base, t))
-                    .map_while(|n| {
-                        let o = read(ours, plan.ours_name(&n))?;
+                    .map_while(|t| {
+                        let n = divergence_names::step_name(base, t);
+                        let o = read(ours, &ours_step_name(plan, &name, t))?;
                         let r = read(reference, &n)?;
                         Some((n, o, r))
                     })
@@ -1050,6 +1050,22 @@ fn diagnosis(
     }
     out.extend(decode_hints(report, plan, (ours, reference), &fed_alike));
     (out, profile)
+}
+
+/// Ours' name of the probe of row `name` (a decode step's, `base@s`) at `step`: the plan's
+/// renaming of that step's row where it has one, else ours' name of `name` at `step` (the
+/// plan renames only the rows it holds: under `--steps`, a step left out has none, and a
+/// dump whose names differ by a prefix read none of them, found by a bad-input hunt).
+fn ours_step_name(plan: &divergence_diff::OrderPlan, name: &str, step: usize) -> String {
+    let (base, _) = divergence_names::split_step(name);
+    let row = divergence_names::step_name(base, step);
+    match plan.ours_name(&row) {
+        renamed if renamed != row => renamed.to_string(),
+        _ => {
+            let (ours_base, _) = divergence_names::split_step(plan.ours_name(name));
+            divergence_names::step_name(ours_base, step)
+        }
+    }
 }
 
 /// The decode fingerprints ([`divergence_diff::diagnose_decode`]) of a first divergence in a
@@ -1075,7 +1091,7 @@ fn decode_hints(
     // Only steps both sides were fed the same tokens for are read (`fed_alike`).
     let ours_at = |step: usize| {
         fed_alike(step)
-            .then(|| read_whole(ours, plan.ours_name(&step_name(base, step))))
+            .then(|| read_whole(ours, &ours_step_name(plan, &first.name, step)))
             .flatten()
     };
     let Some(o) = ours_at(s) else {
