@@ -452,14 +452,72 @@ fn a_long_decode_under_other_names_is_aligned_probe_by_probe() {
 }
 
 /// The cache slots of `cache-overwrite` (the new position's slot never written: zeros at every
-/// step) match no probe by content: left unpaired, and the warning says so, naming them on
-/// both sides (found by a bad-input hunt: the first divergence moved to `attn_out@1`, one op
-/// later, and nothing said why).
+/// step, every layer) match no probe by their statistics, and were each taken for a repeat of
+/// the first (an alias of ours, which pairs only with a repeat of the reference's): left
+/// unpaired, the first divergence was `attn_out@1`, one op late (a bad-input hunt, 2026-12-03),
+/// and the suggested map, commented out, paired layer 0's `cache_k` with the last layer's
+/// `cache_v`. Zeros are no alias: the slots pair by their place, are compared (the same count
+/// sequence between the last agreeing pair and the end), and the first divergence is the one
+/// the names as they are give, at `cache_k@1` (failed before: `attn_out@1`).
 #[test]
-fn cache_slots_no_content_pairs_are_said_to_be_left_unpaired() {
+fn cache_slots_of_zeros_pair_by_their_place() {
     let _ = root();
-    let (clean, bad, renamed) = faulty_and_renamed("ow", 4, "cache-overwrite");
-    let (code, r, err) = diff_json(&bad, renamed.to_str().unwrap(), &[]);
+    for (stem, fault) in [("ow", "cache-overwrite"), ("owl", "cache-overwrite=last")] {
+        let (clean, bad, renamed) = faulty_and_renamed(stem, 4, fault);
+        let suggested = tmp(&format!("{stem}-suggested.toml"));
+        let (code, r, err) = diff_json(
+            &bad,
+            renamed.to_str().unwrap(),
+            &["--suggest-map", suggested.to_str().unwrap()],
+        );
+        assert_eq!(code, 1, "{fault}: {err}");
+        assert_eq!(
+            r["first_divergence"]["name"], "blk.0.self_attn.cache_k@1",
+            "{fault}: {}",
+            r["warnings"]
+        );
+        assert_eq!(r["summary"]["compared"], r["summary"]["total"], "{fault}");
+        let w = r["warnings"][0].as_str().unwrap();
+        assert!(
+            w.contains("8 by count and order only; 84 compared"),
+            "{fault}: {w}"
+        );
+        assert!(!w.contains("in no compared pair"), "{fault}: {w}");
+        // each slot with its own, and not commented out
+        let text = std::fs::read_to_string(&suggested).unwrap();
+        for l in 0..4 {
+            for kv in ["k", "v"] {
+                let rule = format!(
+                    "\n[[rule]]\nfrom = \"model.layers.{l}.self_attn.cache_{kv}\"\nto = \"blk.{l}.self_attn.cache_{kv}\""
+                );
+                assert!(text.contains(&rule), "{fault}: {rule} in {text}");
+            }
+        }
+        assert!(!text.contains("not compared"), "{fault}: {text}");
+        // Without the fault, every probe pairs by its values and nothing is said.
+        let (code, r, err) = diff_json(&clean, renamed.to_str().unwrap(), &[]);
+        assert_eq!(code, 0, "{err} {}", r["warnings"]);
+        let w = r["warnings"][0].as_str().unwrap();
+        assert!(w.contains("84 with the same values"), "{w}");
+    }
+}
+
+/// Where the slots cannot be placed (the reference lacks one: 8 of ours to its 7, every one a
+/// candidate for every other), they stay unpaired and the warning says so, naming them on both
+/// sides, and that the first divergence may lie in them.
+#[test]
+fn cache_slots_that_cannot_be_placed_are_said_to_be_left_unpaired() {
+    let _ = root();
+    let (_, bad, _) = faulty_and_renamed("owd", 4, "cache-overwrite");
+    let dropped = tmp("owd-blk-dropped.npz");
+    rewrite_renamed(
+        tmp("owd.npz").to_str().unwrap(),
+        &dropped,
+        |n| n.starts_with("model.layers.3.self_attn.cache_v"),
+        |_| {},
+        |n| n.replace("model.layers.", "blk."),
+    );
+    let (code, r, err) = diff_json(&bad, dropped.to_str().unwrap(), &[]);
     assert_eq!(code, 1, "{err}");
     assert_eq!(
         r["first_divergence"]["name"], "blk.0.self_attn.attn_out@1",
@@ -469,7 +527,7 @@ fn cache_slots_no_content_pairs_are_said_to_be_left_unpaired() {
     let w = r["warnings"][0].as_str().unwrap();
     assert!(
         w.contains(
-            "in no compared pair, their rows in one file only: 8 probes of ours (model.layers.0.self_attn.cache_k, model.layers.0.self_attn.cache_v, model.layers.1.self_attn.cache_k, ...) and 8 probes of the reference (blk.0.self_attn.cache_k, blk.0.self_attn.cache_v, blk.1.self_attn.cache_k, ...)"
+            "in no compared pair, their rows in one file only: 8 probes of ours (model.layers.0.self_attn.cache_k, model.layers.0.self_attn.cache_v, model.layers.1.self_attn.cache_k, ...) and 7 probes of the reference (blk.0.self_attn.cache_k, blk.0.self_attn.cache_v, blk.1.self_attn.cache_k, ...)"
         ),
         "{w}"
     );
@@ -477,13 +535,6 @@ fn cache_slots_no_content_pairs_are_said_to_be_left_unpaired() {
         w.contains("the first divergence may lie in such a probe"),
         "{w}"
     );
-    // Without the fault, every probe pairs and nothing is said.
-    let (code, r, err) = diff_json(&clean, renamed.to_str().unwrap(), &[]);
-    assert_eq!(code, 0, "{err} {}", r["warnings"]);
-    assert!(!r["warnings"][0]
-        .as_str()
-        .unwrap()
-        .contains("in no compared pair"));
 }
 
 /// `src` rewritten under `rename`, with the last two axes of the tensors `transpose` picks

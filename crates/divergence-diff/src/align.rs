@@ -142,11 +142,17 @@ pub fn align(ours: &[TensorStats], reference: &[TensorStats]) -> Vec<Pair> {
     // hook_resid_pre of layer N+1 is hook_resid_post of layer N; vLLM returns the residual
     // from several modules) is left out: its twin is paired, and pairing it too would only
     // take a reference tensor it does not hold.
+    // A tensor of zeros (no finite value other than 0) repeats any other of its count and
+    // says nothing of an alias: `cache-overwrite`'s never written cache slots, zeros at every
+    // layer, each left free to pair by its place with the reference's slot.
     let dups = |side: &[TensorStats]| -> Vec<bool> {
         let mut seen = std::collections::HashSet::new();
         side.iter()
             .map(|t| {
                 t.values.as_ref().is_some_and(|v| {
+                    if v.max_abs == 0.0 {
+                        return false;
+                    }
                     let key = (
                         t.numel,
                         [v.l2, v.mean, v.max_abs, v.mean_abs, v.kurtosis].map(f64::to_bits),
@@ -322,5 +328,52 @@ mod tests {
         let p = align(&ours, &reference);
         assert!(p.iter().all(|p| p.confidence == Confidence::Same));
         assert_eq!(p.len(), 3);
+    }
+
+    /// Tensors of zeros repeat each other but are no alias: each pairs by its place (the
+    /// slots `cache-overwrite` never writes, one per layer), compared when the counts agree to
+    /// the end; a repeat of other values still pairs only with a repeat.
+    #[test]
+    fn zeros_pair_by_their_place_and_a_repeat_of_values_does_not() {
+        let zeros = |name: &str| TensorStats {
+            name: name.into(),
+            numel: 8,
+            dims: vec![8],
+            values: Some(ValueStats {
+                l2: 0.0,
+                mean: 0.0,
+                max_abs: 0.0,
+                mean_abs: 0.0,
+                kurtosis: 0.0,
+            }),
+        };
+        let ours = [t("a", 10, 1.0), zeros("k0"), zeros("v0"), zeros("k1")];
+        let reference = [
+            t("A", 10, 1.0),
+            t("K0", 8, 2.0),
+            t("V0", 8, 3.0),
+            t("K1", 8, 4.0),
+        ];
+        let pairs = |p: Vec<Pair>| -> Vec<(String, String, bool)> {
+            p.into_iter()
+                .map(|p| (p.ours, p.reference, p.compared))
+                .collect()
+        };
+        let s = |a: &str, b: &str, c: bool| (a.to_string(), b.to_string(), c);
+        assert_eq!(
+            pairs(align(&ours, &reference)),
+            [
+                s("a", "A", true),
+                s("k0", "K0", true),
+                s("v0", "V0", true),
+                s("k1", "K1", true)
+            ]
+        );
+        // The same with one value of 5 repeated: the repeats are aliases of the first.
+        let five = |name: &str| t(name, 8, 5.0);
+        let ours = [t("a", 10, 1.0), five("k0"), five("v0"), five("k1")];
+        let p = pairs(align(&ours, &reference));
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(p.iter().all(|(o, _, _)| o == "a" || o == "k0"), "{p:?}");
     }
 }
