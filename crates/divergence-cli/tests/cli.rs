@@ -876,6 +876,18 @@ fn a_dump_without_the_model_prefix_is_matched_with_a_note() {
         assert_eq!(a["name"], b["name"]);
         assert_eq!(a["rel_l2_err"], b["rel_l2_err"], "{}", a["name"]);
     }
+    // Nothing to map: --suggest-map says so, rather than a file --map refuses without a word
+    // (a bad-input hunt, 2026-12-04: the file held the header alone).
+    let suggested = dir.path().join("suggested.toml");
+    let run = diff_files(
+        &stripped,
+        &reference,
+        &["--suggest-map", suggested.to_str().unwrap()],
+    );
+    assert_eq!(run.code, 1, "{}", run.transcript());
+    let text = std::fs::read_to_string(&suggested).unwrap();
+    assert!(!text.contains("[[rule]]"), "{text}");
+    assert!(text.contains("These dumps need no map"), "{text}");
 }
 
 // ---------------------------------------------------------------- inspect

@@ -502,6 +502,61 @@ fn cache_slots_of_zeros_pair_by_their_place() {
     }
 }
 
+/// `src` rewritten with each layer's `cache_v@s` listed before its `cache_k@s` in the
+/// execution order (the values as they are): a port that writes v first.
+fn v_before_k(src: &Path, dst: &Path) {
+    rewrite_renamed(
+        src.to_str().unwrap(),
+        dst,
+        |_| false,
+        |m| {
+            for i in 0..m.order.len() {
+                if m.order[i].contains(".self_attn.cache_k@") {
+                    let v: divergence_diff::Name =
+                        m.order[i].replace("cache_k@", "cache_v@").into();
+                    // (k first: swapped once, at k's place)
+                    if let Some(j) = m.order.iter().position(|n| *n == v).filter(|&j| j > i) {
+                        m.order.swap(i, j);
+                    }
+                }
+            }
+        },
+        |n| n.to_string(),
+    );
+}
+
+/// A port that dumps each layer's `cache_v` before its `cache_k` (a bad-input hunt,
+/// 2026-12-04): aligned by content against the reference under other names, its clean run had
+/// its slots paired k with v by their place, compared, and a false divergence (exit 1): each
+/// slot now pairs with its twin by values (exit 0). With `cache-overwrite` (the slots zeros,
+/// no twin), k is never compared with v: the names, which agree elsewhere in their last
+/// segment, contradict those places; the slots are said to be left unpaired.
+#[test]
+fn a_port_that_dumps_v_before_k_is_aligned_by_values_and_names() {
+    let _ = root();
+    let (clean, bad, renamed) = faulty_and_renamed("vk", 4, "cache-overwrite");
+    let (clean_vk, bad_vk) = (tmp("vk-clean-vk.npz"), tmp("vk-bad-vk.npz"));
+    v_before_k(&clean, &clean_vk);
+    v_before_k(&bad, &bad_vk);
+    let (code, r, err) = diff_json(&clean_vk, renamed.to_str().unwrap(), &[]);
+    assert_eq!(code, 0, "{err} {}", r["first_divergence"]);
+    let w = r["warnings"][0].as_str().unwrap();
+    assert!(w.contains("84 with the same values"), "{w}");
+    let (code, r, err) = diff_json(&bad_vk, renamed.to_str().unwrap(), &[]);
+    assert_eq!(code, 1, "{err}");
+    for row in r["ops"].as_array().unwrap() {
+        let (name, mapped) = (row["name"].as_str().unwrap(), row["mapped"].to_string());
+        if name.contains("cache_k") {
+            assert!(!mapped.contains("cache_v"), "{name}: {mapped}");
+        }
+        if name.contains("cache_v") {
+            assert!(!mapped.contains("cache_k"), "{name}: {mapped}");
+        }
+    }
+    let w = r["warnings"][0].as_str().unwrap();
+    assert!(w.contains("in no compared pair"), "{w}");
+}
+
 /// Where the slots cannot be placed (the reference lacks one: 8 of ours to its 7, every one a
 /// candidate for every other), they stay unpaired and the warning says so, naming them on both
 /// sides, and that the first divergence may lie in them.

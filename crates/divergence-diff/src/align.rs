@@ -114,6 +114,11 @@ fn score(o: &TensorStats, r: &TensorStats) -> Option<(f64, Confidence, Option<f6
         return Some((1.0 + shape, Confidence::OrderOnly, None));
     };
     let d = disagreement(a, b);
+    // Zeros against zeros: the same statistics, but no identity (a never written cache slot
+    // and a zero bias of the other side's are not the same tensor): by count and place only.
+    if a.max_abs == 0.0 && b.max_abs == 0.0 {
+        return Some((1.0 + shape, Confidence::OrderOnly, Some(d)));
+    }
     let (s, c) = if d <= 1e-6 {
         (10.0, Confidence::Same)
     } else if d <= CLOSE {
@@ -268,7 +273,115 @@ pub fn align(ours: &[TensorStats], reference: &[TensorStats]) -> Vec<Pair> {
             }
         }
     }
-    pairs.into_iter().map(|(_, _, p)| p).collect()
+    values_over_places(ours, reference, &score, &mut pairs);
+    let mut pairs: Vec<Pair> = pairs.into_iter().map(|(_, _, p)| p).collect();
+    uncompare_contradicted(
+        &mut pairs,
+        ours.iter().map(|t| t.name.as_str()),
+        reference.iter().map(|t| t.name.as_str()),
+    );
+    pairs
+}
+
+/// Evidence by values beats evidence by place (found by a bad-input hunt, 2026-12-04): a clean
+/// port that dumps each layer's `cache_v` before its `cache_k` had its slots paired k with v by
+/// their place, compared, and a false first divergence.
+/// 1. An order-only pair goes where either tensor has the same values as another tensor of the
+///    other side that no confident pair holds: its place is not its identity.
+/// 2. A tensor left unpaired whose values match exactly one unpaired tensor of the other side,
+///    and that one only it, pairs with it (same values, compared), whatever their places.
+fn values_over_places(
+    ours: &[TensorStats],
+    reference: &[TensorStats],
+    score: &dyn Fn(usize, usize) -> Option<(f64, Confidence, Option<f64>)>,
+    pairs: &mut Vec<(usize, usize, Pair)>,
+) {
+    let (n, m) = (ours.len(), reference.len());
+    let same = |i: usize, j: usize| matches!(score(i, j), Some((_, Confidence::Same, _)));
+    let (mut confident_o, mut confident_r) = (vec![false; n], vec![false; m]);
+    for &(i, j, ref p) in pairs.iter() {
+        if p.confidence != Confidence::OrderOnly {
+            confident_o[i] = true;
+            confident_r[j] = true;
+        }
+    }
+    pairs.retain(|&(i, j, ref p)| {
+        p.confidence != Confidence::OrderOnly
+            || !((0..m).any(|y| y != j && !confident_r[y] && same(i, y))
+                || (0..n).any(|x| x != i && !confident_o[x] && same(x, j)))
+    });
+    let (mut paired_o, mut paired_r) = (vec![false; n], vec![false; m]);
+    for &(i, j, _) in pairs.iter() {
+        paired_o[i] = true;
+        paired_r[j] = true;
+    }
+    for i in 0..n {
+        if paired_o[i] {
+            continue;
+        }
+        let mut cands = (0..m).filter(|&y| !paired_r[y] && same(i, y));
+        let (Some(j), None) = (cands.next(), cands.next()) else {
+            continue;
+        };
+        let mut back = (0..n).filter(|&x| !paired_o[x] && same(x, j));
+        if let (Some(_), None) = (back.next(), back.next()) {
+            let d = score(i, j).and_then(|(_, _, d)| d);
+            pairs.push((
+                i,
+                j,
+                Pair {
+                    ours: ours[i].name.clone(),
+                    reference: reference[j].name.clone(),
+                    confidence: Confidence::Same,
+                    stats_diff: d,
+                    compared: true,
+                },
+            ));
+            paired_o[i] = true;
+            paired_r[j] = true;
+        }
+    }
+    pairs.sort_by_key(|&(i, _, _)| i);
+}
+
+/// Where the names speak (9 confident pairs in 10 or more, at least 4, end in the same dotted
+/// segment, as under a prefix rename), an order-only pair whose last segments differ, each
+/// of them found on the other side (`cache_v` with `cache_k`), is not compared: the names
+/// contradict the place (found by a bad-input hunt, 2026-12-04: `cache-overwrite` in a port
+/// that dumps `cache_v` before `cache_k` had its slots of zeros compared k with v). `ours` and
+/// `reference`: every name aligned on each side. [`align`] applies it to its pairs; a caller
+/// that aligns in several passes applies it to all of them at once.
+pub fn uncompare_contradicted<'a>(
+    pairs: &mut [Pair],
+    ours: impl IntoIterator<Item = &'a str>,
+    reference: impl IntoIterator<Item = &'a str>,
+) {
+    let confident: Vec<bool> = pairs
+        .iter()
+        .filter(|p| p.confidence != Confidence::OrderOnly)
+        .map(|p| leaf_of(&p.ours) == leaf_of(&p.reference))
+        .collect();
+    let agree = confident.iter().filter(|&&a| a).count();
+    if confident.len() < 4 || agree * 10 < confident.len() * 9 {
+        return;
+    }
+    let leaves_o: std::collections::HashSet<&str> = ours.into_iter().map(leaf_of).collect();
+    let leaves_r: std::collections::HashSet<&str> = reference.into_iter().map(leaf_of).collect();
+    for p in pairs.iter_mut() {
+        let (lo, lr) = (leaf_of(&p.ours), leaf_of(&p.reference));
+        if p.confidence == Confidence::OrderOnly
+            && lo != lr
+            && leaves_r.contains(lo)
+            && leaves_o.contains(lr)
+        {
+            p.compared = false;
+        }
+    }
+}
+
+/// A name's last dotted segment.
+fn leaf_of(name: &str) -> &str {
+    name.rsplit('.').next().unwrap_or(name)
 }
 
 #[cfg(test)]
@@ -375,5 +488,127 @@ mod tests {
         let p = pairs(align(&ours, &reference));
         assert_eq!(p.len(), 2, "{p:?}");
         assert!(p.iter().all(|(o, _, _)| o == "a" || o == "k0"), "{p:?}");
+    }
+
+    /// A tensor of the given statistics' scale under `name` (`t`, one count for all).
+    fn named(name: &str, l2: f64) -> TensorStats {
+        t(name, 8, l2)
+    }
+
+    fn triples(p: Vec<Pair>) -> Vec<(String, String, Confidence, bool)> {
+        p.into_iter()
+            .map(|p| (p.ours, p.reference, p.confidence, p.compared))
+            .collect()
+    }
+
+    /// A port that dumps `v` before `k` in some layers (a bad-input hunt, 2026-12-04): the
+    /// monotone alignment paired k with v by their place, compared (the same counts to the
+    /// end), a false divergence of a clean port. Each tensor has its twin by values on the
+    /// other side: the places give way, and each pairs with its twin.
+    #[test]
+    fn values_beat_places() {
+        let ours = [
+            named("a", 1.0),
+            named("l0.v", 3.0),
+            named("l0.k", 2.0),
+            named("l1.v", 5.0),
+            named("l1.k", 4.0),
+        ];
+        let reference = [
+            named("A", 1.0),
+            named("L0.k", 2.0),
+            named("L0.v", 3.0),
+            named("L1.k", 4.0),
+            named("L1.v", 5.0),
+        ];
+        let mut got = triples(align(&ours, &reference));
+        got.sort_by(|a, b| a.0.cmp(&b.0));
+        let s = |o: &str, r: &str| (o.to_string(), r.to_string(), Confidence::Same, true);
+        assert_eq!(
+            got,
+            [
+                s("a", "A"),
+                s("l0.k", "L0.k"),
+                s("l0.v", "L0.v"),
+                s("l1.k", "L1.k"),
+                s("l1.v", "L1.v")
+            ]
+        );
+    }
+
+    /// Zeros against zeros have no identity: by count and place only (a reference's zero bias
+    /// took a port's never written cache slot as the same values, and its row passed).
+    #[test]
+    fn zeros_against_zeros_are_order_only() {
+        let zeros = TensorStats {
+            name: "z".into(),
+            numel: 8,
+            dims: vec![8],
+            values: Some(ValueStats {
+                l2: 0.0,
+                mean: 0.0,
+                max_abs: 0.0,
+                mean_abs: 0.0,
+                kurtosis: 0.0,
+            }),
+        };
+        let p = align(
+            std::slice::from_ref(&zeros),
+            &[TensorStats {
+                name: "Z".into(),
+                ..zeros.clone()
+            }],
+        );
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].confidence, Confidence::OrderOnly);
+    }
+
+    /// Where the names speak (the confident pairs agree in their last segment), an order-only
+    /// pair of two names each found on the other side is not compared; where they do not
+    /// (opaque names), or where a name is the port's own (`act` against `act_fn`), the place
+    /// stands.
+    #[test]
+    fn names_that_contradict_a_place_uncompare_it() {
+        let reference = [
+            named("L.a", 1.0),
+            named("L.b", 2.0),
+            named("L.c", 3.0),
+            named("L.d", 4.0),
+            named("L.k", 5.0),
+            named("L.v", 6.0),
+        ];
+        let compared = |names: [&str; 6], values: [f64; 6]| -> Vec<(String, bool)> {
+            let ours: Vec<TensorStats> =
+                names.iter().zip(values).map(|(n, v)| named(n, v)).collect();
+            align(&ours, &reference)
+                .into_iter()
+                .filter(|p| p.confidence == Confidence::OrderOnly)
+                .map(|p| (p.ours, p.compared))
+                .collect()
+        };
+        // v dumped before k, both wrong: the names say the places are swapped
+        assert_eq!(
+            compared(
+                ["l.a", "l.b", "l.c", "l.d", "l.v", "l.k"],
+                [1.0, 2.0, 3.0, 4.0, 60.0, 50.0]
+            ),
+            [("l.v".to_string(), false), ("l.k".to_string(), false)]
+        );
+        // the same places under opaque names: the places stand
+        assert_eq!(
+            compared(
+                ["t1", "t2", "t3", "t4", "t5", "t6"],
+                [1.0, 2.0, 3.0, 4.0, 60.0, 50.0]
+            ),
+            [("t5".to_string(), true), ("t6".to_string(), true)]
+        );
+        // a name of the port's own (no `v2` in the reference): the place stands
+        assert_eq!(
+            compared(
+                ["l.a", "l.b", "l.c", "l.d", "l.k", "l.v2"],
+                [1.0, 2.0, 3.0, 4.0, 50.0, 60.0]
+            ),
+            [("l.k".to_string(), true), ("l.v2".to_string(), true)]
+        );
     }
 }

@@ -141,6 +141,13 @@ pub fn infer(ours: &Dump, reference: &Dump) -> Option<Inferred> {
             });
             pairs.extend(more);
         }
+        // The names' word on the pairs of both passes at once (the second has no confident
+        // pair of its own to tell whether the names speak).
+        divergence_diff::align::uncompare_contradicted(
+            &mut pairs,
+            ours_left.iter().map(|p| p.base.as_str()),
+            ref_left.iter().map(|p| p.base.as_str()),
+        );
     }
     if pairs.is_empty() {
         return None;
@@ -475,6 +482,17 @@ pub fn suggestion(
         if !group.is_empty() {
             push(group, &mut s);
         }
+    }
+    // Nothing to map (the names pair as they are or by a prefix, and no layout change was
+    // found): said, rather than a file that --map refuses without a word (a bad-input hunt,
+    // 2026-12-04).
+    if rules == 0 && left_out == 0 {
+        s.push_str(
+            "\n# No rule: every probe pairs by its name (as it is, or by the prefix rule the \
+             report's warning names) or is left as the comments above say, and no layout \
+             change was found. These dumps need no map (--map refuses a file without a \
+             rule).\n",
+        );
     }
     if left_out > 0 {
         s.push_str(&format!(
