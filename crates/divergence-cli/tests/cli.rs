@@ -887,7 +887,96 @@ fn a_dump_without_the_model_prefix_is_matched_with_a_note() {
     assert_eq!(run.code, 1, "{}", run.transcript());
     let text = std::fs::read_to_string(&suggested).unwrap();
     assert!(!text.contains("[[rule]]"), "{text}");
-    assert!(text.contains("These dumps need no map"), "{text}");
+    assert!(text.contains("these dumps need no map"), "{text}");
+}
+
+/// Dumps that share no name and hold too many probes to align by content: --suggest-map's
+/// file says why it holds no rule (it said "these dumps need no map").
+#[test]
+fn too_many_probes_to_align_is_said_in_the_suggested_map() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |file: &str, prefix: &str| {
+        let path = dir.path().join(file);
+        let mut w = DumpWriter::create(&path).unwrap();
+        for i in 0..5_001 {
+            w.add(&format!("{prefix}{i}"), &[1], TensorData::F32(&[i as f32]))
+                .unwrap();
+        }
+        w.finish(Meta::default()).unwrap();
+        path
+    };
+    let (ours, reference) = (write("ours.npz", "o"), write("ref.npz", "r"));
+    let suggested = dir.path().join("suggested.toml");
+    let run = diff_files(
+        &ours,
+        &reference,
+        &[
+            "--format",
+            "json",
+            "--suggest-map",
+            suggested.to_str().unwrap(),
+        ],
+    );
+    // nothing compared: an error (exit 2), after the file was written
+    assert_eq!(run.code, 2, "{}", run.transcript());
+    let text = std::fs::read_to_string(&suggested).unwrap();
+    assert!(!text.contains("[[rule]]"), "{text}");
+    assert!(
+        text.contains("# No rule: few probe names in common, and too many to align by content"),
+        "{text}"
+    );
+    assert!(!text.contains("need no map"), "{text}");
+}
+
+/// Dumps that share few names and whose leftovers have no element count in common (another
+/// hidden size, a head count wrong everywhere): the report says nothing paired by content,
+/// and --suggest-map's file says why it holds no rule (a review: no warning at all, and the
+/// file said "these dumps need no map").
+#[test]
+fn leftovers_that_pair_by_nothing_are_said_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |file: &str, names: [&str; 3], counts: [usize; 3]| {
+        let path = dir.path().join(file);
+        let mut w = DumpWriter::create(&path).unwrap();
+        for (name, n) in names.iter().zip(counts) {
+            let v: Vec<f32> = (0..n).map(|i| i as f32 + 1.0).collect();
+            w.add(name, &[n], TensorData::F32(&v)).unwrap();
+        }
+        w.finish(Meta {
+            order: names
+                .iter()
+                .map(|&n| divergence_diff::Name::from(n))
+                .collect(),
+            ..Meta::default()
+        })
+        .unwrap();
+        path
+    };
+    let ours = write("ours.npz", ["x.emb", "o.a", "o.b"], [4, 4, 4]);
+    let reference = write("ref.npz", ["x.emb", "r.a", "r.b"], [4, 6, 6]);
+    let suggested = dir.path().join("suggested.toml");
+    let run = diff_files(
+        &ours,
+        &reference,
+        &[
+            "--format",
+            "json",
+            "--suggest-map",
+            suggested.to_str().unwrap(),
+        ],
+    );
+    assert_ne!(run.code, 2, "{}", run.transcript());
+    let warnings = run.json()["warnings"].to_string();
+    assert!(
+        warnings.contains("none of the 2 probes left of ours pairs by content"),
+        "{warnings}"
+    );
+    let text = std::fs::read_to_string(&suggested).unwrap();
+    assert!(!text.contains("need no map"), "{text}");
+    assert!(
+        text.contains("# No rule: few probe names in common, and none"),
+        "{text}"
+    );
 }
 
 // ---------------------------------------------------------------- inspect

@@ -141,16 +141,34 @@ pub fn infer(ours: &Dump, reference: &Dump) -> Option<Inferred> {
             });
             pairs.extend(more);
         }
-        // The names' word on the pairs of both passes at once (the second has no confident
-        // pair of its own to tell whether the names speak).
-        divergence_diff::align::uncompare_contradicted(
+        // The names' word on the pairs of both passes at once (the second has few confident
+        // pairs of its own to tell whether the names speak: a review found a swap of k and v
+        // among its probes paired by values, an ok row).
+        divergence_diff::align::heed_names(
             &mut pairs,
             ours_left.iter().map(|p| p.base.as_str()),
             ref_left.iter().map(|p| p.base.as_str()),
         );
     }
+    // Nothing pairs (no count of one side's leftovers on the other: another prompt length, a
+    // head count wrong everywhere): said, rather than nothing (a review found such a pair of
+    // dumps passed with no warning, and --suggest-map said they needed no map).
     if pairs.is_empty() {
-        return None;
+        let names = |left: &[Probe]| left.iter().map(|p| p.base.clone()).collect();
+        return Some(Inferred {
+            toml: String::new(),
+            pairs: Vec::new(),
+            left_out: 0,
+            skipped: Some(format!(
+                "few probe names in common, and none of the {} probes left of ours pairs by \
+                 content with one of the {} left of the reference (no element count in \
+                 common in execution order): nothing inferred, their rows are in one file \
+                 only; give a map (--map)",
+                ours_left.len(),
+                ref_left.len()
+            )),
+            unpaired: (names(&ours_left), names(&ref_left)),
+        });
     }
     // A pair a map cannot state is not compared (and counted as left out).
     let mut left_out = 0;
@@ -483,16 +501,27 @@ pub fn suggestion(
             push(group, &mut s);
         }
     }
-    // Nothing to map (the names pair as they are or by a prefix, and no layout change was
-    // found): said, rather than a file that --map refuses without a word (a bad-input hunt,
-    // 2026-12-04).
+    // No rule: said, with why, rather than a file that --map refuses without a word (a
+    // bad-input hunt, 2026-12-04); "these dumps need no map" only where nothing was left to
+    // pair by content (a review found it said with every probe left unpaired).
     if rules == 0 && left_out == 0 {
-        s.push_str(
-            "\n# No rule: every probe pairs by its name (as it is, or by the prefix rule the \
-             report's warning names) or is left as the comments above say, and no layout \
-             change was found. These dumps need no map (--map refuses a file without a \
-             rule).\n",
-        );
+        let why = match inf {
+            Some(Inferred {
+                skipped: Some(why), ..
+            }) => format!("{why}."),
+            Some(inf) if !inf.pairs.is_empty() => "no pair found by content is sure enough \
+                 to compare (those paired by element count and order only are the comments \
+                 above): check them, and write the rules by hand (docs/mapping.md)."
+                .to_string(),
+            _ => "the probes pair by their names (as they are, or by the prefix rule the \
+                 report's warning names; a probe only in one file is a row of the report), \
+                 and no layout change was found: these dumps need no map (--map refuses a \
+                 file without a rule)."
+                .to_string(),
+        };
+        s.push_str("\n# No rule: ");
+        s.push_str(&why);
+        s.push('\n');
     }
     if left_out > 0 {
         s.push_str(&format!(
@@ -723,5 +752,47 @@ mod tests {
         assert_eq!(text.matches("[[rule]]").count(), divergence_map::MAX_RULES);
         assert!(text.contains("from = \"p4999@{S}\"") && !text.contains("\"p5000\""));
         assert!(text.ends_with("2 more rules left out: a map holds at most 10000 rules. Fix what these show, then suggest again.\n"), "{}", &text[text.len() - 200..]);
+    }
+
+    /// A file without a rule says why: nothing to map, nothing sure enough to compare, or too
+    /// many probes to align (a review found "these dumps need no map" said of the last two).
+    #[test]
+    fn a_file_without_a_rule_says_why() {
+        let probes = HashMap::new();
+        let (text, _) = suggestion(None, &[], &probes);
+        assert!(text.contains("these dumps need no map"), "{text}");
+        let guess = Inferred {
+            toml: String::new(),
+            pairs: vec![(
+                Pair {
+                    ours: "a".into(),
+                    reference: "b".into(),
+                    confidence: Confidence::OrderOnly,
+                    stats_diff: Some(1.0),
+                    compared: false,
+                },
+                false,
+            )],
+            skipped: None,
+            left_out: 0,
+            unpaired: (vec!["a".into()], vec!["b".into()]),
+        };
+        let (text, _) = suggestion(Some(&guess), &[], &probes);
+        assert!(!text.contains("need no map"), "{text}");
+        assert!(
+            text.contains("# No rule: no pair found by content is sure enough to compare"),
+            "{text}"
+        );
+        assert!(text.contains("# not compared"), "{text}");
+        let skipped = Inferred {
+            pairs: Vec::new(),
+            skipped: Some("too many to align: nothing inferred".into()),
+            ..guess
+        };
+        let (text, _) = suggestion(Some(&skipped), &[], &probes);
+        assert!(
+            text.ends_with("# No rule: too many to align: nothing inferred.\n"),
+            "{text}"
+        );
     }
 }

@@ -559,6 +559,8 @@ fn report_of(
         if let Some(inf) = align::infer(ours_dump, ref_dump) {
             if inf.skipped.is_some() {
                 map_warnings.push(align::summary(&inf));
+                // no pair: kept for --suggest-map to say why its file holds no rule
+                inferred = Some(inf);
             } else {
                 let map = divergence_map::Map::parse(&inf.toml, "alignment by content")?;
                 let (mapped, _) = crate::cmd::map::apply(ours_dump, ref_dump, Some(map), model)?;
