@@ -745,6 +745,49 @@ fn an_extra_probe_of_ours_after_the_last_agreeing_pair_leaves_the_slots_placed()
     );
 }
 
+/// A port that dumps its cache slots empty (0 elements; a bad-input hunt, 2026-12-04): under
+/// the names as they are each slot is a shape mismatch (exit 1); under other names the slots
+/// paired with nothing by their counts, their rows were in one file only, and the run passed
+/// (exit 0, with a warning). The names place them: the same shape mismatch at `cache_k@1`.
+#[test]
+fn empty_cache_slots_under_other_names_are_a_shape_mismatch() {
+    let _ = root();
+    let (clean, _, renamed) = faulty_and_renamed("empty", 4, "cache-overwrite");
+    let d = Dump::open(&clean).unwrap();
+    let empty = tmp("empty-slots.npz");
+    let mut w = DumpWriter::create(&empty).unwrap();
+    for name in d.names() {
+        let t = d.read(name).unwrap();
+        let Values::F32(v) = t.values else {
+            panic!("f32 run")
+        };
+        if name.contains(".self_attn.cache_") {
+            let mut shape = t.shape.clone();
+            let last = shape.len() - 2;
+            shape[last] = 0;
+            w.add(name, &shape, TensorData::F32(&[])).unwrap();
+        } else {
+            w.add(name, &t.shape, TensorData::F32(&v)).unwrap();
+        }
+    }
+    w.finish(d.meta().cloned().unwrap()).unwrap();
+    let (code, by_names, err) = diff_json(&empty, clean.to_str().unwrap(), &[]);
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(
+        by_names["first_divergence"]["name"],
+        "model.layers.0.self_attn.cache_k@1"
+    );
+    assert_eq!(by_names["first_divergence"]["status"], "shape_mismatch");
+    let (code, r, err) = diff_json(&empty, renamed.to_str().unwrap(), &[]);
+    assert_eq!(code, 1, "{err} {}", r["warnings"]);
+    assert_eq!(
+        r["first_divergence"]["name"], "blk.0.self_attn.cache_k@1",
+        "{}",
+        r["warnings"]
+    );
+    assert_eq!(r["first_divergence"]["status"], "shape_mismatch");
+}
+
 /// `src` rewritten under `rename`, with the last two axes of the tensors `transpose` picks
 /// swapped (a port that keeps them in another layout).
 fn rewrite_transposed(

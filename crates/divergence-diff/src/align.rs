@@ -328,7 +328,7 @@ fn compare_by_segments(
         c
     }
     let (count_keys_o, count_keys_r) = (count(&keys_o), count(&keys_r));
-    // a namesake of `key` on a side other than the one at `here` (whose key is `at`)
+    // `key` names another tensor of the side `counts` counts than the one whose key is `at`
     let namesake_elsewhere = |key: &Option<(&str, Vec<i128>)>,
                               counts: &HashMap<(&str, Vec<i128>), usize>,
                               at: &Option<(&str, Vec<i128>)>| {
@@ -467,12 +467,13 @@ fn compare_by_segments(
 }
 
 /// Where the names speak, a tensor no pair holds pairs with the one tensor of the other side
-/// that no pair holds either, of its count and last segment, and that one only with it:
-/// compared (the names and the counts agree). Where the confident pairs agree in the numbers
-/// of their names (a prefix rename: `blk.3.x` is `model.layers.3.x`), of the same numbers too,
-/// wherever they are; else (`h.4.x` is `model.layers.3.x`) only between the same two compared
-/// pairs. A port that dumps `v` before `k` after a bug (values that pair by nothing) is paired
-/// k with k.
+/// that is its namesake, and that one only with it: compared (the names agree). Where the
+/// confident pairs agree in the numbers of their names (a prefix rename: `blk.3.x` is
+/// `model.layers.3.x`; or shifted alike: `h.4.x`), the namesake has its last segment and its
+/// numbers, wherever it is and whatever its count (another count is a shape mismatch to
+/// report); with names without numbers, its last segment and count, between the same two
+/// compared pairs. A port that dumps `v` before `k` after a bug (values that pair by nothing)
+/// is paired k with k.
 fn pair_by_names<'a>(
     ours: &'a [TensorStats],
     reference: &'a [TensorStats],
@@ -503,11 +504,15 @@ fn pair_by_names<'a>(
             Some(*seen)
         })
         .collect();
-    // Each side's tensors by last segment and count, in order (a window is a slice of each).
+    // Each side's tensors by last segment and count (by last segment alone where the numbers
+    // speak: a namesake of another count is the same op gone wrong, a shape mismatch to
+    // report, such as a port's empty cache slot), in order (a window is a slice of each).
+    let speak = names.offset.is_some();
     let index = |side: &'a [TensorStats]| {
-        let mut by: HashMap<(&'a str, u64), Vec<usize>> = HashMap::new();
+        let mut by: HashMap<(&'a str, Option<u64>), Vec<usize>> = HashMap::new();
         for (k, t) in side.iter().enumerate() {
-            by.entry((leaf_of(&t.name), t.numel)).or_default().push(k);
+            let count = (!speak).then_some(t.numel);
+            by.entry((leaf_of(&t.name), count)).or_default().push(k);
         }
         by
     };
@@ -522,7 +527,6 @@ fn pair_by_names<'a>(
         // the op wherever it is; names without numbers, only between the same two compared
         // pairs, by the last segment; other names, not at all (a layer's op is not told from
         // another layer's by its last segment).
-        let speak = names.offset.is_some();
         if !speak && numbers_of(&ours[i].name).next().is_some() {
             continue;
         }
@@ -538,7 +542,7 @@ fn pair_by_names<'a>(
             let (o_to, r_to) = anchors.get(after).map_or((n, m), |&(a, b)| (a, b));
             (o_from, r_from, o_to, r_to)
         };
-        let key = (leaf_of(&ours[i].name), ours[i].numel);
+        let key = (leaf_of(&ours[i].name), (!speak).then_some(ours[i].numel));
         let (Some(in_o), Some(in_r)) = (by_o.get(&key), by_r.get(&key)) else {
             continue;
         };
@@ -572,9 +576,9 @@ fn pair_by_names<'a>(
         let Some(j) = found else {
             continue;
         };
-        let Some((_, confidence, stats_diff)) = score(&ours[i], &reference[j]) else {
-            continue;
-        };
+        // (another count: by name only)
+        let (confidence, stats_diff) = score(&ours[i], &reference[j])
+            .map_or((Confidence::OrderOnly, None), |(_, c, d)| (c, d));
         added.push((
             i,
             j,
