@@ -151,7 +151,8 @@ pub fn infer(ours: &Dump, reference: &Dump) -> Option<Inferred> {
         );
     }
     // Nothing pairs (no count of one side's leftovers on the other: another prompt length, a
-    // head count wrong everywhere): said, rather than nothing (a review found such a pair of
+    // head count wrong everywhere; or every pair was of two ops by the names): said, rather
+    // than nothing (a review found such a pair of
     // dumps passed with no warning, and --suggest-map said they needed no map).
     if pairs.is_empty() {
         let names = |left: &[Probe]| left.iter().map(|p| p.base.clone()).collect();
@@ -162,8 +163,8 @@ pub fn infer(ours: &Dump, reference: &Dump) -> Option<Inferred> {
             skipped: Some(format!(
                 "few probe names in common, and none of the {} probes left of ours pairs by \
                  content with one of the {} left of the reference (no element count in \
-                 common in execution order): nothing inferred, their rows are in one file \
-                 only; give a map (--map)",
+                 common in execution order, or only pairs the names call two ops): nothing \
+                 inferred, their rows are in one file only; give a map (--map)",
                 ours_left.len(),
                 ref_left.len()
             )),
