@@ -120,7 +120,7 @@ fn score(o: &TensorStats, r: &TensorStats) -> Option<(f64, Confidence, Option<f6
     // and a zero bias of the other side's are not the same tensor): by count and place, a
     // little above zeros against other values (two zero biases pair with each other, not
     // with the tensor after them: the pairs after a bug would slide by one).
-    if a.max_abs == 0.0 && b.max_abs == 0.0 {
+    if zeros(o, r) {
         return Some((ZEROS + shape, Confidence::OrderOnly, Some(d)));
     }
     let (s, c) = if d <= 1e-6 {
@@ -140,6 +140,17 @@ const ZEROS: f64 = 1.2;
 fn zeros(o: &TensorStats, r: &TensorStats) -> bool {
     let zero = |t: &TensorStats| t.values.as_ref().is_some_and(|v| v.max_abs == 0.0);
     zero(o) && zero(r)
+}
+
+/// The score of pair (i, j) of two sides (`None`: they cannot pair), as [`align`] weighs it.
+type Score<'s> = dyn Fn(usize, usize) -> Option<(f64, Confidence, Option<f64>)> + 's;
+
+/// Pair (i, j) matches by values: the same or close statistics.
+fn by_values(score: &Score<'_>, i: usize, j: usize) -> bool {
+    matches!(
+        score(i, j),
+        Some((_, Confidence::Same | Confidence::Close, _))
+    )
 }
 
 /// Largest disagreement of the statistics for a [`Confidence::Close`] pair (bf16 against f32
@@ -284,7 +295,7 @@ pub fn align(ours: &[TensorStats], reference: &[TensorStats]) -> Vec<Pair> {
 fn compare_by_segments(
     ours: &[TensorStats],
     reference: &[TensorStats],
-    score: &dyn Fn(usize, usize) -> Option<(f64, Confidence, Option<f64>)>,
+    score: &Score<'_>,
     names: &Names<'_>,
     pairs: &mut Vec<(usize, usize, Pair)>,
 ) {
@@ -299,12 +310,7 @@ fn compare_by_segments(
     // as the confident pairs have them) is another tensor of the other side. (A review found
     // a clean port's extra tensor placed on a reference tensor whose namesake had its values:
     // a false divergence.)
-    let matches = |x: usize, y: usize| {
-        matches!(
-            score(x, y),
-            Some((_, Confidence::Same | Confidence::Close, _))
-        )
-    };
+    let matches = |x: usize, y: usize| by_values(score, x, y);
     let (match_o, match_r) = (
         std::cell::RefCell::new(vec![None::<bool>; n]),
         std::cell::RefCell::new(vec![None::<bool>; m]),
@@ -610,17 +616,12 @@ fn pair_by_names<'a>(
 fn values_over_places(
     ours: &[TensorStats],
     reference: &[TensorStats],
-    score: &dyn Fn(usize, usize) -> Option<(f64, Confidence, Option<f64>)>,
+    score: &Score<'_>,
     names: &Names<'_>,
     mut pairs: Vec<(usize, usize, Pair)>,
 ) -> Vec<(usize, usize, Pair)> {
     let (n, m) = (ours.len(), reference.len());
-    let matches = |i: usize, j: usize| {
-        matches!(
-            score(i, j),
-            Some((_, Confidence::Same | Confidence::Close, _))
-        )
-    };
+    let matches = |i: usize, j: usize| by_values(score, i, j);
     let (mut confident_o, mut confident_r) = (vec![false; n], vec![false; m]);
     for &(i, j, ref p) in pairs.iter() {
         if p.confidence != Confidence::OrderOnly {
@@ -763,9 +764,7 @@ impl<'a> Names<'a> {
     /// numbers, ours' less the shift the confident pairs share (`None`: they do not speak).
     fn key<'n>(&self, name: &'n str, ours: bool) -> Option<(&'n str, Vec<i128>)> {
         let offset = self.offset.as_ref().filter(|_| self.speak)?;
-        let numbers: Vec<i128> = numbers_of(name)
-            .map(|s| s.parse::<i128>().ok())
-            .collect::<Option<_>>()?;
+        let numbers = numbers(name)?;
         if ours && numbers.len() != offset.len() {
             return None;
         }
@@ -839,13 +838,15 @@ fn numbers_of(name: &str) -> impl Iterator<Item = &str> + Clone {
     name.split('.').filter(|s| number(s))
 }
 
+/// The numbers of `name` (`None`: one too large).
+fn numbers(name: &str) -> Option<Vec<i128>> {
+    numbers_of(name).map(|s| s.parse::<i128>().ok()).collect()
+}
+
 /// Ours' numbers less the reference's, number by number (`None`: other counts of numbers, or
 /// a number too large).
 fn shift(ours: &str, reference: &str) -> Option<Vec<i128>> {
-    let parse = |name: &str| -> Option<Vec<i128>> {
-        numbers_of(name).map(|s| s.parse::<i128>().ok()).collect()
-    };
-    let (a, b) = (parse(ours)?, parse(reference)?);
+    let (a, b) = (numbers(ours)?, numbers(reference)?);
     (a.len() == b.len()).then(|| a.iter().zip(&b).map(|(x, y)| x - y).collect())
 }
 
@@ -869,6 +870,22 @@ mod tests {
                 max_abs: l2 / 3.0,
                 mean_abs: l2 / 5.0,
                 kurtosis: 3.0,
+            }),
+        }
+    }
+
+    /// Eight zeros under `name`.
+    fn zero_tensor(name: &str) -> TensorStats {
+        TensorStats {
+            name: name.into(),
+            numel: 8,
+            dims: vec![8],
+            values: Some(ValueStats {
+                l2: 0.0,
+                mean: 0.0,
+                max_abs: 0.0,
+                mean_abs: 0.0,
+                kurtosis: 0.0,
             }),
         }
     }
@@ -918,19 +935,12 @@ mod tests {
     /// the end; a repeat of other values still pairs only with a repeat.
     #[test]
     fn zeros_pair_by_their_place_and_a_repeat_of_values_does_not() {
-        let zeros = |name: &str| TensorStats {
-            name: name.into(),
-            numel: 8,
-            dims: vec![8],
-            values: Some(ValueStats {
-                l2: 0.0,
-                mean: 0.0,
-                max_abs: 0.0,
-                mean_abs: 0.0,
-                kurtosis: 0.0,
-            }),
-        };
-        let ours = [t("a", 10, 1.0), zeros("k0"), zeros("v0"), zeros("k1")];
+        let ours = [
+            t("a", 10, 1.0),
+            zero_tensor("k0"),
+            zero_tensor("v0"),
+            zero_tensor("k1"),
+        ];
         let reference = [
             t("A", 10, 1.0),
             t("K0", 8, 2.0),
@@ -977,25 +987,9 @@ mod tests {
     /// other side: the places give way, and each pairs with its twin.
     #[test]
     fn values_beat_places() {
-        let ours = [
-            named("a", 1.0),
-            named("l0.v", 3.0),
-            named("l0.k", 2.0),
-            named("l1.v", 5.0),
-            named("l1.k", 4.0),
-        ];
-        let reference = [
-            named("A", 1.0),
-            named("L0.k", 2.0),
-            named("L0.v", 3.0),
-            named("L1.k", 4.0),
-            named("L1.v", 5.0),
-        ];
-        let mut got = triples(align(&ours, &reference));
-        got.sort_by(|a, b| a.0.cmp(&b.0));
         let s = |o: &str, r: &str| (o.to_string(), r.to_string(), Confidence::Same, true);
         assert_eq!(
-            got,
+            triples(v_before_k(1.0)),
             [
                 s("a", "A"),
                 s("l0.k", "L0.k"),
@@ -1006,22 +1000,33 @@ mod tests {
         );
     }
 
+    /// `align` of a port that dumps `v` before `k` in two layers, its values `scale` times the
+    /// reference's, against the reference; the pairs in ours' names' order.
+    fn v_before_k(scale: f64) -> Vec<Pair> {
+        let ours = [
+            named("a", scale),
+            named("l0.v", 3.0 * scale),
+            named("l0.k", 2.0 * scale),
+            named("l1.v", 5.0 * scale),
+            named("l1.k", 4.0 * scale),
+        ];
+        let reference = [
+            named("A", 1.0),
+            named("L0.k", 2.0),
+            named("L0.v", 3.0),
+            named("L1.k", 4.0),
+            named("L1.v", 5.0),
+        ];
+        let mut pairs = align(&ours, &reference);
+        pairs.sort_by(|a, b| a.ours.cmp(&b.ours));
+        pairs
+    }
+
     /// Zeros against zeros have no identity: by count and place only (a reference's zero bias
     /// took a port's never written cache slot as the same values, and its row passed).
     #[test]
     fn zeros_against_zeros_are_order_only() {
-        let zeros = TensorStats {
-            name: "z".into(),
-            numel: 8,
-            dims: vec![8],
-            values: Some(ValueStats {
-                l2: 0.0,
-                mean: 0.0,
-                max_abs: 0.0,
-                mean_abs: 0.0,
-                kurtosis: 0.0,
-            }),
-        };
+        let zeros = zero_tensor("z");
         let p = align(
             std::slice::from_ref(&zeros),
             &[TensorStats {
@@ -1121,25 +1126,10 @@ mod tests {
     /// same; they still beat the places.
     #[test]
     fn close_values_beat_places() {
-        let ours = [
-            named("a", 1.001),
-            named("l0.v", 3.003),
-            named("l0.k", 2.002),
-            named("l1.v", 5.005),
-            named("l1.k", 4.004),
-        ];
-        let reference = [
-            named("A", 1.0),
-            named("L0.k", 2.0),
-            named("L0.v", 3.0),
-            named("L1.k", 4.0),
-            named("L1.v", 5.0),
-        ];
-        let mut got: Vec<(String, String, bool)> = align(&ours, &reference)
+        let got: Vec<(String, String, bool)> = v_before_k(1.001)
             .into_iter()
             .map(|p| (p.ours, p.reference, p.compared))
             .collect();
-        got.sort();
         let s = |o: &str, r: &str| (o.to_string(), r.to_string(), true);
         assert_eq!(
             got,
@@ -1187,24 +1177,12 @@ mod tests {
     /// pairs are compared even where a later layer dumps one more tensor than the reference.
     #[test]
     fn zero_biases_keep_the_layers_after_a_bug_in_step() {
-        let zeros = |name: String| TensorStats {
-            name,
-            numel: 8,
-            dims: vec![8],
-            values: Some(ValueStats {
-                l2: 0.0,
-                mean: 0.0,
-                max_abs: 0.0,
-                mean_abs: 0.0,
-                kurtosis: 0.0,
-            }),
-        };
         let (mut ours, mut reference) = (Vec::new(), Vec::new());
         for layer in 0..4 {
             let wrong = if layer >= 1 { 10.0 } else { 1.0 };
             let base = 10.0 * layer as f64;
-            ours.push(zeros(format!("t{layer}a")));
-            reference.push(zeros(format!("R{layer}a")));
+            ours.push(zero_tensor(&format!("t{layer}a")));
+            reference.push(zero_tensor(&format!("R{layer}a")));
             for k in 0..2 {
                 let l2 = base + k as f64 + 1.0;
                 ours.push(named(&format!("t{layer}b{k}"), l2 * wrong));
@@ -1492,23 +1470,11 @@ mod tests {
     /// segment's places are taken together or not at all.
     #[test]
     fn a_segment_refuted_by_values_or_names_places_nothing() {
-        let zeros = |name: &str| TensorStats {
-            name: name.into(),
-            numel: 8,
-            dims: vec![8],
-            values: Some(ValueStats {
-                l2: 0.0,
-                mean: 0.0,
-                max_abs: 0.0,
-                mean_abs: 0.0,
-                kurtosis: 0.0,
-            }),
-        };
         let ours = [
             t("o.0.v", 8, 1.0),
             t("x.99.extra", 16, 778.0),
             t("o.1.q", 16, 2.0),
-            zeros("o.3.q"),
+            zero_tensor("o.3.q"),
             t("o.4.v", 8, 5.0),
             t("o.5.o", 8, 6.0),
             t("o.6.k", 8, 7.0),
@@ -1517,7 +1483,7 @@ mod tests {
             t("R.0.v", 8, 1.0),
             t("R.1.q", 16, 2.0),
             t("R.2.o", 16, 2.0),
-            zeros("R.3.q"),
+            zero_tensor("R.3.q"),
             t("R.4.v", 8, 5.0),
             t("R.5.o", 8, 6.0),
             t("R.6.k", 8, 7.0),
