@@ -15,6 +15,10 @@ fault. Asserted, f32 and bf16, with the presets and with `--truth`:
   among the prompt's): wherever they are flagged, the prefill is clean and nothing is flagged
   before the fault's step.
 
+Alignment by content (docs/mapping.md): the decode references renamed `blk.N`, ours (clean and
+every KV-cache fault, f32 and bf16) aligned against them gives the first divergence found under
+the names as they are.
+
 One pass (the prompt only), the same four models, f32 and bf16, presets and `--truth`: the
 clean run never diverges, every porting fault of `divergence run --inject` is found at the op
 where it enters (or traced there by the origin), and its cause hint is the one docs/hints.md
@@ -167,6 +171,48 @@ def test_every_kv_cache_fault_is_found_where_it_enters(model, dt, fault, op, ste
     assert code == 1, f"{model[0]} {dt} {fault}: not found"
     assert where(r) == (f"{op}@{step}", step), (model[0], dt, fault, r["first_divergence"], r["origin"])
     assert steps[step]["first_divergence"] == f"{op}@{step}"
+
+
+def _renamed(src, dst):
+    """`src` with every `model.layers.N` renamed `blk.N` (llama.cpp-like names), its order and
+    dtypes too: a reference that shares few names with ours."""
+    import numpy as np
+
+    with np.load(src, allow_pickle=False) as z:
+        arrays = {f: z[f] for f in z.files}
+    meta = json.loads(arrays.pop("__meta__").tobytes().decode("utf-8"))
+    rename = lambda n: n.replace("model.layers.", "blk.")  # noqa: E731
+    meta["order"] = [rename(n) for n in meta["order"]]
+    meta["dtypes"] = {rename(k): v for k, v in meta.get("dtypes", {}).items()}
+    out = {rename(k): v for k, v in arrays.items()}
+    out["__meta__"] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
+    np.savez(dst, **out)
+
+
+@pytest.mark.parametrize("dt", ["f32", "bf16"])
+def test_alignment_by_content_finds_what_the_names_find(model, dt):
+    """The transformers reference under other names (`blk.N`), so that `diff` aligns the
+    probes by content (docs/mapping.md): for the clean decode and every KV-cache fault, the
+    first divergence (op and step) is the one found under the names as they are. Its rules were
+    made on our own dumps; here the references are real transformers on held-out models."""
+    name, _, _, refs, d, _ = model
+    ref, _ = refs["decode", dt]
+    blk = d / f"ref.decode.{dt}.blk.npz"
+    if not blk.exists():
+        _renamed(ref, blk)
+    for fault in ["-"] + [f for f, _, _ in FAULTS]:
+        if dt == "bf16" and fault.startswith("cache-dtype"):
+            continue
+        _, by_names = run_and_diff(model, dt, fault, False)
+        ours = d / f"ours.decode.{dt}.{fault}.npz"
+        p = subprocess.run([str(BIN), "diff", str(ours), str(blk), "--format", "json"],
+                           capture_output=True, text=True)
+        assert p.returncode in (0, 1), f"{name} {dt} {fault}: {p.stderr}"
+        aligned = json.loads(p.stdout)
+        assert "aligned by content" in aligned["warnings"][0], aligned["warnings"]
+        f = aligned["first_divergence"]
+        got = f and (f["name"].replace("blk.", "model.layers."), f["step"])
+        assert got == where(by_names), (name, dt, fault, aligned["warnings"])
 
 
 def _bf16(x):
