@@ -598,13 +598,116 @@ pub fn compare_step_run_into<'a>(
     cfg: &DiffConfig,
     emit: &mut dyn FnMut(usize, StepSums),
 ) -> StepParts {
+    run_into(
+        names,
+        StepSide::joined(ours),
+        StepSide::joined(reference),
+        cfg,
+        emit,
+    )
+}
+
+/// [`compare_step_run_into`] of steps stored apart, one piece of values per step on each side
+/// (the per-step layout's arrays `x@1`, `x@2`, ..., each borrowed from its own place in the
+/// file): the same rows and sums as those steps stored one after the other would give, bit
+/// for bit (each step's sums are [`compare_step_run_into`]'s of a run of that step alone;
+/// tested), without an `OpResult` per step.
+pub fn compare_step_pieces_into<'a>(
+    names: StepNames<'_>,
+    ours: StepSide<'_, 'a>,
+    reference: StepSide<'_, 'a>,
+    cfg: &DiffConfig,
+    emit: &mut dyn FnMut(usize, StepSums),
+) -> StepParts {
+    run_into(names, ours, reference, cfg, emit)
+}
+
+/// One side of a run of decode steps ([`compare_step_pieces_into`]): every step's shape and
+/// dtype, and the values, in one piece or a piece per step.
+#[derive(Debug, Clone, Copy)]
+pub struct StepSide<'v, 'a> {
+    /// One step's shape as stored.
+    pub shape: &'a [usize],
+    /// Every step's values, `shape.iter().product()` a step.
+    pub values: StepValues<'v, 'a>,
+    /// Original dtype name, as [`Side::dtype`].
+    pub dtype: &'a str,
+}
+
+/// A run's values on one side ([`StepSide`]).
+#[derive(Debug, Clone, Copy)]
+pub enum StepValues<'v, 'a> {
+    /// Every step one after the other (a stacked member).
+    Joined(ValuesRef<'a>),
+    /// A piece per step, in step order.
+    Apart(&'v [ValuesRef<'a>]),
+}
+
+impl<'a> StepSide<'a, 'a> {
+    fn joined(side: Side<'a>) -> StepSide<'a, 'a> {
+        StepSide {
+            shape: side.shape,
+            values: StepValues::Joined(side.values),
+            dtype: side.dtype,
+        }
+    }
+}
+
+impl<'a> StepSide<'_, 'a> {
+    fn head(&self) -> Head<'a> {
+        Head {
+            shape: self.shape,
+            dtype: self.dtype,
+        }
+    }
+
+    /// True when every one of `steps` steps holds exactly `n` values.
+    fn holds(&self, n: usize, steps: usize) -> bool {
+        match self.values {
+            StepValues::Joined(v) => Some(v.len()) == n.checked_mul(steps),
+            StepValues::Apart(pieces) => {
+                pieces.len() == steps && pieces.iter().all(|v| v.len() == n)
+            }
+        }
+    }
+
+    /// Step `k` as a side of its own: its piece, or its share of the joined values (as much
+    /// of them as there are).
+    fn step(&self, k: usize) -> Side<'a> {
+        let values = match self.values {
+            StepValues::Joined(v) => {
+                let per = numel(self.shape).unwrap_or(0);
+                let len = v.len();
+                let from = k.saturating_mul(per).min(len);
+                v.slice(from..from.saturating_add(per).min(len))
+            }
+            StepValues::Apart(pieces) => pieces.get(k).copied().unwrap_or(ValuesRef::F32(&[])),
+        };
+        Side {
+            shape: self.shape,
+            values,
+            dtype: self.dtype,
+        }
+    }
+}
+
+/// [`compare_step_run_into`] and [`compare_step_pieces_into`].
+fn run_into(
+    names: StepNames<'_>,
+    ours: StepSide<'_, '_>,
+    reference: StepSide<'_, '_>,
+    cfg: &DiffConfig,
+    emit: &mut dyn FnMut(usize, StepSums),
+) -> StepParts {
     let steps = names.len();
     // The first step's name: the run's base and first step, and its layer.
     let first_name = (!names.is_empty()).then(|| names.name(0));
     let n = numel(ours.shape).filter(|&n| Some(n) == numel(reference.shape));
-    let whole = |side: &Side<'_>, n: usize| Some(side.values.len()) == n.checked_mul(steps);
     let fast = n.filter(|&n| {
-        n < cfg.chunk_len && whole(&ours, n) && whole(&reference, n) && first_name.is_some()
+        n < cfg.chunk_len
+            && ours.holds(n, steps)
+            && reference.holds(n, steps)
+            && first_name.is_some()
     });
     let template = fast.and_then(|_| {
         let first = first_name.as_deref().unwrap_or_default();
@@ -627,16 +730,9 @@ pub fn compare_step_run_into<'a>(
         let rows = (0..steps)
             .map(|k| {
                 let name = names.name(k);
-                let step = |side: Side<'a>| {
-                    let per = numel(side.shape).unwrap_or(0);
-                    let len = side.values.len();
-                    let from = k.saturating_mul(per).min(len);
-                    let values = side.values.slice(from..from.saturating_add(per).min(len));
-                    Side { values, ..side }
-                };
                 (
                     k,
-                    compare(&name, Some(step(ours)), Some(step(reference)), cfg),
+                    compare(&name, Some(ours.step(k)), Some(reference.step(k)), cfg),
                 )
             })
             .collect();
@@ -671,37 +767,40 @@ pub fn compare_step_run_into<'a>(
         StepNames::WrittenBack { .. } => true,
     };
     let mut rows = Vec::new();
-    crate::metrics::step_sums(
-        ours.values,
-        reference.values,
-        n,
-        steps,
-        &params,
-        &mut |k, acc| {
-            let compact = [Some(acc.n); 2] == numel && written_back(k);
-            if let Some(s) = compact
-                .then(|| StepSums::of(&acc, n as u64, &tol))
-                .flatten()
-            {
-                emit(k, s);
-                return;
-            }
-            // The plan's name, shared: no allocation.
-            let name = names.name(k);
-            let mut row = template.clone();
-            let (base, step) = divergence_names::split_step(&name);
-            if base != first_base {
-                row.layer = divergence_names::layer_index(&name);
-            }
-            row.step = step;
-            row.name = name;
-            let row = match pair_short_row(&row, numel, [acc.n, acc.n]) {
-                Some(bad) => bad,
-                None => apply_truth(pair_row(row, &acc, &tol), TruthFold::Off),
-            };
-            rows.push((k, row));
-        },
-    );
+    let mut on_step = |k: usize, acc: Accumulator| {
+        let compact = [Some(acc.n); 2] == numel && written_back(k);
+        if let Some(s) = compact
+            .then(|| StepSums::of(&acc, n as u64, &tol))
+            .flatten()
+        {
+            emit(k, s);
+            return;
+        }
+        // The plan's name, shared: no allocation.
+        let name = names.name(k);
+        let mut row = template.clone();
+        let (base, step) = divergence_names::split_step(&name);
+        if base != first_base {
+            row.layer = divergence_names::layer_index(&name);
+        }
+        row.step = step;
+        row.name = name;
+        let row = match pair_short_row(&row, numel, [acc.n, acc.n]) {
+            Some(bad) => bad,
+            None => apply_truth(pair_row(row, &acc, &tol), TruthFold::Off),
+        };
+        rows.push((k, row));
+    };
+    match (ours.values, reference.values) {
+        (StepValues::Joined(o), StepValues::Joined(r)) => {
+            crate::metrics::step_sums(o, r, n, steps, &params, &mut on_step)
+        }
+        // Each step a run of its own, in step order (as `step_sums` gives a joined run's).
+        _ => (0..steps).for_each(|k| {
+            let (o, r) = (ours.step(k).values, reference.step(k).values);
+            crate::metrics::step_sums(o, r, n, 1, &params, &mut |_, acc| on_step(k, acc));
+        }),
+    }
     rows.sort_unstable_by_key(|(k, _)| *k);
     let run = (rows.len() < steps).then(|| StepRun {
         base: Name::from(first_base),

@@ -861,6 +861,45 @@ proptest! {
             views_read_their_row(sunk.row(steps - k), row)?;
         }
         prop_assert!(!(sunk.is_compact() && sunk.is_built()));
+        // The same steps stored apart, a piece of values per step (the per-step layout's
+        // arrays, [`compare_step_pieces_into`]): the same rows, compact where the joined
+        // steps' are.
+        let pieces = |side: &Side<'static>| -> Vec<ValuesRef<'static>> {
+            let per: usize = side.shape.iter().product();
+            let len = side.values.len();
+            (0..steps)
+                .map(|k| {
+                    let from = (k * per).min(len);
+                    side.values.slice(from..(from + per).min(len))
+                })
+                .collect()
+        };
+        let (o_pieces, r_pieces) = (pieces(&ours), pieces(&reference));
+        let apart = |side: &Side<'static>, values| StepSide {
+            shape: side.shape,
+            values: StepValues::Apart(values),
+            dtype: side.dtype,
+        };
+        let mut b = RowsBuilder::new(steps);
+        let r = b.open_run();
+        let at: Vec<usize> = (0..steps).collect();
+        let parts = {
+            let sink = b.sink();
+            compare_step_pieces_into(
+                StepNames::Given(&names),
+                apart(&ours, &o_pieces),
+                apart(&reference, &r_pieces),
+                &cfg,
+                &mut |k, sums| sink.put_step(at[k], r, k, sums),
+            )
+        };
+        b.close_run(r, &at, parts);
+        let split = b.finish();
+        prop_assert_eq!(split.len(), steps);
+        for (k, (_, row)) in got.iter().enumerate() {
+            prop_assert_eq!(&*split.row(k).op(), row);
+            prop_assert_eq!(split.row(k).run().is_some(), rows.row(k).run().is_some());
+        }
         for (k, row) in got {
             let at = |side: &Side<'static>| {
                 let per: usize = side.shape.iter().product();

@@ -2,8 +2,9 @@
 //!
 //! Each probe is compared on its own ([`compare_probe`]; [`stream_probe`] for what is not stored
 //! in place), except the decode steps of a probe that both dumps keep in a stacked member
-//! (docs/dump-format.md, "Decode steps"): those are compared in one call per run of steps
-//! ([`divergence_diff::compare_step_run_into`], one pass over both members), which keeps them
+//! (docs/dump-format.md, "Decode steps"), or, under no name map, each in an array of its own
+//! (the per-step layout): those are compared in one call per run of steps
+//! ([`divergence_diff::compare_step_pieces_into`], one pass over both sides), which keeps them
 //! compact (a `StepRun`: what the steps share; each step's sums written to its row's cell as
 //! they are made, [`RowsBuilder::sink`]), the other rows placed by index ([`RowsBuilder`]);
 //! the steps of a run a name map made are rows ([`divergence_diff::compare_step_run`]), each
@@ -14,11 +15,12 @@
 //! from the last row, and makes no row until one is read whole (docs/performance.md, "Decode
 //! steps").
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use divergence_diff::{
     DiffConfig, Head, Needs, OpResult, OrderPlan, ProbeFold, Rows, RowsBuilder, Side, Status,
-    StepNames, StepParts, Which,
+    StepNames, StepParts, StepSide, StepValues, Which,
 };
 use divergence_dump::{Dump, DumpError, TensorView};
 use divergence_map::{Entry, MappedDump, Pieces};
@@ -47,11 +49,18 @@ pub(crate) fn compare_all(
     } else {
         // Row `i` is position `i` of both dumps, which share their names: the dumps' own
         // members make the runs.
-        let by_member = plan.aligned
-            && ours.resolved().is_none()
-            && reference.resolved().is_none()
-            && ours.dump().shares_names(reference.dump());
-        jobs(n, &entries, (ours.dump(), reference.dump()), cfg, by_member)
+        let unmapped = ours.resolved().is_none() && reference.resolved().is_none();
+        let by_member = plan.aligned && unmapped && ours.dump().shares_names(reference.dump());
+        // Steps stored apart make runs under the dumps' own names only.
+        let apart = unmapped.then_some(plan);
+        jobs(
+            n,
+            &entries,
+            (ours.dump(), reference.dump()),
+            cfg,
+            by_member,
+            apart,
+        )
     };
     if !jobs.iter().any(|job| matches!(job, Job::Steps(_))) {
         // Every row on its own: written in place, by index.
@@ -101,8 +110,10 @@ pub(crate) fn compare_all(
                 (Job::Row(i), _) => Done::Row(*i, one(*i)),
                 (Job::Steps(run), Some(r)) => {
                     let mut emit = |k: usize, sums| sink.put_step(run.rows[k], r, k, sums);
-                    let steps = |names: StepNames<'_>, ours, reference| {
-                        divergence_diff::compare_step_run_into(
+                    let steps = |names: StepNames<'_>,
+                                 ours: StepSide<'_, '_>,
+                                 reference: StepSide<'_, '_>| {
+                        divergence_diff::compare_step_pieces_into(
                             names, ours, reference, cfg, &mut emit,
                         )
                     };
@@ -113,10 +124,17 @@ pub(crate) fn compare_all(
                 }
                 (Job::Steps(run), None) => {
                     // A name map made our steps: each row says how.
-                    let steps = |names: StepNames<'_>, ours, reference| {
-                        divergence_diff::compare_step_run(names, ours, reference, cfg)
+                    // (Only a stacked member's steps: runs of steps stored apart are made
+                    // without a map.)
+                    let steps = |names: StepNames<'_>,
+                                 ours: StepSide<'_, '_>,
+                                 reference: StepSide<'_, '_>| {
+                        let (ours, reference) = (joined(ours)?, joined(reference)?);
+                        Some(divergence_diff::compare_step_run(
+                            names, ours, reference, cfg,
+                        ))
                     };
-                    match compare_run(run, plan, ours, reference, steps) {
+                    match compare_run(run, plan, ours, reference, steps).flatten() {
                         Some(steps) => Done::Rows(
                             steps
                                 .into_rows()
@@ -196,14 +214,26 @@ enum Job {
     Steps(Run),
 }
 
-/// Consecutive decode steps of one probe, stored in a stacked member on both sides.
+/// Consecutive decode steps of one probe: stored in a stacked member on both sides, or apart
+/// (the per-step layout, an array per step).
 #[derive(Debug, PartialEq)]
 struct Run {
     /// The rows (indices of the plan), in step order.
     rows: Vec<usize>,
-    /// The members (of ours and of the reference) and the first step (1-based) of the run.
-    members: (usize, usize),
-    first: usize,
+    /// Where the steps are.
+    source: RunSource,
+}
+
+/// Where a run's steps are ([`Run`]).
+#[derive(Debug, PartialEq)]
+enum RunSource {
+    /// Steps `first..` (1-based) of a stacked member on each side (ours, the reference's).
+    Members {
+        members: (usize, usize),
+        first: usize,
+    },
+    /// Each step its own tensor on each side, found by its row ([`entries_at`]).
+    Apart,
 }
 
 /// The jobs of a plan of `n` rows, whose entries `entries(i)` gives: a row of each probe, but
@@ -218,13 +248,16 @@ struct Run {
 /// ([`member_rows`], no pass over the rows); only the jobs (a run per member, a row per
 /// prefill probe) are sorted; both members of a run must borrow their steps in place (else row by row, each
 /// row a task of its own), and what a run needs of each of its rows beyond that (one dtype
-/// per side) is checked by the run itself ([`compare_run`]).
+/// per side) is checked by the run itself ([`compare_run`]). With `apart` (the plan, under no
+/// name map), the rows left are also made runs where they are a probe's consecutive steps
+/// stored apart ([`apart_rows`]: one pass over their names).
 fn jobs<'m, 'a: 'm>(
     n: usize,
     entries: &(dyn Fn(usize) -> (Option<Entry<'m, 'a>>, Option<Entry<'m, 'a>>) + Sync),
     (ours, reference): (&Dump, &Dump),
     cfg: &DiffConfig,
     by_member: bool,
+    apart: Option<&OrderPlan>,
 ) -> Vec<Job> {
     // Each of our members' rows, in step order, with the reference's member and the first step.
     let candidates = match by_member.then(|| member_rows(n, ours)).flatten() {
@@ -253,10 +286,41 @@ fn jobs<'m, 'a: 'm>(
             part.iter().for_each(|&i| in_run[i] = true);
             let run = Run {
                 rows: part.to_vec(),
-                members: (om, rm),
-                first: first + k * per_run,
+                source: RunSource::Members {
+                    members: (om, rm),
+                    first: first + k * per_run,
+                },
             };
             jobs.push((part[0], Job::Steps(run)));
+        }
+    }
+    // The per-step layout's steps (rows left by the members): a run where both sides hold
+    // the same element count at the first step; what else a run needs of each step (a
+    // zero-copy view on both sides, one shape and dtype per side) is checked by the run
+    // ([`compare_apart`]), which else goes row by row.
+    if let Some(plan) = apart {
+        for rows in apart_rows(plan, &in_run) {
+            let Some(&first) = rows.first() else {
+                continue;
+            };
+            let numel = |e: Option<Entry<'m, 'a>>| {
+                e.filter(|e| e.is_zero_copy())
+                    .and_then(|e| e.shape())
+                    .map(|s| s.iter().product::<usize>())
+            };
+            let (oe, re) = entries(first);
+            let (Some(o), Some(r)) = (numel(oe), numel(re)) else {
+                continue;
+            };
+            let per_run = (cfg.chunk_len / o.max(r).max(1)).max(1);
+            for part in rows.chunks(per_run).filter(|p| p.len() > 1) {
+                part.iter().for_each(|&i| in_run[i] = true);
+                let run = Run {
+                    rows: part.to_vec(),
+                    source: RunSource::Apart,
+                };
+                jobs.push((part[0], Job::Steps(run)));
+            }
         }
     }
     jobs.extend((0..n).filter(|&i| !in_run[i]).map(|i| (i, Job::Row(i))));
@@ -372,20 +436,60 @@ fn member_rows(n: usize, ours: &Dump) -> Option<Vec<MemberRows>> {
         .collect()
 }
 
+/// The rows of [`jobs`]' runs of steps stored apart: per probe (the base of a row's name in
+/// `plan`, rows not `in_run` and of a decode step), its rows in the plan's order cut where a
+/// step does not follow the one before; each list of two rows or more. One pass over the
+/// names left by the members' runs (the per-step layout's: every step's).
+fn apart_rows(plan: &OrderPlan, in_run: &[bool]) -> Vec<Vec<usize>> {
+    let mut probes: HashMap<&str, Vec<(usize, usize)>> = HashMap::new();
+    for (i, name) in plan.order.iter().enumerate() {
+        if in_run.get(i).is_none_or(|&r| r) {
+            continue;
+        }
+        match divergence_names::split_step(name) {
+            (_, 0) => {}
+            (base, step) => probes.entry(base).or_default().push((step, i)),
+        }
+    }
+    let mut runs = Vec::new();
+    for steps in probes.into_values() {
+        let mut run: Vec<usize> = Vec::new();
+        let mut last = None;
+        for (step, i) in steps {
+            if last.is_none_or(|l: usize| l.checked_add(1) != Some(step)) {
+                if run.len() > 1 {
+                    runs.push(std::mem::take(&mut run));
+                }
+                run.clear();
+            }
+            run.push(i);
+            last = Some(step);
+        }
+        if run.len() > 1 {
+            runs.push(run);
+        }
+    }
+    runs
+}
+
 /// Compares a run of decode steps in one call: `compare` is given the steps' names and both
-/// sides' values ([`divergence_diff::compare_step_run`], or
-/// [`divergence_diff::compare_step_run_into`]); `None` when the members' steps cannot be
-/// borrowed in one piece ([`Dump::member_steps`]): then compare them row by row, which says
-/// why a step cannot be read.
+/// sides ([`divergence_diff::compare_step_pieces_into`], or
+/// [`divergence_diff::compare_step_run`]); `None` when the steps cannot be borrowed in place
+/// (a stacked member's in one piece, [`Dump::member_steps`]; steps stored apart each as a view,
+/// [`compare_apart`]): then compare them row by row, which says why a step cannot be read.
 fn compare_run<'a, T>(
     run: &Run,
     plan: &OrderPlan,
     ours: &MappedDump<'a>,
     reference: &MappedDump<'a>,
-    compare: impl FnOnce(StepNames<'_>, Side<'a>, Side<'a>) -> T,
+    compare: impl for<'v> FnOnce(StepNames<'_>, StepSide<'v, 'v>, StepSide<'v, 'v>) -> T,
 ) -> Option<T> {
-    let steps = run.first..run.first + run.rows.len();
-    let (om, rm) = run.members;
+    let (members, first) = match run.source {
+        RunSource::Members { members, first } => (members, first),
+        RunSource::Apart => return compare_apart(run, plan, ours, reference, compare),
+    };
+    let steps = first..first + run.rows.len();
+    let (om, rm) = members;
     let (Some((o_shape, o_values)), Some((r_shape, r_values))) = (
         ours.dump().member_steps(om, steps.clone()),
         reference.dump().member_steps(rm, steps),
@@ -430,15 +534,82 @@ fn compare_run<'a, T>(
         given = (0..run.rows.len()).map(name).collect();
         StepNames::Given(&given)
     };
-    let side = |shape, values, dtype| Side {
+    let side = |shape, values, dtype| StepSide {
         shape,
-        values,
+        values: StepValues::Joined(values),
         dtype,
     };
     Some(compare(
         names,
         side(o_shape, o_values, o_dtype),
         side(r_shape, r_values, r_dtype),
+    ))
+}
+
+/// A run's side as one [`Side`]: a stacked member's steps, one after the other.
+fn joined<'a>(side: StepSide<'_, 'a>) -> Option<Side<'a>> {
+    match side.values {
+        StepValues::Joined(values) => Some(Side {
+            shape: side.shape,
+            values,
+            dtype: side.dtype,
+        }),
+        StepValues::Apart(_) => None,
+    }
+}
+
+/// [`compare_run`] of steps stored apart (the per-step layout): each row's tensors as
+/// [`compare_probe`] would read them alone (both sides present, borrowed in place, no map),
+/// with one shape and one dtype per side; `None` otherwise (then row by row, as before runs
+/// of such steps were made). The names are the plan's, each checked by the run.
+fn compare_apart<'a, T>(
+    run: &Run,
+    plan: &OrderPlan,
+    ours: &MappedDump<'a>,
+    reference: &MappedDump<'a>,
+    compare: impl for<'v> FnOnce(StepNames<'_>, StepSide<'v, 'v>, StepSide<'v, 'v>) -> T,
+) -> Option<T> {
+    let mut views: [Vec<TensorView<'a>>; 2] = Default::default();
+    let mut dtypes: [Option<&'a str>; 2] = [None; 2];
+    for &i in &run.rows {
+        let (oe, re) = entries_at(plan, ours, reference, i);
+        for (k, e) in [oe?, re?].into_iter().enumerate() {
+            if !e.is_zero_copy() || e.is_computed() || e.problem().is_some() {
+                return None;
+            }
+            let dtype = e.original_dtype_str().unwrap_or_default();
+            if *dtypes[k].get_or_insert(dtype) != dtype {
+                return None;
+            }
+            let view = e.view().ok()?;
+            if views[k].first().is_some_and(|v| v.shape != view.shape) {
+                return None;
+            }
+            views[k].push(view);
+        }
+    }
+    let [o, r] = &views;
+    let (o_values, r_values): (Vec<_>, Vec<_>) = (
+        o.iter().map(|t| t.values()).collect(),
+        r.iter().map(|t| t.values()).collect(),
+    );
+    let names: Vec<divergence_diff::Name> =
+        run.rows.iter().map(|&i| plan.order[i].clone()).collect();
+    fn side<'v>(
+        views: &'v [TensorView<'_>],
+        values: &'v [divergence_diff::ValuesRef<'v>],
+        dtype: Option<&'v str>,
+    ) -> StepSide<'v, 'v> {
+        StepSide {
+            shape: views.first().map_or(&[][..], |t| t.shape.as_slice()),
+            values: StepValues::Apart(values),
+            dtype: dtype.unwrap_or_default(),
+        }
+    }
+    Some(compare(
+        StepNames::Given(&names),
+        side(o, &o_values, dtypes[0]),
+        side(r, &r_values, dtypes[1]),
     ))
 }
 
@@ -784,12 +955,14 @@ mod tests {
             .collect()
     }
 
-    /// A decode dump: a prefill and `STEPS` stacked steps of several probes, ours or the
-    /// reference (`ours`: slightly off, a NaN in one step, a probe of its own, a squeezed
-    /// shape, an f32 tensor where the reference has bf16).
-    fn write(path: &Path, ours: bool) {
+    /// A decode dump: a prefill and `STEPS` steps of several probes, stacked or in the
+    /// per-step layout, ours or the reference (`ours`: slightly off, a NaN in one step, a
+    /// probe of its own, a squeezed shape, an f32 tensor where the reference has bf16).
+    fn write(path: &Path, ours: bool, stacked: bool) {
         let mut w = DumpWriter::create(path).unwrap();
-        w.stack_steps();
+        if stacked {
+            w.stack_steps();
+        }
         let mut order = Vec::new();
         let mut dtypes = Vec::new();
         let off = if ours { 3 } else { 0 };
@@ -863,21 +1036,28 @@ mod tests {
     }
 
     /// Ours and the reference ([`write`]), opened (the folder holds them while it lives).
-    fn pair() -> (tempfile::TempDir, Dump, Dump) {
+    fn pair(stacked: bool) -> (tempfile::TempDir, Dump, Dump) {
         let dir = tempfile::tempdir().unwrap();
         let (o, r) = (dir.path().join("ours.npz"), dir.path().join("ref.npz"));
-        write(&o, true);
-        write(&r, false);
+        write(&o, true, stacked);
+        write(&r, false, stacked);
         let (od, rd) = (Dump::open(&o).unwrap(), Dump::open(&r).unwrap());
         (dir, od, rd)
     }
 
     /// The rows of a decode dump pair, with runs of steps compared in one call, are the rows of
     /// every probe compared on its own, bit for bit; and the runs are there (so that this test
-    /// compares something): every probe both sides keep stacked, in a plan aligned or not.
+    /// compares something): every float probe both sides have, stacked or stored apart (the
+    /// per-step layout), in a plan aligned or not.
     #[test]
     fn runs_of_steps_give_the_rows_of_each_step_alone() {
-        let (_dir, od, rd) = pair();
+        for stacked in [true, false] {
+            runs_give_the_rows_of_each_step_alone(stacked);
+        }
+    }
+
+    fn runs_give_the_rows_of_each_step_alone(stacked: bool) {
+        let (_dir, od, rd) = pair(stacked);
         let (ours, reference) = (MappedDump::plain(&od), MappedDump::plain(&rd));
         for tolerance in [
             Tolerance::default(),
@@ -891,18 +1071,29 @@ mod tests {
             assert!(!plan.aligned, "ours has a probe of its own");
             let n = plan.order.len();
             let entries = |i: usize| entries_at(&plan, &ours, &reference, i);
-            let planned = jobs(n, &entries, (&od, &rd), &cfg, false);
+            let planned = jobs(n, &entries, (&od, &rd), &cfg, false, Some(&plan));
             let runs = planned
                 .iter()
                 .filter(|j| matches!(j, Job::Steps(run) if run.rows.len() == STEPS))
                 .count();
-            assert_eq!(runs, 3, "the three float probes both sides have, stacked");
+            assert_eq!(
+                runs, 3,
+                "the three float probes both sides have ({stacked})"
+            );
+            let apart = planned
+                .iter()
+                .filter(|j| matches!(j, Job::Steps(run) if run.source == RunSource::Apart))
+                .count();
+            assert_eq!(apart, if stacked { 0 } else { 3 });
             let int_rows = planned
                 .iter()
                 .filter(|j| matches!(j, Job::Row(i) if plan.order[*i].contains("router@")))
                 .count();
             assert_eq!(int_rows, STEPS, "the integer member's steps, row by row");
             let together = compare_all(&plan, &ours, &reference, None, &cfg);
+            // The float steps are kept compact (a run's row), in either layout.
+            let compact = (0..n).filter(|&i| together.row(i).run().is_some()).count();
+            assert_eq!(compact, 3 * STEPS - 1, "all but the NaN step ({stacked})");
             let alone: Vec<OpResult> = (0..n)
                 .map(|i| compare_row(&plan, &ours, &reference, None, &cfg, i))
                 .collect();
@@ -924,8 +1115,8 @@ mod tests {
         // runs or small, integer member row by row included.
         let dir = tempfile::tempdir().unwrap();
         let (o, r) = (dir.path().join("ours.npz"), dir.path().join("ref.npz"));
-        write(&o, false);
-        write(&r, false);
+        write(&o, false, true);
+        write(&r, false, true);
         let (od, rd) = Dump::open_pair(&o, &r);
         let (od, rd) = (od.unwrap(), rd.unwrap());
         assert!(od.shares_names(&rd));
@@ -940,9 +1131,10 @@ mod tests {
                 chunk_len,
                 ..DiffConfig::default()
             };
-            let by_slots = jobs(n, &entries, (&od, &rd), &cfg, false);
+            let by_slots = jobs(n, &entries, (&od, &rd), &cfg, false, Some(&plan));
             assert!(by_slots.iter().any(|j| matches!(j, Job::Steps(_))));
-            assert_eq!(jobs(n, &entries, (&od, &rd), &cfg, true), by_slots);
+            let by_member = jobs(n, &entries, (&od, &rd), &cfg, true, Some(&plan));
+            assert_eq!(by_member, by_slots);
         }
         // Opened apart, they do not share their names (compare_all then goes by the slots).
         assert!(!Dump::open(&o)
@@ -952,7 +1144,13 @@ mod tests {
 
     #[test]
     fn jobs_cover_every_row_once() {
-        let (_dir, od, rd) = pair();
+        for stacked in [true, false] {
+            jobs_cover_every_row_once_in(stacked);
+        }
+    }
+
+    fn jobs_cover_every_row_once_in(stacked: bool) {
+        let (_dir, od, rd) = pair(stacked);
         let (ours, reference) = (MappedDump::plain(&od), MappedDump::plain(&rd));
         // Runs of one step each, then of the whole member.
         for chunk_len in [1, 40, 1 << 18] {
@@ -964,7 +1162,7 @@ mod tests {
             let n = plan.order.len();
             let entries = |i: usize| entries_at(&plan, &ours, &reference, i);
             let mut seen = vec![0; n];
-            for job in jobs(n, &entries, (&od, &rd), &cfg, false) {
+            for job in jobs(n, &entries, (&od, &rd), &cfg, false, Some(&plan)) {
                 match job {
                     Job::Row(i) => seen[i] += 1,
                     Job::Steps(run) => {
