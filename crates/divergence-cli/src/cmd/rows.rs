@@ -210,7 +210,7 @@ fn compare_row(
 enum Job {
     /// The row at this index of the plan.
     Row(usize),
-    /// Consecutive steps of one stacked member on each side.
+    /// Consecutive decode steps of one probe ([`Run`]).
     Steps(Run),
 }
 
@@ -1105,6 +1105,46 @@ mod tests {
             assert_eq!(status("model.layers.0.mlp@3"), Status::Nonfinite);
             assert_eq!(status("extra@2"), Status::OnlyOurs);
         }
+    }
+
+    /// Steps stored apart that a run cannot take as one (a step whose metadata dtype differs
+    /// in mid-run: judged by another tolerance) give the rows of each step alone (a review
+    /// found no test failing without the dtype check of [`compare_apart`]).
+    #[test]
+    fn apart_steps_of_two_dtypes_give_the_rows_of_each_step_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |path: &Path, ours: bool| {
+            let mut w = DumpWriter::create(path).unwrap();
+            let mut meta = Meta::default();
+            for s in 1..=5usize {
+                let name = format!("model.layers.0.b@{s}");
+                let off = if ours { 1e-3 } else { 0.0 };
+                let v: Vec<f32> = values(40, s as u32).iter().map(|x| x + 1.0 + off).collect();
+                w.add(&name, &[1, 1, 40], TensorData::F32(&v)).unwrap();
+                let dtype = if ours && s == 4 {
+                    "bfloat16"
+                } else {
+                    "float32"
+                };
+                meta.dtypes.insert(name.clone(), dtype.to_string());
+                meta.order.push(divergence_diff::Name::from(name));
+            }
+            w.finish(meta).unwrap();
+        };
+        let (o, r) = (dir.path().join("ours.npz"), dir.path().join("ref.npz"));
+        write(&o, true);
+        write(&r, false);
+        let (od, rd) = (Dump::open(&o).unwrap(), Dump::open(&r).unwrap());
+        let (ours, reference) = (MappedDump::plain(&od), MappedDump::plain(&rd));
+        let cfg = DiffConfig::default();
+        let plan = plan_order(&names(&ours), &names(&reference));
+        let n = plan.order.len();
+        let together = compare_all(&plan, &ours, &reference, None, &cfg);
+        let alone: Vec<OpResult> = (0..n)
+            .map(|i| compare_row(&plan, &ours, &reference, None, &cfg, i))
+            .collect();
+        let json = |rows: &[OpResult]| serde_json::to_string(rows).unwrap();
+        assert_eq!(json(&together), json(&alone));
     }
 
     /// Every index of the plan is in exactly one job, whatever the layout.
