@@ -14,8 +14,9 @@ import numpy as np
 SUFFIX = "@steps"
 
 
-def main():
-    src, dst = sys.argv[1], sys.argv[2]
+def rewrite(src, dst, step_name=lambda base, s: f"{base}@{s}", drop_meta=()):
+    """Writes the dump at `src` to `dst` with step s of each stacked NAME@steps as its own array
+    `step_name(NAME, s)`, the metadata's order and dtypes to match, without the keys `drop_meta`."""
     with np.load(src) as z, zipfile.ZipFile(dst, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as out:
         meta = json.loads(z["__meta__"].tobytes())
         plain = [n for n in meta["order"] if not n.endswith(SUFFIX)]
@@ -24,7 +25,7 @@ def main():
         order, dtypes = list(plain), {n: meta["dtypes"][n] for n in plain}
         for s in range(1, steps + 1):
             for n in stacked:
-                name = f"{n[:-len(SUFFIX)]}@{s}"
+                name = step_name(n[:-len(SUFFIX)], s)
                 order.append(name)
                 dtypes[name] = meta["dtypes"][n]
 
@@ -38,9 +39,15 @@ def main():
         arrays = {n: z[n] for n in stacked}
         for s in range(1, steps + 1):
             for n in stacked:
-                put(f"{n[:-len(SUFFIX)]}@{s}", arrays[n][s - 1])
+                put(step_name(n[:-len(SUFFIX)], s), arrays[n][s - 1])
         meta["order"], meta["dtypes"] = order, dtypes
+        for k in drop_meta:
+            meta.pop(k, None)
         put("__meta__", np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8))
+
+
+def main():
+    rewrite(sys.argv[1], sys.argv[2])
 
 
 if __name__ == "__main__":

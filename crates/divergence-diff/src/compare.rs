@@ -598,28 +598,13 @@ pub fn compare_step_run_into<'a>(
     cfg: &DiffConfig,
     emit: &mut dyn FnMut(usize, StepSums),
 ) -> StepParts {
-    run_into(
+    compare_step_pieces_into(
         names,
         StepSide::joined(ours),
         StepSide::joined(reference),
         cfg,
         emit,
     )
-}
-
-/// [`compare_step_run_into`] of steps stored apart, one piece of values per step on each side
-/// (the per-step layout's arrays `x@1`, `x@2`, ..., each borrowed from its own place in the
-/// file): the same rows and sums as those steps stored one after the other would give, bit
-/// for bit (each step's sums are [`compare_step_run_into`]'s of a run of that step alone;
-/// tested), without an `OpResult` per step.
-pub fn compare_step_pieces_into<'a>(
-    names: StepNames<'_>,
-    ours: StepSide<'_, 'a>,
-    reference: StepSide<'_, 'a>,
-    cfg: &DiffConfig,
-    emit: &mut dyn FnMut(usize, StepSums),
-) -> StepParts {
-    run_into(names, ours, reference, cfg, emit)
 }
 
 /// One side of a run of decode steps ([`compare_step_pieces_into`]): every step's shape and
@@ -691,8 +676,12 @@ impl<'a> StepSide<'_, 'a> {
     }
 }
 
-/// [`compare_step_run_into`] and [`compare_step_pieces_into`].
-fn run_into(
+/// [`compare_step_run_into`] of steps stored apart, one piece of values per step on each side
+/// (the per-step layout's arrays `x@1`, `x@2`, ..., each borrowed from its own place in the
+/// file): the same rows and sums as those steps stored one after the other would give, bit
+/// for bit (each step's sums are [`compare_step_run_into`]'s of a run of that step alone;
+/// tested), without an `OpResult` per step.
+pub fn compare_step_pieces_into(
     names: StepNames<'_>,
     ours: StepSide<'_, '_>,
     reference: StepSide<'_, '_>,
