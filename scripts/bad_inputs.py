@@ -1628,6 +1628,34 @@ def decode_cases() -> list[Case]:
                                             decode_source="given"),
         "stacked_one_step_of_two.npz", ours_arrays=short)
 
+    def warns(text):
+        return lambda rep, _o: None if any(text in w for w in rep.get("warnings", [])) \
+            else f"no warning with {text!r}: {rep.get('warnings')}"
+
+    # A stacked member of fewer steps than the others, alike on both sides: its later steps
+    # are compared on neither side, which a warning says (found by a bad-input hunt,
+    # 2026-12-04: exit 0 and nothing said).
+    uneven = {**base, "a@steps": stacked["a@steps"], "b@steps": stacked["b@steps"][:1]}
+    umeta = meta_for(uneven, input_ids=[1, 2, 3, 4], decode_steps=2, decode_ids=[5, 6],
+                     decode_source="given")
+    cases.append(Case("decode", "stacked_member_short_on_both_sides",
+                      pair("uneven", umeta, umeta, uneven, uneven),
+                      report(0, others={"ok"}, check=warns("b@steps holds 1 step"))))
+    # A stacked member of one step stored in Fortran order (np.save of an F-contiguous array)
+    # is read in its order: equal to the C-order one, and not equal to its bytes read as C
+    # order (found by a bad-input hunt, 2026-12-04: read as C order, both ways wrong).
+    one = {**base, "b@steps": stacked["b@steps"][:1]}
+    ometa = meta_for(one, input_ids=[1, 2, 3, 4], decode_steps=1, decode_ids=[5],
+                     decode_source="given")
+    fortran = {**one, "b@steps": np.asfortranarray(one["b@steps"])}
+    scrambled = {**one, "b@steps": one["b@steps"].ravel(order="F").reshape(one["b@steps"].shape)}
+    cases.append(Case("decode", "stacked_one_step_fortran",
+                      pair("fortran", ometa, ometa, fortran, one, extra=("--exact",)),
+                      report(0, others={"ok"})))
+    cases.append(Case("decode", "stacked_one_step_fortran_against_its_bytes_as_c",
+                      pair("fortran_c", ometa, ometa, fortran, scrambled, extra=("--exact",)),
+                      report(1, {"b@1": "diverged"}, others={"ok"})))
+
     # Stacked members deflated (np.savez_compressed) cannot be read a step at a time: their steps
     # are missing, which the metadata's decode_steps turns into an error naming the file.
     def deflated(d: Path):
@@ -1668,10 +1696,6 @@ def decode_cases() -> list[Case]:
         "decode step 2 is missing", ours_arrays=gap, ref_arrays=gap, ref_meta=gap_ids)
 
     # The same gap with no step metadata at all: compared, and the gap said.
-    def warns(text):
-        return lambda rep, _o: None if any(text in w for w in rep.get("warnings", [])) \
-            else f"no warning with {text!r}: {rep.get('warnings')}"
-
     cases.append(Case("decode", "step_gap_without_metadata",
                       pair("gap_bare", meta_for(gap), meta_for(gap), gap, gap),
                       report(0, others={"ok"}, check=warns("decode step 2 is in neither"))))

@@ -28,6 +28,15 @@ MODELS = {
                head_dim=64, intermediate_size=256, vocab_size=300), 5, 40, 5, "sdpa", True),
 }
 
+# Held out by a helper's check of 2026-12-04 (session 28), kept apart from MODELS because it
+# meets two limits the catalogue tests would have to excuse (tests/python/test_long_prompt.py):
+# a 97-token prompt, 8 q heads sharing 1 kv head of 16, sdpa.
+LONG = {
+    "h": (dict(hidden_size=64, num_hidden_layers=3, num_attention_heads=8, num_key_value_heads=1,
+               head_dim=16, intermediate_size=160, vocab_size=500, rope_theta=1000000.0), 104, 97, 12,
+          "sdpa", True),
+}
+
 
 def prompt(vocab: int, seed: int, length: int) -> str:
     r = random.Random(seed)
@@ -37,7 +46,7 @@ def prompt(vocab: int, seed: int, length: int) -> str:
 def make(name: str, workdir: Path) -> tuple[Path, str, dict]:
     """Model `name` saved (float32 weights) under `workdir`: (its directory, its prompt, its
     config changes)."""
-    changes, seed, length, _steps, _attn, gains = MODELS[name]
+    changes, seed, length, _steps, _attn, gains = {**MODELS, **LONG}[name]
     cfg = json.loads((REPO / "fixtures/configs/tiny-qwen3.json").read_text())
     cfg.update(changes, max_window_layers=changes["num_hidden_layers"])
     workdir.mkdir(parents=True, exist_ok=True)

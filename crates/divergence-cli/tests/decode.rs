@@ -322,8 +322,28 @@ fn rewrite_renamed(
     meta: impl Fn(&mut Meta),
     rename: impl Fn(&str) -> String,
 ) {
+    rewrite_with(src, dst, drop, meta, rename, false);
+}
+
+/// [`rewrite`] with the decode steps stored stacked (`x@steps`).
+fn rewrite_stacked(src: &str, dst: &Path, drop: impl Fn(&str) -> bool) {
+    rewrite_with(src, dst, drop, |_| {}, |n| n.to_string(), true);
+}
+
+/// [`rewrite_renamed`], the steps stacked where `stacked`.
+fn rewrite_with(
+    src: &str,
+    dst: &Path,
+    drop: impl Fn(&str) -> bool,
+    meta: impl Fn(&mut Meta),
+    rename: impl Fn(&str) -> String,
+    stacked: bool,
+) {
     let d = Dump::open(&root().join(src)).unwrap();
     let mut w = DumpWriter::create(dst).unwrap();
+    if stacked {
+        w.stack_steps();
+    }
     let mut m = d.meta().cloned().unwrap();
     for name in d.names() {
         if drop(name) {
@@ -2354,4 +2374,125 @@ fn the_advice_under_truth_is_what_the_truth_accepts() {
     );
     let (code, _, err) = diff(&parted, REF_F32, Some(&gap), &["--steps", "0"]);
     assert!(code == 0 || code == 1, "{err}");
+}
+
+/// An `.npy` of f32 `v` with `shape` (Python tuple text), in Fortran or C order as given.
+fn npy_f32(fortran: bool, shape: &str, v: &[f32]) -> Vec<u8> {
+    let order = if fortran { "True" } else { "False" };
+    let mut header =
+        format!("{{'descr': '<f4', 'fortran_order': {order}, 'shape': {shape}, }}").into_bytes();
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(b' ');
+    }
+    header.push(b'\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend_from_slice(&u16::try_from(header.len()).unwrap().to_le_bytes());
+    out.extend_from_slice(&header);
+    out.extend(v.iter().flat_map(|x| x.to_le_bytes()));
+    out
+}
+
+/// An npz of stored (not deflated) members `(name, npy bytes)`.
+fn npz_of(path: &Path, members: &[(&str, Vec<u8>)]) {
+    use std::io::Write;
+    let mut z = zip::ZipWriter::new(std::fs::File::create(path).unwrap());
+    let opts =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    for (name, bytes) in members {
+        z.start_file(format!("{name}.npy"), opts).unwrap();
+        z.write_all(bytes).unwrap();
+    }
+    z.finish().unwrap();
+}
+
+#[test]
+fn a_stacked_member_of_one_step_in_fortran_order_is_compared_in_its_order() {
+    // `x@steps` of one step (1 x 2 x 3), v[i][j] = 10 i + j: stored in Fortran order (what
+    // np.save writes for an F-contiguous array, e.g. a transposed torch tensor, in a
+    // `--decode 1` dump) and in C order. A bad-input hunt found the Fortran step read as C
+    // order: the same values diverged, and values scrambled as that reading scrambles them
+    // passed as equal.
+    let c: Vec<f32> = (0..2)
+        .flat_map(|i| (0..3).map(move |j| (10 * i + j) as f32))
+        .collect();
+    let f: Vec<f32> = (0..3)
+        .flat_map(|j| (0..2).map(move |i| (10 * i + j) as f32))
+        .collect();
+    let prefill = npy_f32(false, "(2, 3)", &c);
+    let file = |name: &str, fortran: bool, v: &[f32]| {
+        let path = tmp(name);
+        npz_of(
+            &path,
+            &[
+                ("x", prefill.clone()),
+                ("x@steps", npy_f32(fortran, "(1, 2, 3)", v)),
+            ],
+        );
+        path
+    };
+    let fortran = file("one-step-fortran.npz", true, &f);
+    let c_order = file("one-step-c.npz", false, &c);
+    // the Fortran bytes read as C order: what the bug compared
+    let scrambled = file("one-step-scrambled.npz", false, &f);
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    for (a, b) in [(&fortran, &c_order), (&c_order, &fortran)] {
+        let (code, r, err) = diff_json(a, &s(b), &["--exact"]);
+        assert_eq!(code, 0, "{err}\n{r}");
+        assert_eq!(r["summary"]["ok"], 2, "{r}");
+    }
+    let (code, r, err) = diff_json(&fortran, &s(&scrambled), &["--exact"]);
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(r["first_divergence"]["name"], "x@1", "{r}");
+}
+
+#[test]
+fn stacked_members_short_of_the_other_probes_steps_are_said() {
+    // Layer 1's members hold step 1 only, the others all 6 steps, in both files alike: those
+    // steps were compared on neither side and nothing said it (a bad-input hunt).
+    let short = tmp("short-members.npz");
+    rewrite_stacked(REF_F32, &short, |n| {
+        n.starts_with("model.layers.1.") && divergence_names::split_step(n).1 > 1
+    });
+    let d = Dump::open(&short).unwrap();
+    let short_ones: Vec<(String, usize)> = (0..d.member_count())
+        .filter_map(|m| d.member_info(m))
+        .filter(|&(_, n)| n < 6)
+        .map(|(name, n)| (name.to_string(), n))
+        .collect();
+    assert!(!short_ones.is_empty(), "no member of 1 step was written");
+    assert!(short_ones.iter().all(|(_, n)| *n == 1), "{short_ones:?}");
+    let want = format!(
+        "{}: {} stacked members hold fewer decode steps than the 6 of its other probes ({} holds 1 step): their later steps are missing from this file",
+        short.display(),
+        short_ones.len(),
+        short_ones[0].0,
+    );
+    let warned = |r: &Value| -> usize {
+        r["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|w| w.as_str() == Some(&want))
+            .count()
+    };
+    // both sides alike (one file): said once
+    let (code, r, err) = diff_json(&short, short.to_str().unwrap(), &[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(warned(&r), 1, "{:#}", r["warnings"]);
+    // against the whole reference: the missing steps are rows only in the reference, and said
+    let (_, r, err) = diff_json(&short, REF_F32, &[]);
+    assert_eq!(warned(&r), 1, "{err}\n{:#}", r["warnings"]);
+    assert!(
+        r["summary"]["only_ref"].as_u64().unwrap() > 0,
+        "{:#}",
+        r["summary"]
+    );
+    // the whole reference against itself: nothing said
+    let (code, r, err) = diff_json(&root().join(REF_F32), REF_F32, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        !r["warnings"].to_string().contains("fewer decode steps"),
+        "{:#}",
+        r["warnings"]
+    );
 }

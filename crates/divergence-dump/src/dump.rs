@@ -327,6 +327,12 @@ impl Dump {
         self.members.len()
     }
 
+    /// The name (`x@steps`) and step count of stacked member `member` ([`Dump::step_slot_at`]),
+    /// or `None` past the members.
+    pub fn member_info(&self, member: usize) -> Option<(&str, usize)> {
+        self.members.get(member).map(|m| (m.name.as_str(), m.steps))
+    }
+
     /// Steps `steps` (1-based) of stacked member `member` ([`Dump::step_slot_at`]) as one run
     /// of values borrowed from the map, step after step, with one step's shape: what
     /// [`Dump::view_at`] gives for each of those steps, one after the other, without a copy or

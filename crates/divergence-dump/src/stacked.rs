@@ -447,7 +447,11 @@ fn step_info(e: &Entry, steps: usize, s: usize) -> Result<EntryInfo, DumpError> 
         shape: info.shape.get(1..).unwrap_or_default().to_vec(),
         dtype: info.dtype,
         endian: info.endian,
-        fortran: false,
+        // A member of one step is that step, in the member's order: Fortran order stays
+        // Fortran order without the leading axis of 1 (a bad-input hunt found such a step read
+        // as C order, its elements scrambled). A member of more steps stored in Fortran order
+        // was refused unless its steps have at most one element each, where order is moot.
+        fortran: info.fortran && steps <= 1,
         n_elems: per_elems,
         source: Source::Bytes {
             start: start.saturating_add(offset),

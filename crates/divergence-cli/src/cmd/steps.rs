@@ -463,6 +463,17 @@ pub fn check(
             .collect()
     };
     let (o_sel, r_sel) = (selected(&o), selected(&r));
+    // A stacked member of fewer steps than the dump's others: its later steps are missing from
+    // that file (found by a bad-input hunt: both files short alike, the steps were compared on
+    // neither side and nothing was said; one file short is a row each, only in the other).
+    for (sel, path, dump) in [(&o_sel, ours_path, ours), (&r_sel, ref_path, reference)] {
+        if let Some(w) = short_members(dump.dump(), path, sel.last().copied().unwrap_or(0)) {
+            // (once where both sides are one file)
+            if !warnings.contains(&w) {
+                warnings.push(w);
+            }
+        }
+    }
     let or_compare = compare_instead(advice.as_ref(), " (or ");
     for (side, path, dump) in [(&o, ours_path, ours), (&r, ref_path, reference)] {
         // As plan_order says of the per-step layout (found by a bad-input hunt: an order with
@@ -769,6 +780,25 @@ fn check_declared(
         );
     }
     check_past_promise(side, path, advice, |_| true)
+}
+
+/// A warning naming the stacked members of `dump` that hold fewer than `last` steps (the last
+/// decode step compared of that file): how many, and the first of them with its count.
+fn short_members(dump: &Dump, path: &Path, last: usize) -> Option<String> {
+    let short: Vec<(&str, usize)> = (0..dump.member_count())
+        .filter_map(|m| dump.member_info(m))
+        .filter(|&(_, steps)| steps < last)
+        .collect();
+    let &(name, steps) = short.first()?;
+    let (n, members, hold, their) = match short.len() {
+        1 => (String::new(), "member", "holds", "its"),
+        k => (format!("{k} "), "members", "hold", "their"),
+    };
+    let step_word = if steps == 1 { "step" } else { "steps" };
+    Some(format!(
+        "{}: {n}stacked {members} {hold} fewer decode steps than the {last} of its other probes ({name} holds {steps} {step_word}): {their} later steps are missing from this file",
+        path.display()
+    ))
 }
 
 /// The decode steps below the last present one that are not present, as runs (`decode step 2`,
