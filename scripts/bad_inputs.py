@@ -1640,7 +1640,7 @@ def decode_cases() -> list[Case]:
                      decode_source="given")
     cases.append(Case("decode", "stacked_member_short_on_both_sides",
                       pair("uneven", umeta, umeta, uneven, uneven),
-                      report(0, others={"ok"}, check=warns("b@steps holds 1 step"))))
+                      report(0, others={"ok"}, check=warns("(b: decode step 2)"))))
     # A stacked member of one step stored in Fortran order (np.save of an F-contiguous array)
     # is read in its order: equal to the C-order one, and not equal to its bytes read as C
     # order (found by a bad-input hunt, 2026-12-04: read as C order, both ways wrong).

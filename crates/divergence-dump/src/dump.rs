@@ -327,6 +327,21 @@ impl Dump {
         self.members.len()
     }
 
+    /// The positions of the entries stored as themselves (no step of a stacked member), in
+    /// ascending order, where the dump's index keeps them apart (a dump with stacked steps and
+    /// no repeated name: a few hundred of its ~150,000 names, without a pass over them);
+    /// `None` otherwise ([`Dump::step_slot_at`] says of each position).
+    pub fn own_positions(&self) -> Option<Vec<u32>> {
+        match &self.listing.index {
+            Ok(NameIndex::Steps(index)) => {
+                let mut own: Vec<u32> = index.own.iter().copied().collect();
+                own.sort_unstable();
+                Some(own)
+            }
+            _ => None,
+        }
+    }
+
     /// The name (`x@steps`) and step count of stacked member `member` ([`Dump::step_slot_at`]),
     /// or `None` past the members.
     pub fn member_info(&self, member: usize) -> Option<(&str, usize)> {

@@ -463,11 +463,12 @@ pub fn check(
             .collect()
     };
     let (o_sel, r_sel) = (selected(&o), selected(&r));
-    // A stacked member of fewer steps than the dump's others: its later steps are missing from
-    // that file (found by a bad-input hunt: both files short alike, the steps were compared on
-    // neither side and nothing was said; one file short is a row each, only in the other).
+    // A probe that lacks decode steps its file's other probes hold: those steps of it are
+    // missing from that file (found by a bad-input hunt: a stacked member of fewer steps than
+    // the others, both files short alike, was compared on neither side and nothing was said;
+    // one file short is a row each, only in the other). Either layout, and both mixed.
     for (sel, path, dump) in [(&o_sel, ours_path, ours), (&r_sel, ref_path, reference)] {
-        if let Some(w) = short_members(dump.dump(), path, sel.last().copied().unwrap_or(0)) {
+        if let Some(w) = short_probes(dump.dump(), path, sel) {
             // (once where both sides are one file)
             if !warnings.contains(&w) {
                 warnings.push(w);
@@ -782,21 +783,109 @@ fn check_declared(
     check_past_promise(side, path, advice, |_| true)
 }
 
-/// A warning naming the stacked members of `dump` that hold fewer than `last` steps (the last
-/// decode step compared of that file): how many, and the first of them with its count.
-fn short_members(dump: &Dump, path: &Path, last: usize) -> Option<String> {
-    let short: Vec<(&str, usize)> = (0..dump.member_count())
-        .filter_map(|m| dump.member_info(m))
-        .filter(|&(_, steps)| steps < last)
-        .collect();
-    let &(name, steps) = short.first()?;
-    let (n, members, hold, their) = match short.len() {
-        1 => (String::new(), "member", "holds", "its"),
-        k => (format!("{k} "), "members", "hold", "their"),
+/// Per probe ([`short_probes`]): where it was first seen and how many wanted steps it holds.
+type Counts<'a> = foldhash::HashMap<&'a str, ((u8, usize), usize)>;
+
+/// `counts` with `n` more steps of probe `base`, first seen at `at` or before.
+fn add<'a>(mut counts: Counts<'a>, (base, at, n): (&'a str, (u8, usize), usize)) -> Counts<'a> {
+    let e = counts.entry(base).or_insert((at, 0));
+    e.0 = e.0.min(at);
+    e.1 += n;
+    counts
+}
+
+/// `a` and `b` added up.
+fn merge<'a>(a: Counts<'a>, b: Counts<'a>) -> Counts<'a> {
+    b.into_iter()
+        .fold(a, |m, (base, (at, n))| add(m, (base, at, n)))
+}
+
+/// A warning naming the probes of `dump` that hold some decode step of `steps` (the decode
+/// steps compared of that file: each held by some probe) but not all of them: how many, and
+/// the first of them (the stacked members first, each part in the file's order) with the steps
+/// it lacks. A probe's steps are those of its stacked member (`x@steps`) and its per-step
+/// entries (`x@s`) together.
+fn short_probes(dump: &Dump, path: &Path, steps: &BTreeSet<usize>) -> Option<String> {
+    let wanted: BTreeSet<usize> = steps.range(1..).copied().collect();
+    let (&first, &last) = (wanted.first()?, wanted.last()?);
+    // Each probe's steps, as (base, first step, last step): its stacked member's (none for a
+    // member of 0 steps), then its entries stored as themselves (a per-step dump has ~150,000:
+    // counted, not collected; a name is in a dump once, so no step is counted twice).
+    let members = || {
+        (0..dump.member_count())
+            .filter_map(|m| dump.member_info(m))
+            .map(|(name, n)| (divergence_names::stacked_base(name).unwrap_or(name), 1, n))
     };
-    let step_word = if steps == 1 { "step" } else { "steps" };
+    let names = dump.names();
+    // The positions of the entries stored as themselves: known apart in a stacked dump.
+    let own_at: Vec<usize> = match dump.own_positions() {
+        Some(own) => own.into_iter().map(|i| i as usize).collect(),
+        None => (0..names.len())
+            .filter(|&i| dump.step_slot_at(i).is_none())
+            .collect(),
+    };
+    let own = || {
+        own_at
+            .iter()
+            .filter_map(|&i| Some((i, split_step(names.get(i)?))))
+            .filter(|&(_, (_, s))| s > 0)
+    };
+    // How many wanted steps `from..=to` holds (counted, where they are one run as a rule).
+    let dense = wanted.len() == last - first + 1;
+    let held = |from: usize, to: usize| {
+        let (from, to) = (from.max(first), to.min(last));
+        match from <= to {
+            false => 0,
+            true if dense => to - from + 1,
+            true => wanted.range(from..=to).count(),
+        }
+    };
+    // Per probe: where it was first seen (the members first, then the rest, each in the
+    // file's order) and how many wanted steps it holds; the names in parallel, chunk by chunk.
+    let mut count = members()
+        .enumerate()
+        .map(|(k, (base, from, to))| (base, (0u8, k), held(from, to)))
+        .fold(Counts::default(), add);
+    const CHUNK: usize = 4096;
+    let own_counts = own_at
+        .par_chunks(CHUNK)
+        .map(|chunk| {
+            chunk
+                .iter()
+                .filter_map(|&i| match split_step(names.get(i)?) {
+                    (base, s @ 1..) => Some((base, (1u8, i), held(s, s))),
+                    _ => None,
+                })
+                .fold(Counts::default(), add)
+        })
+        .reduce(Counts::default, merge);
+    count = merge(count, own_counts);
+    let mut short: Vec<(&str, (u8, usize))> = count
+        .into_iter()
+        .filter(|&(_, (_, n))| n < wanted.len())
+        .map(|(base, (at, _))| (base, at))
+        .collect();
+    short.sort_unstable_by_key(|&(_, at)| at);
+    let (&(base, _), more) = (short.first()?, short.len() - 1);
+    // The steps the first of them lacks.
+    let mut lacks = wanted.clone();
+    let own_steps = own().map(|(_, (b, s))| (b, s, s));
+    for (b, from, to) in members().chain(own_steps) {
+        if b == base {
+            let (from, to) = (from.max(first), to.min(last));
+            if from <= to {
+                lacks.retain(|s| !(from..=to).contains(s));
+            }
+        }
+    }
+    let (probes, first_of) = match more {
+        0 => ("a probe lacks".to_string(), ""),
+        m => (format!("{} probes lack", m + 1), "the first, "),
+    };
+    let lacked = crate::cmd::diff::ranges_at_most(&lacks, 8);
+    let step_word = if lacks.len() == 1 { "step" } else { "steps" };
     Some(format!(
-        "{}: {n}stacked {members} {hold} fewer decode steps than the {last} of its other probes ({name} holds {steps} {step_word}): {their} later steps are missing from this file",
+        "{}: {probes} decode steps the file's other probes hold ({first_of}{base}: decode {step_word} {lacked}): those steps are missing from this file",
         path.display()
     ))
 }
