@@ -1,6 +1,8 @@
 """The four Qwen3s the project was not tuned on (docs/decode.md, "On models the project was not
 tuned on"): tests/python/test_heldout.py runs the fault catalogues on them, and
-scripts/heldout_long.py measures their three-way ratios with long prompts.
+scripts/heldout_long.py measures their three-way ratios with long prompts. `SECOND`: the five of
+a second held-out check (docs/decode.md, "A second held-out check"), of which
+tests/python/test_long_prompt.py runs `h` (`LONG`).
 
 `make(name, workdir)` builds one with real transformers (scripts/dump_reference.py, seeded init)
 and returns its directory, its prompt (comma-separated ids) and its config changes.

@@ -1,9 +1,10 @@
 """A held-out decode after a long prompt: what the presets see, and what `--truth` sees.
 
-Model `h` of scripts/heldout_models.py (`LONG`): a helper's held-out check of 2026-12-04 built
-it, and it met three things the catalogue tests (tests/python/test_heldout.py, models a-d)
-would have to excuse: a 97-token prompt, 8 q heads sharing one kv head of 16, transformers'
-sdpa as the reference, 12 greedy steps. Asserted (docs/decode.md, "The KV-cache faults"):
+Model `h` of scripts/heldout_models.py (`LONG`: a 97-token prompt, 8 q heads sharing one kv
+head of 16, transformers' sdpa as the reference, 12 greedy steps), built by a helper's held-out
+check of 2026-12-04: on it three expectations of the catalogue tests
+(tests/python/test_heldout.py, models a-d) meet their limits. Asserted (docs/decode.md, "A
+second held-out check"):
 
 - `decode-mask` in f32: one zero key among 98 moves layer 0's attention output by 7.7e-4 (rel
   L2), under the f32 preset's rtol of 1e-3, so the presets first flag a later layer's
