@@ -1140,24 +1140,10 @@ fn watch_restarts_on_sigbus_and_goes_on() {
 #[test]
 fn two_npy_files_compare_whatever_their_names() {
     let dir = tempfile::tempdir().unwrap();
-    // A .npy written by hand: magic, version 1.0, header padded to 64 bytes, then the data.
+    // A .npy written by hand (common::npy_f32).
     let write_npy = |path: &Path, values: &[f32]| {
-        let dict = format!(
-            "{{'descr': '<f4', 'fortran_order': False, 'shape': ({},), }}",
-            values.len()
-        );
-        let mut header = dict.into_bytes();
-        while (10 + header.len() + 1) % 64 != 0 {
-            header.push(b' ');
-        }
-        header.push(b'\n');
-        let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
-        bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
-        bytes.extend_from_slice(&header);
-        for v in values {
-            bytes.extend_from_slice(&v.to_le_bytes());
-        }
-        std::fs::write(path, bytes).unwrap();
+        let shape = format!("({},)", values.len());
+        std::fs::write(path, common::npy_f32(false, &shape, values)).unwrap();
     };
     let ours = dir.path().join("my_kernel_out.npy");
     let reference = dir.path().join("torch_out.npy");

@@ -9,7 +9,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{divergence, root};
+use common::{divergence, npy_f32, root};
 use divergence_dump::{Dump, DumpWriter, Meta, TensorData, Values};
 use serde_json::Value;
 
@@ -2374,22 +2374,6 @@ fn the_advice_under_truth_is_what_the_truth_accepts() {
     );
     let (code, _, err) = diff(&parted, REF_F32, Some(&gap), &["--steps", "0"]);
     assert!(code == 0 || code == 1, "{err}");
-}
-
-/// An `.npy` of f32 `v` with `shape` (Python tuple text), in Fortran or C order as given.
-fn npy_f32(fortran: bool, shape: &str, v: &[f32]) -> Vec<u8> {
-    let order = if fortran { "True" } else { "False" };
-    let mut header =
-        format!("{{'descr': '<f4', 'fortran_order': {order}, 'shape': {shape}, }}").into_bytes();
-    while (10 + header.len() + 1) % 64 != 0 {
-        header.push(b' ');
-    }
-    header.push(b'\n');
-    let mut out = b"\x93NUMPY\x01\x00".to_vec();
-    out.extend_from_slice(&u16::try_from(header.len()).unwrap().to_le_bytes());
-    out.extend_from_slice(&header);
-    out.extend(v.iter().flat_map(|x| x.to_le_bytes()));
-    out
 }
 
 /// An npz of stored (not deflated) members `(name, npy bytes)`.

@@ -824,21 +824,17 @@ fn short_probes(dump: &Dump, path: &Path, steps: &BTreeSet<usize>) -> Option<Str
             .filter(|&i| dump.step_slot_at(i).is_none())
             .collect(),
     };
-    let own = || {
-        own_at
-            .iter()
-            .filter_map(|&i| Some((i, split_step(names.get(i)?))))
-            .filter(|&(_, (_, s))| s > 0)
+    // Steps `from..=to` within the wanted ones' span, if any.
+    let within = |from: usize, to: usize| {
+        let (from, to) = (from.max(first), to.min(last));
+        (from <= to).then_some(from..=to)
     };
     // How many wanted steps `from..=to` holds (counted, where they are one run as a rule).
     let dense = wanted.len() == last - first + 1;
-    let held = |from: usize, to: usize| {
-        let (from, to) = (from.max(first), to.min(last));
-        match from <= to {
-            false => 0,
-            true if dense => to - from + 1,
-            true => wanted.range(from..=to).count(),
-        }
+    let held = |from: usize, to: usize| match within(from, to) {
+        None => 0,
+        Some(r) if dense => r.end() - r.start() + 1,
+        Some(r) => wanted.range(r).count(),
     };
     // Per probe: where it was first seen (the members first, then the rest, each in the
     // file's order) and how many wanted steps it holds; the names in parallel, chunk by chunk.
@@ -869,13 +865,14 @@ fn short_probes(dump: &Dump, path: &Path, steps: &BTreeSet<usize>) -> Option<Str
     let (&(base, _), more) = (short.first()?, short.len() - 1);
     // The steps the first of them lacks.
     let mut lacks = wanted.clone();
-    let own_steps = own().map(|(_, (b, s))| (b, s, s));
+    let own_steps = own_at
+        .iter()
+        .filter_map(|&i| names.get(i))
+        .map(|name| split_step(name))
+        .map(|(b, s)| (b, s, s));
     for (b, from, to) in members().chain(own_steps) {
-        if b == base {
-            let (from, to) = (from.max(first), to.min(last));
-            if from <= to {
-                lacks.retain(|s| !(from..=to).contains(s));
-            }
+        if let Some(r) = within(from, to).filter(|_| b == base) {
+            lacks.retain(|s| !r.contains(s));
         }
     }
     let (probes, first_of) = match more {

@@ -44,3 +44,20 @@ pub fn deflated_copy(src: &std::path::Path, dst: &std::path::Path) {
     let first = check.by_index(0).unwrap();
     assert_eq!(first.compression(), zip::CompressionMethod::Deflated);
 }
+
+/// An `.npy` of f32 `values` written by hand (magic, version 1.0, header padded to 64 bytes,
+/// then the data) with `shape` (Python tuple text: `(3,)`), in Fortran or C order as given.
+pub fn npy_f32(fortran: bool, shape: &str, values: &[f32]) -> Vec<u8> {
+    let order = if fortran { "True" } else { "False" };
+    let mut header =
+        format!("{{'descr': '<f4', 'fortran_order': {order}, 'shape': {shape}, }}").into_bytes();
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(b' ');
+    }
+    header.push(b'\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend_from_slice(&u16::try_from(header.len()).unwrap().to_le_bytes());
+    out.extend_from_slice(&header);
+    out.extend(values.iter().flat_map(|x| x.to_le_bytes()));
+    out
+}
