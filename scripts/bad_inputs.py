@@ -1811,6 +1811,12 @@ def decode_cases() -> list[Case]:
     cases.append(Case("decode", "decode_ids_without_steps",
                       pair("ids_only", ids_only, ids_only, base, base),
                       report(0, others={"ok"}, check=warns("no decode step is in either dump"))))
+    # The prefill's probes named `x@0` (the prefill is step 0; its names stay plain): found by a
+    # newcomer's run, where that prefill paired with nothing and the diff passed, exit 0.
+    at0 = {(f"{k}@0" if "@" not in k else k): v for k, v in stepped.items()}
+    err("prefill_named_at_0", meta_for(at0, input_ids=[1, 2, 3, 4], decode_steps=2,
+                                       decode_ids=[5, 6], decode_source="given"),
+        "prefill_named_at_0.npz", "prefill probes are named with @0", ours_arrays=at0)
     # The same probe stacked and per step: a duplicate name.
     dup = {**stacked, "a@1": base["a"][:1]}
     err("stacked_and_per_step_duplicate", meta_for(dup), "stacked_and_per_step_duplicate.npz",

@@ -1248,6 +1248,91 @@ fn a_truth_of_other_decode_tokens_is_refused() {
     let (code, _, err) = diff_json(&ours, REF_BF16, &["--truth", truth.to_str().unwrap()]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("other decode tokens"), "{err}");
+    // The remedy is a truth run of the reference's tokens, not a port fed them (a newcomer's
+    // run of docs/decode.md found the port's advice here).
+    assert!(
+        err.contains("make the truth run with the reference's decode_ids")
+            && !err.contains("teacher-force the port"),
+        "{err}"
+    );
+}
+
+/// A port that writes its prefill probes as `x@0` (the docs call the prefill step 0) is told
+/// so, with exit 2: its prefill was never compared and the diff passed on the decode steps
+/// alone (a newcomer's run of docs/decode.md). A prefill whose names pair with nothing for
+/// another reason is said not judged, in the warnings and in the summary line, which no longer
+/// counts it among the steps without a divergence.
+#[test]
+fn a_prefill_named_at_step_zero_is_refused_and_an_unpaired_prefill_is_not_judged() {
+    let _ = root();
+    let prefill_as = |stem: &str, rename: fn(&str) -> String| {
+        let out = tmp(stem);
+        rewrite_renamed(
+            REF_F32,
+            &out,
+            |_| false,
+            |_| {},
+            |n| {
+                if n.contains('@') {
+                    n.to_string()
+                } else {
+                    rename(n)
+                }
+            },
+        );
+        out
+    };
+    let at0 = prefill_as("prefill-at0.npz", |n| format!("{n}@0"));
+    let reference = root().join(REF_F32);
+    for (a, b, named) in [
+        (at0.clone(), reference.clone(), &at0),
+        (reference.clone(), at0.clone(), &at0),
+    ] {
+        let (code, _, err) = diff_json(&a, b.to_str().unwrap(), &[]);
+        assert_eq!(code, 2, "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(
+            err.starts_with(&format!(
+                "error: {}: 81 prefill probes are named with @0 (the first, model.embed_tokens@0, is model.embed_tokens in {}): the prefill's tensors keep their plain names",
+                named.display(),
+                if named == &a { b.display() } else { a.display() }
+            )),
+            "{err}"
+        );
+    }
+    // The same names on both sides are plain names, compared as they are.
+    let (code, v, err) = diff_json(&at0, at0.to_str().unwrap(), &["--exact"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(v["summary"]["only_ours"], 0);
+
+    // Prefill names that pair with nothing: a report (exit 0), the prefill not judged.
+    let other = prefill_as("prefill-other.npz", |n| format!("port.{n}"));
+    let (code, v, err) = diff_json(&other, REF_F32, &[]);
+    assert_eq!(code, 0, "{err}");
+    let warnings: Vec<&str> = v["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        warnings.contains(&"the prefill (step 0): no probe compared (each of its names on one side only, or unreadable): that step is not judged"),
+        "{warnings:?}"
+    );
+    let (code, out, err) = divergence(&[
+        "diff",
+        other.to_str().unwrap(),
+        REF_F32,
+        "--format",
+        "table",
+        "--color",
+        "never",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("; no divergence in 6 steps (6 decode); 1 step not judged (no probe compared, the prefill among them)"),
+        "{out}"
+    );
 }
 
 #[test]

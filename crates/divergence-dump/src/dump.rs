@@ -641,18 +641,40 @@ impl Headers {
             Ok(index) => index,
             Err(i) => {
                 let i = *i;
-                let at = match slots.get(i) {
-                    Some(&Slot::Own(j)) => entries.get(j).map(|e| &e.at),
-                    Some(&Slot::Step { member, .. }) => members.get(member as usize).map(|m| &m.at),
-                    None => None,
-                };
                 let name = names.get(i).map_or_else(String::new, |n| n.to_string());
+                // The entry that holds position k, and the step it holds when it is a stacked
+                // member's (its own name is then not the tensor name said twice).
+                let held = |k: usize| -> (Option<&str>, Option<u32>) {
+                    let (at, step) = match slots.get(k) {
+                        Some(&Slot::Own(j)) => (entries.get(j).map(|e| &e.at), None),
+                        Some(&Slot::Step { member, step }) => {
+                            (members.get(member as usize).map(|m| &m.at), Some(step))
+                        }
+                        None => (None, None),
+                    };
+                    (at.and_then(|at| at.entry.as_deref()), step)
+                };
+                let (entry, step) = held(i);
+                // The earlier position of the same name (only on this error's path).
+                let first = names.iter().take(i).position(|n| **n == *name).map(held);
+                let steps = match (first, step) {
+                    (Some((before, before_step)), _) if before_step.is_some() || step.is_some() => {
+                        let say = |e: Option<&str>, s: Option<u32>| {
+                            let e = e.unwrap_or(&name);
+                            match s {
+                                Some(s) => format!("step {s} of entry '{e}'"),
+                                None => format!("entry '{e}'"),
+                            }
+                        };
+                        format!(": {} and {}", say(before, before_step), say(entry, step))
+                    }
+                    _ => String::new(),
+                };
                 return Err(DumpError::DuplicateEntry {
                     path: path.clone(),
-                    entry: at
-                        .and_then(|at| at.entry.as_deref())
-                        .map_or_else(|| name.clone(), str::to_string),
+                    entry: entry.map_or_else(|| name.clone(), str::to_string),
                     name,
+                    steps,
                 });
             }
         };
@@ -1090,6 +1112,7 @@ fn open_npz(path: &Path, map: &[u8]) -> Result<(Vec<Entry>, Option<Meta>), DumpE
                     path: path.to_path_buf(),
                     entry: m.name.clone(),
                     name: META_ENTRY.to_string(),
+                    steps: String::new(),
                 });
             }
             meta_member = Some(m);

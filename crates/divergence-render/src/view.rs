@@ -886,17 +886,39 @@ pub(crate) fn summary_line(report: &Report) -> String {
         Some(f) => line.push_str(&format!("; first divergence: {} (#{})", f.name, f.index)),
         None if s.compared == 0 => line.push_str("; nothing compared"),
         None if !report.steps.is_empty() => {
-            let decode = report.steps.iter().filter(|s| s.step > 0).count();
-            let prefill = if report.steps.iter().any(|s| s.step == 0) {
+            // Only the steps with a row compared are judged: a step whose every name is on
+            // one side only is not (the warnings say so), and is not counted as clean (a
+            // newcomer's run: "no divergence in 7 steps (prefill + 6 decode)" with the
+            // prefill's 81 probes all unpaired).
+            let judged = |s: &&StepSummary| s.compared > 0;
+            let decode = report
+                .steps
+                .iter()
+                .filter(|s| s.step > 0)
+                .filter(judged)
+                .count();
+            let prefill = if report.steps.iter().filter(judged).any(|s| s.step == 0) {
                 "prefill + "
             } else {
                 ""
             };
-            let n = report.steps.len();
+            let n = report.steps.iter().filter(judged).count();
             let steps = if n == 1 { "step" } else { "steps" };
             line.push_str(&format!(
                 "; no divergence in {n} {steps} ({prefill}{decode} decode)"
             ));
+            let unjudged = report.steps.len() - n;
+            if unjudged > 0 {
+                let steps = if unjudged == 1 { "step" } else { "steps" };
+                let prefill = if report.steps.iter().any(|s| s.step == 0 && s.compared == 0) {
+                    ", the prefill among them"
+                } else {
+                    ""
+                };
+                line.push_str(&format!(
+                    "; {unjudged} {steps} not judged (no probe compared{prefill})"
+                ));
+            }
         }
         None => line.push_str("; no divergence"),
     }

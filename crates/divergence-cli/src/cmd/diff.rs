@@ -734,14 +734,24 @@ fn finish_report(args: &DiffArgs, cfg: &DiffConfig, sides: Sides<'_>) -> Result<
         .map(|s| s.step)
         .collect();
     if !uncompared.is_empty() && report.summary.compared > 0 {
-        let steps = if uncompared.len() == 1 {
-            "step"
+        // Step 0 is the prefill, not a decode step (a newcomer's run read "decode step 0").
+        let decode: BTreeSet<usize> = uncompared.range(1..).copied().collect();
+        let mut which = Vec::new();
+        if uncompared.contains(&0) {
+            which.push("the prefill (step 0)".to_string());
+        }
+        if !decode.is_empty() {
+            let steps = if decode.len() == 1 { "step" } else { "steps" };
+            which.push(format!("decode {steps} {}", ranges_at_most(&decode, 8)));
+        }
+        let those = if uncompared.len() == 1 {
+            "that step is"
         } else {
-            "steps"
+            "those steps are"
         };
         report.warnings.push(format!(
-            "decode {steps} {}: no probe compared (each of its names on one side only, or unreadable): those steps are not judged",
-            ranges_at_most(&uncompared, 8)
+            "{}: no probe compared (each of its names on one side only, or unreadable): {those} not judged",
+            which.join(" and ")
         ));
     }
     timings::mark("assemble");

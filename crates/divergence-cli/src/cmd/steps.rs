@@ -327,6 +327,41 @@ fn left_whole(side: &Steps, dump: &MappedDump<'_>) -> Option<String> {
         .flatten()
 }
 
+/// A dump that names its prefill probes `x@0` where the other dump names them `x`: an error
+/// naming the file, how many, the first, and the contract. `x@0` is a plain name in the dump
+/// contract (docs/dump-format.md, "Decode steps"), so such a port's prefill rows were all
+/// `only_ours` / `only_ref` while its decode steps passed, exit 0 (a newcomer's run of
+/// docs/decode.md: the docs call the prefill step 0).
+fn prefill_named_step_zero(a: (&MappedDump<'_>, &Path), b: (&MappedDump<'_>, &Path)) -> Result<()> {
+    for ((x, x_path), (y, y_path)) in [(a, b), (b, a)] {
+        let mut first = None;
+        let mut n = 0usize;
+        for name in x.names() {
+            let Some(base) = name.strip_suffix("@0").filter(|b| !b.is_empty()) else {
+                continue;
+            };
+            if y.contains(base) && !y.contains(name) {
+                n += 1;
+                first.get_or_insert(base);
+            }
+        }
+        if let Some(base) = first {
+            let (count, are) = if n == 1 {
+                ("1 prefill probe".to_string(), "is")
+            } else {
+                (format!("{n} prefill probes"), "are")
+            };
+            let base = divergence_names::one_line(base);
+            bail!(
+                "{}: {count} {are} named with @0 (the first, {base}@0, is {base} in {}): the prefill's tensors keep their plain names, only decode step s >= 1 is written name@s (docs/dump-format.md, \"Decode steps\")",
+                x_path.display(),
+                y_path.display()
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Checks a dump pair's decode steps, of `sel` where `--steps` gives one; returns warnings
 /// (one line each) for what cannot be checked. Errors are one line naming the file and the
 /// problem, and, where some steps can be compared, the selection that compares them
@@ -341,6 +376,7 @@ pub fn check(
     sel: Option<&Selection>,
     also: Option<&MappedDump<'_>>,
 ) -> Result<Vec<String>> {
+    prefill_named_step_zero((ours, ours_path), (reference, ref_path))?;
     let ((o, r), third) = rayon::join(
         || {
             rayon::join(
@@ -546,8 +582,14 @@ pub fn check(
                         .as_ref()
                         .map(|a| format!(", or {}", a.before_it()))
                         .unwrap_or_default();
+                    // The truth run is what must be made again, not the port (a newcomer's
+                    // run: the advice named `run --decode-from` for a truth of other tokens).
+                    let remedy = match pair {
+                        Pair::Compared => "teacher-force the port with the reference's decode_ids (divergence run --decode-from REF)",
+                        Pair::Truth => "make the truth run with the reference's decode_ids (scripts/dump_reference.py --truth-out beside the reference, or --decode-ids with the reference's)",
+                    };
                     bail!(
-                        "{} and {} were fed other decode tokens (step {part}: {ours} vs {reference}): teacher-force the port with the reference's decode_ids (divergence run --decode-from REF){before}",
+                        "{} and {} were fed other decode tokens (step {part}: {ours} vs {reference}): {remedy}{before}",
                         ours_path.display(),
                         ref_path.display(),
                     );
