@@ -1370,7 +1370,7 @@ def special_cases() -> list[Case]:
         "diff", str(F32_NPZ), str(F32_NPZ), "--exact", "--rtol", "1"],
         error("--exact", "(see --help)")))
     cases.append(Case("special", "negative_layer", lambda d: [
-        "diff", str(F32_NPZ), str(F32_NPZ), "--layer", "-1"], error("'-1'", "(see --help)")))
+        "diff", str(F32_NPZ), str(F32_NPZ), "--layer", "-1"], error("--layer must be a whole number >= 0, got -1")))
     return cases
 
 

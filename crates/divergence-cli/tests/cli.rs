@@ -217,6 +217,37 @@ fn bad_flag_values_are_one_line_usage_errors() {
         &["inspect", "fixtures/tiny-qwen3", "--max-abs", "0"][..],
         &["inspect", "fixtures/tiny-qwen3", "--gain-threshold=-1"][..],
         &["inspect", "fixtures/tiny-qwen3", "--gain-threshold", "inf"][..],
+        // Negative numbers reach the value parsers (clap's "unexpected argument '-1'; tip:
+        // use '-- -1'" did not work: a newcomer's run).
+        &["diff", DEMO_OURS, DEMO_REF, "--layer", "-1"][..],
+        &["diff", DEMO_OURS, DEMO_REF, "--context", "x"][..],
+        &[
+            "diff",
+            DEMO_OURS,
+            DEMO_REF,
+            "--truth",
+            "fixtures/ref/tiny-qwen3.f64.eager.npz",
+            "--noise-ratio",
+            "-1",
+        ][..],
+        &[
+            "run",
+            "--model",
+            "fixtures/tiny-qwen3",
+            "--ids",
+            "1,2",
+            "--max-memory",
+            "-1",
+        ][..],
+        &[
+            "run",
+            "--model",
+            "fixtures/tiny-qwen3",
+            "--ids",
+            "1,2",
+            "--decode",
+            "-3",
+        ][..],
     ] {
         let run = divergence(args);
         assert_eq!(run.code, 2, "{args:?}: {}", run.transcript());
@@ -247,7 +278,6 @@ fn usage_errors_are_one_line() {
             "'--exact' cannot be used with '--rtol <RTOL>'",
         ),
         (&["diff"][..], "not provided: <OURS> <REF>"),
-        (&["diff", DEMO_OURS, DEMO_REF, "--layer", "-1"][..], "'-1'"),
         (
             &["diff", DEMO_OURS, DEMO_REF, "--format", "xml"][..],
             "'xml'",
@@ -507,6 +537,50 @@ fn table_reports_nan_shapes_and_one_sided_names_without_crashing() {
         "nan_shape_one_sided",
         redact(&table.transcript(), dir.path())
     );
+}
+
+/// A pair with no divergence where some ops were not compared says how many on its verdict
+/// line, in every format (a newcomer's run: a port dump missing half its probes, the buggy
+/// ones, read "NO DIVERGENCE: all 40 compared ops ..." with the 41 others at the end).
+#[test]
+fn a_clean_verdict_says_what_was_not_compared() {
+    let dir = tempfile::tempdir().unwrap();
+    let ours = dir.path().join("ours.npz");
+    let reference = dir.path().join("ref.npz");
+    let ones = [1.0f32; 2];
+    write_dump(
+        &reference,
+        &[("a", &[2], &ones), ("b", &[2], &ones), ("c", &[2], &ones)],
+        Some(vec![1, 2, 3]),
+    );
+    write_dump(
+        &ours,
+        &[("a", &[2], &ones), ("x", &[2], &ones)],
+        Some(vec![1, 2, 3]),
+    );
+    for (format, line) in [
+        (
+            "table",
+            "NO DIVERGENCE: all 1 compared ops are within tolerance; 3 not compared: 1 only in ours, 2 only in ref",
+        ),
+        (
+            "markdown",
+            "## ✅ No divergence (1 ops compared; 3 not compared: 1 only in ours, 2 only in ref)",
+        ),
+        (
+            "html",
+            "every compared op is within tolerance; 3 not compared: 1 only in ours, 2 only in ref.",
+        ),
+    ] {
+        let run = diff_files(&ours, &reference, &["--format", format, "--color", "never"]);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        assert!(run.stdout.contains(line), "{}", run.stdout);
+    }
+    // Everything compared: the line as before.
+    let run = diff_files(&ours, &ours, &["--format", "table", "--color", "never"]);
+    assert!(run
+        .stdout
+        .contains("NO DIVERGENCE: all 2 compared ops are within tolerance\n"));
 }
 
 #[test]

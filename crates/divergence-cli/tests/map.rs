@@ -552,3 +552,38 @@ fn a_suggestion_stays_within_what_a_map_may_hold() {
     let (code, _, err) = json(&["diff", o, r, "--format", "json", "--map", s]);
     assert!(code == 0 || code == 1, "{err}");
 }
+
+/// A preset that names none of our tensors is said to be most likely another engine's map
+/// (a newcomer's run: the llama.cpp preset on a vLLM dump read "0 of our tensors named by its
+/// rules", and the names that paired by themselves gave a false divergence).
+#[test]
+fn a_preset_that_names_nothing_is_said_to_be_another_engines() {
+    let dir = tempfile::tempdir().unwrap();
+    let ours = dir.path().join("ours.npz");
+    let (shape, v) = read("model.embed_tokens");
+    write(&ours, &[("model.embed_tokens".into(), shape, v)], None);
+    let (code, r, err) = json(&[
+        "diff",
+        ours.to_str().unwrap(),
+        REF,
+        "--map",
+        "llama.cpp",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let warnings: Vec<&str> = r["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        warnings.contains(&"name map preset llama.cpp: none of our tensors is named by its rules: is it the map of another engine's dump? (the probes pair by their own names)"),
+        "{warnings:?}"
+    );
+    assert!(
+        !warnings.iter().any(|w| w.contains("0 of our tensors")),
+        "{warnings:?}"
+    );
+}

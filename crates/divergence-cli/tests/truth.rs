@@ -183,6 +183,19 @@ fn a_truth_missing_probes_is_reported_never_a_silent_pass() {
         "{w}"
     );
     assert_eq!(r["judged_with"][0]["ops"], 81);
+    // The verdict line says the presets judged them, not the truth (a newcomer's run: it
+    // claimed the truth for every op under the warning), in the table and the HTML page.
+    for (format, line) in [
+        ("table", "NO DIVERGENCE: all 81 compared ops are within tolerance: 0 as accurate as the reference against the truth (noise ratio limit 3.0), 81 judged by the fixed presets (the truth could not judge them)"),
+        ("html", "<b>No divergence</b>: every compared op is within tolerance: 0 as accurate as the reference against the truth (noise ratio limit 3.0), 81 judged by the fixed presets (the truth could not judge them).</section>"),
+    ] {
+        let (code, out, err) = divergence(&[
+            "diff", BF16_SDPA, BF16_EAGER, "--truth", partial.to_str().unwrap(), "--format", format,
+            "--color", "never",
+        ]);
+        assert_eq!(code, 0, "{err}");
+        assert!(out.contains(line), "{out}");
+    }
     // a truth without input_ids cannot be checked: a warning
     let no_ids = dir.path().join("no_ids.npz");
     write_dump(&no_ids, None, &["model.embed_tokens"]);
@@ -195,6 +208,72 @@ fn a_truth_missing_probes_is_reported_never_a_silent_pass() {
             .contains("input_ids cannot be checked"),
         "{out}"
     );
+}
+
+/// A copy of the truth fixture whose `producer.truth_of` (what the exporter's `--truth-out`
+/// records) is `of`.
+fn truth_of(path: &Path, of: &str) {
+    let d = divergence_dump::Dump::open(&root().join(TRUTH)).unwrap();
+    let mut w = DumpWriter::create(path).unwrap();
+    for name in d.names() {
+        let t = d.read(name).unwrap();
+        let divergence_dump::Values::F64(v) = t.values else {
+            panic!("f64 truth")
+        };
+        w.add(name, &t.shape, TensorData::F64(&v)).unwrap();
+    }
+    let mut meta = d.meta().cloned().unwrap();
+    let mut producer = meta.producer.take().unwrap();
+    producer["truth_of"] = of.into();
+    meta.producer = Some(producer);
+    w.finish(meta).unwrap();
+}
+
+/// Ours and the reference swapped under `--truth` passed, exit 0, whatever ours held: the
+/// three-way rule never flags ours for being more accurate than the reference (a newcomer's
+/// run of docs/tolerances.md: a GELU-for-SiLU port given as the reference). The truth's
+/// `producer.truth_of` names the reference: given as ours, it is an error.
+#[test]
+fn a_truth_of_the_file_given_as_ours_is_refused_as_swapped_sides() {
+    let dir = tempfile::tempdir().unwrap();
+    let reference = root().join(BF16_EAGER);
+    let truth = dir.path().join("truth.npz");
+    truth_of(&truth, reference.to_str().unwrap());
+    let t = truth.to_str().unwrap();
+    let (code, _, err) = diff_truth(BF16_SDPA, BF16_EAGER, t, &[]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = diff_truth(BF16_EAGER, BF16_SDPA, t, &[]);
+    assert_eq!((code, out.as_str()), (2, ""), "{err}");
+    assert_eq!(
+        err.trim(),
+        format!(
+            "error: {t}: a truth run of {BF16_EAGER} (its producer.truth_of), which is given as ours: ours and the reference are swapped (divergence diff OURS REF --truth TRUTH: the reference, whose truth run this is, goes second)"
+        )
+    );
+    // The same file on both sides is not a swap.
+    let (code, _, err) = diff_truth(BF16_EAGER, BF16_EAGER, t, &[]);
+    assert_eq!(code, 0, "{err}");
+    // `truth_of` as the exporter writes it when given relative paths: relative to the folder
+    // of both files.
+    let copy = dir.path().join("ref.npz");
+    std::fs::copy(&reference, &copy).unwrap();
+    let beside = dir.path().join("truth-beside.npz");
+    truth_of(&beside, "ref.npz");
+    let (code, _, err) = diff_truth(
+        copy.to_str().unwrap(),
+        BF16_SDPA,
+        beside.to_str().unwrap(),
+        &[],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("ours and the reference are swapped"), "{err}");
+    let (code, _, err) = diff_truth(
+        BF16_SDPA,
+        copy.to_str().unwrap(),
+        beside.to_str().unwrap(),
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
 }
 
 #[test]

@@ -1530,10 +1530,12 @@ pub(crate) fn pair_verdict(acc: &Accumulator, tol: &Resolved) -> Option<PairVerd
         Some(PairVerdict::NoFinite)
     } else if tol.exact {
         (acc.n_outside > 0).then_some(PairVerdict::Exact)
-    } else if n > 0 && !(diff_l2.is_finite() && threshold.is_finite()) {
+    } else if n > 0 && !(diff_l2.is_finite() && acc.sum_r2.is_finite()) {
         // The sums of squares overflowed f64 (|values| above ~1e154): the norm-wise rule
         // cannot be evaluated. Equal tensors stay ok; any difference at that magnitude is
-        // reported rather than passed.
+        // reported rather than passed. A threshold made infinite by the tolerance alone
+        // (`--rtol 1e308` times a finite norm) is a rule every finite difference passes (a
+        // newcomer's run: it was called an overflow of the values, and diverged).
         (acc.max_abs_d > 0.0).then_some(PairVerdict::Overflow)
     } else {
         (diff_l2 > threshold).then_some(PairVerdict::NormWise)
@@ -1784,6 +1786,44 @@ mod tests {
             f64::MIN_POSITIVE,
         ] {
             assert_eq!(sci(x), old(x));
+        }
+    }
+
+    /// A tolerance so large that the threshold overflows f64 (`--rtol 1e308` times a finite
+    /// norm) passes every finite difference: it was read as values too large for the rule, and
+    /// diverged (a newcomer's run). Values whose sums of squares overflow still do.
+    #[test]
+    fn a_threshold_infinite_by_the_tolerance_alone_passes() {
+        let side = |v: &'static [f64]| Side {
+            shape: &[3],
+            values: ValuesRef::F64(v),
+            dtype: "float64",
+        };
+        for (rtol, atol) in [(Some(1e308), None), (None, Some(1e308))] {
+            let cfg = DiffConfig {
+                tolerance: Tolerance::Manual { rtol, atol },
+                ..DiffConfig::default()
+            };
+            let row = compare(
+                "x",
+                Some(side(&[1.0, 2.0, 3.0])),
+                Some(side(&[1.0, 2.5, 3.0])),
+                &cfg,
+            );
+            assert_eq!(row.status, Status::Ok, "{row:?}");
+            let row = compare(
+                "x",
+                Some(side(&[1e200, 2.0, 3.0])),
+                Some(side(&[2e200, 2.0, 3.0])),
+                &cfg,
+            );
+            assert_eq!(row.status, Status::Diverged, "{row:?}");
+            assert!(
+                row.reason
+                    .as_deref()
+                    .is_some_and(|r| r.contains("values too large for the norm-wise rule")),
+                "{row:?}"
+            );
         }
     }
 

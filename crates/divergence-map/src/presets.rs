@@ -39,4 +39,24 @@ mod tests {
         }
         assert!(preset("sglang").is_none());
     }
+
+    /// A copy of a preset file, given as a map of one's own, is read as the preset is (its
+    /// `all_optional = true`): a newcomer's copy of the llama.cpp preset failed on every rule
+    /// its dump did not need. A map without the key stays strict.
+    #[test]
+    fn a_copied_preset_reads_as_the_preset() {
+        for (name, text) in PRESETS {
+            let copy = Map::parse_given(text, "copy.toml").unwrap();
+            assert!(copy.preset, "{name}");
+            assert_eq!(copy.rules.len(), preset(name).unwrap().unwrap().rules.len());
+        }
+        let strict = Map::parse_given("[[rule]]\nfrom = \"a\"\nto = \"b\"\n", "m.toml").unwrap();
+        assert!(!strict.preset);
+        let lenient = Map::parse_given(
+            "all_optional = true\n[[rule]]\nfrom = \"a\"\nto = \"b\"\n",
+            "m.toml",
+        )
+        .unwrap();
+        assert!(lenient.preset);
+    }
 }

@@ -368,11 +368,20 @@ pub fn resolve(
         };
         for v in made {
             if let Some(&first) = out.index.get(&v.name) {
+                let earlier = &out.tensors[first];
+                let (mut a, mut b) = (made_by(earlier), made_by(&v));
+                // Two parts of one split named alike read the same: say which parts (a
+                // newcomer's run: "by rule 1 (...) from `x` and by rule 1 (...) from `x`").
+                if a == b {
+                    if let (Some(x), Some(y)) = (&earlier.how, &v.how) {
+                        (a, b) = (x.clone(), y.clone());
+                    }
+                }
                 return Err(MapError::Collision {
                     map: map.label.clone(),
                     name: v.name.clone(),
-                    first: made_by(&out.tensors[first]),
-                    second: made_by(&v),
+                    first: a,
+                    second: b,
                 });
             }
             out.index.insert(v.name.clone(), out.tensors.len());
@@ -920,6 +929,16 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("`b` kept as it is"), "{e}");
+        // Two parts of one split named alike: which parts (they read the same before).
+        let m = map("[[rule]]\nfrom = \"qkv{L}\"\nto = [\"q{L}\", \"k{L}\", \"k{L}\"]\nsplit = { axis = -1, sizes = [128, 32, 32] }\n");
+        let e = resolve(&m, &[t("qkv0", &[16, 192])], &SIZES, "d")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`k0` is made twice: by rule 1 (from = \"qkv{L}\"): part 2 of 3 of qkv0")
+                && e.contains("and by rule 1 (from = \"qkv{L}\"): part 3 of 3 of qkv0"),
+            "{e}"
+        );
     }
 
     #[test]

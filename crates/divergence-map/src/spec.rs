@@ -16,8 +16,9 @@ use divergence_names::{split_step, STACKED_SUFFIX};
 pub struct Map {
     /// What the map is called in messages: its file, or `preset vllm`.
     pub label: String,
-    /// A built-in preset: a rule that matches nothing is fine (an engine's dump need not hold
-    /// every tensor the preset knows).
+    /// A built-in preset, or a map file that says `all_optional = true`: a rule that matches
+    /// nothing is fine (an engine's dump need not hold every tensor the preset knows), and a
+    /// rule that does not fit a tensor makes that row say so.
     pub preset: bool,
     pub description: Option<String>,
     pub rules: Vec<Rule>,
@@ -106,6 +107,11 @@ pub struct SplitSpec {
 #[serde(deny_unknown_fields)]
 struct FileSpec {
     description: Option<String>,
+    /// `all_optional = true`: the map is read as a built-in preset is (`Map::preset`), so a
+    /// copy of a preset file behaves as the preset (a newcomer's run: a copy of the llama.cpp
+    /// preset failed on the first rule a dump did not need, then on the next).
+    #[serde(default)]
+    all_optional: bool,
     #[serde(default, rename = "rule")]
     rules: Vec<RuleSpec>,
 }
@@ -214,7 +220,7 @@ impl Map {
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Map {
             label: label.to_string(),
-            preset,
+            preset: preset || spec.all_optional,
             description: spec.description,
             rules,
         })

@@ -448,9 +448,13 @@ fn first_divergence(report: &Report, h: &mut String) {
             ));
             return;
         }
+        let not = view::uncompared_text(report)
+            .map(|t| format!("; {t}"))
+            .unwrap_or_default();
         h.push_str(&format!(
-            "<section class=\"clean\"><b>No divergence</b>: every compared op is {}.</section>\n",
-            escape(&view::clean_text(report))
+            "<section class=\"clean\"><b>No divergence</b>: every compared op is {}{}.</section>\n",
+            escape(&view::clean_text(report)),
+            escape(&not)
         ));
         return;
     };

@@ -98,8 +98,11 @@ impl Sections for Markdown<'_> {
                 Some(t) => writeln!(out, "## ⚠️ {}", text(&t))?,
                 None => writeln!(
                     out,
-                    "## ✅ No divergence ({} ops compared)",
-                    report.summary.compared
+                    "## ✅ No divergence ({} ops compared{})",
+                    report.summary.compared,
+                    view::uncompared_text(report)
+                        .map(|t| format!("; {t}"))
+                        .unwrap_or_default()
                 )?,
             },
         }

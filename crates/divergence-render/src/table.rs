@@ -468,11 +468,14 @@ impl Sections for Terminal<'_> {
                 self.line(&text, Some(BOLD_RED), 2)?;
                 return self.blank();
             }
-            let text = format!(
+            let mut text = format!(
                 "NO DIVERGENCE: all {} compared ops are {}",
                 report.summary.compared,
                 view::clean_text(report)
             );
+            if let Some(not) = view::uncompared_text(report) {
+                text.push_str(&format!("; {not}"));
+            }
             self.line(&text, Some(BOLD_GREEN), 2)?;
             return self.blank();
         };

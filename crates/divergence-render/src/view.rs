@@ -96,15 +96,46 @@ pub(crate) fn tolerance_text(t: &Tolerance) -> String {
 }
 
 /// What "no divergence" means in this report's mode: `within tolerance`, or, with `--truth`,
-/// `as accurate as the reference against the truth (noise ratio limit 3.0)`.
+/// `as accurate as the reference against the truth (noise ratio limit 3.0)`; where the truth
+/// could not judge some ops (the presets judged them: `judged_with`), how many of each (a
+/// newcomer's run: the line claimed the truth for every op under a `TRUTH NOT USED` warning).
 pub(crate) fn clean_text(report: &Report) -> String {
     match report.tolerance {
-        Tolerance::Truth { ratio: k } => format!(
-            "as accurate as the reference against the truth (noise ratio limit {})",
-            ratio_text(k)
-        ),
+        Tolerance::Truth { ratio: k } => {
+            let truth = format!(
+                "as accurate as the reference against the truth (noise ratio limit {})",
+                ratio_text(k)
+            );
+            let by_presets: usize = report.judged_with.iter().map(|j| j.ops).sum();
+            if by_presets == 0 {
+                return truth;
+            }
+            let by_truth = report.summary.compared.saturating_sub(by_presets);
+            format!(
+                "within tolerance: {by_truth} {truth}, {by_presets} judged by the fixed presets (the truth could not judge them)"
+            )
+        }
         _ => "within tolerance".to_string(),
     }
+}
+
+/// The ops of a report with no divergence that were not compared: `41 not compared: 41 only
+/// in ref`; `None` when every op was. Said on the verdict line (a newcomer's run: a port dump
+/// missing half its probes read "NO DIVERGENCE: all 40 compared ops ..." with the 41 others in
+/// the summary at the end).
+pub(crate) fn uncompared_text(report: &Report) -> Option<String> {
+    let s = &report.summary;
+    let parts: Vec<String> = [
+        (s.only_ours, "only in ours"),
+        (s.only_ref, "only in ref"),
+        (s.unreadable, "unreadable"),
+    ]
+    .iter()
+    .filter(|(n, _)| *n > 0)
+    .map(|(n, what)| format!("{n} {what}"))
+    .collect();
+    let n = s.only_ours + s.only_ref + s.unreadable;
+    (n > 0).then(|| format!("{n} not compared: {}", parts.join(", ")))
 }
 
 /// The verdict line when nothing at all was compared (no name in common, nothing readable):

@@ -431,6 +431,7 @@ pub struct ProbeSteps {
 pub fn suggestion(
     inf: Option<&Inferred>,
     layouts: &[(String, String, Option<String>)],
+    composed: &[(String, String)],
     probes: &HashMap<&str, ProbeSteps>,
 ) -> (String, usize) {
     let mut s = String::from(
@@ -502,6 +503,34 @@ pub fn suggestion(
             push(group, &mut s);
         }
     }
+    // Rows a rule of the given map made (split, permuted, combined) whose values agree under
+    // a layout change: a rule of this file cannot hold it (it would need composing with the
+    // map's own), so the file says which transform each needs (a newcomer's run: they were
+    // left out, and the file said that no layout change was found).
+    let mut seen: HashSet<(&str, &str)> = HashSet::new();
+    let composed: Vec<(&str, &str)> = composed
+        .iter()
+        .map(|(name, t)| (divergence_names::split_step(name).0, t.as_str()))
+        .filter(|&key| seen.insert(key))
+        .collect();
+    if !composed.is_empty() {
+        let n = composed.len();
+        s.push_str(&format!(
+            "\n# {n} {} made by the map's own rules {} the reference's under a layout change that \
+             a rule of this file cannot hold (it would need composing with yours): add it to the \
+             transform of the rule that makes {} (docs/mapping.md):\n",
+            if n == 1 { "probe" } else { "probes" },
+            if n == 1 { "matches" } else { "match" },
+            if n == 1 { "it" } else { "each" },
+        ));
+        const LISTED: usize = 20;
+        for (name, t) in composed.iter().take(LISTED) {
+            s.push_str(&format!("#   {}: {t}\n", divergence_names::one_line(name)));
+        }
+        if n > LISTED {
+            s.push_str(&format!("#   ... and {} more\n", n - LISTED));
+        }
+    }
     // No rule: said, with why, rather than a file that --map refuses without a word (a
     // bad-input hunt, 2026-12-04); "these dumps need no map" only where nothing was left to
     // pair by content (a review found it said with every probe left unpaired).
@@ -513,6 +542,10 @@ pub fn suggestion(
             Some(inf) if !inf.pairs.is_empty() => "no pair found by content is sure enough \
                  to compare (those paired by element count and order only are the comments \
                  above): check them, and write the rules by hand (docs/mapping.md)."
+                .to_string(),
+            _ if !composed.is_empty() => "the probes pair by their names, and the only \
+                 layout changes found are in rows the given map makes (above): change its \
+                 rules (--map refuses a file without a rule)."
                 .to_string(),
             _ => "the probes pair by their names (as they are, or by the prefix rule the \
                  report's warning names; a probe only in one file is a row of the report), \
@@ -711,7 +744,7 @@ mod tests {
         layouts
             .extend((1..=9_999).map(|s| (format!("p@{s}"), format!("p@{s}"), Some(T.to_string()))));
         let probes = HashMap::from([("p", stepped(1..=10_001))]);
-        let (text, left_out) = suggestion(None, &layouts, &probes);
+        let (text, left_out) = suggestion(None, &layouts, &[], &probes);
         assert_eq!(left_out, 0);
         let rules: Vec<&str> = text.split("[[rule]]").skip(1).collect();
         assert_eq!(rules.len(), 4, "{text}");
@@ -732,7 +765,7 @@ mod tests {
         let mut layouts = vec![("q@1".to_string(), "q@1".to_string(), None)];
         layouts.extend((2..=3).map(|s| (format!("q@{s}"), format!("q@{s}"), Some(T.to_string()))));
         let probes = HashMap::from([("q", stepped(1..=3))]);
-        let (text, _) = suggestion(None, &layouts, &probes);
+        let (text, _) = suggestion(None, &layouts, &[], &probes);
         assert_eq!(text.matches("[[rule]]").count(), 1, "{text}");
         assert!(text.contains("from = \"q@{S}\""), "{text}");
     }
@@ -748,11 +781,60 @@ mod tests {
             .collect();
         let probes: HashMap<&str, ProbeSteps> =
             names.iter().map(|n| (n.as_str(), stepped(1..=1))).collect();
-        let (text, left_out) = suggestion(None, &layouts, &probes);
+        let (text, left_out) = suggestion(None, &layouts, &[], &probes);
         assert_eq!(left_out, 2);
         assert_eq!(text.matches("[[rule]]").count(), divergence_map::MAX_RULES);
         assert!(text.contains("from = \"p4999@{S}\"") && !text.contains("\"p5000\""));
         assert!(text.ends_with("2 more rules left out: a map holds at most 10000 rules. Fix what these show, then suggest again.\n"), "{}", &text[text.len() - 200..]);
+    }
+
+    /// Rows the given map computes that a layout change would explain get no rule of their
+    /// own (it would need composing with the map's): the file lists each probe's transform
+    /// once (its decode steps with it), and never says that no layout change was found (a
+    /// newcomer's run: those rows were left out, and the file said so).
+    #[test]
+    fn rows_the_map_computes_are_listed_with_their_transform() {
+        let probes = HashMap::new();
+        let composed: Vec<(String, String)> = ["x", "x@1", "x@2", "y"]
+            .iter()
+            .map(|n| {
+                (
+                    n.to_string(),
+                    (if n.starts_with('x') { P } else { T }).to_string(),
+                )
+            })
+            .collect();
+        let (text, left_out) = suggestion(None, &[], &composed, &probes);
+        assert_eq!(left_out, 0);
+        assert!(
+            text.contains("# 2 probes made by the map's own rules match the reference's under a layout change"),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("#   x: {P}\n#   y: {T}\n")),
+            "{text}"
+        );
+        assert!(!text.contains("no layout change was found"), "{text}");
+        assert!(
+            text.contains("the only layout changes found are in rows the given map makes"),
+            "{text}"
+        );
+        // With rules of its own beside them, both.
+        let layouts = vec![("p".to_string(), "p".to_string(), Some(P.to_string()))];
+        let probes = HashMap::from([(
+            "p",
+            ProbeSteps {
+                prefill: true,
+                steps: Vec::new(),
+            },
+        )]);
+        let (text, _) = suggestion(None, &layouts, &composed[..1], &probes);
+        assert_eq!(text.matches("[[rule]]").count(), 1, "{text}");
+        assert!(
+            text.contains("# 1 probe made by the map's own rules matches"),
+            "{text}"
+        );
+        assert!(!text.contains("# No rule"), "{text}");
     }
 
     /// A file without a rule says why: nothing to map, nothing sure enough to compare, or too
@@ -760,7 +842,7 @@ mod tests {
     #[test]
     fn a_file_without_a_rule_says_why() {
         let probes = HashMap::new();
-        let (text, _) = suggestion(None, &[], &probes);
+        let (text, _) = suggestion(None, &[], &[], &probes);
         assert!(text.contains("these dumps need no map"), "{text}");
         let guess = Inferred {
             toml: String::new(),
@@ -778,7 +860,7 @@ mod tests {
             left_out: 0,
             unpaired: (vec!["a".into()], vec!["b".into()]),
         };
-        let (text, _) = suggestion(Some(&guess), &[], &probes);
+        let (text, _) = suggestion(Some(&guess), &[], &[], &probes);
         assert!(!text.contains("need no map"), "{text}");
         assert!(
             text.contains("# No rule: no pair found by content is sure enough to compare"),
@@ -790,7 +872,7 @@ mod tests {
             skipped: Some("too many to align: nothing inferred".into()),
             ..guess
         };
-        let (text, _) = suggestion(Some(&skipped), &[], &probes);
+        let (text, _) = suggestion(Some(&skipped), &[], &[], &probes);
         assert!(
             text.ends_with("# No rule: too many to align: nothing inferred.\n"),
             "{text}"

@@ -62,13 +62,13 @@ pub struct DiffArgs {
     #[arg(long, value_name = "TRUTH", conflicts_with_all = ["rtol", "atol", "exact"])]
     pub truth: Option<PathBuf>,
     /// With --truth: the noise ratio above which an op diverges (default 3).
-    #[arg(long, value_name = "K", requires = "truth", value_parser = parse::positive)]
+    #[arg(long, value_name = "K", requires = "truth", value_parser = parse::positive, allow_negative_numbers = true)]
     pub noise_ratio: Option<f64>,
     /// Show every op instead of the compact view.
     #[arg(long)]
     pub all: bool,
     /// Only ops of this layer (table and Markdown; --tui opens filtered on it).
-    #[arg(long)]
+    #[arg(long, value_parser = parse::whole, allow_negative_numbers = true)]
     pub layer: Option<usize>,
     /// Only ops whose name matches this regex (table and Markdown; --tui opens filtered on
     /// it; a decode step's name x@s matches when x@s or x does); text without any of
@@ -79,10 +79,10 @@ pub struct DiffArgs {
     /// 3 on). The rest of the dumps is not read; the checks of a decode pair hold for the steps
     /// selected (both sides hold them, fed the same tokens up to the last of them), so a port
     /// that decoded its own tokens can be compared up to the step where they part.
-    #[arg(long, value_name = "STEPS", value_parser = parse::steps)]
+    #[arg(long, value_name = "STEPS", value_parser = parse::steps, allow_negative_numbers = true)]
     pub steps: Option<crate::cmd::steps::Selection>,
     /// Ops shown before and after the first divergence in the compact view.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = parse::whole, allow_negative_numbers = true)]
     pub context: usize,
     /// Also write the JSON report to this file (a CI artifact).
     #[arg(long, value_name = "FILE")]
@@ -705,10 +705,15 @@ fn finish_report(args: &DiffArgs, cfg: &DiffConfig, sides: Sides<'_>) -> Result<
         .into_iter()
         .flatten()
         .find_map(|m| m.input_ids.as_ref().map(Vec::len));
-    let layouts = layout_diagnosis(&mut ops, &plan, (&ours, &reference), cfg, prompt_len);
+    let (layouts, composed) =
+        layout_diagnosis(&mut ops, &plan, (&ours, &reference), cfg, prompt_len);
     if let Some(path) = &args.suggest_map {
-        let (text, left_out) =
-            align::suggestion(inferred.as_ref(), &layouts, &steps_of_probes(ours.dump()));
+        let (text, left_out) = align::suggestion(
+            inferred.as_ref(),
+            &layouts,
+            &composed,
+            &steps_of_probes(ours.dump()),
+        );
         std::fs::write(path, text)
             .with_context(|| format!("{}: cannot write the suggested map", path.display()))?;
         if left_out > 0 {
@@ -859,23 +864,24 @@ fn tokens(
 /// the one found for it, else the first one found for a row of the same two shapes (a row
 /// whose values differ too: a KV-cache bug on top of a layout left every step of layers 1-3
 /// unexplained, and their suggested rule kept them as they were), else `None`. Rows that a
-/// map rule computed are explained in the reason only (a suggested rule would need composing).
+/// map rule computed get no rule (it would need composing with that rule): they are returned
+/// apart, the row's name and the transform found for it, for the suggested file to say.
 fn layout_diagnosis(
     ops: &mut Rows,
     plan: &divergence_diff::OrderPlan,
     (ours, reference): (&MappedDump<'_>, &MappedDump<'_>),
     cfg: &DiffConfig,
     prompt_len: Option<usize>,
-) -> Vec<(String, String, Option<String>)> {
+) -> (Vec<LayoutRule>, Vec<(String, String)>) {
     type Shapes = (Option<Vec<usize>>, Option<Vec<usize>>);
     // Shape mismatches are rows of their own, never steps of a run ([`Rows`]).
     if !ops
         .par_rows()
         .any(|row| row.status() == Status::ShapeMismatch)
     {
-        return Vec::new();
+        return (Vec::new(), Vec::new());
     }
-    let rows: Vec<(String, String, Option<String>, Shapes)> = ops
+    let diagnosed: Vec<Diagnosed> = ops
         .plain_mut()
         .into_par_iter()
         .filter(|row| row.status == Status::ShapeMismatch)
@@ -898,12 +904,33 @@ fn layout_diagnosis(
                 row.reason = Some(format!("{reason}; {}", m.text));
             }
             let from = match ours.mapping(ours_name) {
-                Some(v) if v.is_transformed() => return None,
+                Some(v) if v.is_transformed() => {
+                    return Some(Diagnosed::Composed(
+                        row.name.to_string(),
+                        m.map(|m| m.transform)?,
+                    ))
+                }
                 Some(v) => v.sources[0].clone(),
                 None => ours_name.to_string(),
             };
             let shapes = (row.tensor.shape_ours.clone(), row.tensor.shape.clone());
-            Some((from, row.name.to_string(), m.map(|m| m.transform), shapes))
+            Some(Diagnosed::Row(
+                from,
+                row.name.to_string(),
+                m.map(|m| m.transform),
+                shapes,
+            ))
+        })
+        .collect();
+    let mut composed = Vec::new();
+    let rows: Vec<(String, String, Option<String>, Shapes)> = diagnosed
+        .into_iter()
+        .filter_map(|d| match d {
+            Diagnosed::Row(from, to, t, shapes) => Some((from, to, t, shapes)),
+            Diagnosed::Composed(name, t) => {
+                composed.push((name, t));
+                None
+            }
         })
         .collect();
     let mut by_shapes: HashMap<&Shapes, &str> = HashMap::new();
@@ -912,14 +939,34 @@ fn layout_diagnosis(
             by_shapes.entry(shapes).or_insert(t);
         }
     }
-    rows.iter()
+    let rows = rows
+        .iter()
         .map(|(from, to, t, shapes)| {
             let t = t
                 .clone()
                 .or_else(|| by_shapes.get(shapes).map(|t| t.to_string()));
             (from.clone(), to.clone(), t)
         })
-        .collect()
+        .collect();
+    (rows, composed)
+}
+
+/// A shape mismatch a `--suggest-map` rule can re-lay out: our name as stored, the row's
+/// name, and the transform's TOML if one was found ([`layout_diagnosis`]).
+type LayoutRule = (String, String, Option<String>);
+
+/// A shape mismatch as [`layout_diagnosis`] found it: a row a `--suggest-map` rule can re-lay
+/// out (our name as stored, the row's name, the transform if one was found, the two shapes),
+/// or a row a rule of the given map computed, with the transform that makes its values agree
+/// (said in the suggested file: a rule of its own would need composing).
+enum Diagnosed {
+    Row(
+        String,
+        String,
+        Option<String>,
+        (Option<Vec<usize>>, Option<Vec<usize>>),
+    ),
+    Composed(String, String),
 }
 
 /// What a cache probe's shape mismatch most likely is: ours dumped the whole KV cache where
@@ -1319,6 +1366,43 @@ fn model_shape(dump: &MappedDump<'_>) -> Option<divergence_diff::ModelShape> {
 /// A truth dump must be of the reference's run: the same input_ids (else exit 2, like a pair
 /// with different ids) and at least one probe name of the reference. Returns warnings: a truth
 /// or a reference without input_ids cannot be checked.
+/// A truth made beside the file given as ours (its `producer.truth_of`, which the exporter's
+/// `--truth-out` writes): ours and the reference swapped. The three-way rule never flags ours
+/// for being more accurate than the reference, so a port given as the reference passed with
+/// exit 0 (a newcomer's run of docs/tolerances.md: a GELU-for-SiLU port). `truth_of` is read
+/// as written (relative to the working directory) and relative to the truth's folder (where
+/// the exporter wrote both); the same file is asked by its canonical path, so a file given
+/// under another name still counts, and a `truth_of` that names neither file says nothing.
+fn truth_of_ours(
+    truth: &MappedDump<'_>,
+    truth_path: &Path,
+    ref_path: &Path,
+    ours: &Path,
+) -> Result<()> {
+    let Some(of) = truth
+        .meta()
+        .and_then(|m| m.producer.as_ref())
+        .and_then(|p| p.get("truth_of"))
+        .and_then(|v| v.as_str())
+    else {
+        return Ok(());
+    };
+    let of = Path::new(of);
+    let candidates: Vec<PathBuf> = std::iter::once(of.to_path_buf())
+        .chain(truth_path.parent().map(|dir| dir.join(of)))
+        .filter_map(|p| std::fs::canonicalize(p).ok())
+        .collect();
+    let is = |p: &Path| std::fs::canonicalize(p).is_ok_and(|p| candidates.contains(&p));
+    if is(ours) && !is(ref_path) {
+        anyhow::bail!(
+            "{}: a truth run of {} (its producer.truth_of), which is given as ours: ours and the reference are swapped (divergence diff OURS REF --truth TRUTH: the reference, whose truth run this is, goes second)",
+            truth_path.display(),
+            ours.display()
+        );
+    }
+    Ok(())
+}
+
 fn check_truth(
     truth: (&MappedDump<'_>, &Path),
     reference: (&MappedDump<'_>, &Path),
@@ -1327,6 +1411,7 @@ fn check_truth(
     steps: Option<&crate::cmd::steps::Selection>,
 ) -> Result<Vec<String>> {
     let ((truth, truth_path), (reference, ref_path)) = (truth, reference);
+    truth_of_ours(truth, truth_path, ref_path, ours.1)?;
     let ids = |d: &MappedDump<'_>| d.meta().and_then(|m| m.input_ids.clone());
     let decode_ids = |d: &MappedDump<'_>| d.meta().and_then(|m| m.decode_ids().ok().flatten());
     // Where the reference records no tokens, the truth's are checked against ours (found by a

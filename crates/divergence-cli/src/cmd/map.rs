@@ -53,11 +53,22 @@ pub fn apply<'a>(
         .iter()
         .filter(|v| v.is_transformed() && v.problem.is_none())
         .count();
-    warnings.push(format!(
-        "name map {}: {} of our tensors named by its rules ({computed} of them computed: split, combined or re-laid out); the rows say how (`mapped`)",
-        map.label,
-        made.len()
-    ));
+    // A map that names none of our tensors (only a preset or an `all_optional` map can: a
+    // rule of any other map that matches nothing is an error) is most likely the wrong one
+    // (a newcomer's run: the llama.cpp preset on a vLLM dump paired vLLM's fused act_fn with
+    // transformers' by name, a false divergence, under "0 of our tensors named").
+    if made.is_empty() {
+        warnings.push(format!(
+            "name map {}: none of our tensors is named by its rules: is it the map of another engine's dump? (the probes pair by their own names)",
+            map.label
+        ));
+    } else {
+        warnings.push(format!(
+            "name map {}: {} of our tensors named by its rules ({computed} of them computed: split, combined or re-laid out); the rows say how (`mapped`)",
+            map.label,
+            made.len()
+        ));
+    }
     let strays: Vec<&str> = made
         .iter()
         .map(|v| v.name.as_str())

@@ -15,6 +15,16 @@ pub fn positive(s: &str) -> Result<f64, String> {
     number(s, "> 0", |x| x > 0.0)
 }
 
+/// A whole number >= 0 (`--layer`, `--context`): clap's own message for `-1` or `x` was
+/// `invalid digit found in string`, without the value.
+pub fn whole(s: &str) -> Result<usize, String> {
+    s.trim()
+        .parse::<usize>()
+        .ok()
+        .filter(|_| !s.trim().starts_with('+'))
+        .ok_or_else(|| format!("must be a whole number >= 0, got {s}"))
+}
+
 fn number(s: &str, bound: &str, ok: impl Fn(f64) -> bool) -> Result<f64, String> {
     match s.trim().parse::<f64>() {
         Ok(x) if x.is_finite() && ok(x) => Ok(x),
