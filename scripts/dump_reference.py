@@ -936,7 +936,9 @@ def write_truth(args, ids: list[int], keep, progress: bool, truth_out: Path, mai
     torch.manual_seed(args.seed)
     model, source, extra = load_model(args, args.truth_dtype, save=False)
     model = model.to(args.device)
-    extra = {"model_source": source, **extra, "truth_of": str(main_out), "truth_for_dtype": args.dtype}
+    # truth_of absolute: `divergence diff --truth` refuses a truth of the file given as ours
+    # (ours and the reference swapped), and a relative path would be relative to here.
+    extra = {"model_source": source, **extra, "truth_of": str(main_out.resolve()), "truth_for_dtype": args.dtype}
     if not args.quiet:
         print(f"truth run: {args.truth_dtype}, {args.attn}, {args.device}", file=sys.stderr)
     if decode is not None:

@@ -583,6 +583,34 @@ fn a_clean_verdict_says_what_was_not_compared() {
         .contains("NO DIVERGENCE: all 2 compared ops are within tolerance\n"));
 }
 
+/// A fault that moves a bf16/f16 rounding does nothing in an f32 run: refused, exit 2 (a
+/// newcomer's run: `--inject late-rounding` in the default f32 wrote a dump bit-identical to
+/// the clean run, and its diff said no divergence).
+#[test]
+fn a_rounding_fault_in_an_f32_run_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("x.npz");
+    for fault in ["late-rounding", "early-cast@1"] {
+        let run = divergence(&[
+            "run",
+            "--model",
+            "fixtures/tiny-qwen3",
+            "--ids-file",
+            "fixtures/tiny-qwen3/ids.txt",
+            "--inject",
+            fault,
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert_eq!(run.code, 2, "{}", run.transcript());
+        assert_eq!(
+            run.stderr.trim(),
+            format!("error: divergence run --model fixtures/tiny-qwen3: --inject {fault}: it moves a bf16/f16 rounding and does nothing to f32 activations (use it with --dtype bf16 or f16)")
+        );
+        assert!(!out.exists());
+    }
+}
+
 #[test]
 fn different_input_ids_are_said_loudly() {
     let dir = tempfile::tempdir().unwrap();

@@ -1304,6 +1304,29 @@ fn a_prefill_named_at_step_zero_is_refused_and_an_unpaired_prefill_is_not_judged
     let (code, v, err) = diff_json(&at0, at0.to_str().unwrap(), &["--exact"]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(v["summary"]["only_ours"], 0);
+    // A dump that holds `x` as well names its prefill plainly: its `x@0` is a plain name of
+    // its own, a row on one side only (a review: it was refused).
+    let both = tmp("prefill-and-at0.npz");
+    let d = Dump::open(&reference).unwrap();
+    let mut w = DumpWriter::create(&both).unwrap();
+    for name in d.names() {
+        let t = d.read(name).unwrap();
+        let Values::F32(v) = t.values else {
+            panic!("f32 fixture")
+        };
+        w.add(name, &t.shape, TensorData::F32(&v)).unwrap();
+        if &**name == "model.embed_tokens" {
+            w.add("model.embed_tokens@0", &t.shape, TensorData::F32(&v))
+                .unwrap();
+        }
+    }
+    w.finish(d.meta().cloned().unwrap()).unwrap();
+    let (code, v, err) = diff_json(&both, REF_F32, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(v["only_ours"], serde_json::json!(["model.embed_tokens@0"]));
+    // Under a selection without the prefill, its names do not matter.
+    let (code, _, err) = diff_json(&at0, REF_F32, &["--steps", "1-6"]);
+    assert_eq!(code, 0, "{err}");
 
     // Prefill names that pair with nothing: a report (exit 0), the prefill not judged.
     let other = prefill_as("prefill-other.npz", |n| format!("port.{n}"));
@@ -1330,7 +1353,7 @@ fn a_prefill_named_at_step_zero_is_refused_and_an_unpaired_prefill_is_not_judged
     ]);
     assert_eq!(code, 0, "{err}");
     assert!(
-        out.contains("; no divergence in 6 steps (6 decode); 1 step not judged (no probe compared, the prefill among them)"),
+        out.contains("; no divergence in 6 steps (6 decode); 1 step not judged (no probe compared: the prefill)"),
         "{out}"
     );
 }

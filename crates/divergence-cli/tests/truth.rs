@@ -253,26 +253,17 @@ fn a_truth_of_the_file_given_as_ours_is_refused_as_swapped_sides() {
     // The same file on both sides is not a swap.
     let (code, _, err) = diff_truth(BF16_EAGER, BF16_EAGER, t, &[]);
     assert_eq!(code, 0, "{err}");
-    // `truth_of` as the exporter writes it when given relative paths: relative to the folder
-    // of both files.
-    let copy = dir.path().join("ref.npz");
-    std::fs::copy(&reference, &copy).unwrap();
-    let beside = dir.path().join("truth-beside.npz");
-    truth_of(&beside, "ref.npz");
-    let (code, _, err) = diff_truth(
-        copy.to_str().unwrap(),
-        BF16_SDPA,
-        beside.to_str().unwrap(),
-        &[],
-    );
+    // The reference given under another name (a symlink) is still the same file.
+    let link = dir.path().join("ref-link.npz");
+    std::os::unix::fs::symlink(&reference, &link).unwrap();
+    let (code, _, err) = diff_truth(link.to_str().unwrap(), BF16_SDPA, t, &[]);
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains("ours and the reference are swapped"), "{err}");
-    let (code, _, err) = diff_truth(
-        BF16_SDPA,
-        copy.to_str().unwrap(),
-        beside.to_str().unwrap(),
-        &[],
-    );
+    // A relative `truth_of` (an older exporter's, relative to where it ran) is not read: a
+    // port that shares the reference's file name is not taken for it (a review).
+    let relative = dir.path().join("truth-relative.npz");
+    truth_of(&relative, BF16_EAGER);
+    // (both runs clean: swapped, they pass, as every swap did before)
+    let (code, _, err) = diff_truth(BF16_EAGER, BF16_SDPA, relative.to_str().unwrap(), &[]);
     assert_eq!(code, 0, "{err}");
 }
 

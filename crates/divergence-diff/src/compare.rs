@@ -1799,7 +1799,8 @@ mod tests {
             values: ValuesRef::F64(v),
             dtype: "float64",
         };
-        for (rtol, atol) in [(Some(1e308), None), (None, Some(1e308))] {
+        // (1e308 * ||ref|| and 1.1e308 * sqrt(3) are past f64's 1.8e308)
+        for (rtol, atol) in [(Some(1e308), None), (None, Some(1.1e308))] {
             let cfg = DiffConfig {
                 tolerance: Tolerance::Manual { rtol, atol },
                 ..DiffConfig::default()
@@ -1811,6 +1812,7 @@ mod tests {
                 &cfg,
             );
             assert_eq!(row.status, Status::Ok, "{row:?}");
+            assert_eq!(row.rule.tol_threshold, None, "{row:?}");
             let row = compare(
                 "x",
                 Some(side(&[1e200, 2.0, 3.0])),

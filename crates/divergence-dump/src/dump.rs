@@ -657,7 +657,7 @@ impl Headers {
                 let (entry, step) = held(i);
                 // The earlier position of the same name (only on this error's path).
                 let first = names.iter().take(i).position(|n| **n == *name).map(held);
-                let steps = match (first, step) {
+                let held = match (first, step) {
                     (Some((before, before_step)), _) if before_step.is_some() || step.is_some() => {
                         let say = |e: Option<&str>, s: Option<u32>| {
                             let e = e.unwrap_or(&name);
@@ -674,7 +674,7 @@ impl Headers {
                     path: path.clone(),
                     entry: entry.map_or_else(|| name.clone(), str::to_string),
                     name,
-                    steps,
+                    held,
                 });
             }
         };
@@ -1112,7 +1112,7 @@ fn open_npz(path: &Path, map: &[u8]) -> Result<(Vec<Entry>, Option<Meta>), DumpE
                     path: path.to_path_buf(),
                     entry: m.name.clone(),
                     name: META_ENTRY.to_string(),
-                    steps: String::new(),
+                    held: String::new(),
                 });
             }
             meta_member = Some(m);

@@ -96,15 +96,15 @@ pub enum DumpError {
     #[error("{}: invalid divergence metadata ({})", path.display(), OneLine(detail))]
     BadMeta { path: PathBuf, detail: String },
 
-    /// Two entries give the same tensor name (`a.npy` and `a`, or `a.npy` twice). `steps`,
-    /// where either is a decode step of a stacked member (`x@steps`): which entries hold the
-    /// name, e.g. `: step 1 of entry 'x@steps.npy' and step 1 of entry 'x@steps'`.
-    #[error("{}: duplicate entry '{}' (tensor name '{}' appears twice{})", path.display(), OneLine(entry), OneLine(name), OneLine(steps))]
+    /// Two entries give the same tensor name (`a.npy` and `a`, or `a.npy` twice).
+    #[error("{}: duplicate entry '{}' (tensor name '{}' appears twice{})", path.display(), OneLine(entry), OneLine(name), OneLine(held))]
     DuplicateEntry {
         path: PathBuf,
         entry: String,
         name: String,
-        steps: String,
+        /// Empty, or, where either is a decode step of a stacked member (`x@steps`), which
+        /// entries hold the name: `: step 1 of entry 'x@steps.npy' and step 1 of entry 'x@steps'`.
+        held: String,
     },
 
     #[error("{}: no tensor named '{}'", path.display(), OneLine(name))]

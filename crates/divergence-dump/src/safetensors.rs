@@ -40,7 +40,7 @@ pub(crate) fn read_entries(
             path: path.to_path_buf(),
             entry: dup.clone(),
             name: dup,
-            steps: String::new(),
+            held: String::new(),
         });
     }
 

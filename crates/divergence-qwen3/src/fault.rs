@@ -54,8 +54,8 @@
 //! (`q_proj`..`down_proj`, `lm_head`) or `model.embed_tokens`.
 //!
 //! `f16-accum` sums the squares in bf16 when the activations are bf16, and in f16 otherwise
-//! (so it also shows up in an f32 run). `late-rounding` and `early-cast` are no-ops for f32
-//! activations.
+//! (so it also shows up in an f32 run). `late-rounding` and `early-cast` would be no-ops for
+//! f32 activations: `Qwen3::load` refuses them there.
 //!
 //! `bf16-accum` ("accumulate matmuls in bf16", the guide's first precision point): each
 //! `x @ Wᵀ` is computed in k-tiles of [`ACCUM_TILE`] (= 16, a tensor-core MMA's k step); a

@@ -715,6 +715,23 @@ impl Qwen3 {
         let cfg = &ckpt.config;
         let faults = &opts.faults;
         for spec in faults.specs() {
+            // A fault that moves a bf16/f16 rounding does nothing to f32/f64 activations: a
+            // run that injects it is refused, as a cache dtype not lower than the activations'
+            // is (a newcomer's run: `--inject late-rounding` in the default f32 wrote a dump
+            // bit-identical to the clean run, and its diff said no divergence).
+            if matches!(
+                spec.fault,
+                crate::fault::Fault::LateRounding | crate::fault::Fault::EarlyCast
+            ) && matches!(opts.dtype, DType::F32 | DType::F64)
+            {
+                return Err(Error::FaultTarget {
+                    spec: spec.to_string(),
+                    message: format!(
+                        "it moves a bf16/f16 rounding and does nothing to {} activations (use it with --dtype bf16 or f16)",
+                        opts.dtype.as_str()
+                    ),
+                });
+            }
             if let crate::fault::Fault::CacheDtype(d) = spec.fault {
                 if !d.is_lower_than(opts.dtype) {
                     return Err(Error::FaultTarget {

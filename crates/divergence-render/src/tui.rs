@@ -494,8 +494,11 @@ enum LayerCache {
     Phases(Vec<PhaseEntry>),
 }
 
-/// The details' text lines (with the top border) and the per-position plot under them.
+/// The details' text lines (with the top border) at the least, and the per-position plot
+/// under them.
 const DETAIL_TEXT_H: u16 = 9;
+/// The rows the ops list keeps when the details' text grows past [`DETAIL_TEXT_H`].
+const MIN_LIST_H: u16 = 6;
 const PLOT_H: u16 = 4;
 
 impl Tui {
@@ -1024,15 +1027,27 @@ impl Tui {
         let plot = self.details
             && area.height >= 20
             && self.selected_row().and_then(|r| self.profile(r)).is_some();
-        let detail_h = match (self.details, plot) {
-            (false, _) => 0,
-            (true, false) => DETAIL_TEXT_H,
-            (true, true) => DETAIL_TEXT_H + PLOT_H,
-        };
         // The header's lines as they wrap (the summary takes three at 80 columns: its end,
         // the first divergence, was cut).
         let header = self.head();
         let head_h = u16::try_from(header.line_count(area.width)).unwrap_or(u16::MAX);
+        // The details' text as tall as it wraps, within what leaves the ops list its rows
+        // (a table header and a few rows, the status bar, the header, the plot).
+        let text_h = if self.details {
+            let plot_rows = if plot { PLOT_H } else { 0 };
+            let room = area
+                .height
+                .saturating_sub(head_h + 1 + MIN_LIST_H + plot_rows)
+                .max(DETAIL_TEXT_H);
+            self.details_text_h(area.width).min(room)
+        } else {
+            0
+        };
+        let detail_h = match (self.details, plot) {
+            (false, _) => 0,
+            (true, false) => text_h,
+            (true, true) => text_h + PLOT_H,
+        };
         let [head, body, detail, foot] = Layout::vertical([
             Constraint::Length(head_h),
             Constraint::Min(3),
@@ -1333,9 +1348,18 @@ impl Tui {
         let lines = match cache {
             LayerCache::Phases(lines) => lines,
             LayerCache::OnePass(lines) => {
+                // The fullest form in which every line fits, as below (a newcomer's run at 80
+                // columns: the full form cut the first bad op off every line).
+                let fit = (0..PHASE_FORMS)
+                    .find(|&form| {
+                        lines
+                            .iter()
+                            .all(|l| phase_line(l.layer, None, Some(l), form).0.width() <= width)
+                    })
+                    .unwrap_or(PHASE_FORMS - 1);
                 return lines
                     .iter()
-                    .map(|l| phase_line(l.layer, None, Some(l), 0))
+                    .map(|l| phase_line(l.layer, None, Some(l), fit))
                     .collect();
             }
         };
@@ -1397,6 +1421,35 @@ impl Tui {
             return;
         };
         let op: &OpResult = &op;
+        let lines = self.details_lines(op);
+        let block = Block::new()
+            .borders(Borders::TOP)
+            .title(format!(" {} ", op.name));
+        let inner = block.inner(area);
+        frame.render_widget(block, area);
+        let plot_h = if plot { PLOT_H.min(inner.height) } else { 0 };
+        let [text, chart] =
+            Layout::vertical([Constraint::Min(0), Constraint::Length(plot_h)]).areas(inner);
+        frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), text);
+        if let Some(p) = self.profile(RowView::from(op)).filter(|_| plot) {
+            draw_profile(frame, chart, p);
+        }
+    }
+
+    /// The rows the details' text takes at `width` columns, with its top border: at least
+    /// [`DETAIL_TEXT_H`], more where the row's reason and hints wrap past it (a newcomer's
+    /// run: a hint was cut mid-sentence at any terminal height).
+    fn details_text_h(&self, width: u16) -> u16 {
+        let Some(op) = self.selected() else {
+            return DETAIL_TEXT_H;
+        };
+        let text = Paragraph::new(self.details_lines(&op)).wrap(Wrap { trim: false });
+        let h = u16::try_from(text.line_count(width)).unwrap_or(u16::MAX);
+        h.saturating_add(1).max(DETAIL_TEXT_H)
+    }
+
+    /// The details' text lines of `op`.
+    fn details_lines(&self, op: &OpResult) -> Vec<Line<'static>> {
         let mut lines = vec![Line::raw(format!(
             "status {}   {}",
             op.status,
@@ -1455,18 +1508,7 @@ impl Tui {
                 Style::new().add_modifier(Modifier::BOLD),
             ));
         }
-        let block = Block::new()
-            .borders(Borders::TOP)
-            .title(format!(" {} ", op.name));
-        let inner = block.inner(area);
-        frame.render_widget(block, area);
-        let plot_h = if plot { PLOT_H.min(inner.height) } else { 0 };
-        let [text, chart] =
-            Layout::vertical([Constraint::Min(0), Constraint::Length(plot_h)]).areas(inner);
-        frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), text);
-        if let Some(p) = self.profile(RowView::from(op)).filter(|_| plot) {
-            draw_profile(frame, chart, p);
-        }
+        lines
     }
 
     fn draw_footer(&self, frame: &mut Frame<'_>, area: Rect) {
@@ -1657,7 +1699,7 @@ fn layer_phases(
 /// `form` (of [`PHASE_FORMS`]): in full as a one-pass report's line, `1 of 3 ops diverged;
 /// worst rel err 5.000e-02 at self_attn.k_norm@2; first bad self_attn.k_norm@2`; then `1/3
 /// diverged; worst 5.000e-02@2; first bad ...`; then the worst and the first bad op alone. A
-/// one-pass report's line is the full form without a phase (`phase` `None`).
+/// one-pass report's line has no phase (`phase` `None`), in the same forms.
 fn phase_line(
     layer: usize,
     phase: Option<&str>,

@@ -941,10 +941,11 @@ pub(crate) fn summary_line(report: &Report) -> String {
             let unjudged = report.steps.len() - n;
             if unjudged > 0 {
                 let steps = if unjudged == 1 { "step" } else { "steps" };
-                let prefill = if report.steps.iter().any(|s| s.step == 0 && s.compared == 0) {
-                    ", the prefill among them"
-                } else {
-                    ""
+                let prefill = report.steps.iter().any(|s| s.step == 0 && s.compared == 0);
+                let prefill = match (prefill, unjudged) {
+                    (false, _) => "",
+                    (true, 1) => ": the prefill",
+                    (true, _) => ", the prefill among them",
                 };
                 line.push_str(&format!(
                     "; {unjudged} {steps} not judged (no probe compared{prefill})"

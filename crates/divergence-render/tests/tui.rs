@@ -135,6 +135,25 @@ fn the_layer_overview_of_one_pass_is_a_line_per_layer() {
     insta::assert_snapshot!("tui_layers_one_pass_100x12", screen(&mut tui, 100, 12));
 }
 
+/// The details' text grows with what it holds, within the room the ops list leaves: a hint
+/// that wraps past the fixed height was cut mid-sentence at any terminal height (a newcomer's
+/// run); at a small terminal the list keeps its rows.
+#[test]
+fn details_are_as_tall_as_their_text_where_there_is_room() {
+    let mut r = report();
+    r.hints.push(Hint {
+        code: HintCode::SkippedOp,
+        op: "model.layers.1.self_attn.k_norm".into(),
+        message: format!("{}END-OF-HINT", "a long hint ".repeat(30)),
+        evidence: Default::default(),
+    });
+    let mut tui = Tui::new(r);
+    press(&mut tui, "\n");
+    assert!(screen(&mut tui, 80, 40).contains("END-OF-HINT"));
+    let small = screen(&mut tui, 80, 16);
+    assert!(small.contains(">> "), "{small}");
+}
+
 #[test]
 fn keys_walk_the_divergences_filter_sort_and_show_details() {
     let mut tui = Tui::new(report());

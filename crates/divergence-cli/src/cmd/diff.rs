@@ -914,19 +914,24 @@ fn layout_diagnosis(
                 None => ours_name.to_string(),
             };
             let shapes = (row.tensor.shape_ours.clone(), row.tensor.shape.clone());
-            Some(Diagnosed::Row(
+            Some(Diagnosed::Row {
                 from,
-                row.name.to_string(),
-                m.map(|m| m.transform),
+                to: row.name.to_string(),
+                transform: m.map(|m| m.transform),
                 shapes,
-            ))
+            })
         })
         .collect();
     let mut composed = Vec::new();
     let rows: Vec<(String, String, Option<String>, Shapes)> = diagnosed
         .into_iter()
         .filter_map(|d| match d {
-            Diagnosed::Row(from, to, t, shapes) => Some((from, to, t, shapes)),
+            Diagnosed::Row {
+                from,
+                to,
+                transform,
+                shapes,
+            } => Some((from, to, transform, shapes)),
             Diagnosed::Composed(name, t) => {
                 composed.push((name, t));
                 None
@@ -955,17 +960,21 @@ fn layout_diagnosis(
 /// name, and the transform's TOML if one was found ([`layout_diagnosis`]).
 type LayoutRule = (String, String, Option<String>);
 
-/// A shape mismatch as [`layout_diagnosis`] found it: a row a `--suggest-map` rule can re-lay
-/// out (our name as stored, the row's name, the transform if one was found, the two shapes),
-/// or a row a rule of the given map computed, with the transform that makes its values agree
-/// (said in the suggested file: a rule of its own would need composing).
+/// A shape mismatch as [`layout_diagnosis`] found it.
 enum Diagnosed {
-    Row(
-        String,
-        String,
-        Option<String>,
-        (Option<Vec<usize>>, Option<Vec<usize>>),
-    ),
+    /// A row a `--suggest-map` rule can re-lay out.
+    Row {
+        /// Our name, as stored.
+        from: String,
+        /// The row's name.
+        to: String,
+        /// The transform's TOML, if one makes the values agree.
+        transform: Option<String>,
+        /// Ours and the reference's shapes.
+        shapes: (Option<Vec<usize>>, Option<Vec<usize>>),
+    },
+    /// A row a rule of the given map computed (its name), with the transform that makes its
+    /// values agree: said in the suggested file, since a rule of its own would need composing.
     Composed(String, String),
 }
 
@@ -1363,16 +1372,15 @@ fn model_shape(dump: &MappedDump<'_>) -> Option<divergence_diff::ModelShape> {
     })
 }
 
-/// A truth dump must be of the reference's run: the same input_ids (else exit 2, like a pair
-/// with different ids) and at least one probe name of the reference. Returns warnings: a truth
-/// or a reference without input_ids cannot be checked.
-/// A truth made beside the file given as ours (its `producer.truth_of`, which the exporter's
+/// A truth made of the file given as ours (its `producer.truth_of`, which the exporter's
 /// `--truth-out` writes): ours and the reference swapped. The three-way rule never flags ours
 /// for being more accurate than the reference, so a port given as the reference passed with
-/// exit 0 (a newcomer's run of docs/tolerances.md: a GELU-for-SiLU port). `truth_of` is read
-/// as written (relative to the working directory) and relative to the truth's folder (where
-/// the exporter wrote both); the same file is asked by its canonical path, so a file given
-/// under another name still counts, and a `truth_of` that names neither file says nothing.
+/// exit 0 (a newcomer's run of docs/tolerances.md: a GELU-for-SiLU port). Only an absolute
+/// `truth_of` is read (the exporter writes one since 2026-12-04): a relative one is relative to
+/// where the exporter ran, unknown here (a review: read against the working directory, it
+/// took a port that shares the reference's file name for the reference). The same file is
+/// asked by its canonical path, so a file given under another name still counts, and a
+/// `truth_of` that names neither file says nothing.
 fn truth_of_ours(
     truth: &MappedDump<'_>,
     truth_path: &Path,
@@ -1388,11 +1396,14 @@ fn truth_of_ours(
         return Ok(());
     };
     let of = Path::new(of);
-    let candidates: Vec<PathBuf> = std::iter::once(of.to_path_buf())
-        .chain(truth_path.parent().map(|dir| dir.join(of)))
-        .filter_map(|p| std::fs::canonicalize(p).ok())
-        .collect();
-    let is = |p: &Path| std::fs::canonicalize(p).is_ok_and(|p| candidates.contains(&p));
+    let Some(of) = of
+        .is_absolute()
+        .then(|| std::fs::canonicalize(of).ok())
+        .flatten()
+    else {
+        return Ok(());
+    };
+    let is = |p: &Path| std::fs::canonicalize(p).is_ok_and(|p| p == of);
     if is(ours) && !is(ref_path) {
         anyhow::bail!(
             "{}: a truth run of {} (its producer.truth_of), which is given as ours: ours and the reference are swapped (divergence diff OURS REF --truth TRUTH: the reference, whose truth run this is, goes second)",
@@ -1403,6 +1414,9 @@ fn truth_of_ours(
     Ok(())
 }
 
+/// A truth dump must be of the reference's run: the same input_ids (else exit 2, like a pair
+/// with different ids) and at least one probe name of the reference. Returns warnings: a truth
+/// or a reference without input_ids cannot be checked.
 fn check_truth(
     truth: (&MappedDump<'_>, &Path),
     reference: (&MappedDump<'_>, &Path),

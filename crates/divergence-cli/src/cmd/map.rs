@@ -53,8 +53,9 @@ pub fn apply<'a>(
         .iter()
         .filter(|v| v.is_transformed() && v.problem.is_none())
         .count();
-    // A map that names none of our tensors (only a preset or an `all_optional` map can: a
-    // rule of any other map that matches nothing is an error) is most likely the wrong one
+    // A map that names none of our tensors (only a preset, an `all_optional` map or one whose
+    // every rule is `optional` can: a rule of any other map that matches nothing is an error)
+    // is most likely the wrong one
     // (a newcomer's run: the llama.cpp preset on a vLLM dump paired vLLM's fused act_fn with
     // transformers' by name, a false divergence, under "0 of our tensors named").
     if made.is_empty() {
