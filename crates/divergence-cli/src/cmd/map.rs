@@ -55,9 +55,9 @@ pub fn apply<'a>(
         .count();
     // A map that names none of our tensors (only a preset, an `all_optional` map or one whose
     // every rule is `optional` can: a rule of any other map that matches nothing is an error)
-    // is most likely the wrong one
-    // (a newcomer's run: the llama.cpp preset on a vLLM dump paired vLLM's fused act_fn with
-    // transformers' by name, a false divergence, under "0 of our tensors named").
+    // is most likely the wrong one (a newcomer's run: the llama.cpp preset on a vLLM dump
+    // paired vLLM's fused act_fn with transformers' by name, a false divergence, under "0 of
+    // our tensors named").
     if made.is_empty() {
         warnings.push(format!(
             "name map {}: none of our tensors is named by its rules: is it the map of another engine's dump? (the probes pair by their own names)",
