@@ -1332,12 +1332,7 @@ fn a_prefill_named_at_step_zero_is_refused_and_an_unpaired_prefill_is_not_judged
     let other = prefill_as("prefill-other.npz", |n| format!("port.{n}"));
     let (code, v, err) = diff_json(&other, REF_F32, &[]);
     assert_eq!(code, 0, "{err}");
-    let warnings: Vec<&str> = v["warnings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(Value::as_str)
-        .collect();
+    let warnings = common::warnings(&v);
     assert!(
         warnings.contains(&"the prefill (step 0): no probe compared (each of its names on one side only, or unreadable): that step is not judged"),
         "{warnings:?}"

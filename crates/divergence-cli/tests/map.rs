@@ -572,12 +572,7 @@ fn a_preset_that_names_nothing_is_said_to_be_another_engines() {
         "json",
     ]);
     assert_eq!(code, 0, "{err}");
-    let warnings: Vec<&str> = r["warnings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(Value::as_str)
-        .collect();
+    let warnings = common::warnings(&r);
     assert!(
         warnings.contains(&"name map preset llama.cpp: none of our tensors is named by its rules: is it the map of another engine's dump? (the probes pair by their own names)"),
         "{warnings:?}"

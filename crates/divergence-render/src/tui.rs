@@ -1348,15 +1348,13 @@ impl Tui {
         let lines = match cache {
             LayerCache::Phases(lines) => lines,
             LayerCache::OnePass(lines) => {
-                // The fullest form in which every line fits, as below (a newcomer's run at 80
-                // columns: the full form cut the first bad op off every line).
-                let fit = (0..PHASE_FORMS)
-                    .find(|&form| {
-                        lines
-                            .iter()
-                            .all(|l| phase_line(l.layer, None, Some(l), form).0.width() <= width)
-                    })
-                    .unwrap_or(PHASE_FORMS - 1);
+                // As below (a newcomer's run at 80 columns: the full form cut the first bad op
+                // off every line).
+                let fit = fullest_form(|form| {
+                    lines
+                        .iter()
+                        .all(|l| phase_line(l.layer, None, Some(l), form).0.width() <= width)
+                });
                 return lines
                     .iter()
                     .map(|l| phase_line(l.layer, None, Some(l), fit))
@@ -1367,14 +1365,12 @@ impl Tui {
         let has_prefill = lines.iter().any(|(_, p, _)| p.is_some());
         let has_decode = lines.iter().any(|(_, _, d)| d.is_some());
         let phases = |entry| layer_phases(entry, (has_prefill, has_decode));
-        // The fullest form in which every line fits; else the shortest, cut at the edge.
-        let fit = (0..PHASE_FORMS)
-            .find(|&form| {
-                lines.iter().flat_map(phases).all(|(layer, phase, l)| {
-                    phase_line(layer, Some(phase), l, form).0.width() <= width
-                })
-            })
-            .unwrap_or(PHASE_FORMS - 1);
+        let fit = fullest_form(|form| {
+            lines
+                .iter()
+                .flat_map(phases)
+                .all(|(layer, phase, l)| phase_line(layer, Some(phase), l, form).0.width() <= width)
+        });
         lines
             .iter()
             .flat_map(phases)
@@ -1700,6 +1696,14 @@ fn layer_phases(
 /// worst rel err 5.000e-02 at self_attn.k_norm@2; first bad self_attn.k_norm@2`; then `1/3
 /// diverged; worst 5.000e-02@2; first bad ...`; then the worst and the first bad op alone. A
 /// one-pass report's line has no phase (`phase` `None`), in the same forms.
+/// The fullest of [`phase_line`]'s forms in which every line `fits`; else the shortest, cut at
+/// the edge.
+fn fullest_form(fits: impl Fn(usize) -> bool) -> usize {
+    (0..PHASE_FORMS)
+        .find(|&form| fits(form))
+        .unwrap_or(PHASE_FORMS - 1)
+}
+
 fn phase_line(
     layer: usize,
     phase: Option<&str>,

@@ -18,11 +18,15 @@ pub fn positive(s: &str) -> Result<f64, String> {
 /// A whole number >= 0 (`--layer`, `--context`): clap's own message for `-1` or `x` was
 /// `invalid digit found in string`, without the value.
 pub fn whole(s: &str) -> Result<usize, String> {
-    s.trim()
+    whole_number(s).ok_or_else(|| format!("must be a whole number >= 0, got {s}"))
+}
+
+/// Decimal digits, spaces around them allowed, no sign (Rust's parser takes a leading `+`).
+fn whole_number(t: &str) -> Option<usize> {
+    t.trim()
         .parse::<usize>()
         .ok()
-        .filter(|_| !s.trim().starts_with('+'))
-        .ok_or_else(|| format!("must be a whole number >= 0, got {s}"))
+        .filter(|_| !t.trim().starts_with('+'))
 }
 
 fn number(s: &str, bound: &str, ok: impl Fn(f64) -> bool) -> Result<f64, String> {
@@ -42,12 +46,7 @@ pub fn steps(s: &str) -> Result<crate::cmd::steps::Selection, String> {
             "must be decode steps such as 0-22, 5, 0,4-8 or 3- (0 = the prefill){why}, got '{s}'"
         ))
     };
-    let number = |t: &str| {
-        t.trim()
-            .parse::<usize>()
-            .ok()
-            .filter(|_| !t.trim().starts_with('+'))
-    };
+    let number = whole_number;
     let mut runs: Vec<(usize, Option<usize>)> = Vec::new();
     for part in s.split(',') {
         let part = part.trim();

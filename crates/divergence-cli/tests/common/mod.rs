@@ -61,3 +61,11 @@ pub fn npy_f32(fortran: bool, shape: &str, values: &[f32]) -> Vec<u8> {
     out.extend(values.iter().flat_map(|x| x.to_le_bytes()));
     out
 }
+
+/// A JSON report's warnings, one line each.
+pub fn warnings(report: &serde_json::Value) -> Vec<&str> {
+    report["warnings"]
+        .as_array()
+        .map(|w| w.iter().filter_map(serde_json::Value::as_str).collect())
+        .unwrap_or_default()
+}
