@@ -648,6 +648,57 @@ def bomb_cases() -> list[Case]:
     cases.append(Case("bomb", "stacked_million_empty_steps", empty_steps,
                       report(0, {"x": "ok", "a@steps": "unreadable", "b@steps": "unreadable"},
                              check=budget_named), wall_s=5))
+    def items_meta(d: Path):
+        # 64 MiB of metadata, a few KB deflated, under the byte cap: an unknown field of 33
+        # million zeros. Parsed, it took 4.3 GB (a bad-input hunt, 2026-12-04); its items are
+        # counted first now (MAX_META_ITEMS)
+        body = b'{"order": ["x"], "junk": [0' + b",0" * ((64 << 20) // 2 - 100) + b"]}"
+        p = d / "itemsmeta.npz"
+        np.savez_compressed(p, x=a, __meta__=np.frombuffer(body, np.uint8))
+        q = savez(d / "ref.npz", {"x": a})
+        return ["diff", str(p), str(q), "--format", "json"]
+
+    cases.append(Case("bomb", "meta_33M_items_deflated", items_meta,
+                      error("itemsmeta.npz", "json items"), rss_mb=150, wall_s=10))
+
+    def map_meta(d: Path):
+        # our metadata's "map": 33 MiB of TOML, past a map's 32 MiB (a --map file's cap, which
+        # the metadata's map skipped: 57 MiB of it took 4.6 GB)
+        toml = "[[rule]]\nfrom = \"x\"\nto = \"y\"\njunk = [0" + ",0" * ((33 << 20) // 2) + "]\n"
+        body = json.dumps({"order": ["x"], "map": toml}).encode()
+        p = d / "mapmeta.npz"
+        np.savez_compressed(p, x=a, __meta__=np.frombuffer(body, np.uint8))
+        q = savez(d / "ref.npz", {"x": a})
+        return ["diff", str(p), str(q), "--format", "json"]
+
+    cases.append(Case("bomb", "meta_map_33MiB", map_meta,
+                      error("mapmeta.npz", "32 MiB a map may hold"), rss_mb=250, wall_s=10))
+
+    def st_big_header(d: Path):
+        # a header of 120 MB of valid tensors, past the format's 100 MB, held by the file: it
+        # was parsed whole to say what was wrong (246 MB took 3.9 GB); the length refuses it
+        one = '"t%08d":{"dtype":"F32","shape":[0],"data_offsets":[0,0]}'
+        n = 120_000_000 // len(one % 0)
+        h = ("{" + ",".join(one % i for i in range(n)) + "}").encode()
+        p = write_st(d / "bighdr.safetensors", h)
+        q = write_st(d / "ok.safetensors", {"x": {"dtype": "F32", "shape": [8], "data_offsets": [0, 32]}},
+                     np.arange(8, dtype=np.float32).tobytes())
+        return ["diff", str(p), str(q), "--format", "json"]
+
+    cases.append(Case("bomb", "st_header_over_cap_parsed", st_big_header,
+                      error("bighdr.safetensors", "header too large"), wall_s=10))
+
+    def st_many(d: Path):
+        # 1,048,577 empty tensors in a 66 MB header under its cap, one past the tensors a dump
+        # may hold (MAX_ENTRIES): 1.65 million took 46 s and 2.6 GB
+        one = '"t%08d":{"dtype":"F32","shape":[0],"data_offsets":[0,0]}'
+        h = ("{" + ",".join(one % i for i in range((1 << 20) + 1)) + "}").encode()
+        p = write_st(d / "many.safetensors", h)
+        return ["diff", str(p), str(p), "--format", "json"]
+
+    cases.append(Case("bomb", "st_one_tensor_past_the_cap", st_many,
+                      error("many.safetensors", "1048577 tensors, more than the 1048576"),
+                      rss_mb=150, wall_s=10))
     return cases
 
 

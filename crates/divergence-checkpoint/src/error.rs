@@ -109,7 +109,10 @@ pub(crate) fn describe_safetensors(err: &safetensors::SafeTensorError) -> String
     use safetensors::SafeTensorError as E;
     match err {
         E::HeaderTooSmall => "file too small to hold a safetensors header".to_string(),
-        E::HeaderTooLarge => "header length is larger than the file allows".to_string(),
+        E::HeaderTooLarge => {
+            "header length is larger than the 100000000 bytes the safetensors format allows"
+                .to_string()
+        }
         E::InvalidHeaderLength => "header length points past the end of the file".to_string(),
         E::InvalidHeader(_) => "header is not valid utf-8".to_string(),
         E::InvalidHeaderDeserialization(e) => format!("header is not valid json ({e})"),

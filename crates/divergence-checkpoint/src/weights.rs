@@ -414,7 +414,13 @@ fn unknown_dtype(map: &[u8]) -> Option<String> {
         "I64",
         "U64",
     ];
-    let len = usize::try_from(u64::from_le_bytes(map.get(..8)?.try_into().ok()?)).ok()?;
+    let len = u64::from_le_bytes(map.get(..8)?.try_into().ok()?);
+    // Past the crate's own header cap (its `MAX_HEADER_SIZE`), its error says so: a header
+    // of 246 MB parsed here took 3.9 GB before this check (a bad-input hunt, 2026-12-04).
+    if len > 100_000_000 {
+        return None;
+    }
+    let len = usize::try_from(len).ok()?;
     let header: serde_json::Value =
         serde_json::from_slice(map.get(8..8usize.checked_add(len)?)?).ok()?;
     header.as_object()?.iter().find_map(|(name, info)| {

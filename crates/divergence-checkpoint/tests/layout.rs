@@ -312,7 +312,7 @@ fn corrupt_headers_are_errors_naming_the_file() {
     assert_eq!(
         open().unwrap_err().to_string(),
         format!(
-            "{}: corrupt safetensors file: header length is larger than the file allows",
+            "{}: corrupt safetensors file: header length is larger than the 100000000 bytes the safetensors format allows",
             st.display()
         )
     );

@@ -2651,3 +2651,37 @@ fn probes_short_of_the_other_probes_steps_are_said() {
         );
     }
 }
+
+#[test]
+fn a_short_probe_of_an_empty_name_is_said_to_have_one() {
+    // A member named `@2` (step 2 of a probe named ''): the warning read `(: decode steps 1, 3)`
+    // (a bad-input hunt).
+    let v: Vec<f32> = (0..6).map(|i| i as f32).collect();
+    let path = tmp("empty-base.npz");
+    npz_of(
+        &path,
+        &[
+            ("x", npy_f32(false, "(2, 3)", &v)),
+            (
+                "x@steps",
+                npy_f32(false, "(3, 1, 3)", &[v.clone(), v[..3].to_vec()].concat()),
+            ),
+            ("@2", npy_f32(false, "(1, 3)", &v[..3])),
+        ],
+    );
+    let (code, r, err) = diff_json(&path, path.to_str().unwrap(), &[]);
+    assert_eq!(code, 0, "{err}");
+    let want = format!(
+        "{}: a probe lacks decode steps the file's other probes hold ('' (an empty name): decode steps 1, 3): those steps are missing from this file",
+        path.display()
+    );
+    assert!(
+        r["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w.as_str() == Some(&want)),
+        "{:#}",
+        r["warnings"]
+    );
+}

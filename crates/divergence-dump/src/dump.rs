@@ -64,6 +64,16 @@ pub struct Dump {
     order_resorted: bool,
 }
 
+/// Most tensors one dump may hold: npz members (the metadata's included) or safetensors
+/// tensors, counted from the zip directory or the header before any is read. A tensor costs
+/// `diff` ~20 µs of CPU and ~1.5 KB whatever its size (its entry, its row, its name in the
+/// plan and the output): a 99 MB safetensors file of 1.65 million empty tensors, under the
+/// header cap, took 46 s and 2.6 GB (a bad-input hunt, 2026-12-04). A 256-step decode of the
+/// 0.6B-shaped model stored one array a step (`x@s`) has ~150,000; stored stacked
+/// (`x@steps`) its steps count once a probe, and unfold under their own budget
+/// ([`crate::MAX_STACKED_STEPS`], docs/reliability.md).
+pub const MAX_ENTRIES: usize = 1 << 20;
+
 impl Dump {
     /// Open a dump. The format comes from the extension (`.npz`, `.npy`, `.safetensors`, any
     /// case); for other extensions it is sniffed from the first bytes.

@@ -107,6 +107,15 @@ pub enum DumpError {
         held: String,
     },
 
+    /// More tensors than a dump may hold ([`crate::MAX_ENTRIES`]), counted before they are
+    /// read.
+    #[error("{}: holds {count} tensors, more than the {max} a dump may hold (decode steps stored stacked, `name@steps`, count as one each: docs/dump-format.md)", path.display())]
+    TooManyTensors {
+        path: PathBuf,
+        count: usize,
+        max: usize,
+    },
+
     #[error("{}: no tensor named '{}'", path.display(), OneLine(name))]
     NoSuchTensor { path: PathBuf, name: String },
 
@@ -204,6 +213,7 @@ impl DumpError {
             | BadMeta { path, .. }
             | DuplicateEntry { path, .. }
             | NoSuchTensor { path, .. }
+            | TooManyTensors { path, .. }
             | UnsupportedExtension { path }
             | InvalidName { path, .. }
             | DuplicateName { path, .. }

@@ -26,7 +26,7 @@ mod writer;
 
 pub use divergence_values::ValuesRef;
 pub use dtype::{DType, Tensor, TensorData, TensorView, Values};
-pub use dump::{Dump, Format};
+pub use dump::{Dump, Format, MAX_ENTRIES};
 pub use entry::{Chunks, MAX_REORDER_BYTES};
 pub use error::{DumpError, Location};
 pub use meta::{Meta, FORMAT_TAG, META_ENTRY, SAFETENSORS_META_KEY};

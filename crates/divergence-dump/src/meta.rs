@@ -22,6 +22,42 @@ pub const SAFETENSORS_META_KEY: &str = "divergence";
 /// the size a header declares, before anything is inflated or allocated.
 pub const MAX_META_BYTES: usize = 64 << 20;
 
+/// Most items metadata JSON may hold, list elements and object fields counted
+/// ([`json_items`]), checked before it is parsed: two a tensor for the most tensors a dump may
+/// hold ([`crate::MAX_ENTRIES`]: its name in `order`, its dtype in `dtypes`) and 65,536 for
+/// the rest. Parsing costs ~50-200 bytes an item (at the cap, ~190 MB for a list of zeros,
+/// ~380 MB for `dtypes`), so 64 MiB of `0,0,0,...` (33 million items, a few KiB deflated)
+/// took 4.3 GB before this cap (a bad-input hunt, 2026-12-04). A 256-step decode stored one
+/// array a step lists ~300,000.
+pub const MAX_META_ITEMS: usize = 2 * crate::MAX_ENTRIES + (1 << 16);
+
+/// How many items `json` holds: its commas, `[` and `{` outside strings (the elements of every
+/// list and the fields of every object, give or take one for each empty list or object). One
+/// pass over the bytes, nothing allocated.
+pub fn json_items(json: &[u8]) -> usize {
+    let mut n = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in json {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+        } else {
+            match b {
+                b'"' => in_string = true,
+                b',' | b'[' | b'{' => n += 1,
+                _ => {}
+            }
+        }
+    }
+    n
+}
+
 /// Dump metadata. Every field is optional in the JSON.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default)]
@@ -55,6 +91,12 @@ pub struct Meta {
 impl Meta {
     /// Parse metadata JSON; `Err` carries a lowercase description.
     pub fn from_json(bytes: &[u8]) -> Result<Meta, String> {
+        let items = json_items(bytes);
+        if items > MAX_META_ITEMS {
+            return Err(format!(
+                "metadata holds {items} json items (list elements and object fields), more than the {MAX_META_ITEMS} allowed"
+            ));
+        }
         serde_json::from_slice(bytes)
             .map_err(|e| format!("metadata is not a valid json object: {e}"))
     }
@@ -305,5 +347,31 @@ mod tests {
                 .input_ids,
             None
         );
+    }
+
+    #[test]
+    fn items_are_counted_outside_strings() {
+        assert_eq!(json_items(b"{}"), 1);
+        assert_eq!(json_items(br#"{"a": [1, 2, 3], "b": {"c": 0}}"#), 6);
+        // Commas and brackets inside strings, escaped quotes included, are not items.
+        assert_eq!(json_items(br#"{"a,[{": "x\",[{,"}"#), 1);
+        assert_eq!(json_items(br#"["\\", 1]"#), 2);
+    }
+
+    #[test]
+    fn metadata_of_too_many_items_is_refused_before_parsing() {
+        // One item past the cap, in an unknown field (kept whole before the cap: 33 million
+        // zeros took 4.3 GB).
+        let zeros = MAX_META_ITEMS - 1;
+        let mut json = String::from("{\"junk\": [0");
+        json.push_str(&",0".repeat(zeros));
+        json.push_str("]}");
+        assert_eq!(json_items(json.as_bytes()), MAX_META_ITEMS + 1);
+        let e = Meta::from_json(json.as_bytes()).unwrap_err();
+        assert!(e.contains("more than the 2162688 allowed"), "{e}");
+        // At the cap it is read.
+        let at_cap = json.replacen(",0", "", 1);
+        assert_eq!(json_items(at_cap.as_bytes()), MAX_META_ITEMS);
+        assert!(Meta::from_json(at_cap.as_bytes()).is_ok());
     }
 }

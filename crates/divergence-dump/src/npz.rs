@@ -146,6 +146,13 @@ pub fn read_members(path: &Path, buf: &[u8]) -> Result<Vec<ZipMember>, DumpError
             "{n_entries} entries cannot fit in a {cd_size}-byte central directory"
         )));
     }
+    if n_entries > crate::MAX_ENTRIES as u64 {
+        return Err(DumpError::TooManyTensors {
+            path: path.to_path_buf(),
+            count: usize::try_from(n_entries).unwrap_or(usize::MAX),
+            max: crate::MAX_ENTRIES,
+        });
+    }
     let cd = buf.get(cd_start..cd_end).unwrap_or_default();
 
     // The records, walked in order (each gives the next one's offset); a record's contents

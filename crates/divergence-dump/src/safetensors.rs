@@ -18,6 +18,19 @@ use crate::meta::{Meta, MAX_META_BYTES, SAFETENSORS_META_KEY};
 /// Header size field length.
 const N_LEN: usize = 8;
 
+/// Largest header read: the `safetensors` crate's own limit (its `MAX_HEADER_SIZE`), checked
+/// from the length field before the header is touched. Until 2026-12-04 a header past it was
+/// parsed whole to say what was wrong with it: 246 MB of header took 3.9 GB.
+const MAX_HEADER_BYTES: u64 = 100_000_000;
+
+/// The key every tensor of a header has, counted to bound the tensors before parsing.
+const DATA_OFFSETS: &[u8] = b"\"data_offsets\"";
+
+/// The header length the file's first 8 bytes declare.
+fn declared_len(buf: &[u8]) -> Option<u64> {
+    Some(u64::from_le_bytes(buf.get(..N_LEN)?.try_into().ok()?))
+}
+
 /// Whether `buf` parses as a safetensors file (used to sniff files with other extensions).
 pub(crate) fn looks_like_safetensors(buf: &[u8]) -> bool {
     buf.get(N_LEN) == Some(&b'{') && SafeTensors::read_metadata(buf).is_ok()
@@ -28,6 +41,31 @@ pub(crate) fn read_entries(
     path: &Path,
     buf: &[u8],
 ) -> Result<(Vec<Entry>, Option<Meta>), DumpError> {
+    let bad = |detail: String| DumpError::Safetensors {
+        path: path.to_path_buf(),
+        detail,
+    };
+    if let Some(n) = declared_len(buf) {
+        if n > MAX_HEADER_BYTES {
+            return Err(bad(format!(
+                "header too large: the header claims {n} bytes, more than the {MAX_HEADER_BYTES} the format allows"
+            )));
+        }
+        // Tensors are counted before the header is parsed (each costs the parse ~700 bytes).
+        let header = buf.get(N_LEN..).unwrap_or_default();
+        let header = header.get(..n as usize).unwrap_or(header);
+        let tensors = header
+            .windows(DATA_OFFSETS.len())
+            .filter(|w| *w == DATA_OFFSETS)
+            .count();
+        if tensors > crate::MAX_ENTRIES {
+            return Err(DumpError::TooManyTensors {
+                path: path.to_path_buf(),
+                count: tensors,
+                max: crate::MAX_ENTRIES,
+            });
+        }
+    }
     let (header, metadata) =
         SafeTensors::read_metadata(buf).map_err(|e| DumpError::Safetensors {
             path: path.to_path_buf(),
@@ -138,7 +176,8 @@ pub(crate) fn read_entries(
 fn diagnose(buf: &[u8]) -> Option<String> {
     use serde_json::Value;
 
-    let n = usize::try_from(u64::from_le_bytes(buf.get(..N_LEN)?.try_into().ok()?)).ok()?;
+    let n = declared_len(buf).filter(|&n| n <= MAX_HEADER_BYTES)?;
+    let n = usize::try_from(n).ok()?;
     let header = buf.get(N_LEN..N_LEN.checked_add(n)?)?;
     let data_len = buf.len() - N_LEN - n;
     let map: serde_json::Map<String, Value> = serde_json::from_slice(header).ok()?;

@@ -843,3 +843,49 @@ fn a_damaged_local_header_makes_its_member_unreadable_not_the_archive() {
     );
     assert_eq!(d.read("b").unwrap().values.len(), 2);
 }
+
+#[test]
+fn a_safetensors_header_past_its_cap_is_refused_unread() {
+    // A header that claims 246 MB, past the format's 100 MB: in a file that held it, it was
+    // parsed whole to say what was wrong (3.9 GB; a bad-input hunt, and the bad-input suite's
+    // `st_damage/header_over_cap_parsed`). The length alone refuses it, read or not.
+    let dir = tempfile::tempdir().unwrap();
+    let mut st = 246_000_055u64.to_le_bytes().to_vec();
+    st.extend_from_slice(br#"{"a":{"dtype":"F32","shape":[0],"data_offsets":[0,0]}}"#);
+    let f = write(dir.path(), "big.safetensors", &st);
+    assert_eq!(
+        open_err(&f),
+        format!(
+            "{}: invalid safetensors file (header too large: the header claims 246000055 bytes, more than the 100000000 the format allows)",
+            p(&f)
+        )
+    );
+}
+
+#[test]
+fn more_tensors_than_a_dump_may_hold_are_refused_before_they_are_read() {
+    // Empty tensors cost the file ~60 bytes each and `diff` ~20 us: 1.65 million under the
+    // header cap took 46 s and 2.6 GB (a bad-input hunt).
+    let dir = tempfile::tempdir().unwrap();
+    let n = divergence_dump::MAX_ENTRIES + 1;
+    let mut header = String::from("{");
+    for i in 0..n {
+        header.push_str(&format!(
+            r#""t{i}":{{"dtype":"F32","shape":[0],"data_offsets":[0,0]}},"#
+        ));
+    }
+    header.pop();
+    header.push('}');
+    let f = write(
+        dir.path(),
+        "many.safetensors",
+        &safetensors_with(&header, &[]),
+    );
+    assert_eq!(
+        open_err(&f),
+        format!(
+            "{}: holds 1048577 tensors, more than the 1048576 a dump may hold (decode steps stored stacked, `name@steps`, count as one each: docs/dump-format.md)",
+            p(&f)
+        )
+    );
+}

@@ -10,7 +10,7 @@ use rayon::prelude::*;
 use crate::array::{fmt_shape, numel, Combine, Step};
 use crate::error::MapError;
 use crate::spec::{fill, short, CombineSpec, DimSpec, Map, Rule, StepSpec, MAX_RANK};
-use divergence_names::{split_step, stacked_base, step_name};
+use divergence_names::{one_line, split_step, stacked_base, step_name};
 
 /// Model sizes a rule may name (`heads*head_dim`), from a config. `None`: not known.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -698,7 +698,21 @@ fn lower(
         let known: Vec<i64> = lens.iter().copied().filter(|&n| n != -1).collect();
         lens[i] = total(&known).map_or(-1, |t| shape[a] as i64 - t);
     }
-    if lens.iter().any(|&n| n <= 0) || total(&lens) != Some(shape[a] as i64) {
+    // A part of no size (or less, as `-1` leaves it when the others fill the axis) is no part:
+    // said so, even where the sizes add up (`[0, 8]` was said not to add up to 8).
+    if let Some(i) = lens.iter().position(|&n| n <= 0) {
+        return Err(fail(format!(
+            "split sizes {} (= {:?}): part {} ({}) would have size {}; every part needs at least 1 along axis {a} of {} (size {})",
+            fmt_dims(&split.sizes),
+            lens,
+            i + 1,
+            one_line(names.get(i).map_or("", |n| n.as_str())),
+            lens[i],
+            fmt_shape(&shape),
+            shape[a]
+        )));
+    }
+    if total(&lens) != Some(shape[a] as i64) {
         return Err(fail(format!(
             "split sizes {} (= {:?}) do not add up to axis {a} of {} (size {})",
             fmt_dims(&split.sizes),
@@ -905,6 +919,21 @@ mod tests {
             e,
             "m.toml: rule 1 (from = \"qkv{L}\"): `qkv0` [16, 192]: split sizes [\"heads*head_dim\", \"heads*head_dim\"] (= [128, 128]) do not add up to axis 1 of [16, 192] (size 192)"
         );
+    }
+
+    #[test]
+    fn a_part_of_size_zero_is_said_to_be_one_even_where_the_sizes_add_up() {
+        // [0, 8] on an axis of 8 was said not to add up (a bad-input hunt).
+        for (sizes, size) in [("[0, 8]", "0"), ("[8, 0]", "0"), ("[0, -1]", "0")] {
+            let m = map(&format!(
+                "[[rule]]\nfrom = \"qkv{{L}}\"\nto = [\"q{{L}}\", \"k{{L}}\"]\nsplit = {{ axis = -1, sizes = {sizes} }}\n"
+            ));
+            let e = resolve(&m, &[t("qkv0", &[1, 3, 8])], &SIZES, "ours.npz")
+                .unwrap_err()
+                .to_string();
+            assert!(!e.contains("do not add up"), "{e}");
+            assert!(e.contains(&format!("would have size {size}; every part needs at least 1 along axis 2 of [1, 3, 8] (size 8)")), "{e}");
+        }
     }
 
     #[test]

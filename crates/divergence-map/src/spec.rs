@@ -160,6 +160,50 @@ pub const SIZE_NAMES: [&str; 6] = [
 /// Most rules in one map (a map is a page of rules, not data).
 pub const MAX_RULES: usize = 10_000;
 
+/// Largest map text read: a `--map` file or our metadata's `"map"` (a page of rules is a few
+/// kB; a map inferred for 100,000 tensors is about 10 MB).
+pub const MAX_MAP_BYTES: usize = 32 << 20;
+
+/// Most items a map's TOML may hold ([`toml_items`]), checked before it is parsed: the parse
+/// costs ~100-200 bytes an item, so 32 MiB of `junk = [0,0,...]` (15 million items) took
+/// 2.6 GB before the parser's error, and a map in the metadata, 57 MiB of it, 4.6 GB (a
+/// bad-input hunt, 2026-12-04). 100 a rule at the most rules.
+pub const MAX_MAP_ITEMS: usize = 1 << 20;
+
+/// How many items TOML `text` holds: its commas, `=`, `[` and `{` outside strings and
+/// comments (every key, every array element and table, give or take one each). One pass,
+/// nothing allocated.
+pub fn toml_items(text: &str) -> usize {
+    let b = text.as_bytes();
+    let mut n = 0usize;
+    let mut i = 0usize;
+    while let Some(&c) = b.get(i) {
+        match c {
+            b'#' => {
+                // A comment, to the end of the line.
+                while b.get(i).is_some_and(|&c| c != b'\n') {
+                    i += 1;
+                }
+            }
+            b'"' | b'\'' => {
+                let triple = b.get(i..i + 3) == Some(&[c, c, c][..]);
+                let close: &[u8] = if triple { &b[i..i + 3] } else { &b[i..i + 1] };
+                i += close.len();
+                // To the closing quote(s); a basic string ("...") escapes with a backslash.
+                while i < b.len() && !b[i..].starts_with(close) {
+                    i += if c == b'"' && b[i] == b'\\' { 2 } else { 1 };
+                }
+                // Past the closing quotes but the last (the loop's step passes it).
+                i += close.len() - 1;
+            }
+            b',' | b'=' | b'[' | b'{' => n += 1,
+            _ => {}
+        }
+        i += 1;
+    }
+    n
+}
+
 /// Most `transform` steps in one rule (the presets use at most 2; a real layout change is a
 /// reshape and a permute or two). Each step keeps a copy of the shape it makes.
 pub const MAX_STEPS: usize = 64;
@@ -202,6 +246,25 @@ impl Map {
     }
 
     pub(crate) fn parse_as(text: &str, label: &str, preset: bool) -> Result<Map, MapError> {
+        if text.len() > MAX_MAP_BYTES {
+            return Err(MapError::Syntax {
+                map: label.to_string(),
+                message: format!(
+                    "{} bytes, more than the {} MiB a map may hold",
+                    text.len(),
+                    MAX_MAP_BYTES >> 20
+                ),
+            });
+        }
+        let items = toml_items(text);
+        if items > MAX_MAP_ITEMS {
+            return Err(MapError::Syntax {
+                map: label.to_string(),
+                message: format!(
+                    "{items} items (keys, array elements and tables), more than the {MAX_MAP_ITEMS} a map may hold"
+                ),
+            });
+        }
         let spec: FileSpec = toml::from_str(text).map_err(|e| MapError::Syntax {
             map: label.to_string(),
             message: toml_message(text, &e),
@@ -769,5 +832,36 @@ optional = true
         assert_eq!(m.rules.len(), 2);
         assert_eq!(m.rules[0].label, "rule 1 (from = \"blk.{L}.qkv\")");
         assert!(m.rules[1].optional);
+    }
+
+    #[test]
+    fn items_are_counted_outside_strings_and_comments() {
+        assert_eq!(toml_items("a = [1, 2, 3]"), 4);
+        assert_eq!(toml_items("[[rule]]\nfrom = \"x\"\nto = \"y\"\n"), 4);
+        // Not in strings of any kind, escaped quotes included, nor in comments.
+        assert_eq!(toml_items(r#"a = "x\",=[{" # ,,,=[{"#), 1);
+        assert_eq!(toml_items("a = 'x,=[{'"), 1);
+        assert_eq!(toml_items("a = \"\"\"x\",=[{\"\"\"\nb = '''x,='''"), 2);
+    }
+
+    #[test]
+    fn a_map_of_too_many_items_is_refused_before_parsing() {
+        let mut text = String::from("[[rule]]\nfrom = \"x\"\nto = \"y\"\njunk = [0");
+        text.push_str(&",0".repeat(MAX_MAP_ITEMS));
+        text.push(']');
+        let e = Map::parse(&text, "m.toml").unwrap_err().to_string();
+        assert!(e.contains("more than the 1048576 a map may hold"), "{e}");
+        assert!(!e.contains('\n'), "{e}");
+        // Under the cap, the parser's own error: the field is unknown.
+        let e = Map::parse(
+            "[[rule]]\nfrom = \"x\"\nto = \"y\"\njunk = [0, 0]",
+            "m.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("junk"), "{e}");
+        let big = format!("# {}", "x".repeat(MAX_MAP_BYTES));
+        let e = Map::parse(&big, "m.toml").unwrap_err().to_string();
+        assert!(e.contains("more than the 32 MiB a map may hold"), "{e}");
     }
 }

@@ -254,9 +254,8 @@ fn list(names: &[&str]) -> String {
     s
 }
 
-/// Largest map file read (a page of rules is a few kB; a map inferred for 100,000 tensors is
-/// about 10 MB).
-const MAX_MAP_BYTES: u64 = 32 << 20;
+/// Largest map file read ([`divergence_map::MAX_MAP_BYTES`]).
+const MAX_MAP_BYTES: u64 = divergence_map::MAX_MAP_BYTES as u64;
 
 /// A map file's text, refused past [`MAX_MAP_BYTES`] (the caller refuses a FIFO or a device
 /// from its metadata; this bound holds for a file that grows while it is read).

@@ -928,6 +928,12 @@ fn short_probes(dump: &Dump, path: &Path, steps: &BTreeSet<usize>) -> Option<Str
     };
     let lacked = crate::cmd::diff::ranges_at_most(&lacks, 8);
     let step_word = if lacks.len() == 1 { "step" } else { "steps" };
+    // A probe named `@3` has an empty base: said so (the warning read `(: decode steps ...)`).
+    let base = if base.is_empty() {
+        "'' (an empty name)"
+    } else {
+        base
+    };
     Some(format!(
         "{}: {probes} decode steps the file's other probes hold ({first_of}{base}: decode {step_word} {lacked}): those steps are missing from this file",
         path.display()
