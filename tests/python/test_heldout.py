@@ -111,6 +111,21 @@ def test_a_clean_decode_never_diverges(model, dt, truth):
     assert r["summary"]["compared"] == r["summary"]["total"]
 
 
+@pytest.mark.parametrize("dt", ["f32", "bf16"])
+def test_decode_positions_past_the_references_steps_get_a_hint(model, dt):
+    """decode-pos=K with K at or past the reference's decode steps (ours' step 1 is a position
+    the reference holds no row of; no hint until 2026-12-05): the amount, from the rows its own
+    make, or, past those, "not at the prompt length + step"; docs/hints.md, `decode_position`."""
+    name, _, ids, _, _, _ = model
+    prompt, steps = len(ids.split(",")), MODELS[name][3]
+    for k, says in ((steps, f"decode positions off by +{steps}"),
+                    (10 * (prompt + steps), "decode positions not at the prompt length + step")):
+        code, r = run_and_diff(model, dt, f"decode-pos={k}", False)
+        assert (code, where(r)) == (1, ("model.rotary_emb@1", 1)), (name, dt, k, r["first_divergence"])
+        hints = [h for h in r["hints"] if h["code"] == "decode_position"]
+        assert any(says in h["message"] for h in hints), (name, dt, k, r["hints"])
+
+
 # (fault, the op where it enters, its cause hint: docs/hints.md)
 ONE_PASS = [
     ("embed-scale", "model.embed_tokens", "scale"),

@@ -165,9 +165,13 @@ fn clean_decode_matches_transformers_and_reports_tokens() {
     }
 }
 
-/// (fault, the first diverging probe, its step); f32 and bf16 unless said.
-const FAULTS: [(&str, &str, u64); 9] = [
+/// (fault, the first diverging probe, its step); f32 and bf16 unless said. The reference has
+/// 6 decode steps: decode-pos=6 and past put ours' step 1 at a position it holds no row of.
+const FAULTS: [(&str, &str, u64); 12] = [
     ("decode-pos=3", "model.rotary_emb@1", 1),
+    ("decode-pos=6", "model.rotary_emb@1", 1),
+    ("decode-pos=30", "model.rotary_emb@1", 1),
+    ("decode-pos=100", "model.rotary_emb@1", 1),
     ("decode-pos=-1", "model.rotary_emb@1", 1),
     ("decode-pos-frozen", "model.rotary_emb@2", 2),
     ("cache-pre-rope", "model.layers.0.self_attn.cache_k@1", 1),
@@ -257,6 +261,17 @@ fn every_kv_cache_fault_is_found_where_it_enters_with_the_prefill_clean() {
                 .collect();
             let want = match fault {
                 "decode-pos=3" => Some(("decode_position", "decode positions off by +3")),
+                // past the reference's steps (until 2026-12-05 no hint): its row at position
+                // 22 made from those it holds, and step 2 at 23
+                "decode-pos=6" => Some((
+                    "decode_position",
+                    "position table at position 22 (rel err",
+                )),
+                // past every row it makes (up to position 42): steps 1 and 2 one position apart
+                "decode-pos=30" | "decode-pos=100" => Some((
+                    "decode_position",
+                    "at none of the positions 0 to 42 its rows hold or make (step 1 is at position 16): decode positions not at the prompt length + step, off by more than +26",
+                )),
                 "decode-pos=-1" => Some((
                     "decode_position",
                     "prefill position 15 (rel err 0.000e+00; step 1 is at position 16): a position off by -1",
@@ -270,6 +285,21 @@ fn every_kv_cache_fault_is_found_where_it_enters_with_the_prefill_clean() {
                 "decode-mask" => Some(("attention_spread", "a zero key's share moves as the cache grows")),
                 _ => None,
             };
+            if fault == "decode-pos=6" {
+                assert!(
+                    hints.iter().any(|(_, m)| m.contains(
+                        "step 2 likewise is its position 23: decode positions off by +6"
+                    )),
+                    "{fault} {dtype}: {hints:?}"
+                );
+            }
+            // no position hint on the other faults
+            if !fault.starts_with("decode-pos") {
+                assert!(
+                    hints.iter().all(|(c, _)| *c != "decode_position"),
+                    "{fault} {dtype}: {hints:?}"
+                );
+            }
             match want {
                 Some((code, text)) => assert!(
                     hints.iter().any(|(c, m)| *c == code && m.contains(text)),
@@ -1544,6 +1574,77 @@ fn prefill_vs_decode_without_a_reference() {
         ]);
         assert_eq!(code, 2, "{err}");
     }
+}
+
+/// `--prefill-vs-decode` names each side by what it is, whichever order the files are given:
+/// the stepped run (the rows' and hints' "ours") and the one pass ("ref"), in the table's,
+/// Markdown's and HTML's headers and in the JSON's `sides` (until 2026-12-05 the headers read
+/// `ours: STEPPED` and `ref: FULL` whatever the order, so the file given second, in the
+/// reference's place, was called "ours" with nothing to say why).
+#[test]
+fn prefill_vs_decode_names_each_side_whichever_order_given() {
+    let full = tmp("pvd-names-full.npz");
+    run_prompt_and(&full, "f32", &["253", "253", "59"]);
+    let stepped = tmp("pvd-names-stepped.npz");
+    run_tokens(
+        &stepped,
+        "f32",
+        &["--decode-ids", "253,253,59"],
+        &["--inject", "cache-overwrite"],
+    );
+    let (full_s, stepped_s) = (full.to_str().unwrap(), stepped.to_str().unwrap());
+    for (a, b) in [(full_s, stepped_s), (stepped_s, full_s)] {
+        let given = format!("{a} {b}");
+        let (code, r, err) = diff_json(Path::new(a), b, &["--prefill-vs-decode"]);
+        assert_eq!(code, 1, "{given}: {err}");
+        // The JSON's ours / ref keep their meaning (the rows' sides), and `sides` says what
+        // they are.
+        assert_eq!(r["ours"], stepped_s, "{given}");
+        assert_eq!(r["ref"], full_s, "{given}");
+        assert_eq!(r["sides"]["ours"], "stepped", "{given}: {}", r["sides"]);
+        assert_eq!(r["sides"]["ref"], "one pass", "{given}: {}", r["sides"]);
+        let html = tmp("pvd-names.html");
+        let (code, table, err) = divergence(&[
+            "diff",
+            a,
+            b,
+            "--prefill-vs-decode",
+            "--format",
+            "table",
+            "--html-out",
+            html.to_str().unwrap(),
+        ]);
+        assert_eq!(code, 1, "{given}: {err}");
+        let head: Vec<&str> = table.lines().skip(1).take(2).collect();
+        assert_eq!(
+            head,
+            [
+                format!("  stepped:   {stepped_s} (ours below)"),
+                format!("  one pass:  {full_s} (ref below)"),
+            ],
+            "{given}:\n{table}"
+        );
+        assert!(!table.contains("  ours:  "), "{given}:\n{table}");
+        let (code, md, err) =
+            divergence(&["diff", a, b, "--prefill-vs-decode", "--format", "markdown"]);
+        assert_eq!(code, 1, "{given}: {err}");
+        assert!(
+            md.contains(&format!("- **stepped:** `{stepped_s}` (ours below)\n"))
+                && md.contains(&format!("- **one pass:** `{full_s}` (ref below)\n"))
+                && !md.contains("- **ours:**"),
+            "{given}:\n{md}"
+        );
+        let html = std::fs::read_to_string(&html).unwrap();
+        assert!(
+            html.contains(&format!(
+                "<dt>stepped</dt><dd>{stepped_s} (ours below)</dd>"
+            )) && html.contains(&format!("<dt>one pass</dt><dd>{full_s} (ref below)</dd>")),
+            "{given}"
+        );
+    }
+    // A plain diff names no sides (the JSON has no `sides`) and keeps its header.
+    let (_, r, _) = diff_json(&stepped, stepped_s, &[]);
+    assert!(r.get("sides").is_none(), "{}", r["sides"]);
 }
 
 /// A copy of the dump at `src` with every tensor `pick` selects cut by `cut` (its shape and

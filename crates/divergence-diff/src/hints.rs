@@ -1569,6 +1569,187 @@ pub struct DecodeSubject<'a> {
     pub prefill: Option<Side<'a>>,
 }
 
+/// A decode position at none of the rows the reference holds (`decode-pos=K` with K at or
+/// past its decode steps: ours' step s is its step s + K, which it does not have), told from
+/// `rotary_emb`'s rows alone. The dump contract's `rotary_emb` is `cos(p f)` per frequency f
+/// at position p, and `cos((a + b) f) = 2 cos(a f) cos(b f) - cos((a - b) f)`: the reference's
+/// rows at positions a, b and a - b (its prefill's `count` positions, `rows`, and its decode
+/// steps', step t at `count + t - 1`) make its row at any position up to twice the last it
+/// holds. Ours' step s is one of those (the nearest to its own position first): positions off
+/// by that much, and, where ours' step s + 1 is the next position's, at every step. Else, where
+/// ours' steps s and s + 1 are rows one position apart at the reference's frequencies
+/// (`(cos((p ± 1) f) - cos(p f) cos f)² = sin²(p f) sin² f = (1 - cos²(p f)) (1 - cos² f)`,
+/// `cos f` the prefill's row at position 1), the position is further than any row made:
+/// "off by more than" the furthest. `same` is [`diagnose_decode`]'s test of one tensor being
+/// another.
+fn position_past_the_table(
+    subject: &DecodeSubject<'_>,
+    o: &[f64],
+    rows: &[f64],
+    count: usize,
+    same: &dyn Fn(Option<f64>) -> bool,
+) -> Option<Hint> {
+    let n = o.len();
+    let s = subject.step;
+    if n == 0 || count == 0 {
+        return None;
+    }
+    let steps: Vec<(usize, Vec<f64>)> = subject
+        .reference
+        .iter()
+        .filter(|(t, r)| *t > 0 && r.values.len() == n)
+        .map(|(t, r)| (*t, values(r)))
+        .collect();
+    // The reference's rows by position.
+    let mut held: BTreeMap<usize, &[f64]> = (0..count)
+        .filter_map(|p| Some((p, rows.get(p * n..(p + 1) * n)?)))
+        .collect();
+    for (t, r) in &steps {
+        held.insert(count + t - 1, r);
+    }
+    let expected = count.checked_add(s)?.checked_sub(1)?;
+    let last = *held.keys().next_back()?;
+    // The row at position q, with the positions (a, b) it is made from where not held.
+    // (the positions a made row is made from: a and b, a - b the third)
+    type Made = Option<(usize, usize)>;
+    let row_at = |q: usize| -> Option<(Vec<f64>, Made)> {
+        if let Some(r) = held.get(&q) {
+            return Some((r.to_vec(), None));
+        }
+        held.range(q.div_ceil(2)..=q).rev().find_map(|(&a, ra)| {
+            let b = q - a;
+            let (rb, rc) = (held.get(&b)?, held.get(&(a - b))?);
+            let made = ra
+                .iter()
+                .zip(rb.iter())
+                .zip(rc.iter())
+                .map(|((x, y), z)| 2.0 * x * y - z)
+                .collect();
+            Some((made, Some((a, b))))
+        })
+    };
+    // Every position the reference does not hold (those were tested before), nearest first.
+    let reach = last.saturating_mul(2);
+    let mut candidates: Vec<usize> = (0..=reach).filter(|q| !held.contains_key(q)).collect();
+    candidates.sort_by_key(|&q| (q.abs_diff(expected), q));
+    let mut untested = None::<usize>;
+    let mut found = None;
+    for q in candidates {
+        let Some((row, from)) = row_at(q) else {
+            untested = Some(untested.map_or(q, |u| u.min(q)));
+            continue;
+        };
+        let e = rel_err(o, &row);
+        if same(e) {
+            found = Some((q, from, e.unwrap_or(0.0)));
+            break;
+        }
+    }
+    let next = subject.ours_next.as_ref().map(values);
+    if let Some((q, from, e)) = found {
+        let shift = q as i64 - expected as i64;
+        let made = match from {
+            Some((a, b)) => format!(
+                ", made from its rows at positions {a}, {b} and {}: cos(a + b) = 2 cos a cos b - cos(a - b)",
+                a - b
+            ),
+            None => String::new(),
+        };
+        let likewise = next.as_deref().is_some_and(|x| {
+            q.checked_add(1)
+                .and_then(row_at)
+                .is_some_and(|(row, _)| same(rel_err(x, &row)))
+        });
+        let (then, what) = if likewise {
+            (
+                format!(
+                    "; step {} likewise is its position {}",
+                    s.saturating_add(1),
+                    q.saturating_add(1)
+                ),
+                format!("decode positions off by {shift:+}"),
+            )
+        } else {
+            (
+                String::new(),
+                format!("a position off by {shift:+} at this step"),
+            )
+        };
+        return Some(hint(
+            HintCode::DecodePosition,
+            subject.name,
+            format!(
+                "ours' step {s} is the reference's position table at position {q} (rel err {}{made}; step {s} is at position {expected}){then}: {what}",
+                crate::compare::sci(e)
+            ),
+            &[
+                ("step", s as f64),
+                ("matches_ref_position", q as f64),
+                ("rel_err", e),
+            ],
+        ));
+    }
+    // Past every row made: ours' steps s and s + 1 one position apart at the reference's
+    // frequencies (cos f: the prefill's row at position 1).
+    let next = next?;
+    let unit = held.get(&1)?;
+    if next.len() != n {
+        return None;
+    }
+    let lhs: Vec<f64> = o
+        .iter()
+        .zip(&next)
+        .zip(unit.iter())
+        .map(|((x0, x1), c)| (x1 - x0 * c).powi(2))
+        .collect();
+    let rhs: Vec<f64> = o
+        .iter()
+        .zip(unit.iter())
+        .map(|(x0, c)| (1.0 - x0 * x0) * (1.0 - c * c))
+        .collect();
+    // Within the error rounding to the coarser dtype leaves in each side (first order: each
+    // cos value rounded by at most u of itself), beside `same`'s bound: bf16's rounding alone
+    // moves the identity by ~2e-2 where sin(p f) is small (found on decode-pos=100).
+    let u = unit_roundoff(DTypeClass::of(subject.ours.dtype)).max(
+        subject
+            .prefill
+            .as_ref()
+            .map_or(0.0, |p| unit_roundoff(DTypeClass::of(p.dtype))),
+    );
+    let bound = norm(
+        &o.iter()
+            .zip(&next)
+            .zip(unit.iter())
+            .map(|((x0, x1), c)| {
+                let d = (x1 - x0 * c).abs() * (x1.abs() + 2.0 * (c * x0).abs());
+                2.0 * u * (d + x0 * x0 * (1.0 - c * c) + (1.0 - x0 * x0) * c * c)
+            })
+            .collect::<Vec<f64>>(),
+    );
+    let gap: Vec<f64> = lhs.iter().zip(&rhs).map(|(l, r)| l - r).collect();
+    let e = rel_err(&lhs, &rhs);
+    let within = norm(&gap) <= bound + SAME * norm(&rhs);
+    if !(same(e) || within && e.is_some()) {
+        return None;
+    }
+    let tested = untested.map_or(reach, |u| u.saturating_sub(1));
+    let beyond = tested.saturating_sub(expected);
+    Some(hint(
+        HintCode::DecodePosition,
+        subject.name,
+        format!(
+            "ours' steps {s} and {} are rows of the reference's position table one position apart (cos((p ± 1) f) from cos(p f) and its prefill's cos f, rel err {}), at none of the positions 0 to {tested} its rows hold or make (step {s} is at position {expected}): decode positions not at the prompt length + step, off by more than {beyond:+}",
+            s.saturating_add(1),
+            crate::compare::sci(e.unwrap_or(0.0))
+        ),
+        &[
+            ("step", s as f64),
+            ("tested_to_position", tested as f64),
+            ("rel_err", e.unwrap_or(0.0)),
+        ],
+    ))
+}
+
 /// The rel L2 error under which a decode step's tensor "is" another's: under bf16 noise
 /// (1e-2) and, see [`diagnose_decode`], 10 times under the step's own error.
 const SAME: f64 = 1e-2;
@@ -1704,6 +1885,8 @@ pub fn diagnose_decode(subject: &DecodeSubject<'_>) -> Vec<Hint> {
                     ("rel_err", e.unwrap_or(0.0)),
                 ],
             ));
+        } else {
+            out.extend(position_past_the_table(subject, &o, &rows, count, &same));
         }
     }
     // k cached at an earlier stage: ours' cache_k is the reference's k_proj (before k_norm
@@ -1814,6 +1997,95 @@ mod tests {
                 ((x >> 11) as f64 / (1u64 << 53) as f64) * 4.0 - 2.0
             })
             .collect()
+    }
+
+    #[test]
+    fn a_decode_position_past_the_references_rows_is_still_told() {
+        // A cos table of another shape than the fixtures' (head_dim 16, theta 1e4): a 7-token
+        // prompt and 3 decode steps of the reference, so positions 0 to 9 are held.
+        let (d, prompt, steps) = (16usize, 7usize, 3usize);
+        let cos = |p: usize| -> Vec<f64> {
+            (0..d)
+                .map(|i| {
+                    let f = 1e4f64.powf(-2.0 * (i % (d / 2)) as f64 / d as f64);
+                    (p as f64 * f).cos()
+                })
+                .collect()
+        };
+        let leak = |v: Vec<f64>| -> &'static [f64] { v.leak() };
+        let prefill = leak((0..prompt).flat_map(cos).collect());
+        let rows: Vec<&'static [f64]> = (1..=steps).map(|t| leak(cos(prompt + t - 1))).collect();
+        let (shape, pshape) = ([1usize, 1, d], [1usize, prompt, d]);
+        let subject = |ours: &'static [f64], next: Option<&'static [f64]>| DecodeSubject {
+            name: "model.rotary_emb@1",
+            step: 1,
+            ours: side(&shape, ours, "float32"),
+            ours_next: next.map(|n| side(&shape, n, "float32")),
+            reference: (1..=steps)
+                .map(|t| (t, side(&shape, rows[t - 1], "float32")))
+                .collect(),
+            upstream: Vec::new(),
+            prefill: Some(side(&pshape, prefill, "float32")),
+        };
+        // off by k: step 1 (position 7) at 7 + k, step 2 at 8 + k
+        let off = |k: usize| subject(leak(cos(7 + k)), Some(leak(cos(8 + k))));
+        // within the rows made (up to position 18): the amount, confirmed at step 2
+        for k in [3usize, 5, 10] {
+            let h = diagnose_decode(&off(k));
+            assert_eq!(codes(&h), ["decode_position"], "{k}");
+            assert!(
+                h[0].message
+                    .contains(&format!("position table at position {}", 7 + k))
+                    && h[0]
+                        .message
+                        .ends_with(&format!("decode positions off by +{k}")),
+                "{k}: {}",
+                h[0].message
+            );
+        }
+        // its step 2 past the rows made: the amount at this step
+        let h = diagnose_decode(&off(10));
+        assert!(h[0]
+            .message
+            .contains("; step 2 likewise is its position 18: "));
+        let h = diagnose_decode(&subject(leak(cos(18)), Some(leak(cos(19)))));
+        assert!(
+            h[0].message.ends_with("a position off by +11 at this step"),
+            "{}",
+            h[0].message
+        );
+        // past every row made: off by more than 18 - 7, where steps 1 and 2 are a position
+        // apart (either way)
+        for (p, next) in [(40usize, 41usize), (300, 299), (5000, 5001)] {
+            let h = diagnose_decode(&subject(leak(cos(p)), Some(leak(cos(next)))));
+            assert_eq!(codes(&h), ["decode_position"], "{p}");
+            assert!(
+                h[0].message.ends_with(
+                    "decode positions not at the prompt length + step, off by more than +11"
+                ),
+                "{p}: {}",
+                h[0].message
+            );
+        }
+        // ... but not without a step 2, nor where step 2 does not advance by one (frozen far
+        // away, or by two), nor for rows that are no position's
+        for (p, next) in [(40usize, None), (40, Some(40)), (40, Some(42))] {
+            let h = diagnose_decode(&subject(leak(cos(p)), next.map(|n| leak(cos(n)))));
+            assert!(h.is_empty(), "{p} {next:?}: {h:?}");
+        }
+        let noise = |seed: u64| leak(data(d, seed).iter().map(|x| x.clamp(-1.0, 1.0)).collect());
+        assert!(diagnose_decode(&subject(noise(1), Some(noise(2)))).is_empty());
+        // another table (theta 1e3) in decode: no position of this one
+        let other = |p: usize| -> &'static [f64] {
+            leak(
+                (0..d)
+                    .map(|i| (p as f64 * 1e3f64.powf(-2.0 * (i % (d / 2)) as f64 / d as f64)).cos())
+                    .collect(),
+            )
+        };
+        assert!(diagnose_decode(&subject(other(7), Some(other(8)))).is_empty());
+        // the reference's own position: within its tolerance, nothing
+        assert!(diagnose_decode(&subject(leak(cos(7)), Some(leak(cos(8))))).is_empty());
     }
 
     #[test]

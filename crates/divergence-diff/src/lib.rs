@@ -73,7 +73,7 @@ pub use positions::{
 };
 pub use report::{
     assemble, step_summaries, FirstDifference, FirstDivergence, JudgedWith, Report, ReportContext,
-    StepSummary, Summary, SCHEMA,
+    SideNames, StepSummary, Summary, SCHEMA,
 };
 pub use rows::{
     Row, RowSink, RowSource, Rows, RowsBuilder, StepParts, StepRows, StepRun, StepSums,

@@ -65,6 +65,27 @@ impl ReportContext {
     }
 }
 
+/// What the two sides of a report are, in words the renderers name them by in the header
+/// ([`Report::sides`]): the rows, hints and columns keep calling them `ours` and `ref`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SideNames {
+    /// What `ours` is (`"stepped"`: the prefill plus decode steps).
+    pub ours: String,
+    /// What `ref` is (`"one pass"`: one prefill over all the tokens).
+    #[serde(rename = "ref")]
+    pub reference: String,
+}
+
+impl SideNames {
+    /// `--prefill-vs-decode`'s sides: the stepped run (`ours`) and the one pass (`ref`).
+    pub fn prefill_vs_decode() -> SideNames {
+        SideNames {
+            ours: "stepped".to_string(),
+            reference: "one pass".to_string(),
+        }
+    }
+}
+
 /// The earliest diverging op.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FirstDivergence {
@@ -257,6 +278,11 @@ pub struct Report {
     /// Label of the reference dump.
     #[serde(rename = "ref")]
     pub reference: String,
+    /// What each side is where the two are not a port and its reference (`--prefill-vs-decode`:
+    /// the stepped run is `ours`, the one pass `ref`, whichever order the files were given);
+    /// `None` (left out of the JSON) for a plain diff. Filled by the caller.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sides: Option<SideNames>,
     /// The tolerance mode (`{"mode": "auto"}`, `{"mode": "manual", "rtol": .., "atol": ..}`, `{"mode": "exact"}`).
     pub tolerance: Tolerance,
     /// Where the execution order came from.
@@ -604,6 +630,7 @@ pub fn assemble(ops: impl Into<Rows>, ctx: ReportContext, cfg: &DiffConfig) -> R
         schema: SCHEMA.to_string(),
         ours: ctx.ours_label,
         reference: ctx.ref_label,
+        sides: None,
         tolerance: cfg.tolerance,
         order_source: ctx.order_source,
         input_ids_mismatch,

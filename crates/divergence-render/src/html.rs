@@ -413,8 +413,9 @@ fn kv(h: &mut String, key: &str, value: &str) {
 
 fn header(report: &Report, h: &mut String) {
     h.push_str("<section id=\"header\">\n<dl class=\"kv\">\n");
-    kv(h, "ours", &report.ours);
-    kv(h, "ref", &report.reference);
+    for (key, value) in view::side_lines(report) {
+        kv(h, &key, &value);
+    }
     kv(h, "tolerance", &view::tolerance_text(&report.tolerance));
     if let Some(judged) = view::judged_text(report) {
         kv(h, "judged", &judged);

@@ -107,8 +107,21 @@ impl Sections for Markdown<'_> {
             },
         }
         writeln!(out)?;
-        writeln!(out, "- **ours:** {}", code(&report.ours))?;
-        writeln!(out, "- **ref:** {}", code(&report.reference))?;
+        match &report.sides {
+            None => {
+                writeln!(out, "- **ours:** {}", code(&report.ours))?;
+                writeln!(out, "- **ref:** {}", code(&report.reference))?;
+            }
+            Some(sides) => {
+                let lines = [
+                    (&sides.ours, &report.ours, "ours"),
+                    (&sides.reference, &report.reference, "ref"),
+                ];
+                for (what, path, role) in lines {
+                    writeln!(out, "- **{}:** {} ({role} below)", text(what), code(path))?;
+                }
+            }
+        }
         writeln!(
             out,
             "- **tolerance:** {}",

@@ -434,8 +434,10 @@ impl Sections for Terminal<'_> {
     fn header(&mut self) -> io::Result<()> {
         let report = self.report;
         self.line("divergence report", Some(BOLD), 0)?;
-        self.line(&format!("  ours:      {}", report.ours), None, 13)?;
-        self.line(&format!("  ref:       {}", report.reference), None, 13)?;
+        for (key, value) in view::side_lines(report) {
+            let key = format!("{key}:");
+            self.line(&format!("  {key:<10} {value}"), None, 13)?;
+        }
         let tolerance = view::tolerance_text(&report.tolerance);
         self.line(&format!("  tolerance: {tolerance}"), None, 13)?;
         if let Some(judged) = view::judged_text(report) {

@@ -79,6 +79,26 @@ pub(crate) fn dtype_cell(op: &OpResult) -> String {
     }
 }
 
+/// The header's two lines naming the sides, `(key, value)`: `("ours", path)` and
+/// `("ref", path)`; where the report says what its sides are ([`Report::sides`], the stepped
+/// run and the one pass of `--prefill-vs-decode`, whichever order they were given) each is
+/// keyed by that, its path followed by the word the rest of the report calls it by.
+pub(crate) fn side_lines(report: &Report) -> [(String, String); 2] {
+    match &report.sides {
+        None => [
+            ("ours".to_string(), report.ours.clone()),
+            ("ref".to_string(), report.reference.clone()),
+        ],
+        Some(sides) => [
+            (sides.ours.clone(), format!("{} (ours below)", report.ours)),
+            (
+                sides.reference.clone(),
+                format!("{} (ref below)", report.reference),
+            ),
+        ],
+    }
+}
+
 pub(crate) fn tolerance_text(t: &Tolerance) -> String {
     match t {
         Tolerance::Auto => "auto (per-dtype presets, coarsest dtype of the two sides)".into(),

@@ -612,6 +612,7 @@ fn report_of(
         truth_warnings,
         inferred,
         check_ids: true,
+        names: None,
     };
     finish_report(args, cfg, sides)
 }
@@ -630,6 +631,8 @@ struct Sides<'a> {
     inferred: Option<align::Inferred>,
     /// False when the two sides saw other token counts on purpose (`--prefill-vs-decode`).
     check_ids: bool,
+    /// What each side is, where they are not a port and its reference (`--prefill-vs-decode`).
+    names: Option<divergence_diff::SideNames>,
 }
 
 impl<'a> Sides<'a> {
@@ -651,6 +654,7 @@ impl<'a> Sides<'a> {
             truth_warnings: Vec::new(),
             inferred: None,
             check_ids: false,
+            names: Some(divergence_diff::SideNames::prefill_vs_decode()),
         }
     }
 }
@@ -670,6 +674,7 @@ fn finish_report(args: &DiffArgs, cfg: &DiffConfig, sides: Sides<'_>) -> Result<
         truth_warnings,
         inferred,
         check_ids,
+        names,
     } = sides;
     let mut ops = crate::cmd::rows::compare_all(&plan, &ours, &reference, truth.as_ref(), cfg);
 
@@ -727,6 +732,7 @@ fn finish_report(args: &DiffArgs, cfg: &DiffConfig, sides: Sides<'_>) -> Result<
     }
     let mut report = divergence_diff::assemble(ops, ctx, cfg);
     report.notes = notes;
+    report.sides = names;
     report.step_selection = args.steps.as_ref().map(|s| s.text());
     // A decode step with rows but none compared (every name on one side only, or unreadable)
     // is said: its verdict would otherwise read as clean (found by a bad-input hunt: a map
