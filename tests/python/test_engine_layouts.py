@@ -154,6 +154,8 @@ def test_a_tensor_a_preset_does_not_fit_is_a_row_not_an_error(tmp_path, engine, 
      "do not add up"),
     ('[[rule]]\nfrom = "model.layers.{L}.mlp"\nto = "model.norm"\n', "is made twice"),
     ('[[rule]]\nfrom = "Qcur-{L}"\nto = "x{L}"\n', "matches no tensor"),
+    ('[[rule]]\nfrom = "model.embed_tokens"\nto = "model.embed_tokns"\n',
+     '`to = "model.embed_tokns"` names no tensor of'),
     ('[[rule]]\nfrom = "a"\nto = "b"\nsplitt = 1\n', "unknown field `splitt`"),
     ('[[rule]]\nfrom = "a{L}"\nto = "b{M}"\n', "is not captured"),
 ])

@@ -582,3 +582,80 @@ fn a_preset_that_names_nothing_is_said_to_be_another_engines() {
         "{warnings:?}"
     );
 }
+
+/// A `to` that names no tensor of the reference is an error, exit 2, as a `from` that matches
+/// none of ours is: one line naming the map, the rule, its `to`, a name it made and the
+/// reference's closest name (it was a warning, exit 0, its rows "only in ours"). Where the
+/// rule or the map is optional the warning stays, exit 0; a name the reference holds under a
+/// leading prefix pairs, so it is found.
+#[test]
+fn a_to_that_names_no_reference_tensor_is_an_error_unless_optional() {
+    let dir = tempfile::tempdir().unwrap();
+    let ours = dir.path().join("ours.npz");
+    let tensors: Vec<(String, Vec<usize>, Vec<f32>)> = ["q_proj", "k_proj"]
+        .iter()
+        .map(|p| {
+            let (shape, v) = read(&format!("model.layers.0.self_attn.{p}"));
+            (format!("blk.0.attn_{}", &p[..1]), shape, v)
+        })
+        .collect();
+    write(&ours, &tensors, None);
+    let map = dir.path().join("m.toml");
+    let rules = |q_to: &str, extra: &str| {
+        format!(
+            "[[rule]]\nfrom = \"blk.{{L}}.attn_k\"\nto = \"model.layers.{{L}}.self_attn.k_proj\"\n\n\
+             [[rule]]\nfrom = \"blk.{{L}}.attn_q\"\nto = \"{q_to}\"\n{extra}"
+        )
+    };
+    std::fs::write(&map, rules("model.layers.{L}.self_attn.q_prj", "")).unwrap();
+    let (code, err) = diff_err(&ours, Some(&map));
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(
+        err,
+        format!(
+            "error: {}: rule 2 (from = \"blk.{{L}}.attn_q\"): `to = \"model.layers.{{L}}.self_attn.q_prj\"` names no tensor of {REF} (it made `model.layers.0.self_attn.q_prj`): did you mean `model.layers.0.self_attn.q_proj`? (mark it `optional = true` if that is expected)",
+            map.display()
+        )
+    );
+    // Optional: the rule, or the whole map. The warning names what it made, exit 0.
+    for text in [
+        rules("model.layers.{L}.self_attn.q_prj", "optional = true\n"),
+        format!(
+            "all_optional = true\n{}",
+            rules("model.layers.{L}.self_attn.q_prj", "")
+        ),
+    ] {
+        std::fs::write(&map, &text).unwrap();
+        let (code, r, err) = json(&[
+            "diff",
+            ours.to_str().unwrap(),
+            REF,
+            "--map",
+            map.to_str().unwrap(),
+            "--format",
+            "json",
+        ]);
+        assert_eq!(code, 0, "{text}\n{err}");
+        let warnings = common::warnings(&r);
+        assert!(
+            warnings.iter().any(|w| w.ends_with(&format!(
+                "1 names it makes are not in {REF}: model.layers.0.self_attn.q_prj"
+            ))),
+            "{warnings:?}"
+        );
+    }
+    // Named without the reference's leading `model.`: paired by the prefix, compared.
+    let unprefixed = rules("layers.{L}.self_attn.q_proj", "").replace("model.layers", "layers");
+    std::fs::write(&map, unprefixed).unwrap();
+    let (code, r, err) = json(&[
+        "diff",
+        ours.to_str().unwrap(),
+        REF,
+        "--map",
+        map.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(row(&r, "model.layers.0.self_attn.q_proj")["status"], "ok");
+}

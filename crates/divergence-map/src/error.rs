@@ -47,4 +47,19 @@ pub enum MapError {
         dump: String,
         hint: String,
     },
+    /// A `to` of a user map's rule that names no tensor of the reference: every tensor it made
+    /// is missing there (a preset's rules, an `all_optional` map's and an `optional` rule's
+    /// may: a warning lists those). `detail`: what the rule made, ` (it made `x` and N more)`,
+    /// where those names are not `to` itself (captures filled in, decode steps), then
+    /// `: did you mean `y`?` with the reference's closest name; either may be absent.
+    #[error(
+        "{map}: {rule}: `to = \"{to}\"` names no tensor of {reference}{detail} (mark it `optional = true` if that is expected)"
+    )]
+    NoTarget {
+        map: String,
+        rule: String,
+        to: String,
+        reference: String,
+        detail: String,
+    },
 }

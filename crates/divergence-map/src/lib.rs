@@ -22,7 +22,7 @@ pub use array::{Combine, Step};
 pub use error::MapError;
 pub use mapped::{Entry, MappedDump, Part, Pieces};
 pub use presets::{preset, preset_text, PRESETS};
-pub use resolve::{resolve, Resolved, Sizes, Virtual, MAX_MATCHES};
+pub use resolve::{resolve, MissingTarget, Resolved, Sizes, Virtual, MAX_MATCHES};
 pub use spec::{
     toml_items, Map, Rule, MAX_MAP_BYTES, MAX_MAP_ITEMS, MAX_RANK, MAX_RULES, MAX_STEPS, SIZE_NAMES,
 };

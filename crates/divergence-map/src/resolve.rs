@@ -80,6 +80,22 @@ pub struct Resolved {
     pub label: String,
     /// Things to know (a secondary source missing in a preset, ...), one line each.
     pub warnings: Vec<String>,
+    /// For each of `tensors`, the rule that made it and which of its `to` names (`(rule, to)`
+    /// indices into the map), `None` for a tensor kept as it is; empty for a mapped dump made by
+    /// code ([`Resolved::from_tensors`]). What [`Resolved::targets_not_in`] reads.
+    made_by: Vec<Option<(u32, u32)>>,
+}
+
+/// A `to` of a rule that made tensors, none of which the reference holds
+/// ([`Resolved::targets_not_in`]): a typo, most likely.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MissingTarget {
+    /// The rule's index in [`Map::rules`].
+    pub rule: usize,
+    /// The index of the `to` name in the rule's [`Rule::to`].
+    pub to: usize,
+    /// The names it made, in the dump's order (at least one).
+    pub made: Vec<String>,
 }
 
 impl Resolved {
@@ -103,12 +119,101 @@ impl Resolved {
             index,
             label: label.into(),
             warnings: Vec::new(),
+            made_by: Vec::new(),
         })
     }
 
     /// How many tensors a rule made (renamed or transformed).
     pub fn mapped_count(&self) -> usize {
         self.tensors.iter().filter(|v| v.rule.is_some()).count()
+    }
+
+    /// The `to` names of `map`'s rules (the map this was resolved with) that made tensors of
+    /// which `found` holds none, in rule order: `found` says whether the reference has a name.
+    /// A `from` that matches nothing is an error of [`resolve`]'s; this is its other half, a
+    /// `to` that names nothing of the reference, which [`MapError::NoTarget`] says. A preset,
+    /// an `all_optional` map and an `optional` rule are never asked (their rules may name
+    /// what a dump does not hold), nor a rule that made nothing.
+    pub fn targets_not_in(
+        &self,
+        map: &Map,
+        found: impl Fn(&str) -> bool + Sync,
+    ) -> Vec<MissingTarget> {
+        if map.preset {
+            return Vec::new();
+        }
+        // Per target: the tensors it made, and whether one of them is found.
+        let mut made: HashMap<(usize, usize), (Vec<usize>, bool)> = HashMap::new();
+        let hits: Vec<bool> = self
+            .tensors
+            .par_iter()
+            .zip(&self.made_by)
+            .map(|(v, by)| by.is_some() && found(&v.name))
+            .collect();
+        for (k, (by, hit)) in self.made_by.iter().zip(hits).enumerate() {
+            let Some((rule, to)) = *by else { continue };
+            let (rule, to) = (rule as usize, to as usize);
+            if map.rules.get(rule).is_none_or(|r| r.optional) {
+                continue;
+            }
+            let entry = made.entry((rule, to)).or_default();
+            entry.1 |= hit;
+            if !entry.1 {
+                entry.0.push(k);
+            }
+        }
+        let mut missing: Vec<MissingTarget> = made
+            .into_iter()
+            .filter(|(_, (_, hit))| !hit)
+            .map(|((rule, to), (made, _))| MissingTarget {
+                rule,
+                to,
+                made: made
+                    .into_iter()
+                    .map(|k| self.tensors[k].name.clone())
+                    .collect(),
+            })
+            .collect();
+        missing.sort_by_key(|m| (m.rule, m.to));
+        missing
+    }
+}
+
+impl MissingTarget {
+    /// The error that says so: the map, the rule, its `to`, a name it made and, when
+    /// `reference_names` (the reference's) holds one close to it, "did you mean".
+    pub fn error<'a>(
+        &self,
+        map: &Map,
+        reference_names: impl IntoIterator<Item = &'a str>,
+        reference: &str,
+    ) -> MapError {
+        let rule = &map.rules[self.rule];
+        let to = &rule.to[self.to];
+        let first = self.made.first().map_or("", String::as_str);
+        let made = match self.made.len() {
+            _ if first == to.as_str() => String::new(),
+            0 | 1 => format!(" (it made `{}`)", short(first)),
+            n => format!(" (it made `{}` and {} more)", short(first), n - 1),
+        };
+        // Compared by probe (`x@3` as `x`), each of the reference's probes once: a decode
+        // dump has tens of thousands of names and a few hundred probes.
+        let (base, step) = split_step(first);
+        let mut seen = std::collections::HashSet::new();
+        let bases = reference_names
+            .into_iter()
+            .map(|n| split_step(n).0)
+            .filter(|b| seen.insert(*b));
+        let hint = divergence_names::near::closest(base, bases).map_or_else(String::new, |b| {
+            format!(": did you mean `{}`?", short(&step_name(b, step)))
+        });
+        MapError::NoTarget {
+            map: map.label.clone(),
+            rule: rule.label.clone(),
+            to: divergence_names::one_line(&short(to)).into_owned(),
+            reference: reference.to_string(),
+            detail: divergence_names::one_line(&format!("{made}{hint}")).into_owned(),
+        }
     }
 }
 
@@ -342,6 +447,7 @@ pub fn resolve(
         (Some(r), Some(_)) => format!("{r}, which did not fit `{}`", v.sources[0]),
     };
     for (k, ((name, shape), lowered)) in tensors.iter().zip(lowered).enumerate() {
+        let by = claims[k].as_ref().map(|(ri, _)| *ri as u32);
         let made = match (&claims[k], lowered) {
             (Some((ri, _)), Some(made)) => {
                 if let Some(by) = secondary.get(name) {
@@ -366,7 +472,7 @@ pub fn resolve(
                 problem: None,
             }],
         };
-        for v in made {
+        for (j, v) in made.into_iter().enumerate() {
             if let Some(&first) = out.index.get(&v.name) {
                 let earlier = &out.tensors[first];
                 let (mut a, mut b) = (made_by(earlier), made_by(&v));
@@ -386,6 +492,7 @@ pub fn resolve(
             }
             out.index.insert(v.name.clone(), out.tensors.len());
             out.tensors.push(v);
+            out.made_by.push(by.map(|ri| (ri, j as u32)));
         }
     }
     if !map.preset {
@@ -980,6 +1087,86 @@ mod tests {
         );
         let m = map("[[rule]]\nfrom = \"nope\"\nto = \"b\"\noptional = true\n");
         assert!(resolve(&m, &[t("a", &[2])], &SIZES, "ours.npz").is_ok());
+    }
+
+    /// The other half: a `to` whose every name is missing from the reference is found, with
+    /// the names it made, and said with the reference's closest name; one name found is
+    /// enough, and an optional rule, an `all_optional` map and a preset are never asked.
+    #[test]
+    fn a_target_the_reference_lacks_is_found_unless_optional() {
+        let reference = [
+            "model.norm",
+            "model.layers.0.self_attn.q_proj",
+            "model.layers.1.self_attn.q_proj",
+            "model.layers.0.self_attn.q_proj@1",
+            "model.layers.0.mlp",
+        ];
+        let found = |n: &str| reference.contains(&n);
+        let dump = [
+            t("blk.0.q", &[2]),
+            t("blk.1.q", &[2]),
+            t("blk.0.q@1", &[2]),
+            t("norm", &[2]),
+            t("fused.0", &[4]),
+        ];
+        let text = "[[rule]]\nfrom = \"norm\"\nto = \"model.norm\"\n\n\
+            [[rule]]\nfrom = \"blk.{L}.q\"\nto = \"model.layers.{L}.self_attn.q_prj\"\n\n\
+            [[rule]]\nfrom = \"fused.{L}\"\nto = [\"model.layers.{L}.mlp\", \"model.layers.{L}.mpl2\"]\n\
+            split = { axis = 0, sizes = [2, 2] }\n";
+        let m = map(text);
+        let r = resolve(&m, &dump, &SIZES, "ours.npz").unwrap();
+        let missing = r.targets_not_in(&m, found);
+        assert_eq!(
+            missing,
+            [
+                MissingTarget {
+                    rule: 1,
+                    to: 0,
+                    made: vec![
+                        "model.layers.0.self_attn.q_prj".into(),
+                        "model.layers.1.self_attn.q_prj".into(),
+                        "model.layers.0.self_attn.q_prj@1".into(),
+                    ],
+                },
+                MissingTarget {
+                    rule: 2,
+                    to: 1,
+                    made: vec!["model.layers.0.mpl2".into()],
+                },
+            ]
+        );
+        assert_eq!(
+            missing[0].error(&m, reference, "ref.npz").to_string(),
+            "m.toml: rule 2 (from = \"blk.{L}.q\"): `to = \"model.layers.{L}.self_attn.q_prj\"` names no tensor of ref.npz (it made `model.layers.0.self_attn.q_prj` and 2 more): did you mean `model.layers.0.self_attn.q_proj`? (mark it `optional = true` if that is expected)"
+        );
+        assert_eq!(
+            missing[1].error(&m, reference, "ref.npz").to_string(),
+            "m.toml: rule 3 (from = \"fused.{L}\"): `to = \"model.layers.{L}.mpl2\"` names no tensor of ref.npz (it made `model.layers.0.mpl2`): did you mean `model.layers.0.mlp`? (mark it `optional = true` if that is expected)"
+        );
+        // A literal `to` is not repeated; nothing close, no suggestion.
+        let m = map("[[rule]]\nfrom = \"norm\"\nto = \"zzzzzzzzzz\"\n");
+        let r = resolve(&m, &dump, &SIZES, "ours.npz").unwrap();
+        assert_eq!(
+            r.targets_not_in(&m, found)[0].error(&m, reference, "ref.npz").to_string(),
+            "m.toml: rule 1 (from = \"norm\"): `to = \"zzzzzzzzzz\"` names no tensor of ref.npz (mark it `optional = true` if that is expected)"
+        );
+        // Optional: the rule, the whole map, a preset.
+        for text in [
+            text.replace("q_prj\"\n", "q_prj\"\noptional = true\n")
+                .replace("mpl2\"]\n", "mpl2\"]\noptional = true\n"),
+            format!("all_optional = true\n{text}"),
+        ] {
+            let m = map(&text);
+            let r = resolve(&m, &dump, &SIZES, "ours.npz").unwrap();
+            assert_eq!(r.targets_not_in(&m, found), [], "{text}");
+        }
+        let m = crate::preset("vllm").unwrap().unwrap();
+        let dump = [t("model.layers.0.self_attn.qkv_proj.0", &[16, 256])];
+        let r = resolve(&m, &dump, &SIZES, "ours.npz").unwrap();
+        assert_eq!(r.targets_not_in(&m, |_| false), []);
+        // A mapped dump made by code has no rule to ask about.
+        let made = Resolved::from_tensors(r.tensors.clone(), "code").unwrap();
+        assert_eq!(made.targets_not_in(&map(text), |_| false), []);
     }
 
     #[test]

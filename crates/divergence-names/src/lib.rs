@@ -15,12 +15,14 @@
 //! - [`sibling`]: another op of the same layer (`k_norm` -> `k_proj`);
 //! - [`one_line`]: a name or path from a file, with its control characters escaped;
 //! - [`shown`]: names shown to a person: hidden characters, Markdown text and code spans;
+//! - [`near::closest`]: the known name closest to a mistyped one ("did you mean ...?");
 //! - [`dataflow`]: which probes feed which (`k_norm <- k_proj <- input_layernorm <- previous
 //!   layer`), and the canonical execution order of a dump that records none.
 //!
 //! No dependencies beyond serde (for [`QkKind`]'s `"q"` / `"k"` JSON form); no I/O.
 
 pub mod dataflow;
+pub mod near;
 pub mod shown;
 
 use std::cmp::Ordering;

@@ -1622,7 +1622,7 @@ pub(crate) fn run_text(&(lo, hi): &(usize, usize)) -> String {
 }
 
 /// What the order planner needs to know of one dump.
-fn dump_names<'a>(dump: &'a MappedDump<'_>) -> DumpNames<'a> {
+pub(crate) fn dump_names<'a>(dump: &'a MappedDump<'_>) -> DumpNames<'a> {
     let meta_order = dump.meta_order();
     DumpNames {
         meta_order,

@@ -2,6 +2,7 @@
 //! metadata records), the model sizes its rules may name, and our dump seen through it
 //! ([`divergence_map::MappedDump`]).
 
+use std::collections::HashSet;
 use std::path::Path;
 
 use anyhow::{Context, Result};
@@ -85,7 +86,43 @@ pub fn apply<'a>(
         ));
     }
     warnings.extend(resolved.warnings.iter().cloned());
-    Ok((MappedDump::new(ours, resolved), warnings))
+    let mapped = MappedDump::new(ours, resolved);
+    check_targets(&map, &mapped, reference)?;
+    Ok((mapped, warnings))
+}
+
+/// A `to` of the map that names no tensor of the reference is an error, as a `from` that
+/// matches none of our tensors is (a typo, most likely: it was a warning, exit 0, and the rows
+/// it made were "only in ours"); a preset, an `all_optional` map and an `optional` rule may
+/// (`divergence_map::Resolved::targets_not_in`), and the warning above lists their names. A
+/// name the reference holds under another one that the plan pairs it with (a leading prefix,
+/// `layers.0.mlp` for `model.layers.0.mlp`; the one tensor of a single-tensor file) is found:
+/// the plan is made for that only when a name is not in the reference as it is.
+fn check_targets(map: &Map, mapped: &MappedDump<'_>, reference: &Dump) -> Result<()> {
+    let Some(resolved) = mapped.resolved() else {
+        return Ok(());
+    };
+    let mut missing = resolved.targets_not_in(map, |n| reference.contains(n));
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let plain = MappedDump::plain(reference);
+    let plan = divergence_diff::plan_order(
+        &crate::cmd::diff::dump_names(mapped),
+        &crate::cmd::diff::dump_names(&plain),
+    );
+    let paired: HashSet<&str> = plan
+        .renamed_in_ours
+        .iter()
+        .map(|(_, ours)| ours.as_str())
+        .collect();
+    missing.retain(|m| !m.made.iter().any(|n| paired.contains(n.as_str())));
+    let Some(first) = missing.first() else {
+        return Ok(());
+    };
+    let label = one_line(&reference.path().display().to_string());
+    let names = reference.names().iter().map(|n| &**n);
+    Err(first.error(map, names, &label).into())
 }
 
 /// The map `--map` names: a preset, else a map file (read and parsed here, beside the dumps'
