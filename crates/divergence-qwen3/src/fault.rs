@@ -173,12 +173,36 @@ pub enum Fault {
 /// sum across tiles in the half type.
 pub const ACCUM_TILE: usize = 16;
 
-/// The accepted spellings, for error messages and `--help`.
-pub const VALID_FAULTS: &str = "embed-scale, rope-theta=V, rope-interleaved, skip-k-norm, \
-skip-q-norm, attn-bias=V, transpose=MODULE, act=gelu|gelu-tanh|relu, gqa-tile, rms-eps=V, \
-late-rounding, f16-accum, bf16-accum, bf16-variance, early-cast, and with --decode: decode-pos=K, \
-decode-pos-frozen, cache-pre-rope, cache-pre-norm, cache-overwrite[=first|last], \
-cache-dtype=f16|bf16, decode-mask (per-layer faults take @N, @N-M or @N,M-K)";
+/// Every fault's name, as typed before `=` ([`Fault::name`]): what an unknown name is
+/// compared with for "did you mean" (`divergence run --help` lists them with their values).
+pub const FAULT_NAMES: [&str; 22] = [
+    "embed-scale",
+    "rope-theta",
+    "rope-interleaved",
+    "skip-k-norm",
+    "skip-q-norm",
+    "attn-bias",
+    "transpose",
+    "act",
+    "gqa-tile",
+    "rms-eps",
+    "late-rounding",
+    "f16-accum",
+    "bf16-accum",
+    "bf16-variance",
+    "early-cast",
+    "decode-pos",
+    "decode-pos-frozen",
+    "cache-pre-rope",
+    "cache-pre-norm",
+    "cache-overwrite",
+    "cache-dtype",
+    "decode-mask",
+];
+
+/// Where every fault is listed, for the error of a name that is none (the list itself is
+/// ~600 characters: too long for a one-line error).
+const WHERE_LISTED: &str = "`divergence run --help` lists every fault";
 
 impl Fault {
     /// The fault's name, as typed before `=`.
@@ -299,9 +323,10 @@ impl fmt::Display for FaultSpec {
     }
 }
 
-/// A `--inject` value that does not parse.
+/// A `--inject` value that does not parse: one short line, what is wrong with it (an unknown
+/// name says which fault is close, and where the list is).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("{input:?}: {message}; valid faults: {VALID_FAULTS}")]
+#[error("{input:?}: {message}")]
 pub struct FaultParseError {
     pub input: String,
     pub message: String,
@@ -419,8 +444,14 @@ impl FromStr for FaultSpec {
                 }
             },
             "decode-mask" => none().map(|_| Fault::DecodeMask)?,
-            "" => return Err(err("empty fault name".to_string())),
-            other => return Err(err(format!("unknown fault {other:?}"))),
+            "" => return Err(err(format!("empty fault name ({WHERE_LISTED})"))),
+            other => {
+                let near = divergence_names::near::closest(other, FAULT_NAMES)
+                    .map_or_else(String::new, |f| format!(": did you mean `{f}`?"));
+                return Err(err(format!(
+                    "unknown fault {other:?}{near} ({WHERE_LISTED})"
+                )));
+            }
         };
         if layers.is_some() && !fault.is_per_layer() {
             return Err(err(format!(
@@ -875,10 +906,62 @@ mod tests {
         for (input, want) in cases {
             let err = input.parse::<FaultSpec>().unwrap_err().to_string();
             assert!(err.contains(want), "{input:?}: {err}");
-            assert!(
-                err.contains("valid faults: embed-scale"),
-                "{input:?}: {err}"
-            );
+            // Short: the list of every fault (~600 characters) is not repeated.
+            assert!(err.len() < 160, "{input:?}: {err}");
+            assert!(!err.contains("embed-scale, "), "{input:?}: {err}");
+        }
+    }
+
+    /// An unknown name says which fault is close, if one is, and where the list is.
+    #[test]
+    fn an_unknown_fault_says_what_was_meant() {
+        let err = |s: &str| s.parse::<FaultSpec>().unwrap_err().to_string();
+        assert_eq!(
+            err("rope-thta=1e4"),
+            "\"rope-thta=1e4\": unknown fault \"rope-thta\": did you mean `rope-theta`? (`divergence run --help` lists every fault)"
+        );
+        assert_eq!(
+            err("skip_k_norm@0"),
+            "\"skip_k_norm@0\": unknown fault \"skip_k_norm\": did you mean `skip-k-norm`? (`divergence run --help` lists every fault)"
+        );
+        assert_eq!(
+            err("cache-dtyp=bf16"),
+            "\"cache-dtyp=bf16\": unknown fault \"cache-dtyp\": did you mean `cache-dtype`? (`divergence run --help` lists every fault)"
+        );
+        assert_eq!(
+            err("bogus"),
+            "\"bogus\": unknown fault \"bogus\" (`divergence run --help` lists every fault)"
+        );
+        // Parametrised faults: the bad value, said with what is accepted.
+        assert_eq!(
+            err("cache-dtype=f8"),
+            "\"cache-dtype=f8\": cache-dtype: unknown dtype \"f8\" (f16, bf16)"
+        );
+        assert_eq!(
+            err("decode-pos=x"),
+            "\"decode-pos=x\": decode-pos: \"x\" is not an integer"
+        );
+    }
+
+    /// [`FAULT_NAMES`] is every fault's name: each parses (with a value where it needs one)
+    /// into the fault of that name.
+    #[test]
+    fn fault_names_are_every_fault() {
+        let values = [
+            ("rope-theta", "1e4"),
+            ("attn-bias", "1"),
+            ("transpose", "lm_head"),
+            ("act", "gelu"),
+            ("rms-eps", "1e-5"),
+            ("decode-pos", "1"),
+            ("cache-dtype", "f16"),
+        ];
+        for name in FAULT_NAMES {
+            let text = match values.iter().find(|(n, _)| *n == name) {
+                Some((_, v)) => format!("{name}={v}"),
+                None => name.to_string(),
+            };
+            assert_eq!(parse(&text).fault.name(), name);
         }
     }
 

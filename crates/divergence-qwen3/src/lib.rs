@@ -27,7 +27,7 @@ pub use config::Config;
 pub use error::Error;
 pub use fault::{
     Activation, CacheDtype, CacheFaults, CacheSlot, DecodePositions, Fault, FaultParseError,
-    FaultSpec, Faults, LayerFaults, NormFaults, VALID_FAULTS,
+    FaultSpec, Faults, LayerFaults, NormFaults, FAULT_NAMES,
 };
 pub use memory::{estimate, limit as memory_limit, Estimate, MAX_RUN_BYTES};
 pub use model::{KvCache, ModelOptions, Qwen3};
