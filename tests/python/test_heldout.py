@@ -114,7 +114,7 @@ def test_a_clean_decode_never_diverges(model, dt, truth):
 @pytest.mark.parametrize("dt", ["f32", "bf16"])
 def test_decode_positions_past_the_references_steps_get_a_hint(model, dt):
     """decode-pos=K with K at or past the reference's decode steps (ours' step 1 is a position
-    the reference holds no row of; no hint until 2026-12-05): the amount, from the rows its own
+    the reference holds no row of; no hint until 2026-12-04): the amount, from the rows its own
     make, or, past those, "not at the prompt length + step"; docs/hints.md, `decode_position`."""
     name, _, ids, _, _, _ = model
     prompt, steps = len(ids.split(",")), MODELS[name][3]

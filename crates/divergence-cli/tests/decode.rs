@@ -261,7 +261,7 @@ fn every_kv_cache_fault_is_found_where_it_enters_with_the_prefill_clean() {
                 .collect();
             let want = match fault {
                 "decode-pos=3" => Some(("decode_position", "decode positions off by +3")),
-                // past the reference's steps (until 2026-12-05 no hint): its row at position
+                // past the reference's steps (until 2026-12-04 no hint): its row at position
                 // 22 made from those it holds, and step 2 at 23
                 "decode-pos=6" => Some((
                     "decode_position",
@@ -1578,7 +1578,7 @@ fn prefill_vs_decode_without_a_reference() {
 
 /// `--prefill-vs-decode` names each side by what it is, whichever order the files are given:
 /// the stepped run (the rows' and hints' "ours") and the one pass ("ref"), in the table's,
-/// Markdown's and HTML's headers and in the JSON's `sides` (until 2026-12-05 the headers read
+/// Markdown's and HTML's headers and in the JSON's `sides` (until 2026-12-04 the headers read
 /// `ours: STEPPED` and `ref: FULL` whatever the order, so the file given second, in the
 /// reference's place, was called "ours" with nothing to say why).
 #[test]

@@ -659,3 +659,50 @@ fn a_to_that_names_no_reference_tensor_is_an_error_unless_optional() {
     assert_eq!(code, 0, "{err}");
     assert_eq!(row(&r, "model.layers.0.self_attn.q_proj")["status"], "ok");
 }
+
+#[test]
+fn a_to_that_makes_only_steps_the_reference_lacks_is_not_a_typo() {
+    // A rule whose tensors are decode steps only (a cache probe: there from step 1 on), against
+    // a reference of no decode steps, compared on its prefill (`--steps 0`): its `to` names no
+    // tensor of the reference because the reference holds no such step, not because it is
+    // mistyped (a review: exit 2, "names no tensor").
+    let dir = tempfile::tempdir().unwrap();
+    let ours = dir.path().join("ours.npz");
+    let (shape, v) = read("model.layers.0.self_attn.k_proj");
+    let step_shape: Vec<usize> = [1, 1]
+        .into_iter()
+        .chain(shape[2..].iter().copied())
+        .collect();
+    let step: Vec<f32> = v[..shape[2..].iter().product()].to_vec();
+    let tensors = vec![
+        ("blk.0.attn_k".to_string(), shape.clone(), v.clone()),
+        (
+            "blk.0.attn_k@1".to_string(),
+            step_shape.clone(),
+            step.clone(),
+        ),
+        ("blk.0.cache_k@1".to_string(), step_shape, step),
+    ];
+    write(&ours, &tensors, None);
+    let map = dir.path().join("m.toml");
+    std::fs::write(
+        &map,
+        "[[rule]]\nfrom = \"blk.{L}.attn_k\"\nto = \"model.layers.{L}.self_attn.k_proj\"\n\n\
+         [[rule]]\nfrom = \"blk.{L}.cache_k\"\nto = \"model.layers.{L}.self_attn.cache_k\"\n",
+    )
+    .unwrap();
+    let (code, r, err) = json(&[
+        "diff",
+        ours.to_str().unwrap(),
+        REF,
+        "--map",
+        map.to_str().unwrap(),
+        "--steps",
+        "0",
+        "--format",
+        "json",
+    ]);
+    assert!(!err.contains("names no tensor"), "{err}");
+    assert_ne!(code, 2, "{err}");
+    assert_eq!(row(&r, "model.layers.0.self_attn.k_proj")["status"], "ok");
+}

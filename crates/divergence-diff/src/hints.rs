@@ -1733,12 +1733,27 @@ fn position_past_the_table(
         return None;
     }
     let tested = untested.map_or(reach, |u| u.saturating_sub(1));
-    let beyond = tested.saturating_sub(expected);
+    // Positions 0 to `tested` were all held or made; a position below step s's that was not
+    // (the reference's decode steps are read in a window around s: the positions between its
+    // prompt and that window cannot be made) leaves no "more than" to say (a review: it read
+    // "off by more than +0").
+    let tested_to_here = untested.is_none_or(|u| u > expected);
+    let (positions, amount) = if tested_to_here {
+        (
+            format!("at none of the positions 0 to {tested} its rows hold or make"),
+            format!(", off by more than {:+}", tested.saturating_sub(expected)),
+        )
+    } else {
+        (
+            "at none of the positions its rows hold or make".to_string(),
+            String::new(),
+        )
+    };
     Some(hint(
         HintCode::DecodePosition,
         subject.name,
         format!(
-            "ours' steps {s} and {} are rows of the reference's position table one position apart (cos((p ± 1) f) from cos(p f) and its prefill's cos f, rel err {}), at none of the positions 0 to {tested} its rows hold or make (step {s} is at position {expected}): decode positions not at the prompt length + step, off by more than {beyond:+}",
+            "ours' steps {s} and {} are rows of the reference's position table one position apart (cos((p ± 1) f) from cos(p f) and its prefill's cos f, rel err {}), {positions} (step {s} is at position {expected}): decode positions not at the prompt length + step{amount}",
             s.saturating_add(1),
             crate::compare::sci(e.unwrap_or(0.0))
         ),
@@ -2086,6 +2101,46 @@ mod tests {
         assert!(diagnose_decode(&subject(other(7), Some(other(8)))).is_empty());
         // the reference's own position: within its tolerance, nothing
         assert!(diagnose_decode(&subject(leak(cos(7)), Some(leak(cos(8))))).is_empty());
+    }
+
+    #[test]
+    fn a_decode_position_past_a_gap_in_the_references_rows_claims_no_bound() {
+        // The reference's decode steps are read in a window around the step (here 30 to 34,
+        // positions 36 to 40, after a 7-token prompt): positions 13 to 35 are neither held nor
+        // made, so "at none of the positions 0 to 12 ..., off by more than +0" (a review) said
+        // what was not tested. Ours' step 32 (position 38) at position 1000, step 33 at 1001.
+        let (d, prompt) = (16usize, 7usize);
+        let cos = |p: usize| -> Vec<f64> {
+            (0..d)
+                .map(|i| {
+                    let f = 1e4f64.powf(-2.0 * (i % (d / 2)) as f64 / d as f64);
+                    (p as f64 * f).cos()
+                })
+                .collect()
+        };
+        let leak = |v: Vec<f64>| -> &'static [f64] { v.leak() };
+        let prefill = leak((0..prompt).flat_map(cos).collect());
+        let (shape, pshape) = ([1usize, 1, d], [1usize, prompt, d]);
+        let subject = DecodeSubject {
+            name: "model.rotary_emb@32",
+            step: 32,
+            ours: side(&shape, leak(cos(1000)), "float32"),
+            ours_next: Some(side(&shape, leak(cos(1001)), "float32")),
+            reference: (30..=34)
+                .map(|t| (t, side(&shape, leak(cos(prompt + t - 1)), "float32")))
+                .collect(),
+            upstream: Vec::new(),
+            prefill: Some(side(&pshape, prefill, "float32")),
+        };
+        let h = diagnose_decode(&subject);
+        assert_eq!(codes(&h), ["decode_position"]);
+        assert!(
+            h[0].message.ends_with(
+                "at none of the positions its rows hold or make (step 32 is at position 38): decode positions not at the prompt length + step"
+            ),
+            "{}",
+            h[0].message
+        );
     }
 
     #[test]

@@ -109,7 +109,7 @@ pub enum DumpError {
 
     /// More tensors than a dump may hold ([`crate::MAX_ENTRIES`]), counted before they are
     /// read.
-    #[error("{}: holds {count} tensors, more than the {max} a dump may hold (decode steps stored stacked, `name@steps`, count as one each: docs/dump-format.md)", path.display())]
+    #[error("{}: holds {count} tensors, more than the {max} a dump may hold (decode steps stored stacked, `name@steps`, count as one each: docs/reliability.md, section Caps)", path.display())]
     TooManyTensors {
         path: PathBuf,
         count: usize,

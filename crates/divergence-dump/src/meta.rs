@@ -24,18 +24,30 @@ pub const MAX_META_BYTES: usize = 64 << 20;
 
 /// Most items metadata JSON may hold, list elements and object fields counted
 /// ([`json_items`]), checked before it is parsed: two a tensor for the most tensors a dump may
-/// hold ([`crate::MAX_ENTRIES`]: its name in `order`, its dtype in `dtypes`) and 65,536 for
-/// the rest. Parsing costs ~80-180 bytes an item (at the cap, `diff` peaks at 180 MB for a
-/// list of zeros, 384 MB for `dtypes`), so 64 MiB of `0,0,0,...` (33 million items, a few KiB deflated)
+/// hold ([`crate::MAX_ENTRIES`]: its name in `order`, its dtype in `dtypes`) and 262,144 for
+/// the rest (`input_ids` of a long context among them). Parsing costs ~80-180 bytes an item (near the cap, `diff` peaks at ~200 MB for a
+/// list of zeros, ~420 MB for `dtypes`), so 64 MiB of `0,0,0,...` (33 million items, a few KiB deflated)
 /// took 4.3 GB before this cap (a bad-input hunt, 2026-12-04). A 256-step decode stored one
 /// array a step lists ~300,000.
-pub const MAX_META_ITEMS: usize = 2 * crate::MAX_ENTRIES + (1 << 16);
+pub const MAX_META_ITEMS: usize = 2 * crate::MAX_ENTRIES + (1 << 18);
 
 /// How many items `json` holds: its commas, `[` and `{` outside strings (the elements of every
 /// list and the fields of every object, give or take one for each empty list or object). One
 /// pass over the bytes, nothing allocated.
 pub fn json_items(json: &[u8]) -> usize {
-    let mut n = 0usize;
+    json_counts(json).items
+}
+
+/// [`json_items`], and how many fields the outermost object or list holds (its commas, plus
+/// one; however its keys are spelled, escaped or not).
+pub(crate) struct JsonCounts {
+    pub items: usize,
+    pub top: usize,
+}
+
+/// Counts `json` as [`JsonCounts`] says, in one pass.
+pub(crate) fn json_counts(json: &[u8]) -> JsonCounts {
+    let (mut items, mut top, mut depth) = (0usize, 0usize, 0usize);
     let mut in_string = false;
     let mut escaped = false;
     for &b in json {
@@ -47,15 +59,28 @@ pub fn json_items(json: &[u8]) -> usize {
             } else if b == b'"' {
                 in_string = false;
             }
-        } else {
-            match b {
-                b'"' => in_string = true,
-                b',' | b'[' | b'{' => n += 1,
-                _ => {}
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                items += 1;
+                depth += 1;
+                if depth == 1 {
+                    top = 1;
+                }
             }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            b',' => {
+                items += 1;
+                if depth == 1 {
+                    top += 1;
+                }
+            }
+            _ => {}
         }
     }
-    n
+    JsonCounts { items, top }
 }
 
 /// Dump metadata. Every field is optional in the JSON.
@@ -368,7 +393,7 @@ mod tests {
         json.push_str("]}");
         assert_eq!(json_items(json.as_bytes()), MAX_META_ITEMS + 1);
         let e = Meta::from_json(json.as_bytes()).unwrap_err();
-        assert!(e.contains("more than the 2162688 allowed"), "{e}");
+        assert!(e.contains("more than the 2359296 allowed"), "{e}");
         // At the cap it is read.
         let at_cap = json.replacen(",0", "", 1);
         assert_eq!(json_items(at_cap.as_bytes()), MAX_META_ITEMS);

@@ -23,18 +23,58 @@ const N_LEN: usize = 8;
 /// parsed whole to say what was wrong with it: 246 MB of header took 3.9 GB.
 const MAX_HEADER_BYTES: u64 = 100_000_000;
 
-/// The key every tensor of a header has, counted to bound the tensors before parsing.
-const DATA_OFFSETS: &[u8] = b"\"data_offsets\"";
+/// Most items (list elements and object fields, [`crate::meta::json_items`]) a header may hold:
+/// 16 a tensor for the most tensors a dump may hold (a tensor of rank r is 7 + r; at the cap
+/// the parse peaks at ~0.6 GB).
+const MAX_HEADER_ITEMS: usize = 16 * crate::MAX_ENTRIES;
 
 /// The header length the file's first 8 bytes declare.
 fn declared_len(buf: &[u8]) -> Option<u64> {
     Some(u64::from_le_bytes(buf.get(..N_LEN)?.try_into().ok()?))
 }
 
-/// Whether `buf` parses as a safetensors file (used to sniff files with other extensions).
+/// Whether `buf` parses as a safetensors file (used to sniff files with other extensions),
+/// parsed only within the caps [`read_entries`] holds it to.
 pub(crate) fn looks_like_safetensors(buf: &[u8]) -> bool {
-    buf.get(N_LEN) == Some(&b'{') && SafeTensors::read_metadata(buf).is_ok()
+    buf.get(N_LEN) == Some(&b'{')
+        && declared_len(buf).is_some_and(|n| {
+            n <= MAX_HEADER_BYTES && matches!(header_counts(buf, n), HeaderCounts::Within)
+        })
+        && SafeTensors::read_metadata(buf).is_ok()
 }
+
+/// What [`header_counts`] found past its caps.
+enum HeaderCounts {
+    /// More tensors than a dump may hold: how many.
+    Tensors(usize),
+    /// More items than [`MAX_HEADER_ITEMS`]: how many.
+    Items(usize),
+    Within,
+}
+
+/// The header of `n` bytes (at most [`MAX_HEADER_BYTES`]) counted against the caps before it
+/// is parsed: its top-level fields less `__metadata__` (the tensors) and its items.
+fn header_counts(buf: &[u8], n: u64) -> HeaderCounts {
+    let header = buf.get(N_LEN..).unwrap_or_default();
+    let header = header
+        .get(..usize::try_from(n).unwrap_or(usize::MAX))
+        .unwrap_or(header);
+    let counts = crate::meta::json_counts(header);
+    // `__metadata__`, when it is there as written (spelled otherwise it counts as a tensor:
+    // one too many at most).
+    let meta = header.windows(META_KEY.len()).any(|w| w == META_KEY);
+    let tensors = counts.top.saturating_sub(usize::from(meta));
+    if tensors > crate::MAX_ENTRIES {
+        HeaderCounts::Tensors(tensors)
+    } else if counts.items > MAX_HEADER_ITEMS {
+        HeaderCounts::Items(counts.items)
+    } else {
+        HeaderCounts::Within
+    }
+}
+
+/// The key of a header's metadata.
+const META_KEY: &[u8] = b"\"__metadata__\"";
 
 /// Parse the header of the safetensors file `buf` into entries and metadata.
 pub(crate) fn read_entries(
@@ -51,19 +91,24 @@ pub(crate) fn read_entries(
                 "header too large: the header claims {n} bytes, more than the {MAX_HEADER_BYTES} the format allows"
             )));
         }
-        // Tensors are counted before the header is parsed (each costs the parse ~700 bytes).
-        let header = buf.get(N_LEN..).unwrap_or_default();
-        let header = header.get(..n as usize).unwrap_or(header);
-        let tensors = header
-            .windows(DATA_OFFSETS.len())
-            .filter(|w| *w == DATA_OFFSETS)
-            .count();
-        if tensors > crate::MAX_ENTRIES {
-            return Err(DumpError::TooManyTensors {
-                path: path.to_path_buf(),
-                count: tensors,
-                max: crate::MAX_ENTRIES,
-            });
+        // Tensors (the header's fields, however written: a key may be escaped, a tensor a
+        // list) and the header's items are counted before it is parsed: the parse costs each
+        // item ~35 bytes (a 99 MB header of one list of zeros took 1.7 GB to be refused) and
+        // each tensor ~700.
+        match header_counts(buf, n) {
+            HeaderCounts::Tensors(count) => {
+                return Err(DumpError::TooManyTensors {
+                    path: path.to_path_buf(),
+                    count,
+                    max: crate::MAX_ENTRIES,
+                })
+            }
+            HeaderCounts::Items(items) => {
+                return Err(bad(format!(
+                    "the header holds {items} json items (list elements and object fields), more than the {MAX_HEADER_ITEMS} allowed"
+                )))
+            }
+            HeaderCounts::Within => {}
         }
     }
     let (header, metadata) =
@@ -71,6 +116,14 @@ pub(crate) fn read_entries(
             path: path.to_path_buf(),
             detail: diagnose(buf).unwrap_or_else(|| brief(&e.to_string(), 200)),
         })?;
+    let tensors = metadata.offset_keys().len();
+    if tensors > crate::MAX_ENTRIES {
+        return Err(DumpError::TooManyTensors {
+            path: path.to_path_buf(),
+            count: tensors,
+            max: crate::MAX_ENTRIES,
+        });
+    }
     let data_start = N_LEN + header; // read_metadata checked that the header fits in the file
                                      // JSON objects may repeat a key and the safetensors crate keeps the last one silently.
     if let Some(dup) = buf.get(N_LEN..data_start).and_then(duplicate_key) {

@@ -848,7 +848,7 @@ fn a_damaged_local_header_makes_its_member_unreadable_not_the_archive() {
 fn a_safetensors_header_past_its_cap_is_refused_unread() {
     // A header that claims 246 MB, past the format's 100 MB: in a file that held it, it was
     // parsed whole to say what was wrong (3.9 GB; a bad-input hunt, and the bad-input suite's
-    // `st_damage/header_over_cap_parsed`). The length alone refuses it, read or not.
+    // `bomb/st_header_over_cap_parsed`). The length alone refuses it, read or not.
     let dir = tempfile::tempdir().unwrap();
     let mut st = 246_000_055u64.to_le_bytes().to_vec();
     st.extend_from_slice(br#"{"a":{"dtype":"F32","shape":[0],"data_offsets":[0,0]}}"#);
@@ -884,7 +884,60 @@ fn more_tensors_than_a_dump_may_hold_are_refused_before_they_are_read() {
     assert_eq!(
         open_err(&f),
         format!(
-            "{}: holds 1048577 tensors, more than the 1048576 a dump may hold (decode steps stored stacked, `name@steps`, count as one each: docs/dump-format.md)",
+            "{}: holds 1048577 tensors, more than the 1048576 a dump may hold (decode steps stored stacked, `name@steps`, count as one each: docs/reliability.md, section Caps)",
+            p(&f)
+        )
+    );
+}
+
+#[test]
+fn tensors_are_counted_however_the_header_spells_them() {
+    // A tensor as a list, `"t":["F32",[0],[0,0]]`, has no `data_offsets` key and an escaped
+    // key is not its bytes: the first count, of those bytes, let 1,048,577 such tensors through
+    // (31.8 s and 1.5 GB; a review). The header's fields are counted instead.
+    let dir = tempfile::tempdir().unwrap();
+    let n = divergence_dump::MAX_ENTRIES + 1;
+    let mut header = String::from(r#"{"__metadata__":{"k":"v"},"#);
+    for i in 0..n {
+        if i % 2 == 0 {
+            header.push_str(&format!(r#""t{i}":["F32",[0],[0,0]],"#));
+        } else {
+            header.push_str(&format!(
+                r#""t{i}":{{"dtype":"F32","shape":[0],"data_\u006fffsets":[0,0]}},"#
+            ));
+        }
+    }
+    header.pop();
+    header.push('}');
+    let f = write(
+        dir.path(),
+        "spelled.safetensors",
+        &safetensors_with(&header, &[]),
+    );
+    assert!(
+        open_err(&f).starts_with(&format!("{}: holds 1048577 tensors, more than", p(&f))),
+        "{}",
+        open_err(&f)
+    );
+}
+
+#[test]
+fn a_header_of_too_many_items_is_refused_before_it_is_parsed() {
+    // One list of zeros under the header cap: 1.7 GB to be refused as a tensor without a dtype
+    // (a review). Refused by its items now.
+    let dir = tempfile::tempdir().unwrap();
+    let mut header = String::from(r#"{"x":[0"#);
+    header.push_str(&",0".repeat(16 * divergence_dump::MAX_ENTRIES));
+    header.push_str("]}");
+    let f = write(
+        dir.path(),
+        "items.safetensors",
+        &safetensors_with(&header, &[]),
+    );
+    assert_eq!(
+        open_err(&f),
+        format!(
+            "{}: invalid safetensors file (the header holds 16777218 json items (list elements and object fields), more than the 16777216 allowed)",
             p(&f)
         )
     );

@@ -805,9 +805,10 @@ fn lower(
         let known: Vec<i64> = lens.iter().copied().filter(|&n| n != -1).collect();
         lens[i] = total(&known).map_or(-1, |t| shape[a] as i64 - t);
     }
-    // A part of no size (or less, as `-1` leaves it when the others fill the axis) is no part:
-    // said so, even where the sizes add up (`[0, 8]` was said not to add up to 8).
-    if let Some(i) = lens.iter().position(|&n| n <= 0) {
+    // A part of no size (as `-1` leaves it when the others fill the axis) is no part: said so,
+    // even where the sizes add up (`[0, 8]` was said not to add up to 8). A negative one is
+    // sizes that do not add up.
+    if let Some(i) = lens.iter().position(|&n| n == 0) {
         return Err(fail(format!(
             "split sizes {} (= {:?}): part {} ({}) would have size {}; every part needs at least 1 along axis {a} of {} (size {})",
             fmt_dims(&split.sizes),
@@ -819,7 +820,7 @@ fn lower(
             shape[a]
         )));
     }
-    if total(&lens) != Some(shape[a] as i64) {
+    if lens.iter().any(|&n| n < 0) || total(&lens) != Some(shape[a] as i64) {
         return Err(fail(format!(
             "split sizes {} (= {:?}) do not add up to axis {a} of {} (size {})",
             fmt_dims(&split.sizes),

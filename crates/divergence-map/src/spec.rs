@@ -164,42 +164,89 @@ pub const MAX_RULES: usize = 10_000;
 /// kB; a map inferred for 100,000 tensors is about 10 MB).
 pub const MAX_MAP_BYTES: usize = 32 << 20;
 
-/// Most items a map's TOML may hold ([`toml_items`]), checked before it is parsed: the parse
-/// costs ~100-200 bytes an item, so 32 MiB of `junk = [0,0,...]` (15 million items) took
-/// 2.6 GB before the parser's error, and a map in the metadata, 57 MiB of it, 4.6 GB (a
-/// bad-input hunt, 2026-12-04). 100 a rule at the most rules.
-pub const MAX_MAP_ITEMS: usize = 1 << 20;
+/// Most tokens a map's TOML may hold ([`toml_tokens`]), checked before it is parsed: the
+/// `toml` crate lexes the whole text first, ~50 bytes a token, and builds its values after, so
+/// 32 MiB of `junk = [0,0,...]` took 2.6 GB to be refused as an unknown field, a map in our
+/// metadata (57 MiB) 4.6 GB, and 32 MiB of newlines 1.6 GB (a bad-input hunt and a review,
+/// 2026-12-04). 400 a rule at the most rules (a rule of a rename is ~20).
+pub const MAX_MAP_TOKENS: usize = 1 << 22;
 
-/// How many items TOML `text` holds: its commas, `=`, `[` and `{` outside strings and
-/// comments (every key, every array element and table, give or take one each). One pass,
-/// nothing allocated.
-pub fn toml_items(text: &str) -> usize {
+/// How many tokens TOML `text` holds, as its lexer makes them, or more: each string (basic,
+/// literal, multi-line), comment, newline, run of other blanks, run of other characters (a
+/// bare key, a number, a date) and each of `. = , [ ] { }`. One pass, nothing allocated.
+pub fn toml_tokens(text: &str) -> usize {
     let b = text.as_bytes();
+    let word = |c: u8| {
+        !matches!(
+            c,
+            b' ' | b'\t'
+                | b'\r'
+                | b'\n'
+                | b'.'
+                | b'='
+                | b','
+                | b'['
+                | b']'
+                | b'{'
+                | b'}'
+                | b'#'
+                | b'"'
+                | b'\''
+        )
+    };
+    let blank = |c: u8| matches!(c, b' ' | b'\t' | b'\r');
+    let at = |i: usize| b.get(i).copied();
     let mut n = 0usize;
     let mut i = 0usize;
-    while let Some(&c) = b.get(i) {
+    while let Some(c) = at(i) {
+        n += 1;
         match c {
             b'#' => {
-                // A comment, to the end of the line.
-                while b.get(i).is_some_and(|&c| c != b'\n') {
+                // A comment, to the end of the line (the newline is a token of its own).
+                while at(i).is_some_and(|c| c != b'\n') {
                     i += 1;
                 }
             }
-            b'"' | b'\'' => {
-                let triple = b.get(i..i + 3) == Some(&[c, c, c][..]);
-                let close: &[u8] = if triple { &b[i..i + 3] } else { &b[i..i + 1] };
-                i += close.len();
-                // To the closing quote(s); a basic string ("...") escapes with a backslash.
-                while i < b.len() && !b[i..].starts_with(close) {
+            b'"' | b'\'' if b.get(i..i + 3) == Some(&[c, c, c][..]) => {
+                // Multi-line: to the next three quotes, and up to two more (`"""x"""""` ends
+                // with the string's own two quotes).
+                i += 3;
+                while i < b.len() && b.get(i..i + 3) != Some(&[c, c, c][..]) {
                     i += if c == b'"' && b[i] == b'\\' { 2 } else { 1 };
                 }
-                // Past the closing quotes but the last (the loop's step passes it).
-                i += close.len() - 1;
+                i += 3;
+                let mut more = 0;
+                while more < 2 && at(i) == Some(c) {
+                    i += 1;
+                    more += 1;
+                }
             }
-            b',' | b'=' | b'[' | b'{' => n += 1,
-            _ => {}
+            b'"' | b'\'' => {
+                // One line: to the closing quote, or to the end of the line, where the lexer
+                // stops too.
+                i += 1;
+                while let Some(d) = at(i) {
+                    if d == c || d == b'\n' {
+                        break;
+                    }
+                    i += if c == b'"' && d == b'\\' { 2 } else { 1 };
+                }
+                if at(i) == Some(c) {
+                    i += 1;
+                }
+            }
+            c if blank(c) => {
+                while at(i).is_some_and(blank) {
+                    i += 1;
+                }
+            }
+            c if word(c) => {
+                while at(i).is_some_and(word) {
+                    i += 1;
+                }
+            }
+            _ => i += 1,
         }
-        i += 1;
     }
     n
 }
@@ -256,12 +303,12 @@ impl Map {
                 ),
             });
         }
-        let items = toml_items(text);
-        if items > MAX_MAP_ITEMS {
+        let tokens = toml_tokens(text);
+        if tokens > MAX_MAP_TOKENS {
             return Err(MapError::Syntax {
                 map: label.to_string(),
                 message: format!(
-                    "{items} items (keys, array elements and tables), more than the {MAX_MAP_ITEMS} a map may hold"
+                    "{tokens} tokens (keys, values, punctuation, newlines), more than the {MAX_MAP_TOKENS} a map may hold"
                 ),
             });
         }
@@ -835,23 +882,45 @@ optional = true
     }
 
     #[test]
-    fn items_are_counted_outside_strings_and_comments() {
-        assert_eq!(toml_items("a = [1, 2, 3]"), 4);
-        assert_eq!(toml_items("[[rule]]\nfrom = \"x\"\nto = \"y\"\n"), 4);
-        // Not in strings of any kind, escaped quotes included, nor in comments.
-        assert_eq!(toml_items(r#"a = "x\",=[{" # ,,,=[{"#), 1);
-        assert_eq!(toml_items("a = 'x,=[{'"), 1);
-        assert_eq!(toml_items("a = \"\"\"x\",=[{\"\"\"\nb = '''x,='''"), 2);
+    fn tokens_are_counted_as_the_lexer_makes_them() {
+        // `a`, ` `, `=`, ` `, `[`, `1`, `,`, ` `, `2`, `]`
+        assert_eq!(toml_tokens("a = [1, 2]"), 10);
+        // A string of any kind is one token, whatever it holds: escaped quotes, `#`, brackets.
+        assert_eq!(toml_tokens(r#""x\",=[{# ""#), 1);
+        assert_eq!(toml_tokens("'x,=[{\"'"), 1);
+        assert_eq!(toml_tokens("\"\"\"x\",\n=[{\"\"\""), 1);
+        assert_eq!(toml_tokens("'''x,\n='''"), 1);
+        // A multi-line string may end with four or five quotes: the string's own, then `b`.
+        assert_eq!(toml_tokens("\"\"\"x\"\"\"\"\"b"), 2);
+        assert_eq!(toml_tokens("'''x''''b"), 2);
+        // A one-line string ends at the line's end, as the lexer's does: `"x`, `\n`, `a`.
+        assert_eq!(toml_tokens("\"x\na"), 3);
+        // A comment is one token and its newline another; blanks are one a run.
+        assert_eq!(toml_tokens("# , , ,\n"), 2);
+        assert_eq!(toml_tokens(" \t \r\n"), 2);
+        // Every newline counts: 32 MiB of them took 1.6 GB to lex (a review).
+        assert_eq!(toml_tokens(&"\n".repeat(1000)), 1000);
+        assert_eq!(toml_tokens(&"\r\n".repeat(1000)), 2000);
+        // A dotted key is a token a part.
+        assert_eq!(toml_tokens("a.b.c"), 5);
     }
 
     #[test]
-    fn a_map_of_too_many_items_is_refused_before_parsing() {
-        let mut text = String::from("[[rule]]\nfrom = \"x\"\nto = \"y\"\njunk = [0");
-        text.push_str(&",0".repeat(MAX_MAP_ITEMS));
-        text.push(']');
-        let e = Map::parse(&text, "m.toml").unwrap_err().to_string();
-        assert!(e.contains("more than the 1048576 a map may hold"), "{e}");
-        assert!(!e.contains('\n'), "{e}");
+    fn a_map_of_too_many_tokens_is_refused_before_parsing() {
+        let refused = |text: &str| {
+            let e = Map::parse(text, "m.toml").unwrap_err().to_string();
+            assert!(e.contains("more than the 4194304 a map may hold"), "{e}");
+            assert!(!e.contains('\n'), "{e}");
+        };
+        let mut junk = String::from("[[rule]]\nfrom = \"x\"\nto = \"y\"\njunk = [0");
+        junk.push_str(&",0".repeat(MAX_MAP_TOKENS / 2));
+        junk.push(']');
+        refused(&junk);
+        refused(&"\n".repeat(MAX_MAP_TOKENS + 1));
+        refused(&format!(
+            "a = \"\"\"x\"\"\"\"\n{}",
+            "\n".repeat(MAX_MAP_TOKENS)
+        ));
         // Under the cap, the parser's own error: the field is unknown.
         let e = Map::parse(
             "[[rule]]\nfrom = \"x\"\nto = \"y\"\njunk = [0, 0]",
