@@ -263,14 +263,18 @@ impl Layout {
             Source::Single => format!("only {SINGLE_FILE} is read"),
             _ => format!("{INDEX_FILE} does not name it"),
         };
-        for (path, _) in all {
-            if !shards.contains(&path) {
-                ignored.push(Ignored {
-                    path,
-                    reason: read_instead.clone(),
-                });
-            }
-        }
+        // Looked up in a set: a `contains` on the shard list per file took 40,000 shards 54 s
+        // (a bad-input hunt, 2026-12-04).
+        let read: std::collections::HashSet<&PathBuf> = shards.iter().collect();
+        let unread: Vec<PathBuf> = all
+            .into_iter()
+            .map(|(path, _)| path)
+            .filter(|path| !read.contains(path))
+            .collect();
+        ignored.extend(unread.into_iter().map(|path| Ignored {
+            path,
+            reason: read_instead.clone(),
+        }));
         Ok(Layout {
             config: dir.join(CONFIG_FILE),
             dir,

@@ -283,10 +283,19 @@ impl Prefix {
     }
 }
 
+/// Most dotted parts a name prefix [`prefix_mapping`] finds may have (`base_model.model.` is
+/// two; a wrapper module or two more).
+const MAX_PREFIX_PARTS: usize = 8;
+/// Longest name prefix [`prefix_mapping`] finds, in bytes.
+const MAX_PREFIX_BYTES: usize = 256;
+
 /// A leading dotted prefix that, added to or stripped from ours' names, makes more of them
 /// match the reference's than match as they are, and at least half of the smaller dump: the
 /// dumps of one model written with and without `model.` (or an extra wrapper module). `None`
-/// when the names already match, or when no one prefix explains them.
+/// when the names already match, or when no one prefix explains them. A prefix is at most
+/// [`MAX_PREFIX_PARTS`] dotted parts and [`MAX_PREFIX_BYTES`] bytes: each one tried hashes the
+/// rest of the name, and every dot of a name tried took a name of 800,000 dots 53 s (a
+/// bad-input hunt, 2026-12-04).
 fn prefix_mapping(ours: &[Name], reference: &[Name]) -> Option<Prefix> {
     // Whether the names already match, hashed and looked up in parallel (a decode dump has
     // tens of thousands of names).
@@ -305,7 +314,11 @@ fn prefix_mapping(ours: &[Name], reference: &[Name]) -> Option<Prefix> {
     let mut counts: std::collections::HashMap<Prefix, usize> = std::collections::HashMap::new();
     for (names, other, add) in [(&ref_set, &ours_set, true), (&ours_set, &ref_set, false)] {
         for n in names.iter() {
-            for (i, _) in n.match_indices('.') {
+            let prefixes = n
+                .match_indices('.')
+                .take(MAX_PREFIX_PARTS)
+                .take_while(|&(i, _)| i < MAX_PREFIX_BYTES);
+            for (i, _) in prefixes {
                 if other.contains(&n[i + 1..]) {
                     let p = n[..=i].to_string();
                     let key = if add {
@@ -658,6 +671,44 @@ mod tests {
 
     /// The shortcut for two dumps with one name list gives the general path's plan; it does
     /// not apply as soon as the lists or the recorded order differ.
+    #[test]
+    fn a_prefix_is_found_within_its_bounds_only() {
+        let names =
+            |v: &[String]| -> Vec<Name> { v.iter().map(|n| Name::from(n.as_str())).collect() };
+        let base: Vec<String> = (0..4).map(|i| format!("layers.{i}.mlp")).collect();
+        // `base_model.model.`: two parts
+        let ours: Vec<String> = base
+            .iter()
+            .map(|n| format!("base_model.model.{n}"))
+            .collect();
+        assert_eq!(
+            prefix_mapping(&names(&ours), &names(&base)),
+            Some(Prefix::Strip("base_model.model.".into()))
+        );
+        // eight parts at most: a ninth is not tried
+        let deep = |parts: usize| -> Vec<String> {
+            base.iter()
+                .map(|n| format!("{}{n}", "w.".repeat(parts)))
+                .collect()
+        };
+        assert!(prefix_mapping(&names(&deep(8)), &names(&base)).is_some());
+        assert_eq!(prefix_mapping(&names(&deep(9)), &names(&base)), None);
+        // a name of 200,000 dots is tried at its first eight (each try hashes the rest of it:
+        // every dot tried took 800,000 dots 53 s)
+        let long = vec![format!("port.{}0", "a.".repeat(200_000))];
+        let reference = vec![format!("{}0", "a.".repeat(200_000))];
+        let t = std::time::Instant::now();
+        assert_eq!(
+            prefix_mapping(&names(&long), &names(&reference)),
+            Some(Prefix::Strip("port.".into()))
+        );
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(5),
+            "{:?}",
+            t.elapsed()
+        );
+    }
+
     #[test]
     fn the_same_names_in_the_same_order_plan_as_the_general_path() {
         let names = s(&[

@@ -13,6 +13,11 @@ use rayon::prelude::*;
 
 use crate::ValuesRef;
 
+/// Most positions one logits tensor may have for its token effect to be computed (each costs
+/// ~250 bytes while it is): a million, past any model's context. More, and the logits are
+/// compared as any tensor, without the token effect.
+pub const MAX_POSITIONS: usize = 1 << 20;
+
 /// The token-level effect of the differences, over every position of the logits.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TokenEffect {
@@ -205,8 +210,8 @@ pub enum StepLogits {
     /// This many positions, every one with a NaN or an Inf on a side: none compared, each
     /// counted in `nonfinite_positions`.
     NonFinite(usize),
-    /// Not comparable: the shapes differ (size-1 axes aside), a vocabulary under 2, or no
-    /// position.
+    /// Not comparable: the shapes differ (size-1 axes aside), a vocabulary under 2, no
+    /// position, or more than [`MAX_POSITIONS`].
     NotCompared,
 }
 
@@ -231,6 +236,11 @@ pub fn step_logits(
         return StepLogits::NotCompared;
     }
     let positions = n / vocab;
+    // More positions than a context holds (a vocabulary of 2 over 12.5 million "positions":
+    // 3.6 GB, ~250 bytes a position; a bad-input hunt, 2026-12-04): not next-token logits.
+    if positions > MAX_POSITIONS {
+        return StepLogits::NotCompared;
+    }
     // Positions in parallel (rayon), reduced in position order: deterministic.
     let rows: Vec<Option<Compared>> = (0..positions)
         .into_par_iter()
@@ -722,6 +732,34 @@ fn kl(p: &[f64], q: &[f64]) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn logits_of_more_positions_than_a_context_get_no_token_effect() {
+        // A vocabulary of 2: at the bound, compared; one position more, not (each position
+        // costs ~250 bytes: 12.5 million took 3.6 GB).
+        let at = vec![0.0f32; 2 * MAX_POSITIONS];
+        let shape = [MAX_POSITIONS, 2];
+        let e = token_effect(
+            "lm_head",
+            ValuesRef::F32(&at),
+            ValuesRef::F32(&at),
+            &shape,
+            &shape,
+        );
+        assert_eq!(e.map(|e| e.positions), Some(MAX_POSITIONS));
+        let past = vec![0.0f32; 2 * (MAX_POSITIONS + 1)];
+        let shape = [MAX_POSITIONS + 1, 2];
+        assert_eq!(
+            step_logits(
+                "lm_head",
+                ValuesRef::F32(&past),
+                ValuesRef::F32(&past),
+                &shape,
+                &shape
+            ),
+            StepLogits::NotCompared
+        );
+    }
 
     #[test]
     fn identical_logits_agree_everywhere_with_zero_kld() {

@@ -65,6 +65,12 @@ use crate::{natural_cmp, split_layer, Op, QkKind};
 /// hostile dumps, where keeping them all costs O(L²) (see the module docs).
 pub const MAX_INPUTS: usize = 256;
 
+/// Most layers whose dataflow is resolved from the table: more, and every probe takes the one
+/// before it in execution order as its input. Past the sanity cap of a config's
+/// `num_hidden_layers` (10,000, `divergence inspect`); real models have at most a few hundred.
+/// At the bound, resolving keeps ~75 MB (~2.3 KB a layer).
+pub const MAX_LAYERS: usize = 1 << 15;
+
 /// A resolved set of probe indices, ascending, at most [`MAX_INPUTS`] long; shared between the
 /// nodes that resolve to the same set.
 type Set = Rc<[usize]>;
@@ -444,6 +450,14 @@ impl Dataflow {
             }
             node_of.push(node);
         }
+        // More layers than a model has: the table is not resolved (resolving it keeps every op
+        // of every layer, ~2.3 KB a layer: 1,048,576 names `model.layers.{i}.mlp` took 2.3 GB;
+        // a bad-input hunt, 2026-12-04); each probe takes the one before it, as a name the
+        // table does not know does.
+        if present.len() > MAX_LAYERS {
+            node_of.iter_mut().for_each(|n| *n = None);
+            present.clear();
+        }
         let layers = Layers { present };
         let mut memo: HashMap<Node, Set> = HashMap::new();
         // Each layer's output in layer order: a layer's resolution then stops at the one
@@ -745,6 +759,30 @@ mod tests {
             }
         }
         v
+    }
+
+    #[test]
+    fn more_layers_than_a_model_has_are_not_resolved_from_the_table() {
+        // A layer each: at the bound, structural (a layer's mlp is fed by the one before's
+        // output); one more, every probe takes the one before it, as a guess.
+        let names = |layers: usize| -> Vec<String> {
+            (0..layers)
+                .flat_map(|l| {
+                    [
+                        format!("model.layers.{l}.post_attention_layernorm"),
+                        format!("model.layers.{l}.mlp"),
+                    ]
+                })
+                .collect()
+        };
+        let at = names(MAX_LAYERS);
+        let d = Dataflow::new(&at);
+        // mlp <- down_proj <- ... <- post_attention_layernorm of its layer
+        assert!(!d.is_fallback(3));
+        let past = names(MAX_LAYERS + 1);
+        let d = Dataflow::new(&past);
+        assert!((1..past.len()).all(|i| d.is_fallback(i)));
+        assert_eq!(d.inputs(3).iter().collect::<Vec<_>>(), [2]);
     }
 
     #[test]
