@@ -25,10 +25,10 @@ pub const MAX_META_BYTES: usize = 64 << 20;
 /// Most items metadata JSON may hold, list elements and object fields counted
 /// ([`json_items`]), checked before it is parsed: two a tensor for the most tensors a dump may
 /// hold ([`crate::MAX_ENTRIES`]: its name in `order`, its dtype in `dtypes`) and 262,144 for
-/// the rest (`input_ids` of a long context among them). Parsing costs ~80-180 bytes an item (near the cap, `diff` peaks at ~200 MB for a
-/// list of zeros, ~420 MB for `dtypes`), so 64 MiB of `0,0,0,...` (33 million items, a few KiB deflated)
-/// took 4.3 GB before this cap (a bad-input hunt, 2026-12-04). A 256-step decode stored one
-/// array a step lists ~300,000.
+/// the rest (`input_ids` of a long context among them). Parsing costs ~80-180 bytes an item
+/// (near the cap, `diff` peaks at ~200 MB for a list of zeros, ~420 MB for `dtypes`), so
+/// 64 MiB of `0,0,0,...` (33 million items, a few KiB deflated) took 4.3 GB before this cap
+/// (a bad-input hunt, 2026-12-04). A 256-step decode stored one array a step lists ~300,000.
 pub const MAX_META_ITEMS: usize = 2 * crate::MAX_ENTRIES + (1 << 18);
 
 /// How many items `json` holds: its commas, `[` and `{` outside strings (the elements of every
