@@ -946,6 +946,42 @@ mod tests {
     /// [`FAULT_NAMES`] is every fault's name: each parses (with a value where it needs one)
     /// into the fault of that name.
     #[test]
+    fn fault_names_have_one_name_a_variant() {
+        // A match over every variant: a new one does not compile here until it is counted,
+        // and then FAULT_NAMES must list its name for the count to hold (the list suggestions
+        // are drawn from; a variant left out of it would never be suggested).
+        let arm = |f: &Fault| match f {
+            Fault::EmbedScale
+            | Fault::RopeTheta(_)
+            | Fault::RopeInterleaved
+            | Fault::SkipKNorm
+            | Fault::SkipQNorm
+            | Fault::AttnBias(_)
+            | Fault::Transpose(_)
+            | Fault::Act(_)
+            | Fault::GqaTile
+            | Fault::RmsEps(_)
+            | Fault::LateRounding
+            | Fault::F16Accum
+            | Fault::Bf16Accum
+            | Fault::Bf16Variance
+            | Fault::EarlyCast
+            | Fault::DecodePos(_)
+            | Fault::DecodePosFrozen
+            | Fault::CachePreRope
+            | Fault::CachePreNorm
+            | Fault::CacheOverwrite(_)
+            | Fault::CacheDtype(_)
+            | Fault::DecodeMask => f.name(),
+        };
+        const VARIANTS: usize = 22;
+        assert_eq!(FAULT_NAMES.len(), VARIANTS);
+        let names: std::collections::BTreeSet<&str> = FAULT_NAMES.iter().copied().collect();
+        assert_eq!(names.len(), VARIANTS, "a name listed twice");
+        assert_eq!(arm(&Fault::DecodeMask), "decode-mask");
+    }
+
+    #[test]
     fn fault_names_are_every_fault() {
         let values = [
             ("rope-theta", "1e4"),
