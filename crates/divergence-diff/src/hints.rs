@@ -2014,19 +2014,20 @@ mod tests {
             .collect()
     }
 
+    /// `rotary_emb`'s row at position `p`: `cos(p f)` for head_dim `d` and RoPE `theta`,
+    /// rotate-half (the frequencies repeat over the two halves).
+    fn cos_row(d: usize, theta: f64, p: usize) -> Vec<f64> {
+        (0..d)
+            .map(|i| (p as f64 * theta.powf(-2.0 * (i % (d / 2)) as f64 / d as f64)).cos())
+            .collect()
+    }
+
     #[test]
     fn a_decode_position_past_the_references_rows_is_still_told() {
         // A cos table of another shape than the fixtures' (head_dim 16, theta 1e4): a 7-token
         // prompt and 3 decode steps of the reference, so positions 0 to 9 are held.
         let (d, prompt, steps) = (16usize, 7usize, 3usize);
-        let cos = |p: usize| -> Vec<f64> {
-            (0..d)
-                .map(|i| {
-                    let f = 1e4f64.powf(-2.0 * (i % (d / 2)) as f64 / d as f64);
-                    (p as f64 * f).cos()
-                })
-                .collect()
-        };
+        let cos = |p: usize| cos_row(d, 1e4, p);
         let leak = |v: Vec<f64>| -> &'static [f64] { v.leak() };
         let prefill = leak((0..prompt).flat_map(cos).collect());
         let rows: Vec<&'static [f64]> = (1..=steps).map(|t| leak(cos(prompt + t - 1))).collect();
@@ -2091,13 +2092,7 @@ mod tests {
         let noise = |seed: u64| leak(data(d, seed).iter().map(|x| x.clamp(-1.0, 1.0)).collect());
         assert!(diagnose_decode(&subject(noise(1), Some(noise(2)))).is_empty());
         // another table (theta 1e3) in decode: no position of this one
-        let other = |p: usize| -> &'static [f64] {
-            leak(
-                (0..d)
-                    .map(|i| (p as f64 * 1e3f64.powf(-2.0 * (i % (d / 2)) as f64 / d as f64)).cos())
-                    .collect(),
-            )
-        };
+        let other = |p: usize| leak(cos_row(d, 1e3, p));
         assert!(diagnose_decode(&subject(other(7), Some(other(8)))).is_empty());
         // the reference's own position: within its tolerance, nothing
         assert!(diagnose_decode(&subject(leak(cos(7)), Some(leak(cos(8))))).is_empty());
@@ -2110,14 +2105,7 @@ mod tests {
         // made, so "at none of the positions 0 to 12 ..., off by more than +0" (a review) said
         // what was not tested. Ours' step 32 (position 38) at position 1000, step 33 at 1001.
         let (d, prompt) = (16usize, 7usize);
-        let cos = |p: usize| -> Vec<f64> {
-            (0..d)
-                .map(|i| {
-                    let f = 1e4f64.powf(-2.0 * (i % (d / 2)) as f64 / d as f64);
-                    (p as f64 * f).cos()
-                })
-                .collect()
-        };
+        let cos = |p: usize| cos_row(d, 1e4, p);
         let leak = |v: Vec<f64>| -> &'static [f64] { v.leak() };
         let prefill = leak((0..prompt).flat_map(cos).collect());
         let (shape, pshape) = ([1usize, 1, d], [1usize, prompt, d]);
