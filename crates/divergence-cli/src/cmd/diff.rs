@@ -562,9 +562,7 @@ fn report_of(
                 // no pair: kept for --suggest-map to say why its file holds no rule
                 inferred = Some(inf);
             } else {
-                let map = divergence_map::Map::parse(&inf.toml, "alignment by content")?;
-                let (mapped, _) = crate::cmd::map::apply(ours_dump, ref_dump, Some(map), model)?;
-                ours = mapped;
+                ours = apply_inferred(&inf, ours_dump, ref_dump, model)?;
                 plan = divergence_diff::plan_order(&dump_names(&ours), &dump_names(&reference));
                 map_warnings.push(align::summary(&inf));
                 inferred = Some(inf);
@@ -615,6 +613,24 @@ fn report_of(
         names: None,
     };
     finish_report(args, cfg, sides)
+}
+
+/// `ours` under the map that alignment by content inferred (`inf`): an error in it (past a
+/// bound of the map's text or of its patterns) names it by both dump files, from which it was
+/// inferred (it read "alignment by content:" alone).
+fn apply_inferred<'a>(
+    inf: &align::Inferred,
+    ours: &'a Dump,
+    reference: &Dump,
+    model: Option<&Path>,
+) -> Result<MappedDump<'a>> {
+    let label = format!(
+        "the map alignment by content inferred for {} and {}",
+        divergence_names::one_line(&ours.path().display().to_string()),
+        divergence_names::one_line(&reference.path().display().to_string())
+    );
+    let map = divergence_map::Map::parse(&inf.toml, &label)?;
+    Ok(crate::cmd::map::apply(ours, reference, Some(map), model)?.0)
 }
 
 /// Everything the comparison needs once the two sides are set up.
@@ -1694,6 +1710,33 @@ mod tests {
             }
             assert!(!report.ops.is_built(), "{argv:?}: the table built the rows");
         }
+    }
+
+    /// An inferred map that cannot be used (past a bound of its text or patterns; here text
+    /// that does not parse, which reaches the same error path) is an error naming both dumps.
+    #[test]
+    fn an_inferred_map_that_fails_names_both_dumps() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/ref");
+        let ours = Dump::open(&dir.join("tiny-qwen3.f32.eager.npz")).expect("fixture");
+        let reference = Dump::open(&dir.join("tiny-qwen3.bf16.eager.npz")).expect("fixture");
+        let inf = align::Inferred {
+            toml: "[[rule]\n".into(),
+            pairs: Vec::new(),
+            skipped: None,
+            left_out: 0,
+            unpaired: (Vec::new(), Vec::new()),
+        };
+        let e = apply_inferred(&inf, &ours, &reference, None)
+            .err()
+            .expect("an error")
+            .to_string();
+        assert!(
+            e.starts_with("the map alignment by content inferred for ")
+                && e.contains("tiny-qwen3.f32.eager.npz and ")
+                && e.contains("tiny-qwen3.bf16.eager.npz: "),
+            "{e}"
+        );
+        assert_eq!(e.lines().count(), 1, "{e}");
     }
 
     #[test]
