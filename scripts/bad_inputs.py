@@ -730,6 +730,24 @@ def bomb_cases() -> list[Case]:
 
     cases.append(Case("bomb", "st_header_of_49M_items", st_items,
                       error("items.safetensors", "json items"), rss_mb=250, wall_s=10))
+
+    def many_layers(d: Path):
+        # 65,536 one-element tensors, each its own layer: the table listed every layer (6.4 MB
+        # of table, 330 MB; a million layers: 98 MB and 4.7 GB); it lists 1,024 now and says
+        # how many more
+        n = 1 << 16
+        h = "{" + ",".join('"model.layers.%d.mlp":{"dtype":"F32","shape":[1],"data_offsets":[%d,%d]}'
+                           % (i, 4 * i, 4 * i + 4) for i in range(n)) + "}"
+        p = write_st(d / "layers.safetensors", h.encode(), bytes(4 * n))
+        return ["diff", str(p), str(p), "--format", "table", "--no-tokens"]
+
+    def layers_said(_rep, out: str):
+        if "(64512 more layers, none with a diverged op" not in out:
+            return "the table does not say how many layers it left out"
+        return f"the table is {len(out)} characters" if len(out) > 200_000 else None
+
+    cases.append(Case("bomb", "table_of_65536_layers", many_layers,
+                      report(0, json=False, check=layers_said), rss_mb=250, wall_s=15))
     return cases
 
 
@@ -1225,6 +1243,13 @@ def inspect_cases() -> list[Case]:
          extra=lambda m: write_st(m / "model.safetensors", {"model.embed_tokens.weight": {
              "dtype": "Q4", "shape": [2], "data_offsets": [0, 8]}}, bytes(8)),
          exp=error("model.safetensors", "tensor 'model.embed_tokens.weight': unknown dtype 'Q4'"))
+    # a 99 MB shard header, one list of zeros under the format's 100 MB: 1.7 GB to be refused
+    # as a tensor without a dtype (a bad-input hunt, 2026-12-04); refused by its items now, as
+    # a dump's header is (MAX_HEADER_ITEMS)
+    ckpt("shard_header_of_49M_items", cfg, shard=None,
+         extra=lambda m: write_st(m / "model.safetensors",
+                                  b'{"x":[0' + b",0" * (99_000_000 // 2 - 10) + b"]}"),
+         exp=error("model.safetensors", "json items"), rss_mb=250, wall_s=10)
     ckpt("rope_theta_zero", {**cfg, "rope_theta": 0, "rope_parameters": {"rope_theta": 0, "rope_type": "default"}},
          exp=findings("config"))
     ckpt("rms_norm_eps_negative", {**cfg, "rms_norm_eps": -1}, exp=findings("config"))

@@ -239,6 +239,12 @@ impl Weights {
         let mut by_name: HashMap<String, usize> = HashMap::new();
         let mut tensors = Vec::new();
         for (i, shard) in shards.iter().enumerate() {
+            if let Some(message) = past_caps(&shard.map) {
+                return Err(Error::Safetensors {
+                    path: shard.path.clone(),
+                    message,
+                });
+            }
             let (header_len, metadata) =
                 SafeTensors::read_metadata(&shard.map).map_err(|e| Error::Safetensors {
                     path: shard.path.clone(),
@@ -385,6 +391,50 @@ impl Weights {
     }
 }
 
+/// Largest header parsed: the `safetensors` crate's own limit (its `MAX_HEADER_SIZE`); past it
+/// the crate's error says so without reading the header.
+const MAX_HEADER_BYTES: u64 = 100_000_000;
+
+/// Most tensors one shard's header may list: the most a dump may hold (`divergence-dump`'s
+/// `MAX_ENTRIES`). A real checkpoint's shard lists hundreds to a few thousand.
+pub const MAX_SHARD_TENSORS: usize = 1 << 20;
+
+/// Most items (list elements and object fields, [`divergence_names::json::counts`]) one
+/// shard's header may hold: 16 a tensor (a tensor of rank r is 7 + r), as a dump's header.
+/// Parsing costs tens of bytes an item: a 99 MB header of one list of zeros took 1.7 GB to be
+/// refused as a tensor without a dtype before this cap (2026-12-04).
+pub const MAX_HEADER_ITEMS: usize = 16 * MAX_SHARD_TENSORS;
+
+/// Why the header of the shard `map` is not parsed: past [`MAX_SHARD_TENSORS`] tensors (the
+/// header's top-level fields less `__metadata__`) or [`MAX_HEADER_ITEMS`] items, counted in
+/// one pass over the bytes. `None` within the caps, or when the length field is missing or
+/// past the format's limit (the crate's own error says that).
+fn past_caps(map: &[u8]) -> Option<String> {
+    let len = u64::from_le_bytes(map.get(..8)?.try_into().ok()?);
+    if len > MAX_HEADER_BYTES {
+        return None;
+    }
+    let header = map.get(8..)?;
+    let header = header.get(..usize::try_from(len).ok()?).unwrap_or(header);
+    let counts = divergence_names::json::counts(header);
+    let meta = header
+        .windows(b"\"__metadata__\"".len())
+        .any(|w| w == b"\"__metadata__\"");
+    let tensors = counts.top.saturating_sub(usize::from(meta));
+    if tensors > MAX_SHARD_TENSORS {
+        Some(format!(
+            "the header lists {tensors} tensors, more than the {MAX_SHARD_TENSORS} a shard may hold"
+        ))
+    } else if counts.items > MAX_HEADER_ITEMS {
+        Some(format!(
+            "the header holds {} json items (list elements and object fields), more than the {MAX_HEADER_ITEMS} allowed",
+            counts.items
+        ))
+    } else {
+        None
+    }
+}
+
 /// `tensor 'X': unknown dtype 'Q4'` when the header names a dtype the safetensors crate does
 /// not know (its own message is serde's list of every valid one, without the tensor; found by a
 /// bad-input hunt). `None` when that is not the problem or the header cannot be read here.
@@ -417,7 +467,7 @@ fn unknown_dtype(map: &[u8]) -> Option<String> {
     let len = u64::from_le_bytes(map.get(..8)?.try_into().ok()?);
     // Past the crate's own header cap (its `MAX_HEADER_SIZE`), its error says so: a header
     // of 246 MB parsed here took 3.9 GB before this check (a bad-input hunt, 2026-12-04).
-    if len > 100_000_000 {
+    if len > MAX_HEADER_BYTES {
         return None;
     }
     let len = usize::try_from(len).ok()?;
@@ -433,4 +483,56 @@ fn unknown_dtype(map: &[u8]) -> Option<String> {
             format!("tensor '{name}': unknown dtype '{dtype}'")
         })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A shard of `header` (its length field, then the header; no data).
+    fn shard(header: &[u8]) -> Vec<u8> {
+        let mut out = (header.len() as u64).to_le_bytes().to_vec();
+        out.extend_from_slice(header);
+        out
+    }
+
+    #[test]
+    fn a_header_past_its_items_is_refused_before_it_is_parsed() {
+        // One list of zeros one item past the cap (a 99 MB one took 1.7 GB to be refused).
+        let mut h = String::from("{\"x\":[0");
+        h.push_str(&",0".repeat(MAX_HEADER_ITEMS - 1));
+        h.push_str("]}");
+        let e = past_caps(&shard(h.as_bytes())).expect("past the cap");
+        assert!(
+            e.contains("16777217 json items") && e.contains("more than the 16777216"),
+            "{e}"
+        );
+        // At the cap it goes on to the parse.
+        let at_cap = h.replacen(",0", "", 1);
+        assert_eq!(past_caps(&shard(at_cap.as_bytes())), None);
+    }
+
+    #[test]
+    fn a_header_past_its_tensors_is_refused_however_they_are_written() {
+        // Tensors written as lists (no `data_offsets` key to count) and one `__metadata__`.
+        let mut h = String::from("{\"__metadata__\":{},");
+        let tensors: Vec<String> = (0..=MAX_SHARD_TENSORS)
+            .map(|i| format!("\"t{i}\":0"))
+            .collect();
+        h.push_str(&tensors.join(","));
+        h.push('}');
+        let e = past_caps(&shard(h.as_bytes())).expect("past the cap");
+        assert!(e.contains("1048577 tensors, more than the 1048576"), "{e}");
+        let at_cap = h.replacen("\"t0\":0,", "", 1);
+        assert_eq!(past_caps(&shard(at_cap.as_bytes())), None);
+    }
+
+    #[test]
+    fn a_real_header_is_within_the_caps() {
+        let h = br#"{"__metadata__":{"format":"pt"},"a.weight":{"dtype":"F32","shape":[2,3],"data_offsets":[0,24]}}"#;
+        assert_eq!(past_caps(&shard(h)), None);
+        // Too short to hold a length field, or past the format's limit: the crate says so.
+        assert_eq!(past_caps(b"{}"), None);
+        assert_eq!(past_caps(&u64::MAX.to_le_bytes()), None);
+    }
 }

@@ -59,7 +59,7 @@ fn header_counts(buf: &[u8], n: u64) -> HeaderCounts {
     let header = header
         .get(..usize::try_from(n).unwrap_or(usize::MAX))
         .unwrap_or(header);
-    let counts = crate::meta::json_counts(header);
+    let counts = divergence_names::json::counts(header);
     // `__metadata__`, when it is there as written (spelled otherwise it counts as a tensor:
     // one too many at most).
     let meta = header.windows(META_KEY.len()).any(|w| w == META_KEY);

@@ -16,12 +16,15 @@
 //! - [`one_line`]: a name or path from a file, with its control characters escaped;
 //! - [`shown`]: names shown to a person: hidden characters, Markdown text and code spans;
 //! - [`near::closest`]: the known name closest to a mistyped one ("did you mean ...?");
+//! - [`json::counts`]: the items of a JSON text a file holds (metadata, a safetensors header),
+//!   counted before it is parsed, for the caps on what a parse may allocate;
 //! - [`dataflow`]: which probes feed which (`k_norm <- k_proj <- input_layernorm <- previous
 //!   layer`), and the canonical execution order of a dump that records none.
 //!
 //! No dependencies beyond serde (for [`QkKind`]'s `"q"` / `"k"` JSON form); no I/O.
 
 pub mod dataflow;
+pub mod json;
 pub mod near;
 pub mod shown;
 

@@ -269,15 +269,16 @@ impl Sections for Markdown<'_> {
     }
 
     fn per_layer(&mut self) -> io::Result<()> {
-        let lines = view::layer_lines(self.report);
+        let (lines, hidden) = view::shown_layer_lines(self.report);
         if lines.is_empty() {
             return Ok(());
         }
         let out = &mut *self.out;
         writeln!(
             out,
-            "<details><summary>Per layer ({} layers)</summary>",
-            lines.len()
+            "<details><summary>Per layer ({} layers{})</summary>",
+            lines.len(),
+            if hidden.is_some() { " shown" } else { "" }
         )?;
         writeln!(out)?;
         writeln!(
@@ -301,6 +302,10 @@ impl Sections for Markdown<'_> {
                     .as_deref()
                     .map_or_else(|| "-".to_string(), |n| cell(&code(n))),
             )?;
+        }
+        if let Some(hidden) = hidden {
+            writeln!(out)?;
+            writeln!(out, "{hidden} (the JSON report has every op).")?;
         }
         writeln!(out)?;
         writeln!(out, "</details>")?;

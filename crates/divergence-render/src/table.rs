@@ -634,7 +634,7 @@ impl Sections for Terminal<'_> {
     }
 
     fn per_layer(&mut self) -> io::Result<()> {
-        let lines = view::layer_lines(self.report);
+        let (lines, hidden) = view::shown_layer_lines(self.report);
         if lines.is_empty() {
             return Ok(());
         }
@@ -678,6 +678,10 @@ impl Sections for Terminal<'_> {
         // too long for what is left are broken onto lines.
         let t = self.fitted(&header, rows, &[5, 4], &[5, 6]);
         writeln!(self.out, "{t}")?;
+        if let Some(hidden) = hidden {
+            let text = format!("  ({hidden}; the JSON report has every op)");
+            self.line(&text, None, 2)?;
+        }
         self.blank()
     }
 

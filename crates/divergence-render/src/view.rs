@@ -5,7 +5,7 @@
 //! through its view ([`Row`]), so that a report whose decode steps are kept compact is never
 //! built whole by these views; only the few rows shown in full are built, one at a time.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use divergence_diff::{
     ratio_text, sci, AmplificationRow, DTypeClass, Measure, OpResult, QkKind, Report, Row, Status,
@@ -656,6 +656,47 @@ pub(crate) fn layer_lines(report: &Report) -> Vec<LayerLine> {
         .collect()
 }
 
+/// Layers listed in the per-layer section of the table and the Markdown: a real model has up
+/// to ~130. A dump of a million distinct layer numbers (1,000,000 one-element tensors, a 90 MB
+/// file) made a per-layer table of 98 MB at a peak of 4.5 GiB (2026-12-04, session 31).
+pub(crate) const SHOWN_LAYERS: usize = 1024;
+
+/// The per-layer lines the table and the Markdown show, and what the layers left out hold.
+/// Every layer up to [`SHOWN_LAYERS`]; past it the layers with a diverged, missing or
+/// unreadable op first (up to the cap), then the first layers, in layer order, and a note of
+/// the rest. Only the lines shown are made (a line costs two names).
+pub(crate) fn shown_layer_lines(report: &Report) -> (Vec<LayerLine>, Option<String>) {
+    let name = |r: Row<'_>| divergence_names::short_name(&r.name()).to_string();
+    let tallies = layer_tallies(report, |r| r.layer());
+    let total = tallies.len();
+    let mut keep: BTreeSet<usize> = BTreeSet::new();
+    if total > SHOWN_LAYERS {
+        let notable = tallies
+            .iter()
+            .filter(|(_, t)| t.diverged > 0 || t.incomplete)
+            .map(|(&l, _)| l);
+        let first = tallies.keys().copied();
+        for l in notable.chain(first) {
+            if keep.len() == SHOWN_LAYERS {
+                break;
+            }
+            keep.insert(l);
+        }
+    }
+    let shown = |l: &usize| total <= SHOWN_LAYERS || keep.contains(l);
+    let diverged = tallies
+        .iter()
+        .filter(|&(l, t)| !shown(l) && t.diverged > 0)
+        .count();
+    let hidden = total - total.min(SHOWN_LAYERS);
+    let lines = tallies
+        .into_iter()
+        .filter(|(l, _)| shown(l))
+        .map(|(layer, t)| layer_line(report, layer, t, name))
+        .collect();
+    (lines, hidden_note(hidden, diverged, ("layer", "layers")))
+}
+
 /// A decode report's per-layer lines with the prefill and the decode steps apart: per layer,
 /// the prefill's line and the decode steps' (`None` where the layer has no row of it). Their
 /// names carry the step (`self_attn.k_norm@2`, `(layer output)@2`).
@@ -875,13 +916,13 @@ pub(crate) fn step_lines<'r>(
         .zip(&keep)
         .filter(|(s, &k)| !k && s.diverged > 0)
         .count();
-    (shown, hidden_steps_note(hidden, diverged))
+    (shown, hidden_note(hidden, diverged, ("step", "steps")))
 }
 
-/// What the steps left out of the per-step lines hold: `53 more steps, every one with diverged
-/// ops` (a newcomer read "all within tolerance or not the first" as clean steps, where all 53
-/// had diverged ops); `None` when none is left out.
-fn hidden_steps_note(hidden: usize, diverged: usize) -> Option<String> {
+/// What the steps (or layers, by `noun`: one, many) left out of the per-step (per-layer) lines
+/// hold: `53 more steps, every one with diverged ops` (a newcomer read "all within tolerance or
+/// not the first" as clean steps, where all 53 had diverged ops); `None` when none is left out.
+fn hidden_note(hidden: usize, diverged: usize, noun: (&str, &str)) -> Option<String> {
     let what = match (hidden, diverged) {
         (0, _) => return None,
         (1, 0) => "without a diverged op".to_string(),
@@ -890,8 +931,8 @@ fn hidden_steps_note(hidden: usize, diverged: usize) -> Option<String> {
         (h, d) if d == h => "every one with diverged ops".to_string(),
         (h, d) => format!("{d} with diverged ops, {} without", h - d),
     };
-    let steps = if hidden == 1 { "step" } else { "steps" };
-    Some(format!("{hidden} more {steps}, {what}"))
+    let noun = if hidden == 1 { noun.0 } else { noun.1 };
+    Some(format!("{hidden} more {noun}, {what}"))
 }
 
 /// `step 3` / `prefill` for the first divergence's place line, when the dumps have decode
@@ -985,8 +1026,8 @@ mod tests {
 
     #[test]
     fn the_hidden_steps_note_says_whether_they_diverged() {
-        assert_eq!(hidden_steps_note(0, 0), None);
-        let note = |h, d| hidden_steps_note(h, d).unwrap();
+        assert_eq!(hidden_note(0, 0, ("step", "steps")), None);
+        let note = |h, d| hidden_note(h, d, ("step", "steps")).unwrap();
         assert_eq!(note(53, 53), "53 more steps, every one with diverged ops");
         assert_eq!(note(53, 0), "53 more steps, none with a diverged op");
         assert_eq!(
@@ -1211,5 +1252,55 @@ mod tests {
                 .collect();
             assert_eq!(got, serial(&part), "decode: {decode}");
         }
+    }
+
+    /// Past [`SHOWN_LAYERS`] layers the table and the Markdown list that many: the layers
+    /// with a diverged or missing op first, then the first layers, in layer order, and a note
+    /// of the rest; at the cap, every layer and no note.
+    #[test]
+    fn the_per_layer_lines_shown_stop_at_the_cap() {
+        let report_of = |layers: usize, bad: &[(usize, &str)]| {
+            let ops: Vec<OpResult> = (0..layers)
+                .map(|l| {
+                    let status = bad.iter().find(|b| b.0 == l).map_or("ok", |b| b.1);
+                    serde_json::from_value(serde_json::json!({
+                        "name": format!("model.layers.{l}.mlp"), "status": status,
+                        "rel_l2_err": 0.0, "layer": l,
+                    }))
+                    .unwrap()
+                })
+                .collect();
+            assemble(
+                ops,
+                ReportContext::new("ours", "ref", OrderSource::RefMeta),
+                &DiffConfig::default(),
+            )
+        };
+        let (lines, note) = shown_layer_lines(&report_of(SHOWN_LAYERS, &[]));
+        assert_eq!((lines.len(), note), (SHOWN_LAYERS, None));
+        let bad = [
+            (5_000, "diverged"),
+            (7_000, "only_ref"),
+            (9_000, "diverged"),
+        ];
+        let (lines, note) = shown_layer_lines(&report_of(10_000, &bad));
+        assert_eq!(lines.len(), SHOWN_LAYERS);
+        let layers: Vec<usize> = lines.iter().map(|l| l.layer).collect();
+        let mut want: Vec<usize> = (0..SHOWN_LAYERS - 3).collect();
+        want.extend([5_000, 7_000, 9_000]);
+        assert_eq!(layers, want);
+        assert_eq!(
+            note.as_deref(),
+            Some("8976 more layers, none with a diverged op")
+        );
+        // More diverged layers than the cap: the first of them shown, the rest said.
+        let many: Vec<(usize, &str)> = (0..SHOWN_LAYERS + 5).map(|l| (2 * l, "diverged")).collect();
+        let (lines, note) = shown_layer_lines(&report_of(4 * SHOWN_LAYERS, &many));
+        assert!(lines.iter().all(|l| l.diverged == 1));
+        assert_eq!(lines.last().map(|l| l.layer), Some(2 * (SHOWN_LAYERS - 1)));
+        assert_eq!(
+            note.as_deref(),
+            Some("3072 more layers, 5 with diverged ops, 3067 without")
+        );
     }
 }
