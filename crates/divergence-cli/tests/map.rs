@@ -658,6 +658,14 @@ fn a_to_that_names_no_reference_tensor_is_an_error_unless_optional() {
     ]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(row(&r, "model.layers.0.self_attn.q_proj")["status"], "ok");
+    // Paired, so not said to be missing from the reference (they were listed as "not in").
+    let warnings = common::warnings(&r);
+    assert!(
+        !warnings
+            .iter()
+            .any(|w| w.contains("names it makes are not in")),
+        "{warnings:?}"
+    );
 }
 
 #[test]
