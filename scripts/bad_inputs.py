@@ -731,10 +731,22 @@ def bomb_cases() -> list[Case]:
     cases.append(Case("bomb", "st_header_of_49M_items", st_items,
                       error("items.safetensors", "json items"), rss_mb=250, wall_s=10))
 
+    def st_trailing(d: Path):
+        # 1,048,577 tensors and then a trailing `{}`: the count of the header's fields started
+        # again at the second value and read 1 (1.25 GiB parsed before the trailing value was
+        # refused; a review, session 31)
+        h = "{" + ",".join('"t%08d":0' % i for i in range((1 << 20) + 1)) + "}{}"
+        p = write_st(d / "trailing.safetensors", h.encode())
+        return ["diff", str(p), str(p), "--format", "json"]
+
+    cases.append(Case("bomb", "st_tensors_past_the_cap_then_a_trailing_value", st_trailing,
+                      error("trailing.safetensors", "1048577 tensors, more than the 1048576"),
+                      rss_mb=100, wall_s=10))
+
     def many_layers(d: Path):
         # 65,536 one-element tensors, each its own layer: the table listed every layer (6.4 MB
-        # of table, 330 MB; a million layers: 98 MB and 4.7 GB); it lists 1,024 now and says
-        # how many more
+        # of table at a peak of 324 MiB, release; a million layers: 98 MB at 4.5 GiB); it lists
+        # 1,024 now and says how many more
         n = 1 << 16
         h = "{" + ",".join('"model.layers.%d.mlp":{"dtype":"F32","shape":[1],"data_offsets":[%d,%d]}'
                            % (i, 4 * i, 4 * i + 4) for i in range(n)) + "}"
@@ -1244,11 +1256,10 @@ def inspect_cases() -> list[Case]:
              "dtype": "Q4", "shape": [2], "data_offsets": [0, 8]}}, bytes(8)),
          exp=error("model.safetensors", "tensor 'model.embed_tokens.weight': unknown dtype 'Q4'"))
     # a 99 MB shard header, one list of zeros under the format's 100 MB: 1.7 GB to be refused
-    # as a tensor without a dtype (a bad-input hunt, 2026-12-04); refused by its items now, as
-    # a dump's header is (MAX_HEADER_ITEMS)
+    # as invalid JSON (session 31); refused by its items now, as a dump's header is
+    zeros_99MB = b'{"x":[0' + b",0" * (99_000_000 // 2 - 10) + b"]}"
     ckpt("shard_header_of_49M_items", cfg, shard=None,
-         extra=lambda m: write_st(m / "model.safetensors",
-                                  b'{"x":[0' + b",0" * (99_000_000 // 2 - 10) + b"]}"),
+         extra=lambda m: write_st(m / "model.safetensors", zeros_99MB),
          exp=error("model.safetensors", "json items"), rss_mb=250, wall_s=10)
     ckpt("rope_theta_zero", {**cfg, "rope_theta": 0, "rope_parameters": {"rope_theta": 0, "rope_type": "default"}},
          exp=findings("config"))
@@ -1359,6 +1370,14 @@ def inspect_cases() -> list[Case]:
          extra=lambda m: (index(wm, ["model-00001-of-00002.safetensors"])(m),
                           (m / "model-00002-of-00002.safetensors").mkdir()),
          exp=error("model-00002-of-00002.safetensors", lacks=("does not exist",)))
+    # an index that names a tensor its shard lacks, beside a stray shard whose header is one list
+    # of 49 million zeros: the stray shards are read for the tensor, and it was parsed whole,
+    # 1.7 GB (a review, session 31); passed over now, as a shard read is held to its caps
+    one = "model-00001-of-00001.safetensors"
+    ckpt("stray_shard_header_of_49M_items", cfg, shard=None,
+         extra=lambda m: (index({**{n: one for n in names}, "model.extra.weight": one}, [one])(m),
+                          write_st(m / "stray.safetensors", zeros_99MB)),
+         exp=findings("index_mismatch"), rss_mb=250, wall_s=10)
     ckpt("index_invalid_json", cfg, shard=None,
          extra=lambda m: (m / "model.safetensors.index.json").write_text('{"weight_map": '),
          exp=error("model.safetensors.index.json"))

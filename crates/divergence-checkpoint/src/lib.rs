@@ -5,8 +5,9 @@
 //! - [`Layout::locate`]: which files are read, by one rule (transformers' order:
 //!   `model.safetensors`, else `model.safetensors.index.json`, else every `*.safetensors`; or
 //!   one `.safetensors` path), with the files it leaves out in [`Layout::ignored`].
-//! - [`Weights::open`]: the shards memory-mapped and their headers parsed by the `safetensors`
-//!   crate; tensor bytes are borrowed from the maps, never copied.
+//! - [`Weights::open`]: the shards memory-mapped and their headers counted against their caps,
+//!   then parsed by the `safetensors` crate; tensor bytes are borrowed from the maps, never
+//!   copied.
 //! - [`Config`]: config.json parsed once, leniently, with the transformers 5.17 defaults of
 //!   each [`Family`] and its RoPE resolution.
 //!

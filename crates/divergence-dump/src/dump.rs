@@ -71,8 +71,9 @@ pub struct Dump {
 /// header cap, took 46 s and 2.6 GB (a bad-input hunt, 2026-12-04). A 256-step decode of the
 /// 0.6B-shaped model stored one array a step (`x@s`) has ~150,000; stored stacked
 /// (`x@steps`) its steps count once a probe, and unfold under their own budget
-/// ([`crate::MAX_STACKED_STEPS`], docs/reliability.md).
-pub const MAX_ENTRIES: usize = 1 << 20;
+/// ([`crate::MAX_STACKED_STEPS`], docs/reliability.md). The checkpoint's shards have the same
+/// cap ([`divergence_names::json::MAX_TENSORS`]).
+pub const MAX_ENTRIES: usize = divergence_names::json::MAX_TENSORS;
 
 impl Dump {
     /// Open a dump. The format comes from the extension (`.npz`, `.npy`, `.safetensors`, any

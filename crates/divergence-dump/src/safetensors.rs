@@ -14,19 +14,13 @@ use crate::dtype::DType;
 use crate::entry::{Entry, EntryInfo, Source};
 use crate::error::{brief, DumpError, Location};
 use crate::meta::{Meta, MAX_META_BYTES, SAFETENSORS_META_KEY};
+// The largest header read (the `safetensors` crate's own limit) is checked from the length
+// field before the header is touched: until 2026-12-04 a header past it was parsed whole to say
+// what was wrong with it (246 MB of header took 3.9 GB).
+use divergence_names::json::{HeaderPast, MAX_HEADER_BYTES};
 
 /// Header size field length.
 const N_LEN: usize = 8;
-
-/// Largest header read: the `safetensors` crate's own limit (its `MAX_HEADER_SIZE`), checked
-/// from the length field before the header is touched. Until 2026-12-04 a header past it was
-/// parsed whole to say what was wrong with it: 246 MB of header took 3.9 GB.
-const MAX_HEADER_BYTES: u64 = 100_000_000;
-
-/// Most items (list elements and object fields, [`crate::meta::json_items`]) a header may hold:
-/// 16 a tensor for the most tensors a dump may hold (a tensor of rank r is 7 + r). The parse
-/// costs ~35 bytes an item (1.7 GB for 49 million, measured): ~0.6 GB at the cap, estimated.
-const MAX_HEADER_ITEMS: usize = 16 * crate::MAX_ENTRIES;
 
 /// The header length the file's first 8 bytes declare.
 fn declared_len(buf: &[u8]) -> Option<u64> {
@@ -37,44 +31,10 @@ fn declared_len(buf: &[u8]) -> Option<u64> {
 /// parsed only within the caps [`read_entries`] holds it to.
 pub(crate) fn looks_like_safetensors(buf: &[u8]) -> bool {
     buf.get(N_LEN) == Some(&b'{')
-        && declared_len(buf).is_some_and(|n| {
-            n <= MAX_HEADER_BYTES && matches!(header_counts(buf, n), HeaderCounts::Within)
-        })
+        && declared_len(buf).is_some_and(|n| n <= MAX_HEADER_BYTES)
+        && divergence_names::json::safetensors_header(buf, crate::MAX_ENTRIES).is_none()
         && SafeTensors::read_metadata(buf).is_ok()
 }
-
-/// What [`header_counts`] found past its caps.
-enum HeaderCounts {
-    /// More tensors than a dump may hold: how many.
-    Tensors(usize),
-    /// More items than [`MAX_HEADER_ITEMS`]: how many.
-    Items(usize),
-    Within,
-}
-
-/// The header of `n` bytes (at most [`MAX_HEADER_BYTES`]) counted against the caps before it
-/// is parsed: its top-level fields less `__metadata__` (the tensors) and its items.
-fn header_counts(buf: &[u8], n: u64) -> HeaderCounts {
-    let header = buf.get(N_LEN..).unwrap_or_default();
-    let header = header
-        .get(..usize::try_from(n).unwrap_or(usize::MAX))
-        .unwrap_or(header);
-    let counts = divergence_names::json::counts(header);
-    // `__metadata__`, when it is there as written (spelled otherwise it counts as a tensor:
-    // one too many at most).
-    let meta = header.windows(META_KEY.len()).any(|w| w == META_KEY);
-    let tensors = counts.top.saturating_sub(usize::from(meta));
-    if tensors > crate::MAX_ENTRIES {
-        HeaderCounts::Tensors(tensors)
-    } else if counts.items > MAX_HEADER_ITEMS {
-        HeaderCounts::Items(counts.items)
-    } else {
-        HeaderCounts::Within
-    }
-}
-
-/// The key of a header's metadata.
-const META_KEY: &[u8] = b"\"__metadata__\"";
 
 /// Parse the header of the safetensors file `buf` into entries and metadata.
 pub(crate) fn read_entries(
@@ -93,22 +53,22 @@ pub(crate) fn read_entries(
         }
         // Tensors (the header's fields, however written: a key may be escaped, a tensor a
         // list) and the header's items are counted before it is parsed: the parse costs each
-        // item ~35 bytes (a 99 MB header of one list of zeros took 1.7 GB to be refused) and
-        // each tensor ~700.
-        match header_counts(buf, n) {
-            HeaderCounts::Tensors(count) => {
+        // item ~35-70 bytes (a 99 MB header of one list of zeros took 1.7 GB to be refused)
+        // and each tensor ~700.
+        match divergence_names::json::safetensors_header(buf, crate::MAX_ENTRIES) {
+            Some(HeaderPast::Tensors(count)) => {
                 return Err(DumpError::TooManyTensors {
                     path: path.to_path_buf(),
                     count,
                     max: crate::MAX_ENTRIES,
                 })
             }
-            HeaderCounts::Items(items) => {
+            Some(HeaderPast::Items { items, allowed }) => {
                 return Err(bad(format!(
-                    "the header holds {items} json items (list elements and object fields), more than the {MAX_HEADER_ITEMS} allowed"
+                    "the header holds {items} json items (list elements and object fields), more than the {allowed} its tensors allow"
                 )))
             }
-            HeaderCounts::Within => {}
+            None => {}
         }
     }
     let (header, metadata) =

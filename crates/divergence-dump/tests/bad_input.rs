@@ -924,7 +924,7 @@ fn tensors_are_counted_however_the_header_spells_them() {
 #[test]
 fn a_header_of_too_many_items_is_refused_before_it_is_parsed() {
     // One list of zeros under the header cap: 1.7 GB to be refused as a tensor without a dtype
-    // (a review). Refused by its items now.
+    // (a review). Refused by its items now: one tensor allows 64 and 65,536 spare.
     let dir = tempfile::tempdir().unwrap();
     let mut header = String::from(r#"{"x":[0"#);
     header.push_str(&",0".repeat(16 * divergence_dump::MAX_ENTRIES));
@@ -937,7 +937,7 @@ fn a_header_of_too_many_items_is_refused_before_it_is_parsed() {
     assert_eq!(
         open_err(&f),
         format!(
-            "{}: invalid safetensors file (the header holds 16777218 json items (list elements and object fields), more than the 16777216 allowed)",
+            "{}: invalid safetensors file (the header holds 16777218 json items (list elements and object fields), more than the 65600 its tensors allow)",
             p(&f)
         )
     );

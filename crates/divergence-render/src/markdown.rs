@@ -273,12 +273,14 @@ impl Sections for Markdown<'_> {
         if lines.is_empty() {
             return Ok(());
         }
+        let count = match hidden {
+            Some(_) => format!("{} of {}", lines.len(), view::layer_count(self.report)),
+            None => lines.len().to_string(),
+        };
         let out = &mut *self.out;
         writeln!(
             out,
-            "<details><summary>Per layer ({} layers{})</summary>",
-            lines.len(),
-            if hidden.is_some() { " shown" } else { "" }
+            "<details><summary>Per layer ({count} layers)</summary>"
         )?;
         writeln!(out)?;
         writeln!(

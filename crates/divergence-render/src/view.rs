@@ -662,21 +662,34 @@ pub(crate) fn layer_lines(report: &Report) -> Vec<LayerLine> {
 pub(crate) const SHOWN_LAYERS: usize = 1024;
 
 /// The per-layer lines the table and the Markdown show, and what the layers left out hold.
-/// Every layer up to [`SHOWN_LAYERS`]; past it the layers with a diverged, missing or
-/// unreadable op first (up to the cap), then the first layers, in layer order, and a note of
-/// the rest. Only the lines shown are made (a line costs two names).
+/// Every layer up to [`SHOWN_LAYERS`]; past it, up to the cap and in this order of choice: the
+/// layer of the first divergence, the layers with a diverged op, those with a missing or
+/// unreadable op, then the first layers; shown in layer order, with a note of the rest
+/// ([`hidden_layers_note`]). Only the lines shown are made (a line costs two names).
 pub(crate) fn shown_layer_lines(report: &Report) -> (Vec<LayerLine>, Option<String>) {
     let name = |r: Row<'_>| divergence_names::short_name(&r.name()).to_string();
     let tallies = layer_tallies(report, |r| r.layer());
     let total = tallies.len();
     let mut keep: BTreeSet<usize> = BTreeSet::new();
     if total > SHOWN_LAYERS {
-        let notable = tallies
+        let first = report
+            .first_divergence
+            .as_ref()
+            .and_then(|f| report.ops.get_row(f.index)?.layer());
+        let diverged = tallies
             .iter()
-            .filter(|(_, t)| t.diverged > 0 || t.incomplete)
+            .filter(|(_, t)| t.diverged > 0)
             .map(|(&l, _)| l);
-        let first = tallies.keys().copied();
-        for l in notable.chain(first) {
+        let incomplete = tallies
+            .iter()
+            .filter(|(_, t)| t.incomplete)
+            .map(|(&l, _)| l);
+        let chosen = first
+            .into_iter()
+            .chain(diverged)
+            .chain(incomplete)
+            .chain(tallies.keys().copied());
+        for l in chosen {
             if keep.len() == SHOWN_LAYERS {
                 break;
             }
@@ -684,17 +697,38 @@ pub(crate) fn shown_layer_lines(report: &Report) -> (Vec<LayerLine>, Option<Stri
         }
     }
     let shown = |l: &usize| total <= SHOWN_LAYERS || keep.contains(l);
-    let diverged = tallies
+    let hidden: Vec<&LayerTally> = tallies
         .iter()
-        .filter(|&(l, t)| !shown(l) && t.diverged > 0)
-        .count();
-    let hidden = total - total.min(SHOWN_LAYERS);
+        .filter(|&(l, _)| !shown(l))
+        .map(|(_, t)| t)
+        .collect();
+    let note = hidden_layers_note(
+        hidden.len(),
+        hidden.iter().filter(|t| t.diverged > 0).count(),
+        hidden.iter().filter(|t| t.incomplete).count(),
+    );
     let lines = tallies
         .into_iter()
         .filter(|(l, _)| shown(l))
         .map(|(layer, t)| layer_line(report, layer, t, name))
         .collect();
-    (lines, hidden_note(hidden, diverged, ("layer", "layers")))
+    (lines, note)
+}
+
+/// How many layers the report's rows have (the per-layer lines, shown or not).
+pub(crate) fn layer_count(report: &Report) -> usize {
+    layer_tallies(report, |r| r.layer()).len()
+}
+
+/// What the layers left out of the per-layer lines hold, as [`hidden_note`] says it for
+/// steps, and how many of them have a missing or unreadable op: `3072 more layers, 5 with
+/// diverged ops, 3067 without; 40 with missing or unreadable ops`.
+fn hidden_layers_note(hidden: usize, diverged: usize, incomplete: usize) -> Option<String> {
+    let note = hidden_note(hidden, diverged, ("layer", "layers"))?;
+    Some(match incomplete {
+        0 => note,
+        n => format!("{note}; {n} with missing or unreadable ops"),
+    })
 }
 
 /// A decode report's per-layer lines with the prefill and the decode steps apart: per layer,
@@ -1293,6 +1327,18 @@ mod tests {
             note.as_deref(),
             Some("8976 more layers, none with a diverged op")
         );
+        // More incomplete layers than the cap and one diverged after them (a review: the
+        // layer of the first divergence was left out): the diverged layer is shown, and the
+        // note says what the incomplete ones left out are.
+        let mut bad: Vec<(usize, &str)> = (0..2_000).map(|l| (l, "only_ref")).collect();
+        bad[1_500].1 = "diverged";
+        let (lines, note) = shown_layer_lines(&report_of(2_000, &bad));
+        assert!(lines.iter().any(|l| l.layer == 1_500 && l.diverged == 1));
+        assert_eq!(lines.len(), SHOWN_LAYERS);
+        assert_eq!(
+            note.as_deref(),
+            Some("976 more layers, none with a diverged op; 976 with missing or unreadable ops")
+        );
         // More diverged layers than the cap: the first of them shown, the rest said.
         let many: Vec<(usize, &str)> = (0..SHOWN_LAYERS + 5).map(|l| (2 * l, "diverged")).collect();
         let (lines, note) = shown_layer_lines(&report_of(4 * SHOWN_LAYERS, &many));
@@ -1301,6 +1347,27 @@ mod tests {
         assert_eq!(
             note.as_deref(),
             Some("3072 more layers, 5 with diverged ops, 3067 without")
+        );
+        // Rendered: the table and the Markdown say the note, and how many layers are shown.
+        let report = report_of(4 * SHOWN_LAYERS, &many);
+        let mut out = Vec::new();
+        crate::render_table(&report, &TableOptions::default(), &mut out).unwrap();
+        let table = String::from_utf8(out).unwrap();
+        assert!(
+            table.contains(
+                "  (3072 more layers, 5 with diverged ops, 3067 without; the JSON report has every op)"
+            ),
+            "{table}"
+        );
+        let mut out = Vec::new();
+        crate::render_markdown(&report, &TableOptions::default(), &mut out).unwrap();
+        let md = String::from_utf8(out).unwrap();
+        assert!(
+            md.contains("<details><summary>Per layer (1024 of 4096 layers)</summary>")
+                && md.contains(
+                    "3072 more layers, 5 with diverged ops, 3067 without (the JSON report has every op)."
+                ),
+            "{md}"
         );
     }
 }
