@@ -239,13 +239,13 @@ impl OrderPlan {
 /// Natural order of names (`layers.2` < `layers.10`), from [`divergence_names`].
 pub use divergence_names::natural_cmp;
 
-use divergence_names::dataflow::canonical_cmp;
+use divergence_names::dataflow::canonical_sort;
 
 /// Names in the dump's file order, or in canonical forward order when that order is lost.
 fn file_order<'a>(d: &DumpNames<'a>) -> Vec<&'a Name> {
     let mut v: Vec<&Name> = d.names.iter().collect();
     if !d.file_order_preserved {
-        v.sort_by(|a, b| canonical_cmp(a, b));
+        canonical_sort(&mut v);
     }
     v
 }
@@ -583,7 +583,7 @@ fn plan_named(ours: &DumpNames<'_>, reference: &DumpNames<'_>) -> OrderPlan {
             .iter()
             .any(|n| divergence_names::Op::of(n) != divergence_names::Op::Other);
         if lost && known {
-            names.sort_by(|a, b| canonical_cmp(a, b));
+            canonical_sort(&mut names);
         } else if lost {
             names.sort_by(|a, b| natural_cmp(a, b));
         }

@@ -655,12 +655,39 @@ pub fn canonical_cmp(a: &str, b: &str) -> Ordering {
         .then_with(|| natural_cmp(a, b))
 }
 
+/// Sorts `names` by [`canonical_cmp`], each name's key made once, not once a comparison (a key
+/// reads the whole name: 48,000 names of 2,000 digits, a 99 MB header with no recorded order,
+/// took 22 s to sort; session 31). Stable, as `sort_by(canonical_cmp)`.
+pub fn canonical_sort<T: AsRef<str>>(names: &mut Vec<T>) {
+    let mut keyed: Vec<((usize, u8, usize, u8), T)> = std::mem::take(names)
+        .into_iter()
+        .map(|n| (canonical_key(n.as_ref()), n))
+        .collect();
+    keyed.sort_by(|(ka, a), (kb, b)| ka.cmp(kb).then_with(|| natural_cmp(a.as_ref(), b.as_ref())));
+    names.extend(keyed.into_iter().map(|(_, n)| n));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
 
     proptest! {
+        /// The sort with keys made once is the sort by [`canonical_cmp`] (ties in order).
+        #[test]
+        fn canonical_sort_is_the_sort_by_canonical_cmp(
+            names in proptest::collection::vec(
+                "(model\\.)?(layers\\.(0|2|10)\\.)?(self_attn\\.k_norm|mlp|norm|x1|x10|lm_head|embed_tokens)?(@[1-3])?",
+                0..40,
+            ),
+        ) {
+            let mut want = names.clone();
+            want.sort_by(|a, b| canonical_cmp(a, b));
+            let mut got = names;
+            canonical_sort(&mut got);
+            prop_assert_eq!(got, want);
+        }
+
         #[test]
         fn canonical_cmp_is_a_total_order(
             a in "(model\\.)?(layers\\.[0-2]\\.)?(self_attn\\.k_norm|mlp|norm|x|lm_head|embed_tokens)?",

@@ -402,12 +402,8 @@ pub fn pair<'a>(
         .filter(|n| sliced.contains(&**n))
         .collect();
     if lost {
-        order.sort_by(|a, b| {
-            split_step(a)
-                .1
-                .cmp(&split_step(b).1)
-                .then_with(|| divergence_names::dataflow::canonical_cmp(a, b))
-        });
+        // (The canonical order is step by step: its key starts with the step.)
+        divergence_names::dataflow::canonical_sort(&mut order);
         warnings.push(format!(
             "{} has no recorded order (safetensors without metadata): its probes are compared in the canonical forward order, step by step",
             divergence_names::one_line(&stepped_path.display().to_string())
