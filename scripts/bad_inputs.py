@@ -1378,6 +1378,14 @@ def inspect_cases() -> list[Case]:
          extra=lambda m: (index({**{n: one for n in names}, "model.extra.weight": one}, [one])(m),
                           write_st(m / "stray.safetensors", zeros_99MB)),
          exp=findings("index_mismatch"), rss_mb=250, wall_s=10)
+    # an index of 60 MB, one list of 31 million zeros as its metadata (a hunt, session 31: a
+    # 98 MB one took 1.7 GB in inspect, run and diff --model); refused by its items now, before
+    # it is parsed (past 64 MiB, by its size)
+    ckpt("index_of_31M_items", cfg, shard=None,
+         extra=lambda m: (index(wm, ["model-00001-of-00002.safetensors"])(m),
+                          (m / "model.safetensors.index.json").write_bytes(
+                              b'{"metadata":[0' + b",0" * 31_000_000 + b'],"weight_map":{}}')),
+         exp=error("model.safetensors.index.json", "json items"), rss_mb=250, wall_s=10)
     ckpt("index_invalid_json", cfg, shard=None,
          extra=lambda m: (m / "model.safetensors.index.json").write_text('{"weight_map": '),
          exp=error("model.safetensors.index.json"))
@@ -1619,6 +1627,23 @@ def decode_cases() -> list[Case]:
         extra=("--prefill-vs-decode",))
     err("prefill_vs_decode_both_stepped", good, "prefill_vs_decode_both_stepped.npz",
         extra=("--prefill-vs-decode",))
+
+    def pvd_rows(d: Path):
+        # 100 probes held at the prefill alone and 16,384 empty decode steps of one probe (a
+        # hunt, session 31: 1.6 million rows only in the full prefill, 2.8 GB; 400 probes,
+        # 11 GB); past the steps the file's size allows, it is refused before any row is made
+        k, n = 1 << 14, 100
+        full = {"model.embed_tokens": np.zeros((1, k + 1, 0), np.float32),
+                **{f"model.layers.{i}.mlp": np.zeros((1, k + 1, 0), np.float32) for i in range(n)}}
+        st = {"model.embed_tokens": np.zeros((1, 1, 0), np.float32),
+              "model.embed_tokens@steps": np.zeros((k, 1, 1, 0), np.float32),
+              **{f"model.layers.{i}.mlp": np.zeros((1, 1, 0), np.float32) for i in range(n)}}
+        p, q = savez(d / "stepped.npz", st), savez(d / "full.npz", full)
+        return ["diff", str(p), str(q), "--prefill-vs-decode", "--format", "json"]
+
+    cases.append(Case("decode", "prefill_vs_decode_1638400_missing_rows", pvd_rows,
+                      error("stepped.npz", "1638400 rows only in", "full.npz"),
+                      rss_mb=150, wall_s=10))
 
     # --steps (docs/decode.md, "Some steps only"): the selected steps are checked as all are.
     other = {**good, "decode_ids": [5, 7]}

@@ -310,21 +310,50 @@ fn list_safetensors(dir: &Path) -> Result<Vec<(PathBuf, Option<&'static str>)>, 
     Ok(out)
 }
 
+/// Largest `model.safetensors.index.json` read: 64 MiB (a real one lists a line a tensor, tens
+/// of bytes each: a few MB for the largest checkpoints).
+pub const MAX_INDEX_BYTES: u64 = 64 << 20;
+
+/// Most JSON items ([`divergence_names::json::counts`]) an index may hold, counted before it is
+/// parsed: two a tensor for the most tensors a shard may hold, and 65,536 for its metadata. A
+/// 98 MB index of one list of zeros took 1.7 GB in `inspect`, `run` and `diff --model` (a
+/// bad-input hunt, 2026-12-04, session 31).
+pub const MAX_INDEX_ITEMS: usize = 2 * divergence_names::json::MAX_TENSORS + (1 << 16);
+
 /// Reads `model.safetensors.index.json`: its `weight_map`, whose files must be plain names in
-/// the checkpoint directory.
+/// the checkpoint directory. Held to [`MAX_INDEX_BYTES`] and [`MAX_INDEX_ITEMS`] before it is
+/// parsed.
 fn read_index(path: &Path) -> Result<Index, Error> {
-    let bytes = std::fs::read(path).map_err(|error| Error::Io {
+    use std::io::Read;
+    let io = |error| Error::Io {
         path: path.to_path_buf(),
         error,
-    })?;
-    let value: Value = serde_json::from_slice(&bytes).map_err(|source| Error::Json {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    };
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .map_err(io)?
+        .take(MAX_INDEX_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io)?;
     let bad = |message: String| Error::BadJson {
         path: path.to_path_buf(),
         message,
     };
+    if bytes.len() as u64 > MAX_INDEX_BYTES {
+        return Err(bad(format!(
+            "larger than {MAX_INDEX_BYTES} bytes: not a shard index"
+        )));
+    }
+    let items = divergence_names::json::counts(&bytes).items;
+    if items > MAX_INDEX_ITEMS {
+        return Err(bad(format!(
+            "holds {items} json items (list elements and object fields), more than the {MAX_INDEX_ITEMS} allowed"
+        )));
+    }
+    let value: Value = serde_json::from_slice(&bytes).map_err(|source| Error::Json {
+        path: path.to_path_buf(),
+        source,
+    })?;
     let map = value
         .get("weight_map")
         .and_then(Value::as_object)

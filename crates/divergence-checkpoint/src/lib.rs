@@ -28,7 +28,8 @@ pub use crate::config::{
 };
 pub use crate::error::Error;
 pub use crate::layout::{
-    file_kind, Ignored, Index, Layout, Source, CONFIG_FILE, INDEX_FILE, SINGLE_FILE,
+    file_kind, Ignored, Index, Layout, Source, CONFIG_FILE, INDEX_FILE, MAX_INDEX_BYTES,
+    MAX_INDEX_ITEMS, SINGLE_FILE,
 };
 pub use crate::weights::{Anomaly, Shard, TensorInfo, Weights};
 pub use safetensors::Dtype;

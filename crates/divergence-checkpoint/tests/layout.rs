@@ -182,6 +182,45 @@ fn unreadable_layouts_are_one_line_errors_naming_the_path() {
     );
 }
 
+/// An index past its size or its items is refused before it is parsed, one line naming it
+/// (a 98 MB index of one list of zeros took 1.7 GB; a bad-input hunt, session 31).
+#[test]
+fn an_index_past_its_caps_is_refused_before_it_is_parsed() {
+    use divergence_checkpoint::{MAX_INDEX_BYTES, MAX_INDEX_ITEMS};
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("config.json"), CONFIG).unwrap();
+    write_st(&dir.path().join("a.safetensors"), &["a"], 1.0);
+    let index = dir.path().join("model.safetensors.index.json");
+    let with_zeros = |n: usize| {
+        format!(
+            "{{\"metadata\":[0{}],\"weight_map\":{{\"a\":\"a.safetensors\"}}}}",
+            ",0".repeat(n)
+        )
+    };
+    // `{`, `[`, the zeros' commas, the comma after the list and `{`: n + 4 items.
+    std::fs::write(&index, with_zeros(MAX_INDEX_ITEMS - 3)).unwrap();
+    assert_eq!(
+        Layout::locate(dir.path()).unwrap_err().to_string(),
+        format!(
+            "{}: holds {} json items (list elements and object fields), more than the {MAX_INDEX_ITEMS} allowed",
+            index.display(),
+            MAX_INDEX_ITEMS + 1
+        )
+    );
+    std::fs::write(&index, with_zeros(MAX_INDEX_ITEMS - 4)).unwrap();
+    assert!(Layout::locate(dir.path()).is_ok());
+    let mut big = with_zeros(0).into_bytes();
+    big.resize(MAX_INDEX_BYTES as usize + 1, b' ');
+    std::fs::write(&index, big).unwrap();
+    assert_eq!(
+        Layout::locate(dir.path()).unwrap_err().to_string(),
+        format!(
+            "{}: larger than {MAX_INDEX_BYTES} bytes: not a shard index",
+            index.display()
+        )
+    );
+}
+
 /// A file the rule would read that is not a regular file is an error naming it and what it
 /// is; it is neither skipped for the next rule nor opened. One the rule does not read is
 /// listed as ignored, like any other.

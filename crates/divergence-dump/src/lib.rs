@@ -30,7 +30,10 @@ pub use dump::{Dump, Format, MAX_ENTRIES};
 pub use entry::{Chunks, MAX_REORDER_BYTES};
 pub use error::{DumpError, Location};
 pub use meta::{Meta, FORMAT_TAG, META_ENTRY, SAFETENSORS_META_KEY};
-pub use stacked::{stacked_base, MAX_STACKED_STEPS, STACKED_SUFFIX};
+pub use stacked::{
+    stacked_base, unfolded_step_budget, BYTES_PER_UNFOLDED_STEP, MAX_STACKED_STEPS,
+    MIN_UNFOLDED_ENTRIES, STACKED_SUFFIX,
+};
 pub use writer::DumpWriter;
 
 /// Not a public API: the zip member reader, exposed for `examples/zip_reader.rs` (the

@@ -67,6 +67,13 @@ impl Budget {
     }
 }
 
+/// How many decode steps a dump of `file_len` bytes may unfold into ([`Budget::for_file`]):
+/// the budget a reader of its steps holds what it makes of them to (`diff --prefill-vs-decode`'s
+/// rows for steps the file lacks).
+pub fn unfolded_step_budget(file_len: u64) -> usize {
+    Budget::for_file(file_len).entries
+}
+
 /// What one name (or entry) of a dump is, for the step-major order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
