@@ -357,7 +357,7 @@ pub fn pair<'a>(
     let missing = match missing_steps(stepped, full, k, &keep, (t_full, t_pre), budget) {
         Ok(missing) => missing,
         Err(rows) => bail!(
-            "--prefill-vs-decode: {} lacks probes at decode steps that it holds at its prefill or at other steps: {rows} rows only in {}, more than the {budget} its size allows (a decode step per {} bytes, at least {})",
+            "--prefill-vs-decode: {} lacks probes at decode steps that it holds at its prefill or at other steps: up to {rows} rows only in {}, more than the {budget} its size allows (a decode step per {} bytes, at least {})",
             stepped_path.display(),
             full_path.display(),
             divergence_dump::BYTES_PER_UNFOLDED_STEP,
