@@ -731,6 +731,58 @@ def bomb_cases() -> list[Case]:
     cases.append(Case("bomb", "st_header_of_49M_items", st_items,
                       error("items.safetensors", "json items"), rss_mb=250, wall_s=10))
 
+    def long_token_axis(t: int, fmt: str):
+        # model.embed_tokens [1, t, 1], ref 1.0, ours 2.0, deflated (a few KB): the per-position
+        # profile had no cap (60,000,000 positions: 3.8 GB, 2.3 GB of JSON; the HTML aborted at
+        # 11.4 GB; a bad-input hunt, session 32)
+        def build(d: Path):
+            x = {"model.embed_tokens": np.ones((1, t, 1), dtype=np.float32)}
+            q = savez(d / "ref.npz", x, meta_for(x), compressed=True)
+            y = {"model.embed_tokens": np.full((1, t, 1), 2.0, dtype=np.float32)}
+            p = savez(d / "ours.npz", y, meta_for(y), compressed=True)
+            return ["diff", str(p), str(q), "--format", fmt, "--no-tokens"]
+        return build
+
+    def no_profile_said(rep, _out):
+        if rep.get("positions") is not None:
+            n = len(rep["positions"].get("rel_err", []))
+            return f"a per-position profile of {n} positions"
+        if not any("1048577 token positions, more than the 1048576" in n for n in rep.get("notes", [])):
+            return f"no note says why there is no profile: {rep.get('notes')}"
+        return None
+
+    cases.append(Case("bomb", "profile_of_one_position_past_the_cap", long_token_axis((1 << 20) + 1, "json"),
+                      report(1, {"model.embed_tokens": "diverged"}, check=no_profile_said),
+                      rss_mb=90, wall_s=10))
+
+    def page_in_bins(_rep, out: str):
+        if "a bar the worst of 525 positions" not in out:
+            return "the position plot is not drawn in bins"
+        return f"the page is {len(out)} characters" if len(out) > 3_000_000 else None
+
+    cases.append(Case("bomb", "html_profile_of_1048576_positions", long_token_axis(1 << 20, "html"),
+                      report(1, json=False, check=page_in_bins), rss_mb=200, wall_s=15))
+
+    def heatmap_layers(d: Path):
+        # 65,536 one-element tensors, each its own layer, ref 1.5, ours 1.0: the HTML heatmap drew
+        # a row per layer (a million layers: a 433 MB page at 3.47 GB; a bad-input hunt, session
+        # 32); it draws the 1,024 layers the table lists now, and says how many more
+        n = 1 << 16
+        h = "{" + ",".join('"model.layers.%d.mlp":{"dtype":"F32","shape":[1],"data_offsets":[%d,%d]}'
+                           % (i, 4 * i, 4 * i + 4) for i in range(n)) + "}"
+        p = write_st(d / "ours.safetensors", h.encode(), np.full(n, 1.0, dtype=np.float32).tobytes())
+        q = write_st(d / "ref.safetensors", h.encode(), np.full(n, 1.5, dtype=np.float32).tobytes())
+        return ["diff", str(p), str(q), "--format", "html", "--no-tokens"]
+
+    def heatmap_said(_rep, out: str):
+        if "Layers not drawn: 64512 more layers, every one with diverged ops" not in out:
+            return "the page does not say how many layers the heatmap left out"
+        heat = out.split('<section id="heatmap">', 1)[-1].split("</section>", 1)[0]
+        return f"the heatmap is {len(heat)} characters" if len(heat) > 1_000_000 else None
+
+    cases.append(Case("bomb", "html_heatmap_of_65536_layers", heatmap_layers,
+                      report(1, json=False, check=heatmap_said), rss_mb=220, wall_s=20))
+
     def st_trailing(d: Path):
         # 1,048,577 tensors and then a trailing `{}`: the count of the header's fields started
         # again at the second value and read 1 (1.25 GiB parsed before the trailing value was

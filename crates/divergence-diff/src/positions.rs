@@ -14,6 +14,25 @@ use serde::{Deserialize, Serialize};
 
 use crate::metrics::ValuesRef;
 
+/// Most entries (token positions, decode steps) a profile may have: the token effect's
+/// [`crate::tokens::MAX_POSITIONS`], a million, past any model's context. A profile costs ~65
+/// bytes an entry while it is made, and its JSON ~40; 60,000,000 positions (two 233 KB
+/// `savez_compressed` files) took 3.8 GB and wrote 2.3 GB of JSON (2026-12-04, session 32).
+/// More, and the op has no profile; [`too_many_positions`] says so.
+pub const MAX_POSITIONS: usize = crate::tokens::MAX_POSITIONS;
+
+/// The note a report gives for an op with no profile because its token axis (or its
+/// positions across decode steps) holds `entries`, more than [`MAX_POSITIONS`]; `None` within
+/// the cap.
+pub fn too_many_positions(op: &str, entries: usize) -> Option<String> {
+    (entries > MAX_POSITIONS).then(|| {
+        format!(
+            "no per-position profile of {}: {entries} token positions, more than the {MAX_POSITIONS} a profile holds",
+            divergence_names::one_line(op)
+        )
+    })
+}
+
 /// Where along the token axis an op's error lies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind")]
@@ -202,7 +221,8 @@ pub fn across_steps(
     steps: &[&crate::OpResult],
     prompt_len: Option<usize>,
 ) -> Option<PositionProfile> {
-    if steps.is_empty() {
+    let prefill_entries = prefill.as_ref().map_or(0, |p| p.rel_err.len());
+    if steps.is_empty() || too_many_positions(op, prefill_entries + steps.len()).is_some() {
         return None;
     }
     let (mut rel_err, mut rel_tol, mut over, mut at, axis) = match prefill {
@@ -288,7 +308,8 @@ pub fn prefill_axis(name: &str, shape: &[usize], prompt_len: Option<usize>) -> O
 
 /// The per-position profile of `ours` against `reference` (row-major, `shape` the reference's,
 /// equally many values) along `axis`, judged with the op's `rtol` / `atol`. `None` when the
-/// values do not fill the shape or the axis is not in it.
+/// values do not fill the shape, the axis is not in it or holds more than [`MAX_POSITIONS`]
+/// positions ([`too_many_positions`]).
 pub fn position_profile(
     name: &str,
     ours: ValuesRef<'_>,
@@ -301,7 +322,7 @@ pub fn position_profile(
     let t = *shape.get(axis)?;
     let inner: usize = shape.get(axis + 1..)?.iter().product();
     let n = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d))?;
-    if t == 0 || inner == 0 || ours.len() != n || reference.len() != n {
+    if t == 0 || t > MAX_POSITIONS || inner == 0 || ours.len() != n || reference.len() != n {
         return None;
     }
     // Per position: squared error, squared reference norm, elements finite on both sides.
@@ -636,6 +657,47 @@ mod tests {
         .unwrap();
         assert_eq!(p.pattern, PositionPattern::Last);
         assert_eq!(p.rel_err, vec![Some(0.0), Some(0.0), Some(1.0)]);
+    }
+
+    /// A token axis of more than [`MAX_POSITIONS`] positions gives no profile, and the note
+    /// says why (60,000,000 positions took 3.8 GB and wrote 2.3 GB of JSON); at the cap, a
+    /// profile of every position. Across decode steps, the prefill's positions and the steps
+    /// count together.
+    #[test]
+    fn a_token_axis_past_the_cap_gives_no_profile() {
+        let run = |t: usize| {
+            let (o, r) = (vec![2.0f32; t], vec![1.0f32; t]);
+            position_profile(
+                "model.embed_tokens",
+                ValuesRef::F32(&o),
+                ValuesRef::F32(&r),
+                &[1, t, 1],
+                1,
+                1e-3,
+                0.0,
+            )
+        };
+        assert!(run(MAX_POSITIONS + 1).is_none());
+        assert_eq!(
+            too_many_positions("model.embed_tokens", MAX_POSITIONS + 1).as_deref(),
+            Some("no per-position profile of model.embed_tokens: 1048577 token positions, more than the 1048576 a profile holds")
+        );
+        let at_cap = run(MAX_POSITIONS).unwrap();
+        assert_eq!(
+            (at_cap.rel_err.len(), at_cap.pattern),
+            (MAX_POSITIONS, PositionPattern::All)
+        );
+        assert_eq!(too_many_positions("x", MAX_POSITIONS), None);
+        let row = step_row(1, 0.3, true);
+        let p = across_steps("model.embed_tokens", Some(at_cap), &[&row], None);
+        assert!(p.is_none(), "one step past the cap");
+        let rows = vec![step_row(1, 0.3, true); 2];
+        let refs: Vec<&crate::OpResult> = rows.iter().collect();
+        let short = run(MAX_POSITIONS - 2);
+        assert_eq!(
+            across_steps("model.embed_tokens", short, &refs, None).map(|p| p.rel_err.len()),
+            Some(MAX_POSITIONS)
+        );
     }
 
     #[test]

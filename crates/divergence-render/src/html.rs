@@ -168,7 +168,8 @@ if(box.value||only.checked){apply();}else{if(first!==null)page=Math.floor(+first
 "#;
 
 /// Defined on every page: `divergenceReport()`, a promise of the embedded JSON report parsed
-/// (plain JSON, or gzip+base64 in a paged report), `divergenceUnpack(element)`, a promise of
+/// (plain JSON, or gzip+base64 in a paged report or one of a long position profile),
+/// `divergenceUnpack(element)`, a promise of
 /// an element's gzip+base64 text as a string, and `divergenceNameMatch(re, name)`, the
 /// filter's test: the name, or a decode step's name without its `@s` (as `--grep` does).
 const REPORT_JS: &str = r#"
@@ -219,10 +220,13 @@ pub(crate) fn render(report: &Report, out: &mut dyn Write) -> io::Result<()> {
     flush(&mut h, out)?;
     out.write_all(plot::growth(report, false).as_bytes())?;
     h.push_str("</section>\n");
-    if let Some(svg) = plot::heatmap(report) {
+    if let Some((svg, hidden)) = plot::heatmap(report) {
         h.push_str("<h2>Per layer and op kind</h2>\n<section id=\"heatmap\">\n");
         flush(&mut h, out)?;
         out.write_all(svg.as_bytes())?;
+        if let Some(line) = hidden {
+            h.push_str(&format!("<p class=\"note\">{}</p>\n", escape(&line)));
+        }
         h.push_str("</section>\n");
     }
     per_step(report, &mut h);
@@ -231,7 +235,13 @@ pub(crate) fn render(report: &Report, out: &mut dyn Write) -> io::Result<()> {
     not_compared(report, &mut h);
     h.push_str(&format!("<p>{}</p>\n", escape(&view::summary_line(report))));
     let paged = report.ops.len() > LIVE_ROWS;
-    if paged {
+    // A profile of more positions than the plot draws a bar each (up to a million: tens of MB
+    // of JSON) is packed too.
+    let long_profile = report
+        .positions
+        .as_ref()
+        .is_some_and(|p| p.rel_err.len() > plot::POSITION_BAR_EACH);
+    if paged || long_profile {
         h.push_str(&format!("<script type=\"{PACKED}\" id=\"report\">"));
         flush(&mut h, out)?;
         // serde writes a value a few bytes at a time: gzip takes them 64 KiB at a time.

@@ -11,11 +11,12 @@
 use std::collections::BTreeMap;
 
 use divergence_diff::{
-    ratio_text, sci, truth_floor, DTypeClass, Report, Row, RowSource, Tolerance,
+    ratio_text, sci, truth_floor, DTypeClass, PositionProfile, Report, Row, RowSource, Tolerance,
 };
 use divergence_names::Op;
 
 use crate::svg::Svg;
+use crate::view;
 
 /// Marker colours (colour-blind safe pairs: blue / vermillion / purple).
 const OK: &str = "#0072b2";
@@ -768,23 +769,62 @@ pub(crate) fn colour(t: f64) -> String {
     )
 }
 
+/// Most entries (token positions) the per-position plot draws a bar each: a long context's
+/// (real reports' pages are unchanged). Past it, at most [`MAX_POSITION_BARS`] bars, each the
+/// worst of a bin of consecutive positions, its tooltip naming the range: a bar and its
+/// tooltip per position made a 2.3 GB page of 10,000,000 positions (2026-12-04, session 32;
+/// the profile holds at most [`divergence_diff::positions::MAX_POSITIONS`] now).
+pub(crate) const POSITION_BAR_EACH: usize = 32_768;
+
+/// Most bars of the per-position plot of more than [`POSITION_BAR_EACH`] positions (the
+/// plot is at most 1,320 pixels wide).
+pub(crate) const MAX_POSITION_BARS: usize = 2_000;
+
+/// The entry of `lo..hi` a bar of the per-position plot shows: the worst one, over the
+/// tolerance first (one with no relative error, NaN/Inf at other places, the worst of those),
+/// then the largest relative error; the first of equals.
+fn worst_entry(p: &PositionProfile, lo: usize, hi: usize) -> usize {
+    let key = |i: usize| match (p.over[i], p.rel_err[i]) {
+        (true, None) => (2, f64::INFINITY),
+        (true, Some(e)) => (1, e),
+        (false, Some(e)) => (0, e),
+        (false, None) => (-1, 0.0),
+    };
+    (lo..hi).fold(lo, |w, i| {
+        let (kw, ki) = (key(w), key(i));
+        if ki.0 > kw.0 || (ki.0 == kw.0 && ki.1 > kw.1) {
+            i
+        } else {
+            w
+        }
+    })
+}
+
 /// The first divergence's relative error per token position (`report.positions`) as bars on
 /// a log axis, red where the position is over its tolerance (the dashed step line, the op's
 /// own rule per position); exact positions get a mark on the `0` row, affected positions with
-/// no relative error (NaN/Inf) a red mark at the top. `None` without a profile.
+/// no relative error (NaN/Inf) a red mark at the top. Past [`POSITION_BAR_EACH`] positions a
+/// bar is the worst of a bin of them ([`worst_entry`]). `None` without a profile.
 pub(crate) fn positions(report: &Report) -> Option<String> {
     let p = report.positions.as_ref()?;
     let t = p.rel_err.len();
-    if t == 0 {
+    if t == 0 || p.rel_tol.len() != t || p.over.len() != t {
         return None;
     }
+    // Entries a bar, and bars.
+    let per_bar = if t <= POSITION_BAR_EACH {
+        1
+    } else {
+        t.div_ceil(MAX_POSITION_BARS)
+    };
+    let bars = t.div_ceil(per_bar);
     let (left, right, top) = (64.0, 16.0, 16.0);
-    let width = (left + right + 14.0 * t as f64).clamp(560.0, 1320.0);
+    let width = (left + right + 14.0 * bars as f64).clamp(560.0, 1320.0);
     let (y_bot, height) = (196.0, 266.0);
     let y_zero = y_bot + 20.0;
     let pw = width - left - right;
-    let bw = pw / t as f64;
-    let x = |i: usize| left + i as f64 * bw;
+    let bw = pw / bars as f64;
+    let x = |b: usize| left + b as f64 * bw;
     // The tolerance at least a decade above the base of the bars, so that its line shows.
     let axis = LogAxis::above_thresholds(
         p.rel_err.iter().filter_map(|v| *v),
@@ -810,25 +850,45 @@ pub(crate) fn positions(report: &Report) -> Option<String> {
     let gap = if bw > 4.0 { 1.0 } else { 0.0 };
     // Entry i's token position: the profile's numbering where it has one.
     let position = |i: usize| p.positions.get(i).copied().unwrap_or(i);
-    for (i, ((e, tol), &over)) in p.rel_err.iter().zip(&p.rel_tol).zip(&p.over).enumerate() {
-        // across decode steps, an entry's step too (the axis is the steps', not the tensor's)
-        let step = match p.steps.get(i) {
-            Some(0) => " (prefill)".to_string(),
-            Some(s) => format!(" (decode step {s})"),
-            None => String::new(),
-        };
-        let title = format!(
-            "position {}{step}: rel err {}{}",
-            position(i),
+    // across decode steps, an entry's step too (the axis is the steps', not the tensor's)
+    let step_of = |i: usize| match p.steps.get(i) {
+        Some(0) => " (prefill)".to_string(),
+        Some(s) => format!(" (decode step {s})"),
+        None => String::new(),
+    };
+    // The entry each bar shows.
+    let shown: Vec<usize> = (0..bars)
+        .map(|b| worst_entry(p, b * per_bar, ((b + 1) * per_bar).min(t)))
+        .collect();
+    for (b, &i) in shown.iter().enumerate() {
+        let (e, tol, over) = (&p.rel_err[i], &p.rel_tol[i], p.over[i]);
+        let what = format!(
+            "rel err {}{}",
             e.map_or_else(|| "n/a".to_string(), sci),
             tol.map_or_else(String::new, |t| format!(", tolerance {}", sci(t)))
         );
+        let title = if per_bar == 1 {
+            format!("position {}{}: {what}", position(i), step_of(i))
+        } else {
+            let (lo, hi) = (b * per_bar, ((b + 1) * per_bar).min(t) - 1);
+            let affected = p.over[lo..=hi].iter().filter(|&&o| o).count();
+            format!(
+                "positions {}{} to {}{} ({} entries, {affected} over the tolerance): worst at position {}{}: {what}",
+                position(lo),
+                step_of(lo),
+                position(hi),
+                step_of(hi),
+                hi - lo + 1,
+                position(i),
+                step_of(i)
+            )
+        };
         match e {
             Some(v) if *v > 0.0 => {
                 let yy = y(*v).clamp(top, y_bot);
                 let fill = if over { BAD } else { "#9aa5b1" };
                 svg.rect(
-                    x(i) + gap / 2.0,
+                    x(b) + gap / 2.0,
                     yy,
                     (bw - gap).max(0.5),
                     y_bot - yy,
@@ -837,7 +897,7 @@ pub(crate) fn positions(report: &Report) -> Option<String> {
                 );
             }
             Some(_) => svg.circle(
-                x(i) + bw / 2.0,
+                x(b) + bw / 2.0,
                 y_zero,
                 2.5,
                 "fill=\"#9aa5b1\"",
@@ -846,7 +906,7 @@ pub(crate) fn positions(report: &Report) -> Option<String> {
             // No relative error (NaN/Inf at other places, or a reference of zeros): a red
             // mark at the top when the position is affected.
             None if over => svg.circle(
-                x(i) + bw / 2.0,
+                x(b) + bw / 2.0,
                 top + 4.0,
                 3.5,
                 &format!("fill=\"{BAD}\""),
@@ -855,13 +915,14 @@ pub(crate) fn positions(report: &Report) -> Option<String> {
             None => {}
         }
     }
-    // The tolerance per position, a step line (none in exact mode: 0 has no log).
+    // The tolerance per position (per bar: its entry's), a step line (none in exact mode: 0
+    // has no log).
     let mut pts = Vec::new();
-    for (i, tol) in p.rel_tol.iter().enumerate() {
-        if let Some(tv) = tol.filter(|t| *t > 0.0) {
+    for (b, &i) in shown.iter().enumerate() {
+        if let Some(tv) = p.rel_tol[i].filter(|t| *t > 0.0) {
             let yy = y(tv).clamp(top, y_bot);
-            pts.push((x(i), yy));
-            pts.push((x(i) + bw, yy));
+            pts.push((x(b), yy));
+            pts.push((x(b) + bw, yy));
         }
     }
     if pts.len() >= 2 {
@@ -878,53 +939,61 @@ pub(crate) fn positions(report: &Report) -> Option<String> {
     // Across decode steps, where the prefill's positions end and the steps' begin.
     if let Some(k) = p.steps.iter().position(|&s| s > 0).filter(|&k| k > 0) {
         svg.line(
-            x(k),
+            x(k / per_bar),
             top,
-            x(k),
+            x(k / per_bar),
             y_zero + 8.0,
             "stroke=\"#555\" stroke-width=\"1\" stroke-dasharray=\"4 3\"",
         );
         svg.text(
-            x(k) + 4.0,
+            x(k / per_bar) + 4.0,
             top + 10.0,
             "start",
             "fill=\"#555\" font-size=\"11\"",
             "decode steps",
         );
     }
-    // Position labels, at most ~16.
-    let step = t.div_ceil(16).max(1);
-    for i in (0..t).step_by(step) {
+    // Position labels, at most ~16 (each at its bar's first entry).
+    let step = bars.div_ceil(16).max(1);
+    for b in (0..bars).step_by(step) {
         svg.text(
-            x(i) + bw / 2.0,
+            x(b) + bw / 2.0,
             y_zero + 24.0,
             "middle",
             "fill=\"#333\"",
-            &position(i).to_string(),
+            &position(b * per_bar).to_string(),
         );
     }
+    let thinned = if per_bar > 1 {
+        format!("; a bar the worst of {per_bar} positions")
+    } else {
+        String::new()
+    };
     svg.text(
         left + pw / 2.0,
         height - 8.0,
         "middle",
         "fill=\"#333\"",
         &if p.steps.is_empty() {
-            format!("token position (axis {} of {})", p.axis, p.op)
+            format!("token position (axis {} of {}{thinned})", p.axis, p.op)
         } else if p.steps.first() == Some(&0) {
             format!(
-                "token position (of {}: the prefill's, then one per decode step)",
+                "token position (of {}: the prefill's, then one per decode step{thinned})",
                 p.op
             )
         } else {
-            format!("token position (of {}: one per decode step)", p.op)
+            format!("token position (of {}: one per decode step{thinned})", p.op)
         },
     );
     Some(svg.finish())
 }
 
 /// The layers × op-kind heatmap of rel err (log colour scale), or `None` when no op is in a
-/// layer.
-pub(crate) fn heatmap(report: &Report) -> Option<String> {
+/// layer; with a line to put under it when layers are left out. It draws the layers the
+/// table lists ([`view::shown_layers`]: at most [`view::SHOWN_LAYERS`]); a row per layer of
+/// 1,048,576 layers made a 433 MB page at 3.47 GB (2026-12-04, session 32).
+pub(crate) fn heatmap(report: &Report) -> Option<(String, Option<String>)> {
+    let (keep, hidden) = view::shown_layers(report);
     // Op kinds in order of first appearance; q / k variants keep their own columns.
     // With decode steps, the prefill's rows and then the steps' (a cell the worst of every
     // step): a KV-cache bug reads as a clean block above a dark one (the prefill and the
@@ -934,6 +1003,9 @@ pub(crate) fn heatmap(report: &Report) -> Option<String> {
     let mut cells: BTreeMap<(usize, usize), Vec<(Op, Cell)>> = BTreeMap::new();
     for op in report.ops.rows() {
         let Some(layer) = op.layer() else { continue };
+        if keep.as_ref().is_some_and(|k| !k.contains(&layer)) {
+            continue;
+        }
         let kind = op_kind(op);
         if !kinds.contains(&kind) {
             kinds.push(kind);
@@ -1181,7 +1253,13 @@ pub(crate) fn heatmap(report: &Report) -> Option<String> {
         "fill=\"#333\"",
         "diverged (black border)",
     );
-    Some(svg.finish())
+    let hidden = hidden.map(|note| {
+        format!(
+            "Layers not drawn: {note} (the heatmap draws at most {}; the JSON report has every op).",
+            view::SHOWN_LAYERS
+        )
+    });
+    Some((svg.finish(), hidden))
 }
 
 #[cfg(test)]

@@ -656,50 +656,70 @@ pub(crate) fn layer_lines(report: &Report) -> Vec<LayerLine> {
         .collect()
 }
 
-/// Layers listed in the per-layer section of the table and the Markdown: a real model has up
+/// Layers listed in the per-layer section of the table and the Markdown, and rows of the HTML
+/// heatmap ([`crate::plot::heatmap`]): a real model has up
 /// to ~130. A dump of a million distinct layer numbers (1,000,000 one-element tensors, a 90 MB
 /// file) made a per-layer table of 98 MB at a peak of 4.5 GiB (2026-12-04, session 31).
 pub(crate) const SHOWN_LAYERS: usize = 1024;
 
-/// The per-layer lines the table and the Markdown show, and what the layers left out hold.
-/// Every layer up to [`SHOWN_LAYERS`]; past it, up to the cap and in this order of choice: the
-/// layer of the first divergence, the layers with a diverged op, those with a missing or
-/// unreadable op, then the first layers; shown in layer order, with a note of the rest
-/// ([`hidden_layers_note`]). Only the lines shown are made (a line costs two names).
+/// The per-layer lines the table and the Markdown show, and what the layers left out hold
+/// ([`shown_layers`] chooses them). Only the lines shown are made (a line costs two names).
 pub(crate) fn shown_layer_lines(report: &Report) -> (Vec<LayerLine>, Option<String>) {
     let name = |r: Row<'_>| divergence_names::short_name(&r.name()).to_string();
     let tallies = layer_tallies(report, |r| r.layer());
-    let total = tallies.len();
-    let mut keep: BTreeSet<usize> = BTreeSet::new();
-    if total > SHOWN_LAYERS {
-        let first = report
-            .first_divergence
-            .as_ref()
-            .and_then(|f| report.ops.get_row(f.index)?.layer());
-        let diverged = tallies
-            .iter()
-            .filter(|(_, t)| t.diverged > 0)
-            .map(|(&l, _)| l);
-        let incomplete = tallies
-            .iter()
-            .filter(|(_, t)| t.incomplete)
-            .map(|(&l, _)| l);
-        let chosen = first
-            .into_iter()
-            .chain(diverged)
-            .chain(incomplete)
-            .chain(tallies.keys().copied());
-        for l in chosen {
-            if keep.len() == SHOWN_LAYERS {
-                break;
-            }
-            keep.insert(l);
-        }
+    let (keep, note) = choose_layers(report, &tallies);
+    let lines = tallies
+        .into_iter()
+        .filter(|(l, _)| keep.as_ref().is_none_or(|k| k.contains(l)))
+        .map(|(layer, t)| layer_line(report, layer, t, name))
+        .collect();
+    (lines, note)
+}
+
+/// The layers the per-layer views show (the table's and the Markdown's lines, the HTML
+/// heatmap's rows): `None` for every layer, up to [`SHOWN_LAYERS`]; past it, up to the cap and
+/// in this order of choice: the layer of the first divergence, the layers with a diverged op,
+/// those with a missing or unreadable op, then the first layers; and a note of the rest
+/// ([`hidden_layers_note`]).
+pub(crate) fn shown_layers(report: &Report) -> (Option<BTreeSet<usize>>, Option<String>) {
+    choose_layers(report, &layer_tallies(report, |r| r.layer()))
+}
+
+/// [`shown_layers`] from the layers' tallies.
+fn choose_layers(
+    report: &Report,
+    tallies: &BTreeMap<usize, LayerTally>,
+) -> (Option<BTreeSet<usize>>, Option<String>) {
+    if tallies.len() <= SHOWN_LAYERS {
+        return (None, None);
     }
-    let shown = |l: &usize| total <= SHOWN_LAYERS || keep.contains(l);
+    let first = report
+        .first_divergence
+        .as_ref()
+        .and_then(|f| report.ops.get_row(f.index)?.layer());
+    let diverged = tallies
+        .iter()
+        .filter(|(_, t)| t.diverged > 0)
+        .map(|(&l, _)| l);
+    let incomplete = tallies
+        .iter()
+        .filter(|(_, t)| t.incomplete)
+        .map(|(&l, _)| l);
+    let chosen = first
+        .into_iter()
+        .chain(diverged)
+        .chain(incomplete)
+        .chain(tallies.keys().copied());
+    let mut keep: BTreeSet<usize> = BTreeSet::new();
+    for l in chosen {
+        if keep.len() == SHOWN_LAYERS {
+            break;
+        }
+        keep.insert(l);
+    }
     let hidden: Vec<&LayerTally> = tallies
         .iter()
-        .filter(|&(l, _)| !shown(l))
+        .filter(|&(l, _)| !keep.contains(l))
         .map(|(_, t)| t)
         .collect();
     let note = hidden_layers_note(
@@ -707,12 +727,7 @@ pub(crate) fn shown_layer_lines(report: &Report) -> (Vec<LayerLine>, Option<Stri
         hidden.iter().filter(|t| t.diverged > 0).count(),
         hidden.iter().filter(|t| t.incomplete).count(),
     );
-    let lines = tallies
-        .into_iter()
-        .filter(|(l, _)| shown(l))
-        .map(|(layer, t)| layer_line(report, layer, t, name))
-        .collect();
-    (lines, note)
+    (Some(keep), note)
 }
 
 /// How many layers the report's rows have (the per-layer lines, shown or not).

@@ -792,3 +792,102 @@ fn a_dense_growth_plot_keeps_every_visible_dot_and_the_first_divergence() {
     let few = growth_of_300(|i| i == 150);
     assert_eq!(few.matches("<title>#").count(), 300);
 }
+
+#[test]
+fn a_profile_of_a_million_positions_is_drawn_in_bins() {
+    // 1,048,576 positions (the most a profile holds), every one over the tolerance, position
+    // 700,001 the worst: at most 2,000 bars, each the worst of its bin of 525 positions, its
+    // tooltip the range; a bar a position made a 2.3 GB page of 10 million (session 32).
+    let t = 1 << 20;
+    let r = vec![1.0f32; t];
+    let mut o = vec![2.0f32; t];
+    o[700_001] = 4.0;
+    let mut report = report();
+    report.positions = position_profile(
+        "model.embed_tokens",
+        ValuesRef::F32(&o),
+        ValuesRef::F32(&r),
+        &[1, t, 1],
+        1,
+        1e-3,
+        0.0,
+    );
+    assert_eq!(report.positions.as_ref().map(|p| p.rel_err.len()), Some(t));
+    let doc = html(&report);
+    assert_well_formed(&doc);
+    let section = between(&doc, "<section id=\"positions\">", "</section>");
+    let bars = section.matches("<rect").count() - 1; // the background
+    assert_eq!(bars, t.div_ceil(525), "one bar a bin of 525 positions");
+    assert!(
+        section.contains(
+            "positions 699825 to 700349 (525 entries, 525 over the tolerance): worst at position 700001: rel err 3.000e+00, tolerance 1.000e-03"
+        ),
+        "{}",
+        &section[..2000]
+    );
+    assert!(section.contains("a bar the worst of 525 positions"));
+    // The embedded JSON, every position, is packed: the page stays small.
+    assert!(doc.contains("<script type=\"application/gzip+base64\" id=\"report\">"));
+    assert!(doc.len() < 2_000_000, "{} bytes", doc.len());
+}
+
+#[test]
+fn the_heatmap_draws_the_layers_the_table_lists() {
+    // 2,000 layers, layer 1,500 the first divergence: the heatmap draws 1,024 of them (as the
+    // table lists them: the first divergence's layer, then the first layers) and says how many
+    // it leaves out; a row per layer of 1,048,576 layers made a 433 MB page (session 32).
+    let ops: Vec<OpResult> = (0..2_000)
+        .map(|l| {
+            let status = if l == 1_500 { "diverged" } else { "ok" };
+            serde_json::from_value(serde_json::json!({
+                "name": format!("model.layers.{l}.mlp"), "status": status,
+                "rel_l2_err": if l == 1_500 { 0.5 } else { 0.0 }, "layer": l,
+            }))
+            .unwrap()
+        })
+        .collect();
+    let report = assemble(
+        ops,
+        ReportContext::new("ours", "ref", OrderSource::RefMeta),
+        &DiffConfig::default(),
+    );
+    let doc = html(&report);
+    assert_well_formed(&doc);
+    let section = between(&doc, "<section id=\"heatmap\">", "</section>");
+    let rows: Vec<&str> = section
+        .split("<text")
+        .skip(1)
+        .filter_map(|t| {
+            t.split_once('>')?
+                .1
+                .split_once("</text>")?
+                .0
+                .strip_prefix('L')
+        })
+        .filter(|l| l.parse::<usize>().is_ok())
+        .collect();
+    assert_eq!(rows.len(), 1_024);
+    assert_eq!(rows[..3], ["0", "1", "2"]);
+    assert_eq!(rows.last(), Some(&"1500"));
+    assert!(section.contains(
+        "<p class=\"note\">Layers not drawn: 976 more layers, none with a diverged op (the heatmap draws at most 1024; the JSON report has every op).</p>"
+    ));
+    // Within the cap, every layer and no line.
+    let small = assemble(
+        (0..10)
+            .map(|l| {
+                serde_json::from_value(serde_json::json!({
+                    "name": format!("model.layers.{l}.mlp"), "status": "ok",
+                    "rel_l2_err": 0.0, "layer": l,
+                }))
+                .unwrap()
+            })
+            .collect::<Vec<OpResult>>(),
+        ReportContext::new("ours", "ref", OrderSource::RefMeta),
+        &DiffConfig::default(),
+    );
+    let doc = html(&small);
+    let section = between(&doc, "<section id=\"heatmap\">", "</section>");
+    assert_eq!(section.matches(">L").count(), 10);
+    assert!(!section.contains("Layers not drawn"));
+}

@@ -782,13 +782,16 @@ fn finish_report(args: &DiffArgs, cfg: &DiffConfig, sides: Sides<'_>) -> Result<
         ));
     }
     timings::mark("assemble");
-    (report.hints, report.positions) = diagnosis(
+    let profile_note;
+    (report.hints, report.positions, profile_note) = diagnosis(
         &report,
         &plan,
         (&ours, &reference),
         args.model.as_deref(),
         prompt_len,
     );
+    // A first divergence with more token positions than a profile holds says why it has none.
+    report.notes.extend(profile_note);
     timings::mark("diagnosis");
     if !args.no_tokens {
         report.tokens = tokens(&plan, &ours, &reference, prompt_len, &mut report.warnings);
@@ -1047,6 +1050,7 @@ fn diagnosis(
 ) -> (
     Vec<divergence_diff::Hint>,
     Option<divergence_diff::PositionProfile>,
+    Option<String>,
 ) {
     // The checkpoint's weights (`--model`), for the `transpose` fingerprint; a checkpoint that
     // cannot be opened here was already reported by the gains (an error), so this is quiet.
@@ -1068,7 +1072,8 @@ fn diagnosis(
     let through = crate::cmd::steps::same_tokens_through(ours, reference);
     let fed_alike = |s: usize| through.is_none_or(|t| s <= t);
     // A first divergence in a decode step: its profile runs across the steps.
-    let mut profile = steps_profile(report, plan, ours, reference, prompt_len);
+    let mut note = None;
+    let mut profile = steps_profile(report, plan, ours, reference, prompt_len, &mut note);
     let across_steps = profile.is_some();
     for (name, inputs) in report.hint_targets() {
         let (Some(o), Some(r)) = (read(ours, plan.ours_name(&name)), read(reference, &name)) else {
@@ -1081,7 +1086,7 @@ fn diagnosis(
                 .as_ref()
                 .is_some_and(|f| f.name == name)
         {
-            profile = positions(report, &o.0, &r.0).map(|p| p.at_prompt_end(prompt_len));
+            profile = positions(report, &o.0, &r.0, &mut note).map(|p| p.at_prompt_end(prompt_len));
         }
         let input_views: Vec<(&str, Option<_>, Option<_>)> = inputs
             .iter()
@@ -1139,7 +1144,7 @@ fn diagnosis(
         }
     }
     out.extend(decode_hints(report, plan, (ours, reference), &fed_alike));
-    (out, profile)
+    (out, profile, note)
 }
 
 /// Ours' name of the probe of row `name` (a decode step's, `base@s`) at `step`: the plan's
@@ -1234,6 +1239,7 @@ fn steps_profile(
     ours: &MappedDump<'_>,
     reference: &MappedDump<'_>,
     prompt_len: Option<usize>,
+    note: &mut Option<String>,
 ) -> Option<divergence_diff::PositionProfile> {
     let first = report.first_divergence.as_ref()?;
     if first.step == 0 || report.steps.is_empty() {
@@ -1267,7 +1273,12 @@ fn steps_profile(
                 let axis_of = |name: &str, shape: &[usize]| {
                     divergence_diff::prefill_axis(name, shape, prompt_len)
                 };
-                prefill = row_profile(&op, &o.0, &r.0, &axis_of);
+                prefill = row_profile(&op, &o.0, &r.0, &axis_of, note);
+                // A prefill past the cap: no profile across the steps either (one of the steps
+                // alone would read as a probe that has no prefill row).
+                if note.is_some() {
+                    return None;
+                }
             }
             (b, _) if b == base => rows.push(row.op()),
             _ => {}
@@ -1276,6 +1287,8 @@ fn steps_profile(
     let rows: Vec<&OpResult> = rows.iter().map(|op| &**op).collect();
     // The prompt's length numbers the steps' token positions where the op has no prefill row,
     // and the logits' where they keep the prompt's last rows only.
+    let entries = prefill.as_ref().map_or(0, |p| p.rel_err.len()) + rows.len();
+    *note = divergence_diff::positions::too_many_positions(base, entries);
     divergence_diff::across_steps(base, prefill, &rows, prompt_len)
 }
 
@@ -1293,26 +1306,31 @@ fn read_whole<'a>(dump: &MappedDump<'a>, name: &str) -> Option<(TensorView<'a>, 
 /// Which token positions carry the first divergence's error ([`divergence_diff::positions`]),
 /// judged with the row's rtol / atol (and its NaN/Inf rule); `None` for a shape mismatch, a
 /// probe with no finite value, a row judged against the truth (`--truth`: the per-position
-/// noise ratio is not computed) or a probe without a token axis.
+/// noise ratio is not computed), a probe without a token axis, or one with more positions
+/// than a profile holds (`note` then says so).
 fn positions(
     report: &Report,
     ours: &TensorView<'_>,
     reference: &TensorView<'_>,
+    note: &mut Option<String>,
 ) -> Option<divergence_diff::PositionProfile> {
     row_profile(
         &*report.first_divergence_op()?,
         ours,
         reference,
         &divergence_diff::position_axis,
+        note,
     )
 }
 
-/// The per-position profile of one row (see [`positions`]).
+/// The per-position profile of one row (see [`positions`]); `note` says why there is none
+/// when its token axis holds more than [`divergence_diff::positions::MAX_POSITIONS`].
 fn row_profile(
     row: &OpResult,
     ours: &TensorView<'_>,
     reference: &TensorView<'_>,
     axis_of: &dyn Fn(&str, &[usize]) -> Option<usize>,
+    note: &mut Option<String>,
 ) -> Option<divergence_diff::PositionProfile> {
     if matches!(
         row.status,
@@ -1327,6 +1345,12 @@ fn row_profile(
     }
     let (rtol, atol) = (row.rule.rtol?, row.rule.atol?);
     let axis = axis_of(&row.name, &reference.shape)?;
+    if let Some(n) =
+        divergence_diff::positions::too_many_positions(&row.name, *reference.shape.get(axis)?)
+    {
+        *note = Some(n);
+        return None;
+    }
     divergence_diff::position_profile(
         &row.name,
         ours.values(),
