@@ -734,7 +734,7 @@ def bomb_cases() -> list[Case]:
     def long_token_axis(t: int, fmt: str):
         # model.embed_tokens [1, t, 1], ref 1.0, ours 2.0, deflated (a few KB): the per-position
         # profile had no cap (60,000,000 positions: 3.8 GB, 2.3 GB of JSON; the HTML aborted at
-        # 11.4 GB; a bad-input hunt, session 32)
+        # 11.4 GB; a bad-input hunt, session 31)
         def build(d: Path):
             x = {"model.embed_tokens": np.ones((1, t, 1), dtype=np.float32)}
             q = savez(d / "ref.npz", x, meta_for(x), compressed=True)

@@ -17,7 +17,7 @@ use crate::metrics::ValuesRef;
 /// Most entries (token positions, decode steps) a profile may have: the token effect's
 /// [`crate::tokens::MAX_POSITIONS`], a million, past any model's context. A profile costs ~65
 /// bytes an entry while it is made, and its JSON ~40; 60,000,000 positions (two 233 KB
-/// `savez_compressed` files) took 3.8 GB and wrote 2.3 GB of JSON (2026-12-04, session 32).
+/// `savez_compressed` files) took 3.8 GB and wrote 2.3 GB of JSON (2026-12-04, session 31).
 /// More, and the op has no profile; [`too_many_positions`] says so.
 pub const MAX_POSITIONS: usize = crate::tokens::MAX_POSITIONS;
 

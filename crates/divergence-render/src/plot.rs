@@ -772,7 +772,7 @@ pub(crate) fn colour(t: f64) -> String {
 /// Most entries (token positions) the per-position plot draws a bar each: a long context's
 /// (real reports' pages are unchanged). Past it, at most [`MAX_POSITION_BARS`] bars, each the
 /// worst of a bin of consecutive positions, its tooltip naming the range: a bar and its
-/// tooltip per position made a 2.3 GB page of 10,000,000 positions (2026-12-04, session 32;
+/// tooltip per position made a 2.3 GB page of 10,000,000 positions (2026-12-04, session 31;
 /// the profile holds at most [`divergence_diff::positions::MAX_POSITIONS`] now).
 pub(crate) const POSITION_BAR_EACH: usize = 32_768;
 
@@ -991,7 +991,7 @@ pub(crate) fn positions(report: &Report) -> Option<String> {
 /// The layers × op-kind heatmap of rel err (log colour scale), or `None` when no op is in a
 /// layer; with a line to put under it when layers are left out. It draws the layers the
 /// table lists ([`view::shown_layers`]: at most [`view::SHOWN_LAYERS`]); a row per layer of
-/// 1,048,576 layers made a 433 MB page at 3.47 GB (2026-12-04, session 32).
+/// 1,048,576 layers made a 433 MB page at 3.47 GB (2026-12-04, session 31).
 pub(crate) fn heatmap(report: &Report) -> Option<(String, Option<String>)> {
     let (keep, hidden) = view::shown_layers(report);
     // Op kinds in order of first appearance; q / k variants keep their own columns.

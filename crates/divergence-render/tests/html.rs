@@ -797,7 +797,7 @@ fn a_dense_growth_plot_keeps_every_visible_dot_and_the_first_divergence() {
 fn a_profile_of_a_million_positions_is_drawn_in_bins() {
     // 1,048,576 positions (the most a profile holds), every one over the tolerance, position
     // 700,001 the worst: at most 2,000 bars, each the worst of its bin of 525 positions, its
-    // tooltip the range; a bar a position made a 2.3 GB page of 10 million (session 32).
+    // tooltip the range; a bar a position made a 2.3 GB page of 10 million (session 31).
     let t = 1 << 20;
     let r = vec![1.0f32; t];
     let mut o = vec![2.0f32; t];
@@ -835,7 +835,7 @@ fn a_profile_of_a_million_positions_is_drawn_in_bins() {
 fn the_heatmap_draws_the_layers_the_table_lists() {
     // 2,000 layers, layer 1,500 the first divergence: the heatmap draws 1,024 of them (as the
     // table lists them: the first divergence's layer, then the first layers) and says how many
-    // it leaves out; a row per layer of 1,048,576 layers made a 433 MB page (session 32).
+    // it leaves out; a row per layer of 1,048,576 layers made a 433 MB page (session 31).
     let ops: Vec<OpResult> = (0..2_000)
         .map(|l| {
             let status = if l == 1_500 { "diverged" } else { "ok" };
