@@ -67,9 +67,10 @@ impl Budget {
     }
 }
 
-/// How many decode steps a dump of `file_len` bytes may unfold into ([`Budget::for_file`]):
-/// the budget a reader of its steps holds what it makes of them to (`diff --prefill-vs-decode`'s
-/// rows for steps the file lacks).
+/// How many decode steps a dump of `file_len` bytes may unfold into: one per
+/// [`BYTES_PER_UNFOLDED_STEP`] bytes, within [`MIN_UNFOLDED_ENTRIES`] and
+/// [`MAX_UNFOLDED_ENTRIES`]; the budget a reader of its steps holds what it makes of them to
+/// (`diff --prefill-vs-decode`'s rows for steps the file lacks).
 pub fn unfolded_step_budget(file_len: u64) -> usize {
     Budget::for_file(file_len).entries
 }
