@@ -236,6 +236,26 @@ def deflate_zeros(prefix: bytes, n_zeros: int, crc: bool = True) -> Member:
                   usize=len(prefix) + n_zeros, crc=c)
 
 
+def deflate_repeat(prefix: bytes, chunk: bytes, n_chunks: int, last: bytes | None = None) -> Member:
+    """A raw deflate stream of `prefix` + `n_chunks` copies of `chunk` (1 MiB of a repeating
+    pattern, say), the last one replaced by `last` if given, built as `deflate_zeros` builds its
+    own: after a sync flush every further copy compresses to the same bytes (checked)."""
+    assert n_chunks >= 3
+    last = chunk if last is None else last
+    co = zlib.compressobj(6, zlib.DEFLATED, -15)
+    first = co.compress(prefix + chunk) + co.flush(zlib.Z_SYNC_FLUSH)
+    mid = co.compress(chunk) + co.flush(zlib.Z_SYNC_FLUSH)
+    mid2 = co.compress(chunk) + co.flush(zlib.Z_SYNC_FLUSH)
+    assert mid == mid2
+    end = co.compress(last) + co.flush(zlib.Z_FINISH)
+    c = zlib.crc32(prefix)
+    for _ in range(n_chunks - 1):
+        c = zlib.crc32(chunk, c)
+    c = zlib.crc32(last, c)
+    return Member("", method=8, pieces=[(first, 1), (mid, n_chunks - 2), (end, 1)],
+                  usize=len(prefix) + len(chunk) * (n_chunks - 1) + len(last), crc=c)
+
+
 def savez(path: Path, arrays: dict[str, np.ndarray], meta: dict | None = None,
           compressed=False) -> Path:
     """An npz as numpy writes it (numpy's own zip writer: zip64 extras), with optional __meta__."""
@@ -1245,6 +1265,42 @@ def semantic_cases() -> list[Case]:
 
     cases.append(Case("semantic", "empty_zip_vs_real_dump", empty_zip,
                       report(2, others={"only_ref"}, check=nothing_compared)))
+
+    # 23 shape mismatches of 2,621,440 elements in 5 axes (ours [8, 10, 16, 32, 64], the
+    # reference the axes reversed), deflated, 200 KB a file: the layout diagnosis's work is
+    # bounded in all, counted from the shapes (120 orders x 2.6M elements a row: the first 3
+    # rows are tried, 1e9), the other 20 are said in a warning and never read. The first 3 fail
+    # every axis order at the first element (ours all 2, the reference all 1), the last 20 only
+    # at the last (all 1 but ours' last element), as a bad-input hunt's 40 rows did (36.6 s,
+    # 2026-12-04): before, those were scanned to the end in all 120 orders, 1.5 s a row.
+    def layout_rows_past_the_budget(d: Path):
+        dims = [8, 10, 16, 32, 64]
+
+        def member(shape, fill, last):
+            chunk = np.full(1 << 18, fill, np.float32)
+            end = chunk.copy()
+            end[-1] = last
+            return deflate_repeat(npy_header("<f4", tuple(shape)), chunk.tobytes(), 10,
+                                  end.tobytes())
+
+        sides = []
+        ours = (member(dims, 2.0, 2.0), member(dims, 1.0, 11.0))
+        ref = (member(dims[::-1], 1.0, 1.0),) * 2
+        for tag, (early, late) in (("ours", ours), ("ref", ref)):
+            members = [Member(f"model.layers.{i}.mlp.npy", method=8, pieces=m.pieces,
+                              usize=m.usize, crc=m.crc)
+                       for i, m in enumerate([early] * 3 + [late] * 20)]
+            sides.append(write_zip(d / f"layout_{tag}.npz", members))
+        return ["diff", str(sides[0]), str(sides[1]), "--format", "json"]
+
+    def layout_budget_said(rep, _out):
+        ws = [w for w in rep.get("warnings", [])
+              if w.startswith("20 shape mismatches not tried for a layout change")]
+        return None if ws else f"no warning of 20 rows not tried: {rep.get('warnings')}"
+
+    cases.append(Case("semantic", "layout_diagnosis_past_its_total_work", layout_rows_past_the_budget,
+                      report(1, others={"shape_mismatch"}, check=layout_budget_said),
+                      rss_mb=300, wall_s=10.0))
     return cases
 
 
@@ -2030,6 +2086,36 @@ def decode_cases() -> list[Case]:
         check=lambda rep, _o: None if [s["step"] for s in rep.get("steps", [])] == [0, 1, 2]
         and all(r["step"] == (int(r["name"].rsplit("@", 1)[1]) if "@" in r["name"] else 0)
                 for r in rep["ops"]) else "steps wrong")))
+
+    # The decode hints read the reference's steps around the first divergent step whole: at
+    # most 512 MiB of them in all, nearest first. 20 steps of 64 MiB (16M f32, each step's
+    # value its number; deflated, 1.3 MB a file); ours holds steps 10 and 11 only (compared
+    # with --steps), the reference's 12 and 13: `decode_position` still names step 12 (distance
+    # 2), and only the steps within the bound are held (before: all 20 and ours' 2 at once, 1.85
+    # GB and 9.8 s, release; a bad-input hunt, 2026-12-04: 34 steps of 200 MB took 7.8 GB).
+    def decode_hint_steps_past_the_budget(d: Path):
+        base = "model.layers.0.self_attn.rope_k"
+        n = 16 << 20
+        small_prefill = npy(np.ones((1, 1, 4, 8), np.float32))
+
+        def step(t: int, value: float) -> Member:
+            chunk = np.full(1 << 18, value, np.float32).tobytes()
+            m = deflate_repeat(npy_header("<f4", (1, 1, 1, n)), chunk, n // (1 << 18))
+            return Member(f"{base}@{t}.npy", method=8, pieces=m.pieces, usize=m.usize, crc=m.crc)
+
+        q = write_zip(d / "ref.npz", [Member(f"{base}.npy", small_prefill)]
+                      + [step(t, t) for t in range(1, 21)])
+        p = write_zip(d / "ours_hint_steps.npz", [Member(f"{base}.npy", small_prefill),
+                                                 step(10, 12), step(11, 13)])
+        return ["diff", str(p), str(q), "--format", "json", "--steps", "0,10-11"]
+
+    def names_step_12(rep, _out):
+        hs = [h["message"] for h in rep.get("hints", []) if h["code"] == "decode_position"]
+        return None if any("ours' step 10 is the reference's step 12" in h for h in hs) \
+            else f"no decode_position hint naming step 12: {hs}"
+
+    cases.append(Case("decode", "hint_steps_past_their_budget", decode_hint_steps_past_the_budget,
+                      report(1, check=names_step_12), rss_mb=1100, wall_s=15.0))
     return cases
 
 

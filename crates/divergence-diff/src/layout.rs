@@ -31,6 +31,31 @@ const MAX_RANK: usize = 5;
 const MAX_WORK: usize = 400_000_000;
 /// Largest tensor tried (both sides are widened to f64 copies: 2 x 128 MiB).
 const MAX_ELEMENTS: usize = 16 << 20;
+/// Work bound of one diff's layout diagnosis, across its rows (2.5 calls at [`MAX_WORK`],
+/// ~1.5 s a call scanned to the end in every order, release): the caller tries rows while the
+/// [`layout_work`] of those tried stays within it (a bad-input hunt: 40 rows of 2.4M elements,
+/// each scanned in all 120 axis orders, took 36.6 s).
+pub const MAX_TOTAL_WORK: usize = 1_000_000_000;
+// (two calls at their own bound fit)
+const _: () = assert!(MAX_TOTAL_WORK >= 2 * MAX_WORK);
+
+/// The work [`layout_match`] may do on tensors of these shapes (axis orders times elements),
+/// from the shapes alone, before anything is read; `None` where it tries nothing: the element
+/// counts differ or are 0, more than 16M elements, a rank above 5 (size-1 axes aside), or
+/// more than its own work bound.
+pub fn layout_work(ours_shape: &[usize], ref_shape: &[usize]) -> Option<usize> {
+    let dims: Vec<usize> = ref_shape.iter().copied().filter(|&d| d != 1).collect();
+    let n = dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d))?;
+    let ours_n = ours_shape
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))?;
+    if n != ours_n || n == 0 || n > MAX_ELEMENTS || dims.len() > MAX_RANK {
+        return None;
+    }
+    let orders: usize = (1..=dims.len()).product();
+    let work = orders.saturating_mul(n);
+    (work <= MAX_WORK).then_some(work)
+}
 
 /// The first layout change (plain reshape first, then axis orders with fewer axes moved) under
 /// which ours agrees with the reference: `‖o' − r‖₂ ≤ atol·√n + rtol·‖r‖₂`. `None` when the
@@ -41,6 +66,8 @@ pub fn layout_match(
     rtol: f64,
     atol: f64,
 ) -> Option<LayoutMatch> {
+    // The bounds are checked before anything is copied.
+    layout_work(ours.shape, reference.shape)?;
     let dims: Vec<usize> = reference
         .shape
         .iter()
@@ -48,23 +75,12 @@ pub fn layout_match(
         .filter(|&d| d != 1)
         .collect();
     let n: usize = dims.iter().product();
-    let ours_n: usize = ours.shape.iter().product();
-    if n != ours_n
-        || n == 0
-        || n > MAX_ELEMENTS
-        || dims.len() > MAX_RANK
-        || ours.values.len() != n
-        || reference.values.len() != n
-    {
+    if ours.values.len() != n || reference.values.len() != n {
         return None;
     }
     let mut perms = permutations(dims.len());
     // Fewest axes moved first: the identity (a plain reshape), then swaps, ...
     perms.sort_by_key(|p| p.iter().enumerate().filter(|(i, a)| i != *a).count());
-    // The bounds are checked before anything is copied.
-    if perms.len().saturating_mul(n) > MAX_WORK {
-        return None;
-    }
     let o = ours.values.to_f64_vec();
     let r = reference.values.to_f64_vec();
     // As the diff does: norms and errors over the elements finite on both sides; NaN / Inf
@@ -267,5 +283,26 @@ mod tests {
         assert!(layout_match(&side(&[3, 2], &on), &side(&[2, 3], &rn), 1e-3, 1e-6).is_none());
         // Different counts: nothing.
         assert!(layout_match(&side(&[5], &o[..5]), &side(&[2, 3], &r), 1e-3, 1e-6).is_none());
+    }
+
+    #[test]
+    fn the_work_is_known_from_the_shapes_alone() {
+        // 3! axis orders of 24 elements; size-1 axes aside.
+        assert_eq!(layout_work(&[4, 3, 2], &[1, 2, 3, 4]), Some(6 * 24));
+        assert_eq!(layout_work(&[6], &[2, 3]), Some(2 * 6));
+        // Nothing tried: other counts, no element, rank 6, past the bounds, overflow.
+        assert_eq!(layout_work(&[5], &[2, 3]), None);
+        assert_eq!(layout_work(&[0, 3], &[3, 0]), None);
+        assert_eq!(layout_work(&[64], &[2, 2, 2, 2, 2, 2]), None);
+        assert_eq!(layout_work(&[1 << 24, 2], &[2, 1 << 24]), None);
+        assert_eq!(
+            layout_work(&[4, 4, 4, 4, 1 << 16], &[1 << 16, 4, 4, 4, 4]),
+            None
+        );
+        assert_eq!(
+            layout_work(&[60, 61, 62, 63, 2], &[2, 63, 62, 61, 60]),
+            None
+        );
+        assert_eq!(layout_work(&[usize::MAX, 2], &[2, usize::MAX]), None);
     }
 }

@@ -63,7 +63,7 @@ pub use config::{DiffConfig, DEFAULT_AMPLIFICATION_THRESHOLD};
 pub use divergence_names::Name;
 pub use divergence_names::QkKind;
 pub use hints::{diagnose, diagnose_decode, DecodeSubject, Hint, HintCode, ModelShape, Subject};
-pub use layout::{layout_match, LayoutMatch};
+pub use layout::{layout_match, layout_work, LayoutMatch};
 pub use metrics::{Gather, Piece, ValuesRef};
 pub use order::{natural_cmp, plan_order, plan_order_from, DumpNames, OrderPlan, OrderSource};
 pub use origin::{ChainLink, Measure, Origin, Role, BIRTH_GROWTH, TRUTH_BIRTH};

@@ -726,8 +726,21 @@ fn finish_report(args: &DiffArgs, cfg: &DiffConfig, sides: Sides<'_>) -> Result<
         .into_iter()
         .flatten()
         .find_map(|m| m.input_ids.as_ref().map(Vec::len));
-    let (layouts, composed) =
+    let (layouts, composed, untried) =
         layout_diagnosis(&mut ops, &plan, (&ours, &reference), cfg, prompt_len);
+    if untried > 0 {
+        let rows = if untried == 1 {
+            "mismatch"
+        } else {
+            "mismatches"
+        };
+        ctx.warnings.push(format!(
+            "{untried} shape {rows} not tried for a layout change (reshape, transpose, axis \
+             order): one diff's layout diagnosis compares at most {} values in all (axis \
+             orders x elements), the first rows first",
+            divergence_diff::layout::MAX_TOTAL_WORK
+        ));
+    }
     if let Some(path) = &args.suggest_map {
         let (text, left_out) = align::suggestion(
             inferred.as_ref(),
@@ -890,63 +903,100 @@ fn tokens(
 /// whose values differ too: a KV-cache bug on top of a layout left every step of layers 1-3
 /// unexplained, and their suggested rule kept them as they were), else `None`. Rows that a
 /// map rule computed get no rule (it would need composing with that rule): they are returned
-/// apart, the row's name and the transform found for it, for the suggested file to say.
+/// apart, the row's name and the transform found for it, for the suggested file to say. Last,
+/// how many shape mismatches were not tried, past the diff's total work bound
+/// (`divergence_diff::layout::MAX_TOTAL_WORK`; docs/reliability.md).
 fn layout_diagnosis(
     ops: &mut Rows,
     plan: &divergence_diff::OrderPlan,
     (ours, reference): (&MappedDump<'_>, &MappedDump<'_>),
     cfg: &DiffConfig,
     prompt_len: Option<usize>,
-) -> (Vec<LayoutRule>, Vec<(String, String)>) {
+) -> (Vec<LayoutRule>, Vec<(String, String)>, usize) {
     type Shapes = (Option<Vec<usize>>, Option<Vec<usize>>);
     // Shape mismatches are rows of their own, never steps of a run ([`Rows`]).
     if !ops
         .par_rows()
         .any(|row| row.status() == Status::ShapeMismatch)
     {
-        return (Vec::new(), Vec::new());
+        return (Vec::new(), Vec::new(), 0);
     }
-    let diagnosed: Vec<Diagnosed> = ops
+    // The rows tried for a layout change, decided in row order from the shapes alone before
+    // anything is read (the same rows whatever the threads): each while the work of those
+    // tried stays within the diff's total (`layout::MAX_TOTAL_WORK`); the others are counted,
+    // for a warning. At most `LAYOUT_AT_ONCE` are tried at once: each holds both tensors
+    // decoded and widened to f64 (up to 512 MiB).
+    let mut left = divergence_diff::layout::MAX_TOTAL_WORK;
+    let mut untried = 0usize;
+    let rows: Vec<(bool, &mut OpResult)> = ops
         .plain_mut()
-        .into_par_iter()
+        .into_iter()
         .filter(|row| row.status == Status::ShapeMismatch)
-        .filter_map(|row| {
-            if let Some(text) = whole_cache(row, prompt_len) {
-                let reason = row.reason.take().unwrap_or_default();
-                row.reason = Some(format!("{reason}; {text}"));
-            }
-            let ours_name = plan.ours_name(&row.name);
-            let m = (|| {
+        .map(|row| {
+            let work = ours
+                .shape(plan.ours_name(&row.name))
+                .zip(reference.shape(&row.name))
+                .and_then(|(o, r)| divergence_diff::layout_work(&o, &r));
+            let tried = match work {
+                Some(w) if w <= left => {
+                    left -= w;
+                    true
+                }
+                Some(_) => {
+                    untried += 1;
+                    false
+                }
+                None => false,
+            };
+            (tried, row)
+        })
+        .collect();
+    let diagnose = |(tried, row): (bool, &mut OpResult)| {
+        if let Some(text) = whole_cache(row, prompt_len) {
+            let reason = row.reason.take().unwrap_or_default();
+            row.reason = Some(format!("{reason}; {text}"));
+        }
+        let ours_name = plan.ours_name(&row.name);
+        let m = tried
+            .then(|| {
                 let (o, r) = (
                     read_whole(ours, ours_name)?,
                     read_whole(reference, &row.name)?,
                 );
                 let tol = cfg.tolerance.resolve(o.1, r.1);
                 divergence_diff::layout_match(&side(&o), &side(&r), tol.rtol, tol.atol)
-            })();
-            if let Some(m) = &m {
-                let reason = row.reason.take().unwrap_or_default();
-                row.reason = Some(format!("{reason}; {}", m.text));
-            }
-            let from = match ours.mapping(ours_name) {
-                Some(v) if v.is_transformed() => {
-                    return Some(Diagnosed::Composed(
-                        row.name.to_string(),
-                        m.map(|m| m.transform)?,
-                    ))
-                }
-                Some(v) => v.sources[0].clone(),
-                None => ours_name.to_string(),
-            };
-            let shapes = (row.tensor.shape_ours.clone(), row.tensor.shape.clone());
-            Some(Diagnosed::Row {
-                from,
-                to: row.name.to_string(),
-                transform: m.map(|m| m.transform),
-                shapes,
             })
+            .flatten();
+        if let Some(m) = &m {
+            let reason = row.reason.take().unwrap_or_default();
+            row.reason = Some(format!("{reason}; {}", m.text));
+        }
+        let from = match ours.mapping(ours_name) {
+            Some(v) if v.is_transformed() => {
+                return Some(Diagnosed::Composed(
+                    row.name.to_string(),
+                    m.map(|m| m.transform)?,
+                ))
+            }
+            Some(v) => v.sources[0].clone(),
+            None => ours_name.to_string(),
+        };
+        let shapes = (row.tensor.shape_ours.clone(), row.tensor.shape.clone());
+        Some(Diagnosed::Row {
+            from,
+            to: row.name.to_string(),
+            transform: m.map(|m| m.transform),
+            shapes,
         })
-        .collect();
+    };
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(LAYOUT_AT_ONCE)
+        .build();
+    let diagnosed: Vec<Diagnosed> = match pool {
+        Ok(pool) => pool.install(|| rows.into_par_iter().filter_map(diagnose).collect()),
+        // (no thread to be had: one at a time)
+        Err(_) => rows.into_iter().filter_map(diagnose).collect(),
+    };
     let mut composed = Vec::new();
     let rows: Vec<(String, String, Option<String>, Shapes)> = diagnosed
         .into_iter()
@@ -978,8 +1028,11 @@ fn layout_diagnosis(
             (from.clone(), to.clone(), t)
         })
         .collect();
-    (rows, composed)
+    (rows, composed, untried)
 }
+
+/// Shape mismatches tried for a layout change at once ([`layout_diagnosis`]).
+const LAYOUT_AT_ONCE: usize = 2;
 
 /// A shape mismatch a `--suggest-map` rule can re-lay out: our name as stored, the row's
 /// name, and the transform's TOML if one was found ([`layout_diagnosis`]).
@@ -1183,38 +1236,59 @@ fn decode_hints(
         return Vec::new();
     };
     let (base, s) = split_step(&first.name);
-    // Only steps both sides were fed the same tokens for are read (`fed_alike`).
-    let ours_at = |step: usize| {
-        fed_alike(step)
-            .then(|| read_whole(ours, &ours_step_name(plan, &first.name, step)))
-            .flatten()
-    };
-    let Some(o) = ours_at(s) else {
+    // Only steps both sides were fed the same tokens for are read (`fed_alike`). What the
+    // hints hold at once is bounded ([`DECODE_HINT_BYTES`]): the step's own tensors (ours and
+    // the reference's) are read first, then ours' next step, the reference's upstream probes
+    // and prefill, then the reference's other steps, nearest to s first; a tensor that would
+    // take the total past the bound is not read, and the hints test fewer steps (a bad-input
+    // hunt: 34 steps of 200 MB, deflated, were held together, 7.8 GB).
+    let mut left = DECODE_HINT_BYTES;
+    let (ours_name, ref_name) = (ours_step_name(plan, &first.name, s), step_name(base, s));
+    let Some(o) = fed_alike(s).then(|| read_whole(ours, &ours_name)).flatten() else {
         return Vec::new();
     };
+    // (without the reference's step s, no hint: its own error is the yardstick)
+    let Some(own) = read_whole(reference, &ref_name) else {
+        return Vec::new();
+    };
+    for (dump, name) in [(ours, &ours_name), (reference, &ref_name)] {
+        left = left.saturating_sub(decoded_bytes(dump, name).unwrap_or(0));
+    }
     // (A step number is the file's: any usize.)
-    let next = ours_at(s.saturating_add(1));
-    let window = divergence_diff::hints::DECODE_SHIFT_STEPS;
-    // (one past the window: a step t at its edge is checked at t + 1 too)
-    let refs: Vec<(usize, _)> = (s.saturating_sub(window).max(1)..=s.saturating_add(window + 1))
+    let next = s
+        .checked_add(1)
         .filter(|&t| fed_alike(t))
-        .filter_map(|t| Some((t, read_whole(reference, &step_name(base, t))?)))
-        .collect();
+        .and_then(|t| read_within(&mut left, ours, &ours_step_name(plan, &first.name, t)));
     let upstream: Vec<(String, _)> = if Op::of(&first.name) == Op::CacheK {
         [Op::QkProj(QkKind::K), Op::QkNorm(QkKind::K)]
             .into_iter()
             .filter_map(|op| {
                 let n = sibling(&first.name, op)?;
-                let r = read_whole(reference, &n)?;
+                let r = read_within(&mut left, reference, &n)?;
                 Some((n, r))
             })
             .collect()
     } else {
         Vec::new()
     };
-    let prefill = (Op::of(&first.name) == Op::RotaryEmb)
-        .then(|| read_whole(reference, base))
-        .flatten();
+    let prefill = if Op::of(&first.name) == Op::RotaryEmb {
+        read_within(&mut left, reference, base)
+    } else {
+        None
+    };
+    let window = divergence_diff::hints::DECODE_SHIFT_STEPS;
+    // (one past the window: a step t at its edge is checked at t + 1 too)
+    let mut around: Vec<usize> = (s.saturating_sub(window).max(1)..=s.saturating_add(window + 1))
+        .filter(|&t| t != s && fed_alike(t))
+        .collect();
+    around.sort_by_key(|&t| (t.abs_diff(s), t));
+    let mut refs: Vec<(usize, _)> = vec![(s, own)];
+    refs.extend(
+        around
+            .into_iter()
+            .filter_map(|t| Some((t, read_within(&mut left, reference, &step_name(base, t))?))),
+    );
+    refs.sort_by_key(|(t, _)| *t);
     let subject = divergence_diff::DecodeSubject {
         prefill: prefill.as_ref().map(side),
         name: &first.name,
@@ -1364,6 +1438,22 @@ fn row_profile(
 
 /// Largest tensor the hints decode whole (bytes of widened values), per tensor.
 const HINT_MAX_BYTES: u64 = 256 << 20;
+
+/// Most bytes of widened values the decode hints ([`decode_hints`]) read in all, in place or
+/// not (the hints widen them to f64): the step's own two tensors are read whatever their size
+/// (each within [`HINT_MAX_BYTES`]), the rest while the total stays within this.
+const DECODE_HINT_BYTES: u64 = 512 << 20;
+
+/// [`read_whole`], if its widened values fit in what is `left` of a budget of bytes, which
+/// they are then taken from; `None` (and nothing taken) if they do not.
+fn read_within<'a>(
+    left: &mut u64,
+    dump: &MappedDump<'a>,
+    name: &str,
+) -> Option<(TensorView<'a>, &'a str)> {
+    *left = left.checked_sub(decoded_bytes(dump, name)?)?;
+    read_whole(dump, name)
+}
 
 /// Bytes of a tensor's widened values (f32, or f64 for f64 and wide integers).
 fn decoded_bytes(dump: &MappedDump<'_>, name: &str) -> Option<u64> {
