@@ -32,7 +32,7 @@ pub use error::{DumpError, Location};
 pub use meta::{Meta, FORMAT_TAG, META_ENTRY, SAFETENSORS_META_KEY};
 pub use stacked::{
     stacked_base, unfolded_step_budget, BYTES_PER_UNFOLDED_STEP, MAX_STACKED_STEPS,
-    MIN_UNFOLDED_ENTRIES, STACKED_SUFFIX,
+    MAX_UNFOLDED_ENTRIES, MIN_UNFOLDED_ENTRIES, STACKED_SUFFIX,
 };
 pub use writer::DumpWriter;
 
