@@ -1300,7 +1300,7 @@ def semantic_cases() -> list[Case]:
 
     cases.append(Case("semantic", "layout_diagnosis_past_its_total_work", layout_rows_past_the_budget,
                       report(1, others={"shape_mismatch"}, check=layout_budget_said),
-                      rss_mb=300, wall_s=10.0))
+                      rss_mb=300, wall_s=15.0))
     return cases
 
 
@@ -2115,7 +2115,7 @@ def decode_cases() -> list[Case]:
             else f"no decode_position hint naming step 12: {hs}"
 
     cases.append(Case("decode", "hint_steps_past_their_budget", decode_hint_steps_past_the_budget,
-                      report(1, check=names_step_12), rss_mb=1100, wall_s=15.0))
+                      report(1, check=names_step_12), rss_mb=1100, wall_s=40.0))
     return cases
 
 

@@ -31,10 +31,10 @@ const MAX_RANK: usize = 5;
 const MAX_WORK: usize = 400_000_000;
 /// Largest tensor tried (both sides are widened to f64 copies: 2 x 128 MiB).
 const MAX_ELEMENTS: usize = 16 << 20;
-/// Work bound of one diff's layout diagnosis, across its rows (2.5 calls at [`MAX_WORK`],
-/// ~1.5 s a call scanned to the end in every order, release): the caller tries rows while the
-/// [`layout_work`] of those tried stays within it (a bad-input hunt: 40 rows of 2.4M elements,
-/// each scanned in all 120 axis orders, took 36.6 s).
+/// Work bound of one diff's layout diagnosis, across its rows (2.5 calls at one call's own
+/// bound of 400,000,000, ~1.5 s a call scanned to the end in every order, release): the caller
+/// tries rows while the [`layout_work`] of those tried stays within it (a bad-input hunt: 40
+/// rows of 2.4M elements, each scanned in all 120 axis orders, took 36.6 s).
 pub const MAX_TOTAL_WORK: usize = 1_000_000_000;
 // (two calls at their own bound fit)
 const _: () = assert!(MAX_TOTAL_WORK >= 2 * MAX_WORK);
