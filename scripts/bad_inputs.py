@@ -1738,8 +1738,9 @@ def decode_cases() -> list[Case]:
 
     def pvd_rows(d: Path):
         # 100 probes held at the prefill alone and 16,384 empty decode steps of one probe (a
-        # hunt, session 31: 1.6 million rows only in the full prefill, 2.8 GB; 400 probes,
-        # 11 GB); past the steps the file's size allows, it is refused before any row is made
+        # hunt, session 31: 1.6 million rows only in the full prefill, 2.7 GB; 400 probes,
+        # 11 GB); past the steps the file's size allows (at least 131,072 rows), it is refused
+        # before any row is made
         k, n = 1 << 14, 100
         full = {"model.embed_tokens": np.zeros((1, k + 1, 0), np.float32),
                 **{f"model.layers.{i}.mlp": np.zeros((1, k + 1, 0), np.float32) for i in range(n)}}

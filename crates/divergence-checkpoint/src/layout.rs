@@ -315,7 +315,7 @@ fn list_safetensors(dir: &Path) -> Result<Vec<(PathBuf, Option<&'static str>)>, 
 pub const MAX_INDEX_BYTES: u64 = 64 << 20;
 
 /// Most JSON items ([`divergence_names::json::counts`]) an index may hold, counted before it is
-/// parsed: two a tensor for the most tensors a shard may hold, and 65,536 for its metadata. A
+/// parsed: two a tensor for as many tensors as a shard may hold, and 65,536 for its metadata. A
 /// 98 MB index of one list of zeros took 1.7 GB in `inspect`, `run` and `diff --model` (a
 /// bad-input hunt, 2026-12-04, session 31).
 pub const MAX_INDEX_ITEMS: usize = 2 * divergence_names::json::MAX_TENSORS + (1 << 16);

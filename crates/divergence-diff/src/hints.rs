@@ -1845,6 +1845,21 @@ pub fn diagnose_decode(subject: &DecodeSubject<'_>) -> Vec<Hint> {
                 "the position does not advance".to_string(),
                 format!("; step {} too is its step {t}", s.saturating_add(1)),
             )
+        } else if next.is_some()
+            && !subject
+                .reference
+                .iter()
+                .any(|(u, _)| Some(*u) == t.checked_add(1))
+        {
+            // The reference's next step was not read (the hints' budget of bytes): whether
+            // ours' next step is off alike is not known, and not claimed either way.
+            (
+                format!(
+                    "a position off by {shift:+} (the reference's step {} was not read: whether the next step is off alike is not checked)",
+                    t.saturating_add(1)
+                ),
+                String::new(),
+            )
         } else {
             (
                 format!("a position off by {shift:+} at this step"),

@@ -5,7 +5,8 @@
 //!
 //! The JSON report is embedded verbatim (`<script type="application/json" id="report">`, with
 //! `<`, `>` and `&` written as `\u003c` ... so no string can close the element; a report of
-//! more than [`LIVE_ROWS`] ops packs it, and its table's rows, as gzip in base64), and every
+//! more than [`LIVE_ROWS`] ops packs it, and its table's rows, as gzip in base64; so does one
+//! whose first divergence has a profile of more than 32,768 positions), and every
 //! number cell of the ops table carries the exact value (`data-v`, shortest round-trip form),
 //! so a test can check that the page shows exactly the numbers of the JSON report. Every name
 //! and message is escaped: a probe name is user data.

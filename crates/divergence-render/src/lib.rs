@@ -39,7 +39,7 @@ pub fn render_json(report: &Report, out: &mut dyn Write) -> io::Result<()> {
 /// with the header, the first divergence, the error-growth plot, the layers × op-kind heatmap,
 /// the amplification table and every op in a sortable, filterable table. The JSON report is
 /// embedded in `<script type="application/json" id="report">`, gzip+base64 in a report of
-/// more than 2,000 ops (docs/html-report.md).
+/// more than 2,000 ops or of a profile of more than 32,768 positions (docs/html-report.md).
 pub fn render_html(report: &Report, out: &mut dyn Write) -> io::Result<()> {
     html::render(report, out)
 }

@@ -1281,14 +1281,31 @@ fn decode_hints(
     let mut around: Vec<usize> = (s.saturating_sub(window).max(1)..=s.saturating_add(window + 1))
         .filter(|&t| t != s && fed_alike(t))
         .collect();
+    let in_window: std::collections::HashSet<usize> = around.iter().copied().collect();
     around.sort_by_key(|&t| (t.abs_diff(s), t));
-    let mut refs: Vec<(usize, _)> = vec![(s, own)];
-    refs.extend(
-        around
-            .into_iter()
-            .filter_map(|t| Some((t, read_within(&mut left, reference, &step_name(base, t))?))),
-    );
-    refs.sort_by_key(|(t, _)| *t);
+    let mut refs: std::collections::BTreeMap<usize, _> = [(s, own)].into_iter().collect();
+    for t in around {
+        // A step is read with the next one (where the window has it): a match of ours' step s
+        // at t is checked against ours' next step at t + 1 (a review of the budget: without
+        // t + 1 a steady offset read as one "at this step").
+        let next = t.checked_add(1).filter(|u| in_window.contains(u));
+        let missing: Vec<usize> = std::iter::once(t)
+            .chain(next)
+            .filter(|u| !refs.contains_key(u))
+            .collect();
+        let need = missing.iter().try_fold(0u64, |n, &u| {
+            n.checked_add(decoded_bytes(reference, &step_name(base, u))?)
+        });
+        if missing.is_empty() || need.is_none_or(|n| n > left) {
+            continue;
+        }
+        for u in missing {
+            if let Some(r) = read_within(&mut left, reference, &step_name(base, u)) {
+                refs.insert(u, r);
+            }
+        }
+    }
+    let refs: Vec<(usize, _)> = refs.into_iter().collect();
     let subject = divergence_diff::DecodeSubject {
         prefill: prefill.as_ref().map(side),
         name: &first.name,
@@ -1445,7 +1462,8 @@ const HINT_MAX_BYTES: u64 = 256 << 20;
 const DECODE_HINT_BYTES: u64 = 512 << 20;
 
 /// [`read_whole`], if its widened values fit in what is `left` of a budget of bytes, which
-/// they are then taken from; `None` (and nothing taken) if they do not.
+/// they are then taken from (even if the read then fails); `None`, and nothing taken, if they
+/// do not fit.
 fn read_within<'a>(
     left: &mut u64,
     dump: &MappedDump<'a>,

@@ -349,19 +349,21 @@ pub fn pair<'a>(
     // (Counted before the rows only in the full prefill: those compare nothing.)
     let compared_steps: std::collections::BTreeSet<usize> =
         tensors.iter().map(|v| split_step(&v.name).1).collect();
-    // Held to the steps the stepped file may unfold into (a hunt: 400 probes held at the
-    // prefill alone and 16,384 empty steps, 218 KB, made 6.5 million rows in 11 GB).
+    // Held to the steps the stepped file may unfold into, and at least MIN_MISSING_ROWS (a
+    // hunt: 400 probes held at the prefill alone and 16,384 empty steps, 218 KB, made 6.5
+    // million rows in 11 GB; a review: a small selective dump of 22 probes and 1,000 steps was
+    // refused at the unfold budget's floor of 16,384).
     let budget = divergence_dump::unfolded_step_budget(
         std::fs::metadata(stepped_path).map_or(0, |m| m.len()),
-    );
+    )
+    .max(MIN_MISSING_ROWS);
     let missing = match missing_steps(stepped, full, k, &keep, (t_full, t_pre), budget) {
         Ok(missing) => missing,
         Err(rows) => bail!(
-            "--prefill-vs-decode: {} lacks probes at decode steps that it holds at its prefill or at other steps: up to {rows} rows only in {}, more than the {budget} its size allows (a decode step per {} bytes, at least {})",
+            "--prefill-vs-decode: {} lacks probes at decode steps that it holds at its prefill or at other steps: up to {rows} rows only in {}, more than the {budget} its size allows (a decode step per {} bytes, at least {MIN_MISSING_ROWS}); compare fewer steps with --steps",
             stepped_path.display(),
             full_path.display(),
             divergence_dump::BYTES_PER_UNFOLDED_STEP,
-            divergence_dump::MIN_UNFOLDED_ENTRIES
         ),
     };
     if !missing.is_empty() {
@@ -521,6 +523,11 @@ fn missing_steps(
     }
     Ok(out)
 }
+
+/// The fewest rows [`missing_steps`] may make whatever the stepped file's size (~1.7 KB a row:
+/// ~220 MB): above the unfold budget's floor, for a small dump that holds few probes at its
+/// steps.
+const MIN_MISSING_ROWS: usize = 1 << 17;
 
 /// `order` with each of `extra` (names of decode steps) placed after the last name of its step
 /// (at the end when its step has none).
