@@ -657,9 +657,9 @@ pub(crate) fn layer_lines(report: &Report) -> Vec<LayerLine> {
 }
 
 /// Layers listed in the per-layer section of the table and the Markdown, and rows of the HTML
-/// heatmap ([`crate::plot::heatmap`]): a real model has up
-/// to ~130. A dump of a million distinct layer numbers (1,000,000 one-element tensors, a 90 MB
-/// file) made a per-layer table of 98 MB at a peak of 4.5 GiB (2026-12-04, session 31).
+/// heatmap ([`crate::plot::heatmap`]): a real model has up to ~130. A dump of a million
+/// distinct layer numbers (1,000,000 one-element tensors, a 90 MB file) made a per-layer table
+/// of 98 MB at a peak of 4.5 GiB (2026-12-04, session 31).
 pub(crate) const SHOWN_LAYERS: usize = 1024;
 
 /// The per-layer lines the table and the Markdown show, and what the layers left out hold
