@@ -222,23 +222,7 @@ impl Config {
                 path: path.to_path_buf(),
             });
         }
-        let io = |error| Error::Io {
-            path: path.to_path_buf(),
-            error,
-        };
-        let mut bytes = Vec::new();
-        use std::io::Read;
-        std::fs::File::open(path)
-            .map_err(io)?
-            .take(MAX_CONFIG_BYTES + 1)
-            .read_to_end(&mut bytes)
-            .map_err(io)?;
-        if bytes.len() as u64 > MAX_CONFIG_BYTES {
-            return Err(Error::BadJson {
-                path: path.to_path_buf(),
-                message: format!("larger than {MAX_CONFIG_BYTES} bytes: not a config.json"),
-            });
-        }
+        let bytes = crate::layout::read_capped(path, MAX_CONFIG_BYTES, "a config.json")?;
         let value: Value = serde_json::from_slice(&bytes).map_err(|source| Error::Json {
             path: path.to_path_buf(),
             source,

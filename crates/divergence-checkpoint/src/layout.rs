@@ -320,10 +320,9 @@ pub const MAX_INDEX_BYTES: u64 = 64 << 20;
 /// bad-input hunt, 2026-12-04, session 31).
 pub const MAX_INDEX_ITEMS: usize = 2 * divergence_names::json::MAX_TENSORS + (1 << 16);
 
-/// Reads `model.safetensors.index.json`: its `weight_map`, whose files must be plain names in
-/// the checkpoint directory. Held to [`MAX_INDEX_BYTES`] and [`MAX_INDEX_ITEMS`] before it is
-/// parsed.
-fn read_index(path: &Path) -> Result<Index, Error> {
+/// The bytes of the file `path`, at most `max` of them read: past it, an error that it is
+/// larger than `max` bytes and so not `what` (config.json, the shard index).
+pub(crate) fn read_capped(path: &Path, max: u64, what: &str) -> Result<Vec<u8>, Error> {
     use std::io::Read;
     let io = |error| Error::Io {
         path: path.to_path_buf(),
@@ -332,18 +331,27 @@ fn read_index(path: &Path) -> Result<Index, Error> {
     let mut bytes = Vec::new();
     std::fs::File::open(path)
         .map_err(io)?
-        .take(MAX_INDEX_BYTES + 1)
+        .take(max + 1)
         .read_to_end(&mut bytes)
         .map_err(io)?;
+    if bytes.len() as u64 > max {
+        return Err(Error::BadJson {
+            path: path.to_path_buf(),
+            message: format!("larger than {max} bytes: not {what}"),
+        });
+    }
+    Ok(bytes)
+}
+
+/// Reads `model.safetensors.index.json`: its `weight_map`, whose files must be plain names in
+/// the checkpoint directory. Held to [`MAX_INDEX_BYTES`] and [`MAX_INDEX_ITEMS`] before it is
+/// parsed.
+fn read_index(path: &Path) -> Result<Index, Error> {
+    let bytes = read_capped(path, MAX_INDEX_BYTES, "a shard index")?;
     let bad = |message: String| Error::BadJson {
         path: path.to_path_buf(),
         message,
     };
-    if bytes.len() as u64 > MAX_INDEX_BYTES {
-        return Err(bad(format!(
-            "larger than {MAX_INDEX_BYTES} bytes: not a shard index"
-        )));
-    }
     let items = divergence_names::json::counts(&bytes).items;
     if items > MAX_INDEX_ITEMS {
         return Err(bad(format!(

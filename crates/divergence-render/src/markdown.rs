@@ -269,12 +269,12 @@ impl Sections for Markdown<'_> {
     }
 
     fn per_layer(&mut self) -> io::Result<()> {
-        let (lines, hidden) = view::shown_layer_lines(self.report);
+        let (lines, hidden, total) = view::shown_layer_lines(self.report);
         if lines.is_empty() {
             return Ok(());
         }
         let count = match hidden {
-            Some(_) => format!("{} of {}", lines.len(), view::layer_count(self.report)),
+            Some(_) => format!("{} of {total}", lines.len()),
             None => lines.len().to_string(),
         };
         let out = &mut *self.out;

@@ -634,7 +634,7 @@ impl Sections for Terminal<'_> {
     }
 
     fn per_layer(&mut self) -> io::Result<()> {
-        let (lines, hidden) = view::shown_layer_lines(self.report);
+        let (lines, hidden, _) = view::shown_layer_lines(self.report);
         if lines.is_empty() {
             return Ok(());
         }

@@ -662,18 +662,20 @@ pub(crate) fn layer_lines(report: &Report) -> Vec<LayerLine> {
 /// of 98 MB at a peak of 4.5 GiB (2026-12-04, session 31).
 pub(crate) const SHOWN_LAYERS: usize = 1024;
 
-/// The per-layer lines the table and the Markdown show, and what the layers left out hold
-/// ([`shown_layers`] chooses them). Only the lines shown are made (a line costs two names).
-pub(crate) fn shown_layer_lines(report: &Report) -> (Vec<LayerLine>, Option<String>) {
+/// The per-layer lines the table and the Markdown show, what the layers left out hold
+/// ([`shown_layers`] chooses them) and how many layers there are in all. Only the lines shown
+/// are made (a line costs two names).
+pub(crate) fn shown_layer_lines(report: &Report) -> (Vec<LayerLine>, Option<String>, usize) {
     let name = |r: Row<'_>| divergence_names::short_name(&r.name()).to_string();
     let tallies = layer_tallies(report, |r| r.layer());
+    let total = tallies.len();
     let (keep, note) = choose_layers(report, &tallies);
     let lines = tallies
         .into_iter()
         .filter(|(l, _)| keep.as_ref().is_none_or(|k| k.contains(l)))
         .map(|(layer, t)| layer_line(report, layer, t, name))
         .collect();
-    (lines, note)
+    (lines, note, total)
 }
 
 /// The layers the per-layer views show (the table's and the Markdown's lines, the HTML
@@ -728,11 +730,6 @@ fn choose_layers(
         hidden.iter().filter(|t| t.incomplete).count(),
     );
     (Some(keep), note)
-}
-
-/// How many layers the report's rows have (the per-layer lines, shown or not).
-pub(crate) fn layer_count(report: &Report) -> usize {
-    layer_tallies(report, |r| r.layer()).len()
 }
 
 /// What the layers left out of the per-layer lines hold, as [`hidden_note`] says it for
@@ -1325,14 +1322,14 @@ mod tests {
                 &DiffConfig::default(),
             )
         };
-        let (lines, note) = shown_layer_lines(&report_of(SHOWN_LAYERS, &[]));
+        let (lines, note, _) = shown_layer_lines(&report_of(SHOWN_LAYERS, &[]));
         assert_eq!((lines.len(), note), (SHOWN_LAYERS, None));
         let bad = [
             (5_000, "diverged"),
             (7_000, "only_ref"),
             (9_000, "diverged"),
         ];
-        let (lines, note) = shown_layer_lines(&report_of(10_000, &bad));
+        let (lines, note, _) = shown_layer_lines(&report_of(10_000, &bad));
         assert_eq!(lines.len(), SHOWN_LAYERS);
         let layers: Vec<usize> = lines.iter().map(|l| l.layer).collect();
         let mut want: Vec<usize> = (0..SHOWN_LAYERS - 3).collect();
@@ -1347,7 +1344,7 @@ mod tests {
         // note says what the incomplete ones left out are.
         let mut bad: Vec<(usize, &str)> = (0..2_000).map(|l| (l, "only_ref")).collect();
         bad[1_500].1 = "diverged";
-        let (lines, note) = shown_layer_lines(&report_of(2_000, &bad));
+        let (lines, note, _) = shown_layer_lines(&report_of(2_000, &bad));
         assert!(lines.iter().any(|l| l.layer == 1_500 && l.diverged == 1));
         assert_eq!(lines.len(), SHOWN_LAYERS);
         assert_eq!(
@@ -1356,7 +1353,7 @@ mod tests {
         );
         // More diverged layers than the cap: the first of them shown, the rest said.
         let many: Vec<(usize, &str)> = (0..SHOWN_LAYERS + 5).map(|l| (2 * l, "diverged")).collect();
-        let (lines, note) = shown_layer_lines(&report_of(4 * SHOWN_LAYERS, &many));
+        let (lines, note, _) = shown_layer_lines(&report_of(4 * SHOWN_LAYERS, &many));
         assert!(lines.iter().all(|l| l.diverged == 1));
         assert_eq!(lines.last().map(|l| l.layer), Some(2 * (SHOWN_LAYERS - 1)));
         assert_eq!(

@@ -1278,17 +1278,16 @@ fn decode_hints(
     };
     let window = divergence_diff::hints::DECODE_SHIFT_STEPS;
     // (one past the window: a step t at its edge is checked at t + 1 too)
-    let mut around: Vec<usize> = (s.saturating_sub(window).max(1)..=s.saturating_add(window + 1))
-        .filter(|&t| t != s && fed_alike(t))
-        .collect();
-    let in_window: std::collections::HashSet<usize> = around.iter().copied().collect();
+    let steps = s.saturating_sub(window).max(1)..=s.saturating_add(window + 1);
+    let in_window = |t: usize| steps.contains(&t) && t != s && fed_alike(t);
+    let mut around: Vec<usize> = steps.clone().filter(|&t| in_window(t)).collect();
     around.sort_by_key(|&t| (t.abs_diff(s), t));
     let mut refs: std::collections::BTreeMap<usize, _> = [(s, own)].into_iter().collect();
     for t in around {
         // A step is read with the next one (where the window has it): a match of ours' step s
         // at t is checked against ours' next step at t + 1 (a review of the budget: without
         // t + 1 a steady offset read as one "at this step").
-        let next = t.checked_add(1).filter(|u| in_window.contains(u));
+        let next = t.checked_add(1).filter(|&u| in_window(u));
         let missing: Vec<usize> = std::iter::once(t)
             .chain(next)
             .filter(|u| !refs.contains_key(u))
