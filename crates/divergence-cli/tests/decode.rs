@@ -385,7 +385,7 @@ fn rewrite_with(
         };
         w.add(&rename(name), &t.shape, TensorData::F32(&v)).unwrap();
     }
-    m.order.retain(|n| !drop(n));
+    m.order.to_mut().retain(|n| !drop(n));
     m.order = m.order.iter().map(|n| rename(n).into()).collect();
     m.dtypes = m
         .dtypes
@@ -566,7 +566,7 @@ fn v_before_k(src: &Path, dst: &Path) {
                         m.order[i].replace("cache_k@", "cache_v@").into();
                     // (k first: swapped once, at k's place)
                     if let Some(j) = m.order.iter().position(|n| *n == v).filter(|&j| j > i) {
-                        m.order.swap(i, j);
+                        m.order.to_mut().swap(i, j);
                     }
                 }
             }
@@ -775,7 +775,7 @@ fn an_extra_probe_of_ours_after_the_last_agreeing_pair_leaves_the_slots_placed()
         .position(|n| n.starts_with("model.layers.3.self_attn.cache_v@"))
         .unwrap();
     let kind = m.order[at].split('@').nth(1).unwrap().to_string();
-    m.order.insert(
+    m.order.to_mut().insert(
         at + 1,
         format!("model.layers.3.self_attn.extra@{kind}").into(),
     );
@@ -909,7 +909,9 @@ fn rewrite_edit(
             dropped.push(name.to_string());
         }
     }
-    m.order.retain(|n| !dropped.iter().any(|d| d == &**n));
+    m.order
+        .to_mut()
+        .retain(|n| !dropped.iter().any(|d| d == &**n));
     m.order = m.order.iter().map(|n| rename(n).into()).collect();
     m.dtypes = m
         .dtypes

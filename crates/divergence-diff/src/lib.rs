@@ -60,8 +60,8 @@ pub use compare::{
     StepSide, StepValues, TensorInfo, TruthMetrics, Which,
 };
 pub use config::{DiffConfig, DEFAULT_AMPLIFICATION_THRESHOLD};
-pub use divergence_names::Name;
 pub use divergence_names::QkKind;
+pub use divergence_names::{Name, NameList};
 pub use hints::{diagnose, diagnose_decode, DecodeSubject, Hint, HintCode, ModelShape, Subject};
 pub use layout::{layout_match, layout_work, LayoutMatch};
 pub use metrics::{Gather, Piece, ValuesRef};

@@ -21,7 +21,7 @@ use std::collections::{BTreeSet, HashSet};
 use std::collections::HashMap;
 use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
 
-use divergence_names::Name;
+use divergence_names::{Name, NameList};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -140,7 +140,7 @@ impl<'a> Present<'a> {
 #[derive(Debug, Clone, Copy)]
 pub struct DumpNames<'a> {
     /// The metadata `"order"` (execution order), when the dump carries one.
-    pub meta_order: Option<&'a [Name]>,
+    pub meta_order: Option<&'a NameList>,
     /// Probe names in file order (never `__meta__`).
     pub names: &'a [Name],
     /// False when the file order is meaningless (safetensors keys are stored sorted).
@@ -195,8 +195,9 @@ impl OrderSource {
 #[derive(Debug, Clone, PartialEq)]
 pub struct OrderPlan {
     /// Every probe name of either dump, once, in execution order (shared with the dumps'
-    /// lists: [`Name`]).
-    pub order: Vec<Name>,
+    /// lists: [`Name`]; the reference's recorded order itself where both dumps list its names
+    /// in its order, [`NameList`]).
+    pub order: NameList,
     /// Where the order came from.
     pub source: OrderSource,
     /// Things the user should know (appended names, lost order, ...), one line each.
@@ -395,7 +396,7 @@ pub fn plan_order_from(
         };
         let listed_out_of_order = recorded.is_none_or(|m| !m.iter().map(step).is_sorted());
         // Stable: within a step, the order stays the recorded one.
-        plan.order.par_sort_by_key(step);
+        plan.order.to_mut().par_sort_by_key(step);
         // Row `i` is no longer the `i`-th name of the files.
         plan.aligned = false;
         if listed_out_of_order {
@@ -432,7 +433,7 @@ fn plan_as_recorded(ours: &DumpNames<'_>, reference: &DumpNames<'_>) -> OrderPla
                     .map_or_else(|| n.clone(), Name::from)
             };
             let names: Vec<Name> = ours.names.iter().map(map).collect();
-            let meta: Option<Vec<Name>> = ours.meta_order.map(|m| m.iter().map(map).collect());
+            let meta: Option<NameList> = ours.meta_order.map(|m| m.iter().map(map).collect());
             let renamed: Vec<(String, String)> = names
                 .iter()
                 .zip(ours.names)
@@ -440,7 +441,7 @@ fn plan_as_recorded(ours: &DumpNames<'_>, reference: &DumpNames<'_>) -> OrderPla
                 .map(|(row, o)| (row.to_string(), o.to_string()))
                 .collect();
             let mapped = DumpNames {
-                meta_order: meta.as_deref(),
+                meta_order: meta.as_ref(),
                 names: &names,
                 ..*ours
             };
@@ -480,8 +481,8 @@ fn same_names(ours: &DumpNames<'_>, reference: &DumpNames<'_>) -> Option<OrderPl
     };
     let plain = !(ours.single_tensor_file || reference.single_tensor_file);
     (plain && same(base, reference.names) && same(ours.names, reference.names)).then(|| OrderPlan {
-        // Copied in parallel (150,000 names at 256 decode steps).
-        order: base.par_iter().with_min_len(4096).cloned().collect(),
+        // Shared, not copied (150,000 names at 256 decode steps).
+        order: base.clone(),
         source: OrderSource::RefMeta,
         warnings: Vec::new(),
         renamed_in_ours: Vec::new(),
@@ -501,7 +502,7 @@ fn plan_named(ours: &DumpNames<'_>, reference: &DumpNames<'_>) -> OrderPlan {
                 vec![(r.to_string(), o.to_string())]
             };
             return OrderPlan {
-                order: vec![r.clone()],
+                order: vec![r.clone()].into(),
                 source: OrderSource::RefFile,
                 warnings: Vec::new(),
                 renamed_in_ours,
@@ -551,7 +552,7 @@ fn plan_named(ours: &DumpNames<'_>, reference: &DumpNames<'_>) -> OrderPlan {
         if order.len() < present.len() {
             let extras: Vec<&Name> = file_order(reference)
                 .into_iter()
-                .chain(other_meta.unwrap_or(&[]))
+                .chain(other_meta.map_or(&[][..], |m| &m[..]))
                 .chain(file_order(ours))
                 .collect();
             let ids = present.ids(&extras);
@@ -635,7 +636,7 @@ fn plan_named(ours: &DumpNames<'_>, reference: &DumpNames<'_>) -> OrderPlan {
     };
     let aligned = order.as_slice() == reference.names && order.as_slice() == ours.names;
     OrderPlan {
-        order,
+        order: order.into(),
         source,
         warnings,
         renamed_in_ours: Vec::new(),
@@ -652,7 +653,9 @@ mod tests {
     }
 
     /// A dump's names as the planner sees them (file order kept, several tensors).
+    /// (The order is copied into a list that lives as long as the test.)
     fn dn<'a>(meta: Option<&'a [Name]>, names: &'a [Name]) -> DumpNames<'a> {
+        let meta = meta.map(|m| &*Box::leak(Box::new(NameList::from(m.to_vec()))));
         DumpNames {
             meta_order: meta,
             names,
@@ -846,8 +849,8 @@ mod tests {
     fn ref_meta_order_wins_and_extras_are_appended() {
         let ref_names = s(&["c", "a", "b", "r_extra"]);
         let ours_names = s(&["a", "b", "c", "o_extra"]);
-        let ref_meta = s(&["a", "b", "c", "ghost"]);
-        let ours_meta = s(&["c", "b", "a", "o_extra"]);
+        let ref_meta: NameList = s(&["a", "b", "c", "ghost"]).into();
+        let ours_meta: NameList = s(&["c", "b", "a", "o_extra"]).into();
         let plan = plan_order(
             &DumpNames {
                 meta_order: Some(&ours_meta),
@@ -878,7 +881,7 @@ mod tests {
     fn ours_meta_when_ref_has_none() {
         let ref_names = s(&["b", "a"]);
         let ours_names = s(&["a", "b"]);
-        let ours_meta = s(&["b", "a"]);
+        let ours_meta: NameList = s(&["b", "a"]).into();
         let plan = plan_order(
             &DumpNames {
                 meta_order: Some(&ours_meta),
@@ -902,7 +905,7 @@ mod tests {
     fn file_order_fallback() {
         let ref_names = s(&["z", "a", "m"]);
         let ours_names = s(&["a", "only_ours", "z"]);
-        let empty: Vec<Name> = vec![];
+        let empty = NameList::default();
         let plan = plan_order(
             &DumpNames {
                 meta_order: Some(&empty),
@@ -1042,7 +1045,7 @@ mod tests {
             for n in reference
                 .names
                 .iter()
-                .chain(other.unwrap_or(&[]))
+                .chain(other.map_or(&[][..], |m| &m[..]))
                 .chain(ours.names)
             {
                 if present.contains(n) && seen.insert(n) {
@@ -1082,9 +1085,9 @@ mod tests {
                 let as_names = |v: &[u8]| -> Vec<Name> {
                     v.iter().map(|&i| Name::from(if i % 5 == 0 { format!("model.layers.{i}@1") } else { format!("model.layers.{i}") })).collect()
                 };
-                let rm = as_names(&ref_meta);
-                let om = ours_meta.as_deref().map(as_names);
-                let ours = DumpNames { meta_order: om.as_deref(), names: &o, file_order_preserved: true, single_tensor_file: false };
+                let rm: NameList = as_names(&ref_meta).into();
+                let om: Option<NameList> = ours_meta.as_deref().map(as_names).map(NameList::from);
+                let ours = DumpNames { meta_order: om.as_ref(), names: &o, file_order_preserved: true, single_tensor_file: false };
                 let reference = DumpNames { meta_order: Some(&rm), names: &r, file_order_preserved: true, single_tensor_file: false };
                 let plan = plan_named(&ours, &reference);
                 let (order, appended, absent) = naive(&ours, &reference);

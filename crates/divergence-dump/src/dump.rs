@@ -23,7 +23,7 @@ use crate::npy;
 use crate::npz;
 use crate::safetensors;
 use crate::stacked;
-use divergence_names::Name;
+use divergence_names::{Name, NameList};
 use divergence_values::ValuesRef;
 
 /// The container format of a dump.
@@ -479,7 +479,9 @@ impl Layout {
 /// ([`Dump::open_pair`]).
 #[derive(Debug)]
 struct Listing {
-    names: Vec<Name>,
+    /// Shared whole with the metadata's execution order where that lists the same names
+    /// ([`stacked::expand_order`]'s `as_listed`).
+    names: NameList,
     /// Per name, where its layout is kept.
     slots: Vec<Slot>,
     /// `Err(i)`: `names[i]` repeats an earlier name (the dump is refused).
@@ -525,7 +527,7 @@ impl Listing {
         };
         let index = NameIndex::of(&names, &slots);
         Listing {
-            names,
+            names: names.into(),
             slots,
             index,
         }

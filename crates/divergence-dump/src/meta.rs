@@ -46,7 +46,7 @@ pub struct Meta {
     pub format: String,
     /// Probe names in execution order.
     #[serde(deserialize_with = "null_as_default")]
-    pub order: Vec<divergence_names::Name>,
+    pub order: divergence_names::NameList,
     /// Probe name -> original dtype name ("bfloat16" for a tensor stored as f32 in npz).
     #[serde(deserialize_with = "dtype_map")]
     pub dtypes: BTreeMap<String, String>,

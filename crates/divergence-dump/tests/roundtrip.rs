@@ -268,7 +268,7 @@ fn explicit_order_is_kept() {
     w.add("b", &[1], TensorData::F32(&[1.0])).unwrap();
     w.add("a", &[1], TensorData::F32(&[2.0])).unwrap();
     w.finish(Meta {
-        order: vec!["a".into(), "b".into()],
+        order: vec!["a".into(), "b".into()].into(),
         format: "other".into(),
         ..Meta::default()
     })

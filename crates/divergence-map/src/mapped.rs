@@ -11,7 +11,7 @@ use divergence_dump::{
     Chunks, DType, Dump, DumpError, Format, Location, Meta, Tensor, TensorView, Values,
 };
 
-use divergence_names::Name;
+use divergence_names::{Name, NameList};
 use divergence_values::{Elem, Gather, Piece, ValuesRef, Visit};
 
 use crate::array::Step;
@@ -23,7 +23,8 @@ pub struct MappedDump<'a> {
     resolved: Option<Resolved>,
     /// Borrowed from the dump when there is no map (a decode dump has tens of thousands).
     names: Cow<'a, [Name]>,
-    meta_order: Option<Cow<'a, [Name]>>,
+    /// Shared with the dump's metadata when there is no map.
+    meta_order: Option<NameList>,
 }
 
 impl<'a> MappedDump<'a> {
@@ -35,7 +36,7 @@ impl<'a> MappedDump<'a> {
             meta_order: dump
                 .meta()
                 .filter(|m| !m.order.is_empty())
-                .map(|m| Cow::Borrowed(m.order.as_slice())),
+                .map(|m| m.order.clone()),
             resolved: None,
         }
     }
@@ -66,9 +67,8 @@ impl<'a> MappedDump<'a> {
                     .iter()
                     .flat_map(|n| by_source.get(&**n).into_iter().flatten())
                     .map(|&s| Name::from(s))
-                    .collect::<Vec<Name>>()
-            })
-            .map(Cow::Owned);
+                    .collect::<NameList>()
+            });
         MappedDump {
             dump,
             names: Cow::Owned(names),
@@ -80,7 +80,7 @@ impl<'a> MappedDump<'a> {
     /// The same, with `order` as its recorded execution order (names of this mapped dump;
     /// `diff --prefill-vs-decode` gives the full prefill the stepped dump's order).
     pub fn with_order(mut self, order: Vec<Name>) -> MappedDump<'a> {
-        self.meta_order = Some(Cow::Owned(order));
+        self.meta_order = Some(order.into());
         self
     }
 
@@ -120,8 +120,8 @@ impl<'a> MappedDump<'a> {
     }
 
     /// The recorded execution order in the map's names.
-    pub fn meta_order(&self) -> Option<&[Name]> {
-        self.meta_order.as_deref()
+    pub fn meta_order(&self) -> Option<&NameList> {
+        self.meta_order.as_ref()
     }
 
     fn source(&self, name: &str) -> Option<Source<'_>> {

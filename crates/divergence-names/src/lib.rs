@@ -170,6 +170,90 @@ pub fn step_name(base: &str, step: usize) -> String {
 /// before: docs/performance.md, "Decode steps").
 pub type Name = std::sync::Arc<str>;
 
+/// A list of [`Name`]s that several holders share whole: a dump's names, its metadata's
+/// execution order and the diff's plan are one list where they are the same names in the same
+/// order (a 256-step decode dump has ~150,000; copying the list for each holder cost a
+/// reference count per name, on names two threads count at once). Reads as a slice;
+/// [`NameList::to_mut`] copies the list first where another holder shares it.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct NameList(std::sync::Arc<Vec<Name>>);
+
+impl NameList {
+    /// The list to change: this holder's own (copied first where it is shared).
+    pub fn to_mut(&mut self) -> &mut Vec<Name> {
+        std::sync::Arc::make_mut(&mut self.0)
+    }
+
+    /// True when both are one list (not only equal names).
+    pub fn shares(&self, other: &NameList) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl std::ops::Deref for NameList {
+    type Target = [Name];
+    fn deref(&self) -> &[Name] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for NameList {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.0.iter()).finish()
+    }
+}
+
+impl From<Vec<Name>> for NameList {
+    fn from(v: Vec<Name>) -> NameList {
+        NameList(std::sync::Arc::new(v))
+    }
+}
+
+impl FromIterator<Name> for NameList {
+    fn from_iter<I: IntoIterator<Item = Name>>(iter: I) -> NameList {
+        NameList::from(iter.into_iter().collect::<Vec<Name>>())
+    }
+}
+
+impl rayon::iter::FromParallelIterator<Name> for NameList {
+    fn from_par_iter<I: rayon::iter::IntoParallelIterator<Item = Name>>(iter: I) -> NameList {
+        use rayon::iter::ParallelIterator;
+        NameList::from(iter.into_par_iter().collect::<Vec<Name>>())
+    }
+}
+
+impl PartialEq<Vec<Name>> for NameList {
+    fn eq(&self, other: &Vec<Name>) -> bool {
+        **self.0 == **other
+    }
+}
+
+impl PartialEq<NameList> for Vec<Name> {
+    fn eq(&self, other: &NameList) -> bool {
+        **self == **other.0
+    }
+}
+
+impl<'a> IntoIterator for &'a NameList {
+    type Item = &'a Name;
+    type IntoIter = std::slice::Iter<'a, Name>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+impl Serialize for NameList {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for NameList {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<NameList, D::Error> {
+        Vec::<Name>::deserialize(d).map(NameList::from)
+    }
+}
+
 /// [`step_name`] as a [`Name`]: one allocation (the name is written on the stack first when it
 /// fits in 256 bytes, as every probe name of the dump contract does). What opening a stacked
 /// decode dump makes its ~150,000 step names with.

@@ -88,13 +88,13 @@ fn diff_files(ours: &Path, reference: &Path, truth: Option<&Path>, tolerance: To
     let truth = truth.map(|t| Dump::open(t).unwrap_or_else(|e| panic!("{e}")));
     let plan = plan_order(
         &DumpNames {
-            meta_order: ours.meta().map(|m| m.order.as_slice()),
+            meta_order: ours.meta().map(|m| &m.order),
             names: ours.names(),
             file_order_preserved: true,
             single_tensor_file: false,
         },
         &DumpNames {
-            meta_order: reference.meta().map(|m| m.order.as_slice()),
+            meta_order: reference.meta().map(|m| &m.order),
             names: reference.names(),
             file_order_preserved: true,
             single_tensor_file: false,

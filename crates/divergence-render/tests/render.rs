@@ -87,15 +87,16 @@ fn clean_report() -> Report {
         .iter()
         .map(|o| divergence_diff::Name::from(o.name))
         .collect();
+    let listed: divergence_names::NameList = names.clone().into();
     let plan = plan_order(
         &DumpNames {
-            meta_order: Some(&names),
+            meta_order: Some(&listed),
             names: &names,
             file_order_preserved: true,
             single_tensor_file: false,
         },
         &DumpNames {
-            meta_order: Some(&names),
+            meta_order: Some(&listed),
             names: &names,
             file_order_preserved: true,
             single_tensor_file: false,

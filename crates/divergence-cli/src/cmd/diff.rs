@@ -1675,7 +1675,7 @@ fn select_steps(
         .into_iter()
         .collect();
     let compared: BTreeSet<usize> = held.iter().copied().filter(|&s| sel.contains(s)).collect();
-    let keep = |names: &[divergence_diff::Name]| -> Vec<divergence_diff::Name> {
+    let keep = |names: &[divergence_diff::Name]| -> divergence_diff::NameList {
         names
             .par_iter()
             .with_min_len(4096)
@@ -1685,15 +1685,15 @@ fn select_steps(
     };
     let (o, r) = (dump_names(ours), dump_names(reference));
     let (o_names, r_names) = (keep(o.names), keep(r.names));
-    let (o_order, r_order) = (o.meta_order.map(keep), r.meta_order.map(keep));
+    let (o_order, r_order) = (o.meta_order.map(|m| keep(m)), r.meta_order.map(|m| keep(m)));
     *plan = divergence_diff::plan_order_from(
         &DumpNames {
-            meta_order: o_order.as_deref(),
+            meta_order: o_order.as_ref(),
             names: &o_names,
             ..o
         },
         &DumpNames {
-            meta_order: r_order.as_deref(),
+            meta_order: r_order.as_ref(),
             names: &r_names,
             ..r
         },

@@ -413,9 +413,11 @@ pub fn pair<'a>(
         divergence_diff::OrderSource::SteppedFile
     };
     let mut order: Vec<divergence_diff::Name> = recorded
-        .unwrap_or_else(|| stepped.names().to_vec())
-        .into_iter()
-        .filter(|n| sliced.contains(&**n))
+        .as_deref()
+        .unwrap_or_else(|| stepped.names())
+        .iter()
+        .filter(|n| sliced.contains(&***n))
+        .cloned()
         .collect();
     if lost {
         // (The canonical order is step by step: its key starts with the step.)

@@ -1127,7 +1127,7 @@ mod tests {
                     "float32"
                 };
                 meta.dtypes.insert(name.clone(), dtype.to_string());
-                meta.order.push(divergence_diff::Name::from(name));
+                meta.order.to_mut().push(divergence_diff::Name::from(name));
             }
             w.finish(meta).unwrap();
         };

@@ -70,7 +70,7 @@ pub fn compare(ours: &MemoryRecorder, reference: &Dump) -> Vec<ProbeCmp> {
     let ref_order = reference
         .meta()
         .map(|m| m.order.clone())
-        .unwrap_or_else(|| reference.names().to_vec());
+        .unwrap_or_else(|| reference.names().to_vec().into());
     let our_names: Vec<std::sync::Arc<str>> = ours.names().iter().map(|&s| s.into()).collect();
     assert_eq!(
         our_names, ref_order,
