@@ -2,7 +2,8 @@
 tuned on"): tests/python/test_heldout.py runs the fault catalogues on them, and
 scripts/heldout_long.py measures their three-way ratios with long prompts. `SECOND`: the five of
 a second held-out check (docs/decode.md, "A second held-out check"), of which
-tests/python/test_long_prompt.py runs `h` (`LONG`).
+tests/python/test_long_prompt.py runs `h` (`LONG`). `THIRD`: the four of a third (docs/decode.md,
+"A third held-out check"), of which tests/python/test_third_heldout.py runs `j` and `l`.
 
 `make(name, workdir)` builds one with real transformers (scripts/dump_reference.py, seeded init)
 and returns its directory, its prompt (comma-separated ids) and its config changes.
@@ -51,6 +52,26 @@ SECOND = {
           "eager", True),
 }
 
+# The third held-out check's four (a helper, 2026-12-04, session 32; results:
+# docs/results/heldout-2026-12-04-session32.txt, docs/decode.md "A third held-out check"): one
+# layer, no GQA, odd head counts, head_dim 8 to 48, a 1-token and a 70-token prompt; the last
+# field a float scales the plain q/k-norm gains (`k`: x0.05). Not run in CI but for `j` and
+# `l` (tests/python/test_third_heldout.py).
+THIRD = {
+    "j": (dict(hidden_size=64, num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=4,
+               head_dim=16, intermediate_size=128, vocab_size=350, rope_theta=1000000.0), 301, 70, 6,
+          "eager", True),
+    "k": (dict(hidden_size=144, num_hidden_layers=3, num_attention_heads=3, num_key_value_heads=1,
+               head_dim=48, intermediate_size=288, vocab_size=450, rope_theta=1000000.0), 302, 1, 16,
+          "sdpa", 0.05),
+    "l": (dict(hidden_size=120, num_hidden_layers=2, num_attention_heads=5, num_key_value_heads=5,
+               head_dim=24, intermediate_size=240, vocab_size=620, rope_theta=500000.0), 303, 9, 12,
+          "eager", True),
+    "m": (dict(hidden_size=192, num_hidden_layers=4, num_attention_heads=6, num_key_value_heads=3,
+               head_dim=8, intermediate_size=320, vocab_size=280, rope_theta=10000.0), 304, 33, 8,
+          "sdpa", False),
+}
+
 # Of those, the one kept apart from MODELS and tested in CI (tests/python/test_long_prompt.py):
 # it meets limits the catalogue tests would have to excuse (a 97-token prompt, 8 q heads
 # sharing 1 kv head of 16, sdpa).
@@ -65,17 +86,27 @@ def prompt(vocab: int, seed: int, length: int) -> str:
 def make(name: str, workdir: Path) -> tuple[Path, str, dict]:
     """Model `name` saved (float32 weights) under `workdir`: (its directory, its prompt, its
     config changes)."""
-    changes, seed, length, _steps, _attn, gains = {**MODELS, **SECOND}[name]
+    changes, seed, length, _steps, _attn, gains = {**MODELS, **SECOND, **THIRD}[name]
     cfg = json.loads((REPO / "fixtures/configs/tiny-qwen3.json").read_text())
     cfg.update(changes, max_window_layers=changes["num_hidden_layers"])
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "config.json").write_text(json.dumps(cfg))
     ids = prompt(cfg["vocab_size"], seed, length)
     mdir = workdir / "model"
-    plain = [] if gains else ["--no-norm-gains"]
+    # A float scales the plain gains (ones, seeded init's own) instead.
+    plain = [] if gains is True else ["--no-norm-gains"]
     rc = dr.main(["--config", str(workdir / "config.json"), "--seed", str(seed), *plain,
                   "--save-model", str(mdir), "--save-dtype", "float32", "--ids", ids,
                   "--only", r"^model\.embed_tokens$", "--out", str(workdir / "throwaway.npz"),
                   "--quiet"])
     assert rc == 0
+    if isinstance(gains, float):
+        # The plain gains, scaled (small q/k-norm weights).
+        from safetensors.torch import load_file, save_file
+        f = mdir / "model.safetensors"
+        sd = load_file(str(f))
+        for k in sd:
+            if k.endswith(("q_norm.weight", "k_norm.weight")):
+                sd[k] = (sd[k] * gains).contiguous()
+        save_file(sd, str(f), metadata={"format": "pt"})
     return mdir, ids, changes

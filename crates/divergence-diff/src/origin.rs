@@ -201,7 +201,35 @@ pub struct Origin {
     pub growth: Option<f64>,
     /// The ops from the origin to the first divergence (both included), in execution order.
     pub chain: Vec<ChainLink>,
+    /// Where the origin is an op of decode step 2 or later: the earliest decode step at which
+    /// the same op already added error of its own, within the tolerance ([`earlier_step`]).
+    /// A KV-cache bug acts at every step; its error can stay under the tolerance at the first
+    /// steps and cross it later, where the dataflow of that step alone calls it born.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub earlier: Option<EarlierStep>,
 }
+
+/// An earlier decode step of the origin's op that already added error of its own, within the
+/// tolerance ([`Origin::earlier`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EarlierStep {
+    /// Probe name (`base@t`).
+    pub name: String,
+    /// Index into `ops`.
+    pub index: usize,
+    /// Its decode step (1 or later).
+    pub step: usize,
+    /// Its error: the relative L2 error, or with `--truth` the noise ratio.
+    pub error: f64,
+    /// Its local growth.
+    pub local_growth: Option<f64>,
+}
+
+/// How many times its noise floor a row's relative L2 error must be, for an earlier step of the
+/// origin's op to count as already off ([`earlier_step`]): 1e-4 in float32, 0.4 in bfloat16 (a
+/// bf16 row that far off has diverged: the check matters where the tolerance leaves room above
+/// the noise, float32 and float64). With `--truth`, a noise ratio above [`TRUTH_BIRTH`].
+pub const EARLIER_NOISE_TIMES: f64 = 100.0;
 
 impl Origin {
     /// The ops after the origin that amplified the error.
@@ -269,12 +297,62 @@ pub fn origin<R: RowSource + ?Sized>(
         })
         .collect();
     let o = &chain[0];
+    let earlier = earlier_step(ops, growths, o.index, measure);
     Some(Origin {
         name: o.name.clone(),
         index: o.index,
         growth: o.local_growth,
         chain,
+        earlier,
     })
+}
+
+/// Where row `born` is an op of decode step `s` >= 2: the earliest of the same op's decode
+/// steps 1..s whose local growth exceeds the birth growth and whose error is well above its
+/// noise floor ([`EARLIER_NOISE_TIMES`] times it; with `--truth`, a noise ratio above
+/// [`TRUTH_BIRTH`]): the op was already adding error there, under the tolerance. The
+/// prefill (step 0) is not asked: a decode-path report says the prefill is clean by its
+/// verdicts. Rows are in execution order, so those steps precede `born`.
+pub fn earlier_step<R: RowSource + ?Sized>(
+    ops: &R,
+    growths: &[Option<f64>],
+    born: usize,
+    measure: Measure,
+) -> Option<EarlierStep> {
+    if born >= ops.row_count() {
+        return None;
+    }
+    let (base, step) = ops.row_at(born).split();
+    if step < 2 {
+        return None;
+    }
+    let off = |j: usize| {
+        let row = ops.row_at(j);
+        let error = measure.value(row)?;
+        let bar = match measure {
+            Measure::RelErr => EARLIER_NOISE_TIMES * noise_floor(row),
+            Measure::NoiseRatio => TRUTH_BIRTH,
+        };
+        let growth = growths.get(j).copied().flatten();
+        (error > bar && growth.is_some_and(|g| g > measure.birth())).then_some((error, growth))
+    };
+    // The same op's earlier steps; the first one found is the earliest (execution order).
+    (0..born)
+        .filter(|&j| {
+            let (b, t) = ops.row_at(j).split();
+            (1..step).contains(&t) && b == base
+        })
+        .find_map(|j| {
+            let (error, local_growth) = off(j)?;
+            let row = ops.row_at(j);
+            Some(EarlierStep {
+                name: row.name().into_owned(),
+                index: j,
+                step: row.step(),
+                error,
+                local_growth,
+            })
+        })
 }
 
 /// The per-row mark of the ops table: `born` when the row's local growth exceeds
@@ -332,6 +410,103 @@ mod tests {
             .iter()
             .map(|l| (divergence_names::short_name(&l.name), l.role))
             .collect()
+    }
+
+    /// The chain's six probes at the prefill and decode steps 1..=3 (`x@s`), each step's
+    /// errors given, and the origin of the first row whose error is over the f32 tolerance
+    /// (1e-3; with the truth, a noise ratio over 3).
+    fn steps(errs: [[Option<f64>; 6]; 4], measure: Measure) -> Option<Origin> {
+        let (base, _) = chain(errs[0]);
+        let mut names = Vec::new();
+        let mut ops = Vec::new();
+        for (s, e) in errs.iter().enumerate() {
+            for (op, &err) in base.iter().zip(e) {
+                let name = divergence_names::step_name(&op.name, s);
+                let mut row = row(&name, err);
+                row.step = s;
+                if measure == Measure::NoiseRatio {
+                    row.truth_mut().noise_ratio = err;
+                }
+                names.push(name);
+                ops.push(row);
+            }
+        }
+        let flow = Dataflow::new(&names);
+        let g = local_growths(&ops, &flow, measure);
+        let over = if measure == Measure::NoiseRatio {
+            3.0
+        } else {
+            1e-3
+        };
+        let first = ops
+            .iter()
+            .position(|o| measure.value(o).is_some_and(|e| e > over))?;
+        origin(&ops, &flow, &g, first, measure)
+    }
+
+    #[test]
+    fn a_decode_step_under_the_tolerance_is_found_before_the_origin() {
+        let clean = [
+            Some(0.0),
+            Some(0.0),
+            Some(1e-7),
+            Some(2e-7),
+            Some(2e-7),
+            Some(2e-7),
+        ];
+        // k_norm adds error at every decode step; under 1e-3 at step 1, over it at step 2.
+        let born = |e: f64| {
+            [
+                Some(0.0),
+                Some(0.0),
+                Some(1e-7),
+                Some(2e-7),
+                Some(e),
+                Some(e),
+            ]
+        };
+        let o =
+            steps([clean, born(5e-4), born(4e-3), born(8e-3)], Measure::RelErr).expect("origin");
+        assert_eq!(o.name, format!("{L0}self_attn.k_norm@2"));
+        let e = o.earlier.expect("step 1 added error already");
+        assert_eq!(
+            (e.name.as_str(), e.index, e.step, e.error),
+            (&*format!("{L0}self_attn.k_norm@1"), 10, 1, 5e-4)
+        );
+        // 5e-4 over the f32 floor 1e-6 (k_proj's 2e-7 is below it).
+        assert!((e.local_growth.unwrap() - 500.0).abs() < 1e-6);
+        // Under 100 times the noise floor at step 1 (5e-5 < 1e-4): not said.
+        let o = steps([clean, born(5e-5), born(4e-3), born(8e-3)], Measure::RelErr).unwrap();
+        assert_eq!(o.earlier, None);
+        // Carried, not added, at step 1 (its input as far off): not said.
+        let carried = [
+            Some(0.0),
+            Some(0.0),
+            Some(1e-7),
+            Some(5e-4),
+            Some(5e-4),
+            Some(5e-4),
+        ];
+        let o = steps([clean, carried, born(4e-3), born(8e-3)], Measure::RelErr).unwrap();
+        assert_eq!(o.earlier, None);
+        // Born at step 1 (the first decode step): nothing earlier to ask, the prefill is not.
+        let o = steps(
+            [born(5e-4), born(4e-3), born(8e-3), born(8e-3)],
+            Measure::RelErr,
+        )
+        .unwrap();
+        assert_eq!(
+            (o.name.as_str(), o.earlier),
+            (&*format!("{L0}self_attn.k_norm@1"), None)
+        );
+        // With the truth, a noise ratio over 1.5 that grew over 1.5-fold at step 1.
+        let ratio = |r: f64| [Some(1.0), Some(1.0), Some(1.0), Some(1.0), Some(r), Some(r)];
+        let o = steps(
+            [ratio(1.0), ratio(2.0), ratio(40.0), ratio(40.0)],
+            Measure::NoiseRatio,
+        )
+        .unwrap();
+        assert_eq!(o.earlier.map(|e| (e.step, e.error)), Some((1, 2.0)));
     }
 
     #[test]

@@ -482,6 +482,9 @@ fn first_divergence(report: &Report, h: &mut String) {
     if let Some(text) = view::step_text(report, first.step) {
         kv(h, "step", &text);
     }
+    if let Some(text) = view::origin_text(report) {
+        kv(h, "origin", &text);
+    }
     kv(h, "reason", &first.reason);
     if let Some(text) = &op.mapped {
         kv(h, "mapped", text);

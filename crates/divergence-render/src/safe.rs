@@ -67,6 +67,9 @@ macro_rules! head_strings {
             for l in &$($m)? x.chain {
                 f(&$($m)? l.name);
             }
+            if let Some(e) = &$($m)? x.earlier {
+                f(&$($m)? e.name);
+            }
         }
         for h in &$($m)? r.hints {
             f(&$($m)? h.op);

@@ -565,6 +565,22 @@ pub(crate) fn origin_text(report: &Report) -> Option<String> {
     if !amplified.is_empty() {
         text.push_str(&format!("; amplified through {}", amplified.join(", ")));
     }
+    if let Some(e) = &o.earlier {
+        let (error, growth) = match report.tolerance {
+            Tolerance::Truth { .. } => (
+                format!("noise ratio {}", ratio(Some(e.error))),
+                format!("×{} over its inputs'", ratio(e.local_growth)),
+            ),
+            _ => (
+                format!("rel err {}", num(Some(e.error))),
+                format!("local growth ×{}", num(e.local_growth)),
+            ),
+        };
+        text.push_str(&format!(
+            "; the same op already added error at decode step {}, within the tolerance: {} (#{}, {error}, {growth})",
+            e.step, e.name, e.index
+        ));
+    }
     Some(text)
 }
 

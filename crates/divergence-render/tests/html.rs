@@ -511,6 +511,38 @@ fn the_position_chart_has_a_bar_per_position_red_where_over_tolerance() {
 }
 
 #[test]
+fn the_first_divergence_says_its_origin_and_an_earlier_step_of_it() {
+    let mut report = report();
+    let first = report.first_divergence.clone().unwrap();
+    let o = report.origin.as_mut().expect("an origin");
+    assert_eq!(o.earlier, None);
+    let page = html(&report);
+    assert!(
+        page.contains("<dt>origin</dt><dd>crossed the line at "),
+        "{page}"
+    );
+    // (The rows are not decode steps: made up, to see it said.)
+    report.origin.as_mut().unwrap().earlier = Some(EarlierStep {
+        name: "model.layers.0.self_attn.k_norm@1".into(),
+        index: 4,
+        step: 1,
+        error: 5e-4,
+        local_growth: Some(500.0),
+    });
+    let said = "the same op already added error at decode step 1, within the tolerance: \
+                model.layers.0.self_attn.k_norm@1 (#4, rel err 5.000e-04, local growth ×5.000e+02)";
+    let page = html(&report);
+    assert!(page.contains(said), "{page}");
+    let mut out = Vec::new();
+    divergence_render::render_table(&report, &Default::default(), &mut out).unwrap();
+    let table = String::from_utf8(out).unwrap();
+    assert!(table.contains(&first.name), "{table}");
+    // The table wraps its lines: compare without the line breaks and their indents.
+    let flat = table.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(flat.contains(said), "{table}");
+}
+
+#[test]
 fn the_growth_plot_marks_an_earlier_origin() {
     let mut report = report();
     let first = report.first_divergence.clone().unwrap();
@@ -520,6 +552,7 @@ fn the_growth_plot_marks_an_earlier_origin() {
         index: 0,
         growth: None,
         chain: Vec::new(),
+        earlier: None,
     });
     o.index = 1;
     o.name = report.ops[1].name.to_string();

@@ -1,0 +1,122 @@
+"""Two held-out decodes where the first divergence is not the step or op the fault enters at,
+and what the report says instead.
+
+Models `j` and `l` of scripts/heldout_models.py (`THIRD`), from a helper's third held-out check
+of 2026-12-04 (docs/decode.md, "A third held-out check"). Asserted:
+
+- `decode-mask` in f32 on `j` (one layer, a 70-token prompt): layer 0's `attn_out@1` is off by
+  7.2e-4 (rel L2), under the f32 preset's rtol of 1e-3, and with no later layer to carry it the
+  first divergence is `attn_out@2`, born there by its own step's dataflow. The origin names
+  the earlier step (`origin.earlier`: `attn_out@1`, docs/origin.md), and `--truth` flags
+  `attn_out@1` itself. Before `origin.earlier` nothing in the report pointed at step 1.
+- `decode-pos=1` and `decode-pos-frozen` in bf16 on `l` (a 9-token prompt, head_dim 24, rope
+  theta 5e5): ours' step reads position 10 where the reference's reads 9, and the table's probe
+  (the cos of each frequency) differs there by only 3.7e-2 (rel L2; cos 9 is near cos 10 for the
+  fastest frequency), under the bf16 preset's 4e-2, so the first divergence is layer 0's
+  `rope_q` at the step; the origin is `model.rotary_emb` at
+  that step and the `decode_position` hint names the offset. In f32 the table itself is the
+  first divergence.
+
+The binary is $DIVERGENCE_BIN, else target/debug or target/release; skipped without one.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+import bad_inputs as bi  # scripts/ is on sys.path (conftest.py)
+from conftest import dump
+from heldout_models import THIRD, make
+
+BIN = bi.find_binary()
+pytestmark = pytest.mark.skipif(
+    BIN is None, reason="divergence binary not found (set DIVERGENCE_BIN or cargo build -p divergence-cli)")
+
+L0 = "model.layers.0.self_attn."
+
+
+def build(tmp_path_factory, name, dtypes):
+    """Model `name`'s directory, prompt, folder and decode references: {dtype: (ref, truth)}."""
+    _, _, _, steps, attn, _ = THIRD[name]
+    d = tmp_path_factory.mktemp(f"third-{name}")
+    mdir, ids, _ = make(name, d)
+    refs = {}
+    for dt in dtypes:
+        torch_dt = {"f32": "float32", "bf16": "bfloat16"}[dt]
+        truth = d / f"truth.{dt}.npz"
+        ref = dump(d, "--model", mdir, "--ids", ids, "--dtype", torch_dt, "--attn", attn,
+                   "--decode", steps, "--truth-out", truth, name=f"ref.{dt}.npz")
+        refs[dt] = (ref, truth)
+    return mdir, ids, d, refs
+
+
+@pytest.fixture(scope="module")
+def model_j(tmp_path_factory):
+    return build(tmp_path_factory, "j", ["f32"])
+
+
+@pytest.fixture(scope="module")
+def model_l(tmp_path_factory):
+    return build(tmp_path_factory, "l", ["f32", "bf16"])
+
+
+def diff(a, b, *extra):
+    p = subprocess.run([str(BIN), "diff", str(a), str(b), "--format", "json", *map(str, extra)],
+                       capture_output=True, text=True)
+    assert p.returncode in (0, 1), p.stderr
+    return p.returncode, json.loads(p.stdout)
+
+
+def ours(model, dt, fault):
+    """Our decode of the reference's tokens, with `fault` ("-": none)."""
+    mdir, ids, d, refs = model
+    out = d / f"ours.{dt}.{fault}.npz"
+    if not out.exists():
+        inject = [] if fault == "-" else ["--inject", fault]
+        subprocess.run([str(BIN), "run", "--model", str(mdir), "--ids", ids, "--dtype", dt,
+                        "--decode-from", str(refs[dt][0]), *inject, "--out", str(out)],
+                       check=True, capture_output=True, text=True)
+    return out
+
+
+def test_decode_mask_on_one_layer_names_the_earlier_step(model_j):
+    ref, truth = model_j[3]["f32"]
+    rc, clean = diff(ours(model_j, "f32", "-"), ref)
+    assert rc == 0 and clean["first_divergence"] is None
+    rc, r = diff(ours(model_j, "f32", "decode-mask"), ref)
+    assert rc == 1
+    first, origin = r["first_divergence"], r["origin"]
+    assert (first["name"], first["step"]) == (L0 + "attn_out@2", 2)
+    assert origin["name"] == L0 + "attn_out@2"
+    assert all(s["diverged"] == 0 for s in r["steps"] if s["step"] < 2)
+    e = origin["earlier"]
+    assert (e["name"], e["step"]) == (L0 + "attn_out@1", 1)
+    # Under the f32 tolerance (1e-3), far over its inputs' (noise, ~1e-7).
+    assert 1e-4 < e["error"] < 1e-3 and e["local_growth"] > 10
+    assert any(h["code"] == "attention_spread" for h in r["hints"])
+    # The truth flags the step itself.
+    rc, t = diff(ours(model_j, "f32", "decode-mask"), ref, "--truth", truth)
+    assert rc == 1 and t["first_divergence"]["name"] == L0 + "attn_out@1"
+
+
+@pytest.mark.parametrize("fault, step", [("decode-pos=1", 1), ("decode-pos-frozen", 2)])
+def test_a_decode_position_in_bf16_is_born_at_the_rope_table(model_l, fault, step):
+    ref, truth = model_l[3]["bf16"]
+    rc, r = diff(ours(model_l, "bf16", fault), ref)
+    assert rc == 1
+    first, origin = r["first_divergence"], r["origin"]
+    assert (first["name"], first["step"]) == (f"{L0}rope_q@{step}", step)
+    assert origin["name"] == f"model.rotary_emb@{step}"
+    assert "earlier" not in origin
+    table = next(o for o in r["ops"] if o["name"] == f"model.rotary_emb@{step}")
+    assert table["status"] == "ok" and 1e-2 < table["rel_l2_err"] < 4e-2
+    assert any(h["code"] == "decode_position" for h in r["hints"])
+    assert all(s["diverged"] == 0 for s in r["steps"] if s["step"] < step)
+    # The truth and f32 find the table itself.
+    rc, t = diff(ours(model_l, "bf16", fault), ref, "--truth", truth)
+    assert rc == 1 and t["first_divergence"]["name"] == f"model.rotary_emb@{step}"
+    rc, f = diff(ours(model_l, "f32", fault), model_l[3]["f32"][0])
+    assert rc == 1 and f["first_divergence"]["name"] == f"model.rotary_emb@{step}"
