@@ -489,9 +489,11 @@ pub struct Tui {
 /// What the per-layer overview (`l`) shows, tallied: a line per layer, or per layer and phase
 /// (the prefill, the decode steps) in a decode report.
 #[derive(Debug)]
+/// The overview's lines, of the layers the table lists (at most `view::SHOWN_LAYERS`), and
+/// what the layers left out hold.
 enum LayerCache {
-    OnePass(Vec<view::LayerLine>),
-    Phases(Vec<PhaseEntry>),
+    OnePass(Vec<view::LayerLine>, Option<String>),
+    Phases(Vec<PhaseEntry>, Option<String>),
 }
 
 /// The details' text lines (with the top border) at the least, and the per-position plot
@@ -1342,12 +1344,20 @@ impl Tui {
         let cache = self
             .layer_cache
             .get_or_init(|| match self.report.steps.is_empty() {
-                true => LayerCache::OnePass(view::layer_lines(&self.report)),
-                false => LayerCache::Phases(view::layer_phase_lines(&self.report)),
+                true => {
+                    let (lines, note, _) = view::shown_layer_lines(&self.report);
+                    LayerCache::OnePass(lines, note)
+                }
+                false => {
+                    let (lines, note) = view::shown_layer_phase_lines(&self.report);
+                    LayerCache::Phases(lines, note)
+                }
             });
-        let lines = match cache {
-            LayerCache::Phases(lines) => lines,
-            LayerCache::OnePass(lines) => {
+        // The layers left out, said last (a million layers listed took the table 4.5 GiB).
+        let note = |note: &Option<String>| note.clone().map(|n| (n, false));
+        let (lines, left_out) = match cache {
+            LayerCache::Phases(lines, left_out) => (lines, left_out),
+            LayerCache::OnePass(lines, left_out) => {
                 // As below (a newcomer's run at 80 columns: the full form cut the first bad op
                 // off every line).
                 let fit = fullest_form(|form| {
@@ -1358,6 +1368,7 @@ impl Tui {
                 return lines
                     .iter()
                     .map(|l| phase_line(l.layer, None, Some(l), fit))
+                    .chain(note(left_out))
                     .collect();
             }
         };
@@ -1375,6 +1386,7 @@ impl Tui {
             .iter()
             .flat_map(phases)
             .map(|(layer, phase, l)| phase_line(layer, Some(phase), l, fit))
+            .chain(note(left_out))
             .collect()
     }
 
@@ -2067,6 +2079,60 @@ mod tests {
         assert!(cut.width() <= 20, "{cut}");
     }
     use super::*;
+
+    /// A report of `layers` one-op layers (`@1` too, a decode report, where `steps`), layer
+    /// `bad` diverged.
+    fn layers_report(layers: usize, bad: usize, steps: bool) -> Report {
+        use divergence_diff::{assemble, DiffConfig, OpResult, OrderSource, ReportContext};
+        let row = |l: usize, step: usize| -> OpResult {
+            let name = match step {
+                0 => format!("model.layers.{l}.mlp"),
+                s => format!("model.layers.{l}.mlp@{s}"),
+            };
+            let status = if l == bad && step == 0 {
+                "diverged"
+            } else {
+                "ok"
+            };
+            serde_json::from_value(serde_json::json!({
+                "name": name, "status": status, "rel_l2_err": 0.0, "layer": l, "step": step,
+            }))
+            .unwrap()
+        };
+        let ops: Vec<OpResult> = (0..layers)
+            .map(|l| row(l, 0))
+            .chain((0..layers).filter(|_| steps).map(|l| row(l, 1)))
+            .collect();
+        assemble(
+            ops,
+            ReportContext::new("ours", "ref", OrderSource::RefMeta),
+            &DiffConfig::default(),
+        )
+    }
+
+    /// The overview (`l`) lists the layers the table lists, at most `view::SHOWN_LAYERS` (a
+    /// bad-input hunt: a million layers were all listed), the diverged one among them, and
+    /// says the rest last; a report under the cap lists every layer and no note.
+    #[test]
+    fn the_layer_overview_stops_at_the_tables_cap() {
+        for steps in [false, true] {
+            let phases = if steps { 2 } else { 1 };
+            let tui = Tui::new(layers_report(view::SHOWN_LAYERS + 500, 1_200, steps));
+            let lines = tui.layer_overview(200);
+            assert_eq!(lines.len(), view::SHOWN_LAYERS * phases + 1, "{steps}");
+            let last = &lines.last().unwrap().0;
+            assert!(
+                last.starts_with("500 more layers, none with a diverged op"),
+                "{last}"
+            );
+            assert!(
+                lines.iter().any(|(l, bad)| *bad && l.contains("1200")),
+                "{steps}"
+            );
+            let small = Tui::new(layers_report(10, 3, steps)).layer_overview(200);
+            assert_eq!(small.len(), 10 * phases, "{steps}");
+        }
+    }
 
     #[test]
     fn ordered_bits_orders_as_total_cmp() {

@@ -664,6 +664,7 @@ pub(crate) struct LayerLine {
 }
 
 /// One line per layer, in layer order (rows without a layer left out; no row is built).
+#[cfg(test)]
 pub(crate) fn layer_lines(report: &Report) -> Vec<LayerLine> {
     let name = |r: Row<'_>| divergence_names::short_name(&r.name()).to_string();
     layer_tallies(report, |r| r.layer())
@@ -762,9 +763,24 @@ fn hidden_layers_note(hidden: usize, diverged: usize, incomplete: usize) -> Opti
 /// A decode report's per-layer lines with the prefill and the decode steps apart: per layer,
 /// the prefill's line and the decode steps' (`None` where the layer has no row of it). Their
 /// names carry the step (`self_attn.k_norm@2`, `(layer output)@2`).
-pub(crate) fn layer_phase_lines(
-    report: &Report,
-) -> Vec<(usize, Option<LayerLine>, Option<LayerLine>)> {
+#[cfg(test)]
+pub(crate) fn layer_phase_lines(report: &Report) -> Vec<PhaseLines> {
+    layer_phase_lines_of(report, None)
+}
+
+/// [`layer_phase_lines`] of the layers the table lists ([`shown_layers`]: at most
+/// [`SHOWN_LAYERS`]) and what the layers left out hold: the TUI's overview (`l`). Only the
+/// lines shown are made.
+pub(crate) fn shown_layer_phase_lines(report: &Report) -> (Vec<PhaseLines>, Option<String>) {
+    let (keep, note) = shown_layers(report);
+    (layer_phase_lines_of(report, keep.as_ref()), note)
+}
+
+/// A layer's prefill line and decode steps' line ([`layer_phase_lines`]).
+pub(crate) type PhaseLines = (usize, Option<LayerLine>, Option<LayerLine>);
+
+/// [`layer_phase_lines`] of the layers in `keep` (every layer: `None`).
+fn layer_phase_lines_of(report: &Report, keep: Option<&BTreeSet<usize>>) -> Vec<PhaseLines> {
     let name = |r: Row<'_>| {
         let short = divergence_names::short_name(r.base());
         match r.step() {
@@ -772,8 +788,11 @@ pub(crate) fn layer_phase_lines(
             s => format!("{short}@{s}"),
         }
     };
-    let mut out: Vec<(usize, Option<LayerLine>, Option<LayerLine>)> = Vec::new();
+    let mut out: Vec<PhaseLines> = Vec::new();
     for ((layer, decode), t) in layer_tallies(report, |r| r.layer().map(|l| (l, r.step() > 0))) {
+        if keep.is_some_and(|k| !k.contains(&layer)) {
+            continue;
+        }
         let line = Some(layer_line(report, layer, t, name));
         match out.last_mut() {
             Some(last) if last.0 == layer => last.2 = line,
