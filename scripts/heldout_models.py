@@ -3,7 +3,7 @@ tuned on"): tests/python/test_heldout.py runs the fault catalogues on them, and
 scripts/heldout_long.py measures their three-way ratios with long prompts. `SECOND`: the five of
 a second held-out check (docs/decode.md, "A second held-out check"), of which
 tests/python/test_long_prompt.py runs `h` (`LONG`). `THIRD`: the four of a third (docs/decode.md,
-"A third held-out check"), of which tests/python/test_third_heldout.py runs `j` and `l`.
+"A third held-out check"), of which tests/python/test_third_heldout.py runs `j`, `k` and `l`.
 
 `make(name, workdir)` builds one with real transformers (scripts/dump_reference.py, seeded init)
 and returns its directory, its prompt (comma-separated ids) and its config changes.
@@ -55,8 +55,8 @@ SECOND = {
 # The third held-out check's four (a helper, 2026-12-04, session 32; results:
 # docs/results/heldout-2026-12-04-session32.txt, docs/decode.md "A third held-out check"): one
 # layer, no GQA, odd head counts, head_dim 8 to 48, a 1-token and a 70-token prompt; the last
-# field a float scales the plain q/k-norm gains (`k`: x0.05). Not run in CI but for `j` and
-# `l` (tests/python/test_third_heldout.py).
+# field a float scales the plain q/k-norm gains (`k`: x0.05). Not run in CI but for `j`, `k`
+# and `l` (tests/python/test_third_heldout.py).
 THIRD = {
     "j": (dict(hidden_size=64, num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=4,
                head_dim=16, intermediate_size=128, vocab_size=350, rope_theta=1000000.0), 301, 70, 6,

@@ -1,7 +1,7 @@
-"""Two held-out decodes where the first divergence is not the step or op the fault enters at,
-and what the report says instead.
+"""Held-out decodes where the first divergence is not the step or op the fault enters at, or
+its hint was another's, and what the report says.
 
-Models `j` and `l` of scripts/heldout_models.py (`THIRD`), from a helper's third held-out check
+Models `j`, `k` and `l` of scripts/heldout_models.py (`THIRD`), from a helper's third held-out check
 of 2026-12-04 (docs/decode.md, "A third held-out check"). Asserted:
 
 - `decode-mask` in f32 on `j` (one layer, a 70-token prompt): layer 0's `attn_out@1` is off by
@@ -13,9 +13,12 @@ of 2026-12-04 (docs/decode.md, "A third held-out check"). Asserted:
   theta 5e5): ours' step reads position 10 where the reference's reads 9, and the table's probe
   (the cos of each frequency) differs there by only 3.7e-2 (rel L2; cos 9 is near cos 10 for the
   fastest frequency), under the bf16 preset's 4e-2, so the first divergence is layer 0's
-  `rope_q` at the step; the origin is `model.rotary_emb` at
-  that step and the `decode_position` hint names the offset. In f32 the table itself is the
-  first divergence.
+  `rope_q` at the step; the origin is `model.rotary_emb` at that step and the
+  `decode_position` hint names the offset. In f32 the table itself is the first divergence.
+- `decode-mask` in bf16 on `k` (a 1-token prompt, q/k-norm gains x0.05): the scores are near
+  equal, so at step 1 every head is the reference's times 2/3 (one of three slots the zero
+  one), which read as a `scale`; the factor moves at step 2 (3/4), and the hint is
+  `attention_spread` (docs/hints.md).
 
 The binary is $DIVERGENCE_BIN, else target/debug or target/release; skipped without one.
 """
@@ -56,6 +59,11 @@ def build(tmp_path_factory, name, dtypes):
 @pytest.fixture(scope="module")
 def model_j(tmp_path_factory):
     return build(tmp_path_factory, "j", ["f32"])
+
+
+@pytest.fixture(scope="module")
+def model_k(tmp_path_factory):
+    return build(tmp_path_factory, "k", ["bf16"])
 
 
 @pytest.fixture(scope="module")
@@ -120,3 +128,15 @@ def test_a_decode_position_in_bf16_is_born_at_the_rope_table(model_l, fault, ste
     assert rc == 1 and t["first_divergence"]["name"] == f"model.rotary_emb@{step}"
     rc, f = diff(ours(model_l, "f32", fault), model_l[3]["f32"][0])
     assert rc == 1 and f["first_divergence"]["name"] == f"model.rotary_emb@{step}"
+
+
+def test_decode_mask_among_equal_scores_is_a_zero_keys_share(model_k):
+    ref, _ = model_k[3]["bf16"]
+    rc, r = diff(ours(model_k, "bf16", "decode-mask"), ref)
+    assert rc == 1
+    assert r["first_divergence"]["name"] == L0 + "attn_out@1"
+    hints = {h["code"]: h for h in r["hints"]}
+    assert "scale" not in hints, r["hints"]
+    h = hints["attention_spread"]
+    assert h["op"] == L0 + "attn_out@1" and h["evidence"]["moved_at_step"] == 2
+    assert 0.6 < h["evidence"]["min_factor"] <= h["evidence"]["max_factor"] < 0.7

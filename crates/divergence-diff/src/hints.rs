@@ -1439,7 +1439,13 @@ pub fn spread_across_steps(
     later: &[Subject<'_>],
     shape: &ModelShape,
 ) {
-    if hint_.code != HintCode::AttentionSpread || hint_.op != now.name {
+    // A `scale` of one factor for every head at `attn_out` (a single scale is not
+    // `attention_spread`'s own reading) is read the same way: with near-equal scores (small
+    // q/k-norm gains, a short prompt) a zero key takes the same share in every head, and that
+    // share moves at the next steps where a wrong scale factor does not (a held-out check: 2/3
+    // at step 1 of a 1-token prompt, then 3/4).
+    let scaled = hint_.code == HintCode::Scale && Op::of(now.name) == Op::AttnOut;
+    if !(hint_.code == HintCode::AttentionSpread || scaled) || hint_.op != now.name {
         return;
     }
     let factors = |s: &Subject<'_>| {
@@ -1461,6 +1467,14 @@ pub fn spread_across_steps(
     let Some((base, u)) = factors(now).and_then(one) else {
         return;
     };
+    // A scale read as a zero key's share: every head scaled down, none to zero or below.
+    if scaled
+        && !base
+            .iter()
+            .all(|&(c, _)| c > 0.0 && c < 1.0 - (2.0 * u).max(1e-4))
+    {
+        return;
+    }
     let mut same = 0;
     let mut unsure = false;
     let size = (now.ours.values.len(), now.reference.values.len());
@@ -1494,6 +1508,29 @@ pub fn spread_across_steps(
         }
         if let Some((h, c0, c1)) = moved {
             let step = divergence_names::split_step(s.name).1;
+            if scaled {
+                let (lo, hi) = span(&mut base.iter().map(|&(c, _)| c));
+                *hint_ = hint(
+                    HintCode::AttentionSpread,
+                    now.name,
+                    format!(
+                        "every head is the reference's scaled down, by {} to {} (a pure scale \
+                         each, nearly one factor for every head): the attention's weights went partly to keys \
+                         whose values are zero (a decode step that sees a cache slot not written \
+                         yet, zero padding in the keys); at step {step} head {h} is scaled by \
+                         {c1:.4} (here {c0:.4}): a zero key's share moves as the cache grows, a \
+                         fixed scale does not",
+                        round3(lo),
+                        round3(hi)
+                    ),
+                    &[
+                        ("min_factor", lo),
+                        ("max_factor", hi),
+                        ("moved_at_step", step as f64),
+                    ],
+                );
+                return;
+            }
             if let Some(stem) = hint_.message.strip_suffix(SPREAD_OTHER) {
                 hint_.message = format!(
                     "{stem}; at step {step} head {h} is scaled by {c1:.4} (here {c0:.4}): a \
@@ -1511,7 +1548,8 @@ pub fn spread_across_steps(
             unsure = true;
         }
     }
-    if same >= 2 && !unsure {
+    // (A scale kept at the later steps stays the `scale` it is.)
+    if same >= 2 && !unsure && !scaled {
         let (lo, hi) = span(&mut base.iter().map(|&(c, _)| c));
         let last = later
             .get(same - 1)
@@ -2522,6 +2560,61 @@ mod tests {
         );
         assert_eq!(h.code, HintCode::AttentionSpread);
         assert!(h.message.ends_with(SPREAD_OTHER));
+    }
+
+    /// One factor for every head at a decode step's `attn_out` is a `scale`; where that factor
+    /// moves at the next steps (2/3, then 3/4: a zero key among near-equal scores, a held-out
+    /// check's 1-token prompt) it is a zero key's share; kept, it stays the `scale` it is.
+    #[test]
+    fn one_scale_for_every_head_that_moves_is_a_zero_keys_share() {
+        const SHAPE_1: [usize; 3] = [1, 1, 4 * 8];
+        let shape: &'static [usize] = &SHAPE_1;
+        let leak = |v: Vec<f64>| -> &'static [f64] { v.leak() };
+        let step = |k: u64, f: f64| -> Subject<'static> {
+            let r = data(32, 40 + k);
+            let o = leak(r.iter().map(|x| x * f).collect());
+            let name: &'static str =
+                Box::leak(format!("model.layers.0.self_attn.attn_out@{k}").into_boxed_str());
+            Subject {
+                name,
+                ours: side(shape, o, "bfloat16"),
+                reference: side(shape, leak(r), "bfloat16"),
+                inputs: Vec::new(),
+                weight: None,
+            }
+        };
+        let read = |f: &[f64]| -> Hint {
+            let now = step(1, f[0]);
+            let later: Vec<Subject<'_>> = (1..f.len()).map(|k| step(k as u64 + 1, f[k])).collect();
+            let mut h = diagnose(&now, &SHAPE);
+            assert_eq!(codes(&h), ["scale"], "{f:?}");
+            let mut h = h.remove(0);
+            spread_across_steps(&mut h, &now, &later, &SHAPE);
+            h
+        };
+        let h = read(&[2.0 / 3.0, 0.75, 0.8]);
+        assert_eq!(h.code, HintCode::AttentionSpread);
+        assert!(
+            h.message.contains("by 0.667 to 0.667")
+                && h.message
+                    .contains("at step 2 head 0 is scaled by 0.7500 (here 0.6667)"),
+            "{}",
+            h.message
+        );
+        assert_eq!(h.evidence.get("moved_at_step"), Some(&2.0));
+        // kept at the next steps, or one step only: the scale
+        for f in [&[2.0 / 3.0, 2.0 / 3.0, 2.0 / 3.0][..], &[2.0 / 3.0]] {
+            assert_eq!(read(f).code, HintCode::Scale, "{f:?}");
+        }
+        // scaled up (no zero key's share does that): the scale
+        assert_eq!(read(&[1.5, 1.2, 1.1]).code, HintCode::Scale);
+        // a scale at another op than attn_out is not read so
+        let mut other = step(1, 2.0 / 3.0);
+        other.name = "model.layers.0.mlp.down_proj@1";
+        let mut h = diagnose(&other, &SHAPE).remove(0);
+        assert_eq!(h.code, HintCode::Scale);
+        spread_across_steps(&mut h, &other, &[step(2, 0.75)], &SHAPE);
+        assert_eq!(h.code, HintCode::Scale);
     }
 
     #[test]
