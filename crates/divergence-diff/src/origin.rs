@@ -8,7 +8,9 @@
 //! relative error.
 //!
 //! [`origin`] walks back from the first divergence, each step to the input that carried the
-//! largest error, while that error is above its noise floor.
+//! largest error, while that error is above its noise floor; where the origin is an op of a
+//! decode step >= 2, [`earlier_step`] asks the same op's earlier decode steps whether it already
+//! added error there, under the tolerance.
 //!
 //! With `--truth` the error of an op is its noise ratio instead ([`Measure::NoiseRatio`]: how
 //! much less accurate than the reference ours is there): an input is followed back while ours
@@ -226,9 +228,10 @@ pub struct EarlierStep {
 }
 
 /// How many times its noise floor a row's relative L2 error must be, for an earlier step of the
-/// origin's op to count as already off ([`earlier_step`]): 1e-4 in float32, 0.4 in bfloat16 (a
-/// bf16 row that far off has diverged: the check matters where the tolerance leaves room above
-/// the noise, float32 and float64). With `--truth`, a noise ratio above [`TRUTH_BIRTH`].
+/// origin's op to count as already off ([`earlier_step`]): 1e-4 in float32, 1e-10 in float64,
+/// 0.4 in bfloat16 and 0.1 in float16 (past their presets' tolerance: a bf16 or f16 row that far
+/// off has diverged, so by relative error the check speaks in float32 and float64 only). With
+/// `--truth` the bar is a noise ratio above [`TRUTH_BIRTH`], whatever the dtype.
 pub const EARLIER_NOISE_TIMES: f64 = 100.0;
 
 impl Origin {
@@ -308,9 +311,10 @@ pub fn origin<R: RowSource + ?Sized>(
 }
 
 /// Where row `born` is an op of decode step `s` >= 2: the earliest of the same op's decode
-/// steps 1..s whose local growth exceeds the birth growth and whose error is well above its
-/// noise floor ([`EARLIER_NOISE_TIMES`] times it; with `--truth`, a noise ratio above
-/// [`TRUTH_BIRTH`]): the op was already adding error there, under the tolerance. The
+/// steps 1..s (of those the report compared: `--steps` leaves some out) whose local growth
+/// exceeds the birth growth ([`Measure::birth`]: 10, with `--truth` 1.5) and whose error is
+/// well above its noise floor ([`EARLIER_NOISE_TIMES`] times it; with `--truth`, a noise ratio
+/// above [`TRUTH_BIRTH`]): the op was already adding error there, under the tolerance. The
 /// prefill (step 0) is not asked: a decode-path report says the prefill is clean by its
 /// verdicts. Rows are in execution order, so those steps precede `born`.
 pub fn earlier_step<R: RowSource + ?Sized>(
@@ -338,17 +342,16 @@ pub fn earlier_step<R: RowSource + ?Sized>(
     };
     // The same op's earlier steps; the first one found is the earliest (execution order).
     (0..born)
-        .filter(|&j| {
+        .filter_map(|j| {
             let (b, t) = ops.row_at(j).split();
-            (1..step).contains(&t) && b == base
+            ((1..step).contains(&t) && b == base).then_some((j, t))
         })
-        .find_map(|j| {
+        .find_map(|(j, t)| {
             let (error, local_growth) = off(j)?;
-            let row = ops.row_at(j);
             Some(EarlierStep {
-                name: row.name().into_owned(),
+                name: ops.row_at(j).name().into_owned(),
                 index: j,
-                step: row.step(),
+                step: t,
                 error,
                 local_growth,
             })
@@ -499,6 +502,12 @@ mod tests {
             (o.name.as_str(), o.earlier),
             (&*format!("{L0}self_attn.k_norm@1"), None)
         );
+        // Nor at a later origin: the prefill off (under the tolerance), step 1 clean.
+        let o = steps([born(5e-4), clean, born(4e-3), born(8e-3)], Measure::RelErr).unwrap();
+        assert_eq!(
+            (o.name.as_str(), o.earlier),
+            (&*format!("{L0}self_attn.k_norm@2"), None)
+        );
         // With the truth, a noise ratio over 1.5 that grew over 1.5-fold at step 1.
         let ratio = |r: f64| [Some(1.0), Some(1.0), Some(1.0), Some(1.0), Some(r), Some(r)];
         let o = steps(
@@ -507,6 +516,23 @@ mod tests {
         )
         .unwrap();
         assert_eq!(o.earlier.map(|e| (e.step, e.error)), Some((1, 2.0)));
+        // A ratio over 1.5 carried from its input (growth 1.2, under the truth's 1.5): not said.
+        let carried = |r: f64| {
+            [
+                Some(1.0),
+                Some(1.0),
+                Some(1.0),
+                Some(r / 1.2),
+                Some(r),
+                Some(r),
+            ]
+        };
+        let o = steps(
+            [ratio(1.0), carried(2.0), ratio(40.0), ratio(40.0)],
+            Measure::NoiseRatio,
+        )
+        .unwrap();
+        assert_eq!(o.earlier, None);
     }
 
     #[test]

@@ -416,7 +416,7 @@ pub fn pair<'a>(
         .as_deref()
         .unwrap_or_else(|| stepped.names())
         .iter()
-        .filter(|n| sliced.contains(&***n))
+        .filter(|n| sliced.contains(&n[..]))
         .cloned()
         .collect();
     if lost {
