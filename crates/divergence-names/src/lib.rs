@@ -574,6 +574,23 @@ pub fn short_name(name: &str) -> &str {
 mod tests {
     use super::*;
 
+    /// A clone is the same list; changing one holder's copies it first and leaves the others
+    /// as they were.
+    #[test]
+    fn a_shared_name_list_is_copied_before_it_changes() {
+        let mut a: NameList = ["x", "y"].map(Name::from).to_vec().into();
+        let b = a.clone();
+        assert!(a.shares(&b) && a == b);
+        a.to_mut().push(Name::from("z"));
+        assert!(!a.shares(&b));
+        assert_eq!(b, ["x", "y"].map(Name::from).to_vec());
+        assert_eq!(a, ["x", "y", "z"].map(Name::from).to_vec());
+        // Its own list (no other holder) changes in place.
+        let before = a.as_ptr();
+        a.to_mut().truncate(1);
+        assert_eq!((a.as_ptr(), a.len()), (before, 1));
+    }
+
     #[test]
     fn one_line_escapes_control_characters_only() {
         assert_eq!(one_line("model.layers.0"), "model.layers.0");

@@ -487,10 +487,9 @@ pub struct Tui {
 }
 
 /// What the per-layer overview (`l`) shows, tallied: a line per layer, or per layer and phase
-/// (the prefill, the decode steps) in a decode report.
+/// (the prefill, the decode steps) in a decode report; of the layers the table lists (at most
+/// `view::SHOWN_LAYERS`), and what the layers left out hold.
 #[derive(Debug)]
-/// The overview's lines, of the layers the table lists (at most `view::SHOWN_LAYERS`), and
-/// what the layers left out hold.
 enum LayerCache {
     OnePass(Vec<view::LayerLine>, Option<String>),
     Phases(Vec<PhaseEntry>, Option<String>),
@@ -1688,7 +1687,7 @@ fn overview(
 const PHASE_FORMS: usize = 3;
 
 /// A layer of a decode report's per-layer overview: its prefill's and its decode steps' tallies.
-type PhaseEntry = (usize, Option<view::LayerLine>, Option<view::LayerLine>);
+type PhaseEntry = view::PhaseLines;
 
 /// A layer's phase lines of the per-layer overview: `(layer, phase, its tally)` for each phase
 /// `shown` (the prefill, the decode steps).
