@@ -209,6 +209,11 @@ pub struct Origin {
     /// steps and cross it later, where the dataflow of that step alone calls it born.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub earlier: Option<EarlierStep>,
+    /// With `--truth`: true where the first divergence is a row the truth does not judge (the
+    /// presets judged it: it has no noise ratio), so the origin was traced by relative error,
+    /// as without the truth ([`origin_or_by_rel_err`]). Left out of the JSON when false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub by_rel_err: bool,
 }
 
 /// An earlier decode step of the origin's op that already added error of its own, within the
@@ -270,7 +275,8 @@ pub fn origin<R: RowSource + ?Sized>(
             });
         // Inputs precede their op in execution order; the check keeps a bad table from looping.
         match next {
-            Some((_, j)) if j < cur && !back.contains(&j) => {
+            // (Strictly earlier each time: no op is visited twice.)
+            Some((_, j)) if j < cur => {
                 back.push(j);
                 cur = j;
             }
@@ -307,7 +313,29 @@ pub fn origin<R: RowSource + ?Sized>(
         growth: o.local_growth,
         chain,
         earlier,
+        by_rel_err: false,
     })
+}
+
+/// [`origin`] by `measure` with its `growths`; with `--truth`, where the first divergence has
+/// no noise ratio (a row the truth does not judge: missing from it, or a truth not finer than
+/// the reference, the presets judged it), by relative error instead, its growths worked out
+/// for that ([`Origin::by_rel_err`]). A bad-input hunt found the origin left out there.
+pub fn origin_or_by_rel_err<R: RowSource + ?Sized>(
+    ops: &R,
+    flow: &Dataflow,
+    growths: &[Option<f64>],
+    first: usize,
+    measure: Measure,
+) -> Option<Origin> {
+    let judged = first < ops.row_count() && measure.value(ops.row_at(first)).is_some();
+    if judged || measure == Measure::RelErr {
+        return origin(ops, flow, growths, first, measure);
+    }
+    let growths = local_growths(ops, flow, Measure::RelErr);
+    let mut o = origin(ops, flow, &growths, first, Measure::RelErr)?;
+    o.by_rel_err = true;
+    Some(o)
 }
 
 /// Where row `born` is an op of decode step `s` >= 2: the earliest of the same op's decode
@@ -533,6 +561,65 @@ mod tests {
         )
         .unwrap();
         assert_eq!(o.earlier, None);
+    }
+
+    /// With the truth, a first divergence the truth does not judge (no noise ratio: the
+    /// presets judged it) is traced by relative error, and says so (a bad-input hunt found no
+    /// origin there).
+    #[test]
+    fn a_first_divergence_the_truth_does_not_judge_is_traced_by_rel_err() {
+        let (ops, flow) = chain([
+            Some(0.0),
+            Some(0.0),
+            Some(5e-4),
+            Some(6e-4),
+            Some(7e-4),
+            Some(2e-3),
+        ]);
+        let g = local_growths(&ops, &flow, Measure::NoiseRatio);
+        assert!(g.iter().all(Option::is_none));
+        assert!(origin(&ops, &flow, &g, 5, Measure::NoiseRatio).is_none());
+        let o = origin_or_by_rel_err(&ops, &flow, &g, 5, Measure::NoiseRatio).expect("origin");
+        assert_eq!(
+            (o.name.as_str(), o.by_rel_err),
+            (&*format!("{L0}input_layernorm"), true)
+        );
+        // Judged by the truth, or without it: as before, not marked.
+        let mut judged = ops.clone();
+        for (op, r) in judged.iter_mut().zip([1.0, 1.0, 1.0, 1.0, 1.0, 40.0]) {
+            op.truth_mut().noise_ratio = Some(r);
+        }
+        let g = local_growths(&judged, &flow, Measure::NoiseRatio);
+        let o = origin_or_by_rel_err(&judged, &flow, &g, 5, Measure::NoiseRatio).unwrap();
+        assert_eq!(
+            (o.name.as_str(), o.by_rel_err),
+            (&*format!("{L0}self_attn.rope_k"), false)
+        );
+        let g = local_growths(&ops, &flow, Measure::RelErr);
+        assert!(
+            !origin_or_by_rel_err(&ops, &flow, &g, 5, Measure::RelErr)
+                .unwrap()
+                .by_rel_err
+        );
+    }
+
+    /// The walk back is linear in the chain: each op is strictly earlier than the last (it
+    /// checked the chain so far for every op: 300,000 carried ops took 8 s, a bad-input hunt).
+    #[test]
+    fn a_long_carried_chain_is_walked_in_linear_time() {
+        let n = 100_000;
+        let names: Vec<String> = (0..n).map(|i| format!("p{i}")).collect();
+        let ops: Vec<OpResult> = names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| row(name, Some(if i + 1 == n { 5e-3 } else { 5e-4 })))
+            .collect();
+        let flow = Dataflow::new(&names);
+        let g = local_growths(&ops, &flow, Measure::RelErr);
+        let t = std::time::Instant::now();
+        let o = origin(&ops, &flow, &g, n - 1, Measure::RelErr).expect("origin");
+        assert!(t.elapsed().as_secs() < 5, "{:?}", t.elapsed());
+        assert!(o.chain.len() > 1, "{}", o.chain.len());
     }
 
     #[test]

@@ -17,7 +17,7 @@ use crate::compare::{OpResult, Status};
 use crate::config::DiffConfig;
 use crate::hints::Hint;
 use crate::order::OrderSource;
-use crate::origin::{local_growths, origin, Measure, Origin};
+use crate::origin::{local_growths, origin_or_by_rel_err, Measure, Origin};
 use crate::positions::PositionProfile;
 use crate::rows::{Row, RowSource, Rows};
 use crate::tokens::TokenEffect;
@@ -622,7 +622,7 @@ pub fn assemble(ops: impl Into<Rows>, ctx: ReportContext, cfg: &DiffConfig) -> R
     let growths = local_growths(&ops, &flow, measure);
     let origin = first_divergence
         .as_ref()
-        .and_then(|f| origin(&ops, &flow, &growths, f.index, measure));
+        .and_then(|f| origin_or_by_rel_err(&ops, &flow, &growths, f.index, measure));
     ops.set_local_growths(growths);
     let amplification = amplification(&ops, cfg.amplification_threshold, &ctx.norm_weight_gains);
     let steps = step_summaries(&ops);

@@ -545,10 +545,12 @@ impl OpsColumn {
 /// is its own origin; `None` without an origin.
 pub(crate) fn origin_text(report: &Report) -> Option<String> {
     let (o, f) = (report.origin.as_ref()?, report.first_divergence.as_ref()?);
-    let growth = match report.tolerance {
+    // By the noise ratio with the truth, unless the truth does not judge the first divergence.
+    let truth = matches!(report.tolerance, Tolerance::Truth { .. }) && !o.by_rel_err;
+    let growth = match truth {
         // the growth of the noise ratio over the inputs' (docs/origin.md)
-        Tolerance::Truth { .. } => format!("noise ratio ×{} over its inputs'", ratio(o.growth)),
-        _ => format!("local growth ×{}", num(o.growth)),
+        true => format!("noise ratio ×{} over its inputs'", ratio(o.growth)),
+        false => format!("local growth ×{}", num(o.growth)),
     };
     let mut text = if o.index == f.index {
         format!("born here ({growth})")
@@ -566,12 +568,12 @@ pub(crate) fn origin_text(report: &Report) -> Option<String> {
         text.push_str(&format!("; amplified through {}", amplified.join(", ")));
     }
     if let Some(e) = &o.earlier {
-        let (error, growth) = match report.tolerance {
-            Tolerance::Truth { .. } => (
+        let (error, growth) = match truth {
+            true => (
                 format!("noise ratio {}", ratio(Some(e.error))),
                 format!("×{} over its inputs'", ratio(e.local_growth)),
             ),
-            _ => (
+            false => (
                 format!("rel err {}", num(Some(e.error))),
                 format!("local growth ×{}", num(e.local_growth)),
             ),
@@ -580,6 +582,9 @@ pub(crate) fn origin_text(report: &Report) -> Option<String> {
             "; the same op already added error at decode step {}, within the tolerance: {} (#{}, {error}, {growth})",
             e.step, e.name, e.index
         ));
+    }
+    if o.by_rel_err {
+        text.push_str(" (by relative error: the truth does not judge the first divergence)");
     }
     Some(text)
 }

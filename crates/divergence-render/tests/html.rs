@@ -540,6 +540,16 @@ fn the_first_divergence_says_its_origin_and_an_earlier_step_of_it() {
     // The table wraps its lines: compare without the line breaks and their indents.
     let flat = table.split_whitespace().collect::<Vec<_>>().join(" ");
     assert!(flat.contains(said), "{table}");
+    // With the truth, traced by relative error where the truth does not judge the row.
+    report.tolerance = Tolerance::Truth { ratio: 3.0 };
+    report.origin.as_mut().unwrap().by_rel_err = true;
+    let page = html(&report);
+    assert!(
+        page.contains(&format!(
+            "{said} (by relative error: the truth does not judge the first divergence)"
+        )),
+        "{page}"
+    );
 }
 
 #[test]
@@ -553,6 +563,7 @@ fn the_growth_plot_marks_an_earlier_origin() {
         growth: None,
         chain: Vec::new(),
         earlier: None,
+        by_rel_err: false,
     });
     o.index = 1;
     o.name = report.ops[1].name.to_string();
