@@ -35,3 +35,20 @@ def test_stacked_steps_listed_first_are_put_in_step_order_with_a_warning(tmp_pat
     said = [w for w in rep["warnings"] if "lists decode steps out of order" in w]
     assert len(said) == int(steps_first), rep["warnings"]
     assert all("ours.npz" in w for w in said)
+
+
+def test_per_step_names_listed_out_of_order_in_a_stacked_dump_are_said_so(tmp_path):
+    """The metadata of a stacked dump may list its steps by name (`x@1`, `x@2`): listed in the
+    wrong order, the warning says so without naming a stacked member (a bad-input hunt: it said
+    "a stacked `@steps` member before an earlier step's probe" where none was listed)."""
+    a = arrays()
+    base = ["model.embed_tokens", "lm_head"]
+    order = base + [f"{n}@2" for n in base] + [f"{n}@1" for n in base]
+    ours = save(tmp_path / "ours.npz", a, **META, order=order)
+    ref = save(tmp_path / "ref.npz", a, **META)
+    rc, rep = diff(ours, ref)
+    assert rc == 0
+    assert [o["step"] for o in rep["ops"]] == [0, 0, 1, 1, 2, 2]
+    said = [w for w in rep["warnings"] if "lists decode steps out of order" in w]
+    assert len(said) == 1, rep["warnings"]
+    assert "a later step's probe, or a stacked `@steps` member, before an earlier step's" in said[0]

@@ -522,7 +522,7 @@ pub fn check(
         // the `@steps` members first was put in step order without a word).
         if dump.dump().order_resorted() {
             warnings.push(format!(
-                "{}: the metadata order lists decode steps out of order (a stacked `@steps` member before an earlier step's probe): the rows are in step order (the prefill first)",
+                "{}: the metadata order lists decode steps out of order (a later step's probe, or a stacked `@steps` member, before an earlier step's): the rows are in step order (the prefill first)",
                 path.display()
             ));
         }
