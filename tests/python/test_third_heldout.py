@@ -25,14 +25,13 @@ The binary is $DIVERGENCE_BIN, else target/debug or target/release; skipped with
 
 from __future__ import annotations
 
-import json
-import subprocess
 
 import pytest
 
 import bad_inputs as bi  # scripts/ is on sys.path (conftest.py)
 from conftest import dump
 from heldout_models import THIRD, make
+from test_long_prompt import diff, ours  # the same json diff and our decode of the reference
 
 BIN = bi.find_binary()
 pytestmark = pytest.mark.skipif(
@@ -42,7 +41,8 @@ L0 = "model.layers.0.self_attn."
 
 
 def build(tmp_path_factory, name, dtypes):
-    """Model `name`'s directory, prompt, folder and decode references: {dtype: (ref, truth)}."""
+    """Model `name`'s directory, prompt, decode references ({dtype: (ref, truth)}) and folder,
+    as test_long_prompt.py's `ours` reads them."""
     _, _, _, steps, attn, _ = THIRD[name]
     d = tmp_path_factory.mktemp(f"third-{name}")
     mdir, ids, _ = make(name, d)
@@ -53,7 +53,7 @@ def build(tmp_path_factory, name, dtypes):
         ref = dump(d, "--model", mdir, "--ids", ids, "--dtype", torch_dt, "--attn", attn,
                    "--decode", steps, "--truth-out", truth, name=f"ref.{dt}.npz")
         refs[dt] = (ref, truth)
-    return mdir, ids, d, refs
+    return mdir, ids, refs, d
 
 
 @pytest.fixture(scope="module")
@@ -71,27 +71,8 @@ def model_l(tmp_path_factory):
     return build(tmp_path_factory, "l", ["f32", "bf16"])
 
 
-def diff(a, b, *extra):
-    p = subprocess.run([str(BIN), "diff", str(a), str(b), "--format", "json", *map(str, extra)],
-                       capture_output=True, text=True)
-    assert p.returncode in (0, 1), p.stderr
-    return p.returncode, json.loads(p.stdout)
-
-
-def ours(model, dt, fault):
-    """Our decode of the reference's tokens, with `fault` ("-": none)."""
-    mdir, ids, d, refs = model
-    out = d / f"ours.{dt}.{fault}.npz"
-    if not out.exists():
-        inject = [] if fault == "-" else ["--inject", fault]
-        subprocess.run([str(BIN), "run", "--model", str(mdir), "--ids", ids, "--dtype", dt,
-                        "--decode-from", str(refs[dt][0]), *inject, "--out", str(out)],
-                       check=True, capture_output=True, text=True)
-    return out
-
-
 def test_decode_mask_on_one_layer_names_the_earlier_step(model_j):
-    ref, truth = model_j[3]["f32"]
+    ref, truth = model_j[2]["f32"]
     rc, clean = diff(ours(model_j, "f32", "-"), ref)
     assert rc == 0 and clean["first_divergence"] is None
     rc, r = diff(ours(model_j, "f32", "decode-mask"), ref)
@@ -112,7 +93,7 @@ def test_decode_mask_on_one_layer_names_the_earlier_step(model_j):
 
 @pytest.mark.parametrize("fault, step", [("decode-pos=1", 1), ("decode-pos-frozen", 2)])
 def test_a_decode_position_in_bf16_is_born_at_the_rope_table(model_l, fault, step):
-    ref, truth = model_l[3]["bf16"]
+    ref, truth = model_l[2]["bf16"]
     rc, r = diff(ours(model_l, "bf16", fault), ref)
     assert rc == 1
     first, origin = r["first_divergence"], r["origin"]
@@ -126,12 +107,12 @@ def test_a_decode_position_in_bf16_is_born_at_the_rope_table(model_l, fault, ste
     # The truth and f32 find the table itself.
     rc, t = diff(ours(model_l, "bf16", fault), ref, "--truth", truth)
     assert rc == 1 and t["first_divergence"]["name"] == f"model.rotary_emb@{step}"
-    rc, f = diff(ours(model_l, "f32", fault), model_l[3]["f32"][0])
+    rc, f = diff(ours(model_l, "f32", fault), model_l[2]["f32"][0])
     assert rc == 1 and f["first_divergence"]["name"] == f"model.rotary_emb@{step}"
 
 
 def test_decode_mask_among_equal_scores_is_a_zero_keys_share(model_k):
-    ref, _ = model_k[3]["bf16"]
+    ref, _ = model_k[2]["bf16"]
     rc, r = diff(ours(model_k, "bf16", "decode-mask"), ref)
     assert rc == 1
     assert r["first_divergence"]["name"] == L0 + "attn_out@1"

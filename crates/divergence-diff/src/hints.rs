@@ -1422,6 +1422,13 @@ fn attention_spread(
 /// at steps 1 to 4).
 pub const SPREAD_STEPS: usize = 3;
 
+/// True for a hint [`spread_across_steps`] reads against the next steps: an
+/// `attention_spread`, or a `scale` at `attn_out` (the caller reads those steps only then).
+pub fn reads_later_steps(hint_: &Hint) -> bool {
+    hint_.code == HintCode::AttentionSpread
+        || (hint_.code == HintCode::Scale && Op::of(&hint_.op) == Op::AttnOut)
+}
+
 /// An `attention_spread` at one decode step (one position, where a head scaled by a factor of
 /// its own reads the same) read again with the same probe at later steps (`later`, steps
 /// after `hint`'s, in order; at most [`SPREAD_STEPS`] are read), whose every head must be a
@@ -1444,8 +1451,8 @@ pub fn spread_across_steps(
     // q/k-norm gains, a short prompt) a zero key takes the same share in every head, and that
     // share moves at the next steps where a wrong scale factor does not (a held-out check: 2/3
     // at step 1 of a 1-token prompt, then 3/4).
-    let scaled = hint_.code == HintCode::Scale && Op::of(now.name) == Op::AttnOut;
-    if !(hint_.code == HintCode::AttentionSpread || scaled) || hint_.op != now.name {
+    let scaled = hint_.code == HintCode::Scale;
+    if !reads_later_steps(hint_) || hint_.op != now.name {
         return;
     }
     let factors = |s: &Subject<'_>| {

@@ -668,23 +668,14 @@ pub(crate) struct LayerLine {
     pub first_bad: Option<String>,
 }
 
-/// One line per layer, in layer order (rows without a layer left out; no row is built).
-#[cfg(test)]
-pub(crate) fn layer_lines(report: &Report) -> Vec<LayerLine> {
-    let name = |r: Row<'_>| divergence_names::short_name(&r.name()).to_string();
-    layer_tallies(report, |r| r.layer())
-        .into_iter()
-        .map(|(layer, t)| layer_line(report, layer, t, name))
-        .collect()
-}
-
 /// Layers listed in the per-layer section of the table and the Markdown, and rows of the HTML
 /// heatmap ([`crate::plot::heatmap`]): a real model has up to ~130. A dump of a million
 /// distinct layer numbers (1,000,000 one-element tensors, a 90 MB file) made a per-layer table
 /// of 98 MB at a peak of 4.5 GiB (2026-12-04, session 31).
 pub(crate) const SHOWN_LAYERS: usize = 1024;
 
-/// The per-layer lines the table and the Markdown show, what the layers left out hold
+/// The per-layer lines the table and the Markdown show, one per layer in layer order (rows
+/// without a layer left out; no row is built), what the layers left out hold
 /// ([`shown_layers`] chooses them) and how many layers there are in all. Only the lines shown
 /// are made (a line costs two names).
 pub(crate) fn shown_layer_lines(report: &Report) -> (Vec<LayerLine>, Option<String>, usize) {
@@ -765,26 +756,19 @@ fn hidden_layers_note(hidden: usize, diverged: usize, incomplete: usize) -> Opti
     })
 }
 
-/// A decode report's per-layer lines with the prefill and the decode steps apart: per layer,
-/// the prefill's line and the decode steps' (`None` where the layer has no row of it). Their
-/// names carry the step (`self_attn.k_norm@2`, `(layer output)@2`).
-#[cfg(test)]
-pub(crate) fn layer_phase_lines(report: &Report) -> Vec<PhaseLines> {
-    layer_phase_lines_of(report, None)
-}
-
-/// [`layer_phase_lines`] of the layers the table lists ([`shown_layers`]: at most
-/// [`SHOWN_LAYERS`]) and what the layers left out hold: the TUI's overview (`l`). Only the
-/// lines shown are made.
+/// A decode report's per-layer lines with the prefill and the decode steps apart, of the
+/// layers the table lists ([`shown_layers`]: at most [`SHOWN_LAYERS`]), and what the layers
+/// left out hold: the TUI's overview (`l`). Only the lines shown are made.
 pub(crate) fn shown_layer_phase_lines(report: &Report) -> (Vec<PhaseLines>, Option<String>) {
     let (keep, note) = shown_layers(report);
     (layer_phase_lines_of(report, keep.as_ref()), note)
 }
 
-/// A layer's prefill line and decode steps' line ([`layer_phase_lines`]).
+/// A layer's prefill line and decode steps' line (`None` where the layer has no row of it);
+/// their names carry the step (`self_attn.k_norm@2`, `(layer output)@2`).
 pub(crate) type PhaseLines = (usize, Option<LayerLine>, Option<LayerLine>);
 
-/// [`layer_phase_lines`] of the layers in `keep` (every layer: `None`).
+/// [`PhaseLines`] of the layers in `keep` (every layer: `None`).
 fn layer_phase_lines_of(report: &Report, keep: Option<&BTreeSet<usize>>) -> Vec<PhaseLines> {
     let name = |r: Row<'_>| {
         let short = divergence_names::short_name(r.base());
@@ -861,7 +845,7 @@ fn layer_line<'r>(
     }
 }
 
-/// What [`layer_lines`] needs of one layer's rows, gathered in one pass: rows are added in
+/// What [`shown_layer_lines`] needs of one layer's rows, gathered in one pass: rows are added in
 /// row order within a part, and parts merge in any order (ties go to the earlier row).
 #[derive(Debug, Default, Clone, Copy, PartialEq)]
 struct LayerTally {
@@ -1293,7 +1277,8 @@ mod tests {
             ReportContext::new("ours", "ref", OrderSource::RefMeta),
             &DiffConfig::default(),
         );
-        let got: Vec<_> = layer_lines(&report)
+        let got: Vec<_> = shown_layer_lines(&report)
+            .0
             .into_iter()
             .map(|l| {
                 (
@@ -1317,7 +1302,7 @@ mod tests {
         for op in report.ops.iter_mut() {
             op.step = divergence_names::split_step(&op.name).1;
         }
-        let phases = layer_phase_lines(&report);
+        let phases = layer_phase_lines_of(&report, None);
         for decode in [false, true] {
             let mut part = report.clone();
             part.ops.retain(|o| (o.step > 0) == decode);

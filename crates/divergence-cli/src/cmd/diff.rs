@@ -1172,10 +1172,7 @@ fn diagnosis(
             let (base, step) = divergence_names::split_step(&name);
             // (Or one scale for every head at `attn_out`: near-equal scores give a zero key
             // one share in every head.)
-            let spread = hint.code == divergence_diff::HintCode::AttentionSpread
-                || (hint.code == divergence_diff::HintCode::Scale
-                    && divergence_names::Op::of(base) == divergence_names::Op::AttnOut);
-            if spread && step > 0 {
+            if divergence_diff::hints::reads_later_steps(&hint) && step > 0 {
                 let reads: Vec<_> = (1..=divergence_diff::hints::SPREAD_STEPS)
                     .map(|d| step.saturating_add(d))
                     .take_while(|&t| fed_alike(t))
