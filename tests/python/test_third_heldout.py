@@ -121,3 +121,34 @@ def test_decode_mask_among_equal_scores_is_a_zero_keys_share(model_k):
     h = hints["attention_spread"]
     assert h["op"] == L0 + "attn_out@1" and h["evidence"]["moved_at_step"] == 2
     assert 0.6 < h["evidence"]["min_factor"] <= h["evidence"]["max_factor"] < 0.7
+
+
+def test_an_epsilon_on_a_one_row_norm_is_named_with_the_scale(model_k):
+    """`rms-eps=1e-3` on the 1-token prompt: the prefill's first norm has one row, one factor,
+    which a scale gives too; the `scale` hint names the epsilon that gives it (no `eps` hint:
+    one row cannot tell them apart). No epsilon was named until 2026-12-05."""
+    ref, _ = model_k[2]["bf16"]
+    rc, r = diff(ours(model_k, "bf16", "rms-eps=1e-3"), ref)
+    assert rc == 1
+    assert r["first_divergence"]["name"] == "model.layers.0.input_layernorm"
+    hints = {h["code"]: h for h in r["hints"]}
+    assert "eps" not in hints, r["hints"]
+    h = hints["scale"]
+    assert h["op"] == "model.layers.0.input_layernorm"
+    assert 0.5e-3 < h["evidence"]["eps_estimate"] < 2e-3, h
+    assert "an RMSNorm epsilon of ~" in h["message"]
+
+
+@pytest.mark.parametrize("fault", ["bf16-variance", "f16-accum"])
+def test_a_variance_summed_in_a_half_type_is_a_rounding_on_rows_of_120(model_l, fault):
+    """Model `l`'s rows of 120 (hidden): the variance summed in a half type moves a row by up to
+    ~1.2%, past the 1% the `rounding` hint allowed until 2026-12-05 (no hint then); its bound
+    is now 2 bf16 unit roundoffs times sqrt(120), 4.3% (docs/hints.md)."""
+    ref, _ = model_l[2]["f32"]
+    rc, r = diff(ours(model_l, "f32", fault), ref, "--rtol", "1e-5")
+    assert rc == 1
+    assert r["first_divergence"]["name"] == "model.layers.0.input_layernorm"
+    h = next(h for h in r["hints"] if h["code"] == "rounding")
+    assert h["op"] == "model.layers.0.input_layernorm"
+    assert h["evidence"]["bound"] == pytest.approx(2 * 2**-8 * 120**0.5)
+    assert "variance is summed or rounded" in h["message"]

@@ -1359,14 +1359,15 @@ impl Tui {
             LayerCache::OnePass(lines, left_out) => {
                 // As below (a newcomer's run at 80 columns: the full form cut the first bad op
                 // off every line).
+                let w = layer_width(lines.iter().map(|l| l.layer));
                 let fit = fullest_form(|form| {
                     lines
                         .iter()
-                        .all(|l| phase_line(l.layer, None, Some(l), form).0.width() <= width)
+                        .all(|l| phase_line((l.layer, w), None, Some(l), form).0.width() <= width)
                 });
                 return lines
                     .iter()
-                    .map(|l| phase_line(l.layer, None, Some(l), fit))
+                    .map(|l| phase_line((l.layer, w), None, Some(l), fit))
                     .chain(note(left_out))
                     .collect();
             }
@@ -1375,16 +1376,16 @@ impl Tui {
         let has_prefill = lines.iter().any(|(_, p, _)| p.is_some());
         let has_decode = lines.iter().any(|(_, _, d)| d.is_some());
         let phases = |entry| layer_phases(entry, (has_prefill, has_decode));
+        let w = layer_width(lines.iter().map(|(layer, _, _)| *layer));
         let fit = fullest_form(|form| {
-            lines
-                .iter()
-                .flat_map(phases)
-                .all(|(layer, phase, l)| phase_line(layer, Some(phase), l, form).0.width() <= width)
+            lines.iter().flat_map(phases).all(|(layer, phase, l)| {
+                phase_line((layer, w), Some(phase), l, form).0.width() <= width
+            })
         });
         lines
             .iter()
             .flat_map(phases)
-            .map(|(layer, phase, l)| phase_line(layer, Some(phase), l, fit))
+            .map(|(layer, phase, l)| phase_line((layer, w), Some(phase), l, fit))
             .chain(note(left_out))
             .collect()
     }
@@ -1702,11 +1703,6 @@ fn layer_phases(
         .collect()
 }
 
-/// One phase's line of a layer in a decode report's per-layer overview (true: diverged), in
-/// `form` (of [`PHASE_FORMS`]): in full as a one-pass report's line, `1 of 3 ops diverged;
-/// worst rel err 5.000e-02 at self_attn.k_norm@2; first bad self_attn.k_norm@2`; then `1/3
-/// diverged; worst 5.000e-02@2; first bad ...`; then the worst and the first bad op alone. A
-/// one-pass report's line has no phase (`phase` `None`), in the same forms.
 /// The fullest of [`phase_line`]'s forms in which every line `fits`; else the shortest, cut at
 /// the edge.
 fn fullest_form(fits: impl Fn(usize) -> bool) -> usize {
@@ -1715,8 +1711,20 @@ fn fullest_form(fits: impl Fn(usize) -> bool) -> usize {
         .unwrap_or(PHASE_FORMS - 1)
 }
 
+/// The digits of the widest of `layers` (at least 3): one width for every line of the
+/// overview (past layer 999 the column widened from one line to the next: a bad-input hunt).
+fn layer_width(layers: impl Iterator<Item = usize>) -> usize {
+    layers.max().map_or(0, |l| l.to_string().len()).max(3)
+}
+
+/// One phase's line of a layer in a decode report's per-layer overview (true: diverged), its
+/// number right-aligned in `w` columns, in `form` (of [`PHASE_FORMS`]): in full as a one-pass
+/// report's line, `1 of 3 ops diverged; worst rel err 5.000e-02 at self_attn.k_norm@2; first
+/// bad self_attn.k_norm@2`; then `1/3 diverged; worst 5.000e-02@2; first bad ...`; then the
+/// worst and the first bad op alone. A one-pass report's line has no phase (`phase` `None`),
+/// in the same forms.
 fn phase_line(
-    layer: usize,
+    (layer, w): (usize, usize),
     phase: Option<&str>,
     l: Option<&view::LayerLine>,
     form: usize,
@@ -1724,7 +1732,10 @@ fn phase_line(
     // A one-pass report's line has no phase column.
     let phase = phase.map_or_else(String::new, |p| format!("{p:<7}  "));
     let Some(l) = l else {
-        return (format!("layer {layer:>3}  {phase}{:<8} no ops", "-"), false);
+        return (
+            format!("layer {layer:>w$}  {phase}{:<8} no ops", "-"),
+            false,
+        );
     };
     let counts = match form {
         0 => format!("{} of {} ops diverged; ", l.diverged, l.ops),
@@ -1744,7 +1755,7 @@ fn phase_line(
         .as_ref()
         .map_or_else(String::new, |n| format!("; first bad {n}"));
     let text = format!(
-        "layer {layer:>3}  {phase}{:<8} {counts}{worst}{first}",
+        "layer {layer:>w$}  {phase}{:<8} {counts}{worst}{first}",
         l.status
     );
     (text, l.diverged > 0)
@@ -2128,8 +2139,25 @@ mod tests {
                 lines.iter().any(|(l, bad)| *bad && l.contains("1200")),
                 "{steps}"
             );
+            // One column for the layer's number on every line, layers 0 to 1,199 (layer 5
+            // and layer 1000 both `layer NNNN`: the 3 digits of layers under 1,000 widened
+            // past them until 2026-12-05).
+            let start = |l: &str| l.split_whitespace().nth(2).and_then(|w| l.find(w));
+            let layer_lines: Vec<&String> = lines[..lines.len() - 1].iter().map(|l| &l.0).collect();
+            assert!(
+                layer_lines.iter().any(|l| l.starts_with("layer    5  ")),
+                "{steps}"
+            );
+            assert!(
+                layer_lines.iter().any(|l| l.starts_with("layer 1000  ")),
+                "{steps}"
+            );
+            let starts: std::collections::BTreeSet<Option<usize>> =
+                layer_lines.iter().map(|l| start(l)).collect();
+            assert_eq!(starts.len(), 1, "{steps}: {starts:?}");
             let small = Tui::new(layers_report(10, 3, steps)).layer_overview(200);
             assert_eq!(small.len(), 10 * phases, "{steps}");
+            assert!(small[0].0.starts_with("layer   0  "), "{}", small[0].0);
         }
     }
 
