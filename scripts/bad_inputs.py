@@ -549,6 +549,21 @@ def bomb_cases() -> list[Case]:
     cases.append(Case("bomb", "member_directory_lies_16GiB", lying_member,
                       report(0, {"y": "unreadable", "x": "ok"}), wall_s=5))
 
+    def order_repeats_a_member(d: Path):
+        # A 240 KB file whose metadata order lists one stacked member of 1,000 steps 20,000
+        # times: each listing was unfolded into every step (1.6 GB; 100,000 listings 7.8 GB,
+        # a bad-input hunt of 2026-12-05). It unfolds once: the clean pair's report.
+        arrs = {"a": np.ones((1, 2, 4), np.float32), "a@steps": np.ones((1000, 1, 1, 4), np.float32)}
+        p = savez(d / "ours.npz", arrs, {"format": "divergence-dump/1", "input_ids": [1, 2],
+                                         "order": ["a"] + ["a@steps"] * 20_000})
+        q = savez(d / "ref.npz", arrs, {"format": "divergence-dump/1", "input_ids": [1, 2],
+                                        "order": ["a", "a@steps"]})
+        return ["diff", str(p), str(q), "--format", "json"]
+
+    cases.append(Case("bomb", "order_lists_a_stacked_member_20000_times", order_repeats_a_member,
+                      report(0, others={"ok"}, check=lambda rep, _: None if len(rep["ops"]) == 1001
+                             else f"{len(rep['ops'])} rows, not 1 + 1,000 steps")))
+
     def lying_meta(d: Path):
         # __meta__ says 2 bytes; its stream holds 4 GiB
         hdr = npy_header("|u1", (2,))
