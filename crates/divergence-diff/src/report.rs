@@ -581,6 +581,12 @@ pub fn assemble(ops: impl Into<Rows>, ctx: ReportContext, cfg: &DiffConfig) -> R
     }
     warnings.extend(ctx.warnings);
 
+    let flow = Dataflow::of_steps(ops.len(), &|i| ops.row(i).split(), &|i| ops.row(i).name());
+    if let Tolerance::Truth { ratio } = cfg.tolerance {
+        warnings.extend(crate::compare::judge_noisy_reference(
+            &mut ops, &flow, ratio,
+        ));
+    }
     // One pass over the rows, in parallel; each pass below too: a decode dump has ~150,000
     // rows.
     let tally = Tally::of(&ops, &cfg.tolerance);
@@ -617,7 +623,6 @@ pub fn assemble(ops: impl Into<Rows>, ctx: ReportContext, cfg: &DiffConfig) -> R
     });
     let mut judged_with = tally.judged;
     judged_with.sort_by(|a, b| b.class.cmp(&a.class).then(b.ops.cmp(&a.ops)));
-    let flow = Dataflow::of_steps(ops.len(), &|i| ops.row(i).split(), &|i| ops.row(i).name());
     let measure = Measure::of(&cfg.tolerance);
     let growths = local_growths(&ops, &flow, measure);
     let origin = first_divergence
