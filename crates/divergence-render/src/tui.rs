@@ -1334,7 +1334,12 @@ impl Tui {
             true => " per layer (j/k scroll, l: back to the ops) ",
             false => " per layer, the prefill and the decode steps apart (j/k scroll, l: back) ",
         };
-        frame.render_widget(overview(all.into_iter(), top, None, title), area);
+        let shown = all
+            .into_iter()
+            .enumerate()
+            .skip(top)
+            .take(self.overview_rows);
+        frame.render_widget(overview(shown, None, title), area);
     }
 
     /// The per-layer overview's lines (true: diverged) for `width` columns.
@@ -1393,7 +1398,14 @@ impl Tui {
     /// The per-step overview (`p`): a line per decode step, the prefill first, diverged
     /// steps in red.
     fn draw_steps(&self, frame: &mut Frame<'_>, area: Rect) {
-        let lines = self.report.steps.iter().map(|s| {
+        let top = self
+            .step_offset
+            .min(self.report.steps.len().saturating_sub(self.overview_rows));
+        // The lines shown, made alone: a paragraph of every step scrolled to the cursor went
+        // blank past 65,535 steps (its scroll is a u16: a bad-input hunt) and made every
+        // step's line at every frame.
+        let shown = self.report.steps.iter().enumerate().skip(top);
+        let lines = shown.take(self.overview_rows).map(|(i, s)| {
             let worst = match (&s.worst_op, s.worst_rel_err) {
                 (Some(op), Some(v)) => format!("worst rel err {} at {op}", view::num(Some(v))),
                 _ => "no error measured".to_string(),
@@ -1414,13 +1426,10 @@ impl Tui {
                 "step {:>4}  {} of {} ops diverged{missing}{top1}; {worst}{first}",
                 s.step, s.diverged, s.compared
             );
-            (text, s.diverged > 0)
+            (i, (text, s.diverged > 0))
         });
         let title = " per step, 0 = prefill (j/k move, Enter: its first diverging op, p: back) ";
-        let top = self
-            .step_offset
-            .min(self.report.steps.len().saturating_sub(self.overview_rows));
-        frame.render_widget(overview(lines, top, Some(self.step_cursor), title), area);
+        frame.render_widget(overview(lines, Some(self.step_cursor), title), area);
     }
 
     fn draw_details(&self, frame: &mut Frame<'_>, area: Rect, plot: bool) {
@@ -1658,16 +1667,14 @@ fn scroll(code: KeyCode, o: &mut usize, last: usize, page: usize) -> bool {
     true
 }
 
-/// An overview (per layer, per step): its lines (true: diverged, in red) from `offset`,
-/// under a rule titled `title`.
+/// An overview (per layer, per step): the lines shown, each with its index among all (true:
+/// diverged, in red; the `cursor`'s reversed), under a rule titled `title`.
 fn overview(
-    lines: impl Iterator<Item = (String, bool)>,
-    offset: usize,
+    lines: impl Iterator<Item = (usize, (String, bool))>,
     cursor: Option<usize>,
     title: &'static str,
 ) -> Paragraph<'static> {
     let lines: Vec<Line> = lines
-        .enumerate()
         .map(|(i, (text, bad))| {
             let mut style = match bad {
                 true => Style::new().fg(Color::Red),
@@ -1679,9 +1686,7 @@ fn overview(
             Line::styled(text, style)
         })
         .collect();
-    Paragraph::new(lines)
-        .scroll((u16::try_from(offset).unwrap_or(u16::MAX), 0))
-        .block(Block::new().borders(Borders::TOP).title(title))
+    Paragraph::new(lines).block(Block::new().borders(Borders::TOP).title(title))
 }
 
 /// The forms of a decode report's per-layer line, from the fullest (0) to the shortest.

@@ -599,6 +599,38 @@ fn decode_report() -> Report {
     report
 }
 
+/// The per-step overview (`p`) of 70,000 decode steps shows the cursor's step at the end too
+/// (a bad-input hunt: past 65,535 steps it went blank, the paragraph's scroll a u16).
+#[test]
+fn the_step_overview_shows_steps_past_65535() {
+    let cfg = DiffConfig::default();
+    let v = [0.5f32; 48];
+    let rows: Vec<_> = (0..=70_000)
+        .map(|s| {
+            let name = match s {
+                0 => "model.layers.0.mlp".to_string(),
+                s => format!("model.layers.0.mlp@{s}"),
+            };
+            compare(&name, Some(side(&v)), Some(side(&v)), &cfg)
+        })
+        .collect();
+    let report = assemble(
+        rows,
+        ReportContext::new("ours.npz", "ref.npz", OrderSource::RefMeta),
+        &cfg,
+    );
+    let mut tui = Tui::new(report);
+    press(&mut tui, "p");
+    let _ = screen(&mut tui, 100, 20);
+    press(&mut tui, "G");
+    let text = screen(&mut tui, 100, 20);
+    assert!(text.contains("step 70000  0 of 1 ops diverged"), "{text}");
+    assert!(text.contains("step 69990  0 of 1 ops diverged"), "{text}");
+    press(&mut tui, "g");
+    let text = screen(&mut tui, 100, 20);
+    assert!(text.contains("step    0  0 of 1 ops diverged"), "{text}");
+}
+
 #[test]
 fn decode_steps_are_named_walked_and_plotted_and_warnings_shown() {
     let mut tui = Tui::new(decode_report());
