@@ -194,7 +194,13 @@ pub(crate) const PAGE_ROWS: usize = 1_000;
 /// 256-step decode's 272 MB page took 887 MB when it was made whole first; docs/html-report.md).
 /// Rows are read through their views, and a row shown whole is built alone: a compact
 /// report's rows are never built all at once.
-pub(crate) fn render(report: &Report, out: &mut dyn Write) -> io::Result<()> {
+pub(crate) fn render(full: &Report, out: &mut dyn Write) -> io::Result<()> {
+    // What the page shows is made safe as the text renderers' is (control, bidirectional and
+    // invisible characters escaped: a name can no longer show reversed or hide a character;
+    // a bad-input hunt found them raw in cells, SVG titles and the origin line); the embedded
+    // JSON is the report as `render_json` writes it, every string as it is.
+    let shown = crate::safe::text_safe(full);
+    let report: &Report = &shown;
     let mut h = String::with_capacity(64 * 1024);
     let title = format!("divergence: {} vs {}", report.ours, report.reference);
     h.push_str("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n");
@@ -247,12 +253,12 @@ pub(crate) fn render(report: &Report, out: &mut dyn Write) -> io::Result<()> {
         flush(&mut h, out)?;
         // serde writes a value a few bytes at a time: gzip takes them 64 KiB at a time.
         let mut packed = io::BufWriter::with_capacity(1 << 16, Packer::new(out));
-        serde_json::to_writer(&mut packed, report).map_err(io::Error::from)?;
+        serde_json::to_writer(&mut packed, full).map_err(io::Error::from)?;
         packed.into_inner().map_err(|e| e.into_error())?.finish()?;
     } else {
         h.push_str("<script type=\"application/json\" id=\"report\">");
         flush(&mut h, out)?;
-        write_embedded_json(report, out)?;
+        write_embedded_json(full, out)?;
     }
     let js = if paged { PAGED_JS } else { JS };
     h.push_str(&format!(

@@ -331,7 +331,8 @@ fn a_large_report_shows_its_table_a_page_at_a_time() {
     assert!(page.contains("querySelectorAll('script.ops-rows')"));
     assert!(page.contains("window.divergenceReport="));
     // A name with a newline stays on its row's line (the page's script splits pages into
-    // rows at newlines), written `&#10;`.
+    // rows at newlines): shown escaped, `\n`, as every text renderer shows it (since
+    // 2026-12-05; written `&#10;` before).
     let mut odd = many(2_001, 5);
     odd.ops[7].name = "model.layers.7.mlp\nsecond line".into();
     let odd_page = html(&odd);
@@ -342,7 +343,7 @@ fn a_large_report_shows_its_table_a_page_at_a_time() {
     );
     let rows_text = unpack(first_pack);
     assert_eq!(rows_text.lines().count(), 1000);
-    assert!(rows_text.contains("data-name=\"model.layers.7.mlp&#10;second line\""));
+    assert!(rows_text.contains("data-name=\"model.layers.7.mlp\\nsecond line\""));
     // 2,000 ops or fewer: every row in the table, as before.
     let small = html(&many(2_000, 5));
     let table = between(&small, "<table id=\"ops-table\">", "</table>");
@@ -374,6 +375,40 @@ fn self_contained_well_formed_and_escaped() {
     ] {
         assert!(page.contains(id), "{id}");
     }
+}
+
+/// Bidirectional overrides, marks, line separators and invisible characters in a name or a
+/// file name are shown escaped on the page, as in every text renderer (a name could show
+/// reversed: a bad-input hunt found them raw in cells, SVG titles and the origin line); the
+/// embedded JSON keeps every string as it is.
+#[test]
+fn hidden_and_bidirectional_characters_are_shown_escaped_and_kept_in_the_json() {
+    let hidden = "model.layers.1.self_attn.k_norm\u{202e}mron_k\u{200f}\u{2028}\u{feff}";
+    let mut report = report();
+    for o in report.ops.iter_mut() {
+        if o.name.as_ref() == "model.layers.1.self_attn.k_norm" {
+            o.name = Name::from(hidden);
+        }
+    }
+    if let Some(f) = report.first_divergence.as_mut() {
+        f.name = hidden.to_string();
+    }
+    report.ours = "ours\u{202e}zpn.npz".to_string();
+    let page = html(&report);
+    let embedded = between(
+        &page,
+        "<script type=\"application/json\" id=\"report\">",
+        "</script>",
+    );
+    let shown = page.replace(embedded, "");
+    for c in ['\u{202e}', '\u{200f}', '\u{2028}', '\u{feff}'] {
+        assert!(!shown.contains(c), "{c:?} raw on the page");
+        assert!(embedded.contains(c), "{c:?} not kept in the JSON");
+    }
+    assert!(shown.contains("k_norm\\u{202e}mron_k\\u{200f}\\u{2028}\\u{feff}"));
+    assert!(shown.contains("ours\\u{202e}zpn.npz"));
+    let got: Value = serde_json::from_str(embedded).unwrap();
+    assert_eq!(got["ours"], "ours\u{202e}zpn.npz");
 }
 
 #[test]
