@@ -128,7 +128,7 @@ pub enum DumpError {
     #[error("{at}: unsupported dtype '{}' (supported: float64, float32, float16, bfloat16 (safetensors only), int64, int32, int16, int8, uint8, bool)", OneLine(dtype))]
     UnsupportedDtype { at: Location, dtype: String },
 
-    #[error("{at}: shape {shape:?} is too large (the element count overflows)")]
+    #[error("{at}: shape {shape:?} is too large (its dimensions other than 0 multiply past 2^61 elements, which numpy refuses too)")]
     ShapeTooLarge { at: Location, shape: Vec<u64> },
 
     /// One dimension does not even fit in 64 bits; `dim` is the number as written.

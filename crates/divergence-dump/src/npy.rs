@@ -715,7 +715,7 @@ mod tests {
         let e = parse_header(&h, &at()).unwrap_err();
         assert_eq!(
             e.to_string(),
-            "t.npy: shape [1099511627776, 1099511627776] is too large (the element count overflows)"
+            "t.npy: shape [1099511627776, 1099511627776] is too large (its dimensions other than 0 multiply past 2^61 elements, which numpy refuses too)"
         );
         // a zero dimension does not hide overflowing prefix products
         let h = write_header("<f8", &[0, 1 << 40, 1 << 40]);

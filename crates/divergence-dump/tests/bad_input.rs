@@ -179,7 +179,7 @@ fn overflowing_shape_in_npy_and_npz() {
     assert_eq!(
         open_err(&f),
         format!(
-            "{}: shape [1099511627776, 1099511627776] is too large (the element count overflows)",
+            "{}: shape [1099511627776, 1099511627776] is too large (its dimensions other than 0 multiply past 2^61 elements, which numpy refuses too)",
             p(&f)
         )
     );
@@ -221,7 +221,7 @@ fn overflowing_shape_in_npy_and_npz() {
     for (name, entry) in [("s", "s.npy"), ("d", "d.npy")] {
         assert_eq!(
             read_err(&f, name),
-            format!("{}: entry '{entry}': shape [1099511627776, 1099511627776] is too large (the element count overflows)", p(&f))
+            format!("{}: entry '{entry}': shape [1099511627776, 1099511627776] is too large (its dimensions other than 0 multiply past 2^61 elements, which numpy refuses too)", p(&f))
         );
     }
     // safetensors with an overflowing shape

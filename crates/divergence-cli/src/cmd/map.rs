@@ -191,15 +191,6 @@ pub fn from_flag(flag: &str) -> Result<Map> {
     )?)
 }
 
-/// At most 80 characters of a user string, for a message.
-fn shortened(s: &str) -> String {
-    const MAX: usize = 80;
-    match s.char_indices().nth(MAX) {
-        Some((end, _)) => format!("{}...", &s[..end]),
-        None => s.to_string(),
-    }
-}
-
 /// The presets' names, for messages: `vllm, llama.cpp, transformer-lens`.
 fn presets() -> String {
     let known: Vec<&str> = divergence_map::PRESETS.iter().map(|p| p.0).collect();
@@ -230,7 +221,7 @@ pub fn choose(ours: &Dump, flag: Option<Result<Map>>) -> Result<Option<Map>> {
     if !text.trim().is_empty() && !text.contains(['=', '[', '\n']) {
         anyhow::bail!(
             "{label}: \"{}\" is not a preset ({}) nor the TOML of a map",
-            one_line(&shortened(text)),
+            one_line(&crate::cmd::parse::shortened(text)),
             presets()
         );
     }

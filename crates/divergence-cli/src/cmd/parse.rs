@@ -43,7 +43,8 @@ pub fn steps(s: &str) -> Result<crate::cmd::steps::Selection, String> {
     use crate::cmd::steps::Selection;
     let bad = |why: &str| {
         Err(format!(
-            "must be decode steps such as 0-22, 5, 0,4-8 or 3- (0 = the prefill){why}, got '{s}'"
+            "must be decode steps such as 0-22, 5, 0,4-8 or 3- (0 = the prefill){why}, got '{}'",
+            divergence_names::one_line(&shortened(s))
         ))
     };
     let number = whole_number;
@@ -80,6 +81,16 @@ pub fn steps(s: &str) -> Result<crate::cmd::steps::Selection, String> {
     Ok(Selection::new(runs))
 }
 
+/// At most 80 characters of a user string, for a message (a `--steps` of 60 KB came back
+/// whole in its one-line error: a bad-input hunt).
+pub(crate) fn shortened(s: &str) -> String {
+    const MAX: usize = 80;
+    match s.char_indices().nth(MAX) {
+        Some((end, _)) => format!("{}...", &s[..end]),
+        None => s.to_string(),
+    }
+}
+
 /// Characters that make a `--grep` pattern a regex; text without any of them matches as a
 /// plain substring (so `layers.3.` does not match `layers.30.`).
 const REGEX_CHARS: &str = "^$*+?()[]{}|\\";
@@ -93,7 +104,13 @@ pub fn grep(s: &str) -> Result<Regex, String> {
     } else {
         regex::escape(s)
     };
-    Regex::new(&pattern).map_err(|e| format!("must be a valid regex, got '{s}': {}", why(&e)))
+    Regex::new(&pattern).map_err(|e| {
+        format!(
+            "must be a valid regex, got '{}': {}",
+            divergence_names::one_line(&shortened(s)),
+            why(&e)
+        )
+    })
 }
 
 /// The one line of a regex error that says what is wrong. A syntax error's message is a small
@@ -184,6 +201,14 @@ mod tests {
         assert!(steps(&many.join(","))
             .unwrap_err()
             .contains("at most 64 runs"));
+        // The argument comes back at most 80 characters long, on one line (a 60 KB one came
+        // back whole: a bad-input hunt).
+        let err = steps(&many.join(",")).unwrap_err();
+        assert!(err.len() < 300 && err.ends_with("...'"), "{err}");
+        let err = steps(&format!("1\n{}", "2,".repeat(30_000))).unwrap_err();
+        assert!(err.len() < 300 && !err.contains('\n'), "{err}");
+        let err = grep(&format!("[{}", "a".repeat(30_000))).unwrap_err();
+        assert!(err.len() < 400 && err.contains("...'"), "{err}");
     }
 
     #[test]
