@@ -1436,8 +1436,9 @@ pub(crate) fn pair_terms(
     };
 }
 
-/// `||ours - ref|| / ||ref||` of a pair's sums (0 for two zero tensors, `None` where the
-/// reference is zero and ours not, or past f64).
+/// `||ours - ref|| / ||ref||` of a pair's sums (0 for two zero tensors, and for a pair with
+/// no element finite on both sides, as docs/report-schema.md gives an empty tensor's; `None`
+/// where the reference is zero and ours not, or past f64).
 pub(crate) fn rel_l2(acc: &Accumulator) -> Option<f64> {
     let (ref_l2, diff_l2) = (acc.sum_r2.sqrt(), acc.sum_d2.sqrt());
     if ref_l2 > 0.0 {

@@ -547,12 +547,18 @@ pub(crate) fn origin_text(report: &Report) -> Option<String> {
     let (o, f) = (report.origin.as_ref()?, report.first_divergence.as_ref()?);
     // By the noise ratio with the truth, unless the truth does not judge the first divergence.
     let truth = matches!(report.tolerance, Tolerance::Truth { .. }) && !o.by_rel_err;
-    let growth = match truth {
+    let born_here = o.index == f.index;
+    let growth = match (born_here, f.status, truth) {
+        // NaN/Inf at other places, or nothing finite: the error is there, not in a number
+        // that grew (a bad-input hunt read `local growth ×0.000e+00` of an exact finite part).
+        (true, Status::Nonfinite | Status::NoFinite, _) => {
+            "its NaN/Inf are its error: no growth measured".to_string()
+        }
         // the growth of the noise ratio over the inputs' (docs/origin.md)
-        true => format!("noise ratio ×{} over its inputs'", ratio(o.growth)),
-        false => format!("local growth ×{}", num(o.growth)),
+        (_, _, true) => format!("noise ratio ×{} over its inputs'", ratio(o.growth)),
+        (_, _, false) => format!("local growth ×{}", num(o.growth)),
     };
-    let mut text = if o.index == f.index {
+    let mut text = if born_here {
         format!("born here ({growth})")
     } else {
         format!(
@@ -1093,6 +1099,46 @@ mod tests {
     use divergence_diff::{assemble, DiffConfig, OrderSource, ReportContext};
 
     use super::*;
+
+    /// A first divergence whose NaN/Inf are its error (their places differ; the finite part
+    /// exact) says so on the origin line, not a growth of ×0 (a bad-input hunt).
+    #[test]
+    fn a_nonfinite_origin_measures_no_growth() {
+        use divergence_diff::{compare, Side, ValuesRef};
+        let cfg = DiffConfig::default();
+        let r = [1.0f32, 2.0, 3.0, 4.0];
+        let o = [1.0f32, f32::NAN, 3.0, 4.0];
+        let side = |v: &'static [f32]| Side {
+            shape: &[1, 4],
+            values: ValuesRef::F32(v),
+            dtype: "float32",
+        };
+        let (r, o): (&'static [f32], &'static [f32]) =
+            (Box::leak(Box::new(r)), Box::leak(Box::new(o)));
+        let rows = vec![
+            compare("model.embed_tokens", Some(side(r)), Some(side(r)), &cfg),
+            compare(
+                "model.layers.0.input_layernorm",
+                Some(side(o)),
+                Some(side(r)),
+                &cfg,
+            ),
+        ];
+        let report = assemble(
+            rows,
+            ReportContext::new("a", "b", OrderSource::RefMeta),
+            &cfg,
+        );
+        assert_eq!(
+            report.first_divergence.as_ref().map(|f| f.status),
+            Some(divergence_diff::Status::Nonfinite)
+        );
+        let text = origin_text(&report).expect("an origin");
+        assert_eq!(
+            text,
+            "born here (its NaN/Inf are its error: no growth measured)"
+        );
+    }
 
     #[test]
     fn the_hidden_steps_note_says_whether_they_diverged() {
