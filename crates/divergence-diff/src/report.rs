@@ -116,9 +116,10 @@ pub struct StepSummary {
     pub diverged: usize,
     /// Rows of this step present on one side only, or unreadable.
     pub missing: usize,
-    /// The largest `rel_l2_err` of the step's compared rows, `None` when none has one.
+    /// The largest `rel_l2_err` of the step's compared rows, `None` when none has one or
+    /// when a diverged row has none (its sums past f64: its error is not measured).
     pub worst_rel_err: Option<f64>,
-    /// The row that has it.
+    /// The row that has it, or the first diverged row whose error is not measured.
     pub worst_op: Option<String>,
     /// The step's first diverging row in execution order, `None` when none diverges.
     pub first_divergence: Option<String>,
@@ -145,6 +146,9 @@ pub fn step_summaries<R: RowSource + ?Sized>(ops: &R) -> Vec<StepSummary> {
         /// (rel_l2_err, row), the first row of the largest that is not NaN.
         worst: Option<(f64, usize)>,
         first_divergence: Option<usize>,
+        /// The first diverged row without a rel_l2_err (sums past f64): the step's worst is
+        /// not measured (a bad-input hunt read `worst 0` at a clean row beside it).
+        unmeasured: Option<usize>,
     }
     type Parts = std::collections::BTreeMap<usize, Part>;
     /// `later`'s rows come after `into`'s: counts add, the earlier row wins a tie.
@@ -161,6 +165,7 @@ pub fn step_summaries<R: RowSource + ?Sized>(ops: &R) -> Vec<StepSummary> {
                 }
             }
             a.first_divergence = a.first_divergence.or(b.first_divergence);
+            a.unmeasured = a.unmeasured.or(b.unmeasured);
         }
         into
     }
@@ -180,6 +185,9 @@ pub fn step_summaries<R: RowSource + ?Sized>(ops: &R) -> Vec<StepSummary> {
                 if status.is_divergence() {
                     s.diverged += 1;
                     s.first_divergence = s.first_divergence.or(Some(i));
+                }
+                if status == Status::Diverged && o.rel_l2_err().is_none() {
+                    s.unmeasured = s.unmeasured.or(Some(i));
                 }
                 if let Some(e) = o.rel_l2_err() {
                     if matches!(status, Status::Ok | Status::Diverged) {
@@ -210,8 +218,8 @@ pub fn step_summaries<R: RowSource + ?Sized>(ops: &R) -> Vec<StepSummary> {
             compared: p.compared,
             diverged: p.diverged,
             missing: p.missing,
-            worst_rel_err: worst.map(|(e, _)| e),
-            worst_op: worst.and_then(|(_, i)| name(i)),
+            worst_rel_err: worst.filter(|_| p.unmeasured.is_none()).map(|(e, _)| e),
+            worst_op: p.unmeasured.or(worst.map(|(_, i)| i)).and_then(name),
             first_divergence: p.first_divergence.and_then(name),
         })
         .collect()
@@ -665,7 +673,14 @@ mod tests {
     /// The one-pass definition of [`step_summaries`] (what it was before it ran in parallel).
     fn serial(ops: &[OpResult]) -> Vec<StepSummary> {
         let mut out: std::collections::BTreeMap<usize, StepSummary> = Default::default();
+        // A step's first diverged row without an error: its worst is not measured.
+        let mut unmeasured: std::collections::BTreeMap<usize, String> = Default::default();
         for o in ops {
+            if o.status == Status::Diverged && o.errors.rel_l2_err.is_none() {
+                unmeasured
+                    .entry(o.step)
+                    .or_insert_with(|| o.name.to_string());
+            }
             let s = out.entry(o.step).or_insert_with(|| StepSummary {
                 step: o.step,
                 compared: 0,
@@ -692,6 +707,12 @@ mod tests {
                     s.worst_rel_err = Some(e);
                     s.worst_op = Some(o.name.to_string());
                 }
+            }
+        }
+        for (step, name) in unmeasured {
+            if let Some(s) = out.get_mut(&step) {
+                s.worst_rel_err = None;
+                s.worst_op = Some(name);
             }
         }
         out.into_values().collect()
@@ -797,6 +818,32 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A step whose diverged row has no rel err (its sums past f64) has no measured worst, and
+    /// names that row (a bad-input hunt read `worst 0` at the clean embedding beside it).
+    #[test]
+    fn a_diverged_row_without_an_error_leaves_its_steps_worst_unmeasured() {
+        let row = |name: &str, status, rel| {
+            let mut o = OpResult::bare(name, status, None);
+            o.errors.rel_l2_err = rel;
+            o
+        };
+        let ops = vec![
+            row("model.embed_tokens", Status::Ok, Some(0.0)),
+            row("lm_head", Status::Ok, Some(1e-4)),
+            row("model.embed_tokens@1", Status::Ok, Some(0.0)),
+            row("lm_head@1", Status::Diverged, None),
+        ];
+        let s = step_summaries(&ops);
+        assert_eq!(
+            (s[0].worst_rel_err, s[0].worst_op.as_deref()),
+            (Some(1e-4), Some("lm_head"))
+        );
+        assert_eq!(
+            (s[1].worst_rel_err, s[1].worst_op.as_deref()),
+            (None, Some("lm_head@1"))
+        );
     }
 
     #[test]

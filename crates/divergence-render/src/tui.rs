@@ -1408,6 +1408,7 @@ impl Tui {
         let lines = shown.take(self.overview_rows).map(|(i, s)| {
             let worst = match (&s.worst_op, s.worst_rel_err) {
                 (Some(op), Some(v)) => format!("worst rel err {} at {op}", view::num(Some(v))),
+                (Some(op), None) => format!("worst rel err not measured, at {op}"),
                 _ => "no error measured".to_string(),
             };
             let first = s
