@@ -560,9 +560,17 @@ fn plan_named(ours: &DumpNames<'_>, reference: &DumpNames<'_>) -> OrderPlan {
         }
         if order.len() > before {
             let extra = &order[before..];
+            // Names of decode steps are then put in their step (`plan_order_from`'s sort by
+            // step, stable): each at the end of its step, not of the order (a bad-input hunt).
+            let stepped = extra.iter().any(|n| divergence_names::split_step(n).1 > 0);
             warnings.push(format!(
-                "{} probe(s) present in the files but missing from {whose} metadata order were appended at the end: {}",
+                "{} probe(s) present in the files but missing from {whose} metadata order were appended at the end{}: {}",
                 extra.len(),
+                if stepped {
+                    " of their decode step (0 = the prefill)"
+                } else {
+                    ""
+                },
                 list_some(extra)
             ));
         }
@@ -747,10 +755,16 @@ mod tests {
         let (o, r) = (dn(Some(&recorded), &names), dn(Some(&recorded), &names));
         let plan = plan_order(&o, &r);
         assert_eq!(plan.order, s(&["x", "y", "x@1", "y@1", "x@2", "y@2"]));
-        assert!(plan
-            .warnings
-            .iter()
-            .any(|w| w.contains("appended at the end")));
+        // Said as they are placed: at the end of their step (it said "at the end" alone).
+        assert!(plan.warnings.iter().any(|w| w.starts_with(
+            "3 probe(s) present in the files but missing from the reference's metadata order were appended at the end of their decode step (0 = the prefill): "
+        )), "{:?}", plan.warnings);
+        // One pass: at the end.
+        let one = s(&["x", "y"]);
+        let listed = s(&["x"]);
+        let (o1, r1) = (dn(Some(&listed), &one), dn(Some(&listed), &one));
+        assert!(plan_order(&o1, &r1).warnings.iter().any(|w| w
+            .contains("missing from the reference's metadata order were appended at the end: ")));
         assert!(
             !plan.warnings.iter().any(|w| w.contains("out of order")),
             "{:?}",
