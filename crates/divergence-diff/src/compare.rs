@@ -1657,8 +1657,9 @@ pub const NOISY_INPUT_REF_ERR: f64 = 0.1;
 /// The rows [`compare_with_truth`] left to the presets because the reference is further from
 /// the truth than zeros are ([`TRUTH_MAX_REF_ERR`]), judged by the noise ratio after all where
 /// an input of theirs (`flow`) has the reference already [`NOISY_INPUT_REF_ERR`] or more off
-/// the truth: the reference's own run is noise there, grown from its inputs', not a truth of
-/// another model (whose replaced values come from inputs the reference is near). A held-out
+/// the truth, the truth still judging it, or is such a row itself: the reference's own run is
+/// noise there, grown from its inputs', not a truth of another model (far from the first op
+/// on) or a row of replaced values (whose inputs the reference is near). A held-out
 /// model with q/k-norm gains twice Qwen3-0.6B's: transformers' own bf16 run is 1.04-1.07 from
 /// its float64 truth at a few ops of late decode steps, and the presets flagged a clean port
 /// there. Returns the warning that says so, or `None` where no row was.
@@ -1679,16 +1680,28 @@ pub fn judge_noisy_reference(
             && t.ours_truth_rel_err.is_some()
             && t.noise_ratio.is_some()
     };
-    let noisy: Vec<usize> = (0..ops.len())
-        .filter(|&i| far(ops.row(i)))
-        .filter(|&i| {
-            flow.inputs(i).iter().any(|j| {
-                ops.get_row(j)
-                    .and_then(|o| o.truth().ref_truth_rel_err)
-                    .is_some_and(|e| e >= NOISY_INPUT_REF_ERR)
-            })
+    // In row order (an op's inputs are earlier rows): an input counts where the truth judged
+    // it with the reference `NOISY_INPUT_REF_ERR` to `TRUTH_MAX_REF_ERR` off, or where it was
+    // taken for noise itself. A truth that is another model's (or random) throughout is far
+    // from the first op on, with no judged input anywhere: its rows stay with the presets.
+    let judged_noisy = |j: usize| {
+        ops.get_row(j).is_some_and(|o| {
+            let t = o.truth();
+            t.truth_problem.is_none()
+                && t.ref_truth_rel_err
+                    .is_some_and(|e| (NOISY_INPUT_REF_ERR..=TRUTH_MAX_REF_ERR).contains(&e))
         })
-        .collect();
+    };
+    let mut noisy: Vec<usize> = Vec::new();
+    for i in (0..ops.len()).filter(|&i| far(ops.row(i))) {
+        if flow
+            .inputs(i)
+            .iter()
+            .any(|j| judged_noisy(j) || noisy.binary_search(&j).is_ok())
+        {
+            noisy.push(i);
+        }
+    }
     let (&first, worst) = (
         noisy.first()?,
         noisy

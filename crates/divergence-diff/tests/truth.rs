@@ -381,6 +381,59 @@ fn a_reference_grown_noisy_is_judged_by_the_ratio_and_a_replaced_truth_row_is_no
             assert!(not_used.is_some(), "{:?}", r.warnings);
         }
     }
+    // A chain: v_proj judged 0.3 off, attn_out and o_proj both past 1: both taken for noise
+    // (o_proj through attn_out). A truth far from the first op on (another model's, or
+    // random values throughout) has no judged input anywhere: the presets judge every row
+    // and a planted bug is still found.
+    for (v_err, judged) in [(0.3, true), (2.0, false)] {
+        let v_ref = off(&T, v_err);
+        let rows = vec![
+            compare_with_truth(
+                "model.layers.0.self_attn.v_proj",
+                side(&v_ref, "bfloat16"),
+                side(&v_ref, "bfloat16"),
+                side(&T, "float64"),
+                &cfg,
+            ),
+            compare_with_truth(
+                "model.layers.0.self_attn.attn_out",
+                side(&far, "bfloat16"),
+                side(&far, "bfloat16"),
+                side(&T, "float64"),
+                &cfg,
+            ),
+            compare_with_truth(
+                "model.layers.0.self_attn.o_proj",
+                side(&ours, "bfloat16"),
+                side(&far, "bfloat16"),
+                side(&T, "float64"),
+                &cfg,
+            ),
+        ];
+        let r = assemble(
+            rows,
+            ReportContext::new("ours", "ref", OrderSource::RefMeta),
+            &cfg,
+        );
+        let statuses: Vec<Status> = r.ops.iter().map(|o| o.status).collect();
+        if judged {
+            assert_eq!(statuses, [Status::Ok; 3], "{:?}", r.warnings);
+            assert!(
+                r.warnings.iter().any(|w| w.contains("at 2 ops")),
+                "{:?}",
+                r.warnings
+            );
+        } else {
+            assert_eq!(statuses[2], Status::Diverged, "{:?}", r.warnings);
+            assert!(
+                r.warnings
+                    .iter()
+                    .any(|w| w.starts_with("TRUTH NOT USED for 3 of 3")),
+                "{:?}",
+                r.warnings
+            );
+        }
+    }
 }
 
 proptest! {
