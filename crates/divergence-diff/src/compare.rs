@@ -1722,7 +1722,8 @@ pub fn judge_noisy_reference(
             continue;
         };
         row.truth_mut().truth_problem = None;
-        // The larger of the truth's noises (f32's): the excess here is over (ratio - 1) x 1.
+        // The truth's dtype is not at hand: the larger of its noises (f32's, 1e-6). With the
+        // reference past 1 off the truth, a ratio over `ratio` is an excess far above it.
         judge_by_ratio(
             row,
             (e_ours, e_ref, nr),
