@@ -152,3 +152,16 @@ def test_a_variance_summed_in_a_half_type_is_a_rounding_on_rows_of_120(model_l, 
     assert h["op"] == "model.layers.0.input_layernorm"
     assert h["evidence"]["bound"] == pytest.approx(2 * 2**-8 * 120**0.5)
     assert "variance is summed or rounded" in h["message"]
+
+
+def test_a_corrupted_bias_on_a_one_token_prompt_is_hinted(model_k):
+    """`attn-bias=1e30` on the 1-token prompt: the projection's one row is ref + 1e30 in every
+    element, which the `bias` hint reads as one value added (it needs two rows or more to see a
+    vector added; no hint until 2026-12-05)."""
+    ref, _ = model_k[2]["bf16"]
+    rc, r = diff(ours(model_k, "bf16", "attn-bias=1e30"), ref)
+    assert rc == 1
+    first = r["first_divergence"]["name"]
+    assert first.startswith("model.layers.0.self_attn.") and first.endswith("_proj"), first
+    h = next(h for h in r["hints"] if h["code"] == "bias")
+    assert h["op"] == first and "corrupted bias" in h["message"], h

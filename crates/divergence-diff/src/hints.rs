@@ -549,13 +549,16 @@ fn activation(
 /// 5% of it. Flags magnitudes of 1e4 and more as a corrupted bias.
 fn bias(name: &str, shape: &[usize], o: &[f64], r: &[f64]) -> Option<Hint> {
     let cols = *shape.last()?;
-    if cols == 0 || !o.len().is_multiple_of(cols) || o.len() / cols < 2 {
+    if cols == 0 || !o.len().is_multiple_of(cols) {
         return None;
     }
     let rows = o.len() / cols;
     let d: Vec<f64> = o.iter().zip(r).map(|(a, b)| a - b).collect();
     if d.iter().any(|x| !x.is_finite()) {
         return None;
+    }
+    if rows == 1 {
+        return one_row_bias(name, &d);
     }
     let mut mean = vec![0.0; cols];
     for row in d.chunks(cols) {
@@ -592,6 +595,42 @@ fn bias(name: &str, shape: &[usize], o: &[f64], r: &[f64]) -> Option<Hint> {
             sci(resid / nd)
         ),
         &[("max_abs_bias", magnitude), ("residual", resid / nd)],
+    ))
+}
+
+/// `bias` of one row (a 1-token prompt): a vector added is every error there is, but one value
+/// added to every element (`ours - ref` a constant: residual under 5e-2, as over positions) is
+/// a scalar bias, such as a corrupted one (a held-out model's 1-token prompt got no hint for
+/// `attn-bias=1e30` until 2026-12-05).
+fn one_row_bias(name: &str, d: &[f64]) -> Option<Hint> {
+    // A few elements agreeing says little.
+    if d.len() < 8 {
+        return None;
+    }
+    let mean = d.iter().sum::<f64>() / d.len() as f64;
+    let resid = d
+        .iter()
+        .map(|x| (x - mean) * (x - mean))
+        .sum::<f64>()
+        .sqrt();
+    let nd = norm(d);
+    if nd.is_nan() || nd <= 0.0 || !mean.is_finite() || resid / nd >= 5e-2 {
+        return None;
+    }
+    let what = if mean.abs() >= 1e4 {
+        "a corrupted bias (values this large are a loader bug; Qwen3 has no attention bias)"
+    } else {
+        "a bias the reference does not add (or the reverse)"
+    };
+    Some(hint(
+        HintCode::Bias,
+        name,
+        format!(
+            "ours - ref is one value, {}, in every element of the one row (residual {}): {what}",
+            sci(mean),
+            sci(resid / nd)
+        ),
+        &[("max_abs_bias", mean.abs()), ("residual", resid / nd)],
     ))
 }
 
@@ -2962,6 +3001,35 @@ mod tests {
         // a random error is not a bias
         let o: Vec<f64> = r.iter().zip(data(64, 7)).map(|(x, e)| x + e).collect();
         assert!(!codes(&diag("x", &[1, 4, 16], &o, &r)).contains(&"bias"));
+        // One row (a 1-token prompt): one value added everywhere is a bias; a vector is any
+        // error there (no hint).
+        let r1 = data(16, 8);
+        let big: Vec<f64> = r1.iter().map(|x| x + 1e30).collect();
+        let h = diag("model.layers.0.self_attn.q_proj", &[1, 1, 16], &big, &r1);
+        let b = h.iter().find(|h| h.code == HintCode::Bias).expect("bias");
+        assert!(
+            b.message
+                .contains("one value, 1.000e+30, in every element of the one row")
+                && b.message.contains("corrupted bias"),
+            "{}",
+            b.message
+        );
+        let small: Vec<f64> = r1.iter().map(|x| x + 0.5).collect();
+        assert!(codes(&diag(
+            "model.layers.0.self_attn.q_proj",
+            &[1, 1, 16],
+            &small,
+            &r1
+        ))
+        .contains(&"bias"));
+        let vector: Vec<f64> = r1.iter().zip(data(16, 9)).map(|(x, e)| x + e).collect();
+        assert!(!codes(&diag(
+            "model.layers.0.self_attn.q_proj",
+            &[1, 1, 16],
+            &vector,
+            &r1
+        ))
+        .contains(&"bias"));
     }
 
     #[test]
