@@ -267,6 +267,61 @@ fn a_truth_of_the_file_given_as_ours_is_refused_as_swapped_sides() {
     assert_eq!(code, 0, "{err}");
 }
 
+/// A truth whose recorded model config has other sizes is an error (exit 2), as other
+/// input_ids are; one recorded from another model source is said, and then an op the
+/// reference is far from is left to the presets (a bad-input hunt: a truth of a checkpoint a
+/// few percent off let a planted bug pass by the noise ratio).
+#[test]
+fn a_truth_of_another_model_is_refused_or_said() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = divergence_dump::Dump::open(&root().join(TRUTH)).unwrap();
+    let copy = |tag: &str, edit: &dyn Fn(&mut divergence_dump::Meta)| {
+        let path = dir.path().join(format!("truth-{tag}.npz"));
+        let mut w = DumpWriter::create(&path).unwrap();
+        for name in d.names() {
+            let t = d.read(name).unwrap();
+            let divergence_dump::Values::F64(v) = t.values else {
+                panic!("f64 truth")
+            };
+            w.add(name, &t.shape, TensorData::F64(&v)).unwrap();
+        }
+        let mut meta = d.meta().cloned().unwrap();
+        edit(&mut meta);
+        w.finish(meta).unwrap();
+        path
+    };
+    let sized = copy("sized", &|m| {
+        m.model.as_mut().unwrap()["hidden_size"] = serde_json::json!(128);
+    });
+    let (code, _, err) = diff_truth(F32_EAGER, F32_EAGER, sized.to_str().unwrap(), &[]);
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("truth-sized.npz: the truth dump's model has hidden_size 128 where")
+            && err.contains("has 64: it is not a truth run of this reference"),
+        "{err}"
+    );
+    let other = copy("other", &|m| {
+        m.producer.as_mut().unwrap()["model_source"] = serde_json::json!("tiny-qwen3-ft");
+    });
+    let (code, out, err) = diff_truth(F32_EAGER, F32_EAGER, other.to_str().unwrap(), &[]);
+    assert_eq!(code, 0, "{err}");
+    let r = json(&out);
+    assert!(
+        r["warnings"].as_array().unwrap().iter().any(|w| {
+            let w = w.as_str().unwrap();
+            w.contains("truth-other.npz: the truth was made from tiny-qwen3-ft and")
+                && w.contains("from tiny-qwen3 (producer.model_source)")
+        }),
+        "{out}"
+    );
+    // The same source: nothing said.
+    let same = copy("same", &|_| {});
+    let (code, out, _) = diff_truth(F32_EAGER, F32_EAGER, same.to_str().unwrap(), &[]);
+    assert_eq!(code, 0);
+    assert!(!out.contains("producer.model_source"), "{out}");
+}
+
 #[test]
 fn a_truth_whose_metadata_claims_more_than_its_bytes_hold_is_not_trusted() {
     // Found by a bad-input hunt: a truth row stored as int64 (or f32) whose metadata still said

@@ -19,6 +19,11 @@ pub struct DiffConfig {
     /// Elements per rayon task in the metrics loop; a tensor longer than this is split into chunks
     /// processed in parallel. A tuning knob only: results do not depend on it beyond f64 rounding.
     pub chunk_len: usize,
+    /// With a truth: ops the reference is far from after inputs it is already noisy at are judged
+    /// by the noise ratio ([`crate::compare::judge_noisy_reference`]; default on). Off where the
+    /// truth is not known to be of the reference's weights (its recorded model source differs):
+    /// those ops stay with the presets.
+    pub judge_noisy_reference: bool,
 }
 
 impl DiffConfig {
@@ -37,6 +42,7 @@ impl Default for DiffConfig {
             tolerance: Tolerance::Auto,
             amplification_threshold: DEFAULT_AMPLIFICATION_THRESHOLD,
             chunk_len: metrics::DEFAULT_CHUNK_LEN,
+            judge_noisy_reference: true,
         }
     }
 }

@@ -590,7 +590,7 @@ pub fn assemble(ops: impl Into<Rows>, ctx: ReportContext, cfg: &DiffConfig) -> R
     warnings.extend(ctx.warnings);
 
     let flow = Dataflow::of_steps(ops.len(), &|i| ops.row(i).split(), &|i| ops.row(i).name());
-    if let Tolerance::Truth { ratio } = cfg.tolerance {
+    if let (Tolerance::Truth { ratio }, true) = (cfg.tolerance, cfg.judge_noisy_reference) {
         warnings.extend(crate::compare::judge_noisy_reference(
             &mut ops, &flow, ratio,
         ));

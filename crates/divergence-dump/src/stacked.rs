@@ -598,10 +598,14 @@ pub(crate) fn expand_order(
         Kind::Step(s) => s,
         Kind::Stacked(_) => 1,
     };
+    // A name listed again says nothing of the order (a bad-input hunt: an order that repeated
+    // `model.embed_tokens` at its end was said to list decode steps out of order).
+    let mut seen = std::collections::HashSet::new();
     let held: Vec<usize> = kinds
         .iter()
         .zip(&meta.order)
         .filter(|(k, n)| matches!(k, Kind::Stacked(_)) || present(n))
+        .filter(|(_, n)| seen.insert(&***n))
         .map(|(k, _)| first_step(k))
         .collect();
     let resorted = held.windows(2).any(|w| w[1] < w[0]);
@@ -754,7 +758,8 @@ mod tests {
             order: order.into(),
             ..Meta::default()
         };
-        expand_order(&mut meta, &members, &names, &present, false);
+        // and the order is not out of step order for listing `a` again after the steps
+        assert!(!expand_order(&mut meta, &members, &names, &present, false));
         // the prefill's `a` and the plain name listed again (one entry each: the plan drops
         // the second), then the steps once
         assert_eq!(meta.order.len(), 2 + 1_000);

@@ -587,14 +587,17 @@ fn report_of(
         notes.extend(select_steps(&mut plan, (&ours, &reference), sel, None));
     }
     let mut truth_warnings = Vec::new();
+    let mut cfg = cfg.clone();
     if let (Some(truth), Some(path)) = (&truth, &args.truth) {
-        truth_warnings = check_truth(
+        let same_weights;
+        (truth_warnings, same_weights) = check_truth(
             (truth, path),
             (&reference, &args.reference),
             (&ours, &args.ours),
             &plan.order,
             args.steps.as_ref(),
         )?;
+        cfg.judge_noisy_reference = same_weights;
     }
     timings::mark("checks");
 
@@ -612,7 +615,7 @@ fn report_of(
         check_ids: true,
         names: None,
     };
-    finish_report(args, cfg, sides)
+    finish_report(args, &cfg, sides)
 }
 
 /// `ours` under the map that alignment by content inferred (`inf`): an error in it (past a
@@ -1578,9 +1581,10 @@ fn check_truth(
     ours: (&MappedDump<'_>, &Path),
     order: &[divergence_diff::Name],
     steps: Option<&crate::cmd::steps::Selection>,
-) -> Result<Vec<String>> {
+) -> Result<(Vec<String>, bool)> {
     let ((truth, truth_path), (reference, ref_path)) = (truth, reference);
     truth_of_ours(truth, truth_path, ref_path, ours.1)?;
+    let same_weights = truth_model_check(truth, truth_path, reference, ref_path)?;
     let ids = |d: &MappedDump<'_>| d.meta().and_then(|m| m.input_ids.clone());
     let decode_ids = |d: &MappedDump<'_>| d.meta().and_then(|m| m.decode_ids().ok().flatten());
     // Where the reference records no tokens, the truth's are checked against ours (found by a
@@ -1655,7 +1659,79 @@ fn check_truth(
             ref_path.display()
         );
     }
-    Ok(warnings)
+    if let Some(w) = same_weights.1 {
+        warnings.push(w);
+    }
+    Ok((warnings, same_weights.0))
+}
+
+/// The model config keys a truth run must share with its reference: the architecture's sizes
+/// (the dtype and the library's version may differ).
+const TRUTH_CONFIG_KEYS: [&str; 9] = [
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "head_dim",
+    "intermediate_size",
+    "vocab_size",
+    "rope_theta",
+    "rms_norm_eps",
+];
+
+/// Whether the truth is known to be a run of the reference's weights: a model config of other
+/// sizes is an error (exit 2), as other input_ids are; both recording the same
+/// `producer.model_source` is (true); another source, or none recorded, is not (false, with a
+/// warning where the two differ), and then an op the reference is far from is never judged by
+/// the noise ratio (`DiffConfig::judge_noisy_reference`): a bad-input hunt made a truth from a
+/// checkpoint a few percent off, whose ops the reference is noisy at from the first on, and a
+/// planted bug passed.
+fn truth_model_check(
+    truth: &MappedDump<'_>,
+    truth_path: &Path,
+    reference: &MappedDump<'_>,
+    ref_path: &Path,
+) -> Result<(bool, Option<String>)> {
+    let (t, r) = (truth.meta(), reference.meta());
+    let model = |m: Option<&divergence_dump::Meta>| m.and_then(|m| m.model.clone());
+    if let (Some(tm), Some(rm)) = (model(t), model(r)) {
+        for key in TRUTH_CONFIG_KEYS {
+            if let (Some(a), Some(b)) = (tm.get(key), rm.get(key)) {
+                if a != b {
+                    anyhow::bail!(
+                        "{}: the truth dump's model has {key} {} where {}'s has {}: it is not a truth run of this reference",
+                        truth_path.display(),
+                        divergence_names::one_line(&crate::cmd::parse::shortened(&a.to_string())),
+                        ref_path.display(),
+                        divergence_names::one_line(&crate::cmd::parse::shortened(&b.to_string()))
+                    );
+                }
+            }
+        }
+    }
+    let source = |m: Option<&divergence_dump::Meta>| {
+        m.and_then(|m| {
+            m.producer
+                .as_ref()?
+                .get("model_source")?
+                .as_str()
+                .map(str::to_string)
+        })
+    };
+    Ok(match (source(t), source(r)) {
+        (Some(a), Some(b)) if a == b => (true, None),
+        (Some(a), Some(b)) => (
+            false,
+            Some(format!(
+                "{}: the truth was made from {} and {} from {} (producer.model_source): a truth of other weights judges nothing; where the reference is far from it the presets judge",
+                truth_path.display(),
+                divergence_names::one_line(&crate::cmd::parse::shortened(&a)),
+                ref_path.display(),
+                divergence_names::one_line(&crate::cmd::parse::shortened(&b))
+            )),
+        ),
+        _ => (false, None),
+    })
 }
 
 /// Under `--steps` (checked already against the steps the dumps hold): plans again over the
