@@ -19,7 +19,8 @@ pub fn needs_escape(c: char) -> bool {
 /// Source": a name reading `lm_head` on screen can hold other bytes) and Unicode's
 /// default-ignorable code points (zero-width spaces and joiners, the soft hyphen, the word
 /// joiner and invisible operators, variation selectors, Hangul fillers, tag characters, the
-/// byte-order mark). Found by bad-input hunts: they reached the terminal table raw.
+/// byte-order mark, the interlinear annotation marks). Found by bad-input hunts: they reached
+/// the terminal table raw.
 pub fn is_hidden(c: char) -> bool {
     matches!(
         c,
@@ -36,7 +37,7 @@ pub fn is_hidden(c: char) -> bool {
             | '\u{FE00}'..='\u{FE0F}'
             | '\u{FEFF}'
             | '\u{FFA0}'
-            | '\u{FFF0}'..='\u{FFF8}'
+            | '\u{FFF0}'..='\u{FFFB}'
             | '\u{1BCA0}'..='\u{1BCA3}'
             | '\u{1D173}'..='\u{1D17A}'
             | '\u{E0000}'..='\u{E0FFF}'
@@ -172,6 +173,9 @@ mod tests {
             '\u{2060}',
             '\u{E0041}',
             '\u{FE0F}',
+            // the interlinear annotation marks (a bad-input hunt of 2026-12-05 found them raw)
+            '\u{FFF9}',
+            '\u{FFFB}',
         ] {
             assert!(is_hidden(c), "{c:?}");
         }

@@ -1404,6 +1404,13 @@ impl Tui {
         // The lines shown, made alone: a paragraph of every step scrolled to the cursor went
         // blank past 65,535 steps (its scroll is a u16: a bad-input hunt) and made every
         // step's line at every frame.
+        // One width for the step's number on every line (past step 99,999 it widened).
+        let w = self
+            .report
+            .steps
+            .last()
+            .map_or(0, |s| s.step.to_string().len())
+            .max(4);
         let shown = self.report.steps.iter().enumerate().skip(top);
         let lines = shown.take(self.overview_rows).map(|(i, s)| {
             let worst = match (&s.worst_op, s.worst_rel_err) {
@@ -1424,7 +1431,7 @@ impl Tui {
                 false => String::new(),
             };
             let text = format!(
-                "step {:>4}  {} of {} ops diverged{missing}{top1}; {worst}{first}",
+                "step {:>w$}  {} of {} ops diverged{missing}{top1}; {worst}{first}",
                 s.step, s.diverged, s.compared
             );
             (i, (text, s.diverged > 0))
