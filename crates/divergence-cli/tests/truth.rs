@@ -315,6 +315,14 @@ fn a_truth_of_another_model_is_refused_or_said() {
         }),
         "{out}"
     );
+    // A number written another way, or a null, is no other model.
+    let written = copy("written", &|m| {
+        let model = m.model.as_mut().unwrap();
+        model["hidden_size"] = serde_json::json!(64.0);
+        model["head_dim"] = serde_json::Value::Null;
+    });
+    let (code, _, err) = diff_truth(F32_EAGER, F32_EAGER, written.to_str().unwrap(), &[]);
+    assert_eq!(code, 0, "{err}");
     // The same source: nothing said.
     let same = copy("same", &|_| {});
     let (code, out, _) = diff_truth(F32_EAGER, F32_EAGER, same.to_str().unwrap(), &[]);

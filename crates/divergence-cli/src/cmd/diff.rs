@@ -1695,9 +1695,14 @@ fn truth_model_check(
     let (t, r) = (truth.meta(), reference.meta());
     let model = |m: Option<&divergence_dump::Meta>| m.and_then(|m| m.model.clone());
     if let (Some(tm), Some(rm)) = (model(t), model(r)) {
+        // Numbers as numbers (`1000000` and `1e6` are one theta); a null says nothing.
+        let differ = |a: &serde_json::Value, b: &serde_json::Value| match (a.as_f64(), b.as_f64()) {
+            (Some(x), Some(y)) => x != y,
+            _ => !a.is_null() && !b.is_null() && a != b,
+        };
         for key in TRUTH_CONFIG_KEYS {
             if let (Some(a), Some(b)) = (tm.get(key), rm.get(key)) {
-                if a != b {
+                if differ(a, b) {
                     anyhow::bail!(
                         "{}: the truth dump's model has {key} {} where {}'s has {}: it is not a truth run of this reference",
                         truth_path.display(),
