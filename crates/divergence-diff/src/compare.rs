@@ -1664,7 +1664,7 @@ pub const NOISY_INPUT_REF_ERR: f64 = 0.1;
 /// ops and 1.04-1.07 at a few of late decode steps, and the presets flagged clean ports there.
 /// The caller does not ask where the truth is not known to be of the reference's weights
 /// ([`crate::DiffConfig::judge_noisy_reference`]): a truth of a checkpoint a few percent off
-/// is noisy from its first ops on, and the ratio would judge by it. Returns the warning that
+/// is noisy from its first ops on, and the ratio would judge by it (a bad-input hunt). Returns the warning that
 /// says so, or `None` where no row was.
 pub fn judge_noisy_reference(
     ops: &mut crate::rows::Rows,

@@ -21,8 +21,8 @@ pub struct DiffConfig {
     pub chunk_len: usize,
     /// With a truth: ops the reference is far from after inputs it is already noisy at are judged
     /// by the noise ratio ([`crate::compare::judge_noisy_reference`]; default on). Off where the
-    /// truth is not known to be of the reference's weights (its recorded model source differs):
-    /// those ops stay with the presets.
+    /// truth is not known to be of the reference's weights (the CLI: the two do not both record
+    /// one model source): those ops stay with the presets.
     pub judge_noisy_reference: bool,
 }
 

@@ -1659,10 +1659,7 @@ fn check_truth(
             ref_path.display()
         );
     }
-    if let Some(w) = same_weights.1 {
-        warnings.push(w);
-    }
-    Ok((warnings, same_weights.0))
+    Ok((warnings, same_weights))
 }
 
 /// The model config keys a truth run must share with its reference: the architecture's sizes
@@ -1680,18 +1677,18 @@ const TRUTH_CONFIG_KEYS: [&str; 9] = [
 ];
 
 /// Whether the truth is known to be a run of the reference's weights: a model config of other
-/// sizes is an error (exit 2), as other input_ids are; both recording the same
-/// `producer.model_source` is (true); another source, or none recorded, is not (false, with a
-/// warning where the two differ), and then an op the reference is far from is never judged by
-/// the noise ratio (`DiffConfig::judge_noisy_reference`): a bad-input hunt made a truth from a
-/// checkpoint a few percent off, whose ops the reference is noisy at from the first on, and a
-/// planted bug passed.
+/// sizes, or another recorded `producer.model_source` (the exporter writes its model
+/// directory's name), is an error (exit 2), as other input_ids are; both recording the same
+/// source is (true); no source recorded on one side is not (false), and then an op the
+/// reference is far from is never judged by the noise ratio
+/// (`DiffConfig::judge_noisy_reference`). A bad-input hunt made truths from checkpoints 2-10%
+/// off, which the reference is noisy against from its first ops on, and a planted bug passed.
 fn truth_model_check(
     truth: &MappedDump<'_>,
     truth_path: &Path,
     reference: &MappedDump<'_>,
     ref_path: &Path,
-) -> Result<(bool, Option<String>)> {
+) -> Result<bool> {
     let (t, r) = (truth.meta(), reference.meta());
     let model = |m: Option<&divergence_dump::Meta>| m.and_then(|m| m.model.clone());
     if let (Some(tm), Some(rm)) = (model(t), model(r)) {
@@ -1723,20 +1720,17 @@ fn truth_model_check(
                 .map(str::to_string)
         })
     };
-    Ok(match (source(t), source(r)) {
-        (Some(a), Some(b)) if a == b => (true, None),
-        (Some(a), Some(b)) => (
-            false,
-            Some(format!(
-                "{}: the truth was made from {} and {} from {} (producer.model_source): a truth of other weights judges nothing; where the reference is far from it the presets judge",
-                truth_path.display(),
-                divergence_names::one_line(&crate::cmd::parse::shortened(&a)),
-                ref_path.display(),
-                divergence_names::one_line(&crate::cmd::parse::shortened(&b))
-            )),
+    match (source(t), source(r)) {
+        (Some(a), Some(b)) if a == b => Ok(true),
+        (Some(a), Some(b)) => anyhow::bail!(
+            "{}: the truth was made from {} and {} from {} (producer.model_source): it is not a truth run of this reference (export both at once: scripts/dump_reference.py --out REF --truth-out TRUTH)",
+            truth_path.display(),
+            divergence_names::one_line(&crate::cmd::parse::shortened(&a)),
+            ref_path.display(),
+            divergence_names::one_line(&crate::cmd::parse::shortened(&b))
         ),
-        _ => (false, None),
-    })
+        _ => Ok(false),
+    }
 }
 
 /// Under `--steps` (checked already against the steps the dumps hold): plans again over the
