@@ -19,6 +19,10 @@ of 2026-12-04 (docs/decode.md, "A third held-out check"). Asserted:
   equal, so at step 1 every head is the reference's times 2/3 (one of three slots the zero
   one), which read as a `scale`; the factor moves at step 2 (3/4), and the hint is
   `attention_spread` (docs/hints.md).
+- Hint gaps the check found, closed on 2026-12-05: on `k`'s 1-token prompt `rms-eps=1e-3` (one
+  row: the `scale` names the epsilon) and `attn-bias=1e30` (one value added to the one row: a
+  `bias`); on `l`'s rows of 120, `bf16-variance` and `f16-accum` in f32 under `--rtol 1e-5`
+  (rows moved by up to 1.2%: a `rounding`, the bound now growing with the row's length).
 
 The binary is $DIVERGENCE_BIN, else target/debug or target/release; skipped without one.
 """
