@@ -619,6 +619,10 @@ fn one_row_bias(name: &str, d: &[f64]) -> Option<Hint> {
     }
     let what = if mean.abs() >= 1e4 {
         "a corrupted bias (values this large are a loader bug; Qwen3 has no attention bias)"
+    } else if Op::of(name) == Op::LmHead {
+        // A row of logits shifted by one value is what log-probabilities give (softmax does
+        // not see the shift): said before a bias, which Qwen3's lm_head has none of.
+        "the logits shifted by one value, which softmax ignores: log-probabilities (log_softmax) on one side and logits on the other, or a bias the reference does not add"
     } else {
         "a bias the reference does not add (or the reverse)"
     };
@@ -3022,6 +3026,19 @@ mod tests {
             &r1
         ))
         .contains(&"bias"));
+        // At the logits: a shift softmax ignores (log-probabilities on one side) said first.
+        let log_probs: Vec<f64> = {
+            let m = r1.iter().fold(f64::MIN, |a, &b| a.max(b));
+            let lse = m + r1.iter().map(|x| (x - m).exp()).sum::<f64>().ln();
+            r1.iter().map(|x| x - lse).collect()
+        };
+        let h = diag("lm_head@3", &[1, 1, 16], &log_probs, &r1);
+        let b = h.iter().find(|h| h.code == HintCode::Bias).expect("bias");
+        assert!(
+            b.message.contains("log-probabilities (log_softmax)"),
+            "{}",
+            b.message
+        );
         let vector: Vec<f64> = r1.iter().zip(data(16, 9)).map(|(x, e)| x + e).collect();
         assert!(!codes(&diag(
             "model.layers.0.self_attn.q_proj",
