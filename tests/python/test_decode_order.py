@@ -22,17 +22,23 @@ def arrays():
     return a
 
 
-@pytest.mark.parametrize("steps_first", [False, True])
-def test_stacked_steps_listed_first_are_put_in_step_order_with_a_warning(tmp_path, steps_first):
-    a = arrays()
-    names = list(a)
-    order = sorted(names, key=lambda n: not n.endswith("@steps")) if steps_first else names
+def out_of_order(tmp_path, a, order):
+    """Ours with its metadata `order` against the same arrays in file order: the clean report,
+    its rows in step order, and its warnings of steps out of order."""
     ours = save(tmp_path / "ours.npz", a, **META, order=order)
     ref = save(tmp_path / "ref.npz", a, **META)
     rc, rep = diff(ours, ref)
     assert rc == 0
     assert [o["step"] for o in rep["ops"]] == [0, 0, 1, 1, 2, 2]
-    said = [w for w in rep["warnings"] if "lists decode steps out of order" in w]
+    return rep, [w for w in rep["warnings"] if "lists decode steps out of order" in w]
+
+
+@pytest.mark.parametrize("steps_first", [False, True])
+def test_stacked_steps_listed_first_are_put_in_step_order_with_a_warning(tmp_path, steps_first):
+    a = arrays()
+    names = list(a)
+    order = sorted(names, key=lambda n: not n.endswith("@steps")) if steps_first else names
+    rep, said = out_of_order(tmp_path, a, order)
     assert len(said) == int(steps_first), rep["warnings"]
     assert all("ours.npz" in w for w in said)
 
@@ -44,11 +50,6 @@ def test_per_step_names_listed_out_of_order_in_a_stacked_dump_are_said_so(tmp_pa
     a = arrays()
     base = ["model.embed_tokens", "lm_head"]
     order = base + [f"{n}@2" for n in base] + [f"{n}@1" for n in base]
-    ours = save(tmp_path / "ours.npz", a, **META, order=order)
-    ref = save(tmp_path / "ref.npz", a, **META)
-    rc, rep = diff(ours, ref)
-    assert rc == 0
-    assert [o["step"] for o in rep["ops"]] == [0, 0, 1, 1, 2, 2]
-    said = [w for w in rep["warnings"] if "lists decode steps out of order" in w]
+    rep, said = out_of_order(tmp_path, a, order)
     assert len(said) == 1, rep["warnings"]
     assert "a later step's probe, or a stacked `@steps` member, before an earlier step's" in said[0]

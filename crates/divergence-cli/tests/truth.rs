@@ -267,26 +267,40 @@ fn a_truth_of_the_file_given_as_ours_is_refused_as_swapped_sides() {
     assert_eq!(code, 0, "{err}");
 }
 
+/// Writes one tensor of a truth: the writer, its name, shape and float64 values.
+type WriteTensor<'a> =
+    dyn Fn(&mut DumpWriter, &str, &[usize], &[f64]) -> Result<(), divergence_dump::DumpError> + 'a;
+
+/// The committed float64 truth written again to `path`: each tensor by `tensor` (the writer,
+/// its name, shape and values), its metadata as `meta` leaves it.
+fn rewrite_truth(path: &Path, tensor: &WriteTensor<'_>, meta: &dyn Fn(&mut Meta)) {
+    let d = divergence_dump::Dump::open(&root().join(TRUTH)).unwrap();
+    let mut w = DumpWriter::create(path).unwrap();
+    for name in d.names() {
+        let t = d.read(name).unwrap();
+        let divergence_dump::Values::F64(v) = t.values else {
+            panic!("f64 truth")
+        };
+        tensor(&mut w, name, &t.shape, &v).unwrap();
+    }
+    let mut m = d.meta().cloned().unwrap();
+    meta(&mut m);
+    w.finish(m).unwrap();
+}
+
 /// A truth whose recorded model config has other sizes, or whose recorded model source is
 /// another, is an error (exit 2), as other input_ids are (a bad-input hunt: truths of
 /// checkpoints 2-10% off let a planted bug pass by the noise ratio).
 #[test]
 fn a_truth_of_another_model_is_refused_or_said() {
     let dir = tempfile::tempdir().unwrap();
-    let d = divergence_dump::Dump::open(&root().join(TRUTH)).unwrap();
-    let copy = |tag: &str, edit: &dyn Fn(&mut divergence_dump::Meta)| {
+    let copy = |tag: &str, edit: &dyn Fn(&mut Meta)| {
         let path = dir.path().join(format!("truth-{tag}.npz"));
-        let mut w = DumpWriter::create(&path).unwrap();
-        for name in d.names() {
-            let t = d.read(name).unwrap();
-            let divergence_dump::Values::F64(v) = t.values else {
-                panic!("f64 truth")
-            };
-            w.add(name, &t.shape, TensorData::F64(&v)).unwrap();
-        }
-        let mut meta = d.meta().cloned().unwrap();
-        edit(&mut meta);
-        w.finish(meta).unwrap();
+        rewrite_truth(
+            &path,
+            &|w, name, shape, v| w.add(name, shape, TensorData::F64(v)),
+            edit,
+        );
         path
     };
     let sized = copy("sized", &|m| {
@@ -331,29 +345,25 @@ fn a_truth_whose_metadata_claims_more_than_its_bytes_hold_is_not_trusted() {
     // Found by a bad-input hunt: a truth row stored as int64 (or f32) whose metadata still said
     // float64 was taken for a float64 truth, and a real bug at that op passed.
     let dir = tempfile::tempdir().unwrap();
-    let d = divergence_dump::Dump::open(&root().join(TRUTH)).unwrap();
     let lied = "model.layers.0.mlp";
     for (tag, stored) in [("int64", "int64"), ("f32", "float32")] {
         let path = dir.path().join(format!("truth-{tag}.npz"));
-        let mut w = DumpWriter::create(&path).unwrap();
-        for name in d.names() {
-            let t = d.read(name).unwrap();
-            let divergence_dump::Values::F64(v) = t.values else {
-                panic!("f64 truth")
-            };
-            if &**name == lied && tag == "int64" {
-                let ints: Vec<i64> = v.iter().map(|x| (x * 100.0).round() as i64).collect();
-                w.add(name, &t.shape, TensorData::I64(&ints)).unwrap();
-            } else if &**name == lied {
-                let f: Vec<f32> = v.iter().map(|&x| x as f32).collect();
-                w.add(name, &t.shape, TensorData::F32(&f)).unwrap();
-            } else {
-                w.add(name, &t.shape, TensorData::F64(&v)).unwrap();
-            }
-        }
-        let meta = d.meta().cloned().unwrap();
-        assert_eq!(meta.dtypes[lied], "float64"); // the claim the bytes no longer hold
-        w.finish(meta).unwrap();
+        rewrite_truth(
+            &path,
+            &|w, name, shape, v| {
+                if name == lied && tag == "int64" {
+                    let ints: Vec<i64> = v.iter().map(|x| (x * 100.0).round() as i64).collect();
+                    w.add(name, shape, TensorData::I64(&ints))
+                } else if name == lied {
+                    let f: Vec<f32> = v.iter().map(|&x| x as f32).collect();
+                    w.add(name, shape, TensorData::F32(&f))
+                } else {
+                    w.add(name, shape, TensorData::F64(v))
+                }
+            },
+            // the claim the bytes no longer hold
+            &|meta| assert_eq!(meta.dtypes[lied], "float64"),
+        );
         let (code, out, err) = diff_truth(F32_EAGER, F32_EAGER, path.to_str().unwrap(), &[]);
         assert_eq!(code, 0, "{err}");
         let r = json(&out);

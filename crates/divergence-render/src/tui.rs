@@ -1364,7 +1364,7 @@ impl Tui {
             LayerCache::OnePass(lines, left_out) => {
                 // As below (a newcomer's run at 80 columns: the full form cut the first bad op
                 // off every line).
-                let w = layer_width(lines.iter().map(|l| l.layer));
+                let w = number_width(lines.iter().map(|l| l.layer), 3);
                 let fit = fullest_form(|form| {
                     lines
                         .iter()
@@ -1381,7 +1381,7 @@ impl Tui {
         let has_prefill = lines.iter().any(|(_, p, _)| p.is_some());
         let has_decode = lines.iter().any(|(_, _, d)| d.is_some());
         let phases = |entry| layer_phases(entry, (has_prefill, has_decode));
-        let w = layer_width(lines.iter().map(|(layer, _, _)| *layer));
+        let w = number_width(lines.iter().map(|(layer, _, _)| *layer), 3);
         let fit = fullest_form(|form| {
             lines.iter().flat_map(phases).all(|(layer, phase, l)| {
                 phase_line((layer, w), Some(phase), l, form).0.width() <= width
@@ -1405,12 +1405,7 @@ impl Tui {
         // blank past 65,535 steps (its scroll is a u16: a bad-input hunt) and made every
         // step's line at every frame.
         // One width for the step's number on every line (past step 99,999 it widened).
-        let w = self
-            .report
-            .steps
-            .last()
-            .map_or(0, |s| s.step.to_string().len())
-            .max(4);
+        let w = number_width(self.report.steps.iter().map(|s| s.step), 4);
         let shown = self.report.steps.iter().enumerate().skip(top);
         let lines = shown.take(self.overview_rows).map(|(i, s)| {
             let worst = match (&s.worst_op, s.worst_rel_err) {
@@ -1724,10 +1719,11 @@ fn fullest_form(fits: impl Fn(usize) -> bool) -> usize {
         .unwrap_or(PHASE_FORMS - 1)
 }
 
-/// The digits of the widest of `layers` (at least 3): one width for every line of the
-/// overview (past layer 999 the column widened from one line to the next: a bad-input hunt).
-fn layer_width(layers: impl Iterator<Item = usize>) -> usize {
-    layers.max().map_or(0, |l| l.to_string().len()).max(3)
+/// The digits of the largest of `numbers`, at least `min`: one width for every line of an
+/// overview (past layer 999 and step 99,999 the column widened from one line to the next: a
+/// bad-input hunt).
+fn number_width(numbers: impl Iterator<Item = usize>, min: usize) -> usize {
+    numbers.max().map_or(0, |n| n.to_string().len()).max(min)
 }
 
 /// One phase's line of a layer in a decode report's per-layer overview (true: diverged), its
