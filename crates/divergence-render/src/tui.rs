@@ -1540,6 +1540,12 @@ impl Tui {
             Line::styled(m.clone(), Style::new().fg(Color::Yellow))
         } else if self.chooser.is_some() {
             Line::raw("j/k move  Space toggle  Esc/c close")
+        } else if self.layers {
+            // The overviews take their own keys, not the ops' (a bad-input hunt found the
+            // ops' keys listed under the per-step overview, where they do nothing).
+            Line::raw("j/k scroll  l/Esc back to the ops  ? help  q quit")
+        } else if self.steps_view {
+            Line::raw("j/k move  ⏎ the step's first diverging op  p/Esc back  ? help  q quit")
         } else {
             let warnings = !self.report.warnings.is_empty() || !self.report.notes.is_empty();
             footer_line(

@@ -626,6 +626,10 @@ fn the_step_overview_shows_steps_past_65535() {
     let text = screen(&mut tui, 100, 20);
     assert!(text.contains("step 70000  0 of 1 ops diverged"), "{text}");
     assert!(text.contains("step 69990  0 of 1 ops diverged"), "{text}");
+    // its status bar lists its own keys, not the ops' (a bad-input hunt)
+    let last = text.lines().last().unwrap_or_default();
+    assert!(last.contains("p/Esc back"), "{last}");
+    assert!(!last.contains("f/o first/origin"), "{last}");
     press(&mut tui, "g");
     let text = screen(&mut tui, 100, 20);
     // one width for every step's number: the widest's (it widened past step 99,999)
