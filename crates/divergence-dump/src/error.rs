@@ -248,22 +248,15 @@ impl DumpError {
     }
 }
 
-/// Displays a name or detail with its control characters escaped (`\n`, `\r`, `\u{0}`; and the
-/// Unicode line and paragraph separators): names come from the file (a zip member may be named
-/// `"a\nb.npy"`), and every message is one line.
+/// Displays a name or detail as [`divergence_names::one_line`] writes it: control characters
+/// escaped (`\n`, `\r`, `\u{0}`; and the Unicode line and paragraph separators), and hidden
+/// ones (a right-to-left override), which this wrote raw before 2026-12-05. Names come from
+/// the file (a zip member may be named `"a\nb.npy"`), and every message is one line.
 pub(crate) struct OneLine<'a>(pub &'a str);
 
 impl fmt::Display for OneLine<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        use fmt::Write;
-        for c in self.0.chars() {
-            if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') {
-                write!(f, "{}", c.escape_default())?;
-            } else {
-                f.write_char(c)?;
-            }
-        }
-        Ok(())
+        f.write_str(&divergence_names::one_line(self.0))
     }
 }
 

@@ -37,20 +37,31 @@ use serde::{Deserialize, Serialize};
 /// as Rust does (`\n`, `\r`, `\u{1b}`): a file, member or tensor name may hold a newline, and
 /// every error line and report `reason` stays one line. Borrowed when there is nothing to escape.
 /// Bidirectional overrides and invisible characters ([`shown::is_hidden`]) are escaped too.
+///
+/// A backslash is left as it is: a name holding the text `\u{202e}` shows as the escape of a
+/// right-to-left override would. Escaping it would make this not idempotent, and messages
+/// embed names already escaped (a reason quoting an error that quotes a member's name) that
+/// the renderers escape again: every such name would show its backslashes doubled.
 pub fn one_line(text: &str) -> std::borrow::Cow<'_, str> {
-    let bad = shown::needs_escape;
-    if !text.chars().any(bad) {
+    if !needs_one_line(text) {
         return std::borrow::Cow::Borrowed(text);
     }
     let mut out = String::with_capacity(text.len() + 8);
     for c in text.chars() {
-        if bad(c) {
+        if shown::needs_escape(c) {
             out.extend(c.escape_default());
         } else {
             out.push(c);
         }
     }
     std::borrow::Cow::Owned(out)
+}
+
+/// Whether [`one_line`] changes `text`. Printable ASCII is checked byte by byte first (the
+/// usual name; a renderer asks this of every row).
+pub fn needs_one_line(text: &str) -> bool {
+    let plain = |b: &u8| (0x20..0x7f).contains(b);
+    !text.as_bytes().iter().all(plain) && text.chars().any(shown::needs_escape)
 }
 
 /// Natural order of names: runs of digits compare as numbers (`layers.2` < `layers.10`), the
@@ -605,6 +616,16 @@ mod tests {
             "lm_head\\u{202e}daeh\\u{200b}"
         );
         assert_eq!(one_line("مرحبا.层"), "مرحبا.层");
+    }
+
+    #[test]
+    fn one_line_is_idempotent() {
+        // messages embed names already escaped, and the renderers escape them again
+        for text in ["a\nb\u{202e}", r"C:\dumps\ours.npz", r"x\u{1b}", "é\t"] {
+            let once = one_line(text).into_owned();
+            assert_eq!(one_line(&once), once.as_str(), "{text:?}");
+            assert!(!needs_one_line(&once));
+        }
     }
     use proptest::prelude::*;
 

@@ -16,31 +16,17 @@ use std::borrow::Cow;
 
 use divergence_diff::{Report, Row};
 
-fn bad(c: char) -> bool {
-    divergence_names::shown::needs_escape(c)
-}
-
 fn needs(s: &str) -> bool {
     // Printable ASCII first, byte by byte; characters only past it. The scan of every row
     // costs 2-3 ms on the 64-step pair on 2 cores (38,489 rows, one string each to reach: the
     // output phase 2.4-2.9 ms without it, 4.4-6.5 ms with it), ~1% of the run.
-    let plain = |b: &u8| (0x20..0x7f).contains(b);
-    !s.as_bytes().iter().all(plain) && s.chars().any(bad)
+    divergence_names::needs_one_line(s)
 }
 
 fn fix(s: &mut String) {
-    if !needs(s) {
-        return;
+    if let std::borrow::Cow::Owned(fixed) = divergence_names::one_line(s) {
+        *s = fixed;
     }
-    let mut out = String::with_capacity(s.len() + 8);
-    for c in s.chars() {
-        if bad(c) {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    *s = out;
 }
 
 /// Visits every user-provided string of a report's head (all but the rows), as `&String` or,
@@ -283,7 +269,7 @@ mod tests {
             let fixed = text_safe(&hostile);
             assert!(matches!(fixed, Cow::Owned(_)));
             let mut left = 0;
-            let mut count = |s: &String| left += usize::from(s.chars().any(bad));
+            let mut count = |s: &String| left += usize::from(needs(s));
             head_strings!(&*fixed, &mut count);
             for o in &fixed.ops {
                 row_strings!(o, &mut count);
