@@ -239,6 +239,18 @@ def _bf16(x):
     return r.astype(np.uint32).view(np.float32)
 
 
+def assert_fixed_scale(r, attn, dt, name):
+    """The hints at `attn@1` of heads scaled by fixed factors: `scale`; in bf16 also the
+    `attention_spread` that names both readings, never one that says a factor moved."""
+    at = [h for h in r["hints"] if h["op"] == attn + "@1"]
+    codes = [h["code"] for h in at]
+    if codes == ["scale"]:
+        return
+    assert dt == "bf16" and codes == ["attention_spread"], (name, dt, r["hints"])
+    assert "moved_at_step" not in at[0]["evidence"], (name, dt, r["hints"])
+    assert at[0]["message"].endswith(", or each head's output is scaled"), (name, dt, r["hints"])
+
+
 @pytest.mark.parametrize("dt", ["f32", "bf16"])
 def test_a_zero_keys_share_is_told_from_a_scale_per_head(model, dt):
     """At one decode position, heads each scaled down read the same whether the attention went
@@ -246,7 +258,13 @@ def test_a_zero_keys_share_is_told_from_a_scale_per_head(model, dt):
     the later steps tell them apart (docs/hints.md, `attention_spread`). `decode-mask` is never
     called a `scale` (in f32 its factors are seen to move); our clean decode with layer 0's heads
     scaled by fixed factors at every step (rounded to bf16 in bf16) is a `scale`, not an
-    `attention_spread`."""
+    `attention_spread` that says a factor moved. In bf16 the per-head factors of a clean port
+    jitter by up to about one unit roundoff from step to step (the softmax weights are rounded
+    to bf16, and their sum with them): where a later step's factor sits between the two
+    bounds, the hint stays the `attention_spread` that names both readings ("... or each
+    head's output is scaled", no `moved_at_step`), which this machine's CPU gave for model d
+    (2026-12-05: factors 0.8969, 0.8986, 0.9019, 0.9002, 0.9017 for one head over five steps),
+    where another's gave `scale`: either passes in bf16, never a moved factor."""
     import numpy as np
 
     name, _mdir, _ids, refs, d, changes = model
@@ -276,8 +294,7 @@ def test_a_zero_keys_share_is_told_from_a_scale_per_head(model, dt):
     assert p.returncode == 1, (name, dt, p.stderr)
     r = json.loads(p.stdout)
     assert r["first_divergence"]["name"] == attn + "@1", (name, dt, r["first_divergence"])
-    codes = [h["code"] for h in r["hints"] if h["op"] == attn + "@1"]
-    assert codes == ["scale"], (name, dt, r["hints"])
+    assert_fixed_scale(r, attn, dt, name)
     # the same with ours' names without `model.` (paired by that prefix) and --steps 0-1: the
     # later steps, which the plan does not hold, are read under ours' names all the same (a
     # bad-input hunt found them not read)
@@ -292,5 +309,4 @@ def test_a_zero_keys_share_is_told_from_a_scale_per_head(model, dt):
     assert p.returncode == 1, (name, dt, p.stderr)
     r = json.loads(p.stdout)
     assert r["first_divergence"]["name"] == attn + "@1", (name, dt, r["first_divergence"])
-    codes = [h["code"] for h in r["hints"] if h["op"] == attn + "@1"]
-    assert codes == ["scale"], (name, dt, r["hints"])
+    assert_fixed_scale(r, attn, dt, name)
