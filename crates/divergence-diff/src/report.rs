@@ -274,6 +274,16 @@ pub struct Summary {
     pub only_ref: usize,
     /// Rows that could not be read.
     pub unreadable: usize,
+    /// Truth mode: of `compared`, the ops where the reference is more than
+    /// [`crate::TRUTH_MAX_REF_ERR`] from the truth after inputs already noisy, judged
+    /// by the noise ratio (`compare::judge_noisy_reference`, which warns of them). Left out of
+    /// the JSON when 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub noise_judged: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// The whole diff. Field order is the JSON field order.
@@ -590,10 +600,12 @@ pub fn assemble(ops: impl Into<Rows>, ctx: ReportContext, cfg: &DiffConfig) -> R
     warnings.extend(ctx.warnings);
 
     let flow = Dataflow::of_steps(ops.len(), &|i| ops.row(i).split(), &|i| ops.row(i).name());
+    let mut noise_judged = 0;
     if let (Tolerance::Truth { ratio }, true) = (cfg.tolerance, cfg.judge_noisy_reference) {
-        warnings.extend(crate::compare::judge_noisy_reference(
-            &mut ops, &flow, ratio,
-        ));
+        if let Some((warning, n)) = crate::compare::judge_noisy_reference(&mut ops, &flow, ratio) {
+            warnings.push(warning);
+            noise_judged = n;
+        }
     }
     // One pass over the rows, in parallel; each pass below too: a decode dump has ~150,000
     // rows.
@@ -612,6 +624,7 @@ pub fn assemble(ops: impl Into<Rows>, ctx: ReportContext, cfg: &DiffConfig) -> R
     let mut summary = tally.summary;
     summary.total = ops.len();
     summary.compared = summary.ok + summary.diverged;
+    summary.noise_judged = noise_judged;
     let names = |rows: &[usize]| -> Vec<String> {
         rows.iter()
             .map(|&i| ops.row(i).name().into_owned())

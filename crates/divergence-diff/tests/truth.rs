@@ -358,14 +358,16 @@ fn a_reference_grown_noisy_is_judged_by_the_ratio_and_a_replaced_truth_row_is_no
     let cfg = truth_cfg(3.0);
     for (input_ref_err, judged) in [(0.3, true), (0.01, false)] {
         let attn = off(&T, input_ref_err);
+        // (the embedding, a lookup, as the truth's: the truth ran the reference's weights)
         let r = truth_report(
             &[
+                ("model.embed_tokens", &T, &T),
                 ("model.layers.0.self_attn.attn_out", &attn, &attn),
                 ("model.layers.0.self_attn.o_proj", &ours, &far),
             ],
             &cfg,
         );
-        let o_proj = &r.ops[1];
+        let o_proj = &r.ops[2];
         let noisy = r
             .warnings
             .iter()
@@ -381,11 +383,18 @@ fn a_reference_grown_noisy_is_judged_by_the_ratio_and_a_replaced_truth_row_is_no
                 "{w}"
             );
             assert!(not_used.is_none(), "{:?}", r.warnings);
+            // counted apart in the summary (the verdict line says it), and in the JSON
+            assert_eq!(r.summary.noise_judged, 1);
+            let json = serde_json::to_value(&r).unwrap();
+            assert_eq!(json["summary"]["noise_judged"], 1);
         } else {
             assert_eq!(o_proj.status, Status::Diverged, "{o_proj:?}");
             assert!(o_proj.truth.truth_problem.is_some());
             assert!(noisy.is_none(), "{:?}", r.warnings);
             assert!(not_used.is_some(), "{:?}", r.warnings);
+            assert_eq!(r.summary.noise_judged, 0);
+            let json = serde_json::to_value(&r).unwrap();
+            assert!(json["summary"].get("noise_judged").is_none(), "{json}");
         }
     }
     // A chain: v_proj judged 0.3 off, attn_out and o_proj both past 0.5: both taken for noise
@@ -401,6 +410,7 @@ fn a_reference_grown_noisy_is_judged_by_the_ratio_and_a_replaced_truth_row_is_no
         let v_ref = off(&T, v_err);
         let r = truth_report(
             &[
+                ("model.embed_tokens", &T, &T),
                 ("model.layers.0.self_attn.v_proj", &v_ref, &v_ref),
                 ("model.layers.0.self_attn.attn_out", &far, &far),
                 ("model.layers.0.self_attn.o_proj", &ours, &far),
@@ -409,23 +419,71 @@ fn a_reference_grown_noisy_is_judged_by_the_ratio_and_a_replaced_truth_row_is_no
         );
         let statuses: Vec<Status> = r.ops.iter().map(|o| o.status).collect();
         if judged {
-            assert_eq!(statuses, [Status::Ok; 3], "{:?}", r.warnings);
+            assert_eq!(statuses, [Status::Ok; 4], "{:?}", r.warnings);
+            assert_eq!(r.summary.noise_judged, 2);
             assert!(
                 r.warnings.iter().any(|w| w.contains("at 2 ops")),
                 "{:?}",
                 r.warnings
             );
         } else {
-            assert_eq!(statuses[2], Status::Diverged, "{:?}", r.warnings);
+            assert_eq!(statuses[3], Status::Diverged, "{:?}", r.warnings);
             let not_used = if v_err > 1.0 { 3 } else { 2 };
             assert!(
                 r.warnings
                     .iter()
-                    .any(|w| w.starts_with(&format!("TRUTH NOT USED for {not_used} of 3"))),
+                    .any(|w| w.starts_with(&format!("TRUTH NOT USED for {not_used} of 4"))),
                 "{:?}",
                 r.warnings
             );
         }
+    }
+    // A truth whose embedding (a lookup) is further from the reference's than bf16 rounding
+    // (4e-3) ran other weights (a checkpoint saved again under the reference's directory, a
+    // bad-input hunt): no op is judged by the ratio, and the warning says why.
+    // Without an embedding measured against the truth, that cannot be told: the same.
+    let v_ref = off(&T, 0.3);
+    let (chain, embed) = (
+        [
+            ("model.layers.0.self_attn.v_proj", &v_ref, &v_ref),
+            ("model.layers.0.self_attn.attn_out", &far, &far),
+            ("model.layers.0.self_attn.o_proj", &ours, &far),
+        ],
+        |e: &[f64; 4]| ("model.embed_tokens", *e, *e),
+    );
+    for (embed_err, judged) in [
+        (Some(0.0), true),
+        (Some(0.003), true),
+        (Some(0.02), false),
+        (None, false),
+    ] {
+        let e_ref = embed_err.map(|e| off(&T, e));
+        let head = e_ref.as_ref().map(embed);
+        let rows: Vec<(&str, &[f64; 4], &[f64; 4])> = head
+            .iter()
+            .map(|(n, o, r)| (*n, o, r))
+            .chain(chain.iter().copied())
+            .collect();
+        let r = truth_report(&rows, &cfg);
+        let o_proj = r.ops.last().map(|o| o.status);
+        let why = r
+            .warnings
+            .iter()
+            .find(|w| w.contains("those ops were left to the fixed presets"));
+        if judged {
+            assert_eq!(o_proj, Some(Status::Ok), "{:?}", r.warnings);
+            assert_eq!(r.summary.noise_judged, 2);
+            assert!(why.is_none(), "{:?}", r.warnings);
+            continue;
+        }
+        assert_eq!(o_proj, Some(Status::Diverged), "{:?}", r.warnings);
+        assert_eq!(r.summary.noise_judged, 0);
+        let w = why.expect("said");
+        let said = match embed_err {
+            Some(_) => "but the truth is not a run of the reference's weights: at model.embed_tokens, a lookup, the two are 2.000e-02 apart where rounding allows 4.000e-03",
+            None => "but whether the truth ran the reference's weights cannot be told: no model.embed_tokens was measured against it",
+        };
+        assert!(w.contains(said), "{w}");
     }
 }
 

@@ -126,6 +126,17 @@ pub(crate) fn clean_text(report: &Report) -> String {
                 "as accurate as the reference against the truth (noise ratio limit {})",
                 ratio_text(k)
             );
+            // The ops where the reference itself is noise against the truth, judged by the
+            // ratio all the same, are counted apart (a bad-input hunt: the line claimed them
+            // as accurate as the reference with no word of it; the warning says why).
+            let noisy = report.summary.noise_judged;
+            let truth = match noisy {
+                0 => truth,
+                n => format!(
+                    "{truth}, {n} of them where the reference itself is more than {} off the truth (see the warnings)",
+                    divergence_diff::TRUTH_MAX_REF_ERR
+                ),
+            };
             let by_presets: usize = report.judged_with.iter().map(|j| j.ops).sum();
             if by_presets == 0 {
                 return truth;
@@ -1137,6 +1148,35 @@ mod tests {
         assert_eq!(
             text,
             "born here (its NaN/Inf are its error: no growth measured)"
+        );
+    }
+
+    /// The clean verdict in truth mode counts the ops where the reference itself is noise
+    /// against the truth apart (a bad-input hunt: "all N ops are as accurate as the reference"
+    /// said nothing of them), and the presets' ops after them.
+    #[test]
+    fn the_truth_verdict_counts_the_ops_read_as_noise() {
+        let mut report = assemble(
+            Vec::new(),
+            ReportContext::new("a", "b", OrderSource::RefMeta),
+            &DiffConfig::default(),
+        );
+        report.tolerance = Tolerance::Truth { ratio: 3.0 };
+        report.summary.compared = 40;
+        let limit = "as accurate as the reference against the truth (noise ratio limit 3.0)";
+        assert_eq!(clean_text(&report), limit);
+        report.summary.noise_judged = 7;
+        let noisy = "7 of them where the reference itself is more than 0.5 off the truth (see the warnings)";
+        assert_eq!(clean_text(&report), format!("{limit}, {noisy}"));
+        report.judged_with = vec![divergence_diff::JudgedWith {
+            class: divergence_diff::DTypeClass::BF16,
+            rtol: 0.016,
+            atol: 1e-3,
+            ops: 3,
+        }];
+        assert_eq!(
+            clean_text(&report),
+            format!("within tolerance: 37 {limit}, {noisy}, 3 judged by the fixed presets (the truth could not judge them)")
         );
     }
 
