@@ -188,6 +188,7 @@ fn a_truth_missing_probes_is_reported_never_a_silent_pass() {
     for (format, line) in [
         ("table", "NO DIVERGENCE: all 81 compared ops are within tolerance: 0 as accurate as the reference against the truth (noise ratio limit 3.0), 81 judged by the fixed presets (the truth could not judge them)"),
         ("html", "<b>No divergence</b>: every compared op is within tolerance: 0 as accurate as the reference against the truth (noise ratio limit 3.0), 81 judged by the fixed presets (the truth could not judge them).</section>"),
+        ("markdown", "## ✅ No divergence (81 ops compared: within tolerance: 0 as accurate as the reference against the truth (noise ratio limit 3.0), 81 judged by the fixed presets (the truth could not judge them))"),
     ] {
         let (code, out, err) = divergence(&[
             "diff", BF16_SDPA, BF16_EAGER, "--truth", partial.to_str().unwrap(), "--format", format,
@@ -321,10 +322,17 @@ fn a_truth_of_another_model_is_refused_or_said() {
     assert_eq!(code, 2, "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(
-        err.contains("truth-other.npz: the truth was made from tiny-qwen3-ft and")
-            && err.contains("from tiny-qwen3 (producer.model_source): it is not a truth run"),
+        err.contains("truth-other.npz: the truth was made from 'tiny-qwen3-ft' and")
+            && err.contains("from 'tiny-qwen3' (producer.model_source): it is not a truth run"),
         "{err}"
     );
+    // An empty source is none recorded (`--model .` writes one), not another source: taken,
+    // with no reading of a noisy reference (a bad-input hunt found two empty ones "the same").
+    let blank = copy("blank", &|m| {
+        m.producer.as_mut().unwrap()["model_source"] = serde_json::json!(" ");
+    });
+    let (code, _, err) = diff_truth(F32_EAGER, F32_EAGER, blank.to_str().unwrap(), &[]);
+    assert_eq!(code, 0, "{err}");
     // A number written another way, or a null, is no other model.
     let written = copy("written", &|m| {
         let model = m.model.as_mut().unwrap();

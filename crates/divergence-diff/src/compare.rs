@@ -1666,9 +1666,9 @@ pub const NOISY_INPUT_REF_ERR: f64 = 0.1;
 /// ([`crate::DiffConfig::judge_noisy_reference`]): a truth of a checkpoint a few percent off
 /// is noisy from its first ops on, and the ratio would judge by it (a bad-input hunt). Nor
 /// does this where the truth's embedding is further from the reference's than rounding allows
-/// (another checkpoint recorded under the reference's source), or where no embedding row was
-/// measured against the truth: then its warning says so and no row is judged. Returns the
-/// warning and how many rows were judged by the ratio, or `None` where no row would be.
+/// (another checkpoint recorded under the reference's source): then its warning says so and no
+/// row is judged. Returns the warning and how many rows were judged by the ratio, or `None`
+/// where no row would be.
 pub fn judge_noisy_reference(
     ops: &mut crate::rows::Rows,
     flow: &divergence_names::dataflow::Dataflow,
@@ -1720,22 +1720,15 @@ pub fn judge_noisy_reference(
     // the rounding of the reference's dtype at most (0 from a checkpoint stored in it). More
     // says the truth ran other weights (a checkpoint saved again under the same directory;
     // a bad-input hunt's truths of weights 2-20% off): the ratio would judge by it.
-    let why = match embedding_off_the_truth(ops) {
-        Some(Embedding::Off(name, err, bound)) => Some(format!(
-            "the truth is not a run of the reference's weights: at {name}, a lookup, the two are {} apart where rounding allows {}",
-            sci(err),
-            sci(bound)
-        )),
-        Some(Embedding::Near) => None,
-        None => Some(
-            "whether the truth ran the reference's weights cannot be told: no model.embed_tokens was measured against it".to_string(),
-        ),
-    };
-    if let Some(why) = why {
+    // (Where no embedding row was measured, ours lacking it say, nothing is checked: a port
+    // that dumps no embedding was flagged when that refused the reading, a bad-input hunt.)
+    if let Some((name, err, bound)) = embedding_off_the_truth(ops) {
         let warning = format!(
-            "the reference is more than {TRUTH_MAX_REF_ERR} from the truth at {} op{} (first {first_name}), but {why}; those ops were left to the fixed presets",
+            "the reference is more than {TRUTH_MAX_REF_ERR} from the truth at {} op{} (first {first_name}), but the truth is not a run of the reference's weights: at {name}, a lookup, the two are {} apart where rounding allows {}; those ops were left to the fixed presets",
             noisy.len(),
             if noisy.len() == 1 { "" } else { "s" },
+            sci(err),
+            sci(bound)
         );
         return Some((warning, 0));
     }
@@ -1769,35 +1762,20 @@ pub fn judge_noisy_reference(
     Some((warning, noisy.len()))
 }
 
-/// What the truth's `model.embed_tokens` rows say of its weights.
-enum Embedding {
-    /// Every one measured is within the rounding of the reference's dtype.
-    Near,
-    /// The first further from the reference than that rounding
-    /// ([`crate::origin::class_noise_floor`]): its name, the distance and the bound.
-    Off(String, f64, f64),
-}
-
-/// [`Embedding`] of the rows (of every step); `None` where no embedding row was measured
-/// against the truth.
-fn embedding_off_the_truth(ops: &crate::rows::Rows) -> Option<Embedding> {
-    let mut measured = false;
-    for o in ops.rows() {
+/// The first `model.embed_tokens` row (of any step) whose reference is further from the truth
+/// than the rounding of the reference's dtype ([`crate::origin::class_noise_floor`]): its
+/// name, that distance and the bound.
+fn embedding_off_the_truth(ops: &crate::rows::Rows) -> Option<(String, f64, f64)> {
+    ops.rows().find_map(|o| {
         if divergence_names::Op::of(o.base()) != divergence_names::Op::EmbedTokens {
-            continue;
+            return None;
         }
-        let Some(err) = o.truth().ref_truth_rel_err else {
-            continue;
-        };
-        measured = true;
+        let err = o.truth().ref_truth_rel_err?;
         let class = DTypeClass::of(o.tensor().dtype_ref.as_deref().unwrap_or("float32"));
         let bound = crate::origin::class_noise_floor(class);
         // (a NaN distance is no measure of the weights)
-        if err > bound {
-            return Some(Embedding::Off(o.name().into_owned(), err, bound));
-        }
-    }
-    measured.then_some(Embedding::Near)
+        (err > bound).then(|| (o.name().into_owned(), err, bound))
+    })
 }
 
 /// A ratio as `2.4` / `130` / `1.234e+06` ([`sci`] from 1e5 on): the one format of noise

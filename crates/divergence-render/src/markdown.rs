@@ -98,8 +98,15 @@ impl Sections for Markdown<'_> {
                 Some(t) => writeln!(out, "## ⚠️ {}", text(&t))?,
                 None => writeln!(
                     out,
-                    "## ✅ No divergence ({} ops compared{})",
+                    "## ✅ No divergence ({} ops compared{}{})",
                     report.summary.compared,
+                    // With --truth, what judged them, as the table and the page say (a
+                    // bad-input hunt: the ops read as noise went unsaid here).
+                    match report.tolerance {
+                        divergence_diff::Tolerance::Truth { .. } =>
+                            format!(": {}", text(&view::clean_text(report))),
+                        _ => String::new(),
+                    },
                     view::uncompared_text(report)
                         .map(|t| format!("; {t}"))
                         .unwrap_or_default()

@@ -1717,13 +1717,16 @@ fn truth_model_check(
                 .as_ref()?
                 .get("model_source")?
                 .as_str()
+                // An empty name is none recorded (`--model .` writes one: a bad-input hunt
+                // found two such exports taken for one source).
+                .filter(|s| !s.trim().is_empty())
                 .map(str::to_string)
         })
     };
     match (source(t), source(r)) {
         (Some(a), Some(b)) if a == b => Ok(true),
         (Some(a), Some(b)) => anyhow::bail!(
-            "{}: the truth was made from {} and {} from {} (producer.model_source): it is not a truth run of this reference (export both at once: scripts/dump_reference.py --out REF --truth-out TRUTH)",
+            "{}: the truth was made from '{}' and {} from '{}' (producer.model_source): it is not a truth run of this reference (export both at once: scripts/dump_reference.py --out REF --truth-out TRUTH)",
             truth_path.display(),
             divergence_names::one_line(&crate::cmd::parse::shortened(&a)),
             ref_path.display(),
