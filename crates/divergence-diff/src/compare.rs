@@ -1698,14 +1698,26 @@ pub fn judge_noisy_reference(
                     .is_some_and(|e| (NOISY_INPUT_REF_ERR..=TRUTH_MAX_REF_ERR).contains(&e))
         })
     };
+    // An op one side lacks passes its inputs' noise on, as one neither side dumps does (the
+    // dataflow skips those): a port without `attn_out`, which the reference and the truth
+    // hold, broke the chain there and was flagged past it (a bad-input hunt).
     let mut noisy: Vec<usize> = Vec::new();
-    for i in (0..ops.len()).filter(|&i| far(ops.row(i))) {
-        if flow
-            .inputs(i)
-            .iter()
-            .any(|j| judged_noisy(j) || noisy.binary_search(&j).is_ok())
-        {
-            noisy.push(i);
+    let mut through: Vec<usize> = Vec::new();
+    for i in 0..ops.len() {
+        let o = ops.row(i);
+        let one_side = matches!(o.status(), Status::OnlyOurs | Status::OnlyRef);
+        if !one_side && !far(o) {
+            continue;
+        }
+        let counts = |j: usize| {
+            judged_noisy(j) || noisy.binary_search(&j).is_ok() || through.binary_search(&j).is_ok()
+        };
+        if flow.inputs(i).iter().any(counts) {
+            if one_side {
+                through.push(i);
+            } else {
+                noisy.push(i);
+            }
         }
     }
     let (&first, worst) = (

@@ -485,6 +485,46 @@ fn a_reference_grown_noisy_is_judged_by_the_ratio_and_a_replaced_truth_row_is_no
             "{w}"
         );
     }
+    // An op ours lacks (the reference and the truth hold it) passes the noise on, as one
+    // neither side dumps does: a clean port without `attn_out` was flagged at o_proj (a
+    // bad-input hunt).
+    let mut rows: Vec<OpResult> = [
+        ("model.embed_tokens", &T, &T),
+        ("model.layers.0.self_attn.v_proj", &v_ref, &v_ref),
+    ]
+    .iter()
+    .map(|&(n, o, r)| {
+        compare_with_truth(
+            n,
+            side(o, "bfloat16"),
+            side(r, "bfloat16"),
+            side(&T, "float64"),
+            &cfg,
+        )
+    })
+    .collect();
+    rows.push(compare_with_truth(
+        "model.layers.0.self_attn.attn_out",
+        None,
+        side(&far, "bfloat16"),
+        side(&T, "float64"),
+        &cfg,
+    ));
+    rows.push(compare_with_truth(
+        "model.layers.0.self_attn.o_proj",
+        side(&ours, "bfloat16"),
+        side(&far, "bfloat16"),
+        side(&T, "float64"),
+        &cfg,
+    ));
+    let r = assemble(
+        rows,
+        ReportContext::new("ours", "ref", OrderSource::RefMeta),
+        &cfg,
+    );
+    assert_eq!(r.ops[2].status, Status::OnlyRef);
+    assert_eq!(r.ops[3].status, Status::Ok, "{:?}", r.warnings);
+    assert_eq!(r.summary.noise_judged, 1);
 }
 
 proptest! {
