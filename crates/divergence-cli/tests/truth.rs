@@ -304,12 +304,17 @@ fn a_truth_of_another_model_is_refused_or_said() {
         );
         path
     };
+    // A refused truth: exit 2, one line; its error.
+    let refused = |path: &std::path::Path| {
+        let (code, _, err) = diff_truth(F32_EAGER, F32_EAGER, path.to_str().unwrap(), &[]);
+        assert_eq!(code, 2, "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        err
+    };
     let sized = copy("sized", &|m| {
         m.model.as_mut().unwrap()["hidden_size"] = serde_json::json!(128);
     });
-    let (code, _, err) = diff_truth(F32_EAGER, F32_EAGER, sized.to_str().unwrap(), &[]);
-    assert_eq!(code, 2, "{err}");
-    assert_eq!(err.lines().count(), 1, "{err}");
+    let err = refused(&sized);
     assert!(
         err.contains("truth-sized.npz: the truth dump's model has hidden_size 128 where")
             && err.contains("has 64: it is not a truth run of this reference"),
@@ -318,9 +323,7 @@ fn a_truth_of_another_model_is_refused_or_said() {
     let other = copy("other", &|m| {
         m.producer.as_mut().unwrap()["model_source"] = serde_json::json!("tiny-qwen3-ft");
     });
-    let (code, _, err) = diff_truth(F32_EAGER, F32_EAGER, other.to_str().unwrap(), &[]);
-    assert_eq!(code, 2, "{err}");
-    assert_eq!(err.lines().count(), 1, "{err}");
+    let err = refused(&other);
     assert!(
         err.contains("truth-other.npz: the truth was made from 'tiny-qwen3-ft' and")
             && err.contains("from 'tiny-qwen3' (producer.model_source): it is not a truth run"),

@@ -278,12 +278,8 @@ pub struct Summary {
     /// [`crate::TRUTH_MAX_REF_ERR`] from the truth after inputs already noisy, judged
     /// by the noise ratio (`compare::judge_noisy_reference`, which warns of them). Left out of
     /// the JSON when 0.
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(default, skip_serializing_if = "crate::tokens::is_zero")]
     pub noise_judged: usize,
-}
-
-fn is_zero(n: &usize) -> bool {
-    *n == 0
 }
 
 /// The whole diff. Field order is the JSON field order.

@@ -54,7 +54,8 @@ pub struct TokenEffect {
     pub first_position: usize,
 }
 
-fn is_zero(n: &usize) -> bool {
+/// Serde's test for counts left out of the JSON when 0 (here and in `report.rs`).
+pub(crate) fn is_zero(n: &usize) -> bool {
     *n == 0
 }
 

@@ -1151,16 +1151,21 @@ mod tests {
         );
     }
 
+    /// A report of no rows, to fill in by hand.
+    fn empty_report() -> Report {
+        assemble(
+            Vec::new(),
+            ReportContext::new("a", "b", OrderSource::RefMeta),
+            &DiffConfig::default(),
+        )
+    }
+
     /// The clean verdict in truth mode counts the ops where the reference itself is noise
     /// against the truth apart (a bad-input hunt: "all N ops are as accurate as the reference"
     /// said nothing of them), and the presets' ops after them.
     #[test]
     fn the_truth_verdict_counts_the_ops_read_as_noise() {
-        let mut report = assemble(
-            Vec::new(),
-            ReportContext::new("a", "b", OrderSource::RefMeta),
-            &DiffConfig::default(),
-        );
+        let mut report = empty_report();
         report.tolerance = Tolerance::Truth { ratio: 3.0 };
         report.summary.compared = 40;
         let limit = "as accurate as the reference against the truth (noise ratio limit 3.0)";
@@ -1198,11 +1203,7 @@ mod tests {
     fn the_step_of_the_first_flipped_token_is_among_the_shown_steps() {
         // 40 clean steps, none diverged, a token flipped at step 23: its line is shown, with
         // its top-1 cell.
-        let mut report = assemble(
-            Vec::new(),
-            ReportContext::new("a", "b", OrderSource::RefMeta),
-            &DiffConfig::default(),
-        );
+        let mut report = empty_report();
         report.steps = (0..=40)
             .map(|step| divergence_diff::StepSummary {
                 step,
