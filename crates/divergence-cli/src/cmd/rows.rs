@@ -5,8 +5,9 @@
 //! (docs/dump-format.md, "Decode steps"), or, under no name map, each in an array of its own
 //! (the per-step layout): those are compared in one call per run of steps
 //! ([`divergence_diff::compare_step_pieces_into`], one pass over both sides), which keeps them
-//! compact (a `StepRun`: what the steps share; each step's sums written to its row's cell as
-//! they are made, [`RowsBuilder::sink`]), the other rows placed by index ([`RowsBuilder`]);
+//! compact (a `StepRun`: what the steps share; each step's sums written to its row's cell,
+//! [`RowsBuilder::sink`], once its run is compared), the other rows placed by index
+//! ([`RowsBuilder`]);
 //! the steps of a run a name map made are rows ([`divergence_diff::compare_step_run`]), each
 //! saying how. Without such runs, every row is written straight to its place in the plan's
 //! order ([`Slots`]). The rows are the same, bit for bit, either way (tested);
@@ -20,7 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use divergence_diff::{
     DiffConfig, Head, Needs, OpResult, OrderPlan, ProbeFold, Rows, RowsBuilder, Side, Status,
-    StepNames, StepParts, StepSide, StepValues, Which,
+    StepNames, StepParts, StepSide, StepSums, StepValues, Which,
 };
 use divergence_dump::{Dump, DumpError, TensorView};
 use divergence_map::{Entry, MappedDump, Pieces};
@@ -106,10 +107,16 @@ pub(crate) fn compare_all(
         jobs.par_iter()
             .zip(&numbers)
             .with_max_len(JOBS_PER_TASK)
-            .map(|(job, number)| match (job, *number) {
+            .map_init(Vec::new, |compact, (job, number)| match (job, *number) {
                 (Job::Row(i), _) => Done::Row(*i, one(*i)),
                 (Job::Steps(run), Some(r)) => {
-                    let mut emit = |k: usize, sums| sink.put_step(run.rows[k], r, k, sums);
+                    // A run's compact steps are written to their cells once it is compared,
+                    // one after the other: a step's cell is a step's probes away from the
+                    // last (a page of cells in a decode report), and each write between two
+                    // steps' sums stalled the comparison (the 256-step pair: the compare
+                    // phase 6-9% more CPU in three rounds; docs/performance.md).
+                    compact.clear();
+                    let mut emit = |k: usize, sums: StepSums| compact.push((k, sums));
                     let steps = |names: StepNames<'_>,
                                  ours: StepSide<'_, '_>,
                                  reference: StepSide<'_, '_>| {
@@ -117,10 +124,14 @@ pub(crate) fn compare_all(
                             names, ours, reference, cfg, &mut emit,
                         )
                     };
-                    match compare_run(run, plan, ours, reference, steps) {
+                    let done = match compare_run(run, plan, ours, reference, steps) {
                         Some(steps) => Done::Run(r, &run.rows, steps),
                         None => Done::Rows(run.rows.iter().map(|&i| (i, one(i))).collect()),
+                    };
+                    for &(k, sums) in compact.iter() {
+                        sink.put_step(run.rows[k], r, k, sums);
                     }
+                    done
                 }
                 (Job::Steps(run), None) => {
                     // A name map made our steps: each row says how.
