@@ -33,6 +33,11 @@ use rayon::prelude::*;
 /// compare 43-49 ms without a cap, 22-24 with one; docs/performance.md).
 const JOBS_PER_TASK: usize = 8;
 
+/// Most compact steps of a run a thread keeps before writing them to their cells (~100 KB;
+/// [`compare_all`]): a decode run's steps all at once, a run of thousands in parts (in
+/// tests, the tests' runs of 6 steps in parts too).
+const STEPS_HELD: usize = if cfg!(test) { 4 } else { 1024 };
+
 /// Compares every row of `plan` (in parallel) and returns the rows in the plan's order.
 pub(crate) fn compare_all(
     plan: &OrderPlan,
@@ -115,8 +120,21 @@ pub(crate) fn compare_all(
                     // last (a page of cells in a decode report), and each write between two
                     // steps' sums stalled the comparison (the 256-step pair: the compare
                     // phase 6-9% more CPU in three rounds; docs/performance.md).
+                    // (At most `STEPS_HELD` at a time: a run of tiny probes may hold 2^18
+                    // steps, whose cells the builder already holds.)
                     compact.clear();
-                    let mut emit = |k: usize, sums: StepSums| compact.push((k, sums));
+                    let put = |compact: &mut Vec<(usize, StepSums)>| {
+                        for &(k, sums) in compact.iter() {
+                            sink.put_step(run.rows[k], r, k, sums);
+                        }
+                        compact.clear();
+                    };
+                    let mut emit = |k: usize, sums: StepSums| {
+                        compact.push((k, sums));
+                        if compact.len() == STEPS_HELD {
+                            put(compact);
+                        }
+                    };
                     let steps = |names: StepNames<'_>,
                                  ours: StepSide<'_, '_>,
                                  reference: StepSide<'_, '_>| {
@@ -128,9 +146,7 @@ pub(crate) fn compare_all(
                         Some(steps) => Done::Run(r, &run.rows, steps),
                         None => Done::Rows(run.rows.iter().map(|&i| (i, one(i))).collect()),
                     };
-                    for &(k, sums) in compact.iter() {
-                        sink.put_step(run.rows[k], r, k, sums);
-                    }
+                    put(compact);
                     done
                 }
                 (Job::Steps(run), None) => {
