@@ -12,7 +12,7 @@
 //!   step-major: a step's cell is every member away from the last), as `diff` did before
 //!   session 35;
 //! - `after`: the same, the run's sums written to their cells once the run is compared, as
-//!   `diff` does since.
+//!   `diff` does since (idealised: one buffer for every run, no cap on what it holds).
 //!
 //! ```text
 //! RAYON_NUM_THREADS=1 cargo run --release -p divergence-cli --example steps_sink -- OURS REF
@@ -50,7 +50,8 @@ fn main() {
     let rounds: usize = std::env::var("ROUNDS")
         .ok()
         .and_then(|r| r.parse().ok())
-        .unwrap_or(12);
+        .unwrap_or(12)
+        .max(1);
     // Each member both dumps can lend whole: (member, steps).
     let members: Vec<(usize, usize)> = (0..ours.member_count())
         .filter_map(|m| {

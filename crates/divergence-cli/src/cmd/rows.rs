@@ -84,8 +84,8 @@ pub(crate) fn compare_all(
         return Rows::from(ops);
     }
     // Runs of decode steps, kept compact where their rows need no more than their sums
-    // ([`Rows`]): each compact step written to its row's cell as it is compared, the other
-    // rows placed by index once every job is done.
+    // ([`Rows`]): each compact step written to its row's cell after its run is compared (at
+    // most `STEPS_HELD` at a time), the other rows placed by index once every job is done.
     let mut rows = RowsBuilder::new(n);
     let how = |i: usize| {
         ours.mapping(plan.ours_name(&plan.order[i]))
@@ -116,13 +116,15 @@ pub(crate) fn compare_all(
                 (Job::Row(i), _) => Done::Row(*i, one(*i)),
                 (Job::Steps(run), Some(r)) => {
                     // A run's compact steps are written to their cells once it is compared,
-                    // one after the other: a step's cell is a step's probes away from the
-                    // last (a page of cells in a decode report), and each write between two
-                    // steps' sums stalled the comparison (the 256-step pair: the compare
-                    // phase 6-9% more CPU in three rounds; docs/performance.md).
-                    // (At most `STEPS_HELD` at a time: a run of tiny probes may hold 2^18
-                    // steps, whose cells the builder already holds.)
+                    // one after the other, not one between each two steps' sums: a step's
+                    // cell is a step's probes away from the last (~57 KB in a decode
+                    // report), and writing them after the run cut the 256-step pair's compare
+                    // phase by 6-9% of its CPU in four rounds (docs/performance.md). At most
+                    // `STEPS_HELD` at a time: a run of tiny probes may hold 2^18 steps, whose
+                    // cells the builder already holds. (The buffer is the rayon task's, reused
+                    // by its jobs.)
                     compact.clear();
+                    compact.reserve(run.rows.len().min(STEPS_HELD));
                     let put = |compact: &mut Vec<(usize, StepSums)>| {
                         for &(k, sums) in compact.iter() {
                             sink.put_step(run.rows[k], r, k, sums);
@@ -144,7 +146,12 @@ pub(crate) fn compare_all(
                     };
                     let done = match compare_run(run, plan, ours, reference, steps) {
                         Some(steps) => Done::Run(r, &run.rows, steps),
-                        None => Done::Rows(run.rows.iter().map(|&i| (i, one(i))).collect()),
+                        None => {
+                            // Given up before any step was compared: no step is held (each
+                            // row is written once, here).
+                            debug_assert!(compact.is_empty());
+                            Done::Rows(run.rows.iter().map(|&i| (i, one(i))).collect())
+                        }
                     };
                     put(compact);
                     done
