@@ -33,7 +33,7 @@ use rayon::prelude::*;
 /// compare 43-49 ms without a cap, 22-24 with one; docs/performance.md).
 const JOBS_PER_TASK: usize = 8;
 
-/// Most compact steps of a run a thread keeps before writing them to their cells (~100 KB;
+/// Most compact steps of a run a rayon task keeps before writing them to their cells (~100 KB;
 /// [`compare_all`]): a decode run's steps all at once, a run of thousands in parts (in
 /// tests, the tests' runs of 6 steps in parts too).
 const STEPS_HELD: usize = if cfg!(test) { 4 } else { 1024 };
