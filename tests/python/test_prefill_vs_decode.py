@@ -186,6 +186,37 @@ def test_a_probe_the_stepped_run_lacks_at_a_step_is_only_in_the_full_prefill(tmp
     assert r.returncode == 2 and "nothing of that step could be compared" in r.stderr, r.stderr
 
 
+def test_a_probe_of_the_full_prefill_the_stepped_run_lacks_is_only_in_the_full_prefill(tmp_path):
+    # Found by a bad-input hunt (2026-12-05): a probe the full prefill holds and the stepped run
+    # lacks at every step, or lacks at its prefill alone, had no row, and the pair passed with
+    # missing 0 at every step (the mirror case, a probe only the stepped run holds, is "only in
+    # ours"). Now each is a row only in the full prefill, at each step it lacks, said.
+    norm = np.random.default_rng(5).standard_normal((1, T, 8)).astype(np.float32)
+    scale = np.ones(3, np.float32)  # no axis of T tokens: whole
+    a, b = pair(tmp_path, full_extra={"norm": norm, "scale": scale})
+    without(b, ["mlp_out"])  # its prefill alone
+    rc, rep = diff(a, b, "--prefill-vs-decode")
+    assert rc == 0, rep["first_divergence"]
+    rows = {o["name"]: o for o in rep["ops"]}
+    assert [(n, rows[n]["status"], rows[n]["shape"]) for n in (
+        "mlp_out", "norm", "norm@1", "norm@2", "scale", "scale@1", "scale@2")] == [
+        ("mlp_out", "only_ref", [1, PRE, 8]),
+        ("norm", "only_ref", [1, PRE, 8]), ("norm@1", "only_ref", [1, 1, 8]),
+        ("norm@2", "only_ref", [1, 1, 8]),
+        ("scale", "only_ref", [3]), ("scale@1", "only_ref", [3]), ("scale@2", "only_ref", [3])]
+    assert rows["mlp_out@1"]["status"] == rows["mlp_out@2"]["status"] == "ok"
+    # each in its step's rows (and the prefill's and step 1's attention weights, only in ours)
+    names = [o["name"] for o in rep["ops"]]
+    assert names.index("scale") < names.index("model.embed_tokens@1") < names.index("norm@1")
+    assert [s["missing"] for s in rep["steps"]] == [1 + 3, 1 + 2, 2]
+    (w,) = [w for w in rep["warnings"] if "a probe it lacks at every step" in w]
+    assert "7 rows (3 probes)" in w and "norm@1" in w and "only in" in w
+    # the prefill not selected: the decode steps' rows alone
+    rc, rep = diff(a, b, "--prefill-vs-decode", "--steps", "1-2")
+    names = {o["name"] for o in rep["ops"]}
+    assert {"norm@1", "norm@2", "scale@1"} <= names and not names & {"mlp_out", "norm", "scale"}
+
+
 def test_attention_weights_over_a_padded_cache_are_no_evidence(tmp_path):
     # A cache padded to a multiple of 4 keys (as engines bucket it): the weights of steps 2
     # and 3 fit the full prefill's rows, step 1's and the prefill's do not, and that is no

@@ -379,6 +379,37 @@ pub fn pair<'a>(
             full_path.display()
         ));
     }
+    // A probe of the full prefill the stepped run lacks at every step, or at its prefill
+    // alone, is "only in ref" there too (found by a bad-input hunt: both had no row, and the
+    // pair passed with missing 0 at every step, where the mirror case is "only in ours").
+    let budget_left = budget.saturating_sub(missing.len());
+    let lacking = match full_only(stepped, full, k, &keep, (t_full, t_pre), budget_left) {
+        Ok(lacking) => lacking,
+        Err(rows) => bail!(
+            "--prefill-vs-decode: {} lacks probes that {} holds: up to {} rows only in {}, more than the {budget} its size allows (a decode step per {} bytes, at least {MIN_MISSING_ROWS}); compare fewer steps with --steps",
+            stepped_path.display(),
+            full_path.display(),
+            rows.saturating_add(missing.len()),
+            full_path.display(),
+            divergence_dump::BYTES_PER_UNFOLDED_STEP,
+        ),
+    };
+    if !lacking.is_empty() {
+        let names: Vec<&str> = lacking.iter().map(|v| v.name.as_str()).collect();
+        let probes: std::collections::HashSet<&str> =
+            names.iter().map(|n| split_step(n).0).collect();
+        warnings.push(format!(
+            "prefill-vs-decode: {} rows ({} probes) of {} have none in {} (a probe it lacks at every step, or at its prefill): {}; they are listed as only in {}",
+            lacking.len(),
+            probes.len(),
+            full_path.display(),
+            stepped_path.display(),
+            list(&names),
+            full_path.display()
+        ));
+    }
+    let mut missing = missing;
+    missing.extend(lacking);
     let extra: Vec<divergence_diff::Name> = missing
         .iter()
         .map(|v| divergence_diff::Name::from(v.name.as_str()))
@@ -521,6 +552,91 @@ fn missing_steps(
             };
             let name = divergence_names::step_name(base, s);
             out.extend(slice(full, &name, base, s, shape, t_full, t_pre, None));
+        }
+    }
+    Ok(out)
+}
+
+/// The full prefill's slices of its probes that `stepped` lacks at every step (at its prefill
+/// and each kept decode step of `k`), or lacks at its prefill alone though it holds them at
+/// decode steps (a cache slot, held at decode steps only, is no probe of a full prefill): each
+/// narrowed on its token axis to the positions of its step, or whole where it has no axis of
+/// `t_full` tokens. In the full prefill's order, a probe's steps in order (placed in their
+/// steps' rows by [`with_missing`]).
+///
+/// `Err(rows)` when it would make more than `budget` rows: how many, counted before any is
+/// made.
+fn full_only(
+    stepped: &Dump,
+    full: &Dump,
+    k: usize,
+    keep: &dyn Fn(usize) -> bool,
+    (t_full, t_pre): (usize, usize),
+    budget: usize,
+) -> Result<Vec<Virtual>, usize> {
+    use std::collections::HashSet;
+    let mut held: HashSet<&str> = HashSet::new();
+    let mut prefill: HashSet<&str> = HashSet::new();
+    for name in stepped.names() {
+        let (base, step) = split_step(name);
+        held.insert(base);
+        if step == 0 {
+            prefill.insert(base);
+        }
+    }
+    // (A prompt of no token has no prefill to lack.)
+    let prefill_kept = keep(0) && t_pre > 0;
+    let wanted = |name: &str| -> Vec<usize> {
+        if matches!(Op::of(name), Op::CacheK | Op::CacheV) {
+            Vec::new()
+        } else if held.contains(name) {
+            if prefill_kept && !prefill.contains(name) {
+                vec![0]
+            } else {
+                Vec::new()
+            }
+        } else {
+            (0..=k)
+                .filter(|&s| keep(s) && (s > 0 || prefill_kept))
+                .collect()
+        }
+    };
+    let rows = full
+        .names()
+        .iter()
+        .fold(0usize, |n, name| n.saturating_add(wanted(name).len()));
+    if rows > budget {
+        return Err(rows);
+    }
+    let mut out = Vec::new();
+    for name in full.names() {
+        for s in wanted(name) {
+            let Some(src_shape) = full.shape(name) else {
+                continue;
+            };
+            let len = if s == 0 { t_pre } else { 1 };
+            let step_name = divergence_names::step_name(name, s);
+            let axis = own_or_first(token_axis(Op::of(name), src_shape.len()), src_shape, t_full);
+            let made = match axis {
+                Some(axis) => {
+                    let mut shape = src_shape.to_vec();
+                    shape[axis] = len;
+                    slice(full, &step_name, name, s, &shape, t_full, t_pre, None)
+                }
+                None => None,
+            };
+            out.push(made.unwrap_or_else(|| Virtual {
+                name: step_name,
+                sources: vec![name.to_string()],
+                shape: src_shape.to_vec(),
+                combine: None,
+                steps: Vec::new(),
+                rule: Some("prefill-vs-decode".to_string()),
+                how: Some(format!(
+                    "the full prefill's {name}, whole: it has no axis of {t_full} tokens"
+                )),
+                problem: None,
+            }));
         }
     }
     Ok(out)
