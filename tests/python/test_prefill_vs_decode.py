@@ -217,6 +217,27 @@ def test_a_probe_of_the_full_prefill_the_stepped_run_lacks_is_only_in_the_full_p
     assert {"norm@1", "norm@2", "scale@1"} <= names and not names & {"mlp_out", "norm", "scale"}
 
 
+def test_steps_the_metadata_promises_are_checked_before_the_tokens(tmp_path):
+    # Found by a bad-input hunt (2026-12-05): a stepped file of 2 steps whose metadata promises
+    # 3 (and a full prefill of the 7 tokens) was refused for its token count, 4 + 2 = 6.
+    a, b = pair(tmp_path)
+    with np.load(b) as z:
+        arrays = {k: z[k] for k in z.files if k != "__meta__"}
+        meta = json.loads(bytes(z["__meta__"]))
+    meta.update(decode_steps=3, decode_ids=IDS[PRE:] + [7])
+    save(b, arrays, **{k: v for k, v in meta.items() if k != "format"})
+    with np.load(a) as z:
+        full = {k: z[k] for k in z.files if k != "__meta__"}
+    full = {k: np.concatenate([v, v[..., -1:, :]], -2) if k != "attn_weights" else v
+            for k, v in full.items()}
+    save(a, full, input_ids=IDS + [7])
+    r = subprocess.run([str(BIN), "diff", str(a), str(b), "--prefill-vs-decode"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr
+    assert "metadata says 3 decode steps, but step 3 has no probe" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
 def test_attention_weights_over_a_padded_cache_are_no_evidence(tmp_path):
     # A cache padded to a multiple of 4 keys (as engines bucket it): the weights of steps 2
     # and 3 fit the full prefill's rows, step 1's and the prefill's do not, and that is no

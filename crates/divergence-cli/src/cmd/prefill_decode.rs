@@ -112,6 +112,24 @@ pub fn pair<'a>(
             stepped_path.display()
         );
     }
+    // The steps the metadata promises, before the token counts (found by a bad-input hunt: a
+    // file of 2 steps whose metadata promises 3 was refused for its token count).
+    if let Some(n) = stepped.meta().and_then(|m| m.decode_steps().ok().flatten()) {
+        if n < k as u64 {
+            bail!(
+                "{}: metadata says {n} decode steps, but it has probes of step {k}",
+                stepped_path.display()
+            );
+        }
+        // Fewer steps than promised: a run cut short, whose steps may still be selected.
+        if n > k as u64 && sel.is_none() {
+            bail!(
+                "{}: metadata says {n} decode steps, but step {} has no probe (a truncated dump?; or compare the steps it holds: --steps 0-{k})",
+                stepped_path.display(),
+                k + 1
+            );
+        }
+    }
     let keep = |s: usize| sel.is_none_or(|sel| sel.contains(s));
     // The last step compared: the tokens up to it are what the two runs must share.
     let last = (0..=k).rev().find(|&s| keep(s)).unwrap_or(0);
@@ -243,22 +261,6 @@ pub fn pair<'a>(
             full_path.display(),
             stepped_path.display()
         )),
-    }
-    if let Some(n) = stepped.meta().and_then(|m| m.decode_steps().ok().flatten()) {
-        if n < k as u64 {
-            bail!(
-                "{}: metadata says {n} decode steps, but it has probes of step {k}",
-                stepped_path.display()
-            );
-        }
-        // Fewer steps than promised: a run cut short, whose steps may still be selected.
-        if n > k as u64 && sel.is_none() {
-            bail!(
-                "{}: metadata says {n} decode steps, but step {} has no probe (a truncated dump?; or compare the steps it holds: --steps 0-{k})",
-                stepped_path.display(),
-                k + 1
-            );
-        }
     }
     let mut tensors = Vec::new();
     let mut unsliced = Vec::new();
