@@ -676,12 +676,16 @@ impl Rows {
                 .for_each(|(op, g)| op.local_growth = g),
             Repr::Compact(c) => {
                 let c = &mut **c;
-                for (cell, g) in c.cells.iter_mut().zip(growths) {
-                    if cell.run == Cell::PLAIN {
-                        c.plain[cell.k as usize].local_growth = g;
-                    } else {
-                        cell.sums.local_growth = g.unwrap_or(f64::NAN);
-                    }
+                // The steps' cells in parallel (~150,000 of a decode report, 14 MB), then the
+                // rows stored whole by their indices.
+                c.cells
+                    .par_iter_mut()
+                    .with_min_len(4096)
+                    .zip(&growths)
+                    .filter(|(cell, _)| cell.run != Cell::PLAIN)
+                    .for_each(|(cell, g)| cell.sums.local_growth = g.unwrap_or(f64::NAN));
+                for (row, &i) in c.plain.iter_mut().zip(&c.plain_at) {
+                    row.local_growth = growths.get(i as usize).copied().flatten();
                 }
                 c.built = OnceLock::new();
             }
