@@ -142,9 +142,18 @@ impl TokenEffect {
     /// decode steps also their own agreement (`top-1 agree 24/40 (decode steps 8/24)`) and the
     /// step of the largest KLD.
     pub fn summary(&self) -> String {
+        // A decode step feeds one token; logits of more positions at a step (against the dump
+        // contract, on both sides) are counted as positions, and said so (a bad-input hunt:
+        // 2 steps of 2 positions read "decode steps 4/4").
+        let one_each = self.steps.iter().all(|s| s.step == 0 || s.positions <= 1);
+        let what = if one_each {
+            "decode steps"
+        } else {
+            "decode steps' positions"
+        };
         let decode = self
             .decode_top1()
-            .map_or_else(String::new, |(a, n)| format!(" (decode steps {a}/{n})"));
+            .map_or_else(String::new, |(a, n)| format!(" ({what} {a}/{n})"));
         let max_step = self
             .per_position
             .iter()
@@ -828,6 +837,20 @@ mod tests {
             e.summary()
         );
         assert!(merge_steps("lm_head", vec![(1, StepLogits::NotCompared)], None).is_none());
+        // Steps of two positions each (against the dump contract, on both sides): counted as
+        // positions, and said so, not "decode steps 4/4" for 2 steps (a bad-input hunt).
+        let parts = vec![
+            (0, one(&r, &r, &[1, 2, 3])),
+            (1, one(&r, &r, &[1, 2, 3])),
+            (2, one(&r, &r, &[1, 2, 3])),
+        ];
+        let e = merge_steps("lm_head", parts, None).unwrap();
+        assert!(
+            e.summary()
+                .contains("top-1 agree 6/6 (decode steps' positions 4/4)"),
+            "{}",
+            e.summary()
+        );
     }
 
     #[test]
