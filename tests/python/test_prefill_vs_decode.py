@@ -190,31 +190,47 @@ def test_a_probe_of_the_full_prefill_the_stepped_run_lacks_is_only_in_the_full_p
     # Found by a bad-input hunt (2026-12-05): a probe the full prefill holds and the stepped run
     # lacks at every step, or lacks at its prefill alone, had no row, and the pair passed with
     # missing 0 at every step (the mirror case, a probe only the stepped run holds, is "only in
-    # ours"). Now each is a row only in the full prefill, at each step it lacks, said.
-    norm = np.random.default_rng(5).standard_normal((1, T, 8)).astype(np.float32)
-    scale = np.ones(3, np.float32)  # no axis of T tokens: whole
-    a, b = pair(tmp_path, full_extra={"norm": norm, "scale": scale})
-    without(b, ["mlp_out"])  # its prefill alone
+    # ours"). Now each is one row only in the full prefill, at the prefill, said.
+    rng = np.random.default_rng(5)
+    mlp = rng.standard_normal((1, T, 8)).astype(np.float32)
+    extra = {"norm": rng.standard_normal((1, T, 8)).astype(np.float32),
+             "scale": np.ones(3, np.float32),  # no axis of T tokens
+             "model.layers.0.mlp": mlp}
+    a, b = pair(tmp_path, full_extra=extra)
+    with np.load(b) as z:
+        arrays = {k: z[k] for k in z.files if k != "__meta__"}
+        meta = json.loads(bytes(z["__meta__"]))
+    # a probe of the dump contract at the decode steps alone: its prefill is missing
+    for s in (1, 2):
+        arrays[f"model.layers.0.mlp@{s}"] = mlp[:, PRE + s - 1:PRE + s]
+    meta.pop("order")
+    save(b, arrays, **{k: v for k, v in meta.items() if k != "format"})
+    # the attention weights (two axes of T tokens) nowhere, mlp_out (no contract name) at the
+    # decode steps alone
+    without(b, ["attn_weights", "attn_weights@1", "attn_weights@2", "mlp_out"])
     rc, rep = diff(a, b, "--prefill-vs-decode")
     assert rc == 0, rep["first_divergence"]
     rows = {o["name"]: o for o in rep["ops"]}
+    # whole where the token axis is not known by name (attention weights: a guessed axis was
+    # the heads' where they number T; a review), the prefill's slice where it is
     assert [(n, rows[n]["status"], rows[n]["shape"]) for n in (
-        "mlp_out", "norm", "norm@1", "norm@2", "scale", "scale@1", "scale@2")] == [
-        ("mlp_out", "only_ref", [1, PRE, 8]),
-        ("norm", "only_ref", [1, PRE, 8]), ("norm@1", "only_ref", [1, 1, 8]),
-        ("norm@2", "only_ref", [1, 1, 8]),
-        ("scale", "only_ref", [3]), ("scale@1", "only_ref", [3]), ("scale@2", "only_ref", [3])]
-    assert rows["mlp_out@1"]["status"] == rows["mlp_out@2"]["status"] == "ok"
-    # each in its step's rows (and the prefill's and step 1's attention weights, only in ours)
-    names = [o["name"] for o in rep["ops"]]
-    assert names.index("scale") < names.index("model.embed_tokens@1") < names.index("norm@1")
-    assert [s["missing"] for s in rep["steps"]] == [1 + 3, 1 + 2, 2]
-    (w,) = [w for w in rep["warnings"] if "a probe it lacks at every step" in w]
-    assert "7 rows (3 probes)" in w and "norm@1" in w and "only in" in w
-    # the prefill not selected: the decode steps' rows alone
+        "model.layers.0.mlp", "mlp_out", "attn_weights", "norm", "scale")] == [
+        ("model.layers.0.mlp", "only_ref", [1, PRE, 8]),
+        ("mlp_out", "only_ref", [1, T, 8]),
+        ("attn_weights", "only_ref", [1, 2, T, T]),
+        ("norm", "only_ref", [1, T, 8]), ("scale", "only_ref", [3])]
+    # one row a probe (the one tensor the full prefill holds), not one a step
+    assert not {"norm@1", "norm@2", "scale@1", "attn_weights@1"} & set(rows)
+    assert rows["mlp_out@1"]["status"] == rows["model.layers.0.mlp@2"]["status"] == "ok"
+    assert [s["missing"] for s in rep["steps"]] == [5, 0, 0]
+    (w,) = [w for w in rep["warnings"] if "are missing from" in w]
+    assert "5 probes of" in w and "norm" in w and "listed as only in" in w
+    # the prefill not selected: no row, the warning still says so
     rc, rep = diff(a, b, "--prefill-vs-decode", "--steps", "1-2")
-    names = {o["name"] for o in rep["ops"]}
-    assert {"norm@1", "norm@2", "scale@1"} <= names and not names & {"mlp_out", "norm", "scale"}
+    assert rc == 0
+    assert not {"norm", "scale", "mlp_out"} & {o["name"] for o in rep["ops"]}
+    (w,) = [w for w in rep["warnings"] if "are missing from" in w]
+    assert "not listed, the prefill not being compared" in w and "norm" in w
 
 
 def test_steps_the_metadata_promises_are_checked_before_the_tokens(tmp_path):

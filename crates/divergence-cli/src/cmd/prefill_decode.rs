@@ -382,28 +382,25 @@ pub fn pair<'a>(
         ));
     }
     // A probe of the full prefill the stepped run lacks at every step, or at its prefill
-    // alone, is "only in ref" there too (found by a bad-input hunt: both had no row, and the
-    // pair passed with missing 0 at every step, where the mirror case is "only in ours").
-    let budget_left = budget.saturating_sub(missing.len());
-    let lacking = match full_only(stepped, full, k, &keep, (t_full, t_pre), budget_left) {
-        Ok(lacking) => lacking,
-        Err(rows) => bail!(
-            "--prefill-vs-decode: {} lacks probes that {} holds: up to {} rows only in {}, more than the {budget} its size allows (a decode step per {} bytes, at least {MIN_MISSING_ROWS}); compare fewer steps with --steps",
-            stepped_path.display(),
-            full_path.display(),
-            rows.saturating_add(missing.len()),
-            full_path.display(),
-            divergence_dump::BYTES_PER_UNFOLDED_STEP,
-        ),
-    };
-    if !lacking.is_empty() {
-        let names: Vec<&str> = lacking.iter().map(|v| v.name.as_str()).collect();
-        let probes: std::collections::HashSet<&str> =
-            names.iter().map(|n| split_step(n).0).collect();
+    // alone, is "only in ref" too (found by a bad-input hunt: it had no row, and the pair
+    // passed with missing 0 at every step, where the mirror case is "only in ours"): one row
+    // each, as the one tensor the full prefill holds, at the prefill.
+    let (lacking, unlisted) = full_only(stepped, full, &keep, (t_full, t_pre));
+    if !lacking.is_empty() || !unlisted.is_empty() {
+        let names: Vec<&str> = lacking
+            .iter()
+            .map(|v| v.name.as_str())
+            .chain(unlisted.iter().copied())
+            .collect();
+        // (Either every one has its row, or none: the prefill is not selected.)
+        let rows = if unlisted.is_empty() {
+            "they are listed as only in"
+        } else {
+            "not listed, the prefill not being compared: they are only in"
+        };
         warnings.push(format!(
-            "prefill-vs-decode: {} rows ({} probes) of {} have none in {} (a probe it lacks at every step, or at its prefill): {}; they are listed as only in {}",
-            lacking.len(),
-            probes.len(),
+            "prefill-vs-decode: {} probes of {} are missing from {} (at every step, or at its prefill): {}; {rows} {}",
+            names.len(),
             full_path.display(),
             stepped_path.display(),
             list(&names),
@@ -559,23 +556,19 @@ fn missing_steps(
     Ok(out)
 }
 
-/// The full prefill's slices of its probes that `stepped` lacks at every step (at its prefill
-/// and each kept decode step of `k`), or lacks at its prefill alone though it holds them at
-/// decode steps (a cache slot, held at decode steps only, is no probe of a full prefill): each
-/// narrowed on its token axis to the positions of its step, or whole where it has no axis of
-/// `t_full` tokens. In the full prefill's order, a probe's steps in order (placed in their
-/// steps' rows by [`with_missing`]).
-///
-/// `Err(rows)` when it would make more than `budget` rows: how many, counted before any is
-/// made.
-fn full_only(
+/// The probes of the full prefill that `stepped` lacks at every step, or at its prefill alone
+/// though it holds them at decode steps (a cache slot, held at decode steps only, is no probe
+/// of a full prefill): one row each at the prefill where it is kept (`keep(0)`, a prompt of at
+/// least one token): a probe of the dump contract held at decode steps as the prefill's slice
+/// on its token axis, any other probe whole (its token axis is not known by name: attention
+/// weights have two of T, and with T heads three). In the full prefill's order; the names of
+/// those left without a row (the prefill not kept) second.
+fn full_only<'f>(
     stepped: &Dump,
-    full: &Dump,
-    k: usize,
+    full: &'f Dump,
     keep: &dyn Fn(usize) -> bool,
     (t_full, t_pre): (usize, usize),
-    budget: usize,
-) -> Result<Vec<Virtual>, usize> {
+) -> (Vec<Virtual>, Vec<&'f str>) {
     use std::collections::HashSet;
     let mut held: HashSet<&str> = HashSet::new();
     let mut prefill: HashSet<&str> = HashSet::new();
@@ -586,62 +579,46 @@ fn full_only(
             prefill.insert(base);
         }
     }
-    // (A prompt of no token has no prefill to lack.)
     let prefill_kept = keep(0) && t_pre > 0;
-    let wanted = |name: &str| -> Vec<usize> {
-        if matches!(Op::of(name), Op::CacheK | Op::CacheV) {
-            Vec::new()
-        } else if held.contains(name) {
-            if prefill_kept && !prefill.contains(name) {
-                vec![0]
-            } else {
-                Vec::new()
-            }
-        } else {
-            (0..=k)
-                .filter(|&s| keep(s) && (s > 0 || prefill_kept))
-                .collect()
-        }
-    };
-    let rows = full
-        .names()
-        .iter()
-        .fold(0usize, |n, name| n.saturating_add(wanted(name).len()));
-    if rows > budget {
-        return Err(rows);
-    }
-    let mut out = Vec::new();
+    let (mut rows, mut unlisted) = (Vec::new(), Vec::new());
     for name in full.names() {
-        for s in wanted(name) {
-            let Some(src_shape) = full.shape(name) else {
-                continue;
-            };
-            let len = if s == 0 { t_pre } else { 1 };
-            let step_name = divergence_names::step_name(name, s);
-            let axis = own_or_first(token_axis(Op::of(name), src_shape.len()), src_shape, t_full);
-            let made = match axis {
-                Some(axis) => {
-                    let mut shape = src_shape.to_vec();
-                    shape[axis] = len;
-                    slice(full, &step_name, name, s, &shape, t_full, t_pre, None)
-                }
-                None => None,
-            };
-            out.push(made.unwrap_or_else(|| Virtual {
-                name: step_name,
-                sources: vec![name.to_string()],
-                shape: src_shape.to_vec(),
-                combine: None,
-                steps: Vec::new(),
-                rule: Some("prefill-vs-decode".to_string()),
-                how: Some(format!(
-                    "the full prefill's {name}, whole: it has no axis of {t_full} tokens"
-                )),
-                problem: None,
-            }));
+        let op = Op::of(name);
+        if matches!(op, Op::CacheK | Op::CacheV) || prefill.contains(&**name) {
+            continue;
         }
+        let absent = !held.contains(&**name);
+        let Some(src_shape) = full.shape(name) else {
+            continue;
+        };
+        if !prefill_kept {
+            unlisted.push(&**name);
+            continue;
+        }
+        // The prefill's slice of a contract probe the stepped run holds at decode steps.
+        let axis = token_axis(op, src_shape.len())
+            .filter(|&a| !absent && src_shape.get(a) == Some(&t_full));
+        let sliced = axis.and_then(|axis| {
+            let mut shape = src_shape.to_vec();
+            shape[axis] = t_pre;
+            slice(full, name, name, 0, &shape, t_full, t_pre, None)
+        });
+        let why = if absent {
+            "the stepped run holds it at no step"
+        } else {
+            "its token axis is not known by name"
+        };
+        rows.push(sliced.unwrap_or_else(|| Virtual {
+            name: name.to_string(),
+            sources: vec![name.to_string()],
+            shape: src_shape.to_vec(),
+            combine: None,
+            steps: Vec::new(),
+            rule: Some("prefill-vs-decode".to_string()),
+            how: Some(format!("the full prefill's {name}, whole: {why}")),
+            problem: None,
+        }));
     }
-    Ok(out)
+    (rows, unlisted)
 }
 
 /// The fewest rows [`missing_steps`] may make whatever the stepped file's size (~1.7 KB a row:
