@@ -469,6 +469,27 @@ fn model_annotates_the_k_norm_weight_gain() {
         .expect("layer 0 k row");
     assert_eq!(k0["weight_gain"], 96.5);
     assert!(rows.iter().all(|r| r["weight_gain"].is_number()));
+    let said = |w: &serde_json::Value| {
+        w.as_array().unwrap().iter().any(|w| {
+            w.as_str()
+                .unwrap()
+                .contains("no q_norm / k_norm weight found")
+        })
+    };
+    assert!(!said(&run.json()["warnings"]));
+    // A directory of no norm weight (a directory of dumps; a bad-input hunt: taken without a
+    // word, every gain "-") is said so.
+    let run = divergence(&[
+        "diff",
+        DEMO_OURS,
+        DEMO_REF,
+        "--format",
+        "json",
+        "--model",
+        "fixtures/ref",
+    ]);
+    assert_eq!(run.code, 1);
+    assert!(said(&run.json()["warnings"]), "{}", run.json()["warnings"]);
 }
 
 // ---------------------------------------------------------------- dumps written here
@@ -774,6 +795,29 @@ fn a_mistyped_fault_says_what_was_meant() {
         );
         assert!(run.stderr.len() < 200, "{}", run.stderr);
     }
+    // One fault with two values on a layer both name: the last acted and the metadata
+    // recorded both (a bad-input hunt). Refused, nothing run.
+    let run = inject("skip-k-norm@0");
+    assert_eq!(run.code, 0, "{}", run.transcript());
+    let run = divergence(&[
+        "run",
+        "--model",
+        "fixtures/tiny-qwen3",
+        "--ids",
+        "1,2",
+        "--inject",
+        "rope-theta=10000",
+        "--inject",
+        "rope-theta=500",
+    ]);
+    assert_eq!(run.code, 2, "{}", run.transcript());
+    assert!(
+        run.stderr
+            .contains("--inject rope-theta=5e2: conflicts with --inject rope-theta=1e4")
+            && run.stderr.lines().count() == 1,
+        "{}",
+        run.transcript()
+    );
 }
 
 /// `run --max-memory` replaces the memory bound: a run over it is refused before any weight is

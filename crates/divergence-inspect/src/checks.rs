@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use crate::config::{expected_tensors, unused_reason, Dims, Expected, ModelConfig};
 use crate::report::{Finding, FindingKind, LayerGains, Severity, TensorStats};
 use crate::Entry;
+use divergence_checkpoint::Dtype;
 
 fn finding(severity: Severity, kind: FindingKind, tensor: &str, message: String) -> Finding {
     Finding {
@@ -151,7 +152,25 @@ pub(crate) fn check_structure(
     let family = cfg.family.map_or("model", |f| f.name());
     for exp in &expected {
         match by_name.get(exp.name.as_str()) {
-            Some(e) => out.extend(check_shape(exp, &e.shape, dims)),
+            Some(e) => {
+                out.extend(check_shape(exp, &e.shape, dims));
+                // A weight the config needs stored in another dtype than a float: `run`
+                // refuses it (a bad-input hunt: a bool or int8 q_proj read "clean" here).
+                if !matches!(
+                    e.dtype,
+                    Dtype::BF16 | Dtype::F16 | Dtype::F32 | Dtype::F64
+                ) {
+                    out.push(finding(
+                        Severity::Warning,
+                        FindingKind::UnsupportedDtype,
+                        &exp.name,
+                        format!(
+                            "dtype {:?} where a {family} model needs a float weight (bf16, f16, f32 or f64): `divergence run` refuses it, and a quantized checkpoint is not understood here",
+                            e.dtype
+                        ),
+                    ));
+                }
+            }
             None => out.push(finding(
                 Severity::Error,
                 FindingKind::MissingTensor,

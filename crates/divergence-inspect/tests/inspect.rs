@@ -190,6 +190,26 @@ fn transposed_down_proj_is_called_transposed() {
     assert_eq!(r.findings.len(), 1, "{:#?}", r.findings);
 }
 
+/// A weight the config needs in a dtype `divergence run` cannot load (bool, int8) is flagged
+/// (a bad-input hunt: it read "clean", and `run` refused the checkpoint).
+#[test]
+fn a_needed_weight_of_no_float_dtype_is_flagged() {
+    for (dtype, width) in [(Dtype::BOOL, 1), (Dtype::I8, 1)] {
+        let mut f = Fixture::qwen3();
+        let name = "model.layers.1.mlp.up_proj.weight";
+        f.set_raw(name, dtype, &[128, 64], vec![1; 128 * 64 * width]);
+        let r = run(&f);
+        let d = only(&r, FindingKind::UnsupportedDtype, name);
+        assert_eq!(d.severity, Severity::Warning, "{dtype:?}");
+        assert!(
+            d.message.contains("needs a float weight") && d.message.contains("refuses it"),
+            "{}",
+            d.message
+        );
+        assert!(r.flagged(), "{dtype:?}");
+    }
+}
+
 #[test]
 fn missing_tensor_is_an_error() {
     let mut f = Fixture::qwen3();

@@ -81,8 +81,9 @@ pub enum CombineSpec {
 pub enum StepSpec {
     /// `{ permute = [1, 0, 2] }`: output axis i is input axis permute[i].
     Permute(Vec<i64>),
-    /// `{ transpose = [-2, -1] }`: swap two axes.
-    Transpose([i64; 2]),
+    /// `{ transpose = [-2, -1] }`: swap two axes (exactly two: a longer list was cut to its
+    /// first two without a word; a bad-input hunt).
+    Transpose(#[serde(deserialize_with = "two_axes")] [i64; 2]),
     /// `{ reshape = [0, -1] }`: 0 keeps that axis' size, -1 is inferred (once), strings are
     /// model sizes.
     Reshape(Vec<DimSpec>),
@@ -93,6 +94,17 @@ pub enum StepSpec {
     /// `{ select = { axis = 0, index = 1 } }`: one entry of an axis, the axis dropped (one of
     /// several outputs stacked).
     Select { axis: i64, index: usize },
+}
+
+/// A `transpose` list: exactly two axes.
+fn two_axes<'de, D: serde::Deserializer<'de>>(d: D) -> Result<[i64; 2], D::Error> {
+    let axes: Vec<i64> = serde::Deserialize::deserialize(d)?;
+    <[i64; 2]>::try_from(axes.as_slice()).map_err(|_| {
+        serde::de::Error::custom(format!(
+            "`transpose` swaps exactly two axes, not {} (`permute` lists them all)",
+            axes.len()
+        ))
+    })
 }
 
 /// `split = { axis = -1, sizes = ["heads*head_dim", "kv_heads*head_dim", "kv_heads*head_dim"] }`.
@@ -124,6 +136,21 @@ enum OneOrMany {
 }
 
 impl OneOrMany {
+    fn len(&self) -> usize {
+        match self {
+            OneOrMany::One(_) => 1,
+            OneOrMany::Many(v) => v.len(),
+        }
+    }
+
+    /// The bytes of its strings together.
+    fn bytes(&self) -> usize {
+        match self {
+            OneOrMany::One(s) => s.len(),
+            OneOrMany::Many(v) => v.iter().map(String::len).sum(),
+        }
+    }
+
     fn into_vec(self) -> Vec<String> {
         match self {
             OneOrMany::One(s) => vec![s],
@@ -159,6 +186,15 @@ pub const SIZE_NAMES: [&str; 6] = [
 
 /// Most rules in one map (a map is a page of rules, not data).
 pub const MAX_RULES: usize = 10_000;
+
+/// Most `from` patterns in one map, every rule's together: each is compiled to its own regex
+/// (~28 KB), and one rule of 100,000 of them took 2.9 GB (a bad-input hunt, 2026-12-05).
+pub const MAX_PATTERNS: usize = MAX_RULES;
+
+/// Most bytes of `from` patterns in one map, every rule's together: a compiled pattern grows
+/// with its text (3,300 patterns of 10 KB, a 33 MB map, took 1.8 GB; the same hunt). A rule
+/// of a rename is a name or two (~100 bytes): 10,000 of them ~1 MB.
+pub const MAX_PATTERN_BYTES: usize = 4 << 20;
 
 /// Largest map text read: a `--map` file or our metadata's `"map"` (a page of rules is a few
 /// kB; a map inferred for 100,000 tensors is about 10 MB).
@@ -320,6 +356,17 @@ impl Map {
             return Err(MapError::Syntax {
                 map: label.to_string(),
                 message: format!("{} rules (at most {MAX_RULES})", spec.rules.len()),
+            });
+        }
+        // Counted before any is compiled.
+        let patterns = spec.rules.iter().map(|r| r.from.len()).sum::<usize>();
+        let pattern_bytes = spec.rules.iter().map(|r| r.from.bytes()).sum::<usize>();
+        if patterns > MAX_PATTERNS || pattern_bytes > MAX_PATTERN_BYTES {
+            return Err(MapError::Syntax {
+                map: label.to_string(),
+                message: format!(
+                    "{patterns} `from` patterns of {pattern_bytes} bytes in all (at most {MAX_PATTERNS} patterns and {MAX_PATTERN_BYTES} bytes)"
+                ),
             });
         }
         let rules = spec
@@ -684,13 +731,30 @@ fn captures_in(pieces: &[Piece]) -> bool {
     pieces.iter().any(|p| matches!(p, Piece::Capture(..)))
 }
 
-/// `template` with its `{X}` / `{X...}` replaced by the captured values.
+/// `template` with its `{X}` / `{X...}` replaced by the captured values, in one pass over the
+/// template: a value is never read as a template (a bad-input hunt: a name holding `{B}`,
+/// captured as `A`, had its `{B}` replaced too). A capture not given, or a template that does
+/// not parse (none does: rules are checked), stays as written.
 pub fn fill(template: &str, captures: &[(String, String)]) -> String {
-    let mut out = template.to_string();
-    for (name, value) in captures {
-        out = out
-            .replace(&format!("{{{name}...}}"), value)
-            .replace(&format!("{{{name}}}"), value);
+    let Ok(pieces) = parse_pattern(template) else {
+        return template.to_string();
+    };
+    let mut out = String::with_capacity(template.len());
+    for piece in pieces {
+        match piece {
+            Piece::Text(t) => out.push_str(&t),
+            Piece::Capture(name, dots) => match captures.iter().find(|(n, _)| *n == name) {
+                Some((_, value)) => out.push_str(value),
+                None => {
+                    out.push('{');
+                    out.push_str(&name);
+                    if dots {
+                        out.push_str("...");
+                    }
+                    out.push('}');
+                }
+            },
+        }
     }
     out
 }
@@ -718,6 +782,13 @@ mod tests {
         let c = p.matches("model.layers.0.mlp.tp1").unwrap();
         assert_eq!(c[0].1, "model.layers.0.mlp");
         assert_eq!(fill("{P...}.x{R}", &c), "model.layers.0.mlp.x1");
+        // A value is not filled again (a name holding `{B}`; a bad-input hunt).
+        let caps = [
+            ("A".to_string(), "x{B}".to_string()),
+            ("B".into(), "k".into()),
+        ];
+        assert_eq!(fill("{B}|{A}", &caps), "k|x{B}");
+        assert_eq!(fill("{A...}.{C}", &caps), "x{B}.{C}");
         // Regex characters in names are literal.
         assert!(Pattern::compile("a.b").unwrap().matches("axb").is_none());
         // `<probe>@{X}` names the decode steps of a probe; nothing else does
@@ -932,5 +1003,69 @@ optional = true
         let big = format!("# {}", "x".repeat(MAX_MAP_BYTES));
         let e = Map::parse(&big, "m.toml").unwrap_err().to_string();
         assert!(e.contains("more than the 32 MiB a map may hold"), "{e}");
+    }
+
+    /// Every `from` pattern is a regex of its own: their count and bytes are bounded before
+    /// any is compiled (a bad-input hunt: one rule of 100,000 patterns took 2.9 GB, 3,300
+    /// patterns of 10 KB 1.8 GB).
+    #[test]
+    fn a_map_of_too_many_or_too_long_patterns_is_refused_before_compiling() {
+        let many: Vec<String> = (0..=MAX_PATTERNS)
+            .map(|i| format!("\"p{i}.{{L}}\""))
+            .collect();
+        let text = format!(
+            "[[rule]]\nfrom = [{}]\nto = \"q.{{L}}\"\ncombine = \"sum\"\n",
+            many.join(",")
+        );
+        let e = Map::parse(&text, "m.toml").unwrap_err().to_string();
+        assert!(
+            e.contains("10001 `from` patterns") && e.contains("at most 10000"),
+            "{e}"
+        );
+        let long = "x".repeat(10_000);
+        let rules: String = (0..420)
+            .map(|i| format!("[[rule]]\nfrom = \"{long}{i}\"\nto = \"y{i}\"\n"))
+            .collect();
+        let e = Map::parse(&rules, "m.toml").unwrap_err().to_string();
+        assert!(
+            e.contains("at most 10000 patterns and 4194304 bytes"),
+            "{e}"
+        );
+        assert!(!e.contains('\n'), "{e}");
+        // A map at the bounds' scale of a real one: 10,000 renames.
+        let renames: String = (0..MAX_PATTERNS)
+            .map(|i| format!("[[rule]]\nfrom = \"a.{i}\"\nto = \"b.{i}\"\n"))
+            .collect();
+        assert_eq!(
+            Map::parse(&renames, "m.toml").unwrap().rules.len(),
+            MAX_PATTERNS
+        );
+    }
+
+    /// `transpose` swaps exactly two axes: a longer list was cut to its first two without a
+    /// word (a bad-input hunt).
+    #[test]
+    fn transpose_takes_two_axes() {
+        let map = |t: &str| {
+            Map::parse(
+                &format!(
+                    "[[rule]]\nfrom = \"x\"\nto = \"y\"\ntransform = [{{ transpose = {t} }}]\n"
+                ),
+                "m.toml",
+            )
+        };
+        assert!(map("[0, 1]").is_ok());
+        for bad in ["[1, 0, 2]", "[0]", "[]", "[0, 1, \"x\", 9.5, true]"] {
+            let e = map(bad).unwrap_err().to_string();
+            // (the mixed list: "line 4: invalid type: string \"x\", expected i64")
+            assert!(
+                (e.contains("transpose") || e.contains("line 4")) && !e.contains('\n'),
+                "{bad}: {e}"
+            );
+        }
+        assert!(map("[1, 0, 2]")
+            .unwrap_err()
+            .to_string()
+            .contains("swaps exactly two axes, not 3"));
     }
 }

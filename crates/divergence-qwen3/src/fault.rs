@@ -582,6 +582,29 @@ impl Faults {
         &self.specs
     }
 
+    /// Two specs of one fault with other values on a layer both name (`rope-theta=1e4` and
+    /// `rope-theta=500`): the last would act and the dump's metadata record both (a bad-input
+    /// hunt). `transpose=` faults name modules, each its own; a repeated spec is no conflict.
+    pub fn conflict(&self) -> Option<(&FaultSpec, &FaultSpec)> {
+        let overlap = |a: &FaultSpec, b: &FaultSpec| match (&a.layers, &b.layers) {
+            (None, _) | (_, None) => true,
+            (Some(x), Some(y)) => x
+                .iter()
+                .any(|&(a0, a1)| y.iter().any(|&(b0, b1)| a0 <= b1 && b0 <= a1)),
+        };
+        self.specs.iter().enumerate().find_map(|(i, a)| {
+            self.specs[i + 1..]
+                .iter()
+                .find(|b| {
+                    a.fault.name() == b.fault.name()
+                        && !matches!(a.fault, Fault::Transpose(_))
+                        && a.fault != b.fault
+                        && overlap(a, b)
+                })
+                .map(|b| (a, b))
+        })
+    }
+
     pub fn is_empty(&self) -> bool {
         self.specs.is_empty()
     }
@@ -798,6 +821,28 @@ mod tests {
             Fault::CacheDtype(CacheDtype::F16)
         );
         assert_eq!(parse("decode-mask@0-1").fault, Fault::DecodeMask);
+    }
+
+    #[test]
+    fn one_fault_with_two_values_on_a_layer_is_a_conflict() {
+        let conflict = |specs: &[&str]| {
+            Faults::new(specs.iter().map(|s| parse(s)).collect())
+                .conflict()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+        };
+        assert!(conflict(&["rope-theta=10000", "rope-theta=500"]).is_some());
+        assert!(conflict(&["attn-bias=1@0", "attn-bias=2@1-2", "attn-bias=3@2"]).is_some());
+        // other layers, the same value, other faults, other modules: none
+        assert_eq!(conflict(&["attn-bias=1@0", "attn-bias=2@1-2"]), None);
+        assert_eq!(conflict(&["rope-theta=500", "rope-theta=500"]), None);
+        assert_eq!(conflict(&["rope-theta=500", "rms-eps=1e-3"]), None);
+        assert_eq!(
+            conflict(&[
+                "transpose=model.layers.0.mlp.up_proj",
+                "transpose=model.layers.0.mlp.down_proj"
+            ]),
+            None
+        );
     }
 
     #[test]

@@ -296,6 +296,14 @@ pub fn run_to_dump(opts: &RunOptions) -> Result<RunSummary, Error> {
         ));
     }
     let fault_specs = Faults::new(opts.faults.clone());
+    if let Some((a, b)) = fault_specs.conflict() {
+        return Err(Error::FaultTarget {
+            spec: b.to_string(),
+            message: format!(
+                "conflicts with --inject {a}: one fault, two values on a layer both name (give one)"
+            ),
+        });
+    }
     if decode.is_none() {
         if let Some(spec) = fault_specs.decode_only().first() {
             return Err(Error::FaultTarget {

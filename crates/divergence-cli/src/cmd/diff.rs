@@ -715,6 +715,14 @@ fn finish_report(args: &DiffArgs, cfg: &DiffConfig, sides: Sides<'_>) -> Result<
     }
     if let Some(dir) = &args.model {
         ctx.norm_weight_gains = divergence_inspect::qk_norm_gains(dir)?;
+        // A directory of no q_norm / k_norm weight (a bad-input hunt: a directory of dumps
+        // was taken without a word, every gain "-").
+        if ctx.norm_weight_gains.is_empty() {
+            ctx.warnings.push(format!(
+                "--model {}: no q_norm / k_norm weight found there (is it the checkpoint's directory?): the amplification rows show no weight gain",
+                divergence_names::one_line(&dir.display().to_string())
+            ));
+        }
     }
     // The prompt's length, to name token positions (the logits that keep its last rows only,
     // the decode steps of a probe without a prefill row): ours' (under --prefill-vs-decode the
