@@ -311,6 +311,8 @@ fn replay_shows_each_ops_own_error_and_checks_its_input() {
         out,
     ]);
     assert_eq!(code, 0, "{err}");
+    // every probe replayed: no note
+    assert!(!err.contains("not in it"), "{err}");
     let (_, stdout, _) = divergence(&["diff", out, f32_ref, "--format", "json"]);
     let r: Value = serde_json::from_str(&stdout).unwrap();
     let diverged: Vec<&str> = r["ops"]
@@ -376,6 +378,41 @@ fn replay_shows_each_ops_own_error_and_checks_its_input() {
     ]);
     assert_eq!(code, 2);
     assert!(err.contains("records no input_ids"), "{err}");
+    // A reference of some of the probes: those it lacks are computed from ours, said (a
+    // bad-input hunt: replayed without a word, 73 rows carrying the error before them).
+    let some = dir.path().join("some.npz");
+    let full = divergence_dump::Dump::open(&common::root().join(f32_ref)).unwrap();
+    {
+        let mut w = divergence_dump::DumpWriter::create(&some).unwrap();
+        let t = full.read("model.embed_tokens").unwrap();
+        let divergence_dump::Values::F32(v) = &t.values else {
+            panic!("f32 reference")
+        };
+        w.add(
+            "model.embed_tokens",
+            &t.shape,
+            divergence_dump::TensorData::F32(v),
+        )
+        .unwrap();
+        w.finish(full.meta().cloned().unwrap_or_default()).unwrap();
+    }
+    let (code, _, err) = divergence(&[
+        "run",
+        "--model",
+        MODEL,
+        "--ids-file",
+        IDS,
+        "--replay",
+        some.to_str().unwrap(),
+        "--out",
+        out,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("of this run's probes are not in it and were computed from ours")
+            && err.contains("model.layers.0.input_layernorm"),
+        "{err}"
+    );
     // a replay file that is not a dump
     let (code, _, err) = divergence(&[
         "run",

@@ -600,6 +600,9 @@ pub struct DumpReplay {
     dump: divergence_dump::Dump,
     /// Probes replaced so far (a replay that replaced nothing is an error: `run_to_dump`).
     used: std::cell::Cell<usize>,
+    /// The probes asked for that the reference does not hold (computed from ours: their
+    /// rows carry the error before them), in the order asked.
+    kept: std::cell::RefCell<Vec<String>>,
 }
 
 impl DumpReplay {
@@ -609,12 +612,19 @@ impl DumpReplay {
         Ok(DumpReplay {
             dump,
             used: std::cell::Cell::new(0),
+            kept: std::cell::RefCell::new(Vec::new()),
         })
     }
 
     /// How many probes were replaced by the reference's values.
     pub fn used(&self) -> usize {
         self.used.get()
+    }
+
+    /// The probes asked for that the reference does not hold, in the order asked (each
+    /// computed from ours' values).
+    pub fn kept(&self) -> Vec<String> {
+        self.kept.borrow().clone()
     }
 
     /// The input ids the reference recorded, if any.
@@ -626,6 +636,7 @@ impl DumpReplay {
 impl Substitute for DumpReplay {
     fn substitute(&self, name: &str, like: &Tensor) -> Result<Option<Tensor>, Error> {
         if !self.dump.contains(name) {
+            self.kept.borrow_mut().push(name.to_string());
             return Ok(None);
         }
         let path = self.dump.path().display();

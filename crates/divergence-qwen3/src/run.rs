@@ -412,6 +412,7 @@ pub fn run_to_dump(opts: &RunOptions) -> Result<RunSummary, Error> {
     let mut probes = 0;
     let mut next_token = 0;
     let mut dump_times = None;
+    let mut replay_note = None;
     for _ in 0..opts.repeat.max(1) {
         let start = Instant::now();
         let logits = match &opts.out {
@@ -427,11 +428,27 @@ pub fn run_to_dump(opts: &RunOptions) -> Result<RunSummary, Error> {
                 };
                 probes = rec.count();
                 if let Some(r) = &replay {
+                    let path = opts
+                        .replay
+                        .as_ref()
+                        .map_or(String::new(), |p| p.display().to_string());
                     if r.used() == 0 {
                         return Err(Error::Replay(format!(
-                            "{}: no probe of it has a name of this model's probes: nothing was replayed",
-                            opts.replay.as_ref().map_or(String::new(), |p| p.display().to_string())
+                            "{path}: no probe of it has a name of this model's probes: nothing was replayed"
                         )));
+                    }
+                    // Some replayed, some not: those not are computed from ours, and their
+                    // rows carry the error before them (a bad-input hunt: a reference of one
+                    // probe of 81 was replayed without a word).
+                    let kept = r.kept();
+                    if !kept.is_empty() {
+                        let shown: Vec<&str> = kept.iter().take(3).map(String::as_str).collect();
+                        replay_note = Some(format!(
+                            "--replay {path}: {} of this run's probes are not in it and were computed from ours (their rows carry the error before them, not only their own): {}{}",
+                            kept.len(),
+                            shown.join(", "),
+                            if kept.len() > 3 { ", ..." } else { "" }
+                        ));
                     }
                 }
                 dump_times =
@@ -459,7 +476,7 @@ pub fn run_to_dump(opts: &RunOptions) -> Result<RunSummary, Error> {
         forward_times,
         dump_times,
         next_token,
-        notes: notes(&ckpt),
+        notes: notes(&ckpt).into_iter().chain(replay_note).collect(),
     })
 }
 
