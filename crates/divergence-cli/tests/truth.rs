@@ -230,6 +230,49 @@ fn truth_of(path: &Path, of: &str) {
     w.finish(meta).unwrap();
 }
 
+/// A float64 truth whose values are those of the dump `values` (one of the two runs), with the
+/// real truth's metadata.
+fn truth_holding(path: &Path, values: &str) {
+    let d = divergence_dump::Dump::open(&root().join(values)).unwrap();
+    let meta = divergence_dump::Dump::open(&root().join(TRUTH))
+        .unwrap()
+        .meta()
+        .cloned()
+        .unwrap();
+    let mut w = DumpWriter::create(path).unwrap();
+    for name in d.names() {
+        let t = d.read(name).unwrap();
+        let v: Vec<f64> = match t.values {
+            divergence_dump::Values::F32(v) => v.iter().map(|&x| f64::from(x)).collect(),
+            divergence_dump::Values::F64(v) => v,
+        };
+        w.add(name, &t.shape, TensorData::F64(&v)).unwrap();
+    }
+    w.finish(meta).unwrap();
+}
+
+/// A truth that holds the reference's values (or ours') is no truth: it flagged a clean port
+/// at 66 ops, or passed a planted bug (a bad-input hunt). An error naming it.
+#[test]
+fn a_truth_of_one_sides_values_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    for (values, side) in [(BF16_EAGER, "the reference's"), (BF16_SDPA, "ours'")] {
+        let truth = dir.path().join("t.npz");
+        truth_holding(&truth, values);
+        let t = truth.to_str().unwrap();
+        let (code, out, err) = diff_truth(BF16_SDPA, BF16_EAGER, t, &[]);
+        assert_eq!((code, out.as_str()), (2, ""), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(
+            err.contains(&format!("its values are {side} at every one of the")),
+            "{err}"
+        );
+    }
+    // the real truth, on the same pair: judged
+    let (code, _, err) = diff_truth(BF16_SDPA, BF16_EAGER, TRUTH, &[]);
+    assert_eq!(code, 0, "{err}");
+}
+
 /// Ours and the reference swapped under `--truth` passed, exit 0, whatever ours held: the
 /// three-way rule never flags ours for being more accurate than the reference (a newcomer's
 /// run of docs/tolerances.md: a GELU-for-SiLU port given as the reference). The truth's

@@ -678,6 +678,35 @@ impl<'a> Sides<'a> {
     }
 }
 
+/// A truth whose values are the reference's, or ours', at every op it judged (a bad-input
+/// hunt: a float64 file of the bf16 reference's values flagged a clean port at 66 ops, one of
+/// ours' values passed a planted bug): no more precise run of the model, an error naming it.
+/// A real truth differs from a rounded run at nearly every op (only exact ones, such as an
+/// embedding lookup of weights the reference holds exactly, agree).
+fn truth_is_a_side(ops: &[divergence_diff::OpResult], path: &Path) -> Result<()> {
+    let judged: Vec<&divergence_diff::TruthMetrics> = ops
+        .iter()
+        .map(|o| &*o.truth)
+        .filter(|t| t.truth_problem.is_none() && t.ref_truth_rel_err.is_some())
+        .collect();
+    if judged.len() < 3 {
+        return Ok(());
+    }
+    let zero = |e: Option<f64>| e == Some(0.0);
+    let side = if judged.iter().all(|t| zero(t.ref_truth_rel_err)) {
+        "the reference's"
+    } else if judged.iter().all(|t| zero(t.ours_truth_rel_err)) {
+        "ours'"
+    } else {
+        return Ok(());
+    };
+    anyhow::bail!(
+        "--truth {}: its values are {side} at every one of the {} ops it judges: it is not a more precise run of the model (a float64 run: scripts/dump_reference.py --truth-out)",
+        divergence_names::one_line(&path.display().to_string()),
+        judged.len()
+    )
+}
+
 /// Compares every probe of the plan and assembles the report with its hints, positions and
 /// token effect.
 fn finish_report(args: &DiffArgs, cfg: &DiffConfig, sides: Sides<'_>) -> Result<Report> {
@@ -696,6 +725,9 @@ fn finish_report(args: &DiffArgs, cfg: &DiffConfig, sides: Sides<'_>) -> Result<
         names,
     } = sides;
     let mut ops = crate::cmd::rows::compare_all(&plan, &ours, &reference, truth.as_ref(), cfg);
+    if let (Some(_), Some(path)) = (&truth, &args.truth) {
+        truth_is_a_side(&ops, path)?;
+    }
 
     let mut ctx = ReportContext::new(ours_label, ref_label, plan.source);
     timings::mark("compare");
