@@ -365,6 +365,48 @@ pub fn resolve(
     // Pass 2: the other sources of combining rules.
     let mut secondary: HashMap<String, String> = HashMap::new();
     let mut warnings = Vec::new();
+    // A tensor no rule claimed whose name a rule with a `rank` matches at another rank: said,
+    // not left in silence (a bad-input hunt: llama.cpp's Qcur with a leading size-1 axis, 4
+    // axes where the preset's rules ask 2 or 3, were left unmapped and a planted bug passed).
+    let ranked: Vec<usize> = (0..map.rules.len())
+        .filter(|&i| map.rules[i].rank.is_some())
+        .collect();
+    if !ranked.is_empty() {
+        let rank_missed: Vec<String> = tensors
+            .iter()
+            .zip(&claims)
+            .filter(|(_, c)| c.is_none())
+            .filter_map(|((full, shape), _)| {
+                let shape = shape.as_ref()?;
+                let base = split_step(full).0;
+                let mut ranks: Vec<usize> = ranked
+                    .iter()
+                    .map(|&i| &map.rules[i])
+                    .filter(|r| r.from[0].text == base || r.from[0].matches(base).is_some())
+                    .filter_map(|r| r.rank)
+                    .collect();
+                ranks.sort_unstable();
+                ranks.dedup();
+                let asked: Vec<String> = ranks.iter().map(ToString::to_string).collect();
+                (!asked.is_empty()).then(|| {
+                    format!(
+                        "{full} {shape:?} (its rules ask for {} axes)",
+                        asked.join(" or ")
+                    )
+                })
+            })
+            .collect();
+        if let Some(first) = rank_missed.first() {
+            let more = match rank_missed.len() {
+                1 => String::new(),
+                n => format!(" and {} more", n - 1),
+            };
+            warnings.push(format!(
+                "{} tensors of {dump} match a rule's `from` but not its `rank`, so they are not mapped: {first}{more} (a dumper that keeps size-1 axes: drop them, or give a rule of this rank)",
+                rank_missed.len()
+            ));
+        }
+    }
     let mut sources_of: Vec<Option<Vec<String>>> = vec![None; tensors.len()];
     for (k, claim) in claims.iter().enumerate() {
         let Some((ri, caps)) = claim else { continue };
@@ -892,6 +934,30 @@ mod tests {
 
     fn map(text: &str) -> Map {
         Map::parse(text, "m.toml").unwrap()
+    }
+
+    /// A tensor a ranked rule's pattern names at another rank is said, not left unmapped in
+    /// silence (a bad-input hunt: llama.cpp's Qcur with ggml's 4 axes, a planted bug passed).
+    #[test]
+    fn a_name_ranked_rules_match_at_another_rank_is_said() {
+        let m = crate::preset("llama.cpp").unwrap().unwrap();
+        let warned = |dump: &[(String, Option<Vec<usize>>)]| {
+            let r = resolve(&m, dump, &SIZES, "ours.npz").unwrap();
+            r.warnings
+                .iter()
+                .find(|w| w.contains("not its `rank`"))
+                .cloned()
+        };
+        assert_eq!(
+            warned(&[t("Qcur-0", &[16, 128]), t("Qcur-1", &[16, 4, 32])]),
+            None
+        );
+        let w = warned(&[t("Qcur-0", &[1, 16, 4, 32]), t("Kcur-0", &[1, 16, 2, 32])]).unwrap();
+        assert!(
+            w.starts_with("2 tensors of ours.npz match a rule's `from` but not its `rank`")
+                && w.contains("Qcur-0 [1, 16, 4, 32] (its rules ask for 2 or 3 axes) and 1 more"),
+            "{w}"
+        );
     }
 
     #[test]
