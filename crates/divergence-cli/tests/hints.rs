@@ -413,6 +413,26 @@ fn replay_shows_each_ops_own_error_and_checks_its_input() {
             && err.contains("model.layers.0.input_layernorm"),
         "{err}"
     );
+    // each probe counted once, however many runs (`--repeat`; a review: 3 x 78 = 234)
+    let count = |err: &str| {
+        err.split(": ")
+            .find_map(|w| w.split(' ').next()?.parse::<usize>().ok())
+    };
+    let (code, _, again) = divergence(&[
+        "run",
+        "--model",
+        MODEL,
+        "--ids-file",
+        IDS,
+        "--replay",
+        some.to_str().unwrap(),
+        "--out",
+        out,
+        "--repeat",
+        "3",
+    ]);
+    assert_eq!(code, 0, "{again}");
+    assert_eq!(count(&again), count(&err), "{again}");
     // a replay file that is not a dump
     let (code, _, err) = divergence(&[
         "run",

@@ -48,7 +48,9 @@ pub struct Rule {
 #[derive(Debug, Clone)]
 pub struct Pattern {
     pub text: String,
-    regex: Regex,
+    /// `None` for a pattern without a capture: the whole name, compared as text (a map inferred
+    /// by content is all of them; a regex each cost ~28 KB, more for a long name).
+    regex: Option<Regex>,
     pub captures: Vec<String>,
     /// The literal text before the first capture and after the last: a name that does not
     /// start and end with them is turned away before the regex runs (most names, most rules).
@@ -136,19 +138,19 @@ enum OneOrMany {
 }
 
 impl OneOrMany {
-    fn len(&self) -> usize {
-        match self {
-            OneOrMany::One(_) => 1,
-            OneOrMany::Many(v) => v.len(),
-        }
-    }
-
-    /// The bytes of its strings together.
-    fn bytes(&self) -> usize {
-        match self {
-            OneOrMany::One(s) => s.len(),
-            OneOrMany::Many(v) => v.iter().map(String::len).sum(),
-        }
+    /// How many of its patterns hold a capture (`{` and `}` in order; checked when compiled),
+    /// and their bytes together.
+    fn captured(&self) -> (usize, usize) {
+        let one = |s: &String| {
+            s.find('{')
+                .is_some_and(|i| s[i..].contains('}'))
+                .then_some(s.len())
+        };
+        let all: Vec<usize> = match self {
+            OneOrMany::One(s) => one(s).into_iter().collect(),
+            OneOrMany::Many(v) => v.iter().filter_map(one).collect(),
+        };
+        (all.len(), all.iter().sum())
     }
 
     fn into_vec(self) -> Vec<String> {
@@ -187,11 +189,13 @@ pub const SIZE_NAMES: [&str; 6] = [
 /// Most rules in one map (a map is a page of rules, not data).
 pub const MAX_RULES: usize = 10_000;
 
-/// Most `from` patterns in one map, every rule's together: each is compiled to its own regex
-/// (~28 KB), and one rule of 100,000 of them took 2.9 GB (a bad-input hunt, 2026-12-05).
+/// Most `from` patterns with a capture in one map, every rule's together: each is compiled to
+/// its own regex (~28 KB), and one rule of 100,000 of them took 2.9 GB (a bad-input hunt,
+/// 2026-12-05). A pattern without a capture is compared as text, never compiled.
 pub const MAX_PATTERNS: usize = MAX_RULES;
 
-/// Most bytes of `from` patterns in one map, every rule's together: a compiled pattern grows
+/// Most bytes of `from` patterns with a capture in one map, every rule's together: a compiled
+/// pattern grows
 /// with its text (3,300 patterns of 10 KB, a 33 MB map, took 1.8 GB; the same hunt). A rule
 /// of a rename is a name or two (~100 bytes): 10,000 of them ~1 MB.
 pub const MAX_PATTERN_BYTES: usize = 4 << 20;
@@ -358,14 +362,24 @@ impl Map {
                 message: format!("{} rules (at most {MAX_RULES})", spec.rules.len()),
             });
         }
-        // Counted before any is compiled.
-        let patterns = spec.rules.iter().map(|r| r.from.len()).sum::<usize>();
-        let pattern_bytes = spec.rules.iter().map(|r| r.from.bytes()).sum::<usize>();
+        // Counted before any is compiled: the patterns with a capture (each a regex; one
+        // without is compared as text, and a map inferred by content may hold 5,000 long
+        // names: a review).
+        let patterns = spec
+            .rules
+            .iter()
+            .map(|r| r.from.captured().0)
+            .sum::<usize>();
+        let pattern_bytes = spec
+            .rules
+            .iter()
+            .map(|r| r.from.captured().1)
+            .sum::<usize>();
         if patterns > MAX_PATTERNS || pattern_bytes > MAX_PATTERN_BYTES {
             return Err(MapError::Syntax {
                 map: label.to_string(),
                 message: format!(
-                    "{patterns} `from` patterns of {pattern_bytes} bytes in all (at most {MAX_PATTERNS} patterns and {MAX_PATTERN_BYTES} bytes)"
+                    "{patterns} `from` patterns with a capture, of {pattern_bytes} bytes in all (at most {MAX_PATTERNS} patterns and {MAX_PATTERN_BYTES} bytes)"
                 ),
             });
         }
@@ -681,11 +695,15 @@ impl Pattern {
             }
         }
         re.push('$');
-        let regex = Regex::new(&re).map_err(|e| {
-            let e = e.to_string();
-            let why = e.lines().last().unwrap_or("too large").trim().to_string();
-            format!("pattern \"{}\": {}", short(text), short(&why))
-        })?;
+        let regex = if captures.is_empty() {
+            None
+        } else {
+            Some(Regex::new(&re).map_err(|e| {
+                let e = e.to_string();
+                let why = e.lines().last().unwrap_or("too large").trim().to_string();
+                format!("pattern \"{}\": {}", short(text), short(&why))
+            })?)
+        };
         Ok(Pattern {
             text: text.to_string(),
             regex,
@@ -716,7 +734,10 @@ impl Pattern {
         if !(name.starts_with(&self.prefix) && name.ends_with(&self.suffix)) {
             return None;
         }
-        let c = self.regex.captures(name)?;
+        let Some(regex) = &self.regex else {
+            return (name == self.text).then(Vec::new);
+        };
+        let c = regex.captures(name)?;
         Some(
             self.captures
                 .iter()
@@ -1024,21 +1045,38 @@ optional = true
         );
         let long = "x".repeat(10_000);
         let rules: String = (0..420)
-            .map(|i| format!("[[rule]]\nfrom = \"{long}{i}\"\nto = \"y{i}\"\n"))
+            .map(|i| format!("[[rule]]\nfrom = \"{long}{i}.{{L}}\"\nto = \"y{i}.{{L}}\"\n"))
             .collect();
-        let e = Map::parse(&rules, "m.toml").unwrap_err().to_string();
+        let e = Map::parse(&rules, "m.toml")
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("at most 10000 patterns and 4194304 bytes"),
             "{e}"
         );
         assert!(!e.contains('\n'), "{e}");
-        // A map at the bounds' scale of a real one: 10,000 renames.
+        // A map at the bounds' scale of a real one: 10,000 renames with a capture; and names
+        // without one (a map inferred by content: 420 names of 10 KB) are compared as text,
+        // never compiled, and not bounded so (a review: such a map was refused).
         let renames: String = (0..MAX_PATTERNS)
-            .map(|i| format!("[[rule]]\nfrom = \"a.{i}\"\nto = \"b.{i}\"\n"))
+            .map(|i| format!("[[rule]]\nfrom = \"a.{i}.{{L}}\"\nto = \"b.{i}.{{L}}\"\n"))
             .collect();
-        assert_eq!(
-            Map::parse(&renames, "m.toml").unwrap().rules.len(),
-            MAX_PATTERNS
+        let n = |text: &str| {
+            Map::parse(text, "m.toml")
+                .map(|m| m.rules.len())
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(n(&renames), Ok(MAX_PATTERNS));
+        let literal: String = (0..420)
+            .map(|i| format!("[[rule]]\nfrom = \"{long}{i}\"\nto = \"y{i}\"\n"))
+            .collect();
+        assert_eq!(n(&literal), Ok(420));
+        let p = Pattern::compile(&format!("{long}7"))
+            .map_err(|_| ())
+            .unwrap();
+        assert!(
+            p.matches(&format!("{long}7")).is_some() && p.matches(&format!("{long}8")).is_none()
         );
     }
 

@@ -621,10 +621,16 @@ impl DumpReplay {
         self.used.get()
     }
 
-    /// The probes asked for that the reference does not hold, in the order asked (each
-    /// computed from ours' values).
+    /// The probes asked for that the reference does not hold, in the order first asked, each
+    /// once (each computed from ours' values; `--repeat` asks every probe again: a review).
     pub fn kept(&self) -> Vec<String> {
-        self.kept.borrow().clone()
+        let mut seen = std::collections::HashSet::new();
+        self.kept
+            .borrow()
+            .iter()
+            .filter(|n| seen.insert(n.as_str()))
+            .cloned()
+            .collect()
     }
 
     /// The input ids the reference recorded, if any.

@@ -300,7 +300,7 @@ pub fn run_to_dump(opts: &RunOptions) -> Result<RunSummary, Error> {
         return Err(Error::FaultTarget {
             spec: b.to_string(),
             message: format!(
-                "conflicts with --inject {a}: one fault, two values on a layer both name (give one)"
+                "conflicts with --inject {a}: one fault with two values where both act (give one)"
             ),
         });
     }

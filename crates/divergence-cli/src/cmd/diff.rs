@@ -681,27 +681,39 @@ impl<'a> Sides<'a> {
 /// A truth whose values are the reference's, or ours', at every op it judged (a bad-input
 /// hunt: a float64 file of the bf16 reference's values flagged a clean port at 66 ops, one of
 /// ours' values passed a planted bug): no more precise run of the model, an error naming it.
-/// A real truth differs from a rounded run at nearly every op (only exact ones, such as an
-/// embedding lookup of weights the reference holds exactly, agree).
+/// A real truth differs from a rounded run at nearly every op: only those that can be exact
+/// are left out of the count (an embedding lookup of weights the run holds exactly, the RoPE
+/// table in f32; a selective dump of those alone was refused: a review), and a side stored in
+/// float64 (a run as precise as the truth may equal it) is never the one blamed.
 fn truth_is_a_side(ops: &[divergence_diff::OpResult], path: &Path) -> Result<()> {
-    let judged: Vec<&divergence_diff::TruthMetrics> = ops
+    use divergence_diff::DTypeClass;
+    use divergence_names::Op;
+    let judged: Vec<&divergence_diff::OpResult> = ops
         .iter()
-        .map(|o| &*o.truth)
-        .filter(|t| t.truth_problem.is_none() && t.ref_truth_rel_err.is_some())
+        .filter(|o| o.truth.truth_problem.is_none() && o.truth.ref_truth_rel_err.is_some())
+        .filter(|o| !matches!(Op::of(&o.name), Op::EmbedTokens | Op::RotaryEmb))
         .collect();
     if judged.len() < 3 {
         return Ok(());
     }
-    let zero = |e: Option<f64>| e == Some(0.0);
-    let side = if judged.iter().all(|t| zero(t.ref_truth_rel_err)) {
+    let class =
+        |d: &Option<divergence_diff::DtypeName>| DTypeClass::of(d.as_deref().unwrap_or("float32"));
+    let is =
+        |e: fn(&divergence_diff::TruthMetrics) -> Option<f64>,
+         dtype: fn(&divergence_diff::TensorInfo) -> &Option<divergence_diff::DtypeName>| {
+            judged
+                .iter()
+                .all(|o| e(&o.truth) == Some(0.0) && class(dtype(&o.tensor)) != DTypeClass::F64)
+        };
+    let side = if is(|t| t.ref_truth_rel_err, |t| &t.dtype_ref) {
         "the reference's"
-    } else if judged.iter().all(|t| zero(t.ours_truth_rel_err)) {
+    } else if is(|t| t.ours_truth_rel_err, |t| &t.dtype_ours) {
         "ours'"
     } else {
         return Ok(());
     };
     anyhow::bail!(
-        "--truth {}: its values are {side} at every one of the {} ops it judges: it is not a more precise run of the model (a float64 run: scripts/dump_reference.py --truth-out)",
+        "--truth {}: its values are {side} at every one of the {} ops it judges (those that can be exact aside): it is not a more precise run of the model (a float64 run: scripts/dump_reference.py --truth-out)",
         divergence_names::one_line(&path.display().to_string()),
         judged.len()
     )
@@ -747,11 +759,14 @@ fn finish_report(args: &DiffArgs, cfg: &DiffConfig, sides: Sides<'_>) -> Result<
     }
     if let Some(dir) = &args.model {
         ctx.norm_weight_gains = divergence_inspect::qk_norm_gains(dir)?;
-        // A directory of no q_norm / k_norm weight (a bad-input hunt: a directory of dumps
-        // was taken without a word, every gain "-").
-        if ctx.norm_weight_gains.is_empty() {
+        // A directory of no norm weight at all (a bad-input hunt: a directory of dumps was
+        // taken without a word, every gain "-"); a model without q_norm / k_norm (llama) has
+        // its layers' norms, and no amplification row to annotate (a review).
+        if ctx.norm_weight_gains.is_empty()
+            && divergence_inspect::norm_gains(dir).map_or(true, |g| g.is_empty())
+        {
             ctx.warnings.push(format!(
-                "--model {}: no q_norm / k_norm weight found there (is it the checkpoint's directory?): the amplification rows show no weight gain",
+                "--model {}: no norm weight found there (is it the checkpoint's directory?): the amplification rows show no weight gain",
                 divergence_names::one_line(&dir.display().to_string())
             ));
         }
