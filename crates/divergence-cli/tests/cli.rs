@@ -470,11 +470,10 @@ fn model_annotates_the_k_norm_weight_gain() {
     assert_eq!(k0["weight_gain"], 96.5);
     assert!(rows.iter().all(|r| r["weight_gain"].is_number()));
     let said = |w: &serde_json::Value| {
-        w.as_array().unwrap().iter().any(|w| {
-            w.as_str()
-                .unwrap()
-                .contains("no q_norm / k_norm weight found")
-        })
+        w.as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w.as_str().unwrap().contains("no norm weight found"))
     };
     assert!(!said(&run.json()["warnings"]));
     // A directory of no norm weight (a directory of dumps; a bad-input hunt: taken without a
