@@ -449,15 +449,12 @@ fn tolerance_overrides() {
 
 #[test]
 fn model_annotates_the_k_norm_weight_gain() {
-    let run = divergence(&[
-        "diff",
-        DEMO_OURS,
-        DEMO_REF,
-        "--format",
-        "json",
-        "--model",
-        "fixtures/tiny-qwen3",
-    ]);
+    let with_model = |dir: &str| {
+        divergence(&[
+            "diff", DEMO_OURS, DEMO_REF, "--format", "json", "--model", dir,
+        ])
+    };
+    let run = with_model("fixtures/tiny-qwen3");
     assert_eq!(run.code, 1);
     let rows = run.json()["amplification"]["rows"]
         .as_array()
@@ -478,15 +475,7 @@ fn model_annotates_the_k_norm_weight_gain() {
     assert!(!said(&run.json()["warnings"]));
     // A directory of no norm weight (a directory of dumps; a bad-input hunt: taken without a
     // word, every gain "-") is said so.
-    let run = divergence(&[
-        "diff",
-        DEMO_OURS,
-        DEMO_REF,
-        "--format",
-        "json",
-        "--model",
-        "fixtures/ref",
-    ]);
+    let run = with_model("fixtures/ref");
     assert_eq!(run.code, 1);
     assert!(said(&run.json()["warnings"]), "{}", run.json()["warnings"]);
 }

@@ -396,17 +396,22 @@ fn replay_shows_each_ops_own_error_and_checks_its_input() {
         .unwrap();
         w.finish(full.meta().cloned().unwrap_or_default()).unwrap();
     }
-    let (code, _, err) = divergence(&[
-        "run",
-        "--model",
-        MODEL,
-        "--ids-file",
-        IDS,
-        "--replay",
-        some.to_str().unwrap(),
-        "--out",
-        out,
-    ]);
+    let replay = |reference: &str, extra: &[&str]| {
+        let mut args = vec![
+            "run",
+            "--model",
+            MODEL,
+            "--ids-file",
+            IDS,
+            "--replay",
+            reference,
+            "--out",
+            out,
+        ];
+        args.extend(extra);
+        divergence(&args)
+    };
+    let (code, _, err) = replay(some.to_str().unwrap(), &[]);
     assert_eq!(code, 0, "{err}");
     assert!(
         err.contains("of this run's probes are not in it and were computed from ours")
@@ -418,33 +423,11 @@ fn replay_shows_each_ops_own_error_and_checks_its_input() {
         err.split(": ")
             .find_map(|w| w.split(' ').next()?.parse::<usize>().ok())
     };
-    let (code, _, again) = divergence(&[
-        "run",
-        "--model",
-        MODEL,
-        "--ids-file",
-        IDS,
-        "--replay",
-        some.to_str().unwrap(),
-        "--out",
-        out,
-        "--repeat",
-        "3",
-    ]);
+    let (code, _, again) = replay(some.to_str().unwrap(), &["--repeat", "3"]);
     assert_eq!(code, 0, "{again}");
     assert_eq!(count(&again), count(&err), "{again}");
     // a replay file that is not a dump
-    let (code, _, err) = divergence(&[
-        "run",
-        "--model",
-        MODEL,
-        "--ids-file",
-        IDS,
-        "--replay",
-        IDS,
-        "--out",
-        out,
-    ]);
+    let (code, _, err) = replay(IDS, &[]);
     assert_eq!(code, 2);
     assert_eq!(err.lines().count(), 1, "{err}");
 }

@@ -284,15 +284,21 @@ pub fn norm_gains(path: &Path) -> Result<Vec<LayerGains>, InspectError> {
 /// The max |w| of every layer's q_norm / k_norm of the checkpoint at `path`, keyed as the diff
 /// report's amplification section wants them: what `divergence diff --model DIR` annotates.
 pub fn qk_norm_gains(path: &Path) -> Result<BTreeMap<(usize, QkKind), f64>, InspectError> {
+    Ok(qk_gains(&norm_gains(path)?))
+}
+
+/// The max |w| of each layer's q_norm / k_norm among `layers` ([`norm_gains`]), keyed as
+/// [`qk_norm_gains`] keys them.
+pub fn qk_gains(layers: &[LayerGains]) -> BTreeMap<(usize, QkKind), f64> {
     let mut out = BTreeMap::new();
-    for g in norm_gains(path)? {
+    for g in layers {
         for kind in [QkKind::Q, QkKind::K] {
             if let Some(gain) = g.qk_gain(kind) {
                 out.insert((g.layer, kind), gain);
             }
         }
     }
-    Ok(out)
+    out
 }
 
 /// Groups the stats of the norm weights among `entries` by layer.

@@ -758,13 +758,12 @@ fn finish_report(args: &DiffArgs, cfg: &DiffConfig, sides: Sides<'_>) -> Result<
         ctx.ref_input_ids = reference.meta().and_then(|m| m.input_ids.clone());
     }
     if let Some(dir) = &args.model {
-        ctx.norm_weight_gains = divergence_inspect::qk_norm_gains(dir)?;
+        let layers = divergence_inspect::norm_gains(dir)?;
+        ctx.norm_weight_gains = divergence_inspect::qk_gains(&layers);
         // A directory of no norm weight at all (a bad-input hunt: a directory of dumps was
         // taken without a word, every gain "-"); a model without q_norm / k_norm (llama) has
         // its layers' norms, and no amplification row to annotate (a review).
-        if ctx.norm_weight_gains.is_empty()
-            && divergence_inspect::norm_gains(dir).map_or(true, |g| g.is_empty())
-        {
+        if layers.is_empty() {
             ctx.warnings.push(format!(
                 "--model {}: no norm weight found there (is it the checkpoint's directory?): the amplification rows show no weight gain",
                 divergence_names::one_line(&dir.display().to_string())
