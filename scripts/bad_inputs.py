@@ -1622,6 +1622,22 @@ def special_cases() -> list[Case]:
     cases.append(Case("special", "two_outputs_one_file", two_outputs_one_file,
                       error("--markdown-out", "--html-out", "r.out")))
 
+    def plot_named_png(d: Path):
+        # the plot is SVG: a .png name got SVG under it (a bad-input hunt)
+        return ["diff", str(F32_NPZ), str(F32_NPZ), "--format", "json", "--plot", str(d / "p.png")]
+
+    cases.append(Case("special", "plot_named_png", plot_named_png,
+                      error("--plot", "p.png", "written as SVG")))
+
+    def said_one_file(report: dict, _stdout: str) -> str | None:
+        w = [x for x in report.get("warnings", []) if x.startswith("OURS and REF are one file")]
+        return None if len(w) == 1 else f"warnings: {report.get('warnings')}"
+
+    # one file as both sides agrees with itself: a pass, said (a bad-input hunt: no word)
+    cases.append(Case("special", "one_file_as_both_sides", lambda d: [
+        "diff", str(F32_NPZ), str(F32_NPZ), "--format", "json"],
+        report(0, others={"ok"}, check=said_one_file)))
+
     # clap's usage errors are one line too (a conflict, an unexpected value)
     cases.append(Case("special", "conflicting_flags", lambda d: [
         "diff", str(F32_NPZ), str(F32_NPZ), "--exact", "--rtol", "1"],

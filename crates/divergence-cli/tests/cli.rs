@@ -409,6 +409,58 @@ fn exact_flags_any_difference() {
     assert_eq!(same.code, 0);
 }
 
+/// One file given as both sides is said (it agrees with itself whatever it holds); a copy of
+/// it, another file of the same bytes, is a real comparison and is not.
+#[test]
+fn one_file_as_both_sides_is_said() {
+    let said = |run: &Run| -> Vec<String> {
+        run.json()["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|w| w.as_str())
+            .filter(|w| w.starts_with("OURS and REF are one file"))
+            .map(str::to_string)
+            .collect()
+    };
+    let same = divergence(&["diff", F32_EAGER, F32_EAGER, "--format", "json"]);
+    assert_eq!(same.code, 0, "{}", same.stderr);
+    assert_eq!(
+        said(&same),
+        [format!(
+            "OURS and REF are one file ({F32_EAGER}): it agrees with itself whatever it holds; \
+             give the reference's dump as REF"
+        )]
+    );
+    // Another spelling of the same file, and a hard link, are the same file.
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("link.npz");
+    std::fs::hard_link(root().join(F32_EAGER), &link).unwrap();
+    let other = format!("./{F32_EAGER}");
+    for path in [other.as_str(), link.to_str().unwrap()] {
+        let run = divergence(&["diff", F32_EAGER, path, "--format", "json"]);
+        assert_eq!(said(&run).len(), 1, "{path}: {}", run.stdout);
+    }
+    // The table says it too.
+    let table = divergence(&["diff", F32_EAGER, F32_EAGER, "--format", "table"]);
+    assert!(
+        table.stdout.contains("OURS and REF are one file"),
+        "{}",
+        table.stdout
+    );
+    let copy = dir.path().join("copy.npz");
+    std::fs::copy(root().join(F32_EAGER), &copy).unwrap();
+    let run = divergence(&[
+        "diff",
+        F32_EAGER,
+        copy.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(said(&run).is_empty(), "{}", run.stdout);
+}
+
 #[test]
 fn safetensors_and_npz_of_the_same_run_are_identical() {
     let run = divergence(&[

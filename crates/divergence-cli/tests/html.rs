@@ -108,3 +108,46 @@ fn inspect_refuses_format_html_in_one_line() {
         "{stderr}"
     );
 }
+
+/// `--plot` writes SVG: a name that asks for another format is refused in one line, exit 2,
+/// before anything is read or written; `.SVG` and a name without an extension are taken.
+#[test]
+fn a_plot_named_for_another_format_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["growth.png", "growth.pdf", "growth.svgz"] {
+        let path = dir.path().join(name);
+        let (code, stdout, stderr) = divergence(&[
+            "diff",
+            DEMO_OURS,
+            DEMO_REF,
+            "--format",
+            "json",
+            "--plot",
+            path.to_str().unwrap(),
+        ]);
+        assert_eq!(code, 2, "{name}: {stderr}");
+        assert!(stdout.is_empty(), "{name}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.contains(name) && stderr.contains("the plot is written as SVG"),
+            "{stderr}"
+        );
+        assert!(!path.exists(), "{name}");
+    }
+    for name in ["growth.SVG", "growth"] {
+        let path = dir.path().join(name);
+        let (code, _, stderr) = divergence(&[
+            "diff",
+            DEMO_OURS,
+            DEMO_REF,
+            "--format",
+            "json",
+            "--plot",
+            path.to_str().unwrap(),
+        ]);
+        assert_eq!(code, 1, "{name}: {stderr}");
+        assert!(std::fs::read_to_string(&path)
+            .unwrap()
+            .starts_with("<svg xmlns="));
+    }
+}

@@ -94,7 +94,8 @@ pub struct DiffArgs {
     /// plot, the layers x op-kind heatmap and a sortable, filterable table of every op.
     #[arg(long, value_name = "FILE")]
     pub html_out: Option<PathBuf>,
-    /// Also write the error-growth plot alone to this SVG file (rel err per op, log scale).
+    /// Also write the error-growth plot alone to this SVG file (rel err per op, log scale; a
+    /// name with another extension, such as .png, is refused).
     #[arg(long, value_name = "FILE.svg")]
     pub plot: Option<PathBuf>,
     /// A name map for our dump (docs/mapping.md): a TOML file of rules that rename our tensors
@@ -214,6 +215,9 @@ fn check_outputs(args: &DiffArgs) -> Result<()> {
     .flatten()
     .chain(model.iter().map(|p| ("--model", p.as_path())))
     .collect();
+    if let Some(plot) = &args.plot {
+        plot_is_svg(plot)?;
+    }
     crate::cmd::outputs::check(
         &[
             ("--json-out", args.json_out.as_deref()),
@@ -224,6 +228,21 @@ fn check_outputs(args: &DiffArgs) -> Result<()> {
         ],
         &inputs,
     )
+}
+
+/// `--plot` writes SVG: a name that asks for another format (`plot.png`, `plot.pdf`) is refused
+/// rather than given SVG under it (a bad-input hunt: a viewer then failed on "a PNG" that was
+/// not one). A name without an extension (`/dev/stdout`, a pipe) is taken as it is.
+fn plot_is_svg(path: &Path) -> Result<()> {
+    match path.extension().map(|e| e.to_string_lossy()) {
+        Some(ext) if !ext.eq_ignore_ascii_case("svg") => anyhow::bail!(
+            "--plot {}: the plot is written as SVG, not .{}; give a .svg file (convert it \
+             afterwards if you need another format, e.g. `rsvg-convert -o plot.png plot.svg`)",
+            divergence_names::one_line(&path.display().to_string()),
+            divergence_names::one_line(&ext)
+        ),
+        _ => Ok(()),
+    }
 }
 
 /// How often `--watch` looks at the files.
@@ -752,6 +771,14 @@ fn finish_report(args: &DiffArgs, cfg: &DiffConfig, sides: Sides<'_>) -> Result<
         if !ctx.warnings.contains(&w) {
             ctx.warnings.push(w);
         }
+    }
+    // One file as both sides agrees with itself whatever it holds (a bad-input hunt: `diff
+    // a.npz a.npz` passed without a word).
+    if crate::cmd::outputs::same_file(&args.ours, &args.reference) {
+        ctx.warnings.push(format!(
+            "OURS and REF are one file ({}): it agrees with itself whatever it holds; give the reference's dump as REF",
+            divergence_names::one_line(&args.ours.display().to_string())
+        ));
     }
     if check_ids {
         ctx.ours_input_ids = ours.meta().and_then(|m| m.input_ids.clone());
