@@ -675,12 +675,20 @@ def bomb_cases() -> list[Case]:
         p = write_st(d / "steps.safetensors", header, x.tobytes())
         return ["diff", str(p), str(p), "--format", "json"]
 
+    # Its decode steps cannot be compared: an error naming the member and the budget (since
+    # 2026-12-05: two `unreadable` rows, exit 0, before; a bad-input hunt found both sides'
+    # deflated members passing that way).
+    cases.append(Case("bomb", "stacked_million_empty_steps", empty_steps,
+                      error("steps.safetensors", "a@steps was not read as steps",
+                            "past 16384 unfolded steps"), wall_s=5))
+    # Under --steps 0 (the prefill alone), the rows as before, each naming the budget.
     def budget_named(rep, _out):
         reasons = [r.get("reason") or "" for r in rep["ops"] if r["name"] != "x"]
         ok = len(reasons) == 2 and all("past 16384 unfolded steps" in r for r in reasons)
         return None if ok else f"reasons: {reasons}"
 
-    cases.append(Case("bomb", "stacked_million_empty_steps", empty_steps,
+    cases.append(Case("bomb", "stacked_million_empty_steps_prefill_only",
+                      lambda d: [*empty_steps(d), "--steps", "0"],
                       report(0, {"x": "ok", "a@steps": "unreadable", "b@steps": "unreadable"},
                              check=budget_named), wall_s=5))
     def items_meta(d: Path):
@@ -1605,7 +1613,7 @@ def special_cases() -> list[Case]:
                 str(d / "no/such/dir/r.json")]
 
     cases.append(Case("special", "json_out_into_missing_dir", json_out_missing_dir,
-                      error("r.json")))
+                      error("r.json", "does not exist")))
 
     def json_out_over_ours(d: Path):
         # the report would replace the dump it compares (found by a bad-input hunt)
@@ -1965,6 +1973,22 @@ def decode_cases() -> list[Case]:
 
     cases.append(Case("decode", "stacked_deflated_no_metadata", deflated_bare,
                       error("bare.npz", "must be stored uncompressed")))
+
+    # Both sides deflated and neither recording decode steps (a bad-input hunt, 2026-12-05:
+    # exit 0, one `unreadable` row, with ours' steps 10x off): the same error; under
+    # `--steps 0` the prefill alone is compared.
+    def deflated_both_bare(d: Path, *extra: str):
+        p = savez(d / "both_bare.npz", {k: v * 10 if k.endswith("@steps") else v
+                                        for k, v in stacked.items()}, None, compressed=True)
+        q = savez(d / "ref.npz", stacked, None, compressed=True)
+        return ["diff", str(p), str(q), "--format", "json", *extra]
+
+    cases.append(Case("decode", "stacked_deflated_both_sides_no_metadata", deflated_both_bare,
+                      error("both_bare.npz", "must be stored uncompressed")))
+    cases.append(Case("decode", "stacked_deflated_both_sides_no_metadata_prefill_only",
+                      lambda d: deflated_both_bare(d, "--steps", "0"),
+                      report(0, {"a@steps": "unreadable", "b@steps": "unreadable"},
+                             others={"ok"})))
     # Both sides deflated, or both without their steps, where the metadata promises them: the
     # same error as against a side that has them (found by a bad-input hunt, 2026-12-02: exit 0,
     # "no divergence", with every decode step of ours 10x off).
@@ -2010,6 +2034,15 @@ def decode_cases() -> list[Case]:
                            ("pvd_decode_steps_string", {"decode_steps": "2"}, "not a step count")]:
         err(tag, {**good, **bad}, f"{tag}.npz", says, ref_arrays=full, ref_meta=full_meta,
             extra=("--prefill-vs-decode",))
+
+    # The full prefill's metadata contradicting itself, or promising decode steps it does not
+    # hold: refused as a plain diff refuses them (a bad-input hunt, 2026-12-05: exit 0).
+    err("pvd_full_meta_contradicts", good, "ref.npz",
+        "metadata says 3 decode steps but holds 2 decode_ids", ref_arrays=full,
+        ref_meta={**full_meta, "decode_steps": 3, "decode_ids": [7, 8]},
+        extra=("--prefill-vs-decode",))
+    err("pvd_full_promises_steps", good, "ref.npz", "a decode dump cut short", ref_arrays=full,
+        ref_meta={**full_meta, "decode_steps": 3}, extra=("--prefill-vs-decode",))
 
     # A full dump whose embeddings hold fewer positions than its input_ids, of a width equal
     # to their count: refused, not sliced along the width (found by a bad-input hunt).

@@ -672,6 +672,51 @@ fn a_rounding_fault_in_an_f32_run_is_refused() {
     }
 }
 
+/// A fault that would change nothing is refused, exit 2, no dump (a bad-input hunt: each
+/// wrote the clean run's dump, bit for bit, without a word): the config's own RoPE theta or
+/// RMSNorm epsilon, a decode offset or a bias of 0.
+#[test]
+fn a_fault_that_would_change_nothing_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("x.npz");
+    let config = "fixtures/tiny-qwen3/config.json";
+    for (fault, says) in [
+        ("rope-theta=1e6", format!("--inject rope-theta=1e6: {config} already has rope_theta = 1000000: the fault would change nothing (give another value)")),
+        ("rms-eps=0.000001@1", format!("--inject rms-eps=1e-6@1: {config} already has rms_norm_eps = 0.000001: the fault would change nothing (give another value)")),
+        ("decode-pos=0", "decode-pos=0 moves no position: give an offset other than 0".to_string()),
+        ("attn-bias=0", "attn-bias=0 adds no bias: give a magnitude other than 0".to_string()),
+    ] {
+        let run = divergence(&[
+            "run",
+            "--model",
+            "fixtures/tiny-qwen3",
+            "--ids-file",
+            "fixtures/tiny-qwen3/ids.txt",
+            "--inject",
+            fault,
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert_eq!(run.code, 2, "{}", run.transcript());
+        assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+        assert!(run.stderr.trim().ends_with(&says), "{}", run.stderr);
+        assert!(!out.exists());
+    }
+    // Another value is a fault.
+    let run = divergence(&[
+        "run",
+        "--model",
+        "fixtures/tiny-qwen3",
+        "--ids-file",
+        "fixtures/tiny-qwen3/ids.txt",
+        "--inject",
+        "rope-theta=1e4",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(run.code, 0, "{}", run.transcript());
+}
+
 #[test]
 fn different_input_ids_are_said_loudly() {
     let dir = tempfile::tempdir().unwrap();

@@ -90,10 +90,30 @@ fn an_unwritable_html_out_is_one_line_exit_2() {
         "/nonexistent-dir/report.html",
     ]);
     assert_eq!(code, 2);
-    assert!(
-        stderr.contains("/nonexistent-dir/report.html: cannot create"),
-        "{stderr}"
+    // said before the comparison
+    assert_eq!(
+        stderr,
+        "error: --html-out /nonexistent-dir/report.html: its folder /nonexistent-dir does not \
+         exist; create it first (mkdir -p /nonexistent-dir)\n"
     );
+    // a folder where no file can be created: the writer's error, one line
+    #[cfg(target_os = "linux")]
+    {
+        let (code, _, stderr) = divergence(&[
+            "diff",
+            DEMO_OURS,
+            DEMO_REF,
+            "--format",
+            "json",
+            "--html-out",
+            "/proc/report.html",
+        ]);
+        assert_eq!(code, 2);
+        assert!(
+            stderr.contains("/proc/report.html: cannot create") && stderr.lines().count() == 1,
+            "{stderr}"
+        );
+    }
 }
 
 #[test]

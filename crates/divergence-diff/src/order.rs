@@ -389,9 +389,15 @@ pub fn plan_order_from(
         // need no other word (found by a bad-input hunt: `--prefill-vs-decode` against a
         // full dump without `lm_head` appended `lm_head`, `lm_head@1`, ... after the last
         // step, and was said to list decode steps out of order).
-        let recorded = match plan.source {
-            OrderSource::RefMeta => reference.meta_order,
-            OrderSource::OursMeta => ours.meta_order,
+        // A file order counts as recorded too: the names only in the other dump appended
+        // after it are the other dump's, in no order of this one (a bad-input hunt: a probe
+        // only in ours at step 1, appended after the reference's step 2, was said to be listed
+        // out of order by a reference whose file is in step order).
+        let recorded: Option<&[Name]> = match plan.source {
+            OrderSource::RefMeta => reference.meta_order.map(|m| &m[..]),
+            OrderSource::OursMeta => ours.meta_order.map(|m| &m[..]),
+            OrderSource::RefFile => Some(reference.names),
+            OrderSource::OursFile => Some(ours.names),
             _ => None,
         };
         let listed_out_of_order = recorded.is_none_or(|m| !m.iter().map(step).is_sorted());
@@ -810,6 +816,24 @@ mod tests {
         let two = s(&["x", "x@1"]);
         let plan = plan_order(&dn(Some(&late), &two), &dn(Some(&late), &two));
         assert_eq!(plan.order, s(&["x", "x@1"]));
+        // Without metadata, a reference file in step order: a probe only in ours, appended
+        // after it, is put in its step without a word (a bad-input hunt); a reference file
+        // out of step order is said.
+        let ours = s(&["a", "a@1", "extra@1", "a@2"]);
+        let file = s(&["a", "a@1", "a@2"]);
+        let plan = plan_order(&dn(None, &ours), &dn(None, &file));
+        assert_eq!(plan.source, OrderSource::RefFile);
+        assert_eq!(plan.order, s(&["a", "a@1", "extra@1", "a@2"]));
+        assert!(plan.warnings.is_empty(), "{:?}", plan.warnings);
+        let file = s(&["a@1", "a", "a@2"]);
+        let plan = plan_order(&dn(None, &ours), &dn(None, &file));
+        assert!(
+            plan.warnings
+                .iter()
+                .any(|w| w.contains("lists decode steps out of order")),
+            "{:?}",
+            plan.warnings
+        );
     }
 
     /// `aligned` is set exactly when row `i` is the `i`-th name of the reference and its name

@@ -230,7 +230,15 @@ pub fn across_steps(
             let n = p.rel_err.len();
             (p.rel_err, p.rel_tol, p.over, vec![0; n], p.axis)
         }
-        None => (Vec::new(), Vec::new(), Vec::new(), Vec::new(), 1),
+        // No prefill row (a cache probe): the token axis of the first step's shape (a
+        // newcomer's check: `cache_k`'s `[B, H, 1, D]` said axis 1, its heads).
+        None => {
+            let axis = steps
+                .first()
+                .and_then(|row| token_axis(op, row.tensor.shape.as_deref()?))
+                .unwrap_or(1);
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), axis)
+        }
     };
     for row in steps {
         rel_err.push(row.errors.rel_l2_err);
@@ -519,6 +527,22 @@ mod tests {
             (Some(1), PositionPattern::From { start: 1 })
         );
         assert_eq!(p.positions[1], 4);
+        // Its axis is the token axis of the steps' shape, `[B, H, 1, D]`'s 2 (not its heads';
+        // a newcomer's check), and 1 where the shape is unknown.
+        assert_eq!(p.axis, 1);
+        let shaped: Vec<crate::OpResult> = rows
+            .iter()
+            .cloned()
+            .map(|mut r| {
+                std::sync::Arc::make_mut(&mut r.tensor).shape = Some(vec![1, 2, 1, 32]);
+                r
+            })
+            .collect();
+        let shaped: Vec<&crate::OpResult> = shaped.iter().collect();
+        let p = across_steps("model.layers.0.self_attn.cache_k", None, &shaped, Some(3)).unwrap();
+        assert_eq!((p.axis, p.positions.as_slice()), (2, [3, 4, 5].as_slice()));
+        let p = across_steps("model.layers.0.self_attn.cache_v", None, &shaped, Some(3)).unwrap();
+        assert_eq!(p.axis, 2);
         assert!(across_steps("x", None, &[], Some(3)).is_none());
         // Steps 2 and 3 only: step 2 is the token at 3 + 2 - 1 = 4, not at its row, 3.
         let p = across_steps(

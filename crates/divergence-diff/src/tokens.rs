@@ -337,7 +337,8 @@ thread_local! {
 }
 
 /// The position of `ours` and `reference` whose logits start at element `at` (`o_row` and
-/// `r_row`: one vocabulary long each, overwritten); `None` when a logit is not finite.
+/// `r_row`: one vocabulary long each, overwritten); `None` when a logit is not finite, but for
+/// a mask both sides share ([`masked_position`]).
 fn compare_position(
     ours: ValuesRef<'_>,
     reference: ValuesRef<'_>,
@@ -348,8 +349,13 @@ fn compare_position(
     fill_row(ours, at, o_row);
     fill_row(reference, at, r_row);
     if !o_row.iter().chain(r_row.iter()).all(|x| x.is_finite()) {
-        return None;
+        return masked_position(o_row, r_row);
     }
+    Some(compare_rows(o_row, r_row))
+}
+
+/// Top-1 agreement, KL divergence, top-5 tokens and ranks of two finite rows of logits.
+fn compare_rows(o_row: &[f64], r_row: &[f64]) -> Compared {
     let (o_top, r_top) = (top_k(o_row, 5), top_k(r_row, 5));
     let same = o_top[0] == r_top[0];
     let ranks = if same {
@@ -357,7 +363,31 @@ fn compare_position(
     } else {
         (rank(o_row, r_top[0]), rank(r_row, o_top[0]))
     };
-    Some((same, kl_fast(r_row, o_row), o_top, r_top, ranks.0, ranks.1))
+    (same, kl_fast(r_row, o_row), o_top, r_top, ranks.0, ranks.1)
+}
+
+/// A position whose logits are `-inf` at the same entries on both sides (a masked vocabulary:
+/// padding rows, banned tokens) and finite at every other: compared over the finite entries,
+/// which is the whole rows' comparison (a masked token has probability 0 on both sides, and
+/// ranks below every other), tokens numbered as in the whole rows. Found by a bad-input hunt:
+/// such logits gave no token effect at all, and a flipped token went unsaid. `None` for any
+/// other NaN or Inf (`-inf` on one side only: a token one side rules out).
+fn masked_position(o_row: &[f64], r_row: &[f64]) -> Option<Compared> {
+    let mut keep = Vec::new();
+    for (i, (&a, &b)) in o_row.iter().zip(r_row).enumerate() {
+        if a.is_finite() && b.is_finite() {
+            keep.push(i);
+        } else if a != f64::NEG_INFINITY || b != f64::NEG_INFINITY {
+            return None;
+        }
+    }
+    if keep.is_empty() {
+        return None;
+    }
+    let pick = |row: &[f64]| keep.iter().map(|&i| row[i]).collect::<Vec<f64>>();
+    let (same, kld, o_top, r_top, r_in_o, o_in_r) = compare_rows(&pick(o_row), &pick(r_row));
+    let token = |k: Vec<usize>| k.into_iter().map(|k| keep[k]).collect();
+    Some((same, kld, token(o_top), token(r_top), r_in_o, o_in_r))
 }
 
 /// One token effect over the steps of a decode dump pair: `parts` are the effects of each
@@ -1129,5 +1159,65 @@ mod tests {
         )
         .is_none());
         assert!(token_effect("x", ValuesRef::F32(&o), ValuesRef::F32(&r), &[4], &[2, 2]).is_none());
+    }
+
+    /// Logits masked with `-inf` at the same entries on both sides are compared over the
+    /// others: the same numbers as the rows without the masked entries, tokens numbered in the
+    /// whole vocabulary. A mask on one side only, or a NaN, is not compared.
+    #[test]
+    fn a_mask_both_sides_share_is_compared_over_the_rest() {
+        let m = f32::NEG_INFINITY;
+        // position 0: ours flips to token 3 (entry 1 masked); position 1: agree
+        let o = [0.0f32, m, 1.0, 2.0, m, 0.5, 2.0, 0.1];
+        let r = [0.0f32, m, 2.0, 1.0, m, 0.5, 1.9, 0.2];
+        let e = token_effect(
+            "lm_head",
+            ValuesRef::F32(&o),
+            ValuesRef::F32(&r),
+            &[2, 4],
+            &[2, 4],
+        )
+        .unwrap();
+        assert_eq!((e.positions, e.nonfinite_positions), (2, 0));
+        assert_eq!(e.top1_agree, 1);
+        let flip = e.first_flip.as_ref().unwrap();
+        assert_eq!((flip.position, flip.ours_token, flip.ref_token), (0, 3, 2));
+        assert_eq!(
+            (flip.ref_token_rank_in_ours, flip.ours_token_rank_in_ref),
+            (2, 2)
+        );
+        // the KLD of the unmasked entries alone
+        let want = |o: &[f32], r: &[f32]| {
+            let w = |v: &[f32]| v.iter().map(|&x| f64::from(x)).collect::<Vec<f64>>();
+            kl(&w(r), &w(o))
+        };
+        let k0 = want(&[0.0, 1.0, 2.0], &[0.0, 2.0, 1.0]);
+        let k1 = want(&[0.5, 2.0, 0.1], &[0.5, 1.9, 0.2]);
+        assert!((e.per_position[0].kld.unwrap() - k0).abs() < 1e-12, "{e:?}");
+        assert!((e.per_position[1].kld.unwrap() - k1).abs() < 1e-12, "{e:?}");
+        // a mask on one side only, +inf, or NaN: that position is not compared
+        for bad in [0.0f32, f32::INFINITY, f32::NAN] {
+            let mut r2 = r;
+            r2[1] = bad;
+            let e = token_effect(
+                "lm_head",
+                ValuesRef::F32(&o),
+                ValuesRef::F32(&r2),
+                &[2, 4],
+                &[2, 4],
+            )
+            .unwrap();
+            assert_eq!((e.positions, e.nonfinite_positions), (1, 1), "{bad}");
+        }
+        // every entry masked: nothing to compare
+        let all = [m; 8];
+        assert!(token_effect(
+            "lm_head",
+            ValuesRef::F32(&all),
+            ValuesRef::F32(&all),
+            &[2, 4],
+            &[2, 4]
+        )
+        .is_none());
     }
 }

@@ -122,8 +122,30 @@ pub(crate) fn read_entries(
         None => None,
     };
 
+    // In offset order, and tensors that share their offsets (empty ones) by name: the crate
+    // breaks such ties in its hash map's order, which changes from run to run (found by a
+    // bad-input case naming the first of two empty stacked members: a or b at random).
+    // (The crate's order is by offsets: only runs of equal offsets are sorted, one lookup a
+    // name.)
+    let mut names = metadata.offset_keys();
+    let offsets: Vec<Option<(usize, usize)>> = names
+        .iter()
+        .map(|name| metadata.info(name).map(|ti| ti.data_offsets))
+        .collect();
+    let mut start = 0;
+    while start < names.len() {
+        let end = start
+            + offsets[start..]
+                .iter()
+                .take_while(|&&o| o == offsets[start])
+                .count();
+        if let Some(run) = names.get_mut(start..end) {
+            run.sort_unstable();
+        }
+        start = end;
+    }
     let mut entries = Vec::new();
-    for name in metadata.offset_keys() {
+    for name in names {
         let at = Location::entry(path, &name);
         let Some(ti) = metadata.info(&name) else {
             continue;

@@ -384,7 +384,15 @@ impl FromStr for FaultSpec {
             "rope-interleaved" => none().map(|_| Fault::RopeInterleaved)?,
             "skip-k-norm" => none().map(|_| Fault::SkipKNorm)?,
             "skip-q-norm" => none().map(|_| Fault::SkipQNorm)?,
-            "attn-bias" => Fault::AttnBias(number("MAGNITUDE")?),
+            "attn-bias" => match number("MAGNITUDE")? {
+                // (a bad-input hunt: a dump bit-identical to the clean run's, without a word)
+                0.0 => {
+                    return Err(err(
+                        "attn-bias=0 adds no bias: give a magnitude other than 0".into(),
+                    ))
+                }
+                v => Fault::AttnBias(v),
+            },
             "transpose" => {
                 let m = need("MODULE")?;
                 if m.contains(char::is_whitespace) {
@@ -417,9 +425,19 @@ impl FromStr for FaultSpec {
             "early-cast" => none().map(|_| Fault::EarlyCast)?,
             "decode-pos" => {
                 let v = need("K")?;
-                let k: i64 = v
-                    .parse()
-                    .map_err(|_| err(format!("decode-pos: {v:?} is not an integer")))?;
+                let k: i64 = v.parse().map_err(|e: std::num::ParseIntError| {
+                    let why = match e.kind() {
+                        std::num::IntErrorKind::PosOverflow
+                        | std::num::IntErrorKind::NegOverflow => "is out of range",
+                        _ => "is not an integer",
+                    };
+                    err(format!("decode-pos: {v:?} {why}"))
+                })?;
+                if k == 0 {
+                    return Err(err(
+                        "decode-pos=0 moves no position: give an offset other than 0".into(),
+                    ));
+                }
                 Fault::DecodePos(k)
             }
             "decode-pos-frozen" => none().map(|_| Fault::DecodePosFrozen)?,
@@ -941,6 +959,10 @@ mod tests {
             ("", "empty fault name"),
             ("decode-pos", "decode-pos needs a value"),
             ("decode-pos=1.5", "\"1.5\" is not an integer"),
+            ("decode-pos=18446744073709551615", "is out of range"),
+            ("decode-pos=0", "moves no position"),
+            ("attn-bias=0", "adds no bias"),
+            ("attn-bias=-0.0", "adds no bias"),
             ("decode-pos=1@0", "takes no @LAYERS"),
             ("decode-pos-frozen@2", "takes no @LAYERS"),
             ("cache-overwrite=middle", "unknown slot \"middle\""),

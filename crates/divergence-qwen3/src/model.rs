@@ -732,6 +732,26 @@ impl Qwen3 {
                     ),
                 });
             }
+            // A value the checkpoint's config already has changes nothing (a bad-input hunt:
+            // `rope-theta=1000000` on a Qwen3 wrote the clean run's dump, bit for bit).
+            let own = match spec.fault {
+                crate::fault::Fault::RopeTheta(v) if v == cfg.rope_theta() => {
+                    Some(("rope_theta", v))
+                }
+                crate::fault::Fault::RmsEps(v) if v == cfg.rms_norm_eps => {
+                    Some(("rms_norm_eps", v))
+                }
+                _ => None,
+            };
+            if let Some((key, v)) = own {
+                return Err(Error::FaultTarget {
+                    spec: spec.to_string(),
+                    message: format!(
+                        "{} already has {key} = {v}: the fault would change nothing (give another value)",
+                        ckpt.config_path.display()
+                    ),
+                });
+            }
             if let crate::fault::Fault::CacheDtype(d) = spec.fault {
                 if !d.is_lower_than(opts.dtype) {
                     return Err(Error::FaultTarget {

@@ -637,19 +637,20 @@ pub(crate) fn select_ops(report: &Report, opts: &TableOptions) -> Option<Selecti
             .filter(|&(_, row)| filter.matches(row))
             .map(|(i, _)| i)
             .collect();
-        let mut what = Vec::new();
+        // "Ops of layer 3", "Ops matching `k_norm`", "Ops of layer 3 matching `k_norm`".
+        let mut title = String::from("Ops");
         if let Some(l) = opts.layer {
-            what.push(format!("layer {l}"));
+            title.push_str(&format!(" of layer {l}"));
         }
         if let Some(g) = &opts.grep {
             // The pattern is the user's: its control characters escaped like any name's.
-            what.push(format!(
-                "matching `{}`",
+            title.push_str(&format!(
+                " matching `{}`",
                 divergence_names::one_line(g.as_str())
             ));
         }
         return Some(Selection {
-            title: format!("Ops of {} ({} of {total})", what.join(", "), indices.len()),
+            title: format!("{title} ({} of {total})", indices.len()),
             indices,
         });
     }
@@ -1083,9 +1084,13 @@ pub(crate) fn summary_line(report: &Report) -> String {
             };
             let n = report.steps.iter().filter(judged).count();
             let steps = if n == 1 { "step" } else { "steps" };
-            line.push_str(&format!(
-                "; no divergence in {n} {steps} ({prefill}{decode} decode)"
-            ));
+            // (the prefill alone judged: "(the prefill)", not "(prefill + 0 decode)", a
+            // bad-input hunt's wording)
+            let which = match (prefill.is_empty(), decode) {
+                (false, 0) => "the prefill".to_string(),
+                _ => format!("{prefill}{decode} decode"),
+            };
+            line.push_str(&format!("; no divergence in {n} {steps} ({which})"));
             let unjudged = report.steps.len() - n;
             if unjudged > 0 {
                 let steps = if unjudged == 1 { "step" } else { "steps" };

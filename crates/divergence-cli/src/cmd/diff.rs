@@ -145,6 +145,11 @@ The decision rule (docs/tolerances.md has the per-dtype presets):";
 pub fn run(args: DiffArgs) -> Result<Exit> {
     check_outputs(&args)?;
     let output = args.output.resolve();
+    if !args.tui {
+        if let Some(note) = filters_unused(&args, output.format) {
+            crate::exit::say(&note);
+        }
+    }
     let mut files: Vec<&Path> = vec![&args.ours, &args.reference];
     files.extend(args.truth.as_deref());
     let label = |p: &Path| divergence_names::one_line(&p.display().to_string()).into_owned();
@@ -243,6 +248,41 @@ fn plot_is_svg(path: &Path) -> Result<()> {
         ),
         _ => Ok(()),
     }
+}
+
+/// A note when `--all`, `--layer` or `--grep` shape no view this run writes: they select the
+/// rows of the table and Markdown views, and the JSON and HTML reports hold every op (a
+/// newcomer's check: `diff a b --layer 3 | less` printed JSON, the default when piped, of every
+/// op without a word).
+fn filters_unused(args: &DiffArgs, stdout: Format) -> Option<String> {
+    let flags: Vec<&str> = [
+        (args.all, "--all"),
+        (args.layer.is_some(), "--layer"),
+        (args.grep.is_some(), "--grep"),
+    ]
+    .into_iter()
+    .filter_map(|(given, flag)| given.then_some(flag))
+    .collect();
+    let shaped = matches!(stdout, Format::Table | Format::Markdown) || args.markdown_out.is_some();
+    if flags.is_empty() || shaped {
+        return None;
+    }
+    let format = match (stdout, args.output.format) {
+        (Format::Json, crate::cmd::output::FormatChoice::Auto) => {
+            "JSON report (the format when stdout is not a terminal)"
+        }
+        (Format::Json, _) => "JSON report",
+        _ => "HTML report",
+    };
+    let verb = if flags.len() == 1 {
+        "selects"
+    } else {
+        "select"
+    };
+    Some(format!(
+        "note: {} {verb} the rows of the table and Markdown views only; this {format} holds every op (--format table shows the selection)",
+        flags.join(" and ")
+    ))
 }
 
 /// How often `--watch` looks at the files.

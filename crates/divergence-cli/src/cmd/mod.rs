@@ -14,3 +14,8 @@ pub mod rows;
 pub mod run;
 pub mod steps;
 pub mod timings;
+
+/// `n` and the word for it, one or many (`1 token`, `3 tokens`).
+pub(crate) fn counted(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}

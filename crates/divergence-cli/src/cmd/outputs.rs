@@ -20,6 +20,20 @@ pub fn check(outputs: &[(&str, Option<&Path>)], inputs: &[(&str, &Path)]) -> Res
         .filter_map(|&(flag, p)| Some((flag, p?)))
         .collect();
     for (i, &(flag, out)) in outputs.iter().enumerate() {
+        // Before the comparison, not after it (a newcomer's check: `--json-out
+        // artifacts/r.json` without `artifacts/` compared everything, then failed with "cannot
+        // create: No such file or directory").
+        if let Some(dir) = missing_folder(out) {
+            if dir.exists() {
+                bail!("{flag} {}: {} is not a folder", label(out), label(dir));
+            }
+            bail!(
+                "{flag} {}: its folder {} does not exist; create it first (mkdir -p {})",
+                label(out),
+                label(dir),
+                label(dir)
+            );
+        }
         if let Some((what, input)) = inputs.iter().find(|(_, input)| same_file(out, input)) {
             bail!(
                 "{flag} {}: that is the {what} file this command reads ({}); write it elsewhere",
@@ -36,6 +50,16 @@ pub fn check(outputs: &[(&str, Option<&Path>)], inputs: &[(&str, &Path)]) -> Res
         }
     }
     Ok(())
+}
+
+/// The folder of `out` where it is none (missing, or not a folder) and `out` does not exist: a
+/// file cannot be created there.
+fn missing_folder(out: &Path) -> Option<&Path> {
+    if std::fs::symlink_metadata(out).is_ok() {
+        return None;
+    }
+    let dir = out.parent().filter(|d| !d.as_os_str().is_empty())?;
+    (!dir.is_dir()).then_some(dir)
 }
 
 /// Most entries of a `--model` folder listed where its layout cannot be read ([`model_files`]).
@@ -114,15 +138,26 @@ pub fn same_file(a: &Path, b: &Path) -> bool {
 }
 
 /// `p` with its folder resolved (relative parts, `..`, symlinks); for a file that does not
-/// exist yet, its resolved folder's entry of that name.
+/// exist yet, its resolved folder's entry of that name, and for a symlink to such a file (a
+/// dangling one), its target's (a bad-input hunt: `--json-out link.md --markdown-out x.md`,
+/// `link.md` -> `x.md` not written yet, wrote both to `x.md`). Links followed 40 deep at most.
 fn resolved(p: &Path) -> Option<PathBuf> {
-    std::fs::canonicalize(p).ok().or_else(|| {
+    let mut p = p.to_path_buf();
+    for _ in 0..40 {
+        if let Ok(real) = std::fs::canonicalize(&p) {
+            return Some(real);
+        }
         let dir = match p.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
         };
-        Some(std::fs::canonicalize(dir).ok()?.join(p.file_name()?))
-    })
+        match std::fs::read_link(&p) {
+            // a dangling link: where its target would be created
+            Ok(target) => p = dir.join(target),
+            Err(_) => return Some(std::fs::canonicalize(dir).ok()?.join(p.file_name()?)),
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -147,6 +182,20 @@ mod tests {
         assert!(same_file(&d.join("hard.npz"), &dump));
         // files not written yet: one name, two spellings
         assert!(same_file(&d.join("r.json"), &d.join("sub/../r.json")));
+        // a dangling symlink is the file it would create, through links of links and a
+        // relative target
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::symlink("r.md", d.join("a.md")).unwrap();
+            std::os::unix::fs::symlink("../a.md", d.join("sub/b.md")).unwrap();
+            assert!(same_file(&d.join("a.md"), &d.join("r.md")));
+            assert!(same_file(&d.join("sub/b.md"), &d.join("r.md")));
+            assert!(!same_file(&d.join("sub/b.md"), &d.join("s.md")));
+            // a loop resolves to nothing, and is no other file
+            std::os::unix::fs::symlink("loop2", d.join("loop1")).unwrap();
+            std::os::unix::fs::symlink("loop1", d.join("loop2")).unwrap();
+            assert!(!same_file(&d.join("loop1"), &d.join("r.md")));
+        }
         assert!(!same_file(&d.join("r.json"), &d.join("s.json")));
         assert!(!same_file(&dump, &d.join("other.npz")));
         // nothing to lose
@@ -172,6 +221,18 @@ mod tests {
         .unwrap_err();
         assert!(e.to_string().contains("are one file"), "{e}");
         assert!(check(&[("--json-out", Some(&json)), ("--plot", None)], &inputs).is_ok());
+        // an output whose folder does not exist, said before anything is read
+        let nowhere = dir.path().join("artifacts/r.json");
+        let e = check(&[("--json-out", Some(&nowhere))], &inputs).unwrap_err();
+        assert!(
+            e.to_string().contains("artifacts does not exist")
+                && e.to_string().contains("mkdir -p"),
+            "{e}"
+        );
+        assert!(check(&[("--json-out", Some(Path::new("r.json")))], &inputs).is_ok());
+        let under_a_file = dump.join("r.json");
+        let e = check(&[("--json-out", Some(&under_a_file))], &inputs).unwrap_err();
+        assert!(e.to_string().ends_with("ours.npz is not a folder"), "{e}");
         let null = Path::new("/dev/null");
         assert!(check(
             &[("--json-out", Some(null)), ("--html-out", Some(null))],

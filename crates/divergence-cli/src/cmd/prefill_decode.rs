@@ -53,8 +53,17 @@ fn decode_ids(dump: &Dump) -> Option<Vec<i64>> {
 fn check_meta(dump: &Dump, path: &Path) -> Result<()> {
     if let Some(m) = dump.meta() {
         let at = |e: String| anyhow::anyhow!("{}: {e}", path.display());
-        m.decode_steps().map_err(at)?;
-        m.decode_ids().map_err(at)?;
+        // Metadata that contradicts itself, as a plain diff refuses it (a bad-input hunt:
+        // `--prefill-vs-decode` took it without a word).
+        if let (Some(n), Some(ids)) = (m.decode_steps().map_err(at)?, m.decode_ids().map_err(at)?) {
+            if ids.len() as u64 != n {
+                bail!(
+                    "{}: metadata says {n} decode steps but holds {} decode_ids",
+                    path.display(),
+                    ids.len()
+                );
+            }
+        }
     }
     Ok(())
 }
@@ -103,6 +112,16 @@ pub fn pair<'a>(
             b_path.display()
         ),
     };
+    // The full prefill promising decode steps it does not hold: a decode dump cut short, not
+    // one prefill (a bad-input hunt: taken without a word, where a plain diff refuses it).
+    if let Some(n) = full.meta().and_then(|m| m.decode_steps().ok().flatten()) {
+        if n > 0 {
+            bail!(
+                "{}: metadata says {n} decode steps, but step 1 has no probe: a decode dump cut short, not one prefill over all the tokens",
+                full_path.display()
+            );
+        }
+    }
     let mut warnings = Vec::new();
     let present: std::collections::BTreeSet<usize> =
         stepped.names().iter().map(|n| split_step(n).1).collect();
@@ -459,9 +478,12 @@ pub fn pair<'a>(
     }
     let order = with_missing(order, extra);
     let notes = vec![format!(
-            "prefill-vs-decode: {} (a prefill of {t_pre} tokens + {k} decode steps) against {} (one prefill of {t_full} tokens), position by position: step 0 = positions 0 to {}, step s = position {t_pre} + s - 1",
+            "prefill-vs-decode: {} (a prefill of {} + {}) against {} (one prefill of {}), position by position: step 0 = positions 0 to {}, step s = position {t_pre} + s - 1",
             stepped_path.display(),
+            crate::cmd::counted(t_pre, "token", "tokens"),
+            crate::cmd::counted(k, "decode step", "decode steps"),
             full_path.display(),
+            crate::cmd::counted(t_full, "token", "tokens"),
             t_pre.saturating_sub(1)
         )];
     Ok(Pair {

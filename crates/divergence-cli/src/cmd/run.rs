@@ -54,6 +54,8 @@ Examples:
 /// Arguments of `divergence run`.
 #[derive(Debug, Args)]
 #[command(after_long_help = AFTER_HELP)]
+// One of --ids and --ids-file (a newcomer's check: the error named --ids alone).
+#[command(group(clap::ArgGroup::new("tokens").required(true).args(["ids", "ids_file"])))]
 pub struct RunArgs {
     /// Hugging Face checkpoint: a directory with config.json and model.safetensors, or shards
     /// with model.safetensors.index.json, or any *.safetensors (the same rule as inspect); or
@@ -61,11 +63,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "DIR")]
     pub model: PathBuf,
     /// Token ids, e.g. 1,2,3.
-    #[arg(
-        long,
-        conflicts_with = "ids_file",
-        required_unless_present = "ids_file"
-    )]
+    #[arg(long)]
     pub ids: Option<String>,
     /// File of whitespace- or comma-separated token ids.
     #[arg(long, value_name = "FILE")]
@@ -218,13 +216,15 @@ pub fn run(args: RunArgs) -> Result<Exit> {
     } else {
         format!("{pass} {:.1} ms", summary.best_time().as_secs_f64() * 1e3)
     };
+    use crate::cmd::counted;
+    let tokens = counted(summary.n_tokens, "token", "tokens");
     let tokens = if summary.decode_steps > 0 {
         format!(
-            "{} tokens + {} decode steps",
-            summary.n_tokens, summary.decode_steps
+            "{tokens} + {}",
+            counted(summary.decode_steps, "decode step", "decode steps")
         )
     } else {
-        format!("{} tokens", summary.n_tokens)
+        tokens
     };
     crate::exit::say(&format!(
         "divergence run: {what} ({} {} {}, {tokens}; load {:.1} ms, {timing}; next token {})",

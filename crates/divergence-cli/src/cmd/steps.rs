@@ -47,6 +47,11 @@ impl Selection {
         Selection { runs }
     }
 
+    /// Whether a decode step (>= 1) is selected, not the prefill alone.
+    pub fn any_decode_step(&self) -> bool {
+        self.runs.iter().any(|&(lo, hi)| lo >= 1 || hi != Some(0))
+    }
+
     /// Whether step `s` is selected.
     pub fn contains(&self, s: usize) -> bool {
         self.runs
@@ -453,6 +458,19 @@ pub fn check(
         // error as when the other side holds them.
         promise(&o, ours_path, ours)?;
         promise(&r, ref_path, reference)?;
+        // Neither side's stacked members readable as steps, and no metadata that promises
+        // them (a bad-input hunt: both deflated passed, exit 0, with ours' steps 3x the
+        // reference's): the error of one side's (below), unless the prefill alone is selected.
+        if sel.is_none_or(Selection::any_decode_step) {
+            for (side, path, dump) in [(&o, ours_path, ours), (&r, ref_path, reference)] {
+                if let Some(problem) = left_whole(side, dump) {
+                    bail!(
+                        "{}: {problem}: its decode steps cannot be compared",
+                        path.display()
+                    );
+                }
+            }
+        }
         // Found by a bad-input hunt: one-pass dumps recording other decode_ids passed without
         // a word. Nothing of a decode is compared, so it is said, not refused; so is a pair
         // that records decode_ids and holds none of their steps.
