@@ -461,6 +461,104 @@ fn one_file_as_both_sides_is_said() {
     assert!(said(&run).is_empty(), "{}", run.stdout);
 }
 
+/// `--layer`, `--grep` and `--all` shape the table and Markdown only: a run that writes only
+/// JSON (or HTML) says so in a note after its report; a table says nothing; a run that fails
+/// prints its one error line alone (a review: the note came before the error).
+#[test]
+fn filters_no_view_shows_are_said_after_the_report() {
+    let demo = ["diff", "fixtures/demo/ours.npz", "fixtures/demo/ref.npz"];
+    let run = |extra: &[&str]| divergence(&[&demo[..], extra].concat());
+    let json = run(&["--layer", "1"]);
+    assert_eq!(json.code, 1, "{}", json.transcript());
+    assert_eq!(
+        json.stderr,
+        "note: --layer selects the rows of the table and Markdown views only; this JSON report \
+         (the format when stdout is not a terminal) holds every op (--format table shows the \
+         selection)\n"
+    );
+    let two = run(&["--format", "json", "--all", "--grep", "k_norm"]);
+    assert!(
+        two.stderr
+            .starts_with("note: --all and --grep select the rows of the table and Markdown views only; this JSON report holds every op"),
+        "{}",
+        two.stderr
+    );
+    for shaped in [
+        &["--layer", "1", "--format", "table"][..],
+        &["--layer", "1", "--format", "markdown"],
+        &["--layer", "1", "--markdown-out", "/dev/null"],
+    ] {
+        let r = run(shaped);
+        assert!(r.stderr.is_empty(), "{shaped:?}: {}", r.stderr);
+    }
+    let failed = divergence(&["diff", "nope.npz", "fixtures/demo/ref.npz", "--layer", "1"]);
+    assert_eq!(failed.code, 2);
+    assert_eq!(failed.stderr.lines().count(), 1, "{}", failed.stderr);
+}
+
+/// A name map over one file as both sides compares other tensors of it: no "one file" warning.
+#[test]
+fn one_file_under_a_map_is_not_said_to_agree_with_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let dump = dir.path().join("sw.npz");
+    write_dump(
+        &dump,
+        &[("a", &[2], &[1.0, 2.0]), ("b", &[2], &[2.0, 4.0])],
+        None,
+    );
+    let map = dir.path().join("swap.toml");
+    std::fs::write(
+        &map,
+        "[[rule]]\nfrom = \"a\"\nto = \"b\"\n[[rule]]\nfrom = \"b\"\nto = \"a\"\n",
+    )
+    .unwrap();
+    let d = dump.to_str().unwrap();
+    let run = divergence(&[
+        "diff",
+        d,
+        d,
+        "--map",
+        map.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    assert_eq!(run.code, 1, "{}", run.transcript());
+    let warnings = run.json()["warnings"].to_string();
+    assert!(!warnings.contains("one file"), "{warnings}");
+}
+
+/// `run` without token ids names both ways to give them; its summary counts in the singular
+/// where there is one (a bad-input hunt: "1 tokens + 1 decode steps").
+#[test]
+fn run_names_both_token_flags_and_counts_in_the_singular() {
+    let none = divergence(&["run", "--model", "fixtures/tiny-qwen3"]);
+    assert_eq!(none.code, 2);
+    assert!(
+        none.stderr.contains("--ids <IDS>|--ids-file <FILE>"),
+        "{}",
+        none.stderr
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("one.npz");
+    let one = divergence(&[
+        "run",
+        "--model",
+        "fixtures/tiny-qwen3",
+        "--ids",
+        "5",
+        "--decode-ids",
+        "7",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(one.code, 0, "{}", one.transcript());
+    assert!(
+        one.stderr.contains(", 1 token + 1 decode step;"),
+        "{}",
+        one.stderr
+    );
+}
+
 #[test]
 fn safetensors_and_npz_of_the_same_run_are_identical() {
     let run = divergence(&[
@@ -1166,6 +1264,70 @@ fn a_dump_without_the_model_prefix_is_matched_with_a_note() {
     let text = std::fs::read_to_string(&suggested).unwrap();
     assert!(!text.contains("[[rule]]"), "{text}");
     assert!(text.contains("these dumps need no map"), "{text}");
+}
+
+/// A pair aligned by content where only the reference has decode steps (compared under
+/// `--steps 0`): a pair of ours' probe with a reference's step name is no rule a map may hold,
+/// so `--suggest-map` writes it as a comment saying why, and the file passes back with `--map`
+/// (a review: it was written as a rule, and `--map` refused the file).
+#[test]
+fn a_suggested_map_passes_back_where_one_side_has_decode_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ours, reference) = (dir.path().join("ours.npz"), dir.path().join("ref.npz"));
+    let v = |k: f32| -> Vec<f32> { (0..8).map(|i| (i as f32 + 1.0) * k).collect() };
+    let (a, b, c) = (v(1.0), v(-2.5), v(0.3));
+    write_dump(
+        &ours,
+        &[
+            ("pa", &[1, 8], &a),
+            ("pb", &[1, 4, 2], &b),
+            ("pc", &[2, 4], &c),
+        ],
+        None,
+    );
+    write_dump(
+        &reference,
+        &[
+            ("x", &[1, 8], &a),
+            ("y", &[1, 4, 2], &b),
+            ("x@1", &[2, 4], &c),
+        ],
+        None,
+    );
+    let suggested = dir.path().join("s.toml");
+    let run = diff_files(
+        &ours,
+        &reference,
+        &[
+            "--format",
+            "json",
+            "--steps",
+            "0",
+            "--suggest-map",
+            suggested.to_str().unwrap(),
+        ],
+    );
+    assert_ne!(run.code, 2, "{}", run.transcript());
+    let text = std::fs::read_to_string(&suggested).unwrap();
+    assert!(
+        text.contains("# not a rule a map may hold (`to = \"x@1\"` names a decode step"),
+        "{text}"
+    );
+    assert!(text.contains("from = \"pa\"\nto = \"x\""), "{text}");
+    let back = diff_files(
+        &ours,
+        &reference,
+        &[
+            "--format",
+            "json",
+            "--steps",
+            "0",
+            "--map",
+            suggested.to_str().unwrap(),
+        ],
+    );
+    assert_ne!(back.code, 2, "{}", back.transcript());
+    assert!(back.json()["summary"]["compared"].as_u64().unwrap() >= 2);
 }
 
 /// Dumps that share no name and hold too many probes to align by content: --suggest-map's

@@ -130,11 +130,18 @@ fn inspect_refuses_format_html_in_one_line() {
 }
 
 /// `--plot` writes SVG: a name that asks for another format is refused in one line, exit 2,
-/// before anything is read or written; `.SVG` and a name without an extension are taken.
+/// before anything is read or written; `.SVG`, a name without an extension, a `mktemp` name
+/// and a temporary name after `.svg` are taken (a review: every other extension was refused).
 #[test]
 fn a_plot_named_for_another_format_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    for name in ["growth.png", "growth.pdf", "growth.svgz"] {
+    for name in [
+        "growth.png",
+        "growth.PDF",
+        "growth.svgz",
+        "growth.jpeg",
+        "growth.html",
+    ] {
         let path = dir.path().join(name);
         let (code, stdout, stderr) = divergence(&[
             "diff",
@@ -154,7 +161,7 @@ fn a_plot_named_for_another_format_is_refused() {
         );
         assert!(!path.exists(), "{name}");
     }
-    for name in ["growth.SVG", "growth"] {
+    for name in ["growth.SVG", "growth", "tmp.Xq3kP9", "growth.svg.tmp"] {
         let path = dir.path().join(name);
         let (code, _, stderr) = divergence(&[
             "diff",

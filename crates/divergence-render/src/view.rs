@@ -1204,6 +1204,39 @@ mod tests {
         assert_eq!(note(1, 0), "1 more step, without a diverged op");
     }
 
+    /// The summary line names the steps judged: the prefill alone is "(the prefill)", not
+    /// "(prefill + 0 decode)" (a bad-input hunt's wording).
+    #[test]
+    fn the_summary_line_names_the_steps_judged() {
+        let mut report = empty_report();
+        report.summary.total = 30;
+        report.summary.ok = 10;
+        report.summary.compared = 10;
+        let step = |step, compared| divergence_diff::StepSummary {
+            step,
+            compared,
+            diverged: 0,
+            missing: 10 - compared,
+            worst_rel_err: None,
+            worst_op: None,
+            first_divergence: None,
+        };
+        report.steps = vec![step(0, 10), step(1, 0), step(2, 0)];
+        assert!(
+            summary_line(&report).ends_with(
+                "; no divergence in 1 step (the prefill); 2 steps not judged (no probe compared)"
+            ),
+            "{}",
+            summary_line(&report)
+        );
+        report.steps = vec![step(0, 10), step(1, 10)];
+        assert!(
+            summary_line(&report).ends_with("; no divergence in 2 steps (prefill + 1 decode)"),
+            "{}",
+            summary_line(&report)
+        );
+    }
+
     #[test]
     fn the_step_of_the_first_flipped_token_is_among_the_shown_steps() {
         // 40 clean steps, none diverged, a token flipped at step 23: its line is shown, with

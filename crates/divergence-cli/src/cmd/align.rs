@@ -455,6 +455,19 @@ pub fn suggestion(
             if !(usable(&p.ours) && usable(&p.reference)) {
                 continue;
             }
+            // A pair a map cannot hold as a rule (ours' probe onto a decode step's name of
+            // the reference's, where only the reference has steps): said, not written as a
+            // rule `--map` refuses (a review: the file did not pass back).
+            if let Some(problem) = divergence_map::target_problem(&p.reference, &p.ours) {
+                s.push_str(&format!(
+                    "\n# not a rule a map may hold ({}):\n# from = {}\n# to = {}\n",
+                    divergence_names::one_line(&problem),
+                    toml_string(&p.ours),
+                    toml_string(&p.reference)
+                ));
+                done.insert((&p.ours, &p.reference));
+                continue;
+            }
             let layout = by_probe.get(&p.ours, &p.reference);
             let prefill = layout.and_then(|l| l.prefill);
             let ours = steps_of(&p.ours);

@@ -95,7 +95,7 @@ pub struct DiffArgs {
     #[arg(long, value_name = "FILE")]
     pub html_out: Option<PathBuf>,
     /// Also write the error-growth plot alone to this SVG file (rel err per op, log scale; a
-    /// name with another extension, such as .png, is refused).
+    /// name with another format's extension, such as .png or .pdf, is refused).
     #[arg(long, value_name = "FILE.svg")]
     pub plot: Option<PathBuf>,
     /// A name map for our dump (docs/mapping.md): a TOML file of rules that rename our tensors
@@ -145,11 +145,13 @@ The decision rule (docs/tolerances.md has the per-dtype presets):";
 pub fn run(args: DiffArgs) -> Result<Exit> {
     check_outputs(&args)?;
     let output = args.output.resolve();
-    if !args.tui {
-        if let Some(note) = filters_unused(&args, output.format) {
-            crate::exit::say(&note);
+    // Said after a report, never beside an error (an exit-2 run's stderr is its one line).
+    let note = filters_unused(&args, output.format);
+    let say_note = |code: Exit| {
+        if let (Some(note), Exit::Clean | Exit::Found) = (&note, code) {
+            crate::exit::say(note);
         }
-    }
+    };
     let mut files: Vec<&Path> = vec![&args.ours, &args.reference];
     files.extend(args.truth.as_deref());
     let label = |p: &Path| divergence_names::one_line(&p.display().to_string()).into_owned();
@@ -164,7 +166,10 @@ pub fn run(args: DiffArgs) -> Result<Exit> {
     }
     if !args.watch {
         return match diff_once(&args, &output)? {
-            Outcome::Verdict(code) => Ok(code),
+            Outcome::Verdict(code) => {
+                say_note(code);
+                Ok(code)
+            }
             // The reader went away (`divergence diff ... | head`): the verdict still stands.
             Outcome::ReaderGone(code) => Ok(code),
         };
@@ -183,7 +188,7 @@ pub fn run(args: DiffArgs) -> Result<Exit> {
                     return Ok(Exit::Clean);
                 }
                 match report.and_then(|r| print_report(&args, &output, &r)) {
-                    Ok(Outcome::Verdict(_)) => {}
+                    Ok(Outcome::Verdict(code)) => say_note(code),
                     Ok(Outcome::ReaderGone(_)) => return Ok(Exit::Clean),
                     Err(err) => exit::print_error(&err),
                 }
@@ -235,12 +240,19 @@ fn check_outputs(args: &DiffArgs) -> Result<()> {
     )
 }
 
+/// Extensions of formats other than SVG that `--plot` refuses ([`plot_is_svg`]).
+const NOT_SVG: [&str; 18] = [
+    "png", "jpg", "jpeg", "gif", "webp", "bmp", "tif", "tiff", "avif", "ico", "heic", "pdf", "eps",
+    "ps", "svgz", "html", "htm", "json",
+];
+
 /// `--plot` writes SVG: a name that asks for another format (`plot.png`, `plot.pdf`) is refused
 /// rather than given SVG under it (a bad-input hunt: a viewer then failed on "a PNG" that was
-/// not one). A name without an extension (`/dev/stdout`, a pipe) is taken as it is.
+/// not one). Any other name is taken as it is: `/dev/stdout`, a `mktemp` name, `plot.svg.tmp`
+/// (a review: every extension but `.svg` was refused at first).
 fn plot_is_svg(path: &Path) -> Result<()> {
     match path.extension().map(|e| e.to_string_lossy()) {
-        Some(ext) if !ext.eq_ignore_ascii_case("svg") => anyhow::bail!(
+        Some(ext) if NOT_SVG.iter().any(|x| ext.eq_ignore_ascii_case(x)) => anyhow::bail!(
             "--plot {}: the plot is written as SVG, not .{}; give a .svg file (convert it \
              afterwards if you need another format, e.g. `rsvg-convert -o plot.png plot.svg`)",
             divergence_names::one_line(&path.display().to_string()),
@@ -814,7 +826,8 @@ fn finish_report(args: &DiffArgs, cfg: &DiffConfig, sides: Sides<'_>) -> Result<
     }
     // One file as both sides agrees with itself whatever it holds (a bad-input hunt: `diff
     // a.npz a.npz` passed without a word).
-    if crate::cmd::outputs::same_file(&args.ours, &args.reference) {
+    // (Not under a name map, whose renamed rows compare other tensors of the file: a review.)
+    if ours.resolved().is_none() && crate::cmd::outputs::same_file(&args.ours, &args.reference) {
         ctx.warnings.push(format!(
             "OURS and REF are one file ({}): it agrees with itself whatever it holds; give the reference's dump as REF",
             divergence_names::one_line(&args.ours.display().to_string())

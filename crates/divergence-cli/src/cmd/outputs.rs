@@ -23,16 +23,8 @@ pub fn check(outputs: &[(&str, Option<&Path>)], inputs: &[(&str, &Path)]) -> Res
         // Before the comparison, not after it (a newcomer's check: `--json-out
         // artifacts/r.json` without `artifacts/` compared everything, then failed with "cannot
         // create: No such file or directory").
-        if let Some(dir) = missing_folder(out) {
-            if dir.exists() {
-                bail!("{flag} {}: {} is not a folder", label(out), label(dir));
-            }
-            bail!(
-                "{flag} {}: its folder {} does not exist; create it first (mkdir -p {})",
-                label(out),
-                label(dir),
-                label(dir)
-            );
+        if let Some(problem) = no_place_for(out, &label) {
+            bail!("{flag} {}: {problem}", label(out));
         }
         if let Some((what, input)) = inputs.iter().find(|(_, input)| same_file(out, input)) {
             bail!(
@@ -52,14 +44,26 @@ pub fn check(outputs: &[(&str, Option<&Path>)], inputs: &[(&str, &Path)]) -> Res
     Ok(())
 }
 
-/// The folder of `out` where it is none (missing, or not a folder) and `out` does not exist: a
-/// file cannot be created there.
-fn missing_folder(out: &Path) -> Option<&Path> {
-    if std::fs::symlink_metadata(out).is_ok() {
-        return None;
+/// Why no file can be written at `out`, where that is plain before anything is read: it is a
+/// folder, or it does not exist and its folder is none (missing, not a folder, or not
+/// readable). `label` writes a path for a message.
+fn no_place_for(out: &Path, label: &dyn Fn(&Path) -> String) -> Option<String> {
+    if let Ok(meta) = std::fs::symlink_metadata(out) {
+        return meta
+            .is_dir()
+            .then(|| "it is a folder; give a file name".to_string());
     }
     let dir = out.parent().filter(|d| !d.as_os_str().is_empty())?;
-    (!dir.is_dir()).then_some(dir)
+    match std::fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => None,
+        Ok(_) => Some(format!("{} is not a folder", label(dir))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(format!(
+            "its folder {} does not exist; create it first (mkdir -p {})",
+            label(dir),
+            label(dir)
+        )),
+        Err(e) => Some(format!("its folder {} cannot be read: {e}", label(dir))),
+    }
 }
 
 /// Most entries of a `--model` folder listed where its layout cannot be read ([`model_files`]).
@@ -233,6 +237,11 @@ mod tests {
         let under_a_file = dump.join("r.json");
         let e = check(&[("--json-out", Some(&under_a_file))], &inputs).unwrap_err();
         assert!(e.to_string().ends_with("ours.npz is not a folder"), "{e}");
+        let e = check(&[("--json-out", Some(dir.path()))], &inputs).unwrap_err();
+        assert!(
+            e.to_string().ends_with("it is a folder; give a file name"),
+            "{e}"
+        );
         let null = Path::new("/dev/null");
         assert!(check(
             &[("--json-out", Some(null)), ("--html-out", Some(null))],
