@@ -527,6 +527,46 @@ fn one_file_under_a_map_is_not_said_to_agree_with_itself() {
     assert!(!warnings.contains("one file"), "{warnings}");
 }
 
+/// A dump whose `model.embed_tokens` holds another count of token positions than its
+/// `input_ids` is said (positions are numbered from `input_ids`; a bad-input hunt found the
+/// profile and the token line numbering one step apart by 8 positions, without a word).
+#[test]
+fn embeddings_of_another_length_than_the_input_ids_are_said() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ours, reference) = (dir.path().join("o.npz"), dir.path().join("r.npz"));
+    let e: Vec<f32> = (0..8).map(|i| i as f32).collect();
+    let x: &[(&str, &[usize], &[f32])] = &[("model.embed_tokens", &[1, 4, 2], &e)];
+    write_dump(&ours, x, Some(vec![1, 2, 3, 4]));
+    write_dump(&reference, x, Some(vec![1, 2, 3, 4]));
+    let said = |run: &Run| -> Vec<String> {
+        run.json()["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|w| w.as_str())
+            .filter(|w| w.contains("token positions, but its input_ids hold"))
+            .map(str::to_string)
+            .collect()
+    };
+    let run = diff_files(&ours, &reference, &["--format", "json"]);
+    assert_eq!(run.code, 0, "{}", run.transcript());
+    assert!(said(&run).is_empty(), "{}", run.stdout);
+    let ids: Vec<i64> = (1..=12).collect();
+    write_dump(&ours, x, Some(ids.clone()));
+    write_dump(&reference, x, Some(ids));
+    let run = diff_files(&ours, &reference, &["--format", "json"]);
+    assert_eq!(run.code, 0, "{}", run.transcript());
+    let o = ours.display();
+    let r = reference.display();
+    assert_eq!(
+        said(&run),
+        [
+            format!("{o}: model.embed_tokens [1, 4, 2] holds 4 token positions, but its input_ids hold 12 tokens: token positions are numbered from input_ids"),
+            format!("{r}: model.embed_tokens [1, 4, 2] holds 4 token positions, but its input_ids hold 12 tokens: token positions are numbered from input_ids"),
+        ]
+    );
+}
+
 /// `run` without token ids names both ways to give them; its summary counts in the singular
 /// where there is one (a bad-input hunt: "1 tokens + 1 decode steps").
 #[test]

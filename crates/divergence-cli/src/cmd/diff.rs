@@ -297,6 +297,27 @@ fn filters_unused(args: &DiffArgs, stdout: Format) -> Option<String> {
     ))
 }
 
+/// A warning when `dump`'s `model.embed_tokens` holds another count of token positions than
+/// its metadata's `input_ids` (its token axis: the first of `[T, H]`, the second of `[B, T,
+/// H]`): positions are numbered from `input_ids`, and a report's per-position profile (the
+/// rows' own positions) and token line (the prompt's) then disagree (a bad-input hunt: one
+/// decode step at "position 5" in one and 13 in the other, without a word).
+fn embeddings_against_ids(dump: &Dump, label: &str) -> Option<String> {
+    let ids = dump.meta()?.input_ids.as_ref()?.len();
+    let shape = dump.shape("model.embed_tokens")?;
+    let positions = match shape.len() {
+        2 => shape.first(),
+        n if n >= 3 => shape.get(1),
+        _ => None,
+    }?;
+    (*positions != ids).then(|| {
+        format!(
+            "{}: model.embed_tokens {shape:?} holds {positions} token positions, but its input_ids hold {ids} tokens: token positions are numbered from input_ids",
+            divergence_names::one_line(label)
+        )
+    })
+}
+
 /// How often `--watch` looks at the files.
 const POLL: Duration = Duration::from_millis(300);
 
@@ -863,6 +884,13 @@ fn finish_report(args: &DiffArgs, cfg: &DiffConfig, sides: Sides<'_>) -> Result<
         .into_iter()
         .flatten()
         .find_map(|m| m.input_ids.as_ref().map(Vec::len));
+    if check_ids {
+        for (dump, path) in [(&ours, &args.ours), (&reference, &args.reference)] {
+            if let Some(w) = embeddings_against_ids(dump.dump(), &path.display().to_string()) {
+                ctx.warnings.push(w);
+            }
+        }
+    }
     let (layouts, composed, untried) =
         layout_diagnosis(&mut ops, &plan, (&ours, &reference), cfg, prompt_len);
     if untried > 0 {
