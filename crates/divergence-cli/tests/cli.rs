@@ -414,11 +414,8 @@ fn exact_flags_any_difference() {
 #[test]
 fn one_file_as_both_sides_is_said() {
     let said = |run: &Run| -> Vec<String> {
-        run.json()["warnings"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(|w| w.as_str())
+        common::warnings(&run.json())
+            .into_iter()
             .filter(|w| w.starts_with("OURS and REF are one file"))
             .map(str::to_string)
             .collect()
@@ -523,8 +520,12 @@ fn one_file_under_a_map_is_not_said_to_agree_with_itself() {
         "json",
     ]);
     assert_eq!(run.code, 1, "{}", run.transcript());
-    let warnings = run.json()["warnings"].to_string();
-    assert!(!warnings.contains("one file"), "{warnings}");
+    let report = run.json();
+    let warnings = common::warnings(&report);
+    assert!(
+        !warnings.iter().any(|w| w.contains("one file")),
+        "{warnings:?}"
+    );
 }
 
 /// A dump whose `model.embed_tokens` holds another count of token positions than its
@@ -539,11 +540,8 @@ fn embeddings_of_another_length_than_the_input_ids_are_said() {
     write_dump(&ours, x, Some(vec![1, 2, 3, 4]));
     write_dump(&reference, x, Some(vec![1, 2, 3, 4]));
     let said = |run: &Run| -> Vec<String> {
-        run.json()["warnings"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(|w| w.as_str())
+        common::warnings(&run.json())
+            .into_iter()
             .filter(|w| w.contains("token positions, but its input_ids hold"))
             .map(str::to_string)
             .collect()
@@ -818,13 +816,8 @@ fn a_fault_that_would_change_nothing_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("x.npz");
     let config = "fixtures/tiny-qwen3/config.json";
-    for (fault, says) in [
-        ("rope-theta=1e6", format!("--inject rope-theta=1e6: {config} already has rope_theta = 1000000: the fault would change nothing (give another value)")),
-        ("rms-eps=0.000001@1", format!("--inject rms-eps=1e-6@1: {config} already has rms_norm_eps = 0.000001: the fault would change nothing (give another value)")),
-        ("decode-pos=0", "decode-pos=0 moves no position: give an offset other than 0".to_string()),
-        ("attn-bias=0", "attn-bias=0 adds no bias: give a magnitude other than 0".to_string()),
-    ] {
-        let run = divergence(&[
+    let inject = |fault: &str| {
+        divergence(&[
             "run",
             "--model",
             "fixtures/tiny-qwen3",
@@ -834,24 +827,22 @@ fn a_fault_that_would_change_nothing_is_refused() {
             fault,
             "--out",
             out.to_str().unwrap(),
-        ]);
+        ])
+    };
+    for (fault, says) in [
+        ("rope-theta=1e6", format!("--inject rope-theta=1e6: {config} already has rope_theta = 1000000: the fault would change nothing (give another value)")),
+        ("rms-eps=0.000001@1", format!("--inject rms-eps=1e-6@1: {config} already has rms_norm_eps = 0.000001: the fault would change nothing (give another value)")),
+        ("decode-pos=0", "decode-pos=0 moves no position: give an offset other than 0".to_string()),
+        ("attn-bias=0", "attn-bias=0 adds no bias: give a magnitude other than 0".to_string()),
+    ] {
+        let run = inject(fault);
         assert_eq!(run.code, 2, "{}", run.transcript());
         assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
         assert!(run.stderr.trim().ends_with(&says), "{}", run.stderr);
         assert!(!out.exists());
     }
     // Another value is a fault.
-    let run = divergence(&[
-        "run",
-        "--model",
-        "fixtures/tiny-qwen3",
-        "--ids-file",
-        "fixtures/tiny-qwen3/ids.txt",
-        "--inject",
-        "rope-theta=1e4",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let run = inject("rope-theta=1e4");
     assert_eq!(run.code, 0, "{}", run.transcript());
 }
 
@@ -1335,18 +1326,16 @@ fn a_suggested_map_passes_back_where_one_side_has_decode_steps() {
         None,
     );
     let suggested = dir.path().join("s.toml");
-    let run = diff_files(
-        &ours,
-        &reference,
-        &[
-            "--format",
-            "json",
-            "--steps",
-            "0",
-            "--suggest-map",
-            suggested.to_str().unwrap(),
-        ],
-    );
+    // (the prefill alone: ours has no decode step 1)
+    let diff = |map_flag: &str| {
+        let s = suggested.to_str().unwrap();
+        diff_files(
+            &ours,
+            &reference,
+            &["--format", "json", "--steps", "0", map_flag, s],
+        )
+    };
+    let run = diff("--suggest-map");
     assert_ne!(run.code, 2, "{}", run.transcript());
     let text = std::fs::read_to_string(&suggested).unwrap();
     assert!(
@@ -1354,18 +1343,7 @@ fn a_suggested_map_passes_back_where_one_side_has_decode_steps() {
         "{text}"
     );
     assert!(text.contains("from = \"pa\"\nto = \"x\""), "{text}");
-    let back = diff_files(
-        &ours,
-        &reference,
-        &[
-            "--format",
-            "json",
-            "--steps",
-            "0",
-            "--map",
-            suggested.to_str().unwrap(),
-        ],
-    );
+    let back = diff("--map");
     assert_ne!(back.code, 2, "{}", back.transcript());
     assert!(back.json()["summary"]["compared"].as_u64().unwrap() >= 2);
 }

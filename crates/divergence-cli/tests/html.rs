@@ -135,6 +135,10 @@ fn inspect_refuses_format_html_in_one_line() {
 #[test]
 fn a_plot_named_for_another_format_is_refused() {
     let dir = tempfile::tempdir().unwrap();
+    let plot = |path: &std::path::Path| {
+        let p = path.to_str().unwrap();
+        divergence(&["diff", DEMO_OURS, DEMO_REF, "--format", "json", "--plot", p])
+    };
     for name in [
         "growth.png",
         "growth.PDF",
@@ -143,15 +147,7 @@ fn a_plot_named_for_another_format_is_refused() {
         "growth.html",
     ] {
         let path = dir.path().join(name);
-        let (code, stdout, stderr) = divergence(&[
-            "diff",
-            DEMO_OURS,
-            DEMO_REF,
-            "--format",
-            "json",
-            "--plot",
-            path.to_str().unwrap(),
-        ]);
+        let (code, stdout, stderr) = plot(&path);
         assert_eq!(code, 2, "{name}: {stderr}");
         assert!(stdout.is_empty(), "{name}");
         assert_eq!(stderr.lines().count(), 1, "{stderr}");
@@ -163,15 +159,7 @@ fn a_plot_named_for_another_format_is_refused() {
     }
     for name in ["growth.SVG", "growth", "tmp.Xq3kP9", "growth.svg.tmp"] {
         let path = dir.path().join(name);
-        let (code, _, stderr) = divergence(&[
-            "diff",
-            DEMO_OURS,
-            DEMO_REF,
-            "--format",
-            "json",
-            "--plot",
-            path.to_str().unwrap(),
-        ]);
+        let (code, _, stderr) = plot(&path);
         assert_eq!(code, 1, "{name}: {stderr}");
         assert!(std::fs::read_to_string(&path)
             .unwrap()

@@ -449,14 +449,8 @@ fn a_truth_whose_metadata_claims_more_than_its_bytes_hold_is_not_trusted() {
             "{tag}"
         );
         // (beside the warning that both sides are one file)
-        let warnings: Vec<&str> = r["warnings"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(|w| w.as_str())
-            .collect();
         assert!(
-            warnings
+            common::warnings(&r)
                 .iter()
                 .any(|w| w.starts_with("TRUTH NOT USED for 1 of")),
             "{out}"

@@ -792,19 +792,18 @@ mod tests {
     /// found by name. A recorded order in step order is kept as it is, without a warning.
     #[test]
     fn decode_steps_are_planned_in_step_order() {
+        let said_out_of_order = |plan: &OrderPlan| {
+            plan.warnings
+                .iter()
+                .any(|w| w.contains("lists decode steps out of order"))
+        };
         let names = s(&["x", "x@1", "x@2", "y", "y@1", "y@2"]);
         let shuffled = s(&["y@2", "x@2", "y@1", "x@1", "y", "x"]);
         let (o, r) = (dn(Some(&shuffled), &names), dn(Some(&shuffled), &names));
         let plan = plan_order(&o, &r);
         assert_eq!(plan.order, s(&["y", "x", "y@1", "x@1", "y@2", "x@2"]));
         assert!(!plan.aligned);
-        assert!(
-            plan.warnings
-                .iter()
-                .any(|w| w.contains("lists decode steps out of order")),
-            "{:?}",
-            plan.warnings
-        );
+        assert!(said_out_of_order(&plan), "{:?}", plan.warnings);
         let stepped = s(&["y", "x", "y@1", "x@1", "y@2", "x@2"]);
         let (o, r) = (dn(Some(&stepped), &stepped), dn(Some(&stepped), &stepped));
         let plan = plan_order(&o, &r);
@@ -827,13 +826,7 @@ mod tests {
         assert!(plan.warnings.is_empty(), "{:?}", plan.warnings);
         let file = s(&["a@1", "a", "a@2"]);
         let plan = plan_order(&dn(None, &ours), &dn(None, &file));
-        assert!(
-            plan.warnings
-                .iter()
-                .any(|w| w.contains("lists decode steps out of order")),
-            "{:?}",
-            plan.warnings
-        );
+        assert!(said_out_of_order(&plan), "{:?}", plan.warnings);
     }
 
     /// `aligned` is set exactly when row `i` is the `i`-th name of the reference and its name

@@ -1167,17 +1167,20 @@ mod tests {
     #[test]
     fn a_mask_both_sides_share_is_compared_over_the_rest() {
         let m = f32::NEG_INFINITY;
+        // two positions of a vocabulary of 4
+        let effect = |o: &[f32], r: &[f32]| {
+            token_effect(
+                "lm_head",
+                ValuesRef::F32(o),
+                ValuesRef::F32(r),
+                &[2, 4],
+                &[2, 4],
+            )
+        };
         // position 0: ours flips to token 3 (entry 1 masked); position 1: agree
         let o = [0.0f32, m, 1.0, 2.0, m, 0.5, 2.0, 0.1];
         let r = [0.0f32, m, 2.0, 1.0, m, 0.5, 1.9, 0.2];
-        let e = token_effect(
-            "lm_head",
-            ValuesRef::F32(&o),
-            ValuesRef::F32(&r),
-            &[2, 4],
-            &[2, 4],
-        )
-        .unwrap();
+        let e = effect(&o, &r).unwrap();
         assert_eq!((e.positions, e.nonfinite_positions), (2, 0));
         assert_eq!(e.top1_agree, 1);
         let flip = e.first_flip.as_ref().unwrap();
@@ -1199,25 +1202,11 @@ mod tests {
         for bad in [0.0f32, f32::INFINITY, f32::NAN] {
             let mut r2 = r;
             r2[1] = bad;
-            let e = token_effect(
-                "lm_head",
-                ValuesRef::F32(&o),
-                ValuesRef::F32(&r2),
-                &[2, 4],
-                &[2, 4],
-            )
-            .unwrap();
+            let e = effect(&o, &r2).unwrap();
             assert_eq!((e.positions, e.nonfinite_positions), (1, 1), "{bad}");
         }
         // every entry masked: nothing to compare
         let all = [m; 8];
-        assert!(token_effect(
-            "lm_head",
-            ValuesRef::F32(&all),
-            ValuesRef::F32(&all),
-            &[2, 4],
-            &[2, 4]
-        )
-        .is_none());
+        assert!(effect(&all, &all).is_none());
     }
 }

@@ -305,17 +305,23 @@ fn filters_unused(args: &DiffArgs, stdout: Format) -> Option<String> {
 fn embeddings_against_ids(dump: &Dump, label: &str) -> Option<String> {
     let ids = dump.meta()?.input_ids.as_ref()?.len();
     let shape = dump.shape("model.embed_tokens")?;
-    let positions = match shape.len() {
-        2 => shape.first(),
-        n if n >= 3 => shape.get(1),
-        _ => None,
-    }?;
-    (*positions != ids).then(|| {
+    let positions = token_positions(shape)?;
+    (positions != ids).then(|| {
         format!(
             "{}: model.embed_tokens {shape:?} holds {positions} token positions, but its input_ids hold {ids} tokens: token positions are numbered from input_ids",
             divergence_names::one_line(label)
         )
     })
+}
+
+/// The token positions `model.embed_tokens` of this shape holds: the first axis of `[T, H]`,
+/// the second of `[B, T, H]` (`None` for another rank).
+pub(crate) fn token_positions(shape: &[usize]) -> Option<usize> {
+    match shape.len() {
+        2 => shape.first().copied(),
+        n if n >= 3 => shape.get(1).copied(),
+        _ => None,
+    }
 }
 
 /// How often `--watch` looks at the files.

@@ -55,15 +55,8 @@ fn check_meta(dump: &Dump, path: &Path) -> Result<()> {
         let at = |e: String| anyhow::anyhow!("{}: {e}", path.display());
         // Metadata that contradicts itself, as a plain diff refuses it (a bad-input hunt:
         // `--prefill-vs-decode` took it without a word).
-        if let (Some(n), Some(ids)) = (m.decode_steps().map_err(at)?, m.decode_ids().map_err(at)?) {
-            if ids.len() as u64 != n {
-                bail!(
-                    "{}: metadata says {n} decode steps but holds {} decode_ids",
-                    path.display(),
-                    ids.len()
-                );
-            }
-        }
+        let ids = m.decode_ids().map_err(at)?;
+        crate::cmd::steps::ids_match_steps(m.decode_steps().map_err(at)?, ids.as_deref(), path)?;
     }
     Ok(())
 }
@@ -172,12 +165,7 @@ pub fn pair<'a>(
         let (Some(ids), Some(shape)) = (input_ids(d), d.shape("model.embed_tokens")) else {
             continue;
         };
-        let positions = match shape.len() {
-            2 => shape.first(),
-            n if n >= 3 => shape.get(1),
-            _ => None,
-        };
-        if let Some(&n) = positions.filter(|&&n| n != ids.len()) {
+        if let Some(n) = crate::cmd::diff::token_positions(shape).filter(|&n| n != ids.len()) {
             bail!(
                 "{}: model.embed_tokens {shape:?} holds {n} positions, but the metadata's input_ids hold {} tokens",
                 path.display(),

@@ -326,6 +326,25 @@ fn some_selection_passes(a: &Steps, b: &Steps) -> bool {
 }
 
 /// Why a side's stacked members were left whole, where they were.
+/// Metadata that contradicts itself: `decode_steps` and a count of `decode_ids` that differ
+/// (an error naming the file), for a pair's check and `--prefill-vs-decode`'s alike.
+pub(crate) fn ids_match_steps(
+    declared: Option<u64>,
+    ids: Option<&[i64]>,
+    path: &Path,
+) -> Result<()> {
+    if let (Some(n), Some(ids)) = (declared, ids) {
+        if ids.len() as u64 != n {
+            bail!(
+                "{}: metadata says {n} decode steps but holds {} decode_ids",
+                path.display(),
+                ids.len()
+            );
+        }
+    }
+    Ok(())
+}
+
 fn left_whole(side: &Steps, dump: &MappedDump<'_>) -> Option<String> {
     side.stacked_left
         .then(|| unfolding_problem(dump.dump()))
@@ -400,15 +419,7 @@ pub fn check(
     let mut warnings = Vec::new();
     // A dump's metadata contradicting itself is an error whether or not it holds steps.
     for (side, path) in [(&o, ours_path), (&r, ref_path)] {
-        if let (Some(n), Some(ids)) = (side.declared, &side.ids) {
-            if ids.len() as u64 != n {
-                bail!(
-                    "{}: metadata says {n} decode steps but holds {} decode_ids",
-                    path.display(),
-                    ids.len()
-                );
-            }
-        }
+        ids_match_steps(side.declared, side.ids.as_deref(), path)?;
     }
     // What an error advises: a selection that can be compared (the same whichever check
     // speaks). With a third dump in the comparison (`--truth`), the steps it holds with the
@@ -452,6 +463,18 @@ pub fn check(
         // port that stopped early may have recorded the steps it meant to decode).
         Some(sel) => check_promised(side, path, dump, sel, advice.as_ref()),
     };
+    // A stacked member of either side that could not be read as steps: an error naming it.
+    let steps_left_whole = || -> Result<()> {
+        for (side, path, dump) in [(&o, ours_path, ours), (&r, ref_path, reference)] {
+            if let Some(problem) = left_whole(side, dump) {
+                bail!(
+                    "{}: {problem}: its decode steps cannot be compared",
+                    path.display()
+                );
+            }
+        }
+        Ok(())
+    };
     if o.present.iter().all(|&s| s == 0) && r.present.iter().all(|&s| s == 0) {
         // Steps the metadata promises and neither side holds (found by a bad-input hunt: both
         // sides' `@steps` members deflated, or dropped, passed as a clean prefill): the same
@@ -462,14 +485,7 @@ pub fn check(
         // them (a bad-input hunt: both deflated passed, exit 0, with ours' steps 3x the
         // reference's): the error of one side's (below), unless the prefill alone is selected.
         if sel.is_none_or(Selection::any_decode_step) {
-            for (side, path, dump) in [(&o, ours_path, ours), (&r, ref_path, reference)] {
-                if let Some(problem) = left_whole(side, dump) {
-                    bail!(
-                        "{}: {problem}: its decode steps cannot be compared",
-                        path.display()
-                    );
-                }
-            }
+            steps_left_whole()?;
         }
         // Found by a bad-input hunt: one-pass dumps recording other decode_ids passed without
         // a word. Nothing of a decode is compared, so it is said, not refused; so is a pair
@@ -505,14 +521,7 @@ pub fn check(
     // A stacked member that could not be read as steps, where the pair has steps: its steps
     // are missing on that side (found by a bad-input hunt: one of two members deflated, its
     // steps `only_ref` rows, exit 0, where every member deflated was an error).
-    for (side, path, dump) in [(&o, ours_path, ours), (&r, ref_path, reference)] {
-        if let Some(problem) = left_whole(side, dump) {
-            bail!(
-                "{}: {problem}: its decode steps cannot be compared",
-                path.display()
-            );
-        }
-    }
+    steps_left_whole()?;
     // The steps compared: every one held, or those `--steps` selects.
     let selected = |side: &Steps| -> BTreeSet<usize> {
         side.present
