@@ -1,7 +1,7 @@
 //! The files a command writes must not be the files it reads: `diff --json-out ours.npz`
 //! would replace a dump with its own report (found by a bad-input hunt: the next run failed on
-//! it), and two outputs given one file would keep only the last written. Checked before
-//! anything is read or written.
+//! it), and two outputs given one file would keep only the last written; nor may an output be
+//! a folder or lie in a folder that is missing. Checked before anything is read or written.
 
 use std::path::{Path, PathBuf};
 
