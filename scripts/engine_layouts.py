@@ -5,6 +5,7 @@ layouts. The test material of `divergence diff --map PRESET` (docs/mapping.md): 
 rewritten dump under the preset must equal the diff of the original.
 
     python scripts/engine_layouts.py IN.npz --engine vllm -o OUT.npz [--plant qkv-head-swap]
+    python scripts/engine_layouts.py DECODE.npz --engine llama.cpp -o OUT.npz --ggml-axes kept
     python scripts/engine_layouts.py IN.npz --engine shuffled -o OUT.npz --seed 3
 
 What each engine's dump holds, and where that was read (the presets carry the same notes):
@@ -20,10 +21,13 @@ What each engine's dump holds, and where that was read (the presets carry the sa
   silu(gate) * up. Logits: `logits`. A half-precision sum (act_fn * up) is rounded to the dump's
   dtype, as the engine's own op would be.
 * llama.cpp: the graph's cb() names `name-N` (src/llama-graph.cpp, src/models/qwen3.cpp), each
-  saved as numpy with the ggml `ne` reversed ([hd, nh, T] -> (T, nh, hd)). A dump keyed by name
+  saved as numpy with the ggml `ne` reversed ([hd, nh, T] -> (T, nh, hd)), the outer size-1
+  dims dropped (`--ggml-axes dropped`, as `ggml_n_dims` counts them: one token's RoPE output is
+  (nh, hd)) or ggml's 4 axes kept (`--ggml-axes kept`: (1, T, nh, hd)). A dump keyed by name
   keeps the last tensor of a name: `Qcur-N` / `Kcur-N` are the RoPE outputs (T, heads, hd),
   `Vcur-N` is v as (T, kv_heads, hd). All tokens' outputs are kept (llama.cpp trims the last
-  layer to the output rows unless every row is requested).
+  layer to the output rows unless every row is requested). A decode dump's steps (stacked
+  `x@steps` members) are rewritten step by step as `name@s`: llama.cpp only.
 * transformer-lens: HookedTransformer `run_with_cache` keys (components/grouped_query_attention.py
   and friends): [batch, pos, head_index, d_head] for q/k/v/rot/z, k and v with kv_heads.
   Hooks that equal no transformers value (the ln hooks before the folded weight, attention
@@ -198,10 +202,31 @@ def shuffled(m: Model, seed: int):
     return [(t, m.p[n], n) for t, n in zip(tokens, names)]
 
 
+GGML_AXES = ("dropped", "kept")
+
+
+def ggml_axes(x: np.ndarray, axes: str) -> np.ndarray:
+    """A llama.cpp tensor as a dumper saves it: `dropped`, the outer size-1 dims dropped (what
+    `ggml_n_dims` keeps: one token's RoPE output is (heads, head_dim)); `kept`, ggml's 4 axes
+    ((1, T, heads, head_dim))."""
+    if axes == "kept":
+        return x.reshape((1,) * (4 - x.ndim) + x.shape) if x.ndim < 4 else x
+    while x.ndim > 1 and x.shape[0] == 1:
+        x = x[0]
+    return x
+
+
 def rewrite(src: Path, engine: str, plant: str | None = None, seed: int = 0, ship_map: bool = False,
-            config: dict | None = None):
-    """(entries, meta): entries are (name, array, the source probe whose dtype it keeps)."""
+            config: dict | None = None, axes: str = "dropped"):
+    """(entries, meta): entries are (name, array, the source probe whose dtype it keeps).
+
+    A decode dump (stacked `x@steps` members, docs/dump-format.md) is rewritten step by step
+    (llama.cpp only), each step's tensors named `name@s` (the per-step layout)."""
     probes, meta = load(src)
+    stacked = {k[: -len("@steps")]: v for k, v in probes.items() if k.endswith("@steps")}
+    if stacked and engine != "llama.cpp":
+        raise SystemExit(f"{src}: decode steps: --engine llama.cpp only")
+    probes = {k: v for k, v in probes.items() if not k.endswith("@steps")}
     m = Model(probes, meta, config)
     if plant and engine != "vllm":
         raise SystemExit(f"--plant {plant}: vllm only")
@@ -211,6 +236,12 @@ def rewrite(src: Path, engine: str, plant: str | None = None, seed: int = 0, shi
         "transformer-lens": lambda: transformer_lens(m),
         "shuffled": lambda: shuffled(m, seed),
     }[engine]()
+    if engine == "llama.cpp":
+        entries = [(n, ggml_axes(x, axes), s) for n, x, s in entries]
+        steps = len(next(iter(stacked.values()))) if stacked else 0
+        for step in range(1, steps + 1):
+            ms = Model({k: v[step - 1] for k, v in stacked.items()}, meta, config)
+            entries += [(f"{n}@{step}", ggml_axes(x, axes), s) for n, x, s in llama_cpp(ms)]
     out_meta = {
         "format": meta.get("format", "divergence-dump/1"),
         "dtypes": {name: m.dtype(src_name) for name, _, src_name in entries},
@@ -218,8 +249,9 @@ def rewrite(src: Path, engine: str, plant: str | None = None, seed: int = 0, shi
     }
     if engine != "shuffled":
         out_meta["order"] = [name for name, _, _ in entries]
-    if "input_ids" in meta:
-        out_meta["input_ids"] = meta["input_ids"]
+    for key in ("input_ids", "decode_steps", "decode_ids"):
+        if key in meta:
+            out_meta[key] = meta[key]
     if ship_map and engine != "shuffled":
         out_meta["map"] = engine  # a port that ships its own map: the preset's name (or TOML text)
     # Not the model config (an engine's dump does not carry transformers' config; the sizes a
@@ -238,11 +270,14 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0, help="shuffled: the name permutation")
     ap.add_argument("--ship-map", action="store_true", help='record the preset in the metadata ("map")')
     ap.add_argument("--config", type=Path, help="config.json for the model sizes (default: the dump's metadata)")
+    ap.add_argument("--ggml-axes", choices=GGML_AXES, default="dropped",
+                    help="llama.cpp: the outer size-1 dims dropped (default) or ggml's 4 axes kept")
     args = ap.parse_args()
     import torch
 
     entries, meta = rewrite(args.src, args.engine, args.plant, args.seed, args.ship_map,
-                            json.loads(args.config.read_text()) if args.config else None)
+                            json.loads(args.config.read_text()) if args.config else None,
+                            args.ggml_axes)
     write_npz(args.out, [(n, torch.from_numpy(x)) for n, x in entries], meta)
     return 0
 

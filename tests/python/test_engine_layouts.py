@@ -26,7 +26,8 @@ DEMO_OURS = FIXTURES / "demo" / "ours.npz"
 # What each engine's dump cannot hold (docs/mapping.md): these rows are `only_ref` after mapping.
 NOT_DUMPED = {
     "vllm": {"model.rotary_emb", "mlp.act_fn", "model"},
-    "llama.cpp": {"model.rotary_emb", "q_proj", "k_proj", "o_proj", "self_attn", "mlp.act_fn", "mlp.down_proj", "model"},
+    "llama.cpp": {"model.rotary_emb", "q_proj", "k_proj", "o_proj", "self_attn", "mlp.act_fn", "mlp.down_proj", "model",
+                  "cache_k", "cache_v"},  # (the KV cache's slots: decode steps)
     "transformer-lens": {"model.rotary_emb", "input_layernorm", "q_norm", "k_norm", "o_proj",
                          "post_attention_layernorm", "mlp.act_fn", "mlp.down_proj", "model.norm", "model", "lm_head"},
 }
@@ -114,9 +115,9 @@ def test_a_port_can_ship_its_map_in_the_metadata(tmp_path):
 
 
 @pytest.mark.parametrize("engine, odd", [
-    # llama.cpp's v with no element: its `[0, -1]` reshape cannot be inferred.
-    ("llama.cpp", ("Vcur-0", lambda x: x[:0], "model.layers.0.self_attn.v_proj",
-                   "cannot infer axis 1")),
+    # llama.cpp's v with one head of three tokens: 96 values, not rows of kv_heads * head_dim.
+    ("llama.cpp", ("Vcur-0", lambda x: x[:3, :1], "model.layers.0.self_attn.v_proj",
+                   "cannot infer axis 0")),
     # A TransformerLens cache without its batch axis: the rule's permute has an axis too many.
     ("transformer-lens", ("blocks.1.attn.hook_rot_q", lambda x: x[0],
                           "model.layers.1.self_attn.rope_q", "axis 3 out of range")),
@@ -282,3 +283,41 @@ transform = [{ unsqueeze = 0 }]
             {k: v for k, v in o[name].items() if k not in skip}, name
         checked += 1
     assert checked == 4 * 7
+
+
+@pytest.mark.parametrize("axes", engine_layouts.GGML_AXES)
+@pytest.mark.parametrize("dtype, fault", [("f32", "none"), ("f32", "decode-pos=1"),
+                                          ("bf16", "cache-pre-norm"), ("bf16", "decode-pos-frozen")])
+def test_a_llama_cpp_decode_dump_reads_as_the_original(tmp_path, axes, dtype, fault):
+    """Our decode run (a KV-cache fault or none) rewritten as llama.cpp would dump each step,
+    one token's tensors with the outer size-1 dims dropped (a step's RoPE output `Qcur` is
+    `(heads, head_dim)`, the rank of a prompt's projection) or ggml's 4 axes kept: under the
+    preset every dumped row equals the original diff's, and the first divergence is the
+    original's first among the dumped ops (the preset told the layouts apart by the last axis:
+    by rank, the steps' RoPE outputs were compared with q_proj, a false divergence)."""
+    tiny = FIXTURES / "tiny-qwen3"
+    ref = FIXTURES / "ref" / f"tiny-qwen3.{dtype}.decode.npz"
+    ours = tmp_path / "ours.npz"
+    inject = [] if fault == "none" else ["--inject", fault]
+    subprocess.run([str(BIN), "run", "--model", str(tiny), "--ids-file", str(tiny / "ids.txt"),
+                    "--dtype", dtype, "--decode-from", str(ref), *inject, "--out", str(ours)],
+                   check=True, capture_output=True, timeout=120)
+    code0, original = diff(ours, ref)
+    code, mapped = diff(write(tmp_path, ours, "llama.cpp", axes=axes), ref, "--map", "llama.cpp")
+    assert code == code0 == (0 if fault == "none" else 1), mapped["first_divergence"]
+    o, m = rows(original), rows(mapped)
+    dumped = [r for r in original["ops"] if not not_dumped("llama.cpp", r["name"].split("@")[0])]
+    assert len(dumped) >= 13 * 7 * 4, len(dumped)  # every layer's dumped ops at every step
+    skip = ("shape_ours", "local_growth", "mapped")
+    for row in dumped:
+        assert {k: v for k, v in m[row["name"]].items() if k not in skip} == \
+            {k: v for k, v in row.items() if k not in skip}, row["name"]
+    diverged = ("diverged", "shape_mismatch", "nonfinite", "no_finite")
+    first = next((r["name"] for r in dumped if r["status"] in diverged), None)
+    assert (mapped["first_divergence"] or {}).get("name") == first
+    # The steps' q / k / v rows are made by the rules of the last axis (rules 4 to 6).
+    for n, rule in (("rope_q", 'rule 4 (from = "Qcur-{L}")'), ("rope_k", 'rule 5 (from = "Kcur-{L}")'),
+                    ("v_proj", 'rule 6 (from = "Vcur-{L}")')):
+        for step in ("", "@3"):
+            got = m[f"model.layers.1.self_attn.{n}{step}"]["mapped"]
+            assert got.startswith(rule), got

@@ -35,6 +35,10 @@ pub struct Rule {
     pub to: Vec<String>,
     /// Only tensors of this rank.
     pub rank: Option<usize>,
+    /// Only tensors whose last axis has this size (a number or model sizes, `"head_dim"`):
+    /// one name, several layouts that the rank does not tell apart (llama.cpp's `Qcur` of one
+    /// token, `[heads, head_dim]` after RoPE, has the rank of a prompt's projection).
+    pub last: Option<DimSpec>,
     pub combine: Option<CombineSpec>,
     pub transform: Vec<StepSpec>,
     pub split: Option<SplitSpec>,
@@ -167,6 +171,7 @@ struct RuleSpec {
     from: OneOrMany,
     to: OneOrMany,
     rank: Option<usize>,
+    last: Option<DimSpec>,
     combine: Option<CombineSpec>,
     #[serde(default)]
     transform: Vec<StepSpec>,
@@ -496,7 +501,13 @@ impl Rule {
                 spec.transform.len()
             )));
         }
+        if let Some(DimSpec::Int(n)) = spec.last {
+            if n < 0 {
+                return Err(fail(format!("`last = {n}`: an axis' size is 0 or more")));
+            }
+        }
         let mut dims: Vec<&DimSpec> = spec.split.iter().flat_map(|s| &s.sizes).collect();
+        dims.extend(&spec.last);
         for step in &spec.transform {
             let axes = match step {
                 StepSpec::Permute(p) => p.len(),
@@ -522,6 +533,7 @@ impl Rule {
             from,
             to,
             rank: spec.rank,
+            last: spec.last,
             combine: spec.combine,
             transform: spec.transform,
             split: spec.split,
@@ -863,6 +875,12 @@ mod tests {
             "[[rule]]\nfrom = \"a\"\nto = \"c\"\ntransform = [{ reshape = [\"heads*hidn\"] }]\n"
         )
         .contains("unknown size `hidn`"));
+        assert!(
+            err("[[rule]]\nfrom = \"a\"\nto = \"c\"\nlast = \"hed_dim\"\n")
+                .contains("unknown size `hed_dim`")
+        );
+        assert!(err("[[rule]]\nfrom = \"a\"\nto = \"c\"\nlast = -1\n")
+            .ends_with("`last = -1`: an axis' size is 0 or more"));
         let e = err("[[rule]]\nfrom = \"a\"\nto = \"c\"\nsplitt = 3\n");
         assert!(
             e.starts_with("m.toml: line 4: unknown field `splitt`"),
