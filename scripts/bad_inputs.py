@@ -1067,6 +1067,26 @@ def name_cases() -> list[Case]:
 
     cases.append(Case("names", "invalid_utf8", bad_utf8, report(0, others={"ok"})))
 
+    # Found by a bad-input hunt (2026-12-05): names with a brace were left out of alignment by
+    # content (no map could name them), and a wrong tensor so named passed, exit 0. Braces
+    # are doubled in a map now: the pair is compared and the wrong one found.
+    def braces(d: Path):
+        rng = np.random.default_rng(5)
+        ref = {f"model.layers.{i}.{k}": rng.standard_normal((4, 6)).astype(np.float32)
+               for i in range(2) for k in "abc"}
+        names = ["x{L}0", "y{0}", "zq", "wn", "v", "u"]
+        ours = {n: r.copy() for n, r in zip(names, ref.values())}
+        ours["y{0}"] = ours["y{0}"] * 1.5
+        o, r = savez(d / "ours.npz", ours), savez(d / "ref.npz", ref)
+        return ["diff", str(o), str(r), "--format", "json", "--no-tokens"]
+
+    def first_is_b(rep, _out):
+        first = (rep.get("first_divergence") or {}).get("name")
+        return None if first == "model.layers.0.b" else f"first divergence {first!r}"
+
+    cases.append(Case("names", "braces_in_names_aligned_by_content", braces,
+                      report(1, check=first_is_b)))
+
     def damaged_newline(d: Path):
         # an unreadable member whose name has a newline: its reason must stay one line
         p = write_zip(d / "nl.npz", [Member("x.npy", npy(a)),
@@ -1395,6 +1415,13 @@ def inspect_cases() -> list[Case]:
     ckpt("rope_theta_zero", {**cfg, "rope_theta": 0, "rope_parameters": {"rope_theta": 0, "rope_type": "default"}},
          exp=findings("config"))
     ckpt("rms_norm_eps_negative", {**cfg, "rms_norm_eps": -1}, exp=findings("config"))
+    # Found by a bad-input hunt (2026-12-05): what `run` refuses read clean, a null read as
+    # absent (defaulted), a malformed tie_word_embeddings read as false ("lm_head missing").
+    ckpt("kv_heads_not_dividing_heads", {**cfg, "num_key_value_heads": 3}, exp=findings("config"))
+    ckpt("head_dim_odd", {**cfg, "head_dim": 33}, exp=findings("config"))
+    ckpt("head_dim_null", {**cfg, "head_dim": None}, exp=findings("config", without=rejected))
+    ckpt("tie_word_embeddings_null", {**cfg, "tie_word_embeddings": None},
+         exp=findings("config"))
 
     def run_case(tag, build_args, exp, **kw):
         def build(d: Path):

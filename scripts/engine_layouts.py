@@ -26,8 +26,7 @@ What each engine's dump holds, and where that was read (the presets carry the sa
   (nh, hd)) or ggml's 4 axes kept (`--ggml-axes kept`: (1, T, nh, hd)). A dump keyed by name
   keeps the last tensor of a name: `Qcur-N` / `Kcur-N` are the RoPE outputs (T, heads, hd),
   `Vcur-N` is v as (T, kv_heads, hd). All tokens' outputs are kept (llama.cpp trims the last
-  layer to the output rows unless every row is requested). A decode dump's steps (stacked
-  `x@steps` members) are rewritten step by step as `name@s`: llama.cpp only.
+  layer to the output rows unless every row is requested).
 * transformer-lens: HookedTransformer `run_with_cache` keys (components/grouped_query_attention.py
   and friends): [batch, pos, head_index, d_head] for q/k/v/rot/z, k and v with kv_heads.
   Hooks that equal no transformers value (the ln hooks before the folded weight, attention
@@ -35,6 +34,9 @@ What each engine's dump holds, and where that was read (the presets carry the sa
   unmapped extra.
 * shuffled: every name replaced by a random token (`t0042`) and the metadata order dropped: the
   test of alignment by content.
+
+A decode dump's steps (stacked `x@steps` members) are rewritten step by step as `name@s`, as a
+hook that dumps every forward call would name them (not `shuffled`).
 
 `--plant qkv-head-swap` (vllm only) swaps heads 0 and 1 of q inside the fused qkv_proj of layer 0:
 a port bug behind a fused tensor, which the mapped diff must report at
@@ -220,28 +222,28 @@ def rewrite(src: Path, engine: str, plant: str | None = None, seed: int = 0, shi
             config: dict | None = None, axes: str = "dropped"):
     """(entries, meta): entries are (name, array, the source probe whose dtype it keeps).
 
-    A decode dump (stacked `x@steps` members, docs/dump-format.md) is rewritten step by step
-    (llama.cpp only), each step's tensors named `name@s` (the per-step layout)."""
+    A decode dump (stacked `x@steps` members, docs/dump-format.md) is rewritten step by step,
+    each step's tensors named `name@s` (the per-step layout; not `shuffled`)."""
     probes, meta = load(src)
     stacked = {k[: -len("@steps")]: v for k, v in probes.items() if k.endswith("@steps")}
-    if stacked and engine != "llama.cpp":
-        raise SystemExit(f"{src}: decode steps: --engine llama.cpp only")
+    if stacked and engine == "shuffled":
+        raise SystemExit(f"{src}: decode steps: not with --engine shuffled")
     probes = {k: v for k, v in probes.items() if not k.endswith("@steps")}
     m = Model(probes, meta, config)
     if plant and engine != "vllm":
         raise SystemExit(f"--plant {plant}: vllm only")
-    entries = {
-        "vllm": lambda: vllm(m, plant),
-        "llama.cpp": lambda: llama_cpp(m),
-        "transformer-lens": lambda: transformer_lens(m),
-        "shuffled": lambda: shuffled(m, seed),
-    }[engine]()
-    if engine == "llama.cpp":
-        entries = [(n, ggml_axes(x, axes), s) for n, x, s in entries]
-        steps = len(next(iter(stacked.values()))) if stacked else 0
-        for step in range(1, steps + 1):
-            ms = Model({k: v[step - 1] for k, v in stacked.items()}, meta, config)
-            entries += [(f"{n}@{step}", ggml_axes(x, axes), s) for n, x, s in llama_cpp(ms)]
+    layout = {
+        "vllm": lambda mm: vllm(mm, plant),
+        "llama.cpp": llama_cpp,
+        "transformer-lens": transformer_lens,
+        "shuffled": lambda mm: shuffled(mm, seed),
+    }[engine]
+    lay = (lambda x: ggml_axes(x, axes)) if engine == "llama.cpp" else (lambda x: x)
+    entries = [(n, lay(x), s) for n, x, s in layout(m)]
+    steps = len(next(iter(stacked.values()))) if stacked else 0
+    for step in range(1, steps + 1):
+        ms = Model({k: v[step - 1] for k, v in stacked.items()}, meta, config)
+        entries += [(f"{n}@{step}", lay(x), s) for n, x, s in layout(ms)]
     out_meta = {
         "format": meta.get("format", "divergence-dump/1"),
         "dtypes": {name: m.dtype(src_name) for name, _, src_name in entries},

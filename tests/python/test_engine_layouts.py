@@ -25,11 +25,12 @@ DEMO_OURS = FIXTURES / "demo" / "ours.npz"
 
 # What each engine's dump cannot hold (docs/mapping.md): these rows are `only_ref` after mapping.
 NOT_DUMPED = {
-    "vllm": {"model.rotary_emb", "mlp.act_fn", "model"},
+    "vllm": {"model.rotary_emb", "mlp.act_fn", "model", "cache_k", "cache_v"},
     "llama.cpp": {"model.rotary_emb", "q_proj", "k_proj", "o_proj", "self_attn", "mlp.act_fn", "mlp.down_proj", "model",
                   "cache_k", "cache_v"},  # (the KV cache's slots: decode steps)
     "transformer-lens": {"model.rotary_emb", "input_layernorm", "q_norm", "k_norm", "o_proj",
-                         "post_attention_layernorm", "mlp.act_fn", "mlp.down_proj", "model.norm", "model", "lm_head"},
+                         "post_attention_layernorm", "mlp.act_fn", "mlp.down_proj", "model.norm", "model", "lm_head",
+                         "cache_k", "cache_v"},
 }
 
 
@@ -285,16 +286,17 @@ transform = [{ unsqueeze = 0 }]
     assert checked == 4 * 7
 
 
-@pytest.mark.parametrize("axes", engine_layouts.GGML_AXES)
+@pytest.mark.parametrize("engine, axes", [("llama.cpp", a) for a in engine_layouts.GGML_AXES]
+                         + [("vllm", None), ("transformer-lens", None)])
 @pytest.mark.parametrize("dtype, fault", [("f32", "none"), ("f32", "decode-pos=1"),
                                           ("bf16", "cache-pre-norm"), ("bf16", "decode-pos-frozen")])
-def test_a_llama_cpp_decode_dump_reads_as_the_original(tmp_path, axes, dtype, fault):
-    """Our decode run (a KV-cache fault or none) rewritten as llama.cpp would dump each step,
-    one token's tensors with the outer size-1 dims dropped (a step's RoPE output `Qcur` is
-    `(heads, head_dim)`, the rank of a prompt's projection) or ggml's 4 axes kept: under the
-    preset every dumped row equals the original diff's, and the first divergence is the
-    original's first among the dumped ops (the preset told the layouts apart by the last axis:
-    by rank, the steps' RoPE outputs were compared with q_proj, a false divergence)."""
+def test_an_engines_decode_dump_reads_as_the_original(tmp_path, engine, axes, dtype, fault):
+    """Our decode run (a KV-cache fault or none) rewritten as an engine would dump each step:
+    under its preset every dumped row equals the original diff's, and the first divergence is
+    the original's first among the dumped ops. llama.cpp's one-token tensors with the outer
+    size-1 dims dropped (a step's RoPE output `Qcur` is `(heads, head_dim)`, the rank of a
+    prompt's projection) or ggml's 4 axes kept: the preset tells the layouts apart by the last
+    axis (by rank, the steps' RoPE outputs were compared with q_proj, a false divergence)."""
     tiny = FIXTURES / "tiny-qwen3"
     ref = FIXTURES / "ref" / f"tiny-qwen3.{dtype}.decode.npz"
     ours = tmp_path / "ours.npz"
@@ -303,11 +305,12 @@ def test_a_llama_cpp_decode_dump_reads_as_the_original(tmp_path, axes, dtype, fa
                     "--dtype", dtype, "--decode-from", str(ref), *inject, "--out", str(ours)],
                    check=True, capture_output=True, timeout=120)
     code0, original = diff(ours, ref)
-    code, mapped = diff(write(tmp_path, ours, "llama.cpp", axes=axes), ref, "--map", "llama.cpp")
+    kw = {"axes": axes} if axes else {}
+    code, mapped = diff(write(tmp_path, ours, engine, **kw), ref, "--map", engine)
     assert code == code0 == (0 if fault == "none" else 1), mapped["first_divergence"]
     o, m = rows(original), rows(mapped)
-    dumped = [r for r in original["ops"] if not not_dumped("llama.cpp", r["name"].split("@")[0])]
-    assert len(dumped) >= 13 * 7 * 4, len(dumped)  # every layer's dumped ops at every step
+    dumped = [r for r in original["ops"] if not not_dumped(engine, r["name"].split("@")[0])]
+    assert len(dumped) >= 9 * 7 * 4, len(dumped)  # every layer's dumped ops at every step
     skip = ("shape_ours", "local_growth", "mapped")
     for row in dumped:
         assert {k: v for k, v in m[row["name"]].items() if k not in skip} == \
@@ -315,6 +318,8 @@ def test_a_llama_cpp_decode_dump_reads_as_the_original(tmp_path, axes, dtype, fa
     diverged = ("diverged", "shape_mismatch", "nonfinite", "no_finite")
     first = next((r["name"] for r in dumped if r["status"] in diverged), None)
     assert (mapped["first_divergence"] or {}).get("name") == first
+    if engine != "llama.cpp":
+        return
     # The steps' q / k / v rows are made by the rules of the last axis (rules 4 to 6).
     for n, rule in (("rope_q", 'rule 4 (from = "Qcur-{L}")'), ("rope_k", 'rule 5 (from = "Kcur-{L}")'),
                     ("v_proj", 'rule 6 (from = "Vcur-{L}")')):

@@ -210,6 +210,21 @@ pub struct Config {
     pub issues: Vec<FieldIssue>,
 }
 
+/// Fields that transformers 5.17 refuses as `null` in every family we read (its config
+/// classes' strict validation; checked for qwen3, qwen2, llama and mistral): a null one is a
+/// [`FieldIssue`], not an absent field given its default.
+const NOT_NULL: [&str; 9] = [
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+    "vocab_size",
+    "max_position_embeddings",
+    "rms_norm_eps",
+    "hidden_act",
+    "tie_word_embeddings",
+];
+
 impl Config {
     /// Reads `path`. A missing file, unreadable or unparsable JSON, or JSON that is not an
     /// object is an error; everything else is a field of the result.
@@ -290,10 +305,21 @@ impl Config {
             }
             None => (None, None),
         };
+        let family = model_type.as_deref().and_then(Family::from_model_type);
+        // Qwen3Config's head_dim is an int (128 when absent); the other families derive a null
+        // one from hidden_size / num_attention_heads.
+        if family == Some(Family::Qwen3) && obj.get("head_dim") == Some(&Value::Null) {
+            r.issues.push(FieldIssue {
+                key: "head_dim".to_string(),
+                value: Value::Null,
+                expected: "a positive integer",
+                cap: None,
+            });
+        }
         let issues = r.issues;
         Ok(Config {
             path: path.to_path_buf(),
-            family: model_type.as_deref().and_then(Family::from_model_type),
+            family,
             model_type,
             vocab_size,
             hidden_size,
@@ -397,7 +423,12 @@ impl<'a> Reader<'a> {
         parse: impl FnOnce(&'a Value) -> Option<T>,
     ) -> Option<T> {
         let v = match self.obj.get(key) {
-            None | Some(Value::Null) => return None,
+            None => return None,
+            // transformers 5.17 refuses these as null in every family we read (qwen3, qwen2,
+            // llama, mistral: "expected int, got NoneType"); the others, null, are absent.
+            Some(Value::Null) if !(self.prefix.is_empty() && NOT_NULL.contains(&key)) => {
+                return None
+            }
             Some(v) => v,
         };
         let parsed = parse(v);

@@ -563,6 +563,19 @@ fn embeddings_of_another_length_than_the_input_ids_are_said() {
             format!("{r}: model.embed_tokens [1, 4, 2] holds 4 token positions, but its input_ids hold 12 tokens: token positions are numbered from input_ids"),
         ]
     );
+    // Without model.embed_tokens, the first residual-stream probe held tells (the hunt's dump
+    // had none, and was silent).
+    let y: &[(&str, &[usize], &[f32])] = &[("model.layers.0", &[1, 4, 2], &e)];
+    write_dump(&ours, y, Some((1..=12).collect()));
+    write_dump(&reference, y, Some((1..=12).collect()));
+    let run = diff_files(&ours, &reference, &["--format", "json"]);
+    assert_eq!(
+        said(&run),
+        [
+            format!("{o}: model.layers.0 [1, 4, 2] holds 4 token positions, but its input_ids hold 12 tokens: token positions are numbered from input_ids"),
+            format!("{r}: model.layers.0 [1, 4, 2] holds 4 token positions, but its input_ids hold 12 tokens: token positions are numbered from input_ids"),
+        ]
+    );
 }
 
 /// `run` without token ids names both ways to give them; its summary counts in the singular
@@ -1027,7 +1040,7 @@ fn a_mistyped_fault_says_what_was_meant() {
     assert_eq!(run.code, 2, "{}", run.transcript());
     assert!(
         run.stderr
-            .contains("--inject rope-theta=5e2: conflicts with --inject rope-theta=1e4")
+            .contains("--inject rope-theta=500: conflicts with --inject rope-theta=1e4")
             && run.stderr.lines().count() == 1,
         "{}",
         run.transcript()
@@ -1903,26 +1916,30 @@ fn hostile_tensor_names_cannot_drive_the_terminal_or_the_markdown() {
 }
 
 #[test]
-fn names_with_quotes_align_by_content_and_braces_are_said_to_be_left_out() {
+fn names_with_quotes_and_braces_align_by_content() {
     // Alignment by content states its pairs as a map: a quote or a backslash in a name is
-    // escaped there (the pair is compared), braces cannot be stated (a map pattern reads
-    // `{X}` as a capture): that pair is left out, and the warning counts it so.
+    // escaped there as TOML, a brace doubled (a map pattern reads `{X}` as a capture). Until
+    // 2026-12-05 a name with a brace was left out of the pairs, and a wrong tensor so named
+    // passed with exit 0 (a bad-input hunt); now its pair is compared and found, and the
+    // suggested map passes back.
     let dir = tempfile::tempdir().unwrap();
     let (ours, reference) = (dir.path().join("o.npz"), dir.path().join("r.npz"));
-    let values: Vec<Vec<f32>> = (0..3)
+    let values: Vec<Vec<f32>> = (0..4)
         .map(|k| {
             (0..32)
                 .map(|i| ((i * 7 + k * 13) % 11) as f32 - 5.0)
                 .collect()
         })
         .collect();
+    let wrong: Vec<f32> = values[2].iter().map(|x| x * 1.5).collect();
     let shape: &[usize] = &[4, 8];
     write_dump(
         &ours,
         &[
             ("q\"uote", shape, &values[0]),
             ("back\\slash", shape, &values[1]),
-            ("br{ace}", shape, &values[2]),
+            ("br{ace}", shape, &wrong),
+            ("x{L}0", shape, &values[3]),
         ],
         None,
     );
@@ -1932,6 +1949,7 @@ fn names_with_quotes_align_by_content_and_braces_are_said_to_be_left_out() {
             ("r0", shape, &values[0]),
             ("r1", shape, &values[1]),
             ("r2", shape, &values[2]),
+            ("r{3}", shape, &values[3]),
         ],
         None,
     );
@@ -1946,28 +1964,45 @@ fn names_with_quotes_align_by_content_and_braces_are_said_to_be_left_out() {
             suggested.to_str().unwrap(),
         ],
     );
+    assert_eq!(run.code, 1, "{}", run.stdout);
     let r = run.json();
     let warning = r["warnings"][0].as_str().unwrap();
-    assert!(warning.contains("2 compared"), "{warning}");
-    assert!(warning.contains("1 left out"), "{warning}");
-    let status = |n: &str| {
+    assert!(warning.contains("4 compared"), "{warning}");
+    assert!(!warning.contains("left out"), "{warning}");
+    let status = |r: &serde_json::Value, n: &str| {
         let rows = r["ops"].as_array().unwrap();
         let row = rows.iter().find(|o| o["name"] == n).expect(n);
         row["status"].as_str().unwrap().to_string()
     };
-    assert_eq!(status("r0"), "ok");
-    assert_eq!(status("r1"), "ok");
-    assert_eq!(status("r2"), "only_ref");
+    for (name, want) in [
+        ("r0", "ok"),
+        ("r1", "ok"),
+        ("r2", "diverged"),
+        ("r{3}", "ok"),
+    ] {
+        assert_eq!(status(&r, name), want, "{name}");
+    }
+    assert_eq!(r["first_divergence"]["name"], "r2");
     // The suggestion, passed back, compares the same pairs.
     let text = std::fs::read_to_string(&suggested).unwrap();
     assert!(text.contains(r#"from = "q\"uote""#), "{text}");
+    assert!(text.contains(r#"from = "br{{ace}}""#), "{text}");
+    assert!(
+        text.contains(
+            r#"from = "x{{L}}0"
+to = "r{{3}}""#
+        ),
+        "{text}"
+    );
     let again = diff_files(
         &ours,
         &reference,
         &["--format", "json", "--map", suggested.to_str().unwrap()],
     );
+    assert_eq!(again.code, 1);
     let again = again.json();
-    assert_eq!(again["summary"]["ok"], 2, "{again}");
+    assert_eq!(again["summary"]["ok"], 3, "{again}");
+    assert_eq!(status(&again, "r2"), "diverged");
 }
 
 #[test]

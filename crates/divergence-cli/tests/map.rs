@@ -714,3 +714,46 @@ fn a_to_that_makes_only_steps_the_reference_lacks_is_not_a_typo() {
     assert_ne!(code, 2, "{err}");
     assert_eq!(row(&r, "model.layers.0.self_attn.k_proj")["status"], "ok");
 }
+
+/// A map recorded in the reference's metadata is never used (a map renames our tensors): said
+/// in a warning, so that an engine's dump given as REF is not read in silence (a bad-input
+/// hunt: a clean vLLM dump given as REF read 20 false divergences). `"map": null` in ours is no
+/// map (it was an error).
+#[test]
+fn a_map_in_the_references_metadata_is_said_and_a_null_map_is_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = dir.path().join("engine.npz");
+    write(&engine, &[fused_qkv(false)], Some(("map", "vllm")));
+    let shown = engine.display().to_string();
+    let (_, report, _) = json(&["diff", REF, engine.to_str().unwrap(), "--format", "json"]);
+    let said: Vec<&str> = report["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .filter(|w| w.starts_with(&shown))
+        .collect();
+    assert_eq!(
+        said,
+        [format!("{shown}: its metadata records the preset vllm (\"map\"), not used: a map renames our dump's tensors, never the reference's; if it is the engine's dump, give it as OURS")]
+    );
+    // Given as OURS, its map is used and nothing is said of the reference.
+    let (_, report, _) = json(&["diff", engine.to_str().unwrap(), REF, "--format", "json"]);
+    let warnings = report["warnings"].to_string();
+    assert!(!warnings.contains("not used: a map renames"), "{warnings}");
+    assert!(warnings.contains("preset vllm"), "{warnings}");
+
+    let mut meta = Meta::default();
+    meta.extra.insert("map".into(), Value::Null);
+    let ours = dir.path().join("null.npz");
+    write_meta(&ours, &[fused_qkv(false)], meta);
+    // (Its one tensor, unmapped, has no name in common with the reference: a report, exit 2,
+    // that says so; before, the error "(metadata \"map\"): must be a string", no report.)
+    let (code, report, err) = json(&["diff", ours.to_str().unwrap(), REF, "--format", "json"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("no probe was compared"), "{err}");
+    assert!(
+        !report["warnings"].to_string().contains("preset"),
+        "{report}"
+    );
+}

@@ -209,7 +209,7 @@ pub(crate) fn check_structure(
             name,
             format!(
                 "not used by the config ({}): a port must not apply it",
-                unused_reason(cfg, dims, name)
+                unused_reason(cfg, dims, name, |n| expected_names.contains(n))
             ),
         ));
     }
@@ -217,7 +217,15 @@ pub(crate) fn check_structure(
     let lm_head = by_name.get("lm_head.weight");
     let embed = by_name.get(embed_name.as_str());
     match (cfg.tie_word_embeddings, lm_head) {
-        (true, Some(head)) => {
+        // Malformed in config.json (a `config` error): whether lm_head is needed is unknown.
+        (None, _) => out.push(finding(
+            Severity::Info,
+            FindingKind::TiedEmbeddings,
+            "lm_head.weight",
+            "not checked: config.json's tie_word_embeddings is not usable (see the config error)"
+                .to_string(),
+        )),
+        (Some(true), Some(head)) => {
             let same = embed.is_some_and(|emb| {
                 emb.dtype == head.dtype && emb.shape == head.shape && emb.data == head.data
             });
@@ -239,7 +247,7 @@ pub(crate) fn check_structure(
                 ));
             }
         }
-        (false, None) => out.push(finding(
+        (Some(false), None) => out.push(finding(
             Severity::Error,
             FindingKind::TiedEmbeddings,
             "lm_head.weight",
@@ -247,7 +255,7 @@ pub(crate) fn check_structure(
                 "missing: tie_word_embeddings is false, so the model needs its own lm_head.weight; a port that falls back to {embed_name} computes different logits"
             ),
         )),
-        (false, Some(head)) => {
+        (Some(false), Some(head)) => {
             let exp = Expected {
                 name: "lm_head.weight".to_string(),
                 dims: vec![
@@ -257,7 +265,7 @@ pub(crate) fn check_structure(
             };
             out.extend(check_shape(&exp, &head.shape, dims));
         }
-        (true, None) => {}
+        (Some(true), None) => {}
     }
     out
 }

@@ -25,7 +25,8 @@ pub(crate) struct ModelConfig {
     pub dims: Option<Dims>,
     pub attention_bias: bool,
     pub mlp_bias: bool,
-    pub tie_word_embeddings: bool,
+    /// `None` when config.json's value was rejected (never replaced by a default).
+    pub tie_word_embeddings: Option<bool>,
     /// Findings about config.json itself.
     pub notes: Vec<Finding>,
 }
@@ -112,6 +113,24 @@ pub(crate) fn interpret(cfg: &Config) -> ModelConfig {
         }
     }
 
+    // Also refused by `divergence run` (and failing in transformers' forward pass).
+    if let (Some(q), Some(k)) = (heads, kv_heads) {
+        if !q.is_multiple_of(k) {
+            notes.push(note(
+                Severity::Error,
+                format!(
+                    "config.json: num_attention_heads ({q}) is not a multiple of num_key_value_heads ({k}): each key/value head serves a whole group of query heads"
+                ),
+            ));
+        }
+    }
+    if let Some(d) = head_dim.filter(|d| !d.is_multiple_of(2)) {
+        notes.push(note(
+            Severity::Error,
+            format!("config.json: head_dim ({d}) must be even: RoPE rotates its two halves"),
+        ));
+    }
+    let tie = (!cfg.rejected("tie_word_embeddings")).then_some(cfg.tie_word_embeddings);
     let summary = ConfigSummary {
         model_type: cfg.model_type.clone(),
         hidden_size: hidden,
@@ -122,7 +141,7 @@ pub(crate) fn interpret(cfg: &Config) -> ModelConfig {
         intermediate_size: cfg.intermediate_size,
         vocab_size: cfg.vocab_size,
         attention_bias: cfg.attention_bias,
-        tie_word_embeddings: cfg.tie_word_embeddings,
+        tie_word_embeddings: tie,
     };
 
     let dims = family.and_then(|f| {
@@ -167,7 +186,7 @@ pub(crate) fn interpret(cfg: &Config) -> ModelConfig {
         dims,
         attention_bias: cfg.attention_bias,
         mlp_bias: cfg.mlp_bias,
-        tie_word_embeddings: cfg.tie_word_embeddings,
+        tie_word_embeddings: tie,
         notes,
     }
 }
@@ -286,9 +305,25 @@ pub(crate) fn expected_tensors(cfg: &ModelConfig, dims: &Dims, prefix: &str) -> 
 }
 
 /// Why a tensor that `expected_tensors` does not list is unused, as a phrase that follows
-/// "not used by the config: ".
-pub(crate) fn unused_reason(cfg: &ModelConfig, dims: &Dims, name: &str) -> String {
+/// "not used by the config: ". `expected(n)`: whether the config needs a tensor named `n`.
+pub(crate) fn unused_reason(
+    cfg: &ModelConfig,
+    dims: &Dims,
+    name: &str,
+    expected: impl Fn(&str) -> bool,
+) -> String {
     let family = cfg.family.map_or("this model", Family::name);
+    // A needed tensor under the other prefix than the checkpoint's (a bad-input hunt: a bare
+    // `layers.0...k_norm.weight` among `model.` names read "qwen3 has no q_norm / k_norm").
+    let other = match name.strip_prefix("model.") {
+        Some(bare) => bare.to_string(),
+        None => format!("model.{name}"),
+    };
+    if expected(&other) {
+        return format!(
+            "the config's name for it is {other}: its prefix differs from the checkpoint's other tensors, so a loader that looks it up by name misses it"
+        );
+    }
     if let Some(idx) = divergence_names::layer_index(name) {
         if idx >= dims.layers {
             return format!("layer {idx} is beyond num_hidden_layers = {}", dims.layers);
@@ -304,7 +339,9 @@ pub(crate) fn unused_reason(cfg: &ModelConfig, dims: &Dims, name: &str) -> Strin
             Some(Family::Llama) => "mlp_bias is false in config.json".to_string(),
             _ => format!("{family} mlp has no bias"),
         },
-        Some((Op::QkNorm(_), _)) => format!("{family} has no q_norm / k_norm (only qwen3 does)"),
+        Some((Op::QkNorm(_), _)) if cfg.family != Some(Family::Qwen3) => {
+            format!("{family} has no q_norm / k_norm (only qwen3 does)")
+        }
         _ => format!("a {family} model with this config.json has no such tensor"),
     }
 }

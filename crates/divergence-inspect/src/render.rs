@@ -127,7 +127,10 @@ fn header_lines(report: &Report) -> Vec<String> {
         field("intermediate", c.intermediate_size);
         field("vocab", c.vocab_size);
         parts.push(format!("attention_bias {}", c.attention_bias));
-        parts.push(format!("tie_word_embeddings {}", c.tie_word_embeddings));
+        parts.push(match c.tie_word_embeddings {
+            Some(tie) => format!("tie_word_embeddings {tie}"),
+            None => "tie_word_embeddings unknown".to_string(),
+        });
         lines.push(format!("config: {}", parts.join(", ")));
     }
     let s = &report.summary;

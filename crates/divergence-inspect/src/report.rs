@@ -203,7 +203,8 @@ pub struct ConfigSummary {
     pub intermediate_size: Option<usize>,
     pub vocab_size: Option<usize>,
     pub attention_bias: bool,
-    pub tie_word_embeddings: bool,
+    /// `None` (null) when config.json's value is malformed (a `config` error).
+    pub tie_word_embeddings: Option<bool>,
 }
 
 /// Counts over the whole report.

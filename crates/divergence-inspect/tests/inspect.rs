@@ -73,7 +73,7 @@ fn clean_checkpoint_has_no_findings() {
     let c = r.config.as_ref().unwrap();
     assert_eq!(
         (c.head_dim, c.num_key_value_heads, c.tie_word_embeddings),
-        (Some(32), Some(2), true)
+        (Some(32), Some(2), Some(true))
     );
 }
 
@@ -677,6 +677,9 @@ fn malformed_head_dim_or_kv_heads_is_not_defaulted() {
         ("head_dim", serde_json::json!(32.0), "32.0"),
         ("num_key_value_heads", serde_json::json!(0), "0"),
         ("head_dim", serde_json::json!("32"), "\"32\""),
+        // Qwen3Config refuses a null head_dim (it was read as absent, defaulted to 128: a
+        // bad-input hunt, 2026-12-05).
+        ("head_dim", serde_json::Value::Null, "null"),
         (
             "num_key_value_heads",
             serde_json::json!(1_000_000),
@@ -717,6 +720,71 @@ fn malformed_head_dim_or_kv_heads_is_not_defaulted() {
     }
 }
 
+/// What `divergence run` refuses (and transformers' forward pass fails on) is a `config` error
+/// here too, never "clean" (a bad-input hunt, 2026-12-05).
+#[test]
+fn config_values_the_port_refuses_are_errors() {
+    for (key, value, want) in [
+        (
+            "num_key_value_heads",
+            3,
+            "config.json: num_attention_heads (4) is not a multiple of num_key_value_heads (3)",
+        ),
+        ("head_dim", 33, "config.json: head_dim (33) must be even"),
+    ] {
+        let mut f = Fixture::qwen3();
+        f.config[key] = value.into();
+        let r = run(&f);
+        let errors: Vec<&str> = r
+            .findings
+            .iter()
+            .filter(|f| f.kind == FindingKind::Config && f.severity == Severity::Error)
+            .map(|f| f.message.as_str())
+            .collect();
+        assert!(
+            errors.len() == 1 && errors[0].starts_with(want),
+            "{key}: {errors:?}"
+        );
+    }
+}
+
+/// A malformed or null `tie_word_embeddings` is a `config` error, never read as `false`: no
+/// "lm_head.weight missing" error from an invented value, and the summary says unknown.
+#[test]
+fn malformed_tie_word_embeddings_is_not_defaulted() {
+    for (value, shown) in [
+        (serde_json::json!("yes"), "\"yes\""),
+        (serde_json::Value::Null, "null"),
+    ] {
+        let mut f = Fixture::qwen3();
+        f.config["tie_word_embeddings"] = value;
+        let r = run(&f);
+        let messages: Vec<(Severity, FindingKind, &str)> = r
+            .findings
+            .iter()
+            .filter(|f| f.kind != FindingKind::HighNormGain)
+            .map(|f| (f.severity, f.kind, f.message.as_str()))
+            .collect();
+        let error = format!("config.json: tie_word_embeddings is {shown}, expected true or false");
+        assert_eq!(
+            messages,
+            vec![
+                (Severity::Error, FindingKind::Config, error.as_str()),
+                (
+                    Severity::Info,
+                    FindingKind::TiedEmbeddings,
+                    "not checked: config.json's tie_word_embeddings is not usable (see the config error)"
+                ),
+            ]
+        );
+        assert_eq!(r.config.as_ref().unwrap().tie_word_embeddings, None);
+        let mut table = Vec::new();
+        render_table(&r, &TableOptions::default(), &mut table).unwrap();
+        let table = String::from_utf8(table).unwrap();
+        assert!(table.contains("tie_word_embeddings unknown"), "{table}");
+    }
+}
+
 #[test]
 fn bare_prefix_checkpoint() {
     let f = Fixture::qwen3();
@@ -731,6 +799,34 @@ fn bare_prefix_checkpoint() {
     let r = run(&bare);
     assert_eq!(r.findings, vec![]);
     assert_eq!(r.layers.len(), 2);
+}
+
+/// One tensor under the other prefix than the rest: missing under the config's name, and the
+/// stray one says why it is unused (it read "qwen3 has no q_norm / k_norm (only qwen3 does)").
+#[test]
+fn one_tensor_under_another_prefix_says_so() {
+    let mut f = Fixture::qwen3();
+    let name = "model.layers.0.self_attn.k_norm.weight";
+    let t = f.tensors.remove(name).unwrap();
+    f.tensors
+        .insert("layers.0.self_attn.k_norm.weight".into(), t);
+    let r = run(&f);
+    let stray = only(
+        &r,
+        FindingKind::UnusedTensor,
+        "layers.0.self_attn.k_norm.weight",
+    );
+    assert!(
+        stray.message.contains(&format!(
+            "the config's name for it is {name}: its prefix differs"
+        )),
+        "{}",
+        stray.message
+    );
+    assert_eq!(
+        only(&r, FindingKind::MissingTensor, name).severity,
+        Severity::Error
+    );
 }
 
 #[test]

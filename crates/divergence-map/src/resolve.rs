@@ -256,7 +256,9 @@ pub fn resolve(
     let mut patterned: Vec<usize> = Vec::new();
     for (i, r) in map.rules.iter().enumerate() {
         if r.from[0].captures.is_empty() {
-            literal.entry(r.from[0].text.as_str()).or_default().push(i);
+            // (A pattern without a capture names one name: its text with braces undoubled.)
+            let name = r.from[0].literal().unwrap_or(&r.from[0].text);
+            literal.entry(name).or_default().push(i);
         } else if let Some(probe) = r.from[0].probe_of_steps() {
             steps_of.entry(probe).or_default().push(i);
         } else {
@@ -513,7 +515,7 @@ pub fn resolve(
         };
         let named = |base: &str| {
             if rule.from[0].captures.is_empty() {
-                rule.from[0].text == base
+                rule.from[0].literal() == Some(base)
             } else {
                 rule.from[0].matches(base).is_some()
             }

@@ -55,6 +55,8 @@ pub struct Pattern {
     /// `None` for a pattern without a capture: the whole name, compared as text (a map inferred
     /// by content is all of them; a regex each cost ~28 KB, more for a long name).
     regex: Option<Regex>,
+    /// The name a pattern without a capture names (`text` with its doubled braces single).
+    literal: Option<String>,
     pub captures: Vec<String>,
     /// The literal text before the first capture and after the last: a name that does not
     /// start and end with them is turned away before the regex runs (most names, most rules).
@@ -643,18 +645,33 @@ enum Piece {
 
 fn parse_pattern(p: &str) -> Result<Vec<Piece>, String> {
     let mut out = Vec::new();
+    // Literal text so far: `{{` and `}}` are a brace of the name (docs/mapping.md).
+    let mut text = String::new();
     let mut rest = p;
     while let Some(open) = rest.find(['{', '}']) {
-        if rest[open..].starts_with('}') {
-            return Err(format!("unmatched `}}` in \"{}\"", short(p)));
+        text.push_str(&rest[..open]);
+        let at = &rest[open..];
+        if at.starts_with("{{") || at.starts_with("}}") {
+            text.push_str(&at[..1]);
+            rest = &at[2..];
+            continue;
         }
-        if open > 0 {
-            out.push(Piece::Text(rest[..open].to_string()));
+        if at.starts_with('}') {
+            return Err(format!(
+                "unmatched `}}` in \"{}\" (a brace of the name is written twice: `}}}}`)",
+                short(p)
+            ));
         }
-        let Some(close) = rest[open..].find('}') else {
-            return Err(format!("unclosed `{{` in \"{}\"", short(p)));
+        if !text.is_empty() {
+            out.push(Piece::Text(std::mem::take(&mut text)));
+        }
+        let Some(close) = at.find('}') else {
+            return Err(format!(
+                "unclosed `{{` in \"{}\" (a brace of the name is written twice: `{{{{`)",
+                short(p)
+            ));
         };
-        let inner = &rest[open + 1..open + close];
+        let inner = &at[1..close];
         let (name, dots) = match inner.strip_suffix("...") {
             Some(n) => (n, true),
             None => (inner, false),
@@ -665,18 +682,24 @@ fn parse_pattern(p: &str) -> Result<Vec<Piece>, String> {
             .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
         if !first_ok || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
             return Err(format!(
-                "bad capture `{{{}}}` in \"{}\" (a name of letters, digits and _, not starting with a digit, optionally followed by ...)",
+                "bad capture `{{{}}}` in \"{}\" (a name of letters, digits and _, not starting with a digit, optionally followed by ...; a brace of the name is written twice: `{{{{`, `}}}}`)",
                 short(inner),
                 short(p)
             ));
         }
         out.push(Piece::Capture(name.to_string(), dots));
-        rest = &rest[open + close + 1..];
+        rest = &at[close + 1..];
     }
-    if !rest.is_empty() {
-        out.push(Piece::Text(rest.to_string()));
+    text.push_str(rest);
+    if !text.is_empty() {
+        out.push(Piece::Text(text));
     }
     Ok(out)
+}
+
+/// `name` as a map pattern or `to` that names it literally: its braces doubled (`{{`, `}}`).
+pub fn escape_braces(name: &str) -> String {
+    name.replace('{', "{{").replace('}', "}}")
 }
 
 impl Pattern {
@@ -694,6 +717,7 @@ impl Pattern {
         } else {
             (String::new(), String::new())
         };
+        let whole = (!captures_in(&pieces)).then(|| literal(pieces.first()));
         for piece in pieces {
             match piece {
                 Piece::Text(t) => re.push_str(&regex::escape(&t)),
@@ -725,6 +749,7 @@ impl Pattern {
         Ok(Pattern {
             text: text.to_string(),
             regex,
+            literal: whole,
             captures,
             prefix,
             suffix,
@@ -747,13 +772,18 @@ impl Pattern {
         .then_some(probe)
     }
 
+    /// The one name a pattern without a capture names (`None` for a pattern with one).
+    pub fn literal(&self) -> Option<&str> {
+        self.literal.as_deref()
+    }
+
     /// The captures of `name`, when it matches.
     pub fn matches(&self, name: &str) -> Option<Vec<(String, String)>> {
         if !(name.starts_with(&self.prefix) && name.ends_with(&self.suffix)) {
             return None;
         }
         let Some(regex) = &self.regex else {
-            return (name == self.text).then(Vec::new);
+            return (Some(name) == self.literal.as_deref()).then(Vec::new);
         };
         let c = regex.captures(name)?;
         Some(
@@ -857,6 +887,34 @@ mod tests {
 
     fn err(text: &str) -> String {
         Map::parse(text, "m.toml").unwrap_err().to_string()
+    }
+
+    /// A brace of a name is written twice (`{{`, `}}`): in a literal `from`, a pattern's text
+    /// and a `to` (a name with braces could not be named until 2026-12-05: a bad-input hunt).
+    #[test]
+    fn doubled_braces_are_braces_of_the_name() {
+        let p = Pattern::compile("y{{0}}").unwrap();
+        assert_eq!(p.literal(), Some("y{0}"));
+        assert_eq!(p.matches("y{0}"), Some(Vec::new()));
+        assert_eq!(p.matches("y{{0}}"), None);
+        let p = Pattern::compile("a{{b}}.{L}.}}").unwrap();
+        assert_eq!(
+            p.matches("a{b}.3.}"),
+            Some(vec![("L".to_string(), "3".to_string())])
+        );
+        assert_eq!(p.matches("a{b}.3.}}"), None);
+        let caps = [("L".to_string(), "3".to_string())];
+        assert_eq!(fill("c{{{L}}}", &caps), "c{3}");
+        assert_eq!(escape_braces("x{L}0}"), "x{{L}}0}}");
+        assert_eq!(
+            Pattern::compile(&escape_braces("x{L}0}"))
+                .unwrap()
+                .literal(),
+            Some("x{L}0}")
+        );
+        assert!(err("[[rule]]\nfrom = \"a}\"\nto = \"b\"\n").contains("`}}`"));
+        assert!(err("[[rule]]\nfrom = \"a{0}\"\nto = \"b\"\n")
+            .contains("a brace of the name is written twice"));
     }
 
     #[test]

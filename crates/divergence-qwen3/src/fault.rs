@@ -264,7 +264,11 @@ impl fmt::Display for Fault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Fault::RopeTheta(v) | Fault::AttnBias(v) | Fault::RmsEps(v) => {
-                write!(f, "{}={v:e}", self.name())
+                // The shorter of the plain and the exponent form: `6`, `500`, `1e4`, `1e-3`
+                // (`6e0` read as a typo in a conflict's message: a bad-input hunt).
+                let (plain, exp) = (format!("{v}"), format!("{v:e}"));
+                let v = if plain.len() <= exp.len() { plain } else { exp };
+                write!(f, "{}={v}", self.name())
             }
             Fault::Transpose(m) => write!(f, "transpose={m}"),
             Fault::Act(a) => write!(f, "act={}", a.name()),
@@ -839,6 +843,23 @@ mod tests {
             Fault::CacheDtype(CacheDtype::F16)
         );
         assert_eq!(parse("decode-mask@0-1").fault, Fault::DecodeMask);
+    }
+
+    /// A value is shown in the shorter of its plain and exponent forms (`6`, not `6e0`).
+    #[test]
+    fn values_are_shown_short() {
+        for (spec, shown) in [
+            ("rope-theta=6", "rope-theta=6"),
+            ("rope-theta=6.0e0", "rope-theta=6"),
+            ("rope-theta=500", "rope-theta=500"),
+            ("rope-theta=10000", "rope-theta=1e4"),
+            ("rms-eps=0.001", "rms-eps=1e-3"),
+            ("rms-eps=0.5", "rms-eps=0.5"),
+            ("attn-bias=1e30@0-1", "attn-bias=1e30@0-1"),
+            ("attn-bias=-2.5", "attn-bias=-2.5"),
+        ] {
+            assert_eq!(parse(spec).to_string(), shown, "{spec}");
+        }
     }
 
     #[test]

@@ -22,8 +22,6 @@ pub struct Inferred {
     pub pairs: Vec<(Pair, bool)>,
     /// Why nothing was inferred (too many tensors to align), for the report's warnings.
     pub skipped: Option<String>,
-    /// Pairs that would be compared but that no map can state (a name with `{` or `}`).
-    pub left_out: usize,
     /// The probes left over on each side that no compared pair holds (ours', the
     /// reference's): their rows are only in one file.
     pub unpaired: (Vec<String>, Vec<String>),
@@ -82,7 +80,6 @@ pub fn infer(ours: &Dump, reference: &Dump) -> Option<Inferred> {
         return Some(Inferred {
             toml: String::new(),
             pairs: Vec::new(),
-            left_out: 0,
             unpaired: Default::default(),
             skipped: Some(format!(
                 "few probe names in common, and too many to align by content ({} x {} probes left; at most {} pairs of them are weighed): nothing inferred; give a map (--map)",
@@ -159,7 +156,6 @@ pub fn infer(ours: &Dump, reference: &Dump) -> Option<Inferred> {
         return Some(Inferred {
             toml: String::new(),
             pairs: Vec::new(),
-            left_out: 0,
             skipped: Some(format!(
                 "few probe names in common, and none of the {} probes left of ours pairs by \
                  content with one of the {} left of the reference (no element count in \
@@ -171,14 +167,10 @@ pub fn infer(ours: &Dump, reference: &Dump) -> Option<Inferred> {
             unpaired: (names(&ours_left), names(&ref_left)),
         });
     }
-    // A pair a map cannot state is not compared (and counted as left out).
-    let mut left_out = 0;
     let out: Vec<(Pair, bool)> = pairs
         .into_iter()
         .map(|p| {
-            let fits = usable(&p.ours) && usable(&p.reference);
-            left_out += usize::from(p.compared && !fits);
-            let c = p.compared && fits;
+            let c = p.compared;
             (p, c)
         })
         .collect();
@@ -209,16 +201,14 @@ pub fn infer(ours: &Dump, reference: &Dump) -> Option<Inferred> {
         toml,
         pairs: out,
         skipped: None,
-        left_out,
         unpaired,
     })
 }
 
-/// A name a map pattern can hold as it is: no capture braces (a map pattern reads `{X}` as a
-/// capture and has no escape for them). Quotes, backslashes and control characters are
-/// escaped in the TOML ([`toml_string`]).
-fn usable(name: &str) -> bool {
-    !name.contains(['{', '}'])
+/// `name` as a map's `from` or `to` that names it literally: its braces doubled (a map
+/// pattern reads `{X}` as a capture), as a TOML string ([`toml_string`]).
+fn name_string(name: &str) -> String {
+    toml_string(&divergence_map::escape_braces(name))
 }
 
 /// `name` as a TOML basic string: quoted, with `"`, `\` and control characters escaped.
@@ -246,8 +236,8 @@ pub fn rule(p: &Pair, transform: Option<&str>) -> String {
     };
     let mut s = format!(
         "\n[[rule]]\nfrom = {}\nto = {}\nnote = \"inferred by content: {how}\"\n",
-        toml_string(&p.ours),
-        toml_string(&p.reference)
+        name_string(&p.ours),
+        name_string(&p.reference)
     );
     if let Some(t) = transform {
         s.push_str(t);
@@ -369,12 +359,6 @@ pub fn summary(inf: &Inferred) -> String {
     }
     let count = |c: Confidence| inf.pairs.iter().filter(|(p, _)| p.confidence == c).count();
     let compared = inf.pairs.iter().filter(|(_, c)| *c).count();
-    let left_out = match inf.left_out {
-        0 => String::new(),
-        n => format!(
-            "; {n} left out, their names holding `{{` or `}}`, which a map pattern reads as a capture"
-        ),
-    };
     let (o, r) = &inf.unpaired;
     let unpaired = if o.is_empty() && r.is_empty() {
         String::new()
@@ -398,7 +382,7 @@ pub fn summary(inf: &Inferred) -> String {
         )
     };
     format!(
-        "few probe names in common: {} pairs aligned by content (execution order, element counts, value statistics): {} with the same values, {} close, {} by count and order only; {compared} compared, their rows say `inferred by content` (mapped){left_out}{unpaired}; --suggest-map FILE writes them as a map to check",
+        "few probe names in common: {} pairs aligned by content (execution order, element counts, value statistics): {} with the same values, {} close, {} by count and order only; {compared} compared, their rows say `inferred by content` (mapped){unpaired}; --suggest-map FILE writes them as a map to check",
         inf.pairs.len(),
         count(Confidence::Same),
         count(Confidence::Close),
@@ -452,9 +436,6 @@ pub fn suggestion(
     let steps_of = |probe: &str| probes.get(probe).unwrap_or(&none);
     if let Some(inf) = inf {
         for (p, compared) in &inf.pairs {
-            if !(usable(&p.ours) && usable(&p.reference)) {
-                continue;
-            }
             // A pair a map cannot hold as a rule (ours' probe onto a decode step's name of
             // the reference's, where only the reference has steps): said, not written as a
             // rule `--map` refuses (a review: the file did not pass back).
@@ -497,7 +478,7 @@ pub fn suggestion(
         }
     }
     for (&(from, to), layout) in &by_probe.order() {
-        if done.contains(&(from, to)) || !(usable(from) && usable(to)) {
+        if done.contains(&(from, to)) {
             continue;
         }
         let mut group = Vec::new();
@@ -584,8 +565,8 @@ pub fn suggestion(
 fn layout_rule(from: &str, to: &str, transform: &str) -> String {
     format!(
         "\n[[rule]]\nfrom = {}\nto = {}\n{transform}\nnote = \"layout change found by divergence diff\"\n",
-        toml_string(from),
-        toml_string(to)
+        name_string(from),
+        name_string(to)
     )
 }
 
@@ -683,16 +664,16 @@ fn step_rules(
     let every = |transform: &str, note: &str| {
         format!(
             "\n[[rule]]\nfrom = {}\nto = {}\n{transform}note = \"{note}\"\n",
-            toml_string(&format!("{from}@{{S}}")),
-            toml_string(&format!("{to}@{{S}}"))
+            toml_string(&format!("{}@{{S}}", divergence_map::escape_braces(from))),
+            toml_string(&format!("{}@{{S}}", divergence_map::escape_braces(to)))
         )
     };
     let one = |step: usize, t: Option<&str>| match t {
         Some(t) => layout_rule(&format!("{from}@{step}"), &format!("{to}@{step}"), t),
         None => format!(
             "\n[[rule]]\nfrom = {}\nto = {}\nnote = \"a decode step as it is\"\n",
-            toml_string(&format!("{from}@{step}")),
-            toml_string(&format!("{to}@{step}"))
+            name_string(&format!("{from}@{step}")),
+            name_string(&format!("{to}@{step}"))
         ),
     };
     match main {
@@ -870,7 +851,6 @@ mod tests {
                 false,
             )],
             skipped: None,
-            left_out: 0,
             unpaired: (vec!["a".into()], vec!["b".into()]),
         };
         let (text, _) = suggestion(Some(&guess), &[], &[], &probes);

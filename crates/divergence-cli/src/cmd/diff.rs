@@ -297,18 +297,28 @@ fn filters_unused(args: &DiffArgs, stdout: Format) -> Option<String> {
     ))
 }
 
-/// A warning when `dump`'s `model.embed_tokens` holds another count of token positions than
-/// its metadata's `input_ids` (its token axis: the first of `[T, H]`, the second of `[B, T,
-/// H]`): positions are numbered from `input_ids`, and a report's per-position profile (the
-/// rows' own positions) and token line (the prompt's) then disagree (a bad-input hunt: one
-/// decode step at "position 5" in one and 13 in the other, without a word).
+/// The probes of the residual stream whose prefill holds a row per prompt token, in the dump
+/// contract's names: the first a dump holds tells how many token positions its prefill has.
+const TOKEN_ROWS: [&str; 4] = [
+    "model.embed_tokens",
+    "model.layers.0.input_layernorm",
+    "model.layers.0",
+    "model.norm",
+];
+
+/// A warning when `dump`'s prefill holds another count of token positions than its metadata's
+/// `input_ids`, read from the first of [`TOKEN_ROWS`] it holds (its token axis: the first of
+/// `[T, H]`, the second of `[B, T, H]`): positions are numbered from `input_ids`, and a
+/// report's per-position profile (the rows' own positions) and token line (the prompt's) then
+/// disagree (a bad-input hunt: one decode step at "position 5" in one and 13 in the other,
+/// without a word; a dump without `model.embed_tokens` was still silent until session 38).
 fn embeddings_against_ids(dump: &Dump, label: &str) -> Option<String> {
     let ids = dump.meta()?.input_ids.as_ref()?.len();
-    let shape = dump.shape("model.embed_tokens")?;
+    let (name, shape) = TOKEN_ROWS.iter().find_map(|&n| Some((n, dump.shape(n)?)))?;
     let positions = token_positions(shape)?;
     (positions != ids).then(|| {
         format!(
-            "{}: model.embed_tokens {shape:?} holds {positions} token positions, but its input_ids hold {ids} tokens: token positions are numbered from input_ids",
+            "{}: {name} {shape:?} holds {positions} token positions, but its input_ids hold {ids} tokens: token positions are numbered from input_ids",
             divergence_names::one_line(label)
         )
     })
@@ -646,6 +656,7 @@ fn report_of(
     let explicit = chosen.is_some();
     let model = args.model.as_deref();
     let (mut ours, mut map_warnings) = crate::cmd::map::apply(ours_dump, ref_dump, chosen, model)?;
+    map_warnings.extend(crate::cmd::map::reference_map_unused(ref_dump, explicit));
     let reference = MappedDump::plain(ref_dump);
     let truth = truth.map(MappedDump::plain);
     timings::mark("map");
@@ -2102,7 +2113,6 @@ mod tests {
             toml: "[[rule]\n".into(),
             pairs: Vec::new(),
             skipped: None,
-            left_out: 0,
             unpaired: (Vec::new(), Vec::new()),
         };
         let e = apply_inferred(&inf, &ours, &reference, None)

@@ -203,7 +203,12 @@ pub fn choose(ours: &Dump, flag: Option<Result<Map>>) -> Result<Option<Map>> {
     if let Some(map) = flag {
         return map.map(Some);
     }
-    let Some(value) = ours.meta().and_then(|m| m.extra.get("map")) else {
+    // (`"map": null` is no map.)
+    let Some(value) = ours
+        .meta()
+        .and_then(|m| m.extra.get("map"))
+        .filter(|v| !v.is_null())
+    else {
         return Ok(None);
     };
     let label = format!(
@@ -226,6 +231,27 @@ pub fn choose(ours: &Dump, flag: Option<Result<Map>>) -> Result<Option<Map>> {
         );
     }
     Ok(Some(Map::parse_given(text, &label)?))
+}
+
+/// A warning when the reference's metadata records a map (`"map"`) that is not used: a map
+/// renames our dump's tensors only, so an engine's dump given as the reference pairs by its
+/// own names (a bad-input hunt: a clean vLLM dump given as REF read 20 false divergences
+/// without a word about its map).
+pub fn reference_map_unused(reference: &Dump, used: bool) -> Option<String> {
+    let value = reference
+        .meta()?
+        .extra
+        .get("map")
+        .filter(|v| !v.is_null())?;
+    let what = match value.as_str() {
+        Some(name) if divergence_map::preset(name).is_some() => format!("the preset {name}"),
+        _ => "a map".to_string(),
+    };
+    let also = if used { " (ours' map is used)" } else { "" };
+    Some(format!(
+        "{}: its metadata records {what} (\"map\"), not used: a map renames our dump's tensors, never the reference's{also}; if it is the engine's dump, give it as OURS",
+        one_line(&reference.path().display().to_string())
+    ))
 }
 
 /// The size fields the configs [`sizes`] consulted rejected, one line each, and the config

@@ -31,7 +31,8 @@ fn whole_number(t: &str) -> Option<usize> {
 
 fn number(s: &str, bound: &str, ok: impl Fn(f64) -> bool) -> Result<f64, String> {
     match s.trim().parse::<f64>() {
-        Ok(x) if x.is_finite() && ok(x) => Ok(x),
+        // `-0` is 0 (it was recorded as -0.0 in the report).
+        Ok(x) if x.is_finite() && ok(x) => Ok(x + 0.0),
         _ => Err(format!("must be a finite number {bound}, got {s}")),
     }
 }
@@ -134,6 +135,7 @@ mod tests {
     fn numbers() {
         assert_eq!(non_negative("0"), Ok(0.0));
         assert_eq!(non_negative("1e-3"), Ok(1e-3));
+        assert!(non_negative("-0").unwrap().is_sign_positive());
         assert_eq!(
             non_negative("-1"),
             Err("must be a finite number >= 0, got -1".into())
