@@ -326,3 +326,48 @@ def test_an_engines_decode_dump_reads_as_the_original(tmp_path, engine, axes, dt
         for step in ("", "@3"):
             got = m[f"model.layers.1.self_attn.{n}{step}"]["mapped"]
             assert got.startswith(rule), got
+
+
+def test_llama_cpp_one_kv_head_and_no_config(tmp_path):
+    """The llama.cpp preset on a model with one kv head (MQA), from real transformers: the
+    projection `(T, head_dim)` ends in `head_dim` as the RoPE output does, and the axis before
+    it tells them apart (a review and a hunt: a dumper keeping the first `Kcur`, the projection,
+    read as a divergence at `rope_k`). Without the model sizes the preset is an error, not a
+    fallback by rank (a clean decode read as divergent at every step)."""
+    import json as js
+
+    import numpy as np
+    import torch
+
+    from dump_reference import write_npz
+
+    cfg = js.loads((FIXTURES / "tiny-qwen3" / "config.json").read_text())
+    cfg.update(num_key_value_heads=1, head_dim=16)
+    (tmp_path / "cfg.json").write_text(js.dumps(cfg))
+    ref = tmp_path / "ref.npz"
+    subprocess.run([sys.executable, str(SCRIPTS / "dump_reference.py"), "--config", str(tmp_path / "cfg.json"),
+                    "--seed", "1", "--ids", "5,6,7,8,9", "--decode", "3", "--out", str(ref), "--quiet"],
+                   check=True, capture_output=True, timeout=300)
+    for axes in engine_layouts.GGML_AXES:
+        entries, meta = engine_layouts.rewrite(ref, "llama.cpp", axes=axes)
+        # The dumper kept the prefill's first Kcur: the projection, ggml's layout.
+        k = engine_layouts.load(ref)[0]["model.layers.1.self_attn.k_proj"][0]  # [T, head_dim]
+        first = engine_layouts.ggml_axes(k[None, None] if axes == "kept" else k, axes)
+        entries = [(n, first if n == "Kcur-1" else x) for n, x in entries]
+        out = tmp_path / f"lc-{axes}.npz"
+        write_npz(out, [(n, torch.from_numpy(np.ascontiguousarray(x))) for n, x in entries], meta)
+        code, report = diff(out, ref, "--map", "llama.cpp")
+        assert code == 0, (axes, report["first_divergence"])
+        got = rows(report)
+        assert got["model.layers.1.self_attn.k_proj"]["status"] == "ok", axes
+        assert got["model.layers.0.self_attn.rope_k"]["status"] == "ok", axes
+        assert got["model.layers.0.self_attn.rope_k@3"]["status"] == "ok", axes
+    # The reference without its config, and no --model: an error naming the size.
+    probes, meta = engine_layouts.load(ref)
+    meta.pop("model")
+    bare = tmp_path / "bare.npz"
+    write_npz(bare, [(n, torch.from_numpy(x)) for n, x in probes.items()], meta)
+    r = subprocess.run([str(BIN), "diff", str(out), str(bare), "--map", "llama.cpp"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "`last` needs the model size" in r.stderr and "--model" in r.stderr, r.stderr

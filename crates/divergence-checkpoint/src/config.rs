@@ -210,9 +210,10 @@ pub struct Config {
     pub issues: Vec<FieldIssue>,
 }
 
-/// Fields that transformers 5.17 refuses as `null` in every family we read (its config
-/// classes' strict validation; checked for qwen3, qwen2, llama and mistral): a null one is a
-/// [`FieldIssue`], not an absent field given its default.
+/// Fields that transformers 5.17 refuses as `null` (its config classes' strict validation:
+/// "expected int, got NoneType"), in every family we read: a null one is a [`FieldIssue`],
+/// not an absent field given its default. Checked against `Qwen3Config`, `Qwen2Config`,
+/// `LlamaConfig` and `MistralConfig` (2026-12-05); [`not_null_in`] adds each family's own.
 const NOT_NULL: [&str; 9] = [
     "hidden_size",
     "num_hidden_layers",
@@ -224,6 +225,19 @@ const NOT_NULL: [&str; 9] = [
     "hidden_act",
     "tie_word_embeddings",
 ];
+
+/// The fields `family`'s config class refuses as `null` beyond [`NOT_NULL`] (the others,
+/// null, are absent: `num_key_value_heads` is `num_attention_heads` but in mistral, a llama or
+/// qwen2 `head_dim` is derived).
+fn not_null_in(family: Option<Family>) -> &'static [&'static str] {
+    match family {
+        Some(Family::Qwen3) => &["head_dim", "attention_bias", "use_sliding_window"],
+        Some(Family::Qwen2) => &["use_sliding_window"],
+        Some(Family::Llama) => &["attention_bias", "mlp_bias"],
+        Some(Family::Mistral) => &["num_key_value_heads"],
+        None => &[],
+    }
+}
 
 impl Config {
     /// Reads `path`. A missing file, unreadable or unparsable JSON, or JSON that is not an
@@ -262,10 +276,16 @@ impl Config {
                 message: "expected a json object".to_string(),
             });
         };
+        // The family first (its config class refuses other nulls), read again in order below.
+        let family = obj
+            .get("model_type")
+            .and_then(Value::as_str)
+            .and_then(Family::from_model_type);
         let mut r = Reader {
             obj,
             prefix: "",
             issues: Vec::new(),
+            not_null: not_null_in(family),
         };
         // Read in this order so that issues come out in a stable, meaningful order.
         let hidden_size = r.positive("hidden_size");
@@ -297,6 +317,7 @@ impl Config {
                     obj: rope,
                     prefix: key,
                     issues: Vec::new(),
+                    not_null: &[],
                 };
                 let theta = inner.number("rope_theta");
                 let ty = inner.string("rope_type").or_else(|| inner.string("type"));
@@ -305,17 +326,6 @@ impl Config {
             }
             None => (None, None),
         };
-        let family = model_type.as_deref().and_then(Family::from_model_type);
-        // Qwen3Config's head_dim is an int (128 when absent); the other families derive a null
-        // one from hidden_size / num_attention_heads.
-        if family == Some(Family::Qwen3) && obj.get("head_dim") == Some(&Value::Null) {
-            r.issues.push(FieldIssue {
-                key: "head_dim".to_string(),
-                value: Value::Null,
-                expected: "a positive integer",
-                cap: None,
-            });
-        }
         let issues = r.issues;
         Ok(Config {
             path: path.to_path_buf(),
@@ -412,6 +422,8 @@ struct Reader<'a> {
     /// Dotted prefix of issue keys ("" at the top level).
     prefix: &'static str,
     issues: Vec<FieldIssue>,
+    /// Top-level fields refused as null beyond [`NOT_NULL`] ([`not_null_in`]).
+    not_null: &'static [&'static str],
 }
 
 impl<'a> Reader<'a> {
@@ -426,7 +438,10 @@ impl<'a> Reader<'a> {
             None => return None,
             // transformers 5.17 refuses these as null in every family we read (qwen3, qwen2,
             // llama, mistral: "expected int, got NoneType"); the others, null, are absent.
-            Some(Value::Null) if !(self.prefix.is_empty() && NOT_NULL.contains(&key)) => {
+            Some(Value::Null)
+                if !(self.prefix.is_empty()
+                    && (NOT_NULL.contains(&key) || self.not_null.contains(&key))) =>
+            {
                 return None
             }
             Some(v) => v,

@@ -209,7 +209,9 @@ pub(crate) fn check_structure(
             name,
             format!(
                 "not used by the config ({}): a port must not apply it",
-                unused_reason(cfg, dims, name, |n| expected_names.contains(n))
+                unused_reason(cfg, dims, name, |n| {
+                    expected_names.contains(n) && !by_name.contains_key(n)
+                })
             ),
         ));
     }

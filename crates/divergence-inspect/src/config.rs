@@ -31,6 +31,34 @@ pub(crate) struct ModelConfig {
     pub notes: Vec<Finding>,
 }
 
+/// The activations transformers 5.17 knows by name (`transformers.activations.ACT2CLS`).
+const ACTIVATIONS: [&str; 24] = [
+    "gelu",
+    "gelu_10",
+    "gelu_accurate",
+    "gelu_fast",
+    "gelu_new",
+    "gelu_python",
+    "gelu_python_tanh",
+    "gelu_pytorch_tanh",
+    "hardswish",
+    "laplace",
+    "leaky_relu",
+    "linear",
+    "mish",
+    "prelu",
+    "quick_gelu",
+    "relu",
+    "relu2",
+    "relu6",
+    "sigmoid",
+    "silu",
+    "sqrtsoftplus",
+    "swish",
+    "tanh",
+    "xielu",
+];
+
 fn note(severity: Severity, message: String) -> Finding {
     Finding {
         severity,
@@ -129,6 +157,30 @@ pub(crate) fn interpret(cfg: &Config) -> ModelConfig {
             Severity::Error,
             format!("config.json: head_dim ({d}) must be even: RoPE rotates its two halves"),
         ));
+    }
+    // What transformers 5.17 refuses on load or in the forward pass (a bad-input hunt: both
+    // read clean): an activation its `ACT2CLS` lacks (a `KeyError` at the first MLP), and
+    // `layer_types` of another length than the layers (its configs' validation).
+    if !cfg.rejected("hidden_act") && !ACTIVATIONS.contains(&cfg.hidden_act.as_str()) {
+        notes.push(note(
+            Severity::Error,
+            format!(
+                "config.json: hidden_act {:?} is no activation transformers knows ({})",
+                divergence_names::one_line(&cfg.hidden_act),
+                ACTIVATIONS.join(", ")
+            ),
+        ));
+    }
+    if let (Some(types), Some(layers)) = (&cfg.layer_types, cfg.num_hidden_layers) {
+        if types.len() != layers {
+            notes.push(note(
+                Severity::Error,
+                format!(
+                    "config.json: layer_types lists {} layers, num_hidden_layers is {layers}",
+                    types.len()
+                ),
+            ));
+        }
     }
     let tie = (!cfg.rejected("tie_word_embeddings")).then_some(cfg.tie_word_embeddings);
     let summary = ConfigSummary {
@@ -305,12 +357,13 @@ pub(crate) fn expected_tensors(cfg: &ModelConfig, dims: &Dims, prefix: &str) -> 
 }
 
 /// Why a tensor that `expected_tensors` does not list is unused, as a phrase that follows
-/// "not used by the config: ". `expected(n)`: whether the config needs a tensor named `n`.
+/// "not used by the config: ". `missing(n)`: whether the config needs a tensor named `n`
+/// that the checkpoint does not hold.
 pub(crate) fn unused_reason(
     cfg: &ModelConfig,
     dims: &Dims,
     name: &str,
-    expected: impl Fn(&str) -> bool,
+    missing: impl Fn(&str) -> bool,
 ) -> String {
     let family = cfg.family.map_or("this model", Family::name);
     // A needed tensor under the other prefix than the checkpoint's (a bad-input hunt: a bare
@@ -319,7 +372,7 @@ pub(crate) fn unused_reason(
         Some(bare) => bare.to_string(),
         None => format!("model.{name}"),
     };
-    if expected(&other) {
+    if missing(&other) {
         return format!(
             "the config's name for it is {other}: its prefix differs from the checkpoint's other tensors, so a loader that looks it up by name misses it"
         );

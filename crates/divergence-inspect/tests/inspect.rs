@@ -720,7 +720,7 @@ fn malformed_head_dim_or_kv_heads_is_not_defaulted() {
     }
 }
 
-/// What `divergence run` refuses (and transformers' forward pass fails on) is a `config` error
+/// What `divergence run` or transformers refuses (on load or in the forward pass) is a `config` error
 /// here too, never "clean" (a bad-input hunt, 2026-12-05).
 #[test]
 fn config_values_the_port_refuses_are_errors() {
@@ -731,9 +731,23 @@ fn config_values_the_port_refuses_are_errors() {
             "config.json: num_attention_heads (4) is not a multiple of num_key_value_heads (3)",
         ),
         ("head_dim", 33, "config.json: head_dim (33) must be even"),
-    ] {
+    ]
+    .map(|(k, v, w)| (k, serde_json::json!(v), w))
+    .into_iter()
+    .chain([
+        (
+            "hidden_act",
+            serde_json::json!("nope"),
+            "config.json: hidden_act \"nope\" is no activation transformers knows",
+        ),
+        (
+            "layer_types",
+            serde_json::json!(["full_attention", "full_attention", "full_attention"]),
+            "config.json: layer_types lists 3 layers, num_hidden_layers is 2",
+        ),
+    ]) {
         let mut f = Fixture::qwen3();
-        f.config[key] = value.into();
+        f.config[key] = value;
         let r = run(&f);
         let errors: Vec<&str> = r
             .findings

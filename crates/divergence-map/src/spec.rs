@@ -35,10 +35,11 @@ pub struct Rule {
     pub to: Vec<String>,
     /// Only tensors of this rank.
     pub rank: Option<usize>,
-    /// Only tensors whose last axis has this size (a number or model sizes, `"head_dim"`):
-    /// one name, several layouts that the rank does not tell apart (llama.cpp's `Qcur` of one
-    /// token, `[heads, head_dim]` after RoPE, has the rank of a prompt's projection).
-    pub last: Option<DimSpec>,
+    /// Only tensors whose last axes have these sizes (numbers or model sizes: `last =
+    /// "head_dim"`, `last = ["heads", "head_dim"]`; empty: any): one name, several layouts that
+    /// the rank does not tell apart (llama.cpp's `Qcur` of one token, `[heads, head_dim]` after
+    /// RoPE, has the rank of a prompt's projection).
+    pub last: Vec<DimSpec>,
     pub combine: Option<CombineSpec>,
     pub transform: Vec<StepSpec>,
     pub split: Option<SplitSpec>,
@@ -71,6 +72,36 @@ pub struct Pattern {
 pub enum DimSpec {
     Int(i64),
     Expr(String),
+}
+
+/// `last = "head_dim"` or `last = ["heads", "head_dim"]`.
+#[derive(Debug, Clone, PartialEq)]
+enum LastSpec {
+    One(DimSpec),
+    Many(Vec<DimSpec>),
+}
+
+/// A `last`, said plainly when it is neither a size nor a list of sizes (serde's message named
+/// an internal type: "did not match any variant of untagged enum DimSpec", a hunt).
+fn last_spec<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<LastSpec>, D::Error> {
+    let bad = || {
+        serde::de::Error::custom(
+            "`last` is a size (a whole number, or model sizes such as \"head_dim\") or a list of them",
+        )
+    };
+    let dim = |v: &toml::Value| match v {
+        toml::Value::Integer(n) => Some(DimSpec::Int(*n)),
+        toml::Value::String(e) => Some(DimSpec::Expr(e.clone())),
+        _ => None,
+    };
+    match toml::Value::deserialize(d)? {
+        toml::Value::Array(items) => items
+            .iter()
+            .map(|v| dim(v).ok_or_else(bad))
+            .collect::<Result<Vec<_>, _>>()
+            .map(|v| Some(LastSpec::Many(v))),
+        v => dim(&v).map(|d| Some(LastSpec::One(d))).ok_or_else(bad),
+    }
 }
 
 /// How several `from` tensors make one.
@@ -173,7 +204,8 @@ struct RuleSpec {
     from: OneOrMany,
     to: OneOrMany,
     rank: Option<usize>,
-    last: Option<DimSpec>,
+    #[serde(default, deserialize_with = "last_spec")]
+    last: Option<LastSpec>,
     combine: Option<CombineSpec>,
     #[serde(default)]
     transform: Vec<StepSpec>,
@@ -503,13 +535,28 @@ impl Rule {
                 spec.transform.len()
             )));
         }
-        if let Some(DimSpec::Int(n)) = spec.last {
-            if n < 0 {
-                return Err(fail(format!("`last = {n}`: an axis' size is 0 or more")));
+        let last = match spec.last {
+            None => Vec::new(),
+            Some(LastSpec::One(d)) => vec![d],
+            Some(LastSpec::Many(v)) if v.is_empty() => {
+                return Err(fail("`last = []` asks for no axis (leave it out)".into()))
             }
+            Some(LastSpec::Many(v)) => v,
+        };
+        if last.len() > MAX_RANK {
+            return Err(fail(format!(
+                "`last` lists {} axes (at most {MAX_RANK})",
+                last.len()
+            )));
+        }
+        if let Some(n) = last.iter().find_map(|d| match d {
+            DimSpec::Int(n) if *n < 0 => Some(n),
+            _ => None,
+        }) {
+            return Err(fail(format!("`last`: {n} is no axis' size (0 or more)")));
         }
         let mut dims: Vec<&DimSpec> = spec.split.iter().flat_map(|s| &s.sizes).collect();
-        dims.extend(&spec.last);
+        dims.extend(&last);
         for step in &spec.transform {
             let axes = match step {
                 StepSpec::Permute(p) => p.len(),
@@ -535,7 +582,7 @@ impl Rule {
             from,
             to,
             rank: spec.rank,
-            last: spec.last,
+            last,
             combine: spec.combine,
             transform: spec.transform,
             split: spec.split,
@@ -603,14 +650,10 @@ fn check_target(t: &str, from: &str) -> Result<(), String> {
             "`to = \"__meta__\"`: a reserved name (the dump's metadata), never a probe".into(),
         );
     }
-    // A name the map writes itself: no dump's probe has a line break or a tab in its name, and
-    // every report would have to escape it.
-    if t.chars().any(char::is_control) {
-        return Err(format!(
-            "`to = \"{}\"`: a name a map makes must not hold a control character (a line break, a tab)",
-            divergence_names::one_line(&short(t))
-        ));
-    }
+    // (A control character is allowed: a reference's name may hold a line break, and a map
+    // must be able to name it, as `--suggest-map` does; reports escape such names. Refused
+    // until 2026-12-05, the suggested map of such a pair left it out, and passed back it
+    // compared one pair less without a word: a bad-input hunt.)
     let suffix = match split_step(t) {
         (base, step) if step > 0 => Some(&t[base.len()..]),
         _ => t.ends_with(STACKED_SUFFIX).then_some(STACKED_SUFFIX),
@@ -766,10 +809,9 @@ impl Pattern {
             return None;
         };
         let probe = self.prefix.strip_suffix('@').filter(|p| !p.is_empty())?;
-        (self.suffix.is_empty()
-            && self.text.len() == self.prefix.len() + cap.len() + 2
-            && self.text.ends_with(&format!("{{{cap}}}")))
-        .then_some(probe)
+        // The text is the prefix (its braces doubled) and the capture, nothing between.
+        (self.suffix.is_empty() && self.text == format!("{}{{{cap}}}", escape_braces(&self.prefix)))
+            .then_some(probe)
     }
 
     /// The one name a pattern without a capture names (`None` for a pattern with one).
@@ -912,6 +954,13 @@ mod tests {
                 .literal(),
             Some("x{L}0}")
         );
+        // A step rule of a probe with a brace is still looked up, not matched (a review).
+        let p = Pattern::compile("p{{0}}@{S}").unwrap();
+        assert_eq!(p.probe_of_steps(), Some("p{0}"));
+        assert_eq!(
+            Pattern::compile("p{{0}}@x{S}").unwrap().probe_of_steps(),
+            None
+        );
         assert!(err("[[rule]]\nfrom = \"a}\"\nto = \"b\"\n").contains("`}}`"));
         assert!(err("[[rule]]\nfrom = \"a{0}\"\nto = \"b\"\n")
             .contains("a brace of the name is written twice"));
@@ -938,7 +987,21 @@ mod tests {
                 .contains("unknown size `hed_dim`")
         );
         assert!(err("[[rule]]\nfrom = \"a\"\nto = \"c\"\nlast = -1\n")
-            .ends_with("`last = -1`: an axis' size is 0 or more"));
+            .ends_with("`last`: -1 is no axis' size (0 or more)"));
+        assert!(err("[[rule]]\nfrom = \"a\"\nto = \"c\"\nlast = [4, -2]\n")
+            .ends_with("`last`: -2 is no axis' size (0 or more)"));
+        assert!(err("[[rule]]\nfrom = \"a\"\nto = \"c\"\nlast = []\n").contains("`last = []`"));
+        for bad in ["1.5", "true", "[[\"head_dim\"]]", "{ a = 1 }"] {
+            let e = err(&format!(
+                "[[rule]]\nfrom = \"a\"\nto = \"c\"\nlast = {bad}\n"
+            ));
+            assert!(e.contains("`last` is a size (a whole number"), "{bad}: {e}");
+            assert!(!e.contains("untagged"), "{bad}: {e}");
+        }
+        assert!(
+            err("[[rule]]\nfrom = \"a\"\nto = \"c\"\nlast = [\"heads\", \"hed\"]\n")
+                .contains("unknown size `hed`")
+        );
         let e = err("[[rule]]\nfrom = \"a\"\nto = \"c\"\nsplitt = 3\n");
         assert!(
             e.starts_with("m.toml: line 4: unknown field `splitt`"),
@@ -992,12 +1055,8 @@ mod tests {
             "m.toml: rule 1 (from = \"x\"): `to = \"\"`: a name a map makes must not be empty"
         );
         assert!(err("[[rule]]\nfrom = \"x\"\nto = \"__meta__\"\n").contains("a reserved name"));
-        let newline = err("[[rule]]\nfrom = \"x\"\nto = \"a\\nb\"\n");
-        assert!(
-            newline.contains("must not hold a control character"),
-            "{newline}"
-        );
-        assert!(!newline.contains('\n'), "one line: {newline}");
+        // A line break is a name a reference may hold.
+        assert!(Map::parse_given("[[rule]]\nfrom = \"x\"\nto = \"a\\nb\"\n", "m.toml").is_ok());
         assert_eq!(
             err("[[rule]]\nfrom = \"x\"\nto = \"x@3\"\n"),
             "m.toml: rule 1 (from = \"x\"): `to = \"x@3\"` names a decode step (`@3`): a map names the probe, and each step follows it"

@@ -67,7 +67,8 @@ impl Config {
         }
         let family = Some(Family::Qwen3);
         let Some(dims) = cfg.dims(family) else {
-            // Required fields are present and well-formed, so only a null one is left.
+            // Required fields are present and well-formed, so only a null one is left (a null
+            // size is an issue already, above, where config.json's model_type is known).
             let null = divergence_checkpoint::REQUIRED
                 .into_iter()
                 .find(|k| cfg.is_null(k))

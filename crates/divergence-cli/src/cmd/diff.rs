@@ -314,13 +314,21 @@ const TOKEN_ROWS: [&str; 4] = [
 /// without a word; a dump without `model.embed_tokens` was still silent until session 38).
 fn embeddings_against_ids(dump: &Dump, label: &str) -> Option<String> {
     let ids = dump.meta()?.input_ids.as_ref()?.len();
-    let (name, shape) = TOKEN_ROWS.iter().find_map(|&n| Some((n, dump.shape(n)?)))?;
-    let positions = token_positions(shape)?;
+    let (name, shape, positions) = token_rows(dump)?;
     (positions != ids).then(|| {
         format!(
             "{}: {name} {shape:?} holds {positions} token positions, but its input_ids hold {ids} tokens: token positions are numbered from input_ids",
             divergence_names::one_line(label)
         )
+    })
+}
+
+/// The first of [`TOKEN_ROWS`] `dump` holds, its shape and the token positions it holds (the
+/// prefill's tokens, read where the metadata has no `input_ids` or to check them).
+pub(crate) fn token_rows(dump: &Dump) -> Option<(&'static str, &[usize], usize)> {
+    TOKEN_ROWS.iter().find_map(|&n| {
+        let shape = dump.shape(n)?;
+        Some((n, shape, token_positions(shape)?))
     })
 }
 

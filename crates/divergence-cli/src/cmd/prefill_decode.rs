@@ -145,29 +145,29 @@ pub fn pair<'a>(
     let keep = |s: usize| sel.is_none_or(|sel| sel.contains(s));
     // The last step compared: the tokens up to it are what the two runs must share.
     let last = (0..=k).rev().find(|&s| keep(s)).unwrap_or(0);
-    // Token counts: from input_ids, else from the embeddings' shapes.
-    let embed_len = |d: &Dump, name: &str| d.shape(name).and_then(|s| s.get(1).copied());
-    let t_full = input_ids(full)
-        .map(|v| v.len())
-        .or_else(|| embed_len(full, "model.embed_tokens"));
+    // Token counts: from input_ids, else from the first residual-stream probe's shape (the
+    // one reading of a plain diff's warning, `diff::token_rows`).
+    let rows = |d: &Dump| crate::cmd::diff::token_rows(d).map(|(_, _, n)| n);
+    let t_full = input_ids(full).map(|v| v.len()).or_else(|| rows(full));
     let t_pre = input_ids(stepped)
         .map(|v| v.len())
-        .or_else(|| embed_len(stepped, "model.embed_tokens"));
+        .or_else(|| rows(stepped));
     let (Some(t_full), Some(t_pre)) = (t_full, t_pre) else {
         bail!(
-            "--prefill-vs-decode: the token counts are unknown (no input_ids in the metadata and no model.embed_tokens probe)"
+            "--prefill-vs-decode: the token counts are unknown (no input_ids in the metadata and no model.embed_tokens, model.layers.0.input_layernorm, model.layers.0 or model.norm probe)"
         );
     };
-    // Each dump's embeddings hold as many positions as its input_ids (found by a bad-input
+    // Each dump's prefill holds as many positions as its input_ids (found by a bad-input
     // hunt: a full dump of 6 ids whose embeddings held 5 positions of width 6 was sliced along
     // its width, and the rows reported shapes that are in neither file).
     for (d, path) in [(full, full_path), (stepped, stepped_path)] {
-        let (Some(ids), Some(shape)) = (input_ids(d), d.shape("model.embed_tokens")) else {
+        let (Some(ids), Some((name, shape, n))) = (input_ids(d), crate::cmd::diff::token_rows(d))
+        else {
             continue;
         };
-        if let Some(n) = crate::cmd::diff::token_positions(shape).filter(|&n| n != ids.len()) {
+        if n != ids.len() {
             bail!(
-                "{}: model.embed_tokens {shape:?} holds {n} positions, but the metadata's input_ids hold {} tokens",
+                "{}: {name} {shape:?} holds {n} positions, but the metadata's input_ids hold {} tokens",
                 path.display(),
                 ids.len()
             );
