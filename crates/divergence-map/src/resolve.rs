@@ -443,6 +443,19 @@ pub fn resolve(
             keys.iter()
                 .find(|(base, d)| d.is_some() && names_any(rule, base))
                 .map(|(base, _)| *base)
+                .or_else(|| {
+                    // A rule naming steps (`x@3`, `{A}@2`) is matched on the steps' own names.
+                    let steps = rule.from[0].text.contains('@');
+                    tensors
+                        .iter()
+                        .filter(|_| steps)
+                        .find(|(full, shape)| {
+                            shape.is_some()
+                                && split_step(full).1 > 0
+                                && rule.from[0].matches(full).is_some()
+                        })
+                        .map(|(full, _)| full.as_str())
+                })
         });
         let Some(base) = named else {
             return Err(MapError::Rule {
@@ -1551,6 +1564,14 @@ mod tests {
             .to_string();
         assert!(
             e.contains("`x.0`: `last` \"9223372036854775807*2\" overflows"),
+            "{e}"
+        );
+        // A rule naming a step is asked of the steps' names (a review).
+        let m = map("[[rule]]\nfrom = \"x@{S}2\"\nto = \"y\"\nlast = \"head_dim\"\n");
+        let dump = [t("x", &[2]), t("x@12", &[2])];
+        let e = resolve(&m, &dump, &sizes, "d").unwrap_err().to_string();
+        assert!(
+            e.contains("`x@12`: `last` needs the model size `head_dim`"),
             "{e}"
         );
     }

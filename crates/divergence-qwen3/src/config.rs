@@ -2,7 +2,8 @@
 //! [`divergence_checkpoint::Config`] (the one parser, with `Qwen3Config`'s defaults and
 //! transformers' RoPE resolution), resolved for [`Family::Qwen3`] and validated strictly.
 //!
-//! Whatever `model_type` says, missing fields take `Qwen3Config`'s defaults (transformers 5.17):
+//! A `model_type` other than `qwen3` is refused; without one, missing fields take `Qwen3Config`'s
+//! defaults (transformers 5.17):
 //! `head_dim` 128 (never hidden/heads), `num_key_value_heads` 32 (an explicit `null`:
 //! `num_attention_heads`). Everything this port does not implement (sliding-window layers,
 //! scaled RoPE variants, activations other than silu/gelu), every malformed field and every
@@ -117,6 +118,15 @@ impl Config {
             return Err(plain(format!(
                 "rope_theta ({}) must be finite and positive",
                 c.rope_theta
+            )));
+        }
+        // Another model's config (a bad-input hunt: Qwen3 weights under "llama" ran Qwen3's
+        // maths, where transformers runs Llama's and leaves q_norm / k_norm unused; a real
+        // llama checkpoint was refused as "missing q_norm"). No model_type: Qwen3's defaults.
+        if let Some(t) = cfg.model_type.as_deref().filter(|t| *t != "qwen3") {
+            return Err(unsupported(format!(
+                "model_type {:?} (this port implements qwen3 only)",
+                divergence_names::one_line(t)
             )));
         }
         if c.rope_type != "default" {
@@ -253,6 +263,30 @@ mod tests {
         let yarn = format!(r#"{{{base}, "rope_scaling": {{"type": "yarn", "factor": 4.0}}}}"#);
         let err = Config::from_json_str(&yarn, Path::new("c.json")).unwrap_err();
         assert!(err.to_string().contains("yarn"), "{err}");
+    }
+
+    /// Another model's config is refused, not run as Qwen3 (a bad-input hunt); none is
+    /// Qwen3's defaults.
+    #[test]
+    fn rejects_another_model_type() {
+        let base = r#""vocab_size": 10, "hidden_size": 8, "intermediate_size": 16,
+            "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1"#;
+        let llama = format!(r#"{{{base}, "model_type": "llama"}}"#);
+        let err = Config::from_json_str(&llama, Path::new("c.json")).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("model_type \"llama\" (this port implements qwen3 only)"),
+            "{err}"
+        );
+        for ok in [
+            format!("{{{base}}}"),
+            format!(r#"{{{base}, "model_type": "qwen3"}}"#),
+        ] {
+            assert!(
+                Config::from_json_str(&ok, Path::new("c.json")).is_ok(),
+                "{ok}"
+            );
+        }
     }
 
     #[test]
