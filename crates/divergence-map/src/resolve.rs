@@ -226,10 +226,10 @@ type Claim = (usize, Vec<(String, String)>);
 /// bound (2,000 rules with captures × 4,999 names of 185 characters that the literal ends do
 /// not turn away, each rejected by the regex): 2.9-3.2 s, release build, 2 cores; the time of a
 /// match grows with the name's length. The presets have at
-/// most 21 rules with captures: ~13,000 matches for a 0.6B-shaped decode dump whatever its
-/// steps (~600 probes; under a map with `last` rules, such as the llama.cpp preset, a probe
-/// whose last axis grows each step, the attention weights, is matched once a step),
-/// 2,100,000 for 100,000 probes.
+/// most 20 rules with captures: ~12,000 matches for a 0.6B-shaped decode dump whatever its
+/// steps (~600 probes; a probe a `last` rule names is matched once per size of its last axes,
+/// which for Qcur / Kcur / Vcur stay the same from step to step), 2,000,000 for 100,000
+/// probes.
 pub const MAX_MATCHES: u64 = 10_000_000;
 
 /// Applies `map` to a dump's tensors (`(name, shape)` in the dump's order). `dump` names the
@@ -279,8 +279,8 @@ pub fn resolve(
         .copied()
         .filter(|&i| map.rules[i].from[0].text.contains('@'))
         .collect();
-    // Each rule's `last` sizes, worked out once (`Err`: a model size not known, the rule
-    // passed over, said below; `None`: the rule asks for none).
+    // Each rule's `last` sizes, worked out once (`Err`: a model size not known or an overflow,
+    // an error where the rule names a tensor, below; `None`: the rule asks for none).
     let last_of: Vec<Option<Result<Vec<usize>, String>>> = map
         .rules
         .iter()
@@ -712,12 +712,27 @@ pub fn resolve(
     if !map.preset {
         if let Some(i) = (0..map.rules.len()).find(|&i| !used[i] && !map.rules[i].optional) {
             let from = &map.rules[i].from[0].text;
-            let hint = match stacked_base(from) {
-                Some(probe) => format!(
+            // A name it matched whose shape it refused (`rank`, `last`): said (a newcomer's
+            // check: "matches no tensor" sent them hunting for a typo).
+            let shaped = (shaped(i) && (keys.len() as u128) <= MAX_MATCHES as u128)
+                .then(|| {
+                    tensors.iter().find(|(full, shape)| {
+                        shape.is_some() && names_any(&map.rules[i], split_step(full).0)
+                    })
+                })
+                .flatten();
+            let hint = match (stacked_base(from), shaped) {
+                (Some(probe), _) => format!(
                     ": a stacked member (`@steps`) is matched by its probe's name (`from = \"{}\"`), and each decode step follows its probe",
                     short(probe)
                 ),
-                None => String::new(),
+                (None, Some((full, shape))) => format!(
+                    " of the shape it asks for ({}): `{}` {} is named by its `from`",
+                    asks(i),
+                    short(full),
+                    fmt_shape(shape.as_deref().unwrap_or_default())
+                ),
+                (None, None) => String::new(),
             };
             return Err(MapError::Unused {
                 map: map.label.clone(),
@@ -1538,6 +1553,20 @@ mod tests {
         assert_eq!(made("model.layers.1.self_attn.v_proj"), Some(vec![16, 32]));
     }
 
+    /// A strict rule whose name matched and whose shape did not says so (a newcomer's check:
+    /// "matches no tensor" alone sent them hunting for a typo).
+    #[test]
+    fn a_strict_rule_refusing_a_shape_says_so() {
+        let m = map("[[rule]]\nfrom = \"blk.{L}.q_rope\"\nto = \"x.{L}\"\nrank = 2\n");
+        let e = resolve(&m, &[t("blk.0.q_rope", &[16, 4, 32])], &SIZES, "ours.npz")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "m.toml: rule 1 (from = \"blk.{L}.q_rope\") matches no tensor of ours.npz of the shape it asks for (2 axes): `blk.0.q_rope` [16, 4, 32] is named by its `from` (mark it `optional = true` if that is expected)"
+        );
+    }
+
     /// A `last` size the model does not say is an error naming the rule and a tensor it names
     /// (passed over, the tensors went to the next rules by another layout: false divergences);
     /// a rule naming no tensor of the dump is no error.
@@ -1714,7 +1743,7 @@ mod tests {
             "m.toml: 2000 rules with captures × 5001 names of ours.npz: 10002000 pattern matches, more matching than the bound (10000000); name tensors literally (looked up, not matched) or with fewer patterns"
         );
         // The presets stay far under it against a decode dump, their bases being few: 600,000
-        // steps' names here (matched per name, 21 rules × 600,000 would pass the bound; two
+        // steps' names here (matched per name, 20 rules × 600,000 would pass the bound; two
         // million, the most a dump unfolds, resolve alike in 20 s of a debug build).
         let m = crate::preset("llama.cpp").unwrap().unwrap();
         let mut dump = Vec::new();

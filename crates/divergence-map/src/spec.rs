@@ -67,11 +67,46 @@ pub struct Pattern {
 
 /// A size in a reshape or split: a number, or a product of numbers and model sizes
 /// (`"kv_heads*head_dim"`).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum DimSpec {
     Int(i64),
     Expr(String),
+}
+
+/// Said plainly: a size that is neither (serde's message named an internal type: "did not
+/// match any variant of untagged enum DimSpec"), or a whole number past 2^63 - 1.
+impl<'de> Deserialize<'de> for DimSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<DimSpec, D::Error> {
+        struct Size;
+        impl serde::de::Visitor<'_> for Size {
+            type Value = DimSpec;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a size: a whole number, or model sizes such as \"heads*head_dim\"")
+            }
+            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<DimSpec, E> {
+                Ok(DimSpec::Int(n))
+            }
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<DimSpec, E> {
+                i64::try_from(n).map(DimSpec::Int).map_err(|_| {
+                    E::custom(format!("size {n} is out of range (at most {})", i64::MAX))
+                })
+            }
+            fn visit_i128<E: serde::de::Error>(self, n: i128) -> Result<DimSpec, E> {
+                i64::try_from(n).map(DimSpec::Int).map_err(|_| {
+                    E::custom(format!("size {n} is out of range (at most {})", i64::MAX))
+                })
+            }
+            fn visit_u128<E: serde::de::Error>(self, n: u128) -> Result<DimSpec, E> {
+                i64::try_from(n).map(DimSpec::Int).map_err(|_| {
+                    E::custom(format!("size {n} is out of range (at most {})", i64::MAX))
+                })
+            }
+            fn visit_str<E: serde::de::Error>(self, e: &str) -> Result<DimSpec, E> {
+                Ok(DimSpec::Expr(e.to_string()))
+            }
+        }
+        d.deserialize_any(Size)
+    }
 }
 
 /// `last = "head_dim"` or `last = ["heads", "head_dim"]`.
@@ -991,6 +1026,16 @@ mod tests {
         assert!(err("[[rule]]\nfrom = \"a\"\nto = \"c\"\nlast = [4, -2]\n")
             .ends_with("`last`: -2 is no axis' size (0 or more)"));
         assert!(err("[[rule]]\nfrom = \"a\"\nto = \"c\"\nlast = []\n").contains("`last = []`"));
+        let e = err("[[rule]]\nfrom = \"a\"\nto = \"c\"\ntransform = [{ reshape = [9223372036854775808, -1] }]\n");
+        assert!(
+            e.contains("size 9223372036854775808 is out of range"),
+            "{e}"
+        );
+        let e = err("[[rule]]\nfrom = \"a\"\nto = \"c\"\ntransform = [{ reshape = [1.5] }]\n");
+        assert!(
+            e.contains("a size: a whole number") && !e.contains("untagged"),
+            "{e}"
+        );
         for bad in ["1.5", "true", "[[\"head_dim\"]]", "{ a = 1 }"] {
             let e = err(&format!(
                 "[[rule]]\nfrom = \"a\"\nto = \"c\"\nlast = {bad}\n"

@@ -247,7 +247,11 @@ pub fn reference_map_unused(reference: &Dump, used: bool) -> Option<String> {
         Some(name) if divergence_map::preset(name).is_some() => format!("the preset {name}"),
         _ => "a map".to_string(),
     };
-    let also = if used { " (ours' map is used)" } else { "" };
+    let also = if used {
+        " (another is used for ours)"
+    } else {
+        ""
+    };
     Some(format!(
         "{}: its metadata records {what} (\"map\"), not used: a map renames our dump's tensors, never the reference's{also}; if it is the engine's dump, give it as OURS",
         one_line(&reference.path().display().to_string())
