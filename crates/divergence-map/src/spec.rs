@@ -87,23 +87,25 @@ impl<'de> Deserialize<'de> for DimSpec {
                 Ok(DimSpec::Int(n))
             }
             fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<DimSpec, E> {
-                i64::try_from(n).map(DimSpec::Int).map_err(|_| {
-                    E::custom(format!("size {n} is out of range (at most {})", i64::MAX))
-                })
+                whole(n)
             }
             fn visit_i128<E: serde::de::Error>(self, n: i128) -> Result<DimSpec, E> {
-                i64::try_from(n).map(DimSpec::Int).map_err(|_| {
-                    E::custom(format!("size {n} is out of range (at most {})", i64::MAX))
-                })
+                whole(n)
             }
             fn visit_u128<E: serde::de::Error>(self, n: u128) -> Result<DimSpec, E> {
-                i64::try_from(n).map(DimSpec::Int).map_err(|_| {
-                    E::custom(format!("size {n} is out of range (at most {})", i64::MAX))
-                })
+                whole(n)
             }
             fn visit_str<E: serde::de::Error>(self, e: &str) -> Result<DimSpec, E> {
                 Ok(DimSpec::Expr(e.to_string()))
             }
+        }
+        /// A whole number past `i64`'s range, said as such.
+        fn whole<E: serde::de::Error, N: TryInto<i64> + std::fmt::Display + Copy>(
+            n: N,
+        ) -> Result<DimSpec, E> {
+            n.try_into()
+                .map(DimSpec::Int)
+                .map_err(|_| E::custom(format!("size {n} is out of range (at most {})", i64::MAX)))
         }
         d.deserialize_any(Size)
     }
@@ -124,18 +126,15 @@ fn last_spec<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<LastSpec>,
             "`last` is a size (a whole number, or model sizes such as \"head_dim\") or a list of them",
         )
     };
-    let dim = |v: &toml::Value| match v {
-        toml::Value::Integer(n) => Some(DimSpec::Int(*n)),
-        toml::Value::String(e) => Some(DimSpec::Expr(e.clone())),
-        _ => None,
-    };
+    // Each size read as any other ([`DimSpec`]'s own reading), its error said as `last`'s.
+    let dim = |v: toml::Value| DimSpec::deserialize(v).map_err(|_| bad());
     match toml::Value::deserialize(d)? {
         toml::Value::Array(items) => items
-            .iter()
-            .map(|v| dim(v).ok_or_else(bad))
+            .into_iter()
+            .map(dim)
             .collect::<Result<Vec<_>, _>>()
             .map(|v| Some(LastSpec::Many(v))),
-        v => dim(&v).map(|d| Some(LastSpec::One(d))).ok_or_else(bad),
+        v => dim(v).map(|d| Some(LastSpec::One(d))),
     }
 }
 

@@ -18,8 +18,8 @@ const STATS_MAX_BYTES: u64 = 256 << 20;
 pub struct Inferred {
     /// Rules for the pairs that are compared.
     pub toml: String,
-    /// Every pair, with whether it is compared.
-    pub pairs: Vec<(Pair, bool)>,
+    /// Every pair (`Pair::compared` says whether it is compared).
+    pub pairs: Vec<Pair>,
     /// Why nothing was inferred (too many tensors to align), for the report's warnings.
     pub skipped: Option<String>,
     /// The probes left over on each side that no compared pair holds (ours', the
@@ -167,28 +167,19 @@ pub fn infer(ours: &Dump, reference: &Dump) -> Option<Inferred> {
             unpaired: (names(&ours_left), names(&ref_left)),
         });
     }
-    let out: Vec<(Pair, bool)> = pairs
-        .into_iter()
-        .map(|p| {
-            let c = p.compared;
-            (p, c)
-        })
-        .collect();
     let mut toml = String::from(
         "# Inferred by `divergence diff` from execution order, element counts and value statistics\n",
     );
-    for (p, compared) in &out {
-        if *compared {
-            toml.push_str(&rule(p, None));
-        }
+    for p in pairs.iter().filter(|p| p.compared) {
+        toml.push_str(&rule(p, None));
     }
     // What no compared pair holds: a probe whose values are all wrong pairs by no statistic
     // (found by a bad-input hunt: the cache slots of `cache-overwrite`, empty at every step,
     // were left on both sides, and the first divergence moved to the op after them).
-    let held: (HashSet<&str>, HashSet<&str>) = out
+    let held: (HashSet<&str>, HashSet<&str>) = pairs
         .iter()
-        .filter(|(_, c)| *c)
-        .map(|(p, _)| (p.ours.as_str(), p.reference.as_str()))
+        .filter(|p| p.compared)
+        .map(|p| (p.ours.as_str(), p.reference.as_str()))
         .unzip();
     let unpaired = |left: &[Probe], held: &HashSet<&str>| -> Vec<String> {
         left.iter()
@@ -199,7 +190,7 @@ pub fn infer(ours: &Dump, reference: &Dump) -> Option<Inferred> {
     let unpaired = (unpaired(&ours_left, &held.0), unpaired(&ref_left, &held.1));
     Some(Inferred {
         toml,
-        pairs: out,
+        pairs,
         skipped: None,
         unpaired,
     })
@@ -357,8 +348,8 @@ pub fn summary(inf: &Inferred) -> String {
     if let Some(why) = &inf.skipped {
         return why.clone();
     }
-    let count = |c: Confidence| inf.pairs.iter().filter(|(p, _)| p.confidence == c).count();
-    let compared = inf.pairs.iter().filter(|(_, c)| *c).count();
+    let count = |c: Confidence| inf.pairs.iter().filter(|p| p.confidence == c).count();
+    let compared = inf.pairs.iter().filter(|p| p.compared).count();
     let (o, r) = &inf.unpaired;
     let unpaired = if o.is_empty() && r.is_empty() {
         String::new()
@@ -435,7 +426,7 @@ pub fn suggestion(
     let none = ProbeSteps::default();
     let steps_of = |probe: &str| probes.get(probe).unwrap_or(&none);
     if let Some(inf) = inf {
-        for (p, compared) in &inf.pairs {
+        for p in &inf.pairs {
             // A pair a map cannot hold as a rule (ours' probe onto a decode step's name of
             // the reference's, where only the reference has steps): said, not written as a
             // rule `--map` refuses (a review: the file did not pass back).
@@ -461,7 +452,7 @@ pub fn suggestion(
             }
             group.extend(steps);
             done.insert((&p.ours, &p.reference));
-            if *compared {
+            if p.compared {
                 push(group, &mut s);
             } else {
                 for text in group {
@@ -840,16 +831,13 @@ mod tests {
         assert!(text.contains("these dumps need no map"), "{text}");
         let guess = Inferred {
             toml: String::new(),
-            pairs: vec![(
-                Pair {
-                    ours: "a".into(),
-                    reference: "b".into(),
-                    confidence: Confidence::OrderOnly,
-                    stats_diff: Some(1.0),
-                    compared: false,
-                },
-                false,
-            )],
+            pairs: vec![Pair {
+                ours: "a".into(),
+                reference: "b".into(),
+                confidence: Confidence::OrderOnly,
+                stats_diff: Some(1.0),
+                compared: false,
+            }],
             skipped: None,
             unpaired: (vec!["a".into()], vec!["b".into()]),
         };
