@@ -169,6 +169,24 @@ def load_config_file(path: Path):
         raise UserError(f"{path}: transformers cannot build a config from it ({_one_line(e)})") from None
 
 
+def check_config(config, label) -> None:
+    """What transformers' forward pass fails on with a traceback (a held-out check: an odd
+    head_dim printed 77 lines from apply_rotary_pos_emb), said in one line as `divergence run`
+    and `divergence inspect` say it."""
+    heads = getattr(config, "num_attention_heads", None)
+    kv = getattr(config, "num_key_value_heads", None) or heads
+    head_dim = getattr(config, "head_dim", None)
+    if head_dim is None and heads:
+        head_dim = getattr(config, "hidden_size", 0) // heads
+    if isinstance(head_dim, int) and head_dim % 2:
+        raise UserError(f"{label}: head_dim ({head_dim}) must be even: RoPE rotates its two halves")
+    if isinstance(heads, int) and isinstance(kv, int) and kv > 0 and heads % kv:
+        raise UserError(
+            f"{label}: num_attention_heads ({heads}) is not a multiple of num_key_value_heads ({kv}): "
+            "each key/value head serves a whole group of query heads"
+        )
+
+
 def load_model(args, dtype_name_: str | None = None, *, save: bool = True):
     """Returns (model, source_label, extra_producer_fields), in `dtype_name_` (default --dtype).
 
@@ -193,6 +211,7 @@ def load_model(args, dtype_name_: str | None = None, *, save: bool = True):
             config = transformers.AutoConfig.from_pretrained(str(d), local_files_only=True)
         except Exception as e:  # noqa: BLE001
             raise UserError(f"{d / 'config.json'}: transformers cannot build a config from it ({_one_line(e)})") from None
+        check_config(config, d / "config.json")
         try:
             model = transformers.AutoModelForCausalLM.from_pretrained(
                 str(d), config=config, dtype=dtype, attn_implementation=args.attn, local_files_only=True
@@ -203,6 +222,7 @@ def load_model(args, dtype_name_: str | None = None, *, save: bool = True):
 
     path = Path(args.config)
     config = load_config_file(path)
+    check_config(config, path)
     storage = args.save_dtype or _config_dtype(config) or args.dtype
     torch.manual_seed(args.seed)
     try:

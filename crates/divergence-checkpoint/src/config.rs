@@ -353,6 +353,28 @@ impl Config {
         })
     }
 
+    /// The layers that attend over a sliding window, as transformers' Qwen3Config and
+    /// Qwen2Config work them out: those `layer_types` does not mark `"full_attention"`; without
+    /// `layer_types`, with `use_sliding_window` and a `sliding_window` (default 4096; `null` is
+    /// none), the layers from `max_window_layers` (default 28) on. A qwen3 config with
+    /// `use_sliding_window: true` and the default 28 of 28 layers has none.
+    pub fn sliding_layers(&self) -> usize {
+        if let Some(types) = &self.layer_types {
+            return types.iter().filter(|t| *t != "full_attention").count();
+        }
+        let window = self.json.get("sliding_window").is_none_or(|w| !w.is_null());
+        if !(self.use_sliding_window && window) {
+            return 0;
+        }
+        let from = self
+            .json
+            .get("max_window_layers")
+            .and_then(Value::as_u64)
+            .unwrap_or(28);
+        let layers = self.num_hidden_layers.unwrap_or(0) as u64;
+        layers.saturating_sub(from) as usize
+    }
+
     /// Whether config.json has `key` at the top level (even as `null`).
     pub fn has(&self, key: &str) -> bool {
         self.json.get(key).is_some()

@@ -821,6 +821,47 @@ fn a_rounding_fault_in_an_f32_run_is_refused() {
     }
 }
 
+/// A bias the activations cannot hold is refused, exit 2, no dump (a bad-input hunt:
+/// `attn-bias=1e39` in f32 wrote Inf at every projection without a word); one they hold runs.
+#[test]
+fn an_attn_bias_past_the_dtype_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("x.npz");
+    let run = |fault: &str, dtype: &str| {
+        divergence(&[
+            "run",
+            "--model",
+            "fixtures/tiny-qwen3",
+            "--ids",
+            "1,2,3",
+            "--dtype",
+            dtype,
+            "--inject",
+            fault,
+            "--out",
+            out.to_str().unwrap(),
+        ])
+    };
+    for (fault, dtype, largest) in [
+        ("attn-bias=1e39", "f32", "3.4028e38"),
+        ("attn-bias=-1e39", "bf16", "3.3895e38"),
+        ("attn-bias=1e5", "f16", "6.5504e4"),
+    ] {
+        let r = run(fault, dtype);
+        assert_eq!(r.code, 2, "{}", r.transcript());
+        let magnitude = &fault["attn-bias=".len()..];
+        let magnitude = magnitude.parse::<f64>().unwrap();
+        assert_eq!(
+            r.stderr.trim(),
+            format!("error: divergence run --model fixtures/tiny-qwen3: --inject {fault}: |{magnitude:e}| is past the largest {dtype} value ({largest}): the bias would be Inf (give a smaller magnitude)")
+        );
+        assert!(!out.exists());
+    }
+    let r = run("attn-bias=1e30", "bf16");
+    assert_eq!(r.code, 0, "{}", r.transcript());
+    assert!(out.exists());
+}
+
 /// A fault that would change nothing is refused, exit 2, no dump (a bad-input hunt: each
 /// wrote the clean run's dump, bit for bit, without a word): the config's own RoPE theta or
 /// RMSNorm epsilon, a decode offset or a bias of 0.

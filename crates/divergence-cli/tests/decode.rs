@@ -2789,3 +2789,38 @@ fn a_short_probe_of_an_empty_name_is_said_to_have_one() {
         r["warnings"]
     );
 }
+
+/// With `--truth`, a decode bug's position profile keeps the prefill's positions, each with
+/// its row's verdict (a held-out check: they were left out, and the profile read "all" where
+/// without the truth it reads "from position T").
+#[test]
+fn a_truth_profile_across_steps_keeps_the_prefill() {
+    let _ = root();
+    let ours = tmp("truth-profile-ours.npz");
+    run_ours(&ours, "bf16", REF_BF16, &["--inject", "decode-pos=1"]);
+    let truth = tmp("truth-profile-f32.npz");
+    run_ours(&truth, "f32", REF_BF16, &[]);
+    let (code, r, err) = diff_json(&ours, REF_BF16, &["--truth", truth.to_str().unwrap()]);
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(r["tolerance"]["mode"], "truth");
+    let first = r["first_divergence"]["name"].as_str().unwrap();
+    let p = &r["positions"];
+    let steps: Vec<u64> = p["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_u64().unwrap())
+        .collect();
+    let prefill = steps.iter().filter(|&&s| s == 0).count();
+    // The first divergence is a decode step of an op with a prefill row.
+    assert_eq!(first, "model.rotary_emb@1");
+    assert!(prefill > 0, "{p}");
+    assert!(
+        p["over"].as_array().unwrap()[..prefill]
+            .iter()
+            .all(|o| o == false),
+        "{p}"
+    );
+    assert_eq!(p["pattern"]["kind"], "from", "{p}");
+    assert_eq!(p["pattern"]["start"], prefill, "{p}");
+}

@@ -757,3 +757,43 @@ fn a_map_in_the_references_metadata_is_said_and_a_null_map_is_none() {
         "{report}"
     );
 }
+
+#[test]
+fn a_preset_named_like_a_file_here_is_said_to_be_the_preset() {
+    let dir = tempfile::tempdir().unwrap();
+    let ours = dir.path().join("ours.npz");
+    write(&ours, &[fused_qkv(false)], None);
+    // A map file of the preset's name in the working directory: `--map vllm` is the preset,
+    // with a warning; `--map ./vllm` the file.
+    std::fs::write(
+        dir.path().join("vllm"),
+        "[[rule]]\nfrom = \"nothing.{X}\"\nto = \"model.{X}\"\noptional = true\n",
+    )
+    .unwrap();
+    let reference = root().join(REF);
+    let run = |map: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_divergence"))
+            .args(["diff", "ours.npz", reference.to_str().unwrap()])
+            .args(["--map", map, "--format", "json"])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+        (report["warnings"].to_string(), report)
+    };
+    let (warnings, report) = run("vllm");
+    assert!(
+        warnings.contains("--map vllm: the preset vllm, not the file of that name here (`--map ./vllm` reads the file)"),
+        "{warnings}"
+    );
+    assert_eq!(
+        row(&report, "model.layers.0.self_attn.q_proj")["status"],
+        "ok"
+    );
+    let (warnings, _) = run("./vllm");
+    assert!(!warnings.contains("not the file"), "{warnings}");
+    // Without such a file, nothing is said.
+    std::fs::remove_file(dir.path().join("vllm")).unwrap();
+    let (warnings, _) = run("vllm");
+    assert!(!warnings.contains("not the file"), "{warnings}");
+}

@@ -182,6 +182,38 @@ pub(crate) fn interpret(cfg: &Config) -> ModelConfig {
             ));
         }
     }
+    // What transformers runs and `divergence run` does not (a review: inspect said nothing of
+    // them, `run` refused the model): worth knowing before porting, as a port that leaves them
+    // out diverges at the first attention.
+    if family.is_some() {
+        if cfg.rope_type != "default" && !cfg.rejected("rope_type") {
+            notes.push(note(
+                Severity::Info,
+                format!(
+                    "config.json: rope_type {:?}: RoPE's frequencies are scaled, not plain theta^(-2i/d) (a port must apply it; `divergence run` implements only \"default\" and refuses this config)",
+                    divergence_names::one_line(&cfg.rope_type)
+                ),
+            ));
+        }
+        let sliding = cfg.sliding_layers();
+        if sliding > 0 {
+            let which = match &cfg.layer_types {
+                Some(types) => format!(
+                    "layer_types has {sliding} of {} layers not \"full_attention\"",
+                    types.len()
+                ),
+                None => {
+                    format!("use_sliding_window: true: {sliding} layers from max_window_layers on")
+                }
+            };
+            notes.push(note(
+                Severity::Info,
+                format!(
+                    "config.json: {which}: attention over a window of past tokens there (a port must mask it; `divergence run` implements full attention only and refuses this config)"
+                ),
+            ));
+        }
+    }
     let tie = (!cfg.rejected("tie_word_embeddings")).then_some(cfg.tie_word_embeddings);
     let summary = ConfigSummary {
         model_type: cfg.model_type.clone(),

@@ -762,6 +762,46 @@ fn config_values_the_port_refuses_are_errors() {
     }
 }
 
+/// What transformers runs and `divergence run` refuses (a scaled RoPE, sliding-window layers)
+/// is said, as information: the checkpoint is not wrong, a port must implement it.
+#[test]
+fn scaled_rope_and_sliding_layers_are_said() {
+    let infos = |f: &Fixture| -> Vec<String> {
+        run(f)
+            .findings
+            .iter()
+            .filter(|f| f.kind == FindingKind::Config && f.severity == Severity::Info)
+            .map(|f| f.message.clone())
+            .collect()
+    };
+    assert!(infos(&Fixture::qwen3()).is_empty());
+    let mut f = Fixture::qwen3();
+    f.config["rope_scaling"] = serde_json::json!({"rope_type": "yarn", "factor": 4.0});
+    assert_eq!(
+        infos(&f),
+        ["config.json: rope_type \"yarn\": RoPE's frequencies are scaled, not plain theta^(-2i/d) (a port must apply it; `divergence run` implements only \"default\" and refuses this config)"]
+    );
+    let mut f = Fixture::qwen3();
+    f.config["layer_types"] = serde_json::json!(["full_attention", "sliding_attention"]);
+    assert_eq!(
+        infos(&f),
+        ["config.json: layer_types has 1 of 2 layers not \"full_attention\": attention over a window of past tokens there (a port must mask it; `divergence run` implements full attention only and refuses this config)"]
+    );
+    // `use_sliding_window` slides the layers from `max_window_layers` (28 by default) on, as
+    // transformers derives `layer_types`: none of these 2 layers, until it is 1.
+    let mut f = Fixture::qwen3();
+    f.config["use_sliding_window"] = serde_json::json!(true);
+    assert!(infos(&f).is_empty());
+    f.config["max_window_layers"] = serde_json::json!(1);
+    assert!(infos(&f)[0].starts_with(
+        "config.json: use_sliding_window: true: 1 layers from max_window_layers on: attention over a window"
+    ));
+    // layer_types all full: nothing, whatever use_sliding_window says (transformers reads
+    // layer_types when given).
+    f.config["layer_types"] = serde_json::json!(["full_attention", "full_attention"]);
+    assert!(infos(&f).is_empty());
+}
+
 /// A malformed or null `tie_word_embeddings` is a `config` error, never read as `false`: no
 /// "lm_head.weight missing" error from an invented value, and the summary says unknown.
 #[test]

@@ -51,9 +51,11 @@ impl Step {
                 let (a, b) = (numel(shape), numel(to));
                 if a != b {
                     return Err(format!(
-                        "cannot reshape {} ({a} elements) to {} ({b} elements)",
+                        "cannot reshape {} ({}) to {} ({})",
                         fmt_shape(shape),
-                        fmt_shape(to)
+                        elements(a),
+                        fmt_shape(to),
+                        elements(b)
                     ));
                 }
                 Ok(to.clone())
@@ -258,6 +260,14 @@ pub fn fmt_shape(shape: &[usize]) -> String {
     format!("[{}]", dims.join(", "))
 }
 
+/// `1 element`, `4 elements`.
+fn elements(n: usize) -> String {
+    match n {
+        1 => "1 element".to_string(),
+        n => format!("{n} elements"),
+    }
+}
+
 fn strides(shape: &[usize]) -> Vec<usize> {
     let mut s = vec![1usize; shape.len()];
     for i in (0..shape.len().saturating_sub(1)).rev() {
@@ -282,6 +292,18 @@ mod tests {
         assert_eq!(p.apply(&[2, 3], iota(6)), vec![0, 3, 1, 4, 2, 5]);
         assert!(Step::Permute(vec![0, 0]).shape(&[2, 2]).is_err());
         assert!(Step::Permute(vec![0]).shape(&[2, 2]).is_err());
+    }
+
+    #[test]
+    fn a_reshape_of_other_elements_says_how_many() {
+        assert_eq!(
+            Step::Reshape(vec![]).shape(&[4]).unwrap_err(),
+            "cannot reshape [4] (4 elements) to [] (1 element)"
+        );
+        assert_eq!(
+            Step::Reshape(vec![]).shape(&[1]).unwrap(),
+            Vec::<usize>::new()
+        );
     }
 
     #[test]

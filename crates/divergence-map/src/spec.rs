@@ -473,7 +473,17 @@ impl Map {
 /// One line from a TOML error: the message and the line it points at (the error's own
 /// Display is a multi-line caret diagram).
 fn toml_message(text: &str, e: &toml::de::Error) -> String {
-    let msg = e.message().trim().replace('\n', " ");
+    let mut msg = e.message().trim().replace('\n', " ");
+    // The parser's words for an integer TOML cannot hold (`u64 value was too large`, or
+    // `invalid type: integer ... as i128, expected any valid TOML value` past 2^64 - 1).
+    if msg == "u64 value was too large"
+        || (msg.contains(" as i128") && msg.starts_with("invalid type: integer"))
+    {
+        msg = format!(
+            "a whole number out of range (at most {}, the largest TOML holds)",
+            i64::MAX
+        );
+    }
     match e.span() {
         Some(span) => {
             let line = text
@@ -1130,6 +1140,19 @@ mod tests {
         );
         assert!(err("[[rule]]\nfrom = \"x\"\nto = [\"a\", \"b\"]\nsplit = { axis = 0, sizes = [\"heads*99999999999999999999\", -1] }\n")
             .contains("size `99999999999999999999` in \"heads*99999999999999999999\" is out of range"));
+        // A bare TOML integer that large is refused by the parser: said plainly, not as
+        // "u64 value was too large" or "invalid type: integer ... as i128".
+        for big in [
+            "18446744073709551615",
+            "18446744073709551616",
+            "9223372036854775808",
+        ] {
+            assert_eq!(
+                err(&format!("[[rule]]\nfrom = \"x\"\nto = \"z\"\nlast = {big}\n")),
+                "m.toml: line 4: a whole number out of range (at most 9223372036854775807, the largest TOML holds)",
+                "{big}"
+            );
+        }
     }
 
     #[test]

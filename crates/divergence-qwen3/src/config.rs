@@ -147,8 +147,13 @@ impl Config {
                     "layer_types contains {t:?} (only full attention is implemented)"
                 )));
             }
-        } else if cfg.use_sliding_window {
-            return Err(unsupported("use_sliding_window: true".to_string()));
+        } else if cfg.sliding_layers() > 0 {
+            // As transformers derives layer_types: `use_sliding_window` alone slides no layer
+            // below `max_window_layers` (28 by default; it refused every such config before).
+            return Err(unsupported(format!(
+                "use_sliding_window: true, {} layers from max_window_layers on slide (only full attention is implemented)",
+                cfg.sliding_layers()
+            )));
         }
         Ok(c)
     }
@@ -263,6 +268,25 @@ mod tests {
         let yarn = format!(r#"{{{base}, "rope_scaling": {{"type": "yarn", "factor": 4.0}}}}"#);
         let err = Config::from_json_str(&yarn, Path::new("c.json")).unwrap_err();
         assert!(err.to_string().contains("yarn"), "{err}");
+        // `use_sliding_window` slides the layers from `max_window_layers` on, as transformers'
+        // Qwen3Config derives `layer_types`: none of 2 below the default 28, or without a window.
+        for ok in [
+            r#""use_sliding_window": true"#,
+            r#""use_sliding_window": true, "max_window_layers": 1, "sliding_window": null"#,
+        ] {
+            let cfg = format!("{{{base}, {ok}}}");
+            assert!(
+                Config::from_json_str(&cfg, Path::new("c.json")).is_ok(),
+                "{ok}"
+            );
+        }
+        let slides = format!(r#"{{{base}, "use_sliding_window": true, "max_window_layers": 1}}"#);
+        let err = Config::from_json_str(&slides, Path::new("c.json")).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("use_sliding_window: true, 1 layers"),
+            "{err}"
+        );
     }
 
     /// Another model's config is refused, not run as Qwen3 (a bad-input hunt); none is

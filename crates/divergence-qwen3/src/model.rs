@@ -732,6 +732,25 @@ impl Qwen3 {
                     ),
                 });
             }
+            // A bias past the activations' largest value is added as Inf (a bad-input hunt:
+            // `attn-bias=1e39` in f32 wrote Inf at every q/k/v projection without a word).
+            if let crate::fault::Fault::AttnBias(v) = spec.fault {
+                let largest = match opts.dtype {
+                    DType::F16 => f64::from(half::f16::MAX),
+                    DType::BF16 => f64::from(half::bf16::MAX),
+                    DType::F64 => f64::MAX,
+                    _ => f64::from(f32::MAX),
+                };
+                if v.abs() > largest {
+                    return Err(Error::FaultTarget {
+                        spec: spec.to_string(),
+                        message: format!(
+                            "|{v:e}| is past the largest {} value ({largest:.4e}): the bias would be Inf (give a smaller magnitude)",
+                            opts.dtype.as_str()
+                        ),
+                    });
+                }
+            }
             // A value the checkpoint's config already has changes nothing (a bad-input hunt:
             // `rope-theta=1000000` on a Qwen3 wrote the clean run's dump, bit for bit).
             let own = match spec.fault {

@@ -218,7 +218,13 @@ pub fn parse_ids(text: &str, source_name: &str) -> Result<Vec<u32>, Error> {
     let ids = trimmed
         .split(|c: char| c == ',' || c.is_whitespace())
         .filter(|s| !s.is_empty())
-        .map(|s| s.parse::<u32>().map_err(|_| bad(not_a_token(s))))
+        // Digits only: Rust's parser also takes a leading `+` (`+5` read as token 5).
+        .map(|s| {
+            s.parse::<u32>()
+                .ok()
+                .filter(|_| !s.starts_with('+'))
+                .ok_or_else(|| bad(not_a_token(s)))
+        })
         .collect::<Result<Vec<u32>, Error>>()?;
     if ids.is_empty() {
         return Err(bad("no token ids".to_string()));
@@ -719,6 +725,8 @@ mod tests {
         let err = parse_ids("  ", "ids.txt").unwrap_err().to_string();
         assert_eq!(err, "ids.txt: no token ids");
         assert!(parse_ids("-1", "f").is_err());
+        let err = parse_ids("+5,1", "--ids").unwrap_err().to_string();
+        assert!(err.contains("\"+5\" is not a token id"), "{err}");
     }
 
     #[test]

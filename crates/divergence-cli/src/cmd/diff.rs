@@ -665,6 +665,11 @@ fn report_of(
     let model = args.model.as_deref();
     let (mut ours, mut map_warnings) = crate::cmd::map::apply(ours_dump, ref_dump, chosen, model)?;
     map_warnings.extend(crate::cmd::map::reference_map_unused(ref_dump, explicit));
+    map_warnings.extend(
+        args.map
+            .as_deref()
+            .and_then(crate::cmd::map::preset_shadows_file),
+    );
     let reference = MappedDump::plain(ref_dump);
     let truth = truth.map(MappedDump::plain);
     timings::mark("map");
@@ -1555,7 +1560,8 @@ fn steps_profile(
                 let axis_of = |name: &str, shape: &[usize]| {
                     divergence_diff::prefill_axis(name, shape, prompt_len)
                 };
-                prefill = row_profile(&op, &o.0, &r.0, &axis_of, note);
+                prefill = row_profile(&op, &o.0, &r.0, &axis_of, note)
+                    .or_else(|| judged_whole(&op, &o.0, &r.0, &axis_of, note));
                 // A prefill past the cap: no profile across the steps either (one of the steps
                 // alone would read as a probe that has no prefill row).
                 if note.is_some() {
@@ -1642,6 +1648,48 @@ fn row_profile(
         rtol,
         atol,
     )
+}
+
+/// A prefill row judged against the truth (`--truth`), across the steps: its per-position
+/// error, each position taking the row's verdict, as a step's one position takes its row's
+/// (the per-position noise ratio is not computed). Without it a decode bug's profile under
+/// `--truth` left the prefill out and read "all" (a held-out check: "from position T" without
+/// `--truth`).
+fn judged_whole(
+    row: &OpResult,
+    ours: &TensorView<'_>,
+    reference: &TensorView<'_>,
+    axis_of: &dyn Fn(&str, &[usize]) -> Option<usize>,
+    note: &mut Option<String>,
+) -> Option<divergence_diff::PositionProfile> {
+    if row.truth.noise_ratio.is_none() || note.is_some() {
+        return None;
+    }
+    let axis = axis_of(&row.name, &reference.shape)?;
+    if let Some(n) =
+        divergence_diff::positions::too_many_positions(&row.name, *reference.shape.get(axis)?)
+    {
+        *note = Some(n);
+        return None;
+    }
+    // The row's rtol / atol where it has them (the steps' entries show theirs too).
+    let tol = row.rule.rtol.zip(row.rule.atol);
+    let (rtol, atol) = tol.unwrap_or((0.0, 0.0));
+    let mut p = divergence_diff::position_profile(
+        &row.name,
+        ours.values(),
+        reference.values(),
+        &reference.shape,
+        axis,
+        rtol,
+        atol,
+    )?;
+    let verdict = row.status.is_divergence();
+    p.over.iter_mut().for_each(|o| *o = verdict);
+    if tol.is_none() {
+        p.rel_tol.iter_mut().for_each(|t| *t = None);
+    }
+    Some(p)
 }
 
 /// Largest tensor the hints decode whole (bytes of widened values), per tensor.

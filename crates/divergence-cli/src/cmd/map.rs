@@ -191,6 +191,17 @@ pub fn from_flag(flag: &str) -> Result<Map> {
     )?)
 }
 
+/// A warning when `--map NAME` names a preset and a file of that name is in the working
+/// directory too: the preset is used (a bad-input hunt: a user's own `vllm` map was passed
+/// over without a word), and `./NAME` names the file.
+pub fn preset_shadows_file(flag: &str) -> Option<String> {
+    let preset = divergence_map::preset_text(flag).is_some();
+    (preset && Path::new(flag).exists()).then(|| {
+        let name = one_line(flag);
+        format!("--map {name}: the preset {name}, not the file of that name here (`--map ./{name}` reads the file)")
+    })
+}
+
 /// The presets' names, for messages: `vllm, llama.cpp, transformer-lens`.
 fn presets() -> String {
     let known: Vec<&str> = divergence_map::PRESETS.iter().map(|p| p.0).collect();

@@ -18,7 +18,18 @@ pub fn positive(s: &str) -> Result<f64, String> {
 /// A whole number >= 0 (`--layer`, `--context`): clap's own message for `-1` or `x` was
 /// `invalid digit found in string`, without the value.
 pub fn whole(s: &str) -> Result<usize, String> {
-    whole_number(s).ok_or_else(|| format!("must be a whole number >= 0, got {s}"))
+    whole_number(s).ok_or_else(|| format!("must be a whole number >= 0, got {}", shown(s)))
+}
+
+/// A rejected value as the message shows it: on one line, and quoted where it is empty or
+/// begins or ends with a space (`--rtol " "` read "got " and nothing after it).
+fn shown(s: &str) -> String {
+    let line = divergence_names::one_line(&shortened(s)).into_owned();
+    if s.is_empty() || s.trim() != s {
+        format!("'{line}'")
+    } else {
+        line
+    }
 }
 
 /// Decimal digits, spaces around them allowed, no sign (Rust's parser takes a leading `+`).
@@ -33,7 +44,7 @@ fn number(s: &str, bound: &str, ok: impl Fn(f64) -> bool) -> Result<f64, String>
     match s.trim().parse::<f64>() {
         // `-0` is 0 (it was recorded as -0.0 in the report).
         Ok(x) if x.is_finite() && ok(x) => Ok(x + 0.0),
-        _ => Err(format!("must be a finite number {bound}, got {s}")),
+        _ => Err(format!("must be a finite number {bound}, got {}", shown(s))),
     }
 }
 
@@ -144,6 +155,23 @@ mod tests {
             assert!(non_negative(bad).is_err(), "{bad}");
             assert!(positive(bad).is_err(), "{bad}");
         }
+        // A blank value or one padded with spaces is quoted: "got " said nothing.
+        assert_eq!(
+            non_negative(" "),
+            Err("must be a finite number >= 0, got ' '".into())
+        );
+        assert_eq!(
+            non_negative(""),
+            Err("must be a finite number >= 0, got ''".into())
+        );
+        assert_eq!(
+            whole(" x"),
+            Err("must be a whole number >= 0, got ' x'".into())
+        );
+        assert_eq!(
+            whole("1\n2"),
+            Err("must be a whole number >= 0, got 1\\n2".into())
+        );
         assert_eq!(positive("10"), Ok(10.0));
         assert_eq!(
             positive("0"),
