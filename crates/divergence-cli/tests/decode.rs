@@ -2824,3 +2824,38 @@ fn a_truth_profile_across_steps_keeps_the_prefill() {
     assert_eq!(p["pattern"]["kind"], "from", "{p}");
     assert_eq!(p["pattern"]["start"], prefill, "{p}");
 }
+
+/// `--prefill-vs-decode --steps`: the decode hints read the steps left out around the ones
+/// selected, as a plain diff's do (a held-out check: `--steps 2-3` of a position that does not
+/// advance lost the hint that reads step 1); the rows are those of the selection alone.
+#[test]
+fn prefill_vs_decode_hints_read_the_steps_around_a_selection() {
+    let _ = root();
+    let full = tmp("pvd-hint-full.npz");
+    run_prompt_and(&full, "f32", &["253", "253", "253", "59"]);
+    let stepped = tmp("pvd-hint-frozen.npz");
+    run_tokens(
+        &stepped,
+        "f32",
+        &["--decode-ids", "253,253,253,59"],
+        &["--inject", "decode-pos-frozen"],
+    );
+    let (s, f) = (stepped.to_str().unwrap(), full.to_str().unwrap());
+    let (code, all, err) = diff_json(&full, s, &["--prefill-vs-decode"]);
+    assert_eq!(code, 1, "{err}");
+    let (code, some, err) = diff_json(&full, s, &["--prefill-vs-decode", "--steps", "2-3"]);
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(some["first_divergence"]["name"], "model.rotary_emb@2");
+    let code_of = |r: &Value| r["hints"][0]["code"].clone();
+    assert_eq!(code_of(&some), "decode_position", "{}", some["hints"]);
+    assert_eq!(code_of(&all), "decode_position", "{}", all["hints"]);
+    // Only the selected steps' rows, and no warning about the steps read for the hints.
+    let steps: std::collections::BTreeSet<u64> = some["ops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(steps.into_iter().collect::<Vec<_>>(), [2, 3]);
+    assert_eq!(some["warnings"], all["warnings"], "{f}");
+}

@@ -202,9 +202,10 @@ pub(crate) fn interpret(cfg: &Config) -> ModelConfig {
                     "layer_types has {sliding} of {} layers not \"full_attention\"",
                     types.len()
                 ),
-                None => {
-                    format!("use_sliding_window: true: {sliding} layers from max_window_layers on")
-                }
+                None => format!(
+                    "use_sliding_window: true: {sliding} {} from max_window_layers on",
+                    if sliding == 1 { "layer" } else { "layers" }
+                ),
             };
             notes.push(note(
                 Severity::Info,

@@ -794,7 +794,7 @@ fn scaled_rope_and_sliding_layers_are_said() {
     assert!(infos(&f).is_empty());
     f.config["max_window_layers"] = serde_json::json!(1);
     assert!(infos(&f)[0].starts_with(
-        "config.json: use_sliding_window: true: 1 layers from max_window_layers on: attention over a window"
+        "config.json: use_sliding_window: true: 1 layer from max_window_layers on: attention over a window"
     ));
     // layer_types all full: nothing, whatever use_sliding_window says (transformers reads
     // layer_types when given).

@@ -150,9 +150,10 @@ impl Config {
         } else if cfg.sliding_layers() > 0 {
             // As transformers derives layer_types: `use_sliding_window` alone slides no layer
             // below `max_window_layers` (28 by default; it refused every such config before).
+            let n = cfg.sliding_layers();
             return Err(unsupported(format!(
-                "use_sliding_window: true, {} layers from max_window_layers on slide (only full attention is implemented)",
-                cfg.sliding_layers()
+                "use_sliding_window: true, {n} {} from max_window_layers on (only full attention is implemented)",
+                if n == 1 { "layer slides" } else { "layers slide" }
             )));
         }
         Ok(c)
@@ -284,7 +285,7 @@ mod tests {
         let err = Config::from_json_str(&slides, Path::new("c.json")).unwrap_err();
         assert!(
             err.to_string()
-                .contains("use_sliding_window: true, 1 layers"),
+                .contains("use_sliding_window: true, 1 layer slides from max_window_layers on"),
             "{err}"
         );
     }

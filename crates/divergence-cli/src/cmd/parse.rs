@@ -196,6 +196,14 @@ mod tests {
             .collect::<Vec<_>>()
             .join(",");
         assert_eq!(sel(&met), Ok(format!("0-{}", Selection::MAX_RUNS + 5)));
+        // Within 2 steps of a selected one: 10-14 for 12, every step from 18 on for 20-.
+        let s = steps("12,20-").unwrap();
+        let near: Vec<usize> = (0..30).filter(|&i| s.near(i, 2)).collect();
+        assert_eq!(
+            near,
+            [10, 11, 12, 13, 14, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29]
+        );
+        assert!(steps("5").unwrap().near(usize::MAX - 1, usize::MAX));
         let s = steps("0,4-8,10-").unwrap();
         let picked: Vec<usize> = (0..13).filter(|&i| s.contains(i)).collect();
         assert_eq!(picked, [0, 4, 5, 6, 7, 8, 10, 11, 12]);

@@ -279,9 +279,19 @@ pub fn pair<'a>(
     // padded to a multiple fit at some steps; their prefill never fits).
     type Fits<'n> = std::collections::HashMap<&'n str, usize>;
     let (mut prefill_fits, mut step_fits): (Fits<'_>, Fits<'_>) = Default::default();
+    // Under `--steps`, the steps left out that the decode hints read around a selected one
+    // (its window, and the prefill) are sliced too, for the hints alone: no row, no warning
+    // (a held-out check: `--steps 2-3` lost the hint that reads step 1).
+    let window = divergence_diff::hints::DECODE_SHIFT_STEPS + 1;
+    let near = |s: usize| sel.is_some_and(|sel| s == 0 || sel.near(s, window));
+    let mut for_hints = Vec::new();
     for name in stepped.names() {
         let (base, step) = split_step(name);
         if !keep(step) {
+            if near(step) {
+                let shape = stepped.shape(name).unwrap_or_default();
+                for_hints.extend(slice(full, name, base, step, shape, t_full, t_pre, None));
+            }
             continue;
         }
         let Some(shape) = stepped.shape(name) else {
@@ -430,6 +440,7 @@ pub fn pair<'a>(
     tensors.extend(missing);
     let sliced: std::collections::HashSet<String> =
         tensors.iter().map(|v| v.name.clone()).collect();
+    tensors.extend(for_hints);
     let label = format!("prefill-vs-decode slices of {}", full_path.display());
     let Some(resolved) = Resolved::from_tensors(tensors, label) else {
         bail!("{}: repeated probe names", stepped_path.display());

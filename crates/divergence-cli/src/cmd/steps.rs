@@ -59,6 +59,13 @@ impl Selection {
             .any(|&(lo, hi)| s >= lo && hi.is_none_or(|hi| s <= hi))
     }
 
+    /// Whether step `s` is within `w` steps of a selected one (or selected).
+    pub fn near(&self, s: usize, w: usize) -> bool {
+        self.runs.iter().any(|&(lo, hi)| {
+            lo <= s.saturating_add(w) && hi.is_none_or(|hi| s <= hi.saturating_add(w))
+        })
+    }
+
     /// The selection as the flag takes it: `0-22`, `0,4-8`, `5-`.
     pub fn text(&self) -> String {
         let run = |&(lo, hi): &(usize, Option<usize>)| match hi {
