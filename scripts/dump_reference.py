@@ -94,10 +94,11 @@ def parse_ids(text: str, what: str = "--ids") -> list[int]:
         raise UserError(f"{what}: no token ids given")
     ids = []
     for p in parts:
-        try:
-            ids.append(int(p, 10))
-        except ValueError:
-            raise UserError(f"{what}: {p!r} is not an integer token id") from None
+        # Digits only (a review: int() also reads `+5`, `1_0` and other scripts' digits, which
+        # `divergence run` refuses); a leading `-` for the message below.
+        if not re.fullmatch(r"-?[0-9]+", p):
+            raise UserError(f"{what}: {p!r} is not an integer token id")
+        ids.append(int(p, 10))
     for i in ids:
         if i < 0:
             raise UserError(f"{what}: token id {i} is negative")
@@ -169,6 +170,12 @@ def load_config_file(path: Path):
         raise UserError(f"{path}: transformers cannot build a config from it ({_one_line(e)})") from None
 
 
+# The model types whose RoPE rotates the whole head (rotate-half over head_dim): an odd
+# head_dim fails their forward pass. Others rotate part of it (phi, gpt_neox) or have no RoPE
+# (gpt2), and run with any head size (a review).
+FULL_HEAD_ROPE = ("qwen3", "qwen2", "llama", "mistral")
+
+
 def check_config(config, label) -> None:
     """What transformers' forward pass fails on with a traceback (a held-out check: an odd
     head_dim printed 77 lines from apply_rotary_pos_emb), said in one line as `divergence run`
@@ -178,7 +185,8 @@ def check_config(config, label) -> None:
     head_dim = getattr(config, "head_dim", None)
     if head_dim is None and heads:
         head_dim = getattr(config, "hidden_size", 0) // heads
-    if isinstance(head_dim, int) and head_dim % 2:
+    full_rope = getattr(config, "model_type", None) in FULL_HEAD_ROPE
+    if full_rope and isinstance(head_dim, int) and head_dim % 2:
         raise UserError(f"{label}: head_dim ({head_dim}) must be even: RoPE rotates its two halves")
     if isinstance(heads, int) and isinstance(kv, int) and kv > 0 and heads % kv:
         raise UserError(

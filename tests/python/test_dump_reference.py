@@ -390,6 +390,24 @@ def test_a_config_transformers_fails_on_is_one_line(tmp_path, capsys, change, ne
     assert not (tmp_path / "x.npz").exists()
 
 
+def test_an_odd_head_size_without_a_full_head_rope_is_no_error():
+    # gpt2 has no RoPE, phi and gpt_neox rotate part of each head: transformers runs them with
+    # any head size (a review: check_config refused them)
+    from transformers import AutoConfig
+
+    for model_type, sizes in [
+        ("gpt2", {"n_embd": 36, "n_head": 4, "n_layer": 1}),
+        ("phi", {"hidden_size": 36, "num_attention_heads": 4, "num_hidden_layers": 1}),
+        ("gpt_neox", {"hidden_size": 36, "num_attention_heads": 4, "num_hidden_layers": 1}),
+    ]:
+        dr.check_config(AutoConfig.for_model(model_type, **sizes), "c.json")
+    with pytest.raises(dr.UserError, match="head_dim \\(9\\) must be even"):
+        dr.check_config(
+            AutoConfig.for_model("llama", hidden_size=36, num_attention_heads=4, num_hidden_layers=1),
+            "c.json",
+        )
+
+
 def test_unbuildable_config_exit_2(tmp_path, capsys):
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"model_type": "no_such_model_type", "hidden_size": 8}))
@@ -469,3 +487,12 @@ def test_no_norm_gains_gives_plain_qk_norms(tmp_path):
     kn = w["model.layers.0.self_attn.k_norm.weight"].float()
     assert kn.max() < 2.0  # the realistic init puts 96.5 here
     assert dr.main(["--model", str(TINY), "--ids", "1", "--no-norm-gains", "--out", str(tmp_path / "y.npz")]) == 2
+
+
+@pytest.mark.parametrize("text", ["+5", "1_0", "٣", "1.0", "0x1"])
+def test_parse_ids_takes_digits_only(text):
+    # (a review: int() read `+5` as 5 and `1_0` as 10, which `divergence run` refuses)
+    with pytest.raises(dr.UserError, match="is not an integer token id"):
+        dr.parse_ids(f"1,{text}")
+    with pytest.raises(dr.UserError, match="token id -3 is negative"):
+        dr.parse_ids("1,-3")

@@ -16,6 +16,13 @@
 //!   a missing one takes the family's field default ([`Family::default_kv_heads`]).
 //! - `head_dim`: Qwen3 declares `head_dim: int = 128` and never derives it; the others derive
 //!   `hidden_size // num_attention_heads`.
+//! - Sliding-window layers ([`Config::sliding_layers`], [`Config::window`]): qwen3 and qwen2
+//!   derive `layer_types` from `use_sliding_window`, `sliding_window` and `max_window_layers`;
+//!   mistral slides every layer while `sliding_window` (default 4096) is not null; llama none.
+//!
+//! What transformers refuses on load or fails on in its forward pass is an issue too: nulls it
+//! refuses ([`NOT_NULL`], per family), integers written as floats or strings, an unknown
+//! layer type or RoPE type, a scaled RoPE without its required keys.
 //!
 //! Defaults replace only a field that is absent (or `null`): a field that is present but
 //! rejected (a [`FieldIssue`]: `"head_dim": 32.0`, `"num_key_value_heads": 0`) is unknown,
@@ -139,10 +146,15 @@ pub struct FieldIssue {
     pub expected: &'static str,
     /// Set when the value has the right type but exceeds this [`SANITY_CAPS`] bound.
     pub cap: Option<usize>,
+    /// The key is missing where it is required (a scaled RoPE's `factor`): `value` is null.
+    pub absent: bool,
 }
 
 impl std::fmt::Display for FieldIssue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.absent {
+            return write!(f, "{} is missing: {}", self.key, self.expected);
+        }
         match self.cap {
             Some(cap) => write!(
                 f,
@@ -204,7 +216,14 @@ pub struct Config {
     pub rope_theta: f64,
     /// Resolved RoPE type ("default" unless config.json says otherwise).
     pub rope_type: String,
+    /// Default false; read for qwen3 and qwen2 (and an unknown model_type) only: llama's and
+    /// mistral's configs have no such field, and transformers ignores it there.
     pub use_sliding_window: bool,
+    /// As written (qwen3 and qwen2; default 28): the first layer that slides. Negative slides
+    /// every layer, as transformers' `i >= max_window_layers` does.
+    pub max_window_layers: Option<i64>,
+    /// As written (qwen3, qwen2, mistral): `None` when absent or null ([`Config::window`]).
+    pub sliding_window: Option<i64>,
     pub layer_types: Option<Vec<String>>,
     /// Fields with a value of the wrong type, in the order read.
     pub issues: Vec<FieldIssue>,
@@ -214,7 +233,7 @@ pub struct Config {
 /// "expected int, got NoneType"), in every family we read: a null one is a [`FieldIssue`],
 /// not an absent field given its default. Checked against `Qwen3Config`, `Qwen2Config`,
 /// `LlamaConfig` and `MistralConfig` (2026-12-05); [`not_null_in`] adds each family's own.
-const NOT_NULL: [&str; 9] = [
+const NOT_NULL: [&str; 10] = [
     "hidden_size",
     "num_hidden_layers",
     "num_attention_heads",
@@ -224,6 +243,8 @@ const NOT_NULL: [&str; 9] = [
     "rms_norm_eps",
     "hidden_act",
     "tie_word_embeddings",
+    // (a null RoPE base fails the model build in all four: `None ** Tensor`; a bad-input hunt)
+    "rope_theta",
 ];
 
 /// The fields `family`'s config class refuses as `null` beyond [`NOT_NULL`] (the others,
@@ -231,8 +252,14 @@ const NOT_NULL: [&str; 9] = [
 /// qwen2 `head_dim` is derived).
 fn not_null_in(family: Option<Family>) -> &'static [&'static str] {
     match family {
-        Some(Family::Qwen3) => &["head_dim", "attention_bias", "use_sliding_window"],
-        Some(Family::Qwen2) => &["use_sliding_window"],
+        Some(Family::Qwen3) => &[
+            "head_dim",
+            "attention_bias",
+            "use_sliding_window",
+            "max_window_layers",
+        ],
+        // (a null head_dim fails qwen2's model build, `None ** float`: a bad-input hunt)
+        Some(Family::Qwen2) => &["use_sliding_window", "max_window_layers", "head_dim"],
         Some(Family::Llama) => &["attention_bias", "mlp_bias"],
         Some(Family::Mistral) => &["num_key_value_heads"],
         None => &[],
@@ -302,11 +329,38 @@ impl Config {
         let tie_word_embeddings = r.boolean("tie_word_embeddings").unwrap_or(false);
         let attention_bias = r.boolean("attention_bias").unwrap_or(false);
         let mlp_bias = r.boolean("mlp_bias").unwrap_or(false);
-        let use_sliding_window = r.boolean("use_sliding_window").unwrap_or(false);
+        let qwen = matches!(family, Some(Family::Qwen3 | Family::Qwen2) | None);
+        let use_sliding_window = qwen
+            .then(|| r.boolean("use_sliding_window"))
+            .flatten()
+            .unwrap_or(false);
+        let max_window_layers = qwen.then(|| r.integer("max_window_layers")).flatten();
+        // (llama's config keeps it as an extra attribute, which its masks read: a string or a
+        // float fails its forward pass, a bad-input hunt)
+        let sliding_window = r.integer("sliding_window");
         let layer_types = r.strings("layer_types");
+        // transformers' `validate_layer_type` (every family): a type it does not know.
+        if let Some(bad) = layer_types
+            .iter()
+            .flatten()
+            .find(|t| !LAYER_TYPES.contains(&t.as_str()))
+        {
+            r.issues.push(FieldIssue {
+                key: "layer_types".to_string(),
+                value: Value::String(bad.clone()),
+                expected: "a layer type transformers knows (full_attention, sliding_attention, chunked_attention, ...)",
+                cap: None,
+                absent: false,
+            });
+        }
         let top_theta = r.number("rope_theta");
-        // transformers: `rope_scaling or rope_parameters` (an empty dict is falsy).
-        let scaling = r.object("rope_scaling").filter(|o| !o.is_empty());
+        // transformers: `rope_scaling or rope_parameters`: a falsy `rope_scaling` (empty,
+        // false, 0, "", []) is none (a bad-input hunt: `false` was an error here, transformers
+        // runs it).
+        let scaling = match obj.get("rope_scaling") {
+            Some(v) if !falsy(v) => r.object("rope_scaling"),
+            _ => None,
+        };
         let parameters = r.object("rope_parameters");
         let (rope_theta, rope_type) = match scaling
             .map(|o| ("rope_scaling", o))
@@ -317,10 +371,18 @@ impl Config {
                     obj: rope,
                     prefix: key,
                     issues: Vec::new(),
-                    not_null: &[],
+                    // (null fails transformers' model build: `None ** Tensor`, `KeyError: None`)
+                    not_null: &[
+                        "rope_theta",
+                        "rope_type",
+                        "factor",
+                        "low_freq_factor",
+                        "high_freq_factor",
+                    ],
                 };
                 let theta = inner.number("rope_theta");
                 let ty = inner.string("rope_type").or_else(|| inner.string("type"));
+                check_rope(&mut inner, ty.as_deref().unwrap_or("default"), family);
                 r.issues.append(&mut inner.issues);
                 (theta, ty)
             }
@@ -347,32 +409,51 @@ impl Config {
             rope_theta: rope_theta.or(top_theta).unwrap_or(DEFAULT_ROPE_THETA),
             rope_type: rope_type.unwrap_or_else(|| "default".to_string()),
             use_sliding_window,
+            max_window_layers,
+            sliding_window,
             layer_types,
             issues,
             json: value,
         })
     }
 
-    /// The layers that attend over a sliding window, as transformers' Qwen3Config and
-    /// Qwen2Config work them out: those `layer_types` does not mark `"full_attention"`; without
-    /// `layer_types`, with `use_sliding_window` and a `sliding_window` (default 4096; `null` is
-    /// none), the layers from `max_window_layers` (default 28) on. A qwen3 config with
+    /// The sliding window transformers uses: qwen3 and qwen2, `sliding_window` when
+    /// `use_sliding_window` (their configs set it to `None` otherwise), mistral its own; absent,
+    /// 4096 (their default); `null`, none; llama none. No model_type reads as qwen3.
+    pub fn window(&self) -> Option<i64> {
+        // (No model_type reads as qwen3: `divergence run` takes its defaults.)
+        let set = match self.family {
+            Some(Family::Qwen3 | Family::Qwen2) | None => self.use_sliding_window,
+            Some(Family::Mistral) => true,
+            Some(Family::Llama) => false,
+        };
+        match self.json.get("sliding_window") {
+            _ if !set => None,
+            None => Some(4096),
+            Some(_) => self.sliding_window,
+        }
+    }
+
+    /// The layers that attend over a sliding window, as transformers 5.17 works them out:
+    /// qwen3 and qwen2, those `layer_types` does not mark `"full_attention"`, and without
+    /// `layer_types`, with a [`Config::window`], the layers from `max_window_layers` (default
+    /// 28; negative: all) on; mistral, every layer with a window (4096 when absent); llama
+    /// none (its config has no such field); no model_type as qwen3. A qwen3 config with
     /// `use_sliding_window: true` and the default 28 of 28 layers has none.
     pub fn sliding_layers(&self) -> usize {
-        if let Some(types) = &self.layer_types {
-            return types.iter().filter(|t| *t != "full_attention").count();
+        let layers = self.num_hidden_layers.unwrap_or(0);
+        match self.family {
+            Some(Family::Qwen3 | Family::Qwen2) | None => match &self.layer_types {
+                Some(types) => types.iter().filter(|t| *t != "full_attention").count(),
+                None if self.window().is_some() => {
+                    let from = self.max_window_layers.unwrap_or(28);
+                    layers - usize::try_from(from.max(0)).map_or(layers, |f| f.min(layers))
+                }
+                None => 0,
+            },
+            Some(Family::Mistral) if self.window().is_some() => layers,
+            Some(Family::Mistral | Family::Llama) => 0,
         }
-        let window = self.json.get("sliding_window").is_none_or(|w| !w.is_null());
-        if !(self.use_sliding_window && window) {
-            return 0;
-        }
-        let from = self
-            .json
-            .get("max_window_layers")
-            .and_then(Value::as_u64)
-            .unwrap_or(28);
-        let layers = self.num_hidden_layers.unwrap_or(0) as u64;
-        layers.saturating_sub(from) as usize
     }
 
     /// Whether config.json has `key` at the top level (even as `null`).
@@ -438,6 +519,109 @@ impl Config {
     }
 }
 
+/// The layer types transformers 5.17 knows (`configuration_utils.ALLOWED_LAYER_TYPES`).
+const LAYER_TYPES: [&str; 16] = [
+    "full_attention",
+    "sliding_attention",
+    "chunked_attention",
+    "window_attention",
+    "compressed_sparse_attention",
+    "heavily_compressed_attention",
+    "minimax_m3_sparse",
+    "conv",
+    "moe",
+    "hybrid",
+    "hybrid_sliding",
+    "deepseek_sparse_attention",
+    "qwen_sparse_attention",
+    "linear_attention",
+    "sparse",
+    "dense",
+];
+
+/// The RoPE types transformers 5.17 knows ("default" and `ROPE_INIT_FUNCTIONS`), each with
+/// the keys its validation requires that nothing fills in (`rope_theta` and
+/// `original_max_position_embeddings` come from the config when absent).
+const ROPE_TYPES: [(&str, &[&str]); 7] = [
+    ("default", &[]),
+    ("linear", &["factor"]),
+    ("dynamic", &["factor"]),
+    ("yarn", &["factor"]),
+    ("llama3", &["factor", "low_freq_factor", "high_freq_factor"]),
+    ("longrope", &["short_factor", "long_factor"]),
+    ("proportional", &[]),
+];
+
+/// Python's falsiness of a JSON value (`x or y` takes `y`).
+fn falsy(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Bool(b) => !b,
+        Value::Number(n) => n.as_f64() == Some(0.0),
+        Value::String(s) => s.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+    }
+}
+
+/// What transformers refuses in a RoPE object of type `ty` (a bad-input hunt: each read as
+/// clean): a type it does not know (`KeyError` at the model build), a key the type requires
+/// (refused on load), a scale factor that is no number (a `TypeError` in the build), and, in
+/// qwen3 and qwen2, parameters per layer type (`{"full_attention": {...}}`, refused on load).
+fn check_rope(r: &mut Reader<'_>, ty: &str, family: Option<Family>) {
+    let issue = |key: String, value: Value, expected: &'static str, absent: bool| FieldIssue {
+        key,
+        value,
+        expected,
+        cap: None,
+        absent,
+    };
+    let key = |k: &str| format!("{}.{k}", r.prefix);
+    if matches!(family, Some(Family::Qwen3 | Family::Qwen2)) {
+        if let Some((k, v)) = r.obj.iter().find(|(_, v)| v.is_object()) {
+            let i = issue(
+                key(k),
+                v.clone(),
+                "one set of RoPE parameters (this model reads none per layer type)",
+                false,
+            );
+            r.issues.push(i);
+            return;
+        }
+    }
+    let Some((_, required)) = ROPE_TYPES.iter().find(|(t, _)| *t == ty) else {
+        let spelled = if r.obj.contains_key("rope_type") {
+            "rope_type"
+        } else {
+            "type"
+        };
+        let i = issue(
+            key(spelled),
+            Value::String(ty.to_string()),
+            "a RoPE type transformers knows (default, linear, dynamic, yarn, llama3, longrope, proportional)",
+            false,
+        );
+        r.issues.push(i);
+        return;
+    };
+    for k in *required {
+        if !r.obj.contains_key(*k) {
+            let i = issue(
+                key(k),
+                Value::Null,
+                "transformers requires it for this rope_type",
+                true,
+            );
+            r.issues.push(i);
+        }
+    }
+    for k in ["factor", "low_freq_factor", "high_freq_factor"] {
+        if required.contains(&k) {
+            r.number(k);
+        }
+    }
+}
+
 /// Reads typed fields of one JSON object, recording values of the wrong type.
 struct Reader<'a> {
     obj: &'a Map<String, Value>,
@@ -461,8 +645,8 @@ impl<'a> Reader<'a> {
             // transformers 5.17 refuses these as null in every family we read (qwen3, qwen2,
             // llama, mistral: "expected int, got NoneType"); the others, null, are absent.
             Some(Value::Null)
-                if !(self.prefix.is_empty()
-                    && (NOT_NULL.contains(&key) || self.not_null.contains(&key))) =>
+                if !(self.not_null.contains(&key)
+                    || (self.prefix.is_empty() && NOT_NULL.contains(&key))) =>
             {
                 return None
             }
@@ -480,6 +664,7 @@ impl<'a> Reader<'a> {
                 value: v.clone(),
                 expected,
                 cap: None,
+                absent: false,
             });
         }
         parsed
@@ -499,11 +684,21 @@ impl<'a> Reader<'a> {
                     value: Value::from(n),
                     expected: "a positive integer",
                     cap: Some(cap),
+                    absent: false,
                 });
                 None
             }
             _ => Some(n),
         }
+    }
+
+    /// A whole number written as one (`1`, `-1`; not `1.0`, `true` or `"1"`, which
+    /// transformers' strict config fields refuse).
+    fn integer(&mut self, key: &str) -> Option<i64> {
+        // (past 2^63 - 1, as large as we need: Python's ints have no bound)
+        self.field(key, "an integer", |v| {
+            v.as_i64().or_else(|| v.as_u64().map(|_| i64::MAX))
+        })
     }
 
     fn number(&mut self, key: &str) -> Option<f64> {

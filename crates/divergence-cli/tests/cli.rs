@@ -857,6 +857,23 @@ fn an_attn_bias_past_the_dtype_is_refused() {
         );
         assert!(!out.exists());
     }
+    // One that rounds to 0 in the dtype adds nothing, as attn-bias=0.
+    for (fault, dtype) in [
+        ("attn-bias=1e-310", "f32"),
+        ("attn-bias=1e-45", "bf16"),
+        ("attn-bias=-1e-8", "f16"),
+    ] {
+        let r = run(fault, dtype);
+        assert_eq!(r.code, 2, "{}", r.transcript());
+        assert!(
+            r.stderr.contains(&format!(
+                "rounds to 0 in {dtype}: the fault would add no bias"
+            )),
+            "{}",
+            r.stderr
+        );
+        assert!(!out.exists());
+    }
     let r = run("attn-bias=1e30", "bf16");
     assert_eq!(r.code, 0, "{}", r.transcript());
     assert!(out.exists());

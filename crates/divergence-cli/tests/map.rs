@@ -792,8 +792,12 @@ fn a_preset_named_like_a_file_here_is_said_to_be_the_preset() {
     );
     let (warnings, _) = run("./vllm");
     assert!(!warnings.contains("not the file"), "{warnings}");
-    // Without such a file, nothing is said.
+    // Without such a file, nothing is said; nor for a directory of that name (a checkout of
+    // the engine: a review).
     std::fs::remove_file(dir.path().join("vllm")).unwrap();
+    let (warnings, _) = run("vllm");
+    assert!(!warnings.contains("not the file"), "{warnings}");
+    std::fs::create_dir(dir.path().join("vllm")).unwrap();
     let (warnings, _) = run("vllm");
     assert!(!warnings.contains("not the file"), "{warnings}");
 }

@@ -1576,10 +1576,9 @@ fn attention_spread(
 }
 
 /// What [`spread_across_steps`] adds to a `scale` of every head down at a decode step's
-/// `attn_out` that the next steps do not settle.
-pub const SCALE_OTHER: &str = "; or, every head scaled down at a decode step, the attention's \
-     weights went partly to keys whose values are zero (a cache slot not written yet): the \
-     next steps do not tell the two apart";
+/// `attn_out` that the next steps do not settle, before the words that say why.
+pub const SCALE_OTHER: &str = "; or the attention's weights went partly to keys whose values \
+     are zero (a decode step that sees a cache slot not written yet scales every head down so): ";
 
 /// Later decode steps [`spread_across_steps`] reads: a zero key's share moves within a few
 /// steps (the tiny fixture's `decode-mask` in bf16: a head's factor 0.980, 0.980, 0.987, 0.997
@@ -1603,7 +1602,9 @@ pub fn reads_later_steps(hint_: &Hint) -> bool {
 /// naming the other reading. Every head kept its factor at two later steps or more, within four
 /// times that noise and one unit roundoff (at least 1e-6, what two f32 implementations' scale
 /// differs by): a fixed factor per head; the hint becomes `scale`. Anything between, or fewer
-/// steps, or a step that is no pure scale, leaves the hint as it is.
+/// steps, or a step that is no pure scale, leaves an `attention_spread` as it is; a `scale`
+/// (every head down) gains the other reading, [`SCALE_OTHER`], and `evidence.later_steps_read`
+/// (0 where no later step was read).
 pub fn spread_across_steps(
     hint_: &mut Hint,
     now: &Subject<'_>,
@@ -1648,6 +1649,7 @@ pub fn spread_across_steps(
     }
     let mut same = 0;
     let mut unsure = false;
+    let mut read = 0;
     let size = (now.ours.values.len(), now.reference.values.len());
     let top = 1.0 + u.max(1e-5);
     for s in later.iter().take(SPREAD_STEPS) {
@@ -1664,6 +1666,7 @@ pub fn spread_across_steps(
         else {
             break;
         };
+        read += 1;
         let mut all_same = true;
         // The head that moved most, of those that moved.
         let mut moved: Option<(usize, f64, f64)> = None;
@@ -1725,7 +1728,15 @@ pub fn spread_across_steps(
     // alone, for `decode-mask`). Kept at two steps or more, it stays the `scale` it is.
     let settled = same >= 2 && !unsure;
     if scaled && !settled {
-        hint_.message.push_str(SCALE_OTHER);
+        let why = if read == 0 {
+            "no later step was read to tell the two apart"
+        } else {
+            "the next steps do not tell the two apart"
+        };
+        hint_.message = format!("{}{SCALE_OTHER}{why}", hint_.message);
+        hint_
+            .evidence
+            .insert("later_steps_read".to_string(), read as f64);
         return;
     }
     if settled && !scaled {
@@ -2788,11 +2799,43 @@ mod tests {
         // kept at one next step, or one step only: the scale, and the other reading, which
         // the steps do not settle (a held-out check: "a wrong scale factor" alone for
         // `decode-mask` in bf16, two steps)
-        for f in [&[2.0 / 3.0, 2.0 / 3.0][..], &[2.0 / 3.0]] {
+        for (f, why, n) in [
+            (
+                &[2.0 / 3.0, 2.0 / 3.0][..],
+                "the next steps do not tell the two apart",
+                1.0,
+            ),
+            (
+                &[2.0 / 3.0],
+                "no later step was read to tell the two apart",
+                0.0,
+            ),
+            // moved by more than one unit roundoff of bf16 and less than two (0.004 of 0.667):
+            // neither kept nor moved, the held-out check's bf16 case (0.968, then 0.970)
+            (
+                &[2.0 / 3.0, 2.0 / 3.0 + 0.004, 2.0 / 3.0 + 0.004][..],
+                "the next steps do not tell the two apart",
+                2.0,
+            ),
+            // a later step of another reading (scaled up) is read no further
+            (
+                &[2.0 / 3.0, 1.5, 2.0 / 3.0][..],
+                "no later step was read to tell the two apart",
+                0.0,
+            ),
+        ] {
             let h = read(f);
             assert_eq!(h.code, HintCode::Scale, "{f:?}");
-            assert!(h.message.ends_with(SCALE_OTHER), "{f:?}: {}", h.message);
+            assert!(
+                h.message.ends_with(&format!("{SCALE_OTHER}{why}")),
+                "{f:?}: {}",
+                h.message
+            );
+            assert_eq!(h.evidence.get("later_steps_read"), Some(&n), "{f:?}");
         }
+        // kept at two next steps: no other reading
+        let h = read(&[2.0 / 3.0, 2.0 / 3.0, 2.0 / 3.0]);
+        assert_eq!(h.evidence.get("later_steps_read"), None);
         // scaled up (no zero key's share does that): the scale, alone
         let h = read(&[1.5, 1.2, 1.1]);
         assert_eq!(h.code, HintCode::Scale);

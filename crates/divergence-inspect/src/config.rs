@@ -186,7 +186,12 @@ pub(crate) fn interpret(cfg: &Config) -> ModelConfig {
     // them, `run` refused the model): worth knowing before porting, as a port that leaves them
     // out diverges at the first attention.
     if family.is_some() {
-        if cfg.rope_type != "default" && !cfg.rejected("rope_type") {
+        // (A RoPE object transformers refuses is a config error above, not this.)
+        let rope_refused = cfg
+            .issues
+            .iter()
+            .any(|i| i.key.starts_with("rope_scaling.") || i.key.starts_with("rope_parameters."));
+        if cfg.rope_type != "default" && !rope_refused {
             notes.push(note(
                 Severity::Info,
                 format!(
@@ -196,23 +201,63 @@ pub(crate) fn interpret(cfg: &Config) -> ModelConfig {
             ));
         }
         let sliding = cfg.sliding_layers();
+        let window = cfg.window();
+        let plural =
+            |n: usize, one: &'static str, many: &'static str| if n == 1 { one } else { many };
         if sliding > 0 {
-            let which = match &cfg.layer_types {
-                Some(types) => format!(
+            let which = match (family, &cfg.layer_types) {
+                (Some(Family::Mistral), _) => "sliding_window set: every layer".to_string(),
+                (_, Some(types)) => format!(
                     "layer_types has {sliding} of {} layers not \"full_attention\"",
                     types.len()
                 ),
-                None => format!(
-                    "use_sliding_window: true: {sliding} {} from max_window_layers on",
-                    if sliding == 1 { "layer" } else { "layers" }
+                (_, None) => format!(
+                    "use_sliding_window: true: {sliding} {} from max_window_layers ({}) on",
+                    plural(sliding, "layer", "layers"),
+                    cfg.max_window_layers.unwrap_or(28)
                 ),
+            };
+            // The window's size says when it matters: a port without the mask diverges only
+            // past it.
+            let span = match window.filter(|&w| w > 0) {
+                Some(w) => format!(
+                    "attention over the last {w} tokens (a port without the mask diverges on sequences longer than {w}"
+                ),
+                None => "attention over a window of past tokens (a port must mask it".to_string(),
             };
             notes.push(note(
                 Severity::Info,
                 format!(
-                    "config.json: {which}: attention over a window of past tokens there (a port must mask it; `divergence run` implements full attention only and refuses this config)"
+                    "config.json: {which}: {span}; `divergence run` implements full attention only and refuses this config)"
                 ),
             ));
+            // What transformers' forward pass then fails on (a bad-input hunt: both read as
+            // clean): sliding layers without a window (qwen3 and qwen2 keep `sliding_window`
+            // only with `use_sliding_window`), or a window of no token.
+            let bad_window = match window {
+                None => Some(
+                    if matches!(family, Some(Family::Qwen3 | Family::Qwen2))
+                        && !cfg.use_sliding_window
+                    {
+                        "there is no window (sliding_window is dropped without use_sliding_window: true)".to_string()
+                    } else {
+                        "there is no window (sliding_window is null)".to_string()
+                    },
+                ),
+                Some(w) if w <= 0 => Some(format!(
+                    "sliding_window is {w}, not a positive number of tokens"
+                )),
+                Some(_) => None,
+            };
+            if let Some(why) = bad_window.filter(|_| !cfg.rejected("sliding_window")) {
+                notes.push(note(
+                    Severity::Error,
+                    format!(
+                        "config.json: {sliding} {} but {why}: transformers' forward pass fails",
+                        plural(sliding, "layer slides", "layers slide")
+                    ),
+                ));
+            }
         }
     }
     let tie = (!cfg.rejected("tie_word_embeddings")).then_some(cfg.tie_word_embeddings);

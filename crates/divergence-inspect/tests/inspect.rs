@@ -763,43 +763,110 @@ fn config_values_the_port_refuses_are_errors() {
 }
 
 /// What transformers runs and `divergence run` refuses (a scaled RoPE, sliding-window layers)
-/// is said, as information: the checkpoint is not wrong, a port must implement it.
+/// is said, as information: the checkpoint is not wrong, a port must implement it. What
+/// transformers refuses, on load or in its forward pass, is a `config` error (a bad-input
+/// hunt: each of these read as clean, checked against transformers 5.17 config by config).
 #[test]
-fn scaled_rope_and_sliding_layers_are_said() {
-    let infos = |f: &Fixture| -> Vec<String> {
-        run(f)
-            .findings
-            .iter()
-            .filter(|f| f.kind == FindingKind::Config && f.severity == Severity::Info)
-            .map(|f| f.message.clone())
-            .collect()
+fn scaled_rope_and_sliding_layers_are_said_and_what_transformers_refuses_is_an_error() {
+    use serde_json::json;
+    let said = |model_type: &str, change: serde_json::Value| -> (Vec<String>, Vec<String>) {
+        let mut f = Fixture::qwen3();
+        f.config["model_type"] = model_type.into();
+        for (k, v) in change.as_object().unwrap() {
+            f.config[k] = v.clone();
+        }
+        let r = run(&f);
+        let of = |s: Severity| {
+            r.findings
+                .iter()
+                .filter(|f| f.kind == FindingKind::Config && f.severity == s)
+                .map(|f| f.message.clone())
+                .collect::<Vec<_>>()
+        };
+        (of(Severity::Info), of(Severity::Error))
     };
-    assert!(infos(&Fixture::qwen3()).is_empty());
-    let mut f = Fixture::qwen3();
-    f.config["rope_scaling"] = serde_json::json!({"rope_type": "yarn", "factor": 4.0});
-    assert_eq!(
-        infos(&f),
-        ["config.json: rope_type \"yarn\": RoPE's frequencies are scaled, not plain theta^(-2i/d) (a port must apply it; `divergence run` implements only \"default\" and refuses this config)"]
+    let run_refuses = "`divergence run` implements full attention only and refuses this config)";
+    // Clean: nothing said.
+    for (mt, change) in [
+        ("qwen3", json!({})),
+        // `use_sliding_window` slides the layers from `max_window_layers` (28 by default) on,
+        // as transformers derives `layer_types`: none of these 2 layers
+        ("qwen3", json!({"use_sliding_window": true})),
+        (
+            "qwen3",
+            json!({"use_sliding_window": true, "max_window_layers": 1, "sliding_window": null}),
+        ),
+        // layer_types all full, whatever use_sliding_window says
+        (
+            "qwen3",
+            json!({"use_sliding_window": true, "max_window_layers": 0, "layer_types": ["full_attention", "full_attention"]}),
+        ),
+        // llama has no such fields: transformers ignores them
+        (
+            "llama",
+            json!({"use_sliding_window": true, "max_window_layers": 0, "sliding_window": 4}),
+        ),
+        ("llama", json!({"use_sliding_window": "yes"})),
+        ("mistral", json!({"sliding_window": null})),
+        // a falsy rope_scaling is none (`rope_scaling or rope_parameters`)
+        ("qwen3", json!({"rope_scaling": false})),
+        ("qwen3", json!({"rope_scaling": 0})),
+        ("qwen3", json!({"rope_scaling": ""})),
+        ("qwen3", json!({"rope_scaling": []})),
+    ] {
+        assert_eq!(said(mt, change.clone()), (vec![], vec![]), "{mt} {change}");
+    }
+    // A key filled in from the config when absent is no error (proportional's rope_theta).
+    let (infos, errors) = said(
+        "qwen3",
+        json!({"rope_parameters": {"rope_type": "proportional"}}),
     );
-    let mut f = Fixture::qwen3();
-    f.config["layer_types"] = serde_json::json!(["full_attention", "sliding_attention"]);
-    assert_eq!(
-        infos(&f),
-        ["config.json: layer_types has 1 of 2 layers not \"full_attention\": attention over a window of past tokens there (a port must mask it; `divergence run` implements full attention only and refuses this config)"]
-    );
-    // `use_sliding_window` slides the layers from `max_window_layers` (28 by default) on, as
-    // transformers derives `layer_types`: none of these 2 layers, until it is 1.
-    let mut f = Fixture::qwen3();
-    f.config["use_sliding_window"] = serde_json::json!(true);
-    assert!(infos(&f).is_empty());
-    f.config["max_window_layers"] = serde_json::json!(1);
-    assert!(infos(&f)[0].starts_with(
-        "config.json: use_sliding_window: true: 1 layer from max_window_layers on: attention over a window"
-    ));
-    // layer_types all full: nothing, whatever use_sliding_window says (transformers reads
-    // layer_types when given).
-    f.config["layer_types"] = serde_json::json!(["full_attention", "full_attention"]);
-    assert!(infos(&f).is_empty());
+    assert_eq!((infos.len(), errors), (1, vec![]));
+    // Information: a scaled RoPE, sliding layers (with the window's size).
+    for (mt, change, info) in [
+        ("qwen3", json!({"rope_scaling": {"rope_type": "yarn", "factor": 4.0}}),
+         "config.json: rope_type \"yarn\": RoPE's frequencies are scaled, not plain theta^(-2i/d) (a port must apply it; `divergence run` implements only \"default\" and refuses this config)".to_string()),
+        ("qwen3", json!({"layer_types": ["full_attention", "sliding_attention"], "use_sliding_window": true, "sliding_window": 8}),
+         format!("config.json: layer_types has 1 of 2 layers not \"full_attention\": attention over the last 8 tokens (a port without the mask diverges on sequences longer than 8; {run_refuses}")),
+        ("qwen3", json!({"use_sliding_window": true, "max_window_layers": 1}),
+         format!("config.json: use_sliding_window: true: 1 layer from max_window_layers (1) on: attention over the last 4096 tokens (a port without the mask diverges on sequences longer than 4096; {run_refuses}")),
+        // negative: every layer (`i >= max_window_layers`)
+        ("qwen2", json!({"use_sliding_window": true, "max_window_layers": -1, "sliding_window": 2}),
+         format!("config.json: use_sliding_window: true: 2 layers from max_window_layers (-1) on: attention over the last 2 tokens (a port without the mask diverges on sequences longer than 2; {run_refuses}")),
+        // mistral: every layer, its window 4096 when absent
+        ("mistral", json!({}),
+         format!("config.json: sliding_window set: every layer: attention over the last 4096 tokens (a port without the mask diverges on sequences longer than 4096; {run_refuses}")),
+    ] {
+        let (infos, errors) = said(mt, change.clone());
+        assert_eq!((infos, errors), (vec![info], vec![]), "{mt} {change}");
+    }
+    // Errors: what transformers refuses.
+    for (mt, change, error) in [
+        ("qwen3", json!({"use_sliding_window": true, "max_window_layers": -1, "sliding_window": 0}),
+         "config.json: 2 layers slide but sliding_window is 0, not a positive number of tokens: transformers' forward pass fails"),
+        ("qwen3", json!({"layer_types": ["sliding_attention", "full_attention"], "sliding_window": 2}),
+         "config.json: 1 layer slides but there is no window (sliding_window is dropped without use_sliding_window: true): transformers' forward pass fails"),
+        ("qwen3", json!({"max_window_layers": "1"}), "config.json: max_window_layers is \"1\", expected an integer"),
+        ("qwen2", json!({"max_window_layers": 1.0}), "config.json: max_window_layers is 1.0, expected an integer"),
+        ("qwen3", json!({"max_window_layers": null}), "config.json: max_window_layers is null, expected an integer"),
+        ("mistral", json!({"sliding_window": "2"}), "config.json: sliding_window is \"2\", expected an integer"),
+        ("qwen3", json!({"layer_types": ["foo", "full_attention"]}), "config.json: layer_types is \"foo\", expected a layer type transformers knows"),
+        ("qwen3", json!({"rope_theta": null}), "config.json: rope_theta is null, expected a number"),
+        ("qwen3", json!({"rope_parameters": {"rope_type": "default", "rope_theta": null}}), "config.json: rope_parameters.rope_theta is null, expected a number"),
+        ("qwen3", json!({"rope_scaling": {"rope_type": null, "type": "linear", "factor": 2}}), "config.json: rope_scaling.rope_type is null, expected a string"),
+        ("qwen3", json!({"rope_parameters": {"rope_type": "Default"}}), "config.json: rope_parameters.rope_type is \"Default\", expected a RoPE type transformers knows"),
+        ("llama", json!({"rope_scaling": {"type": "yarn"}}), "config.json: rope_scaling.factor is missing: transformers requires it for this rope_type"),
+        ("qwen3", json!({"rope_scaling": {"rope_type": "linear", "factor": "2"}}), "config.json: rope_scaling.factor is \"2\", expected a number"),
+        ("qwen3", json!({"rope_parameters": {"full_attention": {"rope_type": "default", "rope_theta": 5.0}}}),
+         "config.json: rope_parameters.full_attention is {"),
+        ("qwen2", json!({"head_dim": null}), "config.json: head_dim is null, expected a positive integer"),
+    ] {
+        let (_, errors) = said(mt, change.clone());
+        assert!(
+            errors.iter().any(|e| e.starts_with(error)),
+            "{mt} {change}: {errors:?}"
+        );
+    }
 }
 
 /// A malformed or null `tie_word_embeddings` is a `config` error, never read as `false`: no

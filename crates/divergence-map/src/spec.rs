@@ -474,13 +474,16 @@ impl Map {
 /// Display is a multi-line caret diagram).
 fn toml_message(text: &str, e: &toml::de::Error) -> String {
     let mut msg = e.message().trim().replace('\n', " ");
-    // The parser's words for an integer TOML cannot hold (`u64 value was too large`, or
-    // `invalid type: integer ... as i128, expected any valid TOML value` past 2^64 - 1).
+    // The parser's words for an integer TOML cannot hold (`u64 value was too large`,
+    // `invalid type: integer ... as i128, expected any valid TOML value` past 2^64 - 1 or below
+    // -2^63, `integer number overflowed` past 2^127).
     if msg == "u64 value was too large"
+        || msg == "integer number overflowed"
         || (msg.contains(" as i128") && msg.starts_with("invalid type: integer"))
     {
         msg = format!(
-            "a whole number out of range (at most {}, the largest TOML holds)",
+            "a whole number out of range ({} to {}, what TOML holds)",
+            i64::MIN,
             i64::MAX
         );
     }
@@ -1146,10 +1149,12 @@ mod tests {
             "18446744073709551615",
             "18446744073709551616",
             "9223372036854775808",
+            "-9223372036854775809",
+            "1000000000000000000000000000000000000000000",
         ] {
             assert_eq!(
                 err(&format!("[[rule]]\nfrom = \"x\"\nto = \"z\"\nlast = {big}\n")),
-                "m.toml: line 4: a whole number out of range (at most 9223372036854775807, the largest TOML holds)",
+                "m.toml: line 4: a whole number out of range (-9223372036854775808 to 9223372036854775807, what TOML holds)",
                 "{big}"
             );
         }

@@ -142,6 +142,14 @@ impl Config {
             )));
         }
         if let Some(types) = &cfg.layer_types {
+            // (transformers refuses another length on load; a bad-input hunt: `run` ran it)
+            if types.len() != c.num_hidden_layers {
+                return Err(plain(format!(
+                    "layer_types lists {} layers, num_hidden_layers is {}",
+                    types.len(),
+                    c.num_hidden_layers
+                )));
+            }
             if let Some(t) = types.iter().find(|t| t.as_str() != "full_attention") {
                 return Err(unsupported(format!(
                     "layer_types contains {t:?} (only full attention is implemented)"
@@ -280,6 +288,31 @@ mod tests {
                 Config::from_json_str(&cfg, Path::new("c.json")).is_ok(),
                 "{ok}"
             );
+        }
+        // Negative slides every layer (a bad-input hunt: `run` ran full attention, exit 0);
+        // a malformed one, which transformers refuses, is refused too; so is a layer_types
+        // list of another length.
+        for (change, said) in [
+            (
+                r#""use_sliding_window": true, "max_window_layers": -1"#,
+                "2 layers slide",
+            ),
+            (
+                r#""use_sliding_window": true, "max_window_layers": "1""#,
+                "max_window_layers is \"1\", expected an integer",
+            ),
+            (
+                r#""max_window_layers": 1.0"#,
+                "max_window_layers is 1.0, expected an integer",
+            ),
+            (
+                r#""layer_types": ["full_attention"]"#,
+                "layer_types lists 1 layers, num_hidden_layers is 2",
+            ),
+        ] {
+            let cfg = format!("{{{base}, {change}}}");
+            let err = Config::from_json_str(&cfg, Path::new("c.json")).unwrap_err();
+            assert!(err.to_string().contains(said), "{change}: {err}");
         }
         let slides = format!(r#"{{{base}, "use_sliding_window": true, "max_window_layers": 1}}"#);
         let err = Config::from_json_str(&slides, Path::new("c.json")).unwrap_err();

@@ -490,10 +490,15 @@ fn parse_layers(text: &str) -> Result<Vec<(usize, usize)>, String> {
     for part in text.split(',') {
         let part = part.trim();
         // The whole part in the message: `-1` splits into "" and "1" below.
+        // Digits only: Rust's parser also takes a leading `+` (`@+1` read as layer 1).
         let parse = |s: &str| -> Result<usize, String> {
-            s.trim().parse::<usize>().map_err(|_| {
-                format!("layer {part:?} is not a layer index or range (use @N, @N-M or @N,M-K)")
-            })
+            let s = s.trim();
+            s.parse::<usize>()
+                .ok()
+                .filter(|_| !s.starts_with('+'))
+                .ok_or_else(|| {
+                    format!("layer {part:?} is not a layer index or range (use @N, @N-M or @N,M-K)")
+                })
         };
         let range = match part.split_once('-') {
             Some((a, b)) => (parse(a)?, parse(b)?),
@@ -985,6 +990,8 @@ mod tests {
             ("attn-bias=0", "adds no bias"),
             ("attn-bias=-0.0", "adds no bias"),
             ("decode-pos=1@0", "takes no @LAYERS"),
+            ("skip-k-norm@+1", "layer \"+1\" is not a layer index"),
+            ("skip-k-norm@0-+1", "layer \"0-+1\" is not a layer index"),
             ("decode-pos-frozen@2", "takes no @LAYERS"),
             ("cache-overwrite=middle", "unknown slot \"middle\""),
             ("cache-dtype", "cache-dtype needs a value"),

@@ -259,12 +259,27 @@ pub fn estimate(
 
 /// `bytes` in GiB with one decimal ("6.4 GiB").
 pub fn gib(bytes: u64) -> String {
-    format!("{:.1} GiB", bytes as f64 / (1u64 << 30) as f64)
+    let g = bytes as f64 / (1u64 << 30) as f64;
+    // Below 0.1 GiB, in MiB (a bad-input hunt: `--max-memory 0.0001` read "about 0.0 GiB,
+    // more than the 0.0 GiB").
+    if g < 0.1 {
+        format!("{:.1} MiB", bytes as f64 / (1u64 << 20) as f64)
+    } else {
+        format!("{g:.1} GiB")
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn small_sizes_read_in_mib() {
+        assert_eq!(gib(5 << 30), "5.0 GiB");
+        assert_eq!(gib(1 << 27), "0.1 GiB");
+        assert_eq!(gib(107_374), "0.1 MiB");
+        assert_eq!(gib(3 << 20), "3.0 MiB");
+    }
 
     #[test]
     fn the_bound_reads_the_cgroup_and_the_address_space_limit() {

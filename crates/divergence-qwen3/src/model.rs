@@ -741,6 +741,23 @@ impl Qwen3 {
                     DType::F64 => f64::MAX,
                     _ => f64::from(f32::MAX),
                 };
+                // And one that rounds to 0 there adds nothing (a bad-input hunt: `1e-310` in
+                // f32 wrote the clean run's dump bit for bit, as `attn-bias=0` would).
+                let zero = match opts.dtype {
+                    DType::F16 => half::f16::from_f64(v) == half::f16::ZERO,
+                    DType::BF16 => half::bf16::from_f64(v) == half::bf16::ZERO,
+                    DType::F64 => false,
+                    _ => v as f32 == 0.0,
+                };
+                if zero {
+                    return Err(Error::FaultTarget {
+                        spec: spec.to_string(),
+                        message: format!(
+                            "{v:e} rounds to 0 in {}: the fault would add no bias (give a larger magnitude)",
+                            opts.dtype.as_str()
+                        ),
+                    });
+                }
                 if v.abs() > largest {
                     return Err(Error::FaultTarget {
                         spec: spec.to_string(),

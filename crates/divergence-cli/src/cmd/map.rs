@@ -196,7 +196,8 @@ pub fn from_flag(flag: &str) -> Result<Map> {
 /// over without a word), and `./NAME` names the file.
 pub fn preset_shadows_file(flag: &str) -> Option<String> {
     let preset = divergence_map::preset_text(flag).is_some();
-    (preset && Path::new(flag).exists()).then(|| {
+    // (A directory of that name, a checkout of the engine, is no map: nothing to say.)
+    (preset && Path::new(flag).is_file()).then(|| {
         let name = one_line(flag);
         format!("--map {name}: the preset {name}, not the file of that name here (`--map ./{name}` reads the file)")
     })

@@ -32,6 +32,22 @@ fn shown(s: &str) -> String {
     }
 }
 
+/// A whole number from 1 to 2^32 - 1 (`run --repeat`, `--decode`): clap's own messages were
+/// `invalid digit found in string` and `cannot parse integer from empty string`, without the
+/// value (a bad-input hunt).
+pub fn count(s: &str) -> Result<u32, String> {
+    whole_number(s)
+        .and_then(|n| u32::try_from(n).ok())
+        .filter(|&n| n > 0)
+        .ok_or_else(|| {
+            format!(
+                "must be a whole number from 1 to {}, got {}",
+                u32::MAX,
+                shown(s)
+            )
+        })
+}
+
 /// Decimal digits, spaces around them allowed, no sign (Rust's parser takes a leading `+`).
 fn whole_number(t: &str) -> Option<usize> {
     t.trim()
@@ -172,6 +188,17 @@ mod tests {
             whole("1\n2"),
             Err("must be a whole number >= 0, got 1\\n2".into())
         );
+        assert_eq!(count(" 3 "), Ok(3));
+        for bad in ["0", "", "x", "-1", "+2", "4294967296"] {
+            assert_eq!(
+                count(bad),
+                Err(format!(
+                    "must be a whole number from 1 to 4294967295, got {}",
+                    shown(bad)
+                )),
+                "{bad}"
+            );
+        }
         assert_eq!(positive("10"), Ok(10.0));
         assert_eq!(
             positive("0"),

@@ -90,11 +90,11 @@ pub struct RunArgs {
     pub replay: Option<PathBuf>,
     /// Run the forward pass this many times and report the fastest and median (timing; with
     /// --decode, the prefill and every decode step).
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..), allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 1, value_parser = crate::cmd::parse::count, allow_negative_numbers = true)]
     pub repeat: u32,
     /// Decode N tokens after the prompt, one step at a time over a KV cache (teacher-forced:
     /// the tokens come from --decode-ids or --decode-from, and N must equal their count).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..), allow_negative_numbers = true)]
+    #[arg(long, value_name = "N", value_parser = crate::cmd::parse::count, allow_negative_numbers = true)]
     pub decode: Option<u32>,
     /// The tokens of the decode steps, e.g. 11,22,33 (implies --decode with their count).
     #[arg(long, value_name = "IDS", conflicts_with = "decode_from")]
