@@ -222,7 +222,8 @@ pub struct Config {
     /// As written (qwen3 and qwen2; default 28): the first layer that slides. Negative slides
     /// every layer, as transformers' `i >= max_window_layers` does.
     pub max_window_layers: Option<i64>,
-    /// As written (qwen3, qwen2, mistral): `None` when absent or null ([`Config::window`]).
+    /// As written, in any family (llama keeps it as an extra attribute, which its masks read):
+    /// `None` when absent or null; the window transformers uses is [`Config::window`].
     pub sliding_window: Option<i64>,
     pub layer_types: Option<Vec<String>>,
     /// Fields with a value of the wrong type, in the order read.
@@ -233,7 +234,7 @@ pub struct Config {
 /// "expected int, got NoneType"), in every family we read: a null one is a [`FieldIssue`],
 /// not an absent field given its default. Checked against `Qwen3Config`, `Qwen2Config`,
 /// `LlamaConfig` and `MistralConfig` (2026-12-05); [`not_null_in`] adds each family's own.
-const NOT_NULL: [&str; 10] = [
+const NOT_NULL: [&str; 9] = [
     "hidden_size",
     "num_hidden_layers",
     "num_attention_heads",
@@ -243,8 +244,6 @@ const NOT_NULL: [&str; 10] = [
     "rms_norm_eps",
     "hidden_act",
     "tie_word_embeddings",
-    // (a null RoPE base fails the model build in all four: `None ** Tensor`; a bad-input hunt)
-    "rope_theta",
 ];
 
 /// The fields `family`'s config class refuses as `null` beyond [`NOT_NULL`] (the others,
@@ -388,6 +387,18 @@ impl Config {
             }
             None => (None, None),
         };
+        // A null RoPE base fails the model build in all four (`None ** Tensor`; a bad-input
+        // hunt) unless the RoPE parameters hold their own (a newcomer's check: a config saved
+        // by transformers keeps it in `rope_parameters`, and transformers runs it).
+        if obj.get("rope_theta") == Some(&Value::Null) && rope_theta.is_none() {
+            r.issues.push(FieldIssue {
+                key: "rope_theta".to_string(),
+                value: Value::Null,
+                expected: "a number (the RoPE parameters hold none)",
+                cap: None,
+                absent: false,
+            });
+        }
         let issues = r.issues;
         Ok(Config {
             path: path.to_path_buf(),

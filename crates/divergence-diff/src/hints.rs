@@ -265,6 +265,7 @@ pub fn diagnose(subject: &Subject<'_>, shape: &ModelShape) -> Vec<Hint> {
                 transpose(subject, op, &o, &r),
                 rope_theta(name, op, dims, &o, &r, shape),
                 rope_layout(subject, op, &o, &r, shape),
+                rope_skipped(subject, op, &o, &r),
                 eps(subject, input, op, &o, &r, shape),
                 position(name, op, dims, &o, &r, shape.prompt_len),
             ]
@@ -910,6 +911,73 @@ fn rope(x: &[f64], t: usize, h: usize, d: usize, theta: f64, interleaved: bool) 
 /// (`q_norm` / `k_norm`, `[.., T, H, D]`): RoPE of ours' own input, computed in f64 with
 /// config.json's theta, both ways; holds when ours fits the other layout than ref (within 5e-2,
 /// and 10x better than the layout ref uses).
+/// RoPE's input, both sides, and `(h, t, d)`: `q_norm` / `k_norm` where the model has them
+/// (Qwen3), else the projection (Llama, Qwen2, Mistral: a held-out check found the RoPE hints
+/// silent on them), `[.., T, H, D]` or `[.., T, H * D]`, the same order; `None` unless both
+/// sides' input holds as many values as the output `[.., H, T, D]`.
+fn rope_input<'s>(
+    subject: &'s Subject<'s>,
+    n: usize,
+) -> Option<(&'s str, &'s Side<'s>, &'s Side<'s>, [usize; 3])> {
+    let dims = subject.reference.shape;
+    let [h, t, d] = dims[dims.len().checked_sub(3)?..] else {
+        return None;
+    };
+    if !d.is_multiple_of(2) || d == 0 {
+        return None;
+    }
+    let input_of = |want: fn(Op) -> bool| subject.inputs.iter().find(|(n, _, _)| want(Op::of(n)));
+    let (name, input, ref_input) = input_of(|op| matches!(op, Op::QkNorm(_)))
+        .or_else(|| input_of(|op| matches!(op, Op::QkProj(_))))?;
+    let (input, ref_input) = (input.as_ref()?, ref_input.as_ref()?);
+    let idims = input.shape;
+    let laid_out = (idims.len() >= 3 && idims[idims.len() - 3..] == [t, h, d])
+        || (idims.len() >= 2 && idims[idims.len() - 2..] == [t, h * d]);
+    if !laid_out || input.values.len() != n {
+        return None;
+    }
+    if ref_input.values.len() != n || ref_input.shape != input.shape {
+        return None;
+    }
+    Some((name, input, ref_input, [h, t, d]))
+}
+
+/// `x` (`[T, H, D]`) as RoPE lays it out without rotating it (`[H, T, D]`).
+fn unrotated(x: &[f64], [h, t, d]: [usize; 3]) -> Vec<f64> {
+    let mut out = vec![0.0; x.len()];
+    for hh in 0..h {
+        for tt in 0..t {
+            let (to, from) = ((hh * t + tt) * d, (tt * h + hh) * d);
+            out[to..to + d].copy_from_slice(&x[from..from + d]);
+        }
+    }
+    out
+}
+
+/// `skipped_op` at `rope_q` / `rope_k`: ours is its own input, not rotated, where the
+/// reference's is rotated (a held-out check: a port that rotates the prefill only read no
+/// hint at its decode steps' `rope_k@1`).
+fn rope_skipped(subject: &Subject<'_>, op: Op, o: &[f64], r: &[f64]) -> Option<Hint> {
+    if !matches!(op, Op::Rope(_)) || o.len() != r.len() {
+        return None;
+    }
+    let (name, input, ref_input, hsd) = rope_input(subject, o.len())?;
+    let same = rel_err(o, &unrotated(&values(input), hsd))?;
+    let ref_change = rel_err(r, &unrotated(&values(ref_input), hsd))?;
+    if same >= 1e-3 || ref_change <= 1e-2 {
+        return None;
+    }
+    Some(hint(
+        HintCode::SkippedOp,
+        subject.name,
+        format!(
+            "ours is its own input {name}, not rotated (rel err {}): RoPE is not applied",
+            sci(same)
+        ),
+        &[("rel_err_to_input", same), ("ref_change", ref_change)],
+    ))
+}
+
 fn rope_layout(
     subject: &Subject<'_>,
     op: Op,
@@ -921,25 +989,7 @@ fn rope_layout(
         return None;
     }
     let theta = shape.rope_theta?;
-    let dims = subject.reference.shape;
-    let [h, t, d] = dims[dims.len().checked_sub(3)?..] else {
-        return None;
-    };
-    if !d.is_multiple_of(2) || d == 0 {
-        return None;
-    }
-    let (_, input, ref_input) = subject
-        .inputs
-        .iter()
-        .find(|(n, _, _)| matches!(Op::of(n), Op::QkNorm(_)))?;
-    let (input, ref_input) = (input.as_ref()?, ref_input.as_ref()?);
-    let idims = input.shape;
-    if idims.len() < 3 || idims[idims.len() - 3..] != [t, h, d] || input.values.len() != o.len() {
-        return None;
-    }
-    if ref_input.values.len() != o.len() || ref_input.shape != input.shape {
-        return None;
-    }
+    let (_, input, ref_input, [h, t, d]) = rope_input(subject, o.len())?;
     let (xo, xr) = (values(input), values(ref_input));
     let fit = |x: &[f64], y: &[f64], inter: bool| rel_err(y, &rope(x, t, h, d, theta, inter));
     let (o_half, o_pairs) = (fit(&xo, o, false)?, fit(&xo, o, true)?);
@@ -1150,6 +1200,10 @@ fn position(
                 // from there on (a held-out model's clean bf16 run, its k_norm noise flagged by
                 // the preset, read as a position-dependent op until 2026-12-05).
                 format!(": every {earlier} but the first, as any error of q or k gives from a causal attention on (position 0 attends to itself alone), RoPE's among them")
+            } else if first_row > 0 && n == t - first_row && op == Op::AttnOut {
+                // At the attention's output the mask reads first (a held-out check: a sliding
+                // window of 8 on one side read as RoPE's, its q, k and v exact).
+                format!(": every {earlier} from there on, as an attention mask that differs from there on gives (a sliding window of {first} tokens on one side), or a position-dependent op before it (RoPE, a position offset)")
             } else if first_row > 0 && n == t - first_row {
                 format!(": every {earlier} from there on, as with a position-dependent op (RoPE, a position offset)")
             } else {
@@ -2995,6 +3049,49 @@ mod tests {
         }
     }
 
+    /// From a later position on at the attention's output (its inputs exact, as at a first
+    /// divergence): a mask that differs from there on is named first (a held-out check: a
+    /// sliding window of 8 on one side read as RoPE's); elsewhere, RoPE.
+    #[test]
+    fn from_a_position_on_at_attn_out_names_the_mask() {
+        let (t, c) = (12, 16);
+        let r = data(t * c, 43);
+        let e = data(t * c, 44);
+        let o: Vec<f64> = r
+            .iter()
+            .zip(&e)
+            .enumerate()
+            .map(|(i, (x, d))| if i < 8 * c { *x } else { x + 0.3 * d })
+            .collect();
+        let dims = [1, t, c];
+        let message = |name: &'static str| {
+            let s = Subject {
+                name,
+                ours: side(&dims, &o, "float32"),
+                reference: side(&dims, &r, "float32"),
+                inputs: vec![],
+                weight: None,
+            };
+            diagnose(&s, &SHAPE)
+                .into_iter()
+                .find(|h| h.code == HintCode::Position)
+                .map(|h| h.message)
+                .expect("a position hint")
+        };
+        let m = message("model.layers.0.self_attn.attn_out");
+        assert!(
+            m.contains("the first at position 8")
+                && m.contains("as an attention mask that differs from there on gives (a sliding window of 8 tokens on one side)"),
+            "{m}"
+        );
+        let m = message("model.layers.0.self_attn.q_proj");
+        assert!(
+            m.contains("as with a position-dependent op (RoPE, a position offset)")
+                && !m.contains("mask"),
+            "{m}"
+        );
+    }
+
     #[test]
     fn scale_names_one_over_sqrt_hidden() {
         let r = data(256, 1);
@@ -3256,6 +3353,69 @@ mod tests {
             ..s
         };
         assert!(diagnose(&s, &SHAPE).is_empty());
+        // Without q_norm (Llama, Qwen2, Mistral) RoPE's input is the projection,
+        // `[1, T, H * D]` (a held-out check: the hint was silent on them).
+        let proj = [1, t, h * d];
+        let s = Subject {
+            ours: side(&outs, &pairs, "float32"),
+            inputs: vec![
+                (
+                    "model.layers.0.self_attn.q_proj",
+                    Some(side(&proj, &x, "float32")),
+                    Some(side(&proj, &x, "float32")),
+                ),
+                ("model.rotary_emb", None, None),
+            ],
+            ..s
+        };
+        let hs = diagnose(&s, &SHAPE);
+        assert!(
+            hs.iter().any(|h| h.code == HintCode::RopeLayout
+                && h.message.starts_with("ours rotates interleaved")),
+            "{hs:?}"
+        );
+    }
+
+    /// RoPE not applied: ours is its own input laid out `[H, T, D]`, the reference's rotated
+    /// (a held-out check: a port that rotates the prefill only read no hint at `rope_k@1`).
+    #[test]
+    fn rope_not_applied_is_a_skipped_op() {
+        let (t, h, d) = (3, 2, 8);
+        let x = data(t * h * d, 12);
+        let rotated = rope(&x, t, h, d, 1e4, false);
+        let (proj, outs) = ([1, t, h * d], [1, h, t, d]);
+        let plain = unrotated(&x, [h, t, d]);
+        let s = Subject {
+            name: "model.layers.0.self_attn.rope_k",
+            ours: side(&outs, &plain, "float32"),
+            reference: side(&outs, &rotated, "float32"),
+            inputs: vec![(
+                "model.layers.0.self_attn.k_proj",
+                Some(side(&proj, &x, "float32")),
+                Some(side(&proj, &x, "float32")),
+            )],
+            weight: None,
+        };
+        let hs = diagnose(&s, &SHAPE);
+        let skipped = hs
+            .iter()
+            .find(|h| h.code == HintCode::SkippedOp)
+            .expect("a skipped_op hint");
+        assert!(
+            skipped.message.starts_with(
+                "ours is its own input model.layers.0.self_attn.k_proj, not rotated (rel err 0.000e+00)"
+            ),
+            "{}",
+            skipped.message
+        );
+        // Both rotated alike: none.
+        let s = Subject {
+            ours: side(&outs, &rotated, "float32"),
+            ..s
+        };
+        assert!(!diagnose(&s, &SHAPE)
+            .iter()
+            .any(|h| h.code == HintCode::SkippedOp));
     }
 
     #[test]

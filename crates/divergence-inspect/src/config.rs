@@ -206,7 +206,12 @@ pub(crate) fn interpret(cfg: &Config) -> ModelConfig {
             |n: usize, one: &'static str, many: &'static str| if n == 1 { one } else { many };
         if sliding > 0 {
             let which = match (family, &cfg.layer_types) {
-                (Some(Family::Mistral), _) => "sliding_window set: every layer".to_string(),
+                (Some(Family::Mistral), _) if cfg.has("sliding_window") => {
+                    "sliding_window set: every layer".to_string()
+                }
+                (Some(Family::Mistral), _) => {
+                    "no sliding_window (mistral's default, 4096): every layer".to_string()
+                }
                 (_, Some(types)) => format!(
                     "layer_types has {sliding} of {} layers not \"full_attention\"",
                     types.len()

@@ -126,7 +126,16 @@ fn header_lines(report: &Report) -> Vec<String> {
         field("head_dim", c.head_dim);
         field("intermediate", c.intermediate_size);
         field("vocab", c.vocab_size);
-        parts.push(format!("attention_bias {}", c.attention_bias));
+        // What the model has, where its family decides whatever config.json says (a held-out
+        // check: a qwen2 header read "attention_bias false" above an error for its missing
+        // k_proj bias).
+        parts.push(match c.model_type.as_deref() {
+            Some("qwen2") => "q/k/v biases (qwen2's, whatever attention_bias says)".to_string(),
+            Some("mistral") => {
+                "no attention biases (mistral's, whatever attention_bias says)".to_string()
+            }
+            _ => format!("attention_bias {}", c.attention_bias),
+        });
         parts.push(match c.tie_word_embeddings {
             Some(tie) => format!("tie_word_embeddings {tie}"),
             None => "tie_word_embeddings unknown".to_string(),

@@ -808,6 +808,12 @@ fn scaled_rope_and_sliding_layers_are_said_and_what_transformers_refuses_is_an_e
         ),
         ("llama", json!({"use_sliding_window": "yes"})),
         ("mistral", json!({"sliding_window": null})),
+        // a null top-level rope_theta where the RoPE parameters hold one (a config saved by
+        // transformers: a newcomer's check)
+        (
+            "qwen3",
+            json!({"rope_theta": null, "rope_parameters": {"rope_type": "default", "rope_theta": 5.0}}),
+        ),
         // a falsy rope_scaling is none (`rope_scaling or rope_parameters`)
         ("qwen3", json!({"rope_scaling": false})),
         ("qwen3", json!({"rope_scaling": 0})),
@@ -835,7 +841,7 @@ fn scaled_rope_and_sliding_layers_are_said_and_what_transformers_refuses_is_an_e
          format!("config.json: use_sliding_window: true: 2 layers from max_window_layers (-1) on: attention over the last 2 tokens (a port without the mask diverges on sequences longer than 2; {run_refuses}")),
         // mistral: every layer, its window 4096 when absent
         ("mistral", json!({}),
-         format!("config.json: sliding_window set: every layer: attention over the last 4096 tokens (a port without the mask diverges on sequences longer than 4096; {run_refuses}")),
+         format!("config.json: no sliding_window (mistral's default, 4096): every layer: attention over the last 4096 tokens (a port without the mask diverges on sequences longer than 4096; {run_refuses}")),
     ] {
         let (infos, errors) = said(mt, change.clone());
         assert_eq!((infos, errors), (vec![info], vec![]), "{mt} {change}");
@@ -1449,5 +1455,31 @@ fn the_tensor_table_is_bounded() {
         assert!(text.contains("and 7 more"), "markdown {markdown}");
         assert!(text.contains(&format!("t.{}", n - 8)));
         assert!(!text.contains(&format!("t.{}", n - 7)));
+    }
+}
+
+/// The header says what biases the model has where its family decides (a held-out check: a
+/// qwen2 header read "attention_bias false" above an error for its missing k_proj bias).
+#[test]
+fn the_header_says_the_biases_a_family_decides() {
+    for (model_type, said) in [
+        (
+            "qwen2",
+            "q/k/v biases (qwen2's, whatever attention_bias says)",
+        ),
+        (
+            "mistral",
+            "no attention biases (mistral's, whatever attention_bias says)",
+        ),
+        ("qwen3", "attention_bias false"),
+    ] {
+        let mut f = Fixture::qwen3();
+        f.config["model_type"] = model_type.into();
+        let r = run(&f);
+        let mut out = Vec::new();
+        render_table(&r, &TableOptions::default(), &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let header = text.lines().find(|l| l.starts_with("config:")).unwrap();
+        assert!(header.contains(said), "{model_type}: {header}");
     }
 }

@@ -326,6 +326,12 @@ impl Sections for Markdown<'_> {
         let out = &mut *self.out;
         writeln!(out, "### Amplification through q_norm / k_norm")?;
         writeln!(out)?;
+        if amp.rows.is_empty() {
+            let mut chars = view::NO_PAIRS.chars();
+            let first = chars.next().map(|c| c.to_uppercase().to_string());
+            writeln!(out, "{}{}.", first.unwrap_or_default(), chars.as_str())?;
+            return writeln!(out);
+        }
         writeln!(
             out,
             "Marked when norm rel err / proj rel err > {} and the proj error is above noise: **{} marked**, {} introduced at the norm (proj error at noise level).",
@@ -333,9 +339,7 @@ impl Sections for Markdown<'_> {
         )?;
         writeln!(out)?;
         let shown = view::amplification_rows(self.report, self.opts);
-        if amp.rows.is_empty() {
-            writeln!(out, "No q/k proj + norm pairs in the dumps.")?;
-        } else if shown.is_empty() {
+        if shown.is_empty() {
             let text = view::no_amplification_row(self.report, self.opts);
             let mut chars = text.chars();
             let first = chars.next().map(|c| c.to_uppercase().to_string());

@@ -687,15 +687,18 @@ impl Sections for Terminal<'_> {
 
     fn amplification(&mut self) -> io::Result<()> {
         let amp = &self.report.amplification;
+        if amp.rows.is_empty() {
+            // No counts of a check that had nothing to check (a held-out check on Llama read
+            // "0 marked, 0 introduced" above it).
+            self.line("Amplification through q_norm/k_norm", Some(BOLD), 2)?;
+            writeln!(self.out, "  {}", view::NO_PAIRS)?;
+            return self.blank();
+        }
         let title = format!(
             "Amplification through q_norm/k_norm (marked when norm rel err / proj rel err > {} and the proj error is above noise; {} marked, {} introduced at the norm)",
             amp.threshold, amp.marked, amp.introduced
         );
         self.line(&title, Some(BOLD), 2)?;
-        if amp.rows.is_empty() {
-            writeln!(self.out, "  no q/k proj + norm pairs in the dumps")?;
-            return self.blank();
-        }
         let shown = view::amplification_rows(self.report, self.opts);
         if shown.is_empty() {
             let text = format!("  {}", view::no_amplification_row(self.report, self.opts));

@@ -16,6 +16,11 @@ use regex::Regex;
 
 use crate::options::TableOptions;
 
+/// The amplification section without a pair: the dumps hold no q/k projection with its
+/// q_norm / k_norm (a model without them has none).
+pub(crate) const NO_PAIRS: &str =
+    "no q/k proj + norm pairs in the dumps (a model without q_norm / k_norm, as Llama, Qwen2 and Mistral, has none)";
+
 /// Names listed per one-side list before truncating.
 pub(crate) const MAX_LISTED_NAMES: usize = 10;
 
