@@ -338,10 +338,12 @@ impl Config {
         // float fails its forward pass, a bad-input hunt)
         let sliding_window = r.integer("sliding_window");
         let layer_types = r.strings("layer_types");
-        // transformers' `validate_layer_type` (every family): a type it does not know.
+        // transformers' `validate_layer_type` (every family we know; others may remap their
+        // own names first, as granite's "mamba": a review): a type it does not know.
         if let Some(bad) = layer_types
             .iter()
             .flatten()
+            .filter(|_| family.is_some())
             .find(|t| !LAYER_TYPES.contains(&t.as_str()))
         {
             r.issues.push(FieldIssue {
@@ -381,7 +383,11 @@ impl Config {
                 };
                 let theta = inner.number("rope_theta");
                 let ty = inner.string("rope_type").or_else(|| inner.string("type"));
-                check_rope(&mut inner, ty.as_deref().unwrap_or("default"), family);
+                // (A family we know: another may read its own types, as Qwen2-VL's "mrope": a
+                // review.)
+                if family.is_some() {
+                    check_rope(&mut inner, ty.as_deref().unwrap_or("default"), family);
+                }
                 r.issues.append(&mut inner.issues);
                 (theta, ty)
             }
@@ -390,7 +396,7 @@ impl Config {
         // A null RoPE base fails the model build in all four (`None ** Tensor`; a bad-input
         // hunt) unless the RoPE parameters hold their own (a newcomer's check: a config saved
         // by transformers keeps it in `rope_parameters`, and transformers runs it).
-        if obj.get("rope_theta") == Some(&Value::Null) && rope_theta.is_none() {
+        if family.is_some() && obj.get("rope_theta") == Some(&Value::Null) && rope_theta.is_none() {
             r.issues.push(FieldIssue {
                 key: "rope_theta".to_string(),
                 value: Value::Null,
@@ -589,7 +595,10 @@ fn check_rope(r: &mut Reader<'_>, ty: &str, family: Option<Family>) {
     };
     let key = |k: &str| format!("{}.{k}", r.prefix);
     if matches!(family, Some(Family::Qwen3 | Family::Qwen2)) {
-        if let Some((k, v)) = r.obj.iter().find(|(_, v)| v.is_object()) {
+        // (Keyed by a layer type: another key holding an object is no such set, a review.)
+        let per_type =
+            |(k, v): &(&String, &Value)| v.is_object() && LAYER_TYPES.contains(&k.as_str());
+        if let Some((k, v)) = r.obj.iter().find(per_type) {
             let i = issue(
                 key(k),
                 v.clone(),

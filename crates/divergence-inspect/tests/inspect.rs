@@ -822,6 +822,23 @@ fn scaled_rope_and_sliding_layers_are_said_and_what_transformers_refuses_is_an_e
     ] {
         assert_eq!(said(mt, change.clone()), (vec![], vec![]), "{mt} {change}");
     }
+    // Another model type may read its own RoPE and layer types (Qwen2-VL's "mrope", granite's
+    // "mamba", which transformers remaps): no error where config checks are skipped (a review).
+    for change in [
+        json!({"rope_scaling": {"type": "mrope", "mrope_section": [16, 24, 24]}}),
+        json!({"layer_types": ["mamba", "attention"]}),
+        json!({"rope_theta": null}),
+    ] {
+        let (_, errors) = said("qwen2_vl", change.clone());
+        assert_eq!(errors, Vec::<String>::new(), "{change}");
+    }
+    // An object in the RoPE parameters under a key that is no layer type is no set per layer
+    // type (a review).
+    let (_, errors) = said(
+        "qwen2",
+        json!({"rope_scaling": {"rope_type": "default", "extra": {"a": 1}}}),
+    );
+    assert_eq!(errors, Vec::<String>::new());
     // A key filled in from the config when absent is no error (proportional's rope_theta).
     let (infos, errors) = said(
         "qwen3",
