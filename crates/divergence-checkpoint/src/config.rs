@@ -150,6 +150,19 @@ pub struct FieldIssue {
     pub absent: bool,
 }
 
+impl FieldIssue {
+    /// A value of the wrong type (or refused) at `key`.
+    fn wrong(key: impl Into<String>, value: Value, expected: &'static str) -> FieldIssue {
+        FieldIssue {
+            key: key.into(),
+            value,
+            expected,
+            cap: None,
+            absent: false,
+        }
+    }
+}
+
 impl std::fmt::Display for FieldIssue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         if self.absent {
@@ -346,13 +359,11 @@ impl Config {
             .filter(|_| family.is_some())
             .find(|t| !LAYER_TYPES.contains(&t.as_str()))
         {
-            r.issues.push(FieldIssue {
-                key: "layer_types".to_string(),
-                value: Value::String(bad.clone()),
-                expected: "a layer type transformers knows (full_attention, sliding_attention, chunked_attention, ...)",
-                cap: None,
-                absent: false,
-            });
+            r.issues.push(FieldIssue::wrong(
+                "layer_types",
+                Value::String(bad.clone()),
+                "a layer type transformers knows (full_attention, sliding_attention, chunked_attention, ...)",
+            ));
         }
         let top_theta = r.number("rope_theta");
         // transformers: `rope_scaling or rope_parameters`: a falsy `rope_scaling` (empty,
@@ -397,13 +408,11 @@ impl Config {
         // hunt) unless the RoPE parameters hold their own (a newcomer's check: a config saved
         // by transformers keeps it in `rope_parameters`, and transformers runs it).
         if family.is_some() && obj.get("rope_theta") == Some(&Value::Null) && rope_theta.is_none() {
-            r.issues.push(FieldIssue {
-                key: "rope_theta".to_string(),
-                value: Value::Null,
-                expected: "a number (the RoPE parameters hold none)",
-                cap: None,
-                absent: false,
-            });
+            r.issues.push(FieldIssue::wrong(
+                "rope_theta",
+                Value::Null,
+                "a number (the RoPE parameters hold none)",
+            ));
         }
         let issues = r.issues;
         Ok(Config {
@@ -586,24 +595,16 @@ fn falsy(v: &Value) -> bool {
 /// (refused on load), a scale factor that is no number (a `TypeError` in the build), and, in
 /// qwen3 and qwen2, parameters per layer type (`{"full_attention": {...}}`, refused on load).
 fn check_rope(r: &mut Reader<'_>, ty: &str, family: Option<Family>) {
-    let issue = |key: String, value: Value, expected: &'static str, absent: bool| FieldIssue {
-        key,
-        value,
-        expected,
-        cap: None,
-        absent,
-    };
     let key = |k: &str| format!("{}.{k}", r.prefix);
     if matches!(family, Some(Family::Qwen3 | Family::Qwen2)) {
         // (Keyed by a layer type: another key holding an object is no such set, a review.)
         let per_type =
             |(k, v): &(&String, &Value)| v.is_object() && LAYER_TYPES.contains(&k.as_str());
         if let Some((k, v)) = r.obj.iter().find(per_type) {
-            let i = issue(
+            let i = FieldIssue::wrong(
                 key(k),
                 v.clone(),
                 "one set of RoPE parameters (this model reads none per layer type)",
-                false,
             );
             r.issues.push(i);
             return;
@@ -615,23 +616,24 @@ fn check_rope(r: &mut Reader<'_>, ty: &str, family: Option<Family>) {
         } else {
             "type"
         };
-        let i = issue(
+        let i = FieldIssue::wrong(
             key(spelled),
             Value::String(ty.to_string()),
             "a RoPE type transformers knows (default, linear, dynamic, yarn, llama3, longrope, proportional)",
-            false,
         );
         r.issues.push(i);
         return;
     };
     for k in *required {
         if !r.obj.contains_key(*k) {
-            let i = issue(
-                key(k),
-                Value::Null,
-                "transformers requires it for this rope_type",
-                true,
-            );
+            let i = FieldIssue {
+                absent: true,
+                ..FieldIssue::wrong(
+                    key(k),
+                    Value::Null,
+                    "transformers requires it for this rope_type",
+                )
+            };
             r.issues.push(i);
         }
     }
@@ -679,13 +681,8 @@ impl<'a> Reader<'a> {
             } else {
                 format!("{}.{key}", self.prefix)
             };
-            self.issues.push(FieldIssue {
-                key,
-                value: v.clone(),
-                expected,
-                cap: None,
-                absent: false,
-            });
+            self.issues
+                .push(FieldIssue::wrong(key, v.clone(), expected));
         }
         parsed
     }

@@ -1560,8 +1560,7 @@ fn steps_profile(
                 let axis_of = |name: &str, shape: &[usize]| {
                     divergence_diff::prefill_axis(name, shape, prompt_len)
                 };
-                prefill = row_profile(&op, &o.0, &r.0, &axis_of, note)
-                    .or_else(|| judged_whole(&op, &o.0, &r.0, &axis_of, note));
+                prefill = row_profile(&op, &o.0, &r.0, &axis_of, note, true);
                 // A prefill past the cap: no profile across the steps either (one of the steps
                 // alone would read as a probe that has no prefill row).
                 if note.is_some() {
@@ -1608,18 +1607,26 @@ fn positions(
         reference,
         &divergence_diff::position_axis,
         note,
+        false,
     )
 }
 
 /// The per-position profile of one row (see [`positions`]); `note` says why there is none
 /// when its token axis holds more than [`divergence_diff::positions::MAX_POSITIONS`].
+///
+/// A row judged against the truth (`--truth`) has none (the per-position noise ratio is not
+/// computed), except as a prefill row `across_steps`: its per-position error, each position
+/// taking the row's verdict, as a step's one position takes its row's (without it a decode
+/// bug's profile under `--truth` left the prefill out and read "all"; a held-out check).
 fn row_profile(
     row: &OpResult,
     ours: &TensorView<'_>,
     reference: &TensorView<'_>,
     axis_of: &dyn Fn(&str, &[usize]) -> Option<usize>,
     note: &mut Option<String>,
+    across_steps: bool,
 ) -> Option<divergence_diff::PositionProfile> {
+    let judged_whole = row.truth.noise_ratio.is_some();
     if matches!(
         row.status,
         Status::ShapeMismatch
@@ -1627,54 +1634,25 @@ fn row_profile(
             | Status::OnlyOurs
             | Status::OnlyRef
             | Status::Unreadable
-    ) || row.truth.noise_ratio.is_some()
+    ) || (judged_whole && !across_steps)
     {
         return None;
     }
-    let (rtol, atol) = (row.rule.rtol?, row.rule.atol?);
-    let axis = axis_of(&row.name, &reference.shape)?;
-    if let Some(n) =
-        divergence_diff::positions::too_many_positions(&row.name, *reference.shape.get(axis)?)
-    {
-        *note = Some(n);
-        return None;
-    }
-    divergence_diff::position_profile(
-        &row.name,
-        ours.values(),
-        reference.values(),
-        &reference.shape,
-        axis,
-        rtol,
-        atol,
-    )
-}
-
-/// A prefill row judged against the truth (`--truth`), across the steps: its per-position
-/// error, each position taking the row's verdict, as a step's one position takes its row's
-/// (the per-position noise ratio is not computed). Without it a decode bug's profile under
-/// `--truth` left the prefill out and read "all" (a held-out check: "from position T" without
-/// `--truth`).
-fn judged_whole(
-    row: &OpResult,
-    ours: &TensorView<'_>,
-    reference: &TensorView<'_>,
-    axis_of: &dyn Fn(&str, &[usize]) -> Option<usize>,
-    note: &mut Option<String>,
-) -> Option<divergence_diff::PositionProfile> {
-    if row.truth.noise_ratio.is_none() || note.is_some() {
-        return None;
-    }
-    let axis = axis_of(&row.name, &reference.shape)?;
-    if let Some(n) =
-        divergence_diff::positions::too_many_positions(&row.name, *reference.shape.get(axis)?)
-    {
-        *note = Some(n);
-        return None;
-    }
-    // The row's rtol / atol where it has them (the steps' entries show theirs too).
+    // The row's rtol / atol (judged whole: where it has them, the steps' entries show theirs
+    // too).
     let tol = row.rule.rtol.zip(row.rule.atol);
-    let (rtol, atol) = tol.unwrap_or((0.0, 0.0));
+    let (rtol, atol) = match tol {
+        Some(t) => t,
+        None if judged_whole => (0.0, 0.0),
+        None => return None,
+    };
+    let axis = axis_of(&row.name, &reference.shape)?;
+    if let Some(n) =
+        divergence_diff::positions::too_many_positions(&row.name, *reference.shape.get(axis)?)
+    {
+        *note = Some(n);
+        return None;
+    }
     let mut p = divergence_diff::position_profile(
         &row.name,
         ours.values(),
@@ -1684,10 +1662,12 @@ fn judged_whole(
         rtol,
         atol,
     )?;
-    let verdict = row.status.is_divergence();
-    p.over.iter_mut().for_each(|o| *o = verdict);
-    if tol.is_none() {
-        p.rel_tol.iter_mut().for_each(|t| *t = None);
+    if judged_whole {
+        let verdict = row.status.is_divergence();
+        p.over.iter_mut().for_each(|o| *o = verdict);
+        if tol.is_none() {
+            p.rel_tol.iter_mut().for_each(|t| *t = None);
+        }
     }
     Some(p)
 }
