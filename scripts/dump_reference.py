@@ -89,7 +89,22 @@ def dtype_name(dt) -> str:
 
 
 def parse_ids(text: str, what: str = "--ids") -> list[int]:
-    parts = [p for p in re.split(r"[\s,]+", text.strip()) if p]
+    """Token ids as `divergence run` reads them: integers separated by commas and/or whitespace,
+    optionally in one pair of brackets (a Python list, a comma after the last id allowed)."""
+    text = text.strip()
+    if text.startswith("[") and text.endswith("]") and len(text) >= 2:
+        text = text[1:-1]
+    for c in text:
+        if c in "[]":
+            raise UserError(f"{what}: {c!r} out of place: ids may be enclosed in one pair of brackets, [1, 2, 3]")
+    items = [item.strip() for item in text.split(",")]
+    # A comma after the last id ends the list; any other empty item between commas is an id
+    # left out (`1,,2` was read as 1,2).
+    if len(items) > 1 and items[-1] == "":
+        items.pop()
+    if len(items) > 1 and "" in items:
+        raise UserError(f"{what}: a comma with no token id before it (an id left out?)")
+    parts = [p for item in items for p in item.split()]
     if not parts:
         raise UserError(f"{what}: no token ids given")
     ids = []
@@ -765,7 +780,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: the config's dtype, else --dtype); weights are rounded to it before running")
     ids = p.add_mutually_exclusive_group(required=True)
     ids.add_argument("--ids", help="token ids, e.g. 1,2,3")
-    ids.add_argument("--ids-file", help="file of whitespace/comma separated token ids")
+    ids.add_argument("--ids-file", help="file of whitespace/comma separated token ids (or a list in brackets, [1, 2, 3])")
     ids.add_argument("--prompt", help="text, tokenized with the tokenizer in --model DIR")
     p.add_argument("--dtype", choices=DTYPES, default="float32")
     p.add_argument("--attn", choices=("eager", "sdpa"), default="eager")

@@ -320,9 +320,43 @@ def test_prompt_needs_a_tokenizer(tmp_path, capsys):
     assert "no tokenizer" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("text,ids", [("1,2,3", [1, 2, 3]), (" 4 5\n6 ", [4, 5, 6]), ("7, 8,\t9", [7, 8, 9])])
+@pytest.mark.parametrize(
+    "text,ids",
+    [
+        ("1,2,3", [1, 2, 3]),
+        (" 4 5\n6 ", [4, 5, 6]),
+        ("7, 8,\t9", [7, 8, 9]),
+        ("[1, 2, 3]", [1, 2, 3]),
+        (" [1, 2, 3,]\n", [1, 2, 3]),
+        ("1,2,", [1, 2]),
+        ("[7]", [7]),
+    ],
+)
 def test_parse_ids(text, ids):
+    # as `divergence run` reads them (crates/divergence-qwen3/src/run.rs, parse_ids)
     assert dr.parse_ids(text) == ids
+
+
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("1,,2", "a comma with no token id before it"),
+        ("1, ,2", "a comma with no token id before it"),
+        (",1,2", "a comma with no token id before it"),
+        ("1,2,,", "a comma with no token id before it"),
+        ("[1,,2]", "a comma with no token id before it"),
+        ("[1,2", "out of place"),
+        ("1,2]", "out of place"),
+        ("[[1,2]]", "out of place"),
+        ("1 [2] 3", "out of place"),
+        ("[]", "no token ids"),
+        (",", "no token ids"),
+    ],
+)
+def test_parse_ids_refuses_a_left_out_id_and_stray_brackets(text, message):
+    # (`1,,2` was read as 1,2 on both sides; `[1,2` as 1,2 by `divergence run`)
+    with pytest.raises(dr.UserError, match=message):
+        dr.parse_ids(text)
 
 
 # ---------------------------------------------------------------------------------------------

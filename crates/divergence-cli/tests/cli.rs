@@ -679,6 +679,29 @@ fn model_annotates_the_k_norm_weight_gain() {
     let run = with_model("fixtures/ref");
     assert_eq!(run.code, 1);
     assert!(said(&run.json()["warnings"]), "{}", run.json()["warnings"]);
+    // The checkpoint of another model (its config's sizes not those the dumps record) is an
+    // error: a held-out check's annotated the rows with the other model's gains, exit 0.
+    let dir = tempfile::tempdir().unwrap();
+    let src = root().join("fixtures/tiny-qwen3");
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
+    config["num_hidden_layers"] = 5.into();
+    std::fs::write(dir.path().join("config.json"), config.to_string()).unwrap();
+    std::os::unix::fs::symlink(
+        src.join("model.safetensors"),
+        dir.path().join("model.safetensors"),
+    )
+    .unwrap();
+    let run = with_model(dir.path().to_str().unwrap());
+    assert_eq!(run.code, 2, "{}", run.transcript());
+    assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains(&format!(
+            "its config.json has num_hidden_layers 5 where the model {DEMO_REF} records has 4"
+        )),
+        "{}",
+        run.stderr
+    );
 }
 
 // ---------------------------------------------------------------- dumps written here
@@ -915,6 +938,85 @@ fn a_fault_that_would_change_nothing_is_refused() {
     // Another value is a fault.
     let run = inject("rope-theta=1e4");
     assert_eq!(run.code, 0, "{}", run.transcript());
+    std::fs::remove_file(&out).unwrap();
+
+    // A held-out check's: RoPE's faults on a 1-token prompt without decode steps (position 0
+    // alone, RoPE the identity), and kv heads tiled where there is one kv head or one per q
+    // head (tiling is repeat-interleaving then).
+    for fault in ["rope-theta=1e4", "rope-interleaved"] {
+        let run = divergence(&[
+            "run",
+            "--model",
+            "fixtures/tiny-qwen3",
+            "--ids",
+            "7",
+            "--inject",
+            fault,
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert_eq!(run.code, 2, "{}", run.transcript());
+        assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+        assert!(
+            run.stderr.contains("a 1-token prompt is position 0 alone, where RoPE is the identity: the fault would change nothing"),
+            "{}",
+            run.stderr
+        );
+        assert!(!out.exists());
+    }
+    // (with decode steps, positions 1.. rotate: a fault)
+    let run = divergence(&[
+        "run",
+        "--model",
+        "fixtures/tiny-qwen3",
+        "--ids",
+        "7",
+        "--decode-ids",
+        "8",
+        "--inject",
+        "rope-theta=1e4",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(run.code, 0, "{}", run.transcript());
+    std::fs::remove_file(&out).unwrap();
+    let src = common::root().join("fixtures/tiny-qwen3");
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
+    for kv in [1, 4] {
+        let model = dir.path().join(format!("kv{kv}"));
+        std::fs::create_dir(&model).unwrap();
+        let mut c = config.clone();
+        c["num_key_value_heads"] = kv.into();
+        std::fs::write(model.join("config.json"), c.to_string()).unwrap();
+        std::os::unix::fs::symlink(
+            src.join("model.safetensors"),
+            model.join("model.safetensors"),
+        )
+        .unwrap();
+        let run = divergence(&[
+            "run",
+            "--model",
+            model.to_str().unwrap(),
+            "--ids",
+            "1,2",
+            "--inject",
+            "gqa-tile",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert_eq!(run.code, 2, "{}", run.transcript());
+        assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+        assert!(
+            run.stderr.contains(&format!(
+                "has {kv} kv head{} for 4 q heads: tiled or repeat-interleaved, the heads are the same, and the fault would change nothing",
+                if kv == 1 { "" } else { "s" }
+            )),
+            "{}",
+            run.stderr
+        );
+        assert!(!out.exists());
+    }
 }
 
 #[test]

@@ -464,3 +464,60 @@ fn the_position_profile_tells_position_dependent_faults_apart() {
     // No divergence, no profile.
     assert!(report("f32", None)["positions"].is_null());
 }
+
+/// A norm not applied whose projection carries an error above the f32 floor (1e-6) is still
+/// `introduced` in the amplification section, not `amplified`: its `skipped_op` hint finds the
+/// norm at fault itself (a held-out check: `skip-k-norm@3` of a 300-token f32 run, k_proj at
+/// 3.4e-6, read `AMPLIFIED` while the origin said born at the k_norm).
+#[test]
+fn a_skipped_norm_after_a_noisy_projection_introduced_its_error() {
+    let (dir, out) = run_fault("f32", Some("skip-k-norm@1"));
+    // The same small vector added to ours' layer-1 k_proj and to its k_norm (which, skipped,
+    // is k_proj's values): k_proj ~1e-5 off, within the f32 tolerance, above the 1e-6 floor.
+    let ours = divergence_dump::Dump::open(std::path::Path::new(&out)).unwrap();
+    let noisy = dir.path().join("noisy.npz");
+    {
+        let mut w = divergence_dump::DumpWriter::create(&noisy).unwrap();
+        for name in ours.names() {
+            let t = ours.read(name).unwrap();
+            let divergence_dump::Values::F32(mut v) = t.values else {
+                panic!("an f32 run")
+            };
+            if name.ends_with("layers.1.self_attn.k_proj")
+                || name.ends_with("layers.1.self_attn.k_norm")
+            {
+                let scale = v.iter().map(|x| x.abs()).fold(0.0f32, f32::max);
+                for (i, x) in v.iter_mut().enumerate() {
+                    *x += scale * 1e-5 * if i % 3 == 0 { 1.0 } else { -0.5 };
+                }
+            }
+            w.add(name, &t.shape, divergence_dump::TensorData::F32(&v))
+                .unwrap();
+        }
+        w.finish(ours.meta().cloned().unwrap_or_default()).unwrap();
+    }
+    let r = diff_json(noisy.to_str().unwrap(), "f32", &[]);
+    assert_eq!(
+        r["first_divergence"]["name"], "model.layers.1.self_attn.k_norm",
+        "{}",
+        r["first_divergence"]
+    );
+    assert!(
+        hints(&r)
+            .iter()
+            .any(|(code, op, _)| code == "skipped_op" && op.ends_with("layers.1.self_attn.k_norm")),
+        "{:?}",
+        hints(&r)
+    );
+    let amp = &r["amplification"];
+    let row = amp["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["layer"] == 1 && a["kind"] == "k")
+        .expect("the layer-1 k row");
+    assert!(row["proj_rel_err"].as_f64().unwrap() > 1e-6, "{row}");
+    assert_eq!(row["verdict"], "introduced", "{row}");
+    assert_eq!(row["marked"], false, "{row}");
+    assert_eq!(amp["marked"], 0, "{amp}");
+}

@@ -788,6 +788,19 @@ impl Qwen3 {
                     ),
                 });
             }
+            // Tiling kv heads is repeat-interleaving them where there is one kv head, or one
+            // per q head (a held-out check: exit 0, the clean run's dump).
+            let (heads, kv) = (cfg.num_attention_heads, cfg.num_kv_heads());
+            if matches!(spec.fault, crate::fault::Fault::GqaTile) && (kv == 1 || kv == heads) {
+                return Err(Error::FaultTarget {
+                    spec: spec.to_string(),
+                    message: format!(
+                        "{} has {kv} kv head{} for {heads} q heads: tiled or repeat-interleaved, the heads are the same, and the fault would change nothing",
+                        ckpt.config_path.display(),
+                        if kv == 1 { "" } else { "s" }
+                    ),
+                });
+            }
             if let crate::fault::Fault::CacheDtype(d) = spec.fault {
                 if !d.is_lower_than(opts.dtype) {
                     return Err(Error::FaultTarget {

@@ -384,7 +384,22 @@ pub fn attention(
     policy: Policy,
 ) -> candle_core::Result<Tensor> {
     let dt = q.dtype();
-    let scores = q.contiguous()?.matmul(&k.t()?.contiguous()?)?;
+    // torch's CPU matmul of f16 sums its products in f32 and rounds once. candle's does too for
+    // a prefill's shapes, not for a decode step's one query (a held-out check: a clean f16
+    // decode's `attn_out@s` 2-4x further from the float64 truth than transformers', the
+    // prefill's exact, bf16's exact): on the CPU, f16 attention multiplies in f32 and rounds
+    // each product once, as torch does.
+    let in_f32 = policy == Policy::Torch && dt == DType::F16 && q.device().is_cpu();
+    let matmul = |a: &Tensor, b: &Tensor| -> candle_core::Result<Tensor> {
+        if in_f32 {
+            a.to_dtype(DType::F32)?
+                .matmul(&b.to_dtype(DType::F32)?)?
+                .to_dtype(dt)
+        } else {
+            a.matmul(b)
+        }
+    };
+    let scores = matmul(&q.contiguous()?, &k.t()?.contiguous()?)?;
     let scores = scale(&scores, scaling, policy)?;
     let masked = |s: Tensor| match mask {
         Some(m) => s.broadcast_add(m),
@@ -397,7 +412,7 @@ pub fn attention(
         }
         Policy::Fused => candle_nn::ops::softmax_last_dim(&masked(scores)?)?,
     };
-    probs.matmul(&v.contiguous()?)
+    matmul(&probs, &v.contiguous()?)
 }
 
 #[cfg(test)]

@@ -208,16 +208,38 @@ impl RunSummary {
     }
 }
 
-/// Parses token ids: integers separated by commas and/or whitespace, optionally in `[...]`.
+/// Parses token ids: integers separated by commas and/or whitespace, optionally in one pair
+/// of brackets (`[1, 2, 3]`, a Python list; a comma after the last id is allowed, as there).
+/// A comma with no id before it (`1,,2`: an id left out?) and a bracket that is not the
+/// first or last character of one pair are errors: they were read past before.
 pub fn parse_ids(text: &str, source_name: &str) -> Result<Vec<u32>, Error> {
     let bad = |message: String| Error::InputIds {
         source_name: source_name.to_string(),
         message,
     };
-    let trimmed = text.trim().trim_start_matches('[').trim_end_matches(']');
-    let ids = trimmed
-        .split(|c: char| c == ',' || c.is_whitespace())
-        .filter(|s| !s.is_empty())
+    let text = text.trim();
+    let trimmed = match (text.strip_prefix('['), text.ends_with(']')) {
+        (Some(inner), true) => &inner[..inner.len() - 1],
+        _ => text,
+    };
+    if let Some(b) = trimmed.chars().find(|&c| c == '[' || c == ']') {
+        return Err(bad(format!(
+            "{b:?} out of place: ids may be enclosed in one pair of brackets, [1, 2, 3]"
+        )));
+    }
+    let items: Vec<&str> = trimmed.split(',').map(str::trim).collect();
+    // A comma after the last id (`[1, 2,]`) ends the list; any other empty item between
+    // commas is an id left out.
+    let last_empty = items.len() > 1 && items.last().is_some_and(|s| s.is_empty());
+    let inner = &items[..items.len() - usize::from(last_empty)];
+    if inner.len() > 1 && inner.iter().any(|s| s.is_empty()) {
+        return Err(bad(
+            "a comma with no token id before it (an id left out?)".to_string()
+        ));
+    }
+    let ids = inner
+        .iter()
+        .flat_map(|item| item.split_whitespace())
         // Digits only: Rust's parser also takes a leading `+` (`+5` read as token 5).
         .map(|s| {
             s.parse::<u32>()
@@ -309,6 +331,23 @@ pub fn run_to_dump(opts: &RunOptions) -> Result<RunSummary, Error> {
                 "conflicts with --inject {a}: one fault with two values where both act (give one)"
             ),
         });
+    }
+    // A prompt of one token without decode steps is position 0 alone, where RoPE rotates by
+    // angle 0 whatever its theta or its pairs (a held-out check: exit 0, the clean run's dump).
+    if decode.is_none() && opts.input_ids.len() == 1 {
+        let rope = |f: &crate::fault::Fault| {
+            matches!(
+                f,
+                crate::fault::Fault::RopeTheta(_) | crate::fault::Fault::RopeInterleaved
+            )
+        };
+        if let Some(spec) = opts.faults.iter().find(|s| rope(&s.fault)) {
+            return Err(Error::FaultTarget {
+                spec: spec.to_string(),
+                message: "a 1-token prompt is position 0 alone, where RoPE is the identity: the fault would change nothing (give a longer prompt, or --decode)"
+                    .to_string(),
+            });
+        }
     }
     if decode.is_none() {
         if let Some(spec) = fault_specs.decode_only().first() {
@@ -720,6 +759,22 @@ mod tests {
         assert_eq!(parse_ids("1,2,3", "--ids").unwrap(), vec![1, 2, 3]);
         assert_eq!(parse_ids(" 1 2\n3 ", "f").unwrap(), vec![1, 2, 3]);
         assert_eq!(parse_ids("[1, 2, 3]", "f").unwrap(), vec![1, 2, 3]);
+        assert_eq!(parse_ids(" [1, 2, 3,]\n", "f").unwrap(), vec![1, 2, 3]);
+        assert_eq!(parse_ids("1,2,", "f").unwrap(), vec![1, 2]);
+        assert_eq!(parse_ids("1, 2\n3,4", "f").unwrap(), vec![1, 2, 3, 4]);
+        assert_eq!(parse_ids("[7]", "f").unwrap(), vec![7]);
+        for text in ["1,,2", "1, ,2", ",1,2", "1,2,,", "[1,,2]"] {
+            let err = parse_ids(text, "--ids").unwrap_err().to_string();
+            assert!(err.contains("a comma with no token id"), "{text:?}: {err}");
+        }
+        for text in ["[1,2", "1,2]", "[[1,2]]", "[1],[2]", "1 [2] 3", "[", "]"] {
+            let err = parse_ids(text, "--ids").unwrap_err().to_string();
+            assert!(err.contains("out of place"), "{text:?}: {err}");
+        }
+        for text in ["[]", ",", "[,]"] {
+            let err = parse_ids(text, "f").unwrap_err().to_string();
+            assert!(err.contains("no token ids"), "{text:?}: {err}");
+        }
         let err = parse_ids("1,x", "ids.txt").unwrap_err().to_string();
         assert_eq!(err, "ids.txt: \"x\" is not a token id");
         let err = parse_ids("  ", "ids.txt").unwrap_err().to_string();

@@ -122,7 +122,8 @@ pub struct DiffArgs {
     #[arg(long, conflicts_with_all = ["truth", "map", "suggest_map"])]
     pub prefill_vs_decode: bool,
     /// Checkpoint directory: annotate the k_norm amplification section with each layer's
-    /// norm weight gains (see `divergence inspect`).
+    /// norm weight gains (see `divergence inspect`). Its config.json's sizes must be those of
+    /// the model the dumps record (an error otherwise).
     #[arg(long, value_name = "DIR")]
     pub model: Option<PathBuf>,
     /// Re-run whenever either file changes, once the change has held for 0.3 s (a dump still
@@ -889,6 +890,7 @@ fn finish_report(args: &DiffArgs, cfg: &DiffConfig, sides: Sides<'_>) -> Result<
         ctx.ref_input_ids = reference.meta().and_then(|m| m.input_ids.clone());
     }
     if let Some(dir) = &args.model {
+        model_dir_check(dir, [(&reference, &args.reference), (&ours, &args.ours)])?;
         let layers = divergence_inspect::norm_gains(dir)?;
         ctx.norm_weight_gains = divergence_inspect::qk_gains(&layers);
         // A directory of no norm weight at all (a bad-input hunt: a directory of dumps was
@@ -998,6 +1000,8 @@ fn finish_report(args: &DiffArgs, cfg: &DiffConfig, sides: Sides<'_>) -> Result<
         args.model.as_deref(),
         prompt_len,
     );
+    // A norm the hints find at fault itself made its error: not `amplified` (a held-out check).
+    report.amplification.made_at_the_norm(&report.hints);
     // A first divergence with more token positions than a profile holds says why it has none.
     report.notes.extend(profile_note);
     timings::mark("diagnosis");
@@ -1890,6 +1894,46 @@ const TRUTH_CONFIG_KEYS: [&str; 9] = [
     "rope_theta",
     "rms_norm_eps",
 ];
+
+/// `--model DIR` of another model than the dumps' (a held-out check: another model's
+/// checkpoint annotated the amplification rows with its gains, 98 where the dumps' model has
+/// 31.5, exit 0 without a word): its config.json's sizes ([`TRUTH_CONFIG_KEYS`]) against the
+/// `model` config the first of `dumps` that records one (the reference's, else ours') holds;
+/// one that differs is an error (exit 2). A directory without a readable config.json is left
+/// to the gains' reading.
+fn model_dir_check(dir: &Path, dumps: [(&MappedDump<'_>, &PathBuf); 2]) -> Result<()> {
+    let Some((recorded, path)) = dumps
+        .iter()
+        .find_map(|(d, p)| Some((d.meta()?.model.clone()?, p)))
+    else {
+        return Ok(());
+    };
+    let Some(config) = divergence_checkpoint::Layout::locate(dir)
+        .ok()
+        .and_then(|l| std::fs::read_to_string(&l.config).ok())
+        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+    else {
+        return Ok(());
+    };
+    let differ = |a: &serde_json::Value, b: &serde_json::Value| match (a.as_f64(), b.as_f64()) {
+        (Some(x), Some(y)) => x != y,
+        _ => !a.is_null() && !b.is_null() && a != b,
+    };
+    for key in TRUTH_CONFIG_KEYS {
+        if let (Some(a), Some(b)) = (config.get(key), recorded.get(key)) {
+            if differ(a, b) {
+                anyhow::bail!(
+                    "--model {}: its config.json has {key} {} where the model {} records has {}: a checkpoint of another model (its norm gains and weights would annotate this report)",
+                    divergence_names::one_line(&dir.display().to_string()),
+                    divergence_names::one_line(&crate::cmd::parse::shortened(&a.to_string())),
+                    divergence_names::one_line(&path.display().to_string()),
+                    divergence_names::one_line(&crate::cmd::parse::shortened(&b.to_string()))
+                );
+            }
+        }
+    }
+    Ok(())
+}
 
 /// Whether the truth is known to be a run of the reference's weights: a model config of other
 /// sizes, or another recorded `producer.model_source` (the exporter writes its model

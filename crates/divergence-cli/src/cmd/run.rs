@@ -65,7 +65,7 @@ pub struct RunArgs {
     /// Token ids, e.g. 1,2,3.
     #[arg(long)]
     pub ids: Option<String>,
-    /// File of whitespace- or comma-separated token ids.
+    /// File of whitespace- or comma-separated token ids (or a list in brackets, [1, 2, 3]).
     #[arg(long, value_name = "FILE")]
     pub ids_file: Option<PathBuf>,
     /// cpu, cuda or cuda:N (cuda needs a build with --features cuda).
