@@ -685,7 +685,7 @@ fn model_annotates_the_k_norm_weight_gain() {
     let src = root().join("fixtures/tiny-qwen3");
     let mut config: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
-    config["num_hidden_layers"] = 5.into();
+    config["num_hidden_layers"] = 3.into();
     std::fs::write(dir.path().join("config.json"), config.to_string()).unwrap();
     std::os::unix::fs::symlink(
         src.join("model.safetensors"),
@@ -694,10 +694,20 @@ fn model_annotates_the_k_norm_weight_gain() {
     .unwrap();
     let run = with_model(dir.path().to_str().unwrap());
     assert_eq!(run.code, 2, "{}", run.transcript());
+    // (more layers than the dumps' model: a reference of a copy cut down to its first layers)
+    let more = tempfile::tempdir().unwrap();
+    config["num_hidden_layers"] = 5.into();
+    std::fs::write(more.path().join("config.json"), config.to_string()).unwrap();
+    std::os::unix::fs::symlink(
+        src.join("model.safetensors"),
+        more.path().join("model.safetensors"),
+    )
+    .unwrap();
+    assert_eq!(with_model(more.path().to_str().unwrap()).code, 1);
     assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
     assert!(
         run.stderr.contains(&format!(
-            "its config.json has num_hidden_layers 5 where the model {DEMO_REF} records has 4"
+            "its config.json has num_hidden_layers 3 where the model {DEMO_REF} records has 4"
         )),
         "{}",
         run.stderr

@@ -107,13 +107,37 @@ impl Amplification {
     /// projection's error is above [`amp_noise`] and a norm not applied gives a ratio a real
     /// k_norm can give too (a held-out check: `skip-k-norm@3` of a 300-token f32 run, k_proj
     /// at 3.4e-6, and every bf16 `skip-k-norm` past layer 0 read `amplified`, while the same
-    /// report's origin said born at the k_norm, with a `skipped_op` hint). The counts follow.
-    pub fn made_at_the_norm(&mut self, hints: &[crate::hints::Hint]) {
+    /// report's origin said born at the k_norm, with a `skipped_op` hint). A hint at one decode
+    /// step of a norm reads for its every step (one op, one code: a review found `k_norm@3`
+    /// introduced and `k_norm@4` amplified). As `introduced` by the ratio, the norm's error
+    /// must be above its own dtype's noise floor: `floor_of(hint's op)`, the f32 floor where
+    /// that is not known. The counts follow.
+    pub fn made_at_the_norm(
+        &mut self,
+        hints: &[crate::hints::Hint],
+        floor_of: &dyn Fn(&str) -> Option<f64>,
+    ) {
+        let at_fault: Vec<(&str, f64)> = hints
+            .iter()
+            .filter(|h| own_fault(h.code))
+            .map(|h| {
+                let floor = floor_of(&h.op).unwrap_or(class_noise_floor(DTypeClass::F32));
+                (divergence_names::split_step(&h.op).0, floor)
+            })
+            .collect();
+        if at_fault.is_empty() {
+            return;
+        }
         let mut changed = false;
         for row in &mut self.rows {
-            if row.verdict == Some(AmpVerdict::Amplified)
-                && hints.iter().any(|h| own_fault(h.code) && h.op == row.norm)
-            {
+            if row.verdict != Some(AmpVerdict::Amplified) {
+                continue;
+            }
+            let base = divergence_names::split_step(&row.norm).0;
+            let made = at_fault
+                .iter()
+                .any(|&(b, floor)| b == base && row.norm_rel_err.is_some_and(|e| e > floor));
+            if made {
                 row.verdict = Some(AmpVerdict::Introduced);
                 row.marked = false;
                 changed = true;
@@ -374,13 +398,19 @@ mod tests {
             evidence: Default::default(),
         };
         let mut same = amp.clone();
-        same.made_at_the_norm(&[
-            hint(HintCode::Position, "model.layers.3.self_attn.k_norm"),
-            hint(HintCode::SkippedOp, "model.layers.3.self_attn.k_proj"),
-        ]);
+        same.made_at_the_norm(
+            &[
+                hint(HintCode::Position, "model.layers.3.self_attn.k_norm"),
+                hint(HintCode::SkippedOp, "model.layers.3.self_attn.k_proj"),
+            ],
+            &|_| None,
+        );
         assert_eq!(same, amp);
         let mut made = amp.clone();
-        made.made_at_the_norm(&[hint(HintCode::SkippedOp, "model.layers.3.self_attn.k_norm")]);
+        made.made_at_the_norm(
+            &[hint(HintCode::SkippedOp, "model.layers.3.self_attn.k_norm")],
+            &|_| None,
+        );
         assert_eq!((made.marked, made.introduced), (1, 1));
         let k = made
             .rows
@@ -392,6 +422,32 @@ mod tests {
             k.ratio,
             amp.rows.iter().find(|r| r.kind == QkKind::K).unwrap().ratio
         );
+        // under the norm's own noise floor, no flip
+        let mut under = amp.clone();
+        under.made_at_the_norm(
+            &[hint(HintCode::Rounding, "model.layers.3.self_attn.k_norm")],
+            &|_| Some(0.7),
+        );
+        assert_eq!(under, amp);
+        // a hint at one decode step reads for the norm's every step
+        let steps: Vec<OpResult> = (1..=3)
+            .flat_map(|s| {
+                [
+                    row(&format!("model.layers.3.self_attn.k_proj@{s}"), 3.4e-6),
+                    row(&format!("model.layers.3.self_attn.k_norm@{s}"), 0.65),
+                ]
+            })
+            .collect();
+        let mut amp = amplification(&steps, 10.0, &NormWeightGains::new());
+        assert_eq!((amp.marked, amp.introduced), (3, 0));
+        amp.made_at_the_norm(
+            &[hint(
+                HintCode::SkippedOp,
+                "model.layers.3.self_attn.k_norm@2",
+            )],
+            &|_| None,
+        );
+        assert_eq!((amp.marked, amp.introduced), (0, 3));
     }
 
     #[test]

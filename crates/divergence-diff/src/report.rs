@@ -582,6 +582,24 @@ impl Tally {
     }
 }
 
+impl Report {
+    /// [`crate::Amplification::made_at_the_norm`] with this report's hints, each norm's noise
+    /// floor that of its row (the first divergence's or the origin's: the rows hints are made
+    /// for). Called once the hints are set.
+    pub fn amplification_from_hints(&mut self) {
+        let (ops, first, origin) = (&self.ops, &self.first_divergence, &self.origin);
+        let floor_of = |name: &str| {
+            let at = first
+                .as_ref()
+                .filter(|f| f.name == name)
+                .map(|f| f.index)
+                .or_else(|| origin.as_ref().filter(|o| o.name == name).map(|o| o.index))?;
+            (at < ops.len()).then(|| crate::origin::noise_floor(ops.row(at)))
+        };
+        self.amplification.made_at_the_norm(&self.hints, &floor_of);
+    }
+}
+
 /// Builds the report from the rows (in execution order). Pure and infallible.
 pub fn assemble(ops: impl Into<Rows>, ctx: ReportContext, cfg: &DiffConfig) -> Report {
     let mut ops: Rows = ops.into();

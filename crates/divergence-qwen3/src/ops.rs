@@ -387,8 +387,8 @@ pub fn attention(
     // torch's CPU matmul of f16 sums its products in f32 and rounds once. candle's does too for
     // a prefill's shapes, not for a decode step's one query (a held-out check: a clean f16
     // decode's `attn_out@s` 2-4x further from the float64 truth than transformers', the
-    // prefill's exact, bf16's exact): on the CPU, f16 attention multiplies in f32 and rounds
-    // each product once, as torch does.
+    // prefill's exact, bf16's exact): on the CPU, f16 attention's two matmuls run in f32 and
+    // round each output element once to f16, as torch's do.
     let in_f32 = policy == Policy::Torch && dt == DType::F16 && q.device().is_cpu();
     let matmul = |a: &Tensor, b: &Tensor| -> candle_core::Result<Tensor> {
         if in_f32 {

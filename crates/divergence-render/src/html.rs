@@ -42,6 +42,7 @@ tr.fd{background:#ffe0cc;outline:2px solid #d55e00;outline-offset:-2px}tr.qk td.
 #count,#count-below{color:#666;margin-left:12px}.bad{color:#d55e00}
 .controls.below{margin:8px 0 0}
 section#ops{overflow:visible}
+section svg{max-width:100%;height:auto}
 "#;
 
 const JS: &str = r#"

@@ -915,7 +915,7 @@ impl Tui {
             KeyCode::Char(']') => self.jump_step(true),
             KeyCode::Char('[') => self.jump_step(false),
             KeyCode::Char('w') => {
-                if self.report.warnings.is_empty() && self.report.notes.is_empty() {
+                if self.report.warnings.is_empty() && self.notes().is_empty() {
                     self.message = Some("no warnings".into());
                 } else {
                     self.warnings = true;
@@ -1157,7 +1157,7 @@ impl Tui {
         };
         let said: Vec<String> = [
             count(r.warnings.len(), "warning", "warnings"),
-            count(r.notes.len(), "note", "notes"),
+            count(self.notes().len(), "note", "notes"),
         ]
         .into_iter()
         .flatten()
@@ -1168,11 +1168,24 @@ impl Tui {
         out
     }
 
+    /// The notes `w` shows: the report's, and the note the printed formats put in their header
+    /// where a bf16 / f16 pair was judged by a fixed preset (a user's check: the table, the
+    /// Markdown and the HTML said it, the view never did).
+    fn notes(&self) -> Vec<&str> {
+        self.report
+            .notes
+            .iter()
+            .map(String::as_str)
+            .chain(view::preset_note(&self.report))
+            .collect()
+    }
+
     /// The warnings and notes overlay (`w`).
     fn draw_warnings(&self, frame: &mut Frame<'_>, area: Rect) {
         let r = &self.report;
         let mut lines: Vec<Line> = Vec::new();
-        for (what, list) in [("warning", &r.warnings), ("note", &r.notes)] {
+        let notes: Vec<String> = self.notes().into_iter().map(str::to_string).collect();
+        for (what, list) in [("warning", &r.warnings), ("note", &notes)] {
             for text in list {
                 lines.push(Line::from(vec![
                     Span::styled(
@@ -1547,7 +1560,7 @@ impl Tui {
         } else if self.steps_view {
             Line::raw("j/k move  ⏎ the step's first diverging op  p/Esc back  ? help  q quit")
         } else {
-            let warnings = !self.report.warnings.is_empty() || !self.report.notes.is_empty();
+            let warnings = !self.report.warnings.is_empty() || !self.notes().is_empty();
             footer_line(
                 &self.sort_short(),
                 usize::from(area.width),

@@ -570,6 +570,11 @@ pub(crate) fn origin_text(report: &Report) -> Option<String> {
         (true, Status::Nonfinite | Status::NoFinite, _) => {
             "its NaN/Inf are its error: no growth measured".to_string()
         }
+        // Neither its error nor its inputs' to divide by (a user's check read `local growth
+        // ×-` of an op whose inputs a map left unpaired).
+        _ if o.growth.is_none() => {
+            "no local growth measured: its error or its inputs' not known".to_string()
+        }
         // the growth of the noise ratio over the inputs' (docs/origin.md)
         (_, _, true) => format!("noise ratio ×{} over its inputs'", ratio(o.growth)),
         (_, _, false) => format!("local growth ×{}", num(o.growth)),
@@ -1158,6 +1163,42 @@ mod tests {
         assert_eq!(
             text,
             "born here (its NaN/Inf are its error: no growth measured)"
+        );
+    }
+
+    /// An origin of no known growth (its inputs' errors not measured: ops a map left unpaired)
+    /// says so, not `local growth ×-` (a user's check).
+    #[test]
+    fn an_origin_of_no_known_growth_says_so() {
+        use divergence_diff::{compare, Side, ValuesRef};
+        let cfg = DiffConfig::default();
+        let side = |v: &'static [f32]| Side {
+            shape: &[1, 4],
+            values: ValuesRef::F32(v),
+            dtype: "float32",
+        };
+        let r: &'static [f32] = &[1.0, 2.0, 3.0, 4.0];
+        let o: &'static [f32] = &[2.0, 4.0, 6.0, 8.0];
+        let rows = vec![
+            compare("model.layers.0.input_layernorm", Some(side(r)), None, &cfg),
+            compare(
+                "model.layers.0.self_attn.q_proj",
+                Some(side(o)),
+                Some(side(r)),
+                &cfg,
+            ),
+        ];
+        let mut report = assemble(
+            rows,
+            ReportContext::new("a", "b", OrderSource::RefMeta),
+            &cfg,
+        );
+        let origin = report.origin.as_mut().expect("an origin");
+        origin.growth = None;
+        let text = origin_text(&report).expect("an origin");
+        assert_eq!(
+            text,
+            "born here (no local growth measured: its error or its inputs' not known)"
         );
     }
 

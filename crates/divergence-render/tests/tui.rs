@@ -886,3 +886,48 @@ fn tiny_terminals_draw_every_overlay_without_a_panic() {
         }
     }
 }
+
+/// A bf16 pair judged by a fixed preset: the view says so as the printed formats' header does,
+/// a note that `w` shows (a user's check: the table, the Markdown and the HTML said it, the
+/// view said "no warnings").
+#[test]
+fn the_fixed_preset_note_of_a_half_pair_is_shown() {
+    let cfg = DiffConfig::default();
+    let v = [0.5f32; 48];
+    let bf16 = Side {
+        dtype: "bfloat16",
+        ..side(&v)
+    };
+    let rows = vec![compare("model.layers.0.mlp", Some(bf16), Some(bf16), &cfg)];
+    let report = assemble(
+        rows,
+        ReportContext::new("ours.npz", "ref.npz", OrderSource::RefMeta),
+        &cfg,
+    );
+    assert!(report.notes.is_empty() && report.warnings.is_empty());
+    let mut tui = Tui::new(report);
+    let text = screen(&mut tui, 100, 30);
+    assert!(text.contains("1 note: w shows them"), "{text}");
+    press(&mut tui, "w");
+    let text = screen(&mut tui, 100, 30);
+    assert!(
+        text.contains("note: bf16/f16 ops were judged by a fixed preset"),
+        "{text}"
+    );
+    // an f32 pair has no such note
+    let rows = vec![compare(
+        "model.layers.0.mlp",
+        Some(side(&v)),
+        Some(side(&v)),
+        &cfg,
+    )];
+    let report = assemble(
+        rows,
+        ReportContext::new("ours.npz", "ref.npz", OrderSource::RefMeta),
+        &cfg,
+    );
+    let mut tui = Tui::new(report);
+    assert!(!screen(&mut tui, 100, 30).contains("w shows them"));
+    press(&mut tui, "w");
+    assert!(screen(&mut tui, 100, 30).contains("no warnings"));
+}

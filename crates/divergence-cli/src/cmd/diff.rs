@@ -1001,7 +1001,7 @@ fn finish_report(args: &DiffArgs, cfg: &DiffConfig, sides: Sides<'_>) -> Result<
         prompt_len,
     );
     // A norm the hints find at fault itself made its error: not `amplified` (a held-out check).
-    report.amplification.made_at_the_norm(&report.hints);
+    report.amplification_from_hints();
     // A first divergence with more token positions than a profile holds says why it has none.
     report.notes.extend(profile_note);
     timings::mark("diagnosis");
@@ -1895,12 +1895,22 @@ const TRUTH_CONFIG_KEYS: [&str; 9] = [
     "rms_norm_eps",
 ];
 
+/// Two model config values that say different things: numbers as numbers (`1000000` and `1e6`
+/// are one theta, `2` and `2.0` one head count); a null says nothing.
+fn config_values_differ(a: &serde_json::Value, b: &serde_json::Value) -> bool {
+    match (a.as_f64(), b.as_f64()) {
+        (Some(x), Some(y)) => x != y,
+        _ => !a.is_null() && !b.is_null() && a != b,
+    }
+}
+
 /// `--model DIR` of another model than the dumps' (a held-out check: another model's
 /// checkpoint annotated the amplification rows with its gains, 98 where the dumps' model has
 /// 31.5, exit 0 without a word): its config.json's sizes ([`TRUTH_CONFIG_KEYS`]) against the
 /// `model` config the first of `dumps` that records one (the reference's, else ours') holds;
-/// one that differs is an error (exit 2). A directory without a readable config.json is left
-/// to the gains' reading.
+/// one that differs is an error (exit 2), but more layers in the checkpoint (a reference of a
+/// copy cut down to its first layers). A directory without a readable config.json is left to
+/// the gains' reading.
 fn model_dir_check(dir: &Path, dumps: [(&MappedDump<'_>, &PathBuf); 2]) -> Result<()> {
     let Some((recorded, path)) = dumps
         .iter()
@@ -1915,13 +1925,13 @@ fn model_dir_check(dir: &Path, dumps: [(&MappedDump<'_>, &PathBuf); 2]) -> Resul
     else {
         return Ok(());
     };
-    let differ = |a: &serde_json::Value, b: &serde_json::Value| match (a.as_f64(), b.as_f64()) {
-        (Some(x), Some(y)) => x != y,
-        _ => !a.is_null() && !b.is_null() && a != b,
-    };
     for key in TRUTH_CONFIG_KEYS {
         if let (Some(a), Some(b)) = (config.get(key), recorded.get(key)) {
-            if differ(a, b) {
+            // A checkpoint of more layers than the dumps' model: the reference may be of a
+            // copy cut down to its first layers, whose gains are those (a review).
+            let more_layers = key == "num_hidden_layers"
+                && a.as_f64().zip(b.as_f64()).is_some_and(|(x, y)| x > y);
+            if config_values_differ(a, b) && !more_layers {
                 anyhow::bail!(
                     "--model {}: its config.json has {key} {} where the model {} records has {}: a checkpoint of another model (its norm gains and weights would annotate this report)",
                     divergence_names::one_line(&dir.display().to_string()),
@@ -1951,14 +1961,9 @@ fn truth_model_check(
     let (t, r) = (truth.meta(), reference.meta());
     let model = |m: Option<&divergence_dump::Meta>| m.and_then(|m| m.model.clone());
     if let (Some(tm), Some(rm)) = (model(t), model(r)) {
-        // Numbers as numbers (`1000000` and `1e6` are one theta); a null says nothing.
-        let differ = |a: &serde_json::Value, b: &serde_json::Value| match (a.as_f64(), b.as_f64()) {
-            (Some(x), Some(y)) => x != y,
-            _ => !a.is_null() && !b.is_null() && a != b,
-        };
         for key in TRUTH_CONFIG_KEYS {
             if let (Some(a), Some(b)) = (tm.get(key), rm.get(key)) {
-                if differ(a, b) {
+                if config_values_differ(a, b) {
                     anyhow::bail!(
                         "{}: the truth dump's model has {key} {} where {}'s has {}: it is not a truth run of this reference",
                         truth_path.display(),
