@@ -1232,13 +1232,17 @@ impl Tui {
             content.max(self.header(c).chars().count()) as u16
         };
         let truth = self.truth();
+        let sorted_by = self.sort.column();
         let mut order: Vec<Col> = PRIORITY[..4].to_vec();
-        order.push(self.sort.column());
+        order.push(sorted_by);
         order.extend(self.promoted.iter().copied());
         order.extend(PRIORITY[4..].iter().copied());
         let mut seen = Vec::new();
+        // The sort key's column is shown whether or not the chooser has it on (a user's check:
+        // rows sorted by local growth, its column off by default, in an order nothing shown
+        // explained).
         order.retain(|&c| {
-            let keep = !seen.contains(&c) && c.applies(truth) && self.is_on(c);
+            let keep = !seen.contains(&c) && c.applies(truth) && (self.is_on(c) || c == sorted_by);
             seen.push(c);
             keep
         });
@@ -1647,7 +1651,7 @@ impl Tui {
 const HELP: [(&str, &str); 15] = [
     (
         "j k ↓ ↑",
-        "move (Space / PgDn, PgUp: 10 rows; g / G: top, bottom)",
+        "move (Space/PgDn, PgUp: 10 rows; g/Home top, G/End bottom)",
     ),
     ("f / o", "the first divergence / its origin"),
     ("n / N", "the next / previous divergent op"),

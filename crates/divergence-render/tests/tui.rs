@@ -252,6 +252,16 @@ fn sorts_by_any_metric_both_ways_missing_values_last() {
     assert_eq!(tui.sort(), (SortKey::Numel, true));
     assert_eq!(tui.shown(), Tui::new(report()).shown());
     assert!(screen(&mut tui, 80, 24).contains("sort: numel ↓"));
+    // the sort key's column is shown, though off by default (a user's check)
+    let header = |tui: &mut Tui| {
+        let text = screen(tui, 160, 24);
+        text.lines()
+            .find(|l| l.contains("rel err"))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(header(&mut tui).contains("numel"), "{}", header(&mut tui));
+    assert!(!header(&mut Tui::new(report())).contains("numel"));
     // s six times from the execution order: ||ours - ref||, largest first.
     press(&mut tui, "s");
     press(&mut tui, "ssssss");
