@@ -1334,6 +1334,27 @@ fn truth_head_problem(r_shape: &[usize], r_dtype: &str, t: Head<'_>) -> Option<S
 }
 
 /// The row of two sides whose shapes do not align.
+/// What a shape mismatch at the logits says where ours holds fewer positions of the same
+/// vocabulary (a user's check: a vLLM dump, which keeps the sampled positions' logits only,
+/// read as a bare shape mismatch, exit 1, nothing said).
+fn fewer_logit_rows(name: &str, ours: &[usize], reference: &[usize]) -> Option<String> {
+    if divergence_names::Op::of(name) != divergence_names::Op::LmHead {
+        return None;
+    }
+    let vocab = *reference.last()?;
+    let rows = |shape: &[usize]| {
+        let n: usize = shape.iter().product();
+        (vocab > 0 && shape.last() == Some(&vocab)).then(|| n / vocab)
+    };
+    let (k, t) = (rows(ours)?, rows(reference)?);
+    (k < t).then(|| {
+        format!(
+            " (ours holds {k} position{} of the reference's {t}: an engine that keeps the sampled positions' logits only gives these, vLLM the last in prefill; dump every position's logits to compare them)",
+            if k == 1 { "" } else { "s" }
+        )
+    })
+}
+
 fn shape_mismatch(
     mut row: OpResult,
     o: &OwnedHead,
@@ -1343,9 +1364,10 @@ fn shape_mismatch(
 ) -> OpResult {
     row.status = Status::ShapeMismatch;
     row.reason = Some(format!(
-        "shape mismatch: ours {} vs ref {}",
+        "shape mismatch: ours {} vs ref {}{}",
         fmt_shape(&o.shape),
-        fmt_shape(&r.shape)
+        fmt_shape(&r.shape),
+        fewer_logit_rows(&row.name, &o.shape, &r.shape).unwrap_or_default()
     ));
     row.rule.ours_l2 = finite(so.sum_sq.sqrt());
     row.rule.ref_l2 = finite(sr.sum_sq.sqrt());
@@ -1982,6 +2004,23 @@ mod tests {
                 "{row:?}"
             );
         }
+    }
+
+    #[test]
+    fn fewer_logit_rows_are_said_as_such() {
+        let said = fewer_logit_rows("lm_head", &[1, 640], &[1, 13, 640]).unwrap();
+        assert!(
+            said.contains("ours holds 1 position of the reference's 13"),
+            "{said}"
+        );
+        assert!(fewer_logit_rows("lm_head", &[1, 3, 640], &[1, 13, 640])
+            .unwrap()
+            .contains("3 positions"));
+        // not the logits, another vocabulary, or as many rows: nothing said
+        assert_eq!(fewer_logit_rows("model.norm", &[1, 64], &[1, 13, 64]), None);
+        assert_eq!(fewer_logit_rows("lm_head", &[1, 600], &[1, 13, 640]), None);
+        assert_eq!(fewer_logit_rows("lm_head", &[13, 640], &[1, 13, 640]), None);
+        assert_eq!(fewer_logit_rows("lm_head", &[0], &[0]), None);
     }
 
     #[test]

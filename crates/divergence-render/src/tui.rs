@@ -1495,6 +1495,28 @@ impl Tui {
         if let Some(m) = &op.mapped {
             lines.push(Line::raw(format!("mapped {m}")));
         }
+        // The diagnosis first (the hints, the origin, the positions), then the numbers the
+        // table's columns show too: a terminal too short for every line cuts the numbers, not
+        // the hint (a user's check at 80x24 lost the hint and the positions).
+        for h in self.report.hints.iter().filter(|h| *h.op == *op.name) {
+            lines.push(Line::styled(
+                format!("hint {}: {}", h.code.as_str(), h.message),
+                Style::new().add_modifier(Modifier::BOLD),
+            ));
+        }
+        let is_first = self
+            .report
+            .first_divergence
+            .as_ref()
+            .is_some_and(|f| *f.name == *op.name);
+        if is_first {
+            if let Some(t) = view::origin_text(&self.report) {
+                lines.push(Line::raw(format!("origin {t}")));
+            }
+            if let Some(t) = view::positions_text(&self.report) {
+                lines.push(Line::raw(format!("positions {t}")));
+            }
+        }
         lines.extend([
             Line::raw(format!(
                 "shape {}   dtype {}   rtol {}, atol {}",
@@ -1525,25 +1547,6 @@ impl Tui {
         ]);
         if let Some(t) = view::truth_line(op) {
             lines.push(Line::raw(format!("vs truth {t}")));
-        }
-        let is_first = self
-            .report
-            .first_divergence
-            .as_ref()
-            .is_some_and(|f| *f.name == *op.name);
-        if is_first {
-            if let Some(t) = view::origin_text(&self.report) {
-                lines.push(Line::raw(format!("origin {t}")));
-            }
-            if let Some(t) = view::positions_text(&self.report) {
-                lines.push(Line::raw(format!("positions {t}")));
-            }
-        }
-        for h in self.report.hints.iter().filter(|h| *h.op == *op.name) {
-            lines.push(Line::styled(
-                format!("hint {}: {}", h.code.as_str(), h.message),
-                Style::new().add_modifier(Modifier::BOLD),
-            ));
         }
         lines
     }

@@ -941,3 +941,33 @@ fn the_fixed_preset_note_of_a_half_pair_is_shown() {
     press(&mut tui, "w");
     assert!(screen(&mut tui, 100, 30).contains("no warnings"));
 }
+
+/// The details give the diagnosis before the numbers the columns show: at 80x24 with the plot,
+/// the hint, the origin and the positions are shown (a user's check: they were cut, the
+/// numbers and the plot drawn).
+#[test]
+fn the_details_diagnosis_comes_before_the_numbers() {
+    let mut report = report_with_positions();
+    let op = report.first_divergence.as_ref().unwrap().name.clone();
+    report.hints.push(Hint {
+        code: HintCode::SkippedOp,
+        op: op.clone(),
+        message: "ours is its own input model.layers.1.self_attn.k_proj (rel err 0.000e+00): a norm or activation not applied".into(),
+        evidence: Default::default(),
+    });
+    let mut tui = Tui::new(report);
+    press(&mut tui, "\n");
+    let text = screen(&mut tui, 80, 24);
+    for what in [
+        "hint skipped_op: ours is its own input",
+        "origin born here",
+        "positions error from position 9 on",
+        "rel err per position, log",
+    ] {
+        assert!(text.contains(what), "{what}:\n{text}");
+    }
+    // the numbers come after, where there is room (the columns show them)
+    if let Some(numbers) = text.find("||ours|| ") {
+        assert!(text.find("positions error").unwrap() < numbers, "{text}");
+    }
+}
