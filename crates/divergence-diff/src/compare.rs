@@ -1333,7 +1333,6 @@ fn truth_head_problem(r_shape: &[usize], r_dtype: &str, t: Head<'_>) -> Option<S
     }
 }
 
-/// The row of two sides whose shapes do not align.
 /// What a shape mismatch at the logits says where ours holds fewer positions of the same
 /// vocabulary (a user's check: a vLLM dump, which keeps the sampled positions' logits only,
 /// read as a bare shape mismatch, exit 1, nothing said).
@@ -1355,6 +1354,7 @@ fn fewer_logit_rows(name: &str, ours: &[usize], reference: &[usize]) -> Option<S
     })
 }
 
+/// The row of two sides whose shapes do not align.
 fn shape_mismatch(
     mut row: OpResult,
     o: &OwnedHead,
