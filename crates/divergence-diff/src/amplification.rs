@@ -144,14 +144,19 @@ impl Amplification {
             }
         }
         if changed {
-            self.marked = self.rows.iter().filter(|r| r.marked).count();
-            self.introduced = self
-                .rows
-                .iter()
-                .filter(|r| r.verdict == Some(AmpVerdict::Introduced))
-                .count();
+            (self.marked, self.introduced) = counts(&self.rows);
         }
     }
+}
+
+/// The rows marked (`amplified`) and the rows `introduced`.
+fn counts(rows: &[AmplificationRow]) -> (usize, usize) {
+    let marked = rows.iter().filter(|r| r.marked).count();
+    let introduced = rows
+        .iter()
+        .filter(|r| r.verdict == Some(AmpVerdict::Introduced))
+        .count();
+    (marked, introduced)
 }
 
 /// A hint that finds an op's own computation at fault, not what reached it: a norm not
@@ -332,11 +337,7 @@ pub fn amplification<R: RowSource + ?Sized>(
     };
     rows.par_sort_unstable_by_key(|(i, _)| *i);
     let rows: Vec<AmplificationRow> = rows.into_iter().map(|(_, r)| r).collect();
-    let marked = rows.iter().filter(|r| r.marked).count();
-    let introduced = rows
-        .iter()
-        .filter(|r| r.verdict == Some(AmpVerdict::Introduced))
-        .count();
+    let (marked, introduced) = counts(&rows);
     Amplification {
         threshold,
         marked,

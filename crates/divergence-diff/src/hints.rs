@@ -328,17 +328,7 @@ pub fn diagnose(subject: &Subject<'_>, shape: &ModelShape) -> Vec<Hint> {
 /// is not 1 (|c - 1| > 2e-2). Names c when it is within 1% of a usual suspect. Dropped when
 /// `eps` explains the op (see [`diagnose`]).
 fn scale(name: &str, o: &[f64], r: &[f64], shape: &ModelShape) -> Option<Hint> {
-    let dot: f64 = o.iter().zip(r).map(|(a, b)| a * b).sum();
-    let rr: f64 = r.iter().map(|b| b * b).sum();
-    if rr <= 0.0 || !dot.is_finite() {
-        return None;
-    }
-    let c = dot / rr;
-    let resid2: f64 = o
-        .iter()
-        .zip(r)
-        .map(|(a, b)| (a - c * b) * (a - c * b))
-        .sum();
+    let (c, resid2) = scale_fit(o, r)?;
     let no = norm(o);
     if no <= 0.0 {
         return None;
@@ -1093,9 +1083,8 @@ fn eps(
     let mut rhos = Vec::new();
     for &(t, rho) in &fit.rhos {
         let xrow = rows.get(t)?;
-        let ms = xrow.iter().map(|v| v * v).sum::<f64>() / d as f64;
         rhos.push(rho);
-        estimates.push((ms + eps_ref) / (rho * rho) - ms);
+        estimates.push(eps_giving(xrow, rho, eps_ref));
     }
     let resid = (fit.resid2 / fit.total2.max(f64::MIN_POSITIVE)).sqrt();
     if estimates.len() < 2 || fit.total2 <= 0.0 || resid >= 1e-2 {
@@ -1137,6 +1126,13 @@ fn eps(
     ))
 }
 
+/// The epsilon that makes an RMSNorm of the input row `x` come out `factor` times the one of
+/// epsilon `eps_ref`: `eps' = (ms + eps_ref) / factor² − ms`, `ms` the mean square of `x`.
+fn eps_giving(x: &[f64], factor: f64, eps_ref: f64) -> f64 {
+    let ms = x.iter().map(|v| v * v).sum::<f64>() / x.len() as f64;
+    (ms + eps_ref) / (factor * factor) - ms
+}
+
 /// The largest epsilon [`rows_eps`] names: no model's config has a larger one than 1e-2 (a
 /// true scale of 1/2 of a row of mean square 1 would read 3), and 10% over it for the
 /// estimate's own error (a held-out model's `rms-eps=1e-2` on a 1-token prompt read ~0.0102).
@@ -1166,13 +1162,7 @@ fn rows_eps(
     if x.len() != len {
         return None;
     }
-    let mut estimates: Vec<f64> = x
-        .chunks(d)
-        .map(|row| {
-            let ms = row.iter().map(|v| v * v).sum::<f64>() / d as f64;
-            (ms + eps_ref) / (c * c) - ms
-        })
-        .collect();
+    let mut estimates: Vec<f64> = x.chunks(d).map(|row| eps_giving(row, c, eps_ref)).collect();
     if estimates
         .iter()
         .any(|e| !(e.is_finite() && *e > 0.0 && *e <= MAX_EPS_ESTIMATE))
@@ -1481,21 +1471,31 @@ fn norm_scale(
     ))
 }
 
-/// True when ours is ref times one factor with a residual under a tenth of the error:
-/// `‖o − c·r‖ < 0.1 ‖o − r‖`, `c = <o, r> / <r, r>`.
-fn scaled_copy(o: &[f64], r: &[f64]) -> bool {
-    let (dot, rr) = o
-        .iter()
-        .zip(r)
-        .fold((0.0, 0.0), |(d, n), (a, b)| (d + a * b, n + b * b));
-    if rr <= 0.0 {
-        return false;
+/// ours ≈ c·ref: `c = <o, r> / <r, r>` and the residual `‖o − c·r‖²`; `None` where ref is all
+/// zeros or the product is not finite.
+fn scale_fit(o: &[f64], r: &[f64]) -> Option<(f64, f64)> {
+    let dot: f64 = o.iter().zip(r).map(|(a, b)| a * b).sum();
+    let rr: f64 = r.iter().map(|b| b * b).sum();
+    if rr <= 0.0 || !dot.is_finite() {
+        return None;
     }
     let c = dot / rr;
-    let (resid, diff) = o.iter().zip(r).fold((0.0, 0.0), |(x, y), (a, b)| {
-        (x + (a - c * b).powi(2), y + (a - b).powi(2))
-    });
-    diff > 0.0 && resid < 0.01 * diff
+    let resid2 = o
+        .iter()
+        .zip(r)
+        .map(|(a, b)| (a - c * b) * (a - c * b))
+        .sum();
+    Some((c, resid2))
+}
+
+/// True when ours is ref times one factor with a residual under a tenth of the error:
+/// `‖o − c·r‖ < 0.1 ‖o − r‖` ([`scale_fit`]).
+fn scaled_copy(o: &[f64], r: &[f64]) -> bool {
+    let Some((_, resid2)) = scale_fit(o, r) else {
+        return false;
+    };
+    let diff2: f64 = o.iter().zip(r).map(|(a, b)| (a - b) * (a - b)).sum();
+    diff2 > 0.0 && resid2 < 0.01 * diff2
 }
 
 /// True when an input of `subject` (both sides dumped) already differs by a quarter of `rel`
