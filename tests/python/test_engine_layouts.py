@@ -371,3 +371,36 @@ def test_llama_cpp_one_kv_head_and_no_config(tmp_path):
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
     assert "`last` needs the model size" in r.stderr and "--model" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("engine,logits", [("vllm", "logits"), ("llama.cpp", "result_output")])
+@pytest.mark.parametrize("pair", ["demo", "bf16"])
+def test_an_engines_last_position_logits_are_compared_with_the_references_last(tmp_path, engine, logits, pair):
+    # vLLM keeps the sampled positions' logits only (the last, in prefill), and so does
+    # llama.cpp by default: against a reference of every position's, the row compares the
+    # reference's last position, and the report says so (until 2026-12-05: a shape mismatch,
+    # exit 1, on a clean port).
+    import numpy as np
+    import torch
+
+    from dump_reference import write_npz
+
+    ours, ref = (DEMO_OURS, FIXTURES / "demo" / "ref.npz") if pair == "demo" else (BF16, REF)
+    code0, original = diff(ours, ref)
+    entries, meta = engine_layouts.rewrite(ours, engine)
+    assert any(n == logits for n, _ in entries)
+    entries = [(n, np.ascontiguousarray(x[-1:]) if n == logits else x) for n, x in entries]
+    out = tmp_path / f"{engine}.npz"
+    write_npz(out, [(n, torch.from_numpy(x)) for n, x in entries], meta)
+    code, mapped = diff(out, ref, "--map", engine)
+    assert code == code0 == (1 if pair == "demo" else 0)
+    assert mapped["first_divergence"] == original["first_divergence"]
+    want, got = rows(original)["lm_head"], rows(mapped)["lm_head"]
+    positions = want["shape"][-2]
+    assert got["status"] == want["status"] == ("diverged" if pair == "demo" else "ok")
+    assert got["numel"] * positions == want["numel"]
+    assert any("lm_head: ours holds the logits of the last position only" in n for n in mapped["notes"])
+    tokens = mapped["tokens"]
+    assert tokens["positions"] == 1 and tokens["first_position"] == positions - 1
+    # The last position's token effect is the original's at that position.
+    assert tokens["per_position"] == original["tokens"]["per_position"][-1:]

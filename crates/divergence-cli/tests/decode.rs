@@ -2859,3 +2859,69 @@ fn prefill_vs_decode_hints_read_the_steps_around_a_selection() {
     assert_eq!(steps.into_iter().collect::<Vec<_>>(), [2, 3]);
     assert_eq!(some["warnings"], all["warnings"], "{f}");
 }
+
+#[test]
+fn prefill_vs_decode_lines_up_logits_of_the_prompts_last_position_only() {
+    // An engine that keeps the sampled positions' logits (vLLM, llama.cpp) dumps the prefill's
+    // last row only: the full prefill's same position is its counterpart. A full prefill
+    // whose logits lack its positions stays a shape mismatch (never compared with its last
+    // rows: found by a review, every step read against the full prefill's last row).
+    let _ = root();
+    let ids = std::fs::read_to_string(root().join(IDS)).unwrap();
+    let ids: Vec<&str> = ids.split_whitespace().collect();
+    let full = tmp("pvd-last-full.npz");
+    let stepped = tmp("pvd-last-stepped.npz");
+    let all = format!("{},253,253,59", ids.join(","));
+    for (out, extra) in [
+        (&full, vec!["--ids", all.as_str()]),
+        (
+            &stepped,
+            vec!["--ids-file", IDS, "--decode-ids", "253,253,59"],
+        ),
+    ] {
+        let mut args = vec!["run", "--model", MODEL, "--out", out.to_str().unwrap()];
+        args.extend(extra);
+        let (code, _, err) = divergence(&args);
+        assert_eq!(code, 0, "{err}");
+    }
+    let last = |k: usize| {
+        move |shape: &[usize], v: &[f32]| {
+            let (t, vocab) = (shape[1], shape[2]);
+            (vec![1, k, vocab], v[(t - k) * vocab..].to_vec())
+        }
+    };
+    let cut_stepped = tmp("pvd-last-stepped-cut.npz");
+    recut(&stepped, &cut_stepped, |n| n == "lm_head", last(1));
+    let (code, r, err) = diff_json(
+        &full,
+        cut_stepped.to_str().unwrap(),
+        &["--prefill-vs-decode"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let row = r["ops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["name"] == "lm_head")
+        .unwrap();
+    assert_eq!(row["status"], "ok", "{row}");
+    assert_eq!(row["shape"], serde_json::json!([1, 1, 512]), "{row}");
+    let t_pre = ids.len();
+    assert_eq!(
+        r["tokens"]["first_position"].as_u64(),
+        Some(t_pre as u64 - 1)
+    );
+    assert_eq!(r["tokens"]["positions"].as_u64(), Some(4));
+    // The full prefill's logits of its last 3 positions only: not its positions.
+    let cut_full = tmp("pvd-last-full-cut.npz");
+    recut(&full, &cut_full, |n| n == "lm_head", last(3));
+    let (code, r, err) = diff_json(
+        &cut_full,
+        cut_stepped.to_str().unwrap(),
+        &["--prefill-vs-decode", "--no-tokens"],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(r["first_divergence"]["name"], "lm_head");
+    assert_eq!(r["first_divergence"]["status"], "shape_mismatch");
+    assert_eq!(r["summary"]["shape_mismatch"], 4, "{}", r["summary"]);
+}

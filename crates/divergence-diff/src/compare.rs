@@ -1333,9 +1333,85 @@ fn truth_head_problem(r_shape: &[usize], r_dtype: &str, t: Head<'_>) -> Option<S
     }
 }
 
+/// Ours holds the logits of the last `kept` of the reference's `of` positions only, of one
+/// vocabulary of `vocab` tokens ([`last_logit_rows`]): what an engine that keeps the sampled
+/// positions' logits gives (vLLM and llama.cpp keep the last position's in prefill).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LastRows {
+    pub kept: usize,
+    pub of: usize,
+    pub vocab: usize,
+}
+
+impl LastRows {
+    /// The reference's elements that ours' rows stand for: its last `kept` rows.
+    pub fn range(&self) -> std::ops::Range<usize> {
+        (self.of - self.kept) * self.vocab..self.of * self.vocab
+    }
+
+    /// The reference's values of those rows, as a side of ours' shape (`ours_shape`): what
+    /// ours is compared with.
+    pub fn reference_side<'a>(&self, ours_shape: &'a [usize], reference: Side<'a>) -> Side<'a> {
+        Side {
+            shape: ours_shape,
+            values: reference.values.slice(self.range()),
+            dtype: reference.dtype,
+        }
+    }
+
+    /// The report's note on the row: `lm_head: ours holds the logits of the last position
+    /// only (of 16): compared with the reference's last`.
+    pub fn note(&self, name: &str) -> String {
+        let (which, last) = if self.kept == 1 {
+            ("the last position".to_string(), "last".to_string())
+        } else {
+            (
+                format!("the last {} positions", self.kept),
+                format!("last {}", self.kept),
+            )
+        };
+        format!(
+            "{name}: ours holds the logits of {which} only (of the reference's {}; an engine that keeps the sampled positions' logits, as vLLM and llama.cpp do in prefill): compared with the reference's {last}",
+            self.of
+        )
+    }
+}
+
+/// Whether the logits `name` (`lm_head`, the prefill's) of shape `ours` hold fewer positions
+/// than the reference's (`reference`) of the same vocabulary, which are a `[.., T, vocab]`
+/// of one sequence (every axis before the positions of size 1): then ours is compared with
+/// the reference's last positions ([`LastRows`]), where both are read in place; else the
+/// shapes are a mismatch (its reason says why). Only for a reference's own tensor: one
+/// computed from other rows (`--prefill-vs-decode`'s) has its positions where they are.
+pub fn last_logit_rows(name: &str, ours: &[usize], reference: &[usize]) -> Option<LastRows> {
+    // The dump contract's logits of the prefill: not a decode step's (`lm_head@s`, one row
+    // on both sides), nor another model's head (`language_model.lm_head`), which the token
+    // effect and the report's note would not name.
+    if name != LOGITS {
+        return None;
+    }
+    let (&vocab, lead) = reference.split_last()?;
+    let (&of, outer) = lead.split_last()?;
+    // Ours: `[.., k, vocab]` of one sequence too (`[2, 1, vocab]` is two sequences' last
+    // positions, not one's last two).
+    let ours_outer = ours.len().saturating_sub(2);
+    if vocab < 2
+        || ours.last() != Some(&vocab)
+        || outer.iter().chain(&ours[..ours_outer]).any(|&d| d != 1)
+    {
+        return None;
+    }
+    let kept = ours.get(ours.len().wrapping_sub(2)).copied().unwrap_or(1);
+    (kept >= 1 && kept < of).then_some(LastRows { kept, of, vocab })
+}
+
+/// The logits' name in the dump contract (docs/dump-format.md).
+pub const LOGITS: &str = "lm_head";
+
 /// What a shape mismatch at the logits says where ours holds fewer positions of the same
 /// vocabulary (a user's check: a vLLM dump, which keeps the sampled positions' logits only,
-/// read as a bare shape mismatch, exit 1, nothing said).
+/// read as a bare shape mismatch, exit 1, nothing said). A pair [`last_logit_rows`] gives is
+/// compared by the caller where it can (`divergence` bounds what it holds of a streamed pair).
 fn fewer_logit_rows(name: &str, ours: &[usize], reference: &[usize]) -> Option<String> {
     if divergence_names::Op::of(name) != divergence_names::Op::LmHead {
         return None;
@@ -1346,9 +1422,16 @@ fn fewer_logit_rows(name: &str, ours: &[usize], reference: &[usize]) -> Option<S
         (vocab > 0 && shape.last() == Some(&vocab)).then(|| n / vocab)
     };
     let (k, t) = (rows(ours)?, rows(reference)?);
+    let what = if last_logit_rows(name, ours, reference).is_some() {
+        // Compared by the caller where it can (`divergence`: not a streamed pair of more
+        // than 2^25 values, nor under --prefill-vs-decode, which lines positions up itself).
+        "not compared with the reference's last rows here"
+    } else {
+        "dump every position's logits to compare them"
+    };
     (k < t).then(|| {
         format!(
-            " (ours holds {k} position{} of the reference's {t}: an engine that keeps the sampled positions' logits only gives these, vLLM the last in prefill; dump every position's logits to compare them)",
+            " (ours holds {k} position{} of the reference's {t}: an engine that keeps the sampled positions' logits only gives these, vLLM the last in prefill; {what})",
             if k == 1 { "" } else { "s" }
         )
     })
@@ -2007,6 +2090,80 @@ mod tests {
     }
 
     #[test]
+    fn the_last_logit_rows_of_one_sequence_are_found() {
+        let l = last_logit_rows("lm_head", &[1, 2, 640], &[1, 13, 640]).unwrap();
+        assert_eq!(
+            l,
+            LastRows {
+                kept: 2,
+                of: 13,
+                vocab: 640
+            }
+        );
+        assert_eq!(l.range(), 11 * 640..13 * 640);
+        // one row without a batch or position axis; a reference without a batch axis
+        assert_eq!(
+            last_logit_rows("lm_head", &[640], &[13, 640]).map(|l| l.kept),
+            Some(1)
+        );
+        assert_eq!(
+            last_logit_rows("lm_head", &[3, 640], &[1, 1, 13, 640]).map(|l| l.kept),
+            Some(3)
+        );
+        // not the logits (a decode step's are `lm_head@s`, of one row on both sides; another
+        // model's head), as many rows or more, another vocabulary, several sequences on
+        // either side, a vocabulary of 1, no rows
+        assert_eq!(last_logit_rows("model.norm", &[1, 64], &[1, 13, 64]), None);
+        assert_eq!(last_logit_rows("lm_head@1", &[1, 1, 64], &[1, 2, 64]), None);
+        assert_eq!(
+            last_logit_rows("language_model.lm_head", &[1, 64], &[1, 13, 64]),
+            None
+        );
+        assert_eq!(
+            last_logit_rows("lm_head", &[2, 1, 640], &[1, 13, 640]),
+            None
+        );
+        assert_eq!(
+            last_logit_rows("lm_head", &[1, 13, 640], &[1, 13, 640]),
+            None
+        );
+        assert_eq!(
+            last_logit_rows("lm_head", &[1, 2, 600], &[1, 13, 640]),
+            None
+        );
+        assert_eq!(
+            last_logit_rows("lm_head", &[1, 1, 640], &[2, 13, 640]),
+            None
+        );
+        assert_eq!(last_logit_rows("lm_head", &[1, 1], &[1, 13, 1]), None);
+        assert_eq!(last_logit_rows("lm_head", &[0, 640], &[1, 13, 640]), None);
+        assert_eq!(last_logit_rows("lm_head", &[640], &[640]), None);
+        // the side ours is compared with: the reference's last rows, in ours' shape
+        let r: Vec<f32> = (0..13 * 4).map(|i| i as f32).collect();
+        let l = last_logit_rows("lm_head", &[1, 4], &[1, 13, 4]).unwrap();
+        let side = l.reference_side(
+            &[1, 4],
+            Side {
+                shape: &[1, 13, 4],
+                values: ValuesRef::F32(&r),
+                dtype: "float32",
+            },
+        );
+        assert_eq!(side.shape, &[1, 4]);
+        assert_eq!(side.values.to_f64_vec(), vec![48.0, 49.0, 50.0, 51.0]);
+        assert!(l
+            .note("lm_head")
+            .ends_with("compared with the reference's last"));
+        assert!(LastRows {
+            kept: 2,
+            of: 5,
+            vocab: 4
+        }
+        .note("lm_head")
+        .contains("the last 2 positions only (of the reference's 5;"));
+    }
+
+    #[test]
     fn fewer_logit_rows_are_said_as_such() {
         let said = fewer_logit_rows("lm_head", &[1, 640], &[1, 13, 640]).unwrap();
         assert!(
@@ -2016,6 +2173,10 @@ mod tests {
         assert!(fewer_logit_rows("lm_head", &[1, 3, 640], &[1, 13, 640])
             .unwrap()
             .contains("3 positions"));
+        // several sequences in the reference: to be dumped otherwise
+        assert!(fewer_logit_rows("lm_head", &[1, 640], &[2, 13, 640])
+            .unwrap()
+            .contains("dump every position's logits to compare them"));
         // not the logits, another vocabulary, or as many rows: nothing said
         assert_eq!(fewer_logit_rows("model.norm", &[1, 64], &[1, 13, 64]), None);
         assert_eq!(fewer_logit_rows("lm_head", &[1, 600], &[1, 13, 640]), None);

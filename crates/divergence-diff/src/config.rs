@@ -24,6 +24,10 @@ pub struct DiffConfig {
     /// truth is not known to be of the reference's weights (the CLI: the two do not both record
     /// one model source): those ops stay with the presets.
     pub judge_noisy_reference: bool,
+    /// Our logits of the last positions only are compared with the reference's last rows
+    /// ([`crate::last_logit_rows`], by the caller; default on). Off where the sides line
+    /// their positions up otherwise (the CLI's `--prefill-vs-decode`).
+    pub last_logit_rows: bool,
 }
 
 impl DiffConfig {
@@ -43,6 +47,7 @@ impl Default for DiffConfig {
             amplification_threshold: DEFAULT_AMPLIFICATION_THRESHOLD,
             chunk_len: metrics::DEFAULT_CHUNK_LEN,
             judge_noisy_reference: true,
+            last_logit_rows: true,
         }
     }
 }

@@ -258,6 +258,29 @@ impl<'a> TensorView<'a> {
         }
     }
 
+    /// The elements `range` of the values, as a tensor of `shape` (as many elements): borrowed
+    /// still where the values are, else copied. `None` when `range` is not within the values
+    /// or `shape` does not hold its elements.
+    pub fn narrowed(
+        &self,
+        shape: &[usize],
+        range: std::ops::Range<usize>,
+    ) -> Option<TensorView<'a>> {
+        let n = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d))?;
+        if range.start > range.end || range.end > self.values().len() || range.len() != n {
+            return None;
+        }
+        let data = match &self.data {
+            ViewData::Stored(v) => ViewData::Stored(v.slice(range)),
+            ViewData::Decoded(v) => ViewData::Decoded(ValuesRef::from(v).slice(range).into()),
+        };
+        Some(TensorView {
+            shape: shape.to_vec(),
+            dtype: self.dtype,
+            data,
+        })
+    }
+
     /// True when the values are borrowed from the file (no copy was made).
     pub fn is_borrowed(&self) -> bool {
         matches!(self.data, ViewData::Stored(_))
@@ -323,6 +346,27 @@ pub(crate) fn element_count(shape: &[usize]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_narrowed_view_holds_the_range_borrowed_or_copied() {
+        let bytes: Vec<[u8; 4]> = (0..12).map(|i| (i as f32).to_le_bytes()).collect();
+        let stored = TensorView::stored(vec![3, 4], DType::F32, ValuesRef::F32Le(&bytes));
+        let last = stored.narrowed(&[1, 4], 8..12).unwrap();
+        assert!(last.is_borrowed());
+        assert_eq!(last.shape, vec![1, 4]);
+        assert_eq!(last.values().to_f64_vec(), vec![8.0, 9.0, 10.0, 11.0]);
+        let decoded = TensorView::decoded(Tensor {
+            shape: vec![3, 4],
+            dtype: DType::F32,
+            values: ValuesRef::F32Le(&bytes).into(),
+        });
+        let mid = decoded.narrowed(&[4], 4..8).unwrap();
+        assert!(!mid.is_borrowed());
+        assert_eq!(mid.values().to_f64_vec(), vec![4.0, 5.0, 6.0, 7.0]);
+        // past the end, a shape that does not hold the range
+        assert!(stored.narrowed(&[4], 10..14).is_none());
+        assert!(stored.narrowed(&[2, 4], 8..12).is_none());
+    }
 
     #[test]
     fn a_claim_of_more_precision_than_the_bytes_hold_is_caught() {

@@ -579,6 +579,8 @@ pub fn build_report(args: &DiffArgs) -> Result<Report> {
     });
     let cfg = DiffConfig {
         tolerance: Tolerance::from_flags(args.exact, args.rtol, args.atol, truth_ratio),
+        // `--prefill-vs-decode` lines the positions up itself.
+        last_logit_rows: !args.prefill_vs_decode,
         ..DiffConfig::default()
     };
     // Open the dumps first, in parallel: header parsing only, no tensor is read yet; `--map`'s
@@ -958,6 +960,14 @@ fn finish_report(args: &DiffArgs, cfg: &DiffConfig, sides: Sides<'_>) -> Result<
     }
     let mut report = divergence_diff::assemble(ops, ctx, cfg);
     report.notes = notes;
+    // Logits of the last positions only, compared with the reference's last rows: said, and
+    // without `input_ids` the reference's rows give the prompt's length (their positions).
+    let last_rows =
+        last_rows_of(&report, &plan, (&ours, &reference)).filter(|_| cfg.last_logit_rows);
+    report
+        .notes
+        .extend(last_rows.map(|l| l.note(divergence_diff::LOGITS)));
+    let prompt_len = prompt_len.or(last_rows.map(|l| l.of));
     report.sides = names;
     report.step_selection = args.steps.as_ref().map(|s| s.text());
     // A decode step with rows but none compared (every name on one side only, or unreadable)
@@ -999,6 +1009,7 @@ fn finish_report(args: &DiffArgs, cfg: &DiffConfig, sides: Sides<'_>) -> Result<
         (&ours, &reference),
         args.model.as_deref(),
         prompt_len,
+        cfg.last_logit_rows,
     );
     // A norm the hints find at fault itself made its error: not `amplified` (a held-out check).
     report.amplification_from_hints();
@@ -1006,7 +1017,14 @@ fn finish_report(args: &DiffArgs, cfg: &DiffConfig, sides: Sides<'_>) -> Result<
     report.notes.extend(profile_note);
     timings::mark("diagnosis");
     if !args.no_tokens {
-        report.tokens = tokens(&plan, &ours, &reference, prompt_len, &mut report.warnings);
+        report.tokens = tokens(
+            &plan,
+            &ours,
+            &reference,
+            prompt_len,
+            cfg.last_logit_rows,
+            &mut report.warnings,
+        );
     }
     timings::mark("tokens");
     // The plan holds every row's name (150,000 of them for 256 decode steps), shared with the
@@ -1014,6 +1032,35 @@ fn finish_report(args: &DiffArgs, cfg: &DiffConfig, sides: Sides<'_>) -> Result<
     // them one by one took ~10 ms of the 16-core host's output phase when they were copies).
     release(args, plan);
     Ok(report)
+}
+
+/// Our logits of the last positions only where the row compared them with the reference's
+/// last rows ([`divergence_diff::last_logit_rows`], `rows::compare_probe`).
+fn last_rows_of(
+    report: &Report,
+    plan: &divergence_diff::OrderPlan,
+    (ours, reference): (&MappedDump<'_>, &MappedDump<'_>),
+) -> Option<divergence_diff::LastRows> {
+    use divergence_diff::LOGITS;
+    // The prefill's probes come first: a decode dump's 150,000 names are not all looked at.
+    let i = plan.order.iter().position(|n| &**n == LOGITS)?;
+    let row = report.ops.get_row(i).filter(|r| r.is_named(LOGITS))?;
+    if !matches!(
+        row.status(),
+        Status::Ok | Status::Diverged | Status::Nonfinite | Status::NoFinite
+    ) || reference.is_computed(LOGITS)
+    {
+        return None;
+    }
+    let shape = |dump: &MappedDump<'_>, name: &str| {
+        dump.get(name)
+            .and_then(|e| e.shape().map(<[usize]>::to_vec))
+    };
+    divergence_diff::last_logit_rows(
+        LOGITS,
+        &shape(ours, plan.ours_name(LOGITS))?,
+        &shape(reference, LOGITS)?,
+    )
 }
 
 /// Whether each probe of `dump` has a prefill tensor, and its decode steps' numbers (for
@@ -1040,14 +1087,14 @@ fn tokens(
     ours: &MappedDump<'_>,
     reference: &MappedDump<'_>,
     prompt_len: Option<usize>,
+    last_rows: bool,
     warnings: &mut Vec<String>,
 ) -> Option<divergence_diff::TokenEffect> {
     const LOGITS: &str = "lm_head";
     let one = |name: &str| {
-        let (Some(o), Some(r)) = (
-            read_whole(ours, plan.ours_name(name)),
-            read_whole(reference, name),
-        ) else {
+        let (Some(o), Some(r)) =
+            read_pair((ours, reference), plan.ours_name(name), name, last_rows)
+        else {
             return divergence_diff::StepLogits::NotCompared;
         };
         divergence_diff::step_logits(LOGITS, o.0.values(), r.0.values(), &o.0.shape, &r.0.shape)
@@ -1299,6 +1346,7 @@ fn diagnosis(
     (ours, reference): (&MappedDump<'_>, &MappedDump<'_>),
     model: Option<&Path>,
     prompt_len: Option<usize>,
+    last_rows: bool,
 ) -> (
     Vec<divergence_diff::Hint>,
     Option<divergence_diff::PositionProfile>,
@@ -1325,10 +1373,14 @@ fn diagnosis(
     let fed_alike = |s: usize| through.is_none_or(|t| s <= t);
     // A first divergence in a decode step: its profile runs across the steps.
     let mut note = None;
-    let mut profile = steps_profile(report, plan, ours, reference, prompt_len, &mut note);
+    let mut profile = steps_profile(
+        report, plan, ours, reference, prompt_len, last_rows, &mut note,
+    );
     let across_steps = profile.is_some();
     for (name, inputs) in report.hint_targets() {
-        let (Some(o), Some(r)) = (read(ours, plan.ours_name(&name)), read(reference, &name)) else {
+        let (Some(o), Some(r)) =
+            read_pair((ours, reference), plan.ours_name(&name), &name, last_rows)
+        else {
             continue;
         };
         // The first target is the first divergence: its profile from the same two reads.
@@ -1530,6 +1582,7 @@ fn steps_profile(
     ours: &MappedDump<'_>,
     reference: &MappedDump<'_>,
     prompt_len: Option<usize>,
+    last_rows: bool,
     note: &mut Option<String>,
 ) -> Option<divergence_diff::PositionProfile> {
     let first = report.first_divergence.as_ref()?;
@@ -1553,9 +1606,11 @@ fn steps_profile(
         match row.split() {
             (b, 0) if b == base => {
                 let op = row.op();
-                let (Some(o), Some(r)) = (
-                    read_whole(ours, plan.ours_name(&op.name)),
-                    read_whole(reference, &op.name),
+                let (Some(o), Some(r)) = read_pair(
+                    (ours, reference),
+                    plan.ours_name(&op.name),
+                    &op.name,
+                    last_rows,
                 ) else {
                     continue;
                 };
@@ -1581,6 +1636,31 @@ fn steps_profile(
     let entries = prefill.as_ref().map_or(0, |p| p.rel_err.len()) + rows.len();
     *note = divergence_diff::positions::too_many_positions(base, entries);
     divergence_diff::across_steps(base, prefill, &rows, prompt_len)
+}
+
+/// Both sides of a row read whole ([`read_whole`]), as the row compares them: logits of the
+/// last positions only on our side ([`divergence_diff::last_logit_rows`]) against the
+/// reference's last rows, with `last_rows` (`DiffConfig::last_logit_rows`).
+#[allow(clippy::type_complexity)]
+fn read_pair<'a>(
+    (ours, reference): (&MappedDump<'a>, &MappedDump<'a>),
+    ours_name: &str,
+    name: &str,
+    last_rows: bool,
+) -> (
+    Option<(TensorView<'a>, &'a str)>,
+    Option<(TensorView<'a>, &'a str)>,
+) {
+    let (o, r) = (read_whole(ours, ours_name), read_whole(reference, name));
+    let narrowed = match (&o, &r) {
+        // (Not a reference computed from other rows: `rows::compare_probe`.)
+        (Some(o), Some((r, dtype))) if last_rows && !reference.is_computed(name) => {
+            divergence_diff::last_logit_rows(name, &o.0.shape, &r.shape)
+                .and_then(|l| r.narrowed(&o.0.shape, l.range()).map(|view| (view, *dtype)))
+        }
+        _ => None,
+    };
+    (o, narrowed.or(r))
 }
 
 /// A tensor read whole, for the hints and the position profile, which need all of it (they fit

@@ -701,12 +701,19 @@ fn slice(
     t_pre: usize,
     seen_axis: Option<usize>,
 ) -> Option<Virtual> {
-    let (start, len) = if step == 0 {
-        (0, t_pre)
-    } else {
-        (t_pre + step - 1, 1)
-    };
     let op = Op::of(base);
+    let (start, len) = match step {
+        // Logits of the prompt's last positions only (an engine that keeps the sampled
+        // positions'): the full prefill's same positions.
+        0 => match shape
+            .last()
+            .and_then(|&vocab| divergence_diff::last_logit_rows(name, shape, &[t_pre, vocab]))
+        {
+            Some(l) => (t_pre - l.kept, l.kept),
+            None => (0, t_pre),
+        },
+        _ => (t_pre + step - 1, 1),
+    };
     let source = source_of(base)?;
     let src_shape = full.shape(&source)?.to_vec();
     let squeeze = |s: &[usize]| s.iter().copied().filter(|&x| x != 1).collect::<Vec<_>>();

@@ -783,8 +783,35 @@ fn compare_probe(
         Ok(t) => t,
         Err(msg) => return divergence_diff::unreadable(name, Which::Ref, msg),
     };
+    // Logits of the last positions only (an engine that keeps the sampled positions', vLLM
+    // and llama.cpp in prefill): compared with the reference's last rows (and the truth's,
+    // of the reference's shape); the report says so (`diff::last_rows_note`). Not a
+    // reference computed from other rows (`--prefill-vs-decode`'s: its positions are set).
+    let last = match (&o, &r) {
+        (Some(o), Some(r)) if cfg.last_logit_rows && re.is_some_and(|e| !e.is_computed()) => {
+            divergence_diff::last_logit_rows(name, &o.0.shape, &r.0.shape)
+        }
+        _ => None,
+    };
+    fn sliced<'a>(
+        t: &'a (TensorView<'_>, &str),
+        last: Option<(divergence_diff::LastRows, &'a [usize], &[usize])>,
+    ) -> Side<'a> {
+        let s = side(t);
+        match last {
+            Some((l, ours, reference)) if same_up_to_ones(s.shape, reference) => {
+                l.reference_side(ours, s)
+            }
+            _ => s,
+        }
+    }
+    let last = match (&o, &r, last) {
+        (Some(o), Some(r), Some(l)) => Some((l, o.0.shape.as_slice(), r.0.shape.as_slice())),
+        _ => None,
+    };
+    let against = |t| sliced(t, last);
     let Some(te) = te else {
-        return divergence_diff::compare(name, o.as_ref().map(side), r.as_ref().map(side), cfg);
+        return divergence_diff::compare(name, o.as_ref().map(side), r.as_ref().map(against), cfg);
     };
     // Read the truth only for a pair that both sides have.
     let t = if o.is_some() && r.is_some() {
@@ -796,13 +823,13 @@ fn compare_probe(
         Ok(t) => divergence_diff::compare_with_truth(
             name,
             o.as_ref().map(side),
-            r.as_ref().map(side),
-            t.as_ref().map(side),
+            r.as_ref().map(against),
+            t.as_ref().map(against),
             cfg,
         ),
         Err(msg) => {
             let mut row =
-                divergence_diff::compare(name, o.as_ref().map(side), r.as_ref().map(side), cfg);
+                divergence_diff::compare(name, o.as_ref().map(side), r.as_ref().map(against), cfg);
             if matches!(row.status, Status::Ok | Status::Diverged) {
                 let why = divergence_names::one_line(&format!("truth: {msg}")).into_owned();
                 row.truth_mut().truth_problem = Some(why);
@@ -858,6 +885,78 @@ fn stream_probe(
             .map(|(c, dtype)| (c.shape().to_vec(), dtype.clone()))
     };
     let (ho, hr) = (head(&o), head(&r));
+    // Logits of the last positions only against the reference's of every position
+    // (`compare_probe` says why): the reference streamed through, its last rows kept. (A
+    // streamed reference is one of the dump's own tensors, never computed.)
+    if let (Some((oc, od)), Some((rc, rd)), true) = (&mut o, &mut r, cfg.last_logit_rows) {
+        let last = divergence_diff::last_logit_rows(name, oc.shape(), rc.shape())
+            .filter(|l| l.kept.saturating_mul(l.vocab) <= LAST_ROWS_MAX);
+        if let Some(l) = last {
+            let failed =
+                |which, e: DumpError| divergence_diff::unreadable(name, which, e.to_string());
+            let shape = oc.shape().to_vec();
+            let n = oc.len();
+            let ov = match stream_range(oc, 0..n) {
+                Ok(v) => v,
+                Err(e) => return failed(Which::Ours, e),
+            };
+            let rv = match stream_range(rc, l.range()) {
+                Ok(v) => v,
+                Err(e) => return failed(Which::Ref, e),
+            };
+            fn side<'a>(shape: &'a [usize], values: &'a [f64], dtype: &'a str) -> Side<'a> {
+                Side {
+                    shape,
+                    values: divergence_diff::ValuesRef::F64(values),
+                    dtype,
+                }
+            }
+            let (os, rs) = (Some(side(&shape, &ov, od)), Some(side(&shape, &rv, rd)));
+            let Some(truth) = truth else {
+                return divergence_diff::compare(name, os, rs, cfg);
+            };
+            // The truth's last rows too, where it holds the reference's shape (ours' as it
+            // is, as `compare_probe` does; up to size-1 axes).
+            let ref_shape = hr.as_ref().map_or(&[][..], |h| h.0.as_slice());
+            let tv = match open(truth, per) {
+                Some(Ok((mut tc, td))) => {
+                    let range = if same_up_to_ones(tc.shape(), ref_shape) {
+                        Some(l.range())
+                    } else {
+                        same_up_to_ones(tc.shape(), &shape).then(|| 0..tc.len())
+                    };
+                    match range.map(|range| stream_range(&mut tc, range)) {
+                        Some(Ok(v)) => Some(Ok((v, td))),
+                        Some(Err(e)) => Some(Err(e.to_string())),
+                        None => Some(Err(format!(
+                            "shape {:?} differs from ref {ref_shape:?} and from ours {shape:?}",
+                            tc.shape()
+                        ))),
+                    }
+                }
+                Some(Err(msg)) => Some(Err(msg)),
+                None => None,
+            };
+            return match tv {
+                Some(Ok((tv, td))) => divergence_diff::compare_with_truth(
+                    name,
+                    os,
+                    rs,
+                    Some(side(&shape, &tv, &td)),
+                    cfg,
+                ),
+                None => divergence_diff::compare_with_truth(name, os, rs, None, cfg),
+                Some(Err(msg)) => {
+                    let mut row = divergence_diff::compare(name, os, rs, cfg);
+                    if matches!(row.status, Status::Ok | Status::Diverged) {
+                        let why = divergence_names::one_line(&format!("truth: {msg}")).into_owned();
+                        row.truth_mut().truth_problem = Some(why);
+                    }
+                    row
+                }
+            };
+        }
+    }
     let mut fold = ProbeFold::new(name, as_head(&ho), as_head(&hr), cfg);
     // The truth, read only for a pair that both sides have; a truth that cannot be opened or
     // read leaves the presets' verdict, with the reason (`ProbeFold::truth_failed`).
@@ -947,6 +1046,36 @@ fn stream_probe(
         }
     }
     fold.finish()
+}
+
+/// Whether two shapes are one up to size-1 axes (how rows align shapes).
+fn same_up_to_ones(a: &[usize], b: &[usize]) -> bool {
+    a.iter()
+        .filter(|&&d| d != 1)
+        .eq(b.iter().filter(|&&d| d != 1))
+}
+
+/// Most elements of the logits rows a streamed pair compares with the reference's last rows
+/// (`stream_probe`), each side's held widened to f64: 2^25 (256 MiB a side), the bound of
+/// the tensors the diagnosis reads whole.
+const LAST_ROWS_MAX: usize = 1 << 25;
+
+/// The elements `range` of a streamed tensor, widened to f64; the others read (the member's
+/// checksum is checked at its end) and let go.
+fn stream_range(
+    pieces: &mut Pieces<'_>,
+    range: std::ops::Range<usize>,
+) -> Result<Vec<f64>, DumpError> {
+    let mut out = Vec::with_capacity(range.len());
+    let (mut at, mut buf) = (0usize, Vec::new());
+    while let Some(p) = pieces.next_piece()? {
+        let (from, to) = (at.max(range.start), (at + p.len()).min(range.end));
+        if from < to {
+            out.extend(p.slice(from - at..to - at).flat(&mut buf).to_f64_vec());
+        }
+        at += p.len();
+    }
+    Ok(out)
 }
 
 /// One side of a probe: `None` when the dump lacks the name, else its view (borrowed where the
