@@ -1379,9 +1379,9 @@ impl LastRows {
 
 /// Whether the logits `name` (`lm_head`, the prefill's) of shape `ours` hold fewer positions
 /// than the reference's (`reference`) of the same vocabulary, which are a `[.., T, vocab]`
-/// of one sequence (every axis before the positions of size 1): then ours is compared with
-/// the reference's last positions ([`LastRows`]), where both are read in place; else the
-/// shapes are a mismatch (its reason says why). Only for a reference's own tensor: one
+/// of one sequence (every axis before the positions of size 1): then the caller compares
+/// ours with the reference's last positions ([`LastRows`]); else the shapes are a mismatch
+/// (its reason says why). Only for a reference's own tensor: one
 /// computed from other rows (`--prefill-vs-decode`'s) has its positions where they are.
 pub fn last_logit_rows(name: &str, ours: &[usize], reference: &[usize]) -> Option<LastRows> {
     // The dump contract's logits of the prefill: not a decode step's (`lm_head@s`, one row

@@ -1090,7 +1090,7 @@ fn tokens(
     last_rows: bool,
     warnings: &mut Vec<String>,
 ) -> Option<divergence_diff::TokenEffect> {
-    const LOGITS: &str = "lm_head";
+    use divergence_diff::LOGITS;
     let one = |name: &str| {
         let (Some(o), Some(r)) =
             read_pair((ours, reference), plan.ours_name(name), name, last_rows)

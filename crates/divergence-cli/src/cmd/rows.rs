@@ -785,7 +785,7 @@ fn compare_probe(
     };
     // Logits of the last positions only (an engine that keeps the sampled positions', vLLM
     // and llama.cpp in prefill): compared with the reference's last rows (and the truth's,
-    // of the reference's shape); the report says so (`diff::last_rows_note`). Not a
+    // of the reference's shape); the report says so (`diff::last_rows_of`). Not a
     // reference computed from other rows (`--prefill-vs-decode`'s: its positions are set).
     let last = match (&o, &r) {
         (Some(o), Some(r)) if cfg.last_logit_rows && re.is_some_and(|e| !e.is_computed()) => {
