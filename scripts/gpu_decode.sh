@@ -8,10 +8,11 @@
 #   1. the Qwen3-0.6B-shaped model of scripts/gpu_qwen3.sh (random "realistic" weights, k_norm
 #      up to ~96, stored in bf16), a 64-token prompt;
 #   2. transformers eager references on the GPU with 64 greedy decode steps through its own KV
-#      cache (`dump_reference.py --decode 64`), f32 and bf16 (with its float64 truth run);
+#      cache (`dump_reference.py --decode 64`), f32 and bf16 (with its float64 truth run), and
+#      f16 (with its truth run) where DTYPES names it;
 #   3. ours on the GPU teacher-forced from them (`divergence run --decode-from`), clean and with
 #      every KV-cache fault, each diffed against the reference of its dtype (default tolerance;
-#      bf16 also three-way, --truth);
+#      bf16 and f16 also three-way, --truth);
 #   4. cost: the bf16 reference and ours in one pass and at 8, 64 and 256 decode steps (wall
 #      time, dump size)
 #      and the diff of each pair (wall time, peak RSS, from /usr/bin/time);
@@ -30,6 +31,8 @@ CONFIG=${CONFIG:-fixtures/configs/qwen3-0.6b.json}
 STEPS=${STEPS:-"0 8 64 256"}
 # PARTS: which parts to run (faults, pvd = prefill-vs-decode, cost)
 PARTS=${PARTS:-"faults pvd cost"}
+# DTYPES: the activation dtypes of the faults part (f32, bf16, f16); pvd runs f32 and bf16
+DTYPES=${DTYPES:-"f32 bf16"}
 has() { case " $PARTS " in *" $1 "*) return 0 ;; esac; return 1; }
 N=${N:-64}
 W=/tmp/gpu-work
@@ -63,9 +66,14 @@ log $PY scripts/dump_reference.py --config "$CONFIG" --seed 0 --save-model "$MOD
   --save-dtype bfloat16 --ids 1 --only '^model\.embed_tokens$' --out "$W/throwaway.npz" --quiet
 log "$BIN" run --model "$MODEL" --ids 1,2,3 --decode-ids 4,5 --device "$DEVICE" --dtype bf16  # JIT warm-up
 
-has faults || has pvd && for dt in float32 bfloat16; do
+torch_dtype() { case $1 in f32) echo float32 ;; bf16) echo bfloat16 ;; f16) echo float16 ;; esac; }
+REFS="float32 bfloat16"
+has faults && REFS=$(for d in $DTYPES; do torch_dtype "$d"; done; has pvd && echo float32 bfloat16)
+REFS=$(echo $REFS | tr ' ' '\n' | sort -u | tr '\n' ' ')
+(has faults || has pvd) && for dt in $REFS; do
   truth=()
   [ $dt = bfloat16 ] && truth=(--truth-out "$W/truth.npz")
+  [ $dt = float16 ] && truth=(--truth-out "$W/truth.float16.npz")
   t=$(secs $PY scripts/dump_reference.py --model "$MODEL" --ids-file "$W/ids64.txt" --dtype $dt \
     --attn eager --device "$DEVICE" --decode "$N" --out "$W/ref.$dt.npz" --quiet "${truth[@]}")
   echo "ref $dt decode $N: ${t}s $(stat -c %s "$W/ref.$dt.npz") bytes" >> "$R"
@@ -84,6 +92,12 @@ o = r.get("origin") or {}
 st = r.get("steps") or []
 t = r.get("tokens") or {}
 flip = (t.get("first_flip") or {}).get("step")
+# three-way reports: the largest noise ratio (ours' error against the truth over the
+# reference's) and its row
+nr = [(x["noise_ratio"], x["name"]) for x in r["ops"] if x.get("noise_ratio") is not None]
+worst = max(nr) if nr else None
+if worst:
+    print(f"worst_noise_ratio={worst[0]:.2f}@{worst[1]}", end=" ")
 print(f"first={f and f['name']} step={f and f['step']} origin={o.get('name')} "
       f"prefill_diverged={st[0]['diverged'] if st else None} steps={len(st)} "
       f"top1={t.get('top1_agree')}/{t.get('positions')} mean_kld={t.get('mean_kld', 0):.3e} first_flip_step={flip} "
@@ -94,8 +108,9 @@ EOF
 # case DTYPE FAULT EXPECTED
 case_() {
   local dt=$1 fault=$2 want=$3
-  local ref=$W/ref.float32.npz
-  [ "$dt" = bf16 ] && ref=$W/ref.bfloat16.npz
+  local ref=$W/ref.$(torch_dtype "$dt").npz truth=
+  [ "$dt" = bf16 ] && truth=$W/truth.npz
+  [ "$dt" = f16 ] && truth=$W/truth.float16.npz
   local inject=()
   [ "$fault" != - ] && inject=(--inject "$fault")
   rm -f "$W/ours.npz"
@@ -109,15 +124,15 @@ case_() {
   "$DIFF" diff "$W/ours.npz" "$ref" --format json > "$OUT/$slug.json" 2>> "$OUT/log.txt"
   local ec=$?
   echo "$dt $fault (want $want): exit $ec $(summ "$OUT/$slug.json")" >> "$R"
-  if [ "$dt" = bf16 ]; then
+  if [ -n "$truth" ]; then
     # three-way: judged against the float64 truth run of the same decode (--truth)
-    "$DIFF" diff "$W/ours.npz" "$ref" --truth "$W/truth.npz" --format json > "$OUT/$slug.truth.json" 2>> "$OUT/log.txt"
+    "$DIFF" diff "$W/ours.npz" "$ref" --truth "$truth" --format json > "$OUT/$slug.truth.json" 2>> "$OUT/log.txt"
     ec=$?
     echo "$dt $fault --truth (want $want): exit $ec $(summ "$OUT/$slug.truth.json")" >> "$R"
   fi
 }
 
-has faults && for dt in f32 bf16; do
+has faults && for dt in $DTYPES; do
   case_ $dt - -
   case_ $dt decode-pos=1 model.rotary_emb@1
   case_ $dt decode-pos-frozen model.rotary_emb@2

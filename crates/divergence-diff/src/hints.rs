@@ -1249,8 +1249,11 @@ fn position(
         format!(
             "the error is confined to {n} of {t} {unit}, the first at {earlier} {first}{}{}",
             // Only where there are earlier ones in the tensor (logits that keep the prompt's
-            // last rows start at a later position).
-            if first_row > 0 {
+            // last rows start at a later position, and the ones before it were not compared).
+            if first_row > 0 && first > first_row {
+                let from = first - first_row;
+                format!(" (earlier {earlier}s from {from}, the first compared, are exact)")
+            } else if first_row > 0 {
                 format!(" (earlier {earlier}s are exact)")
             } else {
                 String::new()
@@ -3086,7 +3089,7 @@ mod tests {
         assert_eq!(first, 4.0);
         assert!(
             text.contains(
-                "1 of 2 positions, the first at position 4 (earlier positions are exact)"
+                "1 of 2 positions, the first at position 4 (earlier positions from 3, the first compared, are exact)"
             ),
             "{text}"
         );
