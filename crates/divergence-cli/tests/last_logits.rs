@@ -280,3 +280,37 @@ fn without_input_ids_the_rows_are_numbered_from_the_references_positions() {
         serde_json::json!([false, true, false])
     );
 }
+
+#[test]
+fn a_compressed_reference_too_large_to_read_whole_still_gives_the_token_effect() {
+    // 480 positions of a Qwen3 vocabulary in f32: 292 MB decoded, past the 256 MiB the
+    // diagnosis reads whole. Its last row is streamed out of it for the token effect, as for
+    // the row (a review found the token effect empty there).
+    const T: usize = 480;
+    const V: usize = 151_936;
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n);
+    let all: Vec<f32> = (0..T * V).map(|i| (i % 1021) as f32 * 1e-3).collect();
+    let mut last = all[(T - 1) * V..].to_vec();
+    last[5] += 50.0;
+    write_ids(
+        &p("ref.npz"),
+        &[("lm_head", vec![1, T, V], TensorData::F32(&all))],
+        None,
+    );
+    drop(all);
+    write_ids(
+        &p("ours.npz"),
+        &[("lm_head", vec![1, 1, V], TensorData::F32(&last))],
+        None,
+    );
+    deflated_copy(&p("ref.npz"), &p("ref.z.npz"));
+    std::fs::remove_file(p("ref.npz")).unwrap();
+    let (code, r) = report(dir.path(), "ours.npz", "ref.z.npz", None);
+    assert_eq!(code, 1);
+    assert_eq!(lm_head(&r)["status"], "diverged");
+    let tokens = &r["tokens"];
+    assert_eq!(tokens["positions"].as_u64(), Some(1), "{tokens}");
+    assert_eq!(tokens["first_position"].as_u64(), Some(T as u64 - 1));
+    assert_eq!(tokens["first_flip"]["ours_token"].as_u64(), Some(5));
+}

@@ -1651,16 +1651,44 @@ fn read_pair<'a>(
     Option<(TensorView<'a>, &'a str)>,
     Option<(TensorView<'a>, &'a str)>,
 ) {
-    let (o, r) = (read_whole(ours, ours_name), read_whole(reference, name));
-    let narrowed = match (&o, &r) {
-        // (Not a reference computed from other rows: `rows::compare_probe`.)
-        (Some(o), Some((r, dtype))) if last_rows && !reference.is_computed(name) => {
-            divergence_diff::last_logit_rows(name, &o.0.shape, &r.shape)
-                .and_then(|l| r.narrowed(&o.0.shape, l.range()).map(|view| (view, *dtype)))
-        }
-        _ => None,
+    let o = read_whole(ours, ours_name);
+    // (Not a reference computed from other rows: `rows::compare_probe`.)
+    let last = o
+        .as_ref()
+        .filter(|_| last_rows && !reference.is_computed(name))
+        .and_then(|o| {
+            let r = reference.shape(name)?;
+            Some((
+                divergence_diff::last_logit_rows(name, &o.0.shape, &r)?,
+                o.0.shape.clone(),
+            ))
+        });
+    let Some((l, shape)) = last else {
+        return (o, read_whole(reference, name));
     };
-    (o, narrowed.or(r))
+    let r = match read_whole(reference, name) {
+        Some((r, dtype)) => r.narrowed(&shape, l.range()).map(|view| (view, dtype)),
+        // Too large to read whole (a compressed member past HINT_MAX_BYTES): its last rows
+        // streamed out of it, as the row compares them, within the same bound
+        // (`rows::stream_probe`).
+        None if l.kept.saturating_mul(l.vocab) <= crate::cmd::rows::LAST_ROWS_MAX => {
+            reference.get(name).and_then(|e| {
+                let dtype = e.original_dtype_str().unwrap_or_default();
+                let mut pieces = e
+                    .pieces(divergence_diff::DiffConfig::default().chunk_len)
+                    .ok()?;
+                let values = crate::cmd::rows::stream_range(&mut pieces, l.range()).ok()?;
+                let tensor = divergence_dump::Tensor {
+                    shape,
+                    dtype: divergence_dump::DType::F64,
+                    values: divergence_dump::Values::F64(values),
+                };
+                Some((TensorView::from(tensor), dtype))
+            })
+        }
+        None => None,
+    };
+    (o, r)
 }
 
 /// A tensor read whole, for the hints and the position profile, which need all of it (they fit

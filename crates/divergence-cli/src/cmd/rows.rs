@@ -1058,11 +1058,11 @@ fn same_up_to_ones(a: &[usize], b: &[usize]) -> bool {
 /// Most elements of the logits rows a streamed pair compares with the reference's last rows
 /// (`stream_probe`), each side's held widened to f64: 2^25 (256 MiB a side), the bound of
 /// the tensors the diagnosis reads whole.
-const LAST_ROWS_MAX: usize = 1 << 25;
+pub(crate) const LAST_ROWS_MAX: usize = 1 << 25;
 
 /// The elements `range` of a streamed tensor, widened to f64; the others read (the member's
 /// checksum is checked at its end) and let go.
-fn stream_range(
+pub(crate) fn stream_range(
     pieces: &mut Pieces<'_>,
     range: std::ops::Range<usize>,
 ) -> Result<Vec<f64>, DumpError> {
