@@ -1674,15 +1674,15 @@ fn recut(
     w.finish(d.meta().cloned().unwrap()).unwrap();
 }
 
-#[test]
-fn prefill_vs_decode_reports_a_wrong_shape_on_either_side_as_a_mismatch() {
-    // Found by a bad-input hunt: a probe whose shape did not fit its slice of the full prefill
-    // was listed "only in ours", and the pair passed (exit 0).
+/// Our tiny model's run over the prompt and three more tokens in one prefill, and its run
+/// over the prompt then those three as decode steps (`--prefill-vs-decode`'s two sides), in
+/// the test's directory as `{prefix}-full.npz` and `{prefix}-stepped.npz`.
+fn full_and_stepped(prefix: &str) -> (PathBuf, PathBuf) {
     let _ = root();
     let ids = std::fs::read_to_string(root().join(IDS)).unwrap();
     let ids: Vec<&str> = ids.split_whitespace().collect();
-    let full = tmp("pvd-shape-full.npz");
-    let stepped = tmp("pvd-shape-stepped.npz");
+    let full = tmp(&format!("{prefix}-full.npz"));
+    let stepped = tmp(&format!("{prefix}-stepped.npz"));
     let all = format!("{},253,253,59", ids.join(","));
     for (out, extra) in [
         (&full, vec!["--ids", all.as_str()]),
@@ -1696,6 +1696,14 @@ fn prefill_vs_decode_reports_a_wrong_shape_on_either_side_as_a_mismatch() {
         let (code, _, err) = divergence(&args);
         assert_eq!(code, 0, "{err}");
     }
+    (full, stepped)
+}
+
+#[test]
+fn prefill_vs_decode_reports_a_wrong_shape_on_either_side_as_a_mismatch() {
+    // Found by a bad-input hunt: a probe whose shape did not fit its slice of the full prefill
+    // was listed "only in ours", and the pair passed (exit 0).
+    let (full, stepped) = full_and_stepped("pvd-shape");
     // ours: layer 0's cache slot holds half of head_dim at every step
     let half = |shape: &[usize], v: &[f32]| {
         let d = *shape.last().unwrap();
@@ -2866,24 +2874,9 @@ fn prefill_vs_decode_lines_up_logits_of_the_prompts_last_position_only() {
     // last row only: the full prefill's same position is its counterpart. A full prefill
     // whose logits lack its positions stays a shape mismatch (never compared with its last
     // rows: found by a review, every step read against the full prefill's last row).
-    let _ = root();
-    let ids = std::fs::read_to_string(root().join(IDS)).unwrap();
-    let ids: Vec<&str> = ids.split_whitespace().collect();
-    let full = tmp("pvd-last-full.npz");
-    let stepped = tmp("pvd-last-stepped.npz");
-    let all = format!("{},253,253,59", ids.join(","));
-    for (out, extra) in [
-        (&full, vec!["--ids", all.as_str()]),
-        (
-            &stepped,
-            vec!["--ids-file", IDS, "--decode-ids", "253,253,59"],
-        ),
-    ] {
-        let mut args = vec!["run", "--model", MODEL, "--out", out.to_str().unwrap()];
-        args.extend(extra);
-        let (code, _, err) = divergence(&args);
-        assert_eq!(code, 0, "{err}");
-    }
+    let (full, stepped) = full_and_stepped("pvd-last");
+    let prompt = std::fs::read_to_string(root().join(IDS)).unwrap();
+    let t_pre = prompt.split_whitespace().count();
     let last = |k: usize| {
         move |shape: &[usize], v: &[f32]| {
             let (t, vocab) = (shape[1], shape[2]);
@@ -2906,7 +2899,6 @@ fn prefill_vs_decode_lines_up_logits_of_the_prompts_last_position_only() {
         .unwrap();
     assert_eq!(row["status"], "ok", "{row}");
     assert_eq!(row["shape"], serde_json::json!([1, 1, 512]), "{row}");
-    let t_pre = ids.len();
     assert_eq!(
         r["tokens"]["first_position"].as_u64(),
         Some(t_pre as u64 - 1)

@@ -429,8 +429,12 @@ fn finite(x: f64) -> Option<f64> {
     x.is_finite().then_some(x)
 }
 
-fn squeezed(shape: &[usize]) -> Vec<usize> {
-    shape.iter().copied().filter(|&d| d != 1).collect()
+/// Whether two shapes align as a row compares them: the same once size-1 axes are dropped
+/// (`[T, H]` is compared with `[1, T, H]`).
+pub fn shapes_align(a: &[usize], b: &[usize]) -> bool {
+    a.iter()
+        .filter(|&&d| d != 1)
+        .eq(b.iter().filter(|&&d| d != 1))
 }
 
 /// Row-major unravel of a flat index.
@@ -1061,7 +1065,7 @@ impl ProbeFold {
                 row.tensor_mut().dtype_ref = Some(dtype_name(r.dtype));
                 row.rule.rtol = Some(tol.rtol);
                 row.rule.atol = Some(tol.atol);
-                if o.shape != r.shape && squeezed(o.shape) != squeezed(r.shape) {
+                if !shapes_align(o.shape, r.shape) {
                     FoldState::Apart {
                         row,
                         o: OwnedHead::of(o),
@@ -1315,7 +1319,7 @@ fn short_row(name: &str, sides: [(Head<'_>, Option<u64>); 2], seen: [u64; 2]) ->
 /// Why the truth cannot judge a row, from its head alone (shape, dtype class).
 fn truth_head_problem(r_shape: &[usize], r_dtype: &str, t: Head<'_>) -> Option<String> {
     let (ref_class, truth_class) = (DTypeClass::of(r_dtype), DTypeClass::of(t.dtype));
-    if squeezed(t.shape) != squeezed(r_shape) {
+    if !shapes_align(t.shape, r_shape) {
         Some(format!(
             "truth shape {} differs from ref {}",
             fmt_shape(t.shape),

@@ -55,10 +55,10 @@ pub use align::{align, Confidence, Pair, TensorStats, ValueStats};
 pub use amplification::{AmpVerdict, Amplification, AmplificationRow, NormWeightGains};
 pub use compare::{
     compare, compare_step_pieces_into, compare_step_run, compare_step_run_into, compare_steps,
-    compare_with_truth, dtype_name, last_logit_rows, not_made, ratio_text, sci, unreadable,
-    DtypeName, ErrorMetrics, Head, Index, LastRows, Needs, NonFiniteCounts, OpResult, ProbeFold,
-    RuleTerms, Side, Status, StepNames, StepSide, StepValues, TensorInfo, TruthMetrics, Which,
-    LOGITS,
+    compare_with_truth, dtype_name, last_logit_rows, not_made, ratio_text, sci, shapes_align,
+    unreadable, DtypeName, ErrorMetrics, Head, Index, LastRows, Needs, NonFiniteCounts, OpResult,
+    ProbeFold, RuleTerms, Side, Status, StepNames, StepSide, StepValues, TensorInfo, TruthMetrics,
+    Which, LOGITS,
 };
 pub use config::{DiffConfig, DEFAULT_AMPLIFICATION_THRESHOLD};
 pub use divergence_names::QkKind;

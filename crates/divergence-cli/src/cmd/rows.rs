@@ -799,7 +799,7 @@ fn compare_probe(
     ) -> Side<'a> {
         let s = side(t);
         match last {
-            Some((l, ours, reference)) if same_up_to_ones(s.shape, reference) => {
+            Some((l, ours, reference)) if divergence_diff::shapes_align(s.shape, reference) => {
                 l.reference_side(ours, s)
             }
             _ => s,
@@ -827,15 +827,10 @@ fn compare_probe(
             t.as_ref().map(against),
             cfg,
         ),
-        Err(msg) => {
-            let mut row =
-                divergence_diff::compare(name, o.as_ref().map(side), r.as_ref().map(against), cfg);
-            if matches!(row.status, Status::Ok | Status::Diverged) {
-                let why = divergence_names::one_line(&format!("truth: {msg}")).into_owned();
-                row.truth_mut().truth_problem = Some(why);
-            }
-            row
-        }
+        Err(msg) => truth_unread(
+            divergence_diff::compare(name, o.as_ref().map(side), r.as_ref().map(against), cfg),
+            &msg,
+        ),
     }
 }
 
@@ -920,10 +915,10 @@ fn stream_probe(
             let ref_shape = hr.as_ref().map_or(&[][..], |h| h.0.as_slice());
             let tv = match open(truth, per) {
                 Some(Ok((mut tc, td))) => {
-                    let range = if same_up_to_ones(tc.shape(), ref_shape) {
+                    let range = if divergence_diff::shapes_align(tc.shape(), ref_shape) {
                         Some(l.range())
                     } else {
-                        same_up_to_ones(tc.shape(), &shape).then(|| 0..tc.len())
+                        divergence_diff::shapes_align(tc.shape(), &shape).then(|| 0..tc.len())
                     };
                     match range.map(|range| stream_range(&mut tc, range)) {
                         Some(Ok(v)) => Some(Ok((v, td))),
@@ -946,14 +941,7 @@ fn stream_probe(
                     cfg,
                 ),
                 None => divergence_diff::compare_with_truth(name, os, rs, None, cfg),
-                Some(Err(msg)) => {
-                    let mut row = divergence_diff::compare(name, os, rs, cfg);
-                    if matches!(row.status, Status::Ok | Status::Diverged) {
-                        let why = divergence_names::one_line(&format!("truth: {msg}")).into_owned();
-                        row.truth_mut().truth_problem = Some(why);
-                    }
-                    row
-                }
+                Some(Err(msg)) => truth_unread(divergence_diff::compare(name, os, rs, cfg), &msg),
             };
         }
     }
@@ -1048,11 +1036,14 @@ fn stream_probe(
     fold.finish()
 }
 
-/// Whether two shapes are one up to size-1 axes (how rows align shapes).
-fn same_up_to_ones(a: &[usize], b: &[usize]) -> bool {
-    a.iter()
-        .filter(|&&d| d != 1)
-        .eq(b.iter().filter(|&&d| d != 1))
+/// `row` (compared without the truth) with why the truth could not judge it, where it would
+/// have: an `ok` or `diverged` row.
+fn truth_unread(mut row: OpResult, msg: &str) -> OpResult {
+    if matches!(row.status, Status::Ok | Status::Diverged) {
+        let why = divergence_names::one_line(&format!("truth: {msg}")).into_owned();
+        row.truth_mut().truth_problem = Some(why);
+    }
+    row
 }
 
 /// Most elements of the logits rows a streamed pair compares with the reference's last rows
