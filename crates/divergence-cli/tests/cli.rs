@@ -1713,6 +1713,72 @@ fn watch_reruns_when_a_file_changes() {
 }
 
 #[test]
+fn a_piped_watch_table_marks_each_report() {
+    use std::io::Read;
+    use std::time::{Duration, Instant};
+
+    let dir = tempfile::tempdir().unwrap();
+    let ours = dir.path().join("ours.npz");
+    let reference = dir.path().join("ref.npz");
+    write_dump(&reference, &[("a", &[2], &[1.0, 2.0])], None);
+    write_dump(&ours, &[("a", &[2], &[1.0, 2.0])], None);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_divergence"))
+        .args(["diff", ours.to_str().unwrap(), reference.to_str().unwrap()])
+        .args(["--watch", "--format", "table"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    // Piped, the tables ran together: each starts with a line that says when it was made.
+    let mut seen = String::new();
+    let mut wait_for = |reports: usize, what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !(seen
+            .matches("=== divergence diff --watch: report of ")
+            .count()
+            >= reports
+            && seen.contains(what))
+        {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(chunk) => seen.push_str(&String::from_utf8_lossy(&chunk)),
+                Err(_) => panic!("no report #{reports} within 20 s; got:\n{seen}"),
+            }
+        }
+        seen.clone()
+    };
+    let first = wait_for(1, "no divergence");
+    assert!(
+        first.starts_with("=== divergence diff --watch: report of "),
+        "{first}"
+    );
+    std::thread::sleep(Duration::from_millis(1100));
+    write_dump(&ours, &[("a", &[2], &[1.0, 3.0])], None);
+    let both = wait_for(2, "FIRST DIVERGENCE");
+    let second = both
+        .rsplit("=== divergence diff --watch: report of ")
+        .next()
+        .unwrap();
+    assert!(second.contains("FIRST DIVERGENCE: a"), "{both}");
+    assert!(
+        !both.contains('\x1b'),
+        "no terminal escapes when piped: {both:?}"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[test]
 fn watch_restarts_on_sigbus_and_goes_on() {
     // A dump truncated under the memory map raises SIGBUS; under --watch the process restarts
     // itself (same pid, same arguments) with one line on stderr, and compares again.

@@ -117,7 +117,9 @@ function show(){
  var list=view?all.then(function(r){return view.slice(from,to).map(function(i){return r[i];});}):(n?lines(page):Promise.resolve([]));
  return table.ready=list.then(function(l){if(my!==seq)return;
   tbody.innerHTML=l.join('');
-  var text=(n?(from+1)+'-'+to+' of ':'0 of ')+n+' ops'+(n!==N?' ('+N+' in all)':'')+', page '+(at+1)+' of '+np;
+  // Unfiltered and unsorted, a page is the rows # from to to-1 (the report's index, from 0);
+  // else the rows a filter or sort keeps, counted.
+  var text=(view?(to-from)+' of '+n+' ops shown'+(n!==N?' ('+N+' in all)':''):(n?'# '+from+'-'+(to-1)+' of ':'0 of ')+N+' ops')+', page '+(at+1)+' of '+np;
   pagers.forEach(function(p){p[0].disabled=at===0;p[1].disabled=to>=n;p[2].textContent=text;});
   return true;});
 }

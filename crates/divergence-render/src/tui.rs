@@ -463,6 +463,11 @@ pub struct Tui {
     help: bool,
     /// The warnings and notes (`w`) are open.
     warnings: bool,
+    /// The first line drawn of the help or the warnings, when they are taller than the
+    /// terminal (j/k scroll them then).
+    overlay_top: usize,
+    /// How far the open help or warnings scroll (0: they fit), as last drawn.
+    overlay_max: std::cell::Cell<usize>,
     /// The per-step overview (`p`) is shown instead of the ops.
     steps_view: bool,
     /// Its first line drawn, and the step under its cursor (an index into the report's
@@ -521,6 +526,8 @@ impl Tui {
             chooser: None,
             help: false,
             warnings: false,
+            overlay_top: 0,
+            overlay_max: std::cell::Cell::new(0),
             steps_view: false,
             step_offset: 0,
             step_cursor: 0,
@@ -820,9 +827,14 @@ impl Tui {
             return;
         }
         if self.help || self.warnings {
-            // Any key closes the help and the warnings.
-            self.help = false;
-            self.warnings = false;
+            // Any key closes the help and the warnings, but the keys that scroll, while they
+            // are taller than the terminal (the help at 60x20: its last keys were cut).
+            let last = self.overlay_max.get();
+            if last == 0 || !scroll(key.code, &mut self.overlay_top, last, 10) {
+                self.help = false;
+                self.warnings = false;
+                self.overlay_top = 0;
+            }
             return;
         }
         if let Some(cur) = self.chooser {
@@ -1197,12 +1209,42 @@ impl Tui {
             }
         }
         let width = area.width.saturating_sub(4).clamp(20, 120);
-        let p = Paragraph::new(lines)
-            .wrap(Wrap { trim: false })
-            .block(Block::bordered().title(" warnings and notes (any key closes) "));
-        // as tall as its lines once wrapped by word, with the border (counted by characters,
-        // the last lines were cut)
-        let height = u16::try_from(p.line_count(width)).unwrap_or(u16::MAX);
+        self.draw_overlay(frame, area, width, lines, "warnings and notes");
+    }
+
+    /// The help or the warnings: `lines` wrapped by word in a bordered box `width` wide
+    /// (at most the terminal's), as tall as they are (counted once wrapped: by characters,
+    /// the last lines were cut), and scrolled from [`Tui::overlay_top`] where that is
+    /// taller than the terminal.
+    fn draw_overlay(
+        &self,
+        frame: &mut Frame<'_>,
+        area: Rect,
+        width: u16,
+        lines: Vec<Line<'_>>,
+        what: &str,
+    ) {
+        let width = width.min(area.width);
+        let p = Paragraph::new(lines).wrap(Wrap { trim: false });
+        // With the border: two lines and two columns.
+        let tall = p.clone().block(Block::bordered()).line_count(width);
+        let height = u16::try_from(tall).unwrap_or(u16::MAX).min(area.height);
+        let last = tall.saturating_sub(usize::from(height));
+        self.overlay_max.set(last);
+        let top = self.overlay_top.min(last);
+        let title = if last == 0 {
+            format!(" {what} (any key closes) ")
+        } else {
+            format!(
+                " {what} {}-{} of {}: j/k scroll, other keys close ",
+                top + 1,
+                top + usize::from(height.saturating_sub(2)),
+                tall.saturating_sub(2)
+            )
+        };
+        let p = p
+            .block(Block::bordered().title(title))
+            .scroll((u16::try_from(top).unwrap_or(u16::MAX), 0));
         let rect = centered(area, width, height);
         frame.render_widget(Clear, rect);
         frame.render_widget(p, rect);
@@ -1351,6 +1393,7 @@ impl Tui {
             true => " per layer (j/k scroll, l: back to the ops) ",
             false => " per layer, the prefill and the decode steps apart (j/k scroll, l: back) ",
         };
+        let title = fitting(area.width, title, " per layer (j/k scroll, l: back) ");
         let shown = all
             .into_iter()
             .enumerate()
@@ -1423,32 +1466,38 @@ impl Tui {
         // step's line at every frame.
         // One width for the step's number on every line (past step 99,999 it widened).
         let w = number_width(self.report.steps.iter().map(|s| s.step), 4);
-        let shown = self.report.steps.iter().enumerate().skip(top);
-        let lines = shown.take(self.overview_rows).map(|(i, s)| {
-            let worst = match (&s.worst_op, s.worst_rel_err) {
-                (Some(op), Some(v)) => format!("worst rel err {} at {op}", view::num(Some(v))),
-                (Some(op), None) => format!("worst rel err not measured, at {op}"),
-                _ => "no error measured".to_string(),
-            };
-            let first = s
-                .first_divergence
-                .as_ref()
-                .map_or_else(String::new, |n| format!("; first diverging {n}"));
-            let missing = match s.missing {
-                0 => String::new(),
-                n => format!(", {n} missing"),
-            };
-            let top1 = match view::has_step_tokens(&self.report) {
+        let shown: Vec<(usize, &divergence_diff::StepSummary)> = self
+            .report
+            .steps
+            .iter()
+            .enumerate()
+            .skip(top)
+            .take(self.overview_rows)
+            .collect();
+        let top1 = view::has_step_tokens(&self.report);
+        let line = |s: &divergence_diff::StepSummary, form: usize| -> String {
+            let top1 = match top1 {
                 true => format!("; top-1 {}", view::step_top1(&self.report, s.step)),
                 false => String::new(),
             };
-            let text = format!(
-                "step {:>w$}  {} of {} ops diverged{missing}{top1}; {worst}{first}",
-                s.step, s.diverged, s.compared
-            );
-            (i, (text, s.diverged > 0))
+            step_line(s, w, &top1, form)
+        };
+        // The fullest form whose lines all fit (at 120 columns the first diverging op, the
+        // line's point, was cut off every line).
+        let width = usize::from(area.width);
+        let fit = fullest_form(|form| {
+            shown.iter().all(|(_, s)| {
+                unicode_width::UnicodeWidthStr::width(line(s, form).as_str()) <= width
+            })
         });
-        let title = " per step, 0 = prefill (j/k move, Enter: its first diverging op, p: back) ";
+        let lines = shown
+            .iter()
+            .map(|&(i, s)| (i, (line(s, fit), s.diverged > 0)));
+        let title = fitting(
+            area.width,
+            " per step, 0 = prefill (j/k move, Enter: its first diverging op, p: back) ",
+            " per step (j/k, Enter: its first bad op, p: back) ",
+        );
         frame.render_widget(overview(lines, Some(self.step_cursor), title), area);
     }
 
@@ -1641,12 +1690,7 @@ impl Tui {
             .collect();
         lines.push(Line::raw(""));
         lines.push(Line::raw(format!("sort keys: {}", keys.join(", "))));
-        let rect = centered(area, 76, lines.len() as u16 + 4);
-        let p = Paragraph::new(lines)
-            .wrap(Wrap { trim: false })
-            .block(Block::bordered().title(" keys (any key closes) "));
-        frame.render_widget(Clear, rect);
-        frame.render_widget(p, rect);
+        self.draw_overlay(frame, area, 76, lines, "keys");
     }
 }
 
@@ -1696,6 +1740,15 @@ fn scroll(code: KeyCode, o: &mut usize, last: usize, page: usize) -> bool {
     true
 }
 
+/// `title`, or `short` where `title` is wider than `width` columns (at 60 columns the keys
+/// were cut off the overviews' titles).
+fn fitting(width: u16, title: &'static str, short: &'static str) -> &'static str {
+    match unicode_width::UnicodeWidthStr::width(title) <= usize::from(width) {
+        true => title,
+        false => short,
+    }
+}
+
 /// An overview (per layer, per step): the lines shown, each with its index among all (true:
 /// diverged, in red; the `cursor`'s reversed), under a rule titled `title`.
 fn overview(
@@ -1719,7 +1772,7 @@ fn overview(
 }
 
 /// The forms of a decode report's per-layer line, from the fullest (0) to the shortest.
-const PHASE_FORMS: usize = 3;
+const PHASE_FORMS: usize = 4;
 
 /// A layer of a decode report's per-layer overview: its prefill's and its decode steps' tallies.
 type PhaseEntry = view::PhaseLines;
@@ -1752,12 +1805,52 @@ fn number_width(numbers: impl Iterator<Item = usize>, min: usize) -> usize {
     numbers.max().map_or(0, |n| n.to_string().len()).max(min)
 }
 
+/// A step's line in the per-step overview, its number right-aligned in `w` columns, `top1`
+/// its token's agreement (`; top-1 ...`, or empty), in `form` (of [`PHASE_FORMS`]): in full,
+/// `81 of 89 ops diverged; top-1 FLIP; worst rel err 7.070e-01 at OP; first diverging OP`;
+/// then the first diverging op first (what is cut where none fits is the rest) and the
+/// counts short; then the worst's value alone; then no worst where an op diverged.
+fn step_line(s: &divergence_diff::StepSummary, w: usize, top1: &str, form: usize) -> String {
+    let missing = match s.missing {
+        0 => String::new(),
+        n => format!(", {n} missing"),
+    };
+    let counts = match form {
+        0 => format!("{} of {} ops diverged{missing}", s.diverged, s.compared),
+        _ => format!("{}/{} diverged{missing}", s.diverged, s.compared),
+    };
+    let worst = match (&s.worst_op, s.worst_rel_err, form) {
+        _ if form >= 3 && s.first_divergence.is_some() => None,
+        (Some(op), Some(v), 0 | 1) => Some(format!("worst rel err {} at {op}", view::num(Some(v)))),
+        (Some(op), None, 0 | 1) => Some(format!("worst rel err not measured, at {op}")),
+        (Some(_), Some(v), _) => Some(format!("worst {}", view::num(Some(v)))),
+        (Some(_), None, _) => Some("worst not measured".to_string()),
+        _ => Some("no error measured".to_string()),
+    };
+    let first = s.first_divergence.as_ref().map(|n| match form {
+        0 => format!("first diverging {n}"),
+        _ => format!("first bad {n}"),
+    });
+    match (form, first) {
+        (0, first) => {
+            let parts: Vec<String> = worst.into_iter().chain(first).collect();
+            format!("step {:>w$}  {counts}{top1}; {}", s.step, parts.join("; "))
+        }
+        (_, first) => {
+            let first = first.map_or_else(String::new, |f| format!("{f}; "));
+            let worst = worst.map_or_else(String::new, |w| format!("; {w}"));
+            format!("step {:>w$}  {first}{counts}{top1}{worst}", s.step)
+        }
+    }
+}
+
 /// One phase's line of a layer in a decode report's per-layer overview (true: diverged), its
 /// number right-aligned in `w` columns, in `form` (of [`PHASE_FORMS`]): in full as a one-pass
 /// report's line, `1 of 3 ops diverged; worst rel err 5.000e-02 at self_attn.k_norm@2; first
 /// bad self_attn.k_norm@2`; then `1/3 diverged; worst 5.000e-02@2; first bad ...`; then the
-/// worst and the first bad op alone. A one-pass report's line has no phase (`phase` `None`),
-/// in the same forms.
+/// worst and the first bad op alone; then the first bad op alone where there is one (at 60
+/// columns the third form cut it). A one-pass report's line has no phase (`phase` `None`), in
+/// the same forms.
 fn phase_line(
     (layer, w): (usize, usize),
     phase: Option<&str>,
@@ -1778,6 +1871,7 @@ fn phase_line(
         _ => String::new(),
     };
     let worst = match (&l.worst_op, l.worst_rel, form) {
+        _ if form >= 3 && l.first_bad.is_some() => String::new(),
         (Some(op), Some(v), 0) => format!("worst rel err {} at {op}", view::num(Some(v))),
         (Some(_), Some(v), _) => match l.worst_step {
             0 => format!("worst {}", view::num(Some(v))),
@@ -1788,7 +1882,10 @@ fn phase_line(
     let first = l
         .first_bad
         .as_ref()
-        .map_or_else(String::new, |n| format!("; first bad {n}"));
+        .map_or_else(String::new, |n| match worst.is_empty() {
+            true => format!("first bad {n}"),
+            false => format!("; first bad {n}"),
+        });
     let text = format!(
         "layer {layer:>w$}  {phase}{:<8} {counts}{worst}{first}",
         l.status

@@ -372,6 +372,43 @@ fn columns_can_be_hidden_and_shown_but_not_the_name() {
 }
 
 #[test]
+fn the_help_scrolls_where_the_terminal_is_too_small() {
+    let mut tui = Tui::new(report());
+    press(&mut tui, "?");
+    // At 60x20 the help is taller than the terminal: it was cut, its last keys unseen. Now
+    // its title says which lines are shown and j/k scroll it.
+    let top = screen(&mut tui, 60, 20);
+    assert!(
+        top.contains("keys 1-") && top.contains("j/k scroll"),
+        "{top}"
+    );
+    assert!(top.contains("j k ↓ ↑") && !top.contains("Ctrl-C"), "{top}");
+    press(&mut tui, "G");
+    let end = screen(&mut tui, 60, 20);
+    assert!(
+        end.contains("Ctrl-C") && end.contains("sort keys") && !end.contains("j k ↓ ↑"),
+        "{end}"
+    );
+    press(&mut tui, "k");
+    assert!(screen(&mut tui, 60, 20).contains("Ctrl-C"), "one line up");
+    press(&mut tui, "g");
+    assert_eq!(screen(&mut tui, 60, 20), top);
+    // Any other key closes it; opened again, it starts at its top.
+    press(&mut tui, "x");
+    assert!(!screen(&mut tui, 60, 20).contains("j/k scroll"));
+    press(&mut tui, "?");
+    assert_eq!(screen(&mut tui, 60, 20), top);
+    // Where it fits, any key closes it, j too.
+    let tall = screen(&mut tui, 80, 40);
+    assert!(
+        tall.contains("Ctrl-C") && tall.contains("(any key closes)"),
+        "{tall}"
+    );
+    press(&mut tui, "j");
+    assert!(!screen(&mut tui, 80, 40).contains("Ctrl-C"));
+}
+
+#[test]
 fn the_help_lists_every_key() {
     let mut tui = Tui::new(report());
     press(&mut tui, "?");
@@ -793,6 +830,57 @@ fn decode_layers_report_from(first: usize) -> Report {
 /// apart (a line per layer lumped them: a decode step's error hid the prefill's): each its
 /// worst rel err and first bad op, the decode steps' with their step; the line's shorter forms
 /// where the width asks; it scrolls as the one-pass overview does.
+#[test]
+fn narrow_overviews_keep_the_first_bad_op_and_their_keys() {
+    // At 60 columns (and the step overview at 120) the lines were cut before the first
+    // diverging op, and the titles before their keys.
+    let ends_in_a_step = |line: &str, what: &str| {
+        let at = line.find(what).unwrap_or_else(|| panic!("{what}: {line}"));
+        let name = line[at + what.len()..].split(';').next().unwrap_or("");
+        assert!(
+            name.rsplit_once('@')
+                .is_some_and(|(_, s)| !s.is_empty() && s.chars().all(|c| c.is_ascii_digit())),
+            "the op is whole: {line}"
+        );
+    };
+    let mut tui = Tui::new(decode_report());
+    press(&mut tui, "p");
+    for width in [60, 80, 120] {
+        let text = screen(&mut tui, width, 20);
+        assert!(text.contains("p: back"), "{text}");
+        let diverged: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("step    2") || l.starts_with("step    3"))
+            .collect();
+        assert_eq!(diverged.len(), 2, "{text}");
+        for line in diverged {
+            ends_in_a_step(line, "first bad ");
+        }
+    }
+    // The full form where it fits.
+    let wide = screen(&mut tui, 200, 20);
+    assert!(
+        wide.contains("2 of 4 ops diverged; worst rel err"),
+        "{wide}"
+    );
+    assert!(
+        wide.contains("; first diverging model.layers.0.self_attn.k_norm@2"),
+        "{wide}"
+    );
+    let mut tui = Tui::new(decode_layers_report());
+    press(&mut tui, "l");
+    let text = screen(&mut tui, 60, 14);
+    assert!(text.contains("l: back"), "{text}");
+    let decode: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("decode   diverged"))
+        .collect();
+    assert!(!decode.is_empty(), "{text}");
+    for line in decode {
+        ends_in_a_step(line, "first bad ");
+    }
+}
+
 #[test]
 fn the_layer_overview_of_a_decode_report_says_the_prefill_and_the_decode_steps_apart() {
     let mut tui = Tui::new(decode_layers_report());

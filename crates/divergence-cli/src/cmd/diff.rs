@@ -127,7 +127,9 @@ pub struct DiffArgs {
     #[arg(long, value_name = "DIR")]
     pub model: Option<PathBuf>,
     /// Re-run whenever either file changes, once the change has held for 0.3 s (a dump still
-    /// being written is not read half-way); stop with Ctrl-C.
+    /// being written is not read half-way); stop with Ctrl-C. On a terminal each report
+    /// replaces the last; piped, a table or Markdown report starts with a line saying when it
+    /// was made, and JSON reports follow one another as documents.
     #[arg(long)]
     pub watch: bool,
     /// Interactive view of the whole report in the terminal: scroll every op, jump to the first
@@ -185,7 +187,13 @@ pub fn run(args: DiffArgs) -> Result<Exit> {
             // goes on, until the reader of stdout goes away.
             let report = build_report(&args);
             if watch.unchanged_since(stamp) {
-                if output.terminal && write_stdout(b"\x1b[2J\x1b[H").is_err() {
+                // A terminal's screen is cleared; into a pipe or a file, a table or Markdown
+                // report starts with a line that says when it was made (they ran together).
+                let start = match output.terminal {
+                    true => Some("\x1b[2J\x1b[H".to_string()),
+                    false => watch_mark(output.format, SystemTime::now()),
+                };
+                if start.is_some_and(|s| write_stdout(s.as_bytes()).is_err()) {
                     return Ok(Exit::Clean);
                 }
                 match report.and_then(|r| print_report(&args, &output, &r)) {
@@ -200,6 +208,28 @@ pub fn run(args: DiffArgs) -> Result<Exit> {
             }
         }
         std::thread::sleep(POLL);
+    }
+}
+
+/// The line each `--watch` report starts with where stdout is no terminal: `=== divergence
+/// diff --watch: report of HH:MM:SS UTC ===` for a table, the same as a Markdown rule and
+/// line. None for JSON (the reports are JSON documents one after the other: a line between
+/// them would make the stream unreadable) and HTML (one page a file).
+fn watch_mark(format: Format, now: SystemTime) -> Option<String> {
+    let secs = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+        % 86_400;
+    let at = format!(
+        "report of {:02}:{:02}:{:02} UTC",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    );
+    match format {
+        Format::Table => Some(format!("=== divergence diff --watch: {at} ===\n")),
+        Format::Markdown => Some(format!("\n---\n\n*divergence diff --watch: {at}*\n\n")),
+        Format::Json | Format::Html => None,
     }
 }
 
@@ -2236,6 +2266,21 @@ pub(crate) fn dump_names<'a>(dump: &'a MappedDump<'_>) -> DumpNames<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_piped_watch_report_starts_with_its_time_but_json() {
+        let at = std::time::UNIX_EPOCH + Duration::from_secs(86_400 * 3 + 3_600 * 13 + 61);
+        assert_eq!(
+            watch_mark(Format::Table, at).as_deref(),
+            Some("=== divergence diff --watch: report of 13:01:01 UTC ===\n")
+        );
+        assert_eq!(
+            watch_mark(Format::Markdown, at).as_deref(),
+            Some("\n---\n\n*divergence diff --watch: report of 13:01:01 UTC*\n\n")
+        );
+        assert_eq!(watch_mark(Format::Json, at), None);
+        assert_eq!(watch_mark(Format::Html, at), None);
+    }
 
     /// `diff` of two decode dumps keeps their steps compact ([`Rows`]) from the comparison
     /// through the report and its table and Markdown outputs: none of those builds every row
