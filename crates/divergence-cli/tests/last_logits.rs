@@ -281,6 +281,97 @@ fn without_input_ids_the_rows_are_numbered_from_the_references_positions() {
     );
 }
 
+/// Both sides keep the last rows and neither records `input_ids`: the prompt's length is
+/// the token positions of `model.embed_tokens` (a bad-input hunt: numbered from the
+/// reference's kept rows, 2 and 3 of 4, not 14 and 15 of 16). One wrong row of the last two
+/// says nothing of q or k: the hint's reading of "every position but the first" (position
+/// 0 attends to itself alone) is for rows that start at position 0.
+#[test]
+fn without_input_ids_the_embeddings_give_the_prompts_length() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n);
+    let all = logits(T, 7);
+    let hidden: Vec<f32> = (0..T * 8).map(|i| i as f32 * 0.5 - 1.0).collect();
+    let embed = (
+        "model.embed_tokens",
+        vec![1, T, 8],
+        TensorData::F32(&hidden),
+    );
+    let mut last = all[(T - 2) * V..].to_vec();
+    for (i, x) in last[V..].iter_mut().enumerate() {
+        *x += (i % 7) as f32 - 3.0;
+    }
+    write_ids(
+        &p("ref.npz"),
+        &[
+            embed.clone(),
+            (
+                "lm_head",
+                vec![1, 4, V],
+                TensorData::F32(&all[(T - 4) * V..]),
+            ),
+        ],
+        None,
+    );
+    write_ids(
+        &p("ours.npz"),
+        &[embed, ("lm_head", vec![1, 2, V], TensorData::F32(&last))],
+        None,
+    );
+    let (code, r) = report(dir.path(), "ours.npz", "ref.npz", None);
+    assert_eq!(code, 1);
+    assert_eq!(r["tokens"]["first_position"].as_u64(), Some(T as u64 - 2));
+    assert_eq!(
+        r["positions"]["positions"],
+        serde_json::json!([T - 2, T - 1])
+    );
+    let hints = r["hints"].to_string();
+    assert!(
+        hints.contains(&format!("the first at position {}", T - 1)),
+        "{hints}"
+    );
+    assert!(!hints.contains("attends to itself alone"), "{hints}");
+}
+
+/// A truth of a third shape is said against the reference's shape and ours', stored or
+/// deflated alike (a bad-input hunt: the stored pair named ours' shape as the reference's).
+#[test]
+fn a_truth_of_a_third_shape_is_said_against_both_shapes() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n);
+    let all = logits(T, 3);
+    let truth: Vec<f64> = all[..5 * V].iter().map(|&x| f64::from(x)).collect();
+    write(
+        &p("ref.npz"),
+        &[("lm_head", vec![1, T, V], TensorData::F32(&all))],
+    );
+    write(
+        &p("ours.npz"),
+        &[(
+            "lm_head",
+            vec![1, 1, V],
+            TensorData::F32(&all[(T - 1) * V..]),
+        )],
+    );
+    write(
+        &p("truth.npz"),
+        &[("lm_head", vec![1, 5, V], TensorData::F64(&truth))],
+    );
+    deflated_copy(&p("ref.npz"), &p("ref.z.npz"));
+    let said = format!(
+        "truth: shape [1, 5, {V}] differs from ref [1, {T}, {V}] and from ours [1, 1, {V}]"
+    );
+    for reference in ["ref.npz", "ref.z.npz"] {
+        let (code, r) = report(dir.path(), "ours.npz", reference, Some("truth.npz"));
+        assert_eq!(code, 0, "{reference}");
+        assert_eq!(
+            lm_head(&r)["truth_problem"].as_str(),
+            Some(said.as_str()),
+            "{reference}"
+        );
+    }
+}
+
 #[test]
 fn a_compressed_reference_too_large_to_read_whole_still_gives_the_token_effect() {
     // 480 positions of a Qwen3 vocabulary in f32: 292 MB decoded, past the 256 MiB the

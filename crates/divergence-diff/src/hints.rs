@@ -1258,7 +1258,9 @@ fn position(
             } else {
                 String::new()
             },
-            if first_row == 1 && n == t - 1 && after_attention(name, op) {
+            // (Where the rows start at position 0: logits that keep the last rows start
+            // later, and one wrong row of them says nothing of q or k; a bad-input hunt.)
+            if first_row == 1 && first == 1 && n == t - 1 && after_attention(name, op) {
                 // Position 0 of a causal attention attends to itself alone, so its output is
                 // its own value whatever its query and key: any error of q or k leaves it exact
                 // from there on (a held-out model's clean bf16 run, its k_norm noise flagged by

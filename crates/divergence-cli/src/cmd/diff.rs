@@ -944,10 +944,23 @@ fn finish_report(args: &DiffArgs, cfg: &DiffConfig, sides: Sides<'_>) -> Result<
     } else {
         [ours.meta(), None]
     };
+    // Without `input_ids`, the token positions of `model.embed_tokens` (a prefill's: all of
+    // the prompt), before the reference's logits rows below (a bad-input hunt: logits that
+    // keep the last rows on both sides, or under --prefill-vs-decode, were numbered from 0).
+    let dumps = match check_ids {
+        true => [Some(ours.dump()), Some(reference.dump())],
+        false => [Some(ours.dump()), None],
+    };
     let prompt_len = sides
         .into_iter()
         .flatten()
-        .find_map(|m| m.input_ids.as_ref().map(Vec::len));
+        .find_map(|m| m.input_ids.as_ref().map(Vec::len))
+        .or_else(|| {
+            dumps
+                .into_iter()
+                .flatten()
+                .find_map(|d| token_rows(d).map(|(_, _, t)| t))
+        });
     if check_ids {
         for (dump, path) in [(&ours, &args.ours), (&reference, &args.reference)] {
             if let Some(w) = embeddings_against_ids(dump.dump(), &path.display().to_string()) {
@@ -1708,10 +1721,14 @@ fn read_pair<'a>(
                     .pieces(divergence_diff::DiffConfig::default().chunk_len)
                     .ok()?;
                 let values = crate::cmd::rows::stream_range(&mut pieces, l.range()).ok()?;
+                let dtype_held = match values {
+                    divergence_dump::Values::F32(_) => divergence_dump::DType::F32,
+                    divergence_dump::Values::F64(_) => divergence_dump::DType::F64,
+                };
                 let tensor = divergence_dump::Tensor {
                     shape,
-                    dtype: divergence_dump::DType::F64,
-                    values: divergence_dump::Values::F64(values),
+                    dtype: dtype_held,
+                    values,
                 };
                 Some((TensorView::from(tensor), dtype))
             })
