@@ -4,7 +4,9 @@ scripts/heldout_long.py measures their three-way ratios with long prompts. `SECO
 a second held-out check (docs/decode.md, "A second held-out check"), of which
 tests/python/test_long_prompt.py runs `h` (`LONG`). `THIRD`: the four of a third (docs/decode.md,
 "A third held-out check"), of which tests/python/test_third_heldout.py runs `j`, `k` and `l`.
-`FOURTH`: the four of a fourth (docs/results/heldout-2026-12-05-session33.txt).
+`FOURTH`: the four of a fourth (docs/results/heldout-2026-12-05-session33.txt). `SIXTH`: the four of
+a sixth (docs/results/heldout-2026-12-06-session42.txt), of which tests/python/test_sixth_heldout.py
+runs `hb`.
 
 `make(name, workdir)` builds one with real transformers (scripts/dump_reference.py, seeded init)
 and returns its directory, its prompt (comma-separated ids) and its config changes.
@@ -105,10 +107,29 @@ def prompt(vocab: int, seed: int, length: int) -> str:
     return ",".join(str(r.randrange(vocab)) for _ in range(length))
 
 
+# The sixth held-out check's four (a helper, 2026-12-06, session 42; docs/decode.md, "A sixth
+# held-out check"). Gains: True realistic, "xF" realistic times F, "kF" plain with k_norm times F
+# on every channel.
+SIXTH = {
+    "ha": (dict(hidden_size=112, num_hidden_layers=4, num_attention_heads=7, num_key_value_heads=1,
+                head_dim=16, intermediate_size=224, vocab_size=640, rope_theta=1000000.0), 4201, 3, 14,
+           "eager", True),
+    "hb": (dict(hidden_size=192, num_hidden_layers=3, num_attention_heads=6, num_key_value_heads=2,
+                head_dim=32, intermediate_size=416, vocab_size=1300, rope_theta=10000.0), 4202, 170, 6,
+           "sdpa", "x0.5"),
+    "hc": (dict(hidden_size=48, num_hidden_layers=5, num_attention_heads=4, num_key_value_heads=2,
+                head_dim=12, intermediate_size=144, vocab_size=333, rope_theta=200000.0), 4203, 1, 20,
+           "eager", "k25"),
+    "hd": (dict(hidden_size=256, num_hidden_layers=6, num_attention_heads=8, num_key_value_heads=4,
+                head_dim=64, intermediate_size=512, vocab_size=900, rope_theta=500000.0), 4204, 110, 10,
+           "eager", True),
+}
+
+
 def make(name: str, workdir: Path) -> tuple[Path, str, dict]:
     """Model `name` saved (float32 weights) under `workdir`: (its directory, its prompt, its
     config changes)."""
-    changes, seed, length, _steps, _attn, gains = {**MODELS, **SECOND, **THIRD, **FOURTH}[name]
+    changes, seed, length, _steps, _attn, gains = {**MODELS, **SECOND, **THIRD, **FOURTH, **SIXTH}[name]
     cfg = json.loads((REPO / "fixtures/configs/tiny-qwen3.json").read_text())
     cfg.update(changes, max_window_layers=changes["num_hidden_layers"])
     workdir.mkdir(parents=True, exist_ok=True)
@@ -116,7 +137,9 @@ def make(name: str, workdir: Path) -> tuple[Path, str, dict]:
     ids = prompt(cfg["vocab_size"], seed, length)
     mdir = workdir / "model"
     # A float scales the plain gains (ones, seeded init's own) instead; "xF" the realistic ones.
-    plain = [] if gains is True or isinstance(gains, str) else ["--no-norm-gains"]
+    # "kF": the plain gains, k_norm's times F.
+    k_only = isinstance(gains, str) and gains.startswith("k")
+    plain = [] if gains is True or (isinstance(gains, str) and not k_only) else ["--no-norm-gains"]
     rc = dr.main(["--config", str(workdir / "config.json"), "--seed", str(seed), *plain,
                   "--save-model", str(mdir), "--save-dtype", "float32", "--ids", ids,
                   "--only", r"^model\.embed_tokens$", "--out", str(workdir / "throwaway.npz"),
@@ -128,8 +151,9 @@ def make(name: str, workdir: Path) -> tuple[Path, str, dict]:
         from safetensors.torch import load_file, save_file
         f = mdir / "model.safetensors"
         sd = load_file(str(f))
+        which = ("k_norm.weight",) if k_only else ("q_norm.weight", "k_norm.weight")
         for k in sd:
-            if k.endswith(("q_norm.weight", "k_norm.weight")):
+            if k.endswith(which):
                 sd[k] = (sd[k] * factor).contiguous()
         save_file(sd, str(f), metadata={"format": "pt"})
     return mdir, ids, changes

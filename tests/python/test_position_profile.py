@@ -65,9 +65,16 @@ def test_decode_steps_after_logits_that_keep_the_last_row_only(tmp_path):
     assert p["steps"] == [0, 1, 2, 3]
     assert p["positions"] == [4, 5, 6, 7]
     assert [q["position"] for q in rep["tokens"]["per_position"]] == p["positions"]
-    # No prompt length recorded: the one row cannot be numbered (it would read as a one-token
-    # prompt), so the profile is the decode steps' alone, as before.
+    # No input_ids: the prompt's length is model.embed_tokens' positions (since session 42),
+    # the same numbering.
     meta = {k: v for k, v in meta.items() if k != "input_ids"}
+    rc, rep = diff(save(tmp_path / "ours.npz", ours, **meta), save(tmp_path / "ref.npz", ref, **meta))
+    assert rc == 1 and rep["positions"]["positions"] == [4, 5, 6, 7], rep["positions"]
+    # No prompt length at all (no input_ids, no model.embed_tokens): the one row cannot be
+    # numbered (it would read as a one-token prompt), so the profile is the decode steps' alone.
+    for d in (ours, ref):
+        for k in [k for k in d if k.startswith("model.embed_tokens")]:
+            del d[k]
     rc, rep = diff(save(tmp_path / "ours.npz", ours, **meta), save(tmp_path / "ref.npz", ref, **meta))
     assert rc == 1 and rep["positions"]["steps"] == [1, 2, 3], rep["positions"]
 

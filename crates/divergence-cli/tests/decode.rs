@@ -1527,9 +1527,11 @@ fn prefill_vs_decode_without_a_reference() {
                     let at = pos["first_affected"].as_u64().unwrap() as usize;
                     assert_eq!(pos["positions"][at], 16, "{fault:?} {dtype}: {pos}");
                     if name.contains("cache_k") {
-                        // No prefill row: without the stepped run's input_ids the prompt's
-                        // length is unknown, and no token is named (a review found the full
-                        // prefill's taken instead: every position off by the 4 steps).
+                        // No prefill row and no input_ids: the prompt's length is the
+                        // stepped run's `model.embed_tokens` positions (16), never the full
+                        // prefill's (a review found that taken: every position off by the 4
+                        // steps), and the steps are its positions 16.. (before session 42 no
+                        // token was named).
                         let noids = tmp(&format!("pvd-stepped-{dtype}-noids.npz"));
                         rewrite(
                             stepped.to_str().unwrap(),
@@ -1544,8 +1546,9 @@ fn prefill_vs_decode_without_a_reference() {
                             diff_json(&full, noids.to_str().unwrap(), &["--prefill-vs-decode"]);
                         assert_eq!(code, 1, "{dtype}: {err}");
                         assert_eq!(r["first_divergence"]["name"], name);
-                        assert!(
-                            r["positions"].get("positions").is_none(),
+                        assert_eq!(
+                            r["positions"]["positions"],
+                            serde_json::json!([16, 17, 18, 19]),
                             "{}",
                             r["positions"]
                         );
