@@ -404,3 +404,27 @@ def test_an_engines_last_position_logits_are_compared_with_the_references_last(t
     assert tokens["positions"] == 1 and tokens["first_position"] == positions - 1
     # The last position's token effect is the original's at that position.
     assert tokens["per_position"] == original["tokens"]["per_position"][-1:]
+
+
+def test_compressed_last_rows_past_2_25_values_are_compared(tmp_path):
+    """Logits of the last 513 positions of a 65,536-entry vocabulary (33.6 million values, past
+    2^25) against a reference's 514, both `savez_compressed`: compared piece by piece, as the
+    same pair stored is (before session 42: a shape mismatch, exit 1, where stored passed; a
+    bad-input hunt). A wrong entry of the last row is found where it is."""
+    import numpy as np
+
+    vocab = 65536
+    meta = np.frombuffer(json.dumps({"format": "divergence-dump/1", "order": ["lm_head"]}).encode(),
+                         dtype=np.uint8)
+    ref = np.zeros((1, 514, vocab), np.float32)
+    ref[0, :, 7] = np.arange(514)
+    ours = ref[:, 1:].copy()
+    ours[0, -1, 9] += 100.0
+    np.savez_compressed(tmp_path / "ref.npz", lm_head=ref, __meta__=meta)
+    np.savez_compressed(tmp_path / "ours.npz", lm_head=ours, __meta__=meta)
+    rc, r = diff(tmp_path / "ours.npz", tmp_path / "ref.npz")
+    assert rc == 1
+    row = next(o for o in r["ops"] if o["name"] == "lm_head")
+    assert row["status"] == "diverged" and row["shape"] == [1, 513, vocab], row
+    assert row["max_abs_err"] == 100.0 and row["max_abs_err_index"] == [0, 512, 9], row
+    assert any("compared with the reference's last 513" in n for n in r["notes"]), r["notes"]

@@ -331,6 +331,38 @@ fn without_input_ids_the_embeddings_give_the_prompts_length() {
         "{hints}"
     );
     assert!(!hints.contains("attends to itself alone"), "{hints}");
+    // Ours without `model.embed_tokens`, its final norm of the last rows only (llama.cpp
+    // keeps `result_norm` so): the reference's embeddings give the length, not ours' norm's
+    // rows (a review found positions 0 and 1).
+    let norm_last: Vec<f32> = hidden[(T - 2) * 8..].to_vec();
+    write_ids(
+        &p("ref_norm.npz"),
+        &[
+            (
+                "model.embed_tokens",
+                vec![1, T, 8],
+                TensorData::F32(&hidden),
+            ),
+            ("model.norm", vec![1, T, 8], TensorData::F32(&hidden)),
+            ("lm_head", vec![1, T, V], TensorData::F32(&all)),
+        ],
+        None,
+    );
+    write_ids(
+        &p("ours_norm.npz"),
+        &[
+            ("model.norm", vec![1, 2, 8], TensorData::F32(&norm_last)),
+            ("lm_head", vec![1, 2, V], TensorData::F32(&last)),
+        ],
+        None,
+    );
+    let (_, r) = report(dir.path(), "ours_norm.npz", "ref_norm.npz", None);
+    assert_eq!(
+        r["tokens"]["first_position"].as_u64(),
+        Some(T as u64 - 2),
+        "{}",
+        r["tokens"]
+    );
 }
 
 /// A truth of a third shape is said against the reference's shape and ours', stored or

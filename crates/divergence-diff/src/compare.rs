@@ -1427,8 +1427,8 @@ fn fewer_logit_rows(name: &str, ours: &[usize], reference: &[usize]) -> Option<S
     };
     let (k, t) = (rows(ours)?, rows(reference)?);
     let what = if last_logit_rows(name, ours, reference).is_some() {
-        // Compared by the caller where it can (`divergence`: not a streamed pair of more
-        // than 2^25 values, nor under --prefill-vs-decode, which lines positions up itself).
+        // Compared by the caller where it can (`divergence`: stored or streamed, but not
+        // under --prefill-vs-decode, which lines positions up itself).
         "not compared with the reference's last rows here"
     } else {
         "dump every position's logits to compare them"

@@ -1227,7 +1227,7 @@ impl Tui {
         let width = width.min(area.width);
         let p = Paragraph::new(lines).wrap(Wrap { trim: false });
         // With the border: two lines and two columns.
-        let tall = p.clone().block(Block::bordered()).line_count(width);
+        let tall = drawn_rows(&p, width.saturating_sub(2)) + 2;
         let height = u16::try_from(tall).unwrap_or(u16::MAX).min(area.height);
         let last = tall.saturating_sub(usize::from(height));
         self.overlay_max.set(last);
@@ -1236,7 +1236,7 @@ impl Tui {
             format!(" {what} (any key closes) ")
         } else {
             format!(
-                " {what} {}-{} of {}: j/k scroll, other keys close ",
+                " {what}, lines {}-{} of {}: j/k scroll, other keys close ",
                 top + 1,
                 top + usize::from(height.saturating_sub(2)),
                 tall.saturating_sub(2)
@@ -1738,6 +1738,24 @@ fn scroll(code: KeyCode, o: &mut usize, last: usize, page: usize) -> bool {
         _ => return false,
     }
     true
+}
+
+/// The rows `p` (no block) takes wrapped at `width` columns, as it is drawn: to its last row
+/// that is not blank (`Paragraph::line_count` counted one or two short at some widths, 60 to
+/// 72 among them: a review found the help's last line out of reach).
+fn drawn_rows(p: &Paragraph<'_>, width: u16) -> usize {
+    if width == 0 {
+        return 0;
+    }
+    let guess = p.line_count(width);
+    let h = u16::try_from(guess + guess / 4 + 8).unwrap_or(u16::MAX);
+    let area = Rect::new(0, 0, width, h);
+    let mut buf = ratatui::buffer::Buffer::empty(area);
+    ratatui::widgets::Widget::render(p.clone(), area, &mut buf);
+    (0..h)
+        .rev()
+        .find(|&y| (0..width).any(|x| buf[(x, y)].symbol() != " "))
+        .map_or(0, |y| usize::from(y) + 1)
 }
 
 /// `title`, or `short` where `title` is wider than `width` columns (at 60 columns the keys

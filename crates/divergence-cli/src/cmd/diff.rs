@@ -945,8 +945,10 @@ fn finish_report(args: &DiffArgs, cfg: &DiffConfig, sides: Sides<'_>) -> Result<
         [ours.meta(), None]
     };
     // Without `input_ids`, the token positions of `model.embed_tokens` (a prefill's: all of
-    // the prompt), before the reference's logits rows below (a bad-input hunt: logits that
-    // keep the last rows on both sides, or under --prefill-vs-decode, were numbered from 0).
+    // the prompt), in either dump, else of layer 0's probes, before the reference's logits
+    // rows below (a bad-input hunt: logits that keep the last rows on both sides, or under
+    // --prefill-vs-decode, were numbered from 0). Not `model.norm`'s: an engine that keeps
+    // the last rows of the logits may keep the final norm's so too (llama.cpp; a review).
     let dumps = match check_ids {
         true => [Some(ours.dump()), Some(reference.dump())],
         false => [Some(ours.dump()), None],
@@ -956,10 +958,15 @@ fn finish_report(args: &DiffArgs, cfg: &DiffConfig, sides: Sides<'_>) -> Result<
         .flatten()
         .find_map(|m| m.input_ids.as_ref().map(Vec::len))
         .or_else(|| {
-            dumps
-                .into_iter()
-                .flatten()
-                .find_map(|d| token_rows(d).map(|(_, _, t)| t))
+            TOKEN_ROWS
+                .iter()
+                .filter(|&&n| n != "model.norm")
+                .find_map(|&n| {
+                    dumps
+                        .into_iter()
+                        .flatten()
+                        .find_map(|d| token_positions(d.shape(n)?))
+                })
         });
     if check_ids {
         for (dump, path) in [(&ours, &args.ours), (&reference, &args.reference)] {

@@ -900,72 +900,14 @@ fn stream_probe(
     };
     let (ho, hr) = (head(&o), head(&r));
     // Logits of the last positions only against the reference's of every position
-    // (`compare_probe` says why): the reference streamed through, its last rows kept. (A
-    // streamed reference is one of the dump's own tensors, never computed.)
+    // (`compare_probe` says why): the reference streamed through, its last rows compared in
+    // lockstep with ours, piece by piece (bounded memory whatever their size: a pair past
+    // 2^25 values held them whole before, and past that was a shape mismatch, the same pair
+    // stored compared in place; a bad-input hunt). (A streamed reference is one of the
+    // dump's own tensors, never computed.)
     if let (Some((oc, od)), Some((rc, rd)), true) = (&mut o, &mut r, cfg.last_logit_rows) {
-        let last = divergence_diff::last_logit_rows(name, oc.shape(), rc.shape())
-            .filter(|l| l.kept.saturating_mul(l.vocab) <= LAST_ROWS_MAX);
-        if let Some(l) = last {
-            let failed =
-                |which, e: DumpError| divergence_diff::unreadable(name, which, e.to_string());
-            let shape = oc.shape().to_vec();
-            let n = oc.len();
-            let ov = match stream_range(oc, 0..n) {
-                Ok(v) => v,
-                Err(e) => return failed(Which::Ours, e),
-            };
-            let rv = match stream_range(rc, l.range()) {
-                Ok(v) => v,
-                Err(e) => return failed(Which::Ref, e),
-            };
-            fn side<'a>(
-                shape: &'a [usize],
-                values: &'a divergence_dump::Values,
-                dtype: &'a str,
-            ) -> Side<'a> {
-                Side {
-                    shape,
-                    values: values.into(),
-                    dtype,
-                }
-            }
-            let (os, rs) = (Some(side(&shape, &ov, od)), Some(side(&shape, &rv, rd)));
-            let Some(truth) = truth else {
-                return divergence_diff::compare(name, os, rs, cfg);
-            };
-            // The truth's last rows too, where it holds the reference's shape (ours' as it
-            // is, as `compare_probe` does; up to size-1 axes).
-            let ref_shape = hr.as_ref().map_or(&[][..], |h| h.0.as_slice());
-            let tv = match open(truth, per) {
-                Some(Ok((mut tc, td))) => {
-                    let range = if divergence_diff::shapes_align(tc.shape(), ref_shape) {
-                        Some(l.range())
-                    } else {
-                        divergence_diff::shapes_align(tc.shape(), &shape).then(|| 0..tc.len())
-                    };
-                    match range.map(|range| stream_range(&mut tc, range)) {
-                        Some(Ok(v)) => Some(Ok((v, td))),
-                        Some(Err(e)) => Some(Err(e.to_string())),
-                        None => Some(Err(format!(
-                            "shape {:?} differs from ref {ref_shape:?} and from ours {shape:?}",
-                            tc.shape()
-                        ))),
-                    }
-                }
-                Some(Err(msg)) => Some(Err(msg)),
-                None => None,
-            };
-            return match tv {
-                Some(Ok((tv, td))) => divergence_diff::compare_with_truth(
-                    name,
-                    os,
-                    rs,
-                    Some(side(&shape, &tv, &td)),
-                    cfg,
-                ),
-                None => divergence_diff::compare_with_truth(name, os, rs, None, cfg),
-                Some(Err(msg)) => truth_unread(divergence_diff::compare(name, os, rs, cfg), &msg),
-            };
+        if let Some(l) = divergence_diff::last_logit_rows(name, oc.shape(), rc.shape()) {
+            return last_rows_in_lockstep(name, l, (oc, od), (rc, rd), truth, cfg);
         }
     }
     let mut fold = ProbeFold::new(name, as_head(&ho), as_head(&hr), cfg);
@@ -1057,6 +999,161 @@ fn stream_probe(
         }
     }
     fold.finish()
+}
+
+/// [`stream_probe`] of logits that keep the last positions only ([`divergence_diff::LastRows`]
+/// `l`): ours' pieces in order, the reference's (and a truth of its shape) from its first
+/// kept row on, in pieces as long as ours' ([`Offset`]), into one [`ProbeFold`] of ours'
+/// shape: the row `compare_probe` makes of the same pair stored, bit for bit (each side
+/// widened exactly to f64, as the comparison widens it). A truth of ours' shape is read from
+/// its start; of another, it is said.
+fn last_rows_in_lockstep(
+    name: &str,
+    l: divergence_diff::LastRows,
+    (oc, od): (&mut Pieces<'_>, &str),
+    (rc, rd): (&mut Pieces<'_>, &str),
+    truth: Option<Option<Entry<'_, '_>>>,
+    cfg: &DiffConfig,
+) -> OpResult {
+    let failed = |which, e: DumpError| divergence_diff::unreadable(name, which, e.to_string());
+    let shape = oc.shape().to_vec();
+    let ref_shape = rc.shape().to_vec();
+    let head = |dtype| Head {
+        shape: &shape,
+        dtype,
+    };
+    let mut fold = ProbeFold::new(name, Some(head(od)), Some(head(rd)), cfg);
+    let mut opened: Option<Stream<'_>> = None;
+    // The truth's values in pieces as long as ours': of the reference's shape from its first
+    // kept row, of ours' from its start.
+    let mut tside: Option<Offset<'_, '_>> = None;
+    if let Some(truth) = truth {
+        match truth.map(|e| {
+            e.pieces(cfg.chunk_len)
+                .map(|c| (c, e.original_dtype().unwrap_or_default()))
+        }) {
+            None => fold = fold.with_truth(None),
+            Some(Err(e)) => {
+                fold = fold.with_truth(None);
+                fold.truth_failed(divergence_names::one_line(&format!("truth: {e}")).into_owned());
+            }
+            Some(Ok(t)) => opened = Some(t),
+        }
+    }
+    if let Some((tc, td)) = &mut opened {
+        fold = fold.with_truth(Some(head(td)));
+        if divergence_diff::shapes_align(tc.shape(), &ref_shape) {
+            tside = Some(Offset::new(tc, l.range().start));
+        } else if divergence_diff::shapes_align(tc.shape(), &shape) {
+            tside = Some(Offset::new(tc, 0));
+        } else {
+            let why = format!(
+                "truth: shape {:?} differs from ref {ref_shape:?} and from ours {shape:?}",
+                tc.shape()
+            );
+            fold.truth_failed(divergence_names::one_line(&why).into_owned());
+        }
+    }
+    let mut rr = Offset::new(rc, l.range().start);
+    let want_truth = match fold.needs() {
+        Needs::Pair { truth } => truth,
+        // Two float heads of one shape are always a pair; anything else is decided already.
+        _ => return fold.finish(),
+    };
+    loop {
+        let po = match oc.next_piece() {
+            Ok(p) => p,
+            Err(e) => return failed(Which::Ours, e),
+        };
+        let Some(po) = po else { break };
+        let n = po.len();
+        let pr = match rr.take(n) {
+            Ok(v) => v,
+            Err(e) => return failed(Which::Ref, e),
+        };
+        let pt = match (want_truth, &mut tside) {
+            (true, Some(t)) => match t.take(n) {
+                Ok(v) => Some(divergence_diff::Piece::from(
+                    divergence_diff::ValuesRef::F64(v),
+                )),
+                Err(e) => {
+                    fold.truth_failed(
+                        divergence_names::one_line(&format!("truth: {e}")).into_owned(),
+                    );
+                    tside = None;
+                    None
+                }
+            },
+            _ => None,
+        };
+        fold.push_pair(po, divergence_diff::ValuesRef::F64(pr), pt);
+    }
+    // Each read to its end: a member's checksum is checked there.
+    if let Err(e) = rr.finish() {
+        return failed(Which::Ref, e);
+    }
+    let ended = tside.as_mut().map_or(Ok(()), Offset::finish);
+    if let Err(e) = ended {
+        fold.truth_failed(divergence_names::one_line(&format!("truth: {e}")).into_owned());
+    }
+    fold.finish()
+}
+
+/// A streamed tensor's values from element `skip` on, widened exactly to f64, `n` at a time
+/// ([`Offset::take`]): the rows a reference keeps past ours' first (or a truth's, from its
+/// start), in pieces as long as ours'. Holds at most two of the tensor's pieces.
+struct Offset<'a, 'p> {
+    pieces: &'p mut Pieces<'a>,
+    /// Elements still to pass over.
+    skip: usize,
+    /// Widened values read and not taken yet, from `from`.
+    held: Vec<f64>,
+    from: usize,
+    out: Vec<f64>,
+}
+
+impl<'a, 'p> Offset<'a, 'p> {
+    fn new(pieces: &'p mut Pieces<'a>, skip: usize) -> Offset<'a, 'p> {
+        Offset {
+            pieces,
+            skip,
+            held: Vec::new(),
+            from: 0,
+            out: Vec::new(),
+        }
+    }
+
+    /// The next `n` values (fewer at the tensor's end).
+    fn take(&mut self, n: usize) -> Result<&[f64], DumpError> {
+        let mut buf = Vec::new();
+        while self.held.len() - self.from < n {
+            let Some(p) = self.pieces.next_piece()? else {
+                break;
+            };
+            let len = p.len();
+            let pass = self.skip.min(len);
+            self.skip -= pass;
+            if pass < len {
+                if self.from > 0 {
+                    self.held.drain(..self.from);
+                    self.from = 0;
+                }
+                let v = p.slice(pass..len).flat(&mut buf).to_f64_vec();
+                self.held.extend(v);
+            }
+        }
+        let to = (self.from + n).min(self.held.len());
+        self.out.clear();
+        self.out.extend_from_slice(&self.held[self.from..to]);
+        self.from = to;
+        Ok(&self.out)
+    }
+
+    /// Reads the rest (none, where the kept rows are the last), to the member's end.
+    fn finish(&mut self) -> Result<(), DumpError> {
+        while self.pieces.next_piece()?.is_some() {}
+        Ok(())
+    }
 }
 
 /// `row` (compared without the truth) with why the truth could not judge it, where it would
