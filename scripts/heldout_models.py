@@ -5,8 +5,7 @@ a second held-out check (docs/decode.md, "A second held-out check"), of which
 tests/python/test_long_prompt.py runs `h` (`LONG`). `THIRD`: the four of a third (docs/decode.md,
 "A third held-out check"), of which tests/python/test_third_heldout.py runs `j`, `k` and `l`.
 `FOURTH`: the four of a fourth (docs/results/heldout-2026-12-05-session33.txt). `SIXTH`: the four of
-a sixth (docs/results/heldout-2026-12-06-session42.txt), of which tests/python/test_sixth_heldout.py
-runs `hb`.
+a sixth (docs/results/heldout-2026-12-06-session42.txt), not run in CI.
 
 `make(name, workdir)` builds one with real transformers (scripts/dump_reference.py, seeded init)
 and returns its directory, its prompt (comma-separated ids) and its config changes.

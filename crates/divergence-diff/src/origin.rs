@@ -4,8 +4,9 @@
 //! relative L2 error of its inputs (the dataflow of [`divergence_names::dataflow::Dataflow`]),
 //! each input error first raised to the row's noise floor ([`noise_floor`]) so that an exact
 //! input (error 0) does not make the growth infinite. A source (`embed_tokens`, `rotary_emb`)
-//! has no inputs: its growth is its own error over the floor. `None` when the row has no
-//! relative error.
+//! has no inputs: its growth is its own error over the floor. A decode step's attention also
+//! carries what its KV cache holds from earlier steps (`cache_reads`). `None` when the row
+//! has no relative error.
 //!
 //! [`origin`] walks back from the first divergence, each step to the input that carried the
 //! largest error, while that error is above its noise floor; where the origin is an op of a
@@ -131,7 +132,6 @@ pub fn local_growths<R: RowSource + ?Sized>(
         .collect();
     let value = |j: usize| (j < len).then(|| measure.value(ops.row_at(j))).flatten();
     let reads = cache_reads(ops, measure);
-    let rope = RopeNoise::of(ops, measure);
     pieces
         .par_iter()
         .flat_map_iter(|(span, rows)| {
@@ -149,7 +149,7 @@ pub fn local_growths<R: RowSource + ?Sized>(
             rows.clone().map(move |i| {
                 let cache = reads.next_if(|r| r.0 == i).map(|r| r.1);
                 let own = at(i)?;
-                let floor = rope.raise(measure.floor(ops.row_at(i)), ops.row_at(i));
+                let floor = measure.floor(ops.row_at(i));
                 let inputs = span.inputs(i);
                 let carried = if inputs.is_empty() {
                     0.0
@@ -165,69 +165,12 @@ pub fn local_growths<R: RowSource + ?Sized>(
         .collect()
 }
 
-/// The RoPE table's own float32 noise (by relative error; nothing with the truth, whose noise
-/// ratio measures it): its angles are position x inv_freq, and inv_freq = theta^(-2i/d) carries
-/// the rounding of its exponent times ln(theta) (9.2 ulps at theta 1e4, 13.8 at 1e6), so the
-/// table's error grows with the position, past the float32 floor of 1e-6: a held-out check
-/// measured 6.9e-5 against torch's at 170 positions of theta 1e4, and the table, which has no
-/// inputs, read as born there (growth 69), the origin of every prefill fault. Its floor is
-/// `16 u` times its largest position (`u` = 2^-24; 16 ulps bound ln(theta) + 2 up to theta
-/// ~1e6): 1.6e-4 at position 169. The prompt's length is the prefill table's positions; a
-/// decode step's table is at `prompt + s - 1`.
-#[derive(Clone, Copy)]
-struct RopeNoise {
-    on: bool,
-    prompt: Option<usize>,
-}
-
-impl RopeNoise {
-    fn of<R: RowSource + ?Sized>(ops: &R, measure: Measure) -> RopeNoise {
-        let on = measure == Measure::RelErr;
-        let prompt = on
-            .then(|| {
-                (0..ops.row_count().min(4096))
-                    .map(|i| ops.row_at(i))
-                    .find(|r| r.step() == 0 && is_rope_table(r.base()))
-                    .and_then(|r| token_count(r.tensor().shape.as_deref()?))
-            })
-            .flatten();
-        RopeNoise { on, prompt }
-    }
-
-    /// `floor` raised to the table's own noise at `row`, where it is a RoPE table.
-    fn raise(&self, floor: f64, row: Row<'_>) -> f64 {
-        if !self.on || !is_rope_table(row.base()) {
-            return floor;
-        }
-        let last = match row.step() {
-            0 => row
-                .tensor()
-                .shape
-                .as_deref()
-                .and_then(token_count)
-                .map_or(0, |t| t.saturating_sub(1)),
-            s => self.prompt.map_or(s, |t| t + s - 1),
-        };
-        floor.max(last as f64 * 16.0 * f64::from(f32::EPSILON) / 2.0)
-    }
-}
-
-/// A RoPE table's name (the whole name asked only of names that end so).
-fn is_rope_table(base: &str) -> bool {
-    base.ends_with("rotary_emb")
-        && divergence_names::Op::of(base) == divergence_names::Op::RotaryEmb
-}
-
-/// The token positions a table of this shape holds: its next-to-last axis (`[.., T, d]`).
-fn token_count(shape: &[usize]) -> Option<usize> {
-    shape.len().checked_sub(2).map(|k| shape[k])
-}
-
 /// The attention outputs of decode steps (`attn_out@s`, s >= 1), each with the largest error
 /// (by `measure`) of what its layer's KV cache holds from the steps before: the prompt's keys
 /// and values (the prefill's `cache_k`, `cache_v`, `rope_k` and `v_proj`, whichever it holds)
-/// and each earlier step's `cache_k@t` / `cache_v@t`. The attention reads every slot, but its dataflow inputs
-/// are the step's own (`rope_q@s`, `cache_k@s`, `cache_v@s`): after a long prompt the prompt's
+/// and each earlier step's `cache_k@t` / `cache_v@t`. The attention reads every slot, but its
+/// dataflow inputs are the step's own (`rope_q@s`, `cache_k@s`, `cache_v@s`): after a long
+/// prompt the prompt's
 /// keys carry f32 noise of the RoPE table well above the new slot's, and layer 0's
 /// `attn_out@1` read as born (local growth 19 in a held-out check's clean 170-token run, the
 /// origin of every later layer's decode fault). Ascending by row; empty without decode steps.
@@ -425,7 +368,6 @@ pub fn origin<R: RowSource + ?Sized>(
     let len = ops.row_count();
     let rel = |i: usize| (i < len).then(|| measure.value(ops.row_at(i))).flatten();
     rel(first)?;
-    let rope = RopeNoise::of(ops, measure);
     let mut back = vec![first];
     let mut cur = first;
     loop {
@@ -435,7 +377,7 @@ pub fn origin<R: RowSource + ?Sized>(
             .inputs(cur)
             .iter()
             .filter_map(|j| rel(j).map(|r| (r, j)))
-            .filter(|&(r, j)| r > rope.raise(measure.carried(ops.row_at(j)), ops.row_at(j)))
+            .filter(|&(r, j)| r > measure.carried(ops.row_at(j)))
             .fold(None::<(f64, usize)>, |acc, x| match acc {
                 Some(a) if a.0 > x.0 => Some(a),
                 _ => Some(x),
@@ -452,16 +394,9 @@ pub fn origin<R: RowSource + ?Sized>(
     }
     back.reverse();
     let growth = |i: usize| growths.get(i).copied().flatten();
-    // Where none grew past the birth growth, the earliest that grew the error at all: an op
-    // whose error is less than its inputs' made none (a review: after a long prompt, a cache
-    // slot stored in f16 read "born at" the rope_k it was given, local growth x0.95).
     let born = back
         .iter()
         .position(|&i| growth(i).is_some_and(|g| g > measure.birth()))
-        .or_else(|| {
-            back.iter()
-                .position(|&i| growth(i).is_some_and(|g| g >= 1.0))
-        })
         .unwrap_or(0);
     let chain: Vec<ChainLink> = back[born..]
         .iter()
@@ -608,36 +543,6 @@ mod tests {
         let g = local_growths(&ops, &flow, Measure::RelErr);
         let o = origin(&ops, &flow, &g, first, Measure::RelErr);
         (g, o)
-    }
-
-    /// A RoPE table's float32 noise grows with its positions: at 170 positions its error of
-    /// 6.9e-5 is noise, no birth (a held-out check put every prefill fault's origin there),
-    /// while the same error over a table of 8 positions is one.
-    #[test]
-    fn a_rope_tables_noise_grows_with_its_positions() {
-        let errs = [
-            Some(0.0),
-            Some(6.9e-5),
-            Some(1e-7),
-            Some(1e-7),
-            Some(1e-7),
-            Some(2e-3),
-        ];
-        let origin_with = |positions: usize| {
-            let (mut ops, flow) = chain(errs);
-            ops[1].tensor_mut().shape = Some(vec![1, positions, 32]);
-            let g = local_growths(&ops, &flow, Measure::RelErr);
-            (
-                g[1],
-                origin(&ops, &flow, &g, 5, Measure::RelErr).unwrap().name,
-            )
-        };
-        let (g, name) = origin_with(170);
-        assert!(g.is_some_and(|g| g < 1.0), "{g:?}");
-        assert_eq!(name, format!("{L0}self_attn.rope_k"));
-        let (g, name) = origin_with(8);
-        assert!(g.is_some_and(|g| g > 10.0), "{g:?}");
-        assert_eq!(name, "model.rotary_emb");
     }
 
     /// A decode step's attention reads the cache of every earlier step and the prompt's:

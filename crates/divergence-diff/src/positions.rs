@@ -194,8 +194,7 @@ impl PositionProfile {
             .get(decode_margins.len() / 2)
             .copied()
             .unwrap_or(0.0);
-        let alike = prefill_margin >= 0.5
-            || (prefill_margin > 0.0 && prefill_margin >= 0.25 * decode_median);
+        let alike = prefill_margin > 0.0 && prefill_margin >= 0.25 * decode_median;
         let decode_steps = self.steps.iter().filter(|&&s| s > 0).count();
         let decode_under = self
             .steps
@@ -547,9 +546,8 @@ mod tests {
             p.summary(),
             "error from position 4 (decode step 2) on (2 of 6 positions; earlier ones within tolerance); worst rel err 3.000e-01 at position 4 (decode step 2); the prefill's positions are clean: a decode-path error"
         );
-        // A prefill close to its tolerance is not called clean: an error of every position
-        // (a port rounding at other points) can cross it first at a decode step's one row (a
-        // held-out check).
+        // A prefill close to its tolerance (0.8 of it) against decode steps far over it (200
+        // to 300 times): clean, a decode-path error.
         let close = across_steps(
             "model.rotary_emb",
             Some(profile(&[8e-4, 0.0, 0.0])),
@@ -557,14 +555,17 @@ mod tests {
             None,
         );
         assert!(
-            close.as_ref().unwrap().summary().ends_with(
-                "; the prefill's positions are within the tolerance (at most 0.80 of it), and so are 1 of 3 decode steps: a decode-path error, or an error of every position that some rows cross first"
-            ),
+            close
+                .as_ref()
+                .unwrap()
+                .summary()
+                .ends_with("; the prefill's positions are clean: a decode-path error"),
             "{:?}",
             close.map(|c| c.summary())
         );
         // As close as 0.3 of it, with decode steps far over: clean; with decode steps at its
-        // level (one of them over: a rounding of every position), hedged.
+        // level (one of them over: an error of every position that a decode step's one row
+        // crosses first, a held-out check's bf16 late rounding), hedged.
         let near = || Some(profile(&[3e-4, 0.0, 0.0]));
         let far = across_steps("model.rotary_emb", near(), &refs, None).unwrap();
         assert!(
