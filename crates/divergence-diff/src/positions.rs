@@ -194,7 +194,10 @@ impl PositionProfile {
             .get(decode_margins.len() / 2)
             .copied()
             .unwrap_or(0.0);
-        let alike = prefill_margin > 0.0 && prefill_margin >= 0.25 * decode_median;
+        // (No decode step with a measured error to set a level: clean, as before; a review.)
+        let alike = !decode_margins.is_empty()
+            && prefill_margin > 0.0
+            && prefill_margin >= 0.25 * decode_median;
         let decode_steps = self.steps.iter().filter(|&&s| s > 0).count();
         let decode_under = self
             .steps
