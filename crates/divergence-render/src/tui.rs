@@ -1213,9 +1213,8 @@ impl Tui {
     }
 
     /// The help or the warnings: `lines` wrapped by word in a bordered box `width` wide
-    /// (at most the terminal's), as tall as they are (counted once wrapped: by characters,
-    /// the last lines were cut), and scrolled from [`Tui::overlay_top`] where that is
-    /// taller than the terminal.
+    /// (at most the terminal's), as tall as they are drawn ([`drawn_rows`]), and scrolled
+    /// from [`Tui::overlay_top`] where that is taller than the terminal.
     fn draw_overlay(
         &self,
         frame: &mut Frame<'_>,
@@ -1742,13 +1741,15 @@ fn scroll(code: KeyCode, o: &mut usize, last: usize, page: usize) -> bool {
 
 /// The rows `p` (no block) takes wrapped at `width` columns, as it is drawn: to its last row
 /// that is not blank (`Paragraph::line_count` counted one or two short at some widths, 60 to
-/// 72 among them: a review found the help's last line out of reach).
+/// 72 among them: a review found the help's last line out of reach), at most
+/// [`MAX_OVERLAY_ROWS`] (the scratch buffer of a frame: a warning holding a name of megabytes
+/// would have asked for 65,535 rows of cells at every frame).
 fn drawn_rows(p: &Paragraph<'_>, width: u16) -> usize {
     if width == 0 {
         return 0;
     }
     let guess = p.line_count(width);
-    let h = u16::try_from(guess + guess / 4 + 8).unwrap_or(u16::MAX);
+    let h = u16::try_from((guess + guess / 4 + 8).min(MAX_OVERLAY_ROWS)).unwrap_or(u16::MAX);
     let area = Rect::new(0, 0, width, h);
     let mut buf = ratatui::buffer::Buffer::empty(area);
     ratatui::widgets::Widget::render(p.clone(), area, &mut buf);
@@ -1757,6 +1758,10 @@ fn drawn_rows(p: &Paragraph<'_>, width: u16) -> usize {
         .find(|&y| (0..width).any(|x| buf[(x, y)].symbol() != " "))
         .map_or(0, |y| usize::from(y) + 1)
 }
+
+/// Most rows the help or the warnings are drawn into ([`drawn_rows`]); a longer text's rest
+/// is not reached.
+const MAX_OVERLAY_ROWS: usize = 4096;
 
 /// `title`, or `short` where `title` is wider than `width` columns (at 60 columns the keys
 /// were cut off the overviews' titles).
