@@ -1642,33 +1642,32 @@ fn inspect_the_committed_fixture() {
 
 // ---------------------------------------------------------------- --watch
 
-#[test]
-fn watch_reruns_when_a_file_changes() {
+/// `divergence diff ours ref --watch --format FORMAT` on a pair that agrees (`a` = [1, 2]),
+/// stdout piped and read on a thread: the folder, ours' path (to rewrite), the child and its
+/// stdout's chunks.
+fn watching(
+    format: &str,
+) -> (
+    tempfile::TempDir,
+    std::path::PathBuf,
+    std::process::Child,
+    std::sync::mpsc::Receiver<Vec<u8>>,
+) {
     use std::io::Read;
-    use std::sync::mpsc;
-    use std::time::{Duration, Instant};
-
     let dir = tempfile::tempdir().unwrap();
     let ours = dir.path().join("ours.npz");
     let reference = dir.path().join("ref.npz");
     write_dump(&reference, &[("a", &[2], &[1.0, 2.0])], None);
     write_dump(&ours, &[("a", &[2], &[1.0, 2.0])], None);
     let mut child = Command::new(env!("CARGO_BIN_EXE_divergence"))
-        .args([
-            "diff",
-            ours.to_str().unwrap(),
-            reference.to_str().unwrap(),
-            "--watch",
-            "--format",
-            "json",
-        ])
+        .args(["diff", ours.to_str().unwrap(), reference.to_str().unwrap()])
+        .args(["--watch", "--format", format])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    // Collect stdout on a thread; each report starts with the clear-screen sequence.
     let mut stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
+    let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut buf = [0u8; 4096];
         while let Ok(n) = stdout.read(&mut buf) {
@@ -1677,6 +1676,14 @@ fn watch_reruns_when_a_file_changes() {
             }
         }
     });
+    (dir, ours, child, rx)
+}
+
+#[test]
+fn watch_reruns_when_a_file_changes() {
+    use std::time::{Duration, Instant};
+
+    let (_dir, ours, mut child, rx) = watching("json");
     // Piped, the reports follow one another as JSON documents (the screen is cleared only
     // on a terminal), so the stream stays parseable.
     let mut seen = String::new();
@@ -1714,31 +1721,9 @@ fn watch_reruns_when_a_file_changes() {
 
 #[test]
 fn a_piped_watch_table_marks_each_report() {
-    use std::io::Read;
     use std::time::{Duration, Instant};
 
-    let dir = tempfile::tempdir().unwrap();
-    let ours = dir.path().join("ours.npz");
-    let reference = dir.path().join("ref.npz");
-    write_dump(&reference, &[("a", &[2], &[1.0, 2.0])], None);
-    write_dump(&ours, &[("a", &[2], &[1.0, 2.0])], None);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_divergence"))
-        .args(["diff", ours.to_str().unwrap(), reference.to_str().unwrap()])
-        .args(["--watch", "--format", "table"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = stdout.read(&mut buf) {
-            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
-                break;
-            }
-        }
-    });
+    let (_dir, ours, mut child, rx) = watching("table");
     // Piped, the tables ran together: each starts with a line that says when it was made.
     let mut seen = String::new();
     let mut wait_for = |reports: usize, what: &str| {

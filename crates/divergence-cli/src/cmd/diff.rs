@@ -1721,7 +1721,7 @@ fn read_pair<'a>(
         // Too large to read whole (a compressed member past HINT_MAX_BYTES): its last rows
         // streamed out of it, as the row compares them, within the same bound
         // (`rows::stream_probe`).
-        None if l.kept.saturating_mul(l.vocab) <= crate::cmd::rows::LAST_ROWS_MAX => {
+        None if l.kept.saturating_mul(l.vocab) <= LAST_ROWS_MAX => {
             reference.get(name).and_then(|e| {
                 let dtype = e.original_dtype_str().unwrap_or_default();
                 let mut pieces = e
@@ -1744,6 +1744,12 @@ fn read_pair<'a>(
     };
     (o, r)
 }
+
+/// Most elements of the logits rows [`read_pair`] streams out of a compressed reference too
+/// large to read whole, held widened to f32 (f64 for a float64 side): 2^25 (128 MiB a side,
+/// 256 MiB for float64), the bound of the tensors the token effect and the diagnosis read
+/// whole. (The row compares any size in lockstep, `rows::last_rows_in_lockstep`.)
+const LAST_ROWS_MAX: usize = 1 << 25;
 
 /// A tensor read whole, for the hints and the position profile, which need all of it (they fit
 /// rows, look for transposes, split positions): one that is not in the memory map as it is

@@ -913,9 +913,6 @@ fn stream_probe(
     let mut fold = ProbeFold::new(name, as_head(&ho), as_head(&hr), cfg);
     // The truth, read only for a pair that both sides have; a truth that cannot be opened or
     // read leaves the presets' verdict, with the reason (`ProbeFold::truth_failed`).
-    let truth_failed = |fold: &mut ProbeFold, e: String| {
-        fold.truth_failed(divergence_names::one_line(&format!("truth: {e}")).into_owned());
-    };
     let mut t: Option<Stream<'_>> = None;
     if let (Some(truth), true) = (truth, o.is_some() && r.is_some()) {
         match open(truth, per) {
@@ -1035,7 +1032,7 @@ fn last_rows_in_lockstep(
             None => fold = fold.with_truth(None),
             Some(Err(e)) => {
                 fold = fold.with_truth(None);
-                fold.truth_failed(divergence_names::one_line(&format!("truth: {e}")).into_owned());
+                truth_failed(&mut fold, e);
             }
             Some(Ok(t)) => opened = Some(t),
         }
@@ -1048,10 +1045,10 @@ fn last_rows_in_lockstep(
             tside = Some(Offset::new(tc, 0));
         } else {
             let why = format!(
-                "truth: shape {:?} differs from ref {ref_shape:?} and from ours {shape:?}",
+                "shape {:?} differs from ref {ref_shape:?} and from ours {shape:?}",
                 tc.shape()
             );
-            fold.truth_failed(divergence_names::one_line(&why).into_owned());
+            truth_failed(&mut fold, why);
         }
     }
     let mut rr = Offset::new(rc, l.range().start);
@@ -1077,9 +1074,7 @@ fn last_rows_in_lockstep(
                     divergence_diff::ValuesRef::F64(v),
                 )),
                 Err(e) => {
-                    fold.truth_failed(
-                        divergence_names::one_line(&format!("truth: {e}")).into_owned(),
-                    );
+                    truth_failed(&mut fold, e);
                     tside = None;
                     None
                 }
@@ -1094,9 +1089,15 @@ fn last_rows_in_lockstep(
     }
     let ended = tside.as_mut().map_or(Ok(()), Offset::finish);
     if let Err(e) = ended {
-        fold.truth_failed(divergence_names::one_line(&format!("truth: {e}")).into_owned());
+        truth_failed(&mut fold, e);
     }
     fold.finish()
+}
+
+/// The truth could not be read or used (`why`): the fold keeps the presets' verdict and says
+/// so, in one line ([`ProbeFold::truth_failed`]).
+fn truth_failed(fold: &mut ProbeFold, why: impl std::fmt::Display) {
+    fold.truth_failed(divergence_names::one_line(&format!("truth: {why}")).into_owned());
 }
 
 /// A streamed tensor's values from element `skip` on, widened exactly to f64, `n` at a time
@@ -1165,11 +1166,6 @@ fn truth_unread(mut row: OpResult, msg: &str) -> OpResult {
     }
     row
 }
-
-/// Most elements of the logits rows a streamed pair compares with the reference's last rows
-/// (`stream_probe`), each side's held widened to f32 (f64 for a float64 side): 2^25
-/// (128 MiB a side, 256 MiB for float64), the bound of the tensors the diagnosis reads whole.
-pub(crate) const LAST_ROWS_MAX: usize = 1 << 25;
 
 /// The elements `range` of a streamed tensor, widened exactly to f32 (a float32, bfloat16 or
 /// float16 tensor: half the memory of f64, a bad-input hunt measured 1 GB of RSS for a
