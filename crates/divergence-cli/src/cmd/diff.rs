@@ -212,16 +212,17 @@ pub fn run(args: DiffArgs) -> Result<Exit> {
 }
 
 /// The line each `--watch` report starts with where stdout is no terminal: `=== divergence
-/// diff --watch: report of HH:MM:SS UTC ===` for a table, the same as a Markdown rule and
-/// line. None for JSON (the reports are JSON documents one after the other: a line between
-/// them would make the stream unreadable) and HTML (one page a file).
+/// diff --watch: report of YYYY-MM-DD HH:MM:SS UTC ===` for a table, the same as a Markdown
+/// rule and line. None for JSON (the reports are JSON documents one after the other: a line
+/// between them would make the stream unreadable) and HTML (one page a file).
 fn watch_mark(format: Format, now: SystemTime) -> Option<String> {
     let secs = now
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-        % 86_400;
+        .map_or(0, |d| d.as_secs());
+    let (y, m, d) = civil_date(secs / 86_400);
+    let secs = secs % 86_400;
     let at = format!(
-        "report of {:02}:{:02}:{:02} UTC",
+        "report of {y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
         secs / 3600,
         secs / 60 % 60,
         secs % 60
@@ -231,6 +232,21 @@ fn watch_mark(format: Format, now: SystemTime) -> Option<String> {
         Format::Markdown => Some(format!("\n---\n\n*divergence diff --watch: {at}*\n\n")),
         Format::Json | Format::Html => None,
     }
+}
+
+/// The proleptic Gregorian date (year, month, day) `days` days after 1970-01-01 (Howard
+/// Hinnant's `civil_from_days`).
+fn civil_date(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + u64::from(m <= 2);
+    (y, m, d)
 }
 
 /// The files `diff` writes are none of its inputs and each its own ([`crate::cmd::outputs::check`]): the
@@ -2302,14 +2318,64 @@ mod tests {
         let at = std::time::UNIX_EPOCH + Duration::from_secs(86_400 * 3 + 3_600 * 13 + 61);
         assert_eq!(
             watch_mark(Format::Table, at).as_deref(),
-            Some("=== divergence diff --watch: report of 13:01:01 UTC ===\n")
+            Some("=== divergence diff --watch: report of 1970-01-04 13:01:01 UTC ===\n")
         );
         assert_eq!(
             watch_mark(Format::Markdown, at).as_deref(),
-            Some("\n---\n\n*divergence diff --watch: report of 13:01:01 UTC*\n\n")
+            Some("\n---\n\n*divergence diff --watch: report of 1970-01-04 13:01:01 UTC*\n\n")
         );
         assert_eq!(watch_mark(Format::Json, at), None);
         assert_eq!(watch_mark(Format::Html, at), None);
+    }
+
+    /// The date of the `--watch` line: leap years, century rules, the ends of months and years.
+    #[test]
+    fn civil_dates_match_the_calendar() {
+        let day = |y: i64, m: u32, d: u32| -> u64 {
+            // Days from 1970-01-01, counted the long way.
+            let leap = |y: i64| (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+            let mut n: i64 = (1970..y).map(|y| if leap(y) { 366 } else { 365 }).sum();
+            let months = [
+                31,
+                if leap(y) { 29 } else { 28 },
+                31,
+                30,
+                31,
+                30,
+                31,
+                31,
+                30,
+                31,
+                30,
+                31,
+            ];
+            n += months[..(m - 1) as usize].iter().sum::<i64>() + i64::from(d) - 1;
+            n as u64
+        };
+        // Every day of these years (a leap year, a common one, the century rules).
+        for y in [1970, 1972, 1999, 2000, 2026, 2100, 2400] {
+            let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+            let months = [
+                31,
+                if leap { 29 } else { 28 },
+                31,
+                30,
+                31,
+                30,
+                31,
+                31,
+                30,
+                31,
+                30,
+                31,
+            ];
+            for (m, &len) in (1..).zip(&months) {
+                for d in 1..=len {
+                    let want = (y as u64, u64::from(m), u64::from(d));
+                    assert_eq!(civil_date(day(y, m, d)), want);
+                }
+            }
+        }
     }
 
     /// `diff` of two decode dumps keeps their steps compact ([`Rows`]) from the comparison
