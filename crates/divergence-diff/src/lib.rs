@@ -68,7 +68,8 @@ pub use layout::{layout_match, layout_work, LayoutMatch};
 pub use metrics::{Gather, Piece, ValuesRef};
 pub use order::{natural_cmp, plan_order, plan_order_from, DumpNames, OrderPlan, OrderSource};
 pub use origin::{
-    ChainLink, EarlierStep, Measure, Origin, Role, BIRTH_GROWTH, EARLIER_NOISE_TIMES, TRUTH_BIRTH,
+    ChainLink, EarlierStep, Measure, Origin, Role, UnmeasuredInput, BIRTH_GROWTH,
+    EARLIER_NOISE_TIMES, TRUTH_BIRTH,
 };
 pub use positions::{
     across_steps, position_axis, position_profile, prefill_axis, token_axis, PositionPattern,

@@ -24,7 +24,7 @@ use divergence_names::dataflow::{Dataflow, Span};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::compare::OpResult;
+use crate::compare::{OpResult, Status};
 use crate::rows::{Row, RowSource};
 use crate::tolerance::DTypeClass;
 
@@ -323,6 +323,24 @@ pub struct Origin {
     /// as without the truth ([`origin_or_by_rel_err`]). Left out of the JSON when false.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub by_rel_err: bool,
+    /// The origin's inputs (by the dataflow) that have no error to weigh (on one side only,
+    /// unreadable, shapes that differ; with `--truth`, not judged by it): its local growth is
+    /// over the others alone, and its error may have come from one of these. Left out of the
+    /// JSON when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unmeasured_inputs: Vec<UnmeasuredInput>,
+}
+
+/// An input of the origin that has no error to weigh ([`Origin::unmeasured_inputs`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UnmeasuredInput {
+    /// Probe name.
+    pub name: String,
+    /// Index into `ops`.
+    pub index: usize,
+    /// Its row's status (`only_ours`, `unreadable`, ...; `ok` or `diverged` where the truth
+    /// does not judge it).
+    pub status: Status,
 }
 
 /// An earlier decode step of the origin's op that already added error of its own, within the
@@ -416,6 +434,19 @@ pub fn origin<R: RowSource + ?Sized>(
         .collect();
     let o = &chain[0];
     let earlier = earlier_step(ops, growths, o.index, measure);
+    let unmeasured_inputs = flow
+        .inputs(o.index)
+        .iter()
+        .filter(|&j| j < len && rel(j).is_none())
+        .map(|j| {
+            let row = ops.row_at(j);
+            UnmeasuredInput {
+                name: row.name().into_owned(),
+                index: j,
+                status: row.status(),
+            }
+        })
+        .collect();
     Some(Origin {
         name: o.name.clone(),
         index: o.index,
@@ -423,6 +454,7 @@ pub fn origin<R: RowSource + ?Sized>(
         chain,
         earlier,
         by_rel_err: false,
+        unmeasured_inputs,
     })
 }
 
@@ -510,7 +542,6 @@ pub fn row_role(op: &OpResult, measure: Measure) -> Option<Role> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::compare::Status;
 
     fn row(name: &str, rel: Option<f64>) -> OpResult {
         let mut op = crate::compare::unreadable(name, crate::compare::Which::Ours, String::new());

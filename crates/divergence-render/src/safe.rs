@@ -56,6 +56,9 @@ macro_rules! head_strings {
             if let Some(e) = &$($m)? x.earlier {
                 f(&$($m)? e.name);
             }
+            for u in &$($m)? x.unmeasured_inputs {
+                f(&$($m)? u.name);
+            }
         }
         for h in &$($m)? r.hints {
             f(&$($m)? h.op);

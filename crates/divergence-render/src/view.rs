@@ -613,7 +613,45 @@ pub(crate) fn origin_text(report: &Report) -> Option<String> {
     if o.by_rel_err {
         text.push_str(" (by relative error: the truth does not judge the first divergence)");
     }
+    text.push_str(&unmeasured_text(&o.unmeasured_inputs, truth));
     Some(text)
+}
+
+/// `; its input X (only in ours) has no error to weigh: ...` where the origin has inputs of no
+/// error to weigh ([`divergence_diff::Origin::unmeasured_inputs`]), at most three named; empty
+/// where it has none. `truth`: the origin was traced by noise ratio, which rows of no noise
+/// ratio do not have.
+fn unmeasured_text(inputs: &[divergence_diff::UnmeasuredInput], truth: bool) -> String {
+    const NAMED: usize = 3;
+    if inputs.is_empty() {
+        return String::new();
+    }
+    let why = |status: Status| match status {
+        Status::OnlyOurs => "only in ours",
+        Status::OnlyRef => "only in ref",
+        Status::Unreadable => "unreadable",
+        Status::ShapeMismatch => "shapes differ",
+        _ if truth => "not judged by the truth",
+        _ => "no error measured",
+    };
+    let mut named: Vec<String> = inputs
+        .iter()
+        .take(NAMED)
+        .map(|u| format!("{} ({})", u.name, why(u.status)))
+        .collect();
+    if inputs.len() > NAMED {
+        named.push(format!("{} more", inputs.len() - NAMED));
+    }
+    let list = match named.as_slice() {
+        [one] => one.clone(),
+        [head @ .., last] => format!("{} and {last}", head.join(", ")),
+        [] => String::new(),
+    };
+    let (inputs, has, them) = match inputs.len() {
+        1 => ("input", "has", "it"),
+        _ => ("inputs", "have", "them"),
+    };
+    format!("; its {inputs} {list} {has} no error to weigh: the error may have come from {them}")
 }
 
 /// The amplification row's verdict text: `AMPLIFIED` / `introduced` (terminal) or empty.
@@ -1198,8 +1236,104 @@ mod tests {
         let text = origin_text(&report).expect("an origin");
         assert_eq!(
             text,
-            "born here (no local growth measured: its error or its inputs' not known)"
+            "born here (no local growth measured: its error or its inputs' not known); its input \
+             model.layers.0.input_layernorm (only in ours) has no error to weigh: the error may \
+             have come from it"
         );
+    }
+
+    /// An origin "born here" over the inputs that were compared says which were not: its
+    /// error may have come from them (left from session 40's list: the line read as if every
+    /// input had been weighed).
+    #[test]
+    fn an_origin_names_its_inputs_of_no_error() {
+        use divergence_diff::{compare, Side, ValuesRef};
+        let cfg = DiffConfig::default();
+        let side = |v: &'static [f32]| Side {
+            shape: &[1, 4],
+            values: ValuesRef::F32(v),
+            dtype: "float32",
+        };
+        let r: &'static [f32] = &[1.0, 2.0, 3.0, 4.0];
+        let o: &'static [f32] = &[1.0, 2.5, 3.0, 4.0];
+        // rope_k reads k_norm (compared, equal) and rotary_emb (in ours only).
+        let rows = |rotary: Option<Side<'static>>| {
+            vec![
+                compare("model.rotary_emb", Some(side(r)), rotary, &cfg),
+                compare(
+                    "model.layers.0.self_attn.k_norm",
+                    Some(side(r)),
+                    Some(side(r)),
+                    &cfg,
+                ),
+                compare(
+                    "model.layers.0.self_attn.rope_k",
+                    Some(side(o)),
+                    Some(side(r)),
+                    &cfg,
+                ),
+            ]
+        };
+        let text = |rotary| {
+            let report = assemble(
+                rows(rotary),
+                ReportContext::new("a", "b", OrderSource::RefMeta),
+                &cfg,
+            );
+            let origin = report.origin.as_ref().expect("an origin");
+            (
+                origin_text(&report).expect("a line"),
+                origin.unmeasured_inputs.clone(),
+            )
+        };
+        let (line, unmeasured) = text(None);
+        assert!(
+            line.starts_with("born here (local growth ×")
+                && line.ends_with(
+                    "; its input model.rotary_emb (only in ours) has no error to weigh: the \
+                     error may have come from it"
+                ),
+            "{line}"
+        );
+        assert_eq!(
+            unmeasured,
+            vec![divergence_diff::UnmeasuredInput {
+                name: "model.rotary_emb".into(),
+                index: 0,
+                status: Status::OnlyOurs,
+            }]
+        );
+        // Both inputs compared: nothing said.
+        let (line, unmeasured) = text(Some(side(r)));
+        assert!(!line.contains("no error to weigh"), "{line}");
+        assert!(unmeasured.is_empty());
+    }
+
+    /// At most three inputs named, the rest counted.
+    #[test]
+    fn unmeasured_inputs_past_three_are_counted() {
+        let u = |k: usize, status| divergence_diff::UnmeasuredInput {
+            name: format!("x{k}"),
+            index: k,
+            status,
+        };
+        let four = [
+            u(0, Status::OnlyRef),
+            u(1, Status::Unreadable),
+            u(2, Status::ShapeMismatch),
+            u(3, Status::Ok),
+        ];
+        assert_eq!(
+            unmeasured_text(&four, false),
+            "; its inputs x0 (only in ref), x1 (unreadable), x2 (shapes differ) and 1 more have \
+             no error to weigh: the error may have come from them"
+        );
+        assert_eq!(
+            unmeasured_text(&four[2..], true),
+            "; its inputs x2 (shapes differ) and x3 (not judged by the truth) have no error to \
+             weigh: the error may have come from them"
+        );
+        assert_eq!(unmeasured_text(&[], false), "");
     }
 
     /// A report of no rows, to fill in by hand.

@@ -599,6 +599,7 @@ fn the_growth_plot_marks_an_earlier_origin() {
         chain: Vec::new(),
         earlier: None,
         by_rel_err: false,
+        unmeasured_inputs: Vec::new(),
     });
     o.index = 1;
     o.name = report.ops[1].name.to_string();
