@@ -5,7 +5,9 @@ a second held-out check (docs/decode.md, "A second held-out check"), of which
 tests/python/test_long_prompt.py runs `h` (`LONG`). `THIRD`: the four of a third (docs/decode.md,
 "A third held-out check"), of which tests/python/test_third_heldout.py runs `j`, `k` and `l`.
 `FOURTH`: the four of a fourth (docs/results/heldout-2026-12-05-session33.txt). `SIXTH`: the four of
-a sixth (docs/results/heldout-2026-12-06-session42.txt), not run in CI.
+a sixth (docs/results/heldout-2026-12-06-session42.txt), of which tests/python/test_heldout.py runs
+`hc`'s RoPE faults. `SEVENTH`: the four of a seventh (docs/results/heldout-2026-12-06-session43.txt),
+not run in CI.
 
 `make(name, workdir)` builds one with real transformers (scripts/dump_reference.py, seeded init)
 and returns its directory, its prompt (comma-separated ids) and its config changes.
@@ -125,10 +127,29 @@ SIXTH = {
 }
 
 
+# The seventh held-out check's four (a helper, 2026-12-06, session 43;
+# docs/results/heldout-2026-12-06-session43.txt); `hc` of SIXTH is what
+# tests/python/test_heldout.py runs of the RoPE faults after a 1-token prompt.
+SEVENTH = {
+    "wa": (dict(hidden_size=80, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=1,
+                head_dim=20, intermediate_size=176, vocab_size=410, rope_theta=10000.0), 4301, 1, 16,
+           "eager", True),
+    "wb": (dict(hidden_size=96, num_hidden_layers=4, num_attention_heads=3, num_key_value_heads=3,
+                head_dim=40, intermediate_size=200, vocab_size=530, rope_theta=300000.0), 4302, 2, 10,
+           "sdpa", "x2"),
+    "wc": (dict(hidden_size=72, num_hidden_layers=3, num_attention_heads=6, num_key_value_heads=2,
+                head_dim=24, intermediate_size=160, vocab_size=777, rope_theta=1000000.0), 4303, 96, 8,
+           "eager", "k10"),
+    "wd": (dict(hidden_size=160, num_hidden_layers=6, num_attention_heads=10, num_key_value_heads=2,
+                head_dim=20, intermediate_size=320, vocab_size=950, rope_theta=50000.0), 4304, 17, 5,
+           "sdpa", True),
+}
+
+
 def make(name: str, workdir: Path) -> tuple[Path, str, dict]:
     """Model `name` saved (float32 weights) under `workdir`: (its directory, its prompt, its
     config changes)."""
-    changes, seed, length, _steps, _attn, gains = {**MODELS, **SECOND, **THIRD, **FOURTH, **SIXTH}[name]
+    changes, seed, length, _steps, _attn, gains = {**MODELS, **SECOND, **THIRD, **FOURTH, **SIXTH, **SEVENTH}[name]
     cfg = json.loads((REPO / "fixtures/configs/tiny-qwen3.json").read_text())
     cfg.update(changes, max_window_layers=changes["num_hidden_layers"])
     workdir.mkdir(parents=True, exist_ok=True)

@@ -331,3 +331,43 @@ def test_a_zero_keys_share_is_told_from_a_scale_per_head(model, dt):
     r = json.loads(p.stdout)
     assert r["first_divergence"]["name"] == attn + "@1", (name, dt, r["first_divergence"])
     assert_fixed_scale(r, attn, dt, name)
+
+
+# (fault, where it enters after a 1-token prompt, its hint, how the hint's message starts)
+ROPE_AT_STEP_1 = [
+    ("rope-interleaved", "model.layers.0.self_attn.rope_q@1", "rope_layout", "ours rotates interleaved"),
+    ("rope-theta=10000", "model.rotary_emb@1", "rope_theta", "the RoPE table of ours at position 1 fits theta ~ "),
+]
+
+
+@pytest.mark.parametrize("dt", ["f32", "bf16"])
+@pytest.mark.parametrize("fault,op,code,says", ROPE_AT_STEP_1, ids=[f[0] for f in ROPE_AT_STEP_1])
+def test_rope_faults_after_a_one_token_prompt_get_their_hints(tmp_path, dt, fault, op, code, says):
+    """A 1-token prompt's prefill is position 0, where every RoPE is the identity: the fault
+    enters at decode step 1, and its hint must read that step's row at its position (the
+    sixth held-out check's model `hc` read no `rope_layout`, the seventh's `wa` no `rope_theta`:
+    the fits were taken at position 0, or not at all; docs/hints.md)."""
+    from heldout_models import SIXTH
+
+    mdir, ids, _ = make("hc", tmp_path)
+    assert len(ids.split(",")) == 1
+    attn, torch_dt = SIXTH["hc"][4], {"f32": "float32", "bf16": "bfloat16"}[dt]
+    ref = dump(tmp_path, "--model", mdir, "--ids", ids, "--dtype", torch_dt, "--attn", attn, "--decode", 3,
+               name=f"ref.{dt}.npz")
+    ours = tmp_path / f"ours.{dt}.npz"
+    subprocess.run([str(BIN), "run", "--model", str(mdir), "--ids", ids, "--dtype", dt, "--decode-from", str(ref),
+                    "--inject", fault, "--out", str(ours)], check=True, capture_output=True, text=True)
+    p = subprocess.run([str(BIN), "diff", str(ours), str(ref), "--format", "json", "--model", str(mdir)],
+                       capture_output=True, text=True)
+    r = json.loads(p.stdout)
+    f = r["first_divergence"]
+    # The fault's op is where it crosses the line, or its origin (bf16: the table at position 1
+    # is within its tolerance, and `rope_k@1` crosses first).
+    assert (p.returncode, f["step"]) == (1, 1) and op in (f["name"], r["origin"]["name"]), (dt, f, r["origin"])
+    assert r["steps"][0]["diverged"] == 0
+    hints = [h for h in r["hints"] if h["op"] == op and h["code"] == code]
+    assert hints and hints[0]["message"].startswith(says), (dt, r["hints"])
+    if code == "rope_theta" and dt == "f32":
+        # f32 tables pin the thetas (bf16's at position 1 with head_dim 12 only roughly)
+        ev = hints[0]["evidence"]
+        assert abs(ev["theta_ours"] / 1e4 - 1) < 1e-3 and abs(ev["theta_ref"] / 2e5 - 1) < 1e-3, ev

@@ -229,6 +229,12 @@ pub fn diagnose(subject: &Subject<'_>, shape: &ModelShape) -> Vec<Hint> {
         out.push(h);
         return out;
     }
+    // A decode step's row of the RoPE table, with its own test: after a short prompt another
+    // theta moves it by less than MATERIAL (1.6e-2 at position 1, a held-out check).
+    if let Some(h) = rope_theta_at_step(subject.name, subject.reference.shape, &o, &r, shape) {
+        out.push(h);
+        return out;
+    }
     if rel <= MATERIAL {
         // At a norm, another epsilon moves the rows by less than MATERIAL wherever their mean
         // squares are large next to it (a held-out model's f32 `rms-eps=1e-2` at a layer 5: a
@@ -879,6 +885,112 @@ fn rope_theta(
     ))
 }
 
+/// The largest RMS distance at which a row still counts as the RoPE table of some theta at
+/// its position: about 9 times the RMS of bf16's rounding of cos values (1.1e-3).
+const TABLE_FIT: f64 = 1e-2;
+
+/// `rope_theta` at a decode step's one row of the RoPE table (`rotary_emb@s`, `[.., 1, D]`,
+/// `cos(P * theta^(-2i/D))` for `i mod D/2`), at its position `P` = the prompt's length +
+/// step - 1: the theta that fits each side's row best (a log grid from 1e1 to 1e9, then a
+/// golden-section search); holds when both rows are such tables (RMS distance under
+/// [`TABLE_FIT`]), their thetas differ by more than 5%, ours is not ref's theta's table (RMS
+/// 5e-3 or more, ~4.5 bf16 roundings, and 4x its own fit) and not that table at another
+/// position (a `decode_position` fault). The prefill's rows go by [`rope_theta`]. (A held-out
+/// check: a wrong theta after a 1-token prompt read no hint at `rotary_emb@1`, nor at later
+/// steps.)
+fn rope_theta_at_step(
+    name: &str,
+    dims: &[usize],
+    o: &[f64],
+    r: &[f64],
+    shape: &ModelShape,
+) -> Option<Hint> {
+    if Op::of(name) != Op::RotaryEmb {
+        return None;
+    }
+    let step = divergence_names::split_step(name).1;
+    let d = *dims.last()?;
+    if step == 0 || d < 4 || !d.is_multiple_of(2) || o.len() != d || r.len() != d {
+        return None;
+    }
+    // Position 0 is cos 1 whatever the theta.
+    let pos = shape.prompt_len? + step - 1;
+    if pos == 0 {
+        return None;
+    }
+    let half = d / 2;
+    let rms = |v: &[f64], pos: f64, theta: f64| -> f64 {
+        let sq: f64 = v
+            .iter()
+            .enumerate()
+            .map(|(i, x)| {
+                let f = theta.powf(-((2 * (i % half)) as f64) / d as f64);
+                (x - (pos * f).cos()).powi(2)
+            })
+            .sum();
+        (sq / d as f64).sqrt()
+    };
+    let p = pos as f64;
+    let fit = |v: &[f64]| -> (f64, f64) {
+        const N: usize = 2000;
+        let (lo, hi) = (1.0f64, 9.0f64);
+        let at = |k: usize| lo + (hi - lo) * k as f64 / N as f64;
+        let e = |l: f64| rms(v, p, 10f64.powf(l));
+        let k = (0..=N)
+            .map(|k| (e(at(k)), k))
+            .min_by(|a, b| a.0.total_cmp(&b.0))
+            .map_or(0, |(_, k)| k);
+        // Golden section between the grid's neighbours of the best point.
+        let (mut a, mut b) = (at(k.saturating_sub(1)), at((k + 1).min(N)));
+        let g = (5f64.sqrt() - 1.0) / 2.0;
+        for _ in 0..60 {
+            let (c, dd) = (b - g * (b - a), a + g * (b - a));
+            if e(c) <= e(dd) {
+                b = dd;
+            } else {
+                a = c;
+            }
+        }
+        let l = (a + b) / 2.0;
+        (10f64.powf(l), e(l))
+    };
+    let ((t_o, e_o), (t_r, e_r)) = rayon::join(|| fit(o), || fit(r));
+    if e_o > TABLE_FIT || e_r > TABLE_FIT || ((t_o - t_r) / t_r).abs() <= 5e-2 {
+        return None;
+    }
+    let at_ref = rms(o, p, t_r);
+    if at_ref < 5e-3 || at_ref < 4.0 * e_o {
+        return None;
+    }
+    // Ref's theta at another position (positions off in decode) explains ours as well.
+    let other = (0..=(2 * pos + 64).min(1 << 16))
+        .filter(|&q| q != pos)
+        .any(|q| rms(o, q as f64, t_r) <= e_o.max(1e-3));
+    if other {
+        return None;
+    }
+    let config = shape
+        .rope_theta
+        .map_or_else(String::new, |t| format!("; config.json says {t}"));
+    Some(hint(
+        HintCode::RopeTheta,
+        name,
+        format!(
+            "the RoPE table of ours at position {pos} fits theta ~ {} where ref's fits ~ {}{config}: a wrong rope_theta",
+            round3(t_o),
+            round3(t_r)
+        ),
+        &[
+            ("theta_ours", t_o),
+            ("theta_ref", t_r),
+            ("position", p),
+            ("ours_fit", e_o),
+            ("ref_fit", e_r),
+            ("ours_at_ref_theta", at_ref),
+        ],
+    ))
+}
+
 /// ` = 1/8` when `1/c` is within 0.1% of a whole number above 1, else empty.
 fn reciprocal(c: f64) -> String {
     let inv = 1.0 / c;
@@ -890,16 +1002,26 @@ fn reciprocal(c: f64) -> String {
     }
 }
 
-/// RoPE of `x` (`[T, H, D]` row-major, positions 0..T) in f64, as `[H, T, D]`: rotate-half
-/// pairs (i, i + D/2) or interleaved pairs (2i, 2i + 1), frequency `theta^(-2i/D)` for pair i.
-fn rope(x: &[f64], t: usize, h: usize, d: usize, theta: f64, interleaved: bool) -> Vec<f64> {
+/// RoPE of `x` (`[T, H, D]` row-major, positions `start..start + T`) in f64, as `[H, T, D]`:
+/// rotate-half pairs (i, i + D/2) or interleaved pairs (2i, 2i + 1), frequency `theta^(-2i/D)`
+/// for pair i.
+fn rope_from(
+    x: &[f64],
+    [t, h, d]: [usize; 3],
+    start: usize,
+    theta: f64,
+    interleaved: bool,
+) -> Vec<f64> {
     let half = d / 2;
     let mut out = vec![0.0; x.len()];
     let inv_freq: Vec<f64> = (0..half)
         .map(|i| theta.powf(-((2 * i) as f64) / d as f64))
         .collect();
     for p in 0..t {
-        let table: Vec<(f64, f64)> = inv_freq.iter().map(|f| (p as f64 * f).sin_cos()).collect();
+        let table: Vec<(f64, f64)> = inv_freq
+            .iter()
+            .map(|f| ((start + p) as f64 * f).sin_cos())
+            .collect();
         for hh in 0..h {
             let src = &x[(p * h + hh) * d..(p * h + hh + 1) * d];
             let dst = &mut out[(hh * t + p) * d..(hh * t + p + 1) * d];
@@ -917,10 +1039,12 @@ fn rope(x: &[f64], t: usize, h: usize, d: usize, theta: f64, interleaved: bool) 
     out
 }
 
-/// `rope_layout`: at `rope_q` / `rope_k` (`[.., H, T, D]`) with its pre-RoPE input
-/// (`q_norm` / `k_norm`, `[.., T, H, D]`): RoPE of ours' own input, computed in f64 with
-/// config.json's theta, both ways; holds when ours fits the other layout than ref (within 5e-2,
-/// and 10x better than the layout ref uses).
+/// [`rope_from`] position 0 on.
+#[cfg(test)]
+fn rope(x: &[f64], t: usize, h: usize, d: usize, theta: f64, interleaved: bool) -> Vec<f64> {
+    rope_from(x, [t, h, d], 0, theta, interleaved)
+}
+
 /// RoPE's input, both sides, and `(h, t, d)`: `q_norm` / `k_norm` where the model has them
 /// (Qwen3), else the projection (Llama, Qwen2, Mistral: a held-out check found the RoPE hints
 /// silent on them), `[.., T, H, D]` or `[.., T, H * D]`, the same order; `None` unless both
@@ -1005,6 +1129,11 @@ fn rope_skipped(subject: &Subject<'_>, op: Op, o: &[f64], r: &[f64]) -> Option<H
     ))
 }
 
+/// `rope_layout`: at `rope_q` / `rope_k` (`[.., H, T, D]`) with its pre-RoPE input
+/// (`q_norm` / `k_norm`, `[.., T, H, D]`): RoPE of ours' own input, computed in f64 with
+/// config.json's theta, both ways, at the row's positions (the prefill's from 0, a decode
+/// step's after the prompt's); holds when ours fits the other layout than ref (within 5e-2,
+/// and 10x better than the layout ref uses).
 fn rope_layout(
     subject: &Subject<'_>,
     op: Op,
@@ -1016,9 +1145,18 @@ fn rope_layout(
         return None;
     }
     let theta = shape.rope_theta?;
+    // A decode step's rows are at the positions after the prompt's and the earlier steps'
+    // (position 0 is the identity both ways: a held-out check's 1-token prompt read no hint at
+    // `rope_q@1`); not known without the prompt's length.
+    let start = match divergence_names::split_step(subject.name).1 {
+        0 => 0,
+        step => shape.prompt_len? + step - 1,
+    };
     let (_, input, ref_input, [h, t, d]) = rope_input(subject, o.len())?;
     let (xo, xr) = (values(input), values(ref_input));
-    let fit = |x: &[f64], y: &[f64], inter: bool| rel_err(y, &rope(x, t, h, d, theta, inter));
+    let fit = |x: &[f64], y: &[f64], inter: bool| {
+        rel_err(y, &rope_from(x, [t, h, d], start, theta, inter))
+    };
     let (o_half, o_pairs) = (fit(&xo, o, false)?, fit(&xo, o, true)?);
     let (r_half, r_pairs) = (fit(&xr, r, false)?, fit(&xr, r, true)?);
     let ours_pairs = o_pairs < 5e-2 && o_pairs * 10.0 < o_half;
@@ -3418,6 +3556,74 @@ mod tests {
         assert!(codes(&h).contains(&"position"), "{h:?}");
     }
 
+    /// A decode step's one row of the table, at its position after the prompt (a held-out
+    /// check: a wrong theta after a 1-token prompt read no hint at `rotary_emb@1`, 1.6e-2
+    /// under MATERIAL, nor at later steps, whose rows were read as one of positions 0..).
+    #[test]
+    fn rope_theta_at_a_decode_step_fits_its_position() {
+        let d = 20;
+        let row = |pos: usize, theta: f64, bf16: bool| -> Vec<f64> {
+            (0..d)
+                .map(|i| {
+                    let f = theta.powf(-((2 * (i % (d / 2))) as f64) / d as f64);
+                    let c = (pos as f64 * f).cos() as f32;
+                    if bf16 {
+                        f64::from(half::bf16::from_f32(c).to_f32())
+                    } else {
+                        f64::from(c)
+                    }
+                })
+                .collect()
+        };
+        let dims = [1, 1, d];
+        let hints = |name: &'static str, o: &[f64], r: &[f64], prompt_len| {
+            let s = Subject {
+                name,
+                ours: side(&dims, o, "float32"),
+                reference: side(&dims, r, "float32"),
+                inputs: Vec::new(),
+                weight: None,
+            };
+            let shape = ModelShape {
+                prompt_len,
+                ..SHAPE
+            };
+            diagnose(&s, &shape)
+        };
+        let theta = |h: &[Hint]| {
+            h.iter().find(|h| h.code == HintCode::RopeTheta).map(|h| {
+                (
+                    h.evidence["theta_ours"],
+                    h.evidence["theta_ref"],
+                    h.evidence["position"],
+                )
+            })
+        };
+        for bf16 in [false, true] {
+            // Step 1 after a 1-token prompt: position 1; step 5 after 3 tokens: position 7.
+            for (name, prompt, pos) in [("model.rotary_emb@1", 1, 1), ("model.rotary_emb@5", 3, 7)]
+            {
+                let (o, r) = (row(pos, 1e6, bf16), row(pos, 1e4, bf16));
+                let h = hints(name, &o, &r, Some(prompt));
+                let (t_o, t_r, p) = theta(&h).unwrap_or_else(|| panic!("{bf16} {name}: {h:?}"));
+                assert_eq!(p, pos as f64);
+                let tol = if bf16 { 5e-2 } else { 1e-4 };
+                assert!((t_o / 1e6 - 1.0).abs() < tol, "{bf16} {name}: {t_o}");
+                assert!((t_r / 1e4 - 1.0).abs() < tol, "{bf16} {name}: {t_r}");
+                // Without the prompt's length the position is not known: nothing said.
+                assert!(theta(&hints(name, &o, &r, None)).is_none());
+                // The same theta at another position is a `decode_position` fault, not this.
+                let off = row(pos + 3, 1e4, bf16);
+                assert!(
+                    theta(&hints(name, &off, &r, Some(prompt))).is_none(),
+                    "{bf16} {name}"
+                );
+                // The same table: nothing.
+                assert!(hints(name, &r, &r, Some(prompt)).is_empty());
+            }
+        }
+    }
+
     #[test]
     fn rounding_and_nonfinite() {
         // one bf16 ulp apart: below MATERIAL, a rounding hint
@@ -3512,6 +3718,57 @@ mod tests {
                 && h.message.starts_with("ours rotates interleaved")),
             "{hs:?}"
         );
+    }
+
+    /// A decode step's one position is after the prompt's (a held-out check: after a 1-token
+    /// prompt, `rope-interleaved` read no hint at `rope_q@1`, its fits taken at position 0,
+    /// where both layouts are the identity).
+    #[test]
+    fn rope_layout_at_a_decode_step_rotates_at_its_position() {
+        let (t, h, d) = (1, 2, 8);
+        let x = data(t * h * d, 13);
+        // Step 3 after a 5-token prompt: position 7.
+        let half = rope_from(&x, [t, h, d], 7, 1e6, false);
+        let pairs = rope_from(&x, [t, h, d], 7, 1e6, true);
+        let (ins, outs) = ([1, t, h, d], [1, h, t, d]);
+        let s = |name: &'static str| Subject {
+            name,
+            ours: side(&outs, &pairs, "float32"),
+            reference: side(&outs, &half, "float32"),
+            inputs: vec![(
+                "model.layers.0.self_attn.q_norm",
+                Some(side(&ins, &x, "float32")),
+                Some(side(&ins, &x, "float32")),
+            )],
+            weight: None,
+        };
+        let layout = |s: &Subject<'_>, prompt_len| {
+            let shape = ModelShape {
+                prompt_len,
+                ..SHAPE
+            };
+            diagnose(s, &shape)
+                .into_iter()
+                .find(|h| h.code == HintCode::RopeLayout)
+        };
+        let l = layout(&s("model.layers.0.self_attn.rope_q@3"), Some(5)).expect("layout hint");
+        assert!(
+            l.message.starts_with("ours rotates interleaved"),
+            "{}",
+            l.message
+        );
+        assert!(
+            l.evidence["ours_fit_interleaved"] < 1e-12,
+            "{:?}",
+            l.evidence
+        );
+        // The prompt's length not known: the position is not, and nothing is said.
+        assert!(layout(&s("model.layers.0.self_attn.rope_q@3"), None).is_none());
+        // Another step reads another position: neither layout fits.
+        assert!(layout(&s("model.layers.0.self_attn.rope_q@4"), Some(5)).is_none());
+        // At position 0 (a step-0 row of one token) both layouts are the identity.
+        let zero = rope_from(&x, [t, h, d], 0, 1e6, true);
+        assert_eq!(zero, rope_from(&x, [t, h, d], 0, 1e6, false));
     }
 
     /// RoPE not applied: ours is its own input laid out `[H, T, D]`, the reference's rotated

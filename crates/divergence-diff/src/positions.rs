@@ -208,6 +208,18 @@ impl PositionProfile {
         let decode = match (self.first_affected, decode_only) {
             (Some(p), false) if !self.steps.is_empty() => match self.steps.get(p) {
                 Some(0) => "; already in the prefill".to_string(),
+                // Judged by another measure than the rows' tolerance (`--truth`'s noise
+                // ratio): the prefill is clean though its positions pass that tolerance (a
+                // held-out check read "within the tolerance (at most 6.94 of it)").
+                Some(_) if alike && prefill_margin > 1.0 => {
+                    format!(
+                        "; the prefill is judged clean, and so are {decode_under} of \
+                         {decode_steps} decode steps, though its positions reach {:.2} of the \
+                         rows' tolerance (the worst step judged over it {:.2}): a decode-path \
+                         error, or an error of every position that some rows cross first",
+                        prefill_margin, worst_over
+                    )
+                }
                 Some(_) if alike => {
                     format!(
                         "; the prefill's positions are within the tolerance (at most {:.2} of it), \
@@ -611,6 +623,31 @@ mod tests {
             alike.summary().ends_with("(at most 0.30 of it), and so are 2 of 3 decode steps: a decode-path error, or an error of every position that some rows cross first"),
             "{}",
             alike.summary()
+        );
+        // Judged by the truth's noise ratio: a prefill clean by it though over the rows'
+        // tolerance (a held-out check's bf16 late rounding read "within the tolerance (at most
+        // 6.94 of it)").
+        let judged = || {
+            let mut p = profile(&[7e-3, 1e-3, 0.0]);
+            p.over.iter_mut().for_each(|o| *o = false);
+            Some(p)
+        };
+        let level = [
+            step_row(1, 2.4e-3, false),
+            step_row(2, 8e-3, true),
+            step_row(3, 4.9e-3, false),
+        ];
+        let level: Vec<&crate::OpResult> = level.iter().collect();
+        let truth = across_steps("model.rotary_emb", judged(), &level, None).unwrap();
+        assert!(
+            truth.summary().ends_with(
+                "; the prefill is judged clean, and so are 2 of 3 decode steps, though its \
+                 positions reach 7.00 of the rows' tolerance (the worst step judged over it \
+                 8.00): a decode-path error, or an error of every position that some rows \
+                 cross first"
+            ),
+            "{}",
+            truth.summary()
         );
         // cache probes have no prefill row: the profile counts decode steps
         let p = across_steps("model.layers.0.self_attn.cache_k", None, &refs, None).unwrap();

@@ -579,8 +579,23 @@ pub(crate) fn origin_text(report: &Report) -> Option<String> {
         (_, _, true) => format!("noise ratio ×{} over its inputs'", ratio(o.growth)),
         (_, _, false) => format!("local growth ×{}", num(o.growth)),
     };
+    // No op of the chain grew the error past the birth threshold: the origin is the chain's
+    // earliest op, where the error was already (a held-out check read "born at
+    // layers.0 attn_out@4 (local growth ×2.017)" of a fault planted in a later layer).
+    let birth = if truth {
+        divergence_diff::TRUTH_BIRTH
+    } else {
+        divergence_diff::BIRTH_GROWTH
+    };
+    let accumulated = !born_here && o.growth.is_some_and(|g| g <= birth);
     let mut text = if born_here {
         format!("born here ({growth})")
+    } else if accumulated {
+        format!(
+            "crossed the line at {}; no op on its chain grew the error past ×{birth} (the \
+             birth threshold): it accumulated, the chain starting at {} (#{}, {growth})",
+            f.name, o.name, o.index
+        )
     } else {
         format!(
             "crossed the line at {}; born at {} (#{}, {growth})",
@@ -1307,6 +1322,42 @@ mod tests {
         let (line, unmeasured) = text(Some(side(r)));
         assert!(!line.contains("no error to weigh"), "{line}");
         assert!(unmeasured.is_empty());
+    }
+
+    /// An origin whose growth is under the birth threshold is the chain's earliest op, where
+    /// the error already was: said as accumulated, not "born at" (a held-out check read "born
+    /// at layers.0 attn_out@4 (local growth ×2.017)" of a fault planted in a later layer).
+    #[test]
+    fn an_origin_under_the_birth_threshold_reads_accumulated() {
+        let mut report = empty_report();
+        report.first_divergence = Some(divergence_diff::FirstDivergence {
+            name: "b".into(),
+            index: 3,
+            status: Status::Diverged,
+            reason: String::new(),
+            layer: None,
+            step: 0,
+        });
+        let origin = |growth| divergence_diff::Origin {
+            name: "a".into(),
+            index: 1,
+            growth: Some(growth),
+            chain: Vec::new(),
+            earlier: None,
+            by_rel_err: false,
+            unmeasured_inputs: Vec::new(),
+        };
+        report.origin = Some(origin(2.017));
+        assert_eq!(
+            origin_text(&report).unwrap(),
+            "crossed the line at b; no op on its chain grew the error past ×10 (the birth \
+             threshold): it accumulated, the chain starting at a (#1, local growth ×2.017e+00)"
+        );
+        report.origin = Some(origin(20.0));
+        assert_eq!(
+            origin_text(&report).unwrap(),
+            "crossed the line at b; born at a (#1, local growth ×2.000e+01)"
+        );
     }
 
     /// At most three inputs named, the rest counted.
