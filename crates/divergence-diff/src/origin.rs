@@ -434,10 +434,13 @@ pub fn origin<R: RowSource + ?Sized>(
         .collect();
     let o = &chain[0];
     let earlier = earlier_step(ops, growths, o.index, measure);
+    // Inputs of no error to weigh: in rel-err terms a row within its tolerance was compared
+    // (an all-zero reference has no relative error; a review saw such a row named).
     let unmeasured_inputs = flow
         .inputs(o.index)
         .iter()
         .filter(|&j| j < len && rel(j).is_none())
+        .filter(|&j| measure == Measure::NoiseRatio || ops.row_at(j).status() != Status::Ok)
         .map(|j| {
             let row = ops.row_at(j);
             UnmeasuredInput {
@@ -574,6 +577,32 @@ mod tests {
         let g = local_growths(&ops, &flow, Measure::RelErr);
         let o = origin(&ops, &flow, &g, first, Measure::RelErr);
         (g, o)
+    }
+
+    /// The origin's inputs of no error to weigh are named, but not a row within its tolerance
+    /// that has no relative error (an all-zero reference: a review saw one named as a possible
+    /// source).
+    #[test]
+    fn unmeasured_inputs_are_those_not_compared() {
+        // rope_k (index 5) reads k_norm (4) and rotary_emb (1).
+        let (mut ops, flow) = chain([Some(0.0), None, Some(0.0), Some(0.0), Some(0.0), Some(0.5)]);
+        let unmeasured = |ops: &[OpResult]| {
+            let g = local_growths(ops, &flow, Measure::RelErr);
+            origin(ops, &flow, &g, 5, Measure::RelErr)
+                .expect("an origin")
+                .unmeasured_inputs
+        };
+        // rotary_emb `ok` without a relative error (its reference all zeros): compared.
+        assert_eq!(unmeasured(&ops), []);
+        ops[1].status = Status::OnlyOurs;
+        assert_eq!(
+            unmeasured(&ops),
+            [UnmeasuredInput {
+                name: "model.rotary_emb".into(),
+                index: 1,
+                status: Status::OnlyOurs,
+            }]
+        );
     }
 
     /// A decode step's attention reads the cache of every earlier step and the prompt's:

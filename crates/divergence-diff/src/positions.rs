@@ -212,11 +212,19 @@ impl PositionProfile {
                 // ratio): the prefill is clean though its positions pass that tolerance (a
                 // held-out check read "within the tolerance (at most 6.94 of it)").
                 Some(_) if alike && prefill_margin > 1.0 => {
+                    // A prefill as far over that tolerance as the flagged steps is no reading
+                    // of a decode-path error (a review).
+                    let reading = if prefill_margin >= worst_over {
+                        "an error of every position alike, which the verdict flags at some \
+                         decode steps"
+                    } else {
+                        "a decode-path error, or an error of every position that some rows \
+                         cross first"
+                    };
                     format!(
                         "; the prefill is judged clean, and so are {decode_under} of \
                          {decode_steps} decode steps, though its positions reach {:.2} of the \
-                         rows' tolerance (the worst step judged over it {:.2}): a decode-path \
-                         error, or an error of every position that some rows cross first",
+                         rows' tolerance and the worst flagged step {:.2} of it: {reading}",
                         prefill_margin, worst_over
                     )
                 }
@@ -642,9 +650,27 @@ mod tests {
         assert!(
             truth.summary().ends_with(
                 "; the prefill is judged clean, and so are 2 of 3 decode steps, though its \
-                 positions reach 7.00 of the rows' tolerance (the worst step judged over it \
-                 8.00): a decode-path error, or an error of every position that some rows \
-                 cross first"
+                 positions reach 7.00 of the rows' tolerance and the worst flagged step 8.00 of \
+                 it: a decode-path error, or an error of every position that some rows cross \
+                 first"
+            ),
+            "{}",
+            truth.summary()
+        );
+        // The flagged step under the rows' tolerance, the prefill over it (a review): no
+        // decode-path reading.
+        let level = [
+            step_row(1, 2.4e-3, false),
+            step_row(2, 6e-3, true),
+            step_row(3, 4.9e-3, false),
+        ];
+        let level: Vec<&crate::OpResult> = level.iter().collect();
+        let truth = across_steps("model.rotary_emb", judged(), &level, None).unwrap();
+        assert!(
+            truth.summary().ends_with(
+                "though its positions reach 7.00 of the rows' tolerance and the worst flagged \
+                 step 6.00 of it: an error of every position alike, which the verdict flags at \
+                 some decode steps"
             ),
             "{}",
             truth.summary()

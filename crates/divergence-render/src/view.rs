@@ -579,21 +579,40 @@ pub(crate) fn origin_text(report: &Report) -> Option<String> {
         (_, _, true) => format!("noise ratio ×{} over its inputs'", ratio(o.growth)),
         (_, _, false) => format!("local growth ×{}", num(o.growth)),
     };
-    // No op of the chain grew the error past the birth threshold: the origin is the chain's
-    // earliest op, where the error was already (a held-out check read "born at
-    // layers.0 attn_out@4 (local growth ×2.017)" of a fault planted in a later layer).
+    // No op of the chain grew the error past the birth threshold: the origin is only where the
+    // chain starts, and the op that grew it most is named too (a held-out check read "born at
+    // layers.0 attn_out@4 (local growth ×2.017)" of a fault planted in layer 1; a review, "it
+    // accumulated" of a fault at that op, ×4.6 over exact inputs).
     let birth = if truth {
         divergence_diff::TRUTH_BIRTH
     } else {
         divergence_diff::BIRTH_GROWTH
     };
-    let accumulated = !born_here && o.growth.is_some_and(|g| g <= birth);
+    let most = o
+        .chain
+        .iter()
+        .filter(|l| l.local_growth.is_some())
+        .max_by(|a, b| {
+            a.local_growth
+                .partial_cmp(&b.local_growth)
+                .unwrap_or(std::cmp::Ordering::Equal)
+        });
     let mut text = if born_here {
         format!("born here ({growth})")
-    } else if accumulated {
+    } else if o.growth.is_some_and(|g| g <= birth) {
+        let grew = match most {
+            Some(l) if l.index != o.index => {
+                let by = match truth {
+                    true => ratio(l.local_growth),
+                    false => num(l.local_growth),
+                };
+                format!(", and grew most at {} (#{}, ×{by})", l.name, l.index)
+            }
+            _ => ", where it grew most".to_string(),
+        };
         format!(
             "crossed the line at {}; no op on its chain grew the error past ×{birth} (the \
-             birth threshold): it accumulated, the chain starting at {} (#{}, {growth})",
+             birth threshold): the chain starts at {} (#{}, {growth}){grew}",
             f.name, o.name, o.index
         )
     } else {
@@ -1324,11 +1343,11 @@ mod tests {
         assert!(unmeasured.is_empty());
     }
 
-    /// An origin whose growth is under the birth threshold is the chain's earliest op, where
-    /// the error already was: said as accumulated, not "born at" (a held-out check read "born
-    /// at layers.0 attn_out@4 (local growth ×2.017)" of a fault planted in a later layer).
+    /// An origin whose growth is under the birth threshold is only where the chain starts: said
+    /// so, with the op that grew the error most, not "born at" (a held-out check read "born at
+    /// layers.0 attn_out@4 (local growth ×2.017)" of a fault planted in a later layer).
     #[test]
-    fn an_origin_under_the_birth_threshold_reads_accumulated() {
+    fn an_origin_under_the_birth_threshold_names_where_the_chain_grew_most() {
         let mut report = empty_report();
         report.first_divergence = Some(divergence_diff::FirstDivergence {
             name: "b".into(),
@@ -1338,22 +1357,38 @@ mod tests {
             layer: None,
             step: 0,
         });
-        let origin = |growth| divergence_diff::Origin {
+        let link = |name: &str, index, growth| divergence_diff::ChainLink {
+            name: name.into(),
+            index,
+            local_growth: Some(growth),
+            role: divergence_diff::Role::Carried,
+        };
+        let origin = |growth, chain| divergence_diff::Origin {
             name: "a".into(),
             index: 1,
             growth: Some(growth),
-            chain: Vec::new(),
+            chain,
             earlier: None,
             by_rel_err: false,
             unmeasured_inputs: Vec::new(),
         };
-        report.origin = Some(origin(2.017));
+        report.origin = Some(origin(
+            2.017,
+            vec![link("a", 1, 2.017), link("m", 2, 6.5), link("b", 3, 1.2)],
+        ));
         assert_eq!(
             origin_text(&report).unwrap(),
             "crossed the line at b; no op on its chain grew the error past ×10 (the birth \
-             threshold): it accumulated, the chain starting at a (#1, local growth ×2.017e+00)"
+             threshold): the chain starts at a (#1, local growth ×2.017e+00), and grew most at \
+             m (#2, ×6.500e+00)"
         );
-        report.origin = Some(origin(20.0));
+        report.origin = Some(origin(4.6, vec![link("a", 1, 4.6), link("b", 3, 1.2)]));
+        assert_eq!(
+            origin_text(&report).unwrap(),
+            "crossed the line at b; no op on its chain grew the error past ×10 (the birth \
+             threshold): the chain starts at a (#1, local growth ×4.600e+00), where it grew most"
+        );
+        report.origin = Some(origin(20.0, vec![link("a", 1, 20.0), link("b", 3, 1.2)]));
         assert_eq!(
             origin_text(&report).unwrap(),
             "crossed the line at b; born at a (#1, local growth ×2.000e+01)"
