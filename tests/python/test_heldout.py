@@ -371,3 +371,25 @@ def test_rope_faults_after_a_one_token_prompt_get_their_hints(tmp_path, dt, faul
         # f32 tables pin the thetas (bf16's at position 1 with head_dim 12 only roughly)
         ev = hints[0]["evidence"]
         assert abs(ev["theta_ours"] / 1e4 - 1) < 1e-3 and abs(ev["theta_ref"] / 2e5 - 1) < 1e-3, ev
+
+
+def test_a_bf16_decode_mask_beside_heads_at_the_noise_gets_attention_spread(tmp_path):
+    """The seventh held-out check's `wb` (k_norm ~190, bf16): `decode-mask@1` scales one head of
+    layer 1's `attn_out@1` by 0.028 while another's bf16 noise (4e-2) is past what a pure scale
+    may carry; no hint was given. Heads within the dtype's noise are now counted beside the
+    pure scales (docs/hints.md, `attention_spread`)."""
+    from heldout_models import SEVENTH
+
+    mdir, ids, _ = make("wb", tmp_path)
+    ref = dump(tmp_path, "--model", mdir, "--ids", ids, "--dtype", "bfloat16", "--attn", SEVENTH["wb"][4],
+               "--decode", 2, name="ref.npz")
+    ours = tmp_path / "ours.npz"
+    subprocess.run([str(BIN), "run", "--model", str(mdir), "--ids", ids, "--dtype", "bf16", "--decode-from", str(ref),
+                    "--inject", "decode-mask@1", "--out", str(ours)], check=True, capture_output=True, text=True)
+    p = subprocess.run([str(BIN), "diff", str(ours), str(ref), "--format", "json", "--model", str(mdir)],
+                       capture_output=True, text=True)
+    r = json.loads(p.stdout)
+    op = "model.layers.1.self_attn.attn_out@1"
+    assert (p.returncode, where(r)) == (1, (op, 1)), r["first_divergence"]
+    hints = [h for h in r["hints"] if h["op"] == op and h["code"] == "attention_spread"]
+    assert hints and hints[0]["evidence"]["min_factor"] < 0.1, r["hints"]
