@@ -867,22 +867,57 @@ fn rope_theta(
         (f > 0.0).then(|| f.powf(-(d as f64) / 2.0))
     };
     let (t_o, t_r) = (estimate(o)?, estimate(r)?);
-    if ((t_o - t_r) / t_r).abs() <= 5e-2 {
+    if !thetas_differ(t_o, t_r) {
         return None;
     }
+    Some(theta_hint(name, "", (t_o, t_r), shape, &[]))
+}
+
+/// Two estimates of RoPE's theta are two thetas: they differ by more than 5%.
+fn thetas_differ(ours: f64, reference: f64) -> bool {
+    ((ours - reference) / reference).abs() > 5e-2
+}
+
+/// The `rope_theta` hint: the table of ours fits `t_o`, ref's `t_r` (`at`: where, after "of
+/// ours"), with config.json's theta where known; `more` evidence after the two thetas.
+fn theta_hint(
+    name: &str,
+    at: &str,
+    (t_o, t_r): (f64, f64),
+    shape: &ModelShape,
+    more: &[(&str, f64)],
+) -> Hint {
     let config = shape
         .rope_theta
         .map_or_else(String::new, |t| format!("; config.json says {t}"));
-    Some(hint(
+    let evidence = [&[("theta_ours", t_o), ("theta_ref", t_r)][..], more].concat();
+    hint(
         HintCode::RopeTheta,
         name,
         format!(
-            "the RoPE table of ours fits theta ~ {} where ref's fits ~ {}{config}: a wrong rope_theta",
+            "the RoPE table of ours{at} fits theta ~ {} where ref's fits ~ {}{config}: a wrong rope_theta",
             round3(t_o),
             round3(t_r)
         ),
-        &[("theta_ours", t_o), ("theta_ref", t_r)],
-    ))
+        &evidence,
+    )
+}
+
+/// The token position of the first row of probe `name`: 0 for the prefill's (step 0), the
+/// prompt's length + step - 1 for a decode step's; `None` for a decode step where the prompt's
+/// length is not known.
+fn first_position(name: &str, shape: &ModelShape) -> Option<usize> {
+    match divergence_names::split_step(name).1 {
+        0 => Some(0),
+        step => Some(shape.prompt_len? + step - 1),
+    }
+}
+
+/// RoPE's frequencies for `d` dimensions, `theta^(-2i/d)` for pair `i < d/2`.
+fn inv_freq(theta: f64, d: usize) -> Vec<f64> {
+    (0..d / 2)
+        .map(|i| theta.powf(-((2 * i) as f64) / d as f64))
+        .collect()
 }
 
 /// The largest RMS distance at which a row still counts as the RoPE table of some theta at
@@ -916,17 +951,12 @@ fn rope_theta_at_step(
         return None;
     }
     // Position 0 is cos 1 whatever the theta.
-    let pos = shape.prompt_len? + step - 1;
+    let pos = first_position(name, shape)?;
     if pos == 0 {
         return None;
     }
     let half = d / 2;
-    // A theta's frequencies, and the RMS distance of `v` from their table at `pos`.
-    let freqs = |theta: f64| -> Vec<f64> {
-        (0..half)
-            .map(|i| theta.powf(-((2 * i) as f64) / d as f64))
-            .collect()
-    };
+    // The RMS distance of `v` from the table of frequencies `f` at `pos`.
     let rms = |v: &[f64], pos: f64, f: &[f64]| -> f64 {
         let sq: f64 = v
             .iter()
@@ -940,7 +970,7 @@ fn rope_theta_at_step(
         const N: usize = 2000;
         let (lo, hi) = (1.0f64, 9.0f64);
         let at = |k: usize| lo + (hi - lo) * k as f64 / N as f64;
-        let e = |l: f64| rms(v, p, &freqs(10f64.powf(l)));
+        let e = |l: f64| rms(v, p, &inv_freq(10f64.powf(l), d));
         let k = (0..=N)
             .map(|k| (e(at(k)), k))
             .min_by(|a, b| a.0.total_cmp(&b.0))
@@ -960,10 +990,10 @@ fn rope_theta_at_step(
         (10f64.powf(l), e(l))
     };
     let ((t_o, e_o), (t_r, e_r)) = rayon::join(|| fit(o), || fit(r));
-    if e_o > TABLE_FIT || e_r > TABLE_FIT || ((t_o - t_r) / t_r).abs() <= 5e-2 {
+    if e_o > TABLE_FIT || e_r > TABLE_FIT || !thetas_differ(t_o, t_r) {
         return None;
     }
-    let f_r = freqs(t_r);
+    let f_r = inv_freq(t_r, d);
     let at_ref = rms(o, p, &f_r);
     let u = unit_roundoff(DTypeClass::of(subject.reference.dtype))
         .max(unit_roundoff(DTypeClass::of(subject.ours.dtype)));
@@ -979,20 +1009,12 @@ fn rope_theta_at_step(
     if other {
         return None;
     }
-    let config = shape
-        .rope_theta
-        .map_or_else(String::new, |t| format!("; config.json says {t}"));
-    Some(hint(
-        HintCode::RopeTheta,
+    Some(theta_hint(
         name,
-        format!(
-            "the RoPE table of ours at position {pos} fits theta ~ {} where ref's fits ~ {}{config}: a wrong rope_theta",
-            round3(t_o),
-            round3(t_r)
-        ),
+        &format!(" at position {pos}"),
+        (t_o, t_r),
+        shape,
         &[
-            ("theta_ours", t_o),
-            ("theta_ref", t_r),
             ("position", p),
             ("ours_fit", e_o),
             ("ref_fit", e_r),
@@ -1024,9 +1046,7 @@ fn rope_from(
 ) -> Vec<f64> {
     let half = d / 2;
     let mut out = vec![0.0; x.len()];
-    let inv_freq: Vec<f64> = (0..half)
-        .map(|i| theta.powf(-((2 * i) as f64) / d as f64))
-        .collect();
+    let inv_freq = inv_freq(theta, d);
     for p in 0..t {
         let table: Vec<(f64, f64)> = inv_freq
             .iter()
@@ -1157,11 +1177,8 @@ fn rope_layout(
     let theta = shape.rope_theta?;
     // A decode step's rows are at the positions after the prompt's and the earlier steps'
     // (position 0 is the identity both ways: a held-out check's 1-token prompt read no hint at
-    // `rope_q@1`); not known without the prompt's length.
-    let start = match divergence_names::split_step(subject.name).1 {
-        0 => 0,
-        step => shape.prompt_len? + step - 1,
-    };
+    // `rope_q@1`).
+    let start = first_position(subject.name, shape)?;
     let (_, input, ref_input, [h, t, d]) = rope_input(subject, o.len())?;
     let (xo, xr) = (values(input), values(ref_input));
     let fit = |x: &[f64], y: &[f64], inter: bool| {

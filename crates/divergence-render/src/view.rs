@@ -1198,19 +1198,23 @@ mod tests {
 
     use super::*;
 
+    /// Four float32 values of shape `[1, 4]`, a side of a test's row.
+    fn side(v: &'static [f32]) -> divergence_diff::Side<'static> {
+        divergence_diff::Side {
+            shape: &[1, 4],
+            values: divergence_diff::ValuesRef::F32(v),
+            dtype: "float32",
+        }
+    }
+
     /// A first divergence whose NaN/Inf are its error (their places differ; the finite part
     /// exact) says so on the origin line, not a growth of ×0 (a bad-input hunt).
     #[test]
     fn a_nonfinite_origin_measures_no_growth() {
-        use divergence_diff::{compare, Side, ValuesRef};
+        use divergence_diff::compare;
         let cfg = DiffConfig::default();
         let r = [1.0f32, 2.0, 3.0, 4.0];
         let o = [1.0f32, f32::NAN, 3.0, 4.0];
-        let side = |v: &'static [f32]| Side {
-            shape: &[1, 4],
-            values: ValuesRef::F32(v),
-            dtype: "float32",
-        };
         let (r, o): (&'static [f32], &'static [f32]) =
             (Box::leak(Box::new(r)), Box::leak(Box::new(o)));
         let rows = vec![
@@ -1242,13 +1246,8 @@ mod tests {
     /// says so, not `local growth ×-` (a user's check).
     #[test]
     fn an_origin_of_no_known_growth_says_so() {
-        use divergence_diff::{compare, Side, ValuesRef};
+        use divergence_diff::compare;
         let cfg = DiffConfig::default();
-        let side = |v: &'static [f32]| Side {
-            shape: &[1, 4],
-            values: ValuesRef::F32(v),
-            dtype: "float32",
-        };
         let r: &'static [f32] = &[1.0, 2.0, 3.0, 4.0];
         let o: &'static [f32] = &[2.0, 4.0, 6.0, 8.0];
         let rows = vec![
@@ -1281,17 +1280,12 @@ mod tests {
     /// input had been weighed).
     #[test]
     fn an_origin_names_its_inputs_of_no_error() {
-        use divergence_diff::{compare, Side, ValuesRef};
+        use divergence_diff::compare;
         let cfg = DiffConfig::default();
-        let side = |v: &'static [f32]| Side {
-            shape: &[1, 4],
-            values: ValuesRef::F32(v),
-            dtype: "float32",
-        };
         let r: &'static [f32] = &[1.0, 2.0, 3.0, 4.0];
         let o: &'static [f32] = &[1.0, 2.5, 3.0, 4.0];
         // rope_k reads k_norm (compared, equal) and rotary_emb (in ours only).
-        let rows = |rotary: Option<Side<'static>>| {
+        let rows = |rotary: Option<divergence_diff::Side<'static>>| {
             vec![
                 compare("model.rotary_emb", Some(side(r)), rotary, &cfg),
                 compare(

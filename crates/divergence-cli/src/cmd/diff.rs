@@ -2331,45 +2331,21 @@ mod tests {
     /// The date of the `--watch` line: leap years, century rules, the ends of months and years.
     #[test]
     fn civil_dates_match_the_calendar() {
+        let leap = |y: i64| (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+        let months = |y: i64| -> [u32; 12] {
+            let feb = if leap(y) { 29 } else { 28 };
+            [31, feb, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31]
+        };
         let day = |y: i64, m: u32, d: u32| -> u64 {
             // Days from 1970-01-01, counted the long way.
-            let leap = |y: i64| (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
             let mut n: i64 = (1970..y).map(|y| if leap(y) { 366 } else { 365 }).sum();
-            let months = [
-                31,
-                if leap(y) { 29 } else { 28 },
-                31,
-                30,
-                31,
-                30,
-                31,
-                31,
-                30,
-                31,
-                30,
-                31,
-            ];
-            n += months[..(m - 1) as usize].iter().sum::<i64>() + i64::from(d) - 1;
+            let before: u32 = months(y)[..(m - 1) as usize].iter().sum();
+            n += i64::from(before) + i64::from(d) - 1;
             n as u64
         };
         // Every day of these years (a leap year, a common one, the century rules).
         for y in [1970, 1972, 1999, 2000, 2026, 2100, 2400] {
-            let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-            let months = [
-                31,
-                if leap { 29 } else { 28 },
-                31,
-                30,
-                31,
-                30,
-                31,
-                31,
-                30,
-                31,
-                30,
-                31,
-            ];
-            for (m, &len) in (1..).zip(&months) {
+            for (m, &len) in (1..).zip(&months(y)) {
                 for d in 1..=len {
                     let want = (y as u64, u64::from(m), u64::from(d));
                     assert_eq!(civil_date(day(y, m, d)), want);
