@@ -176,7 +176,6 @@ pub fn local_growths<R: RowSource + ?Sized>(
 /// origin of every later layer's decode fault). Ascending by row; empty without decode steps.
 fn cache_reads<R: RowSource + ?Sized>(ops: &R, measure: Measure) -> Vec<(usize, f64)> {
     use divergence_names::Op;
-    use std::collections::BTreeMap;
     // Only these ops are asked their name's kind (a decode report has ~150,000 rows).
     let kind = |base: &str| -> Option<Op> {
         let maybe = ["attn_out", "cache_k", "cache_v", "rope_k", "v_proj"]
@@ -184,8 +183,10 @@ fn cache_reads<R: RowSource + ?Sized>(ops: &R, measure: Measure) -> Vec<(usize, 
             .any(|end| base.ends_with(end));
         maybe.then(|| Op::of(base))
     };
-    // (layer, step) -> the largest error of the cache written at that step.
-    let mut written: BTreeMap<(usize, usize), f64> = BTreeMap::new();
+    // ((layer, step), error) of each cache write, sorted below: a map of (layer, step), one
+    // tree walk per write, and a visit of every step of v_proj's and rope_k's runs took ~3.3 ms
+    // of a 256-step decode's `assemble` (~1.5 ms now; docs/performance.md, session 44).
+    let mut written: Vec<((usize, usize), f64)> = Vec::new();
     // (row, layer, step) of the attention outputs of decode steps.
     let mut read: Vec<(usize, usize, usize)> = Vec::new();
     let mut visit = |i: usize, op: Op| {
@@ -205,8 +206,7 @@ fn cache_reads<R: RowSource + ?Sized>(ops: &R, measure: Measure) -> Vec<(usize, 
             _ => false,
         };
         if let (true, Some(e)) = (writes, measure.value(row)) {
-            let w = written.entry((layer, step)).or_insert(e);
-            *w = w.max(e);
+            written.push(((layer, step), e));
         }
     };
     match ops.parts() {
@@ -221,7 +221,16 @@ fn cache_reads<R: RowSource + ?Sized>(ops: &R, measure: Measure) -> Vec<(usize, 
             // one of the plain rows, visited above.)
             for run in parts.runs {
                 let Some(op) = kind(run.base()) else { continue };
-                for k in 0..run.steps() {
+                // Only the prefill's projected or rotated keys and values are asked (a run of
+                // v_proj's decode steps has nothing to give).
+                let steps = match op {
+                    Op::CacheK | Op::CacheV | Op::AttnOut => run.steps(),
+                    Op::Rope(divergence_names::QkKind::K) | Op::VProj => {
+                        run.steps().min(usize::from(run.first() == 0))
+                    }
+                    _ => 0,
+                };
+                for k in 0..steps {
                     match run.row_of(k) {
                         Some(i) if matches!(ops.row_at(i), Row::Step(r, ..) if std::ptr::eq(r, run)) => {
                             visit(i, op)
@@ -242,22 +251,26 @@ fn cache_reads<R: RowSource + ?Sized>(ops: &R, measure: Measure) -> Vec<(usize, 
     if read.is_empty() || written.is_empty() {
         return Vec::new();
     }
-    // Per layer, the largest error written at each step or before.
-    let mut before: BTreeMap<(usize, usize), f64> = BTreeMap::new();
+    // Per layer, the largest error written at each write's step or before, in place: the
+    // largest of a set is the same whatever order it is taken in (`f64::max` passes over a
+    // NaN), so equal keys may come in any order.
+    written.sort_unstable_by_key(|w| w.0);
     let mut last: Option<(usize, f64)> = None;
-    for (&(layer, step), &e) in &written {
+    for ((layer, _), e) in &mut written {
         let m = match last {
-            Some((l, m)) if l == layer => m.max(e),
-            _ => e,
+            Some((l, m)) if l == *layer => m.max(*e),
+            _ => *e,
         };
-        before.insert((layer, step), m);
-        last = Some((layer, m));
+        *e = m;
+        last = Some((*layer, m));
     }
     let mut out: Vec<(usize, f64)> = read
         .into_iter()
         .filter_map(|(i, layer, step)| {
-            let (_, &e) = before.range((layer, 0)..(layer, step)).next_back()?;
-            Some((i, e))
+            // The last write of the layer at a step before this one.
+            let at = written.partition_point(|w| w.0 < (layer, step));
+            let &((l, _), e) = written.get(at.checked_sub(1)?)?;
+            (l == layer).then_some((i, e))
         })
         .collect();
     out.sort_unstable_by_key(|r| r.0);

@@ -11,6 +11,7 @@ use divergence_diff::rows::{Row, RowSource};
 use divergence_diff::*;
 use divergence_names::dataflow::Dataflow;
 use proptest::prelude::*;
+use std::collections::BTreeMap;
 
 /// The rows without `parts()`: every pass takes its per-row way (the old algorithm).
 struct NoParts<'a>(&'a Rows);
@@ -23,9 +24,63 @@ impl RowSource for NoParts<'_> {
     }
 }
 
-/// `local_growths` as of 9166a8c.
+/// `origin::cache_reads` as of b80db20 (a map of (layer, step), every row visited): each
+/// decode step's attention output and the largest error its layer's cache holds from the
+/// steps before.
+fn old_cache_reads(ops: &dyn RowSource, measure: Measure) -> BTreeMap<usize, f64> {
+    use divergence_names::Op;
+    let mut written: BTreeMap<(usize, usize), f64> = BTreeMap::new();
+    let mut read: Vec<(usize, usize, usize)> = Vec::new();
+    for i in 0..ops.row_count() {
+        let row = ops.row_at(i);
+        let base = row.base();
+        if !["attn_out", "cache_k", "cache_v", "rope_k", "v_proj"]
+            .iter()
+            .any(|end| base.ends_with(end))
+        {
+            continue;
+        }
+        let (step, Some(layer)) = (row.step(), row.layer()) else {
+            continue;
+        };
+        let writes = match Op::of(base) {
+            Op::CacheK | Op::CacheV => true,
+            Op::Rope(QkKind::K) | Op::VProj => step == 0,
+            Op::AttnOut => {
+                if step > 0 {
+                    read.push((i, layer, step));
+                }
+                false
+            }
+            _ => false,
+        };
+        if let (true, Some(e)) = (writes, measure.value(row)) {
+            let w = written.entry((layer, step)).or_insert(e);
+            *w = w.max(e);
+        }
+    }
+    let mut before: BTreeMap<(usize, usize), f64> = BTreeMap::new();
+    let mut last: Option<(usize, f64)> = None;
+    for (&(layer, step), &e) in &written {
+        let m = match last {
+            Some((l, m)) if l == layer => m.max(e),
+            _ => e,
+        };
+        before.insert((layer, step), m);
+        last = Some((layer, m));
+    }
+    read.into_iter()
+        .filter_map(|(i, layer, step)| {
+            let (_, &e) = before.range((layer, 0)..(layer, step)).next_back()?;
+            Some((i, e))
+        })
+        .collect()
+}
+
+/// `local_growths` as of 9166a8c, with the cache reads of b80db20.
 fn old_growths(ops: &dyn RowSource, flow: &Dataflow, measure: Measure) -> Vec<Option<f64>> {
     let len = ops.row_count();
+    let reads = old_cache_reads(ops, measure);
     (0..len)
         .map(|i| {
             let row = ops.row_at(i);
@@ -43,6 +98,7 @@ fn old_growths(ops: &dyn RowSource, flow: &Dataflow, measure: Measure) -> Vec<Op
                     .filter_map(|j| (j < len).then(|| measure.value(ops.row_at(j))).flatten())
                     .reduce(f64::max)?
             };
+            let carried = reads.get(&i).map_or(carried, |&c| carried.max(c));
             Some(own / carried.max(floor)).filter(|g| g.is_finite())
         })
         .collect()
@@ -75,6 +131,7 @@ struct Knobs {
     reverse: bool,
     p_alias: f64,
     p_split: f64,
+    cache: bool,
 }
 
 fn build(seed: u64, k: &Knobs) -> Rows {
@@ -84,6 +141,12 @@ fn build(seed: u64, k: &Knobs) -> Rows {
         let no_proj = rnd() < 0.2;
         for op in ["q_proj", "k_proj"] {
             if !no_proj {
+                probes.push(format!("model.layers.{l}.self_attn.{op}"));
+            }
+        }
+        // What a decode step's attention reads from its layer's cache (`cache_reads`).
+        if k.cache {
+            for op in ["v_proj", "rope_k", "cache_k", "cache_v", "attn_out"] {
                 probes.push(format!("model.layers.{l}.self_attn.{op}"));
             }
         }
@@ -234,8 +297,9 @@ proptest! {
         reverse in any::<bool>(),
         p_alias in prop::sample::select(vec![0.0f64, 0.15]),
         p_split in prop::sample::select(vec![0.0f64, 0.3]),
+        cache in any::<bool>(),
     ) {
-        let rows = build(seed, &Knobs { steps, layers, fillers, shuffle, reverse, p_alias, p_split });
+        let rows = build(seed, &Knobs { steps, layers, fillers, shuffle, reverse, p_alias, p_split, cache });
         check(&rows)?;
     }
 }
@@ -255,9 +319,47 @@ fn compact_norm_steps_are_there() {
                 reverse: seed % 3 == 0,
                 p_alias: 0.0,
                 p_split: 0.3,
+                cache: seed % 2 == 1,
             },
         );
         total += check(&rows).unwrap();
     }
     assert!(total > 100, "{total}");
+}
+
+/// The generator's cache probes give decode attention outputs a cache to read, kept compact
+/// (the run-by-run way of `cache_reads`), whose error is above the step's own inputs' now and
+/// then (not vacuous).
+#[test]
+fn compact_cache_reads_are_there() {
+    let (mut compact, mut larger) = (0, 0);
+    for seed in 1..40u64 {
+        let rows = build(
+            seed,
+            &Knobs {
+                steps: 6,
+                layers: 2,
+                fillers: 0,
+                shuffle: seed % 2 == 0,
+                reverse: seed % 3 == 0,
+                p_alias: 0.0,
+                p_split: 0.3,
+                cache: true,
+            },
+        );
+        check(&rows).unwrap();
+        let flow = Dataflow::of_steps(rows.len(), &|i| rows.row(i).split(), &|i| {
+            rows.row(i).name()
+        });
+        for (i, e) in old_cache_reads(&NoParts(&rows), Measure::RelErr) {
+            compact += usize::from(rows.row(i).run().is_some());
+            let own = flow
+                .inputs(i)
+                .iter()
+                .filter_map(|j| Measure::RelErr.value(rows.row(j)))
+                .fold(0.0, f64::max);
+            larger += usize::from(e > own);
+        }
+    }
+    assert!(compact > 50 && larger > 20, "{compact} {larger}");
 }
