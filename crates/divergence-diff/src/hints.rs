@@ -2398,6 +2398,25 @@ fn position_past_the_table(
     ))
 }
 
+/// The decode fingerprints of [`diagnose_decode`] for an op, less what the hints of
+/// [`diagnose`] at that op already explain better: a decode step's RoPE table that another
+/// theta fits at the step's own position (`rope_theta`, within 1e-2 RMS and no other position
+/// of the reference's theta explaining it) is not also a position off. With few frequencies
+/// (head_dim 8: four, one of them 1 for any theta) a wrong theta's rows at two steps can read
+/// as rows one position apart at the reference's frequencies, within `decode_position`'s
+/// bound (a review, session 43: theta 1000 for 10000 after a 2-token prompt, both said).
+pub fn decode_hints_beside(decode: Vec<Hint>, hints: &[Hint]) -> Vec<Hint> {
+    let theta_at = |op: &str| {
+        hints
+            .iter()
+            .any(|h| h.code == HintCode::RopeTheta && h.op == op)
+    };
+    decode
+        .into_iter()
+        .filter(|h| !(h.code == HintCode::DecodePosition && theta_at(&h.op)))
+        .collect()
+}
+
 /// The rel L2 error under which a decode step's tensor "is" another's: under bf16 noise
 /// (1e-2) and, see [`diagnose_decode`], 10 times under the step's own error.
 const SAME: f64 = 1e-2;
@@ -2744,6 +2763,61 @@ mod tests {
         assert!(diagnose_decode(&subject(other(7), Some(other(8)))).is_empty());
         // the reference's own position: within its tolerance, nothing
         assert!(diagnose_decode(&subject(leak(cos(7)), Some(leak(cos(8))))).is_empty());
+    }
+
+    /// A wrong theta with few frequencies (head_dim 8, theta 1000 for 10000, a 2-token
+    /// prompt: a review's repro on a held-out model) is a `rope_theta` at the decode step,
+    /// and its rows at two steps also pass `decode_position`'s test of rows one position
+    /// apart at the reference's frequencies: said beside the hints of the op, only the
+    /// theta stays.
+    #[test]
+    fn a_wrong_theta_at_a_decode_step_is_not_also_a_position_off() {
+        let (d, prompt, steps) = (8usize, 2usize, 17usize);
+        let row = |theta: f64, p: usize| -> Vec<f64> {
+            cos_row(d, theta, p)
+                .into_iter()
+                .map(|x| f64::from(x as f32))
+                .collect()
+        };
+        let leak = |v: Vec<f64>| -> &'static [f64] { v.leak() };
+        let prefill = leak((0..prompt).flat_map(|p| row(1e4, p)).collect());
+        let (shape, pshape) = ([1usize, 1, d], [1usize, prompt, d]);
+        let ours = leak(row(1e3, prompt));
+        let refs: Vec<&'static [f64]> = (1..=steps)
+            .map(|t| leak(row(1e4, prompt + t - 1)))
+            .collect();
+        let decode = diagnose_decode(&DecodeSubject {
+            name: "model.rotary_emb@1",
+            step: 1,
+            ours: side(&shape, ours, "float32"),
+            ours_next: Some(side(&shape, leak(row(1e3, prompt + 1)), "float32")),
+            reference: (1..=steps)
+                .map(|t| (t, side(&shape, refs[t - 1], "float32")))
+                .collect(),
+            upstream: Vec::new(),
+            prefill: Some(side(&pshape, prefill, "float32")),
+        });
+        assert_eq!(codes(&decode), ["decode_position"], "{decode:?}");
+        let hints = diagnose(
+            &Subject {
+                name: "model.rotary_emb@1",
+                ours: side(&shape, ours, "float32"),
+                reference: side(&shape, refs[0], "float32"),
+                inputs: Vec::new(),
+                weight: None,
+            },
+            &ModelShape {
+                prompt_len: Some(prompt),
+                ..SHAPE
+            },
+        );
+        assert_eq!(codes(&hints), ["rope_theta"], "{hints:?}");
+        assert!(decode_hints_beside(decode.clone(), &hints).is_empty());
+        // At another op, or beside another hint, it stays.
+        let mut elsewhere = hints.clone();
+        elsewhere[0].op = "model.rotary_emb@2".into();
+        assert_eq!(decode_hints_beside(decode.clone(), &elsewhere), decode);
+        assert_eq!(decode_hints_beside(decode.clone(), &[]), decode);
     }
 
     #[test]

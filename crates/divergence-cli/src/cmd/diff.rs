@@ -1515,7 +1515,8 @@ fn diagnosis(
             out.push(hint);
         }
     }
-    out.extend(decode_hints(report, plan, (ours, reference), &fed_alike));
+    let decode = decode_hints(report, plan, (ours, reference), &fed_alike);
+    out.extend(divergence_diff::hints::decode_hints_beside(decode, &out));
     (out, profile, note)
 }
 
