@@ -373,6 +373,26 @@ def test_rope_faults_after_a_one_token_prompt_get_their_hints(tmp_path, dt, faul
         assert abs(ev["theta_ours"] / 1e4 - 1) < 1e-3 and abs(ev["theta_ref"] / 2e5 - 1) < 1e-3, ev
 
 
+def test_a_wrong_theta_with_head_dim_8_is_not_also_a_position_off(tmp_path):
+    """The second held-out check's `e` (head_dim 8, theta 1e4, a 2-token prompt), f32,
+    `rope-theta=1000` from decode step 1 on: its table at step 1 is a `rope_theta` at the step's
+    position, and the rows of steps 1 and 2 also passed `decode_position`'s test of rows one
+    position apart (four frequencies, one of them 1 for any theta): both were said (session
+    43's review). Only the theta is (docs/hints.md, `decode_position`)."""
+    mdir, ids, _ = make("e", tmp_path)
+    ref = dump(tmp_path, "--model", mdir, "--ids", ids, "--dtype", "float32", "--decode", 4, name="ref.npz")
+    ours = tmp_path / "ours.npz"
+    subprocess.run([str(BIN), "run", "--model", str(mdir), "--ids", ids, "--dtype", "f32", "--decode-from", str(ref),
+                    "--inject", "rope-theta=1000", "--out", str(ours)], check=True, capture_output=True, text=True)
+    p = subprocess.run([str(BIN), "diff", str(ours), str(ref), "--format", "json", "--steps", "1-"],
+                       capture_output=True, text=True)
+    r = json.loads(p.stdout)
+    assert (p.returncode, r["first_divergence"]["name"]) == (1, "model.rotary_emb@1"), r["first_divergence"]
+    assert [(h["code"], h["op"]) for h in r["hints"]] == [("rope_theta", "model.rotary_emb@1")], r["hints"]
+    ev = r["hints"][0]["evidence"]
+    assert abs(ev["theta_ours"] / 1e3 - 1) < 1e-3 and abs(ev["theta_ref"] / 1e4 - 1) < 1e-3, ev
+
+
 def test_a_bf16_decode_mask_beside_heads_at_the_noise_gets_attention_spread(tmp_path):
     """The seventh held-out check's `wb` (k_norm ~190, bf16): `decode-mask@1` scales one head of
     layer 1's `attn_out@1` by 0.028 while another's bf16 noise (4e-2) is past what a pure scale
