@@ -378,7 +378,8 @@ def test_a_wrong_theta_with_head_dim_8_is_not_also_a_position_off(tmp_path):
     `rope-theta=1000` from decode step 1 on: its table at step 1 is a `rope_theta` at the step's
     position, and the rows of steps 1 and 2 also passed `decode_position`'s test of rows one
     position apart (four frequencies, one of them 1 for any theta): both were said (session
-    43's review). Only the theta is (docs/hints.md, `decode_position`)."""
+    43's review). Only the theta is (docs/hints.md, `decode_position`). And at the prefill's
+    table, under the material gate, a `rope_theta` at its last row (docs/hints.md)."""
     mdir, ids, _ = make("e", tmp_path)
     ref = dump(tmp_path, "--model", mdir, "--ids", ids, "--dtype", "float32", "--decode", 4, name="ref.npz")
     ours = tmp_path / "ours.npz"
@@ -391,6 +392,14 @@ def test_a_wrong_theta_with_head_dim_8_is_not_also_a_position_off(tmp_path):
     assert [(h["code"], h["op"]) for h in r["hints"]] == [("rope_theta", "model.rotary_emb@1")], r["hints"]
     ev = r["hints"][0]["evidence"]
     assert abs(ev["theta_ours"] / 1e3 - 1) < 1e-3 and abs(ev["theta_ref"] / 1e4 - 1) < 1e-3, ev
+    # The whole run: the 2-token prompt's table, under the hints' material gate (2e-2), had no
+    # hint (session 43's left list); its last row is fitted at position 1.
+    p = subprocess.run([str(BIN), "diff", str(ours), str(ref), "--format", "json"], capture_output=True, text=True)
+    r = json.loads(p.stdout)
+    assert (p.returncode, r["first_divergence"]["name"]) == (1, "model.rotary_emb"), r["first_divergence"]
+    assert [(h["code"], h["op"]) for h in r["hints"]] == [("rope_theta", "model.rotary_emb")], r["hints"]
+    ev = r["hints"][0]["evidence"]
+    assert ev["position"] == 1 and abs(ev["theta_ours"] / 1e3 - 1) < 1e-3, ev
 
 
 def test_a_bf16_decode_mask_beside_heads_at_the_noise_gets_attention_spread(tmp_path):

@@ -230,8 +230,14 @@ pub fn diagnose(subject: &Subject<'_>, shape: &ModelShape) -> Vec<Hint> {
         return out;
     }
     // A decode step's row of the RoPE table, with its own test: after a short prompt another
-    // theta moves it by less than MATERIAL (1.6e-2 at position 1, a held-out check).
-    if let Some(h) = rope_theta_at_step(subject, &o, &r, shape) {
+    // theta moves it by less than MATERIAL (1.6e-2 at position 1, a held-out check). The
+    // prefill's table the same where it is under MATERIAL (a 2-token prompt's, the left list
+    // of session 43); over it, `rope_theta` reads the whole table.
+    let prefill = divergence_names::split_step(subject.name).1 == 0;
+    if let Some(h) = (!prefill || rel <= MATERIAL)
+        .then(|| rope_theta_at_step(subject, &o, &r, shape))
+        .flatten()
+    {
         out.push(h);
         return out;
     }
@@ -947,11 +953,17 @@ fn rope_theta_at_step(
     }
     let step = divergence_names::split_step(name).1;
     let d = *dims.last()?;
-    if step == 0 || d < 4 || !d.is_multiple_of(2) || o.len() != d || r.len() != d {
+    if d < 4 || !d.is_multiple_of(2) || o.len() != r.len() || !o.len().is_multiple_of(d) {
         return None;
     }
+    // A decode step's one row; the prefill's last (its other rows are earlier positions).
+    let rows = o.len() / d;
+    if (step > 0 && rows != 1) || (step == 0 && rows < 2) {
+        return None;
+    }
+    let (o, r) = (&o[o.len() - d..], &r[r.len() - d..]);
     // Position 0 is cos 1 whatever the theta.
-    let pos = first_position(name, shape)?;
+    let pos = first_position(name, shape)? + rows - 1;
     if pos == 0 {
         return None;
     }
@@ -3845,6 +3857,82 @@ mod tests {
         let (o, r) = (row(1, 9e5, false), row(1, 1e6, false));
         let (t_o, t_r, _) = theta(&hints("model.rotary_emb@1", &o, &r, Some(1))).expect("f32");
         assert!((t_o / 9e5 - 1.0).abs() < 1e-3 && (t_r / 1e6 - 1.0).abs() < 1e-3);
+    }
+
+    /// The prefill's table of a short prompt under MATERIAL: its last row is fitted at its
+    /// position, as a decode step's (a 2-token prompt's wrong theta read no hint at
+    /// `model.rotary_emb`, the left list of session 43; held-out model `e`). Over MATERIAL the
+    /// whole table goes by `rope_theta`, without a position.
+    #[test]
+    fn rope_theta_of_a_short_prompts_table_under_material() {
+        let table = |d: usize, theta: f64, rows: usize, bf16: bool| -> Vec<f64> {
+            (0..rows)
+                .flat_map(|p| cos_row(d, theta, p))
+                .map(|c| {
+                    let c = c as f32;
+                    f64::from(if bf16 {
+                        half::bf16::from_f32(c).to_f32()
+                    } else {
+                        c
+                    })
+                })
+                .collect()
+        };
+        let hints = |o: &[f64], r: &[f64], rows: usize, d: usize, dtype: &'static str| {
+            let dims: &'static [usize] = vec![1, rows, d].leak();
+            let s = Subject {
+                name: "model.rotary_emb",
+                ours: side(dims, o, dtype),
+                reference: side(dims, r, dtype),
+                inputs: Vec::new(),
+                weight: None,
+            };
+            diagnose(&s, &SHAPE)
+        };
+        // (bf16 with head_dim 8: theta 1e6 for 1e4 is two elements one ulp apart at position
+        // 1, a rounding; with head_dim 32, a table)
+        for (bf16, d, ours_theta) in [
+            (false, 8, 1e3),
+            (false, 8, 1.2e4),
+            (false, 8, 1e6),
+            (true, 32, 1e6),
+            (true, 32, 1e3),
+        ] {
+            let dtype = if bf16 { "bfloat16" } else { "float32" };
+            let (o, r) = (table(d, ours_theta, 2, bf16), table(d, 1e4, 2, bf16));
+            assert!(rel_err(&o, &r).is_some_and(|e| e <= MATERIAL));
+            let h = hints(&o, &r, 2, d, dtype);
+            assert_eq!(codes(&h), ["rope_theta"], "{ours_theta} {bf16}: {h:?}");
+            assert_eq!(h[0].evidence["position"], 1.0);
+            // (bf16 rows at position 1 pin a theta only roughly: 1.14e6 for 1e6)
+            let tol = if bf16 { 0.2 } else { 1e-3 };
+            assert!(
+                (h[0].evidence["theta_ours"] / ours_theta - 1.0).abs() < tol,
+                "{h:?}"
+            );
+            assert!(
+                (h[0].evidence["theta_ref"] / 1e4 - 1.0).abs() < tol,
+                "{h:?}"
+            );
+            assert!(
+                h[0].message.contains("of ours at position 1 fits"),
+                "{}",
+                h[0].message
+            );
+            // the same table: nothing
+            assert!(hints(&r, &r, 2, d, dtype).is_empty());
+        }
+        // One row (position 0, cos 1 for any theta): nothing to fit.
+        let (o, r) = (table(8, 1e6, 1, false), table(8, 1e4, 1, false));
+        assert!(hints(&o, &r, 1, 8, "float32").is_empty());
+        // Over MATERIAL (16 positions): the whole table's estimate, no position.
+        let (o, r) = (table(8, 1e6, 16, false), table(8, 1e4, 16, false));
+        let h = hints(&o, &r, 16, 8, "float32");
+        let t = h
+            .iter()
+            .find(|h| h.code == HintCode::RopeTheta)
+            .expect("rope_theta");
+        assert!(!t.evidence.contains_key("position"), "{t:?}");
     }
 
     #[test]
