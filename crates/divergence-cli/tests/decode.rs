@@ -2158,6 +2158,31 @@ fn prefill_vs_decode_compares_the_selected_steps() {
         let first = if sel.starts_with('0') { 0 } else { 1 };
         assert_eq!(steps, (first..=last).collect::<Vec<u64>>(), "--steps {sel}");
     }
+    // A stepped run that parts from the prefill at a selected step, with steps past what the
+    // prefill covers (the hints read the steps around the first divergence): found at its
+    // step, in either order (a held-out check: reading step 3's slice, a narrow past the
+    // prefill's 18 positions, panicked; docs/decode.md's own example).
+    let faulty = tmp("pvd-steps-overwrite.npz");
+    run_tokens(
+        &faulty,
+        "f32",
+        &["--decode-ids", "253,253,253,59"],
+        &["--inject", "cache-overwrite"],
+    );
+    for (a, b) in [
+        (&faulty, short.to_str().unwrap()),
+        (&short, faulty.to_str().unwrap()),
+    ] {
+        let (code, r, err) = diff_json(a, b, &["--prefill-vs-decode", "--steps", "0-2"]);
+        assert_eq!(code, 1, "{err}\n{r}");
+        let first = &r["first_divergence"];
+        assert_eq!(
+            (first["name"].as_str(), first["step"].as_u64()),
+            (Some("model.layers.0.self_attn.cache_k@1"), Some(1)),
+            "{first}"
+        );
+        assert_eq!(r["steps"][0]["diverged"], 0, "{}", r["steps"]);
+    }
     // a selection past what the prefill covers
     let (code, _, err) = diff_json(&short, stepped, &["--prefill-vs-decode", "--steps", "0-3"]);
     assert_eq!(code, 2, "{err}");

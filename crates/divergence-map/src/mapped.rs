@@ -234,16 +234,23 @@ impl<'a> MappedDump<'a> {
     }
 
     fn compute(&self, v: &Virtual) -> Result<Tensor, DumpError> {
+        let unsupported = |detail: String| DumpError::UnsupportedEntry {
+            at: Location {
+                path: std::sync::Arc::from(self.dump.path()),
+                entry: None,
+            },
+            detail,
+        };
         // A tensor the map could not make: reading it says why (the message names the tensor).
         if let Some(problem) = &v.problem {
-            return Err(DumpError::UnsupportedEntry {
-                at: Location {
-                    path: std::sync::Arc::from(self.dump.path()),
-                    entry: None,
-                },
-                detail: problem.clone(),
-            });
+            return Err(unsupported(problem.clone()));
         }
+        // Its steps against its sources' shapes as they are: a virtual tensor made outside a
+        // map's resolution is checked here too (a held-out check: `--prefill-vs-decode`'s
+        // slice of a step past the full prefill's positions, a narrow past its source's end,
+        // panicked where its values were gathered).
+        self.shape_of(v)
+            .map_err(|e| unsupported(format!("{}: {e}", v.name)))?;
         // One part of a split, read straight from the stored bytes: only that part is copied
         // (the parts of a fused qkv_proj are three rows, each reading a third).
         if let Some((source, axis, start, len)) = part_of(v) {
@@ -264,6 +271,35 @@ impl<'a> MappedDump<'a> {
             return Ok(t);
         }
         self.compute_decoded(v)
+    }
+
+    /// The shape of `v` from its sources' shapes, combined and put through its steps, or why
+    /// they do not give one (a source missing, a narrow past an axis' end, ...).
+    fn shape_of(&self, v: &Virtual) -> Result<Vec<usize>, String> {
+        let shapes = v
+            .sources
+            .iter()
+            .map(|s| {
+                self.dump
+                    .shape(s)
+                    .map(<[usize]>::to_vec)
+                    .ok_or_else(|| format!("no source {s}"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut shape = match (v.combine, shapes.as_slice()) {
+            (Some(c), _) => c.shape(&shapes)?,
+            (None, [one]) => one.clone(),
+            (None, _) => {
+                return Err(format!(
+                    "{} sources and no way to combine them",
+                    shapes.len()
+                ))
+            }
+        };
+        for step in &v.steps {
+            shape = step.shape(&shape)?;
+        }
+        Ok(shape)
     }
 
     /// [`MappedDump::compute`] from every source read (decoded) whole.
@@ -494,6 +530,14 @@ impl<'m, 'a> Entry<'m, 'a> {
             Source::Stored(i) => m.dump.chunks_at(i, per).map(Pieces::Stored),
             Source::Computed(v) => match part_of(v).filter(|_| m.streamable(v)) {
                 Some((source, axis, start, len)) => {
+                    // (a narrow past the source's end, as `compute` refuses it)
+                    m.shape_of(v).map_err(|e| DumpError::UnsupportedEntry {
+                        at: Location {
+                            path: std::sync::Arc::from(m.dump.path()),
+                            entry: None,
+                        },
+                        detail: format!("{}: {e}", v.name),
+                    })?;
                     let view = m.dump.view(source)?;
                     let dim = view.shape.get(axis).copied().unwrap_or(0);
                     let inner: usize = view.shape[axis.min(view.shape.len())..]
@@ -805,6 +849,68 @@ transform = [{ permute = [1, 0] }]
             panic!()
         };
         assert!(d.iter().all(|x| x.to_bits() & 0xffff == 0));
+    }
+
+    /// A tensor made by code (not resolved from a map) whose narrow runs past its source's
+    /// end is an error to read, whole or piece by piece, never a panic (a held-out check:
+    /// `--prefill-vs-decode`'s slice of a step past the full prefill's positions).
+    #[test]
+    fn a_narrow_past_its_sources_end_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.npz");
+        let mut w = DumpWriter::create(&path).unwrap();
+        w.add("x", &[1, 4, 6], TensorData::F32(&[1.0; 24])).unwrap();
+        w.finish(Meta::default()).unwrap();
+        let dump = Dump::open(&path).unwrap();
+        let virt = |name: &str, start: usize, more: Vec<Step>| Virtual {
+            name: name.into(),
+            sources: vec!["x".into()],
+            shape: vec![1, 1, 6],
+            combine: None,
+            steps: [
+                vec![Step::Narrow {
+                    axis: 1,
+                    start,
+                    len: 1,
+                }],
+                more,
+            ]
+            .concat(),
+            rule: None,
+            how: None,
+            problem: None,
+        };
+        let relaid = || {
+            vec![
+                Step::Reshape(vec![1, 1, 2, 3]),
+                Step::Permute(vec![0, 2, 1, 3]),
+            ]
+        };
+        let mapped = MappedDump::new(
+            &dump,
+            Resolved::from_tensors(
+                vec![
+                    virt("in", 3, vec![]),
+                    virt("past", 4, vec![]),
+                    virt("past_relaid", 5, relaid()),
+                    virt("in_relaid", 2, relaid()),
+                ],
+                "test",
+            )
+            .unwrap(),
+        );
+        for name in ["in", "in_relaid"] {
+            assert!(mapped.view(name).is_ok(), "{name}");
+        }
+        assert!(mapped.pieces("in", 4).is_ok());
+        for name in ["past", "past_relaid"] {
+            let e = mapped.view(name).expect_err(name).to_string();
+            assert!(
+                e.contains(&format!("{name}: entries")) && e.contains("do not exist (size 4)"),
+                "{e}"
+            );
+        }
+        assert!(mapped.pieces("past", 4).is_err());
     }
 
     /// [`MappedDump::get_at`] finds the tensor [`MappedDump::get`] finds by name, for every

@@ -714,6 +714,12 @@ fn slice(
         },
         _ => (t_pre + step - 1, 1),
     };
+    // A step past the full prefill's positions has no slice there (the decode hints read the
+    // steps around a selected one: a held-out check's `--steps 0-2` of a 4-step run against
+    // the prompt + 2 tokens panicked reading step 3's).
+    if start.checked_add(len).is_none_or(|end| end > t_full) {
+        return None;
+    }
     let source = source_of(base)?;
     let src_shape = full.shape(&source)?.to_vec();
     let squeeze = |s: &[usize]| s.iter().copied().filter(|&x| x != 1).collect::<Vec<_>>();
