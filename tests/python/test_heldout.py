@@ -402,6 +402,31 @@ def test_a_wrong_theta_with_head_dim_8_is_not_also_a_position_off(tmp_path):
     assert ev["position"] == 1 and abs(ev["theta_ours"] / 1e3 - 1) < 1e-3, ev
 
 
+@pytest.mark.parametrize("layer", [1, 2])
+def test_a_cache_of_ours_own_k_norm_past_layer_0_gets_cache_stage(tmp_path, layer):
+    """The second held-out check's `h` (97 tokens, sdpa reference), bf16, `cache-pre-rope` past
+    layer 0: ours' k_norm is already 1.2-1.4e-2 off the reference's there, over the bound that
+    tells one tensor from another, and no `cache_stage` was said (the eighth check met it on the
+    28-layer 0.6B shape too). Ours' cache_k is exactly ours' own k_norm (docs/hints.md)."""
+    from heldout_models import SECOND
+
+    mdir, ids, _ = make("h", tmp_path)
+    ref = dump(tmp_path, "--model", mdir, "--ids", ids, "--dtype", "bfloat16", "--attn", SECOND["h"][4],
+               "--decode", 2, name="ref.npz")
+    ours = tmp_path / "ours.npz"
+    subprocess.run([str(BIN), "run", "--model", str(mdir), "--ids", ids, "--dtype", "bf16", "--decode-from", str(ref),
+                    "--inject", f"cache-pre-rope@{layer}", "--out", str(ours)], check=True, capture_output=True,
+                   text=True)
+    p = subprocess.run([str(BIN), "diff", str(ours), str(ref), "--format", "json"], capture_output=True, text=True)
+    r = json.loads(p.stdout)
+    op = f"model.layers.{layer}.self_attn.cache_k@1"
+    assert (p.returncode, r["first_divergence"]["name"]) == (1, op), r["first_divergence"]
+    assert [(h["code"], h["op"]) for h in r["hints"]] == [("cache_stage", op)], r["hints"]
+    h = r["hints"][0]
+    assert h["message"].startswith(f"ours' cache holds its own model.layers.{layer}.self_attn.k_norm@1 (rel err 0.000e+00")
+    assert h["message"].endswith("k cached before RoPE") and h["evidence"]["stage_off_ref"] > 1e-2, h
+
+
 def test_a_bf16_decode_mask_beside_heads_at_the_noise_gets_attention_spread(tmp_path):
     """The seventh held-out check's `wb` (k_norm ~190, bf16): `decode-mask@1` scales one head of
     layer 1's `attn_out@1` by 0.028 while another's bf16 noise (4e-2) is past what a pure scale

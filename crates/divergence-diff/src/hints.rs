@@ -2209,6 +2209,9 @@ pub struct DecodeSubject<'a> {
     pub reference: Vec<(usize, Side<'a>)>,
     /// The reference's upstream probes of the same step, `(name, side)`, for `cache_k`.
     pub upstream: Vec<(&'a str, Side<'a>)>,
+    /// Ours' of the same probes (under the reference's names), for `cache_k` where ours'
+    /// stage is too far from the reference's to be told by it.
+    pub ours_upstream: Vec<(&'a str, Side<'a>)>,
     /// The reference's prefill tensor of the same probe, for `rotary_emb` (its rows are the
     /// prompt's positions: a decode position moved back into the prompt is one of them).
     pub prefill: Option<Side<'a>>,
@@ -2440,7 +2443,7 @@ const SAME: f64 = 1e-2;
 /// `cache_stage` (a `cache_k` that is the reference's `k_proj` or `k_norm` of the step, or,
 /// where the reference has a `k_norm`, `k_proj` rotated: k cached before RoPE or before
 /// k_norm). Each needs the step's own error to be material.
-pub fn diagnose_decode(subject: &DecodeSubject<'_>) -> Vec<Hint> {
+pub fn diagnose_decode<'a>(subject: &DecodeSubject<'a>) -> Vec<Hint> {
     if !depends_on_position(Op::of(subject.name)) {
         return Vec::new();
     }
@@ -2586,63 +2589,89 @@ pub fn diagnose_decode(subject: &DecodeSubject<'_>) -> Vec<Hint> {
     // k cached at an earlier stage: ours' cache_k is the reference's k_proj (before k_norm
     // and RoPE) or k_norm (before RoPE) of the step; else, RoPE rotating each pair (i, i + d/2)
     // of a head, its pairs' magnitudes are k_proj's (k_norm skipped, RoPE applied). The first
-    // that fits, in dataflow order.
+    // that fits, in dataflow order. Where none of the reference's does, ours' own: past many
+    // layers in bf16 ours' k_norm is itself ~2e-2 off the reference's, over `same`'s bound,
+    // and a cache of it read as no stage (two held-out checks: `cache-pre-rope` at the last
+    // layer, model `h` and the 28-layer 0.6B shape), while ours' cache_k is exactly it.
     let head_dim = subject.ours.shape.last().copied().unwrap_or(0);
-    let stage = subject
-        .upstream
-        .iter()
-        .find_map(|(n, r)| {
-            let e = rel_err(&o, &values(r));
-            same(e).then_some((*n, e.unwrap_or(0.0), false))
-        })
-        .or_else(|| {
-            // Only where the reference has a k_norm to skip (Llama's and Mistral's k goes
-            // from k_proj to RoPE: any error of its RoPE keeps k_proj's pairs' magnitudes).
-            let has_norm = subject
-                .upstream
-                .iter()
-                .any(|(n, _)| matches!(Op::of(n), Op::QkNorm(_)));
-            if !has_norm {
-                return None;
-            }
-            let mine = pair_magnitudes(&o, head_dim)?;
-            subject.upstream.iter().find_map(|(n, r)| {
-                let e = rel_err(&mine, &pair_magnitudes(&values(r), head_dim)?);
-                (same(e) && matches!(Op::of(n), Op::QkProj(_))).then_some((
-                    *n,
-                    e.unwrap_or(0.0),
-                    true,
-                ))
-            })
-        });
-    if let Some((n, e, rotated)) = stage {
-        let has_norm = subject
-            .upstream
+    let has_norm = |upstream: &[(&str, Side<'_>)]| {
+        upstream
             .iter()
-            .any(|(n, _)| matches!(Op::of(n), Op::QkNorm(_)));
-        let message = match (Op::of(n), rotated) {
-            (Op::QkProj(_), false) if !has_norm => format!(
-                "ours' cache holds the reference's {n} (rel err {}): k cached before RoPE",
-                crate::compare::sci(e)
-            ),
-            (Op::QkProj(_), false) => {
-                format!("ours' cache holds the reference's {n} (rel err {}): k cached before k_norm and RoPE", crate::compare::sci(e))
-            }
-            (_, true) => format!(
-                "ours' cache holds the reference's {n} rotated (its RoPE pairs' magnitudes, rel err {}): k cached before k_norm",
-                crate::compare::sci(e)
-            ),
-            _ => format!(
-                "ours' cache holds the reference's {n} (rel err {}): k cached before RoPE",
-                crate::compare::sci(e)
-            ),
+            .any(|(n, _)| matches!(Op::of(n), Op::QkNorm(_)))
+    };
+    let stage_in = |upstream: &[(&'a str, Side<'_>)]| -> Option<(&'a str, f64, bool)> {
+        upstream
+            .iter()
+            .find_map(|(n, r)| {
+                let e = rel_err(&o, &values(r));
+                same(e).then_some((*n, e.unwrap_or(0.0), false))
+            })
+            .or_else(|| {
+                // Only where there is a k_norm to skip (Llama's and Mistral's k goes from
+                // k_proj to RoPE: any error of its RoPE keeps k_proj's pairs' magnitudes).
+                if !has_norm(upstream) {
+                    return None;
+                }
+                let mine = pair_magnitudes(&o, head_dim)?;
+                upstream.iter().find_map(|(n, r)| {
+                    let e = rel_err(&mine, &pair_magnitudes(&values(r), head_dim)?);
+                    (same(e) && matches!(Op::of(n), Op::QkProj(_))).then_some((
+                        *n,
+                        e.unwrap_or(0.0),
+                        true,
+                    ))
+                })
+            })
+    };
+    let by_ref = stage_in(&subject.upstream);
+    let by_ours = match by_ref {
+        Some(_) => None,
+        None => stage_in(&subject.ours_upstream),
+    };
+    if let Some(((n, e, rotated), upstream)) = by_ref
+        .map(|s| (s, &subject.upstream))
+        .or(by_ours.map(|s| (s, &subject.ours_upstream)))
+    {
+        let whose = if by_ref.is_some() {
+            "the reference's".to_string()
+        } else {
+            "its own".to_string()
         };
-        out.push(hint(
-            HintCode::CacheStage,
-            subject.name,
-            message,
-            &[("rel_err", e)],
-        ));
+        // Ours' stage against the reference's, where it was told by ours' own.
+        let off = by_ours
+            .and_then(|_| {
+                let mine = upstream.iter().find(|(m, _)| *m == n)?;
+                let theirs = subject
+                    .upstream
+                    .iter()
+                    .find(|(m, _)| Op::of(m) == Op::of(n))?;
+                rel_err(&values(&mine.1), &values(&theirs.1))
+            })
+            .map(|d| {
+                let t = format!("; it is {} off the reference's", crate::compare::sci(d));
+                (t, d)
+            });
+        let said = off.as_ref().map_or("", |(t, _)| t.as_str());
+        let what = match (Op::of(n), rotated) {
+            (Op::QkProj(_), false) if !has_norm(upstream) => "k cached before RoPE",
+            (Op::QkProj(_), false) => "k cached before k_norm and RoPE",
+            (_, true) => "k cached before k_norm",
+            _ => "k cached before RoPE",
+        };
+        let message = if rotated {
+            format!(
+                "ours' cache holds {whose} {n} rotated (its RoPE pairs' magnitudes, rel err {}{said}): {what}",
+                crate::compare::sci(e)
+            )
+        } else {
+            format!(
+                "ours' cache holds {whose} {n} (rel err {}{said}): {what}",
+                crate::compare::sci(e)
+            )
+        };
+        let mut evidence = vec![("rel_err", e)];
+        evidence.extend(off.map(|(_, d)| ("stage_off_ref", d)));
+        out.push(hint(HintCode::CacheStage, subject.name, message, &evidence));
     }
     out
 }
@@ -2720,6 +2749,7 @@ mod tests {
                 .map(|t| (t, side(&shape, rows[t - 1], "float32")))
                 .collect(),
             upstream: Vec::new(),
+            ours_upstream: Vec::new(),
             prefill: Some(side(&pshape, prefill, "float32")),
         };
         // off by k: step 1 (position 7) at 7 + k, step 2 at 8 + k
@@ -2807,6 +2837,7 @@ mod tests {
                 .map(|t| (t, side(&shape, refs[t - 1], "float32")))
                 .collect(),
             upstream: Vec::new(),
+            ours_upstream: Vec::new(),
             prefill: Some(side(&pshape, prefill, "float32")),
         });
         assert_eq!(codes(&decode), ["decode_position"], "{decode:?}");
@@ -2852,6 +2883,7 @@ mod tests {
                 .map(|t| (t, side(&shape, leak(cos(prompt + t - 1)), "float32")))
                 .collect(),
             upstream: Vec::new(),
+            ours_upstream: Vec::new(),
             prefill: Some(side(&pshape, prefill, "float32")),
         };
         let h = diagnose_decode(&subject);
@@ -2882,6 +2914,7 @@ mod tests {
             ours_next: next.map(|n| side(&shape, &table[n], "float32")),
             reference: refs(1..=10),
             upstream: Vec::new(),
+            ours_upstream: Vec::new(),
             prefill: None,
         };
         // off by +2, confirmed at the next step
@@ -2934,6 +2967,7 @@ mod tests {
             ours_next: None,
             reference: refs(1..=10),
             upstream: Vec::new(),
+            ours_upstream: Vec::new(),
             prefill: Some(side(&pshape, prompt, "float32")),
         };
         let h = diagnose_decode(&back);
@@ -2995,6 +3029,7 @@ mod tests {
             ours_next: None,
             reference: vec![(1, side(&cshape, r, "float32"))],
             upstream: Vec::new(),
+            ours_upstream: Vec::new(),
             prefill: None,
         };
         let leak = |v: Vec<f64>| -> &'static [f64] { v.leak() };
@@ -3056,10 +3091,68 @@ mod tests {
         // another error of the cache: no stage
         let scaled = leak(cache_ref.iter().map(|x| x * 1.5).collect());
         let other = DecodeSubject {
-            upstream,
+            upstream: upstream.clone(),
             ..cache(scaled, cache_ref)
         };
         assert!(diagnose_decode(&other).is_empty());
+        // Ours' k_norm drifted 3% from the reference's (many bf16 layers): its cache of it is
+        // no stage of the reference's, and is ours' own (two held-out checks: no hint at the
+        // last layer's `cache-pre-rope`).
+        let wobble = data(k_norm.len(), 31);
+        let drifted = leak(
+            k_norm
+                .iter()
+                .zip(&wobble)
+                .map(|(x, w)| x * (1.0 + 0.03 * w))
+                .collect(),
+        );
+        let rotated_drift = leak(rotate(drifted, 0.7));
+        let alone = DecodeSubject {
+            upstream: upstream.clone(),
+            ..cache(drifted, rotated_drift)
+        };
+        assert!(diagnose_decode(&alone).is_empty());
+        let ours_upstream = vec![
+            (
+                "model.layers.0.self_attn.k_proj@1",
+                side(&cshape, leak(data(k_proj.len(), 32)), "float32"),
+            ),
+            (
+                "model.layers.0.self_attn.k_norm@1",
+                side(&cshape, drifted, "float32"),
+            ),
+        ];
+        let own = DecodeSubject {
+            ours_upstream: ours_upstream.clone(),
+            ..alone
+        };
+        let h = diagnose_decode(&own);
+        assert_eq!(codes(&h), ["cache_stage"]);
+        assert!(
+            h[0].message.starts_with(
+                "ours' cache holds its own model.layers.0.self_attn.k_norm@1 (rel err 0.000e+00; it is "
+            ) && h[0].message.ends_with("off the reference's): k cached before RoPE"),
+            "{}",
+            h[0].message
+        );
+        let off = h[0].evidence["stage_off_ref"];
+        assert!((0.005..0.05).contains(&off), "{off}");
+        // ... the reference's stage first where it tells (ours' own then not asked)
+        let want = diagnose_decode(&pre_rope);
+        let both = DecodeSubject {
+            ours_upstream,
+            ..pre_rope
+        };
+        assert_eq!(diagnose_decode(&both), want);
+        // ... and ours' own stage never where ours' cache is rotated as it should be
+        let clean_own = DecodeSubject {
+            ours_upstream: vec![(
+                "model.layers.0.self_attn.k_norm@1",
+                side(&cshape, drifted, "float32"),
+            )],
+            ..cache(leak(rotate(drifted, 0.9)), rotated_drift)
+        };
+        assert!(codes(&diagnose_decode(&clean_own)).is_empty());
     }
 
     /// bf16: one head scaled down far (a zero key took most of its weight), the others at

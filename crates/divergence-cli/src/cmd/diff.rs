@@ -1591,6 +1591,15 @@ fn decode_hints(
     } else {
         Vec::new()
     };
+    // Ours' of the same probes (named as the reference's): ours' stage, where drift keeps the
+    // reference's from telling it.
+    let ours_upstream: Vec<(String, _)> = upstream
+        .iter()
+        .filter_map(|(n, _)| {
+            let o = read_within(&mut left, ours, &ours_step_name(plan, n, s))?;
+            Some((n.clone(), o))
+        })
+        .collect();
     let prefill = if Op::of(&first.name) == Op::RotaryEmb {
         read_within(&mut left, reference, base)
     } else {
@@ -1635,6 +1644,10 @@ fn decode_hints(
         upstream: upstream
             .iter()
             .map(|(n, r)| (n.as_str(), side(r)))
+            .collect(),
+        ours_upstream: ours_upstream
+            .iter()
+            .map(|(n, o)| (n.as_str(), side(o)))
             .collect(),
     };
     divergence_diff::diagnose_decode(&subject)
