@@ -873,7 +873,7 @@ fn rope_theta(
         (f > 0.0).then(|| f.powf(-(d as f64) / 2.0))
     };
     let (t_o, t_r) = (estimate(o)?, estimate(r)?);
-    if !thetas_differ(t_o, t_r) {
+    if !thetas_differ(t_o, t_r) || ours_is_the_configs(t_o, t_r, shape) {
         return None;
     }
     Some(theta_hint(name, "", (t_o, t_r), shape, &[]))
@@ -882,6 +882,16 @@ fn rope_theta(
 /// Two estimates of RoPE's theta are two thetas: they differ by more than 5%.
 fn thetas_differ(ours: f64, reference: f64) -> bool {
     ((ours - reference) / reference).abs() > 5e-2
+}
+
+/// Ours' table is config.json's theta and the reference's is not: the reference's table is
+/// no plain one of its own config's theta (a RoPE scaling, llama3's or another), and ours'
+/// theta is not what is wrong (a review: a reference with llama3's scaling after a 2-token
+/// prompt fit theta 1.52e6, ours config's 1e6, and read "a wrong rope_theta").
+fn ours_is_the_configs(t_o: f64, t_r: f64, shape: &ModelShape) -> bool {
+    shape
+        .rope_theta
+        .is_some_and(|c| !thetas_differ(t_o, c) && thetas_differ(t_r, c))
 }
 
 /// The `rope_theta` hint: the table of ours fits `t_o`, ref's `t_r` (`at`: where, after "of
@@ -1002,7 +1012,11 @@ fn rope_theta_at_step(
         (10f64.powf(l), e(l))
     };
     let ((t_o, e_o), (t_r, e_r)) = rayon::join(|| fit(o), || fit(r));
-    if e_o > TABLE_FIT || e_r > TABLE_FIT || !thetas_differ(t_o, t_r) {
+    if e_o > TABLE_FIT
+        || e_r > TABLE_FIT
+        || !thetas_differ(t_o, t_r)
+        || ours_is_the_configs(t_o, t_r, shape)
+    {
         return None;
     }
     let f_r = inv_freq(t_r, d);
@@ -3907,8 +3921,10 @@ mod tests {
                 inputs: Vec::new(),
                 weight: None,
             };
+            // (config.json's theta the reference's: see `ours_is_the_configs`)
             let shape = ModelShape {
                 prompt_len,
+                rope_theta: Some(1e4),
                 ..SHAPE
             };
             diagnose(&s, &shape)
@@ -3971,16 +3987,24 @@ mod tests {
                 })
                 .collect()
         };
-        let hints = |o: &[f64], r: &[f64], rows: usize, d: usize, dtype: &'static str| {
-            let dims: &'static [usize] = vec![1, rows, d].leak();
-            let s = Subject {
-                name: "model.rotary_emb",
-                ours: side(dims, o, dtype),
-                reference: side(dims, r, dtype),
-                inputs: Vec::new(),
-                weight: None,
+        let hints_with =
+            |o: &[f64], r: &[f64], rows: usize, d: usize, dtype: &'static str, config: f64| {
+                let dims: &'static [usize] = vec![1, rows, d].leak();
+                let s = Subject {
+                    name: "model.rotary_emb",
+                    ours: side(dims, o, dtype),
+                    reference: side(dims, r, dtype),
+                    inputs: Vec::new(),
+                    weight: None,
+                };
+                let shape = ModelShape {
+                    rope_theta: Some(config),
+                    ..SHAPE
+                };
+                diagnose(&s, &shape)
             };
-            diagnose(&s, &SHAPE)
+        let hints = |o: &[f64], r: &[f64], rows: usize, d: usize, dtype: &'static str| {
+            hints_with(o, r, rows, d, dtype, 1e4)
         };
         // (bf16 with head_dim 8: theta 1e6 for 1e4 is two elements one ulp apart at position
         // 1, a rounding; with head_dim 32, a table)
@@ -4014,6 +4038,14 @@ mod tests {
             );
             // the same table: nothing
             assert!(hints(&r, &r, 2, d, dtype).is_empty());
+            // ours config.json's theta, the reference's table another (a RoPE scaling that
+            // ours lacks: a review's llama3 reference): not a wrong theta of ours (in f32; a
+            // bf16 row at position 1 pins ours' theta to 14% only, past the 5% that is "the
+            // same theta")
+            if !bf16 {
+                let h = hints_with(&o, &r, 2, d, dtype, ours_theta);
+                assert!(!codes(&h).contains(&"rope_theta"), "{h:?}");
+            }
         }
         // One row (position 0, cos 1 for any theta): nothing to fit.
         let (o, r) = (table(8, 1e6, 1, false), table(8, 1e4, 1, false));
