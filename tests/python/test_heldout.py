@@ -427,6 +427,30 @@ def test_a_cache_of_ours_own_k_norm_past_layer_0_gets_cache_stage(tmp_path, laye
     assert h["message"].endswith("k cached before RoPE") and h["evidence"]["stage_off_ref"] > 1e-2, h
 
 
+@pytest.mark.parametrize("fault", ["cache-overwrite@3", "cache-pre-rope@3"])
+def test_with_the_truth_a_later_fault_is_not_born_at_a_noisy_op(tmp_path, fault):
+    """The seventh held-out check's `wb` (k_norm ~190, bf16, sdpa reference) with `--truth`: a
+    clean run's `layers.1 attn_out@1` is at a noise ratio of 2.75 (1.8 times its inputs'), and a
+    fault of layer 3's cache (x45 at its `cache_k@1`) read "born at" that op, "amplified
+    through" its own. A flagged op that grew the ratio past 10-fold is the birth
+    (docs/origin.md)."""
+    from heldout_models import SEVENTH
+
+    mdir, ids, _ = make("wb", tmp_path)
+    truth = tmp_path / "truth.npz"
+    ref = dump(tmp_path, "--model", mdir, "--ids", ids, "--dtype", "bfloat16", "--attn", SEVENTH["wb"][4],
+               "--decode", 2, "--truth-out", truth, name="ref.npz")
+    ours = tmp_path / "ours.npz"
+    subprocess.run([str(BIN), "run", "--model", str(mdir), "--ids", ids, "--dtype", "bf16", "--decode-from", str(ref),
+                    "--inject", fault, "--out", str(ours)], check=True, capture_output=True, text=True)
+    p = subprocess.run([str(BIN), "diff", str(ours), str(ref), "--truth", str(truth), "--format", "json"],
+                       capture_output=True, text=True)
+    r = json.loads(p.stdout)
+    op = "model.layers.3.self_attn.cache_k@1"
+    assert (p.returncode, r["first_divergence"]["name"]) == (1, op), r["first_divergence"]
+    assert [(l["name"], l["role"]) for l in r["origin"]["chain"]] == [(op, "born")], r["origin"]
+
+
 def test_a_bf16_decode_mask_beside_heads_at_the_noise_gets_attention_spread(tmp_path):
     """The seventh held-out check's `wb` (k_norm ~190, bf16): `decode-mask@1` scales one head of
     layer 1's `attn_out@1` by 0.028 while another's bf16 noise (4e-2) is past what a pure scale

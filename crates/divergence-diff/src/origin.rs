@@ -16,7 +16,8 @@
 //! With `--truth` the error of an op is its noise ratio instead ([`Measure::NoiseRatio`]: how
 //! much less accurate than the reference ours is there): an input is followed back while ours
 //! is measurably worse there (ratio above [`TRUTH_BIRTH`]), and the error was born at the first
-//! op of the chain whose ratio grew more than [`TRUTH_BIRTH`]-fold over its inputs'. On this chain (earliest first) the
+//! op of the chain whose ratio grew more than [`TRUTH_BIRTH`]-fold over its inputs' (or, where a
+//! flagged op grew it more than [`BIRTH_GROWTH`]-fold, at that op). On this chain (earliest first) the
 //! error was *born* at the first op whose growth exceeds [`BIRTH_GROWTH`], and *amplified* at
 //! every later op that exceeds it too; the other ops *carried* it.
 
@@ -425,10 +426,23 @@ pub fn origin<R: RowSource + ?Sized>(
     }
     back.reverse();
     let growth = |i: usize| growths.get(i).copied().flatten();
-    let born = back
-        .iter()
-        .position(|&i| growth(i).is_some_and(|g| g > measure.birth()))
-        .unwrap_or(0);
+    let grew = |i: usize| growth(i).is_some_and(|g| g > measure.birth());
+    // With the truth, a flagged op that made the noise ratio more than BIRTH_GROWTH times its
+    // inputs' by itself is where the error was born: the ops before it on the chain, under the
+    // flag level, grew it by less, as noise does (a clean bf16 port reaches a ratio of 2.75 at
+    // a noisy op, 1.8 times its inputs', and a later fault on its chain, x45, read born there:
+    // a seventh held-out check). Growths over TRUTH_BIRTH only are still read from the start.
+    let decisive = |i: usize| {
+        growth(i).is_some_and(|g| g > BIRTH_GROWTH) && ops.row_at(i).status().is_divergence()
+    };
+    let born = match measure {
+        Measure::NoiseRatio => back
+            .iter()
+            .position(|&i| decisive(i))
+            .or_else(|| back.iter().position(|&i| grew(i))),
+        Measure::RelErr => back.iter().position(|&i| grew(i)),
+    }
+    .unwrap_or(0);
     let chain: Vec<ChainLink> = back[born..]
         .iter()
         .enumerate()
@@ -1024,6 +1038,48 @@ mod tests {
         let o = origin(&ops, &flow, &g, 4, Measure::NoiseRatio).unwrap();
         assert_eq!(o.name, format!("{L0}self_attn.k_norm"));
         assert_eq!(row_role(&ops[4], Measure::NoiseRatio), None); // growth not stored on rows here
+    }
+
+    /// With the truth, a flagged op that grew the noise ratio past BIRTH_GROWTH by itself is
+    /// the origin, not an earlier op under the flag level that grew it past TRUTH_BIRTH only
+    /// (a seventh held-out check: a clean op at 2.75, x1.8, read as the birth of a later
+    /// fault's x45). An earlier op that grew it as much as the flagged one did stays the origin.
+    #[test]
+    fn with_a_truth_a_decisive_growth_is_the_birth() {
+        // ratios: embed 0, rotary 1, input_layernorm 2.75 (a noisy op, x2.75), k_proj 2.2
+        // (carried), k_norm 99 (the fault: x45), rope_k 99
+        let (mut ops, flow) = chain([
+            Some(0.0),
+            Some(0.0),
+            Some(0.1),
+            Some(0.1),
+            Some(0.5),
+            Some(0.5),
+        ]);
+        let set = |ops: &mut Vec<OpResult>, ratios: [f64; 6]| {
+            for (op, r) in ops.iter_mut().zip(ratios) {
+                op.truth_mut().noise_ratio = Some(r);
+                op.status = if r > 3.0 {
+                    Status::Diverged
+                } else {
+                    Status::Ok
+                };
+            }
+        };
+        set(&mut ops, [0.0, 1.0, 2.75, 2.2, 99.0, 99.0]);
+        let g = local_growths(&ops, &flow, Measure::NoiseRatio);
+        assert!(g[4].is_some_and(|x| (x - 45.0).abs() < 1e-9), "{:?}", g[4]);
+        let o = origin(&ops, &flow, &g, 4, Measure::NoiseRatio).unwrap();
+        assert_eq!(roles(&o), [("self_attn.k_norm", Role::Born)]);
+        // a flagged op that grew the ratio less (x1.75): the chain's first growth is the birth
+        set(&mut ops, [0.0, 1.0, 2.0, 2.0, 3.5, 3.4]);
+        let g = local_growths(&ops, &flow, Measure::NoiseRatio);
+        let o = origin(&ops, &flow, &g, 4, Measure::NoiseRatio).unwrap();
+        assert_eq!(o.name, format!("{L0}input_layernorm"));
+        // without the truth, the same rows' raw errors (0.1 -> 0.5: x5) read as before
+        let raw = local_growths(&ops, &flow, Measure::RelErr);
+        let o = origin(&ops, &flow, &raw, 4, Measure::RelErr).unwrap();
+        assert_eq!(o.name, format!("{L0}input_layernorm"));
     }
 
     #[test]
