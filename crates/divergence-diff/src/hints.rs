@@ -2647,9 +2647,9 @@ pub fn diagnose_decode<'a>(subject: &DecodeSubject<'a>) -> Vec<Hint> {
         .or(by_ours.map(|s| (s, &subject.ours_upstream)))
     {
         let whose = if by_ref.is_some() {
-            "the reference's".to_string()
+            "the reference's"
         } else {
-            "its own".to_string()
+            "its own"
         };
         // Ours' stage against the reference's, where it was told by ours' own.
         let off = by_ours

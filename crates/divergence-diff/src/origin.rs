@@ -1043,7 +1043,8 @@ mod tests {
     /// With the truth, a flagged op that grew the noise ratio past BIRTH_GROWTH by itself is
     /// the origin, not an earlier op under the flag level that grew it past TRUTH_BIRTH only
     /// (a seventh held-out check: a clean op at 2.75, x1.8, read as the birth of a later
-    /// fault's x45). An earlier op that grew it as much as the flagged one did stays the origin.
+    /// fault's x45). Where the flagged op grew it 10-fold or less, the chain's first growth
+    /// past 1.5 stays the origin.
     #[test]
     fn with_a_truth_a_decisive_growth_is_the_birth() {
         // ratios: embed 0, rotary 1, input_layernorm 2.75 (a noisy op, x2.75), k_proj 2.2
