@@ -2290,23 +2290,27 @@ fn position_past_the_table(
             Some((made, Some((a, b))))
         })
     };
-    // Every position the reference does not hold (those were tested before), nearest first.
+    // Every position the reference does not hold (those were tested before) up to twice the
+    // last it holds, nearest first, within SEARCH of the step's own: not a list of them all (a
+    // hunt: a step named `x@999999999` made one of two billion positions, and the diff was
+    // killed for its memory).
     let reach = last.saturating_mul(2);
-    let mut candidates: Vec<usize> = (0..=reach).filter(|q| !held.contains_key(q)).collect();
-    candidates.sort_by_key(|&q| (q.abs_diff(expected), q));
-    let mut untested = None::<usize>;
-    let mut found = None;
-    for q in candidates {
-        let Some((row, from)) = row_at(q) else {
-            untested = Some(untested.map_or(q, |u| u.min(q)));
-            continue;
-        };
-        let e = rel_err(o, &row);
-        if same(e) {
-            found = Some((q, from, e.unwrap_or(0.0)));
-            break;
-        }
-    }
+    const SEARCH: usize = 1 << 16;
+    let nearest = (0..=SEARCH.min(reach.max(expected)))
+        .flat_map(|d| {
+            let below = expected.checked_sub(d);
+            let above = expected.checked_add(d).filter(|_| d > 0);
+            [below, above]
+        })
+        .flatten()
+        .filter(|&q| q <= reach && !held.contains_key(&q));
+    let found = nearest
+        .filter_map(|q| {
+            let (row, from) = row_at(q)?;
+            let e = rel_err(o, &row);
+            same(e).then_some((q, from, e.unwrap_or(0.0)))
+        })
+        .next();
     let next = subject.ours_next.as_ref().map(values);
     if let Some((q, from, e)) = found {
         let shift = q as i64 - expected as i64;
@@ -2394,6 +2398,9 @@ fn position_past_the_table(
     if !(same(e) || within && e.is_some()) {
         return None;
     }
+    // The first position from 0 on that is neither held nor made (at most the held rows and
+    // those they make: a run from 0 needs one of them at each position).
+    let untested = (0..=reach).find(|q| !held.contains_key(q) && row_at(*q).is_none());
     let tested = untested.map_or(reach, |u| u.saturating_sub(1));
     // Positions 0 to `tested` were all held or made; a position below step s's that was not
     // (the reference's decode steps are read in a window around s: the positions between its
@@ -2875,6 +2882,43 @@ mod tests {
         elsewhere[0].op = "model.rotary_emb@2".into();
         assert_eq!(decode_hints_beside(decode.clone(), &elsewhere), decode);
         assert_eq!(decode_hints_beside(decode.clone(), &[]), decode);
+    }
+
+    /// A step named far from the prompt (`x@999999990`, a port that dumps some steps only):
+    /// the rows past the reference's are made near the step's position, not listed from 0 on
+    /// (a hunt: two billion positions listed, the diff killed for its memory).
+    #[test]
+    fn a_decode_position_of_a_step_far_from_the_prompt_is_bounded() {
+        let (d, prompt, big) = (16usize, 7usize, 999_999_990usize);
+        let cos = |p: usize| cos_row(d, 1e4, p);
+        let leak = |v: Vec<f64>| -> &'static [f64] { v.leak() };
+        let prefill = leak((0..prompt).flat_map(cos).collect());
+        let (shape, pshape) = ([1usize, 1, d], [1usize, prompt, d]);
+        // The reference's steps big - 8 ..= big + 1; ours' step big at its position + 5, a
+        // row made from the reference's at positions p + 1, 4 and p - 3.
+        let at = |t: usize| prompt + t - 1;
+        let p = at(big);
+        let subject = DecodeSubject {
+            name: "model.rotary_emb@999999990",
+            step: big,
+            ours: side(&shape, leak(cos(p + 5)), "float32"),
+            ours_next: None,
+            reference: (big - 8..=big + 1)
+                .map(|t| (t, side(&shape, leak(cos(at(t))), "float32")))
+                .collect(),
+            upstream: Vec::new(),
+            ours_upstream: Vec::new(),
+            prefill: Some(side(&pshape, prefill, "float32")),
+        };
+        let h = diagnose_decode(&subject);
+        assert_eq!(codes(&h), ["decode_position"], "{h:?}");
+        assert!(
+            h[0].message
+                .contains(&format!("position table at position {}", p + 5))
+                && h[0].message.ends_with("a position off by +5 at this step"),
+            "{}",
+            h[0].message
+        );
     }
 
     #[test]
