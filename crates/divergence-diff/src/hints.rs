@@ -948,9 +948,11 @@ const TABLE_FIT: f64 = 1e-2;
 /// distance 4x its own fit and 1.28 unit roundoffs of the coarser dtype or more: 5e-3 in
 /// bf16, 1e-6 at least) and not that table at another position up to 2P + 64 (at most
 /// 65,536; a `decode_position` fault). Only rotate-half tables of cos values (`[f, f]`) fit:
-/// sin rows, `cat(cos, sin)` or interleaved tables say nothing. The prefill's rows go by
-/// [`rope_theta`]. (A held-out check: a wrong theta after a 1-token prompt read no hint at
-/// `rotary_emb@1`, nor at later steps.)
+/// sin rows, `cat(cos, sin)` or interleaved tables say nothing. The prefill's table goes by
+/// [`rope_theta`], but its last row by this where the table is under MATERIAL (a short
+/// prompt's: [`diagnose`] asks). Not said where ours is config.json's theta and the
+/// reference's is not ([`ours_is_the_configs`]). (A held-out check: a wrong theta after a
+/// 1-token prompt read no hint at `rotary_emb@1`, nor at later steps.)
 fn rope_theta_at_step(
     subject: &Subject<'_>,
     o: &[f64],
