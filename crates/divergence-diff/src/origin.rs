@@ -223,7 +223,9 @@ fn cache_reads<R: RowSource + ?Sized>(ops: &R, measure: Measure) -> Vec<(usize, 
             for run in parts.runs {
                 let Some(op) = kind(run.base()) else { continue };
                 // Only the prefill's projected or rotated keys and values are asked (a run of
-                // v_proj's decode steps has nothing to give).
+                // v_proj's decode steps has nothing to give). No run keeps a step 0 compact
+                // today (`is_step_name`: it is a plain row, visited above); asked in case one
+                // does.
                 let steps = match op {
                     Op::CacheK | Op::CacheV | Op::AttnOut => run.steps(),
                     Op::Rope(divergence_names::QkKind::K) | Op::VProj => {
