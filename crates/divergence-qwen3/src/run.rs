@@ -353,8 +353,8 @@ pub fn run_to_dump(opts: &RunOptions) -> Result<RunSummary, Error> {
         if let Some(spec) = fault_specs.decode_only().first() {
             return Err(Error::FaultTarget {
                 spec: spec.to_string(),
-                message: "acts only on decode steps with a KV cache: add --decode N with \
-                          --decode-ids or --decode-from"
+                message: "acts only on decode steps with a KV cache: add --decode-from REF.npz \
+                          or --decode-ids IDS (either decodes; --decode N is then optional)"
                     .to_string(),
             });
         }

@@ -22,19 +22,23 @@ Faults (--inject, repeatable): NAME[=VALUE][@LAYERS], LAYERS = N, N-M or a comma
   rope-interleaved       GPT-J pair rotation instead of rotate-half
   skip-q-norm, skip-k-norm   forget q_norm / k_norm
   attn-bias=V            add a bias of V to the q/k/v projections
-  transpose=MODULE       use MODULE's weight with the wrong layout (e.g. model.layers.1.mlp.down_proj)
+  transpose=MODULE       use MODULE's weight with the wrong layout
+                         (e.g. model.layers.1.mlp.down_proj)
   act=gelu               wrong MLP activation (also gelu-tanh, relu)
   gqa-tile               tile kv heads instead of repeat-interleave
   rms-eps=V              RMSNorm epsilon V
   late-rounding          RMSNorm x weight in f32, rounded once (bf16/f16)
   f16-accum              RMSNorm variance accumulated in a half type
-  bf16-accum             every Linear keeps its accumulator in bf16 (f16 for f16) across k-tiles of 16
+  bf16-accum             every Linear keeps its accumulator in bf16 (f16 for f16)
+                         across k-tiles of 16
   bf16-variance          RMSNorm squares and sums the variance in bf16
-  early-cast             RMSNorm rounds rsqrt(var + eps) to the activation dtype and normalises there
+  early-cast             RMSNorm rounds rsqrt(var + eps) to the activation dtype and
+                         normalises there
 KV-cache faults (only with --decode; the prefill, step 0, stays bit-identical):
   decode-pos=K           decode step s at position prompt_len+s-1+K; enters at rotary_emb@1
   decode-pos-frozen      every decode step at position prompt_len; enters at rotary_emb@2
-  cache-pre-rope         cache holds k before RoPE, the whole cache rotated at the current position
+  cache-pre-rope         cache holds k before RoPE, the whole cache rotated at the current
+                         position
   cache-pre-norm         cache holds k before k_norm (k_proj per head, rotated)
   cache-overwrite[=first|last]  new k/v written into slot 0 / over the previous slot
   cache-dtype=f16|bf16   cache stores k/v rounded to a lower precision than the activations
@@ -45,11 +49,15 @@ Decoding (--decode): the prompt is step 0 (it fills the KV cache), then step s =
 decode id s alone at position prompt_len+s-1; probes of step s are named NAME@s, plus
 model.layers.N.self_attn.cache_k@s / cache_v@s (the cache slot of the new token).
 Examples:
-  divergence run --model fixtures/tiny-qwen3 --ids-file fixtures/tiny-qwen3/ids.txt --dtype bf16 --out ours.npz
+  divergence run --model fixtures/tiny-qwen3 --ids-file fixtures/tiny-qwen3/ids.txt \\
+    --dtype bf16 --out ours.npz
   divergence run --model DIR --ids 1,2,3 --inject skip-k-norm@0 --out broken.npz
-  divergence run --model DIR --ids-file ids.txt --replay ref.npz --out local.npz   # teacher forcing
-  divergence run --model DIR --ids 1,2,3 --decode-ids 11,22,33 --out decode.npz     # 3 decode steps
-  divergence run --model DIR --ids-file ids.txt --decode-from ref.npz --inject cache-pre-rope --out ours.npz";
+  # teacher forcing:
+  divergence run --model DIR --ids-file ids.txt --replay ref.npz --out local.npz
+  # 3 decode steps:
+  divergence run --model DIR --ids 1,2,3 --decode-ids 11,22,33 --out decode.npz
+  divergence run --model DIR --ids-file ids.txt --decode-from ref.npz \\
+    --inject cache-pre-rope --out ours.npz";
 
 /// Arguments of `divergence run`.
 #[derive(Debug, Args)]
