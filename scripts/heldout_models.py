@@ -7,7 +7,8 @@ tests/python/test_long_prompt.py runs `h` (`LONG`). `THIRD`: the four of a third
 `FOURTH`: the four of a fourth (docs/results/heldout-2026-12-05-session33.txt). `SIXTH`: the four of
 a sixth (docs/results/heldout-2026-12-06-session42.txt), of which tests/python/test_heldout.py runs
 `hc`'s RoPE faults. `SEVENTH`: the four of a seventh (docs/results/heldout-2026-12-06-session43.txt),
-not run in CI.
+not run in CI. `NINTH`: the six of a ninth (docs/results/heldout-2026-12-06-session45.txt), of
+which tests/python/test_heldout.py runs `xw` and `xe`.
 
 `make(name, workdir)` builds one with real transformers (scripts/dump_reference.py, seeded init)
 and returns its directory, its prompt (comma-separated ids) and its config changes.
@@ -146,10 +147,35 @@ SEVENTH = {
 }
 
 
+# The ninth held-out check's six (a helper, 2026-12-06, session 45;
+# docs/results/heldout-2026-12-06-session45.txt), of which tests/python/test_heldout.py runs
+# `xw`'s and `xe`'s norm hints.
+NINTH = {
+    "xa": (dict(hidden_size=160, num_hidden_layers=4, num_attention_heads=10, num_key_value_heads=5,
+                head_dim=16, intermediate_size=288, vocab_size=720, rope_theta=100000.0), 4501, 7, 8,
+           "eager", True),
+    "xb": (dict(hidden_size=96, num_hidden_layers=3, num_attention_heads=12, num_key_value_heads=3,
+                head_dim=8, intermediate_size=224, vocab_size=560, rope_theta=20000.0), 4502, 29, 10,
+           "sdpa", "x0.5"),
+    "xc": (dict(hidden_size=64, num_hidden_layers=6, num_attention_heads=2, num_key_value_heads=1,
+                head_dim=48, intermediate_size=176, vocab_size=390, rope_theta=1000000.0), 4503, 12, 6,
+           "eager", "x3"),
+    "xd": (dict(hidden_size=200, num_hidden_layers=2, num_attention_heads=5, num_key_value_heads=5,
+                head_dim=40, intermediate_size=400, vocab_size=850, rope_theta=750000.0), 4504, 45, 7,
+           "eager", "k60"),
+    "xe": (dict(hidden_size=128, num_hidden_layers=5, num_attention_heads=6, num_key_value_heads=2,
+                head_dim=32, intermediate_size=256, vocab_size=1100, rope_theta=10000.0), 4505, 3, 12,
+           "sdpa", "k100"),
+    "xw": (dict(hidden_size=512, num_hidden_layers=2, num_attention_heads=8, num_key_value_heads=2,
+                head_dim=64, intermediate_size=1024, vocab_size=2048, rope_theta=1000000.0), 4506, 20, 5,
+           "eager", True),
+}
+
+
 def make(name: str, workdir: Path) -> tuple[Path, str, dict]:
     """Model `name` saved (float32 weights) under `workdir`: (its directory, its prompt, its
     config changes)."""
-    changes, seed, length, _steps, _attn, gains = {**MODELS, **SECOND, **THIRD, **FOURTH, **SIXTH, **SEVENTH}[name]
+    changes, seed, length, _steps, _attn, gains = {**MODELS, **SECOND, **THIRD, **FOURTH, **SIXTH, **SEVENTH, **NINTH}[name]
     cfg = json.loads((REPO / "fixtures/configs/tiny-qwen3.json").read_text())
     cfg.update(changes, max_window_layers=changes["num_hidden_layers"])
     workdir.mkdir(parents=True, exist_ok=True)
