@@ -731,6 +731,12 @@ fn meta(
             "device": device_name,
             "dtype": opts.precision.torch_name(),
             "policy": opts.policy.name(),
+            // As the exporter's `--attn` names it: the torch policy computes attention as
+            // transformers' eager does (`diff` compares the two, docs/decode.md).
+            "attn": match opts.policy {
+                crate::ops::Policy::Torch => "eager",
+                crate::ops::Policy::Fused => "fused",
+            },
             "faults": faults.to_strings(),
             "replay": opts.replay.as_ref().map(|p| p.display().to_string()),
         })),

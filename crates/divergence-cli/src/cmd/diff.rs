@@ -1067,6 +1067,11 @@ fn finish_report(args: &DiffArgs, cfg: &DiffConfig, sides: Sides<'_>) -> Result<
             which.join(" and ")
         ));
     }
+    report.warnings.extend(attention_warning(
+        &report,
+        ours.dump().meta(),
+        reference.dump().meta(),
+    ));
     timings::mark("assemble");
     let profile_note;
     (report.hints, report.positions, profile_note) = diagnosis(
@@ -1947,6 +1952,52 @@ fn model_shape(dump: &MappedDump<'_>) -> Option<divergence_diff::ModelShape> {
     })
 }
 
+/// The warning where the first divergence, or its origin, is an attention output of a half
+/// type and the two dumps record different attentions (`producer.attn`: the exporter's
+/// `--attn`, `divergence run`'s policy): eager and sdpa round the scores and the weights
+/// differently in bf16 and f16, and on peaked attention that alone crosses the presets and the
+/// truth's ratio (a ninth held-out check: a clean bf16 port, transformers' eager bit for bit,
+/// flagged at the prefill's layer-0 `attn_out` against an sdpa reference, its inputs exact;
+/// docs/decode.md). `None` otherwise, or where either dump does not say.
+fn attention_warning(
+    report: &divergence_diff::Report,
+    ours: Option<&divergence_dump::Meta>,
+    reference: Option<&divergence_dump::Meta>,
+) -> Option<String> {
+    use divergence_diff::DTypeClass;
+    use divergence_names::{split_step, Op};
+    fn attn(m: Option<&divergence_dump::Meta>) -> Option<String> {
+        let a = m?.producer.as_ref()?.get("attn")?.as_str()?;
+        Some(divergence_names::one_line(a).into_owned())
+    }
+    let (o, r) = (attn(ours)?, attn(reference)?);
+    if o == r {
+        return None;
+    }
+    let first = report.first_divergence_op()?;
+    let class = first.tensor.pair_class();
+    if !matches!(class, DTypeClass::BF16 | DTypeClass::F16) {
+        return None;
+    }
+    let attention = |name: &str| Op::of(split_step(name).0) == Op::AttnOut;
+    let at = [
+        Some(first.name.as_ref()),
+        report.origin.as_ref().map(|o| o.name.as_str()),
+    ]
+    .into_iter()
+    .flatten()
+    .find(|n| attention(n))?;
+    let same = if o == "eager" || o == "sdpa" {
+        format!("scripts/dump_reference.py --attn {o}")
+    } else {
+        "an attention computed as ours is".to_string()
+    };
+    Some(format!(
+        "{at} is an attention output and the two attentions differ: ours' is {o}, the reference's {r} (producer.attn); in {} they round the scores and the weights differently, which on peaked attention can cross the tolerance by itself: diff against a reference exported with {same} to tell a port error from that",
+        class.label()
+    ))
+}
+
 /// A truth made of the file given as ours (its `producer.truth_of`, which the exporter's
 /// `--truth-out` writes): ours and the reference swapped. The three-way rule never flags ours
 /// for being more accurate than the reference, so a port given as the reference passed with
@@ -2326,6 +2377,76 @@ pub(crate) fn dump_names<'a>(dump: &'a MappedDump<'_>) -> DumpNames<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The attentions' warning: a half-type first divergence (or origin) at an attention output
+    /// of dumps that record different attentions; nothing where they record the same, where
+    /// either records none, in float32, or at another op.
+    #[test]
+    fn an_attention_output_of_two_attentions_is_said() {
+        use divergence_diff::{compare, ValuesRef};
+        const SHAPE: [usize; 1] = [4];
+        const R: [f32; 4] = [1.0, 2.0, 3.0, 4.0];
+        const O: [f32; 4] = [1.5, 2.0, 3.0, 4.0];
+        let side = |v: &'static [f32], dtype: &'static str| Side {
+            shape: &SHAPE,
+            values: ValuesRef::F32(v),
+            dtype,
+        };
+        let report = |name: &str, dtype: &'static str| {
+            let cfg = DiffConfig::default();
+            let ops = vec![
+                compare(
+                    "model.layers.0.input_layernorm",
+                    Some(side(&R, dtype)),
+                    Some(side(&R, dtype)),
+                    &cfg,
+                ),
+                compare(name, Some(side(&O, dtype)), Some(side(&R, dtype)), &cfg),
+            ];
+            divergence_diff::assemble(
+                ops,
+                ReportContext::new("ours", "ref", divergence_diff::OrderSource::RefFile),
+                &cfg,
+            )
+        };
+        let meta = |attn: Option<&str>| divergence_dump::Meta {
+            producer: Some(match attn {
+                Some(a) => serde_json::json!({ "name": "x", "attn": a }),
+                None => serde_json::json!({ "name": "x" }),
+            }),
+            ..Default::default()
+        };
+        let (eager, sdpa, none) = (meta(Some("eager")), meta(Some("sdpa")), meta(None));
+        let attn = "model.layers.0.self_attn.attn_out@3";
+        let w = attention_warning(&report(attn, "bfloat16"), Some(&eager), Some(&sdpa))
+            .expect("a warning");
+        assert!(
+            w.starts_with(&format!("{attn} is an attention output"))
+                && w.contains("ours' is eager, the reference's sdpa")
+                && w.contains("in bfloat16")
+                && w.contains("--attn eager"),
+            "{w}"
+        );
+        let fused = meta(Some("fused"));
+        let w = attention_warning(&report(attn, "float16"), Some(&fused), Some(&sdpa))
+            .expect("a warning");
+        assert!(
+            w.contains("an attention computed as ours is") && !w.contains("--attn"),
+            "{w}"
+        );
+        for (r, o, m) in [
+            (report(attn, "bfloat16"), &sdpa, &sdpa),
+            (report(attn, "bfloat16"), &none, &sdpa),
+            (report(attn, "float32"), &eager, &sdpa),
+            (report("model.layers.0.mlp", "bfloat16"), &eager, &sdpa),
+        ] {
+            assert_eq!(attention_warning(&r, Some(o), Some(m)), None);
+        }
+        assert_eq!(
+            attention_warning(&report(attn, "bfloat16"), None, Some(&sdpa)),
+            None
+        );
+    }
 
     #[test]
     fn a_piped_watch_report_starts_with_its_time_but_json() {
