@@ -473,30 +473,36 @@ def test_a_bf16_decode_mask_beside_heads_at_the_noise_gets_attention_spread(tmp_
     assert hints and hints[0]["evidence"]["min_factor"] < 0.1, r["hints"]
 
 
-def test_a_variance_summed_in_a_half_type_is_not_a_wrong_scale(tmp_path):
+@pytest.mark.parametrize("layer", [0, 1])
+def test_a_variance_summed_in_a_half_type_is_not_a_wrong_scale(tmp_path, layer):
     """The ninth held-out check's `xw` (hidden 512), f32, `bf16-variance`: the first norm's rows
     are each scaled by their own factor (1.021-1.062), which one factor of 1.04 fitted within
     `scale`'s residual bound (9.2e-3 < 1e-2): "a wrong scale factor" was said. It is `rounding`
-    (docs/hints.md, `scale`: the rows must share the factor)."""
+    (docs/hints.md, `scale`: the rows must share the factor); at layer 1 too, where the rows'
+    fit carries layer 0's f32 noise (a review: no hint at all there, once `scale` was not
+    said)."""
     mdir, ids, _ = make("xw", tmp_path)
     ref = dump(tmp_path, "--model", mdir, "--ids", ids, "--dtype", "float32", name="ref.npz")
     ours = tmp_path / "ours.npz"
+    fault = "bf16-variance" if layer == 0 else f"bf16-variance@{layer}"
     subprocess.run([str(BIN), "run", "--model", str(mdir), "--ids", ids, "--dtype", "f32",
-                    "--inject", "bf16-variance", "--out", str(ours)], check=True, capture_output=True, text=True)
+                    "--inject", fault, "--out", str(ours)], check=True, capture_output=True, text=True)
     p = subprocess.run([str(BIN), "diff", str(ours), str(ref), "--format", "json"], capture_output=True, text=True)
     r = json.loads(p.stdout)
-    norm = "model.layers.0.input_layernorm"
+    norm = f"model.layers.{layer}.input_layernorm"
     assert (p.returncode, r["first_divergence"]["name"]) == (1, norm), r["first_divergence"]
     assert [(h["code"], h["op"]) for h in r["hints"]] == [("rounding", norm)], r["hints"]
     ev = r["hints"][0]["evidence"]
     assert ev["max_factor"] - ev["min_factor"] > 0.02, ev
+    assert "epsilon" not in r["hints"][0]["message"], r["hints"][0]["message"]
 
 
 def test_an_epsilon_over_rows_alike_is_named_beside_a_precision(tmp_path):
     """The ninth held-out check's `xe` (a 3-token prompt), f16, `rms-eps=1e-2@4`: the first
     divergence, layer 4's q_norm, reads `eps`; its origin, layer 4's input_layernorm, whose three
-    rows of like mean squares take factors 0.9938-0.9943, read a half-type variance alone. The
-    epsilon that gives them is named beside it (docs/hints.md, `rounding`)."""
+    rows of like mean squares all take factors 0.9938-0.9943, read "its variance is summed or
+    rounded at another precision" alone. The epsilon that gives each row its factor is named
+    beside it (docs/hints.md, `rounding`)."""
     from heldout_models import NINTH
 
     mdir, ids, _ = make("xe", tmp_path)
@@ -532,9 +538,11 @@ def test_an_eager_port_against_an_sdpa_reference_is_told(tmp_path):
                        capture_output=True, text=True)
     r = json.loads(p.stdout)
     assert p.returncode == 1 and r["first_divergence"]["name"].endswith("self_attn.attn_out"), r["first_divergence"]
-    said = [w for w in r["warnings"] if "the two attentions differ: ours' is eager, the reference's sdpa" in w]
-    assert said and said[0].startswith(r["first_divergence"]["name"]), r["warnings"]
+    # Named at the error's origin (the first divergence crosses the line later, at layer 2).
+    said = [w for w in r["warnings"] if "compute attention differently: ours as eager, the reference as sdpa" in w]
+    assert said and said[0].startswith(r["origin"]["name"] + ": "), (r["warnings"], r["origin"])
+    assert r["origin"]["name"].endswith("self_attn.attn_out"), r["origin"]
     p = subprocess.run([str(BIN), "diff", str(ours), str(refs["eager"]), "--format", "json"],
                        capture_output=True, text=True)
     r = json.loads(p.stdout)
-    assert p.returncode == 0 and not any("attentions differ" in w for w in r["warnings"]), r["warnings"]
+    assert p.returncode == 0 and not any("compute attention differently" in w for w in r["warnings"]), r["warnings"]

@@ -452,12 +452,6 @@ fn a_run_from_the_prefill_gives_its_cache_write() {
     });
     let g = local_growths(&rows_built, &flow, Measure::RelErr);
     let at = rows.len() - 1;
-    eprintln!(
-        "DBG {:?}",
-        (0..rows.len())
-            .map(|i| rows_built.row(i).run().map(|r| (r.first(), r.steps())))
-            .collect::<Vec<_>>()
-    );
     // 1e-3 over the prefill keys' 0.1: no growth (without the cache read, 1e-3 over f32's
     // floor of 1e-6: ~1,000).
     assert!(

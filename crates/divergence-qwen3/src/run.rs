@@ -731,8 +731,9 @@ fn meta(
             "device": device_name,
             "dtype": opts.precision.torch_name(),
             "policy": opts.policy.name(),
-            // As the exporter's `--attn` names it: the torch policy computes attention as
-            // transformers' eager does (`diff` compares the two, docs/decode.md).
+            // As the exporter's `--attn` names it: the torch policy computes attention the way
+            // transformers' eager does (bit for bit in bf16 on the held-out models, a few
+            // elements a rounding apart in f16); `diff` compares the two (docs/decode.md).
             "attn": match opts.policy {
                 crate::ops::Policy::Torch => "eager",
                 crate::ops::Policy::Fused => "fused",

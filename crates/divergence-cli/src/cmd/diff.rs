@@ -1067,11 +1067,6 @@ fn finish_report(args: &DiffArgs, cfg: &DiffConfig, sides: Sides<'_>) -> Result<
             which.join(" and ")
         ));
     }
-    report.warnings.extend(attention_warning(
-        &report,
-        ours.dump().meta(),
-        reference.dump().meta(),
-    ));
     timings::mark("assemble");
     let profile_note;
     (report.hints, report.positions, profile_note) = diagnosis(
@@ -1084,6 +1079,14 @@ fn finish_report(args: &DiffArgs, cfg: &DiffConfig, sides: Sides<'_>) -> Result<
     );
     // A norm the hints find at fault itself made its error: not `amplified` (a held-out check).
     report.amplification_from_hints();
+    // Two attentions (the sides of --prefill-vs-decode are both ours: not a reference's).
+    if !args.prefill_vs_decode {
+        report.warnings.extend(attention_warning(
+            &report,
+            ours.dump().meta(),
+            reference.dump().meta(),
+        ));
+    }
     // A first divergence with more token positions than a profile holds says why it has none.
     report.notes.extend(profile_note);
     timings::mark("diagnosis");
@@ -1952,19 +1955,22 @@ fn model_shape(dump: &MappedDump<'_>) -> Option<divergence_diff::ModelShape> {
     })
 }
 
-/// The warning where the first divergence, or its origin, is an attention output of a half
-/// type and the two dumps record different attentions (`producer.attn`: the exporter's
-/// `--attn`, `divergence run`'s policy): eager and sdpa round the scores and the weights
-/// differently in bf16 and f16, and on peaked attention that alone crosses the presets and the
-/// truth's ratio (a ninth held-out check: a clean bf16 port, transformers' eager bit for bit,
-/// flagged at the prefill's layer-0 `attn_out` against an sdpa reference, its inputs exact;
-/// docs/decode.md). `None` otherwise, or where either dump does not say.
+/// The warning where the error of the first divergence was born at an attention output (its
+/// origin, or the first divergence itself where it has none) of a half type, and the two dumps
+/// record different attentions (`producer.attn`: the exporter's `--attn`, `divergence run`'s
+/// policy): eager and sdpa round the scores and the weights differently in bf16 and f16, and on
+/// peaked attention that alone crosses the presets and the truth's ratio (a ninth held-out
+/// check: a clean bf16 port, transformers' eager bit for bit, flagged at the prefill's layer-0
+/// `attn_out` against an sdpa reference, its inputs exact; docs/decode.md). Not said where a
+/// hint names another cause at that op (`gqa_layout`, `attention_spread`, ...: a `position` or
+/// a `rounding` hint is what the two attentions' noise reads as), nor where either dump does
+/// not say.
 fn attention_warning(
     report: &divergence_diff::Report,
     ours: Option<&divergence_dump::Meta>,
     reference: Option<&divergence_dump::Meta>,
 ) -> Option<String> {
-    use divergence_diff::DTypeClass;
+    use divergence_diff::{DTypeClass, HintCode};
     use divergence_names::{split_step, Op};
     fn attn(m: Option<&divergence_dump::Meta>) -> Option<String> {
         let a = m?.producer.as_ref()?.get("attn")?.as_str()?;
@@ -1979,21 +1985,28 @@ fn attention_warning(
     if !matches!(class, DTypeClass::BF16 | DTypeClass::F16) {
         return None;
     }
-    let attention = |name: &str| Op::of(split_step(name).0) == Op::AttnOut;
-    let at = [
-        Some(first.name.as_ref()),
-        report.origin.as_ref().map(|o| o.name.as_str()),
-    ]
-    .into_iter()
-    .flatten()
-    .find(|n| attention(n))?;
-    let same = if o == "eager" || o == "sdpa" {
-        format!("scripts/dump_reference.py --attn {o}")
-    } else {
-        "an attention computed as ours is".to_string()
+    let at = report
+        .origin
+        .as_ref()
+        .map_or(first.name.as_ref(), |o| o.name.as_str());
+    if Op::of(split_step(at).0) != Op::AttnOut
+        || report
+            .hints
+            .iter()
+            .any(|h| h.op == at && !matches!(h.code, HintCode::Position | HintCode::Rounding))
+    {
+        return None;
+    }
+    let tell = match o.as_str() {
+        "eager" | "sdpa" => {
+            format!("diff against a reference exported with scripts/dump_reference.py --attn {o}")
+        }
+        // `divergence run --policy fused`.
+        "fused" => "run ours with --policy torch (attention as eager computes it) against a reference exported with --attn eager".to_string(),
+        _ => "diff against a reference whose attention is computed as ours is".to_string(),
     };
     Some(format!(
-        "{at} is an attention output and the two attentions differ: ours' is {o}, the reference's {r} (producer.attn); in {} they round the scores and the weights differently, which on peaked attention can cross the tolerance by itself: diff against a reference exported with {same} to tell a port error from that",
+        "{at}: the error starts at an attention output, and the two sides compute attention differently: ours as {o}, the reference as {r} (producer.attn); in {} the two round the scores and the weights differently, which on peaked attention can cross the tolerance by itself: {tell} to tell a port error from that",
         class.label()
     ))
 }
@@ -2378,31 +2391,30 @@ pub(crate) fn dump_names<'a>(dump: &'a MappedDump<'_>) -> DumpNames<'a> {
 mod tests {
     use super::*;
 
-    /// The attentions' warning: a half-type first divergence (or origin) at an attention output
-    /// of dumps that record different attentions; nothing where they record the same, where
-    /// either records none, in float32, or at another op.
+    /// The attentions' warning: a half-type error born at an attention output (the origin, or
+    /// the first divergence without one) of dumps that record different attentions; nothing
+    /// where they record the same, where either records none, in float32, where the origin is
+    /// another op, or where a hint names another cause at that op.
     #[test]
     fn an_attention_output_of_two_attentions_is_said() {
-        use divergence_diff::{compare, ValuesRef};
+        use divergence_diff::{compare, Hint, HintCode, ValuesRef};
         const SHAPE: [usize; 1] = [4];
         const R: [f32; 4] = [1.0, 2.0, 3.0, 4.0];
         const O: [f32; 4] = [1.5, 2.0, 3.0, 4.0];
+        // 3% off (under bf16's rtol of 4e-2), then 11% off.
+        const V: [f32; 4] = [1.0, 2.0, 3.0, 4.15];
+        const A: [f32; 4] = [1.0, 2.0, 3.0, 4.6];
         let side = |v: &'static [f32], dtype: &'static str| Side {
             shape: &SHAPE,
             values: ValuesRef::F32(v),
             dtype,
         };
-        let report = |name: &str, dtype: &'static str| {
-            let cfg = DiffConfig::default();
-            let ops = vec![
-                compare(
-                    "model.layers.0.input_layernorm",
-                    Some(side(&R, dtype)),
-                    Some(side(&R, dtype)),
-                    &cfg,
-                ),
-                compare(name, Some(side(&O, dtype)), Some(side(&R, dtype)), &cfg),
-            ];
+        let cfg = DiffConfig::default();
+        let report = |rows: &[(&str, &'static [f32])], dtype: &'static str| {
+            let ops = rows
+                .iter()
+                .map(|&(name, o)| compare(name, Some(side(o, dtype)), Some(side(&R, dtype)), &cfg))
+                .collect::<Vec<_>>();
             divergence_diff::assemble(
                 ops,
                 ReportContext::new("ours", "ref", divergence_diff::OrderSource::RefFile),
@@ -2418,32 +2430,68 @@ mod tests {
         };
         let (eager, sdpa, none) = (meta(Some("eager")), meta(Some("sdpa")), meta(None));
         let attn = "model.layers.0.self_attn.attn_out@3";
-        let w = attention_warning(&report(attn, "bfloat16"), Some(&eager), Some(&sdpa))
-            .expect("a warning");
+        let at_attn = |dtype| report(&[("model.layers.0.input_layernorm", &R), (attn, &O)], dtype);
+        let w =
+            attention_warning(&at_attn("bfloat16"), Some(&eager), Some(&sdpa)).expect("a warning");
         assert!(
-            w.starts_with(&format!("{attn} is an attention output"))
-                && w.contains("ours' is eager, the reference's sdpa")
+            w.starts_with(&format!("{attn}: the error starts at an attention output"))
+                && w.contains("ours as eager, the reference as sdpa")
                 && w.contains("in bfloat16")
                 && w.contains("--attn eager"),
             "{w}"
         );
         let fused = meta(Some("fused"));
-        let w = attention_warning(&report(attn, "float16"), Some(&fused), Some(&sdpa))
-            .expect("a warning");
-        assert!(
-            w.contains("an attention computed as ours is") && !w.contains("--attn"),
-            "{w}"
+        let w =
+            attention_warning(&at_attn("float16"), Some(&fused), Some(&sdpa)).expect("a warning");
+        assert!(w.contains("run ours with --policy torch"), "{w}");
+        // A hint of another cause at the op: not said; a position or a rounding hint: said.
+        let hinted = |code| {
+            let mut r = at_attn("bfloat16");
+            r.hints = vec![Hint {
+                code,
+                op: attn.to_string(),
+                message: String::new(),
+                evidence: Default::default(),
+            }];
+            attention_warning(&r, Some(&eager), Some(&sdpa))
+        };
+        assert_eq!(hinted(HintCode::GqaLayout), None);
+        assert!(hinted(HintCode::Position).is_some() && hinted(HintCode::Rounding).is_some());
+        // The first divergence at the attention, its error born at v_proj before it.
+        let upstream = report(
+            &[
+                ("model.layers.0.self_attn.v_proj", &V),
+                ("model.layers.0.self_attn.attn_out", &A),
+            ],
+            "bfloat16",
+        );
+        let first = upstream.first_divergence.as_ref().map(|f| f.name.as_str());
+        let origin = upstream.origin.as_ref().map(|o| o.name.as_str());
+        assert_eq!(
+            (first, origin),
+            (
+                Some("model.layers.0.self_attn.attn_out"),
+                Some("model.layers.0.self_attn.v_proj")
+            )
+        );
+        assert_eq!(
+            attention_warning(&upstream, Some(&eager), Some(&sdpa)),
+            None
         );
         for (r, o, m) in [
-            (report(attn, "bfloat16"), &sdpa, &sdpa),
-            (report(attn, "bfloat16"), &none, &sdpa),
-            (report(attn, "float32"), &eager, &sdpa),
-            (report("model.layers.0.mlp", "bfloat16"), &eager, &sdpa),
+            (at_attn("bfloat16"), &sdpa, &sdpa),
+            (at_attn("bfloat16"), &none, &sdpa),
+            (at_attn("float32"), &eager, &sdpa),
+            (
+                report(&[("model.layers.0.mlp", &O)], "bfloat16"),
+                &eager,
+                &sdpa,
+            ),
         ] {
             assert_eq!(attention_warning(&r, Some(o), Some(m)), None);
         }
         assert_eq!(
-            attention_warning(&report(attn, "bfloat16"), None, Some(&sdpa)),
+            attention_warning(&at_attn("bfloat16"), None, Some(&sdpa)),
             None
         );
     }
