@@ -497,12 +497,12 @@ def test_a_variance_summed_in_a_half_type_is_not_a_wrong_scale(tmp_path, layer):
     assert "epsilon" not in r["hints"][0]["message"], r["hints"][0]["message"]
 
 
-def test_an_epsilon_over_rows_alike_is_named_beside_a_precision(tmp_path):
+def test_an_epsilon_over_rows_alike_is_named_at_the_origin(tmp_path):
     """The ninth held-out check's `xe` (a 3-token prompt), f16, `rms-eps=1e-2@4`: the first
     divergence, layer 4's q_norm, reads `eps`; its origin, layer 4's input_layernorm, whose three
     rows of like mean squares all take factors 0.9938-0.9943, read "its variance is summed or
-    rounded at another precision" alone. The epsilon that gives each row its factor is named
-    beside it (docs/hints.md, `rounding`)."""
+    rounded at another precision". Rows that moved alike are no variance at another precision:
+    the epsilon that gives each row its factor is named there (docs/hints.md, `rounding`)."""
     from heldout_models import NINTH
 
     mdir, ids, _ = make("xe", tmp_path)
@@ -517,8 +517,11 @@ def test_an_epsilon_over_rows_alike_is_named_beside_a_precision(tmp_path):
                                                                                           r["origin"])
     hints = {(h["code"], h["op"]): h for h in r["hints"]}
     assert ("eps", "model.layers.4.self_attn.q_norm") in hints, r["hints"]
-    h = hints.get(("rounding", "model.layers.4.input_layernorm"))
+    # The rows moved alike (factors ~5e-4 apart, ~6e-3 from 1): the epsilon alone, no
+    # half-type precision (a second review).
+    h = hints.get(("eps", "model.layers.4.input_layernorm"))
     assert h and "an RMSNorm epsilon of ~0.01" in h["message"], r["hints"]
+    assert not any(c == "rounding" for c, _ in hints), r["hints"]
     assert abs(h["evidence"]["eps_estimate"] / 1e-2 - 1) < 0.1, h["evidence"]
 
 
@@ -546,3 +549,30 @@ def test_an_eager_port_against_an_sdpa_reference_is_told(tmp_path):
                        capture_output=True, text=True)
     r = json.loads(p.stdout)
     assert p.returncode == 0 and not any("compute attention differently" in w for w in r["warnings"]), r["warnings"]
+
+
+def test_a_norm_that_carries_one_rows_error_reads_no_precision(tmp_path):
+    """The ninth held-out check's `xb` (k_norm x0.5, 29 tokens), bf16, `decode-mask` against an
+    eager decode reference: the first divergence is layer 2's k_norm@4, whose input k_proj@4 is
+    1.7e-2 off in all but 7.9e-2 in one row of small norm, which moves that row's factor by
+    1.8e-2. A second review saw "its variance is summed or rounded at another precision" there
+    once the `rounding` test allowed for the error its input carries, measured over the whole
+    tensor; it is measured row by row (docs/hints.md, `rounding`). The fault's own hint stays."""
+    import random
+
+    mdir, ids, _ = make("xb", tmp_path)
+    # The review's decode tokens (its own, not the greedy ones).
+    rng = random.Random(1)
+    dids = ",".join(str(rng.randrange(560)) for _ in range(10))
+    ref = dump(tmp_path, "--model", mdir, "--ids", ids, "--dtype", "bfloat16", "--attn", "eager", "--decode-ids", dids,
+               name="ref.npz")
+    ours = tmp_path / "ours.npz"
+    subprocess.run([str(BIN), "run", "--model", str(mdir), "--ids", ids, "--dtype", "bf16", "--decode-from", str(ref),
+                    "--inject", "decode-mask", "--out", str(ours)], check=True, capture_output=True, text=True)
+    p = subprocess.run([str(BIN), "diff", str(ours), str(ref), "--format", "json"], capture_output=True, text=True)
+    r = json.loads(p.stdout)
+    assert p.returncode == 1 and r["first_divergence"]["step"] >= 1, r["first_divergence"]
+    codes = [(h["code"], h["op"]) for h in r["hints"]]
+    assert not any(c == "rounding" and "k_norm" in op for c, op in codes), codes
+    assert any(c == "attention_spread" for c, _ in codes), codes
+

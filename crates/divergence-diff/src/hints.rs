@@ -1657,16 +1657,28 @@ fn norm_scale(
         return None;
     }
     let u = crate::tolerance::unit_roundoff(class);
-    // What the input already carries (relative L2, both sides dumped): a residual of that size
-    // is the input's, not this op's (a review: f32 `bf16-variance@1` on a hidden-512 model,
-    // rows 1.028-1.057 with a residual of 1.2e-6 from layer 0's f32 noise, over 4 f32 unit
-    // roundoffs, read no hint once `scale` no longer took it); and factors within it of 1 and
-    // of each other are what a norm that only carries its input's error shows (the residual's
-    // bound alone would then name a precision at any norm the error crosses the line at).
+    // What the input already carries, row by row (each row's relative L2 error, both sides
+    // dumped; the largest): a residual of that size is the input's, not this op's (a review:
+    // f32 `bf16-variance@1` on a hidden-512 model, rows 1.028-1.057 with a residual of 1.2e-6
+    // from layer 0's f32 noise, over 4 f32 unit roundoffs, read no hint once `scale` no longer
+    // took it); and factors within it of 1 and of each other are what a norm that only carries
+    // its input's error shows (the residual's bound alone would then name a precision at any
+    // norm the error crosses the line at). Row by row: a norm weighs each row by itself, and an
+    // error in a row of small norm moves that row's factor by its own size (a second review:
+    // bf16 `decode-mask` on a model with k_norm x0.5, k_proj@4's rows 0.079, 0.012 and 0.011
+    // off, 0.017 in all, read a precision at k_norm@4).
     let carried = input
         .as_ref()
-        .and_then(|(_, oi, ri)| rel_err(oi, ri.as_ref()?))
-        .filter(|c| c.is_finite())
+        .and_then(|(_, oi, ri)| {
+            let ri = ri.as_ref()?;
+            (oi.len() == ri.len()).then(|| {
+                oi.chunks(d)
+                    .zip(ri.chunks(d))
+                    .filter_map(|(a, b)| rel_err(a, b))
+                    .filter(|c| c.is_finite())
+                    .fold(0.0, f64::max)
+            })
+        })
         .unwrap_or(0.0);
     let noise = u.max(carried);
     let fit = row_fit(o, r, d);
@@ -1684,6 +1696,52 @@ fn norm_scale(
     {
         return None;
     }
+    // Rows of like mean squares moved alike: one other epsilon gives them that, and [`eps`]
+    // could not tell (a held-out check: f16 `rms-eps=1e-2` at a layer-4 input_layernorm of a
+    // 3-token prompt, factors 0.99378 to 0.99429 under an input 8.4e-4 off, read as a
+    // half-type variance). Only where the rows' mean factor is further from 1 than they are
+    // from each other and that epsilon gives each row its own factor, within twice the noise:
+    // a variance summed in a half type scatters the rows about 1 (a review: f32 `f16-accum` on
+    // a 5-token prompt, factors 0.99906 to 1.00044, read "or an epsilon of ~4.11e-6", which
+    // gives them 0.99966 to 0.99975).
+    let mean = fit.rhos.iter().map(|&(_, rho)| rho).sum::<f64>() / fit.rhos.len() as f64;
+    let gives_each_row = |e: f64| -> bool {
+        let (Some((_, _, Some(x))), Some(eps_ref)) = (input.as_ref(), shape.rms_eps) else {
+            return false;
+        };
+        fit.rhos.iter().all(|&(t, rho)| {
+            x.get(t * d..(t + 1) * d).is_some_and(|row| {
+                let ms = row.iter().map(|v| v * v).sum::<f64>() / d as f64;
+                (((ms + eps_ref) / (ms + e)).sqrt() - rho).abs() <= 2.0 * noise
+            })
+        })
+    };
+    let epsilon = rows_eps(subject, input.as_ref(), op, o.len(), mean, shape)
+        .map(|(e, _)| e)
+        .filter(|&e| (1.0 - mean).abs() > hi - lo && gives_each_row(e));
+    let config = shape.rms_eps.unwrap_or_default();
+    // Rows that moved ten times more than they differ from each other are no variance summed at
+    // another precision (which scatters them): the epsilon alone is said, or nothing (a second
+    // review: f32 `rms-eps=1e-2@2` after 2 tokens, factors 0.98601 and 0.98601, read a
+    // precision "or" an epsilon).
+    if hi - lo < 0.1 * off {
+        return epsilon.map(|e| {
+            hint(
+                HintCode::Eps,
+                subject.name,
+                format!(
+                    "each row of ours is ref's row times about one factor (between {lo:.5} and {hi:.5}), which an RMSNorm epsilon of ~{} (config.json: {config:e}) gives every row, their mean squares being alike",
+                    round3(e)
+                ),
+                &[
+                    ("eps_estimate", e),
+                    ("eps_config", config),
+                    ("min_factor", lo),
+                    ("max_factor", hi),
+                ],
+            )
+        });
+    }
     let mut h = hint(
         HintCode::Rounding,
         subject.name,
@@ -1699,34 +1757,10 @@ fn norm_scale(
             ("bound", bound),
         ],
     );
-    // Rows of like mean squares scaled alike: one other epsilon gives them that too, and [`eps`]
-    // could not tell (a held-out check: f16 `rms-eps=1e-2` at a layer-4 input_layernorm of a
-    // 3-token prompt, factors 0.99378 to 0.99429 under an input 8.4e-4 off, read as a
-    // half-type variance alone). Said with it, as the `scale` hint does ([`diagnose`]).
-    // Only where the rows moved alike (their mean factor further from 1 than they are from each
-    // other) and that epsilon gives each row its own factor, within two roundings: a variance
-    // summed in a half type scatters the rows about 1 (a review: f32 `f16-accum` on a 5-token
-    // prompt, factors 0.99906 to 1.00044, read "or an epsilon of ~4.11e-6", which gives them
-    // 0.99966 to 0.99975).
-    let mean = fit.rhos.iter().map(|&(_, rho)| rho).sum::<f64>() / fit.rhos.len() as f64;
-    let gives_each_row = |e: f64| -> bool {
-        let (Some((_, _, Some(x))), Some(eps_ref)) = (input.as_ref(), shape.rms_eps) else {
-            return false;
-        };
-        fit.rhos.iter().all(|&(t, rho)| {
-            x.get(t * d..(t + 1) * d).is_some_and(|row| {
-                let ms = row.iter().map(|v| v * v).sum::<f64>() / d as f64;
-                (((ms + eps_ref) / (ms + e)).sqrt() - rho).abs() <= 2.0 * noise
-            })
-        })
-    };
-    if let Some((e, _)) = rows_eps(subject, input.as_ref(), op, o.len(), mean, shape)
-        .filter(|&(e, _)| (1.0 - mean).abs() > hi - lo && gives_each_row(e))
-    {
+    if let Some(e) = epsilon {
         h.message.push_str(&format!(
-            "; or, the rows' mean squares being alike, an RMSNorm epsilon of ~{} (config.json: {:e}), which gives every row about that factor",
+            "; or, the rows' mean squares being alike, an RMSNorm epsilon of ~{} (config.json: {config:e}), which gives every row about its factor",
             round3(e),
-            shape.rms_eps.unwrap_or_default(),
         ));
         h.evidence.insert("eps_estimate".into(), e);
     }
@@ -4779,6 +4813,66 @@ mod tests {
         let hs = diagnose(&s, &SHAPE);
         assert_eq!(codes(&hs), ["rounding"], "{hs:?}");
         assert!(!hs[0].message.contains("epsilon"), "{}", hs[0].message);
+    }
+
+    /// Rows that all moved alike by what one other epsilon gives read `eps`, not a precision
+    /// "or" an epsilon (a second review: f32 `rms-eps=1e-2@2` after 2 tokens, factors 0.98601
+    /// and 0.98601, under layer 1's f32 noise). (The same review's per-row input error is
+    /// tested on a real model: pytest `test_a_norm_that_carries_one_rows_error_reads_no_precision`.)
+    #[test]
+    fn a_norm_whose_rows_moved_alike_reads_an_epsilon() {
+        let d = 16;
+        let norm = |x: &[f64], eps: f64| -> Vec<f64> {
+            x.chunks(d)
+                .flat_map(|row| {
+                    let ms = row.iter().map(|v| v * v).sum::<f64>() / d as f64;
+                    row.iter()
+                        .map(move |v| v / (ms + eps).sqrt())
+                        .collect::<Vec<_>>()
+                })
+                .collect()
+        };
+        let dims = [1, 3, d];
+        let diag_norm = |o: &[f64], r: &[f64], xo: &[f64], xr: &[f64], dtype: &str| {
+            let s = Subject {
+                name: "model.layers.2.self_attn.k_norm",
+                ours: side(&dims, o, dtype),
+                reference: side(&dims, r, dtype),
+                inputs: vec![(
+                    "model.layers.2.self_attn.k_proj",
+                    Some(side(&dims, xo, dtype)),
+                    Some(side(&dims, xr, dtype)),
+                )],
+                weight: None,
+            };
+            diagnose(&s, &SHAPE)
+        };
+        let noise = data(3 * d, 52);
+        // Rows of mean squares 1, 1.0004 and 1.0008 (factors ~2e-6 apart), ours' input off by
+        // f32 noise (1e-6): epsilon 1e-2 moves every row by ~0.995, alike.
+        let row = data(d, 53);
+        let ms = row.iter().map(|v| v * v).sum::<f64>() / d as f64;
+        let xr: Vec<f64> = [1.0f64, 1.0004, 1.0008]
+            .iter()
+            .flat_map(|m| row.iter().map(move |v| v * (m / ms).sqrt()))
+            .collect();
+        let xo: Vec<f64> = xr
+            .iter()
+            .zip(&noise)
+            .map(|(v, e)| v * (1.0 + 1e-6 * e))
+            .collect();
+        let (o, r) = (norm(&xo, 1e-2), norm(&xr, 1e-6));
+        let hs = diag_norm(&o, &r, &xo, &xr, "float32");
+        assert_eq!(codes(&hs), ["eps"], "{hs:?}");
+        assert!(
+            hs[0].message.contains("about one factor") && hs[0].evidence.contains_key("min_factor"),
+            "{}",
+            hs[0].message
+        );
+        assert!(
+            (hs[0].evidence["eps_estimate"] / 1e-2 - 1.0).abs() < 0.05,
+            "{hs:?}"
+        );
     }
 
     #[test]

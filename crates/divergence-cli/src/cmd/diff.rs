@@ -1955,16 +1955,18 @@ fn model_shape(dump: &MappedDump<'_>) -> Option<divergence_diff::ModelShape> {
     })
 }
 
-/// The warning where the error of the first divergence was born at an attention output (its
+/// The warning where the error of the first divergence starts at an attention output (its
 /// origin, or the first divergence itself where it has none) of a half type, and the two dumps
 /// record different attentions (`producer.attn`: the exporter's `--attn`, `divergence run`'s
 /// policy): eager and sdpa round the scores and the weights differently in bf16 and f16, and on
 /// peaked attention that alone crosses the presets and the truth's ratio (a ninth held-out
 /// check: a clean bf16 port, transformers' eager bit for bit, flagged at the prefill's layer-0
 /// `attn_out` against an sdpa reference, its inputs exact; docs/decode.md). Not said where a
-/// hint names another cause at that op (`gqa_layout`, `attention_spread`, ...: a `position` or
-/// a `rounding` hint is what the two attentions' noise reads as), nor where either dump does
-/// not say.
+/// hint names a cause at an op that is no attention output (`activation`, `eps`, ...: a
+/// review's `act=gelu@0` whose chain starts at an `attn_out`); a hint at an attention output
+/// may read the two attentions' difference itself (a second review: our fused policy against
+/// an eager reference read `gqa_layout`), and the warning says so. A `position` or `rounding`
+/// hint is what that difference reads as anywhere. Nothing where either dump does not say.
 fn attention_warning(
     report: &divergence_diff::Report,
     ours: Option<&divergence_dump::Meta>,
@@ -1985,16 +1987,17 @@ fn attention_warning(
     if !matches!(class, DTypeClass::BF16 | DTypeClass::F16) {
         return None;
     }
+    let attention = |name: &str| Op::of(split_step(name).0) == Op::AttnOut;
     let at = report
         .origin
         .as_ref()
         .map_or(first.name.as_ref(), |o| o.name.as_str());
-    if Op::of(split_step(at).0) != Op::AttnOut
-        || report
-            .hints
-            .iter()
-            .any(|h| h.op == at && !matches!(h.code, HintCode::Position | HintCode::Rounding))
-    {
+    let causes: Vec<_> = report
+        .hints
+        .iter()
+        .filter(|h| !matches!(h.code, HintCode::Position | HintCode::Rounding))
+        .collect();
+    if !attention(at) || causes.iter().any(|h| !attention(&h.op)) {
         return None;
     }
     let tell = match o.as_str() {
@@ -2005,8 +2008,21 @@ fn attention_warning(
         "fused" => "run ours with --policy torch (attention as eager computes it) against a reference exported with --attn eager".to_string(),
         _ => "diff against a reference whose attention is computed as ours is".to_string(),
     };
+    let half = if class == DTypeClass::F16 {
+        " (in float16 the same attention may still differ by a rounding there)"
+    } else {
+        ""
+    };
+    let hinted = match causes.as_slice() {
+        [] => String::new(),
+        [h, ..] => format!(
+            "; the {} hint at {} may read that difference too",
+            h.code.as_str(),
+            h.op
+        ),
+    };
     Some(format!(
-        "{at}: the error starts at an attention output, and the two sides compute attention differently: ours as {o}, the reference as {r} (producer.attn); in {} the two round the scores and the weights differently, which on peaked attention can cross the tolerance by itself: {tell} to tell a port error from that",
+        "{at}: the error starts at an attention output, and the two sides compute attention differently: ours as {o}, the reference as {r} (producer.attn); in {} the two round the scores and the weights differently, which on peaked attention can cross the tolerance by itself: {tell} to tell a port error from that{half}{hinted}",
         class.label()
     ))
 }
@@ -2443,8 +2459,13 @@ mod tests {
         let fused = meta(Some("fused"));
         let w =
             attention_warning(&at_attn("float16"), Some(&fused), Some(&sdpa)).expect("a warning");
-        assert!(w.contains("run ours with --policy torch"), "{w}");
-        // A hint of another cause at the op: not said; a position or a rounding hint: said.
+        assert!(
+            w.contains("run ours with --policy torch")
+                && w.contains("in float16 the same attention may still differ by a rounding"),
+            "{w}"
+        );
+        // A hint at the attention output: said, and the hint named; a position or a rounding
+        // hint: said.
         let hinted = |code| {
             let mut r = at_attn("bfloat16");
             r.hints = vec![Hint {
@@ -2455,8 +2476,24 @@ mod tests {
             }];
             attention_warning(&r, Some(&eager), Some(&sdpa))
         };
-        assert_eq!(hinted(HintCode::GqaLayout), None);
-        assert!(hinted(HintCode::Position).is_some() && hinted(HintCode::Rounding).is_some());
+        let w = hinted(HintCode::GqaLayout).expect("a hint at the attention output");
+        assert!(
+            w.ends_with(&format!(
+                "; the gqa_layout hint at {attn} may read that difference too"
+            )),
+            "{w}"
+        );
+        assert!(hinted(HintCode::Position).is_some_and(|w| !w.contains("may read")));
+        assert!(hinted(HintCode::Rounding).is_some_and(|w| !w.contains("may read")));
+        // A hint of another cause at an op that is no attention output: not said.
+        let mut r = at_attn("bfloat16");
+        r.hints = vec![Hint {
+            code: HintCode::Activation,
+            op: "model.layers.0.mlp.act_fn".to_string(),
+            message: String::new(),
+            evidence: Default::default(),
+        }];
+        assert_eq!(attention_warning(&r, Some(&eager), Some(&sdpa)), None);
         // The first divergence at the attention, its error born at v_proj before it.
         let upstream = report(
             &[
