@@ -3693,6 +3693,18 @@ mod tests {
         prompt_len: None,
     };
 
+    /// An RMSNorm of each row of `d` of `x` with epsilon `eps` (no weight).
+    fn rms_rows(x: &[f64], d: usize, eps: f64) -> Vec<f64> {
+        x.chunks(d)
+            .flat_map(|row| {
+                let ms = row.iter().map(|v| v * v).sum::<f64>() / d as f64;
+                row.iter()
+                    .map(move |v| v / (ms + eps).sqrt())
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
     fn diag(name: &str, shape: &[usize], o: &[f64], r: &[f64]) -> Vec<Hint> {
         let s = Subject {
             name,
@@ -4644,16 +4656,7 @@ mod tests {
     #[test]
     fn eps_below_the_material_gate_and_over_rows_alike() {
         let d = 16;
-        let norm = |x: &[f64], eps: f64| -> Vec<f64> {
-            x.chunks(d)
-                .flat_map(|row| {
-                    let ms = row.iter().map(|v| v * v).sum::<f64>() / d as f64;
-                    row.iter()
-                        .map(move |v| v / (ms + eps).sqrt())
-                        .collect::<Vec<_>>()
-                })
-                .collect()
-        };
+        let norm = |x: &[f64], eps: f64| rms_rows(x, d, eps);
         let subject = |x: &[f64], o: &[f64], r: &[f64], shape: &[usize]| -> Vec<Hint> {
             let s = Subject {
                 name: "model.layers.5.input_layernorm",
@@ -4720,16 +4723,7 @@ mod tests {
     #[test]
     fn a_precision_reading_of_rows_alike_names_the_epsilon_too() {
         let d = 16;
-        let norm = |x: &[f64], eps: f64| -> Vec<f64> {
-            x.chunks(d)
-                .flat_map(|row| {
-                    let ms = row.iter().map(|v| v * v).sum::<f64>() / d as f64;
-                    row.iter()
-                        .map(move |v| v / (ms + eps).sqrt())
-                        .collect::<Vec<_>>()
-                })
-                .collect()
-        };
+        let norm = |x: &[f64], eps: f64| rms_rows(x, d, eps);
         let row: Vec<f64> = data(d, 41);
         let ms = row.iter().map(|v| v * v).sum::<f64>() / d as f64;
         // Three rows of mean squares 1, 0.88 and 0.95: factors ~6.8e-4 apart, over a float16
@@ -4822,16 +4816,7 @@ mod tests {
     #[test]
     fn a_norm_whose_rows_moved_alike_reads_an_epsilon() {
         let d = 16;
-        let norm = |x: &[f64], eps: f64| -> Vec<f64> {
-            x.chunks(d)
-                .flat_map(|row| {
-                    let ms = row.iter().map(|v| v * v).sum::<f64>() / d as f64;
-                    row.iter()
-                        .map(move |v| v / (ms + eps).sqrt())
-                        .collect::<Vec<_>>()
-                })
-                .collect()
-        };
+        let norm = |x: &[f64], eps: f64| rms_rows(x, d, eps);
         let dims = [1, 3, d];
         let diag_norm = |o: &[f64], r: &[f64], xo: &[f64], xr: &[f64], dtype: &str| {
             let s = Subject {

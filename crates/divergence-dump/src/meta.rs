@@ -68,6 +68,11 @@ pub struct Meta {
 }
 
 impl Meta {
+    /// The string `producer.<key>`, where the producer records one.
+    pub fn producer_str(&self, key: &str) -> Option<&str> {
+        self.producer.as_ref()?.get(key)?.as_str()
+    }
+
     /// Parse metadata JSON; `Err` carries a lowercase description.
     pub fn from_json(bytes: &[u8]) -> Result<Meta, String> {
         let items = json_items(bytes);

@@ -1975,7 +1975,7 @@ fn attention_warning(
     use divergence_diff::{DTypeClass, HintCode};
     use divergence_names::{split_step, Op};
     fn attn(m: Option<&divergence_dump::Meta>) -> Option<String> {
-        let a = m?.producer.as_ref()?.get("attn")?.as_str()?;
+        let a = m?.producer_str("attn")?;
         Some(divergence_names::one_line(a).into_owned())
     }
     let (o, r) = (attn(ours)?, attn(reference)?);
@@ -2042,12 +2042,7 @@ fn truth_of_ours(
     ref_path: &Path,
     ours: &Path,
 ) -> Result<()> {
-    let Some(of) = truth
-        .meta()
-        .and_then(|m| m.producer.as_ref())
-        .and_then(|p| p.get("truth_of"))
-        .and_then(|v| v.as_str())
-    else {
+    let Some(of) = truth.meta().and_then(|m| m.producer_str("truth_of")) else {
         return Ok(());
     };
     let of = Path::new(of);
@@ -2255,10 +2250,7 @@ fn truth_model_check(
     }
     let source = |m: Option<&divergence_dump::Meta>| {
         m.and_then(|m| {
-            m.producer
-                .as_ref()?
-                .get("model_source")?
-                .as_str()
+            m.producer_str("model_source")
                 // An empty name is none recorded (`--model .` writes one: a bad-input hunt
                 // found two such exports taken for one source).
                 .filter(|s| !s.trim().is_empty())
