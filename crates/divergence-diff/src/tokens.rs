@@ -104,6 +104,21 @@ pub struct Flip {
     pub ours_token_rank_in_ref: usize,
 }
 
+impl Flip {
+    /// Where the reference's token stands in ours: `ref's token ranked 3 in ours`, or, at rank
+    /// 1 (a logit no other of ours exceeds: ours' top is another token of the same logit, the
+    /// lower id, as an argmax takes it), `ref's token tied with ours' top logit (ours' argmax
+    /// takes the lower id)`. A held-out check (session 46) read "ranked 1" as agreement where
+    /// ours' two bf16 logits were both 1.96875, and where ours' logits were all 0.
+    pub fn rank_text(&self) -> String {
+        if self.ref_token_rank_in_ours == 1 {
+            "ref's token tied with ours' top logit (ours' argmax takes the lower id)".into()
+        } else {
+            format!("ref's token ranked {} in ours", self.ref_token_rank_in_ours)
+        }
+    }
+}
+
 impl TokenEffect {
     /// The positions of a one-pass effect made token positions for a prompt of `prompt_len`
     /// tokens (its `input_ids`): logits of the last `n` positions only (an engine that keeps
@@ -173,12 +188,19 @@ impl TokenEffect {
         );
         match &self.first_flip {
             Some(f) if !self.steps.is_empty() => s.push_str(&format!(
-                ", first flipped token at step {} (position {}; ours {} vs ref {}; ref's token ranked {} in ours)",
-                f.step, f.position, f.ours_token, f.ref_token, f.ref_token_rank_in_ours
+                ", first flipped token at step {} (position {}; ours {} vs ref {}; {})",
+                f.step,
+                f.position,
+                f.ours_token,
+                f.ref_token,
+                f.rank_text()
             )),
             Some(f) => s.push_str(&format!(
-                ", first flipped token at position {} (ours {} vs ref {}; ref's token ranked {} in ours)",
-                f.position, f.ours_token, f.ref_token, f.ref_token_rank_in_ours
+                ", first flipped token at position {} (ours {} vs ref {}; {})",
+                f.position,
+                f.ours_token,
+                f.ref_token,
+                f.rank_text()
             )),
             None => s.push_str(", no flipped token"),
         }
@@ -1005,6 +1027,45 @@ mod tests {
         assert_eq!(e.max_kld_position, 1);
         assert!(e.per_position[1].kld.unwrap() > 0.0);
         assert_eq!(e.per_position[0].kld, Some(0.0));
+    }
+
+    /// A flip on a tie in ours (the reference's token as high as ours' top, which an argmax
+    /// takes at the lower id) says so, not "ranked 1": a held-out check's bf16 logits 1.96875
+    /// and 1.96875, and ours' logits all 0 under a 1e30 bias, read as agreement.
+    #[test]
+    fn a_flip_on_a_tie_in_ours_says_the_tie() {
+        let summary = |o: &[f32], r: &[f32]| {
+            let e = token_effect(
+                "lm_head",
+                ValuesRef::F32(o),
+                ValuesRef::F32(r),
+                &[1, 4],
+                &[1, 4],
+            )
+            .unwrap();
+            let f = e.first_flip.clone().unwrap();
+            (
+                f.ours_token,
+                f.ref_token,
+                f.ref_token_rank_in_ours,
+                e.summary(),
+            )
+        };
+        let (o, r, rank, s) = summary(&[0.0, 2.0, 1.0, 2.0], &[0.0, 1.9, 1.0, 2.0]);
+        assert_eq!((o, r, rank), (1, 3, 1));
+        assert!(
+            s.ends_with("(ours 1 vs ref 3; ref's token tied with ours' top logit (ours' argmax takes the lower id))"),
+            "{s}"
+        );
+        let (_, _, rank, s) = summary(&[0.0; 4], &[0.0, 1.0, 3.0, 2.0]);
+        assert_eq!(rank, 1);
+        assert!(s.contains("ref's token tied with ours' top logit"), "{s}");
+        let (_, _, rank, s) = summary(&[3.0, 2.0, 1.0, 0.0], &[0.0, 1.0, 3.0, 2.0]);
+        assert_eq!(rank, 3);
+        assert!(
+            s.ends_with("(ours 0 vs ref 2; ref's token ranked 3 in ours)"),
+            "{s}"
+        );
     }
 
     /// Uniform numbers in [0, 1) from a seed (a 64-bit LCG's top 53 bits).
