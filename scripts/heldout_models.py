@@ -8,7 +8,9 @@ tests/python/test_long_prompt.py runs `h` (`LONG`). `THIRD`: the four of a third
 a sixth (docs/results/heldout-2026-12-06-session42.txt), of which tests/python/test_heldout.py runs
 `hc`'s RoPE faults. `SEVENTH`: the four of a seventh (docs/results/heldout-2026-12-06-session43.txt),
 not run in CI. `NINTH`: the six of a ninth (docs/results/heldout-2026-12-06-session45.txt), of
-which tests/python/test_heldout.py runs `xw` and `xe`.
+which tests/python/test_heldout.py runs `xw` and `xe`. `TENTH`: the five of a tenth
+(docs/results/heldout-2026-12-06-session46.txt), of which tests/python/test_heldout.py runs `yc`;
+`REVIEW46`: a review's model of that session, which it runs too.
 
 `make(name, workdir)` builds one with real transformers (scripts/dump_reference.py, seeded init)
 and returns its directory, its prompt (comma-separated ids) and its config changes.
@@ -171,11 +173,43 @@ NINTH = {
            "eager", True),
 }
 
+# The tenth held-out check's five (a helper, 2026-12-06, session 46;
+# docs/results/heldout-2026-12-06-session46.txt), of which tests/python/test_heldout.py runs
+# `yc`'s norm and cache hints. Gains "c1F": the plain gains with one k_norm channel per layer
+# set to F (channel (3 + 5 * layer) % head_dim). `yb` unties the embeddings.
+TENTH = {
+    "ya": (dict(hidden_size=128, num_hidden_layers=3, num_attention_heads=8, num_key_value_heads=2,
+                head_dim=32, intermediate_size=256, vocab_size=900, rope_theta=1000000.0), 4601, 96, 24,
+           "eager", True),
+    "yb": (dict(hidden_size=96, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
+                head_dim=64, intermediate_size=192, vocab_size=640, rope_theta=500000.0,
+                tie_word_embeddings=False), 4602, 40, 16, "sdpa", True),
+    "yc": (dict(hidden_size=160, num_hidden_layers=4, num_attention_heads=10, num_key_value_heads=2,
+                head_dim=16, intermediate_size=320, vocab_size=1200, rope_theta=10000.0), 4603, 64, 20,
+           "eager", "c1150"),
+    "yd": (dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+                head_dim=64, intermediate_size=128, vocab_size=300, rope_theta=1000000.0), 4604, 160, 32,
+           "sdpa", "x1.5"),
+    "ye": (dict(hidden_size=256, num_hidden_layers=2, num_attention_heads=16, num_key_value_heads=8,
+                head_dim=128, intermediate_size=512, vocab_size=2000, rope_theta=1000000.0), 4605, 24, 12,
+           "eager", True),
+}
+
+# A review's model (session 46): q_norm 1, k_norm 1 but for three channels at 150, 150 and 90
+# (gains given as {norm: {channel: gain}}); tests/python/test_heldout.py runs its bf16
+# `bf16-variance@1` under --truth.
+REVIEW46 = {
+    "r6": (dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
+                head_dim=64, intermediate_size=256, vocab_size=400, rope_theta=1000000.0), 9106, 100, 3,
+           "eager", {"k_norm": {5: 150.0, 17: 150.0, 40: 90.0}, "q_norm": {}}),
+}
+
 
 def make(name: str, workdir: Path) -> tuple[Path, str, dict]:
     """Model `name` saved (float32 weights) under `workdir`: (its directory, its prompt, its
     config changes)."""
-    changes, seed, length, _steps, _attn, gains = {**MODELS, **SECOND, **THIRD, **FOURTH, **SIXTH, **SEVENTH, **NINTH}[name]
+    changes, seed, length, _steps, _attn, gains = {**MODELS, **SECOND, **THIRD, **FOURTH, **SIXTH, **SEVENTH, **NINTH,
+                                                    **TENTH, **REVIEW46}[name]
     cfg = json.loads((REPO / "fixtures/configs/tiny-qwen3.json").read_text())
     cfg.update(changes, max_window_layers=changes["num_hidden_layers"])
     workdir.mkdir(parents=True, exist_ok=True)
@@ -183,15 +217,43 @@ def make(name: str, workdir: Path) -> tuple[Path, str, dict]:
     ids = prompt(cfg["vocab_size"], seed, length)
     mdir = workdir / "model"
     # A float scales the plain gains (ones, seeded init's own) instead; "xF" the realistic ones.
-    # "kF": the plain gains, k_norm's times F.
+    # "kF": the plain gains, k_norm's times F. "c1F": the plain gains, one k_norm channel per
+    # layer set to F.
     k_only = isinstance(gains, str) and gains.startswith("k")
-    plain = [] if gains is True or (isinstance(gains, str) and not k_only) else ["--no-norm-gains"]
+    one_channel = isinstance(gains, str) and gains.startswith("c1")
+    channels = isinstance(gains, dict)
+    plain = ([] if gains is True or (isinstance(gains, str) and not (k_only or one_channel))
+             else ["--no-norm-gains"])
     rc = dr.main(["--config", str(workdir / "config.json"), "--seed", str(seed), *plain,
                   "--save-model", str(mdir), "--save-dtype", "float32", "--ids", ids,
                   "--only", r"^model\.embed_tokens$", "--out", str(workdir / "throwaway.npz"),
                   "--quiet"])
     assert rc == 0
-    if isinstance(gains, (float, str)):
+    if channels:
+        # {norm: {channel: gain}}: that norm's weights 1 but for those channels.
+        from safetensors.torch import load_file, save_file
+        f = mdir / "model.safetensors"
+        sd = load_file(str(f))
+        for k in sd:
+            for norm, chans in gains.items():
+                if k.endswith(f"{norm}.weight"):
+                    w = sd[k].clone()
+                    w[:] = 1.0
+                    for c, g in chans.items():
+                        w[c] = g
+                    sd[k] = w.contiguous()
+        save_file(sd, str(f), metadata={"format": "pt"})
+    elif one_channel:
+        from safetensors.torch import load_file, save_file
+        f = mdir / "model.safetensors"
+        sd = load_file(str(f))
+        for k in sd:
+            if k.endswith("k_norm.weight"):
+                w = sd[k].clone()
+                w[(3 + 5 * int(k.split(".")[2])) % changes["head_dim"]] = float(gains[2:])
+                sd[k] = w.contiguous()
+        save_file(sd, str(f), metadata={"format": "pt"})
+    elif isinstance(gains, (float, str)):
         # The plain gains scaled (small q/k-norm weights), or the realistic ones ("x2").
         factor = gains if isinstance(gains, float) else float(gains[1:])
         from safetensors.torch import load_file, save_file

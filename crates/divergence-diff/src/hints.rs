@@ -357,8 +357,7 @@ fn scale(name: &str, dims: &[usize], o: &[f64], r: &[f64], shape: &ModelShape) -
     }
     if let Some(&d) = dims.last().filter(|&&d| d > 0 && o.len() / d >= 2) {
         let fit = row_fit(o, r, d);
-        let lo = fit.rhos.iter().fold(f64::MAX, |m, &(_, rho)| m.min(rho));
-        let hi = fit.rhos.iter().fold(f64::MIN, |m, &(_, rho)| m.max(rho));
+        let (lo, hi) = factor_range(fit.rhos.iter().map(|&(_, rho)| rho));
         if fit.rhos.len() >= 2 && hi - lo > 0.5 * (c - 1.0).abs() {
             return None;
         }
@@ -465,6 +464,90 @@ struct RowFit {
     rhos: Vec<(usize, f64)>,
     resid2: f64,
     total2: f64,
+}
+
+/// Each row's own factor (rows of `d`): the mean over its elements of ours over `p` (those
+/// where `p` is not 0), every element counted alike whatever weight made it large, with that
+/// mean's standard error (the ratios' spread over the square root of their count); and the
+/// summed squared residual of ours against each row's factor times `p`, and ours' squared norm.
+struct OwnFactors {
+    rows: Vec<(f64, f64)>,
+    resid2: f64,
+    total2: f64,
+}
+
+/// [`OwnFactors`] of ours against `p`; rows of fewer than two ratios are left out. `None` where
+/// no row is left or a value is not finite.
+fn own_factors(o: &[f64], p: &[f64], d: usize) -> Option<OwnFactors> {
+    let mut f = OwnFactors {
+        rows: Vec::new(),
+        resid2: 0.0,
+        total2: 0.0,
+    };
+    for (orow, prow) in o.chunks(d).zip(p.chunks(d)) {
+        let ratios = || {
+            orow.iter()
+                .zip(prow)
+                .filter(|(_, b)| **b != 0.0)
+                .map(|(a, b)| a / b)
+        };
+        let n = ratios().count();
+        if n < 2 {
+            continue;
+        }
+        let mean = ratios().sum::<f64>() / n as f64;
+        let var = ratios().map(|q| (q - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
+        f.rows.push((mean, (var / n as f64).sqrt()));
+        f.resid2 += orow
+            .iter()
+            .zip(prow)
+            .map(|(a, b)| (a - mean * b).powi(2))
+            .sum::<f64>();
+        f.total2 += orow.iter().map(|a| a * a).sum::<f64>();
+    }
+    let finite = f.rows.iter().all(|(k, se)| k.is_finite() && se.is_finite());
+    (!f.rows.is_empty() && finite && f.resid2.is_finite()).then_some(f)
+}
+
+/// The smallest and the largest of rows' factors (`lo > hi` where there are none).
+fn factor_range(factors: impl Iterator<Item = f64>) -> (f64, f64) {
+    factors.fold((f64::MAX, f64::MIN), |(lo, hi), k| (lo.min(k), hi.max(k)))
+}
+
+/// What the reference's RMSNorm makes of ours' input `xo` (rows of `d`), element by element:
+/// ref's own gain at the element (`r / xr`: its weight times its `rsqrt(var + eps)`) times
+/// ours' input, times `rsqrt(ms_o + eps) / rsqrt(ms_r + eps)` of the two inputs' rows in f64
+/// (`eps` config.json's, else 1e-6), so that ours' output over it, row by row
+/// ([`own_factors`]), is ours' `rsqrt(var + eps)` over its exact value against the reference's:
+/// 1 for a norm that only carries its input's error, whatever weights reweigh that error.
+/// An element whose reference input is 0 keeps ref's value (its gain is unknown). `None`
+/// where the shapes differ or a value is not finite.
+fn norm_of_ours_input(
+    r: &[f64],
+    xo: &[f64],
+    xr: &[f64],
+    d: usize,
+    eps: Option<f64>,
+) -> Option<Vec<f64>> {
+    if d == 0 || xo.len() != r.len() || xr.len() != r.len() {
+        return None;
+    }
+    let eps = eps.unwrap_or(1e-6);
+    let ms = |row: &[f64]| row.iter().map(|v| v * v).sum::<f64>() / row.len() as f64;
+    let mut p = Vec::with_capacity(r.len());
+    for ((rr, a), b) in r.chunks(d).zip(xo.chunks(d)).zip(xr.chunks(d)) {
+        let k = ((ms(b) + eps) / (ms(a) + eps)).sqrt();
+        p.extend(rr.iter().zip(a).zip(b).map(
+            |((&r, &a), &b)| {
+                if b == 0.0 {
+                    r
+                } else {
+                    r * (a / b) * k
+                }
+            },
+        ));
+    }
+    p.iter().all(|v| v.is_finite()).then_some(p)
 }
 
 fn row_fit(o: &[f64], r: &[f64], d: usize) -> RowFit {
@@ -1682,20 +1765,46 @@ fn norm_scale(
         .unwrap_or(0.0);
     let noise = u.max(carried);
     let fit = row_fit(o, r, d);
-    let lo = fit.rhos.iter().fold(f64::MAX, |m, &(_, rho)| m.min(rho));
-    let hi = fit.rhos.iter().fold(f64::MIN, |m, &(_, rho)| m.max(rho));
+    let (lo, hi) = factor_range(fit.rhos.iter().map(|&(_, rho)| rho));
     let residual = (fit.resid2 / fit.total2.max(f64::MIN_POSITIVE)).sqrt();
     let off = (1.0 - lo).abs().max((hi - 1.0).abs());
     let bound = variance_rounding_bound(d);
-    if lo > hi
-        || !off.is_finite()
-        || off >= bound
-        || hi - lo < u
-        || off.max(hi - lo) < noise
-        || residual > 4.0 * noise
-    {
+    if lo > hi || !off.is_finite() || off >= bound {
         return None;
     }
+    // With both sides' input: each row of ours against what the reference's norm makes of
+    // ours' input ([`norm_of_ours_input`]), element by element ([`own_factors`]): the factor
+    // that is ours' `rsqrt(var + eps)` alone, the error the input carries taken out (a tenth
+    // held-out check: a clean f32 port on a model with one k_norm gain of 150, whose rows'
+    // factors 0.99996-1.00001 were one element's input error of 1.9e-4 times that gain,
+    // against the input's largest row error of 4.3e-6, read a half-type variance). The rows'
+    // factors must differ by more than their noise: the range that R rows of their standard
+    // errors reach by chance (`2 sqrt(2 ln R) + 2` of the largest), or a float32 sum of the
+    // row's squares in another order (8 sqrt(d) float32 roundoffs), whichever is more; and ours
+    // be its rows' factors times the prediction within 4 unit roundoffs (or that noise).
+    let own = input
+        .as_ref()
+        .and_then(|(_, oi, ri)| norm_of_ours_input(r, oi, ri.as_deref()?, d, shape.rms_eps))
+        .and_then(|p| own_factors(o, &p, d));
+    let own_range = own
+        .as_ref()
+        .map(|f| factor_range(f.rows.iter().map(|&(k, _)| k)));
+    let material = match (&own, own_range) {
+        (Some(own), Some((klo, khi))) => {
+            let rows = own.rows.len() as f64;
+            let se = own.rows.iter().fold(0.0f64, |m, &(_, se)| m.max(se));
+            let own_noise = ((2.0 * (2.0 * rows.ln()).sqrt() + 2.0) * se)
+                .max(8.0 * (d as f64).sqrt() * crate::tolerance::unit_roundoff(DTypeClass::F32));
+            let kresidual = (own.resid2 / own.total2.max(f64::MIN_POSITIVE)).sqrt();
+            own.rows.len() >= 2 && khi - klo >= own_noise && kresidual <= 4.0 * u.max(own_noise)
+        }
+        _ => hi - lo >= u && off.max(hi - lo) >= noise && residual <= 4.0 * noise,
+    };
+    if !material {
+        return None;
+    }
+    // How far ours' own rsqrt(var + eps) is off: the factors against ours' input where known.
+    let rsqrt_off = own_range.map_or(off, |(klo, khi)| (1.0 - klo).abs().max((khi - 1.0).abs()));
     // Rows of like mean squares moved alike: one other epsilon gives them that, and [`eps`]
     // could not tell (a held-out check: f16 `rms-eps=1e-2` at a layer-4 input_layernorm of a
     // 3-token prompt, factors 0.99378 to 0.99429 under an input 8.4e-4 off, read as a
@@ -1746,9 +1855,16 @@ fn norm_scale(
         HintCode::Rounding,
         subject.name,
         format!(
-            "each row of ours is ref's row times a factor between {lo:.5} and {hi:.5} (residual {}): the norm's rsqrt(var + eps) differs by up to {:.2}%, its variance is summed or rounded at another precision than ref's (in a half type, say)",
+            "each row of ours is ref's row times a factor between {lo:.5} and {hi:.5} (residual {}){}: the norm's rsqrt(var + eps) differs by up to {:.2}%, its variance is summed or rounded at another precision than ref's (in a half type, say)",
             sci(residual),
-            off * 100.0
+            // Named where ours' input's error moved them (to the printed digits).
+            own_range
+                .map(|(klo, khi)| format!("{klo:.5} and {khi:.5}"))
+                .filter(|own| *own != format!("{lo:.5} and {hi:.5}"))
+                .map_or_else(String::new, |own| format!(
+                    ", and what ref's norm makes of ours' input times one between {own}"
+                )),
+            rsqrt_off * 100.0
         ),
         &[
             ("min_factor", lo),
@@ -1757,6 +1873,10 @@ fn norm_scale(
             ("bound", bound),
         ],
     );
+    if let Some((klo, khi)) = own_range {
+        h.evidence.insert("own_min_factor".into(), klo);
+        h.evidence.insert("own_max_factor".into(), khi);
+    }
     if let Some(e) = epsilon {
         h.message.push_str(&format!(
             "; or, the rows' mean squares being alike, an RMSNorm epsilon of ~{} (config.json: {config:e}), which gives every row about its factor",
@@ -1784,14 +1904,30 @@ fn scale_fit(o: &[f64], r: &[f64]) -> Option<(f64, f64)> {
     Some((c, resid2))
 }
 
-/// True when ours is ref times one factor with a residual under a tenth of the error:
-/// `‖o − c·r‖ < 0.1 ‖o − r‖` ([`scale_fit`]).
+/// True when ours is ref times one factor with a residual under a tenth of the error,
+/// `‖o − c·r‖ < 0.1 ‖o − r‖` ([`scale_fit`]), and element by element: the factor takes at
+/// least half of the difference of at least half of the elements that differ. A few large
+/// elements can carry the norm-wise fit of a rounding (a tenth held-out check: an f32 run's
+/// KV cache stored in bf16, on a model with one k_norm gain of 150: two elements held 99.7% of
+/// the squared difference, one factor 0.99867 fitted it within 0.6%, and the rounding hint was
+/// not given); a scale moves every element by its share.
 fn scaled_copy(o: &[f64], r: &[f64]) -> bool {
-    let Some((_, resid2)) = scale_fit(o, r) else {
+    let Some((c, resid2)) = scale_fit(o, r) else {
         return false;
     };
     let diff2: f64 = o.iter().zip(r).map(|(a, b)| (a - b) * (a - b)).sum();
-    diff2 > 0.0 && resid2 < 0.01 * diff2
+    if !(diff2 > 0.0 && resid2 < 0.01 * diff2) {
+        return false;
+    }
+    let (differ, follow) = o.iter().zip(r).fold((0usize, 0usize), |(n, k), (a, b)| {
+        let d = (a - b).abs();
+        if d > 0.0 {
+            (n + 1, k + usize::from((a - c * b).abs() <= 0.5 * d))
+        } else {
+            (n, k)
+        }
+    });
+    2 * follow >= differ
 }
 
 /// True when an input of `subject` (both sides dumped) already differs by a quarter of `rel`
@@ -4950,6 +5086,114 @@ mod tests {
         assert!(diagnose(&s3, &SHAPE).is_empty());
     }
 
+    /// A norm whose one large gain reweighs its input's error: each row's factor is that
+    /// element's error, not the norm's own `rsqrt(var + eps)`, which ours' output over what the
+    /// reference's norm makes of ours' input tells (a tenth held-out check: a clean f32 port on
+    /// a model with one k_norm gain of 150, rows 0.99996-1.00001 against the input's largest
+    /// row error of 4.3e-6, read "its variance is summed or rounded at another precision").
+    /// Over the same input error, rows scaled each by its own factor still read a precision.
+    #[test]
+    fn a_norm_that_reweighs_its_inputs_error_reads_no_precision() {
+        let (t, d) = (4, 16);
+        let w: Vec<f64> = (0..d).map(|j| if j == 5 { 150.0 } else { 1.0 }).collect();
+        let xr: Vec<f64> = data(t * d, 61).iter().map(|v| v + 0.2).collect();
+        // ours' input off in the large gain's channel alone, by 1.9e-4 of it (a few f32
+        // ulps of k_proj there), each row in its own direction
+        let xo: Vec<f64> = xr
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                if i % d == 5 {
+                    v * (1.0 + 1.9e-4 * [1.0, -1.0, 0.5, -0.3][i / d])
+                } else {
+                    *v
+                }
+            })
+            .collect();
+        let weigh = |x: &[f64], own: [f64; 4]| -> Vec<f64> {
+            rms_rows(x, d, 1e-6)
+                .iter()
+                .enumerate()
+                .map(|(i, v)| v * w[i % d] * own[i / d])
+                .collect()
+        };
+        let (dims, in_dims) = ([1, t, 1, d], [1, t, d]);
+        let hints = |o: &[f64], r: &[f64]| {
+            let s = Subject {
+                name: "model.layers.1.self_attn.k_norm",
+                ours: side(&dims, o, "float32"),
+                reference: side(&dims, r, "float32"),
+                inputs: vec![(
+                    "model.layers.1.self_attn.k_proj",
+                    Some(side(&in_dims, &xo, "float32")),
+                    Some(side(&in_dims, &xr, "float32")),
+                )],
+                weight: None,
+            };
+            diagnose(&s, &SHAPE)
+        };
+        let r = weigh(&xr, [1.0; 4]);
+        let clean = hints(&weigh(&xo, [1.0; 4]), &r);
+        assert!(
+            !codes(&clean).contains(&"rounding"),
+            "a norm that carries its input's error: {clean:?}"
+        );
+        let own = hints(&weigh(&xo, [1.004, 0.997, 1.0, 1.006]), &r);
+        assert_eq!(codes(&own), ["rounding"], "{own:?}");
+        assert!(
+            own[0].message.contains("variance is summed or rounded"),
+            "{own:?}"
+        );
+    }
+
+    /// Rows' own factors are judged against their standard errors: an f16 head_dim-8 norm with
+    /// one large gain, both sides rounded as transformers rounds (the normalised row cast to
+    /// f16, then times the weight and cast again), whose input carries a 1% error, reads no
+    /// precision where the norm is the same on both sides (a review: a `cache-dtype=bf16`
+    /// decode's k_norm, three rows 6e-4 apart, read "variance at another precision"), and reads
+    /// one where each row's rsqrt is off by its own 1.5 unit roundoffs (a second review: real
+    /// half-type variances at k_norms of one or two large gains lost their hint under a fit
+    /// that weighed each element by its square).
+    #[test]
+    fn own_factors_are_judged_by_their_standard_errors() {
+        let u = 2f64.powi(-11);
+        let (t, d) = (3, 8);
+        let f16 = |x: f64| half::f16::from_f64(x).to_f64();
+        let w = |j: usize| if j == 0 { 30.0 } else { 1.0 };
+        let x: Vec<f64> = data(t * d, 71).iter().map(|v| f16(v + 0.1)).collect();
+        // ours' input 1% off element by element: past the 2 ulps of a rounding point
+        let xo: Vec<f64> = x
+            .iter()
+            .zip(data(t * d, 72))
+            .map(|(v, e)| f16(v * (1.0 + 1e-2 * e)))
+            .collect();
+        let norm = |x: &[f64], own: [f64; 3]| -> Vec<f64> {
+            rms_rows(x, d, 1e-6)
+                .iter()
+                .enumerate()
+                .map(|(i, v)| f16(f16(v * own[i / d]) * w(i % d)))
+                .collect()
+        };
+        let hint = |own: [f64; 3]| {
+            let (dims, in_dims) = ([1, t, 1, d], [1, t, d]);
+            let (o, r) = (norm(&xo, own), norm(&x, [1.0; 3]));
+            let s = Subject {
+                name: "model.layers.0.self_attn.k_norm",
+                ours: side(&dims, &o, "float16"),
+                reference: side(&dims, &r, "float16"),
+                inputs: vec![(
+                    "model.layers.0.self_attn.k_proj",
+                    Some(side(&in_dims, &xo, "float16")),
+                    Some(side(&in_dims, &x, "float16")),
+                )],
+                weight: None,
+            };
+            codes(&diagnose(&s, &SHAPE)).contains(&"rounding")
+        };
+        assert!(!hint([1.0; 3]));
+        assert!(hint([1.0 + 1.5 * u, 1.0 - 1.5 * u, 1.0]));
+    }
+
     #[test]
     fn a_norm_with_another_variance_precision_is_a_rounding_hint() {
         let d = 16;
@@ -5102,6 +5346,38 @@ mod tests {
             .map(|(i, x)| if i % 2 == 0 { x + 2f64.powi(-7) } else { *x })
             .collect();
         assert!(half(&rounded));
+    }
+
+    /// A bf16 rounding whose norm-wise error two large elements carry is still a rounding, not a
+    /// scale (a tenth held-out check: an f32 run's KV cache stored in bf16, two elements of a
+    /// k_norm gain of 150 held 99.7% of the squared difference, one factor fitted it within
+    /// 0.6%, and no hint was given); a scale of the same size stays none.
+    #[test]
+    fn a_rounding_that_two_large_elements_carry_is_no_scale() {
+        let mut r: Vec<f64> = data(2 * 16, 55)
+            .iter()
+            .map(|x| f64::from(x.abs() as f32 + 0.05))
+            .collect();
+        (r[5], r[21]) = (198.3, -95.15);
+        let bf16 = |x: f64| f64::from(half::bf16::from_f64(x).to_f32());
+        let o: Vec<f64> = r.iter().map(|&x| bf16(x)).collect();
+        let name = "model.layers.0.self_attn.cache_k@1";
+        let hs = diag(name, &[1, 2, 1, 16], &o, &r);
+        let (c, resid2) = scale_fit(&o, &r).unwrap();
+        let diff2: f64 = o.iter().zip(&r).map(|(a, b)| (a - b).powi(2)).sum();
+        assert!(
+            resid2 < 0.01 * diff2,
+            "a norm-wise scale fit: {c} {resid2} {diff2}"
+        );
+        assert!(!scaled_copy(&o, &r));
+        assert!(
+            hs.iter().any(|h| h.code == HintCode::Rounding
+                && h.message.contains("of bfloat16 in a float32 pair")),
+            "{hs:?}"
+        );
+        let scaled: Vec<f64> = r.iter().map(|x| x * c).collect();
+        assert!(scaled_copy(&scaled, &r));
+        assert!(!codes(&diag(name, &[1, 2, 1, 16], &scaled, &r)).contains(&"rounding"));
     }
 
     #[test]
