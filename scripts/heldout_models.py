@@ -231,37 +231,37 @@ def make(name: str, workdir: Path) -> tuple[Path, str, dict]:
     assert rc == 0
     if channels:
         # {norm: {channel: gain}}: that norm's weights 1 but for those channels.
-        from safetensors.torch import load_file, save_file
-        f = mdir / "model.safetensors"
-        sd = load_file(str(f))
-        for k in sd:
+        def edit(k, w):
             for norm, chans in gains.items():
                 if k.endswith(f"{norm}.weight"):
-                    w = sd[k].clone()
+                    w = w.clone()
                     w[:] = 1.0
                     for c, g in chans.items():
                         w[c] = g
-                    sd[k] = w.contiguous()
-        save_file(sd, str(f), metadata={"format": "pt"})
+                    return w
+            return None
     elif one_channel:
-        from safetensors.torch import load_file, save_file
-        f = mdir / "model.safetensors"
-        sd = load_file(str(f))
-        for k in sd:
-            if k.endswith("k_norm.weight"):
-                w = sd[k].clone()
-                w[(3 + 5 * int(k.split(".")[2])) % changes["head_dim"]] = float(gains[2:])
-                sd[k] = w.contiguous()
-        save_file(sd, str(f), metadata={"format": "pt"})
+        def edit(k, w):
+            if not k.endswith("k_norm.weight"):
+                return None
+            w = w.clone()
+            w[(3 + 5 * int(k.split(".")[2])) % changes["head_dim"]] = float(gains[2:])
+            return w
     elif isinstance(gains, (float, str)):
         # The plain gains scaled (small q/k-norm weights), or the realistic ones ("x2").
         factor = gains if isinstance(gains, float) else float(gains[1:])
-        from safetensors.torch import load_file, save_file
-        f = mdir / "model.safetensors"
-        sd = load_file(str(f))
         which = ("k_norm.weight",) if k_only else ("q_norm.weight", "k_norm.weight")
-        for k in sd:
-            if k.endswith(which):
-                sd[k] = (sd[k] * factor).contiguous()
-        save_file(sd, str(f), metadata={"format": "pt"})
+
+        def edit(k, w):
+            return w * factor if k.endswith(which) else None
+    else:
+        return mdir, ids, changes
+    from safetensors.torch import load_file, save_file
+    f = mdir / "model.safetensors"
+    sd = load_file(str(f))
+    for k in sd:
+        w = edit(k, sd[k])
+        if w is not None:
+            sd[k] = w.contiguous()
+    save_file(sd, str(f), metadata={"format": "pt"})
     return mdir, ids, changes
