@@ -1652,6 +1652,53 @@ fn prefill_vs_decode_names_each_side_whichever_order_given() {
     assert!(r.get("sides").is_none(), "{}", r["sides"]);
 }
 
+/// `--prefill-vs-decode` applies no map: a dump whose metadata records one (`"map"`) beside a
+/// dump that records none is an error naming both, exit 2, whichever order given (an
+/// engine-layout check: a clean vLLM-layout dump shipped with its map, against the one pass,
+/// read a divergence at `act_fn`); the same map in both is one layout, compared by name.
+#[test]
+fn prefill_vs_decode_refuses_two_dumps_that_record_other_maps() {
+    let (full, stepped) = full_and_stepped("pvd-map");
+    let shipped = tmp("pvd-map-stepped-vllm.npz");
+    let full_shipped = tmp("pvd-map-full-vllm.npz");
+    let with_map = |m: &mut Meta| {
+        m.extra.insert("map".into(), Value::from("vllm"));
+    };
+    rewrite(stepped.to_str().unwrap(), &shipped, |_| false, with_map);
+    rewrite(full.to_str().unwrap(), &full_shipped, |_| false, with_map);
+    let (shipped, full, full_shipped) = (
+        shipped.to_str().unwrap(),
+        full.to_str().unwrap(),
+        full_shipped.to_str().unwrap(),
+    );
+    for (a, b) in [(shipped, full), (full, shipped)] {
+        let (code, _, err) = divergence(&["diff", a, b, "--prefill-vs-decode"]);
+        assert_eq!(code, 2, "{a} {b}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        let (mapped, plain) = if a == shipped {
+            (
+                format!("{a}: its metadata records the preset vllm"),
+                format!("{b}'s no map"),
+            )
+        } else {
+            (
+                format!("{b}'s the preset vllm"),
+                format!("{a}: its metadata records no map"),
+            )
+        };
+        assert!(
+            err.contains(&mapped)
+                && err.contains(&plain)
+                && err.contains(
+                    "--prefill-vs-decode pairs two dumps of one port by name and applies no map"
+                ),
+            "{err}"
+        );
+    }
+    let (code, _, err) = divergence(&["diff", shipped, full_shipped, "--prefill-vs-decode"]);
+    assert_eq!(code, 0, "{err}");
+}
+
 /// A copy of the dump at `src` with every tensor `pick` selects cut by `cut` (its shape and
 /// values), in the per-step layout.
 fn recut(

@@ -683,6 +683,9 @@ fn report_of(
     flag_map: Option<Result<divergence_map::Map>>,
 ) -> Result<Report> {
     if args.prefill_vs_decode {
+        if let Some(e) = crate::cmd::map::unequal_shipped_maps(ours, reference) {
+            anyhow::bail!(e);
+        }
         let pair = crate::cmd::prefill_decode::pair(
             ours,
             &args.ours,

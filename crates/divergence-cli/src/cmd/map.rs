@@ -245,20 +245,45 @@ pub fn choose(ours: &Dump, flag: Option<Result<Map>>) -> Result<Option<Map>> {
     Ok(Some(Map::parse_given(text, &label)?))
 }
 
+/// What a dump's metadata records as its map (`"map"`; `null` is none), for messages: `the
+/// preset vllm`, `a map`, or `no map`, with the value itself to compare.
+fn shipped_map(d: &Dump) -> (Option<&serde_json::Value>, String) {
+    let value = d
+        .meta()
+        .and_then(|m| m.extra.get("map"))
+        .filter(|v| !v.is_null());
+    let what = match value.map(|v| v.as_str()) {
+        None => "no map".to_string(),
+        Some(Some(name)) if divergence_map::preset(name).is_some() => format!("the preset {name}"),
+        Some(_) => "a map".to_string(),
+    };
+    (value, what)
+}
+
+/// `--prefill-vs-decode` pairs two dumps of one port by their names and applies no map
+/// (`--map` conflicts with it). Two dumps whose metadata record different maps (`"map"`), or a
+/// map beside none, are laid out differently, and a name of one layout can mean another
+/// tensor in the other (vLLM's `mlp.act_fn` is silu(gate) * up, transformers' silu(gate)):
+/// the error that says so. An engine-layout check (session 46): a clean run dumped as vLLM's
+/// with its map, against our one pass, read a divergence at `act_fn` without a word of the map.
+pub fn unequal_shipped_maps(a: &Dump, b: &Dump) -> Option<String> {
+    let ((va, wa), (vb, wb)) = (shipped_map(a), shipped_map(b));
+    (va != vb).then(|| {
+        format!(
+            "{}: its metadata records {wa} (\"map\"), {}'s {wb}: --prefill-vs-decode pairs two dumps of one port by name and applies no map, and a name of one layout can mean another tensor in another (vLLM's mlp.act_fn is silu(gate) * up); give both dumps in one layout, recording the same map or none",
+            one_line(&a.path().display().to_string()),
+            one_line(&b.path().display().to_string()),
+        )
+    })
+}
+
 /// A warning when the reference's metadata records a map (`"map"`) that is not used: a map
 /// renames our dump's tensors only, so an engine's dump given as the reference pairs by its
 /// own names (a bad-input hunt: a clean vLLM dump given as REF read 20 false divergences
 /// without a word about its map).
 pub fn reference_map_unused(reference: &Dump, used: bool) -> Option<String> {
-    let value = reference
-        .meta()?
-        .extra
-        .get("map")
-        .filter(|v| !v.is_null())?;
-    let what = match value.as_str() {
-        Some(name) if divergence_map::preset(name).is_some() => format!("the preset {name}"),
-        _ => "a map".to_string(),
-    };
+    let (value, what) = shipped_map(reference);
+    value?;
     let also = if used {
         " (another is used for ours)"
     } else {
