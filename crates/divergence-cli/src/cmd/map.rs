@@ -215,12 +215,7 @@ pub fn choose(ours: &Dump, flag: Option<Result<Map>>) -> Result<Option<Map>> {
     if let Some(map) = flag {
         return map.map(Some);
     }
-    // (`"map": null` is no map.)
-    let Some(value) = ours
-        .meta()
-        .and_then(|m| m.extra.get("map"))
-        .filter(|v| !v.is_null())
-    else {
+    let Some(value) = recorded_map(ours) else {
         return Ok(None);
     };
     let label = format!(
@@ -245,19 +240,23 @@ pub fn choose(ours: &Dump, flag: Option<Result<Map>>) -> Result<Option<Map>> {
     Ok(Some(Map::parse_given(text, &label)?))
 }
 
-/// What a dump's metadata records as its map (`"map"`; `null` is none), for messages: `the
-/// preset vllm`, `a map`, or `no map`, with the value itself to compare.
-fn shipped_map(d: &Dump) -> (Option<&serde_json::Value>, String) {
-    let value = d
-        .meta()
+/// The map a dump's metadata records (`"map"`: a preset's name or a map's TOML; `null` is
+/// none).
+fn recorded_map(d: &Dump) -> Option<&serde_json::Value> {
+    d.meta()
         .and_then(|m| m.extra.get("map"))
-        .filter(|v| !v.is_null());
-    let what = match value.map(|v| v.as_str()) {
+        .filter(|v| !v.is_null())
+}
+
+/// [`recorded_map`] for messages: `the preset vllm`, `a map`, or `no map`.
+fn map_words(value: Option<&serde_json::Value>) -> String {
+    match value.map(|v| v.as_str()) {
         None => "no map".to_string(),
-        Some(Some(name)) if divergence_map::preset(name).is_some() => format!("the preset {name}"),
+        Some(Some(name)) if divergence_map::preset_text(name).is_some() => {
+            format!("the preset {name}")
+        }
         Some(_) => "a map".to_string(),
-    };
-    (value, what)
+    }
 }
 
 /// `--prefill-vs-decode` pairs two dumps of one port by their names and applies no map
@@ -267,12 +266,14 @@ fn shipped_map(d: &Dump) -> (Option<&serde_json::Value>, String) {
 /// the error that says so. An engine-layout check (session 46): a clean run dumped as vLLM's
 /// with its map, against our one pass, read a divergence at `act_fn` without a word of the map.
 pub fn unequal_shipped_maps(a: &Dump, b: &Dump) -> Option<String> {
-    let ((va, wa), (vb, wb)) = (shipped_map(a), shipped_map(b));
+    let (va, vb) = (recorded_map(a), recorded_map(b));
     (va != vb).then(|| {
         format!(
-            "{}: its metadata records {wa} (\"map\"), {}'s {wb}: --prefill-vs-decode pairs two dumps of one port by name and applies no map, and a name of one layout can mean another tensor in another (vLLM's mlp.act_fn is silu(gate) * up); give both dumps in one layout, recording the same map or none",
+            "{}: its metadata records {} (\"map\"), {}'s {}: --prefill-vs-decode pairs two dumps of one port by name and applies no map, and a name of one layout can mean another tensor in another (vLLM's mlp.act_fn is silu(gate) * up); give both dumps in one layout, recording the same map or none",
             one_line(&a.path().display().to_string()),
+            map_words(va),
             one_line(&b.path().display().to_string()),
+            map_words(vb),
         )
     })
 }
@@ -282,8 +283,7 @@ pub fn unequal_shipped_maps(a: &Dump, b: &Dump) -> Option<String> {
 /// own names (a bad-input hunt: a clean vLLM dump given as REF read 20 false divergences
 /// without a word about its map).
 pub fn reference_map_unused(reference: &Dump, used: bool) -> Option<String> {
-    let (value, what) = shipped_map(reference);
-    value?;
+    let what = map_words(Some(recorded_map(reference)?));
     let also = if used {
         " (another is used for ours)"
     } else {
