@@ -583,6 +583,46 @@ fn a_preset_that_names_nothing_is_said_to_be_another_engines() {
     );
 }
 
+/// The map applies to our dump: where its rules name far more of the reference's tensors than
+/// of ours, the files are the wrong way round, exit 2 naming both (an engine-layout check: our
+/// transformers-named dump against a vLLM-layout reference under `--map vllm` compared 14 of
+/// 105 rows and exited 0). The right way round is compared.
+#[test]
+fn a_map_that_fits_the_reference_not_ours_is_refused_as_the_wrong_way_round() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = dir.path().join("vllm.npz");
+    let mut tensors = vec![{
+        let (shape, v) = read("model.embed_tokens");
+        ("model.embed_tokens".to_string(), shape, v)
+    }];
+    for layer in 0..4 {
+        for (ours, theirs) in [
+            ("self_attn.o_proj", "self_attn.o_proj.0"),
+            ("mlp.down_proj", "mlp.down_proj.0"),
+            ("self_attn.attn_out", "self_attn.attn"),
+        ] {
+            let (mut shape, v) = read(&format!("model.layers.{layer}.{ours}"));
+            // vLLM's tokens are flattened: no batch axis.
+            shape.remove(0);
+            tensors.push((format!("model.layers.{layer}.{theirs}"), shape, v));
+        }
+    }
+    write(&engine, &tensors, None);
+    let engine = engine.to_str().unwrap();
+    let (code, out, err) = divergence(&["diff", REF, engine, "--map", "vllm"]);
+    assert_eq!(code, 2, "{out}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("name map preset vllm: its rules name 12 tensors of")
+            && err.contains("vllm.npz and 4 of fixtures/ref/tiny-qwen3.f32.eager.npz")
+            && err.contains("are the two files the wrong way round?"),
+        "{err}"
+    );
+    let (code, r, err) = json(&["diff", engine, REF, "--map", "vllm", "--format", "json"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(r["summary"]["compared"], 13);
+}
+
 /// A `to` that names no tensor of the reference is an error, exit 2, as a `from` that matches
 /// none of ours is: one line naming the map, the rule, its `to`, a name it made and the
 /// reference's closest name (it was a warning, exit 0, its rows "only in ours"). Where the

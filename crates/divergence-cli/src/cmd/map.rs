@@ -49,6 +49,7 @@ pub fn apply<'a>(
         .iter()
         .filter(|v| v.rule.is_some())
         .collect();
+    wrong_way_round(&map, made.len(), ours, reference, &sizes)?;
     // (A tensor a preset's rule did not fit is made by nothing: its own warning names it.)
     let computed = made
         .iter()
@@ -103,6 +104,42 @@ pub fn apply<'a>(
     warnings.extend(resolved_warnings);
     check_targets(&map, &mapped, reference)?;
     Ok((mapped, warnings))
+}
+
+/// The map applies to our dump (the first file). Where its rules name far more of the
+/// reference's tensors than of ours, the two files are the wrong way round (an engine-layout
+/// check: our transformers-named dump against a vLLM-layout reference under `--map vllm`
+/// compared 14 of 105 rows and exited 0, the rest "only in" one file; vLLM keeps most of
+/// transformers' module names, so the map named a few of ours): an error, exit 2. "Far more":
+/// more than twice ours and more than 4, so that a map whose rules happen to fit a few
+/// transformers names (vLLM's `act_fn`) never refuses the right order.
+fn wrong_way_round(
+    map: &Map,
+    ours_made: usize,
+    ours: &Dump,
+    reference: &Dump,
+    sizes: &Sizes,
+) -> Result<()> {
+    let tensors: Vec<(String, Option<Vec<usize>>)> = reference
+        .names()
+        .iter()
+        .map(|n| (n.to_string(), reference.shape(n).map(<[usize]>::to_vec)))
+        .collect();
+    let label = one_line(&reference.path().display().to_string());
+    // A map that cannot be resolved against the reference (a rule it does not fit) is not
+    // the reference's map: nothing to say.
+    let Ok(theirs) = divergence_map::resolve(map, &tensors, sizes, &label) else {
+        return Ok(());
+    };
+    let ref_made = theirs.tensors.iter().filter(|v| v.rule.is_some()).count();
+    if ref_made > 4 && ref_made > 2 * ours_made {
+        anyhow::bail!(
+            "name map {}: its rules name {ref_made} tensors of {label} and {ours_made} of {}: the map applies to our dump, the first file; are the two files the wrong way round? (diff ENGINE_DUMP REFERENCE --map PRESET)",
+            map.label,
+            one_line(&ours.path().display().to_string())
+        );
+    }
+    Ok(())
 }
 
 /// Our names (as the map makes them) that the plan pairs with a reference name of another
