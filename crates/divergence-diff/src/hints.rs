@@ -1931,8 +1931,18 @@ fn scaled_copy(o: &[f64], r: &[f64]) -> bool {
 }
 
 /// True when an input of `subject` (both sides dumped) already differs by a quarter of `rel`
-/// or more (relative L2): the op carries an error more than it makes one.
+/// or more (relative L2): the op carries an error more than it makes one. Also true where an
+/// input is dumped on one side only: what it carries is not known, so the error cannot be
+/// called the op's own (an engine-layout check: TransformerLens dumps no `input_layernorm`,
+/// and a `decode-mask`'s error carried into `q_proj@4` read as that matmul's own rounding).
 fn carried(subject: &Subject<'_>, rel: f64) -> bool {
+    if subject
+        .inputs
+        .iter()
+        .any(|(_, a, b)| a.is_some() != b.is_some())
+    {
+        return true;
+    }
     let most = subject
         .inputs
         .iter()
@@ -5394,6 +5404,30 @@ mod tests {
         assert!(!diag("model.layers.0.mlp", &[1, 4, 64], &o, &r)
             .iter()
             .any(|h| h.message.contains("a matmul")));
+        // An input dumped on one side only: what it carries is not known, so no claim that
+        // the error is the matmul's own (an engine-layout check: TransformerLens has no
+        // `input_layernorm`, and an error carried into `q_proj` read as its rounding). With
+        // that input on both sides and alike, the hint is back.
+        let x = data(64, 33);
+        let with_input = |theirs: Option<Side<'_>>| {
+            let s = Subject {
+                name: "model.layers.0.self_attn.q_proj",
+                ours: side(&[1, 4, 64], &o, "float32"),
+                reference: side(&[1, 4, 64], &r, "float32"),
+                inputs: vec![(
+                    "model.layers.0.input_layernorm",
+                    Some(side(&[1, 1, 64], &x, "float32")),
+                    theirs,
+                )],
+                weight: None,
+            };
+            codes(&diagnose(&s, &SHAPE))
+        };
+        assert!(with_input(None).is_empty());
+        assert_eq!(
+            with_input(Some(side(&[1, 1, 64], &x, "float32"))),
+            ["rounding"]
+        );
         // f32-sized differences at a matmul: an f32 rounding, no half-type claim
         let o: Vec<f64> = r.iter().zip(&e).map(|(x, d)| x + 1e-7 * n * d).collect();
         let h = diag("model.layers.0.self_attn.q_proj", &[1, 4, 64], &o, &r);

@@ -155,15 +155,76 @@ pub fn local_growths<R: RowSource + ?Sized>(
                 let carried = if inputs.is_empty() {
                     0.0
                 } else {
-                    // Inputs without an error (one side only, unreadable) say nothing; when
-                    // none has one, the growth is unknown.
-                    inputs.iter().filter_map(&at).reduce(f64::max)?
+                    // Inputs without an error (unreadable, shapes that differ) say nothing,
+                    // and one in one dump only stands for its own inputs
+                    // ([`through_missing`]); when none has an error, the growth is unknown.
+                    let mut carried: Option<f64> = None;
+                    through_missing(
+                        inputs.iter(),
+                        &|j| span.inputs(j).iter(),
+                        &at,
+                        &|j| j < len && missing(ops.row_at(j)),
+                        &mut |_, e| carried = Some(carried.map_or(e, |c| c.max(e))),
+                    );
+                    carried?
                 };
                 let carried = cache.map_or(carried, |c| carried.max(c));
                 Some(own / carried.max(floor)).filter(|g| g.is_finite())
             })
         })
         .collect()
+}
+
+/// How many probes in one dump only [`through_missing`] looks through, one behind the other
+/// (a layer of llama.cpp's dump lacks three in a row: `o_proj`, `self_attn`, and before them
+/// `attn_out` in some forms).
+const THROUGH_DEPTH: usize = 8;
+
+/// A probe in one dump only (`only_ours`, `only_ref`): it has no error to weigh, and the passes
+/// over the dataflow look through it to its own inputs ([`through_missing`]).
+fn missing(row: Row<'_>) -> bool {
+    matches!(row.status(), Status::OnlyOurs | Status::OnlyRef)
+}
+
+/// Calls `found(j, error)` for each of `inputs` that has an error (`error_of`), and in place of
+/// each that is a probe in one dump only (`is_missing`), for its own inputs, and so on, up to
+/// [`THROUGH_DEPTH`] deep (only inputs before the probe: the dataflow goes forward). An input
+/// with no error that is in both dumps (unreadable, shapes that differ) is left out, as before.
+/// An engine's dump lacks some of transformers' probes (llama.cpp's has no `o_proj`): the
+/// origin walk stopped at the op after such a probe (a `bf16-variance` under `--map llama.cpp`
+/// started at `attn_residual`, where the plain diff's starts at `input_layernorm`, and lost
+/// the `rounding` hint there; an engine-layout check, 2026-12-06).
+fn through_missing<I, J>(
+    inputs: I,
+    inputs_of: &dyn Fn(usize) -> J,
+    error_of: &dyn Fn(usize) -> Option<f64>,
+    is_missing: &dyn Fn(usize) -> bool,
+    found: &mut dyn FnMut(usize, f64),
+) where
+    I: Iterator<Item = usize>,
+    J: Iterator<Item = usize>,
+{
+    fn walk<J: Iterator<Item = usize>>(
+        j: usize,
+        depth: usize,
+        inputs_of: &dyn Fn(usize) -> J,
+        error_of: &dyn Fn(usize) -> Option<f64>,
+        is_missing: &dyn Fn(usize) -> bool,
+        found: &mut dyn FnMut(usize, f64),
+    ) {
+        match error_of(j) {
+            Some(e) => found(j, e),
+            None if depth < THROUGH_DEPTH && is_missing(j) => {
+                for k in inputs_of(j).filter(|&k| k < j) {
+                    walk(k, depth + 1, inputs_of, error_of, is_missing, found);
+                }
+            }
+            None => {}
+        }
+    }
+    for j in inputs {
+        walk(j, 0, inputs_of, error_of, is_missing, found);
+    }
 }
 
 /// The attention outputs of decode steps (`attn_out@s`, s >= 1), each with the largest error
@@ -407,15 +468,24 @@ pub fn origin<R: RowSource + ?Sized>(
     loop {
         // The input that carried the most error, if that error is more than noise. Ties go
         // to the later input (the closer op).
-        let next = flow
-            .inputs(cur)
-            .iter()
-            .filter_map(|j| rel(j).map(|r| (r, j)))
-            .filter(|&(r, j)| r > measure.carried(ops.row_at(j)))
-            .fold(None::<(f64, usize)>, |acc, x| match acc {
-                Some(a) if a.0 > x.0 => Some(a),
-                _ => Some(x),
-            });
+        // (An input in one dump only is looked through, [`through_missing`].)
+        let mut next = None::<(f64, usize)>;
+        through_missing(
+            flow.inputs(cur).iter(),
+            &|j| flow.inputs(j).iter(),
+            &rel,
+            &|j| j < len && missing(ops.row_at(j)),
+            &mut |j, r| {
+                if r > measure.carried(ops.row_at(j)) {
+                    next = match next {
+                        Some(a) if a.0 > r => Some(a),
+                        // Ties go to the later input.
+                        Some(a) if a.0 == r && a.1 > j => Some(a),
+                        _ => Some((r, j)),
+                    };
+                }
+            },
+        );
         // Inputs precede their op in execution order; the check keeps a bad table from looping.
         match next {
             // (Strictly earlier each time: no op is visited twice.)
@@ -929,6 +999,39 @@ mod tests {
             ]
         );
         assert_eq!(o.amplified_through().count(), 0);
+    }
+
+    /// A probe in one dump only (an engine's dump lacks some of transformers') is looked
+    /// through to its own inputs, by the growths and by the walk: the chain reaches the op
+    /// before it (an engine-layout check: llama.cpp's dump has no `o_proj`, and a
+    /// `bf16-variance` chain started after it, at `attn_residual`, its hint at
+    /// `input_layernorm` lost). At an input in both dumps that has no error it stops, as
+    /// before.
+    #[test]
+    fn a_probe_in_one_dump_only_is_looked_through() {
+        let errs = [Some(0.0), Some(0.0), Some(5e-4), None, None, Some(2e-3)];
+        let (mut ops, flow) = chain(errs);
+        ops[3].status = Status::OnlyRef;
+        ops[4].status = Status::OnlyRef;
+        let g = local_growths(&ops, &flow, Measure::RelErr);
+        // rope_k's growth is over input_layernorm's error, through k_norm and k_proj.
+        assert!((g[5].unwrap() - 4.0).abs() < 1e-9, "{g:?}");
+        let o = origin(&ops, &flow, &g, 5, Measure::RelErr).expect("origin");
+        assert_eq!(o.name, format!("{L0}input_layernorm"));
+        assert_eq!(
+            roles(&o),
+            [
+                ("input_layernorm", Role::Born),
+                ("self_attn.rope_k", Role::Carried),
+            ]
+        );
+        // An input in both dumps without an error (unreadable) is not looked through: rope_k's
+        // growth is over rotary_emb's alone.
+        ops[4].status = Status::Unreadable;
+        let g = local_growths(&ops, &flow, Measure::RelErr);
+        assert!(g[5].unwrap() > 1e3, "{g:?}");
+        let o = origin(&ops, &flow, &g, 5, Measure::RelErr).expect("origin");
+        assert_eq!(o.name, format!("{L0}self_attn.rope_k"));
     }
 
     #[test]
