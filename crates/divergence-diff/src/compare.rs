@@ -356,9 +356,7 @@ pub struct TruthMetrics {
     pub ours_truth_rel_err: Option<f64>,
     /// `||ref - truth||_2 / ||truth||_2`.
     pub ref_truth_rel_err: Option<f64>,
-    /// `ours_truth_rel_err / max(ref_truth_rel_err, half the unit roundoff of ref's dtype)`
-    /// (an f32 reference: 1e-5, and at its decode steps also the root mean square of
-    /// `ref_truth_rel_err` over the op's decode steps, [`pool_f32_step_noise`]).
+    /// `ours_truth_rel_err / max(ref_truth_rel_err, half the unit roundoff of ref's dtype)`.
     pub noise_ratio: Option<f64>,
     /// Why this row could not use the truth (not in the truth dump, shape or dtype does not
     /// fit): it was judged by the presets instead. `None` when the truth was used (or not given).
@@ -1883,81 +1881,6 @@ pub fn judge_noisy_reference(
         sci(worst)
     );
     Some((warning, noisy.len()))
-}
-
-/// With `--truth` and a float32 reference, each decode step's `noise_ratio` takes as the
-/// reference's error the larger of the step's own and its root mean square over the same op's
-/// decode steps (those the truth judged), and the rows are judged again by it; returns how
-/// many were. A decode step is one position: where attention is nearly one-hot (large q/k-norm
-/// gains), its error against the truth is one draw of the op's float32 noise, and ours' and the
-/// reference's draws differ several fold by chance. Held-out models with k_norm x60 and x100 on
-/// every channel (a ninth check, 2026-12-06): transformers' own error at one `attn_out` ranged
-/// 1.4e-5 to 7.0e-4 over the decode steps, and a clean port read "4x less accurate" at the
-/// step where the reference's happened to be 3.2e-5. Float32 only: over ~1,100 float32 decode
-/// reports of five held-out checks this changed no verdict but those two clean ports' (and
-/// the same noise row read as an f32 `decode-mask` that is invisible there), while over
-/// bfloat16 and float16 references it hid real cache faults whose error at the step crosses the
-/// step's own reference error and not the op's pooled one (docs/tolerances.md).
-pub fn pool_f32_step_noise(ops: &mut crate::rows::Rows, ratio: f64) -> usize {
-    use std::collections::HashMap;
-    if ops.is_compact() {
-        return 0;
-    }
-    let judged = |o: &OpResult| -> Option<(f64, f64)> {
-        let t = &o.truth;
-        let f32_ref =
-            DTypeClass::of(o.tensor.dtype_ref.as_deref().unwrap_or("")) == DTypeClass::F32;
-        (o.step >= 1 && f32_ref && t.truth_problem.is_none() && t.noise_ratio.is_some())
-            .then_some((t.ours_truth_rel_err?, t.ref_truth_rel_err?))
-    };
-    // Per op (the name without its step): the sum of squares of the reference's errors, and
-    // their count.
-    let mut pooled: HashMap<String, (f64, usize)> = HashMap::new();
-    for o in ops.plain_mut() {
-        if let Some((_, e_ref)) = judged(o) {
-            let (base, _) = divergence_names::split_step(&o.name);
-            let p = pooled.entry(base.to_string()).or_insert((0.0, 0));
-            p.0 += e_ref * e_ref;
-            p.1 += 1;
-        }
-    }
-    let mut changed = 0;
-    for row in ops.plain_mut() {
-        let Some((e_ours, e_ref)) = judged(row) else {
-            continue;
-        };
-        let (base, _) = divergence_names::split_step(&row.name);
-        let Some(&(sum2, n)) = pooled.get(base) else {
-            continue;
-        };
-        let rms = (sum2 / n as f64).sqrt();
-        if rms.is_nan() || rms <= e_ref.max(crate::tolerance::F32_TRUTH_FLOOR) {
-            continue;
-        }
-        let nr = e_ours / rms;
-        row.truth_mut().noise_ratio = finite(nr);
-        if row.status != Status::Diverged {
-            // A lower ratio keeps an `ok` row `ok`.
-            continue;
-        }
-        changed += 1;
-        if nr > ratio {
-            // (Its excess over the truth's noise was checked when it was first judged.)
-            row.reason = Some(format!(
-                "ours is {}x less accurate than ref against the truth (noise ratio > {}): \
-                 ||ours - truth||/||truth|| = {} vs ref {} (ref's root mean square over the op's decode steps: {})",
-                ratio_text(nr),
-                ratio_text(ratio),
-                sci(e_ours),
-                sci(e_ref),
-                sci(rms)
-            ));
-        } else {
-            row.status = Status::Ok;
-            row.reason = None;
-        }
-    }
-    changed
 }
 
 /// The first `model.embed_tokens` row (of any step) whose reference is further from the truth

@@ -615,9 +615,6 @@ pub fn assemble(ops: impl Into<Rows>, ctx: ReportContext, cfg: &DiffConfig) -> R
 
     let flow = Dataflow::of_steps(ops.len(), &|i| ops.row(i).split(), &|i| ops.row(i).name());
     let mut noise_judged = 0;
-    if let Tolerance::Truth { ratio } = cfg.tolerance {
-        crate::compare::pool_f32_step_noise(&mut ops, ratio);
-    }
     if let (Tolerance::Truth { ratio }, true) = (cfg.tolerance, cfg.judge_noisy_reference) {
         if let Some((warning, n)) = crate::compare::judge_noisy_reference(&mut ops, &flow, ratio) {
             warnings.push(warning);

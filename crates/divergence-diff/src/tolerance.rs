@@ -261,8 +261,7 @@ pub fn truth_rule() -> String {
     format!(
         "With --truth TRUTH (a run of the reference model in float64/float32 on the same ids): \
 per op, e_ours = ||ours - truth|| / ||truth|| and e_ref = ||ref - truth|| / ||truth||; \
-noise_ratio = e_ours / max(e_ref, floor), floor = half the unit roundoff of ref's dtype (bf16 2^-9, f16 2^-12; an f32 ref: 1e-5, \
-and at its decode steps also e_ref's root mean square over the op's decode steps). \
+noise_ratio = e_ours / max(e_ref, floor), floor = half the unit roundoff of ref's dtype (bf16 2^-9, f16 2^-12; an f32 ref: 1e-5). \
 The op diverges when noise_ratio > k (default {DEFAULT_NOISE_RATIO}, --noise-ratio) and e_ours - e_ref exceeds \
 the truth dtype's noise (f64 1e-12, f32 1e-6): ours is materially less accurate than the reference. \
 A port more accurate than the reference never diverges. Shape and NaN/Inf rules are unchanged; \
