@@ -49,7 +49,8 @@ pub fn apply<'a>(
         .iter()
         .filter(|v| v.rule.is_some())
         .collect();
-    wrong_way_round(&map, made.len(), ours, reference, &sizes)?;
+    let ours_made = made.iter().filter(|v| reference.contains(&v.name)).count();
+    wrong_way_round(&map, ours_made, ours, reference, &sizes)?;
     // (A tensor a preset's rule did not fit is made by nothing: its own warning names it.)
     let computed = made
         .iter()
@@ -106,13 +107,15 @@ pub fn apply<'a>(
     Ok((mapped, warnings))
 }
 
-/// The map applies to our dump (the first file). Where its rules name far more of the
-/// reference's tensors than of ours, the two files are the wrong way round (an engine-layout
-/// check: our transformers-named dump against a vLLM-layout reference under `--map vllm`
-/// compared 14 of 105 rows and exited 0, the rest "only in" one file; vLLM keeps most of
-/// transformers' module names, so the map named a few of ours): an error, exit 2. "Far more":
-/// more than twice ours and more than 4, so that a map whose rules happen to fit a few
-/// transformers names (vLLM's `act_fn`) never refuses the right order.
+/// The map applies to our dump (the first file). Where the names its rules make of the
+/// reference's tensors are ours far more often than the names they make of ours are the
+/// reference's, the two files are the wrong way round (an engine-layout check: our
+/// transformers-named dump against a vLLM-layout reference under `--map vllm` compared 14 of
+/// 105 rows and exited 0, the rest "only in" one file; vLLM keeps most of transformers' module
+/// names, so the map named a few of ours): an error, exit 2. `ours_made`: the names the map
+/// makes of ours that the reference holds. "Far more": more than twice, and more than 4. (A
+/// first version counted the tensors the rules name on each side: a vLLM dump of a few probes
+/// was refused against a reference whose every `mlp.act_fn` the preset names; a review.)
 fn wrong_way_round(
     map: &Map,
     ours_made: usize,
@@ -131,11 +134,16 @@ fn wrong_way_round(
     let Ok(theirs) = divergence_map::resolve(map, &tensors, sizes, &label) else {
         return Ok(());
     };
-    let ref_made = theirs.tensors.iter().filter(|v| v.rule.is_some()).count();
+    let ref_made = theirs
+        .tensors
+        .iter()
+        .filter(|v| v.rule.is_some() && ours.contains(&v.name))
+        .count();
     if ref_made > 4 && ref_made > 2 * ours_made {
         anyhow::bail!(
-            "name map {}: its rules name {ref_made} tensors of {label} and {ours_made} of {}: the map applies to our dump, the first file; are the two files the wrong way round? (diff ENGINE_DUMP REFERENCE --map PRESET)",
+            "name map {}: applied to {label} it makes {ref_made} names that {} holds, applied to {} {ours_made} that {label} holds: the map applies to our dump, the first file; are the two files the wrong way round? (diff ENGINE_DUMP REFERENCE --map PRESET)",
             map.label,
+            one_line(&ours.path().display().to_string()),
             one_line(&ours.path().display().to_string())
         );
     }
