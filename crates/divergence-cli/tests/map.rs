@@ -583,8 +583,9 @@ fn a_preset_that_names_nothing_is_said_to_be_another_engines() {
     );
 }
 
-/// The map applies to our dump: where its rules name far more of the reference's tensors than
-/// of ours, the files are the wrong way round, exit 2 naming both (an engine-layout check: our
+/// The map applies to our dump: where the names it makes of the reference's tensors are ours far
+/// more often than those it makes of ours are the reference's, the files are the wrong way
+/// round, exit 2 naming both (an engine-layout check: our
 /// transformers-named dump against a vLLM-layout reference under `--map vllm` compared 14 of
 /// 105 rows and exited 0). The right way round is compared.
 #[test]

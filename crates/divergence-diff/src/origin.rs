@@ -180,6 +180,9 @@ pub fn local_growths<R: RowSource + ?Sized>(
 /// `attn_out` in some forms).
 const THROUGH_DEPTH: usize = 8;
 
+/// Most probes in one dump only [`through_missing`] looks through for one op.
+const THROUGH_VISITS: usize = 64;
+
 /// A probe in one dump only (`only_ours`, `only_ref`): it has no error to weigh, and the passes
 /// over the dataflow look through it to its own inputs ([`through_missing`]).
 fn missing(row: Row<'_>) -> bool {
@@ -188,7 +191,10 @@ fn missing(row: Row<'_>) -> bool {
 
 /// Calls `found(j, error)` for each of `inputs` that has an error (`error_of`), and in place of
 /// each that is a probe in one dump only (`is_missing`), for its own inputs, and so on, up to
-/// [`THROUGH_DEPTH`] deep (only inputs before the probe: the dataflow goes forward). An input
+/// [`THROUGH_DEPTH`] deep (only inputs before the probe: the dataflow goes forward), looking
+/// through at most [`THROUGH_VISITS`] such probes in all (the paths through a residual stream
+/// double at each join: a dump that lacks most probes must not make every row's pass
+/// exponential). An input
 /// with no error that is in both dumps (unreadable, shapes that differ) is left out, as before.
 /// An engine's dump lacks some of transformers' probes (llama.cpp's has no `o_proj`): the
 /// origin walk stopped at the op after such a probe (a `bf16-variance` under `--map llama.cpp`
@@ -204,26 +210,39 @@ fn through_missing<I, J>(
     I: Iterator<Item = usize>,
     J: Iterator<Item = usize>,
 {
-    fn walk<J: Iterator<Item = usize>>(
-        j: usize,
-        depth: usize,
-        inputs_of: &dyn Fn(usize) -> J,
-        error_of: &dyn Fn(usize) -> Option<f64>,
-        is_missing: &dyn Fn(usize) -> bool,
-        found: &mut dyn FnMut(usize, f64),
-    ) {
-        match error_of(j) {
-            Some(e) => found(j, e),
-            None if depth < THROUGH_DEPTH && is_missing(j) => {
-                for k in inputs_of(j).filter(|&k| k < j) {
-                    walk(k, depth + 1, inputs_of, error_of, is_missing, found);
+    struct Walk<'w, J> {
+        inputs_of: &'w dyn Fn(usize) -> J,
+        error_of: &'w dyn Fn(usize) -> Option<f64>,
+        is_missing: &'w dyn Fn(usize) -> bool,
+        found: &'w mut dyn FnMut(usize, f64),
+        visits: usize,
+    }
+    impl<J: Iterator<Item = usize>> Walk<'_, J> {
+        fn go(&mut self, j: usize, depth: usize) {
+            match (self.error_of)(j) {
+                Some(e) => (self.found)(j, e),
+                None if depth < THROUGH_DEPTH
+                    && self.visits < THROUGH_VISITS
+                    && (self.is_missing)(j) =>
+                {
+                    self.visits += 1;
+                    for k in (self.inputs_of)(j).filter(|&k| k < j) {
+                        self.go(k, depth + 1);
+                    }
                 }
+                None => {}
             }
-            None => {}
         }
     }
+    let mut walk = Walk {
+        inputs_of,
+        error_of,
+        is_missing,
+        found,
+        visits: 0,
+    };
     for j in inputs {
-        walk(j, 0, inputs_of, error_of, is_missing, found);
+        walk.go(j, 0);
     }
 }
 

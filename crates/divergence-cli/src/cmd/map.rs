@@ -140,11 +140,10 @@ fn wrong_way_round(
         .filter(|v| v.rule.is_some() && ours.contains(&v.name))
         .count();
     if ref_made > 4 && ref_made > 2 * ours_made {
+        let ours = one_line(&ours.path().display().to_string());
         anyhow::bail!(
-            "name map {}: applied to {label} it makes {ref_made} names that {} holds, applied to {} {ours_made} that {label} holds: the map applies to our dump, the first file; are the two files the wrong way round? (diff ENGINE_DUMP REFERENCE --map PRESET)",
-            map.label,
-            one_line(&ours.path().display().to_string()),
-            one_line(&ours.path().display().to_string())
+            "name map {}: applied to {label} it makes {ref_made} names that {ours} holds, applied to {ours} {ours_made} that {label} holds: the map applies to our dump, the first file; are the two files the wrong way round? (diff ENGINE_DUMP REFERENCE --map PRESET)",
+            map.label
         );
     }
     Ok(())
