@@ -29,21 +29,17 @@ pub fn apply<'a>(
             size_issues.rejected.join("; ")
         ));
     }
-    let tensors: Vec<(String, Option<Vec<usize>>)> = ours
-        .names()
-        .iter()
-        .map(|n| (n.to_string(), ours.shape(n).map(<[usize]>::to_vec)))
-        .collect();
     let label = one_line(&ours.path().display().to_string());
-    let resolved = divergence_map::resolve(&map, &tensors, &sizes, &label).map_err(|e| {
-        match size_issues.used.is_some() || size_issues.rejected.is_empty() {
-            true => anyhow::Error::from(e),
-            false => anyhow::anyhow!(
-                "{e} (model sizes rejected: {})",
-                size_issues.rejected.join("; ")
-            ),
-        }
-    })?;
+    let resolved =
+        divergence_map::resolve(&map, &tensors_of(ours), &sizes, &label).map_err(|e| {
+            match size_issues.used.is_some() || size_issues.rejected.is_empty() {
+                true => anyhow::Error::from(e),
+                false => anyhow::anyhow!(
+                    "{e} (model sizes rejected: {})",
+                    size_issues.rejected.join("; ")
+                ),
+            }
+        })?;
     let made: Vec<&divergence_map::Virtual> = resolved
         .tensors
         .iter()
@@ -123,22 +119,25 @@ fn wrong_way_round(
     reference: &Dump,
     sizes: &Sizes,
 ) -> Result<()> {
-    let tensors: Vec<(String, Option<Vec<usize>>)> = reference
-        .names()
-        .iter()
-        .map(|n| (n.to_string(), reference.shape(n).map(<[usize]>::to_vec)))
-        .collect();
+    // The names the map makes of the reference's tensors that are ours are at most our names:
+    // where twice `ours_made` reaches that (a dump in the map's layout, the usual case), the
+    // map is not resolved a second time.
+    if 2 * ours_made >= ours.names().len() {
+        return Ok(());
+    }
     let label = one_line(&reference.path().display().to_string());
     // A map that cannot be resolved against the reference (a rule it does not fit) is not
     // the reference's map: nothing to say.
-    let Ok(theirs) = divergence_map::resolve(map, &tensors, sizes, &label) else {
+    let Ok(theirs) = divergence_map::resolve(map, &tensors_of(reference), sizes, &label) else {
         return Ok(());
     };
     let ref_made = theirs
         .tensors
         .iter()
         .filter(|v| v.rule.is_some() && ours.contains(&v.name))
-        .count();
+        .map(|v| v.name.as_str())
+        .collect::<HashSet<&str>>()
+        .len();
     if ref_made > 4 && ref_made > 2 * ours_made {
         let ours = one_line(&ours.path().display().to_string());
         anyhow::bail!(
@@ -147,6 +146,15 @@ fn wrong_way_round(
         );
     }
     Ok(())
+}
+
+/// A dump's tensors as [`divergence_map::resolve`] takes them: each name with its shape (`None`
+/// where its header cannot be read).
+fn tensors_of(d: &Dump) -> Vec<(String, Option<Vec<usize>>)> {
+    d.names()
+        .iter()
+        .map(|n| (n.to_string(), d.shape(n).map(<[usize]>::to_vec)))
+        .collect()
 }
 
 /// Our names (as the map makes them) that the plan pairs with a reference name of another
