@@ -581,6 +581,30 @@ fn a_preset_that_names_nothing_is_said_to_be_another_engines() {
         !warnings.iter().any(|w| w.contains("0 of our tensors")),
         "{warnings:?}"
     );
+    // Where most of our names are not the reference's either, an error (a bad-input hunt: a
+    // clean vLLM dump under the llama.cpp preset compared vLLM's `act_fn` with transformers',
+    // exit 1).
+    let (shape, v) = read("model.layers.0.mlp.act_fn");
+    write(
+        &ours,
+        &[
+            (
+                "model.layers.0.mlp.gate_up_proj".into(),
+                shape.clone(),
+                v.clone(),
+            ),
+            ("model.layers.0.mlp.act_fn".into(), shape.clone(), v.clone()),
+            ("model.layers.0.self_attn.qkv_proj".into(), shape, v),
+        ],
+        None,
+    );
+    let shown = ours.display().to_string();
+    let (code, out, err) = divergence(&["diff", &shown, REF, "--map", "llama.cpp"]);
+    assert_eq!((code, out.as_str()), (2, ""), "{err}");
+    assert_eq!(
+        err.trim_end(),
+        format!("error: name map preset llama.cpp: none of {shown}'s tensors is named by its rules, and 2 of its 3 names are not the reference's: is it the map of another engine's dump? (diff --suggest-map FILE proposes one)")
+    );
 }
 
 /// The map applies to our dump: where the names it makes of the reference's tensors are ours far
@@ -776,17 +800,39 @@ fn a_to_that_makes_only_steps_the_reference_lacks_is_not_a_typo() {
     assert_eq!(row(&r, "model.layers.0.self_attn.k_proj")["status"], "ok");
 }
 
-/// A map recorded in the reference's metadata is never used (a map renames our tensors): said
-/// in a warning, so that an engine's dump given as REF is not read in silence (a bad-input
-/// hunt: a clean vLLM dump given as REF read 20 false divergences). `"map": null` in ours is no
-/// map (it was an error).
+/// A map recorded in the reference's metadata is never used (a map renames our tensors): an
+/// engine's dump given as REF, with no map for ours, is the two files the wrong way round, an
+/// error (a bad-input hunt: a clean vLLM dump given as REF read 20 false divergences; a later
+/// one: with a warning only, it still exited 1); with a map for ours, a warning. `"map": null`
+/// in ours is no map (it was an error).
 #[test]
 fn a_map_in_the_references_metadata_is_said_and_a_null_map_is_none() {
     let dir = tempfile::tempdir().unwrap();
     let engine = dir.path().join("engine.npz");
     write(&engine, &[fused_qkv(false)], Some(("map", "vllm")));
     let shown = engine.display().to_string();
-    let (_, report, _) = json(&["diff", REF, engine.to_str().unwrap(), "--format", "json"]);
+    let (code, out, err) = divergence(&["diff", REF, engine.to_str().unwrap()]);
+    assert_eq!((code, out.as_str()), (2, ""), "{err}");
+    assert_eq!(
+        err.trim_end(),
+        format!("error: {shown}: its metadata records the preset vllm (\"map\"), but a map renames our dump's tensors, never the reference's, and ours is given none: are the two files the wrong way round? (diff ENGINE_DUMP REFERENCE)")
+    );
+    // With a map for ours (a file whose one optional rule names nothing here), a warning.
+    let map = dir.path().join("map.toml");
+    std::fs::write(
+        &map,
+        "[[rule]]\nfrom = \"nothing.{X}\"\nto = \"model.{X}\"\noptional = true\n",
+    )
+    .unwrap();
+    let (_, report, _) = json(&[
+        "diff",
+        REF,
+        engine.to_str().unwrap(),
+        "--map",
+        map.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
     let said: Vec<&str> = report["warnings"]
         .as_array()
         .unwrap()
@@ -796,7 +842,7 @@ fn a_map_in_the_references_metadata_is_said_and_a_null_map_is_none() {
         .collect();
     assert_eq!(
         said,
-        [format!("{shown}: its metadata records the preset vllm (\"map\"), not used: a map renames our dump's tensors, never the reference's; if it is the engine's dump, give it as OURS")]
+        [format!("{shown}: its metadata records the preset vllm (\"map\"), not used: a map renames our dump's tensors, never the reference's (another is used for ours); if it is the engine's dump, give it as OURS")]
     );
     // Given as OURS, its map is used and nothing is said of the reference.
     let (_, report, _) = json(&["diff", engine.to_str().unwrap(), REF, "--format", "json"]);

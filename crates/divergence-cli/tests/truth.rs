@@ -285,8 +285,27 @@ fn a_truth_of_one_sides_values_is_refused() {
     });
     let (code, _, err) = diff_truth(F32_EAGER, F32_EAGER, truth.to_str().unwrap(), &[]);
     assert_eq!(code, 0, "{err}");
-    let (code, _, err) = diff_truth(TRUTH, BF16_EAGER, TRUTH, &[]);
+    let copy = dir.path().join("f64.npz");
+    std::fs::copy(root().join(TRUTH), &copy).unwrap();
+    let (code, _, err) = diff_truth(copy.to_str().unwrap(), BF16_EAGER, TRUTH, &[]);
     assert_ne!(code, 2, "{err}");
+}
+
+/// `--truth` naming OURS' or REF's own file is refused before anything is read (a newcomer's
+/// check: the truth's file given as ours passed, exit 0; the reference's file as its own truth
+/// judged nothing and exited 0 on the presets).
+#[test]
+fn a_truth_that_is_one_sides_file_is_refused() {
+    for (ours, reference, side) in [(TRUTH, BF16_EAGER, "OURS"), (BF16_SDPA, BF16_EAGER, "REF")] {
+        let truth = if side == "OURS" { ours } else { reference };
+        let (code, out, err) = diff_truth(ours, reference, truth, &[]);
+        assert_eq!((code, out.as_str()), (2, ""), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(
+            err.contains(&format!("--truth {truth}: it is the file given as {side}")),
+            "{err}"
+        );
+    }
 }
 
 /// Ours and the reference swapped under `--truth` passed, exit 0, whatever ours held: the

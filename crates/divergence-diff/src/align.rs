@@ -603,6 +603,22 @@ fn pair_by_names<'a>(
     pairs.sort_by_key(|&(i, _, _)| i);
 }
 
+/// How many pairs of the alignment a match by close values (not the same values) may cross in
+/// [`values_over_places`]: a port's own order of a layer's few tensors (`cache_v` before
+/// `cache_k`, bf16 against f32) crosses one or two; a newcomer's check saw a faulty layer-3
+/// `hook_rot_k` paired with layer 0's `input_layernorm` (statistics within 2%), across every
+/// pair between them, and a false first divergence there.
+const MAX_CROSSED: usize = 4;
+
+/// The pairs of `pairs` (sorted by ours' index) that pair (i, j) would cross: one before it on
+/// one side and after it on the other.
+fn crossed(pairs: &[(usize, usize)], i: usize, j: usize) -> usize {
+    pairs
+        .iter()
+        .filter(|&&(x, y)| (x < i && y > j) || (x > i && y < j))
+        .count()
+}
+
 /// Evidence by values beats evidence by place (found by a bad-input hunt, 2026-12-04): a clean
 /// port that dumps each layer's `cache_v` before its `cache_k` had its slots paired k with v by
 /// their place, compared, and a false first divergence. A match by values is the same values
@@ -613,6 +629,9 @@ fn pair_by_names<'a>(
 /// 2. A tensor left unpaired whose values match exactly one unpaired tensor of the other side,
 ///    and that one only it, pairs with it (compared), whatever their places; unless the names
 ///    speak and say they are two ops.
+///
+/// A match by close values counts in both only where it crosses at most [`MAX_CROSSED`] of
+/// the alignment's pairs (by values or by place); the same values, anywhere.
 fn values_over_places(
     ours: &[TensorStats],
     reference: &[TensorStats],
@@ -621,7 +640,6 @@ fn values_over_places(
     mut pairs: Vec<(usize, usize, Pair)>,
 ) -> Vec<(usize, usize, Pair)> {
     let (n, m) = (ours.len(), reference.len());
-    let matches = |i: usize, j: usize| by_values(score, i, j);
     let (mut confident_o, mut confident_r) = (vec![false; n], vec![false; m]);
     for &(i, j, ref p) in pairs.iter() {
         if p.confidence != Confidence::OrderOnly {
@@ -629,6 +647,14 @@ fn values_over_places(
             confident_r[j] = true;
         }
     }
+    // The pairs of the alignment as they stand now, by values or by place: what a match by
+    // close values may not cross by more than a few (see `MAX_CROSSED`).
+    let placed: Vec<(usize, usize)> = pairs.iter().map(|&(i, j, _)| (i, j)).collect();
+    let matches = |i: usize, j: usize| match score(i, j) {
+        Some((_, Confidence::Same, _)) => true,
+        Some((_, Confidence::Close, _)) => crossed(&placed, i, j) <= MAX_CROSSED,
+        _ => false,
+    };
     pairs.retain(|&(i, j, ref p)| {
         p.confidence != Confidence::OrderOnly
             || !((0..m).any(|y| y != j && !confident_r[y] && matches(i, y))
@@ -1141,6 +1167,47 @@ mod tests {
                 s("l1.v", "L1.v")
             ]
         );
+    }
+
+    /// A match by close values (not the same values) does not pair two tensors far apart in
+    /// execution order (a newcomer's check: a faulty layer-3 tensor within 2% of layer 0's
+    /// `input_layernorm` was paired with it, across every pair between them, a false first
+    /// divergence there); the same values do, and close ones a place or two away still do
+    /// (`close_values_beat_places`).
+    #[test]
+    fn close_values_do_not_pair_across_the_confident_pairs() {
+        // Ten layers of three tensors, each its twin's values, but ours has no layer-0 `x`;
+        // ours' layer-8 `x` (a fault) lost its twin's values and is within 1% of the
+        // reference's layer-0 `x`, which no tensor of ours pairs.
+        let side = |upper: bool, bad: Option<f64>| -> Vec<TensorStats> {
+            let mut v = Vec::new();
+            for l in 0..10 {
+                for (k, op) in ["x", "y", "z"].iter().enumerate() {
+                    if !upper && l == 0 && k == 0 {
+                        continue;
+                    }
+                    let name = format!("{}{l}.{op}", if upper { "L" } else { "l" });
+                    let l2 = 10.0 + 10.0 * l as f64 + 3.0 * k as f64;
+                    let l2 = match bad {
+                        Some(b) if l == 8 && k == 0 => b,
+                        _ => l2,
+                    };
+                    v.push(named(&name, l2));
+                }
+            }
+            v
+        };
+        let reference = side(true, None);
+        for (bad, paired_with) in [(10.1, "L8.x"), (10.0, "L0.x")] {
+            let pairs = align(&side(false, Some(bad)), &reference);
+            let got = pairs
+                .iter()
+                .find(|p| p.ours == "l8.x" && p.compared)
+                .map(|p| p.reference.as_str());
+            // Close values (1%): not paired across 24 pairs but at its place. The same values:
+            // paired.
+            assert_eq!(got, Some(paired_with), "l2 {bad}: {pairs:?}");
+        }
     }
 
     /// Names that end in a layer's number (`h.3` is `model.layers.2`) say nothing: after a

@@ -597,7 +597,15 @@ pub(crate) fn origin_text(report: &Report) -> Option<String> {
                 .partial_cmp(&b.local_growth)
                 .unwrap_or(std::cmp::Ordering::Equal)
         });
-    let mut text = if born_here {
+    // A chain of this op alone whose growth is under the threshold read "born here (local
+    // growth ×9.616e-01)" (a bad-input hunt): the threshold's sentence, as for a longer chain.
+    let measured = !matches!(f.status, Status::Nonfinite | Status::NoFinite);
+    let mut text = if born_here && measured && o.growth.is_some_and(|g| g <= birth) {
+        format!(
+            "the chain starts here: no op on it grew the error past ×{birth} (the birth \
+             threshold; {growth})"
+        )
+    } else if born_here {
         format!("born here ({growth})")
     } else if o.growth.is_some_and(|g| g <= birth) {
         let grew = match most {

@@ -619,6 +619,9 @@ fn write_file(
 /// Opens both dumps, compares every probe pair in parallel and assembles the report.
 pub fn build_report(args: &DiffArgs) -> Result<Report> {
     timings::begin();
+    if let Some(truth) = &args.truth {
+        truth_is_not_a_side_file(truth, &args.ours, &args.reference)?;
+    }
     let truth_ratio = args.truth.as_ref().map(|_| {
         args.noise_ratio
             .unwrap_or(divergence_diff::DEFAULT_NOISE_RATIO)
@@ -716,7 +719,9 @@ fn report_of(
     let explicit = chosen.is_some();
     let model = args.model.as_deref();
     let (mut ours, mut map_warnings) = crate::cmd::map::apply(ours_dump, ref_dump, chosen, model)?;
-    map_warnings.extend(crate::cmd::map::reference_map_unused(ref_dump, explicit));
+    map_warnings.extend(
+        crate::cmd::map::reference_map_unused(ref_dump, explicit).map_err(anyhow::Error::msg)?,
+    );
     map_warnings.extend(
         args.map
             .as_deref()
@@ -850,6 +855,22 @@ impl<'a> Sides<'a> {
             names: Some(divergence_diff::SideNames::prefill_vs_decode()),
         }
     }
+}
+
+/// `--truth` naming OURS' or REF's file itself (a newcomer's check: `diff truth.npz ref.npz
+/// --truth truth.npz` passed, the float64 side never blamed for equalling its truth below; the
+/// reference's own file as its truth judged nothing and left every op to the presets, exit 0).
+/// An error naming it, before anything is read.
+fn truth_is_not_a_side_file(truth: &Path, ours: &Path, reference: &Path) -> Result<()> {
+    for (side, path) in [("OURS", ours), ("REF", reference)] {
+        if crate::cmd::outputs::same_file(truth, path) {
+            anyhow::bail!(
+                "--truth {}: it is the file given as {side}: give a float64 run of the reference's model (scripts/dump_reference.py --truth-out)",
+                divergence_names::one_line(&truth.display().to_string()),
+            );
+        }
+    }
+    Ok(())
 }
 
 /// A truth whose values are the reference's, or ours', at every op it judged (a bad-input

@@ -58,6 +58,22 @@ pub fn apply<'a>(
     // paired vLLM's fused act_fn with transformers' by name, a false divergence, under "0 of
     // our tensors named").
     if made.is_empty() {
+        // ...and where most of our names are not the reference's either, the probes that pair
+        // by their own names are another layout's namesakes (a bad-input hunt: the llama.cpp
+        // preset on a vLLM dump compared vLLM's `mlp.act_fn`, silu(gate) * up, with
+        // transformers', exit 1 on a clean port): an error, for a preset (a map file whose
+        // optional rules name nothing here is the user's own). A dump already in the
+        // reference's names keeps the warning (a script that always passes a preset).
+        let names = ours.names();
+        let held = names.iter().filter(|n| reference.contains(n)).count();
+        if map.preset && 2 * held < names.len() {
+            anyhow::bail!(
+                "name map {}: none of {label}'s tensors is named by its rules, and {} of its {} names are not the reference's: is it the map of another engine's dump? (diff --suggest-map FILE proposes one)",
+                map.label,
+                names.len() - held,
+                names.len()
+            );
+        }
         warnings.push(format!(
             "name map {}: none of our tensors is named by its rules: is it the map of another engine's dump? (the probes pair by their own names)",
             map.label
@@ -330,21 +346,27 @@ pub fn unequal_shipped_maps(a: &Dump, b: &Dump) -> Option<String> {
     })
 }
 
-/// A warning when the reference's metadata records a map (`"map"`) that is not used: a map
-/// renames our dump's tensors only, so an engine's dump given as the reference pairs by its
-/// own names (a bad-input hunt: a clean vLLM dump given as REF read 20 false divergences
-/// without a word about its map).
-pub fn reference_map_unused(reference: &Dump, used: bool) -> Option<String> {
-    let what = map_words(Some(recorded_map(reference)?));
-    let also = if used {
-        " (another is used for ours)"
-    } else {
-        ""
+/// The reference's metadata records a map (`"map"`), which is never used: a map renames our
+/// dump's tensors only, so an engine's dump given as the reference pairs by its own names (a
+/// bad-input hunt: a clean vLLM dump given as REF read 20 false divergences without a word
+/// about its map). `Err`, the message of an error, where ours is given no map: the two files
+/// are the wrong way round (a later hunt: with only a warning, such a clean pair still exited
+/// 1 on a shape mismatch at the first RoPE table); `Ok`, a warning, where a map is used for
+/// ours too.
+pub fn reference_map_unused(reference: &Dump, used: bool) -> Result<Option<String>, String> {
+    let Some(value) = recorded_map(reference) else {
+        return Ok(None);
     };
-    Some(format!(
-        "{}: its metadata records {what} (\"map\"), not used: a map renames our dump's tensors, never the reference's{also}; if it is the engine's dump, give it as OURS",
-        one_line(&reference.path().display().to_string())
-    ))
+    let what = map_words(Some(value));
+    let shown = one_line(&reference.path().display().to_string());
+    if !used {
+        return Err(format!(
+            "{shown}: its metadata records {what} (\"map\"), but a map renames our dump's tensors, never the reference's, and ours is given none: are the two files the wrong way round? (diff ENGINE_DUMP REFERENCE)"
+        ));
+    }
+    Ok(Some(format!(
+        "{shown}: its metadata records {what} (\"map\"), not used: a map renames our dump's tensors, never the reference's (another is used for ours); if it is the engine's dump, give it as OURS"
+    )))
 }
 
 /// The size fields the configs [`sizes`] consulted rejected, one line each, and the config
