@@ -929,6 +929,16 @@ def _main(args, prepare_model=None) -> int:
     if rec.warnings:
         meta["warnings"] = list(rec.warnings)
     write_dump(out, probes, meta)
+    # The main dump's summary first, then the truth run's (a newcomer read the truth's line
+    # first, under another count).
+    if not args.quiet:
+        for w in meta.get("warnings", []):
+            print(f"warning: {w}", file=sys.stderr)
+        if meta.get("repeated_calls"):
+            print(f"note: {len(meta['repeated_calls'])} module(s) ran more than once; first call kept", file=sys.stderr)
+        steps = f" + {n_decode} decode steps ({decode[1]}: {decode[0]})" if decode else ""
+        print(f"wrote {counted(meta['order'], n_decode)} ({len(ids)} tokens{steps}, {args.dtype}, {args.attn}) "
+              f"to {out}", file=sys.stderr)
     if truth_out is not None:
         # Free the main run first: the truth model is a second full copy of the weights.
         del probes, rec, model
@@ -936,22 +946,17 @@ def _main(args, prepare_model=None) -> int:
 
         gc.collect()
         write_truth(args, ids, keep, progress, truth_out, out, decode)
-    if not args.quiet:
-        for w in meta.get("warnings", []):
-            print(f"warning: {w}", file=sys.stderr)
-        if meta.get("repeated_calls"):
-            print(f"note: {len(meta['repeated_calls'])} module(s) ran more than once; first call kept", file=sys.stderr)
-        steps = f" + {n_decode} decode steps ({decode[1]}: {decode[0]})" if decode else ""
-        order = meta["order"]
-        stacked = sum(n.endswith("@steps") for n in order)
-        # `diff` counts one op per probe and step: say both (a newcomer read "170 probes" of a
-        # decode dump against diff's "615 ops").
-        what = (f"{len(order) - stacked + stacked * n_decode} tensors: {len(order) - stacked} prefill "
-                f"probes + {stacked} probes x {n_decode} decode steps, stacked"
-                if stacked else f"{len(order)} probes")
-        print(f"wrote {what} ({len(ids)} tokens{steps}, {args.dtype}, {args.attn}) to {out}",
-              file=sys.stderr)
     return 0
+
+
+def counted(order: list[str], n_decode: int) -> str:
+    """What a dump of these names holds, as `diff` counts it: one op per probe and step (a
+    newcomer read "170 probes" of a decode dump against diff's "615 ops")."""
+    stacked = sum(n.endswith("@steps") for n in order)
+    if not stacked:
+        return f"{len(order)} probes"
+    return (f"{len(order) - stacked + stacked * n_decode} tensors: {len(order) - stacked} prefill "
+            f"probes + {stacked} probes x {n_decode} decode steps, stacked")
 
 
 def add_decode_meta(meta: dict, decode) -> None:
@@ -997,8 +1002,9 @@ def write_truth(args, ids: list[int], keep, progress: bool, truth_out: Path, mai
         meta["repeated_calls"] = dict(rec.repeated)
     write_dump(truth_out, probes, meta)
     if not args.quiet:
-        print(f"wrote truth dump ({len(probes)} probes, {args.truth_dtype}, {time.perf_counter() - t0:.1f} s) "
-              f"to {truth_out}", file=sys.stderr)
+        n_decode = len(decode[0]) if decode is not None else 0
+        print(f"wrote truth dump ({counted([n for n, _ in probes], n_decode)}, {args.truth_dtype}, "
+              f"{time.perf_counter() - t0:.1f} s) to {truth_out}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -197,6 +197,21 @@ def test_bf16_safetensors_decode_with_truth(tmp_path):
     assert rel < 5e-2  # bf16 noise, not a different computation
 
 
+def test_the_summary_comes_before_the_truths_and_counts_as_it_does(tmp_path, capsys):
+    """stderr: the main dump's summary, then the truth run's two lines, the truth counted as the
+    main dump is (a newcomer read the truth's line first, as "170 probes" against "615 tensors")."""
+    out, truth = tmp_path / "ref.npz", tmp_path / "truth.npz"
+    assert dr.main(["--model", str(TINY), "--ids-file", str(TINY / "ids.txt"), "--dtype", "float32",
+                    "--decode", "2", "--layers", "0", "--out", str(out), "--truth-out", str(truth)]) == 0
+    err = capsys.readouterr().err.replace("\r", "\n")
+    lines = [line for line in err.splitlines() if line.startswith(("wrote", "truth run:"))]
+    counted = "76 tensors: 24 prefill probes + 26 probes x 2 decode steps, stacked"
+    assert len(lines) == 3, err
+    assert lines[0].startswith(f"wrote {counted} (16 tokens + 2 decode steps") and lines[0].endswith(str(out)), lines
+    assert lines[1] == "truth run: float64, eager, cpu", lines
+    assert lines[2].startswith(f"wrote truth dump ({counted}, float64, ") and lines[2].endswith(str(truth)), lines
+
+
 def test_f16_decode(tmp_path):
     out = dump(tmp_path, "--model", TINY, "--ids", "5,6,7", "--dtype", "float16", "--decode", "1", "--layers", "0")
     _, a, meta = read_npz(out)

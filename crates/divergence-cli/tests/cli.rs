@@ -576,6 +576,12 @@ fn embeddings_of_another_length_than_the_input_ids_are_said() {
             format!("{r}: model.layers.0 [1, 4, 2] holds 4 token positions, but its input_ids hold 12 tokens: token positions are numbered from input_ids"),
         ]
     );
+    // One file given as both sides: said once (a bad-input hunt saw it twice).
+    let run = diff_files(&ours, &ours, &["--format", "json"]);
+    assert_eq!(
+        said(&run),
+        [format!("{o}: model.layers.0 [1, 4, 2] holds 4 token positions, but its input_ids hold 12 tokens: token positions are numbered from input_ids")]
+    );
 }
 
 /// `run` without token ids names both ways to give them; its summary counts in the singular

@@ -607,6 +607,41 @@ fn a_preset_that_names_nothing_is_said_to_be_another_engines() {
     );
 }
 
+/// A preset's error about our dump's tensors names the dump (a bad-input hunt: "preset vllm:
+/// `model.layers.0.self_attn.q_proj` is made twice" did not say which file).
+#[test]
+fn a_collision_of_made_names_names_our_dump() {
+    let dir = tempfile::tempdir().unwrap();
+    let ours = dir.path().join("merged.npz");
+    let (shape, v) = read("model.layers.0.self_attn.q_proj");
+    write(
+        &ours,
+        &[
+            fused_qkv(false),
+            ("model.layers.0.self_attn.q_proj".into(), shape, v),
+        ],
+        None,
+    );
+    let shown = ours.display().to_string();
+    let (code, out, err) = divergence(&[
+        "diff",
+        &shown,
+        REF,
+        "--map",
+        "vllm",
+        "--model",
+        "fixtures/tiny-qwen3",
+    ]);
+    assert_eq!((code, out.as_str()), (2, ""), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with(&format!(
+            "error: {shown}: preset vllm: `model.layers.0.self_attn.q_proj` is made twice"
+        )),
+        "{err}"
+    );
+}
+
 /// The map applies to our dump: where the names it makes of the reference's tensors are ours far
 /// more often than those it makes of ours are the reference's, the files are the wrong way
 /// round, exit 2 naming both (an engine-layout check: our
@@ -844,11 +879,20 @@ fn a_map_in_the_references_metadata_is_said_and_a_null_map_is_none() {
         said,
         [format!("{shown}: its metadata records the preset vllm (\"map\"), not used: a map renames our dump's tensors, never the reference's (another is used for ours); if it is the engine's dump, give it as OURS")]
     );
-    // Given as OURS, its map is used and nothing is said of the reference.
+    // Given as OURS, its map is used and nothing is said of the reference; how many of our
+    // tensors it named is a note, not a warning (a newcomer's check).
     let (_, report, _) = json(&["diff", engine.to_str().unwrap(), REF, "--format", "json"]);
     let warnings = report["warnings"].to_string();
     assert!(!warnings.contains("not used: a map renames"), "{warnings}");
-    assert!(warnings.contains("preset vllm"), "{warnings}");
+    assert!(
+        !warnings.contains("of our tensors named by its rules"),
+        "{warnings}"
+    );
+    let notes = report["notes"].to_string();
+    assert!(
+        notes.contains("name map preset vllm: 3 of our tensors named by its rules"),
+        "{notes}"
+    );
 
     let mut meta = Meta::default();
     meta.extra.insert("map".into(), Value::Null);

@@ -18,6 +18,7 @@ use divergence_names::{Op, QkKind};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::compare::Status;
 use crate::origin::{class_noise_floor, noise_floor};
 use crate::rows::{Row, RowSource};
 use crate::tolerance::DTypeClass;
@@ -266,9 +267,21 @@ pub fn amplification<R: RowSource + ?Sized>(
             marked: verdict == Some(AmpVerdict::Amplified),
         }
     };
+    // A pair needs both rows compared: a norm or projection in one dump only (a
+    // TransformerLens dump holds no norm's output; llama.cpp's keeps no q projection) gave
+    // rows of dashes under "k rows, and q rows over the ratio" (a newcomer's check).
+    let compared = |r: Row<'_>| {
+        !matches!(
+            r.status(),
+            Status::OnlyOurs | Status::OnlyRef | Status::Unreadable
+        )
+    };
     // The row of norm `i`, found by its name.
     let one = |i: usize| -> Option<(usize, AmplificationRow)> {
         let op = ops.row_at(i);
+        if !compared(op) {
+            return None;
+        }
         let (kind, name) = norm_of(op)?;
         let (Some(layer), Some(proj_name)) = (
             op.layer(),
@@ -276,7 +289,7 @@ pub fn amplification<R: RowSource + ?Sized>(
         ) else {
             return None;
         };
-        let proj = proj_of(i, &proj_name)?;
+        let proj = proj_of(i, &proj_name).filter(|&p| compared(p))?;
         Some((i, pair(op, proj, layer, kind, proj_name, name)))
     };
     // One row per norm, in row order (28 layers x 2 norms x every step).
@@ -377,6 +390,32 @@ mod tests {
         };
         assert_eq!(verdict(9.8e-5), None);
         assert_eq!(verdict(0.5), Some(AmpVerdict::Introduced));
+    }
+
+    /// A pair needs both rows compared: a norm or a projection in one dump only makes no row
+    /// (a newcomer's check: a TransformerLens dump, which holds no norm's output, read a table
+    /// of dashes).
+    #[test]
+    fn a_pair_with_a_row_in_one_dump_only_makes_no_row() {
+        let one_sided = |name: &str, status| OpResult::bare(name, status, None);
+        let rows = |ops: Vec<OpResult>| amplification(&ops, 10.0, &NormWeightGains::new()).rows;
+        let both = vec![
+            row("model.layers.0.self_attn.k_proj", 1e-3),
+            row("model.layers.0.self_attn.k_norm", 2e-2),
+        ];
+        assert_eq!(rows(both).len(), 1);
+        for status in [Status::OnlyRef, Status::OnlyOurs, Status::Unreadable] {
+            let no_norm = vec![
+                row("model.layers.0.self_attn.k_proj", 1e-3),
+                one_sided("model.layers.0.self_attn.k_norm", status),
+            ];
+            assert!(rows(no_norm).is_empty(), "{status:?}");
+            let no_proj = vec![
+                one_sided("model.layers.0.self_attn.k_proj", status),
+                row("model.layers.0.self_attn.k_norm", 2e-2),
+            ];
+            assert!(rows(no_proj).is_empty(), "{status:?}");
+        }
     }
 
     /// A norm the hints find at fault itself (not applied, another scale, ...) made its error:

@@ -19,7 +19,7 @@ use crate::options::TableOptions;
 /// The amplification section without a pair: the dumps hold no q/k projection with its
 /// q_norm / k_norm (a model without them has none).
 pub(crate) const NO_PAIRS: &str =
-    "no q/k proj + norm pairs in the dumps (a model without q_norm / k_norm, as Llama, Qwen2 and Mistral, has none)";
+    "no q/k proj + norm pair compared (a model without q_norm / k_norm, as Llama, Qwen2 and Mistral, has none; a dump may lack either: TransformerLens' holds no norm's output)";
 
 /// Names listed per one-side list before truncating.
 pub(crate) const MAX_LISTED_NAMES: usize = 10;

@@ -718,7 +718,8 @@ fn report_of(
     let chosen = crate::cmd::map::choose(ours_dump, flag_map)?;
     let explicit = chosen.is_some();
     let model = args.model.as_deref();
-    let (mut ours, mut map_warnings) = crate::cmd::map::apply(ours_dump, ref_dump, chosen, model)?;
+    let (mut ours, mut map_warnings, map_notes) =
+        crate::cmd::map::apply(ours_dump, ref_dump, chosen, model)?;
     map_warnings.extend(
         crate::cmd::map::reference_map_unused(ref_dump, explicit).map_err(anyhow::Error::msg)?,
     );
@@ -761,7 +762,7 @@ fn report_of(
         args.steps.as_ref(),
         truth.as_ref(),
     )?);
-    let mut notes = Vec::new();
+    let mut notes = map_notes;
     if let Some(sel) = &args.steps {
         notes.extend(select_steps(&mut plan, (&ours, &reference), sel, None));
     }
@@ -1010,8 +1011,11 @@ fn finish_report(args: &DiffArgs, cfg: &DiffConfig, sides: Sides<'_>) -> Result<
         });
     if check_ids {
         for (dump, path) in [(&ours, &args.ours), (&reference, &args.reference)] {
+            // Once: one file given as both sides says it once (a bad-input hunt saw it twice).
             if let Some(w) = embeddings_against_ids(dump.dump(), &path.display().to_string()) {
-                ctx.warnings.push(w);
+                if !ctx.warnings.contains(&w) {
+                    ctx.warnings.push(w);
+                }
             }
         }
     }

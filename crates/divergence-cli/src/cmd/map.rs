@@ -7,18 +7,21 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use divergence_dump::Dump;
-use divergence_map::{Map, MappedDump, Sizes};
+use divergence_map::{Map, MapError, MappedDump, Sizes};
 
-/// Our dump under its map (or as it is, without one), and the report warnings the map calls for.
+/// Our dump under its map (or as it is, without one), the report warnings the map calls for,
+/// and its notes (how many of our tensors it named: what a map is for, no warning; a
+/// newcomer's check read it among the warnings on every `--map` run).
 pub fn apply<'a>(
     ours: &'a Dump,
     reference: &Dump,
     map: Option<Map>,
     model: Option<&Path>,
-) -> Result<(MappedDump<'a>, Vec<String>)> {
+) -> Result<(MappedDump<'a>, Vec<String>, Vec<String>)> {
     let Some(map) = map else {
-        return Ok((MappedDump::plain(ours), Vec::new()));
+        return Ok((MappedDump::plain(ours), Vec::new(), Vec::new()));
     };
+    let mut notes = Vec::new();
     let (sizes, size_issues) = sizes(model, ours, reference);
     // A config passed over is said (a `--model` whose config.json rejects a size is not used
     // silently); with none left, the rejected fields go with the map's error.
@@ -32,8 +35,15 @@ pub fn apply<'a>(
     let label = one_line(&ours.path().display().to_string());
     let resolved =
         divergence_map::resolve(&map, &tensors_of(ours), &sizes, &label).map_err(|e| {
+            // A tensor that does not fit its rule, or two made one name, are our dump's: the
+            // message names it (a bad-input hunt read "preset vllm: `...q_proj` is made twice"
+            // without the file); the map's own errors name the map.
+            let e = match e {
+                MapError::Collision { .. } | MapError::Tensor { .. } => format!("{label}: {e}"),
+                _ => e.to_string(),
+            };
             match size_issues.used.is_some() || size_issues.rejected.is_empty() {
-                true => anyhow::Error::from(e),
+                true => anyhow::Error::msg(e),
                 false => anyhow::anyhow!(
                     "{e} (model sizes rejected: {})",
                     size_issues.rejected.join("; ")
@@ -79,7 +89,7 @@ pub fn apply<'a>(
             map.label
         ));
     } else {
-        warnings.push(format!(
+        notes.push(format!(
             "name map {}: {} of our tensors named by its rules ({computed} of them computed: split, combined or re-laid out); the rows say how (`mapped`)",
             map.label,
             made.len()
@@ -116,7 +126,7 @@ pub fn apply<'a>(
     }
     warnings.extend(resolved_warnings);
     check_targets(&map, &mapped, reference)?;
-    Ok((mapped, warnings))
+    Ok((mapped, warnings, notes))
 }
 
 /// The map applies to our dump (the first file). Where the names its rules make of the
