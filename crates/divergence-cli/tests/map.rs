@@ -603,8 +603,52 @@ fn a_preset_that_names_nothing_is_said_to_be_another_engines() {
     assert_eq!((code, out.as_str()), (2, ""), "{err}");
     assert_eq!(
         err.trim_end(),
-        format!("error: name map preset llama.cpp: none of {shown}'s tensors is named by its rules, and 2 of its 3 names are not the reference's: is it the map of another engine's dump? (diff --suggest-map FILE proposes one)")
+        format!("error: name map preset llama.cpp: none of {shown}'s tensors is named by its rules, and few of its names are the reference's: is it the map of another engine's dump? (diff --suggest-map FILE proposes one)")
     );
+    // Names that differ from the reference's by a leading prefix pair as they are (a review:
+    // they were refused): the warning only.
+    let tensors: Vec<(String, Vec<usize>, Vec<f32>)> = [
+        "model.embed_tokens",
+        "model.layers.0.input_layernorm",
+        "model.layers.0.mlp.act_fn",
+    ]
+    .iter()
+    .map(|n| {
+        let (shape, v) = read(n);
+        (n.trim_start_matches("model.").to_string(), shape, v)
+    })
+    .collect();
+    write(&ours, &tensors, None);
+    let (code, r, err) = json(&[
+        "diff",
+        &shown,
+        REF,
+        "--map",
+        "llama.cpp",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        common::warnings(&r)
+            .iter()
+            .any(|w| w.contains("none of our tensors is named by its rules")),
+        "{r}"
+    );
+    // Nor a decode dump against a prefill, its prefill compared (`--steps 0`; a review: its
+    // decode steps counted as names of another layout).
+    let (code, _, err) = json(&[
+        "diff",
+        "fixtures/ref/tiny-qwen3.f32.decode.npz",
+        REF,
+        "--map",
+        "llama.cpp",
+        "--steps",
+        "0",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(code, 0, "{err}");
 }
 
 /// A preset's error about our dump's tensors names the dump (a bad-input hunt: "preset vllm:
@@ -851,6 +895,22 @@ fn a_map_in_the_references_metadata_is_said_and_a_null_map_is_none() {
     assert_eq!(
         err.trim_end(),
         format!("error: {shown}: its metadata records the preset vllm (\"map\"), but a map renames our dump's tensors, never the reference's, and ours is given none: are the two files the wrong way round? (diff ENGINE_DUMP REFERENCE)")
+    );
+    // Both dumps in the engine's layout, the reference alone recording its map (a review: an
+    // error refused this pair): a warning.
+    let twin = dir.path().join("twin.npz");
+    write(&twin, &[fused_qkv(false)], None);
+    let (code, report, err) = json(&[
+        "diff",
+        twin.to_str().unwrap(),
+        engine.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        common::warnings(&report).contains(&format!("{shown}: its metadata records the preset vllm (\"map\"), not used: a map renames our dump's tensors, never the reference's; if it is the engine's dump, give it as OURS").as_str()),
+        "{report}"
     );
     // With a map for ours (a file whose one optional rule names nothing here), a warning.
     let map = dir.path().join("map.toml");

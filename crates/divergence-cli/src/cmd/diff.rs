@@ -721,7 +721,8 @@ fn report_of(
     let (mut ours, mut map_warnings, map_notes) =
         crate::cmd::map::apply(ours_dump, ref_dump, chosen, model)?;
     map_warnings.extend(
-        crate::cmd::map::reference_map_unused(ref_dump, explicit).map_err(anyhow::Error::msg)?,
+        crate::cmd::map::reference_map_unused(ours_dump, ref_dump, explicit)
+            .map_err(anyhow::Error::msg)?,
     );
     map_warnings.extend(
         args.map
@@ -860,13 +861,13 @@ impl<'a> Sides<'a> {
 
 /// `--truth` naming OURS' or REF's file itself (a newcomer's check: `diff truth.npz ref.npz
 /// --truth truth.npz` passed, the float64 side never blamed for equalling its truth below; the
-/// reference's own file as its truth judged nothing and left every op to the presets, exit 0).
-/// An error naming it, before anything is read.
+/// reference's file as its own truth judged no op and left every op to the presets). An
+/// error naming it, before anything is read.
 fn truth_is_not_a_side_file(truth: &Path, ours: &Path, reference: &Path) -> Result<()> {
     for (side, path) in [("OURS", ours), ("REF", reference)] {
         if crate::cmd::outputs::same_file(truth, path) {
             anyhow::bail!(
-                "--truth {}: it is the file given as {side}: give a float64 run of the reference's model (scripts/dump_reference.py --truth-out)",
+                "--truth {}: it is the file given as {side}: give a float64 run of the reference's model (scripts/dump_reference.py --truth-out), or leave --truth out",
                 divergence_names::one_line(&truth.display().to_string()),
             );
         }

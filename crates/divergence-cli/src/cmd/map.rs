@@ -35,12 +35,12 @@ pub fn apply<'a>(
     let label = one_line(&ours.path().display().to_string());
     let resolved =
         divergence_map::resolve(&map, &tensors_of(ours), &sizes, &label).map_err(|e| {
-            // A tensor that does not fit its rule, or two made one name, are our dump's: the
-            // message names it (a bad-input hunt read "preset vllm: `...q_proj` is made twice"
-            // without the file); the map's own errors name the map.
+            // Resolving meets our dump's tensors: the message names the dump (a bad-input hunt
+            // read "preset vllm: `...q_proj` is made twice" and "... needs the model size
+            // `heads`" without the file), but where it names it already.
             let e = match e {
-                MapError::Collision { .. } | MapError::Tensor { .. } => format!("{label}: {e}"),
-                _ => e.to_string(),
+                MapError::Unused { .. } | MapError::NoTarget { .. } => e.to_string(),
+                _ => format!("{label}: {e}"),
             };
             match size_issues.used.is_some() || size_issues.rejected.is_empty() {
                 true => anyhow::Error::msg(e),
@@ -68,20 +68,16 @@ pub fn apply<'a>(
     // paired vLLM's fused act_fn with transformers' by name, a false divergence, under "0 of
     // our tensors named").
     if made.is_empty() {
-        // ...and where most of our names are not the reference's either, the probes that pair
+        // ...and where few of our names are the reference's either, the probes that pair
         // by their own names are another layout's namesakes (a bad-input hunt: the llama.cpp
         // preset on a vLLM dump compared vLLM's `mlp.act_fn`, silu(gate) * up, with
         // transformers', exit 1 on a clean port): an error, for a preset (a map file whose
         // optional rules name nothing here is the user's own). A dump already in the
         // reference's names keeps the warning (a script that always passes a preset).
-        let names = ours.names();
-        let held = names.iter().filter(|n| reference.contains(n)).count();
-        if map.preset && 2 * held < names.len() {
+        if map.preset && another_layout(ours, reference) {
             anyhow::bail!(
-                "name map {}: none of {label}'s tensors is named by its rules, and {} of its {} names are not the reference's: is it the map of another engine's dump? (diff --suggest-map FILE proposes one)",
+                "name map {}: none of {label}'s tensors is named by its rules, and few of its names are the reference's: is it the map of another engine's dump? (diff --suggest-map FILE proposes one)",
                 map.label,
-                names.len() - held,
-                names.len()
             );
         }
         warnings.push(format!(
@@ -359,24 +355,47 @@ pub fn unequal_shipped_maps(a: &Dump, b: &Dump) -> Option<String> {
 /// The reference's metadata records a map (`"map"`), which is never used: a map renames our
 /// dump's tensors only, so an engine's dump given as the reference pairs by its own names (a
 /// bad-input hunt: a clean vLLM dump given as REF read 20 false divergences without a word
-/// about its map). `Err`, the message of an error, where ours is given no map: the two files
-/// are the wrong way round (a later hunt: with only a warning, such a clean pair still exited
-/// 1 on a shape mismatch at the first RoPE table); `Ok`, a warning, where a map is used for
-/// ours too.
-pub fn reference_map_unused(reference: &Dump, used: bool) -> Result<Option<String>, String> {
+/// about its map). `Err`, the message of an error, where ours is given no map and our names
+/// are not the reference's ([`another_layout`]): the two files are the wrong way round (a
+/// later hunt: with only a warning, such a clean pair still exited 1 on a shape mismatch at
+/// the first RoPE table); `Ok`, a warning, where a map is used for ours, or our names are the
+/// reference's (both dumps in the engine's layout: a review).
+pub fn reference_map_unused(
+    ours: &Dump,
+    reference: &Dump,
+    used: bool,
+) -> Result<Option<String>, String> {
     let Some(value) = recorded_map(reference) else {
         return Ok(None);
     };
     let what = map_words(Some(value));
     let shown = one_line(&reference.path().display().to_string());
-    if !used {
+    if !used && another_layout(ours, reference) {
         return Err(format!(
             "{shown}: its metadata records {what} (\"map\"), but a map renames our dump's tensors, never the reference's, and ours is given none: are the two files the wrong way round? (diff ENGINE_DUMP REFERENCE)"
         ));
     }
+    let also = if used {
+        " (another is used for ours)"
+    } else {
+        ""
+    };
     Ok(Some(format!(
-        "{shown}: its metadata records {what} (\"map\"), not used: a map renames our dump's tensors, never the reference's (another is used for ours); if it is the engine's dump, give it as OURS"
+        "{shown}: its metadata records {what} (\"map\"), not used: a map renames our dump's tensors, never the reference's{also}; if it is the engine's dump, give it as OURS"
     )))
+}
+
+/// True when our dump, as it is, shares few probe names with the reference, as the plan pairs
+/// them (a leading prefix, decode steps the reference lacks: a review found a dump whose
+/// names lacked `model.`, and a decode dump against a prefill, refused as "another engine's"):
+/// the test that makes `diff` align by content ([`crate::cmd::align::few_in_common`]).
+fn another_layout(ours: &Dump, reference: &Dump) -> bool {
+    let (o, r) = (MappedDump::plain(ours), MappedDump::plain(reference));
+    let plan = divergence_diff::plan_order(
+        &crate::cmd::diff::dump_names(&o),
+        &crate::cmd::diff::dump_names(&r),
+    );
+    crate::cmd::align::few_in_common(&plan, &o, reference)
 }
 
 /// The size fields the configs [`sizes`] consulted rejected, one line each, and the config
