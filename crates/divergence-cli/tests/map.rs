@@ -581,7 +581,7 @@ fn a_preset_that_names_nothing_is_said_to_be_another_engines() {
         !warnings.iter().any(|w| w.contains("0 of our tensors")),
         "{warnings:?}"
     );
-    // Where most of our names are not the reference's either, an error (a bad-input hunt: a
+    // Where few of our names are the reference's either, an error (a bad-input hunt: a
     // clean vLLM dump under the llama.cpp preset compared vLLM's `act_fn` with transformers',
     // exit 1).
     let (shape, v) = read("model.layers.0.mlp.act_fn");
