@@ -53,6 +53,14 @@ pub fn noise_floor<'r>(op: impl Into<Row<'r>>) -> f64 {
 /// and the growth of the noise ratio above which an op made it worse itself.
 pub const TRUTH_BIRTH: f64 = 1.5;
 
+/// By the relative error, a first birth that grew the error less than this is weak: a later
+/// op on the chain that grew it more than [`STRONG_BIRTH`] by itself is the birth instead.
+pub const WEAK_BIRTH: f64 = 100.0;
+
+/// See [`WEAK_BIRTH`]: a growth no noise and no q/k-norm amplification reaches, a fault
+/// entering on top of noise-level inputs.
+pub const STRONG_BIRTH: f64 = 1000.0;
+
 /// What the origin measures an op's error by: the relative L2 error of ours vs ref, or, with
 /// `--truth`, the noise ratio (how much less accurate than the reference ours is).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -526,12 +534,27 @@ pub fn origin<R: RowSource + ?Sized>(
     let decisive = |i: usize| {
         growth(i).is_some_and(|g| g > BIRTH_GROWTH) && ops.row_at(i).status().is_divergence()
     };
+    // By the relative error, an op that grew the error past STRONG_BIRTH by itself, after a
+    // first growth past BIRTH_GROWTH that stayed under WEAK_BIRTH, is where it was born: the
+    // first was noise that a peaked softmax grows (a clean f32 layer-3 `attn_out@1`, x12.7),
+    // the second a fault entering (a zero-filled cache slot two layers on, x18,000: a held-out
+    // check, session 48). Amplification through a q/k norm stays under STRONG_BIRTH.
+    let strong = |i: usize| growth(i).is_some_and(|g| g > STRONG_BIRTH);
     let born = match measure {
         Measure::NoiseRatio => back
             .iter()
             .position(|&i| decisive(i))
             .or_else(|| back.iter().position(|&i| grew(i))),
-        Measure::RelErr => back.iter().position(|&i| grew(i)),
+        Measure::RelErr => back.iter().position(|&i| grew(i)).map(|first| {
+            let weak = growth(back[first]).is_some_and(|g| g < WEAK_BIRTH);
+            match weak {
+                true => back[first + 1..]
+                    .iter()
+                    .position(|&i| strong(i))
+                    .map_or(first, |k| first + 1 + k),
+                false => first,
+            }
+        }),
     }
     .unwrap_or(0);
     let chain: Vec<ChainLink> = back[born..]
@@ -1162,6 +1185,60 @@ mod tests {
         let o = origin(&ops, &flow, &g, 4, Measure::NoiseRatio).unwrap();
         assert_eq!(o.name, format!("{L0}self_attn.k_norm"));
         assert_eq!(row_role(&ops[4], Measure::NoiseRatio), None); // growth not stored on rows here
+    }
+
+    /// By the relative error, a first birth under WEAK_BIRTH gives way to a later op of the
+    /// chain that grew the error past STRONG_BIRTH by itself (a held-out check: a clean f32
+    /// `attn_out@1`, x12.7 through a peaked softmax, read as the birth of a zero-filled cache
+    /// slot two layers on, x18,000); a later growth under STRONG_BIRTH (a k_norm's
+    /// amplification) leaves the first birth where it is, and so does a first birth past
+    /// WEAK_BIRTH.
+    #[test]
+    fn a_weak_birth_gives_way_to_a_strong_one() {
+        // input_layernorm x20 over the f32 floor (noise a peaked op grows), k_proj carried,
+        // k_norm the fault (x2e6), rope_k carried
+        let (g, o) = run(
+            [
+                Some(0.0),
+                Some(0.0),
+                Some(2e-5),
+                Some(2e-5),
+                Some(40.0),
+                Some(40.0),
+            ],
+            4,
+        );
+        assert!(
+            g[2].is_some_and(|x| x > BIRTH_GROWTH && x < WEAK_BIRTH),
+            "{g:?}"
+        );
+        assert_eq!(roles(&o.unwrap()), [("self_attn.k_norm", Role::Born)]);
+        // k_norm grew it x500 (amplification, under STRONG_BIRTH): born at input_layernorm
+        let (_, o) = run(
+            [
+                Some(0.0),
+                Some(0.0),
+                Some(2e-5),
+                Some(2e-5),
+                Some(1e-2),
+                Some(1e-2),
+            ],
+            4,
+        );
+        assert_eq!(o.unwrap().name, format!("{L0}input_layernorm"));
+        // a first birth past WEAK_BIRTH (x200) stays the birth
+        let (_, o) = run(
+            [
+                Some(0.0),
+                Some(0.0),
+                Some(2e-4),
+                Some(2e-4),
+                Some(40.0),
+                Some(40.0),
+            ],
+            4,
+        );
+        assert_eq!(o.unwrap().name, format!("{L0}input_layernorm"));
     }
 
     /// With the truth, a flagged op that grew the noise ratio past BIRTH_GROWTH by itself is

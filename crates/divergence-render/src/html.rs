@@ -71,9 +71,13 @@ function filter(){
  count.textContent=shown+' of '+rows.length+' ops';
 }
 box.addEventListener('input',filter);only.addEventListener('change',filter);filter();
-// "show in the table": the filters cleared, and the row scrolled to.
+// "show in the table": the filters and the sort cleared (the rows back in execution order: a
+// visual check found them left sorted), and the row scrolled to.
 var to=document.getElementById('to-first');
-if(to)to.addEventListener('click',function(){box.value='';only.checked=false;filter();
+if(to)to.addEventListener('click',function(){box.value='';only.checked=false;col=-1;asc=true;
+ rows.forEach(function(r){tbody.appendChild(r);});
+ Array.prototype.forEach.call(table.tHead.rows[0].cells,function(h){h.removeAttribute('aria-sort');});
+ filter();
  var r=document.getElementById('op-'+to.getAttribute('data-op'));if(r)r.scrollIntoView({block:'center'});});
 })();
 "#;

@@ -636,17 +636,17 @@ pub(crate) fn growth(report: &Report, standalone: bool) -> String {
                 ly + 4.0,
                 "start",
                 "fill=\"#333\"",
-                &format!("limit {}× ref's error", ratio_text(k)),
+                &format!("limit {}× max(ref's error, floor)", ratio_text(k)),
             );
             svg.line(
-                lx + 410.0,
+                lx + 510.0,
                 ly,
-                lx + 438.0,
+                lx + 538.0,
                 ly,
                 &format!("stroke=\"{REF_LINE}\" stroke-width=\"1.5\""),
             );
             svg.text(
-                lx + 444.0,
+                lx + 544.0,
                 ly + 4.0,
                 "start",
                 "fill=\"#333\"",

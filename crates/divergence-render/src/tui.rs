@@ -1515,7 +1515,29 @@ impl Tui {
         let plot_h = if plot { PLOT_H.min(inner.height) } else { 0 };
         let [text, chart] =
             Layout::vertical([Constraint::Min(0), Constraint::Length(plot_h)]).areas(inner);
-        frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), text);
+        let para = Paragraph::new(lines).wrap(Wrap { trim: false });
+        // Text taller than its room (a short terminal under a long header) says how much is
+        // left out on its last row, not a line cut off without a word (a visual check at
+        // 80x24 lost the norms, and a line ended "at decode step").
+        let total = para.line_count(text.width);
+        let rows = usize::from(text.height);
+        if total > rows && rows >= 2 {
+            let [shown, more] =
+                Layout::vertical([Constraint::Min(0), Constraint::Length(1)]).areas(text);
+            frame.render_widget(para, shown);
+            let hidden = total - usize::from(shown.height);
+            frame.render_widget(
+                Paragraph::new(Line::styled(
+                    format!(
+                        "… {hidden} more lines: a taller terminal shows them (or --format json)"
+                    ),
+                    Style::new().add_modifier(Modifier::DIM),
+                )),
+                more,
+            );
+        } else {
+            frame.render_widget(para, text);
+        }
         if let Some(p) = self.profile(RowView::from(op)).filter(|_| plot) {
             draw_profile(frame, chart, p);
         }
@@ -1941,13 +1963,17 @@ fn footer_line(sort: &str, width: usize, steps: bool, warnings: bool) -> Line<'s
     let mut budget = width.saturating_sub(lead.chars().count());
     let mut by_priority: Vec<usize> = (0..keys.len()).filter(|&i| keys[i].2).collect();
     by_priority.sort_by_key(|&i| keys[i].1);
+    // In priority order until one does not fit: a key of lower priority is not shown in the
+    // place of one that did not fit (a visual check saw `s/S/r sort` kept and `n/N` dropped at
+    // 80 columns).
     let mut keep = vec![false; keys.len()];
     for i in by_priority {
         let w = keys[i].0.chars().count() + 2;
-        if w <= budget {
-            keep[i] = true;
-            budget -= w;
+        if w > budget {
+            break;
         }
+        keep[i] = true;
+        budget -= w;
     }
     let shown: Vec<&str> = (0..keys.len())
         .filter(|&i| keep[i])
@@ -2244,6 +2270,31 @@ mod tests {
         assert!(cut.width() <= 20, "{cut}");
     }
     use super::*;
+
+    /// The status bar keeps its keys in priority order and stops at the first that does not
+    /// fit: `n/N` (priority 4) is not dropped for the shorter `s/S/r sort` (6) (a visual
+    /// check at 80 columns).
+    #[test]
+    fn the_status_bar_stops_at_the_first_key_that_does_not_fit() {
+        let text = |width: usize| -> String {
+            footer_line("noise ratio", width, false, false)
+                .spans
+                .iter()
+                .map(|s| s.content.to_string())
+                .collect()
+        };
+        // "noise ratio │ " and `? help`, `q quit`, `f/o first/origin`, `/ filter` (8, 8, 18,
+        // 10 with their gaps): 14 columns left, one short of `n/N next/prev`.
+        let lead = "noise ratio │ ".chars().count();
+        let short = text(lead + 44 + 14);
+        assert!(
+            short.contains("/ filter") && !short.contains("n/N"),
+            "{short}"
+        );
+        assert!(!short.contains("s/S/r sort"), "{short}");
+        let room = text(lead + 44 + 15);
+        assert!(room.contains("n/N next/prev"), "{room}");
+    }
 
     /// A report of `layers` one-op layers (`@1` too, a decode report, where `steps`), layer
     /// `bad` diverged.

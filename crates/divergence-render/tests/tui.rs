@@ -1047,6 +1047,22 @@ fn the_fixed_preset_note_of_a_half_pair_is_shown() {
 /// The details give the diagnosis before the numbers the columns show: at 80x24 with the plot,
 /// the hint, the origin and the positions are shown (a user's check: they were cut, the
 /// numbers and the plot drawn).
+/// Details taller than their room (a short terminal) say how many lines are left out on their
+/// last row, not a line cut off without a word (a visual check at 80x24 under a report's
+/// three-line `tokens:` header); a tall terminal shows them all, without the line.
+#[test]
+fn details_cut_by_a_short_terminal_say_so() {
+    let mut tui = Tui::new(report_with_positions());
+    press(&mut tui, "\n");
+    let short = screen(&mut tui, 80, 14);
+    assert!(
+        short.contains("more lines: a taller terminal shows them"),
+        "{short}"
+    );
+    let tall = screen(&mut tui, 160, 60);
+    assert!(!tall.contains("more lines"), "{tall}");
+}
+
 #[test]
 fn the_details_diagnosis_comes_before_the_numbers() {
     let mut report = report_with_positions();
