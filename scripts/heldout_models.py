@@ -11,7 +11,8 @@ not run in CI. `NINTH`: the six of a ninth (docs/results/heldout-2026-12-06-sess
 which tests/python/test_heldout.py runs `xw` and `xe`. `TENTH`: the five of a tenth
 (docs/results/heldout-2026-12-06-session46.txt), of which tests/python/test_heldout.py runs `yc`;
 `REVIEW46`: a review's model of that session, which it runs too. `REVIEW47`: a review's eleven
-of session 47 (docs/tolerances.md), not run in CI.
+of session 47 (docs/tolerances.md), not run in CI. `ELEVENTH`: the four of an eleventh
+(docs/results/heldout-2026-12-06-session48.txt), not run in CI.
 
 `make(name, workdir)` builds one with real transformers (scripts/dump_reference.py, seeded init)
 and returns its directory, its prompt (comma-separated ids) and its config changes.
@@ -235,12 +236,30 @@ REVIEW47 = {
                  intermediate_size=320, vocab_size=1000, rope_theta=10000.0), 7811, 10, 40, "eager", "k80"),
 }
 
+# The eleventh held-out check's four (a helper, session 48; results:
+# docs/results/heldout-2026-12-06-session48.txt): GQA ratios 8, 1, 3 and 2, prompts of 1, 150,
+# 37 and 13 tokens, realistic gains and twice them. Not run in CI.
+ELEVENTH = {
+    "za": (dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=8, num_key_value_heads=1,
+                head_dim=16, intermediate_size=160, vocab_size=333, rope_theta=10000.0), 4801, 1, 20,
+           "eager", True),
+    "zb": (dict(hidden_size=256, num_hidden_layers=6, num_attention_heads=4, num_key_value_heads=4,
+                head_dim=128, intermediate_size=448, vocab_size=1500, rope_theta=1000000.0), 4802, 150, 8,
+           "sdpa", "x2"),
+    "zc": (dict(hidden_size=192, num_hidden_layers=4, num_attention_heads=12, num_key_value_heads=4,
+                head_dim=32, intermediate_size=384, vocab_size=900, rope_theta=1000000.0), 4803, 37, 12,
+           "eager", "x2"),
+    "zd": (dict(hidden_size=96, num_hidden_layers=3, num_attention_heads=6, num_key_value_heads=3,
+                head_dim=48, intermediate_size=224, vocab_size=500, rope_theta=10000.0), 4804, 13, 16,
+           "sdpa", True),
+}
+
 
 def make(name: str, workdir: Path) -> tuple[Path, str, dict]:
     """Model `name` saved (float32 weights) under `workdir`: (its directory, its prompt, its
     config changes)."""
     changes, seed, length, _steps, _attn, gains = {**MODELS, **SECOND, **THIRD, **FOURTH, **SIXTH, **SEVENTH, **NINTH,
-                                                    **TENTH, **REVIEW46, **REVIEW47}[name]
+                                                    **TENTH, **REVIEW46, **REVIEW47, **ELEVENTH}[name]
     cfg = json.loads((REPO / "fixtures/configs/tiny-qwen3.json").read_text())
     cfg.update(changes, max_window_layers=changes["num_hidden_layers"])
     workdir.mkdir(parents=True, exist_ok=True)
