@@ -605,7 +605,9 @@ def test_a_cache_stored_in_bf16_under_one_large_gain_is_a_rounding(tmp_path):
     with no hint: the slot's two elements of the gain-150 channels hold 99.7% of the squared
     difference, and one factor (0.99867) fitted it within 0.6%, which read as a scale. Every
     element is ref's rounded to bf16: `rounding` (docs/hints.md, the f32 pair's half-type
-    rounding: a scale must take its share of most elements)."""
+    rounding: a scale must take its share of most elements); since session 48 told by ours'
+    own `rope_k@1` cast to bf16 at every element (docs/hints.md, `rounding` at a KV-cache
+    slot)."""
     mdir, ids, _ = make("yc", tmp_path)
     ref = dump(tmp_path, "--model", mdir, "--ids", ids, "--dtype", "float32", "--decode", 2, name="ref.npz")
     ours = tmp_path / "ours.npz"
@@ -615,7 +617,7 @@ def test_a_cache_stored_in_bf16_under_one_large_gain_is_a_rounding(tmp_path):
     r = json.loads(p.stdout)
     op = "model.layers.0.self_attn.cache_k@1"
     assert (p.returncode, where(r)) == (1, (op, 1)), r["first_divergence"]
-    assert any(h["code"] == "rounding" and h["op"] == op and "of bfloat16 in a float32 pair" in h["message"]
+    assert any(h["code"] == "rounding" and h["op"] == op and "cast to bfloat16 at every element" in h["message"]
                for h in r["hints"]), r["hints"]
 
 
