@@ -18,7 +18,6 @@ use divergence_names::{Op, QkKind};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::compare::Status;
 use crate::origin::{class_noise_floor, noise_floor};
 use crate::rows::{Row, RowSource};
 use crate::tolerance::DTypeClass;
@@ -270,12 +269,7 @@ pub fn amplification<R: RowSource + ?Sized>(
     // A pair needs both rows compared: a norm or projection in one dump only (a
     // TransformerLens dump holds no norm's output; llama.cpp's keeps no q projection) gave
     // rows of dashes under "k rows, and q rows over the ratio" (a newcomer's check).
-    let compared = |r: Row<'_>| {
-        !matches!(
-            r.status(),
-            Status::OnlyOurs | Status::OnlyRef | Status::Unreadable
-        )
-    };
+    let compared = |r: Row<'_>| r.status().is_compared();
     // The row of norm `i`, found by its name.
     let one = |i: usize| -> Option<(usize, AmplificationRow)> {
         let op = ops.row_at(i);

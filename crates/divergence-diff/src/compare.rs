@@ -82,6 +82,15 @@ impl Status {
         )
     }
 
+    /// True where both sides were read and set against each other: not `only_ours`,
+    /// `only_ref` or `unreadable` (what the per-step summaries count as missing).
+    pub fn is_compared(self) -> bool {
+        !matches!(
+            self,
+            Status::OnlyOurs | Status::OnlyRef | Status::Unreadable
+        )
+    }
+
     /// The snake_case name used in JSON (`"shape_mismatch"`).
     pub fn as_str(self) -> &'static str {
         match self {

@@ -178,9 +178,9 @@ pub fn step_summaries<R: RowSource + ?Sized>(ops: &R) -> Vec<StepSummary> {
                 let o = ops.row_at(i);
                 let status = o.status();
                 let s = out.entry(o.step()).or_default();
-                match status {
-                    Status::OnlyOurs | Status::OnlyRef | Status::Unreadable => s.missing += 1,
-                    _ => s.compared += 1,
+                match status.is_compared() {
+                    false => s.missing += 1,
+                    true => s.compared += 1,
                 }
                 if status.is_divergence() {
                     s.diverged += 1;
@@ -717,9 +717,9 @@ mod tests {
                 worst_op: None,
                 first_divergence: None,
             });
-            match o.status {
-                Status::OnlyOurs | Status::OnlyRef | Status::Unreadable => s.missing += 1,
-                _ => s.compared += 1,
+            match o.status.is_compared() {
+                false => s.missing += 1,
+                true => s.compared += 1,
             }
             if o.status.is_divergence() {
                 s.diverged += 1;
