@@ -221,8 +221,9 @@ fn lane_of(j: usize, full: usize) -> usize {
 /// without the caller's vector features (the rare paths, the careful loop and the max-index
 /// rescan, do take closures through `for_runs`).
 #[inline(always)]
-fn pair_lanes<A: Elem, B: Elem>(
+fn pair_lanes<A: Elem, B: Elem, const TRACK: bool>(
     l: &mut Lanes<LANES>,
+    first: &mut [u64; LANES],
     xs: &[A::Raw],
     ys: &[B::Raw],
     j: usize,
@@ -231,25 +232,59 @@ fn pair_lanes<A: Elem, B: Elem>(
 ) {
     let k = xs.len().min(ys.len());
     let head = ((LANES - j % LANES) % LANES).min(k);
+    // With TRACK, `first[lane]` follows the block element at which each lane's maximum last
+    // grew: the lane's first element attaining its maximum, as each lane sees its elements in
+    // order ([`fast_block`]).
     for i in 0..head {
-        l.step(lane_of(j + i, full), A::wide(xs[i]), B::wide(ys[i]), tol);
+        pair_one::<TRACK>(l, first, A::wide(xs[i]), B::wide(ys[i]), j + i, full, tol);
     }
     let groups = full.saturating_sub(j + head).min(k - head) / LANES * LANES;
     let body = head..head + groups;
-    // A copy whose lanes are only indexed by constants, so that it lives in vector registers
+    // Copies whose lanes are only indexed by constants, so that they live in vector registers
     // (the element-by-element loops index `l` at run time, which keeps it in memory).
     let mut v = *l;
+    let mut f = *first;
+    let mut at = (j + head) as u64;
     for (xb, yb) in xs[body.clone()]
         .chunks_exact(LANES)
         .zip(ys[body.clone()].chunks_exact(LANES))
     {
         for lane in 0..LANES {
-            v.step(lane, A::wide(xb[lane]), B::wide(yb[lane]), tol);
+            let before = v.max_abs_d[lane];
+            let a = v.step(lane, A::wide(xb[lane]), B::wide(yb[lane]), tol);
+            if TRACK {
+                f[lane] = if a > before {
+                    at + lane as u64
+                } else {
+                    f[lane]
+                };
+            }
         }
+        at += LANES as u64;
     }
     *l = v;
+    *first = f;
     for i in body.end..k {
-        l.step(lane_of(j + i, full), A::wide(xs[i]), B::wide(ys[i]), tol);
+        pair_one::<TRACK>(l, first, A::wide(xs[i]), B::wide(ys[i]), j + i, full, tol);
+    }
+}
+
+/// One element of [`pair_lanes`]' element-by-element loops: block element `at`, in its lane.
+#[inline(always)]
+fn pair_one<const TRACK: bool>(
+    l: &mut Lanes<LANES>,
+    first: &mut [u64; LANES],
+    x: f64,
+    y: f64,
+    at: usize,
+    full: usize,
+    tol: &Tol,
+) {
+    let lane = lane_of(at, full);
+    let before = l.max_abs_d[lane];
+    let a = l.step(lane, x, y, tol);
+    if TRACK && a > before {
+        first[lane] = at as u64;
     }
 }
 
@@ -374,7 +409,9 @@ fn pair_visit(
                 How::Chunks(chunk_len) => {
                     run::<A, B>(self.acc, self.o, r, self.n, self.base, self.p, chunk_len)
                 }
-                How::Continue => chunk_acc::<A, B>(self.acc, self.o, r, self.n, self.base, self.p),
+                How::Continue => {
+                    chunk_acc::<A, B, false>(self.acc, self.o, r, self.n, self.base, self.p)
+                }
             }
         }
     }
@@ -404,7 +441,7 @@ fn run<A: Elem, B: Elem>(
         acc,
         |c| {
             let (o, r) = (o.skip(c.start), r.skip(c.start));
-            chunk_acc::<A, B>(
+            chunk_acc::<A, B, false>(
                 Accumulator::default(),
                 o,
                 r,
@@ -425,7 +462,7 @@ fn run<A: Elem, B: Elem>(
 /// compute the same IEEE operations in the same order (lane count is fixed by [`LANES`], not
 /// by the vector width; no FMA contraction; one inlined [`Lanes::step`]), so results do not
 /// depend on the CPU.
-fn chunk_acc<A: Elem, B: Elem>(
+fn chunk_acc<A: Elem, B: Elem, const TRACK: bool>(
     acc: Accumulator,
     o: Src<'_, A::Raw>,
     r: Src<'_, B::Raw>,
@@ -437,19 +474,19 @@ fn chunk_acc<A: Elem, B: Elem>(
     {
         if std::arch::is_x86_feature_detected!("avx512f") {
             // SAFETY: the CPU supports AVX-512F, checked just above.
-            return unsafe { chunk_acc_avx512::<A, B>(acc, o, r, n, base, p) };
+            return unsafe { chunk_acc_avx512::<A, B, TRACK>(acc, o, r, n, base, p) };
         }
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU supports AVX2, checked just above.
-            return unsafe { chunk_acc_avx2::<A, B>(acc, o, r, n, base, p) };
+            return unsafe { chunk_acc_avx2::<A, B, TRACK>(acc, o, r, n, base, p) };
         }
     }
-    chunk_acc_portable::<A, B>(acc, o, r, n, base, p)
+    chunk_acc_portable::<A, B, TRACK>(acc, o, r, n, base, p)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn chunk_acc_avx512<A: Elem, B: Elem>(
+unsafe fn chunk_acc_avx512<A: Elem, B: Elem, const TRACK: bool>(
     acc: Accumulator,
     o: Src<'_, A::Raw>,
     r: Src<'_, B::Raw>,
@@ -457,12 +494,12 @@ unsafe fn chunk_acc_avx512<A: Elem, B: Elem>(
     base: u64,
     p: &Params,
 ) -> Accumulator {
-    chunk_acc_portable::<A, B>(acc, o, r, n, base, p)
+    chunk_acc_portable::<A, B, TRACK>(acc, o, r, n, base, p)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn chunk_acc_avx2<A: Elem, B: Elem>(
+unsafe fn chunk_acc_avx2<A: Elem, B: Elem, const TRACK: bool>(
     acc: Accumulator,
     o: Src<'_, A::Raw>,
     r: Src<'_, B::Raw>,
@@ -470,11 +507,11 @@ unsafe fn chunk_acc_avx2<A: Elem, B: Elem>(
     base: u64,
     p: &Params,
 ) -> Accumulator {
-    chunk_acc_portable::<A, B>(acc, o, r, n, base, p)
+    chunk_acc_portable::<A, B, TRACK>(acc, o, r, n, base, p)
 }
 
 #[inline(always)]
-fn chunk_acc_portable<A: Elem, B: Elem>(
+fn chunk_acc_portable<A: Elem, B: Elem, const TRACK: bool>(
     mut acc: Accumulator,
     o: Src<'_, A::Raw>,
     r: Src<'_, B::Raw>,
@@ -486,7 +523,7 @@ fn chunk_acc_portable<A: Elem, B: Elem>(
     while at < n {
         let len = BLOCK.min(n - at);
         let (ob, rb, block_base) = (o.skip(at), r.skip(at), base + at as u64);
-        if !fast_block::<A, B>(ob, rb, len, block_base, p, &mut acc) {
+        if !fast_block::<A, B, TRACK>(ob, rb, len, block_base, p, &mut acc) {
             for_runs(ob, rb, len, |j, os, rs| {
                 slow_block::<A, B>(os, rs, block_base + j as u64, p, &mut acc);
             });
@@ -499,7 +536,7 @@ fn chunk_acc_portable<A: Elem, B: Elem>(
 /// The vectorizable path for a block of `len` elements where every value is finite. Returns
 /// false (and leaves `acc` untouched) when the block holds a NaN or Inf.
 #[inline(always)]
-fn fast_block<A: Elem, B: Elem>(
+fn fast_block<A: Elem, B: Elem, const TRACK: bool>(
     o: Src<'_, A::Raw>,
     r: Src<'_, B::Raw>,
     len: usize,
@@ -509,14 +546,16 @@ fn fast_block<A: Elem, B: Elem>(
 ) -> bool {
     let tol = *p;
     let mut l = Lanes::<LANES>::ZERO;
+    let mut first = [0u64; LANES];
     let full = len - len % LANES;
     let mut j = 0;
     while j < len {
         let ro = o.at.run(j, len - j);
         let rr = r.at.run(j, ro.len());
         let k = rr.len();
-        pair_lanes::<A, B>(
+        pair_lanes::<A, B, TRACK>(
             &mut l,
+            &mut first,
             &o.raw[ro.start..ro.start + k],
             &r.raw[rr],
             j,
@@ -553,7 +592,18 @@ fn fast_block<A: Elem, B: Elem>(
         .max_abs_d
         .iter()
         .fold(0.0f64, |m, &v| if v > m { v } else { m });
-    if len > 0 && (acc.max_abs_d_index.is_none() || bmx > acc.max_abs_d) {
+    if TRACK && len > 0 && (acc.max_abs_d_index.is_none() || bmx > acc.max_abs_d) {
+        // The lanes followed where their maxima grew: the block's first element attaining
+        // `bmx` is the first such element of the lanes that reach it (each lane's own first;
+        // none grew when every difference is 0, and then element 0 attains it).
+        let at = (0..LANES)
+            .filter(|&lane| bmx > 0.0 && l.max_abs_d[lane] == bmx)
+            .map(|lane| first[lane])
+            .min()
+            .unwrap_or(0);
+        acc.max_abs_d = bmx;
+        acc.max_abs_d_index = Some(base + at);
+    } else if len > 0 && (acc.max_abs_d_index.is_none() || bmx > acc.max_abs_d) {
         // Rescan this block for the first element attaining the maximum: only when it grows,
         // which is rare in a large tensor and once per tensor of one block (a decode step's
         // probes): a vectorized scan, run by run, without a closure (see `pair_lanes`).
@@ -707,22 +757,33 @@ pub(crate) fn step_sums(
                 raw: r,
                 at: At::Flat(0),
             };
-            for k in 0..self.steps {
-                let at = k * self.n;
-                let run = chunk_acc::<A, B>(
-                    Accumulator::default(),
-                    o.skip(at),
-                    r.skip(at),
-                    self.n,
-                    0,
-                    self.p,
-                );
-                // As `Chunked::total` closes a run shorter than a chunk: its one open chunk
-                // merged into empty sums.
-                let mut sums = Accumulator::default();
-                sums.merge(&run);
-                (self.emit)(k, sums);
+            // A step of one or two blocks (a decode step's probes but its logits) has its
+            // maximum's index followed by the lanes: a rescan would read at least its first
+            // block again. Longer steps rescan a block only where the maximum grows.
+            if self.n <= 2 * BLOCK {
+                each_step::<A, B, true>(o, r, self.n, self.steps, self.p, self.emit);
+            } else {
+                each_step::<A, B, false>(o, r, self.n, self.steps, self.p, self.emit);
             }
+        }
+    }
+    fn each_step<A: Elem, B: Elem, const TRACK: bool>(
+        o: Src<'_, A::Raw>,
+        r: Src<'_, B::Raw>,
+        n: usize,
+        steps: usize,
+        p: &Params,
+        emit: &mut dyn FnMut(usize, Accumulator),
+    ) {
+        for k in 0..steps {
+            let at = k * n;
+            let run =
+                chunk_acc::<A, B, TRACK>(Accumulator::default(), o.skip(at), r.skip(at), n, 0, p);
+            // As `Chunked::total` closes a run shorter than a chunk: its one open chunk merged
+            // into empty sums.
+            let mut sums = Accumulator::default();
+            sums.merge(&run);
+            emit(k, sums);
         }
     }
     // Both sides must hold every run: a short side is the caller's bug, never read past.
@@ -1019,7 +1080,7 @@ impl Chunked<SideStats> {
 
 #[cfg(test)]
 mod tests {
-    use divergence_values::elem::{F32, F64};
+    use divergence_values::elem::{Bf16Le, F32, F64};
     use divergence_values::{Gather, Piece};
 
     use super::*;
@@ -1071,6 +1132,101 @@ mod tests {
         assert_eq!(one.max_abs_d_index, Some(expect.0 as u64));
         assert_eq!(one.max_abs_d, expect.1);
         assert!((one.sum_d2 - many.sum_d2).abs() < 1e-9 * one.sum_d2);
+    }
+
+    /// The lanes that follow where their maxima grew ([`step_sums`]' blocks) find the element
+    /// the rescan finds, the first attaining the maximum, whatever the ties: every length up
+    /// to three groups past a block (the maximum in a block's last `len % LANES` elements, in
+    /// a later block, every difference 0, one maximum in several lanes), f32 and bfloat16,
+    /// every vector build this CPU runs.
+    #[test]
+    fn tracked_max_index_is_the_rescans() {
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = move |k: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % k
+        };
+        let bf = |v: &[f32]| -> Vec<[u8; 2]> {
+            v.iter()
+                .map(|x| ((x.to_bits() >> 16) as u16).to_le_bytes())
+                .collect()
+        };
+        let lens = (0..=3 * LANES + 3).chain(BLOCK - 9..=BLOCK + 2 * LANES + 1);
+        let mut checked = 0;
+        for len in lens {
+            for pattern in 0..5u64 {
+                let o: Vec<f32> = (0..len)
+                    .map(|i| match pattern {
+                        0 => 1.0,                                             // every difference 0
+                        1 => next(3) as f32,                                  // many ties
+                        2 => (i % 7) as f32,                                  // a periodic maximum
+                        3 => (i == len.saturating_sub(1)) as u8 as f32 * 5.0, // the last only
+                        _ => next(1000) as f32 / 7.0,
+                    })
+                    .collect();
+                let r: Vec<f32> = (0..len)
+                    .map(|i| if pattern == 0 { 1.0 } else { (i % 3) as f32 })
+                    .collect();
+                let rescan = chunk_acc_portable::<F32, F32, false>(
+                    Accumulator::default(),
+                    flat(&o),
+                    flat(&r),
+                    len,
+                    3,
+                    &P,
+                );
+                let tracked = chunk_acc::<F32, F32, true>(
+                    Accumulator::default(),
+                    flat(&o),
+                    flat(&r),
+                    len,
+                    3,
+                    &P,
+                );
+                assert_eq!(tracked, rescan, "len {len}, pattern {pattern}");
+                let (ob, rb) = (bf(&o), bf(&r));
+                let rescan = chunk_acc_portable::<Bf16Le, Bf16Le, false>(
+                    Accumulator::default(),
+                    flat(&ob),
+                    flat(&rb),
+                    len,
+                    0,
+                    &P,
+                );
+                let tracked = chunk_acc_portable::<Bf16Le, Bf16Le, true>(
+                    Accumulator::default(),
+                    flat(&ob),
+                    flat(&rb),
+                    len,
+                    0,
+                    &P,
+                );
+                assert_eq!(tracked, rescan, "bf16 len {len}, pattern {pattern}");
+                #[cfg(target_arch = "x86_64")]
+                {
+                    if std::arch::is_x86_feature_detected!("avx2") {
+                        // SAFETY: the CPU supports AVX2, checked just above.
+                        let avx2 = unsafe {
+                            chunk_acc_avx2::<Bf16Le, Bf16Le, true>(
+                                Accumulator::default(),
+                                flat(&ob),
+                                flat(&rb),
+                                len,
+                                0,
+                                &P,
+                            )
+                        };
+                        assert_eq!(avx2, rescan, "avx2 len {len}, pattern {pattern}");
+                    }
+                }
+                if len > 0 {
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 200);
     }
 
     #[test]
@@ -1217,9 +1373,15 @@ mod tests {
         let o: Vec<f32> = (0..5000).map(|i| ((i as f32) * 0.37).sin() * 3.0).collect();
         let mut r: Vec<f64> = o.iter().map(|&x| f64::from(x) * 1.001 + 1e-4).collect();
         r[777] = f64::NAN;
-        let dispatched =
-            chunk_acc::<F32, F64>(Accumulator::default(), flat(&o), flat(&r), o.len(), 10, &P);
-        let portable = chunk_acc_portable::<F32, F64>(
+        let dispatched = chunk_acc::<F32, F64, false>(
+            Accumulator::default(),
+            flat(&o),
+            flat(&r),
+            o.len(),
+            10,
+            &P,
+        );
+        let portable = chunk_acc_portable::<F32, F64, false>(
             Accumulator::default(),
             flat(&o),
             flat(&r),
@@ -1228,6 +1390,25 @@ mod tests {
             &P,
         );
         assert_eq!(dispatched, portable);
+        // The same sums where the lanes follow their maxima instead of a rescan.
+        let tracked = chunk_acc::<F32, F64, true>(
+            Accumulator::default(),
+            flat(&o),
+            flat(&r),
+            o.len(),
+            10,
+            &P,
+        );
+        assert_eq!(tracked, portable);
+        let tracked = chunk_acc_portable::<F32, F64, true>(
+            Accumulator::default(),
+            flat(&o),
+            flat(&r),
+            o.len(),
+            10,
+            &P,
+        );
+        assert_eq!(tracked, portable);
         assert_eq!(dispatched.nonfinite_mismatch, 1);
         // Each vector build this CPU can run, not only the one dispatch picks.
         #[cfg(target_arch = "x86_64")]
@@ -1235,7 +1416,7 @@ mod tests {
             if std::arch::is_x86_feature_detected!("avx2") {
                 // SAFETY: the CPU supports AVX2, checked just above.
                 let avx2 = unsafe {
-                    chunk_acc_avx2::<F32, F64>(
+                    chunk_acc_avx2::<F32, F64, true>(
                         Accumulator::default(),
                         flat(&o),
                         flat(&r),
@@ -1249,7 +1430,7 @@ mod tests {
             if std::arch::is_x86_feature_detected!("avx512f") {
                 // SAFETY: the CPU supports AVX-512F, checked just above.
                 let avx512 = unsafe {
-                    chunk_acc_avx512::<F32, F64>(
+                    chunk_acc_avx512::<F32, F64, true>(
                         Accumulator::default(),
                         flat(&o),
                         flat(&r),
