@@ -621,6 +621,12 @@ pub fn assemble(ops: impl Into<Rows>, ctx: ReportContext, cfg: &DiffConfig) -> R
             noise_judged = n;
         }
     }
+    let mut notes = Vec::new();
+    if let Tolerance::Truth { ratio } = cfg.tolerance {
+        if let Some((note, _)) = crate::compare::judge_by_step_envelope(&mut ops, ratio) {
+            notes.push(note);
+        }
+    }
     // One pass over the rows, in parallel; each pass below too: a decode dump has ~150,000
     // rows.
     let tally = Tally::of(&ops, &cfg.tolerance);
@@ -675,7 +681,7 @@ pub fn assemble(ops: impl Into<Rows>, ctx: ReportContext, cfg: &DiffConfig) -> R
         order_source: ctx.order_source,
         input_ids_mismatch,
         warnings,
-        notes: Vec::new(),
+        notes,
         step_selection: None,
         first_divergence,
         origin,

@@ -275,16 +275,15 @@ fn check_outputs(args: &DiffArgs) -> Result<()> {
     if let Some(plot) = &args.plot {
         plot_is_svg(plot)?;
     }
-    crate::cmd::outputs::check(
-        &[
-            ("--json-out", args.json_out.as_deref()),
-            ("--markdown-out", args.markdown_out.as_deref()),
-            ("--html-out", args.html_out.as_deref()),
-            ("--plot", args.plot.as_deref()),
-            ("--suggest-map", args.suggest_map.as_deref()),
-        ],
-        &inputs,
-    )
+    let outputs = [
+        ("--json-out", args.json_out.as_deref()),
+        ("--markdown-out", args.markdown_out.as_deref()),
+        ("--html-out", args.html_out.as_deref()),
+        ("--plot", args.plot.as_deref()),
+        ("--suggest-map", args.suggest_map.as_deref()),
+    ];
+    crate::cmd::outputs::not_stdout(&outputs)?;
+    crate::cmd::outputs::check(&outputs, &inputs)
 }
 
 /// Extensions of formats other than SVG that `--plot` refuses ([`plot_is_svg`]).
@@ -295,7 +294,7 @@ const NOT_SVG: [&str; 18] = [
 
 /// `--plot` writes SVG: a name that asks for another format (`plot.png`, `plot.pdf`) is refused
 /// rather than given SVG under it (a bad-input hunt: a viewer then failed on "a PNG" that was
-/// not one). Any other name is taken as it is: `/dev/stdout`, a `mktemp` name, `plot.svg.tmp`
+/// not one). Any other name is taken as it is: a `mktemp` name, `plot.svg.tmp`
 /// (a review: every extension but `.svg` was refused at first).
 fn plot_is_svg(path: &Path) -> Result<()> {
     match path.extension().map(|e| e.to_string_lossy()) {
@@ -530,7 +529,9 @@ fn print_report(args: &DiffArgs, output: &Output, report: &Report) -> Result<Out
         width: output.width,
     };
     if let Some(path) = &args.json_out {
-        write_file(path, |out| divergence_render::render_json(report, out))?;
+        write_file("--json-out", path, |out| {
+            divergence_render::render_json(report, out)
+        })?;
     }
     if let Some(path) = &args.markdown_out {
         let md_opts = TableOptions {
@@ -538,15 +539,17 @@ fn print_report(args: &DiffArgs, output: &Output, report: &Report) -> Result<Out
             width: None,
             ..opts.clone()
         };
-        write_file(path, |out| {
+        write_file("--markdown-out", path, |out| {
             divergence_render::render_markdown(report, &md_opts, out)
         })?;
     }
     if let Some(path) = &args.html_out {
-        write_file(path, |out| divergence_render::render_html(report, out))?;
+        write_file("--html-out", path, |out| {
+            divergence_render::render_html(report, out)
+        })?;
     }
     if let Some(path) = &args.plot {
-        write_file(path, |out| {
+        write_file("--plot", path, |out| {
             divergence_render::render_growth_svg(report, out)
         })?;
     }
@@ -604,16 +607,19 @@ fn verdict(report: &Report) -> Exit {
     }
 }
 
+/// Writes the output of `flag` (`--json-out`, ...) to `path`; an error names both (a bad-input
+/// hunt: "/dev/full: cannot write" did not say which of four outputs failed).
 fn write_file(
+    flag: &str,
     path: &Path,
     render: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
 ) -> Result<()> {
     let file = std::fs::File::create(path)
-        .with_context(|| format!("{}: cannot create", path.display()))?;
+        .with_context(|| format!("{flag} {}: cannot create", path.display()))?;
     let mut out = std::io::BufWriter::new(file);
     render(&mut out)
         .and_then(|()| out.flush())
-        .with_context(|| format!("{}: cannot write", path.display()))
+        .with_context(|| format!("{flag} {}: cannot write", path.display()))
 }
 
 /// Opens both dumps, compares every probe pair in parallel and assembles the report.
@@ -1042,8 +1048,12 @@ fn finish_report(args: &DiffArgs, cfg: &DiffConfig, sides: Sides<'_>) -> Result<
             &composed,
             &steps_of_probes(ours.dump()),
         );
-        std::fs::write(path, text)
-            .with_context(|| format!("{}: cannot write the suggested map", path.display()))?;
+        std::fs::write(path, text).with_context(|| {
+            format!(
+                "--suggest-map {}: cannot write the suggested map",
+                path.display()
+            )
+        })?;
         if left_out > 0 {
             ctx.warnings.push(format!(
                 "--suggest-map {}: {left_out} rules left out (a map holds at most {}); the file \
@@ -1054,7 +1064,8 @@ fn finish_report(args: &DiffArgs, cfg: &DiffConfig, sides: Sides<'_>) -> Result<
         }
     }
     let mut report = divergence_diff::assemble(ops, ctx, cfg);
-    report.notes = notes;
+    // The map's notes first, then the report's own (truth mode's step envelope).
+    report.notes.splice(0..0, notes);
     // Logits of the last positions only, compared with the reference's last rows: said, and
     // without `input_ids` the reference's rows give the prompt's length (their positions).
     let last_rows =
