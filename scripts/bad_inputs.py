@@ -1435,6 +1435,11 @@ def inspect_cases() -> list[Case]:
     run_case("run_ids_file_fifo", ids_fifo, error("ids.txt", "not a regular file"), wall_s=5)
     run_case("run_ids_file_dev_zero", lambda d: ["--ids-file", "/dev/zero"],
              error("/dev/zero", "not a regular file"), wall_s=5)
+    # 33 million ids in a 66 MB file (under the 64 MiB cap): the items between commas were
+    # collected first, 715 MB (a bad-input hunt, 2026-12-06); read to 2^20 ids, then refused.
+    run_case("run_ids_file_33_million_ids",
+             lambda d: ["--ids-file", str(_write(d / "ids.txt", b"1," * 33_000_000 + b"1"))],
+             error("ids.txt", "more than 1048576 token ids"), rss_mb=120, wall_s=10)
 
     # Outputs that are inputs (found by a bad-input hunt, 2026-12-02): `run --out` replaced the
     # checkpoint's weights, truncated the --replay file it was reading, or replaced the

@@ -12,7 +12,9 @@ which tests/python/test_heldout.py runs `xw` and `xe`. `TENTH`: the five of a te
 (docs/results/heldout-2026-12-06-session46.txt), of which tests/python/test_heldout.py runs `yc`;
 `REVIEW46`: a review's model of that session, which it runs too. `REVIEW47`: a review's eleven
 of session 47 (docs/tolerances.md), not run in CI. `ELEVENTH`: the four of an eleventh
-(docs/results/heldout-2026-12-06-session48.txt), not run in CI.
+(docs/results/heldout-2026-12-06-session48.txt), not run in CI. `TWELFTH`: the four of a twelfth
+(docs/results/heldout-2026-12-06-session49.txt), of which tests/python/test_heldout.py runs `q3`
+and `q4`.
 
 `make(name, workdir)` builds one with real transformers (scripts/dump_reference.py, seeded init)
 and returns its directory, its prompt (comma-separated ids) and its config changes.
@@ -254,12 +256,30 @@ ELEVENTH = {
            "sdpa", True),
 }
 
+# The twelfth held-out check's four (a helper, 2026-12-06, session 49; results:
+# docs/results/heldout-2026-12-06-session49.txt, docs/decode.md "A twelfth held-out check").
+TWELFTH = {
+    "q1": (dict(hidden_size=160, num_hidden_layers=3, num_attention_heads=16, num_key_value_heads=2,
+                head_dim=64, intermediate_size=320, vocab_size=700, rope_theta=100000.0), 4901, 21, 10,
+           "eager", 0.3),
+    "q2": (dict(hidden_size=112, num_hidden_layers=7, num_attention_heads=4, num_key_value_heads=2,
+                head_dim=28, intermediate_size=240, vocab_size=610, rope_theta=250000.0), 4902, 19, 9,
+           "sdpa", "x2.5"),
+    "q3": (dict(hidden_size=80, num_hidden_layers=4, num_attention_heads=6, num_key_value_heads=2,
+                head_dim=36, intermediate_size=200, vocab_size=450, rope_theta=10000.0), 4903, 2, 24,
+           "eager", "k30"),
+    "q4": (dict(hidden_size=144, num_hidden_layers=2, num_attention_heads=5, num_key_value_heads=1,
+                head_dim=32, intermediate_size=288, vocab_size=1000, rope_theta=500000.0), 4904, 90, 14,
+           "sdpa", True),
+}
+
 
 def make(name: str, workdir: Path) -> tuple[Path, str, dict]:
     """Model `name` saved (float32 weights) under `workdir`: (its directory, its prompt, its
     config changes)."""
     changes, seed, length, _steps, _attn, gains = {**MODELS, **SECOND, **THIRD, **FOURTH, **SIXTH, **SEVENTH, **NINTH,
-                                                    **TENTH, **REVIEW46, **REVIEW47, **ELEVENTH}[name]
+                                                    **TENTH, **REVIEW46, **REVIEW47, **ELEVENTH,
+                                                    **TWELFTH}[name]
     cfg = json.loads((REPO / "fixtures/configs/tiny-qwen3.json").read_text())
     cfg.update(changes, max_window_layers=changes["num_hidden_layers"])
     workdir.mkdir(parents=True, exist_ok=True)

@@ -645,3 +645,58 @@ def test_a_half_type_variance_at_a_norm_of_few_large_gains_keeps_its_hint(tmp_pa
     h = next((h for h in r["hints"] if h["code"] == "rounding" and h["op"] == norm), None)
     assert h and "variance is summed or rounded" in h["message"], r["hints"]
     assert 1.003 < h["evidence"]["own_max_factor"] < 1.02, h["evidence"]
+
+
+def test_one_decode_steps_noise_under_a_near_one_hot_attention_is_not_a_divergence(tmp_path):
+    """The twelfth held-out check's `q3` (k_norm x30, a 2-token prompt, 24 steps), f32, with
+    `--truth`: the clean port was flagged at step 20's layer-3 `attn_out`, 5.9e-5 from the truth
+    against transformers' 8.2e-6 (over the 1e-5 floor), while transformers is 9.8e-5 off at
+    step 13 and ours as accurate as it at most steps. Such a step is left ok, and a note says so
+    (docs/tolerances.md, "The rule"). In bf16 the same model's `decode-mask@3` (0.33 from the
+    truth at its `attn_out@1`, transformers 0.037 there and 0.93 at step 14) is still found:
+    steps where the reference is more than 0.1 off bound nothing."""
+    from heldout_models import TWELFTH
+
+    mdir, ids, _ = make("q3", tmp_path)
+    steps, attn = TWELFTH["q3"][3], TWELFTH["q3"][4]
+    for dtype, dt, fault in [("float32", "f32", None), ("bfloat16", "bf16", "decode-mask@3")]:
+        truth = tmp_path / f"truth.{dt}.npz"
+        ref = dump(tmp_path, "--model", mdir, "--ids", ids, "--dtype", dtype, "--attn", attn,
+                   "--decode", steps, "--truth-out", truth, name=f"ref.{dt}.npz")
+        ours = tmp_path / f"ours.{dt}.npz"
+        subprocess.run([str(BIN), "run", "--model", str(mdir), "--ids", ids, "--dtype", dt, "--decode-from", str(ref),
+                        *(["--inject", fault] if fault else []), "--out", str(ours)],
+                       check=True, capture_output=True, text=True)
+        p = subprocess.run([str(BIN), "diff", str(ours), str(ref), "--truth", str(truth), "--format", "json"],
+                           capture_output=True, text=True)
+        r = json.loads(p.stdout)
+        if fault is None:
+            assert (p.returncode, r["first_divergence"]) == (0, None), r["first_divergence"]
+            note = next(n for n in r["notes"] if "over the noise ratio at a decode step" in n)
+            assert "layers.3.self_attn.attn_out@20" in note, note
+        else:
+            op = "model.layers.3.self_attn.attn_out@1"
+            assert (p.returncode, where(r)) == (1, (op, 1)), r["first_divergence"]
+
+
+def test_an_epsilon_over_bf16_rows_of_noisy_inputs_is_named(tmp_path):
+    """The twelfth held-out check's `q4` (a 90-token prompt, sdpa reference), bf16, one pass,
+    `rms-eps=1e-2@1`: 90 row factors 0.863 to 0.973, the epsilon estimates 0.00975 to 0.01022,
+    but the rows 1.01e-2 from factors times the reference's (the clean run's 1.00e-2 at that
+    norm, rows up to 1.95e-2: its input's bf16 noise), over the rule's 1e-2: no hint. Half types
+    allow 3e-2 (docs/hints.md, `eps`)."""
+    from heldout_models import TWELFTH
+
+    mdir, ids, _ = make("q4", tmp_path)
+    ref = dump(tmp_path, "--model", mdir, "--ids", ids, "--dtype", "bfloat16", "--attn", TWELFTH["q4"][4],
+               name="ref.npz")
+    ours = tmp_path / "ours.npz"
+    subprocess.run([str(BIN), "run", "--model", str(mdir), "--ids", ids, "--dtype", "bf16",
+                    "--inject", "rms-eps=1e-2@1", "--out", str(ours)], check=True, capture_output=True, text=True)
+    p = subprocess.run([str(BIN), "diff", str(ours), str(ref), "--model", str(mdir), "--format", "json"],
+                       capture_output=True, text=True)
+    r = json.loads(p.stdout)
+    op = "model.layers.1.input_layernorm"
+    assert (p.returncode, r["first_divergence"]["name"]) == (1, op), r["first_divergence"]
+    h = next((h for h in r["hints"] if h["code"] == "eps" and h["op"] == op), None)
+    assert h and 0.009 < h["evidence"]["eps_estimate"] < 0.011, r["hints"]

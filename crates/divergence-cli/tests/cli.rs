@@ -349,6 +349,56 @@ fn an_unwritable_stderr_keeps_the_exit_code() {
         .expect("run divergence");
     assert_eq!(status.code(), Some(2));
 }
+/// An output file that is the standard output (where the report is printed) or `-` is refused
+/// before anything is compared; a failed write names its flag (a bad-input hunt: two JSON
+/// documents on one pipe, a file named `-`, "/dev/full: cannot write").
+#[cfg(target_os = "linux")]
+#[test]
+fn outputs_are_files_of_their_own() {
+    for flag in ["--json-out", "--markdown-out", "--html-out", "--plot"] {
+        // `output()` reads stdout from a pipe: /dev/stdout is that pipe.
+        for path in ["/dev/stdout", "/proc/self/fd/1", "-"] {
+            let run = divergence(&["diff", DEMO_OURS, DEMO_REF, flag, path]);
+            assert_eq!(run.code, 2, "{flag} {path}: {}", run.transcript());
+            assert!(run.stdout.is_empty(), "{flag} {path}: {}", run.stdout);
+            assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+            assert!(
+                run.stderr.contains(&format!("{flag} {path}: "))
+                    && run.stderr.contains("standard output"),
+                "{flag} {path}: {}",
+                run.stderr
+            );
+        }
+        if std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .is_ok()
+        {
+            let run = divergence(&["diff", DEMO_OURS, DEMO_REF, flag, "/dev/full"]);
+            assert_eq!(run.code, 2, "{}", run.transcript());
+            assert!(
+                run.stderr
+                    .contains(&format!("{flag} /dev/full: cannot write")),
+                "{}",
+                run.stderr
+            );
+        }
+    }
+    // Standard output elsewhere (a file), /dev/stdout is that file: refused too, as one
+    // file for two outputs.
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::fs::File::create(dir.path().join("out.txt")).unwrap();
+    let status = Command::new(env!("CARGO_BIN_EXE_divergence"))
+        .args(["diff", DEMO_OURS, DEMO_REF, "--json-out", "/dev/stdout"])
+        .current_dir(root())
+        .stdout(out)
+        .stderr(Stdio::null())
+        .status()
+        .expect("run divergence");
+    assert_eq!(status.code(), Some(2));
+    assert_eq!(std::fs::read(dir.path().join("out.txt")).unwrap().len(), 0);
+}
+
 #[test]
 fn a_layer_the_dumps_lack_is_an_error() {
     let dir = tempfile::tempdir().unwrap();

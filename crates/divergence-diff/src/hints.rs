@@ -617,21 +617,43 @@ const ACTIVATIONS: [Activation; 4] = [
 /// more than the whole comparison).
 const FIT_SAMPLE: usize = 1 << 14;
 
-/// The activation of `input` closest to `out` and its rel err (on a strided sample).
-fn best_activation(input: &[f64], out: &[f64]) -> Option<(&'static str, f64)> {
+/// How much worse than the best fit the other form of GELU (erf or tanh) may fit for the two
+/// to be taken as one: in bfloat16 they differ (by ~2e-4) below the rounding, and the fits of
+/// a tanh GELU came out 1.7179e-3 (erf) and 1.7275e-3 (tanh) on a held-out model, which named
+/// the erf form (the twelfth held-out check). In float32 the wrong form fits hundreds of
+/// times worse.
+const GELU_FORMS_TIE: f64 = 1.25;
+
+/// The activation of `input` closest to `out`, its rel err (on a strided sample) and, where
+/// the best is one form of GELU and the other fits about as well ([`GELU_FORMS_TIE`]), that
+/// other form: the values cannot tell them apart.
+fn best_activation(
+    input: &[f64],
+    out: &[f64],
+) -> Option<(&'static str, f64, Option<&'static str>)> {
     if input.len() != out.len() {
         return None;
     }
     let step = input.len().div_ceil(FIT_SAMPLE).max(1);
     let xs: Vec<f64> = input.iter().step_by(step).copied().collect();
     let ys: Vec<f64> = out.iter().step_by(step).copied().collect();
-    ACTIVATIONS
+    let fits: Vec<(&'static str, f64)> = ACTIVATIONS
         .iter()
         .filter_map(|(n, f)| {
             let y: Vec<f64> = xs.iter().map(|&x| f(x)).collect();
             rel_err(&ys, &y).map(|e| (*n, e))
         })
-        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .collect();
+    let &(best, e) = fits.iter().min_by(|a, b| a.1.total_cmp(&b.1))?;
+    let other = match best {
+        "gelu" => "gelu_tanh",
+        "gelu_tanh" => "gelu",
+        _ => return Some((best, e, None)),
+    };
+    let tie = fits
+        .iter()
+        .any(|&(n, f)| n == other && f <= e * GELU_FORMS_TIE);
+    Some((best, e, tie.then_some(other)))
 }
 
 /// `activation`: at an activation op, ours matches another activation of its own input than
@@ -647,17 +669,25 @@ fn activation(
         return None;
     }
     let (_, oi, ri) = input?;
-    let (ours_act, e_o) = best_activation(oi, o)?;
-    let (ref_act, e_r) = best_activation(ri.as_deref()?, r)?;
-    if ours_act == ref_act || e_o > 3e-2 || e_r > 3e-2 {
+    let (ours_act, e_o, ours_tie) = best_activation(oi, o)?;
+    let (ref_act, e_r, ref_tie) = best_activation(ri.as_deref()?, r)?;
+    // Two forms of GELU the values cannot tell apart are one activation here.
+    let same = ours_act == ref_act || ours_tie == Some(ref_act) || ref_tie == Some(ours_act);
+    if same || e_o > 3e-2 || e_r > 3e-2 {
         return None;
     }
+    let named = |act: &str, tie: Option<&str>| match tie {
+        Some(_) => "gelu (its erf or tanh form: at this precision the two fit alike)".to_string(),
+        None => act.to_string(),
+    };
     Some(hint(
         HintCode::Activation,
         name,
         format!(
-            "ours applies {ours_act} (rel err {}) where ref applies {ref_act} (rel err {})",
+            "ours applies {} (rel err {}) where ref applies {} (rel err {})",
+            named(ours_act, ours_tie),
             sci(e_o),
+            named(ref_act, ref_tie),
             sci(e_r)
         ),
         &[("ours_fit", e_o), ("ref_fit", e_r)],
@@ -1377,7 +1407,7 @@ fn eps(
         estimates.push(eps_giving(xrow, rho, eps_ref));
     }
     let resid = (fit.resid2 / fit.total2.max(f64::MIN_POSITIVE)).sqrt();
-    if estimates.len() < 2 || fit.total2 <= 0.0 || resid >= 1e-2 {
+    if estimates.len() < 2 || fit.total2 <= 0.0 || resid >= eps_fit_limit(subject) {
         return None;
     }
     let spread_rho = rhos.iter().cloned().fold(f64::MIN, f64::max)
@@ -1414,6 +1444,23 @@ fn eps(
         ),
         &[("eps_estimate", median), ("eps_config", eps_ref), ("spread", spread)],
     ))
+}
+
+/// How far ours may be from `factor x ref` row by row (relative L2 over the rows) for [`eps`]
+/// to read the factors: 1e-2, or 3e-2 where either side is bfloat16 or float16. A half-type
+/// norm carries its input's rounding too: a held-out model's clean bfloat16 run is 1.00e-2
+/// from its rows' factors at a layer-1 norm (rows up to 1.95e-2), and `rms-eps=1e-2@1` there
+/// (factors 0.863 to 0.973, ε estimates 0.00975 to 0.01022, 1.01e-2 off) got no hint (the
+/// twelfth held-out check). The factors' spread and the estimates' agreement still decide.
+fn eps_fit_limit(subject: &Subject<'_>) -> f64 {
+    let half = [subject.ours.dtype, subject.reference.dtype]
+        .iter()
+        .any(|d| matches!(DTypeClass::of(d), DTypeClass::BF16 | DTypeClass::F16));
+    if half {
+        3e-2
+    } else {
+        1e-2
+    }
 }
 
 /// The epsilon that makes an RMSNorm of the input row `x` come out `factor` times the one of
@@ -4172,6 +4219,45 @@ mod tests {
         assert!(a.message.starts_with("ours applies gelu"), "{}", a.message);
         assert!(a.message.contains("ref applies silu"), "{}", a.message);
         assert!(!codes(&h).contains(&"skipped_op"));
+        // GELU's tanh form: named in float32; in bfloat16 (outputs rounded) the two forms fit
+        // alike and the hint names GELU without a form (the twelfth held-out check: a tanh
+        // GELU named "gelu", the erf form); against an erf GELU in bfloat16, no hint.
+        let bf = |v: &[f64]| -> Vec<f64> {
+            v.iter()
+                .map(|&x| half::bf16::from_f64(x).to_f64())
+                .collect()
+        };
+        let x = data(4096, 4);
+        let shape = [1, 64, 64];
+        let tanh_x: Vec<f64> = x.iter().map(|&v| gelu_tanh(v)).collect();
+        let silu_x: Vec<f64> = x.iter().map(|&v| silu(v)).collect();
+        let erf_x: Vec<f64> = x.iter().map(|&v| gelu(v)).collect();
+        let act = |ours: &[f64], reference: &[f64], dtype: &'static str| -> Option<String> {
+            let s = Subject {
+                name: "model.layers.0.mlp.act_fn",
+                ours: side(&shape, ours, dtype),
+                reference: side(&shape, reference, dtype),
+                inputs: vec![(
+                    "model.layers.0.mlp.gate_proj",
+                    Some(side(&shape, &x, dtype)),
+                    Some(side(&shape, &x, dtype)),
+                )],
+                weight: None,
+            };
+            diagnose(&s, &SHAPE)
+                .into_iter()
+                .find(|h| h.code == HintCode::Activation)
+                .map(|h| h.message)
+        };
+        let m = act(&tanh_x, &silu_x, "float32").expect("a hint");
+        assert!(m.starts_with("ours applies gelu_tanh (rel err"), "{m}");
+        let m = act(&bf(&tanh_x), &bf(&silu_x), "bfloat16").expect("a hint");
+        assert!(
+            m.starts_with("ours applies gelu (its erf or tanh form: at this precision the two fit alike) (rel err"),
+            "{m}"
+        );
+        assert!(m.contains("where ref applies silu"), "{m}");
+        assert_eq!(act(&bf(&tanh_x), &bf(&erf_x), "bfloat16"), None);
     }
 
     #[test]

@@ -227,32 +227,45 @@ pub fn parse_ids(text: &str, source_name: &str) -> Result<Vec<u32>, Error> {
             "{b:?} out of place: ids may be enclosed in one pair of brackets, [1, 2, 3]"
         )));
     }
-    let items: Vec<&str> = trimmed.split(',').map(str::trim).collect();
-    // A comma after the last id (`[1, 2,]`) ends the list; any other empty item between
-    // commas is an id left out.
-    let last_empty = items.len() > 1 && items.last().is_some_and(|s| s.is_empty());
-    let inner = &items[..items.len() - usize::from(last_empty)];
-    if inner.len() > 1 && inner.iter().any(|s| s.is_empty()) {
-        return Err(bad(
-            "a comma with no token id before it (an id left out?)".to_string()
-        ));
-    }
-    let ids = inner
-        .iter()
-        .flat_map(|item| item.split_whitespace())
-        // Digits only: Rust's parser also takes a leading `+` (`+5` read as token 5).
-        .map(|s| {
-            s.parse::<u32>()
+    // The items between commas are walked once, never collected, and no further than the ids
+    // read: a 64 MiB file of `1,` is 33 million of them (as a vector of slices they took 715 MB,
+    // a bad-input hunt). A comma after the last id (`[1, 2,]`) ends the list; any other empty
+    // item between commas is an id left out.
+    let end = trimmed.trim_end();
+    let body = end.strip_suffix(',').unwrap_or(trimmed);
+    let several = body.contains(',');
+    let mut ids = Vec::new();
+    for item in body.split(',').map(str::trim) {
+        if item.is_empty() && several {
+            return Err(bad(
+                "a comma with no token id before it (an id left out?)".to_string()
+            ));
+        }
+        for s in item.split_whitespace() {
+            if ids.len() == MAX_PROMPT_IDS {
+                return Err(bad(format!(
+                    "more than {MAX_PROMPT_IDS} token ids, longer than any prompt `run` takes"
+                )));
+            }
+            // Digits only: Rust's parser also takes a leading `+` (`+5` read as token 5).
+            let id = s
+                .parse::<u32>()
                 .ok()
                 .filter(|_| !s.starts_with('+'))
-                .ok_or_else(|| bad(not_a_token(s)))
-        })
-        .collect::<Result<Vec<u32>, Error>>()?;
+                .ok_or_else(|| bad(not_a_token(s)))?;
+            ids.push(id);
+        }
+    }
     if ids.is_empty() {
         return Err(bad("no token ids".to_string()));
     }
     Ok(ids)
 }
+
+/// Most token ids [`parse_ids`] reads: 2^20, the positions `run` allows a model whose config
+/// does not say (more is refused as soon as it is read, whatever the model's
+/// `max_position_embeddings`).
+pub const MAX_PROMPT_IDS: usize = 1 << 20;
 
 /// Characters of a bad token that an error message quotes: the rest is cut (a 60 MB ids file
 /// of `x` was echoed whole, found by a bad-input hunt).
@@ -406,7 +419,10 @@ pub fn run_to_dump(opts: &RunOptions) -> Result<RunSummary, Error> {
     // Eager attention holds T x T scores per head: a prompt past the model's positions is
     // refused before anything is allocated (found by a bad-input hunt: a 40 KB ids file of
     // 20,000 tokens asked for 6.4 GB at once and aborted).
-    let max_positions = ckpt.config.max_position_embeddings.unwrap_or(1 << 20);
+    let max_positions = ckpt
+        .config
+        .max_position_embeddings
+        .unwrap_or(MAX_PROMPT_IDS);
     if opts.input_ids.len() > max_positions {
         return Err(Error::InputIds {
             source_name: "the prompt".to_string(),
@@ -420,7 +436,10 @@ pub fn run_to_dump(opts: &RunOptions) -> Result<RunSummary, Error> {
         // The KV cache is allocated whole up front: positions beyond the model's are refused
         // before anything is allocated (a hostile --decode-from cannot ask for 10^6 slots).
         let total = opts.input_ids.len().saturating_add(d.ids.len());
-        let max = ckpt.config.max_position_embeddings.unwrap_or(1 << 20);
+        let max = ckpt
+            .config
+            .max_position_embeddings
+            .unwrap_or(MAX_PROMPT_IDS);
         if total > max {
             return Err(Error::Decode(format!(
                 "{}: {} prompt tokens + {} decode steps = {total} positions, more than the model's max_position_embeddings ({max})",
@@ -789,6 +808,18 @@ mod tests {
         assert!(parse_ids("-1", "f").is_err());
         let err = parse_ids("+5,1", "--ids").unwrap_err().to_string();
         assert!(err.contains("\"+5\" is not a token id"), "{err}");
+        // At most MAX_PROMPT_IDS, refused at the next id, comma- or space-separated.
+        for sep in [",", " ", ",\n"] {
+            let at_cap = vec!["1"; MAX_PROMPT_IDS].join(sep);
+            assert_eq!(parse_ids(&at_cap, "f").unwrap().len(), MAX_PROMPT_IDS);
+            let err = parse_ids(&format!("{at_cap}{sep}2"), "ids.txt")
+                .unwrap_err()
+                .to_string();
+            assert_eq!(
+                err,
+                format!("ids.txt: more than {MAX_PROMPT_IDS} token ids, longer than any prompt `run` takes")
+            );
+        }
     }
 
     #[test]

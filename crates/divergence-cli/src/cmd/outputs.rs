@@ -44,6 +44,61 @@ pub fn check(outputs: &[(&str, Option<&Path>)], inputs: &[(&str, &Path)]) -> Res
     Ok(())
 }
 
+/// Refuses an output of `diff` that is its standard output, where the report itself is
+/// printed: `--json-out /dev/stdout` piped two JSON documents one after the other, and `-`
+/// was written as a file named `-` (a bad-input hunt). The report on standard output is
+/// `--format`'s.
+pub fn not_stdout(outputs: &[(&str, Option<&Path>)]) -> Result<()> {
+    let label = |p: &Path| divergence_names::one_line(&p.display().to_string()).into_owned();
+    let stdout = stdout_id();
+    for &(flag, out) in outputs {
+        let Some(out) = out else { continue };
+        if out == Path::new("-") {
+            bail!(
+                "{flag} -: the report is printed on standard output already (--format json, \
+                 markdown or table picks how); give {flag} a file (./- for a file named -)"
+            );
+        }
+        if stdout.is_some() && file_id(out) == stdout {
+            bail!(
+                "{flag} {}: that is the standard output, where the report is printed \
+                 (--format json, markdown or table picks how); give {flag} a file of its own",
+                label(out)
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Device and inode of what this process's standard output writes to.
+fn stdout_id() -> Option<(u64, u64)> {
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsFd;
+        use std::os::unix::fs::MetadataExt;
+        let fd = std::io::stdout().as_fd().try_clone_to_owned().ok()?;
+        let meta = std::fs::File::from(fd).metadata().ok()?;
+        Some((meta.dev(), meta.ino()))
+    }
+    #[cfg(not(unix))]
+    None
+}
+
+/// Device and inode of an existing path (its target, through symlinks such as `/dev/stdout`).
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(path).ok()?;
+        Some((meta.dev(), meta.ino()))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
+    }
+}
+
 /// Why no file can be written at `out`, where that is plain before anything is read: it is a
 /// folder, or it does not exist and its folder is none (missing, not a folder, or not
 /// readable). `label` writes a path for a message.
