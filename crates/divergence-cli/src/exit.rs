@@ -54,6 +54,9 @@ pub fn say(line: &str) {
 /// its tips (`tip: a similar argument exists: '--json-out'`), without the usage line, and
 /// where help is.
 pub fn usage_error_line(err: &clap::Error) -> String {
+    if let Some(line) = control_chars_line(err) {
+        return line;
+    }
     let text = err.render().to_string();
     let first = text
         .lines()
@@ -65,6 +68,45 @@ pub fn usage_error_line(err: &clap::Error) -> String {
         line.push_str(tip.trim());
     }
     format!("{} (see --help)", divergence_names::one_line(&line))
+}
+
+/// A value or argument that holds a control character, which clap's text loses: rendering
+/// the error without its styles strips terminal escapes from the user's value too
+/// (`--format $'\e[31mx'` read "invalid value 'x'"; a bad-input hunt). Said with the value
+/// escaped as every other error escapes it; `None` where nothing holds one.
+fn control_chars_line(err: &clap::Error) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    let text = |kind: ContextKind| match err.get(kind) {
+        Some(ContextValue::String(s)) => Some(s.as_str()),
+        _ => None,
+    };
+    let escaped = |s: &str| divergence_names::one_line(s).into_owned();
+    let line = match err.kind() {
+        ErrorKind::InvalidValue => {
+            let value = text(ContextKind::InvalidValue)?;
+            if !value.chars().any(char::is_control) {
+                return None;
+            }
+            let arg = text(ContextKind::InvalidArg).unwrap_or("an argument");
+            let valid = match err.get(ContextKind::ValidValue) {
+                Some(ContextValue::Strings(v)) => format!(" [possible values: {}]", v.join(", ")),
+                _ => String::new(),
+            };
+            format!(
+                "error: invalid value '{}' for '{arg}'{valid}",
+                escaped(value)
+            )
+        }
+        ErrorKind::UnknownArgument => {
+            let arg = text(ContextKind::InvalidArg)?;
+            if !arg.chars().any(char::is_control) {
+                return None;
+            }
+            format!("error: unexpected argument '{}' found", escaped(arg))
+        }
+        _ => return None,
+    };
+    Some(format!("{line} (see --help)"))
 }
 
 /// A flag value rejected by its value parser (`--rtol=-1`, `--grep '['`, see `cmd::parse`) as

@@ -292,6 +292,16 @@ fn usage_errors_are_one_line() {
             &["dif", DEMO_OURS][..],
             "'dif'; tip: a similar subcommand exists: 'diff'",
         ),
+        // A terminal escape in a value or an argument is escaped, not stripped with clap's
+        // styles (it read "invalid value 'x'": a bad-input hunt).
+        (
+            &["diff", DEMO_OURS, DEMO_REF, "--format", "\u{1b}[31mx"][..],
+            "invalid value '\\u{1b}[31mx' for '--format <FORMAT>' [possible values: auto, table, json, markdown, html]",
+        ),
+        (
+            &["diff", DEMO_OURS, DEMO_REF, "--\u{1b}[31mx"][..],
+            "unexpected argument '--\\u{1b}[31mx' found",
+        ),
     ] {
         let run = divergence(args);
         assert_eq!(run.code, 2, "{args:?}: {}", run.transcript());
@@ -397,6 +407,15 @@ fn outputs_are_files_of_their_own() {
         .expect("run divergence");
     assert_eq!(status.code(), Some(2));
     assert_eq!(std::fs::read(dir.path().join("out.txt")).unwrap().len(), 0);
+    // Standard output to /dev/null, and an output there too: nothing is lost.
+    let status = Command::new(env!("CARGO_BIN_EXE_divergence"))
+        .args(["diff", DEMO_OURS, DEMO_REF, "--json-out", "/dev/null"])
+        .current_dir(root())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("run divergence");
+    assert_eq!(status.code(), Some(1));
 }
 
 #[test]

@@ -280,6 +280,11 @@ pub struct Summary {
     /// the JSON when 0.
     #[serde(default, skip_serializing_if = "crate::tokens::is_zero")]
     pub noise_judged: usize,
+    /// Truth mode: of `compared`, the decode steps over the noise ratio left ok as noise within
+    /// the reference's own spread over their op's steps (`compare::judge_by_step_envelope`,
+    /// whose note says so). Left out of the JSON when 0.
+    #[serde(default, skip_serializing_if = "crate::tokens::is_zero")]
+    pub step_noise: usize,
 }
 
 /// The whole diff. Field order is the JSON field order.
@@ -622,9 +627,11 @@ pub fn assemble(ops: impl Into<Rows>, ctx: ReportContext, cfg: &DiffConfig) -> R
         }
     }
     let mut notes = Vec::new();
+    let mut step_noise = 0;
     if let Tolerance::Truth { ratio } = cfg.tolerance {
-        if let Some((note, _)) = crate::compare::judge_by_step_envelope(&mut ops, ratio) {
+        if let Some((note, n)) = crate::compare::judge_by_step_envelope(&mut ops, ratio) {
             notes.push(note);
+            step_noise = n;
         }
     }
     // One pass over the rows, in parallel; each pass below too: a decode dump has ~150,000
@@ -645,6 +652,7 @@ pub fn assemble(ops: impl Into<Rows>, ctx: ReportContext, cfg: &DiffConfig) -> R
     summary.total = ops.len();
     summary.compared = summary.ok + summary.diverged;
     summary.noise_judged = noise_judged;
+    summary.step_noise = step_noise;
     let names = |rows: &[usize]| -> Vec<String> {
         rows.iter()
             .map(|&i| ops.row(i).name().into_owned())

@@ -701,6 +701,9 @@ fn one_step_within_the_references_own_spread_is_noise() {
     let r = steps_report(&clean(6e-5, 1e-5, 12));
     assert!(r.first_divergence.is_none(), "{:?}", r.first_divergence);
     assert_eq!(r.ops[9].status, Status::Ok);
+    assert_eq!(r.summary.step_noise, 1);
+    let json = serde_json::to_value(&r).unwrap();
+    assert_eq!(json["summary"]["step_noise"], 1);
     assert!((r.ops[9].truth.noise_ratio.unwrap() - 6.0).abs() < 1e-6);
     assert_eq!(r.notes.len(), 1, "{:?}", r.notes);
     assert!(
@@ -724,6 +727,9 @@ fn one_step_within_the_references_own_spread_is_noise() {
     assert!(steps_report(&noisy).first_divergence.is_none());
     // Past 3 x 1e-4: diverged.
     let r = steps_report(&clean(4e-4, 1e-5, 12));
+    assert!(serde_json::to_value(&r).unwrap()["summary"]
+        .get("step_noise")
+        .is_none());
     assert_eq!(
         r.first_divergence.as_ref().map(|f| f.name.as_str()),
         Some("model.layers.0.self_attn.attn_out@9")

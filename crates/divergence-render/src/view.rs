@@ -142,6 +142,14 @@ pub(crate) fn clean_text(report: &Report) -> String {
                     divergence_diff::TRUTH_MAX_REF_ERR
                 ),
             };
+            // The decode steps left ok as noise within the reference's own spread are counted
+            // apart too: they are over the ratio (the note says why).
+            let truth = match report.summary.step_noise {
+                0 => truth,
+                n => format!(
+                    "{truth}, {n} of them over it at one decode step, within the reference's own spread over the op's steps (see the notes)"
+                ),
+            };
             let by_presets: usize = report.judged_with.iter().map(|j| j.ops).sum();
             if by_presets == 0 {
                 return truth;
@@ -1455,6 +1463,13 @@ mod tests {
         assert_eq!(
             clean_text(&report),
             format!("within tolerance: 37 {limit}, {noisy}, 3 judged by the fixed presets (the truth could not judge them)")
+        );
+        // And the decode steps left ok as noise within the reference's own spread.
+        report.summary.step_noise = 2;
+        let steps = "2 of them over it at one decode step, within the reference's own spread over the op's steps (see the notes)";
+        assert_eq!(
+            clean_text(&report),
+            format!("within tolerance: 37 {limit}, {noisy}, {steps}, 3 judged by the fixed presets (the truth could not judge them)")
         );
     }
 

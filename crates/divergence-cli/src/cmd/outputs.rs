@@ -59,7 +59,9 @@ pub fn not_stdout(outputs: &[(&str, Option<&Path>)]) -> Result<()> {
                  markdown or table picks how); give {flag} a file (./- for a file named -)"
             );
         }
-        if stdout.is_some() && file_id(out) == stdout {
+        // (`/dev/null` is nobody's output: `--json-out /dev/null > /dev/null` loses nothing.)
+        let null = std::fs::canonicalize(out).is_ok_and(|p| p == Path::new("/dev/null"));
+        if stdout.is_some() && file_id(out) == stdout && !null {
             bail!(
                 "{flag} {}: that is the standard output, where the report is printed \
                  (--format json, markdown or table picks how); give {flag} a file of its own",
