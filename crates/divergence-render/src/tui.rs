@@ -1881,6 +1881,12 @@ fn step_line(s: &divergence_diff::StepSummary, w: usize, top1: &str, form: usize
             let parts: Vec<String> = worst.into_iter().chain(first).collect();
             format!("step {:>w$}  {counts}{top1}; {}", s.step, parts.join("; "))
         }
+        // The narrowest form: the op, then the token's word, then the counts, which a line
+        // still too wide loses first (a visual check at 80 columns: "top-1 a" for agree).
+        (_, Some(first)) if form + 1 == PHASE_FORMS => {
+            let worst = worst.map_or_else(String::new, |w| format!("; {w}"));
+            format!("step {:>w$}  {first}{top1}; {counts}{worst}", s.step)
+        }
         (_, first) => {
             let first = first.map_or_else(String::new, |f| format!("{f}; "));
             let worst = worst.map_or_else(String::new, |w| format!("; {w}"));

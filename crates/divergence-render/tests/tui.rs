@@ -895,6 +895,47 @@ fn narrow_overviews_keep_the_first_bad_op_and_their_keys() {
     }
 }
 
+/// The per-step overview's narrowest lines keep the token's word whole: the op, then `top-1
+/// agree` / `FLIP`, then the counts, which a line still too wide loses first (a visual check at
+/// 80 columns read "top-1 a").
+#[test]
+fn a_narrow_step_overview_keeps_the_tokens_word() {
+    let mut report = decode_report();
+    let steps: Vec<serde_json::Value> = [0usize, 1, 2, 3]
+        .iter()
+        .map(|&s| {
+            serde_json::json!({
+                "step": s, "positions": if s == 0 { 2 } else { 1 },
+                "top1_agree": if s == 3 { 0 } else { 1 + usize::from(s == 0) },
+                "mean_kld": 0.0, "max_kld": 0.0
+            })
+        })
+        .collect();
+    report.tokens = Some(
+        serde_json::from_value(serde_json::json!({
+            "op": "lm_head", "positions": 5, "nonfinite_positions": 0, "top1_agree": 4,
+            "top5_overlap": 1.0, "mean_kld": 0.0, "max_kld": 0.0, "max_kld_position": 0,
+            "first_flip": null, "per_position": [], "steps": steps
+        }))
+        .expect("a token effect"),
+    );
+    let mut tui = Tui::new(report);
+    press(&mut tui, "p");
+    for width in [70, 80, 120] {
+        let text = screen(&mut tui, width, 20);
+        for (step, word) in [
+            ("step    2", "; top-1 agree"),
+            ("step    3", "; top-1 FLIP"),
+        ] {
+            let line = text
+                .lines()
+                .find(|l| l.starts_with(step))
+                .unwrap_or_else(|| panic!("{step}: {text}"));
+            assert!(line.contains(word), "{width}: {line}");
+        }
+    }
+}
+
 #[test]
 fn the_layer_overview_of_a_decode_report_says_the_prefill_and_the_decode_steps_apart() {
     let mut tui = Tui::new(decode_layers_report());
