@@ -104,9 +104,32 @@ fn control_chars_line(err: &clap::Error) -> Option<String> {
             }
             format!("error: unexpected argument '{}' found", escaped(arg))
         }
+        ErrorKind::InvalidSubcommand => {
+            let sub = text(ContextKind::InvalidSubcommand)?;
+            if !sub.chars().any(char::is_control) {
+                return None;
+            }
+            format!("error: unrecognized subcommand '{}'", escaped(sub))
+        }
         _ => return None,
     };
-    Some(format!("{line} (see --help)"))
+    // clap's tips, as its own text gives them.
+    let mut tips = String::new();
+    for (kind, what) in [
+        (ContextKind::SuggestedArg, "argument"),
+        (ContextKind::SuggestedValue, "value"),
+        (ContextKind::SuggestedSubcommand, "subcommand"),
+    ] {
+        let similar = match err.get(kind) {
+            Some(ContextValue::String(s)) => vec![s.clone()],
+            Some(ContextValue::Strings(v)) => v.clone(),
+            _ => continue,
+        };
+        if let Some(s) = similar.first() {
+            tips.push_str(&format!("; tip: a similar {what} exists: '{}'", escaped(s)));
+        }
+    }
+    Some(format!("{line}{tips} (see --help)"))
 }
 
 /// A flag value rejected by its value parser (`--rtol=-1`, `--grep '['`, see `cmd::parse`) as

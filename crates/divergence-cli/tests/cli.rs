@@ -302,6 +302,11 @@ fn usage_errors_are_one_line() {
             &["diff", DEMO_OURS, DEMO_REF, "--\u{1b}[31mx"][..],
             "unexpected argument '--\\u{1b}[31mx' found",
         ),
+        (&["\u{1b}[31mfoo"][..], "unrecognized subcommand '\\u{1b}[31mfoo'"),
+        (
+            &["diff", DEMO_OURS, DEMO_REF, "--format", "js\u{7}on"][..],
+            "invalid value 'js\\u{7}on' for '--format <FORMAT>' [possible values: auto, table, json, markdown, html]; tip: a similar value exists: 'json'",
+        ),
     ] {
         let run = divergence(args);
         assert_eq!(run.code, 2, "{args:?}: {}", run.transcript());

@@ -58,7 +58,7 @@ pub use compare::{
     compare_with_truth, dtype_name, last_logit_rows, not_made, ratio_text, sci, shapes_align,
     unreadable, DtypeName, ErrorMetrics, Head, Index, LastRows, Needs, NonFiniteCounts, OpResult,
     ProbeFold, RuleTerms, Side, Status, StepNames, StepSide, StepValues, TensorInfo, TruthMetrics,
-    Which, ENVELOPE_MIN_STEPS, LOGITS,
+    Which, ENVELOPE_MAX_OVER, ENVELOPE_MIN_STEPS, LOGITS,
 };
 pub use config::{DiffConfig, DEFAULT_AMPLIFICATION_THRESHOLD};
 pub use divergence_names::QkKind;

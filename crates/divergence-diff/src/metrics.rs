@@ -1416,6 +1416,18 @@ mod tests {
             if std::arch::is_x86_feature_detected!("avx2") {
                 // SAFETY: the CPU supports AVX2, checked just above.
                 let avx2 = unsafe {
+                    chunk_acc_avx2::<F32, F64, false>(
+                        Accumulator::default(),
+                        flat(&o),
+                        flat(&r),
+                        o.len(),
+                        10,
+                        &P,
+                    )
+                };
+                assert_eq!(avx2, portable);
+                // SAFETY: as above.
+                let avx2 = unsafe {
                     chunk_acc_avx2::<F32, F64, true>(
                         Accumulator::default(),
                         flat(&o),
@@ -1429,6 +1441,18 @@ mod tests {
             }
             if std::arch::is_x86_feature_detected!("avx512f") {
                 // SAFETY: the CPU supports AVX-512F, checked just above.
+                let avx512 = unsafe {
+                    chunk_acc_avx512::<F32, F64, false>(
+                        Accumulator::default(),
+                        flat(&o),
+                        flat(&r),
+                        o.len(),
+                        10,
+                        &P,
+                    )
+                };
+                assert_eq!(avx512, portable);
+                // SAFETY: as above.
                 let avx512 = unsafe {
                     chunk_acc_avx512::<F32, F64, true>(
                         Accumulator::default(),

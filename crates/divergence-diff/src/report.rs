@@ -628,8 +628,8 @@ pub fn assemble(ops: impl Into<Rows>, ctx: ReportContext, cfg: &DiffConfig) -> R
     }
     let mut notes = Vec::new();
     let mut step_noise = 0;
-    if let Tolerance::Truth { ratio } = cfg.tolerance {
-        if let Some((note, n)) = crate::compare::judge_by_step_envelope(&mut ops, ratio) {
+    if let Tolerance::Truth { .. } = cfg.tolerance {
+        if let Some((note, n)) = crate::compare::judge_by_step_envelope(&mut ops) {
             notes.push(note);
             step_noise = n;
         }

@@ -142,22 +142,31 @@ pub(crate) fn clean_text(report: &Report) -> String {
                     divergence_diff::TRUTH_MAX_REF_ERR
                 ),
             };
-            // The decode steps left ok as noise within the reference's own spread are counted
-            // apart too: they are over the ratio (the note says why).
-            let truth = match report.summary.step_noise {
-                0 => truth,
-                n => format!(
-                    "{truth}, {n} of them over it at one decode step, within the reference's own spread over the op's steps (see the notes)"
-                ),
-            };
+            // The decode-step rows over the ratio left ok as noise (the note says why) are
+            // counted apart from the ops as accurate as the reference: they are not.
             let by_presets: usize = report.judged_with.iter().map(|j| j.ops).sum();
-            if by_presets == 0 {
+            let steps = report.summary.step_noise;
+            if by_presets == 0 && steps == 0 {
                 return truth;
             }
-            let by_truth = report.summary.compared.saturating_sub(by_presets);
-            format!(
-                "within tolerance: {by_truth} {truth}, {by_presets} judged by the fixed presets (the truth could not judge them)"
-            )
+            let by_truth = report
+                .summary
+                .compared
+                .saturating_sub(by_presets)
+                .saturating_sub(steps);
+            let mut parts = vec![format!("{by_truth} {truth}")];
+            if steps > 0 {
+                parts.push(format!(
+                    "{steps} decode-step row{} over it but no further from the truth than the reference at another step of the op (see the notes)",
+                    if steps == 1 { "" } else { "s" }
+                ));
+            }
+            if by_presets > 0 {
+                parts.push(format!(
+                    "{by_presets} judged by the fixed presets (the truth could not judge them)"
+                ));
+            }
+            format!("within tolerance: {}", parts.join(", "))
         }
         _ => "within tolerance".to_string(),
     }
@@ -1464,12 +1473,17 @@ mod tests {
             clean_text(&report),
             format!("within tolerance: 37 {limit}, {noisy}, 3 judged by the fixed presets (the truth could not judge them)")
         );
-        // And the decode steps left ok as noise within the reference's own spread.
+        // And the decode-step rows left ok as noise, counted apart from the ops as accurate.
         report.summary.step_noise = 2;
-        let steps = "2 of them over it at one decode step, within the reference's own spread over the op's steps (see the notes)";
+        let steps = "2 decode-step rows over it but no further from the truth than the reference at another step of the op (see the notes)";
         assert_eq!(
             clean_text(&report),
-            format!("within tolerance: 37 {limit}, {noisy}, {steps}, 3 judged by the fixed presets (the truth could not judge them)")
+            format!("within tolerance: 35 {limit}, {noisy}, {steps}, 3 judged by the fixed presets (the truth could not judge them)")
+        );
+        report.judged_with.clear();
+        assert_eq!(
+            clean_text(&report),
+            format!("within tolerance: 38 {limit}, {noisy}, {steps}")
         );
     }
 

@@ -50,22 +50,30 @@ pub fn check(outputs: &[(&str, Option<&Path>)], inputs: &[(&str, &Path)]) -> Res
 /// `--format`'s.
 pub fn not_stdout(outputs: &[(&str, Option<&Path>)]) -> Result<()> {
     let label = |p: &Path| divergence_names::one_line(&p.display().to_string()).into_owned();
+    // What prints this output on standard output instead, where something does.
+    let instead = |flag: &str| match flag {
+        "--json-out" => " (--format json prints the report there)",
+        "--markdown-out" => " (--format markdown prints the report there)",
+        _ => "",
+    };
     let stdout = stdout_id();
     for &(flag, out) in outputs {
         let Some(out) = out else { continue };
         if out == Path::new("-") {
             bail!(
-                "{flag} -: the report is printed on standard output already (--format json, \
-                 markdown or table picks how); give {flag} a file (./- for a file named -)"
+                "{flag} -: the standard output carries the report{}; give {flag} a file (./- \
+                 for a file named -)",
+                instead(flag)
             );
         }
         // (`/dev/null` is nobody's output: `--json-out /dev/null > /dev/null` loses nothing.)
         let null = std::fs::canonicalize(out).is_ok_and(|p| p == Path::new("/dev/null"));
         if stdout.is_some() && file_id(out) == stdout && !null {
             bail!(
-                "{flag} {}: that is the standard output, where the report is printed \
-                 (--format json, markdown or table picks how); give {flag} a file of its own",
-                label(out)
+                "{flag} {}: that is the standard output, which carries the report{}; give {flag} \
+                 a file of its own",
+                label(out),
+                instead(flag)
             );
         }
     }
