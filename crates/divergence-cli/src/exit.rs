@@ -70,10 +70,10 @@ pub fn usage_error_line(err: &clap::Error) -> String {
     format!("{} (see --help)", divergence_names::one_line(&line))
 }
 
-/// A value or argument that holds a control character, which clap's text loses: rendering
-/// the error without its styles strips terminal escapes from the user's value too
+/// A value, argument or subcommand that holds a control character, which clap's text loses:
+/// rendering the error without its styles strips terminal escapes from the user's value too
 /// (`--format $'\e[31mx'` read "invalid value 'x'"; a bad-input hunt). Said with the value
-/// escaped as every other error escapes it; `None` where nothing holds one.
+/// escaped as every other error escapes it, and clap's tips; `None` where nothing holds one.
 fn control_chars_line(err: &clap::Error) -> Option<String> {
     use clap::error::{ContextKind, ContextValue, ErrorKind};
     let text = |kind: ContextKind| match err.get(kind) {
