@@ -648,6 +648,11 @@ fn a_truth_that_cannot_be_read_whole_keeps_the_presets_verdict() {
 /// The report of float32 rows of one op over decode steps `0..errs.len()` (`errs[s]`: ours'
 /// and ref's relative distance from the truth `T` at step `s`).
 fn steps_report(errs: &[(f64, f64)]) -> Report {
+    steps_report_in(errs, "float32")
+}
+
+/// [`steps_report`] of rows of `dtype`.
+fn steps_report_in(errs: &[(f64, f64)], dtype: &str) -> Report {
     let cfg = truth_cfg(3.0);
     let values: Vec<([f64; 4], [f64; 4])> = errs
         .iter()
@@ -665,8 +670,8 @@ fn steps_report(errs: &[(f64, f64)]) -> Report {
         .map(|((o, r), name)| {
             compare_with_truth(
                 name,
-                side(o, "float32"),
-                side(r, "float32"),
+                side(o, dtype),
+                side(r, dtype),
                 side(&T, "float64"),
                 &cfg,
             )
@@ -765,6 +770,36 @@ fn one_step_within_the_references_own_spread_is_noise() {
         "{}",
         r.notes[0]
     );
+    // A port of the reference's bits but at one step (every other ratio exactly 1), and the
+    // same rows in bfloat16: a fault, not noise (a final held-out check cleared such faults up
+    // to 13 times the reference's error at their step).
+    let same: Vec<(f64, f64)> = (0..12)
+        .map(|s| match s {
+            5 => (0.04, 0.04),
+            9 => (0.02, 0.004),
+            _ => (0.005, 0.005),
+        })
+        .collect();
+    let r = steps_report(&same);
+    assert_eq!(
+        r.first_divergence.as_ref().map(|f| f.name.as_str()),
+        Some("model.layers.0.self_attn.attn_out@9")
+    );
+    let bf16: Vec<(f64, f64)> = (0..12)
+        .map(|s| match s {
+            5 => (0.02, 0.04),
+            9 => (0.02, 0.004),
+            _ => (0.003, 0.005),
+        })
+        .collect();
+    let r = steps_report_in(&bf16, "bfloat16");
+    assert_eq!(
+        r.first_divergence.as_ref().map(|f| f.name.as_str()),
+        Some("model.layers.0.self_attn.attn_out@9")
+    );
+    assert!(r.notes.is_empty());
+    // (the same rows in float32 are left ok)
+    assert!(steps_report(&bf16).first_divergence.is_none());
     // Ours 4x the reference at most steps (a cache kept in float16, say): every verdict stands.
     let r = steps_report(&clean(6e-5, 8e-5, 12));
     assert_eq!(
