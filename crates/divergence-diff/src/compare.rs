@@ -1910,8 +1910,7 @@ pub const ENVELOPE_MAX_OVER: usize = 2;
 /// float32 pairs whose rows over its steps (at least [`ENVELOPE_MIN_STEPS`] the truth judged,
 /// the prefill's included) have ours more accurate than the reference at most of them (the
 /// median noise ratio under 1) and are over the ratio at [`ENVELOPE_MAX_OVER`] decode steps at
-/// most; a
-/// decode-step row of it over the ratio whose error against the truth is at most the
+/// most; a decode-step row of it over the ratio whose error against the truth is at most the
 /// reference's largest at any of the op's steps is ok. The prefill's row is never left ok, and
 /// a step where the reference is more than [`NOISY_INPUT_REF_ERR`] off bounds nothing (it is
 /// noise itself: with it, a bfloat16 reference 0.93 off at one step let a real fault pass). A
