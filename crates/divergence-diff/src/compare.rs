@@ -1945,17 +1945,17 @@ pub fn judge_by_step_envelope(ops: &mut crate::rows::Rows) -> Option<(String, us
         Some((t.ours_truth_rel_err?, t.ref_truth_rel_err?, t.noise_ratio?))
     };
     // Each op's judged rows: their noise ratios, the reference's largest error (and its row),
-    // and its decode-step rows over the ratio.
+    // and its decode-step rows over the ratio (with ours' and ref's errors there).
     struct Op {
         ratios: Vec<f64>,
         env: (f64, usize),
         steps: usize,
-        over: Vec<usize>,
+        over: Vec<(usize, f64, f64)>,
     }
     let mut by_op: std::collections::HashMap<&str, Op> = std::collections::HashMap::new();
     for i in 0..ops.len() {
         let o = ops.row(i);
-        let Some((_, e_ref, nr)) = judged(o) else {
+        let Some((e_ours, e_ref, nr)) = judged(o) else {
             continue;
         };
         let (base, step) = o.split();
@@ -1971,7 +1971,7 @@ pub fn judge_by_step_envelope(ops: &mut crate::rows::Rows) -> Option<(String, us
             op.env = (e_ref, i);
         }
         if step > 0 && o.status() == Status::Diverged {
-            op.over.push(i);
+            op.over.push((i, e_ours, e_ref));
         }
     }
     // (row, ours' error, ref's there, ref's largest, its row)
@@ -1993,14 +1993,12 @@ pub fn judge_by_step_envelope(ops: &mut crate::rows::Rows) -> Option<(String, us
             continue;
         }
         let (env, at) = op.env;
-        for &i in &op.over {
-            let Some((e_ours, e_ref, _)) = judged(ops.row(i)) else {
-                continue;
-            };
-            if e_ours <= env {
-                left.push((i, e_ours, e_ref, env, at));
-            }
-        }
+        left.extend(
+            op.over
+                .iter()
+                .filter(|&&(_, e_ours, _)| e_ours <= env)
+                .map(|&(i, e_ours, e_ref)| (i, e_ours, e_ref, env, at)),
+        );
     }
     left.sort_by_key(|l| l.0);
     let &(first, e_ours, e_ref, env, at) = left.first()?;

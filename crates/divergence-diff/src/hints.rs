@@ -1453,13 +1453,11 @@ fn eps(
 /// (factors 0.863 to 0.973, ε estimates 0.00975 to 0.01022, 1.01e-2 off) got no hint (the
 /// twelfth held-out check). The factors' spread and the estimates' agreement still decide.
 fn eps_fit_limit(subject: &Subject<'_>) -> f64 {
-    let half = [subject.ours.dtype, subject.reference.dtype]
-        .iter()
-        .any(|d| matches!(DTypeClass::of(d), DTypeClass::BF16 | DTypeClass::F16));
-    if half {
-        3e-2
-    } else {
-        1e-2
+    // The coarser of the two sides' classes, as the `rounding` rule takes it.
+    let class = DTypeClass::of(subject.reference.dtype).max(DTypeClass::of(subject.ours.dtype));
+    match class {
+        DTypeClass::BF16 | DTypeClass::F16 => 3e-2,
+        _ => 1e-2,
     }
 }
 

@@ -1410,60 +1410,34 @@ mod tests {
         );
         assert_eq!(tracked, portable);
         assert_eq!(dispatched.nonfinite_mismatch, 1);
-        // Each vector build this CPU can run, not only the one dispatch picks.
+        // Each vector build this CPU can run, with and without the tracked index, not only the
+        // one dispatch picks.
         #[cfg(target_arch = "x86_64")]
         {
-            if std::arch::is_x86_feature_detected!("avx2") {
-                // SAFETY: the CPU supports AVX2, checked just above.
-                let avx2 = unsafe {
-                    chunk_acc_avx2::<F32, F64, false>(
-                        Accumulator::default(),
-                        flat(&o),
-                        flat(&r),
-                        o.len(),
-                        10,
-                        &P,
-                    )
-                };
-                assert_eq!(avx2, portable);
-                // SAFETY: as above.
-                let avx2 = unsafe {
-                    chunk_acc_avx2::<F32, F64, true>(
-                        Accumulator::default(),
-                        flat(&o),
-                        flat(&r),
-                        o.len(),
-                        10,
-                        &P,
-                    )
-                };
-                assert_eq!(avx2, portable);
-            }
-            if std::arch::is_x86_feature_detected!("avx512f") {
-                // SAFETY: the CPU supports AVX-512F, checked just above.
-                let avx512 = unsafe {
-                    chunk_acc_avx512::<F32, F64, false>(
-                        Accumulator::default(),
-                        flat(&o),
-                        flat(&r),
-                        o.len(),
-                        10,
-                        &P,
-                    )
-                };
-                assert_eq!(avx512, portable);
-                // SAFETY: as above.
-                let avx512 = unsafe {
-                    chunk_acc_avx512::<F32, F64, true>(
-                        Accumulator::default(),
-                        flat(&o),
-                        flat(&r),
-                        o.len(),
-                        10,
-                        &P,
-                    )
-                };
-                assert_eq!(avx512, portable);
+            type Build = for<'a, 'b, 'c> unsafe fn(
+                Accumulator,
+                Src<'a, f32>,
+                Src<'b, f64>,
+                usize,
+                u64,
+                &'c Params,
+            ) -> Accumulator;
+            let avx2 = std::arch::is_x86_feature_detected!("avx2");
+            let avx512 = std::arch::is_x86_feature_detected!("avx512f");
+            let builds: [(&str, bool, Build); 4] = [
+                ("avx2", avx2, chunk_acc_avx2::<F32, F64, false>),
+                ("avx2 tracked", avx2, chunk_acc_avx2::<F32, F64, true>),
+                ("avx512", avx512, chunk_acc_avx512::<F32, F64, false>),
+                ("avx512 tracked", avx512, chunk_acc_avx512::<F32, F64, true>),
+            ];
+            for (name, runs, build) in builds {
+                if runs {
+                    // SAFETY: the CPU supports the build's features, checked just above.
+                    let got = unsafe {
+                        build(Accumulator::default(), flat(&o), flat(&r), o.len(), 10, &P)
+                    };
+                    assert_eq!(got, portable, "{name}");
+                }
             }
         }
         // One side's norm too (`side_chunk`).

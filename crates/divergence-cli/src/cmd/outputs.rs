@@ -67,8 +67,7 @@ pub fn not_stdout(outputs: &[(&str, Option<&Path>)]) -> Result<()> {
             );
         }
         // (`/dev/null` is nobody's output: `--json-out /dev/null > /dev/null` loses nothing.)
-        let null = std::fs::canonicalize(out).is_ok_and(|p| p == Path::new("/dev/null"));
-        if stdout.is_some() && file_id(out) == stdout && !null {
+        if stdout.is_some() && file_id(out) == stdout && !is_dev_null(out) {
             bail!(
                 "{flag} {}: that is the standard output, which carries the report{}; give {flag} \
                  a file of its own",
@@ -92,6 +91,11 @@ fn stdout_id() -> Option<(u64, u64)> {
     }
     #[cfg(not(unix))]
     None
+}
+
+/// True when `path` is `/dev/null`, through links.
+fn is_dev_null(path: &Path) -> bool {
+    std::fs::canonicalize(path).is_ok_and(|p| p == Path::new("/dev/null"))
 }
 
 /// Device and inode of an existing path (its target, through symlinks such as `/dev/stdout`).
@@ -174,8 +178,7 @@ pub fn check_dump_output(flag: &str, out: &Path) -> Result<()> {
     let Ok(meta) = std::fs::metadata(out) else {
         return Ok(());
     };
-    let null = std::fs::canonicalize(out).is_ok_and(|p| p == Path::new("/dev/null"));
-    if meta.is_file() || meta.is_dir() || null {
+    if meta.is_file() || meta.is_dir() || is_dev_null(out) {
         // A folder is the writer's own error, with its path.
         return Ok(());
     }
@@ -193,12 +196,8 @@ pub fn same_file(a: &Path, b: &Path) -> bool {
     if special(a) || special(b) {
         return false;
     }
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::MetadataExt;
-        if let (Ok(x), Ok(y)) = (std::fs::metadata(a), std::fs::metadata(b)) {
-            return (x.dev(), x.ino()) == (y.dev(), y.ino());
-        }
+    if let (Some(x), Some(y)) = (file_id(a), file_id(b)) {
+        return x == y;
     }
     match (resolved(a), resolved(b)) {
         (Some(x), Some(y)) => x == y,
