@@ -271,7 +271,7 @@ pub fn amplification<R: RowSource + ?Sized>(
     // rows of dashes under "k rows, and q rows over the ratio" (a newcomer's check).
     let compared = |r: Row<'_>| r.status().is_compared();
     // The row of norm `i`, found by its name.
-    let one = |i: usize| -> Option<(usize, AmplificationRow)> {
+    let one = |i: usize| -> Option<AmplificationRow> {
         let op = ops.row_at(i);
         if !compared(op) {
             return None;
@@ -284,10 +284,10 @@ pub fn amplification<R: RowSource + ?Sized>(
             return None;
         };
         let proj = proj_of(i, &proj_name).filter(|&p| compared(p))?;
-        Some((i, pair(op, proj, layer, kind, proj_name, name)))
+        Some(pair(op, proj, layer, kind, proj_name, name))
     };
     // One row per norm, in row order (28 layers x 2 norms x every step).
-    let mut rows: Vec<(usize, AmplificationRow)> = match ops.parts() {
+    let rows: Vec<AmplificationRow> = match ops.parts() {
         None => (0..len).into_par_iter().filter_map(one).collect(),
         Some(parts) => {
             // A run of decode steps is one probe: its name is parsed and its projection's run
@@ -298,31 +298,50 @@ pub fn amplification<R: RowSource + ?Sized>(
             for run in parts.runs {
                 runs_of.entry(run.base()).or_default().push(run);
             }
-            let plain = parts.plain.par_iter().filter_map(|&i| one(i as usize));
-            let steps = parts.runs.par_iter().flat_map_iter(|run| {
-                // A base that ends so has no step of its own (no `@` and digits at its end):
-                // each step's name parses as its base does, and its projection's name is
-                // the base's projection's at the step.
-                let probe = is_norm(run.base())
-                    .then(|| match Op::of(run.base()) {
-                        Op::QkNorm(kind) => {
-                            let proj = divergence_names::sibling(run.base(), Op::QkProj(kind))?;
-                            Some((kind, proj))
-                        }
-                        _ => None,
-                    })
-                    .flatten();
-                let projs = probe.as_ref().and_then(|(_, p)| runs_of.get(p.as_str()));
-                (0..run.steps()).filter_map(move |k| {
-                    let (kind, proj_base) = probe.as_ref()?;
-                    let i = run.row_of(k)?;
-                    let op = ops.row_at(i);
-                    // A step stored whole is one of the plain rows. (A step kept compact is
-                    // never step 0, whose name is its base: read by name, were it one.)
-                    if !matches!(op, Row::Step(r, _, kk) if std::ptr::eq(r, run) && kk == k) {
-                        return None;
+            // The runs of norms, each with its kind and its projection's name and runs. A
+            // base that ends so has no step of its own (no `@` and digits at its end): each
+            // step's name parses as its base does, and its projection's name is the base's
+            // projection's at the step.
+            let norms: Vec<_> = parts
+                .runs
+                .iter()
+                .filter(|run| is_norm(run.base()))
+                .filter_map(|run| match Op::of(run.base()) {
+                    Op::QkNorm(kind) => {
+                        let proj = divergence_names::sibling(run.base(), Op::QkProj(kind))?;
+                        let projs = runs_of.get(proj.as_str());
+                        Some((run, kind, proj, projs))
                     }
-                    let step = run.first() + k;
+                    _ => None,
+                })
+                .collect();
+            // Every row that may be a norm's, in row order: the rows stored whole, and each
+            // norm run's steps kept compact (a step stored whole is one of the plain rows).
+            // Sorted as keys, so that each row is made in its place (the rows come run by
+            // run; sorting the rows themselves moved ~200 bytes a swap).
+            let mut at: Vec<(usize, u32, u32)> = parts
+                .plain
+                .iter()
+                .map(|&i| (i as usize, u32::MAX, 0))
+                .collect();
+            for (n, (run, ..)) in norms.iter().enumerate() {
+                let n = u32::try_from(n).expect("fewer than 2^32 runs");
+                at.extend((0..run.steps()).filter_map(|k| {
+                    let i = run.row_of(k)?;
+                    let own = matches!(ops.row_at(i), Row::Step(r, _, kk) if std::ptr::eq(r, *run) && kk == k);
+                    Some((i, n, u32::try_from(k).ok()?)).filter(|_| own)
+                }));
+            }
+            at.par_sort_unstable();
+            at.into_par_iter()
+                .filter_map(|(i, n, k)| {
+                    let Some((run, kind, proj_base, projs)) = norms.get(n as usize) else {
+                        return one(i);
+                    };
+                    let op = ops.row_at(i);
+                    let step = run.first() + k as usize;
+                    // (A step kept compact is never step 0, whose name is its base: read by
+                    // name, were it one.)
                     if step == 0 {
                         return one(i);
                     }
@@ -336,14 +355,11 @@ pub fn amplification<R: RowSource + ?Sized>(
                         .filter(|p| p.is_named(&proj_name))
                         .or_else(|| proj_of(i, &proj_name))?;
                     let name = divergence_names::step_name(run.base(), step);
-                    Some((i, pair(op, proj, layer, *kind, proj_name, name)))
+                    Some(pair(op, proj, layer, *kind, proj_name, name))
                 })
-            });
-            plain.chain(steps).collect()
+                .collect()
         }
     };
-    rows.par_sort_unstable_by_key(|(i, _)| *i);
-    let rows: Vec<AmplificationRow> = rows.into_iter().map(|(_, r)| r).collect();
     let (marked, introduced) = counts(&rows);
     Amplification {
         threshold,
