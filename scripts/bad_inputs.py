@@ -1176,6 +1176,8 @@ def meta_cases() -> list[Case]:
         "nan_literal": b'{"order": NaN}',
         "nested_100000": b"[" * 100000 + b"]" * 100000,
         "nested_in_extra": b'{"producer": ' + b"[" * 100000 + b"]" * 100000 + b"}",
+        # another version of the format (session 50: read as version 1 without a word)
+        "format_99": json.dumps({"format": "divergence-dump/99"}).encode(),
     }
     for tag, body in bad.items():
         exp = error(f"{tag}.npz", lacks=("floating point",) if tag == "input_ids_1e30" else ())

@@ -1272,10 +1272,11 @@ fn a_mistyped_fault_says_what_was_meant() {
         );
         assert!(run.stderr.len() < 200, "{}", run.stderr);
     }
+    // One fault on two layers is two specs, no conflict.
+    let run = inject("skip-k-norm@1");
+    assert_eq!(run.code, 0, "{}", run.transcript());
     // One fault with two values on a layer both name: the last acted and the metadata
     // recorded both (a bad-input hunt). Refused, nothing run.
-    let run = inject("skip-k-norm@0");
-    assert_eq!(run.code, 0, "{}", run.transcript());
     let run = divergence(&[
         "run",
         "--model",
@@ -1291,6 +1292,17 @@ fn a_mistyped_fault_says_what_was_meant() {
     assert!(
         run.stderr
             .contains("--inject rope-theta=500: conflicts with --inject rope-theta=1e4")
+            && run.stderr.lines().count() == 1,
+        "{}",
+        run.transcript()
+    );
+    // One spec given twice: it acted once and the metadata recorded it twice (a bad-input
+    // hunt). Refused, nothing run.
+    let run = inject("skip-k-norm@0");
+    assert_eq!(run.code, 2, "{}", run.transcript());
+    assert!(
+        run.stderr
+            .contains("--inject skip-k-norm@0: given twice (a fault acts once: give it once)")
             && run.stderr.lines().count() == 1,
         "{}",
         run.transcript()

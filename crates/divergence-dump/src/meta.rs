@@ -81,8 +81,28 @@ impl Meta {
                 "metadata holds {items} json items (list elements and object fields), more than the {MAX_META_ITEMS} allowed"
             ));
         }
-        serde_json::from_slice(bytes)
-            .map_err(|e| format!("metadata is not a valid json object: {e}"))
+        let meta: Meta = serde_json::from_slice(bytes)
+            .map_err(|e| format!("metadata is not a valid json object: {e}"))?;
+        meta.check_format()?;
+        Ok(meta)
+    }
+
+    /// `format`, when given, must be [`FORMAT_TAG`]: another version of the format may lay
+    /// out what this one reads otherwise, and would be read wrong without a word (a
+    /// bad-input hunt: `"divergence-dump/99"` was read as version 1). A missing or null
+    /// `format` reads as version 1, as every field is optional.
+    fn check_format(&self) -> Result<(), String> {
+        let f = self.format.as_str();
+        if f.is_empty() || f == FORMAT_TAG {
+            return Ok(());
+        }
+        let shown = crate::error::brief(&serde_json::Value::from(f).to_string(), 63);
+        Err(match f.strip_prefix("divergence-dump/") {
+            Some(_) => format!(
+                "metadata format is {shown}: this divergence reads \"{FORMAT_TAG}\" only (a later version wrote it?)"
+            ),
+            None => format!("metadata format is {shown}, not \"{FORMAT_TAG}\""),
+        })
     }
 
     /// `decode_steps` (docs/dump-format.md, "Decode steps"): `None` when absent or null;
@@ -277,6 +297,33 @@ mod tests {
         let long = serde_json::json!({"decode_ids": "x".repeat(100)});
         let e = meta(long).decode_ids().unwrap_err();
         assert!(e.ends_with("...") && e.len() < 120, "{e}");
+    }
+
+    #[test]
+    fn another_format_is_refused() {
+        for (json, says) in [
+            (
+                r#"{"format": "divergence-dump/99"}"#,
+                r#"metadata format is "divergence-dump/99": this divergence reads "divergence-dump/1" only (a later version wrote it?)"#,
+            ),
+            (
+                r#"{"format": "pt"}"#,
+                r#"metadata format is "pt", not "divergence-dump/1""#,
+            ),
+        ] {
+            assert_eq!(Meta::from_json(json.as_bytes()), Err(says.to_string()));
+        }
+        for ok in [
+            r#"{"format": "divergence-dump/1"}"#,
+            r#"{"format": ""}"#,
+            "{}",
+        ] {
+            assert!(Meta::from_json(ok.as_bytes()).is_ok(), "{ok}");
+        }
+        // A long or odd value is said in brief, on one line.
+        let long = format!(r#"{{"format": "divergence-dump/{}\n"}}"#, "9".repeat(200));
+        let e = Meta::from_json(long.as_bytes()).unwrap_err();
+        assert!(e.len() < 160 && !e.contains('\n'), "{e}");
     }
 
     #[test]

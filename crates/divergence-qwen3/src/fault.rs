@@ -611,7 +611,8 @@ impl Faults {
 
     /// Two specs of one fault with other values on a layer both name (`rope-theta=1e4` and
     /// `rope-theta=500`): the last would act and the dump's metadata record both (a bad-input
-    /// hunt). `transpose=` faults name modules, each its own; a repeated spec is no conflict.
+    /// hunt). `transpose=` faults name modules, each its own; a repeated spec is no conflict
+    /// ([`Faults::repeated`] refuses it).
     pub fn conflict(&self) -> Option<(&FaultSpec, &FaultSpec)> {
         let overlap = |a: &FaultSpec, b: &FaultSpec| match (&a.layers, &b.layers) {
             (None, _) | (_, None) => true,
@@ -630,6 +631,16 @@ impl Faults {
                 })
                 .map(|b| (a, b))
         })
+    }
+
+    /// A spec given again as it was (`--inject skip-k-norm@0 --inject skip-k-norm@0`): a
+    /// fault acts once however often it is named, and the dump's metadata would record it
+    /// twice (a bad-input hunt). The second of the first such pair.
+    pub fn repeated(&self) -> Option<&FaultSpec> {
+        self.specs
+            .iter()
+            .enumerate()
+            .find_map(|(i, b)| self.specs[..i].contains(b).then_some(b))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -865,6 +876,26 @@ mod tests {
         ] {
             assert_eq!(parse(spec).to_string(), shown, "{spec}");
         }
+    }
+
+    #[test]
+    fn a_spec_given_twice_is_said() {
+        let repeated = |specs: &[&str]| {
+            Faults::new(specs.iter().map(|s| s.parse().unwrap()).collect())
+                .repeated()
+                .map(|s| s.to_string())
+        };
+        assert_eq!(
+            repeated(&["skip-k-norm@0", "rms-eps=1e-3", "skip-k-norm@0"]).as_deref(),
+            Some("skip-k-norm@0")
+        );
+        assert_eq!(
+            repeated(&["rope-theta=500", "rope-theta=5e2"]).as_deref(),
+            Some("rope-theta=500")
+        );
+        assert_eq!(repeated(&["skip-k-norm@0", "skip-k-norm@1"]), None);
+        assert_eq!(repeated(&["skip-k-norm@0", "skip-k-norm"]), None);
+        assert_eq!(repeated(&["skip-k-norm"]), None);
     }
 
     #[test]

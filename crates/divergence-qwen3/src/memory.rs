@@ -257,15 +257,18 @@ pub fn estimate(
     }
 }
 
-/// `bytes` in GiB with one decimal ("6.4 GiB").
+/// `bytes` in GiB with one decimal ("6.4 GiB"); below 0.1 GiB in MiB, below 0.1 MiB in
+/// KiB, below 1 KiB in bytes.
 pub fn gib(bytes: u64) -> String {
-    let g = bytes as f64 / (1u64 << 30) as f64;
+    let b = bytes as f64;
     // Below 0.1 GiB, in MiB (a bad-input hunt: `--max-memory 0.0001` read "about 0.0 GiB,
-    // more than the 0.0 GiB").
-    if g < 0.1 {
-        format!("{:.1} MiB", bytes as f64 / (1u64 << 20) as f64)
-    } else {
-        format!("{g:.1} GiB")
+    // more than the 0.0 GiB"); smaller bounds in KiB or bytes (another: `--max-memory
+    // 1e-30` read "more than the 0.0 MiB").
+    match b {
+        _ if b >= 0.1 * (1u64 << 30) as f64 => format!("{:.1} GiB", b / (1u64 << 30) as f64),
+        _ if b >= 0.1 * (1u64 << 20) as f64 => format!("{:.1} MiB", b / (1u64 << 20) as f64),
+        _ if bytes >= 1 << 10 => format!("{:.1} KiB", b / 1024.0),
+        _ => format!("{bytes} byte{}", if bytes == 1 { "" } else { "s" }),
     }
 }
 
@@ -278,7 +281,12 @@ mod tests {
         assert_eq!(gib(5 << 30), "5.0 GiB");
         assert_eq!(gib(1 << 27), "0.1 GiB");
         assert_eq!(gib(107_374), "0.1 MiB");
+        assert_eq!(gib(100_000), "97.7 KiB");
         assert_eq!(gib(3 << 20), "3.0 MiB");
+        assert_eq!(gib(1 << 10), "1.0 KiB");
+        assert_eq!(gib(1023), "1023 bytes");
+        assert_eq!(gib(1), "1 byte");
+        assert_eq!(gib(0), "0 bytes");
     }
 
     #[test]

@@ -337,6 +337,12 @@ pub fn run_to_dump(opts: &RunOptions) -> Result<RunSummary, Error> {
         ));
     }
     let fault_specs = Faults::new(opts.faults.clone());
+    if let Some(spec) = fault_specs.repeated() {
+        return Err(Error::FaultTarget {
+            spec: spec.to_string(),
+            message: "given twice (a fault acts once: give it once)".into(),
+        });
+    }
     if let Some((a, b)) = fault_specs.conflict() {
         return Err(Error::FaultTarget {
             spec: b.to_string(),
