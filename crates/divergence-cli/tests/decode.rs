@@ -1257,6 +1257,40 @@ fn an_html_report_of_decode_steps_plots_steps_and_sums_up_each_heatmap_cell() {
     assert!(page.contains("<th data-type=\"num\" data-desc=\"1\">rel err</th>"));
     assert!(page.contains("<th data-type=\"num\">#</th>"));
     assert!(page.contains("<th data-type=\"num\">cosine</th>"));
+    // The amplification section counts the decode steps' pairs, which it lists only over the
+    // ratio, and names its verdict column; no column of dashes without the norms' weights (a
+    // visual check read the section as the prefill's alone).
+    let amp = &page[at("<section id=\"amplification\">")..];
+    let amp = &amp[..amp.find("</section>").unwrap()];
+    assert!(
+        amp.contains("<p>The prefill's pairs, and every pair with a verdict: 96 more pairs at 12 decode steps, 0 of them over the ratio (the JSON has every pair).</p>"),
+        "{amp}"
+    );
+    assert!(
+        amp.contains("<th>abs err gain</th><th>verdict</th>"),
+        "{amp}"
+    );
+    for (format, says) in [
+        (
+            "table",
+            "  the prefill's k rows, and every row over the ratio: 96 more pairs at 12 decode steps, 0 of them over it (--all shows every row; norm weight gains: pass --model DIR)\n",
+        ),
+        (
+            "markdown",
+            "Listed: the prefill's k rows, and every row over the ratio: 96 more pairs at 12 decode steps, 0 of them over it (--all shows every row; norm weight gains: pass --model DIR).\n",
+        ),
+    ] {
+        let (code, out, err) = divergence(&[
+            "diff",
+            bad.to_str().unwrap(),
+            clean.to_str().unwrap(),
+            "--format",
+            format,
+        ]);
+        assert_eq!(code, 1, "{err}");
+        assert!(out.contains(says), "{format}: {out}");
+        assert!(!out.contains("weight gain |") && !out.contains("weight gain │"), "{out}");
+    }
 }
 
 #[test]

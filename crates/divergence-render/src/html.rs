@@ -628,17 +628,45 @@ fn amplification(report: &Report, h: &mut String) {
         h.push_str("<p>None to show: the prefill's pairs and the pairs with a verdict are listed, and there are none here (the JSON has every pair).</p>\n</section>\n");
         return;
     }
-    h.push_str("<table>\n<thead><tr><th>layer</th><th>q/k</th><th>proj rel err</th><th>norm rel err</th><th>ratio</th><th>abs err gain</th><th>norm weight gain</th><th></th></tr></thead>\n<tbody>\n");
-    for r in rows {
+    // The decode steps' pairs, listed only with a verdict: counted (a visual check read the
+    // section as the prefill's alone).
+    let (mut pairs, mut over, mut steps) = (0usize, 0usize, std::collections::BTreeSet::new());
+    for r in &a.rows {
+        let step = divergence_names::split_step(&r.norm).1;
+        if step > 0 {
+            pairs += 1;
+            over += usize::from(r.verdict.is_some());
+            steps.insert(step);
+        }
+    }
+    if pairs > 0 {
         h.push_str(&format!(
-            "<tr><td class=\"n\">{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"bad\">{}</td></tr>\n",
+            "<p>The prefill's pairs, and every pair with a verdict: {pairs} more pair{} at {} decode step{}, {over} of them over the ratio (the JSON has every pair).</p>\n",
+            if pairs == 1 { "" } else { "s" },
+            steps.len(),
+            if steps.len() == 1 { "" } else { "s" },
+        ));
+    }
+    // The norms' weight gains come from the checkpoint (`--model DIR`): without any, no
+    // column of dashes.
+    let gain = view::shows_weight_gain(&rows);
+    h.push_str(&format!(
+        "<table>\n<thead><tr><th>layer</th><th>q/k</th><th>proj rel err</th><th>norm rel err</th><th>ratio</th><th>abs err gain</th>{}<th>verdict</th></tr></thead>\n<tbody>\n",
+        if gain { "<th>norm weight gain</th>" } else { "" }
+    ));
+    for r in rows {
+        let weight = match gain {
+            true => format!("<td class=\"n\">{}</td>", view::num(r.weight_gain)),
+            false => String::new(),
+        };
+        h.push_str(&format!(
+            "<tr><td class=\"n\">{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>{weight}<td class=\"bad\">{}</td></tr>\n",
             view::amp_layer(r),
             r.kind,
             view::num(r.proj_rel_err),
             view::num(r.norm_rel_err),
             view::num(r.ratio),
             view::num(r.abs_err_gain),
-            view::num(r.weight_gain),
             r.verdict.map_or("", |v| v.as_str())
         ));
     }

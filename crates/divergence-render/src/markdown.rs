@@ -345,15 +345,28 @@ impl Sections for Markdown<'_> {
             let first = chars.next().map(|c| c.to_uppercase().to_string());
             writeln!(out, "{}{}.", first.unwrap_or_default(), chars.as_str())?;
         } else {
+            let gain = view::shows_weight_gain(&shown);
+            if let Some(scope) = view::amplification_scope(self.report, self.opts, gain) {
+                writeln!(out, "Listed: {scope}.")?;
+                writeln!(out)?;
+            }
+            let (head, rule) = match gain {
+                true => (" weight gain |", "--:|"),
+                false => ("", ""),
+            };
             writeln!(
                 out,
-                "| | layer | q/k | proj rel err | norm rel err | ratio | abs err gain | weight gain |"
+                "| | layer | q/k | proj rel err | norm rel err | ratio | abs err gain |{head}"
             )?;
-            writeln!(out, "|---|--:|---|--:|--:|--:|--:|--:|")?;
+            writeln!(out, "|---|--:|---|--:|--:|--:|--:|{rule}")?;
             for r in shown {
+                let weight = match gain {
+                    true => format!(" {} |", num(r.weight_gain)),
+                    false => String::new(),
+                };
                 writeln!(
                     out,
-                    "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                    "| {} | {} | {} | {} | {} | {} | {} |{weight}",
                     match r.verdict {
                         Some(divergence_diff::AmpVerdict::Amplified) => "⚠️ amplified",
                         Some(divergence_diff::AmpVerdict::Introduced) => "introduced",
@@ -365,7 +378,6 @@ impl Sections for Markdown<'_> {
                     num(r.norm_rel_err),
                     num(r.ratio),
                     num(r.abs_err_gain),
-                    num(r.weight_gain),
                 )?;
             }
         }

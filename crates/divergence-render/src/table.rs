@@ -705,11 +705,11 @@ impl Sections for Terminal<'_> {
             self.line(&text, None, 2)?;
             return self.blank();
         }
-        if !self.opts.all {
-            let text = "  k rows, and q rows over the ratio (--all shows every row)";
-            self.line(text, None, 2)?;
+        let gain = view::shows_weight_gain(&shown);
+        if let Some(scope) = view::amplification_scope(self.report, self.opts, gain) {
+            self.line(&format!("  {scope}"), None, 2)?;
         }
-        let header = [
+        let mut header = vec![
             "",
             "layer",
             "q/k",
@@ -717,8 +717,10 @@ impl Sections for Terminal<'_> {
             "norm rel err",
             "ratio",
             "abs err gain",
-            "weight gain",
         ];
+        if gain {
+            header.push("weight gain");
+        }
         let rows = shown
             .into_iter()
             .map(|r| {
@@ -733,21 +735,18 @@ impl Sections for Terminal<'_> {
                     (layer.clone(), right(layer)),
                     (r.kind.to_string(), Cell::new(r.kind.to_string())),
                 ];
-                for x in [
-                    r.proj_rel_err,
-                    r.norm_rel_err,
-                    r.ratio,
-                    r.abs_err_gain,
-                    r.weight_gain,
-                ] {
+                for x in [r.proj_rel_err, r.norm_rel_err, r.ratio, r.abs_err_gain] {
                     row.push((num(x), right(num(x))));
+                }
+                if gain {
+                    row.push((num(r.weight_gain), right(num(r.weight_gain))));
                 }
                 row
             })
             .collect();
         // Narrow terminals lose the abs err gain first, then the weight gain; the ratio that
         // decides the mark stays.
-        let t = self.fitted(&header, rows, &[6, 7], &[]);
+        let t = self.fitted(&header, rows, &[6, 7][..header.len() - 6], &[]);
         writeln!(self.out, "{t}")?;
         self.blank()
     }

@@ -409,6 +409,55 @@ pub(crate) fn amplification_rows<'r>(
         .collect()
 }
 
+/// Whether a shown amplification row has a norm weight gain (read from the checkpoint, `diff
+/// --model DIR`): without one the column is left out (a visual check: at 80 columns a column
+/// of dashes stayed while the abs err gain went).
+pub(crate) fn shows_weight_gain(rows: &[&AmplificationRow]) -> bool {
+    rows.iter().any(|r| r.weight_gain.is_some())
+}
+
+/// The line under the amplification section's title, where not every pair is listed (no
+/// `--all`): which rows are. In a decode report it counts the decode steps' pairs, which the
+/// section lists only over the ratio (a visual check: the section read as the prefill's
+/// alone). Where no row has a weight gain, it says how to get one.
+pub(crate) fn amplification_scope(
+    report: &Report,
+    opts: &TableOptions,
+    gain: bool,
+) -> Option<String> {
+    let filter = Filter::new(opts);
+    let (mut pairs, mut over, mut steps) = (0usize, 0usize, std::collections::BTreeSet::new());
+    for r in &report.amplification.rows {
+        let step = divergence_names::split_step(&r.norm).1;
+        if step > 0 && filter.layer_ok(r.layer) {
+            pairs += 1;
+            over += usize::from(r.verdict.is_some());
+            steps.insert(step);
+        }
+    }
+    let gain = match gain {
+        true => "",
+        false => "; norm weight gains: pass --model DIR",
+    };
+    if opts.all {
+        return (!gain.is_empty()).then(|| "norm weight gains: pass --model DIR".to_string());
+    }
+    Some(match pairs {
+        0 => format!("k rows, and q rows over the ratio (--all shows every row{gain})"),
+        _ => format!(
+            "the prefill's k rows, and every row over the ratio: {} at {} decode step{}, {over} of them over it (--all shows every row{gain})",
+            count(pairs, "more pair"),
+            steps.len(),
+            if steps.len() == 1 { "" } else { "s" },
+        ),
+    })
+}
+
+/// "1 more pair", "3 more pairs".
+fn count(n: usize, word: &str) -> String {
+    format!("{n} {word}{}", if n == 1 { "" } else { "s" })
+}
+
 /// What the amplification section says where [`amplification_rows`] shows none of the report's
 /// pairs (a decode report compared without its prefill, `--steps 3`, and nothing marked; or a
 /// `--layer` without pairs).
