@@ -367,7 +367,19 @@ fn prefill_named_step_zero(a: (&MappedDump<'_>, &Path), b: (&MappedDump<'_>, &Pa
     for ((x, x_path), (y, y_path)) in [(a, b), (b, a)] {
         let mut first = None;
         let mut n = 0usize;
-        for name in x.names() {
+        // A stacked member's steps are named `base@s` from step 1: only the names stored as
+        // themselves can end in `@0` (a decode dump's few hundred, not its ~150,000).
+        let names = x.names();
+        let own = x
+            .resolved()
+            .is_none()
+            .then(|| x.dump().own_positions())
+            .flatten();
+        let listed: Box<dyn Iterator<Item = &divergence_names::Name> + '_> = match &own {
+            Some(own) => Box::new(own.iter().filter_map(|&i| names.get(i as usize))),
+            None => Box::new(names.iter()),
+        };
+        for name in listed {
             let Some(base) = name.strip_suffix("@0").filter(|b| !b.is_empty()) else {
                 continue;
             };
