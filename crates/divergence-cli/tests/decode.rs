@@ -1349,10 +1349,27 @@ fn a_prefill_named_at_step_zero_is_refused_and_an_unpaired_prefill_is_not_judged
         out
     };
     let at0 = prefill_as("prefill-at0.npz", |n| format!("{n}@0"));
+    // The same with the decode steps stacked (`x@steps`), where only the names stored as
+    // themselves are looked through.
+    let at0_stacked = tmp("prefill-at0-stacked.npz");
+    rewrite_with(
+        REF_F32,
+        &at0_stacked,
+        |_| false,
+        |_| {},
+        |n| match n.contains('@') {
+            true => n.to_string(),
+            false => format!("{n}@0"),
+        },
+        true,
+    );
+    assert!(Dump::open(&at0_stacked).unwrap().own_positions().is_some());
     let reference = root().join(REF_F32);
     for (a, b, named) in [
         (at0.clone(), reference.clone(), &at0),
         (reference.clone(), at0.clone(), &at0),
+        (at0_stacked.clone(), reference.clone(), &at0_stacked),
+        (reference.clone(), at0_stacked.clone(), &at0_stacked),
     ] {
         let (code, _, err) = diff_json(&a, b.to_str().unwrap(), &[]);
         assert_eq!(code, 2, "{err}");
