@@ -63,3 +63,30 @@ def test_demo_pair_first_divergence_is_embed_tokens():
     rc, rep = diff(FIXTURES / "demo/ours.npz", FIXTURES / "demo/ref.npz")
     assert rc == 1
     assert rep["first_divergence"]["name"] == "model.embed_tokens"
+
+
+def test_json_out_to_the_terminal_that_prints_the_report_is_refused():
+    """`diff --json-out /dev/tty` where the standard output is a terminal: the JSON and the table
+    would interleave on the screen (a review found it accepted; `/dev/tty` is a device of its own,
+    not the terminal's, so the standard-output check did not see it). Refused, exit 2, nothing
+    compared; with the standard output elsewhere this check lets it through."""
+    import pty
+
+    a = FIXTURES / "ref/tiny-qwen3.f32.eager.npz"
+    args = [str(BIN), "diff", str(a), str(a), "--json-out", "/dev/tty"]
+    master, slave = pty.openpty()
+    try:
+        r = subprocess.run(args, stdout=slave, stderr=subprocess.PIPE, text=True, timeout=60,
+                           start_new_session=True)
+    finally:
+        os.close(slave)
+        os.close(master)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip().splitlines() == [
+        "error: --json-out /dev/tty: that is the terminal, where the standard output prints the "
+        "report (--format json prints the report there); give --json-out a file of its own"
+    ], r.stderr
+    # The standard output a pipe, and no terminal of its own (a new session): not this refusal
+    # (writing to /dev/tty then fails, or lands on a terminal the table is not on).
+    r = subprocess.run(args, capture_output=True, text=True, timeout=60, start_new_session=True)
+    assert "that is the terminal" not in r.stderr, r.stderr

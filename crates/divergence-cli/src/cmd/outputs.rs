@@ -66,6 +66,17 @@ pub fn not_stdout(outputs: &[(&str, Option<&Path>)]) -> Result<()> {
                 instead(flag)
             );
         }
+        // The terminal, where the standard output prints the report too: the two
+        // interleave on the screen (a review; `/dev/tty` is its own device, not the
+        // terminal's, so the device check below does not see it).
+        if is_dev_tty(out) && std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+            bail!(
+                "{flag} {}: that is the terminal, where the standard output prints the report{}; \
+                 give {flag} a file of its own",
+                label(out),
+                instead(flag)
+            );
+        }
         // (`/dev/null` is nobody's output: `--json-out /dev/null > /dev/null` loses nothing.)
         if stdout.is_some() && file_id(out) == stdout && !is_dev_null(out) {
             bail!(
@@ -96,6 +107,11 @@ fn stdout_id() -> Option<(u64, u64)> {
 /// True when `path` is `/dev/null`, through links.
 fn is_dev_null(path: &Path) -> bool {
     std::fs::canonicalize(path).is_ok_and(|p| p == Path::new("/dev/null"))
+}
+
+/// True when `path` is `/dev/tty` (the process's terminal), through links.
+fn is_dev_tty(path: &Path) -> bool {
+    std::fs::canonicalize(path).is_ok_and(|p| p == Path::new("/dev/tty"))
 }
 
 /// Device and inode of an existing path (its target, through symlinks such as `/dev/stdout`).
