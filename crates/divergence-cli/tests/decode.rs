@@ -1257,40 +1257,57 @@ fn an_html_report_of_decode_steps_plots_steps_and_sums_up_each_heatmap_cell() {
     assert!(page.contains("<th data-type=\"num\" data-desc=\"1\">rel err</th>"));
     assert!(page.contains("<th data-type=\"num\">#</th>"));
     assert!(page.contains("<th data-type=\"num\">cosine</th>"));
-    // The amplification section counts the decode steps' pairs, which it lists only over the
-    // ratio, and names its verdict column; no column of dashes without the norms' weights (a
+    // The amplification section counts the decode steps' pairs, which it lists only with a
+    // verdict, and names its verdict column; no column of dashes without the norms' weights (a
     // visual check read the section as the prefill's alone).
     let amp = &page[at("<section id=\"amplification\">")..];
     let amp = &amp[..amp.find("</section>").unwrap()];
     assert!(
-        amp.contains("<p>The prefill's pairs, and every pair with a verdict: 96 more pairs at 12 decode steps, 0 of them over the ratio (the JSON has every pair).</p>"),
+        amp.contains("<p>The prefill's pairs, and every pair with a verdict: 96 more pairs at 12 decode steps, 0 of them with a verdict (the JSON has every pair).</p>"),
         "{amp}"
     );
     assert!(
         amp.contains("<th>abs err gain</th><th>verdict</th>"),
         "{amp}"
     );
-    for (format, says) in [
-        (
-            "table",
-            "  the prefill's k rows, and every row over the ratio: 96 more pairs at 12 decode steps, 0 of them over it (--all shows every row; norm weight gains: pass --model DIR)\n",
-        ),
-        (
-            "markdown",
-            "Listed: the prefill's k rows, and every row over the ratio: 96 more pairs at 12 decode steps, 0 of them over it (--all shows every row; norm weight gains: pass --model DIR).\n",
-        ),
-    ] {
-        let (code, out, err) = divergence(&[
+    let section = |a: &Path, b: &Path, format: &str, extra: &[&str]| {
+        let mut args = vec![
             "diff",
-            bad.to_str().unwrap(),
-            clean.to_str().unwrap(),
+            a.to_str().unwrap(),
+            b.to_str().unwrap(),
             "--format",
             format,
-        ]);
+        ];
+        args.extend(extra);
+        let (code, out, err) = divergence(&args);
         assert_eq!(code, 1, "{err}");
-        assert!(out.contains(says), "{format}: {out}");
-        assert!(!out.contains("weight gain |") && !out.contains("weight gain │"), "{out}");
-    }
+        assert!(
+            !out.contains("weight gain |") && !out.contains("weight gain │"),
+            "{out}"
+        );
+        let from = out.find("mplification through").expect("the section");
+        out[from..].to_string()
+    };
+    let says = "the prefill's k rows, and every row with a verdict: 96 more pairs at 12 decode steps, 0 of them with a verdict (--all shows every row)";
+    let table = section(&bad, &clean, "table", &[]);
+    assert!(table.contains(&format!("\n  {says}\n")), "{table}");
+    let markdown = section(&bad, &clean, "markdown", &[]);
+    assert!(
+        markdown.contains(&format!("\nListed: {says}.\n")),
+        "{markdown}"
+    );
+    // --all lists every pair: no such line (a review read "Listed: norm weight gains: ...").
+    let all = section(&bad, &clean, "markdown", &["--all"]);
+    assert!(!all.contains("Listed"), "{all}");
+    // Steps without the prefill: no prefill's rows to add to (a review).
+    let (ok, skipped) = (tmp("amp-4.npz"), tmp("amp-4-skip.npz"));
+    run_steps(&ok, 4, &[]);
+    run_steps(&skipped, 4, &["--inject", "skip-k-norm@1"]);
+    let table = section(&skipped, &ok, "table", &["--steps", "3-4"]);
+    assert!(
+        table.contains("\n  the rows with a verdict: 16 pairs at 2 decode steps, 2 of them with a verdict (--all shows every row)\n"),
+        "{table}"
+    );
 }
 
 #[test]

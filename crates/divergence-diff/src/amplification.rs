@@ -319,17 +319,24 @@ pub fn amplification<R: RowSource + ?Sized>(
             // norm run's steps kept compact (a step stored whole is one of the plain rows).
             // Sorted as keys, so that each row is made in its place (the rows come run by
             // run; sorting the rows themselves moved ~200 bytes a swap).
+            // (A row stored whole has no run: `PLAIN` in place of a norm run's number.)
+            const PLAIN: u32 = u32::MAX;
             let mut at: Vec<(usize, u32, u32)> = parts
                 .plain
                 .iter()
-                .map(|&i| (i as usize, u32::MAX, 0))
+                .map(|&i| (i as usize, PLAIN, 0))
                 .collect();
             for (n, (run, ..)) in norms.iter().enumerate() {
                 let n = u32::try_from(n).expect("fewer than 2^32 runs");
                 at.extend((0..run.steps()).filter_map(|k| {
                     let i = run.row_of(k)?;
-                    let own = matches!(ops.row_at(i), Row::Step(r, _, kk) if std::ptr::eq(r, *run) && kk == k);
-                    Some((i, n, u32::try_from(k).ok()?)).filter(|_| own)
+                    // This run's own step (a step stored whole is a plain row).
+                    let compact = |row| {
+                        matches!(row, Row::Step(r, _, kk) if std::ptr::eq(r, *run) && kk == k)
+                    };
+                    // (A run holds fewer than 2^32 steps: its cells number them in a u32.)
+                    let k = u32::try_from(k).expect("fewer than 2^32 steps");
+                    compact(ops.row_at(i)).then_some((i, n, k))
                 }));
             }
             at.par_sort_unstable();

@@ -97,12 +97,19 @@ impl Meta {
             return Ok(());
         }
         let shown = crate::error::brief(&serde_json::Value::from(f).to_string(), 63);
-        Err(match f.strip_prefix("divergence-dump/") {
-            Some(_) => format!(
-                "metadata format is {shown}: this divergence reads \"{FORMAT_TAG}\" only (a later version wrote it?)"
-            ),
-            None => format!("metadata format is {shown}, not \"{FORMAT_TAG}\""),
-        })
+        // A later version (`divergence-dump/2` and on) is said as such.
+        let later = f
+            .strip_prefix("divergence-dump/")
+            .and_then(|v| v.parse::<u64>().ok())
+            .is_some_and(|v| v > 1);
+        Err(format!(
+            "format {shown} is not \"{FORMAT_TAG}\", the only version this divergence reads{}",
+            if later {
+                " (a later version of divergence wrote it?)"
+            } else {
+                ""
+            }
+        ))
     }
 
     /// `decode_steps` (docs/dump-format.md, "Decode steps"): `None` when absent or null;
@@ -304,11 +311,19 @@ mod tests {
         for (json, says) in [
             (
                 r#"{"format": "divergence-dump/99"}"#,
-                r#"metadata format is "divergence-dump/99": this divergence reads "divergence-dump/1" only (a later version wrote it?)"#,
+                r#"format "divergence-dump/99" is not "divergence-dump/1", the only version this divergence reads (a later version of divergence wrote it?)"#,
+            ),
+            (
+                r#"{"format": "divergence-dump/1.0"}"#,
+                r#"format "divergence-dump/1.0" is not "divergence-dump/1", the only version this divergence reads"#,
+            ),
+            (
+                r#"{"format": "divergence-dump/0"}"#,
+                r#"format "divergence-dump/0" is not "divergence-dump/1", the only version this divergence reads"#,
             ),
             (
                 r#"{"format": "pt"}"#,
-                r#"metadata format is "pt", not "divergence-dump/1""#,
+                r#"format "pt" is not "divergence-dump/1", the only version this divergence reads"#,
             ),
         ] {
             assert_eq!(Meta::from_json(json.as_bytes()), Err(says.to_string()));

@@ -288,6 +288,21 @@ pub struct FaultSpec {
     pub layers: Option<Vec<(usize, usize)>>,
 }
 
+/// Inclusive layer ranges sorted and merged where they overlap or touch: one list per set of
+/// layers (`0,1`, `1,0` and `0-1` all give `[(0, 1)]`).
+fn merged(ranges: &[(usize, usize)]) -> Vec<(usize, usize)> {
+    let mut sorted = ranges.to_vec();
+    sorted.sort_unstable();
+    let mut out: Vec<(usize, usize)> = Vec::with_capacity(sorted.len());
+    for (a, b) in sorted {
+        match out.last_mut() {
+            Some(last) if a <= last.1.saturating_add(1) => last.1 = last.1.max(b),
+            _ => out.push((a, b)),
+        }
+    }
+    out
+}
+
 impl FaultSpec {
     /// Does this fault act at this place? `layer` is `None` for ops outside the decoder
     /// layers (embeddings, final norm, lm_head): only unrestricted faults act there.
@@ -633,14 +648,19 @@ impl Faults {
         })
     }
 
-    /// A spec given again as it was (`--inject skip-k-norm@0 --inject skip-k-norm@0`): a
-    /// fault acts once however often it is named, and the dump's metadata would record it
-    /// twice (a bad-input hunt). The second of the first such pair.
+    /// A spec given again (`--inject skip-k-norm@0 --inject skip-k-norm@0`, or its layers
+    /// written otherwise: `@0,1` and `@1,0`, `@0-1` and `@0,1`): a fault acts once however
+    /// often it is named, and the dump's metadata would record it twice (a bad-input hunt).
+    /// The second of the first such pair. (A spec whose layers are some of another's is no
+    /// repeat: `skip-k-norm@0` beside `skip-k-norm`.)
     pub fn repeated(&self) -> Option<&FaultSpec> {
-        self.specs
-            .iter()
-            .enumerate()
-            .find_map(|(i, b)| self.specs[..i].contains(b).then_some(b))
+        let layers = |s: &FaultSpec| s.layers.as_deref().map(merged);
+        self.specs.iter().enumerate().find_map(|(i, b)| {
+            self.specs[..i]
+                .iter()
+                .any(|a| a.fault == b.fault && layers(a) == layers(b))
+                .then_some(b)
+        })
     }
 
     pub fn is_empty(&self) -> bool {
@@ -893,7 +913,16 @@ mod tests {
             repeated(&["rope-theta=500", "rope-theta=5e2"]).as_deref(),
             Some("rope-theta=500")
         );
+        // The same layers written otherwise.
+        for (a, b) in [
+            ("skip-k-norm@0,1", "skip-k-norm@1,0"),
+            ("skip-k-norm@0-1", "skip-k-norm@0,1"),
+            ("skip-k-norm@0-2,1", "skip-k-norm@0-2"),
+        ] {
+            assert_eq!(repeated(&[a, b]).as_deref(), Some(b), "{a} {b}");
+        }
         assert_eq!(repeated(&["skip-k-norm@0", "skip-k-norm@1"]), None);
+        assert_eq!(repeated(&["skip-k-norm@0,2", "skip-k-norm@0-2"]), None);
         assert_eq!(repeated(&["skip-k-norm@0", "skip-k-norm"]), None);
         assert_eq!(repeated(&["skip-k-norm"]), None);
     }

@@ -264,11 +264,15 @@ pub fn gib(bytes: u64) -> String {
     // Below 0.1 GiB, in MiB (a bad-input hunt: `--max-memory 0.0001` read "about 0.0 GiB,
     // more than the 0.0 GiB"); smaller bounds in KiB or bytes (another: `--max-memory
     // 1e-30` read "more than the 0.0 MiB").
-    match b {
-        _ if b >= 0.1 * (1u64 << 30) as f64 => format!("{:.1} GiB", b / (1u64 << 30) as f64),
-        _ if b >= 0.1 * (1u64 << 20) as f64 => format!("{:.1} MiB", b / (1u64 << 20) as f64),
-        _ if bytes >= 1 << 10 => format!("{:.1} KiB", b / 1024.0),
-        _ => format!("{bytes} byte{}", if bytes == 1 { "" } else { "s" }),
+    let (gib, mib) = ((1u64 << 30) as f64, (1u64 << 20) as f64);
+    if b >= 0.1 * gib {
+        format!("{:.1} GiB", b / gib)
+    } else if b >= 0.1 * mib {
+        format!("{:.1} MiB", b / mib)
+    } else if bytes >= 1 << 10 {
+        format!("{:.1} KiB", b / 1024.0)
+    } else {
+        format!("{bytes} byte{}", if bytes == 1 { "" } else { "s" })
     }
 }
 

@@ -630,21 +630,15 @@ fn amplification(report: &Report, h: &mut String) {
     }
     // The decode steps' pairs, listed only with a verdict: counted (a visual check read the
     // section as the prefill's alone).
-    let (mut pairs, mut over, mut steps) = (0usize, 0usize, std::collections::BTreeSet::new());
-    for r in &a.rows {
-        let step = divergence_names::split_step(&r.norm).1;
-        if step > 0 {
-            pairs += 1;
-            over += usize::from(r.verdict.is_some());
-            steps.insert(step);
-        }
-    }
-    if pairs > 0 {
+    let decode = view::DecodePairs::of(report, |_| true);
+    if decode.pairs > 0 {
         h.push_str(&format!(
-            "<p>The prefill's pairs, and every pair with a verdict: {pairs} more pair{} at {} decode step{}, {over} of them over the ratio (the JSON has every pair).</p>\n",
-            if pairs == 1 { "" } else { "s" },
-            steps.len(),
-            if steps.len() == 1 { "" } else { "s" },
+            "<p>{}: {} (the JSON has every pair).</p>\n",
+            match decode.prefill {
+                true => "The prefill's pairs, and every pair with a verdict",
+                false => "The pairs with a verdict",
+            },
+            decode.text()
         ));
     }
     // The norms' weight gains come from the checkpoint (`--model DIR`): without any, no

@@ -346,7 +346,7 @@ impl Sections for Markdown<'_> {
             writeln!(out, "{}{}.", first.unwrap_or_default(), chars.as_str())?;
         } else {
             let gain = view::shows_weight_gain(&shown);
-            if let Some(scope) = view::amplification_scope(self.report, self.opts, gain) {
+            if let Some(scope) = view::amplification_scope(self.report, self.opts) {
                 writeln!(out, "Listed: {scope}.")?;
                 writeln!(out)?;
             }

@@ -706,7 +706,7 @@ impl Sections for Terminal<'_> {
             return self.blank();
         }
         let gain = view::shows_weight_gain(&shown);
-        if let Some(scope) = view::amplification_scope(self.report, self.opts, gain) {
+        if let Some(scope) = view::amplification_scope(self.report, self.opts) {
             self.line(&format!("  {scope}"), None, 2)?;
         }
         let mut header = vec![
@@ -746,7 +746,8 @@ impl Sections for Terminal<'_> {
             .collect();
         // Narrow terminals lose the abs err gain first, then the weight gain; the ratio that
         // decides the mark stays.
-        let t = self.fitted(&header, rows, &[6, 7][..header.len() - 6], &[]);
+        let drop: &[usize] = if gain { &[6, 7] } else { &[6] };
+        let t = self.fitted(&header, rows, drop, &[]);
         writeln!(self.out, "{t}")?;
         self.blank()
     }

@@ -416,46 +416,83 @@ pub(crate) fn shows_weight_gain(rows: &[&AmplificationRow]) -> bool {
     rows.iter().any(|r| r.weight_gain.is_some())
 }
 
-/// The line under the amplification section's title, where not every pair is listed (no
-/// `--all`): which rows are. In a decode report it counts the decode steps' pairs, which the
-/// section lists only over the ratio (a visual check: the section read as the prefill's
-/// alone). Where no row has a weight gain, it says how to get one.
-pub(crate) fn amplification_scope(
-    report: &Report,
-    opts: &TableOptions,
-    gain: bool,
-) -> Option<String> {
-    let filter = Filter::new(opts);
-    let (mut pairs, mut over, mut steps) = (0usize, 0usize, std::collections::BTreeSet::new());
-    for r in &report.amplification.rows {
-        let step = divergence_names::split_step(&r.norm).1;
-        if step > 0 && filter.layer_ok(r.layer) {
-            pairs += 1;
-            over += usize::from(r.verdict.is_some());
-            steps.insert(step);
-        }
-    }
-    let gain = match gain {
-        true => "",
-        false => "; norm weight gains: pass --model DIR",
-    };
-    if opts.all {
-        return (!gain.is_empty()).then(|| "norm weight gains: pass --model DIR".to_string());
-    }
-    Some(match pairs {
-        0 => format!("k rows, and q rows over the ratio (--all shows every row{gain})"),
-        _ => format!(
-            "the prefill's k rows, and every row over the ratio: {} at {} decode step{}, {over} of them over it (--all shows every row{gain})",
-            count(pairs, "more pair"),
-            steps.len(),
-            if steps.len() == 1 { "" } else { "s" },
-        ),
-    })
+/// A decode report's amplification pairs of its decode steps (of the layers `layer_ok`
+/// keeps), which the section lists only where they have a verdict.
+#[derive(Debug, Default, PartialEq)]
+pub(crate) struct DecodePairs {
+    /// Pairs of decode steps.
+    pub pairs: usize,
+    /// Of them, those with a verdict (amplified or introduced).
+    pub with_verdict: usize,
+    /// The decode steps they are of.
+    pub steps: usize,
+    /// Whether the prefill has pairs too (a diff of some steps only may have none).
+    pub prefill: bool,
 }
 
-/// "1 more pair", "3 more pairs".
-fn count(n: usize, word: &str) -> String {
-    format!("{n} {word}{}", if n == 1 { "" } else { "s" })
+impl DecodePairs {
+    pub(crate) fn of(report: &Report, layer_ok: impl Fn(usize) -> bool) -> DecodePairs {
+        let mut out = DecodePairs::default();
+        let mut steps = std::collections::BTreeSet::new();
+        for r in report
+            .amplification
+            .rows
+            .iter()
+            .filter(|r| layer_ok(r.layer))
+        {
+            match divergence_names::split_step(&r.norm).1 {
+                0 => out.prefill = true,
+                step => {
+                    out.pairs += 1;
+                    out.with_verdict += usize::from(r.verdict.is_some());
+                    steps.insert(step);
+                }
+            }
+        }
+        out.steps = steps.len();
+        out
+    }
+
+    /// `96 pairs at 12 decode steps, 0 of them with a verdict` (`more pairs` after the
+    /// prefill's).
+    pub(crate) fn text(&self) -> String {
+        format!(
+            "{} {} at {} decode step{}, {} of them with a verdict",
+            self.pairs,
+            match (self.prefill, self.pairs == 1) {
+                (true, true) => "more pair",
+                (true, false) => "more pairs",
+                (false, true) => "pair",
+                (false, false) => "pairs",
+            },
+            self.steps,
+            if self.steps == 1 { "" } else { "s" },
+            self.with_verdict,
+        )
+    }
+}
+
+/// The line under the amplification section's title where not every pair is listed (no
+/// `--all`): which rows are. In a decode report it counts the decode steps' pairs, which the
+/// section lists only with a verdict (a visual check: the section read as the prefill's
+/// alone).
+pub(crate) fn amplification_scope(report: &Report, opts: &TableOptions) -> Option<String> {
+    if opts.all {
+        return None;
+    }
+    let filter = Filter::new(opts);
+    let decode = DecodePairs::of(report, |l| filter.layer_ok(l));
+    Some(match (decode.pairs, decode.prefill) {
+        (0, _) => "k rows, and q rows over the ratio (--all shows every row)".to_string(),
+        (_, true) => format!(
+            "the prefill's k rows, and every row with a verdict: {} (--all shows every row)",
+            decode.text()
+        ),
+        (_, false) => format!(
+            "the rows with a verdict: {} (--all shows every row)",
+            decode.text()
+        ),
+    })
 }
 
 /// What the amplification section says where [`amplification_rows`] shows none of the report's
