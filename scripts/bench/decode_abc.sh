@@ -12,9 +12,10 @@
 #
 # LOG=FILE keeps the raw lines (label, phase, ms, user, sys, anon MB; label WALL us).
 # FRESH=1 drops the four files from the page cache and reads them back first (fadvise
-# DONTNEED, then cat): how the page cache holds a file changes how many page faults mapping
-# it takes several fold (the decode pair's compare phase: ~42,000 after hours of builds on
-# the machine, ~6,000 once read back), and the two pairs must start alike.
+# DONTNEED, then cat; as root, the whole page cache dropped and memory compacted before):
+# how the page cache holds a file changes how many page faults mapping it takes several fold
+# (the decode pair's compare phase: ~42,000 after hours of builds on the machine, ~6,000 once
+# read back), and the two pairs must start alike.
 set -euo pipefail
 if [ $# -lt 7 ]; then
   echo "usage: $0 RUNS \"DIFF ARGS\" DEC_OURS DEC_REF ONE_OURS ONE_REF LABEL=BIN:dec|one ..." >&2
@@ -27,6 +28,15 @@ ERR=$(mktemp)
 trap 'rm -f "$ERR"' EXIT
 : > "$LOG"
 if [ "${FRESH:-0}" = 1 ]; then
+  # As root, the whole page cache dropped and memory compacted first: read back into a full,
+  # fragmented memory, a file's pages come in small pieces and mapping it takes ~15x the page
+  # faults (session 50: the one pass's 2,106 -> 29,726, its compare phase 298 -> 355 ms of
+  # CPU, and the decode pair read 1.16x the one pass per byte instead of 0.77x).
+  if [ -w /proc/sys/vm/drop_caches ]; then
+    sync
+    echo 3 > /proc/sys/vm/drop_caches
+    echo 1 > /proc/sys/vm/compact_memory 2> /dev/null || true
+  fi
   python3 -c 'import os, sys
 for f in sys.argv[1:]:
     fd = os.open(f, os.O_RDONLY)
