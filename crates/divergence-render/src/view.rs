@@ -431,6 +431,7 @@ pub(crate) struct DecodePairs {
 }
 
 impl DecodePairs {
+    /// The counts of `report`'s amplification rows in the layers `layer_ok` keeps.
     pub(crate) fn of(report: &Report, layer_ok: impl Fn(usize) -> bool) -> DecodePairs {
         let mut out = DecodePairs::default();
         let mut steps = std::collections::BTreeSet::new();
