@@ -1843,16 +1843,25 @@ fn read_whole<'a>(dump: &MappedDump<'a>, name: &str) -> Option<(TensorView<'a>, 
 /// Which token positions carry the first divergence's error ([`divergence_diff::positions`]),
 /// judged with the row's rtol / atol (and its NaN/Inf rule); `None` for a shape mismatch, a
 /// probe with no finite value, a row judged against the truth (`--truth`: the per-position
-/// noise ratio is not computed), a probe without a token axis, or one with more positions
-/// than a profile holds (`note` then says so).
+/// noise ratio is not computed; `note` says so), a probe without a token axis, or one with
+/// more positions than a profile holds (`note` then says so).
 fn positions(
     report: &Report,
     ours: &TensorView<'_>,
     reference: &TensorView<'_>,
     note: &mut Option<String>,
 ) -> Option<divergence_diff::PositionProfile> {
+    let row = report.first_divergence_op()?;
+    // The section left out without a word read as no profile to give (a visual check).
+    if row.truth.noise_ratio.is_some() && row.status.is_compared() {
+        *note = Some(format!(
+            "no per-position profile of {}: --truth judges an op whole, by its noise ratio (without --truth the profile shows which positions are over the tolerance)",
+            divergence_names::one_line(&row.name)
+        ));
+        return None;
+    }
     row_profile(
-        &*report.first_divergence_op()?,
+        &row,
         ours,
         reference,
         &divergence_diff::position_axis,
