@@ -1299,6 +1299,20 @@ fn an_html_report_of_decode_steps_plots_steps_and_sums_up_each_heatmap_cell() {
     // --all lists every pair: no such line (a review read "Listed: norm weight gains: ...").
     let all = section(&bad, &clean, "markdown", &["--all"]);
     assert!(!all.contains("Listed"), "{all}");
+    // The prefill is exact (the fault is in the decode path): its worst error of 0 names no op,
+    // which every op ties at (a visual check read the first op named as the worst).
+    let (_, md, _) = divergence(&[
+        "diff",
+        bad.to_str().unwrap(),
+        clean.to_str().unwrap(),
+        "--format",
+        "markdown",
+    ]);
+    let prefill = md
+        .lines()
+        .find(|l| l.starts_with("| 0 | 81 | 0 | 0 |"))
+        .unwrap_or_else(|| panic!("the prefill's line: {md}"));
+    assert!(prefill.ends_with("| 0.000e+00 | - | - |"), "{prefill}");
     // Steps without the prefill: no prefill's rows to add to (a review).
     let (ok, skipped) = (tmp("amp-4.npz"), tmp("amp-4-skip.npz"));
     run_steps(&ok, 4, &[]);

@@ -583,7 +583,7 @@ fn per_step(report: &Report, h: &mut String) {
                 s.diverged,
                 s.missing,
                 view::num(s.worst_rel_err),
-                escape(s.worst_op.as_deref().unwrap_or("-")),
+                escape(view::worst_in(s.worst_rel_err, s.worst_op.as_deref()).unwrap_or("-")),
                 escape(s.first_divergence.as_deref().unwrap_or("-")),
             ));
         }

@@ -260,8 +260,7 @@ impl Sections for Markdown<'_> {
                 l.diverged,
                 l.missing,
                 num(l.worst_rel_err),
-                l.worst_op
-                    .as_deref()
+                view::worst_in(l.worst_rel_err, l.worst_op.as_deref())
                     .map_or_else(|| "-".to_string(), |n| cell(&code(n))),
                 l.first_divergence
                     .as_deref()
@@ -304,8 +303,7 @@ impl Sections for Markdown<'_> {
                 l.status,
                 l.diverged,
                 num(l.worst_rel),
-                l.worst_op
-                    .as_deref()
+                view::worst_in(l.worst_rel, l.worst_op.as_deref())
                     .map_or_else(|| "-".to_string(), |n| cell(&code(n))),
                 l.first_bad
                     .as_deref()
@@ -334,8 +332,9 @@ impl Sections for Markdown<'_> {
         }
         writeln!(
             out,
-            "Marked when norm rel err / proj rel err > {} and the proj error is above noise: **{} marked**, {} introduced at the norm (proj error at noise level).",
-            amp.threshold, amp.marked, amp.introduced
+            "Marked when norm rel err / proj rel err > {} and the proj error is above noise: {} (introduced: proj error at noise level).",
+            amp.threshold,
+            view::amplification_counts(self.report, self.opts)
         )?;
         writeln!(out)?;
         let shown = view::amplification_rows(self.report, self.opts);
@@ -356,7 +355,7 @@ impl Sections for Markdown<'_> {
             };
             writeln!(
                 out,
-                "| | layer | q/k | proj rel err | norm rel err | ratio | abs err gain |{head}"
+                "| verdict | layer | q/k | proj rel err | norm rel err | ratio | abs err gain |{head}"
             )?;
             writeln!(out, "|---|--:|---|--:|--:|--:|--:|{rule}")?;
             for r in shown {

@@ -1866,6 +1866,10 @@ fn step_line(s: &divergence_diff::StepSummary, w: usize, top1: &str, form: usize
     };
     let worst = match (&s.worst_op, s.worst_rel_err, form) {
         _ if form >= 3 && s.first_divergence.is_some() => None,
+        // (An error of 0 is every op's: none named.)
+        (Some(_), Some(v), 0 | 1) if v == 0.0 => {
+            Some(format!("worst rel err {}", view::num(Some(v))))
+        }
         (Some(op), Some(v), 0 | 1) => Some(format!("worst rel err {} at {op}", view::num(Some(v)))),
         (Some(op), None, 0 | 1) => Some(format!("worst rel err not measured, at {op}")),
         (Some(_), Some(v), _) => Some(format!("worst {}", view::num(Some(v)))),
@@ -1923,6 +1927,8 @@ fn phase_line(
     };
     let worst = match (&l.worst_op, l.worst_rel, form) {
         _ if form >= 3 && l.first_bad.is_some() => String::new(),
+        // (An error of 0 is every op's: none named.)
+        (Some(_), Some(v), 0) if v == 0.0 => format!("worst rel err {}", view::num(Some(v))),
         (Some(op), Some(v), 0) => format!("worst rel err {} at {op}", view::num(Some(v))),
         (Some(_), Some(v), _) => match l.worst_step {
             0 => format!("worst {}", view::num(Some(v))),

@@ -416,6 +416,31 @@ pub(crate) fn shows_weight_gain(rows: &[&AmplificationRow]) -> bool {
     rows.iter().any(|r| r.weight_gain.is_some())
 }
 
+/// The amplification section's counts for its title: `1 marked, 2 introduced at the norm`;
+/// under `--layer`, the layer's first and then the report's (a visual check: the title's
+/// counts were the report's while the rows and the line under it were the layer's).
+pub(crate) fn amplification_counts(report: &Report, opts: &TableOptions) -> String {
+    let amp = &report.amplification;
+    let all = format!(
+        "{} marked, {} introduced at the norm",
+        amp.marked, amp.introduced
+    );
+    let Some(layer) = opts.layer else {
+        return all;
+    };
+    let rows = amp.rows.iter().filter(|r| r.layer == layer);
+    let (marked, introduced) = rows.fold((0, 0), |(m, i), r| {
+        (
+            m + usize::from(r.marked),
+            i + usize::from(r.verdict == Some(divergence_diff::AmpVerdict::Introduced)),
+        )
+    });
+    format!(
+        "in layer {layer}: {marked} marked, {introduced} introduced at the norm; in all layers: {} marked, {} introduced",
+        amp.marked, amp.introduced
+    )
+}
+
 /// A decode report's amplification pairs of its decode steps (of the layers `layer_ok`
 /// keeps), which the section lists only where they have a verdict.
 #[derive(Debug, Default, PartialEq)]
@@ -865,6 +890,12 @@ pub(crate) fn select_ops(report: &Report, opts: &TableOptions) -> Option<Selecti
     })
 }
 
+/// The op a worst rel err is named in, for the per-step and per-layer tables: none where that
+/// error is 0, where every op ties (a visual check read the first op, named so, as the worst).
+pub(crate) fn worst_in(rel: Option<f64>, op: Option<&str>) -> Option<&str> {
+    op.filter(|_| rel != Some(0.0))
+}
+
 /// One line of the per-layer view: a layer's rows, or one phase's of them (the prefill's, the
 /// decode steps').
 #[derive(Debug)]
@@ -1309,6 +1340,14 @@ mod tests {
     use divergence_diff::{assemble, DiffConfig, OrderSource, ReportContext};
 
     use super::*;
+
+    #[test]
+    fn a_worst_error_of_zero_names_no_op() {
+        assert_eq!(worst_in(Some(0.0), Some("x")), None);
+        assert_eq!(worst_in(Some(1e-3), Some("x")), Some("x"));
+        assert_eq!(worst_in(None, Some("x")), Some("x"));
+        assert_eq!(worst_in(Some(1e-3), None), None);
+    }
 
     /// Four float32 values of shape `[1, 4]`, a side of a test's row.
     fn side(v: &'static [f32]) -> divergence_diff::Side<'static> {

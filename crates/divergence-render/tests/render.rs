@@ -595,6 +595,19 @@ fn table_fits_80_and_120_columns() {
     insta::assert_snapshot!("divergent_table_80", t80);
     insta::assert_snapshot!("divergent_table_120", table(&r, &at_width(120, false)));
     insta::assert_snapshot!("divergent_table_all_80", table(&r, &at_width(80, true)));
+    // At 60 columns the amplification table's verdict word left no room (63 columns, every
+    // line wrapped by the terminal; a visual check): q/k goes into the layer's cell.
+    let t60 = table(&r, &at_width(60, false));
+    let amp = &t60[t60.find("Amplification through").expect("the section")..];
+    let amp = &amp[..amp.find("\n\n").unwrap_or(amp.len())];
+    for line in amp.lines() {
+        assert!(line.chars().count() <= 60, "{line}");
+    }
+    assert!(amp.contains("│ verdict   ┆ layer ┆ proj rel"), "{amp}");
+    assert!(amp.contains("│ AMPLIFIED ┆   1 k ┆"), "{amp}");
+    assert!(!amp.contains("q/k"), "{amp}");
+    // At 80 it fits as it is.
+    assert!(t80.contains("┆ q/k ┆"), "{t80}");
 }
 
 /// A report of many rows is rendered in parallel windows (`json.rs`): the bytes must be
