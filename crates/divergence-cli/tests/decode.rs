@@ -1599,6 +1599,35 @@ fn prefill_vs_decode_without_a_reference() {
                     // every probe compared, the cache's v re-laid out from v_proj included
                     assert_eq!(r["summary"]["unreadable"], 0, "{}", r["summary"]);
                     assert_eq!(r["summary"]["compared"], r["summary"]["total"]);
+                    // A port whose cache slots drop a step's size-1 token axis ([B, kv, D]):
+                    // its `cache_v@s` read as shape mismatches, not `cache_k@s` (a bad-input
+                    // hunt).
+                    if dtype == "f32" {
+                        let flat = tmp("pvd-stepped-f32-flat-slots.npz");
+                        rewrite_edit(
+                            stepped.to_str().unwrap(),
+                            &flat,
+                            |name, shape, _| {
+                                if name.contains(".cache_") && name.contains('@') {
+                                    assert_eq!(shape.len(), 4, "{name}");
+                                    assert_eq!(shape.remove(2), 1, "{name}");
+                                }
+                                true
+                            },
+                            |n| n.to_string(),
+                        );
+                        let (code, r, err) =
+                            diff_json(&full, flat.to_str().unwrap(), &["--prefill-vs-decode"]);
+                        assert_eq!(code, 0, "{err}\n{}", r["first_divergence"]);
+                        assert_eq!(r["summary"]["compared"], r["summary"]["total"]);
+                        let slots = r["ops"]
+                            .as_array()
+                            .unwrap()
+                            .iter()
+                            .filter(|o| o["name"].as_str().unwrap().contains(".cache_v@"))
+                            .count();
+                        assert!(slots >= 4, "{slots}");
+                    }
                 }
                 Some(name) => {
                     assert_eq!(code, 1, "{fault:?} {dtype}: {err}");

@@ -745,8 +745,13 @@ fn slice(
     };
     if op == Op::CacheV {
         // v_proj [B, T, kv*D] at the position -> [B, 1, kv, D] -> [B, kv, 1, D], the cache's
-        // layout.
-        if let &[b, kv, 1, d] = shape {
+        // layout; a step's slot may drop its size-1 token axis ([B, kv, D]), as any decode
+        // probe may (a bad-input hunt: 48 clean `cache_v@s` rows read as shape mismatches).
+        let slot = match *shape {
+            [b, kv, 1, d] | [b, kv, d] => Some((b, kv, d)),
+            _ => None,
+        };
+        if let Some((b, kv, d)) = slot {
             if kv
                 .checked_mul(d)
                 .is_some_and(|n| src_shape == [b, t_full, n])
