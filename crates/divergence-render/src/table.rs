@@ -563,8 +563,12 @@ impl Sections for Terminal<'_> {
         self.line(&sel.title, Some(BOLD), 2)?;
         if sel.indices.is_empty() {
             writeln!(self.out, "  (none)")?;
-        } else {
-            let t = self.ops_table(&sel.indices);
+        }
+        // A table of [`OPS_PAGE`] rows at a time, each fitted on its own: a table holds every
+        // cell of its rows until it is printed (~4 KB a row: `--all` over 2^20 decode steps
+        // took 5.4 GB; a bad-input hunt).
+        for page in sel.indices.chunks(OPS_PAGE) {
+            let t = self.ops_table(page);
             writeln!(self.out, "{t}")?;
         }
         self.blank()
@@ -817,6 +821,10 @@ impl Sections for Terminal<'_> {
         self.line(&text, Some(code), 2)
     }
 }
+
+/// Rows of the ops table printed as one table ([`Sections::ops`]); more are printed as several
+/// tables of this many rows, one after the other.
+const OPS_PAGE: usize = 4096;
 
 /// Characters of `line` a terminal shows: its color codes (`ESC [ ... m`) left out.
 fn visible_width(line: &str) -> usize {

@@ -718,3 +718,48 @@ fn long_and_wide_names_keep_the_table_within_the_width() {
         }
     }
 }
+
+/// `--all` over more rows than one table holds: the ops are printed as tables of 4,096 rows
+/// each (a table holds every cell of its rows until printed: `--all` over 2^20 decode steps
+/// took 5.4 GB; a bad-input hunt), every row once, in order, each table with its header.
+#[test]
+fn the_ops_table_of_every_row_is_printed_a_page_at_a_time() {
+    let cfg = DiffConfig::default();
+    let r = act(32, 1);
+    let side = || Side {
+        shape: &[1, 32],
+        values: ValuesRef::F32(&r),
+        dtype: "float32",
+    };
+    let n = 4096 * 2 + 5;
+    let rows: Vec<_> = (0..n)
+        .map(|i| {
+            let name = format!("model.layers.{}.mlp@{}", i % 28, i / 28);
+            compare(&name, Some(side()), Some(side()), &cfg)
+        })
+        .collect();
+    let ctx = ReportContext::new("ours.npz", "ref.npz", OrderSource::RefMeta);
+    let report = assemble(rows, ctx, &cfg);
+    let t = table(
+        &report,
+        &TableOptions {
+            all: true,
+            ..TableOptions::default()
+        },
+    );
+    let ops = &t[t.find(&format!("All ops ({n})")).expect("the ops section")..];
+    let ops = &ops[..ops.find("\n\n").unwrap_or(ops.len())];
+    assert_eq!(ops.matches("┆ op ").count(), 3, "three tables' headers");
+    let listed: Vec<&str> = ops
+        .lines()
+        .filter_map(|l| {
+            l.split(['│', '┆'])
+                .map(str::trim)
+                .find(|c| c.starts_with("model."))
+        })
+        .collect();
+    let want: Vec<String> = (0..n)
+        .map(|i| format!("model.layers.{}.mlp@{}", i % 28, i / 28))
+        .collect();
+    assert!(listed == want, "{} rows listed of {n}", listed.len());
+}
