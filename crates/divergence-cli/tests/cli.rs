@@ -1275,6 +1275,36 @@ fn a_mistyped_fault_says_what_was_meant() {
     // One fault on two layers is two specs, no conflict.
     let run = inject("skip-k-norm@1");
     assert_eq!(run.code, 0, "{}", run.transcript());
+    // Values that float32, where RoPE's angles and the norm's epsilon are computed, cannot
+    // hold: NaN tables, every output 0, or an epsilon of 0 recorded as another (a bad-input
+    // hunt). And a fault on a layer another spec of it names (it acted once, recorded twice).
+    for (fault, says) in [
+        (
+            "rope-theta=1e-50",
+            "1e-50 makes RoPE's angles Inf or NaN in float32 (computed there, as transformers does): give a larger theta",
+        ),
+        (
+            "rms-eps=1e39",
+            "1e39 is past the largest float32 value, where the norm adds it: every output would be 0 (give a smaller epsilon)",
+        ),
+        (
+            "rms-eps=1e-50",
+            "1e-50 rounds to 0 in float32, where the norm adds it (rms-eps=0 is the norm without an epsilon)",
+        ),
+        (
+            "skip-k-norm",
+            "names a layer --inject skip-k-norm@0 names too (a fault acts once on a layer: give each layer once)",
+        ),
+    ] {
+        let run = inject(fault);
+        assert_eq!(run.code, 2, "{}", run.transcript());
+        assert!(
+            run.stderr.ends_with(&format!("--inject {fault}: {says}\n"))
+                && run.stderr.lines().count() == 1,
+            "{}",
+            run.transcript()
+        );
+    }
     // One fault with two values on a layer both name: the last acted and the metadata
     // recorded both (a bad-input hunt). Refused, nothing run.
     let run = divergence(&[

@@ -288,6 +288,16 @@ pub struct FaultSpec {
     pub layers: Option<Vec<(usize, usize)>>,
 }
 
+/// Whether two specs act on a layer both name (a spec without layers acts on every one).
+fn overlap(a: &FaultSpec, b: &FaultSpec) -> bool {
+    match (&a.layers, &b.layers) {
+        (None, _) | (_, None) => true,
+        (Some(x), Some(y)) => x
+            .iter()
+            .any(|&(a0, a1)| y.iter().any(|&(b0, b1)| a0 <= b1 && b0 <= a1)),
+    }
+}
+
 /// Inclusive layer ranges sorted and merged where they overlap or touch: one list per set of
 /// layers (`0,1`, `1,0` and `0-1` all give `[(0, 1)]`).
 fn merged(ranges: &[(usize, usize)]) -> Vec<(usize, usize)> {
@@ -629,12 +639,6 @@ impl Faults {
     /// hunt). `transpose=` faults name modules, each its own; a repeated spec is no conflict
     /// ([`Faults::repeated`] refuses it).
     pub fn conflict(&self) -> Option<(&FaultSpec, &FaultSpec)> {
-        let overlap = |a: &FaultSpec, b: &FaultSpec| match (&a.layers, &b.layers) {
-            (None, _) | (_, None) => true,
-            (Some(x), Some(y)) => x
-                .iter()
-                .any(|&(a0, a1)| y.iter().any(|&(b0, b1)| a0 <= b1 && b0 <= a1)),
-        };
         self.specs.iter().enumerate().find_map(|(i, a)| {
             self.specs[i + 1..]
                 .iter()
@@ -649,17 +653,18 @@ impl Faults {
     }
 
     /// A spec given again (`--inject skip-k-norm@0 --inject skip-k-norm@0`, or its layers
-    /// written otherwise: `@0,1` and `@1,0`, `@0-1` and `@0,1`): a fault acts once however
-    /// often it is named, and the dump's metadata would record it twice (a bad-input hunt).
-    /// The second of the first such pair. (A spec whose layers are some of another's is no
-    /// repeat: `skip-k-norm@0` beside `skip-k-norm`.)
-    pub fn repeated(&self) -> Option<&FaultSpec> {
+    /// written otherwise: `@0,1` and `@1,0`), or one fault with the same value on a layer two
+    /// specs name (`skip-k-norm@0` and `skip-k-norm`): a fault acts once on a layer however
+    /// often it is named, and the dump's metadata would record both (two bad-input hunts).
+    /// The earlier and the later spec of the first such pair, and whether their layers are
+    /// the same.
+    pub fn repeated(&self) -> Option<(&FaultSpec, &FaultSpec, bool)> {
         let layers = |s: &FaultSpec| s.layers.as_deref().map(merged);
         self.specs.iter().enumerate().find_map(|(i, b)| {
             self.specs[..i]
                 .iter()
-                .any(|a| a.fault == b.fault && layers(a) == layers(b))
-                .then_some(b)
+                .find(|a| a.fault == b.fault && overlap(a, b))
+                .map(|a| (a, b, layers(a) == layers(b)))
         })
     }
 
@@ -903,15 +908,16 @@ mod tests {
         let repeated = |specs: &[&str]| {
             Faults::new(specs.iter().map(|s| s.parse().unwrap()).collect())
                 .repeated()
-                .map(|s| s.to_string())
+                .map(|(a, b, same)| (a.to_string(), b.to_string(), same))
         };
+        let said = |a: &str, b: &str, same| Some((a.to_string(), b.to_string(), same));
         assert_eq!(
-            repeated(&["skip-k-norm@0", "rms-eps=1e-3", "skip-k-norm@0"]).as_deref(),
-            Some("skip-k-norm@0")
+            repeated(&["skip-k-norm@0", "rms-eps=1e-3", "skip-k-norm@0"]),
+            said("skip-k-norm@0", "skip-k-norm@0", true)
         );
         assert_eq!(
-            repeated(&["rope-theta=500", "rope-theta=5e2"]).as_deref(),
-            Some("rope-theta=500")
+            repeated(&["rope-theta=500", "rope-theta=5e2"]),
+            said("rope-theta=500", "rope-theta=500", true)
         );
         // The same layers written otherwise.
         for (a, b) in [
@@ -919,11 +925,21 @@ mod tests {
             ("skip-k-norm@0-1", "skip-k-norm@0,1"),
             ("skip-k-norm@0-2,1", "skip-k-norm@0-2"),
         ] {
-            assert_eq!(repeated(&[a, b]).as_deref(), Some(b), "{a} {b}");
+            assert_eq!(repeated(&[a, b]).map(|r| r.2), Some(true), "{a} {b}");
+        }
+        // Layers that overlap: the fault acts once on the layer both name.
+        for (a, b) in [
+            ("skip-k-norm@0", "skip-k-norm"),
+            ("skip-k-norm@0-1", "skip-k-norm@1-2"),
+            ("attn-bias=1", "attn-bias=1@0"),
+            ("rms-eps=1e-3", "rms-eps=1e-3@1"),
+        ] {
+            assert_eq!(repeated(&[a, b]).map(|r| r.2), Some(false), "{a} {b}");
         }
         assert_eq!(repeated(&["skip-k-norm@0", "skip-k-norm@1"]), None);
-        assert_eq!(repeated(&["skip-k-norm@0,2", "skip-k-norm@0-2"]), None);
-        assert_eq!(repeated(&["skip-k-norm@0", "skip-k-norm"]), None);
+        assert_eq!(repeated(&["skip-k-norm@0,2", "skip-k-norm@1"]), None);
+        // Another value is a conflict, not a repeat.
+        assert_eq!(repeated(&["attn-bias=1", "attn-bias=2@0"]), None);
         assert_eq!(repeated(&["skip-k-norm"]), None);
     }
 

@@ -709,6 +709,10 @@ pub struct Qwen3 {
     model_name: String,
 }
 
+/// The positions a `rope-theta` fault's angles are checked over ([`Qwen3::load`]): the most
+/// token positions a run takes (`MAX_PROMPT_IDS` of a prompt, and its decode steps).
+const ROPE_POSITIONS: usize = 1 << 21;
+
 impl Qwen3 {
     /// Loads the weights of `ckpt` onto `device` in `opts.dtype` (mmap'd, through `VarBuilder`).
     pub fn load(ckpt: &Checkpoint, device: &Device, opts: &ModelOptions) -> Result<Qwen3, Error> {
@@ -767,6 +771,40 @@ impl Qwen3 {
                         ),
                     });
                 }
+            }
+            // A theta whose angles are not finite in f32 makes NaN tables, and an epsilon past
+            // f32 or rounding to 0 there is another fault than the one recorded (a bad-input
+            // hunt: `rope-theta=1e-50`, `rms-eps=1e39` wrote NaN or all-zero probes, and
+            // `rms-eps=1e-50` acted as 0).
+            match spec.fault {
+                crate::fault::Fault::RopeTheta(v)
+                    if !crate::ops::rope_angles_finite(v, cfg.head_dim(), ROPE_POSITIONS) =>
+                {
+                    return Err(Error::FaultTarget {
+                        spec: spec.to_string(),
+                        message: format!(
+                            "{v:e} makes RoPE's angles Inf or NaN in float32 (computed there, as transformers does): give a larger theta"
+                        ),
+                    });
+                }
+                crate::fault::Fault::RmsEps(v) if !matches!(opts.dtype, DType::F64) => {
+                    let said = match v as f32 {
+                        e if e.is_infinite() => Some(format!(
+                            "{v:e} is past the largest float32 value, where the norm adds it: every output would be 0 (give a smaller epsilon)"
+                        )),
+                        e if e == 0.0 && v > 0.0 => Some(format!(
+                            "{v:e} rounds to 0 in float32, where the norm adds it (rms-eps=0 is the norm without an epsilon)"
+                        )),
+                        _ => None,
+                    };
+                    if let Some(message) = said {
+                        return Err(Error::FaultTarget {
+                            spec: spec.to_string(),
+                            message,
+                        });
+                    }
+                }
+                _ => {}
             }
             // A value the checkpoint's config already has changes nothing (a bad-input hunt:
             // `rope-theta=1000000` on a Qwen3 wrote the clean run's dump, bit for bit).

@@ -182,14 +182,7 @@ pub fn rope_tables_from(
     start: usize,
     len: usize,
 ) -> (Vec<f32>, Vec<f32>) {
-    let half = head_dim / 2;
-    let inv_freq: Vec<f32> = (0..half)
-        .map(|i| {
-            let exponent = (2 * i) as f32 / head_dim as f32;
-            let p = (theta as f32 as f64).powf(exponent as f64) as f32;
-            1.0f32 / p
-        })
-        .collect();
+    let inv_freq = inv_freq(theta, head_dim);
     let mut cos = Vec::with_capacity(len * head_dim);
     let mut sin = Vec::with_capacity(len * head_dim);
     for pos in start..start + len {
@@ -203,6 +196,28 @@ pub fn rope_tables_from(
         }
     }
     (cos, sin)
+}
+
+/// `1 / theta^(arange(0, d, 2) / d)` in f32, as [`rope_tables`] computes it.
+fn inv_freq(theta: f64, head_dim: usize) -> Vec<f32> {
+    (0..head_dim / 2)
+        .map(|i| {
+            let exponent = (2 * i) as f32 / head_dim as f32;
+            let p = (theta as f32 as f64).powf(exponent as f64) as f32;
+            1.0f32 / p
+        })
+        .collect()
+}
+
+/// Whether every RoPE angle of `theta` is finite in f32 at positions below `positions`
+/// ([`rope_tables`]'s `inv_freq * pos`): a theta that rounds to 0 in f32, or one small enough
+/// that `inv_freq` overflows, makes NaN tables (a bad-input hunt: `rope-theta=1e-50` wrote 155
+/// non-finite probes without a word).
+pub fn rope_angles_finite(theta: f64, head_dim: usize, positions: usize) -> bool {
+    let last = positions.saturating_sub(1) as f32;
+    inv_freq(theta, head_dim)
+        .into_iter()
+        .all(|f| f.is_finite() && (f * last).is_finite())
 }
 
 /// RoPE tables on the device, in the activation dtype.
@@ -418,6 +433,17 @@ pub fn attention(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rope_angles_are_finite_unless_theta_is_too_small_for_f32() {
+        assert!(rope_angles_finite(1e6, 128, 1 << 21));
+        assert!(rope_angles_finite(0.5, 128, 1 << 21));
+        // rounds to 0 in f32: inv_freq is Inf
+        assert!(!rope_angles_finite(1e-50, 128, 1 << 21));
+        // finite inv_freq, but past f32 at the last position
+        assert!(rope_angles_finite(1e-38, 16, 1));
+        assert!(!rope_angles_finite(1e-38, 16, 1 << 21));
+    }
 
     fn mode(policy: Policy) -> NormMode {
         NormMode {

@@ -337,10 +337,15 @@ pub fn run_to_dump(opts: &RunOptions) -> Result<RunSummary, Error> {
         ));
     }
     let fault_specs = Faults::new(opts.faults.clone());
-    if let Some(spec) = fault_specs.repeated() {
+    if let Some((first, spec, same)) = fault_specs.repeated() {
         return Err(Error::FaultTarget {
             spec: spec.to_string(),
-            message: "given twice (a fault acts once: give it once)".into(),
+            message: match same {
+                true => "given twice (a fault acts once: give it once)".into(),
+                false => format!(
+                    "names a layer --inject {first} names too (a fault acts once on a layer: give each layer once)"
+                ),
+            },
         });
     }
     if let Some((a, b)) = fault_specs.conflict() {
