@@ -653,6 +653,16 @@ pub fn assemble(ops: impl Into<Rows>, ctx: ReportContext, cfg: &DiffConfig) -> R
     summary.compared = summary.ok + summary.diverged;
     summary.noise_judged = noise_judged;
     summary.step_noise = step_noise;
+    // Ops compared, none of them holding an element: a pass that compared nothing (a bad-input
+    // hunt: two dumps of empty decode steps read "no divergence in 13 steps"). The first op
+    // with an element ends the look.
+    let empty = |r: crate::rows::Row<'_>| r.n_compared().is_none_or(|n| n == 0);
+    if summary.compared > 0 && ops.rows().all(|r| !r.status().is_compared() || empty(r)) {
+        warnings.push(format!(
+            "nothing was compared: each of the {} ops compared holds no element on either side",
+            summary.compared
+        ));
+    }
     let names = |rows: &[usize]| -> Vec<String> {
         rows.iter()
             .map(|&i| ops.row(i).name().into_owned())

@@ -505,6 +505,14 @@ impl<'r> Row<'r> {
         }
     }
 
+    /// `rule.n_compared`: the elements finite on both sides (every element of a compact step).
+    pub fn n_compared(self) -> Option<u64> {
+        match self {
+            Row::Plain(o) => o.rule.n_compared,
+            Row::Step(run, ..) => Some(run.n),
+        }
+    }
+
     /// `errors.rel_l2_err`.
     pub fn rel_l2_err(self) -> Option<f64> {
         match self {

@@ -962,3 +962,55 @@ fn decode_step_rows_share_what_does_not_change() {
     assert_eq!(rows[0].tensor.dtype_ours.as_deref(), Some("float32"));
     assert_eq!(changed.tensor.dtype_ours.as_deref(), Some("bfloat16"));
 }
+
+/// Ops compared that hold no element on either side pass, but the report says that nothing was
+/// compared (a bad-input hunt: two dumps of empty decode steps read "no divergence"); one op
+/// with an element among them is a comparison.
+#[test]
+fn a_report_of_empty_ops_only_says_nothing_was_compared() {
+    let cfg = DiffConfig::default();
+    let empty: [f32; 0] = [];
+    let one = [1.0f32];
+    let rows = |with_one: bool| {
+        let mut rows = vec![
+            compare(
+                "a",
+                f32s(&[1, 0, 8], &empty, "float32"),
+                f32s(&[1, 0, 8], &empty, "float32"),
+                &cfg,
+            ),
+            compare(
+                "b",
+                f32s(&[0], &empty, "float32"),
+                f32s(&[0], &empty, "float32"),
+                &cfg,
+            ),
+        ];
+        if with_one {
+            rows.push(compare(
+                "c",
+                f32s(&[1], &one, "float32"),
+                f32s(&[1], &one, "float32"),
+                &cfg,
+            ));
+        }
+        rows
+    };
+    let ctx = || ReportContext::new("ours.npz", "ref.npz", OrderSource::RefMeta);
+    let r = assemble(rows(false), ctx(), &cfg);
+    assert!(!r.has_divergence());
+    assert!(
+        r.warnings.iter().any(|w| w
+            == "nothing was compared: each of the 2 ops compared holds no element on either side"),
+        "{:?}",
+        r.warnings
+    );
+    let r = assemble(rows(true), ctx(), &cfg);
+    assert!(
+        !r.warnings
+            .iter()
+            .any(|w| w.starts_with("nothing was compared")),
+        "{:?}",
+        r.warnings
+    );
+}
