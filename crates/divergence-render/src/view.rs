@@ -1224,6 +1224,11 @@ pub(crate) fn step_lines<'r>(
         .filter_map(|(s, &k)| k.then_some(s))
         .collect();
     let hidden = steps.len() - shown.len();
+    // One step left out would take the line that says so: shown instead (a visual check read
+    // "(1 more step, with diverged ops)" under 12 of 13 steps).
+    if hidden == 1 {
+        return (steps.iter().collect(), None);
+    }
     let diverged = steps
         .iter()
         .zip(&keep)
