@@ -149,14 +149,21 @@ impl Amplification {
     }
 }
 
+impl Amplification {
+    /// [`Amplification::marked`] and [`Amplification::introduced`] of layer `layer`'s rows.
+    pub fn counts_in_layer(&self, layer: usize) -> (usize, usize) {
+        counts(self.rows.iter().filter(|r| r.layer == layer))
+    }
+}
+
 /// The rows marked (`amplified`) and the rows `introduced`.
-fn counts(rows: &[AmplificationRow]) -> (usize, usize) {
-    let marked = rows.iter().filter(|r| r.marked).count();
-    let introduced = rows
-        .iter()
-        .filter(|r| r.verdict == Some(AmpVerdict::Introduced))
-        .count();
-    (marked, introduced)
+fn counts<'r>(rows: impl IntoIterator<Item = &'r AmplificationRow>) -> (usize, usize) {
+    rows.into_iter().fold((0, 0), |(m, i), r| {
+        (
+            m + usize::from(r.marked),
+            i + usize::from(r.verdict == Some(AmpVerdict::Introduced)),
+        )
+    })
 }
 
 /// A hint that finds an op's own computation at fault, not what reached it: a norm not

@@ -720,69 +720,54 @@ impl Sections for Terminal<'_> {
         if let Some(scope) = view::amplification_scope(self.report, self.opts) {
             self.line(&format!("  {scope}"), None, 2)?;
         }
-        let mut header = vec![
-            "verdict",
-            "layer",
-            "q/k",
-            "proj rel err",
-            "norm rel err",
-            "ratio",
-            "abs err gain",
-        ];
-        if gain {
-            header.push("weight gain");
-        }
-        let rows: Vec<Vec<(String, Cell)>> = shown
-            .iter()
-            .map(|&r| {
-                let text = view::verdict_text(r);
-                let mut mark = Cell::new(text);
-                if r.marked && self.opts.color {
-                    mark = mark.fg(Color::Red).add_attribute(Attribute::Bold);
-                }
-                let layer = view::amp_layer(r);
-                let mut row = vec![
-                    (text.to_string(), mark),
-                    (layer.clone(), right(layer)),
-                    (r.kind.to_string(), Cell::new(r.kind.to_string())),
-                ];
-                for x in [r.proj_rel_err, r.norm_rel_err, r.ratio, r.abs_err_gain] {
-                    row.push((num(x), right(num(x))));
-                }
-                if gain {
-                    row.push((num(r.weight_gain), right(num(r.weight_gain))));
-                }
-                row
-            })
-            .collect();
-        // Narrow terminals lose the abs err gain first, then the weight gain; the ratio that
-        // decides the mark stays. Still too wide (a verdict's word at 60 columns: a visual
-        // check), q/k goes into the layer's cell (`1 k`, `1@3 k`).
-        let drop: &[usize] = if gain { &[6, 7] } else { &[6] };
-        let t = self.fitted(&header, rows.clone(), drop, &[]);
-        let fits = |t: &Table| {
-            let w = self.opts.width.map_or(usize::MAX, usize::from);
-            t.to_string().lines().all(|l| visible_width(l) <= w)
-        };
-        let t = match fits(&t) {
-            true => t,
-            false => {
-                let mut header = header;
-                header.remove(2);
-                let rows = rows
-                    .into_iter()
-                    .zip(&shown)
-                    .map(|(mut row, r)| {
-                        let (kind, _) = row.remove(2);
-                        let cell = format!("{} {kind}", view::amp_layer(r));
-                        row[1] = (cell.clone(), right(cell));
-                        row
-                    })
-                    .collect();
-                let drop: Vec<usize> = drop.iter().map(|c| c - 1).collect();
-                self.fitted(&header, rows, &drop, &[])
+        // `merged`: q/k in the layer's cell (`1 k`, `1@3 k`), for a terminal too narrow for
+        // the table as it is (a verdict's word at 60 columns: a visual check).
+        let table = |merged: bool| {
+            let mut header = vec!["verdict", "layer"];
+            if !merged {
+                header.push("q/k");
             }
+            header.extend(["proj rel err", "norm rel err", "ratio", "abs err gain"]);
+            if gain {
+                header.push("weight gain");
+            }
+            let rows = shown
+                .iter()
+                .map(|&r| {
+                    let text = view::verdict_text(r);
+                    let mut mark = Cell::new(text);
+                    if r.marked && self.opts.color {
+                        mark = mark.fg(Color::Red).add_attribute(Attribute::Bold);
+                    }
+                    let layer = match merged {
+                        true => format!("{} {}", view::amp_layer(r), r.kind),
+                        false => view::amp_layer(r),
+                    };
+                    let mut row = vec![(text.to_string(), mark), (layer.clone(), right(layer))];
+                    if !merged {
+                        row.push((r.kind.to_string(), Cell::new(r.kind.to_string())));
+                    }
+                    for x in [r.proj_rel_err, r.norm_rel_err, r.ratio, r.abs_err_gain] {
+                        row.push((num(x), right(num(x))));
+                    }
+                    if gain {
+                        row.push((num(r.weight_gain), right(num(r.weight_gain))));
+                    }
+                    row
+                })
+                .collect();
+            // Narrow terminals lose the abs err gain first, then the weight gain (the last
+            // columns); the ratio that decides the mark stays.
+            let drop: Vec<usize> = (header.len() - 1 - usize::from(gain)..header.len()).collect();
+            self.fitted(&header, rows, &drop, &[])
         };
+        let t = table(false);
+        let too_wide = self.opts.width.is_some_and(|w| {
+            t.to_string()
+                .lines()
+                .any(|l| visible_width(l) > usize::from(w))
+        });
+        let t = if too_wide { table(true) } else { t };
         writeln!(self.out, "{t}")?;
         self.blank()
     }

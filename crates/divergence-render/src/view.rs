@@ -428,13 +428,7 @@ pub(crate) fn amplification_counts(report: &Report, opts: &TableOptions) -> Stri
     let Some(layer) = opts.layer else {
         return all;
     };
-    let rows = amp.rows.iter().filter(|r| r.layer == layer);
-    let (marked, introduced) = rows.fold((0, 0), |(m, i), r| {
-        (
-            m + usize::from(r.marked),
-            i + usize::from(r.verdict == Some(divergence_diff::AmpVerdict::Introduced)),
-        )
-    });
+    let (marked, introduced) = amp.counts_in_layer(layer);
     format!(
         "in layer {layer}: {marked} marked, {introduced} introduced at the norm; in all layers: {} marked, {} introduced",
         amp.marked, amp.introduced

@@ -106,12 +106,17 @@ fn stdout_id() -> Option<(u64, u64)> {
 
 /// True when `path` is `/dev/null`, through links.
 fn is_dev_null(path: &Path) -> bool {
-    std::fs::canonicalize(path).is_ok_and(|p| p == Path::new("/dev/null"))
+    resolves_to(path, "/dev/null")
 }
 
 /// True when `path` is `/dev/tty` (the process's terminal), through links.
 fn is_dev_tty(path: &Path) -> bool {
-    std::fs::canonicalize(path).is_ok_and(|p| p == Path::new("/dev/tty"))
+    resolves_to(path, "/dev/tty")
+}
+
+/// True when `path`, through links, is `target`.
+fn resolves_to(path: &Path, target: &str) -> bool {
+    std::fs::canonicalize(path).is_ok_and(|p| p == Path::new(target))
 }
 
 /// Device and inode of an existing path (its target, through symlinks such as `/dev/stdout`).
