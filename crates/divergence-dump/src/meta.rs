@@ -37,6 +37,38 @@ pub fn json_items(json: &[u8]) -> usize {
     divergence_names::json::counts(json).items
 }
 
+/// What is wrong with metadata JSON that [`Meta`] could not be read from: not JSON at all, JSON
+/// that is not an object, or the field whose value is not what it should be (a bad-input hunt:
+/// `{"format": 1}` was said to be "not a valid json object", and a safetensors `"divergence":
+/// "null"` to be "expected struct Meta"). Worked out on the error path only: the metadata is
+/// parsed again, as a value and then field by field.
+fn parse_error(bytes: &[u8], e: &serde_json::Error) -> String {
+    use serde_json::Value;
+    let value: Value = match serde_json::from_slice(bytes) {
+        Ok(v) => v,
+        Err(_) => return format!("metadata is not valid json: {e}"),
+    };
+    let Value::Object(fields) = value else {
+        let kind = match value {
+            Value::Null => "null",
+            Value::Bool(_) => "a boolean",
+            Value::Number(_) => "a number",
+            Value::String(_) => "a string",
+            Value::Array(_) => "a list",
+            Value::Object(_) => "an object",
+        };
+        return format!("metadata is {kind}, not a json object of fields");
+    };
+    for (key, v) in fields {
+        let shown = crate::error::brief(&Value::from(key.as_str()).to_string(), 63);
+        let one = Value::Object([(key, v)].into_iter().collect());
+        if let Err(e) = serde_json::from_value::<Meta>(one) {
+            return format!("metadata field {shown}: {e}");
+        }
+    }
+    format!("metadata is not a valid json object: {e}")
+}
+
 /// Dump metadata. Every field is optional in the JSON.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default)]
@@ -81,8 +113,7 @@ impl Meta {
                 "metadata holds {items} json items (list elements and object fields), more than the {MAX_META_ITEMS} allowed"
             ));
         }
-        let meta: Meta = serde_json::from_slice(bytes)
-            .map_err(|e| format!("metadata is not a valid json object: {e}"))?;
+        let meta: Meta = serde_json::from_slice(bytes).map_err(|e| parse_error(bytes, &e))?;
         meta.check_format()?;
         Ok(meta)
     }
@@ -304,6 +335,26 @@ mod tests {
         let long = serde_json::json!({"decode_ids": "x".repeat(100)});
         let e = meta(long).decode_ids().unwrap_err();
         assert!(e.ends_with("...") && e.len() < 120, "{e}");
+    }
+
+    #[test]
+    fn a_parse_error_names_what_is_wrong() {
+        let err = |json: &str| Meta::from_json(json.as_bytes()).unwrap_err();
+        assert_eq!(
+            err(r#"{"order": [], "format": 1}"#),
+            "metadata field \"format\": invalid type: integer `1`, expected a string"
+        );
+        assert_eq!(
+            err(r#"{"dtypes": {"x": 5}}"#).split(':').next(),
+            Some("metadata field \"dtypes\"")
+        );
+        assert_eq!(err("null"), "metadata is null, not a json object of fields");
+        assert_eq!(err("[1]"), "metadata is a list, not a json object of fields");
+        assert!(
+            err("{\"format\": ").starts_with("metadata is not valid json: "),
+            "{}",
+            err("{\"format\": ")
+        );
     }
 
     #[test]

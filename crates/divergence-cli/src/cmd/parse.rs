@@ -15,6 +15,14 @@ pub fn positive(s: &str) -> Result<f64, String> {
     number(s, "> 0", |x| x > 0.0)
 }
 
+/// `run --max-memory GIB`: a finite number of gibibytes, at least one byte (a review: `1e-30`
+/// was taken as a bound of 0 bytes, which then refused every run as needing more).
+pub fn memory_gib(s: &str) -> Result<f64, String> {
+    number(s, "> 0 of at least one byte (1e-9 GiB)", |x| {
+        x * (1u64 << 30) as f64 >= 1.0
+    })
+}
+
 /// A whole number >= 0 (`--layer`, `--context`): clap's own message for `-1` or `x` was
 /// `invalid digit found in string`, without the value.
 pub fn whole(s: &str) -> Result<usize, String> {
@@ -157,6 +165,18 @@ fn why(e: &regex::Error) -> String {
 mod tests {
     use super::*;
     use crate::cmd::steps::Selection;
+
+    #[test]
+    fn memory_bounds() {
+        assert_eq!(memory_gib("0.5"), Ok(0.5));
+        assert_eq!(memory_gib("1e-9"), Ok(1e-9));
+        for bad in ["1e-30", "0", "-1", "nan", "inf", ""] {
+            assert!(
+                memory_gib(bad).is_err_and(|e| e.starts_with("must be a finite number > 0")),
+                "{bad}"
+            );
+        }
+    }
 
     #[test]
     fn numbers() {

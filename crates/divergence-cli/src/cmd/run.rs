@@ -113,7 +113,7 @@ pub struct RunArgs {
     pub decode_from: Option<PathBuf>,
     /// Refuse a run estimated to need more than GIB gibibytes besides its weights (default:
     /// the least of this machine's memory, the cgroup's memory limit and `ulimit -v`).
-    #[arg(long, value_name = "GIB", value_parser = crate::cmd::parse::positive, allow_negative_numbers = true)]
+    #[arg(long, value_name = "GIB", value_parser = crate::cmd::parse::memory_gib, allow_negative_numbers = true)]
     pub max_memory: Option<f64>,
 }
 
