@@ -535,6 +535,13 @@ fn parse_layers(text: &str) -> Result<Vec<(usize, usize)>, String> {
         if range.0 > range.1 {
             return Err(format!("layer range {part:?} is empty"));
         }
+        // A layer named twice in one spec (`@0,0`, `@0-2,1`) acts once and was recorded as
+        // written (a bad-input hunt): refused, as a fault given twice is.
+        if ranges.iter().any(|&(a, b)| range.0 <= b && a <= range.1) {
+            return Err(format!(
+                "layer {part:?} is named twice (give each layer once)"
+            ));
+        }
         ranges.push(range);
     }
     Ok(ranges)
@@ -923,7 +930,7 @@ mod tests {
         for (a, b) in [
             ("skip-k-norm@0,1", "skip-k-norm@1,0"),
             ("skip-k-norm@0-1", "skip-k-norm@0,1"),
-            ("skip-k-norm@0-2,1", "skip-k-norm@0-2"),
+            ("skip-k-norm@0-1,2", "skip-k-norm@0-2"),
         ] {
             assert_eq!(repeated(&[a, b]).map(|r| r.2), Some(true), "{a} {b}");
         }
@@ -1056,6 +1063,9 @@ mod tests {
             ("skip-k-norm@x", "not a layer index"),
             ("skip-k-norm@-1", "layer \"-1\" is not a layer index"),
             ("skip-k-norm@3-1", "is empty"),
+            ("skip-k-norm@0,0", "layer \"0\" is named twice"),
+            ("skip-k-norm@0-2,1", "layer \"1\" is named twice"),
+            ("skip-k-norm@2,0-3", "layer \"0-3\" is named twice"),
             ("act=swiglu", "unknown activation"),
             ("attn-bias=inf", "not finite"),
             ("", "empty fault name"),
