@@ -98,7 +98,7 @@ fn is_safetensors(path: &Path) -> bool {
 
 /// What a file that is not a regular file is, for messages ("a named pipe (fifo)"); `diff
 /// --map` says it of a map file too.
-pub fn file_kind(t: &std::fs::FileType) -> &'static str {
+pub fn file_kind(path: &Path, t: &std::fs::FileType) -> &'static str {
     if t.is_dir() {
         return "a directory";
     }
@@ -106,7 +106,13 @@ pub fn file_kind(t: &std::fs::FileType) -> &'static str {
     {
         use std::os::unix::fs::FileTypeExt;
         if t.is_fifo() {
-            return "a named pipe (fifo)";
+            // A shell's pipe reached through `/dev/stdout` or `/proc/self/fd/N` resolves to no
+            // path (its link reads `pipe:[N]`); a named pipe does (a bad-input hunt: `run --out
+            // /dev/stdout | cat` was said to be a named pipe).
+            return match std::fs::canonicalize(path) {
+                Ok(_) => "a named pipe (fifo)",
+                Err(_) => "a pipe",
+            };
         }
         if t.is_char_device() {
             return "a character device";
@@ -129,7 +135,7 @@ pub(crate) fn is_regular(path: &Path) -> Result<bool, Error> {
         Ok(meta) if meta.is_file() => Ok(true),
         Ok(meta) => Err(Error::NotRegularFile {
             path: path.to_path_buf(),
-            kind: file_kind(&meta.file_type()),
+            kind: file_kind(path, &meta.file_type()),
         }),
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(false),
         Err(error) => Err(Error::Io {
@@ -302,7 +308,7 @@ fn list_safetensors(dir: &Path) -> Result<Vec<(PathBuf, Option<&'static str>)>, 
         }
         // A dangling symlink (or one that cannot be examined) is left out, as before.
         if let Ok(meta) = std::fs::metadata(&p) {
-            let kind = (!meta.is_file()).then(|| file_kind(&meta.file_type()));
+            let kind = (!meta.is_file()).then(|| file_kind(&p, &meta.file_type()));
             out.push((p, kind));
         }
     }

@@ -48,7 +48,7 @@ impl Shard {
         if !meta.is_file() {
             return Err(Error::NotRegularFile {
                 path: path.to_path_buf(),
-                kind: file_kind(&meta.file_type()),
+                kind: file_kind(path, &meta.file_type()),
             });
         }
         let file = File::open(path).map_err(io)?;

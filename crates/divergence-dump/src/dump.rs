@@ -548,7 +548,7 @@ impl Headers {
         if !md.is_file() {
             return Err(DumpError::NotRegularFile {
                 path: path.to_path_buf(),
-                kind: file_kind(&md.file_type()),
+                kind: file_kind(path, &md.file_type()),
             });
         }
         if md.len() == 0 {
@@ -721,12 +721,18 @@ impl Headers {
 }
 
 /// What a file that is neither a regular file nor a directory is, for the error message.
-fn file_kind(t: &std::fs::FileType) -> &'static str {
+fn file_kind(path: &Path, t: &std::fs::FileType) -> &'static str {
     #[cfg(unix)]
     {
         use std::os::unix::fs::FileTypeExt;
         if t.is_fifo() {
-            return "a named pipe (fifo)";
+            // A shell's pipe reached through `/dev/stdout` or `/proc/self/fd/N` resolves to no
+            // path (its link reads `pipe:[N]`); a named pipe does (a bad-input hunt: `run --out
+            // /dev/stdout | cat` was said to be a named pipe).
+            return match std::fs::canonicalize(path) {
+                Ok(_) => "a named pipe (fifo)",
+                Err(_) => "a pipe",
+            };
         }
         if t.is_char_device() {
             return "a character device";

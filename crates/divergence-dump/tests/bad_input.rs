@@ -649,6 +649,19 @@ fn fifo_and_devices_are_not_regular_files() {
             "/dev/zero: not a regular file (a character device), not a dump"
         );
     }
+    // A shell's pipe (`diff /dev/stdin ...` fed by `|`) is a pipe, not a named one.
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let (reader, _writer) = std::io::pipe().unwrap();
+        let at = PathBuf::from(format!("/proc/self/fd/{}", reader.as_raw_fd()));
+        if at.exists() {
+            assert_eq!(
+                open_err(&at),
+                format!("{}: not a regular file (a pipe), not a dump", p(&at))
+            );
+        }
+    }
 }
 
 #[test]

@@ -248,7 +248,7 @@ pub fn from_flag(flag: &str) -> Result<Map> {
             anyhow::bail!(
                 "--map {}: not a regular file ({})",
                 one_line(flag),
-                divergence_checkpoint::file_kind(&meta.file_type())
+                divergence_checkpoint::file_kind(path, &meta.file_type())
             );
         }
     }

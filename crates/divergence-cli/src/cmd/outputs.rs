@@ -207,7 +207,7 @@ pub fn check_dump_output(flag: &str, out: &Path) -> Result<()> {
         "{flag} {}: it is {}, not a regular file: a dump is written as a file (npz and \
          safetensors are written with seeks)",
         divergence_names::one_line(&out.display().to_string()),
-        divergence_checkpoint::file_kind(&meta.file_type())
+        divergence_checkpoint::file_kind(out, &meta.file_type())
     )
 }
 
