@@ -479,6 +479,11 @@ pub struct Tui {
     quit: bool,
     /// The first row drawn.
     offset: usize,
+    /// The cursor jumped (the first divergence at the start, `n`, a step, a search): the next
+    /// draw centres it where it is off the window, with the rows around it in view (it was
+    /// drawn on the last visible row, the rows after the first divergence hidden: a visual
+    /// check). Moves of a row or a page scroll the window as little as they need.
+    center: bool,
     /// The first layer line drawn in the per-layer overview.
     layer_offset: usize,
     /// Lines an overview (`l`, `p`) showed when last drawn: it scrolls no further than its
@@ -534,6 +539,7 @@ impl Tui {
             message: None,
             quit: false,
             offset: 0,
+            center: false,
             layer_offset: 0,
             overview_rows: 1,
             layer_cache: std::cell::OnceCell::new(),
@@ -682,6 +688,7 @@ impl Tui {
         match self.rows.iter().position(|&i| i == index) {
             Some(p) => {
                 self.cursor = p;
+                self.center = true;
                 true
             }
             None => false,
@@ -757,7 +764,10 @@ impl Tui {
                 .find(|(_, i)| is_div(i))
         };
         match found {
-            Some((p, _)) => self.cursor = p,
+            Some((p, _)) => {
+                self.cursor = p;
+                self.center = true;
+            }
             None => {
                 self.message = Some(format!(
                     "no {} divergent op",
@@ -1339,6 +1349,11 @@ impl Tui {
         // Only the rows that fit are built (a report may have 100,000 ops): the window
         // follows the cursor.
         let visible = usize::from(area.height.saturating_sub(2)).max(1);
+        if std::mem::take(&mut self.center)
+            && !(self.offset..self.offset + visible).contains(&self.cursor)
+        {
+            self.offset = self.cursor.saturating_sub(visible / 2);
+        }
         if self.cursor < self.offset {
             self.offset = self.cursor;
         } else if self.cursor >= self.offset + visible {
