@@ -15,7 +15,7 @@ use comfy_table::{
     presets, Attribute, Cell, CellAlignment, Color, ColumnConstraint, ContentArrangement, Table,
     Width,
 };
-use divergence_diff::{Report, Status};
+use divergence_diff::{AmplificationRow, Report, Status};
 
 use crate::options::TableOptions;
 use crate::sections::Sections;
@@ -722,7 +722,7 @@ impl Sections for Terminal<'_> {
         }
         // `merged`: q/k in the layer's cell (`1 k`, `1@3 k`), for a terminal too narrow for
         // the table as it is (a verdict's word at 60 columns: a visual check).
-        let table = |merged: bool| {
+        let table = |this: &Self, merged: bool, shown: &[&AmplificationRow]| {
             let mut header = vec!["verdict", "layer"];
             if !merged {
                 header.push("q/k");
@@ -736,7 +736,7 @@ impl Sections for Terminal<'_> {
                 .map(|&r| {
                     let text = view::verdict_text(r);
                     let mut mark = Cell::new(text);
-                    if r.marked && self.opts.color {
+                    if r.marked && this.opts.color {
                         mark = mark.fg(Color::Red).add_attribute(Attribute::Bold);
                     }
                     let layer = match merged {
@@ -759,16 +759,20 @@ impl Sections for Terminal<'_> {
             // Narrow terminals lose the abs err gain first, then the weight gain (the last
             // columns); the ratio that decides the mark stays.
             let drop: Vec<usize> = (header.len() - 1 - usize::from(gain)..header.len()).collect();
-            self.fitted(&header, rows, &drop, &[])
+            this.fitted(&header, rows, &drop, &[])
         };
-        let t = table(false);
-        let too_wide = self.opts.width.is_some_and(|w| {
-            t.to_string()
-                .lines()
-                .any(|l| visible_width(l) > usize::from(w))
-        });
-        let t = if too_wide { table(true) } else { t };
-        writeln!(self.out, "{t}")?;
+        // As the ops table, [`OPS_PAGE`] rows at a time (`--all` lists every decode step's
+        // pairs: 8 a step, ~8 million at 2^20 steps; a bad-input hunt), each fitted on its own.
+        for page in shown.chunks(OPS_PAGE) {
+            let t = table(self, false, page);
+            let too_wide = self.opts.width.is_some_and(|w| {
+                t.to_string()
+                    .lines()
+                    .any(|l| visible_width(l) > usize::from(w))
+            });
+            let t = if too_wide { table(self, true, page) } else { t };
+            writeln!(self.out, "{t}")?;
+        }
         self.blank()
     }
 

@@ -763,3 +763,58 @@ fn the_ops_table_of_every_row_is_printed_a_page_at_a_time() {
         .collect();
     assert!(listed == want, "{} rows listed of {n}", listed.len());
 }
+
+/// `--all` lists every amplification pair (8 a decode step): as the ops, a table of 4,096
+/// rows at a time (it was one table of every pair; a bad-input hunt), each row once, in order.
+#[test]
+fn the_amplification_table_of_every_pair_is_printed_a_page_at_a_time() {
+    use divergence_diff::AmplificationRow;
+    use divergence_names::QkKind;
+    let cfg = DiffConfig::default();
+    let r = act(32, 1);
+    let side = || Side {
+        shape: &[1, 32],
+        values: ValuesRef::F32(&r),
+        dtype: "float32",
+    };
+    let rows = vec![compare("model.layers.0.mlp", Some(side()), Some(side()), &cfg)];
+    let ctx = ReportContext::new("ours.npz", "ref.npz", OrderSource::RefMeta);
+    let mut report = assemble(rows, ctx, &cfg);
+    let n = 4096 * 2 + 5;
+    report.amplification.rows = (0..n)
+        .map(|i| AmplificationRow {
+            layer: i,
+            kind: QkKind::K,
+            proj: format!("model.layers.{i}.self_attn.k_proj"),
+            norm: format!("model.layers.{i}.self_attn.k_norm"),
+            proj_rel_err: Some(1e-3),
+            norm_rel_err: Some(2e-3),
+            ratio: Some(2.0),
+            proj_abs_err: Some(1e-3),
+            norm_abs_err: Some(2e-3),
+            abs_err_gain: Some(2.0),
+            weight_gain: None,
+            verdict: None,
+            marked: false,
+        })
+        .collect();
+    let t = table(
+        &report,
+        &TableOptions {
+            all: true,
+            ..TableOptions::default()
+        },
+    );
+    let amp = &t[t.find("Amplification through").expect("the section")..];
+    let amp = &amp[..amp.find("\n\n").unwrap_or(amp.len())];
+    assert_eq!(amp.matches("┆ layer ").count(), 3, "three tables' headers\n{amp}");
+    let layers: Vec<usize> = amp
+        .lines()
+        .filter_map(|l| l.split(['│', '┆']).nth(2)?.trim().parse().ok())
+        .collect();
+    assert!(
+        layers == (0..n).collect::<Vec<_>>(),
+        "{} rows listed of {n}",
+        layers.len()
+    );
+}
