@@ -547,7 +547,7 @@ fn first_divergence(report: &Report, h: &mut String) {
         kv(h, "vs truth", &text);
     }
     kv(h, "cosine", &view::cos(op.errors.cosine));
-    kv(h, "outside tol", &view::pct(op.frac_outside_tol));
+    kv(h, "outside tol", &view::outside_tol_text(op));
     h.push_str("</dl>\n</section>\n");
 }
 

@@ -21,7 +21,7 @@ use crate::options::TableOptions;
 use crate::sections::Sections;
 #[cfg(test)]
 use crate::view::OPS_COLUMNS;
-use crate::view::{self, cos, num, pct, OpsColumn};
+use crate::view::{self, cos, num, OpsColumn};
 
 const BOLD_RED: &str = "1;31";
 const BOLD_GREEN: &str = "1;32";
@@ -538,7 +538,7 @@ impl Sections for Terminal<'_> {
             "  rel L2 err   {}   max rel err {}   outside tol {}",
             num(e.rel_l2_err),
             num(e.max_rel_err),
-            pct(op.frac_outside_tol)
+            view::outside_tol_text(op)
         );
         self.line(&text, None, HANG)?;
         self.line(&format!("  cosine       {}", cos(e.cosine)), None, HANG)?;

@@ -278,6 +278,22 @@ pub(crate) fn first_difference_text(report: &Report) -> String {
     }
 }
 
+/// The share of an op's elements outside its element-wise tolerance; where the op was judged
+/// by the noise ratio (`--truth`), with that tolerance (`0.31% (rtol 1.6e-2, atol 1.0e-5)`):
+/// the details state the ratio's limit there, and "outside tol" named a tolerance they did not
+/// state (a visual check).
+pub(crate) fn outside_tol_text(op: &OpResult) -> String {
+    match op.truth.noise_ratio {
+        Some(_) => format!(
+            "{} (rtol {}, atol {})",
+            pct(op.frac_outside_tol),
+            num(op.rule.rtol),
+            num(op.rule.atol)
+        ),
+        None => pct(op.frac_outside_tol),
+    }
+}
+
 /// `ours 1.2e-02, ref 5.0e-03 (noise ratio 2.4)` for a row judged against the truth, or the
 /// reason the truth was not used; `None` outside truth mode.
 pub(crate) fn truth_line(op: &OpResult) -> Option<String> {
