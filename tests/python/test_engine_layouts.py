@@ -172,6 +172,21 @@ def test_bad_maps_are_one_line_errors(tmp_path, toml, needle):
     assert len(lines) == 1 and needle in lines[0] and "bad.toml" in lines[0], r.stderr
 
 
+@pytest.mark.parametrize("engine", ["vllm", "transformer-lens"])
+def test_both_files_in_the_engines_layout_are_refused(tmp_path, engine):
+    """The map renames our dump only: a reference in the engine's layout too is refused, exit 2
+    (two vLLM dumps compared the 22 of 136 names vLLM shares with transformers, exit 0)."""
+    ours = write(tmp_path, BF16, engine)
+    (tmp_path / "ref").mkdir()
+    ref = write(tmp_path / "ref", REF, engine)
+    r = subprocess.run([str(BIN), "diff", str(ours), str(ref), "--map", engine,
+                        "--model", str(FIXTURES / "tiny-qwen3")],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2, r.stdout[-2000:] + r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "is in the map's layout too" in lines[0], r.stderr
+
+
 def test_an_unknown_preset_or_missing_file_is_named(tmp_path):
     r = subprocess.run([str(BIN), "diff", str(REF), str(REF), "--map", "sglang"],
                        capture_output=True, text=True, timeout=60)

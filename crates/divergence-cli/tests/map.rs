@@ -745,6 +745,17 @@ fn a_map_that_fits_the_reference_not_ours_is_refused_as_the_wrong_way_round() {
     ]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(r["summary"]["compared"], 2);
+    // Both files in vLLM's layout: refused, naming the reference's engine-only tensors (a
+    // bad-input hunt: two vLLM dumps compared the names vLLM shares with transformers, exit 0).
+    let again = dir.path().join("vllm2.npz");
+    std::fs::copy(engine, &again).unwrap();
+    let (code, out, err) = divergence(&["diff", engine, again.to_str().unwrap(), "--map", "vllm"]);
+    assert_eq!(code, 2, "{out}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("vllm2.npz is in the map's layout too: its rules rename 12 of its tensors that transformers does not name so (model.layers.0.mlp.down_proj.0, model.layers.0.self_attn.attn, model.layers.0.self_attn.o_proj.0, model.layers.1.mlp.down_proj.0, model.layers.1.self_attn.attn, ... (7 more)); the map renames our dump, the first file, and the reference must be in transformers' names"),
+        "{err}"
+    );
 }
 
 /// A `to` that names no tensor of the reference is an error, exit 2, as a `from` that matches

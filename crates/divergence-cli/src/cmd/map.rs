@@ -167,6 +167,29 @@ fn wrong_way_round(
             map.label
         );
     }
+    // Both files in the engine's layout: the map's rules rename tensors of the reference that
+    // are no transformers module's (vLLM's `qkv_proj.0`; a rule that renames a transformers
+    // name, such as the vLLM preset's `mlp.act_fn`, does not count). A bad-input hunt: two
+    // vLLM dumps under `--map vllm` compared the 22 of 136 names vLLM shares with
+    // transformers and exited 0, faults found later than they enter.
+    let mut engine_only: Vec<&str> = theirs
+        .tensors
+        .iter()
+        .filter(|v| v.rule.is_some())
+        .flat_map(|v| &v.sources)
+        .map(String::as_str)
+        .filter(|s| divergence_names::Op::of(s) == divergence_names::Op::Other)
+        .collect();
+    engine_only.sort_unstable_by(|a, b| divergence_names::natural_cmp(a, b));
+    engine_only.dedup();
+    if engine_only.len() > 4 {
+        anyhow::bail!(
+            "name map {}: {label} is in the map's layout too: its rules rename {} of its tensors that transformers does not name so ({}); the map renames our dump, the first file, and the reference must be in transformers' names (scripts/dump_reference.py)",
+            map.label,
+            engine_only.len(),
+            list(&engine_only)
+        );
+    }
     Ok(())
 }
 
