@@ -349,7 +349,10 @@ mod tests {
             Some("metadata field \"dtypes\"")
         );
         assert_eq!(err("null"), "metadata is null, not a json object of fields");
-        assert_eq!(err("[1]"), "metadata is a list, not a json object of fields");
+        assert_eq!(
+            err("[1]"),
+            "metadata is a list, not a json object of fields"
+        );
         assert!(
             err("{\"format\": ").starts_with("metadata is not valid json: "),
             "{}",

@@ -777,7 +777,12 @@ fn the_amplification_table_of_every_pair_is_printed_a_page_at_a_time() {
         values: ValuesRef::F32(&r),
         dtype: "float32",
     };
-    let rows = vec![compare("model.layers.0.mlp", Some(side()), Some(side()), &cfg)];
+    let rows = vec![compare(
+        "model.layers.0.mlp",
+        Some(side()),
+        Some(side()),
+        &cfg,
+    )];
     let ctx = ReportContext::new("ours.npz", "ref.npz", OrderSource::RefMeta);
     let mut report = assemble(rows, ctx, &cfg);
     let n = 4096 * 2 + 5;
@@ -807,7 +812,11 @@ fn the_amplification_table_of_every_pair_is_printed_a_page_at_a_time() {
     );
     let amp = &t[t.find("Amplification through").expect("the section")..];
     let amp = &amp[..amp.find("\n\n").unwrap_or(amp.len())];
-    assert_eq!(amp.matches("┆ layer ").count(), 3, "three tables' headers\n{amp}");
+    assert_eq!(
+        amp.matches("┆ layer ").count(),
+        3,
+        "three tables' headers\n{amp}"
+    );
     let layers: Vec<usize> = amp
         .lines()
         .filter_map(|l| l.split(['│', '┆']).nth(2)?.trim().parse().ok())
