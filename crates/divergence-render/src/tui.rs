@@ -479,7 +479,8 @@ pub struct Tui {
     quit: bool,
     /// The first row drawn.
     offset: usize,
-    /// The cursor jumped (the first divergence at the start, `f`, `o`, `n`, a step): the next
+    /// The cursor jumped (the first divergence at the start, `f`, `o`, `n`, a step, a sort or a
+    /// filter that keeps its op): the next
     /// draw centres it where it is off the window, with the rows around it in view (it was
     /// drawn on the last visible row, the rows after the first divergence hidden: a visual
     /// check). Moves of a row or a page scroll the window as little as they need.
@@ -673,6 +674,8 @@ impl Tui {
         self.cursor = keep
             .and_then(|n| self.rows.iter().position(|&i| ops.row(i).is_named(n)))
             .unwrap_or(0);
+        // A sort or a filter moves the kept op anywhere: centred as a jump is (a review).
+        self.center = true;
     }
 
     /// Re-sorts by `sort` (in its default direction unless `reversed`), the cursor on its op.
@@ -1447,6 +1450,7 @@ impl Tui {
                 return lines
                     .iter()
                     .map(|l| phase_line((l.layer, w), None, Some(l), fit))
+                    .map(|(text, bad)| (whole_fields(text, width), bad))
                     .chain(note(left_out))
                     .collect();
             }
@@ -1465,6 +1469,7 @@ impl Tui {
             .iter()
             .flat_map(phases)
             .map(|(layer, phase, l)| phase_line((layer, w), Some(phase), l, fit))
+            .map(|(text, bad)| (whole_fields(text, width), bad))
             .chain(note(left_out))
             .collect()
     }
@@ -1506,7 +1511,7 @@ impl Tui {
         });
         let lines = shown
             .iter()
-            .map(|&(i, s)| (i, (line(s, fit), s.diverged > 0)));
+            .map(|&(i, s)| (i, (whole_fields(line(s, fit), width), s.diverged > 0)));
         let title = fitting(
             area.width,
             " per step, 0 = prefill (j/k move, Enter: its first diverging op, p: back) ",
@@ -1850,8 +1855,27 @@ fn layer_phases(
         .collect()
 }
 
-/// The fullest of [`phase_line`]'s forms in which every line `fits`; else the shortest, cut at
-/// the edge.
+/// `line` cut to `width` columns after its last whole field (fields end at `; `) where it is
+/// wider, never mid-word (a visual check at 80 columns read `78/89 diver` and `top`); a first
+/// field wider than the line is left to be cut at the edge.
+fn whole_fields(line: String, width: usize) -> String {
+    use unicode_width::UnicodeWidthStr;
+    if line.width() <= width {
+        return line;
+    }
+    let end = line
+        .match_indices("; ")
+        .map(|(i, _)| i)
+        .take_while(|&i| line[..i].width() <= width)
+        .last();
+    match end {
+        Some(i) => line[..i].to_string(),
+        None => line,
+    }
+}
+
+/// The fullest of [`phase_line`]'s forms in which every line `fits`; else the shortest, its
+/// lines cut after their last whole field ([`whole_fields`]).
 fn fullest_form(fits: impl Fn(usize) -> bool) -> usize {
     (0..PHASE_FORMS)
         .find(|&form| fits(form))

@@ -934,6 +934,22 @@ fn a_narrow_step_overview_keeps_the_tokens_word() {
             assert!(line.contains(word), "{width}: {line}");
         }
     }
+    // Where even the narrowest form does not fit, a line ends after its last whole field (at
+    // 80 columns a visual check read `78/89 diver`).
+    let whole = |field: &str| {
+        field.starts_with("first bad model.")
+            || ["top-1 agree", "top-1 FLIP", "top-1 2/2"].contains(&field)
+            || field.ends_with(" diverged")
+            || field.starts_with("worst ") && field.ends_with(|c: char| c.is_ascii_digit())
+    };
+    for width in 56..=80 {
+        let text = screen(&mut tui, width, 20);
+        for line in text.lines().filter(|l| l.starts_with("step    ")) {
+            let last = line.trim_end().rsplit("; ").next().unwrap_or_default();
+            let last = last.split("  ").last().unwrap_or_default();
+            assert!(whole(last), "{width}: {line:?} ends in {last:?}");
+        }
+    }
 }
 
 #[test]
@@ -1129,4 +1145,50 @@ fn the_details_diagnosis_comes_before_the_numbers() {
     if let Some(numbers) = text.find("||ours|| ") {
         assert!(text.find("positions error").unwrap() < numbers, "{text}");
     }
+}
+
+/// A jump, a sort or a filter that leaves the cursor's op off the window centres it: the rows
+/// after it are in view (it landed on the window's last row: a visual check, then a review).
+#[test]
+fn the_cursor_s_op_is_centred_after_a_jump_a_sort_or_a_filter() {
+    // The rows drawn around the cursor's (found by its op's name: the cursor's highlight is
+    // not in the text): (before, after) within the table.
+    let around = |text: &str, op: &str| {
+        let lines: Vec<&str> = text.lines().collect();
+        let row = |l: &&&str| {
+            l.starts_with("   ") && l.trim_start().starts_with(|c: char| c.is_ascii_digit())
+                || l.starts_with(">> ")
+        };
+        let at = lines
+            .iter()
+            .position(|l| row(&l) && l.split_whitespace().any(|w| w == op))
+            .unwrap_or_else(|| panic!("{op} drawn: {text}"));
+        let before = lines[..at].iter().rev().take_while(row).count();
+        let after = lines[at + 1..].iter().take_while(row).count();
+        (before, after)
+    };
+    let mut tui = Tui::new(report());
+    let text = screen(&mut tui, 100, 16);
+    let (_, after) = around(&text, &selected(&tui));
+    assert!(
+        after >= 2,
+        "opens with rows after the first divergence: {text}"
+    );
+    // Sorted by rel err, the first op (rel err 0) moves below the twelve diverged ones, off
+    // the window: centred, rows on both sides.
+    press(&mut tui, "kkkkkkkkkkkkkkkk");
+    let _ = screen(&mut tui, 100, 16);
+    assert_eq!(selected(&tui), "model.embed_tokens");
+    press(&mut tui, "s");
+    let text = screen(&mut tui, 100, 16);
+    assert!(text.contains("sort: rel err"), "{text}");
+    assert_eq!(selected(&tui), "model.embed_tokens");
+    let (before, after) = around(&text, "model.embed_tokens");
+    assert!(before >= 2 && after >= 2, "{text}");
+    // A jump back to the first divergence, now above the window.
+    press(&mut tui, "jjjjjjjjjjf");
+    let _ = screen(&mut tui, 100, 16);
+    let text = screen(&mut tui, 100, 16);
+    let (before, after) = around(&text, "model.layers.1.self_attn.k_norm");
+    assert!(before >= 2 && after >= 2, "{text}");
 }
