@@ -106,12 +106,12 @@ pub fn file_kind(path: &Path, t: &std::fs::FileType) -> &'static str {
     {
         use std::os::unix::fs::FileTypeExt;
         if t.is_fifo() {
-            // A shell's pipe reached through `/dev/stdout` or `/proc/self/fd/N` resolves to no
-            // path (its link reads `pipe:[N]`); a named pipe does (a bad-input hunt: `run --out
-            // /dev/stdout | cat` was said to be a named pipe).
-            return match std::fs::canonicalize(path) {
-                Ok(_) => "a named pipe (fifo)",
-                Err(_) => "a pipe",
+            // A shell's pipe reached through `/dev/stdout` or `/proc/self/fd/N`: its link
+            // reads `pipe:[N]` (a bad-input hunt: `run --out /dev/stdout | cat` was said to be
+            // a named pipe).
+            return match anonymous_pipe(path) {
+                true => "a pipe",
+                false => "a named pipe (fifo)",
             };
         }
         if t.is_char_device() {
@@ -125,6 +125,26 @@ pub fn file_kind(path: &Path, t: &std::fs::FileType) -> &'static str {
         }
     }
     "a special file"
+}
+
+/// Whether `path` leads, through its links, to an anonymous pipe (a link that reads `pipe:[N]`,
+/// as `/proc/self/fd/N` of a shell's pipe does). Links followed 40 deep at most.
+#[cfg(unix)]
+fn anonymous_pipe(path: &Path) -> bool {
+    let mut p = path.to_path_buf();
+    for _ in 0..40 {
+        let Ok(target) = std::fs::read_link(&p) else {
+            return false;
+        };
+        if target.to_str().is_some_and(|t| t.starts_with("pipe:[")) {
+            return true;
+        }
+        p = match p.parent() {
+            Some(dir) if target.is_relative() => dir.join(target),
+            _ => target,
+        };
+    }
+    false
 }
 
 /// Whether `path` is a regular file (following symlinks), from its metadata alone: `false`

@@ -332,6 +332,21 @@ fn fifo_and_device_shards_are_never_opened() {
                 st.display()
             )
         );
+        std::fs::remove_file(&st).unwrap();
+    }
+    // A shell's pipe, linked to through /proc/self/fd/N, is a pipe, not a named one.
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let (reader, _writer) = std::io::pipe().unwrap();
+        let fd = std::path::PathBuf::from(format!("/proc/self/fd/{}", reader.as_raw_fd()));
+        if fd.exists() {
+            std::os::unix::fs::symlink(&fd, &st).unwrap();
+            assert_eq!(
+                locate(dir.path()),
+                format!("{}: is a pipe, not a regular file", st.display())
+            );
+        }
     }
 }
 

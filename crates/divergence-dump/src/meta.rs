@@ -43,10 +43,20 @@ pub fn json_items(json: &[u8]) -> usize {
 /// "null"` to be "expected struct Meta"). Worked out on the error path only: the metadata is
 /// parsed again, as a value and then field by field.
 fn parse_error(bytes: &[u8], e: &serde_json::Error) -> String {
-    use serde_json::Value;
+    use serde_json::{error::Category, Value};
+    // Only a value of the wrong kind is looked for again (64 MiB of metadata parse again in
+    // ~1.5 s: a review); a syntax error is the text's, and JSON nested past serde's depth
+    // limit is said as serde says it.
+    match e.classify() {
+        Category::Data => {}
+        Category::Syntax | Category::Eof if !e.to_string().contains("recursion limit") => {
+            return format!("metadata is not valid json: {e}")
+        }
+        _ => return format!("metadata cannot be read: {e}"),
+    }
     let value: Value = match serde_json::from_slice(bytes) {
         Ok(v) => v,
-        Err(_) => return format!("metadata is not valid json: {e}"),
+        Err(_) => return format!("metadata is not a valid json object: {e}"),
     };
     let Value::Object(fields) = value else {
         let kind = match value {
@@ -59,6 +69,7 @@ fn parse_error(bytes: &[u8], e: &serde_json::Error) -> String {
         };
         return format!("metadata is {kind}, not a json object of fields");
     };
+    // (Keys in sorted order: where several fields are wrong, one of them is named.)
     for (key, v) in fields {
         let shown = crate::error::brief(&Value::from(key.as_str()).to_string(), 63);
         let one = Value::Object([(key, v)].into_iter().collect());
@@ -357,6 +368,12 @@ mod tests {
             err("{\"format\": ").starts_with("metadata is not valid json: "),
             "{}",
             err("{\"format\": ")
+        );
+        let deep = format!("{{\"producer\": {}1{}}}", "[".repeat(200), "]".repeat(200));
+        assert!(
+            err(&deep).starts_with("metadata cannot be read: recursion limit exceeded"),
+            "{}",
+            err(&deep)
         );
     }
 
