@@ -353,14 +353,13 @@ impl Terminal<'_> {
 
     /// The ops table of the rows at `indices` (each row built alone while its cells are
     /// written, [`divergence_diff::Rows::row`]).
-    fn ops_table(&self, indices: &[usize]) -> Table {
-        let (report, opts) = (self.report, self.opts);
+    /// The cells' texts of the ops `indices`, a row each, a cell for each of `all`'s columns.
+    fn ops_texts(report: &Report, indices: &[usize], all: &[OpsColumn]) -> Vec<Vec<String>> {
         let first = report.first_divergence.as_ref().map(|f| f.index);
-        let all = view::ops_columns(report);
         let measure = divergence_diff::Measure::of(&report.tolerance);
         // Each shown row built alone, for its cells, and dropped (a compact report's rows are
         // never built all at once).
-        let texts: Vec<Vec<String>> = indices
+        indices
             .iter()
             .map(|&i| {
                 let op = report.ops.row(i).op();
@@ -368,19 +367,51 @@ impl Terminal<'_> {
                     .map(|c| c.text(i, &op, first == Some(i), measure))
                     .collect()
             })
-            .collect();
-        let widths: Vec<usize> = all
-            .iter()
-            .enumerate()
-            .map(|(k, c)| {
-                texts
-                    .iter()
-                    .map(|r| text_cols(&r[k]))
-                    .chain([text_cols(c.label())])
-                    .max()
-                    .unwrap_or(0)
+            .collect()
+    }
+
+    /// The widest cell of each of `all`'s columns over the ops `indices` (their labels
+    /// included), in pages of [`OPS_PAGE`] rows made in parallel and dropped.
+    fn ops_widths(&self, indices: &[usize], all: &[OpsColumn]) -> Vec<usize> {
+        use rayon::prelude::*;
+        let labels: Vec<usize> = all.iter().map(|c| text_cols(c.label())).collect();
+        let report = self.report;
+        indices
+            .par_chunks(OPS_PAGE)
+            .map(|page| {
+                let texts = Self::ops_texts(report, page, all);
+                (0..all.len())
+                    .map(|k| texts.iter().map(|r| text_cols(&r[k])).max().unwrap_or(0))
+                    .collect::<Vec<usize>>()
             })
-            .collect();
+            .reduce(
+                || labels.clone(),
+                |a, b| a.iter().zip(&b).map(|(x, y)| *x.max(y)).collect(),
+            )
+    }
+
+    /// The ops table of `indices`; `widths` (of [`Self::ops_widths`] over every page) lays
+    /// out every page of one table alike, else these rows' own.
+    fn ops_table(&self, indices: &[usize], shared: Option<&[usize]>) -> Table {
+        let (report, opts) = (self.report, self.opts);
+        let first = report.first_divergence.as_ref().map(|f| f.index);
+        let all = view::ops_columns(report);
+        let texts = Self::ops_texts(report, indices, &all);
+        let widths: Vec<usize> = match shared {
+            Some(w) => w.to_vec(),
+            None => all
+                .iter()
+                .enumerate()
+                .map(|(k, c)| {
+                    texts
+                        .iter()
+                        .map(|r| text_cols(&r[k]))
+                        .chain([text_cols(c.label())])
+                        .max()
+                        .unwrap_or(0)
+                })
+                .collect(),
+        };
         let cols = match opts.width {
             Some(w) => fit_ops_columns(&all, &widths, usize::from(w)),
             None => all.clone(),
@@ -426,6 +457,20 @@ impl Terminal<'_> {
                 })
                 .collect();
             t.add_row(cells);
+        }
+        // Every page of one table as wide as the widest, column by column (pages fitted each
+        // on its own shifted every column at each page: a visual check).
+        if shared.is_some() {
+            for (k, c) in cols.iter().enumerate() {
+                let i = all.iter().position(|a| a == c).unwrap_or(0);
+                let w = match name_room {
+                    Some(room) if *c == OpsColumn::Name => room.min(widths[i]),
+                    _ => widths[i],
+                };
+                if let (Some(col), Ok(w)) = (t.column_mut(k), u16::try_from(w + 2)) {
+                    col.set_constraint(ColumnConstraint::Absolute(Width::Fixed(w)));
+                }
+            }
         }
         t
     }
@@ -573,11 +618,25 @@ impl Sections for Terminal<'_> {
         if sel.indices.is_empty() {
             writeln!(self.out, "  (none)")?;
         }
-        // A table of [`OPS_PAGE`] rows at a time, each fitted on its own: a table holds every
-        // cell of its rows until it is printed (~4 KB a row: `--all` over 2^20 decode steps
-        // took 5.4 GB; a bad-input hunt).
-        for page in sel.indices.chunks(OPS_PAGE) {
-            let t = self.ops_table(page);
+        // A table of [`OPS_PAGE`] rows at a time: a table holds every cell of its rows until it
+        // is printed (~4 KB a row: `--all` over 2^20 decode steps took 5.4 GB; a bad-input
+        // hunt). The pages are laid out alike, from every row's widths (a pass over the rows
+        // made for it), and each after the first says which rows it holds.
+        let pages = sel.indices.len().div_ceil(OPS_PAGE);
+        let all = view::ops_columns(self.report);
+        let shared = (pages > 1).then(|| self.ops_widths(&sel.indices, &all));
+        for (p, page) in sel.indices.chunks(OPS_PAGE).enumerate() {
+            if p > 0 {
+                let from = p * OPS_PAGE;
+                let text = format!(
+                    "  (rows {}-{} of {})",
+                    from + 1,
+                    from + page.len(),
+                    sel.indices.len()
+                );
+                self.line(&text, None, 2)?;
+            }
+            let t = self.ops_table(page, shared.as_deref());
             writeln!(self.out, "{t}")?;
         }
         self.blank()
@@ -771,16 +830,30 @@ impl Sections for Terminal<'_> {
             this.fitted(&header, rows, &drop, &[])
         };
         // As the ops table, [`OPS_PAGE`] rows at a time (`--all` lists every decode step's
-        // pairs: 8 a step, ~8 million at 2^20 steps; a bad-input hunt), each fitted on its own.
-        for page in shown.chunks(OPS_PAGE) {
-            let t = table(self, false, page);
-            let too_wide = self.opts.width.is_some_and(|w| {
-                t.to_string()
+        // pairs, two a layer: 14,336 at 256 steps of 28 layers; a bad-input hunt), each page
+        // after the first saying which rows it holds. One layout for every page: q/k in the
+        // layer's cell where any page is too wide (a review: pages switched layouts).
+        let too_wide = |page: &[&AmplificationRow]| {
+            self.opts.width.is_some_and(|w| {
+                table(self, false, page)
+                    .to_string()
                     .lines()
                     .any(|l| visible_width(l) > usize::from(w))
-            });
-            let t = if too_wide { table(self, true, page) } else { t };
-            writeln!(self.out, "{t}")?;
+            })
+        };
+        let merged = shown.chunks(OPS_PAGE).any(too_wide);
+        for (p, page) in shown.chunks(OPS_PAGE).enumerate() {
+            if p > 0 {
+                let from = p * OPS_PAGE;
+                let text = format!(
+                    "  (rows {}-{} of {})",
+                    from + 1,
+                    from + page.len(),
+                    shown.len()
+                );
+                self.line(&text, None, 2)?;
+            }
+            writeln!(self.out, "{}", table(self, merged, page))?;
         }
         self.blank()
     }
