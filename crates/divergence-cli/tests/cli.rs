@@ -1018,6 +1018,9 @@ fn a_fault_that_would_change_nothing_is_refused() {
         ("rms-eps=0.000001@1", format!("--inject rms-eps=1e-6@1: {config} already has rms_norm_eps = 0.000001: the fault would change nothing (give another value)")),
         ("decode-pos=0", "decode-pos=0 moves no position: give an offset other than 0".to_string()),
         ("attn-bias=0", "attn-bias=0 adds no bias: give a magnitude other than 0".to_string()),
+        // Values that round to the config's where they are used (a bad-input hunt, session 51).
+        ("rms-eps=1.00000001e-6", format!("--inject rms-eps=1.00000001e-6: 1.00000001e-6 is {config}'s rms_norm_eps (1e-6) once rounded to float32, where it is used: the fault would change nothing (give another value)")),
+        ("rope-theta=1000000.03", format!("--inject rope-theta=1000000.03: its RoPE tables are {config}'s rope_theta (1e6) tables at every one of the run's 16 positions in f32: the fault would change nothing (give a value further off)")),
     ] {
         let run = inject(fault);
         assert_eq!(run.code, 2, "{}", run.transcript());
@@ -1029,6 +1032,50 @@ fn a_fault_that_would_change_nothing_is_refused() {
     let run = inject("rope-theta=1e4");
     assert_eq!(run.code, 0, "{}", run.transcript());
     std::fs::remove_file(&out).unwrap();
+    // In bf16 a theta 1e-5 off rounds to the same tables over 16 positions; 3e-5 off does not.
+    for (theta, code) in [("rope-theta=1000010", 2), ("rope-theta=1000030", 0)] {
+        let run = divergence(&[
+            "run",
+            "--model",
+            "fixtures/tiny-qwen3",
+            "--ids-file",
+            "fixtures/tiny-qwen3/ids.txt",
+            "--dtype",
+            "bf16",
+            "--inject",
+            theta,
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert_eq!(run.code, code, "{}", run.transcript());
+        assert_eq!(out.exists(), code == 0);
+        let _ = std::fs::remove_file(&out);
+    }
+    // decode-pos-frozen enters at step 2: one decode step is refused.
+    for (ids, code) in [("5", 2), ("5,6", 0)] {
+        let run = divergence(&[
+            "run",
+            "--model",
+            "fixtures/tiny-qwen3",
+            "--ids-file",
+            "fixtures/tiny-qwen3/ids.txt",
+            "--decode-ids",
+            ids,
+            "--inject",
+            "decode-pos-frozen",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert_eq!(run.code, code, "{}", run.transcript());
+        if code == 2 {
+            assert!(
+                run.stderr.contains("with one decode step the fault changes nothing"),
+                "{}",
+                run.stderr
+            );
+        }
+        let _ = std::fs::remove_file(&out);
+    }
 
     // A held-out check's: RoPE's faults on a 1-token prompt without decode steps (position 0
     // alone, RoPE the identity), and kv heads tiled where there is one kv head or one per q

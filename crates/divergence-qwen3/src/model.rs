@@ -812,18 +812,36 @@ impl Qwen3 {
                 crate::fault::Fault::RopeTheta(v) if v == cfg.rope_theta() => {
                     Some(("rope_theta", v))
                 }
-                crate::fault::Fault::RmsEps(v) if v == cfg.rms_norm_eps => {
+                // The epsilon is added in float32 but for float64 activations: a value that
+                // rounds to the config's there is the config's (a bad-input hunt:
+                // `rms-eps=1.00000001e-6` wrote the clean run's dump).
+                crate::fault::Fault::RmsEps(v)
+                    if v == cfg.rms_norm_eps
+                        || (!matches!(opts.dtype, DType::F64)
+                            && v as f32 == cfg.rms_norm_eps as f32) =>
+                {
                     Some(("rms_norm_eps", v))
                 }
                 _ => None,
             };
             if let Some((key, v)) = own {
-                return Err(Error::FaultTarget {
-                    spec: spec.to_string(),
-                    message: format!(
+                let own = match key {
+                    "rope_theta" => cfg.rope_theta(),
+                    _ => cfg.rms_norm_eps,
+                };
+                let message = match v == own {
+                    true => format!(
                         "{} already has {key} = {v}: the fault would change nothing (give another value)",
                         ckpt.config_path.display()
                     ),
+                    false => format!(
+                        "{v:e} is {}'s {key} ({own:e}) once rounded to float32, where it is used: the fault would change nothing (give another value)",
+                        ckpt.config_path.display()
+                    ),
+                };
+                return Err(Error::FaultTarget {
+                    spec: spec.to_string(),
+                    message,
                 });
             }
             // Tiling kv heads is repeat-interleaving them where there is one kv head, or one

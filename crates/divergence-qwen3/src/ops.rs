@@ -220,6 +220,33 @@ pub fn rope_angles_finite(theta: f64, head_dim: usize, positions: usize) -> bool
         .all(|f| f.is_finite() && (f * last).is_finite())
 }
 
+/// Whether RoPE tables of `a` and `b` are the same values at positions below `positions`, once
+/// rounded to the activation dtype `dtype` (the f32 tables, [`rope_tables`]' values, cast to
+/// it): a fault `rope-theta` that rounds to the config's own tables changes nothing (a
+/// bad-input hunt: `rope-theta=1000000.03` in f32, `=1000100` in bf16, wrote the clean run's
+/// dump). The rows are compared from the last position back, where thetas differ most.
+pub fn rope_tables_equal(a: f64, b: f64, head_dim: usize, positions: usize, dtype: DType) -> bool {
+    let (fa, fb) = (inv_freq(a, head_dim), inv_freq(b, head_dim));
+    if fa == fb {
+        return true;
+    }
+    let rounded = |x: f32| -> u64 {
+        match dtype {
+            DType::BF16 => u64::from(half::bf16::from_f32(x).to_bits()),
+            DType::F16 => u64::from(half::f16::from_f32(x).to_bits()),
+            _ => u64::from(x.to_bits()),
+        }
+    };
+    let same = |pos: usize| {
+        fa.iter().zip(&fb).all(|(&x, &y)| {
+            let (ax, ay) = ((x * pos as f32) as f64, (y * pos as f32) as f64);
+            rounded(ax.cos() as f32) == rounded(ay.cos() as f32)
+                && rounded(ax.sin() as f32) == rounded(ay.sin() as f32)
+        })
+    };
+    (0..positions).rev().all(same)
+}
+
 /// RoPE tables on the device, in the activation dtype.
 #[derive(Debug, Clone)]
 pub struct Rope {

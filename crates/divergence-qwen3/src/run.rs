@@ -324,6 +324,49 @@ pub fn read_ids_file(path: &Path) -> Result<Vec<u32>, Error> {
 pub const MAX_IDS_FILE_BYTES: u64 = 64 << 20;
 
 /// Loads the model, runs `repeat` prefills, and writes the probes of each to `out`.
+/// Faults that the run's own sizes leave without an effect, refused as a value the config
+/// already has is (a bad-input hunt: each wrote the clean run's dump, bit for bit, recorded as
+/// faulty, and `diff` passed it): a `rope-theta` whose tables round to the config's at every
+/// position of the run in its dtype, and `decode-pos-frozen` with one decode step (step 1
+/// rotates at `prompt_len` as it should; the fault enters at step 2).
+fn check_no_op_faults(
+    ckpt: &Checkpoint,
+    opts: &RunOptions,
+    decode: Option<&Decode>,
+) -> Result<(), Error> {
+    let steps = decode.map_or(0, |d| d.ids.len());
+    let positions = opts.input_ids.len().saturating_add(steps);
+    let cfg = &ckpt.config;
+    for spec in &opts.faults {
+        let message = match spec.fault {
+            crate::fault::Fault::RopeTheta(v)
+                if v != cfg.rope_theta()
+                    && crate::ops::rope_tables_equal(
+                        v,
+                        cfg.rope_theta(),
+                        cfg.head_dim(),
+                        positions,
+                        opts.precision.dtype(),
+                    ) =>
+            {
+                format!(
+                    "its RoPE tables are {}'s rope_theta ({:e}) tables at every one of the run's {positions} positions in {}: the fault would change nothing (give a value further off)",
+                    ckpt.config_path.display(),
+                    cfg.rope_theta(),
+                    opts.precision.dtype().as_str()
+                )
+            }
+            crate::fault::Fault::DecodePosFrozen if steps == 1 => "with one decode step the fault changes nothing: step 1 rotates at the prompt's length as it should, and the fault enters at step 2 (give two decode steps or more)".to_string(),
+            _ => continue,
+        };
+        return Err(Error::FaultTarget {
+            spec: spec.to_string(),
+            message,
+        });
+    }
+    Ok(())
+}
+
 pub fn run_to_dump(opts: &RunOptions) -> Result<RunSummary, Error> {
     let decode = match &opts.decode {
         None => None,
@@ -461,6 +504,7 @@ pub fn run_to_dump(opts: &RunOptions) -> Result<RunSummary, Error> {
         }
     }
     check_memory(&ckpt, opts, decode.as_ref())?;
+    check_no_op_faults(&ckpt, opts, decode.as_ref())?;
     let faults = fault_specs;
     let model = Qwen3::load(
         &ckpt,
