@@ -79,7 +79,12 @@ impl Selection {
     /// step of its bounded runs, and one step at least.
     pub fn check(&self, held: &BTreeSet<usize>, files: &str) -> Result<()> {
         let absent = self.absent_from(held);
-        let hold = crate::cmd::diff::ranges_at_most(held, 8);
+        // (Dumps of no tensor hold no step: "the steps held are )" said nothing; a bad-input
+        // hunt.)
+        let hold = match held.is_empty() {
+            true => "none: the files hold no tensor".to_string(),
+            false => crate::cmd::diff::ranges_at_most(held, 8),
+        };
         if !absent.is_empty() {
             let (steps, _) = steps_word(&absent);
             bail!(
@@ -1022,6 +1027,16 @@ fn gaps(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_selection_of_dumps_that_hold_no_step_says_so() {
+        let sel = crate::cmd::parse::steps("0").unwrap();
+        let err = sel.check(&BTreeSet::new(), "a.npz and b.npz").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "--steps 0: no decode step 0 in a.npz and b.npz (0 = the prefill; the steps held are none: the files hold no tensor)"
+        );
+    }
 
     #[test]
     fn gaps_are_named_as_runs_whatever_the_step_numbers() {
