@@ -43,10 +43,14 @@ pub fn print_error(err: &anyhow::Error) {
 /// Writes one line to stderr. A stderr that cannot be written (closed, a full disk, a reader
 /// gone) is ignored: the exit code still says what happened (`eprintln!` would panic, and the
 /// process exit with 101 instead of its code).
+///
+/// The line's control characters are escaped ([`divergence_names::one_line`]): a status line
+/// that names a file (`run`'s `81 probes -> a\nb.npz`) stays one line, and a name cannot send
+/// the terminal an escape sequence (a bad-input hunt).
 pub fn say(line: &str) {
     use std::io::Write;
     let mut err = std::io::stderr().lock();
-    let _ = writeln!(err, "{line}");
+    let _ = writeln!(err, "{}", divergence_names::one_line(line));
 }
 
 /// A usage error of clap's (a conflict, a missing or unexpected argument) on one line: its

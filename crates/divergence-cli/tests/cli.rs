@@ -2443,3 +2443,25 @@ fn a_pipe_in_a_name_keeps_every_markdown_table_whole() {
         run.stdout
     );
 }
+
+/// `run`'s status line names the dump as errors do: its control characters escaped, one line
+/// (a bad-input hunt: `--out $'a\nb.npz'` printed two lines, and an escape sequence in the
+/// name reached the terminal).
+#[test]
+fn run_s_status_line_is_one_line_whatever_the_dump_s_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("a\nb\u{1b}[31m.npz");
+    let run = divergence(&[
+        "run",
+        "--model",
+        "fixtures/tiny-qwen3",
+        "--ids",
+        "1,2,3",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(run.code, 0, "{}", run.transcript());
+    assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+    assert!(run.stderr.contains("a\\nb\\u{1b}[31m.npz"), "{}", run.stderr);
+    assert!(!run.stderr.contains('\u{1b}'));
+}
