@@ -169,7 +169,12 @@ pub enum DumpError {
     #[error("{at}: cannot allocate {bytes} bytes for the tensor")]
     OutOfMemory { at: Location, bytes: u64 },
 
-    #[error("{}: cannot write a dump with this extension (use .npz or .safetensors)", path.display())]
+    /// The dump's format is told by its name's extension: `/dev/null`, `/proc/self/fd/1` and a
+    /// name without one were said to have the wrong extension (a bad-input hunt).
+    #[error("{}: {} (use .npz or .safetensors)", path.display(), match path.extension() {
+        Some(_) => "cannot write a dump with this extension",
+        None => "no extension to tell the dump's format by: the name must end in one",
+    })]
     UnsupportedExtension { path: PathBuf },
 
     #[error("{}: invalid tensor name '{}' ({})", path.display(), OneLine(name), OneLine(reason))]

@@ -378,6 +378,14 @@ fn writer_errors() {
             p(&f)
         )
     );
+    let f = dir.path().join("out");
+    assert_eq!(
+        DumpWriter::create(&f).unwrap_err().to_string(),
+        format!(
+            "{}: no extension to tell the dump's format by: the name must end in one (use .npz or .safetensors)",
+            p(&f)
+        )
+    );
     for ext in ["npz", "safetensors"] {
         let f = dir.path().join(format!("out.{ext}"));
         let mut w = DumpWriter::create(&f).unwrap();
