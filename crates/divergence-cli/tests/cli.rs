@@ -1069,7 +1069,8 @@ fn a_fault_that_would_change_nothing_is_refused() {
         assert_eq!(run.code, code, "{}", run.transcript());
         if code == 2 {
             assert!(
-                run.stderr.contains("with one decode step the fault changes nothing"),
+                run.stderr
+                    .contains("with one decode step the fault changes nothing"),
                 "{}",
                 run.stderr
             );
@@ -2462,6 +2463,10 @@ fn run_s_status_line_is_one_line_whatever_the_dump_s_name() {
     ]);
     assert_eq!(run.code, 0, "{}", run.transcript());
     assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
-    assert!(run.stderr.contains("a\\nb\\u{1b}[31m.npz"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("a\\nb\\u{1b}[31m.npz"),
+        "{}",
+        run.stderr
+    );
     assert!(!run.stderr.contains('\u{1b}'));
 }

@@ -753,7 +753,7 @@ fn a_map_that_fits_the_reference_not_ours_is_refused_as_the_wrong_way_round() {
     assert_eq!(code, 2, "{out}");
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(
-        err.contains("vllm2.npz is in the map's layout too: its rules rename 12 of its tensors that transformers does not name so (model.layers.0.mlp.down_proj.0, model.layers.0.self_attn.attn, model.layers.0.self_attn.o_proj.0, model.layers.1.mlp.down_proj.0, model.layers.1.self_attn.attn, ... (7 more)); the map renames our dump, the first file, and the reference must be in transformers' names"),
+        err.contains("vllm2.npz is in the map's layout: its rules rename 12 of its tensors that transformers does not name so (model.layers.0.mlp.down_proj.0, model.layers.0.self_attn.attn, model.layers.0.self_attn.o_proj.0, model.layers.1.mlp.down_proj.0, model.layers.1.self_attn.attn, ... (7 more)); the map renames our dump, the first file, and the reference must be in transformers' names"),
         "{err}"
     );
 }

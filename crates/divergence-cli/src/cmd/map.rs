@@ -148,49 +148,62 @@ fn wrong_way_round(
         return Ok(());
     }
     let label = one_line(&reference.path().display().to_string());
-    // A map that cannot be resolved against the reference (a rule it does not fit) is not
-    // the reference's map: nothing to say.
-    let Ok(theirs) = divergence_map::resolve(map, &tensors_of(reference), sizes, &label) else {
-        return Ok(());
-    };
-    let ref_made = theirs
-        .tensors
-        .iter()
-        .filter(|v| v.rule.is_some() && ours.contains(&v.name))
-        .map(|v| v.name.as_str())
-        .collect::<HashSet<&str>>()
-        .len();
-    if ref_made > 4 && ref_made > 2 * ours_made {
-        let ours = one_line(&ours.path().display().to_string());
-        anyhow::bail!(
-            "name map {}: applied to {label} it makes {ref_made} names that {ours} holds, applied to {ours} {ours_made} that {label} holds: the map applies to our dump, the first file; are the two files the wrong way round? (diff ENGINE_DUMP REFERENCE --map PRESET)",
-            map.label
-        );
+    // A map that cannot be resolved against the reference (a rule it does not fit, two
+    // tensors made one name) says nothing of the wrong way round; the names below still do.
+    if let Ok(theirs) = divergence_map::resolve(map, &tensors_of(reference), sizes, &label) {
+        let ref_made = theirs
+            .tensors
+            .iter()
+            .filter(|v| v.rule.is_some() && ours.contains(&v.name))
+            .map(|v| v.name.as_str())
+            .collect::<HashSet<&str>>()
+            .len();
+        if ref_made > 4 && ref_made > 2 * ours_made {
+            let ours = one_line(&ours.path().display().to_string());
+            anyhow::bail!(
+                "name map {}: applied to {label} it makes {ref_made} names that {ours} holds, applied to {ours} {ours_made} that {label} holds: the map applies to our dump, the first file; are the two files the wrong way round? (diff ENGINE_DUMP REFERENCE --map PRESET)",
+                map.label
+            );
+        }
     }
-    // Both files in the engine's layout: the map's rules rename tensors of the reference that
-    // are no transformers module's (vLLM's `qkv_proj.0`; a rule that renames a transformers
-    // name, such as the vLLM preset's `mlp.act_fn`, does not count). A bad-input hunt: two
-    // vLLM dumps under `--map vllm` compared the 22 of 136 names vLLM shares with
-    // transformers and exited 0, faults found later than they enter.
-    let mut engine_only: Vec<&str> = theirs
-        .tensors
-        .iter()
-        .filter(|v| v.rule.is_some())
-        .flat_map(|v| &v.sources)
-        .map(String::as_str)
-        .filter(|s| divergence_names::Op::of(s) == divergence_names::Op::Other)
-        .collect();
-    engine_only.sort_unstable_by(|a, b| divergence_names::natural_cmp(a, b));
-    engine_only.dedup();
+    // The reference in the engine's layout (both files in it, most often): the map's rules
+    // match tensors of the reference that are no transformers module's (vLLM's `qkv_proj.0`;
+    // a rule that matches a transformers name, such as the vLLM preset's `mlp.act_fn`, does
+    // not count). A bad-input hunt: two vLLM dumps under `--map vllm` compared the 22 of 136
+    // names vLLM shares with transformers and exited 0, faults found later than they enter.
+    // Matched by the rules' patterns, not by resolving the map, which a reference may fail
+    // (a second hunt: one tensor made a name twice, and the check was passed over).
+    let engine_only = engine_only_names(map, reference);
     if engine_only.len() > 4 {
         anyhow::bail!(
-            "name map {}: {label} is in the map's layout too: its rules rename {} of its tensors that transformers does not name so ({}); the map renames our dump, the first file, and the reference must be in transformers' names (scripts/dump_reference.py)",
+            "name map {}: {label} is in the map's layout: its rules rename {} of its tensors that transformers does not name so ({}); the map renames our dump, the first file, and the reference must be in transformers' names (scripts/dump_reference.py)",
             map.label,
             engine_only.len(),
             list(&engine_only)
         );
     }
     Ok(())
+}
+
+/// The reference's probes (a decode step's by its probe: `x@3` is `x`) that a rule of `map`
+/// matches and that no transformers module is named (`divergence_names::Op::Other`), in
+/// natural order.
+fn engine_only_names<'d>(map: &Map, reference: &'d Dump) -> Vec<&'d str> {
+    let mut bases: Vec<&str> = reference
+        .names()
+        .iter()
+        .map(|n| divergence_names::split_step(n).0)
+        .filter(|b| divergence_names::Op::of(b) == divergence_names::Op::Other)
+        .collect::<HashSet<&str>>()
+        .into_iter()
+        .filter(|b| {
+            map.rules
+                .iter()
+                .any(|r| r.from.iter().any(|p| p.matches(b).is_some()))
+        })
+        .collect();
+    bases.sort_unstable_by(|a, b| divergence_names::natural_cmp(a, b));
+    bases
 }
 
 /// A dump's tensors as [`divergence_map::resolve`] takes them: each name with its shape (`None`
