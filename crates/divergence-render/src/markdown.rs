@@ -163,13 +163,19 @@ impl Sections for Markdown<'_> {
             }
             writeln!(
                 out,
-                "- **‖ours‖** {} · **‖ref‖** {} · **max abs err** {}{} · **rel L2 err** {} · **cosine** {}",
+                "- **‖ours‖** {} · **‖ref‖** {} · **max abs err** {}{} · **rel L2 err** {} · **cosine** {} · **outside tol** {}",
                 num(op.rule.ours_l2),
                 num(op.rule.ref_l2),
                 num(op.errors.max_abs_err),
                 op.errors.max_abs_err_index.as_ref().map_or_else(String::new, |ix| format!(" at `{ix:?}`")),
                 num(op.errors.rel_l2_err),
-                cos(op.errors.cosine)
+                cos(op.errors.cosine),
+                text(&view::outside_tol_text(op))
+            )?;
+            writeln!(
+                out,
+                "- **judged by:** {}",
+                text(&view::op_judged_text(report, op))
             )?;
             if let Some(t) = view::truth_line(op) {
                 writeln!(out, "- **vs truth:** {}", text(&t))?;

@@ -563,12 +563,7 @@ impl Sections for Terminal<'_> {
         }
         self.line(&format!("  reason       {}", f.reason), None, HANG)?;
         let (t, rule, e, nf) = (&op.tensor, &op.rule, &op.errors, &op.nonfinite);
-        let judged = match (&report.tolerance, op.truth.noise_ratio) {
-            (divergence_diff::Tolerance::Truth { ratio }, Some(_)) => {
-                format!("noise ratio limit {}", view::ratio(Some(*ratio)))
-            }
-            _ => format!("rtol {}, atol {}", num(rule.rtol), num(rule.atol)),
-        };
+        let judged = view::op_judged_text(report, op);
         let text = format!(
             "  shape        {}   dtype ours {}, ref {}   {judged}",
             view::shape_cell(op),

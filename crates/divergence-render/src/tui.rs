@@ -1609,11 +1609,10 @@ impl Tui {
         }
         lines.extend([
             Line::raw(format!(
-                "shape {}   dtype {}   rtol {}, atol {}",
+                "shape {}   dtype {}   {}",
                 view::shape_cell(op),
                 view::dtype_cell(op),
-                view::num(op.rule.rtol),
-                view::num(op.rule.atol)
+                view::op_judged_text(&self.report, op)
             )),
             Line::raw(format!(
                 "||ours|| {}   ||ref|| {}   rel err {}   cosine {}",

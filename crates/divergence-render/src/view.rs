@@ -278,6 +278,18 @@ pub(crate) fn first_difference_text(report: &Report) -> String {
     }
 }
 
+/// What judged `op`: `noise ratio limit 3.0` where the truth did (`--truth`), else its
+/// tolerance, `rtol 1.000e-03, atol 1.000e-06` (the TUI's details said the preset's under
+/// `--truth` where the printed table said the ratio's: a visual check).
+pub(crate) fn op_judged_text(report: &Report, op: &OpResult) -> String {
+    match (&report.tolerance, op.truth.noise_ratio) {
+        (divergence_diff::Tolerance::Truth { ratio: limit }, Some(_)) => {
+            format!("noise ratio limit {}", ratio(Some(*limit)))
+        }
+        _ => format!("rtol {}, atol {}", num(op.rule.rtol), num(op.rule.atol)),
+    }
+}
+
 /// The share of an op's elements outside its element-wise tolerance; where the op was judged
 /// by the noise ratio (`--truth`), with that tolerance (`0.31% (rtol 1.6e-2, atol 1.0e-5)`):
 /// the details state the ratio's limit there, and "outside tol" named a tolerance they did not

@@ -1192,3 +1192,22 @@ fn the_cursor_s_op_is_centred_after_a_jump_a_sort_or_a_filter() {
     let (before, after) = around(&text, "model.layers.1.self_attn.k_norm");
     assert!(before >= 2 && after >= 2, "{text}");
 }
+
+/// Under `--truth`, the details say what judged the op as the printed table does: the noise
+/// ratio's limit where the truth judged it, not the preset's rtol and atol (a visual check).
+#[test]
+fn details_under_the_truth_name_the_noise_ratio_limit() {
+    let mut report = report();
+    report.tolerance = Tolerance::Truth { ratio: 3.0 };
+    let first = report.first_divergence.as_ref().unwrap().index;
+    for (i, row) in report.ops.plain_mut().into_iter().enumerate() {
+        if i == first {
+            std::sync::Arc::make_mut(&mut row.truth).noise_ratio = Some(87.0);
+        }
+    }
+    let mut tui = Tui::new(report);
+    press(&mut tui, "d");
+    let text = screen(&mut tui, 120, 40);
+    assert!(text.contains("noise ratio limit 3.0"), "{text}");
+    assert!(!text.contains("rtol 1.000e-03, atol"), "{text}");
+}
