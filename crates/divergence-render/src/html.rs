@@ -537,7 +537,7 @@ fn first_divergence(report: &Report, h: &mut String) {
         // judged by the noise ratio: the preset tolerance did not decide
         Some(_) => view::num(op.errors.rel_l2_err),
         None => format!(
-            "{} (tolerance {})",
+            "{} (rel tolerance {})",
             view::num(op.errors.rel_l2_err),
             view::num(plot::rel_tolerance(op.into()))
         ),

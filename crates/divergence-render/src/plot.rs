@@ -225,7 +225,7 @@ fn tooltip(i: usize, op: Row<'_>, plotted: Plotted) -> String {
         );
     }
     format!(
-        "#{i} {}\nstatus {}\nrel err {} (tolerance {})",
+        "#{i} {}\nstatus {}\nrel err {} (rel tolerance {})",
         op.name(),
         op.status(),
         num(op.rel_l2_err()),

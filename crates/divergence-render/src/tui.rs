@@ -2204,7 +2204,7 @@ fn caption_lines(p: &PositionProfile, per_bar: usize, short: bool) -> [String; 4
         tols.iter().copied().reduce(f64::max),
     );
     let tol = match (range, short) {
-        ((Some(a), Some(b)), false) if sci(a) == sci(b) => format!("─ tolerance {}", sci(a)),
+        ((Some(a), Some(b)), false) if sci(a) == sci(b) => format!("─ rel tol {}", sci(a)),
         ((Some(a), Some(b)), false) => format!("─ tol {}..{}", sci(a), sci(b)),
         ((Some(a), Some(b)), true) if sci(a) == sci(b) => format!("─ tol {}", sci(a)),
         ((Some(_), Some(b)), true) => format!("─ tol ≤{}", sci(b)),

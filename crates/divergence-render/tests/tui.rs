@@ -569,7 +569,7 @@ fn the_plot_caption_is_never_cut() {
         let caption = over.rsplit("  ").next().unwrap();
         if w >= 80 {
             assert_eq!(caption, "▲ over tolerance: 128 of 128", "{w}:\n{text}");
-            assert!(text.contains("─ tolerance 1.001e-03"), "{w}:\n{text}");
+            assert!(text.contains("─ rel tol 1.001e-03"), "{w}:\n{text}");
         } else {
             assert!(
                 ["▲ over tolerance: 128 of 128", "▲ 128/128 over"].contains(&caption),
