@@ -1532,27 +1532,38 @@ impl Tui {
             .title(format!(" {} ", op.name));
         let inner = block.inner(area);
         frame.render_widget(block, area);
+        let para = Paragraph::new(lines).wrap(Wrap { trim: false });
+        // The text before the plot: where the plot would leave the text fewer than
+        // [`TEXT_BEFORE_PLOT`] rows and it has more lines, the plot is left out (at 60x20 the
+        // details showed one line, the hint that names the bug cut without a word: a visual
+        // check).
+        let total = para.line_count(inner.width);
+        let with_plot = usize::from(inner.height.saturating_sub(PLOT_H));
+        let plot = plot && (total <= with_plot || with_plot >= TEXT_BEFORE_PLOT);
         let plot_h = if plot { PLOT_H.min(inner.height) } else { 0 };
         let [text, chart] =
             Layout::vertical([Constraint::Min(0), Constraint::Length(plot_h)]).areas(inner);
-        let para = Paragraph::new(lines).wrap(Wrap { trim: false });
         // Text taller than its room (a short terminal under a long header) says how much is
         // left out on its last row, not a line cut off without a word (a visual check at
         // 80x24 lost the norms, and a line ended "at decode step").
-        let total = para.line_count(text.width);
         let rows = usize::from(text.height);
         if total > rows && rows >= 2 {
             let [shown, more] =
                 Layout::vertical([Constraint::Min(0), Constraint::Length(1)]).areas(text);
             frame.render_widget(para, shown);
             let hidden = total - usize::from(shown.height);
+            // Its shorter forms where the width asks (at 60 columns it was cut: a visual
+            // check).
+            let said = [
+                format!("… {hidden} more lines: a taller terminal shows them (or --format json)"),
+                format!("… {hidden} more lines (a taller terminal, or --format json)"),
+                format!("… {hidden} more lines"),
+            ]
+            .into_iter()
+            .find(|t| t.chars().count() <= usize::from(more.width))
+            .unwrap_or_else(|| format!("… {hidden} more"));
             frame.render_widget(
-                Paragraph::new(Line::styled(
-                    format!(
-                        "… {hidden} more lines: a taller terminal shows them (or --format json)"
-                    ),
-                    Style::new().add_modifier(Modifier::DIM),
-                )),
+                Paragraph::new(Line::styled(said, Style::new().add_modifier(Modifier::DIM))),
                 more,
             );
         } else {
@@ -1834,6 +1845,10 @@ fn overview(
         .collect();
     Paragraph::new(lines).block(Block::new().borders(Borders::TOP).title(title))
 }
+
+/// The fewest rows of the details' text shown above the per-position plot: where the plot
+/// would leave fewer and the text has more lines, the plot is left out.
+const TEXT_BEFORE_PLOT: usize = 6;
 
 /// The forms of a decode report's per-layer line, from the fullest (0) to the shortest.
 const PHASE_FORMS: usize = 4;

@@ -1211,3 +1211,31 @@ fn details_under_the_truth_name_the_noise_ratio_limit() {
     assert!(text.contains("noise ratio limit 3.0"), "{text}");
     assert!(!text.contains("rtol 1.000e-03, atol"), "{text}");
 }
+
+/// On a short terminal the details' text comes before the plot, and what is left out is said
+/// on a line that fits (at 60x20 the details showed one line and the plot, the rest left out
+/// without a word; at 60x22 the line that says so was cut: a visual check).
+#[test]
+fn short_details_keep_their_text_and_say_what_is_left_out() {
+    for (w, h) in [(60, 20), (70, 20), (60, 22), (80, 24)] {
+        let mut tui = Tui::new(report_with_positions());
+        press(&mut tui, "\n");
+        let text = screen(&mut tui, w, h);
+        assert!(text.lines().all(|l| l.chars().count() <= usize::from(w)));
+        let title = text
+            .lines()
+            .position(|l| l.contains("model.layers.1.self_attn.k_norm ─"))
+            .unwrap_or_else(|| panic!("{w}x{h}:\n{text}"));
+        let body: Vec<&str> = text.lines().skip(title + 1).collect();
+        let more = body.iter().position(|l| l.starts_with('…'));
+        let plotted = text.contains("rel err per position") || text.contains("log rel err");
+        match more {
+            // Text cut: at least 5 of its lines shown, no plot under fewer than 6.
+            Some(at) => {
+                assert!(at >= 5 || !plotted, "{w}x{h}:\n{text}");
+                assert!(body[at].contains("more lines") || body[at].ends_with("more"));
+            }
+            None => assert!(plotted, "{w}x{h}:\n{text}"),
+        }
+    }
+}
