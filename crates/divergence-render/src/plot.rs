@@ -1001,6 +1001,10 @@ pub(crate) fn heatmap(report: &Report) -> Option<(String, Option<String>)> {
     let stepped = report.ops.rows().any(|o| o.step() > 0);
     let mut kinds: Vec<Op> = Vec::new();
     let mut cells: BTreeMap<(usize, usize), Vec<(Op, Cell)>> = BTreeMap::new();
+    // The kind before this row's in its step: a kind first seen in a decode step (the cache's
+    // `cache_k`, `cache_v`) goes after it, in execution order, not after every kind of the
+    // prefill (a visual check: the cache's columns, where a cache bug is born, came last).
+    let mut before: Option<(usize, Op)> = None;
     for op in report.ops.rows() {
         let Some(layer) = op.layer() else { continue };
         if keep.as_ref().is_some_and(|k| !k.contains(&layer)) {
@@ -1008,8 +1012,16 @@ pub(crate) fn heatmap(report: &Report) -> Option<(String, Option<String>)> {
         }
         let kind = op_kind(op);
         if !kinds.contains(&kind) {
-            kinds.push(kind);
+            let at = match before {
+                Some((step, prev)) if step == op.step() => kinds
+                    .iter()
+                    .position(|k| *k == prev)
+                    .map_or(kinds.len(), |p| p + 1),
+                _ => kinds.len(),
+            };
+            kinds.insert(at, kind);
         }
+        before = Some((op.step(), kind));
         let phase = usize::from(stepped && op.step() > 0);
         let row = cells.entry((phase, layer)).or_default();
         let cell = match row.iter().position(|(k, _)| *k == kind) {

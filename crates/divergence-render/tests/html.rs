@@ -971,3 +971,54 @@ fn the_heatmap_draws_the_layers_the_table_lists() {
     assert_eq!(section.matches(">L").count(), 10);
     assert!(!section.contains("Layers not drawn"));
 }
+
+/// The heatmap's columns are in execution order: the decode steps' cache slots (`cache_k`,
+/// `cache_v`, which the prefill has not) after `rope_k`, where a cache bug is born, not after
+/// every op of the prefill (a visual check).
+#[test]
+fn the_heatmap_puts_the_cache_columns_where_the_cache_is_written() {
+    let cfg = DiffConfig::default();
+    let ops = [
+        "self_attn.k_proj",
+        "self_attn.rope_k",
+        "self_attn.attn_out",
+        "mlp",
+    ];
+    let step_ops = [
+        "self_attn.k_proj",
+        "self_attn.rope_k",
+        "self_attn.cache_k",
+        "self_attn.cache_v",
+        "self_attn.attn_out",
+        "mlp",
+    ];
+    let mut rows = Vec::new();
+    for (step, list) in [(0usize, &ops[..]), (1, &step_ops[..])] {
+        for (i, op) in list.iter().enumerate() {
+            let name = divergence_names::step_name(&format!("model.layers.0.{op}"), step);
+            let r: &'static [f32] = act(16, i as u32).leak();
+            let side = Side {
+                shape: &[1, 16],
+                values: ValuesRef::F32(r),
+                dtype: "float32",
+            };
+            rows.push(compare(&name, Some(side.clone()), Some(side), &cfg));
+        }
+    }
+    let report = assemble(
+        rows,
+        ReportContext::new("a", "b", OrderSource::RefMeta),
+        &cfg,
+    );
+    let page = html(&report);
+    let heat = between(&page, "<section id=\"heatmap\">", "</section>");
+    let at = |label: &str| {
+        heat.find(&format!(">{label}</text>"))
+            .unwrap_or_else(|| panic!("{label}: {heat}"))
+    };
+    assert!(at("rope_k") < at("cache_k"), "{heat}");
+    assert!(
+        at("cache_k") < at("cache_v") && at("cache_v") < at("attn_out"),
+        "{heat}"
+    );
+}
