@@ -495,6 +495,10 @@ pub struct Tui {
     layer_cache: std::cell::OnceCell<LayerCache>,
     /// The longest op name, in characters (the name column's width), found once per report.
     name_width: std::cell::OnceCell<usize>,
+    /// The widest status of the rows (`diverged`; `shape_mismatch` only where a row has it):
+    /// the column was 14 wide for any report, and at 80 columns pushed out max|o-r| (a
+    /// visual check).
+    status_width: std::cell::OnceCell<usize>,
 }
 
 /// What the per-layer overview (`l`) shows, tallied: a line per layer, or per layer and phase
@@ -545,6 +549,7 @@ impl Tui {
             overview_rows: 1,
             layer_cache: std::cell::OnceCell::new(),
             name_width: std::cell::OnceCell::new(),
+            status_width: std::cell::OnceCell::new(),
         };
         tui.rebuild(None);
         if let Some(f) = tui.report.first_divergence.as_ref().map(|f| f.index) {
@@ -597,6 +602,7 @@ impl Tui {
         self.report = report;
         self.layer_cache = std::cell::OnceCell::new();
         self.name_width = std::cell::OnceCell::new();
+        self.status_width = std::cell::OnceCell::new();
         if !self.sort.applies(self.truth()) {
             self.sort = SortKey::Order;
             self.reversed = false;
@@ -1281,6 +1287,7 @@ impl Tui {
             let content = match c {
                 Col::Name => self.name_width(),
                 Col::Index => self.report.ops.len().max(1).to_string().len(),
+                Col::Status => self.status_width(),
                 c => c.content_width(),
             };
             content.max(self.header(c).chars().count()) as u16
@@ -1331,6 +1338,18 @@ impl Tui {
 
     /// The longest op name in characters (2 without ops), read through the rows' views (in
     /// parallel, once per report: every frame asks for it).
+    fn status_width(&self) -> usize {
+        *self.status_width.get_or_init(|| {
+            self.report
+                .ops
+                .par_rows()
+                .with_min_len(4096)
+                .map(|r| r.status().as_str().len())
+                .max()
+                .unwrap_or(2)
+        })
+    }
+
     fn name_width(&self) -> usize {
         *self.name_width.get_or_init(|| {
             self.report

@@ -310,15 +310,15 @@ fn sorts_by_any_metric_both_ways_missing_values_last() {
 #[test]
 fn columns_can_be_hidden_and_shown_but_not_the_name() {
     let mut tui = Tui::new(report());
-    let text = screen(&mut tui, 80, 24);
+    let text = screen(&mut tui, 74, 24);
     assert!(header_row(&text).contains("max|o-r|"), "{text}");
     assert!(
         !header_row(&text).contains("error"),
-        "no room at 80: {text}"
+        "no room at 74: {text}"
     );
     // c opens the chooser: every column with its state.
     press(&mut tui, "c");
-    let chooser = screen(&mut tui, 80, 24);
+    let chooser = screen(&mut tui, 74, 24);
     assert!(
         chooser.contains("[x] max|o-r|") && chooser.contains("[ ] cosine"),
         "{chooser}"
@@ -327,14 +327,14 @@ fn columns_can_be_hidden_and_shown_but_not_the_name() {
         chooser.contains("[x] error") && chooser.contains("(no room)"),
         "{chooser}"
     );
-    insta::assert_snapshot!("tui_columns_80x24", chooser);
+    insta::assert_snapshot!("tui_columns_74x24", chooser);
     // The name cannot be hidden.
     press(&mut tui, "jj ");
-    assert!(screen(&mut tui, 80, 24).contains("cannot be hidden"));
+    assert!(screen(&mut tui, 74, 24).contains("cannot be hidden"));
     // Hide max|o-r| (the 11th line): it leaves the table, and the born / carried mark, next
-    // by priority, now fits 80 columns.
+    // by priority, now fits 74 columns.
     press(&mut tui, "jjjjjjjj \u{1b}");
-    let text = screen(&mut tui, 80, 24);
+    let text = screen(&mut tui, 74, 24);
     let header = header_row(&text);
     assert!(!header.contains("max|o-r|"), "{text}");
     assert!(
@@ -346,12 +346,12 @@ fn columns_can_be_hidden_and_shown_but_not_the_name() {
         "{text}"
     );
     assert!(text.contains("born"), "{text}");
-    // Switched on, a column comes right after the rel err in priority: it shows at 80.
+    // Switched on, a column comes right after the rel err in priority: it shows at 74.
     press(&mut tui, "cGkkkk \u{1b}");
-    let text = screen(&mut tui, 80, 24);
+    let text = screen(&mut tui, 74, 24);
     assert!(header_row(&text).contains("cosine"), "{text}");
     assert!(text.contains("1.000000"), "{text}");
-    assert!(text.lines().all(|l| l.chars().count() <= 80));
+    assert!(text.lines().all(|l| l.chars().count() <= 74));
     // Narrow widths still drop by priority among the visible columns: name, status, rel err.
     let narrow = screen(&mut tui, 40, 20);
     let header = header_row(&narrow);
@@ -366,7 +366,7 @@ fn columns_can_be_hidden_and_shown_but_not_the_name() {
         press(&mut tui, "j");
     }
     press(&mut tui, "\u{1b}");
-    let text = screen(&mut tui, 80, 24);
+    let text = screen(&mut tui, 74, 24);
     assert!(text.contains("model.layers.1.self_attn.k_norm"), "{text}");
     assert!(!tui.quit(), "Esc and q close the chooser, not the view");
 }
