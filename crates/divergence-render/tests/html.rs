@@ -1002,7 +1002,7 @@ fn the_heatmap_puts_the_cache_columns_where_the_cache_is_written() {
                 values: ValuesRef::F32(r),
                 dtype: "float32",
             };
-            rows.push(compare(&name, Some(side.clone()), Some(side), &cfg));
+            rows.push(compare(&name, Some(side), Some(side), &cfg));
         }
     }
     let report = assemble(
