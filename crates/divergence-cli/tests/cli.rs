@@ -1051,6 +1051,27 @@ fn a_fault_that_would_change_nothing_is_refused() {
         assert_eq!(out.exists(), code == 0);
         let _ = std::fs::remove_file(&out);
     }
+    // Where decode-pos moves a step far off, the theta's tables differ there: a fault (a
+    // review: the positions counted were the prompt's and the steps' own).
+    let run = divergence(&[
+        "run",
+        "--model",
+        "fixtures/tiny-qwen3",
+        "--ids-file",
+        "fixtures/tiny-qwen3/ids.txt",
+        "--dtype",
+        "bf16",
+        "--decode-ids",
+        "5",
+        "--inject",
+        "rope-theta=1000010",
+        "--inject",
+        "decode-pos=5000",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(run.code, 0, "{}", run.transcript());
+    let _ = std::fs::remove_file(&out);
     // decode-pos-frozen enters at step 2: one decode step is refused.
     for (ids, code) in [("5", 2), ("5,6", 0)] {
         let run = divergence(&[

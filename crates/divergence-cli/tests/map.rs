@@ -747,6 +747,53 @@ fn a_map_that_fits_the_reference_not_ours_is_refused_as_the_wrong_way_round() {
     assert_eq!(r["summary"]["compared"], 2);
     // Both files in vLLM's layout: refused, naming the reference's engine-only tensors (a
     // bad-input hunt: two vLLM dumps compared the names vLLM shares with transformers, exit 0).
+    // A transformers reference with a few probes of its own (an MoE's experts) that a broad
+    // rule of a map file matches is compared, not refused: more of its probes have
+    // transformers' names (a review).
+    let mut with_experts: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
+    for name in ["model.embed_tokens".to_string()]
+        .into_iter()
+        .chain((0..4).flat_map(|l| {
+            ["self_attn.o_proj", "mlp.down_proj", "self_attn.attn_out"]
+                .map(|op| format!("model.layers.{l}.{op}"))
+        }))
+    {
+        let (shape, v) = read(&name);
+        with_experts.push((name, shape, v));
+    }
+    // (8 expert probes the rule matches: more than 4, fewer than the 13 of transformers'.)
+    for l in 0..8 {
+        let (shape, v) = read(&format!("model.layers.{}.mlp.down_proj", l % 4));
+        with_experts.push((format!("model.layers.{l}.mlp.experts.0"), shape, v));
+    }
+    let experts = dir.path().join("experts.npz");
+    write(&experts, &with_experts, None);
+    let broad = dir.path().join("broad.toml");
+    std::fs::write(
+        &broad,
+        "all_optional = true\n[[rule]]\nfrom = \"{P...}.0\"\nto = \"{P...}\"\n",
+    )
+    .unwrap();
+    // (Ours with probes of its own too, so that the check is reached: where the map makes
+    // half of our names the reference's, it is not asked.)
+    let mut ours = tensors.clone();
+    for i in 0..16 {
+        let (shape, v) = read("model.embed_tokens");
+        ours.push((format!("model.extra_{i}"), shape, v));
+    }
+    let ours_path = dir.path().join("ours_extra.npz");
+    write(&ours_path, &ours, None);
+    let (code, _, err) = divergence(&[
+        "diff",
+        ours_path.to_str().unwrap(),
+        experts.to_str().unwrap(),
+        "--map",
+        broad.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    assert_ne!(code, 2, "{err}");
+    assert!(!err.contains("layout"), "{err}");
     let again = dir.path().join("vllm2.npz");
     std::fs::copy(engine, &again).unwrap();
     let (code, out, err) = divergence(&["diff", engine, again.to_str().unwrap(), "--map", "vllm"]);

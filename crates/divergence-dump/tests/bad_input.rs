@@ -657,6 +657,30 @@ fn fifo_and_devices_are_not_regular_files() {
             "/dev/zero: not a regular file (a character device), not a dump"
         );
     }
+    // A named pipe unlinked while open, reached through /proc/self/fd/N (its link reads
+    // `... (deleted)`): still a named pipe (a review: a path that does not resolve read as a
+    // shell's pipe).
+    #[cfg(target_os = "linux")]
+    if ok {
+        use std::os::fd::AsRawFd;
+        // Read and write: opening a FIFO so does not wait for the other end on Linux.
+        let held = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&fifo)
+            .unwrap();
+        std::fs::remove_file(&fifo).unwrap();
+        let at = PathBuf::from(format!("/proc/self/fd/{}", held.as_raw_fd()));
+        if at.exists() {
+            assert_eq!(
+                open_err(&at),
+                format!(
+                    "{}: not a regular file (a named pipe (fifo)), not a dump",
+                    p(&at)
+                )
+            );
+        }
+    }
     // A shell's pipe (`diff /dev/stdin ...` fed by `|`) is a pipe, not a named one.
     #[cfg(target_os = "linux")]
     {

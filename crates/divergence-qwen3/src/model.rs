@@ -787,7 +787,7 @@ impl Qwen3 {
                         ),
                     });
                 }
-                crate::fault::Fault::RmsEps(v) if !matches!(opts.dtype, DType::F64) => {
+                crate::fault::Fault::RmsEps(v) => {
                     let said = match v as f32 {
                         e if e.is_infinite() => Some(format!(
                             "{v:e} is past the largest float32 value, where the norm adds it: every output would be 0 (give a smaller epsilon)"
@@ -812,13 +812,12 @@ impl Qwen3 {
                 crate::fault::Fault::RopeTheta(v) if v == cfg.rope_theta() => {
                     Some(("rope_theta", v))
                 }
-                // The epsilon is added in float32 but for float64 activations: a value that
-                // rounds to the config's there is the config's (a bad-input hunt:
-                // `rms-eps=1.00000001e-6` wrote the clean run's dump).
+                // The epsilon is added in float32 (the variance is float32 for every
+                // activation dtype, `ops::rms_norm`): a value that rounds to the config's there
+                // is the config's (a bad-input hunt: `rms-eps=1.00000001e-6` wrote the clean
+                // run's dump).
                 crate::fault::Fault::RmsEps(v)
-                    if v == cfg.rms_norm_eps
-                        || (!matches!(opts.dtype, DType::F64)
-                            && v as f32 == cfg.rms_norm_eps as f32) =>
+                    if v == cfg.rms_norm_eps || v as f32 == cfg.rms_norm_eps as f32 =>
                 {
                     Some(("rms_norm_eps", v))
                 }

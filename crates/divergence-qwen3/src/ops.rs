@@ -220,12 +220,18 @@ pub fn rope_angles_finite(theta: f64, head_dim: usize, positions: usize) -> bool
         .all(|f| f.is_finite() && (f * last).is_finite())
 }
 
-/// Whether RoPE tables of `a` and `b` are the same values at positions below `positions`, once
+/// Whether RoPE tables of `a` and `b` are the same values at `positions`, once
 /// rounded to the activation dtype `dtype` (the f32 tables, [`rope_tables`]' values, cast to
 /// it): a fault `rope-theta` that rounds to the config's own tables changes nothing (a
 /// bad-input hunt: `rope-theta=1000000.03` in f32, `=1000100` in bf16, wrote the clean run's
 /// dump). The rows are compared from the last position back, where thetas differ most.
-pub fn rope_tables_equal(a: f64, b: f64, head_dim: usize, positions: usize, dtype: DType) -> bool {
+pub fn rope_tables_equal(
+    a: f64,
+    b: f64,
+    head_dim: usize,
+    positions: &[usize],
+    dtype: DType,
+) -> bool {
     let (fa, fb) = (inv_freq(a, head_dim), inv_freq(b, head_dim));
     if fa == fb {
         return true;
@@ -244,7 +250,7 @@ pub fn rope_tables_equal(a: f64, b: f64, head_dim: usize, positions: usize, dtyp
                 && rounded(ax.sin() as f32) == rounded(ay.sin() as f32)
         })
     };
-    (0..positions).rev().all(same)
+    positions.iter().rev().all(|&p| same(p))
 }
 
 /// RoPE tables on the device, in the activation dtype.

@@ -335,7 +335,17 @@ fn check_no_op_faults(
     decode: Option<&Decode>,
 ) -> Result<(), Error> {
     let steps = decode.map_or(0, |d| d.ids.len());
-    let positions = opts.input_ids.len().saturating_add(steps);
+    // The positions the run rotates at: the prompt's, and each decode step's where
+    // `decode-pos` / `decode-pos-frozen` move them (a review: `decode-pos=5000` with one
+    // step rotates at 5,016, where a theta that rounds alike below 17 does not).
+    let prompt = opts.input_ids.len();
+    let moved = Faults::new(opts.faults.clone()).decode_positions();
+    let mut at: Vec<usize> = (0..prompt)
+        .chain((1..=steps).filter_map(|s| moved.position(prompt, s)))
+        .collect();
+    at.sort_unstable();
+    at.dedup();
+    let positions = at.len();
     let cfg = &ckpt.config;
     for spec in &opts.faults {
         let message = match spec.fault {
@@ -345,7 +355,7 @@ fn check_no_op_faults(
                         v,
                         cfg.rope_theta(),
                         cfg.head_dim(),
-                        positions,
+                        &at,
                         opts.precision.dtype(),
                     ) =>
             {

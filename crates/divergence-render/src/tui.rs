@@ -1336,8 +1336,7 @@ impl Tui {
         out
     }
 
-    /// The longest op name in characters (2 without ops), read through the rows' views (in
-    /// parallel, once per report: every frame asks for it).
+    /// The widest status of the rows (2 without ops), read as the name's width is.
     fn status_width(&self) -> usize {
         *self.status_width.get_or_init(|| {
             self.report
@@ -1350,6 +1349,8 @@ impl Tui {
         })
     }
 
+    /// The longest op name in characters (2 without ops), read through the rows' views (in
+    /// parallel, once per report: every frame asks for it).
     fn name_width(&self) -> usize {
         *self.name_width.get_or_init(|| {
             self.report
@@ -1469,7 +1470,6 @@ impl Tui {
                 return lines
                     .iter()
                     .map(|l| phase_line((l.layer, w), None, Some(l), fit))
-                    .map(|(text, bad)| (whole_fields(text, width), bad))
                     .chain(note(left_out))
                     .collect();
             }
@@ -1488,7 +1488,6 @@ impl Tui {
             .iter()
             .flat_map(phases)
             .map(|(layer, phase, l)| phase_line((layer, w), Some(phase), l, fit))
-            .map(|(text, bad)| (whole_fields(text, width), bad))
             .chain(note(left_out))
             .collect()
     }
@@ -1907,8 +1906,9 @@ fn whole_fields(line: String, width: usize) -> String {
     }
 }
 
-/// The fullest of [`phase_line`]'s forms in which every line `fits`; else the shortest, its
-/// lines cut after their last whole field ([`whole_fields`]).
+/// The fullest of [`phase_line`]'s forms in which every line `fits`; else the shortest (a
+/// step's line then ends after its last whole field, [`whole_fields`]; a layer's shortest line
+/// is one field, cut at the edge).
 fn fullest_form(fits: impl Fn(usize) -> bool) -> usize {
     (0..PHASE_FORMS)
         .find(|&form| fits(form))

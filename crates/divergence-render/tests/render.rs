@@ -836,4 +836,27 @@ fn the_amplification_table_of_every_pair_is_printed_a_page_at_a_time() {
         "{} rows listed of {n}",
         layers.len()
     );
+    // One layout for every page: where one page is too wide (the last's layer cells carry a
+    // step of 9 digits), q/k goes into the layer's cell on every page (a review: the pages
+    // switched layouts).
+    for r in report.amplification.rows.iter_mut().skip(8192) {
+        r.norm = format!("model.layers.{}.self_attn.k_norm@123456789", r.layer);
+    }
+    for width in [56u16, 64, 72, 80, 88] {
+        let t = table(
+            &report,
+            &TableOptions {
+                all: true,
+                width: Some(width),
+                ..TableOptions::default()
+            },
+        );
+        let amp = &t[t.find("Amplification through").expect("the section")..];
+        let amp = &amp[..amp.find("\n\n").unwrap_or(amp.len())];
+        let split = amp.matches("┆ q/k ┆").count();
+        assert!(
+            split == 0 || split == 3,
+            "{width}: {split} of 3 pages split q/k"
+        );
+    }
 }

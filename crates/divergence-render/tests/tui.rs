@@ -883,6 +883,20 @@ fn narrow_overviews_keep_the_first_bad_op_and_their_keys() {
     );
     let mut tui = Tui::new(decode_layers_report());
     press(&mut tui, "l");
+    // Narrower still, a line ends after its last whole field (never `first b` or `wor`: the
+    // narrowest form is one field, the first bad op or the worst, cut at the edge alone).
+    for width in 30..=70 {
+        let text = screen(&mut tui, width, 14);
+        for line in text.lines().filter(|l| l.starts_with("layer ")) {
+            let Some((_, last)) = line.trim_end().rsplit_once("; ") else {
+                continue;
+            };
+            assert!(
+                last.starts_with("first bad ") || last.starts_with("worst "),
+                "{width}: {line:?}"
+            );
+        }
+    }
     let text = screen(&mut tui, 60, 14);
     assert!(text.contains("l: back"), "{text}");
     let decode: Vec<&str> = text
