@@ -1160,7 +1160,16 @@ impl Tui {
         if r.input_ids_mismatch {
             lines.push(Line::styled(INPUT_IDS_ALERT, alert));
         }
-        lines.extend([first, Line::raw(view::summary_line(r))]);
+        // The summary without its first divergence, which the line above names (a visual
+        // check: at 80x24 the header took 8 rows, the name twice).
+        let mut summary = view::summary_line(r);
+        if let Some(f) = &r.first_divergence {
+            let named = format!("; first divergence: {} (#{})", f.name, f.index);
+            if let Some(counts) = summary.strip_suffix(&named) {
+                summary = counts.to_string();
+            }
+        }
+        lines.extend([first, Line::raw(summary)]);
         lines.extend(
             self.extra_header()
                 .into_iter()

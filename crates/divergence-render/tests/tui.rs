@@ -977,13 +977,13 @@ fn the_layer_overview_of_a_decode_report_says_the_prefill_and_the_decode_steps_a
     insta::assert_snapshot!("tui_layers_decode_80x14", narrow);
     // 6 lines in a body of 4: j scrolls a line, G shows the last line at the bottom, and no
     // key scrolls past it
-    let top = screen(&mut tui, 130, 10);
+    let top = screen(&mut tui, 130, 9);
     assert!(top.contains("layer   0  prefill") && !top.contains("layer   2  prefill"));
     press(&mut tui, "j");
-    let one = screen(&mut tui, 130, 10);
+    let one = screen(&mut tui, 130, 9);
     assert!(!one.contains("layer   0  prefill") && one.contains("layer   0  decode"));
     press(&mut tui, "Gjjj");
-    let end = screen(&mut tui, 130, 10);
+    let end = screen(&mut tui, 130, 9);
     let title = end.lines().position(|l| l.contains("per layer")).unwrap();
     let body: Vec<&str> = end.lines().skip(title + 1).take(4).collect();
     assert!(
@@ -991,9 +991,9 @@ fn the_layer_overview_of_a_decode_report_says_the_prefill_and_the_decode_steps_a
         "{end}"
     );
     press(&mut tui, "k");
-    assert!(screen(&mut tui, 130, 10).contains("layer   0  decode"));
+    assert!(screen(&mut tui, 130, 9).contains("layer   0  decode"));
     press(&mut tui, "l");
-    assert!(!screen(&mut tui, 130, 10).contains("per layer"));
+    assert!(!screen(&mut tui, 130, 9).contains("per layer"));
 }
 
 /// A decode report without the prefill (`diff --steps 2-`): the overview has no prefill lines
