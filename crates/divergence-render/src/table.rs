@@ -351,9 +351,8 @@ impl Terminal<'_> {
         t
     }
 
-    /// The ops table of the rows at `indices` (each row built alone while its cells are
-    /// written, [`divergence_diff::Rows::row`]).
-    /// The cells' texts of the ops `indices`, a row each, a cell for each of `all`'s columns.
+    /// The cells' texts of the ops `indices`, a row each, a cell for each of `all`'s columns
+    /// (each row built alone while its cells are written, [`divergence_diff::Rows::row`]).
     fn ops_texts(report: &Report, indices: &[usize], all: &[OpsColumn]) -> Vec<Vec<String>> {
         let first = report.first_divergence.as_ref().map(|f| f.index);
         let measure = divergence_diff::Measure::of(&report.tolerance);
@@ -390,8 +389,8 @@ impl Terminal<'_> {
             )
     }
 
-    /// The ops table of `indices`; `widths` (of [`Self::ops_widths`] over every page) lays
-    /// out every page of one table alike, else these rows' own.
+    /// The ops table of the rows at `indices`; `shared` widths ([`Self::ops_widths`] over
+    /// every page) lay out every page of one table alike, else the widths are these rows' own.
     fn ops_table(&self, indices: &[usize], shared: Option<&[usize]>) -> Table {
         let (report, opts) = (self.report, self.opts);
         let first = report.first_divergence.as_ref().map(|f| f.index);

@@ -479,11 +479,11 @@ pub struct Tui {
     quit: bool,
     /// The first row drawn.
     offset: usize,
-    /// The cursor jumped (the first divergence at the start, `f`, `o`, `n`, a step, a sort or a
-    /// filter that keeps its op): the next
-    /// draw centres it where it is off the window, with the rows around it in view (it was
-    /// drawn on the last visible row, the rows after the first divergence hidden: a visual
-    /// check). Moves of a row or a page scroll the window as little as they need.
+    /// The cursor jumped (the first divergence at the start, `f`, `o`, `n`, a step, a sort or
+    /// a filter that keeps its op): the next draw centres it where it is off the window, with
+    /// the rows around it in view (it was drawn on the last visible row, the rows after the
+    /// first divergence hidden: a visual check). Moves of a row or a page scroll the window
+    /// as little as they need.
     center: bool,
     /// The first layer line drawn in the per-layer overview.
     layer_offset: usize,
