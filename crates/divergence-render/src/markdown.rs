@@ -338,7 +338,7 @@ impl Sections for Markdown<'_> {
         }
         writeln!(
             out,
-            "Marked when norm rel err / proj rel err > {} and the proj error is above noise: {} (introduced: proj error at noise level).",
+            "Amplified where norm rel err / proj rel err > {} and the proj error is above noise: {} (introduced: proj error at noise level).",
             amp.threshold,
             view::amplification_counts(self.report, self.opts)
         )?;

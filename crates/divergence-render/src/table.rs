@@ -761,13 +761,13 @@ impl Sections for Terminal<'_> {
         let amp = &self.report.amplification;
         if amp.rows.is_empty() {
             // No counts of a check that had nothing to check (a held-out check on Llama read
-            // "0 marked, 0 introduced" above it).
+            // "0 marked, 0 introduced" above it, the counts' words then).
             self.line("Amplification through q_norm/k_norm", Some(BOLD), 2)?;
             writeln!(self.out, "  {}", view::NO_PAIRS)?;
             return self.blank();
         }
         let title = format!(
-            "Amplification through q_norm/k_norm (marked when norm rel err / proj rel err > {} and the proj error is above noise; {})",
+            "Amplification through q_norm/k_norm (amplified where norm rel err / proj rel err > {} and the proj error is above noise; {})",
             amp.threshold,
             view::amplification_counts(self.report, self.opts)
         );

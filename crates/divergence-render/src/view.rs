@@ -444,13 +444,14 @@ pub(crate) fn shows_weight_gain(rows: &[&AmplificationRow]) -> bool {
     rows.iter().any(|r| r.weight_gain.is_some())
 }
 
-/// The amplification section's counts for its title: `1 marked, 2 introduced at the norm`;
-/// under `--layer`, the layer's first and then the report's (a visual check: the title's
-/// counts were the report's while the rows and the line under it were the layer's).
+/// The amplification section's counts for its title: `1 amplified, 2 introduced at the norm`
+/// (the verdicts' words, as the HTML says them: "marked" read as another count; a visual
+/// check); under `--layer`, the layer's first and then the report's (a visual check: the
+/// title's counts were the report's while the rows and the line under it were the layer's).
 pub(crate) fn amplification_counts(report: &Report, opts: &TableOptions) -> String {
     let amp = &report.amplification;
     let all = format!(
-        "{} marked, {} introduced at the norm",
+        "{} amplified, {} introduced at the norm",
         amp.marked, amp.introduced
     );
     let Some(layer) = opts.layer else {
@@ -458,7 +459,7 @@ pub(crate) fn amplification_counts(report: &Report, opts: &TableOptions) -> Stri
     };
     let (marked, introduced) = amp.counts_in_layer(layer);
     format!(
-        "in layer {layer}: {marked} marked, {introduced} introduced at the norm; in all layers: {} marked, {} introduced",
+        "in layer {layer}: {marked} amplified, {introduced} introduced at the norm; in all layers: {} amplified, {} introduced",
         amp.marked, amp.introduced
     )
 }
