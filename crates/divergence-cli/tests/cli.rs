@@ -2491,3 +2491,37 @@ fn run_s_status_line_is_one_line_whatever_the_dump_s_name() {
     );
     assert!(!run.stderr.contains('\u{1b}'));
 }
+
+/// Dumps whose compared ops hold no element compared nothing: no verdict, exit 2, said on
+/// stderr and at the report's top (a bad-input hunt: "no divergence", exit 0, under a warning).
+#[test]
+fn ops_that_hold_no_element_are_no_verdict() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a.npz"), dir.path().join("b.npz"));
+    for p in [&a, &b] {
+        write_dump(p, &[("x", &[0, 4], &[]), ("y", &[2, 0], &[])], None);
+    }
+    let run = divergence(&[
+        "diff",
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
+        "--format",
+        "table",
+    ]);
+    assert_eq!(run.code, 2, "{}", run.transcript());
+    assert!(
+        run.stdout.contains(
+            "NOTHING COMPARED: each of the 2 ops compared holds no element on either side; no verdict"
+        ),
+        "{}",
+        run.stdout
+    );
+    assert!(!run.stdout.contains("NO DIVERGENCE"), "{}", run.stdout);
+    assert!(
+        run.stderr.trim_end().ends_with(
+            "nothing was compared: each of the 2 ops compared holds no element on either side"
+        ),
+        "{}",
+        run.stderr
+    );
+}

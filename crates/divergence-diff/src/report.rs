@@ -355,7 +355,28 @@ pub struct Report {
     pub ops: Rows,
 }
 
+/// [`Report::compared_no_element`] of `ops`, `compared` of them compared. A row holds no
+/// element where neither side's shape does (a shape mismatch of two non-empty sides compares
+/// no element pairwise, yet is a divergence: a review of the first version, which read the
+/// elements compared and turned a report of shape mismatches into no verdict).
+fn compared_no_element(ops: &Rows, compared: usize) -> bool {
+    let elements = |s: &Option<Vec<usize>>| s.as_ref().map_or(0, |s| s.iter().product::<usize>());
+    let empty = |r: crate::rows::Row<'_>| {
+        let t = r.tensor();
+        elements(&t.shape) == 0 && elements(&t.shape_ours) == 0
+    };
+    compared > 0 && ops.rows().all(|r| !r.status().is_compared() || empty(r))
+}
+
 impl Report {
+    /// Ops were compared, and none of them holds an element on either side: a pass that
+    /// compared nothing (two dumps of empty decode steps read "no divergence in 13 steps": a
+    /// bad-input hunt). No verdict (`diff` exits 2, as where no op is compared), and a warning
+    /// says so. The first op with an element ends the look.
+    pub fn compared_no_element(&self) -> bool {
+        compared_no_element(&self.ops, self.summary.compared)
+    }
+
     /// True when some op diverges (the CLI's exit code 1).
     pub fn has_divergence(&self) -> bool {
         self.first_divergence.is_some()
@@ -656,8 +677,7 @@ pub fn assemble(ops: impl Into<Rows>, ctx: ReportContext, cfg: &DiffConfig) -> R
     // Ops compared, none of them holding an element: a pass that compared nothing (a bad-input
     // hunt: two dumps of empty decode steps read "no divergence in 13 steps"). The first op
     // with an element ends the look.
-    let empty = |r: crate::rows::Row<'_>| r.n_compared().is_none_or(|n| n == 0);
-    if summary.compared > 0 && ops.rows().all(|r| !r.status().is_compared() || empty(r)) {
+    if compared_no_element(&ops, summary.compared) {
         warnings.push(format!(
             "nothing was compared: each of the {} ops compared holds no element on either side",
             summary.compared

@@ -963,9 +963,10 @@ fn decode_step_rows_share_what_does_not_change() {
     assert_eq!(changed.tensor.dtype_ours.as_deref(), Some("bfloat16"));
 }
 
-/// Ops compared that hold no element on either side pass, but the report says that nothing was
-/// compared (a bad-input hunt: two dumps of empty decode steps read "no divergence"); one op
-/// with an element among them is a comparison.
+/// Ops compared that hold no element on either side are no verdict, and the report says that
+/// nothing was compared (a bad-input hunt: two dumps of empty decode steps read "no
+/// divergence"); one op with an element among them is a comparison, and so is a shape
+/// mismatch of two sides that hold elements (it compares none pairwise, and diverges).
 #[test]
 fn a_report_of_empty_ops_only_says_nothing_was_compared() {
     let cfg = DiffConfig::default();
@@ -999,6 +1000,7 @@ fn a_report_of_empty_ops_only_says_nothing_was_compared() {
     let ctx = || ReportContext::new("ours.npz", "ref.npz", OrderSource::RefMeta);
     let r = assemble(rows(false), ctx(), &cfg);
     assert!(!r.has_divergence());
+    assert!(r.compared_no_element(), "no verdict: `diff` exits 2");
     assert!(
         r.warnings.iter().any(|w| w
             == "nothing was compared: each of the 2 ops compared holds no element on either side"),
@@ -1006,6 +1008,24 @@ fn a_report_of_empty_ops_only_says_nothing_was_compared() {
         r.warnings
     );
     let r = assemble(rows(true), ctx(), &cfg);
+    assert!(!r.compared_no_element());
+    assert!(
+        !r.warnings
+            .iter()
+            .any(|w| w.starts_with("nothing was compared")),
+        "{:?}",
+        r.warnings
+    );
+    let two = [1.0f32, 2.0];
+    let mismatch = vec![compare(
+        "a",
+        f32s(&[1], &one, "float32"),
+        f32s(&[2], &two, "float32"),
+        &cfg,
+    )];
+    let r = assemble(mismatch, ctx(), &cfg);
+    assert!(r.has_divergence());
+    assert!(!r.compared_no_element());
     assert!(
         !r.warnings
             .iter()

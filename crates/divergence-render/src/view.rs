@@ -191,11 +191,18 @@ pub(crate) fn uncompared_text(report: &Report) -> Option<String> {
     (n > 0).then(|| format!("{n} not compared: {}", parts.join(", ")))
 }
 
-/// The verdict line when nothing at all was compared (no name in common, nothing readable):
-/// never "no divergence" about zero ops. `None` when something was compared.
+/// The verdict line when nothing at all was compared (no name in common, nothing readable, or
+/// ops that hold no element): never "no divergence" about zero ops or zero elements. `None`
+/// when something was compared.
 pub(crate) fn nothing_compared(report: &Report) -> Option<String> {
-    (report.summary.compared == 0).then(|| {
-        let s = &report.summary;
+    let s = &report.summary;
+    if report.compared_no_element() {
+        return Some(format!(
+            "NOTHING COMPARED: each of the {} ops compared holds no element on either side; no verdict",
+            s.compared
+        ));
+    }
+    (s.compared == 0).then(|| {
         format!(
             "NOTHING COMPARED: of {} probes, {} are only in ours, {} only in ref, {} unreadable; no verdict",
             s.total, s.only_ours, s.only_ref, s.unreadable

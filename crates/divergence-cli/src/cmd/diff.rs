@@ -450,7 +450,7 @@ fn run_tui(args: &DiffArgs, files: &[&Path]) -> Result<Exit> {
     let before = stamps(files);
     let report = build_report(args)?;
     let mut code = verdict(&report);
-    let mut mismatch = report.input_ids_mismatch;
+    let mut why = meaningless(&report);
     let mut watch = Watch::new(files, Some(Vec::new()));
     watch.unchanged_since(before);
     let mut reload = || {
@@ -462,7 +462,7 @@ fn run_tui(args: &DiffArgs, files: &[&Path]) -> Result<Exit> {
         Some(match result {
             Ok(report) => {
                 code = verdict(&report);
-                mismatch = report.input_ids_mismatch;
+                why = meaningless(&report);
                 Ok(report)
             }
             Err(err) => Err(divergence_names::one_line(&format!("{err:#}")).into_owned()),
@@ -478,7 +478,7 @@ fn run_tui(args: &DiffArgs, files: &[&Path]) -> Result<Exit> {
     .context("the terminal view")?;
     // The view said it on screen; the shell gets the line every other format prints.
     if code == Exit::Error {
-        say_meaningless(args, mismatch);
+        say_meaningless(args, &why);
     }
     Ok(code)
 }
@@ -573,19 +573,28 @@ fn print_report(args: &DiffArgs, output: &Output, report: &Report) -> Result<Out
     drop(out);
     if code == Exit::Error {
         // The report says why at its top; repeat it as the one-line error CI logs show.
-        say_meaningless(args, report.input_ids_mismatch);
+        say_meaningless(args, &meaningless(&report));
     }
     Ok(Outcome::Verdict(code))
 }
 
-/// The one-line error of a report that cannot mean anything ([`verdict`]'s `Exit::Error`):
-/// its dumps record other input_ids, or no probe was compared.
-fn say_meaningless(args: &DiffArgs, input_ids_mismatch: bool) {
-    let why = if input_ids_mismatch {
-        "the two dumps record different input_ids: the comparison is meaningless"
+/// Why a report cannot mean anything ([`verdict`]'s `Exit::Error`): its dumps record other
+/// input_ids, no probe was compared, or the probes compared hold no element.
+fn meaningless(report: &Report) -> String {
+    if report.input_ids_mismatch {
+        "the two dumps record different input_ids: the comparison is meaningless".to_string()
+    } else if report.compared_no_element() {
+        format!(
+            "nothing was compared: each of the {} ops compared holds no element on either side",
+            report.summary.compared
+        )
     } else {
-        "no probe was compared (no name in common, or none readable)"
-    };
+        "no probe was compared (no name in common, or none readable)".to_string()
+    }
+}
+
+/// The one-line error of a report that cannot mean anything, `why` ([`meaningless`]).
+fn say_meaningless(args: &DiffArgs, why: &str) {
     let line = format!(
         "error: {} vs {}: {why}",
         args.ours.display(),
@@ -595,10 +604,12 @@ fn say_meaningless(args: &DiffArgs, input_ids_mismatch: bool) {
 }
 
 /// The exit code a report calls for. A comparison that cannot mean anything is an error, not
-/// a pass: different input_ids, or no probe compared at all (no name in common, empty dumps,
-/// every probe unreadable).
+/// a pass: different input_ids, no probe compared at all (no name in common, empty dumps,
+/// every probe unreadable), or probes compared that hold no element (since session 51; exit 0
+/// with a warning before).
 fn verdict(report: &Report) -> Exit {
-    if report.input_ids_mismatch || report.summary.compared == 0 {
+    // (Ops compared that hold no element compared nothing either: no verdict.)
+    if report.input_ids_mismatch || report.summary.compared == 0 || report.compared_no_element() {
         Exit::Error
     } else if report.first_divergence.is_some() {
         Exit::Found
