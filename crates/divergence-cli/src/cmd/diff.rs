@@ -573,7 +573,7 @@ fn print_report(args: &DiffArgs, output: &Output, report: &Report) -> Result<Out
     drop(out);
     if code == Exit::Error {
         // The report says why at its top; repeat it as the one-line error CI logs show.
-        say_meaningless(args, &meaningless(&report));
+        say_meaningless(args, &meaningless(report));
     }
     Ok(Outcome::Verdict(code))
 }
