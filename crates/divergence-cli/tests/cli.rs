@@ -2518,6 +2518,11 @@ fn ops_that_hold_no_element_are_no_verdict() {
     );
     assert!(!run.stdout.contains("NO DIVERGENCE"), "{}", run.stdout);
     assert!(
+        run.stdout.contains("; nothing compared") && !run.stdout.contains("no divergence in"),
+        "{}",
+        run.stdout
+    );
+    assert!(
         run.stderr.trim_end().ends_with(
             "nothing was compared: each of the 2 ops compared holds no element on either side"
         ),

@@ -357,8 +357,8 @@ pub struct Report {
 
 /// [`Report::compared_no_element`] of `ops`, `compared` of them compared. A row holds no
 /// element where neither side's shape does (a shape mismatch of two non-empty sides compares
-/// no element pairwise, yet is a divergence: a review of the first version, which read the
-/// elements compared and turned a report of shape mismatches into no verdict).
+/// no element pairwise, yet is a divergence: the first version read the elements compared,
+/// and a test's report of shape mismatches became no verdict).
 fn compared_no_element(ops: &Rows, compared: usize) -> bool {
     let elements = |s: &Option<Vec<usize>>| s.as_ref().map_or(0, |s| s.iter().product::<usize>());
     let empty = |r: crate::rows::Row<'_>| {

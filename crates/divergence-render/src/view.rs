@@ -1324,7 +1324,9 @@ pub(crate) fn summary_line(report: &Report) -> String {
     );
     match &report.first_divergence {
         Some(f) => line.push_str(&format!("; first divergence: {} (#{})", f.name, f.index)),
-        None if s.compared == 0 => line.push_str("; nothing compared"),
+        None if s.compared == 0 || report.compared_no_element() => {
+            line.push_str("; nothing compared")
+        }
         None if !report.steps.is_empty() => {
             // Only the steps with a row compared are judged: a step whose every name is on
             // one side only is not (the warnings say so), and is not counted as clean (a
