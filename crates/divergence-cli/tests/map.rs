@@ -794,6 +794,44 @@ fn a_map_that_fits_the_reference_not_ours_is_refused_as_the_wrong_way_round() {
     ]);
     assert_ne!(code, 2, "{err}");
     assert!(!err.contains("layout"), "{err}");
+    // Nor a transformers reference whose layers are not `layers.N` (GPT-2's `transformer.h.N`)
+    // under a rule that keeps its names, changing their layout only: the names the rule makes
+    // are the reference's own (a second hunt: refused as in the map's layout).
+    let mut gpt: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
+    for l in 0..4 {
+        for op in ["q_proj", "k_proj", "v_proj"] {
+            let (shape, v) = read(&format!("model.layers.{l}.self_attn.{op}"));
+            gpt.push((format!("transformer.h.{l}.self_attn.{op}"), shape, v));
+        }
+    }
+    let (gpt_ours, gpt_ref) = (
+        dir.path().join("gpt_ours.npz"),
+        dir.path().join("gpt_ref.npz"),
+    );
+    write(&gpt_ref, &gpt, None);
+    // (Ours with probes of its own, so that the check is reached, as above.)
+    for i in 0..16 {
+        let (shape, v) = read("model.embed_tokens");
+        gpt.push((format!("model.extra_{i}"), shape, v));
+    }
+    write(&gpt_ours, &gpt, None);
+    let keep = dir.path().join("keep.toml");
+    std::fs::write(
+        &keep,
+        "[[rule]]\nfrom = \"transformer.h.{L}.self_attn.{P}_proj\"\nto = \"transformer.h.{L}.self_attn.{P}_proj\"\ntransform = [{ squeeze = 0 }]\n",
+    )
+    .unwrap();
+    let (code, _, err) = divergence(&[
+        "diff",
+        gpt_ours.to_str().unwrap(),
+        gpt_ref.to_str().unwrap(),
+        "--map",
+        keep.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    assert!(!err.contains("layout"), "{err}");
+    assert_ne!(code, 2, "{err}");
     let again = dir.path().join("vllm2.npz");
     std::fs::copy(engine, &again).unwrap();
     let (code, out, err) = divergence(&["diff", engine, again.to_str().unwrap(), "--map", "vllm"]);

@@ -1026,6 +1026,24 @@ fn a_report_of_empty_ops_only_says_nothing_was_compared() {
     let r = assemble(mismatch, ctx(), &cfg);
     assert!(r.has_divergence());
     assert!(!r.compared_no_element());
+    // Two empty sides of other shapes: a shape mismatch, a finding (a second hunt: no verdict).
+    let empty_mismatch = vec![
+        compare(
+            "a",
+            f32s(&[0, 3], &empty, "float32"),
+            f32s(&[3, 0], &empty, "float32"),
+            &cfg,
+        ),
+        compare(
+            "b",
+            f32s(&[0], &empty, "float32"),
+            f32s(&[0], &empty, "float32"),
+            &cfg,
+        ),
+    ];
+    let r = assemble(empty_mismatch, ctx(), &cfg);
+    assert!(r.has_divergence());
+    assert!(!r.compared_no_element());
     assert!(
         !r.warnings
             .iter()

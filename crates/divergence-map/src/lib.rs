@@ -24,6 +24,6 @@ pub use mapped::{Entry, MappedDump, Part, Pieces};
 pub use presets::{preset, preset_text, PRESETS};
 pub use resolve::{resolve, MissingTarget, Resolved, Sizes, Virtual, MAX_MATCHES};
 pub use spec::{
-    escape_braces, target_problem, toml_tokens, Map, Rule, MAX_MAP_BYTES, MAX_MAP_TOKENS,
+    escape_braces, fill, target_problem, toml_tokens, Map, Rule, MAX_MAP_BYTES, MAX_MAP_TOKENS,
     MAX_PATTERNS, MAX_PATTERN_BYTES, MAX_RANK, MAX_RULES, MAX_STEPS, SIZE_NAMES,
 };

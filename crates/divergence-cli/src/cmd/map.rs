@@ -189,8 +189,11 @@ fn wrong_way_round(
 }
 
 /// The reference's probes (a decode step's by its probe: `x@3` is `x`) that a rule of `map`
-/// matches and that no transformers module is named (`divergence_names::Op::Other`), in
-/// natural order; and how many of its probes are named as transformers names them.
+/// matches, renaming them to names the reference does not hold, and that no transformers
+/// module is named (`divergence_names::Op::Other`), in natural order; and how many of its
+/// probes are named as transformers names them. (A rule that keeps a name, changing its
+/// layout only, finds the reference's own names: a second hunt's GPT-2-style
+/// `transformer.h.N` reference was refused.)
 fn engine_only_names<'d>(map: &Map, reference: &'d Dump) -> (Vec<&'d str>, usize) {
     let bases: HashSet<&str> = reference
         .names()
@@ -203,9 +206,14 @@ fn engine_only_names<'d>(map: &Map, reference: &'d Dump) -> (Vec<&'d str>, usize
     let mut engine: Vec<&str> = other
         .into_iter()
         .filter(|b| {
-            map.rules
-                .iter()
-                .any(|r| r.from.iter().any(|p| p.matches(b).is_some()))
+            map.rules.iter().any(|r| {
+                r.from.iter().any(|p| {
+                    p.matches(b).is_some_and(|caps| {
+                        r.to.iter()
+                            .all(|t| !reference.contains(&divergence_map::fill(t, &caps)))
+                    })
+                })
+            })
         })
         .collect();
     engine.sort_unstable_by(|a, b| divergence_names::natural_cmp(a, b));
