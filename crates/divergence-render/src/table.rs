@@ -389,6 +389,17 @@ impl Terminal<'_> {
             )
     }
 
+    /// Before page `p` (of [`OPS_PAGE`] rows, `len` of them) of a table of `total` rows printed
+    /// a page at a time, after the first: which rows it holds (`(rows 4097-8192 of 152345)`).
+    fn page_label(&mut self, p: usize, len: usize, total: usize) -> io::Result<()> {
+        if p == 0 {
+            return Ok(());
+        }
+        let from = p * OPS_PAGE;
+        let text = format!("  (rows {}-{} of {})", from + 1, from + len, total);
+        self.line(&text, None, 2)
+    }
+
     /// The ops table of the rows at `indices`; `shared` widths ([`Self::ops_widths`] over
     /// every page) lay out every page of one table alike, else the widths are these rows' own.
     fn ops_table(&self, indices: &[usize], shared: Option<&[usize]>) -> Table {
@@ -620,16 +631,7 @@ impl Sections for Terminal<'_> {
         let all = view::ops_columns(self.report);
         let shared = (pages > 1).then(|| self.ops_widths(&sel.indices, &all));
         for (p, page) in sel.indices.chunks(OPS_PAGE).enumerate() {
-            if p > 0 {
-                let from = p * OPS_PAGE;
-                let text = format!(
-                    "  (rows {}-{} of {})",
-                    from + 1,
-                    from + page.len(),
-                    sel.indices.len()
-                );
-                self.line(&text, None, 2)?;
-            }
+            self.page_label(p, page.len(), sel.indices.len())?;
             let t = self.ops_table(page, shared.as_deref());
             writeln!(self.out, "{t}")?;
         }
@@ -837,16 +839,7 @@ impl Sections for Terminal<'_> {
         };
         let merged = shown.chunks(OPS_PAGE).any(too_wide);
         for (p, page) in shown.chunks(OPS_PAGE).enumerate() {
-            if p > 0 {
-                let from = p * OPS_PAGE;
-                let text = format!(
-                    "  (rows {}-{} of {})",
-                    from + 1,
-                    from + page.len(),
-                    shown.len()
-                );
-                self.line(&text, None, 2)?;
-            }
+            self.page_label(p, page.len(), shown.len())?;
             writeln!(self.out, "{}", table(self, merged, page))?;
         }
         self.blank()
