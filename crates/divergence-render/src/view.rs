@@ -952,7 +952,7 @@ pub(crate) const SHOWN_LAYERS: usize = 1024;
 /// ([`shown_layers`] chooses them) and how many layers there are in all. Only the lines shown
 /// are made (a line costs two names).
 pub(crate) fn shown_layer_lines(report: &Report) -> (Vec<LayerLine>, Option<String>, usize) {
-    let name = |r: Row<'_>| divergence_names::short_name(&r.name()).to_string();
+    let name = short_step_name;
     let tallies = layer_tallies(report, |r| r.layer());
     let total = tallies.len();
     let (keep, note) = choose_layers(report, &tallies);
@@ -962,6 +962,19 @@ pub(crate) fn shown_layer_lines(report: &Report) -> (Vec<LayerLine>, Option<Stri
         .map(|(layer, t)| layer_line(report, layer, t, name))
         .collect();
     (lines, note, total)
+}
+
+/// A row's name relative to its layer, with its decode step: `self_attn.k_norm@2`, and
+/// `(layer output)@2` for the layer itself ([`divergence_names::short_name`] of a layer's own
+/// name is `(layer output)`, which lost the step: the per-layer table named a decode step's
+/// layer output as the prefill's).
+fn short_step_name(r: Row<'_>) -> String {
+    let (base, step) = r.split();
+    let short = divergence_names::short_name(base);
+    match step {
+        0 => short.to_string(),
+        s => format!("{short}@{s}"),
+    }
 }
 
 /// The layers the per-layer views show (the table's and the Markdown's lines, the HTML
@@ -1043,13 +1056,7 @@ pub(crate) type PhaseLines = (usize, Option<LayerLine>, Option<LayerLine>);
 
 /// [`PhaseLines`] of the layers in `keep` (every layer: `None`).
 fn layer_phase_lines_of(report: &Report, keep: Option<&BTreeSet<usize>>) -> Vec<PhaseLines> {
-    let name = |r: Row<'_>| {
-        let short = divergence_names::short_name(r.base());
-        match r.step() {
-            0 => short.to_string(),
-            s => format!("{short}@{s}"),
-        }
-    };
+    let name = short_step_name;
     let mut out: Vec<PhaseLines> = Vec::new();
     for ((layer, decode), t) in layer_tallies(report, |r| r.layer().map(|l| (l, r.step() > 0))) {
         if keep.is_some_and(|k| !k.contains(&layer)) {
@@ -1384,6 +1391,36 @@ mod tests {
         assert_eq!(worst_in(Some(1e-3), Some("x")), Some("x"));
         assert_eq!(worst_in(None, Some("x")), Some("x"));
         assert_eq!(worst_in(Some(1e-3), None), None);
+    }
+
+    /// A decode step's layer output keeps its step in the per-layer lines (it read
+    /// `(layer output)`, the prefill's name, in the table's and the Markdown's per-layer
+    /// section) as in the TUI's per-phase lines.
+    #[test]
+    fn a_decode_steps_layer_output_keeps_its_step_in_the_layer_lines() {
+        let row = |name: &str, step: usize, status: &str, rel: f64| -> OpResult {
+            serde_json::from_value(serde_json::json!({
+                "name": name, "status": status, "rel_l2_err": rel, "layer": 0, "step": step,
+            }))
+            .unwrap()
+        };
+        let ops = vec![
+            row("model.layers.0.mlp", 0, "ok", 1e-7),
+            row("model.layers.0", 0, "ok", 1e-7),
+            row("model.layers.0.mlp@2", 2, "ok", 1e-7),
+            row("model.layers.0@2", 2, "diverged", 0.5),
+        ];
+        let report = assemble(
+            ops,
+            ReportContext::new("ours", "ref", OrderSource::RefMeta),
+            &DiffConfig::default(),
+        );
+        let (lines, _, _) = shown_layer_lines(&report);
+        assert_eq!(lines[0].first_bad.as_deref(), Some("(layer output)@2"));
+        assert_eq!(lines[0].worst_op.as_deref(), Some("(layer output)@2"));
+        let phases = layer_phase_lines_of(&report, None);
+        let decode = phases[0].2.as_ref().expect("a decode line");
+        assert_eq!(decode.first_bad.as_deref(), Some("(layer output)@2"));
     }
 
     /// Four float32 values of shape `[1, 4]`, a side of a test's row.
