@@ -441,7 +441,14 @@ fn a_layer_the_dumps_lack_is_an_error() {
     assert_eq!(run.stderr, "error: --layer 7: the dumps have layers 0-1\n");
     let ok = diff_files(&ours, &reference, &["--format", "table", "--layer", "1"]);
     assert_eq!(ok.code, 0, "{}", ok.transcript());
-    assert!(ok.stdout.contains("model.layers.1.mlp"), "{}", ok.stdout);
+    // The layer's rows, named after its prefix (the title says which).
+    assert!(
+        ok.stdout
+            .contains("Ops of layer 1 (1 of 3; names after model.layers.1.)"),
+        "{}",
+        ok.stdout
+    );
+    assert!(ok.stdout.contains("┆ mlp "), "{}", ok.stdout);
 }
 
 // ---------------------------------------------------------------- legitimate noise vs bugs, on real transformers dumps

@@ -44,17 +44,17 @@ struct Markdown<'a> {
 
 impl Markdown<'_> {
     /// One row of the ops table (row `i` built alone, [`divergence_diff::Rows::row`]).
-    fn ops_row(&mut self, i: usize, is_first: bool) -> io::Result<()> {
+    fn ops_row(&mut self, sel: &view::Selection, i: usize, is_first: bool) -> io::Result<()> {
         let op = self.report.ops.row(i).op();
         let op = &*op;
         let measure = divergence_diff::Measure::of(&self.report.tolerance);
         let mut line = String::from("|");
-        for col in view::ops_columns(self.report) {
+        for &col in &sel.columns {
             let text = match col {
                 OpsColumn::Mark => if is_first { "➡️" } else { "" }.to_string(),
                 // A `|` in a name would split the table cell: escape it (GFM allows `\|` in code).
-                OpsColumn::Name if is_first => format!("**{}**", cell(&code(&op.name))),
-                OpsColumn::Name => cell(&code(&op.name)),
+                OpsColumn::Name if is_first => format!("**{}**", cell(&code(&sel.name(op)))),
+                OpsColumn::Name => cell(&code(&sel.name(op))),
                 OpsColumn::Shape => cell(&col.text(i, op, is_first, measure)),
                 // A dtype is the metadata's word: user text.
                 OpsColumn::Dtype => divergence_names::shown::markdown_text(
@@ -210,9 +210,9 @@ impl Sections for Markdown<'_> {
         if sel.indices.is_empty() {
             writeln!(self.out, "(none)")?;
         } else {
-            let columns = view::ops_columns(self.report);
+            let columns = &sel.columns;
             let mut header = String::from("|");
-            for &col in &columns {
+            for &col in columns {
                 match col.markdown_label() {
                     "" => header.push_str(" |"),
                     label => header.push_str(&format!(" {label} |")),
@@ -226,7 +226,7 @@ impl Sections for Markdown<'_> {
             writeln!(self.out, "|{}|", align.join("|"))?;
             let first = self.report.first_divergence.as_ref().map(|f| f.index);
             for &i in &sel.indices {
-                self.ops_row(i, first == Some(i))?;
+                self.ops_row(&sel, i, first == Some(i))?;
             }
         }
         writeln!(self.out)

@@ -353,7 +353,12 @@ impl Terminal<'_> {
 
     /// The cells' texts of the ops `indices`, a row each, a cell for each of `all`'s columns
     /// (each row built alone while its cells are written, [`divergence_diff::Rows::row`]).
-    fn ops_texts(report: &Report, indices: &[usize], all: &[OpsColumn]) -> Vec<Vec<String>> {
+    fn ops_texts(
+        report: &Report,
+        sel: &view::Selection,
+        indices: &[usize],
+        all: &[OpsColumn],
+    ) -> Vec<Vec<String>> {
         let first = report.first_divergence.as_ref().map(|f| f.index);
         let measure = divergence_diff::Measure::of(&report.tolerance);
         // Each shown row built alone, for its cells, and dropped (a compact report's rows are
@@ -363,7 +368,10 @@ impl Terminal<'_> {
             .map(|&i| {
                 let op = report.ops.row(i).op();
                 all.iter()
-                    .map(|c| c.text(i, &op, first == Some(i), measure))
+                    .map(|c| match c {
+                        OpsColumn::Name => sel.name(&op).into_owned(),
+                        _ => c.text(i, &op, first == Some(i), measure),
+                    })
                     .collect()
             })
             .collect()
@@ -371,14 +379,14 @@ impl Terminal<'_> {
 
     /// The widest cell of each of `all`'s columns over the ops `indices` (their labels
     /// included), in pages of [`OPS_PAGE`] rows made in parallel and dropped.
-    fn ops_widths(&self, indices: &[usize], all: &[OpsColumn]) -> Vec<usize> {
+    fn ops_widths(&self, sel: &view::Selection, all: &[OpsColumn]) -> Vec<usize> {
         use rayon::prelude::*;
         let labels: Vec<usize> = all.iter().map(|c| text_cols(c.label())).collect();
         let report = self.report;
-        indices
+        sel.indices
             .par_chunks(OPS_PAGE)
             .map(|page| {
-                let texts = Self::ops_texts(report, page, all);
+                let texts = Self::ops_texts(report, sel, page, all);
                 (0..all.len())
                     .map(|k| texts.iter().map(|r| text_cols(&r[k])).max().unwrap_or(0))
                     .collect::<Vec<usize>>()
@@ -400,13 +408,19 @@ impl Terminal<'_> {
         self.line(&text, None, 2)
     }
 
-    /// The ops table of the rows at `indices`; `shared` widths ([`Self::ops_widths`] over
-    /// every page) lay out every page of one table alike, else the widths are these rows' own.
-    fn ops_table(&self, indices: &[usize], shared: Option<&[usize]>) -> Table {
+    /// The ops table of the rows at `indices` (of `sel`'s); `shared` widths
+    /// ([`Self::ops_widths`] over every page) lay out every page of one table alike, else the
+    /// widths are these rows' own.
+    fn ops_table(
+        &self,
+        sel: &view::Selection,
+        indices: &[usize],
+        shared: Option<&[usize]>,
+    ) -> Table {
         let (report, opts) = (self.report, self.opts);
         let first = report.first_divergence.as_ref().map(|f| f.index);
-        let all = view::ops_columns(report);
-        let texts = Self::ops_texts(report, indices, &all);
+        let all = &sel.columns;
+        let texts = Self::ops_texts(report, sel, indices, all);
         let widths: Vec<usize> = match shared {
             Some(w) => w.to_vec(),
             None => all
@@ -423,7 +437,7 @@ impl Terminal<'_> {
                 .collect(),
         };
         let cols = match opts.width {
-            Some(w) => fit_ops_columns(&all, &widths, usize::from(w)),
+            Some(w) => fit_ops_columns(all, &widths, usize::from(w)),
             None => all.clone(),
         };
         // The room the op name has when even the kept columns are too wide.
@@ -616,9 +630,21 @@ impl Sections for Terminal<'_> {
     }
 
     fn ops(&mut self) -> io::Result<()> {
-        let Some(sel) = view::select_ops(self.report, self.opts) else {
+        let Some(mut sel) = view::select_ops(self.report, self.opts) else {
             return Ok(());
         };
+        // Rows of one layer whose full names would not fit the width (the table dropped
+        // columns, names wrapped over two lines: every row of the first divergence's context
+        // at 80 columns, a visual check) show their names relative to it.
+        if let (false, Some(w)) = (sel.relative, self.opts.width) {
+            if let Some(prefix) = view::layer_prefix(self.report, &sel.indices) {
+                let widths = self.ops_widths(&sel, &sel.columns);
+                let kept = fit_ops_columns(&sel.columns, &widths, usize::from(w));
+                if kept.len() < sel.columns.len() {
+                    sel.relative_to(&prefix);
+                }
+            }
+        }
         self.line(&sel.title, Some(BOLD), 2)?;
         if sel.indices.is_empty() {
             writeln!(self.out, "  (none)")?;
@@ -628,11 +654,10 @@ impl Sections for Terminal<'_> {
         // hunt). The pages are laid out alike, from every row's widths (a pass over the rows
         // made for it), and each after the first says which rows it holds.
         let pages = sel.indices.len().div_ceil(OPS_PAGE);
-        let all = view::ops_columns(self.report);
-        let shared = (pages > 1).then(|| self.ops_widths(&sel.indices, &all));
+        let shared = (pages > 1).then(|| self.ops_widths(&sel, &sel.columns));
         for (p, page) in sel.indices.chunks(OPS_PAGE).enumerate() {
             self.page_label(p, page.len(), sel.indices.len())?;
-            let t = self.ops_table(page, shared.as_deref());
+            let t = self.ops_table(&sel, page, shared.as_deref());
             writeln!(self.out, "{t}")?;
         }
         self.blank()
@@ -784,6 +809,7 @@ impl Sections for Terminal<'_> {
         if let Some(scope) = view::amplification_scope(self.report, self.opts) {
             self.line(&format!("  {scope}"), None, 2)?;
         }
+        let verdicts = shown.iter().any(|r| r.verdict.is_some());
         // `merged`: q/k in the layer's cell (`1 k`, `1@3 k`), for a terminal too narrow for
         // the table as it is (a verdict's word at 60 columns: a visual check).
         let table = |this: &Self, merged: bool, shown: &[&AmplificationRow]| {
@@ -820,9 +846,13 @@ impl Sections for Terminal<'_> {
                     row
                 })
                 .collect();
-            // Narrow terminals lose the abs err gain first, then the weight gain (the last
-            // columns); the ratio that decides the mark stays.
-            let drop: Vec<usize> = (header.len() - 1 - usize::from(gain)..header.len()).collect();
+            // Narrow terminals lose an empty verdict column first (no row shown has a
+            // verdict: the title's counts say so; a visual check at 60 columns), then the abs
+            // err gain, then the weight gain (the last columns); the ratio that decides the
+            // mark stays.
+            let empty = (!verdicts).then_some(0);
+            let gains = header.len() - 1 - usize::from(gain)..header.len();
+            let drop: Vec<usize> = empty.into_iter().chain(gains).collect();
             this.fitted(&header, rows, &drop, &[])
         };
         // As the ops table, [`OPS_PAGE`] rows at a time (`--all` lists every decode step's

@@ -864,10 +864,50 @@ pub(crate) fn verdict_text(r: &AmplificationRow) -> &'static str {
     }
 }
 
-/// Which ops the ops table shows, and its title.
+/// Which ops the ops table shows, its title and its columns.
 pub(crate) struct Selection {
     pub title: String,
     pub indices: Vec<usize>,
+    /// [`ops_columns`], without the first divergence's mark where it is not among the rows
+    /// (`--layer` / `--grep` of other ops; a report without a divergence): a column that
+    /// would stay empty (a visual check at 60 columns).
+    pub columns: Vec<OpsColumn>,
+    /// Names shown relative to their layer ([`relative_name`]: `self_attn.k_norm@2`): under
+    /// `--layer`, where every row shown is of one layer prefix, which the title names (their
+    /// full names wrapped over two lines at 60 columns, every one repeating the layer).
+    pub relative: bool,
+}
+
+impl Selection {
+    /// Names relative to their layer from now on, the title saying after which prefix
+    /// (`Ops of layer 3 (145 of 615; names after model.layers.3.)`).
+    pub(crate) fn relative_to(&mut self, prefix: &str) {
+        self.relative = true;
+        let after = format!("names after {}.", divergence_names::one_line(prefix));
+        match self.title.strip_suffix(')') {
+            Some(head) => self.title = format!("{head}; {after})"),
+            None => self.title = format!("{} ({after})", self.title),
+        }
+    }
+
+    /// The name column's text of `op`: its name, or [`relative_name`] where the selection says so.
+    pub(crate) fn name<'o>(&self, op: &'o OpResult) -> std::borrow::Cow<'o, str> {
+        match self.relative {
+            true => std::borrow::Cow::Owned(relative_name(&op.name)),
+            false => std::borrow::Cow::Borrowed(&op.name),
+        }
+    }
+}
+
+/// `name` relative to its layer, with its decode step: `self_attn.k_norm@2`, and
+/// `(layer output)@2` for the layer itself; the whole name outside layers.
+pub(crate) fn relative_name(name: &str) -> String {
+    let (base, step) = divergence_names::split_step(name);
+    let short = divergence_names::short_name(base);
+    match step {
+        0 => short.to_string(),
+        s => format!("{short}@{s}"),
+    }
 }
 
 /// The ops table's rows: those of the `--layer` / `--grep` filter, every row with `--all`, else
@@ -898,15 +938,25 @@ pub(crate) fn select_ops(report: &Report, opts: &TableOptions) -> Option<Selecti
                 divergence_names::one_line(g.as_str())
             ));
         }
-        return Some(Selection {
+        let prefix = opts.layer.and_then(|_| layer_prefix(report, &indices));
+        let mut sel = Selection {
             title: format!("{title} ({} of {total})", indices.len()),
+            columns: selection_columns(report, &indices),
+            relative: false,
             indices,
-        });
+        };
+        if let Some(p) = prefix {
+            sel.relative_to(&p);
+        }
+        return Some(sel);
     }
     if opts.all {
+        let indices: Vec<usize> = (0..total).collect();
         return Some(Selection {
             title: format!("All ops ({total})"),
-            indices: (0..total).collect(),
+            columns: selection_columns(report, &indices),
+            relative: false,
+            indices,
         });
     }
     let first = report.first_divergence.as_ref()?.index;
@@ -914,10 +964,36 @@ pub(crate) fn select_ops(report: &Report, opts: &TableOptions) -> Option<Selecti
     let hi = first
         .saturating_add(opts.context)
         .min(total.saturating_sub(1));
+    let indices: Vec<usize> = (lo..=hi).collect();
     Some(Selection {
         title: format!("Ops around the first divergence (#{lo}..#{hi} of {total})"),
-        indices: (lo..=hi).collect(),
+        columns: selection_columns(report, &indices),
+        relative: false,
+        indices,
     })
+}
+
+/// [`ops_columns`] for the rows at `indices` (ascending): the mark only where the first
+/// divergence is one of them.
+fn selection_columns(report: &Report, indices: &[usize]) -> Vec<OpsColumn> {
+    let first = report.first_divergence.as_ref().map(|f| f.index);
+    let marked = first.is_some_and(|f| indices.binary_search(&f).is_ok());
+    ops_columns(report)
+        .into_iter()
+        .filter(|&c| marked || c != OpsColumn::Mark)
+        .collect()
+}
+
+/// The layer prefix (`model.layers.3`) every row at `indices` has, if there are rows and they
+/// share one (a `--layer` filter matches the layer's number under any prefix).
+pub(crate) fn layer_prefix(report: &Report, indices: &[usize]) -> Option<String> {
+    let prefix =
+        |i: usize| divergence_names::split_layer(report.ops.row(i).base()).map(|s| s.prefix);
+    let first = prefix(*indices.first()?)?;
+    indices[1..]
+        .iter()
+        .all(|&i| prefix(i) == Some(first))
+        .then(|| first.to_string())
 }
 
 /// The op a worst rel err is named in, for the per-step and per-layer tables: none where that

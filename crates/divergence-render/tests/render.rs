@@ -262,10 +262,14 @@ fn table_options_all_layer_grep() {
         ..TableOptions::default()
     };
     let t = table(&r, &layer);
-    assert!(t.contains("Ops of layer 2 (7 of 25)"), "{t}");
+    // The layer's rows, named after its prefix, which the title names.
     assert!(
-        t.contains("model.layers.2.self_attn.k_norm")
-            && !t.contains("model.layers.1.self_attn.q_proj ")
+        t.contains("Ops of layer 2 (7 of 25; names after model.layers.2.)"),
+        "{t}"
+    );
+    assert!(
+        t.contains("┆ self_attn.k_norm ") && !t.contains("model.layers.1.self_attn.q_proj "),
+        "{t}"
     );
     let grep = TableOptions {
         grep: Some(Regex::new("k_norm").unwrap()),
@@ -281,6 +285,109 @@ fn table_options_all_layer_grep() {
         t.contains("matching `layers\\.[01]\\.self_attn\\.k_` (4 of 25)"),
         "{t}"
     );
+}
+
+/// The ops table's section of a rendered table (its title to the end of its table).
+fn ops_section(t: &str) -> &str {
+    let from = t.find("Ops ").expect("an ops table");
+    let to = t[from..].find("┘").map_or(t.len(), |k| from + k);
+    &t[from..to]
+}
+
+/// Rows of one layer whose full names do not fit the terminal show their names relative to it,
+/// the title saying after which prefix (at 80 columns every name of the first divergence's
+/// context wrapped over two lines and the table lost its index: a visual check); where they
+/// fit, or the rows cross layers, the names stay whole.
+#[test]
+fn names_relative_to_the_layer_where_full_names_do_not_fit() {
+    let r = divergent_report();
+    let at = |width: u16, context: usize| {
+        table(
+            &r,
+            &TableOptions {
+                width: Some(width),
+                context,
+                ..TableOptions::default()
+            },
+        )
+    };
+    // #9..#13, all of layer 1.
+    let narrow = at(80, 2);
+    let ops = ops_section(&narrow);
+    assert!(
+        ops.starts_with(
+            "Ops around the first divergence (#9..#13 of 25; names after model.layers.1.)"
+        ),
+        "{narrow}"
+    );
+    assert!(
+        ops.contains("┆ self_attn.k_norm ") && !ops.contains("model.layers.1.self_attn"),
+        "{ops}"
+    );
+    // The layer's own output.
+    assert!(ops.contains("┆ (layer output) "), "{ops}");
+    // Every row on one line: its index kept.
+    assert!(ops.contains("┆ 11 ┆"), "{ops}");
+    // Wide enough for the full names.
+    let wide = at(250, 2);
+    assert!(
+        ops_section(&wide).contains("┆ model.layers.1.self_attn.k_norm "),
+        "{wide}"
+    );
+    assert!(!wide.contains("names after"), "{wide}");
+    // #8..#14 cross from layer 1 to 2: the names whole, however narrow.
+    let crossing = at(80, 3);
+    assert!(!crossing.contains("names after"), "{crossing}");
+}
+
+/// A selection without the first divergence has no mark column (an empty column at 60
+/// columns: a visual check); with it, the mark stays.
+#[test]
+fn the_mark_column_only_where_the_first_divergence_is_shown() {
+    let r = divergent_report();
+    let of = |layer: usize| {
+        let opts = TableOptions {
+            layer: Some(layer),
+            ..TableOptions::default()
+        };
+        (table(&r, &opts), markdown(&r, &opts))
+    };
+    // The first divergence is layer 1's k_norm.
+    let (t, m) = of(2);
+    assert!(ops_section(&t).contains("\n│ #  ┆ op "), "{t}");
+    assert!(m.contains("\n| # | op |"), "{m}");
+    let (t, m) = of(1);
+    assert!(ops_section(&t).contains("\n│    ┆ #  ┆ op "), "{t}");
+    assert!(
+        ops_section(&t).contains("│ >> ┆ 11 ┆ self_attn.k_norm"),
+        "{t}"
+    );
+    assert!(m.contains("\n| | # | op |"), "{m}");
+}
+
+/// An amplification table whose rows have no verdict loses the empty verdict column first
+/// where the terminal is too narrow (at 60 columns it was kept and the headers wrapped).
+#[test]
+fn an_empty_verdict_column_goes_first_on_a_narrow_terminal() {
+    let r = clean_report();
+    assert!(r.amplification.rows.iter().all(|a| a.verdict.is_none()));
+    let at = |width: u16| {
+        table(
+            &r,
+            &TableOptions {
+                width: Some(width),
+                ..TableOptions::default()
+            },
+        )
+    };
+    let amp = |t: &str| t[t.find("Amplification").expect("the section")..].to_string();
+    let narrow = amp(&at(60));
+    assert!(!narrow.contains("verdict"), "{narrow}");
+    assert!(
+        narrow.contains("│ layer ┆ q/k ┆ proj rel err ┆ norm rel err ┆"),
+        "{narrow}"
+    );
+    assert!(amp(&at(200)).contains("│ verdict ┆ layer ┆"));
 }
 
 #[test]
