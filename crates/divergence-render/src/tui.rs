@@ -2001,9 +2001,14 @@ fn phase_line(
             false,
         );
     };
-    let counts = match form {
-        0 => format!("{} of {} ops diverged; ", l.diverged, l.ops),
-        1 => format!("{}/{} diverged; ", l.diverged, l.ops),
+    // After a status that says "diverged", the counts do not say it again (a visual check
+    // read `diverged 6 of 12 ops diverged`).
+    let said = l.status == divergence_diff::Status::Diverged.as_str();
+    let counts = match (form, said) {
+        (0, false) => format!("{} of {} ops diverged; ", l.diverged, l.ops),
+        (0, true) => format!("in {} of {} ops; ", l.diverged, l.ops),
+        (1, false) => format!("{}/{} diverged; ", l.diverged, l.ops),
+        (1, true) => format!("in {}/{}; ", l.diverged, l.ops),
         _ => String::new(),
     };
     let worst = match (&l.worst_op, l.worst_rel, form) {
