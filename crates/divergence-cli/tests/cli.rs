@@ -815,6 +815,65 @@ fn write_dump(path: &Path, tensors: &[(&str, &[usize], &[f32])], input_ids: Opti
     .unwrap();
 }
 
+/// A Markdown report larger than a GitHub job summary takes (1 MiB a step) is written, with a
+/// warning on stderr that says so and how to narrow it (`--all` over ~50,000 decode rows wrote
+/// 8 MB, which a step summary drops whole: a visual check); a smaller one, none.
+#[test]
+fn a_markdown_report_too_large_for_a_job_summary_is_said() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ours, reference) = (dir.path().join("ours.npz"), dir.path().join("ref.npz"));
+    let names: Vec<String> = (0..9_000)
+        .map(|i| format!("model.layers.{}.op{}", i / 100, i % 100))
+        .collect();
+    let tensors: Vec<(&str, &[usize], &[f32])> = names
+        .iter()
+        .map(|n| (n.as_str(), &[2usize][..], &[1.0f32, 2.0][..]))
+        .collect();
+    write_dump(&reference, &tensors, None);
+    write_dump(&ours, &tensors, None);
+    let md = dir.path().join("summary.md");
+    let all = diff_files(
+        &ours,
+        &reference,
+        &[
+            "--all",
+            "--format",
+            "markdown",
+            "--markdown-out",
+            md.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(all.code, 0, "{}", all.transcript());
+    let size = std::fs::metadata(&md).unwrap().len();
+    assert!(size > 1 << 20 && all.stdout.len() as u64 == size, "{size}");
+    let warning = format!(
+        "warning: the Markdown report is {:.1} MiB; a GitHub job summary ($GITHUB_STEP_SUMMARY) \
+         takes at most 1 MiB a step and drops a larger one: leave out --all, or narrow it with \
+         --layer / --grep\n",
+        size as f64 / 1048576.0
+    );
+    // Once for the file, once for stdout.
+    assert_eq!(all.stderr, warning.repeat(2), "{}", all.transcript());
+    let one = diff_files(&ours, &reference, &["--format", "markdown"]);
+    assert_eq!(
+        (one.code, one.stderr.as_str()),
+        (0, ""),
+        "{}",
+        one.transcript()
+    );
+    let layer = diff_files(
+        &ours,
+        &reference,
+        &["--all", "--layer", "3", "--format", "markdown"],
+    );
+    assert_eq!(
+        (layer.code, layer.stderr.as_str()),
+        (0, ""),
+        "{}",
+        layer.transcript()
+    );
+}
+
 #[test]
 fn table_reports_nan_shapes_and_one_sided_names_without_crashing() {
     let dir = tempfile::tempdir().unwrap();

@@ -539,9 +539,14 @@ fn print_report(args: &DiffArgs, output: &Output, report: &Report) -> Result<Out
             width: None,
             ..opts.clone()
         };
+        let mut written = 0;
         write_file("--markdown-out", path, |out| {
-            divergence_render::render_markdown(report, &md_opts, out)
+            let mut out = Counted::new(out);
+            let done = divergence_render::render_markdown(report, &md_opts, &mut out);
+            written = out.bytes;
+            done
         })?;
+        summary_too_large(written, args);
     }
     if let Some(path) = &args.html_out {
         write_file("--html-out", path, |out| {
@@ -557,10 +562,16 @@ fn print_report(args: &DiffArgs, output: &Output, report: &Report) -> Result<Out
     // Buffered: stdout is line-buffered, and the JSON of a decode dump has millions of lines
     // (one write per line took 80% of a 43,000-row report's time).
     let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+    let mut markdown = 0;
     let rendered = match output.format {
         Format::Table => divergence_render::render_table(report, &opts, &mut out),
         Format::Json => divergence_render::render_json(report, &mut out),
-        Format::Markdown => divergence_render::render_markdown(report, &opts, &mut out),
+        Format::Markdown => {
+            let mut out = Counted::new(&mut out);
+            let done = divergence_render::render_markdown(report, &opts, &mut out);
+            markdown = out.bytes;
+            done
+        }
         Format::Html => divergence_render::render_html(report, &mut out),
     };
     match rendered.and_then(|()| out.flush()) {
@@ -571,6 +582,7 @@ fn print_report(args: &DiffArgs, output: &Output, report: &Report) -> Result<Out
         Err(err) => return Err(err).context("writing the report to stdout"),
     }
     drop(out);
+    summary_too_large(markdown, args);
     if code == Exit::Error {
         // The report says why at its top; repeat it as the one-line error CI logs show.
         say_meaningless(args, &meaningless(report));
@@ -620,6 +632,52 @@ fn verdict(report: &Report) -> Exit {
 
 /// Writes the output of `flag` (`--json-out`, ...) to `path`; an error names both (a bad-input
 /// hunt: "/dev/full: cannot write" did not say which of four outputs failed).
+/// The most a GitHub Actions job summary (`$GITHUB_STEP_SUMMARY`) takes from one step: past it
+/// the upload fails and the summary shows nothing of it.
+const STEP_SUMMARY_MAX: u64 = 1 << 20;
+
+/// A writer that counts the bytes written through it.
+struct Counted<W> {
+    inner: W,
+    bytes: u64,
+}
+
+impl<W: Write> Counted<W> {
+    fn new(inner: W) -> Counted<W> {
+        Counted { inner, bytes: 0 }
+    }
+}
+
+impl<W: Write> Write for Counted<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.bytes += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// A warning where a Markdown report of `bytes` is larger than a GitHub job summary takes (a
+/// visual check: `--all --format markdown` over a decode report of ~50,000 ops wrote 8 MB,
+/// which a step summary drops whole, without a word).
+fn summary_too_large(bytes: u64, args: &DiffArgs) {
+    if bytes <= STEP_SUMMARY_MAX {
+        return;
+    }
+    let narrow = match (args.all, args.layer.is_some() || args.grep.is_some()) {
+        (true, false) => ": leave out --all, or narrow it with --layer / --grep",
+        (true, true) => ": leave out --all",
+        (false, true) => ": narrow --layer / --grep",
+        (false, false) => "",
+    };
+    exit::say(&format!(
+        "warning: the Markdown report is {:.1} MiB; a GitHub job summary ($GITHUB_STEP_SUMMARY) takes at most 1 MiB a step and drops a larger one{narrow}",
+        bytes as f64 / f64::from(1u32 << 20)
+    ));
+}
+
 fn write_file(
     flag: &str,
     path: &Path,
