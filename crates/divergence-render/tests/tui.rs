@@ -1223,7 +1223,17 @@ fn details_under_the_truth_name_the_noise_ratio_limit() {
     press(&mut tui, "d");
     let text = screen(&mut tui, 120, 40);
     assert!(text.contains("noise ratio limit 3.0"), "{text}");
-    assert!(!text.contains("rtol 1.000e-03, atol"), "{text}");
+    // What judged it is the ratio: the preset's rtol and atol only as the tolerance the share
+    // outside it is counted against, as the table's details say it.
+    let shape = text
+        .lines()
+        .find(|l| l.contains("shape ["))
+        .expect("the shape line");
+    assert!(!shape.contains("rtol"), "{text}");
+    assert!(
+        text.contains("outside tol 100.00% (rtol 1.000e-03, atol 1.000e-06)"),
+        "{text}"
+    );
 }
 
 /// On a short terminal the details' text comes before the plot, and what is left out is said
