@@ -37,6 +37,29 @@ pub fn json_items(json: &[u8]) -> usize {
     divergence_names::json::counts(json).items
 }
 
+/// Where serde stopped at a `\u` escape of half a UTF-16 surrogate pair (`"a\ud800"`: "unexpected
+/// end of hex escape", a bad-input hunt), what wrote it: Python's `json.dumps` escapes a string
+/// that is not valid Unicode so (a name decoded with `errors="surrogateescape"`), and serde
+/// reads only valid Unicode. Empty for any other error.
+fn surrogate_hint(bytes: &[u8], e: &serde_json::Error) -> &'static str {
+    let text = e.to_string();
+    let escape = text.contains("hex escape") || text.contains("surrogate");
+    // `\u` then D800-DFFF, in either case.
+    let half = bytes.windows(4).any(|w| {
+        w[..2] == *b"\\u"
+            && matches!(w[2], b'd' | b'D')
+            && matches!(w[3], b'8'..=b'9' | b'a'..=b'f' | b'A'..=b'F')
+    });
+    match escape && half {
+        true => {
+            "; a \\u escape of half a surrogate pair (\\ud800-\\udfff) is text that is not valid \
+             Unicode, as Python's json.dumps writes a name decoded with surrogateescape: write \
+             names as valid Unicode"
+        }
+        false => "",
+    }
+}
+
 /// What is wrong with metadata JSON that [`Meta`] could not be read from: not JSON at all, JSON
 /// that is not an object, or the field whose value is not what it should be (a bad-input hunt:
 /// `{"format": 1}` was said to be "not a valid json object", and a safetensors `"divergence":
@@ -50,7 +73,10 @@ fn parse_error(bytes: &[u8], e: &serde_json::Error) -> String {
     match e.classify() {
         Category::Data => {}
         Category::Syntax | Category::Eof if !e.to_string().contains("recursion limit") => {
-            return format!("metadata is not valid json: {e}")
+            return format!(
+                "metadata is not valid json: {e}{}",
+                surrogate_hint(bytes, e)
+            )
         }
         _ => return format!("metadata cannot be read: {e}"),
     }
@@ -368,6 +394,27 @@ mod tests {
             err("{\"format\": ").starts_with("metadata is not valid json: "),
             "{}",
             err("{\"format\": ")
+        );
+        // Half a surrogate pair, as Python's json.dumps writes text that is not Unicode: said
+        // so, alone or before another escape (serde's words differ).
+        for json in [
+            r#"{"order": ["a\ud800"]}"#,
+            r#"{"order": ["a\udc80\u0041"]}"#,
+        ] {
+            let e = err(json);
+            assert!(
+                e.starts_with("metadata is not valid json: ")
+                    && e.ends_with("; a \\u escape of half a surrogate pair (\\ud800-\\udfff) is text that is not valid Unicode, as Python's json.dumps writes a name decoded with surrogateescape: write names as valid Unicode"),
+                "{e}"
+            );
+        }
+        // A whole pair is valid.
+        assert!(Meta::from_json(r#"{"order": ["a\ud83d\ude00"]}"#.as_bytes()).is_ok());
+        // Another broken escape is not said to be one.
+        assert!(
+            !err(r#"{"order": ["a\u12"]}"#).contains("surrogate"),
+            "{}",
+            err(r#"{"order": ["a\u12"]}"#)
         );
         let deep = format!("{{\"producer\": {}1{}}}", "[".repeat(200), "]".repeat(200));
         assert!(
