@@ -444,7 +444,7 @@ fn a_layer_the_dumps_lack_is_an_error() {
     // The layer's rows, named after its prefix (the title says which).
     assert!(
         ok.stdout
-            .contains("Ops of layer 1 (1 of 3; names after model.layers.1.)"),
+            .contains("Ops of layer 1 (1 of 3; names relative to model.layers.1)"),
         "{}",
         ok.stdout
     );
@@ -846,14 +846,38 @@ fn a_markdown_report_too_large_for_a_job_summary_is_said() {
     assert_eq!(all.code, 0, "{}", all.transcript());
     let size = std::fs::metadata(&md).unwrap().len();
     assert!(size > 1 << 20 && all.stdout.len() as u64 == size, "{size}");
-    let warning = format!(
-        "warning: the Markdown report is {:.1} MiB; a GitHub job summary ($GITHUB_STEP_SUMMARY) \
-         takes at most 1 MiB a step and drops a larger one: leave out --all, or narrow it with \
-         --layer / --grep\n",
-        size as f64 / 1048576.0
+    let warning = |at: &str, mib: f64, narrow: &str| {
+        format!(
+            "warning: the Markdown report ({at}) is {mib:.1} MiB; a GitHub job summary \
+             ($GITHUB_STEP_SUMMARY) takes at most 1 MiB a step and drops a larger one: {narrow}\n"
+        )
+    };
+    let mib = size as f64 / 1048576.0;
+    // Once, for both outputs.
+    assert_eq!(
+        all.stderr,
+        warning(
+            "--markdown-out, stdout",
+            mib,
+            "leave out --all, or narrow it with --layer / --grep"
+        ),
+        "{}",
+        all.transcript()
     );
-    // Once for the file, once for stdout.
-    assert_eq!(all.stderr, warning.repeat(2), "{}", all.transcript());
+    // A filter picks the rows with or without --all: it is the filter to narrow.
+    let grep = diff_files(
+        &ours,
+        &reference,
+        &["--all", "--grep", "op", "--format", "markdown"],
+    );
+    assert_eq!(grep.code, 0, "{}", grep.transcript());
+    let narrow = "narrow --layer / --grep, or compare fewer decode steps (--steps)";
+    assert_eq!(
+        grep.stderr,
+        warning("stdout", grep.stdout.len() as f64 / 1048576.0, narrow),
+        "{}",
+        grep.transcript()
+    );
     let one = diff_files(&ours, &reference, &["--format", "markdown"]);
     assert_eq!(
         (one.code, one.stderr.as_str()),

@@ -96,6 +96,14 @@ pub(crate) fn fit_ops_columns(all: &[OpsColumn], widths: &[usize], width: usize)
     cols
 }
 
+/// How the ops table's `all` columns of these `widths` fit `width` ([`fit_ops_columns`]): how
+/// many columns stay, and whether the op name is still broken onto lines.
+fn fit_layout(all: &[OpsColumn], widths: &[usize], width: usize) -> (usize, bool) {
+    let kept = fit_ops_columns(all, widths, width);
+    let of = |c: OpsColumn| all.iter().position(|&k| k == c).map_or(0, |i| widths[i]);
+    (kept.len(), table_width(kept.iter().map(|&c| of(c))) > width)
+}
+
 /// Char ranges of `chars`, one per output line: greedy word wrap to `width` (continuation lines
 /// will be indented by `hang`). A word longer than a line stays whole.
 fn wrap_ranges(chars: &[char], width: Option<usize>, hang: usize) -> Vec<(usize, usize)> {
@@ -633,15 +641,25 @@ impl Sections for Terminal<'_> {
         let Some(mut sel) = view::select_ops(self.report, self.opts) else {
             return Ok(());
         };
-        // Rows of one layer whose full names would not fit the width (the table dropped
-        // columns, names wrapped over two lines: every row of the first divergence's context
-        // at 80 columns, a visual check) show their names relative to it.
+        // Rows of one layer whose full names would not fit the width show their names
+        // relative to it, where that keeps more columns or keeps the names whole (every name of
+        // the first divergence's context wrapped over two lines at 80 columns and the index
+        // went: a visual check; a review: short prefixes gained nothing).
+        let mut widths = None;
         if let (false, Some(w)) = (sel.relative, self.opts.width) {
             if let Some(prefix) = view::layer_prefix(self.report, &sel.indices) {
-                let widths = self.ops_widths(&sel, &sel.columns);
-                let kept = fit_ops_columns(&sel.columns, &widths, usize::from(w));
-                if kept.len() < sel.columns.len() {
+                let full = self.ops_widths(&sel, &sel.columns);
+                sel.relative = true;
+                let relative = self.ops_widths(&sel, &sel.columns);
+                sel.relative = false;
+                let fit = |widths: &[usize]| fit_layout(&sel.columns, widths, usize::from(w));
+                let ((full_kept, full_breaks), (rel_kept, rel_breaks)) =
+                    (fit(&full), fit(&relative));
+                if rel_kept > full_kept || (full_breaks && !rel_breaks) {
                     sel.relative_to(&prefix);
+                    widths = Some(relative);
+                } else {
+                    widths = Some(full);
                 }
             }
         }
@@ -654,7 +672,10 @@ impl Sections for Terminal<'_> {
         // hunt). The pages are laid out alike, from every row's widths (a pass over the rows
         // made for it), and each after the first says which rows it holds.
         let pages = sel.indices.len().div_ceil(OPS_PAGE);
-        let shared = (pages > 1).then(|| self.ops_widths(&sel, &sel.columns));
+        let shared = match pages > 1 {
+            true => Some(widths.unwrap_or_else(|| self.ops_widths(&sel, &sel.columns))),
+            false => None,
+        };
         for (p, page) in sel.indices.chunks(OPS_PAGE).enumerate() {
             self.page_label(p, page.len(), sel.indices.len())?;
             let t = self.ops_table(&sel, page, shared.as_deref());

@@ -879,11 +879,11 @@ pub(crate) struct Selection {
 }
 
 impl Selection {
-    /// Names relative to their layer from now on, the title saying after which prefix
-    /// (`Ops of layer 3 (145 of 615; names after model.layers.3.)`).
+    /// Names relative to their layer from now on, the title saying to which prefix
+    /// (`Ops of layer 3 (145 of 615; names relative to model.layers.3)`).
     pub(crate) fn relative_to(&mut self, prefix: &str) {
         self.relative = true;
-        let after = format!("names after {}.", divergence_names::one_line(prefix));
+        let after = format!("names relative to {}", divergence_names::one_line(prefix));
         match self.title.strip_suffix(')') {
             Some(head) => self.title = format!("{head}; {after})"),
             None => self.title = format!("{} ({after})", self.title),
@@ -903,6 +903,11 @@ impl Selection {
 /// `(layer output)@2` for the layer itself; the whole name outside layers.
 pub(crate) fn relative_name(name: &str) -> String {
     let (base, step) = divergence_names::split_step(name);
+    relative_of(base, step)
+}
+
+/// [`relative_name`] of the probe `base` at decode step `step`.
+fn relative_of(base: &str, step: usize) -> String {
     let short = divergence_names::short_name(base);
     match step {
         0 => short.to_string(),
@@ -1046,11 +1051,7 @@ pub(crate) fn shown_layer_lines(report: &Report) -> (Vec<LayerLine>, Option<Stri
 /// layer output as the prefill's).
 fn short_step_name(r: Row<'_>) -> String {
     let (base, step) = r.split();
-    let short = divergence_names::short_name(base);
-    match step {
-        0 => short.to_string(),
-        s => format!("{short}@{s}"),
-    }
+    relative_of(base, step)
 }
 
 /// The layers the per-layer views show (the table's and the Markdown's lines, the HTML

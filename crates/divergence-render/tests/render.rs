@@ -264,7 +264,7 @@ fn table_options_all_layer_grep() {
     let t = table(&r, &layer);
     // The layer's rows, named after its prefix, which the title names.
     assert!(
-        t.contains("Ops of layer 2 (7 of 25; names after model.layers.2.)"),
+        t.contains("Ops of layer 2 (7 of 25; names relative to model.layers.2)"),
         "{t}"
     );
     assert!(
@@ -314,9 +314,10 @@ fn names_relative_to_the_layer_where_full_names_do_not_fit() {
     // #9..#13, all of layer 1.
     let narrow = at(80, 2);
     let ops = ops_section(&narrow);
+    // (The title wraps at 80 columns.)
     assert!(
         ops.starts_with(
-            "Ops around the first divergence (#9..#13 of 25; names after model.layers.1.)"
+            "Ops around the first divergence (#9..#13 of 25; names relative to\n  model.layers.1)"
         ),
         "{narrow}"
     );
@@ -334,10 +335,50 @@ fn names_relative_to_the_layer_where_full_names_do_not_fit() {
         ops_section(&wide).contains("┆ model.layers.1.self_attn.k_norm "),
         "{wide}"
     );
-    assert!(!wide.contains("names after"), "{wide}");
+    assert!(!wide.contains("names relative"), "{wide}");
     // #8..#14 cross from layer 1 to 2: the names whole, however narrow.
     let crossing = at(80, 3);
-    assert!(!crossing.contains("names after"), "{crossing}");
+    assert!(!crossing.contains("names relative"), "{crossing}");
+}
+
+/// Under `--layer`, the Markdown names the rows relative to the layer as the table does (the
+/// title saying to which prefix); rows of one layer number under two prefixes keep their full
+/// names (a relative name would not say which).
+#[test]
+fn layer_rows_are_named_relative_to_one_prefix_only() {
+    let r = divergent_report();
+    let opts = TableOptions {
+        layer: Some(2),
+        ..TableOptions::default()
+    };
+    let m = markdown(&r, &opts);
+    assert!(
+        m.contains("### Ops of layer 2 (7 of 25; names relative to model.layers.2)"),
+        "{m}"
+    );
+    assert!(
+        m.contains("| `self_attn.k_norm` |") && !m.contains("`model.layers.2.self_attn.k_norm`"),
+        "{m}"
+    );
+    // Layer 2 under two prefixes.
+    let ops = [
+        op("model.layers.2.mlp", &[1, 4, 8], 1, 1e-4),
+        op("vision.layers.2.mlp", &[1, 4, 8], 2, 0.5),
+    ];
+    let cfg = DiffConfig::default();
+    let two = build(
+        &ops,
+        "float32",
+        ReportContext::new("a", "b", OrderSource::RefMeta),
+        &cfg,
+    );
+    for text in [table(&two, &opts), markdown(&two, &opts)] {
+        assert!(!text.contains("names relative"), "{text}");
+        assert!(
+            text.contains("model.layers.2.mlp") && text.contains("vision.layers.2.mlp"),
+            "{text}"
+        );
+    }
 }
 
 /// A selection without the first divergence has no mark column (an empty column at 60

@@ -533,6 +533,8 @@ fn print_report(args: &DiffArgs, output: &Output, report: &Report) -> Result<Out
             divergence_render::render_json(report, out)
         })?;
     }
+    // The Markdown outputs' sizes: (where, bytes).
+    let mut markdown: Vec<(&str, u64)> = Vec::new();
     if let Some(path) = &args.markdown_out {
         let md_opts = TableOptions {
             color: false,
@@ -546,7 +548,7 @@ fn print_report(args: &DiffArgs, output: &Output, report: &Report) -> Result<Out
             written = out.bytes;
             done
         })?;
-        summary_too_large(written, args);
+        markdown.push(("--markdown-out", written));
     }
     if let Some(path) = &args.html_out {
         write_file("--html-out", path, |out| {
@@ -562,14 +564,13 @@ fn print_report(args: &DiffArgs, output: &Output, report: &Report) -> Result<Out
     // Buffered: stdout is line-buffered, and the JSON of a decode dump has millions of lines
     // (one write per line took 80% of a 43,000-row report's time).
     let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
-    let mut markdown = 0;
     let rendered = match output.format {
         Format::Table => divergence_render::render_table(report, &opts, &mut out),
         Format::Json => divergence_render::render_json(report, &mut out),
         Format::Markdown => {
             let mut out = Counted::new(&mut out);
             let done = divergence_render::render_markdown(report, &opts, &mut out);
-            markdown = out.bytes;
+            markdown.push(("stdout", out.bytes));
             done
         }
         Format::Html => divergence_render::render_html(report, &mut out),
@@ -582,7 +583,7 @@ fn print_report(args: &DiffArgs, output: &Output, report: &Report) -> Result<Out
         Err(err) => return Err(err).context("writing the report to stdout"),
     }
     drop(out);
-    summary_too_large(markdown, args);
+    summary_too_large(&markdown, args);
     if code == Exit::Error {
         // The report says why at its top; repeat it as the one-line error CI logs show.
         say_meaningless(args, &meaningless(report));
@@ -630,8 +631,6 @@ fn verdict(report: &Report) -> Exit {
     }
 }
 
-/// Writes the output of `flag` (`--json-out`, ...) to `path`; an error names both (a bad-input
-/// hunt: "/dev/full: cannot write" did not say which of four outputs failed).
 /// The most a GitHub Actions job summary (`$GITHUB_STEP_SUMMARY`) takes from one step: past it
 /// the upload fails and the summary shows nothing of it.
 const STEP_SUMMARY_MAX: u64 = 1 << 20;
@@ -659,25 +658,34 @@ impl<W: Write> Write for Counted<W> {
     }
 }
 
-/// A warning where a Markdown report of `bytes` is larger than a GitHub job summary takes (a
-/// visual check: `--all --format markdown` over a decode report of ~50,000 ops wrote 8 MB,
-/// which a step summary drops whole, without a word).
-fn summary_too_large(bytes: u64, args: &DiffArgs) {
-    if bytes <= STEP_SUMMARY_MAX {
+/// One warning, after the report, where a Markdown output (`markdown`: where, bytes) is larger
+/// than a GitHub job summary takes (a visual check: `--all --format markdown` over a decode
+/// report of ~50,000 ops wrote 8 MB, which a step summary drops whole, without a word).
+fn summary_too_large(markdown: &[(&str, u64)], args: &DiffArgs) {
+    let large: Vec<&(&str, u64)> = markdown
+        .iter()
+        .filter(|(_, b)| *b > STEP_SUMMARY_MAX)
+        .collect();
+    let Some(bytes) = large.iter().map(|(_, b)| *b).max() else {
         return;
-    }
+    };
+    let at: Vec<&str> = large.iter().map(|(w, _)| *w).collect();
+    // A filter picks the ops table's rows with or without --all (a review: "leave out --all"
+    // under --layer left the report as large).
     let narrow = match (args.all, args.layer.is_some() || args.grep.is_some()) {
         (true, false) => ": leave out --all, or narrow it with --layer / --grep",
-        (true, true) => ": leave out --all",
-        (false, true) => ": narrow --layer / --grep",
+        (_, true) => ": narrow --layer / --grep, or compare fewer decode steps (--steps)",
         (false, false) => "",
     };
     exit::say(&format!(
-        "warning: the Markdown report is {:.1} MiB; a GitHub job summary ($GITHUB_STEP_SUMMARY) takes at most 1 MiB a step and drops a larger one{narrow}",
+        "warning: the Markdown report ({}) is {:.1} MiB; a GitHub job summary ($GITHUB_STEP_SUMMARY) takes at most 1 MiB a step and drops a larger one{narrow}",
+        at.join(", "),
         bytes as f64 / f64::from(1u32 << 20)
     ));
 }
 
+/// Writes the output of `flag` (`--json-out`, ...) to `path`; an error names both (a bad-input
+/// hunt: "/dev/full: cannot write" did not say which of four outputs failed).
 fn write_file(
     flag: &str,
     path: &Path,
