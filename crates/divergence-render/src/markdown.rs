@@ -289,10 +289,11 @@ impl Sections for Markdown<'_> {
             Some(_) => format!("{} of {total}", lines.len()),
             None => lines.len().to_string(),
         };
+        let noun = if total == 1 { "layer" } else { "layers" };
         let out = &mut *self.out;
         writeln!(
             out,
-            "<details><summary>Per layer ({count} layers)</summary>"
+            "<details><summary>Per layer ({count} {noun})</summary>"
         )?;
         writeln!(out)?;
         writeln!(

@@ -96,6 +96,14 @@ pub(crate) fn fit_ops_columns(all: &[OpsColumn], widths: &[usize], width: usize)
     cols
 }
 
+/// Whether a rendered table is within `width` columns with its header on one line (the line
+/// after the top border is the header's rule).
+fn fits_whole(rendered: &str, width: u16) -> bool {
+    let lines: Vec<&str> = rendered.lines().collect();
+    lines.iter().all(|l| visible_width(l) <= usize::from(width))
+        && lines.get(2).is_some_and(|l| l.starts_with('╞'))
+}
+
 /// How the ops table's `all` columns of these `widths` fit `width` ([`fit_ops_columns`]): how
 /// many columns stay, and whether the op name is still broken onto lines.
 fn fit_layout(all: &[OpsColumn], widths: &[usize], width: usize) -> (usize, bool) {
@@ -641,10 +649,11 @@ impl Sections for Terminal<'_> {
         let Some(mut sel) = view::select_ops(self.report, self.opts) else {
             return Ok(());
         };
-        // Rows of one layer whose full names would not fit the width show their names
-        // relative to it, where that keeps more columns or keeps the names whole (every name of
-        // the first divergence's context wrapped over two lines at 80 columns and the index
-        // went: a visual check; a review: short prefixes gained nothing).
+        // Rows of one layer whose full names would be broken onto lines, or whose relative
+        // names keep more columns, show their names relative to it (every name of the first
+        // divergence's context wrapped over two lines at 80 columns and the index went: a
+        // visual check; a review: a switch wherever a column went gained nothing at times; a
+        // second check: at 68 columns full names kept a column by wrapping every name).
         let mut widths = None;
         if let (false, Some(w)) = (sel.relative, self.opts.width) {
             if let Some(prefix) = view::layer_prefix(self.report, &sel.indices) {
@@ -653,9 +662,8 @@ impl Sections for Terminal<'_> {
                 let relative = self.ops_widths(&sel, &sel.columns);
                 sel.relative = false;
                 let fit = |widths: &[usize]| fit_layout(&sel.columns, widths, usize::from(w));
-                let ((full_kept, full_breaks), (rel_kept, rel_breaks)) =
-                    (fit(&full), fit(&relative));
-                if rel_kept > full_kept || (full_breaks && !rel_breaks) {
+                let ((full_kept, full_breaks), (rel_kept, _)) = (fit(&full), fit(&relative));
+                if rel_kept > full_kept || full_breaks {
                     sel.relative_to(&prefix);
                     widths = Some(relative);
                 } else {
@@ -833,8 +841,9 @@ impl Sections for Terminal<'_> {
         let verdicts = shown.iter().any(|r| r.verdict.is_some());
         // `merged`: q/k in the layer's cell (`1 k`, `1@3 k`), for a terminal too narrow for
         // the table as it is (a verdict's word at 60 columns: a visual check).
-        let table = |this: &Self, merged: bool, shown: &[&AmplificationRow]| {
-            let mut header = vec!["verdict", "layer"];
+        let table = |this: &Self, merged: bool, verdict: bool, shown: &[&AmplificationRow]| {
+            let mut header = if verdict { vec!["verdict"] } else { vec![] };
+            header.push("layer");
             if !merged {
                 header.push("q/k");
             }
@@ -854,7 +863,11 @@ impl Sections for Terminal<'_> {
                         true => format!("{} {}", view::amp_layer(r), r.kind),
                         false => view::amp_layer(r),
                     };
-                    let mut row = vec![(text.to_string(), mark), (layer.clone(), right(layer))];
+                    let mut row = match verdict {
+                        true => vec![(text.to_string(), mark)],
+                        false => vec![],
+                    };
+                    row.push((layer.clone(), right(layer)));
                     if !merged {
                         row.push((r.kind.to_string(), Cell::new(r.kind.to_string())));
                     }
@@ -867,31 +880,36 @@ impl Sections for Terminal<'_> {
                     row
                 })
                 .collect();
-            // Narrow terminals lose an empty verdict column first (no row shown has a
-            // verdict: the title's counts say so; a visual check at 60 columns), then the abs
-            // err gain, then the weight gain (the last columns); the ratio that decides the
-            // mark stays.
-            let empty = (!verdicts).then_some(0);
-            let gains = header.len() - 1 - usize::from(gain)..header.len();
-            let drop: Vec<usize> = empty.into_iter().chain(gains).collect();
+            // Narrow terminals lose the abs err gain first, then the weight gain (the last
+            // columns); the ratio that decides the mark stays.
+            let drop: Vec<usize> = (header.len() - 1 - usize::from(gain)..header.len()).collect();
             this.fitted(&header, rows, &drop, &[])
         };
         // As the ops table, [`OPS_PAGE`] rows at a time (`--all` lists every decode step's
         // pairs, two a layer: 14,336 at 256 steps of 28 layers; a bad-input hunt), each page
         // after the first saying which rows it holds. One layout for every page: q/k in the
         // layer's cell where any page is too wide (a review: pages switched layouts).
-        let too_wide = |page: &[&AmplificationRow]| {
+        let too_wide = |verdict: bool, page: &[&AmplificationRow]| {
             self.opts.width.is_some_and(|w| {
-                table(self, false, page)
+                table(self, false, verdict, page)
                     .to_string()
                     .lines()
                     .any(|l| visible_width(l) > usize::from(w))
             })
         };
-        let merged = shown.chunks(OPS_PAGE).any(too_wide);
+        // A verdict column that no row shown fills goes first where the table as it is does
+        // not fit, before any header wraps (the title's counts say there is none; a visual
+        // check at 60 columns, and at 76-81 the gains' headers wrapped beside it).
+        let verdict = verdicts
+            || self.opts.width.is_none_or(|w| {
+                shown
+                    .chunks(OPS_PAGE)
+                    .all(|page| fits_whole(&table(self, false, true, page).to_string(), w))
+            });
+        let merged = shown.chunks(OPS_PAGE).any(|page| too_wide(verdict, page));
         for (p, page) in shown.chunks(OPS_PAGE).enumerate() {
             self.page_label(p, page.len(), shown.len())?;
-            writeln!(self.out, "{}", table(self, merged, page))?;
+            writeln!(self.out, "{}", table(self, merged, verdict, page))?;
         }
         self.blank()
     }

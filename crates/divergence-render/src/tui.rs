@@ -2038,15 +2038,17 @@ fn phase_line(
     (text, l.diverged > 0)
 }
 
-/// An op's NaN / Inf counts for the details: `ours 1/0, ref 0/0`, or `none` where neither
-/// side has one.
+/// An op's NaN / Inf counts for the details: `ours 1/0, ref 0/0`, `-` for a side not read
+/// (`ours -/-, ref 0/1` of an op only in ref), or `none` where both sides were read and hold
+/// none (a visual check read a side never read as `0/0`, and as `none`).
 fn nonfinite_counts(op: &OpResult) -> String {
     let n = &op.nonfinite;
-    let counts = [n.nan_ours, n.inf_ours, n.nan_ref, n.inf_ref].map(|c| c.unwrap_or(0));
-    match counts {
-        [0, 0, 0, 0] => "none".to_string(),
-        [a, b, c, d] => format!("ours {a}/{b}, ref {c}/{d}"),
+    let counts = [n.nan_ours, n.inf_ours, n.nan_ref, n.inf_ref];
+    if counts == [Some(0); 4] {
+        return "none".to_string();
     }
+    let [a, b, c, d] = counts.map(|c| c.map_or_else(|| "-".to_string(), |n| n.to_string()));
+    format!("ours {a}/{b}, ref {c}/{d}")
 }
 
 /// The status bar: the sort, then the keys that fit `width`, the most useful kept first; a

@@ -336,6 +336,22 @@ fn names_relative_to_the_layer_where_full_names_do_not_fit() {
         "{wide}"
     );
     assert!(!wide.contains("names relative"), "{wide}");
+    // At no width are the full names kept while they break onto lines (at 68 and 70 columns
+    // they kept a column by wrapping every name: a visual check).
+    for width in 60..=250u16 {
+        let t = at(width, 2);
+        let ops = ops_section(&t);
+        let body = ops
+            .lines()
+            .skip_while(|l| !l.starts_with('╞'))
+            .filter(|l| l.starts_with('│'))
+            .count();
+        let words = ops.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(
+            words.contains("names relative to") || body == 5,
+            "{width}: {ops}"
+        );
+    }
     // #8..#14 cross from layer 1 to 2: the names whole, however narrow.
     let crossing = at(80, 3);
     assert!(!crossing.contains("names relative"), "{crossing}");
@@ -371,6 +387,12 @@ fn layer_rows_are_named_relative_to_one_prefix_only() {
         "float32",
         ReportContext::new("a", "b", OrderSource::RefMeta),
         &cfg,
+    );
+    // (One layer, said so.)
+    let all = markdown(&two, &TableOptions::default());
+    assert!(
+        all.contains("<summary>Per layer (1 layer)</summary>"),
+        "{all}"
     );
     for text in [table(&two, &opts), markdown(&two, &opts)] {
         assert!(!text.contains("names relative"), "{text}");
@@ -424,6 +446,14 @@ fn an_empty_verdict_column_goes_first_on_a_narrow_terminal() {
     let amp = |t: &str| t[t.find("Amplification").expect("the section")..].to_string();
     let narrow = amp(&at(60));
     assert!(!narrow.contains("verdict"), "{narrow}");
+    // At every width, the empty column is there only where the table fits with its headers on
+    // one line (at 76-81 columns the gains' headers wrapped beside it: a visual check).
+    for width in 60..=130u16 {
+        let t = amp(&at(width));
+        let table: Vec<&str> = t.lines().skip_while(|l| !l.starts_with('┌')).collect();
+        let one_line_header = table.get(2).is_some_and(|l| l.starts_with('╞'));
+        assert!(!t.contains("verdict") || one_line_header, "{width}: {t}");
+    }
     assert!(
         narrow.contains("│ layer ┆ q/k ┆ proj rel err ┆ norm rel err ┆"),
         "{narrow}"

@@ -1263,3 +1263,49 @@ fn short_details_keep_their_text_and_say_what_is_left_out() {
         }
     }
 }
+
+/// The details' NaN/Inf counts: `none` where both sides were read and hold none, `-` for a side
+/// never read (an op only in the reference read `ours 0/0`, or `none`: a visual check).
+#[test]
+fn details_count_nan_inf_only_of_the_sides_read() {
+    let cfg = DiffConfig::default();
+    let side = |v: &'static [f32]| Side {
+        shape: &[4],
+        values: ValuesRef::F32(v),
+        dtype: "float32",
+    };
+    let plain: &'static [f32] = &[1.0, 2.0, 3.0, 4.0];
+    let inf: &'static [f32] = &[1.0, f32::INFINITY, 3.0, 4.0];
+    let rows = vec![
+        compare(
+            "model.embed_tokens",
+            Some(side(plain)),
+            Some(side(plain)),
+            &cfg,
+        ),
+        compare("model.layers.0.mlp", None, Some(side(inf)), &cfg),
+        compare("model.layers.0", None, Some(side(plain)), &cfg),
+    ];
+    let report = assemble(
+        rows,
+        ReportContext::new("ours", "ref", OrderSource::RefMeta),
+        &cfg,
+    );
+    let mut tui = Tui::new(report);
+    let details = |tui: &mut Tui| {
+        press(tui, "\n");
+        let text = screen(tui, 120, 30);
+        press(tui, "\u{1b}");
+        text
+    };
+    assert_eq!(selected(&tui), "model.embed_tokens");
+    let text = details(&mut tui);
+    assert!(text.contains("NaN/Inf none"), "{text}");
+    press(&mut tui, "j");
+    assert_eq!(selected(&tui), "model.layers.0.mlp");
+    let text = details(&mut tui);
+    assert!(text.contains("NaN/Inf ours -/-, ref 0/1"), "{text}");
+    press(&mut tui, "j");
+    let text = details(&mut tui);
+    assert!(text.contains("NaN/Inf ours -/-, ref 0/0"), "{text}");
+}

@@ -583,7 +583,7 @@ fn print_report(args: &DiffArgs, output: &Output, report: &Report) -> Result<Out
         Err(err) => return Err(err).context("writing the report to stdout"),
     }
     drop(out);
-    summary_too_large(&markdown, args);
+    summary_too_large(&markdown, args, !report.steps.is_empty());
     if code == Exit::Error {
         // The report says why at its top; repeat it as the one-line error CI logs show.
         say_meaningless(args, &meaningless(report));
@@ -661,7 +661,7 @@ impl<W: Write> Write for Counted<W> {
 /// One warning, after the report, where a Markdown output (`markdown`: where, bytes) is larger
 /// than a GitHub job summary takes (a visual check: `--all --format markdown` over a decode
 /// report of ~50,000 ops wrote 8 MB, which a step summary drops whole, without a word).
-fn summary_too_large(markdown: &[(&str, u64)], args: &DiffArgs) {
+fn summary_too_large(markdown: &[(&str, u64)], args: &DiffArgs, decode: bool) {
     let large: Vec<&(&str, u64)> = markdown
         .iter()
         .filter(|(_, b)| *b > STEP_SUMMARY_MAX)
@@ -672,10 +672,15 @@ fn summary_too_large(markdown: &[(&str, u64)], args: &DiffArgs) {
     let at: Vec<&str> = large.iter().map(|(w, _)| *w).collect();
     // A filter picks the ops table's rows with or without --all (a review: "leave out --all"
     // under --layer left the report as large).
-    let narrow = match (args.all, args.layer.is_some() || args.grep.is_some()) {
-        (true, false) => ": leave out --all, or narrow it with --layer / --grep",
-        (_, true) => ": narrow --layer / --grep, or compare fewer decode steps (--steps)",
-        (false, false) => "",
+    let narrow = match (
+        args.all,
+        args.layer.is_some() || args.grep.is_some(),
+        decode,
+    ) {
+        (true, false, _) => ": leave out --all, or narrow it with --layer / --grep",
+        (_, true, true) => ": narrow --layer / --grep, or compare fewer decode steps (--steps)",
+        (_, true, false) => ": narrow --layer / --grep",
+        (false, false, _) => "",
     };
     exit::say(&format!(
         "warning: the Markdown report ({}) is {:.1} MiB; a GitHub job summary ($GITHUB_STEP_SUMMARY) takes at most 1 MiB a step and drops a larger one{narrow}",
