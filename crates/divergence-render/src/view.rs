@@ -989,17 +989,27 @@ fn selection_columns(report: &Report, indices: &[usize]) -> Vec<OpsColumn> {
         .collect()
 }
 
-/// The layer prefix (`model.layers.3`) every row at `indices` has, if there are rows and they
-/// share one (a `--layer` filter matches the layer's number under any prefix).
+/// The layer prefix (`model.layers.3`) every row at `indices` has, if there are rows, they
+/// share one (a `--layer` filter matches the layer's number under any prefix) and their names
+/// relative to it are as distinct as their full names: none is the prefix and a dot
+/// (`model.layers.3.`, which reads `(layer output)` as the layer's own does: a visual check) or
+/// that very text.
 pub(crate) fn layer_prefix(report: &Report, indices: &[usize]) -> Option<String> {
-    let prefix =
-        |i: usize| divergence_names::split_layer(report.ops.row(i).base()).map(|s| s.prefix);
+    let prefix = |i: usize| {
+        let base = report.ops.row(i).base();
+        let s = divergence_names::split_layer(base)?;
+        let apart = s.rest.is_empty() && base.len() > s.prefix.len() || s.rest == LAYER_OUTPUT;
+        (!apart).then_some(s.prefix)
+    };
     let first = prefix(*indices.first()?)?;
     indices[1..]
         .iter()
         .all(|&i| prefix(i) == Some(first))
         .then(|| first.to_string())
 }
+
+/// [`divergence_names::short_name`] of a layer's own name.
+const LAYER_OUTPUT: &str = "(layer output)";
 
 /// The op a worst rel err is named in, for the per-step and per-layer tables: none where that
 /// error is 0, where every op ties (a visual check read the first op, named so, as the worst).

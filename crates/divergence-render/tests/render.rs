@@ -388,6 +388,27 @@ fn layer_rows_are_named_relative_to_one_prefix_only() {
         ReportContext::new("a", "b", OrderSource::RefMeta),
         &cfg,
     );
+    // A probe named as the layer with a trailing dot would read `(layer output)` as the
+    // layer's own: both keep their full names.
+    let ops = [
+        op("model.layers.2.", &[1, 4, 8], 1, 1e-4),
+        op("model.layers.2", &[1, 4, 8], 2, 0.5),
+    ];
+    let dot = build(
+        &ops,
+        "float32",
+        ReportContext::new("a", "b", OrderSource::RefMeta),
+        &cfg,
+    );
+    let (t, m) = (table(&dot, &opts), markdown(&dot, &opts));
+    assert!(
+        !t.contains("names relative") && t.contains("┆ model.layers.2. "),
+        "{t}"
+    );
+    assert!(
+        !m.contains("names relative") && m.contains("| `model.layers.2.` |"),
+        "{m}"
+    );
     // (One layer, said so.)
     let all = markdown(&two, &TableOptions::default());
     assert!(
