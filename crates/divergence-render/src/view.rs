@@ -872,9 +872,10 @@ pub(crate) struct Selection {
     /// (`--layer` / `--grep` of other ops; a report without a divergence): a column that
     /// would stay empty (a visual check at 60 columns).
     pub columns: Vec<OpsColumn>,
-    /// Names shown relative to their layer ([`relative_name`]: `self_attn.k_norm@2`): under
-    /// `--layer`, where every row shown is of one layer prefix, which the title names (their
-    /// full names wrapped over two lines at 60 columns, every one repeating the layer).
+    /// Names shown relative to their layer ([`relative_name`]: `self_attn.k_norm@2`), every
+    /// row shown being of one layer prefix ([`layer_prefix`]), which the title names: under
+    /// `--layer` (their full names wrapped over two lines at 60 columns, every one repeating
+    /// the layer), and on a terminal whose width the full names do not fit (`table.rs`).
     pub relative: bool,
 }
 
