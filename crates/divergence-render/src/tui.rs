@@ -449,6 +449,10 @@ pub struct Tui {
     /// `sort` runs against its default direction ([`SortKey::descending`]).
     reversed: bool,
     filter: Option<Regex>,
+    /// A layer number typed alone after `/` (or `--layer`): the rows of that layer, as the
+    /// printed table's `--layer` keeps them (by the name's parsed layer index; a regex
+    /// `\blayers\.N\b` kept other rows than the table's: `layers.03`, `x-layers.3`).
+    layer: Option<usize>,
     /// The filter being typed after `/`.
     input: Option<String>,
     details: bool,
@@ -528,6 +532,7 @@ impl Tui {
             sort: SortKey::Order,
             reversed: false,
             filter: None,
+            layer: None,
             input: None,
             details: false,
             layers: false,
@@ -649,9 +654,12 @@ impl Tui {
         let ops = &self.report.ops;
         let mut rows: Vec<usize> = (0..ops.len())
             .filter(|&i| {
-                self.filter
-                    .as_ref()
-                    .is_none_or(|re| view::row_name_matches(re, ops.row(i)))
+                let row = ops.row(i);
+                self.layer.is_none_or(|l| row.layer() == Some(l))
+                    && self
+                        .filter
+                        .as_ref()
+                        .is_none_or(|re| view::row_name_matches(re, row))
             })
             .collect();
         let desc = self.descending();
@@ -1010,16 +1018,17 @@ impl Tui {
     fn apply_filter(&mut self, text: &str) {
         let name = self.selected_row().map(|r| r.name().into_owned());
         let text = text.trim();
-        let pattern = if text.chars().all(|c| c.is_ascii_digit()) && !text.is_empty() {
-            format!(r"\blayers\.{text}\b")
+        if !text.is_empty() && text.chars().all(|c| c.is_ascii_digit()) {
+            let Ok(layer) = text.parse::<usize>() else {
+                self.message = Some(format!("not a layer number: {text}"));
+                return;
+            };
+            (self.filter, self.layer) = (None, Some(layer));
+        } else if text.is_empty() {
+            (self.filter, self.layer) = (None, None);
         } else {
-            text.to_string()
-        };
-        if pattern.is_empty() {
-            self.filter = None;
-        } else {
-            match Regex::new(&pattern) {
-                Ok(re) => self.filter = Some(re),
+            match Regex::new(text) {
+                Ok(re) => (self.filter, self.layer) = (Some(re), None),
                 Err(_) => {
                     self.message = Some(format!("not a regex: {text}"));
                     return;
@@ -1409,12 +1418,16 @@ impl Tui {
                 .style(style)
             })
             .collect();
-        let title = match &self.filter {
-            Some(re) => format!(
-                " {} of {} ops, filter /{}/, sort: {} ",
+        let filter = match (&self.filter, self.layer) {
+            (Some(re), _) => Some(format!("filter /{}/", re.as_str())),
+            (None, Some(l)) => Some(format!("layer {l}")),
+            (None, None) => None,
+        };
+        let title = match filter {
+            Some(f) => format!(
+                " {} of {} ops, {f}, sort: {} ",
                 self.rows.len(),
                 self.report.ops.len(),
-                re.as_str(),
                 self.sort_text()
             ),
             None => format!(" {} ops, sort: {} ", self.rows.len(), self.sort_text()),

@@ -1309,3 +1309,65 @@ fn details_count_nan_inf_only_of_the_sides_read() {
     let text = details(&mut tui);
     assert!(text.contains("NaN/Inf ours -/-, ref 0/0"), "{text}");
 }
+
+/// A layer number typed alone (`/3`, and `--layer 3`) keeps the rows the printed table's
+/// `--layer 3` keeps, by the name's layer index (a regex `\blayers\.3\b` kept `x-layers.3.mlp`,
+/// which has no layer segment, and left `model.layers.03.mlp`, which the table counts in layer
+/// 3: a visual check).
+#[test]
+fn a_layer_filter_keeps_the_rows_of_the_tables_layer() {
+    let cfg = DiffConfig::default();
+    let v: &'static [f32] = &[1.0, 2.0, 3.0, 4.0];
+    let side = || Side {
+        shape: &[4],
+        values: ValuesRef::F32(v),
+        dtype: "float32",
+    };
+    let names = [
+        "model.embed_tokens",
+        "model.layers.3.mlp",
+        "model.layers.03.mlp",
+        "x-layers.3.mlp",
+        "model.layers.30.mlp",
+        "model.layers.3",
+    ];
+    let rows: Vec<_> = names
+        .iter()
+        .map(|n| compare(n, Some(side()), Some(side()), &cfg))
+        .collect();
+    let report = assemble(
+        rows,
+        ReportContext::new("ours", "ref", OrderSource::RefMeta),
+        &cfg,
+    );
+    let kept: Vec<&str> = names
+        .iter()
+        .enumerate()
+        .filter(|&(i, _)| report.ops.row(i).layer() == Some(3))
+        .map(|(_, n)| *n)
+        .collect();
+    assert_eq!(
+        kept,
+        [
+            "model.layers.3.mlp",
+            "model.layers.03.mlp",
+            "model.layers.3"
+        ]
+    );
+    for how in ["typed", "--layer"] {
+        let mut tui = Tui::new(report.clone());
+        match how {
+            "typed" => press(&mut tui, "/3\n"),
+            _ => tui.open_filtered(None, Some(3)),
+        }
+        let text = screen(&mut tui, 120, 20);
+        assert!(
+            text.contains(" 3 of 6 ops, layer 3, sort:"),
+            "{how}: {text}"
+        );
+        for n in names {
+            let shown = text.lines().any(|l| l.split_whitespace().any(|w| w == n));
+            assert_eq!(shown, kept.contains(&n), "{how}: {n}\n{text}");
+        }
+    }
+}
