@@ -569,12 +569,15 @@ pub fn model_prefix<'a>(names: impl IntoIterator<Item = &'a str>) -> &'static st
     }
 }
 
+/// What [`short_name`] calls a layer's own name (its output).
+pub const LAYER_OUTPUT: &str = "(layer output)";
+
 /// The op name relative to its layer (`model.layers.3.self_attn.k_norm` -> `self_attn.k_norm`),
 /// `(layer output)` for the layer itself, the whole name outside layers. A decode step suffix
 /// stays (`self_attn.k_norm@2`).
 pub fn short_name(name: &str) -> &str {
     match split_layer(name) {
-        Some(s) if s.rest.is_empty() => "(layer output)",
+        Some(s) if s.rest.is_empty() => LAYER_OUTPUT,
         // `rest` ends the base name; the step suffix follows it.
         Some(s) => &name[split_step(name).0.len() - s.rest.len()..],
         None => name,

@@ -21,7 +21,7 @@ use crate::options::TableOptions;
 use crate::sections::Sections;
 #[cfg(test)]
 use crate::view::OPS_COLUMNS;
-use crate::view::{self, cos, num, OpsColumn};
+use crate::view::{self, cos, count, num, OpsColumn};
 
 const BOLD_RED: &str = "1;31";
 const BOLD_GREEN: &str = "1;32";
@@ -213,10 +213,6 @@ fn status_color(status: Status) -> Color {
 
 fn right(text: String) -> Cell {
     Cell::new(text).set_alignment(CellAlignment::Right)
-}
-
-fn count(x: Option<u64>) -> String {
-    x.map_or_else(|| "-".to_string(), |n| n.to_string())
 }
 
 pub(crate) fn render(report: &Report, opts: &TableOptions, out: &mut dyn Write) -> io::Result<()> {

@@ -414,7 +414,7 @@ impl Col {
             (None, None) => "-".to_string(),
             (a, b) => format!("{}/{}", a.unwrap_or(0), b.unwrap_or(0)),
         };
-        let count = |a: Option<u64>| a.map_or_else(|| "-".to_string(), |a| a.to_string());
+        let count = view::count;
         let n = &op.nonfinite;
         match self {
             Col::Numel => count(op.tensor.numel),
@@ -2060,7 +2060,7 @@ fn nonfinite_counts(op: &OpResult) -> String {
     if counts == [Some(0); 4] {
         return "none".to_string();
     }
-    let [a, b, c, d] = counts.map(|c| c.map_or_else(|| "-".to_string(), |n| n.to_string()));
+    let [a, b, c, d] = counts.map(view::count);
     format!("ours {a}/{b}, ref {c}/{d}")
 }
 

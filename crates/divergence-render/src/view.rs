@@ -34,6 +34,11 @@ pub(crate) fn cos(x: Option<f64>) -> String {
     x.map_or_else(|| "-".to_string(), |c| format!("{c:.6}"))
 }
 
+/// A count, or `-` (not known: a side not read).
+pub(crate) fn count(x: Option<u64>) -> String {
+    x.map_or_else(|| "-".to_string(), |n| n.to_string())
+}
+
 /// Percentage with 2 decimals, or `-`.
 pub(crate) fn pct(x: Option<f64>) -> String {
     x.map_or_else(|| "-".to_string(), |f| format!("{:.2}%", f * 100.0))
@@ -999,7 +1004,8 @@ pub(crate) fn layer_prefix(report: &Report, indices: &[usize]) -> Option<String>
     let prefix = |i: usize| {
         let base = report.ops.row(i).base();
         let s = divergence_names::split_layer(base)?;
-        let apart = s.rest.is_empty() && base.len() > s.prefix.len() || s.rest == LAYER_OUTPUT;
+        let apart = s.rest.is_empty() && base.len() > s.prefix.len()
+            || s.rest == divergence_names::LAYER_OUTPUT;
         (!apart).then_some(s.prefix)
     };
     let first = prefix(*indices.first()?)?;
@@ -1008,9 +1014,6 @@ pub(crate) fn layer_prefix(report: &Report, indices: &[usize]) -> Option<String>
         .all(|&i| prefix(i) == Some(first))
         .then(|| first.to_string())
 }
-
-/// [`divergence_names::short_name`] of a layer's own name.
-const LAYER_OUTPUT: &str = "(layer output)";
 
 /// The op a worst rel err is named in, for the per-step and per-layer tables: none where that
 /// error is 0, where every op ties (a visual check read the first op, named so, as the worst).
