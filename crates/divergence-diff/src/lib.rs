@@ -12,7 +12,7 @@
 //! Typical use (the CLI):
 //! ```
 //! use divergence_diff::*;
-//! let names = vec![Name::from("a")];
+//! let names: NameList = vec![Name::from("a")].into();
 //! let dump = DumpNames {
 //!     meta_order: None,
 //!     names: &names,

@@ -142,7 +142,7 @@ pub struct DumpNames<'a> {
     /// The metadata `"order"` (execution order), when the dump carries one.
     pub meta_order: Option<&'a NameList>,
     /// Probe names in file order (never `__meta__`).
-    pub names: &'a [Name],
+    pub names: &'a NameList,
     /// False when the file order is meaningless (safetensors keys are stored sorted).
     pub file_order_preserved: bool,
     /// The dump is one tensor named after its file (a `.npy`): two such dumps are compared
@@ -366,24 +366,7 @@ pub fn plan_order_from(
 ) -> OrderPlan {
     let mut plan = plan_as_recorded(ours, reference);
     let step = |n: &Name| divergence_names::split_step(n).1;
-    // Each name parsed once (a decode dump has ~150,000), chunk by chunk, and each chunk's
-    // first against the one before it; no vector of the steps (fresh memory costs).
-    const CHUNK: usize = 4096;
-    let in_step_order = plan.order.par_chunks(CHUNK).enumerate().all(|(c, chunk)| {
-        let before = c
-            .checked_mul(CHUNK)
-            .and_then(|at| at.checked_sub(1))
-            .and_then(|at| plan.order.get(at))
-            .map_or(0, step);
-        chunk
-            .iter()
-            .try_fold(before, |last, n| {
-                let s = step(n);
-                (s >= last).then_some(s)
-            })
-            .is_some()
-    });
-    if !in_step_order {
+    if !plan.order.in_step_order() {
         // Said when the order as recorded lists them out of order; names a metadata order
         // lacks are appended after it (a warning of their own), and their steps put in place
         // need no other word (found by a bad-input hunt: `--prefill-vs-decode` against a
@@ -396,8 +379,8 @@ pub fn plan_order_from(
         let recorded: Option<&[Name]> = match plan.source {
             OrderSource::RefMeta => reference.meta_order.map(|m| &m[..]),
             OrderSource::OursMeta => ours.meta_order.map(|m| &m[..]),
-            OrderSource::RefFile => Some(reference.names),
-            OrderSource::OursFile => Some(ours.names),
+            OrderSource::RefFile => Some(&reference.names[..]),
+            OrderSource::OursFile => Some(&ours.names[..]),
             _ => None,
         };
         let listed_out_of_order = recorded.is_none_or(|m| !m.iter().map(step).is_sorted());
@@ -438,7 +421,7 @@ fn plan_as_recorded(ours: &DumpNames<'_>, reference: &DumpNames<'_>) -> OrderPla
                     .filter(|m| ref_set.contains(m.as_str()) && !ours_set.contains(m.as_str()))
                     .map_or_else(|| n.clone(), Name::from)
             };
-            let names: Vec<Name> = ours.names.iter().map(map).collect();
+            let names: NameList = ours.names.iter().map(map).collect();
             let meta: Option<NameList> = ours.meta_order.map(|m| m.iter().map(map).collect());
             let renamed: Vec<(String, String)> = names
                 .iter()
@@ -486,14 +469,9 @@ fn same_names(ours: &DumpNames<'_>, reference: &DumpNames<'_>) -> Option<OrderPl
     // same names: `Dump::open_pair`) is the same names without a look at them; else name by
     // name, one allocation being one name (`Arc<str>`'s `==` compares the bytes: 2 x 150,000
     // names of a 256-step decode pair, ~5 ms of one thread).
-    let same = |a: &[Name], b: &[Name]| {
-        std::ptr::eq(a, b)
-            || (a.len() == b.len()
-                && a.par_iter()
-                    .with_min_len(4096)
-                    .zip(b)
-                    .all(|(x, y)| std::sync::Arc::ptr_eq(x, y) || x == y))
-    };
+    // (`NameList`'s `==`: one list, or two held by the same parts, without a look at the
+    // names; else in parallel, name by name.)
+    let same = |a: &NameList, b: &NameList| a == b;
     let plain = !(ours.single_tensor_file || reference.single_tensor_file);
     (plain && same(base, reference.names) && same(ours.names, reference.names)).then(|| OrderPlan {
         // Shared, not copied (150,000 names at 256 decode steps).
@@ -508,7 +486,7 @@ fn same_names(ours: &DumpNames<'_>, reference: &DumpNames<'_>) -> Option<OrderPl
 /// [`plan_order`] once both dumps use one naming.
 fn plan_named(ours: &DumpNames<'_>, reference: &DumpNames<'_>) -> OrderPlan {
     if ours.single_tensor_file && reference.single_tensor_file {
-        if let ([o], [r]) = (ours.names, reference.names) {
+        if let ([o], [r]) = (&ours.names[..], &reference.names[..]) {
             // Two single-tensor files (named after their files) are one probe: the row takes
             // the reference's name.
             let renamed_in_ours = if o == r {
@@ -676,7 +654,7 @@ fn plan_named(ours: &DumpNames<'_>, reference: &DumpNames<'_>) -> OrderPlan {
         );
         OrderSource::OursFile
     };
-    let aligned = order.as_slice() == reference.names && order.as_slice() == ours.names;
+    let aligned = order.as_slice() == &reference.names[..] && order.as_slice() == &ours.names[..];
     OrderPlan {
         order: order.into(),
         source,
@@ -690,6 +668,11 @@ fn plan_named(ours: &DumpNames<'_>, reference: &DumpNames<'_>) -> OrderPlan {
 mod tests {
     use super::*;
 
+    /// `names` as a list that lives as long as the test.
+    fn nl(names: &[Name]) -> &'static NameList {
+        Box::leak(Box::new(NameList::from(names.to_vec())))
+    }
+
     fn s(v: &[&str]) -> Vec<Name> {
         v.iter().map(|&x| Name::from(x)).collect()
     }
@@ -697,10 +680,10 @@ mod tests {
     /// A dump's names as the planner sees them (file order kept, several tensors).
     /// (The order is copied into a list that lives as long as the test.)
     fn dn<'a>(meta: Option<&'a [Name]>, names: &'a [Name]) -> DumpNames<'a> {
-        let meta = meta.map(|m| &*Box::leak(Box::new(NameList::from(m.to_vec()))));
+        let meta = meta.map(nl);
         DumpNames {
             meta_order: meta,
-            names,
+            names: nl(names),
             file_order_preserved: true,
             single_tensor_file: false,
         }
@@ -913,13 +896,13 @@ mod tests {
         let plan = plan_order(
             &DumpNames {
                 meta_order: Some(&ours_meta),
-                names: &ours_names,
+                names: nl(&ours_names),
                 file_order_preserved: true,
                 single_tensor_file: false,
             },
             &DumpNames {
                 meta_order: Some(&ref_meta),
-                names: &ref_names,
+                names: nl(&ref_names),
                 file_order_preserved: true,
                 single_tensor_file: false,
             },
@@ -950,13 +933,13 @@ mod tests {
         let plan = plan_order(
             &DumpNames {
                 meta_order: Some(&ours_meta),
-                names: &ours_names,
+                names: nl(&ours_names),
                 file_order_preserved: true,
                 single_tensor_file: false,
             },
             &DumpNames {
                 meta_order: None,
-                names: &ref_names,
+                names: nl(&ref_names),
                 file_order_preserved: true,
                 single_tensor_file: false,
             },
@@ -974,13 +957,13 @@ mod tests {
         let plan = plan_order(
             &DumpNames {
                 meta_order: Some(&empty),
-                names: &ours_names,
+                names: nl(&ours_names),
                 file_order_preserved: true,
                 single_tensor_file: false,
             },
             &DumpNames {
                 meta_order: None,
-                names: &ref_names,
+                names: nl(&ref_names),
                 file_order_preserved: true,
                 single_tensor_file: false,
             },
@@ -997,13 +980,13 @@ mod tests {
         let plan = plan_order(
             &DumpNames {
                 meta_order: None,
-                names: &ours_names,
+                names: nl(&ours_names),
                 file_order_preserved: false,
                 single_tensor_file: false,
             },
             &DumpNames {
                 meta_order: None,
-                names: &ref_names,
+                names: nl(&ref_names),
                 file_order_preserved: false,
                 single_tensor_file: false,
             },
@@ -1035,7 +1018,7 @@ mod tests {
         ]);
         let names = DumpNames {
             meta_order: None,
-            names: &sorted,
+            names: nl(&sorted),
             file_order_preserved: false,
             single_tensor_file: false,
         };
@@ -1067,13 +1050,13 @@ mod tests {
         let plan = plan_order(
             &DumpNames {
                 meta_order: None,
-                names: &ours_names,
+                names: nl(&ours_names),
                 file_order_preserved: true,
                 single_tensor_file: false,
             },
             &DumpNames {
                 meta_order: None,
-                names: &ref_names,
+                names: nl(&ref_names),
                 file_order_preserved: false,
                 single_tensor_file: false,
             },
@@ -1153,8 +1136,8 @@ mod tests {
                 };
                 let rm: NameList = as_names(&ref_meta).into();
                 let om: Option<NameList> = ours_meta.as_deref().map(as_names).map(NameList::from);
-                let ours = DumpNames { meta_order: om.as_ref(), names: &o, file_order_preserved: true, single_tensor_file: false };
-                let reference = DumpNames { meta_order: Some(&rm), names: &r, file_order_preserved: true, single_tensor_file: false };
+                let ours = DumpNames { meta_order: om.as_ref(), names: nl(&o), file_order_preserved: true, single_tensor_file: false };
+                let reference = DumpNames { meta_order: Some(&rm), names: nl(&r), file_order_preserved: true, single_tensor_file: false };
                 let plan = plan_named(&ours, &reference);
                 let (order, appended, absent) = naive(&ours, &reference);
                 prop_assert_eq!(&plan.order, &order);

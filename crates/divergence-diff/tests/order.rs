@@ -4,11 +4,11 @@
 
 use divergence_diff::*;
 
-fn names(v: &[&str]) -> Vec<Name> {
+fn names(v: &[&str]) -> NameList {
     v.iter().map(|&s| Name::from(s)).collect()
 }
 
-fn dump(names: &[Name], single_tensor_file: bool) -> DumpNames<'_> {
+fn dump(names: &NameList, single_tensor_file: bool) -> DumpNames<'_> {
     DumpNames {
         meta_order: None,
         names,
@@ -107,7 +107,7 @@ fn names_that_differ_by_a_prefix_are_matched_with_a_warning() {
         plan.warnings
     );
     // the other way round: an extra wrapper in ours
-    let wrapped: Vec<Name> = reference
+    let wrapped: NameList = reference
         .iter()
         .map(|n| Name::from(format!("port.{n}")))
         .collect();

@@ -123,7 +123,10 @@ impl Dump {
     /// Tensor names in file order (npz member order, safetensors data order), except that a dump
     /// with decode steps stored stacked lists them step-major (the prefill's tensors, then every
     /// tensor of step 1, ...; docs/dump-format.md, "Decode steps"); never `__meta__`.
-    pub fn names(&self) -> &[Name] {
+    ///
+    /// A decode dump's step names are held by their parts ([`NameList::step_of`],
+    /// [`NameList::name_is`]): the slice is made whole where a caller reads it as one.
+    pub fn names(&self) -> &NameList {
         &self.listing.names
     }
 
@@ -229,13 +232,14 @@ impl Dump {
             }
         } else if self.dtype_names.len() > usize::from(u16::MAX) {
             // Not all interned (see `original_dtypes`); a stacked step has its member's.
-            let name = self.listing.names.get(i?)?;
+            let i = i?;
+            let name = self.listing.names.name(i)?;
             let dtypes = self.meta.as_ref().map(|m| &m.dtypes);
             let member = || {
-                let (base, step) = divergence_names::split_step(name);
+                let (base, step) = self.listing.names.step_of(i)?;
                 (step > 0).then(|| format!("{base}{}", stacked::STACKED_SUFFIX))
             };
-            if let Some(d) = dtypes.and_then(|d| d.get(&**name).or_else(|| d.get(&member()?))) {
+            if let Some(d) = dtypes.and_then(|d| d.get(&*name).or_else(|| d.get(&member()?))) {
                 if honest(d) {
                     return Some(d.as_str());
                 }
@@ -492,7 +496,7 @@ impl Listing {
     fn of(layout: &Layout) -> Listing {
         let (names, slots) = match layout {
             Layout::Plain(entries) => {
-                let names: Vec<Name> = entries
+                let names: NameList = entries
                     .par_iter()
                     .with_min_len(1024)
                     .map(|e| Name::from(e.name.as_str()))
@@ -501,17 +505,12 @@ impl Listing {
                 (names, slots)
             }
             Layout::Unfolded(u) => {
-                // A step is a name and a slot (its member and step): its layout is its
-                // member's, made once (a 256-step decode has ~150,000 steps).
+                // A step is a slot (its member and step) and a name held by its parts
+                // ([`stacked::Unfolded::names`]): its layout is its member's, made once (a
+                // 256-step decode has ~150,000 steps).
                 let n = u.len();
                 rayon::join(
-                    || {
-                        (0..n)
-                            .into_par_iter()
-                            .with_min_len(1024)
-                            .map(|k| u.name(k))
-                            .collect::<Vec<Name>>()
-                    },
+                    || u.names(),
                     || {
                         (0..n)
                             .into_par_iter()
@@ -527,7 +526,7 @@ impl Listing {
         };
         let index = NameIndex::of(&names, &slots);
         Listing {
-            names: names.into(),
+            names,
             slots,
             index,
         }
@@ -654,7 +653,7 @@ impl Headers {
             Ok(index) => index,
             Err(i) => {
                 let i = *i;
-                let name = names.get(i).map_or_else(String::new, |n| n.to_string());
+                let name = names.name(i).map_or_else(String::new, |n| n.into_owned());
                 // The entry that holds position k, and the step it holds when it is a stacked
                 // member's (its own name is then not the tensor name said twice).
                 let held = |k: usize| -> (Option<&str>, Option<u32>) {
@@ -788,7 +787,7 @@ fn sniff(buf: &[u8]) -> Option<Format> {
 fn original_dtypes(
     meta: Option<&Meta>,
     index: &NameIndex,
-    names: &[Name],
+    names: &NameList,
     stacked: (&[Slot], &[stacked::Member]),
 ) -> (Vec<Option<u16>>, Vec<MemberDtype>, Vec<String>) {
     let mut original = vec![None; names.len()];
@@ -914,7 +913,7 @@ impl StepIndex {
     /// The index of these names, where `slots` say which are steps of which member; `None`
     /// where a name repeats (or the slots do not number each member's steps 1..n once, which
     /// a dump's unfolding never gives): [`NameIndex::new`] then says which one.
-    fn new(names: &[Name], slots: &[Slot]) -> Option<StepIndex> {
+    fn new(names: &NameList, slots: &[Slot]) -> Option<StepIndex> {
         let len = u32::try_from(names.len()).ok()?;
         if slots.len() != names.len() {
             return None;
@@ -940,7 +939,7 @@ impl StepIndex {
         let mut positions = vec![len; total as usize];
         let mut own = hashbrown::HashTable::new();
         let hash = |n: &str| NAME_HASH.hash_one(n);
-        for (k, (name, slot)) in (0..len).zip(names.iter().zip(slots)) {
+        for (k, slot) in (0..len).zip(slots) {
             match *slot {
                 Slot::Step { member, step } => {
                     let at = offsets[member as usize] as usize + step.checked_sub(1)? as usize;
@@ -951,8 +950,11 @@ impl StepIndex {
                     *p = k;
                 }
                 Slot::Own(_) => {
-                    let same = |&j: &u32| *names[j as usize] == **name;
-                    match own.entry(hash(name), same, |&j| hash(&names[j as usize])) {
+                    // Not a step of a member: held as it is (borrowed).
+                    let name = names.name(k as usize)?;
+                    let same = |&j: &u32| names.name_is(j as usize, &name);
+                    let rehash = |&j: &u32| names.name(j as usize).map_or(0, |n| hash(&n));
+                    match own.entry(hash(&name), same, rehash) {
                         hashbrown::hash_table::Entry::Occupied(_) => return None,
                         hashbrown::hash_table::Entry::Vacant(v) => {
                             v.insert(k);
@@ -988,8 +990,9 @@ impl StepIndex {
         };
         // A name held as it is that is also a member's step (`x@3` beside `x@steps`).
         let step_too = |j: &u32| {
-            let (base, step) = divergence_names::split_step(&names[*j as usize]);
-            step > 0 && index.step(names, base, step).is_some()
+            names
+                .step_of(*j as usize)
+                .is_some_and(|(base, step)| step > 0 && index.step(names, base, step).is_some())
         };
         if index.own.iter().any(step_too) {
             return None;
@@ -998,12 +1001,12 @@ impl StepIndex {
     }
 
     /// The base name of member `m`'s steps.
-    fn base<'n>(&self, names: &'n [Name], m: usize) -> Option<&'n str> {
+    fn base<'n>(&self, names: &'n NameList, m: usize) -> Option<&'n str> {
         member_base(&self.offsets, &self.positions, names, m)
     }
 
     /// Where step `step` of the member of base `base` is.
-    fn step(&self, names: &[Name], base: &str, step: usize) -> Option<usize> {
+    fn step(&self, names: &NameList, base: &str, step: usize) -> Option<usize> {
         let h = NAME_HASH.hash_one(base);
         let m = *self
             .bases
@@ -1016,18 +1019,15 @@ impl StepIndex {
         (at < to).then(|| self.positions.get(at).map(|&p| p as usize))?
     }
 
-    fn get(&self, names: &[Name], name: &str) -> Option<usize> {
+    fn get(&self, names: &NameList, name: &str) -> Option<usize> {
         let h = NAME_HASH.hash_one(name);
-        if let Some(&j) = self
-            .own
-            .find(h, |&j| names.get(j as usize).is_some_and(|n| &**n == name))
-        {
+        if let Some(&j) = self.own.find(h, |&j| names.name_is(j as usize, name)) {
             return Some(j as usize);
         }
         let (base, step) = divergence_names::split_step(name);
         let k = self.step(names, base, step)?;
         // As it is written: `split_step` reads a step only so, and the dump names its steps so.
-        names.get(k).filter(|n| ***n == *name).map(|_| k)
+        names.name_is(k, name).then_some(k)
     }
 }
 
@@ -1043,19 +1043,19 @@ fn shard_of(h: u64) -> usize {
 fn member_base<'n>(
     offsets: &[u32],
     positions: &[u32],
-    names: &'n [Name],
+    names: &'n NameList,
     m: usize,
 ) -> Option<&'n str> {
     let (from, to) = (*offsets.get(m)?, *offsets.get(m + 1)?);
     let first = *positions.get(from as usize).filter(|_| from < to)?;
-    Some(divergence_names::split_step(names.get(first as usize)?).0)
+    Some(names.step_of(first as usize)?.0)
 }
 
 impl NameIndex {
     /// The index of `names`, `slots` saying where each is kept: by member for a dump with
     /// stacked steps ([`StepIndex`]), else every name hashed. `Err(i)`: `names[i]` repeats an
     /// earlier name (the first such `i`).
-    fn of(names: &[Name], slots: &[Slot]) -> Result<NameIndex, usize> {
+    fn of(names: &NameList, slots: &[Slot]) -> Result<NameIndex, usize> {
         let stepped = slots.iter().any(|s| matches!(s, Slot::Step { .. }));
         match stepped.then(|| StepIndex::new(names, slots)).flatten() {
             Some(index) => Ok(NameIndex::Steps(index)),
@@ -1120,13 +1120,13 @@ impl NameIndex {
         Ok(NameIndex::Names(shards.into_iter().flatten().collect()))
     }
 
-    fn get(&self, names: &[Name], name: &str) -> Option<usize> {
+    fn get(&self, names: &NameList, name: &str) -> Option<usize> {
         match self {
             NameIndex::Names(shards) => {
                 let h = NAME_HASH.hash_one(name);
                 shards
                     .get(shard_of(h))?
-                    .find(h, |&j| names.get(j as usize).is_some_and(|n| &**n == name))
+                    .find(h, |&j| names.name_is(j as usize, name))
                     .map(|&j| j as usize)
             }
             NameIndex::Steps(index) => index.get(names, name),
@@ -1252,7 +1252,7 @@ mod tests {
     #[test]
     fn name_index_finds_every_name_and_the_first_repeat() {
         // More names than three of the chunks the tables are filled from (8192 each).
-        let names: Vec<Name> = (0..20_000)
+        let names: NameList = (0..20_000)
             .map(|i| Name::from(format!("model.layers.{i}.mlp@7")))
             .collect();
         let index = NameIndex::new(&names).unwrap();
@@ -1274,7 +1274,7 @@ mod tests {
             (9000, 19_000, 8500),
             (16_000, 16_500, 16_200),
         ] {
-            let mut names = names.clone();
+            let mut names = names.to_vec();
             names[mid] = names[mid - 1000].clone();
             names[late] = names[early].clone();
             assert_eq!(NameIndex::new(&names).unwrap_err(), mid, "{late} {early}");
@@ -1355,9 +1355,29 @@ mod tests {
             "", "a", "x", "x@0", "x@1", "x@01", "x@3", "x@4", "x@steps", "y@1@1", "z@2", "z@2@1",
             "z@2@4", "z@2@5", "z@2@02", "c@1", "c@3", "b@1",
         ];
-        for (list, by_member) in cases {
+        // The first case's names held by their parts, as a dump of a regular order holds
+        // them ([`crate::stacked::Unfolded::names`]): the same answers.
+        let stepped = NameList::stepped(divergence_names::SteppedNames {
+            prefill: vec![Name::from("a"), Name::from("b")],
+            bases: vec![Name::from("x"), Name::from("y")],
+            steps: 3,
+        });
+        let first_slots = layout(&cases[0].0).1;
+        let lists = cases.into_iter().map(|(list, by_member)| {
             let (names, slots) = layout(&list);
+            (NameList::from(names), slots, by_member)
+        });
+        for (names, slots, by_member) in std::iter::once((stepped, first_slots, true)).chain(lists)
+        {
             let of = NameIndex::of(&names, &slots);
+            if names.parts().is_some() {
+                if let Ok(of) = &of {
+                    for n in asked {
+                        of.get(&names, n);
+                    }
+                }
+                assert!(!names.is_made(), "the index made the names");
+            }
             let all = NameIndex::new(&names);
             assert_eq!(
                 matches!(of, Ok(NameIndex::Steps(_))),

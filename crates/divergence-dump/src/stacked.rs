@@ -12,7 +12,7 @@
 //! instead of reading something else.
 
 pub use divergence_names::{stacked_base, STACKED_SUFFIX};
-use divergence_names::{step_name_shared, Name, NameList};
+use divergence_names::{step_name_shared, Name, NameList, SteppedNames};
 use rayon::prelude::*;
 
 use crate::entry::{Entry, EntryInfo, Source};
@@ -376,6 +376,32 @@ impl Unfolded {
             }
             Some((item, _, None)) => Name::from(item.name.as_str()),
             None => Name::from(""),
+        }
+    }
+
+    /// Every entry's name ([`Unfolded::name`]), in order: held by their parts where the order
+    /// follows its rule ([`NameList::stepped`]: the prefill's names and each member's base,
+    /// not ~150,000 step names), listed otherwise.
+    pub fn names(&self) -> NameList {
+        let name = |i: usize| self.items.get(i).map_or("", |e| e.name.as_str());
+        match &self.order {
+            Order::Regular {
+                prefill,
+                members,
+                steps,
+            } => NameList::stepped(SteppedNames {
+                prefill: prefill.iter().map(|&i| Name::from(name(i))).collect(),
+                bases: members
+                    .iter()
+                    .map(|&i| Name::from(stacked_base(name(i)).unwrap_or(name(i))))
+                    .collect(),
+                steps: *steps,
+            }),
+            Order::Listed(_) => (0..self.len())
+                .into_par_iter()
+                .with_min_len(1024)
+                .map(|k| self.name(k))
+                .collect(),
         }
     }
 

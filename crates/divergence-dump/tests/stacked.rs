@@ -147,7 +147,7 @@ fn the_unfolded_order_shares_the_dump_names() {
     write_decode(&path, 3, true);
     let d = Dump::open(&path).unwrap();
     let order = &d.meta().unwrap().order;
-    assert_eq!(&order[..], d.names());
+    assert_eq!(&order[..], &d.names()[..]);
     let steps = order.iter().filter(|n| n.contains('@')).count();
     assert!(steps > 0);
     for (o, n) in order.iter().zip(d.names()) {

@@ -3,7 +3,6 @@
 //! re-laid out) is read whole from its sources and transformed, one tensor at a time, so memory
 //! is bounded by the largest tensor and its sources, never by the dump.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -21,8 +20,8 @@ use crate::resolve::{Resolved, Virtual};
 pub struct MappedDump<'a> {
     dump: &'a Dump,
     resolved: Option<Resolved>,
-    /// Borrowed from the dump when there is no map (a decode dump has tens of thousands).
-    names: Cow<'a, [Name]>,
+    /// Shared with the dump when there is no map (a decode dump has tens of thousands).
+    names: NameList,
     /// Shared with the dump's metadata when there is no map.
     meta_order: Option<NameList>,
 }
@@ -32,7 +31,7 @@ impl<'a> MappedDump<'a> {
     pub fn plain(dump: &'a Dump) -> MappedDump<'a> {
         MappedDump {
             dump,
-            names: Cow::Borrowed(dump.names()),
+            names: dump.names().clone(),
             meta_order: dump
                 .meta()
                 .filter(|m| !m.order.is_empty())
@@ -43,7 +42,7 @@ impl<'a> MappedDump<'a> {
 
     /// The dump under `resolved` (made by [`crate::resolve`] from this dump's names).
     pub fn new(dump: &'a Dump, resolved: Resolved) -> MappedDump<'a> {
-        let names: Vec<Name> = resolved
+        let names: NameList = resolved
             .tensors
             .iter()
             .map(|v| Name::from(v.name.as_str()))
@@ -71,7 +70,7 @@ impl<'a> MappedDump<'a> {
             });
         MappedDump {
             dump,
-            names: Cow::Owned(names),
+            names,
             meta_order,
             resolved: Some(resolved),
         }
@@ -115,7 +114,7 @@ impl<'a> MappedDump<'a> {
     }
 
     /// Names in the dump's order, the map's names.
-    pub fn names(&self) -> &[Name] {
+    pub fn names(&self) -> &NameList {
         &self.names
     }
 

@@ -186,13 +186,234 @@ pub type Name = std::sync::Arc<str>;
 /// order (a 256-step decode dump has ~150,000; copying the list for each holder cost a
 /// reference count per name, on names two threads count at once). Reads as a slice;
 /// [`NameList::to_mut`] copies the list first where another holder shares it.
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct NameList(std::sync::Arc<Vec<Name>>);
+///
+/// A decode dump's step-major names ([`SteppedNames`]) are held by their parts: the prefill's
+/// names and each stepped probe's base name, not ~150,000 step names. [`NameList::len`],
+/// [`NameList::step_of`], [`NameList::name_is`] and [`NameList::name`] answer from the parts;
+/// the slice (`Deref`) is made whole, once, where a caller asks for it ([`NameList::is_made`]).
+#[derive(Clone, Default)]
+pub struct NameList(std::sync::Arc<Held>);
+
+/// How a [`NameList`] holds its names.
+enum Held {
+    /// Every name, listed.
+    Listed(Vec<Name>),
+    /// Worked out from the parts; the names made whole on first use of the slice.
+    Stepped {
+        parts: SteppedNames,
+        made: std::sync::OnceLock<Vec<Name>>,
+    },
+}
+
+/// The names of a decode dump in step-major order, by their parts: the prefill's names
+/// (positions `0..prefill.len()`), then `base@1` of every base in `bases`' order, then
+/// `base@2` of each, ..., to `base@steps` (docs/dump-format.md, "Decode steps").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SteppedNames {
+    /// The prefill's names, as they are.
+    pub prefill: Vec<Name>,
+    /// The base names of the probes of every decode step, in a step's order.
+    pub bases: Vec<Name>,
+    /// How many decode steps (`1..=steps`).
+    pub steps: usize,
+}
+
+impl SteppedNames {
+    /// How many names.
+    pub fn len(&self) -> usize {
+        self.bases
+            .len()
+            .checked_mul(self.steps)
+            .and_then(|n| n.checked_add(self.prefill.len()))
+            .unwrap_or(usize::MAX)
+    }
+
+    /// True when there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The name at position `k`, split as [`split_step`] splits it, without writing it: a
+    /// prefill name as it is, a step `(base, step)`.
+    pub fn step_of(&self, k: usize) -> Option<(&str, usize)> {
+        match k.checked_sub(self.prefill.len()) {
+            None => self.prefill.get(k).map(|n| split_step(n)),
+            Some(j) => {
+                let m = self.bases.len();
+                if m == 0 || j / m >= self.steps {
+                    return None;
+                }
+                Some((&*self.bases[j % m], 1 + j / m))
+            }
+        }
+    }
+
+    /// Every name, written.
+    fn make(&self) -> Vec<Name> {
+        use rayon::prelude::*;
+        let p = self.prefill.len();
+        (0..self.len())
+            .into_par_iter()
+            .with_min_len(1024)
+            .map(|k| match self.prefill.get(k) {
+                Some(n) => n.clone(),
+                None => {
+                    let m = self.bases.len();
+                    let j = k - p;
+                    step_name_shared(&self.bases[j % m], 1 + j / m)
+                }
+            })
+            .collect()
+    }
+}
 
 impl NameList {
-    /// The list to change: this holder's own (copied first where it is shared).
+    /// The names `parts` give, held by their parts ([`SteppedNames`]).
+    pub fn stepped(parts: SteppedNames) -> NameList {
+        NameList(std::sync::Arc::new(Held::Stepped {
+            parts,
+            made: std::sync::OnceLock::new(),
+        }))
+    }
+
+    /// The parts, where the list is held by them.
+    pub fn parts(&self) -> Option<&SteppedNames> {
+        match &*self.0 {
+            Held::Stepped { parts, .. } => Some(parts),
+            _ => None,
+        }
+    }
+
+    /// How many names (without making them).
+    pub fn len(&self) -> usize {
+        match &*self.0 {
+            Held::Listed(v) => v.len(),
+            Held::Stepped { parts, .. } => parts.len(),
+        }
+    }
+
+    /// True when there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// False while a list held by its parts has not been made whole (a test's check that a
+    /// path reads the names by their parts); true for any other list.
+    pub fn is_made(&self) -> bool {
+        match &*self.0 {
+            Held::Stepped { made, .. } => made.get().is_some(),
+            _ => true,
+        }
+    }
+
+    /// The name at position `k` split as [`split_step`] splits it (`x@3` -> (`x`, 3)), without
+    /// making it.
+    pub fn step_of(&self, k: usize) -> Option<(&str, usize)> {
+        match &*self.0 {
+            Held::Listed(v) => v.get(k).map(|n| split_step(n)),
+            Held::Stepped { parts, .. } => parts.step_of(k),
+        }
+    }
+
+    /// True when the name at position `k` is `name`, without making it. ([`split_step`] reads
+    /// a step back only as [`step_name`] writes it, so a step's name is `name` exactly when
+    /// `name` splits into its base and step.)
+    pub fn name_is(&self, k: usize, name: &str) -> bool {
+        match &*self.0 {
+            Held::Listed(v) => v.get(k).is_some_and(|n| **n == *name),
+            Held::Stepped { parts, .. } => match k.checked_sub(parts.prefill.len()) {
+                None => parts.prefill.get(k).is_some_and(|n| **n == *name),
+                Some(_) => parts
+                    .step_of(k)
+                    .is_some_and(|(base, step)| is_step_name(name, base, step)),
+            },
+        }
+    }
+
+    /// The name at position `k`: borrowed where it is held as it is, written where it is a
+    /// step of a list held by its parts (and not made whole yet).
+    pub fn name(&self, k: usize) -> Option<std::borrow::Cow<'_, str>> {
+        use std::borrow::Cow;
+        match &*self.0 {
+            Held::Listed(v) => v.get(k).map(|n| Cow::Borrowed(&**n)),
+            Held::Stepped { parts, made } => match made.get() {
+                Some(v) => v.get(k).map(|n| Cow::Borrowed(&**n)),
+                None => match parts.prefill.get(k) {
+                    Some(n) => Some(Cow::Borrowed(&**n)),
+                    None => parts
+                        .step_of(k)
+                        .map(|(base, step)| Cow::Owned(step_name(base, step))),
+                },
+            },
+        }
+    }
+
+    /// The name at position `k` as a [`Name`]: shared where it is held as it is, made (one
+    /// allocation) where it is a step of a list held by its parts and not made whole yet.
+    pub fn shared(&self, k: usize) -> Option<Name> {
+        match &*self.0 {
+            Held::Listed(v) => v.get(k).cloned(),
+            Held::Stepped { parts, made } => match made.get() {
+                Some(v) => v.get(k).cloned(),
+                None => match parts.prefill.get(k) {
+                    Some(n) => Some(n.clone()),
+                    None => parts
+                        .step_of(k)
+                        .map(|(base, step)| step_name_shared(base, step)),
+                },
+            },
+        }
+    }
+
+    /// The list to change: this holder's own (copied first where it is shared; made whole
+    /// first where it is held by its parts).
     pub fn to_mut(&mut self) -> &mut Vec<Name> {
-        std::sync::Arc::make_mut(&mut self.0)
+        if !matches!(&*self.0, Held::Listed(_)) {
+            let v = self.to_vec();
+            self.0 = std::sync::Arc::new(Held::Listed(v));
+        }
+        let held = std::sync::Arc::make_mut(&mut self.0);
+        match held {
+            Held::Listed(v) => v,
+            // Made `Listed` just above.
+            _ => unreachable!("a NameList made Listed"),
+        }
+    }
+
+    /// True when no name's decode step ([`split_step`]) is less than the name's before it:
+    /// the prefill first, then step 1, and so on. A list held by its parts is so by
+    /// construction; a listed one is checked, in parallel (each name parsed once).
+    pub fn in_step_order(&self) -> bool {
+        use rayon::prelude::*;
+        let v = match &*self.0 {
+            Held::Listed(v) => v,
+            Held::Stepped { parts, .. } => {
+                // The steps after the prefill are in order by construction; the prefill's
+                // names hold no step suffix as a dump unfolds them, which is checked, not
+                // assumed.
+                let prefill: Vec<usize> = parts.prefill.iter().map(|n| split_step(n).1).collect();
+                let decoded = parts.len() > parts.prefill.len();
+                return prefill.is_sorted() && (!decoded || prefill.last().is_none_or(|&s| s <= 1));
+            }
+        };
+        let step = |n: &Name| split_step(n).1;
+        // Chunk by chunk, and each chunk's first against the one before it; no vector of the
+        // steps (fresh memory costs).
+        const CHUNK: usize = 4096;
+        v.par_chunks(CHUNK).enumerate().all(|(c, chunk)| {
+            let before = c
+                .checked_mul(CHUNK)
+                .and_then(|at| at.checked_sub(1))
+                .and_then(|at| v.get(at))
+                .map_or(0, step);
+            chunk
+                .iter()
+                .try_fold(before, |last, n| {
+                    let s = step(n);
+                    (s >= last).then_some(s)
+                })
+                .is_some()
+        })
     }
 
     /// True when both are one list (not only equal names).
@@ -201,22 +422,66 @@ impl NameList {
     }
 }
 
-impl std::ops::Deref for NameList {
-    type Target = [Name];
-    fn deref(&self) -> &[Name] {
-        &self.0
+impl Default for Held {
+    fn default() -> Held {
+        Held::Listed(Vec::new())
     }
 }
 
+impl Clone for Held {
+    fn clone(&self) -> Held {
+        match self {
+            Held::Listed(v) => Held::Listed(v.clone()),
+            Held::Stepped { parts, made } => Held::Stepped {
+                parts: parts.clone(),
+                made: made.clone(),
+            },
+        }
+    }
+}
+
+impl std::ops::Deref for NameList {
+    type Target = [Name];
+    fn deref(&self) -> &[Name] {
+        match &*self.0 {
+            Held::Listed(v) => v,
+            Held::Stepped { parts, made } => made.get_or_init(|| parts.make()),
+        }
+    }
+}
+
+impl PartialEq for NameList {
+    fn eq(&self, other: &NameList) -> bool {
+        if self.shares(other) {
+            return true;
+        }
+        match (&*self.0, &*other.0) {
+            (Held::Stepped { parts: a, .. }, Held::Stepped { parts: b, .. }) if a == b => true,
+            _ => {
+                // In parallel: a decode dump has tens of thousands of names.
+                use rayon::prelude::*;
+                self.len() == other.len()
+                    && self
+                        .par_iter()
+                        .with_min_len(4096)
+                        .zip(&**other)
+                        .all(|(x, y)| x == y)
+            }
+        }
+    }
+}
+
+impl Eq for NameList {}
+
 impl fmt::Debug for NameList {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list().entries(self.0.iter()).finish()
+        f.debug_list().entries(self.iter()).finish()
     }
 }
 
 impl From<Vec<Name>> for NameList {
     fn from(v: Vec<Name>) -> NameList {
-        NameList(std::sync::Arc::new(v))
+        NameList(std::sync::Arc::new(Held::Listed(v)))
     }
 }
 
@@ -235,13 +500,13 @@ impl rayon::iter::FromParallelIterator<Name> for NameList {
 
 impl PartialEq<Vec<Name>> for NameList {
     fn eq(&self, other: &Vec<Name>) -> bool {
-        **self.0 == **other
+        **self == **other
     }
 }
 
 impl PartialEq<NameList> for Vec<Name> {
     fn eq(&self, other: &NameList) -> bool {
-        **self == **other.0
+        **self == **other
     }
 }
 
@@ -249,13 +514,13 @@ impl<'a> IntoIterator for &'a NameList {
     type Item = &'a Name;
     type IntoIter = std::slice::Iter<'a, Name>;
     fn into_iter(self) -> Self::IntoIter {
-        self.0.iter()
+        self.iter()
     }
 }
 
 impl Serialize for NameList {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.0.serialize(s)
+        (**self).serialize(s)
     }
 }
 
@@ -603,6 +868,59 @@ mod tests {
         let before = a.as_ptr();
         a.to_mut().truncate(1);
         assert_eq!((a.as_ptr(), a.len()), (before, 1));
+    }
+
+    proptest::proptest! {
+        /// A list held by its parts answers every question as the list of its names made
+        /// whole does, without making them, and is equal to it.
+        #[test]
+        fn a_stepped_name_list_answers_as_its_names(
+            prefill in proptest::collection::vec(
+                proptest::sample::select(vec!["a", "b.c", "x@steps", "", "a@0", "a@1", "a@3", "b@2x"]),
+                0..4,
+            ),
+            bases in proptest::collection::vec(
+                proptest::sample::select(vec!["a", "k@5", "", "m.layers.0.x", "a@"]),
+                0..4,
+            ),
+            steps in 0usize..4,
+            probe in proptest::sample::select(vec!["a", "a@1", "a@2", "k@5@1", "@1", "a@@1", "x@steps", "a@01"]),
+        ) {
+            let parts = SteppedNames {
+                prefill: prefill.iter().map(|&n| Name::from(n)).collect(),
+                bases: bases.iter().map(|&n| Name::from(n)).collect(),
+                steps,
+            };
+            let mut names: Vec<Name> = parts.prefill.clone();
+            for s in 1..=steps {
+                names.extend(parts.bases.iter().map(|b| Name::from(step_name(b, s))));
+            }
+            let listed = NameList::from(names.clone());
+            let list = NameList::stepped(parts.clone());
+            proptest::prop_assert_eq!(list.len(), names.len());
+            proptest::prop_assert_eq!(list.in_step_order(), listed.in_step_order());
+            for k in 0..names.len() + 2 {
+                let n = names.get(k);
+                proptest::prop_assert_eq!(list.step_of(k), n.map(|n| split_step(n)));
+                let (name, shared) = (list.name(k), list.shared(k));
+                proptest::prop_assert_eq!(name.as_deref(), n.map(|n| &**n));
+                proptest::prop_assert_eq!(shared.as_deref(), n.map(|n| &**n));
+                for other in names.iter().map(|n| &**n).chain([probe]) {
+                    proptest::prop_assert_eq!(list.name_is(k, other), n.is_some_and(|n| &**n == other));
+                }
+            }
+            proptest::prop_assert!(!list.is_made());
+            // Equal to the listed one: by its parts where both are held so, else made.
+            proptest::prop_assert!(list == NameList::stepped(parts.clone()));
+            proptest::prop_assert!(!list.is_made());
+            proptest::prop_assert!(list == listed);
+            proptest::prop_assert!(list.is_made());
+            proptest::prop_assert_eq!(&*list, &names[..]);
+            let mut changed = list.clone();
+            changed.to_mut().push(Name::from("z"));
+            proptest::prop_assert_eq!(changed.len(), names.len() + 1);
+            proptest::prop_assert!(list == listed);
+        }
     }
 
     #[test]

@@ -91,13 +91,13 @@ fn clean_report() -> Report {
     let plan = plan_order(
         &DumpNames {
             meta_order: Some(&listed),
-            names: &names,
+            names: &listed,
             file_order_preserved: true,
             single_tensor_file: false,
         },
         &DumpNames {
             meta_order: Some(&listed),
-            names: &names,
+            names: &listed,
             file_order_preserved: true,
             single_tensor_file: false,
         },

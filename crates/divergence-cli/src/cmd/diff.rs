@@ -710,16 +710,7 @@ pub fn build_report(args: &DiffArgs) -> Result<Report> {
     if let Some(truth) = &args.truth {
         truth_is_not_a_side_file(truth, &args.ours, &args.reference)?;
     }
-    let truth_ratio = args.truth.as_ref().map(|_| {
-        args.noise_ratio
-            .unwrap_or(divergence_diff::DEFAULT_NOISE_RATIO)
-    });
-    let cfg = DiffConfig {
-        tolerance: Tolerance::from_flags(args.exact, args.rtol, args.atol, truth_ratio),
-        // `--prefill-vs-decode` lines the positions up itself.
-        last_logit_rows: !args.prefill_vs_decode,
-        ..DiffConfig::default()
-    };
+    let cfg = diff_config(args);
     // Open the dumps first, in parallel: header parsing only, no tensor is read yet; `--map`'s
     // map is parsed beside them (its errors come after theirs).
     let (((ours, reference), truth), flag_map) = rayon::join(
@@ -739,6 +730,20 @@ pub fn build_report(args: &DiffArgs) -> Result<Report> {
     let report = report_of(args, &cfg, &ours, &reference, truth.as_ref(), flag_map);
     release(args, (ours, reference, truth));
     report
+}
+
+/// The comparison's settings of these flags.
+fn diff_config(args: &DiffArgs) -> DiffConfig {
+    let truth_ratio = args.truth.as_ref().map(|_| {
+        args.noise_ratio
+            .unwrap_or(divergence_diff::DEFAULT_NOISE_RATIO)
+    });
+    DiffConfig {
+        tolerance: Tolerance::from_flags(args.exact, args.rtol, args.atol, truth_ratio),
+        // `--prefill-vs-decode` lines the positions up itself.
+        last_logit_rows: !args.prefill_vs_decode,
+        ..DiffConfig::default()
+    }
 }
 
 /// Lets go of what one report needed (the open dumps, the report). A plain `diff` exits right
@@ -1239,7 +1244,7 @@ fn last_rows_of(
 ) -> Option<divergence_diff::LastRows> {
     use divergence_diff::LOGITS;
     // The prefill's probes come first: a decode dump's 150,000 names are not all looked at.
-    let i = plan.order.iter().position(|n| &**n == LOGITS)?;
+    let i = (0..plan.order.len()).find(|&k| plan.order.name_is(k, LOGITS))?;
     let row = report.ops.get_row(i).filter(|r| r.is_named(LOGITS))?;
     if !matches!(
         row.status(),
@@ -1295,12 +1300,13 @@ fn tokens(
         };
         divergence_diff::step_logits(LOGITS, o.0.values(), r.0.values(), &o.0.shape, &r.0.shape)
     };
-    let steps: Vec<(&divergence_diff::Name, usize)> = plan
-        .order
-        .par_iter()
+    // (By position: a decode dump's step names are held by their parts, each split as it is
+    // held, not made.)
+    let steps: Vec<(usize, usize)> = (0..plan.order.len())
+        .into_par_iter()
         .with_min_len(4096)
-        .filter_map(|n| match divergence_names::split_step(n) {
-            (LOGITS, s) => Some((n, s)),
+        .filter_map(|k| match plan.order.step_of(k)? {
+            (LOGITS, s) => Some((k, s)),
             _ => None,
         })
         .collect();
@@ -1310,8 +1316,10 @@ fn tokens(
             _ => None,
         };
     }
-    let parts: Vec<(usize, divergence_diff::StepLogits)> =
-        steps.par_iter().map(|&(n, s)| (s, one(n))).collect();
+    let parts: Vec<(usize, divergence_diff::StepLogits)> = steps
+        .par_iter()
+        .map(|&(k, s)| (s, one(&plan.order.name(k).unwrap_or_default())))
+        .collect();
     // Steps whose logits cannot be compared are left out of the effect: said, where the others
     // make one (found by a bad-input hunt: `top-1 agree 4/4` over the prefill alone, the
     // steps' logits of another shape dropped without a word).
@@ -2701,7 +2709,9 @@ mod tests {
     /// through the report and its table and Markdown outputs: none of those builds every row
     /// (the JSON, HTML and TUI outputs do). A clean pair, and one whose first divergence is in
     /// a decode step (its position profile across the steps, the hints and the origin read
-    /// the rows they need one by one).
+    /// the rows they need one by one). Nor does any of them, the JSON included, make the
+    /// dumps' ~150,000 step names (held by their parts, [`divergence_names::NameList`]),
+    /// except under `--steps`, which plans again over the selected steps' names.
     #[test]
     fn a_decode_diff_as_a_table_keeps_its_steps_compact() {
         #[derive(clap::Parser)]
@@ -2720,18 +2730,33 @@ mod tests {
             fixture("tiny-qwen3.f32.decode.npz"),
             fixture("tiny-qwen3.bf16.decode.npz"),
         );
-        let cases: [(&[&str], bool); 2] = [
-            (&[&f32d, &f32d], false),
-            (&[&bf16d, &f32d, "--exact", "--steps", "1-3"], true),
+        // (arguments, diverges, at a decode step)
+        let cases: [(&[&str], bool, bool); 3] = [
+            (&[&f32d, &f32d], false, false),
+            (&[&bf16d, &f32d, "--exact"], true, false),
+            (&[&bf16d, &f32d, "--exact", "--steps", "1-3"], true, true),
         ];
-        for (argv, diverges) in cases {
+        for (argv, diverges, in_step) in cases {
+            let selected = argv.contains(&"--steps");
             let cli = <Cli as clap::Parser>::try_parse_from(
                 std::iter::once("diff").chain(argv.iter().copied()),
             )
             .expect("arguments");
-            let report = build_report(&cli.args).expect("a report");
+            // As `build_report`, with the dumps kept to be looked at after.
+            let (ours, reference) = Dump::open_pair(&cli.args.ours, &cli.args.reference);
+            let (ours, reference) = (ours.expect("ours"), reference.expect("ref"));
+            let names_made = || ours.names().is_made() || reference.names().is_made();
+            assert!(!names_made(), "{argv:?}: opening made the step names");
+            let cfg = diff_config(&cli.args);
+            let report =
+                report_of(&cli.args, &cfg, &ours, &reference, None, None).expect("a report");
+            assert_eq!(
+                names_made(),
+                selected,
+                "{argv:?}: the report made the step names"
+            );
             assert_eq!(report.has_divergence(), diverges, "{argv:?}");
-            if diverges {
+            if in_step {
                 let first = report.first_divergence.as_ref().expect("a divergence");
                 assert!(first.step > 0, "{argv:?}: in a decode step");
                 assert!(report.positions.is_some(), "{argv:?}: its profile");
@@ -2752,6 +2777,13 @@ mod tests {
                 assert!(!out.is_empty());
             }
             assert!(!report.ops.is_built(), "{argv:?}: the table built the rows");
+            let mut json = Vec::new();
+            divergence_render::render_json(&report, &mut json).expect("json");
+            assert_eq!(
+                names_made(),
+                selected,
+                "{argv:?}: an output made the step names"
+            );
         }
     }
 

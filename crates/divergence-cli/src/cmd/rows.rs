@@ -212,12 +212,14 @@ fn entries_at<'m, 'a>(
     reference: &'m MappedDump<'a>,
     i: usize,
 ) -> (Option<Entry<'m, 'a>>, Option<Entry<'m, 'a>>) {
-    let name = &plan.order[i];
     // Found by position when the plan allows it: no hashing of 150,000 names per side.
     if plan.aligned {
         (ours.get_at(i), reference.get_at(i))
     } else {
-        (ours.get(plan.ours_name(name)), reference.get(name))
+        match plan.order.name(i) {
+            Some(name) => (ours.get(plan.ours_name(&name)), reference.get(&name)),
+            None => (None, None),
+        }
     }
 }
 
@@ -230,11 +232,11 @@ fn compare_row(
     cfg: &DiffConfig,
     i: usize,
 ) -> OpResult {
-    let name = &plan.order[i];
+    let name = plan.order.name(i).unwrap_or_default();
     let (oe, re) = entries_at(plan, ours, reference, i);
-    let mut row = compare_probe(name, oe, re, truth, cfg);
+    let mut row = compare_probe(&name, oe, re, truth, cfg);
     row.mapped = ours
-        .mapping(plan.ours_name(name))
+        .mapping(plan.ours_name(&name))
         .and_then(|v| v.how.clone());
     row
 }
@@ -476,13 +478,12 @@ fn member_rows(n: usize, ours: &Dump) -> Option<Vec<MemberRows>> {
 /// names left by the members' runs (the per-step layout's: every step's).
 fn apart_rows(plan: &OrderPlan, in_run: &[bool]) -> Vec<Vec<usize>> {
     let mut probes: HashMap<&str, Vec<(usize, usize)>> = HashMap::new();
-    for (i, name) in plan.order.iter().enumerate() {
-        if in_run.get(i).is_none_or(|&r| r) {
-            continue;
-        }
-        match divergence_names::split_step(name) {
-            (_, 0) => {}
-            (base, step) => probes.entry(base).or_default().push((step, i)),
+    // (Each name split where it is held: a decode dump's step names are held by their parts,
+    // and the members' runs leave only the prefill's rows.)
+    for i in (0..plan.order.len()).filter(|&i| in_run.get(i).is_some_and(|&r| !r)) {
+        match plan.order.step_of(i) {
+            None | Some((_, 0)) => {}
+            Some((base, step)) => probes.entry(base).or_default().push((step, i)),
         }
     }
     let mut runs = Vec::new();
@@ -557,7 +558,7 @@ fn compare_run<'a, T>(
     // the dump names `base@s` as a run writes them back: only the names of rows a step needs
     // built are asked for (a decode dump's ~150,000 names are not touched; cloning and
     // checking each took ~9 ms of its compare phase). Else each name is checked.
-    let name = |k: usize| plan.order[run.rows[k]].clone();
+    let name = |k: usize| plan.order.shared(run.rows[k]).unwrap_or_default();
     let given: Vec<divergence_diff::Name>;
     let names = if plan.aligned && ours.resolved().is_none() {
         StepNames::WrittenBack {

@@ -170,25 +170,41 @@ fn steps_of(dump: &MappedDump<'_>, path: &Path) -> Result<Steps> {
     let names = dump.names();
     let plain = dump.resolved().is_none().then(|| dump.dump());
     // Step-major names repeat each step in a row: each chunk keeps a step once per run of it,
-    // so that what is sorted is small (no vector of ~150,000 steps).
+    // so that what is sorted is small (no vector of ~150,000 steps). Names held by their parts
+    // (a dump's own, unfolded by rule) are the prefill's, then steps 1 to n of every base.
     const CHUNK: usize = 4096;
-    let mut steps: Vec<usize> = names
-        .par_chunks(CHUNK)
-        .enumerate()
-        .flat_map_iter(|(c, chunk)| {
-            let mut kept: Vec<usize> = Vec::new();
-            for (k, name) in chunk.iter().enumerate() {
-                let s = match plain.and_then(|d| d.step_slot_at(c * CHUNK + k)) {
-                    Some((_, step)) => step,
-                    None => of_name(name),
-                };
-                if kept.last() != Some(&s) {
-                    kept.push(s);
+    let mut steps: Vec<usize> = match names.parts() {
+        Some(parts) => {
+            let decoded = if parts.bases.is_empty() {
+                0
+            } else {
+                parts.steps
+            };
+            parts
+                .prefill
+                .iter()
+                .map(|n| of_name(n))
+                .chain(1..=decoded)
+                .collect()
+        }
+        None => names
+            .par_chunks(CHUNK)
+            .enumerate()
+            .flat_map_iter(|(c, chunk)| {
+                let mut kept: Vec<usize> = Vec::new();
+                for (k, name) in chunk.iter().enumerate() {
+                    let s = match plain.and_then(|d| d.step_slot_at(c * CHUNK + k)) {
+                        Some((_, step)) => step,
+                        None => of_name(name),
+                    };
+                    if kept.last() != Some(&s) {
+                        kept.push(s);
+                    }
                 }
-            }
-            kept
-        })
-        .collect();
+                kept
+            })
+            .collect(),
+    };
     steps.par_sort_unstable();
     steps.dedup();
     let stacked_left = steps.last() == Some(&usize::MAX);
@@ -380,9 +396,9 @@ fn prefill_named_step_zero(a: (&MappedDump<'_>, &Path), b: (&MappedDump<'_>, &Pa
             .is_none()
             .then(|| x.dump().own_positions())
             .flatten();
-        let listed: Box<dyn Iterator<Item = &divergence_names::Name> + '_> = match &own {
-            Some(own) => Box::new(own.iter().filter_map(|&i| names.get(i as usize))),
-            None => Box::new(names.iter()),
+        let listed: Box<dyn Iterator<Item = std::borrow::Cow<'_, str>> + '_> = match &own {
+            Some(own) => Box::new(own.iter().filter_map(|&i| names.name(i as usize))),
+            None => Box::new(names.iter().map(|n| std::borrow::Cow::Borrowed(&**n))),
         };
         for name in listed {
             let Some(base) = name.strip_suffix("@0").filter(|b| !b.is_empty()) else {
@@ -390,9 +406,9 @@ fn prefill_named_step_zero(a: (&MappedDump<'_>, &Path), b: (&MappedDump<'_>, &Pa
             };
             // (a dump that holds `x` too names its prefill plainly: its `x@0` is a plain
             // name of its own, as the contract says; a review)
-            if y.contains(base) && !y.contains(name) && !x.contains(base) {
+            if y.contains(base) && !y.contains(&name) && !x.contains(base) {
                 n += 1;
-                first.get_or_insert(base);
+                first.get_or_insert_with(|| base.to_string());
             }
         }
         if let Some(base) = first {
@@ -401,7 +417,7 @@ fn prefill_named_step_zero(a: (&MappedDump<'_>, &Path), b: (&MappedDump<'_>, &Pa
             } else {
                 (format!("{n} prefill probes"), "are")
             };
-            let base = divergence_names::one_line(base);
+            let base = divergence_names::one_line(&base);
             bail!(
                 "{}: {count} {are} named with @0 (the first, {base}@0, is {base} in {}): the prefill's tensors keep their plain names, only decode step s >= 1 is written name@s (docs/dump-format.md, \"Decode steps\")",
                 x_path.display(),
@@ -946,7 +962,7 @@ fn short_probes(dump: &Dump, path: &Path, steps: &BTreeSet<usize>) -> Option<Str
         .map(|chunk| {
             chunk
                 .iter()
-                .filter_map(|&i| match split_step(names.get(i)?) {
+                .filter_map(|&i| match names.step_of(i)? {
                     (base, s @ 1..) => Some((base, (1u8, i), held(s, s))),
                     _ => None,
                 })
@@ -965,8 +981,7 @@ fn short_probes(dump: &Dump, path: &Path, steps: &BTreeSet<usize>) -> Option<Str
     let mut lacks = wanted.clone();
     let own_steps = own_at
         .iter()
-        .filter_map(|&i| names.get(i))
-        .map(|name| split_step(name))
+        .filter_map(|&i| names.step_of(i))
         .map(|(b, s)| (b, s, s));
     for (b, from, to) in members().chain(own_steps) {
         if let Some(r) = within(from, to).filter(|_| b == base) {
