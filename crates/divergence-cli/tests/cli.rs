@@ -846,19 +846,35 @@ fn a_markdown_report_too_large_for_a_job_summary_is_said() {
     assert_eq!(all.code, 0, "{}", all.transcript());
     let size = std::fs::metadata(&md).unwrap().len();
     assert!(size > 1 << 20 && all.stdout.len() as u64 == size, "{size}");
-    let warning = |at: &str, mib: f64, narrow: &str| {
+    // In bytes too: 1.04 MiB rounded to one decimal read `1.0 MiB ... at most 1 MiB`.
+    let grouped = |n: u64| {
+        let d = n.to_string();
+        d.chars()
+            .enumerate()
+            .flat_map(|(i, c)| {
+                [
+                    (i > 0 && (d.len() - i).is_multiple_of(3)).then_some(','),
+                    Some(c),
+                ]
+            })
+            .flatten()
+            .collect::<String>()
+    };
+    let warning = |at: &str, bytes: u64, narrow: &str| {
         format!(
-            "warning: the Markdown report ({at}) is {mib:.1} MiB; a GitHub job summary \
-             ($GITHUB_STEP_SUMMARY) takes at most 1 MiB a step and drops a larger one: {narrow}\n"
+            "warning: the Markdown report ({at}) is {:.2} MiB ({} bytes); a GitHub job summary \
+             ($GITHUB_STEP_SUMMARY) takes at most 1 MiB (1,048,576 bytes) a step and drops a \
+             larger one: {narrow}\n",
+            bytes as f64 / 1048576.0,
+            grouped(bytes)
         )
     };
-    let mib = size as f64 / 1048576.0;
     // Once, for both outputs.
     assert_eq!(
         all.stderr,
         warning(
             "--markdown-out, stdout",
-            mib,
+            size,
             "leave out --all, or narrow it with --layer / --grep"
         ),
         "{}",
@@ -875,7 +891,7 @@ fn a_markdown_report_too_large_for_a_job_summary_is_said() {
     let narrow = "narrow --layer / --grep";
     assert_eq!(
         grep.stderr,
-        warning("stdout", grep.stdout.len() as f64 / 1048576.0, narrow),
+        warning("stdout", grep.stdout.len() as u64, narrow),
         "{}",
         grep.transcript()
     );

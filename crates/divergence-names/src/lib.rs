@@ -445,7 +445,16 @@ impl std::ops::Deref for NameList {
     fn deref(&self) -> &[Name] {
         match &*self.0 {
             Held::Listed(v) => v,
-            Held::Stepped { parts, made } => made.get_or_init(|| parts.make()),
+            Held::Stepped { parts, made } => {
+                if let Some(v) = made.get() {
+                    return v;
+                }
+                // Made in parallel outside the lock: a rayon thread waiting on the lock could
+                // take up another task that reads the list and wait on itself (two threads
+                // that race both make it; one keeps its list).
+                let v = parts.make();
+                made.get_or_init(|| v)
+            }
         }
     }
 }
@@ -921,6 +930,35 @@ mod tests {
             proptest::prop_assert_eq!(changed.len(), names.len() + 1);
             proptest::prop_assert!(list == listed);
         }
+    }
+
+    /// Steps of several digits (the property test's are one): each position's name and split
+    /// as written, read back without making the list.
+    #[test]
+    fn a_stepped_name_list_of_many_steps_reads_each_step() {
+        let parts = SteppedNames {
+            prefill: vec![Name::from("e"), Name::from("lm_head")],
+            bases: vec![Name::from("x@7"), Name::from("lm_head")],
+            steps: 1_200,
+        };
+        let list = NameList::stepped(parts);
+        assert_eq!(list.len(), 2 + 2 * 1_200);
+        for k in 0..list.len() {
+            let (base, step) = list.step_of(k).expect("in range");
+            let name = list.name(k).expect("in range");
+            assert_eq!(split_step(&name), (base, step));
+            assert!(list.name_is(k, &name));
+            if step > 0 {
+                assert_eq!(&*name, step_name(base, step));
+                assert_eq!(step, 1 + (k - 2) / 2);
+                assert!(!list.name_is(k, &format!("{base}@0{step}")));
+                assert!(!list.name_is(k, &step_name(base, step + 1)));
+            }
+        }
+        assert_eq!(list.step_of(list.len()), None);
+        assert!(!list.is_made() && list.in_step_order());
+        assert_eq!(&*list[2 * 1_200 + 1], "lm_head@1200");
+        assert!(list.is_made());
     }
 
     #[test]

@@ -682,11 +682,28 @@ fn summary_too_large(markdown: &[(&str, u64)], args: &DiffArgs, decode: bool) {
         (_, true, false) => ": narrow --layer / --grep",
         (false, false, _) => "",
     };
+    // In bytes too: just past the limit, a size in MiB rounds to it (`is 1.0 MiB ... at most
+    // 1 MiB` for 1,090,922 bytes: a visual check).
     exit::say(&format!(
-        "warning: the Markdown report ({}) is {:.1} MiB; a GitHub job summary ($GITHUB_STEP_SUMMARY) takes at most 1 MiB a step and drops a larger one{narrow}",
+        "warning: the Markdown report ({}) is {:.2} MiB ({} bytes); a GitHub job summary ($GITHUB_STEP_SUMMARY) takes at most 1 MiB ({} bytes) a step and drops a larger one{narrow}",
         at.join(", "),
-        bytes as f64 / f64::from(1u32 << 20)
+        bytes as f64 / f64::from(1u32 << 20),
+        grouped(bytes),
+        grouped(STEP_SUMMARY_MAX)
     ));
+}
+
+/// `n` with its digits in groups of three: `1,090,922`.
+fn grouped(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// Writes the output of `flag` (`--json-out`, ...) to `path`; an error names both (a bad-input
@@ -2210,7 +2227,7 @@ fn check_truth(
     truth: (&MappedDump<'_>, &Path),
     reference: (&MappedDump<'_>, &Path),
     ours: (&MappedDump<'_>, &Path),
-    order: &[divergence_diff::Name],
+    order: &divergence_diff::NameList,
     steps: Option<&crate::cmd::steps::Selection>,
 ) -> Result<(Vec<String>, bool)> {
     let ((truth, truth_path), (reference, ref_path)) = (truth, reference);
@@ -2283,7 +2300,9 @@ fn check_truth(
             truth_path.display()
         )),
     }
-    if !order.iter().any(|n| truth.contains(n)) {
+    // (By position: a decode dump's step names are held by their parts, made one by one here
+    // until one is found, the prefill's first.)
+    if !(0..order.len()).any(|k| order.name(k).is_some_and(|n| truth.contains(&n))) {
         anyhow::bail!(
             "{}: the truth dump has no probe name in common with {}: it is not a truth run of this reference",
             truth_path.display(),
@@ -2709,9 +2728,11 @@ mod tests {
     /// through the report and its table and Markdown outputs: none of those builds every row
     /// (the JSON, HTML and TUI outputs do). A clean pair, and one whose first divergence is in
     /// a decode step (its position profile across the steps, the hints and the origin read
-    /// the rows they need one by one). Nor does any of them, the JSON included, make the
-    /// dumps' ~150,000 step names (held by their parts, [`divergence_names::NameList`]),
-    /// except under `--steps`, which plans again over the selected steps' names.
+    /// the rows they need one by one). Nor does the report make the dumps' ~150,000 step
+    /// names (held by their parts, [`divergence_names::NameList`]; the report holds no name
+    /// list, so its outputs cannot), except under `--steps`, which plans again over the
+    /// selected steps' names. (Dumps that record the order our tools write: the planner's
+    /// general path, for dumps that record none, reads the names as a list.)
     #[test]
     fn a_decode_diff_as_a_table_keeps_its_steps_compact() {
         #[derive(clap::Parser)]
@@ -2784,6 +2805,20 @@ mod tests {
                 selected,
                 "{argv:?}: an output made the step names"
             );
+        }
+    }
+
+    #[test]
+    fn a_byte_count_is_grouped_by_thousands() {
+        for (n, text) in [
+            (0, "0"),
+            (999, "999"),
+            (1_000, "1,000"),
+            (1_048_576, "1,048,576"),
+            (1_090_922, "1,090,922"),
+            (u64::MAX, "18,446,744,073,709,551,615"),
+        ] {
+            assert_eq!(grouped(n), text);
         }
     }
 
