@@ -925,6 +925,43 @@ mod tests {
         }
     }
 
+    /// [`Unfolded::names`] gives [`Unfolded::name`] of every entry: held by their parts where
+    /// the order is regular (members of one step count, a member that could not be unfolded
+    /// among the prefill's names as it is), listed where it is not.
+    #[test]
+    fn the_names_are_each_entrys_name_held_by_parts_where_regular() {
+        let cap = Budget {
+            entries: 100,
+            dims: 1_000,
+        };
+        let regular = vec![
+            entry("e", &[2]),
+            entry("x@steps", &[3, 2]),
+            entry("lm_head", &[1, 4]),
+            entry("k@5@steps", &[3, 2]),
+            // Not sliceable into steps: left whole, a prefill name.
+            entry("bad@steps", &[]),
+        ];
+        let uneven = vec![
+            entry("e", &[2]),
+            entry("x@steps", &[3, 2]),
+            entry("y@steps", &[2, 2]),
+        ];
+        for (entries, by_parts) in [(regular, true), (uneven, false)] {
+            let Ok(u) = unfold(entries, cap) else {
+                panic!("unfolded")
+            };
+            let names = u.names();
+            assert_eq!(names.parts().is_some(), by_parts);
+            let each: Vec<Name> = (0..u.len()).map(|k| u.name(k)).collect();
+            assert_eq!(names.len(), each.len());
+            for (k, n) in each.iter().enumerate() {
+                assert!(names.name_is(k, n), "{k}: {n}");
+            }
+            assert!(names == NameList::from(each));
+        }
+    }
+
     #[test]
     fn step_major_costs_the_entries_it_makes() {
         // One member of a million steps beside many short ones: the walk is linear in what it
