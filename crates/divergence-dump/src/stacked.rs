@@ -958,7 +958,7 @@ mod tests {
             for (k, n) in each.iter().enumerate() {
                 assert!(names.name_is(k, n), "{k}: {n}");
             }
-            assert!(names == NameList::from(each));
+            assert!(names == each);
         }
     }
 
