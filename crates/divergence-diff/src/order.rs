@@ -471,9 +471,8 @@ fn same_names(ours: &DumpNames<'_>, reference: &DumpNames<'_>) -> Option<OrderPl
     // names of a 256-step decode pair, ~5 ms of one thread).
     // (`NameList`'s `==`: one list, or two held by the same parts, without a look at the
     // names; else in parallel, name by name.)
-    let same = |a: &NameList, b: &NameList| a == b;
     let plain = !(ours.single_tensor_file || reference.single_tensor_file);
-    (plain && same(base, reference.names) && same(ours.names, reference.names)).then(|| OrderPlan {
+    (plain && base == reference.names && ours.names == reference.names).then(|| OrderPlan {
         // Shared, not copied (150,000 names at 256 decode steps).
         order: base.clone(),
         source: OrderSource::RefMeta,

@@ -195,6 +195,7 @@ pub type Name = std::sync::Arc<str>;
 pub struct NameList(std::sync::Arc<Held>);
 
 /// How a [`NameList`] holds its names.
+#[derive(Clone)]
 enum Held {
     /// Every name, listed.
     Listed(Vec<Name>),
@@ -251,17 +252,16 @@ impl SteppedNames {
     /// Every name, written.
     fn make(&self) -> Vec<Name> {
         use rayon::prelude::*;
-        let p = self.prefill.len();
         (0..self.len())
             .into_par_iter()
             .with_min_len(1024)
             .map(|k| match self.prefill.get(k) {
                 Some(n) => n.clone(),
-                None => {
-                    let m = self.bases.len();
-                    let j = k - p;
-                    step_name_shared(&self.bases[j % m], 1 + j / m)
-                }
+                // (Every position below `len` past the prefill is a step.)
+                None => self.step_of(k).map_or_else(
+                    || Name::from(""),
+                    |(base, step)| step_name_shared(base, step),
+                ),
             })
             .collect()
     }
@@ -425,18 +425,6 @@ impl NameList {
 impl Default for Held {
     fn default() -> Held {
         Held::Listed(Vec::new())
-    }
-}
-
-impl Clone for Held {
-    fn clone(&self) -> Held {
-        match self {
-            Held::Listed(v) => Held::Listed(v.clone()),
-            Held::Stepped { parts, made } => Held::Stepped {
-                parts: parts.clone(),
-                made: made.clone(),
-            },
-        }
     }
 }
 
