@@ -761,29 +761,10 @@ pub(crate) fn step_sums(
             // maximum's index followed by the lanes: a rescan would read at least its first
             // block again. Longer steps rescan a block only where the maximum grows.
             if self.n <= 2 * BLOCK {
-                each_step::<A, B, true>(o, r, self.n, self.steps, self.p, self.emit);
+                steps_acc::<A, B, true>(o, r, self.n, self.steps, self.p, self.emit);
             } else {
-                each_step::<A, B, false>(o, r, self.n, self.steps, self.p, self.emit);
+                steps_acc::<A, B, false>(o, r, self.n, self.steps, self.p, self.emit);
             }
-        }
-    }
-    fn each_step<A: Elem, B: Elem, const TRACK: bool>(
-        o: Src<'_, A::Raw>,
-        r: Src<'_, B::Raw>,
-        n: usize,
-        steps: usize,
-        p: &Params,
-        emit: &mut dyn FnMut(usize, Accumulator),
-    ) {
-        for k in 0..steps {
-            let at = k * n;
-            let run =
-                chunk_acc::<A, B, TRACK>(Accumulator::default(), o.skip(at), r.skip(at), n, 0, p);
-            // As `Chunked::total` closes a run shorter than a chunk: its one open chunk merged
-            // into empty sums.
-            let mut sums = Accumulator::default();
-            sums.merge(&run);
-            emit(k, sums);
         }
     }
     // Both sides must hold every run: a short side is the caller's bug, never read past.
@@ -796,6 +777,85 @@ pub(crate) fn step_sums(
         p: params,
         emit,
     });
+}
+
+/// [`step_sums`]' loop over the steps of a run, on the widest vector unit available: one
+/// dispatch for the run (as [`chunk_acc`] for one chunk), so that every step's blocks are the
+/// same build's inlined loop and what a step costs past its elements is only its sums' tail
+/// (docs/performance.md, "Decode steps", session 54). Step `k`'s sums are [`chunk_acc`]'s on
+/// its `n` elements alone, merged once into empty sums, as `Chunked::total` closes a run
+/// shorter than a chunk: the same bits on every build (tested).
+fn steps_acc<A: Elem, B: Elem, const TRACK: bool>(
+    o: Src<'_, A::Raw>,
+    r: Src<'_, B::Raw>,
+    n: usize,
+    steps: usize,
+    p: &Params,
+    emit: &mut dyn FnMut(usize, Accumulator),
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU supports AVX-512F, checked just above.
+            return unsafe { steps_acc_avx512::<A, B, TRACK>(o, r, n, steps, p, emit) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2, checked just above.
+            return unsafe { steps_acc_avx2::<A, B, TRACK>(o, r, n, steps, p, emit) };
+        }
+    }
+    steps_acc_portable::<A, B, TRACK>(o, r, n, steps, p, emit)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn steps_acc_avx512<A: Elem, B: Elem, const TRACK: bool>(
+    o: Src<'_, A::Raw>,
+    r: Src<'_, B::Raw>,
+    n: usize,
+    steps: usize,
+    p: &Params,
+    emit: &mut dyn FnMut(usize, Accumulator),
+) {
+    steps_acc_portable::<A, B, TRACK>(o, r, n, steps, p, emit)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn steps_acc_avx2<A: Elem, B: Elem, const TRACK: bool>(
+    o: Src<'_, A::Raw>,
+    r: Src<'_, B::Raw>,
+    n: usize,
+    steps: usize,
+    p: &Params,
+    emit: &mut dyn FnMut(usize, Accumulator),
+) {
+    steps_acc_portable::<A, B, TRACK>(o, r, n, steps, p, emit)
+}
+
+#[inline(always)]
+fn steps_acc_portable<A: Elem, B: Elem, const TRACK: bool>(
+    o: Src<'_, A::Raw>,
+    r: Src<'_, B::Raw>,
+    n: usize,
+    steps: usize,
+    p: &Params,
+    emit: &mut dyn FnMut(usize, Accumulator),
+) {
+    for k in 0..steps {
+        let at = k * n;
+        let run = chunk_acc_portable::<A, B, TRACK>(
+            Accumulator::default(),
+            o.skip(at),
+            r.skip(at),
+            n,
+            0,
+            p,
+        );
+        let mut sums = Accumulator::default();
+        sums.merge(&run);
+        emit(k, sums);
+    }
 }
 
 /// Per-side statistics for rows where the two sides cannot be aligned (shape mismatch, one side only).
@@ -1132,6 +1192,88 @@ mod tests {
         assert_eq!(one.max_abs_d_index, Some(expect.0 as u64));
         assert_eq!(one.max_abs_d, expect.1);
         assert!((one.sum_d2 - many.sum_d2).abs() < 1e-9 * one.sum_d2);
+    }
+
+    /// Every vector build of [`step_sums`]' loop over the steps gives each step the sums of
+    /// [`chunk_acc`] on that step alone, merged once into empty sums: with the maximum's index
+    /// followed by the lanes and rescanned, steps holding a NaN or an Inf (the careful path)
+    /// beside finite ones, steps of one element, of one past a block and past two.
+    #[test]
+    fn each_build_of_the_steps_loop_gives_each_steps_own_sums() {
+        let n_steps = 5;
+        for n in [1, LANES + 3, BLOCK + 1, 2 * BLOCK + 5] {
+            let o: Vec<f32> = (0..n * n_steps)
+                .map(|i| match i {
+                    _ if i == n + n / 2 => f32::NAN,
+                    _ if i == 3 * n + n / 3 => f32::INFINITY,
+                    _ => ((i * 7919) % 1013) as f32 / 97.0 - 5.0,
+                })
+                .collect();
+            let r: Vec<f32> = (0..n * n_steps)
+                .map(|i| ((i * 104_729) % 1009) as f32 / 101.0 - 5.0)
+                .collect();
+            let expect: Vec<Accumulator> = (0..n_steps)
+                .map(|k| {
+                    let (o, r) = (&o[k * n..(k + 1) * n], &r[k * n..(k + 1) * n]);
+                    let one = chunk_acc_portable::<F32, F32, false>(
+                        Accumulator::default(),
+                        flat(o),
+                        flat(r),
+                        n,
+                        0,
+                        &P,
+                    );
+                    let mut sums = Accumulator::default();
+                    sums.merge(&one);
+                    sums
+                })
+                .collect();
+            assert!(expect[1].nan_o == 1 && expect[3].inf_o == 1, "n {n}");
+            type Build = for<'a, 'b, 'c, 'd> unsafe fn(
+                Src<'a, f32>,
+                Src<'b, f32>,
+                usize,
+                usize,
+                &'c Params,
+                &'d mut dyn FnMut(usize, Accumulator),
+            );
+            #[allow(unused_mut)]
+            let mut builds: Vec<(&str, bool, Build)> = vec![
+                ("portable", true, steps_acc_portable::<F32, F32, false>),
+                (
+                    "portable tracked",
+                    true,
+                    steps_acc_portable::<F32, F32, true>,
+                ),
+                ("dispatched", true, steps_acc::<F32, F32, false>),
+                ("dispatched tracked", true, steps_acc::<F32, F32, true>),
+            ];
+            #[cfg(target_arch = "x86_64")]
+            {
+                let avx2 = std::arch::is_x86_feature_detected!("avx2");
+                let avx512 = std::arch::is_x86_feature_detected!("avx512f");
+                builds.extend([
+                    ("avx2", avx2, steps_acc_avx2::<F32, F32, false> as Build),
+                    ("avx2 tracked", avx2, steps_acc_avx2::<F32, F32, true>),
+                    ("avx512", avx512, steps_acc_avx512::<F32, F32, false>),
+                    ("avx512 tracked", avx512, steps_acc_avx512::<F32, F32, true>),
+                ]);
+            }
+            for (name, runs, build) in builds {
+                if !runs {
+                    continue;
+                }
+                let mut got = Vec::new();
+                // SAFETY: the CPU supports the build's features, checked just above.
+                unsafe {
+                    build(flat(&o), flat(&r), n, n_steps, &P, &mut |k, sums| {
+                        got.push((k, sums))
+                    })
+                };
+                let want: Vec<_> = expect.iter().cloned().enumerate().collect();
+                assert_eq!(got, want, "{name}, n {n}");
+            }
+        }
     }
 
     /// The lanes that follow where their maxima grew ([`step_sums`]' blocks) find the element
