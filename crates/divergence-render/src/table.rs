@@ -113,15 +113,22 @@ fn fit_layout(all: &[OpsColumn], widths: &[usize], width: usize) -> (usize, bool
 }
 
 /// Char ranges of `chars`, one per output line: greedy word wrap to `width` (continuation lines
-/// will be indented by `hang`). A word longer than a line stays whole.
+/// will be indented by `hang`). A word longer than a line stays whole. Words two or more spaces
+/// apart are separate fields (`rel L2 err   8.750e-01   outside tol 100.00%`): a field that
+/// does not fit the rest of a line but fits a line of its own starts one, so that a label and
+/// its value stay together (a check at 60 columns read `outside` / `tol 100.00%`); a longer
+/// field wraps word by word.
 fn wrap_ranges(chars: &[char], width: Option<usize>, hang: usize) -> Vec<(usize, usize)> {
     let Some(width) = width.filter(|&w| chars.len() > w) else {
         return vec![(0, chars.len())];
     };
-    let mut words = Vec::new();
+    // The fields, each a list of its words' ranges.
+    let mut fields: Vec<Vec<(usize, usize)>> = Vec::new();
     let mut i = 0;
+    let mut gap = usize::MAX;
     while i < chars.len() {
         if chars[i] == ' ' {
+            gap += 1;
             i += 1;
             continue;
         }
@@ -129,17 +136,31 @@ fn wrap_ranges(chars: &[char], width: Option<usize>, hang: usize) -> Vec<(usize,
         while i < chars.len() && chars[i] != ' ' {
             i += 1;
         }
-        words.push((start, i));
+        match fields.last_mut() {
+            Some(field) if gap < 2 => field.push((start, i)),
+            _ => fields.push(vec![(start, i)]),
+        }
+        gap = 0;
     }
     let mut lines = Vec::new();
     // (start, end, offset): the current line's range and the columns before `start`.
     let (mut start, mut end, mut offset) = (0, 0, 0);
-    for (ws, we) in words {
-        if end > start && offset + (we - start) > width {
+    for field in fields {
+        let (fs, fe) = (field[0].0, field[field.len() - 1].1);
+        let fits_here = end == start || offset + (fe - start) <= width;
+        if !fits_here && hang + (fe - fs) <= width {
             lines.push((start, end));
-            (start, offset) = (ws, hang);
+            (start, offset) = (fs, hang);
+            end = fe;
+            continue;
         }
-        end = we;
+        for (ws, we) in field {
+            if end > start && offset + (we - start) > width {
+                lines.push((start, end));
+                (start, offset) = (ws, hang);
+            }
+            end = we;
+        }
     }
     lines.push((start, end));
     lines
@@ -994,6 +1015,23 @@ mod tests {
         assert_eq!(
             wrapped("  reason   1.234e-05 > 2.000e-01 x", Some(20), 4),
             ["  reason   1.234e-05", "> 2.000e-01 x"]
+        );
+        // A label and its value stay together where they fit a line of their own.
+        assert_eq!(
+            wrapped(
+                "  rel L2 err   8.750e-01   max rel err 8.750e-01   outside tol 100.00%",
+                Some(60),
+                15
+            ),
+            [
+                "  rel L2 err   8.750e-01   max rel err 8.750e-01",
+                "outside tol 100.00%"
+            ]
+        );
+        // A field longer than a line wraps word by word, from where the line is.
+        assert_eq!(
+            wrapped("  positions    one two three four five six", Some(24), 15),
+            ["  positions    one two", "three", "four five", "six"]
         );
         // A word longer than the line stays whole, on its own line.
         assert_eq!(

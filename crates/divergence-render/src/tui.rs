@@ -1658,33 +1658,36 @@ impl Tui {
                 lines.push(Line::raw(format!("positions {t}")));
             }
         }
+        // Each number is kept on its label's line: the paragraph wraps between fields, not
+        // inside one (at 60-72 columns `outside` / `tol 100.00%`, `NaN/Inf` / `none` and
+        // `cosine` / `1.000000` were split; a check of session 52).
         lines.extend([
             Line::raw(format!(
-                "shape {}   dtype {}   {}",
-                view::shape_cell(op),
-                view::dtype_cell(op),
+                "{}   {}   {}",
+                field("shape", &view::shape_cell(op)),
+                field("dtype", &view::dtype_cell(op)),
                 view::op_judged_text(&self.report, op)
             )),
             Line::raw(format!(
-                "||ours|| {}   ||ref|| {}   rel err {}   cosine {}",
-                view::num(op.rule.ours_l2),
-                view::num(op.rule.ref_l2),
-                view::num(op.errors.rel_l2_err),
-                view::cos(op.errors.cosine)
+                "{}   {}   {}   {}",
+                field("||ours||", &view::num(op.rule.ours_l2)),
+                field("||ref||", &view::num(op.rule.ref_l2)),
+                field("rel err", &view::num(op.errors.rel_l2_err)),
+                field("cosine", &view::cos(op.errors.cosine))
             )),
             // The share outside the element-wise tolerance, as the table's and the HTML's
             // details give it (a visual check found it in every view but this one), on the
             // line of the max error, whose NaN/Inf counts say `none` where there are none to
             // make room: a line more pushed the norms out at 80x24.
             Line::raw(format!(
-                "max|o-r| {}{}   outside tol {}   NaN/Inf {}",
-                view::num(op.errors.max_abs_err),
+                "{}{}   {}   {}",
+                field("max|o-r|", &view::num(op.errors.max_abs_err)),
                 op.errors
                     .max_abs_err_index
                     .as_ref()
                     .map_or_else(String::new, |ix| format!(" at {ix:?}")),
-                view::outside_tol_text(op),
-                nonfinite_counts(op)
+                field("outside tol", &view::outside_tol_text(op)),
+                field("NaN/Inf", &nonfinite_counts(op))
             )),
         ]);
         if let Some(t) = view::truth_line(op) {
@@ -2054,6 +2057,23 @@ fn phase_line(
 /// An op's NaN / Inf counts for the details: `ours 1/0, ref 0/0`, `-` for a side not read
 /// (`ours -/-, ref 0/1` of an op only in ref), or `none` where both sides were read and hold
 /// none (a visual check read a side never read as `0/0`, and as `none`).
+/// `label value` for the details, with a no-break space (U+00A0, shown as a space) between
+/// the label's words and before the value's first word: the paragraph's word wrap then breaks
+/// between fields or inside the rest of a value (`(rtol ..., atol ...)`), never between a
+/// label and its number.
+fn field(label: &str, value: &str) -> String {
+    const NBSP: char = '\u{a0}';
+    let (first, rest) = value.split_once(' ').unwrap_or((value, ""));
+    let mut out = label.replace(' ', "\u{a0}");
+    out.push(NBSP);
+    out.push_str(first);
+    if !rest.is_empty() {
+        out.push(' ');
+        out.push_str(rest);
+    }
+    out
+}
+
 fn nonfinite_counts(op: &OpResult) -> String {
     let n = &op.nonfinite;
     let counts = [n.nan_ours, n.inf_ours, n.nan_ref, n.inf_ref];

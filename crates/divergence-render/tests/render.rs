@@ -1059,3 +1059,22 @@ fn the_amplification_table_of_every_pair_is_printed_a_page_at_a_time() {
         );
     }
 }
+
+/// The first divergence's details wrap between fields, never between a label and its
+/// number where the field fits a line of its own: at 60 columns they read `outside` /
+/// `tol 100.00%` (a check of session 52), at 80 `rtol 4.000e-02,` / `atol 1.000e-03`.
+#[test]
+fn table_details_keep_each_label_with_its_number_at_every_width() {
+    let r = divergent_report();
+    for width in 50u16..=140 {
+        let t = table(&r, &at_width(width, false));
+        for field in [
+            "max rel err 1.000e-01",
+            "outside tol 81.25%",
+            "rtol 4.000e-02, atol 1.000e-03",
+            "dtype ours bfloat16, ref bfloat16",
+        ] {
+            assert!(t.contains(field), "{field} at {width} columns:\n{t}");
+        }
+    }
+}

@@ -71,6 +71,9 @@ fn screen(tui: &mut Tui, width: u16, height: u16) -> String {
         let line: String = (0..width)
             .map(|x| buf[(x, y)].symbol().to_string())
             .collect();
+        // A no-break space (the details keep a label and its number together with one) is
+        // shown as a space.
+        let line = line.replace('\u{a0}', " ");
         out.push_str(line.trim_end());
         out.push('\n');
     }
@@ -1368,6 +1371,30 @@ fn a_layer_filter_keeps_the_rows_of_the_tables_layer() {
         for n in names {
             let shown = text.lines().any(|l| l.split_whitespace().any(|w| w == n));
             assert_eq!(shown, kept.contains(&n), "{how}: {n}\n{text}");
+        }
+    }
+}
+
+/// The details break their lines between fields, never between a label and its number: at
+/// 60-72 columns they read `outside` / `tol 100.00%`, `NaN/Inf` / `none` and `cosine` /
+/// `1.000000` (a check of session 52).
+#[test]
+fn details_keep_each_label_with_its_number_at_every_width() {
+    let mut tui = Tui::new(report());
+    press(&mut tui, "d");
+    for width in 44..=120 {
+        let text = screen(&mut tui, width, 40);
+        for field in [
+            "||ours|| 5.275e+00",
+            "||ref|| 5.222e+00",
+            "rel err 1.000e-02",
+            "cosine 1.000000",
+            "max|o-r| 1.198e-02",
+            "outside tol 100.00%",
+            "NaN/Inf none",
+            "dtype f32",
+        ] {
+            assert!(text.contains(field), "{field} at {width} columns:\n{text}");
         }
     }
 }
