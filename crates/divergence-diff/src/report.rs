@@ -649,7 +649,7 @@ pub fn assemble(ops: impl Into<Rows>, ctx: ReportContext, cfg: &DiffConfig) -> R
     }
     warnings.extend(ctx.warnings);
 
-    let flow = Dataflow::of_steps(ops.len(), &|i| ops.row(i).split(), &|i| ops.row(i).name());
+    let flow = ops.dataflow();
     let mut noise_judged = 0;
     if let (Tolerance::Truth { ratio }, true) = (cfg.tolerance, cfg.judge_noisy_reference) {
         if let Some((warning, n)) = crate::compare::judge_noisy_reference(&mut ops, &flow, ratio) {

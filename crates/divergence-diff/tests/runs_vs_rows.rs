@@ -264,6 +264,18 @@ fn check(rows: &Rows) -> Result<usize, TestCaseError> {
     let flow = Dataflow::of_steps(rows.len(), &|i| rows.row(i).split(), &|i| {
         rows.row(i).name()
     });
+    // The report's own dataflow, worked out from its runs, is the one read from its rows.
+    let from_runs = rows.dataflow();
+    prop_assert_eq!(from_runs.len(), flow.len());
+    for i in 0..rows.len() {
+        prop_assert_eq!(
+            from_runs.inputs(i).to_vec(),
+            flow.inputs(i).to_vec(),
+            "row {}",
+            i
+        );
+        prop_assert_eq!(from_runs.is_fallback(i), flow.is_fallback(i), "row {}", i);
+    }
     for m in [Measure::RelErr, Measure::NoiseRatio] {
         let bits = |v: Vec<Option<f64>>| {
             v.into_iter()
