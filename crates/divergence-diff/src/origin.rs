@@ -145,11 +145,14 @@ pub fn local_growths<R: RowSource + ?Sized>(
         .par_iter()
         .flat_map_iter(|(span, rows)| {
             let from = rows.start.saturating_sub(BACK);
-            let window: Vec<Option<f64>> = (from..rows.end).map(value).collect();
-            let at = move |j: usize| match j.checked_sub(from) {
-                Some(k) if k < window.len() => window[k],
-                _ => value(j),
-            };
+            // Each row's error and floor, read from the row once.
+            let window: Vec<(Option<f64>, f64)> = (from..rows.end)
+                .map(|j| {
+                    let row = ops.row_at(j);
+                    (measure.value(row), measure.floor(row))
+                })
+                .collect();
+            let in_window = move |j: usize| window.get(j.checked_sub(from)?).copied();
             // This piece's attention rows that read earlier steps' cache (ascending).
             let mut reads = reads[reads.partition_point(|r| r.0 < rows.start)..]
                 .iter()
@@ -157,15 +160,23 @@ pub fn local_growths<R: RowSource + ?Sized>(
                 .peekable();
             rows.clone().map(move |i| {
                 let cache = reads.next_if(|r| r.0 == i).map(|r| r.1);
-                let own = at(i)?;
-                let floor = measure.floor(ops.row_at(i));
+                let (own, floor) = in_window(i)?;
+                let own = own?;
                 let inputs = span.inputs(i);
+                // Every input's error in the window (nearly every row's): their largest.
+                let near = inputs.iter().try_fold(None, |c: Option<f64>, j| {
+                    let e = in_window(j)?.0?;
+                    Some(Some(c.map_or(e, |c| c.max(e))))
+                });
                 let carried = if inputs.is_empty() {
                     0.0
+                } else if let Some(near) = near {
+                    near?
                 } else {
                     // Inputs without an error (unreadable, shapes that differ) say nothing,
                     // and one in one dump only stands for its own inputs
                     // ([`through_missing`]); when none has an error, the growth is unknown.
+                    let at = |j: usize| in_window(j).map_or_else(|| value(j), |(v, _)| v);
                     let mut carried: Option<f64> = None;
                     through_missing(
                         inputs.iter(),
