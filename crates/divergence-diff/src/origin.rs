@@ -163,15 +163,16 @@ pub fn local_growths<R: RowSource + ?Sized>(
                 let (own, floor) = in_window(i)?;
                 let own = own?;
                 let inputs = span.inputs(i);
-                // Every input's error in the window (nearly every row's): their largest.
+                // Every input's error in the window (nearly every row's): their largest, as
+                // the walk below folds them (in the same order).
                 let near = inputs.iter().try_fold(None, |c: Option<f64>, j| {
                     let e = in_window(j)?.0?;
                     Some(Some(c.map_or(e, |c| c.max(e))))
                 });
                 let carried = if inputs.is_empty() {
                     0.0
-                } else if let Some(near) = near {
-                    near?
+                } else if let Some(Some(near)) = near {
+                    near
                 } else {
                     // Inputs without an error (unreadable, shapes that differ) say nothing,
                     // and one in one dump only stands for its own inputs

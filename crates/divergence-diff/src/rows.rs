@@ -640,6 +640,13 @@ impl Rows {
             let i = i as usize;
             (steps[i], runs[i]) = (divergence_names::split_step(&row.name).1, Cell::PLAIN);
         }
+        // What the rows' cells say (a builder closes every run it keeps with its rows'
+        // indices, `RowsBuilder::close_run`).
+        debug_assert!(c.cells.iter().enumerate().all(|(i, cell)| {
+            runs[i] == cell.run
+                && (cell.run == Cell::PLAIN
+                    || steps[i] == c.runs[cell.run as usize].first + cell.k as usize)
+        }));
         let same_base = |a: usize, b: usize| {
             let (ra, rb) = (runs[a], runs[b]);
             (ra != Cell::PLAIN && ra == rb).then_some(true)

@@ -289,7 +289,8 @@ impl Dataflow {
     /// gives), and `same_base(a, b)` saying where it can whether probes `a` and `b` share
     /// their base (`None`: their bases are compared). A decode report knows both from its
     /// runs of steps without reading a row (~150,000 rows read three times took 5-6 ms of
-    /// `assemble` on one thread: session 54).
+    /// `assemble` on one thread: session 54). The caller's contract: `steps[i] == split(i).1`,
+    /// and `same_base(a, b)` answers `Some(x)` only where `x == (split(a).0 == split(b).0)`.
     pub fn of_known_steps<'a>(
         steps: Vec<usize>,
         split: &(dyn Fn(usize) -> (&'a str, usize) + Sync),

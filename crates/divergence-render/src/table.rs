@@ -125,10 +125,11 @@ fn wrap_ranges(chars: &[char], width: Option<usize>, hang: usize) -> Vec<(usize,
     // The fields, each a list of its words' ranges.
     let mut fields: Vec<Vec<(usize, usize)>> = Vec::new();
     let mut i = 0;
-    let mut gap = usize::MAX;
+    // Spaces since the last word (the first word opens a field whatever it follows).
+    let mut gap = 0usize;
     while i < chars.len() {
         if chars[i] == ' ' {
-            gap += 1;
+            gap = gap.saturating_add(1);
             i += 1;
             continue;
         }

@@ -2054,9 +2054,6 @@ fn phase_line(
     (text, l.diverged > 0)
 }
 
-/// An op's NaN / Inf counts for the details: `ours 1/0, ref 0/0`, `-` for a side not read
-/// (`ours -/-, ref 0/1` of an op only in ref), or `none` where both sides were read and hold
-/// none (a visual check read a side never read as `0/0`, and as `none`).
 /// `label value` for the details, with a no-break space (U+00A0, shown as a space) between
 /// the label's words and before the value's first word: the paragraph's word wrap then breaks
 /// between fields or inside the rest of a value (`(rtol ..., atol ...)`), never between a
@@ -2074,6 +2071,9 @@ fn field(label: &str, value: &str) -> String {
     out
 }
 
+/// An op's NaN / Inf counts for the details: `ours 1/0, ref 0/0`, `-` for a side not read
+/// (`ours -/-, ref 0/1` of an op only in ref), or `none` where both sides were read and hold
+/// none (a visual check read a side never read as `0/0`, and as `none`).
 fn nonfinite_counts(op: &OpResult) -> String {
     let n = &op.nonfinite;
     let counts = [n.nan_ours, n.inf_ours, n.nan_ref, n.inf_ref];
