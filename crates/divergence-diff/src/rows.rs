@@ -614,9 +614,10 @@ impl Rows {
         }
     }
 
-    /// The rows' dataflow ([`Dataflow::of_steps`]). A compact report's is worked out from its
-    /// runs: each row's step, and whether two rows are steps of one run (one probe), without
-    /// reading a row's cell (~150,000 cells read three times took 5-6 ms on one thread).
+    /// The rows' dataflow ([`divergence_names::dataflow::Dataflow::of_steps`]). A compact
+    /// report's is worked out from its runs: each row's step, and whether two rows are steps of
+    /// one run (one probe), without reading a row's cell (~150,000 cells read three times took
+    /// 5-6 ms on one thread).
     pub fn dataflow(&self) -> divergence_names::dataflow::Dataflow {
         use divergence_names::dataflow::Dataflow;
         let split = |i| self.row(i).split();
