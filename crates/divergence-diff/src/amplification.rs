@@ -14,7 +14,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::OnceLock;
 
-use divergence_names::{Op, QkKind};
+use divergence_names::{Name, Op, QkKind, StepName};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -33,10 +33,11 @@ pub struct AmplificationRow {
     pub layer: usize,
     /// q or k (`"q"` / `"k"` in JSON).
     pub kind: QkKind,
-    /// Name of the projection op (`model.layers.0.self_attn.k_proj`): the norm's input side.
-    pub proj: String,
+    /// Name of the projection op (`model.layers.0.self_attn.k_proj`): the norm's input side
+    /// (held by its base and step: a decode report has a row per norm and step).
+    pub proj: StepName,
     /// Name of the norm op (`model.layers.0.self_attn.k_norm`): the output side.
-    pub norm: String,
+    pub norm: StepName,
     /// Relative L2 error of the projection.
     pub proj_rel_err: Option<f64>,
     /// Relative L2 error of the norm output.
@@ -133,7 +134,7 @@ impl Amplification {
             if row.verdict != Some(AmpVerdict::Amplified) {
                 continue;
             }
-            let base = divergence_names::split_step(&row.norm).0;
+            let base = row.norm.base();
             let made = at_fault
                 .iter()
                 .any(|&(b, floor)| b == base && row.norm_rel_err.is_some_and(|e| e > floor));
@@ -291,7 +292,14 @@ pub fn amplification<R: RowSource + ?Sized>(
             return None;
         };
         let proj = proj_of(i, &proj_name).filter(|&p| compared(p))?;
-        Some(pair(op, proj, layer, kind, proj_name, name))
+        Some(pair(
+            op,
+            proj,
+            layer,
+            kind,
+            StepName::from(proj_name),
+            StepName::from(name),
+        ))
     };
     // One row per norm, in row order (28 layers x 2 norms x every step).
     let rows: Vec<AmplificationRow> = match ops.parts() {
@@ -317,7 +325,7 @@ pub fn amplification<R: RowSource + ?Sized>(
                     Op::QkNorm(kind) => {
                         let proj = divergence_names::sibling(run.base(), Op::QkProj(kind))?;
                         let projs = runs_of.get(proj.as_str());
-                        Some((run, kind, proj, projs))
+                        Some((run, kind, Name::from(proj), projs))
                     }
                     _ => None,
                 })
@@ -360,15 +368,18 @@ pub fn amplification<R: RowSource + ?Sized>(
                         return one(i);
                     }
                     let layer = op.layer()?;
-                    let proj_name = divergence_names::step_name(proj_base, step);
                     let proj = projs
                         .and_then(|ps| ps.iter().find_map(|p| p.row_of_step(step)))
                         .map(|j| ops.row_at(j))
                         // (a step of the run stored whole under a name of its own is not it:
                         // found by a review)
-                        .filter(|p| p.is_named(&proj_name))
-                        .or_else(|| proj_of(i, &proj_name))?;
-                    let name = divergence_names::step_name(run.base(), step);
+                        .filter(|p| p.split() == (&**proj_base, step))
+                        .or_else(|| proj_of(i, &divergence_names::step_name(proj_base, step)))?;
+                    // The names by their parts: no string a row (~14,300 of them).
+                    let (proj_name, name) = (
+                        StepName::new(proj_base.clone(), step),
+                        StepName::new(run.base.clone(), step),
+                    );
                     Some(pair(op, proj, layer, *kind, proj_name, name))
                 })
                 .collect()
@@ -525,22 +536,22 @@ mod tests {
         ops.push(row("model.layers.0.self_attn.q_norm", 2e-3));
         ops.push(row("model.layers.1.self_attn.k_norm", 5e-2));
         let amp = amplification(&ops, 10.0, &NormWeightGains::new());
-        let pairs: Vec<(&str, &str, Option<f64>)> = amp
+        let pairs: Vec<(String, String, Option<f64>)> = amp
             .rows
             .iter()
-            .map(|r| (r.proj.as_str(), r.norm.as_str(), r.ratio))
+            .map(|r| (r.proj.whole(), r.norm.whole(), r.ratio))
             .collect();
         assert_eq!(
             pairs,
             [
                 (
-                    "model.layers.0.self_attn.k_proj",
-                    "model.layers.0.self_attn.k_norm",
+                    "model.layers.0.self_attn.k_proj".to_string(),
+                    "model.layers.0.self_attn.k_norm".to_string(),
                     Some(5e-2 / 1e-3)
                 ),
                 (
-                    "model.layers.0.self_attn.q_proj",
-                    "model.layers.0.self_attn.q_norm",
+                    "model.layers.0.self_attn.q_proj".to_string(),
+                    "model.layers.0.self_attn.q_norm".to_string(),
                     Some(2e-3 / 1e-3)
                 ),
             ]

@@ -62,7 +62,7 @@ pub use compare::{
 };
 pub use config::{DiffConfig, DEFAULT_AMPLIFICATION_THRESHOLD};
 pub use divergence_names::QkKind;
-pub use divergence_names::{Name, NameList};
+pub use divergence_names::{Name, NameList, StepName};
 pub use hints::{diagnose, diagnose_decode, DecodeSubject, Hint, HintCode, ModelShape, Subject};
 pub use layout::{layout_match, layout_work, LayoutMatch};
 pub use metrics::{Gather, Piece, ValuesRef};

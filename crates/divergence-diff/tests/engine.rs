@@ -639,7 +639,7 @@ fn amplification_pairs_marks_and_annotates() {
     assert_eq!(amp.rows.len(), 3);
     let q0 = &amp.rows[0];
     assert_eq!(
-        (q0.layer, q0.kind, q0.norm.as_str()),
+        (q0.layer, q0.kind, q0.norm.whole().as_str()),
         (0, QkKind::Q, "model.layers.0.self_attn.q_norm")
     );
     assert_eq!(q0.proj_rel_err, Some(0.0));
@@ -647,7 +647,7 @@ fn amplification_pairs_marks_and_annotates() {
     assert!(!q0.marked);
     let k0 = &amp.rows[1];
     assert_eq!(
-        (k0.layer, k0.kind, k0.proj.as_str()),
+        (k0.layer, k0.kind, k0.proj.whole().as_str()),
         (0, QkKind::K, "model.layers.0.self_attn.k_proj")
     );
     close(k0.proj_rel_err, 1e-4 / 10.0);

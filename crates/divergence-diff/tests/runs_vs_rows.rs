@@ -292,7 +292,8 @@ fn check(rows: &Rows) -> Result<usize, TestCaseError> {
         .rows
         .iter()
         .filter(|a| {
-            (0..rows.len()).any(|i| rows.row(i).run().is_some() && rows.row(i).is_named(&a.norm))
+            (0..rows.len())
+                .any(|i| rows.row(i).run().is_some() && rows.row(i).is_named(&a.norm.whole()))
         })
         .count())
 }

@@ -181,6 +181,107 @@ pub fn step_name(base: &str, step: usize) -> String {
 /// before: docs/performance.md, "Decode steps").
 pub type Name = std::sync::Arc<str>;
 
+/// A probe's name at a decode step, held by its parts: the probe's [`Name`] (shared with the
+/// rows of its steps) and the step, written out ([`step_name`]) only where it is shown. A
+/// report's amplification section has one row per q/k norm and step (~14,300 for 256 steps of
+/// a 28-layer model), each naming two probes: two `String`s a row took ~2.5 ms of `assemble` on
+/// one thread (session 54). Reads and serializes as its whole name; made from a whole name
+/// ([`StepName::parse`]) it is the name's base and step where the name is one as
+/// [`step_name`] writes it, else the whole name at step 0, so that each name has one form
+/// (`==` compares names).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct StepName {
+    base: Name,
+    step: usize,
+}
+
+impl StepName {
+    /// Probe `base` at step `step` (step 0: the prefill, whose name is `base`), read as
+    /// [`StepName::parse`] reads the name written whole: `x@3` at step 0 is `x` at step 3, and
+    /// a step of ten digits or more is no step to [`split_step`].
+    pub fn new(base: Name, step: usize) -> StepName {
+        match step {
+            0 if split_step(&base).1 > 0 => StepName::parse(&base),
+            1_000_000_000.. => StepName::parse(&step_name(&base, step)),
+            _ => StepName { base, step },
+        }
+    }
+
+    /// The name `name`, by its parts where it is a step name as [`step_name`] writes it.
+    pub fn parse(name: &str) -> StepName {
+        let (base, step) = split_step(name);
+        StepName {
+            base: Name::from(base),
+            step,
+        }
+    }
+
+    /// The probe's name without the step.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// The step (0: the prefill, or a name without one).
+    pub fn step(&self) -> usize {
+        self.step
+    }
+
+    /// Whether the whole name is `name`, without writing it.
+    pub fn is(&self, name: &str) -> bool {
+        split_step(name) == (&*self.base, self.step)
+    }
+
+    /// The whole name, written.
+    pub fn whole(&self) -> String {
+        step_name(&self.base, self.step)
+    }
+
+    /// Changes the base in place (text made safe for a terminal edits what a dump gave).
+    pub fn edit_base(&mut self, f: impl FnOnce(&mut String)) {
+        let mut base = self.base.to_string();
+        f(&mut base);
+        if *base != *self.base {
+            *self = StepName::new(Name::from(base), self.step);
+        }
+    }
+}
+
+impl fmt::Display for StepName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.base)?;
+        if self.step > 0 {
+            write!(f, "@{}", self.step)?;
+        }
+        Ok(())
+    }
+}
+
+impl From<&str> for StepName {
+    fn from(name: &str) -> StepName {
+        StepName::parse(name)
+    }
+}
+
+impl From<String> for StepName {
+    fn from(name: String) -> StepName {
+        StepName::parse(&name)
+    }
+}
+
+impl Serialize for StepName {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        // Written whole, then given as one string (as a `String` field was: a gzip stream of
+        // the JSON, HTML's packed rows, depends on how its bytes arrive).
+        s.serialize_str(&self.whole())
+    }
+}
+
+impl<'de> Deserialize<'de> for StepName {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<StepName, D::Error> {
+        Ok(StepName::parse(&String::deserialize(d)?))
+    }
+}
+
 /// A list of [`Name`]s that several holders share whole: a dump's names, its metadata's
 /// execution order and the diff's plan are one list where they are the same names in the same
 /// order (a 256-step decode dump has ~150,000; copying the list for each holder cost a
@@ -865,6 +966,39 @@ mod tests {
         let before = a.as_ptr();
         a.to_mut().truncate(1);
         assert_eq!((a.as_ptr(), a.len()), (before, 1));
+    }
+
+    proptest::proptest! {
+        /// A name held by its parts reads, compares and serializes as the name written
+        /// whole, whichever way it was made: from the name, or from a base and a step (bases
+        /// that end in `@` and digits, empty bases, names with a leading-zero step).
+        #[test]
+        fn a_step_name_reads_as_its_name_written_whole(
+            base in proptest::sample::select(vec!["a", "m.layers.0.k_norm", "", "k@5", "a@", "a@01", "@", "a@0"]),
+            step in proptest::sample::select(vec![0usize, 1, 7, 10, 999_999_999, 1_000_000_000]),
+            other in proptest::sample::select(vec!["a", "a@1", "k@5@7", "@1", "a@@1", "a@01", "a@0", "", "m.layers.0.k_norm@10"]),
+        ) {
+            let whole = step_name(base, step);
+            let made = StepName::new(Name::from(base), step);
+            let parsed = StepName::parse(&whole);
+            proptest::prop_assert_eq!(made.to_string(), whole.clone());
+            proptest::prop_assert_eq!(made.whole(), whole.clone());
+            proptest::prop_assert_eq!(parsed.to_string(), whole.clone());
+            proptest::prop_assert_eq!(&made, &parsed);
+            proptest::prop_assert!(made.is(&whole));
+            proptest::prop_assert_eq!(made.is(other), whole == other);
+            proptest::prop_assert_eq!(made == StepName::parse(other), whole == other);
+            proptest::prop_assert_eq!((made.base(), made.step()), split_step(&whole));
+            // As a JSON string, both ways.
+            let json = serde_json::to_string(&made).expect("a string");
+            proptest::prop_assert_eq!(&json, &serde_json::to_string(&whole).expect("a string"));
+            let back: StepName = serde_json::from_str(&json).expect("a name");
+            proptest::prop_assert_eq!(&back, &made);
+            // A base edited in place reads as the edited name at the same step.
+            let mut edited = made.clone();
+            edited.edit_base(|b| b.push('x'));
+            proptest::prop_assert_eq!(edited.to_string(), step_name(&format!("{}x", made.base()), made.step()));
+        }
     }
 
     proptest::proptest! {

@@ -621,7 +621,7 @@ fn amplification(report: &Report, h: &mut String) {
     let rows: Vec<_> = a
         .rows
         .iter()
-        .filter(|r| divergence_names::split_step(&r.norm).1 == 0 || r.verdict.is_some())
+        .filter(|r| r.norm.step() == 0 || r.verdict.is_some())
         .collect();
     if rows.is_empty() {
         // A decode report compared without its prefill (`--steps 3`), nothing marked.

@@ -87,6 +87,17 @@ macro_rules! head_strings {
         for s in &$($m)? r.only_ref {
             f(s);
         }
+    }};
+}
+
+/// Visits the names of a report's head held by their parts ([`divergence_diff::StepName`]: the
+/// amplification section's, a row per norm and step), as [`head_strings`] visits its strings:
+/// one list for the check and the fix. A step name's step is ASCII digits: its base is what
+/// may need a change.
+macro_rules! head_step_names {
+    ($r:expr, $f:expr $(, $m:tt)?) => {{
+        let r = $r;
+        let f = $f;
         for a in &$($m)? r.amplification.rows {
             f(&$($m)? a.proj);
             f(&$($m)? a.norm);
@@ -124,6 +135,8 @@ macro_rules! row_dtypes {
 fn head_needs(r: &Report) -> bool {
     let mut any = false;
     head_strings!(r, &mut |s: &String| any |= needs(s));
+    head_step_names!(r, &mut |s: &divergence_diff::StepName| any |=
+        needs(s.base()));
     any
 }
 
@@ -172,6 +185,13 @@ fn dirty(report: &Report) -> bool {
 /// ([`divergence_diff::Rows::edit_text`]; an escape leaves `@` and digits as they are).
 fn fix_all(report: &mut Report) {
     head_strings!(&mut *report, &mut |s: &mut String| fix(s), mut);
+    head_step_names!(
+        &mut *report,
+        &mut |s: &mut divergence_diff::StepName| if needs(s.base()) {
+            s.edit_base(fix)
+        },
+        mut
+    );
     report.ops.edit_text(&fix_row, &fix_name);
 }
 
@@ -274,6 +294,9 @@ mod tests {
             let mut left = 0;
             let mut count = |s: &String| left += usize::from(needs(s));
             head_strings!(&*fixed, &mut count);
+            head_step_names!(&*fixed, &mut |s: &divergence_diff::StepName| count(
+                &s.whole()
+            ));
             for o in &fixed.ops {
                 row_strings!(o, &mut count);
                 count(&o.name.to_string());
@@ -304,6 +327,34 @@ mod tests {
         assert_eq!(
             fixed.ops[0].tensor.dtype_ref.as_deref(),
             Some(r"bf\u{1b}[2J16")
+        );
+        // An amplification row's names, held by their base and step: the base is made safe,
+        // the step kept (a decode step's pair is listed by its step).
+        let mut amp = plain.clone();
+        amp.amplification
+            .rows
+            .push(divergence_diff::AmplificationRow {
+                layer: 0,
+                kind: divergence_diff::QkKind::K,
+                proj: divergence_diff::StepName::new("m.k\u{1b}[2J_proj".into(), 3),
+                norm: divergence_diff::StepName::new("m.k\u{1b}[2J_norm".into(), 3),
+                proj_rel_err: None,
+                norm_rel_err: None,
+                ratio: None,
+                proj_abs_err: None,
+                norm_abs_err: None,
+                abs_err_gain: None,
+                weight_gain: None,
+                verdict: None,
+                marked: false,
+            });
+        let fixed = text_safe(&amp);
+        assert!(matches!(fixed, Cow::Owned(_)));
+        let row = &fixed.amplification.rows[0];
+        assert_eq!(row.norm.to_string(), r"m.k\u{1b}[2J_norm@3");
+        assert_eq!(
+            (row.proj.base(), row.proj.step()),
+            (r"m.k\u{1b}[2J_proj", 3)
         );
         assert_eq!(fixed.ops[0].tensor.dtype_ours.as_deref(), Some("float32"));
         // So is a truth problem alone.

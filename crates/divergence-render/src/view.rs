@@ -442,7 +442,7 @@ pub(crate) fn amplification_rows<'r>(
         .filter(|r| {
             // Decode steps repeat every pair once per step: without --all only those with a
             // verdict are listed.
-            let step = divergence_names::split_step(&r.norm).1;
+            let step = r.norm.step();
             filter.layer_ok(r.layer)
                 && (opts.all || (r.kind == QkKind::K && step == 0) || r.verdict.is_some())
         })
@@ -501,7 +501,7 @@ impl DecodePairs {
             .iter()
             .filter(|r| layer_ok(r.layer))
         {
-            match divergence_names::split_step(&r.norm).1 {
+            match r.norm.step() {
                 0 => out.prefill = true,
                 step => {
                     out.pairs += 1;
@@ -575,7 +575,7 @@ pub(crate) fn no_amplification_row(report: &Report, opts: &TableOptions) -> &'st
 
 /// The layer cell of an amplification row: `3`, or `3@2` for a pair of decode step 2.
 pub(crate) fn amp_layer(r: &AmplificationRow) -> String {
-    match divergence_names::split_step(&r.norm).1 {
+    match r.norm.step() {
         0 => r.layer.to_string(),
         s => format!("{}@{s}", r.layer),
     }

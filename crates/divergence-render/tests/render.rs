@@ -998,8 +998,8 @@ fn the_amplification_table_of_every_pair_is_printed_a_page_at_a_time() {
         .map(|i| AmplificationRow {
             layer: i,
             kind: QkKind::K,
-            proj: format!("model.layers.{i}.self_attn.k_proj"),
-            norm: format!("model.layers.{i}.self_attn.k_norm"),
+            proj: format!("model.layers.{i}.self_attn.k_proj").into(),
+            norm: format!("model.layers.{i}.self_attn.k_norm").into(),
             proj_rel_err: Some(1e-3),
             norm_rel_err: Some(2e-3),
             ratio: Some(2.0),
@@ -1039,7 +1039,7 @@ fn the_amplification_table_of_every_pair_is_printed_a_page_at_a_time() {
     // step of 9 digits), q/k goes into the layer's cell on every page (a review: the pages
     // switched layouts).
     for r in report.amplification.rows.iter_mut().skip(8192) {
-        r.norm = format!("model.layers.{}.self_attn.k_norm@123456789", r.layer);
+        r.norm = format!("model.layers.{}.self_attn.k_norm@123456789", r.layer).into();
     }
     for width in [56u16, 64, 72, 80, 88] {
         let t = table(
