@@ -356,6 +356,12 @@ mod tests {
             (row.proj.base(), row.proj.step()),
             (r"m.k\u{1b}[2J_proj", 3)
         );
+        // A name that is no step name stays one once escaped (an escape ends in no digit).
+        let mut odd = amp.clone();
+        odd.amplification.rows[0].norm = divergence_diff::StepName::parse("m@\u{1b}5");
+        let fixed = text_safe(&odd);
+        let norm = &fixed.amplification.rows[0].norm;
+        assert_eq!((norm.base(), norm.step()), (r"m@\u{1b}5", 0));
         assert_eq!(fixed.ops[0].tensor.dtype_ours.as_deref(), Some("float32"));
         // So is a truth problem alone.
         let mut problem = plain.clone();
