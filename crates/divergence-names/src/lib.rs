@@ -185,8 +185,8 @@ pub type Name = std::sync::Arc<str>;
 /// rows of its steps) and the step, written out ([`step_name`]) only where it is shown. A
 /// report's amplification section has one row per q/k norm and step (~14,300 for 256 steps of
 /// a 28-layer model), each naming two probes: holding them by their parts took ~1.3 ms off
-/// `assemble` on one thread (session 54). Reads and serializes as its whole name; made from a whole name
-/// ([`StepName::parse`]) it is the name's base and step where the name is one as
+/// `assemble` on one thread (session 54). Reads and serializes as its whole name; made from a
+/// whole name ([`StepName::parse`]) it is the name's base and step where the name is one as
 /// [`step_name`] writes it, else the whole name at step 0, so that each name has one form
 /// (`==` compares names).
 #[derive(Clone, PartialEq, Eq, Hash)]
