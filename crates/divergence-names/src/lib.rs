@@ -107,6 +107,12 @@ fn trim_zeros(d: &[u8]) -> &[u8] {
     &d[k.min(d.len().saturating_sub(1))..]
 }
 
+/// The most digits a step is written with ([`split_step`] reads no longer one).
+const STEP_DIGITS: usize = 9;
+
+/// The smallest step [`split_step`] does not read back (one of `STEP_DIGITS + 1` digits).
+const FIRST_UNREAD_STEP: usize = 10usize.pow(STEP_DIGITS as u32);
+
 /// Splits a probe name into its base name and decode step: `model.layers.3.mlp@2` ->
 /// (`model.layers.3.mlp`, 2); a name without a step suffix is step 0, the prefill
 /// (`lm_head` -> (`lm_head`, 0)). The suffix is `@` and a decimal step >= 1 without leading
@@ -123,11 +129,11 @@ pub fn split_step(name: &str) -> (&str, usize) {
     let digits = b
         .iter()
         .rev()
-        .take(10)
+        .take(STEP_DIGITS + 1)
         .take_while(|c| c.is_ascii_digit())
         .count();
     let at = b.len() - digits;
-    if (1..=9).contains(&digits) && b[at] != b'0' && at > 0 && b[at - 1] == b'@' {
+    if (1..=STEP_DIGITS).contains(&digits) && b[at] != b'0' && at > 0 && b[at - 1] == b'@' {
         let step = b[at..]
             .iter()
             .fold(0usize, |s, &c| s * 10 + usize::from(c - b'0'));
@@ -202,7 +208,7 @@ impl StepName {
     pub fn new(base: Name, step: usize) -> StepName {
         match step {
             0 if split_step(&base).1 > 0 => StepName::parse(&base),
-            1_000_000_000.. => StepName::parse(&step_name(&base, step)),
+            FIRST_UNREAD_STEP.. => StepName::parse(&step_name(&base, step)),
             _ => StepName { base, step },
         }
     }
