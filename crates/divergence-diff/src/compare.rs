@@ -434,7 +434,7 @@ pub fn sci(x: f64) -> String {
     s
 }
 
-fn finite(x: f64) -> Option<f64> {
+pub(crate) fn finite(x: f64) -> Option<f64> {
     x.is_finite().then_some(x)
 }
 
@@ -1573,7 +1573,7 @@ pub(crate) fn rel_l2(acc: &Accumulator) -> Option<f64> {
 }
 
 /// `atol * sqrt(n) + rtol * ||ref||`: the norm-wise rule's threshold of a pair's sums.
-fn pair_threshold(acc: &Accumulator, tol: &Resolved) -> f64 {
+pub(crate) fn pair_threshold(acc: &Accumulator, tol: &Resolved) -> f64 {
     tol.atol * (acc.n_finite as f64).sqrt() + tol.rtol * acc.sum_r2.sqrt()
 }
 

@@ -151,33 +151,48 @@ pub fn step_summaries<R: RowSource + ?Sized>(ops: &R) -> Vec<StepSummary> {
         unmeasured: Option<usize>,
     }
     type Parts = std::collections::BTreeMap<usize, Part>;
-    /// `later`'s rows come after `into`'s: counts add, the earlier row wins a tie.
+    /// `b`'s rows come after `a`'s: counts add, the earlier row wins a tie.
+    fn merge_part(a: &mut Part, b: Part) {
+        a.compared += b.compared;
+        a.diverged += b.diverged;
+        a.missing += b.missing;
+        a.first = a.first.or(b.first);
+        if let Some((e, i)) = b.worst {
+            if a.worst.is_none_or(|(w, _)| e > w) {
+                a.worst = Some((e, i));
+            }
+        }
+        a.first_divergence = a.first_divergence.or(b.first_divergence);
+        a.unmeasured = a.unmeasured.or(b.unmeasured);
+    }
+    /// `later`'s rows come after `into`'s.
     fn merge(mut into: Parts, later: Parts) -> Parts {
         for (step, b) in later {
-            let a = into.entry(step).or_default();
-            a.compared += b.compared;
-            a.diverged += b.diverged;
-            a.missing += b.missing;
-            a.first = a.first.or(b.first);
-            if let Some((e, i)) = b.worst {
-                if a.worst.is_none_or(|(w, _)| e > w) {
-                    a.worst = Some((e, i));
-                }
-            }
-            a.first_divergence = a.first_divergence.or(b.first_divergence);
-            a.unmeasured = a.unmeasured.or(b.unmeasured);
+            merge_part(into.entry(step).or_default(), b);
         }
         into
     }
     // In parallel over chunks of rows, merged in row order (a decode dump has ~150,000 rows).
+    // Within a chunk, the part of the rows' current step is at hand: a step's rows are
+    // consecutive in a decode report, one map lookup a step, not one a row.
     let parts: Parts = (0..len.div_ceil(4096))
         .into_par_iter()
         .map(|c| {
             let mut out = Parts::new();
+            let mut cur: Option<(usize, Part)> = None;
             for i in c * 4096..len.min((c + 1) * 4096) {
                 let o = ops.row_at(i);
                 let status = o.status();
-                let s = out.entry(o.step()).or_default();
+                let step = o.step();
+                let s = match &mut cur {
+                    Some((at, s)) if *at == step => s,
+                    cur => {
+                        if let Some((at, done)) = cur.take() {
+                            merge_part(out.entry(at).or_default(), done);
+                        }
+                        &mut cur.insert((step, Part::default())).1
+                    }
+                };
                 match status.is_compared() {
                     false => s.missing += 1,
                     true => s.compared += 1,
@@ -186,10 +201,11 @@ pub fn step_summaries<R: RowSource + ?Sized>(ops: &R) -> Vec<StepSummary> {
                     s.diverged += 1;
                     s.first_divergence = s.first_divergence.or(Some(i));
                 }
-                if status == Status::Diverged && o.rel_l2_err().is_none() {
+                let rel = o.rel_l2_err();
+                if status == Status::Diverged && rel.is_none() {
                     s.unmeasured = s.unmeasured.or(Some(i));
                 }
-                if let Some(e) = o.rel_l2_err() {
+                if let Some(e) = rel {
                     if matches!(status, Status::Ok | Status::Diverged) {
                         s.first = s.first.or(Some((e, i)));
                         if !e.is_nan() && s.worst.is_none_or(|(w, _)| e > w) {
@@ -197,6 +213,9 @@ pub fn step_summaries<R: RowSource + ?Sized>(ops: &R) -> Vec<StepSummary> {
                         }
                     }
                 }
+            }
+            if let Some((at, done)) = cur {
+                merge_part(out.entry(at).or_default(), done);
             }
             out
         })

@@ -29,8 +29,8 @@ use rayon::prelude::*;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::compare::{
-    frac_outside, pair_row, pair_terms, pair_verdict, rel_l2, ErrorMetrics, NonFiniteCounts,
-    OpResult, RuleTerms, Status, TensorInfo, TruthMetrics,
+    finite, frac_outside, pair_row, pair_terms, pair_threshold, pair_verdict, rel_l2, ErrorMetrics,
+    NonFiniteCounts, OpResult, RuleTerms, Status, TensorInfo, TruthMetrics,
 };
 use crate::metrics::Accumulator;
 use crate::tolerance::{DTypeClass, Resolved};
@@ -534,7 +534,8 @@ impl<'r> Row<'r> {
     pub fn tol_threshold(self) -> Option<f64> {
         match self {
             Row::Plain(o) => o.rule.tol_threshold,
-            Row::Step(run, s, _) => run.terms(s).0.tol_threshold,
+            // As `pair_terms` writes it, without the rest of the row's terms.
+            Row::Step(run, s, _) => finite(pair_threshold(&s.acc(run.n), &run.tol)),
         }
     }
 
@@ -542,7 +543,8 @@ impl<'r> Row<'r> {
     pub fn ref_l2(self) -> Option<f64> {
         match self {
             Row::Plain(o) => o.rule.ref_l2,
-            Row::Step(run, s, _) => run.terms(s).0.ref_l2,
+            // As `pair_terms` writes it, without the rest of the row's terms.
+            Row::Step(_, s, _) => finite(s.sum_r2.sqrt()),
         }
     }
 
@@ -550,7 +552,8 @@ impl<'r> Row<'r> {
     pub fn diff_l2(self) -> Option<f64> {
         match self {
             Row::Plain(o) => o.rule.diff_l2,
-            Row::Step(run, s, _) => run.terms(s).0.diff_l2,
+            // As `pair_terms` writes it, without the rest of the row's terms.
+            Row::Step(_, s, _) => finite(s.sum_d2.sqrt()),
         }
     }
 
