@@ -1992,6 +1992,8 @@ mod tests {
             x ^= x << 17;
             x
         };
+        // Runs of one layer across the blocks' boundaries: more rows than three blocks.
+        const _: () = assert!(30_000 > 3 * TALLY_BLOCK);
         let ops: Vec<OpResult> = (0..30_000)
             .map(|i| {
                 let r = next();
