@@ -24,6 +24,50 @@ pub const BLOCK: usize = 2048;
 /// Default number of elements per rayon task (see `DiffConfig::chunk_len`).
 pub const DEFAULT_CHUNK_LEN: usize = 1 << 18;
 
+/// Defines `$name`, which runs `$portable` (an `#[inline(always)]` function of the same
+/// signature) on the widest vector unit available: a copy compiled for AVX-512F (`$avx512`)
+/// or AVX2 (`$avx2`) when the CPU has it (runtime detection), else the baseline build. Every
+/// copy computes the same IEEE operations in the same order (the kernels' lane count is fixed
+/// by [`LANES`], not by the vector width; no FMA contraction), so results do not depend on the
+/// CPU. The kernels' one dispatch pattern, written once (`chunk_acc`, `steps_acc`,
+/// `side_chunk`).
+macro_rules! widest_unit {
+    (
+        $(#[$attr:meta])*
+        fn $name:ident, $avx512:ident, $avx2:ident => $portable:ident
+        [$($generics:tt)*] [$($params:tt)*]
+        ($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)?
+    ) => {
+        $(#[$attr])*
+        fn $name<$($generics)*>($($arg: $ty),*) $(-> $ret)? {
+            #[cfg(target_arch = "x86_64")]
+            {
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    // SAFETY: the CPU supports AVX-512F, checked just above.
+                    return unsafe { $avx512::<$($params)*>($($arg),*) };
+                }
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    // SAFETY: the CPU supports AVX2, checked just above.
+                    return unsafe { $avx2::<$($params)*>($($arg),*) };
+                }
+            }
+            $portable::<$($params)*>($($arg),*)
+        }
+
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx512f")]
+        unsafe fn $avx512<$($generics)*>($($arg: $ty),*) $(-> $ret)? {
+            $portable::<$($params)*>($($arg),*)
+        }
+
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx2")]
+        unsafe fn $avx2<$($generics)*>($($arg: $ty),*) $(-> $ret)? {
+            $portable::<$($params)*>($($arg),*)
+        }
+    };
+}
+
 /// The tolerance parameters the kernel needs for the element-wise counts.
 pub(crate) type Params = Tol;
 
@@ -457,57 +501,13 @@ fn run<A: Elem, B: Elem>(
     )
 }
 
-/// One chunk (`n` elements), on the widest vector unit available: the same code compiled for
-/// AVX-512F or AVX2 when the CPU has it (runtime detection), else for the baseline target. All
-/// compute the same IEEE operations in the same order (lane count is fixed by [`LANES`], not
-/// by the vector width; no FMA contraction; one inlined [`Lanes::step`]), so results do not
-/// depend on the CPU.
-fn chunk_acc<A: Elem, B: Elem, const TRACK: bool>(
-    acc: Accumulator,
-    o: Src<'_, A::Raw>,
-    r: Src<'_, B::Raw>,
-    n: usize,
-    base: u64,
-    p: &Params,
-) -> Accumulator {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU supports AVX-512F, checked just above.
-            return unsafe { chunk_acc_avx512::<A, B, TRACK>(acc, o, r, n, base, p) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU supports AVX2, checked just above.
-            return unsafe { chunk_acc_avx2::<A, B, TRACK>(acc, o, r, n, base, p) };
-        }
-    }
-    chunk_acc_portable::<A, B, TRACK>(acc, o, r, n, base, p)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn chunk_acc_avx512<A: Elem, B: Elem, const TRACK: bool>(
-    acc: Accumulator,
-    o: Src<'_, A::Raw>,
-    r: Src<'_, B::Raw>,
-    n: usize,
-    base: u64,
-    p: &Params,
-) -> Accumulator {
-    chunk_acc_portable::<A, B, TRACK>(acc, o, r, n, base, p)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn chunk_acc_avx2<A: Elem, B: Elem, const TRACK: bool>(
-    acc: Accumulator,
-    o: Src<'_, A::Raw>,
-    r: Src<'_, B::Raw>,
-    n: usize,
-    base: u64,
-    p: &Params,
-) -> Accumulator {
-    chunk_acc_portable::<A, B, TRACK>(acc, o, r, n, base, p)
+widest_unit! {
+    /// One chunk (`n` elements), on the widest vector unit available (`widest_unit!`: one
+    /// inlined [`Lanes::step`] in every build).
+    fn chunk_acc, chunk_acc_avx512, chunk_acc_avx2 => chunk_acc_portable
+    [A: Elem, B: Elem, const TRACK: bool] [A, B, TRACK]
+    (acc: Accumulator, o: Src<'_, A::Raw>, r: Src<'_, B::Raw>, n: usize, base: u64, p: &Params)
+        -> Accumulator
 }
 
 #[inline(always)]
@@ -779,58 +779,24 @@ pub(crate) fn step_sums(
     });
 }
 
-/// [`step_sums`]' loop over the steps of a run, on the widest vector unit available: one
-/// dispatch for the run (as [`chunk_acc`] for one chunk), so that every step's blocks are the
-/// same build's inlined loop and what a step costs past its elements is only its sums' tail
-/// (docs/performance.md, "Decode steps", session 54). Step `k`'s sums are [`chunk_acc`]'s on
-/// its `n` elements alone, merged once into empty sums, as `Chunked::total` closes a run
-/// shorter than a chunk: the same bits on every build (tested).
-fn steps_acc<A: Elem, B: Elem, const TRACK: bool>(
-    o: Src<'_, A::Raw>,
-    r: Src<'_, B::Raw>,
-    n: usize,
-    steps: usize,
-    p: &Params,
-    emit: &mut dyn FnMut(usize, Accumulator),
-) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU supports AVX-512F, checked just above.
-            return unsafe { steps_acc_avx512::<A, B, TRACK>(o, r, n, steps, p, emit) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU supports AVX2, checked just above.
-            return unsafe { steps_acc_avx2::<A, B, TRACK>(o, r, n, steps, p, emit) };
-        }
-    }
-    steps_acc_portable::<A, B, TRACK>(o, r, n, steps, p, emit)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn steps_acc_avx512<A: Elem, B: Elem, const TRACK: bool>(
-    o: Src<'_, A::Raw>,
-    r: Src<'_, B::Raw>,
-    n: usize,
-    steps: usize,
-    p: &Params,
-    emit: &mut dyn FnMut(usize, Accumulator),
-) {
-    steps_acc_portable::<A, B, TRACK>(o, r, n, steps, p, emit)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn steps_acc_avx2<A: Elem, B: Elem, const TRACK: bool>(
-    o: Src<'_, A::Raw>,
-    r: Src<'_, B::Raw>,
-    n: usize,
-    steps: usize,
-    p: &Params,
-    emit: &mut dyn FnMut(usize, Accumulator),
-) {
-    steps_acc_portable::<A, B, TRACK>(o, r, n, steps, p, emit)
+widest_unit! {
+    /// [`step_sums`]' loop over the steps of a run, on the widest vector unit available: one
+    /// dispatch for the run (as [`chunk_acc`] for one chunk), so that every step's blocks are
+    /// the same build's inlined loop and what a step costs past its elements is only its sums'
+    /// tail (docs/performance.md, "Decode steps", session 54). Step `k`'s sums are
+    /// [`chunk_acc`]'s on its `n` elements alone, merged once into empty sums, as
+    /// `Chunked::total` closes a run shorter than a chunk: the same bits on every build
+    /// (tested).
+    fn steps_acc, steps_acc_avx512, steps_acc_avx2 => steps_acc_portable
+    [A: Elem, B: Elem, const TRACK: bool] [A, B, TRACK]
+    (
+        o: Src<'_, A::Raw>,
+        r: Src<'_, B::Raw>,
+        n: usize,
+        steps: usize,
+        p: &Params,
+        emit: &mut dyn FnMut(usize, Accumulator),
+    )
 }
 
 #[inline(always)]
@@ -921,35 +887,14 @@ fn side_visit(stats: SideStats, values: Piece<'_>, how: How) -> SideStats {
     })
 }
 
-/// One chunk (or the rest of one: `n` elements) of [`side_stats_into`], block by block
-/// ([`BLOCK`], as the pair kernel): [`LANES`] partial sums per block, vectorized where the CPU
-/// allows; a block whose sum is not finite is summed again element by element, skipping NaN /
-/// Inf. The order of operations is fixed by the code, so every CPU gets the same bits.
-fn side_chunk<A: Elem>(stats: SideStats, v: Src<'_, A::Raw>, n: usize) -> SideStats {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU supports AVX-512F, checked just above.
-            return unsafe { side_chunk_avx512::<A>(stats, v, n) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU supports AVX2, checked just above.
-            return unsafe { side_chunk_avx2::<A>(stats, v, n) };
-        }
-    }
-    side_chunk_portable::<A>(stats, v, n)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn side_chunk_avx512<A: Elem>(stats: SideStats, v: Src<'_, A::Raw>, n: usize) -> SideStats {
-    side_chunk_portable::<A>(stats, v, n)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn side_chunk_avx2<A: Elem>(stats: SideStats, v: Src<'_, A::Raw>, n: usize) -> SideStats {
-    side_chunk_portable::<A>(stats, v, n)
+widest_unit! {
+    /// One chunk (or the rest of one: `n` elements) of [`side_stats_into`], block by block
+    /// ([`BLOCK`], as the pair kernel): [`LANES`] partial sums per block, vectorized where the
+    /// CPU allows; a block whose sum is not finite is summed again element by element, skipping
+    /// NaN / Inf. The order of operations is fixed by the code, so every CPU gets the same bits.
+    fn side_chunk, side_chunk_avx512, side_chunk_avx2 => side_chunk_portable
+    [A: Elem] [A]
+    (stats: SideStats, v: Src<'_, A::Raw>, n: usize) -> SideStats
 }
 
 #[inline(always)]
