@@ -276,9 +276,10 @@ fn pair_lanes<A: Elem, B: Elem, const TRACK: bool>(
 ) {
     let k = xs.len().min(ys.len());
     let head = ((LANES - j % LANES) % LANES).min(k);
-    // With TRACK, `first[lane]` follows the block element at which each lane's maximum last
-    // grew: the lane's first element attaining its maximum, as each lane sees its elements in
-    // order ([`fast_block`]).
+    // With TRACK, `first[lane]` follows where each lane's maximum last grew: the block
+    // element (by the element-by-element loops), or the stretch of whole groups it grew in
+    // ([`IN_STRETCH`], by the groups' loop), which holds the lane's first element attaining its
+    // maximum, as each lane sees its elements in order ([`fast_block`] asks for it).
     for i in 0..head {
         pair_one::<TRACK>(l, first, A::wide(xs[i]), B::wide(ys[i]), j + i, full, tol);
     }
@@ -288,29 +289,109 @@ fn pair_lanes<A: Elem, B: Elem, const TRACK: bool>(
     // (the element-by-element loops index `l` at run time, which keeps it in memory).
     let mut v = *l;
     let mut f = *first;
-    let mut at = (j + head) as u64;
-    for (xb, yb) in xs[body.clone()]
-        .chunks_exact(LANES)
-        .zip(ys[body.clone()].chunks_exact(LANES))
-    {
-        for lane in 0..LANES {
-            let before = v.max_abs_d[lane];
-            let a = v.step(lane, A::wide(xb[lane]), B::wide(yb[lane]), tol);
-            if TRACK {
-                f[lane] = if a > before {
-                    at + lane as u64
-                } else {
-                    f[lane]
-                };
+    let (xs_body, ys_body) = (&xs[body.clone()], &ys[body.clone()]);
+    if TRACK {
+        // A lane's maximum compared once a stretch, not once a group: following the element
+        // in the loop made a decode step's kernel ~10% slower than one tensor's, whose blocks
+        // rescan only where their maximum grows (docs/performance.md, "Decode steps", session
+        // 56). Whole stretches of a known length, so that their groups' loop unrolls, then
+        // the rest as one shorter stretch.
+        let mut at = (j + head) as u64;
+        let mut xi = xs_body.chunks_exact(STRETCH * LANES);
+        let mut yi = ys_body.chunks_exact(STRETCH * LANES);
+        for (sx, sy) in (&mut xi).zip(&mut yi) {
+            let before = v.max_abs_d;
+            for g in 0..STRETCH {
+                let (xb, yb) = (&sx[g * LANES..][..LANES], &sy[g * LANES..][..LANES]);
+                for lane in 0..LANES {
+                    v.step(lane, A::wide(xb[lane]), B::wide(yb[lane]), tol);
+                }
+            }
+            note_stretch(&mut f, &v.max_abs_d, &before, at);
+            at += (STRETCH * LANES) as u64;
+        }
+        let (rx, ry) = (xi.remainder(), yi.remainder());
+        let before = v.max_abs_d;
+        for (xb, yb) in rx.chunks_exact(LANES).zip(ry.chunks_exact(LANES)) {
+            for lane in 0..LANES {
+                v.step(lane, A::wide(xb[lane]), B::wide(yb[lane]), tol);
             }
         }
-        at += LANES as u64;
+        note_stretch(&mut f, &v.max_abs_d, &before, at);
+    } else {
+        for (xb, yb) in xs_body.chunks_exact(LANES).zip(ys_body.chunks_exact(LANES)) {
+            for lane in 0..LANES {
+                v.step(lane, A::wide(xb[lane]), B::wide(yb[lane]), tol);
+            }
+        }
     }
     *l = v;
     *first = f;
     for i in body.end..k {
         pair_one::<TRACK>(l, first, A::wide(xs[i]), B::wide(ys[i]), j + i, full, tol);
     }
+}
+
+/// Groups of [`LANES`] elements in a stretch of [`pair_lanes`]' tracked loop.
+const STRETCH: usize = 8;
+
+/// Marks a lane's `first` entry ([`pair_lanes`]) whose maximum last grew in the stretch of
+/// whole groups that starts at block element `first & !IN_STRETCH`.
+const IN_STRETCH: u64 = 1 << 63;
+
+/// Marks in `first` the lanes whose maximum grew over a stretch (from `before` to `max`) as
+/// grown in the stretch that starts at block element `at` ([`IN_STRETCH`]).
+#[inline(always)]
+fn note_stretch(first: &mut [u64; LANES], max: &[f64; LANES], before: &[f64; LANES], at: u64) {
+    for lane in 0..LANES {
+        first[lane] = if max[lane] > before[lane] {
+            IN_STRETCH | at
+        } else {
+            first[lane]
+        };
+    }
+}
+
+/// The block element a lane's `first` entry names ([`pair_lanes`]): the element, or, in a
+/// stretch ([`IN_STRETCH`]), the stretch's first element of `lane` whose difference is `max`,
+/// the lane's maximum. Its maximum grew last in that stretch, so every element of the lane
+/// before that one is below `max`, and the lane's first element attaining it is there.
+#[inline(always)]
+fn first_of_lane<A: Elem, B: Elem>(
+    o: Src<'_, A::Raw>,
+    r: Src<'_, B::Raw>,
+    first: u64,
+    lane: usize,
+    max: f64,
+    len: usize,
+) -> u64 {
+    if first & IN_STRETCH == 0 {
+        return first;
+    }
+    let start = (first & !IN_STRETCH) as usize + lane;
+    let end = (start + STRETCH * LANES).min(len);
+    let (ro, rr) = (o.at.run(start, end - start), r.at.run(start, end - start));
+    let mut e = start;
+    if ro.len() == end - start && rr.len() == end - start {
+        // Both sides' stretch stored in one run (always, but in a gathered view).
+        let (xs, ys) = (&o.raw[ro], &r.raw[rr]);
+        while e < end {
+            if (A::wide(xs[e - start]) - B::wide(ys[e - start])).abs() == max {
+                return e as u64;
+            }
+            e += LANES;
+        }
+    } else {
+        while e < end {
+            let (x, y) = (o.raw[o.at.run(e, 1).start], r.raw[r.at.run(e, 1).start]);
+            if (A::wide(x) - B::wide(y)).abs() == max {
+                return e as u64;
+            }
+            e += LANES;
+        }
+    }
+    // Not reached: the stretch holds the element (the lane's maximum grew there).
+    start as u64
 }
 
 /// One element of [`pair_lanes`]' element-by-element loops: block element `at`, in its lane.
@@ -594,13 +675,19 @@ fn fast_block<A: Elem, B: Elem, const TRACK: bool>(
         .fold(0.0f64, |m, &v| if v > m { v } else { m });
     if TRACK && len > 0 && (acc.max_abs_d_index.is_none() || bmx > acc.max_abs_d) {
         // The lanes followed where their maxima grew: the block's first element attaining
-        // `bmx` is the first such element of the lanes that reach it (each lane's own first;
-        // none grew when every difference is 0, and then element 0 attains it).
-        let at = (0..LANES)
-            .filter(|&lane| bmx > 0.0 && l.max_abs_d[lane] == bmx)
-            .map(|lane| first[lane])
-            .min()
-            .unwrap_or(0);
+        // `bmx` is the first such element of the lanes that reach it (each lane's own first,
+        // found in its stretch where the groups' loop noted one; none grew when every
+        // difference is 0, and then element 0 attains it).
+        let block = len as usize;
+        let mut at = u64::MAX;
+        if bmx > 0.0 {
+            for (lane, (&max, &f)) in l.max_abs_d.iter().zip(&first).enumerate() {
+                if max == bmx {
+                    at = at.min(first_of_lane::<A, B>(o, r, f, lane, bmx, block));
+                }
+            }
+        }
+        let at = if at == u64::MAX { 0 } else { at };
         acc.max_abs_d = bmx;
         acc.max_abs_d_index = Some(base + at);
     } else if len > 0 && (acc.max_abs_d_index.is_none() || bmx > acc.max_abs_d) {
@@ -1273,6 +1360,33 @@ mod tests {
                     &P,
                 );
                 assert_eq!(tracked, rescan, "len {len}, pattern {pattern}");
+                // Ours gathered (rows of `take` of `take + 3`): the lanes' stretches in runs
+                // that end inside a block, and a stretch read across two runs.
+                for take in [61, 100] {
+                    let stride = take + 3;
+                    let mut whole = vec![f32::NAN; len.div_ceil(take) * stride];
+                    for (i, &v) in o.iter().enumerate() {
+                        whole[i / take * stride + 1 + i % take] = v;
+                    }
+                    let gather = Gather {
+                        stride,
+                        offset: 1,
+                        take,
+                    };
+                    let gathered = Src {
+                        raw: &whole[..],
+                        at: At::Gather { gather, start: 0 },
+                    };
+                    let tracked = chunk_acc::<F32, F32, true>(
+                        Accumulator::default(),
+                        gathered,
+                        flat(&r),
+                        len,
+                        3,
+                        &P,
+                    );
+                    assert_eq!(tracked, rescan, "gathered, len {len}, pattern {pattern}");
+                }
                 let (ob, rb) = (bf(&o), bf(&r));
                 let rescan = chunk_acc_portable::<Bf16Le, Bf16Le, false>(
                     Accumulator::default(),
