@@ -31,7 +31,9 @@ const BOLD: &str = "1";
 /// The ops table's columns in the order they are dropped when the table is wider than
 /// [`TableOptions::width`]: the cosine, dtype, shape and norms first, the op name, mark and
 /// rel err never. The columns from [`FIRST_KEPT`] on (the born / carried mark, max err, status)
-/// are dropped only when the op name would otherwise get fewer than [`NAME_MIN`] characters.
+/// are dropped only when the op name would otherwise get fewer than [`NAME_MIN`] characters;
+/// the index, so that names break less, stays where the widest piece of a name breaks all the
+/// same and the name still gets [`NAME_MIN`] ([`fit_ops_columns`]).
 /// In truth mode the two errors against the truth go before the index, the noise ratio only
 /// after max err.
 pub(crate) const DROP_ORDER: [OpsColumn; 13] = [
@@ -74,7 +76,8 @@ fn table_width(content_widths: impl Iterator<Item = usize>) -> usize {
 }
 
 /// The columns of `all` that fit `width`, left to right (see [`DROP_ORDER`]); `widths` is
-/// indexed like `all`.
+/// indexed like `all`, and may hold after them the widest piece of an op name
+/// ([`name_piece`]; none: 0).
 pub(crate) fn fit_ops_columns(all: &[OpsColumn], widths: &[usize], width: usize) -> Vec<OpsColumn> {
     let of = |c: OpsColumn| all.iter().position(|&k| k == c).map_or(0, |i| widths[i]);
     let total = |cols: &[OpsColumn]| table_width(cols.iter().map(|&c| of(c)));
@@ -93,7 +96,38 @@ pub(crate) fn fit_ops_columns(all: &[OpsColumn], widths: &[usize], width: usize)
         }
         cols.retain(|c| c != drop);
     }
+    // The index goes so that the op names break less. Where the widest piece of a name
+    // ([`break_name`] keeps it whole where it has room: `post_attention_layernorm`,
+    // `widths[all.len()]`) breaks all the same, that gained nothing: the index comes back if
+    // the name still gets NAME_MIN (at 60 columns under `--layer` it went, and
+    // `post_attention_layernorm` broke without it: a newcomer's check).
+    if total(&cols) > width && all.contains(&OpsColumn::Index) && !cols.contains(&OpsColumn::Index)
+    {
+        let piece = widths.get(all.len()).copied().unwrap_or(0);
+        let with: Vec<OpsColumn> = all
+            .iter()
+            .copied()
+            .filter(|&c| c == OpsColumn::Index || cols.contains(&c))
+            .collect();
+        let room = |cols: &[OpsColumn]| width.saturating_sub(total(cols) - name);
+        let (room_with, room_without) = (room(&with), room(&cols));
+        if room_with >= name.min(NAME_MIN) && room_without < piece {
+            cols = with;
+        }
+    }
     cols
+}
+
+/// The widest cell of each of `all`'s columns in `texts` (a row of cells each, in `all`'s
+/// order), then the widest piece of an op name ([`name_piece`]).
+fn ops_widths_of(all: &[OpsColumn], texts: &[Vec<String>]) -> Vec<usize> {
+    let widest = |f: &dyn Fn(&str) -> usize, k: usize| texts.iter().map(|r| f(&r[k])).max();
+    let mut widths: Vec<usize> = (0..all.len())
+        .map(|k| widest(&text_cols, k).unwrap_or(0))
+        .collect();
+    let name = all.iter().position(|&c| c == OpsColumn::Name);
+    widths.push(name.and_then(|k| widest(&name_piece, k)).unwrap_or(0));
+    widths
 }
 
 /// Whether a rendered table is within `width` columns with its header on one line (the line
@@ -165,6 +199,12 @@ fn wrap_ranges(chars: &[char], width: Option<usize>, hang: usize) -> Vec<(usize,
     }
     lines.push((start, end));
     lines
+}
+
+/// The widest piece of `name` that [`break_name`] keeps whole where it has room: the text
+/// after each `.`, up to and with the next.
+fn name_piece(name: &str) -> usize {
+    name.split_inclusive('.').map(text_cols).max().unwrap_or(0)
 }
 
 /// Breaks an op name into lines of at most `room` terminal columns (a CJK character or an
@@ -412,19 +452,16 @@ impl Terminal<'_> {
     }
 
     /// The widest cell of each of `all`'s columns over the ops `indices` (their labels
-    /// included), in pages of [`OPS_PAGE`] rows made in parallel and dropped.
+    /// included), in pages of [`OPS_PAGE`] rows made in parallel and dropped; then the widest
+    /// piece of an op name ([`ops_widths_of`]).
     fn ops_widths(&self, sel: &view::Selection, all: &[OpsColumn]) -> Vec<usize> {
         use rayon::prelude::*;
-        let labels: Vec<usize> = all.iter().map(|c| text_cols(c.label())).collect();
+        let mut labels: Vec<usize> = all.iter().map(|c| text_cols(c.label())).collect();
+        labels.push(0);
         let report = self.report;
         sel.indices
             .par_chunks(OPS_PAGE)
-            .map(|page| {
-                let texts = Self::ops_texts(report, sel, page, all);
-                (0..all.len())
-                    .map(|k| texts.iter().map(|r| text_cols(&r[k])).max().unwrap_or(0))
-                    .collect::<Vec<usize>>()
-            })
+            .map(|page| ops_widths_of(all, &Self::ops_texts(report, sel, page, all)))
             .reduce(
                 || labels.clone(),
                 |a, b| a.iter().zip(&b).map(|(x, y)| *x.max(y)).collect(),
@@ -457,18 +494,13 @@ impl Terminal<'_> {
         let texts = Self::ops_texts(report, sel, indices, all);
         let widths: Vec<usize> = match shared {
             Some(w) => w.to_vec(),
-            None => all
-                .iter()
-                .enumerate()
-                .map(|(k, c)| {
-                    texts
-                        .iter()
-                        .map(|r| text_cols(&r[k]))
-                        .chain([text_cols(c.label())])
-                        .max()
-                        .unwrap_or(0)
-                })
-                .collect(),
+            None => {
+                let mut w = ops_widths_of(all, &texts);
+                for (w, c) in w.iter_mut().zip(all) {
+                    *w = (*w).max(text_cols(c.label()));
+                }
+                w
+            }
         };
         let cols = match opts.width {
             Some(w) => fit_ops_columns(all, &widths, usize::from(w)),
@@ -1046,7 +1078,12 @@ mod tests {
         // mark, #, op, status, shape, dtype, ours, ref, max, rel, origin, cosine, out tol
         let widths = [2, 2, 31, 8, 9, 5, 9, 9, 9, 9, 7, 8, 7];
         let all: Vec<OpsColumn> = OPS_COLUMNS.into_iter().filter(|c| !c.is_truth()).collect();
-        let fit = |w| fit_ops_columns(&all, &widths, w);
+        // The names' widest piece: `post_attention_layernorm`'s.
+        let fit_with_piece = |w, piece| {
+            let widths: Vec<usize> = widths.iter().copied().chain([piece]).collect();
+            fit_ops_columns(&all, &widths, w)
+        };
+        let fit = |w| fit_with_piece(w, 24);
         let full = table_width(widths.iter().copied());
         assert_eq!(fit(full), all);
         let without_cosine: Vec<_> = all
@@ -1057,9 +1094,19 @@ mod tests {
         assert_eq!(fit(full - 1), without_cosine);
         use OpsColumn::*;
         assert_eq!(fit(80), [Mark, Name, Status, MaxAbsErr, RelErr, Origin]);
+        // At 80 the name wraps (26 characters) with the index gone, its pieces whole; were the
+        // widest piece 27, it would break all the same, and the index comes back.
+        assert_eq!(
+            fit_with_piece(80, 27),
+            [Mark, Index, Name, Status, MaxAbsErr, RelErr, Origin]
+        );
         // Narrower: the name wraps down to NAME_MIN before the born / carried mark, max err and
-        // status go.
-        assert_eq!(fit(66), [Mark, Name, Status, MaxAbsErr, RelErr]);
+        // status go. Where the widest piece breaks all the same, the index comes back while
+        // the name still gets NAME_MIN (17 characters at 66 columns), not when it would not
+        // (64).
+        assert_eq!(fit(66), [Mark, Index, Name, Status, MaxAbsErr, RelErr]);
+        assert_eq!(fit(65), [Mark, Index, Name, Status, MaxAbsErr, RelErr]);
+        assert_eq!(fit(64), [Mark, Name, Status, MaxAbsErr, RelErr]);
         assert_eq!(fit(40), [Mark, Name, RelErr]);
     }
 

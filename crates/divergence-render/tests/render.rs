@@ -737,6 +737,57 @@ fn assert_numbers_whole(table_text: &str) {
     }
 }
 
+/// At 60 columns, a layer's ops (`--layer`) keep the index where the widest op name breaks with
+/// or without it: before, the index went and `post_attention_layernorm` broke all the same (a
+/// newcomer's check). Where dropping it keeps every name whole, it still goes.
+#[test]
+fn the_index_stays_where_a_name_breaks_all_the_same() {
+    let cfg = DiffConfig::default();
+    // The first divergence before the layer: its rows have no `>>` column.
+    let mut ops = vec![op("model.embed_tokens", &[1, 4, 16], 0, 5e-1)];
+    ops.extend(layer_ops(0, 1e-1));
+    ops.push(op(
+        "model.layers.0.post_attention_layernorm",
+        &[1, 4, 16],
+        7,
+        1e-1,
+    ));
+    let ctx = ReportContext::new("ours.npz", "ref.npz", OrderSource::RefMeta);
+    let r = build(&ops, "float32", ctx, &cfg);
+    let header = |t: &str| {
+        t.lines()
+            .skip_while(|l| !l.starts_with("Ops of layer 0"))
+            .find(|l| l.contains(" op "))
+            .unwrap_or_default()
+            .to_string()
+    };
+    let at = |width| {
+        let t = table(
+            &r,
+            &TableOptions {
+                layer: Some(0),
+                ..at_width(width, false)
+            },
+        );
+        for line in t.lines() {
+            assert!(
+                line.chars().count() <= usize::from(width),
+                "{width}: {line}"
+            );
+        }
+        t
+    };
+    // 60: `post_attention_layernorm` (24) breaks at 21 characters without the index as at 16
+    // with it.
+    let t60 = at(60);
+    assert!(header(&t60).contains(" # "), "{t60}");
+    assert!(t60.contains("post_attention_l"), "{t60}");
+    // 64: without the index the name has its 24 characters, whole; the index goes.
+    let t64 = at(64);
+    assert!(!header(&t64).contains(" # "), "{t64}");
+    assert!(t64.contains("post_attention_layernorm"), "{t64}");
+}
+
 #[test]
 fn table_fits_80_and_120_columns() {
     let r = divergent_report();
