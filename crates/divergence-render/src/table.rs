@@ -31,9 +31,10 @@ const BOLD: &str = "1";
 /// The ops table's columns in the order they are dropped when the table is wider than
 /// [`TableOptions::width`]: the cosine, dtype, shape and norms first, the op name, mark and
 /// rel err never. The columns from [`FIRST_KEPT`] on (the born / carried mark, max err, status)
-/// are dropped only when the op name would otherwise get fewer than [`NAME_MIN`] characters;
-/// the index, so that names break less, stays where the widest piece of a name breaks all the
-/// same and the name still gets [`NAME_MIN`] ([`fit_ops_columns`]).
+/// are dropped only when the op name would otherwise get fewer than [`NAME_MIN`] characters.
+/// The index, dropped so that names break less, comes back where the widest piece of a name
+/// breaks without it all the same and the name still gets [`NAME_MIN`], never where a column
+/// after it could ([`fit_ops_columns`]).
 /// In truth mode the two errors against the truth go before the index, the noise ratio only
 /// after max err.
 pub(crate) const DROP_ORDER: [OpsColumn; 13] = [
@@ -98,20 +99,28 @@ pub(crate) fn fit_ops_columns(all: &[OpsColumn], widths: &[usize], width: usize)
     }
     // The index goes so that the op names break less. Where the widest piece of a name
     // ([`break_name`] keeps it whole where it has room: `post_attention_layernorm`,
-    // `widths[all.len()]`) breaks all the same, that gained nothing: the index comes back if
-    // the name still gets NAME_MIN (at 60 columns under `--layer` it went, and
-    // `post_attention_layernorm` broke without it: a newcomer's check).
-    if total(&cols) > width && all.contains(&OpsColumn::Index) && !cols.contains(&OpsColumn::Index)
-    {
-        let piece = widths.get(all.len()).copied().unwrap_or(0);
-        let with: Vec<OpsColumn> = all
-            .iter()
+    // `widths[all.len()]`) breaks without it all the same, the index comes back if the name
+    // still gets NAME_MIN, unless a column that goes after it and is gone would get the name
+    // NAME_MIN too (at 60 columns under `--layer` the index went, and
+    // `post_attention_layernorm` broke without it: a newcomer's check). Narrower pieces may
+    // then break where they did not; a wider terminal, on which the widest piece fits without
+    // the index, shows it without.
+    let piece = widths.get(all.len()).copied().unwrap_or(0);
+    let room = |cols: &[OpsColumn]| width.saturating_sub(total(cols) - name);
+    let plus = |extra: OpsColumn| -> Vec<OpsColumn> {
+        all.iter()
             .copied()
-            .filter(|&c| c == OpsColumn::Index || cols.contains(&c))
-            .collect();
-        let room = |cols: &[OpsColumn]| width.saturating_sub(total(cols) - name);
-        let (room_with, room_without) = (room(&with), room(&cols));
-        if room_with >= name.min(NAME_MIN) && room_without < piece {
+            .filter(|&c| c == extra || cols.contains(&c))
+            .collect()
+    };
+    let fits = |cols: &[OpsColumn]| room(cols) >= name.min(NAME_MIN);
+    let index_gone = all.contains(&OpsColumn::Index) && !cols.contains(&OpsColumn::Index);
+    if index_gone && total(&cols) > width && room(&cols) < piece {
+        let instead = DROP_ORDER[FIRST_KEPT..]
+            .iter()
+            .any(|&c| all.contains(&c) && !cols.contains(&c) && fits(&plus(c)));
+        let with = plus(OpsColumn::Index);
+        if !instead && fits(&with) {
             cols = with;
         }
     }
@@ -1107,13 +1116,35 @@ mod tests {
         assert_eq!(fit(66), [Mark, Index, Name, Status, MaxAbsErr, RelErr]);
         assert_eq!(fit(65), [Mark, Index, Name, Status, MaxAbsErr, RelErr]);
         assert_eq!(fit(64), [Mark, Name, Status, MaxAbsErr, RelErr]);
+        // Where a column that goes after it has gone, the index comes back only if that
+        // column could not (a review): at 55 max err would leave the name 11, at 44 status 12.
+        assert_eq!(fit(55), [Mark, Index, Name, Status, RelErr]);
+        assert_eq!(fit(44), [Mark, Index, Name, RelErr]);
+        // At 45 the widest piece fits without it: the index stays gone.
+        assert_eq!(fit(45), [Mark, Name, RelErr]);
         assert_eq!(fit(40), [Mark, Name, RelErr]);
+    }
+
+    #[test]
+    fn the_index_never_comes_back_where_a_column_after_it_could() {
+        // mark, #, op, status, shape, dtype, ours, ref, max, rel, origin, cosine, out tol, and
+        // the widest piece (a name without dots: all of it). At 62 max err went (the name
+        // would get 13) after the born / carried mark (1 with max err there): the mark would
+        // leave the name 18 now, so the index does not come back in its place.
+        let widths = [2, 2, 31, 8, 9, 5, 9, 9, 14, 9, 9, 8, 7, 31];
+        let all: Vec<OpsColumn> = OPS_COLUMNS.into_iter().filter(|c| !c.is_truth()).collect();
+        use OpsColumn::*;
+        assert_eq!(
+            fit_ops_columns(&all, &widths, 62),
+            [Mark, Name, Status, RelErr]
+        );
     }
 
     #[test]
     fn truth_columns_drop_before_the_index_but_the_ratio_stays() {
         // mark, #, op, status, shape, dtype, ours, ref, max, rel, o~t, r~t, ratio, origin, cos, tol
-        let widths = [2, 2, 31, 8, 9, 5, 9, 9, 9, 9, 10, 9, 7, 7, 8, 7];
+        // (and the names' widest piece, 24)
+        let widths = [2, 2, 31, 8, 9, 5, 9, 9, 9, 9, 10, 9, 7, 7, 8, 7, 24];
         let fit = |w| fit_ops_columns(&OPS_COLUMNS, &widths, w);
         use OpsColumn::*;
         assert_eq!(
@@ -1125,6 +1156,13 @@ mod tests {
             [Mark, Name, Status, MaxAbsErr, RelErr, NoiseRatio, Origin]
         );
         assert_eq!(fit(60), [Mark, Name, Status, RelErr, NoiseRatio]);
+        // The index back where the widest piece breaks all the same (75: the name 17 with it,
+        // 22 without; 65: max err or the born / carried mark would leave it 11 or 13).
+        assert_eq!(
+            fit(75),
+            [Mark, Index, Name, Status, MaxAbsErr, RelErr, NoiseRatio]
+        );
+        assert_eq!(fit(65), [Mark, Index, Name, Status, RelErr, NoiseRatio]);
     }
 
     #[test]
