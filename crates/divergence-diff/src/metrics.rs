@@ -294,41 +294,39 @@ fn pair_lanes<A: Elem, B: Elem, const TRACK: bool>(
         // A lane's maximum compared once a stretch, not once a group: following the element
         // in the loop made a decode step's kernel ~10% slower than one tensor's, whose blocks
         // rescan only where their maximum grows (docs/performance.md, "Decode steps", session
-        // 56). Whole stretches of a known length, so that their groups' loop unrolls, then
-        // the rest as one shorter stretch.
+        // 56). Whole stretches, then the rest as one shorter stretch (stretches cut by
+        // `chunks` worked out each one's length: slower).
         let mut at = (j + head) as u64;
         let mut xi = xs_body.chunks_exact(STRETCH * LANES);
         let mut yi = ys_body.chunks_exact(STRETCH * LANES);
         for (sx, sy) in (&mut xi).zip(&mut yi) {
             let before = v.max_abs_d;
-            for g in 0..STRETCH {
-                let (xb, yb) = (&sx[g * LANES..][..LANES], &sy[g * LANES..][..LANES]);
-                for lane in 0..LANES {
-                    v.step(lane, A::wide(xb[lane]), B::wide(yb[lane]), tol);
-                }
-            }
+            pair_groups::<A, B>(&mut v, sx, sy, tol);
             note_stretch(&mut f, &v.max_abs_d, &before, at);
             at += (STRETCH * LANES) as u64;
         }
-        let (rx, ry) = (xi.remainder(), yi.remainder());
         let before = v.max_abs_d;
-        for (xb, yb) in rx.chunks_exact(LANES).zip(ry.chunks_exact(LANES)) {
-            for lane in 0..LANES {
-                v.step(lane, A::wide(xb[lane]), B::wide(yb[lane]), tol);
-            }
-        }
+        pair_groups::<A, B>(&mut v, xi.remainder(), yi.remainder(), tol);
         note_stretch(&mut f, &v.max_abs_d, &before, at);
     } else {
-        for (xb, yb) in xs_body.chunks_exact(LANES).zip(ys_body.chunks_exact(LANES)) {
-            for lane in 0..LANES {
-                v.step(lane, A::wide(xb[lane]), B::wide(yb[lane]), tol);
-            }
-        }
+        pair_groups::<A, B>(&mut v, xs_body, ys_body, tol);
     }
     *l = v;
     *first = f;
     for i in body.end..k {
         pair_one::<TRACK>(l, first, A::wide(xs[i]), B::wide(ys[i]), j + i, full, tol);
+    }
+}
+
+/// [`pair_lanes`]' loop over whole groups of [`LANES`] elements (`xs` and `ys` hold whole
+/// groups): group by group, each element in its lane, no branch (the loop the compiler
+/// vectorizes).
+#[inline(always)]
+fn pair_groups<A: Elem, B: Elem>(v: &mut Lanes<LANES>, xs: &[A::Raw], ys: &[B::Raw], tol: &Tol) {
+    for (xb, yb) in xs.chunks_exact(LANES).zip(ys.chunks_exact(LANES)) {
+        for lane in 0..LANES {
+            v.step(lane, A::wide(xb[lane]), B::wide(yb[lane]), tol);
+        }
     }
 }
 
