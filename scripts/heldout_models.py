@@ -14,8 +14,8 @@ which tests/python/test_heldout.py runs `xw` and `xe`. `TENTH`: the five of a te
 of session 47 (docs/tolerances.md), not run in CI. `ELEVENTH`: the four of an eleventh
 (docs/results/heldout-2026-12-06-session48.txt), not run in CI. `TWELFTH`: the four of a twelfth
 (docs/results/heldout-2026-12-06-session49.txt), of which tests/python/test_heldout.py runs `q3`
-and `q4`. `THIRTEENTH`: the five of a thirteenth (docs/results/heldout-2026-12-07-session57.txt),
-not run in CI.
+and `q4`. `THIRTEENTH`: the five of a thirteenth (docs/results/heldout-2026-12-07-session57.txt), of
+which tests/python/test_heldout.py runs `z4`'s f16 `decode-mask`.
 
 `make(name, workdir)` builds one with real transformers (scripts/dump_reference.py, seeded init)
 and returns its directory, its prompt (comma-separated ids) and its config changes.
@@ -276,7 +276,8 @@ TWELFTH = {
 
 
 # The thirteenth held-out check's five (a helper, 2026-12-07, session 57; results:
-# docs/results/heldout-2026-12-07-session57.txt). Not run in CI. z1: Qwen3-0.6B's head_dim 128 on
+# docs/results/heldout-2026-12-07-session57.txt). CI runs z4's f16 decode-mask (tests/python/
+# test_heldout.py). z1: Qwen3-0.6B's head_dim 128 on
 # a shrunk model after a 1-token prompt; z4: 60 tokens of flat attention (gains x0.5), whose f16
 # `decode-mask@1` read no hint (docs/hints.md, `attention_spread`); z5: untied embeddings.
 THIRTEENTH = {

@@ -790,9 +790,11 @@ def test_a_zero_keys_one_share_in_every_head_is_named(tmp_path):
     """The thirteenth held-out check's `z4` (60 tokens of flat attention, q/k-norm gains x0.5, 8
     q heads on 1 kv head), f16, `decode-mask`: the unwritten slot takes the same share of every
     head at step 1, each head ours' times 0.984-0.985 (a pure scale each), within f16's noise of
-    one another and within 2e-2 of 1, under `scale`'s gate: no hint until session 57. Now the
-    `attention_spread` that names both readings (a zero key's share among near-equal scores
-    moves by ~3e-4 a step, under f16's unit roundoff: the next steps cannot settle it; docs/hints.md)."""
+    one another and within 2e-2 of 1, under `scale`'s gate: no hint until session 57. Now an
+    `attention_spread`: naming both readings (a zero key's share, or each head scaled), or the
+    zero key alone where a head's factor is seen to move at the next steps (against this eager
+    reference the largest move by step 4 is within 2% of that bound: either, by the host; the
+    sdpa reference's moves past it). Never a `scale` (docs/hints.md, `attention_spread`)."""
     from heldout_models import THIRTEENTH
 
     mdir, ids, _ = make("z4", tmp_path)
@@ -810,5 +812,6 @@ def test_a_zero_keys_one_share_in_every_head_is_named(tmp_path):
     assert (p.returncode, r["first_divergence"]["name"]) == (1, op), r["first_divergence"]
     at = [h for h in r["hints"] if h["op"] == op]
     assert [h["code"] for h in at] == ["attention_spread"], r["hints"]
-    assert at[0]["message"].endswith(", or each head's output is scaled"), at[0]["message"]
+    both = at[0]["message"].endswith(", or each head's output is scaled")
+    assert both != ("moved_at_step" in at[0]["evidence"]), at[0]
     assert 0.97 < at[0]["evidence"]["min_factor"] <= at[0]["evidence"]["max_factor"] < 0.99, at[0]

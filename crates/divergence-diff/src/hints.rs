@@ -2249,8 +2249,8 @@ const SPREAD_OTHER: &str = ", or each head's output is scaled";
 
 /// `attention_spread`: at `attn_out` (`[.., T, heads * head_dim]`), every (position, head) of
 /// ours is the reference's times a factor `c = <o, r> / <r, r>` with a residual within 4 unit
-/// roundoffs of the coarser dtype, and at least 1e-5 (a pure scale), no factor above 1 + 1e-3, one at least below
-/// 1 - 5e-3, and the factors not all one (a single scale is `scale`'s, but within 2e-2 of 1 at
+/// roundoffs of the coarser dtype, and at least 1e-5 (a pure scale), no factor above 1 + u (u the
+/// unit roundoff, at least 1e-5), one below 1 - n (n = 2u, at least 1e-4), and the factors not all one (a single scale is `scale`'s, but within 2e-2 of 1 at
 /// a decode step, under its gate: [`one_factor_down`]): the softmax's weights
 /// went partly to keys whose values are zero, a different share per head. A decode step that
 /// attends to a cache slot not written yet (zeros; `decode-mask`) does exactly this.
@@ -2287,7 +2287,18 @@ fn attention_spread(
     // scale beyond that noise differs from them (a held-out check's bf16 `decode-mask@1`).
     let noise = (2.0 * u).max(1e-4);
     let spread = match n_noisy {
-        0 => n_pure >= 2 && (hi - lo > 2.0 * noise || one_factor_down(&per_head, hi, noise, o, r)),
+        0 => {
+            n_pure >= 2
+                && (hi - lo > 2.0 * noise
+                    || one_factor_down(
+                        &per_head,
+                        hi,
+                        noise,
+                        DTypeClass::of(subject.reference.dtype),
+                        o,
+                        r,
+                    ))
+        }
         _ => n_pure >= 1 && lo < 1.0 - NOISY_HEAD * u,
     };
     if !spread || hi > 1.0 + u.max(1e-5) || lo >= 1.0 - noise || lo < 0.0 {
@@ -2351,16 +2362,28 @@ fn attention_spread(
 }
 
 /// True for [`attention_spread`]'s heads (`per_head`, every one a pure scale, the largest
-/// factor `hi`) at one position (a decode step) scaled down by one factor for all, beyond the
-/// dtype's `noise` but within 2e-2 of 1: a factor [`scale`] leaves (under its gate), which is a
-/// zero key's share as well as a scale (near-equal scores give a zero key the same share in
-/// every head), and which the next steps may tell apart ([`spread_across_steps`]). A thirteenth
-/// held-out check's f16 `decode-mask@1` after 60 tokens of flat attention scaled every head by
-/// 0.9837-0.9848 and read no hint (its f32 run, whose noise is finer, read `attention_spread`).
-fn one_factor_down(per_head: &[Vec<f64>], hi: f64, noise: f64, o: &[f64], r: &[f64]) -> bool {
+/// factor `hi`) at one position (a decode step, or a 1-token prompt) scaled down by one factor
+/// for all, every head below 1 - `noise`, the whole tensor's factor `c` within 2e-2 of 1 (a
+/// factor [`scale`] leaves, under its gate), and some element more than 2 ulps of the
+/// reference's dtype (`class`) off (nearer, [`rounding`]'s: bf16 x0.991). Near-equal scores give a zero key the same
+/// share in every head, so this is a zero key's share as well as a scale, which the next steps
+/// may tell apart ([`spread_across_steps`]). A thirteenth held-out check's f16 `decode-mask@1`
+/// after 60 tokens of flat attention scaled every head by 0.9837-0.9848 and read no hint (its f32
+/// run, whose noise is finer, read `attention_spread`).
+fn one_factor_down(
+    per_head: &[Vec<f64>],
+    hi: f64,
+    noise: f64,
+    class: DTypeClass,
+    o: &[f64],
+    r: &[f64],
+) -> bool {
     per_head.iter().all(|f| f.len() == 1)
         && hi < 1.0 - noise
         && scale_fit(o, r).is_some_and(|(c, _)| (c - 1.0).abs() <= 2e-2)
+        && o.iter()
+            .zip(r)
+            .any(|(a, b)| ulp(*b, class).is_none_or(|q| (a - b).abs() > 2.0 * q))
 }
 
 /// What [`spread_across_steps`] adds to a `scale` of every head down at a decode step's
@@ -2389,7 +2412,10 @@ pub fn reads_later_steps(hint_: &Hint) -> bool {
 /// which moves as the cache grows and the query changes; the message says so instead of
 /// naming the other reading. Every head kept its factor at two later steps or more, within four
 /// times that noise and one unit roundoff (at least 1e-6, what two f32 implementations' scale
-/// differs by): a fixed factor per head; the hint becomes `scale`. Anything between, or fewer
+/// differs by): a fixed factor per head; the hint becomes `scale`. Where the heads' factors are
+/// one for all, a step counts as kept only where a zero key's share among near-equal scores
+/// would have moved past that bound by then (a share too small to show in the dtype leaves
+/// both readings said). Anything between, or fewer
 /// steps, or a step that is no pure scale, leaves an `attention_spread` as it is; a `scale`
 /// (every head down) gains the other reading, [`SCALE_OTHER`], and `evidence.later_steps_read`
 /// (0 where no later step was read).
@@ -2435,6 +2461,11 @@ pub fn spread_across_steps(
     {
         return;
     }
+    // One factor for every head (near-equal scores give a zero key the same share in each),
+    // within the dtype's noise and four times the factors' own (a head's residual).
+    let (lo, hi) = span(&mut base.iter().map(|&(c, _)| c));
+    let own_noise = base.iter().map(|&(_, n)| n).fold(0.0, f64::max);
+    let one_factor = hi - lo <= 2.0 * (2.0 * u).max(1e-4) + 4.0 * own_noise;
     let mut same = 0;
     let mut unsure = false;
     let mut read = 0;
@@ -2456,6 +2487,10 @@ pub fn spread_across_steps(
         };
         read += 1;
         let mut all_same = true;
+        // Whether a zero key's share would have moved past each head's bound by this step: a
+        // share s among near-equal scores is s / (1 + j s) after j more keys, a move of
+        // j s^2 / (1 + j s) (j = `read`; exact for equal scores).
+        let mut telling = true;
         // The head that moved most, of those that moved.
         let mut moved: Option<(usize, f64, f64)> = None;
         for (h, (&(c0, n0), &(c1, n1))) in base.iter().zip(&at).enumerate() {
@@ -2466,12 +2501,14 @@ pub fn spread_across_steps(
             {
                 moved = Some((h, c0, c1));
             }
-            all_same &= d <= resid.max(u.max(1e-6) * c);
+            let same_bound = resid.max(u.max(1e-6) * c);
+            all_same &= d <= same_bound;
+            let (share, j) = (1.0 - c0, read as f64);
+            telling &= j * share * share / (1.0 + j * share) > same_bound;
         }
         if let Some((h, c0, c1)) = moved {
             let step = divergence_names::split_step(s.name).1;
             if scaled {
-                let (lo, hi) = span(&mut base.iter().map(|&(c, _)| c));
                 *hint_ = hint(
                     HintCode::AttentionSpread,
                     now.name,
@@ -2504,27 +2541,22 @@ pub fn spread_across_steps(
                 .insert("moved_at_step".to_string(), step as f64);
             return;
         }
-        if all_same {
-            same += 1;
-        } else {
+        if !all_same {
             unsure = true;
+        } else if !one_factor || telling {
+            same += 1;
         }
+        // (One factor for all kept within a bound a zero key's share would not have moved
+        // past yet counts neither way: a thirteenth held-out check's f16 `decode-mask@1`,
+        // every head 0.984, a share that moves 2.5e-4, 4.7e-4, 6.8e-4 in one to three steps
+        // against f16's bound of 4.8e-4, is never two steps kept.)
     }
     // A scale of every head down at a decode step that the next steps do not settle (too few
     // of them, or factors that moved within the noise): both readings are said (a held-out
     // check: bf16 heads at 0.968 and 0.975, then 0.970 and 0.979, read "a wrong scale factor"
-    // alone, for `decode-mask`). Kept at two steps or more, it stays the `scale` it is.
-    // One factor for every head (near-equal scores give a zero key the same share in each):
-    // kept within the bound says a fixed factor only where such a share would have moved past
-    // it, by about s^2 for a share s = 1 - c as one key joins (a thirteenth held-out check's f16
-    // `decode-mask@1`, every head 0.984, the share moving ~3e-4 a step, within f16's unit
-    // roundoff, 4.9e-4: "a scale per head").
-    let (lo, hi) = span(&mut base.iter().map(|&(c, _)| c));
-    let telling = hi - lo > 2.0 * (2.0 * u).max(1e-4)
-        || base
-            .iter()
-            .all(|&(c, _)| (1.0 - c).powi(2) > u.max(1e-6) * c.abs());
-    let settled = same >= 2 && !unsure && telling;
+    // alone, for `decode-mask`). Kept at two steps or more (that count), it stays the `scale`
+    // it is.
+    let settled = same >= 2 && !unsure;
     if scaled && !settled {
         let why = if read == 0 {
             "no later step was read to tell the two apart"
@@ -2538,7 +2570,6 @@ pub fn spread_across_steps(
         return;
     }
     if settled && !scaled {
-        let (lo, hi) = span(&mut base.iter().map(|&(c, _)| c));
         let last = later
             .get(same - 1)
             .map_or(0, |s| divergence_names::split_step(s.name).1);
@@ -3830,15 +3861,44 @@ mod tests {
         // and a move under one unit roundoff is the same factor in bf16 (its rounding)
         let kept = [0.99, 0.981, 0.963, 0.995];
         assert_eq!(read(&[first, kept, kept], "bfloat16").code, HintCode::Scale);
-        // One factor for every head kept at the next steps: a zero key's share among
-        // near-equal scores moves by about its square (1.6e-2 -> ~2.6e-4), which f16's unit
-        // roundoff (4.9e-4) does not tell from a kept factor: either reading (a thirteenth
-        // held-out check's f16 `decode-mask@1`). In f32 the same is a scale per head.
+        // One factor for every head kept at the next steps: a zero key's share s among
+        // near-equal scores moves by j s^2 / (1 + j s) in j steps (s = 1.6e-2: 2.5e-4, 4.7e-4,
+        // 6.8e-4), which f16's bound (4.8e-4) tells from a kept factor only at the third step:
+        // one step kept that tells is not two, so either reading (a thirteenth held-out check's
+        // f16 `decode-mask@1`). A share of 2e-2 tells at the second and third: a scale per
+        // head. In f32 the first does.
         let one = [0.9838, 0.9845, 0.9848, 0.9841];
-        let h = read(&[one, one, one], "float16");
+        let h = read(&[one, one, one, one], "float16");
         assert_eq!(h.code, HintCode::AttentionSpread);
         assert!(h.message.ends_with(SPREAD_OTHER), "{}", h.message);
+        let two = [0.9800, 0.9805, 0.9802, 0.9808];
+        assert_eq!(read(&[two, two, two, two], "float16").code, HintCode::Scale);
         assert_eq!(read(&[one, one, one], "float32").code, HintCode::Scale);
+        // The same in f32 where each head carries its inputs' noise (a residual of 3e-4 of
+        // the head, 4 times the factors' noise ~6e-4): a zero key's share of 1e-2 moves by
+        // ~1e-4 and ~2e-4 in two steps, within it: either reading (a review's case, which
+        // read "a scale per head").
+        let noisy_step = |k: u64, f: f64| -> Subject<'static> {
+            let mut s = step(k, [f; 4], "float32");
+            let r = values(&s.reference);
+            let rms = (r.iter().map(|x| x * x).sum::<f64>() / 32.0).sqrt();
+            s.ours.values = ValuesRef::F64(leak(
+                values(&s.ours)
+                    .iter()
+                    .zip(data(32, 50 + k))
+                    .map(|(x, n)| x + 3e-4 * rms * n)
+                    .collect(),
+            ));
+            s
+        };
+        let now = noisy_step(1, 0.99);
+        let mut h = diagnose(&now, &SHAPE);
+        assert_eq!(codes(&h), ["attention_spread"]);
+        let mut h = h.remove(0);
+        let later = [noisy_step(2, 0.99), noisy_step(3, 0.99)];
+        spread_across_steps(&mut h, &now, &later, &SHAPE);
+        assert_eq!(h.code, HintCode::AttentionSpread, "{}", h.message);
+        assert!(h.message.ends_with(SPREAD_OTHER), "{}", h.message);
         // one factor per head at every step: a scale per head, through the last step read
         let h = read(&[first, first, first, first, first], "float32");
         assert_eq!(h.code, HintCode::Scale);
