@@ -2548,8 +2548,9 @@ pub fn spread_across_steps(
         }
         // (One factor for all kept within a bound a zero key's share would not have moved
         // past yet counts neither way: a thirteenth held-out check's f16 `decode-mask@1`,
-        // every head 0.984, a share that moves 2.5e-4, 4.7e-4, 6.8e-4 in one to three steps
-        // against f16's bound of 4.8e-4, is never two steps kept.)
+        // every head 0.984-0.985, whose head nearest 1 (a share of 1.52e-2) moves 2.3e-4,
+        // 4.5e-4, 6.6e-4 in one to three steps against f16's bound of 4.8e-4, is never two
+        // steps kept.)
     }
     // A scale of every head down at a decode step that the next steps do not settle (too few
     // of them, or factors that moved within the noise): both readings are said (a held-out
@@ -2570,8 +2571,9 @@ pub fn spread_across_steps(
         return;
     }
     if settled && !scaled {
+        // Every step read was kept (none moved, none unsure), whether or not it told.
         let last = later
-            .get(same - 1)
+            .get(read - 1)
             .map_or(0, |s| divergence_names::split_step(s.name).1);
         *hint_ = hint(
             HintCode::Scale,
@@ -3862,17 +3864,20 @@ mod tests {
         let kept = [0.99, 0.981, 0.963, 0.995];
         assert_eq!(read(&[first, kept, kept], "bfloat16").code, HintCode::Scale);
         // One factor for every head kept at the next steps: a zero key's share s among
-        // near-equal scores moves by j s^2 / (1 + j s) in j steps (s = 1.6e-2: 2.5e-4, 4.7e-4,
-        // 6.8e-4), which f16's bound (4.8e-4) tells from a kept factor only at the third step:
-        // one step kept that tells is not two, so either reading (a thirteenth held-out check's
-        // f16 `decode-mask@1`). A share of 2e-2 tells at the second and third: a scale per
-        // head. In f32 the first does.
+        // near-equal scores moves by j s^2 / (1 + j s) in j steps; every head's must pass the
+        // bound. The head nearest 1 here (s = 1.52e-2: 2.3e-4, 4.5e-4, 6.6e-4) passes f16's
+        // bound (4.8e-4) only at the third step: one step kept that tells is not two, so
+        // either reading (a thirteenth held-out check's f16 `decode-mask@1`). Shares of 2e-2
+        // tell at the second and third: a scale per head, kept through the last step read
+        // (step 4; the second, which did not tell, kept too). In f32 the first tells.
         let one = [0.9838, 0.9845, 0.9848, 0.9841];
         let h = read(&[one, one, one, one], "float16");
         assert_eq!(h.code, HintCode::AttentionSpread);
         assert!(h.message.ends_with(SPREAD_OTHER), "{}", h.message);
         let two = [0.9800, 0.9805, 0.9802, 0.9808];
-        assert_eq!(read(&[two, two, two, two], "float16").code, HintCode::Scale);
+        let h = read(&[two, two, two, two], "float16");
+        assert_eq!(h.code, HintCode::Scale);
+        assert_eq!(h.evidence.get("same_through_step"), Some(&4.0));
         assert_eq!(read(&[one, one, one], "float32").code, HintCode::Scale);
         // The same in f32 where each head carries its inputs' noise (a residual of 3e-4 of
         // the head, 4 times the factors' noise ~6e-4): a zero key's share of 1e-2 moves by
