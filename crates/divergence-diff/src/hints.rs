@@ -2249,11 +2249,12 @@ const SPREAD_OTHER: &str = ", or each head's output is scaled";
 
 /// `attention_spread`: at `attn_out` (`[.., T, heads * head_dim]`), every (position, head) of
 /// ours is the reference's times a factor `c = <o, r> / <r, r>` with a residual within 4 unit
-/// roundoffs of the coarser dtype, and at least 1e-5 (a pure scale), no factor above 1 + u (u the
-/// unit roundoff, at least 1e-5), one below 1 - n (n = 2u, at least 1e-4), and the factors not all one (a single scale is `scale`'s, but within 2e-2 of 1 at
-/// a decode step, under its gate: [`one_factor_down`]): the softmax's weights
-/// went partly to keys whose values are zero, a different share per head. A decode step that
-/// attends to a cache slot not written yet (zeros; `decode-mask`) does exactly this.
+/// roundoffs of the coarser dtype, and at least 1e-5 (a pure scale), no factor above 1 + u (u
+/// the unit roundoff, at least 1e-5), one below 1 - n (n = 2u, at least 1e-4), and the factors
+/// not all one (a single scale is `scale`'s, but within 2e-2 of 1 at one position, under its
+/// gate: [`one_factor_down`]): the softmax's weights went partly to keys whose values are zero,
+/// a different share per head. A decode step that attends to a cache slot not written yet
+/// (zeros; `decode-mask`) does exactly this.
 fn attention_spread(
     subject: &Subject<'_>,
     o: &[f64],
@@ -2282,8 +2283,8 @@ fn attention_spread(
     );
     // Scaled down beyond the dtype's noise (a long prompt's one extra key: 0.9985, found by a
     // held-out check), never up, and by factors that differ beyond it (one factor for all is
-    // `scale`: a bf16 x0.9 read as this, the same check; but for one within 2e-2 of 1 at a
-    // decode step, which `scale` leaves, [`one_factor_down`]). Beside heads at the noise, a pure
+    // `scale`: a bf16 x0.9 read as this, the same check; but for one within 2e-2 of 1 at one
+    // position, which `scale` leaves, [`one_factor_down`]). Beside heads at the noise, a pure
     // scale beyond that noise differs from them (a held-out check's bf16 `decode-mask@1`).
     let noise = (2.0 * u).max(1e-4);
     let spread = match n_noisy {
@@ -2365,11 +2366,11 @@ fn attention_spread(
 /// factor `hi`) at one position (a decode step, or a 1-token prompt) scaled down by one factor
 /// for all, every head below 1 - `noise`, the whole tensor's factor `c` within 2e-2 of 1 (a
 /// factor [`scale`] leaves, under its gate), and some element more than 2 ulps of the
-/// reference's dtype (`class`) off (nearer, [`rounding`]'s: bf16 x0.991). Near-equal scores give a zero key the same
-/// share in every head, so this is a zero key's share as well as a scale, which the next steps
-/// may tell apart ([`spread_across_steps`]). A thirteenth held-out check's f16 `decode-mask@1`
-/// after 60 tokens of flat attention scaled every head by 0.9837-0.9848 and read no hint (its f32
-/// run, whose noise is finer, read `attention_spread`).
+/// reference's dtype (`class`) off (nearer, [`rounding`]'s: bf16 x0.991). Near-equal scores
+/// give a zero key the same share in every head, so this is a zero key's share as well as a
+/// scale, which the next steps may tell apart ([`spread_across_steps`]). A thirteenth held-out
+/// check's f16 `decode-mask@1` after 60 tokens of flat attention scaled every head by
+/// 0.9837-0.9848 and read no hint (its f32 run, whose noise is finer, read `attention_spread`).
 fn one_factor_down(
     per_head: &[Vec<f64>],
     hi: f64,
