@@ -15,7 +15,8 @@ of session 47 (docs/tolerances.md), not run in CI. `ELEVENTH`: the four of an el
 (docs/results/heldout-2026-12-06-session48.txt), not run in CI. `TWELFTH`: the four of a twelfth
 (docs/results/heldout-2026-12-06-session49.txt), of which tests/python/test_heldout.py runs `q3`
 and `q4`. `THIRTEENTH`: the five of a thirteenth (docs/results/heldout-2026-12-07-session57.txt), of
-which tests/python/test_heldout.py runs `z4`'s f16 `decode-mask`.
+which tests/python/test_heldout.py runs `z4`'s f16 `decode-mask`. `FOURTEENTH`: the four of a
+fourteenth (docs/results/heldout-2026-12-07-session57-fourteenth.txt), not run in CI.
 
 `make(name, workdir)` builds one with real transformers (scripts/dump_reference.py, seeded init)
 and returns its directory, its prompt (comma-separated ids) and its config changes.
@@ -298,13 +299,31 @@ THIRTEENTH = {
                 tie_word_embeddings=False), 5305, 12, 6, "eager", True),
 }
 
+# The fourteenth held-out check's four (a helper, 2026-12-07, session 57; results:
+# docs/results/heldout-2026-12-07-session57-fourteenth.txt). Not run in CI. s2: one k_norm
+# channel per layer at 300, whose clean f16 decode `--truth` flags at one step's k_norm.
+FOURTEENTH = {
+    "s1": (dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                head_dim=32, intermediate_size=320, vocab_size=800, rope_theta=1000000.0), 5401, 200, 6,
+           "sdpa", True),
+    "s2": (dict(hidden_size=96, num_hidden_layers=3, num_attention_heads=6, num_key_value_heads=2,
+                head_dim=16, intermediate_size=224, vocab_size=520, rope_theta=10000.0), 5402, 15, 16,
+           "eager", "c1300"),
+    "s3": (dict(hidden_size=128, num_hidden_layers=3, num_attention_heads=16, num_key_value_heads=4,
+                head_dim=8, intermediate_size=256, vocab_size=700, rope_theta=500000.0), 5403, 25, 12,
+           "eager", "x0.8"),
+    "s4": (dict(hidden_size=64, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+                head_dim=64, intermediate_size=1024, vocab_size=400, rope_theta=1000000.0), 5404, 3, 40,
+           "sdpa", 1.0),
+}
+
 
 def make(name: str, workdir: Path) -> tuple[Path, str, dict]:
     """Model `name` saved (float32 weights) under `workdir`: (its directory, its prompt, its
     config changes)."""
     changes, seed, length, _steps, _attn, gains = {**MODELS, **SECOND, **THIRD, **FOURTH, **SIXTH, **SEVENTH, **NINTH,
                                                     **TENTH, **REVIEW46, **REVIEW47, **ELEVENTH,
-                                                    **TWELFTH, **THIRTEENTH}[name]
+                                                    **TWELFTH, **THIRTEENTH, **FOURTEENTH}[name]
     cfg = json.loads((REPO / "fixtures/configs/tiny-qwen3.json").read_text())
     cfg.update(changes, max_window_layers=changes["num_hidden_layers"])
     workdir.mkdir(parents=True, exist_ok=True)
