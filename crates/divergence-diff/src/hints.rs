@@ -3697,6 +3697,12 @@ mod tests {
         let leak = |v: Vec<f64>| -> &'static [f64] { v.leak() };
         let r: &'static [f64] = leak(r.clone());
         let attn = "model.layers.0.self_attn.attn_out@1";
+        // `attn_out` of ours `o`, both sides in `dtype`.
+        let in_dtype = |o: &'static [f64], dtype: &'static str| Subject {
+            ours: side(&shape, o, dtype),
+            reference: side(&shape, r, dtype),
+            ..subject(attn, o, r)
+        };
         // a decode step that saw one zero key: each head a share of its weight less
         let o = leak(scaled([0.99, 0.978, 0.963, 0.995]));
         let h = diagnose(&subject(attn, o, r), &SHAPE);
@@ -3725,24 +3731,12 @@ mod tests {
             ("bfloat16", [0.984, 0.986, 0.983, 0.985]),
             ("float32", [0.985; 4]),
         ] {
-            let o = leak(scaled(f));
-            let one = Subject {
-                ours: side(&shape, o, dtype),
-                reference: side(&shape, r, dtype),
-                ..subject(attn, o, r)
-            };
-            let h = diagnose(&one, &SHAPE);
+            let h = diagnose(&in_dtype(leak(scaled(f)), dtype), &SHAPE);
             assert_eq!(codes(&h), ["attention_spread"], "{dtype}");
             assert!(h[0].message.ends_with(SPREAD_OTHER), "{}", h[0].message);
         }
         for f in [[0.9985, 0.9992, 0.9995, 0.9988], [0.975; 4]] {
-            let o = leak(scaled(f));
-            let one = Subject {
-                ours: side(&shape, o, "float16"),
-                reference: side(&shape, r, "float16"),
-                ..subject(attn, o, r)
-            };
-            let h = diagnose(&one, &SHAPE);
+            let h = diagnose(&in_dtype(leak(scaled(f)), "float16"), &SHAPE);
             assert!(!codes(&h).contains(&"attention_spread"), "{f:?}: {h:?}");
         }
         let o = leak(scaled([0.99, 0.978, 0.963, 0.995]));
@@ -3778,12 +3772,7 @@ mod tests {
         );
         // in bf16 one factor for all, 0.898 to 0.901 after rounding, is a scale, not this
         let o = leak(scaled([0.898, 0.901, 0.9, 0.899]));
-        let bf = Subject {
-            ours: side(&shape, o, "bfloat16"),
-            reference: side(&shape, r, "bfloat16"),
-            ..subject(attn, o, r)
-        };
-        assert!(!codes(&diagnose(&bf, &SHAPE)).contains(&"attention_spread"));
+        assert!(!codes(&diagnose(&in_dtype(o, "bfloat16"), &SHAPE)).contains(&"attention_spread"));
         // two positions: a zero key takes another share at each; a head scaled by one
         // factor at both is a scaled head
         let two = [1usize, 2, 32];
