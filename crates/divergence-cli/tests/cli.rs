@@ -423,6 +423,78 @@ fn outputs_are_files_of_their_own() {
     assert_eq!(status.code(), Some(1));
 }
 
+/// An output that is a named pipe: with no process reading it, an error naming the flag and the
+/// pipe, never a wait (it hung, after the comparison); with a reader, the report reaches it.
+#[test]
+fn an_output_fifo_without_a_reader_is_an_error_not_a_wait() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("report.fifo");
+    let made = Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !made {
+        eprintln!("no mkfifo here: skipped");
+        return;
+    }
+    let path = fifo.to_str().unwrap();
+    // A regression that waits for a reader fails here instead of hanging.
+    let run = |flag: &str| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_divergence"))
+            .args(["diff", DEMO_OURS, DEMO_REF, flag, path])
+            .current_dir(root())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let start = std::time::Instant::now();
+        while child.try_wait().unwrap().is_none() {
+            if start.elapsed() > std::time::Duration::from_secs(30) {
+                child.kill().unwrap();
+                panic!("{flag}: blocked for 30 s on a fifo no process reads");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let out = child.wait_with_output().unwrap();
+        (out.status.code(), String::from_utf8(out.stderr).unwrap())
+    };
+    for flag in [
+        "--json-out",
+        "--markdown-out",
+        "--html-out",
+        "--plot",
+        "--suggest-map",
+    ] {
+        let (code, stderr) = run(flag);
+        assert_eq!(code, Some(2), "{flag}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.starts_with(&format!(
+                "error: {flag} {path}: a named pipe (fifo) that no process reads"
+            )),
+            "{stderr}"
+        );
+    }
+    // With a reader, the whole report goes through the pipe.
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read(fifo).unwrap())
+    };
+    // The reader may not have opened the pipe yet: wait until the write finds it.
+    let start = std::time::Instant::now();
+    let code = loop {
+        let (code, stderr) = run("--json-out");
+        if code != Some(2) || start.elapsed() > std::time::Duration::from_secs(30) {
+            assert_eq!(code, Some(1), "{stderr}");
+            break code;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(code, Some(1));
+    let got: Value = serde_json::from_slice(&reader.join().unwrap()).unwrap();
+    assert_eq!(got["first_divergence"]["name"], "model.embed_tokens");
+}
+
 #[test]
 fn a_layer_the_dumps_lack_is_an_error() {
     let dir = tempfile::tempdir().unwrap();

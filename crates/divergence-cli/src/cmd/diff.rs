@@ -713,8 +713,7 @@ fn write_file(
     path: &Path,
     render: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
 ) -> Result<()> {
-    let file = std::fs::File::create(path)
-        .with_context(|| format!("{flag} {}: cannot create", path.display()))?;
+    let file = crate::cmd::outputs::create(flag, path)?;
     let mut out = std::io::BufWriter::new(file);
     render(&mut out)
         .and_then(|()| out.flush())
@@ -1152,11 +1151,13 @@ fn finish_report(args: &DiffArgs, cfg: &DiffConfig, sides: Sides<'_>) -> Result<
             &composed,
             &steps_of_probes(ours.dump()),
         );
-        std::fs::write(path, text).with_context(|| {
-            format!(
-                "--suggest-map {}: cannot write the suggested map",
-                path.display()
-            )
+        crate::cmd::outputs::create("--suggest-map", path).and_then(|mut f| {
+            f.write_all(text.as_bytes()).with_context(|| {
+                format!(
+                    "--suggest-map {}: cannot write the suggested map",
+                    path.display()
+                )
+            })
         })?;
         if left_out > 0 {
             ctx.warnings.push(format!(

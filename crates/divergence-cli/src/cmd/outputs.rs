@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 
 /// Refuses an output (`(flag, path)`) that is one of the `inputs` (`(what, path)`) or the
 /// file of another output. Two paths are one file when they resolve to the same place
@@ -209,6 +209,56 @@ pub fn check_dump_output(flag: &str, out: &Path) -> Result<()> {
         divergence_names::one_line(&out.display().to_string()),
         divergence_checkpoint::file_kind(out, &meta.file_type())
     )
+}
+
+/// Opens an output for writing (`File::create`), but a named pipe without a reader is an
+/// error, not a wait: opening a FIFO for writing blocks until a process opens it for reading,
+/// so `diff --json-out fifo` with nothing reading it hung after the comparison, without a word
+/// (a case the bad-input hunts had left open). A pipe with a reader (`--json-out >(jq .)`, a FIFO
+/// a `cat` holds open) is written as before: the check opens it without blocking, then writes
+/// block as they would.
+pub fn create(flag: &str, path: &Path) -> Result<std::fs::File> {
+    let label = || divergence_names::one_line(&path.display().to_string()).into_owned();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+        if std::fs::metadata(path).is_ok_and(|m| m.file_type().is_fifo()) {
+            let file = match std::fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(path)
+            {
+                Ok(file) => file,
+                Err(e) if e.raw_os_error() == Some(libc::ENXIO) => bail!(
+                    "{flag} {}: a named pipe (fifo) that no process reads: start its reader \
+                     first (`cat {} &`); nothing was written",
+                    label(),
+                    label()
+                ),
+                Err(e) => {
+                    return Err(e).with_context(|| format!("{flag} {}: cannot create", label()))
+                }
+            };
+            blocking(&file).with_context(|| format!("{flag} {}: cannot write", label()))?;
+            return Ok(file);
+        }
+    }
+    std::fs::File::create(path).with_context(|| format!("{flag} {}: cannot create", label()))
+}
+
+/// Clears `O_NONBLOCK` on `file`: a reader slower than the writer makes a write wait, as a
+/// pipe's writes do, instead of failing with `EAGAIN`.
+#[cfg(unix)]
+fn blocking(file: &std::fs::File) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let fd = file.as_raw_fd();
+    // SAFETY: `fd` is open for as long as `file` lives; F_GETFL / F_SETFL read and set its
+    // status flags only.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Whether `a` and `b` are one regular file (or would be, once written): see [`check`].
