@@ -16,7 +16,9 @@ of session 47 (docs/tolerances.md), not run in CI. `ELEVENTH`: the four of an el
 (docs/results/heldout-2026-12-06-session49.txt), of which tests/python/test_heldout.py runs `q3`
 and `q4`. `THIRTEENTH`: the five of a thirteenth (docs/results/heldout-2026-12-07-session57.txt), of
 which tests/python/test_heldout.py runs `z4`'s f16 `decode-mask`. `FOURTEENTH`: the four of a
-fourteenth (docs/results/heldout-2026-12-07-session57-fourteenth.txt), not run in CI.
+fourteenth (docs/results/heldout-2026-12-07-session57-fourteenth.txt), not run in CI. `FIFTEENTH`:
+the four of a fifteenth (docs/results/heldout-2026-12-07-session58.txt), of which
+tests/python/test_heldout.py runs `t2`'s bf16 `decode-mask`.
 
 `make(name, workdir)` builds one with real transformers (scripts/dump_reference.py, seeded init)
 and returns its directory, its prompt (comma-separated ids) and its config changes.
@@ -317,13 +319,34 @@ FOURTEENTH = {
            "sdpa", 1.0),
 }
 
+# The fifteenth held-out check's four (a helper, session 58; results:
+# docs/results/heldout-2026-12-07-session58.txt): eight layers; head_dim 256 over a hidden size of
+# 64 (2 q heads on 1 kv head); a 400-token prompt under k_norm x20 (MHA); an MLP narrower than the
+# hidden size, a vocabulary of 64, untied embeddings, rms_norm_eps 1e-5, theta 5e4.
+FIFTEENTH = {
+    "t1": (dict(hidden_size=64, num_hidden_layers=8, num_attention_heads=4, num_key_value_heads=2,
+                head_dim=16, intermediate_size=128, vocab_size=300, rope_theta=1000000.0), 5501, 9, 12,
+           "eager", True),
+    "t2": (dict(hidden_size=64, num_hidden_layers=4, num_attention_heads=2, num_key_value_heads=1,
+                head_dim=256, intermediate_size=160, vocab_size=350, rope_theta=1000000.0), 5502, 17, 10,
+           "sdpa", "x1.2"),
+    "t3": (dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
+                head_dim=16, intermediate_size=192, vocab_size=600, rope_theta=1000000.0), 5503, 400, 5,
+           "eager", "k20"),
+    "t4": (dict(hidden_size=96, num_hidden_layers=3, num_attention_heads=6, num_key_value_heads=3,
+                head_dim=16, intermediate_size=48, vocab_size=64, rope_theta=50000.0, rms_norm_eps=1e-5,
+                tie_word_embeddings=False), 5504, 4, 24,
+           "sdpa", True),
+}
+
 
 def make(name: str, workdir: Path) -> tuple[Path, str, dict]:
     """Model `name` saved (float32 weights) under `workdir`: (its directory, its prompt, its
     config changes)."""
     changes, seed, length, _steps, _attn, gains = {**MODELS, **SECOND, **THIRD, **FOURTH, **SIXTH, **SEVENTH, **NINTH,
                                                     **TENTH, **REVIEW46, **REVIEW47, **ELEVENTH,
-                                                    **TWELFTH, **THIRTEENTH, **FOURTEENTH}[name]
+                                                    **TWELFTH, **THIRTEENTH, **FOURTEENTH,
+                                                    **FIFTEENTH}[name]
     cfg = json.loads((REPO / "fixtures/configs/tiny-qwen3.json").read_text())
     cfg.update(changes, max_window_layers=changes["num_hidden_layers"])
     workdir.mkdir(parents=True, exist_ok=True)

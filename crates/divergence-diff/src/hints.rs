@@ -2413,10 +2413,11 @@ pub fn reads_later_steps(hint_: &Hint) -> bool {
 /// which moves as the cache grows and the query changes; the message says so instead of
 /// naming the other reading. Every head kept its factor at two later steps or more, within four
 /// times that noise and one unit roundoff (at least 1e-6, what two f32 implementations' scale
-/// differs by): a fixed factor per head; the hint becomes `scale`. Where the heads' factors are
-/// one for all, a step counts as kept only where a zero key's share among near-equal scores
-/// would have moved past that bound by then (a share too small to show in the dtype leaves
-/// both readings said). Anything between, or fewer
+/// differs by): a fixed factor per head; the hint becomes `scale`. A step counts as kept only
+/// where a zero key's share among near-equal scores would have moved past that bound by then in
+/// every head (a share too small to show in the dtype leaves both readings said; until a
+/// fifteenth held-out check, only where the heads' factors were one for all). Anything
+/// between, or fewer
 /// steps, or a step that is no pure scale, leaves an `attention_spread` as it is; a `scale`
 /// (every head down) gains the other reading, [`SCALE_OTHER`], and `evidence.later_steps_read`
 /// (0 where no later step was read).
@@ -2462,11 +2463,8 @@ pub fn spread_across_steps(
     {
         return;
     }
-    // One factor for every head (near-equal scores give a zero key the same share in each),
-    // within the dtype's noise and four times the factors' own (a head's residual).
+    // The heads' factors, for the messages.
     let (lo, hi) = span(&mut base.iter().map(|&(c, _)| c));
-    let own_noise = base.iter().map(|&(_, n)| n).fold(0.0, f64::max);
-    let one_factor = hi - lo <= 2.0 * (2.0 * u).max(1e-4) + 4.0 * own_noise;
     let mut same = 0;
     let mut unsure = false;
     let mut read = 0;
@@ -2544,14 +2542,16 @@ pub fn spread_across_steps(
         }
         if !all_same {
             unsure = true;
-        } else if !one_factor || telling {
+        } else if telling {
             same += 1;
         }
-        // (One factor for all kept within a bound a zero key's share would not have moved
-        // past yet counts neither way: a thirteenth held-out check's f16 `decode-mask@1`,
-        // every head 0.984-0.985, whose head nearest 1 (a share of 1.52e-2) moves 2.3e-4,
-        // 4.5e-4, 6.6e-4 in one to three steps against f16's bound of 4.8e-4, is never two
-        // steps kept.)
+        // (Factors kept within a bound a zero key's share would not have moved past yet count
+        // neither way: a thirteenth held-out check's f16 `decode-mask@1`, every head
+        // 0.984-0.985, whose head nearest 1 (a share of 1.52e-2) moves 2.3e-4, 4.5e-4, 6.6e-4
+        // in one to three steps against f16's bound of 4.8e-4, is never two steps kept; nor,
+        // since a fifteenth, a bf16 `decode-mask` whose two heads kept 0.987-0.990 and
+        // 0.969-0.970 over four steps, shares of 1.1e-2 and 3.0e-2 that move at most 2.5e-3
+        // in three steps against bf16's 3.9e-3: it read "a scale per head".)
     }
     // A scale of every head down at a decode step that the next steps do not settle (too few
     // of them, or factors that moved within the noise): both readings are said (a held-out
@@ -3850,9 +3850,33 @@ mod tests {
         assert!(h.message.ends_with(SPREAD_OTHER), "{}", h.message);
         let h = read(&[first, small, [0.99, 0.995, 0.963, 0.995]], "bfloat16");
         assert_eq!(h.evidence.get("moved_at_step"), Some(&3.0));
-        // and a move under one unit roundoff is the same factor in bf16 (its rounding)
+        // and a move under one unit roundoff is the same factor in bf16 (its rounding), but
+        // kept where a zero key's share (here 5e-3 to 3.7e-2) would not have moved past
+        // bf16's bound (3.9e-3) yet in every head: either reading
         let kept = [0.99, 0.981, 0.963, 0.995];
-        assert_eq!(read(&[first, kept, kept], "bfloat16").code, HintCode::Scale);
+        let h = read(&[first, kept, kept], "bfloat16");
+        assert_eq!(h.code, HintCode::AttentionSpread);
+        assert!(h.message.ends_with(SPREAD_OTHER), "{}", h.message);
+        // A fifteenth held-out check's bf16 `decode-mask`: two factors, 0.987-0.990 and
+        // 0.969-0.970, kept over four steps (shares of 1.1e-2 and 3.0e-2 move at most 2.5e-3
+        // in three steps): it read "a scale per head", now either reading. Shares of 0.1 and
+        // more would have moved past the bound at the first step: a scale per head.
+        let two = [0.9893, 0.9697, 0.9893, 0.9697];
+        let h = read(
+            &[
+                two,
+                [0.9880, 0.9691, 0.9880, 0.9691],
+                [0.9898, 0.9685, 0.9898, 0.9685],
+                [0.9865, 0.9691, 0.9865, 0.9691],
+            ],
+            "bfloat16",
+        );
+        assert_eq!(h.code, HintCode::AttentionSpread, "{}", h.message);
+        assert!(h.message.ends_with(SPREAD_OTHER), "{}", h.message);
+        let wide = [0.9, 0.8, 0.7, 0.6];
+        let h = read(&[wide, wide, wide], "bfloat16");
+        assert_eq!(h.code, HintCode::Scale, "{}", h.message);
+        assert_eq!(h.evidence.get("same_through_step"), Some(&3.0));
         // One factor for every head kept at the next steps: a zero key's share s among
         // near-equal scores moves by j s^2 / (1 + j s) in j steps; every head's must pass the
         // bound. The head nearest 1 here (s = 1.52e-2: 2.3e-4, 4.5e-4, 6.6e-4) passes f16's
