@@ -1651,13 +1651,14 @@ def special_cases() -> list[Case]:
 
     def json_out_fifo(d: Path):
         # a named pipe no process reads: opening it for writing waited forever (after the
-        # comparison); an error now
+        # comparison); an error after 5 s now
         os.mkfifo(d / "r.json")
         return ["diff", str(F32_NPZ), str(F32_NPZ), "--format", "json", "--json-out",
                 str(d / "r.json")]
 
     cases.append(Case("special", "json_out_is_a_fifo_no_process_reads", json_out_fifo,
-                      error("--json-out", "r.json", "no process reads"), wall_s=5))
+                      error("--json-out", "r.json", "no process opened for reading in 5 s"),
+                      wall_s=10))
 
     def json_out_over_ours(d: Path):
         # the report would replace the dump it compares (found by a bad-input hunt)

@@ -296,8 +296,11 @@ def test_a_zero_keys_share_is_told_from_a_scale_per_head(model, dt):
     the later steps tell them apart (docs/hints.md, `attention_spread`). `decode-mask` is never
     called a `scale` (in f32 its factors are seen to move); our clean decode with layer 0's heads
     scaled by fixed factors at every step (rounded to bf16 in bf16) is a `scale`, not an
-    `attention_spread` that says a factor moved. In bf16 the per-head factors of a clean port
-    jitter by up to about one unit roundoff from step to step (the softmax weights are rounded
+    `attention_spread` that says a factor moved (0.80 to 0.92: since session 58 a head within
+    about 4.6% of 1 keeps bf16 from settling a `scale`, a zero key's share there too small to
+    move past its noise in the steps read; 0.90 to 0.97 until then). In bf16 the per-head
+    factors of a clean port jitter by up to about one unit roundoff from step to step (the
+    softmax weights are rounded
     to bf16, and their sum with them): where a later step's factor sits between the two
     bounds, the hint stays the `attention_spread` that names both readings ("... or each
     head's output is scaled", no `moved_at_step`), which this machine's CPU gave for model d
@@ -321,7 +324,7 @@ def test_a_zero_keys_share_is_told_from_a_scale_per_head(model, dt):
     key = attn + "@steps"
     assert key in arrays, sorted(arrays)[:8]
     heads, hd = changes["num_attention_heads"], changes["head_dim"]
-    factors = np.repeat(np.linspace(0.90, 0.97, heads).astype(np.float32), hd)
+    factors = np.repeat(np.linspace(0.80, 0.92, heads).astype(np.float32), hd)
     scaled = arrays[key].astype(np.float32) * factors
     arrays[key] = (_bf16(scaled) if dt == "bf16" else scaled).astype(arrays[key].dtype)
     ours = d / f"ours.decode.{dt}.headscale.npz"
@@ -839,8 +842,8 @@ def test_two_heads_zero_key_shares_too_small_to_move_in_bf16_are_not_a_scale(tmp
     for judge in ([], ["--truth", str(tmp_path / "truth.npz")]):
         p = subprocess.run([str(BIN), "diff", str(ours), str(ref), "--model", str(mdir), "--format",
                             "json", *judge], capture_output=True, text=True)
-        r = json.loads(p.stdout)
         assert p.returncode == 1, p.stderr
+        r = json.loads(p.stdout)
         assert (r["origin"] or r["first_divergence"])["name"] == op, (r["first_divergence"], r["origin"])
         at = [h for h in r["hints"] if h["op"] == op]
         assert [h["code"] for h in at] == ["attention_spread"], (judge, r["hints"])

@@ -2415,10 +2415,10 @@ pub fn reads_later_steps(hint_: &Hint) -> bool {
 /// times that noise and one unit roundoff (at least 1e-6, what two f32 implementations' scale
 /// differs by): a fixed factor per head; the hint becomes `scale`. A step counts as kept only
 /// where a zero key's share among near-equal scores would have moved past that bound by then in
-/// every head (a share too small to show in the dtype leaves both readings said; until a
-/// fifteenth held-out check, only where the heads' factors were one for all). Anything
-/// between, or fewer
-/// steps, or a step that is no pure scale, leaves an `attention_spread` as it is; a `scale`
+/// every head scaled down past the dtype's noise (below 1 - n; at least one; a share too small
+/// to show in the dtype leaves both readings said; until a fifteenth held-out check, only where
+/// the heads' factors were one for all). Anything between, or fewer steps, or a step that is no
+/// pure scale, leaves an `attention_spread` as it is; a `scale`
 /// (every head down) gains the other reading, [`SCALE_OTHER`], and `evidence.later_steps_read`
 /// (0 where no later step was read).
 pub fn spread_across_steps(
@@ -2488,8 +2488,12 @@ pub fn spread_across_steps(
         let mut all_same = true;
         // Whether a zero key's share would have moved past each head's bound by this step: a
         // share s among near-equal scores is s / (1 + j s) after j more keys, a move of
-        // j s^2 / (1 + j s) (j = `read`; exact for equal scores).
-        let mut telling = true;
+        // j s^2 / (1 + j s) (j = `read`; exact for equal scores, less than the move for a
+        // share under 1 / (keys + 1), more for one above). Over the heads scaled down past the
+        // dtype's noise (below 1 - n), at least one: a head at 1 (no share, or at the noise)
+        // tells nothing, and left in it would keep every step from telling.
+        let mut telling = false;
+        let mut held_back = false;
         // The head that moved most, of those that moved.
         let mut moved: Option<(usize, f64, f64)> = None;
         for (h, (&(c0, n0), &(c1, n1))) in base.iter().zip(&at).enumerate() {
@@ -2503,8 +2507,13 @@ pub fn spread_across_steps(
             let same_bound = resid.max(u.max(1e-6) * c);
             all_same &= d <= same_bound;
             let (share, j) = (1.0 - c0, read as f64);
-            telling &= j * share * share / (1.0 + j * share) > same_bound;
+            if c0 < 1.0 - (2.0 * u).max(1e-4) {
+                let tells = j * share * share / (1.0 + j * share) > same_bound;
+                telling |= tells;
+                held_back |= !tells;
+            }
         }
+        let telling = telling && !held_back;
         if let Some((h, c0, c1)) = moved {
             let step = divergence_names::split_step(s.name).1;
             if scaled {
@@ -3877,6 +3886,16 @@ mod tests {
         let h = read(&[wide, wide, wide], "bfloat16");
         assert_eq!(h.code, HintCode::Scale, "{}", h.message);
         assert_eq!(h.evidence.get("same_through_step"), Some(&3.0));
+        // A head at 1 (no share, or at the dtype's noise) tells nothing either way: the heads
+        // scaled down past the noise decide (left in, it kept every step from telling). One
+        // just past the noise whose share could not show yet holds the others back.
+        let at_one = [0.9, 0.8, 1.0, 0.7];
+        let h = read(&[at_one, at_one, at_one], "bfloat16");
+        assert_eq!(h.code, HintCode::Scale, "{}", h.message);
+        let near_one = [0.99, 0.8, 0.8, 0.7];
+        let h = read(&[near_one, near_one, near_one], "bfloat16");
+        assert_eq!(h.code, HintCode::AttentionSpread, "{}", h.message);
+        assert!(h.message.ends_with(SPREAD_OTHER), "{}", h.message);
         // One factor for every head kept at the next steps: a zero key's share s among
         // near-equal scores moves by j s^2 / (1 + j s) in j steps; every head's must pass the
         // bound. The head nearest 1 here (s = 1.52e-2: 2.3e-4, 4.5e-4, 6.6e-4) passes f16's

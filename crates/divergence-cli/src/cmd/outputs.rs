@@ -211,39 +211,73 @@ pub fn check_dump_output(flag: &str, out: &Path) -> Result<()> {
     )
 }
 
-/// Opens an output for writing (`File::create`), but a named pipe without a reader is an
-/// error, not a wait: opening a FIFO for writing blocks until a process opens it for reading,
-/// so `diff --json-out fifo` with nothing reading it hung after the comparison, without a word
-/// (a case the bad-input hunts had left open). A pipe with a reader (`--json-out >(jq .)`, a FIFO
-/// a `cat` holds open) is written as before: the check opens it without blocking, then writes
-/// block as they would.
+/// How long [`create`] waits for a process to open a pipe for reading: a reader started just
+/// after `divergence` (`divergence diff ... --json-out f & cat f`, or a `cat f g` that opens
+/// `g` once `f` ends) comes within it.
+pub const PIPE_READER_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Opens an output for writing (`File::create`), but a pipe no process reads is an error after
+/// [`PIPE_READER_WAIT`], not a wait without end: opening a FIFO for writing blocks until a
+/// process opens it for reading, so `diff --json-out fifo` with nothing reading it hung after
+/// the comparison, without a word (a case the bad-input hunts had left open). The output is
+/// opened without blocking (`ENXIO` while no process reads a pipe; tried again every 20 ms),
+/// then its writes block as they would: a pipe with a reader (`--json-out >(jq .)`, a FIFO a
+/// `cat` holds open) gets the report as before.
 pub fn create(flag: &str, path: &Path) -> Result<std::fs::File> {
     let label = || divergence_names::one_line(&path.display().to_string()).into_owned();
     #[cfg(unix)]
     {
-        use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
-        if std::fs::metadata(path).is_ok_and(|m| m.file_type().is_fifo()) {
-            let file = match std::fs::OpenOptions::new()
+        use std::os::unix::fs::OpenOptionsExt;
+        let open = || {
+            std::fs::OpenOptions::new()
                 .write(true)
+                .create(true)
+                .truncate(true)
                 .custom_flags(libc::O_NONBLOCK)
                 .open(path)
-            {
-                Ok(file) => file,
-                Err(e) if e.raw_os_error() == Some(libc::ENXIO) => bail!(
-                    "{flag} {}: a named pipe (fifo) that no process reads: start its reader \
-                     first (`cat {} &`); nothing was written",
-                    label(),
-                    label()
-                ),
+        };
+        let start = std::time::Instant::now();
+        let file = loop {
+            match open() {
+                Ok(file) => break file,
+                // (ENXIO of a device without its hardware is no pipe's: said as it is)
+                Err(e) if e.raw_os_error() == Some(libc::ENXIO) && is_fifo(path) => {
+                    if start.elapsed() < PIPE_READER_WAIT {
+                        std::thread::sleep(std::time::Duration::from_millis(20));
+                        continue;
+                    }
+                    let kind = std::fs::metadata(path).map_or("a pipe", |m| {
+                        divergence_checkpoint::file_kind(path, &m.file_type())
+                    });
+                    let start_it = if kind.starts_with("a named pipe") {
+                        format!(": start its reader first (`cat {} &`)", label())
+                    } else {
+                        String::new()
+                    };
+                    bail!(
+                        "{flag} {}: {kind} that no process opened for reading in {} s{start_it}; \
+                         nothing was written",
+                        label(),
+                        PIPE_READER_WAIT.as_secs()
+                    )
+                }
                 Err(e) => {
                     return Err(e).with_context(|| format!("{flag} {}: cannot create", label()))
                 }
-            };
-            blocking(&file).with_context(|| format!("{flag} {}: cannot write", label()))?;
-            return Ok(file);
-        }
+            }
+        };
+        blocking(&file).with_context(|| format!("{flag} {}: cannot write", label()))?;
+        Ok(file)
     }
+    #[cfg(not(unix))]
     std::fs::File::create(path).with_context(|| format!("{flag} {}: cannot create", label()))
+}
+
+/// Whether `path` is a pipe (named, or a shell's reached through `/dev/fd/N`).
+#[cfg(unix)]
+fn is_fifo(path: &Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    std::fs::metadata(path).is_ok_and(|m| m.file_type().is_fifo())
 }
 
 /// Clears `O_NONBLOCK` on `file`: a reader slower than the writer makes a write wait, as a
