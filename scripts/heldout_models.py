@@ -18,7 +18,8 @@ and `q4`. `THIRTEENTH`: the five of a thirteenth (docs/results/heldout-2026-12-0
 which tests/python/test_heldout.py runs `z4`'s f16 `decode-mask`. `FOURTEENTH`: the four of a
 fourteenth (docs/results/heldout-2026-12-07-session57-fourteenth.txt), not run in CI. `FIFTEENTH`:
 the four of a fifteenth (docs/results/heldout-2026-12-07-session58.txt), of which
-tests/python/test_heldout.py runs `t2`'s bf16 `decode-mask`.
+tests/python/test_heldout.py runs `t2`'s bf16 `decode-mask`. `SIXTEENTH`: the four of a sixteenth
+(docs/results/heldout-2026-12-07-session58-sixteenth.txt), not run in CI.
 
 `make(name, workdir)` builds one with real transformers (scripts/dump_reference.py, seeded init)
 and returns its directory, its prompt (comma-separated ids) and its config changes.
@@ -339,6 +340,24 @@ FIFTEENTH = {
            "sdpa", True),
 }
 
+# The sixteenth held-out check's four (a helper, session 58; results:
+# docs/results/heldout-2026-12-07-session58-sixteenth.txt): GQA 4:1 with realistic gains x3 after a
+# 2-token prompt; MHA of 64 after 128 tokens; GQA 5:1 with plain gains x2; k_norm x40 over 30 steps.
+SIXTEENTH = {
+    "u1": (dict(hidden_size=96, num_hidden_layers=6, num_attention_heads=8, num_key_value_heads=2,
+                head_dim=24, intermediate_size=256, vocab_size=500, rope_theta=1000000.0), 5601, 2, 20,
+           "eager", "x3"),
+    "u2": (dict(hidden_size=128, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=4,
+                head_dim=64, intermediate_size=384, vocab_size=900, rope_theta=1000000.0), 5602, 128, 8,
+           "sdpa", True),
+    "u3": (dict(hidden_size=80, num_hidden_layers=4, num_attention_heads=5, num_key_value_heads=1,
+                head_dim=32, intermediate_size=200, vocab_size=450, rope_theta=200000.0), 5603, 33, 16,
+           "eager", 2.0),
+    "u4": (dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                head_dim=32, intermediate_size=192, vocab_size=256, rope_theta=1000000.0), 5604, 6, 30,
+           "eager", "k40"),
+}
+
 
 def make(name: str, workdir: Path) -> tuple[Path, str, dict]:
     """Model `name` saved (float32 weights) under `workdir`: (its directory, its prompt, its
@@ -346,7 +365,7 @@ def make(name: str, workdir: Path) -> tuple[Path, str, dict]:
     changes, seed, length, _steps, _attn, gains = {**MODELS, **SECOND, **THIRD, **FOURTH, **SIXTH, **SEVENTH, **NINTH,
                                                     **TENTH, **REVIEW46, **REVIEW47, **ELEVENTH,
                                                     **TWELFTH, **THIRTEENTH, **FOURTEENTH,
-                                                    **FIFTEENTH}[name]
+                                                    **FIFTEENTH, **SIXTEENTH}[name]
     cfg = json.loads((REPO / "fixtures/configs/tiny-qwen3.json").read_text())
     cfg.update(changes, max_window_layers=changes["num_hidden_layers"])
     workdir.mkdir(parents=True, exist_ok=True)
