@@ -296,9 +296,9 @@ def test_a_zero_keys_share_is_told_from_a_scale_per_head(model, dt):
     the later steps tell them apart (docs/hints.md, `attention_spread`). `decode-mask` is never
     called a `scale` (in f32 its factors are seen to move); our clean decode with layer 0's heads
     scaled by fixed factors at every step (rounded to bf16 in bf16) is a `scale`, not an
-    `attention_spread` that says a factor moved (0.80 to 0.92: since session 58 a head within
-    about 4.6% of 1 keeps bf16 from settling a `scale`, a zero key's share there too small to
-    move past its noise in the steps read; 0.90 to 0.97 until then). In bf16 the per-head
+    `attention_spread` that says a factor moved (0.80 to 0.92: since session 58 a head between
+    1 - 2u and about 4.5% below 1 keeps bf16 from settling a `scale`, a zero key's share there
+    too small to move past its noise in the steps read; 0.90 to 0.97 until then). In bf16 the per-head
     factors of a clean port jitter by up to about one unit roundoff from step to step (the
     softmax weights are rounded
     to bf16, and their sum with them): where a later step's factor sits between the two

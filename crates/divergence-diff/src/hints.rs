@@ -3860,8 +3860,9 @@ mod tests {
         let h = read(&[first, small, [0.99, 0.995, 0.963, 0.995]], "bfloat16");
         assert_eq!(h.evidence.get("moved_at_step"), Some(&3.0));
         // and a move under one unit roundoff is the same factor in bf16 (its rounding), but
-        // kept where a zero key's share (here 5e-3 to 3.7e-2) would not have moved past
-        // bf16's bound (3.9e-3) yet in every head: either reading
+        // kept where a zero key's share in a head past bf16's noise (below 1 - 2u: here 1e-2
+        // to 3.7e-2; the head at 0.995 is left out) would not have moved past bf16's bound
+        // (3.9e-3) yet: either reading
         let kept = [0.99, 0.981, 0.963, 0.995];
         let h = read(&[first, kept, kept], "bfloat16");
         assert_eq!(h.code, HintCode::AttentionSpread);

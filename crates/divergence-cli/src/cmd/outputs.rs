@@ -220,46 +220,54 @@ pub const PIPE_READER_WAIT: std::time::Duration = std::time::Duration::from_secs
 /// [`PIPE_READER_WAIT`], not a wait without end: opening a FIFO for writing blocks until a
 /// process opens it for reading, so `diff --json-out fifo` with nothing reading it hung after
 /// the comparison, without a word (a case the bad-input hunts had left open). The output is
-/// opened without blocking (`ENXIO` while no process reads a pipe; tried again every 20 ms),
-/// then its writes block as they would: a pipe with a reader (`--json-out >(jq .)`, a FIFO a
-/// `cat` holds open) gets the report as before.
+/// opened without blocking (`ENXIO` while no process reads a named pipe; tried again every 20
+/// ms), then its writes block as they would: a pipe with a reader (`--json-out >(jq .)`, a
+/// FIFO a `cat` holds open) gets the report as before. (A shell's pipe whose reader is gone is
+/// no wait: the kernel opens it, and the first write fails, `Broken pipe`.)
 pub fn create(flag: &str, path: &Path) -> Result<std::fs::File> {
     let label = || divergence_names::one_line(&path.display().to_string()).into_owned();
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
-        let open = || {
+        // Created and truncated in the one call (a FIFO swapped for a file between a check and
+        // the open kept the file's old bytes); a FIFO another user owns in a sticky folder
+        // (`fs.protected_fifos`) refuses O_CREAT, and is opened again without it.
+        let open = |create: bool| {
             std::fs::OpenOptions::new()
                 .write(true)
-                .create(true)
-                .truncate(true)
+                .create(create)
+                .truncate(create)
                 .custom_flags(libc::O_NONBLOCK)
                 .open(path)
         };
         let start = std::time::Instant::now();
+        let mut create = true;
         let file = loop {
-            match open() {
+            match open(create) {
                 Ok(file) => break file,
-                // (ENXIO of a device without its hardware is no pipe's: said as it is)
+                Err(e) if create && e.raw_os_error() == Some(libc::EACCES) && is_fifo(path) => {
+                    create = false;
+                }
+                // (only a named pipe says ENXIO for no reader; a device without its hardware
+                // says it too, and is said as it is)
                 Err(e) if e.raw_os_error() == Some(libc::ENXIO) && is_fifo(path) => {
                     if start.elapsed() < PIPE_READER_WAIT {
                         std::thread::sleep(std::time::Duration::from_millis(20));
                         continue;
                     }
-                    let kind = std::fs::metadata(path).map_or("a pipe", |m| {
-                        divergence_checkpoint::file_kind(path, &m.file_type())
-                    });
-                    let start_it = if kind.starts_with("a named pipe") {
-                        format!(": start its reader first (`cat {} &`)", label())
-                    } else {
-                        String::new()
-                    };
                     bail!(
-                        "{flag} {}: {kind} that no process opened for reading in {} s{start_it}; \
-                         nothing was written",
+                        "{flag} {}: a named pipe (fifo) that no process opened for reading in {} \
+                         s: start its reader first (`cat {} &`); nothing was written",
                         label(),
-                        PIPE_READER_WAIT.as_secs()
+                        PIPE_READER_WAIT.as_secs(),
+                        label()
                     )
+                }
+                // A file under a lease (a network share) says EAGAIN to a non-blocking open:
+                // opened as File::create does, waiting for the lease.
+                Err(e) if e.raw_os_error() == Some(libc::EAGAIN) && !is_fifo(path) => {
+                    break std::fs::File::create(path)
+                        .with_context(|| format!("{flag} {}: cannot create", label()))?;
                 }
                 Err(e) => {
                     return Err(e).with_context(|| format!("{flag} {}: cannot create", label()))
@@ -273,7 +281,7 @@ pub fn create(flag: &str, path: &Path) -> Result<std::fs::File> {
     std::fs::File::create(path).with_context(|| format!("{flag} {}: cannot create", label()))
 }
 
-/// Whether `path` is a pipe (named, or a shell's reached through `/dev/fd/N`).
+/// Whether `path` is a named pipe.
 #[cfg(unix)]
 fn is_fifo(path: &Path) -> bool {
     use std::os::unix::fs::FileTypeExt;
