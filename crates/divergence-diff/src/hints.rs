@@ -63,6 +63,9 @@ pub enum HintCode {
     /// each attention head's output is the reference's scaled down: the weights spread over
     /// extra keys whose values are zero (a slot not written yet, zero padding).
     AttentionSpread,
+    /// a decode step's attention recomputed from each side's own query, keys and values: the
+    /// kernel computes otherwise, or its inputs carry the error (`attention::kernel_hint`).
+    AttentionKernel,
 }
 
 impl HintCode {
@@ -85,6 +88,7 @@ impl HintCode {
             HintCode::DecodePosition => "decode_position",
             HintCode::CacheStage => "cache_stage",
             HintCode::AttentionSpread => "attention_spread",
+            HintCode::AttentionKernel => "attention_kernel",
         }
     }
 }
@@ -173,7 +177,7 @@ fn rel_err(a: &[f64], b: &[f64]) -> Option<f64> {
     (b2 > 0.0).then(|| (d2 / b2).sqrt())
 }
 
-fn hint(code: HintCode, op: &str, message: String, evidence: &[(&str, f64)]) -> Hint {
+pub(crate) fn hint(code: HintCode, op: &str, message: String, evidence: &[(&str, f64)]) -> Hint {
     Hint {
         code,
         op: op.to_string(),

@@ -38,6 +38,7 @@
 
 pub mod align;
 pub mod amplification;
+pub mod attention;
 pub mod compare;
 pub mod config;
 pub mod hints;

@@ -1673,7 +1673,96 @@ fn diagnosis(
     }
     let decode = decode_hints(report, plan, (ours, reference), &fed_alike);
     out.extend(divergence_diff::hints::decode_hints_beside(decode, &out));
+    out.extend(attention_kernel_hints(report, plan, (ours, reference)));
     (out, profile, note)
+}
+
+/// A tensor read for a hint, and both sides of one.
+type Read<'a> = (TensorView<'a>, &'a str);
+type ReadPair<'a> = (Read<'a>, Read<'a>);
+
+/// One side (`which`: 0 ours, 1 the reference) of [`attention_kernel_hints`]' reads: `rope_q@s`,
+/// the prefill's `rope_k` and `v_proj`, `attn_out@s`, and the cache's steps.
+fn attention_side<'a>(
+    which: usize,
+    (q, pk, pv, out): (
+        &'a ReadPair<'_>,
+        &'a ReadPair<'_>,
+        &'a ReadPair<'_>,
+        &'a ReadPair<'_>,
+    ),
+    cache: &'a [(ReadPair<'_>, ReadPair<'_>)],
+) -> divergence_diff::attention::AttentionSide<'a> {
+    let pick = |p: &'a ReadPair<'_>| side(if which == 0 { &p.0 } else { &p.1 });
+    divergence_diff::attention::AttentionSide {
+        q: pick(q),
+        prefill_k: pick(pk),
+        prefill_v: pick(pv),
+        cache_k: cache.iter().map(|(k, _)| pick(k)).collect(),
+        cache_v: cache.iter().map(|(_, v)| pick(v)).collect(),
+        out: pick(out),
+    }
+}
+
+/// Most decode steps [`attention_kernel_hints`] reads the cache of (one `cache_k` and one
+/// `cache_v` a step, each side).
+const ATTENTION_KERNEL_MAX_STEPS: usize = 4096;
+
+/// The `attention_kernel` hints ([`divergence_diff::attention::kernel_hint`]) of the hint
+/// targets that are a decode step's `attn_out@s` (`...self_attn.attn_out`): each side's
+/// `rope_q@s`, the prefill's `rope_k` and `v_proj`, and `cache_k@1..s` / `cache_v@1..s` of the
+/// layer, read as the hints read (within the memory bound, else no hint); a step past
+/// [`ATTENTION_KERNEL_MAX_STEPS`] is not read.
+fn attention_kernel_hints(
+    report: &Report,
+    plan: &divergence_diff::OrderPlan,
+    (ours, reference): (&MappedDump<'_>, &MappedDump<'_>),
+) -> Vec<divergence_diff::Hint> {
+    let mut out = Vec::new();
+    for (name, _) in report.hint_targets() {
+        let (base, step) = divergence_names::split_step(&name);
+        let Some(layer) = base.strip_suffix(".attn_out") else {
+            continue;
+        };
+        if step == 0 || step > ATTENTION_KERNEL_MAX_STEPS {
+            continue;
+        }
+        let probe = |p: &str| format!("{layer}.{p}");
+        // (ours' name of the reference's `name`: the plan's, as for the other hints)
+        let ours_of = |n: &str, t: usize| match t {
+            0 => plan.ours_name(n).to_string(),
+            _ => ours_step_name(plan, n, t),
+        };
+        let read_sides = |n: &str, t: usize| {
+            let o = read_whole(ours, &ours_of(n, t))?;
+            let r = read_whole(reference, n)?;
+            Some((o, r))
+        };
+        let at = |p: &str, t: usize| divergence_names::step_name(&probe(p), t);
+        let one = |p: &str, t: usize| {
+            let n = if t == 0 { probe(p) } else { at(p, t) };
+            read_sides(&n, t)
+        };
+        let (Some(q), Some(pk), Some(pv), Some(o)) = (
+            one("rope_q", step),
+            one("rope_k", 0),
+            one("v_proj", 0),
+            one("attn_out", step),
+        ) else {
+            continue;
+        };
+        let cache: Option<Vec<_>> = (1..=step)
+            .map(|t| Some((one("cache_k", t)?, one("cache_v", t)?)))
+            .collect();
+        let Some(cache) = cache else {
+            continue;
+        };
+        let side_of = |which| attention_side(which, (&q, &pk, &pv, &o), &cache);
+        if let Some(h) = divergence_diff::attention::kernel_hint(&name, &side_of(0), &side_of(1)) {
+            out.push(h);
+        }
+    }
+    out
 }
 
 /// Ours' name of the probe of row `name` (a decode step's, `base@s`) at `step`: the plan's

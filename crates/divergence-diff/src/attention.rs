@@ -1,0 +1,441 @@
+//! A decode step's attention recomputed in float64 from one side's own dumped query, keys and
+//! values: whether an `attn_out@s` that diverges computes otherwise than attention does (the
+//! keys it reads, its mask, its scale, its softmax's precision), or computes as the reference
+//! does and carries its inputs' error (a session-58 reading of a clean f32 decode flagged by
+//! `--truth` under k_norm x100: both sides' outputs within 1e-6 of their own recompute, the
+//! error its inputs', through logits of ~350; docs/tolerances.md).
+//!
+//! Pure: the caller reads the tensors. Eager attention as transformers computes it for Qwen3:
+//! scores `q·k / sqrt(head_dim)`, a softmax over every key the step sees (the prefill's `T`
+//! and the `s` cache entries; no mask), GQA by repeat-interleave (q head `h` reads kv head
+//! `h / (heads / kv_heads)`).
+
+use crate::compare::Side;
+use crate::hints::{Hint, HintCode};
+
+/// One side's tensors of a decode step `s` of one layer.
+#[derive(Debug, Clone)]
+pub struct AttentionSide<'a> {
+    /// `rope_q@s`: `[.., heads, 1, head_dim]`.
+    pub q: Side<'a>,
+    /// The prefill's `rope_k`: `[.., kv_heads, T, head_dim]`.
+    pub prefill_k: Side<'a>,
+    /// The prefill's `v_proj`: `[.., T, kv_heads * head_dim]`.
+    pub prefill_v: Side<'a>,
+    /// `cache_k@1` .. `cache_k@s`: `[.., kv_heads, 1, head_dim]` each.
+    pub cache_k: Vec<Side<'a>>,
+    /// `cache_v@1` .. `cache_v@s`, as `cache_k`.
+    pub cache_v: Vec<Side<'a>>,
+    /// `attn_out@s`: `heads * head_dim` values.
+    pub out: Side<'a>,
+}
+
+/// What [`recompute`] found on one side.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Recomputed {
+    /// `||out - exact|| / ||exact||`.
+    pub rel_err: f64,
+    /// The smallest over heads of the largest softmax weight (1: one key takes it all).
+    pub top_weight: f64,
+}
+
+/// `(heads, kv_heads, head_dim, prompt length)` from the shapes, or `None` where they do not
+/// fit one attention.
+fn dims(s: &AttentionSide<'_>) -> Option<(usize, usize, usize, usize)> {
+    let tail = |shape: &[usize], n: usize| -> Option<Vec<usize>> {
+        (shape.len() >= n).then(|| shape[shape.len() - n..].to_vec())
+    };
+    let q = tail(s.q.shape, 3)?;
+    let (heads, d) = (q[0], q[2]);
+    let k = tail(s.prefill_k.shape, 3)?;
+    let (kv, t) = (k[0], k[1]);
+    let v = tail(s.prefill_v.shape, 2)?;
+    let fits = |x: &Side<'_>, n: usize| x.values.len() == n;
+    // Every tensor of the side, widened to f64, within what one hint widens (a prefill of a
+    // million tokens' keys would be gigabytes).
+    let total = [&s.q, &s.prefill_k, &s.prefill_v, &s.out]
+        .into_iter()
+        .chain(&s.cache_k)
+        .chain(&s.cache_v)
+        .map(|x| x.values.len())
+        .sum::<usize>();
+    let ok = total <= crate::hints::MAX_ELEMENTS
+        && q[1] == 1
+        && d > 0
+        && heads > 0
+        && kv > 0
+        && heads % kv == 0
+        && k[2] == d
+        && v == [t, kv * d]
+        && s.cache_k.len() == s.cache_v.len()
+        && fits(&s.q, heads * d)
+        && fits(&s.prefill_k, kv * t * d)
+        && fits(&s.prefill_v, t * kv * d)
+        && fits(&s.out, heads * d)
+        && s.cache_k.iter().chain(&s.cache_v).all(|c| fits(c, kv * d));
+    ok.then_some((heads, kv, d, t))
+}
+
+/// The side's `attn_out@s` against the attention (float64) of its own q, keys and values;
+/// `None` where the shapes do not fit, a value is not finite, or the exact output is zero.
+pub fn recompute(s: &AttentionSide<'_>) -> Option<Recomputed> {
+    let (heads, kv, d, t) = dims(s)?;
+    let q = s.q.values.to_f64_vec();
+    let pk = s.prefill_k.values.to_f64_vec();
+    let pv = s.prefill_v.values.to_f64_vec();
+    let ck: Vec<Vec<f64>> = s.cache_k.iter().map(|c| c.values.to_f64_vec()).collect();
+    let cv: Vec<Vec<f64>> = s.cache_v.iter().map(|c| c.values.to_f64_vec()).collect();
+    let out = s.out.values.to_f64_vec();
+    if [&q, &pk, &pv, &out]
+        .into_iter()
+        .chain(&ck)
+        .chain(&cv)
+        .any(|v| v.iter().any(|x| !x.is_finite()))
+    {
+        return None;
+    }
+    let n = t + ck.len();
+    // key n of kv head g: the prefill's `[kv, T, D]`, then the cache's `[kv, 1, D]` per step
+    let key = |g: usize, i: usize| -> &[f64] {
+        if i < t {
+            &pk[(g * t + i) * d..(g * t + i + 1) * d]
+        } else {
+            &ck[i - t][g * d..(g + 1) * d]
+        }
+    };
+    // value n of kv head g: the prefill's `[T, kv * D]`, then the cache's
+    let value = |g: usize, i: usize| -> &[f64] {
+        if i < t {
+            &pv[(i * kv + g) * d..(i * kv + g + 1) * d]
+        } else {
+            &cv[i - t][g * d..(g + 1) * d]
+        }
+    };
+    let scale = (d as f64).powf(-0.5);
+    let mut exact = vec![0.0; heads * d];
+    let mut top_weight = 1.0f64;
+    let mut scores = vec![0.0; n];
+    for h in 0..heads {
+        let g = h / (heads / kv);
+        let qh = &q[h * d..(h + 1) * d];
+        for (i, sc) in scores.iter_mut().enumerate() {
+            *sc = qh.iter().zip(key(g, i)).map(|(a, b)| a * b).sum::<f64>() * scale;
+        }
+        let max = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let weights: Vec<f64> = scores.iter().map(|x| (x - max).exp()).collect();
+        let sum: f64 = weights.iter().sum();
+        let mut top = 0.0f64;
+        for (i, w) in weights.iter().enumerate() {
+            let w = w / sum;
+            top = top.max(w);
+            for (e, v) in exact[h * d..(h + 1) * d].iter_mut().zip(value(g, i)) {
+                *e += w * v;
+            }
+        }
+        top_weight = top_weight.min(top);
+    }
+    let norm = exact.iter().map(|x| x * x).sum::<f64>().sqrt();
+    if norm == 0.0 {
+        return None;
+    }
+    let diff = out
+        .iter()
+        .zip(&exact)
+        .map(|(a, b)| (a - b) * (a - b))
+        .sum::<f64>()
+        .sqrt();
+    Some(Recomputed {
+        rel_err: diff / norm,
+        top_weight,
+    })
+}
+
+/// What an attention kernel's own rounding may leave in its output, by the coarser dtype of
+/// its sides: in float32 the F32 truth floor (1e-5: a clean f32 decode under k_norm x100 was up
+/// to 5.4e-6 from its own recompute at a near tie), in a half type its unit roundoff
+/// (transformers' bf16 kernels were 1.1e-4 to 3.1e-3 from their own recompute on the held-out
+/// models, its f16 ones 9.5e-5 to 5.8e-4).
+fn kernel_noise(dtypes: &[&str]) -> f64 {
+    dtypes
+        .iter()
+        .map(|d| match *d {
+            "bfloat16" => 2f64.powi(-8),
+            "float16" => 2f64.powi(-11),
+            _ => crate::tolerance::F32_TRUTH_FLOOR,
+        })
+        .fold(0.0, f64::max)
+}
+
+/// The `attention_kernel` hint of a decode step's `attn_out` (`op`), from both sides
+/// recomputed ([`recompute`]), where one of two readings holds:
+/// - ours is more than 4 times further from its own recompute than the reference from its
+///   own, and than the kernels' noise (`kernel_noise`): the attention does not compute from
+///   the tensors its dump holds (it reads other keys or values, or applies another mask,
+///   scale or softmax precision);
+/// - ours is within twice the larger of the reference's distance and that noise of its own
+///   recompute, and that distance is under a tenth of ours' difference from the reference:
+///   the op computes as the reference's does, and the error comes with its inputs.
+///
+/// Anything between says nothing; so does a side whose tensors do not fit one attention.
+pub fn kernel_hint(
+    op: &str,
+    ours: &AttentionSide<'_>,
+    reference: &AttentionSide<'_>,
+) -> Option<Hint> {
+    let (o, r) = (recompute(ours)?, recompute(reference)?);
+    let noise = kernel_noise(&[ours.out.dtype, reference.out.dtype]);
+    let (ov, rv) = (
+        ours.out.values.to_f64_vec(),
+        reference.out.values.to_f64_vec(),
+    );
+    let rnorm = rv.iter().map(|x| x * x).sum::<f64>().sqrt();
+    let apart = ov
+        .iter()
+        .zip(&rv)
+        .map(|(a, b)| (a - b) * (a - b))
+        .sum::<f64>()
+        .sqrt()
+        / rnorm;
+    if !apart.is_finite() {
+        return None;
+    }
+    let evidence = [
+        ("ours_from_own_recompute", o.rel_err),
+        ("ref_from_own_recompute", r.rel_err),
+        ("ours_from_ref", apart),
+        ("top_weight", o.top_weight),
+    ];
+    let e = |x: f64| format!("{x:.1e}");
+    if o.rel_err > 4.0 * r.rel_err.max(noise) {
+        return Some(crate::hints::hint(
+            HintCode::AttentionKernel,
+            op,
+            format!(
+                "ours' attention output is {} from the attention (float64) of the query, keys \
+                 and values its dump holds, the reference's {} from its own: the attention does \
+                 not compute from those (it reads other keys or values: a cache slot not \
+                 written yet, a cache kept in another precision; or another mask, scale or \
+                 softmax precision)",
+                e(o.rel_err),
+                e(r.rel_err)
+            ),
+            &evidence,
+        ));
+    }
+    if o.rel_err <= 2.0 * r.rel_err.max(noise) && o.rel_err * 10.0 < apart {
+        return Some(crate::hints::hint(
+            HintCode::AttentionKernel,
+            op,
+            format!(
+                "ours' attention output is the attention (float64) of the query, keys and \
+                 values its dump holds within {} (the reference's within {} of its own), {} \
+                 from the reference's: the attention computes as the reference's does, and the \
+                 error comes with those inputs (its query, the cached keys and values)",
+                e(o.rel_err),
+                e(r.rel_err),
+                e(apart)
+            ),
+            &evidence,
+        ));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::ValuesRef;
+
+    // 4 q heads on 2 kv heads of 8, a 3-token prompt and 2 cache steps.
+    const H: usize = 4;
+    const KV: usize = 2;
+    const D: usize = 8;
+    const T: usize = 3;
+    const S: usize = 2;
+
+    fn data(n: usize, seed: u64, amp: f64) -> Vec<f64> {
+        let mut x = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (0..n)
+            .map(|_| {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((x >> 11) as f64 / (1u64 << 53) as f64 - 0.5) * amp
+            })
+            .collect()
+    }
+
+    /// One side's tensors, owned: q, the prefill's k `[KV, T, D]` and v `[T, KV * D]`, the
+    /// cache's steps `[KV, D]` each, and the output (`None`: the exact attention of them).
+    struct Owned {
+        q: Vec<f64>,
+        pk: Vec<f64>,
+        pv: Vec<f64>,
+        ck: Vec<Vec<f64>>,
+        cv: Vec<Vec<f64>>,
+        out: Vec<f64>,
+    }
+
+    const SHAPES: [&[usize]; 5] = [
+        &[1, H, 1, D],
+        &[1, KV, T, D],
+        &[1, T, KV * D],
+        &[1, KV, 1, D],
+        &[1, 1, H * D],
+    ];
+
+    fn owned(seed: u64) -> Owned {
+        let mut o = Owned {
+            q: data(H * D, seed, 4.0),
+            pk: data(KV * T * D, seed + 1, 4.0),
+            pv: data(T * KV * D, seed + 2, 2.0),
+            ck: (0..S)
+                .map(|t| data(KV * D, seed + 10 + t as u64, 4.0))
+                .collect(),
+            cv: (0..S)
+                .map(|t| data(KV * D, seed + 20 + t as u64, 2.0))
+                .collect(),
+            out: Vec::new(),
+        };
+        o.out = exact(&o);
+        o
+    }
+
+    fn side<'a>(o: &'a Owned, dtype: &'a str) -> AttentionSide<'a> {
+        let s = |shape: &'a [usize], v: &'a [f64]| Side {
+            shape,
+            values: ValuesRef::F64(v),
+            dtype,
+        };
+        AttentionSide {
+            q: s(SHAPES[0], &o.q),
+            prefill_k: s(SHAPES[1], &o.pk),
+            prefill_v: s(SHAPES[2], &o.pv),
+            cache_k: o.ck.iter().map(|c| s(SHAPES[3], c)).collect(),
+            cache_v: o.cv.iter().map(|c| s(SHAPES[3], c)).collect(),
+            out: s(SHAPES[4], &o.out),
+        }
+    }
+
+    /// The attention by its definition, written out apart from `recompute`: every (head, key)
+    /// score, a softmax, the weighted values.
+    fn exact(o: &Owned) -> Vec<f64> {
+        let mut out = vec![0.0; H * D];
+        for h in 0..H {
+            let g = h / (H / KV);
+            let mut keys: Vec<(Vec<f64>, Vec<f64>)> = (0..T)
+                .map(|t| {
+                    let k = o.pk[(g * T + t) * D..(g * T + t + 1) * D].to_vec();
+                    let v = o.pv[t * KV * D + g * D..t * KV * D + (g + 1) * D].to_vec();
+                    (k, v)
+                })
+                .collect();
+            for t in 0..o.ck.len() {
+                keys.push((
+                    o.ck[t][g * D..(g + 1) * D].to_vec(),
+                    o.cv[t][g * D..(g + 1) * D].to_vec(),
+                ));
+            }
+            let q = &o.q[h * D..(h + 1) * D];
+            let s: Vec<f64> = keys
+                .iter()
+                .map(|(k, _)| q.iter().zip(k).map(|(a, b)| a * b).sum::<f64>() / (D as f64).sqrt())
+                .collect();
+            let z: f64 = s.iter().map(|x| x.exp()).sum();
+            for ((_, v), x) in keys.iter().zip(&s) {
+                for (e, vi) in out[h * D..(h + 1) * D].iter_mut().zip(v) {
+                    *e += x.exp() / z * vi;
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_exact_attention_is_its_own_recompute() {
+        let o = owned(1);
+        let r = recompute(&side(&o, "float32")).unwrap();
+        assert!(r.rel_err < 1e-14, "{r:?}");
+        assert!(r.top_weight > 0.0 && r.top_weight <= 1.0);
+        // a zero key the kernel also read (a slot not written yet): off by its share
+        let mut masked = owned(1);
+        masked.ck.push(vec![0.0; KV * D]);
+        masked.cv.push(vec![0.0; KV * D]);
+        let with_zero = exact(&masked);
+        let mut o2 = owned(1);
+        o2.out = with_zero;
+        let r = recompute(&side(&o2, "float32")).unwrap();
+        assert!(r.rel_err > 1e-3, "{r:?}");
+    }
+
+    #[test]
+    fn shapes_that_do_not_fit_one_attention_and_non_finite_values_say_nothing() {
+        let o = owned(2);
+        let mut s = side(&o, "float32");
+        s.cache_v.pop();
+        assert_eq!(recompute(&s), None);
+        let mut s = side(&o, "float32");
+        s.q.shape = &[1, H, 2, D / 2];
+        assert_eq!(recompute(&s), None);
+        let mut bad = owned(2);
+        bad.q[3] = f64::NAN;
+        assert_eq!(recompute(&side(&bad, "float32")), None);
+    }
+
+    #[test]
+    fn the_hint_tells_a_kernel_from_its_inputs() {
+        let reference = owned(3);
+        // ours: the reference's inputs but for q, off by 1e-3; each output exact of its own
+        let mut ours = owned(3);
+        for (i, x) in ours.q.iter_mut().enumerate() {
+            *x += 1e-3 * if i % 2 == 0 { 1.0 } else { -1.0 };
+        }
+        ours.out = exact(&ours);
+        let h = kernel_hint(
+            "l.attn_out@2",
+            &side(&ours, "float32"),
+            &side(&reference, "float32"),
+        )
+        .unwrap();
+        assert_eq!(h.code, HintCode::AttentionKernel);
+        assert!(
+            h.message.contains("computes as the reference's does"),
+            "{}",
+            h.message
+        );
+        // ours read a zero key besides: the attention does not compute from its dump's tensors
+        let mut zero = owned(3);
+        zero.ck.push(vec![0.0; KV * D]);
+        zero.cv.push(vec![0.0; KV * D]);
+        let mut ours = owned(3);
+        ours.out = exact(&zero);
+        let h = kernel_hint(
+            "l.attn_out@2",
+            &side(&ours, "float32"),
+            &side(&reference, "float32"),
+        )
+        .unwrap();
+        assert!(
+            h.message.contains("does not compute from those"),
+            "{}",
+            h.message
+        );
+        assert!(h.evidence["ours_from_own_recompute"] > 4.0 * 1e-5);
+        // in bf16 a kernel off by less than 4 unit roundoffs of its recompute is not called
+        // another computation; nor is one whose own error is most of the difference the inputs
+        let mut ours = owned(3);
+        for (x, n) in ours.out.iter_mut().zip(data(H * D, 9, 1.0)) {
+            *x *= 1.0 + 1e-2 * n;
+        }
+        assert_eq!(
+            kernel_hint(
+                "l.attn_out@2",
+                &side(&ours, "bfloat16"),
+                &side(&reference, "bfloat16")
+            ),
+            None
+        );
+    }
+}
