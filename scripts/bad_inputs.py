@@ -1838,6 +1838,31 @@ def decode_cases() -> list[Case]:
                       error("stepped.npz", "1638400 rows only in", "full.npz"),
                       rss_mb=150, wall_s=10))
 
+    def attention_kernel_reads(d: Path):
+        # The `attention_kernel` hint reads a decode step's cache up to that step: deflated cache
+        # members were all read before the bound was checked (a review, session 58: 40 of 16
+        # MiB each in 1.3 MB files, 2.65 GB); now the headers are counted first (no hint). Here
+        # 20 of 8 MiB a side (640 MiB read and widened before)
+        s, n, p = 20, 1 << 21, "model.layers.0.self_attn."
+
+        def side(ours):
+            a = {p + "rope_k": np.random.default_rng(1).standard_normal((1, 1, 4, 8)).astype(np.float32),
+                 p + "v_proj": np.ones((1, 4, 8), np.float32)}
+            for t in range(1, s + 1):
+                a[p + f"rope_q@{t}"] = np.ones((1, 1, 1, 8), np.float32)
+                a[p + f"cache_k@{t}"] = np.zeros((1, 1, 1, n), np.float32)
+                a[p + f"cache_v@{t}"] = np.zeros((1, 1, 1, n), np.float32)
+                a[p + f"attn_out@{t}"] = np.ones((1, 1, 8), np.float32) * (1.5 if ours and t == s else 1.0)
+            order = [p + "rope_k", p + "v_proj"] + [p + f"{x}@{t}" for t in range(1, s + 1)
+                                                    for x in ("rope_q", "cache_k", "cache_v", "attn_out")]
+            return a, {"format": "divergence-dump/1", "order": order}
+
+        o, r = (savez(d / f, *side(w), compressed=True) for f, w in (("ours.npz", True), ("ref.npz", False)))
+        return ["diff", str(o), str(r), "--format", "json"]
+
+    cases.append(Case("decode", "attention_kernel_reads_within_the_bound", attention_kernel_reads,
+                      report(1, others={"ok", "diverged"}), rss_mb=250, wall_s=15))
+
     # --steps (docs/decode.md, "Some steps only"): the selected steps are checked as all are.
     other = {**good, "decode_ids": [5, 7]}
     err("steps_other_tokens_selected", other, "steps_other_tokens_selected.npz", "ref.npz",

@@ -1708,11 +1708,16 @@ fn attention_side<'a>(
 /// `cache_v` a step, each side).
 const ATTENTION_KERNEL_MAX_STEPS: usize = 4096;
 
+/// Most bytes of widened values [`attention_kernel_hints`] reads for one side of one target,
+/// counted from the headers before any is read: what the recompute widens
+/// (`divergence_diff::hints::MAX_ELEMENTS` f64 values).
+const ATTENTION_KERNEL_MAX_BYTES: u64 = (divergence_diff::hints::MAX_ELEMENTS as u64) * 8;
+
 /// The `attention_kernel` hints ([`divergence_diff::attention::kernel_hint`]) of the hint
 /// targets that are a decode step's `attn_out@s` (`...self_attn.attn_out`): each side's
 /// `rope_q@s`, the prefill's `rope_k` and `v_proj`, and `cache_k@1..s` / `cache_v@1..s` of the
-/// layer, read as the hints read (within the memory bound, else no hint); a step past
-/// [`ATTENTION_KERNEL_MAX_STEPS`] is not read.
+/// layer, read only where all of a side's are within [`ATTENTION_KERNEL_MAX_BYTES`] by their
+/// headers (else no hint); a step past [`ATTENTION_KERNEL_MAX_STEPS`] is not read.
 fn attention_kernel_hints(
     report: &Report,
     plan: &divergence_diff::OrderPlan,
@@ -1727,21 +1732,40 @@ fn attention_kernel_hints(
         if step == 0 || step > ATTENTION_KERNEL_MAX_STEPS {
             continue;
         }
-        let probe = |p: &str| format!("{layer}.{p}");
-        // (ours' name of the reference's `name`: the plan's, as for the other hints)
-        let ours_of = |n: &str, t: usize| match t {
-            0 => plan.ours_name(n).to_string(),
-            _ => ours_step_name(plan, n, t),
+        // Ours' names of the layer's probes: by the plan's name of the target row in ours (a
+        // prefix the plan strips, found by a review: under --steps the prefill's rows and the
+        // cache's other steps are not in the plan)
+        let (ours_base, _) = divergence_names::split_step(plan.ours_name(&name));
+        let Some(ours_layer) = ours_base.strip_suffix(".attn_out") else {
+            continue;
         };
-        let read_sides = |n: &str, t: usize| {
-            let o = read_whole(ours, &ours_of(n, t))?;
-            let r = read_whole(reference, n)?;
-            Some((o, r))
+        let named = |layer: &str, p: &str, t: usize| match t {
+            0 => format!("{layer}.{p}"),
+            _ => divergence_names::step_name(&format!("{layer}.{p}"), t),
         };
-        let at = |p: &str, t: usize| divergence_names::step_name(&probe(p), t);
+        let mut wanted = vec![
+            ("rope_q", step),
+            ("rope_k", 0),
+            ("v_proj", 0),
+            ("attn_out", step),
+        ];
+        wanted.extend((1..=step).flat_map(|t| [("cache_k", t), ("cache_v", t)]));
+        // Within the bound before anything is read: every tensor, widened, on each side (a
+        // review: 40 deflated cache steps of 16 MiB each were read first, 2.65 GB).
+        let within = |dump: &MappedDump<'_>, layer: &str| {
+            wanted
+                .iter()
+                .map(|&(p, t)| decoded_bytes(dump, &named(layer, p, t)))
+                .try_fold(0u64, |acc, b| acc.checked_add(b?))
+                .is_some_and(|b| b <= ATTENTION_KERNEL_MAX_BYTES)
+        };
+        if !within(ours, ours_layer) || !within(reference, layer) {
+            continue;
+        }
         let one = |p: &str, t: usize| {
-            let n = if t == 0 { probe(p) } else { at(p, t) };
-            read_sides(&n, t)
+            let o = read_whole(ours, &named(ours_layer, p, t))?;
+            let r = read_whole(reference, &named(layer, p, t))?;
+            Some((o, r))
         };
         let (Some(q), Some(pk), Some(pv), Some(o)) = (
             one("rope_q", step),
