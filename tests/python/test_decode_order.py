@@ -53,3 +53,36 @@ def test_per_step_names_listed_out_of_order_in_a_stacked_dump_are_said_so(tmp_pa
     rep, said = out_of_order(tmp_path, a, order)
     assert len(said) == 1, rep["warnings"]
     assert "a later step's probe, or a stacked `@steps` member, before an earlier step's" in said[0]
+
+
+def test_attention_kernel_reads_a_prefixed_dump_under_steps(tmp_path):
+    """The `attention_kernel` hint (docs/hints.md) reads the layer's query, the prefill's keys and
+    values and the cache's steps under ours' names: a dump whose every name carries a prefix
+    (`base_model.model.`), with `--steps 2-` (the prefill's rows and step 1 not in the plan: a
+    review found the hint lost there), gets it as without. Ours is transformers' f32 decode
+    fixture with layer 0's `attn_out@2` scaled by 1.5: not the attention of its own inputs."""
+    import json
+
+    from conftest import FIXTURES
+
+    ref = FIXTURES / "ref" / "tiny-qwen3.f32.decode.npz"
+    prefix = "base_model.model."
+    with np.load(ref) as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = json.loads(bytes(arrays.pop("__meta__")))
+    meta["order"] = [prefix + n for n in meta.get("order", [])]
+    ours = {prefix + k: v.copy() for k, v in arrays.items()}
+    out = prefix + "model.layers.0.self_attn.attn_out@steps"
+    ours[out][1] *= 1.5
+    ours["__meta__"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    path = tmp_path / "ours.npz"
+    np.savez(path, **ours)
+    op = "model.layers.0.self_attn.attn_out@2"
+    for extra in ([], ["--steps", "2-"]):
+        code, r = diff(path, ref, *extra)
+        assert code == 1, (extra, r.get("first_divergence"))
+        assert r["first_divergence"]["name"] == op, (extra, r["first_divergence"])
+        h = [h for h in r["hints"] if h["op"] == op and h["code"] == "attention_kernel"]
+        assert h and "does not compute from those" in h[0]["message"], (extra, r["hints"])
+        # the reference is transformers' own attention of its own tensors
+        assert h[0]["evidence"]["ref_from_own_recompute"] < 1e-6, h

@@ -153,10 +153,11 @@ pub fn recompute(s: &AttentionSide<'_>) -> Option<Recomputed> {
 
 /// What an attention kernel's own rounding may leave in its output, by the coarser dtype of
 /// its sides: in float32 the F32 truth floor (1e-5: a clean f32 decode under k_norm x100 was up
-/// to 8.2e-6 from its own recompute), in a half type its unit roundoff (transformers' own bf16
-/// eager outputs are a median 1.8e-3 to 6.5e-3 from their recompute on the held-out models of
-/// session 58's checks, up to 5.6e-2 at a few: the reading "does not compute" also needs ours
-/// 4 times further than the reference from its own).
+/// to 5.4e-6 from its own recompute at its layer 5, in the session-58 raw results of
+/// `REVIEW47`'s `m8`, and 8.2e-6 at another layer by a review's count), in a half type its unit
+/// roundoff; the reading "does not compute" also needs ours 4 times further than the reference
+/// from its own (transformers' own bf16 decode of the tiny fixture is up to 1.1e-2 from its
+/// recompute, tests/decode.rs; a review counted up to 5.6e-2 on two held-out models).
 fn kernel_noise(dtypes: &[&str]) -> f64 {
     dtypes
         .iter()

@@ -1708,15 +1708,15 @@ fn attention_side<'a>(
 /// `cache_v` a step, each side).
 const ATTENTION_KERNEL_MAX_STEPS: usize = 4096;
 
-/// Most bytes of widened values [`attention_kernel_hints`] reads for one side of one target,
-/// counted from the headers before any is read: what the recompute widens
-/// (`divergence_diff::hints::MAX_ELEMENTS` f64 values).
-const ATTENTION_KERNEL_MAX_BYTES: u64 = (divergence_diff::hints::MAX_ELEMENTS as u64) * 8;
+/// Most values [`attention_kernel_hints`] reads for one side of one target, counted from the
+/// headers before any is read: what the recompute widens to f64
+/// (`divergence_diff::hints::MAX_ELEMENTS`, 32 MB).
+const ATTENTION_KERNEL_MAX_VALUES: u64 = divergence_diff::hints::MAX_ELEMENTS as u64;
 
 /// The `attention_kernel` hints ([`divergence_diff::attention::kernel_hint`]) of the hint
 /// targets that are a decode step's `attn_out@s` (`...self_attn.attn_out`): each side's
 /// `rope_q@s`, the prefill's `rope_k` and `v_proj`, and `cache_k@1..s` / `cache_v@1..s` of the
-/// layer, read only where all of a side's are within [`ATTENTION_KERNEL_MAX_BYTES`] by their
+/// layer, read only where all of a side's are within [`ATTENTION_KERNEL_MAX_VALUES`] by their
 /// headers (else no hint); a step past [`ATTENTION_KERNEL_MAX_STEPS`] is not read.
 fn attention_kernel_hints(
     report: &Report,
@@ -1750,14 +1750,19 @@ fn attention_kernel_hints(
             ("attn_out", step),
         ];
         wanted.extend((1..=step).flat_map(|t| [("cache_k", t), ("cache_v", t)]));
-        // Within the bound before anything is read: every tensor, widened, on each side (a
-        // review: 40 deflated cache steps of 16 MiB each were read first, 2.65 GB).
+        // Within the bound before anything is read: every tensor's values on each side, from
+        // its header (a review: 40 deflated cache steps of 16 MiB each were read first,
+        // 2.65 GB); a tensor one side lacks, no hint.
         let within = |dump: &MappedDump<'_>, layer: &str| {
             wanted
                 .iter()
-                .map(|&(p, t)| decoded_bytes(dump, &named(layer, p, t)))
-                .try_fold(0u64, |acc, b| acc.checked_add(b?))
-                .is_some_and(|b| b <= ATTENTION_KERNEL_MAX_BYTES)
+                .map(|&(p, t)| {
+                    dump.shape(&named(layer, p, t))?
+                        .iter()
+                        .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64))
+                })
+                .try_fold(0u64, |acc, n| acc.checked_add(n?))
+                .is_some_and(|n| n <= ATTENTION_KERNEL_MAX_VALUES)
         };
         if !within(ours, ours_layer) || !within(reference, layer) {
             continue;
