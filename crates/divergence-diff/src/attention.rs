@@ -11,7 +11,7 @@
 //! `h / (heads / kv_heads)`).
 
 use crate::compare::Side;
-use crate::hints::{Hint, HintCode};
+use crate::hints::{rel_err, Hint, HintCode};
 
 /// One side's tensors of a decode step `s` of one layer.
 #[derive(Debug, Clone)]
@@ -135,18 +135,8 @@ pub fn recompute(s: &AttentionSide<'_>) -> Option<Recomputed> {
         }
         top_weight = top_weight.min(top);
     }
-    let norm = exact.iter().map(|x| x * x).sum::<f64>().sqrt();
-    if norm == 0.0 {
-        return None;
-    }
-    let diff = out
-        .iter()
-        .zip(&exact)
-        .map(|(a, b)| (a - b) * (a - b))
-        .sum::<f64>()
-        .sqrt();
     Some(Recomputed {
-        rel_err: diff / norm,
+        rel_err: rel_err(&out, &exact)?,
         top_weight,
     })
 }
@@ -189,24 +179,11 @@ pub fn kernel_hint(
 ) -> Option<Hint> {
     let (o, r) = (recompute(ours)?, recompute(reference)?);
     let noise = kernel_noise(&[ours.out.dtype, reference.out.dtype]);
-    if ours.out.values.len() != reference.out.values.len() {
-        return None;
-    }
-    let (ov, rv) = (
-        ours.out.values.to_f64_vec(),
-        reference.out.values.to_f64_vec(),
-    );
-    let rnorm = rv.iter().map(|x| x * x).sum::<f64>().sqrt();
-    let apart = ov
-        .iter()
-        .zip(&rv)
-        .map(|(a, b)| (a - b) * (a - b))
-        .sum::<f64>()
-        .sqrt()
-        / rnorm;
-    if !apart.is_finite() {
-        return None;
-    }
+    // (None for outputs of other lengths, or a reference output of zero)
+    let apart = rel_err(
+        &ours.out.values.to_f64_vec(),
+        &reference.out.values.to_f64_vec(),
+    )?;
     let evidence = [
         ("ours_from_own_recompute", o.rel_err),
         ("ref_from_own_recompute", r.rel_err),
@@ -263,17 +240,11 @@ mod tests {
     const T: usize = 3;
     const S: usize = 2;
 
+    /// The hints' tests' deterministic values in [-2, 2), scaled to [-amp / 2, amp / 2).
     fn data(n: usize, seed: u64, amp: f64) -> Vec<f64> {
-        let mut x = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (0..n)
-            .map(|_| {
-                x = x
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((x >> 11) as f64 / (1u64 << 53) as f64 - 0.5) * amp
-            })
+        crate::hints::tests::data(n, seed)
+            .into_iter()
+            .map(|x| x * amp / 4.0)
             .collect()
     }
 

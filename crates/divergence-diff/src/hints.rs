@@ -163,7 +163,7 @@ fn norm(v: &[f64]) -> f64 {
 }
 
 /// `||a - b|| / ||b||` over pairs finite on both sides (`None` when `||b|| = 0` or lengths differ).
-fn rel_err(a: &[f64], b: &[f64]) -> Option<f64> {
+pub(crate) fn rel_err(a: &[f64], b: &[f64]) -> Option<f64> {
     if a.len() != b.len() {
         return None;
     }
@@ -3126,7 +3126,7 @@ fn pair_magnitudes(v: &[f64], head_dim: usize) -> Option<Vec<f64>> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::metrics::ValuesRef;
 
@@ -3142,7 +3142,7 @@ mod tests {
         h.iter().map(|h| h.code.as_str()).collect()
     }
 
-    fn data(n: usize, seed: u64) -> Vec<f64> {
+    pub(crate) fn data(n: usize, seed: u64) -> Vec<f64> {
         // a deterministic, sign-mixed pseudo-random vector
         let mut x = seed
             .wrapping_mul(6364136223846793005)
