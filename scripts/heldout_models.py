@@ -19,7 +19,8 @@ which tests/python/test_heldout.py runs `z4`'s f16 `decode-mask`. `FOURTEENTH`: 
 fourteenth (docs/results/heldout-2026-12-07-session57-fourteenth.txt), not run in CI. `FIFTEENTH`:
 the four of a fifteenth (docs/results/heldout-2026-12-07-session58.txt), of which
 tests/python/test_heldout.py runs `t2`'s bf16 `decode-mask`. `SIXTEENTH`: the four of a sixteenth
-(docs/results/heldout-2026-12-07-session58-sixteenth.txt), not run in CI.
+(docs/results/heldout-2026-12-07-session58-sixteenth.txt), not run in CI. `SEVENTEENTH`: the four of a
+seventeenth (docs/results/heldout-2026-12-07-session59-seventeenth.txt), not run in CI.
 
 `make(name, workdir)` builds one with real transformers (scripts/dump_reference.py, seeded init)
 and returns its directory, its prompt (comma-separated ids) and its config changes.
@@ -359,13 +360,31 @@ SIXTEENTH = {
 }
 
 
+# The seventeenth held-out check's four (a helper, session 59; docs/results/
+# heldout-2026-12-07-session59-seventeenth.txt). Not run in CI.
+SEVENTEENTH = {
+    "v1": (dict(hidden_size=192, num_hidden_layers=3, num_attention_heads=6, num_key_value_heads=3,
+                head_dim=32, intermediate_size=512, vocab_size=800, rope_theta=1000000.0), 5701, 48, 10,
+           "eager", True),
+    "v2": (dict(hidden_size=96, num_hidden_layers=2, num_attention_heads=12, num_key_value_heads=3,
+                head_dim=16, intermediate_size=160, vocab_size=350, rope_theta=10000.0), 5702, 7, 24,
+           "sdpa", 1.5),
+    "v3": (dict(hidden_size=128, num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2,
+                head_dim=64, intermediate_size=256, vocab_size=600, rope_theta=1000000.0), 5703, 20, 12,
+           "eager", "k60"),
+    "v4": (dict(hidden_size=160, num_hidden_layers=4, num_attention_heads=10, num_key_value_heads=5,
+                head_dim=32, intermediate_size=320, vocab_size=1200, rope_theta=500000.0), 5704, 90, 6,
+           "eager", "x2"),
+}
+
+
 def make(name: str, workdir: Path) -> tuple[Path, str, dict]:
     """Model `name` saved (float32 weights) under `workdir`: (its directory, its prompt, its
     config changes)."""
     changes, seed, length, _steps, _attn, gains = {**MODELS, **SECOND, **THIRD, **FOURTH, **SIXTH, **SEVENTH, **NINTH,
                                                     **TENTH, **REVIEW46, **REVIEW47, **ELEVENTH,
                                                     **TWELFTH, **THIRTEENTH, **FOURTEENTH,
-                                                    **FIFTEENTH, **SIXTEENTH}[name]
+                                                    **FIFTEENTH, **SIXTEENTH, **SEVENTEENTH}[name]
     cfg = json.loads((REPO / "fixtures/configs/tiny-qwen3.json").read_text())
     cfg.update(changes, max_window_layers=changes["num_hidden_layers"])
     workdir.mkdir(parents=True, exist_ok=True)

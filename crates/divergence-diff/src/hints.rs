@@ -842,8 +842,9 @@ fn gqa_layout(name: &str, op: Op, o: &[f64], r: &[f64], shape: &ModelShape) -> O
                 HintCode::GqaLayout,
                 name,
                 format!(
-                    "heads [{}] are wrong and {others_text}: exactly the q heads whose kv head differs between tiling (h % {kv}) and repeat-interleave (h / {group}): kv heads tiled (k0,k1,k0,k1) instead of repeat-interleaved (k0,k0,k1,k1)",
-                    wrong.join(",")
+                    "heads [{}] are wrong and {others_text}: exactly the q heads whose kv head differs between tiling (h % {kv}) and repeat-interleave (h / {group}): {}",
+                    wrong.join(","),
+                    tiled_text(heads, kv, group)
                 ),
                 &[
                     ("heads", heads as f64),
@@ -883,13 +884,35 @@ fn gqa_layout(name: &str, op: Op, o: &[f64], r: &[f64], shape: &ModelShape) -> O
             "ours' heads are ref's heads [{}]{}",
             list.join(","),
             if tiled {
-                ": kv heads tiled (k0,k1,k0,k1) instead of repeat-interleaved (k0,k0,k1,k1)"
+                format!(": {}", tiled_text(heads, kv, group))
             } else {
-                ": another head order"
+                ": another head order".to_string()
             }
         ),
         &[("heads", heads as f64), ("kv_heads", kv as f64)],
     ))
+}
+
+/// The kv head of each q head, tiled against repeat-interleaved, as [`gqa_layout`] says it:
+/// `kv heads tiled (k0,k1,k0,k1) instead of repeat-interleaved (k0,k0,k1,k1)` for 4 q heads on
+/// 2 kv heads (a held-out check: the text said this for 3 and 5 kv heads too). At most 16 q
+/// heads are listed.
+fn tiled_text(heads: usize, kv: usize, group: usize) -> String {
+    const SHOWN: usize = 16;
+    let list = |kv_of: &dyn Fn(usize) -> usize| {
+        let mut s: Vec<String> = (0..heads.min(SHOWN))
+            .map(|h| format!("k{}", kv_of(h)))
+            .collect();
+        if heads > SHOWN {
+            s.push("...".to_string());
+        }
+        s.join(",")
+    };
+    format!(
+        "kv heads tiled ({}) instead of repeat-interleaved ({})",
+        list(&|h| h % kv),
+        list(&|h| h / group)
+    )
 }
 
 /// Rows of the input a `transpose` test multiplies (a strided sample: the test is a statistic).
@@ -4523,6 +4546,26 @@ pub(crate) mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn the_tiled_layout_is_written_for_the_model_s_own_heads() {
+        assert_eq!(
+            tiled_text(4, 2, 2),
+            "kv heads tiled (k0,k1,k0,k1) instead of repeat-interleaved (k0,k0,k1,k1)"
+        );
+        // 3 kv heads (a held-out check's 12 q / 3 kv model was told the 2-kv-head example).
+        assert_eq!(
+            tiled_text(6, 3, 2),
+            "kv heads tiled (k0,k1,k2,k0,k1,k2) instead of repeat-interleaved (k0,k0,k1,k1,k2,k2)"
+        );
+        let long = tiled_text(20, 5, 4);
+        assert!(
+            long.starts_with("kv heads tiled (k0,k1,k2,k3,k4,k0,")
+                && long.contains(",k4,k0,...) instead of repeat-interleaved (k0,k0,k0,k0,k1,")
+                && long.ends_with(",k3,k3,k3,k3,...)"),
+            "{long}"
+        );
     }
 
     #[test]

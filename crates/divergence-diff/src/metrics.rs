@@ -30,7 +30,7 @@ pub const DEFAULT_CHUNK_LEN: usize = 1 << 18;
 /// copy computes the same IEEE operations in the same order (the kernels' lane count is fixed
 /// by [`LANES`], not by the vector width; no FMA contraction), so results do not depend on the
 /// CPU. The kernels' one dispatch pattern, written once (`chunk_acc`, `steps_acc`,
-/// `side_chunk`).
+/// `side_chunk`, and the token effect's `tokens::scan_rows`).
 macro_rules! widest_unit {
     (
         $(#[$attr:meta])*
@@ -67,6 +67,7 @@ macro_rules! widest_unit {
         }
     };
 }
+pub(crate) use widest_unit;
 
 /// The tolerance parameters the kernel needs for the element-wise counts.
 pub(crate) type Params = Tol;

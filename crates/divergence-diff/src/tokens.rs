@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use divergence_values::{Elem, Visit};
 use rayon::prelude::*;
 
+use crate::metrics::widest_unit;
 use crate::ValuesRef;
 
 /// Most positions one logits tensor may have for its token effect to be computed (each costs
@@ -370,13 +371,48 @@ fn compare_position(
 ) -> Option<Compared> {
     fill_row(ours, at, o_row);
     fill_row(reference, at, r_row);
-    if !o_row.iter().chain(r_row.iter()).all(|x| x.is_finite()) {
-        return masked_position(o_row, r_row);
+    scan_rows(o_row, r_row).or_else(|| masked_position(o_row, r_row))
+}
+
+widest_unit! {
+    /// [`compare_rows`] of two rows of logits, `None` when a value of either is not finite: the
+    /// token effect's every pass over a position's rows (finiteness, both top-5s, the KLD's
+    /// two), compiled for the widest vector unit available (`metrics::widest_unit`: the same
+    /// IEEE operations in the same order on every build, so the same bits on every CPU;
+    /// tested). The KLD alone used to be compiled for AVX2, the rest for the baseline
+    /// (docs/performance.md, "The token-level effect", session 59).
+    fn scan_rows, scan_rows_avx512, scan_rows_avx2 => scan_rows_portable
+    [] []
+    (o_row: &[f64], r_row: &[f64]) -> Option<Compared>
+}
+
+#[inline(always)]
+fn scan_rows_portable(o_row: &[f64], r_row: &[f64]) -> Option<Compared> {
+    all_finite(o_row, r_row).then(|| compare_rows(o_row, r_row))
+}
+
+/// Whether every value of both rows is finite: `x * 0` is ±0 for a finite `x` and NaN for a NaN
+/// or an infinity, summed per lane, without a branch (the loop vectorizes, where
+/// `all(is_finite)` tested each element in turn).
+#[inline(always)]
+fn all_finite(a: &[f64], b: &[f64]) -> bool {
+    let mut acc = [0f64; LANES];
+    for row in [a, b] {
+        let (chunks, rest) = row.as_chunks::<LANES>();
+        for c in chunks {
+            for l in 0..LANES {
+                acc[l] += c[l] * 0.0;
+            }
+        }
+        for &x in rest {
+            acc[0] += x * 0.0;
+        }
     }
-    Some(compare_rows(o_row, r_row))
+    acc.iter().all(|&s| s == 0.0)
 }
 
 /// Top-1 agreement, KL divergence, top-5 tokens and ranks of two finite rows of logits.
+#[inline(always)]
 fn compare_rows(o_row: &[f64], r_row: &[f64]) -> Compared {
     let (o_top, r_top) = (top_k(o_row, 5), top_k(r_row, 5));
     let same = o_top[0] == r_top[0];
@@ -385,7 +421,14 @@ fn compare_rows(o_row: &[f64], r_row: &[f64]) -> Compared {
     } else {
         (rank(o_row, r_top[0]), rank(r_row, o_top[0]))
     };
-    (same, kl_fast(r_row, o_row), o_top, r_top, ranks.0, ranks.1)
+    (
+        same,
+        kl_portable(r_row, o_row),
+        o_top,
+        r_top,
+        ranks.0,
+        ranks.1,
+    )
 }
 
 /// A position whose logits are `-inf` at the same entries on both sides (a masked vocabulary:
@@ -407,7 +450,8 @@ fn masked_position(o_row: &[f64], r_row: &[f64]) -> Option<Compared> {
         return None;
     }
     let pick = |row: &[f64]| keep.iter().map(|&i| row[i]).collect::<Vec<f64>>();
-    let (same, kld, o_top, r_top, r_in_o, o_in_r) = compare_rows(&pick(o_row), &pick(r_row));
+    // Finite: `scan_rows` compares them.
+    let (same, kld, o_top, r_top, r_in_o, o_in_r) = scan_rows(&pick(o_row), &pick(r_row))?;
     let token = |k: Vec<usize>| k.into_iter().map(|k| keep[k]).collect();
     Some((same, kld, token(o_top), token(r_top), r_in_o, o_in_r))
 }
@@ -557,30 +601,60 @@ fn fill_row(values: ValuesRef<'_>, at: usize, out: &mut [f64]) {
 
 /// The indices of the `k` largest values, largest first; ties go to the smaller index (as a
 /// stable descending sort, and argmax, pick them: bf16 logits tie often).
+#[inline(always)]
 fn top_k(row: &[f64], k: usize) -> Vec<usize> {
     let mut top: Vec<usize> = Vec::with_capacity(k + 1);
     // The k-th largest so far: most values are below it and cost one comparison.
     let mut floor = f64::NEG_INFINITY;
-    for (i, &x) in row.iter().enumerate() {
-        if top.len() == k && x <= floor {
-            continue;
+    let see = |i: usize, x: f64, top: &mut Vec<usize>, floor: &mut f64| {
+        if top.len() == k && x <= *floor {
+            return;
         }
         let at = top.partition_point(|&j| row[j] >= x);
         if at < k {
             top.insert(at, i);
             top.truncate(k);
             if top.len() == k {
-                floor = row[top[k - 1]];
+                *floor = row[top[k - 1]];
             }
         }
+    };
+    // A group of LANES values all at or below the floor once the top is full is skipped
+    // whole (each would be skipped alone, and the floor does not move): one vectorized test
+    // for most groups instead of a branch per value.
+    let (groups, rest) = row.as_chunks::<LANES>();
+    for (g, xs) in groups.iter().enumerate() {
+        if top.len() == k {
+            let mut above = false;
+            for &x in xs {
+                above |= x > floor;
+            }
+            if !above {
+                continue;
+            }
+        }
+        for (l, &x) in xs.iter().enumerate() {
+            see(g * LANES + l, x, &mut top, &mut floor);
+        }
+    }
+    let start = groups.len() * LANES;
+    for (l, &x) in rest.iter().enumerate() {
+        see(start + l, x, &mut top, &mut floor);
     }
     top
 }
 
 /// 1-based rank of `token` in `row` (ties counted in its favour).
+#[inline(always)]
 fn rank(row: &[f64], token: usize) -> usize {
     let x = row[token];
     1 + row.iter().filter(|&&y| y > x).count()
+}
+
+/// [`kl_portable`] in the baseline build: the tests' fast KLD.
+#[cfg(test)]
+fn kl_fast(p: &[f64], q: &[f64]) -> f64 {
+    kl_portable(p, q)
 }
 
 /// `KL(P ‖ Q)` of the softmaxes of logits `p` and `q`, in nats, >= 0, in the form that keeps
@@ -596,25 +670,8 @@ fn rank(row: &[f64], token: usize) -> usize {
 /// `e^-700`) are taken at 700 below in the second term, where `exp` would leave its range, and
 /// count nothing in the first; with `c = 0` and no such logit the arithmetic is the unshifted
 /// form's, operation for operation.
-fn kl_fast(p: &[f64], q: &[f64]) -> f64 {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU supports AVX2, checked just above.
-            return unsafe { kl_avx2(p, q) };
-        }
-    }
-    kl_portable(p, q)
-}
-
-/// [`kl_portable`] compiled for AVX2 (the same IEEE operations in the same order, no FMA: the
-/// result does not depend on the CPU).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn kl_avx2(p: &[f64], q: &[f64]) -> f64 {
-    kl_portable(p, q)
-}
-
+///
+/// [`scan_rows`] computes it on the widest vector unit available (inlined there).
 #[inline(always)]
 fn kl_portable(p: &[f64], q: &[f64]) -> f64 {
     // Both rows' largest and smallest logits in one pass, per lane (the logits are finite:
@@ -729,8 +786,14 @@ fn split_exp(x: f64) -> (f64, f64) {
     const LN2: f64 = std::f64::consts::LN_2;
     const ROUND: f64 = 6_755_399_441_055_744.0; // 1.5 * 2^52
     let x = x.clamp(-700.0, 700.0);
-    let k = (x * LOG2E + ROUND) - ROUND;
-    let scale = f64::from_bits(((k as i32 + 1023) as u64) << 52);
+    let shifted = x * LOG2E + ROUND;
+    let k = shifted - ROUND;
+    // `shifted` is 1.5·2^52 + k exactly (|k| <= 1010, where the spacing of doubles is 1), so
+    // its bits less ROUND's are k: 2^k built from them with integer lane operations. `k as
+    // i32` gave the same bits but was compiled to a scalar conversion per lane (its NaN rule),
+    // most of the KLD's time (docs/performance.md, "The token-level effect", session 59).
+    let k_bits = shifted.to_bits() as i64 - ROUND.to_bits() as i64;
+    let scale = f64::from_bits(((k_bits + 1023) as u64) << 52);
     (scale, x - k * LN2)
 }
 
@@ -1075,6 +1138,118 @@ mod tests {
                 .wrapping_mul(6364136223846793005)
                 .wrapping_add(1442695040888963407);
             (seed >> 11) as f64 / (1u64 << 53) as f64
+        }
+    }
+
+    /// `split_exp`'s power of two as it was built before session 59 (`k as i32`, one scalar
+    /// conversion per lane).
+    fn scale_by_cast(x: f64) -> f64 {
+        const ROUND: f64 = 6_755_399_441_055_744.0;
+        let x = x.clamp(-700.0, 700.0);
+        let k = (x * std::f64::consts::LOG2_E + ROUND) - ROUND;
+        f64::from_bits(((k as i32 + 1023) as u64) << 52)
+    }
+
+    #[test]
+    fn the_power_of_two_from_the_bits_is_the_cast_ones() {
+        // Every k split_exp can reach (x clamped to ±700: |k| <= 1010), at and around each
+        // rounding boundary, and out of range on both sides.
+        let ln2 = std::f64::consts::LN_2;
+        let mut xs = vec![-1e300, -701.0, -700.0, 700.0, 701.0, 1e300, 0.0, -0.0];
+        for k in -1011..=1011 {
+            let at = k as f64 * ln2;
+            for d in [-0.5, -0.5 + 1e-12, -1e-9, 0.0, 1e-9, 0.5 - 1e-12, 0.5] {
+                xs.push(at + d * ln2);
+            }
+        }
+        for x in xs {
+            let (scale, _) = split_exp(x);
+            assert_eq!(scale.to_bits(), scale_by_cast(x).to_bits(), "x = {x}");
+        }
+    }
+
+    #[test]
+    fn the_dispatched_scan_gives_the_baseline_build_s_bits() {
+        // Rows of ordinary, shifted, extreme and tied logits, lengths around the lane count:
+        // the build for the widest vector unit (`scan_rows`) and the baseline build agree on
+        // every output, the KLD to the bit.
+        let mut rnd = uniform(59);
+        for (len, spread, shift, step) in [
+            (2, 10.0, 0.0, 0.0),
+            (7, 10.0, 0.0, 0.0),
+            (8, 10.0, 0.0, 0.0),
+            (9, 30.0, 40.0, 0.0),
+            (1_000, 10.0, 0.0, 0.0),
+            (1_003, 2_000.0, 0.0, 0.0),
+            (4_099, 10.0, 1e13, 0.0),
+            (4_099, 8.0, 0.0, 0.0625),
+        ] {
+            let quantize = |x: f64| {
+                if step > 0.0 {
+                    (x / step).round() * step
+                } else {
+                    x
+                }
+            };
+            let r: Vec<f64> = (0..len)
+                .map(|_| quantize(spread * (2.0 * rnd() - 1.0)))
+                .collect();
+            let o: Vec<f64> = r
+                .iter()
+                .map(|x| quantize(x + shift + 0.3 * (2.0 * rnd() - 1.0)))
+                .collect();
+            let fast = scan_rows(&o, &r).expect("finite rows");
+            let base = scan_rows_portable(&o, &r).expect("finite rows");
+            assert_eq!(fast.0, base.0);
+            assert_eq!(
+                fast.1.to_bits(),
+                base.1.to_bits(),
+                "len {len}: {} vs {}",
+                fast.1,
+                base.1
+            );
+            assert_eq!(
+                (&fast.2, &fast.3, fast.4, fast.5),
+                (&base.2, &base.3, base.4, base.5)
+            );
+        }
+    }
+
+    #[test]
+    fn top_k_is_a_stable_sort_s_first_k() {
+        // Ties (values on a coarse grid), lengths that leave a remainder past the groups, and
+        // rows where the largest values come last (no group skipped) or first (most skipped).
+        let mut rnd = uniform(5);
+        for len in [1, 3, 5, 8, 13, 64, 100, 1_001] {
+            for order in 0..3 {
+                let mut row: Vec<f64> = (0..len).map(|_| (8.0 * rnd()).floor()).collect();
+                if order == 1 {
+                    row.sort_by(f64::total_cmp);
+                } else if order == 2 {
+                    row.sort_by(|a, b| b.total_cmp(a));
+                }
+                let mut want: Vec<usize> = (0..len).collect();
+                want.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
+                want.truncate(5);
+                assert_eq!(top_k(&row, 5), want, "len {len}, order {order}: {row:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_value_not_finite_anywhere_in_either_row_is_seen() {
+        for len in [1, 7, 8, 9, 17, 64] {
+            for at in 0..len {
+                for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+                    let ok = vec![1.5; len];
+                    let mut row = ok.clone();
+                    row[at] = bad;
+                    assert!(!all_finite(&row, &ok), "len {len}, at {at}, {bad}");
+                    assert!(!all_finite(&ok, &row), "len {len}, at {at}, {bad}");
+                    assert!(scan_rows(&ok, &row).is_none());
+                }
+            }
+            assert!(all_finite(&vec![-f64::MAX; len], &vec![f64::MAX; len]));
         }
     }
 
