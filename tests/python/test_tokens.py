@@ -97,3 +97,9 @@ def test_tokens_match_torch(ours, ref):
         assert (f["position"], f["ours_token"], f["ref_token"]) == (p, int(o[p].argmax()), int(r[p].argmax()))
         assert f["ref_token_rank_in_ours"] == 1 + int((o[p] > o[p, r[p].argmax()]).sum())
         assert f["ours_token_rank_in_ref"] == 1 + int((r[p] > r[p, o[p].argmax()]).sum())
+        # Each side's margin between the two tokens (session 59), from the stored values.
+        ra, oa = int(r[p].argmax()), int(o[p].argmax())
+        rd, od = r[p].double(), o[p].double()
+        assert f["ref_margin"] == pytest.approx(float(rd[ra] - rd[oa]), rel=1e-12, abs=0)
+        assert f["ours_margin"] == pytest.approx(float(od[oa] - od[ra]), rel=1e-12, abs=0)
+        assert f["ref_top_logit"] == float(rd[ra])

@@ -871,7 +871,10 @@ fn gqa_layout(name: &str, op: Op, o: &[f64], r: &[f64], shape: &ModelShape) -> O
         return None;
     }
     // repeat_interleave gives q head h the kv head h / group; tiling gives h % kv.
+    // (With one kv head tiling and repeat-interleave are the same layout: a review found any
+    // head order of such a model called tiled.)
     let tiled = group > 1
+        && kv > 1
         && perm
             .iter()
             .enumerate()
@@ -4545,6 +4548,45 @@ pub(crate) mod tests {
                     g.message
                 );
             }
+        }
+    }
+
+    #[test]
+    fn a_head_order_under_one_kv_head_is_not_called_tiled() {
+        // 4 q heads of 8, ours the reference's heads [1,0,3,2]: tiled only where there is more
+        // than one kv head and tiling gives that order; another order otherwise.
+        let per: Vec<Vec<f64>> = (0..4).map(|h| data(8 * 3, 40 + h)).collect();
+        let build = |order: [usize; 4]| -> Vec<f64> {
+            let mut v = Vec::new();
+            for t in 0..3 {
+                for k in order {
+                    v.extend_from_slice(&per[k][t * 8..(t + 1) * 8]);
+                }
+            }
+            v
+        };
+        let (r, o) = (build([0, 1, 2, 3]), build([1, 0, 3, 2]));
+        for kv in [1, 2, 4] {
+            let shape = ModelShape {
+                heads: Some(4),
+                kv_heads: Some(kv),
+                head_dim: Some(8),
+                ..ModelShape::default()
+            };
+            let h = gqa_layout(
+                "model.layers.0.self_attn.attn_out",
+                Op::AttnOut,
+                &o,
+                &r,
+                &shape,
+            )
+            .expect("a head permutation");
+            assert!(
+                h.message
+                    .ends_with("ours' heads are ref's heads [1,0,3,2]: another head order"),
+                "kv {kv}: {}",
+                h.message
+            );
         }
     }
 

@@ -12,6 +12,7 @@ use divergence_values::{Elem, Visit};
 use rayon::prelude::*;
 
 use crate::metrics::widest_unit;
+use crate::tolerance::{unit_roundoff, DTypeClass};
 use crate::ValuesRef;
 
 /// Most positions one logits tensor may have for its token effect to be computed (each costs
@@ -103,7 +104,26 @@ pub struct Flip {
     /// reference's (1 = top).
     pub ref_token_rank_in_ours: usize,
     pub ours_token_rank_in_ref: usize,
+    /// The reference's preference: its top logit less its logit of ours' token (>= 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ref_margin: Option<f64>,
+    /// Ours' preference: ours' top logit less ours' logit of the reference's token (>= 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ours_margin: Option<f64>,
+    /// The reference's top logit (where its dtype's spacing is read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ref_top_logit: Option<f64>,
+    /// `ref_margin` in units of the last place of the reference's logits' dtype at its top
+    /// logit ([`TokenEffect::with_ref_dtype`]): at most [`NEAR_TIE_ULPS`], the reference's own
+    /// rounding could have picked ours' token (a held-out check's clean bf16 decode flipped a
+    /// step on a margin of one bf16 ulp; its float64 truth picked the reference's token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ref_margin_ulps: Option<f64>,
 }
+
+/// A flip whose reference margin is at most this many units in the last place of its logits'
+/// dtype is a near tie in the reference ([`Flip::ref_margin_ulps`]).
+pub const NEAR_TIE_ULPS: f64 = 2.0;
 
 impl Flip {
     /// Where the reference's token stands in ours: `ref's token ranked 3 in ours`, or, at rank
@@ -117,6 +137,40 @@ impl Flip {
         } else {
             format!("ref's token ranked {} in ours", self.ref_token_rank_in_ours)
         }
+    }
+
+    /// The margins: `; ref's margin 7.812e-03 (1 ulp of its dtype: a near tie in the
+    /// reference), ours' 1.562e-02`; empty for a flip without them (a report written before
+    /// they were).
+    pub fn margin_text(&self) -> String {
+        let (Some(r), Some(o)) = (self.ref_margin, self.ours_margin) else {
+            return String::new();
+        };
+        let ulps = match self.ref_margin_ulps {
+            Some(u) if u <= NEAR_TIE_ULPS => {
+                let unit = if u == 1.0 { "ulp" } else { "ulps" };
+                format!(
+                    " ({} {unit} of its dtype: a near tie in the reference)",
+                    round_ulps(u)
+                )
+            }
+            _ => String::new(),
+        };
+        format!(
+            "; ref's margin {}{ulps}, ours' {}",
+            crate::compare::sci(r),
+            crate::compare::sci(o)
+        )
+    }
+}
+
+/// A count of ulps (at most [`NEAR_TIE_ULPS`]) as said: a whole number as itself, else to two
+/// decimals.
+fn round_ulps(u: f64) -> String {
+    if u.fract() == 0.0 {
+        format!("{u:.0}")
+    } else {
+        format!("{}", (u * 100.0).round() / 100.0)
     }
 }
 
@@ -142,6 +196,19 @@ impl TokenEffect {
         for p in &mut self.per_position {
             p.position += first;
         }
+    }
+
+    /// The effect with its first flip's reference margin counted in units in the last place of
+    /// the reference's logits' dtype `class` at its top logit ([`Flip::ref_margin_ulps`]; none
+    /// for integers, or a top logit of 0).
+    pub fn with_ref_dtype(mut self, class: DTypeClass) -> TokenEffect {
+        if let Some(f) = self.first_flip.as_mut() {
+            f.ref_margin_ulps = match (f.ref_margin, f.ref_top_logit) {
+                (Some(m), Some(top)) => ulp(class, top).map(|u| m / u),
+                _ => None,
+            };
+        }
+        self
     }
 
     /// Top-1 agreement over the decode steps alone, `(agree, compared)`; `None` for one pass.
@@ -189,19 +256,21 @@ impl TokenEffect {
         );
         match &self.first_flip {
             Some(f) if !self.steps.is_empty() => s.push_str(&format!(
-                ", first flipped token at step {} (position {}; ours {} vs ref {}; {})",
+                ", first flipped token at step {} (position {}; ours {} vs ref {}; {}{})",
                 f.step,
                 f.position,
                 f.ours_token,
                 f.ref_token,
-                f.rank_text()
+                f.rank_text(),
+                f.margin_text()
             )),
             Some(f) => s.push_str(&format!(
-                ", first flipped token at position {} (ours {} vs ref {}; {})",
+                ", first flipped token at position {} (ours {} vs ref {}; {}{})",
                 f.position,
                 f.ours_token,
                 f.ref_token,
-                f.rank_text()
+                f.rank_text(),
+                f.margin_text()
             )),
             None => s.push_str(", no flipped token"),
         }
@@ -216,8 +285,31 @@ impl TokenEffect {
 }
 
 /// One compared position: top-1 agreement, KLD, both top-5s, the reference's token's rank in
-/// ours and ours' in the reference's.
-type Compared = (bool, f64, Vec<usize>, Vec<usize>, usize, usize);
+/// ours and ours' in the reference's, and where the top-1s differ the margins ([`Margins`]).
+type Compared = (
+    bool,
+    f64,
+    Vec<usize>,
+    Vec<usize>,
+    usize,
+    usize,
+    Option<Margins>,
+);
+
+/// At a flipped position: the reference's margin (its top logit less its logit of ours'
+/// token), ours' (the other way round) and the reference's top logit.
+type Margins = (f64, f64, f64);
+
+/// The spacing of `class`'s values at `x` (twice its unit roundoff times `|x|`'s power of
+/// two); `None` for integers, 0 and values that are not finite.
+fn ulp(class: DTypeClass, x: f64) -> Option<f64> {
+    if class == DTypeClass::Int || x == 0.0 || !x.is_finite() {
+        return None;
+    }
+    // |x|'s power of two from its bits (an f64 subnormal read as the least normal's).
+    let e = ((x.to_bits() >> 52) & 0x7ff) as i32 - 1023;
+    Some(2.0 * unit_roundoff(class) * 2f64.powi(e.max(-1022)))
+}
 
 /// The token effect of `ours` against `reference`, logits of `shape` (vocab last; every other
 /// axis a position). `None` when the shapes differ (size-1 axes aside), the vocabulary is
@@ -230,7 +322,7 @@ pub fn token_effect(
     ref_shape: &[usize],
 ) -> Option<TokenEffect> {
     match step_logits(op, ours, reference, ours_shape, ref_shape) {
-        StepLogits::Compared(e) => Some(e),
+        StepLogits::Compared(e) => Some(*e),
         StepLogits::NonFinite(_) | StepLogits::NotCompared => None,
     }
 }
@@ -238,8 +330,8 @@ pub fn token_effect(
 /// What one step's logits give [`merge_steps`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum StepLogits {
-    /// At least one position compared.
-    Compared(TokenEffect),
+    /// At least one position compared (boxed: the other variants are a count).
+    Compared(Box<TokenEffect>),
     /// This many positions, every one with a NaN or an Inf on a side: none compared, each
     /// counted in `nonfinite_positions`.
     NonFinite(usize),
@@ -291,7 +383,7 @@ pub fn step_logits(
     let (mut overlap_sum, mut kld_sum, mut kld_max, mut kld_at) = (0f64, 0f64, f64::MIN, 0usize);
     let mut first_flip = None;
     for (p, row) in rows.into_iter().enumerate() {
-        let Some((same, kld, o_top, r_top, r_in_o, o_in_r)) = row else {
+        let Some((same, kld, o_top, r_top, r_in_o, o_in_r, margins)) = row else {
             nonfinite += 1;
             per_position.push(PositionTokens {
                 top1_agree: None,
@@ -317,6 +409,10 @@ pub fn step_logits(
                 ref_token: r_top[0],
                 ref_token_rank_in_ours: r_in_o,
                 ours_token_rank_in_ref: o_in_r,
+                ref_margin: margins.map(|m| m.0),
+                ours_margin: margins.map(|m| m.1),
+                ref_top_logit: margins.map(|m| m.2),
+                ref_margin_ulps: None,
             });
         }
         per_position.push(PositionTokens {
@@ -334,7 +430,7 @@ pub fn step_logits(
             StepLogits::NonFinite(nonfinite)
         };
     }
-    StepLogits::Compared(TokenEffect {
+    StepLogits::Compared(Box::new(TokenEffect {
         op: op.to_string(),
         positions: compared,
         nonfinite_positions: nonfinite,
@@ -347,7 +443,7 @@ pub fn step_logits(
         per_position,
         steps: Vec::new(),
         first_position: 0,
-    })
+    }))
 }
 
 thread_local! {
@@ -421,6 +517,14 @@ fn compare_rows(o_row: &[f64], r_row: &[f64]) -> Compared {
     } else {
         (rank(o_row, r_top[0]), rank(r_row, o_top[0]))
     };
+    let margins = (!same).then(|| {
+        let (r_tok, o_tok) = (r_top[0], o_top[0]);
+        (
+            r_row[r_tok] - r_row[o_tok],
+            o_row[o_tok] - o_row[r_tok],
+            r_row[r_tok],
+        )
+    });
     (
         same,
         kl_portable(r_row, o_row),
@@ -428,6 +532,7 @@ fn compare_rows(o_row: &[f64], r_row: &[f64]) -> Compared {
         r_top,
         ranks.0,
         ranks.1,
+        margins,
     )
 }
 
@@ -451,9 +556,17 @@ fn masked_position(o_row: &[f64], r_row: &[f64]) -> Option<Compared> {
     }
     let pick = |row: &[f64]| keep.iter().map(|&i| row[i]).collect::<Vec<f64>>();
     // Finite: `scan_rows` compares them.
-    let (same, kld, o_top, r_top, r_in_o, o_in_r) = scan_rows(&pick(o_row), &pick(r_row))?;
+    let (same, kld, o_top, r_top, r_in_o, o_in_r, margins) = scan_rows(&pick(o_row), &pick(r_row))?;
     let token = |k: Vec<usize>| k.into_iter().map(|k| keep[k]).collect();
-    Some((same, kld, token(o_top), token(r_top), r_in_o, o_in_r))
+    Some((
+        same,
+        kld,
+        token(o_top),
+        token(r_top),
+        r_in_o,
+        o_in_r,
+        margins,
+    ))
 }
 
 /// One token effect over the steps of a decode dump pair: `parts` are the effects of each
@@ -515,7 +628,7 @@ pub fn merge_steps(
                 StepLogits::NotCompared => usize::from(step > 0),
             };
         let e = match part {
-            StepLogits::Compared(e) => e,
+            StepLogits::Compared(e) => *e,
             StepLogits::NonFinite(n) => {
                 // Found by a bad-input hunt: an Inf in one decode step's logits left that step
                 // out of the counts without a word.
@@ -1117,7 +1230,7 @@ mod tests {
         let (o, r, rank, s) = summary(&[0.0, 2.0, 1.0, 2.0], &[0.0, 1.9, 1.0, 2.0]);
         assert_eq!((o, r, rank), (1, 3, 1));
         assert!(
-            s.ends_with("(ours 1 vs ref 3; ref's token tied with ours' top logit (ours' argmax takes the lower id))"),
+            s.ends_with("(ours 1 vs ref 3; ref's token tied with ours' top logit (ours' argmax takes the lower id); ref's margin 1.000e-01, ours' 0.000e+00)"),
             "{s}"
         );
         let (_, _, rank, s) = summary(&[0.0; 4], &[0.0, 1.0, 3.0, 2.0]);
@@ -1126,7 +1239,7 @@ mod tests {
         let (_, _, rank, s) = summary(&[3.0, 2.0, 1.0, 0.0], &[0.0, 1.0, 3.0, 2.0]);
         assert_eq!(rank, 3);
         assert!(
-            s.ends_with("(ours 0 vs ref 2; ref's token ranked 3 in ours)"),
+            s.ends_with("(ours 0 vs ref 2; ref's token ranked 3 in ours; ref's margin 3.000e+00, ours' 2.000e+00)"),
             "{s}"
         );
     }
@@ -1148,6 +1261,91 @@ mod tests {
         let x = x.clamp(-700.0, 700.0);
         let k = (x * std::f64::consts::LOG2_E + ROUND) - ROUND;
         f64::from_bits(((k as i32 + 1023) as u64) << 52)
+    }
+
+    #[test]
+    fn a_flip_carries_both_margins_and_a_near_tie_is_said() {
+        // bf16 logits: the reference prefers token 1 by one bf16 ulp at 1.6171875 (a held-out
+        // check's clean decode step), ours token 0 by two.
+        let r = [1.609375, 1.6171875, 0.5];
+        let o = [1.625, 1.609375, 0.5];
+        let e = token_effect(
+            "lm_head",
+            ValuesRef::F64(&o),
+            ValuesRef::F64(&r),
+            &[1, 3],
+            &[1, 3],
+        )
+        .expect("compared");
+        let f = e.first_flip.clone().expect("a flip");
+        assert_eq!(
+            (
+                f.ref_margin,
+                f.ours_margin,
+                f.ref_top_logit,
+                f.ref_margin_ulps
+            ),
+            (Some(0.0078125), Some(0.015625), Some(1.6171875), None)
+        );
+        let bf16 = e.clone().with_ref_dtype(DTypeClass::BF16);
+        assert_eq!(
+            bf16.first_flip.as_ref().and_then(|f| f.ref_margin_ulps),
+            Some(1.0)
+        );
+        assert!(
+            bf16.summary().contains(
+                "ref's token ranked 2 in ours; ref's margin 7.812e-03 (1 ulp of its dtype: a near \
+                 tie in the reference), ours' 1.562e-02)"
+            ),
+            "{}",
+            bf16.summary()
+        );
+        // In f32 the same margin is 2^16 ulps: the margins alone.
+        let f32 = e.clone().with_ref_dtype(DTypeClass::F32);
+        assert_eq!(
+            f32.first_flip.as_ref().and_then(|f| f.ref_margin_ulps),
+            Some(65536.0)
+        );
+        for effect in [&f32, &e] {
+            assert!(
+                effect
+                    .summary()
+                    .contains("ranked 2 in ours; ref's margin 7.812e-03, ours' 1.562e-02)"),
+                "{}",
+                effect.summary()
+            );
+        }
+        // Two ulps still a near tie; a top logit of 0 has no ulp.
+        let two = [1.6015625, 1.6171875, 0.5];
+        let e2 = token_effect(
+            "lm_head",
+            ValuesRef::F64(&o),
+            ValuesRef::F64(&two),
+            &[1, 3],
+            &[1, 3],
+        )
+        .expect("compared")
+        .with_ref_dtype(DTypeClass::BF16);
+        assert!(
+            e2.summary().contains("(2 ulps of its dtype: a near tie"),
+            "{}",
+            e2.summary()
+        );
+        let zero = token_effect(
+            "lm_head",
+            ValuesRef::F64(&[0.0, -1.0]),
+            ValuesRef::F64(&[-1.0, 0.0]),
+            &[1, 2],
+            &[1, 2],
+        )
+        .expect("compared")
+        .with_ref_dtype(DTypeClass::BF16);
+        assert_eq!(zero.first_flip.and_then(|f| f.ref_margin_ulps), None);
+        // A report written before the margins reads, and says its flip as before.
+        let old = r#"{"position":0,"step":0,"ours_token":0,"ref_token":1,"ref_token_rank_in_ours":2,"ours_token_rank_in_ref":2}"#;
+        let f: Flip = serde_json::from_str(old).expect("an old flip");
+        assert_eq!(f.margin_text(), "");
+        assert!(!serde_json::to_string(&f).expect("json").contains("margin"));
     }
 
     #[test]
@@ -1198,20 +1396,36 @@ mod tests {
                 .iter()
                 .map(|x| quantize(x + shift + 0.3 * (2.0 * rnd() - 1.0)))
                 .collect();
-            let fast = scan_rows(&o, &r).expect("finite rows");
             let base = scan_rows_portable(&o, &r).expect("finite rows");
-            assert_eq!(fast.0, base.0);
-            assert_eq!(
-                fast.1.to_bits(),
-                base.1.to_bits(),
-                "len {len}: {} vs {}",
-                fast.1,
-                base.1
-            );
-            assert_eq!(
-                (&fast.2, &fast.3, fast.4, fast.5),
-                (&base.2, &base.3, base.4, base.5)
-            );
+            let mut builds = vec![scan_rows(&o, &r).expect("finite rows")];
+            #[cfg(target_arch = "x86_64")]
+            {
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    // SAFETY: the CPU supports AVX2, checked just above.
+                    builds.push(unsafe { scan_rows_avx2(&o, &r) }.expect("finite rows"));
+                }
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    // SAFETY: the CPU supports AVX-512F, checked just above.
+                    builds.push(unsafe { scan_rows_avx512(&o, &r) }.expect("finite rows"));
+                }
+            }
+            let bits =
+                |m: Option<Margins>| m.map(|(a, b, c)| [a.to_bits(), b.to_bits(), c.to_bits()]);
+            for fast in builds {
+                assert_eq!(fast.0, base.0);
+                assert_eq!(
+                    fast.1.to_bits(),
+                    base.1.to_bits(),
+                    "len {len}: {} vs {}",
+                    fast.1,
+                    base.1
+                );
+                assert_eq!(
+                    (&fast.2, &fast.3, fast.4, fast.5),
+                    (&base.2, &base.3, base.4, base.5)
+                );
+                assert_eq!(bits(fast.6), bits(base.6));
+            }
         }
     }
 

@@ -1330,7 +1330,9 @@ fn tokens(
         .collect();
     if steps.iter().all(|&(_, s)| s == 0) {
         return match one(LOGITS) {
-            divergence_diff::StepLogits::Compared(e) => Some(e.at_prompt(prompt_len)),
+            divergence_diff::StepLogits::Compared(e) => {
+                Some(with_ref_dtype((*e).at_prompt(prompt_len), reference))
+            }
             _ => None,
         };
     }
@@ -1352,7 +1354,8 @@ fn tokens(
         .map(|&(s, _)| s)
         .filter(|&s| both(s))
         .collect();
-    let effect = divergence_diff::merge_steps(LOGITS, parts, prompt_len);
+    let effect = divergence_diff::merge_steps(LOGITS, parts, prompt_len)
+        .map(|e| with_ref_dtype(e, reference));
     if effect.is_some() && !left_out.is_empty() {
         let steps = if left_out.len() == 1 { "step" } else { "steps" };
         warnings.push(format!(
@@ -1361,6 +1364,26 @@ fn tokens(
         ));
     }
     effect
+}
+
+/// `effect` with its first flip's reference margin counted in ulps of the reference's logits'
+/// dtype (`TokenEffect::with_ref_dtype`), that of the flip's step's logits as the reference
+/// records it.
+fn with_ref_dtype(
+    effect: divergence_diff::TokenEffect,
+    reference: &MappedDump<'_>,
+) -> divergence_diff::TokenEffect {
+    let Some(step) = effect.first_flip.as_ref().map(|f| f.step) else {
+        return effect;
+    };
+    let name = match step {
+        0 => divergence_diff::LOGITS.to_string(),
+        s => divergence_names::step_name(divergence_diff::LOGITS, s),
+    };
+    match reference.get(&name).and_then(|e| e.original_dtype_str()) {
+        Some(dtype) => effect.with_ref_dtype(divergence_diff::DTypeClass::of(dtype)),
+        None => effect,
+    }
 }
 
 /// A shape mismatch whose element counts agree, tried against the common layout changes
