@@ -4,7 +4,8 @@
 //! overlap, and the KL divergence `KL(P_ref ‖ P_ours)` of the softmaxed logits, in f64 (as
 //! llama.cpp's `--kl-divergence` reports, with the reference as the base distribution). At the
 //! first position where the top-1 tokens differ, the rank of each side's token in the other's
-//! ranking (vLLM's tests ask that a mismatched token be in the other's top-k). Pure.
+//! ranking (vLLM's tests ask that a mismatched token be in the other's top-k), and each side's
+//! margin between the two tokens (a near tie in the reference is said as one). Pure.
 
 use serde::{Deserialize, Serialize};
 
@@ -113,12 +114,17 @@ pub struct Flip {
     /// The reference's top logit (where its dtype's spacing is read).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ref_top_logit: Option<f64>,
-    /// `ref_margin` in units of the last place of the reference's logits' dtype at its top
-    /// logit ([`TokenEffect::with_ref_dtype`]): at most [`NEAR_TIE_ULPS`], the reference's own
-    /// rounding could have picked ours' token (a held-out check's clean bf16 decode flipped a
-    /// step on a margin of one bf16 ulp; its float64 truth picked the reference's token).
+    /// `ref_margin` in units in the last place of the reference's logits' dtype, at the larger
+    /// in size of its two logits ([`TokenEffect::with_ref_dtype`]): at most [`NEAR_TIE_ULPS`],
+    /// the reference's own bf16 / f16 rounding upstream could have picked ours' token (a
+    /// held-out check's clean bf16 decode flipped a step on a margin of one bf16 ulp; its
+    /// float64 truth picked the reference's token). A sufficient sign of noise, not a
+    /// necessary one: logits a few ulps apart can be noise as well.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ref_margin_ulps: Option<f64>,
+    /// The reference's logits' dtype class, where `ref_margin_ulps` counts in it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ref_dtype: Option<DTypeClass>,
 }
 
 /// A flip whose reference margin is at most this many units in the last place of its logits'
@@ -139,19 +145,21 @@ impl Flip {
         }
     }
 
-    /// The margins: `; ref's margin 7.812e-03 (1 ulp of its dtype: a near tie in the
-    /// reference), ours' 1.562e-02`; empty for a flip without them (a report written before
-    /// they were).
+    /// The margins: `; ref's margin 7.812e-03 (1 bfloat16 ulp: a near tie in the reference),
+    /// ours' 1.562e-02`; a margin of 0 is a tie the reference's argmax broke; empty for a flip
+    /// without them (a report written before they were).
     pub fn margin_text(&self) -> String {
         let (Some(r), Some(o)) = (self.ref_margin, self.ours_margin) else {
             return String::new();
         };
-        let ulps = match self.ref_margin_ulps {
-            Some(u) if u <= NEAR_TIE_ULPS => {
-                let unit = if u == 1.0 { "ulp" } else { "ulps" };
+        let ulps = match (self.ref_margin_ulps, self.ref_dtype) {
+            _ if r == 0.0 => " (a tie in the reference: its argmax takes the lower id)".to_string(),
+            (Some(u), Some(class)) if u <= NEAR_TIE_ULPS => {
+                let count = round_ulps(u);
+                let unit = if count == "1" { "ulp" } else { "ulps" };
                 format!(
-                    " ({} {unit} of its dtype: a near tie in the reference)",
-                    round_ulps(u)
+                    " ({count} {} {unit}: a near tie in the reference)",
+                    class.label()
                 )
             }
             _ => String::new(),
@@ -199,14 +207,16 @@ impl TokenEffect {
     }
 
     /// The effect with its first flip's reference margin counted in units in the last place of
-    /// the reference's logits' dtype `class` at its top logit ([`Flip::ref_margin_ulps`]; none
-    /// for integers, or a top logit of 0).
+    /// the reference's logits' dtype `class`, at the larger in size of the reference's two
+    /// logits ([`Flip::ref_margin_ulps`]: the coarser spacing, so that a margin and its mirror
+    /// image below 0 count alike, as a review asked; none for integers or two logits of 0).
     pub fn with_ref_dtype(mut self, class: DTypeClass) -> TokenEffect {
         if let Some(f) = self.first_flip.as_mut() {
             f.ref_margin_ulps = match (f.ref_margin, f.ref_top_logit) {
-                (Some(m), Some(top)) => ulp(class, top).map(|u| m / u),
+                (Some(m), Some(top)) => ulp(class, top.abs().max((top - m).abs())).map(|u| m / u),
                 _ => None,
             };
+            f.ref_dtype = f.ref_margin_ulps.is_some().then_some(class);
         }
         self
     }
@@ -220,8 +230,10 @@ impl TokenEffect {
             .then(|| decode.fold((0, 0), |(a, n), s| (a + s.top1_agree, n + s.positions)))
     }
 
-    /// One line: `top-1 agree 15/16, top-5 overlap 0.963, mean KLD 1.2e-4 (max 2.1e-3 at
-    /// position 7), first flipped token at position 7 (ref's token ranked 2 in ours)`; with
+    /// One line: `lm_head: top-1 agree 15/16, top-5 overlap 0.963, mean KLD 1.2e-4 (max 2.1e-3
+    /// at position 7), first flipped token at position 7 (ours 12 vs ref 40; ref's token ranked
+    /// 2 in ours; ref's margin 7.812e-03 (1 bfloat16 ulp: a near tie in the reference), ours'
+    /// 1.562e-02)`; with
     /// decode steps also their own agreement (`top-1 agree 24/40 (decode steps 8/24)`) and the
     /// step of the largest KLD.
     pub fn summary(&self) -> String {
@@ -301,7 +313,9 @@ type Compared = (
 type Margins = (f64, f64, f64);
 
 /// The spacing of `class`'s values at `x` (twice its unit roundoff times `|x|`'s power of
-/// two); `None` for integers, 0 and values that are not finite.
+/// two; below the class's smallest normal value this is finer than its real spacing, which
+/// only makes a margin count more ulps); `None` for integers, 0 and values that are not
+/// finite.
 fn ulp(class: DTypeClass, x: f64) -> Option<f64> {
     if class == DTypeClass::Int || x == 0.0 || !x.is_finite() {
         return None;
@@ -413,6 +427,7 @@ pub fn step_logits(
                 ours_margin: margins.map(|m| m.1),
                 ref_top_logit: margins.map(|m| m.2),
                 ref_margin_ulps: None,
+                ref_dtype: None,
             });
         }
         per_position.push(PositionTokens {
@@ -1294,8 +1309,8 @@ mod tests {
         );
         assert!(
             bf16.summary().contains(
-                "ref's token ranked 2 in ours; ref's margin 7.812e-03 (1 ulp of its dtype: a near \
-                 tie in the reference), ours' 1.562e-02)"
+                "ref's token ranked 2 in ours; ref's margin 7.812e-03 (1 bfloat16 ulp: a near tie \
+                 in the reference), ours' 1.562e-02)"
             ),
             "{}",
             bf16.summary()
@@ -1327,9 +1342,57 @@ mod tests {
         .expect("compared")
         .with_ref_dtype(DTypeClass::BF16);
         assert!(
-            e2.summary().contains("(2 ulps of its dtype: a near tie"),
+            e2.summary().contains("(2 bfloat16 ulps: a near tie"),
             "{}",
             e2.summary()
+        );
+        // The same gap below 0 counts alike (a review: 1.5 ulps above 0 read 3 below, the
+        // spacing taken at the top logit only); 1.5 is said as it is.
+        let at = |r: [f64; 3]| {
+            let o = [r[1], r[0], r[2]];
+            token_effect(
+                "lm_head",
+                ValuesRef::F64(&o),
+                ValuesRef::F64(&r),
+                &[1, 3],
+                &[1, 3],
+            )
+            .expect("compared")
+            .with_ref_dtype(DTypeClass::BF16)
+        };
+        for r in [
+            [1.0078125, 0.99609375, 0.5],
+            [-0.99609375, -1.0078125, -2.0],
+        ] {
+            let e = at(r);
+            assert_eq!(
+                e.first_flip.as_ref().and_then(|f| f.ref_margin_ulps),
+                Some(1.5),
+                "{r:?}"
+            );
+            assert!(
+                e.summary().contains("(1.5 bfloat16 ulps: a near tie"),
+                "{}",
+                e.summary()
+            );
+        }
+        // A tie in the reference: its argmax took the lower id.
+        let (o, r) = ([0.5, 0.75, 0.5], [0.75, 0.75, 0.5]);
+        let tie = token_effect(
+            "lm_head",
+            ValuesRef::F64(&o),
+            ValuesRef::F64(&r),
+            &[1, 3],
+            &[1, 3],
+        )
+        .expect("compared")
+        .with_ref_dtype(DTypeClass::BF16);
+        assert!(
+            tie.summary().contains(
+                "ref's margin 0.000e+00 (a tie in the reference: its argmax takes the lower id)"
+            ),
+            "{}",
+            tie.summary()
         );
         let zero = token_effect(
             "lm_head",
@@ -1340,7 +1403,11 @@ mod tests {
         )
         .expect("compared")
         .with_ref_dtype(DTypeClass::BF16);
-        assert_eq!(zero.first_flip.and_then(|f| f.ref_margin_ulps), None);
+        // Logits 0 and -1: counted at 1, the larger in size.
+        assert_eq!(zero.first_flip.and_then(|f| f.ref_margin_ulps), Some(128.0));
+        let ints = at([3.0, 1.0, 0.0]).with_ref_dtype(DTypeClass::Int);
+        let f = ints.first_flip.as_ref().expect("a flip");
+        assert_eq!((f.ref_margin_ulps, f.ref_dtype), (None, None));
         // A report written before the margins reads, and says its flip as before.
         let old = r#"{"position":0,"step":0,"ours_token":0,"ref_token":1,"ref_token_rank_in_ours":2,"ours_token_rank_in_ref":2}"#;
         let f: Flip = serde_json::from_str(old).expect("an old flip");

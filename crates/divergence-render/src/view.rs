@@ -1892,6 +1892,7 @@ mod tests {
                 ours_margin: None,
                 ref_top_logit: None,
                 ref_margin_ulps: None,
+                ref_dtype: None,
             }),
             per_position: Vec::new(),
             steps,
