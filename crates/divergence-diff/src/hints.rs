@@ -1667,7 +1667,7 @@ fn after_attention(name: &str, op: Op) -> bool {
 }
 
 /// One ulp of `x` in the class (`None` for f64 / integers).
-fn ulp(x: f64, class: DTypeClass) -> Option<f64> {
+pub(crate) fn ulp(x: f64, class: DTypeClass) -> Option<f64> {
     let mantissa = match class {
         DTypeClass::BF16 => 7,
         DTypeClass::F16 => 10,
@@ -4508,20 +4508,23 @@ pub(crate) mod tests {
         .contains(&"bias"));
     }
 
+    /// An `attn_out` of 3 positions whose head `h` is `heads[order[h]]` (each 8 values a
+    /// position, 24 in all).
+    fn heads_of(heads: &[Vec<f64>], order: &[usize]) -> Vec<f64> {
+        let mut v = Vec::new();
+        for t in 0..3 {
+            for &k in order {
+                v.extend_from_slice(&heads[k][t * 8..(t + 1) * 8]);
+            }
+        }
+        v
+    }
+
     #[test]
     fn gqa_tiling_is_a_head_permutation() {
         // 4 q heads of 8 over 2 kv heads: ref uses kv [0,0,1,1], ours tiles [0,1,0,1]
         let kv = [data(8 * 3, 8), data(8 * 3, 9)];
-        let build = |order: [usize; 4]| -> Vec<f64> {
-            let mut v = Vec::new();
-            for t in 0..3 {
-                for k in order {
-                    v.extend_from_slice(&kv[k][t * 8..(t + 1) * 8]);
-                }
-            }
-            v
-        };
-        let (r, o) = (build([0, 0, 1, 1]), build([0, 1, 0, 1]));
+        let (r, o) = (heads_of(&kv, &[0, 0, 1, 1]), heads_of(&kv, &[0, 1, 0, 1]));
         let h = diag("model.layers.0.self_attn.attn_out", &[1, 3, 32], &o, &r);
         let g = h
             .iter()
@@ -4556,16 +4559,7 @@ pub(crate) mod tests {
         // 4 q heads of 8, ours the reference's heads [1,0,3,2]: tiled only where there is more
         // than one kv head and tiling gives that order; another order otherwise.
         let per: Vec<Vec<f64>> = (0..4).map(|h| data(8 * 3, 40 + h)).collect();
-        let build = |order: [usize; 4]| -> Vec<f64> {
-            let mut v = Vec::new();
-            for t in 0..3 {
-                for k in order {
-                    v.extend_from_slice(&per[k][t * 8..(t + 1) * 8]);
-                }
-            }
-            v
-        };
-        let (r, o) = (build([0, 1, 2, 3]), build([1, 0, 3, 2]));
+        let (r, o) = (heads_of(&per, &[0, 1, 2, 3]), heads_of(&per, &[1, 0, 3, 2]));
         for kv in [1, 2, 4] {
             let shape = ModelShape {
                 heads: Some(4),

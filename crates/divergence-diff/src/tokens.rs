@@ -312,17 +312,20 @@ type Compared = (
 /// token), ours' (the other way round) and the reference's top logit.
 type Margins = (f64, f64, f64);
 
-/// The spacing of `class`'s values at `x` (twice its unit roundoff times `|x|`'s power of
-/// two; below the class's smallest normal value this is finer than its real spacing, which
-/// only makes a margin count more ulps); `None` for integers, 0 and values that are not
-/// finite.
+/// The spacing of `class`'s values at `x`: the `rounding` hint's (`hints::ulp`) for the float
+/// types below f64, and f64's own; `None` for integers, 0 and values that are not finite.
 fn ulp(class: DTypeClass, x: f64) -> Option<f64> {
-    if class == DTypeClass::Int || x == 0.0 || !x.is_finite() {
+    if x == 0.0 || !x.is_finite() {
         return None;
     }
-    // |x|'s power of two from its bits (an f64 subnormal read as the least normal's).
-    let e = ((x.to_bits() >> 52) & 0x7ff) as i32 - 1023;
-    Some(2.0 * unit_roundoff(class) * 2f64.powi(e.max(-1022)))
+    match class {
+        // |x|'s power of two from its bits (a subnormal read as the least normal's).
+        DTypeClass::F64 => {
+            let e = ((x.to_bits() >> 52) & 0x7ff) as i32 - 1023;
+            Some(2.0 * unit_roundoff(class) * 2f64.powi(e.max(-1022)))
+        }
+        _ => crate::hints::ulp(x, class),
+    }
 }
 
 /// The token effect of `ours` against `reference`, logits of `shape` (vocab last; every other
@@ -1282,16 +1285,21 @@ mod tests {
     fn a_flip_carries_both_margins_and_a_near_tie_is_said() {
         // bf16 logits: the reference prefers token 1 by one bf16 ulp at 1.6171875 (a held-out
         // check's clean decode step), ours token 0 by two.
+        // One position of logits, ours `o` against the reference's `r`.
+        let effect = |o: &[f64], r: &[f64]| {
+            let shape = [1, r.len()];
+            token_effect(
+                "lm_head",
+                ValuesRef::F64(o),
+                ValuesRef::F64(r),
+                &shape,
+                &shape,
+            )
+            .expect("compared")
+        };
         let r = [1.609375, 1.6171875, 0.5];
         let o = [1.625, 1.609375, 0.5];
-        let e = token_effect(
-            "lm_head",
-            ValuesRef::F64(&o),
-            ValuesRef::F64(&r),
-            &[1, 3],
-            &[1, 3],
-        )
-        .expect("compared");
+        let e = effect(&o, &r);
         let f = e.first_flip.clone().expect("a flip");
         assert_eq!(
             (
@@ -1332,15 +1340,7 @@ mod tests {
         }
         // Two ulps still a near tie; a top logit of 0 has no ulp.
         let two = [1.6015625, 1.6171875, 0.5];
-        let e2 = token_effect(
-            "lm_head",
-            ValuesRef::F64(&o),
-            ValuesRef::F64(&two),
-            &[1, 3],
-            &[1, 3],
-        )
-        .expect("compared")
-        .with_ref_dtype(DTypeClass::BF16);
+        let e2 = effect(&o, &two).with_ref_dtype(DTypeClass::BF16);
         assert!(
             e2.summary().contains("(2 bfloat16 ulps: a near tie"),
             "{}",
@@ -1348,18 +1348,7 @@ mod tests {
         );
         // The same gap below 0 counts alike (a review: 1.5 ulps above 0 read 3 below, the
         // spacing taken at the top logit only); 1.5 is said as it is.
-        let at = |r: [f64; 3]| {
-            let o = [r[1], r[0], r[2]];
-            token_effect(
-                "lm_head",
-                ValuesRef::F64(&o),
-                ValuesRef::F64(&r),
-                &[1, 3],
-                &[1, 3],
-            )
-            .expect("compared")
-            .with_ref_dtype(DTypeClass::BF16)
-        };
+        let at = |r: [f64; 3]| effect(&[r[1], r[0], r[2]], &r).with_ref_dtype(DTypeClass::BF16);
         for r in [
             [1.0078125, 0.99609375, 0.5],
             [-0.99609375, -1.0078125, -2.0],
@@ -1377,16 +1366,7 @@ mod tests {
             );
         }
         // A tie in the reference: its argmax took the lower id.
-        let (o, r) = ([0.5, 0.75, 0.5], [0.75, 0.75, 0.5]);
-        let tie = token_effect(
-            "lm_head",
-            ValuesRef::F64(&o),
-            ValuesRef::F64(&r),
-            &[1, 3],
-            &[1, 3],
-        )
-        .expect("compared")
-        .with_ref_dtype(DTypeClass::BF16);
+        let tie = effect(&[0.5, 0.75, 0.5], &[0.75, 0.75, 0.5]).with_ref_dtype(DTypeClass::BF16);
         assert!(
             tie.summary().contains(
                 "ref's margin 0.000e+00 (a tie in the reference: its argmax takes the lower id)"
@@ -1394,15 +1374,7 @@ mod tests {
             "{}",
             tie.summary()
         );
-        let zero = token_effect(
-            "lm_head",
-            ValuesRef::F64(&[0.0, -1.0]),
-            ValuesRef::F64(&[-1.0, 0.0]),
-            &[1, 2],
-            &[1, 2],
-        )
-        .expect("compared")
-        .with_ref_dtype(DTypeClass::BF16);
+        let zero = effect(&[0.0, -1.0], &[-1.0, 0.0]).with_ref_dtype(DTypeClass::BF16);
         // Logits 0 and -1: counted at 1, the larger in size.
         assert_eq!(zero.first_flip.and_then(|f| f.ref_margin_ulps), Some(128.0));
         let ints = at([3.0, 1.0, 0.0]).with_ref_dtype(DTypeClass::Int);
