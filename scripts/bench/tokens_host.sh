@@ -4,7 +4,8 @@
 # (session 59's; its first flip's margin fields, added the same session, left out of the
 # comparison), on dumps made there and on the committed fixtures (whose reports can also be
 # compared with this machine's), and the tokens phase's time on one thread and on every core.
-# One script for one device call on the GPU machine (its host CPU; no GPU code runs).
+# One script for one device call on the GPU machine (its host CPU; no GPU code runs). Run in
+# session 60: docs/results/tokens-host-2026-12-07-session60.txt.
 #
 #   OLD=.gpu/divergence-old.gz NEW=.gpu/divergence-new.gz bash scripts/bench/tokens_host.sh
 #
