@@ -782,8 +782,10 @@ def build_parser() -> argparse.ArgumentParser:
     ids.add_argument("--ids", help="token ids, e.g. 1,2,3")
     ids.add_argument("--ids-file", help="file of whitespace/comma separated token ids (or a list in brackets, [1, 2, 3])")
     ids.add_argument("--prompt", help="text, tokenized with the tokenizer in --model DIR")
-    p.add_argument("--dtype", choices=DTYPES, default="float32")
-    p.add_argument("--attn", choices=("eager", "sdpa"), default="eager")
+    p.add_argument("--dtype", choices=DTYPES, default="float32",
+                   help="the model's dtype (default: float32)")
+    p.add_argument("--attn", choices=("eager", "sdpa"), default="eager",
+                   help="transformers' attention implementation (default: eager)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (cuda:N)")
     p.add_argument("--out", required=True, help="output .npz or .safetensors")
     p.add_argument("--only", metavar="REGEX", help="keep only probes whose name matches (re.search)")

@@ -560,7 +560,11 @@ fn pair_by_names<'a>(
         let (in_o, in_r) = (window(in_o, o_from, o_to), window(in_r, r_from, r_to));
         let fits = |o: &str, r: &str| {
             if speak {
+                // (or two names without numbers: the model's ops outside the layers, such as
+                // `top.embed_tokens` for `model.embed_tokens`; a newcomer's prefix rename left
+                // them unpaired, and an embedding scaled wrong was found a layer later)
                 names.numbers_match(o, r)
+                    || (numbers_of(o).next().is_none() && numbers_of(r).next().is_none())
             } else {
                 numbers_of(r).next().is_none()
             }
@@ -1344,6 +1348,50 @@ mod tests {
             [
                 s("blk.0.v", "model.layers.0.v"),
                 s("blk.0.k", "model.layers.0.k")
+            ]
+        );
+    }
+
+    /// A newcomer's prefix rename of the demo dump (`blk.N` for `model.layers.N`, `top.X` for
+    /// `model.X`): the ops outside the layers, whose names hold no number, pair by their last
+    /// segment too, the embedding scaled wrong included (its statistics match nothing; it
+    /// was left in one file only, and the bug found a layer later).
+    #[test]
+    fn ops_outside_the_layers_pair_by_name_under_a_prefix_rename() {
+        let (mut ours, mut reference) = (
+            vec![
+                t("top.embed_tokens", 64, 0.3),
+                t("top.rotary_emb", 32, 21.0),
+            ],
+            vec![
+                t("model.embed_tokens", 64, 2.5),
+                t("model.rotary_emb", 32, 21.0),
+            ],
+        );
+        for layer in 0..2 {
+            for (k, leaf) in ["a", "b", "c"].iter().enumerate() {
+                let l2 = 10.0 * layer as f64 + k as f64 + 1.0;
+                ours.push(named(&format!("blk.{layer}.{leaf}"), l2 * 1.5));
+                reference.push(named(&format!("model.layers.{layer}.{leaf}"), l2));
+                // (the layers' outputs, the same values: the confident pairs)
+                ours.push(t(&format!("blk.{layer}.out{k}"), 16, l2));
+                reference.push(t(&format!("model.layers.{layer}.out{k}"), 16, l2));
+            }
+        }
+        ours.push(t("top.norm", 64, 4.0));
+        reference.push(t("model.norm", 64, 3.0));
+        let got: Vec<(String, String, bool)> = align(&ours, &reference)
+            .into_iter()
+            .filter(|p| p.ours.starts_with("top."))
+            .map(|p| (p.ours, p.reference, p.compared))
+            .collect();
+        let s = |o: &str, r: &str| (o.to_string(), r.to_string(), true);
+        assert_eq!(
+            got,
+            [
+                s("top.embed_tokens", "model.embed_tokens"),
+                s("top.rotary_emb", "model.rotary_emb"),
+                s("top.norm", "model.norm"),
             ]
         );
     }

@@ -1669,6 +1669,15 @@ fn diagnosis(
             // (Or one scale for every head at `attn_out`: near-equal scores give a zero key
             // one share in every head.)
             if divergence_diff::hints::reads_later_steps(&hint) && step > 0 {
+                // Each step with its own inputs, the step's inputs' names moved to it (what
+                // they carry is noise a head's factor may hold, `hints::head_factors`).
+                let at_step = |n: &str, t: usize| match divergence_names::split_step(n) {
+                    (b, s) if s == step => (
+                        divergence_names::step_name(b, t),
+                        ours_step_name(plan, n, t),
+                    ),
+                    _ => (n.to_string(), plan.ours_name(n).to_string()),
+                };
                 let reads: Vec<_> = (1..=divergence_diff::hints::SPREAD_STEPS)
                     .map(|d| step.saturating_add(d))
                     .take_while(|&t| fed_alike(t))
@@ -1676,16 +1685,28 @@ fn diagnosis(
                         let n = divergence_names::step_name(base, t);
                         let o = read(ours, &ours_step_name(plan, &name, t))?;
                         let r = read(reference, &n)?;
-                        Some((n, o, r))
+                        let inputs: Vec<_> = inputs
+                            .iter()
+                            .map(|i| {
+                                let (i, ours_i) = at_step(i, t);
+                                (i.clone(), read(ours, &ours_i), read(reference, &i))
+                            })
+                            .collect();
+                        Some((n, o, r, inputs))
                     })
                     .collect();
                 let later: Vec<divergence_diff::Subject<'_>> = reads
                     .iter()
-                    .map(|(n, o, r)| divergence_diff::Subject {
+                    .map(|(n, o, r, inputs)| divergence_diff::Subject {
                         name: n,
                         ours: side(o),
                         reference: side(r),
-                        inputs: Vec::new(),
+                        inputs: inputs
+                            .iter()
+                            .map(|(n, o, r)| {
+                                (n.as_str(), o.as_ref().map(side), r.as_ref().map(side))
+                            })
+                            .collect(),
                         weight: None,
                     })
                     .collect();
