@@ -21,6 +21,8 @@ the four of a fifteenth (docs/results/heldout-2026-12-07-session58.txt), of whic
 tests/python/test_heldout.py runs `t2`'s bf16 `decode-mask`. `SIXTEENTH`: the four of a sixteenth
 (docs/results/heldout-2026-12-07-session58-sixteenth.txt), not run in CI. `SEVENTEENTH`: the four of a
 seventeenth (docs/results/heldout-2026-12-07-session59-seventeenth.txt), not run in CI.
+`EIGHTEENTH`: the four of an eighteenth (docs/results/heldout-2026-12-07-session60-eighteenth.txt),
+not run in CI.
 
 `make(name, workdir)` builds one with real transformers (scripts/dump_reference.py, seeded init)
 and returns its directory, its prompt (comma-separated ids) and its config changes.
@@ -377,6 +379,21 @@ SEVENTEENTH = {
            "eager", "x2"),
 }
 
+EIGHTEENTH = {
+    "w1": (dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+                head_dim=256, intermediate_size=288, vocab_size=512, rope_theta=1000000.0), 5801, 5, 16,
+           "eager", True),
+    "w2": (dict(hidden_size=64, num_hidden_layers=3, num_attention_heads=16, num_key_value_heads=1,
+                head_dim=8, intermediate_size=176, vocab_size=420, rope_theta=10000.0), 5802, 33, 40,
+           "sdpa", 0.2),
+    "w3": (dict(hidden_size=96, num_hidden_layers=6, num_attention_heads=4, num_key_value_heads=4,
+                head_dim=24, intermediate_size=208, vocab_size=730, rope_theta=100000.0), 5803, 64, 8,
+           "eager", True),
+    "w4": (dict(hidden_size=144, num_hidden_layers=3, num_attention_heads=8, num_key_value_heads=2,
+                head_dim=48, intermediate_size=352, vocab_size=999, rope_theta=1000000.0), 5804, 1, 32,
+           "eager", "c1500"),
+}
+
 
 def make(name: str, workdir: Path) -> tuple[Path, str, dict]:
     """Model `name` saved (float32 weights) under `workdir`: (its directory, its prompt, its
@@ -384,7 +401,8 @@ def make(name: str, workdir: Path) -> tuple[Path, str, dict]:
     changes, seed, length, _steps, _attn, gains = {**MODELS, **SECOND, **THIRD, **FOURTH, **SIXTH, **SEVENTH, **NINTH,
                                                     **TENTH, **REVIEW46, **REVIEW47, **ELEVENTH,
                                                     **TWELFTH, **THIRTEENTH, **FOURTEENTH,
-                                                    **FIFTEENTH, **SIXTEENTH, **SEVENTEENTH}[name]
+                                                    **FIFTEENTH, **SIXTEENTH, **SEVENTEENTH,
+                                                    **EIGHTEENTH}[name]
     cfg = json.loads((REPO / "fixtures/configs/tiny-qwen3.json").read_text())
     cfg.update(changes, max_window_layers=changes["num_hidden_layers"])
     workdir.mkdir(parents=True, exist_ok=True)
