@@ -437,3 +437,37 @@ fn a_compressed_reference_too_large_to_read_whole_still_gives_the_token_effect()
     assert_eq!(tokens["first_position"].as_u64(), Some(T as u64 - 1));
     assert_eq!(tokens["first_flip"]["ours_token"].as_u64(), Some(5));
 }
+
+/// Runs of other inputs (an error, exit 2) keep their logits a shape mismatch: a newcomer's
+/// 3-token run against a 16-token reference read "ours holds the logits of the last 3
+/// positions only ... as vLLM and llama.cpp do", and a tokens line over them.
+#[test]
+fn runs_of_other_inputs_compare_no_last_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n);
+    let all = logits(T, 7);
+    let last = all[(T - 3) * V..].to_vec();
+    write(
+        &p("ref.npz"),
+        &[("lm_head", vec![1, T, V], TensorData::F32(&all))],
+    );
+    write_ids(
+        &p("ours.npz"),
+        &[("lm_head", vec![1, 3, V], TensorData::F32(&last))],
+        Some(vec![7, 8, 9]),
+    );
+    let (ours, reference) = (p("ours.npz"), p("ref.npz"));
+    let (code, out, err) = divergence(&[
+        "diff",
+        ours.to_str().unwrap(),
+        reference.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    let r: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(r["input_ids_mismatch"], true);
+    assert_eq!(lm_head(&r)["status"], "shape_mismatch");
+    assert_eq!(r["notes"], serde_json::json!([]));
+    assert!(r["tokens"].is_null(), "{}", r["tokens"]);
+}

@@ -52,7 +52,7 @@ pub(crate) fn shape(s: &[usize]) -> String {
 /// Shape column: the reference's shape, plus ours' when it differs.
 pub(crate) fn shape_cell(op: &OpResult) -> String {
     match (&op.tensor.shape, &op.tensor.shape_ours) {
-        (Some(r), Some(o)) => format!("{} ours {}", shape(r), shape(o)),
+        (Some(r), Some(o)) => format!("ref {} ours {}", shape(r), shape(o)),
         (Some(r), None) => shape(r),
         (None, _) => "-".to_string(),
     }

@@ -134,8 +134,9 @@ pub struct DiffArgs {
     pub watch: bool,
     /// Interactive view of the whole report in the terminal: scroll every op, jump to the first
     /// divergence (f), its origin (o), the next / previous divergent op (n / N), filter (/), sort
-    /// (s), details (Enter), per-layer overview (l); with --watch it reloads in place. Needs a
-    /// terminal.
+    /// (s), details (Enter), per-layer overview (l), decode steps' overview (p) and next /
+    /// previous step (] / [), quit (q); ? in the view lists every key. With --watch it reloads
+    /// in place. Needs a terminal.
     #[arg(long, conflicts_with_all = ["format", "json_out", "markdown_out", "html_out", "plot"])]
     pub tui: bool,
 }
@@ -1042,6 +1043,17 @@ fn finish_report(args: &DiffArgs, cfg: &DiffConfig, sides: Sides<'_>) -> Result<
         check_ids,
         names,
     } = sides;
+    // Runs of other inputs (an error, exit 2): their logits' rows are no engine's last
+    // positions, and are not compared as such (a newcomer's 3-token run against a 16-token
+    // reference read "ours holds the logits of the last 3 positions only ... as vLLM and
+    // llama.cpp do", and a tokens line over them).
+    let ids = |d: &MappedDump<'_>| d.meta().and_then(|m| m.input_ids.clone());
+    let other_inputs =
+        check_ids && matches!((ids(&ours), ids(&reference)), (Some(a), Some(b)) if a != b);
+    let cfg = &DiffConfig {
+        last_logit_rows: cfg.last_logit_rows && !other_inputs,
+        ..cfg.clone()
+    };
     let mut ops = crate::cmd::rows::compare_all(&plan, &ours, &reference, truth.as_ref(), cfg);
     if let (Some(_), Some(path)) = (&truth, &args.truth) {
         truth_is_a_side(&ops, path)?;
