@@ -23,6 +23,12 @@ use crate::exit::{is_broken_pipe, Exit};
 /// Exit codes: 0 = nothing flagged (info notes allowed), 1 = an error or warning finding,
 /// 2 = unreadable input (missing directory, no config.json, bad JSON, corrupt safetensors).
 #[derive(Debug, Args)]
+#[command(
+    after_long_help = "Exit codes: 0 = nothing flagged (info notes allowed), 1 = an error or \
+warning finding, 2 = unreadable input (missing directory, no config.json, bad JSON, corrupt \
+safetensors). --format html is `diff`'s only (an error here). Severities and every check: \
+docs/inspect.md."
+)]
 pub struct InspectArgs {
     /// Model directory, read as transformers does: model.safetensors, else the shards of
     /// model.safetensors.index.json, else every *.safetensors in it (files left out are
