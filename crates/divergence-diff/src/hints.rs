@@ -2197,10 +2197,9 @@ fn zeros(name: &str, o: &[f64], r: &[f64]) -> Option<Hint> {
 /// (the scale is what differs; the rest, the error its inputs carry), or under half of it and
 /// within 4 times the largest error of the op's inputs ([`inputs_err`]: their noise, carried
 /// through the attention; counted up to 2 unit roundoffs), or a difference within the dtype's
-/// noise, [`NOISY_HEAD`] unit
-/// roundoffs of `‖r‖` (its factor kept, marked `noisy`: a bf16 head that a zero key barely
-/// touched, its noise past what a pure scale carries; a held-out check) (positions whose
-/// reference is all zeros are left out).
+/// noise, [`NOISY_HEAD`] unit roundoffs of `‖r‖` (its factor kept, marked `noisy`: a bf16 head
+/// that a zero key barely touched, its noise past what a pure scale carries; a held-out check)
+/// (positions whose reference is all zeros are left out).
 struct HeadFactors {
     c: Vec<Vec<f64>>,
     noise: Vec<Vec<f64>>,
