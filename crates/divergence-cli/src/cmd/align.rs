@@ -220,9 +220,15 @@ fn toml_string(name: &str) -> String {
 
 /// One `[[rule]]` for a pair, optionally with a layout transform (a TOML fragment).
 pub fn rule(p: &Pair, transform: Option<&str>) -> String {
+    // (the last dotted segment: `top.embed_tokens` is paired with `model.embed_tokens` by it
+    // where the values differ; "execution order only" read as a guess)
+    let leaf = |n: &str| n.rsplit('.').next().unwrap_or(n).to_string();
     let how = match (p.confidence, p.stats_diff) {
         (Confidence::Same, _) => "same values".to_string(),
         (Confidence::Close, Some(d)) => format!("statistics within {:.1}%", d * 100.0),
+        _ if leaf(&p.ours) == leaf(&p.reference) => {
+            "element count and the name's last segment, not the values".to_string()
+        }
         _ => "element count and execution order only".to_string(),
     };
     let mut s = format!(
@@ -719,6 +725,22 @@ mod tests {
             prefill: true,
             steps: steps.collect(),
         }
+    }
+
+    #[test]
+    fn a_pair_by_its_names_last_segment_says_so() {
+        let pair = |ours: &str, reference: &str| Pair {
+            ours: ours.into(),
+            reference: reference.into(),
+            confidence: Confidence::OrderOnly,
+            stats_diff: Some(0.9),
+            compared: true,
+        };
+        assert!(rule(&pair("top.embed_tokens", "model.embed_tokens"), None).contains(
+            "note = \"inferred by content: element count and the name's last segment, not the values\""
+        ));
+        assert!(rule(&pair("blk.0.x", "model.layers.0.y"), None)
+            .contains("note = \"inferred by content: element count and execution order only\""));
     }
 
     #[test]
