@@ -48,6 +48,18 @@ fn write_ids(
 }
 
 fn report(dir: &Path, ours: &str, reference: &str, truth: Option<&str>) -> (i32, Value) {
+    let (code, r, err) = report_exit(dir, ours, reference, truth);
+    assert!(code == 0 || code == 1, "exit {code}: {err}");
+    (code, r)
+}
+
+/// [`report`] whatever the exit code, with stderr.
+fn report_exit(
+    dir: &Path,
+    ours: &str,
+    reference: &str,
+    truth: Option<&str>,
+) -> (i32, Value, String) {
     let p = |n: &str| dir.join(n).display().to_string();
     let mut args = vec!["diff".to_string(), p(ours), p(reference)];
     args.extend(["--format".into(), "json".into()]);
@@ -56,11 +68,8 @@ fn report(dir: &Path, ours: &str, reference: &str, truth: Option<&str>) -> (i32,
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let (code, out, err) = divergence(&args);
-    assert!(code == 0 || code == 1, "exit {code}: {err}");
-    (
-        code,
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}")),
-    )
+    let r = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    (code, r, err)
 }
 
 fn lm_head(report: &Value) -> &Value {
@@ -456,16 +465,8 @@ fn runs_of_other_inputs_compare_no_last_rows() {
         &[("lm_head", vec![1, 3, V], TensorData::F32(&last))],
         Some(vec![7, 8, 9]),
     );
-    let (ours, reference) = (p("ours.npz"), p("ref.npz"));
-    let (code, out, err) = divergence(&[
-        "diff",
-        ours.to_str().unwrap(),
-        reference.to_str().unwrap(),
-        "--format",
-        "json",
-    ]);
+    let (code, r, err) = report_exit(dir.path(), "ours.npz", "ref.npz", None);
     assert_eq!(code, 2, "{err}");
-    let r: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(r["input_ids_mismatch"], true);
     assert_eq!(lm_head(&r)["status"], "shape_mismatch");
     assert_eq!(r["notes"], serde_json::json!([]));

@@ -3228,6 +3228,21 @@ pub(crate) mod tests {
         h.iter().map(|h| h.code.as_str()).collect()
     }
 
+    /// `v`'s heads of `head_dim` with each rotate-half pair (i, i + d/2) turned by `a * (i + 1)`.
+    fn rotate_pairs(v: &[f64], head_dim: usize, a: f64) -> Vec<f64> {
+        let half = head_dim / 2;
+        let mut out = v.to_vec();
+        for (h, o) in v.chunks_exact(head_dim).zip(out.chunks_exact_mut(head_dim)) {
+            for i in 0..half {
+                let (x, y) = (h[i], h[i + half]);
+                let th = a * (i + 1) as f64;
+                o[i] = x * th.cos() - y * th.sin();
+                o[i + half] = x * th.sin() + y * th.cos();
+            }
+        }
+        out
+    }
+
     pub(crate) fn data(n: usize, seed: u64) -> Vec<f64> {
         // a deterministic, sign-mixed pseudo-random vector
         let mut x = seed
@@ -3463,20 +3478,8 @@ pub(crate) mod tests {
         let (kv, hd) = (2usize, 8usize);
         let shape = [1usize, kv, 1, hd];
         let k_norm: &'static [f64] = data(kv * hd, 7).leak();
-        // RoPE by a small angle: a pair (i, i + d/2) turned by `a * (i + 1)`.
-        let turned: Vec<f64> = {
-            let (mut out, a) = (k_norm.to_vec(), 0.005);
-            for h in 0..kv {
-                for i in 0..hd / 2 {
-                    let (x, y) = (k_norm[h * hd + i], k_norm[h * hd + i + hd / 2]);
-                    let th = a * (i + 1) as f64;
-                    out[h * hd + i] = x * th.cos() - y * th.sin();
-                    out[h * hd + i + hd / 2] = x * th.sin() + y * th.cos();
-                }
-            }
-            out
-        };
-        let turned: &'static [f64] = turned.leak();
+        // RoPE by a small angle.
+        let turned: &'static [f64] = rotate_pairs(k_norm, hd, 0.005).leak();
         let own = rel_err(k_norm, turned).expect("an error");
         assert!(own > 1e-3 && own < MATERIAL, "{own}");
         let subject = |name: &'static str, ours: &'static [f64]| DecodeSubject {
@@ -3622,18 +3625,7 @@ pub(crate) mod tests {
         let cshape = [1usize, kv, 1, hd];
         let k_proj = data(kv * hd, 7);
         let k_norm: Vec<f64> = k_proj.iter().map(|x| x * 0.5).collect();
-        let rotate = |v: &[f64], a: f64| -> Vec<f64> {
-            let mut out = v.to_vec();
-            for h in 0..kv {
-                for i in 0..hd / 2 {
-                    let (x, y) = (v[h * hd + i], v[h * hd + i + hd / 2]);
-                    let th = a * (i + 1) as f64;
-                    out[h * hd + i] = x * th.cos() - y * th.sin();
-                    out[h * hd + i + hd / 2] = x * th.sin() + y * th.cos();
-                }
-            }
-            out
-        };
+        let rotate = |v: &[f64], a: f64| rotate_pairs(v, hd, a);
         let cache_ref = rotate(&k_norm, 0.7);
         let cache_pre_norm = rotate(&k_proj, 0.7);
         let cache = |ours: &'static [f64], r: &'static [f64]| DecodeSubject {

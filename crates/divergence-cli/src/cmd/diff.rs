@@ -1048,8 +1048,11 @@ fn finish_report(args: &DiffArgs, cfg: &DiffConfig, sides: Sides<'_>) -> Result<
     // reference read "ours holds the logits of the last 3 positions only ... as vLLM and
     // llama.cpp do", and a tokens line over them).
     let ids = |d: &MappedDump<'_>| d.meta().and_then(|m| m.input_ids.clone());
-    let other_inputs =
-        check_ids && matches!((ids(&ours), ids(&reference)), (Some(a), Some(b)) if a != b);
+    let (ours_ids, ref_ids) = match check_ids {
+        true => (ids(&ours), ids(&reference)),
+        false => (None, None),
+    };
+    let other_inputs = matches!((&ours_ids, &ref_ids), (Some(a), Some(b)) if a != b);
     let cfg = &DiffConfig {
         last_logit_rows: cfg.last_logit_rows && !other_inputs,
         ..cfg.clone()
@@ -1080,10 +1083,7 @@ fn finish_report(args: &DiffArgs, cfg: &DiffConfig, sides: Sides<'_>) -> Result<
             divergence_names::one_line(&args.ours.display().to_string())
         ));
     }
-    if check_ids {
-        ctx.ours_input_ids = ours.meta().and_then(|m| m.input_ids.clone());
-        ctx.ref_input_ids = reference.meta().and_then(|m| m.input_ids.clone());
-    }
+    (ctx.ours_input_ids, ctx.ref_input_ids) = (ours_ids, ref_ids);
     if let Some(dir) = &args.model {
         model_dir_check(dir, [(&reference, &args.reference), (&ours, &args.ours)])?;
         let layers = divergence_inspect::norm_gains(dir)?;
