@@ -1,14 +1,18 @@
 //! The JSON renderer: the [`Report`] through serde_json, pretty-printed, fields in struct order.
 //!
-//! A report of many rows (a decode dump has tens of thousands) has its rows serialized in
+//! A report of many rows (a decode dump has tens of thousands) has its rows written in
 //! parallel, a bounded window at a time, and spliced into the rest: the bytes are those of
 //! `serde_json::to_writer_pretty` on the whole report (tested), the memory one window's (a
 //! compact report's decode steps are built as their window is written, never all at once).
+//! A row is written by [`write_row`], field by field as serde_json would, not through serde.
 
 use std::io::{self, Write};
 
-use divergence_diff::{Report, Rows};
+use divergence_diff::{
+    ErrorMetrics, NonFiniteCounts, OpResult, Report, Rows, RuleTerms, TensorInfo, TruthMetrics,
+};
 use rayon::prelude::*;
+use serde_json::ser::{CompactFormatter, Formatter};
 
 /// Rows per rayon task.
 const ROWS_PER_TASK: usize = 256;
@@ -61,21 +65,206 @@ fn render_serial(report: &Report, out: &mut dyn Write) -> io::Result<()> {
 /// rows separated by commas (no comma before the first or after the last).
 fn rows_pretty(rows: &Rows, range: std::ops::Range<usize>) -> serde_json::Result<Vec<u8>> {
     let mut buf = Vec::with_capacity(range.len() * 1536);
-    let mut one = Vec::with_capacity(2048);
     for (i, row) in range.filter_map(|i| rows.op(i)).enumerate() {
-        one.clear();
-        serde_json::to_writer_pretty(&mut one, &*row)?;
         if i > 0 {
             buf.push(b',');
         }
-        // serde_json escapes newlines inside strings: every raw newline is a line break.
-        for line in one.split(|&b| b == b'\n') {
-            buf.push(b'\n');
-            buf.extend_from_slice(ROW_INDENT);
-            buf.extend_from_slice(line);
-        }
+        buf.push(b'\n');
+        buf.extend_from_slice(ROW_INDENT);
+        write_row(&mut buf, &row)?;
     }
     Ok(buf)
+}
+
+/// A field's key as serde_json pretty-prints it, `"key": ` on a line of its own after a comma,
+/// in one piece. The keys are plain ASCII field names: nothing to escape.
+macro_rules! key {
+    ($w:expr, $key:literal) => {
+        $w.key(concat!(",\n      \"", $key, "\": "))
+    };
+}
+
+/// One row as serde_json pretty-prints it inside the report (`OpResult`'s derived
+/// `Serialize`: its fields in order, the flattened groups' fields in place), written straight
+/// into `buf`: a decode report's JSON is ~150,000 such rows, and serde's flattened map and a
+/// second pass to indent them took about a third of its output time. Every field is named
+/// here (the structs destructured in full, so a new field does not compile until it is
+/// written); the bytes are tested against serde_json's (`tests/render.rs`).
+fn write_row(buf: &mut Vec<u8>, row: &OpResult) -> serde_json::Result<()> {
+    let OpResult {
+        name,
+        status,
+        reason,
+        layer,
+        step,
+        tensor,
+        rule,
+        errors,
+        nonfinite,
+        truth,
+        frac_outside_tol,
+        local_growth,
+        mapped,
+    } = row;
+    let TensorInfo {
+        shape,
+        shape_ours,
+        dtype_ours,
+        dtype_ref,
+        numel,
+    } = &**tensor;
+    let RuleTerms {
+        n_compared,
+        rtol,
+        atol,
+        ours_l2,
+        ref_l2,
+        diff_l2,
+        tol_threshold,
+    } = rule;
+    let ErrorMetrics {
+        max_abs_err,
+        max_abs_err_index,
+        mean_abs_err,
+        rel_l2_err,
+        max_rel_err,
+        cosine,
+    } = errors;
+    let NonFiniteCounts {
+        nan_ours,
+        inf_ours,
+        nan_ref,
+        inf_ref,
+        nonfinite_mismatch,
+    } = &**nonfinite;
+    let TruthMetrics {
+        ours_truth_rel_err,
+        ref_truth_rel_err,
+        noise_ratio,
+        truth_problem,
+    } = &**truth;
+    let mut w = RowWriter { buf, first: true };
+    w.buf.push(b'{');
+    key!(w, "name").string(name)?;
+    key!(w, "status");
+    serde_json::to_writer(&mut *w.buf, status)?;
+    key!(w, "reason").opt_string(reason.as_deref())?;
+    key!(w, "layer").opt_int(layer.map(|l| l as u64));
+    key!(w, "step").int(*step as u64);
+    key!(w, "shape").opt_ints(shape.as_deref().map(|s| s.iter().copied()));
+    key!(w, "shape_ours").opt_ints(shape_ours.as_deref().map(|s| s.iter().copied()));
+    key!(w, "dtype_ours").opt_string(dtype_ours.as_deref())?;
+    key!(w, "dtype_ref").opt_string(dtype_ref.as_deref())?;
+    key!(w, "numel").opt_int(*numel);
+    key!(w, "n_compared").opt_int(*n_compared);
+    key!(w, "rtol").float(*rtol);
+    key!(w, "atol").float(*atol);
+    key!(w, "ours_l2").float(*ours_l2);
+    key!(w, "ref_l2").float(*ref_l2);
+    key!(w, "diff_l2").float(*diff_l2);
+    key!(w, "tol_threshold").float(*tol_threshold);
+    key!(w, "max_abs_err").float(*max_abs_err);
+    key!(w, "max_abs_err_index").opt_ints(max_abs_err_index.as_ref().map(|i| i.iter()));
+    key!(w, "mean_abs_err").float(*mean_abs_err);
+    key!(w, "rel_l2_err").float(*rel_l2_err);
+    key!(w, "max_rel_err").float(*max_rel_err);
+    key!(w, "cosine").float(*cosine);
+    key!(w, "nan_ours").opt_int(*nan_ours);
+    key!(w, "inf_ours").opt_int(*inf_ours);
+    key!(w, "nan_ref").opt_int(*nan_ref);
+    key!(w, "inf_ref").opt_int(*inf_ref);
+    key!(w, "nonfinite_mismatch").opt_int(*nonfinite_mismatch);
+    key!(w, "ours_truth_rel_err").float(*ours_truth_rel_err);
+    key!(w, "ref_truth_rel_err").float(*ref_truth_rel_err);
+    key!(w, "noise_ratio").float(*noise_ratio);
+    key!(w, "truth_problem").opt_string(truth_problem.as_deref())?;
+    key!(w, "frac_outside_tol").float(*frac_outside_tol);
+    key!(w, "local_growth").float(*local_growth);
+    key!(w, "mapped").opt_string(mapped.as_deref())?;
+    w.buf.extend_from_slice(b"\n");
+    w.buf.extend_from_slice(ROW_INDENT);
+    w.buf.push(b'}');
+    Ok(())
+}
+
+/// The fields of one row, at the depth of a row's fields in the pretty report.
+struct RowWriter<'b> {
+    buf: &'b mut Vec<u8>,
+    first: bool,
+}
+
+/// A row's field on its own line: the row's indent and one level more.
+const FIELD_LINE: &[u8] = b",\n      ";
+/// An array's element on its own line: two levels more than the row.
+const ELEMENT_LINE: &[u8] = b",\n        ";
+
+impl RowWriter<'_> {
+    /// A field's line up to its value ([`key!`]), without its comma for the first.
+    fn key(&mut self, line: &'static str) -> &mut Self {
+        let from = usize::from(std::mem::take(&mut self.first));
+        self.buf.extend_from_slice(&line.as_bytes()[from..]);
+        self
+    }
+
+    fn null(&mut self) {
+        self.buf.extend_from_slice(b"null");
+    }
+
+    fn int(&mut self, v: u64) {
+        // `write_u64` of a Vec cannot fail.
+        let _ = CompactFormatter.write_u64(&mut *self.buf, v);
+    }
+
+    fn opt_int(&mut self, v: Option<u64>) {
+        match v {
+            Some(v) => self.int(v),
+            None => self.null(),
+        }
+    }
+
+    /// As serde_json writes an `f64`: `null` unless finite.
+    fn float(&mut self, v: Option<f64>) {
+        match v {
+            Some(v) if v.is_finite() => {
+                // `write_f64` of a Vec cannot fail.
+                let _ = CompactFormatter.write_f64(&mut *self.buf, v);
+            }
+            _ => self.null(),
+        }
+    }
+
+    fn string(&mut self, s: &str) -> serde_json::Result<()> {
+        serde_json::to_writer(&mut *self.buf, s)
+    }
+
+    fn opt_string(&mut self, s: Option<&str>) -> serde_json::Result<()> {
+        match s {
+            Some(s) => self.string(s),
+            None => {
+                self.null();
+                Ok(())
+            }
+        }
+    }
+
+    /// An array of integers as serde_json pretty-prints it: `[]`, or one element a line.
+    fn opt_ints(&mut self, v: Option<impl Iterator<Item = usize>>) {
+        let Some(v) = v else {
+            return self.null();
+        };
+        self.buf.push(b'[');
+        let mut any = false;
+        for x in v {
+            self.buf
+                .extend_from_slice(&ELEMENT_LINE[usize::from(!any)..]);
+            any = true;
+            self.int(x as u64);
+        }
+        if any {
+            self.buf.extend_from_slice(&FIELD_LINE[1..]);
+        }
+        self.buf.push(b']');
+    }
 }
 
 /// The report with no rows; every other field cloned (destructured so that a new field of

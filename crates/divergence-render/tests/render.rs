@@ -886,11 +886,37 @@ fn json_of_many_rows_is_serde_json_byte_for_byte() {
             if i % 11 == 0 {
                 o[3] = f32::NAN;
             }
-            let row = match i % 13 {
+            let mut row = match i % 13 {
                 5 => compare(&name, None, Some(side64(&r)), &cfg),
                 6 => compare(&name, Some(side64(&o)), None, &cfg),
                 _ => compare(&name, Some(side64(&o)), Some(side64(&r)), &cfg),
             };
+            if i % 5 == 1 {
+                // Every field that a plain comparison leaves empty, each its own value (the
+                // JSON writer names every field itself: a key written with another's value
+                // shows here).
+                let x = i as f64;
+                row.truth = std::sync::Arc::new(TruthMetrics {
+                    ours_truth_rel_err: Some(x + 0.25),
+                    ref_truth_rel_err: Some(x + 0.5),
+                    noise_ratio: Some(if i % 10 == 1 { f64::INFINITY } else { x + 0.75 }),
+                    truth_problem: Some(format!("truth \"{i}\"\n")),
+                });
+                row.local_growth = Some(x * 1e-300);
+                row.mapped = Some(format!("mapped.{i}"));
+                row.reason = Some(format!("reason {i}"));
+                let mut tensor = (*row.tensor).clone();
+                tensor.shape_ours = Some(vec![i, 1, 0]);
+                tensor.shape = Some(Vec::new());
+                row.tensor = std::sync::Arc::new(tensor);
+                row.nonfinite = std::sync::Arc::new(NonFiniteCounts {
+                    nan_ours: Some(1),
+                    inf_ours: Some(2),
+                    nan_ref: Some(3),
+                    inf_ref: Some(4),
+                    nonfinite_mismatch: Some(u64::MAX),
+                });
+            }
             rows.push(row);
         }
         let ctx = ReportContext::new("ours.npz", "ref.npz", OrderSource::RefMeta);
