@@ -220,13 +220,10 @@ fn toml_string(name: &str) -> String {
 
 /// One `[[rule]]` for a pair, optionally with a layout transform (a TOML fragment).
 pub fn rule(p: &Pair, transform: Option<&str>) -> String {
-    // (the last dotted segment: `top.embed_tokens` is paired with `model.embed_tokens` by it
-    // where the values differ; "execution order only" read as a guess)
-    let leaf = |n: &str| n.rsplit('.').next().unwrap_or(n).to_string();
     let how = match (p.confidence, p.stats_diff) {
         (Confidence::Same, _) => "same values".to_string(),
         (Confidence::Close, Some(d)) => format!("statistics within {:.1}%", d * 100.0),
-        _ if leaf(&p.ours) == leaf(&p.reference) => {
+        _ if same_last_segment(p) => {
             "element count and the name's last segment, not the values".to_string()
         }
         _ => "element count and execution order only".to_string(),
@@ -241,6 +238,13 @@ pub fn rule(p: &Pair, transform: Option<&str>) -> String {
         s.push('\n');
     }
     s
+}
+
+/// Whether a pair's names end in the same dotted segment: `top.embed_tokens` is paired with
+/// `model.embed_tokens` by it where the values differ ("execution order only" read as a guess).
+fn same_last_segment(p: &Pair) -> bool {
+    let leaf = |n: &str| n.rsplit('.').next().unwrap_or(n).to_owned();
+    leaf(&p.ours) == leaf(&p.reference)
 }
 
 /// A probe to align: its name (a decode step's without the step), the tensor that stands for
@@ -355,6 +359,18 @@ pub fn summary(inf: &Inferred) -> String {
         return why.clone();
     }
     let count = |c: Confidence| inf.pairs.iter().filter(|p| p.confidence == c).count();
+    // Pairs of neither same nor close values: by their names' last segment where those agree
+    // (as their rules' notes say), else by count and order alone.
+    let named = inf
+        .pairs
+        .iter()
+        .filter(|p| p.confidence == Confidence::OrderOnly && same_last_segment(p))
+        .count();
+    let by_name = if named > 0 {
+        format!(", {named} by count and the name's last segment")
+    } else {
+        String::new()
+    };
     let compared = inf.pairs.iter().filter(|p| p.compared).count();
     let (o, r) = &inf.unpaired;
     let unpaired = if o.is_empty() && r.is_empty() {
@@ -379,11 +395,11 @@ pub fn summary(inf: &Inferred) -> String {
         )
     };
     format!(
-        "few probe names in common: {} pairs aligned by content (execution order, element counts, value statistics): {} with the same values, {} close, {} by count and order only; {compared} compared, their rows say `inferred by content` (mapped){unpaired}; --suggest-map FILE writes them as a map to check",
+        "few probe names in common: {} pairs aligned by content (execution order, element counts, value statistics): {} with the same values, {} close{by_name}, {} by count and order only; {compared} compared, their rows say `inferred by content` (mapped){unpaired}; --suggest-map FILE writes them as a map to check",
         inf.pairs.len(),
         count(Confidence::Same),
         count(Confidence::Close),
-        count(Confidence::OrderOnly)
+        count(Confidence::OrderOnly) - named
     )
 }
 
@@ -741,6 +757,30 @@ mod tests {
         ));
         assert!(rule(&pair("blk.0.x", "model.layers.0.y"), None)
             .contains("note = \"inferred by content: element count and execution order only\""));
+        // The report's warning counts them as their notes say (it counted the first as "by
+        // count and order only" too).
+        let inferred = |pairs: Vec<Pair>| Inferred {
+            toml: String::new(),
+            pairs,
+            skipped: None,
+            unpaired: (Vec::new(), Vec::new()),
+        };
+        let both = summary(&inferred(vec![
+            pair("top.embed_tokens", "model.embed_tokens"),
+            pair("blk.0.x", "model.layers.0.y"),
+            pair("blk.0.z", "model.layers.0.w"),
+        ]));
+        assert!(
+            both.contains(
+                "0 close, 1 by count and the name's last segment, 2 by count and order only; 3 compared"
+            ),
+            "{both}"
+        );
+        let none = summary(&inferred(vec![pair("blk.0.x", "model.layers.0.y")]));
+        assert!(
+            none.contains("0 close, 1 by count and order only; 1 compared"),
+            "{none}"
+        );
     }
 
     #[test]

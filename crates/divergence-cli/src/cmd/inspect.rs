@@ -12,7 +12,7 @@ use clap::Args;
 use divergence_inspect::render::{render_json, render_markdown, render_table, TableOptions};
 use divergence_inspect::{inspect, InspectOptions};
 
-use crate::cmd::output::{Format, OutputArgs};
+use crate::cmd::output::{Format, TextOutputArgs};
 use crate::cmd::parse;
 use crate::exit::{is_broken_pipe, Exit};
 
@@ -26,8 +26,7 @@ use crate::exit::{is_broken_pipe, Exit};
 #[command(
     after_long_help = "Exit codes: 0 = nothing flagged (info notes allowed), 1 = an error or \
 warning finding, 2 = unreadable input (missing directory, no config.json, bad JSON, corrupt \
-safetensors). --format html is `diff`'s only (an error here). Severities and every check: \
-docs/inspect.md."
+safetensors). Severities and every check: docs/inspect.md."
 )]
 pub struct InspectArgs {
     /// Model directory, read as transformers does: model.safetensors, else the shards of
@@ -37,7 +36,7 @@ pub struct InspectArgs {
     pub path: PathBuf,
 
     #[command(flatten)]
-    pub output: OutputArgs,
+    pub output: TextOutputArgs,
 
     /// List the statistics of every tensor, not only of the flagged ones.
     #[arg(long)]
@@ -54,7 +53,6 @@ pub struct InspectArgs {
 
 pub fn run(args: InspectArgs) -> anyhow::Result<Exit> {
     let output = args.output.resolve();
-    output.reject_html("inspect")?;
     let opts = InspectOptions {
         max_abs: args.max_abs,
         norm_gain: args.gain_threshold,
@@ -77,7 +75,7 @@ pub fn run(args: InspectArgs) -> anyhow::Result<Exit> {
     let written = match output.format {
         Format::Json => render_json(&report, &mut out),
         Format::Markdown => render_markdown(&report, args.all, &mut out),
-        // Html was rejected above, before any work.
+        // `TextOutputArgs` never resolves to Html.
         Format::Table | Format::Html => render_table(&report, &table_opts, &mut out),
     }
     .and_then(|()| out.flush());

@@ -2,7 +2,8 @@
 //! they resolve to.
 //!
 //! Two levels, as in ripgrep's low-level / high-level arguments: [`OutputArgs`] is what the user
-//! typed (flattened into `diff` and `inspect` with `#[command(flatten)]`), [`Output`] is what the
+//! typed (flattened into `diff` with `#[command(flatten)]`; `inspect` flattens [`TextOutputArgs`],
+//! the same without HTML), [`Output`] is what the
 //! renderers need, decided once from the flags and the environment: the format after `auto`, the
 //! colour after `NO_COLOR`, and the terminal width (only when stdout is a terminal).
 
@@ -23,9 +24,34 @@ pub enum FormatChoice {
     /// The tables as GitHub-flavoured Markdown, for CI step summaries
     /// (e.g. `>> "$GITHUB_STEP_SUMMARY"`).
     Markdown,
-    /// `diff` only: one self-contained HTML page with plots and a sortable table
-    /// (docs/html-report.md).
+    /// One self-contained HTML page with plots and a sortable table (docs/html-report.md).
     Html,
+}
+
+/// `--format` of a command that writes no HTML (`inspect`): [`FormatChoice`] without `html`,
+/// so that its help lists only what it writes and clap refuses `html` as any other value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TextFormatChoice {
+    /// `table` if stdout is a terminal, `json` otherwise.
+    Auto,
+    /// Tables for a terminal (fitted to its width).
+    Table,
+    /// The whole report as JSON.
+    Json,
+    /// The tables as GitHub-flavoured Markdown, for CI step summaries
+    /// (e.g. `>> "$GITHUB_STEP_SUMMARY"`).
+    Markdown,
+}
+
+impl From<TextFormatChoice> for FormatChoice {
+    fn from(f: TextFormatChoice) -> FormatChoice {
+        match f {
+            TextFormatChoice::Auto => FormatChoice::Auto,
+            TextFormatChoice::Table => FormatChoice::Table,
+            TextFormatChoice::Json => FormatChoice::Json,
+            TextFormatChoice::Markdown => FormatChoice::Markdown,
+        }
+    }
 }
 
 /// `--color`: what the user asked for.
@@ -39,7 +65,7 @@ pub enum ColorChoice {
     Never,
 }
 
-/// The output flags of `divergence diff` and `divergence inspect`.
+/// The output flags of `divergence diff`.
 #[derive(Debug, Clone, Args)]
 pub struct OutputArgs {
     /// Output format.
@@ -50,13 +76,35 @@ pub struct OutputArgs {
     pub color: ColorChoice,
 }
 
+/// The output flags of `divergence inspect`: `diff`'s, its formats but HTML.
+#[derive(Debug, Clone, Args)]
+pub struct TextOutputArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = TextFormatChoice::Auto)]
+    pub format: TextFormatChoice,
+    /// When to colour the table.
+    #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
+    pub color: ColorChoice,
+}
+
+impl TextOutputArgs {
+    /// Resolves the flags as [`OutputArgs::resolve`] does: never [`Format::Html`].
+    pub fn resolve(&self) -> Output {
+        OutputArgs {
+            format: self.format.into(),
+            color: self.color,
+        }
+        .resolve()
+    }
+}
+
 /// A resolved output format: never `auto`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
     Table,
     Json,
     Markdown,
-    /// `diff` only ([`Output::reject_html`] for the other commands).
+    /// `diff` only (the other commands take [`TextOutputArgs`]).
     Html,
 }
 
@@ -71,18 +119,6 @@ pub struct Output {
     /// The terminal's width in columns when stdout is a terminal, else `None` (never wrap: stable
     /// output for pipes, files and snapshots).
     pub width: Option<u16>,
-}
-
-impl Output {
-    /// The one-line error of a command that writes no HTML (`inspect`), for `--format html`.
-    pub fn reject_html(&self, command: &str) -> anyhow::Result<()> {
-        if self.format == Format::Html {
-            anyhow::bail!(
-                "--format html: only `divergence diff` writes HTML; `divergence {command}` writes table, json or markdown"
-            );
-        }
-        Ok(())
-    }
 }
 
 /// What the resolution looks at besides the flags.
@@ -202,16 +238,18 @@ mod tests {
     }
 
     #[test]
-    fn html_is_rejected_by_commands_that_write_none() {
-        let html = args(FormatChoice::Html, ColorChoice::Auto).resolve_in(&pipe(None));
-        let err = html.reject_html("inspect").unwrap_err().to_string();
-        assert!(
-            err.starts_with("--format html: only `divergence diff`"),
-            "{err}"
-        );
-        assert!(!err.contains('\n'));
-        let json = args(FormatChoice::Json, ColorChoice::Auto).resolve_in(&pipe(None));
-        assert!(json.reject_html("inspect").is_ok());
+    fn a_command_without_html_resolves_its_formats_as_diff_does() {
+        for (text, full) in [
+            (TextFormatChoice::Auto, FormatChoice::Auto),
+            (TextFormatChoice::Table, FormatChoice::Table),
+            (TextFormatChoice::Json, FormatChoice::Json),
+            (TextFormatChoice::Markdown, FormatChoice::Markdown),
+        ] {
+            assert_eq!(FormatChoice::from(text), full);
+        }
+        // and its `--format` does not take `html`
+        assert!(TextFormatChoice::from_str("html", false).is_err());
+        assert!(FormatChoice::from_str("html", false).is_ok());
     }
 
     #[test]
