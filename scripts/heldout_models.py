@@ -22,7 +22,8 @@ tests/python/test_heldout.py runs `t2`'s bf16 `decode-mask`. `SIXTEENTH`: the fo
 (docs/results/heldout-2026-12-07-session58-sixteenth.txt), not run in CI. `SEVENTEENTH`: the four of a
 seventeenth (docs/results/heldout-2026-12-07-session59-seventeenth.txt), not run in CI.
 `EIGHTEENTH`: the four of an eighteenth (docs/results/heldout-2026-12-07-session60-eighteenth.txt),
-not run in CI.
+not run in CI. `NINETEENTH`: the four of a nineteenth
+(docs/results/heldout-2026-12-08-session61-nineteenth.txt), not run in CI.
 
 `make(name, workdir)` builds one with real transformers (scripts/dump_reference.py, seeded init)
 and returns its directory, its prompt (comma-separated ids) and its config changes.
@@ -394,6 +395,23 @@ EIGHTEENTH = {
            "eager", "c1500"),
 }
 
+# The nineteenth held-out check's four (a helper, 2026-12-08, session 61; results:
+# docs/results/heldout-2026-12-08-session61-nineteenth.txt). Not run in CI.
+NINETEENTH = {
+    "x1": (dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=2,
+                head_dim=64, intermediate_size=512, vocab_size=800, rope_theta=1000000.0), 5901, 96, 24,
+           "eager", True),
+    "x2": (dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=1, num_key_value_heads=1,
+                head_dim=64, intermediate_size=160, vocab_size=300, rope_theta=1000000.0), 5902, 7, 48,
+           "sdpa", "k40"),
+    "x3": (dict(hidden_size=112, num_hidden_layers=5, num_attention_heads=14, num_key_value_heads=7,
+                head_dim=16, intermediate_size=224, vocab_size=640, rope_theta=500000.0), 5903, 19, 12,
+           "eager", "x3"),
+    "x4": (dict(hidden_size=80, num_hidden_layers=3, num_attention_heads=5, num_key_value_heads=5,
+                head_dim=32, intermediate_size=192, vocab_size=450, rope_theta=10000.0), 5904, 2, 20,
+           "eager", {"k_norm": {0: 96.5, 7: 40.0}}),
+}
+
 
 def make(name: str, workdir: Path) -> tuple[Path, str, dict]:
     """Model `name` saved (float32 weights) under `workdir`: (its directory, its prompt, its
@@ -402,7 +420,7 @@ def make(name: str, workdir: Path) -> tuple[Path, str, dict]:
                                                     **TENTH, **REVIEW46, **REVIEW47, **ELEVENTH,
                                                     **TWELFTH, **THIRTEENTH, **FOURTEENTH,
                                                     **FIFTEENTH, **SIXTEENTH, **SEVENTEENTH,
-                                                    **EIGHTEENTH}[name]
+                                                    **EIGHTEENTH, **NINETEENTH}[name]
     cfg = json.loads((REPO / "fixtures/configs/tiny-qwen3.json").read_text())
     cfg.update(changes, max_window_layers=changes["num_hidden_layers"])
     workdir.mkdir(parents=True, exist_ok=True)

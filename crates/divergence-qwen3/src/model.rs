@@ -850,9 +850,10 @@ impl Qwen3 {
                 return Err(Error::FaultTarget {
                     spec: spec.to_string(),
                     message: format!(
-                        "{} has {kv} kv head{} for {heads} q heads: tiled or repeat-interleaved, the heads are the same, and the fault would change nothing",
+                        "{} has {kv} kv head{} for {heads} q head{}: tiled or repeat-interleaved, the heads are the same, and the fault would change nothing",
                         ckpt.config_path.display(),
-                        if kv == 1 { "" } else { "s" }
+                        if kv == 1 { "" } else { "s" },
+                        if heads == 1 { "" } else { "s" }
                     ),
                 });
             }
