@@ -220,13 +220,13 @@ fn toml_string(name: &str) -> String {
 
 /// One `[[rule]]` for a pair, optionally with a layout transform (a TOML fragment).
 pub fn rule(p: &Pair, transform: Option<&str>) -> String {
-    let how = match (p.confidence, p.stats_diff) {
-        (Confidence::Same, _) => "same values".to_string(),
-        (Confidence::Close, Some(d)) => format!("statistics within {:.1}%", d * 100.0),
-        _ if same_last_segment(p) => {
+    let how = match kind(p) {
+        PairKind::Same => "same values".to_string(),
+        PairKind::Close(d) => format!("statistics within {:.1}%", d * 100.0),
+        PairKind::LastSegment => {
             "element count and the name's last segment, not the values".to_string()
         }
-        _ => "element count and execution order only".to_string(),
+        PairKind::OrderOnly => "element count and execution order only".to_string(),
     };
     let mut s = format!(
         "\n[[rule]]\nfrom = {}\nto = {}\nnote = \"inferred by content: {how}\"\n",
@@ -240,11 +240,28 @@ pub fn rule(p: &Pair, transform: Option<&str>) -> String {
     s
 }
 
-/// Whether a pair's names end in the same dotted segment: `top.embed_tokens` is paired with
-/// `model.embed_tokens` by it where the values differ ("execution order only" read as a guess).
-fn same_last_segment(p: &Pair) -> bool {
+/// What paired two probes, as a rule's note and the report's warning say it: one reading for
+/// both, so that they cannot tell a pair apart differently.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum PairKind {
+    Same,
+    /// Statistics within this relative difference.
+    Close(f64),
+    /// The element count and the names' last dotted segment, the values differing:
+    /// `top.embed_tokens` with `model.embed_tokens` ("execution order only" read as a guess).
+    LastSegment,
+    /// The element count and the place in execution order alone.
+    OrderOnly,
+}
+
+fn kind(p: &Pair) -> PairKind {
     let leaf = |n: &str| n.rsplit('.').next().unwrap_or(n).to_owned();
-    leaf(&p.ours) == leaf(&p.reference)
+    match (p.confidence, p.stats_diff) {
+        (Confidence::Same, _) => PairKind::Same,
+        (Confidence::Close, Some(d)) => PairKind::Close(d),
+        _ if leaf(&p.ours) == leaf(&p.reference) => PairKind::LastSegment,
+        _ => PairKind::OrderOnly,
+    }
 }
 
 /// A probe to align: its name (a decode step's without the step), the tensor that stands for
@@ -358,14 +375,9 @@ pub fn summary(inf: &Inferred) -> String {
     if let Some(why) = &inf.skipped {
         return why.clone();
     }
-    let count = |c: Confidence| inf.pairs.iter().filter(|p| p.confidence == c).count();
-    // Pairs of neither same nor close values: by their names' last segment where those agree
-    // (as their rules' notes say), else by count and order alone.
-    let named = inf
-        .pairs
-        .iter()
-        .filter(|p| p.confidence == Confidence::OrderOnly && same_last_segment(p))
-        .count();
+    // Counted as their rules' notes read them.
+    let count = |f: fn(PairKind) -> bool| inf.pairs.iter().filter(|p| f(kind(p))).count();
+    let named = count(|k| k == PairKind::LastSegment);
     let by_name = if named > 0 {
         format!(", {named} by count and the name's last segment")
     } else {
@@ -397,9 +409,9 @@ pub fn summary(inf: &Inferred) -> String {
     format!(
         "few probe names in common: {} pairs aligned by content (execution order, element counts, value statistics): {} with the same values, {} close{by_name}, {} by count and order only; {compared} compared, their rows say `inferred by content` (mapped){unpaired}; --suggest-map FILE writes them as a map to check",
         inf.pairs.len(),
-        count(Confidence::Same),
-        count(Confidence::Close),
-        count(Confidence::OrderOnly) - named
+        count(|k| k == PairKind::Same),
+        count(|k| matches!(k, PairKind::Close(_))),
+        count(|k| k == PairKind::OrderOnly)
     )
 }
 
@@ -479,7 +491,7 @@ pub fn suggestion(
             } else {
                 for text in group {
                     s.push_str(
-                        "\n# not compared (paired by element count and order only: check it)",
+                        "\n# not compared (paired by element count and place, not the values: check it)",
                     );
                     for line in text.lines().filter(|l| !l.is_empty()) {
                         s.push_str("\n# ");
@@ -547,8 +559,8 @@ pub fn suggestion(
                 skipped: Some(why), ..
             }) => format!("{why}."),
             Some(inf) if !inf.pairs.is_empty() => "no pair found by content is sure enough \
-                 to compare (those paired by element count and order only are the comments \
-                 above): check them, and write the rules by hand (docs/mapping.md)."
+                 to compare (those paired by element count and place, not the values, are the \
+                 comments above): check them, and write the rules by hand (docs/mapping.md)."
                 .to_string(),
             _ if !composed.is_empty() => "the probes pair by their names, and the only \
                  layout changes found are in rows the given map makes (above): change its \

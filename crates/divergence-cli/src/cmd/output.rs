@@ -104,7 +104,7 @@ pub enum Format {
     Table,
     Json,
     Markdown,
-    /// `diff` only (the other commands take [`TextOutputArgs`]).
+    /// `diff` only (`inspect` takes [`TextOutputArgs`]).
     Html,
 }
 
