@@ -447,7 +447,7 @@ pub fn shapes_align(a: &[usize], b: &[usize]) -> bool {
 }
 
 /// Row-major unravel of a flat index.
-fn unravel(flat: u64, shape: &[usize]) -> Index {
+pub(crate) fn unravel(flat: u64, shape: &[usize]) -> Index {
     // Row-major, from the last axis; on the stack for the ranks an index holds inline.
     let fill = |idx: &mut [usize]| {
         let mut flat = flat;
@@ -1281,7 +1281,7 @@ impl ProbeFold {
 }
 
 /// The reference's shape and dtype of a pair fold's row (set by [`ProbeFold::new`]).
-fn ref_head(row: &OpResult) -> (&[usize], &str) {
+pub(crate) fn ref_head(row: &OpResult) -> (&[usize], &str) {
     (
         row.tensor.shape.as_deref().unwrap_or_default(),
         row.tensor.dtype_ref.as_deref().unwrap_or_default(),

@@ -30,7 +30,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::compare::{
     finite, frac_outside, pair_row, pair_terms, pair_threshold, pair_verdict, rel_l2, ErrorMetrics,
-    NonFiniteCounts, OpResult, RuleTerms, Status, TensorInfo, TruthMetrics,
+    Index, NonFiniteCounts, OpResult, RuleTerms, Status, TensorInfo, TruthMetrics,
 };
 use crate::metrics::Accumulator;
 use crate::tolerance::{DTypeClass, Resolved};
@@ -502,6 +502,17 @@ impl<'r> Row<'r> {
                 let (rule, errors) = run.terms(s);
                 (Cow::Owned(rule), Cow::Owned(errors))
             }
+        }
+    }
+
+    /// `errors.max_abs_err_index`: a step's from its sums, as the built row has it ([`Row::op`]).
+    pub fn max_abs_err_index(self) -> Option<Index> {
+        match self {
+            Row::Plain(o) => o.errors.max_abs_err_index.clone(),
+            Row::Step(run, s, _) => s
+                .acc(run.n)
+                .max_abs_d_index
+                .map(|i| crate::compare::unravel(i, crate::compare::ref_head(&run.head).0)),
         }
     }
 

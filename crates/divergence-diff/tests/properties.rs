@@ -944,7 +944,11 @@ fn views_read_their_row(view: Row<'_>, op: &OpResult) -> Result<(), TestCaseErro
     let (rule, errors) = view.terms();
     prop_assert_eq!(&*rule, &op.rule);
     let mut errors = errors.into_owned();
-    errors.max_abs_err_index = op.errors.max_abs_err_index.clone();
+    prop_assert_eq!(
+        view.max_abs_err_index(),
+        op.errors.max_abs_err_index.clone()
+    );
+    errors.max_abs_err_index = view.max_abs_err_index();
     prop_assert_eq!(&errors, &op.errors);
     Ok(())
 }

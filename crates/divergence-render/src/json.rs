@@ -4,12 +4,14 @@
 //! parallel, a bounded window at a time, and spliced into the rest: the bytes are those of
 //! `serde_json::to_writer_pretty` on the whole report (tested), the memory one window's (a
 //! compact report's decode steps are built as their window is written, never all at once).
-//! A row is written by [`write_row`], field by field as serde_json would, not through serde.
+//! A row is written by [`write_row`], field by field as serde_json would, not through serde; a
+//! compact decode step within tolerance by [`write_step`], from its sums, without building it.
 
 use std::io::{self, Write};
 
 use divergence_diff::{
-    ErrorMetrics, NonFiniteCounts, OpResult, Report, Rows, RuleTerms, TensorInfo, TruthMetrics,
+    ErrorMetrics, NonFiniteCounts, OpResult, Report, Row, Rows, RuleTerms, Status, TensorInfo,
+    TruthMetrics,
 };
 use rayon::prelude::*;
 use serde_json::ser::{CompactFormatter, Formatter};
@@ -65,13 +67,18 @@ fn render_serial(report: &Report, out: &mut dyn Write) -> io::Result<()> {
 /// rows separated by commas (no comma before the first or after the last).
 fn rows_pretty(rows: &Rows, range: std::ops::Range<usize>) -> serde_json::Result<Vec<u8>> {
     let mut buf = Vec::with_capacity(range.len() * 1536);
-    for (i, row) in range.filter_map(|i| rows.op(i)).enumerate() {
+    for (i, row) in range.filter_map(|i| rows.get_row(i)).enumerate() {
         if i > 0 {
             buf.push(b',');
         }
         buf.push(b'\n');
         buf.extend_from_slice(ROW_INDENT);
-        write_row(&mut buf, &row)?;
+        match row {
+            // A compact decode step within tolerance, read from its sums as the views read
+            // it: nothing built (a diverged step's reason is written when built).
+            Row::Step(..) if row.status() == Status::Ok => write_step(&mut buf, row)?,
+            _ => write_row(&mut buf, &row.op())?,
+        }
     }
     Ok(buf)
 }
@@ -84,11 +91,29 @@ macro_rules! key {
     };
 }
 
+/// One row's fields, borrowed from a row stored whole or read from a decode step's sums.
+struct Fields<'a> {
+    /// The name, or a step's probe name and step (`base@step`, written without building it).
+    name: (&'a str, Option<usize>),
+    status: Status,
+    reason: Option<&'a str>,
+    layer: Option<usize>,
+    step: usize,
+    tensor: &'a TensorInfo,
+    rule: &'a RuleTerms,
+    errors: &'a ErrorMetrics,
+    nonfinite: &'a NonFiniteCounts,
+    truth: &'a TruthMetrics,
+    frac_outside_tol: Option<f64>,
+    local_growth: Option<f64>,
+    mapped: Option<&'a str>,
+}
+
 /// One row as serde_json pretty-prints it inside the report (`OpResult`'s derived
 /// `Serialize`: its fields in order, the flattened groups' fields in place), written straight
 /// into `buf`: a decode report's JSON is ~150,000 such rows, and serde's flattened map and a
 /// second pass to indent them took about a third of its output time. Every field is named
-/// here: the structs are destructured in full, so a new field does not compile until it is
+/// here: the struct is destructured in full, so a new field does not compile until it is
 /// named, and one named but not written is an unused variable, which CI's clippy (`-D
 /// warnings`) refuses. The bytes are tested against serde_json's (`tests/render.rs`).
 fn write_row(buf: &mut Vec<u8>, row: &OpResult) -> serde_json::Result<()> {
@@ -107,13 +132,64 @@ fn write_row(buf: &mut Vec<u8>, row: &OpResult) -> serde_json::Result<()> {
         local_growth,
         mapped,
     } = row;
+    write_fields(
+        buf,
+        Fields {
+            name: (name, None),
+            status: *status,
+            reason: reason.as_deref(),
+            layer: *layer,
+            step: *step,
+            tensor,
+            rule,
+            errors,
+            nonfinite,
+            truth,
+            frac_outside_tol: *frac_outside_tol,
+            local_growth: *local_growth,
+            mapped: mapped.as_deref(),
+        },
+    )
+}
+
+/// [`write_row`] of a compact decode step, read through its [`Row`] view (the same values as
+/// the row built, `Rows::op`, which the views answer for: tested in divergence-diff and, byte
+/// for byte, in `tests/rows.rs`): no row built, no name written to the heap.
+fn write_step(buf: &mut Vec<u8>, row: Row<'_>) -> serde_json::Result<()> {
+    let (rule, errors) = row.terms();
+    let mut errors = errors.into_owned();
+    errors.max_abs_err_index = row.max_abs_err_index();
+    let (base, step) = row.split();
+    let reason = row.reason();
+    write_fields(
+        buf,
+        Fields {
+            name: (base, Some(step)),
+            status: row.status(),
+            reason: reason.as_deref(),
+            layer: row.layer(),
+            step: row.step(),
+            tensor: row.tensor(),
+            rule: &rule,
+            errors: &errors,
+            nonfinite: row.nonfinite(),
+            truth: row.truth(),
+            frac_outside_tol: row.frac_outside_tol(),
+            local_growth: row.local_growth(),
+            mapped: row.mapped(),
+        },
+    )
+}
+
+/// The fields of [`write_row`], in `OpResult`'s order, each group destructured in full.
+fn write_fields(buf: &mut Vec<u8>, f: Fields<'_>) -> serde_json::Result<()> {
     let TensorInfo {
         shape,
         shape_ours,
         dtype_ours,
         dtype_ref,
         numel,
-    } = &**tensor;
+    } = f.tensor;
     let RuleTerms {
         n_compared,
         rtol,
@@ -122,7 +198,7 @@ fn write_row(buf: &mut Vec<u8>, row: &OpResult) -> serde_json::Result<()> {
         ref_l2,
         diff_l2,
         tol_threshold,
-    } = rule;
+    } = f.rule;
     let ErrorMetrics {
         max_abs_err,
         max_abs_err_index,
@@ -130,28 +206,32 @@ fn write_row(buf: &mut Vec<u8>, row: &OpResult) -> serde_json::Result<()> {
         rel_l2_err,
         max_rel_err,
         cosine,
-    } = errors;
+    } = f.errors;
     let NonFiniteCounts {
         nan_ours,
         inf_ours,
         nan_ref,
         inf_ref,
         nonfinite_mismatch,
-    } = &**nonfinite;
+    } = f.nonfinite;
     let TruthMetrics {
         ours_truth_rel_err,
         ref_truth_rel_err,
         noise_ratio,
         truth_problem,
-    } = &**truth;
+    } = f.truth;
     let mut w = RowWriter { buf, first: true };
     w.buf.push(b'{');
-    key!(w, "name").string(name)?;
+    key!(w, "name");
+    match f.name {
+        (name, None) => w.string(name)?,
+        (base, Some(step)) => w.step_name(base, step)?,
+    }
     key!(w, "status");
-    serde_json::to_writer(&mut *w.buf, status)?;
-    key!(w, "reason").opt_string(reason.as_deref())?;
-    key!(w, "layer").opt_int(layer.map(|l| l as u64));
-    key!(w, "step").int(*step as u64);
+    serde_json::to_writer(&mut *w.buf, &f.status)?;
+    key!(w, "reason").opt_string(f.reason)?;
+    key!(w, "layer").opt_int(f.layer.map(|l| l as u64));
+    key!(w, "step").int(f.step as u64);
     key!(w, "shape").opt_ints(shape.as_deref().map(|s| s.iter().copied()));
     key!(w, "shape_ours").opt_ints(shape_ours.as_deref().map(|s| s.iter().copied()));
     key!(w, "dtype_ours").opt_string(dtype_ours.as_deref())?;
@@ -179,9 +259,9 @@ fn write_row(buf: &mut Vec<u8>, row: &OpResult) -> serde_json::Result<()> {
     key!(w, "ref_truth_rel_err").float(*ref_truth_rel_err);
     key!(w, "noise_ratio").float(*noise_ratio);
     key!(w, "truth_problem").opt_string(truth_problem.as_deref())?;
-    key!(w, "frac_outside_tol").float(*frac_outside_tol);
-    key!(w, "local_growth").float(*local_growth);
-    key!(w, "mapped").opt_string(mapped.as_deref())?;
+    key!(w, "frac_outside_tol").float(f.frac_outside_tol);
+    key!(w, "local_growth").float(f.local_growth);
+    key!(w, "mapped").opt_string(f.mapped)?;
     w.buf.extend_from_slice(b"\n");
     w.buf.extend_from_slice(ROW_INDENT);
     w.buf.push(b'}');
@@ -236,6 +316,20 @@ impl RowWriter<'_> {
 
     fn string(&mut self, s: &str) -> serde_json::Result<()> {
         serde_json::to_writer(&mut *self.buf, s)
+    }
+
+    /// A decode step's name, `base@step` (`base` alone at step 0, as the name is written),
+    /// escaped as serde_json escapes the whole: `@` and digits need no escape.
+    fn step_name(&mut self, base: &str, step: usize) -> serde_json::Result<()> {
+        self.string(base)?;
+        if step > 0 {
+            // the closing quote, moved after the step
+            self.buf.pop();
+            self.buf.push(b'@');
+            self.int(step as u64);
+            self.buf.push(b'"');
+        }
+        Ok(())
     }
 
     fn opt_string(&mut self, s: Option<&str>) -> serde_json::Result<()> {

@@ -10,7 +10,7 @@ use common::{act, perturb, press};
 use divergence_diff::*;
 use divergence_render::tui::Tui;
 use divergence_render::{
-    render_growth_svg, render_html, render_markdown, render_table, Regex, TableOptions,
+    render_growth_svg, render_html, render_json, render_markdown, render_table, Regex, TableOptions,
 };
 use ratatui::backend::TestBackend;
 use ratatui::buffer::Buffer;
@@ -408,6 +408,36 @@ fn assemble_reads_compact_rows_as_their_built_rows() {
             assert_eq!(&*row.op(), op);
         }
         assert!(!compact.ops.is_built());
+    }
+}
+
+/// The JSON of a compact report is serde_json's of the same rows built, byte for byte, and
+/// writing it builds no row of the report: its steps within tolerance are written from their
+/// sums (`json.rs` `write_step`), the others built one at a time.
+#[test]
+fn json_of_compact_rows_is_that_of_the_rows_built() {
+    for steps in [STEPS, MANY_STEPS] {
+        for hostile in [false, true] {
+            let report = compact_report(hostile, steps);
+            // Premises: steps written from their sums, and steps built (diverged ones).
+            let kinds = |ok: bool| {
+                report
+                    .ops
+                    .rows()
+                    .filter(|r| matches!(r, Row::Step(..)) && (r.status() == Status::Ok) == ok)
+                    .count()
+            };
+            assert!(kinds(true) > 0 && kinds(false) > 0, "{steps} {hostile}");
+            let mut got = Vec::new();
+            render_json(&report, &mut got).expect("render json");
+            assert!(!report.ops.is_built(), "writing the JSON built the rows");
+            let mut want = serde_json::to_vec_pretty(&plain(&report)).expect("serde_json");
+            want.push(b'\n');
+            assert!(
+                got == want,
+                "{steps} steps (hostile {hostile}): the JSON of compact rows differs"
+            );
+        }
     }
 }
 
