@@ -563,6 +563,58 @@ fn exact_flags_any_difference() {
     assert_eq!(same.code, 0);
 }
 
+/// Dumps that record models of other sizes are said so, in one warning naming each size that
+/// differs (a newcomer's run: a Llama reference against our Qwen3's dump read as a first
+/// divergence at `model.embed_tokens`, without a word); a config that differs elsewhere (the
+/// dtype, the library's version) is not, nor one that a dump does not record.
+#[test]
+fn dumps_of_models_of_other_sizes_are_said() {
+    let dir = tempfile::tempdir().unwrap();
+    let dump = |name: &str, model: Option<Value>| {
+        let path = dir.path().join(name);
+        let mut w = DumpWriter::create(&path).unwrap();
+        w.add("model.embed_tokens", &[2], TensorData::F32(&[1.0, 2.0]))
+            .unwrap();
+        w.finish(Meta {
+            model,
+            ..Meta::default()
+        })
+        .unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let qwen = serde_json::json!({"hidden_size": 64, "head_dim": 32, "rope_theta": 1000000.0,
+        "num_hidden_layers": 4, "torch_dtype": "float32"});
+    let ours = dump("ours.npz", Some(qwen.clone()));
+    let mut other = qwen.clone();
+    other["head_dim"] = 16.into();
+    other["rope_theta"] = 10000.0.into();
+    let other = dump("other.npz", Some(other));
+    let mut same = qwen.clone();
+    same["torch_dtype"] = "bfloat16".into();
+    same["rope_theta"] = serde_json::json!(1e6);
+    let same = dump("same.npz", Some(same));
+    let none = dump("none.npz", None);
+    let said = |run: &Run| -> Vec<String> {
+        common::warnings(&run.json())
+            .into_iter()
+            .filter(|w| w.contains("record models of other sizes"))
+            .map(str::to_string)
+            .collect()
+    };
+    let run = divergence(&["diff", &ours, &other, "--format", "json"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(
+        said(&run),
+        [format!(
+            "{ours} and {other} record models of other sizes: head_dim 32 / 16, rope_theta 1000000.0 / 10000.0 (ours / the reference's): the dumps of two different models, or a port whose config is wrong there"
+        )]
+    );
+    for quiet in [&same, &none] {
+        let run = divergence(&["diff", &ours, quiet, "--format", "json"]);
+        assert!(said(&run).is_empty(), "{quiet}: {:?}", said(&run));
+    }
+}
+
 /// One file given as both sides is said (it agrees with itself whatever it holds); a copy of
 /// it, another file of the same bytes, is a real comparison and is not.
 #[test]

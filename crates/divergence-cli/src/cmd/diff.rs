@@ -1083,6 +1083,9 @@ fn finish_report(args: &DiffArgs, cfg: &DiffConfig, sides: Sides<'_>) -> Result<
             divergence_names::one_line(&args.ours.display().to_string())
         ));
     }
+    if let Some(w) = model_sizes_warning((&ours, &args.ours), (&reference, &args.reference)) {
+        ctx.warnings.push(w);
+    }
     (ctx.ours_input_ids, ctx.ref_input_ids) = (ours_ids, ref_ids);
     if let Some(dir) = &args.model {
         model_dir_check(dir, [(&reference, &args.reference), (&ours, &args.ours)])?;
@@ -2513,6 +2516,39 @@ const TRUTH_CONFIG_KEYS: [&str; 9] = [
     "rope_theta",
     "rms_norm_eps",
 ];
+
+/// The model configs the two dumps record ([`TRUTH_CONFIG_KEYS`]), where they differ: a
+/// warning, not an error, since a port whose config is wrong (`head_dim` taken as hidden /
+/// heads) is what the diff is for; but a diff of another model's dump read as a first
+/// divergence at `model.embed_tokens` without a word (a newcomer's run: a Llama reference
+/// against our Qwen3's dump, exit 1 and 20 shape mismatches).
+fn model_sizes_warning(
+    (ours, ours_path): (&MappedDump<'_>, &Path),
+    (reference, ref_path): (&MappedDump<'_>, &Path),
+) -> Option<String> {
+    let (o, r) = (
+        ours.meta()?.model.as_ref()?,
+        reference.meta()?.model.as_ref()?,
+    );
+    let value = |v: &serde_json::Value| {
+        divergence_names::one_line(&crate::cmd::parse::shortened(&v.to_string())).into_owned()
+    };
+    let differ: Vec<String> = TRUTH_CONFIG_KEYS
+        .iter()
+        .filter_map(|&key| {
+            let (a, b) = (o.get(key)?, r.get(key)?);
+            config_values_differ(a, b).then(|| format!("{key} {} / {}", value(a), value(b)))
+        })
+        .collect();
+    (!differ.is_empty()).then(|| {
+        format!(
+            "{} and {} record models of other sizes: {} (ours / the reference's): the dumps of two different models, or a port whose config is wrong there",
+            divergence_names::one_line(&ours_path.display().to_string()),
+            divergence_names::one_line(&ref_path.display().to_string()),
+            differ.join(", ")
+        )
+    })
+}
 
 /// Two model config values that say different things: numbers as numbers (`1000000` and `1e6`
 /// are one theta, `2` and `2.0` one head count); a null says nothing.
