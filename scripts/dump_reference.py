@@ -57,6 +57,15 @@ import numpy as np  # noqa: E402
 FORMAT = "divergence-dump/1"
 SCRIPT = "scripts/dump_reference.py"
 DTYPES = ("float32", "bfloat16", "float16", "float64")
+# The short names `divergence run --dtype` takes (a newcomer's run: `--dtype bf16` was refused
+# here, where the README spells it both ways).
+DTYPE_ALIASES = {"f32": "float32", "fp32": "float32", "bf16": "bfloat16", "f16": "float16",
+                 "fp16": "float16", "f64": "float64", "fp64": "float64"}
+
+
+def dtype_arg(name: str) -> str:
+    """A dtype flag's value, its short name (bf16, f32, ...) read as torch's (bfloat16, ...)."""
+    return DTYPE_ALIASES.get(name.lower(), name)
 
 
 class UserError(Exception):
@@ -776,14 +785,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-norm-gains", dest="norm_gains", action="store_false",
                    help="with --config: plain q_norm/k_norm weights (~1) instead of Qwen3-0.6B-like gains up to 96.5")
     p.add_argument("--save-model", metavar="DIR", help="with --config: write config.json + model.safetensors")
-    p.add_argument("--save-dtype", choices=DTYPES, help="with --config: weight storage dtype "
+    p.add_argument("--save-dtype", type=dtype_arg, choices=DTYPES, help="with --config: weight storage dtype "
                    "(default: the config's dtype, else --dtype); weights are rounded to it before running")
     ids = p.add_mutually_exclusive_group(required=True)
     ids.add_argument("--ids", help="token ids, e.g. 1,2,3")
     ids.add_argument("--ids-file", help="file of whitespace/comma separated token ids (or a list in brackets, [1, 2, 3])")
     ids.add_argument("--prompt", help="text, tokenized with the tokenizer in --model DIR")
-    p.add_argument("--dtype", choices=DTYPES, default="float32",
-                   help="the model's dtype (default: float32)")
+    p.add_argument("--dtype", type=dtype_arg, choices=DTYPES, default="float32",
+                   help="the model's dtype (default: float32; bf16, f16, f32, f64 also taken)")
     p.add_argument("--attn", choices=("eager", "sdpa"), default="eager",
                    help="transformers' attention implementation (default: eager)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (cuda:N)")
@@ -802,7 +811,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--truth-out", metavar="FILE", help="also run the same model on the same ids in "
                    "--truth-dtype (same --attn, same device) and write that dump to FILE: the high-precision "
                    "truth for `divergence diff --truth` (docs/tolerances.md)")
-    p.add_argument("--truth-dtype", choices=("float64", "float32"), default="float64",
+    p.add_argument("--truth-dtype", type=dtype_arg, choices=("float64", "float32"), default="float64",
                    help="dtype of the --truth-out run (default float64)")
     return p
 

@@ -530,3 +530,16 @@ def test_parse_ids_takes_digits_only(text):
         dr.parse_ids(f"1,{text}")
     with pytest.raises(dr.UserError, match="token id -3 is negative"):
         dr.parse_ids("1,-3")
+
+
+def test_dtype_flags_take_the_short_names():
+    # `divergence run --dtype bf16` and the README spell them short too (a newcomer's run:
+    # `--dtype bf16` was refused here).
+    base = ["--config", "c.json", "--ids", "1", "--out", "x.npz"]
+    p = dr.build_parser()
+    a = p.parse_args(base + ["--dtype", "bf16", "--truth-dtype", "f64", "--save-dtype", "FP16"])
+    assert (a.dtype, a.truth_dtype, a.save_dtype) == ("bfloat16", "float64", "float16")
+    a = p.parse_args(base + ["--dtype", "f32"])
+    assert a.dtype == "float32"
+    with pytest.raises(SystemExit):
+        p.parse_args(base + ["--dtype", "bf17"])

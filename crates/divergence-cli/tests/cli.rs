@@ -615,6 +615,40 @@ fn dumps_of_models_of_other_sizes_are_said() {
     }
 }
 
+/// OURS from the reference exporter and REF from our model: the arguments look swapped, and
+/// the report says so (a newcomer's run: exit 0 and no word); the right order, and other
+/// producers, say nothing.
+#[test]
+fn arguments_that_look_swapped_are_said() {
+    let dir = tempfile::tempdir().unwrap();
+    let dump = |name: &str, producer: Option<&str>| {
+        let path = dir.path().join(name);
+        let mut w = DumpWriter::create(&path).unwrap();
+        w.add("model.embed_tokens", &[2], TensorData::F32(&[1.0, 2.0]))
+            .unwrap();
+        w.finish(Meta {
+            producer: producer.map(|p| serde_json::json!({ "name": p })),
+            ..Meta::default()
+        })
+        .unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let reference = dump("ref.npz", Some("transformers"));
+    let ours = dump("ours.npz", Some("divergence-qwen3"));
+    let engine = dump("engine.npz", Some("my-engine"));
+    let said = |a: &str, b: &str| -> usize {
+        let run = divergence(&["diff", a, b, "--format", "json"]);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        common::warnings(&run.json())
+            .into_iter()
+            .filter(|w| w.contains("the arguments look swapped"))
+            .count()
+    };
+    assert_eq!(said(&reference, &ours), 1);
+    assert_eq!(said(&ours, &reference), 0);
+    assert_eq!(said(&reference, &engine), 0);
+}
+
 /// One file given as both sides is said (it agrees with itself whatever it holds); a copy of
 /// it, another file of the same bytes, is a real comparison and is not.
 #[test]

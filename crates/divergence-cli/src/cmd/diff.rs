@@ -142,8 +142,8 @@ pub struct DiffArgs {
 }
 
 const AFTER_HELP: &str = "Exit codes: 0 = no divergence, 1 = divergence found, 2 = error \
-(including a comparison that cannot mean anything: the dumps share no probe name, or they \
-record different input_ids; the report is still printed).\n\n\
+(one line; also a comparison that cannot mean anything: the dumps share no probe name, or they \
+record different input_ids, where the report is still printed).\n\n\
 The decision rule (docs/tolerances.md has the per-dtype presets):";
 
 pub fn run(args: DiffArgs) -> Result<Exit> {
@@ -1085,6 +1085,9 @@ fn finish_report(args: &DiffArgs, cfg: &DiffConfig, sides: Sides<'_>) -> Result<
     }
     if let Some(w) = model_sizes_warning((&ours, &args.ours), (&reference, &args.reference)) {
         ctx.warnings.push(w);
+    }
+    if !args.prefill_vs_decode {
+        ctx.warnings.extend(swapped_warning(&ours, &reference));
     }
     (ctx.ours_input_ids, ctx.ref_input_ids) = (ours_ids, ref_ids);
     if let Some(dir) = &args.model {
@@ -2547,6 +2550,19 @@ fn model_sizes_warning(
             divergence_names::one_line(&ref_path.display().to_string()),
             differ.join(", ")
         )
+    })
+}
+
+/// OURS written by the reference exporter and REF by our model (`producer.name`
+/// `transformers` and `divergence-qwen3`): the arguments given the other way round, which the
+/// report reads with the roles swapped (a newcomer's run: exit 0 and no word). Other producers
+/// (a port's own, none recorded) say nothing.
+fn swapped_warning(ours: &MappedDump<'_>, reference: &MappedDump<'_>) -> Option<String> {
+    let is = |d: &MappedDump<'_>, name: &str| {
+        d.meta().and_then(|m| m.producer_str("name")) == Some(name)
+    };
+    (is(ours, "transformers") && is(reference, "divergence-qwen3")).then(|| {
+        "OURS was written by transformers (scripts/dump_reference.py) and REF by divergence run: the arguments look swapped (divergence diff OURS REF: the port's dump first, the reference's second); the report reads them as given".to_string()
     })
 }
 

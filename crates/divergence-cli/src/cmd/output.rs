@@ -19,7 +19,7 @@ pub enum FormatChoice {
     Auto,
     /// Tables for a terminal (fitted to its width).
     Table,
-    /// The whole report as JSON (`diff`: the stable schema of docs/report-schema.md).
+    /// The whole report as JSON (the stable schema of docs/report-schema.md).
     Json,
     /// The tables as GitHub-flavoured Markdown, for CI step summaries
     /// (e.g. `>> "$GITHUB_STEP_SUMMARY"`).
@@ -134,7 +134,10 @@ impl Env {
     fn current() -> Env {
         let stdout_is_terminal = std::io::stdout().is_terminal();
         let width = if stdout_is_terminal {
-            terminal_size::terminal_size_of(std::io::stdout()).map(|(w, _)| w.0)
+            terminal_width(
+                terminal_size::terminal_size_of(std::io::stdout()).map(|(w, _)| w.0),
+                std::env::var_os("COLUMNS"),
+            )
         } else {
             None
         };
@@ -144,6 +147,20 @@ impl Env {
             no_color: std::env::var_os("NO_COLOR"),
         }
     }
+}
+
+/// A terminal's width: what it reports, else `COLUMNS` (a terminal whose size is unknown, as
+/// one of 0 rows is to the size query: a newcomer's run under `script` got lines of 238
+/// columns on a terminal of 120). Never read for a pipe.
+fn terminal_width(reported: Option<u16>, columns: Option<OsString>) -> Option<u16> {
+    reported.filter(|&w| w > 0).or_else(|| {
+        columns?
+            .to_str()?
+            .trim()
+            .parse::<u16>()
+            .ok()
+            .filter(|&w| w > 0)
+    })
 }
 
 impl OutputArgs {
@@ -250,6 +267,18 @@ mod tests {
         // and its `--format` does not take `html`
         assert!(TextFormatChoice::from_str("html", false).is_err());
         assert!(FormatChoice::from_str("html", false).is_ok());
+    }
+
+    #[test]
+    fn a_terminal_of_unknown_size_takes_columns() {
+        let cols = |s: &str| Some(OsString::from(s));
+        assert_eq!(terminal_width(Some(120), cols("80")), Some(120));
+        assert_eq!(terminal_width(None, cols("80")), Some(80));
+        assert_eq!(terminal_width(Some(0), cols(" 100 ")), Some(100));
+        for bad in ["", "0", "-5", "wide", "70000"] {
+            assert_eq!(terminal_width(None, cols(bad)), None, "{bad}");
+        }
+        assert_eq!(terminal_width(None, None), None);
     }
 
     #[test]

@@ -34,7 +34,8 @@ Faults (--inject, repeatable): NAME[=VALUE][@LAYERS], LAYERS = N, N-M or a comma
   bf16-variance          RMSNorm squares and sums the variance in bf16
   early-cast             RMSNorm rounds rsqrt(var + eps) to the activation dtype and
                          normalises there
-KV-cache faults (only with --decode; the prefill, step 0, stays bit-identical):
+KV-cache faults (only when decoding: --decode-from, --decode-ids or --decode; the prefill, step 0,
+stays bit-identical):
   decode-pos=K           decode step s at position prompt_len+s-1+K; enters at rotary_emb@1
   decode-pos-frozen      every decode step at position prompt_len; enters at rotary_emb@2
   cache-pre-rope         cache holds k before RoPE, the whole cache rotated at the current
@@ -108,7 +109,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "IDS", conflicts_with = "decode_from")]
     pub decode_ids: Option<String>,
     /// Decode the `decode_ids` recorded in this dump's metadata (a reference decode run of the
-    /// same prompt: its `input_ids` must be ours).
+    /// same prompt: its `input_ids` must be ours); implies --decode with their count.
     #[arg(long, value_name = "REF")]
     pub decode_from: Option<PathBuf>,
     /// Refuse a run estimated to need more than GIB gibibytes besides its weights (default:
