@@ -199,7 +199,25 @@ pub fn check_dump_output(flag: &str, out: &Path) -> Result<()> {
     let Ok(meta) = std::fs::metadata(out) else {
         return Ok(());
     };
-    if meta.is_file() || meta.is_dir() || is_dev_null(out) {
+    if meta.is_file() {
+        // A reference exported by transformers is not replaced by a run of ours (a
+        // newcomer's run: `--out fixtures/demo/ref.npz` replaced the committed reference,
+        // exit 0). A file that is no readable dump is the writer's to replace.
+        let producer = divergence_dump::Dump::open(out).ok().and_then(|d| {
+            d.meta()
+                .and_then(|m| m.producer_str("name"))
+                .map(str::to_string)
+        });
+        if let Some(name) = producer.filter(|n| n.starts_with("transformers")) {
+            bail!(
+                "{flag} {}: it holds a reference dump written by transformers (producer.name '{}'), which this run would replace: write elsewhere, or remove it first",
+                divergence_names::one_line(&out.display().to_string()),
+                divergence_names::one_line(&name)
+            );
+        }
+        return Ok(());
+    }
+    if meta.is_dir() || is_dev_null(out) {
         // A folder is the writer's own error, with its path.
         return Ok(());
     }
@@ -467,5 +485,45 @@ mod tests {
         std::os::unix::fs::symlink("/dev/full", &full).unwrap();
         let e = check_dump_output("--out", &full).unwrap_err().to_string();
         assert!(e.contains("a character device"), "{e}");
+    }
+
+    /// A reference exported by transformers is not replaced by a run; a run of ours, a file
+    /// that is no dump, and a dump without metadata are.
+    #[test]
+    fn a_run_does_not_replace_a_reference_dump() {
+        use divergence_dump::{DumpWriter, Meta, TensorData};
+        let dir = tempfile::tempdir().unwrap();
+        let dump = |name: &str, producer: Option<&str>| {
+            let path = dir.path().join(name);
+            let mut w = DumpWriter::create(&path).unwrap();
+            w.add("x", &[1], TensorData::F32(&[1.0])).unwrap();
+            w.finish(Meta {
+                producer: producer.map(|p| serde_json::json!({ "name": p })),
+                ..Meta::default()
+            })
+            .unwrap();
+            path
+        };
+        for name in ["transformers", "transformers+planted-bug"] {
+            let reference = dump("ref.npz", Some(name));
+            let e = check_dump_output("--out", &reference)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("it holds a reference dump written by transformers")
+                    && e.contains(name)
+                    && !e.contains('\n'),
+                "{e}"
+            );
+        }
+        for path in [
+            dump("ours.npz", Some("divergence-qwen3")),
+            dump("bare.npz", None),
+        ] {
+            assert!(check_dump_output("--out", &path).is_ok());
+        }
+        let text = dir.path().join("notes.npz");
+        std::fs::write(&text, b"not a dump").unwrap();
+        assert!(check_dump_output("--out", &text).is_ok());
     }
 }

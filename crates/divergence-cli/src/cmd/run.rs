@@ -89,7 +89,8 @@ pub struct RunArgs {
     /// Inject a porting fault (repeatable); see below.
     #[arg(long, value_name = "FAULT")]
     pub inject: Vec<FaultSpec>,
-    /// Dump file (.npz or .safetensors). Without it probes are off (timing only).
+    /// Dump file (.npz or .safetensors); a reference dump written by transformers there is not
+    /// replaced (an error). Without it probes are off (timing only).
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
     /// Teacher forcing: every op computes from this reference dump's values of its inputs
