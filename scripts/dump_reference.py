@@ -785,7 +785,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-norm-gains", dest="norm_gains", action="store_false",
                    help="with --config: plain q_norm/k_norm weights (~1) instead of Qwen3-0.6B-like gains up to 96.5")
     p.add_argument("--save-model", metavar="DIR", help="with --config: write config.json + model.safetensors")
-    p.add_argument("--save-dtype", type=dtype_arg, choices=DTYPES, help="with --config: weight storage dtype "
+    p.add_argument("--save-dtype", type=dtype_arg, choices=DTYPES, help="with --config: weight storage dtype, short names taken "
                    "(default: the config's dtype, else --dtype); weights are rounded to it before running")
     ids = p.add_mutually_exclusive_group(required=True)
     ids.add_argument("--ids", help="token ids, e.g. 1,2,3")
@@ -812,7 +812,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "--truth-dtype (same --attn, same device) and write that dump to FILE: the high-precision "
                    "truth for `divergence diff --truth` (docs/tolerances.md)")
     p.add_argument("--truth-dtype", type=dtype_arg, choices=("float64", "float32"), default="float64",
-                   help="dtype of the --truth-out run (default float64)")
+                   help="dtype of the --truth-out run (default float64; f64, f32 also taken)")
     return p
 
 

@@ -594,6 +594,19 @@ fn dumps_of_models_of_other_sizes_are_said() {
     same["rope_theta"] = serde_json::json!(1e6);
     let same = dump("same.npz", Some(same));
     let none = dump("none.npz", None);
+    // transformers 5 keeps theta in `rope_parameters` (every reference it exports)
+    let mut nested = qwen.clone();
+    nested.as_object_mut().unwrap().remove("rope_theta");
+    nested["rope_parameters"] = serde_json::json!({"rope_theta": 10000.0, "rope_type": "default"});
+    let nested = dump("nested.npz", Some(nested));
+    // a reference of a copy cut down to its first layers, an epsilon stored in f32
+    let mut cut = qwen.clone();
+    cut["num_hidden_layers"] = 2.into();
+    cut["rms_norm_eps"] = serde_json::json!(1e-6);
+    let cut = dump("cut.npz", Some(cut));
+    let mut eps = qwen.clone();
+    eps["rms_norm_eps"] = serde_json::json!(9.99999997e-7);
+    let ours_eps = dump("ours_eps.npz", Some(eps));
     let said = |run: &Run| -> Vec<String> {
         common::warnings(&run.json())
             .into_iter()
@@ -609,9 +622,68 @@ fn dumps_of_models_of_other_sizes_are_said() {
             "{ours} and {other} record models of other sizes: head_dim 32 / 16, rope_theta 1000000.0 / 10000.0 (ours / the reference's): the dumps of two different models, or a port whose config is wrong there"
         )]
     );
-    for quiet in [&same, &none] {
-        let run = divergence(&["diff", &ours, quiet, "--format", "json"]);
-        assert!(said(&run).is_empty(), "{quiet}: {:?}", said(&run));
+    let run = divergence(&["diff", &ours, &nested, "--format", "json"]);
+    assert_eq!(
+        said(&run),
+        [format!(
+            "{ours} and {nested} record models of other sizes: rope_theta 1000000.0 / 10000.0 (ours / the reference's): the dumps of two different models, or a port whose config is wrong there"
+        )]
+    );
+    for (a, quiet) in [
+        (&ours, &same),
+        (&ours, &none),
+        (&ours, &cut),
+        (&ours_eps, &cut),
+    ] {
+        let run = divergence(&["diff", a, quiet, "--format", "json"]);
+        assert!(said(&run).is_empty(), "{a} {quiet}: {:?}", said(&run));
+    }
+}
+
+/// `run --out` over a dump written by transformers (a reference) is refused, exit 2, one line,
+/// the file unchanged (a newcomer replaced the committed demo reference); over a dump of ours
+/// it writes as before, and the clash with an input file is said first.
+#[test]
+fn a_run_does_not_replace_a_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    let reference = dir.path().join("ref.npz");
+    std::fs::copy(root().join("fixtures/demo/ref.npz"), &reference).unwrap();
+    let before = std::fs::read(&reference).unwrap();
+    let run = |out: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "run",
+            "--model",
+            "fixtures/tiny-qwen3",
+            "--ids",
+            "1,2",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        divergence(&args)
+    };
+    let refused = run(&reference, &[]);
+    assert_eq!(refused.code, 2, "{}", refused.transcript());
+    assert_eq!(refused.stderr.lines().count(), 1, "{}", refused.stderr);
+    assert!(
+        refused
+            .stderr
+            .contains("it holds a dump written by transformers (producer.name 'transformers'"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(std::fs::read(&reference).unwrap(), before);
+    let clash = run(&reference, &["--decode-from", reference.to_str().unwrap()]);
+    assert_eq!(clash.code, 2);
+    assert!(
+        clash.stderr.contains("that is the --decode-from file"),
+        "{}",
+        clash.stderr
+    );
+    let ours = dir.path().join("ours.npz");
+    for _ in 0..2 {
+        let ok = run(&ours, &[]);
+        assert_eq!(ok.code, 0, "{}", ok.transcript());
     }
 }
 

@@ -10,7 +10,8 @@
 //! (the report's tallies, the table's per-layer lines) goes through [`Row`], a view that answers
 //! them from the sums with the functions that build the row (`compare.rs`'s
 //! `pair_terms` and `pair_verdict`), so a field read from a view and from the built row are the
-//! same bits (tested). JSON, HTML and the TUI build each row they show alone ([`Rows::op`]);
+//! same bits (tested). HTML and the TUI build each row they show alone ([`Rows::op`]), and so
+//! does JSON but for a step within tolerance, which it writes from the views;
 //! what needs every row whole at once (tests) dereferences [`Rows`] to a `Vec<OpResult>`,
 //! which builds every row once, on first use, and keeps them; [`Rows::is_built`] says whether
 //! that happened.

@@ -38,7 +38,8 @@ pub(crate) fn render(report: &Report, out: &mut dyn Write) -> io::Result<()> {
     let len = report.ops.len();
     let window = ROWS_PER_TASK * TASKS_PER_WINDOW;
     for start in (0..len).step_by(window) {
-        // Each task's rows, a compact report's steps built one at a time ([`Rows::op`]).
+        // Each task's rows: a compact report's steps within tolerance from their sums, the
+        // others built one at a time ([`Rows::op`]).
         let parts: Vec<Vec<u8>> = (start..len.min(start + window))
             .step_by(ROWS_PER_TASK)
             .collect::<Vec<_>>()

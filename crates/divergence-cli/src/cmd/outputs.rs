@@ -1,7 +1,8 @@
 //! The files a command writes must not be the files it reads: `diff --json-out ours.npz`
 //! would replace a dump with its own report (found by a bad-input hunt: the next run failed on
 //! it), and two outputs given one file would keep only the last written; nor may an output be
-//! a folder or lie in a folder that is missing. Checked before anything is read or written.
+//! a folder or lie in a folder that is missing; nor may `run --out` replace a dump written by
+//! transformers (a reference). Checked before anything else is read or written.
 
 use std::path::{Path, PathBuf};
 
@@ -194,7 +195,9 @@ pub fn model_files(model: &Path) -> Vec<PathBuf> {
 
 /// Refuses a dump output (`run --out`) that exists and is not a regular file, but for
 /// `/dev/null`: an npz is written with seeks, so a FIFO waited for a reader forever and then
-/// failed ("Illegal seek"), and a device is no place for a dump.
+/// failed ("Illegal seek"), and a device is no place for a dump; and a regular file that is a
+/// dump written by transformers (`producer.name` `transformers...`), opened to read its
+/// metadata (its index only, no tensor: ~0.1 s for a dump of 150,000 members).
 pub fn check_dump_output(flag: &str, out: &Path) -> Result<()> {
     let Ok(meta) = std::fs::metadata(out) else {
         return Ok(());
@@ -210,7 +213,7 @@ pub fn check_dump_output(flag: &str, out: &Path) -> Result<()> {
         });
         if let Some(name) = producer.filter(|n| n.starts_with("transformers")) {
             bail!(
-                "{flag} {}: it holds a reference dump written by transformers (producer.name '{}'), which this run would replace: write elsewhere, or remove it first",
+                "{flag} {}: it holds a dump written by transformers (producer.name '{}', a reference), which this run would replace: write elsewhere, or remove it first",
                 divergence_names::one_line(&out.display().to_string()),
                 divergence_names::one_line(&name)
             );
@@ -510,7 +513,7 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(
-                e.contains("it holds a reference dump written by transformers")
+                e.contains("it holds a dump written by transformers")
                     && e.contains(name)
                     && !e.contains('\n'),
                 "{e}"

@@ -121,12 +121,12 @@ pub struct RunArgs {
 
 /// `--out` is none of the files the run reads (the checkpoint, the ids, `--replay`,
 /// `--decode-from`: `--out DIR/model.safetensors` replaced the weights with the dump, and
-/// `--out` of the `--replay` file truncated it while it was mapped), and is a regular file.
+/// `--out` of the `--replay` file truncated it while it was mapped), is a regular file, and
+/// holds no dump written by transformers (a reference the run would replace).
 fn check_outputs(args: &RunArgs) -> Result<()> {
     let Some(out) = args.out.as_deref() else {
         return Ok(());
     };
-    crate::cmd::outputs::check_dump_output("--out", out)?;
     let model = crate::cmd::outputs::model_files(&args.model);
     let inputs: Vec<(&str, &std::path::Path)> = [
         args.ids_file.as_deref().map(|p| ("--ids-file", p)),
@@ -137,7 +137,9 @@ fn check_outputs(args: &RunArgs) -> Result<()> {
     .flatten()
     .chain(model.iter().map(|p| ("--model", p.as_path())))
     .collect();
-    crate::cmd::outputs::check(&[("--out", Some(out))], &inputs)
+    // The clash with an input first: its message is the more telling one.
+    crate::cmd::outputs::check(&[("--out", Some(out))], &inputs)?;
+    crate::cmd::outputs::check_dump_output("--out", out)
 }
 
 pub fn run(args: RunArgs) -> Result<Exit> {
