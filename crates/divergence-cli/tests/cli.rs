@@ -1943,6 +1943,25 @@ fn nothing_compared_is_an_error_not_a_pass() {
         "{}",
         table.stdout
     );
+    assert!(!run.stderr.contains("checkpoint"), "{}", run.stderr);
+    // A checkpoint given as REF (a newcomer's run): the line says what it is.
+    let run = divergence(&[
+        "diff",
+        "fixtures/demo/ours.npz",
+        "fixtures/tiny-qwen3/model.safetensors",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(run.code, 2, "{}", run.transcript());
+    assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+    assert!(
+        run.stderr.ends_with(
+            "no probe was compared (no name in common, or none readable) (REF holds weights, \
+             `*.weight`: a model checkpoint, not a dump of activations)\n"
+        ),
+        "{}",
+        run.stderr
+    );
     let md = diff_files(&ours, &reference, &["--format", "markdown"]);
     assert!(
         md.stdout.contains("## ⚠️ NOTHING COMPARED"),

@@ -603,7 +603,28 @@ fn meaningless(report: &Report) -> String {
             report.summary.compared
         )
     } else {
-        "no probe was compared (no name in common, or none readable)".to_string()
+        // A checkpoint given as a dump (a newcomer's run: model.safetensors as REF read only
+        // "no name in common"): its tensors are weights.
+        let weights = |names: &[String]| {
+            let n = names
+                .iter()
+                .filter(|n| n.ends_with(".weight") || n.ends_with(".bias"))
+                .count();
+            n > 0 && 2 * n > names.len()
+        };
+        let which = match (weights(&report.only_ours), weights(&report.only_ref)) {
+            (true, true) => {
+                " (both hold weights, `*.weight`: model checkpoints, not dumps of activations)"
+            }
+            (true, false) => {
+                " (OURS holds weights, `*.weight`: a model checkpoint, not a dump of activations)"
+            }
+            (false, true) => {
+                " (REF holds weights, `*.weight`: a model checkpoint, not a dump of activations)"
+            }
+            (false, false) => "",
+        };
+        format!("no probe was compared (no name in common, or none readable){which}")
     }
 }
 
