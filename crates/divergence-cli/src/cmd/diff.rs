@@ -2594,9 +2594,19 @@ fn swapped_warning(ours: &MappedDump<'_>, reference: &MappedDump<'_>) -> Option<
 
 /// Two model config values that say different things: numbers as numbers (`1000000` and `1e6`
 /// are one theta, `2` and `2.0` one head count; fractions within a relative 1e-6, so that an
-/// epsilon stored in f32, 9.99999997e-7, is 1e-6); a null says nothing.
+/// epsilon stored in f32, 9.99999997e-7, is 1e-6; a number written as a string, `"8"`, is that
+/// number: a hunt); a null says nothing.
 fn config_values_differ(a: &serde_json::Value, b: &serde_json::Value) -> bool {
-    match (a.as_f64(), b.as_f64()) {
+    let num = |v: &serde_json::Value| {
+        v.as_f64().or_else(|| {
+            v.as_str()?
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|x| x.is_finite())
+        })
+    };
+    match (num(a), num(b)) {
         (Some(x), Some(y)) => (x - y).abs() > 1e-6 * x.abs().max(y.abs()),
         _ => !a.is_null() && !b.is_null() && a != b,
     }

@@ -205,12 +205,17 @@ pub fn check_dump_output(flag: &str, out: &Path) -> Result<()> {
     if meta.is_file() {
         // A reference exported by transformers is not replaced by a run of ours (a
         // newcomer's run: `--out fixtures/demo/ref.npz` replaced the committed reference,
-        // exit 0). A file that is no readable dump is the writer's to replace.
-        let producer = divergence_dump::Dump::open(out).ok().and_then(|d| {
-            d.meta()
+        // exit 0). A file that does not open as a dump is read for its producer's name as
+        // plain bytes (a hunt: metadata the reader refuses, a member cut short, replaced
+        // without a word); one that names none is the writer's to replace (a run of ours cut
+        // short, say).
+        let producer = match divergence_dump::Dump::open(out) {
+            Ok(d) => d
+                .meta()
                 .and_then(|m| m.producer_str("name"))
-                .map(str::to_string)
-        });
+                .map(str::to_string),
+            Err(_) => raw_producer_is_transformers(out).then(|| "transformers".to_string()),
+        };
         if let Some(name) = producer.filter(|n| n.starts_with("transformers")) {
             bail!(
                 "{flag} {}: it holds a dump written by transformers (producer.name '{}', a reference), which this run would replace: write elsewhere, or remove it first",
@@ -230,6 +235,56 @@ pub fn check_dump_output(flag: &str, out: &Path) -> Result<()> {
         divergence_names::one_line(&out.display().to_string()),
         divergence_checkpoint::file_kind(out, &meta.file_type())
     )
+}
+
+/// Whether the first or last MiB of `path` names transformers as a dump's producer, read as
+/// bytes (`"producer": {"name": "transformers...`): the metadata of a file that does not open
+/// as a dump, where the exporter writes it (an npz's stored `__meta__` member, a safetensors
+/// header). Deflated metadata is not read.
+fn raw_producer_is_transformers(path: &Path) -> bool {
+    use std::io::{Read, Seek, SeekFrom};
+    const SPAN: u64 = 1 << 20;
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return false;
+    };
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut read = |from: u64| -> Vec<u8> {
+        let mut buf = Vec::new();
+        if file.seek(SeekFrom::Start(from)).is_ok() {
+            let _ = (&mut file).take(SPAN).read_to_end(&mut buf);
+        }
+        buf
+    };
+    let head = read(0);
+    let tail = if len > SPAN {
+        read(len - SPAN)
+    } else {
+        Vec::new()
+    };
+    [head, tail].iter().any(|bytes| names_transformers(bytes))
+}
+
+/// `"producer"`, then within 256 bytes `"name"`, `:` and a string starting `transformers`.
+fn names_transformers(bytes: &[u8]) -> bool {
+    let find = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).position(|w| w == needle);
+    let mut rest = bytes;
+    while let Some(at) = find(rest, b"\"producer\"") {
+        let after = &rest[at + 10..];
+        let window = &after[..after.len().min(256)];
+        if let Some(n) = find(window, b"\"name\"") {
+            let value = window[n + 6..]
+                .iter()
+                .skip_while(|b| b.is_ascii_whitespace() || **b == b':')
+                .copied()
+                .take(13)
+                .collect::<Vec<u8>>();
+            if value.as_slice() == b"\"transformers" {
+                return true;
+            }
+        }
+        rest = after;
+    }
+    false
 }
 
 /// How long [`create`] waits for a process to open a pipe for reading: a reader started just
@@ -528,5 +583,32 @@ mod tests {
         let text = dir.path().join("notes.npz");
         std::fs::write(&text, b"not a dump").unwrap();
         assert!(check_dump_output("--out", &text).is_ok());
+        // A file that does not open as a dump but names transformers as its producer in
+        // plain bytes (metadata the reader refuses, a hunt) is not replaced either.
+        let odd = dir.path().join("odd.npz");
+        let mut bytes = b"PK\x03\x04 cut short ".to_vec();
+        bytes.extend_from_slice(br#"{"format": 9, "producer": {"name":  "transformers", "x": 1}}"#);
+        std::fs::write(&odd, &bytes).unwrap();
+        let e = check_dump_output("--out", &odd).unwrap_err().to_string();
+        assert!(e.contains("it holds a dump written by transformers"), "{e}");
+    }
+
+    #[test]
+    fn a_producer_named_in_plain_bytes() {
+        for yes in [
+            &br#"{"producer": {"name": "transformers"}}"#[..],
+            br#"..."producer":{"torch":"2","name":"transformers+planted-bug"}"#,
+        ] {
+            assert!(names_transformers(yes), "{}", String::from_utf8_lossy(yes));
+        }
+        for no in [
+            &br#"{"producer": {"name": "divergence-qwen3"}}"#[..],
+            br#"{"name": "transformers"}"#,
+            br#"{"producer": {"name": "Transformers"}}"#,
+            br#"{"producer": "#,
+            b"",
+        ] {
+            assert!(!names_transformers(no), "{}", String::from_utf8_lossy(no));
+        }
     }
 }
