@@ -571,16 +571,14 @@ fn exact_flags_any_difference() {
 fn dumps_of_models_of_other_sizes_are_said() {
     let dir = tempfile::tempdir().unwrap();
     let dump = |name: &str, model: Option<Value>| {
-        let path = dir.path().join(name);
-        let mut w = DumpWriter::create(&path).unwrap();
-        w.add("model.embed_tokens", &[2], TensorData::F32(&[1.0, 2.0]))
-            .unwrap();
-        w.finish(Meta {
-            model,
-            ..Meta::default()
-        })
-        .unwrap();
-        path.to_str().unwrap().to_string()
+        meta_dump(
+            dir.path(),
+            name,
+            Meta {
+                model,
+                ..Meta::default()
+            },
+        )
     };
     let qwen = serde_json::json!({"hidden_size": 64, "head_dim": 32, "rope_theta": 1000000.0,
         "num_hidden_layers": 4, "torch_dtype": "float32"});
@@ -696,16 +694,14 @@ fn a_run_does_not_replace_a_reference() {
 fn arguments_that_look_swapped_are_said() {
     let dir = tempfile::tempdir().unwrap();
     let dump = |name: &str, producer: Option<&str>| {
-        let path = dir.path().join(name);
-        let mut w = DumpWriter::create(&path).unwrap();
-        w.add("model.embed_tokens", &[2], TensorData::F32(&[1.0, 2.0]))
-            .unwrap();
-        w.finish(Meta {
-            producer: producer.map(|p| serde_json::json!({ "name": p })),
-            ..Meta::default()
-        })
-        .unwrap();
-        path.to_str().unwrap().to_string()
+        meta_dump(
+            dir.path(),
+            name,
+            Meta {
+                producer: producer.map(|p| serde_json::json!({ "name": p })),
+                ..Meta::default()
+            },
+        )
     };
     let reference = dump("ref.npz", Some("transformers"));
     let ours = dump("ours.npz", Some("divergence-qwen3"));
@@ -1035,6 +1031,16 @@ fn model_annotates_the_k_norm_weight_gain() {
 }
 
 // ---------------------------------------------------------------- dumps written here
+
+/// `dir/name`: a dump of one probe (`model.embed_tokens`) with metadata `meta`; its path.
+fn meta_dump(dir: &Path, name: &str, meta: Meta) -> String {
+    let path = dir.join(name);
+    let mut w = DumpWriter::create(&path).unwrap();
+    w.add("model.embed_tokens", &[2], TensorData::F32(&[1.0, 2.0]))
+        .unwrap();
+    w.finish(meta).unwrap();
+    path.to_str().unwrap().to_string()
+}
 
 fn write_dump(path: &Path, tensors: &[(&str, &[usize], &[f32])], input_ids: Option<Vec<i64>>) {
     let mut w = DumpWriter::create(path).unwrap();

@@ -94,8 +94,10 @@ macro_rules! key {
 
 /// One row's fields, borrowed from a row stored whole or read from a decode step's sums.
 struct Fields<'a> {
-    /// The name, or a step's probe name and step (`base@step`, written without building it).
-    name: (&'a str, Option<usize>),
+    /// The name, or a decode step's probe name, written `base@step` with [`Fields::step`]
+    /// (without building it) where `step_name` says so.
+    name: &'a str,
+    step_name: bool,
     status: Status,
     reason: Option<&'a str>,
     layer: Option<usize>,
@@ -136,7 +138,8 @@ fn write_row(buf: &mut Vec<u8>, row: &OpResult) -> serde_json::Result<()> {
     write_fields(
         buf,
         Fields {
-            name: (name, None),
+            name,
+            step_name: false,
             status: *status,
             reason: reason.as_deref(),
             layer: *layer,
@@ -160,12 +163,12 @@ fn write_step(buf: &mut Vec<u8>, row: Row<'_>) -> serde_json::Result<()> {
     let (rule, errors) = row.terms();
     let mut errors = errors.into_owned();
     errors.max_abs_err_index = row.max_abs_err_index();
-    let (base, step) = row.split();
     let reason = row.reason();
     write_fields(
         buf,
         Fields {
-            name: (base, Some(step)),
+            name: row.base(),
+            step_name: true,
             status: row.status(),
             reason: reason.as_deref(),
             layer: row.layer(),
@@ -224,9 +227,9 @@ fn write_fields(buf: &mut Vec<u8>, f: Fields<'_>) -> serde_json::Result<()> {
     let mut w = RowWriter { buf, first: true };
     w.buf.push(b'{');
     key!(w, "name");
-    match f.name {
-        (name, None) => w.string(name)?,
-        (base, Some(step)) => w.step_name(base, step)?,
+    match f.step_name {
+        false => w.string(f.name)?,
+        true => w.step_name(f.name, f.step)?,
     }
     key!(w, "status");
     serde_json::to_writer(&mut *w.buf, &f.status)?;

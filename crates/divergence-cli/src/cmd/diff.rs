@@ -2554,19 +2554,14 @@ fn model_sizes_warning(
         ours.meta()?.model.as_ref()?,
         reference.meta()?.model.as_ref()?,
     );
-    let value = |v: &serde_json::Value| {
-        divergence_names::one_line(&crate::cmd::parse::shortened(&v.to_string())).into_owned()
-    };
     let differ: Vec<String> = TRUTH_CONFIG_KEYS
         .iter()
         .filter_map(|&key| {
             let (a, b) = (config_value(o, key)?, config_value(r, key)?);
-            // More layers in ours: a reference of a copy cut down to its first layers (as
-            // `model_dir_check` allows; a review).
-            let cut = key == "num_hidden_layers"
-                && a.as_f64().zip(b.as_f64()).is_some_and(|(x, y)| x > y);
-            (config_values_differ(a, b) && !cut)
-                .then(|| format!("{key} {} / {}", value(a), value(b)))
+            // More layers in ours: a reference of a copy cut down to its first layers (a
+            // review).
+            (config_values_differ(a, b) && !more_layers(key, a, b))
+                .then(|| format!("{key} {} / {}", config_text(a), config_text(b)))
         })
         .collect();
     (!differ.is_empty()).then(|| {
@@ -2612,6 +2607,17 @@ fn config_values_differ(a: &serde_json::Value, b: &serde_json::Value) -> bool {
     }
 }
 
+/// `num_hidden_layers` of `a` above `b`'s: a model and the copy of it cut down to its first
+/// layers (a reference may be made of one), which the size checks let pass.
+fn more_layers(key: &str, a: &serde_json::Value, b: &serde_json::Value) -> bool {
+    key == "num_hidden_layers" && a.as_f64().zip(b.as_f64()).is_some_and(|(x, y)| x > y)
+}
+
+/// A config value as the size checks' messages write it: on one line, shortened.
+fn config_text(v: &serde_json::Value) -> String {
+    divergence_names::one_line(&crate::cmd::parse::shortened(&v.to_string())).into_owned()
+}
+
 /// A size of a recorded model config ([`TRUTH_CONFIG_KEYS`]): `rope_theta` also where
 /// transformers 5 keeps it, in `rope_parameters` (every reference it exports: the top-level
 /// key is gone, and a check of it read nothing; a review).
@@ -2648,15 +2654,13 @@ fn model_dir_check(dir: &Path, dumps: [(&MappedDump<'_>, &PathBuf); 2]) -> Resul
         if let (Some(a), Some(b)) = (config_value(&config, key), config_value(&recorded, key)) {
             // A checkpoint of more layers than the dumps' model: the reference may be of a
             // copy cut down to its first layers, whose gains are those (a review).
-            let more_layers = key == "num_hidden_layers"
-                && a.as_f64().zip(b.as_f64()).is_some_and(|(x, y)| x > y);
-            if config_values_differ(a, b) && !more_layers {
+            if config_values_differ(a, b) && !more_layers(key, a, b) {
                 anyhow::bail!(
                     "--model {}: its config.json has {key} {} where the model {} records has {}: a checkpoint of another model (its norm gains and weights would annotate this report)",
                     divergence_names::one_line(&dir.display().to_string()),
-                    divergence_names::one_line(&crate::cmd::parse::shortened(&a.to_string())),
+                    config_text(a),
                     divergence_names::one_line(&path.display().to_string()),
-                    divergence_names::one_line(&crate::cmd::parse::shortened(&b.to_string()))
+                    config_text(b)
                 );
             }
         }
@@ -2686,9 +2690,9 @@ fn truth_model_check(
                     anyhow::bail!(
                         "{}: the truth dump's model has {key} {} where {}'s has {}: it is not a truth run of this reference",
                         truth_path.display(),
-                        divergence_names::one_line(&crate::cmd::parse::shortened(&a.to_string())),
+                        config_text(a),
                         ref_path.display(),
-                        divergence_names::one_line(&crate::cmd::parse::shortened(&b.to_string()))
+                        config_text(b)
                     );
                 }
             }
