@@ -23,7 +23,8 @@ tests/python/test_heldout.py runs `t2`'s bf16 `decode-mask`. `SIXTEENTH`: the fo
 seventeenth (docs/results/heldout-2026-12-07-session59-seventeenth.txt), not run in CI.
 `EIGHTEENTH`: the four of an eighteenth (docs/results/heldout-2026-12-07-session60-eighteenth.txt),
 not run in CI. `NINETEENTH`: the four of a nineteenth
-(docs/results/heldout-2026-12-08-session61-nineteenth.txt), not run in CI.
+(docs/results/heldout-2026-12-08-session61-nineteenth.txt), not run in CI. `TWENTIETH`: the four of a
+twentieth (docs/results/heldout-2026-12-08-session62-twentieth.txt), not run in CI.
 
 `make(name, workdir)` builds one with real transformers (scripts/dump_reference.py, seeded init)
 and returns its directory, its prompt (comma-separated ids) and its config changes.
@@ -412,6 +413,26 @@ NINETEENTH = {
            "eager", {"k_norm": {0: 96.5, 7: 40.0}}),
 }
 
+# The twentieth held-out check's four (a helper, 2026-12-08, session 62; results:
+# docs/results/heldout-2026-12-08-session62-twentieth.txt): the swap faults' shapes. g1: MHA, q, k,
+# v and o all [T, 96]; g2: intermediate_size = hidden_size (gate/up/down, q_proj and o_proj one
+# shape); g3: GQA 4:1 with head_dim 128, k/v [T, 256] = the hidden size; g4: one kv head, a
+# 1-token prompt, k_norm 1 but for channels at 96.5 and 30. Not run in CI.
+TWENTIETH = {
+    "g1": (dict(hidden_size=96, num_hidden_layers=3, num_attention_heads=3, num_key_value_heads=3,
+                head_dim=32, intermediate_size=224, vocab_size=500, rope_theta=1000000.0), 6201, 2, 16,
+           "eager", "x3"),
+    "g2": (dict(hidden_size=128, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
+                head_dim=32, intermediate_size=128, vocab_size=700, rope_theta=500000.0), 6202, 100, 8,
+           "sdpa", True),
+    "g3": (dict(hidden_size=256, num_hidden_layers=2, num_attention_heads=8, num_key_value_heads=2,
+                head_dim=128, intermediate_size=512, vocab_size=900, rope_theta=1000000.0), 6203, 33, 32,
+           "eager", True),
+    "g4": (dict(hidden_size=64, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=1,
+                head_dim=16, intermediate_size=160, vocab_size=400, rope_theta=10000.0), 6204, 1, 24,
+           "eager", {"k_norm": {0: 96.5, 5: 30.0}}),
+}
+
 
 def make(name: str, workdir: Path) -> tuple[Path, str, dict]:
     """Model `name` saved (float32 weights) under `workdir`: (its directory, its prompt, its
@@ -420,7 +441,7 @@ def make(name: str, workdir: Path) -> tuple[Path, str, dict]:
                                                     **TENTH, **REVIEW46, **REVIEW47, **ELEVENTH,
                                                     **TWELFTH, **THIRTEENTH, **FOURTEENTH,
                                                     **FIFTEENTH, **SIXTEENTH, **SEVENTEENTH,
-                                                    **EIGHTEENTH, **NINETEENTH}[name]
+                                                    **EIGHTEENTH, **NINETEENTH, **TWENTIETH}[name]
     cfg = json.loads((REPO / "fixtures/configs/tiny-qwen3.json").read_text())
     cfg.update(changes, max_window_layers=changes["num_hidden_layers"])
     workdir.mkdir(parents=True, exist_ok=True)

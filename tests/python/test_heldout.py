@@ -177,6 +177,8 @@ ONE_PASS = [
     ("act=gelu", "model.layers.0.mlp.act_fn", "activation"),
     ("gqa-tile", "model.layers.0.self_attn.attn_out", "gqa_layout"),
     ("rms-eps=1e-3", "model.layers.0.input_layernorm", "eps"),
+    ("swap-gate-up", "model.layers.0.mlp.gate_proj", "another_op"),
+    ("swap-k-v@1", "model.layers.1.self_attn.k_proj", "another_op"),
 ]
 
 

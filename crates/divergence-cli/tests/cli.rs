@@ -607,6 +607,15 @@ fn dumps_of_models_of_other_sizes_are_said() {
     let mut eps = qwen.clone();
     eps["rms_norm_eps"] = serde_json::json!(9.99999997e-7);
     let ours_eps = dump("ours_eps.npz", Some(eps));
+    // layers written as a string are cut as the number (a hunt: `"4"` against 2 warned), and
+    // two spellings of one non-number say the same
+    let mut text = qwen.clone();
+    text["num_hidden_layers"] = "4".into();
+    text["rope_theta"] = "NaN".into();
+    let ours_text = dump("ours_text.npz", Some(text));
+    let mut nan = cut_copy(&qwen);
+    nan["rope_theta"] = "nan".into();
+    let ref_nan = dump("ref_nan.npz", Some(nan));
     let said = |run: &Run| -> Vec<String> {
         common::warnings(&run.json())
             .into_iter()
@@ -634,10 +643,18 @@ fn dumps_of_models_of_other_sizes_are_said() {
         (&ours, &none),
         (&ours, &cut),
         (&ours_eps, &cut),
+        (&ours_text, &ref_nan),
     ] {
         let run = divergence(&["diff", a, quiet, "--format", "json"]);
         assert!(said(&run).is_empty(), "{a} {quiet}: {:?}", said(&run));
     }
+}
+
+/// `model` cut down to 2 layers.
+fn cut_copy(model: &Value) -> Value {
+    let mut cut = model.clone();
+    cut["num_hidden_layers"] = 2.into();
+    cut
 }
 
 /// `run --out` over a dump written by transformers (a reference) is refused, exit 2, one line,
@@ -687,6 +704,58 @@ fn a_run_does_not_replace_a_reference() {
     }
 }
 
+/// A report output that already holds a dump (one not among the inputs) is refused, exit 2,
+/// one line, the dump unchanged (a hunt: `--json-out other_ref.npz` replaced a reference); the
+/// safetensors reference that does not open as a dump is not replaced by a run either (its
+/// metadata is a JSON string inside JSON, escaped, which the byte scan did not read: a hunt).
+#[test]
+fn a_report_does_not_replace_a_dump() {
+    let dir = tempfile::tempdir().unwrap();
+    let other = dir.path().join("other_ref.npz");
+    std::fs::copy(root().join(F32_EAGER), &other).unwrap();
+    let before = std::fs::read(&other).unwrap();
+    for flag in [
+        "--json-out",
+        "--markdown-out",
+        "--html-out",
+        "--suggest-map",
+    ] {
+        let run = divergence(&["diff", F32_EAGER, F32_EAGER, flag, other.to_str().unwrap()]);
+        assert_eq!(run.code, 2, "{flag}: {}", run.transcript());
+        assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+        assert!(
+            run.stderr
+                .contains("it holds a dump (npz), which the report would replace"),
+            "{}",
+            run.stderr
+        );
+    }
+    assert_eq!(std::fs::read(&other).unwrap(), before);
+    // a safetensors reference cut short after its header: no dump opens, its producer is read
+    let st = std::fs::read(root().join("fixtures/ref/tiny-qwen3.bf16.eager.safetensors")).unwrap();
+    let header = u64::from_le_bytes(st[..8].try_into().unwrap()) as usize;
+    let kept = 8 + header + 100;
+    let cut = dir.path().join("cut.safetensors");
+    std::fs::write(&cut, &st[..kept]).unwrap();
+    let run = divergence(&[
+        "run",
+        "--model",
+        "fixtures/tiny-qwen3",
+        "--ids",
+        "1,2",
+        "--out",
+        cut.to_str().unwrap(),
+    ]);
+    assert_eq!(run.code, 2, "{}", run.transcript());
+    assert!(
+        run.stderr
+            .contains("it holds a dump written by transformers"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(std::fs::read(&cut).unwrap(), &st[..kept]);
+}
+
 /// OURS from the reference exporter and REF from our model: the arguments look swapped, and
 /// the report says so (a newcomer's run: exit 0 and no word); the right order, and other
 /// producers, say nothing.
@@ -715,6 +784,9 @@ fn arguments_that_look_swapped_are_said() {
             .count()
     };
     assert_eq!(said(&reference, &ours), 1);
+    // (the fixtures' planted port is `transformers+planted-bug`: a transformers dump too)
+    let planted = dump("planted.npz", Some("transformers+planted-bug"));
+    assert_eq!(said(&planted, &ours), 1);
     assert_eq!(said(&ours, &reference), 0);
     assert_eq!(said(&reference, &engine), 0);
 }

@@ -75,7 +75,7 @@ fn hints(r: &Value) -> Vec<(String, String, String)> {
 
 #[test]
 fn every_fault_gets_the_hint_of_its_cause() {
-    let cases: [(&str, &str, &str, &str); 10] = [
+    let cases: [(&str, &str, &str, &str); 12] = [
         (
             "embed-scale",
             "scale",
@@ -135,6 +135,18 @@ fn every_fault_gets_the_hint_of_its_cause() {
             "eps",
             "model.layers.0.input_layernorm",
             "epsilon of ~0.001",
+        ),
+        (
+            "swap-gate-up",
+            "another_op",
+            "model.layers.0.mlp.gate_proj",
+            "ours' values are the reference's `up_proj` (rel err",
+        ),
+        (
+            "swap-k-v@1",
+            "another_op",
+            "model.layers.1.self_attn.k_proj",
+            "and ours' `v_proj` is the reference's `k_proj` (",
         ),
     ];
     for dtype in ["f32", "bf16"] {

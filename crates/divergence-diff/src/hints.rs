@@ -66,6 +66,10 @@ pub enum HintCode {
     /// a decode step's attention recomputed from each side's own query, keys and values: the
     /// kernel computes otherwise, or its inputs carry the error (`attention::kernel_hint`).
     AttentionKernel,
+    /// ours' values are those of another op of the reference (or the reference's those of
+    /// another op of ours): two weights swapped, a weight loaded from another op's tensor, or
+    /// a probe taken at another module ([`another_op`]).
+    AnotherOp,
 }
 
 impl HintCode {
@@ -89,6 +93,7 @@ impl HintCode {
             HintCode::CacheStage => "cache_stage",
             HintCode::AttentionSpread => "attention_spread",
             HintCode::AttentionKernel => "attention_kernel",
+            HintCode::AnotherOp => "another_op",
         }
     }
 }
@@ -366,8 +371,8 @@ fn scale(name: &str, dims: &[usize], o: &[f64], r: &[f64], shape: &ModelShape) -
             return None;
         }
     }
-    let mut suspects: Vec<(String, f64)> =
-        vec![("2".into(), 2.0), ("1/2".into(), 0.5), ("-1".into(), -1.0)];
+    // (Named factors only: a plain 2 or 1/2 named itself, "0.5 = 1/2 = 1/2"; a hunt.)
+    let mut suspects: Vec<(String, f64)> = Vec::new();
     if let Some(h) = shape.hidden {
         let s = (h as f64).sqrt();
         suspects.push((format!("sqrt(hidden {h})"), s));
@@ -1213,7 +1218,9 @@ fn reciprocal(c: f64) -> String {
     let inv = 1.0 / c;
     let k = inv.round();
     if k.abs() >= 2.0 && ((inv - k) / k).abs() < 1e-3 {
-        format!(" = 1/{k}")
+        // (`-1/2`, not `1/-2`: a hunt)
+        let sign = if k < 0.0 { "-" } else { "" };
+        format!(" = {sign}1/{}", k.abs())
     } else {
         String::new()
     }
@@ -2165,6 +2172,146 @@ fn nonfinite_origin(subject: &Subject<'_>, o: &[f64], r: &[f64]) -> Option<Hint>
         format!("the first NaN/Inf of ours is produced here from finite inputs ({nan} NaN, {inf} Inf): {kind}"),
         &[("nan", nan as f64), ("inf", inf as f64)],
     ))
+}
+
+/// Another op of the first divergence's step and layer, of its shape on both sides: its name
+/// (as the report has it) and the values of each side that could be read.
+#[derive(Debug, Clone)]
+pub struct Other<'a> {
+    /// The op's name in the report.
+    pub name: &'a str,
+    /// Our side of it.
+    pub ours: Option<Side<'a>>,
+    /// The reference's side of it.
+    pub reference: Option<Side<'a>>,
+}
+
+/// How far from its own reference an op must be for [`another_op`] to look elsewhere: values
+/// that are another op's are about as far from this op's as two unrelated tensors
+/// (`rel L2 err` ~1.4 for two of one norm; a fault of the catalogue's, `swap-gate-up`: 1.44).
+pub const ANOTHER_OP_FAR: f64 = 0.5;
+
+/// The most a match of [`another_op`] may differ: the other op's values within 5% (a bf16
+/// port's own noise is ~1e-2 at most, session-61 fixtures: 4e-3), and 20 times closer than
+/// to its own op's.
+pub const ANOTHER_OP_MATCH: f64 = 5e-2;
+
+/// `another_op`: the first divergence (`subject`, at least [`ANOTHER_OP_FAR`] from its own
+/// reference) holds the values the other side has at another op of its step and layer
+/// (`others`: ops of the same shapes). Ours' values within [`ANOTHER_OP_MATCH`] of the
+/// reference's `Y`, and 20 times closer than to this op's: ours computes `Y` here. When ours'
+/// `Y` is also the reference's value here, the two are swapped (`swap-gate-up`, `swap-k-v`: a
+/// fused projection split in the wrong order). The reference's values here within the bound
+/// of ours' `Y` alone: ours computes this op at `Y`. A match on either side: nothing else of
+/// the catalogue reads this way; the first divergence of an unrelated fault (a scale, a
+/// bias) is near no other op of its shape (every fault of `tests/hints.rs`, f32 and bf16).
+pub fn another_op(subject: &Subject<'_>, others: &[Other<'_>]) -> Option<Hint> {
+    let (ours, reference) = (&subject.ours, &subject.reference);
+    if !usable(ours) || !usable(reference) || ours.values.len() != reference.values.len() {
+        return None;
+    }
+    let (o, r) = (values(ours), values(reference));
+    if o.iter().chain(&r).any(|x| !x.is_finite()) {
+        return None;
+    }
+    let own = rel_err(&o, &r)?;
+    if own < ANOTHER_OP_FAR {
+        return None;
+    }
+    let bound = ANOTHER_OP_MATCH.min(own / 20.0);
+    // The closest other op by `err`, under the bound.
+    let closest = |err: &dyn Fn(&Other<'_>) -> Option<f64>| {
+        others
+            .iter()
+            .filter_map(|x| Some((x, err(x)?)))
+            .filter(|&(_, e)| e <= bound)
+            .min_by(|a, b| a.1.total_cmp(&b.1))
+    };
+    let same_len = |s: &Option<Side<'_>>| {
+        s.as_ref()
+            .filter(|s| usable(s) && s.values.len() == o.len())
+            .map(values)
+    };
+    // Ours' values against the reference's other op's, and ours' other op's against the
+    // reference's values here.
+    let ours_is = closest(&|x| rel_err(&o, &same_len(&x.reference)?));
+    let ref_is = closest(&|x| rel_err(&same_len(&x.ours)?, &r));
+    let name = subject.name;
+    // Each name past the path it shares with this op's (`up_proj` beside `gate_proj`).
+    let short = |other: &'_ str| -> String {
+        let shared = name
+            .char_indices()
+            .zip(other.chars())
+            .take_while(|((_, a), b)| a == b)
+            .filter(|((_, a), _)| *a == '.')
+            .last()
+            .map_or(0, |((i, _), _)| i + 1);
+        other[shared..].to_string()
+    };
+    let here = short(name);
+    // What a weight explains: two projections of one input (a held-out check: "its weight
+    // loaded from that op's tensor" read at a norm, at o_proj against v_proj, at cache slots).
+    let op = Op::of(name);
+    let projection = |o: Op| matches!(o, Op::QkProj(_) | Op::VProj | Op::GateProj | Op::UpProj);
+    let fused = |other: &str| match (op, Op::of(other)) {
+        (Op::GateProj, Op::UpProj) | (Op::UpProj, Op::GateProj) => {
+            Some("a fused gate_up projection split in the wrong order")
+        }
+        (a, b)
+            if [a, b]
+                .iter()
+                .all(|&o| matches!(o, Op::QkProj(_) | Op::VProj)) =>
+        {
+            Some("a fused qkv projection split in the wrong order")
+        }
+        _ => None,
+    };
+    let (message, evidence) = match (ours_is, ref_is) {
+        (Some((y, e)), Some((z, e2))) if y.name == z.name => (
+            format!(
+                "ours' values are the reference's `{y}` (rel err {}, against {} from its own), and ours' `{y}` is the reference's `{here}` ({}): the two swapped, {}",
+                sci(e),
+                sci(own),
+                sci(e2),
+                match fused(y.name) {
+                    Some(why) => format!("each loaded with the other's weight ({why}), or their probes' names exchanged"),
+                    None => "their probes' names exchanged, or each computed with the other's weights".to_string(),
+                },
+                y = short(y.name),
+            ),
+            vec![("rel_err_other", e), ("rel_err_own", own), ("rel_err_swapped", e2)],
+        ),
+        (Some((y, e)), _) => (
+            format!(
+                "ours' values are the reference's `{y}` (rel err {}, against {} from its own): ours computes that op here ({})",
+                sci(e),
+                sci(own),
+                if projection(op) && projection(Op::of(y.name)) {
+                    "its weight loaded from that op's tensor, or the probe taken at that module"
+                } else {
+                    "the probe taken at that module"
+                },
+                y = short(y.name),
+            ),
+            vec![("rel_err_other", e), ("rel_err_own", own)],
+        ),
+        (None, Some((z, e2))) => (
+            format!(
+                "ours' `{z}` holds the reference's values of this op (rel err {}, against {} from ours' own): ours computes this op's value at `{z}` (the probes taken at each other's modules{})",
+                sci(e2),
+                sci(own),
+                if projection(op) && projection(Op::of(z.name)) {
+                    ", or this op's weight loaded into that module"
+                } else {
+                    ""
+                },
+                z = short(z.name),
+            ),
+            vec![("rel_err_swapped", e2), ("rel_err_own", own)],
+        ),
+        (None, None) => return None,
+    };
+    Some(hint(HintCode::AnotherOp, name, message, &evidence))
 }
 
 /// `zeros`: ours is exactly 0 everywhere while ref is not (its rel L2 error is then 1): a
@@ -4294,6 +4441,95 @@ pub(crate) mod tests {
         assert!(!codes(&diagnose(&both, &ModelShape::default())).contains(&"zeros"));
     }
 
+    #[test]
+    fn another_op_names_the_op_whose_values_ours_holds() {
+        let shape = [1usize, 4, 32];
+        let (g, u, a) = (data(128, 11), data(128, 12), data(128, 13));
+        // a bf16-sized error on the swapped values: still the other op's
+        let noisy: Vec<f64> = u.iter().map(|x| x * (1.0 + 4e-3)).collect();
+        let subject = |o: &'static [f64], r: &'static [f64]| Subject {
+            name: "model.layers.0.mlp.gate_proj",
+            ours: side(&shape, o, "bfloat16"),
+            reference: side(&shape, r, "bfloat16"),
+            inputs: Vec::new(),
+            weight: None,
+        };
+        let leak = |v: &Vec<f64>| -> &'static [f64] { Box::leak(v.clone().into_boxed_slice()) };
+        let (g, u, a, noisy) = (leak(&g), leak(&u), leak(&a), leak(&noisy));
+        let other = |name, o: Option<&'static [f64]>, r: Option<&'static [f64]>| Other {
+            name,
+            ours: o.map(|o| side(&shape, o, "bfloat16")),
+            reference: r.map(|r| side(&shape, r, "bfloat16")),
+        };
+        let act = other("model.layers.0.mlp.act_fn", Some(a), Some(a));
+        // swapped: ours' gate is ref's up, ours' up is ref's gate
+        let up = other("model.layers.0.mlp.up_proj", Some(g), Some(u));
+        let h = another_op(&subject(noisy, g), &[act.clone(), up]).expect("swapped");
+        assert_eq!(h.code, HintCode::AnotherOp);
+        assert!(
+            h.message.starts_with("ours' values are the reference's `up_proj` (rel err 4.000e-03")
+                && h.message.contains("and ours' `up_proj` is the reference's `gate_proj` (0.000e+00)")
+                && h.message.contains(
+                    "the two swapped, each loaded with the other's weight (a fused gate_up projection split in the wrong order)"
+                ),
+            "{}",
+            h.message
+        );
+        assert_eq!(h.evidence.len(), 3);
+        // one way: ours holds ref's up, ours' own up is right
+        let up = other("model.layers.0.mlp.up_proj", Some(u), Some(u));
+        let h = another_op(&subject(u, g), &[up]).expect("one way");
+        assert!(
+            h.message
+                .contains("ours computes that op here (its weight loaded from"),
+            "{}",
+            h.message
+        );
+        // at a norm no weight explains it: the probe alone
+        let norm = Subject {
+            name: "model.layers.0.post_attention_layernorm",
+            ..subject(u, g)
+        };
+        let h = another_op(
+            &norm,
+            &[other("model.layers.0.mlp.up_proj", Some(u), Some(u))],
+        )
+        .expect("a norm");
+        assert!(
+            h.message
+                .ends_with("ours computes that op here (the probe taken at that module)"),
+            "{}",
+            h.message
+        );
+        // the other way: ref's value here is ours' up
+        let up = other("model.layers.0.mlp.up_proj", Some(g), Some(a));
+        let h = another_op(&subject(u, g), &[up]).expect("the reference's");
+        assert!(
+            h.message
+                .starts_with("ours' `up_proj` holds the reference's values of this op")
+                && h.message
+                    .ends_with("or this op's weight loaded into that module)"),
+            "{}",
+            h.message
+        );
+        // no other op holds them, or ours is not far from its own: nothing
+        assert_eq!(another_op(&subject(u, g), std::slice::from_ref(&act)), None);
+        let near: &'static [f64] = leak(&g.iter().map(|x| x * 1.3).collect());
+        let up = other("model.layers.0.mlp.up_proj", Some(near), Some(near));
+        assert_eq!(another_op(&subject(near, g), &[up]), None);
+        // a match of 6% is not one, nor one of another length
+        let off: &'static [f64] = leak(&u.iter().map(|x| x * 1.06).collect());
+        let up = other("model.layers.0.mlp.up_proj", None, Some(off));
+        assert_eq!(another_op(&subject(u, g), &[up]), None);
+        let short: &'static [f64] = leak(&u[..64].to_vec());
+        let up = Other {
+            name: "model.layers.0.mlp.up_proj",
+            ours: None,
+            reference: Some(side(&[1, 2, 32], short, "bfloat16")),
+        };
+        assert_eq!(another_op(&subject(u, g), &[up]), None);
+    }
+
     const SHAPE: ModelShape = ModelShape {
         hidden: Some(64),
         heads: Some(4),
@@ -4485,6 +4721,17 @@ pub(crate) mod tests {
             h[0].message
         );
         assert!((h[0].evidence["c"] - 0.125).abs() < 1e-12);
+        // plain factors are not named after themselves (a hunt: "0.5 = 1/2 = 1/2")
+        for (c, said) in [
+            (0.5, "scaled by 0.5 = 1/2 (residual"),
+            (-0.5, "scaled by -0.5 = -1/2 (residual"),
+            (2.0, "scaled by 2 (residual"),
+            (-1.0, "scaled by -1 (residual"),
+        ] {
+            let o: Vec<f64> = r.iter().map(|x| x * c).collect();
+            let h = diag("x", &[1, 4, 64], &o, &r);
+            assert!(h[0].message.contains(said), "{c}: {}", h[0].message);
+        }
         // noise is not a scale
         let noisy: Vec<f64> = r
             .iter()

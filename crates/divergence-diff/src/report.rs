@@ -452,7 +452,51 @@ impl Report {
             })
             .collect()
     }
+
+    /// The ops whose values the first divergence may hold ([`crate::hints::another_op`]): the
+    /// other compared ops of its step and layer with its shapes on both sides, nearest in
+    /// execution order first, at most [`ANOTHER_OP_CANDIDATES`]; none where the first
+    /// divergence is not `diverged` (a shape mismatch or NaN reads otherwise).
+    pub fn another_op_candidates(&self) -> Vec<String> {
+        let Some(first) = &self.first_divergence else {
+            return Vec::new();
+        };
+        let Some(row) = self.ops.get_row(first.index) else {
+            return Vec::new();
+        };
+        if row.status() != Status::Diverged {
+            return Vec::new();
+        }
+        let (step, layer, tensor) = (row.step(), row.layer(), row.tensor());
+        let alike = |j: usize| {
+            let other = self.ops.row(j);
+            let t = other.tensor();
+            j != first.index
+                && other.step() == step
+                && other.layer() == layer
+                && matches!(other.status(), Status::Ok | Status::Diverged)
+                && t.shape == tensor.shape
+                && t.shape_ours == tensor.shape_ours
+        };
+        // Nearest first: before and after the first divergence in turn.
+        let (before, after) = ((0..first.index).rev(), first.index + 1..self.ops.len());
+        let mut found = Vec::new();
+        let (mut before, mut after) = (before.peekable(), after.peekable());
+        while found.len() < ANOTHER_OP_CANDIDATES
+            && (before.peek().is_some() || after.peek().is_some())
+        {
+            for j in [before.next(), after.next()].into_iter().flatten() {
+                if found.len() < ANOTHER_OP_CANDIDATES && alike(j) {
+                    found.push(self.ops.row(j).name().into_owned());
+                }
+            }
+        }
+        found
+    }
 }
+
+/// At most this many ops are read for [`Report::another_op_candidates`].
+pub const ANOTHER_OP_CANDIDATES: usize = 16;
 
 fn input_ids_warning(ours: &[i64], reference: &[i64]) -> Option<String> {
     if ours == reference {

@@ -38,8 +38,12 @@
 //! | `cache-overwrite[=first\|last]` | a decode step writes its k/v into slot 0 (`first`) or over the previous slot (`last`) instead of appending | `...layers.0.self_attn.cache_k@1` |
 //! | `cache-dtype=f16\|bf16` | the cache stores k/v rounded to a lower-precision dtype | `...layers.0.self_attn.cache_k@1` (f32 run) |
 //! | `decode-mask` | a decode step also attends to the next, not yet written slot (zeros) | `...layers.0.self_attn.attn_out@1` |
+//! | `swap-gate-up` | loads `gate_proj`'s weight from `up_proj`'s tensor and the reverse (a fused `gate_up_proj` split in the wrong order) | `...mlp.gate_proj` |
+//! | `swap-k-v` | loads `k_proj`'s weight (and bias) from `v_proj`'s and the reverse (a fused qkv split with k and v in the wrong order) | `...self_attn.k_proj` |
 //!
-//! The last seven are KV-cache faults: they act only on the decode steps of
+//! The last two act at load, on every layer or those of `@LAYERS`.
+//!
+//! The seven before them are KV-cache faults: they act only on the decode steps of
 //! `divergence run --decode N` (the prefill, step 0, is bit-identical to a run without them)
 //! and are refused without `--decode`. `decode-pos` and `decode-pos-frozen` act on the whole
 //! model; the cache faults take `@LAYERS`. `cache-dtype` must be lower precision than the
@@ -167,6 +171,10 @@ pub enum Fault {
     CacheOverwrite(CacheSlot),
     CacheDtype(CacheDtype),
     DecodeMask,
+    /// `swap-gate-up`: gate_proj and up_proj load each other's weight.
+    SwapGateUp,
+    /// `swap-k-v`: k_proj and v_proj load each other's weight and bias.
+    SwapKV,
 }
 
 /// The k-tile of the `bf16-accum` fault: products are summed in f32 within a tile, the running
@@ -175,7 +183,7 @@ pub const ACCUM_TILE: usize = 16;
 
 /// Every fault's name, as typed before `=` ([`Fault::name`]): what an unknown name is
 /// compared with for "did you mean" (`divergence run --help` lists them with their values).
-pub const FAULT_NAMES: [&str; 22] = [
+pub const FAULT_NAMES: [&str; 24] = [
     "embed-scale",
     "rope-theta",
     "rope-interleaved",
@@ -198,6 +206,8 @@ pub const FAULT_NAMES: [&str; 22] = [
     "cache-overwrite",
     "cache-dtype",
     "decode-mask",
+    "swap-gate-up",
+    "swap-k-v",
 ];
 
 /// Where every fault is listed, for the error of a name that is none (the list itself is
@@ -230,6 +240,8 @@ impl Fault {
             Fault::CacheOverwrite(_) => "cache-overwrite",
             Fault::CacheDtype(_) => "cache-dtype",
             Fault::DecodeMask => "decode-mask",
+            Fault::SwapGateUp => "swap-gate-up",
+            Fault::SwapKV => "swap-k-v",
         }
     }
 
@@ -491,6 +503,8 @@ impl FromStr for FaultSpec {
                 }
             },
             "decode-mask" => none().map(|_| Fault::DecodeMask)?,
+            "swap-gate-up" => none().map(|_| Fault::SwapGateUp)?,
+            "swap-k-v" => none().map(|_| Fault::SwapKV)?,
             "" => return Err(err(format!("empty fault name ({WHERE_LISTED})"))),
             other => {
                 let near = divergence_names::near::closest(other, FAULT_NAMES)
@@ -580,6 +594,10 @@ pub struct LayerFaults {
     pub bf16_accum: bool,
     /// The KV-cache faults of the layer's cache (decode only).
     pub cache: CacheFaults,
+    /// `swap-gate-up`: gate_proj and up_proj load each other's weight.
+    pub swap_gate_up: bool,
+    /// `swap-k-v`: k_proj and v_proj load each other's weight and bias.
+    pub swap_k_v: bool,
 }
 
 /// The KV-cache faults that act on one layer's cache (only when decoding with a cache).
@@ -829,6 +847,8 @@ impl Faults {
             norm: self.norm(Some(layer)),
             bf16_accum: self.bf16_accum(Some(layer)),
             cache: self.cache(layer),
+            swap_gate_up: self.has(Some(layer), |f| matches!(f, Fault::SwapGateUp)),
+            swap_k_v: self.has(Some(layer), |f| matches!(f, Fault::SwapKV)),
         }
     }
 
@@ -868,6 +888,8 @@ mod tests {
         assert_eq!(parse("early-cast").fault, Fault::EarlyCast);
         assert_eq!(parse("decode-pos=-2").fault, Fault::DecodePos(-2));
         assert_eq!(parse("decode-pos-frozen").fault, Fault::DecodePosFrozen);
+        assert_eq!(parse("swap-gate-up").fault, Fault::SwapGateUp);
+        assert_eq!(parse("swap-k-v@1").fault, Fault::SwapKV);
         assert_eq!(parse("cache-pre-rope").fault, Fault::CachePreRope);
         assert_eq!(parse("cache-pre-norm@1").fault, Fault::CachePreNorm);
         assert_eq!(
@@ -1153,9 +1175,11 @@ mod tests {
             | Fault::CachePreNorm
             | Fault::CacheOverwrite(_)
             | Fault::CacheDtype(_)
-            | Fault::DecodeMask => f.name(),
+            | Fault::DecodeMask
+            | Fault::SwapGateUp
+            | Fault::SwapKV => f.name(),
         };
-        const VARIANTS: usize = 22;
+        const VARIANTS: usize = 24;
         assert_eq!(FAULT_NAMES.len(), VARIANTS);
         let names: std::collections::BTreeSet<&str> = FAULT_NAMES.iter().copied().collect();
         assert_eq!(names.len(), VARIANTS, "a name listed twice");
@@ -1210,5 +1234,8 @@ mod tests {
         assert_eq!(faults.layer(0).norm.rms_eps, Some(0.5));
         assert_eq!(faults.norm(None).rms_eps, None);
         assert_eq!(Faults::none().layer(3), LayerFaults::default());
+        let swaps = Faults::new(vec![parse("swap-gate-up@1"), parse("swap-k-v")]);
+        assert!(!swaps.layer(0).swap_gate_up && swaps.layer(1).swap_gate_up);
+        assert!(swaps.layer(0).swap_k_v && swaps.layer(1).swap_k_v);
     }
 }

@@ -340,19 +340,27 @@ impl Attention {
         let (h, hd) = (cfg.hidden_size, cfg.head_dim());
         let (nh, nkv) = (cfg.num_attention_heads, cfg.num_kv_heads());
         let bias = cfg.attention_bias;
+        // (In the checkpoint's order, q, k, v, o: `required_tensors` lists them so.)
+        let q_proj = vb
+            .pp("q_proj")
+            .linear(h, nh * hd, bias)?
+            .accumulating_in_half(faults.bf16_accum);
+        let mut k_proj = vb
+            .pp("k_proj")
+            .linear(h, nkv * hd, bias)?
+            .accumulating_in_half(faults.bf16_accum);
+        let mut v_proj = vb
+            .pp("v_proj")
+            .linear(h, nkv * hd, bias)?
+            .accumulating_in_half(faults.bf16_accum);
+        if faults.swap_k_v {
+            // `swap-k-v`: each loads the other's weight (and bias); the probes keep their names.
+            std::mem::swap(&mut k_proj.inner, &mut v_proj.inner);
+        }
         Ok(Attention {
-            q_proj: vb
-                .pp("q_proj")
-                .linear(h, nh * hd, bias)?
-                .accumulating_in_half(faults.bf16_accum),
-            k_proj: vb
-                .pp("k_proj")
-                .linear(h, nkv * hd, bias)?
-                .accumulating_in_half(faults.bf16_accum),
-            v_proj: vb
-                .pp("v_proj")
-                .linear(h, nkv * hd, bias)?
-                .accumulating_in_half(faults.bf16_accum),
+            q_proj,
+            k_proj,
+            v_proj,
             o_proj: vb
                 .pp("o_proj")
                 .linear(nh * hd, h, bias)?
@@ -544,15 +552,21 @@ struct Mlp {
 impl Mlp {
     fn new(cfg: &Config, vb: Vb, faults: &LayerFaults) -> Result<Mlp, Error> {
         let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
+        let mut gate_proj = vb
+            .pp("gate_proj")
+            .linear(h, i, false)?
+            .accumulating_in_half(faults.bf16_accum);
+        let mut up_proj = vb
+            .pp("up_proj")
+            .linear(h, i, false)?
+            .accumulating_in_half(faults.bf16_accum);
+        if faults.swap_gate_up {
+            // `swap-gate-up`: each loads the other's weight; the probes keep their names.
+            std::mem::swap(&mut gate_proj.inner, &mut up_proj.inner);
+        }
         Ok(Mlp {
-            gate_proj: vb
-                .pp("gate_proj")
-                .linear(h, i, false)?
-                .accumulating_in_half(faults.bf16_accum),
-            up_proj: vb
-                .pp("up_proj")
-                .linear(h, i, false)?
-                .accumulating_in_half(faults.bf16_accum),
+            gate_proj,
+            up_proj,
             down_proj: vb
                 .pp("down_proj")
                 .linear(i, h, false)?

@@ -355,6 +355,16 @@ fn rms_eps() {
     check_f32("rms-eps=1e-3", "model.layers.0.input_layernorm");
 }
 
+#[test]
+fn swapped_weights() {
+    // gate_proj runs before up_proj, k_proj before v_proj: the first of each pair is the
+    // first op computed with the other's weight.
+    check_f32("swap-gate-up", "model.layers.0.mlp.gate_proj");
+    check_f32("swap-gate-up@2", "model.layers.2.mlp.gate_proj");
+    check_f32("swap-k-v", "model.layers.0.self_attn.k_proj");
+    check_f32("swap-k-v@1-3", "model.layers.1.self_attn.k_proj");
+}
+
 /// `--rtol 1e-5`: the accuracy our f32 port reaches (see `no_fault_f32_is_clean_at_rtol_1e_5`).
 const TIGHT_F32: Tolerance = Tolerance::Manual {
     rtol: Some(1e-5),
@@ -529,6 +539,8 @@ fn truth_catches_every_gross_fault_at_its_op_in_bf16() {
         ("act=gelu", "model.layers.0.mlp.act_fn"),
         ("gqa-tile", "model.layers.0.self_attn.attn_out"),
         ("rms-eps=1e-3", "model.layers.0.input_layernorm"),
+        ("swap-gate-up", "model.layers.0.mlp.gate_proj"),
+        ("swap-k-v@1", "model.layers.1.self_attn.k_proj"),
     ] {
         let report = diff_bf16_truth(Policy::Torch, &[fault]);
         assert_eq!(first(&report).as_deref(), Some(want), "--inject {fault}");
@@ -606,6 +618,8 @@ fn the_origin_estimate_agrees_with_the_true_local_errors_of_replay() {
             "act=gelu",
             "gqa-tile",
             "rms-eps=1e-3",
+            "swap-gate-up",
+            "swap-k-v@1",
         ] {
             let run = |replay| {
                 diff_run_with(

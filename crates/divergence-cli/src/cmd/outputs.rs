@@ -214,7 +214,14 @@ pub fn check_dump_output(flag: &str, out: &Path) -> Result<()> {
                 .meta()
                 .and_then(|m| m.producer_str("name"))
                 .map(str::to_string),
-            Err(_) => raw_producer_is_transformers(out).then(|| "transformers".to_string()),
+            Err(_) => match raw_producer_is_transformers(out) {
+                Ok(found) => found.then(|| "transformers".to_string()),
+                // (a hunt: a file that may not be read, `chmod 222`, was replaced unread)
+                Err(e) => bail!(
+                    "{flag} {}: it cannot be read to check whether it holds a reference dump ({e}): write elsewhere, or remove it first",
+                    divergence_names::one_line(&out.display().to_string())
+                ),
+            },
         };
         if let Some(name) = producer.filter(|n| n.starts_with("transformers")) {
             bail!(
@@ -237,54 +244,122 @@ pub fn check_dump_output(flag: &str, out: &Path) -> Result<()> {
     )
 }
 
-/// Whether the first or last MiB of `path` names transformers as a dump's producer, read as
-/// bytes (`"producer": {"name": "transformers...`): the metadata of a file that does not open
-/// as a dump, where the exporter writes it (an npz's stored `__meta__` member, a safetensors
-/// header). Deflated metadata is not read.
-fn raw_producer_is_transformers(path: &Path) -> bool {
-    use std::io::{Read, Seek, SeekFrom};
-    const SPAN: u64 = 1 << 20;
-    let Ok(mut file) = std::fs::File::open(path) else {
-        return false;
-    };
-    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let mut read = |from: u64| -> Vec<u8> {
-        let mut buf = Vec::new();
-        if file.seek(SeekFrom::Start(from)).is_ok() {
-            let _ = (&mut file).take(SPAN).read_to_end(&mut buf);
+/// Whether `path` names transformers as a dump's producer, read as bytes (`"producer":
+/// {"name": "transformers...`, or the same escaped inside a JSON string, as a safetensors
+/// header holds its metadata: `\"producer\"`): the metadata of a file that does not open as
+/// a dump, where the exporter writes it (an npz's stored `__meta__` member, a safetensors
+/// header). The whole file, in pieces of a MiB that overlap by [`PRODUCER_WINDOW`] (a hunt: a
+/// large per-step reference held it more than a MiB from both ends). Deflated metadata is not
+/// read. An error where the file cannot be read.
+fn raw_producer_is_transformers(path: &Path) -> std::io::Result<bool> {
+    use std::io::Read;
+    const PIECE: usize = 1 << 20;
+    let mut file = std::fs::File::open(path)?;
+    let mut buf = vec![0u8; PIECE + PRODUCER_WINDOW];
+    let mut kept = 0;
+    loop {
+        let n = match file.read(&mut buf[kept..]) {
+            Ok(0) => return Ok(false),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        let end = kept + n;
+        if names_transformers(&buf[..end]) {
+            return Ok(true);
         }
-        buf
-    };
-    let head = read(0);
-    let tail = if len > SPAN {
-        read(len - SPAN)
-    } else {
-        Vec::new()
-    };
-    [head, tail].iter().any(|bytes| names_transformers(bytes))
+        // The last bytes again at the start: a name cut between two pieces is whole there.
+        kept = end.min(PRODUCER_WINDOW);
+        buf.copy_within(end - kept..end, 0);
+    }
 }
 
-/// `"producer"`, then within 256 bytes `"name"`, `:` and a string starting `transformers`.
+/// The bytes [`names_transformers`] reads after `producer`: the pieces of
+/// [`raw_producer_is_transformers`] overlap by this much.
+const PRODUCER_WINDOW: usize = 512;
+
+/// `producer`, then within 256 bytes `name` and a string starting `transformers`, each quoted
+/// plainly or escaped (`\"`, a JSON string inside JSON).
 fn names_transformers(bytes: &[u8]) -> bool {
     let find = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).position(|w| w == needle);
+    // A quoted word: `"word"` or `\"word\"`; the index past it.
+    let quoted = |hay: &[u8], word: &[u8]| -> Option<usize> {
+        let mut from = 0;
+        while let Some(at) = find(&hay[from..], word) {
+            let (start, end) = (from + at, from + at + word.len());
+            let before = &hay[..start];
+            let after = &hay[end..];
+            let open = before.ends_with(b"\"") || before.ends_with(b"\\\"");
+            let close = after.starts_with(b"\"") || after.starts_with(b"\\\"");
+            if open && close {
+                return Some(end + if after.starts_with(b"\"") { 1 } else { 2 });
+            }
+            from = end;
+        }
+        None
+    };
     let mut rest = bytes;
-    while let Some(at) = find(rest, b"\"producer\"") {
-        let after = &rest[at + 10..];
+    while let Some(at) = quoted(rest, b"producer") {
+        let after = &rest[at..];
         let window = &after[..after.len().min(256)];
-        if let Some(n) = find(window, b"\"name\"") {
-            let value = window[n + 6..]
+        if let Some(n) = quoted(window, b"name") {
+            // `: "` or `: \"` (with any spaces), then the value.
+            let value: Vec<u8> = window[n..]
                 .iter()
-                .skip_while(|b| b.is_ascii_whitespace() || **b == b':')
+                .skip_while(|b| b.is_ascii_whitespace() || matches!(b, b':' | b'"' | b'\\'))
                 .copied()
-                .take(13)
-                .collect::<Vec<u8>>();
-            if value.as_slice() == b"\"transformers" {
+                .take(12)
+                .collect();
+            if value.as_slice() == b"transformers" {
                 return true;
             }
         }
         rest = after;
     }
     false
+}
+
+/// The kind of dump a regular file at `path` already holds, by its first bytes (the formats
+/// [`divergence_dump`] reads): `npz` (a zip), `npy`, or `safetensors` (an 8-byte header length
+/// within the file, then `{`). `None` for anything else, or a file that cannot be read.
+fn dump_kind(path: &Path) -> Option<&'static str> {
+    use std::io::Read;
+    let meta = std::fs::metadata(path).ok()?;
+    if !meta.is_file() {
+        return None;
+    }
+    let mut head = Vec::with_capacity(9);
+    std::fs::File::open(path)
+        .ok()?
+        .take(9)
+        .read_to_end(&mut head)
+        .ok()?;
+    if head.starts_with(b"PK\x03\x04") || head.starts_with(b"PK\x05\x06") {
+        return Some("npz");
+    }
+    if head.starts_with(b"\x93NUMPY") {
+        return Some("npy");
+    }
+    let n = u64::from_le_bytes(head.get(..8)?.try_into().ok()?);
+    (head.get(8) == Some(&b'{') && n.checked_add(8).is_some_and(|end| end <= meta.len()))
+        .then_some("safetensors")
+}
+
+/// Refuses a report output of `diff` (`--json-out`, `--markdown-out`, `--html-out`, `--plot`,
+/// `--suggest-map`) that already holds a dump: no report is written as npz, npy or
+/// safetensors, so the path is a mistake, and writing would lose the dump (a hunt:
+/// `--json-out other_ref.npz` replaced a reference that was not one of the inputs, exit 0).
+pub fn not_a_dump(outputs: &[(&str, Option<&Path>)]) -> Result<()> {
+    for &(flag, out) in outputs {
+        let Some(out) = out else { continue };
+        if let Some(kind) = dump_kind(out) {
+            bail!(
+                "{flag} {}: it holds a dump ({kind}), which the report would replace: write elsewhere, or remove it first",
+                divergence_names::one_line(&out.display().to_string())
+            );
+        }
+    }
+    Ok(())
 }
 
 /// How long [`create`] waits for a process to open a pipe for reading: a reader started just
@@ -607,8 +682,68 @@ mod tests {
             br#"{"producer": {"name": "Transformers"}}"#,
             br#"{"producer": "#,
             b"",
+            br#"{\"producer\": {\"name\": \"divergence-qwen3\"}}"#,
         ] {
             assert!(!names_transformers(no), "{}", String::from_utf8_lossy(no));
+        }
+        // Escaped, as a safetensors header holds the metadata: a JSON string inside JSON (a
+        // hunt: such a file that did not open as a dump was replaced).
+        let escaped = br#"{"__metadata__":{"divergence":"{\"format\": \"divergence-dump/2\", \"producer\": {\"name\": \"transformers\"}}"}}"#;
+        assert!(names_transformers(escaped));
+    }
+
+    #[test]
+    fn a_producer_anywhere_in_a_large_file_or_an_unreadable_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = dir.path().join("big.npz");
+        // past the first and before the last MiB, and cut by a piece's end
+        let mut bytes = b"PK\x03\x04".to_vec();
+        bytes.resize((1 << 20) - 20, b'x');
+        bytes.extend_from_slice(br#""producer": {"name": "transformers"}"#);
+        bytes.resize(bytes.len() + (3 << 20), b'y');
+        std::fs::write(&big, &bytes).unwrap();
+        assert_eq!(raw_producer_is_transformers(&big).ok(), Some(true));
+        let e = check_dump_output("--out", &big).unwrap_err().to_string();
+        assert!(e.contains("it holds a dump written by transformers"), "{e}");
+        let missing = dir.path().join("gone.npz");
+        assert!(raw_producer_is_transformers(&missing).is_err());
+    }
+
+    #[test]
+    fn a_report_output_that_holds_a_dump_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, bytes: &[u8]| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, bytes).unwrap();
+            p
+        };
+        let mut st = 2u64.to_le_bytes().to_vec();
+        st.extend_from_slice(b"{}");
+        for (path, kind) in [
+            (write("a.npz", b"PK\x03\x04rest of a zip"), "npz"),
+            (write("a.json", b"\x93NUMPY\x01\x00"), "npy"),
+            (write("a.html", &st), "safetensors"),
+        ] {
+            let e = not_a_dump(&[("--json-out", Some(&path))])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.starts_with("--json-out ")
+                    && e.contains(&format!("it holds a dump ({kind})"))
+                    && !e.contains('\n'),
+                "{e}"
+            );
+        }
+        // a report, an empty file, a header length past the end, no file: written over
+        let mut long = 100u64.to_le_bytes().to_vec();
+        long.extend_from_slice(b"{}");
+        for path in [
+            write("r.json", b"{\"ops\": []}"),
+            write("empty.json", b""),
+            write("short.bin", &long),
+            dir.path().join("new.json"),
+        ] {
+            assert!(not_a_dump(&[("--json-out", Some(&path)), ("--plot", None)]).is_ok());
         }
     }
 }

@@ -34,6 +34,10 @@ Faults (--inject, repeatable): NAME[=VALUE][@LAYERS], LAYERS = N, N-M or a comma
   bf16-variance          RMSNorm squares and sums the variance in bf16
   early-cast             RMSNorm rounds rsqrt(var + eps) to the activation dtype and
                          normalises there
+  swap-gate-up           gate_proj and up_proj load each other's weight (a fused gate_up
+                         split in the wrong order)
+  swap-k-v               k_proj and v_proj load each other's weight (a fused qkv split with
+                         k and v in the wrong order)
 KV-cache faults (only when decoding: --decode-from, --decode-ids or --decode; the prefill, step 0,
 stays bit-identical):
   decode-pos=K           decode step s at position prompt_len+s-1+K; enters at rotary_emb@1
