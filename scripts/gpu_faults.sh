@@ -88,6 +88,9 @@ for dt in f32 bf16; do
   case_ $dt act=gelu model.layers.0.mlp.act_fn
   case_ $dt gqa-tile model.layers.0.self_attn.attn_out
   case_ $dt rms-eps=1e-3 model.layers.0.input_layernorm
+  # (since 2026-12-08, session 62: weights loaded from each other's tensors)
+  case_ $dt swap-gate-up model.layers.0.mlp.gate_proj
+  case_ $dt swap-k-v@5 model.layers.5.self_attn.k_proj
 done
 # Rounding-level faults, with the settings docs/pitfalls.md uses for them.
 case_ bf16 - ? --exact
@@ -98,14 +101,14 @@ case_ f32 f16-accum model.layers.0.input_layernorm --rtol 1e-5
 $PY - "$OUT" > "$OUT/results.md" 2>> "$OUT/log.txt" <<'EOF'
 import json, sys
 out = sys.argv[1]
-print("| dtype | --inject | diff args | expected first op | reported first op | rel L2 there | exit | verdict |")
-print("| --- | --- | --- | --- | --- | ---: | ---: | --- |")
+print("| dtype | --inject | diff args | expected first op | reported first op | rel L2 there | exit | verdict | hints there |")
+print("| --- | --- | --- | --- | --- | ---: | ---: | --- | --- |")
 for line in open(f"{out}/cases.txt"):
     dt, fault, args, want, rc, slug = line.rstrip("\n").split("|")
     try:
         r = json.load(open(f"{out}/faults/{slug}.json"))
     except Exception as e:
-        print(f"| {dt} | {fault} | {args} | {want} | error: {e} | | {rc} | ERROR |")
+        print(f"| {dt} | {fault} | {args} | {want} | error: {e} | | {rc} | ERROR | |")
         continue
     fd = r.get("first_divergence")
     got = fd["name"] if fd else "-"
@@ -114,7 +117,8 @@ for line in open(f"{out}/cases.txt"):
         op = r["ops"][fd["index"]]
         rel = f"{op.get('rel_l2_err'):.2e}" if isinstance(op.get("rel_l2_err"), float) else str(op.get("rel_l2_err"))
     verdict = "recorded" if want == "?" else "as expected" if got == want else "DIFFERENT"
-    print(f"| {dt} | {fault} | {args} | `{want}` | `{got}` | {rel} | {rc} | {verdict} |")
+    hints = ", ".join(sorted({h["code"] for h in r.get("hints", []) if h.get("op") == got}))
+    print(f"| {dt} | {fault} | {args} | `{want}` | `{got}` | {rel} | {rc} | {verdict} | {hints} |")
 EOF
 echo "total $(( $(date +%s) - T0 )) s" >> "$OUT/results.md"
 cat "$OUT/gpu.txt" "$OUT/results.md"

@@ -724,8 +724,9 @@ fn a_report_does_not_replace_a_dump() {
         assert_eq!(run.code, 2, "{flag}: {}", run.transcript());
         assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
         assert!(
-            run.stderr
-                .contains("it holds a dump (npz), which the report would replace"),
+            run.stderr.contains(
+                "it holds a zip archive, as an npz dump is, which the report would replace"
+            ),
             "{}",
             run.stderr
         );

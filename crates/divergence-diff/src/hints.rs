@@ -2198,13 +2198,18 @@ pub const ANOTHER_OP_MATCH: f64 = 5e-2;
 
 /// `another_op`: the first divergence (`subject`, at least [`ANOTHER_OP_FAR`] from its own
 /// reference) holds the values the other side has at another op of its step and layer
-/// (`others`: ops of the same shapes). Ours' values within [`ANOTHER_OP_MATCH`] of the
-/// reference's `Y`, and 20 times closer than to this op's: ours computes `Y` here. When ours'
-/// `Y` is also the reference's value here, the two are swapped (`swap-gate-up`, `swap-k-v`: a
-/// fused projection split in the wrong order). The reference's values here within the bound
-/// of ours' `Y` alone: ours computes this op at `Y`. A match on either side: nothing else of
-/// the catalogue reads this way; the first divergence of an unrelated fault (a scale, a
-/// bias) is near no other op of its shape (every fault of `tests/hints.rs`, f32 and bf16).
+/// (`others`: ops of the same shapes, every value finite). Ours' values within
+/// [`ANOTHER_OP_MATCH`] of the reference's `Y`, and 20 times closer than to this op's: ours
+/// computes `Y` here; where `Y` is one of this op's inputs (`subject.inputs`, by name), the op
+/// is not applied to it (a residual sum without its other input: a review's missing `x +
+/// mlp(x)` read as a probe taken elsewhere). When ours' `Y` is also the reference's value
+/// here, the two are swapped (`swap-gate-up`, `swap-k-v`: a fused projection split in the
+/// wrong order). The reference's values here within the bound of ours' `Y` alone: ours' `Y`
+/// holds this op's value. A weight is offered as the reason only in the prefill (step 0: a
+/// weight is wrong at every step, and a first divergence at a later step had its prefill
+/// right) and between projections of one input (q/k/v, or gate/up). Nothing else of the
+/// catalogue reads this way; the first divergence of an unrelated fault (a scale, a bias) is
+/// near no other op of its shape (every fault of `tests/hints.rs`, f32 and bf16).
 pub fn another_op(subject: &Subject<'_>, others: &[Other<'_>]) -> Option<Hint> {
     let (ours, reference) = (&subject.ours, &subject.reference);
     if !usable(ours) || !usable(reference) || ours.values.len() != reference.values.len() {
@@ -2227,18 +2232,24 @@ pub fn another_op(subject: &Subject<'_>, others: &[Other<'_>]) -> Option<Hint> {
             .filter(|&(_, e)| e <= bound)
             .min_by(|a, b| a.1.total_cmp(&b.1))
     };
+    // (Every value finite, as this op's: `rel_err` would compare what is left of one with NaN
+    // at the same places on both sides; a review.)
     let same_len = |s: &Option<Side<'_>>| {
         s.as_ref()
             .filter(|s| usable(s) && s.values.len() == o.len())
             .map(values)
+            .filter(|v| v.iter().all(|x| x.is_finite()))
     };
     // Ours' values against the reference's other op's, and ours' other op's against the
     // reference's values here.
     let ours_is = closest(&|x| rel_err(&o, &same_len(&x.reference)?));
     let ref_is = closest(&|x| rel_err(&same_len(&x.ours)?, &r));
     let name = subject.name;
-    // Each name past the path it shares with this op's (`up_proj` beside `gate_proj`).
-    let short = |other: &'_ str| -> String {
+    let (base, step) = divergence_names::split_step(name);
+    // Each name past the module path it shares with this op's (`up_proj` beside
+    // `gate_proj`), never down to a bare layer number (`model.layers.2` beside
+    // `model.layers.2.mlp`: both in full; a review).
+    let short = |other: &str| -> String {
         let shared = name
             .char_indices()
             .zip(other.chars())
@@ -2246,26 +2257,26 @@ pub fn another_op(subject: &Subject<'_>, others: &[Other<'_>]) -> Option<Hint> {
             .filter(|((_, a), _)| *a == '.')
             .last()
             .map_or(0, |((i, _), _)| i + 1);
-        other[shared..].to_string()
+        let digit = |t: &str| t[shared.min(t.len())..].starts_with(|c: char| c.is_ascii_digit());
+        if shared == 0 || digit(name) || digit(other) {
+            other.to_string()
+        } else {
+            other[shared..].to_string()
+        }
     };
     let here = short(name);
-    // What a weight explains: two projections of one input (a held-out check: "its weight
-    // loaded from that op's tensor" read at a norm, at o_proj against v_proj, at cache slots).
-    let op = Op::of(name);
-    let projection = |o: Op| matches!(o, Op::QkProj(_) | Op::VProj | Op::GateProj | Op::UpProj);
-    let fused = |other: &str| match (op, Op::of(other)) {
-        (Op::GateProj, Op::UpProj) | (Op::UpProj, Op::GateProj) => {
-            Some("a fused gate_up projection split in the wrong order")
-        }
-        (a, b)
-            if [a, b]
-                .iter()
-                .all(|&o| matches!(o, Op::QkProj(_) | Op::VProj)) =>
-        {
-            Some("a fused qkv projection split in the wrong order")
-        }
-        _ => None,
+    let op = Op::of(base);
+    // A weight explains a match only in the prefill, between projections of one input.
+    let one_input = |other: &str| {
+        let group = |o: Op| match o {
+            Op::QkProj(_) | Op::VProj => Some(0),
+            Op::GateProj | Op::UpProj => Some(1),
+            _ => None,
+        };
+        let other = Op::of(divergence_names::split_step(other).0);
+        step == 0 && group(op).is_some() && group(op) == group(other)
     };
+    let is_input = |other: &str| subject.inputs.iter().any(|(n, _, _)| *n == other);
     let (message, evidence) = match (ours_is, ref_is) {
         (Some((y, e)), Some((z, e2))) if y.name == z.name => (
             format!(
@@ -2273,20 +2284,32 @@ pub fn another_op(subject: &Subject<'_>, others: &[Other<'_>]) -> Option<Hint> {
                 sci(e),
                 sci(own),
                 sci(e2),
-                match fused(y.name) {
-                    Some(why) => format!("each loaded with the other's weight ({why}), or their probes' names exchanged"),
-                    None => "their probes' names exchanged, or each computed with the other's weights".to_string(),
+                match (op, Op::of(divergence_names::split_step(y.name).0)) {
+                    _ if !one_input(y.name) => {
+                        "their probes' names exchanged".to_string()
+                    }
+                    (Op::GateProj, _) | (Op::UpProj, _) => "each loaded with the other's weight (a fused gate_up projection split in the wrong order), or their probes' names exchanged".to_string(),
+                    _ => "each loaded with the other's weight (a fused qkv projection split in the wrong order), or their probes' names exchanged".to_string(),
                 },
                 y = short(y.name),
             ),
-            vec![("rel_err_other", e), ("rel_err_own", own), ("rel_err_swapped", e2)],
+            vec![("rel_err_other", e), ("rel_err_own", own), ("rel_err_reverse", e2)],
+        ),
+        (Some((y, e)), _) if is_input(y.name) => (
+            format!(
+                "ours' values are those of its input `{y}` in the reference (rel err {}, against {} from its own): the op is not applied to it (a residual sum without its other input, or a skipped op)",
+                sci(e),
+                sci(own),
+                y = short(y.name),
+            ),
+            vec![("rel_err_other", e), ("rel_err_own", own)],
         ),
         (Some((y, e)), _) => (
             format!(
                 "ours' values are the reference's `{y}` (rel err {}, against {} from its own): ours computes that op here ({})",
                 sci(e),
                 sci(own),
-                if projection(op) && projection(Op::of(y.name)) {
+                if one_input(y.name) {
                     "its weight loaded from that op's tensor, or the probe taken at that module"
                 } else {
                     "the probe taken at that module"
@@ -2297,17 +2320,17 @@ pub fn another_op(subject: &Subject<'_>, others: &[Other<'_>]) -> Option<Hint> {
         ),
         (None, Some((z, e2))) => (
             format!(
-                "ours' `{z}` holds the reference's values of this op (rel err {}, against {} from ours' own): ours computes this op's value at `{z}` (the probes taken at each other's modules{})",
+                "ours' `{z}` holds the reference's values of this op (rel err {}, against {} from ours' own): ours computes this op's value at `{z}` (ours' probes named in another order{})",
                 sci(e2),
                 sci(own),
-                if projection(op) && projection(Op::of(z.name)) {
+                if one_input(z.name) {
                     ", or this op's weight loaded into that module"
                 } else {
                     ""
                 },
                 z = short(z.name),
             ),
-            vec![("rel_err_swapped", e2), ("rel_err_own", own)],
+            vec![("rel_err_reverse", e2), ("rel_err_own", own)],
         ),
         (None, None) => return None,
     };
@@ -4512,6 +4535,47 @@ pub(crate) mod tests {
             "{}",
             h.message
         );
+        // at a decode step no weight explains it (the prefill had it right; a review)
+        let at_step = Subject {
+            name: "model.layers.0.mlp.gate_proj@3",
+            ..subject(u, g)
+        };
+        let h = another_op(
+            &at_step,
+            &[other("model.layers.0.mlp.up_proj@3", Some(u), Some(u))],
+        )
+        .expect("a step");
+        assert!(
+            h.message
+                .starts_with("ours' values are the reference's `up_proj@3`")
+                && h.message.ends_with("(the probe taken at that module)"),
+            "{}",
+            h.message
+        );
+        // its own input: the op not applied (a residual add missing: a review), named in full
+        let layer = Subject {
+            name: "model.layers.2",
+            inputs: vec![
+                ("model.layers.2.attn_residual", None, None),
+                ("model.layers.2.mlp", None, None),
+            ],
+            ..subject(u, g)
+        };
+        let h =
+            another_op(&layer, &[other("model.layers.2.mlp", Some(u), Some(u))]).expect("an input");
+        assert!(
+            h.message.starts_with(
+                "ours' values are those of its input `model.layers.2.mlp` in the reference"
+            ) && h.message.contains("a residual sum without its other input"),
+            "{}",
+            h.message
+        );
+        // a candidate with NaN where this op has none is no match on what is left
+        let mut holes = u.to_vec();
+        holes[5] = f64::NAN;
+        let holes: &'static [f64] = leak(&holes);
+        let up = other("model.layers.0.mlp.up_proj", Some(holes), Some(holes));
+        assert_eq!(another_op(&subject(u, g), &[up]), None);
         // no other op holds them, or ours is not far from its own: nothing
         assert_eq!(another_op(&subject(u, g), std::slice::from_ref(&act)), None);
         let near: &'static [f64] = leak(&g.iter().map(|x| x * 1.3).collect());

@@ -454,20 +454,36 @@ impl Report {
     }
 
     /// The ops whose values the first divergence may hold ([`crate::hints::another_op`]): the
-    /// other compared ops of its step and layer with its shapes on both sides, nearest in
-    /// execution order first, at most [`ANOTHER_OP_CANDIDATES`]; none where the first
-    /// divergence is not `diverged` (a shape mismatch or NaN reads otherwise).
+    /// other compared ops of its step and layer with its shapes on both sides, whose norms
+    /// allow a match (ours' here within [`crate::hints::ANOTHER_OP_MATCH`] of the other's in
+    /// the reference, or the other's in ours of the reference's here: a match that close needs
+    /// it), nearest in execution order first, at most [`ANOTHER_OP_CANDIDATES`]. None where
+    /// the hint cannot hold, so that nothing is read for it (a review: a first divergence of
+    /// 0.03 read 16 ops of 4M elements for nothing): the first divergence not `diverged` (a
+    /// shape mismatch or NaN reads otherwise), nearer its reference than
+    /// [`crate::hints::ANOTHER_OP_FAR`], or larger than [`crate::hints::MAX_ELEMENTS`].
     pub fn another_op_candidates(&self) -> Vec<String> {
+        use crate::hints::{ANOTHER_OP_FAR, ANOTHER_OP_MATCH, MAX_ELEMENTS};
         let Some(first) = &self.first_divergence else {
             return Vec::new();
         };
         let Some(row) = self.ops.get_row(first.index) else {
             return Vec::new();
         };
-        if row.status() != Status::Diverged {
+        let norms = |r: crate::rows::Row<'_>| {
+            let (terms, _) = r.terms();
+            terms.ours_l2.zip(terms.ref_l2)
+        };
+        let far = row.rel_l2_err().is_some_and(|e| e >= ANOTHER_OP_FAR);
+        let small = row.n_compared().is_some_and(|n| n <= MAX_ELEMENTS as u64);
+        let (Some((ours_here, ref_here)), true, true, Status::Diverged) =
+            (norms(row), far, small, row.status())
+        else {
             return Vec::new();
-        }
+        };
         let (step, layer, tensor) = (row.step(), row.layer(), row.tensor());
+        // `|‖a‖ − ‖b‖| ≤ ‖a − b‖ ≤ MATCH‖b‖`, with a little room for the norms' rounding.
+        let near = |a: f64, b: f64| (a - b).abs() <= 1.01 * ANOTHER_OP_MATCH * b;
         let alike = |j: usize| {
             let other = self.ops.row(j);
             let t = other.tensor();
@@ -477,6 +493,9 @@ impl Report {
                 && matches!(other.status(), Status::Ok | Status::Diverged)
                 && t.shape == tensor.shape
                 && t.shape_ours == tensor.shape_ours
+                && norms(other).is_some_and(|(ours_there, ref_there)| {
+                    near(ours_here, ref_there) || near(ours_there, ref_here)
+                })
         };
         // Nearest first: before and after the first divergence in turn.
         let (before, after) = ((0..first.index).rev(), first.index + 1..self.ops.len());

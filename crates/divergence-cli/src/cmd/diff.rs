@@ -1785,7 +1785,8 @@ fn diagnosis(
 
 /// The `another_op` hint of a first divergence no other fingerprint explained
 /// ([`divergence_diff::hints::another_op`]): its values and those of the other ops of its step
-/// and layer with its shapes ([`Report::another_op_candidates`], at most 16) read once more.
+/// and layer with its shapes whose norms allow a match ([`Report::another_op_candidates`], at
+/// most 16; none, and nothing read, where the hint cannot hold) read once more.
 fn another_op_hint(
     report: &Report,
     plan: &divergence_diff::OrderPlan,
@@ -1816,11 +1817,18 @@ fn another_op_hint(
             reference: r.as_ref().map(side),
         })
         .collect();
+    // The op's inputs by the dataflow, by name only: a match with one is the op not applied.
+    let inputs: Vec<String> = report
+        .hint_targets()
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, inputs)| inputs)
+        .unwrap_or_default();
     let subject = divergence_diff::Subject {
         name,
         ours: side(&o),
         reference: side(&r),
-        inputs: Vec::new(),
+        inputs: inputs.iter().map(|n| (n.as_str(), None, None)).collect(),
         weight: None,
     };
     divergence_diff::hints::another_op(&subject, &others)
@@ -2652,11 +2660,26 @@ fn swapped_warning(ours: &MappedDump<'_>, reference: &MappedDump<'_>) -> Option<
 fn config_values_differ(a: &serde_json::Value, b: &serde_json::Value) -> bool {
     match (config_number(a), config_number(b)) {
         (Some(x), Some(y)) => (x - y).abs() > 1e-6 * x.abs().max(y.abs()),
-        // (Two spellings of one non-number, `"NaN"` and `"nan"`, say the same: a hunt.)
+        // (Two spellings of one non-finite number, `"NaN"` and `"nan"`, `"inf"` and
+        // `"Infinity"`, say the same: a hunt. Other strings as written: `"SiLU"` is not
+        // `"silu"`; a review.)
         _ => {
-            let word = |v: &serde_json::Value| v.as_str().map(|s| s.trim().to_ascii_lowercase());
-            !a.is_null() && !b.is_null() && a != b && (word(a).is_none() || word(a) != word(b))
+            !a.is_null()
+                && !b.is_null()
+                && a != b
+                && (non_finite(a).is_none() || non_finite(a) != non_finite(b))
         }
+    }
+}
+
+/// A config string that spells a non-finite number (`"NaN"`, `"-inf"`, `"Infinity"`), as the
+/// number's bits: NaN as NaN's, one for every spelling.
+fn non_finite(v: &serde_json::Value) -> Option<u64> {
+    let x = v.as_str()?.trim().parse::<f64>().ok()?;
+    if x.is_nan() {
+        Some(f64::NAN.to_bits())
+    } else {
+        x.is_infinite().then(|| x.to_bits())
     }
 }
 

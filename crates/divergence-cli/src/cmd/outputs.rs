@@ -248,17 +248,44 @@ pub fn check_dump_output(flag: &str, out: &Path) -> Result<()> {
 /// {"name": "transformers...`, or the same escaped inside a JSON string, as a safetensors
 /// header holds its metadata: `\"producer\"`): the metadata of a file that does not open as
 /// a dump, where the exporter writes it (an npz's stored `__meta__` member, a safetensors
-/// header). The whole file, in pieces of a MiB that overlap by [`PRODUCER_WINDOW`] (a hunt: a
-/// large per-step reference held it more than a MiB from both ends). Deflated metadata is not
-/// read. An error where the file cannot be read.
+/// header). Its first and last [`PRODUCER_SPAN`] (the whole of a smaller file), in pieces of
+/// a MiB that overlap by [`PRODUCER_WINDOW`] (a hunt: a large per-step reference held it more
+/// than a MiB from both ends; a review: reading all of a 2 GiB file took 10 s). Deflated
+/// metadata is not read. An error where the file cannot be read.
 fn raw_producer_is_transformers(path: &Path) -> std::io::Result<bool> {
-    use std::io::Read;
-    const PIECE: usize = 1 << 20;
+    raw_producer_within(path, PRODUCER_SPAN)
+}
+
+/// [`raw_producer_is_transformers`] over the first and last `span` bytes.
+fn raw_producer_within(path: &Path, span: u64) -> std::io::Result<bool> {
+    use std::io::{Read, Seek, SeekFrom};
     let mut file = std::fs::File::open(path)?;
+    let len = file.metadata()?.len();
+    let tail = len.saturating_sub(span).max(span.min(len));
+    if pieces_name_transformers((&mut file).take(span))? {
+        return Ok(true);
+    }
+    if tail >= len {
+        return Ok(false);
+    }
+    // (From a window before the tail: a name cut at the head's end is whole there too.)
+    file.seek(SeekFrom::Start(tail.saturating_sub(PRODUCER_WINDOW as u64)))?;
+    pieces_name_transformers(file)
+}
+
+/// How much of each end of a file [`raw_producer_is_transformers`] reads: the metadata of a
+/// 150,000-probe decode reference (its order and dtypes, ~10 MB) fits many times over.
+const PRODUCER_SPAN: u64 = 64 << 20;
+
+/// [`names_transformers`] over everything `reader` gives, in pieces of a MiB, each starting
+/// with the last [`PRODUCER_WINDOW`] bytes of the one before (a name cut between two is whole
+/// in the second).
+fn pieces_name_transformers(mut reader: impl std::io::Read) -> std::io::Result<bool> {
+    const PIECE: usize = 1 << 20;
     let mut buf = vec![0u8; PIECE + PRODUCER_WINDOW];
     let mut kept = 0;
     loop {
-        let n = match file.read(&mut buf[kept..]) {
+        let n = match reader.read(&mut buf[kept..]) {
             Ok(0) => return Ok(false),
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
@@ -268,7 +295,6 @@ fn raw_producer_is_transformers(path: &Path) -> std::io::Result<bool> {
         if names_transformers(&buf[..end]) {
             return Ok(true);
         }
-        // The last bytes again at the start: a name cut between two pieces is whole there.
         kept = end.min(PRODUCER_WINDOW);
         buf.copy_within(end - kept..end, 0);
     }
@@ -319,9 +345,10 @@ fn names_transformers(bytes: &[u8]) -> bool {
     false
 }
 
-/// The kind of dump a regular file at `path` already holds, by its first bytes (the formats
-/// [`divergence_dump`] reads): `npz` (a zip), `npy`, or `safetensors` (an 8-byte header length
-/// within the file, then `{`). `None` for anything else, or a file that cannot be read.
+/// What a regular file at `path` already holds where it is a format [`divergence_dump`] reads,
+/// by its first bytes: a zip archive (an npz dump is one; so is a `.docx`), an npy array, or a
+/// safetensors file (an 8-byte header length within the file, then `{`). `None` for anything
+/// else, or a file that cannot be read.
 fn dump_kind(path: &Path) -> Option<&'static str> {
     use std::io::Read;
     let meta = std::fs::metadata(path).ok()?;
@@ -335,14 +362,14 @@ fn dump_kind(path: &Path) -> Option<&'static str> {
         .read_to_end(&mut head)
         .ok()?;
     if head.starts_with(b"PK\x03\x04") || head.starts_with(b"PK\x05\x06") {
-        return Some("npz");
+        return Some("a zip archive, as an npz dump is");
     }
     if head.starts_with(b"\x93NUMPY") {
-        return Some("npy");
+        return Some("an npy array");
     }
     let n = u64::from_le_bytes(head.get(..8)?.try_into().ok()?);
     (head.get(8) == Some(&b'{') && n.checked_add(8).is_some_and(|end| end <= meta.len()))
-        .then_some("safetensors")
+        .then_some("a safetensors file")
 }
 
 /// Refuses a report output of `diff` (`--json-out`, `--markdown-out`, `--html-out`, `--plot`,
@@ -354,7 +381,7 @@ pub fn not_a_dump(outputs: &[(&str, Option<&Path>)]) -> Result<()> {
         let Some(out) = out else { continue };
         if let Some(kind) = dump_kind(out) {
             bail!(
-                "{flag} {}: it holds a dump ({kind}), which the report would replace: write elsewhere, or remove it first",
+                "{flag} {}: it holds {kind}, which the report would replace: write elsewhere, or remove it first",
                 divergence_names::one_line(&out.display().to_string())
             );
         }
@@ -695,18 +722,43 @@ mod tests {
     #[test]
     fn a_producer_anywhere_in_a_large_file_or_an_unreadable_one() {
         let dir = tempfile::tempdir().unwrap();
-        let big = dir.path().join("big.npz");
-        // past the first and before the last MiB, and cut by a piece's end
+        let name = br#""producer": {"name": "transformers"}"#;
+        // past the first and before the last MiB, cut by the first piece's end (it holds a
+        // MiB and the window: only the overlap sees it whole; a review)
         let mut bytes = b"PK\x03\x04".to_vec();
-        bytes.resize((1 << 20) - 20, b'x');
-        bytes.extend_from_slice(br#""producer": {"name": "transformers"}"#);
+        bytes.resize((1 << 20) + PRODUCER_WINDOW - 10, b'x');
+        bytes.extend_from_slice(name);
         bytes.resize(bytes.len() + (3 << 20), b'y');
+        let big = dir.path().join("big.npz");
         std::fs::write(&big, &bytes).unwrap();
         assert_eq!(raw_producer_is_transformers(&big).ok(), Some(true));
         let e = check_dump_output("--out", &big).unwrap_err().to_string();
         assert!(e.contains("it holds a dump written by transformers"), "{e}");
-        let missing = dir.path().join("gone.npz");
-        assert!(raw_producer_is_transformers(&missing).is_err());
+        // the first read and what follows it, without the overlap, miss it: the test
+        // reaches the overlap
+        let first = (1 << 20) + PRODUCER_WINDOW;
+        assert!(!names_transformers(&bytes[..first]) && !names_transformers(&bytes[first..]));
+        // in the last span of a file larger than two, across the two spans' border, or in
+        // neither (spans of 3 MiB here, 64 MiB as run)
+        let span = 3usize << 20;
+        let ends = dir.path().join("ends.npz");
+        for (len, at, found) in [
+            (3 * span, 3 * span - 200, true),
+            (span + 1000, span - 10, true),
+            (3 * span, span + span / 2, false),
+        ] {
+            let mut bytes = vec![b'x'; len];
+            bytes[at..at + name.len()].copy_from_slice(name);
+            std::fs::write(&ends, &bytes).unwrap();
+            assert_eq!(
+                raw_producer_within(&ends, span as u64).ok(),
+                Some(found),
+                "{len} {at}"
+            );
+        }
+        // what cannot be read is an error, not "no producer": a folder reads as none
+        assert!(raw_producer_is_transformers(&dir.path().join("gone.npz")).is_err());
+        assert!(raw_producer_is_transformers(dir.path()).is_err());
     }
 
     #[test]
@@ -720,16 +772,19 @@ mod tests {
         let mut st = 2u64.to_le_bytes().to_vec();
         st.extend_from_slice(b"{}");
         for (path, kind) in [
-            (write("a.npz", b"PK\x03\x04rest of a zip"), "npz"),
-            (write("a.json", b"\x93NUMPY\x01\x00"), "npy"),
-            (write("a.html", &st), "safetensors"),
+            (
+                write("a.npz", b"PK\x03\x04rest of a zip"),
+                "a zip archive, as an npz dump is",
+            ),
+            (write("a.json", b"\x93NUMPY\x01\x00"), "an npy array"),
+            (write("a.html", &st), "a safetensors file"),
         ] {
             let e = not_a_dump(&[("--json-out", Some(&path))])
                 .unwrap_err()
                 .to_string();
             assert!(
                 e.starts_with("--json-out ")
-                    && e.contains(&format!("it holds a dump ({kind})"))
+                    && e.contains(&format!("it holds {kind}, which the report would replace"))
                     && !e.contains('\n'),
                 "{e}"
             );
