@@ -91,6 +91,7 @@ for dt in f32 bf16; do
   # (since 2026-12-08, session 62: weights loaded from each other's tensors)
   case_ $dt swap-gate-up model.layers.0.mlp.gate_proj
   case_ $dt swap-k-v@5 model.layers.5.self_attn.k_proj
+  case_ $dt no-causal-mask model.layers.0.self_attn.attn_out
 done
 # Rounding-level faults, with the settings docs/pitfalls.md uses for them.
 case_ bf16 - ? --exact

@@ -179,6 +179,7 @@ ONE_PASS = [
     ("rms-eps=1e-3", "model.layers.0.input_layernorm", "eps"),
     ("swap-gate-up", "model.layers.0.mlp.gate_proj", "another_op"),
     ("swap-k-v@1", "model.layers.1.self_attn.k_proj", "another_op"),
+    ("no-causal-mask", "model.layers.0.self_attn.attn_out", "causal_mask"),
 ]
 
 

@@ -1542,6 +1542,31 @@ fn a_fault_that_would_change_nothing_is_refused() {
         );
         assert!(!out.exists());
     }
+    // A 1-token prompt has no later position to attend to: no causal mask to miss, with or
+    // without decode steps (a decode step's one query sees every key, mask or not).
+    for extra in [&[][..], &["--decode-ids", "3,4"][..]] {
+        let mut args = vec![
+            "run",
+            "--model",
+            "fixtures/tiny-qwen3",
+            "--ids",
+            "7",
+            "--inject",
+            "no-causal-mask",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let run = divergence(&args);
+        assert_eq!(run.code, 2, "{}", run.transcript());
+        assert!(
+            run.stderr
+                .contains("a 1-token prompt has no later position to attend to"),
+            "{}",
+            run.stderr
+        );
+        assert!(!out.exists());
+    }
     // (with decode steps, positions 1.. rotate: a fault)
     let run = divergence(&[
         "run",

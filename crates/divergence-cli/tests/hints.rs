@@ -75,7 +75,7 @@ fn hints(r: &Value) -> Vec<(String, String, String)> {
 
 #[test]
 fn every_fault_gets_the_hint_of_its_cause() {
-    let cases: [(&str, &str, &str, &str); 12] = [
+    let cases: [(&str, &str, &str, &str); 13] = [
         (
             "embed-scale",
             "scale",
@@ -147,6 +147,12 @@ fn every_fault_gets_the_hint_of_its_cause() {
             "another_op",
             "model.layers.1.self_attn.k_proj",
             "and ours' `v_proj` is the reference's `k_proj` (",
+        ),
+        (
+            "no-causal-mask",
+            "causal_mask",
+            "model.layers.0.self_attn.attn_out",
+            "the prefill's causal mask is missing, or not applied",
         ),
     ];
     for dtype in ["f32", "bf16"] {

@@ -9,6 +9,11 @@
 //! scores `q·k / sqrt(head_dim)`, a softmax over every key the step sees (the prefill's `T`
 //! and the `s` cache entries; no mask), GQA by repeat-interleave (q head `h` reads kv head
 //! `h / (heads / kv_heads)`).
+//!
+//! The prefill's attention the same way, with its causal mask and without it
+//! ([`prefill_recompute`]): whether an `attn_out` of the prefill that diverges is its own
+//! query, keys and values attended with no mask (every position seeing the later ones: the
+//! `causal_mask` hint, [`mask_hint`]).
 
 use crate::compare::Side;
 use crate::hints::{rel_err, Hint, HintCode};
@@ -228,6 +233,157 @@ pub fn kernel_hint(
     None
 }
 
+/// One side's tensors of the prefill's attention of one layer.
+#[derive(Debug, Clone)]
+pub struct PrefillSide<'a> {
+    /// `rope_q`: `[.., heads, T, head_dim]`.
+    pub q: Side<'a>,
+    /// `rope_k`: `[.., kv_heads, T, head_dim]`.
+    pub k: Side<'a>,
+    /// `v_proj`: `[.., T, kv_heads * head_dim]`.
+    pub v: Side<'a>,
+    /// `attn_out`: `[.., T, heads * head_dim]`.
+    pub out: Side<'a>,
+}
+
+/// Most work [`prefill_recompute`] does for one side, counted `heads * T^2 * (head_dim + 16)`
+/// (the scores' products once, then each of the two softmaxes' exponentials and weighted sums
+/// of the values, counted as 16 more a score: a check's head_dim-4 prefill of 16,384 tokens
+/// took 7.9 s when only `head_dim` was counted): 2^30, about a second; a 0.6B-shaped prefill
+/// of 64 tokens counts 2^26, one of 1,024 tokens 2^34 (no hint).
+pub const PREFILL_MAX_WORK: u64 = 1 << 30;
+
+/// `(heads, kv_heads, head_dim, T)` of a prefill side, or `None` where its shapes do not fit
+/// one attention, it is larger than [`crate::hints::MAX_ELEMENTS`] values in all or than
+/// [`PREFILL_MAX_WORK`], or it holds one position (a mask masks nothing there).
+fn prefill_dims(s: &PrefillSide<'_>) -> Option<(usize, usize, usize, usize)> {
+    let tail = |shape: &[usize], n: usize| -> Option<Vec<usize>> {
+        (shape.len() >= n).then(|| shape[shape.len() - n..].to_vec())
+    };
+    let q = tail(s.q.shape, 3)?;
+    let (heads, t, d) = (q[0], q[1], q[2]);
+    let k = tail(s.k.shape, 3)?;
+    let kv = k[0];
+    let total = [&s.q, &s.k, &s.v, &s.out]
+        .iter()
+        .map(|x| x.values.len())
+        .sum::<usize>();
+    let work = (heads as u64)
+        .checked_mul(t as u64)?
+        .checked_mul(t as u64)?
+        .checked_mul(d as u64 + 16)?;
+    let ok = total <= crate::hints::MAX_ELEMENTS
+        && work <= PREFILL_MAX_WORK
+        && t >= 2
+        && d > 0
+        && kv > 0
+        && heads % kv == 0
+        && k[1..] == [t, d]
+        && tail(s.v.shape, 2)? == [t, kv * d]
+        && tail(s.out.shape, 2)? == [t, heads * d]
+        && s.q.values.len() == heads * t * d
+        && s.k.values.len() == kv * t * d
+        && s.v.values.len() == t * kv * d
+        && s.out.values.len() == t * heads * d;
+    ok.then_some((heads, kv, d, t))
+}
+
+/// The side's `attn_out` against the attention (float64) of its own query, keys and values,
+/// `(with the causal mask, without a mask)` (rel L2 each); `None` where the shapes do not fit
+/// (`prefill_dims`: at least two positions, within the bounds), a value is not finite, or an
+/// exact output is zero.
+pub fn prefill_recompute(s: &PrefillSide<'_>) -> Option<(f64, f64)> {
+    let (heads, kv, d, t) = prefill_dims(s)?;
+    let q = s.q.values.to_f64_vec();
+    let k = s.k.values.to_f64_vec();
+    let v = s.v.values.to_f64_vec();
+    let out = s.out.values.to_f64_vec();
+    if [&q, &k, &v, &out]
+        .into_iter()
+        .any(|x| x.iter().any(|y| !y.is_finite()))
+    {
+        return None;
+    }
+    let scale = (d as f64).powf(-0.5);
+    // `out` is `[T, heads * D]`; each of the two exact outputs the same.
+    let mut causal = vec![0.0; t * heads * d];
+    let mut open = vec![0.0; t * heads * d];
+    let mut scores = vec![0.0; t];
+    let mut weights = vec![0.0; t];
+    for h in 0..heads {
+        let g = h / (heads / kv);
+        for i in 0..t {
+            let qi = &q[(h * t + i) * d..(h * t + i + 1) * d];
+            for (j, sc) in scores.iter_mut().enumerate() {
+                let kj = &k[(g * t + j) * d..(g * t + j + 1) * d];
+                *sc = qi.iter().zip(kj).map(|(a, b)| a * b).sum::<f64>() * scale;
+            }
+            for (exact, seen) in [(&mut causal, i + 1), (&mut open, t)] {
+                let max = scores[..seen]
+                    .iter()
+                    .copied()
+                    .fold(f64::NEG_INFINITY, f64::max);
+                for (w, x) in weights.iter_mut().zip(&scores[..seen]) {
+                    *w = (x - max).exp();
+                }
+                let sum: f64 = weights[..seen].iter().sum();
+                let row = &mut exact[(i * heads + h) * d..(i * heads + h + 1) * d];
+                for (j, w) in weights[..seen].iter().enumerate() {
+                    let vj = &v[(j * kv + g) * d..(j * kv + g + 1) * d];
+                    for (e, x) in row.iter_mut().zip(vj) {
+                        *e += w / sum * x;
+                    }
+                }
+            }
+        }
+    }
+    Some((rel_err(&out, &causal)?, rel_err(&out, &open)?))
+}
+
+/// The `causal_mask` hint of a prefill's `attn_out` (`op`): ours is the attention of its own
+/// query, keys and values without the causal mask (within twice the larger of the
+/// reference's distance from its own causal recompute and the kernels' noise, `kernel_noise`,
+/// or within 4 times that noise: a check's bf16 port of 100 tokens was 9.4e-3 from its own
+/// unmasked recompute, its clean run 6.7e-3 from its causal one, where the reference was
+/// 1.8e-3), and 10 times further from its own with the mask; the reference near its causal
+/// recompute (within twice that noise or its own distance, and 10 times nearer than to its
+/// unmasked one). Every position sees the later ones: the mask is missing. Anything else
+/// says nothing.
+pub fn mask_hint(op: &str, ours: &PrefillSide<'_>, reference: &PrefillSide<'_>) -> Option<Hint> {
+    let ((o_causal, o_open), (r_causal, r_open)) =
+        (prefill_recompute(ours)?, prefill_recompute(reference)?);
+    let noise = kernel_noise(&[ours.out.dtype, reference.out.dtype]);
+    let near = 2.0 * r_causal.max(noise);
+    let ours_near = near.max(4.0 * noise);
+    if !(o_open <= ours_near
+        && o_causal > 10.0 * o_open
+        && r_causal <= near
+        && r_open > 10.0 * r_causal)
+    {
+        return None;
+    }
+    let e = |x: f64| format!("{x:.1e}");
+    Some(crate::hints::hint(
+        HintCode::CausalMask,
+        op,
+        format!(
+            "ours' attention output is the attention (float64) of the query, keys and values its \
+             dump holds without a mask within {} ({} with the causal mask; the reference's {} \
+             of its own with it): every position attends to the later ones too: the prefill's \
+             causal mask is missing, or not applied",
+            e(o_open),
+            e(o_causal),
+            e(r_causal)
+        ),
+        &[
+            ("ours_from_unmasked_recompute", o_open),
+            ("ours_from_causal_recompute", o_causal),
+            ("ref_from_causal_recompute", r_causal),
+            ("ref_from_unmasked_recompute", r_open),
+        ],
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -433,5 +589,130 @@ mod tests {
             ),
             None
         );
+    }
+
+    /// Prefill attention of `[H, T, D]` q, `[KV, T, D]` k and `[T, KV * D]` v, written
+    /// position by position as `[T, H * D]` (each head's softmax over keys `0..seen(i)`), for
+    /// the `causal_mask` tests: a second implementation, not `prefill_recompute`'s loops.
+    fn naive_prefill(
+        (q, k, v): (&[f64], &[f64], &[f64]),
+        (h, kv, t, d): (usize, usize, usize, usize),
+        seen: impl Fn(usize) -> usize,
+    ) -> Vec<f64> {
+        let mut out = Vec::with_capacity(t * h * d);
+        for i in 0..t {
+            for head in 0..h {
+                let g = head * kv / h;
+                let dot = |j: usize| -> f64 {
+                    (0..d)
+                        .map(|x| q[(head * t + i) * d + x] * k[(g * t + j) * d + x])
+                        .sum::<f64>()
+                        / (d as f64).sqrt()
+                };
+                let e: Vec<f64> = (0..seen(i)).map(|j| dot(j).exp()).collect();
+                let z: f64 = e.iter().sum();
+                out.extend((0..d).map(|x| {
+                    (0..seen(i))
+                        .map(|j| e[j] / z * v[(j * kv + g) * d + x])
+                        .sum::<f64>()
+                }));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_prefill_attended_without_its_mask_is_a_missing_causal_mask() {
+        let (h, kv, t, d) = (4, 2, 5, 8);
+        let q = data(h * t * d, 41, 3.0);
+        let k = data(kv * t * d, 42, 3.0);
+        let v = data(t * kv * d, 43, 2.0);
+        let causal = naive_prefill((&q, &k, &v), (h, kv, t, d), |i| i + 1);
+        let open = naive_prefill((&q, &k, &v), (h, kv, t, d), |_| t);
+        let shapes: [&[usize]; 4] = [
+            &[1, h, t, d],
+            &[1, kv, t, d],
+            &[1, t, kv * d],
+            &[1, t, h * d],
+        ];
+        let side = |out: &'static [f64], dtype: &'static str| {
+            let leak = |x: &Vec<f64>| -> &'static [f64] { Box::leak(x.clone().into_boxed_slice()) };
+            let sd = |i: usize, x: &'static [f64]| Side {
+                shape: Box::leak(shapes[i].to_vec().into_boxed_slice()),
+                values: ValuesRef::F64(x),
+                dtype,
+            };
+            PrefillSide {
+                q: sd(0, leak(&q)),
+                k: sd(1, leak(&k)),
+                v: sd(2, leak(&v)),
+                out: sd(3, out),
+            }
+        };
+        let leak = |x: Vec<f64>| -> &'static [f64] { Box::leak(x.into_boxed_slice()) };
+        let (causal, open) = (leak(causal), leak(open));
+        let (o_causal, o_open) = prefill_recompute(&side(open, "float32")).expect("fits");
+        assert!(o_open < 1e-12 && o_causal > 0.1, "{o_open} {o_causal}");
+        let h = mask_hint(
+            "model.layers.0.self_attn.attn_out",
+            &side(open, "float32"),
+            &side(causal, "float32"),
+        )
+        .expect("the mask missing");
+        assert_eq!(h.code, HintCode::CausalMask);
+        assert!(
+            h.message
+                .ends_with("the prefill's causal mask is missing, or not applied"),
+            "{}",
+            h.message
+        );
+        // both masked, or the reference unmasked too (then it is no reference of Qwen3's
+        // attention here): nothing
+        for (o, r) in [(causal, causal), (open, open), (causal, open)] {
+            assert!(mask_hint("x", &side(o, "float32"), &side(r, "float32")).is_none());
+        }
+        // ours' bf16 noise larger than the reference's (a check's 100-token port: 9.4e-3 from
+        // its unmasked recompute, the reference 1.8e-3 from its causal one): still read
+        let loud = leak(
+            open.iter()
+                .zip(data(open.len(), 45, 4.0))
+                .map(|(x, e)| x + 8e-3 * e * x.abs())
+                .collect(),
+        );
+        let (_, loud_open) = prefill_recompute(&side(loud, "bfloat16")).expect("fits");
+        assert!(loud_open > 7.9e-3 && loud_open < 1.5e-2, "{loud_open}");
+        assert!(mask_hint("x", &side(loud, "bfloat16"), &side(causal, "bfloat16")).is_some());
+        // with bf16 noise on ours' output, still read
+        let noisy = leak(
+            open.iter()
+                .zip(data(open.len(), 44, 1.0))
+                .map(|(x, e)| x + 2e-3 * e * x.abs())
+                .collect(),
+        );
+        assert!(mask_hint("x", &side(noisy, "bfloat16"), &side(causal, "bfloat16")).is_some());
+        // one position: no mask to miss
+        let one = PrefillSide {
+            q: Side {
+                shape: &[1, 4, 1, 8],
+                values: ValuesRef::F64(&q[..32]),
+                dtype: "float32",
+            },
+            k: Side {
+                shape: &[1, 2, 1, 8],
+                values: ValuesRef::F64(&k[..16]),
+                dtype: "float32",
+            },
+            v: Side {
+                shape: &[1, 1, 16],
+                values: ValuesRef::F64(&v[..16]),
+                dtype: "float32",
+            },
+            out: Side {
+                shape: &[1, 1, 32],
+                values: ValuesRef::F64(&causal[..32]),
+                dtype: "float32",
+            },
+        };
+        assert_eq!(prefill_recompute(&one), None);
     }
 }

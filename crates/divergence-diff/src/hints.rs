@@ -70,6 +70,9 @@ pub enum HintCode {
     /// another op of ours): two weights swapped, a weight loaded from another op's tensor, or
     /// a probe taken at another module ([`another_op`]).
     AnotherOp,
+    /// a prefill's attention output is its own query, keys and values attended without the
+    /// causal mask (`attention::mask_hint`).
+    CausalMask,
 }
 
 impl HintCode {
@@ -94,6 +97,7 @@ impl HintCode {
             HintCode::AttentionSpread => "attention_spread",
             HintCode::AttentionKernel => "attention_kernel",
             HintCode::AnotherOp => "another_op",
+            HintCode::CausalMask => "causal_mask",
         }
     }
 }

@@ -40,8 +40,11 @@
 //! | `decode-mask` | a decode step also attends to the next, not yet written slot (zeros) | `...layers.0.self_attn.attn_out@1` |
 //! | `swap-gate-up` | loads `gate_proj`'s weight from `up_proj`'s tensor and the reverse (a fused `gate_up_proj` split in the wrong order) | `...mlp.gate_proj` |
 //! | `swap-k-v` | loads `k_proj`'s weight (and bias) from `v_proj`'s and the reverse (a fused qkv split with k and v in the wrong order) | `...self_attn.k_proj` |
+//! | `no-causal-mask` | the prefill's attention without its causal mask: every position attends to the later ones too | `...self_attn.attn_out` |
 //!
-//! The last two act at load, on every layer or those of `@LAYERS`.
+//! The swaps act at load, on every layer or those of `@LAYERS`; `no-causal-mask` on the
+//! prefill (a decode step's one query sees every key it is given, mask or not), and is
+//! refused for a 1-token prompt, where there is no later position to see.
 //!
 //! The seven before them are KV-cache faults: they act only on the decode steps of
 //! `divergence run --decode N` (the prefill, step 0, is bit-identical to a run without them)
@@ -175,6 +178,8 @@ pub enum Fault {
     SwapGateUp,
     /// `swap-k-v`: k_proj and v_proj load each other's weight and bias.
     SwapKV,
+    /// `no-causal-mask`: the prefill attends without its causal mask.
+    NoCausalMask,
 }
 
 /// The k-tile of the `bf16-accum` fault: products are summed in f32 within a tile, the running
@@ -183,7 +188,7 @@ pub const ACCUM_TILE: usize = 16;
 
 /// Every fault's name, as typed before `=` ([`Fault::name`]): what an unknown name is
 /// compared with for "did you mean" (`divergence run --help` lists them with their values).
-pub const FAULT_NAMES: [&str; 24] = [
+pub const FAULT_NAMES: [&str; 25] = [
     "embed-scale",
     "rope-theta",
     "rope-interleaved",
@@ -208,6 +213,7 @@ pub const FAULT_NAMES: [&str; 24] = [
     "decode-mask",
     "swap-gate-up",
     "swap-k-v",
+    "no-causal-mask",
 ];
 
 /// Where every fault is listed, for the error of a name that is none (the list itself is
@@ -242,6 +248,7 @@ impl Fault {
             Fault::DecodeMask => "decode-mask",
             Fault::SwapGateUp => "swap-gate-up",
             Fault::SwapKV => "swap-k-v",
+            Fault::NoCausalMask => "no-causal-mask",
         }
     }
 
@@ -505,6 +512,7 @@ impl FromStr for FaultSpec {
             "decode-mask" => none().map(|_| Fault::DecodeMask)?,
             "swap-gate-up" => none().map(|_| Fault::SwapGateUp)?,
             "swap-k-v" => none().map(|_| Fault::SwapKV)?,
+            "no-causal-mask" => none().map(|_| Fault::NoCausalMask)?,
             "" => return Err(err(format!("empty fault name ({WHERE_LISTED})"))),
             other => {
                 let near = divergence_names::near::closest(other, FAULT_NAMES)
@@ -598,6 +606,8 @@ pub struct LayerFaults {
     pub swap_gate_up: bool,
     /// `swap-k-v`: k_proj and v_proj load each other's weight and bias.
     pub swap_k_v: bool,
+    /// `no-causal-mask`: the prefill's attention without its causal mask.
+    pub no_causal_mask: bool,
 }
 
 /// The KV-cache faults that act on one layer's cache (only when decoding with a cache).
@@ -849,6 +859,7 @@ impl Faults {
             cache: self.cache(layer),
             swap_gate_up: self.has(Some(layer), |f| matches!(f, Fault::SwapGateUp)),
             swap_k_v: self.has(Some(layer), |f| matches!(f, Fault::SwapKV)),
+            no_causal_mask: self.has(Some(layer), |f| matches!(f, Fault::NoCausalMask)),
         }
     }
 
@@ -890,6 +901,7 @@ mod tests {
         assert_eq!(parse("decode-pos-frozen").fault, Fault::DecodePosFrozen);
         assert_eq!(parse("swap-gate-up").fault, Fault::SwapGateUp);
         assert_eq!(parse("swap-k-v@1").fault, Fault::SwapKV);
+        assert_eq!(parse("no-causal-mask@0").fault, Fault::NoCausalMask);
         assert_eq!(parse("cache-pre-rope").fault, Fault::CachePreRope);
         assert_eq!(parse("cache-pre-norm@1").fault, Fault::CachePreNorm);
         assert_eq!(
@@ -1177,9 +1189,10 @@ mod tests {
             | Fault::CacheDtype(_)
             | Fault::DecodeMask
             | Fault::SwapGateUp
-            | Fault::SwapKV => f.name(),
+            | Fault::SwapKV
+            | Fault::NoCausalMask => f.name(),
         };
-        const VARIANTS: usize = 24;
+        const VARIANTS: usize = 25;
         assert_eq!(FAULT_NAMES.len(), VARIANTS);
         let names: std::collections::BTreeSet<&str> = FAULT_NAMES.iter().copied().collect();
         assert_eq!(names.len(), VARIANTS, "a name listed twice");

@@ -466,8 +466,10 @@ impl Attention {
             .ctx(|| self.rope_k.clone())?;
         let k = probes.pass(&self.rope_k, k)?;
 
+        // Fault no-causal-mask: the prefill's queries see every key, the later ones too.
+        let prefill_mask = |mask| (!self.faults.no_causal_mask).then_some(mask);
         let (k, v, mask) = match attend {
-            Attend::Prefill { mask, cache: None } => (k, v, Some(mask)),
+            Attend::Prefill { mask, cache: None } => (k, v, prefill_mask(mask)),
             Attend::Prefill {
                 mask,
                 cache: Some(cache),
@@ -481,7 +483,7 @@ impl Attention {
                 cache
                     .write(0, &stored, &v)
                     .ctx(|| format!("{}: cache write", self.name))?;
-                (k, v, Some(mask))
+                (k, v, prefill_mask(mask))
             }
             Attend::Decode { cache, slot } => {
                 let k_raw = if self.faults.cache.pre_norm {

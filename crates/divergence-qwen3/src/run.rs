@@ -426,6 +426,20 @@ pub fn run_to_dump(opts: &RunOptions) -> Result<RunSummary, Error> {
             });
         }
     }
+    // A 1-token prompt has no later position to attend to: the mask masks nothing.
+    if opts.input_ids.len() == 1 {
+        if let Some(spec) = opts
+            .faults
+            .iter()
+            .find(|s| s.fault == crate::fault::Fault::NoCausalMask)
+        {
+            return Err(Error::FaultTarget {
+                spec: spec.to_string(),
+                message: "a 1-token prompt has no later position to attend to: the causal mask masks nothing (give a longer prompt)"
+                    .to_string(),
+            });
+        }
+    }
     if decode.is_none() {
         if let Some(spec) = fault_specs.decode_only().first() {
             return Err(Error::FaultTarget {

@@ -365,6 +365,12 @@ fn swapped_weights() {
     check_f32("swap-k-v@1-3", "model.layers.1.self_attn.k_proj");
 }
 
+#[test]
+fn no_causal_mask() {
+    check_f32("no-causal-mask", "model.layers.0.self_attn.attn_out");
+    check_f32("no-causal-mask@3", "model.layers.3.self_attn.attn_out");
+}
+
 /// `--rtol 1e-5`: the accuracy our f32 port reaches (see `no_fault_f32_is_clean_at_rtol_1e_5`).
 const TIGHT_F32: Tolerance = Tolerance::Manual {
     rtol: Some(1e-5),
@@ -541,6 +547,7 @@ fn truth_catches_every_gross_fault_at_its_op_in_bf16() {
         ("rms-eps=1e-3", "model.layers.0.input_layernorm"),
         ("swap-gate-up", "model.layers.0.mlp.gate_proj"),
         ("swap-k-v@1", "model.layers.1.self_attn.k_proj"),
+        ("no-causal-mask", "model.layers.0.self_attn.attn_out"),
     ] {
         let report = diff_bf16_truth(Policy::Torch, &[fault]);
         assert_eq!(first(&report).as_deref(), Some(want), "--inject {fault}");
@@ -620,6 +627,7 @@ fn the_origin_estimate_agrees_with_the_true_local_errors_of_replay() {
             "rms-eps=1e-3",
             "swap-gate-up",
             "swap-k-v@1",
+            "no-causal-mask@1",
         ] {
             let run = |replay| {
                 diff_run_with(

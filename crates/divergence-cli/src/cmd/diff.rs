@@ -1771,6 +1771,13 @@ fn diagnosis(
     let decode = decode_hints(report, plan, (ours, reference), &fed_alike);
     out.extend(divergence_diff::hints::decode_hints_beside(decode, &out));
     out.extend(attention_kernel_hints(report, plan, (ours, reference)));
+    let masks = causal_mask_hints(report, plan, (ours, reference));
+    // (Where the mask is missing, "the error is confined to N of T positions" says less: the
+    // last position, which sees every key either way, is the one right.)
+    out.retain(|h| {
+        h.code != divergence_diff::HintCode::Position || !masks.iter().any(|m| m.op == h.op)
+    });
+    out.extend(masks);
     // The last resort: only for a first divergence no fingerprint above read (the cache of
     // `cache-pre-norm` holds the values ours' `rope_k@s` has, and `cache_stage` says why).
     out.extend(another_op_hint(
@@ -1947,6 +1954,84 @@ fn attention_kernel_hints(
         if let Some(h) = divergence_diff::attention::kernel_hint(&name, &side_of(0), &side_of(1)) {
             out.push(h);
         }
+    }
+    out
+}
+
+/// The `causal_mask` hint ([`divergence_diff::attention::mask_hint`]) of each hint target that
+/// is a prefill's `attn_out`: both sides' `rope_q`, `rope_k`, `v_proj` and `attn_out` of its
+/// layer, read only where all of a side's are within [`ATTENTION_KERNEL_MAX_VALUES`] by their
+/// headers (else no hint).
+fn causal_mask_hints(
+    report: &Report,
+    plan: &divergence_diff::OrderPlan,
+    (ours, reference): (&MappedDump<'_>, &MappedDump<'_>),
+) -> Vec<divergence_diff::Hint> {
+    let mut out = Vec::new();
+    for (name, _) in report.hint_targets() {
+        let Some(layer) = name.strip_suffix(".attn_out") else {
+            continue;
+        };
+        if divergence_names::split_step(&name).1 != 0 {
+            continue;
+        }
+        let Some(ours_layer) = plan.ours_name(&name).strip_suffix(".attn_out") else {
+            continue;
+        };
+        // Ours' name of each probe: the plan's where it renames that row, else the layer's
+        // path as the plan renames `attn_out` (a check's suggestion: a map may rename each).
+        let ours_of = |p: &str| {
+            let row = format!("{layer}.{p}");
+            match plan.ours_name(&row) {
+                renamed if renamed != row => renamed.to_string(),
+                _ => format!("{ours_layer}.{p}"),
+            }
+        };
+        let probes = ["rope_q", "rope_k", "v_proj", "attn_out"];
+        let names = |which: usize| -> Vec<String> {
+            probes
+                .iter()
+                .map(|p| match which {
+                    0 => ours_of(p),
+                    _ => format!("{layer}.{p}"),
+                })
+                .collect()
+        };
+        let (ours_names, ref_names) = (names(0), names(1));
+        let within = |dump: &MappedDump<'_>, names: &[String]| {
+            names
+                .iter()
+                .map(|n| {
+                    dump.shape(n)?
+                        .iter()
+                        .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64))
+                })
+                .try_fold(0u64, |acc, n| acc.checked_add(n?))
+                .is_some_and(|n| n <= ATTENTION_KERNEL_MAX_VALUES)
+        };
+        if !within(ours, &ours_names) || !within(reference, &ref_names) {
+            continue;
+        }
+        let reads: Option<Vec<_>> = ours_names
+            .iter()
+            .zip(&ref_names)
+            .map(|(o, r)| Some((read_whole(ours, o)?, read_whole(reference, r)?)))
+            .collect();
+        let Some(reads) = reads else {
+            continue;
+        };
+        let side_of = |which: usize| {
+            let [q, k, v, o] = [0, 1, 2, 3].map(|i| {
+                let (a, b) = &reads[i];
+                side(if which == 0 { a } else { b })
+            });
+            divergence_diff::attention::PrefillSide { q, k, v, out: o }
+        };
+        out.extend(divergence_diff::attention::mask_hint(
+            &name,
+            &side_of(0),
+            &side_of(1),
+        ));
     }
     out
 }
@@ -2429,7 +2514,13 @@ fn attention_warning(
         .iter()
         .filter(|h| !matches!(h.code, HintCode::Position | HintCode::Rounding))
         .collect();
-    if !attention(at) || causes.iter().any(|h| !attention(&h.op)) {
+    // (A missing causal mask is read from each side against its own recompute: no rounding
+    // of eager against sdpa gives it; a check's sdpa reference drew this warning beside it.)
+    if !attention(at)
+        || causes
+            .iter()
+            .any(|h| !attention(&h.op) || h.code == HintCode::CausalMask)
+    {
         return None;
     }
     let tell = match o.as_str() {
@@ -3018,6 +3109,8 @@ mod tests {
             "{w}"
         );
         assert!(hinted(HintCode::Position).is_some_and(|w| !w.contains("may read")));
+        // a missing causal mask is no rounding of eager against sdpa: not said
+        assert_eq!(hinted(HintCode::CausalMask), None);
         assert!(hinted(HintCode::Rounding).is_some_and(|w| !w.contains("may read")));
         // A hint of another cause at an op that is no attention output: not said.
         let mut r = at_attn("bfloat16");

@@ -38,6 +38,8 @@ Faults (--inject, repeatable): NAME[=VALUE][@LAYERS], LAYERS = N, N-M or a comma
                          split in the wrong order)
   swap-k-v               k_proj and v_proj load each other's weight (a fused qkv split with
                          k and v in the wrong order)
+  no-causal-mask         the prefill's attention without its causal mask (every position
+                         sees the later ones)
 KV-cache faults (only when decoding: --decode-from, --decode-ids or --decode; the prefill, step 0,
 stays bit-identical):
   decode-pos=K           decode step s at position prompt_len+s-1+K; enters at rotary_emb@1
