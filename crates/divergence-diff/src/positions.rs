@@ -163,6 +163,16 @@ impl PositionProfile {
                 self.affected
             ),
             PositionPattern::Last => format!("error at the last {} only", label(t - 1)),
+            // Every position but the last: what a missing causal mask leaves (the last sees
+            // every key either way; session 62's `no-causal-mask`).
+            PositionPattern::Some
+                if t >= 3 && self.affected + 1 == t && self.over.last() == Some(&false) =>
+            {
+                format!(
+                    "error at every one of {t} {unit} but the last ({} within tolerance)",
+                    label(t - 1)
+                )
+            }
             PositionPattern::Some => format!(
                 "error at {} of {t} {unit}, the first at {}",
                 self.affected,
@@ -517,6 +527,17 @@ mod tests {
             p.summary()
         );
         assert_eq!(profile(&[0.0, 0.0, 0.5]).pattern, PositionPattern::Last);
+        // every position but the last (a missing causal mask)
+        let p = profile(&[0.3, 0.2, 0.1, 0.0]);
+        assert_eq!(p.pattern, PositionPattern::Some);
+        assert_eq!(
+            p.summary(),
+            "error at every one of 4 positions but the last (position 3 within tolerance); worst rel err 3.000e-01 at position 0"
+        );
+        // two positions: the first only, said as such
+        assert!(profile(&[0.3, 0.0])
+            .summary()
+            .starts_with("error at 1 of 2 positions, the first at position 0"));
         let p = profile(&[0.0, 0.5, 0.0, 0.0]);
         assert_eq!(p.pattern, PositionPattern::Some);
         assert_eq!(
