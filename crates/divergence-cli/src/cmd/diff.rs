@@ -1662,9 +1662,11 @@ fn diagnosis(
         report, plan, ours, reference, prompt_len, last_rows, &mut note,
     );
     let across_steps = profile.is_some();
-    for (name, inputs) in report.hint_targets() {
+    // (Once: each is a pass over the report's rows and its step's dataflow.)
+    let targets = report.hint_targets();
+    for (name, inputs) in &targets {
         let (Some(o), Some(r)) =
-            read_pair((ours, reference), plan.ours_name(&name), &name, last_rows)
+            read_pair((ours, reference), plan.ours_name(name), name, last_rows)
         else {
             continue;
         };
@@ -1673,7 +1675,7 @@ fn diagnosis(
             && report
                 .first_divergence
                 .as_ref()
-                .is_some_and(|f| f.name == name)
+                .is_some_and(|f| f.name == *name)
         {
             profile = positions(report, &o.0, &r.0, &mut note).map(|p| p.at_prompt_end(prompt_len));
         }
@@ -1687,9 +1689,9 @@ fn diagnosis(
                 )
             })
             .collect();
-        let weight = weights.as_ref().and_then(|w| weight_view(w, &name));
+        let weight = weights.as_ref().and_then(|w| weight_view(w, name));
         let subject = divergence_diff::Subject {
-            name: &name,
+            name,
             ours: side(&o),
             reference: side(&r),
             inputs: input_views
@@ -1705,7 +1707,7 @@ fn diagnosis(
         for mut hint in divergence_diff::diagnose(&subject, &shape) {
             // Heads scaled down at one decode step: the same probe at the next steps tells a
             // zero key's moving share from a fixed scale per head.
-            let (base, step) = divergence_names::split_step(&name);
+            let (base, step) = divergence_names::split_step(name);
             // (Or one scale for every head at `attn_out`: near-equal scores give a zero key
             // one share in every head.)
             if divergence_diff::hints::reads_later_steps(&hint) && step > 0 {
@@ -1723,7 +1725,7 @@ fn diagnosis(
                     .take_while(|&t| fed_alike(t))
                     .map_while(|t| {
                         let n = divergence_names::step_name(base, t);
-                        let o = read(ours, &ours_step_name(plan, &name, t))?;
+                        let o = read(ours, &ours_step_name(plan, name, t))?;
                         let r = read(reference, &n)?;
                         // (an input at most 4 times the op's size, as a step's query and cache
                         // slot are: a port that dumps its whole cache at every step is not
@@ -1770,8 +1772,8 @@ fn diagnosis(
     }
     let decode = decode_hints(report, plan, (ours, reference), &fed_alike);
     out.extend(divergence_diff::hints::decode_hints_beside(decode, &out));
-    out.extend(attention_kernel_hints(report, plan, (ours, reference)));
-    let masks = causal_mask_hints(report, plan, (ours, reference));
+    out.extend(attention_kernel_hints(&targets, plan, (ours, reference)));
+    let masks = causal_mask_hints(&targets, plan, (ours, reference));
     // (Where the mask is missing, "the error is confined to N of T positions" says less: the
     // last position, which sees every key either way, is the one right.)
     out.retain(|h| {
@@ -1782,6 +1784,7 @@ fn diagnosis(
     // `cache-pre-norm` holds the values ours' `rope_k@s` has, and `cache_stage` says why).
     out.extend(another_op_hint(
         report,
+        &targets,
         plan,
         (ours, reference),
         last_rows,
@@ -1796,6 +1799,7 @@ fn diagnosis(
 /// most 16; none, and nothing read, where the hint cannot hold) read once more.
 fn another_op_hint(
     report: &Report,
+    targets: &[(String, Vec<String>)],
     plan: &divergence_diff::OrderPlan,
     dumps: (&MappedDump<'_>, &MappedDump<'_>),
     last_rows: bool,
@@ -1825,12 +1829,10 @@ fn another_op_hint(
         })
         .collect();
     // The op's inputs by the dataflow, by name only: a match with one is the op not applied.
-    let inputs: Vec<String> = report
-        .hint_targets()
-        .into_iter()
+    let inputs = targets
+        .iter()
         .find(|(n, _)| n == name)
-        .map(|(_, inputs)| inputs)
-        .unwrap_or_default();
+        .map_or(&[][..], |(_, inputs)| inputs);
     let subject = divergence_diff::Subject {
         name,
         ours: side(&o),
@@ -1883,13 +1885,13 @@ const ATTENTION_KERNEL_MAX_VALUES: u64 = divergence_diff::hints::MAX_ELEMENTS as
 /// layer, read only where all of a side's are within [`ATTENTION_KERNEL_MAX_VALUES`] by their
 /// headers (else no hint); a step past [`ATTENTION_KERNEL_MAX_STEPS`] is not read.
 fn attention_kernel_hints(
-    report: &Report,
+    targets: &[(String, Vec<String>)],
     plan: &divergence_diff::OrderPlan,
     (ours, reference): (&MappedDump<'_>, &MappedDump<'_>),
 ) -> Vec<divergence_diff::Hint> {
     let mut out = Vec::new();
-    for (name, _) in report.hint_targets() {
-        let (base, step) = divergence_names::split_step(&name);
+    for (name, _) in targets {
+        let (base, step) = divergence_names::split_step(name);
         let Some(layer) = base.strip_suffix(".attn_out") else {
             continue;
         };
@@ -1899,7 +1901,7 @@ fn attention_kernel_hints(
         // Ours' names of the layer's probes: by the plan's name of the target row in ours (a
         // prefix the plan strips, found by a review: under --steps the prefill's rows and the
         // cache's other steps are not in the plan)
-        let (ours_base, _) = divergence_names::split_step(plan.ours_name(&name));
+        let (ours_base, _) = divergence_names::split_step(plan.ours_name(name));
         let Some(ours_layer) = ours_base.strip_suffix(".attn_out") else {
             continue;
         };
@@ -1914,19 +1916,9 @@ fn attention_kernel_hints(
             ("attn_out", step),
         ];
         wanted.extend((1..=step).flat_map(|t| [("cache_k", t), ("cache_v", t)]));
-        // Within the bound before anything is read: every tensor's values on each side, from
-        // its header (a review: 40 deflated cache steps of 16 MiB each were read first,
-        // 2.65 GB); a tensor one side lacks, no hint.
+        // Within the bound before anything is read; a tensor one side lacks, no hint.
         let within = |dump: &MappedDump<'_>, layer: &str| {
-            wanted
-                .iter()
-                .map(|&(p, t)| {
-                    dump.shape(&named(layer, p, t))?
-                        .iter()
-                        .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64))
-                })
-                .try_fold(0u64, |acc, n| acc.checked_add(n?))
-                .is_some_and(|n| n <= ATTENTION_KERNEL_MAX_VALUES)
+            values_within(dump, wanted.iter().map(|&(p, t)| named(layer, p, t)))
         };
         if !within(ours, ours_layer) || !within(reference, layer) {
             continue;
@@ -1951,11 +1943,26 @@ fn attention_kernel_hints(
             continue;
         };
         let side_of = |which| attention_side(which, (&q, &pk, &pv, &o), &cache);
-        if let Some(h) = divergence_diff::attention::kernel_hint(&name, &side_of(0), &side_of(1)) {
+        if let Some(h) = divergence_diff::attention::kernel_hint(name, &side_of(0), &side_of(1)) {
             out.push(h);
         }
     }
     out
+}
+
+/// Whether the tensors `names` of `dump` hold at most [`ATTENTION_KERNEL_MAX_VALUES`] values
+/// in all, counted from their headers before any is read (a review: 40 deflated cache steps of
+/// 16 MiB each were read first, 2.65 GB); a tensor the dump lacks, false.
+fn values_within<S: AsRef<str>>(dump: &MappedDump<'_>, names: impl IntoIterator<Item = S>) -> bool {
+    names
+        .into_iter()
+        .map(|n| {
+            dump.shape(n.as_ref())?
+                .iter()
+                .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64))
+        })
+        .try_fold(0u64, |acc, n| acc.checked_add(n?))
+        .is_some_and(|n| n <= ATTENTION_KERNEL_MAX_VALUES)
 }
 
 /// The `causal_mask` hint ([`divergence_diff::attention::mask_hint`]) of each hint target that
@@ -1963,19 +1970,19 @@ fn attention_kernel_hints(
 /// layer, read only where all of a side's are within [`ATTENTION_KERNEL_MAX_VALUES`] by their
 /// headers (else no hint).
 fn causal_mask_hints(
-    report: &Report,
+    targets: &[(String, Vec<String>)],
     plan: &divergence_diff::OrderPlan,
     (ours, reference): (&MappedDump<'_>, &MappedDump<'_>),
 ) -> Vec<divergence_diff::Hint> {
     let mut out = Vec::new();
-    for (name, _) in report.hint_targets() {
+    for (name, _) in targets {
         let Some(layer) = name.strip_suffix(".attn_out") else {
             continue;
         };
-        if divergence_names::split_step(&name).1 != 0 {
+        if divergence_names::split_step(name).1 != 0 {
             continue;
         }
-        let Some(ours_layer) = plan.ours_name(&name).strip_suffix(".attn_out") else {
+        let Some(ours_layer) = plan.ours_name(name).strip_suffix(".attn_out") else {
             continue;
         };
         // Ours' name of each probe: the plan's where it renames that row, else the layer's
@@ -1998,18 +2005,7 @@ fn causal_mask_hints(
                 .collect()
         };
         let (ours_names, ref_names) = (names(0), names(1));
-        let within = |dump: &MappedDump<'_>, names: &[String]| {
-            names
-                .iter()
-                .map(|n| {
-                    dump.shape(n)?
-                        .iter()
-                        .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64))
-                })
-                .try_fold(0u64, |acc, n| acc.checked_add(n?))
-                .is_some_and(|n| n <= ATTENTION_KERNEL_MAX_VALUES)
-        };
-        if !within(ours, &ours_names) || !within(reference, &ref_names) {
+        if !values_within(ours, &ours_names) || !values_within(reference, &ref_names) {
             continue;
         }
         let reads: Option<Vec<_>> = ours_names
@@ -2028,7 +2024,7 @@ fn causal_mask_hints(
             divergence_diff::attention::PrefillSide { q, k, v, out: o }
         };
         out.extend(divergence_diff::attention::mask_hint(
-            &name,
+            name,
             &side_of(0),
             &side_of(1),
         ));
